@@ -1,0 +1,48 @@
+# ehrsync: `make demo` and `make test` are the two commands a new machine needs (see README.md).
+SHELL := /bin/bash
+PY_VERSION := 3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STATE ?= var/demo
+
+.PHONY: install install-system demo test lint typecheck pytest ui bench clean
+
+$(PY):
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install -q uv==0.13.8
+	uv venv -q $(VENV) --python $(PY_VERSION)
+
+install: $(PY) ## install ehrsync and its dev tools into .venv (exact pins from pyproject.toml)
+	uv pip install -q --python $(PY) --compile-bytecode -e '.[dev]'
+
+install-system: ## Debian packages the browser tests and Postgres tests need (needs root, idempotent)
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: install Debian's 'chromium' package (browser tests need it)"; exit 1; fi; fi
+	@if ! command -v pg_config >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "PostgreSQL server programs are missing: install Debian's 'postgresql' package"; exit 1; fi; fi
+
+demo: install ## sandbox EHR -> authorize -> sync -> Parquet -> DuckDB -> summary
+	$(BIN)/ehrsync demo --state $(STATE)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy connectors warehouse auth_service pipelines sandbox ehrsync
+
+pytest: install install-system ## the suite starts (and stops) its own throwaway Postgres and sandbox servers
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+ui: install ## Dagster UI over the demo's state; Ctrl-C stops every process it started
+	$(BIN)/ehrsync ui --state $(STATE)
+
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf var .mypy_cache .ruff_cache .pytest_cache

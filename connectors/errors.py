@@ -1,0 +1,282 @@
+"""The one exception hierarchy for everything that talks to an EHR.
+
+Callers catch what they mean (a refused refresh is not a timeout), never a bare ``Exception``.
+Every error carries what the server said (OAuth ``error`` fields or the FHIR ``OperationOutcome``)
+but never a token, code, secret or any resource content: messages are safe to log.
+
+    EhrSyncError
+    ├── ConfigurationError            bad local configuration (provider config, keys, URLs)
+    ├── DiscoveryError                SMART configuration / CapabilityStatement unusable (SAL-02)
+    ├── SecurityPolicyError           issuer not allow-listed, token sent to a foreign host (SAL-06, SAL-40)
+    ├── OAuthError                    an OAuth 2.0 error response (SAL-36), one subclass per code
+    │   ├── AccessDeniedError, InvalidRequestError, InvalidClientError, InvalidGrantError,
+    │   │   InvalidScopeError, UnauthorizedClientError, TemporarilyUnavailableError
+    ├── NeedsReauthError              the grant is gone: a person must authorize again (SAL-25)
+    ├── TransportError                timeout, dropped connection, DNS: outcome unknown, retryable
+    ├── FhirError                     a FHIR REST error response (status + OperationOutcome)
+    │   ├── FhirUnauthorizedError (401), FhirForbiddenError (403), FhirNotFoundError (404),
+    │   │   FhirGoneError (410), FhirPreconditionFailedError (412), FhirUnprocessableError (422),
+    │   │   RateLimitedError (429), FhirServerError (5xx)
+    ├── BulkExportError               a bulk job failed, expired or produced an invalid manifest/file
+    │   ├── BulkFileExpiredError      file 404/410 after expiry: re-run from the same _since (BDX-19)
+    └── WriteNotSupportedError        flags, scopes or the CapabilityStatement forbid a write (DWB)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "AccessDeniedError",
+    "BulkExportError",
+    "BulkFileExpiredError",
+    "ConfigurationError",
+    "DiscoveryError",
+    "EhrSyncError",
+    "FhirError",
+    "FhirForbiddenError",
+    "FhirGoneError",
+    "FhirNotFoundError",
+    "FhirPreconditionFailedError",
+    "FhirServerError",
+    "FhirUnauthorizedError",
+    "FhirUnprocessableError",
+    "InvalidClientError",
+    "InvalidGrantError",
+    "InvalidRequestError",
+    "InvalidScopeError",
+    "NeedsReauthError",
+    "OAuthError",
+    "RateLimitedError",
+    "SecurityPolicyError",
+    "TemporarilyUnavailableError",
+    "TransportError",
+    "UnauthorizedClientError",
+    "WriteNotSupportedError",
+    "fhir_error_for_status",
+    "oauth_error_from_response",
+]
+
+
+class EhrSyncError(Exception):
+    """Base of every ehrsync error; ``code`` is a stable machine-readable name."""
+
+    code: str = "ehrsync_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigurationError(EhrSyncError):
+    code = "configuration_error"
+
+
+class DiscoveryError(EhrSyncError):
+    code = "discovery_error"
+
+
+class SecurityPolicyError(EhrSyncError):
+    code = "security_policy"
+
+
+class NeedsReauthError(EhrSyncError):
+    """The grant is unusable (refresh refused, revoked): never retry, ask a person to re-authorize."""
+
+    code = "needs_reauth"
+
+
+class TransportError(EhrSyncError):
+    """The request may or may not have reached the server (timeout, reset, refused)."""
+
+    code = "transport_error"
+
+
+class OAuthError(EhrSyncError):
+    """An RFC 6749 error response from an authorization or token endpoint."""
+
+    code = "oauth_error"
+
+    def __init__(
+        self,
+        error: str,
+        error_description: str | None = None,
+        error_uri: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        detail = f": {error_description}" if error_description else ""
+        super().__init__(f"{error}{detail}")
+        self.error = error
+        self.error_description = error_description
+        self.error_uri = error_uri
+        self.status = status
+
+
+class AccessDeniedError(OAuthError):
+    code = "access_denied"
+
+
+class InvalidRequestError(OAuthError):
+    code = "invalid_request"
+
+
+class InvalidClientError(OAuthError):
+    code = "invalid_client"
+
+
+class InvalidGrantError(OAuthError):
+    code = "invalid_grant"
+
+
+class InvalidScopeError(OAuthError):
+    code = "invalid_scope"
+
+
+class UnauthorizedClientError(OAuthError):
+    code = "unauthorized_client"
+
+
+class TemporarilyUnavailableError(OAuthError):
+    code = "temporarily_unavailable"
+
+
+_OAUTH_ERRORS: dict[str, type[OAuthError]] = {
+    cls.code: cls
+    for cls in (
+        AccessDeniedError,
+        InvalidRequestError,
+        InvalidClientError,
+        InvalidGrantError,
+        InvalidScopeError,
+        UnauthorizedClientError,
+        TemporarilyUnavailableError,
+    )
+}
+
+
+def oauth_error_from_response(payload: Mapping[str, Any], status: int | None = None) -> OAuthError:
+    """Build the typed error for an OAuth error body (unknown codes become a plain ``OAuthError``)."""
+    error = str(payload.get("error") or "server_error")
+    cls = _OAUTH_ERRORS.get(error, OAuthError)
+    description = payload.get("error_description")
+    uri = payload.get("error_uri")
+    return cls(
+        error,
+        str(description) if description is not None else None,
+        str(uri) if uri is not None else None,
+        status,
+    )
+
+
+class FhirError(EhrSyncError):
+    """A FHIR REST error: HTTP status plus the server's OperationOutcome when it sent one."""
+
+    code = "fhir_error"
+
+    def __init__(
+        self,
+        message: str,
+        status: int,
+        operation_outcome: Mapping[str, Any] | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.operation_outcome = dict(operation_outcome) if operation_outcome else None
+        self.url = url
+
+    @property
+    def issue_codes(self) -> list[str]:
+        """``issue[].code`` values of the OperationOutcome (empty when none was sent)."""
+        if not self.operation_outcome:
+            return []
+        return [str(i.get("code")) for i in self.operation_outcome.get("issue", []) if isinstance(i, dict)]
+
+    @property
+    def is_transient(self) -> bool:
+        """True when the server says the failure is temporary (OperationOutcome ``transient``)."""
+        return "transient" in self.issue_codes or self.status in (429, 502, 503, 504)
+
+
+class FhirUnauthorizedError(FhirError):
+    code = "fhir_unauthorized"
+
+
+class FhirForbiddenError(FhirError):
+    code = "fhir_forbidden"
+
+
+class FhirNotFoundError(FhirError):
+    code = "fhir_not_found"
+
+
+class FhirGoneError(FhirError):
+    code = "fhir_gone"
+
+
+class FhirPreconditionFailedError(FhirError):
+    code = "fhir_precondition_failed"
+
+
+class FhirUnprocessableError(FhirError):
+    code = "fhir_unprocessable"
+
+
+class FhirServerError(FhirError):
+    code = "fhir_server_error"
+
+
+class RateLimitedError(FhirError):
+    """429 (or 503 with ``Retry-After``): ``retry_after`` is seconds to wait, when the server said."""
+
+    code = "rate_limited"
+
+    def __init__(
+        self,
+        message: str,
+        status: int,
+        operation_outcome: Mapping[str, Any] | None = None,
+        url: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status, operation_outcome, url)
+        self.retry_after = retry_after
+
+
+_FHIR_STATUS: dict[int, type[FhirError]] = {
+    401: FhirUnauthorizedError,
+    403: FhirForbiddenError,
+    404: FhirNotFoundError,
+    410: FhirGoneError,
+    412: FhirPreconditionFailedError,
+    422: FhirUnprocessableError,
+    429: RateLimitedError,
+}
+
+
+def fhir_error_for_status(status: int) -> type[FhirError]:
+    """The FhirError subclass for an HTTP status."""
+    if status in _FHIR_STATUS:
+        return _FHIR_STATUS[status]
+    if status >= 500:
+        return FhirServerError
+    return FhirError
+
+
+class BulkExportError(EhrSyncError):
+    code = "bulk_export_error"
+
+
+class BulkFileExpiredError(BulkExportError):
+    code = "bulk_file_expired"
+
+
+class WriteNotSupportedError(EhrSyncError):
+    """A write was refused before reaching the server; ``reason`` says which gate closed."""
+
+    code = "WRITE_NOT_SUPPORTED"
+
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        super().__init__(message or f"write not supported: {reason}")
+        self.reason = reason
