@@ -13,10 +13,12 @@ but never a token, code, secret or any resource content: messages are safe to lo
     │   │   InvalidScopeError, UnauthorizedClientError, TemporarilyUnavailableError
     ├── NeedsReauthError              the grant is gone: a person must authorize again (SAL-25)
     ├── TransportError                timeout, dropped connection, DNS: outcome unknown, retryable
+    ├── ContentTooLargeError          a download exceeded its size cap (nothing was kept)
     ├── FhirError                     a FHIR REST error response (status + OperationOutcome)
     │   ├── FhirUnauthorizedError (401), FhirForbiddenError (403), FhirNotFoundError (404),
     │   │   FhirGoneError (410), FhirPreconditionFailedError (412), FhirUnprocessableError (422),
     │   │   RateLimitedError (429), FhirServerError (5xx)
+    │   ├── SearchLinkExpiredError    a paging `next` link answered 404/410: restart from the stored mark (BDX-29)
     ├── BulkExportError               a bulk job failed, expired or produced an invalid manifest/file
     │   ├── BulkFileExpiredError      file 404/410 after expiry: re-run from the same _since (BDX-19)
     └── WriteNotSupportedError        flags, scopes or the CapabilityStatement forbid a write (DWB)
@@ -32,6 +34,7 @@ __all__ = [
     "BulkExportError",
     "BulkFileExpiredError",
     "ConfigurationError",
+    "ContentTooLargeError",
     "DiscoveryError",
     "EhrSyncError",
     "FhirError",
@@ -49,6 +52,7 @@ __all__ = [
     "NeedsReauthError",
     "OAuthError",
     "RateLimitedError",
+    "SearchLinkExpiredError",
     "SecurityPolicyError",
     "TemporarilyUnavailableError",
     "TransportError",
@@ -227,6 +231,18 @@ class FhirServerError(FhirError):
     code = "fhir_server_error"
 
 
+class SearchLinkExpiredError(FhirError):
+    """A search ``next`` link answered 404/410: restart the search from the stored high-water mark (BDX-29)."""
+
+    code = "search_link_expired"
+
+
+class ContentTooLargeError(EhrSyncError):
+    """A download exceeded its size cap; the partial file was removed."""
+
+    code = "content_too_large"
+
+
 class RateLimitedError(FhirError):
     """429 (or 503 with ``Retry-After``): ``retry_after`` is seconds to wait, when the server said."""
 
@@ -265,7 +281,22 @@ def fhir_error_for_status(status: int) -> type[FhirError]:
 
 
 class BulkExportError(EhrSyncError):
+    """A bulk job failed; ``status``/``operation_outcome`` say what the server answered, when it did."""
+
     code = "bulk_export_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        operation_outcome: Mapping[str, Any] | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.operation_outcome = dict(operation_outcome) if operation_outcome else None
+        self.url = url
 
 
 class BulkFileExpiredError(BulkExportError):

@@ -1,1 +1,50 @@
-"""ehrsync package."""
+"""ehrsync warehouse: NDJSON -> Parquet landing -> DuckDB / PostgreSQL upsert, plus attachments.
+
+Plain Python (pyarrow, duckdb, psycopg, orjson); imports no other ehrsync package.
+"""
+
+from warehouse._outcomes import ErrorCounts
+from warehouse.attachments import AttachmentRef, AttachmentStore
+from warehouse.base import UpsertStats, Warehouse
+from warehouse.errors import (
+    AttachmentError,
+    AttachmentIntegrityError,
+    InvalidInputError,
+    LandedFileError,
+    LandingError,
+    SchemaVersionError,
+    WarehouseError,
+    WarehouseLockTimeoutError,
+    WarehouseTargetError,
+)
+from warehouse.factory import open_warehouse
+from warehouse.landed import LANDING_SCHEMA, QUARANTINE_SCHEMA, LandedFile, read_landed_file
+from warehouse.landing import LandingWriter
+from warehouse.views import VIEW_NAMES
+from warehouse.zone import LandingZone, land_ndjson_file
+
+__all__ = [
+    "LANDING_SCHEMA",
+    "QUARANTINE_SCHEMA",
+    "VIEW_NAMES",
+    "AttachmentError",
+    "AttachmentIntegrityError",
+    "AttachmentRef",
+    "AttachmentStore",
+    "ErrorCounts",
+    "InvalidInputError",
+    "LandedFile",
+    "LandedFileError",
+    "LandingError",
+    "LandingWriter",
+    "LandingZone",
+    "SchemaVersionError",
+    "UpsertStats",
+    "Warehouse",
+    "WarehouseError",
+    "WarehouseLockTimeoutError",
+    "WarehouseTargetError",
+    "land_ndjson_file",
+    "open_warehouse",
+    "read_landed_file",
+]

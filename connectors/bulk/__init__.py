@@ -1,1 +1,26 @@
-"""ehrsync package."""
+"""FHIR Bulk Data 2.0 client: kick-off, polling, manifest validation, streamed downloads, NDJSON checks."""
+
+from connectors.bulk.client import BulkClient, BulkStatus, ExportLevel
+from connectors.bulk.manifest import BulkManifest, ManifestItem, parse_manifest
+from connectors.bulk.ndjson import NdjsonVerification, iter_ndjson_lines, verify_ndjson_file
+from connectors.bulk.parallel import FileOutcome, HostConcurrencyLimiter, download_items
+from connectors.bulk.special_files import DeletedRef, ErrorFileSummary, iter_deleted_refs, summarize_error_file
+
+__all__ = [
+    "BulkClient",
+    "BulkManifest",
+    "BulkStatus",
+    "DeletedRef",
+    "ErrorFileSummary",
+    "ExportLevel",
+    "FileOutcome",
+    "HostConcurrencyLimiter",
+    "ManifestItem",
+    "NdjsonVerification",
+    "download_items",
+    "iter_deleted_refs",
+    "iter_ndjson_lines",
+    "parse_manifest",
+    "summarize_error_file",
+    "verify_ndjson_file",
+]

@@ -1,0 +1,1 @@
+"""HTTP layer: routes, dependencies and the JSON error contract."""

@@ -1,0 +1,1 @@
+"""One router per area: SMART flows, admin API, JWKS, patient pages."""

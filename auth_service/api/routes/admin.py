@@ -1,0 +1,153 @@
+"""Admin API for host apps: provider configs, connections, connect links, audit (tenant-scoped API keys)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Response
+from pydantic import BaseModel, Field
+
+from auth_service.api.deps import AdminDep, CtxDep
+from auth_service.services import connections as conns
+from auth_service.services import provider_admin
+from auth_service.services.audit import list_events
+from auth_service.services.connectivity import test_provider
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/integrations", tags=["admin"])
+ProviderId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$")]
+
+
+class ConnectLinkRequest(BaseModel):
+    user_ref: str = Field(min_length=1, max_length=200, description="The host app's id for the user (no PHI)")
+    ttl_seconds: int | None = Field(default=None, ge=60, le=86400)
+
+
+class ConnectLinkResponse(BaseModel):
+    url: str
+    expires_in: int
+
+
+class ConnectionRequest(BaseModel):
+    connection_id: str | None = Field(default=None, max_length=64)
+
+
+class NoteRequest(ConnectionRequest):
+    text: str = Field(min_length=1, max_length=100_000)
+    patient: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9\-.]+$")
+
+
+class BackendRequest(BaseModel):
+    provider: ProviderId
+    scope: str = Field(min_length=1, max_length=2000)
+    group_id: str | None = Field(default=None, max_length=64)
+
+
+@router.post("/connect-links", response_model=ConnectLinkResponse, status_code=201)
+def create_connect_link(admin: AdminDep, ctx: CtxDep, body: ConnectLinkRequest) -> ConnectLinkResponse:
+    """A short-lived signed link the host app hands to one of its users."""
+    ttl = body.ttl_seconds or ctx.settings.CONNECT_LINK_TTL_SECONDS
+    token = ctx.links.sign(admin.tenant_id, body.user_ref, ttl_seconds=ttl)
+    return ConnectLinkResponse(url=f"{ctx.settings.APP_BASE_URL}/connect?link={token}", expires_in=ttl)
+
+
+@router.get("/admin/providers")
+def list_providers(admin: AdminDep, ctx: CtxDep) -> list[dict[str, Any]]:
+    return provider_admin.list_providers(ctx, admin.tenant_id)
+
+
+@router.get("/admin/providers/{provider_id}")
+def get_provider(admin: AdminDep, ctx: CtxDep, provider_id: ProviderId) -> dict[str, Any]:
+    return provider_admin.get_provider_config(ctx, admin.tenant_id, provider_id)
+
+
+@router.put("/admin/providers/{provider_id}")
+def put_provider(
+    admin: AdminDep, ctx: CtxDep, provider_id: ProviderId, config: Annotated[dict[str, Any], Body()]
+) -> dict[str, Any]:
+    """Create or replace; validated against the vendor plugin's schema (422 lists the bad fields)."""
+    return provider_admin.upsert_provider(ctx, admin.tenant_id, provider_id, config, admin.actor)
+
+
+@router.delete("/admin/providers/{provider_id}", status_code=204)
+def delete_provider(admin: AdminDep, ctx: CtxDep, provider_id: ProviderId) -> Response:
+    provider_admin.delete_provider(ctx, admin.tenant_id, provider_id, admin.actor)
+    return Response(status_code=204)
+
+
+@router.post("/admin/providers/{provider_id}/enable")
+def enable_provider(admin: AdminDep, ctx: CtxDep, provider_id: ProviderId) -> dict[str, Any]:
+    return provider_admin.set_enabled(ctx, admin.tenant_id, provider_id, True, admin.actor)
+
+
+@router.post("/admin/providers/{provider_id}/disable")
+def disable_provider(admin: AdminDep, ctx: CtxDep, provider_id: ProviderId) -> dict[str, Any]:
+    return provider_admin.set_enabled(ctx, admin.tenant_id, provider_id, False, admin.actor)
+
+
+@router.post("/admin/providers/{provider_id}/test")
+def test_provider_connection(admin: AdminDep, ctx: CtxDep, provider_id: ProviderId) -> dict[str, Any]:
+    """Discovery, then a Patient read through the provider's newest active connection."""
+    return test_provider(ctx, admin.tenant_id, provider_id, admin.actor)
+
+
+@router.get("/admin/health")
+def health(admin: AdminDep, ctx: CtxDep) -> dict[str, Any]:
+    return provider_admin.health(ctx, admin.tenant_id)
+
+
+@router.get("/admin/audit")
+def audit_log(
+    admin: AdminDep,
+    ctx: CtxDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    connection_id: Annotated[str | None, Query(max_length=64)] = None,
+) -> list[dict[str, Any]]:
+    with ctx.db.session() as session:
+        return list_events(session, admin.tenant_id, limit=limit, connection_id=connection_id)
+
+
+@router.post("/admin/backend-connections", status_code=201)
+def create_backend(admin: AdminDep, ctx: CtxDep, body: BackendRequest) -> dict[str, Any]:
+    """SMART Backend Services: a system connection whose tokens are minted by client_credentials (SAL-32)."""
+    return conns.create_backend_connection(
+        ctx, admin.tenant_id, body.provider, body.scope, admin.actor, group_id=body.group_id
+    )
+
+
+@router.get("/smart/status")
+def status(
+    admin: AdminDep, ctx: CtxDep, connection_id: Annotated[str | None, Query(max_length=64)] = None
+) -> dict[str, Any]:
+    return conns.connection_status(ctx, conns.latest_connection(ctx, admin.tenant_id, connection_id))
+
+
+@router.get("/smart/test/patient")
+def test_patient(
+    admin: AdminDep,
+    ctx: CtxDep,
+    connection_id: Annotated[str | None, Query(max_length=64)] = None,
+    patient: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9\-.]+$")] = None,
+) -> dict[str, Any]:
+    conn = conns.latest_connection(ctx, admin.tenant_id, connection_id)
+    return conns.test_patient_read(ctx, conn, admin.actor, patient)
+
+
+@router.post("/smart/test/note", status_code=201)
+def test_note(admin: AdminDep, ctx: CtxDep, body: NoteRequest) -> dict[str, Any]:
+    """Through the write gate: 409 ``WRITE_NOT_SUPPORTED`` when flags, scopes or metadata forbid it."""
+    conn = conns.latest_connection(ctx, admin.tenant_id, body.connection_id)
+    return conns.test_note(ctx, conn, admin.actor, body.text, body.patient)
+
+
+@router.post("/smart/refresh")
+def refresh(admin: AdminDep, ctx: CtxDep, body: ConnectionRequest | None = None) -> dict[str, Any]:
+    conn = conns.latest_connection(ctx, admin.tenant_id, body.connection_id if body else None)
+    return conns.refresh(ctx, conn, admin.actor)
+
+
+@router.post("/smart/disconnect")
+def disconnect(admin: AdminDep, ctx: CtxDep, body: ConnectionRequest | None = None) -> dict[str, Any]:
+    conn = conns.latest_connection(ctx, admin.tenant_id, body.connection_id if body else None)
+    return conns.disconnect(ctx, conn, admin.actor)

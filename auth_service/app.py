@@ -1,0 +1,69 @@
+"""``create_app(settings)``: the FastAPI application of the SMART auth service."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Request, Response
+
+from auth_service.api.errors import install_error_handlers
+from auth_service.api.routes import admin, jwks, pages, smart_flows
+from auth_service.core.config import Settings
+from auth_service.core.keys import build_jwks
+from auth_service.core.redaction import install_redaction
+from auth_service.services.context import ServiceContext, build_context
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'"
+
+
+async def _security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """No caching and no referrer by default (SAL-39 for the callback); pages get a strict CSP."""
+    response = await call_next(request)
+    response.headers.setdefault("Cache-Control", "no-store")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if response.headers.get("content-type", "").startswith("text/html"):
+        response.headers.setdefault("Content-Security-Policy", _CSP)
+        response.headers.setdefault("X-Frame-Options", "DENY")
+    return response
+
+
+def create_app(
+    settings: Settings, *, http: httpx.Client | None = None, context: ServiceContext | None = None
+) -> FastAPI:
+    """Build the app; the database is migrated and the keys loaded now, so bad config fails at start."""
+    if settings.LOG_REDACTION_ENABLED:
+        install_redaction()
+    ctx = context or build_context(settings, http=http)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if context is None:
+            ctx.close()
+
+    app = FastAPI(
+        title="ehrsync auth service",
+        version="0.1.0",
+        description="SMART App Launch client, admin API and patient pages. Errors: docs/TROUBLESHOOTING.md.",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    app.state.jwks = build_jwks(settings.signing_key(), settings.previous_public_keys())
+    app.state.html_error_renderer = pages.render_error
+    install_error_handlers(app)
+    app.middleware("http")(_security_headers)
+    for router in (smart_flows.router, admin.router, jwks.router, pages.router):
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,40 @@
+"""CLI-callable set-up: seed tenants from a JSON file, create a tenant with its first admin API key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from auth_service.core.config import Settings, load_settings
+from auth_service.services.context import build_context
+from auth_service.services.tenants import BootstrapResult, bootstrap_tenant, upsert_tenant
+from auth_service.store.models import Tenant
+from auth_service.tenants.settings import TenantSeed, load_tenant_seed
+
+__all__ = ["bootstrap_admin", "load_tenants_file"]
+
+
+def load_tenants_file(path: str | Path, settings: Settings | None = None) -> list[str]:
+    """``ehrsync auth seed FILE``: upsert every tenant in a seed file; returns their ids."""
+    ctx = build_context(settings or load_settings())
+    try:
+        seeds = load_tenant_seed(path)
+        with ctx.db.session() as session, session.begin():
+            return [upsert_tenant(session, seed, ctx.cipher).id for seed in seeds]
+    finally:
+        ctx.close()
+
+
+def bootstrap_admin(
+    tenant_id: str, name: str, settings: Settings | None = None, key_name: str = "admin"
+) -> BootstrapResult:
+    """``ehrsync auth bootstrap --tenant ID --name NAME``: create the tenant if needed and a new API key."""
+    ctx = build_context(settings or load_settings())
+    try:
+        with ctx.db.session() as session, session.begin():
+            existing = session.get(Tenant, tenant_id)
+            seed = TenantSeed(id=tenant_id, name=name)
+            if existing is not None:
+                seed = TenantSeed.model_validate({"id": tenant_id, "name": name, **(existing.settings or {})})
+            return bootstrap_tenant(session, seed, ctx.cipher, key_name)
+    finally:
+        ctx.close()

@@ -1,0 +1,1 @@
+"""Configuration, logging redaction, keys and signed links: the web service's plumbing."""

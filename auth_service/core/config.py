@@ -1,0 +1,151 @@
+"""Service settings, validated at start so a bad key stops the service with a message naming the variable."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from auth_service.core.keys import SigningKey, load_private_key, parse_previous_keys
+from connectors.errors import ConfigurationError
+
+__all__ = ["Settings", "load_settings"]
+
+_DEFAULT_SCOPES = "openid fhirUser launch/patient offline_access patient/*.rs"
+
+
+def _decode_key(raw: str) -> bytes:
+    """Standard base64, the format ``TokenCipher`` reads."""
+    try:
+        return base64.b64decode(raw.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("is not valid base64 (expected base64 of exactly 32 bytes)") from None
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part for part in value.replace(",", " ").split() if part]
+    return value
+
+
+class Settings(BaseSettings):
+    """Environment variables of the auth service (see docs/AUTH_SERVICE.md)."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=True)
+
+    INTEGRATIONS_TOKEN_ENC_KEY: SecretStr
+    APP_BASE_URL: str = "http://127.0.0.1:8000"
+    DATABASE_URL: str = "sqlite:///var/auth_service/app.db"
+    SMART_DEFAULT_SCOPES: str = _DEFAULT_SCOPES
+    SMART_ENABLE_WRITE: bool = False
+    SMART_ISSUER_ALLOWLIST: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    LOG_REDACTION_ENABLED: bool = True
+    INTEGRATIONS_TOKEN_ENC_KEYS_OLD: SecretStr | None = None
+    EHR_JWT_PRIVATE_KEY: SecretStr | None = None
+    EHR_JWT_KEY_ID: str | None = None
+    EHR_JWT_PREVIOUS_PUBLIC_KEYS: SecretStr | None = None
+    CONNECT_LINK_TTL_SECONDS: int = Field(default=900, ge=60, le=86400)
+    OAUTH_STATE_TTL_SECONDS: int = Field(default=600, ge=30, le=3600)
+    DISCOVERY_CACHE_TTL_SECONDS: int = Field(default=3600, ge=0)
+    SESSION_COOKIE_SECURE: bool | None = None
+
+    @field_validator("SMART_ISSUER_ALLOWLIST", mode="before")
+    @classmethod
+    def _parse_allowlist(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("SMART_ISSUER_ALLOWLIST")
+    @classmethod
+    def _check_allowlist(cls, value: list[str]) -> list[str]:
+        for issuer in value:
+            if not issuer.startswith(("https://", "http://")):
+                raise ValueError(f"entry {issuer!r} is not an absolute http(s) URL")
+        return value
+
+    @field_validator("INTEGRATIONS_TOKEN_ENC_KEY")
+    @classmethod
+    def _check_enc_key(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if not raw.strip():
+            raise ValueError("is empty")
+        if len(_decode_key(raw)) != 32:
+            raise ValueError("must decode (base64) to exactly 32 bytes")
+        return value
+
+    @field_validator("APP_BASE_URL")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")) or "?" in value or "#" in value:
+            raise ValueError("must be an absolute http(s) URL without query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("SMART_DEFAULT_SCOPES")
+    @classmethod
+    def _check_scopes(cls, value: str) -> str:
+        if not value.split():
+            raise ValueError("must list at least one scope")
+        return " ".join(value.split())
+
+    @model_validator(mode="after")
+    def _check_signing_key(self) -> Settings:
+        if self.EHR_JWT_PRIVATE_KEY is not None:
+            load_private_key(self.EHR_JWT_PRIVATE_KEY.get_secret_value())
+            if not self.EHR_JWT_KEY_ID:
+                raise ValueError("EHR_JWT_KEY_ID is required when EHR_JWT_PRIVATE_KEY is set")
+        if self.EHR_JWT_PREVIOUS_PUBLIC_KEYS is not None:
+            parse_previous_keys(self.EHR_JWT_PREVIOUS_PUBLIC_KEYS.get_secret_value())
+        return self
+
+    def signing_key(self) -> SigningKey | None:
+        """The current private_key_jwt key, or ``None`` when none is configured."""
+        if self.EHR_JWT_PRIVATE_KEY is None or not self.EHR_JWT_KEY_ID:
+            return None
+        return SigningKey(load_private_key(self.EHR_JWT_PRIVATE_KEY.get_secret_value()), self.EHR_JWT_KEY_ID)
+
+    def signing_key_pem(self) -> str:
+        key = self.signing_key()
+        if key is None:
+            raise ConfigurationError("EHR_JWT_PRIVATE_KEY and EHR_JWT_KEY_ID are needed for private_key_jwt")
+        return key.pem
+
+    def signing_alg(self) -> str:
+        key = self.signing_key()
+        return key.alg if key is not None else "RS384"
+
+    def previous_public_keys(self) -> list[dict[str, Any]]:
+        if self.EHR_JWT_PREVIOUS_PUBLIC_KEYS is None:
+            return []
+        return parse_previous_keys(self.EHR_JWT_PREVIOUS_PUBLIC_KEYS.get_secret_value())
+
+    @property
+    def redirect_uri(self) -> str:
+        """The one exact callback URL registered with every EHR (SAL-41)."""
+        return f"{self.APP_BASE_URL}/api/integrations/smart/callback"
+
+    @property
+    def cookie_secure(self) -> bool:
+        if self.SESSION_COOKIE_SECURE is not None:
+            return self.SESSION_COOKIE_SECURE
+        return self.APP_BASE_URL.startswith("https://")
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        prefix = "sqlite:///"
+        return Path(self.DATABASE_URL[len(prefix) :]) if self.DATABASE_URL.startswith(prefix) else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment (plus overrides) or raise ``ConfigurationError`` naming each bad variable and why."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            message = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(f"{name}: {message}")
+        raise ConfigurationError("invalid auth service configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,1 @@
+"""Plain-Python use cases behind the routes: tenants, keys, provider configs, launches, connections, audit."""

@@ -1,0 +1,35 @@
+"""Reading the audit trail for the admin API; writes go through ``auth_service.store.audit.record_audit``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from auth_service.store.audit import record_audit
+from auth_service.store.models import AuditEvent
+
+__all__ = ["list_events", "record_audit"]
+
+
+def list_events(
+    session: Session, tenant_id: str, limit: int = 100, connection_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Newest first, only the tenant's own events."""
+    query = select(AuditEvent).where(AuditEvent.tenant_id == tenant_id)
+    if connection_id:
+        query = query.where(AuditEvent.connection_id == connection_id)
+    rows = session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit))
+    return [
+        {
+            "id": r.id,
+            "at": r.created_at.isoformat(),
+            "actor": r.actor,
+            "action": r.action,
+            "outcome": r.outcome,
+            "connection_id": r.connection_id,
+            "detail": r.detail,
+        }
+        for r in rows
+    ]

@@ -1,0 +1,237 @@
+"""What admins and patients do with an existing connection: status, refresh, disconnect, test calls."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from auth_service.api.errors import ApiError
+from auth_service.services.context import ServiceContext
+from auth_service.services.launch import check_allowlisted, save_tokens_or_forget
+from auth_service.services.profiles import resolve_profile
+from auth_service.services.tenants import get_practice_settings
+from auth_service.store.audit import record_audit
+from auth_service.store.models import Connection, ConnectionKind, ConnectionStatus, Tenant
+from connectors import errors as ce
+from connectors.fhir import FhirClient
+from connectors.smart import client_credentials_grant, discover
+from connectors.writeback import NoteDraft, WriteFlags, build_document_reference, check_note_write
+from connectors.writeback.note import identifier_system
+
+__all__ = [
+    "connection_status",
+    "create_backend_connection",
+    "disconnect",
+    "get_connection",
+    "latest_connection",
+    "refresh",
+    "test_note",
+    "test_patient_read",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def get_connection(ctx: ServiceContext, tenant_id: str, connection_id: str) -> Connection:
+    """The connection if it belongs to ``tenant_id``; other tenants' connections are simply not found."""
+    with ctx.db.session() as session:
+        conn = session.get(Connection, connection_id)
+        if conn is None or conn.tenant_id != tenant_id:
+            raise ApiError("not_connected", "no such connection for this tenant")
+        session.expunge(conn)
+        return conn
+
+
+def latest_connection(ctx: ServiceContext, tenant_id: str, connection_id: str | None) -> Connection:
+    """An explicit connection, or the tenant's most recent active one."""
+    if connection_id:
+        return get_connection(ctx, tenant_id, connection_id)
+    with ctx.db.session() as session:
+        conn = session.scalar(
+            select(Connection)
+            .where(Connection.tenant_id == tenant_id, Connection.status != ConnectionStatus.DISCONNECTED)
+            .order_by(Connection.created_at.desc())
+            .limit(1)
+        )
+        if conn is None:
+            raise ApiError("not_connected", "this tenant has no connection yet")
+        session.expunge(conn)
+        return conn
+
+
+def connection_status(ctx: ServiceContext, conn: Connection) -> dict[str, Any]:
+    info = ctx.vault.token_info(conn.id)
+    return {
+        "connection_id": conn.id,
+        "provider": conn.provider_id,
+        "kind": conn.kind,
+        "status": conn.status,
+        "fhir_base": conn.fhir_base,
+        "patient": conn.patient_id,
+        "encounter": conn.encounter_id,
+        "fhir_user": conn.fhir_user,
+        "granted_scopes": conn.granted_scopes,
+        "smart_v1": conn.smart_v1,
+        "created_at": _iso(conn.created_at),
+        "last_sync_at": _iso(conn.last_sync_at),
+        "token": None
+        if info is None
+        else {
+            "expires_at": _iso(info.expires_at),
+            "issued_at": _iso(info.issued_at),
+            "has_refresh_token": info.has_refresh_token,
+            "scope": info.scope,
+        },
+    }
+
+
+def _audit(ctx: ServiceContext, conn: Connection, action: str, actor: str, outcome: str, **detail: Any) -> None:
+    with ctx.db.session() as session, session.begin():
+        record_audit(
+            session,
+            action=action,
+            outcome=outcome,
+            tenant_id=conn.tenant_id,
+            actor=actor,
+            connection_id=conn.id,
+            detail=detail,
+        )
+
+
+def refresh(ctx: ServiceContext, conn: Connection, actor: str) -> dict[str, Any]:
+    """Force a refresh (or a new client_credentials mint for backend connections) and report the expiry."""
+    try:
+        ctx.vault.force_refresh(conn.id)
+    except ce.EhrSyncError as exc:
+        _audit(ctx, conn, "token.refresh", actor, "failure", error_code=exc.code)
+        raise
+    info = ctx.vault.token_info(conn.id)
+    _audit(ctx, conn, "token.refresh", actor, "success")
+    return {"connection_id": conn.id, "expires_at": _iso(info.expires_at) if info else None}
+
+
+def disconnect(ctx: ServiceContext, conn: Connection, actor: str) -> dict[str, Any]:
+    """Revoke at the server (refresh then access token, SAL-34), then delete the tokens."""
+    revoked = ctx.vault.revoke_and_delete(conn.id)
+    _audit(ctx, conn, "connection.disconnect", actor, "success", revoked_at_server=revoked)
+    return {"connection_id": conn.id, "status": ConnectionStatus.DISCONNECTED, "revoked_at_server": revoked}
+
+
+def _fhir(ctx: ServiceContext, conn: Connection) -> FhirClient:
+    if conn.status != ConnectionStatus.ACTIVE:
+        raise ApiError("needs_reauth", f"connection is {conn.status}")
+    return FhirClient(conn.fhir_base, ctx.vault.token_source(conn.id), http=ctx.http)
+
+
+def test_patient_read(ctx: ServiceContext, conn: Connection, actor: str, patient_id: str | None) -> dict[str, Any]:
+    """Read one Patient to prove the connection works; answers ids only (no PHI in the response)."""
+    target = patient_id or conn.patient_id
+    if not target:
+        raise ApiError("invalid_request", "give 'patient' (this connection has no patient in context)")
+    client = _fhir(ctx, conn)
+    try:
+        patient = client.read("Patient", target)
+    except ce.EhrSyncError as exc:
+        _audit(ctx, conn, "data.read", actor, "failure", resource="Patient", error_code=exc.code)
+        raise
+    _audit(ctx, conn, "data.read", actor, "success", resource="Patient", resource_id=target)
+    meta = patient.get("meta") if isinstance(patient.get("meta"), dict) else {}
+    return {
+        "connection_id": conn.id,
+        "resourceType": "Patient",
+        "id": patient.get("id"),
+        "meta": {"versionId": meta.get("versionId"), "lastUpdated": meta.get("lastUpdated")} if meta else None,
+    }
+
+
+def test_note(ctx: ServiceContext, conn: Connection, actor: str, text: str, patient_id: str | None) -> dict[str, Any]:
+    """File a test draft note through the write gate: 409 ``WRITE_NOT_SUPPORTED`` when any gate is closed."""
+    target = patient_id or conn.patient_id
+    if not target:
+        raise ApiError("invalid_request", "give 'patient' (this connection has no patient in context)")
+    with ctx.db.session() as session:
+        tenant = session.get(Tenant, conn.tenant_id)
+        assert tenant is not None
+        practice = get_practice_settings(tenant)
+        profile = resolve_profile(session, ctx.cipher, ctx.settings, conn.tenant_id, conn.provider_id)
+    flags = WriteFlags(
+        service_enabled=ctx.settings.SMART_ENABLE_WRITE,
+        tenant_enabled=practice.tenant_write_enabled,
+        note_create_enabled=practice.note_create_enabled,
+        vendor_allows_notes=profile.vendor_allows_notes,
+    )
+    client = _fhir(ctx, conn)
+    try:
+        capability = check_note_write(
+            client.capabilities() if flags_all_on(flags) else {}, conn.granted_scopes or "", flags
+        )
+    except ce.WriteNotSupportedError as exc:
+        _audit(ctx, conn, "data.write", actor, "blocked", resource="DocumentReference", reason=exc.reason)
+        raise
+    draft = NoteDraft(tenant_id=conn.tenant_id, draft_id=str(uuid.uuid4()), patient_id=target, text=text)
+    resource = build_document_reference(draft)
+    if_none_exist = f"identifier={identifier_system(conn.tenant_id)}|{draft.draft_id}"
+    try:
+        result = client.create(resource, if_none_exist=if_none_exist if capability.conditional_create else None)
+    except ce.EhrSyncError as exc:
+        _audit(ctx, conn, "data.write", actor, "failure", resource="DocumentReference", error_code=exc.code)
+        raise
+    _audit(ctx, conn, "data.write", actor, "success", resource="DocumentReference", resource_id=result.id)
+    return {"connection_id": conn.id, "status": result.status, "id": result.id, "draft_id": draft.draft_id}
+
+
+def flags_all_on(flags: WriteFlags) -> bool:
+    """No metadata call when a flag already closes the gate (DWB-43 answers without touching the EHR)."""
+    return flags.service_enabled and flags.tenant_enabled and flags.note_create_enabled and flags.vendor_allows_notes
+
+
+def create_backend_connection(
+    ctx: ServiceContext, tenant_id: str, provider_id: str, scope: str, actor: str, group_id: str | None = None
+) -> dict[str, Any]:
+    """SMART Backend Services (SAL-32): mint a client_credentials token now and keep minting before expiry."""
+    with ctx.db.session() as session:
+        profile = resolve_profile(session, ctx.cipher, ctx.settings, tenant_id, provider_id)
+    if profile.auth_method not in ("private_key_jwt", "client_secret_basic"):
+        raise ApiError("configuration_error", "backend services need private_key_jwt or client_secret_basic")
+    check_allowlisted(ctx, profile.fhir_base)
+    cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
+    token = client_credentials_grant(
+        cfg.token_endpoint, http=ctx.http, client_auth=profile.client_auth(ctx.settings), scope=scope
+    )
+    granted = token.scope or scope
+    with ctx.db.session() as session, session.begin():
+        conn = Connection(
+            tenant_id=tenant_id,
+            provider_id=provider_id,
+            kind=ConnectionKind.GROUP if group_id else ConnectionKind.BACKEND,
+            fhir_base=profile.fhir_base,
+            issuer=cfg.issuer or profile.issuer,
+            client_id=profile.client_id,
+            token_endpoint=cfg.token_endpoint,
+            smart_v1=cfg.smart_v1,
+            group_id=group_id,
+            status=ConnectionStatus.ACTIVE,
+            granted_scopes=granted,
+        )
+        session.add(conn)
+        session.flush()
+        record_audit(
+            session,
+            action="backend.create",
+            outcome="success",
+            tenant_id=tenant_id,
+            actor=actor,
+            connection_id=conn.id,
+            detail={"provider": provider_id, "granted_scope": granted, "asked_scope": scope},
+        )
+        connection_id = conn.id
+    save_tokens_or_forget(ctx, connection_id, token)
+    return {"connection_id": connection_id, "granted_scopes": granted, "expires_at": _iso(token.expires_at)}

@@ -1,0 +1,68 @@
+"""The admin "test connection" check: discovery, then a Patient read through an existing connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from auth_service.api.errors import ApiError
+from auth_service.services.connections import test_patient_read
+from auth_service.services.context import ServiceContext
+from auth_service.services.launch import check_allowlisted
+from auth_service.services.profiles import resolve_profile
+from auth_service.store.audit import record_audit
+from auth_service.store.models import Connection, ConnectionStatus
+from connectors import errors as ce
+from connectors.smart import discover
+
+__all__ = ["test_provider"]
+
+
+def test_provider(ctx: ServiceContext, tenant_id: str, provider_id: str, actor: str) -> dict[str, Any]:
+    """Each step reports ok/error with the error code; a failing step does not hide the others' results."""
+    with ctx.db.session() as session:
+        profile = resolve_profile(session, ctx.cipher, ctx.settings, tenant_id, provider_id)
+        conn = session.scalar(
+            select(Connection)
+            .where(
+                Connection.tenant_id == tenant_id,
+                Connection.provider_id == provider_id,
+                Connection.status == ConnectionStatus.ACTIVE,
+            )
+            .order_by(Connection.created_at.desc())
+            .limit(1)
+        )
+        if conn is not None:
+            session.expunge(conn)
+    result: dict[str, Any] = {"provider": provider_id, "fhir_base": profile.fhir_base}
+    try:
+        check_allowlisted(ctx, profile.fhir_base)
+        cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
+        result["discovery"] = {"ok": True, "smart_v1": cfg.smart_v1, "capabilities": list(cfg.capabilities)}
+    except ce.EhrSyncError as exc:
+        result["discovery"] = {"ok": False, "error": exc.code, "message": str(exc)}
+    except ApiError as exc:  # the allow-list refusal is reported, not raised, in a diagnostic
+        result["discovery"] = {"ok": False, "error": exc.code, "message": exc.message}
+    if conn is None:
+        result["patient_read"] = {"ok": False, "error": "not_connected", "message": "no active connection yet"}
+    else:
+        try:
+            read = test_patient_read(ctx, conn, actor, None)
+            result["patient_read"] = {"ok": True, "connection_id": conn.id, "id": read["id"]}
+        except ce.EhrSyncError as exc:
+            result["patient_read"] = {"ok": False, "error": exc.code, "message": str(exc)}
+        except ApiError as exc:
+            result["patient_read"] = {"ok": False, "error": exc.code, "message": exc.message}
+    ok = result["discovery"]["ok"] and result["patient_read"]["ok"]
+    with ctx.db.session() as session, session.begin():
+        record_audit(
+            session,
+            action="provider.test",
+            outcome="success" if ok else "failure",
+            tenant_id=tenant_id,
+            actor=actor,
+            detail={"provider": provider_id},
+        )
+    result["ok"] = ok
+    return result

@@ -1,0 +1,72 @@
+"""Long-lived collaborators of one app instance (built once in ``create_app``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy.orm import Session
+
+from auth_service.core.config import Settings
+from auth_service.core.links import LinkSigner
+from auth_service.store.crypto import TokenCipher
+from auth_service.store.database import AppDatabase
+from auth_service.store.models import Connection
+from auth_service.store.states import OAuthStateStore
+from auth_service.store.vault import TokenVault
+from connectors.smart import ClientAuth, DiscoveryCache, JwksCache
+
+__all__ = ["ServiceContext", "build_context"]
+
+
+@dataclass
+class ServiceContext:
+    settings: Settings
+    db: AppDatabase
+    cipher: TokenCipher
+    http: httpx.Client
+    discovery: DiscoveryCache
+    jwks: JwksCache
+    states: OAuthStateStore
+    vault: TokenVault
+    links: LinkSigner
+    sessions: LinkSigner
+
+    def close(self) -> None:
+        self.http.close()
+        self.db.dispose()
+
+
+def build_context(settings: Settings, *, http: httpx.Client | None = None, migrate: bool = True) -> ServiceContext:
+    """Open the database (migrating it), the cipher, the vault and the caches from validated settings."""
+    from datetime import timedelta
+
+    from auth_service.services.profiles import resolve_profile
+
+    environ = {"INTEGRATIONS_TOKEN_ENC_KEY": settings.INTEGRATIONS_TOKEN_ENC_KEY.get_secret_value()}
+    if settings.INTEGRATIONS_TOKEN_ENC_KEYS_OLD is not None:
+        environ["INTEGRATIONS_TOKEN_ENC_KEYS_OLD"] = settings.INTEGRATIONS_TOKEN_ENC_KEYS_OLD.get_secret_value()
+    cipher = TokenCipher.from_env(environ)
+    db = AppDatabase.from_url(settings.DATABASE_URL)
+    if migrate:
+        db.migrate()
+    client = http or httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=False)
+    discovery = DiscoveryCache(ttl_seconds=float(settings.DISCOVERY_CACHE_TTL_SECONDS))
+
+    def resolver(session: Session, conn: Connection) -> ClientAuth:
+        return resolve_profile(session, cipher, settings, conn.tenant_id, conn.provider_id).client_auth(settings)
+
+    vault = TokenVault(db, cipher, client, discovery_cache=discovery, client_auth_resolver=resolver)
+    secret = settings.INTEGRATIONS_TOKEN_ENC_KEY.get_secret_value().encode("utf-8")
+    return ServiceContext(
+        settings=settings,
+        db=db,
+        cipher=cipher,
+        http=client,
+        discovery=discovery,
+        jwks=JwksCache(),
+        states=OAuthStateStore(db, cipher, ttl=timedelta(seconds=settings.OAUTH_STATE_TTL_SECONDS)),
+        vault=vault,
+        links=LinkSigner(secret, "connect-link"),
+        sessions=LinkSigner(secret, "browser-session"),
+    )

@@ -1,0 +1,272 @@
+"""SMART App Launch as a client: start (EHR launch or standalone) and finish (callback) an authorization.
+
+Security order matters and is tested: the launch ``iss`` is checked against ``SMART_ISSUER_ALLOWLIST`` and
+the tenant's configured issuer before any network call (SAL-06); the callback consumes ``state`` before
+anything else (SAL-13); PKCE S256 always (SAL-11); ``aud`` is the FHIR base exactly (SAL-10).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from auth_service.api.errors import ApiError
+from auth_service.services.context import ServiceContext
+from auth_service.services.profiles import ClientProfile, enabled_provider_ids, resolve_profile
+from auth_service.services.tenants import get_practice_settings
+from auth_service.store.audit import record_audit
+from auth_service.store.models import Connection, ConnectionKind, ConnectionStatus, Tenant
+from auth_service.store.states import ConsumedState, InvalidStateError
+from connectors import errors as ce
+from connectors.smart import (
+    TokenResponse,
+    build_authorize_url,
+    check_auth_method_supported,
+    discover,
+    exchange_code,
+    is_issuer_allowed,
+    new_pkce,
+    normalize_issuer,
+    validate_id_token,
+)
+
+__all__ = [
+    "CallbackResult",
+    "begin_authorization",
+    "check_allowlisted",
+    "complete_authorization",
+    "find_launch_target",
+    "save_tokens_or_forget",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CallbackResult:
+    connection_id: str
+    tenant_id: str
+    redirect_target: str | None
+
+
+def check_allowlisted(ctx: ServiceContext, url: str) -> None:
+    if not is_issuer_allowed(url, ctx.settings.SMART_ISSUER_ALLOWLIST):
+        raise ApiError("invalid_issuer", "issuer is not on SMART_ISSUER_ALLOWLIST")
+
+
+def find_launch_target(ctx: ServiceContext, iss: str) -> tuple[str, str]:
+    """The (tenant, provider) whose configured issuer is exactly ``iss``; no network call is made here."""
+    check_allowlisted(ctx, iss)
+    wanted = normalize_issuer(iss)
+    with ctx.db.session() as session:
+        for tenant in session.scalars(select(Tenant)):
+            practice = get_practice_settings(tenant)
+            for provider_id in enabled_provider_ids(session, tenant, practice):
+                try:
+                    profile = resolve_profile(session, ctx.cipher, ctx.settings, tenant.id, provider_id)
+                except ApiError:
+                    continue
+                if wanted in (normalize_issuer(profile.issuer), normalize_issuer(profile.fhir_base)):
+                    return tenant.id, provider_id
+    raise ApiError("invalid_issuer", "no tenant is configured for this issuer")
+
+
+def _launch_scopes(scopes: str, ehr_launch: bool) -> str:
+    words = scopes.split()
+    if ehr_launch:
+        words = [w for w in words if not w.startswith("launch/")]
+        if "launch" not in words:
+            words.insert(0, "launch")
+    elif "launch/patient" not in words and not any(w.startswith("launch/") for w in words):
+        words.insert(0, "launch/patient")
+    return " ".join(dict.fromkeys(words))
+
+
+def begin_authorization(
+    ctx: ServiceContext,
+    *,
+    tenant_id: str,
+    provider_id: str,
+    browser_session: str,
+    launch: str | None = None,
+    user_ref: str | None = None,
+    redirect_target: str | None = None,
+) -> str:
+    """Store a fresh state + PKCE verifier and return the EHR's authorize URL."""
+    with ctx.db.session() as session:
+        profile = resolve_profile(session, ctx.cipher, ctx.settings, tenant_id, provider_id)
+    check_allowlisted(ctx, profile.fhir_base)
+    cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
+    check_auth_method_supported(cfg, profile.auth_method, ctx.settings.signing_alg())
+    scope = _launch_scopes(profile.scopes, ehr_launch=launch is not None)
+    nonce = secrets.token_urlsafe(16) if "openid" in scope.split() else None
+    pkce = new_pkce()
+    state = ctx.states.create(
+        browser_session=browser_session,
+        tenant_id=tenant_id,
+        provider_id=provider_id,
+        issuer=profile.fhir_base,
+        code_verifier=pkce.verifier,
+        nonce=nonce,
+        redirect_uri=ctx.settings.redirect_uri,
+        redirect_target=redirect_target,
+        launch="ehr" if launch is not None else None,
+        scope=scope,
+        extra={"user_ref": user_ref} if user_ref else {},
+    )
+    with ctx.db.session() as session, session.begin():
+        record_audit(
+            session,
+            action="authorize.start",
+            outcome="success",
+            tenant_id=tenant_id,
+            actor=user_ref or "anonymous",
+            detail={"provider": provider_id, "ehr_launch": launch is not None, "scope": scope},
+        )
+    return build_authorize_url(
+        cfg,
+        client_id=profile.client_id,
+        redirect_uri=ctx.settings.redirect_uri,
+        scope=scope,
+        state=state,
+        aud=profile.fhir_base,
+        code_challenge=pkce.challenge,
+        launch=launch,
+        nonce=nonce,
+    )
+
+
+def _audit_failure(ctx: ServiceContext, stored: ConsumedState, code: str) -> None:
+    with ctx.db.session() as session, session.begin():
+        record_audit(
+            session,
+            action="authorize.complete",
+            outcome="failure",
+            tenant_id=stored.tenant_id,
+            actor=str(stored.extra.get("user_ref") or "anonymous"),
+            detail={"provider": stored.provider_id, "error_code": code},
+        )
+
+
+def complete_authorization(
+    ctx: ServiceContext,
+    *,
+    state: str | None,
+    code: str | None,
+    error: str | None,
+    error_description: str | None,
+    browser_session: str | None,
+) -> CallbackResult:
+    """Consume the state first (SAL-13), then handle the EHR's error or exchange the code."""
+    try:
+        stored = ctx.states.consume(state or "", browser_session=browser_session or "")
+    except InvalidStateError as exc:
+        raise ApiError("invalid_state", str(exc)) from None
+    if error:
+        _audit_failure(ctx, stored, error)
+        oauth = ce.oauth_error_from_response({"error": error, "error_description": error_description})
+        if isinstance(oauth, ce.AccessDeniedError):
+            raise ApiError("access_denied", "access was not granted at the EHR")
+        if isinstance(oauth, ce.InvalidScopeError):
+            raise ApiError("scope_denied", "the EHR refused the requested scopes")
+        raise ApiError("token_exchange_failed", f"the EHR answered the authorization with {error!r}")
+    if not code:
+        _audit_failure(ctx, stored, "missing_code")
+        raise ApiError("invalid_request", "callback has neither 'code' nor 'error'")
+    try:
+        return _exchange(ctx, stored, code)
+    except ce.EhrSyncError as exc:
+        _audit_failure(ctx, stored, exc.code)
+        raise
+
+
+def _exchange(ctx: ServiceContext, stored: ConsumedState, code: str) -> CallbackResult:
+    with ctx.db.session() as session:
+        profile = resolve_profile(session, ctx.cipher, ctx.settings, stored.tenant_id, stored.provider_id)
+    if normalize_issuer(profile.fhir_base) != normalize_issuer(stored.issuer):
+        raise ApiError("invalid_issuer", "the provider's FHIR base changed during the authorization")
+    cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
+    token = exchange_code(
+        cfg.token_endpoint,
+        http=ctx.http,
+        client_auth=profile.client_auth(ctx.settings),
+        code=code,
+        redirect_uri=stored.redirect_uri or ctx.settings.redirect_uri,
+        code_verifier=stored.code_verifier,
+    )
+    granted = token.scope if token.scope else (stored.scope or "")
+    fhir_user = _fhir_user(ctx, profile, cfg.issuer, token.id_token, granted, stored.nonce)
+    with ctx.db.session() as session, session.begin():
+        conn = Connection(
+            tenant_id=profile.tenant_id,
+            provider_id=profile.provider_id,
+            kind=ConnectionKind.PATIENT,
+            fhir_base=profile.fhir_base,
+            issuer=cfg.issuer or profile.issuer,
+            client_id=profile.client_id,
+            token_endpoint=cfg.token_endpoint,
+            smart_v1=cfg.smart_v1,
+            patient_id=token.patient,
+            encounter_id=token.encounter,
+            fhir_user=fhir_user,
+            status=ConnectionStatus.ACTIVE,
+            granted_scopes=granted,
+        )
+        session.add(conn)
+        session.flush()
+        connection_id = conn.id
+        record_audit(
+            session,
+            action="authorize.complete",
+            outcome="success",
+            tenant_id=profile.tenant_id,
+            actor=str(stored.extra.get("user_ref") or "anonymous"),
+            connection_id=connection_id,
+            detail={"provider": profile.provider_id, "granted_scope": granted, "asked_scope": stored.scope},
+        )
+    save_tokens_or_forget(ctx, connection_id, token)
+    logger.info("connection %s authorized for tenant %s", connection_id, profile.tenant_id)
+    return CallbackResult(connection_id, profile.tenant_id, stored.redirect_target)
+
+
+def _fhir_user(
+    ctx: ServiceContext,
+    profile: ClientProfile,
+    issuer: str | None,
+    id_token: str | None,
+    granted: str,
+    nonce: str | None,
+) -> str | None:
+    """Validate the id_token when ``openid`` was granted (SAL-33) and return its ``fhirUser``."""
+    if "openid" not in granted.split():
+        return None
+    if not id_token:
+        # OIDC says an id_token comes with 'openid'; some servers only send one with fhirUser. Without it we
+        # simply do not know the user: nothing is trusted from an identity we could not verify.
+        logger.warning("'openid' granted by %s but no id_token returned; fhirUser unknown", profile.fhir_base)
+        return None
+    claims = validate_id_token(
+        id_token,
+        issuer=issuer or profile.issuer,
+        client_id=profile.client_id,
+        http=ctx.http,
+        nonce=nonce,
+        cache=ctx.jwks,
+    )
+    value = claims.get("fhirUser") or claims.get("profile")
+    return str(value) if value else None
+
+
+def save_tokens_or_forget(ctx: ServiceContext, connection_id: str, token: TokenResponse) -> None:
+    """A connection without tokens would look usable: if the vault refuses them, drop the connection."""
+    try:
+        ctx.vault.save_token_response(connection_id, token)
+    except Exception:
+        with ctx.db.session() as session, session.begin():
+            conn = session.get(Connection, connection_id)
+            if conn is not None:
+                session.delete(conn)
+        raise

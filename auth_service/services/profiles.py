@@ -1,0 +1,170 @@
+"""Resolve "tenant X, provider Y" into everything a SMART flow needs: base URL, client, scopes.
+
+Two sources, in the seed format: a ``provider_configs`` row (vendor plugin from ``connectors.providers``) or
+the tenant's single ``smartFhir`` server, reachable as provider id ``smart``. Write scopes are requested only
+when ``SMART_ENABLE_WRITE``, the tenant's ``enableWrite`` and the feature flag are all on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from auth_service.api.errors import ApiError
+from auth_service.core.config import Settings
+from auth_service.services.providers_port import (
+    plugin_default_scopes,
+    plugin_display_name,
+    plugin_fhir_base,
+    plugin_write_supported,
+)
+from auth_service.store.crypto import TokenCipher
+from auth_service.store.models import ProviderConfig, Tenant
+from auth_service.store.provider_configs import client_auth_from_config, decrypt_config
+from auth_service.tenants.settings import PracticeSettings, write_scopes_allowed
+from connectors.smart import ClientAuth
+
+__all__ = ["SMART_PROVIDER_ID", "ClientProfile", "enabled_provider_ids", "resolve_profile"]
+
+SMART_PROVIDER_ID = "smart"
+_WRITE_SCOPES = {"note": "patient/DocumentReference.c", "patient": "user/Patient.c"}
+
+
+@dataclass(frozen=True)
+class ClientProfile:
+    """One (tenant, provider) pair ready for a flow; ``config`` holds decrypted secrets: memory only."""
+
+    tenant_id: str
+    provider_id: str
+    display_name: str
+    fhir_base: str
+    issuer: str
+    client_id: str
+    scopes: str
+    write_allowed: bool
+    note_write_allowed: bool
+    vendor_allows_notes: bool
+    config: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def auth_method(self) -> str:
+        method = self.config.get("auth_method") or self.config.get("authMethod")
+        if method:
+            return "none" if method == "public" else str(method)
+        if _first(self.config, "private_key_pem", "privateKey", "private_key", "key_id", "kid", "keyId"):
+            return "private_key_jwt"
+        if _first(self.config, "client_secret", "clientSecret"):
+            return "client_secret_basic"
+        return "none"
+
+    def client_auth(self, settings: Settings) -> ClientAuth:
+        """The ClientAuth for this client; the signing key and kid come from settings unless configured."""
+        config = dict(self.config)
+        environ: dict[str, str] = {}
+        if settings.EHR_JWT_PRIVATE_KEY is not None:
+            environ["EHR_JWT_PRIVATE_KEY"] = settings.signing_key_pem()
+        method = self.auth_method
+        config["auth_method"] = method
+        if method == "private_key_jwt" and not _first(config, "private_key_pem", "privateKey", "private_key"):
+            if not _first(config, "key_id", "kid", "keyId"):
+                config["key_id"] = settings.EHR_JWT_KEY_ID
+            config.setdefault("signing_alg", settings.signing_alg())
+        return client_auth_from_config(config, client_id=self.client_id, environ=environ)
+
+
+def _first(config: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        if config.get(name):
+            return config[name]
+    return None
+
+
+def enabled_provider_ids(session: Session, tenant: Tenant, practice: PracticeSettings) -> list[str]:
+    """Providers a patient may pick: enabled rows listed in ``enabledProviders``, plus ``smart`` when on."""
+    rows = session.scalars(
+        select(ProviderConfig).where(ProviderConfig.tenant_id == tenant.id, ProviderConfig.enabled.is_(True))
+    )
+    listed = set(practice.ehr_integrations.enabled_providers)
+    ids = [r.provider_id for r in rows if r.provider_id in listed]
+    if practice.smart_fhir.enabled and practice.smart_fhir.fhir_base_url and SMART_PROVIDER_ID not in ids:
+        ids.append(SMART_PROVIDER_ID)
+    return sorted(ids)
+
+
+def _scopes(
+    settings: Settings, practice: PracticeSettings, provider_id: str, config: Mapping[str, Any]
+) -> tuple[str, bool, bool]:
+    note = write_scopes_allowed(settings.SMART_ENABLE_WRITE, practice, practice.note_create_enabled)
+    patient = write_scopes_allowed(settings.SMART_ENABLE_WRITE, practice, practice.patient_create_enabled)
+    configured = config.get("scopes")
+    if isinstance(configured, list):
+        configured = " ".join(str(s) for s in configured)
+    base = str(configured) if configured else None
+    if base is None:
+        base = plugin_default_scopes(provider_id, note=note, patient=patient)
+    if base is None:
+        wanted = settings.SMART_DEFAULT_SCOPES.split()
+        if note:
+            wanted.append(_WRITE_SCOPES["note"])
+        if patient:
+            wanted.append(_WRITE_SCOPES["patient"])
+        base = " ".join(wanted)
+    if not (note or patient):
+        # A configured or plugin list must not sneak write scopes past the flags.
+        base = " ".join(s for s in base.split() if not _is_write_scope(s))
+    return base, note or patient, note
+
+
+def _is_write_scope(scope: str) -> bool:
+    if "/" not in scope or "." not in scope:
+        return False
+    perm = scope.split("?", 1)[0].rsplit(".", 1)[1]
+    return perm in ("write", "*") or any(c in perm for c in "cud")
+
+
+def resolve_profile(
+    session: Session, cipher: TokenCipher, settings: Settings, tenant_id: str, provider_id: str
+) -> ClientProfile:
+    """Everything a flow needs, or an ``ApiError`` saying what is missing (not found / disabled / incomplete)."""
+    from auth_service.services.tenants import get_practice_settings
+
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise ApiError("not_found", f"unknown tenant {tenant_id!r}")
+    practice = get_practice_settings(tenant)
+    row = session.scalar(
+        select(ProviderConfig).where(ProviderConfig.tenant_id == tenant_id, ProviderConfig.provider_id == provider_id)
+    )
+    config: dict[str, Any] = decrypt_config(cipher, row) if row is not None else {}
+    if provider_id == SMART_PROVIDER_ID:
+        smart = practice.smart_fhir
+        if not smart.enabled:
+            raise ApiError("provider_disabled", "the tenant's SMART on FHIR server is not enabled")
+        config = {"fhir_base_url": smart.fhir_base_url, "client_id": smart.client_id, "issuer": smart.issuer, **config}
+    else:
+        if row is None:
+            raise ApiError("not_found", f"provider {provider_id!r} is not configured for this tenant")
+        if not row.enabled or provider_id not in practice.ehr_integrations.enabled_providers:
+            raise ApiError("provider_disabled", f"provider {provider_id!r} is disabled for this tenant")
+    fhir_base = _first(config, "fhir_base_url", "fhirBaseUrl", "fhir_base") or plugin_fhir_base(provider_id, config)
+    client_id = _first(config, "client_id", "clientId")
+    if not fhir_base or not client_id:
+        raise ApiError("configuration_error", f"provider {provider_id!r} needs a FHIR base URL and a client id")
+    scopes, write_allowed, note_allowed = _scopes(settings, practice, provider_id, config)
+    return ClientProfile(
+        tenant_id=tenant_id,
+        provider_id=provider_id,
+        display_name=plugin_display_name(provider_id),
+        fhir_base=str(fhir_base),
+        issuer=str(_first(config, "issuer") or fhir_base),
+        client_id=str(client_id),
+        scopes=scopes,
+        write_allowed=write_allowed,
+        note_write_allowed=note_allowed,
+        vendor_allows_notes=plugin_write_supported(provider_id),
+        config=config,
+    )

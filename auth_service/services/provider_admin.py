@@ -1,0 +1,176 @@
+"""Admin operations on a tenant's provider configs; secrets are sealed and never echoed back."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from auth_service.api.errors import ApiError
+from auth_service.services.context import ServiceContext
+from auth_service.services.providers_port import field_hints, plugin, plugin_display_name, validate_config
+from auth_service.store.audit import record_audit
+from auth_service.store.models import Connection, ProviderConfig, Tenant
+from auth_service.store.provider_configs import SECRET_FIELDS, save_provider_config
+
+__all__ = [
+    "delete_provider",
+    "describe_provider",
+    "health",
+    "list_providers",
+    "set_enabled",
+    "upsert_provider",
+]
+
+_PROVIDER_ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _row(session: Session, tenant_id: str, provider_id: str) -> ProviderConfig:
+    row = session.scalar(
+        select(ProviderConfig).where(ProviderConfig.tenant_id == tenant_id, ProviderConfig.provider_id == provider_id)
+    )
+    if row is None:
+        raise ApiError("not_found", f"provider {provider_id!r} is not configured for this tenant")
+    return row
+
+
+def _public_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Secret members become ``{"set": true}``: write-only from the API's point of view."""
+    return {
+        k: ({"set": True} if k in SECRET_FIELDS or (isinstance(v, dict) and "$enc" in v) else v)
+        for k, v in config.items()
+    }
+
+
+def _enabled_list(tenant: Tenant) -> list[str]:
+    practice = dict((tenant.settings or {}).get("practice_settings") or {})
+    integrations = dict(practice.get("ehrIntegrations") or {})
+    return [str(p) for p in integrations.get("enabledProviders") or []]
+
+
+def _set_enabled_list(tenant: Tenant, ids: list[str]) -> None:
+    settings = dict(tenant.settings or {})
+    practice = dict(settings.get("practice_settings") or {})
+    integrations = dict(practice.get("ehrIntegrations") or {})
+    integrations["enabledProviders"] = sorted(set(ids))
+    practice["ehrIntegrations"] = integrations
+    settings["practice_settings"] = practice
+    tenant.settings = settings
+
+
+def describe_provider(row: ProviderConfig, tenant: Tenant) -> dict[str, Any]:
+    return {
+        "provider": row.provider_id,
+        "display_name": plugin_display_name(row.provider_id),
+        "enabled": row.enabled and row.provider_id in _enabled_list(tenant),
+        "config": _public_config(row.config),
+        "field_hints": field_hints(row.provider_id),
+        "updated_at": row.updated_at.isoformat(),
+    }
+
+
+def list_providers(ctx: ServiceContext, tenant_id: str) -> list[dict[str, Any]]:
+    with ctx.db.session() as session:
+        tenant = session.get(Tenant, tenant_id)
+        assert tenant is not None
+        rows = session.scalars(select(ProviderConfig).where(ProviderConfig.tenant_id == tenant_id))
+        return [describe_provider(r, tenant) for r in rows]
+
+
+def get_provider_config(ctx: ServiceContext, tenant_id: str, provider_id: str) -> dict[str, Any]:
+    with ctx.db.session() as session:
+        tenant = session.get(Tenant, tenant_id)
+        assert tenant is not None
+        return describe_provider(_row(session, tenant_id, provider_id), tenant)
+
+
+def upsert_provider(
+    ctx: ServiceContext, tenant_id: str, provider_id: str, config: dict[str, Any], actor: str
+) -> dict[str, Any]:
+    """Validate against the plugin's schema (422 with field errors), seal secrets, store, audit."""
+    if not provider_id or not set(provider_id) <= _PROVIDER_ID_CHARS or len(provider_id) > 64:
+        raise ApiError("validation_error", "provider id must be 1-64 of [a-z0-9-_]", fields=[])
+    if plugin(provider_id) is None and provider_id != "smart":
+        raise ApiError("not_found", f"unknown provider {provider_id!r}")
+    errors = validate_config(provider_id, config)
+    if errors:
+        raise ApiError("validation_error", f"provider config for {provider_id!r} is invalid", fields=errors)
+    with ctx.db.session() as session, session.begin():
+        tenant = session.get(Tenant, tenant_id)
+        assert tenant is not None
+        existed = session.scalar(
+            select(ProviderConfig.id).where(
+                ProviderConfig.tenant_id == tenant_id, ProviderConfig.provider_id == provider_id
+            )
+        )
+        row = save_provider_config(session, ctx.cipher, tenant_id=tenant_id, provider_id=provider_id, config=config)
+        record_audit(
+            session,
+            action="provider.update" if existed else "provider.create",
+            outcome="success",
+            tenant_id=tenant_id,
+            actor=actor,
+            detail={"provider": provider_id, "fields": sorted(config)},
+        )
+        return describe_provider(row, tenant)
+
+
+def delete_provider(ctx: ServiceContext, tenant_id: str, provider_id: str, actor: str) -> None:
+    with ctx.db.session() as session, session.begin():
+        tenant = session.get(Tenant, tenant_id)
+        assert tenant is not None
+        session.delete(_row(session, tenant_id, provider_id))
+        _set_enabled_list(tenant, [p for p in _enabled_list(tenant) if p != provider_id])
+        record_audit(
+            session,
+            action="provider.delete",
+            outcome="success",
+            tenant_id=tenant_id,
+            actor=actor,
+            detail={"provider": provider_id},
+        )
+
+
+def set_enabled(ctx: ServiceContext, tenant_id: str, provider_id: str, enabled: bool, actor: str) -> dict[str, Any]:
+    """Flip the row and the tenant's ``enabledProviders`` together so both sources agree."""
+    with ctx.db.session() as session, session.begin():
+        tenant = session.get(Tenant, tenant_id)
+        assert tenant is not None
+        row = _row(session, tenant_id, provider_id)
+        row.enabled = enabled
+        ids = [p for p in _enabled_list(tenant) if p != provider_id]
+        _set_enabled_list(tenant, [*ids, provider_id] if enabled else ids)
+        record_audit(
+            session,
+            action="provider.enable" if enabled else "provider.disable",
+            outcome="success",
+            tenant_id=tenant_id,
+            actor=actor,
+            detail={"provider": provider_id},
+        )
+        session.flush()
+        return describe_provider(row, tenant)
+
+
+def health(ctx: ServiceContext, tenant_id: str) -> dict[str, Any]:
+    """Per provider: enabled flag and connection counts by status (needs_reauth is the one to watch)."""
+    with ctx.db.session() as session:
+        tenant = session.get(Tenant, tenant_id)
+        assert tenant is not None
+        enabled = set(_enabled_list(tenant))
+        rows = list(session.scalars(select(ProviderConfig).where(ProviderConfig.tenant_id == tenant_id)))
+        counts: dict[str, Counter[str]] = {}
+        for conn in session.scalars(select(Connection).where(Connection.tenant_id == tenant_id)):
+            counts.setdefault(conn.provider_id, Counter())[conn.status] += 1
+    providers: list[dict[str, Any]] = [
+        {
+            "provider": r.provider_id,
+            "enabled": r.enabled and r.provider_id in enabled,
+            "connections": dict(counts.get(r.provider_id, Counter())),
+        }
+        for r in rows
+    ]
+    degraded = any(counts.get(r.provider_id, Counter())["needs_reauth"] for r in rows)
+    return {"tenant": tenant_id, "status": "degraded" if degraded else "ok", "providers": providers}

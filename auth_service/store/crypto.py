@@ -1,0 +1,145 @@
+"""AES-256-GCM envelope for tokens and secrets at rest (SAL-17), with key rotation.
+
+Envelope: ``v1.<kid>.<base64url(nonce ‖ ciphertext+tag)>``. The associated data binds the envelope to
+its tenant, connection (or other owner) and field, so a ciphertext copied to another row fails to open.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Mapping
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from connectors.errors import ConfigurationError, EhrSyncError
+
+__all__ = ["ENV_ACTIVE_KEY", "ENV_OLD_KEYS", "CipherError", "TokenCipher", "derive_kid"]
+
+ENV_ACTIVE_KEY = "INTEGRATIONS_TOKEN_ENC_KEY"
+ENV_OLD_KEYS = "INTEGRATIONS_TOKEN_ENC_KEYS_OLD"
+_VERSION = "v1"
+_NONCE_BYTES = 12
+
+
+class CipherError(EhrSyncError):
+    """A stored ciphertext cannot be opened: tampered, moved to another row, or its key is gone."""
+
+    code = "cipher_error"
+
+
+def derive_kid(key: bytes) -> str:
+    """Stable, non-secret key id: first 8 hex digits of SHA-256(key)."""
+    return hashlib.sha256(key).hexdigest()[:8]
+
+
+def _decode_key(value: str, variable: str) -> bytes:
+    try:
+        key = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigurationError(f"{variable} is not valid base64 (expected base64 of exactly 32 bytes)") from exc
+    if len(key) != 32:
+        raise ConfigurationError(f"{variable} must be base64 of exactly 32 bytes (AES-256), got {len(key)} bytes")
+    return key
+
+
+def _aad(kid: str, tenant_id: str, owner_id: str, field: str) -> bytes:
+    return json.dumps([_VERSION, kid, tenant_id, owner_id, field], separators=(",", ":")).encode("utf-8")
+
+
+class TokenCipher:
+    """Encrypts with the active key; decrypts with the active or any old key (rotation window)."""
+
+    def __init__(
+        self, active_key: bytes, *, active_kid: str | None = None, old_keys: Mapping[str, bytes] | None = None
+    ):
+        if len(active_key) != 32:
+            raise ConfigurationError("token encryption key must be exactly 32 bytes (AES-256)")
+        self._active_kid = active_kid or derive_kid(active_key)
+        self._keys: dict[str, AESGCM] = {}
+        for kid, key in (old_keys or {}).items():
+            if len(key) != 32:
+                raise ConfigurationError(f"old token encryption key {kid!r} must be exactly 32 bytes")
+            self._keys[kid] = AESGCM(key)
+        self._keys[self._active_kid] = AESGCM(active_key)
+        for kid in self._keys:
+            if not kid or "." in kid or len(kid) > 64:
+                raise ConfigurationError(f"token key id {kid!r} must be 1-64 characters without '.'")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TokenCipher:
+        """Active key from ``INTEGRATIONS_TOKEN_ENC_KEY``; old ones from ``..._KEYS_OLD`` (``kid:b64,...``)."""
+        env = os.environ if environ is None else environ
+        raw = env.get(ENV_ACTIVE_KEY, "").strip()
+        if not raw:
+            raise ConfigurationError(
+                f"{ENV_ACTIVE_KEY} is not set: generate one with "
+                '`python -c "import base64,os;print(base64.b64encode(os.urandom(32)).decode())"`'
+            )
+        active = _decode_key(raw, ENV_ACTIVE_KEY)
+        old: dict[str, bytes] = {}
+        for item in filter(None, (part.strip() for part in env.get(ENV_OLD_KEYS, "").split(","))):
+            kid, sep, b64 = item.partition(":")
+            if not sep or not kid.strip() or not b64.strip():
+                raise ConfigurationError(f"{ENV_OLD_KEYS} entries must look like 'kid:base64key' (comma-separated)")
+            old[kid.strip()] = _decode_key(b64, f"{ENV_OLD_KEYS} entry {kid.strip()!r}")
+        return cls(active, old_keys=old)
+
+    @classmethod
+    def generate_key(cls) -> str:
+        """A new random key, base64-encoded as the environment variable expects."""
+        return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+    @property
+    def active_kid(self) -> str:
+        return self._active_kid
+
+    @property
+    def known_kids(self) -> frozenset[str]:
+        return frozenset(self._keys)
+
+    def encrypt(self, plaintext: str, *, tenant_id: str, owner_id: str, field: str) -> str:
+        """Seal ``plaintext`` for one (tenant, owner, field) slot with a fresh 96-bit nonce."""
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        kid = self._active_kid
+        sealed = self._keys[kid].encrypt(nonce, plaintext.encode("utf-8"), _aad(kid, tenant_id, owner_id, field))
+        body = base64.urlsafe_b64encode(nonce + sealed).rstrip(b"=").decode("ascii")
+        return f"{_VERSION}.{kid}.{body}"
+
+    def decrypt(self, envelope: str, *, tenant_id: str, owner_id: str, field: str) -> str:
+        kid, body = self._split(envelope)
+        aead = self._keys.get(kid)
+        if aead is None:
+            raise CipherError(f"ciphertext for {field!r} uses unknown key id {kid!r}: add it to {ENV_OLD_KEYS}")
+        try:
+            raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            plain = aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _aad(kid, tenant_id, owner_id, field))
+        except (InvalidTag, ValueError, binascii.Error) as exc:
+            raise CipherError(f"ciphertext for {field!r} failed authentication (tampered or moved)") from exc
+        return plain.decode("utf-8")
+
+    def key_id_of(self, envelope: str) -> str:
+        return self._split(envelope)[0]
+
+    def needs_rotation(self, envelope: str) -> bool:
+        return self.key_id_of(envelope) != self._active_kid
+
+    def reencrypt(self, envelope: str, *, tenant_id: str, owner_id: str, field: str) -> str:
+        """Open with whatever key sealed it and seal again with the active key."""
+        plain = self.decrypt(envelope, tenant_id=tenant_id, owner_id=owner_id, field=field)
+        return self.encrypt(plain, tenant_id=tenant_id, owner_id=owner_id, field=field)
+
+    @staticmethod
+    def _split(envelope: str) -> tuple[str, str]:
+        parts = envelope.split(".")
+        if len(parts) != 3 or parts[0] != _VERSION or not parts[1] or not parts[2]:
+            raise CipherError("value is not a ehrsync v1 ciphertext envelope")
+        return parts[1], parts[2]
+
+    def __repr__(self) -> str:
+        return f"TokenCipher(active_kid={self._active_kid!r}, kids={sorted(self._keys)!r})"

@@ -1,0 +1,135 @@
+"""The app database: engine setup per dialect, sessions, write-locked sessions, and migrations."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+from connectors.errors import ConfigurationError
+
+__all__ = ["DEFAULT_DATABASE_URL", "ENV_DATABASE_URL", "AppDatabase"]
+
+logger = logging.getLogger(__name__)
+
+ENV_DATABASE_URL = "EHRSYNC_DATABASE_URL"
+DEFAULT_DATABASE_URL = "sqlite:///var/ehrsync/app.db"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def _normalise_url(url: str) -> str:
+    """Name the driver explicitly: a bare ``postgresql://`` means psycopg 3 here, never psycopg2."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL + busy timeout, foreign keys on, and transactions begun by us so ``BEGIN IMMEDIATE`` is possible.
+
+    pysqlite's own implicit BEGIN is switched off (isolation_level=None) and SQLAlchemy's ``begin`` event
+    emits ``BEGIN`` or ``BEGIN IMMEDIATE`` (when the connection asks for ``sqlite_immediate``).
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get("sqlite_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class AppDatabase:
+    """One engine per process; sessions are short-lived and never shared between threads."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(bind=engine, expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, url: str | None = None, *, echo: bool = False) -> AppDatabase:
+        """SQLite file (default ``EHRSYNC_DATABASE_URL`` or ``var/ehrsync/app.db``) or ``postgresql+psycopg://``."""
+        url = _normalise_url(url or os.environ.get(ENV_DATABASE_URL) or DEFAULT_DATABASE_URL)
+        try:
+            parsed = make_url(url)
+        except Exception as exc:  # sqlalchemy raises ArgumentError, wrapped here so callers get one type
+            raise ConfigurationError(f"app database URL is not a valid SQLAlchemy URL: {exc}") from exc
+        if parsed.get_backend_name() == "sqlite":
+            database = parsed.database
+            if not database or database == ":memory:":
+                raise ConfigurationError("app database must be a SQLite file (in-memory databases cannot be shared)")
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(
+                url,
+                echo=echo,
+                poolclass=NullPool,
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+            )
+            _configure_sqlite(engine)
+        elif parsed.get_backend_name() == "postgresql":
+            if parsed.get_driver_name() != "psycopg":
+                raise ConfigurationError("app database on PostgreSQL must use psycopg 3 ('postgresql+psycopg://')")
+            engine = create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        else:
+            raise ConfigurationError(f"unsupported app database backend {parsed.get_backend_name()!r}")
+        return cls(engine)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
+
+    def session(self) -> Session:
+        """A new session; use as ``with db.session() as s, s.begin(): ...``."""
+        return self._sessions()
+
+    @contextmanager
+    def locked_session(self) -> Iterator[Session]:
+        """A transaction that can take write locks: ``BEGIN IMMEDIATE`` on SQLite (database write lock).
+
+        On PostgreSQL it is an ordinary transaction; callers lock rows with ``SELECT ... FOR UPDATE``.
+        Commits on success, rolls back on error.
+        """
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                conn = conn.execution_options(sqlite_immediate=True)
+            with Session(bind=conn, expire_on_commit=False) as session:
+                try:
+                    yield session
+                    session.commit()
+                except BaseException:
+                    session.rollback()
+                    raise
+
+    def migrate(self, revision: str = "head") -> None:
+        """Alembic upgrade (to head by default) using the migrations shipped in this package."""
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+        logger.info("app database migrated to %s (%s)", revision, self.dialect)
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,235 @@
+"""App database tables (Alembic revision 0001) as typed SQLAlchemy 2 models.
+
+``Base`` is shared: ``sync_models`` (revision 0002, owned by pipelines) declares its tables on it too.
+Ciphertext columns hold ``TokenCipher`` envelopes; nothing here ever holds a raw token, state or key.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "ApiKey",
+    "AuditEvent",
+    "Base",
+    "Connection",
+    "ConnectionKind",
+    "ConnectionStatus",
+    "OAuthState",
+    "ProviderConfig",
+    "SigningKey",
+    "Tenant",
+    "TokenRecord",
+    "UTCDateTime",
+    "new_id",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in, timezone-aware UTC out (SQLite forgets the zone; naive input is refused)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column; use timezone-aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class ConnectionKind:
+    PATIENT = "patient"
+    BACKEND = "backend"
+    GROUP = "group"
+    ALL = (PATIENT, BACKEND, GROUP)
+
+
+class ConnectionStatus:
+    ACTIVE = "active"
+    NEEDS_REAUTH = "needs_reauth"
+    DISABLED = "disabled"
+    DISCONNECTED = "disconnected"
+    ALL = (ACTIVE, NEEDS_REAUTH, DISABLED, DISCONNECTED)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Tenant(Base):
+    """A practice; ``settings`` follows the seed format (``practice_settings.smartFhir`` / ``.ehrIntegrations``)."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ProviderConfig(Base):
+    """Per-tenant vendor settings; secret members are ``{"$enc": <envelope>}`` (see ``provider_configs``)."""
+
+    __tablename__ = "provider_configs"
+    __table_args__ = (UniqueConstraint("tenant_id", "provider_id", name="uq_provider_configs_tenant_provider"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    provider_id: Mapped[str] = mapped_column(String(64))
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Connection(Base):
+    """One authorized link to an EHR (a patient grant, a backend client, or a bulk group)."""
+
+    __tablename__ = "connections"
+    __table_args__ = (Index("ix_connections_tenant_status", "tenant_id", "status"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    provider_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16), default=ConnectionKind.PATIENT)
+    fhir_base: Mapped[str] = mapped_column(String(2000))
+    issuer: Mapped[str | None] = mapped_column(String(2000))
+    client_id: Mapped[str] = mapped_column(String(500))
+    token_endpoint: Mapped[str | None] = mapped_column(String(2000))
+    smart_v1: Mapped[bool] = mapped_column(Boolean, default=False)
+    patient_id: Mapped[str | None] = mapped_column(String(200))
+    encounter_id: Mapped[str | None] = mapped_column(String(200))
+    fhir_user: Mapped[str | None] = mapped_column(String(2000))
+    group_id: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(32), default=ConnectionStatus.ACTIVE)
+    granted_scopes: Mapped[str | None] = mapped_column(Text)
+    sync_frequency_hours: Mapped[int] = mapped_column(Integer, default=24)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    last_sync_at: Mapped[datetime | None] = mapped_column()
+
+
+class TokenRecord(Base):
+    """The encrypted tokens of one connection; ``version`` increases on every write (refresh detection)."""
+
+    __tablename__ = "tokens"
+
+    connection_id: Mapped[str] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    access_token_ct: Mapped[str] = mapped_column(Text)
+    refresh_token_ct: Mapped[str | None] = mapped_column(Text)
+    id_token_ct: Mapped[str | None] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(String(64))
+    token_type: Mapped[str] = mapped_column(String(32), default="Bearer")
+    scope: Mapped[str | None] = mapped_column(Text)
+    issued_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column()
+    refresh_expires_at: Mapped[datetime | None] = mapped_column()
+    launch_context: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class OAuthState(Base):
+    """A pending authorization (SAL-09): only hashes of the state and browser session are stored."""
+
+    __tablename__ = "oauth_states"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    state_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    session_hash: Mapped[str] = mapped_column(String(64))
+    code_verifier_ct: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(String(64))
+    nonce: Mapped[str | None] = mapped_column(String(200))
+    issuer: Mapped[str] = mapped_column(String(2000))
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    provider_id: Mapped[str] = mapped_column(String(64))
+    redirect_uri: Mapped[str | None] = mapped_column(String(2000))
+    redirect_target: Mapped[str | None] = mapped_column(String(2000))
+    launch: Mapped[str | None] = mapped_column(String(2000))
+    scope: Mapped[str | None] = mapped_column(Text)
+    extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None] = mapped_column()
+
+
+class AuditEvent(Base):
+    """Who did what to which connection; ``detail`` never holds tokens or PHI (enforced in ``audit``)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str | None] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100))
+    connection_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    outcome: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """Host-application API keys, stored as SHA-256 hashes only."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class SigningKey(Base):
+    """Optional app-managed private_key_jwt keys: encrypted private PEM, public JWK published (SAL-30)."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tenant_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    alg: Mapped[str] = mapped_column(String(16))
+    private_key_ct: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(String(64))
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column()

@@ -1,0 +1,226 @@
+"""The token vault: encrypted storage plus refresh serialized per connection across processes.
+
+Refresh runs inside a database write lock (PostgreSQL ``SELECT ... FOR UPDATE`` on the tokens row, SQLite
+``BEGIN IMMEDIATE``); the row is re-read inside the lock so a refresh another process already did is reused,
+and new tokens are committed before anyone uses them (SAL-23, SAL-24). Rotating servers (eCW) therefore
+never see a refresh token twice, and keep-original servers (Cerner) keep working without a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from auth_service.store import _refresh
+from auth_service.store._grants import ClientAuthResolver, GrantContext, RetryPolicy
+from auth_service.store.audit import record_audit
+from auth_service.store.crypto import TokenCipher
+from auth_service.store.database import AppDatabase
+from auth_service.store.models import Connection, ConnectionStatus, TokenRecord, utcnow
+from auth_service.store.tokenrows import open_field, write_tokens
+from connectors.errors import EhrSyncError
+from connectors.smart import DiscoveryCache, TokenResponse, revoke_token
+
+__all__ = ["TokenInfo", "TokenVault", "UnknownConnectionError", "VaultTokenSource"]
+
+logger = logging.getLogger(__name__)
+
+
+class UnknownConnectionError(EhrSyncError):
+    code = "unknown_connection"
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """Non-secret facts about a connection's stored tokens (safe to show and log)."""
+
+    connection_id: str
+    scope: str | None
+    issued_at: datetime
+    expires_at: datetime
+    has_refresh_token: bool
+    key_id: str
+    version: int
+
+
+class VaultTokenSource:
+    """``connectors.tokens.TokenSource`` backed by the vault for one connection."""
+
+    def __init__(self, vault: TokenVault, connection_id: str) -> None:
+        self._vault = vault
+        self.connection_id = connection_id
+
+    def get_token(self) -> str:
+        return self._vault.get_access_token(self.connection_id)
+
+    def refresh_after_unauthorized(self, rejected: str) -> str:
+        """After a 401: refresh once (unless another process already did) or raise ``NeedsReauthError``."""
+        return self._vault.refresh(self.connection_id, rejected=rejected)
+
+    def __repr__(self) -> str:
+        return f"VaultTokenSource(connection_id={self.connection_id!r})"
+
+
+class TokenVault:
+    """Stores, hands out and refreshes the tokens of connections."""
+
+    def __init__(
+        self,
+        db: AppDatabase,
+        cipher: TokenCipher,
+        http: httpx.Client | None = None,
+        clock: Callable[[], datetime] | None = None,
+        *,
+        discovery_cache: DiscoveryCache | None = None,
+        client_auth_resolver: ClientAuthResolver | None = None,
+        environ: Mapping[str, str] | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._db = db
+        self._cipher = cipher
+        self._http = http or httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0))
+        self._clock = clock or utcnow
+        self._grants = GrantContext(
+            cipher,
+            self._http,
+            discovery_cache=discovery_cache or DiscoveryCache(),
+            resolver=client_auth_resolver,
+            environ=environ,
+            retry=retry or RetryPolicy(),
+            sleep=sleep,
+        )
+
+    # -- storing -----------------------------------------------------------------------------------------
+    def save_token_response(self, connection_id: str, response: TokenResponse) -> None:
+        """Store a token answer (code exchange, backend mint); a missing refresh token keeps the old one."""
+        with self._db.locked_session() as session:
+            conn = self._connection(session, connection_id)
+            row = _refresh.lock_row(session, connection_id)
+            write_tokens(session, self._cipher, conn, row, response, now=self._clock())
+            record_audit(
+                session,
+                action="token.save",
+                outcome="success",
+                tenant_id=conn.tenant_id,
+                connection_id=connection_id,
+                detail={"expires_in": response.expires_in, "scope": response.scope},
+            )
+
+    # -- handing out -------------------------------------------------------------------------------------
+    def get_access_token(self, connection_id: str) -> str:
+        """A usable access token; refreshes first when < 20 % of the lifetime or < 60 s is left (SAL-23)."""
+        with self._db.session() as session:
+            conn = self._connection(session, connection_id)
+            _refresh.check_status(conn)
+            row = session.get(TokenRecord, connection_id)
+            if row is not None and not _refresh.needs_refresh(row, self._clock()):
+                return open_field(self._cipher, row, "access_token")
+        return self.refresh(connection_id)
+
+    def token_source(self, connection_id: str) -> VaultTokenSource:
+        return VaultTokenSource(self, connection_id)
+
+    def token_info(self, connection_id: str) -> TokenInfo | None:
+        with self._db.session() as session:
+            row = session.get(TokenRecord, connection_id)
+            if row is None:
+                return None
+            return TokenInfo(
+                connection_id=connection_id,
+                scope=row.scope,
+                issued_at=row.issued_at,
+                expires_at=row.expires_at,
+                has_refresh_token=row.refresh_token_ct is not None,
+                key_id=row.key_id,
+                version=row.version,
+            )
+
+    # -- refreshing --------------------------------------------------------------------------------------
+    def refresh(self, connection_id: str, *, rejected: str | None = None, force: bool = False) -> str:
+        """Refresh under the cross-process lock unless another process already did; see module docstring."""
+        return _refresh.run_locked_refresh(
+            self._db, self._cipher, self._grants, connection_id, rejected=rejected, force=force, clock=self._clock
+        )
+
+    def force_refresh(self, connection_id: str) -> str:
+        return self.refresh(connection_id, force=True)
+
+    # -- removing ----------------------------------------------------------------------------------------
+    def delete_tokens(self, connection_id: str) -> bool:
+        """Forget a connection's tokens locally (no server call); True when there were any."""
+        with self._db.locked_session() as session:
+            row = _refresh.lock_row(session, connection_id)
+            if row is None:
+                return False
+            session.delete(row)
+            record_audit(
+                session, action="token.delete", outcome="success", tenant_id=row.tenant_id, connection_id=connection_id
+            )
+            return True
+
+    def revoke_and_delete(self, connection_id: str) -> bool:
+        """SAL-34: revoke the refresh then the access token when the server offers revocation, then delete.
+
+        Local deletion happens whatever the server says (the user asked to disconnect); the return value
+        says whether the server confirmed both revocations.
+        """
+        with self._db.session() as session:
+            conn = self._connection(session, connection_id)
+            row = session.get(TokenRecord, connection_id)
+            revoked = False
+            if row is not None:
+                revoked = self._revoke_at_server(session, conn, row)
+        with self._db.locked_session() as session:
+            conn = self._connection(session, connection_id)
+            row = _refresh.lock_row(session, connection_id)
+            if row is not None:
+                session.delete(row)
+            conn.status = ConnectionStatus.DISCONNECTED
+            conn.updated_at = self._clock()
+            record_audit(
+                session,
+                action="token.revoke",
+                outcome="success" if revoked else "local_only",
+                tenant_id=conn.tenant_id,
+                connection_id=connection_id,
+            )
+        return revoked
+
+    def _revoke_at_server(self, session: Session, conn: Connection, row: TokenRecord) -> bool:
+        try:
+            config = self._grants.configuration(conn)
+            if not config.revocation_endpoint:
+                logger.info("connection %s: server offers no revocation endpoint", conn.id)
+                return False
+            auth = self._grants.client_auth(session, conn)
+            audience = conn.token_endpoint or config.token_endpoint
+            # refresh first: revoking it usually kills the access tokens issued from it too (SAL-34)
+            fields = [f for f in ("refresh_token", "access_token") if getattr(row, f"{f}_ct") is not None]
+            for field in fields:
+                revoke_token(
+                    config.revocation_endpoint,
+                    http=self._http,
+                    client_auth=auth,
+                    token=open_field(self._cipher, row, field),
+                    token_type_hint=field,
+                    audience=audience,
+                )
+            return True
+        except EhrSyncError as exc:
+            logger.warning("connection %s: revocation failed (%s); deleting locally", conn.id, exc.code)
+            return False
+
+    @staticmethod
+    def _connection(session: Session, connection_id: str) -> Connection:
+        conn = session.scalar(select(Connection).where(Connection.id == connection_id))
+        if conn is None:
+            raise UnknownConnectionError(f"no connection with id {connection_id!r}")
+        return conn

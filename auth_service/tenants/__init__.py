@@ -1,0 +1,1 @@
+"""Tenant settings in the seed format (``practice_settings``) and the write-scope decision."""

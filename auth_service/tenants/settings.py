@@ -1,0 +1,102 @@
+"""``practice_settings`` as seeded by host apps: ``smartFhir`` (one SMART server) and ``ehrIntegrations``.
+
+Unknown keys are kept (host apps add their own); known keys are type-checked so a typo in a seed file is a
+clear error at load time, not a surprise at launch time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from connectors.errors import ConfigurationError
+
+__all__ = [
+    "EhrIntegrationsSettings",
+    "PracticeSettings",
+    "SmartFhirSettings",
+    "TenantSeed",
+    "load_tenant_seed",
+    "write_scopes_allowed",
+]
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class SmartFhirSettings(_Camel):
+    enabled: bool = False
+    issuer: str | None = None
+    fhir_base_url: str | None = Field(default=None, alias="fhirBaseUrl")
+    client_id: str | None = Field(default=None, alias="clientId")
+    enable_write: bool = Field(default=False, alias="enableWrite")
+    enable_patient_create: bool = Field(default=False, alias="enablePatientCreate")
+    enable_note_create: bool = Field(default=False, alias="enableNoteCreate")
+
+    @field_validator("issuer", "fhir_base_url")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an absolute http(s) URL")
+        return value
+
+
+class EhrIntegrationsSettings(_Camel):
+    enabled_providers: list[str] = Field(default_factory=list, alias="enabledProviders")
+    provider_configs: dict[str, dict[str, Any]] = Field(default_factory=dict, alias="providerConfigs")
+    enable_write: bool = Field(default=False, alias="enableWrite")
+    enable_patient_create: bool = Field(default=False, alias="enablePatientCreate")
+    enable_note_create: bool = Field(default=False, alias="enableNoteCreate")
+    enable_bulk_export: bool = Field(default=False, alias="enableBulkExport")
+
+
+class PracticeSettings(_Camel):
+    smart_fhir: SmartFhirSettings = Field(default_factory=SmartFhirSettings, alias="smartFhir")
+    ehr_integrations: EhrIntegrationsSettings = Field(default_factory=EhrIntegrationsSettings, alias="ehrIntegrations")
+
+    @property
+    def tenant_write_enabled(self) -> bool:
+        return self.smart_fhir.enable_write or self.ehr_integrations.enable_write
+
+    @property
+    def note_create_enabled(self) -> bool:
+        return self.smart_fhir.enable_note_create or self.ehr_integrations.enable_note_create
+
+    @property
+    def patient_create_enabled(self) -> bool:
+        return self.smart_fhir.enable_patient_create or self.ehr_integrations.enable_patient_create
+
+
+class TenantSeed(_Camel):
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1, max_length=200)
+    practice_settings: PracticeSettings = Field(default_factory=PracticeSettings)
+
+
+def write_scopes_allowed(service_write: bool, practice: PracticeSettings, feature: bool) -> bool:
+    """Write scopes are requested only when the service switch, the tenant switch and the feature are all on."""
+    return service_write and practice.tenant_write_enabled and feature
+
+
+def load_tenant_seed(path: str | Path) -> list[TenantSeed]:
+    """Read a seed JSON file (one tenant object or a list of them); errors name the file and the bad field."""
+    file = Path(path)
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigurationError(f"tenant seed file {file} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"tenant seed file {file} is not valid JSON (line {exc.lineno})") from None
+    items = data if isinstance(data, list) else [data]
+    seeds: list[TenantSeed] = []
+    for index, item in enumerate(items):
+        try:
+            seeds.append(TenantSeed.model_validate(item))
+        except ValidationError as exc:
+            fields = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise ConfigurationError(f"tenant seed {file} entry {index}: {fields}") from None
+    return seeds

@@ -1,0 +1,344 @@
+"""FHIR Bulk Data 2.0 client: kick-off, status polling, manifest, file download, cancel (BDX-01..19)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import orjson
+
+from connectors.bulk.manifest import BulkManifest, parse_manifest
+from connectors.errors import (
+    BulkExportError,
+    BulkFileExpiredError,
+    EhrSyncError,
+    FhirError,
+    FhirUnauthorizedError,
+)
+from connectors.fhir._session import FhirSession, TokenRule, operation_outcome_of
+from connectors.fhir.download import stream_to_file
+from connectors.http import (
+    RateLimiter,
+    RetryPolicy,
+    normalize_base_url,
+    parse_http_date,
+    parse_retry_after,
+    redact_url,
+    resolve_url,
+)
+from connectors.tokens import TokenSource
+
+__all__ = ["BulkClient", "BulkStatus", "ExportLevel"]
+
+logger = logging.getLogger(__name__)
+
+ExportLevel = Literal["system", "patient", "group"]
+_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_TYPE_RE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+NDJSON = "application/fhir+ndjson"
+
+
+@dataclass(frozen=True)
+class BulkStatus:
+    """One status poll. ``throttled`` = 429 (poll slower); ``transient`` = hiccup, job alive (back off)."""
+
+    done: bool
+    progress: str | None = None
+    retry_after: float | None = None
+    manifest: BulkManifest | None = None
+    expires: datetime | None = None
+    throttled: bool = False
+    transient: bool = False
+
+
+def _instant(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("_since must be timezone-aware (a FHIR instant needs a zone)")
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _failed(what: str, response: httpx.Response) -> BulkExportError:
+    outcome = operation_outcome_of(response)
+    codes = [str(i.get("code")) for i in (outcome or {}).get("issue", []) if isinstance(i, dict)]
+    detail = f" (issues: {', '.join(codes)})" if codes else ""
+    url = redact_url(str(response.url))
+    return BulkExportError(
+        f"{what} {url} answered HTTP {response.status_code}{detail}",
+        status=response.status_code,
+        operation_outcome=outcome,
+        url=url,
+    )
+
+
+class BulkClient:
+    """Runs Bulk Data exports against one FHIR base. Status/file URLs must share the base's origin to get
+    the token (SAL-40); files with ``requiresAccessToken=false`` are fetched with no token from anywhere.
+    """
+
+    def __init__(
+        self,
+        fhir_base: str,
+        tokens: TokenSource | None,
+        http: httpx.Client | None = None,
+        retry: RetryPolicy | None = None,
+        rate_limit: RateLimiter | None = None,
+        *,
+        rate_limit_key: str | None = None,
+        timeout: httpx.Timeout | float | None = None,
+        allow_http: bool = False,
+    ) -> None:
+        self.fhir_base = normalize_base_url(fhir_base, allow_http=allow_http)
+        self._session = FhirSession(
+            self.fhir_base,
+            tokens,
+            http=http,
+            retry=retry,
+            rate_limit=rate_limit,
+            rate_limit_key=rate_limit_key,
+            timeout=timeout,
+        )
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._session.retry
+
+    def close(self) -> None:
+        self._session.close()
+
+    def kickoff_url(self, level: ExportLevel, group_id: str | None = None) -> str:
+        if level == "system":
+            path = "$export"
+        elif level == "patient":
+            path = "Patient/$export"
+        elif level == "group":
+            if not group_id or not _ID_RE.match(group_id):
+                raise ValueError("group-level export needs a valid group_id")
+            path = f"Group/{group_id}/$export"
+        else:
+            raise ValueError(f"unknown export level {level!r} (system, patient or group)")
+        return resolve_url(path, self.fhir_base + "/")
+
+    def kickoff(
+        self,
+        level: ExportLevel,
+        *,
+        group_id: str | None = None,
+        types: Sequence[str] | None = None,
+        since: datetime | None = None,
+        type_filters: Sequence[str] | None = None,
+        patients: Sequence[str] | None = None,
+        output_format: str = NDJSON,
+        extra_params: Sequence[tuple[str, str]] = (),
+    ) -> str:
+        """Start an export and return its absolute status URL (BDX-01..07).
+
+        ``patients`` (``Patient/id`` references) switches to ``POST`` with a ``Parameters`` body (BDX-04).
+        A 429 (another export running) is waited out per Retry-After by the retry policy (BDX-07).
+        """
+        url = self.kickoff_url(level, group_id)
+        for kind in types or ():
+            if not _TYPE_RE.match(kind):
+                raise ValueError(f"not a FHIR resource type: {kind!r}")
+        params: list[tuple[str, str]] = [("_outputFormat", output_format)]
+        if since is not None:
+            params.append(("_since", _instant(since)))
+        if types:
+            params.append(("_type", ",".join(types)))
+        params.extend(("_typeFilter", query) for query in type_filters or ())
+        params.extend(extra_params)
+        headers = {"Accept": "application/fhir+json", "Prefer": "respond-async"}
+
+        def handle(response: httpx.Response) -> str:
+            response.read()
+            location = response.headers.get("Content-Location")
+            if response.status_code != 202 or not location:
+                raise _failed("kick-off without a status URL (needs 202 + Content-Location):", response)
+            return resolve_url(location, str(response.url))
+
+        try:
+            if patients:
+                if level == "system":
+                    raise ValueError("the patient parameter is only allowed at patient or group level (BDX-04)")
+                body = _parameters(params, patients)
+                headers["Content-Type"] = "application/fhir+json"
+                status_url = self._session.request(
+                    "POST", url, headers=headers, content=body, idempotent=False, handler=handle
+                )
+            else:
+                status_url = self._session.request(
+                    "GET", url, params=params, headers=headers, idempotent=False, handler=handle
+                )
+        except FhirUnauthorizedError:
+            raise
+        except FhirError as exc:
+            raise BulkExportError(
+                f"bulk kick-off failed: {exc.message}",
+                status=exc.status,
+                operation_outcome=exc.operation_outcome,
+                url=exc.url,
+            ) from exc
+        logger.info("bulk export started", extra={"level": level, "status_url": redact_url(status_url)})
+        return status_url
+
+    def poll(self, status_url: str) -> BulkStatus:
+        """One status request classified per the BDX-09 table; a failed job raises BulkExportError."""
+
+        def handle(response: httpx.Response) -> BulkStatus:
+            response.read()
+            status = response.status_code
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), now=self.retry.wall_clock())
+            if status == 200:
+                try:
+                    body = orjson.loads(response.content)
+                except orjson.JSONDecodeError as exc:
+                    raise BulkExportError("bulk manifest is not JSON", status=200, url=redact_url(status_url)) from exc
+                manifest = parse_manifest(body)
+                return BulkStatus(True, manifest=manifest, expires=parse_http_date(response.headers.get("Expires")))
+            if status == 202:
+                progress = response.headers.get("X-Progress")
+                return BulkStatus(False, progress=progress[:100] if progress else None, retry_after=retry_after)
+            if status == 429 or (status == 503 and "Retry-After" in response.headers):
+                return BulkStatus(False, retry_after=retry_after, throttled=True)
+            outcome = operation_outcome_of(response) or {}
+            issues = outcome.get("issue", [])
+            if status >= 400 and any(isinstance(i, dict) and i.get("code") == "transient" for i in issues):
+                return BulkStatus(False, retry_after=retry_after, transient=True)
+            raise _failed("bulk export failed: status", response)
+
+        return self._session.request(
+            "GET",
+            status_url,
+            headers={"Accept": "application/json"},
+            token_rule=TokenRule.REQUIRE_ORIGIN,
+            passthrough=lambda _response: True,
+            handler=handle,
+        )
+
+    def wait(
+        self,
+        status_url: str,
+        deadline_s: float = 86400.0,
+        on_progress: Callable[[BulkStatus], None] | None = None,
+        *,
+        cancel_on_abandon: bool = True,
+    ) -> BulkManifest:
+        """Poll until complete; past ``deadline_s`` (or on an invalid manifest) cancel the job and raise."""
+        policy = self.retry
+        started = policy.monotonic()
+        polls = throttles = transients = 0
+        floor = 0.0
+        while True:
+            try:
+                status = self.poll(status_url)
+            except BulkExportError as exc:
+                if exc.status == 200 and cancel_on_abandon:  # unusable manifest: free the server's storage
+                    self._cancel_quietly(status_url)
+                raise
+            if status.done and status.manifest is not None:
+                return status.manifest
+            if on_progress is not None:
+                on_progress(status)
+            if status.throttled:
+                throttles += 1
+                floor = min(max(floor * 2, policy.retry_after_min_s * 2), policy.backoff_cap_s)
+                delay = max(policy.delay_from_seconds(throttles - 1, status.retry_after), floor)
+            elif status.transient:
+                transients += 1
+                if transients >= policy.max_attempts:
+                    raise BulkExportError(
+                        f"bulk status kept failing transiently ({transients} times)", url=redact_url(status_url)
+                    )
+                delay = policy.backoff_delay(transients - 1)
+            else:
+                transients = 0
+                delay = max(policy.delay_from_seconds(polls, status.retry_after), floor)
+                polls += 1
+            if policy.monotonic() - started + delay > deadline_s:
+                if cancel_on_abandon:
+                    self._cancel_quietly(status_url)
+                raise BulkExportError(f"bulk export not complete within {deadline_s:.0f} s; job cancelled")
+            policy.sleep(delay)
+
+    def cancel(self, status_url: str) -> None:
+        """``DELETE`` the job (BDX-11); an already-gone job (404/410) counts as cancelled."""
+
+        def handle(response: httpx.Response) -> None:
+            response.read()  # 2xx, or 404/410: the job is already gone
+
+        try:
+            self._session.request(
+                "DELETE",
+                status_url,
+                headers={"Accept": "application/fhir+json"},
+                token_rule=TokenRule.REQUIRE_ORIGIN,
+                passthrough=lambda r: r.status_code in (404, 410),
+                handler=handle,
+            )
+        except FhirUnauthorizedError:
+            raise
+        except FhirError as exc:
+            raise BulkExportError(
+                f"bulk cancel failed: {exc.message}",
+                status=exc.status,
+                operation_outcome=exc.operation_outcome,
+                url=exc.url,
+            ) from exc
+        logger.info("bulk export cancelled", extra={"status_url": redact_url(status_url)})
+
+    def _cancel_quietly(self, status_url: str) -> None:
+        with contextlib.suppress(EhrSyncError):
+            self.cancel(status_url)
+
+    def download(self, item_url: str, dest: Path, requires_token: bool, *, max_bytes: int | None = None) -> Path:
+        """Stream one file to a temp file beside ``dest`` and rename when complete (BDX-16..19).
+
+        Bearer only when ``requires_token`` (and then only on the base's origin); gzip accepted; a retry
+        restarts the file; 404/410 raise BulkFileExpiredError (re-run from the same ``_since``).
+        """
+        rule = TokenRule.REQUIRE_ORIGIN if requires_token else TokenRule.NEVER
+        try:
+            result = self._session.request(
+                "GET",
+                item_url,
+                headers={"Accept": NDJSON, "Accept-Encoding": "gzip"},
+                token_rule=rule,
+                handler=lambda response: stream_to_file(response, dest, max_bytes),
+                max_redirects=5,
+            )
+        except FhirError as exc:
+            if exc.status in (404, 410):
+                raise BulkFileExpiredError(
+                    f"bulk file gone (HTTP {exc.status}); re-run the export from the same _since",
+                    status=exc.status,
+                    operation_outcome=exc.operation_outcome,
+                    url=exc.url,
+                ) from exc
+            if isinstance(exc, FhirUnauthorizedError):
+                raise
+            raise BulkExportError(
+                f"bulk file download failed: {exc.message}",
+                status=exc.status,
+                operation_outcome=exc.operation_outcome,
+                url=exc.url,
+            ) from exc
+        return result.path
+
+
+def _parameters(params: list[tuple[str, str]], patients: Sequence[str]) -> bytes:
+    """A FHIR ``Parameters`` body for POST kick-off (BDX-04)."""
+    parameter: list[dict[str, Any]] = []
+    for name, value in params:
+        key = "valueInstant" if name == "_since" else "valueString"
+        parameter.append({"name": name, key: value})
+    for ref in patients:
+        if not isinstance(ref, str) or not ref.startswith("Patient/") or not _ID_RE.match(ref[len("Patient/") :]):
+            raise ValueError("patient references must look like 'Patient/<id>'")
+        parameter.append({"name": "patient", "valueReference": {"reference": ref}})
+    return orjson.dumps({"resourceType": "Parameters", "parameter": parameter})

@@ -1,0 +1,94 @@
+"""Bulk Data completion manifest (BDX-12): strict on what the IG requires, tolerant of everything else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from connectors.errors import BulkExportError
+from connectors.http import parse_instant
+
+__all__ = ["BulkManifest", "ManifestItem", "parse_manifest"]
+
+
+@dataclass(frozen=True)
+class ManifestItem:
+    """One file of an ``output``/``error``/``deleted`` array: resource ``type``, absolute ``url``, ``count``."""
+
+    type: str
+    url: str
+    count: int | None = None
+    extension: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class BulkManifest:
+    """A validated manifest. ``transaction_time`` becomes the next ``_since`` once everything landed (BDX-14)."""
+
+    transaction_time: datetime
+    request: str
+    requires_access_token: bool
+    output: list[ManifestItem]
+    error: list[ManifestItem]
+    deleted: list[ManifestItem] = field(default_factory=list)
+    extension: dict[str, Any] | None = None
+
+
+def _invalid(reason: str) -> BulkExportError:
+    return BulkExportError(f"invalid bulk manifest: {reason}", status=200)
+
+
+def _items(body: dict[str, Any], key: str, *, required: bool) -> list[ManifestItem]:
+    raw = body.get(key)
+    if raw is None:
+        if required:
+            raise _invalid(f"{key!r} is missing")
+        return []
+    if not isinstance(raw, list):
+        raise _invalid(f"{key!r} must be an array")
+    items: list[ManifestItem] = []
+    for index, entry in enumerate(raw):
+        where = f"{key}[{index}]"
+        if not isinstance(entry, dict):
+            raise _invalid(f"{where} is not an object")
+        kind = entry.get("type")
+        if not isinstance(kind, str) or not kind:
+            raise _invalid(f"{where}.type is missing")
+        url = entry.get("url")
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+            raise _invalid(f"{where}.url must be an absolute http(s) URL")
+        count = entry.get("count")
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+            raise _invalid(f"{where}.count must be a non-negative integer")
+        extension = entry.get("extension")
+        items.append(ManifestItem(kind, url, count, extension if isinstance(extension, dict) else None))
+    return items
+
+
+def parse_manifest(body: Any) -> BulkManifest:
+    """Validate a decoded manifest; raises BulkExportError naming the first problem."""
+    if not isinstance(body, dict):
+        raise _invalid("body is not a JSON object")
+    transaction_time = parse_instant(body.get("transactionTime"))
+    if transaction_time is None:
+        raise _invalid("'transactionTime' is missing or not an instant with a timezone")
+    request = body.get("request")
+    if not isinstance(request, str) or not request:
+        raise _invalid("'request' is missing")
+    requires = body.get("requiresAccessToken")
+    if not isinstance(requires, bool):
+        raise _invalid("'requiresAccessToken' must be a boolean")
+    extension = body.get("extension")
+    if extension is not None and not isinstance(extension, dict):
+        raise _invalid("'extension' must be an object")
+    return BulkManifest(
+        transaction_time=transaction_time,
+        request=request,
+        requires_access_token=requires,
+        output=_items(body, "output", required=True),
+        error=_items(body, "error", required=True),
+        deleted=_items(body, "deleted", required=False),
+        extension=extension,
+    )

@@ -1,0 +1,236 @@
+"""One request path for every call to an EHR: token placement, rate limit, retries, 401 refresh, typed errors.
+
+FhirClient and BulkClient both go through :class:`FhirSession`, so SAL-40 (token only to its own FHIR base),
+BDX-10/BDX-32 (Retry-After, backoff) and the 401-refresh-once rule are implemented exactly once.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+
+from connectors.errors import (
+    FhirError,
+    FhirUnauthorizedError,
+    RateLimitedError,
+    SecurityPolicyError,
+    TransportError,
+    fhir_error_for_status,
+)
+from connectors.http import (
+    RateLimiter,
+    RetryPolicy,
+    is_within_base,
+    parse_retry_after,
+    redact_url,
+    resolve_url,
+    same_origin,
+)
+from connectors.tokens import TokenSource
+
+__all__ = ["DEFAULT_TIMEOUT", "FhirSession", "QueryParams", "TokenRule", "operation_outcome_of"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+QueryParams = Mapping[str, str] | Sequence[tuple[str, str]]
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+
+
+class TokenRule(enum.Enum):
+    """Where a request may carry the bearer token (SAL-40)."""
+
+    REQUIRE_BASE = "require-base"  # must be under the FHIR base; otherwise refuse the request
+    REQUIRE_ORIGIN = "require-origin"  # same scheme/host/port as the base (bulk status and file URLs)
+    IF_WITHIN_BASE = "if-within-base"  # send only when under the base; elsewhere go without a token
+    NEVER = "never"
+
+
+def operation_outcome_of(response: httpx.Response) -> dict[str, Any] | None:
+    """The OperationOutcome in a (read) response body, or None (empty bodies happen, e.g. Epic 403s)."""
+    if not response.content:
+        return None
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
+        return body
+    return None
+
+
+def _error_from_response(method: str, url: str, response: httpx.Response) -> FhirError:
+    outcome = operation_outcome_of(response)
+    status = response.status_code
+    codes = [str(i.get("code")) for i in (outcome or {}).get("issue", []) if isinstance(i, dict)]
+    detail = f" (issues: {', '.join(codes)})" if codes else ""
+    message = f"{method} {redact_url(url)} answered HTTP {status}{detail}"
+    retry_after_header = response.headers.get("Retry-After")
+    if status == 429 or (status == 503 and retry_after_header is not None):
+        return RateLimitedError(message, status, outcome, redact_url(url), parse_retry_after(retry_after_header))
+    return fhir_error_for_status(status)(message, status, outcome, redact_url(url))
+
+
+def _retry_kind(response: httpx.Response, idempotent: bool) -> str | None:
+    """``throttle`` (wait per Retry-After), ``transient`` (backoff) or None (fail now)."""
+    status = response.status_code
+    if status in (429, 503):
+        return "throttle"
+    if not idempotent:
+        return None
+    outcome = operation_outcome_of(response)
+    transient = any(isinstance(i, dict) and i.get("code") == "transient" for i in (outcome or {}).get("issue", []))
+    if status >= 500 or (status >= 400 and transient):
+        return "transient"
+    return None
+
+
+class FhirSession:
+    """Sends requests for one FHIR base with its TokenSource; owns the httpx.Client only if it created it."""
+
+    def __init__(
+        self,
+        base: str,
+        tokens: TokenSource | None,
+        *,
+        http: httpx.Client | None = None,
+        retry: RetryPolicy | None = None,
+        rate_limit: RateLimiter | None = None,
+        rate_limit_key: str | None = None,
+        timeout: httpx.Timeout | float | None = None,
+    ) -> None:
+        self.base = base
+        self.tokens = tokens
+        self.retry = retry or RetryPolicy()
+        self.rate_limit = rate_limit
+        self.rate_limit_key = rate_limit_key or base
+        self._owns_http = http is None
+        self.http = http or httpx.Client(timeout=timeout or DEFAULT_TIMEOUT, follow_redirects=False)
+        self._timeout = timeout
+
+    def close(self) -> None:
+        if self._owns_http:
+            self.http.close()
+
+    def _token_for(self, url: str, rule: TokenRule) -> bool:
+        """Whether this URL gets the token; raises SecurityPolicyError when the rule demands one elsewhere."""
+        if rule is TokenRule.NEVER or self.tokens is None:
+            return False
+        if rule is TokenRule.IF_WITHIN_BASE:
+            return is_within_base(url, self.base)
+        allowed = is_within_base(url, self.base) if rule is TokenRule.REQUIRE_BASE else same_origin(url, self.base)
+        if not allowed:
+            raise SecurityPolicyError(f"refusing to send the access token to {redact_url(url)}: not the FHIR base")
+        return True
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        handler: Callable[[httpx.Response], T],
+        params: QueryParams | None = None,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        token_rule: TokenRule = TokenRule.REQUIRE_BASE,
+        idempotent: bool = True,
+        passthrough: Callable[[httpx.Response], bool] | None = None,
+        max_redirects: int = 0,
+    ) -> T:
+        """Send with retries; 2xx (and ``passthrough`` matches) go to ``handler`` while the body still streams.
+
+        A ``handler`` that fails while reading the body (dropped connection, bad gzip) restarts the request
+        when ``idempotent``. Everything else becomes a typed FhirError carrying the OperationOutcome.
+        ``max_redirects`` > 0 follows GET redirects (signed file URLs); the token is dropped as soon as a
+        redirect leaves the FHIR base (SAL-40).
+        """
+        use_token = self._token_for(url, token_rule)
+        token: str | None = None
+        refreshed = False
+        attempt = 0
+        policy = self.retry
+        query: httpx.QueryParams | None = None
+        if params is not None:
+            query = httpx.QueryParams(list(params.items()) if isinstance(params, Mapping) else list(params))
+        while True:
+            send_headers = dict(headers or {})
+            if use_token and self.tokens is not None:
+                token = token or self.tokens.get_token()
+                send_headers["Authorization"] = f"Bearer {token}"
+            if self.rate_limit is not None:
+                self.rate_limit.acquire(self.rate_limit_key)
+            extra: dict[str, Any] = {"timeout": self._timeout} if self._timeout is not None else {}
+            request = self.http.build_request(method, url, params=query, headers=send_headers, content=content, **extra)
+            try:
+                response = self.http.send(request, stream=True)
+            except httpx.TransportError as exc:
+                if not idempotent or attempt + 1 >= policy.max_attempts:
+                    raise TransportError(
+                        f"{method} {redact_url(url)} failed after {attempt + 1} attempt(s): {type(exc).__name__}"
+                    ) from exc
+                delay = policy.backoff_delay(attempt)
+                logger.warning("transport error, retrying", extra={"url": redact_url(url), "delay_s": delay})
+                policy.sleep(delay)
+                attempt += 1
+                continue
+            try:
+                status = response.status_code
+                if status == 401 and token is not None and self.tokens is not None:
+                    if refreshed:
+                        response.read()
+                        raise _unauthorized(method, url, response)
+                    logger.info("401 from server, refreshing the token once", extra={"url": redact_url(url)})
+                    token = self.tokens.refresh_after_unauthorized(token)
+                    refreshed = True
+                    continue
+                location = response.headers.get("Location")
+                if status in _REDIRECTS and location and max_redirects > 0 and method == "GET":
+                    max_redirects -= 1
+                    url = resolve_url(location, str(request.url))
+                    query = None
+                    stays = same_origin if token_rule is TokenRule.REQUIRE_ORIGIN else is_within_base
+                    use_token = use_token and stays(url, self.base)
+                    logger.info("following redirect", extra={"url": redact_url(url), "status": status})
+                    continue
+                if 200 <= status < 300 or (passthrough is not None and passthrough(response)):
+                    try:
+                        return handler(response)
+                    except (httpx.TransportError, httpx.DecodingError) as exc:
+                        if not idempotent or attempt + 1 >= policy.max_attempts:
+                            raise TransportError(
+                                f"{method} {redact_url(url)} body failed after {attempt + 1} attempt(s): "
+                                f"{type(exc).__name__}"
+                            ) from exc
+                        policy.sleep(policy.backoff_delay(attempt))
+                        attempt += 1
+                        continue
+                response.read()
+                kind = _retry_kind(response, idempotent)
+                if kind is not None and attempt + 1 < policy.max_attempts:
+                    header = response.headers.get("Retry-After") if kind == "throttle" else None
+                    delay = policy.delay_for(attempt, header) if kind == "throttle" else policy.backoff_delay(attempt)
+                    logger.info(
+                        "retryable answer, waiting",
+                        extra={"url": redact_url(url), "status": status, "delay_s": round(delay, 3)},
+                    )
+                    policy.sleep(delay)
+                    attempt += 1
+                    continue
+                raise _error_from_response(method, url, response)
+            finally:
+                response.close()
+
+
+def _unauthorized(method: str, url: str, response: httpx.Response) -> FhirUnauthorizedError:
+    return FhirUnauthorizedError(
+        f"{method} {redact_url(url)} answered HTTP 401 again after a token refresh",
+        401,
+        operation_outcome_of(response),
+        redact_url(url),
+    )

@@ -1,0 +1,220 @@
+"""FHIR R4 REST client: capabilities, read, paged search, create (conditional), binary download."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+
+from connectors.errors import FhirError
+from connectors.fhir._session import FhirSession, QueryParams, TokenRule
+from connectors.fhir.download import Downloaded, stream_to_file
+from connectors.fhir.search import SearchPage, iter_search_pages
+from connectors.http import RateLimiter, RetryPolicy, normalize_base_url, redact_url, resolve_url
+from connectors.tokens import TokenSource
+
+__all__ = ["CreateResult", "FhirClient", "parse_location"]
+
+logger = logging.getLogger(__name__)
+
+_FHIR_JSON = "application/fhir+json"
+_TYPE_RE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    """Outcome of a create: 201 = new resource, 200 = an ``If-None-Exist`` match already existed."""
+
+    status: int
+    id: str | None
+    location: str | None
+    resource: dict[str, Any] | None
+    version_id: str | None = None
+
+    @property
+    def created(self) -> bool:
+        return self.status == 201
+
+
+def _check_type(resource_type: str) -> None:
+    if not isinstance(resource_type, str) or not _TYPE_RE.match(resource_type):
+        raise ValueError(f"not a FHIR resource type: {resource_type!r}")
+
+
+def _check_id(resource_id: str) -> None:
+    if not isinstance(resource_id, str) or not _ID_RE.match(resource_id):
+        raise ValueError("not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)")
+
+
+def parse_location(location: str) -> tuple[str | None, str | None]:
+    """``(id, version_id)`` from a Location header: relative or absolute, with or without ``/_history/n``."""
+    segments = [s for s in urlsplit(location).path.split("/") if s]
+    if "_history" in segments:
+        at = segments.index("_history")
+        resource_id = segments[at - 1] if at >= 1 else None
+        version = segments[at + 1] if at + 1 < len(segments) else None
+        return resource_id, version
+    return (segments[-1] if segments else None), None
+
+
+def _json_body(response: httpx.Response) -> Any:
+    data = response.read()
+    if not data:
+        return None
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        url = redact_url(str(response.url))
+        raise FhirError(f"{url} returned a body that is not JSON", response.status_code, None, url) from exc
+
+
+class FhirClient:
+    """Talks to one FHIR base with tokens from a TokenSource (SAL-40: the token never leaves that base).
+
+    ``http`` may be a shared ``httpx.Client`` (its timeouts apply); otherwise one is created with explicit
+    timeouts and closed by :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        fhir_base: str,
+        tokens: TokenSource | None,
+        http: httpx.Client | None = None,
+        retry: RetryPolicy | None = None,
+        rate_limit: RateLimiter | None = None,
+        *,
+        rate_limit_key: str | None = None,
+        timeout: httpx.Timeout | float | None = None,
+        allow_http: bool = False,
+    ) -> None:
+        self.fhir_base = normalize_base_url(fhir_base, allow_http=allow_http)
+        self._session = FhirSession(
+            self.fhir_base,
+            tokens,
+            http=http,
+            retry=retry,
+            rate_limit=rate_limit,
+            rate_limit_key=rate_limit_key,
+            timeout=timeout,
+        )
+        self._capabilities: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def session(self) -> FhirSession:
+        return self._session
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> FhirClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def url_for(self, path: str) -> str:
+        """``path`` relative to the base (``Patient/1``), or an absolute URL unchanged."""
+        return resolve_url(path, self.fhir_base + "/")
+
+    def capabilities(self, *, refresh: bool = False) -> dict[str, Any]:
+        """The CapabilityStatement (``GET [base]/metadata``), cached for the life of the client."""
+        with self._lock:
+            if self._capabilities is not None and not refresh:
+                return self._capabilities
+        body = self._session.request(
+            "GET", self.url_for("metadata"), headers={"Accept": _FHIR_JSON}, handler=_json_body
+        )
+        if not isinstance(body, dict) or body.get("resourceType") != "CapabilityStatement":
+            raise FhirError("metadata did not return a CapabilityStatement", 200, None, self.url_for("metadata"))
+        with self._lock:
+            self._capabilities = body
+        return body
+
+    def read(self, resource_type: str, resource_id: str) -> dict[str, Any]:
+        _check_type(resource_type)
+        _check_id(resource_id)
+        url = self.url_for(f"{resource_type}/{resource_id}")
+        body = self._session.request("GET", url, headers={"Accept": _FHIR_JSON}, handler=_json_body)
+        if not isinstance(body, dict) or body.get("resourceType") != resource_type:
+            raise FhirError(f"read {redact_url(url)} did not return a {resource_type}", 200, None, redact_url(url))
+        return body
+
+    def search_pages(self, resource_type: str, params: QueryParams | None = None) -> Iterator[SearchPage]:
+        """Stream search result pages following ``link[next]`` exactly as given (BDX-29)."""
+        _check_type(resource_type)
+        return iter_search_pages(self._session, self.url_for(resource_type), params)
+
+    def create(
+        self,
+        resource: dict[str, Any],
+        if_none_exist: str | None = None,
+        *,
+        prefer_representation: bool = True,
+    ) -> CreateResult:
+        """POST a resource; with ``if_none_exist`` the server dedups (DWB-31) and retries are safe.
+
+        Without it the request is not retried after a lost response (DWB-32): a TransportError means the
+        outcome is unknown and the caller must reconcile.
+        """
+        resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
+        if not isinstance(resource_type, str):
+            raise ValueError("resource has no resourceType")
+        _check_type(resource_type)
+        headers = {"Accept": _FHIR_JSON, "Content-Type": f"{_FHIR_JSON}; charset=utf-8"}
+        if prefer_representation:
+            headers["Prefer"] = "return=representation"
+        if if_none_exist is not None:
+            if not if_none_exist or "\n" in if_none_exist or "\r" in if_none_exist:
+                raise ValueError("if_none_exist must be a non-empty single-line search query")
+            headers["If-None-Exist"] = if_none_exist
+
+        def handle(response: httpx.Response) -> CreateResult:
+            body = _json_body(response)
+            location = response.headers.get("Location") or response.headers.get("Content-Location")
+            resource_id, version = parse_location(location) if location else (None, None)
+            returned = body if isinstance(body, dict) and body.get("resourceType") == resource_type else None
+            if returned is not None:
+                resource_id = resource_id or returned.get("id")
+                meta = returned.get("meta") if isinstance(returned.get("meta"), dict) else {}
+                version = version or (meta.get("versionId") if meta else None)
+            return CreateResult(response.status_code, resource_id, location, returned, version)
+
+        result = self._session.request(
+            "POST",
+            self.url_for(resource_type),
+            headers=headers,
+            content=orjson.dumps(resource),
+            idempotent=if_none_exist is not None,
+            handler=handle,
+        )
+        logger.info("created", extra={"resource_type": resource_type, "id": result.id, "status": result.status})
+        return result
+
+    def download(self, url: str, dest: Path, max_bytes: int, accept: str) -> Downloaded:
+        """Stream ``url`` (relative to the base, or absolute) into ``dest``; token only under the FHIR base."""
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be positive")
+        target = self.url_for(url)
+        if urlsplit(target).scheme not in ("http", "https"):
+            raise ValueError("download URL must be http(s)")
+        return self._session.request(
+            "GET",
+            target,
+            headers={"Accept": accept, "Accept-Encoding": "gzip"},
+            token_rule=TokenRule.IF_WITHIN_BASE,
+            handler=lambda response: stream_to_file(response, dest, max_bytes),
+            max_redirects=5,
+        )

@@ -1,0 +1,66 @@
+"""The FHIR resource types ehrsync syncs, and how each one is tied to a patient.
+
+One list drives scopes (providers), search plans and pipeline assets, so adding a type is one edit here.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Final
+
+__all__ = [
+    "PATIENT_COMPARTMENT_PARAM",
+    "SYNCED_RESOURCE_TYPES",
+    "is_synced",
+    "patient_search_param",
+]
+
+SYNCED_RESOURCE_TYPES: Final[tuple[str, ...]] = (
+    "Patient",
+    "Encounter",
+    "Observation",
+    "Condition",
+    "MedicationRequest",
+    "AllergyIntolerance",
+    "Immunization",
+    "Procedure",
+    "DiagnosticReport",
+    "CarePlan",
+    "DocumentReference",
+    "Practitioner",
+    "Organization",
+    "Location",
+    "Medication",
+)
+
+# Search parameter that restricts a patient-compartment type to one patient. Types not listed here
+# (Practitioner, Organization, Location, Medication) are shared reference data, fetched by reference.
+PATIENT_COMPARTMENT_PARAM: Final[MappingProxyType[str, str]] = MappingProxyType(
+    {
+        "Patient": "_id",
+        "Encounter": "patient",
+        "Observation": "patient",
+        "Condition": "patient",
+        "MedicationRequest": "patient",
+        "AllergyIntolerance": "patient",
+        "Immunization": "patient",
+        "Procedure": "patient",
+        "DiagnosticReport": "patient",
+        "CarePlan": "patient",
+        "DocumentReference": "patient",
+    }
+)
+
+
+def is_synced(resource_type: str) -> bool:
+    return resource_type in SYNCED_RESOURCE_TYPES
+
+
+def patient_search_param(resource_type: str) -> str | None:
+    """The parameter linking ``resource_type`` to a patient, or None for non-compartment types.
+
+    Raises ValueError for a type ehrsync does not sync, so a typo never turns into an unscoped search.
+    """
+    if not is_synced(resource_type):
+        raise ValueError(f"{resource_type!r} is not a resource type ehrsync syncs")
+    return PATIENT_COMPARTMENT_PARAM.get(resource_type)

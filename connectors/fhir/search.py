@@ -1,0 +1,137 @@
+"""FHIR search paging (BDX-26..33): follow ``link[next]`` verbatim, one page in memory, server-clock marks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from connectors.errors import FhirError, FhirGoneError, FhirNotFoundError, SearchLinkExpiredError
+from connectors.fhir._session import FhirSession, QueryParams, TokenRule
+from connectors.http import parse_http_date, parse_instant, redact_url, resolve_url
+
+__all__ = ["SearchPage", "iter_search_pages", "parse_search_bundle"]
+
+logger = logging.getLogger(__name__)
+
+_FHIR_JSON = "application/fhir+json"
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    """One searchset Bundle page.
+
+    ``resources`` are the matches only; ``included`` holds ``search.mode=include`` entries and ``outcomes``
+    any OperationOutcome entries (warnings). ``bundle_meta_last_updated`` and ``server_date`` come from the
+    server's clock: the caller takes its high-water mark from the first page (BDX-27). ``total`` is
+    informational only (BDX-29 forbids relying on it).
+    """
+
+    url: str
+    resources: list[dict[str, Any]]
+    bundle_meta_last_updated: datetime | None
+    server_date: datetime | None
+    included: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    next_url: str | None = None
+    total: int | None = None
+
+    @property
+    def high_water_mark(self) -> datetime | None:
+        """``Bundle.meta.lastUpdated``, else the ``Date`` header: never the client clock (BDX-27)."""
+        return self.bundle_meta_last_updated or self.server_date
+
+
+def parse_search_bundle(url: str, body: Any, date_header: str | None) -> SearchPage:
+    """Split a searchset Bundle into matches, includes and outcomes; resolve a relative ``next`` link."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+        kind = body.get("resourceType") if isinstance(body, dict) else type(body).__name__
+        raise FhirError(f"search {redact_url(url)} returned {kind!r}, expected a Bundle", 200, None, redact_url(url))
+    resources: list[dict[str, Any]] = []
+    included: list[dict[str, Any]] = []
+    outcomes: list[dict[str, Any]] = []
+    for entry in body.get("entry") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
+            continue
+        resource: dict[str, Any] = entry["resource"]
+        search = entry.get("search") if isinstance(entry.get("search"), dict) else {}
+        mode = search.get("mode") if search else None
+        if mode == "outcome" or (mode is None and resource.get("resourceType") == "OperationOutcome"):
+            outcomes.append(resource)
+        elif mode == "include":
+            included.append(resource)
+        else:
+            resources.append(resource)
+    next_url = None
+    for link in body.get("link") or []:
+        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            next_url = resolve_url(link["url"], url)
+            break
+    meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
+    total = body.get("total")
+    return SearchPage(
+        url=url,
+        resources=resources,
+        bundle_meta_last_updated=parse_instant(meta.get("lastUpdated")) if meta else None,
+        server_date=parse_http_date(date_header),
+        included=included,
+        outcomes=outcomes,
+        next_url=next_url,
+        total=total if isinstance(total, int) and not isinstance(total, bool) else None,
+    )
+
+
+def _read_page(response: httpx.Response) -> tuple[Any, str | None, str]:
+    try:
+        body = orjson.loads(response.read())
+    except orjson.JSONDecodeError as exc:
+        raise FhirError(
+            f"search {redact_url(str(response.url))} returned a body that is not JSON",
+            response.status_code,
+            None,
+            redact_url(str(response.url)),
+        ) from exc
+    return body, response.headers.get("Date"), str(response.url)
+
+
+def iter_search_pages(session: FhirSession, first_url: str, params: QueryParams | None) -> Iterator[SearchPage]:
+    """Yield pages until there is no ``next`` link; an expired link (404/410) raises SearchLinkExpiredError."""
+    url: str | None = first_url
+    first = True
+    seen: set[str] = set()
+    while url is not None:
+        try:
+            body, date_header, sent_url = session.request(
+                "GET",
+                url,
+                params=params if first else None,
+                headers={"Accept": _FHIR_JSON},
+                token_rule=TokenRule.REQUIRE_BASE,
+                handler=_read_page,
+            )
+        except (FhirNotFoundError, FhirGoneError) as exc:
+            if first:
+                raise
+            raise SearchLinkExpiredError(
+                f"search paging link expired (HTTP {exc.status}); restart from the stored mark",
+                exc.status,
+                exc.operation_outcome,
+                exc.url,
+            ) from exc
+        page = parse_search_bundle(sent_url, body, date_header)
+        logger.debug(
+            "search page",
+            extra={"url": redact_url(sent_url), "matches": len(page.resources), "has_next": bool(page.next_url)},
+        )
+        yield page
+        if page.next_url is not None:
+            if page.next_url in seen or page.next_url == sent_url:
+                raise FhirError("search paging loops: the server repeated a next link", 200, None, redact_url(url))
+            seen.add(page.next_url)
+        url = page.next_url
+        first = False

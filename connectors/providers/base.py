@@ -1,0 +1,188 @@
+"""The ProviderPlugin contract: one subclass per vendor declares what vendors.md §8 lists.
+
+Vendors differ in data (URLs, scopes, quirks), not in control flow, so the base class implements the
+behaviour once from class attributes and a vendor overrides only where its documentation says so.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import ValidationError
+
+from connectors.errors import ConfigurationError
+from connectors.fhir.resource_types import SYNCED_RESOURCE_TYPES, patient_search_param
+from connectors.providers.config import ProviderConfig
+from connectors.providers.profiles import (
+    AuthMethod,
+    BulkSupport,
+    FieldHint,
+    Persona,
+    RateLimit,
+    RefreshPolicy,
+    ScopeStyle,
+    WriteProfile,
+)
+
+__all__ = ["COMMON_FIELD_HINTS", "ProviderPlugin", "build_scopes"]
+
+C = TypeVar("C", bound=ProviderConfig)
+
+_CONTEXT_SCOPES: Mapping[Persona, tuple[str, ...]] = {
+    "patient": ("launch/patient", "openid", "fhirUser", "offline_access"),
+    "user": ("launch", "openid", "fhirUser", "offline_access"),
+    "system": (),
+}
+
+COMMON_FIELD_HINTS: Mapping[str, FieldHint] = {
+    "fhirBaseUrl": FieldHint(
+        "FHIR base URL",
+        "The R4 service root the EHR published for this organization.",
+        False,
+        "https://ehr.example.org/fhir/r4",
+    ),
+    "clientId": FieldHint("Client ID", "The client id the EHR issued when the app was registered.", False, ""),
+    "clientSecret": FieldHint("Client secret", "Only for confidential clients that use a shared secret.", True, ""),
+    "privateKey": FieldHint(
+        "Private key (PEM)",
+        "Signs private_key_jwt assertions; its public half is in the JWKS.",
+        True,
+        "-----BEGIN PRIVATE KEY-----",
+    ),
+    "kid": FieldHint("Key ID (kid)", "The kid of the private key as published in the JWKS.", False, "ehrsync-2026-01"),
+    "jwksUrl": FieldHint(
+        "JWKS URL",
+        "Where the EHR fetches ehrsync's public keys (must be allow-listed).",
+        False,
+        "https://ehrsync.example.org/.well-known/jwks.json",
+    ),
+}
+
+
+def build_scopes(
+    style: ScopeStyle,
+    persona: Persona,
+    read_types: tuple[str, ...],
+    write_types: tuple[str, ...] = (),
+) -> list[str]:
+    """Explicit per-type scopes (no wildcards, Oracle Health refuses them) in the vendor's spelling."""
+    read_suffix, write_suffix = (".read", ".write") if style is ScopeStyle.V1 else (".rs", ".c")
+    scopes = [f"{persona}/{kind}{read_suffix}" for kind in read_types]
+    scopes += [f"{persona}/{kind}{write_suffix}" for kind in write_types]
+    return scopes + list(_CONTEXT_SCOPES[persona])
+
+
+class ProviderPlugin(abc.ABC):
+    """What ehrsync knows about one EHR vendor. Instances are stateless; configs are passed in."""
+
+    id: ClassVar[str]
+    display_name: ClassVar[str]
+    config_model: ClassVar[type[ProviderConfig]]
+    base_url_template: ClassVar[str]
+    discovery_quirks: ClassVar[tuple[str, ...]] = ()
+    auth_methods: ClassVar[tuple[AuthMethod, ...]]
+    token_ttl_hint: ClassVar[int | None] = None
+    refresh_policy: ClassVar[RefreshPolicy] = RefreshPolicy.ROTATE
+    scope_style: ClassVar[ScopeStyle] = ScopeStyle.V2
+    required_search_params: ClassVar[Mapping[str, tuple[tuple[str, ...], ...]]] = {}
+    last_updated_types: ClassVar[frozenset[str]] = frozenset()
+    bulk: ClassVar[BulkSupport] = BulkSupport.NONE
+    rate_limit: ClassVar[RateLimit | None] = None
+    write_profile: ClassVar[WriteProfile]
+    docs_checked_on: ClassVar[dt.date]
+    extra_field_hints: ClassVar[Mapping[str, FieldHint]] = {}
+
+    @property
+    def field_hints(self) -> dict[str, FieldHint]:
+        """Hints for every field of ``config_model`` (keyed by its camelCase alias)."""
+        return {**COMMON_FIELD_HINTS, **self.extra_field_hints}
+
+    def parse_config(self, data: Mapping[str, Any]) -> ProviderConfig:
+        """Validate admin input; ConfigurationError lists the bad fields (never their values: may be secrets)."""
+        try:
+            return self.config_model.model_validate(dict(data))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
+            )
+            raise ConfigurationError(f"{self.display_name} configuration invalid: {problems}") from None
+
+    def _config(self, config: ProviderConfig | Mapping[str, Any]) -> ProviderConfig:
+        if isinstance(config, self.config_model):
+            return config
+        if isinstance(config, ProviderConfig):
+            raise ConfigurationError(f"{type(config).__name__} is not a {self.display_name} configuration")
+        return self.parse_config(config)
+
+    def _typed_config(self, config: ProviderConfig | Mapping[str, Any], kind: type[C]) -> C:
+        cfg = self._config(config)
+        if not isinstance(cfg, kind):
+            raise ConfigurationError(f"{self.display_name} needs a {kind.__name__}")
+        return cfg
+
+    def build_fhir_base_url(self, config: ProviderConfig | Mapping[str, Any]) -> str:
+        """The FHIR service root for this tenant (the ``aud`` and the token's only destination)."""
+        return self._config(config).fhir_base_url
+
+    def default_scopes(
+        self,
+        enable_write: bool = False,
+        enable_patient_create: bool = False,
+        enable_note_create: bool = False,
+        *,
+        persona: Persona = "patient",
+    ) -> list[str]:
+        """Read scopes for every synced type; write scopes only with ``enable_write`` and the feature flag,
+        and only when the vendor accepts FHIR writes at all."""
+        writes: list[str] = []
+        if enable_write and self.write_profile.supported:
+            if enable_patient_create:
+                writes.append("Patient")
+            if enable_note_create:
+                writes.append("DocumentReference")
+        return build_scopes(self.scope_style, persona, SYNCED_RESOURCE_TYPES, tuple(writes))
+
+    def search_plans(
+        self,
+        resource_type: str,
+        patient_id: str | None,
+        *,
+        config: ProviderConfig | Mapping[str, Any] | None = None,
+    ) -> list[dict[str, str]]:
+        """Query parameter sets that together cover ``resource_type`` for one patient (or the population).
+
+        Shared reference types (Practitioner, Location, ...) return ``[]`` for a patient: fetch them by
+        reference from the patient's resources instead of searching the whole server.
+        """
+        param = patient_search_param(resource_type)
+        if patient_id is None:
+            return [{}]
+        if param is None:
+            return []
+        return [{param: patient_id}]
+
+    def supports_last_updated(self, resource_type: str, capabilities: Mapping[str, Any] | None = None) -> bool:
+        """Whether ``_lastUpdated`` search can drive incremental sync for ``resource_type``.
+
+        With the server's CapabilityStatement, it decides (vendors change); without it, the vendor default.
+        """
+        if capabilities is not None:
+            return _declares_last_updated(capabilities, resource_type)
+        return resource_type in self.last_updated_types
+
+
+def _declares_last_updated(capabilities: Mapping[str, Any], resource_type: str) -> bool:
+    for rest in capabilities.get("rest") or []:
+        if not isinstance(rest, dict) or rest.get("mode", "server") != "server":
+            continue
+        common = {p.get("name") for p in rest.get("searchParam") or [] if isinstance(p, dict)}
+        if "_lastUpdated" in common:
+            return True
+        for resource in rest.get("resource") or []:
+            if isinstance(resource, dict) and resource.get("type") == resource_type:
+                names = {p.get("name") for p in resource.get("searchParam") or [] if isinstance(p, dict)}
+                return "_lastUpdated" in names
+    return False

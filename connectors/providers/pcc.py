@@ -1,0 +1,64 @@
+"""PointClickCare: tenant id in the base, partner-program app types, read-only, conservative throttle.
+
+Facts from /work/shared/conformance/vendors.md §5 (most details [verify]).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from connectors.providers.base import ProviderPlugin
+from connectors.providers.config import PccConfig, ProviderConfig
+from connectors.providers.profiles import (
+    NOT_SUPPORTED,
+    AuthMethod,
+    BulkSupport,
+    FieldHint,
+    RateLimit,
+    RefreshPolicy,
+    ScopeStyle,
+)
+
+__all__ = ["PccProvider"]
+
+
+class PccProvider(ProviderPlugin):
+    id = "pcc"
+    display_name = "PointClickCare"
+    config_model = PccConfig
+    base_url_template = "{fhirBaseUrl}/fhir/R4/{pccTenantId}"
+    discovery_quirks = (
+        "users only see residents their PointClickCare account can access: expect partial result sets",
+        "USCDI v1 on US Core 3.1.1",
+    )
+    auth_methods = (
+        AuthMethod("client_secret_basic", (), "authorization_code"),
+        AuthMethod("client_secret_basic", (), "client_credentials"),
+    )
+    token_ttl_hint = None
+    refresh_policy = RefreshPolicy.ROTATE
+    scope_style = ScopeStyle.V1
+    bulk = BulkSupport.PATIENT
+    rate_limit = RateLimit(120, 60.0, "tenant", True, "ehrsync conservative default (PCC publishes none) [verify]")
+    write_profile = NOT_SUPPORTED
+    docs_checked_on = dt.date(2026, 11, 25)
+    extra_field_hints = {
+        "fhirBaseUrl": FieldHint(
+            "PCC FHIR host",
+            "PointClickCare host, without /fhir/R4/{tenant}.",
+            False,
+            "https://connect.pointclickcare.com",
+        ),
+        "pccTenantId": FieldHint(
+            "PCC tenant id", "The customer (facility org) tenant id from the partner portal.", False, "12345"
+        ),
+        "appType": FieldHint(
+            "App type", "provider, patient or bulk, as registered in the USCDI Connector portal.", False, "provider"
+        ),
+    }
+
+    def build_fhir_base_url(self, config: ProviderConfig | Mapping[str, Any]) -> str:
+        cfg = self._typed_config(config, PccConfig)
+        return f"{cfg.fhir_base_url.removesuffix('/fhir/R4')}/fhir/R4/{cfg.pcc_tenant_id}"

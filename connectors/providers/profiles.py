@@ -1,0 +1,134 @@
+"""Declarative vendor facts (vendors.md §8, draft-note DWB-70) as small immutable values.
+
+Pure data plus the checks that read it, so a UI, the pipelines and the write-back outbox all decide
+from the same declaration instead of re-encoding vendor quirks.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from connectors.errors import WriteNotSupportedError
+from connectors.http import RateLimiter
+
+__all__ = [
+    "AuthMethod",
+    "BulkSupport",
+    "FieldHint",
+    "Persona",
+    "RateLimit",
+    "RefreshPolicy",
+    "ScopeStyle",
+    "WriteProfile",
+]
+
+Persona = Literal["patient", "user", "system"]
+
+
+class RefreshPolicy(enum.Enum):
+    """What a refresh response does to the refresh token."""
+
+    NONE = "none"  # no refresh tokens: re-run the grant (backend services)
+    REUSE_ORIGINAL = "reuse-original"  # response has no new refresh token: keep the original (Oracle Health)
+    ROTATE = "rotate"  # may return a new one: persist it before use, keep the old if none came back
+
+
+class ScopeStyle(enum.Enum):
+    V1 = "v1"  # patient/Observation.read, .write
+    V2 = "v2"  # patient/Observation.rs, .c
+
+
+class BulkSupport(enum.Enum):
+    """The export level ehrsync uses for the vendor (Group implies a vendor-defined population)."""
+
+    NONE = "none"
+    PATIENT = "patient"
+    GROUP = "group"
+
+
+@dataclass(frozen=True)
+class AuthMethod:
+    """A token endpoint auth method (``private_key_jwt``, ``client_secret_basic``, ``none``) and its algs."""
+
+    method: str
+    signing_algs: tuple[str, ...] = ()
+    grant: str = "authorization_code"
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A call budget: ``capacity`` calls per ``window_s`` per ``scope``; ``source`` says who set the number."""
+
+    capacity: int
+    window_s: float
+    scope: str
+    shares_token_endpoint: bool
+    source: str
+
+    def make_limiter(self) -> RateLimiter:
+        return RateLimiter(self.capacity, self.window_s)
+
+
+@dataclass(frozen=True)
+class FieldHint:
+    """How a UI should render one config field; ``secret`` fields are write-only and never echoed."""
+
+    label: str
+    help: str
+    secret: bool = False
+    placeholder: str = ""
+
+
+@dataclass(frozen=True)
+class WriteProfile:
+    """DWB-70: what a DocumentReference (note) create may look like for one vendor.
+
+    ``conditional_create`` None means "read it from the CapabilityStatement" (generic servers).
+    """
+
+    supported: bool
+    doc_status_by_persona: Mapping[Persona, frozenset[str]] = field(default_factory=dict)
+    mime_types: frozenset[str] = frozenset()
+    encounter_required: bool = False
+    conditional_create: bool | None = False
+    author_rule: str = "optional"
+    max_bytes: int | None = None
+    max_attachments: int = 1
+    charset_required: bool = False
+    period_end_required: bool = False
+    unsupported_reason: str | None = None
+    notes: str = ""
+
+    def allowed_doc_status(self, persona: Persona) -> frozenset[str]:
+        return self.doc_status_by_persona.get(persona, frozenset()) if self.supported else frozenset()
+
+    def check(
+        self,
+        *,
+        persona: Persona,
+        doc_status: str,
+        mime_type: str,
+        size: int,
+        has_encounter: bool,
+    ) -> None:
+        """Refuse a note before any EHR call (DWB-42) with the WRITE_NOT_SUPPORTED reason that applies."""
+        if not self.supported:
+            raise WriteNotSupportedError(self.unsupported_reason or "vendor_disabled")
+        if doc_status not in self.allowed_doc_status(persona):
+            reason = "draft_status_unsupported" if doc_status == "preliminary" else "doc_status_unsupported"
+            raise WriteNotSupportedError(reason, f"docStatus {doc_status!r} is not accepted for {persona} tokens")
+        base_type = mime_type.split(";", 1)[0].strip().lower()
+        if base_type not in self.mime_types:
+            raise WriteNotSupportedError("mime_type_unsupported", f"content type {base_type!r} is not accepted")
+        if self.charset_required and "charset=" not in mime_type.lower():
+            raise WriteNotSupportedError("mime_type_unsupported", "content type must name a charset")
+        if self.encounter_required and not has_encounter:
+            raise WriteNotSupportedError("encounter_required", "this EHR requires context.encounter on notes")
+        if self.max_bytes is not None and size > self.max_bytes:
+            raise WriteNotSupportedError("too_large", f"note of {size} bytes exceeds {self.max_bytes}")
+
+
+NOT_SUPPORTED = WriteProfile(supported=False, unsupported_reason="vendor_disabled")

@@ -1,0 +1,269 @@
+"""SMART configuration discovery (SAL-01..05) with a v1 CapabilityStatement fallback."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+
+from connectors.errors import ConfigurationError, DiscoveryError, TransportError
+from connectors.smart._http import parse_json_body
+
+__all__ = [
+    "DiscoveryCache",
+    "SmartConfiguration",
+    "check_auth_method_supported",
+    "discover",
+    "parse_smart_configuration",
+]
+
+logger = logging.getLogger(__name__)
+
+_OAUTH_URIS_SUFFIX = "StructureDefinition/oauth-uris"
+
+
+def _str_list(payload: Mapping[str, Any], key: str) -> list[str]:
+    value = payload.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise DiscoveryError(f"smart-configuration field {key!r} must be a list of strings")
+    return list(value)
+
+
+def _opt_str(payload: Mapping[str, Any], key: str) -> str | None:
+    value = payload.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise DiscoveryError(f"smart-configuration field {key!r} must be a non-empty string")
+    return value
+
+
+@dataclass(frozen=True)
+class SmartConfiguration:
+    """What a server advertises; ``smart_v1`` marks endpoints read from the CapabilityStatement (SAL-04)."""
+
+    fhir_base: str
+    token_endpoint: str
+    authorization_endpoint: str | None = None
+    capabilities: tuple[str, ...] = ()
+    code_challenge_methods_supported: tuple[str, ...] = ()
+    grant_types_supported: tuple[str, ...] = ()
+    token_endpoint_auth_methods_supported: tuple[str, ...] = ()
+    token_endpoint_auth_signing_alg_values_supported: tuple[str, ...] = ()
+    scopes_supported: tuple[str, ...] = ()
+    revocation_endpoint: str | None = None
+    introspection_endpoint: str | None = None
+    registration_endpoint: str | None = None
+    management_endpoint: str | None = None
+    issuer: str | None = None
+    jwks_uri: str | None = None
+    smart_v1: bool = False
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def supports_s256(self) -> bool:
+        return "S256" in self.code_challenge_methods_supported
+
+    def require_user_launch(self) -> str:
+        """The authorization endpoint, refusing servers without S256 PKCE (SAL-03).
+
+        v1 servers (SAL-04) predate the PKCE requirement; ehrsync still always sends S256 to them.
+        """
+        if not self.authorization_endpoint:
+            raise DiscoveryError(f"{self.fhir_base}: no authorization_endpoint advertised: user launch impossible")
+        if not self.smart_v1 and not self.supports_s256:
+            raise DiscoveryError(f"{self.fhir_base}: code_challenge_methods_supported lacks S256: refusing user launch")
+        if "plain" in self.code_challenge_methods_supported:
+            logger.warning("server %s advertises PKCE 'plain'; ehrsync uses S256 only", self.fhir_base)
+        return self.authorization_endpoint
+
+
+def parse_smart_configuration(fhir_base: str, payload: Any) -> SmartConfiguration:
+    """Validate a `.well-known/smart-configuration` document (SAL-02); relative URLs resolve against it."""
+    if not isinstance(payload, dict):
+        raise DiscoveryError(f"{fhir_base}: smart-configuration is not a JSON object")
+    base_for_urls = _well_known_url(fhir_base)
+
+    def url(key: str) -> str | None:
+        value = _opt_str(payload, key)
+        return urljoin(base_for_urls, value) if value else None
+
+    token_endpoint = url("token_endpoint")
+    if not token_endpoint:
+        raise DiscoveryError(f"{fhir_base}: smart-configuration lacks required field 'token_endpoint'")
+    grant_types = _str_list(payload, "grant_types_supported")
+    capabilities = _str_list(payload, "capabilities")
+    authorization_endpoint = url("authorization_endpoint")
+    user_launch = "authorization_code" in grant_types or any(c.startswith("launch-") for c in capabilities)
+    if user_launch and not authorization_endpoint:
+        raise DiscoveryError(f"{fhir_base}: smart-configuration lacks required field 'authorization_endpoint'")
+    if "capabilities" not in payload:
+        raise DiscoveryError(f"{fhir_base}: smart-configuration lacks required field 'capabilities'")
+    if "grant_types_supported" not in payload:
+        raise DiscoveryError(f"{fhir_base}: smart-configuration lacks required field 'grant_types_supported'")
+    return SmartConfiguration(
+        fhir_base=fhir_base,
+        token_endpoint=token_endpoint,
+        authorization_endpoint=authorization_endpoint,
+        capabilities=tuple(capabilities),
+        code_challenge_methods_supported=tuple(_str_list(payload, "code_challenge_methods_supported")),
+        grant_types_supported=tuple(grant_types),
+        token_endpoint_auth_methods_supported=tuple(_str_list(payload, "token_endpoint_auth_methods_supported")),
+        token_endpoint_auth_signing_alg_values_supported=tuple(
+            _str_list(payload, "token_endpoint_auth_signing_alg_values_supported")
+        ),
+        scopes_supported=tuple(_str_list(payload, "scopes_supported")),
+        revocation_endpoint=url("revocation_endpoint"),
+        introspection_endpoint=url("introspection_endpoint"),
+        registration_endpoint=url("registration_endpoint"),
+        management_endpoint=url("management_endpoint"),
+        issuer=_opt_str(payload, "issuer"),
+        jwks_uri=url("jwks_uri"),
+        smart_v1=False,
+        raw=dict(payload),
+    )
+
+
+def parse_capability_statement(fhir_base: str, payload: Any) -> SmartConfiguration:
+    """Read the SMART v1 ``oauth-uris`` extension from ``rest.security`` (SAL-04)."""
+    if not isinstance(payload, dict) or payload.get("resourceType") != "CapabilityStatement":
+        raise DiscoveryError(f"{fhir_base}: /metadata is not a CapabilityStatement")
+    uris: dict[str, str] = {}
+    for rest in payload.get("rest") or []:
+        security = rest.get("security") if isinstance(rest, dict) else None
+        for ext in (security or {}).get("extension") or []:
+            if not isinstance(ext, dict) or not str(ext.get("url", "")).endswith(_OAUTH_URIS_SUFFIX):
+                continue
+            for sub in ext.get("extension") or []:
+                if isinstance(sub, dict) and isinstance(sub.get("url"), str) and isinstance(sub.get("valueUri"), str):
+                    uris[sub["url"]] = urljoin(_metadata_url(fhir_base), sub["valueUri"])
+    if "token" not in uris:
+        raise DiscoveryError(f"{fhir_base}: no SMART configuration and no oauth-uris token endpoint in /metadata")
+    return SmartConfiguration(
+        fhir_base=fhir_base,
+        token_endpoint=uris["token"],
+        authorization_endpoint=uris.get("authorize"),
+        revocation_endpoint=uris.get("revoke"),
+        introspection_endpoint=uris.get("introspect"),
+        registration_endpoint=uris.get("register"),
+        management_endpoint=uris.get("manage"),
+        grant_types_supported=("authorization_code",) if "authorize" in uris else (),
+        smart_v1=True,
+        raw={"oauth-uris": uris},
+    )
+
+
+def _well_known_url(fhir_base: str) -> str:
+    return fhir_base.rstrip("/") + "/.well-known/smart-configuration"
+
+
+def _metadata_url(fhir_base: str) -> str:
+    return fhir_base.rstrip("/") + "/metadata"
+
+
+def _get(http: httpx.Client, url: str, accept: str) -> httpx.Response:
+    try:
+        return http.get(url, headers={"Accept": accept})
+    except httpx.TimeoutException as exc:
+        raise TransportError(f"timeout fetching {url}") from exc
+    except httpx.TransportError as exc:
+        raise TransportError(f"transport failure fetching {url}: {type(exc).__name__}") from exc
+
+
+def _fetch(fhir_base: str, http: httpx.Client) -> SmartConfiguration:
+    response = _get(http, _well_known_url(fhir_base), "application/json")
+    if response.status_code >= 500:
+        raise TransportError(f"{fhir_base}: smart-configuration answered HTTP {response.status_code}")
+    well_known_problem: str
+    if response.is_success:
+        payload = parse_json_body(response)
+        if isinstance(payload, dict):
+            return parse_smart_configuration(fhir_base, payload)
+        well_known_problem = "not JSON"
+    else:
+        well_known_problem = f"HTTP {response.status_code}"
+    logger.info("smart-configuration at %s unusable (%s); trying /metadata (SMART v1)", fhir_base, well_known_problem)
+    meta = _get(http, _metadata_url(fhir_base), "application/fhir+json")
+    if not meta.is_success:
+        raise DiscoveryError(
+            f"{fhir_base}: smart-configuration {well_known_problem} and /metadata HTTP {meta.status_code}"
+        )
+    return parse_capability_statement(fhir_base, parse_json_body(meta))
+
+
+class DiscoveryCache:
+    """Per-issuer cache of discovered configurations (SAL-01: TTL 1 h by default); thread-safe."""
+
+    def __init__(self, ttl_seconds: float = 3600.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._entries: dict[str, tuple[float, SmartConfiguration]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, fhir_base: str) -> SmartConfiguration | None:
+        with self._lock:
+            entry = self._entries.get(fhir_base)
+            if entry is None:
+                return None
+            if self._clock() - entry[0] >= self._ttl:
+                del self._entries[fhir_base]
+                return None
+            return entry[1]
+
+    def put(self, config: SmartConfiguration) -> None:
+        with self._lock:
+            self._entries[config.fhir_base] = (self._clock(), config)
+
+    def invalidate(self, fhir_base: str | None = None) -> None:
+        with self._lock:
+            if fhir_base is None:
+                self._entries.clear()
+            else:
+                self._entries.pop(fhir_base, None)
+
+
+def discover(
+    fhir_base: str,
+    *,
+    http: httpx.Client,
+    cache: DiscoveryCache | None = None,
+) -> SmartConfiguration:
+    """Discover a server's SMART endpoints: well-known first, then ``/metadata`` (SAL-01, SAL-04)."""
+    if not fhir_base.startswith(("https://", "http://")):
+        raise ConfigurationError(f"FHIR base must be an absolute http(s) URL, got {fhir_base!r}")
+    if cache is not None:
+        cached = cache.get(fhir_base)
+        if cached is not None:
+            return cached
+    config = _fetch(fhir_base, http)
+    if cache is not None:
+        cache.put(config)
+    return config
+
+
+def check_auth_method_supported(config: SmartConfiguration, method: str, signing_alg: str | None = None) -> None:
+    """Fail at connection setup when the configured client auth is not advertised (SAL-05).
+
+    ``method`` is ``none`` (public), ``client_secret_basic`` or ``private_key_jwt``. Servers that omit
+    ``token_endpoint_auth_methods_supported`` (v1, legacy) are given the benefit of the doubt.
+    """
+    supported = config.token_endpoint_auth_methods_supported
+    if method == "none":
+        return
+    if supported and method not in supported:
+        raise ConfigurationError(
+            f"client auth method {method!r} is not advertised by {config.fhir_base} (supported: {', '.join(supported)})"
+        )
+    algs = config.token_endpoint_auth_signing_alg_values_supported
+    if method == "private_key_jwt" and signing_alg and algs and signing_alg not in algs:
+        raise ConfigurationError(
+            f"signing alg {signing_alg!r} is not advertised by {config.fhir_base} (supported: {', '.join(algs)})"
+        )

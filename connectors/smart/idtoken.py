@@ -1,0 +1,175 @@
+"""OpenID Connect id_token validation (SAL-33, SAL-42)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import jwt
+
+from connectors.errors import DiscoveryError, SecurityPolicyError, TransportError
+from connectors.smart._http import parse_json_body
+
+__all__ = ["ALLOWED_ID_TOKEN_ALGS", "IdTokenError", "JwksCache", "validate_id_token"]
+
+logger = logging.getLogger(__name__)
+
+ALLOWED_ID_TOKEN_ALGS = ("RS256", "RS384", "ES384")
+DEFAULT_LEEWAY_S = 60
+
+
+class IdTokenError(SecurityPolicyError):
+    """The id_token failed verification; the message names the check, never the token."""
+
+    code = "invalid_id_token"
+
+
+def _get_json(http: httpx.Client, url: str, what: str) -> dict[str, Any]:
+    try:
+        response = http.get(url, headers={"Accept": "application/json"})
+    except httpx.TimeoutException as exc:
+        raise TransportError(f"timeout fetching {what} from {url}") from exc
+    except httpx.TransportError as exc:
+        raise TransportError(f"transport failure fetching {what} from {url}: {type(exc).__name__}") from exc
+    if response.status_code >= 500:
+        raise TransportError(f"{what} at {url} answered HTTP {response.status_code}")
+    payload = parse_json_body(response) if response.is_success else None
+    if not isinstance(payload, dict):
+        raise DiscoveryError(f"{what} at {url} unusable (HTTP {response.status_code})")
+    return payload
+
+
+class JwksCache:
+    """Key sets by ``jwks_uri``; an unknown ``kid`` triggers one refetch (key rotation)."""
+
+    def __init__(self, ttl_seconds: float = 3600.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._sets: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._jwks_uris: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def jwks_uri_for(self, issuer: str, http: httpx.Client) -> str:
+        with self._lock:
+            known = self._jwks_uris.get(issuer)
+        if known:
+            return known
+        config = _get_json(http, issuer.rstrip("/") + "/.well-known/openid-configuration", "openid-configuration")
+        uri = config.get("jwks_uri")
+        if not isinstance(uri, str) or not uri:
+            raise DiscoveryError(f"openid-configuration of {issuer} lacks 'jwks_uri'")
+        with self._lock:
+            self._jwks_uris[issuer] = uri
+        return uri
+
+    def keys(self, jwks_uri: str, http: httpx.Client, *, refresh: bool = False) -> list[dict[str, Any]]:
+        with self._lock:
+            entry = self._sets.get(jwks_uri)
+        if entry and not refresh and self._clock() - entry[0] < self._ttl:
+            return entry[1]
+        payload = _get_json(http, jwks_uri, "JWKS")
+        keys = payload.get("keys")
+        if not isinstance(keys, list):
+            raise DiscoveryError(f"JWKS at {jwks_uri} has no 'keys' array")
+        found = [k for k in keys if isinstance(k, dict)]
+        with self._lock:
+            self._sets[jwks_uri] = (self._clock(), found)
+        return found
+
+
+_DEFAULT_CACHE = JwksCache()
+
+
+def _pick_key(keys: list[dict[str, Any]], kid: str | None, alg: str) -> dict[str, Any] | None:
+    kty = "RSA" if alg.startswith("RS") else "EC"
+    candidates = [
+        k for k in keys if k.get("kty") == kty and k.get("use", "sig") == "sig" and (k.get("alg") in (None, alg))
+    ]
+    if kid is not None:
+        candidates = [k for k in candidates if k.get("kid") == kid]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def validate_id_token(
+    id_token: str,
+    *,
+    issuer: str,
+    client_id: str,
+    http: httpx.Client,
+    nonce: str | None = None,
+    jwks_uri: str | None = None,
+    cache: JwksCache | None = None,
+    now: float | None = None,
+    leeway_s: int = DEFAULT_LEEWAY_S,
+) -> dict[str, Any]:
+    """Verify signature, ``iss``, ``aud``, ``exp``, ``iat`` and ``nonce``; return the claims (SAL-33).
+
+    ``jwks_uri`` defaults to the one in ``{issuer}/.well-known/openid-configuration``. ``alg: none`` and
+    symmetric algorithms are always refused.
+    """
+    cache = cache or _DEFAULT_CACHE
+    try:
+        header = jwt.get_unverified_header(id_token)
+    except jwt.PyJWTError as exc:
+        raise IdTokenError("id_token is not a well-formed JWS") from exc
+    alg = header.get("alg")
+    if alg not in ALLOWED_ID_TOKEN_ALGS:
+        raise IdTokenError(f"id_token alg {alg!r} not accepted (allowed: {', '.join(ALLOWED_ID_TOKEN_ALGS)})")
+    kid = header.get("kid")
+    uri = jwks_uri or cache.jwks_uri_for(issuer, http)
+    jwk = _pick_key(cache.keys(uri, http), kid, alg)
+    if jwk is None:
+        logger.info("id_token kid not in cached JWKS of %s; refetching once", uri)
+        jwk = _pick_key(cache.keys(uri, http, refresh=True), kid, alg)
+    if jwk is None:
+        raise IdTokenError(f"no single signing key in the issuer's JWKS matches kid {kid!r} and alg {alg}")
+    try:
+        key = jwt.PyJWK(jwk, algorithm=alg)
+    except jwt.PyJWTError as exc:
+        raise IdTokenError("issuer JWKS key is unusable") from exc
+    current = time.time() if now is None else now
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            id_token,
+            key,
+            algorithms=[alg],
+            audience=client_id,
+            issuer=issuer,
+            leeway=leeway_s,
+            options={"require": ["iss", "aud", "exp", "iat", "sub"], "verify_iat": False, "verify_exp": False},
+        )
+    except jwt.InvalidSignatureError as exc:
+        raise IdTokenError("id_token signature does not verify") from exc
+    except jwt.InvalidAudienceError as exc:
+        raise IdTokenError("id_token aud does not contain our client_id") from exc
+    except jwt.InvalidIssuerError as exc:
+        raise IdTokenError("id_token iss is not the discovered issuer") from exc
+    except jwt.MissingRequiredClaimError as exc:
+        raise IdTokenError(f"id_token lacks required claim {exc.claim!r}") from exc
+    except jwt.PyJWTError as exc:
+        raise IdTokenError(f"id_token rejected: {type(exc).__name__}") from exc
+    _check_times(claims, current, leeway_s)
+    aud = claims["aud"]
+    if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") not in (None, client_id):
+        raise IdTokenError("id_token azp is not our client_id")
+    if nonce is not None and claims.get("nonce") != nonce:
+        raise IdTokenError("id_token nonce does not match the one sent")
+    return claims
+
+
+def _check_times(claims: dict[str, Any], now: float, leeway_s: int) -> None:
+    exp, iat = claims.get("exp"), claims.get("iat")
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        raise IdTokenError("id_token exp is not a number")
+    if not isinstance(iat, int | float) or isinstance(iat, bool):
+        raise IdTokenError("id_token iat is not a number")
+    if exp <= now - leeway_s:
+        raise IdTokenError("id_token has expired")
+    if iat > now + leeway_s:
+        raise IdTokenError("id_token iat is in the future")
+    if iat > exp:
+        raise IdTokenError("id_token iat is after exp")

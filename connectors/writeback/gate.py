@@ -1,0 +1,102 @@
+"""Refuse a note write before any EHR call when flags, granted scopes or the server forbid it (DWB-40..43).
+
+The gate reads only what the server told us: the CapabilityStatement and the *granted* scope string. What we
+asked for does not matter (DWB-41).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from connectors.errors import WriteNotSupportedError
+
+__all__ = ["WriteCapability", "WriteFlags", "check_note_write", "scopes_allow_note_create"]
+
+_V1_RE = re.compile(r"^(patient|user|system)/(DocumentReference|\*)\.(write|\*)$")
+_V2_RE = re.compile(r"^(patient|user|system)/(DocumentReference|\*)\.(c?r?u?d?s?)(\?(.+))?$")
+_CLINICAL_NOTE = "clinical-note"
+
+
+@dataclass(frozen=True)
+class WriteFlags:
+    """Every switch that must be on: service-wide, the tenant's kill switch, the note feature, the vendor profile."""
+
+    service_enabled: bool
+    tenant_enabled: bool
+    note_create_enabled: bool
+    vendor_allows_notes: bool = True
+
+
+@dataclass(frozen=True)
+class WriteCapability:
+    """What the server advertises for DocumentReference (recorded per DWB-40)."""
+
+    conditional_create: bool
+    binary_create: bool
+    supported_profiles: tuple[str, ...]
+
+
+def _category_filter_ok(query: str) -> bool:
+    """A v2 granular filter still allows a clinical note only when it is ``category=...clinical-note``."""
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        if key != "category" or not unquote(value).endswith(_CLINICAL_NOTE):
+            return False
+    return True
+
+
+def scopes_allow_note_create(granted: str) -> bool:
+    """True when a granted scope lets us create a DocumentReference (v1 ``.write``/``.*`` or v2 ``.c``)."""
+    for scope in granted.split():
+        if _V1_RE.match(scope):
+            return True
+        m = _V2_RE.match(scope)
+        if m and "c" in m.group(3) and (m.group(5) is None or _category_filter_ok(m.group(5))):
+            return True
+    return False
+
+
+def _server_resources(capabilities: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    rests = capabilities.get("rest")
+    if not isinstance(rests, list):
+        return []
+    resources: list[Mapping[str, Any]] = []
+    for rest in rests:
+        if isinstance(rest, Mapping) and rest.get("mode", "server") == "server":
+            resources.extend(r for r in rest.get("resource") or [] if isinstance(r, Mapping))
+    return resources
+
+
+def _interactions(resource: Mapping[str, Any]) -> set[str]:
+    return {str(i.get("code")) for i in resource.get("interaction") or [] if isinstance(i, Mapping) and i.get("code")}
+
+
+def check_note_write(
+    capabilities: Mapping[str, Any],
+    granted_scopes: str,
+    flags: WriteFlags,
+) -> WriteCapability:
+    """Return what the server supports, or raise ``WriteNotSupportedError`` with the DWB-42 ``reason``.
+
+    Order matters: a disabled tenant answers ``vendor_disabled`` without looking further (DWB-43).
+    """
+    if not (flags.service_enabled and flags.tenant_enabled and flags.note_create_enabled and flags.vendor_allows_notes):
+        raise WriteNotSupportedError("vendor_disabled", "note write-back is disabled for this tenant or vendor")
+    resources = {str(r.get("type")): r for r in _server_resources(capabilities)}
+    doc_ref = resources.get("DocumentReference")
+    if doc_ref is None or "create" not in _interactions(doc_ref):
+        raise WriteNotSupportedError(
+            "no_create_interaction", "the server's CapabilityStatement does not allow DocumentReference create"
+        )
+    if not scopes_allow_note_create(granted_scopes):
+        raise WriteNotSupportedError("missing_scope", "the granted scopes do not include DocumentReference create")
+    binary = resources.get("Binary")
+    return WriteCapability(
+        conditional_create=doc_ref.get("conditionalCreate") is True,
+        binary_create=binary is not None and "create" in _interactions(binary),
+        supported_profiles=tuple(str(p) for p in doc_ref.get("supportedProfile") or []),
+    )

@@ -1,0 +1,116 @@
+"""Build a US Core DocumentReference for an AI-drafted note (draft-note §1, §2, §3, §8).
+
+The note is a draft for clinician review: ``status=current``, ``docStatus=preliminary``, a LOINC type, the
+clinical-note category, the AI banner and label, a business identifier for idempotent retries. The result
+is validated against the FHIR R4 model before it leaves this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from fhir.resources.R4B.documentreference import DocumentReference
+from pydantic import ValidationError
+
+from connectors.errors import ConfigurationError
+
+__all__ = ["DRAFT_BANNER", "DRAFT_LABEL", "NOTE_TYPES", "NoteDraft", "build_document_reference"]
+
+DRAFT_BANNER = "DRAFT - AI generated; requires clinician review"
+DRAFT_LABEL = "DRAFT - AI Generated Note"
+NOTE_TYPES: dict[str, str] = {
+    "11506-3": "Progress note",
+    "34109-9": "Note",
+    "11488-4": "Consult note",
+    "34117-2": "History and physical note",
+    "18842-5": "Discharge summary",
+    "28570-0": "Procedure note",
+    "57133-1": "Referral note",
+}
+_CATEGORY_SYSTEM = "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category"
+
+
+@dataclass(frozen=True)
+class NoteDraft:
+    """One note to file; ``draft_id`` is generated once per draft and reused on every retry (DWB-30)."""
+
+    tenant_id: str
+    draft_id: str
+    patient_id: str
+    text: str
+    loinc_code: str = "11506-3"
+    encounter_id: str | None = None
+    author_practitioner_id: str | None = None
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __repr__(self) -> str:  # the note text is PHI
+        return f"NoteDraft(tenant_id={self.tenant_id!r}, draft_id={self.draft_id!r})"
+
+
+def identifier_system(tenant_id: str) -> str:
+    return f"urn:ehrsync:note-draft:{tenant_id}"
+
+
+def _instant(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ConfigurationError("note times must be timezone-aware")
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def build_document_reference(draft: NoteDraft) -> dict[str, Any]:
+    """The DocumentReference JSON for ``draft``; raises ``ConfigurationError`` for input FHIR would reject."""
+    if draft.loinc_code not in NOTE_TYPES:
+        raise ConfigurationError(
+            f"unknown note type LOINC code {draft.loinc_code!r}; expected one of {list(NOTE_TYPES)}"
+        )
+    if not draft.text.strip():
+        raise ConfigurationError("note text is empty")
+    body = draft.text if draft.text.startswith(DRAFT_BANNER) else f"{DRAFT_BANNER}\n\n{draft.text}"
+    raw = body.encode("utf-8")
+    created = _instant(draft.created_at)
+    title = f"{DRAFT_LABEL}: {NOTE_TYPES[draft.loinc_code]}"
+    resource: dict[str, Any] = {
+        "resourceType": "DocumentReference",
+        "meta": {"tag": [{"system": "urn:ehrsync:tags", "code": "ai-generated"}]},
+        "identifier": [{"system": identifier_system(draft.tenant_id), "value": draft.draft_id}],
+        "status": "current",
+        "docStatus": "preliminary",
+        "type": {
+            "coding": [
+                {"system": "http://loinc.org", "code": draft.loinc_code, "display": NOTE_TYPES[draft.loinc_code]}
+            ],
+            "text": NOTE_TYPES[draft.loinc_code],
+        },
+        "category": [{"coding": [{"system": _CATEGORY_SYSTEM, "code": "clinical-note", "display": "Clinical Note"}]}],
+        "subject": {"reference": f"Patient/{draft.patient_id}"},
+        "date": created,
+        "description": title,
+        "content": [
+            {
+                "attachment": {
+                    "contentType": "text/plain; charset=utf-8",
+                    "data": base64.b64encode(raw).decode("ascii"),
+                    "title": title,
+                    "creation": created,
+                    "size": len(raw),
+                    "hash": base64.b64encode(hashlib.sha1(raw, usedforsecurity=False).digest()).decode("ascii"),
+                }
+            }
+        ],
+    }
+    context: dict[str, Any] = {"period": {"start": created, "end": created}}
+    if draft.encounter_id:
+        context["encounter"] = [{"reference": f"Encounter/{draft.encounter_id}"}]
+    resource["context"] = context
+    if draft.author_practitioner_id:
+        resource["author"] = [{"reference": f"Practitioner/{draft.author_practitioner_id}"}]
+    try:
+        DocumentReference.model_validate(resource)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+        raise ConfigurationError(f"DocumentReference failed FHIR R4 validation at {fields}") from None
+    return resource

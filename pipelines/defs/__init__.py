@@ -1,0 +1,1 @@
+"""Per-domain Dagster ``Definitions`` (sync, bulk, connections, maintenance); ``pipelines.definitions`` merges them."""

@@ -1,0 +1,159 @@
+"""Pure planning for the two sensors: which partitions to add or remove, which runs to request or stop.
+
+The sensors only read the app database and Dagster's instance, call these functions, and turn the plans
+into ``SensorResult`` requests, so every rule here is tested as a table without Dagster.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Set
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from pipelines.connections import ConnectionSnapshot
+from pipelines.scheduling import DueReason, decide_due
+from pipelines.windows import SyncWindow
+
+__all__ = [
+    "ConnectionsCursor",
+    "DueRun",
+    "PartitionPlan",
+    "first_sync_run_key",
+    "plan_due_runs",
+    "plan_partitions",
+    "scheduled_run_key",
+]
+
+logger = logging.getLogger(__name__)
+
+# Rows are re-examined this long after the cursor: app clocks differ a little, and requests are idempotent.
+CURSOR_OVERLAP = timedelta(minutes=1)
+
+
+def _iso(moment: datetime, *, micro: bool = False) -> str:
+    return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ" if micro else "%Y%m%dT%H%M%SZ")
+
+
+def first_sync_run_key(conn: ConnectionSnapshot) -> str:
+    """One first sync per activation: a re-authorized connection (new ``updated_at``) gets a new one."""
+    marker = conn.updated_at or conn.created_at
+    return f"first-sync:{conn.id}:{_iso(marker, micro=True) if marker else 'initial'}"
+
+
+def scheduled_run_key(connection_id: str, slot: datetime) -> str:
+    return f"scheduled:{connection_id}:{_iso(slot)}"
+
+
+@dataclass(frozen=True)
+class ConnectionsCursor:
+    """The connections sensor's cursor: the newest ``updated_at`` it has acted on."""
+
+    updated_hwm: datetime | None = None
+
+    def serialize(self) -> str:
+        return orjson.dumps({"updated_hwm": self.updated_hwm.isoformat() if self.updated_hwm else None}).decode()
+
+    @classmethod
+    def parse(cls, raw: str | None) -> ConnectionsCursor:
+        """Read a stored cursor; an unreadable one is logged and treated as none (everything re-examined)."""
+        if not raw:
+            return cls()
+        try:
+            data = orjson.loads(raw)
+            value = data.get("updated_hwm") if isinstance(data, dict) else None
+            if value is None:
+                return cls()
+            moment = datetime.fromisoformat(str(value))
+        except (orjson.JSONDecodeError, ValueError):
+            logger.warning("connections sensor: unreadable cursor, re-examining every connection")
+            return cls()
+        return cls(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
+@dataclass(frozen=True)
+class PartitionPlan:
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+    first_syncs: tuple[ConnectionSnapshot, ...] = ()
+    stop_runs_of: tuple[str, ...] = ()
+    cursor: ConnectionsCursor = field(default_factory=ConnectionsCursor)
+
+
+def plan_partitions(
+    connections: Iterable[ConnectionSnapshot],
+    existing_keys: Set[str],
+    cursor: ConnectionsCursor,
+) -> PartitionPlan:
+    """Diff connections against the ``connections`` partitions.
+
+    Every active connection that never completed a sync and is new (or changed since the cursor) gets a
+    first-sync request; run keys make repeats harmless. Connections that left (disconnected or deleted)
+    lose their partition, and theirs, like those of disabled connections, get their runs stopped.
+    """
+    conns = list(connections)
+    wanted = {c.id for c in conns if c.keeps_partition}
+    add = sorted(wanted - existing_keys)
+    remove = sorted(existing_keys - wanted)
+    since = cursor.updated_hwm - CURSOR_OVERLAP if cursor.updated_hwm else None
+
+    def changed(c: ConnectionSnapshot) -> bool:
+        return since is None or c.updated_at is None or c.updated_at >= since
+
+    added = set(add)
+    first = tuple(c for c in conns if c.syncable and c.last_sync_at is None and (c.id in added or changed(c)))
+    stop = sorted(set(remove) | {c.id for c in conns if c.stops_runs and changed(c)})
+    stamps = [c.updated_at for c in conns if c.updated_at is not None]
+    if cursor.updated_hwm is not None:
+        stamps.append(cursor.updated_hwm)
+    return PartitionPlan(
+        add=tuple(add),
+        remove=tuple(remove),
+        first_syncs=first,
+        stop_runs_of=tuple(stop),
+        cursor=ConnectionsCursor(max(stamps) if stamps else None),
+    )
+
+
+@dataclass(frozen=True)
+class DueRun:
+    connection: ConnectionSnapshot
+    run_key: str
+    slot: datetime
+
+
+def plan_due_runs(
+    now: datetime,
+    connections: Iterable[ConnectionSnapshot],
+    *,
+    partition_keys: Set[str],
+    busy: Set[str],
+    windows: Mapping[str, SyncWindow],
+) -> tuple[list[DueRun], dict[DueReason | str, int]]:
+    """The scheduled syncs due at ``now``, plus a tally of why the others were not requested.
+
+    Only active connections with a partition are considered; one that already has a run queued or in
+    progress (``busy``) is left alone, so a slow sync is never stacked with another.
+    """
+    due: list[DueRun] = []
+    tally: dict[DueReason | str, int] = {}
+    for conn in connections:
+        if not conn.syncable or conn.id not in partition_keys:
+            continue
+        if conn.id in busy:
+            tally["busy"] = tally.get("busy", 0) + 1
+            continue
+        decision = decide_due(
+            now,
+            last_sync_at=conn.last_sync_at,
+            created_at=conn.created_at,
+            frequency_hours=conn.sync_frequency_hours,
+            window=windows.get(conn.provider_id),
+        )
+        if decision.slot is None:
+            tally[decision.reason] = tally.get(decision.reason, 0) + 1
+            continue
+        due.append(DueRun(conn, scheduled_run_key(conn.id, decision.slot), decision.slot))
+    return due, tally

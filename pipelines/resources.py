@@ -1,0 +1,154 @@
+"""Dagster resources: small, explicit handles on the app database, landing zone, warehouse and EHR HTTP.
+
+No IO managers: assets write through these and report counts in ``MaterializeResult`` metadata. Each
+resource only holds configuration (strings and timeouts) so Dagster can show it; connections are opened
+per step and closed after, because DuckDB allows one writing process at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from dagster import ConfigurableResource
+from pydantic import Field
+from sqlalchemy.engine import make_url
+
+from auth_service.store import AppDatabase, TokenCipher, TokenVault
+from pipelines.settings import PipelineSettings
+from pipelines.sync import SyncEnvironment
+from pipelines.windows import SyncWindow, parse_sync_windows
+from warehouse import AttachmentStore, LandingZone, Warehouse, open_warehouse
+
+__all__ = [
+    "AppDatabaseResource",
+    "EhrHttpResource",
+    "LandingZoneResource",
+    "SyncPolicyResource",
+    "WarehouseResource",
+    "default_resources",
+    "sync_environment",
+]
+
+
+class AppDatabaseResource(ConfigurableResource["AppDatabaseResource"]):
+    """The app database (connections, tokens, sync state): SQLite file or ``postgresql+psycopg://`` URL."""
+
+    url: str = Field(description="SQLAlchemy URL of the app database (DATABASE_URL).")
+    connect_timeout_s: int = Field(
+        default=10, gt=0, description="PostgreSQL connect timeout (SQLite waits up to 30 s on a locked file)."
+    )
+
+    def engine_url(self) -> str:
+        """The URL with an explicit connect timeout for PostgreSQL (a URL that sets one keeps its own)."""
+        parsed = make_url(self.url)
+        if parsed.get_backend_name() != "postgresql" or "connect_timeout" in parsed.query:
+            return self.url
+        return parsed.update_query_dict({"connect_timeout": str(self.connect_timeout_s)}).render_as_string(
+            hide_password=False
+        )
+
+    @contextmanager
+    def open(self) -> Iterator[AppDatabase]:
+        """An engine for one step or sensor tick, disposed after (no pooled connections outlive it)."""
+        db = AppDatabase.from_url(self.engine_url())
+        try:
+            yield db
+        finally:
+            db.dispose()
+
+    def vault(self, db: AppDatabase, http: httpx.Client | None = None) -> TokenVault:
+        """The token vault (refreshes through ``http``); reads INTEGRATIONS_TOKEN_ENC_KEY when a run needs tokens."""
+        return TokenVault(db, TokenCipher.from_env(), http=http)
+
+
+class LandingZoneResource(ConfigurableResource["LandingZoneResource"]):
+    """Where raw NDJSON becomes Parquet (``<root>/landing``) and attachments are stored by content hash."""
+
+    root: str = Field(description="Landing zone directory (<state>/landing).")
+    attachments_root: str = Field(description="Attachment store directory (<state>/attachments).")
+
+    def zone(self) -> LandingZone:
+        return LandingZone(Path(self.root))
+
+    def attachments(self) -> AttachmentStore:
+        return AttachmentStore(Path(self.attachments_root))
+
+
+class WarehouseResource(ConfigurableResource["WarehouseResource"]):
+    """The analytical warehouse: a DuckDB file path or a ``postgresql+psycopg://`` URL (WAREHOUSE_URL)."""
+
+    target: str = Field(description="DuckDB path or Postgres URL of the warehouse.")
+    lock_timeout_s: float = Field(default=300.0, gt=0, description="Wait this long for another writer's lock.")
+
+    @contextmanager
+    def open(self) -> Iterator[Warehouse]:
+        """Open for one step and always close, so the next writer process can take the DuckDB file."""
+        wh = open_warehouse(self.target, lock_timeout_s=self.lock_timeout_s)
+        try:
+            yield wh
+        finally:
+            wh.close()
+
+
+class EhrHttpResource(ConfigurableResource["EhrHttpResource"]):
+    """The HTTP client every EHR request of a run goes through, with explicit timeouts."""
+
+    connect_timeout_s: float = Field(default=10.0, gt=0, description="TCP/TLS connect timeout.")
+    read_timeout_s: float = Field(default=60.0, gt=0, description="Wait for response bytes (slow EHRs).")
+    pool_timeout_s: float = Field(default=30.0, gt=0, description="Wait for a free pooled connection.")
+
+    def client(self) -> httpx.Client:
+        timeout = httpx.Timeout(
+            self.read_timeout_s, connect=self.connect_timeout_s, pool=self.pool_timeout_s, write=self.read_timeout_s
+        )
+        return httpx.Client(timeout=timeout, follow_redirects=False)
+
+
+class SyncPolicyResource(ConfigurableResource["SyncPolicyResource"]):
+    """Scheduling and data-quality policy: preferred windows per EHR source and the quarantine threshold."""
+
+    sync_windows: str = Field(
+        default="", description='JSON {"<provider id>": "HH:MM-HH:MM[ Zone]"} (EHRSYNC_SYNC_WINDOWS).'
+    )
+    quarantine_max_ratio: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="Share of lines read that may be quarantined before the check fails."
+    )
+
+    def windows(self) -> dict[str, SyncWindow]:
+        return parse_sync_windows(self.sync_windows)
+
+
+@contextmanager
+def sync_environment(
+    app_db: AppDatabaseResource,
+    landing: LandingZoneResource,
+    warehouse: WarehouseResource,
+    ehr_http: EhrHttpResource,
+) -> Iterator[SyncEnvironment]:
+    """Build the engine's ``SyncEnvironment`` for one step and release its HTTP client after."""
+    with app_db.open() as db, ehr_http.client() as http:
+        yield SyncEnvironment(
+            db=db,
+            vault=app_db.vault(db, http),
+            zone=landing.zone(),
+            attachments=landing.attachments(),
+            warehouse_target=warehouse.target,
+            http=http,
+        )
+
+
+def default_resources(settings: PipelineSettings) -> dict[str, ConfigurableResource[Any]]:
+    """The resource set ``pipelines.definitions`` binds, configured from the environment."""
+    return {
+        "app_db": AppDatabaseResource(url=settings.database_url),
+        "landing": LandingZoneResource(root=str(settings.landing_dir), attachments_root=str(settings.attachments_dir)),
+        "warehouse": WarehouseResource(target=settings.warehouse_url),
+        "ehr_http": EhrHttpResource(),
+        "policy": SyncPolicyResource(
+            sync_windows=settings.sync_windows_raw, quarantine_max_ratio=settings.quarantine_max_ratio
+        ),
+    }

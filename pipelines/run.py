@@ -1,0 +1,96 @@
+"""``run_sync_now``: sync one connection now, in this process, recorded on the Dagster instance.
+
+The composition root (``ehrsync sync CONNECTION [--full]``, ``make demo``) calls this; the run is the same job
+the sensors would launch, so it appears in the UI with its materializations and checks afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from dagster import DagsterInstance
+
+from auth_service.store import AppDatabase
+from pipelines.connections import read_connection
+from pipelines.definitions import build_definitions
+from pipelines.defs.bulk import BULK_EXPORT_JOB
+from pipelines.defs.sync import FULL_RESYNC_JOB, INCREMENTAL_SYNC_JOB
+from pipelines.finalize import finish_sync_run
+from pipelines.instance import open_instance
+from pipelines.partitions import CONNECTIONS_PARTITIONS_NAME
+from pipelines.settings import PipelineSettings
+from pipelines.sync import ConnectionNotSyncableError
+from pipelines.tags import run_tags
+
+__all__ = ["SyncNowResult", "job_for", "run_sync_now"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SyncNowResult:
+    """What one in-process run did: per asset its metadata, per check whether it passed."""
+
+    run_id: str
+    job_name: str
+    connection_id: str
+    success: bool
+    materializations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checks: dict[str, bool] = field(default_factory=dict)
+    failed_steps: tuple[str, ...] = ()
+
+
+def job_for(*, is_bulk: bool, full: bool) -> str:
+    """Backend/group connections export in bulk; patients sync by REST, in full when asked."""
+    if is_bulk:
+        return BULK_EXPORT_JOB
+    return FULL_RESYNC_JOB if full else INCREMENTAL_SYNC_JOB
+
+
+def run_sync_now(
+    connection_id: str,
+    full: bool = False,
+    *,
+    settings: PipelineSettings | None = None,
+    instance: DagsterInstance | None = None,
+) -> SyncNowResult:
+    """Materialize the connection's sync job for its partition now and wait for it.
+
+    Raises ``ConnectionNotFoundError`` / ``ConnectionNotSyncableError`` when the connection cannot sync; a
+    failing step does not raise: ``success`` is False and ``failed_steps`` names them (details in the UI).
+    """
+    resolved = settings or PipelineSettings.from_env()
+    with ExitStack() as cleanup:
+        db = AppDatabase.from_url(resolved.database_url)
+        cleanup.callback(db.dispose)
+        conn = read_connection(db, connection_id)
+        if not conn.syncable:
+            raise ConnectionNotSyncableError(f"connection {connection_id} is {conn.status}, not active")
+        dagster = instance or cleanup.enter_context(open_instance(resolved))
+        if not dagster.has_dynamic_partition(CONNECTIONS_PARTITIONS_NAME, connection_id):
+            dagster.add_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME, [connection_id])
+        job_name = job_for(is_bulk=conn.is_bulk, full=full)
+        job = build_definitions(resolved).resolve_job_def(job_name)
+        tags = run_tags(connection_id=conn.id, tenant_id=conn.tenant_id, source=conn.provider_id, trigger="manual")
+        logger.info("running %s for connection %s", job_name, connection_id)
+        result = job.execute_in_process(partition_key=connection_id, instance=dagster, tags=tags, raise_on_error=False)
+        failed = tuple(sorted(result.get_failed_step_keys()))
+        error = f"failed steps: {', '.join(failed)}" if failed else None
+        finish_sync_run(db, result.run_id, connection_id, succeeded=result.success, error=error)
+    materializations: dict[str, dict[str, Any]] = {}
+    for event in result.get_asset_materialization_events():
+        mat = event.materialization
+        materializations[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
+    checks = {f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed for e in result.get_asset_check_evaluations()}
+    return SyncNowResult(
+        run_id=result.run_id,
+        job_name=job_name,
+        connection_id=connection_id,
+        success=result.success,
+        materializations=materializations,
+        checks=checks,
+        failed_steps=failed,
+    )

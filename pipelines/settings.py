@@ -1,0 +1,74 @@
+"""Configuration of the Dagster layer, read once from environment variables (documented in docs/PIPELINES.md).
+
+| variable | default |
+|---|---|
+| ``EHRSYNC_STATE_DIR`` (or ``EHRSYNC_HOME``) | ``var/demo`` |
+| ``DATABASE_URL`` (or ``EHRSYNC_DATABASE_URL``) | ``sqlite:///<state>/app.db`` |
+| ``WAREHOUSE_URL`` | ``<state>/warehouse.duckdb`` |
+| ``EHRSYNC_SYNC_WINDOWS`` | none (JSON ``{"epic": "22:00-06:00"}``) |
+| ``EHRSYNC_QUARANTINE_MAX_RATIO`` | ``0.01`` (share of fetched lines that may be quarantined) |
+
+``INTEGRATIONS_TOKEN_ENC_KEY`` is read by ``auth_service.store.TokenCipher.from_env`` when a run opens the vault.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines.errors import PipelineConfigurationError
+from pipelines.windows import SyncWindow, parse_sync_windows
+
+__all__ = ["DEFAULT_STATE_DIR", "PipelineSettings"]
+
+DEFAULT_STATE_DIR = "var/demo"
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    state_dir: Path
+    database_url: str
+    warehouse_url: str
+    sync_windows: Mapping[str, SyncWindow] = field(default_factory=dict)
+    sync_windows_raw: str = ""
+    quarantine_max_ratio: float = 0.01
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.state_dir / "landing"
+
+    @property
+    def attachments_dir(self) -> Path:
+        return self.state_dir / "attachments"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.state_dir / "dagster_home"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
+        """Read the settings; a malformed value raises ``PipelineConfigurationError`` naming the variable."""
+        env = os.environ if env is None else env
+        raw_state = env.get("EHRSYNC_STATE_DIR") or env.get("EHRSYNC_HOME") or DEFAULT_STATE_DIR
+        state_dir = Path(raw_state).expanduser().resolve()
+        database_url = env.get("DATABASE_URL") or env.get("EHRSYNC_DATABASE_URL") or f"sqlite:///{state_dir / 'app.db'}"
+        warehouse_url = env.get("WAREHOUSE_URL") or str(state_dir / "warehouse.duckdb")
+        raw_ratio = env.get("EHRSYNC_QUARANTINE_MAX_RATIO", "0.01")
+        try:
+            ratio = float(raw_ratio)
+        except ValueError as exc:
+            raise PipelineConfigurationError(
+                f"EHRSYNC_QUARANTINE_MAX_RATIO={raw_ratio!r} is not a number between 0 and 1"
+            ) from exc
+        if not 0.0 <= ratio <= 1.0:
+            raise PipelineConfigurationError(f"EHRSYNC_QUARANTINE_MAX_RATIO={raw_ratio!r} is not between 0 and 1")
+        return cls(
+            state_dir=state_dir,
+            database_url=database_url,
+            warehouse_url=warehouse_url,
+            sync_windows=parse_sync_windows(env.get("EHRSYNC_SYNC_WINDOWS")),
+            sync_windows_raw=env.get("EHRSYNC_SYNC_WINDOWS", ""),
+            quarantine_max_ratio=ratio,
+        )

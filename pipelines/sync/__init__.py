@@ -1,0 +1,66 @@
+"""The plain-Python sync engine (no Dagster): incremental REST sync, Bulk export, deletes, run history.
+
+The Dagster layer (``pipelines`` outside this package) calls only what ``__all__`` lists:
+
+- ``SyncEnvironment(db, vault, zone, attachments, warehouse_target, http=None, overlap=5 min, ...)``
+- ``land_resource_type(env, connection_id, resource_type, run_id, *, full=False) -> TypeReport``
+  search → Parquet, recorded as *pending* in ``sync_cursors`` (skipped types: ``skipped_reason``)
+- ``upsert_resource_type(env, connection_id, resource_type, run_id) -> TypeReport``
+  pending landing → warehouse, then the mark advances in the same commit as the run's per-type counts
+- ``sync_connection(env, connection_id, *, resource_types=None, full=False, progress=None) -> SyncReport``
+  both steps for every type plus referenced Practitioner/Organization/Location/Medication; records a run
+- ``reconcile_deletes(env, connection_id, resource_type) -> int`` tombstones ids the server no longer lists
+- ``run_bulk_export(env, connection_id, run_id, *, types=None, progress=None) -> BulkReport``
+  kick-off or resume, download, land, upsert, advance ``_since``; ``report.status`` says how it ended
+- ``runs``: ``create_run``, ``ensure_run``, ``mark_running``, ``complete``, ``fail``, ``history``, ``get``
+
+Typed errors (``pipelines.sync.errors``) derive from ``connectors.errors.EhrSyncError``. The crash hook for
+tests is described in ``pipelines.sync.checkpoints``.
+"""
+
+from pipelines.sync import runs
+from pipelines.sync.bulk import run_bulk_export
+from pipelines.sync.checkpoints import CRASH_ENV
+from pipelines.sync.connection_sync import PATIENT_TYPES, sync_connection
+from pipelines.sync.deletes import reconcile_deletes
+from pipelines.sync.environment import ConnectionInfo, SyncEnvironment, load_connection
+from pipelines.sync.errors import ConnectionNotFoundError, ConnectionNotSyncableError, NothingLandedError, SyncError
+from pipelines.sync.incremental import land_resource_type, upsert_resource_type
+from pipelines.sync.references import REFERENCED_TYPES
+from pipelines.sync.reports import (
+    NOT_SUPPORTED,
+    SCOPE_NOT_GRANTED,
+    BulkReport,
+    LandingReport,
+    SyncReport,
+    TypeReport,
+    UpsertReport,
+)
+from pipelines.sync.runs import SyncRunRecord
+
+__all__ = [
+    "CRASH_ENV",
+    "NOT_SUPPORTED",
+    "PATIENT_TYPES",
+    "REFERENCED_TYPES",
+    "SCOPE_NOT_GRANTED",
+    "BulkReport",
+    "ConnectionInfo",
+    "ConnectionNotFoundError",
+    "ConnectionNotSyncableError",
+    "LandingReport",
+    "NothingLandedError",
+    "SyncEnvironment",
+    "SyncError",
+    "SyncReport",
+    "SyncRunRecord",
+    "TypeReport",
+    "UpsertReport",
+    "land_resource_type",
+    "load_connection",
+    "reconcile_deletes",
+    "run_bulk_export",
+    "runs",
+    "sync_connection",
+    "upsert_resource_type",
+]

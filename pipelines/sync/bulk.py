@@ -1,0 +1,243 @@
+"""Bulk ``$export`` for backend and group connections: kick-off or resume, download, land, upsert, advance.
+
+Every step is recorded before the next one starts (``bulk_state``), so a run killed anywhere resumes the
+same export: polling the saved status URL, re-fetching only files not yet ``done``. The export's
+``transactionTime`` becomes the next ``_since`` only in the commit that marks the job complete (BDX-14); an
+expired file (404/410) re-runs the export from the same ``_since`` (BDX-19).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from connectors.bulk import BulkClient, BulkManifest, BulkStatus, ExportLevel
+from connectors.errors import BulkExportError, EhrSyncError
+from connectors.providers import BulkSupport
+from pipelines.sync import bulk_state, cursors, runs
+from pipelines.sync.bulk_files import ExportExpiredError, process_files
+from pipelines.sync.checkpoints import checkpoint
+from pipelines.sync.environment import ConnectionInfo, SyncEnvironment, load_connection
+from pipelines.sync.errors import ConnectionNotSyncableError
+from pipelines.sync.reports import BulkReport
+from warehouse.errors import WarehouseError
+
+BulkProgress = Callable[[str, dict[str, Any]], None]
+_log = logging.getLogger(__name__)
+
+
+def export_level(conn: ConnectionInfo) -> tuple[ExportLevel, str | None]:
+    """Group connections export their group; backend connections all patients or the system (BDX-01)."""
+    if conn.kind == "group":
+        if not conn.group_id:
+            raise ConnectionNotSyncableError(f"group connection {conn.id} has no group_id")
+        return "group", conn.group_id
+    if conn.kind == "backend":  # vendors that export per patient population say so; otherwise system level
+        return ("patient" if conn.provider.bulk is BulkSupport.PATIENT else "system"), None
+    raise ConnectionNotSyncableError(f"connection {conn.id} is a {conn.kind} connection; Bulk export needs backend")
+
+
+def run_bulk_export(
+    env: SyncEnvironment,
+    connection_id: str,
+    run_id: str,
+    *,
+    types: list[str] | None = None,
+    progress: BulkProgress | None = None,
+) -> BulkReport:
+    """Run (or resume) the connection's export of ``types`` (all when ``None``) and land it.
+
+    Returns the report; ``report.status`` is ``completed`` or ``failed`` (with ``error``). A failed run keeps
+    its job and file state, so the next call resumes it. Only ConnectionNotFoundError /
+    ConnectionNotSyncableError (nothing could start) raise.
+    """
+    started = time.monotonic()
+    conn = load_connection(env.db, connection_id)
+    level, group_id = export_level(conn)
+    type_list = sorted(set(types)) if types else []
+    stream, key = cursors.bulk_stream(level, group_id), cursors.bulk_type_key(type_list)
+    runs.ensure_run(env.db, connection_id, run_id, "bulk", tenant_id=conn.tenant_id)
+    report = BulkReport(run_id=run_id, connection_id=connection_id)
+    client = env.bulk_client(conn)
+    try:
+        job = _run(env, conn, client, run_id, level, group_id, type_list, stream, key, report, progress)
+        _cancel_quietly(client, job)
+        report.status = "completed"
+        runs.complete(env.db, run_id, _run_counts(report))
+    except (EhrSyncError, WarehouseError, OSError) as exc:
+        report.status = "failed"
+        report.error = f"{getattr(exc, 'code', type(exc).__name__)}: {exc}"
+        _log.warning("bulk export of %s failed: %s", connection_id, report.error)
+        runs.fail(env.db, run_id, report.error, _run_counts(report))
+    finally:
+        client.close()
+        report.duration_s = time.monotonic() - started
+    return report
+
+
+def _cancel_quietly(client: BulkClient, job: bulk_state.JobView) -> None:
+    """BDX-11: ``DELETE`` the status URL once landed or abandoned, so the server may free the files."""
+    try:
+        client.cancel(job.status_url)
+    except EhrSyncError as exc:
+        _log.info("could not delete the status URL of bulk job %s: %s", job.id, exc.code)
+
+
+def _run_counts(report: BulkReport) -> dict[str, Any]:
+    counts: dict[str, Any] = report.counts()
+    counts["_bulk"] = {
+        "job_id": report.job_id,
+        "files": report.files,
+        "error_files": report.error_files,
+        "error_outcomes": report.error_outcomes,
+        "failed_files": report.failed_files,
+        "reruns": report.reruns,
+        "resumed": report.resumed,
+        "count_mismatches": len(report.count_mismatches),
+        "transaction_time": report.transaction_time.isoformat() if report.transaction_time else None,
+    }
+    return counts
+
+
+def _run(
+    env: SyncEnvironment,
+    conn: ConnectionInfo,
+    client: BulkClient,
+    run_id: str,
+    level: ExportLevel,
+    group_id: str | None,
+    types: list[str],
+    stream: str,
+    key: str,
+    report: BulkReport,
+    progress: BulkProgress | None,
+) -> bulk_state.JobView:
+    job = bulk_state.find_active_job(env.db, conn.id, stream, key)
+    report.resumed = job is not None
+    since = job.since_used if job is not None else cursors.get_mark(env.db, conn.id, stream, key)
+    while True:
+        if job is None:
+            job = _kickoff(env, conn, client, run_id, level, group_id, types, stream, key, since)
+        report.job_id, report.since = job.id, job.since_used
+        if job.status == "polling":
+            polled = _await_manifest(env, client, job, progress)
+            if polled is None:  # BDX-08: the saved status URL is gone, start over
+                job = None
+                continue
+            job = polled
+        report.transaction_time = job.transaction_time
+        try:
+            process_files(env, conn, client, job, run_id, report, progress)
+        except ExportExpiredError as exc:
+            bulk_state.set_job_status(env.db, job.id, "abandoned", str(exc))
+            _cancel_quietly(client, job)
+            report.reruns += 1
+            if report.reruns > env.bulk_max_reruns:
+                raise BulkExportError(f"export files kept expiring ({report.reruns} re-runs); giving up") from exc
+            _log.warning("bulk file of job %s expired; re-running the export from the same _since", job.id)
+            since, job = job.since_used, None
+            continue
+        _complete(env, job, conn.id, stream, key, run_id, report)
+        return job
+
+
+def _kickoff(
+    env: SyncEnvironment,
+    conn: ConnectionInfo,
+    client: BulkClient,
+    run_id: str,
+    level: ExportLevel,
+    group_id: str | None,
+    types: list[str],
+    stream: str,
+    key: str,
+    since: datetime | None,
+) -> bulk_state.JobView:
+    status_url = client.kickoff(level, group_id=group_id, types=types or None, since=since)
+    job = bulk_state.save_job(
+        env.db,
+        connection_id=conn.id,
+        run_id=run_id,
+        stream=stream,
+        type_key=key,
+        level=level,
+        group_id=group_id,
+        types=types,
+        since=since,
+        kickoff_url=client.kickoff_url(level, group_id),
+        status_url=status_url,
+        params={"_type": ",".join(types), "_since": since.isoformat() if since else None},
+    )
+    checkpoint("bulk.kicked_off")
+    return job
+
+
+def _await_manifest(
+    env: SyncEnvironment, client: BulkClient, job: bulk_state.JobView, progress: BulkProgress | None
+) -> bulk_state.JobView | None:
+    def on_progress(status: BulkStatus) -> None:
+        if progress is not None:
+            progress("bulk.polling", {"job_id": job.id, "progress": status.progress})
+
+    try:
+        manifest = client.wait(job.status_url, deadline_s=env.bulk_deadline_s, on_progress=on_progress)
+    except BulkExportError as exc:
+        if exc.status in (404, 410):
+            bulk_state.set_job_status(env.db, job.id, "abandoned", "status URL gone")
+            return None
+        bulk_state.set_job_status(env.db, job.id, "failed", str(exc))
+        raise
+    files = [
+        bulk_state.ManifestFile(kind, item.type, item.url, item.count)
+        for kind, items in (("output", manifest.output), ("error", manifest.error), ("deleted", manifest.deleted))
+        for item in items
+    ]
+    bulk_state.save_manifest(
+        env.db,
+        job.id,
+        transaction_time=manifest.transaction_time,
+        requires_access_token=manifest.requires_access_token,
+        manifest=_manifest_json(manifest),
+        files=files,
+    )
+    checkpoint("bulk.manifest_saved")
+    return bulk_state.find_job(env.db, job.id)
+
+
+def _manifest_json(m: BulkManifest) -> dict[str, Any]:
+    def items(xs: list[Any]) -> list[dict[str, Any]]:
+        return [{"type": i.type, "url": i.url, "count": i.count} for i in xs]
+
+    return {
+        "transactionTime": m.transaction_time.isoformat(),
+        "request": m.request,
+        "requiresAccessToken": m.requires_access_token,
+        "output": items(m.output),
+        "error": items(m.error),
+        "deleted": items(m.deleted),
+        "extension": m.extension,
+    }
+
+
+def _complete(
+    env: SyncEnvironment,
+    job: bulk_state.JobView,
+    connection_id: str,
+    stream: str,
+    key: str,
+    run_id: str,
+    report: BulkReport,
+) -> None:
+    """Advance ``_since`` to the export's transactionTime in the commit that marks the job complete (BDX-14)."""
+    with env.db.session() as session:
+        row = bulk_state.job_row(session, job.id)
+        row.status = "completed"
+        row.error = None
+        cursors.advance(session, connection_id, stream, key, run_id, job.transaction_time)
+        session.commit()
+    for type_report in report.types.values():
+        type_report.high_water_mark = job.transaction_time
+    checkpoint("bulk.completed")

@@ -1,0 +1,267 @@
+"""Bulk manifest files: parallel download and landing, upsert, ``error`` files (BDX-22), ``deleted`` Bundles (BDX-21).
+
+Each file moves ``pending`` → ``landed`` → ``done`` in ``bulk_job_files`` as it goes. Workers only download
+and write Parquet; everything that touches the warehouse happens on the caller's thread, because a DuckDB
+connection is one writer and is not shared across threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from connectors.bulk import BulkClient, HostConcurrencyLimiter, iter_ndjson_lines
+from connectors.errors import BulkExportError, BulkFileExpiredError, EhrSyncError, NeedsReauthError
+from connectors.http import parse_instant
+from pipelines.sync import bulk_state
+from pipelines.sync.checkpoints import checkpoint
+from pipelines.sync.environment import ConnectionInfo, SyncEnvironment
+from pipelines.sync.landing_state import landed_from_json, landed_to_json
+from pipelines.sync.reports import BulkReport, TypeReport
+from warehouse import LandedFile, Warehouse, land_ndjson_file
+from warehouse.errors import WarehouseError
+
+TOMBSTONE_BATCH = 1000
+_log = logging.getLogger(__name__)
+# Shared by every job of this process: the per-server cap on concurrent downloads (BDX-18).
+HOSTS = HostConcurrencyLimiter(4)
+
+
+@dataclass(frozen=True)
+class FetchedFile:
+    """An output file already landed to Parquet, or an error/deleted file downloaded to ``path``."""
+
+    landed: LandedFile | None = None
+    path: Path | None = None
+
+
+def fetch_file(
+    env: SyncEnvironment,
+    conn: ConnectionInfo,
+    client: BulkClient,
+    job: bulk_state.JobView,
+    f: bulk_state.FileView,
+    run_id: str,
+    tmp_dir: Path,
+) -> FetchedFile:
+    """Download one file to ``tmp_dir``; land an ``output`` file at once and remove its download."""
+    dest = tmp_dir / f"{f.id}.ndjson"
+    requires_token = job.requires_access_token if job.requires_access_token is not None else True
+    with HOSTS.slot(f.url):
+        path = client.download(f.url, dest, requires_token)
+    if f.kind != "output":
+        return FetchedFile(path=path)
+    try:
+        landed = land_ndjson_file(
+            env.zone,
+            path,
+            connection_id=conn.id,
+            resource_type=f.resource_type,
+            run_id=run_id,
+            source=f.url,
+            tenant_id=conn.tenant_id,
+            transaction_time=job.transaction_time,
+            seq=f"bulk-{f.id}",
+        )
+    finally:
+        path.unlink(missing_ok=True)
+    return FetchedFile(landed=landed)
+
+
+def outcome_lines(path: Path, unusable: list[int]) -> Iterator[dict[str, Any]]:
+    """The JSON objects of an ``error`` file; unparseable lines are logged and their numbers collected."""
+    for number, line in enumerate(iter_ndjson_lines(path), start=1):
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict):
+            yield obj
+        else:
+            unusable.append(number)
+            _log.warning("error-file line %d is not a JSON object; counted as quarantined", number)
+
+
+def _deleted_ref(url: object) -> tuple[str, str] | None:
+    """``Type/id`` (possibly absolute, possibly with ``_history``) from a DELETE entry's ``request.url``."""
+    if not isinstance(url, str):
+        return None
+    parts = [p for p in url.split("?", 1)[0].split("/") if p]
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    if len(parts) < 2 or not parts[-2][:1].isupper():
+        return None
+    return parts[-2], parts[-1]
+
+
+def apply_deleted_file(
+    wh: Warehouse, conn: ConnectionInfo, path: Path, transaction_time: datetime
+) -> tuple[dict[str, int], int]:
+    """Tombstone every DELETE entry; returns (tombstones per type, lines that were not usable Bundles).
+
+    ``deleted_at`` is the Bundle's ``meta.lastUpdated`` when present, else the export's ``transactionTime``.
+    """
+    pending: dict[tuple[str, datetime], list[str]] = defaultdict(list)
+    counts: dict[str, int] = defaultdict(int)
+    bad = 0
+
+    def flush(key: tuple[str, datetime]) -> None:
+        ids = pending.pop(key)
+        counts[key[0]] += wh.tombstone(conn.id, key[0], ids, key[1], tenant_id=conn.tenant_id)
+
+    for number, line in enumerate(iter_ndjson_lines(path), start=1):
+        try:
+            bundle = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            bundle = None
+        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+            bad += 1
+            _log.warning("deleted-file line %d of connection %s is not a Bundle", number, conn.id)
+            continue
+        meta = bundle.get("meta") if isinstance(bundle.get("meta"), dict) else {}
+        when = parse_instant(meta.get("lastUpdated")) if meta else None
+        when = when or transaction_time
+        for entry in bundle.get("entry") or []:
+            request = entry.get("request") if isinstance(entry, dict) else None
+            if not isinstance(request, dict) or str(request.get("method", "")).upper() != "DELETE":
+                continue
+            ref = _deleted_ref(request.get("url"))
+            if ref is None:
+                bad += 1
+                continue
+            key = (ref[0], when)
+            pending[key].append(ref[1])
+            if len(pending[key]) >= TOMBSTONE_BATCH:
+                flush(key)
+    for key in list(pending):
+        flush(key)
+    return dict(counts), bad
+
+
+class ExportExpiredError(Exception):
+    """A file of the export is gone: re-run the export from the same ``_since``."""
+
+
+def process_files(
+    env: SyncEnvironment,
+    conn: ConnectionInfo,
+    client: BulkClient,
+    job: bulk_state.JobView,
+    run_id: str,
+    report: BulkReport,
+    progress: Callable[[str, dict[str, Any]], None] | None,
+) -> None:
+    """Download (in parallel) and land each unfinished file; upsert in this thread (one warehouse writer)."""
+    files = bulk_state.unfinished_files(env.db, job.id)
+    report.files = len(bulk_state.all_files(env.db, job.id))
+    tmp_dir = env.zone.root / ".bulk-tmp" / job.id
+    shutil.rmtree(tmp_dir, ignore_errors=True)  # leftovers of a killed run are never trusted
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    failures: list[str] = []
+    try:
+        with env.warehouse() as wh:
+            for f in files:
+                if f.state == "landed" and f.landed_path:
+                    _upsert_output(env, wh, f, orjson.loads(f.landed_path), report)
+            to_fetch = [f for f in files if not (f.state == "landed" and f.landed_path)]
+            with ThreadPoolExecutor(max_workers=env.bulk_concurrency, thread_name_prefix="bulk-sync") as pool:
+                futures: dict[Future[FetchedFile], bulk_state.FileView] = {
+                    pool.submit(fetch_file, env, conn, client, job, f, run_id, tmp_dir): f for f in to_fetch
+                }
+                try:
+                    for future in as_completed(futures):
+                        f = futures[future]
+                        try:
+                            fetched = future.result()
+                        except BulkFileExpiredError as exc:
+                            raise ExportExpiredError(f"{f.resource_type} file expired: {exc}") from exc
+                        except NeedsReauthError:
+                            raise
+                        except (EhrSyncError, WarehouseError, OSError) as exc:
+                            failures.append(f"{f.resource_type}: {exc}")
+                            bulk_state.update_file(env.db, f.id, attempts=f.attempts + 1, error=str(exc)[:2000])
+                            continue
+                        _apply(env, conn, wh, job, f, fetched, run_id, report)
+                        if progress is not None:
+                            progress("bulk.file", {"job_id": job.id, "type": f.resource_type, "kind": f.kind})
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    if failures:
+        report.failed_files = len(failures)
+        raise BulkExportError(f"{len(failures)} bulk file(s) failed; the next run resumes them: {failures[0]}")
+
+
+def _apply(
+    env: SyncEnvironment,
+    conn: ConnectionInfo,
+    wh: Warehouse,
+    job: bulk_state.JobView,
+    f: bulk_state.FileView,
+    fetched: FetchedFile,
+    run_id: str,
+    report: BulkReport,
+) -> None:
+    if fetched.landed is not None:
+        data = landed_to_json(fetched.landed)
+        bulk_state.update_file(env.db, f.id, state="landed", landed_path=orjson.dumps(data).decode())
+        checkpoint("bulk.file_landed")
+        if f.expected_count is not None and fetched.landed.rows + fetched.landed.quarantined != f.expected_count:
+            got = fetched.landed.rows + fetched.landed.quarantined
+            report.count_mismatches.append(f"{f.url}: manifest count {f.expected_count}, file had {got} lines")
+        _upsert_output(env, wh, f, data, report)
+    elif fetched.path is not None and f.kind == "error":
+        unusable: list[int] = []
+        counts = wh.record_errors(conn.id, run_id, f.url, outcome_lines(fetched.path, unusable))
+        fetched.path.unlink(missing_ok=True)
+        if unusable:
+            report.type_report("OperationOutcome").quarantined += len(unusable)
+        report.error_files += 1
+        report.error_outcomes += counts.outcomes
+        for severity, n in counts.issues.items():
+            report.error_issues[severity] = report.error_issues.get(severity, 0) + n
+        bulk_state.update_file(env.db, f.id, state="done", rows=counts.outcomes)
+    elif fetched.path is not None and f.kind == "deleted":
+        assert job.transaction_time is not None
+        deleted, bad = apply_deleted_file(wh, conn, fetched.path, job.transaction_time)
+        fetched.path.unlink(missing_ok=True)
+        for rtype, n in deleted.items():
+            report.type_report(rtype).deleted += n
+        if bad:
+            report.type_report("Bundle").quarantined += bad
+        bulk_state.update_file(env.db, f.id, state="done", rows=sum(deleted.values()), quarantined=bad)
+
+
+def _upsert_output(
+    env: SyncEnvironment, wh: Warehouse, f: bulk_state.FileView, data: dict[str, Any], report: BulkReport
+) -> None:
+    landed = landed_from_json(data)
+    stats = wh.upsert(landed)
+    tr = report.type_report(f.resource_type)
+    tr.absorb(
+        TypeReport(
+            f.resource_type,
+            fetched=landed.rows + landed.quarantined,
+            created=stats.inserted,
+            updated=stats.updated,
+            unchanged=stats.unchanged,
+            quarantined=landed.quarantined,
+            bytes=landed.bytes,
+            files=1,
+        )
+    )
+    bulk_state.update_file(
+        env.db, f.id, state="done", rows=landed.rows, bytes=landed.bytes, quarantined=landed.quarantined
+    )
+    checkpoint("bulk.file_upserted")

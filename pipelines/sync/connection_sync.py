@@ -1,0 +1,123 @@
+"""``sync_connection``: every resource type of one patient connection, then the resources they reference.
+
+One type failing (a 403, a server error after retries, a warehouse error) is reported and the others go on;
+only NeedsReauthError stops the connection, because every further request would fail the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from auth_service.store.models import Connection
+from auth_service.store.sync_models import utcnow
+from connectors.errors import EhrSyncError, NeedsReauthError
+from connectors.fhir import SYNCED_RESOURCE_TYPES, patient_search_param
+from pipelines.sync import runs
+from pipelines.sync.environment import SyncEnvironment, load_connection
+from pipelines.sync.incremental import land_resource_type, pending_references, upsert_resource_type
+from pipelines.sync.references import fetch_references
+from pipelines.sync.reports import SyncReport, TypeReport
+from warehouse.errors import WarehouseError
+
+# Searched in the patient compartment (connectors' one list of synced types), Patient first.
+PATIENT_TYPES: tuple[str, ...] = tuple(t for t in SYNCED_RESOURCE_TYPES if patient_search_param(t) is not None)
+
+Progress = Callable[[str, TypeReport], None]
+_log = logging.getLogger(__name__)
+# What a single type may fail with without stopping the others (NeedsReauthError is handled before these).
+_TYPE_ERRORS = (EhrSyncError, WarehouseError, OSError)
+
+
+def _describe(exc: BaseException) -> str:
+    code = getattr(exc, "code", None)
+    return f"{code}: {exc}" if code else f"{type(exc).__name__}: {exc}"
+
+
+def sync_connection(
+    env: SyncEnvironment,
+    connection_id: str,
+    *,
+    resource_types: Iterable[str] | None = None,
+    full: bool = False,
+    progress: Progress | None = None,
+) -> SyncReport:
+    """Land and upsert each type (then referenced resources), recording the run in ``sync_runs``.
+
+    Returns the report in every case except a connection that cannot sync at all (ConnectionNotFoundError,
+    ConnectionNotSyncableError); ``report.needs_reauth`` says the grant is gone (the vault marked the connection).
+    """
+    started = time.monotonic()
+    conn = load_connection(env.db, connection_id)
+    kind = "full" if full else "incremental"
+    run_id = runs.create_run(env.db, connection_id, kind, tenant_id=conn.tenant_id)
+    runs.mark_running(env.db, run_id)
+    runs.abandon_stale(env.db, connection_id, keep=run_id)
+    report = SyncReport(run_id=run_id, connection_id=connection_id, kind=kind)
+    references: set[str] = set()
+    try:
+        for rtype in resource_types or PATIENT_TYPES:
+            type_report = _sync_type(env, connection_id, rtype, run_id, full, references)
+            report.types[rtype] = type_report
+            if progress is not None:
+                progress(rtype, type_report)
+        if references:
+            report.types.update(_sync_references(env, connection_id, run_id, references))
+    except NeedsReauthError as exc:
+        report.needs_reauth = True
+        report.error = _describe(exc)
+        _log.warning("sync of %s stopped: the grant needs re-authorization", connection_id)
+    report.duration_s = time.monotonic() - started
+    _finish(env, report)
+    return report
+
+
+def _sync_type(
+    env: SyncEnvironment, connection_id: str, rtype: str, run_id: str, full: bool, references: set[str]
+) -> TypeReport:
+    try:
+        land_resource_type(env, connection_id, rtype, run_id, full=full)
+        references.update(pending_references(env, connection_id, rtype))
+        return upsert_resource_type(env, connection_id, rtype, run_id)
+    except NeedsReauthError:
+        raise
+    except _TYPE_ERRORS as exc:
+        _log.warning("sync of %s/%s failed: %s", connection_id, rtype, _describe(exc))
+        return TypeReport(rtype, error=_describe(exc))
+
+
+def _sync_references(env: SyncEnvironment, connection_id: str, run_id: str, refs: set[str]) -> dict[str, TypeReport]:
+    conn = load_connection(env.db, connection_id)
+    try:
+        with env.fhir_client(conn) as client, env.warehouse() as wh:
+            return fetch_references(env, conn, client, wh, run_id, refs)
+    except NeedsReauthError:
+        raise
+    except _TYPE_ERRORS as exc:
+        _log.warning("reading references of %s failed: %s", connection_id, _describe(exc))
+        return {"references": TypeReport("references", error=_describe(exc))}
+
+
+def _finish(env: SyncEnvironment, report: SyncReport) -> None:
+    counts = report.counts()
+    failed = report.failed_types
+    attempted = [t for t, r in report.types.items() if r.skipped_reason is None]
+    if report.needs_reauth:
+        report.status = "failed"
+        runs.fail(env.db, report.run_id, report.error or "needs_reauth", counts)
+        return
+    if attempted and len(failed) == len(attempted):
+        report.status = "failed"
+        report.error = "every resource type failed: " + "; ".join(f"{t}: {e}" for t, e in failed.items())
+        runs.fail(env.db, report.run_id, report.error, counts)
+        return
+    report.status = "completed"
+    summary = "; ".join(f"{t}: {e}" for t, e in failed.items()) or None
+    report.error = summary
+    runs.complete(env.db, report.run_id, counts, error=summary)
+    with env.db.session() as session:
+        row = session.get(Connection, report.connection_id)
+        if row is not None:
+            row.last_sync_at = utcnow()
+            session.commit()

@@ -1,0 +1,151 @@
+"""Everything a sync needs, built once per run, and the connection facts it reads from the app database."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import httpx
+
+from auth_service.store import AppDatabase, TokenVault
+from auth_service.store.models import Connection
+from connectors.bulk import BulkClient
+from connectors.errors import EhrSyncError, NeedsReauthError
+from connectors.fhir import FhirClient, RateLimiter
+from connectors.providers import ProviderPlugin, get_provider
+from connectors.smart import ScopeSet, parse_scopes
+from pipelines.sync.errors import ConnectionNotFoundError, ConnectionNotSyncableError
+from warehouse import AttachmentStore, LandingZone, Warehouse, open_warehouse
+
+_log = logging.getLogger(__name__)
+DEFAULT_ATTACHMENT_TYPES = (
+    "text/",
+    "image/",
+    "application/pdf",
+    "application/xml",
+    "application/json",
+    "application/fhir+json",
+    "application/fhir+xml",
+    "application/rtf",
+)
+
+
+@dataclass
+class SyncEnvironment:
+    """Shared handles and knobs of one run; ``warehouse_target`` is opened per step (DuckDB: one writer process)."""
+
+    db: AppDatabase
+    vault: TokenVault
+    zone: LandingZone
+    attachments: AttachmentStore
+    warehouse_target: str
+    http: httpx.Client | None = None
+    overlap: timedelta = timedelta(minutes=5)
+    page_size: int = 200
+    attachment_max_bytes: int = 20 * 1024 * 1024
+    attachment_types: tuple[str, ...] = DEFAULT_ATTACHMENT_TYPES
+    bulk_concurrency: int = 4
+    bulk_deadline_s: float = 86400.0
+    bulk_max_reruns: int = 2
+    rate_limits: bool = True  # the vendor's call budget; False only for a local sandbox
+    _limiters: dict[str, RateLimiter] = field(default_factory=dict, repr=False)
+    _capabilities: dict[str, dict[str, Any] | None] = field(default_factory=dict, repr=False)
+
+    @contextmanager
+    def warehouse(self) -> Iterator[Warehouse]:
+        """Open the warehouse for one step and always close it, so another process may write next."""
+        wh = open_warehouse(self.warehouse_target)
+        try:
+            yield wh
+        finally:
+            wh.close()
+
+    def rate_limiter(self, conn: ConnectionInfo) -> RateLimiter | None:
+        """One limiter per FHIR base for the vendor's budget (e.g. eCW per practice), shared by every client."""
+        budget = conn.provider.rate_limit
+        if budget is None or not self.rate_limits:
+            return None
+        if conn.fhir_base not in self._limiters:
+            self._limiters[conn.fhir_base] = budget.make_limiter()
+        return self._limiters[conn.fhir_base]
+
+    def capabilities(self, conn: ConnectionInfo, client: FhirClient) -> dict[str, Any] | None:
+        """The server's CapabilityStatement, fetched once per base per run; ``None`` when the server has none
+        usable (then the vendor's defaults decide, e.g. which types support ``_lastUpdated``)."""
+        if conn.fhir_base not in self._capabilities:
+            try:
+                self._capabilities[conn.fhir_base] = client.capabilities()
+            except NeedsReauthError:
+                raise
+            except EhrSyncError as exc:
+                _log.info("no usable CapabilityStatement at %s (%s); using vendor defaults", conn.id, exc.code)
+                self._capabilities[conn.fhir_base] = None
+        return self._capabilities[conn.fhir_base]
+
+    def fhir_client(self, conn: ConnectionInfo) -> FhirClient:
+        return FhirClient(
+            conn.fhir_base,
+            self.vault.token_source(conn.id),
+            http=self.http,
+            rate_limit=self.rate_limiter(conn),
+            rate_limit_key=conn.fhir_base,
+        )
+
+    def bulk_client(self, conn: ConnectionInfo) -> BulkClient:
+        return BulkClient(
+            conn.fhir_base,
+            self.vault.token_source(conn.id),
+            http=self.http,
+            rate_limit=self.rate_limiter(conn),
+            rate_limit_key=conn.fhir_base,
+        )
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """The facts of one ``connections`` row a sync needs, detached from the ORM session."""
+
+    id: str
+    tenant_id: str | None
+    provider_id: str
+    kind: str
+    fhir_base: str
+    status: str
+    patient_id: str | None
+    group_id: str | None
+    granted_scopes: str | None
+
+    @property
+    def provider(self) -> ProviderPlugin:
+        return get_provider(self.provider_id)
+
+    @property
+    def scopes(self) -> ScopeSet | None:
+        """The scopes the server granted, or ``None`` when unknown (then nothing is filtered)."""
+        return parse_scopes(self.granted_scopes) if self.granted_scopes else None
+
+
+def load_connection(db: AppDatabase, connection_id: str) -> ConnectionInfo:
+    """Read the connection; refuse one that must not sync (needs_reauth, disabled, disconnected)."""
+    with db.session() as session:
+        row = session.get(Connection, connection_id)
+        if row is None:
+            raise ConnectionNotFoundError(f"connection {connection_id!r} not found")
+        info = ConnectionInfo(
+            id=str(row.id),
+            tenant_id=str(row.tenant_id) if row.tenant_id is not None else None,
+            provider_id=str(row.provider_id),
+            kind=str(row.kind),
+            fhir_base=str(row.fhir_base),
+            status=str(row.status),
+            patient_id=str(row.patient_id) if row.patient_id else None,
+            group_id=str(row.group_id) if row.group_id else None,
+            granted_scopes=str(row.granted_scopes) if row.granted_scopes else None,
+        )
+    if info.status != "active":
+        raise ConnectionNotSyncableError(f"connection {connection_id} is {info.status}, not active")
+    return info

@@ -1,0 +1,104 @@
+"""Practitioner/Organization/Location/Medication a patient's resources point at, read by id (deduplicated).
+
+They are not in the patient compartment, so search by ``patient`` cannot find them; reading exactly the
+references found keeps the warehouse joinable without pulling a whole directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from connectors.errors import FhirGoneError, FhirNotFoundError
+from connectors.fhir import FhirClient
+from pipelines.sync.environment import ConnectionInfo, SyncEnvironment
+from pipelines.sync.reports import TypeReport
+from warehouse import LandingZone, Warehouse
+
+REFERENCED_TYPES = ("Practitioner", "Organization", "Location", "Medication")
+
+_REF = re.compile(
+    r"^(?:(?P<base>.+)/)?(?P<type>"
+    + "|".join(REFERENCED_TYPES)
+    + r")/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$"
+)
+_log = logging.getLogger(__name__)
+
+
+def collect_references(resource: Any, fhir_base: str, into: set[str]) -> None:
+    """Add ``Type/id`` of every same-server reference to a referenced type found anywhere in ``resource``.
+
+    Absolute references to another server are ignored: their ids mean nothing here and the token must not
+    travel there; contained (``#x``) and ``urn:uuid`` references are ignored too.
+    """
+    base = fhir_base.rstrip("/")
+    stack = [resource]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("reference")
+            if isinstance(ref, str):
+                match = _REF.match(ref)
+                if match and (match.group("base") is None or match.group("base").rstrip("/") == base):
+                    into.add(f"{match.group('type')}/{match.group('id')}")
+            stack.extend(v for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, dict | list))
+
+
+def fetch_references(
+    env: SyncEnvironment,
+    conn: ConnectionInfo,
+    client: FhirClient,
+    wh: Warehouse,
+    run_id: str,
+    references: Iterable[str],
+) -> dict[str, TypeReport]:
+    """Read each reference once, land per type, upsert; a missing target is counted (``not_found``), not fatal."""
+    by_type: dict[str, list[str]] = {}
+    for ref in sorted(set(references)):
+        rtype, _, rid = ref.partition("/")
+        by_type.setdefault(rtype, []).append(rid)
+    reports: dict[str, TypeReport] = {}
+    for rtype, ids in by_type.items():
+        reports[rtype] = _fetch_type(env.zone, conn, client, wh, run_id, rtype, ids)
+    return reports
+
+
+def _fetch_type(
+    zone: LandingZone,
+    conn: ConnectionInfo,
+    client: FhirClient,
+    wh: Warehouse,
+    run_id: str,
+    rtype: str,
+    ids: list[str],
+) -> TypeReport:
+    started = time.monotonic()
+    report = TypeReport(rtype)
+    scopes = conn.scopes
+    if scopes is not None and not scopes.allows(rtype, "read"):
+        report.skipped_reason = "scope_not_granted"
+        return report
+    source = f"{conn.fhir_base.rstrip('/')}/{rtype}"
+    with zone.writer(conn.id, rtype, run_id, source, conn.tenant_id, seq="refs") as writer:
+        for rid in ids:
+            try:
+                resource = client.read(rtype, rid)
+            except (FhirNotFoundError, FhirGoneError):
+                report.not_found += 1
+                _log.info("referenced %s/%s not found on %s", rtype, rid, conn.id)
+                continue
+            report.fetched += 1
+            writer.add_resource(resource)
+    landed = writer.result
+    report.quarantined = landed.quarantined
+    report.bytes = landed.bytes
+    report.files = 1
+    stats = wh.upsert(landed)
+    report.created, report.updated, report.unchanged = stats.inserted, stats.updated, stats.unchanged
+    report.duration_s = time.monotonic() - started
+    return report

@@ -1,0 +1,140 @@
+"""What a sync step did, as plain dataclasses the Dagster layer turns into ``MaterializeResult`` metadata."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+SCOPE_NOT_GRANTED = "scope_not_granted"
+NOT_SUPPORTED = "not_supported"
+
+
+@dataclass
+class TypeReport:
+    """One resource type in one run: landing fills the fetch counts, upsert the warehouse counts.
+
+    ``high_water_mark`` is the server-clock mark this run will store (landing) or stored (upsert).
+    ``skipped_reason`` is set when the type was not synced on purpose (e.g. ``scope_not_granted``);
+    ``error`` when it failed: other types go on regardless.
+    """
+
+    resource_type: str
+    fetched: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    quarantined: int = 0
+    bytes: int = 0
+    pages: int = 0
+    files: int = 0
+    attachments: int = 0
+    attachments_failed: int = 0
+    not_found: int = 0
+    duration_s: float = 0.0
+    high_water_mark: datetime | None = None
+    skipped_reason: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def absorb(self, other: TypeReport) -> None:
+        """Add another report's counts to this one (landing + upsert, or several Bulk files of one type)."""
+        for name in (
+            "fetched",
+            "created",
+            "updated",
+            "unchanged",
+            "deleted",
+            "quarantined",
+            "bytes",
+            "pages",
+            "files",
+            "attachments",
+            "attachments_failed",
+            "not_found",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.duration_s += other.duration_s
+        self.high_water_mark = other.high_water_mark or self.high_water_mark
+        self.skipped_reason = other.skipped_reason or self.skipped_reason
+        self.error = other.error or self.error
+
+    def as_metadata(self) -> dict[str, Any]:
+        """JSON-friendly dict (instants as ISO strings, ``None`` values dropped)."""
+        out: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if value is None:
+                continue
+            out[key] = value.isoformat() if isinstance(value, datetime) else value
+        return out
+
+
+# Landing and upsert report the same shape so the Dagster layer handles both alike.
+LandingReport = TypeReport
+UpsertReport = TypeReport
+
+
+@dataclass
+class SyncReport:
+    """A whole incremental/full sync of one connection."""
+
+    run_id: str
+    connection_id: str
+    kind: str
+    status: str = "running"
+    types: dict[str, TypeReport] = field(default_factory=dict)
+    error: str | None = None
+    needs_reauth: bool = False
+    duration_s: float = 0.0
+
+    @property
+    def failed_types(self) -> dict[str, str]:
+        return {t: r.error for t, r in self.types.items() if r.error is not None}
+
+    @property
+    def skipped_types(self) -> dict[str, str]:
+        return {t: r.skipped_reason for t, r in self.types.items() if r.skipped_reason is not None}
+
+    @property
+    def bytes(self) -> int:
+        return sum(r.bytes for r in self.types.values())
+
+    def counts(self) -> dict[str, dict[str, Any]]:
+        return {t: r.as_metadata() for t, r in self.types.items()}
+
+
+@dataclass
+class BulkReport:
+    """One Bulk ``$export`` run (kick-off or resume, download, land, upsert, cursor)."""
+
+    run_id: str
+    connection_id: str
+    job_id: str | None = None
+    status: str = "running"
+    resumed: bool = False
+    reruns: int = 0
+    since: datetime | None = None
+    transaction_time: datetime | None = None
+    files: int = 0
+    error_files: int = 0
+    error_outcomes: int = 0
+    error_issues: dict[str, int] = field(default_factory=dict)
+    failed_files: int = 0
+    count_mismatches: list[str] = field(default_factory=list)
+    types: dict[str, TypeReport] = field(default_factory=dict)
+    error: str | None = None
+    duration_s: float = 0.0
+
+    @property
+    def bytes(self) -> int:
+        return sum(r.bytes for r in self.types.values())
+
+    def type_report(self, resource_type: str) -> TypeReport:
+        return self.types.setdefault(resource_type, TypeReport(resource_type))
+
+    def counts(self) -> dict[str, dict[str, Any]]:
+        return {t: r.as_metadata() for t, r in self.types.items()}

@@ -1,0 +1,200 @@
+"""Sync history in the app database (``sync_runs``): the one place the API, the UI and Dagster read it from."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from auth_service.store import AppDatabase
+from auth_service.store.sync_models import SyncRun, utcnow
+
+KINDS = ("incremental", "full", "bulk")
+STATUSES = ("queued", "running", "completed", "failed")
+
+
+class SyncRunNotFoundError(LookupError):
+    """No ``sync_runs`` row has that id."""
+
+
+@dataclass(frozen=True)
+class SyncRunRecord:
+    """A detached, read-only copy of one ``sync_runs`` row."""
+
+    id: str
+    connection_id: str
+    tenant_id: str | None
+    kind: str
+    status: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    counts: dict[str, Any]
+    bytes: int
+    duration_s: float | None
+    error: str | None
+
+    @classmethod
+    def of(cls, row: SyncRun) -> SyncRunRecord:
+        return cls(
+            id=row.id,
+            connection_id=row.connection_id,
+            tenant_id=row.tenant_id,
+            kind=row.kind,
+            status=row.status,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            counts=dict(row.counts or {}),
+            bytes=row.bytes,
+            duration_s=row.duration_s,
+            error=row.error,
+        )
+
+
+def create_run(
+    db: AppDatabase, connection_id: str, kind: str, *, tenant_id: str | None = None, run_id: str | None = None
+) -> str:
+    """Record a queued run and return its id (a new UUID unless the caller, e.g. Dagster, supplies its own)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown sync kind {kind!r}: expected one of {KINDS}")
+    rid = run_id or uuid.uuid4().hex
+    with db.session() as session:
+        session.add(
+            SyncRun(
+                id=rid,
+                connection_id=connection_id,
+                tenant_id=tenant_id,
+                kind=kind,
+                status="queued",
+                created_at=utcnow(),
+                counts={},
+                bytes=0,
+            )
+        )
+        session.commit()
+    return rid
+
+
+def ensure_run(db: AppDatabase, connection_id: str, run_id: str, kind: str, *, tenant_id: str | None = None) -> None:
+    """Create the run row if absent (Dagster hands us its own run ids), and mark it running."""
+    with db.session() as session:
+        if session.get(SyncRun, run_id) is None:
+            session.add(
+                SyncRun(
+                    id=run_id,
+                    connection_id=connection_id,
+                    tenant_id=tenant_id,
+                    kind=kind,
+                    status="queued",
+                    created_at=utcnow(),
+                    counts={},
+                    bytes=0,
+                )
+            )
+            session.commit()
+    mark_running(db, run_id)
+
+
+def _load(session: Session, run_id: str) -> SyncRun:
+    row = session.get(SyncRun, run_id)
+    if row is None:
+        raise SyncRunNotFoundError(f"sync run {run_id!r} not found")
+    return row
+
+
+def mark_running(db: AppDatabase, run_id: str) -> None:
+    """Flag the run as running (idempotent: a resumed run keeps its first start time)."""
+    with db.session() as session:
+        row = _load(session, run_id)
+        row.status = "running"
+        row.started_at = row.started_at or utcnow()
+        row.finished_at = None
+        session.commit()
+
+
+def record_type_counts(session: Session, run_id: str, resource_type: str, counts: dict[str, Any]) -> None:
+    """Merge one type's counts into the run inside the caller's transaction (beside the cursor it advances)."""
+    row = _load(session, run_id)
+    merged = dict(row.counts or {})
+    merged[resource_type] = counts
+    row.counts = merged
+    row.bytes = sum(int(c.get("bytes", 0)) for c in merged.values() if isinstance(c, dict))
+
+
+def _finish(db: AppDatabase, run_id: str, status: str, counts: dict[str, Any] | None, error: str | None) -> None:
+    with db.session() as session:
+        row = _load(session, run_id)
+        now = utcnow()
+        row.status = status
+        row.finished_at = now
+        if counts is not None:
+            row.counts = counts
+            row.bytes = sum(int(c.get("bytes", 0)) for c in counts.values() if isinstance(c, dict))
+        if row.started_at is not None:
+            row.duration_s = (now - row.started_at).total_seconds()
+        row.error = error
+        session.commit()
+
+
+def complete(db: AppDatabase, run_id: str, counts: dict[str, Any] | None = None, *, error: str | None = None) -> None:
+    """Mark the run completed; ``error`` may summarize types that failed while the run as a whole went on."""
+    _finish(db, run_id, "completed", counts, error)
+
+
+def fail(db: AppDatabase, run_id: str, error: str, counts: dict[str, Any] | None = None) -> None:
+    """Mark the run failed with a log-safe reason."""
+    _finish(db, run_id, "failed", counts, error)
+
+
+def abandon_stale(db: AppDatabase, connection_id: str, *, keep: str) -> int:
+    """Fail runs of this connection still ``running``/``queued`` (their process died); returns how many.
+
+    Called when a new run of the same connection starts, since Dagster never runs one partition twice at once.
+    """
+    with db.session() as session:
+        rows = session.scalars(
+            select(SyncRun).where(
+                SyncRun.connection_id == connection_id,
+                SyncRun.status.in_(("running", "queued")),
+                SyncRun.id != keep,
+            )
+        ).all()
+        now = utcnow()
+        for row in rows:
+            row.status = "failed"
+            row.finished_at = now
+            row.error = f"abandoned: superseded by run {keep}"
+        session.commit()
+        return len(rows)
+
+
+def history(db: AppDatabase, connection_id: str, *, limit: int = 50) -> list[SyncRunRecord]:
+    """The connection's runs, newest first."""
+    with db.session() as session:
+        rows = session.scalars(
+            select(SyncRun)
+            .where(SyncRun.connection_id == connection_id)
+            .order_by(SyncRun.created_at.desc(), SyncRun.id.desc())
+            .limit(limit)
+        ).all()
+        return [SyncRunRecord.of(r) for r in rows]
+
+
+def get(db: AppDatabase, run_id: str) -> SyncRunRecord | None:
+    """One run by id, or ``None``."""
+    with db.session() as session:
+        row = session.get(SyncRun, run_id)
+        return SyncRunRecord.of(row) if row is not None else None
+
+
+def require(db: AppDatabase, run_id: str) -> SyncRunRecord:
+    """One run by id; raises SyncRunNotFoundError when there is none."""
+    record = get(db, run_id)
+    if record is None:
+        raise SyncRunNotFoundError(f"sync run {run_id!r} not found")
+    return record

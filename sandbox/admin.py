@@ -1,0 +1,155 @@
+"""The admin API (no auth, loopback only): clients, pre-approval, faults, mutations, settings, launches."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sandbox.config import STARTUP_ONLY, SandboxConfig
+from sandbox.data.ids import patient_id
+from sandbox.errors import SandboxError
+from sandbox.faults import Fault
+from sandbox.mutate import mutate
+from sandbox.oauth.state import ClientRegistration, Context
+from sandbox.state import SandboxState, get_state
+
+
+def loopback_only(request: Request) -> None:
+    host = request.client.host if request.client else ""
+    try:
+        ok = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        ok = host in ("localhost", "testclient")
+    if not ok:
+        raise HTTPException(403, "the admin API only answers loopback clients")
+
+
+router = APIRouter(prefix="/admin", dependencies=[Depends(loopback_only)])
+
+
+class Preapproval(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    client_id: str
+    patient_id: str
+    scopes: str | None = None
+
+
+class MutateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    create: int = Field(default=0, ge=0, le=100_000)
+    update: int = Field(default=0, ge=0, le=100_000)
+    delete: int = Field(default=0, ge=0, le=100_000)
+    seed: int | None = None
+
+
+class LaunchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    patient_id: str
+    encounter_id: str | None = None
+
+
+class LogoutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    patient_id: str | None = None
+
+
+def _require_patient(st: SandboxState, pid: str) -> None:
+    try:
+        st.store.read("Patient", pid)
+    except SandboxError:
+        raise HTTPException(404, f"unknown patient {pid!r}") from None
+
+
+@router.post("/clients", status_code=201)
+def register_client(body: ClientRegistration, request: Request) -> dict[str, Any]:
+    st = get_state(request)
+    with st.auth.lock:
+        st.auth.clients[body.client_id] = body
+    return {"client_id": body.client_id, "client_type": body.client_type}
+
+
+@router.post("/preapprove")
+def preapprove(body: Preapproval, request: Request) -> dict[str, str]:
+    st = get_state(request)
+    if body.client_id not in st.auth.clients:
+        raise HTTPException(404, f"unknown client {body.client_id!r}")
+    _require_patient(st, body.patient_id)
+    with st.auth.lock:
+        st.auth.preapprovals[body.client_id] = (body.patient_id, body.scopes)
+    return {"status": "preapproved"}
+
+
+@router.post("/launch")
+def launch(body: LaunchRequest, request: Request) -> dict[str, str]:
+    st = get_state(request)
+    _require_patient(st, body.patient_id)
+    token = secrets.token_urlsafe(24)
+    with st.auth.lock:
+        st.auth.launches[token] = Context(body.patient_id, body.encounter_id)
+    return {"launch": token}
+
+
+@router.post("/logout")
+def logout(body: LogoutRequest, request: Request) -> dict[str, int]:
+    return {"revoked": get_state(request).auth.logout(body.patient_id)}
+
+
+@router.post("/faults", status_code=201)
+def set_fault(body: Fault, request: Request) -> dict[str, Any]:
+    get_state(request).faults.add(body)
+    return body.model_dump()
+
+
+@router.get("/faults")
+def list_faults(request: Request) -> list[dict[str, Any]]:
+    return [f.model_dump() for f in get_state(request).faults.list()]
+
+
+@router.delete("/faults")
+def clear_faults(request: Request) -> dict[str, str]:
+    get_state(request).faults.clear()
+    return {"status": "cleared"}
+
+
+@router.post("/mutate")
+def mutate_now(body: MutateRequest, request: Request) -> dict[str, list[str]]:
+    st = get_state(request)
+    seed = body.seed if body.seed is not None else secrets.randbits(32)
+    result = mutate(st.store, body.create, body.update, body.delete, seed)
+    return {"created": result.created, "updated": result.updated, "deleted": result.deleted}
+
+
+@router.get("/patients")
+def patients(request: Request) -> list[str]:
+    st = get_state(request)
+    return [patient_id(i) for i in range(st.store.patients)]
+
+
+@router.get("/settings")
+def get_settings(request: Request) -> dict[str, Any]:
+    return get_state(request).settings.model_dump(mode="json")
+
+
+@router.post("/settings")
+def update_settings(body: dict[str, Any], request: Request) -> dict[str, Any]:
+    st = get_state(request)
+    fixed = sorted(set(body) & STARTUP_ONLY)
+    if fixed:
+        raise HTTPException(400, f"fixed at start-up, cannot change at runtime: {', '.join(fixed)}")
+    try:
+        cfg = SandboxConfig.model_validate({**st.settings.model_dump(), **body})
+    except ValidationError as exc:
+        raise HTTPException(422, exc.errors(include_url=False, include_context=False)) from None
+    st.apply_settings(cfg)
+    return cfg.model_dump(mode="json")
+
+
+@router.delete("/settings")
+def reset_settings(request: Request) -> dict[str, Any]:
+    st = get_state(request)
+    st.apply_settings(st.initial.model_copy(deep=True))
+    return st.settings.model_dump(mode="json")

@@ -1,0 +1,109 @@
+"""``SandboxAdmin``: a small typed httpx client of the admin API, for tests, the CLI and the demo."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import httpx
+
+from sandbox.errors import SandboxAdminError
+
+ClientType = Literal["public", "confidential-symmetric", "confidential-asymmetric", "backend"]
+
+
+class SandboxAdmin:
+    def __init__(self, base_url: str, timeout_s: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url + "/admin", timeout=timeout_s)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        resp = self._http.request(method, path, json=body)
+        if resp.status_code >= 400:
+            raise SandboxAdminError(resp.status_code, resp.text[:500])
+        return resp.json()
+
+    def register_client(
+        self,
+        client_id: str,
+        client_type: ClientType,
+        *,
+        redirect_uris: list[str] | None = None,
+        client_secret: str | None = None,
+        jwks: dict[str, Any] | None = None,
+        jwks_url: str | None = None,
+        allowed_scopes: str | None = None,
+    ) -> dict[str, Any]:
+        body = {
+            "client_id": client_id,
+            "client_type": client_type,
+            "redirect_uris": redirect_uris or [],
+            "client_secret": client_secret,
+            "jwks": jwks,
+            "jwks_url": jwks_url,
+            "allowed_scopes": allowed_scopes,
+        }
+        result: dict[str, Any] = self._call("POST", "/clients", body)
+        return result
+
+    def preapprove(self, client_id: str, patient_id: str, scopes: str | None = None) -> None:
+        self._call("POST", "/preapprove", {"client_id": client_id, "patient_id": patient_id, "scopes": scopes})
+
+    def launch(self, patient_id: str, encounter_id: str | None = None) -> str:
+        """An opaque single-use ``launch`` value for an EHR launch (SAL-06)."""
+        return str(self._call("POST", "/launch", {"patient_id": patient_id, "encounter_id": encounter_id})["launch"])
+
+    def logout(self, patient_id: str | None = None) -> int:
+        """Simulate the user's session ending: online_access refresh tokens die."""
+        return int(self._call("POST", "/logout", {"patient_id": patient_id})["revoked"])
+
+    def set_fault(
+        self,
+        kind: str,
+        *,
+        path: str | None = None,
+        times: int | None = 1,
+        retry_after: str | None = None,
+        delay_s: float = 1.0,
+        error: str | None = None,
+    ) -> None:
+        body: dict[str, Any] = {
+            "kind": kind,
+            "path": path,
+            "times": times,
+            "retry_after": retry_after,
+            "delay_s": delay_s,
+        }
+        if error is not None:
+            body["error"] = error
+        self._call("POST", "/faults", body)
+
+    def faults(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/faults")
+        return result
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/faults")
+
+    def mutate(
+        self, create: int = 0, update: int = 0, delete: int = 0, seed: int | None = None
+    ) -> dict[str, list[str]]:
+        """Create/update/delete now; returns ``{"created": [...], "updated": [...], "deleted": [...]}`` refs."""
+        body = {"create": create, "update": update, "delete": delete, "seed": seed}
+        result: dict[str, list[str]] = self._call("POST", "/mutate", body)
+        return result
+
+    def patients(self) -> list[str]:
+        result: list[str] = self._call("GET", "/patients")
+        return result
+
+    def settings(self, **changes: Any) -> dict[str, Any]:
+        """Update runtime flags (see SandboxConfig); no arguments just reads them."""
+        result: dict[str, Any] = self._call("POST", "/settings", changes) if changes else self._call("GET", "/settings")
+        return result
+
+    def reset_settings(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("DELETE", "/settings")
+        return result

@@ -1,0 +1,205 @@
+"""Bulk endpoints: ``$export`` kick-off at three levels, status polling, cancel, file download."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, Response
+
+from sandbox.bulk.jobs import Job, TooManyJobs
+from sandbox.bulk.params import Level, pairs_from_parameters, parse_export
+from sandbox.data.ids import ALL_TYPES, COMPARTMENT_TYPES
+from sandbox.fhir.access import Permission, bearer, permission
+from sandbox.fhir.responses import FhirFailure, fhir_response, outcome_body
+from sandbox.oauth.scopes import Grant
+from sandbox.oauth.state import TokenRecord
+from sandbox.state import SandboxState, get_state
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+_FILE_FAULTS = frozenset({"bulk_truncated", "bulk_blank_line", "bulk_mixed_type"})
+
+
+def _prefer(request: Request) -> set[str]:
+    return {p.strip().lower().replace(" ", "") for p in request.headers.get("prefer", "").replace(";", ",").split(",")}
+
+
+def _permissions(rec: TokenRecord, types: list[str] | None, level: Level) -> tuple[list[str], dict[str, Permission]]:
+    """Types to export and their permissions: explicit types must be allowed, defaults shrink to the scopes."""
+    if not any(r.context == "system" for r in Grant.parse(rec.scope).resources):
+        raise FhirFailure(403, "forbidden", "bulk export needs a system/ scoped backend token")
+    candidates = types or list(ALL_TYPES if level == "system" else COMPARTMENT_TYPES)
+    perms: dict[str, Permission] = {}
+    for t in candidates:
+        try:
+            perms[t] = permission(rec, t, "r")
+        except FhirFailure:
+            if types:
+                raise
+    return [t for t in candidates if t in perms], perms
+
+
+async def _kickoff(request: Request, level: Level, group_id: str | None) -> Response:
+    st = get_state(request)
+    rec = bearer(st, request)
+    prefer = _prefer(request)
+    if "respond-async" not in prefer and st.settings.strict_respond_async:
+        raise FhirFailure(400, "invalid", "Prefer: respond-async is required")
+    lenient = "handling=lenient" in prefer
+    if request.method == "POST":
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            raise FhirFailure(400, "structure", "POST $export body is not JSON") from None
+        pairs = pairs_from_parameters(body)
+    else:
+        pairs = [(k, v) for k, v in request.query_params.multi_items()]
+    req = parse_export(level, group_id, pairs, lenient, request.method == "POST")
+    patients: list[int] | None = None
+    if level == "group":
+        members = st.store.generator.group_members(group_id or "")
+        if members is None:
+            raise FhirFailure(404, "not-found", f"Group/{group_id} is not known")
+        patients = members
+        if req.patients is not None:
+            outside = set(req.patients) - set(members)
+            if outside:
+                raise FhirFailure(400, "invalid", "some requested patients are not members of the group")
+    if req.patients is not None:
+        patients = sorted(set(req.patients))
+    types, perms = _permissions(rec, req.types, level)
+    try:
+        job = st.bulk.start(
+            st.settings,
+            client_id=rec.client_id,
+            request_url=str(request.url),
+            request=req,
+            types=types,
+            permissions=perms,
+            patients=patients,
+            transaction_time=_instant(st),
+            requires_token=st.settings.requires_access_token,
+        )
+    except TooManyJobs:
+        retry = str(max(1, st.settings.bulk_retry_after_s))
+        raise FhirFailure(
+            429, "throttled", "too many concurrent exports for this client", {"Retry-After": retry}
+        ) from None
+    location = f"{st.base(request)}/bulk/status/{job.id}"
+    body = outcome_body("informational", "export accepted", "information")
+    return fhir_response(body, 202, {"Content-Location": location})
+
+
+def _instant(st: SandboxState) -> str:
+    from sandbox.data.timefmt import instant_of
+
+    return instant_of(st.clock.now())
+
+
+@router.api_route("/fhir/$export", methods=["GET", "POST"], response_model=None)
+async def export_system(request: Request) -> Response:
+    return await _kickoff(request, "system", None)
+
+
+@router.api_route("/fhir/Patient/$export", methods=["GET", "POST"], response_model=None)
+async def export_patients(request: Request) -> Response:
+    return await _kickoff(request, "patient", None)
+
+
+@router.api_route("/fhir/Group/{group_id}/$export", methods=["GET", "POST"], response_model=None)
+async def export_group(group_id: str, request: Request) -> Response:
+    return await _kickoff(request, "group", group_id)
+
+
+def _job(st: SandboxState, request: Request, job_id: str) -> Job:
+    rec = bearer(st, request)
+    job = st.bulk.get(job_id)
+    if job is None:
+        raise FhirFailure(404, "not-found", "unknown or cancelled export job")
+    if rec.client_id != job.client_id:
+        raise FhirFailure(403, "forbidden", "this export belongs to another client")
+    return job
+
+
+def _expires(st: SandboxState, job: Job) -> float:
+    return (job.finished_at or 0.0) + st.settings.bulk_file_ttl_s
+
+
+def _manifest(st: SandboxState, request: Request, job: Job) -> dict[str, Any]:
+    base = st.base(request)
+
+    def items(files: list[tuple[str, str, int]]) -> list[dict[str, Any]]:
+        out = []
+        for rtype, name, count in files:
+            path = f"/bulk/files/{job.id}/{name}.ndjson"
+            item: dict[str, Any] = {"type": rtype, "url": base + path}
+            if not st.settings.bulk_omit_count:
+                wrong = st.faults.take(path, frozenset({"bulk_wrong_count"}))
+                item["count"] = count + (1 if wrong else 0)
+            out.append(item)
+        return out
+
+    manifest: dict[str, Any] = {
+        "transactionTime": job.transaction_time,
+        "request": job.request_url,
+        "requiresAccessToken": job.requires_token,
+        "output": items(job.files),
+        "error": items(job.error_files),
+    }
+    if job.request.since is not None:
+        manifest["deleted"] = items(job.deleted_files)
+    return manifest
+
+
+@router.get("/bulk/status/{job_id}", response_model=None)
+def status(job_id: str, request: Request) -> Response:
+    st = get_state(request)
+    job = _job(st, request, job_id)
+    if job.status == "running":
+        headers = {"X-Progress": job.progress[:99], "Retry-After": str(st.settings.bulk_retry_after_s)}
+        return Response(status_code=202, headers=headers)
+    if job.status == "failed":
+        return fhir_response(outcome_body("exception", f"export failed: {job.failure}"), 500)
+    expires = datetime.fromtimestamp(_expires(st, job), UTC)
+    body = orjson.dumps(_manifest(st, request, job))
+    return Response(body, media_type="application/json", headers={"Expires": format_datetime(expires, usegmt=True)})
+
+
+@router.delete("/bulk/status/{job_id}", response_model=None)
+def cancel(job_id: str, request: Request) -> Response:
+    st = get_state(request)
+    _job(st, request, job_id)
+    st.bulk.cancel(job_id)
+    return fhir_response(outcome_body("informational", "export cancelled", "information"), 202)
+
+
+@router.get("/bulk/files/{job_id}/{name}.ndjson", response_model=None)
+def download(job_id: str, name: str, request: Request) -> Response:
+    st = get_state(request)
+    job = st.bulk.get(job_id)
+    if job is None or job.status != "done":
+        raise FhirFailure(404, "not-found", "unknown export file")
+    if job.requires_token:
+        _job(st, request, job_id)
+    if st.clock.timestamp() > _expires(st, job):
+        raise FhirFailure(st.settings.bulk_expired_status, "expired", "export file expired: run the export again")
+    path = job.folder / f"{name}.ndjson"
+    known = {n for _, n, _ in job.files + job.error_files + job.deleted_files}
+    if name not in known or not path.is_file():
+        raise FhirFailure(404, "not-found", "unknown export file")
+    fault = st.faults.take(request.url.path, _FILE_FAULTS)
+    if fault is None:
+        return FileResponse(path, media_type="application/fhir+ndjson")
+    data = path.read_bytes()
+    if fault.kind == "bulk_truncated":
+        data = data[: max(1, len(data) - max(2, len(data.rsplit(b"\n", 2)[-2]) // 2 if b"\n" in data else 2))]
+    elif fault.kind == "bulk_blank_line":
+        data += b"\n"
+    else:
+        data += orjson.dumps({"resourceType": "Basic", "id": "mixed-type-fault", "code": {"text": "fault"}}) + b"\n"
+    return Response(data, media_type="application/fhir+ndjson")

@@ -1,0 +1,76 @@
+"""Every knob of the sandbox: start-up settings and the runtime flags ``/admin/settings`` may change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SMART_FIELDS = (
+    "issuer",
+    "jwks_uri",
+    "authorization_endpoint",
+    "token_endpoint",
+    "token_endpoint_auth_methods_supported",
+    "token_endpoint_auth_signing_alg_values_supported",
+    "grant_types_supported",
+    "scopes_supported",
+    "response_types_supported",
+    "capabilities",
+    "code_challenge_methods_supported",
+    "revocation_endpoint",
+    "introspection_endpoint",
+    "management_endpoint",
+)
+
+#: Fields fixed at start-up: changing them at runtime would invalidate generated data or the socket.
+STARTUP_ONLY = frozenset({"patients", "seed", "host", "port", "data_dir"})
+
+
+class SandboxConfig(BaseModel):
+    """Sandbox settings; every knob has a default so ``SandboxConfig()`` is a working 25-patient EHR."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    patients: int = Field(default=25, ge=1, le=10_000)
+    seed: int = 7
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)
+    data_dir: Path | None = None  # bulk files; a temporary folder when None
+
+    # discovery
+    profile: Literal["v2", "v1"] = "v2"  # v1: CapabilityStatement only, well-known answers 404 (SAL-04)
+    drop_smart_fields: list[str] = Field(default_factory=list)  # SAL-02 / SAL-03 legacy profile
+    write_enabled: bool = True  # create on DocumentReference/Binary
+
+    # OAuth
+    auto_approve: bool = False
+    access_token_lifetime_s: int = Field(default=3600, ge=1)
+    code_lifetime_s: int = Field(default=60, ge=1, le=60)
+    refresh_mode: Literal["rotate", "none", "reuse_detection"] = "rotate"
+    refresh_token_lifetime_s: int | None = None  # None: refresh tokens never expire
+    accept_client_secret_post: bool = False
+    fhir_context_strings: bool = False  # SAL-16: emit fhirContext as plain reference strings (2.0 style)
+    grant_scope_subset: list[str] | None = None  # SAL-21: grant only requested scopes that are in this list
+    answer_v1_scopes: bool = False  # SAL-21: answer `scope` in v1 syntax
+    need_patient_banner: bool = True
+    smart_style_url: str | None = None
+
+    # FHIR REST
+    default_count: int = Field(default=50, ge=1)
+    max_count: int = Field(default=1000, ge=1)
+    ignore_sort: bool = False  # BDX-33: pretend `_sort` is unsupported
+    page_link_ttl_s: float = Field(default=600.0, gt=0)
+    clock_shift_s: float = 0.0
+
+    # Bulk Data
+    strict_respond_async: bool = True  # BDX-02: 400 when `Prefer: respond-async` is missing
+    requires_access_token: bool = True  # BDX-16
+    bulk_lines_per_file: int = Field(default=50_000, ge=1)
+    bulk_max_jobs_per_client: int = Field(default=2, ge=1)  # BDX-07
+    bulk_retry_after_s: int = Field(default=1, ge=0)
+    bulk_file_ttl_s: float = Field(default=3600.0, gt=0)  # BDX-19
+    bulk_expired_status: Literal[404, 410] = 410
+    bulk_omit_count: bool = False  # BDX-13 flag
+    bulk_throttle_s: float = Field(default=0.0, ge=0)  # artificial delay per patient, to observe in-progress states

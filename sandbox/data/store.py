@@ -1,0 +1,124 @@
+"""Base data plus the mutation overlay: created/updated resources and deleted ids, thread-safe."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from sandbox.clock import Clock
+from sandbox.data.generator import Generator
+from sandbox.data.ids import PATIENT_TYPES, SHARED_TYPES, patient_index_of_reference
+from sandbox.data.timefmt import instant_of
+from sandbox.errors import ResourceGone, ResourceNotFound
+
+Resource = dict[str, Any]
+Key = tuple[str, str]
+
+
+def patient_of(resource: Resource) -> int | None:
+    """Compartment owner of a resource (by ``subject`` or ``patient``), or None."""
+    if resource.get("resourceType") == "Patient":
+        return patient_index_of_reference(str(resource.get("id", "")))
+    for field in ("subject", "patient"):
+        ref = resource.get(field)
+        if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
+            return patient_index_of_reference(ref["reference"])
+    return None
+
+
+class DataStore:
+    """What the FHIR API and bulk export read: generated base data with the overlay applied."""
+
+    def __init__(self, generator: Generator, clock: Clock) -> None:
+        self.generator = generator
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._changed: dict[Key, Resource] = {}
+        self._created: dict[int | None, list[Key]] = {}
+        self._deleted: dict[Key, tuple[str, int | None]] = {}
+        self._serial = 0
+
+    @property
+    def patients(self) -> int:
+        return self.generator.patients
+
+    def _overlay(self, base: list[Resource], created: list[Key], types: Iterable[str]) -> list[Resource]:
+        if not self._changed and not self._deleted:
+            return base
+        changed, deleted = self._changed, self._deleted
+        out = [changed.get(k, r) for r in base if (k := (r["resourceType"], r["id"])) not in deleted]
+        wanted = set(types)
+        out.extend(changed[k] for k in created if k[0] in wanted and k not in deleted and k in changed)
+        return out
+
+    def patient_resources(self, index: int, types: Iterable[str] = PATIENT_TYPES) -> list[Resource]:
+        types = tuple(types)
+        base = self.generator.patient_resources(index, types)
+        return self._overlay(base, list(self._created.get(index, ())), types)
+
+    def shared_resources(self, types: Iterable[str] = SHARED_TYPES) -> list[Resource]:
+        types = tuple(types)
+        base = self.generator.shared_resources(types)
+        return self._overlay(base, list(self._created.get(None, ())), types)
+
+    def read(self, resource_type: str, resource_id: str) -> Resource:
+        key = (resource_type, resource_id)
+        if key in self._deleted:
+            raise ResourceGone(f"{resource_type}/{resource_id} was deleted")
+        found = self._changed.get(key) or self.generator.base_read(resource_type, resource_id)
+        if found is None:
+            raise ResourceNotFound(f"{resource_type}/{resource_id} does not exist")
+        return found
+
+    def _new_id(self, resource_type: str) -> str:
+        self._serial += 1
+        return f"new{self._serial}x{resource_type[:3].lower()}"
+
+    def create(self, resource: Resource) -> Resource:
+        """Store a new resource with a server-assigned id, versionId 1 and server-clock lastUpdated."""
+        new: Resource = orjson.loads(orjson.dumps(resource))
+        with self._lock:
+            rtype = str(new["resourceType"])
+            new["id"] = self._new_id(rtype)
+            new["meta"] = {**new.get("meta", {}), "versionId": "1", "lastUpdated": instant_of(self.clock.now())}
+            key = (rtype, new["id"])
+            self._changed[key] = new
+            owner = patient_of(new) if rtype not in SHARED_TYPES else None
+            self._created.setdefault(owner, []).append(key)
+        return new
+
+    def update(self, resource: Resource) -> Resource:
+        """Replace a live resource, bumping ``versionId`` and stamping ``lastUpdated`` with the server clock."""
+        rtype, rid = str(resource["resourceType"]), str(resource["id"])
+        with self._lock:
+            current = self.read(rtype, rid)
+            new: Resource = orjson.loads(orjson.dumps(resource))
+            version = int(current.get("meta", {}).get("versionId", "1")) + 1
+            new["meta"] = {
+                **new.get("meta", {}),
+                "versionId": str(version),
+                "lastUpdated": instant_of(self.clock.now()),
+            }
+            self._changed[(rtype, rid)] = new
+        return new
+
+    def delete(self, resource_type: str, resource_id: str) -> None:
+        """Hard delete: read answers 410, search and export no longer see it."""
+        with self._lock:
+            current = self.read(resource_type, resource_id)
+            self._deleted[(resource_type, resource_id)] = (instant_of(self.clock.now()), patient_of(current))
+            self._changed.pop((resource_type, resource_id), None)
+
+    def deleted_since(self, since: str, types: Iterable[str], patients: set[int] | None) -> list[tuple[str, str, str]]:
+        """``(type, id, deleted_at)`` deleted strictly after ``since`` (a fixed-width instant string)."""
+        wanted = set(types)
+        with self._lock:
+            items = list(self._deleted.items())
+        return [
+            (t, i, when)
+            for (t, i), (when, owner) in items
+            if t in wanted and when > since and (patients is None or owner in patients)
+        ]

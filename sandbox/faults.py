@@ -1,0 +1,151 @@
+"""Switchable faults (``/admin/faults``): the failures real EHRs produce, on demand and per path."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+FaultKind = Literal[
+    "429",
+    "500",
+    "503",
+    "slow",
+    "drop",
+    "expired_token",
+    "oauth_error",
+    "bulk_410",
+    "bulk_truncated",
+    "bulk_wrong_count",
+    "bulk_blank_line",
+    "bulk_mixed_type",
+]
+#: Kinds the HTTP middleware answers itself; the others are consumed by the code they affect.
+_MIDDLEWARE_KINDS = frozenset({"429", "500", "503", "slow", "drop", "expired_token", "bulk_410"})
+
+
+class Fault(BaseModel):
+    """Body of ``POST /admin/faults``. ``times`` None keeps the fault until ``DELETE /admin/faults``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: FaultKind
+    path: str | None = None
+    times: int | None = Field(default=1, ge=1)
+    retry_after: str | None = None  # seconds or an HTTP-date; "" sends no Retry-After header
+    delay_s: float = Field(default=1.0, ge=0, le=60)
+    error: str = "temporarily_unavailable"  # oauth_error: the OAuth error code to force (SAL-36)
+
+
+class FaultRegistry:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+
+    def add(self, fault: Fault) -> None:
+        with self._lock:
+            self._faults.append(fault.model_copy())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def list(self) -> list[Fault]:
+        with self._lock:
+            return [f.model_copy() for f in self._faults]
+
+    def take(self, path: str, kinds: frozenset[str] | None = None) -> Fault | None:
+        """Consume one firing of the first matching fault (kind filter, path prefix)."""
+        with self._lock:
+            for fault in self._faults:
+                if kinds is not None and fault.kind not in kinds:
+                    continue
+                if fault.path and not path.startswith(fault.path):
+                    continue
+                if fault.times is not None:
+                    fault.times -= 1
+                    if fault.times == 0:
+                        self._faults.remove(fault)
+                return fault.model_copy()
+        return None
+
+
+def outcome(code: str, diagnostics: str, severity: str = "error") -> bytes:
+    return orjson.dumps(
+        {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": severity, "code": code, "diagnostics": diagnostics}],
+        }
+    )
+
+
+class FaultMiddleware:
+    """Outermost ASGI layer: fires HTTP-level faults before the app sees the request (admin paths exempt)."""
+
+    def __init__(self, app: ASGIApp, registry: FaultRegistry) -> None:
+        self.app = app
+        self.registry = registry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = str(scope.get("path", ""))
+        if scope["type"] != "http" or path.startswith("/admin"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        kinds = set(_MIDDLEWARE_KINDS)
+        if not headers.get(b"authorization", b"").lower().startswith(b"bearer "):
+            kinds.discard("expired_token")
+        if not path.startswith("/bulk/files/"):
+            kinds.discard("bulk_410")
+        fault = self.registry.take(path, frozenset(kinds))
+        if fault is None:
+            await self.app(scope, receive, send)
+            return
+        log.info("fault %s fired on %s", fault.kind, path)
+        if fault.kind == "slow":
+            await asyncio.sleep(fault.delay_s)
+            await self.app(scope, receive, send)
+        elif fault.kind == "drop":
+            await _drop(send)
+        elif fault.kind == "expired_token":
+            extra = [(b"www-authenticate", b'Bearer error="invalid_token", error_description="token expired"')]
+            await _respond(send, 401, outcome("expired", "access token expired"), extra)
+        elif fault.kind == "bulk_410":
+            await _respond(send, 410, outcome("expired", "bulk file expired"), [])
+        else:
+            status = int(fault.kind)
+            extra = []
+            retry_after = fault.retry_after if fault.retry_after is not None else ("1" if status != 500 else "")
+            if retry_after:
+                extra.append((b"retry-after", retry_after.encode()))
+            code = "throttled" if status == 429 else "transient"
+            await _respond(send, status, outcome(code, f"simulated {status}"), extra)
+
+
+async def _respond(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
+    headers = [(b"content-type", b"application/fhir+json"), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _drop(send: Send) -> None:
+    """Close the TCP connection without any response bytes.
+
+    uvicorn answers 500 when an app fails before responding, so we reach its transport through the bound
+    ``send`` method of its request cycle and close it; if that is not available (another server), we start a
+    response and abort it, which clients also see as a dropped connection.
+    """
+    transport: Any = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is not None and hasattr(transport, "abort"):
+        transport.abort()
+        return
+    start: Message = {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]}
+    await send(start)
+    raise ConnectionAbortedError("simulated dropped connection")

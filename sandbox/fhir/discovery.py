@@ -1,0 +1,159 @@
+"""SMART discovery documents and the CapabilityStatement (SAL-01..04)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from sandbox.data.ids import ALL_TYPES
+from sandbox.data.timefmt import instant_of
+from sandbox.fhir.responses import fhir_response, outcome_body
+from sandbox.state import SandboxState, get_state
+
+router = APIRouter()
+WRITABLE = ("DocumentReference", "Binary")
+_SEARCH_PARAMS = ("_id", "_lastUpdated", "patient", "subject", "category", "_count", "_sort", "_elements")
+
+
+def smart_configuration(st: SandboxState, base: str) -> dict[str, Any]:
+    fhir_base = base + "/fhir"
+    doc: dict[str, Any] = {
+        "issuer": fhir_base,
+        "jwks_uri": base + "/oauth/jwks",
+        "authorization_endpoint": base + "/oauth/authorize",
+        "token_endpoint": base + "/oauth/token",
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"]
+        + (["client_secret_post"] if st.settings.accept_client_secret_post else []),
+        "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "scopes_supported": [
+            "openid",
+            "fhirUser",
+            "launch",
+            "launch/patient",
+            "offline_access",
+            "online_access",
+            "patient/*.rs",
+            "user/*.rs",
+            "system/*.rs",
+            "patient/*.read",
+            "user/*.read",
+            "system/*.read",
+        ],
+        "response_types_supported": ["code"],
+        "capabilities": [
+            "launch-ehr",
+            "launch-standalone",
+            "client-public",
+            "client-confidential-symmetric",
+            "client-confidential-asymmetric",
+            "context-passthrough-banner",
+            "context-ehr-patient",
+            "context-ehr-encounter",
+            "context-standalone-patient",
+            "permission-offline",
+            "permission-online",
+            "permission-patient",
+            "permission-user",
+            "permission-v1",
+            "permission-v2",
+            "sso-openid-connect",
+        ],
+        "code_challenge_methods_supported": ["S256"],
+        "revocation_endpoint": base + "/oauth/revoke",
+        "introspection_endpoint": base + "/oauth/introspect",
+        "management_endpoint": base + "/oauth/manage",
+    }
+    for field in st.settings.drop_smart_fields:
+        doc.pop(field, None)
+    return doc
+
+
+@router.get("/fhir/.well-known/smart-configuration", response_model=None)
+def well_known(request: Request) -> Response:
+    st = get_state(request)
+    if st.settings.profile == "v1":
+        return fhir_response(outcome_body("not-found", "SMART v1 server: see the CapabilityStatement"), 404)
+    return JSONResponse(smart_configuration(st, st.base(request)))
+
+
+@router.get("/fhir/.well-known/openid-configuration")
+def openid_configuration(request: Request) -> JSONResponse:
+    st = get_state(request)
+    base = st.base(request)
+    return JSONResponse(
+        {
+            "issuer": base + "/fhir",
+            "jwks_uri": base + "/oauth/jwks",
+            "authorization_endpoint": base + "/oauth/authorize",
+            "token_endpoint": base + "/oauth/token",
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        }
+    )
+
+
+def _resource_entry(rtype: str, write: bool) -> dict[str, Any]:
+    interactions = [{"code": "read"}, {"code": "search-type"}]
+    if write and rtype in WRITABLE:
+        interactions.append({"code": "create"})
+    entry: dict[str, Any] = {
+        "type": rtype,
+        "interaction": interactions,
+        "searchParam": [{"name": n, "type": "date" if n == "_lastUpdated" else "token"} for n in _SEARCH_PARAMS],
+    }
+    if write and rtype in WRITABLE:
+        entry["conditionalCreate"] = True
+    if rtype in ("Patient", "Group"):
+        entry["operation"] = [
+            {
+                "name": "export",
+                "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
+                + ("patient-export" if rtype == "Patient" else "group-export"),
+            }
+        ]
+    return entry
+
+
+@router.get("/fhir/metadata", response_model=None)
+def metadata(request: Request) -> Response:
+    st = get_state(request)
+    base = st.base(request)
+    oauth_uris = {
+        "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+        "extension": [
+            {"url": "authorize", "valueUri": base + "/oauth/authorize"},
+            {"url": "token", "valueUri": base + "/oauth/token"},
+            {"url": "revoke", "valueUri": base + "/oauth/revoke"},
+            {"url": "introspect", "valueUri": base + "/oauth/introspect"},
+        ],
+    }
+    service = {
+        "coding": [
+            {"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}
+        ]
+    }
+    body = {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": instant_of(st.clock.now()),
+        "kind": "instance",
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "software": {"name": "ehrsync sandbox"},
+        "implementation": {"description": "ehrsync local SMART on FHIR sandbox", "url": base + "/fhir"},
+        "rest": [
+            {
+                "mode": "server",
+                "security": {"service": [service], "extension": [oauth_uris]},
+                "resource": [_resource_entry(t, st.settings.write_enabled) for t in ALL_TYPES],
+                "operation": [
+                    {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}
+                ],
+            }
+        ],
+    }
+    return fhir_response(body)

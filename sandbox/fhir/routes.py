@@ -1,0 +1,183 @@
+"""FHIR REST endpoints: search, read, Binary content and conditional create."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from sandbox.data.ids import ALL_TYPES
+from sandbox.data.timefmt import instant_of
+from sandbox.errors import ResourceGone, ResourceNotFound
+from sandbox.fhir.access import bearer, permission
+from sandbox.fhir.discovery import WRITABLE
+from sandbox.fhir.paging import sign, unsign
+from sandbox.fhir.query import parse_query, subset
+from sandbox.fhir.responses import FhirFailure, fhir_response, http_date, outcome_body
+from sandbox.fhir.search import natural_page, sorted_page
+from sandbox.fhir.validate import check_writable
+from sandbox.state import SandboxState, get_state
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+
+def _known(resource_type: str) -> None:
+    if resource_type not in ALL_TYPES:
+        raise FhirFailure(404, "not-supported", f"resource type {resource_type!r} is not supported")
+
+
+def _prefers(request: Request, key: str) -> str | None:
+    for part in request.headers.get("prefer", "").split(";"):
+        for item in part.split(","):
+            k, _, v = item.strip().partition("=")
+            if k.lower() == key:
+                return v.strip().strip('"').lower()
+    return None
+
+
+@router.get("/fhir/{resource_type}", response_model=None)
+def search(resource_type: str, request: Request) -> Response:
+    st = get_state(request)
+    _known(resource_type)
+    rec = bearer(st, request)
+    perm = permission(rec, resource_type, "s")
+    cfg = st.settings
+    cursor = None
+    sorted_mode = None
+    token = request.query_params.get("_cursor")
+    if token:
+        payload = unsign(st.page_secret, token, st.clock.timestamp())
+        if payload.get("t") != resource_type:
+            raise FhirFailure(404, "not-found", "paging link belongs to another search")
+        params = [(str(k), str(v)) for k, v in payload["p"]]
+        cursor, sorted_mode = payload["c"], bool(payload["o"])
+    else:
+        params = [(k, v) for k, v in request.query_params.multi_items()]
+    q = parse_query(resource_type, params, cfg.default_count, cfg.max_count, _prefers(request, "handling") == "strict")
+    for toks in q.categories:
+        if perm.filters is not None and not any(
+            any(tok.rpartition("|")[2] == v.rpartition("|")[2] for tok in toks for k, v in f if k == "category")
+            for f in perm.filters
+        ):
+            raise FhirFailure(403, "forbidden", "granted scopes do not cover the requested category")
+    if sorted_mode is None:
+        sorted_mode = q.sort is not None and not cfg.ignore_sort
+    run = sorted_page if sorted_mode else natural_page
+    page, next_cursor = run(st.store, q, perm, cursor)
+    now = st.clock.now()
+    fhir_base = st.fhir_base(request)
+    links = [{"relation": "self", "url": str(request.url)}]
+    if next_cursor is not None:
+        nxt = sign(
+            st.page_secret,
+            {
+                "t": resource_type,
+                "p": params,
+                "c": next_cursor,
+                "o": sorted_mode,
+                "exp": now.timestamp() + cfg.page_link_ttl_s,
+            },
+        )
+        links.append({"relation": "next", "url": f"{fhir_base}/{resource_type}?_cursor={nxt}"})
+    entries = [
+        {
+            "fullUrl": f"{fhir_base}/{r['resourceType']}/{r['id']}",
+            "resource": subset(r, q.elements) if q.elements else r,
+            "search": {"mode": "match"},
+        }
+        for r in page
+    ]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "meta": {"lastUpdated": instant_of(now)},
+        "link": links,
+        "entry": entries,
+    }
+    return fhir_response(bundle, headers={"Date": http_date(now)})
+
+
+def _read(st: SandboxState, request: Request, resource_type: str, resource_id: str) -> dict[str, Any]:
+    _known(resource_type)
+    perm = permission(bearer(st, request), resource_type, "r")
+    try:
+        resource = st.store.read(resource_type, resource_id)
+    except ResourceGone:
+        raise FhirFailure(410, "deleted", f"{resource_type}/{resource_id} was deleted") from None
+    except ResourceNotFound:
+        raise FhirFailure(404, "not-found", f"{resource_type}/{resource_id} is not known") from None
+    if not perm.allows(resource):
+        raise FhirFailure(403, "forbidden", "granted scopes do not cover this resource")
+    return resource
+
+
+def _version_headers(r: dict[str, Any]) -> dict[str, str]:
+    return {"ETag": f'W/"{r.get("meta", {}).get("versionId", "1")}"'}
+
+
+@router.get("/fhir/{resource_type}/{resource_id}", response_model=None)
+def read(resource_type: str, resource_id: str, request: Request) -> Response:
+    st = get_state(request)
+    resource = _read(st, request, resource_type, resource_id)
+    accept = request.headers.get("accept", "").lower()
+    wants_fhir = "fhir+json" in accept or "application/json" in accept or request.query_params.get("_format")
+    if resource_type == "Binary" and not wants_fhir:
+        try:
+            content = base64.b64decode(str(resource.get("data", "")), validate=True)
+        except binascii.Error:
+            raise FhirFailure(500, "exception", "stored Binary data is not valid base64") from None
+        ctype = str(resource.get("contentType", "application/octet-stream"))
+        return Response(content, media_type=ctype, headers=_version_headers(resource))
+    return fhir_response(resource, headers=_version_headers(resource))
+
+
+@router.post("/fhir/{resource_type}", response_model=None)
+async def create(resource_type: str, request: Request) -> Response:
+    st = get_state(request)
+    _known(resource_type)
+    if resource_type not in WRITABLE or not st.settings.write_enabled:
+        raise FhirFailure(405, "not-supported", f"create is not supported for {resource_type}")
+    perm = permission(bearer(st, request), resource_type, "c")
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise FhirFailure(400, "structure", "request body is not JSON") from None
+    check_writable(resource_type, body)
+    if not perm.allows(body):
+        raise FhirFailure(403, "forbidden", "granted scopes do not cover this patient")
+    fhir_base = st.fhir_base(request)
+    condition = request.headers.get("if-none-exist")
+    if condition:
+        q = parse_query(resource_type, parse_qsl(condition.lstrip("?")), 2, 2, strict=True)
+        found, _ = natural_page(st.store, q, perm, None)
+        if len(found) > 1:
+            raise FhirFailure(412, "duplicate", "If-None-Exist matched more than one resource")
+        if found:
+            return _write_response(request, found[0], 200, fhir_base)
+    created = st.store.create(body)
+    log.info("created %s/%s", resource_type, created["id"])
+    return _write_response(request, created, 201, fhir_base)
+
+
+def _write_response(request: Request, r: dict[str, Any], status: int, fhir_base: str) -> Response:
+    version = r.get("meta", {}).get("versionId", "1")
+    headers = {
+        **_version_headers(r),
+        "Location": f"{fhir_base}/{r['resourceType']}/{r['id']}/_history/{version}",
+        "Last-Modified": r.get("meta", {}).get("lastUpdated", ""),
+    }
+    prefer = _prefers(request, "return")
+    if prefer == "minimal":
+        return Response(status_code=status, headers=headers)
+    if prefer == "operationoutcome":
+        return fhir_response(
+            outcome_body("informational", "created" if status == 201 else "exists", "information"), status, headers
+        )
+    return fhir_response(r, status, headers)

@@ -1,0 +1,81 @@
+"""Deterministic create/update/delete of base data, so incremental syncs have changes to find."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from sandbox.data.ids import patient_id
+from sandbox.data.store import DataStore
+from sandbox.data.timefmt import instant_of
+from sandbox.data.vocab import VITAL_CAT, VITALS
+
+#: Types a mutation may touch: Patient stays, so compartments and groups remain consistent.
+MUTABLE_TYPES = ("Observation", "Condition", "MedicationRequest", "Encounter", "Procedure", "Immunization")
+
+
+@dataclass
+class MutationResult:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+
+def _pick(store: DataStore, rng: random.Random, taken: set[str]) -> tuple[str, str] | None:
+    for _ in range(50):
+        index = rng.randrange(store.patients)
+        rtype = rng.choice(MUTABLE_TYPES)
+        live = [r for r in store.patient_resources(index, (rtype,)) if f"{rtype}/{r['id']}" not in taken]
+        if live:
+            r = rng.choice(live)
+            return rtype, str(r["id"])
+    return None
+
+
+def mutate(store: DataStore, create: int, update: int, delete: int, seed: int) -> MutationResult:
+    """Apply the changes now (server clock); the same seed on the same data picks the same resources."""
+    rng = random.Random(seed)
+    result = MutationResult()
+    taken: set[str] = set()
+    for _ in range(update):
+        picked = _pick(store, rng, taken)
+        if picked is None:
+            break
+        current = dict(store.read(*picked))
+        current["note"] = [{"text": f"amended by sandbox mutation {seed}"}] if picked[0] != "Encounter" else None
+        if current["note"] is None:
+            del current["note"]
+            current["status"] = "finished"
+            current["priority"] = {"text": "routine"}
+        updated = store.update(current)
+        result.updated.append(f"{picked[0]}/{updated['id']}")
+        taken.add(result.updated[-1])
+    for _ in range(delete):
+        picked = _pick(store, rng, taken)
+        if picked is None:
+            break
+        store.delete(*picked)
+        result.deleted.append(f"{picked[0]}/{picked[1]}")
+        taken.add(result.deleted[-1])
+    for _ in range(create):
+        index = rng.randrange(store.patients)
+        code, low, high, unit, ucum, places = rng.choice(VITALS)
+        now = instant_of(store.clock.now())
+        obs = {
+            "resourceType": "Observation",
+            "status": "final",
+            "category": VITAL_CAT,
+            "code": code,
+            "subject": {"reference": f"Patient/{patient_id(index)}"},
+            "effectiveDateTime": now,
+            "issued": now,
+            "valueQuantity": {
+                "value": round(rng.uniform(low, high), places),
+                "unit": unit,
+                "system": "http://unitsofmeasure.org",
+                "code": ucum,
+            },
+        }
+        created = store.create(obs)
+        result.created.append(f"Observation/{created['id']}")
+    return result

@@ -1,0 +1,180 @@
+"""Admin API: API keys, tenant isolation, provider configs, connect links, JWKS, error contract."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from auth_service.core.keys import SigningKey, load_private_key, public_jwk
+from tests.auth_service.keyutil import ec_pem, rsa_pem
+
+SMART = {
+    "smartFhir": {
+        "enabled": True,
+        "issuer": "https://ehr.example/fhir",
+        "fhirBaseUrl": "https://ehr.example/fhir",
+        "clientId": "app",
+    }
+}
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_admin_needs_api_key(make_app) -> None:
+    h = make_app()
+    r = h.client.get("/api/integrations/admin/providers")
+    assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+    r = h.client.get("/api/integrations/admin/providers", headers={"X-API-Key": "ehs_nope"})
+    assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+
+
+def test_x_api_key_and_bearer_both_work(make_app) -> None:
+    h = make_app()
+    key = h.bootstrap("t1", SMART)
+    assert h.client.get("/api/integrations/admin/providers", headers={"X-API-Key": key}).status_code == 200
+    assert h.client.get("/api/integrations/admin/providers", headers=auth(key)).status_code == 200
+
+
+def test_provider_crud_and_secret_never_echoed(make_app) -> None:
+    h = make_app()
+    key = h.bootstrap("t1", SMART)
+    r = h.client.put(
+        "/api/integrations/admin/providers/smart",
+        headers=auth(key),
+        json={"client_id": "app", "client_secret": "s3cret-value"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["config"]["client_secret"] == {"set": True}
+    assert "s3cret-value" not in r.text
+    got = h.client.get("/api/integrations/admin/providers/smart", headers=auth(key))
+    assert "s3cret-value" not in got.text
+    # stored sealed, not in clear
+    ctx = h.app.state.ctx
+    with ctx.db.session() as s:
+        from auth_service.store.models import ProviderConfig
+
+        row = s.query(ProviderConfig).one()
+        assert "s3cret-value" not in json.dumps(row.config)
+    assert h.client.post("/api/integrations/admin/providers/smart/enable", headers=auth(key)).json()["enabled"]
+    assert not h.client.post("/api/integrations/admin/providers/smart/disable", headers=auth(key)).json()["enabled"]
+    assert h.client.delete("/api/integrations/admin/providers/smart", headers=auth(key)).status_code == 204
+    r = h.client.get("/api/integrations/admin/providers/smart", headers=auth(key))
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    actions = [e["action"] for e in h.client.get("/api/integrations/admin/audit", headers=auth(key)).json()]
+    for expected in ("provider.create", "provider.enable", "provider.disable", "provider.delete"):
+        assert expected in actions
+    assert "s3cret-value" not in h.client.get("/api/integrations/admin/audit", headers=auth(key)).text
+
+
+def test_cross_tenant_access_denied(make_app) -> None:
+    h = make_app()
+    key1 = h.bootstrap("t1", SMART)
+    key2 = h.bootstrap("t2", SMART)
+    h.client.put("/api/integrations/admin/providers/smart", headers=auth(key1), json={"client_id": "a"})
+    assert h.client.get("/api/integrations/admin/providers/smart", headers=auth(key2)).status_code == 404
+    assert h.client.get("/api/integrations/admin/providers", headers=auth(key2)).json() == []
+    assert h.client.delete("/api/integrations/admin/providers/smart", headers=auth(key2)).status_code == 404
+    events = h.client.get("/api/integrations/admin/audit", headers=auth(key2)).json()
+    assert all(e["action"] != "provider.create" for e in events)
+    r = h.client.get("/api/integrations/smart/status", headers=auth(key2))
+    assert r.status_code == 404 and r.json()["error"] == "not_connected"
+
+
+def test_unknown_provider_and_bad_body(make_app) -> None:
+    h = make_app()
+    key = h.bootstrap("t1")
+    r = h.client.put("/api/integrations/admin/providers/nosuchvendor", headers=auth(key), json={})
+    assert r.status_code == 404
+    r = h.client.put("/api/integrations/admin/providers/smart", headers=auth(key), content=b"[1,2]")
+    assert r.status_code == 422 and r.json()["error"] == "validation_error" and r.json()["fields"]
+
+
+def test_connect_link_is_signed_and_expiring(make_app) -> None:
+    h = make_app()
+    key = h.bootstrap("t1", SMART)
+    r = h.client.post(
+        "/api/integrations/connect-links", headers=auth(key), json={"user_ref": "u-42", "ttl_seconds": 60}
+    )
+    assert r.status_code == 201
+    url = r.json()["url"]
+    assert url.startswith("http://testserver/connect?link=")
+    page = h.client.get(url.removeprefix("http://testserver"))
+    assert page.status_code == 200 and "Connect your health record" in page.text
+    tampered = url.removeprefix("http://testserver")[:-2] + "xx"
+    bad = h.client.get(tampered)
+    assert bad.status_code == 400 and "invalid_link" in bad.text
+    r = h.client.post("/api/integrations/connect-links", headers=auth(key), json={"user_ref": ""})
+    assert r.status_code == 422
+
+
+def test_jwks_sal30_with_rotation(make_app) -> None:
+    old = SigningKey(load_private_key(rsa_pem()), "old-kid")
+    h = make_app(
+        EHR_JWT_PRIVATE_KEY=ec_pem(),
+        EHR_JWT_KEY_ID="new-kid",
+        EHR_JWT_PREVIOUS_PUBLIC_KEYS=json.dumps([public_jwk(old.key, "old-kid")]),
+    )
+    r = h.client.get("/api/integrations/ehr/jwks")
+    assert r.status_code == 200
+    assert r.headers["cache-control"] == "public, max-age=300"
+    keys = r.json()["keys"]
+    assert [k["kid"] for k in keys] == ["new-kid", "old-kid"]
+    assert keys[0]["kty"] == "EC" and keys[0]["crv"] == "P-384" and keys[0]["alg"] == "ES384"
+    assert keys[1]["kty"] == "RSA" and keys[1]["alg"] == "RS384"
+    for k in keys:
+        assert not {"d", "p", "q", "dp", "dq", "qi"} & set(k)
+    # the EC coordinates are 48 bytes each
+    assert len(base64.urlsafe_b64decode(keys[0]["x"] + "==")) == 48
+
+
+def test_health_and_openapi(make_app) -> None:
+    h = make_app()
+    key = h.bootstrap("t1", SMART)
+    assert h.client.get("/api/integrations/admin/health", headers=auth(key)).json()["status"] == "ok"
+    spec = h.client.get("/openapi.json").json()
+    assert "/api/integrations/smart/callback" in spec["paths"]
+    assert "/api/integrations/admin/providers/{provider_id}" in spec["paths"]
+
+
+@pytest.mark.postgres
+def test_admin_on_postgres(make_app, postgres_url) -> None:
+    h = make_app(DATABASE_URL=postgres_url)
+    key1 = h.bootstrap("t1", SMART)
+    key2 = h.bootstrap("t2", SMART)
+    assert (
+        h.client.put("/api/integrations/admin/providers/smart", headers=auth(key1), json={"client_id": "a"}).status_code
+        == 200
+    )
+    assert h.client.get("/api/integrations/admin/providers/smart", headers=auth(key2)).status_code == 404
+    assert h.client.get("/api/integrations/admin/providers/smart", headers=auth(key1)).status_code == 200
+
+
+def test_provider_config_validated_by_plugin_schema(make_app) -> None:
+    h = make_app()
+    key = h.bootstrap("t1")
+    r = h.client.put(
+        "/api/integrations/admin/providers/epic",
+        headers=auth(key),
+        json={"fhirBaseUrl": "ftp://epic.example/fhir", "clientId": "", "bogus": 1},
+    )
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["error"] == "validation_error"
+    fields = {f["field"] for f in body["fields"]}
+    assert {"fhirBaseUrl", "clientId", "bogus"} <= fields
+    r = h.client.put(
+        "/api/integrations/admin/providers/epic",
+        headers=auth(key),
+        json={"fhirBaseUrl": "https://epic.example/api/FHIR/R4", "clientId": "epic-app", "clientSecret": "shh-123"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["field_hints"]["clientSecret"]["secret"] is True
+    assert "shh-123" not in r.text
+    assert not r.json()["enabled"]  # configured, not yet enabled
+    assert h.client.post("/api/integrations/admin/providers/epic/enable", headers=auth(key)).json()["enabled"]
+    health = h.client.get("/api/integrations/admin/health", headers=auth(key)).json()
+    assert health["providers"] == [{"provider": "epic", "enabled": True, "connections": {}}]

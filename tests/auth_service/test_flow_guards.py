@@ -1,0 +1,218 @@
+"""Launch/callback guards that must hold before any EHR is contacted (SAL-06, SAL-09, SAL-13, SAL-39, SAL-41)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from auth_service.store.models import utcnow
+from auth_service.store.states import OAuthStateStore
+from tests.auth_service.conftest import NoNetwork
+
+SMART = {
+    "smartFhir": {
+        "enabled": True,
+        "issuer": "https://ehr.example/fhir",
+        "fhirBaseUrl": "https://ehr.example/fhir",
+        "clientId": "app",
+    }
+}
+
+
+@pytest.fixture
+def guarded(make_app):
+    """An app whose outbound HTTP is recorded: these paths must decide without the network."""
+    transport = NoNetwork()
+
+    def make(**overrides):
+        return make_app(http=httpx.Client(transport=transport), **overrides)
+
+    make.transport = transport  # type: ignore[attr-defined]
+    return make
+
+
+def assert_hygiene(r: httpx.Response) -> None:
+    assert r.headers["cache-control"] == "no-store"
+    assert r.headers["referrer-policy"] == "no-referrer"
+
+
+@pytest.mark.parametrize(
+    "iss",
+    ["https://evil.example/fhir", "https://ehr.example/fhir/../other", "javascript:alert(1)", "https://ehr.example"],
+)
+def test_sal06_iss_not_allowlisted_no_outbound_call(guarded, iss: str) -> None:
+    h = guarded()
+    h.bootstrap("t1", SMART)
+    r = h.client.get("/api/integrations/smart/launch", params={"iss": iss, "launch": "xyz"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_issuer"
+    assert "location" not in r.headers
+    assert guarded.transport.calls == []
+
+
+def test_sal06_allowlisted_but_no_tenant_issuer(guarded) -> None:
+    h = guarded(SMART_ISSUER_ALLOWLIST="https://ehr.example/fhir https://other.example/fhir")
+    h.bootstrap("t1", SMART)
+    r = h.client.get("/api/integrations/smart/launch", params={"iss": "https://other.example/fhir", "launch": "x"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_issuer"
+    assert guarded.transport.calls == []
+
+
+def test_sal41_tenant_issuer_not_on_service_allowlist(guarded) -> None:
+    h = guarded(SMART_ISSUER_ALLOWLIST="https://other.example/fhir")
+    h.bootstrap("t1", SMART)
+    r = h.client.get("/api/integrations/smart/login", params={"tenant": "t1", "provider": "smart"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_issuer"
+    r = h.client.get("/api/integrations/smart/launch", params={"iss": "https://ehr.example/fhir", "launch": "x"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_issuer"
+    assert guarded.transport.calls == []
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil.example", "evil"])
+def test_open_redirect_refused(guarded, target: str) -> None:
+    h = guarded()
+    h.bootstrap("t1", SMART)
+    r = h.client.get("/api/integrations/smart/login", params={"tenant": "t1", "provider": "smart", "return_to": target})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_redirect"
+    assert guarded.transport.calls == []
+
+
+def test_login_errors(guarded) -> None:
+    h = guarded()
+    h.bootstrap("t1", {"smartFhir": {**SMART["smartFhir"], "enabled": False}})
+    r = h.client.get("/api/integrations/smart/login", params={"provider": "smart"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+    r = h.client.get("/api/integrations/smart/login", params={"tenant": "t1", "provider": "smart"})
+    assert r.status_code == 409 and r.json()["error"] == "provider_disabled"
+    r = h.client.get("/api/integrations/smart/login", params={"tenant": "nope", "provider": "smart"})
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    r = h.client.get("/api/integrations/smart/login", params={"link": "bad.link", "provider": "smart"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_link"
+    r = h.client.get("/api/integrations/smart/launch", params={"iss": "https://ehr.example/fhir"})
+    assert r.status_code == 422 and r.json()["error"] == "validation_error"
+    assert guarded.transport.calls == []
+
+
+def _state(h, sid: str, *, clock=None) -> str:
+    ctx = h.app.state.ctx
+    store = OAuthStateStore(ctx.db, ctx.cipher, clock=clock) if clock else ctx.states
+    return store.create(
+        browser_session=sid,
+        tenant_id="t1",
+        provider_id="smart",
+        issuer="https://ehr.example/fhir",
+        code_verifier="v" * 64,
+        scope="launch/patient openid",
+    )
+
+
+def test_sal13_unknown_state_400_no_token_call(guarded) -> None:
+    h = guarded()
+    r = h.client.get("/api/integrations/smart/callback", params={"state": "forged", "code": "c0de"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_state"
+    assert_hygiene(r)
+    r = h.client.get("/api/integrations/smart/callback", params={"code": "c0de"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_state"
+    assert guarded.transport.calls == []
+
+
+def test_sal13_state_single_use_and_error_handled_after_consuming(guarded) -> None:
+    h = guarded()
+    h.bootstrap("t1", SMART)
+    sid = "s" * 43
+    state = _state(h, sid)
+    h.client.cookies.set("ehrsync_sid", sid)
+    r = h.client.get("/api/integrations/smart/callback", params={"state": state, "error": "access_denied"})
+    assert r.status_code == 403 and r.json()["error"] == "access_denied"
+    assert_hygiene(r)
+    r = h.client.get("/api/integrations/smart/callback", params={"state": state, "code": "c0de"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_state"
+    assert guarded.transport.calls == []
+
+
+def test_sal09_state_expired(guarded) -> None:
+    h = guarded()
+    h.bootstrap("t1", SMART)
+    sid = "s" * 43
+    state = _state(h, sid, clock=lambda: utcnow() - timedelta(minutes=11))
+    h.client.cookies.set("ehrsync_sid", sid)
+    r = h.client.get("/api/integrations/smart/callback", params={"state": state, "code": "c0de"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_state"
+    assert guarded.transport.calls == []
+
+
+def test_sal09_state_bound_to_browser(guarded) -> None:
+    h = guarded()
+    h.bootstrap("t1", SMART)
+    state = _state(h, "a" * 43)
+    h.client.cookies.set("ehrsync_sid", "b" * 43)
+    r = h.client.get("/api/integrations/smart/callback", params={"state": state, "code": "c0de"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_state"
+    # burnt: even the right browser cannot use it now
+    h.client.cookies.set("ehrsync_sid", "a" * 43)
+    r = h.client.get("/api/integrations/smart/callback", params={"state": state, "code": "c0de"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_state"
+    assert guarded.transport.calls == []
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "status"),
+    [
+        ("invalid_scope", "scope_denied", 403),
+        ("unauthorized_client", "token_exchange_failed", 502),
+        ("server_error", "token_exchange_failed", 502),
+    ],
+)
+def test_sal36_authorize_errors_mapped(guarded, error: str, code: str, status: int) -> None:
+    h = guarded()
+    h.bootstrap("t1", SMART)
+    sid = "s" * 43
+    state = _state(h, sid)
+    h.client.cookies.set("ehrsync_sid", sid)
+    r = h.client.get(
+        "/api/integrations/smart/callback",
+        params={"state": state, "error": error, "error_description": "<script>x</script>"},
+    )
+    assert r.status_code == status and r.json()["error"] == code
+    assert "<script>" not in r.text
+    html = h.client.get("/api/integrations/smart/callback", params={"state": "gone"}, headers={"Accept": "text/html"})
+    assert (
+        html.status_code == 400
+        and "invalid_state" in html.text
+        and html.headers["content-type"].startswith("text/html")
+    )
+
+
+def test_unreachable_ehr_is_ehr_unavailable(guarded) -> None:
+    h = guarded()
+    h.bootstrap("t1", SMART)
+    r = h.client.get("/api/integrations/smart/login", params={"tenant": "t1", "provider": "smart"})
+    assert r.status_code == 503 and r.json()["error"] == "ehr_unavailable"
+    assert guarded.transport.calls and guarded.transport.calls[0].startswith("https://ehr.example/fhir/")
+
+
+def test_backend_needs_confidential_client_configuration_error(guarded) -> None:
+    h = guarded()
+    key = h.bootstrap("t1", SMART)
+    r = h.client.post(
+        "/api/integrations/admin/backend-connections",
+        headers={"X-API-Key": key},
+        json={"provider": "smart", "scope": "system/*.rs"},
+    )
+    assert r.status_code == 409 and r.json()["error"] == "configuration_error"
+    assert guarded.transport.calls == []
+
+
+@pytest.mark.postgres
+def test_sal13_state_single_use_on_postgres(guarded, postgres_url) -> None:
+    h = guarded(DATABASE_URL=postgres_url)
+    h.bootstrap("t1", SMART)
+    sid = "p" * 43
+    state = _state(h, sid)
+    h.client.cookies.set("ehrsync_sid", sid)
+    r = h.client.get("/api/integrations/smart/callback", params={"state": state, "error": "access_denied"})
+    assert r.status_code == 403 and r.json()["error"] == "access_denied"
+    r = h.client.get("/api/integrations/smart/callback", params={"state": state, "code": "c0de"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_state"
+    assert guarded.transport.calls == []

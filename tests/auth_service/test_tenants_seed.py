@@ -1,0 +1,109 @@
+"""Tenant seed files, bootstrap of the first admin key, and write-scope gating by flags."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from auth_service.bootstrap import bootstrap_admin, load_tenants_file
+from auth_service.services.context import build_context
+from auth_service.services.profiles import resolve_profile
+from auth_service.services.tenants import resolve_api_key
+from auth_service.store.models import ProviderConfig
+from auth_service.tenants.settings import PracticeSettings, load_tenant_seed, write_scopes_allowed
+from connectors.errors import ConfigurationError
+
+SEED = [
+    {
+        "id": "clinic-1",
+        "name": "Clinic One",
+        "practice_settings": {
+            "smartFhir": {
+                "enabled": True,
+                "issuer": "https://ehr.example/fhir",
+                "fhirBaseUrl": "https://ehr.example/fhir",
+                "clientId": "app",
+                "enableWrite": True,
+                "enableNoteCreate": True,
+            },
+            "ehrIntegrations": {
+                "enabledProviders": ["epic"],
+                "providerConfigs": {
+                    "epic": {
+                        "fhirBaseUrl": "https://epic.example/api/FHIR/R4",
+                        "clientId": "epic-app",
+                        "clientSecret": "epic-secret-9",
+                    }
+                },
+                "enableBulkExport": True,
+                "hostAppExtra": {"kept": True},
+            },
+        },
+    }
+]
+
+
+def test_seed_file_roundtrip_and_secret_sealed(make_settings, tmp_path) -> None:
+    path = tmp_path / "seed.json"
+    path.write_text(json.dumps(SEED))
+    settings = make_settings()
+    assert load_tenants_file(path, settings) == ["clinic-1"]
+    result = bootstrap_admin("clinic-1", "Clinic One", settings)
+    assert "epic-secret-9" not in repr(result) and result.api_key not in repr(result)
+    ctx = build_context(settings)
+    try:
+        with ctx.db.session() as s, s.begin():
+            assert resolve_api_key(s, result.api_key) == "clinic-1"
+            assert resolve_api_key(s, "ehs_wrong") is None
+            row = s.query(ProviderConfig).one()
+            assert "epic-secret-9" not in json.dumps(row.config)
+            profile = resolve_profile(s, ctx.cipher, settings, "clinic-1", "epic")
+            assert profile.auth_method == "client_secret_basic"
+            assert profile.fhir_base == "https://epic.example/api/FHIR/R4"
+            # SMART_ENABLE_WRITE is off: no write scope even though the tenant enabled writes
+            assert not any(s_.endswith(".c") or s_.endswith(".write") for s_ in profile.scopes.split())
+            smart = resolve_profile(s, ctx.cipher, settings, "clinic-1", "smart")
+            assert smart.auth_method == "none" and smart.client_id == "app"
+    finally:
+        ctx.close()
+
+
+def test_write_scopes_need_all_three_flags(make_settings) -> None:
+    settings = make_settings(SMART_ENABLE_WRITE="true")
+    ctx = build_context(settings)
+    try:
+        from auth_service.services.tenants import upsert_tenant
+        from auth_service.tenants.settings import TenantSeed
+
+        with ctx.db.session() as s, s.begin():
+            upsert_tenant(s, TenantSeed.model_validate(SEED[0]), ctx.cipher)
+            epic = resolve_profile(s, ctx.cipher, settings, "clinic-1", "epic")
+            assert "patient/DocumentReference.c" in epic.scopes.split() and epic.note_write_allowed
+            smart = resolve_profile(s, ctx.cipher, settings, "clinic-1", "smart")
+            assert "patient/DocumentReference.c" in smart.scopes.split()
+    finally:
+        ctx.close()
+    practice = PracticeSettings.model_validate({"smartFhir": {"enableWrite": True}})
+    assert write_scopes_allowed(True, practice, True)
+    assert not write_scopes_allowed(False, practice, True)
+    assert not write_scopes_allowed(True, practice, False)
+    assert not write_scopes_allowed(True, PracticeSettings(), True)
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"id": "bad id!", "name": "x"}', "entry 0: id"),
+        ('{"id": "a", "name": "x", "practice_settings": {"smartFhir": {"fhirBaseUrl": "ftp://x"}}}', "fhirBaseUrl"),
+        ('[{"id": "a", "name": "x"}, {"name": "no id"}]', "entry 1: id"),
+    ],
+)
+def test_bad_seed_files_name_the_problem(tmp_path, content: str, needle: str) -> None:
+    path = tmp_path / "seed.json"
+    path.write_text(content)
+    with pytest.raises(ConfigurationError, match=needle):
+        load_tenant_seed(path)
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        load_tenant_seed(tmp_path / "missing.json")

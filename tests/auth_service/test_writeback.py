@@ -1,0 +1,134 @@
+"""The note write gate (DWB-40..43) and the DocumentReference builder (DWB-01..19, DWB-30, DWB-80)."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from connectors.errors import ConfigurationError, WriteNotSupportedError
+from connectors.writeback import (
+    DRAFT_BANNER,
+    DRAFT_LABEL,
+    NoteDraft,
+    WriteFlags,
+    build_document_reference,
+    check_note_write,
+    scopes_allow_note_create,
+)
+
+ON = WriteFlags(service_enabled=True, tenant_enabled=True, note_create_enabled=True)
+
+
+def capability(doc_interactions: list[str], conditional: bool = True, binary: bool = False) -> dict[str, Any]:
+    resources: list[dict[str, Any]] = [
+        {
+            "type": "DocumentReference",
+            "interaction": [{"code": c} for c in doc_interactions],
+            "conditionalCreate": conditional,
+        }
+    ]
+    if binary:
+        resources.append({"type": "Binary", "interaction": [{"code": "create"}]})
+    return {"resourceType": "CapabilityStatement", "rest": [{"mode": "server", "resource": resources}]}
+
+
+@pytest.mark.parametrize(
+    ("granted", "allowed"),
+    [
+        ("patient/DocumentReference.write", True),
+        ("user/DocumentReference.c", True),
+        ("system/DocumentReference.cruds", True),
+        ("patient/*.write", True),
+        ("user/*.*", True),
+        ("patient/DocumentReference.*", True),
+        (
+            "patient/DocumentReference.c?category=http://hl7.org/fhir/us/core/CodeSystem/"
+            "us-core-documentreference-category|clinical-note",
+            True,
+        ),
+        ("patient/DocumentReference.c?category=http://loinc.org|LP29708-2", False),
+        ("patient/DocumentReference.rs patient/*.read", False),
+        ("patient/DocumentReference.read", False),
+        ("patient/Observation.c", False),
+        ("", False),
+    ],
+)
+def test_dwb41_granted_scopes(granted: str, allowed: bool) -> None:
+    assert scopes_allow_note_create(granted) is allowed
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        WriteFlags(service_enabled=False, tenant_enabled=True, note_create_enabled=True),
+        WriteFlags(service_enabled=True, tenant_enabled=False, note_create_enabled=True),
+        WriteFlags(service_enabled=True, tenant_enabled=True, note_create_enabled=False),
+        WriteFlags(service_enabled=True, tenant_enabled=True, note_create_enabled=True, vendor_allows_notes=False),
+    ],
+)
+def test_dwb43_any_flag_off_is_vendor_disabled(flags: WriteFlags) -> None:
+    with pytest.raises(WriteNotSupportedError) as info:
+        check_note_write(capability(["create"]), "patient/DocumentReference.c", flags)
+    assert info.value.reason == "vendor_disabled"
+    assert info.value.code == "WRITE_NOT_SUPPORTED"
+
+
+def test_dwb40_no_create_interaction() -> None:
+    with pytest.raises(WriteNotSupportedError) as info:
+        check_note_write(capability(["read", "search-type"]), "patient/DocumentReference.c", ON)
+    assert info.value.reason == "no_create_interaction"
+    with pytest.raises(WriteNotSupportedError):
+        check_note_write({"resourceType": "CapabilityStatement"}, "patient/DocumentReference.c", ON)
+
+
+def test_dwb41_missing_scope() -> None:
+    with pytest.raises(WriteNotSupportedError) as info:
+        check_note_write(capability(["create"]), "patient/DocumentReference.rs", ON)
+    assert info.value.reason == "missing_scope"
+
+
+def test_dwb40_records_capabilities() -> None:
+    cap = check_note_write(capability(["create", "read"], conditional=True, binary=True), "user/*.write", ON)
+    assert cap.conditional_create and cap.binary_create
+    cap = check_note_write(capability(["create"], conditional=False), "user/*.write", ON)
+    assert not cap.conditional_create and not cap.binary_create
+
+
+def test_note_builder_draft_fields() -> None:
+    draft = NoteDraft(
+        tenant_id="t1",
+        draft_id="7d0c2a4e-6a8f-4b55-9f43-2f1f4c3f0a11",
+        patient_id="p1",
+        text="Patient doing well.",
+        encounter_id="e9",
+        author_practitioner_id="dr1",
+        created_at=datetime(2026, 11, 25, 10, 0, tzinfo=UTC),
+    )
+    doc = build_document_reference(draft)
+    assert doc["status"] == "current" and doc["docStatus"] == "preliminary"  # DWB-01, DWB-02
+    assert doc["type"]["coding"][0] == {"system": "http://loinc.org", "code": "11506-3", "display": "Progress note"}
+    assert doc["category"][0]["coding"][0]["code"] == "clinical-note"  # DWB-11
+    assert doc["subject"] == {"reference": "Patient/p1"}  # DWB-12
+    assert doc["context"]["encounter"] == [{"reference": "Encounter/e9"}]
+    assert doc["date"] == "2026-11-25T10:00:00Z"  # DWB-15
+    assert doc["description"].startswith(DRAFT_LABEL)  # DWB-19
+    assert doc["identifier"] == [{"system": "urn:ehrsync:note-draft:t1", "value": draft.draft_id}]  # DWB-30
+    (content,) = doc["content"]  # DWB-17
+    body = base64.b64decode(content["attachment"]["data"]).decode("utf-8")
+    assert body.startswith(DRAFT_BANNER)  # DWB-80
+    assert content["attachment"]["size"] == len(body.encode())
+    assert content["attachment"]["contentType"] == "text/plain; charset=utf-8"
+    assert "Patient doing well." not in repr(draft)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [({"loinc_code": "0000-0"}, "LOINC"), ({"text": "  "}, "empty"), ({"created_at": datetime(2026, 1, 1)}, "aware")],
+)
+def test_note_builder_rejects_bad_input(kwargs: dict[str, Any], needle: str) -> None:
+    base: dict[str, Any] = {"tenant_id": "t", "draft_id": "d", "patient_id": "p", "text": "x"}
+    with pytest.raises(ConfigurationError, match=needle):
+        build_document_reference(NoteDraft(**{**base, **kwargs}))

@@ -1,0 +1,131 @@
+"""id_token validation (SAL-33, SAL-42): signature, iss, aud, exp, iat, nonce, rotated kid, alg none."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from connectors.smart import IdTokenError, JwksCache, validate_id_token
+from tests.connectors.smart.keys import ec_key, public_jwk, rsa_key
+
+ISS = "https://ehr.example/fhir"
+JWKS_URI = "https://ehr.example/oauth/jwks"
+
+
+class Idp:
+    """Serves openid-configuration and a JWKS that the test can rotate."""
+
+    def __init__(self) -> None:
+        self.keys = [public_jwk(rsa_key(), "k1", "RS256"), public_jwk(ec_key(), "e1", "ES384")]
+        self.jwks_fetches = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if str(request.url) == ISS + "/.well-known/openid-configuration":
+            return httpx.Response(200, json={"issuer": ISS, "jwks_uri": JWKS_URI})
+        if str(request.url) == JWKS_URI:
+            self.jwks_fetches += 1
+            return httpx.Response(200, json={"keys": self.keys})
+        return httpx.Response(404)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(transport=httpx.MockTransport(self))
+
+
+def make(claims: dict[str, Any] | None = None, *, key: Any = None, kid: str = "k1", alg: str = "RS256") -> str:
+    now = int(time.time())
+    body = {"iss": ISS, "sub": "u1", "aud": "app", "exp": now + 300, "iat": now, "nonce": "n1", "fhirUser": "Patient/1"}
+    body.update(claims or {})
+    body = {k: v for k, v in body.items() if v is not None}
+    return jwt.encode(body, key or rsa_key(), algorithm=alg, headers={"kid": kid})
+
+
+def check(token: str, idp: Idp, cache: JwksCache | None = None, **kw: Any) -> dict[str, Any]:
+    kw.setdefault("nonce", "n1")
+    return validate_id_token(token, issuer=ISS, client_id="app", http=idp.client(), cache=cache or JwksCache(), **kw)
+
+
+def test_sal33_valid_rs256_and_es384() -> None:
+    idp = Idp()
+    assert check(make(), idp)["fhirUser"] == "Patient/1"
+    assert check(make(key=ec_key(), kid="e1", alg="ES384"), idp)["sub"] == "u1"
+
+
+def test_sal33_aud_list_containing_client_id() -> None:
+    assert check(make({"aud": ["other", "app"], "azp": "app"}), Idp())["aud"] == ["other", "app"]
+
+
+@pytest.mark.parametrize(
+    ("claims", "message"),
+    [
+        ({"aud": "someone-else"}, "aud"),
+        ({"iss": "https://evil.example/fhir"}, "iss"),
+        ({"exp": int(time.time()) - 120}, "expired"),
+        ({"iat": int(time.time()) + 600}, "future"),
+        ({"nonce": "other"}, "nonce"),
+        ({"exp": None}, "exp"),
+        ({"aud": ["other", "app"], "azp": "other"}, "azp"),
+    ],
+    ids=["wrong-aud", "wrong-iss", "expired", "iat-future", "nonce", "no-exp", "azp"],
+)
+def test_sal33_claim_failures(claims: dict[str, Any], message: str) -> None:
+    with pytest.raises(IdTokenError, match=message):
+        check(make(claims), Idp())
+
+
+def test_sal42_sixty_seconds_of_skew_tolerated() -> None:
+    now = int(time.time())
+    assert check(make({"exp": now - 30, "iat": now + 30}), Idp())
+
+
+def test_sal33_bad_signature() -> None:
+    token = make(key=rsa_key(1))  # signed by a key the issuer never published, same kid
+    with pytest.raises(IdTokenError, match="signature"):
+        check(token, Idp())
+
+
+def test_sal33_alg_none_refused() -> None:
+    token = jwt.encode({"iss": ISS, "aud": "app"}, None, algorithm="none")
+    with pytest.raises(IdTokenError, match="none"):
+        check(token, Idp())
+
+
+def test_sal33_hs256_refused_even_with_public_key_material() -> None:
+    token = jwt.encode({"iss": ISS, "aud": "app"}, "secret-secret-secret-secret-secret!", algorithm="HS256")
+    with pytest.raises(IdTokenError, match="HS256"):
+        check(token, Idp())
+
+
+def test_sal33_rotated_kid_refetches_jwks_once() -> None:
+    idp = Idp()
+    cache = JwksCache()
+    check(make(), idp, cache)
+    assert idp.jwks_fetches == 1
+    idp.keys = [public_jwk(rsa_key(1), "k2", "RS256")]  # issuer rotated its key
+    assert check(make(key=rsa_key(1), kid="k2"), idp, cache)["sub"] == "u1"
+    assert idp.jwks_fetches == 2
+    with pytest.raises(IdTokenError, match="kid"):
+        check(make(kid="unknown"), idp, cache)
+    assert idp.jwks_fetches == 3  # exactly one refetch per unknown kid
+
+
+def test_sal33_explicit_jwks_uri_skips_openid_configuration() -> None:
+    idp = Idp()
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return idp(request)
+
+    validate_id_token(
+        make(),
+        issuer=ISS,
+        client_id="app",
+        http=httpx.Client(transport=httpx.MockTransport(handler)),
+        jwks_uri=JWKS_URI,
+        cache=JwksCache(),
+    )
+    assert seen == [JWKS_URI]

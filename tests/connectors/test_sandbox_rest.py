@@ -1,0 +1,118 @@
+"""FhirClient against the real sandbox over a socket: paging, _lastUpdated marks, faults (BDX-26..33, SAL-40)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from connectors.errors import RateLimitedError, SearchLinkExpiredError
+from connectors.fhir import FhirClient
+from connectors.tokens import StaticTokenSource
+from sandbox import SandboxServer
+from tests.connectors.backend_auth import BackendClient
+from tests.connectors.helpers import recording_policy
+
+
+@pytest.fixture
+def ehr(sandbox: SandboxServer) -> Iterator[SandboxServer]:
+    """The shared sandbox; faults and settings are reset after the test too, not only before the next."""
+    yield sandbox
+    sandbox.admin.clear_faults()
+    sandbox.admin.reset_settings()
+
+
+@pytest.fixture
+def backend(ehr: SandboxServer) -> BackendClient:
+    return BackendClient(ehr)
+
+
+def _client(ehr: SandboxServer, backend: BackendClient, sleeps: list[float], **policy: object) -> FhirClient:
+    tokens = StaticTokenSource(backend.mint(), refresher=backend.mint)
+    return FhirClient(ehr.fhir_base, tokens, retry=recording_policy(sleeps, **policy))
+
+
+def _ids(client: FhirClient, resource_type: str, params: dict[str, str]) -> list[str]:
+    return [r["id"] for page in client.search_pages(resource_type, params) for r in page.resources]
+
+
+def test_bdx26_29_paging_with_last_updated_matches_one_big_page(ehr: SandboxServer, backend: BackendClient) -> None:
+    client = _client(ehr, backend, [])
+    small = _ids(client, "Observation", {"_lastUpdated": "gt2000-01-01T00:00:00Z", "_count": "7"})
+    big = _ids(client, "Observation", {"_lastUpdated": "gt2000-01-01T00:00:00Z", "_count": "1000"})
+    assert len(small) > 7 and len(small) == len(set(small))
+    assert sorted(small) == sorted(big)
+
+
+def test_bdx27_28_incremental_sync_from_server_high_water_mark(ehr: SandboxServer, backend: BackendClient) -> None:
+    client = _client(ehr, backend, [])
+    first = next(client.search_pages("Condition", {"_count": "200"}))
+    mark = first.high_water_mark
+    assert mark is not None and mark.tzinfo is not None
+    changed = ehr.admin.mutate(update=3, seed=5)["updated"]
+    since = (mark - timedelta(minutes=5)).isoformat().replace("+00:00", "Z")  # BDX-28 overlap window
+    seen = set()
+    for resource_type in {ref.split("/")[0] for ref in changed}:
+        seen |= {f"{resource_type}/{i}" for i in _ids(client, resource_type, {"_lastUpdated": f"gt{since}"})}
+    assert set(changed) <= seen
+
+
+def test_bdx29_expired_paging_link_raises_typed_error(ehr: SandboxServer, backend: BackendClient) -> None:
+    client = _client(ehr, backend, [])
+    ehr.admin.settings(page_link_ttl_s=0.3)
+    pages = client.search_pages("Observation", {"_count": "5"})
+    first = next(pages)
+    assert first.next_url is not None
+    time.sleep(0.5)
+    with pytest.raises(SearchLinkExpiredError) as info:
+        next(pages)
+    assert info.value.status in (404, 410)
+
+
+@pytest.mark.parametrize("retry_after", ["1", "", "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_bdx32_429_is_waited_out(ehr: SandboxServer, backend: BackendClient, retry_after: str) -> None:
+    sleeps: list[float] = []
+    client = _client(ehr, backend, sleeps)
+    ehr.admin.set_fault("429", path="/fhir/Patient", times=2, retry_after=retry_after)
+    assert sorted(_ids(client, "Patient", {"_count": "1000"})) == sorted(ehr.admin.patients())
+    assert len(sleeps) == 2
+    if retry_after == "1":
+        assert sleeps == [2.0, 2.0]  # clamped to the 2 s floor
+    else:  # missing or past date: exponential backoff 2 s then 4 s, ±20 %
+        assert 1.6 <= sleeps[0] <= 2.4 and 3.2 <= sleeps[1] <= 4.8
+
+
+def test_bdx32_persistent_503_raises_rate_limited(ehr: SandboxServer, backend: BackendClient) -> None:
+    client = _client(ehr, backend, [], max_attempts=3)
+    ehr.admin.set_fault("503", path="/fhir/Patient", times=3, retry_after="5")
+    with pytest.raises(RateLimitedError) as info:
+        client.read("Patient", ehr.admin.patients()[0])
+    assert info.value.status == 503 and info.value.retry_after == 5.0
+
+
+def test_dropped_connection_and_500_are_retried(ehr: SandboxServer, backend: BackendClient) -> None:
+    sleeps: list[float] = []
+    client = _client(ehr, backend, sleeps)
+    patient = ehr.admin.patients()[0]
+    ehr.admin.set_fault("drop", path="/fhir/Patient", times=1)
+    ehr.admin.set_fault("500", path="/fhir/Patient", times=1)
+    assert client.read("Patient", patient)["id"] == patient
+    assert len(sleeps) == 2
+
+
+def test_expired_token_is_refreshed_once(ehr: SandboxServer, backend: BackendClient) -> None:
+    client = _client(ehr, backend, [])
+    minted_before = backend.minted
+    ehr.admin.set_fault("expired_token", path="/fhir/Observation", times=1)
+    assert _ids(client, "Observation", {"_count": "1000", "patient": ehr.admin.patients()[0]})
+    assert backend.minted == minted_before + 1
+
+
+def test_capabilities_declare_last_updated(ehr: SandboxServer, backend: BackendClient) -> None:
+    from connectors.providers import get_provider
+
+    caps = _client(ehr, backend, []).capabilities()
+    assert caps["fhirVersion"].startswith("4.0")
+    assert get_provider("generic").supports_last_updated("Observation", caps)

@@ -1,0 +1,150 @@
+"""Faults only a real socket can show: dropped bodies, read timeouts, resets, gzip on the wire (BDX-17/18).
+
+A tiny scripted HTTP server on 127.0.0.1:0 plays the EHR; the sandbox integration tests cover the rest.
+"""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from connectors.bulk import BulkClient, verify_ndjson_file
+from connectors.errors import TransportError
+from connectors.fhir import FhirClient
+from connectors.tokens import StaticTokenSource
+from tests.connectors.helpers import TOKEN, recording_policy
+
+Action = Callable[[BaseHTTPRequestHandler], None]
+
+
+class Scripted:
+    def __init__(self) -> None:
+        self.actions: list[Action] = []
+        self.seen: list[tuple[str, str, str | None]] = []
+        self.lock = threading.Lock()
+
+    def next(self, handler: BaseHTTPRequestHandler) -> None:
+        with self.lock:
+            self.seen.append((handler.command, handler.path, handler.headers.get("Authorization")))
+            action = self.actions.pop(0)
+        action(handler)
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, Scripted]]:
+    script = Scripted()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            script.next(self)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", script
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def send(status: int, body: bytes, headers: dict[str, str] | None = None) -> Action:
+    def act(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(status)
+        for k, v in {"Content-Length": str(len(body)), **(headers or {})}.items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.write(body)
+
+    return act
+
+
+def truncated(body: bytes) -> Action:
+    """Promise the full length, send half, then drop the connection."""
+
+    def act(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body[: len(body) // 2])
+        h.wfile.flush()
+        h.connection.shutdown(socket.SHUT_RDWR)
+        h.close_connection = True
+
+    return act
+
+
+def reset(h: BaseHTTPRequestHandler) -> None:
+    h.close_connection = True
+    h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    h.connection.close()
+
+
+def slow(seconds: float) -> Action:
+    def act(h: BaseHTTPRequestHandler) -> None:
+        time.sleep(seconds)
+        send(200, b"{}")(h)
+
+    return act
+
+
+NDJSON = b"".join(orjson.dumps({"resourceType": "Patient", "id": str(i)}) + b"\n" for i in range(2000))
+
+
+def test_bdx18_dropped_body_restarts_the_file(server: tuple[str, Scripted], tmp_path: Path) -> None:
+    base, script = server
+    script.actions = [truncated(NDJSON), send(200, NDJSON)]
+    sleeps: list[float] = []
+    bulk = BulkClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy(sleeps))
+    path = bulk.download(f"{base}/bulk/files/j/Patient.ndjson", tmp_path / "p.ndjson", requires_token=True)
+    assert path.read_bytes() == NDJSON and len(sleeps) == 1
+    assert verify_ndjson_file(path, "Patient", 2000).ok
+    assert [p.name for p in tmp_path.iterdir()] == ["p.ndjson"]  # no leftover partial file
+    assert script.seen[0][2] == f"Bearer {TOKEN}"
+
+
+def test_bdx17_gzip_content_encoding_over_the_wire(server: tuple[str, Scripted], tmp_path: Path) -> None:
+    base, script = server
+    script.actions = [send(200, gzip.compress(NDJSON), {"Content-Encoding": "gzip"})]
+    bulk = BulkClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy([]))
+    path = bulk.download(f"{base}/files/Patient.ndjson", tmp_path / "p.ndjson", requires_token=False)
+    assert path.read_bytes() == NDJSON
+    assert script.seen[0][2] is None  # requiresAccessToken=false: no token at all
+
+
+def test_read_timeouts_become_transport_error_after_retries(server: tuple[str, Scripted]) -> None:
+    base, script = server
+    script.actions = [slow(0.5), slow(0.5)]
+    sleeps: list[float] = []
+    client = FhirClient(
+        f"{base}/fhir",
+        StaticTokenSource(TOKEN),
+        retry=recording_policy(sleeps, max_attempts=2),
+        timeout=httpx.Timeout(0.1),
+    )
+    with pytest.raises(TransportError, match="ReadTimeout"):
+        client.read("Patient", "p1")
+    assert len(script.seen) == 2 and len(sleeps) == 1
+
+
+def test_connection_reset_is_retried(server: tuple[str, Scripted]) -> None:
+    base, script = server
+    script.actions = [reset, send(200, orjson.dumps({"resourceType": "Patient", "id": "p1"}))]
+    client = FhirClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy([]))
+    assert client.read("Patient", "p1")["id"] == "p1"
+    assert len(script.seen) == 2

@@ -1,0 +1,97 @@
+"""A real, migrated app database with tenants and connections, and queued runs, for the Dagster-layer tests."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from dagster import DagsterInstance, DagsterRunStatus
+from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._core.storage.dagster_run import DagsterRun
+from dagster._core.test_utils import create_run_for_test
+
+from auth_service.store import AppDatabase
+from auth_service.store.models import Connection, Tenant
+from pipelines.tags import CONNECTION_TAG
+
+
+@dataclass
+class AppDb:
+    url: str
+    db: AppDatabase
+    tenant_id: str
+
+    def add(
+        self,
+        cid: str | None = None,
+        *,
+        status: str = "active",
+        kind: str = "patient",
+        provider: str = "epic",
+        last_sync: datetime | None = None,
+        freq: int = 24,
+        created: datetime | None = None,
+    ) -> str:
+        cid = cid or uuid.uuid4().hex
+        now = datetime.now(UTC)
+        with self.db.session() as session:
+            session.add(
+                Connection(
+                    id=cid,
+                    tenant_id=self.tenant_id,
+                    provider_id=provider,
+                    kind=kind,
+                    fhir_base="http://127.0.0.1:9/fhir",
+                    client_id="client",
+                    patient_id="p1" if kind == "patient" else None,
+                    group_id="g1" if kind == "group" else None,
+                    status=status,
+                    sync_frequency_hours=freq,
+                    created_at=created or now,
+                    updated_at=now,
+                    last_sync_at=last_sync,
+                )
+            )
+            session.commit()
+        return cid
+
+    def set_status(self, cid: str, status: str) -> None:
+        with self.db.session() as session:
+            row = session.get(Connection, cid)
+            assert row is not None
+            row.status = status
+            row.updated_at = datetime.now(UTC)
+            session.commit()
+
+    def last_sync_at(self, cid: str) -> datetime | None:
+        with self.db.session() as session:
+            row = session.get(Connection, cid)
+            assert row is not None
+            return row.last_sync_at
+
+
+def make_app_db(url: str) -> AppDb:
+    db = AppDatabase.from_url(url)
+    db.migrate()
+    tenant_id = uuid.uuid4().hex
+    with db.session() as session:
+        session.add(Tenant(id=tenant_id, name="Test practice", settings={}))
+        session.commit()
+    return AppDb(url, db, tenant_id)
+
+
+def queued_run(instance: DagsterInstance, connection_id: str, job_name: str = "incremental_sync") -> DagsterRun:
+    """A run waiting in the run queue for ``connection_id`` (as the daemon's queue holds it, not yet launched)."""
+    origin = RemoteJobOrigin(
+        repository_origin=RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("ehrsync"), "__repository__"),
+        job_name=job_name,
+    )
+    run: DagsterRun = create_run_for_test(
+        instance,
+        job_name=job_name,
+        status=DagsterRunStatus.QUEUED,
+        tags={CONNECTION_TAG: connection_id},
+        remote_job_origin=origin,
+    )
+    return run

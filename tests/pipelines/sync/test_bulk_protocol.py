@@ -1,0 +1,107 @@
+"""Bulk export against a scripted server: manifest handling, error/deleted files, counts, ``_since``, tokens
+(BDX-09..22). The sandbox tests cover the same flow end to end; this one pins exact numbers per file."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from pipelines.sync import cursors, run_bulk_export
+from tests.pipelines.sync.fake_fhir import FakeFhir, Reply, serve
+from tests.pipelines.sync.helpers import connect_static
+
+TX = "2026-10-20T10:00:00Z"
+
+
+def _ndjson(*lines: object) -> Reply:
+    body = b"\n".join(x if isinstance(x, bytes) else orjson.dumps(x) for x in lines) + b"\n"
+    return 200, {"Content-Type": "application/fhir+ndjson"}, body
+
+
+def _scripted(requires_token: bool = True) -> FakeFhir:
+    fake = FakeFhir()
+    polls = {"n": 0}
+
+    def kickoff(_p: str, _q: dict) -> Reply:
+        return 202, {"Content-Location": f"{fake.base_url}/bulk/status/job1"}, b""
+
+    def status(_p: str, _q: dict) -> Reply:
+        polls["n"] += 1
+        if polls["n"] == 1:
+            return 202, {"X-Progress": "working", "Retry-After": "0"}, b""
+        files = f"{fake.base_url}/bulk/files"
+        manifest = {
+            "transactionTime": TX,
+            "request": f"{fake.fhir_base}/Group/g1/$export",
+            "requiresAccessToken": requires_token,
+            "output": [
+                {"type": "Patient", "url": f"{files}/p.ndjson", "count": 2},
+                {"type": "Observation", "url": f"{files}/o.ndjson", "count": 4},
+            ],
+            "error": [{"type": "OperationOutcome", "url": f"{files}/e.ndjson"}],
+            "deleted": [{"type": "Bundle", "url": f"{files}/d.ndjson"}],
+            "extension": {"https://example.org/x": True},
+            "unknownField": 1,
+        }
+        return 200, {"Content-Type": "application/json"}, orjson.dumps(manifest)
+
+    def res(rtype: str, rid: str) -> dict:
+        return {"resourceType": rtype, "id": rid, "meta": {"lastUpdated": "2026-10-19T00:00:00Z"}}
+
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "processing"}]}
+    warning = {"resourceType": "OperationOutcome", "issue": [{"severity": "warning", "code": "informational"}]}
+    deleted = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "meta": {"lastUpdated": "2026-10-18T00:00:00Z"},
+        "entry": [{"request": {"method": "DELETE", "url": "Observation/o9"}}],
+    }
+    fake.routes.update(
+        {
+            "/fhir/Group/g1/$export": kickoff,
+            "GET /bulk/status/job1": status,
+            "DELETE /bulk/status/job1": lambda _p, _q: (202, {}, b""),
+            "/bulk/files/p.ndjson": lambda _p, _q: _ndjson(res("Patient", "p1"), res("Patient", "p2")),
+            "/bulk/files/o.ndjson": lambda _p, _q: _ndjson(
+                res("Observation", "o1"), b'{"resourceType": "Observation", "id": "o2"', res("Patient", "wrong")
+            ),
+            "/bulk/files/e.ndjson": lambda _p, _q: _ndjson(outcome, warning, b"not json"),
+            "/bulk/files/d.ndjson": lambda _p, _q: _ndjson(deleted),
+        }
+    )
+    return fake
+
+
+def test_export_lands_counts_quarantines_and_advances_since(world):
+    with serve(_scripted()) as fake:
+        conn = connect_static(world, fake.fhir_base, kind="group", group_id="g1", scope="system/*.rs")
+        report = run_bulk_export(world.env, conn, "run-1")
+        assert report.status == "completed", report.error
+        second = run_bulk_export(world.env, conn, "run-2")
+    tx = datetime(2026, 10, 20, 10, tzinfo=UTC)
+    assert report.transaction_time == tx and report.files == 4
+    assert report.types["Patient"].created == 2
+    obs = report.types["Observation"]
+    assert (obs.created, obs.quarantined, obs.deleted) == (1, 2, 1)  # truncated line + wrong type; o9 tombstoned
+    assert report.count_mismatches == [f"{fake.base_url}/bulk/files/o.ndjson: manifest count 4, file had 3 lines"]
+    assert (report.error_files, report.error_outcomes) == (1, 2)
+    assert report.error_issues == {"error": 1, "warning": 1}
+    assert report.types["OperationOutcome"].quarantined == 1  # the unparseable error line, counted not dropped
+    assert cursors.get_mark(world.env.db, conn, cursors.bulk_stream("group", "g1"), "*") == tx
+    assert fake.hits("/bulk/status/job1", method="DELETE") == 2  # BDX-11, once per export
+    kickoffs = fake.query_of("/fhir/Group/g1/$export")
+    assert "_since" not in kickoffs[0] and kickoffs[1]["_since"] == ["2026-10-20T10:00:00Z"]  # BDX-14
+    assert second.status == "completed" and second.types["Patient"].unchanged == 2
+    with world.env.warehouse() as wh:
+        assert wh.live_ids(conn, "Observation") == {"o1"}
+
+
+@pytest.mark.parametrize("requires_token", [True, False])
+def test_file_requests_carry_the_token_only_when_required_bdx16(world, requires_token):
+    with serve(_scripted(requires_token)) as fake:
+        conn = connect_static(world, fake.fhir_base, kind="group", group_id="g1", scope="system/*.rs")
+        assert run_bulk_export(world.env, conn, "run").status == "completed"
+    file_auth = [a for (p, _), a in zip(fake.requests, fake.authorized, strict=True) if p.startswith("/bulk/files/")]
+    assert len(file_auth) == 4 and set(file_auth) == {requires_token}

@@ -1,0 +1,139 @@
+"""connections_sensor against a real app database: partitions follow connections, first syncs, stopped runs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from dagster import (
+    AddDynamicPartitionsRequest,
+    DagsterInstance,
+    DagsterRunStatus,
+    DeleteDynamicPartitionsRequest,
+    SensorResult,
+    build_sensor_context,
+)
+
+from pipelines.defs.connections import connections_sensor
+from pipelines.partitions import CONNECTIONS_PARTITIONS_NAME
+from pipelines.planning import ConnectionsCursor
+from pipelines.resources import AppDatabaseResource
+from pipelines.tags import CONNECTION_TAG, SOURCE_TAG, TENANT_TAG, TRIGGER_TAG
+from tests.pipelines.appdb import AppDb, make_app_db, queued_run
+
+
+def evaluate(instance: DagsterInstance, url: str, cursor: str | None = None) -> SensorResult:
+    context = build_sensor_context(instance=instance, cursor=cursor, resources={"app_db": AppDatabaseResource(url=url)})
+    result = connections_sensor(context)
+    assert isinstance(result, SensorResult)
+    return result
+
+
+def apply_partitions(instance: DagsterInstance, result: SensorResult) -> None:
+    """What the daemon does with the sensor's partition requests."""
+    for request in result.dynamic_partitions_requests or []:
+        if isinstance(request, AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        elif isinstance(request, DeleteDynamicPartitionsRequest):
+            for key in request.partition_keys:
+                instance.delete_dynamic_partition(request.partitions_def_name, key)
+
+
+def added(result: SensorResult) -> list[str]:
+    return [
+        k
+        for r in result.dynamic_partitions_requests or []
+        if isinstance(r, AddDynamicPartitionsRequest)
+        for k in r.partition_keys
+    ]
+
+
+def removed(result: SensorResult) -> list[str]:
+    return [
+        k
+        for r in result.dynamic_partitions_requests or []
+        if isinstance(r, DeleteDynamicPartitionsRequest)
+        for k in r.partition_keys
+    ]
+
+
+def check_authorize_adds_partition_and_first_sync(appdb: AppDb, instance: DagsterInstance) -> None:
+    patient = appdb.add("patient-1", provider="epic")
+    group = appdb.add("group-1", kind="group", provider="cerner")
+    result = evaluate(instance, appdb.url)
+    assert sorted(added(result)) == ["group-1", "patient-1"]
+    requests = {r.partition_key: r for r in result.run_requests or []}
+    assert set(requests) == {patient, group}
+    assert requests[patient].job_name == "full_resync"
+    assert requests[group].job_name == "bulk_export"
+    assert (requests[patient].run_key or "").startswith("first-sync:patient-1:")
+    assert requests[patient].tags[CONNECTION_TAG] == patient
+    assert requests[patient].tags[TENANT_TAG] == appdb.tenant_id
+    assert requests[patient].tags[SOURCE_TAG] == "epic"
+    assert requests[patient].tags[TRIGGER_TAG] == "first-sync"
+    assert result.cursor is not None
+    assert ConnectionsCursor.parse(result.cursor).updated_hwm is not None
+
+    # Next tick: the partitions exist, so nothing is added; rows inside the cursor's overlap are asked for again
+    # with the same run keys, which Dagster drops as duplicates (planning tests cover the tick after it).
+    apply_partitions(instance, result)
+    again = evaluate(instance, appdb.url, result.cursor)
+    assert added(again) == [] and removed(again) == []
+    assert {r.run_key for r in again.run_requests or []} <= {r.run_key for r in result.run_requests or []}
+
+
+def test_patient_who_authorizes_gets_a_partition_and_a_first_full_sync(
+    app_db: AppDb, dagster_instance: DagsterInstance
+) -> None:
+    check_authorize_adds_partition_and_first_sync(app_db, dagster_instance)
+
+
+@pytest.mark.postgres
+def test_same_on_a_postgres_app_database(postgres_url: str, dagster_instance: DagsterInstance) -> None:
+    appdb = make_app_db(postgres_url)
+    try:
+        check_authorize_adds_partition_and_first_sync(appdb, dagster_instance)
+    finally:
+        appdb.db.dispose()
+
+
+def test_disconnect_removes_partition_and_cancels_queued_runs(app_db: AppDb, dagster_instance: DagsterInstance) -> None:
+    cid = app_db.add("c1", last_sync=datetime.now(UTC))
+    other = app_db.add("c2", last_sync=datetime.now(UTC))
+    first = evaluate(dagster_instance, app_db.url)
+    apply_partitions(dagster_instance, first)
+    queued = queued_run(dagster_instance, cid)
+    untouched = queued_run(dagster_instance, other)
+
+    app_db.set_status(cid, "disconnected")
+    result = evaluate(dagster_instance, app_db.url, first.cursor)
+
+    assert removed(result) == [cid]
+    assert not result.run_requests
+    canceled = dagster_instance.get_run_by_id(queued.run_id)
+    kept = dagster_instance.get_run_by_id(untouched.run_id)
+    assert canceled is not None and canceled.status == DagsterRunStatus.CANCELED
+    assert kept is not None and kept.status == DagsterRunStatus.QUEUED
+    apply_partitions(dagster_instance, result)
+    assert dagster_instance.get_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME) == [other]
+
+
+def test_needs_reauth_keeps_its_partition_without_new_runs(app_db: AppDb, dagster_instance: DagsterInstance) -> None:
+    app_db.add("c1", status="needs_reauth")
+    result = evaluate(dagster_instance, app_db.url)
+    assert added(result) == ["c1"]
+    assert not result.run_requests
+
+
+def test_reauthorized_connection_gets_a_new_first_sync(app_db: AppDb, dagster_instance: DagsterInstance) -> None:
+    """A connection whose first sync never completed and that is re-activated asks again (new run key)."""
+    cid = app_db.add("c1")
+    first = evaluate(dagster_instance, app_db.url)
+    apply_partitions(dagster_instance, first)
+    app_db.set_status(cid, "needs_reauth")
+    middle = evaluate(dagster_instance, app_db.url, first.cursor)
+    app_db.set_status(cid, "active")
+    again = evaluate(dagster_instance, app_db.url, middle.cursor)
+    keys = [r.run_key for r in [*(first.run_requests or []), *(again.run_requests or [])]]
+    assert len(keys) == 2
+    assert keys[0] != keys[1]

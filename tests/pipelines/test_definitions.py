@@ -1,0 +1,127 @@
+"""The whole code location loads: a broken import, a bad schedule or a missing resource fails here, not in prod."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from dagster import AssetKey, DagsterInstance, Definitions
+
+from pipelines.definitions import build_definitions, defs
+from pipelines.defs.type_assets import RESOURCE_TYPES
+from pipelines.instance import SHIPPED_DAGSTER_YAML, WORKSPACE_YAML, prepare_dagster_home, ui_command
+from pipelines.settings import PipelineSettings
+
+EXPECTED_TYPES = {
+    "Patient",
+    "Encounter",
+    "Observation",
+    "Condition",
+    "MedicationRequest",
+    "AllergyIntolerance",
+    "Immunization",
+    "Procedure",
+    "DiagnosticReport",
+    "CarePlan",
+    "DocumentReference",
+    "Practitioner",
+    "Organization",
+    "Location",
+    "Medication",
+}
+
+
+def test_definitions_load_and_validate() -> None:
+    Definitions.validate_loadable(defs)
+    repo = defs.get_repository_def()
+    assert {j.name for j in repo.get_all_jobs()} >= {
+        "incremental_sync",
+        "full_resync",
+        "bulk_export",
+        "reconcile_deletes",
+    }
+    assert {s.name for s in repo.sensor_defs} == {
+        "connections_sensor",
+        "scheduled_syncs",
+        "sync_run_success",
+        "sync_run_failure",
+        "sync_run_canceled",
+    }
+    assert {s.name for s in repo.schedule_defs} == {"weekly_reconcile_deletes"}
+
+
+def test_every_type_has_a_landing_and_a_warehouse_asset_in_its_group() -> None:
+    assert set(RESOURCE_TYPES) == EXPECTED_TYPES
+    graph = defs.get_repository_def().asset_graph
+    keys = graph.get_all_asset_keys()
+    for resource_type in EXPECTED_TYPES:
+        landing, warehouse = AssetKey(["landing", resource_type]), AssetKey(["warehouse", resource_type])
+        assert landing in keys and warehouse in keys
+        assert graph.get(landing).group_name == "landing"
+        assert graph.get(warehouse).group_name == "warehouse"
+        assert landing in graph.get(warehouse).parent_keys
+        assert graph.get(landing).partitions_def is not None
+    assert AssetKey(["bulk", "export"]) in keys
+    # Referenced types land after the clinical landings whose references they read.
+    assert AssetKey(["landing", "Observation"]) in graph.get(AssetKey(["landing", "Practitioner"])).parent_keys
+
+
+def test_asset_checks_are_declared() -> None:
+    check_names = {
+        (k.asset_key.to_user_string(), k.name) for k in defs.get_repository_def().asset_graph.asset_check_keys
+    }
+    assert ("landing/Observation", "quarantine_within_threshold") in check_names
+    assert ("warehouse/Observation", "no_duplicate_keys") in check_names
+    assert ("bulk/export", "manifest_line_counts_match") in check_names
+    assert ("bulk/export", "quarantine_within_threshold") in check_names
+    assert len(check_names) == 2 * len(EXPECTED_TYPES) + 2
+
+
+def test_full_resync_sets_full_on_every_landing_op() -> None:
+    full = defs.resolve_job_def("full_resync")
+    incremental = defs.resolve_job_def("incremental_sync")
+    assert full.partitioned_config is not None
+    ops = full.partitioned_config.get_run_config_for_partition_key("any-connection")["ops"]
+    assert {name: cfg["config"]["full"] for name, cfg in ops.items()} == {f"landing__{t}": True for t in EXPECTED_TYPES}
+    assert incremental.partitioned_config is not None
+    assert not incremental.partitioned_config.get_run_config_for_partition_key("any-connection")
+    assert full.executor_def.name == incremental.executor_def.name == "in_process"
+
+
+def test_resources_follow_the_environment(tmp_path: Path) -> None:
+    settings = PipelineSettings.from_env(
+        {"EHRSYNC_STATE_DIR": str(tmp_path), "EHRSYNC_SYNC_WINDOWS": '{"epic": "22:00-06:00"}'}
+    )
+    built = build_definitions(settings)
+    resources = built.resources or {}
+    assert resources["warehouse"].target == str(tmp_path.resolve() / "warehouse.duckdb")
+    assert resources["policy"].sync_windows == '{"epic": "22:00-06:00"}'
+
+
+def test_workspace_yaml_loads_the_definitions_module() -> None:
+    workspace = yaml.safe_load(WORKSPACE_YAML.read_text())
+    assert workspace == {"load_from": [{"python_module": "pipelines.definitions"}]}
+
+
+def test_shipped_dagster_yaml_makes_a_valid_instance_with_per_source_limits(tmp_path: Path) -> None:
+    home = prepare_dagster_home(tmp_path / "dagster_home")
+    assert (home / "dagster.yaml").read_bytes() == SHIPPED_DAGSTER_YAML.read_bytes()
+    with DagsterInstance.from_config(str(home)) as instance:
+        queue = instance.get_concurrency_config().run_queue_config
+        assert instance.run_monitoring_enabled
+    assert queue is not None
+    assert queue.max_concurrent_runs == 4
+    limits = queue.tag_concurrency_limits
+    by_key = {limit["key"]: limit for limit in limits}
+    assert by_key["ehrsync/source"]["limit"] == 2
+    assert by_key["ehrsync/source"]["value"] == {"applyLimitPerUniqueValue": True}
+    assert by_key["ehrsync/connection"]["limit"] == 1
+
+
+def test_ui_command_points_dagster_at_the_state_dir(tmp_path: Path) -> None:
+    settings = PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path)})
+    argv, env = ui_command(settings, port=3999)
+    assert argv[1:4] == ["-m", "dagster", "dev"]
+    assert str(WORKSPACE_YAML) in argv and "3999" in argv
+    assert env["DAGSTER_HOME"] == str(tmp_path.resolve() / "dagster_home")
+    assert (tmp_path / "dagster_home" / "dagster.yaml").exists()

@@ -1,0 +1,167 @@
+"""One partition end to end against the sandbox: run_sync_now → assets → warehouse rows, metadata and checks."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from dagster import AssetKey, DagsterInstance
+
+from pipelines.run import run_sync_now
+from pipelines.settings import PipelineSettings
+from pipelines.sync import runs
+from sandbox import SandboxConfig, SandboxServer
+from tests.pipelines.backend import connect_backend_with_config
+from tests.pipelines.sync.helpers import SyncWorld, connect_patient, make_environment
+from warehouse import open_warehouse
+
+NO_IMMUNIZATION = (
+    "launch/patient openid fhirUser offline_access patient/Patient.rs patient/Observation.rs patient/Condition.rs "
+    "patient/Encounter.rs"
+)
+
+
+@pytest.fixture(scope="module")
+def ehr() -> Iterator[SandboxServer]:
+    with SandboxServer(SandboxConfig(patients=2, seed=11)) as server:
+        yield server
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=30.0) as client:
+        yield client
+
+
+@pytest.fixture
+def world(tmp_path: Path, http: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> Iterator[SyncWorld]:
+    made = make_environment(tmp_path / "state", http=http)
+    monkeypatch.setenv("INTEGRATIONS_TOKEN_ENC_KEY", base64.b64encode(made.cipher_key).decode())
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    yield made
+    made.env.db.dispose()
+
+
+def settings_for(tmp_path: Path) -> PipelineSettings:
+    return PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path / "state")})
+
+
+def live_counts(target: str, connection_id: str) -> dict[str, int]:
+    wh = open_warehouse(target)
+    try:
+        return {
+            str(row["resource_type"]): int(row["live"]) for row in wh.summary() if row["connection_id"] == connection_id
+        }
+    finally:
+        wh.close()
+
+
+def test_first_sync_lands_upserts_and_reports_then_incremental_changes_nothing(
+    tmp_path: Path, ehr: SandboxServer, http: httpx.Client, world: SyncWorld
+) -> None:
+    cid = connect_patient(world, ehr, http=http)
+    settings = settings_for(tmp_path)
+
+    with DagsterInstance.ephemeral() as instance:
+        first = run_sync_now(cid, settings=settings, instance=instance)
+        assert first.success, first.failed_steps
+        assert first.job_name == "incremental_sync"
+        assert all(first.checks.values()), first.checks
+        assert "warehouse/Observation:no_duplicate_keys" in first.checks
+        assert "landing/Observation:quarantine_within_threshold" in first.checks
+
+        patient = first.materializations["warehouse/Patient"]
+        assert patient["created"] == 1
+        observations = first.materializations["landing/Observation"]
+        assert observations["fetched"] > 0
+        assert observations["pages"] >= 1
+        assert observations["bytes"] > 0
+        assert observations["high_water_mark"] != "none"
+        assert observations["skipped"] is False
+
+        counts = live_counts(settings.warehouse_url, cid)
+        for resource_type, live in counts.items():
+            created = first.materializations[f"warehouse/{resource_type}"]["created"]
+            assert live == created, resource_type
+        assert counts["Patient"] == 1
+        assert counts.get("Practitioner", 0) == first.materializations["warehouse/Practitioner"]["created"]
+
+        record = runs.get(world.env.db, first.run_id)
+        assert record is not None and record.status == "completed"
+        assert instance.has_dynamic_partition("connections", cid)
+        assert instance.get_latest_materialization_event(AssetKey(["warehouse", "Patient"])) is not None
+
+        second = run_sync_now(cid, settings=settings, instance=instance)
+        assert second.success, second.failed_steps
+        assert sum(m["created"] for m in second.materializations.values()) == 0
+        assert sum(m["updated"] for m in second.materializations.values()) == 0
+        assert live_counts(settings.warehouse_url, cid) == counts
+
+
+def test_refused_type_materializes_as_skipped_not_failed(
+    tmp_path: Path, ehr: SandboxServer, http: httpx.Client, world: SyncWorld
+) -> None:
+    cid = connect_patient(world, ehr, http=http, scope=NO_IMMUNIZATION)
+    result = run_sync_now(cid, settings=settings_for(tmp_path), instance=DagsterInstance.ephemeral())
+    assert result.success, result.failed_steps
+    for step in ("landing", "warehouse"):
+        meta = result.materializations[f"{step}/Immunization"]
+        assert meta["skipped"] is True
+        assert meta["skipped_reason"] == "scope_not_granted"
+    assert result.materializations["warehouse/Observation"]["skipped"] is False
+
+
+def test_full_resync_uses_the_full_job(
+    tmp_path: Path, ehr: SandboxServer, http: httpx.Client, world: SyncWorld
+) -> None:
+    cid = connect_patient(world, ehr, http=http)
+    settings = settings_for(tmp_path)
+    with DagsterInstance.ephemeral() as instance:
+        run_sync_now(cid, settings=settings, instance=instance)
+        full = run_sync_now(cid, full=True, settings=settings, instance=instance)
+    assert full.job_name == "full_resync"
+    assert full.success, full.failed_steps
+    # Everything is fetched again but nothing changed: all unchanged.
+    assert full.materializations["landing/Observation"]["fetched"] > 0
+    assert (
+        full.materializations["warehouse/Observation"]["unchanged"]
+        == full.materializations["landing/Observation"]["fetched"]
+        - full.materializations["landing/Observation"]["quarantined"]
+    )
+    record = runs.get(world.env.db, full.run_id)
+    assert record is not None and record.kind == "full"
+
+
+def test_backend_connection_runs_the_bulk_export_job_and_checks_counts_bdx20(
+    tmp_path: Path, ehr: SandboxServer, http: httpx.Client, world: SyncWorld
+) -> None:
+    cid = connect_backend_with_config(world, ehr, http=http)
+    result = run_sync_now(cid, settings=settings_for(tmp_path), instance=DagsterInstance.ephemeral())
+    assert result.job_name == "bulk_export"
+    assert result.success, result.failed_steps
+    export = result.materializations["bulk/export"]
+    assert export["files"] > 0
+    assert export["created"] > 0
+    assert export["high_water_mark"] != "none"
+    assert result.checks == {
+        "bulk/export:manifest_line_counts_match": True,
+        "bulk/export:quarantine_within_threshold": True,
+    }
+    assert sum(live_counts(settings_for(tmp_path).warehouse_url, cid).values()) == export["created"]
+
+
+def test_wrong_manifest_count_fails_the_bdx20_check_not_the_run(
+    tmp_path: Path, ehr: SandboxServer, http: httpx.Client, world: SyncWorld
+) -> None:
+    cid = connect_backend_with_config(world, ehr, http=http)
+    http.post(f"{ehr.base_url}/admin/faults", json={"kind": "bulk_wrong_count", "times": 1}).raise_for_status()
+    try:
+        result = run_sync_now(cid, settings=settings_for(tmp_path), instance=DagsterInstance.ephemeral())
+    finally:
+        http.delete(f"{ehr.base_url}/admin/faults").raise_for_status()
+    assert result.success, result.failed_steps
+    assert result.checks["bulk/export:manifest_line_counts_match"] is False
+    assert result.materializations["bulk/export"]["count_mismatches"] >= 1

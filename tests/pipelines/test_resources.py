@@ -1,0 +1,67 @@
+"""Resources: explicit timeouts, and the engine's SyncEnvironment built from them."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import pytest
+
+from connectors.errors import ConfigurationError
+from pipelines.resources import (
+    AppDatabaseResource,
+    EhrHttpResource,
+    LandingZoneResource,
+    WarehouseResource,
+    sync_environment,
+)
+from tests.pipelines.appdb import AppDb
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "postgresql+psycopg://u:pw@127.0.0.1:5432/app",
+            "postgresql+psycopg://u:pw@127.0.0.1:5432/app?connect_timeout=7",
+        ),
+        (
+            "postgresql+psycopg://u@127.0.0.1/app?connect_timeout=3",
+            "postgresql+psycopg://u@127.0.0.1/app?connect_timeout=3",
+        ),
+        ("sqlite:////tmp/app.db", "sqlite:////tmp/app.db"),
+    ],
+)
+def test_app_db_url_gets_an_explicit_connect_timeout(url: str, expected: str) -> None:
+    assert AppDatabaseResource(url=url, connect_timeout_s=7).engine_url() == expected
+
+
+def test_http_client_has_the_configured_timeouts() -> None:
+    with EhrHttpResource(connect_timeout_s=3, read_timeout_s=45, pool_timeout_s=5).client() as client:
+        assert client.timeout.connect == 3
+        assert client.timeout.read == 45
+        assert client.timeout.pool == 5
+        assert client.follow_redirects is False
+
+
+def test_sync_environment_wires_the_resources(app_db: AppDb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INTEGRATIONS_TOKEN_ENC_KEY", base64.b64encode(os.urandom(32)).decode())
+    landing = LandingZoneResource(root=str(tmp_path / "landing"), attachments_root=str(tmp_path / "att"))
+    warehouse = WarehouseResource(target=str(tmp_path / "wh.duckdb"))
+    with sync_environment(AppDatabaseResource(url=app_db.url), landing, warehouse, EhrHttpResource()) as env:
+        assert env.warehouse_target == str(tmp_path / "wh.duckdb")
+        assert env.http is not None and env.http.timeout.read == 60.0
+        assert env.db.dialect == "sqlite"
+    assert env.http.is_closed
+
+
+def test_missing_token_key_is_a_clear_configuration_error(
+    app_db: AppDb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("INTEGRATIONS_TOKEN_ENC_KEY", raising=False)
+    landing = LandingZoneResource(root=str(tmp_path / "landing"), attachments_root=str(tmp_path / "att"))
+    warehouse = WarehouseResource(target=str(tmp_path / "wh.duckdb"))
+    environment = sync_environment(AppDatabaseResource(url=app_db.url), landing, warehouse, EhrHttpResource())
+    with pytest.raises(ConfigurationError, match="INTEGRATIONS_TOKEN_ENC_KEY"), environment:
+        pass

@@ -1,0 +1,51 @@
+"""run_sync_now refuses what cannot sync, picks the job per connection kind, and uses a persistent home."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.instance import open_instance
+from pipelines.run import job_for, run_sync_now
+from pipelines.settings import PipelineSettings
+from pipelines.sync import ConnectionNotFoundError, ConnectionNotSyncableError
+from tests.pipelines.appdb import AppDb
+
+
+@pytest.mark.parametrize(
+    ("is_bulk", "full", "job"),
+    [
+        (False, False, "incremental_sync"),
+        (False, True, "full_resync"),
+        (True, False, "bulk_export"),
+        (True, True, "bulk_export"),
+    ],
+)
+def test_job_for(is_bulk: bool, full: bool, job: str) -> None:
+    assert job_for(is_bulk=is_bulk, full=full) == job
+
+
+def _settings(app_db: AppDb, tmp_path: Path) -> PipelineSettings:
+    return PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path / "state"), "DATABASE_URL": app_db.url})
+
+
+def test_unknown_connection_is_named(app_db: AppDb, tmp_path: Path) -> None:
+    with pytest.raises(ConnectionNotFoundError, match="nope"):
+        run_sync_now("nope", settings=_settings(app_db, tmp_path))
+
+
+@pytest.mark.parametrize("status", ["needs_reauth", "disabled", "disconnected"])
+def test_inactive_connection_is_refused(app_db: AppDb, tmp_path: Path, status: str) -> None:
+    cid = app_db.add("c1", status=status)
+    with pytest.raises(ConnectionNotSyncableError, match=f"c1 is {status}"):
+        run_sync_now(cid, settings=_settings(app_db, tmp_path))
+
+
+def test_instance_lives_under_the_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    settings = PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path)})
+    with open_instance(settings) as instance:
+        assert instance.root_directory == str(tmp_path.resolve() / "dagster_home")
+        assert not instance.is_ephemeral
+    assert (tmp_path / "dagster_home" / "dagster.yaml").exists()

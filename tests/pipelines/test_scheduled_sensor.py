@@ -1,0 +1,70 @@
+"""scheduled_syncs against a real app database: frequency, partitions, busy connections, windows, run keys."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from dagster import DagsterInstance, SensorResult, build_sensor_context
+
+from pipelines.defs.schedules import scheduled_syncs_sensor
+from pipelines.partitions import CONNECTIONS_PARTITIONS_NAME
+from pipelines.resources import AppDatabaseResource, SyncPolicyResource
+from pipelines.tags import TRIGGER_TAG
+from tests.pipelines.appdb import AppDb, queued_run
+
+
+def evaluate(instance: DagsterInstance, appdb: AppDb, windows: str = "") -> SensorResult:
+    context = build_sensor_context(
+        instance=instance,
+        resources={"app_db": AppDatabaseResource(url=appdb.url), "policy": SyncPolicyResource(sync_windows=windows)},
+    )
+    result = scheduled_syncs_sensor(context)
+    assert isinstance(result, SensorResult)
+    return result
+
+
+def test_due_connections_get_one_run_each(app_db: AppDb, dagster_instance: DagsterInstance) -> None:
+    now = datetime.now(UTC)
+    due = app_db.add("due", last_sync=now - timedelta(hours=30))
+    hourly = app_db.add("hourly", last_sync=now - timedelta(hours=2), freq=1)
+    bulk = app_db.add("bulk", kind="backend", last_sync=now - timedelta(days=3))
+    app_db.add("fresh", last_sync=now - timedelta(hours=1))
+    app_db.add("weekly", last_sync=now - timedelta(days=3), freq=168)
+    app_db.add("no-partition", last_sync=now - timedelta(days=3))
+    app_db.add("reauth", status="needs_reauth", last_sync=now - timedelta(days=3))
+    dagster_instance.add_dynamic_partitions(
+        CONNECTIONS_PARTITIONS_NAME, ["due", "hourly", "bulk", "fresh", "weekly", "reauth"]
+    )
+
+    result = evaluate(dagster_instance, app_db)
+
+    requests = {r.partition_key: r for r in result.run_requests or []}
+    assert set(requests) == {due, hourly, bulk}
+    assert requests[due].job_name == "incremental_sync"
+    assert requests[bulk].job_name == "bulk_export"
+    assert requests[due].tags[TRIGGER_TAG] == "schedule"
+    assert (requests[due].run_key or "").startswith("scheduled:due:")
+    cursor = orjson.loads(result.cursor or "{}")
+    assert cursor["requested"] == 3
+
+    # A second tick in the same slot asks for the same run keys (Dagster drops the duplicates).
+    again = evaluate(dagster_instance, app_db)
+    assert {r.run_key for r in again.run_requests or []} == {r.run_key for r in requests.values()}
+
+
+def test_connection_with_a_queued_run_is_left_alone(app_db: AppDb, dagster_instance: DagsterInstance) -> None:
+    cid = app_db.add("c1", last_sync=datetime.now(UTC) - timedelta(days=2))
+    dagster_instance.add_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME, [cid])
+    queued_run(dagster_instance, cid)
+    assert not evaluate(dagster_instance, app_db).run_requests
+
+
+def test_source_window_is_respected(app_db: AppDb, dagster_instance: DagsterInstance) -> None:
+    hour = datetime.now(UTC).hour
+    closed = f'{{"epic": "{(hour + 3) % 24:02d}:00-{(hour + 4) % 24:02d}:00"}}'
+    open_now = f'{{"epic": "{hour:02d}:00-{(hour + 2) % 24:02d}:00"}}'
+    cid = app_db.add("c1", provider="epic", last_sync=datetime.now(UTC) - timedelta(days=2))
+    dagster_instance.add_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME, [cid])
+    assert not evaluate(dagster_instance, app_db, closed).run_requests
+    assert [r.partition_key for r in evaluate(dagster_instance, app_db, open_now).run_requests or []] == [cid]

@@ -1,0 +1,55 @@
+"""Environment configuration of the Dagster layer (documented in docs/PIPELINES.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.errors import PipelineConfigurationError
+from pipelines.settings import PipelineSettings
+
+
+def test_defaults_live_under_the_state_dir(tmp_path: Path) -> None:
+    settings = PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path)})
+    assert settings.state_dir == tmp_path.resolve()
+    assert settings.database_url == f"sqlite:///{tmp_path.resolve() / 'app.db'}"
+    assert settings.warehouse_url == str(tmp_path.resolve() / "warehouse.duckdb")
+    assert settings.landing_dir == tmp_path.resolve() / "landing"
+    assert settings.dagster_home == tmp_path.resolve() / "dagster_home"
+    assert settings.sync_windows == {}
+    assert settings.quarantine_max_ratio == 0.01
+
+
+def test_default_state_dir_is_var_demo() -> None:
+    assert PipelineSettings.from_env({}).state_dir == Path("var/demo").resolve()
+
+
+def test_ehrsync_home_is_accepted_and_state_dir_wins(tmp_path: Path) -> None:
+    home = PipelineSettings.from_env({"EHRSYNC_HOME": str(tmp_path / "h")})
+    both = PipelineSettings.from_env({"EHRSYNC_HOME": str(tmp_path / "h"), "EHRSYNC_STATE_DIR": str(tmp_path / "s")})
+    assert home.state_dir == (tmp_path / "h").resolve()
+    assert both.state_dir == (tmp_path / "s").resolve()
+
+
+def test_explicit_urls_and_windows(tmp_path: Path) -> None:
+    settings = PipelineSettings.from_env(
+        {
+            "EHRSYNC_STATE_DIR": str(tmp_path),
+            "DATABASE_URL": "postgresql+psycopg://u@127.0.0.1:5/app",
+            "WAREHOUSE_URL": "postgresql+psycopg://u@127.0.0.1:5/wh",
+            "EHRSYNC_SYNC_WINDOWS": '{"epic": "22:00-06:00"}',
+            "EHRSYNC_QUARANTINE_MAX_RATIO": "0.05",
+        }
+    )
+    assert settings.database_url.endswith("/app")
+    assert settings.warehouse_url.endswith("/wh")
+    assert set(settings.sync_windows) == {"epic"}
+    assert settings.sync_windows_raw == '{"epic": "22:00-06:00"}'
+    assert settings.quarantine_max_ratio == 0.05
+
+
+@pytest.mark.parametrize("value", ["lots", "-0.1", "1.5"])
+def test_bad_quarantine_ratio_names_the_variable(value: str) -> None:
+    with pytest.raises(PipelineConfigurationError, match="EHRSYNC_QUARANTINE_MAX_RATIO"):
+        PipelineSettings.from_env({"EHRSYNC_QUARANTINE_MAX_RATIO": value})

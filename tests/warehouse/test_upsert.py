@@ -1,0 +1,184 @@
+"""BDX-24 upsert rules, BDX-21 tombstones and replay idempotency, on DuckDB and PostgreSQL alike."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import cast
+
+import pytest
+
+from tests.warehouse.conftest import land, resource
+from warehouse import LandedFile, LandedFileError, LandingZone, UpsertStats, Warehouse, open_warehouse
+from warehouse.duckdb_backend import DuckDBWarehouse
+from warehouse.postgres_backend import PostgresWarehouse
+
+T1 = "2026-01-01T00:00:00Z"
+T2 = "2026-01-02T00:00:00Z"
+T3 = "2026-01-03T00:00:00Z"
+
+
+def _landed_at(wh: Warehouse) -> dict[str, datetime]:
+    with wh._read() as cur:
+        cur.execute("SELECT id, landed_at FROM fhir_resources ORDER BY id")
+        return {r[0]: r[1] for r in cur.fetchmany(1000)}
+
+
+def _row(wh: Warehouse, rid: str) -> tuple[object, ...]:
+    with wh._read() as cur:
+        cur.execute(
+            "SELECT version_id, last_updated, deleted_at, CAST(resource AS VARCHAR) FROM fhir_resources WHERE id = %s",
+            (rid,),
+        )
+        row = cur.fetchone()
+    assert row is not None
+    return row
+
+
+def test_bdx24_first_load_inserts_every_id(wh: Warehouse, zone: LandingZone) -> None:
+    stats = wh.upsert(land(zone, [resource(f"o{i}") for i in range(50)]))
+    assert stats == UpsertStats(inserted=50, updated=0, unchanged=0)
+    assert wh.live_ids("c1", "Observation") == {f"o{i}" for i in range(50)}
+
+
+def test_bdx24_replay_changes_nothing(wh: Warehouse, zone: LandingZone) -> None:
+    """Replaying the same export twice yields identical tables: same fingerprint, landed_at untouched."""
+    landed = land(zone, [resource(f"o{i}", status="final") for i in range(20)])
+    wh.upsert(landed)
+    before, stamps = wh.row_fingerprint(), _landed_at(wh)
+    again = land(zone, [resource(f"o{i}", status="final") for i in range(20)], run_id="r2")
+    assert wh.upsert(again) == UpsertStats(inserted=0, updated=0, unchanged=20)
+    assert wh.upsert(landed) == UpsertStats(inserted=0, updated=0, unchanged=20)
+    assert wh.row_fingerprint() == before
+    assert _landed_at(wh) == stamps
+
+
+def test_bdx24_newer_updates_and_counts_are_exact(wh: Warehouse, zone: LandingZone) -> None:
+    wh.upsert(land(zone, [resource("a", T1), resource("b", T1), resource("c", T1)]))
+    stats = wh.upsert(land(zone, [resource("a", T2, "2"), resource("b", T1), resource("d", T1)], run_id="r2"))
+    assert stats == UpsertStats(inserted=1, updated=1, unchanged=1)
+    assert _row(wh, "a")[0] == "2"
+
+
+def test_bdx24_out_of_order_older_version_is_ignored(wh: Warehouse, zone: LandingZone) -> None:
+    wh.upsert(land(zone, [resource("a", T2, "2", status="amended")]))
+    before = wh.row_fingerprint()
+    stats = wh.upsert(land(zone, [resource("a", T1, "1", status="preliminary")], run_id="r0"))
+    assert stats == UpsertStats(inserted=0, updated=0, unchanged=1)
+    assert wh.row_fingerprint() == before
+    assert '"amended"' in str(_row(wh, "a")[3])
+
+
+def test_bdx24_equal_last_updated_with_new_version_or_content_updates(wh: Warehouse, zone: LandingZone) -> None:
+    wh.upsert(land(zone, [resource("a", T1, "1"), resource("b", T1, "1", status="x")]))
+    stats = wh.upsert(land(zone, [resource("a", T1, "2"), resource("b", T1, "1", status="y")], run_id="r2"))
+    assert stats == UpsertStats(inserted=0, updated=2, unchanged=0)
+    assert _row(wh, "a")[0] == "2"
+    assert '"y"' in str(_row(wh, "b")[3])
+
+
+def test_bdx24_missing_last_updated_never_replaces_a_dated_row(wh: Warehouse, zone: LandingZone) -> None:
+    wh.upsert(land(zone, [resource("a", T1, "1", status="dated")]))
+    stats = wh.upsert(land(zone, [resource("a", None, None, status="undated")], run_id="r2"))
+    assert stats.updated == 0
+    assert '"dated"' in str(_row(wh, "a")[3])
+
+
+def test_bdx24_duplicate_ids_in_one_file_last_by_last_updated_wins(wh: Warehouse, zone: LandingZone) -> None:
+    landed = land(
+        zone,
+        [resource("a", T2, "2", status="mid"), resource("a", T3, "3", status="new"), resource("a", T1, "1")],
+    )
+    assert wh.upsert(landed) == UpsertStats(inserted=1, updated=0, unchanged=0, duplicates=2)
+    assert _row(wh, "a")[0] == "3"
+    # Same lastUpdated twice: the later line of the file wins.
+    tie = land(zone, [resource("b", T1, "1", status="first"), resource("b", T1, "1", status="second")], run_id="r2")
+    wh.upsert(tie)
+    assert '"second"' in str(_row(wh, "b")[3])
+
+
+def test_bdx21_tombstone_soft_deletes_and_is_idempotent(wh: Warehouse, zone: LandingZone) -> None:
+    wh.upsert(land(zone, [resource("a", T1), resource("b", T1)]))
+    deleted_at = datetime(2026, 1, 5, tzinfo=UTC)
+    assert wh.tombstone("c1", "Observation", ["a"], deleted_at) == 1
+    assert wh.tombstone("c1", "Observation", ["a"], deleted_at) == 0
+    assert wh.live_ids("c1", "Observation") == {"b"}
+    assert _row(wh, "a")[2] == deleted_at
+    assert wh.summary() == [{"connection_id": "c1", "resource_type": "Observation", "live": 1, "deleted": 1}]
+
+
+def test_bdx21_older_copy_does_not_resurrect_but_newer_revives(wh: Warehouse, zone: LandingZone) -> None:
+    wh.upsert(land(zone, [resource("a", T1)]))
+    wh.tombstone("c1", "Observation", ["a"], datetime(2026, 1, 2, tzinfo=UTC))
+    replay = wh.upsert(land(zone, [resource("a", T1)], run_id="r2"))
+    assert replay == UpsertStats(inserted=0, updated=0, unchanged=1)
+    same_instant = wh.upsert(land(zone, [resource("a", T2, "2")], run_id="r3"))
+    assert same_instant.updated == 0
+    assert wh.live_ids("c1", "Observation") == set()
+    revived = wh.upsert(land(zone, [resource("a", T3, "3")], run_id="r4"))
+    assert revived == UpsertStats(inserted=0, updated=1, unchanged=0)
+    assert wh.live_ids("c1", "Observation") == {"a"}
+    assert _row(wh, "a")[2] is None
+
+
+def test_bdx21_tombstone_of_unknown_id_blocks_a_late_older_copy(wh: Warehouse, zone: LandingZone) -> None:
+    assert wh.tombstone("c1", "Observation", ["ghost", "ghost"], datetime(2026, 1, 2, tzinfo=UTC)) == 1
+    assert wh.upsert(land(zone, [resource("ghost", T1)])).inserted == 0
+    assert wh.live_ids("c1", "Observation") == set()
+
+
+def test_bdx21_tombstone_never_deletes_a_newer_version(wh: Warehouse, zone: LandingZone) -> None:
+    wh.upsert(land(zone, [resource("a", T3)]))
+    assert wh.tombstone("c1", "Observation", ["a"], datetime(2026, 1, 2, tzinfo=UTC)) == 0
+    assert wh.live_ids("c1", "Observation") == {"a"}
+
+
+def test_tombstone_rejects_naive_datetime(wh: Warehouse) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        wh.tombstone("c1", "Observation", ["a"], datetime(2026, 1, 2))
+
+
+def test_upsert_keys_include_connection_and_type(wh: Warehouse, zone: LandingZone) -> None:
+    wh.upsert(land(zone, [resource("x")]))
+    other = wh.upsert(land(zone, [resource("x")], connection_id="c2"))
+    patient = wh.upsert(land(zone, [resource("x", resource_type="Patient")], resource_type="Patient"))
+    assert other.inserted == 1 and patient.inserted == 1
+    assert {(s["connection_id"], s["resource_type"]) for s in wh.summary()} == {
+        ("c1", "Observation"),
+        ("c2", "Observation"),
+        ("c1", "Patient"),
+    }
+
+
+def test_upsert_refuses_missing_or_foreign_file(wh: Warehouse, zone: LandingZone, tmp_path) -> None:
+    landed = land(zone, [resource("a")])
+    with pytest.raises(LandedFileError, match="another connection"):
+        wh.upsert(landed.__class__(**{**landed.__dict__, "connection_id": "c9"}))
+    landed.path.unlink()
+    with pytest.raises(LandedFileError, match="does not exist"):
+        wh.upsert(landed)
+    assert wh.live_ids("c1", "Observation") == set()
+
+
+def test_empty_file_upserts_nothing(wh: Warehouse, zone: LandingZone) -> None:
+    assert wh.upsert(land(zone, [])) == UpsertStats(0, 0, 0)
+
+
+def test_bdx24_concurrent_upserts_of_one_partition_count_exactly(wh: Warehouse, zone: LandingZone) -> None:
+    """Separate warehouse handles (as separate run processes would hold) racing on the same ids: every id is
+    inserted exactly once in total and the final table holds the newest version."""
+    target = str(wh.path) if isinstance(wh, DuckDBWarehouse) else cast(PostgresWarehouse, wh).url
+    files = [
+        land(zone, [resource(f"o{i}", f"2026-01-0{n + 1}T00:00:00Z", str(n)) for i in range(400)], run_id=f"r{n}")
+        for n in range(3)
+    ]
+
+    def run(landed: LandedFile) -> UpsertStats:
+        with open_warehouse(target) as own:
+            return own.upsert(landed)
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(run, files))
+    assert sum(r.inserted for r in results) == 400
+    assert all(r.inserted + r.updated + r.unchanged == 400 for r in results)
+    assert {row["version_id"] for row in wh.iter_rows("SELECT DISTINCT version_id FROM fhir_resources")} == {"2"}

@@ -1,0 +1,164 @@
+"""DuckDB warehouse: short-lived connections under an inter-process file lock.
+
+Several Dagster run processes upsert into one file: each write takes ``<db>.lock`` exclusively, opens
+DuckDB, commits and closes, so the DuckDB write lock is held only for the length of one upsert. A lock held
+by a process outside ehrsync (DuckDB's IOException) is retried with backoff until the timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from warehouse import _sql
+from warehouse._filelock import file_lock
+from warehouse.base import Cursor, Warehouse
+from warehouse.errors import InvalidInputError, WarehouseLockTimeoutError, WarehouseTargetError
+
+__all__ = ["DuckDBWarehouse"]
+
+logger = logging.getLogger(__name__)
+_ID_CHUNK = 50_000
+
+
+class _DuckCursor:
+    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.conn.execute(sql.replace("%s", "?"), list(params))
+
+    def execute_count(self, sql: str, params: Sequence[Any] = ()) -> int:
+        row = self.conn.execute(sql.replace("%s", "?"), list(params)).fetchone()
+        return int(row[0]) if row else 0
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.conn.executemany(sql.replace("%s", "?"), [list(r) for r in rows])
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self.conn.fetchone()
+
+    def fetchmany(self, n: int) -> list[tuple[Any, ...]]:
+        return self.conn.fetchmany(n)
+
+    def column_names(self) -> list[str]:
+        return [d[0] for d in self.conn.description or []]
+
+
+class DuckDBWarehouse(Warehouse):
+    dialect = _sql.DUCKDB
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        read_only: bool = False,
+        lock_timeout_s: float = 300.0,
+        memory_limit: str = "1GB",
+        threads: int = 2,
+    ) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self.lock_timeout_s = lock_timeout_s
+        self._config = {"memory_limit": memory_limit, "threads": str(threads)}
+        self._lock_path = self.path.with_name(self.path.name + ".lock")
+        self._closed = False
+        if read_only:
+            if not self.path.is_file():
+                raise WarehouseTargetError(f"DuckDB warehouse {self.path} does not exist (opened read-only)")
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._write("schema") as cur:
+            self._create_schema(cur)
+
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.01
+        while True:
+            try:
+                conn = duckdb.connect(str(self.path), read_only=read_only, config=dict(self._config))
+                conn.execute("SET TimeZone = 'UTC'")
+                return conn
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise
+                if time.monotonic() >= deadline:
+                    raise WarehouseLockTimeoutError(
+                        f"DuckDB file {self.path.name} stayed locked by another process for {self.lock_timeout_s:.0f}s"
+                    ) from exc
+                logger.debug("DuckDB file %s is locked by another process; retrying", self.path.name)
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 1.0)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise WarehouseTargetError("the warehouse is closed")
+
+    @contextlib.contextmanager
+    def _write(self, lock_key: str) -> Iterator[Cursor]:
+        self._check_open()
+        if self.read_only:
+            raise WarehouseTargetError(f"warehouse {self.path.name} was opened read-only")
+        with file_lock(self._lock_path, exclusive=True, timeout_s=self.lock_timeout_s):
+            conn = self._connect(read_only=False)
+            try:
+                conn.begin()
+                try:
+                    yield _DuckCursor(conn)
+                except BaseException:
+                    conn.rollback()
+                    raise
+                conn.commit()
+            finally:
+                conn.close()
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Cursor]:
+        self._check_open()
+        with file_lock(self._lock_path, exclusive=False, timeout_s=self.lock_timeout_s):
+            conn = self._connect(read_only=True)
+            try:
+                yield _DuckCursor(conn)
+            finally:
+                conn.close()
+
+    def _stage_landed(self, cur: Cursor, path: Path) -> None:
+        cols = ", ".join(c for c in _sql.STAGE_COLUMNS if c != "content_hash")
+        cur.execute(
+            f"CREATE OR REPLACE TEMP TABLE _stage AS SELECT {cols}, resource_json, "
+            f"{self.dialect.hash_expr('resource_json')} AS content_hash FROM ("
+            "SELECT *, row_number() OVER (PARTITION BY connection_id, resource_type, id "
+            "ORDER BY last_updated DESC NULLS LAST, file_row_number DESC) AS _rn "
+            "FROM read_parquet(%s, file_row_number = true)) WHERE _rn = 1",
+            (str(path),),
+        )
+
+    def _stage_ids(self, cur: Cursor, connection_id: str, resource_type: str, ids: Iterable[str]) -> None:
+        assert isinstance(cur, _DuckCursor)
+        cur.execute("CREATE OR REPLACE TEMP TABLE _tomb (connection_id VARCHAR, resource_type VARCHAR, id VARCHAR)")
+        it = iter(ids)
+        while chunk := list(islice(it, _ID_CHUNK)):
+            if not all(isinstance(i, str) and i for i in chunk):
+                raise InvalidInputError("tombstone ids must be non-empty strings")
+            cur.conn.register("_ids_chunk", pa.table({"id": pa.array(chunk, type=pa.string())}))
+            try:
+                cur.conn.execute(
+                    "INSERT INTO _tomb SELECT DISTINCT ?, ?, c.id FROM _ids_chunk c "
+                    "WHERE NOT EXISTS (SELECT 1 FROM _tomb t WHERE t.id = c.id)",
+                    [connection_id, resource_type],
+                )
+            finally:
+                cur.conn.unregister("_ids_chunk")
+
+    def close(self) -> None:
+        self._closed = True

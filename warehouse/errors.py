@@ -1,0 +1,66 @@
+"""Typed errors of the warehouse package.
+
+``warehouse`` may not import ``connectors``, so it has its own root, :class:`WarehouseError`. Callers that cross
+a package boundary (pipelines) wrap or catch these by type. Messages name the problem and the ids involved but
+never resource content (PHI).
+
+    WarehouseError
+    ├── LandingError              bad writer arguments or a landing file that cannot be written
+    ├── LandedFileError           a LandedFile / Parquet file that is missing or not a landing file
+    ├── AttachmentError           an attachment that cannot be stored
+    │   └── AttachmentIntegrityError   content does not match the expected sha256
+    ├── InvalidInputError         bad arguments to a warehouse call (naive datetime, bad OperationOutcome line)
+    ├── WarehouseTargetError      an unusable ``open_warehouse`` target (unknown scheme, missing read-only file)
+    ├── SchemaVersionError        the database was created by a newer ehrsync
+    └── WarehouseLockTimeoutError the inter-process write lock (or DuckDB's own file lock) was not granted in time
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AttachmentError",
+    "AttachmentIntegrityError",
+    "InvalidInputError",
+    "LandedFileError",
+    "LandingError",
+    "SchemaVersionError",
+    "WarehouseError",
+    "WarehouseLockTimeoutError",
+    "WarehouseTargetError",
+]
+
+
+class WarehouseError(Exception):
+    """Root of every error the warehouse package raises on purpose."""
+
+
+class LandingError(WarehouseError):
+    """A landing writer was misconfigured or its Parquet file could not be written."""
+
+
+class LandedFileError(WarehouseError):
+    """A landed file is missing or does not have the BDX-23 landing columns."""
+
+
+class AttachmentError(WarehouseError):
+    """An attachment could not be stored in the content-addressed store."""
+
+
+class AttachmentIntegrityError(AttachmentError):
+    """The attachment's content does not hash to the sha256 the caller expected."""
+
+
+class InvalidInputError(WarehouseError, ValueError):
+    """A caller passed an argument the warehouse cannot use (the message says which)."""
+
+
+class WarehouseTargetError(WarehouseError):
+    """``open_warehouse`` was given a target it cannot open."""
+
+
+class SchemaVersionError(WarehouseError):
+    """The database schema is newer than this code understands; refuse rather than corrupt it."""
+
+
+class WarehouseLockTimeoutError(WarehouseError):
+    """Another process held the warehouse write lock for longer than the configured timeout."""

@@ -1,0 +1,272 @@
+"""The landing writer: NDJSON lines -> one zstd Parquet file, streamed in batches (BDX-17, BDX-20, BDX-23).
+
+Lines are parsed one at a time with orjson and buffered in column lists of ``batch_rows`` rows, each batch
+appended through ``ParquetWriter``: memory is bounded by the batch, never the file. The file is written under
+a temporary name and renamed only when the writer exits cleanly. Bad lines are never dropped: they go to a
+quarantine Parquet beside the landing file.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from warehouse._lines import LineRejected, check_resource, parse_line, reject_nul_escape
+from warehouse.errors import InvalidInputError, LandingError
+from warehouse.landed import LANDING_SCHEMA, QUARANTINE_SCHEMA, LandedFile, quarantine_path_for
+
+__all__ = ["DEFAULT_BATCH_ROWS", "LandingWriter"]
+
+logger = logging.getLogger(__name__)
+
+_TS = pa.timestamp("us", tz="UTC")
+DEFAULT_BATCH_ROWS = 10_000
+
+
+class LandingWriter:
+    """Context manager that streams one resource type of one run into one Parquet file."""
+
+    def __init__(
+        self,
+        final_path: Path,
+        *,
+        connection_id: str,
+        resource_type: str,
+        run_id: str,
+        source: str,
+        tenant_id: str | None,
+        transaction_time: datetime | None,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+    ) -> None:
+        if batch_rows < 1:
+            raise InvalidInputError("batch_rows must be at least 1")
+        self._final = final_path
+        self._quarantine_final = quarantine_path_for(final_path)
+        token = uuid.uuid4().hex[:12]
+        self._tmp = final_path.with_name(f".{final_path.name}.{token}.tmp")
+        self._quarantine_tmp = final_path.with_name(f".{self._quarantine_final.name}.{token}.tmp")
+        self._connection_id = connection_id
+        self._resource_type = resource_type
+        self._run_id = run_id
+        self._source = source
+        self._tenant_id = tenant_id
+        self._transaction_time = transaction_time
+        self._batch_rows = batch_rows
+        self._ids: list[str] = []
+        self._last_updated: list[datetime | None] = []
+        self._version_ids: list[str | None] = []
+        self._json: list[str] = []
+        self._q_rows: list[tuple[int, str, bytes]] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._q_writer: pq.ParquetWriter | None = None
+        self._rows = 0
+        self._quarantined = 0
+        self._line_number = 0
+        self._max_last_updated: datetime | None = None
+        self._result: LandedFile | None = None
+        self._closed = False
+
+    # -- public API -------------------------------------------------------------------------------------------
+    def add_line(self, line: bytes) -> bool:
+        """Land one raw NDJSON line; returns False when it was blank or quarantined (never silently dropped)."""
+        self._ensure_open()
+        self._line_number += 1
+        if not isinstance(line, bytes):
+            if not isinstance(line, bytearray | memoryview):
+                raise InvalidInputError(f"add_line expects bytes, got {type(line).__name__}")
+            line = bytes(line)
+        raw = line.strip()
+        if not raw:
+            return False
+        try:
+            parsed = parse_line(raw, self._resource_type)
+            text = raw.decode("utf-8")
+        except (LineRejected, UnicodeDecodeError) as exc:
+            self._quarantine(line.rstrip(b"\r\n"), str(exc))
+            return False
+        self._append(parsed.id, parsed.last_updated, parsed.version_id, text)
+        return True
+
+    def add_resource(self, resource: dict[str, Any]) -> bool:
+        """Land an already-parsed resource (REST search results); same checks and quarantine as ``add_line``."""
+        self._ensure_open()
+        self._line_number += 1
+        try:
+            raw = orjson.dumps(resource)
+        except TypeError as exc:
+            self._quarantine(repr(type(resource)).encode(), f"not serialisable as JSON: {exc}")
+            return False
+        try:
+            if not isinstance(resource, dict):
+                raise LineRejected(f"not a JSON object (got {type(resource).__name__})")
+            parsed = check_resource(resource, self._resource_type)
+            reject_nul_escape(raw)
+        except LineRejected as exc:
+            self._quarantine(raw, str(exc))
+            return False
+        self._append(parsed.id, parsed.last_updated, parsed.version_id, raw.decode("utf-8"))
+        return True
+
+    @property
+    def result(self) -> LandedFile:
+        """What was landed; available once the ``with`` block exited without an exception."""
+        if self._result is None:
+            raise LandingError("the writer has not finished successfully; no LandedFile is available")
+        return self._result
+
+    def __enter__(self) -> LandingWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.finish()
+        else:
+            self.abort()
+
+    # -- internals ------------------------------------------------------------------------------------------
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise LandingError("the landing writer is already closed")
+
+    def _append(self, rid: str, last_updated: datetime | None, version_id: str | None, text: str) -> None:
+        self._ids.append(rid)
+        self._last_updated.append(last_updated)
+        self._version_ids.append(version_id)
+        self._json.append(text)
+        if last_updated is not None and (self._max_last_updated is None or last_updated > self._max_last_updated):
+            self._max_last_updated = last_updated
+        if len(self._ids) >= self._batch_rows:
+            self._flush()
+
+    def _quarantine(self, raw: bytes, error: str) -> None:
+        self._quarantined += 1
+        self._q_rows.append((self._line_number, error, raw))
+        logger.debug(
+            "quarantined line %d of %s/%s run %s: %s",
+            self._line_number,
+            self._connection_id,
+            self._resource_type,
+            self._run_id,
+            error,
+        )
+        if len(self._q_rows) >= self._batch_rows:
+            self._flush_quarantine()
+
+    def _constant(self, value: object, n: int, typ: pa.DataType) -> pa.Array:
+        return pa.array([value] * n, type=typ)
+
+    def _flush(self) -> None:
+        n = len(self._ids)
+        if n == 0 and self._writer is not None:
+            return
+        table = pa.Table.from_arrays(
+            [
+                self._constant(self._tenant_id, n, pa.string()),
+                self._constant(self._connection_id, n, pa.string()),
+                self._constant(self._resource_type, n, pa.string()),
+                pa.array(self._ids, type=pa.string()),
+                pa.array(self._last_updated, type=_TS),
+                pa.array(self._version_ids, type=pa.string()),
+                self._constant(self._source, n, pa.string()),
+                self._constant(self._transaction_time, n, _TS),
+                self._constant(self._run_id, n, pa.string()),
+                pa.array(self._json, type=pa.string()),
+            ],
+            schema=LANDING_SCHEMA,
+        )
+        if self._writer is None:
+            self._final.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self._tmp, LANDING_SCHEMA, compression="zstd")
+        self._writer.write_table(table)
+        self._rows += n
+        self._ids, self._last_updated, self._version_ids, self._json = [], [], [], []
+
+    def _flush_quarantine(self) -> None:
+        n = len(self._q_rows)
+        if n == 0:
+            return
+        table = pa.Table.from_arrays(
+            [
+                self._constant(self._tenant_id, n, pa.string()),
+                self._constant(self._connection_id, n, pa.string()),
+                self._constant(self._resource_type, n, pa.string()),
+                self._constant(self._run_id, n, pa.string()),
+                self._constant(self._source, n, pa.string()),
+                pa.array([r[0] for r in self._q_rows], type=pa.int64()),
+                pa.array([r[1] for r in self._q_rows], type=pa.string()),
+                pa.array([r[2] for r in self._q_rows], type=pa.binary()),
+            ],
+            schema=QUARANTINE_SCHEMA,
+        )
+        if self._q_writer is None:
+            self._final.parent.mkdir(parents=True, exist_ok=True)
+            self._q_writer = pq.ParquetWriter(self._quarantine_tmp, QUARANTINE_SCHEMA, compression="zstd")
+        self._q_writer.write_table(table)
+        self._q_rows = []
+
+    def finish(self) -> LandedFile:
+        """Flush, close and atomically rename into place; removes a stale quarantine file of an earlier rerun."""
+        self._ensure_open()
+        try:
+            self._flush()  # also writes an empty file with the schema when nothing landed
+            self._flush_quarantine()
+            assert self._writer is not None
+            self._writer.close()
+            if self._q_writer is not None:
+                self._q_writer.close()
+        except (OSError, pa.ArrowException) as exc:
+            self.abort()
+            raise LandingError(f"could not write landing file {self._final.name}: {exc}") from exc
+        self._closed = True
+        self._tmp.replace(self._final)
+        quarantine_path: Path | None = None
+        if self._q_writer is not None:
+            self._quarantine_tmp.replace(self._quarantine_final)
+            quarantine_path = self._quarantine_final
+        else:
+            self._quarantine_final.unlink(missing_ok=True)
+        self._result = LandedFile(
+            path=self._final,
+            rows=self._rows,
+            bytes=self._final.stat().st_size,
+            quarantined=self._quarantined,
+            quarantine_path=quarantine_path,
+            max_last_updated=self._max_last_updated,
+            resource_type=self._resource_type,
+            connection_id=self._connection_id,
+            run_id=self._run_id,
+            source=self._source,
+            tenant_id=self._tenant_id,
+        )
+        logger.info(
+            "landed %s/%s run %s: %d rows, %d quarantined -> %s",
+            self._connection_id,
+            self._resource_type,
+            self._run_id,
+            self._rows,
+            self._quarantined,
+            self._final.name,
+        )
+        return self._result
+
+    def abort(self) -> None:
+        """Close and delete the temporary files; the previous landing file (if any) stays untouched."""
+        self._closed = True
+        for writer in (self._writer, self._q_writer):
+            if writer is not None:
+                try:
+                    writer.close()
+                except (OSError, pa.ArrowException):
+                    logger.debug("ignoring close failure while aborting %s", self._final.name)
+        self._tmp.unlink(missing_ok=True)
+        self._quarantine_tmp.unlink(missing_ok=True)

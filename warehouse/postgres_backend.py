@@ -1,0 +1,137 @@
+"""PostgreSQL warehouse (psycopg 3): COPY into a temp staging table, then one guarded ``INSERT ... ON CONFLICT``.
+
+Writers on the same (connection, resource type) are serialised by a transaction-scoped advisory lock, so the
+pre-join classification and the upsert see the same table and the reported counts stay exact. Reads use
+server-side cursors so ``live_ids`` and ``row_fingerprint`` never pull a whole table into memory at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pyarrow.parquet as pq
+
+from warehouse import _sql
+from warehouse.base import Cursor, Warehouse
+from warehouse.errors import InvalidInputError, WarehouseTargetError
+from warehouse.landed import LANDING_SCHEMA
+
+__all__ = ["PostgresWarehouse", "psycopg_conninfo"]
+
+logger = logging.getLogger(__name__)
+_COPY_BATCH = 10_000
+
+
+def psycopg_conninfo(url: str) -> str:
+    """``postgresql+psycopg://`` (SQLAlchemy spelling) -> the ``postgresql://`` URL libpq understands."""
+    for prefix in ("postgresql+psycopg://", "postgres+psycopg://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix) :]
+    if url.startswith(("postgresql://", "postgres://")):
+        return url
+    raise WarehouseTargetError("not a PostgreSQL URL for psycopg 3 (postgresql:// or postgresql+psycopg://)")
+
+
+class _PgCursor:
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self.cur = cur
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.cur.execute(sql, tuple(params) if params else None)
+
+    def execute_count(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self.execute(sql, params)
+        return max(self.cur.rowcount, 0)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.cur.executemany(sql, [tuple(r) for r in rows])
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self.cur.fetchone()
+
+    def fetchmany(self, n: int) -> list[tuple[Any, ...]]:
+        return self.cur.fetchmany(n)
+
+    def column_names(self) -> list[str]:
+        return [d.name for d in self.cur.description or []]
+
+
+class PostgresWarehouse(Warehouse):
+    dialect = _sql.POSTGRES
+
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
+        self.read_only = read_only
+        self.url = url
+        conninfo = psycopg_conninfo(url)
+        options = "-c default_transaction_read_only=on -c TimeZone=UTC" if read_only else "-c TimeZone=UTC"
+        try:
+            self._conn: psycopg.Connection[Any] = psycopg.connect(conninfo, autocommit=True, options=options)
+        except psycopg.OperationalError as exc:
+            raise WarehouseTargetError(f"cannot connect to the PostgreSQL warehouse: {exc}") from exc
+        self._lock = threading.RLock()  # one psycopg connection: one transaction at a time per instance
+        if not read_only:
+            with self._write("schema") as cur:
+                self._create_schema(cur)
+
+    @contextlib.contextmanager
+    def _write(self, lock_key: str) -> Iterator[Cursor]:
+        if self.read_only:
+            raise WarehouseTargetError("the PostgreSQL warehouse was opened read-only")
+        with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ehrsync-warehouse:{lock_key}",))
+            yield _PgCursor(cur)
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Cursor]:
+        with self._lock, self._conn.transaction(), self._conn.cursor(name=f"wh_{uuid.uuid4().hex[:12]}") as cur:
+            yield _PgCursor(cur)
+
+    def _stage_landed(self, cur: Cursor, path: Path) -> None:
+        assert isinstance(cur, _PgCursor)
+        names = LANDING_SCHEMA.names
+        cur.execute(
+            "CREATE TEMP TABLE _stage_raw (seq BIGSERIAL, tenant_id TEXT, connection_id TEXT, resource_type TEXT, "
+            "id TEXT, last_updated TIMESTAMPTZ, version_id TEXT, source TEXT, transaction_time TIMESTAMPTZ, "
+            "run_id TEXT, resource_json TEXT) ON COMMIT DROP"
+        )
+        pf = pq.ParquetFile(path)
+        with cur.cur.copy(f"COPY _stage_raw ({', '.join(names)}) FROM STDIN") as copy:
+            for batch in pf.iter_batches(batch_size=_COPY_BATCH, columns=names):
+                cols = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+                for row in zip(*cols, strict=True):
+                    copy.write_row(row)
+        stage_cols = ", ".join(c for c in _sql.STAGE_COLUMNS if c != "content_hash")
+        cur.execute(
+            f"CREATE TEMP TABLE _stage ON COMMIT DROP AS SELECT DISTINCT ON (connection_id, resource_type, id) "
+            f"{stage_cols}, resource_json, {self.dialect.hash_expr('resource_json')} AS content_hash FROM _stage_raw "
+            "ORDER BY connection_id, resource_type, id, last_updated DESC NULLS LAST, seq DESC"
+        )
+        cur.execute("ANALYZE _stage")
+
+    def _stage_ids(self, cur: Cursor, connection_id: str, resource_type: str, ids: Iterable[str]) -> None:
+        assert isinstance(cur, _PgCursor)
+        cur.execute("CREATE TEMP TABLE _tomb_raw (id TEXT) ON COMMIT DROP")
+        it = iter(ids)
+        with cur.cur.copy("COPY _tomb_raw (id) FROM STDIN") as copy:
+            while chunk := list(islice(it, _COPY_BATCH)):
+                for i in chunk:
+                    if not isinstance(i, str) or not i:
+                        raise InvalidInputError("tombstone ids must be non-empty strings")
+                    copy.write_row((i,))
+        cur.execute(
+            "CREATE TEMP TABLE _tomb ON COMMIT DROP AS SELECT DISTINCT CAST(%s AS TEXT) AS connection_id, "
+            "CAST(%s AS TEXT) AS resource_type, id FROM _tomb_raw",
+            (connection_id, resource_type),
+        )
+
+    def close(self) -> None:
+        self._conn.close()

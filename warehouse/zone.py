@@ -1,0 +1,119 @@
+"""The landing zone layout and the file-level entry point ``land_ndjson_file``.
+
+Names are deterministic, ``{root}/{connection_id}/{resource_type}/{run_id}-{seq}.parquet``, so re-running a run
+overwrites its own files instead of duplicating rows.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from warehouse.errors import InvalidInputError, LandingError
+from warehouse.landed import LandedFile
+from warehouse.landing import DEFAULT_BATCH_ROWS, LandingWriter
+
+__all__ = ["LandingZone", "land_ndjson_file"]
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
+
+
+def _check_name(kind: str, value: str) -> str:
+    if not isinstance(value, str) or not _SAFE_NAME.fullmatch(value) or ".." in value:
+        raise InvalidInputError(f"{kind} {value!r} is not usable in a file name (letters, digits, '._-' only)")
+    return value
+
+
+def _check_aware(kind: str, value: datetime | None) -> datetime | None:
+    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+        raise InvalidInputError(f"{kind} must be a timezone-aware datetime")
+    return value
+
+
+class LandingZone:
+    """A directory of landing files laid out as ``{root}/{connection_id}/{resource_type}/{run_id}-{seq}.parquet``."""
+
+    def __init__(self, root: Path | str, *, batch_rows: int = DEFAULT_BATCH_ROWS) -> None:
+        self.root = Path(root)
+        self.batch_rows = batch_rows
+
+    def path_for(self, connection_id: str, resource_type: str, run_id: str, seq: str) -> Path:
+        """The deterministic landing path of one file of one run."""
+        _check_name("connection_id", connection_id)
+        _check_name("run_id", run_id)
+        _check_name("seq", seq)
+        if not isinstance(resource_type, str) or not _RESOURCE_TYPE.fullmatch(resource_type):
+            raise InvalidInputError(f"resource_type {resource_type!r} is not a FHIR resource type name")
+        return self.root / connection_id / resource_type / f"{run_id}-{seq}.parquet"
+
+    def writer(
+        self,
+        connection_id: str,
+        resource_type: str,
+        run_id: str,
+        source: str,
+        tenant_id: str | None = None,
+        transaction_time: datetime | None = None,
+        *,
+        seq: str | int | None = None,
+    ) -> LandingWriter:
+        """Open a writer. ``seq`` defaults to a digest of ``source``, so each source file of a run has its own,
+        stable name; pass ``seq`` explicitly when one run lands several files from the same source."""
+        if not isinstance(source, str) or not source:
+            raise InvalidInputError("source (the file URL or search URL the data came from) must be non-empty")
+        _check_aware("transaction_time", transaction_time)
+        seq_text = hashlib.sha256(source.encode()).hexdigest()[:16] if seq is None else str(seq)
+        return LandingWriter(
+            self.path_for(connection_id, resource_type, run_id, seq_text),
+            connection_id=connection_id,
+            resource_type=resource_type,
+            run_id=run_id,
+            source=source,
+            tenant_id=tenant_id,
+            transaction_time=transaction_time,
+            batch_rows=self.batch_rows,
+        )
+
+
+def _open_maybe_gzip(path: Path) -> BinaryIO:
+    with path.open("rb") as probe:
+        magic = probe.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.GzipFile(path, "rb")  # type: ignore[return-value]
+    return path.open("rb")
+
+
+def land_ndjson_file(
+    zone: LandingZone,
+    path: Path | str,
+    *,
+    connection_id: str,
+    resource_type: str,
+    run_id: str,
+    source: str,
+    tenant_id: str | None = None,
+    transaction_time: datetime | None = None,
+    seq: str | int | None = None,
+) -> LandedFile:
+    """Stream a downloaded NDJSON file (plain or gzip) line by line into the landing zone (BDX-17)."""
+    src = Path(path)
+    if not src.is_file():
+        raise LandingError(f"NDJSON file {src} does not exist")
+    with (
+        _open_maybe_gzip(src) as fh,
+        zone.writer(connection_id, resource_type, run_id, source, tenant_id, transaction_time, seq=seq) as w,
+    ):
+        _feed(w, fh)
+    return w.result
+
+
+def _feed(writer: LandingWriter, lines: Iterable[bytes]) -> None:
+    add = writer.add_line
+    for line in lines:
+        add(line)
