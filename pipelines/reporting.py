@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dagster import AssetCheckResult, MetadataValue
+from dagster import AssetCheckResult, AssetKey, MetadataValue
 
 from pipelines.sync.reports import BulkReport, TypeReport
 
@@ -89,10 +89,14 @@ class CheckVerdict:
     metadata: Mapping[str, Any]
 
 
-def check_result(check_name: str, verdict: CheckVerdict) -> AssetCheckResult:
+def check_result(check_name: str, verdict: CheckVerdict, asset_key: AssetKey | None = None) -> AssetCheckResult:
     """The Dagster check result for a verdict (returned with the asset's ``MaterializeResult``)."""
     return AssetCheckResult(
-        check_name=check_name, passed=verdict.passed, description=verdict.description, metadata=dict(verdict.metadata)
+        asset_key=asset_key,
+        check_name=check_name,
+        passed=verdict.passed,
+        description=verdict.description,
+        metadata=dict(verdict.metadata),
     )
 
 

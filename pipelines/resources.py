@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from dagster import ConfigurableResource
-from pydantic import Field
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import Field, PrivateAttr
 from sqlalchemy.engine import make_url
 
 from auth_service.store import AppDatabase, TokenCipher, TokenVault
@@ -95,17 +95,32 @@ class WarehouseResource(ConfigurableResource["WarehouseResource"]):
 
 
 class EhrHttpResource(ConfigurableResource["EhrHttpResource"]):
-    """The HTTP client every EHR request of a run goes through, with explicit timeouts."""
+    """The HTTP client every EHR request of a run goes through, with explicit timeouts.
+
+    One client per run (its connection pool and TLS context are reused by every step), closed when the
+    run's resources are torn down.
+    """
 
     connect_timeout_s: float = Field(default=10.0, gt=0, description="TCP/TLS connect timeout.")
     read_timeout_s: float = Field(default=60.0, gt=0, description="Wait for response bytes (slow EHRs).")
     pool_timeout_s: float = Field(default=30.0, gt=0, description="Wait for a free pooled connection.")
+    _client: httpx.Client | None = PrivateAttr(default=None)
 
     def client(self) -> httpx.Client:
-        timeout = httpx.Timeout(
-            self.read_timeout_s, connect=self.connect_timeout_s, pool=self.pool_timeout_s, write=self.read_timeout_s
-        )
-        return httpx.Client(timeout=timeout, follow_redirects=False)
+        if self._client is None or self._client.is_closed:
+            timeout = httpx.Timeout(
+                self.read_timeout_s, connect=self.connect_timeout_s, pool=self.pool_timeout_s, write=self.read_timeout_s
+            )
+            self._client = httpx.Client(timeout=timeout, follow_redirects=False)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        self.close()
 
 
 class SyncPolicyResource(ConfigurableResource["SyncPolicyResource"]):
@@ -129,8 +144,9 @@ def sync_environment(
     warehouse: WarehouseResource,
     ehr_http: EhrHttpResource,
 ) -> Iterator[SyncEnvironment]:
-    """Build the engine's ``SyncEnvironment`` for one step and release its HTTP client after."""
-    with app_db.open() as db, ehr_http.client() as http:
+    """Build the engine's ``SyncEnvironment`` for one step (the database engine is disposed after it)."""
+    http = ehr_http.client()
+    with app_db.open() as db:
         yield SyncEnvironment(
             db=db,
             vault=app_db.vault(db, http),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterError, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from pipelines.tags import CONNECTION_TAG
 
@@ -40,8 +40,14 @@ def stop_connection_runs(instance: DagsterInstance, connection_id: str) -> int:
             instance.report_run_canceling(run, message="ehrsync: connection disconnected or disabled")
             instance.report_run_canceled(run, message="ehrsync: connection disconnected or disabled")
             stopped += 1
-        elif instance.run_coordinator.cancel_run(run.run_id):
+            continue
+        try:
+            terminated = instance.run_coordinator.cancel_run(run.run_id)
+        except DagsterError as exc:  # an unreachable code server must not stop the sensor's other work
+            logger.warning("terminating run %s of connection %s failed: %s", run.run_id, connection_id, exc)
+            continue
+        if terminated:
             stopped += 1
         else:
-            logger.warning("could not terminate run %s of connection %s", run.run_id, connection_id)
+            logger.warning("run %s of connection %s did not confirm termination", run.run_id, connection_id)
     return stopped

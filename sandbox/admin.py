@@ -5,8 +5,10 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sandbox.config import STARTUP_ONLY, SandboxConfig
@@ -91,6 +93,20 @@ def launch(body: LaunchRequest, request: Request) -> dict[str, str]:
     with st.auth.lock:
         st.auth.launches[token] = Context(body.patient_id, body.encounter_id)
     return {"launch": token}
+
+
+@router.get("/ehr-launch", response_model=None)
+def ehr_launch(request: Request, launch_url: str, patient_id: str, encounter_id: str | None = None) -> RedirectResponse:
+    """The EHR launcher (SAL-06): opens the app's launch URL with ``iss`` and a fresh single-use ``launch``."""
+    st = get_state(request)
+    _require_patient(st, patient_id)
+    if not launch_url.startswith(("http://", "https://")):
+        raise HTTPException(400, "launch_url must be an absolute http(s) URL")
+    token = secrets.token_urlsafe(24)
+    with st.auth.lock:
+        st.auth.launches[token] = Context(patient_id, encounter_id)
+    query = urlencode({"iss": st.fhir_base(request), "launch": token})
+    return RedirectResponse(launch_url + ("&" if "?" in launch_url else "?") + query, status_code=302)
 
 
 @router.post("/logout")

@@ -55,6 +55,13 @@ class SandboxAdmin:
         """An opaque single-use ``launch`` value for an EHR launch (SAL-06)."""
         return str(self._call("POST", "/launch", {"patient_id": patient_id, "encounter_id": encounter_id})["launch"])
 
+    def ehr_launch_url(self, launch_url: str, patient_id: str, encounter_id: str | None = None) -> str:
+        """URL of the EHR launcher page: open it in a browser to launch the app at ``launch_url`` (SAL-06)."""
+        params = {"launch_url": launch_url, "patient_id": patient_id}
+        if encounter_id is not None:
+            params["encounter_id"] = encounter_id
+        return str(httpx.URL(self.base_url + "/admin/ehr-launch", params=params))
+
     def logout(self, patient_id: str | None = None) -> int:
         """Simulate the user's session ending: online_access refresh tokens die."""
         return int(self._call("POST", "/logout", {"patient_id": patient_id})["revoked"])

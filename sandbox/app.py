@@ -45,7 +45,7 @@ def create_app(cfg: SandboxConfig | None = None) -> FastAPI:
             return fhir_response(outcome_body("processing", str(exc.detail)), exc.status_code)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
-    app.add_middleware(FaultMiddleware, registry=app.state.sandbox.faults)
+    app.add_middleware(FaultMiddleware, registry=app.state.sandbox.faults, clock=app.state.sandbox.clock)
     return app
 
 

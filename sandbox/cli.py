@@ -12,8 +12,6 @@ from sandbox.app import create_app, state_of
 from sandbox.config import SandboxConfig
 from sandbox.server import bind_socket
 
-log = logging.getLogger(__name__)
-
 
 def run_server(
     patients: int = 25,
@@ -32,8 +30,11 @@ def run_server(
     bound_host, bound_port = sock.getsockname()[:2]
     app = create_app(cfg)
     state_of(app).base_url = f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}"
-    log.info("sandbox EHR at %s/fhir (%d patients, seed %d)", state_of(app).base_url, patients, seed)
     server = uvicorn.Server(uvicorn.Config(app, log_level="info", lifespan="off", date_header=False))
+    # uvicorn does not announce pre-bound sockets; its configured logger reaches the console, ours may not.
+    logging.getLogger("uvicorn.error").info(
+        "sandbox EHR running at %s/fhir (%d patients, seed %d)", state_of(app).base_url, patients, seed
+    )
     try:
         server.run(sockets=[sock])
     finally:

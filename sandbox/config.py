@@ -70,7 +70,10 @@ class SandboxConfig(BaseModel):
     bulk_lines_per_file: int = Field(default=50_000, ge=1)
     bulk_max_jobs_per_client: int = Field(default=2, ge=1)  # BDX-07
     bulk_retry_after_s: int = Field(default=1, ge=0)
+    bulk_retry_after_http_date: bool = False  # BDX-10: send Retry-After as an HTTP-date instead of seconds
+    bulk_min_poll_interval_s: float = Field(default=0.0, ge=0)  # BDX-09: polling faster than this gets 429
     bulk_file_ttl_s: float = Field(default=3600.0, gt=0)  # BDX-19
     bulk_expired_status: Literal[404, 410] = 410
     bulk_omit_count: bool = False  # BDX-13 flag
+    bulk_gzip: bool = False  # BDX-17: gzip file downloads for clients sending Accept-Encoding: gzip
     bulk_throttle_s: float = Field(default=0.0, ge=0)  # artificial delay per patient, to observe in-progress states

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from email.utils import format_datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sandbox.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +24,7 @@ FaultKind = Literal[
     "drop",
     "expired_token",
     "oauth_error",
+    "id_token",
     "bulk_410",
     "bulk_truncated",
     "bulk_wrong_count",
@@ -41,7 +45,14 @@ class Fault(BaseModel):
     times: int | None = Field(default=1, ge=1)
     retry_after: str | None = None  # seconds or an HTTP-date; "" sends no Retry-After header
     delay_s: float = Field(default=1.0, ge=0, le=60)
-    error: str = "temporarily_unavailable"  # oauth_error: the OAuth error code to force (SAL-36)
+    #: oauth_error: the OAuth error code to force (SAL-36); id_token: wrong_aud|expired|bad_signature|rotated_kid
+    error: str = "temporarily_unavailable"
+
+    @model_validator(mode="after")
+    def _id_token_variant(self) -> Fault:
+        if self.kind == "id_token" and self.error not in ("wrong_aud", "expired", "bad_signature", "rotated_kid"):
+            raise ValueError("id_token faults need error = wrong_aud, expired, bad_signature or rotated_kid")
+        return self
 
 
 class FaultRegistry:
@@ -89,13 +100,27 @@ def outcome(code: str, diagnostics: str, severity: str = "error") -> bytes:
 class FaultMiddleware:
     """Outermost ASGI layer: fires HTTP-level faults before the app sees the request (admin paths exempt)."""
 
-    def __init__(self, app: ASGIApp, registry: FaultRegistry) -> None:
+    def __init__(self, app: ASGIApp, registry: FaultRegistry, clock: Clock) -> None:
         self.app = app
         self.registry = registry
+        self.clock = clock
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, raw_send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, raw_send)
+            return
+
+        async def send(message: Message) -> None:
+            # Every response carries a Date from the (shiftable) server clock, unless the app set one.
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"date" for k, _ in headers):
+                    headers.append((b"date", format_datetime(self.clock.now(), usegmt=True).encode()))
+                message = {**message, "headers": headers}
+            await raw_send(message)
+
         path = str(scope.get("path", ""))
-        if scope["type"] != "http" or path.startswith("/admin"):
+        if path.startswith("/admin"):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
@@ -113,7 +138,7 @@ class FaultMiddleware:
             await asyncio.sleep(fault.delay_s)
             await self.app(scope, receive, send)
         elif fault.kind == "drop":
-            await _drop(send)
+            await _drop(raw_send)
         elif fault.kind == "expired_token":
             extra = [(b"www-authenticate", b'Bearer error="invalid_token", error_description="token expired"')]
             await _respond(send, 401, outcome("expired", "access token expired"), extra)

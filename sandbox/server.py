@@ -28,6 +28,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1" if host == "localhost" else host, port))
+    sock.listen(2048)  # connections made before uvicorn starts accepting wait in the backlog
     return sock
 
 

@@ -86,7 +86,7 @@ def newer_predicate(n: str, o: str) -> str:
         f" OR ({same_time} AND {differs}))"
     )
     return (
-        f"(({o}.deleted_at IS NOT NULL AND {n}.last_updated >= {o}.deleted_at"
+        f"(({o}.deleted_at IS NOT NULL AND {n}.last_updated > {o}.deleted_at"
         f" AND ({o}.last_updated IS NULL OR {n}.last_updated > {o}.last_updated))"
         f" OR ({o}.deleted_at IS NULL AND {live_newer}))"
     )

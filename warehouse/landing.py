@@ -87,12 +87,12 @@ class LandingWriter:
         if not raw:
             return False
         try:
-            parsed = parse_line(raw, self._resource_type)
+            rid, last_updated, version_id = parse_line(raw, self._resource_type)
             text = raw.decode("utf-8")
         except (LineRejected, UnicodeDecodeError) as exc:
             self._quarantine(line.rstrip(b"\r\n"), str(exc))
             return False
-        self._append(parsed.id, parsed.last_updated, parsed.version_id, text)
+        self._append(rid, last_updated, version_id, text)
         return True
 
     def add_resource(self, resource: dict[str, Any]) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from auth_service.api.errors import ApiError
+from auth_service.api.errors import ApiError, api_error_from
 from auth_service.services.context import ServiceContext
 from auth_service.services.launch import check_allowlisted, save_tokens_or_forget
 from auth_service.services.profiles import resolve_profile
@@ -159,7 +159,8 @@ def test_note(ctx: ServiceContext, conn: Connection, actor: str, text: str, pati
         raise ApiError("invalid_request", "give 'patient' (this connection has no patient in context)")
     with ctx.db.session() as session:
         tenant = session.get(Tenant, conn.tenant_id)
-        assert tenant is not None
+        if tenant is None:
+            raise ApiError("not_found", "the connection's tenant no longer exists")
         practice = get_practice_settings(tenant)
         profile = resolve_profile(session, ctx.cipher, ctx.settings, conn.tenant_id, conn.provider_id)
     flags = WriteFlags(
@@ -175,7 +176,7 @@ def test_note(ctx: ServiceContext, conn: Connection, actor: str, text: str, pati
         )
     except ce.WriteNotSupportedError as exc:
         _audit(ctx, conn, "data.write", actor, "blocked", resource="DocumentReference", reason=exc.reason)
-        raise
+        raise api_error_from(exc, tenant=conn.tenant_id, vendor=conn.provider_id) from None
     draft = NoteDraft(tenant_id=conn.tenant_id, draft_id=str(uuid.uuid4()), patient_id=target, text=text)
     resource = build_document_reference(draft)
     if_none_exist = f"identifier={identifier_system(conn.tenant_id)}|{draft.draft_id}"

@@ -22,6 +22,7 @@ from auth_service.store.models import Connection, ConnectionKind, ConnectionStat
 from auth_service.store.states import ConsumedState, InvalidStateError
 from connectors import errors as ce
 from connectors.smart import (
+    SmartConfiguration,
     TokenResponse,
     build_authorize_url,
     check_auth_method_supported,
@@ -30,6 +31,7 @@ from connectors.smart import (
     is_issuer_allowed,
     new_pkce,
     normalize_issuer,
+    parse_scopes,
     validate_id_token,
 )
 
@@ -85,6 +87,13 @@ def _launch_scopes(scopes: str, ehr_launch: bool) -> str:
     return " ".join(dict.fromkeys(words))
 
 
+def _for_server(scope: str, cfg: SmartConfiguration) -> str:
+    """v1-only servers get the request in v1 spelling, never mixed (SAL-20)."""
+    caps = set(cfg.capabilities)
+    v1_only = cfg.smart_v1 or ("permission-v1" in caps and "permission-v2" not in caps)
+    return parse_scopes(scope).to_v1().raw if v1_only else scope
+
+
 def begin_authorization(
     ctx: ServiceContext,
     *,
@@ -101,7 +110,7 @@ def begin_authorization(
     check_allowlisted(ctx, profile.fhir_base)
     cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
     check_auth_method_supported(cfg, profile.auth_method, ctx.settings.signing_alg())
-    scope = _launch_scopes(profile.scopes, ehr_launch=launch is not None)
+    scope = _for_server(_launch_scopes(profile.scopes, ehr_launch=launch is not None), cfg)
     nonce = secrets.token_urlsafe(16) if "openid" in scope.split() else None
     pkce = new_pkce()
     state = ctx.states.create(

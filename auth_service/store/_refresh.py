@@ -34,8 +34,18 @@ REFRESH_FRACTION = 0.2
 
 
 def lock_row(session: Session, connection_id: str) -> TokenRecord | None:
-    """The tokens row, locked for this transaction (``FOR UPDATE``; SQLite already holds the write lock)."""
-    stmt = select(TokenRecord).where(TokenRecord.connection_id == connection_id).with_for_update()
+    """Lock the connection row, then return its tokens row, both ``FOR UPDATE`` for this transaction.
+
+    The connection row always exists, so the lock also serializes the first token of a connection (a
+    backend mint), when there is no tokens row to lock yet. SQLite already holds the write lock.
+    """
+    session.execute(select(Connection.id).where(Connection.id == connection_id).with_for_update())
+    stmt = (
+        select(TokenRecord)
+        .where(TokenRecord.connection_id == connection_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     return session.scalars(stmt).one_or_none()
 
 
@@ -65,11 +75,11 @@ def run_locked_refresh(
     failure: EhrSyncError | None = None
     token: str | None = None
     with db.locked_session() as session:
+        row = lock_row(session, connection_id)
         conn = session.scalar(select(Connection).where(Connection.id == connection_id))
         if conn is None:
             raise NeedsReauthError(f"no connection with id {connection_id!r}")
         check_status(conn)
-        row = lock_row(session, connection_id)
         now = clock()
         current = open_field(cipher, row, "access_token") if row is not None else None
         if current is not None and row is not None and not force:

@@ -27,6 +27,7 @@ from auth_service.store.models import Connection, ConnectionStatus, TokenRecord,
 from auth_service.store.tokenrows import open_field, write_tokens
 from connectors.errors import EhrSyncError
 from connectors.smart import DiscoveryCache, TokenResponse, revoke_token
+from connectors.tokens import TokenSource
 
 __all__ = ["TokenInfo", "TokenVault", "UnknownConnectionError", "VaultTokenSource"]
 
@@ -86,6 +87,7 @@ class TokenVault:
     ) -> None:
         self._db = db
         self._cipher = cipher
+        self._owns_http = http is None
         self._http = http or httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0))
         self._clock = clock or utcnow
         self._grants = GrantContext(
@@ -98,12 +100,17 @@ class TokenVault:
             sleep=sleep,
         )
 
+    def close(self) -> None:
+        """Close the HTTP client if the vault created it (an injected one belongs to the caller)."""
+        if self._owns_http:
+            self._http.close()
+
     # -- storing -----------------------------------------------------------------------------------------
     def save_token_response(self, connection_id: str, response: TokenResponse) -> None:
         """Store a token answer (code exchange, backend mint); a missing refresh token keeps the old one."""
         with self._db.locked_session() as session:
-            conn = self._connection(session, connection_id)
             row = _refresh.lock_row(session, connection_id)
+            conn = self._connection(session, connection_id)
             write_tokens(session, self._cipher, conn, row, response, now=self._clock())
             record_audit(
                 session,
@@ -125,7 +132,8 @@ class TokenVault:
                 return open_field(self._cipher, row, "access_token")
         return self.refresh(connection_id)
 
-    def token_source(self, connection_id: str) -> VaultTokenSource:
+    def token_source(self, connection_id: str) -> TokenSource:
+        """What ``FhirClient``/``BulkClient`` take: refreshes near expiry and once after a 401."""
         return VaultTokenSource(self, connection_id)
 
     def token_info(self, connection_id: str) -> TokenInfo | None:
@@ -179,8 +187,8 @@ class TokenVault:
             if row is not None:
                 revoked = self._revoke_at_server(session, conn, row)
         with self._db.locked_session() as session:
-            conn = self._connection(session, connection_id)
             row = _refresh.lock_row(session, connection_id)
+            conn = self._connection(session, connection_id)
             if row is not None:
                 session.delete(row)
             conn.status = ConnectionStatus.DISCONNECTED

@@ -6,15 +6,21 @@ import contextlib
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import httpx
-import orjson
 
-from connectors.bulk.manifest import BulkManifest, parse_manifest
+from connectors.bulk.manifest import BulkManifest
+from connectors.bulk.wire import (
+    BulkStatus,
+    as_bulk_error,
+    classify_status,
+    failed_response,
+    fhir_instant,
+    parameters_body,
+)
 from connectors.errors import (
     BulkExportError,
     BulkFileExpiredError,
@@ -22,14 +28,12 @@ from connectors.errors import (
     FhirError,
     FhirUnauthorizedError,
 )
-from connectors.fhir._session import FhirSession, TokenRule, operation_outcome_of
+from connectors.fhir._session import FhirSession, TokenRule
 from connectors.fhir.download import stream_to_file
 from connectors.http import (
     RateLimiter,
     RetryPolicy,
     normalize_base_url,
-    parse_http_date,
-    parse_retry_after,
     redact_url,
     resolve_url,
 )
@@ -43,38 +47,6 @@ ExportLevel = Literal["system", "patient", "group"]
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _TYPE_RE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 NDJSON = "application/fhir+ndjson"
-
-
-@dataclass(frozen=True)
-class BulkStatus:
-    """One status poll. ``throttled`` = 429 (poll slower); ``transient`` = hiccup, job alive (back off)."""
-
-    done: bool
-    progress: str | None = None
-    retry_after: float | None = None
-    manifest: BulkManifest | None = None
-    expires: datetime | None = None
-    throttled: bool = False
-    transient: bool = False
-
-
-def _instant(value: datetime) -> str:
-    if value.tzinfo is None:
-        raise ValueError("_since must be timezone-aware (a FHIR instant needs a zone)")
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _failed(what: str, response: httpx.Response) -> BulkExportError:
-    outcome = operation_outcome_of(response)
-    codes = [str(i.get("code")) for i in (outcome or {}).get("issue", []) if isinstance(i, dict)]
-    detail = f" (issues: {', '.join(codes)})" if codes else ""
-    url = redact_url(str(response.url))
-    return BulkExportError(
-        f"{what} {url} answered HTTP {response.status_code}{detail}",
-        status=response.status_code,
-        operation_outcome=outcome,
-        url=url,
-    )
 
 
 class BulkClient:
@@ -93,6 +65,7 @@ class BulkClient:
         rate_limit_key: str | None = None,
         timeout: httpx.Timeout | float | None = None,
         allow_http: bool = False,
+        on_response: Callable[[httpx.Response], None] | None = None,
     ) -> None:
         self.fhir_base = normalize_base_url(fhir_base, allow_http=allow_http)
         self._session = FhirSession(
@@ -103,6 +76,7 @@ class BulkClient:
             rate_limit=rate_limit,
             rate_limit_key=rate_limit_key,
             timeout=timeout,
+            on_response=on_response,
         )
 
     @property
@@ -148,7 +122,7 @@ class BulkClient:
                 raise ValueError(f"not a FHIR resource type: {kind!r}")
         params: list[tuple[str, str]] = [("_outputFormat", output_format)]
         if since is not None:
-            params.append(("_since", _instant(since)))
+            params.append(("_since", fhir_instant(since)))
         if types:
             params.append(("_type", ",".join(types)))
         params.extend(("_typeFilter", query) for query in type_filters or ())
@@ -159,14 +133,14 @@ class BulkClient:
             response.read()
             location = response.headers.get("Content-Location")
             if response.status_code != 202 or not location:
-                raise _failed("kick-off without a status URL (needs 202 + Content-Location):", response)
+                raise failed_response("kick-off without a status URL (needs 202 + Content-Location):", response)
             return resolve_url(location, str(response.url))
 
         try:
             if patients:
                 if level == "system":
                     raise ValueError("the patient parameter is only allowed at patient or group level (BDX-04)")
-                body = _parameters(params, patients)
+                body = parameters_body(params, patients)
                 headers["Content-Type"] = "application/fhir+json"
                 status_url = self._session.request(
                     "POST", url, headers=headers, content=body, idempotent=False, handler=handle
@@ -178,12 +152,7 @@ class BulkClient:
         except FhirUnauthorizedError:
             raise
         except FhirError as exc:
-            raise BulkExportError(
-                f"bulk kick-off failed: {exc.message}",
-                status=exc.status,
-                operation_outcome=exc.operation_outcome,
-                url=exc.url,
-            ) from exc
+            raise as_bulk_error("bulk kick-off failed", exc) from exc
         logger.info("bulk export started", extra={"level": level, "status_url": redact_url(status_url)})
         return status_url
 
@@ -192,25 +161,7 @@ class BulkClient:
 
         def handle(response: httpx.Response) -> BulkStatus:
             response.read()
-            status = response.status_code
-            retry_after = parse_retry_after(response.headers.get("Retry-After"), now=self.retry.wall_clock())
-            if status == 200:
-                try:
-                    body = orjson.loads(response.content)
-                except orjson.JSONDecodeError as exc:
-                    raise BulkExportError("bulk manifest is not JSON", status=200, url=redact_url(status_url)) from exc
-                manifest = parse_manifest(body)
-                return BulkStatus(True, manifest=manifest, expires=parse_http_date(response.headers.get("Expires")))
-            if status == 202:
-                progress = response.headers.get("X-Progress")
-                return BulkStatus(False, progress=progress[:100] if progress else None, retry_after=retry_after)
-            if status == 429 or (status == 503 and "Retry-After" in response.headers):
-                return BulkStatus(False, retry_after=retry_after, throttled=True)
-            outcome = operation_outcome_of(response) or {}
-            issues = outcome.get("issue", [])
-            if status >= 400 and any(isinstance(i, dict) and i.get("code") == "transient" for i in issues):
-                return BulkStatus(False, retry_after=retry_after, transient=True)
-            raise _failed("bulk export failed: status", response)
+            return classify_status(response, now=self.retry.wall_clock())
 
         return self._session.request(
             "GET",
@@ -284,12 +235,7 @@ class BulkClient:
         except FhirUnauthorizedError:
             raise
         except FhirError as exc:
-            raise BulkExportError(
-                f"bulk cancel failed: {exc.message}",
-                status=exc.status,
-                operation_outcome=exc.operation_outcome,
-                url=exc.url,
-            ) from exc
+            raise as_bulk_error("bulk cancel failed", exc) from exc
         logger.info("bulk export cancelled", extra={"status_url": redact_url(status_url)})
 
     def _cancel_quietly(self, status_url: str) -> None:
@@ -322,23 +268,5 @@ class BulkClient:
                 ) from exc
             if isinstance(exc, FhirUnauthorizedError):
                 raise
-            raise BulkExportError(
-                f"bulk file download failed: {exc.message}",
-                status=exc.status,
-                operation_outcome=exc.operation_outcome,
-                url=exc.url,
-            ) from exc
+            raise as_bulk_error("bulk file download failed", exc) from exc
         return result.path
-
-
-def _parameters(params: list[tuple[str, str]], patients: Sequence[str]) -> bytes:
-    """A FHIR ``Parameters`` body for POST kick-off (BDX-04)."""
-    parameter: list[dict[str, Any]] = []
-    for name, value in params:
-        key = "valueInstant" if name == "_since" else "valueString"
-        parameter.append({"name": name, key: value})
-    for ref in patients:
-        if not isinstance(ref, str) or not ref.startswith("Patient/") or not _ID_RE.match(ref[len("Patient/") :]):
-            raise ValueError("patient references must look like 'Patient/<id>'")
-        parameter.append({"name": "patient", "valueReference": {"reference": ref}})
-    return orjson.dumps({"resourceType": "Parameters", "parameter": parameter})

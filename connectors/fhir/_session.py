@@ -104,8 +104,10 @@ class FhirSession:
         rate_limit: RateLimiter | None = None,
         rate_limit_key: str | None = None,
         timeout: httpx.Timeout | float | None = None,
+        on_response: Callable[[httpx.Response], None] | None = None,
     ) -> None:
         self.base = base
+        self.on_response = on_response
         self.tokens = tokens
         self.retry = retry or RetryPolicy()
         self.rate_limit = rate_limit
@@ -180,6 +182,8 @@ class FhirSession:
                 attempt += 1
                 continue
             try:
+                if self.on_response is not None:
+                    self.on_response(response)  # e.g. athenahealth quota headers, read after every call
                 status = response.status_code
                 if status == 401 and token is not None and self.tokens is not None:
                     if refreshed:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -27,6 +27,7 @@ __all__ = ["CreateResult", "FhirClient", "parse_location"]
 logger = logging.getLogger(__name__)
 
 _FHIR_JSON = "application/fhir+json"
+DEFAULT_COUNT = 200
 _TYPE_RE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -96,6 +97,7 @@ class FhirClient:
         rate_limit_key: str | None = None,
         timeout: httpx.Timeout | float | None = None,
         allow_http: bool = False,
+        on_response: Callable[[httpx.Response], None] | None = None,
     ) -> None:
         self.fhir_base = normalize_base_url(fhir_base, allow_http=allow_http)
         self._session = FhirSession(
@@ -106,6 +108,7 @@ class FhirClient:
             rate_limit=rate_limit,
             rate_limit_key=rate_limit_key,
             timeout=timeout,
+            on_response=on_response,
         )
         self._capabilities: dict[str, Any] | None = None
         self._lock = threading.Lock()
@@ -152,10 +155,20 @@ class FhirClient:
             raise FhirError(f"read {redact_url(url)} did not return a {resource_type}", 200, None, redact_url(url))
         return body
 
-    def search_pages(self, resource_type: str, params: QueryParams | None = None) -> Iterator[SearchPage]:
-        """Stream search result pages following ``link[next]`` exactly as given (BDX-29)."""
+    def search_pages(
+        self, resource_type: str, params: QueryParams | None = None, *, count: int | None = DEFAULT_COUNT
+    ) -> Iterator[SearchPage]:
+        """Stream search result pages following ``link[next]`` exactly as given (BDX-29).
+
+        ``_count`` (BDX-26, default 200) is added unless ``params`` has one; the server may return fewer.
+        """
         _check_type(resource_type)
-        return iter_search_pages(self._session, self.url_for(resource_type), params)
+        pairs = list(params.items()) if isinstance(params, Mapping) else list(params or [])
+        if count is not None and not any(name == "_count" for name, _ in pairs):
+            if count < 1:
+                raise ValueError("count must be positive")
+            pairs.append(("_count", str(count)))
+        return iter_search_pages(self._session, self.url_for(resource_type), pairs)
 
     def create(
         self,

@@ -27,7 +27,9 @@ from connectors.providers.profiles import (
     WriteProfile,
 )
 
-__all__ = ["COMMON_FIELD_HINTS", "ProviderPlugin", "build_scopes"]
+__all__ = ["COMMON_FIELD_HINTS", "DEFAULT_OVERLAP", "ProviderPlugin", "build_scopes"]
+
+DEFAULT_OVERLAP = dt.timedelta(minutes=5)
 
 C = TypeVar("C", bound=ProviderConfig)
 
@@ -164,6 +166,29 @@ class ProviderPlugin(abc.ABC):
             return []
         return [{param: patient_id}]
 
+    def last_updated_params(
+        self,
+        mark: dt.datetime,
+        until: dt.datetime | None = None,
+        *,
+        overlap: dt.timedelta = DEFAULT_OVERLAP,
+        comparator: str = "gt",
+    ) -> list[tuple[str, str]]:
+        """``_lastUpdated`` filters for an incremental pull from a server-clock ``mark`` (BDX-26/28).
+
+        The overlap window (default 5 min) catches late commits; at most two prefixed values, always with
+        a time and zone (Oracle Health's rule, harmless elsewhere). ``comparator`` ``ge`` suits servers
+        with coarse timestamps.
+        """
+        if mark.tzinfo is None or (until is not None and until.tzinfo is None):
+            raise ValueError("_lastUpdated marks must be timezone-aware")
+        if comparator not in ("gt", "ge"):
+            raise ValueError("comparator must be 'gt' or 'ge'")
+        params = [("_lastUpdated", f"{comparator}{_instant(mark - overlap)}")]
+        if until is not None:
+            params.append(("_lastUpdated", f"lt{_instant(until)}"))
+        return params
+
     def supports_last_updated(self, resource_type: str, capabilities: Mapping[str, Any] | None = None) -> bool:
         """Whether ``_lastUpdated`` search can drive incremental sync for ``resource_type``.
 
@@ -172,6 +197,10 @@ class ProviderPlugin(abc.ABC):
         if capabilities is not None:
             return _declares_last_updated(capabilities, resource_type)
         return resource_type in self.last_updated_types
+
+
+def _instant(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _declares_last_updated(capabilities: Mapping[str, Any], resource_type: str) -> bool:

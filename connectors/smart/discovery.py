@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
@@ -14,6 +14,7 @@ import httpx
 
 from connectors.errors import ConfigurationError, DiscoveryError, TransportError
 from connectors.smart._http import parse_json_body
+from connectors.smart.issuers import require_issuer_allowed
 
 __all__ = [
     "DiscoveryCache",
@@ -235,10 +236,16 @@ def discover(
     *,
     http: httpx.Client,
     cache: DiscoveryCache | None = None,
+    allowlist: Iterable[str] | None = None,
 ) -> SmartConfiguration:
-    """Discover a server's SMART endpoints: well-known first, then ``/metadata`` (SAL-01, SAL-04)."""
+    """Discover a server's SMART endpoints: well-known first, then ``/metadata`` (SAL-01, SAL-04).
+
+    With ``allowlist``, a base that is not allow-listed is refused before any network call (SAL-41).
+    """
     if not fhir_base.startswith(("https://", "http://")):
         raise ConfigurationError(f"FHIR base must be an absolute http(s) URL, got {fhir_base!r}")
+    if allowlist is not None:
+        require_issuer_allowed(fhir_base, allowlist)
     if cache is not None:
         cached = cache.get(fhir_base)
         if cached is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx
@@ -13,6 +13,7 @@ import jwt
 
 from connectors.errors import DiscoveryError, SecurityPolicyError, TransportError
 from connectors.smart._http import parse_json_body
+from connectors.smart.issuers import require_issuer_allowed
 
 __all__ = ["ALLOWED_ID_TOKEN_ALGS", "IdTokenError", "JwksCache", "validate_id_token"]
 
@@ -105,12 +106,16 @@ def validate_id_token(
     cache: JwksCache | None = None,
     now: float | None = None,
     leeway_s: int = DEFAULT_LEEWAY_S,
+    allowlist: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """Verify signature, ``iss``, ``aud``, ``exp``, ``iat`` and ``nonce``; return the claims (SAL-33).
 
     ``jwks_uri`` defaults to the one in ``{issuer}/.well-known/openid-configuration``. ``alg: none`` and
-    symmetric algorithms are always refused.
+    symmetric algorithms are always refused. With ``allowlist`` the issuer is checked before any JWKS fetch
+    (SAL-41).
     """
+    if allowlist is not None:
+        require_issuer_allowed(issuer, allowlist)
     cache = cache or _DEFAULT_CACHE
     try:
         header = jwt.get_unverified_header(id_token)

@@ -81,7 +81,7 @@ def bulk_export_asset(
         context.log.info("bulk export %s: %s %s", connection_id, event, detail)
 
     with sync_environment(app_db, landing, warehouse, ehr_http) as env:
-        report = run_bulk_export(env, connection_id, context.run_id, progress=progress)
+        report = run_bulk_export(env, connection_id, context.run.run_id, progress=progress)
         files = output_file_counts(env.db, report.job_id) if report.job_id else []
     metadata = bulk_report_metadata(report)
     if report.status != "completed":

@@ -12,15 +12,11 @@ from dagster import (
     run_status_sensor,
 )
 
-from pipelines.defs.type_assets import (
-    LANDING_GROUP,
-    RESOURCE_TYPES,
-    WAREHOUSE_GROUP,
-    build_type_assets,
-    landing_op_name,
-)
+from pipelines.defs.reference_assets import build_reference_assets
+from pipelines.defs.type_assets import LANDING_GROUP, WAREHOUSE_GROUP, build_type_assets, landing_op_name
 from pipelines.finalize import finish_sync_run
 from pipelines.resources import AppDatabaseResource
+from pipelines.sync import PATIENT_TYPES
 from pipelines.tags import CONNECTION_TAG
 
 __all__ = [
@@ -35,7 +31,7 @@ __all__ = [
 INCREMENTAL_SYNC_JOB = "incremental_sync"
 FULL_RESYNC_JOB = "full_resync"
 
-type_assets = build_type_assets(RESOURCE_TYPES)
+type_assets = [*build_type_assets(PATIENT_TYPES), build_reference_assets()]
 _all_types = AssetSelection.groups(LANDING_GROUP, WAREHOUSE_GROUP)
 
 # In-process: steps share one process (DuckDB takes one writer at a time) and skip a Python start per step.
@@ -50,7 +46,7 @@ full_resync_job = define_asset_job(
     FULL_RESYNC_JOB,
     selection=_all_types,
     executor_def=in_process_executor,
-    config={"ops": {landing_op_name(t): {"config": {"full": True}} for t in RESOURCE_TYPES}},
+    config={"ops": {landing_op_name(t): {"config": {"full": True}} for t in PATIENT_TYPES}},
     description="Every resource type in full, ignoring high-water marks (first sync, or after a data problem).",
 )
 
@@ -75,8 +71,10 @@ def _make_run_ended_sensor(status: DagsterRunStatus) -> RunStatusSensorDefinitio
         connection_id = run.tags.get(CONNECTION_TAG) or run.tags.get("dagster/partition")
         if not connection_id:
             return
+        # Dagster's run-end message names the failed steps; it carries no tokens or resource content.
+        reason = (context.dagster_event.message or error) if not succeeded else None
         with app_db.open() as db:
-            finish_sync_run(db, run.run_id, connection_id, succeeded=succeeded, error=error)
+            finish_sync_run(db, run.run_id, connection_id, succeeded=succeeded, error=reason and reason[:500])
 
     return _ended
 

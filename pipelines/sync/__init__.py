@@ -9,6 +9,8 @@ The Dagster layer (``pipelines`` outside this package) calls only what ``__all__
   pending landing → warehouse, then the mark advances in the same commit as the run's per-type counts
 - ``sync_connection(env, connection_id, *, resource_types=None, full=False, progress=None) -> SyncReport``
   both steps for every type plus referenced Practitioner/Organization/Location/Medication; records a run
+- ``sync_references(env, connection_id, run_id) -> dict[str, TypeReport]`` reads the references that upserted
+  types queued (durably, so a crash cannot lose them); run it after the clinical types
 - ``reconcile_deletes(env, connection_id, resource_type) -> int`` tombstones ids the server no longer lists
 - ``run_bulk_export(env, connection_id, run_id, *, types=None, progress=None) -> BulkReport``
   kick-off or resume, download, land, upsert, advance ``_since``; ``report.status`` says how it ended
@@ -21,7 +23,7 @@ tests is described in ``pipelines.sync.checkpoints``.
 from pipelines.sync import runs
 from pipelines.sync.bulk import run_bulk_export
 from pipelines.sync.checkpoints import CRASH_ENV
-from pipelines.sync.connection_sync import PATIENT_TYPES, sync_connection
+from pipelines.sync.connection_sync import PATIENT_TYPES, sync_connection, sync_references
 from pipelines.sync.deletes import reconcile_deletes
 from pipelines.sync.environment import ConnectionInfo, SyncEnvironment, load_connection
 from pipelines.sync.errors import ConnectionNotFoundError, ConnectionNotSyncableError, NothingLandedError, SyncError
@@ -62,5 +64,6 @@ __all__ = [
     "run_bulk_export",
     "runs",
     "sync_connection",
+    "sync_references",
     "upsert_resource_type",
 ]

@@ -124,7 +124,10 @@ def _run(
         report.job_id, report.since = job.id, job.since_used
         if job.status == "polling":
             polled = _await_manifest(env, client, job, progress)
-            if polled is None:  # BDX-08: the saved status URL is gone, start over
+            if polled is None:  # BDX-08: the saved status URL is gone, start over (a bounded number of times)
+                report.reruns += 1
+                if report.reruns > env.bulk_max_reruns:
+                    raise BulkExportError(f"bulk status URL kept answering 404/410 ({report.reruns} kick-offs)")
                 job = None
                 continue
             job = polled

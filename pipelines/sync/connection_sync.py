@@ -14,9 +14,9 @@ from auth_service.store.models import Connection
 from auth_service.store.sync_models import utcnow
 from connectors.errors import EhrSyncError, NeedsReauthError
 from connectors.fhir import SYNCED_RESOURCE_TYPES, patient_search_param
-from pipelines.sync import runs
+from pipelines.sync import cursors, runs
 from pipelines.sync.environment import SyncEnvironment, load_connection
-from pipelines.sync.incremental import land_resource_type, pending_references, upsert_resource_type
+from pipelines.sync.incremental import land_resource_type, upsert_resource_type
 from pipelines.sync.references import fetch_references
 from pipelines.sync.reports import SyncReport, TypeReport
 from warehouse.errors import WarehouseError
@@ -55,15 +55,13 @@ def sync_connection(
     runs.mark_running(env.db, run_id)
     runs.abandon_stale(env.db, connection_id, keep=run_id)
     report = SyncReport(run_id=run_id, connection_id=connection_id, kind=kind)
-    references: set[str] = set()
     try:
         for rtype in resource_types or PATIENT_TYPES:
-            type_report = _sync_type(env, connection_id, rtype, run_id, full, references)
+            type_report = _sync_type(env, connection_id, rtype, run_id, full)
             report.types[rtype] = type_report
             if progress is not None:
                 progress(rtype, type_report)
-        if references:
-            report.types.update(_sync_references(env, connection_id, run_id, references))
+        report.types.update(sync_references(env, connection_id, run_id))
     except NeedsReauthError as exc:
         report.needs_reauth = True
         report.error = _describe(exc)
@@ -73,12 +71,9 @@ def sync_connection(
     return report
 
 
-def _sync_type(
-    env: SyncEnvironment, connection_id: str, rtype: str, run_id: str, full: bool, references: set[str]
-) -> TypeReport:
+def _sync_type(env: SyncEnvironment, connection_id: str, rtype: str, run_id: str, full: bool) -> TypeReport:
     try:
         land_resource_type(env, connection_id, rtype, run_id, full=full)
-        references.update(pending_references(env, connection_id, rtype))
         return upsert_resource_type(env, connection_id, rtype, run_id)
     except NeedsReauthError:
         raise
@@ -87,16 +82,17 @@ def _sync_type(
         return TypeReport(rtype, error=_describe(exc))
 
 
-def _sync_references(env: SyncEnvironment, connection_id: str, run_id: str, refs: set[str]) -> dict[str, TypeReport]:
+def sync_references(env: SyncEnvironment, connection_id: str, run_id: str) -> dict[str, TypeReport]:
+    """Read the Practitioner/Organization/Location/Medication references queued by upserted types.
+
+    Per-type failures come back in the reports (those references stay queued); NeedsReauthError propagates.
+    """
+    queued = cursors.queued_references(env.db, connection_id)
+    if not queued:
+        return {}
     conn = load_connection(env.db, connection_id)
-    try:
-        with env.fhir_client(conn) as client, env.warehouse() as wh:
-            return fetch_references(env, conn, client, wh, run_id, refs)
-    except NeedsReauthError:
-        raise
-    except _TYPE_ERRORS as exc:
-        _log.warning("reading references of %s failed: %s", connection_id, _describe(exc))
-        return {"references": TypeReport("references", error=_describe(exc))}
+    with env.fhir_client(conn) as client, env.warehouse() as wh:
+        return fetch_references(env, conn, client, wh, run_id, queued)
 
 
 def _finish(env: SyncEnvironment, report: SyncReport) -> None:

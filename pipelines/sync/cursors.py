@@ -17,6 +17,8 @@ from auth_service.store import AppDatabase
 from auth_service.store.sync_models import SyncCursor, utcnow
 
 REST_STREAM = "rest"
+# One row per connection holds references found by upserted types and not yet read (stream "refs", type "*").
+REFS_STREAM = "refs"
 
 
 def bulk_stream(level: str, group_id: str | None) -> str:
@@ -120,3 +122,34 @@ def reset(db: AppDatabase, connection_id: str, stream: str | None = None) -> int
             count += 1
         session.commit()
         return count
+
+
+def add_references(session: Session, connection_id: str, references: list[str]) -> None:
+    """Queue references for reading, inside the transaction that completes the type that found them.
+
+    Durable so a crash between a type's upsert and the reference step cannot lose them: the next run reads
+    what is still queued even though an incremental search no longer returns the resources that point there.
+    """
+    if not references:
+        return
+    row = _row(session, connection_id, REFS_STREAM, "*")
+    queued = set((row.pending or {}).get("refs", []))
+    row.pending = {"refs": sorted(queued | set(references))}
+    row.updated_at = utcnow()
+
+
+def queued_references(db: AppDatabase, connection_id: str) -> list[str]:
+    with db.session() as session:
+        row = session.get(SyncCursor, (connection_id, REFS_STREAM, "*"))
+        return list((row.pending or {}).get("refs", [])) if row is not None else []
+
+
+def dequeue_references(db: AppDatabase, connection_id: str, done: set[str]) -> None:
+    """Forget references that were read (or are gone upstream); the rest stay queued for the next run."""
+    with db.session() as session:
+        row = session.get(SyncCursor, (connection_id, REFS_STREAM, "*"))
+        if row is None:
+            return
+        row.pending = {"refs": sorted(set((row.pending or {}).get("refs", [])) - done)}
+        row.updated_at = utcnow()
+        session.commit()

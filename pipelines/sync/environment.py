@@ -15,7 +15,7 @@ from auth_service.store import AppDatabase, TokenVault
 from auth_service.store.models import Connection
 from connectors.bulk import BulkClient
 from connectors.errors import EhrSyncError, NeedsReauthError
-from connectors.fhir import FhirClient, RateLimiter
+from connectors.fhir import FhirClient, RateLimiter, RetryPolicy
 from connectors.providers import ProviderPlugin, get_provider
 from connectors.smart import ScopeSet, parse_scopes
 from pipelines.sync.errors import ConnectionNotFoundError, ConnectionNotSyncableError
@@ -52,6 +52,7 @@ class SyncEnvironment:
     bulk_deadline_s: float = 86400.0
     bulk_max_reruns: int = 2
     rate_limits: bool = True  # the vendor's call budget; False only for a local sandbox
+    retry: RetryPolicy | None = None  # the connectors' defaults (BDX-10) unless given
     _limiters: dict[str, RateLimiter] = field(default_factory=dict, repr=False)
     _capabilities: dict[str, dict[str, Any] | None] = field(default_factory=dict, repr=False)
 
@@ -91,6 +92,7 @@ class SyncEnvironment:
             conn.fhir_base,
             self.vault.token_source(conn.id),
             http=self.http,
+            retry=self.retry,
             rate_limit=self.rate_limiter(conn),
             rate_limit_key=conn.fhir_base,
         )
@@ -100,6 +102,7 @@ class SyncEnvironment:
             conn.fhir_base,
             self.vault.token_source(conn.id),
             http=self.http,
+            retry=self.retry,
             rate_limit=self.rate_limiter(conn),
             rate_limit_key=conn.fhir_base,
         )

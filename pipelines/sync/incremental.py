@@ -209,6 +209,7 @@ def upsert_resource_type(env: SyncEnvironment, connection_id: str, resource_type
     report.duration_s = time.monotonic() - started + float(landed_report.get("duration_s", 0.0))
     with env.db.session() as session:
         cursors.advance(session, connection_id, cursors.REST_STREAM, resource_type, run_id, pending.mark)
+        cursors.add_references(session, connection_id, list(pending.data.get("references", [])))
         record_type_counts(session, run_id, resource_type, report.as_metadata())
         session.commit()
     checkpoint("rest.cursor_saved")
@@ -218,9 +219,3 @@ def upsert_resource_type(env: SyncEnvironment, connection_id: str, resource_type
 def _attachment_ref(env: SyncEnvironment, link: dict[str, Any]) -> StoredAttachment:
     sha = str(link["sha256"])
     return StoredAttachment(sha, int(link["size"]), str(link["content_type"]), env.attachments.path_for(sha))
-
-
-def pending_references(env: SyncEnvironment, connection_id: str, resource_type: str) -> list[str]:
-    """References the type's pending landing found (read before its upsert clears them)."""
-    pending = cursors.get_pending(env.db, connection_id, cursors.REST_STREAM, resource_type)
-    return list(pending.data.get("references", [])) if pending else []

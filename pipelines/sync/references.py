@@ -12,11 +12,13 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from connectors.errors import FhirGoneError, FhirNotFoundError
+from connectors.errors import EhrSyncError, FhirGoneError, FhirNotFoundError, NeedsReauthError
 from connectors.fhir import FhirClient
+from pipelines.sync import cursors
 from pipelines.sync.environment import ConnectionInfo, SyncEnvironment
 from pipelines.sync.reports import TypeReport
 from warehouse import LandingZone, Warehouse
+from warehouse.errors import WarehouseError
 
 REFERENCED_TYPES = ("Practitioner", "Organization", "Location", "Medication")
 
@@ -57,14 +59,25 @@ def fetch_references(
     run_id: str,
     references: Iterable[str],
 ) -> dict[str, TypeReport]:
-    """Read each reference once, land per type, upsert; a missing target is counted (``not_found``), not fatal."""
+    """Read each reference once, land per type, upsert; a missing target is counted (``not_found``), not fatal.
+
+    References of a type that completed leave the queue; a type that failed keeps its references queued.
+    """
     by_type: dict[str, list[str]] = {}
     for ref in sorted(set(references)):
         rtype, _, rid = ref.partition("/")
         by_type.setdefault(rtype, []).append(rid)
     reports: dict[str, TypeReport] = {}
     for rtype, ids in by_type.items():
-        reports[rtype] = _fetch_type(env.zone, conn, client, wh, run_id, rtype, ids)
+        try:
+            reports[rtype] = _fetch_type(env.zone, conn, client, wh, run_id, rtype, ids)
+        except NeedsReauthError:
+            raise
+        except (EhrSyncError, WarehouseError, OSError) as exc:
+            _log.warning("reading referenced %s of %s failed: %s", rtype, conn.id, exc)
+            reports[rtype] = TypeReport(rtype, error=f"{getattr(exc, 'code', type(exc).__name__)}: {exc}")
+            continue
+        cursors.dequeue_references(env.db, conn.id, {f"{rtype}/{i}" for i in ids})
     return reports
 
 

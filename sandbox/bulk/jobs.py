@@ -43,6 +43,7 @@ class Job:
     error_files: list[tuple[str, str, int]] = field(default_factory=list)
     deleted_files: list[tuple[str, str, int]] = field(default_factory=list)
     finished_at: float | None = None
+    last_poll: float = 0.0
     failure: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
@@ -82,6 +83,8 @@ def _run(job: Job, store: DataStore, cfg: SandboxConfig) -> None:
                 job.progress = f"{done}/{total} patients"
             if cfg.bulk_throttle_s:
                 time.sleep(cfg.bulk_throttle_s)
+        if job.patients is None and patient_types:
+            emit(store.orphan_resources(patient_types))
         job.files = files.close()
         _write_extras(job, store)
         job.progress = f"{total}/{total} patients"

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+import zlib
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from sandbox.bulk.jobs import Job, TooManyJobs
 from sandbox.bulk.params import Level, pairs_from_parameters, parse_export
 from sandbox.data.ids import ALL_TYPES, COMPARTMENT_TYPES
+from sandbox.data.timefmt import instant_of
 from sandbox.fhir.access import Permission, bearer, permission
 from sandbox.fhir.responses import FhirFailure, fhir_response, outcome_body
 from sandbox.oauth.scopes import Grant
@@ -86,7 +90,7 @@ async def _kickoff(request: Request, level: Level, group_id: str | None) -> Resp
             requires_token=st.settings.requires_access_token,
         )
     except TooManyJobs:
-        retry = str(max(1, st.settings.bulk_retry_after_s))
+        retry = _retry_after(st, max(1, st.settings.bulk_retry_after_s))
         raise FhirFailure(
             429, "throttled", "too many concurrent exports for this client", {"Retry-After": retry}
         ) from None
@@ -96,9 +100,14 @@ async def _kickoff(request: Request, level: Level, group_id: str | None) -> Resp
 
 
 def _instant(st: SandboxState) -> str:
-    from sandbox.data.timefmt import instant_of
-
     return instant_of(st.clock.now())
+
+
+def _retry_after(st: SandboxState, seconds: int) -> str:
+    """Delta-seconds by default; an HTTP-date when the BDX-10 flag asks for the other form."""
+    if not st.settings.bulk_retry_after_http_date:
+        return str(seconds)
+    return format_datetime(st.clock.now() + timedelta(seconds=seconds), usegmt=True)
 
 
 @router.api_route("/fhir/$export", methods=["GET", "POST"], response_model=None)
@@ -160,8 +169,15 @@ def _manifest(st: SandboxState, request: Request, job: Job) -> dict[str, Any]:
 def status(job_id: str, request: Request) -> Response:
     st = get_state(request)
     job = _job(st, request, job_id)
+    cfg = st.settings
+    now = st.clock.timestamp()
+    too_soon = cfg.bulk_min_poll_interval_s and now - job.last_poll < cfg.bulk_min_poll_interval_s
+    job.last_poll = now
+    if too_soon:
+        headers = {"Retry-After": _retry_after(st, max(1, round(cfg.bulk_min_poll_interval_s)))}
+        return fhir_response(outcome_body("throttled", "polling too fast"), 429, headers)
     if job.status == "running":
-        headers = {"X-Progress": job.progress[:99], "Retry-After": str(st.settings.bulk_retry_after_s)}
+        headers = {"X-Progress": job.progress[:99], "Retry-After": _retry_after(st, cfg.bulk_retry_after_s)}
         return Response(status_code=202, headers=headers)
     if job.status == "failed":
         return fhir_response(outcome_body("exception", f"export failed: {job.failure}"), 500)
@@ -176,6 +192,17 @@ def cancel(job_id: str, request: Request) -> Response:
     _job(st, request, job_id)
     st.bulk.cancel(job_id)
     return fhir_response(outcome_body("informational", "export cancelled", "information"), 202)
+
+
+def _gzipped(path: Path, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """Compress while streaming so a large file never sits in memory."""
+    packer = zlib.compressobj(1, zlib.DEFLATED, 31)
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            out = packer.compress(block)
+            if out:
+                yield out
+    yield packer.flush()
 
 
 @router.get("/bulk/files/{job_id}/{name}.ndjson", response_model=None)
@@ -194,6 +221,12 @@ def download(job_id: str, name: str, request: Request) -> Response:
         raise FhirFailure(404, "not-found", "unknown export file")
     fault = st.faults.take(request.url.path, _FILE_FAULTS)
     if fault is None:
+        if st.settings.bulk_gzip and "gzip" in request.headers.get("accept-encoding", "").lower():
+            return StreamingResponse(
+                _gzipped(path),
+                media_type="application/fhir+ndjson",
+                headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
+            )
         return FileResponse(path, media_type="application/fhir+ndjson")
     data = path.read_bytes()
     if fault.kind == "bulk_truncated":

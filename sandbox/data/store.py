@@ -64,6 +64,12 @@ class DataStore:
         base = self.generator.shared_resources(types)
         return self._overlay(base, list(self._created.get(None, ())), types)
 
+    def orphan_resources(self, types: Iterable[str]) -> list[Resource]:
+        """Created resources of compartment-less types outside any patient (e.g. a POSTed Binary)."""
+        wanted = set(types) - set(SHARED_TYPES)
+        keys = [k for k in list(self._created.get(None, ())) if k[0] in wanted and k not in self._deleted]
+        return [self._changed[k] for k in keys if k in self._changed]
+
     def read(self, resource_type: str, resource_id: str) -> Resource:
         key = (resource_type, resource_id)
         if key in self._deleted:

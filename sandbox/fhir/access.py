@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
-from sandbox.data.ids import COMPARTMENT_TYPES, patient_index_of_reference
+from sandbox.data.ids import COMPARTMENT_TYPES, parse_id, patient_index_of_reference
 from sandbox.data.store import patient_of
 from sandbox.fhir.responses import FhirFailure
 from sandbox.oauth.scopes import Grant, filter_matches
@@ -39,8 +39,11 @@ class Permission:
     system: bool
 
     def allows(self, resource: dict[str, Any]) -> bool:
-        if self.patient is not None and resource.get("resourceType") in COMPARTMENT_TYPES:
-            owner = patient_of(resource)
+        rtype = resource.get("resourceType")
+        if self.patient is not None and (rtype in COMPARTMENT_TYPES or rtype == "Binary"):
+            # A Binary has no subject: a generated one names its patient in its id; others are not shared.
+            parsed = parse_id("Binary", str(resource.get("id"))) if rtype == "Binary" else None
+            owner = (parsed[1] if parsed else None) if rtype == "Binary" else patient_of(resource)
             if owner is None or owner != patient_index_of_reference(self.patient):
                 return False
         return self.filters is None or any(filter_matches(f, resource) for f in self.filters)

@@ -17,6 +17,7 @@ from sandbox.fhir.responses import FhirFailure
 
 Resource = dict[str, Any]
 Cursor = list[Any]
+ORPHANS = -1
 
 
 def candidate_patients(store: DataStore, q: SearchQuery, perm: Permission) -> list[int] | None:
@@ -34,13 +35,19 @@ def candidate_patients(store: DataStore, q: SearchQuery, perm: Permission) -> li
         if own is not None and any(p != own for p in wanted):
             raise FhirFailure(403, "forbidden", "token is limited to another patient's compartment")
     else:
-        wanted = list(range(store.patients))
+        # ORPHANS last: created resources that belong to no patient (a POSTed Binary).
+        wanted = [*range(store.patients), ORPHANS]
     return wanted if own is None else [p for p in wanted if p == own]
 
 
 def _group(store: DataStore, q: SearchQuery, perm: Permission, patients: list[int] | None, pos: int) -> list[Resource]:
     types = (q.resource_type,)
-    items = store.shared_resources(types) if patients is None else store.patient_resources(patients[pos], types)
+    if patients is None:
+        items = store.shared_resources(types)
+    elif patients[pos] == ORPHANS:
+        items = store.orphan_resources(types)
+    else:
+        items = store.patient_resources(patients[pos], types)
     return [r for r in items if matches(q, r) and perm.allows(r)]
 
 

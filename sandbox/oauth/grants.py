@@ -10,7 +10,7 @@ from typing import Any
 
 from sandbox.config import SandboxConfig
 from sandbox.oauth.errors import OAuthFailure
-from sandbox.oauth.keys import SigningKey
+from sandbox.oauth.keys import IdTokenFault, SigningKey
 from sandbox.oauth.scopes import Grant, ScopeError, narrow, render
 from sandbox.oauth.state import AuthState, ClientRegistration, CodeGrant, Context, TokenRecord
 
@@ -22,8 +22,17 @@ def s256(verifier: str) -> str:
 class TokenIssuer:
     """Issues tokens under the runtime settings; ``now`` comes from the (shiftable) server clock."""
 
-    def __init__(self, state: AuthState, keys: SigningKey, cfg: SandboxConfig, fhir_base: str, now: float) -> None:
+    def __init__(
+        self,
+        state: AuthState,
+        keys: SigningKey,
+        cfg: SandboxConfig,
+        fhir_base: str,
+        now: float,
+        id_token_fault: IdTokenFault | None = None,
+    ) -> None:
         self.state, self.keys, self.cfg, self.fhir_base, self.now = state, keys, cfg, fhir_base, now
+        self.id_token_fault = id_token_fault
 
     def _response(
         self, client: ClientRegistration, scope: str, ctx: Context, family: str, nonce: str | None, refresh: bool
@@ -50,7 +59,9 @@ class TokenIssuer:
             )
             body["refresh_token"] = self.state.issue(rec)
         if grant.has("openid") and grant.has("fhirUser") and ctx.fhir_user:
-            body["id_token"] = self.keys.id_token(self.fhir_base, client.client_id, ctx.fhir_user, nonce, lifetime)
+            body["id_token"] = self.keys.id_token(
+                self.fhir_base, client.client_id, ctx.fhir_user, nonce, lifetime, self.id_token_fault
+            )
         if ctx.patient:
             body["patient"] = ctx.patient
             body["need_patient_banner"] = self.cfg.need_patient_banner

@@ -1,34 +1,56 @@
-"""The sandbox's own RS256 key for id_tokens, published at ``/oauth/jwks``."""
+"""The sandbox's own RS256 key for id_tokens, published at ``/oauth/jwks``, with SAL-33 fault variants."""
 
 from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
+from typing import Any, Literal
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+IdTokenFault = Literal["wrong_aud", "expired", "bad_signature", "rotated_kid"]
+
+
+def _new_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
 
 class SigningKey:
     def __init__(self) -> None:
-        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self._key = _new_key()
         self.kid = secrets.token_hex(8)
 
     def jwks(self) -> dict[str, Any]:
         public = jwt.algorithms.RSAAlgorithm.to_jwk(self._key.public_key(), as_dict=True)
         return {"keys": [{**public, "kid": self.kid, "alg": "RS256", "use": "sig"}]}
 
-    def id_token(self, issuer: str, client_id: str, fhir_user: str, nonce: str | None, lifetime_s: int) -> str:
+    def rotate(self) -> None:
+        """A new key and kid replace the old ones (clients with a cached JWKS must refetch)."""
+        self._key = _new_key()
+        self.kid = secrets.token_hex(8)
+
+    def id_token(
+        self,
+        issuer: str,
+        client_id: str,
+        fhir_user: str,
+        nonce: str | None,
+        lifetime_s: int,
+        fault: IdTokenFault | None = None,
+    ) -> str:
         now = int(time.time())
         claims: dict[str, Any] = {
             "iss": issuer,
             "sub": fhir_user.rsplit("/", 1)[-1],
-            "aud": client_id,
-            "iat": now,
-            "exp": now + lifetime_s,
+            "aud": "not-" + client_id if fault == "wrong_aud" else client_id,
+            "iat": now - 2 * lifetime_s if fault == "expired" else now,
+            "exp": now - 60 if fault == "expired" else now + lifetime_s,
             "fhirUser": fhir_user,
         }
         if nonce is not None:
             claims["nonce"] = nonce
-        return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.kid})
+        if fault == "rotated_kid":
+            self.rotate()
+        key = _new_key() if fault == "bad_signature" else self._key
+        return jwt.encode(claims, key, algorithm="RS256", headers={"kid": self.kid})

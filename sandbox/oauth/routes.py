@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -25,6 +25,9 @@ from sandbox.oauth.client_auth import authenticate_client
 from sandbox.oauth.errors import OAuthFailure
 from sandbox.oauth.grants import TokenIssuer
 from sandbox.state import SandboxState, get_state
+
+if TYPE_CHECKING:
+    from sandbox.oauth.keys import IdTokenFault
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -130,7 +133,9 @@ async def token(request: Request) -> Response:
         client = authenticate_client(
             form, request.headers.get("authorization"), st.auth, token_url, st.settings.accept_client_secret_post, now
         )
-        issuer = TokenIssuer(st.auth, st.keys, st.settings, st.fhir_base(request), now)
+        id_fault = st.faults.take("/oauth/token", frozenset({"id_token"}))
+        variant = cast("IdTokenFault", id_fault.error) if id_fault else None
+        issuer = TokenIssuer(st.auth, st.keys, st.settings, st.fhir_base(request), now, variant)
         grant_type = form.get("grant_type")
         body: dict[str, Any]
         if grant_type == "authorization_code":

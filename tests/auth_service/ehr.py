@@ -62,7 +62,8 @@ class Service:
 @contextmanager
 def running_service(make_settings: Any, sandbox: Any, practice: dict[str, Any], **overrides: Any) -> Iterator[Service]:
     def factory(base_url: str) -> Any:
-        settings = make_settings(APP_BASE_URL=base_url, SMART_ISSUER_ALLOWLIST=sandbox.fhir_base, **overrides)
+        values = {"SMART_ISSUER_ALLOWLIST": sandbox.fhir_base, **overrides}
+        settings = make_settings(APP_BASE_URL=base_url, **values)
         return create_app(settings)
 
     with LiveServer(factory) as server:

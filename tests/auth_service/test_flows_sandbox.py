@@ -45,11 +45,14 @@ def test_standalone_public_client_full_flow_sal07_sal27_sal38(make_settings, san
         conn_id = connect(sandbox, svc, "pub-app", pid)
         status = svc.admin("GET", "/api/integrations/smart/status", params={"connection_id": conn_id}).json()
         assert status["patient"] == pid and status["status"] == "active"
-        assert "launch/patient" not in (status["granted_scopes"] or "") or status["granted_scopes"]
+        assert "patient/*.rs" in status["granted_scopes"].split()
+        assert status["fhir_user"], status  # id_token validated (SAL-33) and fhirUser recorded
         assert status["token"]["expires_at"]
         svc.seen["access_token"] = svc.ctx.vault.get_access_token(conn_id)
         read = svc.admin("GET", "/api/integrations/smart/test/patient").json()
         assert read["id"] == pid and "name" not in read  # ids only, no PHI
+        probe = svc.admin("POST", "/api/integrations/admin/providers/smart/test").json()
+        assert probe["ok"] and probe["discovery"]["ok"] and probe["patient_read"]["id"] == pid
         before = status["token"]["expires_at"]
         refreshed = svc.admin("POST", "/api/integrations/smart/refresh", json={"connection_id": conn_id})
         assert refreshed.status_code == 200, refreshed.text
@@ -68,8 +71,10 @@ def test_standalone_public_client_full_flow_sal07_sal27_sal38(make_settings, san
             "connection.disconnect",
         } <= actions
     assert svc.seen.keys() >= {"code", "state", "access_token"}
+    assert "GET /api/integrations/smart/callback?" in logs.text  # the access log line was captured
     for name, secret in svc.seen.items():
         assert secret not in logs.text, f"{name} leaked into the logs"  # SAL-38
+    assert "code=[REDACTED]" in logs.text
 
 
 def test_ehr_launch_sal06(make_settings, sandbox) -> None:
@@ -154,6 +159,7 @@ def test_write_gate_sal_dwb42(make_settings, sandbox) -> None:
         body = r.json()
         assert body["code"] == "WRITE_NOT_SUPPORTED" and body["reason"] == "vendor_disabled"
         assert body["error"] == "write_not_supported"
+        assert body["tenant"] == "t1" and body["vendor"] == "smart"
 
 
 def test_write_gate_open_creates_note(make_settings, sandbox) -> None:
@@ -169,3 +175,39 @@ def test_write_gate_open_creates_note(make_settings, sandbox) -> None:
         r = svc.admin("POST", "/api/integrations/smart/test/note", json={"text": "Follow-up in 2 weeks."})
         assert r.status_code == 201, r.text
         assert r.json()["id"]
+
+
+def test_vendor_plugin_provider_with_secret(make_settings, sandbox) -> None:
+    """A plugin-configured provider (Epic's schema and scopes) chosen by id, confidential client (SAL-28)."""
+    pid = patient_ids(sandbox)[3]
+    practice: dict[str, Any] = {"ehrIntegrations": {"enabledProviders": []}}
+    with running_service(make_settings, sandbox, practice) as svc:
+        register(sandbox, svc, "epic-app", "confidential-symmetric", client_secret="epic-secret-1")
+        config = {"fhirBaseUrl": sandbox.fhir_base, "clientId": "epic-app", "clientSecret": "epic-secret-1"}
+        assert svc.admin("PUT", "/api/integrations/admin/providers/epic", json=config).status_code == 200
+        login = f"{svc.base_url}/api/integrations/smart/login?tenant=t1&provider=epic"
+        refused = svc.admin("GET", "/api/integrations/smart/login", params={"tenant": "t1", "provider": "epic"})
+        assert refused.status_code == 409 and refused.json()["error"] == "provider_disabled"
+        assert svc.admin("POST", "/api/integrations/admin/providers/epic/enable").status_code == 200
+        conn_id = connect(sandbox, svc, "epic-app", pid, login)
+        status = svc.admin("GET", "/api/integrations/smart/status", params={"connection_id": conn_id}).json()
+        assert status["provider"] == "epic" and "patient/Observation.rs" in status["granted_scopes"].split()
+        health = svc.admin("GET", "/api/integrations/admin/health").json()
+        assert health["providers"][0]["connections"] == {"active": 1}
+
+
+def test_smart_v1_server_sal04_sal20(make_settings) -> None:
+    """A v1 server (endpoints only in the CapabilityStatement): v1 scope spelling, connection flagged v1."""
+    from sandbox import SandboxConfig, SandboxServer
+
+    with SandboxServer(SandboxConfig(patients=3, seed=3, profile="v1")) as v1:
+        pid = patient_ids(v1)[0]
+        with running_service(make_settings, v1, smart_practice(v1, "v1-app")) as svc:
+            register(v1, svc, "v1-app", "public")
+            conn_id = connect(v1, svc, "v1-app", pid)
+            status = svc.admin("GET", "/api/integrations/smart/status", params={"connection_id": conn_id}).json()
+            assert status["smart_v1"] is True
+            assert ".rs" not in status["granted_scopes"]
+            events = svc.admin("GET", "/api/integrations/admin/audit").json()
+            asked = next(e for e in events if e["action"] == "authorize.start")["detail"]["scope"]
+            assert "patient/*.read" in asked.split() and ".rs" not in asked

@@ -91,3 +91,16 @@ def test_write_gate_missing_scope_and_no_create(make_settings, sandbox) -> None:
             assert r.json()["code"] == "WRITE_NOT_SUPPORTED"
     finally:
         settings(sandbox, grant_scope_subset=None)
+
+
+def test_write_gate_no_create_interaction_dwb40(make_settings, sandbox) -> None:
+    pid = patient_ids(sandbox)[0]
+    practice = smart_practice(sandbox, "nocreate-app", enableWrite=True, enableNoteCreate=True)
+    settings(sandbox, write_enabled=False)
+    with running_service(make_settings, sandbox, practice, SMART_ENABLE_WRITE="true") as svc:
+        register(sandbox, svc, "nocreate-app", "public")
+        connect(sandbox, svc, "nocreate-app", pid)
+        r = svc.admin("POST", "/api/integrations/smart/test/note", json={"text": "x"})
+        assert r.status_code == 409 and r.json()["reason"] == "no_create_interaction"
+        events = svc.admin("GET", "/api/integrations/admin/audit").json()
+        assert any(e["action"] == "data.write" and e["outcome"] == "blocked" for e in events)

@@ -53,7 +53,8 @@ def test_connect_link_consent_status_disconnect(make_settings, sandbox, browser)
         assert page.locator("html").get_attribute("lang") == "en"
         assert page.get_by_role("heading", level=1).inner_text() == "Connect your health record"
         assert page.get_by_role("radio").count() == 1
-        assert page.get_by_text("Read test results and vital signs").is_visible()
+        assert page.get_by_text("Read your whole health record").is_visible()
+        assert page.get_by_text("Keep your record up to date until you disconnect").is_visible()
         page.screenshot(path=str(ARTIFACTS / "1-connect.png"), full_page=True)
         sid = [c for c in context.cookies() if c["name"] == "ehrsync_sid"]
         assert sid and sid[0]["httpOnly"] and sid[0]["sameSite"] == "Lax"  # SAL-09

@@ -27,6 +27,7 @@ class BackendClient:
         jwk.update({"kid": "test-k1", "alg": "RS384", "use": "sig"})
         sandbox.admin.register_client(self.client_id, "backend", jwks={"keys": [jwk]})
         self.minted = 0
+        self.issued: list[str] = []
 
     def assertion(self) -> str:
         now = int(time.time())
@@ -40,6 +41,10 @@ class BackendClient:
         return jwt.encode(claims, self._key, algorithm="RS384", headers={"kid": "test-k1"})
 
     def mint(self) -> str:
+        return self.mint_with_expiry()[0]
+
+    def mint_with_expiry(self) -> tuple[str, float]:
+        """``(access_token, expires_in)``: the shape MintingTokenSource expects."""
         response = httpx.post(
             self.token_url,
             data={
@@ -52,4 +57,6 @@ class BackendClient:
         )
         response.raise_for_status()
         self.minted += 1
-        return str(response.json()["access_token"])
+        token = str(response.json()["access_token"])
+        self.issued.append(token)
+        return token, float(response.json().get("expires_in", 300))

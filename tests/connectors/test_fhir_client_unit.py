@@ -66,7 +66,7 @@ def test_bdx29_follows_relative_and_absolute_next_links_verbatim() -> None:
     )
     assert [r["id"] for p in pages for r in p.resources] == ["o1", "o2", "o3"]
     first, second, third = (str(r.url) for r in script.requests)
-    assert first == f"{BASE}/Observation?patient=p1&_lastUpdated=gt2026-01-01T00%3A00%3A00Z"
+    assert first == f"{BASE}/Observation?patient=p1&_lastUpdated=gt2026-01-01T00%3A00%3A00Z&_count=200"
     assert second == f"{BASE}/Observation?_page=2&sig=x%2By"  # relative link resolved, never edited
     assert third == opaque_abs
     assert all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r in script.requests)
@@ -415,3 +415,29 @@ def test_redirects_are_bounded(tmp_path: Path) -> None:
     with pytest.raises(FhirError) as info:
         _client(script).download("Binary/b", tmp_path / "f", max_bytes=100, accept="*/*")
     assert info.value.status == 302
+
+
+def test_bdx26_count_defaults_to_200_unless_given() -> None:
+    script = Script(_json(200, bundle([])), _json(200, bundle([])), _json(200, bundle([])))
+    client = _client(script)
+    list(client.search_pages("Patient"))
+    list(client.search_pages("Patient", [("_count", "50")]))
+    list(client.search_pages("Patient", {"name": "x"}, count=None))
+    assert [r.url.params.get_list("_count") for r in script.requests] == [["200"], ["50"], []]
+
+
+def test_on_response_hook_sees_every_response_for_quota_headers() -> None:
+    seen: list[tuple[int, str | None]] = []
+    script = Script(
+        httpx.Response(429, headers={"Retry-After": "1", "X-Ratelimit-Remaining": "0"}),
+        _json(200, {"resourceType": "Patient", "id": "p"}, {"X-Ratelimit-Remaining": "99"}),
+    )
+    client = FhirClient(
+        BASE,
+        StaticTokenSource(TOKEN),
+        http=script.client(),
+        retry=recording_policy([]),
+        on_response=lambda r: seen.append((r.status_code, r.headers.get("X-Ratelimit-Remaining"))),
+    )
+    client.read("Patient", "p")
+    assert seen == [(429, "0"), (200, "99")]

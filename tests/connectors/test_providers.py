@@ -301,3 +301,18 @@ def test_dwb70_profile_declarations() -> None:
     with pytest.raises(WriteNotSupportedError) as info:
         epic.check(persona="user", doc_status="final", mime_type="text/plain", size=10_000_000, has_encounter=True)
     assert info.value.reason == "too_large"
+
+
+def test_bdx26_28_last_updated_params_with_overlap_and_paired_prefixes() -> None:
+    mark = dt.datetime(2026, 11, 25, 10, 0, 30, 123456, tzinfo=dt.UTC)
+    cerner = get_provider("cerner")
+    assert cerner.last_updated_params(mark) == [("_lastUpdated", "gt2026-11-25T09:55:30Z")]
+    until = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert cerner.last_updated_params(mark, until, comparator="ge", overlap=dt.timedelta(0)) == [
+        ("_lastUpdated", "ge2026-11-25T10:00:30Z"),
+        ("_lastUpdated", "lt2026-11-25T10:00:00Z"),
+    ]
+    with pytest.raises(ValueError, match="timezone"):
+        cerner.last_updated_params(dt.datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="comparator"):
+        cerner.last_updated_params(mark, comparator="eq")

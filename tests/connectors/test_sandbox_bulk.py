@@ -17,7 +17,7 @@ from connectors.bulk import (
 )
 from connectors.errors import BulkExportError, BulkFileExpiredError
 from connectors.fhir import FhirClient
-from connectors.tokens import StaticTokenSource
+from connectors.tokens import MintingTokenSource
 from sandbox import SandboxServer
 from tests.connectors.backend_auth import BackendClient
 from tests.connectors.helpers import recording_policy
@@ -38,7 +38,7 @@ class Harness:
     def __init__(self, ehr: SandboxServer) -> None:
         self.backend = BackendClient(ehr)
         self.sleeps: list[float] = []
-        self.tokens = StaticTokenSource(self.backend.mint(), refresher=self.backend.mint)
+        self.tokens = MintingTokenSource(self.backend.mint_with_expiry)
 
         def nap(seconds: float) -> None:
             self.sleeps.append(seconds)
@@ -143,6 +143,7 @@ def test_bdx09_in_progress_then_done_and_401_refresh(harness: Harness, ehr: Sand
     first = harness.bulk.poll(status_url)
     assert not first.done and first.retry_after is not None
     minted = harness.backend.minted
+    assert minted == 1  # one backend token served kick-off and polling
     ehr.admin.set_fault("expired_token", path="/bulk/status/", times=1)
     manifest = harness.bulk.wait(status_url, deadline_s=60)
     assert manifest.output and harness.backend.minted == minted + 1

@@ -40,9 +40,9 @@ def _ids(client: FhirClient, resource_type: str, params: dict[str, str]) -> list
 
 def test_bdx26_29_paging_with_last_updated_matches_one_big_page(ehr: SandboxServer, backend: BackendClient) -> None:
     client = _client(ehr, backend, [])
-    small = _ids(client, "Observation", {"_lastUpdated": "gt2000-01-01T00:00:00Z", "_count": "7"})
+    small = _ids(client, "Observation", {"_lastUpdated": "gt2000-01-01T00:00:00Z", "_count": "40"})
     big = _ids(client, "Observation", {"_lastUpdated": "gt2000-01-01T00:00:00Z", "_count": "1000"})
-    assert len(small) > 7 and len(small) == len(set(small))
+    assert len(small) > 40 and len(small) == len(set(small))
     assert sorted(small) == sorted(big)
 
 
@@ -116,3 +116,22 @@ def test_capabilities_declare_last_updated(ehr: SandboxServer, backend: BackendC
     caps = _client(ehr, backend, []).capabilities()
     assert caps["fhirVersion"].startswith("4.0")
     assert get_provider("generic").supports_last_updated("Observation", caps)
+
+
+def test_sal38_no_token_in_logs_or_errors(
+    ehr: SandboxServer, backend: BackendClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run with a refresh, retries and an error never writes a token into a log record or message."""
+    tokens = StaticTokenSource(backend.mint(), refresher=backend.mint)
+    client = FhirClient(ehr.fhir_base, tokens, retry=recording_policy([], max_attempts=2))
+    ehr.admin.set_fault("expired_token", path="/fhir/Patient", times=1)
+    ehr.admin.set_fault("429", path="/fhir/Patient", times=1, retry_after="1")
+    ehr.admin.set_fault("503", path="/fhir/Observation", times=2)
+    with caplog.at_level("DEBUG"):
+        assert _ids(client, "Patient", {"_count": "1000"})
+        with pytest.raises(RateLimitedError) as info:
+            _ids(client, "Observation", {"_count": "10"})
+    secrets = set(backend.issued)
+    assert len(secrets) == 2  # the rejected token and its replacement
+    dumped = " ".join(str(v) for record in caplog.records for v in record.__dict__.values()) + str(info.value)
+    assert caplog.records and not any(secret in dumped for secret in secrets)

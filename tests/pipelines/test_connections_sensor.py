@@ -13,6 +13,7 @@ from dagster import (
     SensorResult,
     build_sensor_context,
 )
+from dagster._core.test_utils import create_run_for_test
 
 from pipelines.defs.connections import connections_sensor
 from pipelines.partitions import CONNECTIONS_PARTITIONS_NAME
@@ -137,3 +138,23 @@ def test_reauthorized_connection_gets_a_new_first_sync(app_db: AppDb, dagster_in
     keys = [r.run_key for r in [*(first.run_requests or []), *(again.run_requests or [])]]
     assert len(keys) == 2
     assert keys[0] != keys[1]
+
+
+def test_running_sync_of_a_disabled_connection_is_asked_to_stop(
+    app_db: AppDb, dagster_instance: DagsterInstance
+) -> None:
+    """A started run goes through the run coordinator (termination requested); the sensor itself carries on."""
+    cid = app_db.add("c1", last_sync=datetime.now(UTC))
+    first = evaluate(dagster_instance, app_db.url)
+    apply_partitions(dagster_instance, first)
+    running = create_run_for_test(
+        dagster_instance, job_name="incremental_sync", status=DagsterRunStatus.STARTED, tags={CONNECTION_TAG: cid}
+    )
+    app_db.set_status(cid, "disabled")
+
+    result = evaluate(dagster_instance, app_db.url, first.cursor)
+
+    assert removed(result) == []  # a disabled connection keeps its partition (and history)
+    after = dagster_instance.get_run_by_id(running.run_id)
+    assert after is not None
+    assert after.status in (DagsterRunStatus.CANCELING, DagsterRunStatus.CANCELED)

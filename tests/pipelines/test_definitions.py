@@ -8,9 +8,9 @@ import yaml
 from dagster import AssetKey, DagsterInstance, Definitions
 
 from pipelines.definitions import build_definitions, defs
-from pipelines.defs.type_assets import RESOURCE_TYPES
 from pipelines.instance import SHIPPED_DAGSTER_YAML, WORKSPACE_YAML, prepare_dagster_home, ui_command
 from pipelines.settings import PipelineSettings
+from pipelines.sync import PATIENT_TYPES, REFERENCED_TYPES
 
 EXPECTED_TYPES = {
     "Patient",
@@ -51,7 +51,7 @@ def test_definitions_load_and_validate() -> None:
 
 
 def test_every_type_has_a_landing_and_a_warehouse_asset_in_its_group() -> None:
-    assert set(RESOURCE_TYPES) == EXPECTED_TYPES
+    assert {*PATIENT_TYPES, *REFERENCED_TYPES} == EXPECTED_TYPES
     graph = defs.get_repository_def().asset_graph
     keys = graph.get_all_asset_keys()
     for resource_type in EXPECTED_TYPES:
@@ -62,8 +62,8 @@ def test_every_type_has_a_landing_and_a_warehouse_asset_in_its_group() -> None:
         assert landing in graph.get(warehouse).parent_keys
         assert graph.get(landing).partitions_def is not None
     assert AssetKey(["bulk", "export"]) in keys
-    # Referenced types land after the clinical landings whose references they read.
-    assert AssetKey(["landing", "Observation"]) in graph.get(AssetKey(["landing", "Practitioner"])).parent_keys
+    # Referenced types are read after the clinical upserts that queue their references.
+    assert AssetKey(["warehouse", "Observation"]) in graph.get(AssetKey(["landing", "Practitioner"])).parent_keys
 
 
 def test_asset_checks_are_declared() -> None:
@@ -82,7 +82,7 @@ def test_full_resync_sets_full_on_every_landing_op() -> None:
     incremental = defs.resolve_job_def("incremental_sync")
     assert full.partitioned_config is not None
     ops = full.partitioned_config.get_run_config_for_partition_key("any-connection")["ops"]
-    assert {name: cfg["config"]["full"] for name, cfg in ops.items()} == {f"landing__{t}": True for t in EXPECTED_TYPES}
+    assert {name: cfg["config"]["full"] for name, cfg in ops.items()} == {f"landing__{t}": True for t in PATIENT_TYPES}
     assert incremental.partitioned_config is not None
     assert not incremental.partitioned_config.get_run_config_for_partition_key("any-connection")
     assert full.executor_def.name == incremental.executor_def.name == "in_process"

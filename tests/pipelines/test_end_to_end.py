@@ -10,6 +10,7 @@ import httpx
 import pytest
 from dagster import AssetKey, DagsterInstance
 
+from pipelines.definitions import build_definitions
 from pipelines.run import run_sync_now
 from pipelines.settings import PipelineSettings
 from pipelines.sync import runs
@@ -59,80 +60,90 @@ def live_counts(target: str, connection_id: str) -> dict[str, int]:
         wh.close()
 
 
-def test_first_sync_lands_upserts_and_reports_then_incremental_changes_nothing(
-    tmp_path: Path, ehr: SandboxServer, http: httpx.Client, world: SyncWorld
+def test_first_sync_then_full_then_incremental_changes_then_weekly_reconcile_bdx31(
+    tmp_path: Path, http: httpx.Client, world: SyncWorld
 ) -> None:
-    cid = connect_patient(world, ehr, http=http)
+    """One patient's life: first sync, full resync (nothing new), EHR changes picked up incrementally, and the
+    deletes search cannot report tombstoned by the reconcile job (BDX-31)."""
     settings = settings_for(tmp_path)
-
-    with DagsterInstance.ephemeral() as instance:
+    with SandboxServer(SandboxConfig(patients=1, seed=5)) as one, DagsterInstance.ephemeral() as instance:
+        cid = connect_patient(world, one, http=http)
         first = run_sync_now(cid, settings=settings, instance=instance)
         assert first.success, first.failed_steps
         assert first.job_name == "incremental_sync"
         assert all(first.checks.values()), first.checks
         assert "warehouse/Observation:no_duplicate_keys" in first.checks
         assert "landing/Observation:quarantine_within_threshold" in first.checks
-
-        patient = first.materializations["warehouse/Patient"]
-        assert patient["created"] == 1
+        assert first.materializations["warehouse/Patient"]["created"] == 1
         observations = first.materializations["landing/Observation"]
         assert observations["fetched"] > 0
         assert observations["pages"] >= 1
         assert observations["bytes"] > 0
         assert observations["high_water_mark"] != "none"
         assert observations["skipped"] is False
-
         counts = live_counts(settings.warehouse_url, cid)
         for resource_type, live in counts.items():
-            created = first.materializations[f"warehouse/{resource_type}"]["created"]
-            assert live == created, resource_type
+            assert live == first.materializations[f"warehouse/{resource_type}"]["created"], resource_type
         assert counts["Patient"] == 1
-        assert counts.get("Practitioner", 0) == first.materializations["warehouse/Practitioner"]["created"]
-
+        # Referenced resources were read by id after the clinical types queued them.
+        referenced = [first.materializations[f"warehouse/{t}"] for t in ("Practitioner", "Organization", "Location")]
+        assert sum(m["created"] for m in referenced) > 0
         record = runs.get(world.env.db, first.run_id)
         assert record is not None and record.status == "completed"
         assert instance.has_dynamic_partition("connections", cid)
         assert instance.get_latest_materialization_event(AssetKey(["warehouse", "Patient"])) is not None
 
-        second = run_sync_now(cid, settings=settings, instance=instance)
-        assert second.success, second.failed_steps
-        assert sum(m["created"] for m in second.materializations.values()) == 0
-        assert sum(m["updated"] for m in second.materializations.values()) == 0
-        assert live_counts(settings.warehouse_url, cid) == counts
+        # Full resync: marks ignored, everything fetched again, nothing changed.
+        full = run_sync_now(cid, full=True, settings=settings, instance=instance)
+        assert full.job_name == "full_resync"
+        assert full.success, full.failed_steps
+        landed, upserted = full.materializations["landing/Observation"], full.materializations["warehouse/Observation"]
+        assert landed["fetched"] == observations["fetched"]
+        assert upserted["unchanged"] == landed["fetched"] - landed["quarantined"]
+        assert sum(m["created"] + m["updated"] for m in full.materializations.values()) == 0
+        full_record = runs.get(world.env.db, full.run_id)
+        assert full_record is not None and full_record.kind == "full"
+
+        # The EHR changes: the incremental run finds exactly the creations and updates; deletes stay live.
+        changes = http.post(f"{one.base_url}/admin/mutate", json={"create": 2, "update": 2, "delete": 2, "seed": 3})
+        changes.raise_for_status()
+        assert len(changes.json()["deleted"]) == 2
+        incremental = run_sync_now(cid, settings=settings, instance=instance)
+        assert incremental.success, incremental.failed_steps
+        assert sum(m["created"] for m in incremental.materializations.values()) == 2
+        assert sum(m["updated"] for m in incremental.materializations.values()) == 2
+        assert sum(live_counts(settings.warehouse_url, cid).values()) == sum(counts.values()) + 2
+
+        reconcile = build_definitions(settings).resolve_job_def("reconcile_deletes")
+        result = reconcile.execute_in_process(partition_key=cid, instance=instance)
+        assert result.success
+        tombstoned = result.output_for_node("reconcile_connection")
+        expected: dict[str, int] = {}
+        for ref in changes.json()["deleted"]:
+            expected[ref.split("/")[0]] = expected.get(ref.split("/")[0], 0) + 1
+        assert {t: n for t, n in tombstoned.items() if n} == expected
+        assert sum(live_counts(settings.warehouse_url, cid).values()) == sum(counts.values())
+        marked = {e.materialization.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+        assert marked == {f"warehouse/{t}" for t in expected}
 
 
 def test_refused_type_materializes_as_skipped_not_failed(
     tmp_path: Path, ehr: SandboxServer, http: httpx.Client, world: SyncWorld
 ) -> None:
+    """Also the demo's path: no instance given, so the run is recorded under <state>/dagster_home for the UI."""
     cid = connect_patient(world, ehr, http=http, scope=NO_IMMUNIZATION)
-    result = run_sync_now(cid, settings=settings_for(tmp_path), instance=DagsterInstance.ephemeral())
+    settings = settings_for(tmp_path)
+    result = run_sync_now(cid, settings=settings)
     assert result.success, result.failed_steps
+    with DagsterInstance.from_config(str(settings.dagster_home)) as persisted:
+        run = persisted.get_run_by_id(result.run_id)
+        assert run is not None and run.tags["ehrsync/trigger"] == "manual"
+        assert persisted.has_dynamic_partition("connections", cid)
     for step in ("landing", "warehouse"):
         meta = result.materializations[f"{step}/Immunization"]
         assert meta["skipped"] is True
         assert meta["skipped_reason"] == "scope_not_granted"
     assert result.materializations["warehouse/Observation"]["skipped"] is False
-
-
-def test_full_resync_uses_the_full_job(
-    tmp_path: Path, ehr: SandboxServer, http: httpx.Client, world: SyncWorld
-) -> None:
-    cid = connect_patient(world, ehr, http=http)
-    settings = settings_for(tmp_path)
-    with DagsterInstance.ephemeral() as instance:
-        run_sync_now(cid, settings=settings, instance=instance)
-        full = run_sync_now(cid, full=True, settings=settings, instance=instance)
-    assert full.job_name == "full_resync"
-    assert full.success, full.failed_steps
-    # Everything is fetched again but nothing changed: all unchanged.
-    assert full.materializations["landing/Observation"]["fetched"] > 0
-    assert (
-        full.materializations["warehouse/Observation"]["unchanged"]
-        == full.materializations["landing/Observation"]["fetched"]
-        - full.materializations["landing/Observation"]["quarantined"]
-    )
-    record = runs.get(world.env.db, full.run_id)
-    assert record is not None and record.kind == "full"
 
 
 def test_backend_connection_runs_the_bulk_export_job_and_checks_counts_bdx20(
@@ -165,3 +176,21 @@ def test_wrong_manifest_count_fails_the_bdx20_check_not_the_run(
     assert result.success, result.failed_steps
     assert result.checks["bulk/export:manifest_line_counts_match"] is False
     assert result.materializations["bulk/export"]["count_mismatches"] >= 1
+
+
+def test_quarantined_bulk_lines_over_threshold_fail_the_check(
+    tmp_path: Path, ehr: SandboxServer, http: httpx.Client, world: SyncWorld
+) -> None:
+    """A line of the wrong type is quarantined, counted, and (with no tolerance) fails the quarantine check."""
+    cid = connect_backend_with_config(world, ehr, http=http)
+    strict = PipelineSettings.from_env(
+        {"EHRSYNC_STATE_DIR": str(tmp_path / "state"), "EHRSYNC_QUARANTINE_MAX_RATIO": "0"}
+    )
+    http.post(f"{ehr.base_url}/admin/faults", json={"kind": "bulk_mixed_type", "times": 1}).raise_for_status()
+    try:
+        result = run_sync_now(cid, settings=strict, instance=DagsterInstance.ephemeral())
+    finally:
+        http.delete(f"{ehr.base_url}/admin/faults").raise_for_status()
+    assert result.success, result.failed_steps
+    assert result.materializations["bulk/export"]["quarantined"] >= 1
+    assert result.checks["bulk/export:quarantine_within_threshold"] is False

@@ -37,23 +37,30 @@ def test_app_db_url_gets_an_explicit_connect_timeout(url: str, expected: str) ->
     assert AppDatabaseResource(url=url, connect_timeout_s=7).engine_url() == expected
 
 
-def test_http_client_has_the_configured_timeouts() -> None:
-    with EhrHttpResource(connect_timeout_s=3, read_timeout_s=45, pool_timeout_s=5).client() as client:
-        assert client.timeout.connect == 3
-        assert client.timeout.read == 45
-        assert client.timeout.pool == 5
-        assert client.follow_redirects is False
+def test_http_client_has_the_configured_timeouts_and_is_shared_until_closed() -> None:
+    resource = EhrHttpResource(connect_timeout_s=3, read_timeout_s=45, pool_timeout_s=5)
+    client = resource.client()
+    assert client.timeout.connect == 3
+    assert client.timeout.read == 45
+    assert client.timeout.pool == 5
+    assert client.follow_redirects is False
+    assert resource.client() is client
+    resource.close()
+    assert client.is_closed
+    assert resource.client() is not client
+    resource.close()
 
 
 def test_sync_environment_wires_the_resources(app_db: AppDb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INTEGRATIONS_TOKEN_ENC_KEY", base64.b64encode(os.urandom(32)).decode())
     landing = LandingZoneResource(root=str(tmp_path / "landing"), attachments_root=str(tmp_path / "att"))
     warehouse = WarehouseResource(target=str(tmp_path / "wh.duckdb"))
-    with sync_environment(AppDatabaseResource(url=app_db.url), landing, warehouse, EhrHttpResource()) as env:
+    http = EhrHttpResource()
+    with sync_environment(AppDatabaseResource(url=app_db.url), landing, warehouse, http) as env:
         assert env.warehouse_target == str(tmp_path / "wh.duckdb")
-        assert env.http is not None and env.http.timeout.read == 60.0
+        assert env.http is http.client()
         assert env.db.dialect == "sqlite"
-    assert env.http.is_closed
+    http.close()
 
 
 def test_missing_token_key_is_a_clear_configuration_error(

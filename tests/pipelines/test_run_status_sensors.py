@@ -45,7 +45,11 @@ def test_run_end_closes_the_sync_run(
     runs.ensure_run(app_db.db, cid, run.run_id, "incremental", tenant_id=app_db.tenant_id)
     context = build_run_status_sensor_context(
         sensor_name=sensor,
-        dagster_event=DagsterEvent(event_type_value=event_type.value, job_name="incremental_sync"),
+        dagster_event=DagsterEvent(
+            event_type_value=event_type.value,
+            job_name="incremental_sync",
+            message="Steps failed: ['landing__Patient'].",
+        ),
         dagster_instance=dagster_instance,
         dagster_run=run,
         resources={"app_db": AppDatabaseResource(url=app_db.url)},
@@ -56,3 +60,4 @@ def test_run_end_closes_the_sync_run(
     record = runs.get(app_db.db, run.run_id)
     assert record is not None and record.status == sync_status
     assert (app_db.last_sync_at(cid) is not None) is stamped
+    assert (record.error == "Steps failed: ['landing__Patient'].") is (not stamped)

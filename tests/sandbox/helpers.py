@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 import httpx
 import jwt
+import orjson
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from sandbox import SandboxServer
@@ -95,23 +96,31 @@ def ec_key() -> tuple[Any, dict[str, Any]]:
 
 def assertion(sb: SandboxServer, client_id: str, key: Any, jwk: dict[str, Any], **overrides: Any) -> str:
     now = int(time.time())
-    claims = {"iss": client_id, "sub": client_id, "aud": sb.base_url + "/oauth/token", "exp": now + 240,
-              "jti": str(uuid.uuid4())}  # fmt: skip
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": sb.base_url + "/oauth/token",
+        "exp": now + 240,
+        "jti": str(uuid.uuid4()),
+    }
     headers = {"kid": jwk["kid"], "typ": "JWT"}
     headers.update(overrides.pop("headers", {}))
     claims.update(overrides)
     return jwt.encode(claims, key, algorithm=jwk["alg"], headers=headers)
 
 
-def backend_client(sb: SandboxServer, allowed: str | None = None, alg: str = "RS384") -> tuple[str, Any, dict[str, Any]]:
+def backend_client(
+    sb: SandboxServer, allowed: str | None = None, alg: str = "RS384"
+) -> tuple[str, Any, dict[str, Any]]:
     key, jwk = rsa_key() if alg == "RS384" else ec_key()
     cid = new_client_id("backend")
     sb.admin.register_client(cid, "backend", jwks={"keys": [jwk]}, allowed_scopes=allowed)
     return cid, key, jwk
 
 
-def backend_token_response(sb: SandboxServer, cid: str, key: Any, jwk: dict[str, Any], scope: str = "system/*.rs",
-                           **overrides: Any) -> httpx.Response:  # fmt: skip
+def backend_token_response(
+    sb: SandboxServer, cid: str, key: Any, jwk: dict[str, Any], scope: str = "system/*.rs", **overrides: Any
+) -> httpx.Response:
     form = {
         "grant_type": "client_credentials",
         "scope": scope,
@@ -130,3 +139,50 @@ def backend_token(sb: SandboxServer, scope: str = "system/*.rs") -> str:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
+
+
+# --- Bulk Data ------------------------------------------------------------------------------------------------
+
+ASYNC = {"Prefer": "respond-async"}
+
+
+def kickoff(
+    sb: SandboxServer,
+    token: str,
+    path: str = "/$export",
+    method: str = "GET",
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    **params: Any,
+) -> httpx.Response:
+    h = {**bearer(token), **(ASYNC if headers is None else headers)}
+    if method == "POST":
+        return httpx.post(sb.fhir_base + path, headers=h, content=orjson.dumps(body))
+    return httpx.get(sb.fhir_base + path, headers=h, params=params)
+
+
+def wait(status_url: str, token: str, timeout_s: float = 30) -> httpx.Response:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        resp = httpx.get(status_url, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
+        if resp.status_code != 202:
+            return resp
+        assert "Retry-After" in resp.headers
+        time.sleep(0.05)
+    raise AssertionError("export did not finish")
+
+
+def run(sb: SandboxServer, token: str, **kw: Any) -> dict[str, Any]:
+    resp = kickoff(sb, token, **kw)
+    assert resp.status_code == 202, resp.text
+    done = wait(resp.headers["content-location"], token)
+    assert done.status_code == 200, done.text
+    manifest: dict[str, Any] = done.json()
+    return manifest
+
+
+def lines(url: str, token: str | None) -> list[dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    resp = httpx.get(url, headers=headers)
+    assert resp.status_code == 200, resp.text
+    return [orjson.loads(line) for line in resp.content.splitlines()]

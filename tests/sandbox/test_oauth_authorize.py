@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import httpx
@@ -184,3 +185,32 @@ def test_code_bound_to_redirect_uri_and_client(sandbox: SandboxServer) -> None:
     verifier, challenge = pkce()
     got = query_of(authorize(sandbox, authorize_params(sandbox, cid, SCOPE, challenge)))
     assert exchange(sandbox, other, got["code"], verifier).json()["error"] == "invalid_grant"
+
+
+def test_sal38_no_tokens_or_codes_in_logs(sandbox: SandboxServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    cid = public_client(sandbox)
+    sandbox.admin.preapprove(cid, "pat1")
+    verifier, challenge = pkce()
+    got = query_of(authorize(sandbox, authorize_params(sandbox, cid, SCOPE, challenge)))
+    token = exchange(sandbox, cid, got["code"], verifier).json()
+    httpx.get(sandbox.fhir_base + "/Patient/pat1", headers=bearer(token["access_token"]))
+    server = ("sandbox", "uvicorn", "fastapi", "starlette")
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith(server))
+    assert "code issued" in logged  # the flow was logged at all
+    for secret in (got["code"], verifier, token["access_token"], token["refresh_token"], token["id_token"]):
+        assert secret not in logged
+
+
+def test_sal06_ehr_launcher_page_opens_the_app_with_iss_and_launch(sandbox: SandboxServer) -> None:
+    url = sandbox.admin.ehr_launch_url("http://127.0.0.1:9/launch?app=1", "pat7", "enc7-0")
+    resp = httpx.get(url, follow_redirects=False)
+    assert resp.status_code == 302
+    location = httpx.URL(resp.headers["location"])
+    assert location.params["iss"] == sandbox.fhir_base and location.params["app"] == "1"
+    cid = public_client(sandbox)
+    sandbox.admin.preapprove(cid, "pat7")
+    verifier, challenge = pkce()
+    params = authorize_params(sandbox, cid, "launch patient/*.rs", challenge, launch=location.params["launch"])
+    token = exchange(sandbox, cid, query_of(authorize(sandbox, params))["code"], verifier).json()
+    assert token["patient"] == "pat7" and token["encounter"] == "enc7-0"

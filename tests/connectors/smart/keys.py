@@ -28,7 +28,10 @@ def pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
 
 
 def public_jwk(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, kid: str, alg: str) -> dict[str, Any]:
-    algo = jwt.algorithms.RSAAlgorithm if isinstance(key, rsa.RSAPrivateKey) else jwt.algorithms.ECAlgorithm
-    jwk: dict[str, Any] = json.loads(algo.to_jwk(key.public_key()))
+    if isinstance(key, rsa.RSAPrivateKey):
+        text = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key())
+    else:
+        text = jwt.algorithms.ECAlgorithm.to_jwk(key.public_key())
+    jwk: dict[str, Any] = json.loads(text)
     jwk.update({"kid": kid, "alg": alg, "use": "sig"})
     return jwk

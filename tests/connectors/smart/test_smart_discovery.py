@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from connectors.errors import ConfigurationError, DiscoveryError, TransportError
+from connectors.errors import ConfigurationError, DiscoveryError, SecurityPolicyError, TransportError
 from connectors.smart import DiscoveryCache, check_auth_method_supported, discover
 
 BASE = "https://ehr.example/tenant-1/fhir/r4"
@@ -180,3 +180,12 @@ def test_sal05_auth_method_must_be_advertised() -> None:
         check_auth_method_supported(cfg, "client_secret_post")
     with pytest.raises(ConfigurationError, match="RS256"):
         check_auth_method_supported(cfg, "private_key_jwt", "RS256")
+
+
+def test_sal41_discovery_refuses_unlisted_base_before_network() -> None:
+    seen: list[str] = []
+    with pytest.raises(SecurityPolicyError):
+        discover("https://evil.example/fhir", http=client({}, seen), allowlist=[BASE])
+    assert seen == []
+    routes = {f"{BASE}/.well-known/smart-configuration": httpx.Response(200, json=FULL)}
+    assert discover(BASE, http=client(routes), allowlist=[BASE]).token_endpoint == FULL["token_endpoint"]

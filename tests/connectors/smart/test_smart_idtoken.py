@@ -9,6 +9,7 @@ import httpx
 import jwt
 import pytest
 
+from connectors.errors import SecurityPolicyError
 from connectors.smart import IdTokenError, JwksCache, validate_id_token
 from tests.connectors.smart.keys import ec_key, public_jwk, rsa_key
 
@@ -78,7 +79,8 @@ def test_sal33_claim_failures(claims: dict[str, Any], message: str) -> None:
 
 def test_sal42_sixty_seconds_of_skew_tolerated() -> None:
     now = int(time.time())
-    assert check(make({"exp": now - 30, "iat": now + 30}), Idp())
+    assert check(make({"exp": now - 30, "iat": now - 300}), Idp())  # expired 30 s ago
+    assert check(make({"iat": now + 30}), Idp())  # issuer clock 30 s ahead
 
 
 def test_sal33_bad_signature() -> None:
@@ -88,7 +90,7 @@ def test_sal33_bad_signature() -> None:
 
 
 def test_sal33_alg_none_refused() -> None:
-    token = jwt.encode({"iss": ISS, "aud": "app"}, None, algorithm="none")
+    token = jwt.encode({"iss": ISS, "aud": "app"}, None, algorithm="none")  # type: ignore[arg-type]
     with pytest.raises(IdTokenError, match="none"):
         check(token, Idp())
 
@@ -129,3 +131,11 @@ def test_sal33_explicit_jwks_uri_skips_openid_configuration() -> None:
         cache=JwksCache(),
     )
     assert seen == [JWKS_URI]
+
+
+def test_sal41_jwks_not_fetched_for_unlisted_issuer() -> None:
+    idp = Idp()
+    with pytest.raises(SecurityPolicyError):
+        check(make(), idp, allowlist=["https://other.example/fhir"])
+    assert idp.jwks_fetches == 0
+    assert check(make(), idp, allowlist=[ISS])["sub"] == "u1"

@@ -63,7 +63,7 @@ def test_context_filter_and_other_scopes() -> None:
         ("patient/Observation.cud", "patient/Observation.write"),
         ("patient/*.cruds", "patient/*.*"),
         ("system/Patient.r", "system/Patient.read"),
-        ("user/Observation.rsu", "user/Observation.read user/Observation.write"),
+        ("user/Observation.rus", "user/Observation.read user/Observation.write"),
         (f"patient/Observation.rs?category={LAB} patient/Observation.rs", "patient/Observation.read"),
         ("openid fhirUser launch/patient", "openid fhirUser launch/patient"),
     ],

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from sandbox import SandboxConfig, SandboxServer
 from tests.pipelines.sync.helpers import SyncWorld, make_environment
 
 
@@ -51,10 +52,8 @@ def http(request_log: RequestLog) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def start_sandbox() -> Iterator[Callable[..., Any]]:
+def start_sandbox() -> Iterator[Callable[..., SandboxServer]]:
     """Start a sandbox with config overrides; every one started is stopped after the test."""
-    from sandbox import SandboxConfig, SandboxServer
-
     started: list[SandboxServer] = []
 
     def start(**overrides: Any) -> SandboxServer:
@@ -69,10 +68,24 @@ def start_sandbox() -> Iterator[Callable[..., Any]]:
 
 
 @pytest.fixture
-def sb(start_sandbox: Callable[..., Any]) -> Any:
+def sb(start_sandbox: Callable[..., SandboxServer]) -> SandboxServer:
     return start_sandbox()
 
 
 @pytest.fixture
 def world(tmp_path: Path, http: httpx.Client) -> SyncWorld:
     return make_environment(tmp_path / "world", http=http)
+
+
+@pytest.fixture(scope="module")
+def module_sandbox() -> Iterator[SandboxServer]:
+    """One sandbox per test module for tests that neither mutate data nor need start-up settings."""
+    with SandboxServer(SandboxConfig(patients=2, seed=11)) as server:
+        yield server
+
+
+@pytest.fixture
+def shared_sb(module_sandbox: SandboxServer) -> SandboxServer:
+    """The module's sandbox with no faults armed (a test's leftover faults never leak into the next)."""
+    module_sandbox.admin.clear_faults()
+    return module_sandbox

@@ -58,10 +58,18 @@ def outcome(status: int, code: str) -> Reply:
 def serve(fake: FakeFhir, date_header: str = "Wed, 21 Oct 2026 07:28:00 GMT") -> Iterator[FakeFhir]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            self._answer()
+
+        def do_DELETE(self) -> None:
+            self._answer()
+
+        def _answer(self) -> None:
             parts = urlsplit(self.path)
             query = parse_qs(parts.query)
             fake.requests.append((parts.path, query))
-            route = fake.routes.get(parts.path)
+            fake.methods.append(self.command)
+            fake.authorized.append(self.headers.get("Authorization") is not None)
+            route = fake.routes.get(f"{self.command} {parts.path}") or fake.routes.get(parts.path)
             status, headers, body = route(parts.path, query) if route else outcome(404, "not-found")
             self.send_response(status)  # adds Date via date_time_string below
             for key, value in headers.items():

@@ -20,12 +20,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import duckdb
 import httpx
+import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy.orm import Session
 
 from auth_service.store import AppDatabase, TokenCipher, TokenVault
 from auth_service.store.models import Connection, Tenant
+from connectors.fhir import RetryPolicy
 from connectors.smart import (
     ClientAuth,
     JwtClientAuth,
@@ -39,6 +41,8 @@ from connectors.smart import (
 from pipelines.sync import SyncEnvironment
 from warehouse import AttachmentStore, LandingZone
 
+# Same rules as production (Retry-After honoured, backoff, attempts), shorter floors so fault tests stay fast.
+FAST_RETRY = RetryPolicy(retry_after_min_s=0.05, backoff_start_s=0.05, backoff_cap_s=0.5)
 REDIRECT_URI = "http://127.0.0.1/callback"
 PATIENT_SCOPE = "launch/patient openid fhirUser offline_access patient/*.rs"
 BACKEND_SCOPE = "system/*.rs"
@@ -58,11 +62,25 @@ class SandboxLike(Protocol):
 class ClientRegistry:
     """The vault's client-auth resolver for test clients: client_id → how that client authenticates."""
 
+    keys_dir: Path | None = None  # backend clients' test keys, so a reopened world (child process) can sign
     auths: dict[str, ClientAuth] = field(default_factory=dict)
 
     def __call__(self, _session: Session, conn: Connection) -> ClientAuth:
-        """Registered clients by id; any other client is public (PKCE, no secret)."""
-        return self.auths.get(conn.client_id) or PublicClientAuth(conn.client_id)
+        """Registered clients by id, then saved backend keys; any other client is public (PKCE, no secret)."""
+        if conn.client_id in self.auths:
+            return self.auths[conn.client_id]
+        saved = self.keys_dir / f"{conn.client_id}.json" if self.keys_dir else None
+        if saved is not None and saved.is_file():
+            data = orjson.loads(saved.read_bytes())
+            self.auths[conn.client_id] = JwtClientAuth(conn.client_id, data["pem"], data["kid"], alg="RS384")
+            return self.auths[conn.client_id]
+        return PublicClientAuth(conn.client_id)
+
+    def save_backend_key(self, client_id: str, pem: bytes, kid: str) -> None:
+        self.auths[client_id] = JwtClientAuth(client_id, pem, kid, alg="RS384")
+        if self.keys_dir is not None:
+            self.keys_dir.mkdir(parents=True, exist_ok=True)
+            (self.keys_dir / f"{client_id}.json").write_bytes(orjson.dumps({"pem": pem.decode(), "kid": kid}))
 
 
 @dataclass
@@ -92,10 +110,11 @@ def make_environment(
     Vendor rate limits are off unless ``rate_limits=True`` is passed: the local sandbox has no budget to protect.
     """
     knobs.setdefault("rate_limits", False)
+    knobs.setdefault("retry", FAST_RETRY)
     root.mkdir(parents=True, exist_ok=True)
     db = AppDatabase.from_url(app_db_url or f"sqlite:///{root / 'app.db'}")
     db.migrate()
-    clients = ClientRegistry()
+    clients = ClientRegistry(keys_dir=root / "clients")
     key = cipher_key or os.urandom(32)
     vault = TokenVault(db, TokenCipher(key), http=http, client_auth_resolver=clients)
     env = SyncEnvironment(
@@ -226,7 +245,7 @@ def connect_backend(
         {"client_id": client_id, "client_type": "backend", "jwks": {"keys": [jwk]}, "redirect_uris": []},
     )
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    world.clients.auths[client_id] = JwtClientAuth(client_id, pem, kid, alg="RS384")
+    world.clients.save_backend_key(client_id, pem, kid)
     cfg = discover(sandbox.fhir_base, http=http)
     return _add_connection(
         world,

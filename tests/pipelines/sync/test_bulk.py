@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import signal
 from collections import Counter
+from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
 from auth_service.store.sync_models import BulkJob
 from pipelines.sync import cursors, run_bulk_export, runs
 from tests.pipelines.sync.helpers import add_fault, connect_backend, content_fingerprint, make_environment, mutate
-from tests.pipelines.sync.test_crash import _clone_world, _run_child
+from tests.pipelines.sync.test_crash import _run_child
 
 
 def _live(world, connection_id):
@@ -19,12 +21,30 @@ def _live(world, connection_id):
         return {r["resource_type"]: r["live"] for r in wh.summary() if r["connection_id"] == connection_id}
 
 
+@pytest.fixture(scope="module")
+def clean_export():
+    """Content of one undisturbed export per group of the module's sandbox, computed on first use."""
+    cache: dict[str, list[Any]] = {}
+
+    def content(sandbox, group_id, root):
+        if group_id not in cache:
+            with httpx.Client(timeout=30.0) as http:
+                clean = make_environment(root / f"clean-{group_id}", http=http)
+                conn = connect_backend(clean, sandbox, http=http, group_id=group_id)
+                assert run_bulk_export(clean.env, conn, "clean").status == "completed"
+            cache[group_id] = content_fingerprint(clean.env.warehouse_target, with_connection=False)
+        return cache[group_id]
+
+    return content
+
+
 def _jobs(world, connection_id):
     with world.env.db.session() as session:
         return session.scalars(select(BulkJob).where(BulkJob.connection_id == connection_id)).all()
 
 
-def test_group_export_lands_everything_and_since_is_transaction_time_bdx14(world, sb, http, request_log):
+def test_group_export_lands_everything_and_since_is_transaction_time_bdx14(world, shared_sb, http, request_log):
+    sb = shared_sb
     conn = connect_backend(world, sb, http=http, group_id="grp0")
     report = run_bulk_export(world.env, conn, "bulk-run-1")
     assert report.status == "completed", report.error
@@ -63,38 +83,36 @@ def test_deleted_file_entries_become_tombstones_bdx21(start_sandbox, world, http
             assert rid not in wh.live_ids(conn, rtype)
 
 
-def test_file_gone_reruns_export_from_same_since_bdx19(tmp_path, sb, http, request_log):
-    clean = make_environment(tmp_path / "clean", http=http)
-    clean_conn = connect_backend(clean, sb, http=http, group_id="grp1")
-    assert run_bulk_export(clean.env, clean_conn, "clean").status == "completed"
-
+def test_file_gone_reruns_export_from_same_since_bdx19(tmp_path, shared_sb, clean_export, http):
     world = make_environment(tmp_path / "gone", http=http)
-    conn = connect_backend(world, sb, http=http, group_id="grp1")
-    add_fault(http, sb, "bulk_410", path="/bulk/files", times=1)
+    conn = connect_backend(world, shared_sb, http=http, group_id="grp1")
+    add_fault(http, shared_sb, "bulk_410", path="/bulk/files", times=1)
     report = run_bulk_export(world.env, conn, "with-410")
     assert report.status == "completed", report.error
     assert report.reruns == 1
     assert [j.status for j in sorted(_jobs(world, conn), key=lambda j: j.requested_at)] == ["abandoned", "completed"]
-    assert content_fingerprint(world.env.warehouse_target, with_connection=False) == content_fingerprint(
-        clean.env.warehouse_target, with_connection=False
-    )
+    expected = clean_export(shared_sb, "grp1", tmp_path)
+    assert content_fingerprint(world.env.warehouse_target, with_connection=False) == expected
 
 
-@pytest.mark.parametrize(("kind", "options"), [("429", {"retry_after": "1"}), ("500", {}), ("drop", {})])
-def test_bulk_download_faults_lose_nothing(tmp_path, sb, http, kind, options):
-    clean = make_environment(tmp_path / "clean", http=http)
-    assert run_bulk_export(clean.env, connect_backend(clean, sb, http=http, group_id="grp2"), "c").status == "completed"
+@pytest.mark.parametrize(
+    ("kind", "options"), [("429", {"retry_after": "1"}), ("500", {}), ("drop", {}), ("expired_token", {})]
+)
+def test_bulk_download_faults_lose_nothing(tmp_path, shared_sb, clean_export, http, request_log, kind, options):
     world = make_environment(tmp_path / "faulty", http=http)
-    conn = connect_backend(world, sb, http=http, group_id="grp2")
-    add_fault(http, sb, kind, path="/bulk/files", **options)
+    conn = connect_backend(world, shared_sb, http=http, group_id="grp2")
+    add_fault(http, shared_sb, kind, path="/bulk/files", **options)
+    request_log.clear()
     report = run_bulk_export(world.env, conn, "f")
     assert report.status == "completed", report.error
-    assert content_fingerprint(world.env.warehouse_target, with_connection=False) == content_fingerprint(
-        clean.env.warehouse_target, with_connection=False
-    )
+    if kind == "expired_token":  # a token rejected mid-download is re-minted (backend services), not fatal
+        assert len(request_log.paths("/oauth/token", method="POST")) >= 2
+    expected = clean_export(shared_sb, "grp2", tmp_path)
+    assert content_fingerprint(world.env.warehouse_target, with_connection=False) == expected
 
 
-def test_malformed_lines_are_quarantined_and_counted(world, sb, http):
+def test_malformed_lines_are_quarantined_and_counted(world, shared_sb, http):
+    sb = shared_sb
     conn = connect_backend(world, sb, http=http, group_id="grp0")
     add_fault(http, sb, "bulk_mixed_type", times=1)
     report = run_bulk_export(world.env, conn, "mixed")
@@ -111,15 +129,12 @@ def test_files_without_access_token_are_fetched_without_one_bdx16(start_sandbox,
     assert file_requests and not any(file_requests)
 
 
-@pytest.mark.parametrize(
-    "crash_at", ["bulk.kicked_off", "bulk.manifest_saved", "bulk.file_landed:2", "bulk.file_upserted:3"]
-)
-def test_killed_export_resumes_the_same_job_bdx08(tmp_path, sb, http, crash_at):
+# Before the first poll (BDX-08), with one file landed but not upserted, and with files already upserted.
+@pytest.mark.parametrize("crash_at", ["bulk.kicked_off", "bulk.file_landed:2", "bulk.file_upserted:3"])
+def test_killed_export_resumes_the_same_job_bdx08(tmp_path, shared_sb, clean_export, http, crash_at):
     root = tmp_path / "crashy"
     world = make_environment(root, http=http)
-    conn = connect_backend(world, sb, http=http, group_id="grp0")
-    clean = _clone_world(world, root, tmp_path / "clean", http)
-    assert run_bulk_export(clean.env, conn, "clean").status == "completed"
+    conn = connect_backend(world, shared_sb, http=http, group_id="grp0")
 
     killed = _run_child(root, world, conn, "bulk", crash_at, "run-killed")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -127,4 +142,5 @@ def test_killed_export_resumes_the_same_job_bdx08(tmp_path, sb, http, crash_at):
     assert report.status == "completed", report.error
     assert report.resumed
     assert len(_jobs(world, conn)) == 1, "the saved status URL is polled again, no second export"
-    assert content_fingerprint(world.env.warehouse_target) == content_fingerprint(clean.env.warehouse_target)
+    expected = clean_export(shared_sb, "grp0", tmp_path)
+    assert content_fingerprint(world.env.warehouse_target, with_connection=False) == expected

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
@@ -24,10 +25,10 @@ def _scripted(requires_token: bool = True) -> FakeFhir:
     fake = FakeFhir()
     polls = {"n": 0}
 
-    def kickoff(_p: str, _q: dict) -> Reply:
+    def kickoff(_p: str, _q: dict[str, list[str]]) -> Reply:
         return 202, {"Content-Location": f"{fake.base_url}/bulk/status/job1"}, b""
 
-    def status(_p: str, _q: dict) -> Reply:
+    def status(_p: str, _q: dict[str, list[str]]) -> Reply:
         polls["n"] += 1
         if polls["n"] == 1:
             return 202, {"X-Progress": "working", "Retry-After": "0"}, b""
@@ -47,7 +48,7 @@ def _scripted(requires_token: bool = True) -> FakeFhir:
         }
         return 200, {"Content-Type": "application/json"}, orjson.dumps(manifest)
 
-    def res(rtype: str, rid: str) -> dict:
+    def res(rtype: str, rid: str) -> dict[str, Any]:
         return {"resourceType": rtype, "id": rid, "meta": {"lastUpdated": "2026-10-19T00:00:00Z"}}
 
     outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "processing"}]}
@@ -105,3 +106,14 @@ def test_file_requests_carry_the_token_only_when_required_bdx16(world, requires_
         assert run_bulk_export(world.env, conn, "run").status == "completed"
     file_auth = [a for (p, _), a in zip(fake.requests, fake.authorized, strict=True) if p.startswith("/bulk/files/")]
     assert len(file_auth) == 4 and set(file_auth) == {requires_token}
+
+
+def test_status_url_that_keeps_answering_404_fails_the_run_without_looping_bdx08(world):
+    fake = _scripted()
+    fake.routes["GET /bulk/status/job1"] = lambda _p, _q: (404, {}, b"")
+    with serve(fake):
+        conn = connect_static(world, fake.fhir_base, kind="group", group_id="g1", scope="system/*.rs")
+        report = run_bulk_export(world.env, conn, "run")
+    assert report.status == "failed" and "404" in (report.error or "")
+    assert fake.hits("/fhir/Group/g1/$export") == world.env.bulk_max_reruns + 1
+    assert cursors.get_mark(world.env.db, conn, cursors.bulk_stream("group", "g1"), "*") is None

@@ -10,10 +10,13 @@ from pipelines.sync import ConnectionNotSyncableError, runs, sync_connection
 from tests.pipelines.sync.helpers import add_fault, connect_patient, content_fingerprint, make_environment
 
 
-def _clean_content(tmp_path, sb, http):
-    clean = make_environment(tmp_path / "clean", http=http)
-    conn = connect_patient(clean, sb, http=http)
-    report = sync_connection(clean.env, conn)
+@pytest.fixture(scope="module")
+def clean_content(module_sandbox, tmp_path_factory):
+    """What one undisturbed sync of the first patient puts in the warehouse (connection ids aside)."""
+    with httpx.Client(timeout=30.0) as http:
+        clean = make_environment(tmp_path_factory.mktemp("clean"), http=http)
+        conn = connect_patient(clean, module_sandbox, http=http)
+        report = sync_connection(clean.env, conn)
     assert report.status == "completed" and report.failed_types == {}, report.error
     return content_fingerprint(clean.env.warehouse_target, with_connection=False)
 
@@ -28,31 +31,32 @@ def _clean_content(tmp_path, sb, http):
         ("expired_token", {}),
     ],
 )
-def test_fault_on_search_loses_nothing_bdx32(tmp_path, sb, http, request_log, kind, options):
-    expected = _clean_content(tmp_path, sb, http)
+def test_fault_on_search_loses_nothing_bdx32(tmp_path, shared_sb, clean_content, http, request_log, kind, options):
+    sb = shared_sb
     world = make_environment(tmp_path / "faulty", http=http)
     conn = connect_patient(world, sb, http=http)
     add_fault(http, sb, kind, path="/fhir/Observation", **options)
     request_log.clear()
     report = sync_connection(world.env, conn)
     assert report.status == "completed" and report.failed_types == {}, (report.error, report.failed_types)
-    assert content_fingerprint(world.env.warehouse_target, with_connection=False) == expected
+    assert content_fingerprint(world.env.warehouse_target, with_connection=False) == clean_content
     if kind == "expired_token":
         assert request_log.paths("/oauth/token", method="POST"), "a 401 must trigger one refresh"
 
 
-def test_slow_server_times_out_and_retries(tmp_path, sb, http):
-    expected = _clean_content(tmp_path, sb, http)
+def test_slow_server_times_out_and_retries(tmp_path, shared_sb, clean_content):
+    sb = shared_sb
     with httpx.Client(timeout=httpx.Timeout(0.5, connect=5.0)) as impatient:
         world = make_environment(tmp_path / "slow", http=impatient)
         conn = connect_patient(world, sb, http=impatient)
         add_fault(impatient, sb, "slow", path="/fhir/Condition", delay_s=1.5)
         report = sync_connection(world.env, conn)
     assert report.status == "completed" and report.failed_types == {}, report.failed_types
-    assert content_fingerprint(world.env.warehouse_target, with_connection=False) == expected
+    assert content_fingerprint(world.env.warehouse_target, with_connection=False) == clean_content
 
 
-def test_one_type_failing_does_not_stop_the_others(world, sb, http):
+def test_one_type_failing_does_not_stop_the_others(world, shared_sb, http):
+    sb = shared_sb
     conn = connect_patient(world, sb, http=http)
     add_fault(http, sb, "500", path="/fhir/Condition", times=None)
     report = sync_connection(world.env, conn)
@@ -64,7 +68,8 @@ def test_one_type_failing_does_not_stop_the_others(world, sb, http):
     assert run.status == "completed" and "Condition" in (run.error or "")
 
 
-def test_refused_refresh_stops_the_connection_sal25(world, sb, http):
+def test_refused_refresh_stops_the_connection_sal25(world, shared_sb, http):
+    sb = shared_sb
     conn = connect_patient(world, sb, http=http)
     add_fault(http, sb, "expired_token", path="/fhir/", times=None)
     add_fault(http, sb, "oauth_error", path="/oauth/token", error="invalid_grant", times=None)

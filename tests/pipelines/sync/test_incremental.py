@@ -7,7 +7,7 @@ from collections import Counter
 from pipelines.sync import SCOPE_NOT_GRANTED, cursors, reconcile_deletes, runs, sync_connection
 from pipelines.sync.connection_sync import PATIENT_TYPES
 from pipelines.sync.incremental import format_instant
-from tests.pipelines.sync.helpers import connect_patient, content_fingerprint, mutate
+from tests.pipelines.sync.helpers import connect_patient, content_fingerprint, make_environment, mutate
 
 
 def _live(world, connection_id):
@@ -15,7 +15,8 @@ def _live(world, connection_id):
         return {(r["resource_type"]): r["live"] for r in wh.summary() if r["connection_id"] == connection_id}
 
 
-def test_first_sync_lands_every_type_then_only_changes_bdx26_27_28(world, sb, http, request_log):
+def test_first_sync_lands_every_type_then_only_changes_bdx26_27_28(world, shared_sb, http, request_log):
+    sb = shared_sb
     conn = connect_patient(world, sb, http=http)
     first = sync_connection(world.env, conn)
     assert first.status == "completed", first.error
@@ -45,7 +46,8 @@ def test_first_sync_lands_every_type_then_only_changes_bdx26_27_28(world, sb, ht
     assert history[1].counts["Observation"]["created"] == first.types["Observation"].created
 
 
-def test_referenced_resources_are_read_once_by_id(world, sb, http, request_log):
+def test_referenced_resources_are_read_once_by_id(world, shared_sb, http, request_log):
+    sb = shared_sb
     conn = connect_patient(world, sb, http=http)
     report = sync_connection(world.env, conn)
     assert report.status == "completed", report.error
@@ -79,7 +81,8 @@ def test_changes_and_deletes_are_picked_up_bdx31(start_sandbox, world, http):
         assert live.get(rtype, 0) == before.get(rtype, 0) + created[rtype] - deleted[rtype]
 
 
-def test_type_outside_granted_scopes_is_skipped_not_failed(world, sb, http):
+def test_type_outside_granted_scopes_is_skipped_not_failed(world, shared_sb, http):
+    sb = shared_sb
     conn = connect_patient(world, sb, http=http, scope="launch/patient patient/Patient.rs patient/Condition.rs")
     report = sync_connection(world.env, conn)
     assert report.status == "completed"
@@ -91,7 +94,8 @@ def test_type_outside_granted_scopes_is_skipped_not_failed(world, sb, http):
     assert run.counts["Observation"]["skipped_reason"] == SCOPE_NOT_GRANTED
 
 
-def test_rerun_changes_nothing_bdx24(world, sb, http):
+def test_rerun_changes_nothing_bdx24(world, shared_sb, http):
+    sb = shared_sb
     conn = connect_patient(world, sb, http=http)
     assert sync_connection(world.env, conn).status == "completed"
     with world.env.warehouse() as wh:
@@ -103,3 +107,16 @@ def test_rerun_changes_nothing_bdx24(world, sb, http):
     with world.env.warehouse() as wh:
         assert wh.row_fingerprint() == before
     assert content_fingerprint(world.env.warehouse_target) == content
+
+
+def test_sync_on_postgres_app_db_and_warehouse(tmp_path, shared_sb, http, postgres_url):
+    """Production runs on PostgreSQL for both stores; the engine must not depend on SQLite/DuckDB behaviour."""
+    world = make_environment(tmp_path / "pg", http=http, app_db_url=postgres_url, warehouse_target=postgres_url)
+    conn = connect_patient(world, shared_sb, http=http)
+    first = sync_connection(world.env, conn)
+    assert first.status == "completed" and first.failed_types == {}, first.error
+    live = _live(world, conn)
+    assert live["Observation"] == first.types["Observation"].created > 0
+    again = sync_connection(world.env, conn, full=True)
+    assert sum(r.created + r.updated for r in again.types.values()) == 0
+    assert [r.status for r in runs.history(world.env.db, conn)] == ["completed", "completed"]

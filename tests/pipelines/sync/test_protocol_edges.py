@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import duckdb
 
@@ -14,7 +15,7 @@ from tests.pipelines.sync.helpers import connect_static
 TYPES = ["Patient", "Observation", "DocumentReference"]
 
 
-def _obs(i: int) -> dict:
+def _obs(i: int) -> dict[str, Any]:
     return {
         "resourceType": "Observation",
         "id": f"o{i}",
@@ -29,19 +30,19 @@ def _scripted() -> FakeFhir:
     fake = FakeFhir()
     paging_calls = {"n": 0}
 
-    def patient(_path: str, _q: dict) -> Reply:  # no Bundle.meta: the mark must come from Date (BDX-27)
+    def patient(_path: str, _q: dict[str, list[str]]) -> Reply:  # no Bundle.meta: the mark must come from Date (BDX-27)
         return bundle([{"resourceType": "Patient", "id": "p1", "meta": {"lastUpdated": "2026-01-01T00:00:00Z"}}])
 
-    def observation(_path: str, _q: dict) -> Reply:
+    def observation(_path: str, _q: dict[str, list[str]]) -> Reply:
         return bundle(
             [_obs(1), _obs(2)], next_url=f"{fake.base_url}/fhir/_page/opaque-token", last_updated="2026-10-20T00:00:00Z"
         )
 
-    def paging(_path: str, _q: dict) -> Reply:
+    def paging(_path: str, _q: dict[str, list[str]]) -> Reply:
         paging_calls["n"] += 1
         return outcome(410, "expired") if paging_calls["n"] == 1 else bundle([_obs(3)])
 
-    def documents(_path: str, _q: dict) -> Reply:
+    def documents(_path: str, _q: dict[str, list[str]]) -> Reply:
         attachments = [
             {"url": "Binary/ok", "contentType": "text/plain"},
             {"url": f"{fake.base_url}/files/report.pdf", "contentType": "application/pdf"},

@@ -1,0 +1,95 @@
+"""Wire details of Bulk Data requests and responses: instants, the Parameters body, status classification."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from connectors.bulk.manifest import BulkManifest, parse_manifest
+from connectors.errors import BulkExportError, FhirError
+from connectors.fhir._session import operation_outcome_of
+from connectors.http import parse_http_date, parse_retry_after, redact_url
+
+__all__ = ["BulkStatus", "as_bulk_error", "classify_status", "failed_response", "fhir_instant", "parameters_body"]
+
+_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+@dataclass(frozen=True)
+class BulkStatus:
+    """One status poll. ``throttled`` = 429 (poll slower); ``transient`` = hiccup, job alive (back off)."""
+
+    done: bool
+    progress: str | None = None
+    retry_after: float | None = None
+    manifest: BulkManifest | None = None
+    expires: datetime | None = None
+    throttled: bool = False
+    transient: bool = False
+
+
+def fhir_instant(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("_since must be timezone-aware (a FHIR instant needs a zone)")
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def failed_response(what: str, response: httpx.Response) -> BulkExportError:
+    outcome = operation_outcome_of(response)
+    codes = [str(i.get("code")) for i in (outcome or {}).get("issue", []) if isinstance(i, dict)]
+    detail = f" (issues: {', '.join(codes)})" if codes else ""
+    url = redact_url(str(response.url))
+    return BulkExportError(
+        f"{what} {url} answered HTTP {response.status_code}{detail}",
+        status=response.status_code,
+        operation_outcome=outcome,
+        url=url,
+    )
+
+
+def as_bulk_error(what: str, exc: FhirError) -> BulkExportError:
+    """Re-type a FHIR error from a bulk endpoint, keeping status and OperationOutcome."""
+    return BulkExportError(
+        f"{what}: {exc.message}", status=exc.status, operation_outcome=exc.operation_outcome, url=exc.url
+    )
+
+
+def classify_status(response: httpx.Response, now: datetime) -> BulkStatus:
+    """Map a (read) status response to the BDX-09 table; a failed job raises BulkExportError."""
+    status = response.status_code
+    retry_after = parse_retry_after(response.headers.get("Retry-After"), now=now)
+    if status == 200:
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise BulkExportError("bulk manifest is not JSON", status=200, url=redact_url(str(response.url))) from exc
+        manifest = parse_manifest(body)
+        return BulkStatus(True, manifest=manifest, expires=parse_http_date(response.headers.get("Expires")))
+    if status == 202:
+        progress = response.headers.get("X-Progress")
+        return BulkStatus(False, progress=progress[:100] if progress else None, retry_after=retry_after)
+    if status == 429 or (status == 503 and "Retry-After" in response.headers):
+        return BulkStatus(False, retry_after=retry_after, throttled=True)
+    issues = (operation_outcome_of(response) or {}).get("issue", [])
+    if status >= 400 and any(isinstance(i, dict) and i.get("code") == "transient" for i in issues):
+        return BulkStatus(False, retry_after=retry_after, transient=True)
+    raise failed_response("bulk export failed: status", response)
+
+
+def parameters_body(params: list[tuple[str, str]], patients: Sequence[str]) -> bytes:
+    """A FHIR ``Parameters`` body for POST kick-off (BDX-04)."""
+    parameter: list[dict[str, Any]] = []
+    for name, value in params:
+        key = "valueInstant" if name == "_since" else "valueString"
+        parameter.append({"name": name, key: value})
+    for ref in patients:
+        if not isinstance(ref, str) or not ref.startswith("Patient/") or not _ID_RE.match(ref[len("Patient/") :]):
+            raise ValueError("patient references must look like 'Patient/<id>'")
+        parameter.append({"name": "patient", "valueReference": {"reference": ref}})
+    return orjson.dumps({"resourceType": "Parameters", "parameter": parameter})

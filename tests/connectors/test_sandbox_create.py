@@ -1,0 +1,93 @@
+"""FhirClient.create against the sandbox: conditional create, 412/422/429, lost connections (DWB-31..34, 50, 51)."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from connectors.errors import FhirPreconditionFailedError, FhirUnprocessableError, TransportError
+from connectors.fhir import FhirClient
+from connectors.tokens import MintingTokenSource
+from sandbox import SandboxServer
+from tests.connectors.backend_auth import BackendClient
+from tests.connectors.helpers import recording_policy
+
+SYSTEM = "urn:ehrsync:draft"
+
+
+@pytest.fixture
+def ehr(sandbox: SandboxServer) -> Iterator[SandboxServer]:
+    yield sandbox
+    sandbox.admin.clear_faults()
+    sandbox.admin.reset_settings()
+
+
+@pytest.fixture
+def client(ehr: SandboxServer) -> FhirClient:
+    backend = BackendClient(ehr, scope="system/*.rs system/DocumentReference.c")
+    return FhirClient(ehr.fhir_base, MintingTokenSource(backend.mint_with_expiry), retry=recording_policy([]))
+
+
+def _note(patient: str, identifier: str) -> dict[str, Any]:
+    return {
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "docStatus": "preliminary",
+        "identifier": [{"system": SYSTEM, "value": identifier}],
+        "subject": {"reference": f"Patient/{patient}"},
+        "content": [{"attachment": {"contentType": "text/plain", "data": base64.b64encode(b"draft").decode()}}],
+    }
+
+
+def _count(client: FhirClient, identifier: str) -> int:
+    pages = client.search_pages("DocumentReference", {"identifier": f"{SYSTEM}|{identifier}"})
+    return sum(len(page.resources) for page in pages)
+
+
+def test_dwb31_34_conditional_create_after_dropped_connection_gives_one_note(
+    ehr: SandboxServer, client: FhirClient
+) -> None:
+    patient, key = ehr.admin.patients()[0], uuid.uuid4().hex
+    ehr.admin.set_fault("drop", path="/fhir/DocumentReference", times=1)
+    created = client.create(_note(patient, key), if_none_exist=f"identifier={SYSTEM}|{key}")
+    assert created.status == 201 and created.id and created.version_id == "1"
+    assert created.resource is not None and created.resource["id"] == created.id  # DWB-50 representation
+    again = client.create(_note(patient, key), if_none_exist=f"identifier={SYSTEM}|{key}")
+    assert (again.status, again.id, again.created) == (200, created.id, False)
+    assert _count(client, key) == 1
+
+
+def test_dwb32_unconditional_create_is_not_retried_after_drop(ehr: SandboxServer, client: FhirClient) -> None:
+    patient, key = ehr.admin.patients()[0], uuid.uuid4().hex
+    ehr.admin.set_fault("drop", path="/fhir/DocumentReference", times=1)
+    with pytest.raises(TransportError):
+        client.create(_note(patient, key))
+    assert _count(client, key) == 0  # the drop fired before the server stored it; no blind retry made one
+
+
+def test_dwb_412_when_the_identifier_matches_several(ehr: SandboxServer, client: FhirClient) -> None:
+    patient, key = ehr.admin.patients()[0], uuid.uuid4().hex
+    client.create(_note(patient, key))
+    client.create(_note(patient, key))
+    with pytest.raises(FhirPreconditionFailedError) as info:
+        client.create(_note(patient, key), if_none_exist=f"identifier={SYSTEM}|{key}")
+    assert info.value.status == 412 and info.value.issue_codes
+
+
+def test_dwb51_422_carries_the_operation_outcome(ehr: SandboxServer, client: FhirClient) -> None:
+    note = _note(ehr.admin.patients()[0], uuid.uuid4().hex)
+    note["content"] = []
+    with pytest.raises(FhirUnprocessableError) as info:
+        client.create(note)
+    assert info.value.operation_outcome is not None and info.value.issue_codes
+
+
+def test_dwb_429_on_create_is_waited_out(ehr: SandboxServer, client: FhirClient) -> None:
+    patient, key = ehr.admin.patients()[0], uuid.uuid4().hex
+    ehr.admin.set_fault("429", path="/fhir/DocumentReference", times=1, retry_after="3")
+    assert client.create(_note(patient, key)).status == 201
+    assert _count(client, key) == 1

@@ -1,0 +1,191 @@
+"""Switchable faults: throttling, transient errors, slowness, dropped connections, token and bulk faults."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime, parsedate_to_datetime
+
+import httpx
+import jwt
+import orjson
+import pytest
+
+from sandbox import SandboxServer
+from tests.sandbox.helpers import (
+    authorize,
+    authorize_params,
+    backend_token,
+    bearer,
+    patient_login,
+    pkce,
+    public_client,
+    query_of,
+    run,
+)
+
+
+@pytest.fixture(scope="module")
+def token(sandbox_session: SandboxServer) -> str:
+    return backend_token(sandbox_session)
+
+
+def _get(sb: SandboxServer, token: str, path: str = "/Patient/pat1") -> httpx.Response:
+    return httpx.get(sb.fhir_base + path, headers=bearer(token), timeout=10)
+
+
+def test_bdx10_429_with_retry_after_seconds_then_recovers(sandbox: SandboxServer, token: str) -> None:
+    sandbox.admin.set_fault("429", path="/fhir/Patient", times=2, retry_after="3")
+    for _ in range(2):
+        resp = _get(sandbox, token)
+        assert resp.status_code == 429 and resp.headers["retry-after"] == "3"
+        assert resp.json()["issue"][0]["code"] == "throttled"
+    assert _get(sandbox, token).status_code == 200
+
+
+def test_bdx10_429_with_http_date_and_without_header(sandbox: SandboxServer, token: str) -> None:
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=5), usegmt=True)
+    sandbox.admin.set_fault("429", retry_after=when)
+    resp = _get(sandbox, token)
+    assert parsedate_to_datetime(resp.headers["retry-after"]) > datetime.now(UTC)
+    sandbox.admin.set_fault("429", retry_after="")
+    assert "retry-after" not in _get(sandbox, token).headers
+
+
+def test_path_prefix_limits_where_a_fault_fires(sandbox: SandboxServer, token: str) -> None:
+    sandbox.admin.set_fault("500", path="/fhir/Observation")
+    assert _get(sandbox, token, "/Patient/pat1").status_code == 200
+    assert _get(sandbox, token, "/Observation/obs1-1").status_code == 500
+    assert _get(sandbox, token, "/Observation/obs1-1").status_code == 200
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_transient_errors_carry_operation_outcome_transient(sandbox: SandboxServer, token: str, status: int) -> None:
+    sandbox.admin.set_fault(str(status))
+    resp = _get(sandbox, token)
+    assert resp.status_code == status
+    assert resp.headers["content-type"].startswith("application/fhir+json")
+    assert resp.json()["issue"][0]["code"] == "transient"
+
+
+def test_slow_response(sandbox: SandboxServer, token: str) -> None:
+    sandbox.admin.set_fault("slow", delay_s=0.6)
+    start = time.monotonic()
+    assert _get(sandbox, token).status_code == 200
+    assert time.monotonic() - start >= 0.6
+
+
+def test_dropped_connection_without_response(sandbox: SandboxServer, token: str) -> None:
+    sandbox.admin.set_fault("drop", path="/fhir/Patient")
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        _get(sandbox, token)
+    assert _get(sandbox, token).status_code == 200
+
+
+def test_expired_token_fires_once_for_a_valid_token(sandbox: SandboxServer, token: str) -> None:
+    sandbox.admin.set_fault("expired_token")
+    assert httpx.get(sandbox.fhir_base + "/metadata").status_code == 200  # no token: not consumed
+    resp = _get(sandbox, token)
+    assert resp.status_code == 401 and 'error="invalid_token"' in resp.headers["www-authenticate"]
+    assert _get(sandbox, token).status_code == 200
+
+
+def test_sal36_forced_oauth_errors(sandbox: SandboxServer) -> None:
+    sandbox.admin.set_fault("oauth_error", path="/oauth/token", error="temporarily_unavailable")
+    resp = httpx.post(sandbox.base_url + "/oauth/token", data={"grant_type": "client_credentials"})
+    assert resp.status_code == 400 and resp.json()["error"] == "temporarily_unavailable"
+    sandbox.admin.set_fault("oauth_error", path="/oauth/authorize", error="unauthorized_client")
+    cid = public_client(sandbox)
+    params = authorize_params(sandbox, cid, "launch/patient patient/*.rs", pkce()[1])
+    got = query_of(authorize(sandbox, params))
+    assert got["error"] == "unauthorized_client" and got["state"] == params["state"]
+
+
+def test_faults_are_listed_and_cleared(sandbox: SandboxServer, token: str) -> None:
+    sandbox.admin.set_fault("503", times=None)
+    assert [f["kind"] for f in sandbox.admin.faults()] == ["503"]
+    assert _get(sandbox, token).status_code == 503
+    assert _get(sandbox, token).status_code == 503
+    sandbox.admin.clear_faults()
+    assert _get(sandbox, token).status_code == 200
+
+
+def test_admin_paths_are_never_faulted(sandbox: SandboxServer) -> None:
+    sandbox.admin.set_fault("500", times=None)
+    assert sandbox.admin.patients()[:2] == ["pat0", "pat1"]
+
+
+def test_bdx19_bulk_410_on_a_file(sandbox: SandboxServer, token: str) -> None:
+    url = run(sandbox, token, _type="Patient")["output"][0]["url"]
+    sandbox.admin.set_fault("bulk_410")
+    assert httpx.get(url, headers=bearer(token)).status_code == 410
+    assert httpx.get(url, headers=bearer(token)).status_code == 200
+
+
+def test_bdx20_bulk_file_faults(sandbox: SandboxServer, token: str) -> None:
+    manifest = run(sandbox, token, _type="Patient")
+    url = manifest["output"][0]["url"]
+    good = httpx.get(url, headers=bearer(token)).content
+    sandbox.admin.set_fault("bulk_truncated")
+    truncated = httpx.get(url, headers=bearer(token)).content
+    assert len(truncated) < len(good) and good.startswith(truncated)
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(truncated.splitlines()[-1])
+    sandbox.admin.set_fault("bulk_blank_line")
+    assert httpx.get(url, headers=bearer(token)).content == good + b"\n"
+    sandbox.admin.set_fault("bulk_mixed_type")
+    last = httpx.get(url, headers=bearer(token)).content.splitlines()[-1]
+    assert orjson.loads(last)["resourceType"] != "Patient"
+
+
+def test_bdx20_wrong_count_in_manifest(sandbox: SandboxServer, token: str) -> None:
+    sandbox.admin.set_fault("bulk_wrong_count", path="/bulk/files/")
+    manifest = run(sandbox, token, _type="Patient")
+    assert manifest["output"][0]["count"] == 26
+
+
+def _id_token_claims(sb: SandboxServer, id_token: str, jwks: dict[str, object]) -> dict[str, object]:
+    header = jwt.get_unverified_header(id_token)
+    keys = [k for k in jwks["keys"] if isinstance(k, dict) and k["kid"] == header["kid"]]  # type: ignore[attr-defined]
+    if not keys:
+        raise LookupError("kid not in JWKS")
+    claims: dict[str, object] = jwt.decode(
+        id_token, jwt.PyJWK(keys[0]).key, algorithms=["RS256"], options={"verify_aud": False}
+    )
+    return claims
+
+
+@pytest.mark.parametrize("variant", ["wrong_aud", "expired", "bad_signature", "rotated_kid"])
+def test_sal33_id_token_faults(sandbox: SandboxServer, variant: str) -> None:
+    cached = httpx.get(sandbox.base_url + "/oauth/jwks").json()
+    sandbox.admin.set_fault("id_token", error=variant)
+    cid, token = patient_login(sandbox)
+    id_token = token["id_token"]
+    if variant == "wrong_aud":
+        assert _id_token_claims(sandbox, id_token, cached)["aud"] != cid
+    elif variant == "expired":
+        with pytest.raises(jwt.ExpiredSignatureError):
+            _id_token_claims(sandbox, id_token, cached)
+    elif variant == "bad_signature":
+        with pytest.raises(jwt.InvalidSignatureError):
+            _id_token_claims(sandbox, id_token, cached)
+    else:
+        with pytest.raises(LookupError):
+            _id_token_claims(sandbox, id_token, cached)
+        fresh = httpx.get(sandbox.base_url + "/oauth/jwks").json()
+        assert _id_token_claims(sandbox, id_token, fresh)["aud"] == cid  # refetching the JWKS succeeds
+
+
+def test_bdx09_polling_too_fast_gets_429_and_http_date_retry_after(sandbox: SandboxServer, token: str) -> None:
+    sandbox.admin.settings(bulk_min_poll_interval_s=5, bulk_throttle_s=0.05, bulk_retry_after_http_date=True)
+    resp = httpx.get(
+        sandbox.fhir_base + "/$export",
+        params={"_type": "Patient"},
+        headers={**bearer(token), "Prefer": "respond-async"},
+    )
+    status_url = resp.headers["content-location"]
+    first = httpx.get(status_url, headers=bearer(token))
+    assert first.status_code == 202
+    assert parsedate_to_datetime(first.headers["retry-after"]) > datetime.now(UTC)
+    second = httpx.get(status_url, headers=bearer(token))
+    assert second.status_code == 429 and second.json()["issue"][0]["code"] == "throttled"
