@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, HTTPException, Request
+import logging
+
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sandbox import admin
 from sandbox.bulk import routes as bulk_routes
@@ -15,6 +18,8 @@ from sandbox.fhir import routes as fhir_routes
 from sandbox.fhir.responses import FhirFailure, failure_response, fhir_response, outcome_body
 from sandbox.oauth import routes as oauth_routes
 from sandbox.state import SandboxState
+
+log = logging.getLogger(__name__)
 
 
 def create_app(cfg: SandboxConfig | None = None) -> FastAPI:
@@ -39,11 +44,16 @@ def create_app(cfg: SandboxConfig | None = None) -> FastAPI:
             return JSONResponse({"detail": exc.errors()}, status_code=422)
         return fhir_response(outcome_body("invalid", "request is malformed"), 400)
 
-    @app.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException) -> Response:
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if request.url.path.startswith("/fhir") or request.url.path.startswith("/bulk"):
             return fhir_response(outcome_body("processing", str(exc.detail)), exc.status_code)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error on %s", request.url.path, exc_info=exc)
+        return fhir_response(outcome_body("exception", "internal server error"), 500)
 
     app.add_middleware(FaultMiddleware, registry=app.state.sandbox.faults, clock=app.state.sandbox.clock)
     return app

@@ -30,7 +30,9 @@ def run_server(
     bound_host, bound_port = sock.getsockname()[:2]
     app = create_app(cfg)
     state_of(app).base_url = f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="info", lifespan="off", date_header=False))
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="info", lifespan="off", date_header=False, timeout_graceful_shutdown=5)
+    )
     # uvicorn does not announce pre-bound sockets; its configured logger reaches the console, ours may not.
     logging.getLogger("uvicorn.error").info(
         "sandbox EHR running at %s/fhir (%d patients, seed %d)", state_of(app).base_url, patients, seed

@@ -63,6 +63,7 @@ class SandboxConfig(BaseModel):
     ignore_sort: bool = False  # BDX-33: pretend `_sort` is unsupported
     page_link_ttl_s: float = Field(default=600.0, gt=0)
     clock_shift_s: float = 0.0
+    writer_interval_s: float = Field(default=0.0, ge=0)  # BDX-33: background writer (0 = off)
 
     # Bulk Data
     strict_respond_async: bool = True  # BDX-02: 400 when `Prefer: respond-async` is missing
@@ -71,6 +72,7 @@ class SandboxConfig(BaseModel):
     bulk_max_jobs_per_client: int = Field(default=2, ge=1)  # BDX-07
     bulk_retry_after_s: int = Field(default=1, ge=0)
     bulk_retry_after_http_date: bool = False  # BDX-10: send Retry-After as an HTTP-date instead of seconds
+    bulk_status_retry_after: str | None = None  # BDX-10 faults: verbatim Retry-After on 202 ("" = none)
     bulk_min_poll_interval_s: float = Field(default=0.0, ge=0)  # BDX-09: polling faster than this gets 429
     bulk_file_ttl_s: float = Field(default=3600.0, gt=0)  # BDX-19
     bulk_expired_status: Literal[404, 410] = 410

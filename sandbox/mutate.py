@@ -42,11 +42,10 @@ def mutate(store: DataStore, create: int, update: int, delete: int, seed: int) -
         if picked is None:
             break
         current = dict(store.read(*picked))
-        current["note"] = [{"text": f"amended by sandbox mutation {seed}"}] if picked[0] != "Encounter" else None
-        if current["note"] is None:
-            del current["note"]
-            current["status"] = "finished"
-            current["priority"] = {"text": "routine"}
+        if picked[0] == "Encounter":  # R4 Encounter has no note element
+            current["priority"] = {"text": f"reviewed (sandbox mutation {seed})"}
+        else:
+            current["note"] = [{"text": f"amended by sandbox mutation {seed}"}]
         updated = store.update(current)
         result.updated.append(f"{picked[0]}/{updated['id']}")
         taken.add(result.updated[-1])

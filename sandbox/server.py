@@ -63,7 +63,14 @@ class SandboxServer:
         host, port = sock.getsockname()[:2]
         self.base_url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
         state_of(self.app).base_url = self.base_url
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", date_header=False, access_log=False)
+        config = uvicorn.Config(
+            self.app,
+            log_level="warning",
+            lifespan="off",
+            date_header=False,
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"sandbox-{port}"

@@ -16,6 +16,7 @@ from sandbox.data.store import DataStore
 from sandbox.faults import FaultRegistry
 from sandbox.oauth.keys import SigningKey
 from sandbox.oauth.state import AuthState
+from sandbox.writer import BackgroundWriter
 
 
 class SandboxState:
@@ -36,12 +37,15 @@ class SandboxState:
             self.data_dir = cfg.data_dir
             self.data_dir.mkdir(parents=True, exist_ok=True)
         self.bulk = JobManager(self.store, self.data_dir)
+        self.writer = BackgroundWriter(self.store, lambda: self.settings.writer_interval_s)
+        self.writer.poke()
         #: Set by SandboxServer/run_server once the socket is bound; else derived from each request.
         self.base_url: str | None = None
 
     def apply_settings(self, cfg: SandboxConfig) -> None:
         self.settings = cfg
         self.clock.shift_s = cfg.clock_shift_s
+        self.writer.poke()
 
     def base(self, request: Request) -> str:
         if self.base_url:
@@ -52,6 +56,7 @@ class SandboxState:
         return self.base(request) + "/fhir"
 
     def close(self) -> None:
+        self.writer.stop()
         self.bulk.shutdown()
         if self._tmp is not None:
             self._tmp.cleanup()

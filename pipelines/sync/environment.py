@@ -10,9 +10,11 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from auth_service.store import AppDatabase, TokenVault
-from auth_service.store.models import Connection
+from auth_service.store.models import Connection, ProviderConfig
 from connectors.bulk import BulkClient
 from connectors.errors import EhrSyncError, NeedsReauthError
 from connectors.fhir import FhirClient, RateLimiter, RetryPolicy
@@ -121,6 +123,8 @@ class ConnectionInfo:
     patient_id: str | None
     group_id: str | None
     granted_scopes: str | None
+    # The tenant's provider config without its sealed secrets: search plans need e.g. athenahealth's practice.
+    provider_config: dict[str, Any] | None = None
 
     @property
     def provider(self) -> ProviderPlugin:
@@ -148,7 +152,18 @@ def load_connection(db: AppDatabase, connection_id: str) -> ConnectionInfo:
             patient_id=str(row.patient_id) if row.patient_id else None,
             group_id=str(row.group_id) if row.group_id else None,
             granted_scopes=str(row.granted_scopes) if row.granted_scopes else None,
+            provider_config=_public_config(session, str(row.tenant_id), str(row.provider_id)),
         )
     if info.status != "active":
         raise ConnectionNotSyncableError(f"connection {connection_id} is {info.status}, not active")
     return info
+
+
+def _public_config(session: Session, tenant_id: str, provider_id: str) -> dict[str, Any] | None:
+    """Non-secret members of the provider config; sealed (``{"$enc": ...}``) members are never opened here."""
+    row = session.scalar(
+        select(ProviderConfig).where(ProviderConfig.tenant_id == tenant_id, ProviderConfig.provider_id == provider_id)
+    )
+    if row is None:
+        return None
+    return {k: v for k, v in (row.config or {}).items() if not (isinstance(v, dict) and "$enc" in v)}

@@ -56,10 +56,7 @@ def search_plans(
     if conn.patient_id is None:
         raise ConnectionNotSyncableError(f"connection {conn.id} has no patient: REST sync needs a patient context")
     provider = conn.provider
-    if resource_type == "Patient":
-        plans: list[dict[str, str]] = [{"_id": conn.patient_id}]
-    else:
-        plans = [dict(p) for p in provider.search_plans(resource_type, conn.patient_id)]
+    plans = [dict(p) for p in provider.search_plans(resource_type, conn.patient_id, config=conn.provider_config)]
     # Without _lastUpdated support every run re-pulls the type; idempotent upserts keep that correct.
     use_mark = since is not None and provider.supports_last_updated(resource_type, capabilities)
     for plan in plans:

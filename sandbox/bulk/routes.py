@@ -178,6 +178,10 @@ def status(job_id: str, request: Request) -> Response:
         return fhir_response(outcome_body("throttled", "polling too fast"), 429, headers)
     if job.status == "running":
         headers = {"X-Progress": job.progress[:99], "Retry-After": _retry_after(st, cfg.bulk_retry_after_s)}
+        if cfg.bulk_status_retry_after is not None:  # BDX-10 fault: "0", huge, past date, or "" for none
+            headers["Retry-After"] = cfg.bulk_status_retry_after
+            if not cfg.bulk_status_retry_after:
+                del headers["Retry-After"]
         return Response(status_code=202, headers=headers)
     if job.status == "failed":
         return fhir_response(outcome_body("exception", f"export failed: {job.failure}"), 500)
@@ -192,6 +196,13 @@ def cancel(job_id: str, request: Request) -> Response:
     _job(st, request, job_id)
     st.bulk.cancel(job_id)
     return fhir_response(outcome_body("informational", "export cancelled", "information"), 202)
+
+
+def _truncate(data: bytes) -> bytes:
+    """Cut the file in the middle of its last line, like a transfer that stopped early."""
+    body = data.rstrip(b"\n")
+    start = body.rfind(b"\n") + 1
+    return body[: start + max(1, (len(body) - start) // 2)]
 
 
 def _gzipped(path: Path, chunk: int = 1 << 20) -> Iterator[bytes]:
@@ -230,7 +241,7 @@ def download(job_id: str, name: str, request: Request) -> Response:
         return FileResponse(path, media_type="application/fhir+ndjson")
     data = path.read_bytes()
     if fault.kind == "bulk_truncated":
-        data = data[: max(1, len(data) - max(2, len(data.rsplit(b"\n", 2)[-2]) // 2 if b"\n" in data else 2))]
+        data = _truncate(data)
     elif fault.kind == "bulk_blank_line":
         data += b"\n"
     else:

@@ -42,6 +42,13 @@ def _prefers(request: Request, key: str) -> str | None:
     return None
 
 
+def _category_granted(tokens: list[str], filters: tuple[tuple[tuple[str, str], ...], ...]) -> bool:
+    """Whether any asked ``category`` code is one a granular scope (``?category=sys|code``) grants."""
+    asked = {t.rpartition("|")[2] for t in tokens}
+    granted = {v.rpartition("|")[2] for f in filters for k, v in f if k == "category"}
+    return bool(asked & granted)
+
+
 @router.get("/fhir/{resource_type}", response_model=None)
 def search(resource_type: str, request: Request) -> Response:
     st = get_state(request)
@@ -61,12 +68,8 @@ def search(resource_type: str, request: Request) -> Response:
     else:
         params = [(k, v) for k, v in request.query_params.multi_items()]
     q = parse_query(resource_type, params, cfg.default_count, cfg.max_count, _prefers(request, "handling") == "strict")
-    for toks in q.categories:
-        if perm.filters is not None and not any(
-            any(tok.rpartition("|")[2] == v.rpartition("|")[2] for tok in toks for k, v in f if k == "category")
-            for f in perm.filters
-        ):
-            raise FhirFailure(403, "forbidden", "granted scopes do not cover the requested category")
+    if perm.filters is not None and any(not _category_granted(toks, perm.filters) for toks in q.categories):
+        raise FhirFailure(403, "forbidden", "granted scopes do not cover the requested category")
     if sorted_mode is None:
         sorted_mode = q.sort is not None and not cfg.ignore_sort
     run = sorted_page if sorted_mode else natural_page

@@ -101,7 +101,8 @@ def issue_code(
 ) -> str:
     """Finish an approved authorization: bind context, store a single-use code, return the redirect URL."""
     grant = Grant.parse(scope if scope is not None else pending.scope)
-    ctx = Context(pending.context.patient or patient, pending.context.encounter)
+    # A patient is bound only when the request needs one (launch/patient or patient/ scopes) or the launch had one.
+    ctx = Context(pending.context.patient or (patient if pending.needs_patient else None), pending.context.encounter)
     if any(r.context == "user" for r in grant.resources):
         ctx.fhir_user = f"{fhir_base}/Practitioner/prac0"
     elif ctx.patient:

@@ -71,9 +71,11 @@ class AppDb:
             return row.last_sync_at
 
 
-def make_app_db(url: str) -> AppDb:
+def make_app_db(url: str, *, migrated: bool = False) -> AppDb:
+    """Open (and unless ``migrated``, migrate) the app database at ``url`` and add a tenant."""
     db = AppDatabase.from_url(url)
-    db.migrate()
+    if not migrated:
+        db.migrate()
     tenant_id = uuid.uuid4().hex
     with db.session() as session:
         session.add(Tenant(id=tenant_id, name="Test practice", settings={}))

@@ -2,25 +2,46 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance
 
+from auth_service.store import AppDatabase
 from tests.pipelines.appdb import AppDb, make_app_db
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite app database; each test gets a copy (migrating per test costs about a second)."""
+    path = tmp_path_factory.mktemp("appdb") / "template.db"
+    db = AppDatabase.from_url(f"sqlite:///{path}")
+    db.migrate()
+    db.dispose()
+    return path
+
+
 @pytest.fixture
-def app_db(tmp_path: Path) -> Iterator[AppDb]:
-    appdb = make_app_db(f"sqlite:///{tmp_path / 'app.db'}")
+def app_db(tmp_path: Path, migrated_sqlite_template: Path) -> Iterator[AppDb]:
+    target = tmp_path / "app.db"
+    shutil.copyfile(migrated_sqlite_template, target)
+    appdb = make_app_db(f"sqlite:///{target}", migrated=True)
     yield appdb
     appdb.db.dispose()
 
 
 @pytest.fixture
-def dagster_instance(tmp_path: Path) -> Iterator[DagsterInstance]:
-    """A throwaway on-disk instance (schedule contexts need an instance that can be referenced)."""
+def dagster_instance() -> Iterator[DagsterInstance]:
+    """An in-memory instance: runs, partitions and events without touching disk."""
+    with DagsterInstance.ephemeral() as instance:
+        yield instance
+
+
+@pytest.fixture
+def dagster_instance_on_disk(tmp_path: Path) -> Iterator[DagsterInstance]:
+    """A throwaway on-disk instance, for contexts that need an instance reference (schedules)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     with DagsterInstance.local_temp(tempdir=str(home)) as instance:

@@ -130,15 +130,9 @@ def test_first_sync_then_full_then_incremental_changes_then_weekly_reconcile_bdx
 def test_refused_type_materializes_as_skipped_not_failed(
     tmp_path: Path, ehr: SandboxServer, http: httpx.Client, world: SyncWorld
 ) -> None:
-    """Also the demo's path: no instance given, so the run is recorded under <state>/dagster_home for the UI."""
     cid = connect_patient(world, ehr, http=http, scope=NO_IMMUNIZATION)
-    settings = settings_for(tmp_path)
-    result = run_sync_now(cid, settings=settings)
+    result = run_sync_now(cid, settings=settings_for(tmp_path), instance=DagsterInstance.ephemeral())
     assert result.success, result.failed_steps
-    with DagsterInstance.from_config(str(settings.dagster_home)) as persisted:
-        run = persisted.get_run_by_id(result.run_id)
-        assert run is not None and run.tags["ehrsync/trigger"] == "manual"
-        assert persisted.has_dynamic_partition("connections", cid)
     for step in ("landing", "warehouse"):
         meta = result.materializations[f"{step}/Immunization"]
         assert meta["skipped"] is True
@@ -149,8 +143,14 @@ def test_refused_type_materializes_as_skipped_not_failed(
 def test_backend_connection_runs_the_bulk_export_job_and_checks_counts_bdx20(
     tmp_path: Path, ehr: SandboxServer, http: httpx.Client, world: SyncWorld
 ) -> None:
+    """Also the demo's path: no instance given, so the run is recorded under <state>/dagster_home for the UI."""
     cid = connect_backend_with_config(world, ehr, http=http)
-    result = run_sync_now(cid, settings=settings_for(tmp_path), instance=DagsterInstance.ephemeral())
+    settings = settings_for(tmp_path)
+    result = run_sync_now(cid, settings=settings)
+    with DagsterInstance.from_config(str(settings.dagster_home)) as persisted:
+        run = persisted.get_run_by_id(result.run_id)
+        assert run is not None and run.tags["ehrsync/trigger"] == "manual"
+        assert persisted.has_dynamic_partition("connections", cid)
     assert result.job_name == "bulk_export"
     assert result.success, result.failed_steps
     export = result.materializations["bulk/export"]

@@ -14,16 +14,16 @@ from tests.pipelines.appdb import AppDb
 
 
 def test_weekly_reconcile_requests_active_patient_partitions_only(
-    app_db: AppDb, dagster_instance: DagsterInstance
+    app_db: AppDb, dagster_instance_on_disk: DagsterInstance
 ) -> None:
     patient = app_db.add("patient")
     app_db.add("backend", kind="backend")  # Bulk: deletions come from the export's deleted files
     app_db.add("disabled", status="disabled")
     app_db.add("unpartitioned")
-    dagster_instance.add_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME, ["patient", "backend", "disabled"])
+    dagster_instance_on_disk.add_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME, ["patient", "backend", "disabled"])
     tick = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
     context = build_schedule_context(
-        instance=dagster_instance,
+        instance=dagster_instance_on_disk,
         scheduled_execution_time=tick,
         resources={"app_db": AppDatabaseResource(url=app_db.url)},
     )

@@ -191,3 +191,13 @@ def test_bdx17_gzip_download_when_enabled(sandbox: SandboxServer, token: str) ->
     packed = httpx.get(url, headers={**bearer(token), "Accept-Encoding": "gzip"})
     assert packed.headers["content-encoding"] == "gzip"
     assert packed.content == plain.content  # httpx decodes transparently
+
+
+@pytest.mark.parametrize("value", ["", "0", "86400", "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_bdx10_status_retry_after_faults(sandbox: SandboxServer, token: str, value: str) -> None:
+    sandbox.admin.settings(bulk_status_retry_after=value, bulk_throttle_s=0.05)
+    status_url = kickoff(sandbox, token, _type="Patient").headers["content-location"]
+    resp = httpx.get(status_url, headers=bearer(token))
+    assert resp.status_code == 202
+    assert resp.headers.get("retry-after") == (value or None)
+    httpx.delete(status_url, headers=bearer(token))

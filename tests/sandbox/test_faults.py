@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
@@ -76,9 +77,17 @@ def test_slow_response(sandbox: SandboxServer, token: str) -> None:
 
 
 def test_dropped_connection_without_response(sandbox: SandboxServer, token: str) -> None:
-    sandbox.admin.set_fault("drop", path="/fhir/Patient")
+    sandbox.admin.set_fault("drop", path="/fhir/Patient", times=2)
     with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
         _get(sandbox, token)
+    port = int(sandbox.base_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        raw.sendall(b"GET /fhir/Patient/pat1 HTTP/1.1\r\nHost: sandbox\r\n\r\n")
+        try:
+            received = raw.recv(100)
+        except ConnectionResetError:
+            received = b""
+    assert received == b""  # closed without a single response byte
     assert _get(sandbox, token).status_code == 200
 
 

@@ -53,6 +53,25 @@ def test_requests_without_valid_token_get_401_outcome(sandbox: SandboxServer) ->
     assert _get(sandbox, "/Patient/pat1", "not-a-token").status_code == 401
 
 
+def test_access_token_lifetime_is_configurable_and_enforced(sandbox: SandboxServer) -> None:
+    sandbox.admin.settings(access_token_lifetime_s=5)
+    _, token = patient_login(sandbox)
+    assert token["expires_in"] == 5
+    assert _get(sandbox, "/Patient/pat1", token["access_token"]).status_code == 200
+    sandbox.admin.settings(clock_shift_s=6)
+    assert _get(sandbox, "/Patient/pat1", token["access_token"]).status_code == 401
+
+
+def test_user_scopes_see_every_patient_and_fhir_user_is_a_practitioner(sandbox: SandboxServer) -> None:
+    cid, token = patient_login(sandbox, scope="openid fhirUser user/*.rs")
+    assert "patient" not in token
+    assert _get(sandbox, "/Condition", token["access_token"], patient="pat9").status_code == 200
+    introspected = httpx.post(
+        sandbox.base_url + "/oauth/introspect", data={"token": token["access_token"], "client_id": cid}
+    ).json()
+    assert introspected["fhirUser"].endswith("/Practitioner/prac0")
+
+
 def test_bdx29_paging_follows_opaque_next_links_and_covers_everything(
     sandbox: SandboxServer, system_token: str
 ) -> None:
@@ -269,3 +288,26 @@ def test_deleted_resources_are_gone_and_invisible() -> None:
             rtype, rid = ref.split("/")
             assert _get(sb, f"/{rtype}/{rid}", token).status_code == 410
             assert rid not in {r["id"] for r in _all_pages(sb, token, f"/{rtype}", _count=1000)}
+
+
+def test_every_fhir_error_is_an_operation_outcome(sandbox: SandboxServer, system_token: str) -> None:
+    for resp in (
+        httpx.put(sandbox.fhir_base + "/Patient/pat1", headers=bearer(system_token)),  # 405 from routing
+        _get(sandbox, "/Observation", system_token, _lastUpdated="gtyesterday"),  # 400 bad date
+        _get(sandbox, "/Observation", system_token, _sort="status"),  # 400 unsupported sort
+        httpx.get(
+            sandbox.fhir_base + "/Observation",
+            params={"unknown": "1"},
+            headers={**bearer(system_token), "Prefer": "handling=strict"},
+        ),
+    ):
+        assert resp.status_code >= 400
+        assert resp.headers["content-type"].startswith("application/fhir+json")
+        assert resp.json()["resourceType"] == "OperationOutcome"
+
+
+def test_code_and_status_search(sandbox: SandboxServer, system_token: str) -> None:
+    hr = _all_pages(sandbox, system_token, "/Observation", patient="pat1", code="http://loinc.org|8867-4")
+    assert hr and {o["code"]["coding"][0]["code"] for o in hr} == {"8867-4"}
+    active = _all_pages(sandbox, system_token, "/MedicationRequest", status="active", _count=1000)
+    assert active and {m["status"] for m in active} == {"active"}

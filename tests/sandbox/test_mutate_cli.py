@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -21,9 +22,12 @@ def test_mutate_is_deterministic_per_seed_and_visible_over_rest() -> None:
         with SandboxServer(SandboxConfig(patients=8, seed=4)) as sb:
             results.append(sb.admin.mutate(create=3, update=3, delete=3, seed=21))
             token = backend_token(sb)
-            for ref in results[-1]["updated"]:
+            for ref in results[-1]["updated"] + results[-1]["created"]:
                 body = httpx.get(f"{sb.fhir_base}/{ref}", headers=bearer(token)).json()
-                assert body["meta"]["versionId"] == "2"
+                assert body["meta"]["versionId"] == ("2" if ref in results[-1]["updated"] else "1")
+                rtype = body["resourceType"]
+                model = getattr(importlib.import_module(f"fhir.resources.R4B.{rtype.lower()}"), rtype)
+                model.model_validate(body)  # changed resources stay valid R4
             for ref in results[-1]["created"]:
                 assert httpx.get(f"{sb.fhir_base}/{ref}", headers=bearer(token)).status_code == 200
             for ref in results[-1]["deleted"]:
@@ -85,3 +89,24 @@ def test_run_server_serves_until_interrupted() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_bdx33_background_writer_changes_data_while_clients_read() -> None:
+    with SandboxServer(SandboxConfig(patients=4, seed=2)) as sb:
+        token = backend_token(sb)
+        start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
+        sb.admin.settings(writer_interval_s=0.05)
+        deadline = time.monotonic() + 10
+        while sb.state.writer.rounds < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sb.admin.settings(writer_interval_s=0)
+        rounds = sb.state.writer.rounds
+        assert rounds >= 3
+        new = httpx.get(
+            sb.fhir_base + "/Observation",
+            params={"_lastUpdated": f"gt{start}", "_count": "1000"},
+            headers=bearer(token),
+        ).json()
+        assert len(new["entry"]) >= rounds  # one created Observation per round at least
+        time.sleep(0.2)
+        assert sb.state.writer.rounds <= rounds + 1  # switched off

@@ -251,17 +251,10 @@ def test_unknown_connection(db: AppDatabase, cipher: TokenCipher) -> None:
         make_vault(db, cipher).get_access_token("nope")
 
 
-@pytest.mark.parametrize("mode", ["near_expiry", "after_401"])
-def test_sal23_one_refresh_across_processes(
-    db_url: str, db: AppDatabase, cipher: TokenCipher, key_b64: str, token_server: RunningTokenServer, mode: str
-) -> None:
-    """SAL-23/24: three spawned processes refresh one connection at once: exactly one refresh reaches the server."""
-    seeded(db, cipher, token_server, left=30 if mode == "near_expiry" else 3600)
-    token_server.state.delay_s = 0.3  # keep the first refresh in flight while the others arrive
+def run_workers(db_url: str, key_b64: str, mode: str, workers: int = 3) -> list[tuple[str, str]]:
+    """Spawn ``workers`` processes that ask for a token at the same moment; their (status, token) answers."""
     ctx = multiprocessing.get_context("spawn")
-    workers = 3
-    barrier = ctx.Barrier(workers)
-    results = ctx.Queue()
+    barrier, results = ctx.Barrier(workers), ctx.Queue()
     procs = [
         ctx.Process(target=refresh_worker, args=(db_url, key_b64, "c1", barrier, results, mode)) for _ in range(workers)
     ]
@@ -271,11 +264,36 @@ def test_sal23_one_refresh_across_processes(
     for p in procs:
         p.join(timeout=30)
         assert p.exitcode == 0
-    assert outcomes == [("ok", "at-1")] * workers, outcomes
+    return outcomes
+
+
+def test_sal23_one_refresh_across_processes(
+    db_url: str, db: AppDatabase, cipher: TokenCipher, key_b64: str, token_server: RunningTokenServer
+) -> None:
+    """SAL-23/24: three spawned processes find the token near expiry at once: exactly one refresh is sent."""
+    seeded(db, cipher, token_server, left=30)
+    token_server.state.delay_s = 0.3  # keep the first refresh in flight while the others arrive
+    assert run_workers(db_url, key_b64, "near_expiry") == [("ok", "at-1")] * 3
     assert token_server.state.count("refresh_token") == 1
     assert status(db) == "active"
     info = make_vault(db, cipher).token_info("c1")
     assert info is not None and info.version == 2
+
+
+def test_sal23_one_refresh_after_401_across_processes(
+    postgres_url: str, cipher: TokenCipher, key_b64: str, token_server: RunningTokenServer
+) -> None:
+    """After a 401 with the same token in three processes, one refreshes and the others reuse its result.
+
+    (The SQLite variant of this runs against the sandbox in ``test_store_sandbox``.)
+    """
+    db = AppDatabase.from_url(postgres_url)
+    db.migrate()
+    seeded(db, cipher, token_server, left=3600)
+    token_server.state.delay_s = 0.3
+    assert run_workers(postgres_url, key_b64, "after_401") == [("ok", "at-1")] * 3
+    assert token_server.state.count("refresh_token") == 1
+    db.dispose()
 
 
 def test_sal32_first_backend_mint_serialized_across_processes(
@@ -292,16 +310,6 @@ def test_sal32_first_backend_mint_serialized_across_processes(
             config={"auth_method": "private_key_jwt", "private_key_pem": pem(rsa_key()), "key_id": "kid-1"},
         )
     token_server.state.delay_s = 0.3
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(3), ctx.Queue()
-    procs = [
-        ctx.Process(target=refresh_worker, args=(db_url, key_b64, "c1", barrier, results, "near_expiry"))
-        for _ in range(3)
-    ]
-    for p in procs:
-        p.start()
-    outcomes = [results.get(timeout=90) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
+    outcomes = run_workers(db_url, key_b64, "near_expiry")
     assert outcomes == [("ok", "at-1")] * 3, outcomes
     assert token_server.state.count("client_credentials") == 1

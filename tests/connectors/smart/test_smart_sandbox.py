@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.errors import InvalidClientError, InvalidScopeError
+from connectors.errors import DiscoveryError, InvalidClientError, InvalidScopeError
 from connectors.smart import (
     JwtClientAuth,
     SecretClientAuth,
@@ -17,7 +17,7 @@ from connectors.smart import (
     introspect_token,
     parse_scopes,
 )
-from sandbox import SandboxServer
+from sandbox import SandboxConfig, SandboxServer
 from tests.connectors.smart.keys import ec_key, pem, public_jwk, rsa_key
 
 
@@ -67,3 +67,17 @@ def test_sal28_basic_auth_with_special_characters_accepted(sandbox: SandboxServe
         introspect_token(
             cfg.introspection_endpoint, http=http, client_auth=SecretClientAuth(client_id, "wrong"), token="x"
         )
+
+
+def test_sal04_v1_profile_found_through_metadata() -> None:
+    with SandboxServer(SandboxConfig(patients=1, profile="v1")) as v1:
+        cfg = discover(v1.fhir_base, http=httpx.Client(timeout=30))
+    assert cfg.smart_v1
+    assert cfg.token_endpoint.startswith(v1.base_url)
+    assert cfg.authorization_endpoint
+
+
+def test_sal02_dropped_required_field_is_a_discovery_error(sandbox: SandboxServer) -> None:
+    sandbox.admin.settings(drop_smart_fields=["token_endpoint"])
+    with pytest.raises(DiscoveryError, match="token_endpoint"):
+        discover(sandbox.fhir_base, http=httpx.Client(timeout=30))

@@ -15,7 +15,7 @@ from sqlalchemy import inspect
 
 from auth_service.store import AppDatabase
 from auth_service.store import database as database_module
-from auth_service.store.models import Connection, Tenant
+from auth_service.store.models import Connection, ProviderConfig, Tenant
 from pipelines.sync import bulk_state, cursors, runs
 from pipelines.sync.environment import load_connection
 from pipelines.sync.errors import ConnectionNotFoundError, ConnectionNotSyncableError
@@ -165,3 +165,24 @@ def test_load_connection_refuses_missing_and_inactive(db: AppDatabase):
         load_connection(db, "nope")
     with pytest.raises(ConnectionNotSyncableError, match="needs_reauth"):
         load_connection(db, "c1")
+
+
+def test_load_connection_exposes_provider_config_without_sealed_secrets(db: AppDatabase):
+    with db.session() as session:
+        session.add(Tenant(id="t1", name="T", settings={}))
+        session.flush()
+        config = {"clientId": "app", "practiceId": "195900", "clientSecret": {"$enc": "sealed-envelope"}}
+        session.add(ProviderConfig(tenant_id="t1", provider_id="athena", config=config))
+        session.add(
+            Connection(
+                id="c1",
+                tenant_id="t1",
+                provider_id="athena",
+                kind="patient",
+                fhir_base="https://api.platform.athenahealth.com/fhir/r4",
+                client_id="app",
+                patient_id="a-1.E-1",
+            )
+        )
+        session.commit()
+    assert load_connection(db, "c1").provider_config == {"clientId": "app", "practiceId": "195900"}

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
 from pipelines.sync.attachments import absolute_url, attachment_refs, content_type_allowed
 from pipelines.sync.bulk_files import _deleted_ref
-from pipelines.sync.environment import DEFAULT_ATTACHMENT_TYPES
-from pipelines.sync.incremental import format_instant
+from pipelines.sync.environment import DEFAULT_ATTACHMENT_TYPES, ConnectionInfo
+from pipelines.sync.incremental import format_instant, search_plans
 from pipelines.sync.references import collect_references
 from pipelines.sync.reports import TypeReport
 
@@ -123,3 +124,36 @@ def test_type_report_absorb_and_metadata():
     assert meta["high_water_mark"] == "2026-01-01T00:00:00+00:00"
     assert "error" not in meta and "skipped_reason" not in meta
     assert a.ok
+
+
+def _conn(provider_id: str, config: dict[str, Any] | None = None) -> ConnectionInfo:
+    return ConnectionInfo(
+        id="c1",
+        tenant_id="t1",
+        provider_id=provider_id,
+        kind="patient",
+        fhir_base=BASE,
+        status="active",
+        patient_id="p1",
+        group_id=None,
+        granted_scopes=None,
+        provider_config=config,
+    )
+
+
+def test_search_plans_follow_vendor_quirks():
+    since = datetime(2026, 1, 1, tzinfo=UTC)
+    generic = search_plans(_conn("generic"), "Condition", since, 200, capabilities=None)
+    assert generic == [{"patient": "p1", "_count": "200"}]  # generic declares no _lastUpdated without a capability
+    caps = {"rest": [{"mode": "server", "searchParam": [{"name": "_lastUpdated"}]}]}
+    generic = search_plans(_conn("generic"), "Patient", since, 50, capabilities=caps)
+    assert generic == [{"_id": "p1", "_count": "50", "_lastUpdated": "gt2026-01-01T00:00:00.000Z"}]
+    epic = search_plans(_conn("epic"), "Observation", None, 200)
+    assert len(epic) > 1 and {p["category"] for p in epic} >= {"laboratory", "vital-signs"}
+    athena = search_plans(
+        _conn("athena", {"clientId": "app", "practiceId": "195900"}),
+        "Condition",
+        None,
+        200,
+    )
+    assert athena[0]["patient"] == "p1" and "195900" in athena[0]["ah-practice"]
