@@ -8,9 +8,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
+
+T = TypeVar("T")
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -72,3 +76,168 @@ STATE_OPTION = click.option(
     show_default=True,
     help="Folder holding the app database, landing zone, warehouse and Dagster home.",
 )
+
+
+@main.command()
+@STATE_OPTION
+@click.option("--patients", type=click.IntRange(1, 10_000), default=25, show_default=True, help="Sandbox size.")
+@click.option("--connect", type=click.IntRange(1, 25), default=3, show_default=True, help="Patients who authorize.")
+@click.option("--keep", is_flag=True, help="Keep the previous demo state instead of starting clean.")
+def demo(state_dir: Path, patients: int, connect: int, keep: bool) -> None:
+    """Sandbox EHR -> authorize -> sync -> Parquet -> DuckDB, then change records and sync incrementally."""
+    from ehrsync.demo import run_demo
+
+    sys.exit(run_demo(state_dir, patients=patients, connect=connect, keep=keep))
+
+
+@main.command()
+@STATE_OPTION
+@click.option("--port", type=click.IntRange(0, 65535), default=3000, show_default=True)
+def ui(state_dir: Path, port: int) -> None:
+    """Start the Dagster UI (dagster dev) over a state folder; Ctrl-C stops every process it started."""
+    from ehrsync.ui import run_ui
+
+    sys.exit(run_ui(state_dir, port=port))
+
+
+# --- auth service ---------------------------------------------------------------------------------------------
+
+
+@main.group()
+def auth() -> None:
+    """The SMART auth service (configuration from environment variables: see README)."""
+
+
+@auth.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+def auth_serve(host: str, port: int) -> None:
+    """Serve the auth service: SMART launches, the token vault's API, patient pages."""
+    from auth_service.server import serve
+
+    _exit_on_configuration_error(lambda: serve(host=host, port=port))
+
+
+@auth.command("bootstrap")
+@click.option("--tenant", "tenant_id", required=True, help="Tenant id (created when missing).")
+@click.option("--name", required=True, help="Display name of the tenant.")
+def auth_bootstrap(tenant_id: str, name: str) -> None:
+    """Create a tenant (if needed) and a new admin API key; the key is shown once."""
+    from auth_service.bootstrap import bootstrap_admin
+
+    result = _exit_on_configuration_error(lambda: bootstrap_admin(tenant_id, name))
+    click.echo(f"tenant: {result.tenant_id}\napi key (shown once): {result.api_key}")
+
+
+@auth.command("seed")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def auth_seed(path: Path) -> None:
+    """Create or update tenants from a seed JSON file (practice_settings format)."""
+    from auth_service.bootstrap import load_tenants_file
+
+    ids = _exit_on_configuration_error(lambda: load_tenants_file(path))
+    click.echo("\n".join(ids))
+
+
+@main.group()
+def keys() -> None:
+    """Encryption keys of the token vault."""
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Re-encrypt every token and secret with the active INTEGRATIONS_TOKEN_ENC_KEY.
+
+    Keep the previous key in INTEGRATIONS_TOKEN_ENC_KEYS_OLD (``kid:base64``) until this finishes.
+    """
+    from auth_service.store import AppDatabase, TokenCipher, rotate_keys
+
+    def _rotate() -> int:
+        db = AppDatabase.from_url(_database_url())
+        try:
+            db.migrate()
+            return rotate_keys(db, TokenCipher.from_env())
+        finally:
+            db.dispose()
+
+    count = _exit_on_configuration_error(_rotate)
+    click.echo(f"re-encrypted {count} value(s) with the active key")
+
+
+@main.group()
+def db() -> None:
+    """The app database (SQLite file by default, Postgres through DATABASE_URL)."""
+
+
+@db.command("migrate")
+def db_migrate() -> None:
+    """Apply every Alembic migration (idempotent)."""
+    from auth_service.store import AppDatabase
+
+    database = AppDatabase.from_url(_database_url())
+    try:
+        database.migrate()
+    finally:
+        database.dispose()
+    click.echo("app database is at the latest revision")
+
+
+# --- pipelines ------------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("connection_id")
+@click.option("--full", is_flag=True, help="Full resync instead of incremental.")
+def sync(connection_id: str, full: bool) -> None:
+    """Sync one connection now (the same Dagster job the schedules run; visible in the UI)."""
+    from pipelines.run import run_sync_now
+
+    result = _exit_on_configuration_error(lambda: run_sync_now(connection_id, full=full))
+    for asset, metadata in sorted(result.materializations.items()):
+        fetched = metadata.get("fetched", metadata.get("resources_fetched", ""))
+        click.echo(f"{asset:<40} {fetched}")
+    if not result.success:
+        raise click.ClickException(f"run {result.run_id} failed steps: {', '.join(result.failed_steps)}")
+    click.echo(f"run {result.run_id} succeeded")
+
+
+@main.group()
+def connections() -> None:
+    """Connections in the app database."""
+
+
+@connections.command("list")
+def connections_list() -> None:
+    """Every connection with its status and last sync (no tokens)."""
+    from sqlalchemy import select
+
+    from auth_service.store import AppDatabase
+    from auth_service.store.models import Connection
+
+    database = AppDatabase.from_url(_database_url())
+    try:
+        with database.session() as session:
+            rows = session.scalars(select(Connection).order_by(Connection.created_at)).all()
+            for row in rows:
+                click.echo(
+                    f"{row.id}  tenant={row.tenant_id}  provider={row.provider_id}  kind={row.kind}  "
+                    f"status={row.status}  last_sync={row.last_sync_at or '-'}"
+                )
+    finally:
+        database.dispose()
+
+
+def _database_url() -> str:
+    import os
+
+    return os.environ.get("DATABASE_URL") or os.environ.get("EHRSYNC_DATABASE_URL") or "sqlite:///var/demo/app.db"
+
+
+def _exit_on_configuration_error(action: Callable[[], T]) -> T:
+    """Run ``action``; a configuration problem ends the command with its message, never a traceback."""
+    from connectors.errors import EhrSyncError
+
+    try:
+        return action()
+    except EhrSyncError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from exc

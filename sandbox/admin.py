@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sandbox.config import STARTUP_ONLY, SandboxConfig
-from sandbox.data.ids import patient_id
+from sandbox.data.ids import patient_id, patient_index_of_reference
 from sandbox.errors import SandboxError
 from sandbox.faults import Fault
 from sandbox.mutate import mutate
@@ -46,6 +46,7 @@ class MutateRequest(BaseModel):
     update: int = Field(default=0, ge=0, le=100_000)
     delete: int = Field(default=0, ge=0, le=100_000)
     seed: int | None = None
+    patients: list[str] | None = Field(default=None, description="Only change these patients' records.")
 
 
 class LaunchRequest(BaseModel):
@@ -135,7 +136,15 @@ def clear_faults(request: Request) -> dict[str, str]:
 def mutate_now(body: MutateRequest, request: Request) -> dict[str, list[str]]:
     st = get_state(request)
     seed = body.seed if body.seed is not None else secrets.randbits(32)
-    result = mutate(st.store, body.create, body.update, body.delete, seed)
+    indexes: list[int] | None = None
+    if body.patients:
+        indexes = []
+        for pid in body.patients:
+            index = patient_index_of_reference(pid)
+            if index is None or index >= st.store.patients:
+                raise HTTPException(status_code=422, detail=f"unknown patient id {pid!r}")
+            indexes.append(index)
+    result = mutate(st.store, body.create, body.update, body.delete, seed, indexes)
     return {"created": result.created, "updated": result.updated, "deleted": result.deleted}
 
 

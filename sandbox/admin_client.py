@@ -95,10 +95,17 @@ class SandboxAdmin:
         self._call("DELETE", "/faults")
 
     def mutate(
-        self, create: int = 0, update: int = 0, delete: int = 0, seed: int | None = None
+        self,
+        create: int = 0,
+        update: int = 0,
+        delete: int = 0,
+        seed: int | None = None,
+        patients: list[str] | None = None,
     ) -> dict[str, list[str]]:
-        """Create/update/delete now; returns ``{"created": [...], "updated": [...], "deleted": [...]}`` refs."""
-        body = {"create": create, "update": update, "delete": delete, "seed": seed}
+        """Create/update/delete now (only ``patients``' records when given); returns the changed refs."""
+        body: dict[str, Any] = {"create": create, "update": update, "delete": delete, "seed": seed}
+        if patients:
+            body["patients"] = patients
         result: dict[str, list[str]] = self._call("POST", "/mutate", body)
         return result
 

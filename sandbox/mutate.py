@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sandbox.data.ids import patient_id
@@ -21,9 +22,9 @@ class MutationResult:
     deleted: list[str] = field(default_factory=list)
 
 
-def _pick(store: DataStore, rng: random.Random, taken: set[str]) -> tuple[str, str] | None:
+def _pick(store: DataStore, rng: random.Random, taken: set[str], indexes: Sequence[int]) -> tuple[str, str] | None:
     for _ in range(50):
-        index = rng.randrange(store.patients)
+        index = rng.choice(indexes)
         rtype = rng.choice(MUTABLE_TYPES)
         live = [r for r in store.patient_resources(index, (rtype,)) if f"{rtype}/{r['id']}" not in taken]
         if live:
@@ -32,13 +33,24 @@ def _pick(store: DataStore, rng: random.Random, taken: set[str]) -> tuple[str, s
     return None
 
 
-def mutate(store: DataStore, create: int, update: int, delete: int, seed: int) -> MutationResult:
-    """Apply the changes now (server clock); the same seed on the same data picks the same resources."""
+def mutate(
+    store: DataStore,
+    create: int,
+    update: int,
+    delete: int,
+    seed: int,
+    patient_indexes: Sequence[int] | None = None,
+) -> MutationResult:
+    """Apply the changes now (server clock); the same seed on the same data picks the same resources.
+
+    ``patient_indexes`` limits the changes to those patients' records (all patients when ``None``).
+    """
     rng = random.Random(seed)
+    indexes = list(patient_indexes) if patient_indexes else list(range(store.patients))
     result = MutationResult()
     taken: set[str] = set()
     for _ in range(update):
-        picked = _pick(store, rng, taken)
+        picked = _pick(store, rng, taken, indexes)
         if picked is None:
             break
         current = dict(store.read(*picked))
@@ -50,14 +62,14 @@ def mutate(store: DataStore, create: int, update: int, delete: int, seed: int) -
         result.updated.append(f"{picked[0]}/{updated['id']}")
         taken.add(result.updated[-1])
     for _ in range(delete):
-        picked = _pick(store, rng, taken)
+        picked = _pick(store, rng, taken, indexes)
         if picked is None:
             break
         store.delete(*picked)
         result.deleted.append(f"{picked[0]}/{picked[1]}")
         taken.add(result.deleted[-1])
     for _ in range(create):
-        index = rng.randrange(store.patients)
+        index = rng.choice(indexes)
         code, low, high, unit, ucum, places = rng.choice(VITALS)
         now = instant_of(store.clock.now())
         obs = {

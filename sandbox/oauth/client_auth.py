@@ -36,7 +36,11 @@ def authenticate_client(
         except (binascii.Error, UnicodeDecodeError):
             raise _bad_client("malformed Basic credentials", basic=True) from None
         client = state.clients.get(cid)
-        if client is None or client.client_secret is None or not secrets.compare_digest(client.client_secret, secret):
+        if (
+            client is None
+            or client.client_secret is None
+            or not secrets.compare_digest(client.client_secret.encode(), secret.encode())
+        ):
             raise _bad_client("client authentication failed", basic=True)
         return client
     if form.get("client_assertion") or form.get("client_assertion_type"):
@@ -56,7 +60,7 @@ def authenticate_client(
     if form.get("client_secret") is not None:
         if not accept_secret_post or client.client_secret is None:
             raise _bad_client("client_secret_post is not accepted; use client_secret_basic", basic=True)
-        if not secrets.compare_digest(client.client_secret, form["client_secret"]):
+        if not secrets.compare_digest(client.client_secret.encode(), str(form["client_secret"]).encode()):
             raise _bad_client("client authentication failed", basic=True)
         return client
     if client.client_type != "public":

@@ -289,3 +289,24 @@ def test_unsupported_grant_type(sandbox: SandboxServer) -> None:
     cid, _ = patient_login(sandbox)
     resp = httpx.post(sandbox.base_url + "/oauth/token", data={"grant_type": "password", "client_id": cid})
     assert resp.json()["error"] == "unsupported_grant_type"
+
+
+def test_sal28_non_ascii_secret_is_compared_not_crashed(sandbox) -> None:
+    """A secret outside ASCII is urlencoded in Basic (SAL-28); a wrong one is 401 invalid_client, never a 500."""
+    import base64
+    from urllib.parse import quote
+
+    import httpx
+
+    sandbox.admin.register_client(
+        "nonascii-client", "confidential-symmetric", redirect_uris=["http://127.0.0.1/cb"], client_secret="sécret-ü"
+    )
+    for secret, status in (("sécret-ü", 400), ("wrong-é", 401)):
+        basic = base64.b64encode(f"{quote('nonascii-client')}:{quote(secret)}".encode()).decode()
+        response = httpx.post(
+            f"{sandbox.base_url}/oauth/token",
+            data={"grant_type": "authorization_code", "code": "nope", "redirect_uri": "http://127.0.0.1/cb"},
+            headers={"Authorization": f"Basic {basic}"},
+        )
+        assert response.status_code == status, response.text
+        assert response.json()["error"] == ("invalid_grant" if status == 400 else "invalid_client")
