@@ -83,11 +83,19 @@ STATE_OPTION = click.option(
 @click.option("--patients", type=click.IntRange(1, 10_000), default=25, show_default=True, help="Sandbox size.")
 @click.option("--connect", type=click.IntRange(1, 25), default=3, show_default=True, help="Patients who authorize.")
 @click.option("--keep", is_flag=True, help="Keep the previous demo state instead of starting clean.")
-def demo(state_dir: Path, patients: int, connect: int, keep: bool) -> None:
+@click.pass_context
+def demo(ctx: click.Context, state_dir: Path, patients: int, connect: int, keep: bool) -> None:
     """Sandbox EHR -> authorize -> sync -> Parquet -> DuckDB, then change records and sync incrementally."""
-    from ehrsync.demo import run_demo
+    from ehrsync.demo import DemoError, run_demo
 
-    sys.exit(run_demo(state_dir, patients=patients, connect=connect, keep=keep))
+    if not ctx.find_root().params.get("verbose"):
+        logging.getLogger().setLevel(logging.WARNING)  # the demo prints its own progress; -v shows every log
+    try:
+        code = run_demo(state_dir, patients=patients, connect=connect, keep=keep)
+    except DemoError as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(code)
+
 
 
 @main.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,12 @@ class SyncPolicyResource(ConfigurableResource["SyncPolicyResource"]):
     quarantine_max_ratio: float = Field(
         default=0.01, ge=0.0, le=1.0, description="Share of lines read that may be quarantined before the check fails."
     )
+    overlap_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=86_400,
+        description="Incremental searches start this long before the stored mark (BDX-28).",
+    )
 
     def windows(self) -> dict[str, SyncWindow]:
         return parse_sync_windows(self.sync_windows)
@@ -143,9 +150,11 @@ def sync_environment(
     landing: LandingZoneResource,
     warehouse: WarehouseResource,
     ehr_http: EhrHttpResource,
+    policy: SyncPolicyResource | None = None,
 ) -> Iterator[SyncEnvironment]:
     """Build the engine's ``SyncEnvironment`` for one step (the database engine is disposed after it)."""
     http = ehr_http.client()
+    overlap = timedelta(seconds=policy.overlap_seconds if policy is not None else SyncPolicyResource().overlap_seconds)
     with app_db.open() as db:
         yield SyncEnvironment(
             db=db,
@@ -154,6 +163,7 @@ def sync_environment(
             attachments=landing.attachments(),
             warehouse_target=warehouse.target,
             http=http,
+            overlap=overlap,
         )
 
 
@@ -165,6 +175,8 @@ def default_resources(settings: PipelineSettings) -> dict[str, ConfigurableResou
         "warehouse": WarehouseResource(target=settings.warehouse_url),
         "ehr_http": EhrHttpResource(),
         "policy": SyncPolicyResource(
-            sync_windows=settings.sync_windows_raw, quarantine_max_ratio=settings.quarantine_max_ratio
+            sync_windows=settings.sync_windows_raw,
+            quarantine_max_ratio=settings.quarantine_max_ratio,
+            overlap_seconds=settings.overlap_seconds,
         ),
     }

@@ -11,13 +11,15 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagster import DagsterInstance
+from dagster import DagsterInstance, JobDefinition
 
 from auth_service.store import AppDatabase
 from pipelines.connections import read_connection
 from pipelines.definitions import build_definitions
 from pipelines.defs.bulk import BULK_EXPORT_JOB
+from pipelines.defs.maintenance import RECONCILE_JOB
 from pipelines.defs.sync import FULL_RESYNC_JOB, INCREMENTAL_SYNC_JOB
+from pipelines.errors import PipelineRunError
 from pipelines.finalize import finish_sync_run
 from pipelines.instance import open_instance
 from pipelines.partitions import CONNECTIONS_PARTITIONS_NAME
@@ -25,7 +27,7 @@ from pipelines.settings import PipelineSettings
 from pipelines.sync import ConnectionNotSyncableError
 from pipelines.tags import run_tags
 
-__all__ = ["SyncNowResult", "job_for", "run_sync_now"]
+__all__ = ["SyncNowResult", "job_for", "run_reconcile_now", "run_sync_now"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ def run_sync_now(
     *,
     settings: PipelineSettings | None = None,
     instance: DagsterInstance | None = None,
+    console_log_level: str | None = None,
 ) -> SyncNowResult:
     """Materialize the connection's sync job for its partition now and wait for it.
 
@@ -76,7 +79,13 @@ def run_sync_now(
         job = build_definitions(resolved).resolve_job_def(job_name)
         tags = run_tags(connection_id=conn.id, tenant_id=conn.tenant_id, source=conn.provider_id, trigger="manual")
         logger.info("running %s for connection %s", job_name, connection_id)
-        result = job.execute_in_process(partition_key=connection_id, instance=dagster, tags=tags, raise_on_error=False)
+        result = job.execute_in_process(
+            partition_key=connection_id,
+            instance=dagster,
+            tags=tags,
+            raise_on_error=False,
+            run_config=_run_config(job, connection_id, console_log_level),
+        )
         failed = tuple(sorted(result.get_failed_step_keys()))
         error = f"failed steps: {', '.join(failed)}" if failed else None
         finish_sync_run(db, result.run_id, connection_id, succeeded=result.success, error=error)
@@ -94,3 +103,54 @@ def run_sync_now(
         checks=checks,
         failed_steps=failed,
     )
+
+
+def run_reconcile_now(
+    connection_id: str,
+    *,
+    settings: PipelineSettings | None = None,
+    instance: DagsterInstance | None = None,
+    console_log_level: str | None = None,
+) -> int:
+    """Run deletion reconciliation (BDX-31) for one patient connection now; returns the rows tombstoned.
+
+    Same job the weekly schedule runs, so it is recorded on the instance. Raises ``ConnectionNotSyncableError``
+    for a bulk or inactive connection and ``PipelineRunError`` when the run fails.
+    """
+    resolved = settings or PipelineSettings.from_env()
+    with ExitStack() as cleanup:
+        db = AppDatabase.from_url(resolved.database_url)
+        cleanup.callback(db.dispose)
+        conn = read_connection(db, connection_id)
+        if not conn.syncable or conn.is_bulk:
+            raise ConnectionNotSyncableError(
+                f"connection {connection_id} cannot be reconciled by REST ({conn.status}, bulk={conn.is_bulk})"
+            )
+        dagster = instance or cleanup.enter_context(open_instance(resolved))
+        if not dagster.has_dynamic_partition(CONNECTIONS_PARTITIONS_NAME, connection_id):
+            dagster.add_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME, [connection_id])
+        job = build_definitions(resolved).resolve_job_def(RECONCILE_JOB)
+        tags = run_tags(connection_id=conn.id, tenant_id=conn.tenant_id, source=conn.provider_id, trigger="manual")
+        result = job.execute_in_process(
+            partition_key=connection_id,
+            instance=dagster,
+            tags=tags,
+            raise_on_error=False,
+            run_config=_run_config(job, connection_id, console_log_level),
+        )
+        if not result.success:
+            raise PipelineRunError(f"reconciliation run {result.run_id} of {connection_id} failed")
+        deleted: dict[str, int] = result.output_for_node("reconcile_connection")
+        return sum(deleted.values())
+
+
+def _run_config(job: JobDefinition, partition_key: str, console_log_level: str | None) -> dict[str, Any] | None:
+    """The job's own config for the partition, plus a quieter console logger when asked.
+
+    The demo prints its own progress; every event still reaches the instance (and the UI) whatever the level.
+    """
+    if console_log_level is None:
+        return None
+    config = dict(job.get_run_config_for_partition_key(partition_key) or {})
+    config["loggers"] = {"console": {"config": {"log_level": console_log_level.upper()}}}
+    return config

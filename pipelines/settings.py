@@ -7,6 +7,7 @@
 | ``WAREHOUSE_URL`` | ``<state>/warehouse.duckdb`` |
 | ``EHRSYNC_SYNC_WINDOWS`` | none (JSON ``{"epic": "22:00-06:00"}``) |
 | ``EHRSYNC_QUARANTINE_MAX_RATIO`` | ``0.01`` (share of fetched lines that may be quarantined) |
+| ``EHRSYNC_SYNC_OVERLAP_SECONDS`` | ``300`` (incremental searches start this long before the stored mark, BDX-28) |
 
 ``INTEGRATIONS_TOKEN_ENC_KEY`` is read by ``auth_service.store.TokenCipher.from_env`` when a run opens the vault.
 """
@@ -34,6 +35,7 @@ class PipelineSettings:
     sync_windows: Mapping[str, SyncWindow] = field(default_factory=dict)
     sync_windows_raw: str = ""
     quarantine_max_ratio: float = 0.01
+    overlap_seconds: int = 300
 
     @property
     def landing_dir(self) -> Path:
@@ -64,6 +66,11 @@ class PipelineSettings:
             ) from exc
         if not 0.0 <= ratio <= 1.0:
             raise PipelineConfigurationError(f"EHRSYNC_QUARANTINE_MAX_RATIO={raw_ratio!r} is not between 0 and 1")
+        raw_overlap = env.get("EHRSYNC_SYNC_OVERLAP_SECONDS", "300")
+        if not raw_overlap.isdigit() or int(raw_overlap) > 86_400:
+            raise PipelineConfigurationError(
+                f"EHRSYNC_SYNC_OVERLAP_SECONDS={raw_overlap!r} is not a whole number of seconds from 0 to 86400"
+            )
         return cls(
             state_dir=state_dir,
             database_url=database_url,
@@ -71,4 +78,5 @@ class PipelineSettings:
             sync_windows=parse_sync_windows(env.get("EHRSYNC_SYNC_WINDOWS")),
             sync_windows_raw=env.get("EHRSYNC_SYNC_WINDOWS", ""),
             quarantine_max_ratio=ratio,
+            overlap_seconds=int(raw_overlap),
         )

@@ -21,9 +21,10 @@ from connectors.providers.profiles import (
     ScopeStyle,
     WriteProfile,
 )
-from connectors.providers.registry import all_providers, get_provider
+from connectors.providers.registry import TENANT_SMART_PROVIDER_ID, all_providers, get_provider
 
 __all__ = [
+    "TENANT_SMART_PROVIDER_ID",
     "AthenaConfig",
     "AuthMethod",
     "BulkSupport",

@@ -13,7 +13,10 @@ from connectors.providers.epic import EpicProvider
 from connectors.providers.generic import GenericProvider
 from connectors.providers.pcc import PccProvider
 
-__all__ = ["all_providers", "get_provider"]
+__all__ = ["TENANT_SMART_PROVIDER_ID", "all_providers", "get_provider"]
+
+#: A tenant's own SMART on FHIR server (``practice_settings.smartFhir``): no vendor quirks, so the generic plugin.
+TENANT_SMART_PROVIDER_ID = "smart"
 
 _PROVIDERS: MappingProxyType[str, ProviderPlugin] = MappingProxyType(
     {
@@ -32,6 +35,8 @@ _PROVIDERS: MappingProxyType[str, ProviderPlugin] = MappingProxyType(
 
 def get_provider(provider_id: str) -> ProviderPlugin:
     """The plugin for ``provider_id``; ConfigurationError lists the known ids otherwise."""
+    if provider_id == TENANT_SMART_PROVIDER_ID:
+        return _PROVIDERS["generic"]
     try:
         return _PROVIDERS[provider_id]
     except KeyError:

@@ -120,7 +120,7 @@ def _build_landing(resource_type: str) -> AssetsDefinition:
         policy: SyncPolicyResource,
     ) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster needs the bare class with check specs
         connection_id = context.partition_key
-        with sync_environment(app_db, landing, warehouse, ehr_http) as env:
+        with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
             report = land_resource_type(env, connection_id, resource_type, context.run.run_id, full=config.full)
         raise_if_failed(report, "landing")
         context.log.info(

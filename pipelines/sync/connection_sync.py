@@ -19,6 +19,7 @@ from pipelines.sync.environment import SyncEnvironment, load_connection
 from pipelines.sync.incremental import land_resource_type, upsert_resource_type
 from pipelines.sync.references import fetch_references
 from pipelines.sync.reports import SyncReport, TypeReport
+from warehouse import Warehouse
 from warehouse.errors import WarehouseError
 
 # Searched in the patient compartment (connectors' one list of synced types), Patient first.
@@ -91,8 +92,28 @@ def sync_references(env: SyncEnvironment, connection_id: str, run_id: str) -> di
     if not queued:
         return {}
     conn = load_connection(env.db, connection_id)
-    with env.fhir_client(conn) as client, env.warehouse() as wh:
-        return fetch_references(env, conn, client, wh, run_id, queued)
+    run = runs.get(env.db, run_id)
+    refresh_known = run is not None and run.kind == "full"
+    with env.warehouse() as wh:
+        wanted = queued if refresh_known else _not_yet_stored(wh, connection_id, queued)
+        cursors.dequeue_references(env.db, connection_id, set(queued) - set(wanted))
+        if not wanted:
+            return {}
+        with env.fhir_client(conn) as client:
+            return fetch_references(env, conn, client, wh, run_id, wanted)
+
+
+def _not_yet_stored(wh: Warehouse, connection_id: str, references: list[str]) -> list[str]:
+    """References whose target the warehouse does not hold yet: an incremental run costs what changed.
+
+    Shared resources (Practitioner, Organization, ...) already stored are re-read by the next full sync.
+    """
+    by_type: dict[str, set[str]] = {}
+    for ref in references:
+        rtype, _, rid = ref.partition("/")
+        by_type.setdefault(rtype, set()).add(rid)
+    stored = {rtype: wh.live_ids(connection_id, rtype) for rtype in by_type}
+    return [ref for ref in references if ref.partition("/")[2] not in stored[ref.partition("/")[0]]]
 
 
 def _finish(env: SyncEnvironment, report: SyncReport) -> None:

@@ -316,3 +316,11 @@ def test_bdx26_28_last_updated_params_with_overlap_and_paired_prefixes() -> None
         cerner.last_updated_params(dt.datetime(2026, 1, 1))
     with pytest.raises(ValueError, match="comparator"):
         cerner.last_updated_params(mark, comparator="eq")
+
+
+def test_tenant_smart_server_resolves_to_the_generic_plugin() -> None:
+    """``smart`` (a tenant's own SMART server, practice_settings.smartFhir) syncs with no vendor quirks."""
+    from connectors.providers import TENANT_SMART_PROVIDER_ID, get_provider
+
+    assert get_provider(TENANT_SMART_PROVIDER_ID).id == "generic"
+    assert all(p.id != TENANT_SMART_PROVIDER_ID for p in all_providers())
