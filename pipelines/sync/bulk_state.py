@@ -136,7 +136,7 @@ def save_job(
         status="polling",
         updated_at=now,
     )
-    with db.session() as session:
+    with db.locked_session() as session:
         session.add(row)
         session.commit()
         return _job_view(row)
@@ -152,7 +152,7 @@ def save_manifest(
     files: list[ManifestFile],
 ) -> None:
     """Store the manifest and one row per file, and move the job to ``downloading``, in one commit."""
-    with db.session() as session:
+    with db.locked_session() as session:
         job = session.get(BulkJob, job_id)
         if job is None:
             raise LookupError(f"bulk job {job_id} vanished")
@@ -185,7 +185,7 @@ def save_manifest(
 
 
 def set_job_status(db: AppDatabase, job_id: str, status: str, error: str | None = None) -> None:
-    with db.session() as session:
+    with db.locked_session() as session:
         job = session.get(BulkJob, job_id)
         if job is None:
             raise LookupError(f"bulk job {job_id} vanished")
@@ -214,7 +214,7 @@ def all_files(db: AppDatabase, job_id: str) -> list[FileView]:
 
 def update_file(db: AppDatabase, file_id: int, **fields: Any) -> None:
     """Set columns of one file row and commit (``state``, ``landed_path``, ``rows``, ``error``, ...)."""
-    with db.session() as session:
+    with db.locked_session() as session:
         row = session.get(BulkJobFile, file_id)
         if row is None:
             raise LookupError(f"bulk file {file_id} vanished")

@@ -70,7 +70,7 @@ def set_pending(
     data: dict[str, Any],
 ) -> None:
     """Record a finished landing (replacing any older one never upserted: its data is refetched anyway)."""
-    with db.session() as session:
+    with db.locked_session() as session:
         row = _row(session, connection_id, stream, resource_type)
         row.pending_run_id = run_id
         row.pending_mark = mark
@@ -112,7 +112,7 @@ def advance(
 
 def reset(db: AppDatabase, connection_id: str, stream: str | None = None) -> int:
     """Forget marks (a full resync); returns how many cursors were cleared."""
-    with db.session() as session:
+    with db.locked_session() as session:
         query = session.query(SyncCursor).filter(SyncCursor.connection_id == connection_id)
         if stream is not None:
             query = query.filter(SyncCursor.stream == stream)
@@ -146,7 +146,7 @@ def queued_references(db: AppDatabase, connection_id: str) -> list[str]:
 
 def dequeue_references(db: AppDatabase, connection_id: str, done: set[str]) -> None:
     """Forget references that were read (or are gone upstream); the rest stay queued for the next run."""
-    with db.session() as session:
+    with db.locked_session() as session:
         row = session.get(SyncCursor, (connection_id, REFS_STREAM, "*"))
         if row is None:
             return

@@ -63,7 +63,7 @@ def create_run(
     if kind not in KINDS:
         raise ValueError(f"unknown sync kind {kind!r}: expected one of {KINDS}")
     rid = run_id or uuid.uuid4().hex
-    with db.session() as session:
+    with db.locked_session() as session:
         session.add(
             SyncRun(
                 id=rid,
@@ -82,7 +82,7 @@ def create_run(
 
 def ensure_run(db: AppDatabase, connection_id: str, run_id: str, kind: str, *, tenant_id: str | None = None) -> None:
     """Create the run row if absent (Dagster hands us its own run ids), and mark it running."""
-    with db.session() as session:
+    with db.locked_session() as session:
         if session.get(SyncRun, run_id) is None:
             session.add(
                 SyncRun(
@@ -109,7 +109,7 @@ def _load(session: Session, run_id: str) -> SyncRun:
 
 def mark_running(db: AppDatabase, run_id: str) -> None:
     """Flag the run as running (idempotent: a resumed run keeps its first start time)."""
-    with db.session() as session:
+    with db.locked_session() as session:
         row = _load(session, run_id)
         row.status = "running"
         row.started_at = row.started_at or utcnow()
@@ -127,7 +127,7 @@ def record_type_counts(session: Session, run_id: str, resource_type: str, counts
 
 
 def _finish(db: AppDatabase, run_id: str, status: str, counts: dict[str, Any] | None, error: str | None) -> None:
-    with db.session() as session:
+    with db.locked_session() as session:
         row = _load(session, run_id)
         now = utcnow()
         row.status = status
@@ -156,7 +156,7 @@ def abandon_stale(db: AppDatabase, connection_id: str, *, keep: str) -> int:
 
     Called when a new run of the same connection starts, since Dagster never runs one partition twice at once.
     """
-    with db.session() as session:
+    with db.locked_session() as session:
         rows = session.scalars(
             select(SyncRun).where(
                 SyncRun.connection_id == connection_id,

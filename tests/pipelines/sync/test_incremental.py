@@ -120,3 +120,28 @@ def test_sync_on_postgres_app_db_and_warehouse(tmp_path, shared_sb, http, postgr
     again = sync_connection(world.env, conn, full=True)
     assert sum(r.created + r.updated for r in again.types.values()) == 0
     assert [r.status for r in runs.history(world.env.db, conn)] == ["completed", "completed"]
+
+
+def test_incremental_reads_only_new_references_full_rereads_them(start_sandbox, world, http, request_log):
+    """Incremental cost follows what changed: shared resources already stored are not read again; a full sync
+    refreshes them (they change rarely and have no patient-compartment search)."""
+    sb = start_sandbox(patients=1)
+    conn = connect_patient(world, sb, http=http)
+    first = sync_connection(world.env, conn)
+    assert first.status == "completed", first.error
+    assert first.types["Practitioner"].fetched > 0
+
+    mutate(http, sb, update=3)
+    request_log.clear()
+    incremental = sync_connection(world.env, conn)
+    assert incremental.status == "completed", incremental.error
+    assert sum(r.updated for r in incremental.types.values()) >= 1
+    shared = ("Practitioner", "Organization", "Location", "Medication")
+    assert not [u for u in request_log.urls if u.path.split("/")[-2] in shared]
+    assert all(incremental.types[t].fetched == 0 for t in shared if t in incremental.types)
+
+    request_log.clear()
+    full = sync_connection(world.env, conn, full=True)
+    assert full.status == "completed", full.error
+    assert full.types["Practitioner"].fetched == first.types["Practitioner"].fetched
+    assert [u for u in request_log.urls if u.path.split("/")[-2] == "Practitioner"]
