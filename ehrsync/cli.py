@@ -249,3 +249,7 @@ def _exit_on_configuration_error(action: Callable[[], T]) -> T:
         return action()
     except EhrSyncError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from exc
+
+
+if __name__ == "__main__":
+    main()
