@@ -52,7 +52,7 @@ def test_ui_serves_then_ctrl_c_stops_every_process(tmp_path: Path) -> None:
 
         proc.send_signal(signal.SIGINT)  # what Ctrl-C delivers to the foreground process
         assert proc.wait(timeout=90) == 0
-        gone, alive = psutil.wait_procs(started, timeout=30)
+        _gone, alive = psutil.wait_procs(started, timeout=30)
         assert not alive, f"left running: {[p.cmdline() for p in alive]}"
     finally:
         if proc.poll() is None:
