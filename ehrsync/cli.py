@@ -97,7 +97,6 @@ def demo(ctx: click.Context, state_dir: Path, patients: int, connect: int, keep:
     sys.exit(code)
 
 
-
 @main.command()
 @STATE_OPTION
 @click.option("--port", type=click.IntRange(0, 65535), default=3000, show_default=True)
