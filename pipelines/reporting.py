@@ -9,7 +9,7 @@ from typing import Any
 
 from dagster import AssetCheckResult, AssetKey, MetadataValue
 
-from pipelines.sync.reports import BulkReport, TypeReport
+from pipelines.sync.reports import COUNT_FIELDS, BulkReport, TypeReport
 
 __all__ = [
     "CheckVerdict",
@@ -22,25 +22,10 @@ __all__ = [
     "type_report_metadata",
 ]
 
-_COUNTS = (
-    "fetched",
-    "created",
-    "updated",
-    "unchanged",
-    "deleted",
-    "quarantined",
-    "bytes",
-    "pages",
-    "files",
-    "attachments",
-    "attachments_failed",
-    "not_found",
-)
-
 
 def type_report_metadata(report: TypeReport, *, skipped: bool | None = None) -> dict[str, MetadataValue]:
     """Metadata for one resource type's materialization: every count, the duration and the new mark."""
-    meta: dict[str, MetadataValue] = {name: MetadataValue.int(int(getattr(report, name))) for name in _COUNTS}
+    meta: dict[str, MetadataValue] = {name: MetadataValue.int(int(getattr(report, name))) for name in COUNT_FIELDS}
     meta["duration_s"] = MetadataValue.float(round(float(report.duration_s), 3))
     meta["high_water_mark"] = MetadataValue.text(_instant(report.high_water_mark))
     is_skipped = report.skipped_reason is not None if skipped is None else skipped

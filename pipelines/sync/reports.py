@@ -10,6 +10,23 @@ SCOPE_NOT_GRANTED = "scope_not_granted"
 NOT_SUPPORTED = "not_supported"
 
 
+#: The additive counters of a TypeReport: summed by ``absorb`` and reported as run metadata.
+COUNT_FIELDS = (
+    "fetched",
+    "created",
+    "updated",
+    "unchanged",
+    "deleted",
+    "quarantined",
+    "bytes",
+    "pages",
+    "files",
+    "attachments",
+    "attachments_failed",
+    "not_found",
+)
+
+
 @dataclass
 class TypeReport:
     """One resource type in one run: landing fills the fetch counts, upsert the warehouse counts.
@@ -43,20 +60,7 @@ class TypeReport:
 
     def absorb(self, other: TypeReport) -> None:
         """Add another report's counts to this one (landing + upsert, or several Bulk files of one type)."""
-        for name in (
-            "fetched",
-            "created",
-            "updated",
-            "unchanged",
-            "deleted",
-            "quarantined",
-            "bytes",
-            "pages",
-            "files",
-            "attachments",
-            "attachments_failed",
-            "not_found",
-        ):
+        for name in COUNT_FIELDS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.duration_s += other.duration_s
         self.high_water_mark = other.high_water_mark or self.high_water_mark
