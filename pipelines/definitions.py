@@ -6,7 +6,7 @@ module and one name below. Resources are configured from the environment (see ``
 
 from dagster import Definitions
 
-from pipelines.defs import bulk, connections, maintenance, schedules, sync
+from pipelines.defs import bulk, connections, keepalive, maintenance, schedules, sync
 from pipelines.resources import default_resources
 from pipelines.settings import PipelineSettings
 
@@ -22,6 +22,7 @@ def build_definitions(settings: PipelineSettings | None = None) -> Definitions:
         connections.defs,
         schedules.defs,
         maintenance.defs,
+        keepalive.defs,
         Definitions(resources=default_resources(resolved)),
     )
 

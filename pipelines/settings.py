@@ -8,6 +8,7 @@
 | ``EHRSYNC_SYNC_WINDOWS`` | none (JSON ``{"epic": "22:00-06:00"}``) |
 | ``EHRSYNC_QUARANTINE_MAX_RATIO`` | ``0.01`` (share of fetched lines that may be quarantined) |
 | ``EHRSYNC_SYNC_OVERLAP_SECONDS`` | ``300`` (incremental searches start this long before the stored mark, BDX-28) |
+| ``EHRSYNC_KEEPALIVE_IDLE_DAYS`` | ``7`` (the daily keepalive refreshes grants unused this long; 1..89) |
 
 ``INTEGRATIONS_TOKEN_ENC_KEY`` is read by ``auth_service.store.TokenCipher.from_env`` when a run opens the vault.
 """
@@ -22,9 +23,11 @@ from pathlib import Path
 from pipelines.errors import PipelineConfigurationError
 from pipelines.windows import SyncWindow, parse_sync_windows
 
-__all__ = ["DEFAULT_STATE_DIR", "PipelineSettings"]
+__all__ = ["DEFAULT_STATE_DIR", "MAX_KEEPALIVE_IDLE_DAYS", "PipelineSettings"]
 
 DEFAULT_STATE_DIR = "var/demo"
+# Grants lapse after about 90 days unused (eCW refresh tokens, Oracle Health offline_access): stay below that.
+MAX_KEEPALIVE_IDLE_DAYS = 89
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class PipelineSettings:
     sync_windows_raw: str = ""
     quarantine_max_ratio: float = 0.01
     overlap_seconds: int = 300
+    keepalive_idle_days: int = 7
 
     @property
     def landing_dir(self) -> Path:
@@ -71,6 +75,12 @@ class PipelineSettings:
             raise PipelineConfigurationError(
                 f"EHRSYNC_SYNC_OVERLAP_SECONDS={raw_overlap!r} is not a whole number of seconds from 0 to 86400"
             )
+        raw_idle = env.get("EHRSYNC_KEEPALIVE_IDLE_DAYS", "7")
+        if not (raw_idle.isascii() and raw_idle.isdigit()) or not 1 <= int(raw_idle) <= MAX_KEEPALIVE_IDLE_DAYS:
+            raise PipelineConfigurationError(
+                f"EHRSYNC_KEEPALIVE_IDLE_DAYS={raw_idle!r} is not a whole number of days from 1 to "
+                f"{MAX_KEEPALIVE_IDLE_DAYS} (grants lapse after about 90 days unused)"
+            )
         return cls(
             state_dir=state_dir,
             database_url=database_url,
@@ -79,4 +89,5 @@ class PipelineSettings:
             sync_windows_raw=env.get("EHRSYNC_SYNC_WINDOWS", ""),
             quarantine_max_ratio=ratio,
             overlap_seconds=int(raw_overlap),
+            keepalive_idle_days=int(raw_idle),
         )

@@ -1,13 +1,14 @@
 """App database and token vault (plain Python: no FastAPI, no Dagster).
 
-Public API: ``AppDatabase``, ``TokenCipher``, ``TokenVault``, ``OAuthStateStore``, ``rotate_keys`` and the
-models in ``auth_service.store.models``. See docs/ARCHITECTURE.md.
+Public API: ``AppDatabase``, ``TokenCipher``, ``TokenVault``, ``OAuthStateStore``, ``rotate_keys``,
+``refresh_idle_grants`` and the models in ``auth_service.store.models``. See docs/ARCHITECTURE.md.
 """
 
 from auth_service.store._grants import RetryPolicy
 from auth_service.store.audit import record_audit
 from auth_service.store.crypto import CipherError, TokenCipher
 from auth_service.store.database import AppDatabase
+from auth_service.store.keepalive import KeepaliveReport, refresh_idle_grants
 from auth_service.store.keyrotation import rotate_keys
 from auth_service.store.provider_configs import client_auth_from_config, load_provider_config, save_provider_config
 from auth_service.store.states import ConsumedState, InvalidStateError, OAuthStateStore
@@ -18,6 +19,7 @@ __all__ = [
     "CipherError",
     "ConsumedState",
     "InvalidStateError",
+    "KeepaliveReport",
     "OAuthStateStore",
     "RetryPolicy",
     "TokenCipher",
@@ -28,6 +30,7 @@ __all__ = [
     "client_auth_from_config",
     "load_provider_config",
     "record_audit",
+    "refresh_idle_grants",
     "rotate_keys",
     "save_provider_config",
 ]

@@ -39,6 +39,7 @@ def test_definitions_load_and_validate() -> None:
         "full_resync",
         "bulk_export",
         "reconcile_deletes",
+        "keep_grants_alive",
     }
     assert {s.name for s in repo.sensor_defs} == {
         "connections_sensor",
@@ -47,7 +48,7 @@ def test_definitions_load_and_validate() -> None:
         "sync_run_failure",
         "sync_run_canceled",
     }
-    assert {s.name for s in repo.schedule_defs} == {"weekly_reconcile_deletes"}
+    assert {s.name for s in repo.schedule_defs} == {"weekly_reconcile_deletes", "refresh_idle_grants"}
 
 
 def test_every_type_has_a_landing_and_a_warehouse_asset_in_its_group() -> None:
