@@ -12,6 +12,7 @@ import base64
 import os
 import secrets
 import shutil
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -316,11 +317,65 @@ def _reconcile(connections: Mapping[str, str], deleted_refs: list[str]) -> int:
     return total
 
 
+class BulkProgress:
+    """Prints a Bulk export's progress while it runs, read from the persisted job state (BDX-08) every half second:
+    the same rows a restarted run resumes from, so what is shown is what is durable."""
+
+    def __init__(self, database_url: str, connection_id: str) -> None:
+        self._database_url = database_url
+        self._connection_id = connection_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bulk-progress", daemon=True)
+
+    def __enter__(self) -> BulkProgress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        from sqlalchemy import func, select
+
+        from auth_service.store import AppDatabase
+        from auth_service.store.sync_models import BulkJob, BulkJobFile
+
+        db = AppDatabase.from_url(self._database_url)
+        last = ""
+        try:
+            while not self._stop.wait(0.5):
+                with db.session() as session:
+                    job = session.scalars(
+                        select(BulkJob)
+                        .where(BulkJob.connection_id == self._connection_id)
+                        .order_by(BulkJob.requested_at.desc())
+                        .limit(1)
+                    ).first()
+                    if job is None:
+                        continue
+                    states = dict(
+                        session.execute(
+                            select(BulkJobFile.state, func.count())
+                            .where(BulkJobFile.job_id == job.id)
+                            .group_by(BulkJobFile.state)
+                        ).all()
+                    )
+                total = sum(states.values())
+                line = f"   export {job.status}" + (f": {states.get('done', 0)}/{total} files landed" if total else "")
+                if line != last:
+                    _say(line)
+                    last = line
+        finally:
+            db.dispose()
+
+
 def _bulk(connection_id: str) -> str:
     from pipelines.run import run_sync_now
 
     started = time.monotonic()
-    result = run_sync_now(connection_id, console_log_level="ERROR")
+    with BulkProgress(os.environ["DATABASE_URL"], connection_id):
+        result = run_sync_now(connection_id, console_log_level="ERROR")
     if not result.success:
         raise DemoError(f"bulk export failed ({', '.join(result.failed_steps)}): see `make ui`")
     meta = next((m for a, m in result.materializations.items() if "bulk" in a), {})
