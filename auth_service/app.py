@@ -10,11 +10,12 @@ import httpx
 from fastapi import FastAPI, Request, Response
 
 from auth_service.api.errors import install_error_handlers
-from auth_service.api.routes import admin, jwks, pages, smart_flows
+from auth_service.api.routes import admin, ehr_sync, jwks, pages, smart_flows
 from auth_service.core.config import Settings
 from auth_service.core.keys import build_jwks
 from auth_service.core.redaction import install_redaction
 from auth_service.services.context import ServiceContext, build_context
+from auth_service.services.dagster_client import DagsterGraphQLClient
 
 __all__ = ["create_app"]
 
@@ -41,10 +42,12 @@ def create_app(
     if settings.LOG_REDACTION_ENABLED:
         install_redaction()
     ctx = context or build_context(settings, http=http)
+    dagster = DagsterGraphQLClient(settings.DAGSTER_GRAPHQL_URL)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        dagster.close()
         if context is None:
             ctx.close()
 
@@ -55,11 +58,12 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    app.state.dagster = dagster
     app.state.jwks = build_jwks(settings.signing_key(), settings.previous_public_keys())
     app.state.html_error_renderer = pages.render_error
     install_error_handlers(app)
     app.middleware("http")(_security_headers)
-    for router in (smart_flows.router, admin.router, jwks.router, pages.router):
+    for router in (smart_flows.router, admin.router, ehr_sync.router, jwks.router, pages.router):
         app.include_router(router)
 
     @app.get("/healthz", tags=["ops"])

@@ -58,7 +58,9 @@ def get_admin(request: Request, ctx: CtxDep) -> Admin:
         key = auth[7:].strip()
     if not key:
         raise ApiError("unauthorized", "send an API key in 'Authorization: Bearer' or 'X-API-Key'")
-    with ctx.db.session() as session, session.begin():
+    # BEGIN IMMEDIATE: a deferred transaction that reads then writes fails at once ("database is locked")
+    # on SQLite when another process (a Dagster run) committed in between; busy_timeout cannot help there.
+    with ctx.db.locked_session() as session:
         tenant_id = resolve_api_key(session, key)
     if tenant_id is None:
         raise ApiError("unauthorized", "API key is unknown or revoked")

@@ -34,6 +34,9 @@ ERROR_CODES: dict[str, int] = {
     "write_not_supported": 409,
     "needs_reauth": 409,
     "provider_disabled": 409,
+    "connection_inactive": 409,
+    "sync_in_progress": 409,
+    "bulk_not_enabled": 409,
     "validation_error": 422,
     "invalid_client": 502,
     "invalid_id_token": 502,
@@ -41,7 +44,9 @@ ERROR_CODES: dict[str, int] = {
     "token_exchange_failed": 502,
     "discovery_failed": 502,
     "fhir_error": 502,
+    "orchestrator_rejected": 502,
     "ehr_unavailable": 503,
+    "orchestrator_unavailable": 503,
     "configuration_error": 409,
 }
 

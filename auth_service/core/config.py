@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     OAUTH_STATE_TTL_SECONDS: int = Field(default=600, ge=30, le=3600)
     DISCOVERY_CACHE_TTL_SECONDS: int = Field(default=3600, ge=0)
     SESSION_COOKIE_SECURE: bool | None = None
+    DAGSTER_GRAPHQL_URL: str = "http://127.0.0.1:3000/graphql"
 
     @field_validator("SMART_ISSUER_ALLOWLIST", mode="before")
     @classmethod
@@ -82,6 +83,13 @@ class Settings(BaseSettings):
         if not value.startswith(("https://", "http://")) or "?" in value or "#" in value:
             raise ValueError("must be an absolute http(s) URL without query or fragment")
         return value.rstrip("/")
+
+    @field_validator("DAGSTER_GRAPHQL_URL")
+    @classmethod
+    def _check_dagster_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an absolute http(s) URL (the Dagster webserver's /graphql)")
+        return value
 
     @field_validator("SMART_DEFAULT_SCOPES")
     @classmethod

@@ -1,0 +1,224 @@
+"""A small typed client of the Dagster webserver's GraphQL API: ensure a partition, launch a run, read its status.
+
+The auth service may not import Dagster (docs/ARCHITECTURE.md), so it talks to the orchestrator the way the
+Dagster UI does, over HTTP. Every failure leaves as a typed ``OrchestratorError``: ``OrchestratorUnavailableError``
+when the webserver cannot be reached or answers garbage, ``OrchestratorRejectedError`` when it answered with a
+GraphQL error result (``PythonError``, ``InvalidSubsetError``, ``RunConfigValidationInvalid``, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from connectors.errors import EhrSyncError
+
+__all__ = [
+    "FINISHED_STATUSES",
+    "IN_FLIGHT_STATUSES",
+    "DagsterGraphQLClient",
+    "JobSelector",
+    "OrchestratorError",
+    "OrchestratorRejectedError",
+    "OrchestratorUnavailableError",
+]
+
+logger = logging.getLogger(__name__)
+
+# Dagster's RunStatus values, grouped by what they mean to a caller waiting on a sync.
+IN_FLIGHT_STATUSES = frozenset({"QUEUED", "NOT_STARTED", "MANAGED", "STARTING", "STARTED", "SUSPENDED", "CANCELING"})
+FINISHED_STATUSES = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
+
+
+class OrchestratorError(EhrSyncError):
+    """Dagster could not do what was asked."""
+
+    code = "orchestrator_error"
+
+
+class OrchestratorUnavailableError(OrchestratorError):
+    """The webserver is down, timed out, or did not answer GraphQL JSON: retry later."""
+
+    code = "orchestrator_unavailable"
+
+
+class OrchestratorRejectedError(OrchestratorError):
+    """Dagster answered with an error result; ``typename`` is its GraphQL type (e.g. ``PythonError``)."""
+
+    code = "orchestrator_rejected"
+
+    def __init__(self, typename: str, message: str) -> None:
+        super().__init__(f"{typename}: {message}")
+        self.typename = typename
+
+
+@dataclass(frozen=True)
+class JobSelector:
+    """Where a job lives in the Dagster workspace (code location, repository, job)."""
+
+    location: str
+    repository: str
+    job: str
+
+    def as_graphql(self) -> dict[str, str]:
+        return {"repositoryLocationName": self.location, "repositoryName": self.repository, "jobName": self.job}
+
+    def repository_selector(self) -> dict[str, str]:
+        return {"repositoryLocationName": self.location, "repositoryName": self.repository}
+
+
+_REPOSITORIES = """
+query EhrsyncRepositories {
+  repositoriesOrError {
+    __typename
+    ... on RepositoryConnection { nodes { name location { name } jobs { name } } }
+    ... on Error { message }
+  }
+}
+"""
+
+_ADD_PARTITION = """
+mutation EhrsyncAddPartition($repositorySelector: RepositorySelector!, $partitionsDefName: String!,
+                             $partitionKey: String!) {
+  addDynamicPartition(repositorySelector: $repositorySelector, partitionsDefName: $partitionsDefName,
+                      partitionKey: $partitionKey) {
+    __typename
+    ... on AddDynamicPartitionSuccess { partitionKey }
+    ... on Error { message }
+  }
+}
+"""
+
+_LAUNCH = """
+mutation EhrsyncLaunchRun($executionParams: ExecutionParams!) {
+  launchRun(executionParams: $executionParams) {
+    __typename
+    ... on LaunchRunSuccess { run { runId status } }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on Error { message }
+  }
+}
+"""
+
+_RUN_STATUS = """
+query EhrsyncRunStatus($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run { runId status }
+    ... on Error { message }
+  }
+}
+"""
+
+
+def _error_message(result: dict[str, Any]) -> str:
+    """The message of an error result; config errors list each problem."""
+    errors = result.get("errors")
+    if isinstance(errors, list) and errors:
+        return "; ".join(str(e.get("message", "")) for e in errors if isinstance(e, dict))
+    return str(result.get("message") or "no message")
+
+
+class DagsterGraphQLClient:
+    """One webserver's ``/graphql`` endpoint; the repository of each job is looked up once and cached."""
+
+    def __init__(self, url: str, *, http: httpx.Client | None = None, timeout_s: float = 10.0) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"Dagster GraphQL URL {url!r} is not an absolute http(s) URL")
+        self.url = url
+        self._own_http = http is None
+        self._http = http or httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)))
+        self._jobs: dict[str, JobSelector] = {}
+
+    def close(self) -> None:
+        if self._own_http:
+            self._http.close()
+
+    def _call(self, query: str, variables: dict[str, Any], field: str) -> dict[str, Any]:
+        """POST one operation and return ``data[field]`` (a dict with ``__typename``)."""
+        try:
+            response = self._http.post(self.url, json={"query": query, "variables": variables})
+        except httpx.HTTPError as exc:
+            logger.warning("Dagster GraphQL unreachable at %s: %s", self.url, type(exc).__name__)
+            raise OrchestratorUnavailableError(
+                f"Dagster is not reachable at {self.url} ({type(exc).__name__})"
+            ) from None
+        if response.status_code >= 500 or response.status_code in (404, 408, 429):
+            raise OrchestratorUnavailableError(f"Dagster GraphQL answered HTTP {response.status_code}")
+        try:
+            body = response.json()
+        except ValueError:
+            raise OrchestratorUnavailableError(
+                f"Dagster GraphQL answered HTTP {response.status_code} without JSON"
+            ) from None
+        if not isinstance(body, dict):
+            raise OrchestratorUnavailableError("Dagster GraphQL answered a JSON body that is not an object")
+        data = body.get("data")
+        result = data.get(field) if isinstance(data, dict) else None
+        if not isinstance(result, dict):
+            errors = body.get("errors")
+            message = _error_message({"errors": errors}) if isinstance(errors, list) else "no data"
+            raise OrchestratorRejectedError("GraphQLError", message)
+        return result
+
+    def find_job(self, job_name: str) -> JobSelector:
+        """The code location and repository that define ``job_name`` (exactly one must)."""
+        cached = self._jobs.get(job_name)
+        if cached is not None:
+            return cached
+        result = self._call(_REPOSITORIES, {}, "repositoriesOrError")
+        if result.get("__typename") != "RepositoryConnection":
+            raise OrchestratorRejectedError(str(result.get("__typename")), _error_message(result))
+        matches = [
+            JobSelector(str(node["location"]["name"]), str(node["name"]), job_name)
+            for node in result.get("nodes") or []
+            if any(job.get("name") == job_name for job in node.get("jobs") or [])
+        ]
+        if len(matches) != 1:
+            found = "no" if not matches else f"{len(matches)}"
+            raise OrchestratorRejectedError("PipelineNotFoundError", f"{found} repositories define job {job_name!r}")
+        self._jobs[job_name] = matches[0]
+        return matches[0]
+
+    def add_dynamic_partition(self, where: JobSelector, partitions_def: str, key: str) -> bool:
+        """Add ``key`` to a dynamic partitions definition; False when it already existed (not an error)."""
+        variables = {
+            "repositorySelector": where.repository_selector(),
+            "partitionsDefName": partitions_def,
+            "partitionKey": key,
+        }
+        result = self._call(_ADD_PARTITION, variables, "addDynamicPartition")
+        typename = str(result.get("__typename"))
+        if typename == "AddDynamicPartitionSuccess":
+            return True
+        if typename == "DuplicateDynamicPartitionError":
+            return False
+        raise OrchestratorRejectedError(typename, _error_message(result))
+
+    def launch_run(self, where: JobSelector, tags: dict[str, str]) -> str:
+        """Submit a run of the job (queued by the run coordinator) and return its run id."""
+        params = {
+            "selector": where.as_graphql(),
+            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in sorted(tags.items())]},
+        }
+        result = self._call(_LAUNCH, {"executionParams": params}, "launchRun")
+        typename = str(result.get("__typename"))
+        if typename != "LaunchRunSuccess":
+            raise OrchestratorRejectedError(typename, _error_message(result))
+        run = result.get("run")
+        if not isinstance(run, dict) or not run.get("runId"):
+            raise OrchestratorRejectedError(typename, "launch succeeded without a run id")
+        return str(run["runId"])
+
+    def run_status(self, run_id: str) -> str | None:
+        """Dagster's ``RunStatus`` of the run (``QUEUED``, ``STARTED``, ``SUCCESS``...), None if Dagster has none."""
+        result = self._call(_RUN_STATUS, {"runId": run_id}, "runOrError")
+        typename = str(result.get("__typename"))
+        if typename == "Run":
+            return str(result.get("status"))
+        if typename == "RunNotFoundError":
+            return None
+        raise OrchestratorRejectedError(typename, _error_message(result))

@@ -1,0 +1,291 @@
+"""Sync on demand: submit a connection's Dagster run, and report runs from ``sync_runs`` reconciled with Dagster.
+
+The run is launched through the webserver's GraphQL API (the auth service never imports Dagster). Its
+``sync_runs`` row is keyed by the Dagster run id, the key the pipelines use, so the run's own bookkeeping
+(``ensure_run``) finds and reuses the ``queued`` row written here.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from auth_service.api.errors import ApiError
+from auth_service.services.connections import get_connection
+from auth_service.services.context import ServiceContext
+from auth_service.services.dagster_client import (
+    IN_FLIGHT_STATUSES,
+    DagsterGraphQLClient,
+    OrchestratorError,
+    OrchestratorUnavailableError,
+)
+from auth_service.services.tenants import get_practice_settings
+from auth_service.store.audit import record_audit
+from auth_service.store.models import Connection, ConnectionStatus, Tenant
+from auth_service.store.sync_models import BulkJob, BulkJobFile, SyncRun, utcnow
+
+__all__ = [
+    "BULK_KINDS",
+    "CONNECTIONS_PARTITIONS",
+    "bulk_status",
+    "job_for",
+    "start_sync",
+    "sync_history",
+    "sync_status",
+]
+
+logger = logging.getLogger(__name__)
+
+# Names shared with the pipelines layer (pipelines/partitions.py, pipelines/defs/*.py, pipelines/tags.py).
+CONNECTIONS_PARTITIONS = "connections"
+BULK_KINDS = frozenset({"backend", "group"})
+_TAG_CONNECTION, _TAG_TENANT, _TAG_SOURCE, _TAG_TRIGGER = (
+    "ehrsync/connection",
+    "ehrsync/tenant",
+    "ehrsync/source",
+    "ehrsync/trigger",
+)
+_OPEN = ("queued", "running")
+
+
+def job_for(conn: Connection, mode: str) -> tuple[str, str]:
+    """(Dagster job, ``sync_runs.kind``): backend/group connections export in bulk, patients sync by REST."""
+    if conn.kind in BULK_KINDS:
+        return "bulk_export", "bulk"
+    return ("full_resync", "full") if mode == "full" else ("incremental_sync", "incremental")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _orchestrator(exc: OrchestratorError) -> ApiError:
+    if isinstance(exc, OrchestratorUnavailableError):
+        return ApiError("orchestrator_unavailable", f"the sync orchestrator is unavailable: {exc.message}")
+    return ApiError("orchestrator_rejected", f"the sync orchestrator refused the run: {exc.message}")
+
+
+def _require_active(conn: Connection) -> None:
+    if conn.status != ConnectionStatus.ACTIVE:
+        raise ApiError(
+            "connection_inactive",
+            f"connection is {conn.status}; it must be active to sync"
+            + (" (the patient must authorize again)" if conn.status == ConnectionStatus.NEEDS_REAUTH else ""),
+            connectionStatus=conn.status,
+        )
+
+
+def _refuse_if_running(ctx: ServiceContext, dagster: DagsterGraphQLClient, conn: Connection) -> None:
+    """One run per connection at a time: a second one would race the first over the same cursors."""
+    with ctx.db.session() as session:
+        open_ids = session.scalars(
+            select(SyncRun.id).where(SyncRun.connection_id == conn.id, SyncRun.status.in_(_OPEN))
+        ).all()
+    for run_id in open_ids:
+        try:
+            state = dagster.run_status(run_id)
+        except OrchestratorError as exc:
+            raise _orchestrator(exc) from None
+        if state in IN_FLIGHT_STATUSES:
+            raise ApiError("sync_in_progress", "a sync of this connection is already queued or running", syncId=run_id)
+
+
+def _record_queued(ctx: ServiceContext, conn: Connection, run_id: str, kind: str) -> None:
+    """Insert the ``queued`` row unless the run's first step already created it (then it is left alone)."""
+    try:
+        with ctx.db.locked_session() as session:
+            if session.get(SyncRun, run_id) is None:
+                session.add(
+                    SyncRun(
+                        id=run_id,
+                        connection_id=conn.id,
+                        tenant_id=conn.tenant_id,
+                        kind=kind,
+                        status="queued",
+                        created_at=utcnow(),
+                        counts={},
+                        bytes=0,
+                    )
+                )
+    except IntegrityError:
+        logger.info("sync run %s was recorded by the run itself first", run_id)
+
+
+def start_sync(
+    ctx: ServiceContext, dagster: DagsterGraphQLClient, tenant_id: str, connection_id: str, mode: str, actor: str
+) -> dict[str, Any]:
+    """Submit the connection's job for its partition; 409 when inactive or busy, 503 when Dagster is down."""
+    conn = get_connection(ctx, tenant_id, connection_id)
+    _require_active(conn)
+    job, kind = job_for(conn, mode)
+    try:
+        where = dagster.find_job(job)
+        _refuse_if_running(ctx, dagster, conn)
+        created = dagster.add_dynamic_partition(where, CONNECTIONS_PARTITIONS, conn.id)
+        tags = {
+            "dagster/partition": conn.id,
+            _TAG_CONNECTION: conn.id,
+            _TAG_TENANT: conn.tenant_id,
+            _TAG_SOURCE: conn.provider_id,
+            _TAG_TRIGGER: "api",
+        }
+        run_id = dagster.launch_run(where, tags)
+    except OrchestratorError as exc:
+        logger.warning("sync of connection %s not submitted: %s", conn.id, exc.code)
+        raise _orchestrator(exc) from None
+    _record_queued(ctx, conn, run_id, kind)
+    with ctx.db.locked_session() as session:
+        record_audit(
+            session,
+            tenant_id=tenant_id,
+            actor=actor,
+            action="sync.start",
+            outcome="success",
+            connection_id=conn.id,
+            detail={"job": job, "run_id": run_id, "partition_created": created},
+        )
+    logger.info("submitted %s run %s for connection %s", job, run_id, conn.id)
+    return {"syncId": run_id, "status": "queued", "dagsterRunId": run_id, "job": job, "kind": kind}
+
+
+def _effective_status(row_status: str, dagster_status: str | None) -> str:
+    """What to report while the row may lag Dagster (the run-end sensor closes rows on its own schedule)."""
+    if row_status not in _OPEN or dagster_status is None:
+        return row_status
+    if dagster_status in ("FAILURE", "CANCELED"):
+        return "failed"
+    if dagster_status == "SUCCESS":
+        return "completed"  # every step has committed its counts by now
+    if dagster_status in ("STARTING", "STARTED", "CANCELING"):
+        return "running"
+    return row_status
+
+
+def _render(row: SyncRun, dagster_status: str | None = None, orchestrator: str | None = None) -> dict[str, Any]:
+    status = _effective_status(row.status, dagster_status)
+    error = row.error
+    if status == "failed" and row.status in _OPEN:
+        error = f"Dagster run ended {dagster_status}"
+    return {
+        "syncId": row.id,
+        "dagsterRunId": row.id,
+        "connectionId": row.connection_id,
+        "kind": row.kind,
+        "status": status,
+        "dagsterStatus": dagster_status,
+        "orchestrator": orchestrator,
+        "counts": dict(row.counts or {}),
+        "bytes": row.bytes,
+        "createdAt": _iso(row.created_at),
+        "startedAt": _iso(row.started_at),
+        "finishedAt": _iso(row.finished_at),
+        "durationS": row.duration_s,
+        "error": error,
+    }
+
+
+def _load_run(ctx: ServiceContext, tenant_id: str, sync_id: str) -> SyncRun:
+    """The run if its connection belongs to ``tenant_id`` (by the row's tenant, else the connection's)."""
+    with ctx.db.session() as session:
+        row = session.get(SyncRun, sync_id)
+        owner = row.tenant_id if row is not None else None
+        if row is not None and owner is None:
+            conn = session.get(Connection, row.connection_id)
+            owner = conn.tenant_id if conn is not None else None
+        if row is None or owner != tenant_id:
+            raise ApiError("not_found", "no such sync for this tenant")
+        session.expunge(row)
+        return row
+
+
+def _reconciled(row: SyncRun, dagster: DagsterGraphQLClient) -> dict[str, Any]:
+    """The row as reported: while it is open, Dagster's status wins (a run Dagster failed is failed at once)."""
+    if row.status not in _OPEN:
+        return _render(row)
+    try:
+        return _render(row, dagster.run_status(row.id), "ok")
+    except OrchestratorUnavailableError:
+        return _render(row, None, "unavailable")
+    except OrchestratorError as exc:
+        logger.warning("Dagster status of run %s unreadable: %s", row.id, exc.code)
+        return _render(row, None, "error")
+
+
+def sync_status(ctx: ServiceContext, dagster: DagsterGraphQLClient, tenant_id: str, sync_id: str) -> dict[str, Any]:
+    """One run of the tenant's, reconciled with Dagster while open."""
+    return _reconciled(_load_run(ctx, tenant_id, sync_id), dagster)
+
+
+def sync_history(
+    ctx: ServiceContext, dagster: DagsterGraphQLClient, tenant_id: str, connection_id: str, limit: int
+) -> list[dict[str, Any]]:
+    """The connection's runs, newest first; only open rows (few: one run per connection at a time) ask Dagster."""
+    conn = get_connection(ctx, tenant_id, connection_id)
+    with ctx.db.session() as session:
+        rows = session.scalars(
+            select(SyncRun)
+            .where(SyncRun.connection_id == conn.id)
+            .order_by(SyncRun.created_at.desc(), SyncRun.id.desc())
+            .limit(limit)
+        ).all()
+        for row in rows:
+            session.expunge(row)
+    reports: list[dict[str, Any]] = []
+    reachable = True  # one unreachable answer is enough: do not wait out a timeout per row
+    for row in rows:
+        if reachable:
+            reports.append(_reconciled(row, dagster))
+            reachable = reports[-1]["orchestrator"] != "unavailable"
+        else:
+            reports.append(_render(row, None, "unavailable") if row.status in _OPEN else _render(row))
+    return reports
+
+
+def start_bulk(
+    ctx: ServiceContext, dagster: DagsterGraphQLClient, tenant_id: str, connection_id: str, actor: str
+) -> dict[str, Any]:
+    """A Bulk export needs a backend/group connection and the tenant's ``enableBulkExport`` flag."""
+    conn = get_connection(ctx, tenant_id, connection_id)
+    if conn.kind not in BULK_KINDS:
+        raise ApiError("bulk_not_enabled", f"connection kind {conn.kind!r} cannot export in bulk (backend or group)")
+    with ctx.db.session() as session:
+        tenant = session.get(Tenant, tenant_id)
+        enabled = tenant is not None and get_practice_settings(tenant).ehr_integrations.enable_bulk_export
+    if not enabled:
+        raise ApiError("bulk_not_enabled", "the tenant's ehrIntegrations.enableBulkExport flag is off")
+    return start_sync(ctx, dagster, tenant_id, connection_id, "full", actor)
+
+
+def bulk_status(ctx: ServiceContext, dagster: DagsterGraphQLClient, tenant_id: str, sync_id: str) -> dict[str, Any]:
+    """The run's status plus its Bulk job (status URL presence, transactionTime, files done/total)."""
+    status = sync_status(ctx, dagster, tenant_id, sync_id)
+    with ctx.db.session() as session:
+        job = session.scalars(
+            select(BulkJob).where(BulkJob.run_id == sync_id).order_by(BulkJob.requested_at.desc()).limit(1)
+        ).first()
+        if job is None:
+            return {**status, "bulk": None}
+        by_state = dict(
+            session.execute(
+                select(BulkJobFile.state, func.count())
+                .where(BulkJobFile.job_id == job.id, BulkJobFile.kind == "output")
+                .group_by(BulkJobFile.state)
+            ).all()
+        )
+        bulk = {
+            "jobId": job.id,
+            "status": job.status,
+            "level": job.level,
+            "types": list(job.types or []),
+            "statusUrlPresent": bool(job.status_url),
+            "transactionTime": _iso(job.transaction_time),
+            "filesDone": int(by_state.get("done", 0)),
+            "filesFailed": int(by_state.get("failed", 0)),
+            "filesTotal": int(sum(by_state.values())),
+            "error": job.error,
+        }
+    return {**status, "bulk": bulk}
