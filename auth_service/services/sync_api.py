@@ -121,6 +121,8 @@ def start_sync(
     """Submit the connection's job for its partition; 409 when inactive or busy, 503 when Dagster is down."""
     conn = get_connection(ctx, tenant_id, connection_id)
     _require_active(conn)
+    if conn.kind in BULK_KINDS:
+        _require_bulk_enabled(ctx, tenant_id)
     job, kind = job_for(conn, mode)
     try:
         where = dagster.find_job(job)
@@ -252,12 +254,16 @@ def start_bulk(
     conn = get_connection(ctx, tenant_id, connection_id)
     if conn.kind not in BULK_KINDS:
         raise ApiError("bulk_not_enabled", f"connection kind {conn.kind!r} cannot export in bulk (backend or group)")
+    return start_sync(ctx, dagster, tenant_id, connection_id, "full", actor)
+
+
+def _require_bulk_enabled(ctx: ServiceContext, tenant_id: str) -> None:
+    """Every Bulk export, whichever endpoint asked for it, needs the tenant's ``enableBulkExport`` flag."""
     with ctx.db.session() as session:
         tenant = session.get(Tenant, tenant_id)
         enabled = tenant is not None and get_practice_settings(tenant).ehr_integrations.enable_bulk_export
     if not enabled:
         raise ApiError("bulk_not_enabled", "the tenant's ehrIntegrations.enableBulkExport flag is off")
-    return start_sync(ctx, dagster, tenant_id, connection_id, "full", actor)
 
 
 def bulk_status(ctx: ServiceContext, dagster: DagsterGraphQLClient, tenant_id: str, sync_id: str) -> dict[str, Any]:

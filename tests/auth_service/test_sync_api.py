@@ -327,6 +327,8 @@ def test_bulk_start_refuses_patient_connections_and_flag_off(stack: Stack, patie
     r = stack.api("POST", BULK_START, key=stack.other_key, json={"connectionId": other_group})
     assert r.status_code == 409 and r.json()["error"] == "bulk_not_enabled"
     assert "enableBulkExport" in r.json()["message"]
+    r = stack.api("POST", SYNC, key=stack.other_key, json={"connectionId": other_group})
+    assert r.status_code == 409 and r.json()["error"] == "bulk_not_enabled", "the sync endpoint must check it too"
 
 
 def test_bulk_run_that_fails_is_reported_failed_bdx08(stack: Stack) -> None:
