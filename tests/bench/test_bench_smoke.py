@@ -1,0 +1,129 @@
+"""`make bench` cannot rot: every benchmark runs at a tiny size and its results have the documented shape.
+
+Timings are never asserted (the machine is shared); counts that follow from the data are (BDX-14 export
+landed completely, BDX-24 upsert counts, incremental fetched only what changed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bench.__main__ import main, parse_args, run, write_results
+from bench.http_meter import request_kind
+from bench.report import table, verdicts
+
+
+def test_bench_runs_both_benchmarks_at_a_tiny_size(tmp_path: Path) -> None:
+    args = parse_args(
+        [
+            "--patients",
+            "12",
+            "--connections",
+            "1",
+            "--change-ratio",
+            "0.05",
+            "--memory-sizes",
+            "3",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    results = run(args, tmp_path / "work")
+
+    bulk = results["bulk"]
+    e, b = bulk["ehrsync"], bulk["baseline"]
+    assert e["status"] == "completed", e["error"]
+    assert e["resources_upserted"] == b["lines"] == b["duckdb_rows"] > 12  # same data, every line landed once
+    assert e["by_type"]["Patient"] == 12
+    assert e["requests"]["$export"] == 1 and e["requests"]["bulk/files"] == e["files"] == b["files"]
+    assert e["peak_rss_mb"] >= e["rss_at_start_mb"] > 0
+    assert e["server_generation_s"] is not None and 0 < e["server_generation_s"] <= e["seconds"]
+
+    scaling = results["bulk_memory_scaling"]
+    assert [p["patients"] for p in scaling] == [3, 12]
+    assert scaling[0]["resources_upserted"] < scaling[1]["resources_upserted"] == e["resources_upserted"]
+    assert all(p["peak_rss_mb"] > 0 for p in scaling)
+
+    inc = results["incremental"]
+    assert inc["connections"] == 1
+    assert inc["full"]["created"] == inc["resources_stored"] > 0
+    assert inc["no_change"]["fetched"] == 0 and inc["no_change"]["updated"] == 0
+    assert 1 <= inc["resources_changed"] <= inc["resources_stored"]
+    assert inc["incremental"]["updated"] == inc["resources_changed"]
+    assert inc["no_change"]["requests"] < inc["full"]["requests"]
+
+    assert set(results["verdicts"]) == {
+        "bulk_resources_per_s",
+        "bulk_peak_rss_mb",
+        "incremental_fetched_vs_changed",
+        "incremental_requests_vs_changed",
+    }
+    assert results["verdicts"]["incremental_fetched_vs_changed"]["met"] is True
+    assert results["machine"]["nproc"] >= 1 and results["machine"]["cpu_model"]
+
+    printed = table(results)
+    assert "target bulk_peak_rss_mb" in printed and "baseline: raw end to end" in printed
+    path = write_results(results, tmp_path / "out")
+    assert orjson.loads(path.read_bytes())["sizes"] == {"patients": 12, "connections": 1, "change_ratio": 0.05}
+    assert (tmp_path / "out" / "latest.json").read_bytes() == path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--patients", "0"], ["--patients", "10001"], ["--connections", "0"], ["--change-ratio", "0"],
+     ["--concurrency", "0"], ["--patients", "5", "--connections", "6"], ["--memory-sizes", "10,x"],
+     ["--memory-sizes", "0"]],
+)  # fmt: skip
+def test_bad_sizes_are_refused_with_the_flag_named(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert argv[0] in capsys.readouterr().err
+
+
+def test_quick_overrides_sizes() -> None:
+    args = parse_args(["--quick", "--patients", "5000"])
+    assert (args.patients, args.connections, args.memory_sizes) == (100, 2, [])
+
+
+def test_default_sizes_are_the_issues() -> None:
+    args = parse_args([])
+    assert (args.patients, args.connections, args.change_ratio) == (10_000, 10, 0.01)
+    assert args.memory_sizes == [1000, 3333]
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("/fhir/Observation", "Observation"),
+        ("/fhir/$export", "$export"),
+        ("/fhir/Group/g1/$export", "$export"),
+        ("/bulk/status/j1", "bulk/status"),
+        ("/bulk/files/j1/Patient_1.ndjson", "bulk/files"),
+        ("/oauth/token", "oauth/token"),
+        ("/", "/"),
+    ],
+)
+def test_request_kinds(path: str, kind: str) -> None:
+    assert request_kind(path) == kind
+
+
+def test_verdicts_flag_missed_targets() -> None:
+    results = {
+        "bulk": {"ehrsync": {"resources_per_s": 19_999.0, "peak_rss_mb": 500.0}},
+        "incremental": {
+            "incremental": {"fetched": 30},
+            "no_change": {"fetched": 0},
+            "resources_changed": 10,
+            "extra_requests_for_changes": 11,
+        },
+    }
+    got = {name: v["met"] for name, v in verdicts(results).items()}
+    assert got == {
+        "bulk_resources_per_s": False,
+        "bulk_peak_rss_mb": False,
+        "incremental_fetched_vs_changed": False,
+        "incremental_requests_vs_changed": False,
+    }
