@@ -15,6 +15,7 @@ from warehouse.errors import (
     SchemaVersionError,
     WarehouseError,
     WarehouseLockTimeoutError,
+    WarehouseMemoryError,
     WarehouseTargetError,
 )
 from warehouse.factory import open_warehouse
@@ -43,6 +44,7 @@ __all__ = [
     "Warehouse",
     "WarehouseError",
     "WarehouseLockTimeoutError",
+    "WarehouseMemoryError",
     "WarehouseTargetError",
     "land_ndjson_file",
     "open_warehouse",

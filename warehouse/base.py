@@ -6,7 +6,7 @@ import hashlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,6 +112,11 @@ class Warehouse(ABC):
                 "INSERT INTO schema_version (version, applied_at) VALUES (%s, %s)",
                 (_sql.SCHEMA_VERSION, datetime.now(UTC)),
             )
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Run many writes (a whole export's files) on one held connection; each write is still its own
+        transaction. Backends where opening a connection is cheap need nothing here."""
+        return nullcontext()
 
     # -- BDX-24 -------------------------------------------------------------------------------------------------
     def upsert(self, landed: LandedFile) -> UpsertStats:

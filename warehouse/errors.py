@@ -12,7 +12,8 @@ never resource content (PHI).
     ├── InvalidInputError         bad arguments to a warehouse call (naive datetime, bad OperationOutcome line)
     ├── WarehouseTargetError      an unusable ``open_warehouse`` target (unknown scheme, missing read-only file)
     ├── SchemaVersionError        the database was created by a newer ehrsync
-    └── WarehouseLockTimeoutError the inter-process write lock (or DuckDB's own file lock) was not granted in time
+    ├── WarehouseLockTimeoutError the inter-process write lock (or DuckDB's own file lock) was not granted in time
+    └── WarehouseMemoryError      the database engine hit its memory limit (DuckDB ``memory_limit``)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "SchemaVersionError",
     "WarehouseError",
     "WarehouseLockTimeoutError",
+    "WarehouseMemoryError",
     "WarehouseTargetError",
 ]
 
@@ -64,3 +66,7 @@ class SchemaVersionError(WarehouseError):
 
 class WarehouseLockTimeoutError(WarehouseError):
     """Another process held the warehouse write lock for longer than the configured timeout."""
+
+
+class WarehouseMemoryError(WarehouseError):
+    """The engine ran out of its memory limit; the write was rolled back and can be retried with more memory."""

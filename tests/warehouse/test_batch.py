@@ -1,0 +1,85 @@
+"""``Warehouse.batch()``: a whole export's upserts on one held connection (DuckDB checkpoints its log into the
+file at every close, which dominated bulk time), with the same results and the same cross-process exclusion."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.warehouse.conftest import land, resource
+from warehouse import LandingZone, Warehouse, WarehouseMemoryError, open_warehouse
+from warehouse.duckdb_backend import DuckDBWarehouse
+
+
+def _files(zone: LandingZone, n: int) -> list:
+    return [land(zone, [resource(f"o{i}-{k}") for k in range(20)], run_id=f"r{i}") for i in range(n)]
+
+
+def test_batch_gives_the_same_rows_as_separate_writes(wh: Warehouse, zone: LandingZone, tmp_path: Path) -> None:
+    files = _files(zone, 5)
+    with wh.batch():
+        stats = [wh.upsert(f) for f in files]
+        assert len(wh.live_ids("c1", "Observation")) == 100  # reads inside the batch see its commits
+    assert [s.inserted for s in stats] == [20] * 5
+    with wh.batch():
+        again = [wh.upsert(f) for f in files]
+    assert all(s.unchanged == 20 and s.inserted == s.updated == 0 for s in again)
+
+
+def test_duckdb_batch_opens_one_connection(tmp_path: Path, zone: LandingZone, monkeypatch: pytest.MonkeyPatch) -> None:
+    wh = DuckDBWarehouse(tmp_path / "wh.duckdb")
+    opened: list[bool] = []
+    real = DuckDBWarehouse._connect
+
+    def counting(self: DuckDBWarehouse, read_only: bool) -> duckdb.DuckDBPyConnection:
+        opened.append(read_only)
+        return real(self, read_only)
+
+    monkeypatch.setattr(DuckDBWarehouse, "_connect", counting)
+    files = _files(zone, 4)
+    with wh.batch(), wh.batch():  # re-entrant
+        for f in files:
+            wh.upsert(f)
+        wh.tombstone("c1", "Observation", ["o0-0"], deleted_at=files[0].max_last_updated)
+    assert opened == [False]
+    for f in files:
+        wh.upsert(f)
+    assert len(opened) == 1 + len(files)
+    wh.close()
+
+
+def _write_other(path: str, started: float, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+    other = open_warehouse(path, lock_timeout_s=30)
+    other.tombstone("c9", "Patient", ["x"], deleted_at=datetime.now(UTC))
+    queue.put(time.monotonic() - started)
+    other.close()
+
+
+def test_duckdb_batch_keeps_other_processes_out_until_it_ends(tmp_path: Path, zone: LandingZone) -> None:
+    path = str(tmp_path / "wh.duckdb")
+    wh = open_warehouse(path)
+    ctx = mp.get_context("spawn")
+    queue: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    with wh.batch():
+        wh.upsert(_files(zone, 1)[0])
+        proc = ctx.Process(target=_write_other, args=(path, time.monotonic(), queue))
+        proc.start()
+        time.sleep(3)
+        assert queue.empty(), "another process wrote while the batch held the warehouse"
+    proc.join(60)
+    assert proc.exitcode == 0
+    assert not queue.empty()
+    wh.close()
+
+
+def test_duckdb_out_of_memory_is_a_typed_error(tmp_path: Path, zone: LandingZone) -> None:
+    wh = DuckDBWarehouse(tmp_path / "wh.duckdb", memory_limit="2MB", threads=1)
+    big = land(zone, [resource(f"b{k}", note=[{"text": "x" * 2000}]) for k in range(20_000)], run_id="big")
+    with pytest.raises(WarehouseMemoryError, match="memory limit"):
+        wh.upsert(big)
+    wh.close()
