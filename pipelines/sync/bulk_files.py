@@ -168,7 +168,7 @@ def process_files(
     tmp_dir.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     try:
-        with env.warehouse() as wh:
+        with env.warehouse() as wh, wh.batch():  # one warehouse connection for the whole export
             for f in files:
                 if f.state == "landed" and f.landed_path:
                     _upsert_output(env, wh, f, orjson.loads(f.landed_path), report)

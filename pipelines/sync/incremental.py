@@ -193,18 +193,24 @@ def upsert_resource_type(env: SyncEnvironment, connection_id: str, resource_type
     for key in ("fetched", "quarantined", "bytes", "pages", "files", "attachments", "attachments_failed"):
         setattr(report, key, int(landed_report.get(key, 0)))
     report.skipped_reason = landed_report.get("skipped_reason")
-    with env.warehouse() as wh:
-        for item in pending.data.get("files", []):
-            stats = wh.upsert(landed_from_json(item))
-            report.created += stats.inserted
-            report.updated += stats.updated
-            report.unchanged += stats.unchanged
-        for link in pending.data.get("attachments", []):
-            wh.record_attachment(connection_id, link["url"], _attachment_ref(env, link))
+    landed = [landed_from_json(item) for item in pending.data.get("files", [])]
+    landed = [f for f in landed if f.rows or f.quarantined]  # an empty page file has nothing to merge
+    links = pending.data.get("attachments", [])
+    if landed or links:  # nothing changed: do not even open the warehouse (most incremental types, most days)
+        with env.warehouse() as wh, wh.batch():
+            for file in landed:
+                stats = wh.upsert(file)
+                report.created += stats.inserted
+                report.updated += stats.updated
+                report.unchanged += stats.unchanged
+            for link in links:
+                wh.record_attachment(connection_id, link["url"], _attachment_ref(env, link))
     checkpoint("rest.upserted")
     report.high_water_mark = pending.mark
     report.duration_s = time.monotonic() - started + float(landed_report.get("duration_s", 0.0))
-    with env.db.session() as session:
+    # A read-modify-write of shared rows: take the write lock before the first read (SQLite BEGIN IMMEDIATE),
+    # or a writer committing in between fails this commit at once with "database is locked".
+    with env.db.locked_session() as session:
         cursors.advance(session, connection_id, cursors.REST_STREAM, resource_type, run_id, pending.mark)
         cursors.add_references(session, connection_id, list(pending.data.get("references", [])))
         record_type_counts(session, run_id, resource_type, report.as_metadata())
