@@ -86,9 +86,14 @@ class Warehouse(ABC):
         """A cursor for reads (a consistent snapshot)."""
 
     @abstractmethod
-    def _stage_landed(self, cur: Cursor, path: Path) -> None:
-        """Create temp table ``_stage`` from the landing Parquet: one row per key (last by lastUpdated, then
-        file order), columns ``_sql.STAGE_COLUMNS`` + ``resource_json``."""
+    def _stage_landed(self, cur: Cursor, path: Path, rows: tuple[int, int] | None = None) -> None:
+        """Create temp table ``_stage`` from the landing Parquet (only file rows ``[start, stop)`` when ``rows``
+        is given): one row per key (last by lastUpdated, then file order), columns ``_sql.STAGE_COLUMNS`` +
+        ``resource_json``."""
+
+    def _row_ranges(self, total_rows: int) -> list[tuple[int, int] | None]:
+        """How one landed file is split into upsert transactions; ``[None]`` = the whole file at once."""
+        return [None]
 
     @abstractmethod
     def _stage_ids(self, cur: Cursor, connection_id: str, resource_type: str, ids: Iterable[str]) -> None:
@@ -122,26 +127,35 @@ class Warehouse(ABC):
     def upsert(self, landed: LandedFile) -> UpsertStats:
         """Merge one landed file into ``fhir_resources`` (and its quarantine into ``fhir_quarantine``)."""
         check_landing_file(landed)
-        with self._write(f"{landed.connection_id}/{landed.resource_type}") as cur:
-            self._stage_landed(cur, Path(landed.path))
-            cur.execute(
-                "SELECT count(*) FROM _stage WHERE connection_id <> %s OR resource_type <> %s",
-                (landed.connection_id, landed.resource_type),
-            )
-            row = cur.fetchone()
-            if row and row[0]:
-                raise LandedFileError(
-                    f"landed file {landed.path} holds rows of another connection or resource type than "
-                    f"{landed.connection_id}/{landed.resource_type}"
+        inserted = updated = distinct = 0
+        ranges = self._row_ranges(landed.rows)
+        for number, rows in enumerate(ranges, start=1):
+            # Chunks commit one by one: a crash in between leaves a state a replay completes (BDX-24).
+            with self._write(f"{landed.connection_id}/{landed.resource_type}") as cur:
+                self._stage_landed(cur, Path(landed.path), rows)
+                cur.execute(
+                    "SELECT count(*) FROM _stage WHERE connection_id <> %s OR resource_type <> %s",
+                    (landed.connection_id, landed.resource_type),
                 )
-            cur.execute(_sql.classify_sql())
-            counts = cur.fetchone()
-            assert counts is not None
-            inserted, updated, distinct = (int(c) for c in counts)
-            if inserted or updated:
-                cur.execute(_sql.upsert_sql(self.dialect), (datetime.now(UTC),))
-            if landed.quarantine_path is not None:
-                self._insert_quarantine(cur, Path(landed.quarantine_path))
+                row = cur.fetchone()
+                if row and row[0]:
+                    raise LandedFileError(
+                        f"landed file {landed.path} holds rows of another connection or resource type than "
+                        f"{landed.connection_id}/{landed.resource_type}"
+                    )
+                cur.execute(_sql.classify_sql())
+                counts = cur.fetchone()
+                assert counts is not None
+                chunk_inserted, chunk_updated, chunk_distinct = (int(c) for c in counts)
+                inserted, updated, distinct = (
+                    inserted + chunk_inserted,
+                    updated + chunk_updated,
+                    distinct + chunk_distinct,
+                )
+                if chunk_inserted or chunk_updated:
+                    cur.execute(_sql.upsert_sql(self.dialect), (datetime.now(UTC),))
+                if number == len(ranges) and landed.quarantine_path is not None:
+                    self._insert_quarantine(cur, Path(landed.quarantine_path))
         stats = UpsertStats(inserted, updated, distinct - inserted - updated, max(landed.rows - distinct, 0))
         logger.info(
             "upserted %s/%s from %s: %d inserted, %d updated, %d unchanged",

@@ -69,8 +69,9 @@ class DuckDBWarehouse(Warehouse):
         *,
         read_only: bool = False,
         lock_timeout_s: float = 300.0,
-        memory_limit: str = "256MB",
+        memory_limit: str = "128MB",
         threads: int = 2,
+        upsert_chunk_rows: int = 20_000,
     ) -> None:
         self.path = Path(path)
         self.read_only = read_only
@@ -79,6 +80,9 @@ class DuckDBWarehouse(Warehouse):
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._closed = False
         self._held: duckdb.DuckDBPyConnection | None = None
+        if upsert_chunk_rows < 1:
+            raise InvalidInputError("upsert_chunk_rows must be at least 1")
+        self.upsert_chunk_rows = upsert_chunk_rows
         if read_only:
             if not self.path.is_file():
                 raise WarehouseTargetError(f"DuckDB warehouse {self.path} does not exist (opened read-only)")
@@ -165,14 +169,24 @@ class DuckDBWarehouse(Warehouse):
             finally:
                 conn.close()
 
-    def _stage_landed(self, cur: Cursor, path: Path) -> None:
+    def _row_ranges(self, total_rows: int) -> list[tuple[int, int] | None]:
+        """Bounded memory whatever the file size (a server decides how large a bulk file is): DuckDB's upsert
+        holds a chunk in memory, so a file is merged ``upsert_chunk_rows`` rows per transaction, in file order
+        (a later copy of an id still wins over an earlier one, as within one chunk)."""
+        step = self.upsert_chunk_rows
+        if total_rows <= step:
+            return [None]
+        return [(start, min(start + step, total_rows)) for start in range(0, total_rows, step)]
+
+    def _stage_landed(self, cur: Cursor, path: Path, rows: tuple[int, int] | None = None) -> None:
         cols = ", ".join(c for c in _sql.STAGE_COLUMNS if c != "content_hash")
+        window = "" if rows is None else f"WHERE file_row_number >= {int(rows[0])} AND file_row_number < {int(rows[1])}"
         cur.execute(
             f"CREATE OR REPLACE TEMP TABLE _stage AS SELECT {cols}, resource_json, "
             f"{self.dialect.hash_expr('resource_json')} AS content_hash FROM ("
             "SELECT *, row_number() OVER (PARTITION BY connection_id, resource_type, id "
             "ORDER BY last_updated DESC NULLS LAST, file_row_number DESC) AS _rn "
-            "FROM read_parquet(%s, file_row_number = true)) WHERE _rn = 1",
+            f"FROM read_parquet(%s, file_row_number = true) {window}) WHERE _rn = 1",
             (str(path),),
         )
 

@@ -95,8 +95,10 @@ class PostgresWarehouse(Warehouse):
         with self._lock, self._conn.transaction(), self._conn.cursor(name=f"wh_{uuid.uuid4().hex[:12]}") as cur:
             yield _PgCursor(cur)
 
-    def _stage_landed(self, cur: Cursor, path: Path) -> None:
+    def _stage_landed(self, cur: Cursor, path: Path, rows: tuple[int, int] | None = None) -> None:
+        """The server does the work (and spills to disk), so the whole file is staged in one transaction."""
         assert isinstance(cur, _PgCursor)
+        assert rows is None, "PostgreSQL stages whole files (see _row_ranges)"
         names = LANDING_SCHEMA.names
         cur.execute(
             "CREATE TEMP TABLE _stage_raw (seq BIGSERIAL, tenant_id TEXT, connection_id TEXT, resource_type TEXT, "

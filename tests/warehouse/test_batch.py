@@ -83,3 +83,34 @@ def test_duckdb_out_of_memory_is_a_typed_error(tmp_path: Path, zone: LandingZone
     with pytest.raises(WarehouseMemoryError, match="memory limit"):
         wh.upsert(big)
     wh.close()
+
+
+def test_duckdb_chunked_upsert_matches_whole_file(tmp_path: Path, zone: LandingZone) -> None:
+    """A file merged in chunks (bounded memory) ends exactly like one merged at once, duplicates included:
+    a later copy of an id with the same or a newer lastUpdated wins, an older one is ignored (BDX-24)."""
+    rows = [resource(f"o{k}", note=[{"text": f"v1-{k}"}]) for k in range(25)]
+    rows.append(resource("o3", last_updated="2026-01-02T00:00:00Z", note=[{"text": "newer"}]))
+    rows.append(resource("o4", last_updated="2025-12-31T00:00:00Z", note=[{"text": "older"}]))
+    landed = land(zone, rows)
+    whole = DuckDBWarehouse(tmp_path / "whole.duckdb")
+    chunked = DuckDBWarehouse(tmp_path / "chunked.duckdb", upsert_chunk_rows=7)
+    assert len(chunked._row_ranges(landed.rows)) == 4
+    a, b = whole.upsert(landed), chunked.upsert(landed)
+    assert (a.inserted, a.duplicates) == (25, 2)
+    assert (b.inserted, b.updated, b.unchanged) == (25, 1, 1)  # across chunks: o3 updates, older o4 is ignored
+    assert whole.row_fingerprint() != "" and _content(whole) == _content(chunked)
+    assert chunked.upsert(landed).inserted == 0  # replay changes nothing
+    assert _content(whole) == _content(chunked)
+    whole.close()
+    chunked.close()
+
+
+def _content(wh: Warehouse) -> list[tuple[object, ...]]:
+    return [
+        (r["id"], r["version_id"], str(r["last_updated"]), r["resource"])
+        for r in wh.iter_rows(
+            "SELECT id, version_id, last_updated, CAST(resource AS VARCHAR) AS resource "
+            "FROM fhir_resources ORDER BY id",
+            (),
+        )
+    ]
