@@ -98,6 +98,7 @@ class DuckDBWarehouse(Warehouse):
             try:
                 conn = duckdb.connect(str(self.path), read_only=read_only, config=dict(self._config))
                 conn.execute("SET TimeZone = 'UTC'")
+                conn.execute("SET enable_progress_bar = false")  # a library never draws on stdout
                 return conn
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower():
