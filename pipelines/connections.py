@@ -8,10 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from auth_service.store import AppDatabase
 from auth_service.store.models import Connection
+from connectors.errors import ConfigurationError
 from pipelines.sync.errors import ConnectionNotFoundError
 
 __all__ = ["BULK_KINDS", "ConnectionSnapshot", "read_connection", "read_connections"]
@@ -75,17 +77,35 @@ class ConnectionSnapshot:
         )
 
 
+def _unreadable(db: AppDatabase, exc: Exception) -> ConfigurationError:
+    """A typed error for a database that cannot be read: not migrated (say how to fix it) or unreachable."""
+    try:
+        migrated = inspect(db.engine).has_table(Connection.__tablename__)
+    except (OperationalError, ProgrammingError):
+        migrated = True  # cannot even inspect it: the database itself is the problem, not its schema
+    if not migrated:
+        return ConfigurationError("app database has no connections table: run `ehrsync db migrate` first")
+    return ConfigurationError(f"app database could not be read ({type(exc).__name__}): check DATABASE_URL")
+
+
 def read_connections(db: AppDatabase) -> list[ConnectionSnapshot]:
     """Every connection, ordered by id (a small table: one row per authorized patient or backend client)."""
-    with db.session() as session:
-        rows = session.scalars(select(Connection).order_by(Connection.id)).all()
-        return [ConnectionSnapshot.of(row) for row in rows]
+    try:
+        with db.session() as session:
+            rows = session.scalars(select(Connection).order_by(Connection.id)).all()
+            return [ConnectionSnapshot.of(row) for row in rows]
+    except (OperationalError, ProgrammingError) as exc:
+        raise _unreadable(db, exc) from exc
 
 
 def read_connection(db: AppDatabase, connection_id: str) -> ConnectionSnapshot:
-    """One connection; ``ConnectionNotFoundError`` names the id when there is none."""
-    with db.session() as session:
-        row = session.get(Connection, connection_id)
-        if row is None:
-            raise ConnectionNotFoundError(f"connection {connection_id!r} not found")
-        return ConnectionSnapshot.of(row)
+    """One connection; ``ConnectionNotFoundError`` names the id, ``ConfigurationError`` an unusable database."""
+    try:
+        with db.session() as session:
+            row = session.get(Connection, connection_id)
+            snapshot = ConnectionSnapshot.of(row) if row is not None else None
+    except (OperationalError, ProgrammingError) as exc:
+        raise _unreadable(db, exc) from exc
+    if snapshot is None:
+        raise ConnectionNotFoundError(f"connection {connection_id!r} not found")
+    return snapshot

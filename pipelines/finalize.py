@@ -47,7 +47,7 @@ def finish_sync_run(
         changed = True
         record = runs.get(db, run_id) or record
     if succeeded and record.status == "completed" and record.finished_at is not None:
-        with db.session() as session:
+        with db.locked_session() as session:  # read-modify-write: hold the write lock from the read (SQLite)
             conn = session.get(Connection, connection_id)
             if conn is not None and conn.last_sync_at != record.finished_at:
                 conn.last_sync_at = record.finished_at

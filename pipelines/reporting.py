@@ -53,6 +53,9 @@ def bulk_report_metadata(report: BulkReport) -> dict[str, MetadataValue]:
             "high_water_mark": MetadataValue.text(_instant(report.transaction_time)),
             "duration_s": MetadataValue.float(round(float(report.duration_s), 3)),
             "status": MetadataValue.text(report.status),
+            "membership_checked": MetadataValue.bool(report.membership_checked),
+            "new_members": MetadataValue.int(report.new_members),
+            "removed_members": MetadataValue.int(report.removed_members),
             "per_type": MetadataValue.json(report.counts()),
         }
     )

@@ -139,6 +139,10 @@ class SyncPolicyResource(ConfigurableResource["SyncPolicyResource"]):
         le=86_400,
         description="Incremental searches start this long before the stored mark (BDX-28).",
     )
+    bulk_membership_check: bool = Field(
+        default=True,
+        description="Group exports: export the full record of members added since the last export (BDX-15).",
+    )
 
     def windows(self) -> dict[str, SyncWindow]:
         return parse_sync_windows(self.sync_windows)
@@ -154,7 +158,8 @@ def sync_environment(
 ) -> Iterator[SyncEnvironment]:
     """Build the engine's ``SyncEnvironment`` for one step (the database engine is disposed after it)."""
     http = ehr_http.client()
-    overlap = timedelta(seconds=policy.overlap_seconds if policy is not None else SyncPolicyResource().overlap_seconds)
+    policy = policy if policy is not None else SyncPolicyResource()
+    overlap = timedelta(seconds=policy.overlap_seconds)
     with app_db.open() as db:
         yield SyncEnvironment(
             db=db,
@@ -164,6 +169,7 @@ def sync_environment(
             warehouse_target=warehouse.target,
             http=http,
             overlap=overlap,
+            bulk_membership_check=policy.bulk_membership_check,
         )
 
 

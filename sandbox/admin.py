@@ -49,6 +49,12 @@ class MutateRequest(BaseModel):
     patients: list[str] | None = Field(default=None, description="Only change these patients' records.")
 
 
+class MembershipChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    add: list[str] = Field(default_factory=list, description="Patient ids (or Patient/ references) to add.")
+    remove: list[str] = Field(default_factory=list, description="Patient ids (or references) to remove.")
+
+
 class LaunchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     patient_id: str
@@ -146,6 +152,31 @@ def mutate_now(body: MutateRequest, request: Request) -> dict[str, list[str]]:
             indexes.append(index)
     result = mutate(st.store, body.create, body.update, body.delete, seed, indexes)
     return {"created": result.created, "updated": result.updated, "deleted": result.deleted}
+
+
+@router.post("/groups/{group_id}/members")
+def change_group_members(group_id: str, body: MembershipChange, request: Request) -> dict[str, list[str]]:
+    """Add/remove group members now (the Group is rewritten with the server clock): tests of BDX-15."""
+    st = get_state(request)
+    members = st.store.group_members(group_id)
+    if members is None:
+        raise HTTPException(404, f"unknown group {group_id!r}")
+
+    def indexes(refs: list[str]) -> set[int]:
+        out: set[int] = set()
+        for ref in refs:
+            index = patient_index_of_reference(ref)
+            if index is None or index >= st.store.patients:
+                raise HTTPException(422, f"unknown patient id {ref!r}")
+            out.add(index)
+        return out
+
+    now = sorted((set(members) | indexes(body.add)) - indexes(body.remove))
+    group = dict(st.store.read("Group", group_id))
+    group["member"] = [{"entity": {"reference": f"Patient/{patient_id(i)}"}} for i in now]
+    group["quantity"] = len(now)
+    st.store.update(group)
+    return {"members": [patient_id(i) for i in now]}
 
 
 @router.get("/patients")

@@ -109,6 +109,14 @@ class SandboxAdmin:
         result: dict[str, list[str]] = self._call("POST", "/mutate", body)
         return result
 
+    def change_group_members(
+        self, group_id: str, *, add: list[str] | None = None, remove: list[str] | None = None
+    ) -> list[str]:
+        """Add/remove members of ``group_id`` at runtime; returns the group's patient ids afterwards."""
+        body = {"add": add or [], "remove": remove or []}
+        result: dict[str, list[str]] = self._call("POST", f"/groups/{group_id}/members", body)
+        return result["members"]
+
     def patients(self) -> list[str]:
         result: list[str] = self._call("GET", "/patients")
         return result

@@ -47,7 +47,8 @@ class LinkSigner:
 
     def verify(self, token: str, now: float | None = None) -> ConnectLinkClaims:
         payload, sep, sig = token.partition(".")
-        if not sep or not payload or not sig:
+        # Browser input: non-ASCII text would crash the HMAC comparison (TypeError) instead of failing it.
+        if not token.isascii() or not sep or not payload or not sig:
             raise InvalidLinkError("connect link is malformed")
         if not hmac.compare_digest(self._sig(payload), sig):
             raise InvalidLinkError("connect link signature is invalid")

@@ -97,8 +97,9 @@ def upsert_provider(
     errors = validate_config(provider_id, config)
     if errors:
         raise ApiError("validation_error", f"provider config for {provider_id!r} is invalid", fields=errors)
-    with ctx.db.session() as session, session.begin():
-        tenant = session.get(Tenant, tenant_id)
+    # Read-modify-write of the tenant's enabledProviders: lock first (SQLite write lock, PostgreSQL row lock).
+    with ctx.db.locked_session() as session:
+        tenant = session.get(Tenant, tenant_id, with_for_update=True)
         assert tenant is not None
         existed = session.scalar(
             select(ProviderConfig.id).where(
@@ -118,8 +119,9 @@ def upsert_provider(
 
 
 def delete_provider(ctx: ServiceContext, tenant_id: str, provider_id: str, actor: str) -> None:
-    with ctx.db.session() as session, session.begin():
-        tenant = session.get(Tenant, tenant_id)
+    # Read-modify-write of the tenant's enabledProviders: lock first (SQLite write lock, PostgreSQL row lock).
+    with ctx.db.locked_session() as session:
+        tenant = session.get(Tenant, tenant_id, with_for_update=True)
         assert tenant is not None
         session.delete(_row(session, tenant_id, provider_id))
         _set_enabled_list(tenant, [p for p in _enabled_list(tenant) if p != provider_id])
@@ -135,8 +137,9 @@ def delete_provider(ctx: ServiceContext, tenant_id: str, provider_id: str, actor
 
 def set_enabled(ctx: ServiceContext, tenant_id: str, provider_id: str, enabled: bool, actor: str) -> dict[str, Any]:
     """Flip the row and the tenant's ``enabledProviders`` together so both sources agree."""
-    with ctx.db.session() as session, session.begin():
-        tenant = session.get(Tenant, tenant_id)
+    # Read-modify-write of the tenant's enabledProviders: lock first (SQLite write lock, PostgreSQL row lock).
+    with ctx.db.locked_session() as session:
+        tenant = session.get(Tenant, tenant_id, with_for_update=True)
         assert tenant is not None
         row = _row(session, tenant_id, provider_id)
         row.enabled = enabled

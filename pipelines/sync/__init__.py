@@ -13,7 +13,8 @@ The Dagster layer (``pipelines`` outside this package) calls only what ``__all__
   types queued (durably, so a crash cannot lose them); run it after the clinical types
 - ``reconcile_deletes(env, connection_id, resource_type) -> int`` tombstones ids the server no longer lists
 - ``run_bulk_export(env, connection_id, run_id, *, types=None, progress=None) -> BulkReport``
-  kick-off or resume, download, land, upsert, advance ``_since``; ``report.status`` says how it ended
+  kick-off or resume, download, land, upsert, advance ``_since``; ``report.status`` says how it ended; group
+  connections then export members added since the last export in full (BDX-15, ``bulk_members``)
 - ``runs``: ``create_run``, ``ensure_run``, ``mark_running``, ``complete``, ``fail``, ``history``, ``get``
 
 Typed errors (``pipelines.sync.errors``) derive from ``connectors.errors.EhrSyncError``. The crash hook for

@@ -17,8 +17,10 @@ from typing import Any
 from connectors.bulk import BulkClient, BulkManifest, BulkStatus, ExportLevel
 from connectors.errors import BulkExportError, EhrSyncError
 from connectors.providers import BulkSupport
-from pipelines.sync import bulk_state, cursors, runs
+from pipelines.sync import bulk_members, bulk_state, cursors, runs
 from pipelines.sync.bulk_files import ExportExpiredError, process_files
+from pipelines.sync.bulk_members import ExportSpec, FileHandler, OnComplete
+from pipelines.sync.bulk_state import JobView
 from pipelines.sync.checkpoints import checkpoint
 from pipelines.sync.environment import ConnectionInfo, SyncEnvironment, load_connection
 from pipelines.sync.errors import ConnectionNotSyncableError
@@ -58,13 +60,21 @@ def run_bulk_export(
     conn = load_connection(env.db, connection_id)
     level, group_id = export_level(conn)
     type_list = sorted(set(types)) if types else []
-    stream, key = cursors.bulk_stream(level, group_id), cursors.bulk_type_key(type_list)
+    spec = ExportSpec(cursors.bulk_stream(level, group_id), cursors.bulk_type_key(type_list), type_list)
     runs.ensure_run(env.db, connection_id, run_id, "bulk", tenant_id=conn.tenant_id)
     report = BulkReport(run_id=run_id, connection_id=connection_id)
     client = env.bulk_client(conn)
-    try:
-        job = _run(env, conn, client, run_id, level, group_id, type_list, stream, key, report, progress)
+
+    def run(spec: ExportSpec, into: BulkReport, on_files: FileHandler | None, done: OnComplete | None) -> JobView:
+        job = _run(env, conn, client, run_id, level, group_id, spec, into, progress, on_files, done)
         _cancel_quietly(client, job)
+        return job
+
+    try:
+        main = run(spec, report, None, None)
+        # BDX-15: only after an incremental export; a first (full) export already has every member's data
+        if group_id is not None and env.bulk_membership_check and main.since_used is not None:
+            bulk_members.check_membership(env, conn, client, run_id, group_id, type_list, report, run)
         report.status = "completed"
         runs.complete(env.db, run_id, _run_counts(report))
     except (EhrSyncError, WarehouseError, OSError) as exc:
@@ -78,7 +88,7 @@ def run_bulk_export(
     return report
 
 
-def _cancel_quietly(client: BulkClient, job: bulk_state.JobView) -> None:
+def _cancel_quietly(client: BulkClient, job: JobView) -> None:
     """BDX-11: ``DELETE`` the status URL once landed or abandoned, so the server may free the files."""
     try:
         client.cancel(job.status_url)
@@ -97,6 +107,9 @@ def _run_counts(report: BulkReport) -> dict[str, Any]:
         "reruns": report.reruns,
         "resumed": report.resumed,
         "count_mismatches": len(report.count_mismatches),
+        "membership_checked": report.membership_checked,
+        "new_members": report.new_members,
+        "removed_members": report.removed_members,
         "transaction_time": report.transaction_time.isoformat() if report.transaction_time else None,
     }
     return counts
@@ -109,18 +122,23 @@ def _run(
     run_id: str,
     level: ExportLevel,
     group_id: str | None,
-    types: list[str],
-    stream: str,
-    key: str,
+    spec: ExportSpec,
     report: BulkReport,
     progress: BulkProgress | None,
-) -> bulk_state.JobView:
-    job = bulk_state.find_active_job(env.db, conn.id, stream, key)
+    on_files: FileHandler | None = None,
+    on_complete: OnComplete | None = None,
+) -> JobView:
+    """One export to its end: ``on_files`` replaces land-and-upsert; ``on_complete`` joins the final commit."""
+    job = bulk_state.find_active_job(env.db, conn.id, spec.stream, spec.key)
     report.resumed = job is not None
-    since = job.since_used if job is not None else cursors.get_mark(env.db, conn.id, stream, key)
+    since: datetime | None = None
+    if job is not None:
+        since = job.since_used
+    elif spec.incremental:
+        since = cursors.get_mark(env.db, conn.id, spec.stream, spec.key)
     while True:
         if job is None:
-            job = _kickoff(env, conn, client, run_id, level, group_id, types, stream, key, since)
+            job = _kickoff(env, conn, client, run_id, level, group_id, spec, since)
         report.job_id, report.since = job.id, job.since_used
         if job.status == "polling":
             polled = _await_manifest(env, client, job, progress)
@@ -133,7 +151,10 @@ def _run(
             job = polled
         report.transaction_time = job.transaction_time
         try:
-            process_files(env, conn, client, job, run_id, report, progress)
+            if on_files is None:
+                process_files(env, conn, client, job, run_id, report, progress)
+            else:
+                on_files(job)
         except ExportExpiredError as exc:
             bulk_state.set_job_status(env.db, job.id, "abandoned", str(exc))
             _cancel_quietly(client, job)
@@ -143,7 +164,7 @@ def _run(
             _log.warning("bulk file of job %s expired; re-running the export from the same _since", job.id)
             since, job = job.since_used, None
             continue
-        _complete(env, job, conn.id, stream, key, run_id, report)
+        _complete(env, job, conn.id, spec, run_id, report, on_complete)
         return job
 
 
@@ -154,33 +175,44 @@ def _kickoff(
     run_id: str,
     level: ExportLevel,
     group_id: str | None,
-    types: list[str],
-    stream: str,
-    key: str,
+    spec: ExportSpec,
     since: datetime | None,
-) -> bulk_state.JobView:
-    status_url = client.kickoff(level, group_id=group_id, types=types or None, since=since)
+) -> JobView:
+    extra = [("_elements", ",".join(spec.elements))] if spec.elements else []
+    status_url = client.kickoff(
+        level,
+        group_id=group_id,
+        types=spec.types or None,
+        since=since,
+        patients=list(spec.patients) or None,
+        extra_params=extra,
+    )
+    params: dict[str, Any] = {"_type": ",".join(spec.types), "_since": since.isoformat() if since else None}
+    if spec.patients:
+        params["patient"] = list(spec.patients)
+    if spec.elements:
+        params["_elements"] = list(spec.elements)
     job = bulk_state.save_job(
         env.db,
         connection_id=conn.id,
         run_id=run_id,
-        stream=stream,
-        type_key=key,
+        stream=spec.stream,
+        type_key=spec.key,
         level=level,
         group_id=group_id,
-        types=types,
+        types=spec.types,
         since=since,
         kickoff_url=client.kickoff_url(level, group_id),
         status_url=status_url,
-        params={"_type": ",".join(types), "_since": since.isoformat() if since else None},
+        params=params,
     )
     checkpoint("bulk.kicked_off")
     return job
 
 
 def _await_manifest(
-    env: SyncEnvironment, client: BulkClient, job: bulk_state.JobView, progress: BulkProgress | None
-) -> bulk_state.JobView | None:
+    env: SyncEnvironment, client: BulkClient, job: JobView, progress: BulkProgress | None
+) -> JobView | None:
     def on_progress(status: BulkStatus) -> None:
         if progress is not None:
             progress("bulk.polling", {"job_id": job.id, "progress": status.progress})
@@ -227,20 +259,25 @@ def _manifest_json(m: BulkManifest) -> dict[str, Any]:
 
 def _complete(
     env: SyncEnvironment,
-    job: bulk_state.JobView,
+    job: JobView,
     connection_id: str,
-    stream: str,
-    key: str,
+    spec: ExportSpec,
     run_id: str,
     report: BulkReport,
+    on_complete: OnComplete | None,
 ) -> None:
-    """Advance ``_since`` to the export's transactionTime in the commit that marks the job complete (BDX-14)."""
+    """Advance ``_since`` to the export's transactionTime in the commit that marks the job complete (BDX-14);
+    a full follow-up export (BDX-15) leaves the marks alone and commits its ``on_complete`` state instead."""
     with env.db.session() as session:
         row = bulk_state.job_row(session, job.id)
         row.status = "completed"
         row.error = None
-        cursors.advance(session, connection_id, stream, key, run_id, job.transaction_time)
+        if spec.incremental:
+            cursors.advance(session, connection_id, spec.stream, spec.key, run_id, job.transaction_time)
+        if on_complete is not None:
+            on_complete(session)
         session.commit()
-    for type_report in report.types.values():
-        type_report.high_water_mark = job.transaction_time
+    if spec.incremental:
+        for type_report in report.types.values():
+            type_report.high_water_mark = job.transaction_time
     checkpoint("bulk.completed")

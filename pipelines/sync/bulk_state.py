@@ -33,6 +33,7 @@ class JobView:
     since_used: datetime | None
     transaction_time: datetime | None
     requires_access_token: bool | None
+    params: dict[str, Any] | None = None  # the kick-off parameters as recorded (``patient`` refs for BDX-15)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ def _job_view(row: BulkJob) -> JobView:
         since_used=row.since_used,
         transaction_time=row.transaction_time,
         requires_access_token=row.requires_access_token,
+        params=dict(row.params) if row.params else None,
     )
 
 

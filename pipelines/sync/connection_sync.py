@@ -133,7 +133,7 @@ def _finish(env: SyncEnvironment, report: SyncReport) -> None:
     summary = "; ".join(f"{t}: {e}" for t, e in failed.items()) or None
     report.error = summary
     runs.complete(env.db, report.run_id, counts, error=summary)
-    with env.db.session() as session:
+    with env.db.locked_session() as session:  # read-modify-write: hold the write lock from the read
         row = session.get(Connection, report.connection_id)
         if row is not None:
             row.last_sync_at = utcnow()

@@ -124,6 +124,20 @@ def reset(db: AppDatabase, connection_id: str, stream: str | None = None) -> int
         return count
 
 
+def get_data(db: AppDatabase, connection_id: str, stream: str, key: str) -> dict[str, Any] | None:
+    """The JSON state a stream keeps in its cursor row (e.g. a group's known members, BDX-15)."""
+    with db.session() as session:
+        row = session.get(SyncCursor, (connection_id, stream, key))
+        return dict(row.pending) if row is not None and row.pending is not None else None
+
+
+def put_data(session: Session, connection_id: str, stream: str, key: str, data: dict[str, Any]) -> None:
+    """Replace that JSON state inside the caller's transaction (committed with the step that earned it)."""
+    row = _row(session, connection_id, stream, key)
+    row.pending = data
+    row.updated_at = utcnow()
+
+
 def add_references(session: Session, connection_id: str, references: list[str]) -> None:
     """Queue references for reading, inside the transaction that completes the type that found them.
 

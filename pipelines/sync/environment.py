@@ -53,6 +53,8 @@ class SyncEnvironment:
     bulk_concurrency: int = 4
     bulk_deadline_s: float = 86400.0
     bulk_max_reruns: int = 2
+    # BDX-15: after a group's `_since` export, diff its member ids and export new members' full records.
+    bulk_membership_check: bool = True
     rate_limits: bool = True  # the vendor's call budget; False only for a local sandbox
     retry: RetryPolicy | None = None  # the connectors' defaults (BDX-10) unless given
     _limiters: dict[str, RateLimiter] = field(default_factory=dict, repr=False)

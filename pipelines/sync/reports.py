@@ -132,10 +132,27 @@ class BulkReport:
     types: dict[str, TypeReport] = field(default_factory=dict)
     error: str | None = None
     duration_s: float = 0.0
+    # BDX-15 (group level): whether membership was checked, members whose full record was exported, members gone
+    membership_checked: bool = False
+    new_members: int = 0
+    removed_members: int = 0
 
     @property
     def bytes(self) -> int:
         return sum(r.bytes for r in self.types.values())
+
+    def absorb(self, other: BulkReport) -> None:
+        """Add a follow-up export's file and type counts (the new-members export of BDX-15) to this report."""
+        self.files += other.files
+        self.error_files += other.error_files
+        self.error_outcomes += other.error_outcomes
+        self.failed_files += other.failed_files
+        self.reruns += other.reruns
+        self.count_mismatches.extend(other.count_mismatches)
+        for severity, n in other.error_issues.items():
+            self.error_issues[severity] = self.error_issues.get(severity, 0) + n
+        for rtype, tr in other.types.items():
+            self.type_report(rtype).absorb(tr)
 
     def type_report(self, resource_type: str) -> TypeReport:
         return self.types.setdefault(resource_type, TypeReport(resource_type))

@@ -66,7 +66,7 @@ async def _kickoff(request: Request, level: Level, group_id: str | None) -> Resp
     req = parse_export(level, group_id, pairs, lenient, request.method == "POST")
     patients: list[int] | None = None
     if level == "group":
-        members = st.store.generator.group_members(group_id or "")
+        members = st.store.group_members(group_id or "")
         if members is None:
             raise FhirFailure(404, "not-found", f"Group/{group_id} is not known")
         patients = members

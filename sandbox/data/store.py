@@ -70,6 +70,17 @@ class DataStore:
         keys = [k for k in list(self._created.get(None, ())) if k[0] in wanted and k not in self._deleted]
         return [self._changed[k] for k in keys if k in self._changed]
 
+    def group_members(self, group_id: str) -> list[int] | None:
+        """Patient indexes of a group as it is now (an admin change rewrites the Group); None when unknown."""
+        key = ("Group", group_id)
+        if key in self._deleted:
+            return None
+        changed = self._changed.get(key)
+        if changed is None:
+            return self.generator.group_members(group_id)
+        refs = (m.get("entity", {}).get("reference", "") for m in changed.get("member", []))
+        return sorted({i for ref in refs if (i := patient_index_of_reference(str(ref))) is not None})
+
     def read(self, resource_type: str, resource_id: str) -> Resource:
         key = (resource_type, resource_id)
         if key in self._deleted:

@@ -136,7 +136,8 @@ def disconnect_page(
     try:
         conn = _session_connection(request, ctx)
         sid = browser_session(request) or ""
-        if conn.id != connection_id or not hmac.compare_digest(csrf, csrf_token(ctx, sid)):
+        # bytes: compare_digest raises TypeError on non-ASCII str, and the form value is the browser's text
+        if conn.id != connection_id or not hmac.compare_digest(csrf.encode(), csrf_token(ctx, sid).encode()):
             raise ApiError("invalid_request", "this disconnect request did not come from the status page")
     except ApiError as exc:
         return render_error(request, exc)

@@ -91,9 +91,12 @@ def test_export_lands_counts_quarantines_and_advances_since(world):
     assert report.error_issues == {"error": 1, "warning": 1}
     assert report.types["OperationOutcome"].quarantined == 1  # the unparseable error line, counted not dropped
     assert cursors.get_mark(world.env.db, conn, cursors.bulk_stream("group", "g1"), "*") == tx
-    assert fake.hits("/bulk/status/job1", method="DELETE") == 2  # BDX-11, once per export
+    # BDX-11, once per export: two group exports plus the second run's id-only membership export (BDX-15)
+    assert fake.hits("/bulk/status/job1", method="DELETE") == 3
     kickoffs = fake.query_of("/fhir/Group/g1/$export")
     assert "_since" not in kickoffs[0] and kickoffs[1]["_since"] == ["2026-10-20T10:00:00Z"]  # BDX-14
+    assert kickoffs[2]["_elements"] == ["id"] and kickoffs[2]["_type"] == ["Patient"] and "_since" not in kickoffs[2]
+    assert (second.new_members, second.removed_members) == (0, 0)  # p1, p2 already landed by the first export
     assert second.status == "completed" and second.types["Patient"].unchanged == 2
     with world.env.warehouse() as wh:
         assert wh.live_ids(conn, "Observation") == {"o1"}
