@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import httpx
 
-from connectors.errors import ConfigurationError
+from connectors.errors import ConfigurationError, SecurityPolicyError
 
 __all__ = [
     "RateLimitedTransport",
@@ -27,6 +28,7 @@ __all__ = [
     "is_loopback_host",
     "is_within_base",
     "normalize_base_url",
+    "outbound_url_guard",
     "parse_http_date",
     "parse_instant",
     "parse_retry_after",
@@ -269,3 +271,28 @@ def redact_url(url: str) -> str:
     """The URL without query string or fragment: safe to log (queries may hold signatures or search values)."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def outbound_url_guard(fhir_base: str) -> Callable[[str], None]:
+    """A check for URLs a *resource* names (attachments): anything under the FHIR base's origin is fine;
+    elsewhere only https to hosts whose every address is public, so a record cannot point ehrsync's workers at
+    internal services (cloud metadata, the app database, loopback admin ports). Raises SecurityPolicyError."""
+
+    def guard(url: str) -> None:
+        if same_origin(url, fhir_base):
+            return
+        target = urlsplit(url)
+        if target.scheme != "https" or not target.hostname:
+            raise SecurityPolicyError(
+                f"refusing to fetch {redact_url(url)}: off the FHIR server's origin and not https"
+            )
+        try:
+            infos = socket.getaddrinfo(target.hostname, target.port or 443, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise SecurityPolicyError(f"refusing to fetch {redact_url(url)}: host does not resolve") from exc
+        for info in infos:
+            address = ipaddress.ip_address(info[4][0])
+            if not address.is_global:
+                raise SecurityPolicyError(f"refusing to fetch {redact_url(url)}: it resolves to a non-public address")
+
+    return guard

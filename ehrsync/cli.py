@@ -23,6 +23,9 @@ def _configure_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not verbose:  # library chatter (plugin set-up, per-request lines) only with -v
+        for noisy in ("alembic", "httpx"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @click.group()
@@ -60,9 +63,17 @@ def sandbox(ctx: click.Context, patients: int, port: int, host: str, seed: int, 
 @click.option("--seed", type=int, default=None, help="Pick the same resources again.")
 def sandbox_mutate(url: str, create: int, update: int, delete: int, seed: int | None) -> None:
     """Create, update and delete resources now, so an incremental sync has something to find."""
+    import httpx
+
+    from sandbox import SandboxAdminError
     from sandbox.cli import mutate
 
-    changed = mutate(url, create=create, update=update, delete=delete, seed=seed)
+    try:
+        changed = mutate(url, create=create, update=update, delete=delete, seed=seed)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach the sandbox at {url}: {type(exc).__name__}") from exc
+    except SandboxAdminError as exc:
+        raise click.ClickException(f"the sandbox refused: {exc}") from exc
     click.echo(json.dumps(changed, indent=2))
 
 
@@ -216,22 +227,19 @@ def connections() -> None:
 @connections.command("list")
 def connections_list() -> None:
     """Every connection with its status and last sync (no tokens)."""
-    from sqlalchemy import select
-
     from auth_service.store import AppDatabase
-    from auth_service.store.models import Connection
+    from pipelines.connections import read_connections
 
     database = AppDatabase.from_url(_database_url())
     try:
-        with database.session() as session:
-            rows = session.scalars(select(Connection).order_by(Connection.created_at)).all()
-            for row in rows:
-                click.echo(
-                    f"{row.id}  tenant={row.tenant_id}  provider={row.provider_id}  kind={row.kind}  "
-                    f"status={row.status}  last_sync={row.last_sync_at or '-'}"
-                )
+        rows = _exit_on_configuration_error(lambda: read_connections(database))
     finally:
         database.dispose()
+    for row in rows:
+        click.echo(
+            f"{row.id}  tenant={row.tenant_id}  provider={row.provider_id}  kind={row.kind}  "
+            f"status={row.status}  last_sync={row.last_sync_at or '-'}"
+        )
 
 
 def _database_url() -> str:

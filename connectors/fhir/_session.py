@@ -144,14 +144,18 @@ class FhirSession:
         idempotent: bool = True,
         passthrough: Callable[[httpx.Response], bool] | None = None,
         max_redirects: int = 0,
+        url_guard: Callable[[str], None] | None = None,
     ) -> T:
         """Send with retries; 2xx (and ``passthrough`` matches) go to ``handler`` while the body still streams.
 
         A ``handler`` that fails while reading the body (dropped connection, bad gzip) restarts the request
         when ``idempotent``. Everything else becomes a typed FhirError carrying the OperationOutcome.
         ``max_redirects`` > 0 follows GET redirects (signed file URLs); the token is dropped as soon as a
-        redirect leaves the FHIR base (SAL-40).
+        redirect leaves the FHIR base (SAL-40). ``url_guard`` vets the URL and every redirect target before
+        anything is sent there (it raises to refuse, e.g. internal addresses named by a resource).
         """
+        if url_guard is not None:
+            url_guard(url)
         use_token = self._token_for(url, token_rule)
         token: str | None = None
         refreshed = False
@@ -198,6 +202,9 @@ class FhirSession:
                     max_redirects -= 1
                     url = resolve_url(location, str(request.url))
                     query = None
+                    if url_guard is not None:
+                        response.close()
+                        url_guard(url)
                     stays = same_origin if token_rule is TokenRule.REQUIRE_ORIGIN else is_within_base
                     use_token = use_token and stays(url, self.base)
                     logger.info("following redirect", extra={"url": redact_url(url), "status": status})

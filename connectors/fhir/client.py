@@ -216,8 +216,13 @@ class FhirClient:
         logger.info("created", extra={"resource_type": resource_type, "id": result.id, "status": result.status})
         return result
 
-    def download(self, url: str, dest: Path, max_bytes: int, accept: str) -> Downloaded:
-        """Stream ``url`` (relative to the base, or absolute) into ``dest``; token only under the FHIR base."""
+    def download(
+        self, url: str, dest: Path, max_bytes: int, accept: str, *, url_guard: Callable[[str], None] | None = None
+    ) -> Downloaded:
+        """Stream ``url`` (relative to the base, or absolute) into ``dest``; token only under the FHIR base.
+
+        ``url_guard`` (e.g. :func:`connectors.http.outbound_url_guard`) vets the URL and each redirect first.
+        """
         if max_bytes < 1:
             raise ValueError("max_bytes must be positive")
         target = self.url_for(url)
@@ -230,4 +235,5 @@ class FhirClient:
             token_rule=TokenRule.IF_WITHIN_BASE,
             handler=lambda response: stream_to_file(response, dest, max_bytes),
             max_redirects=5,
+            url_guard=url_guard,
         )

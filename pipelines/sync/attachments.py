@@ -18,6 +18,7 @@ from sqlalchemy import select
 from auth_service.store.sync_models import SyncAttachment, utcnow
 from connectors.errors import EhrSyncError, NeedsReauthError
 from connectors.fhir import FhirClient
+from connectors.http import outbound_url_guard
 from pipelines.sync.environment import ConnectionInfo, SyncEnvironment
 from warehouse.errors import WarehouseError
 
@@ -134,7 +135,13 @@ def _store_one(
     if ref.content_type is not None and not content_type_allowed(ref.content_type, env.attachment_types):
         raise AttachmentRejectedError(f"declared content type {ref.content_type!r} is not allowed")
     accept = ref.content_type or "*/*"
-    downloaded = client.download(url, tmp / "body", max_bytes=env.attachment_max_bytes, accept=accept)
+    downloaded = client.download(
+        url,
+        tmp / "body",
+        max_bytes=env.attachment_max_bytes,
+        accept=accept,
+        url_guard=outbound_url_guard(conn.fhir_base),
+    )
     try:
         ctype = downloaded.content_type or ref.content_type
         if not content_type_allowed(ctype, env.attachment_types):

@@ -1,0 +1,59 @@
+"""URLs named by a resource (attachments) cannot point ehrsync's workers at internal services (SSRF)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from connectors.errors import SecurityPolicyError
+from connectors.fhir import FhirClient
+from connectors.http import outbound_url_guard
+from connectors.tokens import StaticTokenSource
+
+BASE = "http://127.0.0.1:8081/fhir"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8081/fhir/Binary/b1",  # the FHIR server itself (even on loopback, as the sandbox is)
+        "http://127.0.0.1:8081/files/b1.pdf",  # same origin, other path
+        "https://93.184.216.34/signed/b1.pdf",  # another host, https, public address
+    ],
+)
+def test_allowed_targets(url: str) -> None:
+    outbound_url_guard(BASE)(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://93.184.216.34/b1.pdf",  # off-origin plain http
+        "https://127.0.0.1:5432/",  # loopback service on another port
+        "https://169.254.169.254/latest/meta-data/",  # cloud metadata
+        "https://10.0.0.7/internal",  # private network
+        "https://[::1]:9000/x",
+        "ftp://93.184.216.34/x",
+    ],
+)
+def test_refused_targets(url: str) -> None:
+    with pytest.raises(SecurityPolicyError, match="refusing to fetch"):
+        outbound_url_guard(BASE)(url)
+
+
+def test_download_checks_redirect_targets_before_following(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(302, headers={"Location": "https://169.254.169.254/latest/meta-data/"})
+
+    http = httpx.Client(transport=httpx.MockTransport(handler))
+    client = FhirClient(BASE, StaticTokenSource("t"), http=http)
+    with pytest.raises(SecurityPolicyError):
+        client.download(
+            "Binary/b1", tmp_path / "body", max_bytes=1000, accept="*/*", url_guard=outbound_url_guard(BASE)
+        )
+    assert seen == [f"{BASE}/Binary/b1"], "the internal address must never be requested"
