@@ -53,7 +53,9 @@ def last_run_id(db: AppDatabase, connection_id: str, stream: str, resource_type:
 
 
 def _row(session: Session, connection_id: str, stream: str, resource_type: str) -> SyncCursor:
-    row = session.get(SyncCursor, (connection_id, stream, resource_type))
+    """The cursor row, row-locked on PostgreSQL (``FOR UPDATE``) so concurrent read-modify-writes of it, such as
+    two runs queueing references, serialize instead of losing one side (SQLite: the caller's write lock)."""
+    row = session.get(SyncCursor, (connection_id, stream, resource_type), with_for_update=True)
     if row is None:
         row = SyncCursor(connection_id=connection_id, stream=stream, resource_type=resource_type, updated_at=utcnow())
         session.add(row)
@@ -161,7 +163,7 @@ def queued_references(db: AppDatabase, connection_id: str) -> list[str]:
 def dequeue_references(db: AppDatabase, connection_id: str, done: set[str]) -> None:
     """Forget references that were read (or are gone upstream); the rest stay queued for the next run."""
     with db.locked_session() as session:
-        row = session.get(SyncCursor, (connection_id, REFS_STREAM, "*"))
+        row = session.get(SyncCursor, (connection_id, REFS_STREAM, "*"), with_for_update=True)
         if row is None:
             return
         row.pending = {"refs": sorted(set((row.pending or {}).get("refs", [])) - done)}
