@@ -3,6 +3,7 @@
 Plain Python (pyarrow, duckdb, psycopg, orjson); imports no other ehrsync package.
 """
 
+from warehouse._memory import use_streaming_allocator
 from warehouse._outcomes import ErrorCounts
 from warehouse.attachments import AttachmentRef, AttachmentStore
 from warehouse.base import UpsertStats, Warehouse
@@ -50,3 +51,5 @@ __all__ = [
     "open_warehouse",
     "read_landed_file",
 ]
+
+use_streaming_allocator()
