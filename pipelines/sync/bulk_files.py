@@ -7,8 +7,10 @@ connection is one writer and is not shared across threads.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -52,8 +54,12 @@ def fetch_file(
     f: bulk_state.FileView,
     run_id: str,
     tmp_dir: Path,
+    landing_slots: threading.BoundedSemaphore | None = None,
 ) -> FetchedFile:
-    """Download one file to ``tmp_dir``; land an ``output`` file at once and remove its download."""
+    """Download one file to ``tmp_dir``; land an ``output`` file at once and remove its download.
+
+    ``landing_slots`` bounds how many files are parsed into Parquet at once (downloads stay parallel).
+    """
     dest = tmp_dir / f"{f.id}.ndjson"
     requires_token = job.requires_access_token if job.requires_access_token is not None else True
     with HOSTS.slot(f.url):
@@ -61,17 +67,18 @@ def fetch_file(
     if f.kind != "output":
         return FetchedFile(path=path)
     try:
-        landed = land_ndjson_file(
-            env.zone,
-            path,
-            connection_id=conn.id,
-            resource_type=f.resource_type,
-            run_id=run_id,
-            source=f.url,
-            tenant_id=conn.tenant_id,
-            transaction_time=job.transaction_time,
-            seq=f"bulk-{f.id}",
-        )
+        with landing_slots or contextlib.nullcontext():
+            landed = land_ndjson_file(
+                env.zone,
+                path,
+                connection_id=conn.id,
+                resource_type=f.resource_type,
+                run_id=run_id,
+                source=f.url,
+                tenant_id=conn.tenant_id,
+                transaction_time=job.transaction_time,
+                seq=f"bulk-{f.id}",
+            )
     finally:
         path.unlink(missing_ok=True)
     return FetchedFile(landed=landed)
@@ -174,8 +181,9 @@ def process_files(
                     _upsert_output(env, wh, f, orjson.loads(f.landed_path), report)
             to_fetch = [f for f in files if not (f.state == "landed" and f.landed_path)]
             with ThreadPoolExecutor(max_workers=env.bulk_concurrency, thread_name_prefix="bulk-sync") as pool:
+                slots = threading.BoundedSemaphore(max(1, env.bulk_landing_concurrency))
                 futures: dict[Future[FetchedFile], bulk_state.FileView] = {
-                    pool.submit(fetch_file, env, conn, client, job, f, run_id, tmp_dir): f for f in to_fetch
+                    pool.submit(fetch_file, env, conn, client, job, f, run_id, tmp_dir, slots): f for f in to_fetch
                 }
                 try:
                     for future in as_completed(futures):

@@ -144,3 +144,34 @@ def test_killed_export_resumes_the_same_job_bdx08(tmp_path, shared_sb, clean_exp
     assert len(_jobs(world, conn)) == 1, "the saved status URL is polled again, no second export"
     expected = clean_export(shared_sb, "grp0", tmp_path)
     assert content_fingerprint(world.env.warehouse_target, with_connection=False) == expected
+
+
+def test_downloads_run_in_parallel_but_landings_are_bounded(world, shared_sb, http, monkeypatch):
+    """BDX-18 keeps 4 parallel downloads; parsing into Parquet (where a file's memory goes) runs 2 at a time."""
+    import threading
+    import time as _time
+
+    from pipelines.sync import bulk_files
+
+    real = bulk_files.land_ndjson_file
+    lock = threading.Lock()
+    active = {"now": 0, "max": 0}
+
+    def counting(*args, **kwargs):
+        with lock:
+            active["now"] += 1
+            active["max"] = max(active["max"], active["now"])
+        try:
+            _time.sleep(0.05)  # widen the window so overlapping landings would show
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                active["now"] -= 1
+
+    monkeypatch.setattr(bulk_files, "land_ndjson_file", counting)
+    assert world.env.bulk_concurrency == 4 and world.env.bulk_landing_concurrency == 2
+    conn = connect_backend(world, shared_sb, http=http, group_id="grp0")
+    report = run_bulk_export(world.env, conn, "bounded")
+    assert report.status == "completed", report.error
+    assert report.files > 4
+    assert active["max"] == 2
