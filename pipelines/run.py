@@ -11,10 +11,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagster import DagsterInstance, JobDefinition
+from dagster import DagsterInstance, ExecuteInProcessResult, JobDefinition
 
 from auth_service.store import AppDatabase
-from pipelines.connections import read_connection
+from pipelines.connections import ConnectionSnapshot, read_connection
 from pipelines.definitions import build_definitions
 from pipelines.defs.bulk import BULK_EXPORT_JOB
 from pipelines.defs.maintenance import RECONCILE_JOB
@@ -73,19 +73,8 @@ def run_sync_now(
         if not conn.syncable:
             raise ConnectionNotSyncableError(f"connection {connection_id} is {conn.status}, not active")
         dagster = instance or cleanup.enter_context(open_instance(resolved))
-        if not dagster.has_dynamic_partition(CONNECTIONS_PARTITIONS_NAME, connection_id):
-            dagster.add_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME, [connection_id])
         job_name = job_for(is_bulk=conn.is_bulk, full=full)
-        job = build_definitions(resolved).resolve_job_def(job_name)
-        tags = run_tags(connection_id=conn.id, tenant_id=conn.tenant_id, source=conn.provider_id, trigger="manual")
-        logger.info("running %s for connection %s", job_name, connection_id)
-        result = job.execute_in_process(
-            partition_key=connection_id,
-            instance=dagster,
-            tags=tags,
-            raise_on_error=False,
-            run_config=_run_config(job, connection_id, console_log_level),
-        )
+        result = _execute_for_connection(dagster, resolved, job_name, conn, console_log_level)
         failed = tuple(sorted(result.get_failed_step_keys()))
         error = f"failed steps: {', '.join(failed)}" if failed else None
         finish_sync_run(db, result.run_id, connection_id, succeeded=result.success, error=error)
@@ -127,21 +116,33 @@ def run_reconcile_now(
                 f"connection {connection_id} cannot be reconciled by REST ({conn.status}, bulk={conn.is_bulk})"
             )
         dagster = instance or cleanup.enter_context(open_instance(resolved))
-        if not dagster.has_dynamic_partition(CONNECTIONS_PARTITIONS_NAME, connection_id):
-            dagster.add_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME, [connection_id])
-        job = build_definitions(resolved).resolve_job_def(RECONCILE_JOB)
-        tags = run_tags(connection_id=conn.id, tenant_id=conn.tenant_id, source=conn.provider_id, trigger="manual")
-        result = job.execute_in_process(
-            partition_key=connection_id,
-            instance=dagster,
-            tags=tags,
-            raise_on_error=False,
-            run_config=_run_config(job, connection_id, console_log_level),
-        )
+        result = _execute_for_connection(dagster, resolved, RECONCILE_JOB, conn, console_log_level)
         if not result.success:
             raise PipelineRunError(f"reconciliation run {result.run_id} of {connection_id} failed")
         deleted: dict[str, int] = result.output_for_node("reconcile_connection")
         return sum(deleted.values())
+
+
+def _execute_for_connection(
+    dagster: DagsterInstance,
+    settings: PipelineSettings,
+    job_name: str,
+    conn: ConnectionSnapshot,
+    console_log_level: str | None,
+) -> ExecuteInProcessResult:
+    """Run ``job_name`` for the connection's partition in this process, tagged like a sensor-launched run."""
+    if not dagster.has_dynamic_partition(CONNECTIONS_PARTITIONS_NAME, conn.id):
+        dagster.add_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME, [conn.id])
+    job = build_definitions(settings).resolve_job_def(job_name)
+    tags = run_tags(connection_id=conn.id, tenant_id=conn.tenant_id, source=conn.provider_id, trigger="manual")
+    logger.info("running %s for connection %s", job_name, conn.id)
+    return job.execute_in_process(
+        partition_key=conn.id,
+        instance=dagster,
+        tags=tags,
+        raise_on_error=False,
+        run_config=_run_config(job, conn.id, console_log_level),
+    )
 
 
 def _run_config(job: JobDefinition, partition_key: str, console_log_level: str | None) -> dict[str, Any] | None:
