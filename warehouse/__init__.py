@@ -3,7 +3,7 @@
 Plain Python (pyarrow, duckdb, psycopg, orjson); imports no other ehrsync package.
 """
 
-from warehouse._memory import use_streaming_allocator
+from warehouse._memory import configure_streaming_memory
 from warehouse._outcomes import ErrorCounts
 from warehouse.attachments import AttachmentRef, AttachmentStore
 from warehouse.base import UpsertStats, Warehouse
@@ -52,4 +52,4 @@ __all__ = [
     "read_landed_file",
 ]
 
-use_streaming_allocator()
+configure_streaming_memory()

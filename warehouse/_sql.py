@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 __all__ = ["DUCKDB", "POSTGRES", "SCHEMA_VERSION", "Dialect", "newer_predicate", "schema_ddl"]
 
-SCHEMA_VERSION = 1
+# 1: first schema. 2: DuckDB's fhir_resources without its primary-key index (Dialect.keyed_resources).
+SCHEMA_VERSION = 2
 KEY = ("connection_id", "resource_type", "id")
 # Columns copied from the staging table into fhir_resources (besides resource and landed_at).
 STAGE_COLUMNS = (
@@ -35,13 +36,30 @@ class Dialect:
     json: str
     blob: str
     sha256_hex: str  # format string with {x}: hex sha256 of a text expression
+    # Whether fhir_resources carries its primary key as an index. PostgreSQL's B-tree makes ON CONFLICT cheap.
+    # DuckDB's ART index made every upsert commit rewrite index data (half the bulk time, docs/PERFORMANCE.md);
+    # there the key is kept unique by the merge itself (one writer under the file lock) and checked by the
+    # duplicate-id asset check.
+    keyed_resources: bool
 
     def hash_expr(self, expr: str) -> str:
         return self.sha256_hex.format(x=expr)
 
 
-DUCKDB = Dialect("duckdb", "VARCHAR", "JSON", "BLOB", "sha256({x})")
-POSTGRES = Dialect("postgres", "TEXT", "JSONB", "BYTEA", "encode(sha256(convert_to({x}, 'UTF8')), 'hex')")
+DUCKDB = Dialect("duckdb", "VARCHAR", "JSON", "BLOB", "sha256({x})", keyed_resources=False)
+POSTGRES = Dialect(
+    "postgres", "TEXT", "JSONB", "BYTEA", "encode(sha256(convert_to({x}, 'UTF8')), 'hex')", keyed_resources=True
+)
+
+
+def resources_ddl(d: Dialect) -> str:
+    """``fhir_resources``: one row per (connection, type, id), the JSON plus the BDX-24 bookkeeping."""
+    t, ts = d.text, "TIMESTAMPTZ"
+    key = f", PRIMARY KEY ({', '.join(KEY)})" if d.keyed_resources else ""
+    return f"""CREATE TABLE IF NOT EXISTS fhir_resources (
+            connection_id {t} NOT NULL, resource_type {t} NOT NULL, id {t} NOT NULL,
+            tenant_id {t}, version_id {t}, last_updated {ts}, deleted_at {ts}, content_hash {t},
+            resource {d.json}, landed_at {ts} NOT NULL, source {t}, run_id {t}, transaction_time {ts}{key})"""
 
 
 def schema_ddl(d: Dialect) -> list[str]:
@@ -49,11 +67,7 @@ def schema_ddl(d: Dialect) -> list[str]:
     t, ts = d.text, "TIMESTAMPTZ"
     return [
         f"CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at {ts} NOT NULL)",
-        f"""CREATE TABLE IF NOT EXISTS fhir_resources (
-            connection_id {t} NOT NULL, resource_type {t} NOT NULL, id {t} NOT NULL,
-            tenant_id {t}, version_id {t}, last_updated {ts}, deleted_at {ts}, content_hash {t},
-            resource {d.json}, landed_at {ts} NOT NULL, source {t}, run_id {t}, transaction_time {ts},
-            PRIMARY KEY (connection_id, resource_type, id))""",
+        resources_ddl(d),
         f"""CREATE TABLE IF NOT EXISTS fhir_errors (
             connection_id {t} NOT NULL, run_id {t} NOT NULL, source {t} NOT NULL, line_number BIGINT NOT NULL,
             severity {t}, code {t}, diagnostics {t}, issue_count INTEGER NOT NULL, outcome {d.json},
@@ -102,8 +116,37 @@ def classify_sql() -> str:
     )
 
 
+def changes_sql() -> str:
+    """Unkeyed merge, step 1: temp table ``_changes(id, is_new)`` of the staged ids to write (new, or newer
+    than the stored row). Params: connection_id, resource_type; the staged rows all share them (checked before),
+    so the stored side is filtered to one (connection, type) and DuckDB's zone maps skip the other row groups."""
+    return (
+        "CREATE OR REPLACE TEMP TABLE _changes AS SELECT s.id, e.id IS NULL AS is_new FROM _stage s "
+        "LEFT JOIN (SELECT * FROM fhir_resources WHERE connection_id = %s AND resource_type = %s) e ON e.id = s.id "
+        f"WHERE e.id IS NULL OR {newer_predicate('s', 'e')}"
+    )
+
+
+def delete_replaced_sql() -> str:
+    """Unkeyed merge, step 2: remove the stored rows the staged ones replace. Params: connection_id, type."""
+    return (
+        "DELETE FROM fhir_resources WHERE connection_id = %s AND resource_type = %s "
+        "AND id IN (SELECT id FROM _changes WHERE NOT is_new)"
+    )
+
+
+def append_sql(d: Dialect, *, every_staged_row: bool) -> str:
+    """Unkeyed merge, step 3: append the changed staged rows (all of them on a first load); ``%s`` = landed_at."""
+    cols = ", ".join(STAGE_COLUMNS)
+    where = "" if every_staged_row else " WHERE id IN (SELECT id FROM _changes)"
+    return (
+        f"INSERT INTO fhir_resources ({cols}, resource, landed_at, deleted_at) "
+        f"SELECT {cols}, CAST(resource_json AS {d.json}), CAST(%s AS TIMESTAMPTZ), NULL FROM _stage{where}"
+    )
+
+
 def upsert_sql(d: Dialect) -> str:
-    """The guarded upsert of the staged rows; ``%s`` is the landed_at timestamp."""
+    """The guarded upsert of the staged rows (keyed dialects); ``%s`` is the landed_at timestamp."""
     cols = ", ".join(STAGE_COLUMNS)
     updates = ", ".join(f"{c} = excluded.{c}" for c in STAGE_COLUMNS if c not in KEY)
     return (

@@ -91,7 +91,7 @@ class Warehouse(ABC):
         is given): one row per key (last by lastUpdated, then file order), columns ``_sql.STAGE_COLUMNS`` +
         ``resource_json``."""
 
-    def _row_ranges(self, total_rows: int) -> list[tuple[int, int] | None]:
+    def _row_ranges(self, landed: LandedFile) -> list[tuple[int, int] | None]:
         """How one landed file is split into upsert transactions; ``[None]`` = the whole file at once."""
         return [None]
 
@@ -112,11 +112,23 @@ class Warehouse(ABC):
         current = row[0] if row else None
         if current is not None and current > _sql.SCHEMA_VERSION:
             raise SchemaVersionError(f"warehouse schema version {current} is newer than {_sql.SCHEMA_VERSION}")
-        if current is None:
+        if current is not None and current < _sql.SCHEMA_VERSION:
+            self._migrate(cur, int(current))
+        if current is None or current < _sql.SCHEMA_VERSION:
             cur.execute(
                 "INSERT INTO schema_version (version, applied_at) VALUES (%s, %s)",
                 (_sql.SCHEMA_VERSION, datetime.now(UTC)),
             )
+
+    def _migrate(self, cur: Cursor, current: int) -> None:
+        """Bring a schema written at version ``current`` to ``_sql.SCHEMA_VERSION`` (same transaction)."""
+        if current < 2 and not self.dialect.keyed_resources:
+            # Version 2 drops the key index of fhir_resources on this dialect: rebuild the table without it.
+            logger.info("migrating warehouse schema %d -> 2: fhir_resources without its key index", current)
+            cur.execute("ALTER TABLE fhir_resources RENAME TO fhir_resources_v1")
+            cur.execute(_sql.resources_ddl(self.dialect))
+            cur.execute("INSERT INTO fhir_resources SELECT * FROM fhir_resources_v1")
+            cur.execute("DROP TABLE fhir_resources_v1")
 
     def batch(self) -> AbstractContextManager[None]:
         """Run many writes (a whole export's files) on one held connection; each write is still its own
@@ -128,7 +140,7 @@ class Warehouse(ABC):
         """Merge one landed file into ``fhir_resources`` (and its quarantine into ``fhir_quarantine``)."""
         check_landing_file(landed)
         inserted = updated = distinct = 0
-        ranges = self._row_ranges(landed.rows)
+        ranges = self._row_ranges(landed)
         for number, rows in enumerate(ranges, start=1):
             # Chunks commit one by one: a crash in between leaves a state a replay completes (BDX-24).
             with self._write(f"{landed.connection_id}/{landed.resource_type}") as cur:
@@ -143,17 +155,12 @@ class Warehouse(ABC):
                         f"landed file {landed.path} holds rows of another connection or resource type than "
                         f"{landed.connection_id}/{landed.resource_type}"
                     )
-                cur.execute(_sql.classify_sql())
-                counts = cur.fetchone()
-                assert counts is not None
-                chunk_inserted, chunk_updated, chunk_distinct = (int(c) for c in counts)
+                chunk_inserted, chunk_updated, chunk_distinct = self._merge_stage(cur, landed)
                 inserted, updated, distinct = (
                     inserted + chunk_inserted,
                     updated + chunk_updated,
                     distinct + chunk_distinct,
                 )
-                if chunk_inserted or chunk_updated:
-                    cur.execute(_sql.upsert_sql(self.dialect), (datetime.now(UTC),))
                 if number == len(ranges) and landed.quarantine_path is not None:
                     self._insert_quarantine(cur, Path(landed.quarantine_path))
         stats = UpsertStats(inserted, updated, distinct - inserted - updated, max(landed.rows - distinct, 0))
@@ -167,6 +174,32 @@ class Warehouse(ABC):
             stats.unchanged,
         )
         return stats
+
+    def _merge_stage(self, cur: Cursor, landed: LandedFile) -> tuple[int, int, int]:
+        """Write ``_stage`` into ``fhir_resources`` under the BDX-24 rule; returns (inserted, updated, distinct)."""
+        if self.dialect.keyed_resources:
+            cur.execute(_sql.classify_sql())
+            counts = cur.fetchone()
+            assert counts is not None
+            inserted, updated, distinct = (int(c) for c in counts)
+            if inserted or updated:
+                cur.execute(_sql.upsert_sql(self.dialect), (datetime.now(UTC),))
+            return inserted, updated, distinct
+        scope = (landed.connection_id, landed.resource_type)
+        cur.execute(_sql.changes_sql(), scope)
+        cur.execute(
+            "SELECT count(*) FILTER (WHERE is_new), count(*) FILTER (WHERE NOT is_new), "
+            "(SELECT count(*) FROM _stage) FROM _changes"
+        )
+        counts = cur.fetchone()
+        assert counts is not None
+        inserted, updated, distinct = (int(c) for c in counts)
+        if updated:
+            cur.execute(_sql.delete_replaced_sql(), scope)
+        if inserted or updated:
+            every = inserted == distinct  # a first load: nothing stored to compare, append the stage as is
+            cur.execute(_sql.append_sql(self.dialect, every_staged_row=every), (datetime.now(UTC),))
+        return inserted, updated, distinct
 
     # -- BDX-21 -------------------------------------------------------------------------------------------------
     def tombstone(

@@ -18,6 +18,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from warehouse import _sql
 from warehouse._filelock import file_lock
@@ -28,6 +29,7 @@ from warehouse.errors import (
     WarehouseMemoryError,
     WarehouseTargetError,
 )
+from warehouse.landed import LandedFile
 
 __all__ = ["DuckDBWarehouse"]
 
@@ -71,7 +73,8 @@ class DuckDBWarehouse(Warehouse):
         lock_timeout_s: float = 300.0,
         memory_limit: str = "128MB",
         threads: int = 2,
-        upsert_chunk_rows: int = 20_000,
+        upsert_chunk_rows: int = 50_000,
+        upsert_chunk_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.path = Path(path)
         self.read_only = read_only
@@ -80,9 +83,10 @@ class DuckDBWarehouse(Warehouse):
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._closed = False
         self._held: duckdb.DuckDBPyConnection | None = None
-        if upsert_chunk_rows < 1:
-            raise InvalidInputError("upsert_chunk_rows must be at least 1")
+        if upsert_chunk_rows < 1 or upsert_chunk_bytes < 1:
+            raise InvalidInputError("upsert_chunk_rows and upsert_chunk_bytes must be at least 1")
         self.upsert_chunk_rows = upsert_chunk_rows
+        self.upsert_chunk_bytes = upsert_chunk_bytes
         if read_only:
             if not self.path.is_file():
                 raise WarehouseTargetError(f"DuckDB warehouse {self.path} does not exist (opened read-only)")
@@ -170,14 +174,30 @@ class DuckDBWarehouse(Warehouse):
             finally:
                 conn.close()
 
-    def _row_ranges(self, total_rows: int) -> list[tuple[int, int] | None]:
-        """Bounded memory whatever the file size (a server decides how large a bulk file is): DuckDB's upsert
-        holds a chunk in memory, so a file is merged ``upsert_chunk_rows`` rows per transaction, in file order
-        (a later copy of an id still wins over an earlier one, as within one chunk)."""
-        step = self.upsert_chunk_rows
-        if total_rows <= step:
+    def _row_ranges(self, landed: LandedFile) -> list[tuple[int, int] | None]:
+        """Bounded memory whatever the file (a server decides how large a bulk file and its resources are): the
+        merge holds one chunk in memory, so a file is merged in chunks of whole Parquet row groups, each at most
+        ``upsert_chunk_rows`` rows and ``upsert_chunk_bytes`` of uncompressed data (a single larger row group is
+        its own chunk; landing caps those), one transaction each, in file order (a later copy of an id still
+        wins over an earlier one, as within one chunk)."""
+        meta = pq.ParquetFile(landed.path).metadata
+        ranges: list[tuple[int, int]] = []
+        start = stop = size = 0
+        for index in range(meta.num_row_groups):
+            group = meta.row_group(index)
+            if stop > start and (
+                stop - start + group.num_rows > self.upsert_chunk_rows
+                or size + group.total_byte_size > self.upsert_chunk_bytes
+            ):
+                ranges.append((start, stop))
+                start, size = stop, 0
+            stop += group.num_rows
+            size += group.total_byte_size
+        if stop > start:
+            ranges.append((start, stop))
+        if len(ranges) <= 1:
             return [None]
-        return [(start, min(start + step, total_rows)) for start in range(0, total_rows, step)]
+        return list(ranges)
 
     def _stage_landed(self, cur: Cursor, path: Path, rows: tuple[int, int] | None = None) -> None:
         cols = ", ".join(c for c in _sql.STAGE_COLUMNS if c != "content_hash")

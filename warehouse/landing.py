@@ -1,7 +1,8 @@
 """The landing writer: NDJSON lines -> one zstd Parquet file, streamed in batches (BDX-17, BDX-20, BDX-23).
 
-Lines are parsed one at a time with orjson and buffered in column lists of ``batch_rows`` rows, each batch
-appended through ``ParquetWriter``: memory is bounded by the batch, never the file. The file is written under
+Lines are parsed one at a time with orjson and buffered in column lists of at most ``batch_rows`` rows and
+``BATCH_BYTES`` of JSON, each batch appended through ``ParquetWriter`` as one row group: memory is bounded by
+the batch, never the file, whatever size the server's resources are. The file is written under
 a temporary name and renamed only when the writer exits cleanly. Bad lines are never dropped: they go to a
 quarantine Parquet beside the landing file.
 """
@@ -28,7 +29,14 @@ __all__ = ["DEFAULT_BATCH_ROWS", "LandingWriter"]
 logger = logging.getLogger(__name__)
 
 _TS = pa.timestamp("us", tz="UTC")
-DEFAULT_BATCH_ROWS = 10_000
+# One batch (and one Parquet row group) of JSON text is what a writer holds; 5,000 rows measured half the peak
+# memory of 10,000 at the same speed (docs/PERFORMANCE.md).
+DEFAULT_BATCH_ROWS = 5_000
+# ...and however large each resource is (a DocumentReference with inline attachments can be megabytes).
+BATCH_BYTES = 16 * 1024 * 1024
+# Dictionary-encode only the columns that repeat: for unique ids and documents the dictionary is pure cost
+# (a hash table per row group that Parquet then abandons), measured ~25 MB of peak memory per writer.
+_DICTIONARY_COLUMNS = [name for name in LANDING_SCHEMA.names if name not in ("id", "resource_json")]
 
 
 class LandingWriter:
@@ -64,7 +72,9 @@ class LandingWriter:
         self._last_updated: list[datetime | None] = []
         self._version_ids: list[str | None] = []
         self._json: list[str] = []
+        self._json_bytes = 0
         self._q_rows: list[tuple[int, str, bytes]] = []
+        self._q_bytes = 0
         self._writer: pq.ParquetWriter | None = None
         self._q_writer: pq.ParquetWriter | None = None
         self._rows = 0
@@ -143,14 +153,16 @@ class LandingWriter:
         self._last_updated.append(last_updated)
         self._version_ids.append(version_id)
         self._json.append(text)
+        self._json_bytes += len(text)
         if last_updated is not None and (self._max_last_updated is None or last_updated > self._max_last_updated):
             self._max_last_updated = last_updated
-        if len(self._ids) >= self._batch_rows:
+        if len(self._ids) >= self._batch_rows or self._json_bytes >= BATCH_BYTES:
             self._flush()
 
     def _quarantine(self, raw: bytes, error: str) -> None:
         self._quarantined += 1
         self._q_rows.append((self._line_number, error, raw))
+        self._q_bytes += len(raw)
         logger.debug(
             "quarantined line %d of %s/%s run %s: %s",
             self._line_number,
@@ -159,7 +171,7 @@ class LandingWriter:
             self._run_id,
             error,
         )
-        if len(self._q_rows) >= self._batch_rows:
+        if len(self._q_rows) >= self._batch_rows or self._q_bytes >= BATCH_BYTES:
             self._flush_quarantine()
 
     def _constant(self, value: object, n: int, typ: pa.DataType) -> pa.Array:
@@ -186,10 +198,13 @@ class LandingWriter:
         )
         if self._writer is None:
             self._final.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = pq.ParquetWriter(self._tmp, LANDING_SCHEMA, compression="zstd")
+            self._writer = pq.ParquetWriter(
+                self._tmp, LANDING_SCHEMA, compression="zstd", use_dictionary=_DICTIONARY_COLUMNS
+            )
         self._writer.write_table(table)
         self._rows += n
         self._ids, self._last_updated, self._version_ids, self._json = [], [], [], []
+        self._json_bytes = 0
 
     def _flush_quarantine(self) -> None:
         n = len(self._q_rows)
@@ -212,7 +227,7 @@ class LandingWriter:
             self._final.parent.mkdir(parents=True, exist_ok=True)
             self._q_writer = pq.ParquetWriter(self._quarantine_tmp, QUARANTINE_SCHEMA, compression="zstd")
         self._q_writer.write_table(table)
-        self._q_rows = []
+        self._q_rows, self._q_bytes = [], 0
 
     def finish(self) -> LandedFile:
         """Flush, close and atomically rename into place; removes a stale quarantine file of an earlier rerun."""

@@ -91,10 +91,10 @@ def test_duckdb_chunked_upsert_matches_whole_file(tmp_path: Path, zone: LandingZ
     rows = [resource(f"o{k}", note=[{"text": f"v1-{k}"}]) for k in range(25)]
     rows.append(resource("o3", last_updated="2026-01-02T00:00:00Z", note=[{"text": "newer"}]))
     rows.append(resource("o4", last_updated="2025-12-31T00:00:00Z", note=[{"text": "older"}]))
-    landed = land(zone, rows)
+    landed = land(LandingZone(tmp_path / "small-groups", batch_rows=3), rows)  # 9 row groups of 3 rows
     whole = DuckDBWarehouse(tmp_path / "whole.duckdb")
     chunked = DuckDBWarehouse(tmp_path / "chunked.duckdb", upsert_chunk_rows=7)
-    assert len(chunked._row_ranges(landed.rows)) == 4
+    assert chunked._row_ranges(landed) == [(0, 6), (6, 12), (12, 18), (18, 24), (24, 27)]  # whole row groups
     a, b = whole.upsert(landed), chunked.upsert(landed)
     assert (a.inserted, a.duplicates) == (25, 2)
     assert (b.inserted, b.updated, b.unchanged) == (25, 1, 1)  # across chunks: o3 updates, older o4 is ignored
@@ -114,3 +114,18 @@ def _content(wh: Warehouse) -> list[tuple[object, ...]]:
             (),
         )
     ]
+
+
+def test_duckdb_upsert_chunks_are_bounded_by_bytes_too(tmp_path: Path) -> None:
+    """Large resources make small chunks: the byte budget cuts between row groups before the row budget."""
+    zone = LandingZone(tmp_path / "landing", batch_rows=2)
+    landed = land(zone, [resource(f"d{k}", note=[{"text": "x" * 20_000}]) for k in range(6)])
+    row_bounded = DuckDBWarehouse(tmp_path / "rows.duckdb", upsert_chunk_rows=1_000)
+    byte_bounded = DuckDBWarehouse(tmp_path / "bytes.duckdb", upsert_chunk_rows=1_000, upsert_chunk_bytes=50_000)
+    assert row_bounded._row_ranges(landed) == [None]
+    assert byte_bounded._row_ranges(landed) == [(0, 2), (2, 4), (4, 6)]
+    assert byte_bounded.upsert(landed).inserted == 6
+    row_bounded.upsert(landed)
+    assert _content(row_bounded) == _content(byte_bounded)
+    row_bounded.close()
+    byte_bounded.close()

@@ -19,6 +19,7 @@ from warehouse import (
     LandingError,
     LandingZone,
     land_ndjson_file,
+    landing,
     read_landed_file,
 )
 
@@ -62,6 +63,20 @@ def test_bdx17_batches_stream_into_row_groups(tmp_path: Path) -> None:
     assert landed.rows == 1050 and meta.num_rows == 1050
     assert meta.num_row_groups == 11  # one per batch: the file was never built whole in memory
     assert meta.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_bdx17_batches_are_bounded_by_bytes_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large resources flush before ``batch_rows``: a writer never holds more than about BATCH_BYTES of JSON;
+    repeated columns stay dictionary-encoded, unique ids and documents do not."""
+    monkeypatch.setattr(landing, "BATCH_BYTES", 100_000)
+    zone = LandingZone(tmp_path, batch_rows=1_000)
+    landed = land(zone, [resource(f"o{i}", note=[{"text": "x" * 30_000}]) for i in range(10)])
+    meta = pq.ParquetFile(landed.path).metadata
+    assert landed.rows == 10
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [4, 4, 2]
+    encodings = {meta.schema.column(i).name: meta.row_group(0).column(i).encodings for i in range(meta.num_columns)}
+    assert "RLE_DICTIONARY" in encodings["resource_type"]
+    assert "RLE_DICTIONARY" not in encodings["resource_json"] and "RLE_DICTIONARY" not in encodings["id"]
 
 
 def test_bdx17_rerun_of_same_run_overwrites_not_duplicates(zone: LandingZone) -> None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from tests.warehouse.conftest import land, resource
-from warehouse import LandingZone, SchemaVersionError, WarehouseTargetError, open_warehouse
+from warehouse import LandingZone, SchemaVersionError, WarehouseTargetError, _sql, open_warehouse
 from warehouse.duckdb_backend import DuckDBWarehouse
 from warehouse.postgres_backend import PostgresWarehouse, psycopg_conninfo
+from warehouse.views import view_statements
 
 
 def test_duckdb_targets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,7 +46,7 @@ def test_schema_creation_is_idempotent_and_versioned(tmp_path: Path, zone: Landi
         wh.upsert(land(zone, [resource("a")]))
     with open_warehouse(db) as wh:
         assert wh.live_ids("c1", "Observation") == {"a"}
-        assert list(wh.iter_rows("SELECT version FROM schema_version")) == [{"version": 1}]
+        assert list(wh.iter_rows("SELECT version FROM schema_version")) == [{"version": 2}]
         with wh._write("test") as cur:
             cur.execute("INSERT INTO schema_version VALUES (99, now())")
     with pytest.raises(SchemaVersionError):
@@ -73,3 +76,35 @@ def test_postgres_unreachable_is_a_typed_error() -> None:
         port = s.getsockname()[1]
     with pytest.raises(WarehouseTargetError, match="cannot connect"):
         open_warehouse(f"postgresql+psycopg://postgres@127.0.0.1:{port}/x")
+
+
+def test_duckdb_schema_1_is_migrated_to_an_unkeyed_fhir_resources(tmp_path: Path, zone: LandingZone) -> None:
+    """Version 1 kept an ART index on fhir_resources' key; opening such a file rebuilds the table without it,
+    keeping every row, and the warehouse works as before."""
+    db = tmp_path / "v1.duckdb"
+    v1 = dataclasses.replace(_sql.DUCKDB, keyed_resources=True)
+    with duckdb.connect(str(db)) as conn:
+        for stmt in _sql.schema_ddl(v1):
+            conn.execute(stmt)
+        conn.execute("INSERT INTO schema_version VALUES (1, now())")
+        for stmt in view_statements(v1):  # analyst views over the old table must not block the rebuild
+            conn.execute(stmt)
+        conn.execute(
+            "INSERT INTO fhir_resources (connection_id, resource_type, id, last_updated, resource, landed_at) "
+            "VALUES ('c1', 'Observation', 'old', TIMESTAMPTZ '2026-01-01 00:00:00+00', '{}', now())"
+        )
+    with open_warehouse(db) as wh:
+        wh.upsert(land(zone, [resource("new")]))
+        assert wh.live_ids("c1", "Observation") == {"old", "new"}
+        versions = [r["version"] for r in wh.iter_rows("SELECT version FROM schema_version ORDER BY version")]
+        assert versions == [1, 2]
+        keys = list(
+            wh.iter_rows(
+                "SELECT count(*) AS n FROM duckdb_constraints() WHERE table_name = 'fhir_resources' "
+                "AND constraint_type = 'PRIMARY KEY'"
+            )
+        )
+        assert keys == [{"n": 0}]
+        assert wh.refresh_flat_tables()
+    with open_warehouse(db) as again:  # a second open is a no-op
+        assert [r["version"] for r in again.iter_rows("SELECT version FROM schema_version")] == [1, 2]
