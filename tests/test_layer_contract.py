@@ -1,0 +1,30 @@
+"""The auth service submits Dagster runs by name (GraphQL) without importing the pipelines layer; these are the
+names it copies. A rename on either side fails here instead of in production."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from auth_service.services import sync_api
+from pipelines import connections, tags
+from pipelines.defs.bulk import BULK_EXPORT_JOB
+from pipelines.defs.sync import FULL_RESYNC_JOB, INCREMENTAL_SYNC_JOB
+from pipelines.partitions import CONNECTIONS_PARTITIONS_NAME
+from pipelines.run import job_for
+
+
+def test_partition_tag_and_kind_names_match_the_pipelines() -> None:
+    assert sync_api.CONNECTIONS_PARTITIONS == CONNECTIONS_PARTITIONS_NAME
+    assert sync_api.BULK_KINDS == connections.BULK_KINDS
+    copied = (sync_api._TAG_CONNECTION, sync_api._TAG_TENANT, sync_api._TAG_SOURCE, sync_api._TAG_TRIGGER)
+    assert copied == (tags.CONNECTION_TAG, tags.TENANT_TAG, tags.SOURCE_TAG, tags.TRIGGER_TAG)
+
+
+@pytest.mark.parametrize("kind", ["patient", "backend", "group"])
+@pytest.mark.parametrize("mode", ["full", "incremental"])
+def test_job_choice_matches_the_pipelines(kind: str, mode: str) -> None:
+    job, _ = sync_api.job_for(SimpleNamespace(kind=kind), mode)  # type: ignore[arg-type]
+    assert job == job_for(is_bulk=kind in sync_api.BULK_KINDS, full=mode == "full")
+    assert job in {BULK_EXPORT_JOB, FULL_RESYNC_JOB, INCREMENTAL_SYNC_JOB}
