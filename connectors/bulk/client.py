@@ -34,6 +34,7 @@ from connectors.http import (
     RateLimiter,
     RetryPolicy,
     normalize_base_url,
+    outbound_url_guard,
     redact_url,
     resolve_url,
 )
@@ -51,7 +52,9 @@ NDJSON = "application/fhir+ndjson"
 
 class BulkClient:
     """Runs Bulk Data exports against one FHIR base. Status/file URLs must share the base's origin to get
-    the token (SAL-40); files with ``requiresAccessToken=false`` are fetched with no token from anywhere.
+    the token (SAL-40); files with ``requiresAccessToken=false`` are fetched with no token, from the base's
+    origin or any public https host (``url_guard``, by default :func:`connectors.http.outbound_url_guard`, vets
+    each file URL and redirect, so a manifest cannot point the workers at internal services).
     """
 
     def __init__(
@@ -66,8 +69,10 @@ class BulkClient:
         timeout: httpx.Timeout | float | None = None,
         allow_http: bool = False,
         on_response: Callable[[httpx.Response], None] | None = None,
+        url_guard: Callable[[str], None] | None = None,
     ) -> None:
         self.fhir_base = normalize_base_url(fhir_base, allow_http=allow_http)
+        self._file_guard = url_guard or outbound_url_guard(self.fhir_base)
         self._session = FhirSession(
             self.fhir_base,
             tokens,
@@ -257,6 +262,7 @@ class BulkClient:
                 token_rule=rule,
                 handler=lambda response: stream_to_file(response, dest, max_bytes),
                 max_redirects=5,
+                url_guard=self._file_guard,
             )
         except FhirError as exc:
             if exc.status in (404, 410):

@@ -304,11 +304,34 @@ def test_bdx16_17_download_with_token_gzip_and_ndjson_accept(tmp_path: Path) -> 
 def test_bdx16_sal40_no_token_when_not_required_even_on_another_host(tmp_path: Path) -> None:
     script = Script(httpx.Response(200, content=b"{}\n"), httpx.Response(200, content=b"{}\n"))
     bulk = _bulk(script)
-    bulk.download("https://files.example.net/signed/p.ndjson?sig=1", tmp_path / "a", requires_token=False)
+    bulk.download("https://93.184.216.34/signed/p.ndjson?sig=1", tmp_path / "a", requires_token=False)
     bulk.download(FILE, tmp_path / "b", requires_token=False)
     assert all("Authorization" not in r.headers for r in script.requests)
     with pytest.raises(SecurityPolicyError):
-        bulk.download("https://files.example.net/p.ndjson", tmp_path / "c", requires_token=True)
+        bulk.download("https://93.184.216.34/p.ndjson", tmp_path / "c", requires_token=True)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://169.254.169.254/latest/meta-data/iam",  # cloud metadata
+        "http://93.184.216.34/p.ndjson",  # off-origin plain http
+        "https://10.1.2.3/p.ndjson",  # private network
+    ],
+)
+def test_bdx16_manifest_cannot_point_downloads_at_internal_services(url: str, tmp_path: Path) -> None:
+    """A ``requiresAccessToken=false`` file is fetched from anywhere public, never from an internal address."""
+    script = Script(httpx.Response(200, content=b"{}\n"))
+    with pytest.raises(SecurityPolicyError, match="refusing to fetch"):
+        _bulk(script).download(url, tmp_path / "p", requires_token=False)
+    assert script.requests == [], "the internal address must never be requested"
+
+
+def test_bdx16_file_redirects_are_vetted_before_following(tmp_path: Path) -> None:
+    script = Script(httpx.Response(302, headers={"Location": "https://169.254.169.254/latest/meta-data/"}))
+    with pytest.raises(SecurityPolicyError):
+        _bulk(script).download("https://93.184.216.34/signed/p.ndjson", tmp_path / "p", requires_token=False)
+    assert [str(r.url) for r in script.requests] == ["https://93.184.216.34/signed/p.ndjson"]
 
 
 @pytest.mark.parametrize("status", [404, 410])
