@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from connectors.errors import WriteNotSupportedError
+from connectors.fhir.capability import server_resources
 
 __all__ = ["WriteCapability", "WriteFlags", "check_note_write", "scopes_allow_note_create"]
 
@@ -60,17 +61,6 @@ def scopes_allow_note_create(granted: str) -> bool:
     return False
 
 
-def _server_resources(capabilities: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    rests = capabilities.get("rest")
-    if not isinstance(rests, list):
-        return []
-    resources: list[Mapping[str, Any]] = []
-    for rest in rests:
-        if isinstance(rest, Mapping) and rest.get("mode", "server") == "server":
-            resources.extend(r for r in rest.get("resource") or [] if isinstance(r, Mapping))
-    return resources
-
-
 def _interactions(resource: Mapping[str, Any]) -> set[str]:
     return {str(i.get("code")) for i in resource.get("interaction") or [] if isinstance(i, Mapping) and i.get("code")}
 
@@ -86,7 +76,7 @@ def check_note_write(
     """
     if not (flags.service_enabled and flags.tenant_enabled and flags.note_create_enabled and flags.vendor_allows_notes):
         raise WriteNotSupportedError("vendor_disabled", "note write-back is disabled for this tenant or vendor")
-    resources = {str(r.get("type")): r for r in _server_resources(capabilities)}
+    resources = {str(r.get("type")): r for r in server_resources(capabilities)}
     doc_ref = resources.get("DocumentReference")
     if doc_ref is None or "create" not in _interactions(doc_ref):
         raise WriteNotSupportedError(

@@ -1,7 +1,11 @@
 """Practitioner/Organization/Location/Medication a patient's resources point at, read by id (deduplicated).
 
 They are not in the patient compartment, so search by ``patient`` cannot find them; reading exactly the
-references found keeps the warehouse joinable without pulling a whole directory.
+references found keeps the warehouse joinable without pulling a whole directory. Where the server declares
+``search-type`` for the type and the granted scopes allow search, ids are asked for ``ID_BATCH`` at a time with
+``_id=a,b,c`` (one request instead of one per id); any id the search did not return is then read on its own, so
+a server that ignores the list, hides a match or refuses the search costs requests, never data, and a missing
+target is still told apart (``not_found``).
 """
 
 from __future__ import annotations
@@ -12,15 +16,26 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from connectors.errors import EhrSyncError, FhirGoneError, FhirNotFoundError, NeedsReauthError
+from connectors.errors import (
+    EhrSyncError,
+    FhirError,
+    FhirGoneError,
+    FhirNotFoundError,
+    FhirUnauthorizedError,
+    NeedsReauthError,
+)
 from connectors.fhir import FhirClient
+from connectors.fhir.capability import declared_interactions
 from pipelines.sync import cursors
 from pipelines.sync.environment import ConnectionInfo, SyncEnvironment
 from pipelines.sync.reports import TypeReport
-from warehouse import LandingZone, Warehouse
+from warehouse import LandingWriter, LandingZone, Warehouse
 from warehouse.errors import WarehouseError
 
 REFERENCED_TYPES = ("Practitioner", "Organization", "Location", "Medication")
+ID_BATCH = 50  # ids per `_id` search: ~2 KB of query string, under every server's URL limit
+# A search refused with one of these falls back to reads for the rest of the type (the server cannot do it).
+_SEARCH_UNSUPPORTED = frozenset({400, 403, 404, 405, 422, 501})
 
 _REF = re.compile(
     r"^(?:(?P<base>.+)/)?(?P<type>"
@@ -68,9 +83,11 @@ def fetch_references(
         rtype, _, rid = ref.partition("/")
         by_type.setdefault(rtype, []).append(rid)
     reports: dict[str, TypeReport] = {}
+    capabilities = env.capabilities(conn, client)
     for rtype, ids in by_type.items():
         try:
-            reports[rtype] = _fetch_type(env.zone, conn, client, wh, run_id, rtype, ids)
+            batched = _can_search_by_id(conn, rtype, capabilities)
+            reports[rtype] = _fetch_type(env.zone, conn, client, wh, run_id, rtype, ids, batched=batched)
         except NeedsReauthError:
             raise
         except (EhrSyncError, WarehouseError, OSError) as exc:
@@ -89,6 +106,8 @@ def _fetch_type(
     run_id: str,
     rtype: str,
     ids: list[str],
+    *,
+    batched: bool = False,
 ) -> TypeReport:
     started = time.monotonic()
     report = TypeReport(rtype)
@@ -98,7 +117,10 @@ def _fetch_type(
         return report
     source = f"{conn.fhir_base.rstrip('/')}/{rtype}"
     with zone.writer(conn.id, rtype, run_id, source, conn.tenant_id, seq="refs") as writer:
+        found = _search_by_ids(client, rtype, ids, writer, report) if batched else set()
         for rid in ids:
+            if rid in found:
+                continue
             try:
                 resource = client.read(rtype, rid)
             except (FhirNotFoundError, FhirGoneError):
@@ -115,3 +137,37 @@ def _fetch_type(
     report.created, report.updated, report.unchanged = stats.inserted, stats.updated, stats.unchanged
     report.duration_s = time.monotonic() - started
     return report
+
+
+def _can_search_by_id(conn: ConnectionInfo, rtype: str, capabilities: dict[str, Any] | None) -> bool:
+    """Search only where both sides say so: the server declares ``search-type`` and the grant allows search
+    (SMART v2 separates ``r`` from ``s``). Without a CapabilityStatement, read one by one as before."""
+    if capabilities is None or "search-type" not in declared_interactions(capabilities, rtype):
+        return False
+    return conn.scopes is None or conn.scopes.allows(rtype, "search")
+
+
+def _search_by_ids(
+    client: FhirClient, rtype: str, ids: list[str], writer: LandingWriter, report: TypeReport
+) -> set[str]:
+    """Land what ``_id`` searches return for ``ids``; returns the ids found. A refused search stops batching."""
+    found: set[str] = set()
+    for start in range(0, len(ids), ID_BATCH):
+        chunk = ids[start : start + ID_BATCH]
+        wanted = set(chunk)
+        try:
+            for page in client.search_pages(rtype, [("_id", ",".join(chunk))], count=len(chunk)):
+                report.pages += 1
+                for resource in page.resources:
+                    rid = resource.get("id")
+                    if resource.get("resourceType") != rtype or rid not in wanted or rid in found:
+                        continue  # not asked for (or a repeat): the reads below stay authoritative
+                    found.add(rid)
+                    report.fetched += 1
+                    writer.add_resource(resource)
+        except FhirError as exc:
+            if isinstance(exc, FhirUnauthorizedError) or exc.status not in _SEARCH_UNSUPPORTED:
+                raise
+            _log.info("%s search by _id refused (HTTP %s); reading the rest one by one", rtype, exc.status)
+            break
+    return found

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
+
+import httpx
 
 from pipelines.sync import SCOPE_NOT_GRANTED, cursors, reconcile_deletes, runs, sync_connection
 from pipelines.sync.connection_sync import PATIENT_TYPES
@@ -46,15 +49,21 @@ def test_first_sync_lands_every_type_then_only_changes_bdx26_27_28(world, shared
     assert history[1].counts["Observation"]["created"] == first.types["Observation"].created
 
 
-def test_referenced_resources_are_read_once_by_id(world, shared_sb, http, request_log):
+def _is_id_search(url: httpx.URL, types: Iterable[str]) -> bool:
+    return url.path.rsplit("/", 1)[1] in types and "_id" in url.params
+
+
+def test_referenced_resources_are_fetched_once_in_id_batches(world, shared_sb, http, request_log):
     sb = shared_sb
     conn = connect_patient(world, sb, http=http)
     report = sync_connection(world.env, conn)
     assert report.status == "completed", report.error
     referenced = {t: r for t, r in report.types.items() if t in ("Practitioner", "Organization", "Location")}
     assert referenced, "sandbox encounters reference practitioners/organizations/locations"
-    reads = Counter(u.path for u in request_log.urls if u.path.split("/")[-2] in referenced)
-    assert reads and max(reads.values()) == 1  # deduplicated
+    reads = [u for u in request_log.urls if u.path.split("/")[-2] in referenced]
+    searches = Counter(u.path.rsplit("/", 1)[1] for u in request_log.urls if _is_id_search(u, referenced))
+    assert reads == []  # the sandbox declares search-type and the grant has .s: one `_id` search per type
+    assert searches == dict.fromkeys(referenced, 1)
     live = _live(world, conn)
     for rtype, r in referenced.items():
         assert r.fetched == live[rtype] > 0
@@ -137,11 +146,11 @@ def test_incremental_reads_only_new_references_full_rereads_them(start_sandbox, 
     assert incremental.status == "completed", incremental.error
     assert sum(r.updated for r in incremental.types.values()) >= 1
     shared = ("Practitioner", "Organization", "Location", "Medication")
-    assert not [u for u in request_log.urls if u.path.split("/")[-2] in shared]
+    assert not [u for u in request_log.urls if u.path.split("/")[-2] in shared or _is_id_search(u, shared)]
     assert all(incremental.types[t].fetched == 0 for t in shared if t in incremental.types)
 
     request_log.clear()
     full = sync_connection(world.env, conn, full=True)
     assert full.status == "completed", full.error
     assert full.types["Practitioner"].fetched == first.types["Practitioner"].fetched
-    assert [u for u in request_log.urls if u.path.split("/")[-2] == "Practitioner"]
+    assert [u for u in request_log.urls if _is_id_search(u, ("Practitioner",))]
