@@ -101,13 +101,13 @@ def quarantine_verdict(fetched: int, quarantined: int, max_ratio: float) -> Chec
     )
 
 
-def duplicate_keys_verdict(rows: int, distinct_ids: int) -> CheckVerdict:
-    """Live warehouse rows of one (connection, type) must have distinct ids (BDX-24 key)."""
-    duplicates = rows - distinct_ids
+def duplicate_keys_verdict(rows: int, distinct_keys: int) -> CheckVerdict:
+    """Stored rows (tombstones included) must each have their own (type, id) key (BDX-24)."""
+    duplicates = rows - distinct_keys
     return CheckVerdict(
         duplicates == 0,
-        f"{rows} live rows, {distinct_ids} distinct ids" + (f", {duplicates} duplicated" if duplicates else ""),
-        {"rows": rows, "distinct_ids": distinct_ids, "duplicates": duplicates},
+        f"{rows} rows, {distinct_keys} distinct keys" + (f", {duplicates} duplicated" if duplicates else ""),
+        {"rows": rows, "distinct_keys": distinct_keys, "duplicates": duplicates},
     )
 
 

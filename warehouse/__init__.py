@@ -6,7 +6,7 @@ Plain Python (pyarrow, duckdb, psycopg, orjson); imports no other ehrsync packag
 from warehouse._memory import configure_streaming_memory
 from warehouse._outcomes import ErrorCounts
 from warehouse.attachments import AttachmentRef, AttachmentStore
-from warehouse.base import UpsertStats, Warehouse
+from warehouse.base import KeyCounts, UpsertStats, Warehouse
 from warehouse.errors import (
     AttachmentError,
     AttachmentIntegrityError,
@@ -35,6 +35,7 @@ __all__ = [
     "AttachmentStore",
     "ErrorCounts",
     "InvalidInputError",
+    "KeyCounts",
     "LandedFile",
     "LandedFileError",
     "LandingError",

@@ -23,7 +23,7 @@ from warehouse.errors import InvalidInputError, LandedFileError, SchemaVersionEr
 from warehouse.landed import LANDING_SCHEMA, QUARANTINE_SCHEMA, LandedFile
 from warehouse.views import VIEW_NAMES, view_statements
 
-__all__ = ["Cursor", "UpsertStats", "Warehouse"]
+__all__ = ["Cursor", "KeyCounts", "UpsertStats", "Warehouse"]
 
 logger = logging.getLogger(__name__)
 FETCH_ROWS = 10_000
@@ -49,6 +49,19 @@ class UpsertStats:
     updated: int
     unchanged: int
     duplicates: int = 0
+
+
+@dataclass(frozen=True)
+class KeyCounts:
+    """``rows`` stored (tombstones included), distinct ``keys`` among them, and ``live`` (not tombstoned) rows."""
+
+    rows: int
+    keys: int
+    live: int
+
+    @property
+    def duplicates(self) -> int:
+        return self.rows - self.keys
 
 
 def _aware(name: str, value: datetime) -> datetime:
@@ -233,6 +246,23 @@ class Warehouse(ABC):
             for batch in _batches(cur):
                 out.update(r[0] for r in batch)
         return out
+
+    def key_counts(self, connection_id: str, resource_type: str | None = None) -> KeyCounts:
+        """Rows, distinct keys and live rows of a connection (one type, or all): rows == keys is the BDX-24 key
+        holding (on DuckDB nothing but the merge itself enforces it). Counted in SQL, never loaded into memory."""
+        scope, params = "connection_id = %s", [connection_id]
+        if resource_type is not None:
+            scope, params = scope + " AND resource_type = %s", [*params, resource_type]
+        with self._read() as cur:
+            cur.execute(
+                "SELECT count(*), count(*) FILTER (WHERE deleted_at IS NULL), "
+                f"(SELECT count(*) FROM (SELECT DISTINCT resource_type, id FROM fhir_resources WHERE {scope}) k) "
+                f"FROM fhir_resources WHERE {scope}",
+                (*params, *params),
+            )
+            row = cur.fetchone()
+        rows, live, keys = (int(v) for v in row) if row else (0, 0, 0)
+        return KeyCounts(rows=rows, keys=keys, live=live)
 
     # -- BDX-22 and quarantine --------------------------------------------------------------------------------
     def record_errors(

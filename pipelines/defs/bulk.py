@@ -21,6 +21,7 @@ from dagster import (
 )
 
 from pipelines.bulk_files import output_file_counts
+from pipelines.defs.type_assets import DUPLICATE_CHECK, duplicate_check
 from pipelines.partitions import connections_partitions
 from pipelines.reporting import (
     CheckVerdict,
@@ -65,6 +66,7 @@ BULK_EXPORT_KEY = AssetKey([BULK_GROUP, "export"])
     check_specs=[
         AssetCheckSpec(MANIFEST_CHECK, asset=BULK_EXPORT_KEY, description="BDX-20: file lines equal manifest count."),
         AssetCheckSpec(QUARANTINE_CHECK, asset=BULK_EXPORT_KEY, description="Quarantined lines within threshold."),
+        AssetCheckSpec(DUPLICATE_CHECK, asset=BULK_EXPORT_KEY, description="Every stored row has its own key."),
     ],
 )
 def bulk_export_asset(
@@ -92,11 +94,14 @@ def bulk_export_asset(
     fetched = sum(r.fetched for r in report.types.values())
     quarantined = sum(r.quarantined for r in report.types.values())
     metadata["count_mismatches"] = MetadataValue.int(len(report.count_mismatches))
+    live, duplicates = duplicate_check(warehouse, connection_id)
+    metadata["live_rows"] = MetadataValue.int(live)
     return MaterializeResult(
         metadata=metadata,
         check_results=[
             check_result(MANIFEST_CHECK, manifest),
             check_result(QUARANTINE_CHECK, quarantine_verdict(fetched, quarantined, policy.quarantine_max_ratio)),
+            check_result(DUPLICATE_CHECK, duplicates),
         ],
     )
 

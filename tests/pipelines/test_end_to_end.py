@@ -160,7 +160,9 @@ def test_backend_connection_runs_the_bulk_export_job_and_checks_counts_bdx20(
     assert result.checks == {
         "bulk/export:manifest_line_counts_match": True,
         "bulk/export:quarantine_within_threshold": True,
+        "bulk/export:no_duplicate_keys": True,
     }
+    assert export["live_rows"] == export["created"]
     assert sum(live_counts(settings_for(tmp_path).warehouse_url, cid).values()) == export["created"]
 
 

@@ -9,7 +9,15 @@ from typing import cast
 import pytest
 
 from tests.warehouse.conftest import land, resource
-from warehouse import LandedFile, LandedFileError, LandingZone, UpsertStats, Warehouse, open_warehouse
+from warehouse import (
+    KeyCounts,
+    LandedFile,
+    LandedFileError,
+    LandingZone,
+    UpsertStats,
+    Warehouse,
+    open_warehouse,
+)
 from warehouse.duckdb_backend import DuckDBWarehouse
 from warehouse.postgres_backend import PostgresWarehouse
 
@@ -182,3 +190,22 @@ def test_bdx24_concurrent_upserts_of_one_partition_count_exactly(wh: Warehouse, 
     assert sum(r.inserted for r in results) == 400
     assert all(r.inserted + r.updated + r.unchanged == 400 for r in results)
     assert {row["version_id"] for row in wh.iter_rows("SELECT DISTINCT version_id FROM fhir_resources")} == {"2"}
+
+
+def test_key_counts_include_tombstones_and_count_in_sql(wh: Warehouse, zone: LandingZone) -> None:
+    wh.upsert(land(zone, [resource("a"), resource("b"), resource("c")]))
+    wh.upsert(land(zone, [resource("p1", resource_type="Patient")], resource_type="Patient", run_id="r2"))
+    wh.tombstone("c1", "Observation", ["b", "never-seen"], datetime(2026, 2, 1, tzinfo=UTC))
+    assert wh.key_counts("c1", "Observation") == KeyCounts(rows=4, keys=4, live=2)
+    assert wh.key_counts("c1") == KeyCounts(rows=5, keys=5, live=3)
+    assert wh.key_counts("other") == KeyCounts(rows=0, keys=0, live=0)
+
+
+def test_duckdb_key_counts_expose_a_duplicated_key(tmp_path, zone: LandingZone) -> None:
+    """DuckDB keeps no index on the key: the duplicate-key asset check is what would notice a broken merge."""
+    with open_warehouse(tmp_path / "dup.duckdb") as wh:
+        wh.upsert(land(zone, [resource("a"), resource("b")]))
+        with wh._write("test") as cur:
+            cur.execute("INSERT INTO fhir_resources SELECT * FROM fhir_resources WHERE id = 'a'")
+        counts = wh.key_counts("c1", "Observation")
+        assert (counts.rows, counts.keys, counts.duplicates) == (3, 2, 1)
