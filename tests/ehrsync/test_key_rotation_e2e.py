@@ -1,0 +1,63 @@
+"""Key rotation end to end (SAL-27..29): a patient authorized and synced under key A; ``ehrsync keys rotate``
+run as an operator would (new key active, A as the old one); then a process holding only the new key refreshes
+at the sandbox and syncs, and one holding only A can no longer read anything."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from auth_service.store import CipherError, TokenCipher, TokenVault
+from auth_service.store.crypto import derive_kid
+from pipelines.sync import sync_connection
+from sandbox import SandboxConfig, SandboxServer
+from tests.pipelines.sync.helpers import connect_patient, make_environment, mutate
+
+
+def _b64(key: bytes) -> str:
+    return base64.b64encode(key).decode()
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxServer]:
+    with SandboxServer(SandboxConfig(patients=2)) as sb:
+        yield sb
+
+
+def test_rotated_keys_keep_syncing_and_the_old_key_can_go(tmp_path: Path, sandbox: SandboxServer) -> None:
+    old_key, new_key = os.urandom(32), os.urandom(32)
+    with httpx.Client(timeout=30.0) as http:
+        before = make_environment(tmp_path, http=http, cipher_key=old_key)
+        conn = connect_patient(before, sandbox, http=http)
+        assert sync_connection(before.env, conn).status == "completed"
+
+        env = {
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+            "INTEGRATIONS_TOKEN_ENC_KEY": _b64(new_key),
+            "INTEGRATIONS_TOKEN_ENC_KEYS_OLD": f"{derive_kid(old_key)}:{_b64(old_key)}",
+        }
+        command = [sys.executable, "-m", "ehrsync.cli", "keys", "rotate"]
+        rotated = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        assert rotated.returncode == 0, rotated.stderr
+        assert "re-encrypted" in rotated.stdout and "Traceback" not in rotated.stderr
+
+        after = make_environment(tmp_path, http=http, cipher_key=new_key, tenant_id=before.tenant_id)
+        info = after.env.vault.token_info(conn)
+        assert info is not None and info.key_id == derive_kid(new_key)
+        after.env.vault.force_refresh(conn)  # the refresh token decrypts under the new key; the sandbox accepts it
+        mutate(http, sandbox, update=2)
+        report = sync_connection(after.env, conn)
+        assert report.status == "completed", report.error
+        assert sum(r.updated for r in report.types.values()) >= 1
+
+        stale = TokenVault(after.env.db, TokenCipher(old_key))
+        with pytest.raises(CipherError):
+            stale.token_source(conn).get_token()
