@@ -5,6 +5,7 @@ Public API: ``AppDatabase``, ``TokenCipher``, ``TokenVault``, ``OAuthStateStore`
 """
 
 from auth_service.store._grants import RetryPolicy
+from auth_service.store._refresh import RefreshLockTimeoutError
 from auth_service.store.audit import record_audit
 from auth_service.store.crypto import CipherError, TokenCipher
 from auth_service.store.database import AppDatabase
@@ -21,6 +22,7 @@ __all__ = [
     "InvalidStateError",
     "KeepaliveReport",
     "OAuthStateStore",
+    "RefreshLockTimeoutError",
     "RetryPolicy",
     "TokenCipher",
     "TokenInfo",

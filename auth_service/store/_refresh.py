@@ -1,10 +1,29 @@
-"""The locked refresh: one process refreshes, the others reuse its committed result."""
+"""The locked refresh: one process refreshes, the others reuse its committed result.
+
+Each refresh runs in three steps: *prepare* (read the rows, decide, gather what the grant needs), *grant* (the
+HTTP call to the token server) and *apply* (store the tokens, or the needs-reauth status, and the audit row).
+How they are serialized depends on the app database:
+
+- PostgreSQL: all three in one transaction holding ``SELECT ... FOR UPDATE`` on the connection's rows; other
+  connections and every other writer carry on.
+- SQLite: a write transaction locks the whole database, so holding one across the grant would stall every
+  writer of every process for as long as the token server takes. There a per-connection file lock beside the
+  database file serializes refreshers instead; prepare is a read (WAL readers block nobody), the grant runs with
+  no transaction open, and apply is a short ``BEGIN IMMEDIATE`` that re-checks the row.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import logging
-from collections.abc import Callable
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -25,12 +44,20 @@ from connectors.errors import (
 )
 from connectors.smart import TokenResponse, client_credentials_grant, refresh_grant
 
-__all__ = ["check_status", "lock_row", "needs_refresh", "run_locked_refresh"]
+__all__ = ["RefreshLockTimeoutError", "check_status", "lock_row", "needs_refresh", "run_locked_refresh"]
 
 logger = logging.getLogger(__name__)
 
 MIN_REMAINING = timedelta(seconds=60)
 REFRESH_FRACTION = 0.2
+# Longer than a grant with its retries can take; past it the other process is presumed stuck.
+REFRESH_LOCK_TIMEOUT_S = 120.0
+
+
+class RefreshLockTimeoutError(EhrSyncError):
+    """Another process held this connection's refresh lock for longer than a refresh can take."""
+
+    code = "refresh_lock_timeout"
 
 
 def lock_row(session: Session, connection_id: str) -> TokenRecord | None:
@@ -61,6 +88,27 @@ def needs_refresh(row: TokenRecord, now: datetime) -> bool:
     return row.expires_at - now <= threshold
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """What a refresh came to: a token to hand out and/or an error to raise, plus what ``apply`` must write."""
+
+    token: str | None = None
+    error: EhrSyncError | None = None
+    response: TokenResponse | None = None  # store these tokens
+    needs_reauth: bool = False
+    audit: tuple[str, dict[str, object]] | None = None  # (outcome, detail) of the token.refresh audit row
+
+
+@dataclass(frozen=True)
+class _Grant:
+    """Everything the HTTP call needs, gathered while the rows were read."""
+
+    call: Callable[[], TokenResponse]
+    name: str
+    current: str | None
+    still_valid: bool
+
+
 def run_locked_refresh(
     db: AppDatabase,
     cipher: TokenCipher,
@@ -71,95 +119,169 @@ def run_locked_refresh(
     force: bool,
     clock: Callable[[], datetime],
 ) -> str:
-    """Refresh (or mint, for backend connections) under the lock; errors are raised after the commit."""
-    failure: EhrSyncError | None = None
-    token: str | None = None
-    with db.locked_session() as session:
-        row = lock_row(session, connection_id)
-        conn = session.scalar(select(Connection).where(Connection.id == connection_id))
-        if conn is None:
-            raise NeedsReauthError(f"no connection with id {connection_id!r}")
-        check_status(conn)
-        now = clock()
-        current = open_field(cipher, row, "access_token") if row is not None else None
-        if current is not None and row is not None and not force:
-            if rejected is not None and current != rejected:
-                logger.info("connection %s: token already refreshed by another worker", connection_id)
-                return current
-            if rejected is None and not needs_refresh(row, now):
-                return current
-        token, failure = _refresh_in_lock(session, cipher, grants, conn, row, current, rejected, clock)
-    if failure is not None:
-        raise failure
-    assert token is not None
-    return token
+    """Refresh (or mint, for backend connections) unless another process already did; errors are raised after
+    the status and audit changes are committed."""
+    if db.dialect == "sqlite":
+        with _sqlite_refresh_lock(db, connection_id):
+            with db.session() as session:
+                step = _prepare(session, cipher, grants, connection_id, rejected, force, clock)
+            outcome = step if isinstance(step, _Outcome) else _grant(step, grants, connection_id)
+            if outcome.response is not None or outcome.needs_reauth or outcome.audit is not None:
+                with db.locked_session() as session:
+                    outcome = _apply(session, cipher, connection_id, outcome, clock)
+    else:
+        with db.locked_session() as session:
+            lock_row(session, connection_id)
+            step = _prepare(session, cipher, grants, connection_id, rejected, force, clock)
+            outcome = step if isinstance(step, _Outcome) else _grant(step, grants, connection_id)
+            outcome = _apply(session, cipher, connection_id, outcome, clock)
+    if outcome.error is not None:
+        raise outcome.error
+    assert outcome.token is not None
+    return outcome.token
 
 
-def _refresh_in_lock(
+def _prepare(
     session: Session,
     cipher: TokenCipher,
     grants: GrantContext,
-    conn: Connection,
-    row: TokenRecord | None,
-    current: str | None,
+    connection_id: str,
     rejected: str | None,
+    force: bool,
     clock: Callable[[], datetime],
-) -> tuple[str | None, EhrSyncError | None]:
-    """Do the grant; return (token, None) or (None, error) so the status/audit changes still commit."""
+) -> _Outcome | _Grant:
+    """Read the rows and decide: a token as it stands, an outcome without a grant, or the grant to make."""
+    conn = session.scalar(select(Connection).where(Connection.id == connection_id))
+    if conn is None:
+        raise NeedsReauthError(f"no connection with id {connection_id!r}")
+    check_status(conn)
+    row = session.scalar(
+        select(TokenRecord).where(TokenRecord.connection_id == connection_id).execution_options(populate_existing=True)
+    )
+    now = clock()
+    current = open_field(cipher, row, "access_token") if row is not None else None
+    if current is not None and row is not None and not force:
+        if rejected is not None and current != rejected:
+            logger.info("connection %s: token already refreshed by another worker", connection_id)
+            return _Outcome(token=current)
+        if rejected is None and not needs_refresh(row, now):
+            return _Outcome(token=current)
     backend = conn.kind in (ConnectionKind.BACKEND, ConnectionKind.GROUP)
-    grant = "client_credentials" if backend else "refresh_token"
-    still_valid = row is not None and rejected is None and row.expires_at > clock()
-
-    def audit(outcome: str, **detail: object) -> None:
-        record_audit(
-            session,
-            action="token.refresh",
-            outcome=outcome,
-            tenant_id=conn.tenant_id,
-            connection_id=conn.id,
-            detail={"grant": grant, **detail},
-        )
-
+    still_valid = row is not None and rejected is None and row.expires_at > now
     if not backend and (row is None or row.refresh_token_ct is None):
         if still_valid and current is not None:
             logger.info("connection %s: no refresh token; using the current token until it expires", conn.id)
-            return current, None
-        _mark_needs_reauth(conn, clock())
-        audit("needs_reauth", reason="no_refresh_token")
-        return None, NeedsReauthError(f"connection {conn.id} has no refresh token: re-authorization required")
+            return _Outcome(token=current)
+        return _Outcome(
+            error=NeedsReauthError(f"connection {conn.id} has no refresh token: re-authorization required"),
+            needs_reauth=True,
+            audit=("needs_reauth", {"grant": "refresh_token", "reason": "no_refresh_token"}),
+        )
+    endpoint = grants.token_endpoint(conn)
+    auth = grants.client_auth(session, conn)
+    if backend:
+        scope = grants.backend_scope(session, conn)
+        return _Grant(
+            lambda: client_credentials_grant(endpoint, http=grants.http, client_auth=auth, scope=scope, clock=clock),
+            "client_credentials",
+            current,
+            still_valid,
+        )
+    assert row is not None
+    refresh_token = open_field(cipher, row, "refresh_token")
+    return _Grant(
+        lambda: refresh_grant(endpoint, http=grants.http, client_auth=auth, refresh_token=refresh_token, clock=clock),
+        "refresh_token",
+        current,
+        still_valid,
+    )
 
-    def call() -> TokenResponse:
-        endpoint = grants.token_endpoint(conn)
-        auth = grants.client_auth(session, conn)
-        if backend:
-            scope = grants.backend_scope(session, conn)
-            return client_credentials_grant(endpoint, http=grants.http, client_auth=auth, scope=scope, clock=clock)
-        assert row is not None
-        refresh_token = open_field(cipher, row, "refresh_token")
-        return refresh_grant(endpoint, http=grants.http, client_auth=auth, refresh_token=refresh_token, clock=clock)
 
+def _grant(grant: _Grant, grants: GrantContext, connection_id: str) -> _Outcome:
+    """Make the grant (retrying transient failures) and classify its answer; no database access here."""
+    detail: dict[str, object] = {"grant": grant.name}
     try:
-        response = with_retry(call, grants.retry, grants.sleep, f"{grant} for connection {conn.id}")
+        response = with_retry(grant.call, grants.retry, grants.sleep, f"{grant.name} for connection {connection_id}")
     except InvalidGrantError as exc:
-        _mark_needs_reauth(conn, clock())
-        audit("needs_reauth", error_code=exc.error, status_code=exc.status)
-        return None, NeedsReauthError(f"connection {conn.id}: refresh refused ({exc.error}): re-authorization required")
+        return _Outcome(
+            error=NeedsReauthError(
+                f"connection {connection_id}: refresh refused ({exc.error}): re-authorization required"
+            ),
+            needs_reauth=True,
+            audit=("needs_reauth", {**detail, "error_code": exc.error, "status_code": exc.status}),
+        )
     except (TransportError, TemporarilyUnavailableError) as exc:
-        audit("transient_failure", error_code=exc.code)
-        if still_valid and current is not None:
-            logger.warning("connection %s: refresh failed transiently; keeping the current token", conn.id)
-            return current, None
-        return None, exc
+        audit = ("transient_failure", {**detail, "error_code": exc.code})
+        if grant.still_valid and grant.current is not None:
+            logger.warning("connection %s: refresh failed transiently; keeping the current token", connection_id)
+            return _Outcome(token=grant.current, audit=audit)
+        return _Outcome(error=exc, audit=audit)
     except OAuthError as exc:
-        audit("failure", error_code=exc.error, status_code=exc.status)
-        return None, exc
-    rotated = bool(response.refresh_token)
-    new_row = write_tokens(session, cipher, conn, row, response, now=clock())
-    audit("success", rotated=rotated, expires_in=response.expires_in, version=new_row.version)
-    logger.info("connection %s: %s grant succeeded (version %d)", conn.id, grant, new_row.version)
-    return response.access_token, None
+        return _Outcome(error=exc, audit=("failure", {**detail, "error_code": exc.error, "status_code": exc.status}))
+    return _Outcome(token=response.access_token, response=response, audit=("success", detail))
 
 
-def _mark_needs_reauth(conn: Connection, now: datetime) -> None:
-    conn.status = ConnectionStatus.NEEDS_REAUTH
-    conn.updated_at = now
+def _apply(
+    session: Session, cipher: TokenCipher, connection_id: str, outcome: _Outcome, clock: Callable[[], datetime]
+) -> _Outcome:
+    """Write what the outcome says (tokens, needs-reauth status, audit row) in the caller's write transaction;
+    returns the outcome to report, which differs only when the connection was disconnected meanwhile."""
+    if outcome.audit is None and outcome.response is None and not outcome.needs_reauth:
+        return outcome
+    row = lock_row(session, connection_id)
+    conn = session.scalar(select(Connection).where(Connection.id == connection_id))
+    if conn is None or (outcome.response is not None and conn.status != ConnectionStatus.ACTIVE):
+        # Disconnected while the grant was in flight (SQLite: no lock is held across it): store nothing.
+        logger.info("connection %s was disconnected during its token refresh; tokens dropped", connection_id)
+        return _Outcome(error=NeedsReauthError(f"connection {connection_id} was disconnected during its refresh"))
+    now = clock()
+    detail = dict(outcome.audit[1]) if outcome.audit else {}
+    if outcome.needs_reauth:
+        conn.status = ConnectionStatus.NEEDS_REAUTH
+        conn.updated_at = now
+    if outcome.response is not None:
+        response = outcome.response
+        new_row = write_tokens(session, cipher, conn, row, response, now=now)
+        detail.update(rotated=bool(response.refresh_token), expires_in=response.expires_in, version=new_row.version)
+        logger.info("connection %s: %s grant succeeded (version %d)", conn.id, detail.get("grant"), new_row.version)
+    if outcome.audit is not None:
+        record_audit(
+            session,
+            action="token.refresh",
+            outcome=outcome.audit[0],
+            tenant_id=conn.tenant_id,
+            connection_id=conn.id,
+            detail=detail,
+        )
+    return outcome
+
+
+@contextlib.contextmanager
+def _sqlite_refresh_lock(db: AppDatabase, connection_id: str) -> Iterator[None]:
+    """An exclusive ``flock`` per connection beside the SQLite file (every process that can open the database
+    file can open this); waits up to ``REFRESH_LOCK_TIMEOUT_S``."""
+    database = db.engine.url.database
+    assert database, "a SQLite app database is always a file (AppDatabase.from_url)"
+    folder = Path(database).with_name(Path(database).name + ".refresh-locks")
+    folder.mkdir(exist_ok=True)
+    name = hashlib.sha256(connection_id.encode()).hexdigest()[:32]
+    fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + REFRESH_LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise RefreshLockTimeoutError(
+                        f"connection {connection_id}: another process has been refreshing its token for over "
+                        f"{REFRESH_LOCK_TIMEOUT_S:.0f}s"
+                    ) from None
+                time.sleep(0.02)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -1,8 +1,9 @@
 """The token vault: encrypted storage plus refresh serialized per connection across processes.
 
-Refresh runs inside a database write lock (PostgreSQL ``SELECT ... FOR UPDATE`` on the tokens row, SQLite
-``BEGIN IMMEDIATE``); the row is re-read inside the lock so a refresh another process already did is reused,
-and new tokens are committed before anyone uses them (SAL-23, SAL-24). Rotating servers (eCW) therefore
+Refresh is serialized per connection (PostgreSQL: ``SELECT ... FOR UPDATE`` on its rows; SQLite: a file lock
+per connection, so no database-wide write lock is held during the token call, see ``_refresh``); the row is
+re-read inside the lock so a refresh another process already did is reused, and new tokens are committed
+before anyone uses them (SAL-23, SAL-24). Rotating servers (eCW) therefore
 never see a refresh token twice, and keep-original servers (Cerner) keep working without a new one.
 """
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,9 +19,11 @@ from auth_service.store import (
     TokenCipher,
     TokenVault,
     UnknownConnectionError,
+    _refresh,
     save_provider_config,
 )
-from auth_service.store.models import AuditEvent, Connection, TokenRecord
+from auth_service.store._refresh import RefreshLockTimeoutError, lock_row
+from auth_service.store.models import AuditEvent, Connection, ConnectionStatus, TokenRecord
 from connectors.errors import NeedsReauthError, TemporarilyUnavailableError
 from connectors.smart import TokenResponse, parse_token_response
 from connectors.tokens import TokenSource
@@ -313,3 +317,76 @@ def test_sal32_first_backend_mint_serialized_across_processes(
     outcomes = run_workers(db_url, key_b64, "near_expiry")
     assert outcomes == [("ok", "at-1")] * 3, outcomes
     assert token_server.state.count("client_credentials") == 1
+
+
+def test_a_refresh_in_flight_does_not_block_other_writers(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
+) -> None:
+    """While the token server answers one connection's refresh, the app database takes other writes: on SQLite
+    no write transaction is open across the grant (a file lock per connection serializes refreshers instead)."""
+    vault = seeded(db, cipher, token_server)
+    token_server.state.release = threading.Event()
+    results: list[str] = []
+    refresher = threading.Thread(target=lambda: results.append(vault.force_refresh("c1")))
+    refresher.start()
+    assert token_server.state.seen.wait(10), "the refresh never reached the token server"
+    add_connection(db, fhir_base=token_server.fhir_base, connection_id="c2")  # a write while the grant is open
+    token_server.state.release.set()
+    refresher.join(30)
+    assert not token_server.state.release_timed_out, "the write waited for the refresh to finish"
+    assert results == ["at-1"]
+    assert vault.token_source("c1").get_token() == "at-1"
+
+
+def test_a_connection_disconnected_during_its_refresh_keeps_no_tokens(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
+) -> None:
+    """SQLite holds no lock across the grant, so a disconnect lands first and the answer is dropped (the caller
+    is told to re-authorize); PostgreSQL's row lock makes the disconnect wait and then remove the new tokens.
+    Either way no tokens survive a disconnect."""
+    vault = seeded(db, cipher, token_server)
+    token_server.state.release = threading.Event()
+    outcome: list[object] = []
+
+    def refresh() -> None:
+        try:
+            outcome.append(vault.force_refresh("c1"))
+        except NeedsReauthError as exc:
+            outcome.append(exc)
+
+    def disconnect() -> None:
+        with db.locked_session() as session:
+            row = lock_row(session, "c1")
+            conn = session.get(Connection, "c1")
+            assert row is not None and conn is not None
+            session.delete(row)
+            conn.status = ConnectionStatus.DISCONNECTED
+
+    refresher = threading.Thread(target=refresh)
+    refresher.start()
+    assert token_server.state.seen.wait(10)
+    disconnecting = threading.Thread(target=disconnect)
+    disconnecting.start()
+    if db.dialect == "sqlite":
+        disconnecting.join(10)  # nothing holds a lock: it finishes while the grant is still open
+        assert not disconnecting.is_alive()
+    token_server.state.release.set()
+    refresher.join(30)
+    disconnecting.join(30)
+    expected: type[object] = NeedsReauthError if db.dialect == "sqlite" else str
+    assert len(outcome) == 1 and isinstance(outcome[0], expected)
+    assert vault.token_info("c1") is None
+
+
+def test_sqlite_refresh_lock_held_too_long_is_a_typed_error(
+    tmp_path: Path, cipher: TokenCipher, token_server: RunningTokenServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = AppDatabase.from_url(f"sqlite:///{tmp_path / 'app.db'}")
+    db.migrate()
+    vault = seeded(db, cipher, token_server)
+    monkeypatch.setattr(_refresh, "REFRESH_LOCK_TIMEOUT_S", 0.2)
+    with _refresh._sqlite_refresh_lock(db, "c1"), pytest.raises(RefreshLockTimeoutError, match="c1"):
+        vault.force_refresh("c1")  # another process is (as far as this one can tell) stuck refreshing c1
+    assert token_server.state.count("refresh_token") == 0
+    assert vault.force_refresh("c1") == "at-1"  # the lock released, the next refresh goes through
+    db.dispose()

@@ -32,6 +32,10 @@ class TokenServerState:
     fail_next: list[int] = field(default_factory=list)
     issued: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # When ``release`` is set up, each token request sets ``seen`` and waits (up to 10 s) for ``release``.
+    seen: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event | None = None
+    release_timed_out: bool = False
 
     def count(self, grant_type: str) -> int:
         return sum(1 for g in self.grants if g["form"].get("grant_type") == grant_type)
@@ -60,6 +64,9 @@ def create_app(state: TokenServerState, base: list[str]) -> FastAPI:
         form = _form(await request.body())
         if state.delay_s:
             await asyncio.sleep(state.delay_s)  # holds the race window open
+        if state.release is not None:
+            state.seen.set()
+            state.release_timed_out = not await asyncio.to_thread(state.release.wait, 10)
         with state.lock:
             state.grants.append({"form": form, "authorization": request.headers.get("authorization")})
             if state.fail_next:
