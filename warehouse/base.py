@@ -152,30 +152,12 @@ class Warehouse(ABC):
     def upsert(self, landed: LandedFile) -> UpsertStats:
         """Merge one landed file into ``fhir_resources`` (and its quarantine into ``fhir_quarantine``)."""
         check_landing_file(landed)
-        inserted = updated = distinct = 0
+        totals = [0, 0, 0]  # inserted, updated, distinct
         ranges = self._row_ranges(landed)
-        for number, rows in enumerate(ranges, start=1):
-            # Chunks commit one by one: a crash in between leaves a state a replay completes (BDX-24).
-            with self._write(f"{landed.connection_id}/{landed.resource_type}") as cur:
-                self._stage_landed(cur, Path(landed.path), rows)
-                cur.execute(
-                    "SELECT count(*) FROM _stage WHERE connection_id <> %s OR resource_type <> %s",
-                    (landed.connection_id, landed.resource_type),
-                )
-                row = cur.fetchone()
-                if row and row[0]:
-                    raise LandedFileError(
-                        f"landed file {landed.path} holds rows of another connection or resource type than "
-                        f"{landed.connection_id}/{landed.resource_type}"
-                    )
-                chunk_inserted, chunk_updated, chunk_distinct = self._merge_stage(cur, landed)
-                inserted, updated, distinct = (
-                    inserted + chunk_inserted,
-                    updated + chunk_updated,
-                    distinct + chunk_distinct,
-                )
-                if number == len(ranges) and landed.quarantine_path is not None:
-                    self._insert_quarantine(cur, Path(landed.quarantine_path))
+        with self.batch():  # one connection for every chunk of the file (the winners table lives on it)
+            for number, rows in enumerate(ranges, start=1):
+                self._upsert_chunk(landed, rows, first=number == 1, last=number == len(ranges), totals=totals)
+        inserted, updated, distinct = totals
         stats = UpsertStats(inserted, updated, distinct - inserted - updated, max(landed.rows - distinct, 0))
         logger.info(
             "upserted %s/%s from %s: %d inserted, %d updated, %d unchanged",
@@ -187,6 +169,35 @@ class Warehouse(ABC):
             stats.unchanged,
         )
         return stats
+
+    def _upsert_chunk(
+        self, landed: LandedFile, rows: tuple[int, int] | None, *, first: bool, last: bool, totals: list[int]
+    ) -> None:
+        """Merge one chunk in its own transaction: a crash between chunks leaves a state a replay completes
+        (BDX-24), and each id's winner is chosen over the whole file, so chunking never changes the result."""
+        with self._write(f"{landed.connection_id}/{landed.resource_type}") as cur:
+            if rows is not None and first:
+                self._stage_winners(cur, Path(landed.path))
+            self._stage_landed(cur, Path(landed.path), rows)
+            cur.execute(
+                "SELECT count(*) FROM _stage WHERE connection_id <> %s OR resource_type <> %s",
+                (landed.connection_id, landed.resource_type),
+            )
+            row = cur.fetchone()
+            if row and row[0]:
+                raise LandedFileError(
+                    f"landed file {landed.path} holds rows of another connection or resource type than "
+                    f"{landed.connection_id}/{landed.resource_type}"
+                )
+            for index, count in enumerate(self._merge_stage(cur, landed)):
+                totals[index] += count
+            if last and landed.quarantine_path is not None:
+                self._insert_quarantine(cur, Path(landed.quarantine_path))
+
+    def _stage_winners(self, cur: Cursor, path: Path) -> None:
+        """Backends that split a file (``_row_ranges``) create ``_winners(id, file_row_number)`` here: the row that
+        wins each id over the whole file, so that ``_stage_landed`` of a chunk stages only winners."""
+        raise NotImplementedError(f"{type(self).__name__} splits landed files but does not choose winners")
 
     def _merge_stage(self, cur: Cursor, landed: LandedFile) -> tuple[int, int, int]:
         """Write ``_stage`` into ``fhir_resources`` under the BDX-24 rule; returns (inserted, updated, distinct)."""

@@ -35,6 +35,8 @@ __all__ = ["DuckDBWarehouse"]
 
 logger = logging.getLogger(__name__)
 _ID_CHUNK = 50_000
+# BDX-24 within one file: the newest lastUpdated wins, then the later line.
+_WINNER_ORDER = "ORDER BY last_updated DESC NULLS LAST, file_row_number DESC"
 
 
 class _DuckCursor:
@@ -178,8 +180,8 @@ class DuckDBWarehouse(Warehouse):
         """Bounded memory whatever the file (a server decides how large a bulk file and its resources are): the
         merge holds one chunk in memory, so a file is merged in chunks of whole Parquet row groups, each at most
         ``upsert_chunk_rows`` rows and ``upsert_chunk_bytes`` of uncompressed data (a single larger row group is
-        its own chunk; landing caps those), one transaction each, in file order (a later copy of an id still
-        wins over an earlier one, as within one chunk)."""
+        its own chunk; landing caps those), one transaction each. Which copy of an id wins is decided over the
+        whole file first (``_stage_winners``), so a chunked merge and its replays end exactly like a whole one."""
         meta = pq.ParquetFile(landed.path).metadata
         ranges: list[tuple[int, int]] = []
         start = stop = size = 0
@@ -199,15 +201,33 @@ class DuckDBWarehouse(Warehouse):
             return [None]
         return list(ranges)
 
+    def _stage_winners(self, cur: Cursor, path: Path) -> None:
+        # Only the key and ordering columns are read (Parquet projection): one small row per id of the file.
+        cur.execute(
+            "CREATE OR REPLACE TEMP TABLE _winners AS SELECT connection_id, resource_type, id, file_row_number "
+            "FROM (SELECT connection_id, resource_type, id, file_row_number, row_number() OVER ("
+            f"PARTITION BY connection_id, resource_type, id {_WINNER_ORDER}) AS _rn "
+            "FROM read_parquet(%s, file_row_number = true)) WHERE _rn = 1",
+            (str(path),),
+        )
+
     def _stage_landed(self, cur: Cursor, path: Path, rows: tuple[int, int] | None = None) -> None:
         cols = ", ".join(c for c in _sql.STAGE_COLUMNS if c != "content_hash")
-        window = "" if rows is None else f"WHERE file_row_number >= {int(rows[0])} AND file_row_number < {int(rows[1])}"
+        source = "read_parquet(%s, file_row_number = true)"
+        if rows is None:  # the whole file: pick each id's winner right here
+            chosen = (
+                f"SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY connection_id, resource_type, id "
+                f"{_WINNER_ORDER}) AS _rn FROM {source}) WHERE _rn = 1"
+            )
+        else:  # one chunk: only the rows that win over the whole file (_stage_winners)
+            chosen = (
+                f"SELECT p.* FROM {source} p SEMI JOIN _winners w ON p.connection_id = w.connection_id "
+                "AND p.resource_type = w.resource_type AND p.id = w.id AND p.file_row_number = w.file_row_number "
+                f"WHERE p.file_row_number >= {int(rows[0])} AND p.file_row_number < {int(rows[1])}"
+            )
         cur.execute(
             f"CREATE OR REPLACE TEMP TABLE _stage AS SELECT {cols}, resource_json, "
-            f"{self.dialect.hash_expr('resource_json')} AS content_hash FROM ("
-            "SELECT *, row_number() OVER (PARTITION BY connection_id, resource_type, id "
-            "ORDER BY last_updated DESC NULLS LAST, file_row_number DESC) AS _rn "
-            f"FROM read_parquet(%s, file_row_number = true) {window}) WHERE _rn = 1",
+            f"{self.dialect.hash_expr('resource_json')} AS content_hash FROM ({chosen})",
             (str(path),),
         )
 

@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from tests.warehouse.conftest import land, resource
-from warehouse import LandingZone, Warehouse, WarehouseMemoryError, open_warehouse
+from warehouse import LandingZone, UpsertStats, Warehouse, WarehouseMemoryError, open_warehouse
 from warehouse.duckdb_backend import DuckDBWarehouse
 
 
@@ -96,12 +96,27 @@ def test_duckdb_chunked_upsert_matches_whole_file(tmp_path: Path, zone: LandingZ
     chunked = DuckDBWarehouse(tmp_path / "chunked.duckdb", upsert_chunk_rows=7)
     assert chunked._row_ranges(landed) == [(0, 6), (6, 12), (12, 18), (18, 24), (24, 27)]  # whole row groups
     a, b = whole.upsert(landed), chunked.upsert(landed)
-    assert (a.inserted, a.duplicates) == (25, 2)
-    assert (b.inserted, b.updated, b.unchanged) == (25, 1, 1)  # across chunks: o3 updates, older o4 is ignored
-    assert whole.row_fingerprint() != "" and _content(whole) == _content(chunked)
-    assert chunked.upsert(landed).inserted == 0  # replay changes nothing
+    assert a == b == UpsertStats(inserted=25, updated=0, unchanged=0, duplicates=2)  # winners over the whole file
     assert _content(whole) == _content(chunked)
+    before = chunked.row_fingerprint()
+    assert chunked.upsert(landed) == UpsertStats(inserted=0, updated=0, unchanged=25, duplicates=2)
+    assert chunked.row_fingerprint() == before  # a replay rewrites nothing, not even landed_at
     whole.close()
+    chunked.close()
+
+
+def test_duckdb_chunked_replay_of_same_time_copies_is_idempotent(tmp_path: Path) -> None:
+    """Two copies of an id with the same lastUpdated but different versions, in different chunks: the later line
+    wins once, and replaying the file changes nothing (the earlier copy must never be staged on its own)."""
+    rows = [resource("x", version="1", note=[{"text": "first"}]), resource("y"), resource("x", version="2")]
+    landed = land(LandingZone(tmp_path / "one-row-groups", batch_rows=1), rows)
+    chunked = DuckDBWarehouse(tmp_path / "chunked.duckdb", upsert_chunk_rows=1)
+    assert len(chunked._row_ranges(landed)) == 3
+    assert chunked.upsert(landed) == UpsertStats(inserted=2, updated=0, unchanged=0, duplicates=1)
+    before = chunked.row_fingerprint()
+    assert chunked.upsert(landed) == UpsertStats(inserted=0, updated=0, unchanged=2, duplicates=1)
+    assert chunked.row_fingerprint() == before
+    assert [r[1] for r in _content(chunked)] == ["2", "1"]  # x at version 2, y at 1
     chunked.close()
 
 

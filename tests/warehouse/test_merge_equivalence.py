@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.warehouse.conftest import land, resource
-from warehouse import LandingZone, Warehouse, open_warehouse
+from warehouse import LandingZone, UpsertStats, Warehouse, open_warehouse
+from warehouse.duckdb_backend import DuckDBWarehouse
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 IDS = ["a", "b", "c", "d", "e"]
@@ -36,10 +37,12 @@ def _instant(day: int | None) -> str | None:
     return None if day is None else (BASE + timedelta(days=day)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _apply(wh: Warehouse, zone: LandingZone, connection_id: str, ops: list[tuple[str, Any]]) -> list[object]:
-    """Run ``ops`` against ``wh`` under ``connection_id``; returns what each call reported."""
+def _apply(
+    wh: Warehouse, zone: LandingZone, connection_id: str, ops: list[tuple[str, Any]], start: int = 0
+) -> list[object]:
+    """Run ``ops`` (numbered from ``start``) against ``wh`` under ``connection_id``; returns what each reported."""
     results: list[object] = []
-    for n, (kind, arg) in enumerate(ops):
+    for n, (kind, arg) in enumerate(ops, start=start):
         if kind == "upsert":
             lines = [resource(rid, _instant(day), version, value=marker) for rid, day, version, marker in arg]
             results.append(wh.upsert(land(zone, lines, run_id=f"r{n}", connection_id=connection_id)))
@@ -94,3 +97,24 @@ def test_bdx24_duckdb_merge_matches_postgres_upsert(
     duck_results = _apply(duck, zone, connection_id, ops)
     assert duck_results == pg_results
     assert _normalise(_rows(duck, connection_id)) == _normalise(pg_rows)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=operations)
+def test_duckdb_chunked_merge_matches_the_whole_file_merge(tmp_path: Path, ops: list[tuple[str, Any]]) -> None:
+    """Files split into one-row row groups and merged two rows per transaction end exactly like whole files,
+    counts included; and each file merged a second time right away changes nothing (BDX-24 replay)."""
+    connection_id = uuid.uuid4().hex
+    whole_zone, chunk_zone = LandingZone(tmp_path / "whole"), LandingZone(tmp_path / "chunks", batch_rows=1)
+    with (
+        DuckDBWarehouse(tmp_path / "whole.duckdb") as whole,
+        DuckDBWarehouse(tmp_path / "chunked.duckdb", upsert_chunk_rows=2) as chunked,
+    ):
+        chunked_results: list[object] = []
+        for n, op in enumerate(ops):
+            chunked_results += _apply(chunked, chunk_zone, connection_id, [op], start=n)
+            if op[0] == "upsert":
+                replay = _apply(chunked, chunk_zone, connection_id, [op], start=n)[0]
+                assert isinstance(replay, UpsertStats) and replay.inserted == replay.updated == 0
+        assert chunked_results == _apply(whole, whole_zone, connection_id, ops)
+        assert _rows(chunked, connection_id) == _rows(whole, connection_id)
