@@ -86,9 +86,9 @@ class WarehouseResource(ConfigurableResource["WarehouseResource"]):
     lock_timeout_s: float = Field(default=300.0, gt=0, description="Wait this long for another writer's lock.")
 
     @contextmanager
-    def open(self) -> Iterator[Warehouse]:
+    def open(self, *, read_only: bool = False) -> Iterator[Warehouse]:
         """Open for one step and always close, so the next writer process can take the DuckDB file."""
-        wh = open_warehouse(self.target, lock_timeout_s=self.lock_timeout_s)
+        wh = open_warehouse(self.target, read_only=read_only, lock_timeout_s=self.lock_timeout_s)
         try:
             yield wh
         finally:

@@ -33,8 +33,10 @@ def use_streaming_allocator() -> None:
 
 def cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     """Cap glibc's malloc arenas for threads that have none yet; False where that does not apply (not glibc,
-    or the operator set ``MALLOC_ARENA_MAX``)."""
-    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+    or the operator set ``MALLOC_ARENA_MAX`` or the ``glibc.malloc.arena_max`` tunable). glibc fixes its limit
+    once a process has 8 arenas; this runs at ``warehouse`` import, long before that."""
+    operator_set = "MALLOC_ARENA_MAX" in os.environ or "glibc.malloc.arena_max" in os.environ.get("GLIBC_TUNABLES", "")
+    if not sys.platform.startswith("linux") or operator_set:
         return False
     try:
         libc = ctypes.CDLL(None)

@@ -14,6 +14,22 @@ __all__ = ["DUCKDB", "POSTGRES", "SCHEMA_VERSION", "Dialect", "newer_predicate",
 # 1: first schema. 2: DuckDB's fhir_resources without its primary-key index (Dialect.keyed_resources).
 SCHEMA_VERSION = 2
 KEY = ("connection_id", "resource_type", "id")
+# Every column of fhir_resources, in table order.
+RESOURCE_COLUMNS = (
+    "connection_id",
+    "resource_type",
+    "id",
+    "tenant_id",
+    "version_id",
+    "last_updated",
+    "deleted_at",
+    "content_hash",
+    "resource",
+    "landed_at",
+    "source",
+    "run_id",
+    "transaction_time",
+)
 # Columns copied from the staging table into fhir_resources (besides resource and landed_at).
 STAGE_COLUMNS = (
     "connection_id",

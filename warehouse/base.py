@@ -140,7 +140,8 @@ class Warehouse(ABC):
             logger.info("migrating warehouse schema %d -> 2: fhir_resources without its key index", current)
             cur.execute("ALTER TABLE fhir_resources RENAME TO fhir_resources_v1")
             cur.execute(_sql.resources_ddl(self.dialect))
-            cur.execute("INSERT INTO fhir_resources SELECT * FROM fhir_resources_v1")
+            columns = ", ".join(_sql.RESOURCE_COLUMNS)
+            cur.execute(f"INSERT INTO fhir_resources ({columns}) SELECT {columns} FROM fhir_resources_v1")
             cur.execute("DROP TABLE fhir_resources_v1")
 
     def batch(self) -> AbstractContextManager[None]:

@@ -102,7 +102,7 @@ class LandingWriter:
         except (LineRejected, UnicodeDecodeError) as exc:
             self._quarantine(line.rstrip(b"\r\n"), str(exc))
             return False
-        self._append(rid, last_updated, version_id, text)
+        self._append(rid, last_updated, version_id, text, len(raw))
         return True
 
     def add_resource(self, resource: dict[str, Any]) -> bool:
@@ -122,7 +122,7 @@ class LandingWriter:
         except LineRejected as exc:
             self._quarantine(raw, str(exc))
             return False
-        self._append(parsed.id, parsed.last_updated, parsed.version_id, raw.decode("utf-8"))
+        self._append(parsed.id, parsed.last_updated, parsed.version_id, raw.decode("utf-8"), len(raw))
         return True
 
     @property
@@ -148,12 +148,12 @@ class LandingWriter:
         if self._closed:
             raise LandingError("the landing writer is already closed")
 
-    def _append(self, rid: str, last_updated: datetime | None, version_id: str | None, text: str) -> None:
+    def _append(self, rid: str, last_updated: datetime | None, version_id: str | None, text: str, size: int) -> None:
         self._ids.append(rid)
         self._last_updated.append(last_updated)
         self._version_ids.append(version_id)
         self._json.append(text)
-        self._json_bytes += len(text)
+        self._json_bytes += size  # UTF-8 bytes, not characters
         if last_updated is not None and (self._max_last_updated is None or last_updated > self._max_last_updated):
             self._max_last_updated = last_updated
         if len(self._ids) >= self._batch_rows or self._json_bytes >= BATCH_BYTES:

@@ -38,6 +38,7 @@ from pipelines.resources import (
     sync_environment,
 )
 from pipelines.sync import PATIENT_TYPES, TypeReport, land_resource_type, upsert_resource_type
+from warehouse import WarehouseError
 
 __all__ = [
     "DUPLICATE_CHECK",
@@ -90,9 +91,15 @@ def raise_if_failed(report: TypeReport, step: str) -> None:
 def duplicate_check(
     warehouse: WarehouseResource, connection_id: str, resource_type: str | None = None
 ) -> tuple[int, CheckVerdict]:
-    """(live rows, verdict): every stored row of the connection (one type, or all) has its own key (BDX-24)."""
-    with warehouse.open() as wh:
-        counts = wh.key_counts(connection_id, resource_type)
+    """(live rows, verdict): every stored row of the connection (one type, or all) has its own key (BDX-24).
+
+    The data is already committed: a warehouse that cannot be read now (another writer holding DuckDB past the
+    lock timeout) fails this check with the reason, never the materialization."""
+    try:
+        with warehouse.open(read_only=True) as wh:
+            counts = wh.key_counts(connection_id, resource_type)
+    except WarehouseError as exc:
+        return 0, CheckVerdict(False, f"could not count keys: {exc}", {"error": type(exc).__name__})
     return counts.live, duplicate_keys_verdict(counts.rows, counts.keys)
 
 

@@ -150,7 +150,12 @@ def _can_search_by_id(conn: ConnectionInfo, rtype: str, capabilities: dict[str, 
 def _search_by_ids(
     client: FhirClient, rtype: str, ids: list[str], writer: LandingWriter, report: TypeReport
 ) -> set[str]:
-    """Land what ``_id`` searches return for ``ids``; returns the ids found. A refused search stops batching."""
+    """Land what ``_id`` searches return for ``ids``; returns the ids found.
+
+    Batching stops for the type when the server refuses the search or answers with resources that were not
+    asked for (it ignored ``_id`` and would page through its whole directory); a chunk stops paging at the
+    first page that brings no new id. The reads that follow fetch whatever is still missing.
+    """
     found: set[str] = set()
     for start in range(0, len(ids), ID_BATCH):
         chunk = ids[start : start + ID_BATCH]
@@ -158,13 +163,19 @@ def _search_by_ids(
         try:
             for page in client.search_pages(rtype, [("_id", ",".join(chunk))], count=len(chunk)):
                 report.pages += 1
-                for resource in page.resources:
-                    rid = resource.get("id")
-                    if resource.get("resourceType") != rtype or rid not in wanted or rid in found:
-                        continue  # not asked for (or a repeat): the reads below stay authoritative
-                    found.add(rid)
-                    report.fetched += 1
-                    writer.add_resource(resource)
+                matches = [r for r in page.resources if r.get("resourceType") == rtype]
+                if any(r.get("id") not in wanted for r in matches):
+                    _log.info("%s search by _id returned ids not asked for; reading one by one instead", rtype)
+                    return found
+                added = 0
+                for resource in matches:
+                    if resource["id"] not in found:
+                        found.add(resource["id"])
+                        report.fetched += 1
+                        writer.add_resource(resource)
+                        added += 1
+                if not added:
+                    break
         except FhirError as exc:
             if isinstance(exc, FhirUnauthorizedError) or exc.status not in _SEARCH_UNSUPPORTED:
                 raise

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from connectors.errors import ConfigurationError
+from pipelines.defs.type_assets import duplicate_check
 from pipelines.resources import (
     AppDatabaseResource,
     EhrHttpResource,
@@ -17,6 +18,7 @@ from pipelines.resources import (
     sync_environment,
 )
 from tests.pipelines.appdb import AppDb
+from warehouse.duckdb_backend import DuckDBWarehouse
 
 
 @pytest.mark.parametrize(
@@ -72,3 +74,17 @@ def test_missing_token_key_is_a_clear_configuration_error(
     environment = sync_environment(AppDatabaseResource(url=app_db.url), landing, warehouse, EhrHttpResource())
     with pytest.raises(ConfigurationError, match="INTEGRATIONS_TOKEN_ENC_KEY"), environment:
         pass
+
+
+def test_duplicate_check_reports_a_busy_warehouse_instead_of_failing_the_asset(tmp_path: Path) -> None:
+    """The rows are committed before the check runs: a DuckDB file another writer holds past the lock timeout
+    fails the check with the reason, it does not raise (which would fail a materialization that succeeded)."""
+    target = tmp_path / "wh.duckdb"
+    busy = DuckDBWarehouse(target)
+    free = WarehouseResource(target=str(target), lock_timeout_s=0.2)
+    assert duplicate_check(free, "c1")[1].passed  # empty warehouse: no duplicates
+    with busy.batch():  # another process's export holds the write lock
+        live, verdict = duplicate_check(free, "c1")
+    assert live == 0 and not verdict.passed
+    assert "could not count keys" in verdict.description and verdict.metadata["error"] == "WarehouseLockTimeoutError"
+    busy.close()

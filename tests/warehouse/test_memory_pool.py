@@ -32,7 +32,8 @@ for t in threads:
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("ARROW_DEFAULT_MEMORY_POOL", "MALLOC_ARENA_MAX")}
+    operator = ("ARROW_DEFAULT_MEMORY_POOL", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
+    env = {k: v for k, v in os.environ.items() if k not in operator}
     env.update(extra)
     return env
 
@@ -53,3 +54,4 @@ def _arenas(env: dict[str, str]) -> int:
 def test_malloc_arenas_are_capped_unless_the_operator_chose() -> None:
     assert _arenas(_clean_env()) <= 2
     assert _arenas(_clean_env(MALLOC_ARENA_MAX="8")) > 2  # the operator's setting wins (and the probe can tell)
+    assert _arenas(_clean_env(GLIBC_TUNABLES="glibc.malloc.arena_max=8")) > 2

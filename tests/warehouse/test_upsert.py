@@ -16,6 +16,7 @@ from warehouse import (
     LandingZone,
     UpsertStats,
     Warehouse,
+    _sql,
     open_warehouse,
 )
 from warehouse.duckdb_backend import DuckDBWarehouse
@@ -209,3 +210,12 @@ def test_duckdb_key_counts_expose_a_duplicated_key(tmp_path, zone: LandingZone) 
             cur.execute("INSERT INTO fhir_resources SELECT * FROM fhir_resources WHERE id = 'a'")
         counts = wh.key_counts("c1", "Observation")
         assert (counts.rows, counts.keys, counts.duplicates) == (3, 2, 1)
+
+
+def test_resource_columns_name_the_table_in_order(wh: Warehouse) -> None:
+    """``_sql.RESOURCE_COLUMNS`` (used by the schema-2 migration's copy) stays in step with the DDL."""
+    rows = wh.iter_rows(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'fhir_resources' "
+        "ORDER BY ordinal_position"
+    )
+    assert tuple(r["column_name"] for r in rows) == _sql.RESOURCE_COLUMNS

@@ -38,7 +38,8 @@ def _capability(interactions: list[dict[str, str]]) -> bytes:
 def _server(
     ids_on_server: set[str], *, interactions: list[dict[str, str]] = SEARCH_TYPE, search: str = "honours"
 ) -> FakeFhir:
-    """``search``: ``honours`` the id list, ``ignores`` it (empty result) or ``refuses`` it (400)."""
+    """``search``: ``honours`` the id list, ``ignores`` it (empty result), ``refuses`` it (400) or ``lists`` the
+    whole directory page by page whatever was asked."""
     fake = FakeFhir()
 
     def search_route(_p: str, query: dict[str, list[str]]) -> Reply:
@@ -46,6 +47,8 @@ def _server(
             return outcome(400, "not-supported")
         if search == "ignores":
             return bundle([])
+        if search == "lists":
+            return bundle([_practitioner("someone-else")], next_url=f"{fake.base_url}/fhir/directory-page-2")
         asked = query["_id"][0].split(",")
         return bundle([_practitioner(i) for i in asked if i in ids_on_server])
 
@@ -97,6 +100,16 @@ def test_a_server_that_ignores_or_refuses_the_id_list_loses_nothing(world: SyncW
     assert _reads(fake) == sorted(present)
     # a refused search is not asked again for the next batch; an ignored list is (it may be per batch)
     assert len(_searches(fake)) == (1 if search == "refuses" else 2)
+
+
+def test_a_server_listing_its_whole_directory_is_not_paged_through(world: SyncWorld) -> None:
+    """A server that ignores ``_id`` and pages through every Practitioner it has: the first page gives it away
+    (an id not asked for), batching stops for the type and the ids are read one by one."""
+    present = {f"pr{i:03d}" for i in range(60)}
+    with serve(_server(present, search="lists")) as fake:
+        report = _fetch(world, fake, sorted(present))
+    assert len(_searches(fake)) == 1 and fake.hits("/fhir/directory-page-2") == 0
+    assert _reads(fake) == sorted(present) and report.fetched == report.created == 60
 
 
 def test_no_search_without_search_type_in_the_capability_statement(world: SyncWorld) -> None:
