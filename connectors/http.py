@@ -11,7 +11,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -273,15 +273,22 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
-def outbound_url_guard(fhir_base: str) -> Callable[[str], None]:
-    """A check for URLs a *resource* names (attachments): anything under the FHIR base's origin is fine;
-    elsewhere only https to hosts whose every address is public, so a record cannot point ehrsync's workers at
-    internal services (cloud metadata, the app database, loopback admin ports). Raises SecurityPolicyError."""
+def outbound_url_guard(fhir_base: str, *, allowed_hosts: Collection[str] = ()) -> Callable[[str], None]:
+    """A check for URLs a *server* names (attachments, bulk files): anything under the FHIR base's origin is
+    fine; elsewhere only https to hosts whose every address is public, so a record cannot point ehrsync's
+    workers at internal services (cloud metadata, the app database, loopback admin ports). ``allowed_hosts``
+    (``host`` or ``host:port``, chosen by the operator, e.g. an on-premises file server) pass over http(s) to
+    any address. Raises SecurityPolicyError."""
+    allowed = {h.strip().lower() for h in allowed_hosts if h.strip()}
 
     def guard(url: str) -> None:
         if same_origin(url, fhir_base):
             return
         target = urlsplit(url)
+        host = (target.hostname or "").lower()
+        with_port = f"{host}:{target.port}" if target.port else host
+        if target.scheme in ("http", "https") and host and (host in allowed or with_port in allowed):
+            return
         if target.scheme != "https" or not target.hostname:
             raise SecurityPolicyError(
                 f"refusing to fetch {redact_url(url)}: off the FHIR server's origin and not https"

@@ -105,6 +105,11 @@ class EhrHttpResource(ConfigurableResource["EhrHttpResource"]):
     connect_timeout_s: float = Field(default=10.0, gt=0, description="TCP/TLS connect timeout.")
     read_timeout_s: float = Field(default=60.0, gt=0, description="Wait for response bytes (slow EHRs).")
     pool_timeout_s: float = Field(default=30.0, gt=0, description="Wait for a free pooled connection.")
+    fetch_allowed_hosts: str = Field(
+        default="",
+        description="Comma-separated host or host:port that bulk manifests and attachments may name although not "
+        "public https (EHRSYNC_FETCH_ALLOWED_HOSTS), e.g. an on-premises file server.",
+    )
     _client: httpx.Client | None = PrivateAttr(default=None)
 
     def client(self) -> httpx.Client:
@@ -170,6 +175,7 @@ def sync_environment(
             http=http,
             overlap=overlap,
             bulk_membership_check=policy.bulk_membership_check,
+            fetch_allowed_hosts=tuple(h.strip() for h in ehr_http.fetch_allowed_hosts.split(",") if h.strip()),
         )
 
 
@@ -179,7 +185,7 @@ def default_resources(settings: PipelineSettings) -> dict[str, ConfigurableResou
         "app_db": AppDatabaseResource(url=settings.database_url),
         "landing": LandingZoneResource(root=str(settings.landing_dir), attachments_root=str(settings.attachments_dir)),
         "warehouse": WarehouseResource(target=settings.warehouse_url),
-        "ehr_http": EhrHttpResource(),
+        "ehr_http": EhrHttpResource(fetch_allowed_hosts=",".join(settings.fetch_allowed_hosts)),
         "policy": SyncPolicyResource(
             sync_windows=settings.sync_windows_raw,
             quarantine_max_ratio=settings.quarantine_max_ratio,

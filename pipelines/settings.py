@@ -9,6 +9,7 @@
 | ``EHRSYNC_QUARANTINE_MAX_RATIO`` | ``0.01`` (share of fetched lines that may be quarantined) |
 | ``EHRSYNC_SYNC_OVERLAP_SECONDS`` | ``300`` (incremental searches start this long before the stored mark, BDX-28) |
 | ``EHRSYNC_KEEPALIVE_IDLE_DAYS`` | ``7`` (the daily keepalive refreshes grants unused this long; 1..89) |
+| ``EHRSYNC_FETCH_ALLOWED_HOSTS`` | none (``files.clinic.local,10.0.0.5:8443``: private bulk-file/attachment hosts) |
 
 ``INTEGRATIONS_TOKEN_ENC_KEY`` is read by ``auth_service.store.TokenCipher.from_env`` when a run opens the vault.
 """
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ __all__ = ["DEFAULT_STATE_DIR", "MAX_KEEPALIVE_IDLE_DAYS", "PipelineSettings"]
 DEFAULT_STATE_DIR = "var/demo"
 # Grants lapse after about 90 days unused (eCW refresh tokens, Oracle Health offline_access): stay below that.
 MAX_KEEPALIVE_IDLE_DAYS = 89
+_HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*(?::\d{1,5})?")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class PipelineSettings:
     quarantine_max_ratio: float = 0.01
     overlap_seconds: int = 300
     keepalive_idle_days: int = 7
+    fetch_allowed_hosts: tuple[str, ...] = ()
 
     @property
     def landing_dir(self) -> Path:
@@ -81,6 +85,13 @@ class PipelineSettings:
                 f"EHRSYNC_KEEPALIVE_IDLE_DAYS={raw_idle!r} is not a whole number of days from 1 to "
                 f"{MAX_KEEPALIVE_IDLE_DAYS} (grants lapse after about 90 days unused)"
             )
+        raw_hosts = env.get("EHRSYNC_FETCH_ALLOWED_HOSTS", "").split(",")
+        fetch_hosts = tuple(h.strip().lower() for h in raw_hosts if h.strip())
+        bad = [h for h in fetch_hosts if not _HOST.fullmatch(h)]
+        if bad:
+            raise PipelineConfigurationError(
+                f"EHRSYNC_FETCH_ALLOWED_HOSTS names {bad[0]!r}, which is not a host or host:port (no scheme or path)"
+            )
         return cls(
             state_dir=state_dir,
             database_url=database_url,
@@ -90,4 +101,5 @@ class PipelineSettings:
             quarantine_max_ratio=ratio,
             overlap_seconds=int(raw_overlap),
             keepalive_idle_days=int(raw_idle),
+            fetch_allowed_hosts=fetch_hosts,
         )

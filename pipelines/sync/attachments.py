@@ -18,7 +18,6 @@ from sqlalchemy import select
 from auth_service.store.sync_models import SyncAttachment, utcnow
 from connectors.errors import EhrSyncError, NeedsReauthError
 from connectors.fhir import FhirClient
-from connectors.http import outbound_url_guard
 from pipelines.sync.environment import ConnectionInfo, SyncEnvironment
 from warehouse.errors import WarehouseError
 
@@ -140,7 +139,7 @@ def _store_one(
         tmp / "body",
         max_bytes=env.attachment_max_bytes,
         accept=accept,
-        url_guard=outbound_url_guard(conn.fhir_base),
+        url_guard=env.url_guard(conn),
     )
     try:
         ctype = downloaded.content_type or ref.content_type

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -18,6 +18,7 @@ from auth_service.store.models import Connection, ProviderConfig
 from connectors.bulk import BulkClient
 from connectors.errors import EhrSyncError, NeedsReauthError
 from connectors.fhir import FhirClient, RateLimiter, RetryPolicy
+from connectors.http import outbound_url_guard
 from connectors.providers import ProviderPlugin, get_provider
 from connectors.smart import ScopeSet, parse_scopes
 from pipelines.sync.errors import ConnectionNotFoundError, ConnectionNotSyncableError
@@ -61,6 +62,9 @@ class SyncEnvironment:
     # BDX-15: after a group's `_since` export, diff its member ids and export new members' full records.
     bulk_membership_check: bool = True
     rate_limits: bool = True  # the vendor's call budget; False only for a local sandbox
+    # Hosts (``host`` or ``host:port``) a bulk manifest or an attachment may name off the FHIR server's origin
+    # although they are not public https, e.g. an on-premises file server (EHRSYNC_FETCH_ALLOWED_HOSTS).
+    fetch_allowed_hosts: tuple[str, ...] = ()
     retry: RetryPolicy | None = None  # the connectors' defaults (BDX-10) unless given
     _limiters: dict[str, RateLimiter] = field(default_factory=dict, repr=False)
     _capabilities: dict[str, dict[str, Any] | None] = field(default_factory=dict, repr=False)
@@ -106,6 +110,10 @@ class SyncEnvironment:
             rate_limit_key=conn.fhir_base,
         )
 
+    def url_guard(self, conn: ConnectionInfo) -> Callable[[str], None]:
+        """The SSRF check for URLs the server names (bulk files, attachments), with the operator's exceptions."""
+        return outbound_url_guard(conn.fhir_base, allowed_hosts=self.fetch_allowed_hosts)
+
     def bulk_client(self, conn: ConnectionInfo) -> BulkClient:
         return BulkClient(
             conn.fhir_base,
@@ -114,6 +122,7 @@ class SyncEnvironment:
             retry=self.retry,
             rate_limit=self.rate_limiter(conn),
             rate_limit_key=conn.fhir_base,
+            url_guard=self.url_guard(conn),
         )
 
 

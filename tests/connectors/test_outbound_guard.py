@@ -57,3 +57,23 @@ def test_download_checks_redirect_targets_before_following(tmp_path: Path) -> No
             "Binary/b1", tmp_path / "body", max_bytes=1000, accept="*/*", url_guard=outbound_url_guard(BASE)
         )
     assert seen == [f"{BASE}/Binary/b1"], "the internal address must never be requested"
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("http://files.clinic.local/export/p.ndjson", True),  # named host, any port, plain http
+        ("https://10.0.0.5:8443/f.ndjson", True),  # host:port entry
+        ("https://10.0.0.5:9000/f.ndjson", False),  # same address, another port: not named
+        ("https://169.254.169.254/latest/meta-data/", False),  # everything else keeps the public-https rule
+        ("ftp://files.clinic.local/x", False),
+    ],
+)
+def test_operator_allowed_hosts(url: str, allowed: bool) -> None:
+    """An on-premises file server an operator names may be private or plain http; nothing else loosens."""
+    guard = outbound_url_guard(BASE, allowed_hosts=["files.clinic.local", " 10.0.0.5:8443 "])
+    if allowed:
+        guard(url)
+    else:
+        with pytest.raises(SecurityPolicyError):
+            guard(url)

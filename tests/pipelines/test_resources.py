@@ -57,11 +57,12 @@ def test_sync_environment_wires_the_resources(app_db: AppDb, tmp_path: Path, mon
     monkeypatch.setenv("INTEGRATIONS_TOKEN_ENC_KEY", base64.b64encode(os.urandom(32)).decode())
     landing = LandingZoneResource(root=str(tmp_path / "landing"), attachments_root=str(tmp_path / "att"))
     warehouse = WarehouseResource(target=str(tmp_path / "wh.duckdb"))
-    http = EhrHttpResource()
+    http = EhrHttpResource(fetch_allowed_hosts="files.clinic.local, 10.0.0.5:8443")
     with sync_environment(AppDatabaseResource(url=app_db.url), landing, warehouse, http) as env:
         assert env.warehouse_target == str(tmp_path / "wh.duckdb")
         assert env.http is http.client()
         assert env.db.dialect == "sqlite"
+        assert env.fetch_allowed_hosts == ("files.clinic.local", "10.0.0.5:8443")
     http.close()
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.errors import PipelineConfigurationError
+from pipelines.resources import EhrHttpResource, default_resources
 from pipelines.settings import PipelineSettings
 
 
@@ -53,3 +54,19 @@ def test_explicit_urls_and_windows(tmp_path: Path) -> None:
 def test_bad_quarantine_ratio_names_the_variable(value: str) -> None:
     with pytest.raises(PipelineConfigurationError, match="EHRSYNC_QUARANTINE_MAX_RATIO"):
         PipelineSettings.from_env({"EHRSYNC_QUARANTINE_MAX_RATIO": value})
+
+
+def test_fetch_allowed_hosts_reach_the_sync_environment(tmp_path: Path) -> None:
+    settings = PipelineSettings.from_env(
+        {"EHRSYNC_STATE_DIR": str(tmp_path), "EHRSYNC_FETCH_ALLOWED_HOSTS": " Files.Clinic.local , 10.0.0.5:8443,"}
+    )
+    assert settings.fetch_allowed_hosts == ("files.clinic.local", "10.0.0.5:8443")
+    ehr_http = default_resources(settings)["ehr_http"]
+    assert isinstance(ehr_http, EhrHttpResource)
+    assert ehr_http.fetch_allowed_hosts == "files.clinic.local,10.0.0.5:8443"
+
+
+@pytest.mark.parametrize("value", ["https://files.example", "files.example/path", "files example", "host:port"])
+def test_bad_fetch_allowed_host_names_the_variable(value: str) -> None:
+    with pytest.raises(PipelineConfigurationError, match="EHRSYNC_FETCH_ALLOWED_HOSTS"):
+        PipelineSettings.from_env({"EHRSYNC_FETCH_ALLOWED_HOSTS": value})
