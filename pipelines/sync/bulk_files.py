@@ -13,7 +13,7 @@ import shutil
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -158,6 +158,34 @@ class ExportExpiredError(Exception):
     """A file of the export is gone: re-run the export from the same ``_since``."""
 
 
+class _WarehouseTurn:
+    """Holds the warehouse's write batch while landed files keep coming, and gives it back when none has for
+    ``SyncEnvironment.bulk_idle_release_s``: one DuckDB connection per burst of files (closing one checkpoints
+    the file, docs/PERFORMANCE.md) without locking other connections' syncs out for the length of a slow export.
+    """
+
+    def __init__(self, wh: Warehouse) -> None:
+        self._wh = wh
+        self._held = contextlib.ExitStack()
+        self._holding = False
+
+    def take(self) -> None:
+        if not self._holding:
+            self._held.enter_context(self._wh.batch())
+            self._holding = True
+
+    def give_back(self) -> None:
+        if self._holding:
+            self._holding = False
+            self._held.close()
+
+    def __enter__(self) -> _WarehouseTurn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.give_back()
+
+
 def process_files(
     env: SyncEnvironment,
     conn: ConnectionInfo,
@@ -175,9 +203,10 @@ def process_files(
     tmp_dir.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     try:
-        with env.warehouse() as wh, wh.batch():  # one warehouse connection for the whole export
+        with env.warehouse() as wh, _WarehouseTurn(wh) as turn:
             for f in files:
                 if f.state == "landed" and f.landed_path:
+                    turn.take()
                     _upsert_output(env, wh, f, orjson.loads(f.landed_path), report)
             to_fetch = [f for f in files if not (f.state == "landed" and f.landed_path)]
             with ThreadPoolExecutor(max_workers=env.bulk_concurrency, thread_name_prefix="bulk-sync") as pool:
@@ -185,22 +214,29 @@ def process_files(
                 futures: dict[Future[FetchedFile], bulk_state.FileView] = {
                     pool.submit(fetch_file, env, conn, client, job, f, run_id, tmp_dir, slots): f for f in to_fetch
                 }
+                pending: set[Future[FetchedFile]] = set(futures)
                 try:
-                    for future in as_completed(futures):
-                        f = futures[future]
-                        try:
-                            fetched = future.result()
-                        except BulkFileExpiredError as exc:
-                            raise ExportExpiredError(f"{f.resource_type} file expired: {exc}") from exc
-                        except NeedsReauthError:
-                            raise
-                        except (EhrSyncError, WarehouseError, OSError) as exc:
-                            failures.append(f"{f.resource_type}: {exc}")
-                            bulk_state.update_file(env.db, f.id, attempts=f.attempts + 1, error=str(exc)[:2000])
+                    while pending:
+                        done, pending = wait(pending, timeout=env.bulk_idle_release_s, return_when=FIRST_COMPLETED)
+                        if not done:  # downloads are slow: let other writers have the warehouse meanwhile
+                            turn.give_back()
                             continue
-                        _apply(env, conn, wh, job, f, fetched, run_id, report)
-                        if progress is not None:
-                            progress("bulk.file", {"job_id": job.id, "type": f.resource_type, "kind": f.kind})
+                        for future in done:
+                            f = futures[future]
+                            try:
+                                fetched = future.result()
+                            except BulkFileExpiredError as exc:
+                                raise ExportExpiredError(f"{f.resource_type} file expired: {exc}") from exc
+                            except NeedsReauthError:
+                                raise
+                            except (EhrSyncError, WarehouseError, OSError) as exc:
+                                failures.append(f"{f.resource_type}: {exc}")
+                                bulk_state.update_file(env.db, f.id, attempts=f.attempts + 1, error=str(exc)[:2000])
+                                continue
+                            turn.take()
+                            _apply(env, conn, wh, job, f, fetched, run_id, report)
+                            if progress is not None:
+                                progress("bulk.file", {"job_id": job.id, "type": f.resource_type, "kind": f.kind})
                 except BaseException:
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise

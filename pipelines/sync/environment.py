@@ -57,6 +57,9 @@ class SyncEnvironment:
     # landing, sets the pace; one at a time measured ~25 MB less peak RSS and a faster export than two
     # (docs/PERFORMANCE.md).
     bulk_landing_concurrency: int = 1
+    # Give the warehouse back to other writers when no landed file has waited for a merge this long (DuckDB
+    # admits one writer process; a slow export's downloads must not lock every other sync out).
+    bulk_idle_release_s: float = 5.0
     bulk_deadline_s: float = 86400.0
     bulk_max_reruns: int = 2
     # BDX-15: after a group's `_since` export, diff its member ids and export new members' full records.

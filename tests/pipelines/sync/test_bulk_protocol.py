@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from pipelines.sync import cursors, run_bulk_export
 from tests.pipelines.sync.fake_fhir import FakeFhir, Reply, serve
 from tests.pipelines.sync.helpers import connect_static
+from warehouse.duckdb_backend import DuckDBWarehouse
 
 TX = "2026-10-20T10:00:00Z"
 
@@ -120,3 +122,37 @@ def test_status_url_that_keeps_answering_404_fails_the_run_without_looping_bdx08
     assert report.status == "failed" and "404" in (report.error or "")
     assert fake.hits("/fhir/Group/g1/$export") == world.env.bulk_max_reruns + 1
     assert cursors.get_mark(world.env.db, conn, cursors.bulk_stream("group", "g1"), "*") is None
+
+
+def test_slow_downloads_give_the_warehouse_back_to_other_writers(world):
+    """DuckDB admits one writer process. While an export waits on a slow file, another connection's sync must
+    be able to write: the export lets go of the warehouse after ``bulk_idle_release_s`` without a file."""
+    fake = _scripted()
+    slow_file_started, other_wrote = threading.Event(), threading.Event()
+    timed_out: list[bool] = []
+    fast = fake.routes["/bulk/files/o.ndjson"]
+
+    def slow(path: str, query: dict[str, list[str]]) -> Reply:
+        slow_file_started.set()
+        timed_out.append(not other_wrote.wait(15))  # answer only once the other writer got its turn
+        return fast(path, query)
+
+    fake.routes["/bulk/files/o.ndjson"] = slow
+    world.env.bulk_idle_release_s = 0.2
+    world.env.bulk_concurrency = 1  # files one after another: the slow one comes after others were merged
+    other = DuckDBWarehouse(world.env.warehouse_target, lock_timeout_s=10)
+
+    def other_writer() -> None:
+        assert slow_file_started.wait(15)
+        other.tombstone("another-connection", "Patient", ["x"], datetime.now(UTC))
+        other_wrote.set()
+
+    writer = threading.Thread(target=other_writer)
+    with serve(fake):
+        conn = connect_static(world, fake.fhir_base, kind="group", group_id="g1", scope="system/*.rs")
+        writer.start()
+        report = run_bulk_export(world.env, conn, "run")
+    writer.join(20)
+    other.close()
+    assert report.status == "completed", report.error
+    assert timed_out == [False], "the other writer waited for the whole export"
