@@ -286,15 +286,20 @@ def outbound_url_guard(fhir_base: str, *, allowed_hosts: Collection[str] = ()) -
             return
         target = urlsplit(url)
         host = (target.hostname or "").lower()
-        with_port = f"{host}:{target.port}" if target.port else host
-        if target.scheme in ("http", "https") and host and (host in allowed or with_port in allowed):
+        try:
+            port = target.port
+        except ValueError:
+            raise SecurityPolicyError(f"refusing to fetch {redact_url(url)}: its port is not a valid number") from None
+        named = f"[{host}]" if ":" in host else host  # IPv6 literals keep their brackets, as in a URL
+        with_port = f"{named}:{port}" if port else named
+        if target.scheme in ("http", "https") and host and (named in allowed or with_port in allowed):
             return
         if target.scheme != "https" or not target.hostname:
             raise SecurityPolicyError(
                 f"refusing to fetch {redact_url(url)}: off the FHIR server's origin and not https"
             )
         try:
-            infos = socket.getaddrinfo(target.hostname, target.port or 443, type=socket.SOCK_STREAM)
+            infos = socket.getaddrinfo(target.hostname, port or 443, type=socket.SOCK_STREAM)
         except OSError as exc:
             raise SecurityPolicyError(f"refusing to fetch {redact_url(url)}: host does not resolve") from exc
         for info in infos:

@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 MIN_REMAINING = timedelta(seconds=60)
 REFRESH_FRACTION = 0.2
 # Longer than a grant with its retries can take; past it the other process is presumed stuck.
-REFRESH_LOCK_TIMEOUT_S = 120.0
+REFRESH_LOCK_TIMEOUT_S = 300.0
 
 
 class RefreshLockTimeoutError(EhrSyncError):
@@ -97,6 +97,7 @@ class _Outcome:
     response: TokenResponse | None = None  # store these tokens
     needs_reauth: bool = False
     audit: tuple[str, dict[str, object]] | None = None  # (outcome, detail) of the token.refresh audit row
+    basis: int | None = None  # the tokens row version prepare read (None: no row); apply writes only onto it
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class _Grant:
     name: str
     current: str | None
     still_valid: bool
+    basis: int | None
 
 
 def run_locked_refresh(
@@ -167,7 +169,9 @@ def _prepare(
         if rejected is None and not needs_refresh(row, now):
             return _Outcome(token=current)
     backend = conn.kind in (ConnectionKind.BACKEND, ConnectionKind.GROUP)
+    name = "client_credentials" if backend else "refresh_token"
     still_valid = row is not None and rejected is None and row.expires_at > now
+    basis = row.version if row is not None else None
     if not backend and (row is None or row.refresh_token_ct is None):
         if still_valid and current is not None:
             logger.info("connection %s: no refresh token; using the current token until it expires", conn.id)
@@ -175,26 +179,43 @@ def _prepare(
         return _Outcome(
             error=NeedsReauthError(f"connection {conn.id} has no refresh token: re-authorization required"),
             needs_reauth=True,
-            audit=("needs_reauth", {"grant": "refresh_token", "reason": "no_refresh_token"}),
+            audit=("needs_reauth", {"grant": name, "reason": "no_refresh_token"}),
+            basis=basis,
         )
-    endpoint = grants.token_endpoint(conn)
-    auth = grants.client_auth(session, conn)
-    if backend:
-        scope = grants.backend_scope(session, conn)
+    try:  # discovery of the token endpoint can fail like the grant itself: same fallback
+        endpoint = grants.token_endpoint(conn)
+        auth = grants.client_auth(session, conn)
+        scope = grants.backend_scope(session, conn) if backend else None
+    except (TransportError, TemporarilyUnavailableError) as exc:
+        return _transient(exc, name, current, still_valid, basis, connection_id)
+    if scope is not None:
         return _Grant(
             lambda: client_credentials_grant(endpoint, http=grants.http, client_auth=auth, scope=scope, clock=clock),
-            "client_credentials",
+            name,
             current,
             still_valid,
+            basis,
         )
     assert row is not None
     refresh_token = open_field(cipher, row, "refresh_token")
     return _Grant(
         lambda: refresh_grant(endpoint, http=grants.http, client_auth=auth, refresh_token=refresh_token, clock=clock),
-        "refresh_token",
+        name,
         current,
         still_valid,
+        basis,
     )
+
+
+def _transient(
+    exc: EhrSyncError, name: str, current: str | None, still_valid: bool, basis: int | None, connection_id: str
+) -> _Outcome:
+    """A network failure or ``temporarily_unavailable``: keep a still-valid token, else report the error."""
+    audit: tuple[str, dict[str, object]] = ("transient_failure", {"grant": name, "error_code": exc.code})
+    if still_valid and current is not None:
+        logger.warning("connection %s: refresh failed transiently; keeping the current token", connection_id)
+        return _Outcome(token=current, audit=audit, basis=basis)
+    return _Outcome(error=exc, audit=audit, basis=basis)
 
 
 def _grant(grant: _Grant, grants: GrantContext, connection_id: str) -> _Outcome:
@@ -209,16 +230,14 @@ def _grant(grant: _Grant, grants: GrantContext, connection_id: str) -> _Outcome:
             ),
             needs_reauth=True,
             audit=("needs_reauth", {**detail, "error_code": exc.error, "status_code": exc.status}),
+            basis=grant.basis,
         )
     except (TransportError, TemporarilyUnavailableError) as exc:
-        audit = ("transient_failure", {**detail, "error_code": exc.code})
-        if grant.still_valid and grant.current is not None:
-            logger.warning("connection %s: refresh failed transiently; keeping the current token", connection_id)
-            return _Outcome(token=grant.current, audit=audit)
-        return _Outcome(error=exc, audit=audit)
+        return _transient(exc, grant.name, grant.current, grant.still_valid, grant.basis, connection_id)
     except OAuthError as exc:
-        return _Outcome(error=exc, audit=("failure", {**detail, "error_code": exc.error, "status_code": exc.status}))
-    return _Outcome(token=response.access_token, response=response, audit=("success", detail))
+        audit = ("failure", {**detail, "error_code": exc.error, "status_code": exc.status})
+        return _Outcome(error=exc, audit=audit, basis=grant.basis)
+    return _Outcome(token=response.access_token, response=response, audit=("success", detail), basis=grant.basis)
 
 
 def _apply(
@@ -230,10 +249,26 @@ def _apply(
         return outcome
     row = lock_row(session, connection_id)
     conn = session.scalar(select(Connection).where(Connection.id == connection_id))
-    if conn is None or (outcome.response is not None and conn.status != ConnectionStatus.ACTIVE):
-        # Disconnected while the grant was in flight (SQLite: no lock is held across it): store nothing.
-        logger.info("connection %s was disconnected during its token refresh; tokens dropped", connection_id)
-        return _Outcome(error=NeedsReauthError(f"connection {connection_id} was disconnected during its refresh"))
+    if conn is None:
+        logger.info("connection %s was removed during its token refresh; nothing stored", connection_id)
+        return _Outcome(error=NeedsReauthError(f"connection {connection_id} was removed during its refresh"))
+    version = row.version if row is not None else None
+    if conn.status != ConnectionStatus.ACTIVE or version != outcome.basis:
+        # SQLite: the rows changed while the grant was in flight (a disconnect, deleted tokens, a new
+        # authorization). Their change stands; this answer is dropped, and the audit says a grant happened.
+        detail = {**(outcome.audit[1] if outcome.audit else {}), "status": conn.status, "dropped": True}
+        record_audit(
+            session,
+            action="token.refresh",
+            outcome="dropped",
+            tenant_id=conn.tenant_id,
+            connection_id=conn.id,
+            detail=detail,
+        )
+        logger.info("connection %s changed during its token refresh; the answer is dropped", connection_id)
+        if conn.status == ConnectionStatus.ACTIVE and row is not None:
+            return _Outcome(token=open_field(cipher, row, "access_token"))
+        return _Outcome(error=NeedsReauthError(f"connection {connection_id} is {conn.status}: authorize again"))
     now = clock()
     detail = dict(outcome.audit[1]) if outcome.audit else {}
     if outcome.needs_reauth:

@@ -233,8 +233,7 @@ def process_files(
                                 failures.append(f"{f.resource_type}: {exc}")
                                 bulk_state.update_file(env.db, f.id, attempts=f.attempts + 1, error=str(exc)[:2000])
                                 continue
-                            turn.take()
-                            _apply(env, conn, wh, job, f, fetched, run_id, report)
+                            _apply(env, conn, wh, job, f, fetched, run_id, report, turn)
                             if progress is not None:
                                 progress("bulk.file", {"job_id": job.id, "type": f.resource_type, "kind": f.kind})
                 except BaseException:
@@ -256,16 +255,19 @@ def _apply(
     fetched: FetchedFile,
     run_id: str,
     report: BulkReport,
+    turn: _WarehouseTurn,
 ) -> None:
     if fetched.landed is not None:
         data = landed_to_json(fetched.landed)
         bulk_state.update_file(env.db, f.id, state="landed", landed_path=orjson.dumps(data).decode())
         checkpoint("bulk.file_landed")
+        turn.take()  # after recording the landing: a lock timeout here loses no work, the next run merges it
         if f.expected_count is not None and fetched.landed.rows + fetched.landed.quarantined != f.expected_count:
             got = fetched.landed.rows + fetched.landed.quarantined
             report.count_mismatches.append(f"{f.url}: manifest count {f.expected_count}, file had {got} lines")
         _upsert_output(env, wh, f, data, report)
     elif fetched.path is not None and f.kind == "error":
+        turn.take()
         unusable: list[int] = []
         counts = wh.record_errors(conn.id, run_id, f.url, outcome_lines(fetched.path, unusable))
         fetched.path.unlink(missing_ok=True)
@@ -277,6 +279,7 @@ def _apply(
             report.error_issues[severity] = report.error_issues.get(severity, 0) + n
         bulk_state.update_file(env.db, f.id, state="done", rows=counts.outcomes)
     elif fetched.path is not None and f.kind == "deleted":
+        turn.take()
         assert job.transaction_time is not None
         deleted, bad = apply_deleted_file(wh, conn, fetched.path, job.transaction_time)
         fetched.path.unlink(missing_ok=True)

@@ -77,3 +77,12 @@ def test_operator_allowed_hosts(url: str, allowed: bool) -> None:
     else:
         with pytest.raises(SecurityPolicyError):
             guard(url)
+
+
+def test_bad_ports_and_ipv6_entries_are_handled_as_policy_not_crashes() -> None:
+    guard = outbound_url_guard(BASE, allowed_hosts=["files.clinic.local", "[fd00::1]:8443"])
+    with pytest.raises(SecurityPolicyError, match="port"):
+        guard("http://files.clinic.local:99999/f.ndjson")  # a server-named URL must not crash the export
+    guard("http://[fd00::1]:8443/f.ndjson")
+    with pytest.raises(SecurityPolicyError):
+        guard("http://[fd00::1]:9000/f.ndjson")  # the entry names one port

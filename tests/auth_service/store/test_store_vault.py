@@ -338,12 +338,17 @@ def test_a_refresh_in_flight_does_not_block_other_writers(
     assert vault.token_source("c1").get_token() == "at-1"
 
 
-def test_a_connection_disconnected_during_its_refresh_keeps_no_tokens(
-    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
+@pytest.mark.parametrize(
+    ("change", "server_refuses"),
+    [("disconnect", False), ("disconnect", True), ("delete_tokens", False)],
+)
+def test_rows_changed_during_a_refresh_win_over_its_answer(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer, change: str, server_refuses: bool
 ) -> None:
-    """SQLite holds no lock across the grant, so a disconnect lands first and the answer is dropped (the caller
-    is told to re-authorize); PostgreSQL's row lock makes the disconnect wait and then remove the new tokens.
-    Either way no tokens survive a disconnect."""
+    """A disconnect (which revokes, so the grant may come back ``invalid_grant``) or deleted tokens during a
+    refresh: SQLite holds no lock across the grant, so the change lands first and the answer is dropped (audited
+    as ``dropped``; the caller is told to re-authorize); PostgreSQL's row lock makes the change wait for the
+    refresh instead. Either way no tokens survive, and a disconnected connection stays disconnected."""
     vault = seeded(db, cipher, token_server)
     token_server.state.release = threading.Event()
     outcome: list[object] = []
@@ -354,28 +359,51 @@ def test_a_connection_disconnected_during_its_refresh_keeps_no_tokens(
         except NeedsReauthError as exc:
             outcome.append(exc)
 
-    def disconnect() -> None:
+    def make_change() -> None:
+        if server_refuses:
+            token_server.state.valid_refresh.discard("rt-0")  # the disconnect revoked it at the server
         with db.locked_session() as session:
             row = lock_row(session, "c1")
             conn = session.get(Connection, "c1")
             assert row is not None and conn is not None
             session.delete(row)
-            conn.status = ConnectionStatus.DISCONNECTED
+            if change == "disconnect":
+                conn.status = ConnectionStatus.DISCONNECTED
 
     refresher = threading.Thread(target=refresh)
     refresher.start()
     assert token_server.state.seen.wait(10)
-    disconnecting = threading.Thread(target=disconnect)
-    disconnecting.start()
+    changing = threading.Thread(target=make_change)
+    changing.start()
     if db.dialect == "sqlite":
-        disconnecting.join(10)  # nothing holds a lock: it finishes while the grant is still open
-        assert not disconnecting.is_alive()
+        changing.join(10)  # nothing holds a lock: it finishes while the grant is still open
+        assert not changing.is_alive()
     token_server.state.release.set()
     refresher.join(30)
-    disconnecting.join(30)
-    expected: type[object] = NeedsReauthError if db.dialect == "sqlite" else str
-    assert len(outcome) == 1 and isinstance(outcome[0], expected)
+    changing.join(30)
+    assert len(outcome) == 1
+    if db.dialect == "sqlite":
+        assert isinstance(outcome[0], NeedsReauthError)
+        with db.session() as session:
+            audits = session.scalars(select(AuditEvent.outcome).where(AuditEvent.action == "token.refresh")).all()
+        assert audits[-1] == "dropped"
     assert vault.token_info("c1") is None
+    with db.session() as session:
+        conn = session.get(Connection, "c1")
+        assert conn is not None
+        assert conn.status == (ConnectionStatus.DISCONNECTED if change == "disconnect" else ConnectionStatus.ACTIVE)
+
+
+def test_a_failing_discovery_keeps_a_still_valid_token(db: AppDatabase, cipher: TokenCipher) -> None:
+    """The token endpoint comes from discovery when not stored: a network failure there is transient like a
+    failed grant, so a token that has not expired yet is kept (and the failure audited)."""
+    add_connection(db, fhir_base="http://127.0.0.1:9/fhir")  # nothing listens on the discard port
+    vault = make_vault(db, cipher)
+    vault.save_token_response("c1", token("at-0", "rt-0", 3600, left=30))
+    assert vault.token_source("c1").get_token() == "at-0"
+    with db.session() as session:
+        audits = session.scalars(select(AuditEvent.outcome).where(AuditEvent.action == "token.refresh")).all()
+    assert audits == ["transient_failure"]
 
 
 def test_sqlite_refresh_lock_held_too_long_is_a_typed_error(
