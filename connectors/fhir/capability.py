@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["declared_interactions", "server_resources"]
+__all__ = ["declared_interactions", "interactions_of", "server_resources"]
 
 
 def server_resources(capabilities: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -20,13 +20,15 @@ def server_resources(capabilities: Mapping[str, Any]) -> list[Mapping[str, Any]]
     return resources
 
 
+def interactions_of(resource: Mapping[str, Any]) -> set[str]:
+    """Interaction codes (``read``, ``search-type``, ``create`` ...) of one ``rest.resource`` entry."""
+    return {str(i["code"]) for i in resource.get("interaction") or [] if isinstance(i, Mapping) and i.get("code")}
+
+
 def declared_interactions(capabilities: Mapping[str, Any], resource_type: str) -> set[str]:
-    """Interaction codes (``read``, ``search-type``, ``create`` ...) declared for ``resource_type``."""
+    """Interaction codes declared for ``resource_type`` (over every entry of that type)."""
     codes: set[str] = set()
     for resource in server_resources(capabilities):
-        if resource.get("type") != resource_type:
-            continue
-        for interaction in resource.get("interaction") or []:
-            if isinstance(interaction, Mapping) and interaction.get("code"):
-                codes.add(str(interaction["code"]))
+        if resource.get("type") == resource_type:
+            codes |= interactions_of(resource)
     return codes

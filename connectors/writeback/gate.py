@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from connectors.errors import WriteNotSupportedError
-from connectors.fhir.capability import server_resources
+from connectors.fhir.capability import interactions_of, server_resources
 
 __all__ = ["WriteCapability", "WriteFlags", "check_note_write", "scopes_allow_note_create"]
 
@@ -61,10 +61,6 @@ def scopes_allow_note_create(granted: str) -> bool:
     return False
 
 
-def _interactions(resource: Mapping[str, Any]) -> set[str]:
-    return {str(i.get("code")) for i in resource.get("interaction") or [] if isinstance(i, Mapping) and i.get("code")}
-
-
 def check_note_write(
     capabilities: Mapping[str, Any],
     granted_scopes: str,
@@ -78,7 +74,7 @@ def check_note_write(
         raise WriteNotSupportedError("vendor_disabled", "note write-back is disabled for this tenant or vendor")
     resources = {str(r.get("type")): r for r in server_resources(capabilities)}
     doc_ref = resources.get("DocumentReference")
-    if doc_ref is None or "create" not in _interactions(doc_ref):
+    if doc_ref is None or "create" not in interactions_of(doc_ref):
         raise WriteNotSupportedError(
             "no_create_interaction", "the server's CapabilityStatement does not allow DocumentReference create"
         )
@@ -87,6 +83,6 @@ def check_note_write(
     binary = resources.get("Binary")
     return WriteCapability(
         conditional_create=doc_ref.get("conditionalCreate") is True,
-        binary_create=binary is not None and "create" in _interactions(binary),
+        binary_create=binary is not None and "create" in interactions_of(binary),
         supported_profiles=tuple(str(p) for p in doc_ref.get("supportedProfile") or []),
     )
