@@ -153,12 +153,13 @@ class Warehouse(ABC):
     def upsert(self, landed: LandedFile) -> UpsertStats:
         """Merge one landed file into ``fhir_resources`` (and its quarantine into ``fhir_quarantine``)."""
         check_landing_file(landed)
-        totals = [0, 0, 0]  # inserted, updated, distinct
         ranges = self._row_ranges(landed)
         with self.batch():  # one connection for every chunk of the file (the winners table lives on it)
-            for number, rows in enumerate(ranges, start=1):
-                self._upsert_chunk(landed, rows, first=number == 1, last=number == len(ranges), totals=totals)
-        inserted, updated, distinct = totals
+            chunks = [
+                self._upsert_chunk(landed, rows, first=number == 1, last=number == len(ranges))
+                for number, rows in enumerate(ranges, start=1)
+            ]
+        inserted, updated, distinct = (sum(counts) for counts in zip(*chunks, strict=True))
         stats = UpsertStats(inserted, updated, distinct - inserted - updated, max(landed.rows - distinct, 0))
         logger.info(
             "upserted %s/%s from %s: %d inserted, %d updated, %d unchanged",
@@ -172,10 +173,11 @@ class Warehouse(ABC):
         return stats
 
     def _upsert_chunk(
-        self, landed: LandedFile, rows: tuple[int, int] | None, *, first: bool, last: bool, totals: list[int]
-    ) -> None:
-        """Merge one chunk in its own transaction: a crash between chunks leaves a state a replay completes
-        (BDX-24), and each id's winner is chosen over the whole file, so chunking never changes the result."""
+        self, landed: LandedFile, rows: tuple[int, int] | None, *, first: bool, last: bool
+    ) -> tuple[int, int, int]:
+        """Merge one chunk in its own transaction; returns its (inserted, updated, distinct). A crash between
+        chunks leaves a state a replay completes (BDX-24), and each id's winner is chosen over the whole file, so
+        chunking never changes the result."""
         with self._write(f"{landed.connection_id}/{landed.resource_type}") as cur:
             if rows is not None and first:
                 self._stage_winners(cur, Path(landed.path))
@@ -190,10 +192,10 @@ class Warehouse(ABC):
                     f"landed file {landed.path} holds rows of another connection or resource type than "
                     f"{landed.connection_id}/{landed.resource_type}"
                 )
-            for index, count in enumerate(self._merge_stage(cur, landed)):
-                totals[index] += count
+            counts = self._merge_stage(cur, landed)
             if last and landed.quarantine_path is not None:
                 self._insert_quarantine(cur, Path(landed.quarantine_path))
+        return counts
 
     def _stage_winners(self, cur: Cursor, path: Path) -> None:
         """Backends that split a file (``_row_ranges``) create ``_winners(id, file_row_number)`` here: the row that

@@ -99,6 +99,11 @@ class _Outcome:
     audit: tuple[str, dict[str, object]] | None = None  # (outcome, detail) of the token.refresh audit row
     basis: int | None = None  # the tokens row version prepare read (None: no row); apply writes only onto it
 
+    @property
+    def writes(self) -> bool:
+        """Whether ``apply`` has anything to store (tokens, a status or an audit row)."""
+        return self.response is not None or self.needs_reauth or self.audit is not None
+
 
 @dataclass(frozen=True)
 class _Grant:
@@ -128,7 +133,7 @@ def run_locked_refresh(
             with db.session() as session:
                 step = _prepare(session, cipher, grants, connection_id, rejected, force, clock)
             outcome = step if isinstance(step, _Outcome) else _grant(step, grants, connection_id)
-            if outcome.response is not None or outcome.needs_reauth or outcome.audit is not None:
+            if outcome.writes:
                 with db.locked_session() as session:
                     outcome = _apply(session, cipher, connection_id, outcome, clock)
     else:
@@ -245,7 +250,7 @@ def _apply(
 ) -> _Outcome:
     """Write what the outcome says (tokens, needs-reauth status, audit row) in the caller's write transaction;
     returns the outcome to report, which differs only when the connection was disconnected meanwhile."""
-    if outcome.audit is None and outcome.response is None and not outcome.needs_reauth:
+    if not outcome.writes:
         return outcome
     row = lock_row(session, connection_id)
     conn = session.scalar(select(Connection).where(Connection.id == connection_id))
