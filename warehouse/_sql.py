@@ -30,19 +30,9 @@ RESOURCE_COLUMNS = (
     "run_id",
     "transaction_time",
 )
-# Columns copied from the staging table into fhir_resources (besides resource and landed_at).
-STAGE_COLUMNS = (
-    "connection_id",
-    "resource_type",
-    "id",
-    "tenant_id",
-    "version_id",
-    "last_updated",
-    "source",
-    "run_id",
-    "transaction_time",
-    "content_hash",
-)
+# Columns copied from the staging table into fhir_resources; resource and landed_at are computed on the way in,
+# deleted_at is cleared. Every statement names its columns, so their order here does not matter.
+STAGE_COLUMNS = tuple(c for c in RESOURCE_COLUMNS if c not in ("deleted_at", "resource", "landed_at"))
 
 
 @dataclass(frozen=True)

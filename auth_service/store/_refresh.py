@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy import select
@@ -193,23 +194,16 @@ def _prepare(
         scope = grants.backend_scope(session, conn) if backend else None
     except (TransportError, TemporarilyUnavailableError) as exc:
         return _transient(exc, name, current, still_valid, basis, connection_id)
+    call: Callable[[], TokenResponse]
     if scope is not None:
-        return _Grant(
-            lambda: client_credentials_grant(endpoint, http=grants.http, client_auth=auth, scope=scope, clock=clock),
-            name,
-            current,
-            still_valid,
-            basis,
+        call = partial(client_credentials_grant, endpoint, http=grants.http, client_auth=auth, scope=scope, clock=clock)
+    else:
+        assert row is not None
+        refresh_token = open_field(cipher, row, "refresh_token")
+        call = partial(
+            refresh_grant, endpoint, http=grants.http, client_auth=auth, refresh_token=refresh_token, clock=clock
         )
-    assert row is not None
-    refresh_token = open_field(cipher, row, "refresh_token")
-    return _Grant(
-        lambda: refresh_grant(endpoint, http=grants.http, client_auth=auth, refresh_token=refresh_token, clock=clock),
-        name,
-        current,
-        still_valid,
-        basis,
-    )
+    return _Grant(call, name, current, still_valid, basis)
 
 
 def _transient(
