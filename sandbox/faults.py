@@ -47,6 +47,7 @@ class Fault(BaseModel):
     delay_s: float = Field(default=1.0, ge=0, le=60)
     #: oauth_error: the OAuth error code to force (SAL-36); id_token: wrong_aud|expired|bad_signature|rotated_kid
     error: str = "temporarily_unavailable"
+    error_description: str | None = None  # oauth_error: sent as `error_description` when given
 
     @model_validator(mode="after")
     def _id_token_variant(self) -> Fault:

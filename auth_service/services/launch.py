@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from auth_service.api.errors import ApiError
+from auth_service.api.errors import ApiError, api_error_from
+from auth_service.services.callback_errors import callback_error, sanitize_description
 from auth_service.services.context import ServiceContext
 from auth_service.services.profiles import ClientProfile, enabled_provider_ids, resolve_profile
 from auth_service.services.tenants import get_practice_settings
@@ -148,7 +149,8 @@ def begin_authorization(
     )
 
 
-def _audit_failure(ctx: ServiceContext, stored: ConsumedState, code: str) -> None:
+def _audit_failure(ctx: ServiceContext, stored: ConsumedState, code: str, **detail: str | None) -> None:
+    extra = {k: v for k, v in detail.items() if v is not None}
     with ctx.db.session() as session, session.begin():
         record_audit(
             session,
@@ -156,7 +158,7 @@ def _audit_failure(ctx: ServiceContext, stored: ConsumedState, code: str) -> Non
             outcome="failure",
             tenant_id=stored.tenant_id,
             actor=str(stored.extra.get("user_ref") or "anonymous"),
-            detail={"provider": stored.provider_id, "error_code": code},
+            detail={"provider": stored.provider_id, "error_code": code, **extra},
         )
 
 
@@ -169,27 +171,41 @@ def complete_authorization(
     error_description: str | None,
     browser_session: str | None,
 ) -> CallbackResult:
-    """Consume the state first (SAL-13), then handle the EHR's error or exchange the code."""
+    """Consume the state first (SAL-13), then handle the EHR's error or exchange the code.
+
+    The audit records the same code the caller is answered with.
+    """
     try:
         stored = ctx.states.consume(state or "", browser_session=browser_session or "")
     except InvalidStateError as exc:
         raise ApiError("invalid_state", str(exc)) from None
     if error:
-        _audit_failure(ctx, stored, error)
-        oauth = ce.oauth_error_from_response({"error": error, "error_description": error_description})
-        if isinstance(oauth, ce.AccessDeniedError):
-            raise ApiError("access_denied", "access was not granted at the EHR")
-        if isinstance(oauth, ce.InvalidScopeError):
-            raise ApiError("scope_denied", "the EHR refused the requested scopes")
-        raise ApiError("token_exchange_failed", f"the EHR answered the authorization with {error!r}")
+        failure = callback_error(error, error_description)
+        _audit_failure(
+            ctx,
+            stored,
+            failure.code,
+            ehr_error=failure.ehr_error,
+            ehr_error_description=failure.ehr_error_description,
+        )
+        raise ApiError(
+            failure.code,
+            failure.message,
+            ehr_error=failure.ehr_error,
+            ehr_error_description=failure.ehr_error_description,
+        )
     if not code:
-        _audit_failure(ctx, stored, "missing_code")
+        _audit_failure(ctx, stored, "invalid_request", ehr_error=None)
         raise ApiError("invalid_request", "callback has neither 'code' nor 'error'")
     try:
         return _exchange(ctx, stored, code)
-    except ce.EhrSyncError as exc:
+    except ApiError as exc:
         _audit_failure(ctx, stored, exc.code)
         raise
+    except ce.EhrSyncError as exc:
+        api = api_error_from(exc)
+        _audit_failure(ctx, stored, api.code, message=sanitize_description(api.message))
+        raise api from None
 
 
 def _exchange(ctx: ServiceContext, stored: ConsumedState, code: str) -> CallbackResult:

@@ -53,9 +53,11 @@ def _patients(st: SandboxState) -> list[tuple[str, str]]:
     return out
 
 
-def _forced_error(st: SandboxState, path: str) -> str | None:
+def _forced_error(st: SandboxState, path: str) -> dict[str, str] | None:
     fault = st.faults.take(path, frozenset({"oauth_error"}))
-    return fault.error if fault else None
+    if fault is None:
+        return None
+    return {"error": fault.error, **({"error_description": fault.error_description} if fault.error_description else {})}
 
 
 @router.get("/oauth/authorize", response_model=None)
@@ -68,7 +70,7 @@ def authorize(request: Request) -> Response:
         return HTMLResponse(pages.error_page(str(exc)), status_code=400)
     forced = _forced_error(st, "/oauth/authorize")
     if forced:
-        url = redirect_url(params["redirect_uri"], {"error": forced, "state": params.get("state")})
+        url = redirect_url(params["redirect_uri"], {**forced, "state": params.get("state")})
         return RedirectResponse(url, status_code=302)
     now = st.clock.timestamp()
     try:
@@ -129,7 +131,8 @@ async def token(request: Request) -> Response:
     try:
         forced = _forced_error(st, "/oauth/token")
         if forced:
-            raise OAuthFailure(forced, "forced by a sandbox fault", 401 if forced == "invalid_client" else 400)
+            error, description = forced["error"], forced.get("error_description", "forced by a sandbox fault")
+            raise OAuthFailure(error, description, 401 if error == "invalid_client" else 400)
         client = authenticate_client(
             form, request.headers.get("authorization"), st.auth, token_url, st.settings.accept_client_secret_post, now
         )

@@ -160,8 +160,8 @@ def test_sal09_state_bound_to_browser(guarded) -> None:
     ("error", "code", "status"),
     [
         ("invalid_scope", "scope_denied", 403),
-        ("unauthorized_client", "token_exchange_failed", 502),
-        ("server_error", "token_exchange_failed", 502),
+        ("unauthorized_client", "unauthorized_client", 502),
+        ("server_error", "ehr_unavailable", 503),
     ],
 )
 def test_sal36_authorize_errors_mapped(guarded, error: str, code: str, status: int) -> None:

@@ -91,8 +91,9 @@ def callback(
     ctx: CtxDep,
     state: Annotated[str | None, Query(max_length=500)] = None,
     code: Annotated[str | None, Query(max_length=4000)] = None,
-    error: Annotated[str | None, Query(max_length=200)] = None,
-    error_description: Annotated[str | None, Query(max_length=2000)] = None,
+    # generous limits: an EHR's long error text is capped when shown, never refused with a 422
+    error: Annotated[str | None, Query(max_length=2000)] = None,
+    error_description: Annotated[str | None, Query(max_length=16000)] = None,
 ) -> RedirectResponse:
     result = complete_authorization(
         ctx,
