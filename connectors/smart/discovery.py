@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
@@ -14,6 +12,7 @@ import httpx
 
 from connectors.errors import ConfigurationError, DiscoveryError, TransportError
 from connectors.smart._http import parse_json_body
+from connectors.smart.discovery_cache import DiscoveryCache
 from connectors.smart.issuers import require_issuer_allowed
 
 __all__ = [
@@ -21,6 +20,7 @@ __all__ = [
     "SmartConfiguration",
     "check_auth_method_supported",
     "discover",
+    "missing_required_fields",
     "parse_smart_configuration",
 ]
 
@@ -87,29 +87,52 @@ class SmartConfiguration:
         return self.authorization_endpoint
 
 
-def parse_smart_configuration(fhir_base: str, payload: Any) -> SmartConfiguration:
-    """Validate a `.well-known/smart-configuration` document (SAL-02); relative URLs resolve against it."""
+def missing_required_fields(payload: Mapping[str, Any]) -> list[str]:
+    """Required SAL-02 fields a smart-configuration lacks (``authorization_endpoint`` only for user launches)."""
+    missing = [] if payload.get("token_endpoint") else ["token_endpoint"]
+    missing += [key for key in ("capabilities", "grant_types_supported") if key not in payload]
+    grants = payload.get("grant_types_supported")
+    caps = payload.get("capabilities")
+    user_launch = (isinstance(grants, list) and "authorization_code" in grants) or (
+        isinstance(caps, list) and any(isinstance(c, str) and c.startswith("launch-") for c in caps)
+    )
+    if not payload.get("authorization_endpoint") and (user_launch or "grant_types_supported" in missing):
+        missing.append("authorization_endpoint")
+    return missing
+
+
+def parse_smart_configuration(
+    fhir_base: str, payload: Any, fallback: SmartConfiguration | None = None
+) -> SmartConfiguration:
+    """Validate a `.well-known/smart-configuration` document (SAL-02); relative URLs resolve against it.
+
+    ``fallback`` (the CapabilityStatement's oauth-uris, SAL-04) fills required fields the document lacks.
+    """
     if not isinstance(payload, dict):
         raise DiscoveryError(f"{fhir_base}: smart-configuration is not a JSON object")
     base_for_urls = _well_known_url(fhir_base)
+    fb = fallback
 
     def url(key: str) -> str | None:
         value = _opt_str(payload, key)
         return urljoin(base_for_urls, value) if value else None
 
-    token_endpoint = url("token_endpoint")
+    token_endpoint = url("token_endpoint") or (fb.token_endpoint if fb else None)
     if not token_endpoint:
         raise DiscoveryError(f"{fhir_base}: smart-configuration lacks required field 'token_endpoint'")
-    grant_types = _str_list(payload, "grant_types_supported")
     capabilities = _str_list(payload, "capabilities")
-    authorization_endpoint = url("authorization_endpoint")
+    authorization_endpoint = url("authorization_endpoint") or (fb.authorization_endpoint if fb else None)
+    if "grant_types_supported" in payload:
+        grant_types = _str_list(payload, "grant_types_supported")
+    elif fb is not None:
+        grant_types = ["authorization_code"] if authorization_endpoint else []
+    else:
+        raise DiscoveryError(f"{fhir_base}: smart-configuration lacks required field 'grant_types_supported'")
     user_launch = "authorization_code" in grant_types or any(c.startswith("launch-") for c in capabilities)
     if user_launch and not authorization_endpoint:
         raise DiscoveryError(f"{fhir_base}: smart-configuration lacks required field 'authorization_endpoint'")
-    if "capabilities" not in payload:
+    if "capabilities" not in payload and fb is None:
         raise DiscoveryError(f"{fhir_base}: smart-configuration lacks required field 'capabilities'")
-    if "grant_types_supported" not in payload:
-        raise DiscoveryError(f"{fhir_base}: smart-configuration lacks required field 'grant_types_supported'")
     return SmartConfiguration(
         fhir_base=fhir_base,
         token_endpoint=token_endpoint,
@@ -122,14 +145,15 @@ def parse_smart_configuration(fhir_base: str, payload: Any) -> SmartConfiguratio
             _str_list(payload, "token_endpoint_auth_signing_alg_values_supported")
         ),
         scopes_supported=tuple(_str_list(payload, "scopes_supported")),
-        revocation_endpoint=url("revocation_endpoint"),
-        introspection_endpoint=url("introspection_endpoint"),
-        registration_endpoint=url("registration_endpoint"),
-        management_endpoint=url("management_endpoint"),
+        revocation_endpoint=url("revocation_endpoint") or (fb.revocation_endpoint if fb else None),
+        introspection_endpoint=url("introspection_endpoint") or (fb.introspection_endpoint if fb else None),
+        registration_endpoint=url("registration_endpoint") or (fb.registration_endpoint if fb else None),
+        management_endpoint=url("management_endpoint") or (fb.management_endpoint if fb else None),
         issuer=_opt_str(payload, "issuer"),
         jwks_uri=url("jwks_uri"),
-        smart_v1=False,
-        raw=dict(payload),
+        # no advertised capabilities: nothing says the server speaks v2 scopes, so ask in v1 syntax (SAL-20)
+        smart_v1=fb is not None and "capabilities" not in payload,
+        raw={**payload, **({"oauth-uris-fallback": dict(fb.raw.get("oauth-uris", {}))} if fb else {})},
     )
 
 
@@ -179,6 +203,32 @@ def _get(http: httpx.Client, url: str, accept: str) -> httpx.Response:
         raise TransportError(f"transport failure fetching {url}: {type(exc).__name__}") from exc
 
 
+def _fetch_metadata(fhir_base: str, http: httpx.Client, well_known_problem: str) -> SmartConfiguration:
+    meta = _get(http, _metadata_url(fhir_base), "application/fhir+json")
+    if meta.status_code >= 500:
+        raise TransportError(f"{fhir_base}: /metadata answered HTTP {meta.status_code}")
+    if not meta.is_success:
+        raise DiscoveryError(
+            f"{fhir_base}: smart-configuration {well_known_problem} and /metadata HTTP {meta.status_code}"
+        )
+    return parse_capability_statement(fhir_base, parse_json_body(meta))
+
+
+def _lenient(fhir_base: str, http: httpx.Client, payload: dict[str, Any], missing: list[str]) -> SmartConfiguration:
+    """A well-known file lacking required fields: fill them from the CapabilityStatement (SAL-02, SAL-04)."""
+    logger.warning(
+        "smart-configuration at %s lacks %s; falling back to the CapabilityStatement oauth-uris",
+        fhir_base,
+        ", ".join(missing),
+    )
+    problem = "lacks " + ", ".join(repr(m) for m in missing)
+    try:
+        fallback = _fetch_metadata(fhir_base, http, problem)
+    except DiscoveryError as exc:
+        raise DiscoveryError(f"{fhir_base}: smart-configuration lacks required field {missing[0]!r} ({exc})") from exc
+    return parse_smart_configuration(fhir_base, payload, fallback=fallback)
+
+
 def _fetch(fhir_base: str, http: httpx.Client) -> SmartConfiguration:
     response = _get(http, _well_known_url(fhir_base), "application/json")
     if response.status_code >= 500:
@@ -187,48 +237,17 @@ def _fetch(fhir_base: str, http: httpx.Client) -> SmartConfiguration:
     if response.is_success:
         payload = parse_json_body(response)
         if isinstance(payload, dict):
-            return parse_smart_configuration(fhir_base, payload)
+            missing = missing_required_fields(payload)
+            return (
+                _lenient(fhir_base, http, payload, missing)
+                if missing
+                else parse_smart_configuration(fhir_base, payload)
+            )
         well_known_problem = "not JSON"
     else:
         well_known_problem = f"HTTP {response.status_code}"
     logger.info("smart-configuration at %s unusable (%s); trying /metadata (SMART v1)", fhir_base, well_known_problem)
-    meta = _get(http, _metadata_url(fhir_base), "application/fhir+json")
-    if not meta.is_success:
-        raise DiscoveryError(
-            f"{fhir_base}: smart-configuration {well_known_problem} and /metadata HTTP {meta.status_code}"
-        )
-    return parse_capability_statement(fhir_base, parse_json_body(meta))
-
-
-class DiscoveryCache:
-    """Per-issuer cache of discovered configurations (SAL-01: TTL 1 h by default); thread-safe."""
-
-    def __init__(self, ttl_seconds: float = 3600.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self._ttl = ttl_seconds
-        self._clock = clock
-        self._entries: dict[str, tuple[float, SmartConfiguration]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, fhir_base: str) -> SmartConfiguration | None:
-        with self._lock:
-            entry = self._entries.get(fhir_base)
-            if entry is None:
-                return None
-            if self._clock() - entry[0] >= self._ttl:
-                del self._entries[fhir_base]
-                return None
-            return entry[1]
-
-    def put(self, config: SmartConfiguration) -> None:
-        with self._lock:
-            self._entries[config.fhir_base] = (self._clock(), config)
-
-    def invalidate(self, fhir_base: str | None = None) -> None:
-        with self._lock:
-            if fhir_base is None:
-                self._entries.clear()
-            else:
-                self._entries.pop(fhir_base, None)
+    return _fetch_metadata(fhir_base, http, well_known_problem)
 
 
 def discover(
