@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
@@ -30,6 +31,7 @@ from warehouse.errors import (
     WarehouseTargetError,
 )
 from warehouse.landed import LandedFile
+from warehouse.limits import LARGE_ROW_BYTES
 
 __all__ = ["DuckDBWarehouse"]
 
@@ -37,6 +39,42 @@ logger = logging.getLogger(__name__)
 _ID_CHUNK = 50_000
 # BDX-24 within one file: the newest lastUpdated wins, then the later line.
 _WINNER_ORDER = "ORDER BY last_updated DESC NULLS LAST, file_row_number DESC"
+_MIB = 1024 * 1024
+_MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*((?:[KMGT]i?)?B?)", re.IGNORECASE)
+# Memory a merge needs per byte of its largest resource, above the configured limit: measured here, a 20 MB
+# resource needed more than 128 MB, and 40 and 64 MB ones fitted in 512 MB (the JSON cast parses the text).
+LARGE_ROW_MEMORY_FACTOR = 8
+
+
+def _large_row_bytes(group: pq.RowGroupMetaData) -> int | None:
+    """The size of the one large resource a row group holds, or None (landing isolates those, landing.py)."""
+    if group.num_rows == 1 and group.total_byte_size >= LARGE_ROW_BYTES:
+        return int(group.total_byte_size)
+    return None
+
+
+def _largest_row(meta: pq.FileMetaData, rows: tuple[int, int] | None) -> int | None:
+    """The largest isolated resource among the row groups of file rows ``[start, stop)`` (all when None)."""
+    largest: int | None = None
+    offset = 0
+    for index in range(meta.num_row_groups):
+        group = meta.row_group(index)
+        inside = rows is None or rows[0] <= offset < rows[1]
+        offset += group.num_rows
+        size = _large_row_bytes(group) if inside else None
+        if size is not None and (largest is None or size > largest):
+            largest = size
+    return largest
+
+
+def _mib(limit: str) -> int:
+    """``memory_limit`` text (``128MB``, ``1GiB``, ``512KB``) in MiB, rounded up."""
+    match = _MEMORY.fullmatch(limit.strip())
+    if match is None:
+        raise InvalidInputError(f"memory_limit {limit!r} is not a size such as '128MB' or '1GiB'")
+    number, unit = float(match.group(1)), match.group(2).upper().replace("I", "")
+    scale = {"": 1, "B": 1, "KB": 1024, "MB": _MIB, "GB": 1024 * _MIB, "TB": 1024 * 1024 * _MIB}[unit]
+    return max(1, -(-int(number * scale) // _MIB))
 
 
 class _DuckCursor:
@@ -82,6 +120,7 @@ class DuckDBWarehouse(Warehouse):
         self.read_only = read_only
         self.lock_timeout_s = lock_timeout_s
         self._config = {"memory_limit": memory_limit, "threads": str(threads)}
+        self._memory_limit_mib = _mib(memory_limit)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._closed = False
         self._held: duckdb.DuckDBPyConnection | None = None
@@ -180,26 +219,52 @@ class DuckDBWarehouse(Warehouse):
         """Bounded memory whatever the file (a server decides how large a bulk file and its resources are): the
         merge holds one chunk in memory, so a file is merged in chunks of whole Parquet row groups, each at most
         ``upsert_chunk_rows`` rows and ``upsert_chunk_bytes`` of uncompressed data (a single larger row group is
-        its own chunk; landing caps those), one transaction each. Which copy of an id wins is decided over the
-        whole file first (``_stage_winners``), so a chunked merge and its replays end exactly like a whole one."""
+        its own chunk; landing caps those, and gives each large resource a group of its own, which is then a
+        chunk of its own too), one transaction each. Which copy of an id wins is decided over the whole file
+        first (``_stage_winners``), so a chunked merge and its replays end exactly like a whole one."""
         meta = pq.ParquetFile(landed.path).metadata
         ranges: list[tuple[int, int]] = []
         start = stop = size = 0
         for index in range(meta.num_row_groups):
             group = meta.row_group(index)
+            large = _large_row_bytes(group) is not None
             if stop > start and (
-                stop - start + group.num_rows > self.upsert_chunk_rows
+                large
+                or stop - start + group.num_rows > self.upsert_chunk_rows
                 or size + group.total_byte_size > self.upsert_chunk_bytes
             ):
                 ranges.append((start, stop))
                 start, size = stop, 0
             stop += group.num_rows
             size += group.total_byte_size
+            if large:
+                ranges.append((start, stop))
+                start, size = stop, 0
         if stop > start:
             ranges.append((start, stop))
         if len(ranges) <= 1:
             return [None]
         return list(ranges)
+
+    def _upsert_chunk(
+        self, landed: LandedFile, rows: tuple[int, int] | None, *, first: bool, last: bool
+    ) -> tuple[int, int, int]:
+        """A chunk holding one large resource merges under a memory limit sized for it (DuckDB's JSON cast and
+        Parquet read hold several copies of one value: a 20 MB resource did not fit in 128 MB), then the
+        configured limit is restored."""
+        largest = _largest_row(pq.ParquetFile(landed.path).metadata, rows)
+        if largest is None:
+            return super()._upsert_chunk(landed, rows, first=first, last=last)
+        with self.batch():
+            conn = self._held
+            assert conn is not None
+            need_mib = self._memory_limit_mib + LARGE_ROW_MEMORY_FACTOR * -(-largest // _MIB)
+            logger.info("merging a %d-byte resource with memory_limit %d MiB", largest, need_mib)
+            conn.execute(f"SET memory_limit = '{need_mib}MiB'")
+            try:
+                return super()._upsert_chunk(landed, rows, first=first, last=last)
+            finally:
+                conn.execute(f"SET memory_limit = '{self._config['memory_limit']}'")
 
     def _stage_winners(self, cur: Cursor, path: Path) -> None:
         # Only the key and ordering columns are read (Parquet projection): one small row per id of the file.

@@ -2,7 +2,9 @@
 
 Lines are parsed one at a time with orjson and buffered in column lists of at most ``batch_rows`` rows and
 ``BATCH_BYTES`` of JSON, each batch appended through ``ParquetWriter`` as one row group: memory is bounded by
-the batch, never the file, whatever size the server's resources are. The file is written under
+the batch, never the file, whatever size the server's resources are. A resource of ``LARGE_ROW_BYTES`` or more
+gets a row group of its own; one over ``max_resource_bytes`` (``EHRSYNC_MAX_RESOURCE_BYTES``) is quarantined
+with the reason, the rest of its file landing as usual (warehouse/limits.py). The file is written under
 a temporary name and renamed only when the writer exits cleanly. Bad lines are never dropped: they go to a
 quarantine Parquet beside the landing file.
 """
@@ -23,6 +25,7 @@ import pyarrow.parquet as pq
 from warehouse._lines import LineRejected, check_resource, parse_line, reject_nul_escape
 from warehouse.errors import InvalidInputError, LandingError
 from warehouse.landed import LANDING_SCHEMA, QUARANTINE_SCHEMA, LandedFile, quarantine_path_for
+from warehouse.limits import LARGE_ROW_BYTES, MAX_RESOURCE_ENV, QUARANTINE_PREFIX_BYTES, max_resource_bytes
 
 __all__ = ["DEFAULT_BATCH_ROWS", "LandingWriter"]
 
@@ -39,6 +42,14 @@ BATCH_BYTES = 16 * 1024 * 1024
 _DICTIONARY_COLUMNS = [name for name in LANDING_SCHEMA.names if name not in ("id", "resource_json")]
 
 
+def _max_resource(value: int | None) -> int:
+    if value is None:
+        return max_resource_bytes()
+    if not isinstance(value, int) or value < 1:
+        raise InvalidInputError("max_resource_bytes must be a positive number of bytes")
+    return value
+
+
 class LandingWriter:
     """Context manager that streams one resource type of one run into one Parquet file."""
 
@@ -53,9 +64,11 @@ class LandingWriter:
         tenant_id: str | None,
         transaction_time: datetime | None,
         batch_rows: int = DEFAULT_BATCH_ROWS,
+        max_resource_bytes: int | None = None,
     ) -> None:
         if batch_rows < 1:
             raise InvalidInputError("batch_rows must be at least 1")
+        self.max_resource_bytes = _max_resource(max_resource_bytes)
         self._final = final_path
         self._quarantine_final = quarantine_path_for(final_path)
         token = uuid.uuid4().hex[:12]
@@ -96,6 +109,9 @@ class LandingWriter:
         raw = line.strip()
         if not raw:
             return False
+        if len(raw) > self.max_resource_bytes:
+            self._quarantine_oversize(raw[:QUARANTINE_PREFIX_BYTES], len(raw))
+            return False
         try:
             rid, last_updated, version_id = parse_line(raw, self._resource_type)
             text = raw.decode("utf-8")
@@ -114,6 +130,9 @@ class LandingWriter:
         except TypeError as exc:
             self._quarantine(repr(type(resource)).encode(), f"not serialisable as JSON: {exc}")
             return False
+        if len(raw) > self.max_resource_bytes:
+            self._quarantine_oversize(raw[:QUARANTINE_PREFIX_BYTES], len(raw))
+            return False
         try:
             if not isinstance(resource, dict):
                 raise LineRejected(f"not a JSON object (got {type(resource).__name__})")
@@ -124,6 +143,13 @@ class LandingWriter:
             return False
         self._append(parsed.id, parsed.last_updated, parsed.version_id, raw.decode("utf-8"), len(raw))
         return True
+
+    def add_oversize_line(self, prefix: bytes, size: int) -> None:
+        """Quarantine a line of ``size`` bytes that the reader did not hold whole (over ``max_resource_bytes``);
+        ``prefix`` is its beginning. The rest of the file lands as usual."""
+        self._ensure_open()
+        self._line_number += 1
+        self._quarantine_oversize(prefix[:QUARANTINE_PREFIX_BYTES], size)
 
     @property
     def result(self) -> LandedFile:
@@ -148,7 +174,18 @@ class LandingWriter:
         if self._closed:
             raise LandingError("the landing writer is already closed")
 
+    def _quarantine_oversize(self, prefix: bytes, size: int) -> None:
+        self._quarantine(
+            prefix,
+            f"resource of {size} bytes is over the {self.max_resource_bytes}-byte limit ({MAX_RESOURCE_ENV}); "
+            f"raw_line keeps its first {len(prefix)} bytes",
+        )
+
     def _append(self, rid: str, last_updated: datetime | None, version_id: str | None, text: str, size: int) -> None:
+        # A large resource gets a row group of its own (flushed before and after it): the DuckDB merge sizes its
+        # memory for such a row, and no other row shares that cost.
+        if self._ids and size >= LARGE_ROW_BYTES:
+            self._flush()
         self._ids.append(rid)
         self._last_updated.append(last_updated)
         self._version_ids.append(version_id)
@@ -156,7 +193,7 @@ class LandingWriter:
         self._json_bytes += size  # UTF-8 bytes, not characters
         if last_updated is not None and (self._max_last_updated is None or last_updated > self._max_last_updated):
             self._max_last_updated = last_updated
-        if len(self._ids) >= self._batch_rows or self._json_bytes >= BATCH_BYTES:
+        if len(self._ids) >= self._batch_rows or self._json_bytes >= BATCH_BYTES or size >= LARGE_ROW_BYTES:
             self._flush()
 
     def _quarantine(self, raw: bytes, error: str) -> None:

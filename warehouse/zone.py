@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
-from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -17,11 +16,13 @@ from typing import BinaryIO
 from warehouse.errors import InvalidInputError, LandingError
 from warehouse.landed import LandedFile
 from warehouse.landing import DEFAULT_BATCH_ROWS, LandingWriter
+from warehouse.limits import QUARANTINE_PREFIX_BYTES
 
 __all__ = ["LandingZone", "land_ndjson_file"]
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
+_DRAIN_BYTES = 1024 * 1024
 
 
 def _check_name(kind: str, value: str) -> str:
@@ -39,9 +40,13 @@ def _check_aware(kind: str, value: datetime | None) -> datetime | None:
 class LandingZone:
     """A directory of landing files laid out as ``{root}/{connection_id}/{resource_type}/{run_id}-{seq}.parquet``."""
 
-    def __init__(self, root: Path | str, *, batch_rows: int = DEFAULT_BATCH_ROWS) -> None:
+    def __init__(
+        self, root: Path | str, *, batch_rows: int = DEFAULT_BATCH_ROWS, max_resource_bytes: int | None = None
+    ) -> None:
         self.root = Path(root)
         self.batch_rows = batch_rows
+        # None: EHRSYNC_MAX_RESOURCE_BYTES (read when a writer opens, so a raised limit applies to the next run)
+        self.max_resource_bytes = max_resource_bytes
 
     def path_for(self, connection_id: str, resource_type: str, run_id: str, seq: str) -> Path:
         """The deterministic landing path of one file of one run."""
@@ -78,6 +83,7 @@ class LandingZone:
             tenant_id=tenant_id,
             transaction_time=transaction_time,
             batch_rows=self.batch_rows,
+            max_resource_bytes=self.max_resource_bytes,
         )
 
 
@@ -113,7 +119,20 @@ def land_ndjson_file(
     return w.result
 
 
-def _feed(writer: LandingWriter, lines: Iterable[bytes]) -> None:
+def _feed(writer: LandingWriter, fh: BinaryIO) -> None:
+    """Every line to the writer; a line longer than the writer's limit is never held whole (a server decides how
+    long its lines are): its first bytes and its length go to quarantine, and the next line lands as usual."""
     add = writer.add_line
-    for line in lines:
-        add(line)
+    limit = writer.max_resource_bytes + 2  # the resource, and room for its "\r\n"
+    readline = fh.readline
+    while line := readline(limit):
+        if len(line) < limit or line.endswith(b"\n"):
+            add(line)
+            continue
+        prefix, size = line[:QUARANTINE_PREFIX_BYTES], len(line)
+        while chunk := readline(_DRAIN_BYTES):  # the rest of the over-long line, counted and dropped
+            if chunk.endswith(b"\n"):
+                size += len(chunk.rstrip(b"\r\n"))
+                break
+            size += len(chunk)
+        writer.add_oversize_line(prefix, size)

@@ -12,11 +12,11 @@ import duckdb
 import pytest
 
 from tests.warehouse.conftest import land, resource
-from warehouse import LandingZone, UpsertStats, Warehouse, WarehouseMemoryError, open_warehouse
+from warehouse import LandedFile, LandingZone, UpsertStats, Warehouse, WarehouseMemoryError, open_warehouse
 from warehouse.duckdb_backend import DuckDBWarehouse
 
 
-def _files(zone: LandingZone, n: int) -> list:
+def _files(zone: LandingZone, n: int) -> list[LandedFile]:
     return [land(zone, [resource(f"o{i}-{k}") for k in range(20)], run_id=f"r{i}") for i in range(n)]
 
 
@@ -45,7 +45,9 @@ def test_duckdb_batch_opens_one_connection(tmp_path: Path, zone: LandingZone, mo
     with wh.batch(), wh.batch():  # re-entrant
         for f in files:
             wh.upsert(f)
-        wh.tombstone("c1", "Observation", ["o0-0"], deleted_at=files[0].max_last_updated)
+        deleted_at = files[0].max_last_updated
+        assert deleted_at is not None
+        wh.tombstone("c1", "Observation", ["o0-0"], deleted_at=deleted_at)
     assert opened == [False]
     for f in files:
         wh.upsert(f)
