@@ -26,10 +26,12 @@ but never a token, code, secret or any resource content: messages are safe to lo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
+    "TRANSIENT_ISSUE_CODES",
+    "TRANSIENT_STATUSES",
     "AccessDeniedError",
     "BulkExportError",
     "BulkFileExpiredError",
@@ -37,6 +39,7 @@ __all__ = [
     "ContentTooLargeError",
     "DiscoveryError",
     "EhrSyncError",
+    "EhrUnreachableError",
     "FhirError",
     "FhirForbiddenError",
     "FhirGoneError",
@@ -52,13 +55,18 @@ __all__ = [
     "NeedsReauthError",
     "OAuthError",
     "RateLimitedError",
+    "RequestDeadlineError",
+    "ResponseTooLargeError",
+    "SearchIncompleteError",
     "SearchLinkExpiredError",
     "SecurityPolicyError",
+    "StepBudgetExceededError",
     "TemporarilyUnavailableError",
     "TransportError",
     "UnauthorizedClientError",
     "WriteNotSupportedError",
     "fhir_error_for_status",
+    "is_transient_answer",
     "oauth_error_from_response",
 ]
 
@@ -177,6 +185,9 @@ class FhirError(EhrSyncError):
     """A FHIR REST error: HTTP status plus the server's OperationOutcome when it sent one."""
 
     code = "fhir_error"
+    #: The OperationOutcome's diagnostics, sanitized and capped (also at the end of the message); may echo
+    #: request values, so loggers use ``safe_message`` instead of the message.
+    diagnostics: str | None = None
 
     def __init__(
         self,
@@ -198,9 +209,16 @@ class FhirError(EhrSyncError):
         return [str(i.get("code")) for i in self.operation_outcome.get("issue", []) if isinstance(i, dict)]
 
     @property
+    def safe_message(self) -> str:
+        """The message without the server's diagnostics: what a log line may carry."""
+        if self.diagnostics and self.message.endswith(f": {self.diagnostics}"):
+            return self.message[: -len(self.diagnostics) - 2]
+        return self.message
+
+    @property
     def is_transient(self) -> bool:
         """True when the server says the failure is temporary (OperationOutcome ``transient``)."""
-        return "transient" in self.issue_codes or self.status in (429, 502, 503, 504)
+        return is_transient_answer(self.status, self.issue_codes)
 
 
 class FhirUnauthorizedError(FhirError):
@@ -310,4 +328,51 @@ class WriteNotSupportedError(EhrSyncError):
 
     def __init__(self, reason: str, message: str | None = None) -> None:
         super().__init__(message or f"write not supported: {reason}")
+        self.reason = reason
+
+
+#: HTTP statuses that mean "try again later" (the one list: the retry policy and ``FhirError.is_transient``).
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: OperationOutcome ``issue.code`` values of FHIR's ``transient`` family that make any status retryable.
+TRANSIENT_ISSUE_CODES = frozenset({"transient", "throttled", "timeout", "lock-error", "no-store"})
+
+
+def is_transient_answer(status: int, issue_codes: Iterable[str] = ()) -> bool:
+    """Whether an EHR answer is worth retrying: a transient status, or an OperationOutcome saying so."""
+    return status in TRANSIENT_STATUSES or any(code in TRANSIENT_ISSUE_CODES for code in issue_codes)
+
+
+class ResponseTooLargeError(ContentTooLargeError):
+    """A JSON body (search page, read, CapabilityStatement) went past the per-response byte limit."""
+
+    code = "response_too_large"
+
+
+class RequestDeadlineError(TransportError):
+    """One request took longer than its overall deadline (e.g. a server trickling bytes): not retried."""
+
+    code = "request_deadline_exceeded"
+
+
+class StepBudgetExceededError(EhrSyncError):
+    """A sync step (one resource type's landing) used up its overall time budget."""
+
+    code = "step_budget_exceeded"
+
+
+class EhrUnreachableError(TransportError):
+    """Connection refused, DNS failure or connect timeout: the EHR cannot be reached at all right now."""
+
+    code = "ehr_unreachable"
+
+
+class SearchIncompleteError(FhirError):
+    """A searchset stopped early: ``total`` larger than what arrived with no ``next`` link, or a repeated link."""
+
+    code = "search_incomplete"
+
+    def __init__(self, message: str, url: str | None, *, received: int, total: int | None, reason: str) -> None:
+        super().__init__(message, 200, None, url)
+        self.received = received
+        self.total = total
         self.reason = reason

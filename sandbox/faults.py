@@ -12,6 +12,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sandbox.body_faults import body_fault
 from sandbox.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,14 @@ FaultKind = Literal[
     "bulk_wrong_count",
     "bulk_blank_line",
     "bulk_mixed_type",
+    "search_no_next",  # a searchset page that has a next link loses it (and says the true total)
+    "search_repeat_next",  # a searchset page reached by a next link links to itself again
+    "trickle",  # the answer's body arrives one byte every delay_s seconds
+    "huge_body",  # a 200 answer streams an endless (256 MiB) JSON body without Content-Length
 ]
 #: Kinds the HTTP middleware answers itself; the others are consumed by the code they affect.
 _MIDDLEWARE_KINDS = frozenset({"429", "500", "503", "slow", "drop", "expired_token", "bulk_410"})
+_MIDDLEWARE_KINDS |= {"trickle", "huge_body"}  # body faults (sandbox.body_faults)
 
 
 class Fault(BaseModel):
@@ -145,6 +151,8 @@ class FaultMiddleware:
             await _respond(send, 401, outcome("expired", "access token expired"), extra)
         elif fault.kind == "bulk_410":
             await _respond(send, 410, outcome("expired", "bulk file expired"), [])
+        elif fault.kind in ("trickle", "huge_body"):
+            await body_fault(fault.kind, fault.delay_s, self.app, scope, receive, send)
         else:
             status = int(fault.kind)
             extra = []

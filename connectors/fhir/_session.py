@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
 import orjson
 
+from connectors.budgets import check_step_budget, mark_unreachable, rate_budget, unreachable_reason
 from connectors.errors import (
+    EhrUnreachableError,
     FhirError,
     FhirUnauthorizedError,
     RateLimitedError,
     SecurityPolicyError,
     TransportError,
     fhir_error_for_status,
+    is_transient_answer,
 )
+from connectors.fhir._bounds import BodyBounds
 from connectors.http import (
     RateLimiter,
     RetryPolicy,
@@ -41,6 +46,11 @@ T = TypeVar("T")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 QueryParams = Mapping[str, str] | Sequence[tuple[str, str]]
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+#: A refused connection or failed DNS lookup is tried this many times (quickly), then the EHR is unreachable.
+UNREACHABLE_ATTEMPTS = 2
+UNREACHABLE_RETRY_S = 0.5
+DIAGNOSTICS_MAX_CHARS = 300
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]+")
 
 
 class TokenRule(enum.Enum):
@@ -65,30 +75,72 @@ def operation_outcome_of(response: httpx.Response) -> dict[str, Any] | None:
     return None
 
 
+def outcome_diagnostics(outcome: Mapping[str, Any] | None, limit: int = DIAGNOSTICS_MAX_CHARS) -> str | None:
+    """The issues' ``diagnostics`` (or ``details.text``) as one line: control characters stripped, capped.
+
+    Servers may echo request values here, so this goes into exception messages (shown to the operator who
+    owns the data) but the connectors never log it.
+    """
+    texts: list[str] = []
+    for issue in (outcome or {}).get("issue", []):
+        if not isinstance(issue, dict):
+            continue
+        details = issue.get("details")
+        text = issue.get("diagnostics")
+        if not isinstance(text, str) and isinstance(details, dict):
+            text = details.get("text")
+        if isinstance(text, str):
+            cleaned = " ".join(_CONTROL.sub(" ", text).split())
+            if cleaned and cleaned not in texts:
+                texts.append(cleaned)
+    if not texts:
+        return None
+    joined = "; ".join(texts)
+    return joined if len(joined) <= limit else joined[: limit - 1].rstrip() + "\u2026"
+
+
+def _issue_codes(outcome: Mapping[str, Any] | None) -> list[str]:
+    return [str(i.get("code")) for i in (outcome or {}).get("issue", []) if isinstance(i, dict)]
+
+
 def _error_from_response(method: str, url: str, response: httpx.Response) -> FhirError:
     outcome = operation_outcome_of(response)
     status = response.status_code
-    codes = [str(i.get("code")) for i in (outcome or {}).get("issue", []) if isinstance(i, dict)]
+    codes = _issue_codes(outcome)
     detail = f" (issues: {', '.join(codes)})" if codes else ""
-    message = f"{method} {redact_url(url)} answered HTTP {status}{detail}"
+    diagnostics = outcome_diagnostics(outcome)
+    said = f": {diagnostics}" if diagnostics else ""
+    message = f"{method} {redact_url(url)} answered HTTP {status}{detail}{said}"
     retry_after_header = response.headers.get("Retry-After")
+    error: FhirError
     if status == 429 or (status == 503 and retry_after_header is not None):
-        return RateLimitedError(message, status, outcome, redact_url(url), parse_retry_after(retry_after_header))
-    return fhir_error_for_status(status)(message, status, outcome, redact_url(url))
+        error = RateLimitedError(message, status, outcome, redact_url(url), parse_retry_after(retry_after_header))
+    else:
+        error = fhir_error_for_status(status)(message, status, outcome, redact_url(url))
+    error.diagnostics = diagnostics
+    return error
 
 
 def _retry_kind(response: httpx.Response, idempotent: bool) -> str | None:
-    """``throttle`` (wait per Retry-After), ``transient`` (backoff) or None (fail now)."""
+    """``throttle`` (wait per Retry-After), ``transient`` (backoff) or None (fail now).
+
+    Which answers are transient is decided once, by :func:`connectors.errors.is_transient_answer`, the same
+    test as ``FhirError.is_transient``.
+    """
     status = response.status_code
     if status in (429, 503):
         return "throttle"
     if not idempotent:
         return None
-    outcome = operation_outcome_of(response)
-    transient = any(isinstance(i, dict) and i.get("code") == "transient" for i in (outcome or {}).get("issue", []))
-    if status >= 500 or (status >= 400 and transient):
+    if is_transient_answer(status, _issue_codes(operation_outcome_of(response))):
         return "transient"
     return None
+
+
+def _origin_of(url: str) -> str:
+    parts = httpx.URL(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.host}{port}"
 
 
 class FhirSession:
@@ -145,6 +197,51 @@ class FhirSession:
         passthrough: Callable[[httpx.Response], bool] | None = None,
         max_redirects: int = 0,
         url_guard: Callable[[str], None] | None = None,
+        bounds: BodyBounds | None = None,
+    ) -> T:
+        """Send with retries (see :meth:`_request`); token calls made meanwhile spend from the same rate budget."""
+        with rate_budget(self.rate_limit, self.rate_limit_key):
+            return self._request(
+                method,
+                url,
+                handler=handler,
+                params=params,
+                headers=headers,
+                content=content,
+                token_rule=token_rule,
+                idempotent=idempotent,
+                passthrough=passthrough,
+                max_redirects=max_redirects,
+                url_guard=url_guard,
+                bounds=bounds,
+            )
+
+    def _unreachable(self, url: str, attempt: int, exc: httpx.TransportError) -> EhrUnreachableError | None:
+        """An EhrUnreachableError once a refused connection / failed DNS lookup was tried enough, else None."""
+        if not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+            return None
+        origin = _origin_of(url)
+        reason = _CONTROL.sub(" ", str(exc))[:120] or type(exc).__name__
+        if attempt + 1 < UNREACHABLE_ATTEMPTS:
+            return None
+        mark_unreachable(origin, reason)
+        return EhrUnreachableError(f"cannot reach the EHR at {origin} ({reason}): check its URL and that it is up")
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        handler: Callable[[httpx.Response], T],
+        params: QueryParams | None,
+        headers: Mapping[str, str] | None,
+        content: bytes | None,
+        token_rule: TokenRule,
+        idempotent: bool,
+        passthrough: Callable[[httpx.Response], bool] | None,
+        max_redirects: int,
+        url_guard: Callable[[str], None] | None,
+        bounds: BodyBounds | None,
     ) -> T:
         """Send with retries; 2xx (and ``passthrough`` matches) go to ``handler`` while the body still streams.
 
@@ -152,7 +249,9 @@ class FhirSession:
         when ``idempotent``. Everything else becomes a typed FhirError carrying the OperationOutcome.
         ``max_redirects`` > 0 follows GET redirects (signed file URLs); the token is dropped as soon as a
         redirect leaves the FHIR base (SAL-40). ``url_guard`` vets the URL and every redirect target before
-        anything is sent there (it raises to refuse, e.g. internal addresses named by a resource).
+        anything is sent there (it raises to refuse, e.g. internal addresses named by a resource). ``bounds``
+        caps the body's bytes and the time of each attempt (BodyBounds); a host that refused a connection in
+        the last minute fails at once with EhrUnreachableError.
         """
         if url_guard is not None:
             url_guard(url)
@@ -165,6 +264,12 @@ class FhirSession:
         if params is not None:
             query = httpx.QueryParams(list(params.items()) if isinstance(params, Mapping) else list(params))
         while True:
+            check_step_budget()
+            known = unreachable_reason(_origin_of(url))
+            if known is not None:
+                raise EhrUnreachableError(
+                    f"cannot reach the EHR at {_origin_of(url)} ({known}; remembered from an earlier request)"
+                )
             send_headers = dict(headers or {})
             if use_token and self.tokens is not None:
                 token = token or self.tokens.get_token()
@@ -173,9 +278,17 @@ class FhirSession:
                 self.rate_limit.acquire(self.rate_limit_key)
             extra: dict[str, Any] = {"timeout": self._timeout} if self._timeout is not None else {}
             request = self.http.build_request(method, url, params=query, headers=send_headers, content=content, **extra)
+            started = policy.monotonic()
             try:
                 response = self.http.send(request, stream=True)
             except httpx.TransportError as exc:
+                unreachable = self._unreachable(url, attempt, exc)
+                if unreachable is not None:
+                    raise unreachable from exc
+                if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):  # not sent: safe to retry once
+                    policy.sleep(UNREACHABLE_RETRY_S)
+                    attempt += 1
+                    continue
                 if not idempotent or attempt + 1 >= policy.max_attempts:
                     raise TransportError(
                         f"{method} {redact_url(url)} failed after {attempt + 1} attempt(s): {type(exc).__name__}"
@@ -186,6 +299,8 @@ class FhirSession:
                 attempt += 1
                 continue
             try:
+                if bounds is not None:
+                    bounds.wrap(response, method, started)
                 if self.on_response is not None:
                     self.on_response(response)  # e.g. athenahealth quota headers, read after every call
                 status = response.status_code

@@ -16,6 +16,7 @@ import httpx
 import orjson
 
 from connectors.errors import FhirError
+from connectors.fhir._bounds import BodyBounds, read_capped
 from connectors.fhir._session import FhirSession, QueryParams, TokenRule
 from connectors.fhir.download import Downloaded, stream_to_file
 from connectors.fhir.search import SearchPage, iter_search_pages
@@ -68,8 +69,13 @@ def parse_location(location: str) -> tuple[str | None, str | None]:
     return (segments[-1] if segments else None), None
 
 
-def _json_body(response: httpx.Response) -> Any:
-    data = response.read()
+def _json_reader(max_bytes: int | None) -> Callable[[httpx.Response], Any]:
+    """A handler parsing the body as JSON, refusing more than ``max_bytes`` decoded bytes."""
+    return lambda response: _json_body(response, max_bytes)
+
+
+def _json_body(response: httpx.Response, max_bytes: int | None = None) -> Any:
+    data = read_capped(response, max_bytes)
     if not data:
         return None
     try:
@@ -83,7 +89,8 @@ class FhirClient:
     """Talks to one FHIR base with tokens from a TokenSource (SAL-40: the token never leaves that base).
 
     ``http`` may be a shared ``httpx.Client`` (its timeouts apply); otherwise one is created with explicit
-    timeouts and closed by :meth:`close`.
+    timeouts and closed by :meth:`close`. ``bounds`` caps every JSON body and the time of every request
+    (default: from the environment, see :class:`BodyBounds`).
     """
 
     def __init__(
@@ -98,8 +105,11 @@ class FhirClient:
         timeout: httpx.Timeout | float | None = None,
         allow_http: bool = False,
         on_response: Callable[[httpx.Response], None] | None = None,
+        bounds: BodyBounds | None = None,
     ) -> None:
         self.fhir_base = normalize_base_url(fhir_base, allow_http=allow_http)
+        #: Byte limit and deadline per response (EHRSYNC_MAX_RESPONSE_BYTES, EHRSYNC_REQUEST_DEADLINE_S).
+        self.bounds = bounds or BodyBounds.from_env()
         self._session = FhirSession(
             self.fhir_base,
             tokens,
@@ -138,7 +148,11 @@ class FhirClient:
             if self._capabilities is not None and not refresh:
                 return self._capabilities
         body = self._session.request(
-            "GET", self.url_for("metadata"), headers={"Accept": _FHIR_JSON}, handler=_json_body
+            "GET",
+            self.url_for("metadata"),
+            headers={"Accept": _FHIR_JSON},
+            handler=_json_reader(self.bounds.max_bytes),
+            bounds=self.bounds,
         )
         if not isinstance(body, dict) or body.get("resourceType") != "CapabilityStatement":
             raise FhirError("metadata did not return a CapabilityStatement", 200, None, self.url_for("metadata"))
@@ -150,7 +164,9 @@ class FhirClient:
         _check_type(resource_type)
         _check_id(resource_id)
         url = self.url_for(f"{resource_type}/{resource_id}")
-        body = self._session.request("GET", url, headers={"Accept": _FHIR_JSON}, handler=_json_body)
+        body = self._session.request(
+            "GET", url, headers={"Accept": _FHIR_JSON}, handler=_json_reader(self.bounds.max_bytes), bounds=self.bounds
+        )
         if not isinstance(body, dict) or body.get("resourceType") != resource_type:
             raise FhirError(f"read {redact_url(url)} did not return a {resource_type}", 200, None, redact_url(url))
         return body
@@ -168,7 +184,7 @@ class FhirClient:
             if count < 1:
                 raise ValueError("count must be positive")
             pairs.append(("_count", str(count)))
-        return iter_search_pages(self._session, self.url_for(resource_type), pairs)
+        return iter_search_pages(self._session, self.url_for(resource_type), pairs, bounds=self.bounds)
 
     def create(
         self,
@@ -195,7 +211,7 @@ class FhirClient:
             headers["If-None-Exist"] = if_none_exist
 
         def handle(response: httpx.Response) -> CreateResult:
-            body = _json_body(response)
+            body = _json_body(response, self.bounds.max_bytes)
             location = response.headers.get("Location") or response.headers.get("Content-Location")
             resource_id, version = parse_location(location) if location else (None, None)
             returned = body if isinstance(body, dict) and body.get("resourceType") == resource_type else None
@@ -212,6 +228,7 @@ class FhirClient:
             content=orjson.dumps(resource),
             idempotent=if_none_exist is not None,
             handler=handle,
+            bounds=self.bounds,
         )
         logger.info("created", extra={"resource_type": resource_type, "id": result.id, "status": result.status})
         return result
@@ -236,4 +253,5 @@ class FhirClient:
             handler=lambda response: stream_to_file(response, dest, max_bytes),
             max_redirects=5,
             url_guard=url_guard,
+            bounds=self.bounds.without_byte_limit(),  # stream_to_file applies the caller's cap
         )

@@ -11,7 +11,14 @@ from typing import Any
 import httpx
 import orjson
 
-from connectors.errors import FhirError, FhirGoneError, FhirNotFoundError, SearchLinkExpiredError
+from connectors.errors import (
+    FhirError,
+    FhirGoneError,
+    FhirNotFoundError,
+    SearchIncompleteError,
+    SearchLinkExpiredError,
+)
+from connectors.fhir._bounds import BodyBounds, read_capped
 from connectors.fhir._session import FhirSession, QueryParams, TokenRule
 from connectors.http import parse_http_date, parse_instant, redact_url, resolve_url
 
@@ -86,9 +93,13 @@ def parse_search_bundle(url: str, body: Any, date_header: str | None) -> SearchP
     )
 
 
-def _read_page(response: httpx.Response) -> tuple[Any, str | None, str]:
+def _page_reader(max_bytes: int | None) -> Any:
+    return lambda response: _read_page(response, max_bytes)
+
+
+def _read_page(response: httpx.Response, max_bytes: int | None = None) -> tuple[Any, str | None, str]:
     try:
-        body = orjson.loads(response.read())
+        body = orjson.loads(read_capped(response, max_bytes))
     except orjson.JSONDecodeError as exc:
         raise FhirError(
             f"search {redact_url(str(response.url))} returned a body that is not JSON",
@@ -99,11 +110,20 @@ def _read_page(response: httpx.Response) -> tuple[Any, str | None, str]:
     return body, response.headers.get("Date"), str(response.url)
 
 
-def iter_search_pages(session: FhirSession, first_url: str, params: QueryParams | None) -> Iterator[SearchPage]:
-    """Yield pages until there is no ``next`` link; an expired link (404/410) raises SearchLinkExpiredError."""
+def iter_search_pages(
+    session: FhirSession, first_url: str, params: QueryParams | None, *, bounds: BodyBounds | None = None
+) -> Iterator[SearchPage]:
+    """Yield pages until there is no ``next`` link; an expired link (404/410) raises SearchLinkExpiredError.
+
+    A searchset that stops early raises SearchIncompleteError *after* yielding every page it did send: the last
+    page has no ``next`` although ``total`` says more matches exist, or a ``next`` link repeats one already
+    followed. The caller keeps what arrived but must not move its mark past what did not.
+    """
     url: str | None = first_url
     first = True
     seen: set[str] = set()
+    received = 0
+    max_bytes = bounds.max_bytes if bounds is not None else None
     while url is not None:
         try:
             body, date_header, sent_url = session.request(
@@ -112,7 +132,8 @@ def iter_search_pages(session: FhirSession, first_url: str, params: QueryParams 
                 params=params if first else None,
                 headers={"Accept": _FHIR_JSON},
                 token_rule=TokenRule.REQUIRE_BASE,
-                handler=_read_page,
+                handler=_page_reader(max_bytes),
+                bounds=bounds,
             )
         except (FhirNotFoundError, FhirGoneError) as exc:
             if first:
@@ -124,14 +145,31 @@ def iter_search_pages(session: FhirSession, first_url: str, params: QueryParams 
                 exc.url,
             ) from exc
         page = parse_search_bundle(sent_url, body, date_header)
+        seen.add(sent_url)
         logger.debug(
             "search page",
             extra={"url": redact_url(sent_url), "matches": len(page.resources), "has_next": bool(page.next_url)},
         )
+        received += len(page.resources)
         yield page
+        if page.next_url is None and page.total is not None and received < page.total:
+            raise SearchIncompleteError(
+                f"search {redact_url(first_url)} stopped early: total {page.total}, received {received}, no next link",
+                redact_url(first_url),
+                received=received,
+                total=page.total,
+                reason="no_next",
+            )
         if page.next_url is not None:
             if page.next_url in seen or page.next_url == sent_url:
-                raise FhirError("search paging loops: the server repeated a next link", 200, None, redact_url(url))
+                raise SearchIncompleteError(
+                    f"search {redact_url(first_url)} paging loops: the server repeated a next link "
+                    f"after {received} matches",
+                    redact_url(first_url),
+                    received=received,
+                    total=page.total,
+                    reason="repeated_next",
+                )
             seen.add(page.next_url)
         url = page.next_url
         first = False

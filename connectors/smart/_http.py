@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import orjson
 
+from connectors.budgets import spend_rate_budget
 from connectors.errors import (
     OAuthError,
     TemporarilyUnavailableError,
@@ -38,9 +39,11 @@ def post_form(
 ) -> httpx.Response:
     """POST ``application/x-www-form-urlencoded``; network failures become ``TransportError``.
 
-    The body carries codes, secrets and assertions, so nothing about it is logged or put in a message.
+    The body carries codes, secrets and assertions, so nothing about it is logged or put in a message. The call
+    spends from the active rate budget (:func:`connectors.budgets.rate_budget`), like the FHIR calls around it.
     """
     all_headers = {"Accept": "application/json", **(headers or {})}
+    spend_rate_budget()  # vendors such as eCW count token calls in the same budget as FHIR calls
     try:
         return http.post(url, data=dict(data), headers=all_headers)
     except httpx.TimeoutException as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -77,6 +78,14 @@ def search(resource_type: str, request: Request) -> Response:
     now = st.clock.now()
     fhir_base = st.fhir_base(request)
     links = [{"relation": "self", "url": str(request.url)}]
+    total: int | None = None
+    fault = _paging_fault(st, request, next_cursor is not None, bool(token))
+    if fault == "search_no_next":  # the page says how many match but forgets the way to the rest
+        total = len(run(st.store, replace(q, count=10**9), perm, None)[0])
+        next_cursor = None
+    elif fault == "search_repeat_next":  # the next link leads back to this very page
+        links.append({"relation": "next", "url": str(request.url)})
+        next_cursor = None
     if next_cursor is not None:
         nxt = sign(
             st.page_secret,
@@ -97,14 +106,25 @@ def search(resource_type: str, request: Request) -> Response:
         }
         for r in page
     ]
-    bundle = {
+    bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "searchset",
         "meta": {"lastUpdated": instant_of(now)},
         "link": links,
         "entry": entries,
     }
+    if total is not None:
+        bundle["total"] = total
     return fhir_response(bundle, headers={"Date": http_date(now)})
+
+
+def _paging_fault(st: SandboxState, request: Request, has_next: bool, from_link: bool) -> str | None:
+    """A ``search_no_next``/``search_repeat_next`` fault, consumed only by a page it can affect."""
+    if not has_next:
+        return None
+    kinds = {"search_no_next", "search_repeat_next"} if from_link else {"search_no_next"}
+    fault = st.faults.take(request.url.path, frozenset(kinds))
+    return fault.kind if fault is not None else None
 
 
 def _read(st: SandboxState, request: Request, resource_type: str, resource_id: str) -> dict[str, Any]:

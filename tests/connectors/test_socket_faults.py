@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from connectors.bulk import BulkClient, verify_ndjson_file
-from connectors.errors import TransportError
+from connectors.errors import FhirError, TransportError
 from connectors.fhir import FhirClient
 from connectors.tokens import StaticTokenSource
 from tests.connectors.helpers import TOKEN, recording_policy
@@ -158,3 +158,40 @@ def test_connection_reset_is_retried(server: tuple[str, Scripted]) -> None:
     client = FhirClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy([]))
     assert client.read("Patient", "p1")["id"] == "p1"
     assert len(script.seen) == 2
+
+
+def _outcome(code: str, diagnostics: str | None = None) -> bytes:
+    issue: dict[str, str] = {"severity": "error", "code": code}
+    if diagnostics is not None:
+        issue["diagnostics"] = diagnostics
+    return orjson.dumps({"resourceType": "OperationOutcome", "issue": [issue]})
+
+
+ANSWERS = [(s, "processing") for s in (400, 404, 408, 409, 422, 429, 500, 501, 502, 503, 504, 505)]
+
+
+@pytest.mark.parametrize(("status", "code"), [*ANSWERS, (400, "transient"), (409, "lock-error"), (500, "not-found")])
+def test_retry_policy_and_is_transient_agree(server: tuple[str, Scripted], status: int, code: str) -> None:
+    """One source of truth: an answer is retried exactly when the error it becomes says ``is_transient``."""
+    base, script = server
+    script.actions = [send(status, _outcome(code), {"Retry-After": "1"}) for _ in range(2)]
+    client = FhirClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy([], max_attempts=2))
+    with pytest.raises(FhirError) as info:
+        client.read("Patient", "p1")
+    retried = len(script.seen) == 2
+    assert retried == info.value.is_transient, (status, code, retried)
+    assert info.value.is_transient == (status in (408, 429, 500, 502, 503, 504) or code in ("transient", "lock-error"))
+
+
+def test_operation_outcome_diagnostics_are_sanitized_and_capped(server: tuple[str, Scripted]) -> None:
+    base, script = server
+    noisy = "bad\x1b[31m date\r\nInjected: line\u202e" + "x" * 1000
+    script.actions = [send(400, _outcome("invalid", noisy), {"Content-Type": "application/fhir+json"})]
+    client = FhirClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy([]))
+    with pytest.raises(FhirError) as info:
+        client.read("Patient", "p1")
+    message = str(info.value)
+    assert "answered HTTP 400 (issues: invalid): bad [31m date Injected: line x" in message
+    assert not any(ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F or ch == "\u202e" for ch in message)
+    assert info.value.diagnostics is not None and len(info.value.diagnostics) == 300
+    assert info.value.safe_message == f"GET {base}/fhir/Patient/p1 answered HTTP 400 (issues: invalid)"

@@ -1,0 +1,77 @@
+"""Faults in the body of an answer: a server trickling bytes, and one sending far more than any page should.
+
+Both stop as soon as the client hangs up (uvicorn silently drops sends after a disconnect, so the fault
+watches ``receive`` for ``http.disconnect``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HUGE_BODY_BYTES = 256 * 1024 * 1024
+_CHUNK = 64 * 1024
+
+
+async def body_fault(kind: str, delay_s: float, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """``trickle``: the app's own answer, its body one byte every ``delay_s``; ``huge_body``: an endless Bundle."""
+    if kind == "huge_body":
+        await _while_connected(receive, _huge(send))
+        return
+    start: Message | None = None
+    body = bytearray()
+
+    async def capture(message: Message) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start":
+            start = message
+        elif message["type"] == "http.response.body":
+            body.extend(message.get("body", b""))
+
+    await app(scope, receive, capture)
+    if start is not None:
+        await _while_connected(receive, _trickle(send, start, bytes(body), delay_s))
+
+
+async def _while_connected(receive: Receive, sending: Coroutine[Any, Any, None]) -> None:
+    """Run the ``sending`` coroutine until it ends or the client disconnects, whichever comes first."""
+
+    async def hang_up() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    sender = asyncio.ensure_future(sending)
+    watcher = asyncio.ensure_future(hang_up())
+    await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (sender, watcher):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+async def _trickle(send: Send, start: Message, body: bytes, delay_s: float) -> None:
+    headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+    await send({**start, "headers": headers})
+    for i in range(len(body)):
+        await send({"type": "http.response.body", "body": body[i : i + 1], "more_body": True})
+        await asyncio.sleep(delay_s)
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _huge(send: Send) -> None:
+    headers = [(b"content-type", b"application/fhir+json")]  # no Content-Length: the client must count
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    opening = b'{"resourceType":"Bundle","type":"searchset","entry":['
+    await send({"type": "http.response.body", "body": opening, "more_body": True})
+    item = b'{"resource":{"resourceType":"Observation","id":"x","status":"final"}},'
+    chunk = item * (_CHUNK // len(item))
+    sent = 0
+    while sent < HUGE_BODY_BYTES:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        sent += len(chunk)
+        await asyncio.sleep(0)
+    await send({"type": "http.response.body", "body": b"{}]}", "more_body": False})

@@ -1,0 +1,177 @@
+"""Bounded against any server, over a real socket (issue 10): byte limit per JSON body, overall deadline per
+request and per step, an unreachable EHR failing fast, token calls spending the vendor's rate budget, and
+OperationOutcome diagnostics in the error message."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from connectors.budgets import forget_unreachable, rate_budget, step_budget
+from connectors.errors import (
+    ConfigurationError,
+    EhrUnreachableError,
+    FhirError,
+    RequestDeadlineError,
+    ResponseTooLargeError,
+    StepBudgetExceededError,
+)
+from connectors.fhir import FhirClient
+from connectors.fhir._bounds import BodyBounds
+from connectors.http import RateLimiter
+from connectors.smart import JwtClientAuth, client_credentials_grant
+from connectors.tokens import StaticTokenSource
+from sandbox import SandboxServer
+from tests.connectors.backend_auth import BackendClient
+from tests.connectors.helpers import recording_policy
+
+
+@pytest.fixture
+def ehr(sandbox: SandboxServer) -> Iterator[SandboxServer]:
+    yield sandbox
+    sandbox.admin.clear_faults()
+    sandbox.admin.reset_settings()
+
+
+@pytest.fixture
+def backend(ehr: SandboxServer) -> BackendClient:
+    return BackendClient(ehr)
+
+
+def _client(ehr: SandboxServer, backend: BackendClient, bounds: BodyBounds | None = None) -> FhirClient:
+    tokens = StaticTokenSource(backend.mint(), refresher=backend.mint)
+    return FhirClient(ehr.fhir_base, tokens, retry=recording_policy([]), bounds=bounds)
+
+
+def test_huge_search_page_fails_clearly_naming_url_and_limit(ehr: SandboxServer, backend: BackendClient) -> None:
+    """The sandbox streams a 256 MiB Bundle without Content-Length; the client stops at its limit."""
+    client = _client(ehr, backend, BodyBounds(max_bytes=1024 * 1024))
+    ehr.admin.set_fault("huge_body", path="/fhir/Observation")
+    started = time.monotonic()
+    with pytest.raises(ResponseTooLargeError) as info:
+        list(client.search_pages("Observation", {"_lastUpdated": "gt2000-01-01"}))
+    assert time.monotonic() - started < 10
+    message = str(info.value)
+    assert f"{ehr.fhir_base}/Observation" in message and "1048576-byte" in message
+    assert "EHRSYNC_MAX_RESPONSE_BYTES" in message and "_lastUpdated" not in message  # redacted URL
+    assert info.value.code == "response_too_large"
+
+
+def test_response_limit_comes_from_the_environment(
+    ehr: SandboxServer, backend: BackendClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EHRSYNC_MAX_RESPONSE_BYTES", "2000")
+    client = _client(ehr, backend)
+    assert client.bounds.max_bytes == 2000
+    with pytest.raises(ResponseTooLargeError, match="2000-byte"):
+        list(client.search_pages("Observation", {"_count": "50"}))
+    monkeypatch.setenv("EHRSYNC_MAX_RESPONSE_BYTES", "lots")
+    with pytest.raises(ConfigurationError, match="EHRSYNC_MAX_RESPONSE_BYTES"):
+        BodyBounds.from_env()
+
+
+def test_trickling_server_is_cut_off_by_the_request_deadline(ehr: SandboxServer, backend: BackendClient) -> None:
+    """One byte every 0.2 s never trips httpx's per-chunk read timeout; the overall deadline does."""
+    client = _client(ehr, backend, BodyBounds(deadline_s=1.0))
+    patient = ehr.admin.patients()[0]
+    ehr.admin.set_fault("trickle", path="/fhir/Patient", delay_s=0.2)
+    started = time.monotonic()
+    with pytest.raises(RequestDeadlineError, match="still sending after 1 s") as info:
+        client.read("Patient", patient)
+    assert time.monotonic() - started < 5
+    assert info.value.code == "request_deadline_exceeded"
+    assert client.read("Patient", patient)["id"] == patient  # the fault fired once; the next read is fine
+
+
+def test_step_budget_bounds_a_request_in_flight(ehr: SandboxServer, backend: BackendClient) -> None:
+    client = _client(ehr, backend, BodyBounds(deadline_s=60.0))
+    patient = ehr.admin.patients()[0]
+    ehr.admin.set_fault("trickle", path="/fhir/Patient", delay_s=0.2)
+    started = time.monotonic()
+    with step_budget("landing Patient", 1.0), pytest.raises(StepBudgetExceededError, match="1 s budget"):
+        client.read("Patient", patient)
+    assert time.monotonic() - started < 5
+    with step_budget("landing Patient", 0.01):
+        time.sleep(0.02)
+        with pytest.raises(StepBudgetExceededError):  # spent before the request: nothing is sent
+            client.read("Patient", patient)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_connection_refused_fails_fast_and_is_remembered() -> None:
+    base = f"http://127.0.0.1:{_closed_port()}/fhir"
+    sleeps: list[float] = []
+    client = FhirClient(base, StaticTokenSource("t"), retry=recording_policy(sleeps))
+    try:
+        with pytest.raises(EhrUnreachableError, match=r"cannot reach the EHR at http://127\.0\.0\.1:\d+ ") as info:
+            client.read("Patient", "p1")
+        assert info.value.code == "ehr_unreachable" and sleeps == [0.5]  # two quick attempts, not minutes
+        with pytest.raises(EhrUnreachableError, match="remembered"):
+            list(client.search_pages("Observation"))
+        assert sleeps == [0.5]  # the second call sent nothing
+    finally:
+        forget_unreachable(base.rsplit("/", 1)[0])
+
+
+def test_dns_failure_is_unreachable_too() -> None:
+    base = "https://ehr.invalid/fhir"
+    client = FhirClient(base, StaticTokenSource("t"), retry=recording_policy([]))
+    try:
+        with pytest.raises(EhrUnreachableError, match=r"https://ehr\.invalid"):
+            client.capabilities()
+    finally:
+        forget_unreachable("https://ehr.invalid")
+
+
+def test_token_calls_spend_the_same_rate_budget(ehr: SandboxServer, backend: BackendClient) -> None:
+    """eCW counts token calls: a 401 refresh (a real client_credentials grant) takes from the FHIR budget."""
+    pem = backend._key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    auth = JwtClientAuth(backend.client_id, pem, "test-k1")
+    calls: list[str] = []
+
+    def refresh() -> str:
+        calls.append("token")
+        return client_credentials_grant(
+            backend.token_url, http=client.session.http, client_auth=auth, scope="system/*.rs"
+        ).access_token
+
+    waits: list[float] = []
+    limiter = RateLimiter(3, 60.0, clock=lambda: 0.0, sleep=waits.append)
+    tokens = StaticTokenSource(backend.mint(), refresher=refresh)
+    client = FhirClient(ehr.fhir_base, tokens, retry=recording_policy([]), rate_limit=limiter, rate_limit_key="ehr")
+    patient = ehr.admin.patients()[0]
+    ehr.admin.set_fault("expired_token", path="/fhir/Patient")
+    assert client.read("Patient", patient)["id"] == patient  # FHIR 401, token call, FHIR again: 3 calls
+    assert calls == ["token"] and waits == []
+    client.read("Patient", patient)  # the 4th call of a 3-call budget waits
+    assert len(waits) == 1 and waits[0] > 0
+    with rate_budget(limiter, "ehr"):  # token calls made outside a FHIR request, within a step, spend too
+        refresh()
+    assert len(waits) == 2
+
+
+def test_operation_outcome_diagnostics_reach_the_error(
+    ehr: SandboxServer, backend: BackendClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = _client(ehr, backend)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(FhirError) as info:
+        list(client.search_pages("Observation", {"_lastUpdated": "gtnot-a-date"}))
+    assert info.value.status == 400
+    assert "_lastUpdated value 'not-a-date' is not a FHIR date/instant" in str(info.value)
+    assert info.value.diagnostics is not None and info.value.diagnostics in str(info.value)
+    assert "is not a FHIR date" not in info.value.safe_message
+    ours = [r.getMessage() + str(r.__dict__) for r in caplog.records if r.name.startswith(("connectors", "pipelines"))]
+    assert not any("is not a FHIR date" in line for line in ours)  # servers may echo patient data there
