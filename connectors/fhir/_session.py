@@ -278,7 +278,7 @@ class FhirSession:
                 self.rate_limit.acquire(self.rate_limit_key)
             extra: dict[str, Any] = {"timeout": self._timeout} if self._timeout is not None else {}
             request = self.http.build_request(method, url, params=query, headers=send_headers, content=content, **extra)
-            started = policy.monotonic()
+            started = bounds.clock() if bounds is not None else 0.0
             try:
                 response = self.http.send(request, stream=True)
             except httpx.TransportError as exc:
