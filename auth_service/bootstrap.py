@@ -15,9 +15,9 @@ __all__ = ["bootstrap_admin", "load_tenants_file"]
 
 def load_tenants_file(path: str | Path, settings: Settings | None = None) -> list[str]:
     """``ehrsync auth seed FILE``: upsert every tenant in a seed file; returns their ids."""
+    seeds = load_tenant_seed(path)  # a bad file is named before any database work
     ctx = build_context(settings or load_settings())
     try:
-        seeds = load_tenant_seed(path)
         with ctx.db.session() as session, session.begin():
             return [upsert_tenant(session, seed, ctx.cipher).id for seed in seeds]
     finally:

@@ -28,7 +28,46 @@ def _configure_logging(verbose: bool) -> None:
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-@click.group()
+class _OneLineErrors(click.Group):
+    """Every failure of every command ends with one ``Error: ...`` line naming the problem, never a traceback.
+
+    ``-v`` keeps the traceback of unexpected errors for debugging.
+    """
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if ctx.params.get("verbose"):
+                raise
+            raise click.ClickException(_one_line(exc)) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    """A single line naming the problem: typed ehrsync errors by code, anything else by type and message."""
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+    from auth_service.core.redaction import redact
+    from connectors.errors import EhrSyncError
+
+    if isinstance(exc, EhrSyncError):
+        text = f"{exc.code}: {exc.message}"
+    elif isinstance(exc, OSError) and exc.filename is not None:
+        text = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+    elif isinstance(exc, DBAPIError):  # never the statement or its parameters (they may hold ciphertext)
+        first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+        text = f"app database error ({type(exc.orig).__name__}: {first}): check DATABASE_URL"
+    elif isinstance(exc, SQLAlchemyError):
+        text = f"app database error ({type(exc).__name__}): check DATABASE_URL"
+    else:
+        detail = str(exc) or "no details"
+        text = f"{type(exc).__name__}: {detail} (run with -v for details)"
+    return redact(" ".join(text.split()))[:1000]
+
+
+@click.group(cls=_OneLineErrors)
 @click.version_option(package_name="ehrsync")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def main(verbose: bool) -> None:
@@ -171,10 +210,11 @@ def keys_rotate() -> None:
     from auth_service.store import AppDatabase, TokenCipher, rotate_keys
 
     def _rotate() -> int:
+        cipher = TokenCipher.from_env()  # a bad key is named before any database work
         db = AppDatabase.from_url(_database_url())
         try:
             db.migrate()
-            return rotate_keys(db, TokenCipher.from_env())
+            return rotate_keys(db, cipher)
         finally:
             db.dispose()
 
@@ -208,9 +248,16 @@ def db_migrate() -> None:
 @click.option("--full", is_flag=True, help="Full resync instead of incremental.")
 def sync(connection_id: str, full: bool) -> None:
     """Sync one connection now (the same Dagster job the schedules run; visible in the UI)."""
+    from auth_service.store import TokenCipher
+    from pipelines.settings import PipelineSettings
+
+    # configuration first: a bad key or WAREHOUSE_URL is named before any run starts
+    TokenCipher.from_env()
+    settings = PipelineSettings.from_env()
+
     from pipelines.run import run_sync_now
 
-    result = _exit_on_configuration_error(lambda: run_sync_now(connection_id, full=full))
+    result = _exit_on_configuration_error(lambda: run_sync_now(connection_id, full=full, settings=settings))
     for asset, metadata in sorted(result.materializations.items()):
         fetched = metadata.get("fetched", metadata.get("resources_fetched", ""))
         click.echo(f"{asset:<40} {fetched}")
@@ -255,7 +302,7 @@ def _exit_on_configuration_error(action: Callable[[], T]) -> T:
     try:
         return action()
     except EhrSyncError as exc:
-        raise click.ClickException(f"{exc.code}: {exc.message}") from exc
+        raise click.ClickException(_one_line(exc)) from None
 
 
 if __name__ == "__main__":

@@ -25,12 +25,38 @@ from pathlib import Path
 from pipelines.errors import PipelineConfigurationError
 from pipelines.windows import SyncWindow, parse_sync_windows
 
-__all__ = ["DEFAULT_STATE_DIR", "MAX_KEEPALIVE_IDLE_DAYS", "PipelineSettings"]
+__all__ = ["DEFAULT_STATE_DIR", "MAX_KEEPALIVE_IDLE_DAYS", "PipelineSettings", "check_warehouse_url"]
 
 DEFAULT_STATE_DIR = "var/demo"
 # Grants lapse after about 90 days unused (eCW refresh tokens, Oracle Health offline_access): stay below that.
 MAX_KEEPALIVE_IDLE_DAYS = 89
 _HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*(?::\d{1,5})?")
+
+
+_WAREHOUSE_SCHEMES = ("postgresql://", "postgresql+psycopg://", "postgres://", "duckdb:///")
+
+
+def check_warehouse_url(value: str) -> str:
+    """``WAREHOUSE_URL`` as ``warehouse.open_warehouse`` reads it, checked before any work starts."""
+    if "://" in value:
+        if not value.startswith(_WAREHOUSE_SCHEMES):
+            scheme = value.split("://", 1)[0]
+            raise PipelineConfigurationError(
+                f"WAREHOUSE_URL scheme {scheme!r} is not supported: use a DuckDB file path, duckdb:///path, "
+                "or postgresql+psycopg://user@host/db"
+            )
+        if value.startswith("duckdb:///") and value in ("duckdb:///", "duckdb:////"):
+            raise PipelineConfigurationError("WAREHOUSE_URL duckdb:/// names no file (duckdb:///path/to/file.duckdb)")
+        if not value.startswith("duckdb:///"):
+            return value
+        value = value[len("duckdb:///") :]
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise PipelineConfigurationError(f"WAREHOUSE_URL {value!r} is a folder, not a DuckDB file")
+    parent = next((p for p in (path.absolute(), *path.absolute().parents) if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise PipelineConfigurationError(f"WAREHOUSE_URL {value!r} lies under {str(parent)!r}, which is a file")
+    return value
 
 
 @dataclass(frozen=True)
@@ -65,6 +91,7 @@ class PipelineSettings:
         state_dir = Path(raw_state).expanduser().resolve()
         database_url = env.get("DATABASE_URL") or env.get("EHRSYNC_DATABASE_URL") or f"sqlite:///{state_dir / 'app.db'}"
         warehouse_url = env.get("WAREHOUSE_URL") or str(state_dir / "warehouse.duckdb")
+        check_warehouse_url(warehouse_url)
         raw_ratio = env.get("EHRSYNC_QUARANTINE_MAX_RATIO", "0.01")
         try:
             ratio = float(raw_ratio)

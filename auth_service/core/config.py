@@ -19,9 +19,9 @@ _DEFAULT_SCOPES = "openid fhirUser launch/patient offline_access patient/*.rs"
 
 
 def _decode_key(raw: str) -> bytes:
-    """Standard base64, the format ``TokenCipher`` reads."""
+    """Standard or URL-safe base64 (both generators are documented), the format ``TokenCipher`` reads."""
     try:
-        return base64.b64decode(raw.strip(), validate=True)
+        return base64.b64decode(raw.strip().replace("-", "+").replace("_", "/"), validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("is not valid base64 (expected base64 of exactly 32 bytes)") from None
 

@@ -40,7 +40,8 @@ def derive_kid(key: bytes) -> str:
 
 def _decode_key(value: str, variable: str) -> bytes:
     try:
-        key = base64.b64decode(value.strip(), validate=True)
+        # standard or URL-safe alphabet: README and TROUBLESHOOTING show one generator each
+        key = base64.b64decode(value.strip().replace("-", "+").replace("_", "/"), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ConfigurationError(f"{variable} is not valid base64 (expected base64 of exactly 32 bytes)") from exc
     if len(key) != 32:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def _run(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **(env_extra or {})}
@@ -37,3 +39,88 @@ def test_sandbox_mutate_against_nothing_names_the_url() -> None:
 def test_bad_patient_count_is_refused_by_the_option_itself() -> None:
     proc = _run("sandbox", "--patients", "0")
     assert proc.returncode == 2 and "--patients" in proc.stderr
+
+
+# --- issue 10: every command and every configuration error ends with one line, never a traceback -----------
+
+_GOOD_KEY = "t4JTv4brtHtzKipfTJdayl_rg659i4mCNwc8JnvbEhk="  # URL-safe alphabet, as TROUBLESHOOTING's generator makes
+
+
+def _one_line_failure(proc: subprocess.CompletedProcess[str], names: str) -> None:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: ") and names in lines[0], lines[0]
+
+
+def _case_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        "INTEGRATIONS_TOKEN_ENC_KEY": _GOOD_KEY,
+        "EHRSYNC_STATE_DIR": str(tmp_path / "state"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+        "WAREHOUSE_URL": str(tmp_path / "warehouse.duckdb"),
+        **extra,
+    }
+
+
+CONFIG_CASES = [
+    ("sync-bad-enc-key", ["sync", "conn-1"], {"INTEGRATIONS_TOKEN_ENC_KEY": "not-a-key"}, "INTEGRATIONS_TOKEN_ENC_KEY"),
+    ("sync-short-enc-key", ["sync", "conn-1"], {"INTEGRATIONS_TOKEN_ENC_KEY": "YWJj"}, "INTEGRATIONS_TOKEN_ENC_KEY"),
+    ("sync-bad-warehouse-scheme", ["sync", "conn-1"], {"WAREHOUSE_URL": "ftp://host/wh"}, "WAREHOUSE_URL"),
+    ("sync-warehouse-is-folder", ["sync", "conn-1"], {"WAREHOUSE_URL": "{tmp}"}, "WAREHOUSE_URL"),
+    ("sync-bad-ratio", ["sync", "conn-1"], {"EHRSYNC_QUARANTINE_MAX_RATIO": "lots"}, "EHRSYNC_QUARANTINE_MAX_RATIO"),
+    ("sync-bad-windows", ["sync", "conn-1"], {"EHRSYNC_SYNC_WINDOWS": "{"}, "EHRSYNC_SYNC_WINDOWS"),
+    ("sync-bad-database-url", ["sync", "conn-1"], {"DATABASE_URL": "nope://x"}, "app database"),
+    ("list-bad-database-url", ["connections", "list"], {"DATABASE_URL": "nope://x"}, "app database"),
+    (
+        "list-unreachable-postgres",
+        ["connections", "list"],
+        {"DATABASE_URL": "postgresql+psycopg://u@127.0.0.1:1/x"},
+        "DATABASE_URL",
+    ),
+    ("migrate-bad-database-url", ["db", "migrate"], {"DATABASE_URL": "nope://x"}, "app database"),
+    ("rotate-bad-enc-key", ["keys", "rotate"], {"INTEGRATIONS_TOKEN_ENC_KEY": "%%%"}, "INTEGRATIONS_TOKEN_ENC_KEY"),
+    (
+        "bootstrap-bad-enc-key",
+        ["auth", "bootstrap", "--tenant", "t1", "--name", "T"],
+        {"INTEGRATIONS_TOKEN_ENC_KEY": "%%%"},
+        "INTEGRATIONS_TOKEN_ENC_KEY",
+    ),
+    (
+        "serve-missing-jwt-key-file",
+        ["auth", "serve", "--port", "0"],
+        {"EHR_JWT_PRIVATE_KEY": "/nonexistent/key.pem", "EHR_JWT_KEY_ID": "k1"},
+        "EHR_JWT_PRIVATE_KEY",
+    ),
+    ("demo-state-under-a-file", ["demo", "--state", "{tmp}/a-file/state"], {}, "a-file"),
+    ("ui-state-under-a-file", ["ui", "--state", "{tmp}/a-file/state", "--port", "0"], {}, "a-file"),
+    ("sandbox-non-loopback-host", ["sandbox", "--host", "192.0.2.1", "--port", "0"], {}, "loopback"),
+]
+
+
+@pytest.mark.parametrize(("args", "env", "names"), [c[1:] for c in CONFIG_CASES], ids=[c[0] for c in CONFIG_CASES])
+def test_configuration_error_is_one_line_without_traceback(
+    tmp_path: Path, args: list[str], env: dict[str, str], names: str
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    env = {k: v.replace("{tmp}", str(tmp_path)) for k, v in env.items()}
+    proc = _run(*[a.replace("{tmp}", str(tmp_path)) for a in args], env_extra=_case_env(tmp_path, **env))
+    _one_line_failure(proc, names)
+
+
+def test_seed_file_error_is_one_line_before_any_database_work(tmp_path: Path) -> None:
+    seed = tmp_path / "seed.json"
+    seed.write_text("{not json")
+    proc = _run("auth", "seed", str(seed), env_extra=_case_env(tmp_path))
+    _one_line_failure(proc, "seed.json")
+    assert not (tmp_path / "app.db").exists()
+
+
+def test_url_safe_and_standard_enc_keys_are_both_accepted(tmp_path: Path) -> None:
+    """README shows a standard-base64 generator, TROUBLESHOOTING a URL-safe one: both keys must work."""
+    for key in (_GOOD_KEY, _GOOD_KEY.replace("_", "/").replace("-", "+")):
+        env = _case_env(tmp_path, INTEGRATIONS_TOKEN_ENC_KEY=key)
+        assert _run("db", "migrate", env_extra=env).returncode == 0
+        proc = _run("keys", "rotate", env_extra=env)
+        assert proc.returncode == 0 and "re-encrypted" in proc.stdout, proc.stderr
