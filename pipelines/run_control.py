@@ -9,21 +9,35 @@ from dagster_shared.check import CheckError
 
 from pipelines.tags import CONNECTION_TAG
 
-__all__ = ["PENDING_STATUSES", "RUNNING_STATUSES", "busy_connections", "stop_connection_runs"]
+__all__ = ["BUSY_SCAN_PAGE_SIZE", "PENDING_STATUSES", "RUNNING_STATUSES", "busy_connections", "stop_connection_runs"]
 
 logger = logging.getLogger(__name__)
 
 PENDING_STATUSES = (DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED)
 RUNNING_STATUSES = (DagsterRunStatus.STARTING, DagsterRunStatus.STARTED)
-_BUSY_SCAN_LIMIT = 5000
+BUSY_SCAN_PAGE_SIZE = 1000
 
 
-def busy_connections(instance: DagsterInstance) -> set[str]:
-    """Connection ids with a run queued or in progress (any job), from the runs' ``ehrsync/connection`` tag."""
-    runs = instance.get_runs(
-        filters=RunsFilter(statuses=[*PENDING_STATUSES, *RUNNING_STATUSES]), limit=_BUSY_SCAN_LIMIT
-    )
-    return {run.tags[CONNECTION_TAG] for run in runs if CONNECTION_TAG in run.tags}
+def busy_connections(instance: DagsterInstance, *, page_size: int | None = None) -> set[str]:
+    """Connection ids with a run queued or in progress (any job), from the runs' ``ehrsync/connection`` tag.
+
+    Every queued, starting or started run is read, page by page (newest first, each page continuing after the
+    last run id of the one before), however long the backlog: a scan cut at a fixed number of runs would miss
+    the oldest queued run of a connection and let the scheduler request a second one. ``page_size`` defaults
+    to ``BUSY_SCAN_PAGE_SIZE``.
+    """
+    page_size = BUSY_SCAN_PAGE_SIZE if page_size is None else page_size
+    if page_size < 1:
+        raise ValueError(f"page_size must be at least 1, not {page_size}")
+    in_progress = RunsFilter(statuses=[*PENDING_STATUSES, *RUNNING_STATUSES, DagsterRunStatus.CANCELING])
+    busy: set[str] = set()
+    after: str | None = None
+    while True:
+        page = instance.get_runs(filters=in_progress, cursor=after, limit=page_size)
+        busy.update(run.tags[CONNECTION_TAG] for run in page if CONNECTION_TAG in run.tags)
+        if len(page) < page_size:
+            return busy
+        after = page[-1].run_id
 
 
 def stop_connection_runs(instance: DagsterInstance, connection_id: str) -> int:
