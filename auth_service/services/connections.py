@@ -12,13 +12,13 @@ from sqlalchemy import select
 from auth_service.api.errors import ApiError, api_error_from
 from auth_service.services.context import ServiceContext
 from auth_service.services.launch import check_allowlisted, save_tokens_or_forget
-from auth_service.services.profiles import resolve_profile
+from auth_service.services.profiles import ClientProfile, resolve_profile
 from auth_service.services.tenants import get_practice_settings
 from auth_service.store.audit import record_audit
 from auth_service.store.models import Connection, ConnectionKind, ConnectionStatus, Tenant
 from connectors import errors as ce
 from connectors.fhir import FhirClient
-from connectors.smart import client_credentials_grant, discover
+from connectors.smart import SmartConfiguration, TokenResponse, client_credentials_grant, discover
 from connectors.writeback import NoteDraft, WriteFlags, build_document_reference, check_note_write
 from connectors.writeback.note import identifier_system
 
@@ -194,10 +194,9 @@ def flags_all_on(flags: WriteFlags) -> bool:
     return flags.service_enabled and flags.tenant_enabled and flags.note_create_enabled and flags.vendor_allows_notes
 
 
-def create_backend_connection(
-    ctx: ServiceContext, tenant_id: str, provider_id: str, scope: str, actor: str, group_id: str | None = None
-) -> dict[str, Any]:
-    """SMART Backend Services (SAL-32): mint a client_credentials token now and keep minting before expiry."""
+def _mint_backend_token(
+    ctx: ServiceContext, tenant_id: str, provider_id: str, scope: str
+) -> tuple[ClientProfile, SmartConfiguration, TokenResponse]:
     with ctx.db.session() as session:
         profile = resolve_profile(session, ctx.cipher, ctx.settings, tenant_id, provider_id)
     if profile.auth_method not in ("private_key_jwt", "client_secret_basic"):
@@ -207,6 +206,27 @@ def create_backend_connection(
     token = client_credentials_grant(
         cfg.token_endpoint, http=ctx.http, client_auth=profile.client_auth(ctx.settings), scope=scope
     )
+    return profile, cfg, token
+
+
+def create_backend_connection(
+    ctx: ServiceContext, tenant_id: str, provider_id: str, scope: str, actor: str, group_id: str | None = None
+) -> dict[str, Any]:
+    """SMART Backend Services (SAL-32): mint a client_credentials token now and keep minting before expiry."""
+    try:
+        profile, cfg, token = _mint_backend_token(ctx, tenant_id, provider_id, scope)
+    except (ApiError, ce.EhrSyncError) as exc:
+        api = exc if isinstance(exc, ApiError) else api_error_from(exc)
+        with ctx.db.session() as session, session.begin():
+            record_audit(
+                session,
+                action="backend.create",
+                outcome="failure",
+                tenant_id=tenant_id,
+                actor=actor,
+                detail={"provider": provider_id, "asked_scope": scope, "error_code": api.code},
+            )
+        raise api from None
     granted = token.scope or scope
     with ctx.db.session() as session, session.begin():
         conn = Connection(

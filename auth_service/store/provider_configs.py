@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -119,6 +120,20 @@ def reseal_config(cipher: TokenCipher, row: ProviderConfig) -> int:
     return changed
 
 
+def _pem_text(value: str | None, variable: str) -> str | None:
+    """``EHR_JWT_PRIVATE_KEY`` (or ``private_key_env``) holds PEM text or a path to a PEM file (README)."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.startswith("-----BEGIN"):
+        return text
+    path = Path(text).expanduser()
+    try:
+        return path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError):
+        raise ConfigurationError(f"{variable} is neither PEM text nor a path to a readable PEM file") from None
+
+
 def client_auth_from_config(
     config: Mapping[str, Any],
     *,
@@ -151,7 +166,7 @@ def client_auth_from_config(
             raise ConfigurationError("client_secret_basic needs 'client_secret' in the provider config")
         return SecretClientAuth(client_id, secret)
     if method == "private_key_jwt":
-        pem = cfg.get("private_key_pem") or env.get(key_env)
+        pem = cfg.get("private_key_pem") or _pem_text(env.get(key_env), key_env)
         if not pem:
             raise ConfigurationError(f"private_key_jwt needs 'private_key_pem' in the provider config or {key_env}")
         kid = cfg.get("key_id")
