@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from connectors.errors import ConfigurationError
 from pipelines.resources import AppDatabaseResource
 from tests.auth_service.ehr import running_service, smart_practice
 from tests.auth_service.keyutil import rsa_pem
@@ -27,7 +28,8 @@ def _create_backend(svc: Any, sandbox: Any, client_id: str) -> httpx.Response:
         allowed_scopes="system/*.rs",
     )
     svc.admin("PUT", "/api/integrations/admin/providers/smart", json={"kid": svc.ctx.settings.EHR_JWT_KEY_ID})
-    return svc.admin("POST", BACKEND, json={"provider": "smart", "scope": "system/Patient.rs"})
+    response: httpx.Response = svc.admin("POST", BACKEND, json={"provider": "smart", "scope": "system/Patient.rs"})
+    return response
 
 
 def test_sal32_private_key_path_in_auth_service_and_pipelines(
@@ -67,9 +69,12 @@ def test_unreadable_key_path_is_a_configuration_error_naming_the_variable(
         monkeypatch.setenv("INTEGRATIONS_TOKEN_ENC_KEY", settings.INTEGRATIONS_TOKEN_ENC_KEY.get_secret_value())
         monkeypatch.setenv("EHR_JWT_PRIVATE_KEY", str(tmp_path / "moved.pem"))
         resource = AppDatabaseResource(url=settings.DATABASE_URL)
-        with resource.open() as db, httpx.Client(timeout=10) as http:
-            with pytest.raises(Exception, match="EHR_JWT_PRIVATE_KEY is neither PEM text nor a path"):
-                resource.vault(db, http).force_refresh(conn_id)
+        with (
+            resource.open() as db,
+            httpx.Client(timeout=10) as http,
+            pytest.raises(ConfigurationError, match="EHR_JWT_PRIVATE_KEY is neither PEM text nor a path"),
+        ):
+            resource.vault(db, http).force_refresh(conn_id)
 
 
 def test_failed_backend_creation_is_audited(make_settings: Any, sandbox: Any) -> None:
