@@ -51,11 +51,22 @@ class Admin:
         return f"api_key:{self.tenant_id}"
 
 
+def _presented_key(request: Request) -> str | None:
+    """The one API key the caller presents; two different keys (headers repeated or both kinds) are refused."""
+    keys = [k.strip() for k in request.headers.getlist("x-api-key") if k.strip()]
+    for auth in request.headers.getlist("authorization"):
+        if auth[:7].lower() == "bearer " and auth[7:].strip():
+            keys.append(auth[7:].strip())
+    if len(set(keys)) > 1:
+        raise ApiError(
+            "conflicting_credentials",
+            "the request names more than one API key ('Authorization: Bearer' and 'X-API-Key' differ); send one",
+        )
+    return keys[0] if keys else None
+
+
 def get_admin(request: Request, ctx: CtxDep) -> Admin:
-    key = request.headers.get("x-api-key")
-    auth = request.headers.get("authorization", "")
-    if not key and auth[:7].lower() == "bearer ":
-        key = auth[7:].strip()
+    key = _presented_key(request)
     if not key:
         raise ApiError("unauthorized", "send an API key in 'Authorization: Bearer' or 'X-API-Key'")
     # BEGIN IMMEDIATE: a deferred transaction that reads then writes fails at once ("database is locked")

@@ -26,6 +26,7 @@ ERROR_CODES: dict[str, int] = {
     "invalid_redirect": 400,
     "invalid_state": 400,
     "invalid_link": 400,
+    "conflicting_credentials": 400,
     "unauthorized": 401,
     "access_denied": 403,
     "scope_denied": 403,
