@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from pipelines.connections import ConnectionSnapshot
-from pipelines.scheduling import DueReason, decide_due
+from pipelines.scheduling import DueDecision, DueReason, FailureStreak, RetryBackoff, decide_due, decide_retry
 from pipelines.windows import SyncWindow
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "first_sync_run_key",
     "plan_due_runs",
     "plan_partitions",
+    "retry_run_key",
     "scheduled_run_key",
 ]
 
@@ -45,6 +46,11 @@ def first_sync_run_key(conn: ConnectionSnapshot) -> str:
 
 def scheduled_run_key(connection_id: str, slot: datetime) -> str:
     return f"scheduled:{connection_id}:{_iso(slot)}"
+
+
+def retry_run_key(connection_id: str, failed_at: datetime) -> str:
+    """One retry per failure: the key names the end of the failed run it follows."""
+    return f"retry:{connection_id}:{_iso(failed_at, micro=True)}"
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,29 @@ class DueRun:
     connection: ConnectionSnapshot
     run_key: str
     slot: datetime
+    retry: bool = False  # a retry of a failed sync (``slot`` is then the failed run's end)
+
+
+def _decide(
+    now: datetime,
+    conn: ConnectionSnapshot,
+    streak: FailureStreak | None,
+    backoff: RetryBackoff,
+    window: SyncWindow | None,
+) -> DueDecision:
+    """The retry of a failure streak once its backoff has passed; the regular slot only when there is no
+    streak or the slot began after the last failure (the slot's own run may be the one that failed: its
+    run key is spent, and asking for it again would wait for the next slot)."""
+    scheduled = decide_due(
+        now,
+        last_sync_at=conn.last_sync_at,
+        created_at=conn.created_at,
+        frequency_hours=conn.sync_frequency_hours,
+        window=window,
+    )
+    if streak is None or (scheduled.slot is not None and scheduled.slot > streak.last_failed_at):
+        return scheduled
+    return decide_retry(now, streak=streak, backoff=backoff, window=window)
 
 
 def plan_due_runs(
@@ -131,12 +160,17 @@ def plan_due_runs(
     partition_keys: Set[str],
     busy: Set[str],
     windows: Mapping[str, SyncWindow],
+    failures: Mapping[str, FailureStreak] | None = None,
+    backoff: RetryBackoff | None = None,
 ) -> tuple[list[DueRun], dict[DueReason | str, int]]:
-    """The scheduled syncs due at ``now``, plus a tally of why the others were not requested.
+    """The scheduled syncs and retries due at ``now``, plus a tally of why the others were not requested.
 
     Only active connections with a partition are considered; one that already has a run queued or in
-    progress (``busy``) is left alone, so a slow sync is never stacked with another.
+    progress (``busy``) is left alone, so a slow sync is never stacked with another. A connection in
+    ``failures`` (its latest runs failed) is retried once its backoff has passed, before its next slot.
     """
+    streaks = failures or {}
+    policy = backoff or RetryBackoff()
     due: list[DueRun] = []
     tally: dict[DueReason | str, int] = {}
     for conn in connections:
@@ -145,15 +179,12 @@ def plan_due_runs(
         if conn.id in busy:
             tally["busy"] = tally.get("busy", 0) + 1
             continue
-        decision = decide_due(
-            now,
-            last_sync_at=conn.last_sync_at,
-            created_at=conn.created_at,
-            frequency_hours=conn.sync_frequency_hours,
-            window=windows.get(conn.provider_id),
-        )
+        decision = _decide(now, conn, streaks.get(conn.id), policy, windows.get(conn.provider_id))
         if decision.slot is None:
             tally[decision.reason] = tally.get(decision.reason, 0) + 1
             continue
-        due.append(DueRun(conn, scheduled_run_key(conn.id, decision.slot), decision.slot))
+        if decision.reason is DueReason.RETRY:
+            due.append(DueRun(conn, retry_run_key(conn.id, decision.slot), decision.slot, retry=True))
+        else:
+            due.append(DueRun(conn, scheduled_run_key(conn.id, decision.slot), decision.slot))
     return due, tally

@@ -1,8 +1,10 @@
-"""Scheduled incremental syncs: hourly, each connection at its own frequency and its source's window.
+"""Scheduled incremental syncs, each connection at its own frequency and its source's window, and retries.
 
 A sensor rather than a cron schedule, because the period is per connection (1 h to 7 days, from
 ``connections.sync_frequency_hours``) and the partitions are dynamic. Run keys name the due slot, so
 repeated ticks never double a run; a connection with a run already queued or running is left alone.
+It ticks every minute so a failed sync (its first one too) is retried after its backoff (``pipelines.retries``),
+within minutes rather than at the next slot; each failure is retried once (the run key names it).
 """
 
 from datetime import UTC, datetime
@@ -23,17 +25,18 @@ from pipelines.defs.sync import INCREMENTAL_SYNC_JOB, incremental_sync_job
 from pipelines.partitions import CONNECTIONS_PARTITIONS_NAME
 from pipelines.planning import DueRun, plan_due_runs
 from pipelines.resources import AppDatabaseResource, SyncPolicyResource
+from pipelines.retries import RetryPolicyResource, failure_streaks
 from pipelines.run_control import busy_connections
 from pipelines.tags import run_tags
 
 __all__ = ["SCHEDULE_INTERVAL_S", "defs", "scheduled_syncs_sensor", "tick_cursor"]
 
-SCHEDULE_INTERVAL_S = 3600
+SCHEDULE_INTERVAL_S = 60
 
 
-def tick_cursor(evaluated_at: datetime, requested: int) -> str:
-    """The cursor: when the sensor last looked and how many runs it asked for (shown in the UI)."""
-    return orjson.dumps({"evaluated_at": evaluated_at.isoformat(), "requested": requested}).decode()
+def tick_cursor(evaluated_at: datetime, requested: int, retries: int = 0) -> str:
+    """The cursor: when the sensor last looked and how many runs (retries among them) it asked for (in the UI)."""
+    return orjson.dumps({"evaluated_at": evaluated_at.isoformat(), "requested": requested, "retries": retries}).decode()
 
 
 def _request(due: DueRun) -> RunRequest:
@@ -42,7 +45,12 @@ def _request(due: DueRun) -> RunRequest:
         run_key=due.run_key,
         job_name=BULK_EXPORT_JOB if conn.is_bulk else INCREMENTAL_SYNC_JOB,
         partition_key=conn.id,
-        tags=run_tags(connection_id=conn.id, tenant_id=conn.tenant_id, source=conn.provider_id, trigger="schedule"),
+        tags=run_tags(
+            connection_id=conn.id,
+            tenant_id=conn.tenant_id,
+            source=conn.provider_id,
+            trigger="retry" if due.retry else "schedule",
+        ),
     )
 
 
@@ -51,24 +59,34 @@ def _request(due: DueRun) -> RunRequest:
     minimum_interval_seconds=SCHEDULE_INTERVAL_S,
     jobs=[incremental_sync_job, bulk_export_job],
     default_status=DefaultSensorStatus.RUNNING,
-    description="Requests incremental syncs (Bulk exports for backend/group) for connections that are due.",
+    description="Requests incremental syncs (Bulk exports for backend/group) for connections that are due, and "
+    "retries failed syncs with backoff.",
 )
 def scheduled_syncs_sensor(
-    context: SensorEvaluationContext, app_db: AppDatabaseResource, policy: SyncPolicyResource
+    context: SensorEvaluationContext,
+    app_db: AppDatabaseResource,
+    policy: SyncPolicyResource,
+    retry: RetryPolicyResource,
 ) -> SensorResult:
     now = datetime.now(UTC)
     keys = set(context.instance.get_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME))
     with app_db.open() as db:
         connections = read_connections(db)
+        streaks = failure_streaks(db)
     due, tally = plan_due_runs(
         now,
         connections,
         partition_keys=keys,
         busy=busy_connections(context.instance),
         windows=policy.windows(),
+        failures=streaks,
+        backoff=retry.backoff(),
     )
-    context.log.info("scheduled syncs: %d due; not requested: %s", len(due), dict(sorted(tally.items())))
-    return SensorResult(run_requests=[_request(d) for d in due], cursor=tick_cursor(now, len(due)))
+    retries = sum(1 for d in due if d.retry)
+    context.log.info(
+        "scheduled syncs: %d due (%d retries); not requested: %s", len(due), retries, dict(sorted(tally.items()))
+    )
+    return SensorResult(run_requests=[_request(d) for d in due], cursor=tick_cursor(now, len(due), retries))
 
 
 defs = Definitions(sensors=[scheduled_syncs_sensor])

@@ -16,6 +16,7 @@ from pipelines import run_control
 from pipelines.defs.schedules import scheduled_syncs_sensor
 from pipelines.partitions import CONNECTIONS_PARTITIONS_NAME
 from pipelines.resources import AppDatabaseResource, SyncPolicyResource
+from pipelines.retries import RetryPolicyResource
 from pipelines.run_control import busy_connections
 from pipelines.tags import CONNECTION_TAG
 from tests.pipelines.appdb import AppDb, queued_run
@@ -67,7 +68,11 @@ def test_scheduler_never_doubles_a_connection_queued_below_the_first_page(
     _backlog(dagster_instance, cid, newer=2 * PAGE + 1)
     context = build_sensor_context(
         instance=dagster_instance,
-        resources={"app_db": AppDatabaseResource(url=app_db.url), "policy": SyncPolicyResource()},
+        resources={
+            "app_db": AppDatabaseResource(url=app_db.url),
+            "policy": SyncPolicyResource(),
+            "retry": RetryPolicyResource(),
+        },
     )
     result = scheduled_syncs_sensor(context)
     assert isinstance(result, SensorResult)

@@ -10,6 +10,7 @@ from dagster import DagsterInstance, SensorResult, build_sensor_context
 from pipelines.defs.schedules import scheduled_syncs_sensor
 from pipelines.partitions import CONNECTIONS_PARTITIONS_NAME
 from pipelines.resources import AppDatabaseResource, SyncPolicyResource
+from pipelines.retries import RetryPolicyResource
 from pipelines.tags import TRIGGER_TAG
 from tests.pipelines.appdb import AppDb, queued_run
 
@@ -17,7 +18,11 @@ from tests.pipelines.appdb import AppDb, queued_run
 def evaluate(instance: DagsterInstance, appdb: AppDb, windows: str = "") -> SensorResult:
     context = build_sensor_context(
         instance=instance,
-        resources={"app_db": AppDatabaseResource(url=appdb.url), "policy": SyncPolicyResource(sync_windows=windows)},
+        resources={
+            "app_db": AppDatabaseResource(url=appdb.url),
+            "policy": SyncPolicyResource(sync_windows=windows),
+            "retry": RetryPolicyResource(),
+        },
     )
     result = scheduled_syncs_sensor(context)
     assert isinstance(result, SensorResult)

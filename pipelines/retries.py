@@ -1,0 +1,97 @@
+"""Retries of failed syncs: each connection's failure streak from ``sync_runs`` and the backoff policy.
+
+The ``scheduled_syncs`` sensor reads the streaks each tick and hands them to ``plan_due_runs``, which asks
+for a retry once ``RetryBackoff.delay(n)`` has passed since the n-th consecutive failure ended. The policy
+comes from ``EHRSYNC_RETRY_BASE_SECONDS`` (default 300) and ``EHRSYNC_RETRY_CAP_SECONDS`` (default 21600).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+from dagster import ConfigurableResource
+from pydantic import Field
+from sqlalchemy import func, select
+
+from auth_service.store import AppDatabase
+from auth_service.store.sync_models import SyncRun
+from pipelines.errors import PipelineConfigurationError
+from pipelines.scheduling import FailureStreak, RetryBackoff
+
+__all__ = [
+    "RETRY_BASE_ENV",
+    "RETRY_CAP_ENV",
+    "RetryPolicyResource",
+    "backoff_from_env",
+    "failure_streaks",
+]
+
+RETRY_BASE_ENV = "EHRSYNC_RETRY_BASE_SECONDS"
+RETRY_CAP_ENV = "EHRSYNC_RETRY_CAP_SECONDS"
+_DEFAULT_BASE_S = 300
+_DEFAULT_CAP_S = 6 * 3600
+_MAX_S = 7 * 24 * 3600
+
+
+def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, str(default)).strip()
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= _MAX_S:
+        raise PipelineConfigurationError(f"{name}={raw!r} is not a whole number of seconds from 1 to {_MAX_S}")
+    return int(raw)
+
+
+def backoff_from_env(env: Mapping[str, str] | None = None) -> RetryBackoff:
+    """The retry backoff from the environment; a malformed value raises naming the variable."""
+    env = os.environ if env is None else env
+    base = _seconds(env, RETRY_BASE_ENV, _DEFAULT_BASE_S)
+    cap = _seconds(env, RETRY_CAP_ENV, max(_DEFAULT_CAP_S, base))
+    if cap < base:
+        raise PipelineConfigurationError(f"{RETRY_CAP_ENV}={cap} is below {RETRY_BASE_ENV}={base}")
+    return RetryBackoff(base=timedelta(seconds=base), cap=timedelta(seconds=cap))
+
+
+class RetryPolicyResource(ConfigurableResource["RetryPolicyResource"]):
+    """How soon a failed sync is retried: ``min(base * 2**(n - 1), cap)`` after the n-th failure in a row."""
+
+    base_seconds: int = Field(default=_DEFAULT_BASE_S, ge=1, le=_MAX_S, description=RETRY_BASE_ENV)
+    cap_seconds: int = Field(default=_DEFAULT_CAP_S, ge=1, le=_MAX_S, description=RETRY_CAP_ENV)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RetryPolicyResource:
+        backoff = backoff_from_env(env)
+        return cls(base_seconds=int(backoff.base.total_seconds()), cap_seconds=int(backoff.cap.total_seconds()))
+
+    def backoff(self) -> RetryBackoff:
+        return RetryBackoff(
+            base=timedelta(seconds=self.base_seconds), cap=timedelta(seconds=max(self.cap_seconds, self.base_seconds))
+        )
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def failure_streaks(db: AppDatabase) -> dict[str, FailureStreak]:
+    """Per connection, the runs that failed after its last completed run (none: not in the result).
+
+    Open rows (queued, running) do not break a streak: a run in flight is the busy check's business, and a
+    dead one is closed as abandoned later. A failed row without a finish time counts from its creation.
+    """
+    succeeded = (
+        select(SyncRun.connection_id.label("cid"), func.max(SyncRun.created_at).label("ok_at"))
+        .where(SyncRun.status == "completed")
+        .group_by(SyncRun.connection_id)
+        .subquery()
+    )
+    ended = func.coalesce(SyncRun.finished_at, SyncRun.created_at)
+    query = (
+        select(SyncRun.connection_id, func.count(), func.max(ended))
+        .join(succeeded, succeeded.c.cid == SyncRun.connection_id, isouter=True)
+        .where(SyncRun.status == "failed", (succeeded.c.ok_at.is_(None)) | (SyncRun.created_at > succeeded.c.ok_at))
+        .group_by(SyncRun.connection_id)
+    )
+    with db.session() as session:
+        rows = session.execute(query).all()
+    return {str(cid): FailureStreak(int(n), _aware(last)) for cid, n, last in rows if last is not None}
