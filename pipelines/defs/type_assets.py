@@ -88,6 +88,18 @@ def raise_if_failed(report: TypeReport, step: str) -> None:
         )
 
 
+def with_search_warnings(
+    context: AssetExecutionContext, report: TypeReport, metadata: dict[str, MetadataValue]
+) -> dict[str, MetadataValue]:
+    """Add ``incomplete``/``warnings`` (a searchset that stopped early, how it was recovered) and log them."""
+    if report.warnings or report.incomplete:
+        metadata["incomplete"] = MetadataValue.bool(report.incomplete)
+        metadata["warnings"] = MetadataValue.json(list(report.warnings))
+        for warning in report.warnings:
+            context.log.warning("%s: %s", report.resource_type, warning)
+    return metadata
+
+
 def duplicate_check(
     warehouse: WarehouseResource, connection_id: str, resource_type: str | None = None
 ) -> tuple[int, CheckVerdict]:
@@ -136,9 +148,8 @@ def _build_landing(resource_type: str) -> AssetsDefinition:
             f" (skipped: {report.skipped_reason})" if report.skipped_reason else "",
         )
         verdict = quarantine_verdict(report.fetched, report.quarantined, policy.quarantine_max_ratio)
-        return MaterializeResult(
-            metadata=type_report_metadata(report), check_results=[check_result(QUARANTINE_CHECK, verdict)]
-        )
+        metadata = with_search_warnings(context, report, type_report_metadata(report))
+        return MaterializeResult(metadata=metadata, check_results=[check_result(QUARANTINE_CHECK, verdict)])
 
     return _landing
 
@@ -167,7 +178,7 @@ def _build_warehouse(resource_type: str) -> AssetsDefinition:
             report = upsert_resource_type(env, connection_id, resource_type, context.run.run_id)
         raise_if_failed(report, "upsert")
         live, verdict = duplicate_check(warehouse, connection_id, resource_type)
-        metadata = type_report_metadata(report)
+        metadata = with_search_warnings(context, report, type_report_metadata(report))
         metadata["live_rows"] = MetadataValue.int(live)
         return MaterializeResult(metadata=metadata, check_results=[check_result(DUPLICATE_CHECK, verdict)])
 

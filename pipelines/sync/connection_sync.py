@@ -1,7 +1,8 @@
 """``sync_connection``: every resource type of one patient connection, then the resources they reference.
 
 One type failing (a 403, a server error after retries, a warehouse error) is reported and the others go on;
-only NeedsReauthError stops the connection, because every further request would fail the same way.
+only NeedsReauthError and EhrUnreachableError (connection refused, DNS failure) stop the connection, because
+every further request would fail the same way.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable, Iterable
 
 from auth_service.store.models import Connection
 from auth_service.store.sync_models import utcnow
-from connectors.errors import EhrSyncError, NeedsReauthError
+from connectors.errors import EhrSyncError, EhrUnreachableError, FhirError, NeedsReauthError
 from connectors.fhir import SYNCED_RESOURCE_TYPES, patient_search_param
 from pipelines.sync import cursors, runs
 from pipelines.sync.environment import SyncEnvironment, load_connection
@@ -31,9 +32,11 @@ _log = logging.getLogger(__name__)
 _TYPE_ERRORS = (EhrSyncError, WarehouseError, OSError)
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, *, for_log: bool = False) -> str:
+    """``code: message``; ``for_log`` leaves out the server's diagnostics (they may echo patient data)."""
     code = getattr(exc, "code", None)
-    return f"{code}: {exc}" if code else f"{type(exc).__name__}: {exc}"
+    text = exc.safe_message if for_log and isinstance(exc, FhirError) else str(exc)
+    return f"{code}: {text}" if code else f"{type(exc).__name__}: {text}"
 
 
 def sync_connection(
@@ -67,6 +70,9 @@ def sync_connection(
         report.needs_reauth = True
         report.error = _describe(exc)
         _log.warning("sync of %s stopped: the grant needs re-authorization", connection_id)
+    except EhrUnreachableError as exc:
+        report.error = _describe(exc)
+        _log.error("sync of %s stopped: %s", connection_id, exc)
     report.duration_s = time.monotonic() - started
     _finish(env, report)
     return report
@@ -76,10 +82,10 @@ def _sync_type(env: SyncEnvironment, connection_id: str, rtype: str, run_id: str
     try:
         land_resource_type(env, connection_id, rtype, run_id, full=full)
         return upsert_resource_type(env, connection_id, rtype, run_id)
-    except NeedsReauthError:
+    except (NeedsReauthError, EhrUnreachableError):
         raise
     except _TYPE_ERRORS as exc:
-        _log.warning("sync of %s/%s failed: %s", connection_id, rtype, _describe(exc))
+        _log.warning("sync of %s/%s failed: %s", connection_id, rtype, _describe(exc, for_log=True))
         return TypeReport(rtype, error=_describe(exc))
 
 
@@ -120,8 +126,8 @@ def _finish(env: SyncEnvironment, report: SyncReport) -> None:
     counts = report.counts()
     failed = report.failed_types
     attempted = [t for t, r in report.types.items() if r.skipped_reason is None]
-    if report.needs_reauth:
-        report.status = "failed"
+    if report.needs_reauth or report.error is not None:
+        report.status = "failed"  # stopped early: the grant is gone, or the EHR cannot be reached
         runs.fail(env.db, report.run_id, report.error or "needs_reauth", counts)
         return
     if attempted and len(failed) == len(attempted):
@@ -130,7 +136,8 @@ def _finish(env: SyncEnvironment, report: SyncReport) -> None:
         runs.fail(env.db, report.run_id, report.error, counts)
         return
     report.status = "completed"
-    summary = "; ".join(f"{t}: {e}" for t, e in failed.items()) or None
+    problems = {**{t: "search_incomplete: mark held back" for t, r in report.types.items() if r.incomplete}, **failed}
+    summary = "; ".join(f"{t}: {e}" for t, e in problems.items()) or None
     report.error = summary
     runs.complete(env.db, report.run_id, counts, error=summary)
     with env.db.locked_session() as session:  # read-modify-write: hold the write lock from the read

@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 
 from auth_service.store import AppDatabase, TokenVault
 from auth_service.store.models import Connection, ProviderConfig
+from connectors.budgets import DEFAULT_STEP_BUDGET_S, env_number
 from connectors.bulk import BulkClient
-from connectors.errors import EhrSyncError, NeedsReauthError
+from connectors.errors import EhrSyncError, EhrUnreachableError, NeedsReauthError
 from connectors.fhir import FhirClient, RateLimiter, RetryPolicy
 from connectors.http import outbound_url_guard
 from connectors.providers import ProviderPlugin, get_provider
@@ -69,6 +70,8 @@ class SyncEnvironment:
     # although they are not public https, e.g. an on-premises file server (EHRSYNC_FETCH_ALLOWED_HOSTS).
     fetch_allowed_hosts: tuple[str, ...] = ()
     retry: RetryPolicy | None = None  # the connectors' defaults (BDX-10) unless given
+    # Overall time of one resource type's landing (EHRSYNC_STEP_BUDGET_S); no request outlives it.
+    step_budget_s: float = field(default_factory=lambda: env_number("EHRSYNC_STEP_BUDGET_S", DEFAULT_STEP_BUDGET_S))
     _limiters: dict[str, RateLimiter] = field(default_factory=dict, repr=False)
     _capabilities: dict[str, dict[str, Any] | None] = field(default_factory=dict, repr=False)
 
@@ -96,7 +99,7 @@ class SyncEnvironment:
         if conn.fhir_base not in self._capabilities:
             try:
                 self._capabilities[conn.fhir_base] = client.capabilities()
-            except NeedsReauthError:
+            except (NeedsReauthError, EhrUnreachableError):
                 raise
             except EhrSyncError as exc:
                 _log.info("no usable CapabilityStatement at %s (%s); using vendor defaults", conn.id, exc.code)

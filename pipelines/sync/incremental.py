@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from connectors.budgets import step_budget
 from connectors.errors import SearchLinkExpiredError
-from connectors.fhir import FhirClient
+from connectors.fhir import FhirClient, SearchPage
 from pipelines.sync import cursors
 from pipelines.sync.attachments import ATTACHMENT_TYPES, AttachmentRef, attachment_refs, store_attachments
 from pipelines.sync.checkpoints import checkpoint
@@ -24,7 +25,8 @@ from pipelines.sync.landing_state import landed_from_json, landed_to_json
 from pipelines.sync.references import collect_references
 from pipelines.sync.reports import NOT_SUPPORTED, SCOPE_NOT_GRANTED, TypeReport
 from pipelines.sync.runs import ensure_run, record_type_counts
-from warehouse import LandedFile
+from pipelines.sync.search_recovery import format_instant, search_with_recovery
+from warehouse import LandedFile, LandingWriter
 from warehouse.attachments import AttachmentRef as StoredAttachment
 
 _log = logging.getLogger(__name__)
@@ -40,9 +42,39 @@ class _Landing:
     files: list[LandedFile] = field(default_factory=list)
 
 
-def format_instant(value: datetime) -> str:
-    """A FHIR instant in UTC with ``Z`` (the form every server parses)."""
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+@dataclass
+class _Sink:
+    """Where search pages go: the landing file, deduplicated by id, references and attachments collected."""
+
+    landing: _Landing
+    writer: LandingWriter
+    fhir_base: str
+    resource_type: str
+    seen: set[str] = field(default_factory=set)
+
+    def add(self, page: SearchPage, first: bool) -> None:
+        landing, report = self.landing, self.landing.report
+        if first and landing.mark is None:
+            landing.mark = page.bundle_meta_last_updated or page.server_date
+        report.pages += 1
+        for resource in page.resources:
+            rid = resource.get("id")
+            if resource.get("resourceType") == self.resource_type and isinstance(rid, str):
+                if rid in self.seen:  # fan-out (Epic categories) or a recovery search can return one twice
+                    continue
+                self.seen.add(rid)
+            report.fetched += 1
+            if self.writer.add_resource(resource):
+                collect_references(resource, self.fhir_base, landing.references)
+                landing.attachments.extend(attachment_refs(resource))
+        checkpoint("rest.page_landed")
+
+    @property
+    def mark(self) -> datetime | None:
+        return self.landing.mark
+
+    def warn(self, message: str) -> None:
+        self.landing.report.warnings.append(message)
 
 
 def search_plans(
@@ -96,15 +128,23 @@ def land_resource_type(
         cursors.set_pending(env.db, connection_id, cursors.REST_STREAM, resource_type, run_id, None, skipped)
         return report
     links: list[dict[str, Any]] = []
-    with env.fhir_client(conn) as client:
+    with env.fhir_client(conn) as client, step_budget(f"landing {resource_type}", env.step_budget_s):
         if since is not None:  # only an incremental search needs to know whether _lastUpdated works
             plans = search_plans(conn, resource_type, since, env.page_size, env.capabilities(conn, client))
-        landing = _land_with_restarts(env, conn, client, resource_type, run_id, plans)
+        landing = _land_with_restarts(env, conn, client, resource_type, run_id, plans, since)
         report = landing.report
         if resource_type in ATTACHMENT_TYPES and landing.attachments:
             outcome = store_attachments(env, conn, client, landing.attachments)
             report.attachments, report.attachments_failed = outcome.stored, outcome.failed
             links = outcome.links
+    if report.incomplete:
+        # Unseen matches may be older than this run's mark: keep the stored one so the next run asks again.
+        landing.mark = None
+        _log.warning(
+            "search of %s for %s stopped early and was not fully recovered; the stored mark is kept",
+            resource_type,
+            connection_id,
+        )
     report.high_water_mark = landing.mark
     report.duration_s = time.monotonic() - started
     pending: dict[str, Any] = {
@@ -125,11 +165,12 @@ def _land_with_restarts(
     resource_type: str,
     run_id: str,
     plans: list[dict[str, str]],
+    since: datetime | None,
 ) -> _Landing:
     """Land all plans into one file; an expired ``next`` link discards the partial file and restarts (BDX-29)."""
     for attempt in range(1, MAX_LINK_RESTARTS + 1):
         try:
-            return _land_once(env, conn, client, resource_type, run_id, plans)
+            return _land_once(env, conn, client, resource_type, run_id, plans, since)
         except SearchLinkExpiredError:
             if attempt == MAX_LINK_RESTARTS:
                 raise
@@ -144,30 +185,17 @@ def _land_once(
     resource_type: str,
     run_id: str,
     plans: list[dict[str, str]],
+    since: datetime | None,
 ) -> _Landing:
     landing = _Landing(TypeReport(resource_type))
     report = landing.report
-    seen: set[str] = set()
     source = f"{conn.fhir_base.rstrip('/')}/{resource_type}"
+    windows = since is not None and any("_lastUpdated" in plan for plan in plans)
     with env.zone.writer(conn.id, resource_type, run_id, source, conn.tenant_id, seq="rest") as writer:
+        sink = _Sink(landing, writer, conn.fhir_base, resource_type)
         for plan in plans:
-            first = True
-            for page in client.search_pages(resource_type, plan):
-                if first and landing.mark is None:
-                    landing.mark = page.bundle_meta_last_updated or page.server_date
-                first = False
-                report.pages += 1
-                for resource in page.resources:
-                    rid = resource.get("id")
-                    if resource.get("resourceType") == resource_type and isinstance(rid, str):
-                        if rid in seen:  # vendor fan-out (Epic categories) can return one resource twice
-                            continue
-                        seen.add(rid)
-                    report.fetched += 1
-                    if writer.add_resource(resource):
-                        collect_references(resource, conn.fhir_base, landing.references)
-                        landing.attachments.extend(attachment_refs(resource))
-                checkpoint("rest.page_landed")
+            if not search_with_recovery(client, resource_type, plan, sink, since if windows else None):
+                report.incomplete = True
     landed = writer.result
     report.quarantined = landed.quarantined
     report.bytes = landed.bytes
@@ -193,6 +221,8 @@ def upsert_resource_type(env: SyncEnvironment, connection_id: str, resource_type
     for key in ("fetched", "quarantined", "bytes", "pages", "files", "attachments", "attachments_failed"):
         setattr(report, key, int(landed_report.get(key, 0)))
     report.skipped_reason = landed_report.get("skipped_reason")
+    report.incomplete = bool(landed_report.get("incomplete", False))
+    report.warnings = [str(w) for w in landed_report.get("warnings", [])]
     landed = [landed_from_json(item) for item in pending.data.get("files", [])]
     landed = [f for f in landed if f.rows or f.quarantined]  # an empty page file has nothing to merge
     links = pending.data.get("attachments", [])

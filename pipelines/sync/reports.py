@@ -53,6 +53,10 @@ class TypeReport:
     high_water_mark: datetime | None = None
     skipped_reason: str | None = None
     error: str | None = None
+    #: The server's searchset stopped early and the recovery did not fetch everything: the mark was held back.
+    incomplete: bool = False
+    #: What went wrong without failing the step (a searchset that stopped early, how it was recovered).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -66,12 +70,14 @@ class TypeReport:
         self.high_water_mark = other.high_water_mark or self.high_water_mark
         self.skipped_reason = other.skipped_reason or self.skipped_reason
         self.error = other.error or self.error
+        self.incomplete = self.incomplete or other.incomplete
+        self.warnings.extend(w for w in other.warnings if w not in self.warnings)
 
     def as_metadata(self) -> dict[str, Any]:
-        """JSON-friendly dict (instants as ISO strings, ``None`` values dropped)."""
+        """JSON-friendly dict (instants as ISO strings; ``None``, no warnings and ``incomplete=False`` dropped)."""
         out: dict[str, Any] = {}
         for key, value in asdict(self).items():
-            if value is None:
+            if value is None or (key in ("warnings", "incomplete") and not value):
                 continue
             out[key] = value.isoformat() if isinstance(value, datetime) else value
         return out
@@ -128,6 +134,8 @@ class BulkReport:
     error_outcomes: int = 0
     error_issues: dict[str, int] = field(default_factory=dict)
     failed_files: int = 0
+    # Types the manifest's error files report as failed (``*``: a failure naming no type): the run is partial.
+    incomplete_types: list[str] = field(default_factory=list)
     count_mismatches: list[str] = field(default_factory=list)
     types: dict[str, TypeReport] = field(default_factory=dict)
     error: str | None = None
@@ -149,6 +157,7 @@ class BulkReport:
         self.failed_files += other.failed_files
         self.reruns += other.reruns
         self.count_mismatches.extend(other.count_mismatches)
+        self.incomplete_types = sorted(set(self.incomplete_types) | set(other.incomplete_types))
         for severity, n in other.error_issues.items():
             self.error_issues[severity] = self.error_issues.get(severity, 0) + n
         for rtype, tr in other.types.items():

@@ -1,0 +1,135 @@
+"""Recovering a searchset that stopped early (``total`` larger than what arrived with no ``next`` link, or a
+``next`` link that repeats) without a full sync.
+
+First the same search again, asking for every match in one page when ``total`` is known and modest (a server
+that cannot page), else with smaller pages; then, when the search is incremental (the server supports
+``_lastUpdated``), the window from the stored mark to this run's mark split into narrower ``ge``/``lt`` windows
+(as many as ``total`` suggests) until every window completes, within a bounded number of searches. What
+cannot be recovered is reported, and the caller keeps the stored mark so the next run asks again.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from typing import Protocol
+
+from connectors.errors import SearchIncompleteError
+from connectors.fhir import FhirClient, SearchPage
+
+__all__ = ["MAX_WINDOW_SEARCHES", "PageSink", "format_instant", "search_with_recovery"]
+
+_log = logging.getLogger(__name__)
+MAX_WINDOW_SEARCHES = 64
+MAX_RECOVERY_COUNT = 1000  # the largest one-page retry asked for (servers cap _count anyway)
+MAX_SPLIT = 8
+MIN_WINDOW = timedelta(milliseconds=2)
+Params = list[tuple[str, str]]
+
+
+class PageSink(Protocol):
+    """Takes pages (deduplicating what a recovery search returns again) and the run's warnings."""
+
+    @property
+    def mark(self) -> datetime | None: ...
+
+    def add(self, page: SearchPage, first: bool) -> None: ...
+
+    def warn(self, message: str) -> None: ...
+
+
+def format_instant(value: datetime) -> str:
+    """A FHIR instant in UTC with ``Z`` (the form every server parses)."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _search(client: FhirClient, resource_type: str, params: Params, sink: PageSink) -> SearchIncompleteError | None:
+    first = True
+    try:
+        for page in client.search_pages(resource_type, params, count=None):
+            sink.add(page, first)
+            first = False
+    except SearchIncompleteError as exc:
+        return exc
+    return None
+
+
+def search_with_recovery(
+    client: FhirClient, resource_type: str, plan: dict[str, str], sink: PageSink, since: datetime | None
+) -> bool:
+    """Run one search plan into ``sink``; True when every match arrived (possibly after recovering).
+
+    ``since`` (the lower bound the plan searched from) enables ``_lastUpdated`` windows; None means only the
+    smaller-page retry is possible.
+    """
+    problem = _search(client, resource_type, list(plan.items()), sink)
+    if problem is None:
+        return True
+    sink.warn(problem.message)
+    _log.warning("%s; searching again", problem.message)
+    count = _count_of(plan)
+    total = problem.total
+    again = total if total is not None and count < total <= MAX_RECOVERY_COUNT else max(count // 2, 1)
+    retry = [(k, v) for k, v in plan.items() if k != "_count"] + [("_count", str(again))]
+    if _search(client, resource_type, retry, sink) is None:
+        sink.warn(f"recovered: searched {resource_type} again with _count={again}")
+        return True
+    upper = sink.mark
+    if since is None or upper is None or upper <= since:
+        sink.warn(f"not recovered: {resource_type} kept stopping early; the stored mark is kept for the next run")
+        return False
+    base = [(k, v) for k, v in plan.items() if k not in ("_count", "_lastUpdated")] + [("_count", str(count))]
+    return _windows(client, resource_type, base, sink, (since, upper), _parts(total, count))
+
+
+def _parts(total: int | None, count: int) -> int:
+    """How many windows to split a window into: enough for one page each if matches were spread evenly."""
+    if total is None:
+        return 2
+    return min(max(-(-total // count), 2), MAX_SPLIT)
+
+
+def _windows(
+    client: FhirClient,
+    resource_type: str,
+    base: Params,
+    sink: PageSink,
+    span: tuple[datetime, datetime],
+    parts: int,
+) -> bool:
+    """Search ``span`` in ``parts`` windows, splitting any that stop early (at most MAX_WINDOW_SEARCHES)."""
+    count = _count_of(dict(base))
+    stack = _split(span[0], span[1], parts)
+    searches = 0
+    while stack:
+        lo, hi = stack.pop()
+        window = [("_lastUpdated", f"ge{format_instant(lo)}"), ("_lastUpdated", f"lt{format_instant(hi)}")]
+        searches += 1
+        problem = _search(client, resource_type, base + window, sink)
+        if problem is None:
+            continue
+        pieces = _parts(problem.total, count)
+        if searches + len(stack) + pieces > MAX_WINDOW_SEARCHES or hi - lo <= MIN_WINDOW:
+            sink.warn(
+                f"not recovered: {resource_type} window ge{format_instant(lo)} lt{format_instant(hi)} still stops "
+                f"early after {searches} window searches; the stored mark is kept for the next run"
+            )
+            return False
+        stack.extend(_split(lo, hi, pieces))
+    sink.warn(f"recovered: searched {resource_type} in {searches} narrower _lastUpdated windows")
+    _log.info("recovered the %s search in %d _lastUpdated windows", resource_type, searches)
+    return True
+
+
+def _split(lo: datetime, hi: datetime, parts: int) -> list[tuple[datetime, datetime]]:
+    step = (hi - lo) / parts
+    edges = [lo + step * i for i in range(parts)] + [hi]
+    return list(pairwise(edges))[::-1]  # popped oldest first
+
+
+def _count_of(plan: dict[str, str]) -> int:
+    try:
+        return max(int(plan.get("_count", "200")), 1)
+    except ValueError:
+        return 200
