@@ -129,7 +129,7 @@ class Connection(Base):
     kind: Mapped[str] = mapped_column(String(16), default=ConnectionKind.PATIENT)
     fhir_base: Mapped[str] = mapped_column(String(2000))
     issuer: Mapped[str | None] = mapped_column(String(2000))
-    client_id: Mapped[str] = mapped_column(String(500))
+    client_id: Mapped[str] = mapped_column(Text)  # registration-issued ids can be multi-KB JWTs (0003)
     token_endpoint: Mapped[str | None] = mapped_column(String(2000))
     smart_v1: Mapped[bool] = mapped_column(Boolean, default=False)
     patient_id: Mapped[str | None] = mapped_column(String(200))

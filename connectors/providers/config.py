@@ -36,13 +36,17 @@ def check_https_url(value: str) -> str:
         raise ValueError(exc.message) from None
 
 
+#: Client ids issued by dynamic registration can be signed JWTs of several KB; never a file name anywhere.
+MAX_CLIENT_ID_LENGTH = 8192
+
+
 class ProviderConfig(BaseModel):
     """Fields every vendor needs. ``privateKey`` is a PEM (RSA or EC) used for ``private_key_jwt``."""
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True, str_strip_whitespace=True)
 
     fhir_base_url: str = Field(alias="fhirBaseUrl")
-    client_id: str = Field(alias="clientId", min_length=1, max_length=256)
+    client_id: str = Field(alias="clientId", min_length=1, max_length=MAX_CLIENT_ID_LENGTH)
     client_secret: SecretStr | None = Field(default=None, alias="clientSecret")
     private_key: SecretStr | None = Field(default=None, alias="privateKey")
     kid: str | None = Field(default=None, max_length=256)
