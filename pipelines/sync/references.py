@@ -18,11 +18,13 @@ from typing import Any
 
 from connectors.errors import (
     EhrSyncError,
+    EhrUnreachableError,
     FhirError,
     FhirGoneError,
     FhirNotFoundError,
     FhirUnauthorizedError,
     NeedsReauthError,
+    SearchIncompleteError,
 )
 from connectors.fhir import FhirClient
 from connectors.fhir.capability import declared_interactions
@@ -88,10 +90,11 @@ def fetch_references(
         try:
             batched = _can_search_by_id(conn, rtype, capabilities)
             reports[rtype] = _fetch_type(env.zone, conn, client, wh, run_id, rtype, ids, batched=batched)
-        except NeedsReauthError:
-            raise
+        except (NeedsReauthError, EhrUnreachableError):
+            raise  # every further request would fail the same way: the run stops
         except (EhrSyncError, WarehouseError, OSError) as exc:
-            _log.warning("reading referenced %s of %s failed: %s", rtype, conn.id, exc)
+            logged = exc.safe_message if isinstance(exc, FhirError) else str(exc)  # no server diagnostics in logs
+            _log.warning("reading referenced %s of %s failed: %s", rtype, conn.id, logged)
             reports[rtype] = TypeReport(rtype, error=f"{getattr(exc, 'code', type(exc).__name__)}: {exc}")
             continue
         cursors.dequeue_references(env.db, conn.id, {f"{rtype}/{i}" for i in ids})
@@ -176,6 +179,9 @@ def _search_by_ids(
                         added += 1
                 if not added:
                     break
+        except SearchIncompleteError:
+            _log.info("%s search by _id stopped early; reading the missing ones one by one", rtype)
+            continue
         except FhirError as exc:
             if isinstance(exc, FhirUnauthorizedError) or exc.status not in _SEARCH_UNSUPPORTED:
                 raise

@@ -169,3 +169,20 @@ def test_step_over_its_budget_fails_that_type_and_keeps_its_mark(
     assert error is not None and error.startswith("step_budget_exceeded: landing Observation exceeded its 1.5 s")
     assert _mark(world, conn) is None
     assert report.types["Patient"].error is None and report.types["Condition"].error is None
+
+
+def test_reference_search_that_stops_early_reads_the_missing_ones(
+    tmp_path: Path, start_sandbox: Any, http: httpx.Client, request_log: RequestLog
+) -> None:
+    """An ``_id`` search for referenced resources that loses its next link: the rest are read one by one."""
+    sb = start_sandbox(patients=1, max_count=1)  # every search pages one resource at a time
+    world = _world(tmp_path, "w", http)
+    conn = connect_patient(world, sb, http=http)
+    add_fault(http, sb, "search_no_next", path="/fhir/Practitioner", times=None)
+    report = sync_connection(world.env, conn, resource_types=["Encounter"])
+    practitioners = report.types["Practitioner"]
+    assert report.status == "completed" and report.error is None, report.error
+    assert practitioners.error is None and practitioners.fetched >= 2
+    reads = [u for u in request_log.paths("/fhir/Practitioner/")]
+    assert len(reads) == practitioners.fetched - 1  # the first came with the search page, the rest by read
+    assert cursors.queued_references(world.env.db, conn) == []
