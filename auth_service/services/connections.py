@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from auth_service.api.errors import ApiError, api_error_from
 from auth_service.services.context import ServiceContext
+from auth_service.services.interactive import INTERACTIVE_TIMEOUT, interactive_retry
 from auth_service.services.launch import check_allowlisted, save_tokens_or_forget
 from auth_service.services.profiles import ClientProfile, resolve_profile
 from auth_service.services.tenants import get_practice_settings
@@ -128,7 +129,13 @@ def disconnect(ctx: ServiceContext, conn: Connection, actor: str) -> dict[str, A
 def _fhir(ctx: ServiceContext, conn: Connection) -> FhirClient:
     if conn.status != ConnectionStatus.ACTIVE:
         raise ApiError("needs_reauth", f"connection is {conn.status}")
-    return FhirClient(conn.fhir_base, ctx.vault.token_source(conn.id), http=ctx.http)
+    return FhirClient(
+        conn.fhir_base,
+        ctx.vault.token_source(conn.id),
+        http=ctx.http,
+        retry=interactive_retry(),
+        timeout=INTERACTIVE_TIMEOUT,
+    )
 
 
 def test_patient_read(ctx: ServiceContext, conn: Connection, actor: str, patient_id: str | None) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from auth_service.api.errors import ApiError
+from auth_service.api.errors import ApiError, api_error_from
 from auth_service.services.connections import test_patient_read
 from auth_service.services.context import ServiceContext
 from auth_service.services.launch import check_allowlisted
@@ -41,7 +41,7 @@ def test_provider(ctx: ServiceContext, tenant_id: str, provider_id: str, actor: 
         cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
         result["discovery"] = {"ok": True, "smart_v1": cfg.smart_v1, "capabilities": list(cfg.capabilities)}
     except ce.EhrSyncError as exc:
-        result["discovery"] = {"ok": False, "error": exc.code, "message": str(exc)}
+        result["discovery"] = _failed(exc)
     except ApiError as exc:  # the allow-list refusal is reported, not raised, in a diagnostic
         result["discovery"] = {"ok": False, "error": exc.code, "message": exc.message}
     if conn is None:
@@ -51,7 +51,7 @@ def test_provider(ctx: ServiceContext, tenant_id: str, provider_id: str, actor: 
             read = test_patient_read(ctx, conn, actor, None)
             result["patient_read"] = {"ok": True, "connection_id": conn.id, "id": read["id"]}
         except ce.EhrSyncError as exc:
-            result["patient_read"] = {"ok": False, "error": exc.code, "message": str(exc)}
+            result["patient_read"] = _failed(exc)
         except ApiError as exc:
             result["patient_read"] = {"ok": False, "error": exc.code, "message": exc.message}
     ok = result["discovery"]["ok"] and result["patient_read"]["ok"]
@@ -62,7 +62,24 @@ def test_provider(ctx: ServiceContext, tenant_id: str, provider_id: str, actor: 
             outcome="success" if ok else "failure",
             tenant_id=tenant_id,
             actor=actor,
-            detail={"provider": provider_id},
+            detail={"provider": provider_id, **_step_codes(result)},
         )
     result["ok"] = ok
+    unavailable = [step for step in _STEPS if result[step].get("error") == "ehr_unavailable"]
+    if unavailable:  # the documented answer for an EHR that is down, with each step's result alongside
+        message = result[unavailable[0]]["message"]
+        raise ApiError("ehr_unavailable", f"the EHR is unavailable ({unavailable[0]}): {message}", **result)
     return result
+
+
+_STEPS = ("discovery", "patient_read")
+
+
+def _failed(exc: ce.EhrSyncError) -> dict[str, Any]:
+    """A failed step reports the documented API code (docs/TROUBLESHOOTING.md), not the connector's class code."""
+    api = api_error_from(exc)
+    return {"ok": False, "error": api.code, "message": api.message}
+
+
+def _step_codes(result: dict[str, Any]) -> dict[str, str]:
+    return {f"{step}_error": str(result[step]["error"]) for step in _STEPS if not result[step].get("ok")}
