@@ -1,0 +1,58 @@
+"""An unreachable EHR through Dagster (issue 10): the first landing step finds the host refusing connections
+and every other type's step fails at once with the same line naming the URL, instead of each retrying for
+minutes."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from dagster import DagsterEventType, DagsterInstance
+
+from connectors.budgets import forget_unreachable
+from pipelines.run import run_sync_now
+from pipelines.settings import PipelineSettings
+from tests.pipelines.sync.helpers import SyncWorld, connect_static, make_environment
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SyncWorld]:
+    with httpx.Client(timeout=30.0) as http:
+        made = make_environment(tmp_path / "state", http=http)
+        monkeypatch.setenv("INTEGRATIONS_TOKEN_ENC_KEY", base64.b64encode(made.cipher_key).decode())
+        monkeypatch.delenv("DAGSTER_HOME", raising=False)
+        yield made
+        made.env.db.dispose()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_ehr_fails_every_landing_step_within_seconds(tmp_path: Path, world: SyncWorld) -> None:
+    base = f"http://127.0.0.1:{_closed_port()}"
+    cid = connect_static(world, f"{base}/fhir", patient_id="p1")
+    settings = PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path / "state")})
+    started = time.monotonic()
+    with DagsterInstance.ephemeral() as instance:
+        try:
+            result = run_sync_now(cid, settings=settings, instance=instance)
+        finally:
+            forget_unreachable(base)
+        elapsed = time.monotonic() - started
+        assert not result.success
+        landing = [s for s in result.failed_steps if s.startswith("landing__")]
+        assert len(landing) > 5, result.failed_steps
+        failures = [
+            e.dagster_event.event_specific_data.error.to_string()  # type: ignore[union-attr]
+            for e in instance.all_logs(result.run_id, of_type=DagsterEventType.STEP_FAILURE)
+        ]
+    assert elapsed < 60, f"took {elapsed:.0f} s"  # before: every type retried a refused connection for ~30 s
+    assert failures and all(f"cannot reach the EHR at {base}" in message for message in failures), failures
