@@ -28,6 +28,7 @@ __all__ = [
     "forget_unreachable",
     "mark_unreachable",
     "rate_budget",
+    "shared_limiter",
     "spend_rate_budget",
     "step_budget",
     "step_deadline",
@@ -64,6 +65,17 @@ def env_number(name: str, default: float, *, minimum: float = 0.0) -> float:
     if not value > minimum or value != value or value == float("inf"):
         raise ConfigurationError(f"{name} must be a finite number greater than {minimum:g}, got {raw[:40]!r}")
     return value
+
+
+_limiters_lock = threading.Lock()
+_limiters: dict[tuple[str, int, float], RateLimiter] = {}
+
+
+def shared_limiter(key: str, capacity: int, per_seconds: float) -> RateLimiter:
+    """The process's one limiter for ``key`` (e.g. a FHIR base): every step and client of a run spends from it,
+    so a budget such as 240 calls/min is not granted afresh to each sync step."""
+    with _limiters_lock:
+        return _limiters.setdefault((key, capacity, per_seconds), RateLimiter(capacity, per_seconds))
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from auth_service.store import AppDatabase, TokenVault
 from auth_service.store.models import Connection, ProviderConfig
-from connectors.budgets import DEFAULT_STEP_BUDGET_S, env_number
+from connectors.budgets import DEFAULT_STEP_BUDGET_S, env_number, shared_limiter
 from connectors.bulk import BulkClient
 from connectors.errors import EhrSyncError, EhrUnreachableError, NeedsReauthError
 from connectors.fhir import FhirClient, RateLimiter, RetryPolicy
@@ -89,8 +89,8 @@ class SyncEnvironment:
         budget = conn.provider.rate_limit
         if budget is None or not self.rate_limits:
             return None
-        if conn.fhir_base not in self._limiters:
-            self._limiters[conn.fhir_base] = budget.make_limiter()
+        if conn.fhir_base not in self._limiters:  # one per process: a Dagster run builds an environment per step
+            self._limiters[conn.fhir_base] = shared_limiter(conn.fhir_base, budget.capacity, budget.window_s)
         return self._limiters[conn.fhir_base]
 
     def capabilities(self, conn: ConnectionInfo, client: FhirClient) -> dict[str, Any] | None:

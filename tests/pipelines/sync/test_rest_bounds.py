@@ -20,6 +20,7 @@ import pytest
 from connectors.budgets import forget_unreachable
 from connectors.http import RetryPolicy
 from pipelines.sync import cursors, sync_connection
+from pipelines.sync.environment import load_connection
 from sandbox import SandboxServer
 from tests.pipelines.sync.conftest import RequestLog
 from tests.pipelines.sync.helpers import (
@@ -186,3 +187,20 @@ def test_reference_search_that_stops_early_reads_the_missing_ones(
     reads = [u for u in request_log.paths("/fhir/Practitioner/")]
     assert len(reads) == practitioners.fetched - 1  # the first came with the search page, the rest by read
     assert cursors.queued_references(world.env.db, conn) == []
+
+
+def test_vendor_rate_budget_is_shared_by_every_step_of_the_process(
+    tmp_path: Path, start_sandbox: Any, http: httpx.Client
+) -> None:
+    """Dagster builds an environment per step: the vendor budget (generic: 5 calls/s) must not start afresh."""
+    sb = start_sandbox(patients=1)
+    first = _world(tmp_path, "a", http, rate_limits=True)
+    conn_id = connect_patient(first, sb, http=http)
+    conn = load_connection(first.env.db, conn_id)
+    with first.env.fhir_client(conn) as client:  # one step spends the whole bucket over the socket
+        for _ in range(5):
+            client.read("Patient", str(conn.patient_id))
+    second = make_environment(tmp_path / "b", http=http, rate_limits=True)  # the next step's environment
+    limiter = second.env.rate_limiter(conn)
+    assert limiter is not None and limiter is first.env.rate_limiter(conn)
+    assert limiter.acquire(conn.fhir_base) > 0  # the next call waits: the bucket was not refilled for the step
