@@ -17,7 +17,7 @@ __all__ = ["finish_sync_run"]
 
 logger = logging.getLogger(__name__)
 
-_CLOSED = ("completed", "failed")
+_CLOSED = ("completed", "failed", "abandoned")  # abandoned: closed by a later run of the connection
 
 
 def finish_sync_run(

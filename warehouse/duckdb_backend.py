@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
@@ -22,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from warehouse import _sql
-from warehouse._filelock import file_lock
+from warehouse._filelock import LOCK_LOG_EVERY_S, file_lock
 from warehouse.base import Cursor, Warehouse
 from warehouse.errors import (
     InvalidInputError,
@@ -31,7 +30,7 @@ from warehouse.errors import (
     WarehouseTargetError,
 )
 from warehouse.landed import LandedFile
-from warehouse.limits import LARGE_ROW_BYTES
+from warehouse.limits import LARGE_ROW_MEMORY_FACTOR, large_row_bytes, largest_row, memory_mib
 
 __all__ = ["DuckDBWarehouse"]
 
@@ -40,41 +39,6 @@ _ID_CHUNK = 50_000
 # BDX-24 within one file: the newest lastUpdated wins, then the later line.
 _WINNER_ORDER = "ORDER BY last_updated DESC NULLS LAST, file_row_number DESC"
 _MIB = 1024 * 1024
-_MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*((?:[KMGT]i?)?B?)", re.IGNORECASE)
-# Memory a merge needs per byte of its largest resource, above the configured limit: measured here, a 20 MB
-# resource needed more than 128 MB, and 40 and 64 MB ones fitted in 512 MB (the JSON cast parses the text).
-LARGE_ROW_MEMORY_FACTOR = 8
-
-
-def _large_row_bytes(group: pq.RowGroupMetaData) -> int | None:
-    """The size of the one large resource a row group holds, or None (landing isolates those, landing.py)."""
-    if group.num_rows == 1 and group.total_byte_size >= LARGE_ROW_BYTES:
-        return int(group.total_byte_size)
-    return None
-
-
-def _largest_row(meta: pq.FileMetaData, rows: tuple[int, int] | None) -> int | None:
-    """The largest isolated resource among the row groups of file rows ``[start, stop)`` (all when None)."""
-    largest: int | None = None
-    offset = 0
-    for index in range(meta.num_row_groups):
-        group = meta.row_group(index)
-        inside = rows is None or rows[0] <= offset < rows[1]
-        offset += group.num_rows
-        size = _large_row_bytes(group) if inside else None
-        if size is not None and (largest is None or size > largest):
-            largest = size
-    return largest
-
-
-def _mib(limit: str) -> int:
-    """``memory_limit`` text (``128MB``, ``1GiB``, ``512KB``) in MiB, rounded up."""
-    match = _MEMORY.fullmatch(limit.strip())
-    if match is None:
-        raise InvalidInputError(f"memory_limit {limit!r} is not a size such as '128MB' or '1GiB'")
-    number, unit = float(match.group(1)), match.group(2).upper().replace("I", "")
-    scale = {"": 1, "B": 1, "KB": 1024, "MB": _MIB, "GB": 1024 * _MIB, "TB": 1024 * 1024 * _MIB}[unit]
-    return max(1, -(-int(number * scale) // _MIB))
 
 
 class _DuckCursor:
@@ -115,12 +79,18 @@ class DuckDBWarehouse(Warehouse):
         threads: int = 2,
         upsert_chunk_rows: int = 50_000,
         upsert_chunk_bytes: int = 64 * 1024 * 1024,
+        lock_log_every_s: float = LOCK_LOG_EVERY_S,
+        owner: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.read_only = read_only
         self.lock_timeout_s = lock_timeout_s
+        # A waiting writer logs who holds the lock this often; ``owner`` (e.g. a run id) is written into the lock
+        # file while this instance holds it, so other writers' logs name it.
+        self.lock_log_every_s = lock_log_every_s
+        self.owner = owner
         self._config = {"memory_limit": memory_limit, "threads": str(threads)}
-        self._memory_limit_mib = _mib(memory_limit)
+        self._memory_limit_mib = memory_mib(memory_limit)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._closed = False
         self._held: duckdb.DuckDBPyConnection | None = None
@@ -137,7 +107,9 @@ class DuckDBWarehouse(Warehouse):
             self._create_schema(cur)
 
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
-        deadline = time.monotonic() + self.lock_timeout_s
+        started = time.monotonic()
+        deadline = started + self.lock_timeout_s
+        next_log = started + self.lock_log_every_s
         delay = 0.01
         while True:
             try:
@@ -152,8 +124,16 @@ class DuckDBWarehouse(Warehouse):
                     raise WarehouseLockTimeoutError(
                         f"DuckDB file {self.path.name} stayed locked by another process for {self.lock_timeout_s:.0f}s"
                     ) from exc
-                logger.debug("DuckDB file %s is locked by another process; retrying", self.path.name)
-                time.sleep(delay * (0.5 + random.random()))
+                now = time.monotonic()
+                if now >= next_log:  # a process outside ehrsync's lock file: an analyst's session, a CLI
+                    logger.info(
+                        "waiting %.0fs so far for DuckDB file %s: another process outside ehrsync holds it (%s)",
+                        now - started,
+                        self.path.name,
+                        exc,
+                    )
+                    next_log = now + self.lock_log_every_s
+                time.sleep(min(delay * (0.5 + random.random()), max(next_log - now, 0.01)))
                 delay = min(delay * 2, 1.0)
 
     def _check_open(self) -> None:
@@ -173,7 +153,13 @@ class DuckDBWarehouse(Warehouse):
             return
         if self.read_only:
             raise WarehouseTargetError(f"warehouse {self.path.name} was opened read-only")
-        with file_lock(self._lock_path, exclusive=True, timeout_s=self.lock_timeout_s):
+        with file_lock(
+            self._lock_path,
+            exclusive=True,
+            timeout_s=self.lock_timeout_s,
+            log_every_s=self.lock_log_every_s,
+            owner=self.owner,
+        ):
             self._held = self._connect(read_only=False)
             try:
                 yield
@@ -208,7 +194,9 @@ class DuckDBWarehouse(Warehouse):
         if self._held is not None:  # inside batch(): this process holds the only connection (and the lock)
             yield _DuckCursor(self._held)
             return
-        with file_lock(self._lock_path, exclusive=False, timeout_s=self.lock_timeout_s):
+        with file_lock(
+            self._lock_path, exclusive=False, timeout_s=self.lock_timeout_s, log_every_s=self.lock_log_every_s
+        ):
             conn = self._connect(read_only=True)
             try:
                 yield _DuckCursor(conn)
@@ -227,7 +215,7 @@ class DuckDBWarehouse(Warehouse):
         start = stop = size = 0
         for index in range(meta.num_row_groups):
             group = meta.row_group(index)
-            large = _large_row_bytes(group) is not None
+            large = large_row_bytes(group) is not None
             if stop > start and (
                 large
                 or stop - start + group.num_rows > self.upsert_chunk_rows
@@ -252,7 +240,7 @@ class DuckDBWarehouse(Warehouse):
         """A chunk holding one large resource merges under a memory limit sized for it (DuckDB's JSON cast and
         Parquet read hold several copies of one value: a 20 MB resource did not fit in 128 MB), then the
         configured limit is restored."""
-        largest = _largest_row(pq.ParquetFile(landed.path).metadata, rows)
+        largest = largest_row(pq.ParquetFile(landed.path).metadata, rows)
         if largest is None:
             return super()._upsert_chunk(landed, rows, first=first, last=last)
         with self.batch():

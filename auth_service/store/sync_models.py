@@ -28,7 +28,7 @@ class SyncRun(Base):
     connection_id: Mapped[str] = mapped_column(String(64), nullable=False)
     tenant_id: Mapped[str | None] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16), nullable=False)  # incremental | full | bulk
-    status: Mapped[str] = mapped_column(String(16), nullable=False)  # queued | running | completed | failed
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # queued|running|completed|failed|abandoned
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

@@ -38,7 +38,7 @@ from pipelines.resources import (
     WarehouseResource,
     sync_environment,
 )
-from pipelines.sync import run_bulk_export
+from pipelines.sync import hold_connection, run_bulk_export
 
 __all__ = [
     "BULK_EXPORT_JOB",
@@ -82,7 +82,10 @@ def bulk_export_asset(
     def progress(event: str, detail: dict[str, Any]) -> None:
         context.log.info("bulk export %s: %s %s", connection_id, event, detail)
 
-    with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
+    with (
+        sync_environment(app_db, landing, warehouse, ehr_http, policy) as env,
+        hold_connection(env, connection_id, context.run.run_id),  # one sync of a connection at a time
+    ):
         report = run_bulk_export(env, connection_id, context.run.run_id, progress=progress)
         files = output_file_counts(env.db, report.job_id) if report.job_id else []
     metadata = bulk_report_metadata(report)

@@ -37,7 +37,7 @@ from pipelines.resources import (
     WarehouseResource,
     sync_environment,
 )
-from pipelines.sync import PATIENT_TYPES, TypeReport, land_resource_type, upsert_resource_type
+from pipelines.sync import PATIENT_TYPES, TypeReport, hold_connection, land_resource_type, upsert_resource_type
 from warehouse import WarehouseError
 
 __all__ = [
@@ -136,7 +136,10 @@ def _build_landing(resource_type: str) -> AssetsDefinition:
         policy: SyncPolicyResource,
     ) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster needs the bare class with check specs
         connection_id = context.partition_key
-        with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
+        with (
+            sync_environment(app_db, landing, warehouse, ehr_http, policy) as env,
+            hold_connection(env, connection_id, context.run.run_id),  # one sync of a connection at a time
+        ):
             report = land_resource_type(env, connection_id, resource_type, context.run.run_id, full=config.full)
         raise_if_failed(report, "landing")
         context.log.info(
@@ -174,7 +177,10 @@ def _build_warehouse(resource_type: str) -> AssetsDefinition:
         ehr_http: EhrHttpResource,
     ) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster needs the bare class with check specs
         connection_id = context.partition_key
-        with sync_environment(app_db, landing, warehouse, ehr_http) as env:
+        with (
+            sync_environment(app_db, landing, warehouse, ehr_http) as env,
+            hold_connection(env, connection_id, context.run.run_id),
+        ):
             report = upsert_resource_type(env, connection_id, resource_type, context.run.run_id)
         raise_if_failed(report, "upsert")
         live, verdict = duplicate_check(warehouse, connection_id, resource_type)

@@ -16,6 +16,10 @@ The Dagster layer (``pipelines`` outside this package) calls only what ``__all__
   kick-off or resume, download, land, upsert, advance ``_since``; ``report.status`` says how it ended; group
   connections then export members added since the last export in full (BDX-15, ``bulk_members``)
 - ``runs``: ``create_run``, ``ensure_run``, ``mark_running``, ``complete``, ``fail``, ``history``, ``get``
+  (``complete`` closes older runs of the connection that a killed process left open as ``abandoned``)
+- ``hold_connection(env, connection_id, run_id)``: the per-connection lock every entry point for a connection
+  step holds (``ConnectionBusyError`` after ``EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS``); taking it removes what
+  killed runs of the connection left in the landing zone (``connection_lock``, ``residue``)
 
 Typed errors (``pipelines.sync.errors``) derive from ``connectors.errors.EhrSyncError``. The crash hook for
 tests is described in ``pipelines.sync.checkpoints``.
@@ -24,6 +28,7 @@ tests is described in ``pipelines.sync.checkpoints``.
 from pipelines.sync import runs
 from pipelines.sync.bulk import run_bulk_export
 from pipelines.sync.checkpoints import CRASH_ENV
+from pipelines.sync.connection_lock import ConnectionBusyError, hold_connection
 from pipelines.sync.connection_sync import PATIENT_TYPES, sync_connection, sync_references
 from pipelines.sync.deletes import reconcile_deletes
 from pipelines.sync.environment import ConnectionInfo, SyncEnvironment, load_connection
@@ -48,6 +53,7 @@ __all__ = [
     "REFERENCED_TYPES",
     "SCOPE_NOT_GRANTED",
     "BulkReport",
+    "ConnectionBusyError",
     "ConnectionInfo",
     "ConnectionNotFoundError",
     "ConnectionNotSyncableError",
@@ -59,6 +65,7 @@ __all__ = [
     "SyncRunRecord",
     "TypeReport",
     "UpsertReport",
+    "hold_connection",
     "land_resource_type",
     "load_connection",
     "reconcile_deletes",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable
 
 from auth_service.store.models import Connection
@@ -16,6 +17,7 @@ from auth_service.store.sync_models import utcnow
 from connectors.errors import EhrSyncError, EhrUnreachableError, FhirError, NeedsReauthError
 from connectors.fhir import SYNCED_RESOURCE_TYPES, patient_search_param
 from pipelines.sync import cursors, runs
+from pipelines.sync.connection_lock import hold_connection
 from pipelines.sync.environment import SyncEnvironment, load_connection
 from pipelines.sync.incremental import land_resource_type, upsert_resource_type
 from pipelines.sync.references import fetch_references
@@ -50,15 +52,31 @@ def sync_connection(
     """Land and upsert each type (then referenced resources), recording the run in ``sync_runs``.
 
     Returns the report in every case except a connection that cannot sync at all (ConnectionNotFoundError,
-    ConnectionNotSyncableError); ``report.needs_reauth`` says the grant is gone (the vault marked the connection).
+    ConnectionNotSyncableError) or that another sync holds (ConnectionBusyError, after a bounded wait);
+    ``report.needs_reauth`` says the grant is gone (the vault marked the connection).
     """
     started = time.monotonic()
     conn = load_connection(env.db, connection_id)
     kind = "full" if full else "incremental"
-    run_id = runs.create_run(env.db, connection_id, kind, tenant_id=conn.tenant_id)
-    runs.mark_running(env.db, run_id)
-    runs.abandon_stale(env.db, connection_id, keep=run_id)
-    report = SyncReport(run_id=run_id, connection_id=connection_id, kind=kind)
+    run_id = uuid.uuid4().hex
+    with hold_connection(env, connection_id, run_id):
+        runs.create_run(env.db, connection_id, kind, tenant_id=conn.tenant_id, run_id=run_id)
+        runs.mark_running(env.db, run_id)
+        report = SyncReport(run_id=run_id, connection_id=connection_id, kind=kind)
+        _sync_types(env, report, resource_types, full, progress)
+        report.duration_s = time.monotonic() - started
+        _finish(env, report)
+    return report
+
+
+def _sync_types(
+    env: SyncEnvironment,
+    report: SyncReport,
+    resource_types: Iterable[str] | None,
+    full: bool,
+    progress: Progress | None,
+) -> None:
+    connection_id, run_id = report.connection_id, report.run_id
     try:
         for rtype in resource_types or PATIENT_TYPES:
             type_report = _sync_type(env, connection_id, rtype, run_id, full)
@@ -73,9 +91,6 @@ def sync_connection(
     except EhrUnreachableError as exc:
         report.error = _describe(exc)
         _log.error("sync of %s stopped: %s", connection_id, exc)
-    report.duration_s = time.monotonic() - started
-    _finish(env, report)
-    return report
 
 
 def _sync_type(env: SyncEnvironment, connection_id: str, rtype: str, run_id: str, full: bool) -> TypeReport:
@@ -94,6 +109,11 @@ def sync_references(env: SyncEnvironment, connection_id: str, run_id: str) -> di
 
     Per-type failures come back in the reports (those references stay queued); NeedsReauthError propagates.
     """
+    with hold_connection(env, connection_id, run_id):
+        return _sync_references(env, connection_id, run_id)
+
+
+def _sync_references(env: SyncEnvironment, connection_id: str, run_id: str) -> dict[str, TypeReport]:
     queued = cursors.queued_references(env.db, connection_id)
     if not queued:
         return {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,8 +14,12 @@ from sqlalchemy.orm import Session
 from auth_service.store import AppDatabase
 from auth_service.store.sync_models import SyncRun, utcnow
 
+_log = logging.getLogger(__name__)
 KINDS = ("incremental", "full", "bulk")
-STATUSES = ("queued", "running", "completed", "failed")
+# abandoned: the run's process died (killed, OOM, lost host) before closing its row; a later run of the
+# connection that completed closed it.
+STATUSES = ("queued", "running", "completed", "failed", "abandoned")
+OPEN_STATUSES = ("queued", "running")
 
 
 class SyncRunNotFoundError(LookupError):
@@ -142,8 +147,10 @@ def _finish(db: AppDatabase, run_id: str, status: str, counts: dict[str, Any] | 
 
 
 def complete(db: AppDatabase, run_id: str, counts: dict[str, Any] | None = None, *, error: str | None = None) -> None:
-    """Mark the run completed; ``error`` may summarize types that failed while the run as a whole went on."""
+    """Mark the run completed; ``error`` may summarize types that failed while the run as a whole went on.
+    Runs of the same connection left open by a killed process before this one started are closed as abandoned."""
     _finish(db, run_id, "completed", counts, error)
+    abandon_stale(db, require(db, run_id).connection_id, keep=run_id)
 
 
 def fail(db: AppDatabase, run_id: str, error: str, counts: dict[str, Any] | None = None) -> None:
@@ -152,24 +159,31 @@ def fail(db: AppDatabase, run_id: str, error: str, counts: dict[str, Any] | None
 
 
 def abandon_stale(db: AppDatabase, connection_id: str, *, keep: str) -> int:
-    """Fail runs of this connection still ``running``/``queued`` (their process died); returns how many.
-
-    Called when a new run of the same connection starts, since Dagster never runs one partition twice at once.
-    """
+    """Close as ``abandoned`` the runs of this connection still open that began before run ``keep`` did; returns
+    how many. Called when ``keep`` completes: one run of a connection at a time (Dagster's limits and the
+    engine's connection lock), so an older run still open then is one whose process died. Rows queued after
+    ``keep`` started (a run waiting its turn) are left alone."""
     with db.locked_session() as session:
+        current = _load(session, keep)
+        began = current.started_at or current.created_at
         rows = session.scalars(
             select(SyncRun).where(
                 SyncRun.connection_id == connection_id,
-                SyncRun.status.in_(("running", "queued")),
+                SyncRun.status.in_(OPEN_STATUSES),
                 SyncRun.id != keep,
+                SyncRun.created_at < began,
             )
         ).all()
         now = utcnow()
         for row in rows:
-            row.status = "failed"
+            row.status = "abandoned"
             row.finished_at = now
-            row.error = f"abandoned: superseded by run {keep}"
+            if row.started_at is not None:
+                row.duration_s = (now - row.started_at).total_seconds()
+            row.error = f"abandoned: its process ended without closing it; run {keep} completed after it"
         session.commit()
+        if rows:
+            _log.info("closed %d abandoned run(s) of connection %s", len(rows), connection_id)
         return len(rows)
 
 

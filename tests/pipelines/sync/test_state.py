@@ -73,17 +73,19 @@ def test_run_history_lifecycle(db: AppDatabase):
         runs.mark_running(db, "missing")
 
 
-def test_abandon_stale_fails_only_other_unfinished_runs(db: AppDatabase):
+def test_abandon_stale_closes_only_older_open_runs_of_the_connection(db: AppDatabase):
     dead = runs.create_run(db, "c1", "incremental")
     runs.mark_running(db, dead)
     other_conn = runs.create_run(db, "c2", "incremental")
     runs.mark_running(db, other_conn)
     current = runs.create_run(db, "c1", "incremental")
     runs.mark_running(db, current)
+    waiting = runs.create_run(db, "c1", "incremental")  # queued after current started: waits its turn
     assert runs.abandon_stale(db, "c1", keep=current) == 1
-    assert runs.require(db, dead).status == "failed"
+    assert runs.require(db, dead).status == "abandoned"
     assert runs.require(db, current).status == "running"
     assert runs.require(db, other_conn).status == "running"
+    assert runs.require(db, waiting).status == "queued"
 
 
 def test_cursor_moves_only_on_advance_bdx27(db: AppDatabase):
