@@ -53,7 +53,7 @@ def check_warehouse_url(value: str) -> str:
     path = Path(value).expanduser()
     if path.is_dir():
         raise PipelineConfigurationError(f"WAREHOUSE_URL {value!r} is a folder, not a DuckDB file")
-    parent = next((p for p in (path.absolute(), *path.absolute().parents) if p.exists()), None)
+    parent = next((p for p in path.absolute().parents if p.exists()), None)  # the file itself may exist
     if parent is not None and not parent.is_dir():
         raise PipelineConfigurationError(f"WAREHOUSE_URL {value!r} lies under {str(parent)!r}, which is a file")
     return value
