@@ -376,3 +376,37 @@ class SearchIncompleteError(FhirError):
         self.received = received
         self.total = total
         self.reason = reason
+
+
+class BulkExportIncompleteError(BulkExportError):
+    """The manifest's ``error`` files report ``error``/``fatal`` outcomes: some types were not (fully) exported."""
+
+    code = "bulk_export_incomplete"
+
+    def __init__(self, message: str, types: Iterable[str]) -> None:
+        super().__init__(message)
+        self.types = sorted(set(types))
+
+
+class BulkStatusUnavailableError(BulkExportError):
+    """The status URL kept failing transiently (5xx, transport errors): the job stays resumable at that URL."""
+
+    code = "bulk_status_unavailable"
+
+
+class BulkFileTruncatedError(BulkExportError):
+    """A bulk file arrived cut short (no final newline, or fewer bytes than Content-Length) on every attempt."""
+
+    code = "bulk_file_truncated"
+
+
+class BulkFileTooLargeError(ContentTooLargeError):
+    """A bulk file is larger than EHRSYNC_BULK_MAX_FILE_BYTES: that file fails, the next run fetches it again."""
+
+    code = "bulk_file_too_large"
+
+
+class InsufficientDiskSpaceError(EhrSyncError):
+    """Free disk space under the landing zone fell below EHRSYNC_MIN_FREE_DISK_BYTES: downloads stop, resumable."""
+
+    code = "insufficient_disk_space"

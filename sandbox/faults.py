@@ -31,6 +31,7 @@ FaultKind = Literal[
     "bulk_wrong_count",
     "bulk_blank_line",
     "bulk_mixed_type",
+    "bulk_error_file",  # the next export lists a fatal OperationOutcome for resource_type and omits its output
     "search_no_next",  # a searchset page that has a next link loses it (and says the true total)
     "search_repeat_next",  # a searchset page reached by a next link links to itself again
     "trickle",  # the answer's body arrives one byte every delay_s seconds
@@ -54,6 +55,7 @@ class Fault(BaseModel):
     #: oauth_error: the OAuth error code to force (SAL-36); id_token: wrong_aud|expired|bad_signature|rotated_kid
     error: str = "temporarily_unavailable"
     error_description: str | None = None  # oauth_error: sent as `error_description` when given
+    resource_type: str = "Observation"  # bulk_error_file: the type whose export fails
 
     @model_validator(mode="after")
     def _id_token_variant(self) -> Fault:

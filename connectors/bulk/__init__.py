@@ -4,9 +4,17 @@ from connectors.bulk.client import BulkClient, BulkStatus, ExportLevel
 from connectors.bulk.manifest import BulkManifest, ManifestItem, parse_manifest
 from connectors.bulk.ndjson import NdjsonVerification, iter_ndjson_lines, verify_ndjson_file
 from connectors.bulk.parallel import FileOutcome, HostConcurrencyLimiter, download_items
-from connectors.bulk.special_files import DeletedRef, ErrorFileSummary, iter_deleted_refs, summarize_error_file
+from connectors.bulk.special_files import (
+    WHOLE_EXPORT,
+    DeletedRef,
+    ErrorFileSummary,
+    incomplete_types,
+    iter_deleted_refs,
+    summarize_error_file,
+)
 
 __all__ = [
+    "WHOLE_EXPORT",
     "BulkClient",
     "BulkManifest",
     "BulkStatus",
@@ -18,6 +26,7 @@ __all__ = [
     "ManifestItem",
     "NdjsonVerification",
     "download_items",
+    "incomplete_types",
     "iter_deleted_refs",
     "iter_ndjson_lines",
     "parse_manifest",

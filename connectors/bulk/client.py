@@ -13,6 +13,7 @@ from typing import Literal
 import httpx
 
 from connectors.bulk.manifest import BulkManifest
+from connectors.bulk.ndjson import truncation_of
 from connectors.bulk.wire import (
     BulkStatus,
     as_bulk_error,
@@ -24,12 +25,16 @@ from connectors.bulk.wire import (
 from connectors.errors import (
     BulkExportError,
     BulkFileExpiredError,
+    BulkFileTooLargeError,
+    BulkFileTruncatedError,
+    BulkStatusUnavailableError,
+    ContentTooLargeError,
     EhrSyncError,
     FhirError,
     FhirUnauthorizedError,
 )
 from connectors.fhir._session import FhirSession, TokenRule
-from connectors.fhir.download import stream_to_file
+from connectors.fhir.download import Downloaded, stream_to_file
 from connectors.http import (
     RateLimiter,
     RetryPolicy,
@@ -48,6 +53,8 @@ ExportLevel = Literal["system", "patient", "group"]
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _TYPE_RE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 NDJSON = "application/fhir+ndjson"
+#: How many times one file is fetched when it keeps arriving cut short.
+TRUNCATION_ATTEMPTS = 3
 
 
 class BulkClient:
@@ -185,7 +192,11 @@ class BulkClient:
         *,
         cancel_on_abandon: bool = True,
     ) -> BulkManifest:
-        """Poll until complete; past ``deadline_s`` (or on an invalid manifest) cancel the job and raise."""
+        """Poll until complete; past ``deadline_s`` (or on an invalid manifest) cancel the job and raise.
+
+        A streak of transient answers longer than the retry policy raises BulkStatusUnavailableError and
+        never cancels: the job is likely alive and the caller resumes it at the same URL later.
+        """
         policy = self.retry
         started = policy.monotonic()
         polls = throttles = transients = 0
@@ -207,9 +218,10 @@ class BulkClient:
                 delay = max(policy.delay_from_seconds(throttles - 1, status.retry_after), floor)
             elif status.transient:
                 transients += 1
-                if transients >= policy.max_attempts:
-                    raise BulkExportError(
-                        f"bulk status kept failing transiently ({transients} times)", url=redact_url(status_url)
+                if transients >= policy.max_attempts:  # the job may well be alive: resumable at the same URL
+                    raise BulkStatusUnavailableError(
+                        f"bulk status kept failing transiently ({transients} times); the next run polls it again",
+                        url=redact_url(status_url),
                     )
                 delay = policy.backoff_delay(transients - 1)
             else:
@@ -247,23 +259,60 @@ class BulkClient:
         with contextlib.suppress(EhrSyncError):
             self.cancel(status_url)
 
-    def download(self, item_url: str, dest: Path, requires_token: bool, *, max_bytes: int | None = None) -> Path:
+    def download(
+        self,
+        item_url: str,
+        dest: Path,
+        requires_token: bool,
+        *,
+        max_bytes: int | None = None,
+        min_free_bytes: int = 0,
+        attempts: int = TRUNCATION_ATTEMPTS,
+    ) -> Path:
         """Stream one file to a temp file beside ``dest`` and rename when complete (BDX-16..19).
 
         Bearer only when ``requires_token`` (and then only on the base's origin); gzip accepted; a retry
-        restarts the file; 404/410 raise BulkFileExpiredError (re-run from the same ``_since``).
+        restarts the file; 404/410 raise BulkFileExpiredError (re-run from the same ``_since``). A file that
+        arrives cut short (:func:`connectors.bulk.ndjson.truncation_of`) is fetched again, up to ``attempts``
+        times, then BulkFileTruncatedError; one over ``max_bytes`` raises BulkFileTooLargeError; less free
+        disk than ``min_free_bytes`` raises InsufficientDiskSpaceError. All three leave the file resumable.
         """
+        problem = ""
+        for attempt in range(max(1, attempts)):
+            if attempt:
+                self.retry.sleep(self.retry.backoff_delay(attempt - 1))
+            got = self._fetch(item_url, dest, requires_token, max_bytes, min_free_bytes)
+            cut = truncation_of(got.path, got.wire_bytes, got.declared_bytes)
+            if cut is None:
+                return got.path
+            problem = cut
+            got.path.unlink(missing_ok=True)
+            logger.warning("bulk file arrived truncated, fetching it again", extra={"url": redact_url(item_url)})
+        raise BulkFileTruncatedError(
+            f"bulk file {redact_url(item_url)} arrived truncated on each of {max(1, attempts)} attempts ({problem}); "
+            "the next run fetches it again",
+            url=redact_url(item_url),
+        )
+
+    def _fetch(
+        self, item_url: str, dest: Path, requires_token: bool, max_bytes: int | None, min_free_bytes: int
+    ) -> Downloaded:
         rule = TokenRule.REQUIRE_ORIGIN if requires_token else TokenRule.NEVER
         try:
-            result = self._session.request(
+            return self._session.request(
                 "GET",
                 item_url,
                 headers={"Accept": NDJSON, "Accept-Encoding": "gzip"},
                 token_rule=rule,
-                handler=lambda response: stream_to_file(response, dest, max_bytes),
+                handler=lambda response: stream_to_file(response, dest, max_bytes, min_free_bytes=min_free_bytes),
                 max_redirects=5,
                 url_guard=self._file_guard,
             )
+        except ContentTooLargeError as exc:
+            raise BulkFileTooLargeError(
+                f"bulk file {redact_url(item_url)} is larger than the {max_bytes}-byte limit per file "
+                "(EHRSYNC_BULK_MAX_FILE_BYTES); raise the limit and run again, the file is fetched then"
+            ) from exc
         except FhirError as exc:
             if exc.status in (404, 410):
                 raise BulkFileExpiredError(
@@ -275,4 +324,3 @@ class BulkClient:
             if isinstance(exc, FhirUnauthorizedError):
                 raise
             raise as_bulk_error("bulk file download failed", exc) from exc
-        return result.path

@@ -10,7 +10,7 @@ from typing import BinaryIO, cast
 
 import orjson
 
-__all__ = ["NdjsonVerification", "iter_ndjson_lines", "verify_ndjson_file"]
+__all__ = ["NdjsonVerification", "iter_ndjson_lines", "truncation_of", "verify_ndjson_file"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _MAX_PROBLEMS = 20
@@ -83,3 +83,47 @@ def verify_ndjson_file(path: Path, expected_type: str, expected_count: int | Non
     if expected_count is not None and expected_count != lines:
         problems.append(f"manifest count {expected_count}, file has {lines} resources")
     return NdjsonVerification(path, expected_type, expected_count, lines, invalid, wrong, blank, problems)
+
+
+def _last_line(path: Path, size: int, block: int = 64 * 1024) -> bytes:
+    """The bytes after the file's last newline (read backwards, block by block)."""
+    with path.open("rb") as handle:
+        tail = b""
+        position = size
+        while position > 0:
+            step = min(block, position)
+            position -= step
+            handle.seek(position)
+            tail = handle.read(step) + tail
+            cut = tail.rfind(b"\n")
+            if cut >= 0:
+                return tail[cut + 1 :]
+        return tail
+
+
+def truncation_of(path: Path, wire_bytes: int, declared_bytes: int | None) -> str | None:
+    """Why a downloaded NDJSON file looks cut short, or ``None`` when it looks whole.
+
+    Cut short: fewer (or more) bytes arrived than the ``Content-Length`` announced, or the last line has no
+    newline and is not a complete JSON value (a server that merely omits the final newline is tolerated).
+    A gzip file stored as is (no ``Content-Encoding``) is checked by the byte count only.
+    """
+    if declared_bytes is not None and wire_bytes != declared_bytes:
+        return f"{wire_bytes} bytes arrived of the {declared_bytes} its Content-Length announced"
+    size = path.stat().st_size
+    if size == 0:
+        return None
+    with path.open("rb") as probe:
+        if probe.read(2) == _GZIP_MAGIC:
+            return None
+        probe.seek(size - 1)
+        if probe.read(1) == b"\n":
+            return None
+    last = _last_line(path, size).rstrip(b"\r")
+    if not last.strip():
+        return None
+    try:
+        orjson.loads(last)
+    except orjson.JSONDecodeError:
+        return "its last line stops without a newline, in the middle of a resource"
+    return None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -14,7 +16,14 @@ from connectors.bulk.ndjson import iter_ndjson_lines
 from connectors.errors import BulkExportError
 from connectors.http import parse_instant
 
-__all__ = ["DeletedRef", "ErrorFileSummary", "iter_deleted_refs", "summarize_error_file"]
+__all__ = [
+    "WHOLE_EXPORT",
+    "DeletedRef",
+    "ErrorFileSummary",
+    "incomplete_types",
+    "iter_deleted_refs",
+    "summarize_error_file",
+]
 
 
 @dataclass(frozen=True)
@@ -79,3 +88,47 @@ def summarize_error_file(path: Path) -> ErrorFileSummary:
                 severities[str(issue.get("severity", "error"))] += 1
                 codes[str(issue.get("code", "unknown"))] += 1
     return ErrorFileSummary(outcomes, dict(severities), dict(codes))
+
+
+#: What ``incomplete_types`` answers when a failure names no resource type: the whole export is incomplete.
+WHOLE_EXPORT = "*"
+_FAILING = frozenset({"error", "fatal"})
+_WORD_RE = re.compile(r"[A-Z][A-Za-z]{1,63}")
+
+
+def _texts(issue: dict[str, Any]) -> Iterator[str]:
+    """The issue's fields that may name a resource type: expression/location first, then details, diagnostics."""
+    for key in ("expression", "location"):
+        values = issue.get(key)
+        if isinstance(values, list):
+            yield from (v for v in values if isinstance(v, str))
+    details = issue.get("details")
+    if isinstance(details, dict):
+        if isinstance(details.get("text"), str):
+            yield details["text"]
+        for coding in details.get("coding") or []:
+            if isinstance(coding, dict):
+                yield from (str(coding[k]) for k in ("code", "display") if isinstance(coding.get(k), str))
+    if isinstance(issue.get("diagnostics"), str):
+        yield issue["diagnostics"]
+
+
+def incomplete_types(line: object, item_type: str, candidates: Collection[str]) -> set[str]:
+    """The resource types an ``error``-file line says were not (fully) exported; empty when it reports no failure.
+
+    A line that is not an OperationOutcome is attributed to the manifest item's ``type`` (when that names a type
+    other than OperationOutcome). An ``error``/``fatal`` issue is attributed to the ``candidates`` (the export's
+    types) its expression, location, details or diagnostics name; one that names none yields ``{WHOLE_EXPORT}``.
+    ``information``/``warning`` issues are metadata and yield nothing.
+    """
+    if not isinstance(line, dict) or line.get("resourceType") != "OperationOutcome":
+        if item_type and item_type != "OperationOutcome":
+            return {item_type}
+        return {WHOLE_EXPORT}
+    found: set[str] = set()
+    for issue in line.get("issue") or []:
+        if not isinstance(issue, dict) or str(issue.get("severity", "error")) not in _FAILING:
+            continue
+        named = {w for text in _texts(issue) for w in _WORD_RE.findall(text) if w in candidates}
+        found |= named or {WHOLE_EXPORT}
+    return found

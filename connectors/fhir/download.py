@@ -9,36 +9,62 @@ import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from connectors.errors import ContentTooLargeError
+from connectors.errors import ContentTooLargeError, InsufficientDiskSpaceError
 from connectors.http import redact_url
 
-__all__ = ["CHUNK_SIZE", "Downloaded", "stream_to_file"]
+__all__ = ["CHUNK_SIZE", "Downloaded", "check_free_disk", "stream_to_file"]
 
 logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 64 * 1024
 
 
+#: How often (in written bytes) a download re-checks the free disk space it must leave.
+DISK_CHECK_EVERY = 16 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Downloaded:
-    """A completed download: final path, decoded size in bytes, the server's Content-Type, hex sha256."""
+    """A completed download: final path, decoded size in bytes, the server's Content-Type, hex sha256.
+
+    ``wire_bytes`` is what arrived on the wire (before any gzip decoding) and ``declared_bytes`` the
+    Content-Length the server announced, so a caller can tell a body that stopped short.
+    """
 
     path: Path
     size: int
     content_type: str | None
     sha256: str
+    wire_bytes: int = 0
+    declared_bytes: int | None = None
 
 
-def stream_to_file(response: httpx.Response, dest: Path, max_bytes: int | None) -> Downloaded:
+def check_free_disk(folder: Path, reserve: int, what: str) -> None:
+    """Raise InsufficientDiskSpaceError when less than ``reserve`` bytes are free where ``folder`` lives."""
+    if reserve <= 0:
+        return
+    free = shutil.disk_usage(folder).free
+    if free < reserve:
+        raise InsufficientDiskSpaceError(
+            f"{what}: only {free} bytes free under {folder}, below the {reserve}-byte reserve "
+            "(EHRSYNC_MIN_FREE_DISK_BYTES); free some space and run again, the download resumes"
+        )
+
+
+def stream_to_file(
+    response: httpx.Response, dest: Path, max_bytes: int | None, *, min_free_bytes: int = 0
+) -> Downloaded:
     """Write the (decoded, e.g. gunzipped) body to ``dest``; raise ContentTooLargeError past ``max_bytes``.
 
-    The cap applies to decoded bytes, so a small gzip body cannot expand without bound on disk.
+    The cap applies to decoded bytes, so a small gzip body cannot expand without bound on disk. With
+    ``min_free_bytes``, the free disk space is checked before and while writing (InsufficientDiskSpaceError).
     """
     url = redact_url(str(response.url))
     declared = response.headers.get("Content-Length")
@@ -46,8 +72,9 @@ def stream_to_file(response: httpx.Response, dest: Path, max_bytes: int | None) 
     if max_bytes is not None and plain and declared and declared.isdigit() and int(declared) > max_bytes:
         raise ContentTooLargeError(f"{url}: Content-Length {declared} exceeds the {max_bytes}-byte cap")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    check_free_disk(dest.parent, min_free_bytes, url)
     digest = hashlib.sha256()
-    size = 0
+    size = checked = 0
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
@@ -56,6 +83,9 @@ def stream_to_file(response: httpx.Response, dest: Path, max_bytes: int | None) 
                 size += len(chunk)
                 if max_bytes is not None and size > max_bytes:
                     raise ContentTooLargeError(f"{url}: body exceeds the {max_bytes}-byte cap")
+                if size - checked >= DISK_CHECK_EVERY:
+                    checked = size
+                    check_free_disk(dest.parent, min_free_bytes, url)
                 digest.update(chunk)
                 out.write(chunk)
             out.flush()
@@ -66,4 +96,9 @@ def stream_to_file(response: httpx.Response, dest: Path, max_bytes: int | None) 
             tmp.unlink()
         raise
     logger.debug("downloaded", extra={"url": url, "bytes": size})
-    return Downloaded(dest, size, response.headers.get("Content-Type"), digest.hexdigest())
+    announced = int(declared) if declared and declared.isdigit() else None
+    if response.num_bytes_downloaded == 0 and size > 0:  # a body read before streaming: no wire count to compare
+        announced = None
+    return Downloaded(
+        dest, size, response.headers.get("Content-Type"), digest.hexdigest(), response.num_bytes_downloaded, announced
+    )

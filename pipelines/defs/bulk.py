@@ -39,10 +39,12 @@ from pipelines.resources import (
     sync_environment,
 )
 from pipelines.sync import hold_connection, run_bulk_export
+from pipelines.sync.reports import BulkReport
 
 __all__ = [
     "BULK_EXPORT_JOB",
     "BULK_GROUP",
+    "COMPLETE_CHECK",
     "MANIFEST_CHECK",
     "QUARANTINE_CHECK",
     "bulk_export_asset",
@@ -54,6 +56,7 @@ BULK_GROUP = "bulk"
 BULK_EXPORT_JOB = "bulk_export"
 MANIFEST_CHECK = "manifest_line_counts_match"
 QUARANTINE_CHECK = "quarantine_within_threshold"
+COMPLETE_CHECK = "export_complete"
 BULK_EXPORT_KEY = AssetKey([BULK_GROUP, "export"])
 
 
@@ -67,6 +70,12 @@ BULK_EXPORT_KEY = AssetKey([BULK_GROUP, "export"])
         AssetCheckSpec(MANIFEST_CHECK, asset=BULK_EXPORT_KEY, description="BDX-20: file lines equal manifest count."),
         AssetCheckSpec(QUARANTINE_CHECK, asset=BULK_EXPORT_KEY, description="Quarantined lines within threshold."),
         AssetCheckSpec(DUPLICATE_CHECK, asset=BULK_EXPORT_KEY, description="Every stored row has its own key."),
+        AssetCheckSpec(
+            COMPLETE_CHECK,
+            asset=BULK_EXPORT_KEY,
+            description="BDX-22: no error file reports a failed type (else _since is held and the run fails).",
+            blocking=True,
+        ),
     ],
 )
 def bulk_export_asset(
@@ -89,7 +98,7 @@ def bulk_export_asset(
         report = run_bulk_export(env, connection_id, context.run.run_id, progress=progress)
         files = output_file_counts(env.db, report.job_id) if report.job_id else []
     metadata = bulk_report_metadata(report)
-    if report.status != "completed":
+    if report.status not in ("completed", "partial"):
         raise Failure(description=f"bulk export of {connection_id} failed: {report.error}", metadata=metadata)
     manifest = manifest_counts_verdict(files)
     if report.count_mismatches:  # the engine's own comparison (files of a resumed run included)
@@ -105,7 +114,19 @@ def bulk_export_asset(
             check_result(MANIFEST_CHECK, manifest),
             check_result(QUARANTINE_CHECK, quarantine_verdict(fetched, quarantined, policy.quarantine_max_ratio)),
             check_result(DUPLICATE_CHECK, duplicates),
+            check_result(COMPLETE_CHECK, complete_verdict(report)),
         ],
+    )
+
+
+def complete_verdict(report: BulkReport) -> CheckVerdict:
+    """Fails (blocking, so the run fails too) when error files report types that were not exported."""
+    if not report.incomplete_types:
+        return CheckVerdict(True, "no error file reports a failed type", {})
+    return CheckVerdict(
+        False,
+        f"export incomplete for {', '.join(report.incomplete_types)}: {report.error}",
+        {"incomplete_types": MetadataValue.json(report.incomplete_types)},
     )
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from connectors.bulk import BulkClient, BulkManifest, BulkStatus, ExportLevel
-from connectors.errors import BulkExportError, EhrSyncError
+from connectors.bulk import WHOLE_EXPORT, BulkClient, BulkManifest, BulkStatus, ExportLevel
+from connectors.errors import BulkExportError, BulkExportIncompleteError, BulkStatusUnavailableError, EhrSyncError
 from connectors.providers import BulkSupport
 from pipelines.sync import bulk_members, bulk_state, cursors, runs
 from pipelines.sync.bulk_files import ExportExpiredError, process_files
@@ -52,8 +52,9 @@ def run_bulk_export(
 ) -> BulkReport:
     """Run (or resume) the connection's export of ``types`` (all when ``None``) and land it.
 
-    Returns the report; ``report.status`` is ``completed`` or ``failed`` (with ``error``). A failed run keeps
-    its job and file state, so the next call resumes it. Only ConnectionNotFoundError /
+    Returns the report; ``report.status`` is ``completed``, ``partial`` (the manifest's error files report
+    failed types: ``report.incomplete_types``, ``_since`` held) or ``failed`` (with ``error``). A failed run
+    keeps its job and file state, so the next call resumes it. Only ConnectionNotFoundError /
     ConnectionNotSyncableError (nothing could start) raise.
     """
     started = time.monotonic()
@@ -72,11 +73,20 @@ def run_bulk_export(
 
     try:
         main = run(spec, report, None, None)
+        if report.incomplete_types:
+            raise _incomplete(report.incomplete_types)
         # BDX-15: only after an incremental export; a first (full) export already has every member's data
         if group_id is not None and env.bulk_membership_check and main.since_used is not None:
             bulk_members.check_membership(env, conn, client, run_id, group_id, type_list, report, run)
+        if report.incomplete_types:
+            raise _incomplete(report.incomplete_types)
         report.status = "completed"
         runs.complete(env.db, run_id, _run_counts(report))
+    except BulkExportIncompleteError as exc:
+        report.status = "partial"  # what arrived is merged; the mark is held so the next run asks again
+        report.error = f"{exc.code}: {exc}"
+        _log.warning("bulk export of %s incomplete: %s", connection_id, report.error)
+        runs.fail(env.db, run_id, report.error, _run_counts(report))
     except (EhrSyncError, WarehouseError, OSError) as exc:
         report.status = "failed"
         report.error = f"{getattr(exc, 'code', type(exc).__name__)}: {exc}"
@@ -86,6 +96,15 @@ def run_bulk_export(
         client.close()
         report.duration_s = time.monotonic() - started
     return report
+
+
+def _incomplete(types: list[str]) -> BulkExportIncompleteError:
+    named = ", ".join("all types (a failure named none)" if t == WHOLE_EXPORT else t for t in types)
+    return BulkExportIncompleteError(
+        f"the export's error files report failures for {named}; what arrived was merged, _since was not advanced, "
+        "so the next run exports them again",
+        types,
+    )
 
 
 def _cancel_quietly(client: BulkClient, job: JobView) -> None:
@@ -104,6 +123,7 @@ def _run_counts(report: BulkReport) -> dict[str, Any]:
         "error_files": report.error_files,
         "error_outcomes": report.error_outcomes,
         "failed_files": report.failed_files,
+        "incomplete_types": report.incomplete_types,
         "reruns": report.reruns,
         "resumed": report.resumed,
         "count_mismatches": len(report.count_mismatches),
@@ -218,12 +238,17 @@ def _await_manifest(
             progress("bulk.polling", {"job_id": job.id, "progress": status.progress})
 
     try:
-        manifest = client.wait(job.status_url, deadline_s=env.bulk_deadline_s, on_progress=on_progress)
+        manifest = client.wait(
+            job.status_url, deadline_s=_deadline_left(env, job), on_progress=on_progress, cancel_on_abandon=False
+        )
+    except BulkStatusUnavailableError:
+        raise  # a polling hiccup, however long: the job stays ``polling`` and the next run polls the same URL
     except BulkExportError as exc:
         if exc.status in (404, 410):
             bulk_state.set_job_status(env.db, job.id, "abandoned", "status URL gone")
             return None
         bulk_state.set_job_status(env.db, job.id, "failed", str(exc))
+        _cancel_quietly(client, job)  # BDX-11: an abandoned job (deadline, invalid manifest, failed) is deleted
         raise
     files = [
         bulk_state.ManifestFile(kind, item.type, item.url, item.count)
@@ -240,6 +265,14 @@ def _await_manifest(
     )
     checkpoint("bulk.manifest_saved")
     return bulk_state.find_job(env.db, job.id)
+
+
+def _deadline_left(env: SyncEnvironment, job: JobView) -> float:
+    """The job's deadline counts from its kick-off, across runs that resume it (BDX-10)."""
+    if job.requested_at is None:
+        return env.bulk_deadline_s
+    elapsed = (datetime.now(UTC) - job.requested_at.astimezone(UTC)).total_seconds()
+    return max(0.0, env.bulk_deadline_s - max(0.0, elapsed))
 
 
 def _manifest_json(m: BulkManifest) -> dict[str, Any]:
@@ -267,17 +300,23 @@ def _complete(
     on_complete: OnComplete | None,
 ) -> None:
     """Advance ``_since`` to the export's transactionTime in the commit that marks the job complete (BDX-14);
-    a full follow-up export (BDX-15) leaves the marks alone and commits its ``on_complete`` state instead."""
+    a full follow-up export (BDX-15) leaves the marks alone and commits its ``on_complete`` state instead.
+
+    When the job's ``error`` files report failed types (BDX-22), the job ends ``incomplete`` and the mark is
+    held: what did arrive is merged, and the next export asks again from the old ``_since``.
+    """
+    missed = bulk_state.incomplete_types(env.db, job.id)
+    report.incomplete_types = sorted(set(report.incomplete_types) | set(missed))
     with env.db.session() as session:
         row = bulk_state.job_row(session, job.id)
-        row.status = "completed"
-        row.error = None
-        if spec.incremental:
+        row.status = "incomplete" if missed else "completed"
+        row.error = f"error files report failures for: {', '.join(missed)}" if missed else None
+        if spec.incremental and not missed:
             cursors.advance(session, connection_id, spec.stream, spec.key, run_id, job.transaction_time)
         if on_complete is not None:
             on_complete(session)
         session.commit()
-    if spec.incremental:
+    if spec.incremental and not missed:
         for type_report in report.types.values():
             type_report.high_water_mark = job.transaction_time
     checkpoint("bulk.completed")

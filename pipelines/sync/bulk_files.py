@@ -21,8 +21,9 @@ from typing import Any
 
 import orjson
 
-from connectors.bulk import BulkClient, HostConcurrencyLimiter, iter_ndjson_lines
+from connectors.bulk import BulkClient, HostConcurrencyLimiter, incomplete_types, iter_ndjson_lines
 from connectors.errors import BulkExportError, BulkFileExpiredError, EhrSyncError, NeedsReauthError
+from connectors.fhir.resource_types import SYNCED_RESOURCE_TYPES
 from connectors.http import parse_instant
 from pipelines.sync import bulk_state
 from pipelines.sync.checkpoints import checkpoint
@@ -63,7 +64,9 @@ def fetch_file(
     dest = tmp_dir / f"{f.id}.ndjson"
     requires_token = job.requires_access_token if job.requires_access_token is not None else True
     with HOSTS.slot(f.url):
-        path = client.download(f.url, dest, requires_token)
+        path = client.download(
+            f.url, dest, requires_token, max_bytes=env.bulk_max_file_bytes, min_free_bytes=env.min_free_disk_bytes
+        )
     if f.kind != "output":
         return FetchedFile(path=path)
     try:
@@ -230,7 +233,7 @@ def process_files(
                             except NeedsReauthError:
                                 raise
                             except (EhrSyncError, WarehouseError, OSError) as exc:
-                                failures.append(f"{f.resource_type}: {exc}")
+                                failures.append(f"{f.resource_type}: {getattr(exc, 'code', type(exc).__name__)}: {exc}")
                                 bulk_state.update_file(env.db, f.id, attempts=f.attempts + 1, error=str(exc)[:2000])
                                 continue
                             _apply(env, conn, wh, job, f, fetched, run_id, report, turn)
@@ -269,7 +272,10 @@ def _apply(
     elif fetched.path is not None and f.kind == "error":
         turn.take()
         unusable: list[int] = []
-        counts = wh.record_errors(conn.id, run_id, f.url, outcome_lines(fetched.path, unusable))
+        missed: set[str] = set()
+        candidates = _export_types(env, job)
+        lines = _noting_failures(outcome_lines(fetched.path, unusable), f.resource_type, candidates, missed)
+        counts = wh.record_errors(conn.id, run_id, f.url, lines)
         fetched.path.unlink(missing_ok=True)
         if unusable:
             report.type_report("OperationOutcome").quarantined += len(unusable)
@@ -277,7 +283,8 @@ def _apply(
         report.error_outcomes += counts.outcomes
         for severity, n in counts.issues.items():
             report.error_issues[severity] = report.error_issues.get(severity, 0) + n
-        bulk_state.update_file(env.db, f.id, state="done", rows=counts.outcomes)
+        note = bulk_state.INCOMPLETE_PREFIX + ",".join(sorted(missed)) if missed else None
+        bulk_state.update_file(env.db, f.id, state="done", rows=counts.outcomes, error=note)
     elif fetched.path is not None and f.kind == "deleted":
         turn.take()
         assert job.transaction_time is not None
@@ -288,6 +295,21 @@ def _apply(
         if bad:
             report.type_report("Bundle").quarantined += bad
         bulk_state.update_file(env.db, f.id, state="done", rows=sum(deleted.values()), quarantined=bad)
+
+
+def _export_types(env: SyncEnvironment, job: bulk_state.JobView) -> set[str]:
+    """Types an error outcome may name: those requested, those the manifest lists, and those ehrsync syncs."""
+    listed = {f.resource_type for f in bulk_state.all_files(env.db, job.id) if f.kind == "output"}
+    return set(job.types) | listed | set(SYNCED_RESOURCE_TYPES)
+
+
+def _noting_failures(
+    lines: Iterator[dict[str, Any]], item_type: str, candidates: set[str], missed: set[str]
+) -> Iterator[dict[str, Any]]:
+    """Pass the error file's outcomes through, adding the types their ``error``/``fatal`` issues name to ``missed``."""
+    for line in lines:
+        missed.update(incomplete_types(line, item_type, candidates))
+        yield line
 
 
 def _upsert_output(

@@ -155,7 +155,13 @@ def read_patient_ids(env: SyncEnvironment, client: BulkClient, job: bulk_state.J
             if f.kind != "output" or f.resource_type != "Patient":
                 continue
             try:
-                path = client.download(f.url, tmp_dir / f"{f.id}.ndjson", requires_token)
+                path = client.download(
+                    f.url,
+                    tmp_dir / f"{f.id}.ndjson",
+                    requires_token,
+                    max_bytes=env.bulk_max_file_bytes,
+                    min_free_bytes=env.min_free_disk_bytes,
+                )
             except BulkFileExpiredError as exc:
                 raise ExportExpiredError(f"member id file expired: {exc}") from exc
             for line in iter_ndjson_lines(path):

@@ -34,6 +34,7 @@ class JobView:
     transaction_time: datetime | None
     requires_access_token: bool | None
     params: dict[str, Any] | None = None  # the kick-off parameters as recorded (``patient`` refs for BDX-15)
+    requested_at: datetime | None = None  # when the kick-off was accepted (the job's deadline counts from it)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class FileView:
     state: str
     landed_path: str | None
     attempts: int
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ def _job_view(row: BulkJob) -> JobView:
         transaction_time=row.transaction_time,
         requires_access_token=row.requires_access_token,
         params=dict(row.params) if row.params else None,
+        requested_at=row.requested_at,
     )
 
 
@@ -84,6 +87,7 @@ def _file_view(row: BulkJobFile) -> FileView:
         state=row.state,
         landed_path=row.landed_path,
         attempts=row.attempts,
+        error=row.error,
     )
 
 
@@ -237,3 +241,16 @@ def job_row(session: Session, job_id: str) -> BulkJob:
     if row is None:
         raise LookupError(f"bulk job {job_id} vanished")
     return row
+
+
+#: An ``error`` file row whose outcomes report failures keeps the types it names in its ``error`` column.
+INCOMPLETE_PREFIX = "incomplete types: "
+
+
+def incomplete_types(db: AppDatabase, job_id: str) -> list[str]:
+    """Resource types the job's ``error`` files say were not (fully) exported (``*``: not attributable)."""
+    found: set[str] = set()
+    for f in all_files(db, job_id):
+        if f.kind == "error" and f.error and f.error.startswith(INCOMPLETE_PREFIX):
+            found.update(t for t in f.error[len(INCOMPLETE_PREFIX) :].split(",") if t)
+    return sorted(found)

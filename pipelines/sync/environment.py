@@ -26,6 +26,8 @@ from pipelines.sync.errors import ConnectionNotFoundError, ConnectionNotSyncable
 from warehouse import AttachmentStore, LandingZone, Warehouse, open_warehouse
 
 _log = logging.getLogger(__name__)
+DEFAULT_BULK_MAX_FILE_BYTES = 10 * 1024**3  # 10 GiB per bulk file (EHRSYNC_BULK_MAX_FILE_BYTES)
+DEFAULT_MIN_FREE_DISK_BYTES = 1024**3  # downloads stop while less than 1 GiB is free (EHRSYNC_MIN_FREE_DISK_BYTES)
 DEFAULT_ATTACHMENT_TYPES = (
     "text/",
     "image/",
@@ -63,6 +65,13 @@ class SyncEnvironment:
     bulk_idle_release_s: float = 5.0
     bulk_deadline_s: float = 86400.0
     bulk_max_reruns: int = 2
+    # One bulk file larger than this fails (resumable once raised); a download keeps this much disk free.
+    bulk_max_file_bytes: int = field(
+        default_factory=lambda: int(env_number("EHRSYNC_BULK_MAX_FILE_BYTES", DEFAULT_BULK_MAX_FILE_BYTES))
+    )
+    min_free_disk_bytes: int = field(
+        default_factory=lambda: int(env_number("EHRSYNC_MIN_FREE_DISK_BYTES", DEFAULT_MIN_FREE_DISK_BYTES, minimum=-1))
+    )
     # BDX-15: after a group's `_since` export, diff its member ids and export new members' full records.
     bulk_membership_check: bool = True
     rate_limits: bool = True  # the vendor's call budget; False only for a local sandbox

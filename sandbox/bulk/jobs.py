@@ -37,6 +37,7 @@ class Job:
     transaction_time: str
     requires_token: bool
     folder: Path
+    failed_types: list[str] = field(default_factory=list)  # fault bulk_error_file: exported as a fatal error
     status: Status = "running"
     progress: str = "queued"
     files: list[tuple[str, str, int]] = field(default_factory=list)
@@ -107,6 +108,8 @@ def _write_extras(job: Job, store: DataStore) -> None:
                 issue = {"severity": "warning", "code": "not-supported", "diagnostics": w}
                 fh.write(orjson.dumps({"resourceType": "OperationOutcome", "issue": [issue]}) + b"\n")
         job.error_files = [("OperationOutcome", "errors_1", len(req.warnings))]
+    if job.failed_types:
+        _fail_types(job)
     if req.since is None:
         return
     scope = None if job.patients is None else set(job.patients)
@@ -123,6 +126,20 @@ def _write_extras(job: Job, store: DataStore) -> None:
             }
             fh.write(orjson.dumps(bundle) + b"\n")
     job.deleted_files = [("Bundle", "deleted_1", len(gone))]
+
+
+def _fail_types(job: Job) -> None:
+    """Fault ``bulk_error_file``: drop the failed types' output and report each in a fatal OperationOutcome, as
+    a server does when one type's export breaks (BDX-13: partial success is a 200 with ``error`` files)."""
+    failed = set(job.failed_types)
+    for _rtype, name, _count in [f for f in job.files if f[0] in failed]:
+        (job.folder / f"{name}.ndjson").unlink(missing_ok=True)
+    job.files = [f for f in job.files if f[0] not in failed]
+    with (job.folder / "errors_fault.ndjson").open("wb") as fh:
+        for rtype in job.failed_types:
+            issue = {"severity": "fatal", "code": "exception", "diagnostics": f"failed to export {rtype}: disk error"}
+            fh.write(orjson.dumps({"resourceType": "OperationOutcome", "issue": [issue]}) + b"\n")
+    job.error_files.append(("OperationOutcome", "errors_fault", len(job.failed_types)))
 
 
 class TooManyJobs(Exception):

@@ -77,6 +77,7 @@ async def _kickoff(request: Request, level: Level, group_id: str | None) -> Resp
     if req.patients is not None:
         patients = sorted(set(req.patients))
     types, perms = _permissions(rec, req.types, level)
+    failing = st.faults.take(request.url.path, frozenset({"bulk_error_file"}))
     try:
         job = st.bulk.start(
             st.settings,
@@ -88,6 +89,7 @@ async def _kickoff(request: Request, level: Level, group_id: str | None) -> Resp
             patients=patients,
             transaction_time=_instant(st),
             requires_token=st.settings.requires_access_token,
+            failed_types=[failing.resource_type] if failing is not None else [],
         )
     except TooManyJobs:
         retry = _retry_after(st, max(1, st.settings.bulk_retry_after_s))

@@ -15,7 +15,7 @@ from connectors.bulk import (
     iter_deleted_refs,
     verify_ndjson_file,
 )
-from connectors.errors import BulkExportError, BulkFileExpiredError
+from connectors.errors import BulkExportError, BulkFileExpiredError, BulkFileTruncatedError
 from connectors.fhir import FhirClient
 from connectors.tokens import MintingTokenSource
 from sandbox import SandboxServer
@@ -120,9 +120,16 @@ def test_bdx19_expired_file_and_bdx20_bad_files(harness: Harness, ehr: SandboxSe
     check = verify_ndjson_file(mixed, "Patient", item.count)
     assert not check.ok and check.wrong_type == 1
 
+    # BDX-20 / issue 10: a file cut mid-line is fetched again, not kept (its last line would be quarantined)
     ehr.admin.set_fault("bulk_truncated", path="/bulk/files/", times=1)
-    truncated = harness.bulk.download(item.url, tmp_path / "cut.ndjson", requires_token=True)
-    assert not verify_ndjson_file(truncated, "Patient", item.count).ok
+    refetched = harness.bulk.download(item.url, tmp_path / "cut.ndjson", requires_token=True)
+    assert verify_ndjson_file(refetched, "Patient", item.count).ok
+
+    ehr.admin.set_fault("bulk_truncated", path="/bulk/files/", times=None)
+    with pytest.raises(BulkFileTruncatedError, match="truncated on each of 3 attempts"):
+        harness.bulk.download(item.url, tmp_path / "cut-again.ndjson", requires_token=True)
+    assert not (tmp_path / "cut-again.ndjson").exists()
+    ehr.admin.clear_faults()
 
 
 def test_bdx07_kickoff_429_honours_retry_after(harness: Harness, ehr: SandboxServer) -> None:

@@ -76,7 +76,8 @@ def test_asset_checks_are_declared() -> None:
     assert ("bulk/export", "manifest_line_counts_match") in check_names
     assert ("bulk/export", "quarantine_within_threshold") in check_names
     assert ("bulk/export", "no_duplicate_keys") in check_names
-    assert len(check_names) == 2 * len(EXPECTED_TYPES) + 3
+    assert ("bulk/export", "export_complete") in check_names  # issue 10: error files naming failed types
+    assert len(check_names) == 2 * len(EXPECTED_TYPES) + 4
 
 
 def test_full_resync_sets_full_on_every_landing_op() -> None:

@@ -53,7 +53,7 @@ def _scripted(requires_token: bool = True) -> FakeFhir:
     def res(rtype: str, rid: str) -> dict[str, Any]:
         return {"resourceType": rtype, "id": rid, "meta": {"lastUpdated": "2026-10-19T00:00:00Z"}}
 
-    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "processing"}]}
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "informational"}]}
     warning = {"resourceType": "OperationOutcome", "issue": [{"severity": "warning", "code": "informational"}]}
     deleted = {
         "resourceType": "Bundle",
@@ -90,7 +90,7 @@ def test_export_lands_counts_quarantines_and_advances_since(world):
     assert (obs.created, obs.quarantined, obs.deleted) == (1, 2, 1)  # truncated line + wrong type; o9 tombstoned
     assert report.count_mismatches == [f"{fake.base_url}/bulk/files/o.ndjson: manifest count 4, file had 3 lines"]
     assert (report.error_files, report.error_outcomes) == (1, 2)
-    assert report.error_issues == {"error": 1, "warning": 1}
+    assert report.error_issues == {"information": 1, "warning": 1}  # BDX-22: metadata, the export is complete
     assert report.types["OperationOutcome"].quarantined == 1  # the unparseable error line, counted not dropped
     assert cursors.get_mark(world.env.db, conn, cursors.bulk_stream("group", "g1"), "*") == tx
     # BDX-11, once per export: two group exports plus the second run's id-only membership export (BDX-15)
@@ -156,3 +156,33 @@ def test_slow_downloads_give_the_warehouse_back_to_other_writers(world):
     other.close()
     assert report.status == "completed", report.error
     assert timed_out == [False], "the other writer waited for the whole export"
+
+
+@pytest.mark.parametrize(
+    ("issue", "expected"),
+    [
+        (
+            {"severity": "fatal", "code": "exception", "details": {"text": "failed to export Observation"}},
+            "Observation",
+        ),
+        ({"severity": "error", "code": "processing", "expression": ["Patient.name"]}, "Patient"),
+        ({"severity": "error", "code": "processing", "diagnostics": "server fault"}, "*"),  # unattributable
+    ],
+)
+def test_error_outcome_makes_the_run_partial_and_holds_since_bdx22(world, issue, expected):
+    """Issue 10: ``error``/``fatal`` outcomes in an error file mean missing data for the types they name."""
+    fake = _scripted()
+    failed = orjson.dumps({"resourceType": "OperationOutcome", "issue": [issue]}) + b"\n"
+    fake.routes["/bulk/files/e.ndjson"] = lambda _p, _q: (200, {"Content-Type": "application/fhir+ndjson"}, failed)
+    with serve(fake):
+        conn = connect_static(world, fake.fhir_base, kind="group", group_id="g1", scope="system/*.rs")
+        report = run_bulk_export(world.env, conn, "run-1")
+        fake.routes["/bulk/files/e.ndjson"] = lambda _p, _q: _ndjson()
+        again = run_bulk_export(world.env, conn, "run-2")
+    assert report.status == "partial" and report.incomplete_types == [expected]
+    assert report.types["Patient"].created == 2, "what arrived is merged"
+    assert "_since was not advanced" in (report.error or "")
+    assert again.status == "completed", again.error
+    kickoffs = fake.query_of("/fhir/Group/g1/$export")
+    assert "_since" not in kickoffs[0] and "_since" not in kickoffs[1], "the second export starts from the held mark"
+    assert cursors.get_mark(world.env.db, conn, cursors.bulk_stream("group", "g1"), "*") is not None

@@ -1,0 +1,193 @@
+"""Bulk exports never lose data silently (issue 10), against the sandbox over real sockets:
+
+- a manifest ``error`` file reporting a failed type holds ``_since`` and the next run fetches the type (BDX-22/14);
+- a streak of failing status polls leaves the job resumable at the same status URL (BDX-08/09);
+- a truncated file is fetched again instead of quarantining its cut line (BDX-20);
+- a file over the byte limit, or a disk below its reserve, fails that file and resumes once fixed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from auth_service.store.sync_models import BulkJob
+from pipelines.sync import cursors, run_bulk_export, runs
+from sandbox import SandboxServer
+from tests.pipelines.sync.conftest import RequestLog
+from tests.pipelines.sync.helpers import SyncWorld, add_fault, connect_backend, content_fingerprint, make_environment
+
+GROUP = "grp0"
+STREAM = cursors.bulk_stream("group", GROUP)
+
+
+def _clean(sb: SandboxServer, root: Path) -> list[Any]:
+    """Warehouse content of one undisturbed export of the group (a separate world, same sandbox)."""
+    with httpx.Client(timeout=30.0) as http:
+        clean = make_environment(root / "clean", http=http)
+        conn = connect_backend(clean, sb, http=http, group_id=GROUP)
+        report = run_bulk_export(clean.env, conn, "clean")
+        assert report.status == "completed", report.error
+    return content_fingerprint(clean.env.warehouse_target, with_connection=False)
+
+
+def _jobs(world: SyncWorld, connection_id: str) -> list[BulkJob]:
+    with world.env.db.session() as session:
+        rows = session.scalars(select(BulkJob).where(BulkJob.connection_id == connection_id)).all()
+        return sorted(rows, key=lambda j: j.requested_at)
+
+
+def _live(world: SyncWorld, connection_id: str) -> dict[str, int]:
+    with world.env.warehouse() as wh:
+        return {r["resource_type"]: r["live"] for r in wh.summary() if r["connection_id"] == connection_id}
+
+
+def test_error_file_naming_a_type_holds_since_and_the_next_run_fetches_it_bdx22(
+    tmp_path: Path, shared_sb: SandboxServer, world: SyncWorld, http: httpx.Client, request_log: RequestLog
+) -> None:
+    sb = shared_sb
+    conn = connect_backend(world, sb, http=http, group_id=GROUP)
+    add_fault(http, sb, "bulk_error_file", resource_type="Observation", path="/fhir/Group", times=1)
+    first = run_bulk_export(world.env, conn, "with-error-file")
+    assert first.status == "partial" and first.incomplete_types == ["Observation"]
+    assert first.error is not None and "bulk_export_incomplete" in first.error and "Observation" in first.error
+    assert first.error_issues.get("fatal") == 1
+    assert cursors.get_mark(world.env.db, conn, STREAM, "*") is None, "_since never passes data not received"
+    assert runs.require(world.env.db, "with-error-file").status == "failed"
+    assert _jobs(world, conn)[0].status == "incomplete"
+    live = _live(world, conn)
+    assert live.get("Patient") == 2 and not live.get("Observation"), "good files land, the failed type is missing"
+
+    request_log.clear()
+    second = run_bulk_export(world.env, conn, "after-fault")
+    assert second.status == "completed", second.error
+    kickoffs = request_log.paths(f"/fhir/Group/{GROUP}/$export")
+    assert kickoffs and "_since" not in kickoffs[0].params, "the next export asks again from the held mark"
+    assert second.types["Observation"].created > 0
+    assert cursors.get_mark(world.env.db, conn, STREAM, "*") == second.transaction_time
+    assert content_fingerprint(world.env.warehouse_target, with_connection=False) == _clean(sb, tmp_path)
+
+
+def test_incremental_export_with_an_error_file_keeps_the_old_since_bdx14(
+    shared_sb: SandboxServer, world: SyncWorld, http: httpx.Client, request_log: RequestLog
+) -> None:
+    sb = shared_sb
+    conn = connect_backend(world, sb, http=http, group_id=GROUP)
+    assert run_bulk_export(world.env, conn, "first").status == "completed"
+    mark = cursors.get_mark(world.env.db, conn, STREAM, "*")
+    assert mark is not None
+    add_fault(http, sb, "bulk_error_file", resource_type="Condition", path="/fhir/Group", times=1)
+    partial = run_bulk_export(world.env, conn, "second")
+    assert partial.status == "partial" and partial.incomplete_types == ["Condition"]
+    assert cursors.get_mark(world.env.db, conn, STREAM, "*") == mark
+    request_log.clear()
+    third = run_bulk_export(world.env, conn, "third")
+    assert third.status == "completed", third.error
+    kickoff = request_log.paths(f"/fhir/Group/{GROUP}/$export")[0]
+    assert kickoff.params["_since"].startswith(mark.strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+def test_status_503_streak_leaves_the_job_resumable_at_the_same_url_bdx08(
+    shared_sb: SandboxServer, world: SyncWorld, http: httpx.Client, request_log: RequestLog
+) -> None:
+    sb = shared_sb
+    conn = connect_backend(world, sb, http=http, group_id=GROUP)
+    attempts = world.env.retry.max_attempts if world.env.retry else 5
+    add_fault(http, sb, "503", path="/bulk/status", retry_after="", times=attempts + 1)
+    first = run_bulk_export(world.env, conn, "flaky-status")
+    assert first.status == "failed" and first.error is not None and "bulk_status_unavailable" in first.error
+    (job,) = _jobs(world, conn)
+    assert job.status == "polling", "a polling hiccup is not a failed job"
+    assert not request_log.paths("/bulk/status", method="DELETE"), "a job that may be alive is not cancelled"
+
+    second = run_bulk_export(world.env, conn, "resumed")
+    assert second.status == "completed", second.error
+    assert second.resumed and second.job_id == job.id
+    assert len(request_log.paths(f"/fhir/Group/{GROUP}/$export")) == 1, "no second kick-off"
+    assert len(_jobs(world, conn)) == 1
+
+
+def test_abandoned_job_gets_a_delete_on_its_status_url_bdx11(
+    shared_sb: SandboxServer, world: SyncWorld, http: httpx.Client, request_log: RequestLog
+) -> None:
+    sb = shared_sb
+    conn = connect_backend(world, sb, http=http, group_id=GROUP)
+    sb.admin.settings(bulk_throttle_s=0.5)  # the export runs for a while
+    try:
+        world.env.bulk_deadline_s = 0.0  # past its deadline at the first poll
+        report = run_bulk_export(world.env, conn, "too-slow")
+    finally:
+        sb.admin.reset_settings()
+    assert report.status == "failed" and "not complete within" in (report.error or "")
+    assert _jobs(world, conn)[0].status == "failed"
+    assert len(request_log.paths("/bulk/status", method="DELETE")) == 1
+
+
+def test_truncated_file_is_fetched_again_and_nothing_is_quarantined_bdx20(
+    tmp_path: Path, shared_sb: SandboxServer, world: SyncWorld, http: httpx.Client, request_log: RequestLog
+) -> None:
+    sb = shared_sb
+    conn = connect_backend(world, sb, http=http, group_id=GROUP)
+    add_fault(http, sb, "bulk_truncated", path="/bulk/files", times=2)
+    report = run_bulk_export(world.env, conn, "cut")
+    assert report.status == "completed", report.error
+    assert sum(r.quarantined for r in report.types.values()) == 0, "a truncation is not bad data"
+    assert report.count_mismatches == []
+    files = {u.path for u in request_log.paths("/bulk/files")}
+    assert len(request_log.paths("/bulk/files")) == len(files) + 2, "each cut file was fetched once more"
+    assert content_fingerprint(world.env.warehouse_target, with_connection=False) == _clean(sb, tmp_path)
+
+
+def test_file_truncated_on_every_attempt_fails_clearly_and_resumes(
+    tmp_path: Path, shared_sb: SandboxServer, world: SyncWorld, http: httpx.Client
+) -> None:
+    sb = shared_sb
+    conn = connect_backend(world, sb, http=http, group_id=GROUP)
+    add_fault(http, sb, "bulk_truncated", path="/bulk/files", times=None)
+    first = run_bulk_export(world.env, conn, "always-cut")
+    assert first.status == "failed" and "bulk_file_truncated" in (first.error or "")
+    assert sum(r.quarantined for r in first.types.values()) == 0
+    assert cursors.get_mark(world.env.db, conn, STREAM, "*") is None
+    sb.admin.clear_faults()
+    second = run_bulk_export(world.env, conn, "fixed")
+    assert second.status == "completed", second.error
+    assert second.resumed
+    assert content_fingerprint(world.env.warehouse_target, with_connection=False) == _clean(sb, tmp_path)
+
+
+def test_file_over_the_byte_limit_fails_and_is_fetched_once_the_limit_is_raised(
+    tmp_path: Path, shared_sb: SandboxServer, world: SyncWorld, http: httpx.Client
+) -> None:
+    sb = shared_sb
+    conn = connect_backend(world, sb, http=http, group_id=GROUP)
+    world.env.bulk_max_file_bytes = 2000  # Observation files of the sandbox are larger than that
+    first = run_bulk_export(world.env, conn, "limited")
+    assert first.status == "failed"
+    assert "bulk_file_too_large" in (first.error or "") and "2000-byte limit" in (first.error or "")
+    assert "/bulk/files/" in (first.error or "") and "EHRSYNC_BULK_MAX_FILE_BYTES" in (first.error or "")
+    assert cursors.get_mark(world.env.db, conn, STREAM, "*") is None
+    world.env.bulk_max_file_bytes = 10 * 1024**3
+    second = run_bulk_export(world.env, conn, "raised")
+    assert second.status == "completed", second.error
+    assert second.resumed
+    assert content_fingerprint(world.env.warehouse_target, with_connection=False) == _clean(sb, tmp_path)
+
+
+def test_downloads_stop_below_the_free_disk_reserve_and_resume(
+    tmp_path: Path, shared_sb: SandboxServer, world: SyncWorld, http: httpx.Client
+) -> None:
+    sb = shared_sb
+    conn = connect_backend(world, sb, http=http, group_id=GROUP)
+    world.env.min_free_disk_bytes = 1 << 60  # an exabyte: no disk has that much free
+    first = run_bulk_export(world.env, conn, "disk-full")
+    assert first.status == "failed"
+    assert "insufficient_disk_space" in (first.error or "") and "EHRSYNC_MIN_FREE_DISK_BYTES" in (first.error or "")
+    assert not _live(world, conn).get("Patient")
+    world.env.min_free_disk_bytes = 1
+    second = run_bulk_export(world.env, conn, "disk-freed")
+    assert second.status == "completed", second.error
+    assert second.resumed
+    assert content_fingerprint(world.env.warehouse_target, with_connection=False) == _clean(sb, tmp_path)
