@@ -53,8 +53,12 @@ def _patient_server() -> FakeFhir:
 
 
 def _failures(instance: DagsterInstance, run_id: str) -> list[str]:
-    events: list[Any] = instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)
-    return [e.dagster_event.event_specific_data.error.to_string() for e in events]
+    events = instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)
+    return [_error_text(e.dagster_event) for e in events]
+
+
+def _error_text(event: Any) -> str:
+    return str(event.event_specific_data.error.to_string())
 
 
 def test_a_dagster_run_is_refused_while_another_process_syncs_the_connection(
