@@ -161,6 +161,7 @@ def test_backend_connection_runs_the_bulk_export_job_and_checks_counts_bdx20(
         "bulk/export:manifest_line_counts_match": True,
         "bulk/export:quarantine_within_threshold": True,
         "bulk/export:no_duplicate_keys": True,
+        "bulk/export:export_complete": True,
     }
     assert export["live_rows"] == export["created"]
     assert sum(live_counts(settings_for(tmp_path).warehouse_url, cid).values()) == export["created"]
@@ -178,6 +179,25 @@ def test_wrong_manifest_count_fails_the_bdx20_check_not_the_run(
     assert result.success, result.failed_steps
     assert result.checks["bulk/export:manifest_line_counts_match"] is False
     assert result.materializations["bulk/export"]["count_mismatches"] >= 1
+
+
+def test_error_file_naming_a_type_fails_the_export_complete_check_and_the_run(
+    tmp_path: Path, ehr: SandboxServer, http: httpx.Client, world: SyncWorld
+) -> None:
+    """Issue 10 / BDX-22: a fatal outcome for Observation fails the blocking check (and so the run); the landed
+    types are materialized and the run's row names the type."""
+    cid = connect_backend_with_config(world, ehr, http=http)
+    fault = {"kind": "bulk_error_file", "resource_type": "Observation", "times": 1}
+    http.post(f"{ehr.base_url}/admin/faults", json=fault).raise_for_status()
+    try:
+        result = run_sync_now(cid, settings=settings_for(tmp_path), instance=DagsterInstance.ephemeral())
+    finally:
+        http.delete(f"{ehr.base_url}/admin/faults").raise_for_status()
+    assert not result.success
+    assert result.checks["bulk/export:export_complete"] is False
+    assert "Observation" not in live_counts(settings_for(tmp_path).warehouse_url, cid)
+    record = runs.get(world.env.db, result.run_id)
+    assert record is not None and record.status == "failed" and "Observation" in (record.error or "")
 
 
 def test_quarantined_bulk_lines_over_threshold_fail_the_check(
