@@ -3,6 +3,7 @@
 Plain Python (pyarrow, duckdb, psycopg, orjson); imports no other ehrsync package.
 """
 
+from warehouse._filelock import lock_owner
 from warehouse._memory import configure_streaming_memory
 from warehouse._outcomes import ErrorCounts
 from warehouse.attachments import AttachmentRef, AttachmentStore
@@ -49,6 +50,7 @@ __all__ = [
     "WarehouseMemoryError",
     "WarehouseTargetError",
     "land_ndjson_file",
+    "lock_owner",
     "open_warehouse",
     "read_landed_file",
 ]

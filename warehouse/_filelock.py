@@ -17,14 +17,27 @@ import random
 import socket
 import time
 from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 from warehouse.errors import WarehouseLockTimeoutError
 
-__all__ = ["LOCK_LOG_EVERY_S", "file_lock", "lock_holder"]
+__all__ = ["LOCK_LOG_EVERY_S", "file_lock", "lock_holder", "lock_owner"]
 
 logger = logging.getLogger(__name__)
 LOCK_LOG_EVERY_S = 10.0
+_OWNER: ContextVar[str | None] = ContextVar("ehrsync_lock_owner", default=None)
+
+
+@contextlib.contextmanager
+def lock_owner(label: str) -> Iterator[None]:
+    """Name the work of this thread (e.g. ``run <id> of connection <id>``) in the locks it takes meanwhile, for
+    callers that open the warehouse without knowing the run (the sync engine sets it per connection step)."""
+    token = _OWNER.set(label)
+    try:
+        yield
+    finally:
+        _OWNER.reset(token)
 
 
 def lock_holder(fd: int) -> str:
@@ -69,7 +82,7 @@ def file_lock(
     try:
         _acquire(fd, path, exclusive=exclusive, timeout_s=timeout_s, log_every_s=log_every_s)
         if exclusive:
-            _write_holder(fd, owner)
+            _write_holder(fd, owner or _OWNER.get())
         try:
             yield
         finally:

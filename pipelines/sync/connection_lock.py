@@ -32,6 +32,7 @@ from pipelines.errors import PipelineConfigurationError
 from pipelines.sync.environment import SyncEnvironment
 from pipelines.sync.errors import SyncError
 from pipelines.sync.residue import remove_orphans
+from warehouse import lock_owner
 
 __all__ = [
     "DEFAULT_LOCK_WAIT_S",
@@ -170,7 +171,10 @@ def connection_lock(
 def hold_connection(env: SyncEnvironment, connection_id: str, run_id: str) -> Iterator[None]:
     """The entry points' form: hold the connection's lock and, when this call took it, remove what killed runs
     of the connection left in the landing zone."""
-    with connection_lock(env.zone.root, connection_id, run_id) as took:
+    with (
+        connection_lock(env.zone.root, connection_id, run_id) as took,
+        lock_owner(f"run {run_id} of connection {connection_id}"),  # named by the warehouse's lock file too
+    ):
         if took:
             remove_orphans(env.db, env.zone.root, connection_id)
         yield

@@ -19,9 +19,10 @@ from warehouse.duckdb_backend import DuckDBWarehouse
 
 _HOLD_EHRSYNC_LOCK = """
     import sys, time
+    from warehouse import lock_owner
     from warehouse.duckdb_backend import DuckDBWarehouse
-    wh = DuckDBWarehouse(sys.argv[1], owner="run run-holder")
-    with wh.batch():
+    wh = DuckDBWarehouse(sys.argv[1])
+    with lock_owner("run run-holder"), wh.batch():
         print("held", flush=True)
         time.sleep(120)
 """

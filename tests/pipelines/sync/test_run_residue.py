@@ -164,3 +164,10 @@ def test_a_waiting_caller_gets_the_lock_when_it_is_released(tmp_path: Path) -> N
     assert order == ["first holds", "first releases", "second holds"]
     with connection_lock(tmp_path, "c2", "run-3", wait_s=0):  # another connection is never blocked
         pass
+
+
+def test_the_warehouse_lock_file_names_the_run_of_a_connection_step(world: SyncWorld) -> None:
+    """Another writer waiting for the DuckDB lock logs who holds it: a connection step names its run there."""
+    with hold_connection(world.env, "c1", "run-7"), world.env.warehouse() as wh, wh.batch():
+        holder = Path(f"{world.env.warehouse_target}.lock").read_bytes()
+    assert b'"owner": "run run-7 of connection c1"' in holder
