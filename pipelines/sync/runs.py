@@ -19,7 +19,6 @@ KINDS = ("incremental", "full", "bulk")
 # abandoned: the run's process died (killed, OOM, lost host) before closing its row; a later run of the
 # connection that completed closed it.
 STATUSES = ("queued", "running", "completed", "failed", "abandoned")
-OPEN_STATUSES = ("queued", "running")
 
 
 class SyncRunNotFoundError(LookupError):
@@ -159,19 +158,20 @@ def fail(db: AppDatabase, run_id: str, error: str, counts: dict[str, Any] | None
 
 
 def abandon_stale(db: AppDatabase, connection_id: str, *, keep: str) -> int:
-    """Close as ``abandoned`` the runs of this connection still open that began before run ``keep`` did; returns
-    how many. Called when ``keep`` completes: one run of a connection at a time (Dagster's limits and the
-    engine's connection lock), so an older run still open then is one whose process died. Rows queued after
-    ``keep`` started (a run waiting its turn) are left alone."""
+    """Close as ``abandoned`` the runs of this connection still ``running`` that started before run ``keep`` did;
+    returns how many. Called when ``keep`` completes: one run of a connection at a time (Dagster's limits and the
+    engine's connection lock), so an older run still running then is one whose process died. ``queued`` rows are
+    left alone: a queued run may still be waiting its turn in Dagster's queue (a launch that never happens is closed
+    by the run-status sensors), and the engine marks its own rows running as it creates them."""
     with db.locked_session() as session:
         current = _load(session, keep)
         began = current.started_at or current.created_at
         rows = session.scalars(
             select(SyncRun).where(
                 SyncRun.connection_id == connection_id,
-                SyncRun.status.in_(OPEN_STATUSES),
+                SyncRun.status == "running",
                 SyncRun.id != keep,
-                SyncRun.created_at < began,
+                SyncRun.started_at < began,
             )
         ).all()
         now = utcnow()

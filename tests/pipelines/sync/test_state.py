@@ -16,6 +16,7 @@ from sqlalchemy import inspect
 from auth_service.store import AppDatabase
 from auth_service.store import database as database_module
 from auth_service.store.models import Connection, ProviderConfig, Tenant
+from auth_service.store.sync_models import SyncRun
 from pipelines.sync import bulk_state, cursors, runs
 from pipelines.sync.environment import load_connection
 from pipelines.sync.errors import ConnectionNotFoundError, ConnectionNotSyncableError
@@ -81,11 +82,18 @@ def test_abandon_stale_closes_only_older_open_runs_of_the_connection(db: AppData
     current = runs.create_run(db, "c1", "incremental")
     runs.mark_running(db, current)
     waiting = runs.create_run(db, "c1", "incremental")  # queued after current started: waits its turn
+    queued_before = runs.create_run(db, "c1", "incremental", run_id="queued-earlier")
+    with db.locked_session() as session:  # queued before current started, still in Dagster's queue
+        row = session.get(SyncRun, queued_before)
+        assert row is not None
+        row.created_at = row.created_at - timedelta(hours=1)
+        session.commit()
     assert runs.abandon_stale(db, "c1", keep=current) == 1
     assert runs.require(db, dead).status == "abandoned"
     assert runs.require(db, current).status == "running"
     assert runs.require(db, other_conn).status == "running"
     assert runs.require(db, waiting).status == "queued"
+    assert runs.require(db, queued_before).status == "queued"
 
 
 def test_cursor_moves_only_on_advance_bdx27(db: AppDatabase):
