@@ -20,7 +20,7 @@ __all__ = ["BULK_KINDS", "ConnectionSnapshot", "read_connection", "read_connecti
 
 BULK_KINDS = frozenset({"backend", "group"})
 # Statuses that keep a partition: history stays browsable while a person re-authorizes or an admin re-enables.
-_PARTITIONED_STATUSES = frozenset({"active", "needs_reauth", "disabled"})
+_PARTITIONED_STATUSES = frozenset({"active", "needs_reauth", "disabled", "client_rejected", "token_undecryptable"})
 # Statuses whose queued and running syncs are stopped: nobody wants them to touch the EHR any more.
 _STOPPED_STATUSES = frozenset({"disconnected", "disabled"})
 

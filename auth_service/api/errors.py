@@ -34,6 +34,8 @@ ERROR_CODES: dict[str, int] = {
     "not_connected": 404,
     "write_not_supported": 409,
     "needs_reauth": 409,
+    "client_rejected": 409,
+    "token_undecryptable": 409,
     "provider_disabled": 409,
     "connection_inactive": 409,
     "sync_in_progress": 409,
@@ -89,6 +91,8 @@ def api_error_from(exc: ce.EhrSyncError, *, tenant: str | None = None, vendor: s
         return ApiError("invalid_issuer", str(exc))
     if isinstance(exc, ce.DiscoveryError):
         return ApiError("discovery_failed", str(exc))
+    if exc.code in ("client_rejected", "token_undecryptable"):  # NeedsReauthError kinds an admin must fix
+        return ApiError(exc.code, str(exc))
     if isinstance(exc, ce.NeedsReauthError):
         return ApiError("needs_reauth", str(exc))
     if isinstance(exc, ce.AccessDeniedError):

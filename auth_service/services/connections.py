@@ -126,9 +126,15 @@ def disconnect(ctx: ServiceContext, conn: Connection, actor: str) -> dict[str, A
     return {"connection_id": conn.id, "status": ConnectionStatus.DISCONNECTED, "revoked_at_server": revoked}
 
 
+_STATUS_CODES = {
+    ConnectionStatus.CLIENT_REJECTED: "client_rejected",
+    ConnectionStatus.TOKEN_UNDECRYPTABLE: "token_undecryptable",
+}
+
+
 def _fhir(ctx: ServiceContext, conn: Connection) -> FhirClient:
     if conn.status != ConnectionStatus.ACTIVE:
-        raise ApiError("needs_reauth", f"connection is {conn.status}")
+        raise ApiError(_STATUS_CODES.get(conn.status, "needs_reauth"), f"connection is {conn.status}")
     return FhirClient(
         conn.fhir_base,
         ctx.vault.token_source(conn.id),
@@ -145,9 +151,16 @@ def test_patient_read(ctx: ServiceContext, conn: Connection, actor: str, patient
         raise ApiError("invalid_request", "give 'patient' (this connection has no patient in context)")
     client = _fhir(ctx, conn)
     try:
-        patient = client.read("Patient", target)
+        try:
+            patient = client.read("Patient", target)
+        except ce.FhirUnauthorizedError:
+            if conn.kind == ConnectionKind.PATIENT:
+                raise
+            ctx.vault.confirm_unauthorized(conn.id)  # a fresh client_credentials token refused: client_rejected
+            raise
     except ce.EhrSyncError as exc:
-        _audit(ctx, conn, "data.read", actor, "failure", resource="Patient", error_code=exc.code)
+        code = api_error_from(exc).code
+        _audit(ctx, conn, "data.read", actor, "failure", resource="Patient", error_code=code)
         raise
     _audit(ctx, conn, "data.read", actor, "success", resource="Patient", resource_id=target)
     meta = patient.get("meta") if isinstance(patient.get("meta"), dict) else {}

@@ -33,6 +33,7 @@ from auth_service.store._grants import GrantContext, with_retry
 from auth_service.store.audit import record_audit
 from auth_service.store.crypto import TokenCipher
 from auth_service.store.database import AppDatabase
+from auth_service.store.errors import ClientRejectedError, TokenUndecryptableError
 from auth_service.store.models import Connection, ConnectionKind, ConnectionStatus, TokenRecord
 from auth_service.store.tokenrows import open_field, write_tokens
 from connectors.errors import (
@@ -53,6 +54,10 @@ MIN_REMAINING = timedelta(seconds=60)
 REFRESH_FRACTION = 0.2
 # Longer than a grant with its retries can take; past it the other process is presumed stuck.
 REFRESH_LOCK_TIMEOUT_S = 300.0
+#: Marks (in ``tokens.launch_context``) a backend token minted because its predecessor was refused with 401.
+AFTER_401_MARK = "ehrsync_minted_after_401"
+#: A 401 on such a token within this window means the EHR refuses the client itself (client_rejected).
+CLIENT_REJECTED_WINDOW = timedelta(minutes=5)
 
 
 class RefreshLockTimeoutError(EhrSyncError):
@@ -78,6 +83,16 @@ def lock_row(session: Session, connection_id: str) -> TokenRecord | None:
 
 
 def check_status(conn: Connection) -> None:
+    if conn.status == ConnectionStatus.CLIENT_REJECTED:
+        raise ClientRejectedError(
+            f"connection {conn.id} is client_rejected: the EHR refused even a fresh token; check the client "
+            "registration (client id, key/JWKS, scopes), then re-enable the connection"
+        )
+    if conn.status == ConnectionStatus.TOKEN_UNDECRYPTABLE:
+        raise TokenUndecryptableError(
+            f"connection {conn.id} is token_undecryptable: its stored token cannot be decrypted with the "
+            "configured keys; restore the key (INTEGRATIONS_TOKEN_ENC_KEYS_OLD) or connect again"
+        )
     if conn.status != ConnectionStatus.ACTIVE:
         raise NeedsReauthError(f"connection {conn.id} is {conn.status}: a person must authorize again")
 
@@ -97,13 +112,15 @@ class _Outcome:
     error: EhrSyncError | None = None
     response: TokenResponse | None = None  # store these tokens
     needs_reauth: bool = False
+    new_status: str | None = None  # a status to set besides needs_reauth (client_rejected)
+    after_unauthorized: bool = False  # the grant answered a 401: the new token is marked as such
     audit: tuple[str, dict[str, object]] | None = None  # (outcome, detail) of the token.refresh audit row
     basis: int | None = None  # the tokens row version prepare read (None: no row); apply writes only onto it
 
     @property
     def writes(self) -> bool:
         """Whether ``apply`` has anything to store (tokens, a status or an audit row)."""
-        return self.response is not None or self.needs_reauth or self.audit is not None
+        return self.response is not None or self.needs_reauth or self.new_status is not None or self.audit is not None
 
 
 @dataclass(frozen=True)
@@ -115,6 +132,7 @@ class _Grant:
     current: str | None
     still_valid: bool
     basis: int | None
+    after_unauthorized: bool = False
 
 
 def run_locked_refresh(
@@ -178,6 +196,8 @@ def _prepare(
     name = "client_credentials" if backend else "refresh_token"
     still_valid = row is not None and rejected is None and row.expires_at > now
     basis = row.version if row is not None else None
+    if backend and row is not None and rejected is not None and rejected == current and _fresh_after_401(row, now):
+        return _client_rejected(conn.id, basis)
     if not backend and (row is None or row.refresh_token_ct is None):
         if still_valid and current is not None:
             logger.info("connection %s: no refresh token; using the current token until it expires", conn.id)
@@ -203,7 +223,26 @@ def _prepare(
         call = partial(
             refresh_grant, endpoint, http=grants.http, client_auth=auth, refresh_token=refresh_token, clock=clock
         )
-    return _Grant(call, name, current, still_valid, basis)
+    return _Grant(call, name, current, still_valid, basis, after_unauthorized=backend and rejected is not None)
+
+
+def _fresh_after_401(row: TokenRecord, now: datetime) -> bool:
+    """The stored token was minted moments ago because its predecessor got a 401."""
+    minted_after_401 = bool((row.launch_context or {}).get(AFTER_401_MARK))
+    return minted_after_401 and now - row.issued_at <= CLIENT_REJECTED_WINDOW
+
+
+def _client_rejected(connection_id: str, basis: int | None) -> _Outcome:
+    """A 401 on a token re-acquired because of a 401: a third mint would be refused too (issue 10)."""
+    return _Outcome(
+        error=ClientRejectedError(
+            f"connection {connection_id}: the EHR refused a freshly re-acquired client_credentials token (401); "
+            "check the client registration (client id, key/JWKS, scopes)"
+        ),
+        new_status=ConnectionStatus.CLIENT_REJECTED,
+        audit=("client_rejected", {"grant": "client_credentials", "error_code": "client_rejected"}),
+        basis=basis,
+    )
 
 
 def _transient(
@@ -236,7 +275,15 @@ def _grant(grant: _Grant, grants: GrantContext, connection_id: str) -> _Outcome:
     except OAuthError as exc:
         audit = ("failure", {**detail, "error_code": exc.error, "status_code": exc.status})
         return _Outcome(error=exc, audit=audit, basis=grant.basis)
-    return _Outcome(token=response.access_token, response=response, audit=("success", detail), basis=grant.basis)
+    if grant.after_unauthorized:
+        detail["after_unauthorized"] = True
+    return _Outcome(
+        token=response.access_token,
+        response=response,
+        audit=("success", detail),
+        basis=grant.basis,
+        after_unauthorized=grant.after_unauthorized,
+    )
 
 
 def _apply(
@@ -273,9 +320,13 @@ def _apply(
     if outcome.needs_reauth:
         conn.status = ConnectionStatus.NEEDS_REAUTH
         conn.updated_at = now
+    if outcome.new_status is not None:
+        conn.status = outcome.new_status
+        conn.updated_at = now
     if outcome.response is not None:
         response = outcome.response
         new_row = write_tokens(session, cipher, conn, row, response, now=now)
+        new_row.launch_context = {**(new_row.launch_context or {}), AFTER_401_MARK: outcome.after_unauthorized}
         detail.update(rotated=bool(response.refresh_token), expires_in=response.expires_in, version=new_row.version)
         logger.info("connection %s: %s grant succeeded (version %d)", conn.id, detail.get("grant"), new_row.version)
     if outcome.audit is not None:

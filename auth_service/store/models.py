@@ -83,7 +83,11 @@ class ConnectionStatus:
     NEEDS_REAUTH = "needs_reauth"
     DISABLED = "disabled"
     DISCONNECTED = "disconnected"
-    ALL = (ACTIVE, NEEDS_REAUTH, DISABLED, DISCONNECTED)
+    #: a backend client's fresh token was refused (401) too: an admin must check the client registration
+    CLIENT_REJECTED = "client_rejected"
+    #: the stored token cannot be decrypted (key gone, ciphertext moved or tampered): an admin must act
+    TOKEN_UNDECRYPTABLE = "token_undecryptable"  # noqa: S105 - a status name, not a secret
+    ALL = (ACTIVE, NEEDS_REAUTH, DISABLED, DISCONNECTED, CLIENT_REJECTED, TOKEN_UNDECRYPTABLE)
 
 
 class Base(DeclarativeBase):

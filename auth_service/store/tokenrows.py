@@ -6,7 +6,8 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from auth_service.store.crypto import TokenCipher
+from auth_service.store.crypto import CipherError, TokenCipher
+from auth_service.store.errors import TokenUndecryptableError
 from auth_service.store.models import Connection, TokenRecord
 from connectors.smart import TokenResponse
 
@@ -24,7 +25,12 @@ def open_field(cipher: TokenCipher, row: TokenRecord, field: str) -> str:
     envelope: str | None = getattr(row, f"{field}_ct")
     if envelope is None:
         raise KeyError(f"connection {row.connection_id} has no stored {field}")
-    return cipher.decrypt(envelope, tenant_id=row.tenant_id, owner_id=row.connection_id, field=field)
+    try:
+        return cipher.decrypt(envelope, tenant_id=row.tenant_id, owner_id=row.connection_id, field=field)
+    except CipherError as exc:
+        raise TokenUndecryptableError(
+            f"connection {row.connection_id}: the stored {field} cannot be decrypted ({exc.message})"
+        ) from None
 
 
 def write_tokens(

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NoReturn
 
 import httpx
 from sqlalchemy import select
@@ -24,6 +25,7 @@ from auth_service.store._grants import ClientAuthResolver, GrantContext, RetryPo
 from auth_service.store.audit import record_audit
 from auth_service.store.crypto import TokenCipher
 from auth_service.store.database import AppDatabase
+from auth_service.store.errors import TokenUndecryptableError
 from auth_service.store.models import Connection, ConnectionStatus, TokenRecord, utcnow
 from auth_service.store.tokenrows import open_field, write_tokens
 from connectors.errors import EhrSyncError
@@ -125,13 +127,21 @@ class TokenVault:
     # -- handing out -------------------------------------------------------------------------------------
     def get_access_token(self, connection_id: str) -> str:
         """A usable access token; refreshes first when < 20 % of the lifetime or < 60 s is left (SAL-23)."""
+        try:
+            token = self._current_token(connection_id)
+        except TokenUndecryptableError as exc:
+            self._mark_undecryptable(connection_id, exc)
+        return token if token is not None else self.refresh(connection_id)
+
+    def _current_token(self, connection_id: str) -> str | None:
+        """The stored access token while it is fresh enough, else None (a refresh is due)."""
         with self._db.session() as session:
             conn = self._connection(session, connection_id)
             _refresh.check_status(conn)
             row = session.get(TokenRecord, connection_id)
             if row is not None and not _refresh.needs_refresh(row, self._clock()):
                 return open_field(self._cipher, row, "access_token")
-        return self.refresh(connection_id)
+        return None
 
     def token_source(self, connection_id: str) -> TokenSource:
         """What ``FhirClient``/``BulkClient`` take: refreshes near expiry and once after a 401."""
@@ -155,9 +165,35 @@ class TokenVault:
     # -- refreshing --------------------------------------------------------------------------------------
     def refresh(self, connection_id: str, *, rejected: str | None = None, force: bool = False) -> str:
         """Refresh under the cross-process lock unless another process already did; see module docstring."""
-        return _refresh.run_locked_refresh(
-            self._db, self._cipher, self._grants, connection_id, rejected=rejected, force=force, clock=self._clock
-        )
+        try:
+            return _refresh.run_locked_refresh(
+                self._db, self._cipher, self._grants, connection_id, rejected=rejected, force=force, clock=self._clock
+            )
+        except TokenUndecryptableError as exc:
+            self._mark_undecryptable(connection_id, exc)
+
+    def _mark_undecryptable(self, connection_id: str, exc: TokenUndecryptableError) -> NoReturn:
+        """Status ``token_undecryptable`` (visible in the admin API) and an audit row, once; then raise ``exc``."""
+        with self._db.locked_session() as session:
+            conn = self._connection(session, connection_id)
+            if conn.status == ConnectionStatus.ACTIVE:
+                conn.status = ConnectionStatus.TOKEN_UNDECRYPTABLE
+                conn.updated_at = self._clock()
+                record_audit(
+                    session,
+                    action="token.decrypt",
+                    outcome="failure",
+                    tenant_id=conn.tenant_id,
+                    connection_id=connection_id,
+                    detail={"error_code": exc.code},
+                )
+                logger.error("connection %s: stored token cannot be decrypted: status token_undecryptable", conn.id)
+        raise exc
+
+    def confirm_unauthorized(self, connection_id: str) -> str:
+        """A request still got 401 after its one refresh: the current token is rejected too. A backend token
+        re-acquired moments ago because of a 401 puts the connection in ``client_rejected`` (raised)."""
+        return self.refresh(connection_id, rejected=self.get_access_token(connection_id))
 
     def force_refresh(self, connection_id: str) -> str:
         return self.refresh(connection_id, force=True)

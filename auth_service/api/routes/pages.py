@@ -40,6 +40,8 @@ _STATUS_TEXT = {
     "needs_reauth": "Needs you to sign in again",
     "disabled": "Paused by your practice",
     "disconnected": "Disconnected",
+    "client_rejected": "Paused: your practice must check its EHR app registration",
+    "token_undecryptable": "Paused: your practice must restore its settings, or you connect again",
 }
 
 
