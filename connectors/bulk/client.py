@@ -12,8 +12,8 @@ from typing import Literal
 
 import httpx
 
+from connectors.bulk.files import NDJSON, TRUNCATION_ATTEMPTS, download_file
 from connectors.bulk.manifest import BulkManifest
-from connectors.bulk.ndjson import truncation_of
 from connectors.bulk.wire import (
     BulkStatus,
     as_bulk_error,
@@ -24,17 +24,12 @@ from connectors.bulk.wire import (
 )
 from connectors.errors import (
     BulkExportError,
-    BulkFileExpiredError,
-    BulkFileTooLargeError,
-    BulkFileTruncatedError,
     BulkStatusUnavailableError,
-    ContentTooLargeError,
     EhrSyncError,
     FhirError,
     FhirUnauthorizedError,
 )
 from connectors.fhir._session import FhirSession, TokenRule
-from connectors.fhir.download import Downloaded, stream_to_file
 from connectors.http import (
     RateLimiter,
     RetryPolicy,
@@ -52,9 +47,6 @@ logger = logging.getLogger(__name__)
 ExportLevel = Literal["system", "patient", "group"]
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _TYPE_RE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
-NDJSON = "application/fhir+ndjson"
-#: How many times one file is fetched when it keeps arriving cut short.
-TRUNCATION_ATTEMPTS = 3
 
 
 class BulkClient:
@@ -277,50 +269,13 @@ class BulkClient:
         times, then BulkFileTruncatedError; one over ``max_bytes`` raises BulkFileTooLargeError; less free
         disk than ``min_free_bytes`` raises InsufficientDiskSpaceError. All three leave the file resumable.
         """
-        problem = ""
-        for attempt in range(max(1, attempts)):
-            if attempt:
-                self.retry.sleep(self.retry.backoff_delay(attempt - 1))
-            got = self._fetch(item_url, dest, requires_token, max_bytes, min_free_bytes)
-            cut = truncation_of(got.path, got.wire_bytes, got.declared_bytes)
-            if cut is None:
-                return got.path
-            problem = cut
-            got.path.unlink(missing_ok=True)
-            logger.warning("bulk file arrived truncated, fetching it again", extra={"url": redact_url(item_url)})
-        raise BulkFileTruncatedError(
-            f"bulk file {redact_url(item_url)} arrived truncated on each of {max(1, attempts)} attempts ({problem}); "
-            "the next run fetches it again",
-            url=redact_url(item_url),
+        return download_file(
+            self._session,
+            item_url,
+            dest,
+            requires_token=requires_token,
+            url_guard=self._file_guard,
+            max_bytes=max_bytes,
+            min_free_bytes=min_free_bytes,
+            attempts=attempts,
         )
-
-    def _fetch(
-        self, item_url: str, dest: Path, requires_token: bool, max_bytes: int | None, min_free_bytes: int
-    ) -> Downloaded:
-        rule = TokenRule.REQUIRE_ORIGIN if requires_token else TokenRule.NEVER
-        try:
-            return self._session.request(
-                "GET",
-                item_url,
-                headers={"Accept": NDJSON, "Accept-Encoding": "gzip"},
-                token_rule=rule,
-                handler=lambda response: stream_to_file(response, dest, max_bytes, min_free_bytes=min_free_bytes),
-                max_redirects=5,
-                url_guard=self._file_guard,
-            )
-        except ContentTooLargeError as exc:
-            raise BulkFileTooLargeError(
-                f"bulk file {redact_url(item_url)} is larger than the {max_bytes}-byte limit per file "
-                "(EHRSYNC_BULK_MAX_FILE_BYTES); raise the limit and run again, the file is fetched then"
-            ) from exc
-        except FhirError as exc:
-            if exc.status in (404, 410):
-                raise BulkFileExpiredError(
-                    f"bulk file gone (HTTP {exc.status}); re-run the export from the same _since",
-                    status=exc.status,
-                    operation_outcome=exc.operation_outcome,
-                    url=exc.url,
-                ) from exc
-            if isinstance(exc, FhirUnauthorizedError):
-                raise
-            raise as_bulk_error("bulk file download failed", exc) from exc

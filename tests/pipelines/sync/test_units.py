@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from pipelines.sync.attachments import absolute_url, attachment_refs, content_type_allowed
-from pipelines.sync.bulk_files import _deleted_ref
+from pipelines.sync.bulk_special import deleted_ref as _deleted_ref
 from pipelines.sync.environment import DEFAULT_ATTACHMENT_TYPES, ConnectionInfo
 from pipelines.sync.incremental import format_instant, search_plans
 from pipelines.sync.references import collect_references
