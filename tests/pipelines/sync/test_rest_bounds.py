@@ -197,10 +197,10 @@ def test_vendor_rate_budget_is_shared_by_every_step_of_the_process(
     first = _world(tmp_path, "a", http, rate_limits=True)
     conn_id = connect_patient(first, sb, http=http)
     conn = load_connection(first.env.db, conn_id)
-    with first.env.fhir_client(conn) as client:  # one step spends the whole bucket over the socket
-        for _ in range(5):
-            client.read("Patient", str(conn.patient_id))
     second = make_environment(tmp_path / "b", http=http, rate_limits=True)  # the next step's environment
+    with first.env.fhir_client(conn) as client:  # one step spends the whole bucket over the socket
+        for _ in range(8):
+            client.read("Patient", str(conn.patient_id))
     limiter = second.env.rate_limiter(conn)
     assert limiter is not None and limiter is first.env.rate_limiter(conn)
     assert limiter.acquire(conn.fhir_base) > 0  # the next call waits: the bucket was not refilled for the step
