@@ -8,16 +8,40 @@ both may fire for one run, so it is idempotent.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from dagster import DagsterInstance
 
 from auth_service.store import AppDatabase
 from auth_service.store.models import Connection
 from pipelines.sync import runs
 
-__all__ = ["finish_sync_run"]
+__all__ = ["RunTimes", "finish_sync_run", "run_times"]
 
 logger = logging.getLogger(__name__)
 
 _CLOSED = ("completed", "failed", "abandoned")  # abandoned: closed by a later run of the connection
+
+
+@dataclass(frozen=True)
+class RunTimes:
+    """When a Dagster run started and ended, from its run record (either may be unknown)."""
+
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+def _instant(timestamp: float | None) -> datetime | None:
+    return datetime.fromtimestamp(timestamp, UTC) if timestamp is not None else None
+
+
+def run_times(instance: DagsterInstance, run_id: str) -> RunTimes:
+    """The run's own start and end (Dagster's run record), not the moment somebody looked at it."""
+    record = instance.get_run_record_by_id(run_id)
+    if record is None:
+        return RunTimes()
+    return RunTimes(_instant(record.start_time), _instant(record.end_time))
 
 
 def finish_sync_run(
@@ -27,23 +51,27 @@ def finish_sync_run(
     *,
     succeeded: bool,
     error: str | None = None,
+    times: RunTimes | None = None,
 ) -> bool:
     """Close the run's ``sync_runs`` row if still open, and on success stamp ``last_sync_at``.
 
     Returns False when there was nothing to do: a run none of whose steps started has no row, and a row
     already closed (by the engine, as Bulk exports do, or by an earlier call) is not closed again.
-    ``last_sync_at`` is the run's own finish time, so calling twice stamps the same instant; it moves only
-    on success, so the scheduler retries a failed sync in its next slot.
+    ``times`` are the run's own (Dagster's run record): the row then records when the run ended, not when
+    a sensor got round to closing it, and its duration is the run's. ``last_sync_at`` is the row's finish
+    time, so calling twice stamps the same instant; it moves only on success (a failure is retried, see
+    ``pipelines.retries``).
     """
     record = runs.get(db, run_id)
     if record is None:
         return False
     changed = False
     if record.status not in _CLOSED:
+        at = times or RunTimes()
         if succeeded:
-            runs.complete(db, run_id)
+            runs.complete(db, run_id, started_at=at.started_at, finished_at=at.finished_at)
         else:
-            runs.fail(db, run_id, error or "run failed")
+            runs.fail(db, run_id, error or "run failed", started_at=at.started_at, finished_at=at.finished_at)
         changed = True
         record = runs.get(db, run_id) or record
     if succeeded and record.status == "completed" and record.finished_at is not None:

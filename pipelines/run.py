@@ -20,7 +20,7 @@ from pipelines.defs.bulk import BULK_EXPORT_JOB
 from pipelines.defs.maintenance import RECONCILE_JOB
 from pipelines.defs.sync import FULL_RESYNC_JOB, INCREMENTAL_SYNC_JOB
 from pipelines.errors import PipelineRunError
-from pipelines.finalize import finish_sync_run
+from pipelines.finalize import finish_sync_run, run_times
 from pipelines.instance import open_instance
 from pipelines.partitions import CONNECTIONS_PARTITIONS_NAME
 from pipelines.settings import PipelineSettings
@@ -77,7 +77,8 @@ def run_sync_now(
         result = _execute_for_connection(dagster, resolved, job_name, conn, console_log_level)
         failed = tuple(sorted(result.get_failed_step_keys()))
         error = f"failed steps: {', '.join(failed)}" if failed else None
-        finish_sync_run(db, result.run_id, connection_id, succeeded=result.success, error=error)
+        times = run_times(dagster, result.run_id)
+        finish_sync_run(db, result.run_id, connection_id, succeeded=result.success, error=error, times=times)
     materializations: dict[str, dict[str, Any]] = {}
     for event in result.get_asset_materialization_events():
         mat = event.materialization

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -24,6 +25,7 @@ __all__ = [
     "OrchestratorError",
     "OrchestratorRejectedError",
     "OrchestratorUnavailableError",
+    "RunState",
 ]
 
 logger = logging.getLogger(__name__)
@@ -107,11 +109,41 @@ _RUN_STATUS = """
 query EhrsyncRunStatus($runId: ID!) {
   runOrError(runId: $runId) {
     __typename
-    ... on Run { runId status }
+    ... on Run { runId status startTime endTime }
     ... on Error { message }
   }
 }
 """
+
+_PARTITION_CONFIG = """
+query EhrsyncPartitionConfig($selector: PipelineSelector!, $partition: String!) {
+  pipelineOrError(params: $selector) {
+    __typename
+    ... on Pipeline {
+      partition(partitionName: $partition) {
+        runConfigOrError { __typename ... on PartitionRunConfig { yaml } ... on PythonError { message } }
+      }
+    }
+    ... on Error { message }
+  }
+}
+"""
+
+
+@dataclass(frozen=True)
+class RunState:
+    """A run as Dagster's run record has it: ``RunStatus`` and the run's own start and end (UTC), if known."""
+
+    status: str
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+def _instant(value: object) -> datetime | None:
+    """A GraphQL ``Float`` epoch timestamp as an aware datetime; anything else is unknown."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return datetime.fromtimestamp(float(value), UTC)
 
 
 def _error_message(result: dict[str, Any]) -> str:
@@ -198,12 +230,34 @@ class DagsterGraphQLClient:
             return False
         raise OrchestratorRejectedError(typename, _error_message(result))
 
-    def launch_run(self, where: JobSelector, tags: dict[str, str]) -> str:
-        """Submit a run of the job (queued by the run coordinator) and return its run id."""
-        params = {
+    def partition_run_config(self, where: JobSelector, partition_key: str) -> str:
+        """The job's own run config for one partition, as YAML (what the Dagster UI launches a partition with).
+
+        A partitioned job's configuration (``full_resync`` sets ``full: true`` on every landing op) is applied
+        only when the launch carries it: a bare GraphQL launch runs with empty config, i.e. the ops' defaults.
+        """
+        selector = {**where.repository_selector(), "pipelineName": where.job}  # PipelineSelector's spelling
+        variables = {"selector": selector, "partition": partition_key}
+        result = self._call(_PARTITION_CONFIG, variables, "pipelineOrError")
+        typename = str(result.get("__typename"))
+        if typename != "Pipeline":
+            raise OrchestratorRejectedError(typename, _error_message(result))
+        partition = result.get("partition")
+        config = partition.get("runConfigOrError") if isinstance(partition, dict) else None
+        if not isinstance(config, dict) or config.get("__typename") != "PartitionRunConfig":
+            kind = str(config.get("__typename")) if isinstance(config, dict) else "PartitionRunConfigMissing"
+            message = _error_message(config) if isinstance(config, dict) else f"no run config for {partition_key!r}"
+            raise OrchestratorRejectedError(kind, message)
+        return str(config.get("yaml") or "")
+
+    def launch_run(self, where: JobSelector, tags: dict[str, str], run_config: str | None = None) -> str:
+        """Submit a run of the job (queued by the run coordinator) with ``run_config`` (YAML), return its id."""
+        params: dict[str, Any] = {
             "selector": where.as_graphql(),
             "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in sorted(tags.items())]},
         }
+        if run_config:
+            params["runConfigData"] = run_config
         result = self._call(_LAUNCH, {"executionParams": params}, "launchRun")
         typename = str(result.get("__typename"))
         if typename != "LaunchRunSuccess":
@@ -213,12 +267,19 @@ class DagsterGraphQLClient:
             raise OrchestratorRejectedError(typename, "launch succeeded without a run id")
         return str(run["runId"])
 
-    def run_status(self, run_id: str) -> str | None:
-        """Dagster's ``RunStatus`` of the run (``QUEUED``, ``STARTED``, ``SUCCESS``...), None if Dagster has none."""
+    def run_state(self, run_id: str) -> RunState | None:
+        """The run's status and own start/end times from Dagster's run record; None if Dagster has no such run."""
         result = self._call(_RUN_STATUS, {"runId": run_id}, "runOrError")
         typename = str(result.get("__typename"))
         if typename == "Run":
-            return str(result.get("status"))
+            return RunState(
+                str(result.get("status")), _instant(result.get("startTime")), _instant(result.get("endTime"))
+            )
         if typename == "RunNotFoundError":
             return None
         raise OrchestratorRejectedError(typename, _error_message(result))
+
+    def run_status(self, run_id: str) -> str | None:
+        """Dagster's ``RunStatus`` of the run (``QUEUED``, ``STARTED``, ``SUCCESS``...), None if Dagster has none."""
+        state = self.run_state(run_id)
+        return state.status if state is not None else None

@@ -11,7 +11,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from auth_service.api.errors import ApiError
@@ -22,16 +22,16 @@ from auth_service.services.dagster_client import (
     DagsterGraphQLClient,
     OrchestratorError,
     OrchestratorUnavailableError,
+    RunState,
 )
 from auth_service.services.tenants import get_practice_settings
 from auth_service.store.audit import record_audit
 from auth_service.store.models import Connection, ConnectionStatus, Tenant
-from auth_service.store.sync_models import BulkJob, BulkJobFile, SyncRun, utcnow
+from auth_service.store.sync_models import SyncRun, utcnow
 
 __all__ = [
     "BULK_KINDS",
     "CONNECTIONS_PARTITIONS",
-    "bulk_status",
     "job_for",
     "start_sync",
     "sync_history",
@@ -128,6 +128,9 @@ def start_sync(
         where = dagster.find_job(job)
         _refuse_if_running(ctx, dagster, conn)
         created = dagster.add_dynamic_partition(where, CONNECTIONS_PARTITIONS, conn.id)
+        # the job's own config for the partition (full_resync: every landing op ``full: true``); a bare launch
+        # would run every op with its defaults, i.e. an incremental sync
+        run_config = dagster.partition_run_config(where, conn.id)
         tags = {
             "dagster/partition": conn.id,
             _TAG_CONNECTION: conn.id,
@@ -135,7 +138,7 @@ def start_sync(
             _TAG_SOURCE: conn.provider_id,
             _TAG_TRIGGER: "api",
         }
-        run_id = dagster.launch_run(where, tags)
+        run_id = dagster.launch_run(where, tags, run_config)
     except OrchestratorError as exc:
         logger.warning("sync of connection %s not submitted: %s", conn.id, exc.code)
         raise _orchestrator(exc) from None
@@ -167,11 +170,25 @@ def _effective_status(row_status: str, dagster_status: str | None) -> str:
     return row_status
 
 
-def _render(row: SyncRun, dagster_status: str | None = None, orchestrator: str | None = None) -> dict[str, Any]:
+def _times(row: SyncRun, state: RunState | None, status: str) -> tuple[datetime | None, datetime | None, float | None]:
+    """(started, finished, duration): the row's, or Dagster's run record's while the row lags a finished run."""
+    if row.status not in _OPEN or status in _OPEN or state is None:
+        return row.started_at, row.finished_at, row.duration_s
+    started = state.started_at or row.started_at
+    finished = state.ended_at
+    duration = (finished - started).total_seconds() if finished is not None and started is not None else None
+    return started, finished, duration
+
+
+def _render(row: SyncRun, state: RunState | None = None, orchestrator: str | None = None) -> dict[str, Any]:
+    dagster_status = state.status if state is not None else None
     status = _effective_status(row.status, dagster_status)
+    if status != row.status and status not in _OPEN and (state is None or state.ended_at is None):
+        status = row.status  # Dagster says it ended but not when: never report an end without its time
     error = row.error
     if status == "failed" and row.status in _OPEN:
         error = f"Dagster run ended {dagster_status}"
+    started, finished, duration = _times(row, state, status)
     return {
         "syncId": row.id,
         "dagsterRunId": row.id,
@@ -183,9 +200,9 @@ def _render(row: SyncRun, dagster_status: str | None = None, orchestrator: str |
         "counts": dict(row.counts or {}),
         "bytes": row.bytes,
         "createdAt": _iso(row.created_at),
-        "startedAt": _iso(row.started_at),
-        "finishedAt": _iso(row.finished_at),
-        "durationS": row.duration_s,
+        "startedAt": _iso(started),
+        "finishedAt": _iso(finished),
+        "durationS": duration,
         "error": error,
     }
 
@@ -209,7 +226,7 @@ def _reconciled(row: SyncRun, dagster: DagsterGraphQLClient) -> dict[str, Any]:
     if row.status not in _OPEN:
         return _render(row)
     try:
-        return _render(row, dagster.run_status(row.id), "ok")
+        return _render(row, dagster.run_state(row.id), "ok")
     except OrchestratorUnavailableError:
         return _render(row, None, "unavailable")
     except OrchestratorError as exc:
@@ -264,34 +281,3 @@ def _require_bulk_enabled(ctx: ServiceContext, tenant_id: str) -> None:
         enabled = tenant is not None and get_practice_settings(tenant).ehr_integrations.enable_bulk_export
     if not enabled:
         raise ApiError("bulk_not_enabled", "the tenant's ehrIntegrations.enableBulkExport flag is off")
-
-
-def bulk_status(ctx: ServiceContext, dagster: DagsterGraphQLClient, tenant_id: str, sync_id: str) -> dict[str, Any]:
-    """The run's status plus its Bulk job (status URL presence, transactionTime, files done/total)."""
-    status = sync_status(ctx, dagster, tenant_id, sync_id)
-    with ctx.db.session() as session:
-        job = session.scalars(
-            select(BulkJob).where(BulkJob.run_id == sync_id).order_by(BulkJob.requested_at.desc()).limit(1)
-        ).first()
-        if job is None:
-            return {**status, "bulk": None}
-        by_state = dict(
-            session.execute(
-                select(BulkJobFile.state, func.count())
-                .where(BulkJobFile.job_id == job.id, BulkJobFile.kind == "output")
-                .group_by(BulkJobFile.state)
-            ).all()
-        )
-        bulk = {
-            "jobId": job.id,
-            "status": job.status,
-            "level": job.level,
-            "types": list(job.types or []),
-            "statusUrlPresent": bool(job.status_url),
-            "transactionTime": _iso(job.transaction_time),
-            "filesDone": int(by_state.get("done", 0)),
-            "filesFailed": int(by_state.get("failed", 0)),
-            "filesTotal": int(sum(by_state.values())),
-            "error": job.error,
-        }
-    return {**status, "bulk": bulk}

@@ -130,11 +130,23 @@ def record_type_counts(session: Session, run_id: str, resource_type: str, counts
     row.bytes = sum(int(c.get("bytes", 0)) for c in merged.values() if isinstance(c, dict))
 
 
-def _finish(db: AppDatabase, run_id: str, status: str, counts: dict[str, Any] | None, error: str | None) -> None:
+def _finish(
+    db: AppDatabase,
+    run_id: str,
+    status: str,
+    counts: dict[str, Any] | None,
+    error: str | None,
+    *,
+    started_at: datetime | None = None,
+    finished_at: datetime | None = None,
+) -> None:
+    """Close the row; ``started_at``/``finished_at`` are the run's own times when the caller knows them (Dagster's
+    run record), otherwise the row keeps its start and finishes now."""
     with db.locked_session() as session:
         row = _load(session, run_id)
-        now = utcnow()
+        now = finished_at or utcnow()
         row.status = status
+        row.started_at = started_at or row.started_at
         row.finished_at = now
         if counts is not None:
             row.counts = counts
@@ -145,16 +157,32 @@ def _finish(db: AppDatabase, run_id: str, status: str, counts: dict[str, Any] | 
         session.commit()
 
 
-def complete(db: AppDatabase, run_id: str, counts: dict[str, Any] | None = None, *, error: str | None = None) -> None:
+def complete(
+    db: AppDatabase,
+    run_id: str,
+    counts: dict[str, Any] | None = None,
+    *,
+    error: str | None = None,
+    started_at: datetime | None = None,
+    finished_at: datetime | None = None,
+) -> None:
     """Mark the run completed; ``error`` may summarize types that failed while the run as a whole went on.
     Runs of the same connection left open by a killed process before this one started are closed as abandoned."""
-    _finish(db, run_id, "completed", counts, error)
+    _finish(db, run_id, "completed", counts, error, started_at=started_at, finished_at=finished_at)
     abandon_stale(db, require(db, run_id).connection_id, keep=run_id)
 
 
-def fail(db: AppDatabase, run_id: str, error: str, counts: dict[str, Any] | None = None) -> None:
+def fail(
+    db: AppDatabase,
+    run_id: str,
+    error: str,
+    counts: dict[str, Any] | None = None,
+    *,
+    started_at: datetime | None = None,
+    finished_at: datetime | None = None,
+) -> None:
     """Mark the run failed with a log-safe reason."""
-    _finish(db, run_id, "failed", counts, error)
+    _finish(db, run_id, "failed", counts, error, started_at=started_at, finished_at=finished_at)
 
 
 def abandon_stale(db: AppDatabase, connection_id: str, *, keep: str) -> int:

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +288,85 @@ def test_sync_end_to_end_full_then_history_bdx23_bdx24(stack: Stack, patient_con
     assert bulk.status_code == 200 and bulk.json()["bulk"] is None  # a REST sync has no bulk job
 
 
+def _dagster_run(stack: Stack, run_id: str) -> dict[str, Any]:
+    """The run as Dagster's own record has it (status, startTime, endTime in epoch seconds)."""
+    query = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status startTime endTime } } }"
+    run: dict[str, Any] = _graphql(stack.dagster.graphql_url, query, {"id": run_id})["data"]["runOrError"]
+    return run
+
+
+def _closed_row(stack: Stack, run_id: str) -> SyncRun:
+    """The ``sync_runs`` row once a run-status sensor (or the engine) has closed it."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with stack.service.ctx.db.session() as session:
+            row: SyncRun | None = session.get(SyncRun, run_id)
+            if row is not None and row.status not in ("queued", "running"):
+                session.expunge(row)
+                return row
+        time.sleep(0.5)
+    raise AssertionError(f"sync_runs row {run_id} was never closed:\n{stack.dagster.log.read_text()[-3000:]}")
+
+
+def _sync(stack: Stack, connection_id: str, mode: str, path: str = SYNC) -> dict[str, Any]:
+    """Start a sync and follow it to its end; no answer on the way may show an end without its time."""
+    body = {"connectionId": connection_id} if path == BULK_START else {"connectionId": connection_id, "mode": mode}
+    r = stack.api("POST", path, json=body)
+    assert r.status_code == 202, r.text
+    seen: list[dict[str, Any]] = []
+
+    def done(b: dict[str, Any]) -> bool:
+        seen.append(b)
+        return b["status"] in ("completed", "failed")
+
+    final = _poll(stack, BULK_STATUS if path == BULK_START else SYNC, r.json()["syncId"], done)
+    ended = [b for b in seen if b["status"] in ("completed", "failed")]
+    assert all(b["finishedAt"] and b["durationS"] is not None for b in ended), ended
+    return {**final, "job": r.json()["job"]}
+
+
+def _warehouse_count(stack: Stack, connection_id: str, resource_type: str) -> int:
+    with duckdb.connect(str(stack.state / "warehouse.duckdb"), read_only=True) as wh:
+        row = wh.execute(
+            "SELECT count(*) FROM fhir_resources WHERE connection_id = ? AND resource_type = ?",
+            [connection_id, resource_type],
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_full_mode_refetches_everything_and_times_are_the_runs_own(stack: Stack, patient_connection: str) -> None:
+    """Issue 10: ``mode: "full"`` runs ``full_resync`` with its run config (every landing op ``full: true``).
+
+    Before, the GraphQL launch carried no run config, so a full resync after a first sync fetched only what
+    changed since the marks, like an incremental one. The run's finish time and duration are Dagster's run
+    record's, not the moment the status sensor closed the row.
+    """
+    first = _sync(stack, patient_connection, "incremental")  # every type gets its high-water mark
+    assert first["status"] == "completed", first
+    again = _sync(stack, patient_connection, "incremental")
+    assert again["status"] == "completed", again
+    observations = _warehouse_count(stack, patient_connection, "Observation")
+    assert observations > 0 and again["counts"]["Observation"]["fetched"] < observations, again["counts"]
+
+    full = _sync(stack, patient_connection, "full")
+    assert full["status"] == "completed" and full["job"] == "full_resync", full
+    assert full["counts"]["Observation"]["fetched"] == observations, full["counts"]
+    assert full["counts"]["Patient"]["fetched"] == 1
+
+    row = _closed_row(stack, full["syncId"])
+    record = _dagster_run(stack, full["syncId"])
+    assert record["status"] == "SUCCESS" and record["endTime"] is not None
+    ended = datetime.fromtimestamp(record["endTime"], UTC)
+    began = datetime.fromtimestamp(record["startTime"], UTC)
+    assert row.finished_at is not None and row.duration_s is not None
+    finished = row.finished_at if row.finished_at.tzinfo else row.finished_at.replace(tzinfo=UTC)
+    assert abs(finished - ended) < timedelta(milliseconds=1), (finished, ended)
+    assert abs(row.duration_s - (record["endTime"] - record["startTime"])) < 0.001
+    shown = stack.api("GET", SYNC, params={"syncId": full["syncId"]}).json()
+    assert datetime.fromisoformat(shown["finishedAt"]) == finished
+    assert abs(datetime.fromisoformat(shown["startedAt"]) - began) < timedelta(milliseconds=1)
+
+
 def test_other_tenant_sees_nothing(stack: Stack, patient_connection: str) -> None:
     """A key sees only its tenant: another tenant's connection and runs answer 404."""
     r = stack.api("POST", SYNC, key=stack.other_key, json={"connectionId": patient_connection})
@@ -507,6 +587,58 @@ def test_unreachable_or_garbage_is_unavailable(handler: Callable[[httpx.Request]
     assert info.value.code == "orchestrator_unavailable"
 
 
+def test_partition_config_is_asked_by_pipeline_selector_and_launched_as_run_config() -> None:
+    """The launch carries the job's own partition config (``full_resync``: ``full: true``), issue 10."""
+    seen: list[dict[str, Any]] = []
+    yaml = "ops:\n  landing__Patient:\n    config:\n      full: true\n"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append(body)
+        if "pipelineOrError" in body["query"]:
+            partition = {"runConfigOrError": {"__typename": "PartitionRunConfig", "yaml": yaml}}
+            return httpx.Response(
+                200, json={"data": {"pipelineOrError": {"__typename": "Pipeline", "partition": partition}}}
+            )
+        run = {"runId": "r-1", "status": "QUEUED"}
+        return httpx.Response(200, json={"data": {"launchRun": {"__typename": "LaunchRunSuccess", "run": run}}})
+
+    client = _client(handler)
+    config = client.partition_run_config(WHERE, "c1")
+    assert config == yaml
+    assert seen[0]["variables"] == {
+        "selector": {
+            "repositoryLocationName": "pipelines.definitions",
+            "repositoryName": "__repository__",
+            "pipelineName": "incremental_sync",
+        },
+        "partition": "c1",
+    }
+    assert client.launch_run(WHERE, {"dagster/partition": "c1"}, config) == "r-1"
+    assert seen[1]["variables"]["executionParams"]["runConfigData"] == yaml
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        {"__typename": "PipelineNotFoundError", "message": "no job"},
+        {"__typename": "Pipeline", "partition": {"runConfigOrError": {"__typename": "PythonError", "message": "bad"}}},
+        {"__typename": "Pipeline", "partition": None},
+    ],
+    ids=["no-job", "config-error", "no-partition"],
+)
+def test_partition_config_errors_are_rejected(result: dict[str, Any]) -> None:
+    with pytest.raises(OrchestratorRejectedError):
+        _client(_answer("pipelineOrError", result)).partition_run_config(WHERE, "c1")
+
+
+def test_run_state_reads_the_runs_own_times() -> None:
+    run = {"__typename": "Run", "runId": "r", "status": "SUCCESS", "startTime": 1_790_000_000.5, "endTime": None}
+    state = _client(_answer("runOrError", run)).run_state("r")
+    assert state is not None and state.status == "SUCCESS" and state.ended_at is None
+    assert state.started_at == datetime.fromtimestamp(1_790_000_000.5, UTC)
+
+
 def test_graphql_top_level_errors_are_rejected() -> None:
     body = {"errors": [{"message": 'Cannot query field "launchRun" on type "Mutation".'}]}
     client = _client(lambda request: httpx.Response(400, json=body))
@@ -547,15 +679,19 @@ def test_client_refuses_a_relative_url() -> None:
 
 # --- reconciliation of open rows with Dagster's run status (app over TestClient, Dagster over MockTransport) --
 
+_T0 = 1_790_000_000.25  # a Dagster run record's startTime (epoch seconds)
+_ENDED = {"startTime": _T0, "endTime": _T0 + 42.5}
+
 
 @pytest.mark.parametrize(
     ("row_status", "dagster", "reported"),
     [
-        ("running", {"__typename": "Run", "runId": "r", "status": "FAILURE"}, "failed"),
-        ("running", {"__typename": "Run", "runId": "r", "status": "CANCELED"}, "failed"),
-        ("queued", {"__typename": "Run", "runId": "r", "status": "STARTED"}, "running"),
+        ("running", {"__typename": "Run", "runId": "r", "status": "FAILURE", **_ENDED}, "failed"),
+        ("running", {"__typename": "Run", "runId": "r", "status": "CANCELED", **_ENDED}, "failed"),
+        ("queued", {"__typename": "Run", "runId": "r", "status": "STARTED", "startTime": _T0}, "running"),
         ("queued", {"__typename": "Run", "runId": "r", "status": "QUEUED"}, "queued"),
-        ("running", {"__typename": "Run", "runId": "r", "status": "SUCCESS"}, "completed"),
+        ("running", {"__typename": "Run", "runId": "r", "status": "SUCCESS", **_ENDED}, "completed"),
+        ("running", {"__typename": "Run", "runId": "r", "status": "SUCCESS", "endTime": None}, "running"),
         ("queued", {"__typename": "RunNotFoundError", "message": "no run"}, "queued"),
         ("completed", {"__typename": "Run", "runId": "r", "status": "FAILURE"}, "completed"),
     ],
@@ -595,11 +731,16 @@ def test_open_rows_follow_dagster(make_app: Any, row_status: str, dagster: dict[
     assert len(calls) == (0 if row_status == "completed" else 1)  # closed rows never ask Dagster
     if reported == "failed":
         assert dagster["status"] in body["error"]
+    if row_status != reported and reported in ("completed", "failed"):  # Dagster's record's end (issue 10)
+        assert body["finishedAt"] == datetime.fromtimestamp(_T0 + 42.5, UTC).isoformat(), body
+        assert body["durationS"] == 42.5
+    elif reported not in ("completed", "failed"):
+        assert body["finishedAt"] is None
     history = handle.client.get(SYNC, params={"connectionId": conn_id}, headers={"X-API-Key": key}).json()
     assert [h["status"] for h in history] == [reported]
 
 
-def _backend_connection(stack: Stack, sandbox: Any) -> str:
+def _backend_connection(stack: Stack, sandbox: Any, *, group_id: str | None = None) -> str:
     """A SMART Backend Services client registered at the sandbox, its key in the provider config (as in
     production, so the Dagster run's vault can sign its assertion) and a ``backend`` connection row."""
     client_id = f"backend-{uuid.uuid4().hex[:10]}"
@@ -633,7 +774,8 @@ def _backend_connection(stack: Stack, sandbox: Any) -> str:
         conn = Connection(
             tenant_id="t1",
             provider_id="generic",
-            kind="backend",
+            kind="group" if group_id else "backend",
+            group_id=group_id,
             fhir_base=sandbox.fhir_base,
             issuer=sandbox.fhir_base,
             client_id=client_id,
@@ -658,3 +800,70 @@ def test_bulk_export_end_to_end_bdx08(stack: Stack, sandbox_session: Any) -> Non
     assert bulk["statusUrlPresent"] is True and bulk["transactionTime"]
     assert bulk["filesTotal"] > 0 and bulk["filesDone"] == bulk["filesTotal"], bulk
     assert final["counts"] and final["bytes"] > 0
+
+
+def test_bulk_status_describes_the_export_not_the_membership_jobs_bdx15(stack: Stack, sandbox_session: Any) -> None:
+    """Issue 10: a group's second export also runs the BDX-15 membership jobs (member ids, maybe new members);
+    bulk status must describe the export itself. Before, it showed the newest job of the run: a membership one.
+    """
+    conn_id = _backend_connection(stack, sandbox_session, group_id="grp0")
+    first = _sync(stack, conn_id, "full", BULK_START)
+    assert first["status"] == "completed", first
+    second = _sync(stack, conn_id, "full", BULK_START)
+    assert second["status"] == "completed", second
+    with stack.service.ctx.db.session() as session:
+        jobs = session.query(BulkJob).filter_by(run_id=second["syncId"]).all()
+        streams = {j.stream: j.id for j in jobs}
+    assert any(stream.endswith(":members") for stream in streams), f"no membership check ran: {streams}"
+    assert second["bulk"]["jobId"] == streams["bulk:group:grp0"], (second["bulk"], streams)
+    assert second["bulk"]["level"] == "group" and second["bulk"]["status"] == "completed"
+    assert second["bulk"]["jobId"] == second["counts"]["_bulk"]["job_id"]
+
+
+def _bulk_job(session: Any, job_id: str, connection_id: str, run_id: str, stream: str, status: str) -> None:
+    session.add(
+        BulkJob(
+            id=job_id,
+            connection_id=connection_id,
+            run_id=run_id,
+            stream=stream,
+            type_key="*",
+            level="group",
+            group_id="g1",
+            types=[],
+            kickoff_url="https://ehr.example/fhir/Group/g1/$export",
+            status_url=f"https://ehr.example/bulk/status/{job_id}",
+            status=status,
+            requested_at=utcnow(),
+        )
+    )
+    session.flush()
+
+
+@pytest.mark.parametrize("closed", [True, False], ids=["completed-run", "running-run"])
+def test_bulk_status_follows_a_resumed_export(stack: Stack, closed: bool) -> None:
+    """A resumed export's job keeps the id of the run that kicked it off: the run that resumed it still reports
+    it, whether closed (its summary names the job) or still running (the connection's export in progress).
+    Before, only jobs carrying the run's own id were looked at: none here, or the newer membership job."""
+    group = _add_connection(stack, "t1", kind="group")
+    run_id, earlier, job_id = uuid.uuid4().hex, uuid.uuid4().hex, "job-" + uuid.uuid4().hex[:12]
+    with stack.service.ctx.db.session() as session, session.begin():
+        session.add(
+            SyncRun(
+                id=run_id,
+                connection_id=group,
+                tenant_id="t1",
+                kind="bulk",
+                status="completed" if closed else "running",
+                created_at=utcnow() - timedelta(minutes=5),
+                started_at=utcnow() - timedelta(minutes=5),
+                finished_at=utcnow() if closed else None,
+                counts={"_bulk": {"job_id": job_id}} if closed else {},
+                bytes=0,
+            )
+        )
+        _bulk_job(session, job_id, group, earlier, "bulk:group:g1", "completed" if closed else "downloading")
+        if closed:
+            _bulk_job(session, "ids-" + job_id, group, run_id, "bulk:group:g1:members", "completed")
+    body = stack.api("GET", BULK_STATUS, params={"syncId": run_id}).json()
+    assert body["bulk"] is not None and body["bulk"]["jobId"] == job_id, body

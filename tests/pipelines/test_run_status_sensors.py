@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from dagster import (
     DagsterEvent,
@@ -9,6 +12,8 @@ from dagster import (
     DagsterInstance,
     DagsterRunStatus,
     build_run_status_sensor_context,
+    job,
+    op,
 )
 from dagster._core.test_utils import create_run_for_test
 
@@ -61,3 +66,55 @@ def test_run_end_closes_the_sync_run(
     assert record is not None and record.status == sync_status
     assert (app_db.last_sync_at(cid) is not None) is stamped
     assert (record.error == "Steps failed: ['landing__Patient'].") is (not stamped)
+
+
+@op
+def _step() -> None:
+    """A step that does nothing: the run only needs a real start and end on the instance."""
+
+
+@job(name="incremental_sync")
+def _finished_job() -> None:
+    _step()
+
+
+@pytest.mark.parametrize(("sensor", "succeeded"), [("sync_run_success", True), ("sync_run_failure", False)])
+def test_run_end_records_the_runs_own_finish_time(
+    app_db: AppDb, dagster_instance: DagsterInstance, sensor: str, succeeded: bool
+) -> None:
+    """finishedAt and the duration are the run's (Dagster's run record), not the moment the sensor closed the row.
+
+    Before, the row finished when the sensor ticked (here 0.5 s after the run ended; in production up to minutes
+    later, after a daemon backlog), and its duration counted the wait.
+    """
+    cid = app_db.add("c1")
+    result = _finished_job.execute_in_process(instance=dagster_instance, tags={CONNECTION_TAG: cid})
+    record = dagster_instance.get_run_record_by_id(result.run_id)
+    assert record is not None and record.start_time is not None and record.end_time is not None
+    runs.ensure_run(app_db.db, cid, result.run_id, "incremental", tenant_id=app_db.tenant_id)
+    time.sleep(0.5)  # the sensor ticks later than the run ended
+    event_type = DagsterEventType.RUN_SUCCESS if succeeded else DagsterEventType.RUN_FAILURE
+    context = build_run_status_sensor_context(
+        sensor_name=sensor,
+        dagster_event=DagsterEvent(event_type_value=event_type.value, job_name="incremental_sync", message="x"),
+        dagster_instance=dagster_instance,
+        dagster_run=record.dagster_run,
+        resources={"app_db": AppDatabaseResource(url=app_db.url)},
+    )
+
+    SENSORS[sensor](context)
+
+    row = runs.get(app_db.db, result.run_id)
+    assert row is not None and row.finished_at is not None and row.started_at is not None
+    ended = datetime.fromtimestamp(record.end_time, UTC)
+    began = datetime.fromtimestamp(record.start_time, UTC)
+    assert abs(_aware(row.finished_at) - ended) < timedelta(milliseconds=1), (row.finished_at, ended)
+    assert abs(_aware(row.started_at) - began) < timedelta(milliseconds=1)
+    assert row.duration_s is not None and abs(row.duration_s - (record.end_time - record.start_time)) < 0.001
+    if succeeded:
+        stamped = app_db.last_sync_at(cid)
+        assert stamped is not None and abs(_aware(stamped) - ended) < timedelta(milliseconds=1)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from auth_service.api.deps import AdminDep, CtxDep
 from auth_service.api.errors import ApiError
-from auth_service.services import sync_api
+from auth_service.services import sync_api, sync_bulk
 from auth_service.services.dagster_client import DagsterGraphQLClient
 
 __all__ = ["get_dagster", "router"]
@@ -80,4 +80,4 @@ def bulk_status(
     syncId: Annotated[str, Query(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")],
 ) -> dict[str, Any]:
     """The run's status plus its Bulk job: status URL presence, transactionTime, files done/total."""
-    return sync_api.bulk_status(ctx, dagster, admin.tenant_id, syncId)
+    return sync_bulk.bulk_status(ctx, dagster, admin.tenant_id, syncId)
