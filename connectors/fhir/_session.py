@@ -8,30 +8,25 @@ from __future__ import annotations
 
 import enum
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
-import orjson
 
 from connectors.budgets import check_step_budget, mark_unreachable, rate_budget, unreachable_reason
-from connectors.errors import (
-    EhrUnreachableError,
-    FhirError,
-    FhirUnauthorizedError,
-    RateLimitedError,
-    SecurityPolicyError,
-    TransportError,
-    fhir_error_for_status,
-    is_transient_answer,
+from connectors.errors import EhrUnreachableError, SecurityPolicyError, TransportError
+from connectors.fhir._answers import (
+    CONTROL_CHARS,
+    error_from_response,
+    operation_outcome_of,
+    retry_kind,
+    unauthorized,
 )
 from connectors.fhir._bounds import BodyBounds
 from connectors.http import (
     RateLimiter,
     RetryPolicy,
     is_within_base,
-    parse_retry_after,
     redact_url,
     resolve_url,
     same_origin,
@@ -49,8 +44,6 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 #: A refused connection or failed DNS lookup is tried this many times (quickly), then the EHR is unreachable.
 UNREACHABLE_ATTEMPTS = 2
 UNREACHABLE_RETRY_S = 0.5
-DIAGNOSTICS_MAX_CHARS = 300
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]+")
 
 
 class TokenRule(enum.Enum):
@@ -60,81 +53,6 @@ class TokenRule(enum.Enum):
     REQUIRE_ORIGIN = "require-origin"  # same scheme/host/port as the base (bulk status and file URLs)
     IF_WITHIN_BASE = "if-within-base"  # send only when under the base; elsewhere go without a token
     NEVER = "never"
-
-
-def operation_outcome_of(response: httpx.Response) -> dict[str, Any] | None:
-    """The OperationOutcome in a (read) response body, or None (empty bodies happen, e.g. Epic 403s)."""
-    if not response.content:
-        return None
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return None
-    if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
-        return body
-    return None
-
-
-def outcome_diagnostics(outcome: Mapping[str, Any] | None, limit: int = DIAGNOSTICS_MAX_CHARS) -> str | None:
-    """The issues' ``diagnostics`` (or ``details.text``) as one line: control characters stripped, capped.
-
-    Servers may echo request values here, so this goes into exception messages (shown to the operator who
-    owns the data) but the connectors never log it.
-    """
-    texts: list[str] = []
-    for issue in (outcome or {}).get("issue", []):
-        if not isinstance(issue, dict):
-            continue
-        details = issue.get("details")
-        text = issue.get("diagnostics")
-        if not isinstance(text, str) and isinstance(details, dict):
-            text = details.get("text")
-        if isinstance(text, str):
-            cleaned = " ".join(_CONTROL.sub(" ", text).split())
-            if cleaned and cleaned not in texts:
-                texts.append(cleaned)
-    if not texts:
-        return None
-    joined = "; ".join(texts)
-    return joined if len(joined) <= limit else joined[: limit - 1].rstrip() + "\u2026"
-
-
-def _issue_codes(outcome: Mapping[str, Any] | None) -> list[str]:
-    return [str(i.get("code")) for i in (outcome or {}).get("issue", []) if isinstance(i, dict)]
-
-
-def _error_from_response(method: str, url: str, response: httpx.Response) -> FhirError:
-    outcome = operation_outcome_of(response)
-    status = response.status_code
-    codes = _issue_codes(outcome)
-    detail = f" (issues: {', '.join(codes)})" if codes else ""
-    diagnostics = outcome_diagnostics(outcome)
-    said = f": {diagnostics}" if diagnostics else ""
-    message = f"{method} {redact_url(url)} answered HTTP {status}{detail}{said}"
-    retry_after_header = response.headers.get("Retry-After")
-    error: FhirError
-    if status == 429 or (status == 503 and retry_after_header is not None):
-        error = RateLimitedError(message, status, outcome, redact_url(url), parse_retry_after(retry_after_header))
-    else:
-        error = fhir_error_for_status(status)(message, status, outcome, redact_url(url))
-    error.diagnostics = diagnostics
-    return error
-
-
-def _retry_kind(response: httpx.Response, idempotent: bool) -> str | None:
-    """``throttle`` (wait per Retry-After), ``transient`` (backoff) or None (fail now).
-
-    Which answers are transient is decided once, by :func:`connectors.errors.is_transient_answer`, the same
-    test as ``FhirError.is_transient``.
-    """
-    status = response.status_code
-    if status in (429, 503):
-        return "throttle"
-    if not idempotent:
-        return None
-    if is_transient_answer(status, _issue_codes(operation_outcome_of(response))):
-        return "transient"
-    return None
 
 
 def _origin_of(url: str) -> str:
@@ -221,7 +139,7 @@ class FhirSession:
         if not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
             return None
         origin = _origin_of(url)
-        reason = _CONTROL.sub(" ", str(exc))[:120] or type(exc).__name__
+        reason = CONTROL_CHARS.sub(" ", str(exc))[:120] or type(exc).__name__
         if attempt + 1 < UNREACHABLE_ATTEMPTS:
             return None
         mark_unreachable(origin, reason)
@@ -307,7 +225,7 @@ class FhirSession:
                 if status == 401 and token is not None and self.tokens is not None:
                     if refreshed:
                         response.read()
-                        raise _unauthorized(method, url, response)
+                        raise unauthorized(method, url, response)
                     logger.info("401 from server, refreshing the token once", extra={"url": redact_url(url)})
                     token = self.tokens.refresh_after_unauthorized(token)
                     refreshed = True
@@ -337,7 +255,7 @@ class FhirSession:
                         attempt += 1
                         continue
                 response.read()
-                kind = _retry_kind(response, idempotent)
+                kind = retry_kind(response, idempotent)
                 if kind is not None and attempt + 1 < policy.max_attempts:
                     header = response.headers.get("Retry-After") if kind == "throttle" else None
                     delay = policy.delay_for(attempt, header) if kind == "throttle" else policy.backoff_delay(attempt)
@@ -348,15 +266,6 @@ class FhirSession:
                     policy.sleep(delay)
                     attempt += 1
                     continue
-                raise _error_from_response(method, url, response)
+                raise error_from_response(method, url, response)
             finally:
                 response.close()
-
-
-def _unauthorized(method: str, url: str, response: httpx.Response) -> FhirUnauthorizedError:
-    return FhirUnauthorizedError(
-        f"{method} {redact_url(url)} answered HTTP 401 again after a token refresh",
-        401,
-        operation_outcome_of(response),
-        redact_url(url),
-    )
