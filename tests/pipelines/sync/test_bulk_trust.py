@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from auth_service.store.sync_models import BulkJob
+from connectors.errors import ConfigurationError
 from pipelines.sync import cursors, run_bulk_export, runs
+from pipelines.sync.environment import DEFAULT_BULK_MAX_FILE_BYTES, DEFAULT_MIN_FREE_DISK_BYTES
 from sandbox import SandboxServer
 from tests.pipelines.sync.conftest import RequestLog
 from tests.pipelines.sync.helpers import SyncWorld, add_fault, connect_backend, content_fingerprint, make_environment
@@ -191,3 +194,33 @@ def test_downloads_stop_below_the_free_disk_reserve_and_resume(
     assert second.status == "completed", second.error
     assert second.resumed
     assert content_fingerprint(world.env.warehouse_target, with_connection=False) == _clean(sb, tmp_path)
+
+
+def test_file_body_shorter_than_its_content_length_is_fetched_again(
+    tmp_path: Path, shared_sb: SandboxServer, world: SyncWorld, http: httpx.Client, request_log: RequestLog
+) -> None:
+    """The server announces the whole file, sends half of it and hangs up: fetched again, nothing quarantined."""
+    sb = shared_sb
+    conn = connect_backend(world, sb, http=http, group_id=GROUP)
+    add_fault(http, sb, "bulk_short_body", path="/bulk/files", times=2)
+    report = run_bulk_export(world.env, conn, "short")
+    assert report.status == "completed", report.error
+    assert sum(r.quarantined for r in report.types.values()) == 0 and report.count_mismatches == []
+    assert len(request_log.paths("/bulk/files")) == len({u.path for u in request_log.paths("/bulk/files")}) + 2
+    assert content_fingerprint(world.env.warehouse_target, with_connection=False) == _clean(sb, tmp_path)
+
+
+def test_limits_are_read_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EHRSYNC_BULK_MAX_FILE_BYTES / EHRSYNC_MIN_FREE_DISK_BYTES set the limits; a bad value names the variable."""
+    defaults = make_environment(tmp_path / "defaults").env
+    assert (defaults.bulk_max_file_bytes, defaults.min_free_disk_bytes) == (
+        DEFAULT_BULK_MAX_FILE_BYTES,
+        DEFAULT_MIN_FREE_DISK_BYTES,
+    )
+    monkeypatch.setenv("EHRSYNC_BULK_MAX_FILE_BYTES", "1048576")
+    monkeypatch.setenv("EHRSYNC_MIN_FREE_DISK_BYTES", "0")
+    env = make_environment(tmp_path / "set").env
+    assert (env.bulk_max_file_bytes, env.min_free_disk_bytes) == (1048576, 0)
+    monkeypatch.setenv("EHRSYNC_BULK_MAX_FILE_BYTES", "ten gigs")
+    with pytest.raises(ConfigurationError, match="EHRSYNC_BULK_MAX_FILE_BYTES"):
+        make_environment(tmp_path / "bad")
