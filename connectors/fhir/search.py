@@ -123,6 +123,7 @@ def iter_search_pages(
     first = True
     seen: set[str] = set()
     received = 0
+    total: int | None = None  # the latest ``total`` any page gave (some servers send it on the first page only)
     max_bytes = bounds.max_bytes if bounds is not None else None
     while url is not None:
         try:
@@ -151,13 +152,14 @@ def iter_search_pages(
             extra={"url": redact_url(sent_url), "matches": len(page.resources), "has_next": bool(page.next_url)},
         )
         received += len(page.resources)
+        total = page.total if page.total is not None else total
         yield page
-        if page.next_url is None and page.total is not None and received < page.total:
+        if page.next_url is None and total is not None and received < total:
             raise SearchIncompleteError(
-                f"search {redact_url(first_url)} stopped early: total {page.total}, received {received}, no next link",
+                f"search {redact_url(first_url)} stopped early: total {total}, received {received}, no next link",
                 redact_url(first_url),
                 received=received,
-                total=page.total,
+                total=total,
                 reason="no_next",
             )
         if page.next_url is not None:
@@ -167,7 +169,7 @@ def iter_search_pages(
                     f"after {received} matches",
                     redact_url(first_url),
                     received=received,
-                    total=page.total,
+                    total=total,
                     reason="repeated_next",
                 )
             seen.add(page.next_url)

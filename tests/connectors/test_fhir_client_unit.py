@@ -22,6 +22,7 @@ from connectors.errors import (
     FhirUnprocessableError,
     NeedsReauthError,
     RateLimitedError,
+    SearchIncompleteError,
     SearchLinkExpiredError,
     SecurityPolicyError,
     TransportError,
@@ -142,6 +143,21 @@ def test_search_rejects_a_non_bundle_and_repeating_links() -> None:
     loop = bundle([], next_url=f"{BASE}/Observation?p=2")
     with pytest.raises(FhirError, match="loops"):
         list(_client(Script(_json(200, loop), _json(200, loop))).search_pages("Observation"))
+
+
+def test_search_that_stops_early_yields_what_came_then_says_so() -> None:
+    """``total`` (here only on the first page) larger than what arrived with no ``next``: every page is still
+    yielded, then SearchIncompleteError says how many of how many arrived."""
+    first = {**bundle([{"resource": _obs(1)}], next_url=f"{BASE}/Observation?p=2"), "total": 3}
+    last = bundle([{"resource": _obs(2)}])
+    pages = _client(Script(_json(200, first), _json(200, last))).search_pages("Observation")
+    seen = [next(pages).resources, next(pages).resources]
+    with pytest.raises(SearchIncompleteError, match="total 3, received 2, no next link") as info:
+        next(pages)
+    assert seen == [[_obs(1)], [_obs(2)]]
+    assert (info.value.received, info.value.total, info.value.reason) == (2, 3, "no_next")
+    complete = {**bundle([{"resource": _obs(1)}]), "total": 1}
+    assert len(list(_client(Script(_json(200, complete))).search_pages("Observation"))) == 1
 
 
 @pytest.mark.parametrize("retry_after", ["7", "Wed, 25 Nov 2026 10:00:30 GMT"])
