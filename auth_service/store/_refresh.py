@@ -14,26 +14,22 @@ How they are serialized depends on the app database:
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import logging
-import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from auth_service.store._grants import GrantContext, with_retry
+from auth_service.store._refresh_lock import RefreshLockTimeoutError, sqlite_refresh_lock
+from auth_service.store._states import AFTER_401_MARK, check_status, fresh_after_401
 from auth_service.store.audit import record_audit
 from auth_service.store.crypto import TokenCipher
 from auth_service.store.database import AppDatabase
-from auth_service.store.errors import ClientRejectedError, TokenUndecryptableError
+from auth_service.store.errors import ClientRejectedError
 from auth_service.store.models import Connection, ConnectionKind, ConnectionStatus, TokenRecord
 from auth_service.store.tokenrows import open_field, write_tokens
 from connectors.errors import (
@@ -53,17 +49,6 @@ logger = logging.getLogger(__name__)
 MIN_REMAINING = timedelta(seconds=60)
 REFRESH_FRACTION = 0.2
 # Longer than a grant with its retries can take; past it the other process is presumed stuck.
-REFRESH_LOCK_TIMEOUT_S = 300.0
-#: Marks (in ``tokens.launch_context``) a backend token minted because its predecessor was refused with 401.
-AFTER_401_MARK = "ehrsync_minted_after_401"
-#: A 401 on such a token within this window means the EHR refuses the client itself (client_rejected).
-CLIENT_REJECTED_WINDOW = timedelta(minutes=5)
-
-
-class RefreshLockTimeoutError(EhrSyncError):
-    """Another process held this connection's refresh lock for longer than a refresh can take."""
-
-    code = "refresh_lock_timeout"
 
 
 def lock_row(session: Session, connection_id: str) -> TokenRecord | None:
@@ -80,21 +65,6 @@ def lock_row(session: Session, connection_id: str) -> TokenRecord | None:
         .execution_options(populate_existing=True)
     )
     return session.scalars(stmt).one_or_none()
-
-
-def check_status(conn: Connection) -> None:
-    if conn.status == ConnectionStatus.CLIENT_REJECTED:
-        raise ClientRejectedError(
-            f"connection {conn.id} is client_rejected: the EHR refused even a fresh token; check the client "
-            "registration (client id, key/JWKS, scopes), then re-enable the connection"
-        )
-    if conn.status == ConnectionStatus.TOKEN_UNDECRYPTABLE:
-        raise TokenUndecryptableError(
-            f"connection {conn.id} is token_undecryptable: its stored token cannot be decrypted with the "
-            "configured keys; restore the key (INTEGRATIONS_TOKEN_ENC_KEYS_OLD) or connect again"
-        )
-    if conn.status != ConnectionStatus.ACTIVE:
-        raise NeedsReauthError(f"connection {conn.id} is {conn.status}: a person must authorize again")
 
 
 def needs_refresh(row: TokenRecord, now: datetime) -> bool:
@@ -148,7 +118,7 @@ def run_locked_refresh(
     """Refresh (or mint, for backend connections) unless another process already did; errors are raised after
     the status and audit changes are committed."""
     if db.dialect == "sqlite":
-        with _sqlite_refresh_lock(db, connection_id):
+        with sqlite_refresh_lock(db, connection_id):
             with db.session() as session:
                 step = _prepare(session, cipher, grants, connection_id, rejected, force, clock)
             outcome = step if isinstance(step, _Outcome) else _grant(step, grants, connection_id)
@@ -196,7 +166,7 @@ def _prepare(
     name = "client_credentials" if backend else "refresh_token"
     still_valid = row is not None and rejected is None and row.expires_at > now
     basis = row.version if row is not None else None
-    if backend and row is not None and rejected is not None and rejected == current and _fresh_after_401(row, now):
+    if backend and row is not None and rejected is not None and rejected == current and fresh_after_401(row, now):
         return _client_rejected(conn.id, basis)
     if not backend and (row is None or row.refresh_token_ct is None):
         if still_valid and current is not None:
@@ -224,12 +194,6 @@ def _prepare(
             refresh_grant, endpoint, http=grants.http, client_auth=auth, refresh_token=refresh_token, clock=clock
         )
     return _Grant(call, name, current, still_valid, basis, after_unauthorized=backend and rejected is not None)
-
-
-def _fresh_after_401(row: TokenRecord, now: datetime) -> bool:
-    """The stored token was minted moments ago because its predecessor got a 401."""
-    minted_after_401 = bool((row.launch_context or {}).get(AFTER_401_MARK))
-    return minted_after_401 and now - row.issued_at <= CLIENT_REJECTED_WINDOW
 
 
 def _client_rejected(connection_id: str, basis: int | None) -> _Outcome:
@@ -339,34 +303,3 @@ def _apply(
             detail=detail,
         )
     return outcome
-
-
-@contextlib.contextmanager
-def _sqlite_refresh_lock(db: AppDatabase, connection_id: str) -> Iterator[None]:
-    """An exclusive ``flock`` per connection beside the SQLite file (every process that can open the database
-    file can open this); waits up to ``REFRESH_LOCK_TIMEOUT_S``."""
-    database = db.engine.url.database
-    assert database, "a SQLite app database is always a file (AppDatabase.from_url)"
-    folder = Path(database).with_name(Path(database).name + ".refresh-locks")
-    folder.mkdir(exist_ok=True)
-    name = hashlib.sha256(connection_id.encode()).hexdigest()[:32]
-    fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        deadline = time.monotonic() + REFRESH_LOCK_TIMEOUT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise RefreshLockTimeoutError(
-                        f"connection {connection_id}: another process has been refreshing its token for over "
-                        f"{REFRESH_LOCK_TIMEOUT_S:.0f}s"
-                    ) from None
-                time.sleep(0.02)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)

@@ -19,7 +19,7 @@ from auth_service.store import (
     TokenCipher,
     TokenVault,
     UnknownConnectionError,
-    _refresh,
+    _refresh_lock,
     save_provider_config,
 )
 from auth_service.store._refresh import RefreshLockTimeoutError, lock_row
@@ -412,8 +412,8 @@ def test_sqlite_refresh_lock_held_too_long_is_a_typed_error(
     db = AppDatabase.from_url(f"sqlite:///{tmp_path / 'app.db'}")
     db.migrate()
     vault = seeded(db, cipher, token_server)
-    monkeypatch.setattr(_refresh, "REFRESH_LOCK_TIMEOUT_S", 0.2)
-    with _refresh._sqlite_refresh_lock(db, "c1"), pytest.raises(RefreshLockTimeoutError, match="c1"):
+    monkeypatch.setattr(_refresh_lock, "REFRESH_LOCK_TIMEOUT_S", 0.2)
+    with _refresh_lock.sqlite_refresh_lock(db, "c1"), pytest.raises(RefreshLockTimeoutError, match="c1"):
         vault.force_refresh("c1")  # another process is (as far as this one can tell) stuck refreshing c1
     assert token_server.state.count("refresh_token") == 0
     assert vault.force_refresh("c1") == "at-1"  # the lock released, the next refresh goes through
