@@ -145,6 +145,16 @@ class FhirSession:
         mark_unreachable(origin, reason)
         return EhrUnreachableError(f"cannot reach the EHR at {origin} ({reason}): check its URL and that it is up")
 
+    def _attempt_timeout(self, bounds: BodyBounds | None, started: float) -> httpx.Timeout | float | None:
+        """The session's timeouts, each cut to what is left of the request deadline or step budget."""
+        ends_at = bounds.ends_at(started) if bounds is not None else None
+        if bounds is None or ends_at is None:
+            return self._timeout
+        left = max(ends_at - bounds.clock(), 0.01)
+        base = httpx.Timeout(self._timeout) if self._timeout is not None else self.http.timeout
+        parts = {name: getattr(base, name) for name in ("connect", "read", "write", "pool")}
+        return httpx.Timeout(**{name: left if value is None else min(value, left) for name, value in parts.items()})
+
     def _request(
         self,
         method: str,
@@ -194,9 +204,10 @@ class FhirSession:
                 send_headers["Authorization"] = f"Bearer {token}"
             if self.rate_limit is not None:
                 self.rate_limit.acquire(self.rate_limit_key)
-            extra: dict[str, Any] = {"timeout": self._timeout} if self._timeout is not None else {}
-            request = self.http.build_request(method, url, params=query, headers=send_headers, content=content, **extra)
             started = bounds.clock() if bounds is not None else 0.0
+            timeout = self._attempt_timeout(bounds, started)
+            extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
+            request = self.http.build_request(method, url, params=query, headers=send_headers, content=content, **extra)
             try:
                 response = self.http.send(request, stream=True)
             except httpx.TransportError as exc:

@@ -175,3 +175,23 @@ def test_operation_outcome_diagnostics_reach_the_error(
     assert "is not a FHIR date" not in info.value.safe_message
     ours = [r.getMessage() + str(r.__dict__) for r in caplog.records if r.name.startswith(("connectors", "pipelines"))]
     assert not any("is not a FHIR date" in line for line in ours)  # servers may echo patient data there
+
+
+def test_a_silent_server_is_cut_off_by_the_step_budget(ehr: SandboxServer, backend: BackendClient) -> None:
+    """No byte at all for 5 s: the read timeout of each attempt is cut to what is left of the step budget."""
+    client = _client(ehr, backend, BodyBounds(deadline_s=60.0))
+    patient = ehr.admin.patients()[0]
+    ehr.admin.set_fault("slow", path="/fhir/Patient", delay_s=5.0, times=None)
+    started = time.monotonic()
+    with step_budget("landing Patient", 1.0), pytest.raises(StepBudgetExceededError):
+        client.read("Patient", patient)
+    assert time.monotonic() - started < 3
+
+
+def test_the_request_deadline_cuts_each_attempts_wait_for_headers(ehr: SandboxServer, backend: BackendClient) -> None:
+    client = _client(ehr, backend, BodyBounds(deadline_s=1.0))
+    patient = ehr.admin.patients()[0]
+    ehr.admin.set_fault("slow", path="/fhir/Patient", delay_s=5.0)  # once: the retry is answered at once
+    started = time.monotonic()
+    assert client.read("Patient", patient)["id"] == patient
+    assert time.monotonic() - started < 3
