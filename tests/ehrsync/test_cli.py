@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -124,3 +125,12 @@ def test_url_safe_and_standard_enc_keys_are_both_accepted(tmp_path: Path) -> Non
         assert _run("db", "migrate", env_extra=env).returncode == 0
         proc = _run("keys", "rotate", env_extra=env)
         assert proc.returncode == 0 and "re-encrypted" in proc.stdout, proc.stderr
+
+
+def test_auth_serve_on_a_busy_port_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = _run("auth", "serve", "--port", str(port), env_extra=_case_env(tmp_path))
+    _one_line_failure(proc, f"127.0.0.1:{port}")
