@@ -17,10 +17,12 @@ from auth_service.store import AppDatabase
 from auth_service.store.models import Connection
 from pipelines.sync import runs
 
-__all__ = ["RunTimes", "finish_sync_run", "run_times"]
+__all__ = ["CANCELED_PREFIX", "RunTimes", "finish_sync_run", "run_times"]
 
 logger = logging.getLogger(__name__)
 
+# A canceled run is closed ``failed`` with this prefix: somebody stopped it, so it is not retried.
+CANCELED_PREFIX = "canceled: "
 _CLOSED = ("completed", "failed", "abandoned")  # abandoned: closed by a later run of the connection
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from auth_service.store import AppDatabase
 from auth_service.store.sync_models import SyncRun
 from pipelines.errors import PipelineConfigurationError
+from pipelines.finalize import CANCELED_PREFIX
 from pipelines.scheduling import FailureStreak, RetryBackoff
 
 __all__ = [
@@ -76,12 +77,15 @@ def _aware(moment: datetime) -> datetime:
 def failure_streaks(db: AppDatabase) -> dict[str, FailureStreak]:
     """Per connection, the runs that failed after its last completed run (none: not in the result).
 
-    Open rows (queued, running) do not break a streak: a run in flight is the busy check's business, and a
-    dead one is closed as abandoned later. A failed row without a finish time counts from its creation.
+    A canceled run (closed ``failed`` with ``CANCELED_PREFIX``) ends a streak like a completed one: somebody
+    stopped it on purpose. Open rows (queued, running) do not break a streak: a run in flight is the busy
+    check's business, and a dead one is closed as abandoned later. A failed row without a finish time counts
+    from its creation.
     """
-    succeeded = (
+    canceled = (SyncRun.status == "failed") & SyncRun.error.like(f"{CANCELED_PREFIX}%")
+    succeeded = (  # a completed run ends a streak, and so does a run somebody canceled (not retried)
         select(SyncRun.connection_id.label("cid"), func.max(SyncRun.created_at).label("ok_at"))
-        .where(SyncRun.status == "completed")
+        .where((SyncRun.status == "completed") | canceled)
         .group_by(SyncRun.connection_id)
         .subquery()
     )

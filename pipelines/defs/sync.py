@@ -14,7 +14,7 @@ from dagster import (
 
 from pipelines.defs.reference_assets import build_reference_assets
 from pipelines.defs.type_assets import LANDING_GROUP, WAREHOUSE_GROUP, build_type_assets, landing_op_name
-from pipelines.finalize import finish_sync_run, run_times
+from pipelines.finalize import CANCELED_PREFIX, finish_sync_run, run_times
 from pipelines.resources import AppDatabaseResource
 from pipelines.sync import PATIENT_TYPES
 from pipelines.tags import CONNECTION_TAG
@@ -73,6 +73,8 @@ def _make_run_ended_sensor(status: DagsterRunStatus) -> RunStatusSensorDefinitio
             return
         # Dagster's run-end message names the failed steps; it carries no tokens or resource content.
         reason = (context.dagster_event.message or error) if not succeeded else None
+        if status is DagsterRunStatus.CANCELED:  # a deliberate stop: marked so that it is not retried
+            reason = f"{CANCELED_PREFIX}{reason}"
         times = run_times(context.instance, run.run_id)  # the run's own end, not this tick's
         with app_db.open() as db:
             finish_sync_run(

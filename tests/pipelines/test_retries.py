@@ -16,6 +16,7 @@ from dagster import DagsterInstance, SensorResult, build_sensor_context
 from pipelines.connections import ConnectionSnapshot
 from pipelines.defs.schedules import scheduled_syncs_sensor
 from pipelines.errors import PipelineConfigurationError
+from pipelines.finalize import CANCELED_PREFIX
 from pipelines.partitions import CONNECTIONS_PARTITIONS_NAME
 from pipelines.planning import plan_due_runs, retry_run_key
 from pipelines.resources import AppDatabaseResource, SyncPolicyResource
@@ -176,6 +177,17 @@ def test_failure_streaks_count_failures_since_the_last_completed_run(app_db: App
     assert last is not None and last.finished_at is not None
     assert streaks[a].last_failed_at == last.finished_at.replace(tzinfo=last.finished_at.tzinfo or UTC)
     assert open_run
+
+
+def test_a_canceled_run_ends_the_streak(app_db: AppDb) -> None:
+    """Somebody canceled the last run (closed failed, ``canceled:``): no retry of it, nor of failures before it."""
+    cid = app_db.add("c")
+    _run(app_db, cid, "failed")
+    canceled = runs.create_run(app_db.db, cid, "incremental", tenant_id=app_db.tenant_id)
+    runs.fail(app_db.db, canceled, CANCELED_PREFIX + "Execution of run for incremental_sync canceled.")
+    assert failure_streaks(app_db.db) == {}
+    _run(app_db, cid, "failed")
+    assert failure_streaks(app_db.db)[cid].failures == 1
 
 
 def _evaluate(instance: DagsterInstance, app_db: AppDb, retry: RetryPolicyResource) -> SensorResult:
