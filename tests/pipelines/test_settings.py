@@ -70,3 +70,22 @@ def test_fetch_allowed_hosts_reach_the_sync_environment(tmp_path: Path) -> None:
 def test_bad_fetch_allowed_host_names_the_variable(value: str) -> None:
     with pytest.raises(PipelineConfigurationError, match="EHRSYNC_FETCH_ALLOWED_HOSTS"):
         PipelineSettings.from_env({"EHRSYNC_FETCH_ALLOWED_HOSTS": value})
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["ftp://host/wh", "postgresql+psycopg2://u@h/db", "duckdb:///", "{tmp}", "{tmp}/a-file/warehouse.duckdb"],
+)
+def test_bad_warehouse_url_is_refused_before_any_work(tmp_path: Path, value: str) -> None:
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(PipelineConfigurationError, match="WAREHOUSE_URL"):
+        PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path), "WAREHOUSE_URL": value.format(tmp=tmp_path)})
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["{tmp}/wh.duckdb", "duckdb:///{tmp}/wh.duckdb", "postgresql+psycopg://u@127.0.0.1/wh", "postgres://u@h/wh"],
+)
+def test_good_warehouse_urls_are_kept(tmp_path: Path, value: str) -> None:
+    url = value.format(tmp=tmp_path)
+    assert PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path), "WAREHOUSE_URL": url}).warehouse_url == url
