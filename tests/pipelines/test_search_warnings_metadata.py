@@ -1,0 +1,55 @@
+"""A searchset that stops early shows in the Dagster materialization (issue 10): ``warnings`` says what
+happened and how it was recovered; ``incomplete`` says the mark was held back."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from dagster import DagsterInstance
+
+from pipelines.run import run_sync_now
+from pipelines.settings import PipelineSettings
+from pipelines.sync import cursors
+from sandbox import SandboxConfig, SandboxServer
+from tests.pipelines.sync.helpers import SyncWorld, connect_patient, make_environment
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=30.0) as client:
+        yield client
+
+
+@pytest.fixture
+def world(tmp_path: Path, http: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> Iterator[SyncWorld]:
+    made = make_environment(tmp_path / "state", http=http)
+    monkeypatch.setenv("INTEGRATIONS_TOKEN_ENC_KEY", base64.b64encode(made.cipher_key).decode())
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    yield made
+    made.env.db.dispose()
+
+
+def test_early_stop_warnings_and_incomplete_reach_the_materialization(
+    tmp_path: Path, http: httpx.Client, world: SyncWorld
+) -> None:
+    settings = PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path / "state")})
+    with SandboxServer(SandboxConfig(patients=1, seed=5, max_count=3)) as sb, DagsterInstance.ephemeral() as instance:
+        cid = connect_patient(world, sb, http=http)
+        sb.admin.set_fault("search_no_next", path="/fhir/Observation", times=None)  # every multi-page search
+        sb.admin.set_fault("search_no_next", path="/fhir/Condition", times=1)  # once: recovered in the run
+        result = run_sync_now(cid, settings=settings, instance=instance)
+        observations = result.materializations["landing/Observation"]
+        assert observations["incomplete"] is True
+        assert any(w.startswith("not recovered") for w in observations["warnings"])
+        assert result.materializations["warehouse/Observation"]["incomplete"] is True
+        assert cursors.get_mark(world.env.db, cid, cursors.REST_STREAM, "Observation") is None  # mark held back
+        conditions = result.materializations["landing/Condition"]
+        assert conditions["incomplete"] is False
+        assert any(w.startswith("recovered") for w in conditions["warnings"])
+        assert "incomplete" not in result.materializations["landing/Patient"]  # quiet when nothing happened
+        logged = [e.message for e in instance.all_logs(result.run_id) if e.level >= 30 and e.dagster_event is None]
+        assert any("Observation: not recovered" in m for m in logged)
