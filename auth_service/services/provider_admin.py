@@ -12,7 +12,7 @@ from auth_service.api.errors import ApiError
 from auth_service.services.context import ServiceContext
 from auth_service.services.providers_port import field_hints, plugin, plugin_display_name, validate_config
 from auth_service.store.audit import record_audit
-from auth_service.store.models import Connection, ProviderConfig, Tenant
+from auth_service.store.models import Connection, ConnectionStatus, ProviderConfig, Tenant
 from auth_service.store.provider_configs import SECRET_FIELDS, save_provider_config
 
 __all__ = [
@@ -157,8 +157,13 @@ def set_enabled(ctx: ServiceContext, tenant_id: str, provider_id: str, enabled: 
         return describe_provider(row, tenant)
 
 
+#: Statuses a person must act on: any of them makes the tenant's health ``degraded``.
+_NEEDS_ACTION = (ConnectionStatus.NEEDS_REAUTH, ConnectionStatus.CLIENT_REJECTED, ConnectionStatus.TOKEN_UNDECRYPTABLE)
+
+
 def health(ctx: ServiceContext, tenant_id: str) -> dict[str, Any]:
-    """Per provider: enabled flag and connection counts by status (needs_reauth is the one to watch)."""
+    """Per provider: enabled flag and connection counts by status (needs_reauth, client_rejected and
+    token_undecryptable are the ones to watch)."""
     with ctx.db.session() as session:
         tenant = session.get(Tenant, tenant_id)
         assert tenant is not None
@@ -175,5 +180,5 @@ def health(ctx: ServiceContext, tenant_id: str) -> dict[str, Any]:
         }
         for r in rows
     ]
-    degraded = any(counts.get(r.provider_id, Counter())["needs_reauth"] for r in rows)
+    degraded = any(counts.get(r.provider_id, Counter())[status] for r in rows for status in _NEEDS_ACTION)
     return {"tenant": tenant_id, "status": "degraded" if degraded else "ok", "providers": providers}

@@ -43,6 +43,7 @@ def test_backend_401_after_reacquire_is_client_rejected(make_settings: Any, sand
         assert (r.status_code, r.json()["error"]) == (409, "client_rejected"), r.text
         assert "client registration" in r.json()["message"]
         assert _status(svc, conn_id) == "client_rejected"
+        assert svc.admin("GET", "/api/integrations/admin/health").json()["status"] == "degraded"
         events = _refresh_events(svc, conn_id)
         reacquired = [e for e in events if e["outcome"] == "success" and e["detail"].get("after_unauthorized")]
         assert len(reacquired) == 1  # re-acquired exactly once
