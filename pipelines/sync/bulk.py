@@ -202,7 +202,7 @@ def _complete(
         row.error = f"error files report failures for: {', '.join(missed)}" if missed else None
         if spec.incremental and not missed:
             cursors.advance(session, connection_id, spec.stream, spec.key, run_id, job.transaction_time)
-        if on_complete is not None:
+        if on_complete is not None and not missed:  # e.g. new members stay "new" until their export is whole
             on_complete(session)
         session.commit()
     if spec.incremental and not missed:

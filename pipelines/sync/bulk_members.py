@@ -107,6 +107,11 @@ def check_membership(
     _log.info("group %s of connection %s: exporting %d new member(s) in full", group_id, conn.id, len(new))
     sub = BulkReport(run_id=report.run_id, connection_id=conn.id)
     run(spec, sub, None, save)
+    if sub.incomplete_types:  # their export is not whole (error files): they stay new, so the next run asks again
+        held = {"members": sorted(ids - set(new)), "removed": state["removed"]}
+        with env.db.locked_session() as session:
+            cursors.put_data(session, conn.id, stream, MEMBERS_KEY, held)
+            session.commit()
     report.absorb(sub)
 
 

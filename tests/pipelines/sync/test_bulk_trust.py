@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy import select
 from auth_service.store.sync_models import BulkJob
 from connectors.errors import ConfigurationError
 from pipelines.sync import cursors, run_bulk_export, runs
+from pipelines.sync.bulk_members import MEMBERS_KEY, members_stream
 from pipelines.sync.environment import DEFAULT_BULK_MAX_FILE_BYTES, DEFAULT_MIN_FREE_DISK_BYTES
 from sandbox import SandboxServer
 from tests.pipelines.sync.conftest import RequestLog
@@ -224,3 +226,34 @@ def test_limits_are_read_from_the_environment(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("EHRSYNC_BULK_MAX_FILE_BYTES", "ten gigs")
     with pytest.raises(ConfigurationError, match="EHRSYNC_BULK_MAX_FILE_BYTES"):
         make_environment(tmp_path / "bad")
+
+
+def test_new_members_export_with_an_error_file_keeps_them_new_bdx15(
+    start_sandbox: Callable[..., SandboxServer], world: SyncWorld, http: httpx.Client
+) -> None:
+    """BDX-15 + BDX-22: when the new members' full export reports a failed type, they are not recorded as known,
+    so the next run exports them again (their older records would never come with ``_since``)."""
+    sb = start_sandbox(patients=4)
+    group = "grp1"  # pat0 and pat2
+    conn = connect_backend(world, sb, http=http, group_id=group)
+    assert run_bulk_export(world.env, conn, "first").status == "completed"
+    sb.admin.change_group_members(group, add=["pat1"])
+    sb.admin.mutate(update=3)  # the main `_since` export then has files: their events arm the fault after its kick-off
+    armed: list[bool] = []
+
+    def arm_after_the_main_kickoff(event: str, _detail: dict[str, Any]) -> None:
+        if event == "bulk.file" and not armed:  # the id-only export, then the new members' export, get it
+            armed.append(True)
+            add_fault(http, sb, "bulk_error_file", resource_type="Observation", path="/fhir/Group", times=2)
+
+    second = run_bulk_export(world.env, conn, "second", progress=arm_after_the_main_kickoff)
+    assert armed and second.membership_checked and second.new_members == 1
+    assert second.status == "partial" and second.incomplete_types == ["Observation"]
+    held = cursors.get_data(world.env.db, conn, members_stream(group), MEMBERS_KEY)
+    assert held is not None and "pat1" not in held["members"], "not recorded as known"
+    third = run_bulk_export(world.env, conn, "third")
+    assert third.status == "completed", third.error
+    assert third.new_members == 1, "pat1 is still new: its full export is asked for again"
+    pat1_observations = {r["id"] for r in sb.state.store.patient_resources(1, ("Observation",))}
+    with world.env.warehouse() as wh:
+        assert pat1_observations and pat1_observations <= wh.live_ids(conn, "Observation")
