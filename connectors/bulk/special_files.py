@@ -116,19 +116,18 @@ def _texts(issue: dict[str, Any]) -> Iterator[str]:
 def incomplete_types(line: object, item_type: str, candidates: Collection[str]) -> set[str]:
     """The resource types an ``error``-file line says were not (fully) exported; empty when it reports no failure.
 
-    A line that is not an OperationOutcome is attributed to the manifest item's ``type`` (when that names a type
-    other than OperationOutcome). An ``error``/``fatal`` issue is attributed to the ``candidates`` (the export's
-    types) its expression, location, details or diagnostics name; one that names none yields ``{WHOLE_EXPORT}``.
+    An ``error``/``fatal`` issue is attributed to the ``candidates`` (the export's types) its expression,
+    location, details or diagnostics name; one that names none, and a line that is not an OperationOutcome, to
+    the manifest item's ``type`` when that is not OperationOutcome, else to ``{WHOLE_EXPORT}``.
     ``information``/``warning`` issues are metadata and yield nothing.
     """
+    fallback = {item_type} if item_type and item_type != "OperationOutcome" else {WHOLE_EXPORT}
     if not isinstance(line, dict) or line.get("resourceType") != "OperationOutcome":
-        if item_type and item_type != "OperationOutcome":
-            return {item_type}
-        return {WHOLE_EXPORT}
+        return fallback
     found: set[str] = set()
     for issue in line.get("issue") or []:
         if not isinstance(issue, dict) or str(issue.get("severity", "error")) not in _FAILING:
             continue
         named = {w for text in _texts(issue) for w in _WORD_RE.findall(text) if w in candidates}
-        found |= named or {WHOLE_EXPORT}
+        found |= named or fallback
     return found

@@ -13,10 +13,12 @@ import orjson
 import pytest
 
 from connectors.bulk import (
+    WHOLE_EXPORT,
     BulkClient,
     HostConcurrencyLimiter,
     ManifestItem,
     download_items,
+    incomplete_types,
     iter_ndjson_lines,
     parse_manifest,
     verify_ndjson_file,
@@ -440,3 +442,38 @@ def test_bdx22_error_file_summary(tmp_path: Path) -> None:
     assert (summary.outcomes, summary.failures) == (2, 2)
     assert summary.by_severity == {"warning": 1, "error": 1, "fatal": 1}
     assert summary.by_code["processing"] == 1
+
+
+def _oo(**issue: Any) -> dict[str, Any]:
+    return {"resourceType": "OperationOutcome", "issue": [issue]}
+
+
+@pytest.mark.parametrize(
+    ("line", "item_type", "expected"),
+    [
+        (
+            _oo(severity="fatal", code="exception", diagnostics="failed to export Observation"),
+            "OperationOutcome",
+            {"Observation"},
+        ),
+        (_oo(severity="error", code="processing", expression=["Condition.code"]), "OperationOutcome", {"Condition"}),
+        (
+            _oo(severity="error", code="x", details={"coding": [{"code": "Encounter"}]}),
+            "OperationOutcome",
+            {"Encounter"},
+        ),
+        (_oo(severity="error", code="exception", diagnostics="disk full"), "OperationOutcome", {WHOLE_EXPORT}),
+        (_oo(severity="error", code="exception", diagnostics="disk full"), "Procedure", {"Procedure"}),
+        (
+            _oo(severity="warning", code="informational", diagnostics="Observation skipped _typeFilter"),
+            "OperationOutcome",
+            set(),
+        ),
+        (_oo(severity="information", code="informational"), "OperationOutcome", set()),
+        (_oo(severity="error", diagnostics="Patient Smith is not Unknownthing"), "OperationOutcome", {"Patient"}),
+    ],
+)
+def test_issue10_error_outcomes_name_the_types_they_failed(line: Any, item_type: str, expected: set[str]) -> None:
+    """BDX-22 / issue 10: ``error``/``fatal`` issues say which types are incomplete; warnings say nothing."""
+    candidates = {"Patient", "Observation", "Condition", "Encounter", "Procedure"}
+    assert incomplete_types(line, item_type, candidates) == expected

@@ -95,15 +95,26 @@ def test_incremental_export_with_an_error_file_keeps_the_old_since_bdx14(
     assert kickoff.params["_since"].startswith(mark.strftime("%Y-%m-%dT%H:%M:%S"))
 
 
-def test_status_503_streak_leaves_the_job_resumable_at_the_same_url_bdx08(
-    shared_sb: SandboxServer, world: SyncWorld, http: httpx.Client, request_log: RequestLog
+@pytest.mark.parametrize(
+    ("kind", "options", "code"),
+    [("503", {"retry_after": ""}, "bulk_status_unavailable"), ("drop", {}, "transport_error")],
+)
+def test_status_failure_streak_leaves_the_job_resumable_at_the_same_url_bdx08(
+    shared_sb: SandboxServer,
+    world: SyncWorld,
+    http: httpx.Client,
+    request_log: RequestLog,
+    kind: str,
+    options: dict[str, Any],
+    code: str,
 ) -> None:
+    """5xx answers or dropped connections beyond the retry policy: the job stays ``polling``, no new kick-off."""
     sb = shared_sb
     conn = connect_backend(world, sb, http=http, group_id=GROUP)
     attempts = world.env.retry.max_attempts if world.env.retry else 5
-    add_fault(http, sb, "503", path="/bulk/status", retry_after="", times=attempts + 1)
+    add_fault(http, sb, kind, path="/bulk/status", times=attempts + 1, **options)
     first = run_bulk_export(world.env, conn, "flaky-status")
-    assert first.status == "failed" and first.error is not None and "bulk_status_unavailable" in first.error
+    assert first.status == "failed" and first.error is not None and code in first.error
     (job,) = _jobs(world, conn)
     assert job.status == "polling", "a polling hiccup is not a failed job"
     assert not request_log.paths("/bulk/status", method="DELETE"), "a job that may be alive is not cancelled"
