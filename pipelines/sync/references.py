@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from connectors.budgets import step_budget
 from connectors.errors import (
     EhrSyncError,
     EhrUnreachableError,
@@ -84,6 +85,18 @@ def fetch_references(
     for ref in sorted(set(references)):
         rtype, _, rid = ref.partition("/")
         by_type.setdefault(rtype, []).append(rid)
+    with step_budget("reading referenced resources", env.step_budget_s):
+        return _fetch_all(env, conn, client, wh, run_id, by_type)
+
+
+def _fetch_all(
+    env: SyncEnvironment,
+    conn: ConnectionInfo,
+    client: FhirClient,
+    wh: Warehouse,
+    run_id: str,
+    by_type: dict[str, list[str]],
+) -> dict[str, TypeReport]:
     reports: dict[str, TypeReport] = {}
     capabilities = env.capabilities(conn, client)
     for rtype, ids in by_type.items():

@@ -204,3 +204,17 @@ def test_vendor_rate_budget_is_shared_by_every_step_of_the_process(
     limiter = second.env.rate_limiter(conn)
     assert limiter is not None and limiter is first.env.rate_limiter(conn)
     assert limiter.acquire(conn.fhir_base) > 0  # the next call waits: the bucket was not refilled for the step
+
+
+def test_reference_step_has_a_time_budget_and_keeps_its_queue(
+    tmp_path: Path, start_sandbox: Any, http: httpx.Client
+) -> None:
+    sb = start_sandbox(patients=1)
+    world = _world(tmp_path, "w", http, step_budget_s=1.5)
+    conn = connect_patient(world, sb, http=http)
+    add_fault(http, sb, "trickle", path="/fhir/Practitioner", delay_s=0.2)
+    report = sync_connection(world.env, conn, resource_types=["Encounter"])
+    error = report.types["Practitioner"].error
+    assert error is not None and error.startswith("step_budget_exceeded: reading referenced resources exceeded")
+    assert report.types["Encounter"].error is None
+    assert any(ref.startswith("Practitioner/") for ref in cursors.queued_references(world.env.db, conn))
