@@ -107,12 +107,24 @@ def _audit(ctx: ServiceContext, conn: Connection, action: str, actor: str, outco
         )
 
 
+_STATUS_CODES = {
+    ConnectionStatus.CLIENT_REJECTED: "client_rejected",
+    ConnectionStatus.TOKEN_UNDECRYPTABLE: "token_undecryptable",
+}
+
+
 def refresh(ctx: ServiceContext, conn: Connection, actor: str) -> dict[str, Any]:
-    """Force a refresh (or a new client_credentials mint for backend connections) and report the expiry."""
+    """Force a refresh (or a new client_credentials mint for backend connections) and report the expiry.
+
+    A ``client_rejected`` or ``token_undecryptable`` backend connection is retried and becomes active again."""
+    retry = conn.kind != ConnectionKind.PATIENT and conn.status in _STATUS_CODES
     try:
-        ctx.vault.force_refresh(conn.id)
+        if retry:  # the admin fixed the registration or keys: mint again, active only if that works
+            ctx.vault.reactivate_backend(conn.id)
+        else:
+            ctx.vault.force_refresh(conn.id)
     except ce.EhrSyncError as exc:
-        _audit(ctx, conn, "token.refresh", actor, "failure", error_code=exc.code)
+        _audit(ctx, conn, "token.refresh", actor, "failure", error_code=api_error_from(exc).code)
         raise
     info = ctx.vault.token_info(conn.id)
     _audit(ctx, conn, "token.refresh", actor, "success")
@@ -124,12 +136,6 @@ def disconnect(ctx: ServiceContext, conn: Connection, actor: str) -> dict[str, A
     revoked = ctx.vault.revoke_and_delete(conn.id)
     _audit(ctx, conn, "connection.disconnect", actor, "success", revoked_at_server=revoked)
     return {"connection_id": conn.id, "status": ConnectionStatus.DISCONNECTED, "revoked_at_server": revoked}
-
-
-_STATUS_CODES = {
-    ConnectionStatus.CLIENT_REJECTED: "client_rejected",
-    ConnectionStatus.TOKEN_UNDECRYPTABLE: "token_undecryptable",
-}
 
 
 def _fhir(ctx: ServiceContext, conn: Connection) -> FhirClient:

@@ -26,13 +26,15 @@ from auth_service.store.audit import record_audit
 from auth_service.store.crypto import TokenCipher
 from auth_service.store.database import AppDatabase
 from auth_service.store.errors import TokenUndecryptableError
-from auth_service.store.models import Connection, ConnectionStatus, TokenRecord, utcnow
+from auth_service.store.models import Connection, ConnectionKind, ConnectionStatus, TokenRecord, utcnow
 from auth_service.store.tokenrows import open_field, write_tokens
 from connectors.errors import EhrSyncError
 from connectors.smart import DiscoveryCache, TokenResponse, revoke_token
 from connectors.tokens import TokenSource
 
 __all__ = ["TokenInfo", "TokenVault", "UnknownConnectionError", "VaultTokenSource"]
+
+_ADMIN_STATES = (ConnectionStatus.CLIENT_REJECTED, ConnectionStatus.TOKEN_UNDECRYPTABLE)
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +196,27 @@ class TokenVault:
         """A request still got 401 after its one refresh: the current token is rejected too. A backend token
         re-acquired moments ago because of a 401 puts the connection in ``client_rejected`` (raised)."""
         return self.refresh(connection_id, rejected=self.get_access_token(connection_id))
+
+    def reactivate_backend(self, connection_id: str) -> str:
+        """An admin retries a ``client_rejected``/``token_undecryptable`` backend connection (after fixing the
+        registration or keys): mint a new token now; the connection is active again only if that works."""
+        with self._db.locked_session() as session:
+            conn = self._connection(session, connection_id)
+            previous = conn.status
+            if conn.kind == ConnectionKind.PATIENT or previous not in _ADMIN_STATES:
+                raise ValueError(f"connection {connection_id} is a {conn.kind} connection in state {previous}")
+            row = _refresh.lock_row(session, connection_id)
+            if row is not None and previous == ConnectionStatus.TOKEN_UNDECRYPTABLE:
+                session.delete(row)  # a backend token is disposable: a new one is minted below
+            conn.status = ConnectionStatus.ACTIVE
+        try:
+            return self.force_refresh(connection_id)
+        except EhrSyncError:
+            with self._db.locked_session() as session:
+                conn = self._connection(session, connection_id)
+                if conn.status == ConnectionStatus.ACTIVE:
+                    conn.status = previous
+            raise
 
     def force_refresh(self, connection_id: str) -> str:
         return self.refresh(connection_id, force=True)

@@ -51,6 +51,12 @@ def test_backend_401_after_reacquire_is_client_rejected(make_settings: Any, sand
         again = svc.admin("GET", READ, params={"connection_id": conn_id, "patient": pid})
         assert again.json()["error"] == "client_rejected"  # no more token calls: the state answers
         assert len(_refresh_events(svc, conn_id)) == len(events)
+        # the admin fixes the registration and retries: a new mint, active again
+        sandbox_admin(sandbox, "faults", method="DELETE")
+        retried = svc.admin("POST", "/api/integrations/smart/refresh", json={"connection_id": conn_id})
+        assert retried.status_code == 200, retried.text
+        assert _status(svc, conn_id) == "active"
+        assert svc.admin("GET", READ, params={"connection_id": conn_id, "patient": pid}).status_code == 200
 
 
 def test_pipelines_token_source_stops_with_client_rejected(
@@ -110,3 +116,20 @@ def test_undecryptable_token_is_a_distinct_code_and_visible_state(make_settings:
         # disconnecting still works (local deletion), so the patient can connect again
         gone = svc.admin("POST", "/api/integrations/smart/disconnect", json={"connection_id": second})
         assert gone.status_code == 200, gone.text
+
+
+def test_undecryptable_backend_token_is_reminted_when_the_admin_retries(make_settings: Any, sandbox: Any) -> None:
+    pid = patient_ids(sandbox)[0]
+    with running_service(make_settings, sandbox, smart_practice(sandbox, "crypt-backend")) as svc:
+        conn_id = _create_backend(svc, sandbox, "crypt-backend").json()["connection_id"]
+        with svc.ctx.db.session() as session, session.begin():
+            row = session.get(TokenRecord, conn_id)
+            assert row is not None
+            row.access_token_ct = "v1.0000dead.AAAA"  # a key id nobody has any more
+        r = svc.admin("GET", READ, params={"connection_id": conn_id, "patient": pid})
+        assert (r.status_code, r.json()["error"]) == (409, "token_undecryptable"), r.text
+        assert _status(svc, conn_id) == "token_undecryptable"
+        retried = svc.admin("POST", "/api/integrations/smart/refresh", json={"connection_id": conn_id})
+        assert retried.status_code == 200, retried.text
+        assert _status(svc, conn_id) == "active"
+        assert svc.admin("GET", READ, params={"connection_id": conn_id, "patient": pid}).status_code == 200
