@@ -201,3 +201,26 @@ def test_bdx10_status_retry_after_faults(sandbox: SandboxServer, token: str, val
     assert resp.status_code == 202
     assert resp.headers.get("retry-after") == (value or None)
     httpx.delete(status_url, headers=bearer(token))
+
+
+def test_bulk_error_file_fault_fails_one_type_with_a_fatal_outcome(sandbox: SandboxServer, token: str) -> None:
+    """Fault ``bulk_error_file`` (issue 10): BDX-13 partial success, the type's output gone, a fatal outcome."""
+    sandbox.admin.clear_faults()
+    fault = {"kind": "bulk_error_file", "resource_type": "Condition", "path": "/fhir/$export", "times": 1}
+    httpx.post(f"{sandbox.base_url}/admin/faults", json=fault).raise_for_status()
+    manifest = run(sandbox, token, _type="Patient,Condition")
+    assert {o["type"] for o in manifest["output"]} == {"Patient"}
+    (error,) = manifest["error"]
+    (outcome,) = lines(error["url"], token)
+    assert outcome["issue"][0]["severity"] == "fatal" and "Condition" in outcome["issue"][0]["diagnostics"]
+    again = run(sandbox, token, _type="Patient,Condition")  # times=1: the next export is whole
+    assert {o["type"] for o in again["output"]} == {"Patient", "Condition"} and again["error"] == []
+
+
+def test_bulk_short_body_fault_announces_more_than_it_sends(sandbox: SandboxServer, token: str) -> None:
+    """Fault ``bulk_short_body`` (issue 10): Content-Length says the whole file, the connection closes at half."""
+    url = run(sandbox, token, _type="Patient")["output"][0]["url"]
+    sandbox.admin.set_fault("bulk_short_body", path="/bulk/files/", times=1)
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.get(url, headers=bearer(token))
+    assert httpx.get(url, headers=bearer(token)).content.endswith(b"\n")
