@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 from auth_service.store.sync_models import utcnow
-from pipelines.sync.environment import SyncEnvironment, load_connection
+from pipelines.sync.connection_lock import hold_connection
+from pipelines.sync.environment import ConnectionInfo, SyncEnvironment, load_connection
 from pipelines.sync.incremental import search_plans
 from pipelines.sync.reports import SCOPE_NOT_GRANTED
 
@@ -13,13 +15,25 @@ _log = logging.getLogger(__name__)
 ID_PAGE_SIZE = 1000
 
 
-def reconcile_deletes(env: SyncEnvironment, connection_id: str, resource_type: str) -> int:
+def reconcile_deletes(
+    env: SyncEnvironment, connection_id: str, resource_type: str, *, run_id: str | None = None
+) -> int:
     """Tombstone warehouse rows of the type whose ids the server no longer lists; returns how many.
 
     The whole id listing (``_elements=id``, every page, every vendor search plan) must succeed before anything
     is tombstoned: a partial listing raises and tombstones nothing, so an outage never reads as mass deletion.
+    Holds the connection's lock (``hold_connection``) throughout, so a reconcile never runs beside a sync of the
+    same connection (a sync landing new ids mid-listing would read as deletions): another holder makes it wait
+    ``EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS``, then raise ``ConnectionBusyError``. ``run_id`` names this call in
+    the lock file (default ``reconcile-<random>``).
     """
     conn = load_connection(env.db, connection_id)
+    with hold_connection(env, connection_id, run_id or f"reconcile-{uuid.uuid4().hex}"):
+        return _reconcile(env, conn, resource_type)
+
+
+def _reconcile(env: SyncEnvironment, conn: ConnectionInfo, resource_type: str) -> int:
+    connection_id = conn.id
     scopes = conn.scopes
     if scopes is not None and not (scopes.allows(resource_type, "search") or scopes.allows(resource_type, "read")):
         _log.info("not reconciling %s for %s: %s", resource_type, connection_id, SCOPE_NOT_GRANTED)
