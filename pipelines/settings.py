@@ -10,6 +10,9 @@
 | ``EHRSYNC_SYNC_OVERLAP_SECONDS`` | ``300`` (incremental searches start this long before the stored mark, BDX-28) |
 | ``EHRSYNC_KEEPALIVE_IDLE_DAYS`` | ``7`` (the daily keepalive refreshes grants unused this long; 1..89) |
 | ``EHRSYNC_FETCH_ALLOWED_HOSTS`` | none (``files.clinic.local,10.0.0.5:8443``: private bulk-file/attachment hosts) |
+| ``EHRSYNC_MAX_RESOURCE_BYTES`` | ``67108864`` (read by the landing step; checked here, 1024..268435456) |
+| ``EHRSYNC_MAX_RESPONSE_BYTES`` | ``67108864`` (read by the connectors; checked here: at least the resource limit) |
+| ``EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS`` | ``30`` (read when a step takes a connection's lock; checked here) |
 
 ``INTEGRATIONS_TOKEN_ENC_KEY`` is read by ``auth_service.store.TokenCipher.from_env`` when a run opens the vault.
 """
@@ -22,10 +25,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from connectors.budgets import DEFAULT_MAX_RESPONSE_BYTES
 from pipelines.errors import PipelineConfigurationError
 from pipelines.windows import SyncWindow, parse_sync_windows
+from warehouse.errors import InvalidInputError
+from warehouse.limits import MAX_RESOURCE_ENV, max_resource_bytes
 
-__all__ = ["DEFAULT_STATE_DIR", "MAX_KEEPALIVE_IDLE_DAYS", "PipelineSettings", "check_warehouse_url"]
+__all__ = [
+    "DEFAULT_STATE_DIR",
+    "MAX_KEEPALIVE_IDLE_DAYS",
+    "RESPONSE_BYTES_ENV",
+    "PipelineSettings",
+    "check_size_limits",
+    "check_warehouse_url",
+]
 
 DEFAULT_STATE_DIR = "var/demo"
 # Grants lapse after about 90 days unused (eCW refresh tokens, Oracle Health offline_access): stay below that.
@@ -57,6 +70,43 @@ def check_warehouse_url(value: str) -> str:
     if parent is not None and not parent.is_dir():
         raise PipelineConfigurationError(f"WAREHOUSE_URL {value!r} lies under {str(parent)!r}, which is a file")
     return value
+
+
+RESPONSE_BYTES_ENV = "EHRSYNC_MAX_RESPONSE_BYTES"
+
+
+def _response_bytes(env: Mapping[str, str]) -> int:
+    """``EHRSYNC_MAX_RESPONSE_BYTES`` as the connectors read it (``connectors.fhir._bounds``), checked up front."""
+    raw = env.get(RESPONSE_BYTES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_RESPONSE_BYTES
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 1 <= value < float("inf"):  # also false for NaN
+        raise PipelineConfigurationError(f"{RESPONSE_BYTES_ENV}={raw[:40]!r} is not a number of bytes of at least 1")
+    return int(value)
+
+
+def check_size_limits(env: Mapping[str, str]) -> None:
+    """The byte limits and the connection lock wait, read lazily by the steps, checked when the settings load:
+    a malformed value, or a response limit below the resource limit (a search page carrying one resource near
+    the resource limit would then fail whole, ``response_too_large``), stops the start with one line."""
+    from pipelines.sync.connection_lock import lock_wait_seconds  # the engine's own reader (imported late: heavy)
+
+    try:
+        resource = max_resource_bytes(env)
+    except InvalidInputError as exc:
+        raise PipelineConfigurationError(str(exc)) from None
+    response = _response_bytes(env)
+    if response < resource:
+        raise PipelineConfigurationError(
+            f"{RESPONSE_BYTES_ENV}={response} is below {MAX_RESOURCE_ENV}={resource}: a search page carrying a "
+            f"resource near the resource limit would fail whole; raise {RESPONSE_BYTES_ENV} to at least {resource} "
+            f"or lower {MAX_RESOURCE_ENV}"
+        )
+    lock_wait_seconds(env)
 
 
 @dataclass(frozen=True)
@@ -112,6 +162,7 @@ class PipelineSettings:
                 f"EHRSYNC_KEEPALIVE_IDLE_DAYS={raw_idle!r} is not a whole number of days from 1 to "
                 f"{MAX_KEEPALIVE_IDLE_DAYS} (grants lapse after about 90 days unused)"
             )
+        check_size_limits(env)
         raw_hosts = env.get("EHRSYNC_FETCH_ALLOWED_HOSTS", "").split(",")
         fetch_hosts = tuple(h.strip().lower() for h in raw_hosts if h.strip())
         bad = [h for h in fetch_hosts if not _HOST.fullmatch(h)]

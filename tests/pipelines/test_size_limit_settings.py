@@ -1,0 +1,88 @@
+"""The byte limits and the connection lock wait are checked when the settings load (issue 10), not when a step runs:
+``EHRSYNC_MAX_RESPONSE_BYTES`` below ``EHRSYNC_MAX_RESOURCE_BYTES`` would fail a whole search page carrying one
+resource the warehouse accepts, so it is refused up front with one line naming both variables."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.errors import PipelineConfigurationError
+from pipelines.settings import PipelineSettings
+
+MIB = 1024 * 1024
+_GOOD_KEY = "t4JTv4brtHtzKipfTJdayl_rg659i4mCNwc8JnvbEhk="
+
+
+def test_defaults_and_a_response_limit_at_least_the_resource_limit_load(tmp_path: Path) -> None:
+    state = {"EHRSYNC_STATE_DIR": str(tmp_path)}
+    PipelineSettings.from_env(state)
+    PipelineSettings.from_env({**state, "EHRSYNC_MAX_RESOURCE_BYTES": str(2 * MIB)})
+    PipelineSettings.from_env(
+        {**state, "EHRSYNC_MAX_RESOURCE_BYTES": str(128 * MIB), "EHRSYNC_MAX_RESPONSE_BYTES": str(128 * MIB)}
+    )
+    PipelineSettings.from_env({**state, "EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS": "0"})
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"EHRSYNC_MAX_RESPONSE_BYTES": str(MIB)},  # below the default resource limit (64 MiB)
+        {"EHRSYNC_MAX_RESOURCE_BYTES": str(128 * MIB)},  # above the default response limit (64 MiB)
+        {"EHRSYNC_MAX_RESOURCE_BYTES": str(8 * MIB), "EHRSYNC_MAX_RESPONSE_BYTES": str(8 * MIB - 1)},
+    ],
+)
+def test_a_response_limit_below_the_resource_limit_is_one_line_naming_both(tmp_path: Path, env: dict[str, str]) -> None:
+    with pytest.raises(PipelineConfigurationError) as caught:
+        PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path), **env})
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("EHRSYNC_MAX_RESPONSE_BYTES=") and "is below EHRSYNC_MAX_RESOURCE_BYTES=" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("EHRSYNC_MAX_RESOURCE_BYTES", "lots"),
+        ("EHRSYNC_MAX_RESOURCE_BYTES", "100"),
+        ("EHRSYNC_MAX_RESOURCE_BYTES", str(512 * MIB)),
+        ("EHRSYNC_MAX_RESPONSE_BYTES", "lots"),
+        ("EHRSYNC_MAX_RESPONSE_BYTES", "0"),
+        ("EHRSYNC_MAX_RESPONSE_BYTES", "nan"),
+        ("EHRSYNC_MAX_RESPONSE_BYTES", "inf"),
+        ("EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS", "soon"),
+        ("EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS", "-1"),
+        ("EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS", "100000"),
+    ],
+)
+def test_a_malformed_limit_fails_the_settings_naming_the_variable(tmp_path: Path, name: str, value: str) -> None:
+    """Before, these were read only when a landing step or a connection lock needed them: a run started and
+    failed step by step instead of refusing to start."""
+    with pytest.raises(PipelineConfigurationError, match=f"^{name}="):
+        PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path), name: value})
+
+
+def test_ehrsync_sync_refuses_to_start_with_one_line(tmp_path: Path) -> None:
+    """``ehrsync sync`` checks the settings before any run: one ``Error:`` line naming both variables, no app
+    database or run touched."""
+    env = {
+        **os.environ,
+        "INTEGRATIONS_TOKEN_ENC_KEY": _GOOD_KEY,
+        "EHRSYNC_STATE_DIR": str(tmp_path / "state"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+        "WAREHOUSE_URL": str(tmp_path / "warehouse.duckdb"),
+        "EHRSYNC_MAX_RESOURCE_BYTES": str(128 * MIB),
+    }
+    env.pop("EHRSYNC_MAX_RESPONSE_BYTES", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ehrsync.cli", "sync", "conn-1"], capture_output=True, text=True, timeout=120, env=env
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("Error: ") and "EHRSYNC_MAX_RESPONSE_BYTES" in lines[0], lines[0]
+    assert f"EHRSYNC_MAX_RESOURCE_BYTES={128 * MIB}" in lines[0]
+    assert not (tmp_path / "app.db").exists() and not (tmp_path / "state").exists()
