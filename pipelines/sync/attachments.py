@@ -19,6 +19,7 @@ from auth_service.store.sync_models import SyncAttachment, utcnow
 from connectors.errors import EhrSyncError, NeedsReauthError
 from connectors.fhir import FhirClient
 from pipelines.sync.environment import ConnectionInfo, SyncEnvironment
+from pipelines.sync.residue import attachment_tmp_root
 from warehouse.errors import WarehouseError
 
 ATTACHMENT_TYPES = ("DocumentReference", "DiagnosticReport")
@@ -90,7 +91,11 @@ def store_attachments(
 ) -> AttachmentOutcome:
     """Download and link every attachment not already stored; failures are counted, never raised."""
     outcome = AttachmentOutcome()
-    with tempfile.TemporaryDirectory(prefix="ehrsync-att-") as tmp:
+    # Under the state directory, per connection: a killed run's partial downloads are removed by the connection's
+    # next run (``residue.remove_orphans``), and the finished file moves into the store on the state directory's disk.
+    tmp_root = attachment_tmp_root(env.zone.root, conn.id)
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="run-", dir=tmp_root) as tmp:
         for ref in refs:
             try:
                 row, new = _store_one(env, conn, client, ref, Path(tmp))
