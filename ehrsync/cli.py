@@ -253,6 +253,7 @@ def sync(connection_id: str, full: bool) -> None:
 
     # configuration first: a bad key or WAREHOUSE_URL is named before any run starts
     TokenCipher.from_env()
+    _check_signing_key()
     settings = PipelineSettings.from_env()
 
     from pipelines.run import run_sync_now
@@ -287,6 +288,22 @@ def connections_list() -> None:
             f"{row.id}  tenant={row.tenant_id}  provider={row.provider_id}  kind={row.kind}  "
             f"status={row.status}  last_sync={row.last_sync_at or '-'}"
         )
+
+
+def _check_signing_key() -> None:
+    """``EHR_JWT_PRIVATE_KEY`` (PEM text or a path), when set, must load before a run signs with it."""
+    import os
+
+    from auth_service.core.keys import load_private_key
+    from connectors.errors import ConfigurationError
+
+    value = os.environ.get("EHR_JWT_PRIVATE_KEY", "").strip()
+    if not value:
+        return
+    try:
+        load_private_key(value)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def _database_url() -> str:

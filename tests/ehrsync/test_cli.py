@@ -73,6 +73,12 @@ CONFIG_CASES = [
     ("sync-bad-ratio", ["sync", "conn-1"], {"EHRSYNC_QUARANTINE_MAX_RATIO": "lots"}, "EHRSYNC_QUARANTINE_MAX_RATIO"),
     ("sync-bad-windows", ["sync", "conn-1"], {"EHRSYNC_SYNC_WINDOWS": "{"}, "EHRSYNC_SYNC_WINDOWS"),
     ("sync-bad-database-url", ["sync", "conn-1"], {"DATABASE_URL": "nope://x"}, "app database"),
+    (
+        "sync-missing-jwt-key-file",
+        ["sync", "conn-1"],
+        {"EHR_JWT_PRIVATE_KEY": "{tmp}/moved-key.pem"},
+        "EHR_JWT_PRIVATE_KEY",
+    ),
     ("list-bad-database-url", ["connections", "list"], {"DATABASE_URL": "nope://x"}, "app database"),
     (
         "list-unreachable-postgres",
