@@ -50,7 +50,7 @@ def reconcile_connection(
     deleted: dict[str, int] = {}
     with sync_environment(app_db, landing, warehouse, ehr_http) as env:
         for resource_type in PATIENT_TYPES:
-            count = reconcile_deletes(env, connection_id, resource_type)
+            count = reconcile_deletes(env, connection_id, resource_type, run_id=context.run_id)
             deleted[resource_type] = count
             if count:
                 context.log_event(
