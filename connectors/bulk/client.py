@@ -21,6 +21,7 @@ from connectors.bulk.wire import (
     failed_response,
     fhir_instant,
     parameters_body,
+    read_bounded,
 )
 from connectors.errors import (
     BulkExportError,
@@ -29,6 +30,7 @@ from connectors.errors import (
     FhirError,
     FhirUnauthorizedError,
 )
+from connectors.fhir._bounds import BodyBounds
 from connectors.fhir._session import FhirSession, TokenRule
 from connectors.http import (
     RateLimiter,
@@ -54,6 +56,12 @@ class BulkClient:
     the token (SAL-40); files with ``requiresAccessToken=false`` are fetched with no token, from the base's
     origin or any public https host (``url_guard``, by default :func:`connectors.http.outbound_url_guard`, vets
     each file URL and redirect, so a manifest cannot point the workers at internal services).
+
+    ``bounds`` (default :meth:`BodyBounds.from_env`) caps the kick-off, status (manifest) and cancel bodies and
+    the time of each of those requests, as for FHIR REST. File downloads keep their own per-file byte limit
+    and get no request deadline: a multi-GB file legitimately streams for longer than any per-request deadline.
+    ``on_unauthorized`` is called when a request still got 401 after its one token refresh, before the
+    FhirUnauthorizedError propagates; it may raise instead (the engine's vault marks a rejected client).
     """
 
     def __init__(
@@ -69,7 +77,11 @@ class BulkClient:
         allow_http: bool = False,
         on_response: Callable[[httpx.Response], None] | None = None,
         url_guard: Callable[[str], None] | None = None,
+        bounds: BodyBounds | None = None,
+        on_unauthorized: Callable[[], None] | None = None,
     ) -> None:
+        self.bounds = bounds or BodyBounds.from_env()
+        self._on_unauthorized = on_unauthorized
         self.fhir_base = normalize_base_url(fhir_base, allow_http=allow_http)
         self._file_guard = url_guard or outbound_url_guard(self.fhir_base)
         self._session = FhirSession(
@@ -133,8 +145,8 @@ class BulkClient:
         params.extend(extra_params)
         headers = {"Accept": "application/fhir+json", "Prefer": "respond-async"}
 
-        def handle(response: httpx.Response) -> str:
-            response.read()
+        def handle(answer: httpx.Response) -> str:
+            response = read_bounded(answer, self.bounds.max_bytes)
             location = response.headers.get("Content-Location")
             if response.status_code != 202 or not location:
                 raise failed_response("kick-off without a status URL (needs 202 + Content-Location):", response)
@@ -147,13 +159,14 @@ class BulkClient:
                 body = parameters_body(params, patients)
                 headers["Content-Type"] = "application/fhir+json"
                 status_url = self._session.request(
-                    "POST", url, headers=headers, content=body, idempotent=False, handler=handle
+                    "POST", url, headers=headers, content=body, idempotent=False, handler=handle, bounds=self.bounds
                 )
             else:
                 status_url = self._session.request(
-                    "GET", url, params=params, headers=headers, idempotent=False, handler=handle
+                    "GET", url, params=params, headers=headers, idempotent=False, handler=handle, bounds=self.bounds
                 )
         except FhirUnauthorizedError:
+            self._unauthorized()
             raise
         except FhirError as exc:
             raise as_bulk_error("bulk kick-off failed", exc) from exc
@@ -161,20 +174,28 @@ class BulkClient:
         return status_url
 
     def poll(self, status_url: str) -> BulkStatus:
-        """One status request classified per the BDX-09 table; a failed job raises BulkExportError."""
+        """One status request classified per the BDX-09 table; a failed job raises BulkExportError.
+
+        The manifest is a JSON body like any other: over the byte limit it raises ResponseTooLargeError, past
+        the request deadline RequestDeadlineError; neither touches the job, so it stays resumable at this URL.
+        """
 
         def handle(response: httpx.Response) -> BulkStatus:
-            response.read()
-            return classify_status(response, now=self.retry.wall_clock())
+            return classify_status(read_bounded(response, self.bounds.max_bytes), now=self.retry.wall_clock())
 
-        return self._session.request(
-            "GET",
-            status_url,
-            headers={"Accept": "application/json"},
-            token_rule=TokenRule.REQUIRE_ORIGIN,
-            passthrough=lambda _response: True,
-            handler=handle,
-        )
+        try:
+            return self._session.request(
+                "GET",
+                status_url,
+                headers={"Accept": "application/json"},
+                token_rule=TokenRule.REQUIRE_ORIGIN,
+                passthrough=lambda _response: True,
+                handler=handle,
+                bounds=self.bounds,
+            )
+        except FhirUnauthorizedError:
+            self._unauthorized()
+            raise
 
     def wait(
         self,
@@ -230,7 +251,7 @@ class BulkClient:
         """``DELETE`` the job (BDX-11); an already-gone job (404/410) counts as cancelled."""
 
         def handle(response: httpx.Response) -> None:
-            response.read()  # 2xx, or 404/410: the job is already gone
+            read_bounded(response, self.bounds.max_bytes)  # 2xx, or 404/410: the job is already gone
 
         try:
             self._session.request(
@@ -240,8 +261,10 @@ class BulkClient:
                 token_rule=TokenRule.REQUIRE_ORIGIN,
                 passthrough=lambda r: r.status_code in (404, 410),
                 handler=handle,
+                bounds=self.bounds,
             )
         except FhirUnauthorizedError:
+            self._unauthorized()
             raise
         except FhirError as exc:
             raise as_bulk_error("bulk cancel failed", exc) from exc
@@ -269,13 +292,21 @@ class BulkClient:
         times, then BulkFileTruncatedError; one over ``max_bytes`` raises BulkFileTooLargeError; less free
         disk than ``min_free_bytes`` raises InsufficientDiskSpaceError. All three leave the file resumable.
         """
-        return download_file(
-            self._session,
-            item_url,
-            dest,
-            requires_token=requires_token,
-            url_guard=self._file_guard,
-            max_bytes=max_bytes,
-            min_free_bytes=min_free_bytes,
-            attempts=attempts,
-        )
+        try:
+            return download_file(
+                self._session,
+                item_url,
+                dest,
+                requires_token=requires_token,
+                url_guard=self._file_guard,
+                max_bytes=max_bytes,
+                min_free_bytes=min_free_bytes,
+                attempts=attempts,
+            )
+        except FhirUnauthorizedError:
+            self._unauthorized()
+            raise
+
+    def _unauthorized(self) -> None:
+        if self._on_unauthorized is not None:
+            self._on_unauthorized()

@@ -13,10 +13,19 @@ import orjson
 
 from connectors.bulk.manifest import BulkManifest, parse_manifest
 from connectors.errors import BulkExportError, FhirError
+from connectors.fhir._bounds import read_capped
 from connectors.fhir._session import operation_outcome_of
 from connectors.http import parse_http_date, parse_retry_after, redact_url
 
-__all__ = ["BulkStatus", "as_bulk_error", "classify_status", "failed_response", "fhir_instant", "parameters_body"]
+__all__ = [
+    "BulkStatus",
+    "as_bulk_error",
+    "classify_status",
+    "failed_response",
+    "fhir_instant",
+    "parameters_body",
+    "read_bounded",
+]
 
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -93,3 +102,12 @@ def parameters_body(params: list[tuple[str, str]], patients: Sequence[str]) -> b
             raise ValueError("patient references must look like 'Patient/<id>'")
         parameter.append({"name": "patient", "valueReference": {"reference": ref}})
     return orjson.dumps({"resourceType": "Parameters", "parameter": parameter})
+
+
+def read_bounded(response: httpx.Response, max_bytes: int | None) -> httpx.Response:
+    """``response`` with its body read under the JSON byte limit (decoded bytes: a small gzip body may expand;
+    ResponseTooLargeError past it), as a plain in-memory response the helpers above can read again."""
+    body = read_capped(response, max_bytes)
+    skip = ("content-encoding", "content-length", "transfer-encoding")
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in skip]
+    return httpx.Response(response.status_code, headers=headers, content=body, request=response.request)

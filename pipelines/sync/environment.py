@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from types import TracebackType
 from typing import Any
 
 import httpx
@@ -17,7 +18,7 @@ from auth_service.store import AppDatabase, TokenVault
 from auth_service.store.models import Connection, ProviderConfig
 from connectors.budgets import DEFAULT_STEP_BUDGET_S, env_number, shared_limiter
 from connectors.bulk import BulkClient
-from connectors.errors import EhrSyncError, EhrUnreachableError, NeedsReauthError
+from connectors.errors import EhrSyncError, EhrUnreachableError, FhirUnauthorizedError, NeedsReauthError
 from connectors.fhir import FhirClient, RateLimiter, RetryPolicy
 from connectors.http import outbound_url_guard
 from connectors.providers import ProviderPlugin, get_provider
@@ -28,6 +29,7 @@ from warehouse import AttachmentStore, LandingZone, Warehouse, open_warehouse
 _log = logging.getLogger(__name__)
 DEFAULT_BULK_MAX_FILE_BYTES = 10 * 1024**3  # 10 GiB per bulk file (EHRSYNC_BULK_MAX_FILE_BYTES)
 DEFAULT_MIN_FREE_DISK_BYTES = 1024**3  # downloads stop while less than 1 GiB is free (EHRSYNC_MIN_FREE_DISK_BYTES)
+_BACKEND_KINDS = frozenset({"backend", "group"})  # client_credentials connections: a 401 may mean client_rejected
 DEFAULT_ATTACHMENT_TYPES = (
     "text/",
     "image/",
@@ -116,13 +118,15 @@ class SyncEnvironment:
         return self._capabilities[conn.fhir_base]
 
     def fhir_client(self, conn: ConnectionInfo) -> FhirClient:
-        return FhirClient(
+        """A REST client; a FhirUnauthorizedError leaving its ``with`` block is confirmed with the vault first."""
+        return _EngineFhirClient(
             conn.fhir_base,
             self.vault.token_source(conn.id),
             http=self.http,
             retry=self.retry,
             rate_limit=self.rate_limiter(conn),
             rate_limit_key=conn.fhir_base,
+            on_unauthorized=lambda: self.confirm_unauthorized(conn),
         )
 
     def url_guard(self, conn: ConnectionInfo) -> Callable[[str], None]:
@@ -130,6 +134,8 @@ class SyncEnvironment:
         return outbound_url_guard(conn.fhir_base, allowed_hosts=self.fetch_allowed_hosts)
 
     def bulk_client(self, conn: ConnectionInfo) -> BulkClient:
+        """Bounded like the REST client (EHRSYNC_MAX_RESPONSE_BYTES / EHRSYNC_REQUEST_DEADLINE_S on kick-off,
+        status and cancel); a request refused with 401 after its token refresh asks the vault to confirm."""
         return BulkClient(
             conn.fhir_base,
             self.vault.token_source(conn.id),
@@ -138,7 +144,34 @@ class SyncEnvironment:
             rate_limit=self.rate_limiter(conn),
             rate_limit_key=conn.fhir_base,
             url_guard=self.url_guard(conn),
+            on_unauthorized=lambda: self.confirm_unauthorized(conn),
         )
+
+    def confirm_unauthorized(self, conn: ConnectionInfo) -> None:
+        """A request of ``conn`` still got 401 after its one token refresh (FhirUnauthorizedError). For a
+        backend/group connection whose token was re-acquired because of that 401, the vault marks it
+        ``client_rejected`` and raises ClientRejectedError ("check the client registration"); a patient
+        connection is left to its next token refresh."""
+        if conn.kind in _BACKEND_KINDS:
+            self.vault.confirm_unauthorized(conn.id)
+
+
+class _EngineFhirClient(FhirClient):
+    """The engine's FhirClient: a request refused with 401 after its token refresh, leaving the ``with`` block,
+    first calls ``on_unauthorized`` (which may raise ClientRejectedError in its place)."""
+
+    def __init__(self, *args: Any, on_unauthorized: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_unauthorized = on_unauthorized
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if isinstance(exc, FhirUnauthorizedError):
+                self._on_unauthorized()
+        finally:
+            super().__exit__(exc_type, exc, tb)
 
 
 @dataclass(frozen=True)
