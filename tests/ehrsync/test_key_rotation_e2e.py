@@ -14,8 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from auth_service.store import CipherError, TokenCipher, TokenVault
+from auth_service.store import TokenCipher, TokenVault
 from auth_service.store.crypto import derive_kid
+from auth_service.store.errors import TokenUndecryptableError
 from pipelines.sync import sync_connection
 from sandbox import SandboxConfig, SandboxServer
 from tests.pipelines.sync.helpers import connect_patient, make_environment, mutate
@@ -59,5 +60,5 @@ def test_rotated_keys_keep_syncing_and_the_old_key_can_go(tmp_path: Path, sandbo
         assert sum(r.updated for r in report.types.values()) >= 1
 
         stale = TokenVault(after.env.db, TokenCipher(old_key))
-        with pytest.raises(CipherError):
+        with pytest.raises(TokenUndecryptableError, match="unknown key id"):  # issue 10: a code of its own
             stale.token_source(conn).get_token()
