@@ -23,7 +23,9 @@ logger = logging.getLogger(__name__)
 
 # A canceled run is closed ``failed`` with this prefix: somebody stopped it, so it is not retried.
 CANCELED_PREFIX = "canceled: "
-_CLOSED = ("completed", "failed", "abandoned")  # abandoned: closed by a later run of the connection
+# Not ``abandoned``: a later run closes a row so only when its process is gone; should the run end after all
+# (Dagster says how it ended), that outcome replaces the guess and a success still stamps ``last_sync_at``.
+_CLOSED = ("completed", "failed")
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ def finish_sync_run(
     """Close the run's ``sync_runs`` row if still open, and on success stamp ``last_sync_at``.
 
     Returns False when there was nothing to do: a run none of whose steps started has no row, and a row
-    already closed (by the engine, as Bulk exports do, or by an earlier call) is not closed again.
+    already closed (by the engine, as Bulk exports do, or by an earlier call) is not closed again; a row closed
+    ``abandoned`` by a later run is closed with the run's real outcome.
     ``times`` are the run's own (Dagster's run record): the row then records when the run ended, not when
     a sensor got round to closing it, and its duration is the run's. ``last_sync_at`` is the row's finish
     time, so calling twice stamps the same instant; it moves only on success (a failure is retried, see

@@ -22,7 +22,10 @@ class SyncRun(Base):
     """One sync of one connection (incremental, full or bulk): what the history API and the UI show."""
 
     __tablename__ = "sync_runs"
-    __table_args__ = (Index("ix_sync_runs_connection_created", "connection_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_sync_runs_connection_created", "connection_id", "created_at"),
+        Index("ix_sync_runs_connection_status_created", "connection_id", "status", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     connection_id: Mapped[str] = mapped_column(String(64), nullable=False)
@@ -36,6 +39,10 @@ class SyncRun(Base):
     bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     duration_s: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
+    # The process that last marked the run running (a run's steps share one process: in-process executors),
+    # so that a later run closes it as abandoned only once that process is gone.
+    owner_pid: Mapped[int | None] = mapped_column(Integer)
+    owner_host: Mapped[str | None] = mapped_column(String(255))
 
 
 class SyncCursor(Base):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,8 +18,8 @@ from auth_service.store.sync_models import SyncRun, utcnow
 
 _log = logging.getLogger(__name__)
 KINDS = ("incremental", "full", "bulk")
-# abandoned: the run's process died (killed, OOM, lost host) before closing its row; a later run of the
-# connection that completed closed it.
+# abandoned: the run's process died (killed, OOM) before closing its row; a later run of the connection that
+# completed found that process gone and closed it.
 STATUSES = ("queued", "running", "completed", "failed", "abandoned")
 
 
@@ -118,6 +120,7 @@ def mark_running(db: AppDatabase, run_id: str) -> None:
         row.status = "running"
         row.started_at = row.started_at or utcnow()
         row.finished_at = None
+        row.owner_pid, row.owner_host = os.getpid(), socket.gethostname()
         session.commit()
 
 
@@ -185,16 +188,35 @@ def fail(
     _finish(db, run_id, "failed", counts, error, started_at=started_at, finished_at=finished_at)
 
 
+def process_gone(pid: int | None, host: str | None) -> bool:
+    """Whether the process that marked a run running is known to have ended: it ran on this host and no process
+    has its pid now. Unknown is not gone: another host's process cannot be checked (the state directory is one
+    host's), and a reused pid reads as alive (the row then waits for the run-status sensors). A row without an
+    owner predates owners being recorded (migration 0004): its process predates this upgrade, so it is gone."""
+    if pid is None:
+        return True
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # a live process of another user
+        return False
+    return False
+
+
 def abandon_stale(db: AppDatabase, connection_id: str, *, keep: str) -> int:
-    """Close as ``abandoned`` the runs of this connection still ``running`` that started before run ``keep`` did;
-    returns how many. Called when ``keep`` completes: one run of a connection at a time (Dagster's limits and the
-    engine's connection lock), so an older run still running then is one whose process died. ``queued`` rows are
-    left alone: a queued run may still be waiting its turn in Dagster's queue (a launch that never happens is closed
-    by the run-status sensors), and the engine marks its own rows running as it creates them."""
+    """Close as ``abandoned`` the runs of this connection still ``running`` that started before run ``keep`` did
+    and whose process is gone (``process_gone``); returns how many. Called when ``keep`` completes. Two runs of one
+    connection can overlap (the connection lock is taken per step, and ``ehrsync sync`` skips Dagster's queue), so
+    an older row still running is abandoned only when its process is known dead. ``queued`` rows are left alone: a
+    queued run may still be waiting its turn in Dagster's queue (a launch that never happens is closed by the
+    run-status sensors), and the engine marks its own rows running as it creates them."""
     with db.locked_session() as session:
         current = _load(session, keep)
         began = current.started_at or current.created_at
-        rows = session.scalars(
+        candidates = session.scalars(
             select(SyncRun).where(
                 SyncRun.connection_id == connection_id,
                 SyncRun.status == "running",
@@ -202,13 +224,16 @@ def abandon_stale(db: AppDatabase, connection_id: str, *, keep: str) -> int:
                 SyncRun.started_at < began,
             )
         ).all()
+        rows = [row for row in candidates if process_gone(row.owner_pid, row.owner_host)]
         now = utcnow()
         for row in rows:
             row.status = "abandoned"
             row.finished_at = now
             if row.started_at is not None:
                 row.duration_s = (now - row.started_at).total_seconds()
-            row.error = f"abandoned: its process ended without closing it; run {keep} completed after it"
+            row.error = (
+                f"abandoned: its process (pid {row.owner_pid}) ended without closing it; run {keep} completed after it"
+            )
         session.commit()
         if rows:
             _log.info("closed %d abandoned run(s) of connection %s", len(rows), connection_id)

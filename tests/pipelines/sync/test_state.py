@@ -5,6 +5,8 @@ Runs on SQLite and on PostgreSQL (``postgres_url``), since production uses eithe
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -77,6 +79,13 @@ def test_run_history_lifecycle(db: AppDatabase):
 def test_abandon_stale_closes_only_older_open_runs_of_the_connection(db: AppDatabase):
     dead = runs.create_run(db, "c1", "incremental")
     runs.mark_running(db, dead)
+    with db.locked_session() as session:  # its process has exited since
+        row = session.get(SyncRun, dead)
+        assert row is not None
+        child = subprocess.Popen([sys.executable, "-c", "pass"])
+        child.wait()
+        row.owner_pid = child.pid
+        session.commit()
     other_conn = runs.create_run(db, "c2", "incremental")
     runs.mark_running(db, other_conn)
     current = runs.create_run(db, "c1", "incremental")
