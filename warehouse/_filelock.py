@@ -40,8 +40,22 @@ def lock_owner(label: str) -> Iterator[None]:
         _OWNER.reset(token)
 
 
+def _exited(pid: object, host: object) -> bool:
+    """Whether ``pid`` on ``host`` is known to be gone (only this host's processes can be checked)."""
+    if not isinstance(pid, int) or host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
+
+
 def lock_holder(fd: int) -> str:
-    """Who holds the lock as its exclusive holder wrote it; readers (shared holders) write nothing."""
+    """Who holds the lock as its exclusive holder wrote it; readers (shared holders) write nothing. A holder killed
+    before clearing the file (SIGKILL) is not blamed: its pid is gone, so readers hold the lock now."""
     try:
         raw = os.pread(fd, 4096, 0)
         info = json.loads(raw) if raw else None
@@ -49,6 +63,8 @@ def lock_holder(fd: int) -> str:
         info = None
     if not isinstance(info, dict):
         return "readers or a process that did not say who it is"
+    if _exited(info.get("pid"), info.get("host")):
+        return f"readers (previous holder pid {info.get('pid')} exited)"
     owner = f"{info.get('owner')}, " if info.get("owner") else ""
     return f"{owner}pid {info.get('pid')} on {info.get('host')} since {info.get('since')}"
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.warehouse.conftest import land, resource
 from warehouse import LandingZone, WarehouseLockTimeoutError
-from warehouse._filelock import LOCK_LOG_EVERY_S
+from warehouse._filelock import LOCK_LOG_EVERY_S, file_lock
 from warehouse.duckdb_backend import DuckDBWarehouse
 
 _HOLD_EHRSYNC_LOCK = """
@@ -93,3 +93,33 @@ def test_the_lock_file_is_cleared_when_the_writer_lets_go(tmp_path: Path) -> Non
     with wh.batch():
         assert b'"owner": "run r1"' in lock.read_bytes()
     assert lock.read_bytes() == b""
+
+
+_HOLD_EXCLUSIVE = """
+    import sys, time
+    from pathlib import Path
+    from warehouse._filelock import file_lock
+    with file_lock(Path(sys.argv[1]), exclusive=True, timeout_s=5, owner="run run-killed"):
+        print("held", flush=True)
+        time.sleep(120)
+"""
+
+
+def test_a_killed_writer_is_not_blamed_for_readers_holding_the_lock(tmp_path: Path) -> None:
+    """A writer SIGKILLed while holding the lock leaves its JSON in the file; a later writer blocked by readers
+    says readers hold it (the dead pid exited), not "held by run run-killed"."""
+    lock = tmp_path / "w.duckdb.lock"
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(_HOLD_EXCLUSIVE), str(lock)], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"held"
+    proc.kill()
+    proc.wait(timeout=10)
+    assert b"run-killed" in lock.read_bytes()  # the killed holder could not clear it
+    with (
+        file_lock(lock, exclusive=False, timeout_s=1),
+        pytest.raises(WarehouseLockTimeoutError) as caught,
+        file_lock(lock, exclusive=True, timeout_s=0.3),
+    ):
+        pass
+    message = str(caught.value)
+    assert f"readers (previous holder pid {proc.pid} exited)" in message, message
+    assert "run-killed" not in message
