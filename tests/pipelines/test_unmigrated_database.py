@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -42,6 +43,8 @@ def test_run_sync_now_on_unmigrated_db_is_typed(tmp_path: Path) -> None:
 def test_cli_sync_on_fresh_state_prints_one_line_error(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("EHRSYNC_DATABASE_URL", "DAGSTER_HOME")}
     env.update({"DATABASE_URL": _fresh_db(tmp_path), "EHRSYNC_STATE_DIR": str(tmp_path / "state")})
+    # A valid vault key: `ehrsync sync` checks it before any work, and this test is about the database.
+    env["INTEGRATIONS_TOKEN_ENC_KEY"] = base64.b64encode(os.urandom(32)).decode()
     cli = Path(sys.executable).parent / "ehrsync"
     done = subprocess.run(
         [str(cli), "sync", "nonexistent"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
