@@ -13,6 +13,8 @@
 | ``EHRSYNC_MAX_RESOURCE_BYTES`` | ``67108864`` (read by the landing step; checked here, 1024..268435456) |
 | ``EHRSYNC_MAX_RESPONSE_BYTES`` | ``67108864`` (read by the connectors; checked here: at least the resource limit) |
 | ``EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS`` | ``30`` (read when a step takes a connection's lock; checked here) |
+| ``EHRSYNC_STEP_BUDGET_S``, ``EHRSYNC_REQUEST_DEADLINE_S`` | read by the engine and connectors; checked here |
+| ``EHRSYNC_BULK_MAX_FILE_BYTES``, ``EHRSYNC_MIN_FREE_DISK_BYTES`` | read by the Bulk steps; checked here |
 
 ``INTEGRATIONS_TOKEN_ENC_KEY`` is read by ``auth_service.store.TokenCipher.from_env`` when a run opens the vault.
 """
@@ -89,6 +91,32 @@ def _response_bytes(env: Mapping[str, str]) -> int:
     return int(value)
 
 
+# Numbers the engine reads lazily with ``connectors.budgets.env_number`` (a finite number above ``minimum``):
+# name -> (minimum, what it bounds). ``env_number`` reads ``os.environ`` only, so the same rule is applied here to
+# the mapping the settings load from (tests/pipelines/test_size_limit_settings.py keeps the two in agreement).
+ENGINE_NUMBERS: dict[str, tuple[float, str]] = {
+    "EHRSYNC_STEP_BUDGET_S": (0.0, "seconds one sync step may take"),
+    "EHRSYNC_REQUEST_DEADLINE_S": (0.0, "seconds one request to the EHR may take"),
+    "EHRSYNC_BULK_MAX_FILE_BYTES": (0.0, "bytes of one bulk file"),
+    "EHRSYNC_MIN_FREE_DISK_BYTES": (-1.0, "bytes a download leaves free on disk"),
+}
+
+
+def _check_engine_numbers(env: Mapping[str, str]) -> None:
+    for name, (minimum, what) in ENGINE_NUMBERS.items():
+        raw = env.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not minimum < value < float("inf"):  # also false for NaN
+            raise PipelineConfigurationError(
+                f"{name}={raw[:40]!r} is not a finite number greater than {minimum:g} ({what})"
+            )
+
+
 def check_size_limits(env: Mapping[str, str]) -> None:
     """The byte limits and the connection lock wait, read lazily by the steps, checked when the settings load:
     a malformed value, or a response limit below the resource limit (a search page carrying one resource near
@@ -107,6 +135,7 @@ def check_size_limits(env: Mapping[str, str]) -> None:
             f"or lower {MAX_RESOURCE_ENV}"
         )
     lock_wait_seconds(env)
+    _check_engine_numbers(env)
 
 
 @dataclass(frozen=True)

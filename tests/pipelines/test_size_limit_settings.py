@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from connectors.budgets import env_number
+from connectors.errors import ConfigurationError
 from pipelines.errors import PipelineConfigurationError
-from pipelines.settings import PipelineSettings
+from pipelines.settings import ENGINE_NUMBERS, PipelineSettings
 
 MIB = 1024 * 1024
 _GOOD_KEY = "t4JTv4brtHtzKipfTJdayl_rg659i4mCNwc8JnvbEhk="
@@ -85,4 +87,50 @@ def test_ehrsync_sync_refuses_to_start_with_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[0].startswith("Error: ") and "EHRSYNC_MAX_RESPONSE_BYTES" in lines[0], lines[0]
     assert f"EHRSYNC_MAX_RESOURCE_BYTES={128 * MIB}" in lines[0]
+    assert not (tmp_path / "app.db").exists() and not (tmp_path / "state").exists()
+
+
+_ENGINE_VALUES = ["soon", "0", "-1", "-0.5", "nan", "inf", "1e400", "0.5", "30", "1048576", "  12 "]
+
+
+@pytest.mark.parametrize("name", sorted(ENGINE_NUMBERS))
+@pytest.mark.parametrize("value", _ENGINE_VALUES)
+def test_engine_numbers_are_checked_at_start_as_the_engine_reads_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """``EHRSYNC_STEP_BUDGET_S``, ``EHRSYNC_REQUEST_DEADLINE_S``, ``EHRSYNC_BULK_MAX_FILE_BYTES`` and
+    ``EHRSYNC_MIN_FREE_DISK_BYTES`` were read only by a running step: the settings refuse exactly the values the
+    engine's reader (``env_number``) refuses, with one line naming the variable."""
+    minimum = ENGINE_NUMBERS[name][0]
+    monkeypatch.setenv(name, value)
+    try:
+        env_number(name, 1.0, minimum=minimum)
+        engine_accepts = True
+    except ConfigurationError:
+        engine_accepts = False
+    settings = {"EHRSYNC_STATE_DIR": str(tmp_path), name: value}
+    if engine_accepts:
+        PipelineSettings.from_env(settings)
+    else:
+        with pytest.raises(PipelineConfigurationError, match=f"^{name}=") as caught:
+            PipelineSettings.from_env(settings)
+        assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", sorted(ENGINE_NUMBERS))
+def test_ehrsync_sync_refuses_a_bad_engine_number_with_one_line(tmp_path: Path, name: str) -> None:
+    env = {
+        **os.environ,
+        "INTEGRATIONS_TOKEN_ENC_KEY": _GOOD_KEY,
+        "EHRSYNC_STATE_DIR": str(tmp_path / "state"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+        "WAREHOUSE_URL": str(tmp_path / "warehouse.duckdb"),
+        name: "soon",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "ehrsync.cli", "sync", "conn-1"], capture_output=True, text=True, timeout=120, env=env
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("Error: ") and f"{name}='soon' is not a finite number" in lines[0], lines[0]
     assert not (tmp_path / "app.db").exists() and not (tmp_path / "state").exists()
