@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import enum
 import logging
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
 
-from connectors.budgets import check_step_budget, mark_unreachable, rate_budget, unreachable_reason
+from connectors.budgets import (
+    check_step_budget,
+    forget_unreachable,
+    mark_unreachable,
+    rate_budget,
+    unreachable_reason,
+)
 from connectors.errors import EhrUnreachableError, SecurityPolicyError, TransportError
 from connectors.fhir._answers import (
     CONTROL_CHARS,
@@ -44,6 +51,20 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 #: A refused connection or failed DNS lookup is tried this many times (quickly), then the EHR is unreachable.
 UNREACHABLE_ATTEMPTS = 2
 UNREACHABLE_RETRY_S = 0.5
+
+
+def refused_or_unresolved(exc: httpx.TransportError) -> bool:
+    """Whether the connection was refused or the host name did not resolve (not a timeout, not TLS)."""
+    if not isinstance(exc, httpx.ConnectError):
+        return False
+    cause: BaseException | None = exc
+    for _ in range(8):  # httpx → httpcore → the OSError; bounded in case a chain loops
+        if cause is None:
+            break
+        if isinstance(cause, (ConnectionRefusedError, socket.gaierror)):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 class TokenRule(enum.Enum):
@@ -134,11 +155,21 @@ class FhirSession:
                 bounds=bounds,
             )
 
-    def _unreachable(self, url: str, attempt: int, exc: httpx.TransportError) -> EhrUnreachableError | None:
-        """An EhrUnreachableError once a refused connection / failed DNS lookup was tried enough, else None."""
-        if not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+    def _unreachable(
+        self, url: str, attempt: int, exc: httpx.TransportError, known: str | None
+    ) -> EhrUnreachableError | None:
+        """An EhrUnreachableError once a refused connection / failed DNS lookup was tried enough, else None.
+
+        Only those two mark the origin unreachable: a connect timeout or a TLS failure may be a slow or briefly
+        overloaded host, so it goes back to the normal retries with backoff. ``known`` is the remembered reason
+        of an origin marked earlier: its one attempt failing the same way fails at once, without retrying."""
+        if not refused_or_unresolved(exc):
             return None
         origin = _origin_of(url)
+        if known is not None:
+            return EhrUnreachableError(
+                f"cannot reach the EHR at {origin} ({known}; remembered from an earlier request)"
+            )
         reason = CONTROL_CHARS.sub(" ", str(exc))[:120] or type(exc).__name__
         if attempt + 1 < UNREACHABLE_ATTEMPTS:
             return None
@@ -193,11 +224,7 @@ class FhirSession:
             query = httpx.QueryParams(list(params.items()) if isinstance(params, Mapping) else list(params))
         while True:
             check_step_budget()
-            known = unreachable_reason(_origin_of(url))
-            if known is not None:
-                raise EhrUnreachableError(
-                    f"cannot reach the EHR at {_origin_of(url)} ({known}; remembered from an earlier request)"
-                )
+            known = unreachable_reason(_origin_of(url))  # remembered: one attempt, no retries, fails fast
             send_headers = dict(headers or {})
             if use_token and self.tokens is not None:
                 token = token or self.tokens.get_token()
@@ -211,14 +238,15 @@ class FhirSession:
             try:
                 response = self.http.send(request, stream=True)
             except httpx.TransportError as exc:
-                unreachable = self._unreachable(url, attempt, exc)
+                unreachable = self._unreachable(url, attempt, exc, known)
                 if unreachable is not None:
                     raise unreachable from exc
-                if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):  # not sent: safe to retry once
+                if refused_or_unresolved(exc):  # not sent: one quick retry before calling the EHR unreachable
                     policy.sleep(UNREACHABLE_RETRY_S)
                     attempt += 1
                     continue
-                if not idempotent or attempt + 1 >= policy.max_attempts:
+                not_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))  # safe to retry even a POST
+                if not (idempotent or not_sent) or attempt + 1 >= policy.max_attempts:
                     raise TransportError(
                         f"{method} {redact_url(url)} failed after {attempt + 1} attempt(s): {type(exc).__name__}"
                     ) from exc
@@ -227,6 +255,7 @@ class FhirSession:
                 policy.sleep(delay)
                 attempt += 1
                 continue
+            forget_unreachable(_origin_of(url))  # it answered: whatever refused before is up again
             try:
                 if bounds is not None:
                     bounds.wrap(response, method, started)
