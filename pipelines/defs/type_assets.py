@@ -141,7 +141,8 @@ def _build_landing(resource_type: str) -> AssetsDefinition:
             hold_connection(env, connection_id, context.run.run_id),  # one sync of a connection at a time
         ):
             report = land_resource_type(env, connection_id, resource_type, context.run.run_id, full=config.full)
-        raise_if_failed(report, "landing")
+        if not report.incomplete:  # an incomplete search fails the upsert step, after it stored what arrived
+            raise_if_failed(report, "landing")
         context.log.info(
             "landed %s of connection %s: %d fetched, %d quarantined%s",
             resource_type,

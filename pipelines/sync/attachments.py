@@ -1,7 +1,8 @@
 """Attachments (DocumentReference.content.attachment, DiagnosticReport.presentedForm) fetched once, capped,
 type-checked and stored content-addressed beside the Parquet; ``sync_attachments`` links resource → copy.
 
-A failed attachment is counted and logged, never fatal to the type: the resource itself is already landed.
+A failed attachment is counted and logged, never fatal to the type: the resource itself is already landed, and
+the type's mark is held so the next run fetches the resource and retries the attachment.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from urllib.parse import urljoin
 from sqlalchemy import select
 
 from auth_service.store.sync_models import SyncAttachment, utcnow
-from connectors.errors import EhrSyncError, NeedsReauthError
+from connectors.errors import (
+    EhrSyncError,
+    EhrUnreachableError,
+    FhirError,
+    NeedsReauthError,
+    StepBudgetExceededError,
+)
 from connectors.fhir import FhirClient
 from pipelines.sync.environment import ConnectionInfo, SyncEnvironment
 from pipelines.sync.residue import attachment_tmp_root
@@ -83,13 +90,17 @@ class AttachmentOutcome:
 
     stored: int = 0
     failed: int = 0
+    #: Failures a later run may get past (a server error, a transport error): the type's mark is held for them.
+    #: An attachment refused by policy (size, content type) fails the same way every time and holds nothing.
+    retryable: int = 0
     links: list[dict[str, Any]] = field(default_factory=list)
 
 
 def store_attachments(
     env: SyncEnvironment, conn: ConnectionInfo, client: FhirClient, refs: list[AttachmentRef]
 ) -> AttachmentOutcome:
-    """Download and link every attachment not already stored; failures are counted, never raised."""
+    """Download and link every attachment not already stored; failures are counted, not raised, except those
+    that stop the whole landing (re-authorization needed, step budget spent, EHR unreachable)."""
     outcome = AttachmentOutcome()
     # Under the state directory, per connection: a killed run's partial downloads are removed by the connection's
     # next run (``residue.remove_orphans``), and the finished file moves into the store on the state directory's disk.
@@ -103,12 +114,14 @@ def store_attachments(
                 outcome.links.append(
                     {"url": row.url, "sha256": row.sha256, "size": row.size, "content_type": row.content_type}
                 )
-            except NeedsReauthError:
-                raise
+            except (NeedsReauthError, StepBudgetExceededError, EhrUnreachableError):
+                raise  # the whole landing stops: nothing recorded, the mark untouched, the next run fetches again
             except (EhrSyncError, WarehouseError, OSError) as exc:
                 outcome.failed += 1
+                outcome.retryable += int(not isinstance(exc, AttachmentRejectedError))
+                logged = exc.safe_message if isinstance(exc, FhirError) else str(exc)  # no server diagnostics
                 _log.warning(
-                    "attachment of %s/%s on %s not stored: %s", ref.resource_type, ref.resource_id, conn.id, exc
+                    "attachment of %s/%s on %s not stored: %s", ref.resource_type, ref.resource_id, conn.id, logged
                 )
     return outcome
 

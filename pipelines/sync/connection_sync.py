@@ -150,6 +150,12 @@ def _finish(env: SyncEnvironment, report: SyncReport) -> None:
         report.status = "failed"  # stopped early: the grant is gone, or the EHR cannot be reached
         runs.fail(env.db, report.run_id, report.error or "needs_reauth", counts)
         return
+    lost = {t: r.error for t, r in report.types.items() if r.incomplete and r.error is not None}
+    if lost:  # a search that stopped early: what arrived is stored, but the run did not receive everything
+        report.status = "failed"
+        report.error = "; ".join(f"{t}: {e}" for t, e in failed.items())
+        runs.fail(env.db, report.run_id, report.error, counts)
+        return
     if attempted and len(failed) == len(attempted):
         report.status = "failed"
         report.error = "every resource type failed: " + "; ".join(f"{t}: {e}" for t, e in failed.items())

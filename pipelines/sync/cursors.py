@@ -112,6 +112,17 @@ def advance(
     row.updated_at = utcnow()
 
 
+def clear_mark(db: AppDatabase, connection_id: str, stream: str, resource_type: str) -> None:
+    """Forget one type's mark (its next run searches everything): a full run that missed data must not leave
+    an older mark behind, since what it missed may be older than that mark."""
+    with db.locked_session() as session:
+        row = session.get(SyncCursor, (connection_id, stream, resource_type), with_for_update=True)
+        if row is not None and row.high_water_mark is not None:
+            row.high_water_mark = None
+            row.updated_at = utcnow()
+            session.commit()
+
+
 def reset(db: AppDatabase, connection_id: str, stream: str | None = None) -> int:
     """Forget marks (a full resync); returns how many cursors were cleared."""
     with db.locked_session() as session:

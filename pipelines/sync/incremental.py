@@ -133,18 +133,13 @@ def land_resource_type(
             plans = search_plans(conn, resource_type, since, env.page_size, env.capabilities(conn, client))
         landing = _land_with_restarts(env, conn, client, resource_type, run_id, plans, since)
         report = landing.report
+        missed = 0
         if resource_type in ATTACHMENT_TYPES and landing.attachments:
             outcome = store_attachments(env, conn, client, landing.attachments)
             report.attachments, report.attachments_failed = outcome.stored, outcome.failed
-            links = outcome.links
-    if report.incomplete:
-        # Unseen matches may be older than this run's mark: keep the stored one so the next run asks again.
-        landing.mark = None
-        _log.warning(
-            "search of %s for %s stopped early and was not fully recovered; the stored mark is kept",
-            resource_type,
-            connection_id,
-        )
+            links, missed = outcome.links, outcome.retryable
+    if report.incomplete or missed:
+        _hold_mark(env, connection_id, resource_type, landing, full=since is None, missed_attachments=missed)
     report.high_water_mark = landing.mark
     report.duration_s = time.monotonic() - started
     pending: dict[str, Any] = {
@@ -156,6 +151,33 @@ def land_resource_type(
     cursors.set_pending(env.db, connection_id, cursors.REST_STREAM, resource_type, run_id, landing.mark, pending)
     checkpoint("rest.landed")
     return report
+
+
+def _hold_mark(
+    env: SyncEnvironment,
+    connection_id: str,
+    resource_type: str,
+    landing: _Landing,
+    *,
+    full: bool,
+    missed_attachments: int,
+) -> None:
+    """Keep the next run asking for what this one did not receive (unseen matches, attachments not stored).
+
+    They may be older than this run's mark, so it is never stored. An incremental run keeps the stored mark;
+    a full run (or a type without a mark) clears it, as an older mark would skip them: the next run searches
+    the whole type. An unrecovered search also fails the type (``search_incomplete``): data was not received.
+    """
+    report = landing.report
+    landing.mark = None
+    if full:
+        cursors.clear_mark(env.db, connection_id, cursors.REST_STREAM, resource_type)
+    kept = "the next run searches the whole type again" if full else "the stored mark is kept for the next run"
+    if missed_attachments:
+        report.warnings.append(f"{missed_attachments} attachment(s) not stored; {kept}")
+    if report.incomplete:
+        report.error = f"search_incomplete: the {resource_type} search stopped early and was not recovered; {kept}"
+    _log.warning("%s of %s not fully received; %s", resource_type, connection_id, kept)
 
 
 def _land_with_restarts(
@@ -221,6 +243,7 @@ def upsert_resource_type(env: SyncEnvironment, connection_id: str, resource_type
     for key in ("fetched", "quarantined", "bytes", "pages", "files", "attachments", "attachments_failed"):
         setattr(report, key, int(landed_report.get(key, 0)))
     report.skipped_reason = landed_report.get("skipped_reason")
+    report.error = landed_report.get("error")  # a search that stopped early: stored what arrived, then fail
     report.incomplete = bool(landed_report.get("incomplete", False))
     report.warnings = [str(w) for w in landed_report.get("warnings", [])]
     landed = [landed_from_json(item) for item in pending.data.get("files", [])]

@@ -77,7 +77,7 @@ def search_with_recovery(
         return True
     upper = sink.mark
     if since is None or upper is None or upper <= since:
-        sink.warn(f"not recovered: {resource_type} kept stopping early; the stored mark is kept for the next run")
+        sink.warn(f"not recovered: {resource_type} kept stopping early; the next run asks for it again")
         return False
     base = [(k, v) for k, v in plan.items() if k not in ("_count", "_lastUpdated")] + [("_count", str(count))]
     return _windows(client, resource_type, base, sink, (since, upper), _parts(total, count))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dagster import DagsterInstance
+from dagster import DagsterEventType, DagsterInstance
 
 from pipelines.run import run_sync_now
 from pipelines.settings import PipelineSettings
@@ -46,7 +46,14 @@ def test_early_stop_warnings_and_incomplete_reach_the_materialization(
         observations = result.materializations["landing/Observation"]
         assert observations["incomplete"] is True
         assert any(w.startswith("not recovered") for w in observations["warnings"])
-        assert result.materializations["warehouse/Observation"]["incomplete"] is True
+        # what arrived is stored, then the upsert step fails: the run does not read as a clean success
+        assert not result.success and "warehouse__Observation" in result.failed_steps, result.failed_steps
+        assert "landing__Observation" not in result.failed_steps
+        failures = [
+            e.dagster_event.event_specific_data.error.to_string()  # type: ignore[union-attr]
+            for e in instance.all_logs(result.run_id, of_type=DagsterEventType.STEP_FAILURE)
+        ]
+        assert any("upsert of Observation failed: search_incomplete" in f for f in failures), failures
         assert cursors.get_mark(world.env.db, cid, cursors.REST_STREAM, "Observation") is None  # mark held back
         conditions = result.materializations["landing/Condition"]
         assert conditions["incomplete"] is False
