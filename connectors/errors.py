@@ -317,11 +317,22 @@ class BulkExportError(EhrSyncError):
         status: int | None = None,
         operation_outcome: Mapping[str, Any] | None = None,
         url: str | None = None,
+        diagnostics: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.operation_outcome = dict(operation_outcome) if operation_outcome else None
         self.url = url
+        #: The server's OperationOutcome diagnostics when they end the message (as FhirError): kept in the run's
+        #: error, never logged (they may echo request values).
+        self.diagnostics = diagnostics
+
+    @property
+    def safe_message(self) -> str:
+        """The message without the server's diagnostics: what a log line may carry."""
+        if self.diagnostics and self.message.endswith(f": {self.diagnostics}"):
+            return self.message[: -len(self.diagnostics) - 2]
+        return self.message
 
 
 class BulkFileExpiredError(BulkExportError):

@@ -12,7 +12,7 @@ import httpx
 import orjson
 
 from connectors.bulk.manifest import BulkManifest, parse_manifest
-from connectors.errors import BulkExportError, FhirError
+from connectors.errors import TRANSIENT_ISSUE_CODES, BulkExportError, FhirError, is_transient_answer
 from connectors.fhir._bounds import read_capped
 from connectors.fhir._session import operation_outcome_of
 from connectors.http import parse_http_date, parse_retry_after, redact_url
@@ -65,8 +65,18 @@ def failed_response(what: str, response: httpx.Response) -> BulkExportError:
 def as_bulk_error(what: str, exc: FhirError) -> BulkExportError:
     """Re-type a FHIR error from a bulk endpoint, keeping status and OperationOutcome."""
     return BulkExportError(
-        f"{what}: {exc.message}", status=exc.status, operation_outcome=exc.operation_outcome, url=exc.url
+        f"{what}: {exc.message}",
+        status=exc.status,
+        operation_outcome=exc.operation_outcome,
+        url=exc.url,
+        diagnostics=exc.diagnostics,
     )
+
+
+def _reports_failure(issues: list[Any]) -> bool:
+    """The OperationOutcome has ``error``/``fatal`` issues and none of them says the failure is transient."""
+    failing = [i for i in issues if isinstance(i, dict) and i.get("severity") in ("error", "fatal")]
+    return bool(failing) and not any(i.get("code") in TRANSIENT_ISSUE_CODES for i in failing)
 
 
 def classify_status(response: httpx.Response, now: datetime) -> BulkStatus:
@@ -86,7 +96,12 @@ def classify_status(response: httpx.Response, now: datetime) -> BulkStatus:
     if status == 429 or (status == 503 and "Retry-After" in response.headers):
         return BulkStatus(False, retry_after=retry_after, throttled=True)
     issues = (operation_outcome_of(response) or {}).get("issue", [])
-    if status >= 400 and any(isinstance(i, dict) and i.get("code") == "transient" for i in issues):
+    codes = [str(i.get("code")) for i in issues if isinstance(i, dict)]
+    # One rule for transient answers (connectors.errors): a proxy's bare 502/503/504/408 is a hiccup, the job
+    # is alive. A 500 whose OperationOutcome reports non-transient error/fatal issues is the server saying the
+    # job failed (BDX-09).
+    server_says_failed = status == 500 and _reports_failure(issues)
+    if status >= 400 and is_transient_answer(status, codes) and not server_says_failed:
         return BulkStatus(False, retry_after=retry_after, transient=True)
     raise failed_response("bulk export failed: status", response)
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from connectors.bulk import WHOLE_EXPORT, BulkClient, ExportLevel
-from connectors.errors import BulkExportError, BulkExportIncompleteError, EhrSyncError
+from connectors.errors import BulkExportError, BulkExportIncompleteError, EhrSyncError, FhirError
 from connectors.providers import BulkSupport
 from pipelines.sync import bulk_members, bulk_state, cursors, runs
 from pipelines.sync.bulk_files import ExportExpiredError, process_files
@@ -88,8 +88,9 @@ def run_bulk_export(
         runs.fail(env.db, run_id, report.error, _run_counts(report))
     except (EhrSyncError, WarehouseError, OSError) as exc:
         report.status = "failed"
-        report.error = f"{getattr(exc, 'code', type(exc).__name__)}: {exc}"
-        _log.warning("bulk export of %s failed: %s", connection_id, report.error)
+        code = getattr(exc, "code", type(exc).__name__)
+        report.error = f"{code}: {exc}"  # the server's diagnostics stay in the run's error, never in the logs
+        _log.warning("bulk export of %s failed: %s: %s", connection_id, code, _loggable(exc))
         runs.fail(env.db, run_id, report.error, _run_counts(report))
     finally:
         client.close()
@@ -97,11 +98,19 @@ def run_bulk_export(
     return report
 
 
+def _loggable(exc: BaseException) -> str:
+    """The error's message without the server's OperationOutcome diagnostics (they may echo PHI)."""
+    if isinstance(exc, (BulkExportError, FhirError)):
+        return exc.safe_message
+    return str(exc)
+
+
 def _incomplete(types: list[str]) -> BulkExportIncompleteError:
     named = ", ".join("all types (a failure named none)" if t == WHOLE_EXPORT else t for t in types)
     return BulkExportIncompleteError(
-        f"the export's error files report failures for {named}; what arrived was merged, _since was not advanced, "
-        "so the next run exports them again",
+        f"the export is incomplete for {named} (its error files report failures, or a file held fewer resources "
+        "than the manifest's count); what arrived was merged, _since was not advanced, so the next run exports "
+        "them again",
         types,
     )
 
@@ -199,7 +208,7 @@ def _complete(
     with env.db.session() as session:
         row = bulk_state.job_row(session, job.id)
         row.status = "incomplete" if missed else "completed"
-        row.error = f"error files report failures for: {', '.join(missed)}" if missed else None
+        row.error = f"incomplete for: {', '.join(missed)} (error files or short files)" if missed else None
         if spec.incremental and not missed:
             cursors.advance(session, connection_id, spec.stream, spec.key, run_id, job.transaction_time)
         if on_complete is not None and not missed:  # e.g. new members stay "new" until their export is whole

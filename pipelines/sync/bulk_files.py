@@ -19,8 +19,10 @@ from typing import Any
 
 import orjson
 
-from connectors.bulk import BulkClient, HostConcurrencyLimiter
+from connectors.bulk import BulkClient, HostConcurrencyLimiter, count_ndjson_lines
+from connectors.bulk.files import TRUNCATION_ATTEMPTS
 from connectors.errors import BulkExportError, BulkFileExpiredError, EhrSyncError, NeedsReauthError
+from connectors.http import redact_url
 from pipelines.sync import bulk_state
 from pipelines.sync.bulk_special import apply_deleted, apply_error_file
 from pipelines.sync.checkpoints import checkpoint
@@ -57,12 +59,7 @@ def fetch_file(
 
     ``landing_slots`` bounds how many files are parsed into Parquet at once (downloads stay parallel).
     """
-    dest = tmp_dir / f"{f.id}.ndjson"
-    requires_token = job.requires_access_token if job.requires_access_token is not None else True
-    with HOSTS.slot(f.url):
-        path = client.download(
-            f.url, dest, requires_token, max_bytes=env.bulk_max_file_bytes, min_free_bytes=env.min_free_disk_bytes
-        )
+    path = _download_whole(env, client, job, f, tmp_dir / f"{f.id}.ndjson")
     if f.kind != "output":
         return FetchedFile(path=path)
     try:
@@ -81,6 +78,35 @@ def fetch_file(
     finally:
         path.unlink(missing_ok=True)
     return FetchedFile(landed=landed)
+
+
+def _download_whole(
+    env: SyncEnvironment, client: BulkClient, job: bulk_state.JobView, f: bulk_state.FileView, dest: Path
+) -> Path:
+    """Download ``f``; an output file holding fewer resources than the manifest's ``count`` is fetched again like
+    a truncation (a body cut right after a newline passes every byte check), up to TRUNCATION_ATTEMPTS times.
+    Still short after that, it is handed on: :func:`_apply` lands what arrived and holds the type incomplete."""
+    requires_token = job.requires_access_token if job.requires_access_token is not None else True
+    for attempt in range(TRUNCATION_ATTEMPTS):
+        if attempt:
+            client.retry.sleep(client.retry.backoff_delay(attempt - 1))
+        with HOSTS.slot(f.url):
+            path = client.download(
+                f.url, dest, requires_token, max_bytes=env.bulk_max_file_bytes, min_free_bytes=env.min_free_disk_bytes
+            )
+        if f.kind != "output" or f.expected_count is None or attempt == TRUNCATION_ATTEMPTS - 1:
+            return path
+        got = count_ndjson_lines(path)
+        if got >= f.expected_count:
+            return path
+        path.unlink(missing_ok=True)
+        _log.warning(
+            "bulk file held %d of the %d resources its manifest counted; fetching it again",
+            got,
+            f.expected_count,
+            extra={"url": redact_url(f.url)},
+        )
+    raise AssertionError("unreachable: the last attempt returns")
 
 
 class ExportExpiredError(Exception):
@@ -131,6 +157,7 @@ def process_files(
     shutil.rmtree(tmp_dir, ignore_errors=True)  # leftovers of a killed run are never trusted
     tmp_dir.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
+    first_diagnostics: list[str | None] = []  # the first failure's server diagnostics: kept out of the logs
     try:
         with env.warehouse() as wh, _WarehouseTurn(wh) as turn:
             for f in files:
@@ -160,6 +187,7 @@ def process_files(
                                 raise
                             except (EhrSyncError, WarehouseError, OSError) as exc:
                                 failures.append(f"{f.resource_type}: {getattr(exc, 'code', type(exc).__name__)}: {exc}")
+                                first_diagnostics.append(getattr(exc, "diagnostics", None))
                                 bulk_state.update_file(env.db, f.id, attempts=f.attempts + 1, error=str(exc)[:2000])
                                 continue
                             _apply(env, conn, wh, job, f, fetched, run_id, report, turn)
@@ -172,7 +200,10 @@ def process_files(
         shutil.rmtree(tmp_dir, ignore_errors=True)
     if failures:
         report.failed_files = len(failures)
-        raise BulkExportError(f"{len(failures)} bulk file(s) failed; the next run resumes them: {failures[0]}")
+        raise BulkExportError(
+            f"{len(failures)} bulk file(s) failed; the next run resumes them: {failures[0]}",
+            diagnostics=first_diagnostics[0],
+        )
 
 
 def _apply(
@@ -188,11 +219,16 @@ def _apply(
 ) -> None:
     if fetched.landed is not None:
         data = landed_to_json(fetched.landed)
-        bulk_state.update_file(env.db, f.id, state="landed", landed_path=orjson.dumps(data).decode())
+        got = fetched.landed.rows + fetched.landed.quarantined
+        # Fewer resources than the manifest counted, on every attempt: data is missing, so the type is held
+        # incomplete like an error file's (``_since`` stays). More than counted stays a warning (servers count
+        # differently).
+        short = f.expected_count is not None and got < f.expected_count
+        note = bulk_state.INCOMPLETE_PREFIX + f.resource_type if short else None
+        bulk_state.update_file(env.db, f.id, state="landed", landed_path=orjson.dumps(data).decode(), error=note)
         checkpoint("bulk.file_landed")
         turn.take()  # after recording the landing: a lock timeout here loses no work, the next run merges it
-        if f.expected_count is not None and fetched.landed.rows + fetched.landed.quarantined != f.expected_count:
-            got = fetched.landed.rows + fetched.landed.quarantined
+        if f.expected_count is not None and got != f.expected_count:
             report.count_mismatches.append(f"{f.url}: manifest count {f.expected_count}, file had {got} lines")
         _upsert_output(env, wh, f, data, report)
     elif fetched.path is not None and f.kind == "error":

@@ -243,14 +243,16 @@ def job_row(session: Session, job_id: str) -> BulkJob:
     return row
 
 
-#: An ``error`` file row whose outcomes report failures keeps the types it names in its ``error`` column.
+#: An ``error`` file row whose outcomes report failures keeps the types it names in its ``error`` column; an
+#: ``output`` file that held fewer resources than the manifest's count on every attempt keeps its own type.
 INCOMPLETE_PREFIX = "incomplete types: "
 
 
 def incomplete_types(db: AppDatabase, job_id: str) -> list[str]:
-    """Resource types the job's ``error`` files say were not (fully) exported (``*``: not attributable)."""
+    """Resource types the job's ``error`` files say were not (fully) exported (``*``: not attributable), and
+    types whose ``output`` file stayed short of the manifest's count."""
     found: set[str] = set()
     for f in all_files(db, job_id):
-        if f.kind == "error" and f.error and f.error.startswith(INCOMPLETE_PREFIX):
+        if f.error and f.error.startswith(INCOMPLETE_PREFIX):
             found.update(t for t in f.error[len(INCOMPLETE_PREFIX) :].split(",") if t)
     return sorted(found)

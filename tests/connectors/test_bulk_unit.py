@@ -164,7 +164,6 @@ def test_bdx09_poll_table() -> None:
     [
         httpx.Response(500, content=orjson.dumps(oo("exception"))),
         httpx.Response(404, content=orjson.dumps(oo("not-found"))),
-        httpx.Response(502, content=b"<html>bad gateway</html>"),
     ],
 )
 def test_bdx09_other_errors_fail_the_job_with_outcome(response: httpx.Response) -> None:
@@ -173,6 +172,22 @@ def test_bdx09_other_errors_fail_the_job_with_outcome(response: httpx.Response) 
         _bulk(script).poll(STATUS)
     assert info.value.status == response.status_code
     assert len(script.requests) == 1  # no retry of the same URL
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(502, content=b"<html>bad gateway</html>"),
+        httpx.Response(503),
+        httpx.Response(504),
+        httpx.Response(408),
+        httpx.Response(500),
+    ],
+)
+def test_bdx09_infrastructure_errors_are_polling_hiccups(response: httpx.Response) -> None:
+    """Issue 10: a proxy's 502/503/504/408 (and a bare 500) is transient per connectors.errors.is_transient_answer."""
+    status = _bulk(Script(response)).poll(STATUS)
+    assert status.transient and not status.done
 
 
 def test_bdx09_poll_401_refreshes_once() -> None:

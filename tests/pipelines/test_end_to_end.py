@@ -167,18 +167,23 @@ def test_backend_connection_runs_the_bulk_export_job_and_checks_counts_bdx20(
     assert sum(live_counts(settings_for(tmp_path).warehouse_url, cid).values()) == export["created"]
 
 
-def test_wrong_manifest_count_fails_the_bdx20_check_not_the_run(
+def test_manifest_count_above_the_file_fails_the_export_complete_check_and_the_run(
     tmp_path: Path, ehr: SandboxServer, http: httpx.Client, world: SyncWorld
 ) -> None:
+    """Issue 10 / BDX-20: a file with fewer resources than its manifest count (maybe cut at a line boundary) is
+    fetched again; still short, its type is incomplete: the blocking check fails and the run's row names it."""
     cid = connect_backend_with_config(world, ehr, http=http)
     http.post(f"{ehr.base_url}/admin/faults", json={"kind": "bulk_wrong_count", "times": 1}).raise_for_status()
     try:
         result = run_sync_now(cid, settings=settings_for(tmp_path), instance=DagsterInstance.ephemeral())
     finally:
         http.delete(f"{ehr.base_url}/admin/faults").raise_for_status()
-    assert result.success, result.failed_steps
+    assert not result.success
     assert result.checks["bulk/export:manifest_line_counts_match"] is False
+    assert result.checks["bulk/export:export_complete"] is False
     assert result.materializations["bulk/export"]["count_mismatches"] >= 1
+    record = runs.get(world.env.db, result.run_id)
+    assert record is not None and record.status == "failed" and "bulk_export_incomplete" in (record.error or "")
 
 
 def test_error_file_naming_a_type_fails_the_export_complete_check_and_the_run(

@@ -97,7 +97,11 @@ def test_incremental_export_with_an_error_file_keeps_the_old_since_bdx14(
 
 @pytest.mark.parametrize(
     ("kind", "options", "code"),
-    [("503", {"retry_after": ""}, "bulk_status_unavailable"), ("drop", {}, "transport_error")],
+    [
+        ("503", {"retry_after": ""}, "bulk_status_unavailable"),
+        ("500", {"retry_after": ""}, "bulk_status_unavailable"),
+        ("drop", {}, "transport_error"),
+    ],
 )
 def test_status_failure_streak_leaves_the_job_resumable_at_the_same_url_bdx08(
     shared_sb: SandboxServer,
@@ -154,6 +158,31 @@ def test_truncated_file_is_fetched_again_and_nothing_is_quarantined_bdx20(
     assert report.count_mismatches == []
     files = {u.path for u in request_log.paths("/bulk/files")}
     assert len(request_log.paths("/bulk/files")) == len(files) + 2, "each cut file was fetched once more"
+    assert content_fingerprint(world.env.warehouse_target, with_connection=False) == _clean(sb, tmp_path)
+
+
+def test_manifest_count_above_the_file_holds_since_and_the_next_run_completes_bdx20(
+    tmp_path: Path, shared_sb: SandboxServer, world: SyncWorld, http: httpx.Client, request_log: RequestLog
+) -> None:
+    """Issue 10: a file with fewer resources than its manifest ``count`` (``bulk_wrong_count``: the count is one
+    more) may have been cut at a line boundary: fetched again, then its type is incomplete and ``_since`` held."""
+    sb = shared_sb
+    conn = connect_backend(world, sb, http=http, group_id=GROUP)
+    add_fault(http, sb, "bulk_wrong_count", path="/bulk/files/", times=1)
+    first = run_bulk_export(world.env, conn, "short-count")
+    assert first.status == "partial" and len(first.incomplete_types) == 1, first.error
+    (short_type,) = first.incomplete_types
+    assert first.error is not None and "bulk_export_incomplete" in first.error and short_type in first.error
+    (mismatch,) = first.count_mismatches
+    paths = [u.path for u in request_log.paths("/bulk/files")]
+    assert max(paths.count(p) for p in paths) == 3, "the short file was fetched again, 3 attempts in all"
+    assert cursors.get_mark(world.env.db, conn, STREAM, "*") is None, "_since never passes data not received"
+    assert runs.require(world.env.db, "short-count").status == "failed"
+
+    second = run_bulk_export(world.env, conn, "counted")
+    assert second.status == "completed", second.error
+    assert second.count_mismatches == [] and mismatch
+    assert cursors.get_mark(world.env.db, conn, STREAM, "*") == second.transaction_time
     assert content_fingerprint(world.env.warehouse_target, with_connection=False) == _clean(sb, tmp_path)
 
 
