@@ -185,8 +185,10 @@ def test_bdx32_429_exhausted_raises_rate_limited_with_retry_after() -> None:
 
 def test_transient_5xx_and_transport_errors_are_retried_with_backoff() -> None:
     sleeps: list[float] = []
+    refused = httpx.ConnectError("refused")
+    refused.__cause__ = ConnectionRefusedError(111, "Connection refused")  # as httpx raises it
     script = Script(
-        httpx.ConnectError("refused"),
+        refused,
         httpx.ReadTimeout("slow"),
         httpx.Response(502),
         _json(500, oo("transient")),
