@@ -21,6 +21,7 @@ __all__ = [
     "ConnectionsCursor",
     "DueRun",
     "PartitionPlan",
+    "drop_busy",
     "first_sync_run_key",
     "plan_due_runs",
     "plan_partitions",
@@ -188,3 +189,12 @@ def plan_due_runs(
         else:
             due.append(DueRun(conn, scheduled_run_key(conn.id, decision.slot), decision.slot))
     return due, tally
+
+
+def drop_busy(due: list[DueRun], busy: Set[str], tally: dict[DueReason | str, int]) -> list[DueRun]:
+    """``due`` without the connections in ``busy`` (a run queued or in progress), counted as ``busy`` in ``tally``
+    (the sensor plans first, then asks which of the due connections are busy)."""
+    kept = [d for d in due if d.connection.id not in busy]
+    if len(kept) < len(due):
+        tally["busy"] = tally.get("busy", 0) + len(due) - len(kept)
+    return kept

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from dagster import ConfigurableResource
 from pydantic import Field
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 
 from auth_service.store import AppDatabase
 from auth_service.store.sync_models import SyncRun
@@ -27,6 +27,7 @@ __all__ = [
     "RetryPolicyResource",
     "backoff_from_env",
     "failure_streaks",
+    "streak_horizon",
 ]
 
 RETRY_BASE_ENV = "EHRSYNC_RETRY_BASE_SECONDS"
@@ -74,8 +75,27 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def failure_streaks(db: AppDatabase) -> dict[str, FailureStreak]:
+# Slack on top of the backoff schedule: a retry can wait past its backoff (a source's window, the run queue).
+STREAK_SLACK = timedelta(days=1)
+
+
+def streak_horizon(backoff: RetryBackoff) -> timedelta:
+    """How far back the scheduler reads failures: ``k`` caps plus ``STREAK_SLACK``, where ``k`` failures in a row
+    make the wait reach the cap. A streak's failures are at most a cap apart when each is retried on time, so the
+    horizon holds at least its newest ``k`` and its wait is the one an unbounded read gives (a longer streak
+    waits the cap whatever its length); a failure older than the horizon is past any backoff, and the
+    connection's regular slot (due long since) takes over."""
+    failures = 1
+    while backoff.delay(failures) < backoff.cap:
+        failures += 1
+    return backoff.cap * failures + STREAK_SLACK
+
+
+def failure_streaks(db: AppDatabase, *, since: datetime | None = None) -> dict[str, FailureStreak]:
     """Per connection, the runs that failed after its last completed run (none: not in the result).
+
+    ``since`` bounds the read to runs created after it (the scheduler passes ``now - streak_horizon``): the
+    sensor ticks every minute, and ``sync_runs`` grows with every run ever made.
 
     A canceled run (closed ``failed`` with ``CANCELED_PREFIX``) ends a streak like a completed one: somebody
     stopped it on purpose. Open rows (queued, running) do not break a streak: a run in flight is the busy
@@ -83,9 +103,10 @@ def failure_streaks(db: AppDatabase) -> dict[str, FailureStreak]:
     from its creation.
     """
     canceled = (SyncRun.status == "failed") & SyncRun.error.like(f"{CANCELED_PREFIX}%")
+    recent = SyncRun.created_at > since if since is not None else true()
     succeeded = (  # a completed run ends a streak, and so does a run somebody canceled (not retried)
         select(SyncRun.connection_id.label("cid"), func.max(SyncRun.created_at).label("ok_at"))
-        .where((SyncRun.status == "completed") | canceled)
+        .where((SyncRun.status == "completed") | canceled, recent)
         .group_by(SyncRun.connection_id)
         .subquery()
     )
@@ -93,7 +114,11 @@ def failure_streaks(db: AppDatabase) -> dict[str, FailureStreak]:
     query = (
         select(SyncRun.connection_id, func.count(), func.max(ended))
         .join(succeeded, succeeded.c.cid == SyncRun.connection_id, isouter=True)
-        .where(SyncRun.status == "failed", (succeeded.c.ok_at.is_(None)) | (SyncRun.created_at > succeeded.c.ok_at))
+        .where(
+            SyncRun.status == "failed",
+            recent,
+            (succeeded.c.ok_at.is_(None)) | (SyncRun.created_at > succeeded.c.ok_at),
+        )
         .group_by(SyncRun.connection_id)
     )
     with db.session() as session:

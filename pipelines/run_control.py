@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 
 from dagster import DagsterError, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster_shared.check import CheckError
 
 from pipelines.tags import CONNECTION_TAG
 
-__all__ = ["BUSY_SCAN_PAGE_SIZE", "PENDING_STATUSES", "RUNNING_STATUSES", "busy_connections", "stop_connection_runs"]
+__all__ = [
+    "BUSY_LOOKUP_MAX",
+    "BUSY_SCAN_PAGE_SIZE",
+    "PENDING_STATUSES",
+    "RUNNING_STATUSES",
+    "busy_among",
+    "busy_connections",
+    "stop_connection_runs",
+]
 
 logger = logging.getLogger(__name__)
 
 PENDING_STATUSES = (DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED)
 RUNNING_STATUSES = (DagsterRunStatus.STARTING, DagsterRunStatus.STARTED)
 BUSY_SCAN_PAGE_SIZE = 1000
+# Up to this many candidates are looked up one by one (one indexed tag query each); more, and one paged scan of
+# every run in progress is cheaper.
+BUSY_LOOKUP_MAX = 25
+_IN_PROGRESS = [*PENDING_STATUSES, *RUNNING_STATUSES, DagsterRunStatus.CANCELING]
 
 
 def busy_connections(instance: DagsterInstance, *, page_size: int | None = None) -> set[str]:
@@ -29,7 +42,7 @@ def busy_connections(instance: DagsterInstance, *, page_size: int | None = None)
     page_size = BUSY_SCAN_PAGE_SIZE if page_size is None else page_size
     if page_size < 1:
         raise ValueError(f"page_size must be at least 1, not {page_size}")
-    in_progress = RunsFilter(statuses=[*PENDING_STATUSES, *RUNNING_STATUSES, DagsterRunStatus.CANCELING])
+    in_progress = RunsFilter(statuses=_IN_PROGRESS)
     busy: set[str] = set()
     after: str | None = None
     while True:
@@ -38,6 +51,24 @@ def busy_connections(instance: DagsterInstance, *, page_size: int | None = None)
         if len(page) < page_size:
             return busy
         after = page[-1].run_id
+
+
+def busy_among(instance: DagsterInstance, candidates: Collection[str], *, page_size: int | None = None) -> set[str]:
+    """Those of ``candidates`` (the connections due this tick) with a run queued or in progress.
+
+    A few candidates are looked up one by one (``ehrsync/connection`` tag, in-progress statuses, one run each), so
+    a tick reads nothing about the connections that are not due; many, and ``busy_connections`` pages through
+    every run in progress once instead (same answer, fewer queries).
+    """
+    if not candidates:
+        return set()
+    if len(candidates) > BUSY_LOOKUP_MAX:
+        return busy_connections(instance, page_size=page_size) & set(candidates)
+    return {
+        cid
+        for cid in candidates
+        if instance.get_runs(filters=RunsFilter(tags={CONNECTION_TAG: cid}, statuses=_IN_PROGRESS), limit=1)
+    }
 
 
 def stop_connection_runs(instance: DagsterInstance, connection_id: str) -> int:

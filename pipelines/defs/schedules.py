@@ -2,7 +2,8 @@
 
 A sensor rather than a cron schedule, because the period is per connection (1 h to 7 days, from
 ``connections.sync_frequency_hours``) and the partitions are dynamic. Run keys name the due slot, so
-repeated ticks never double a run; a connection with a run already queued or running is left alone.
+repeated ticks never double a run; a connection with a run already queued or running is left alone (checked
+for the due connections only, after the plan). Failures are read back ``streak_horizon`` only (``pipelines.retries``).
 It ticks every minute so a failed sync (its first one too) is retried after its backoff (``pipelines.retries``),
 within minutes rather than at the next slot; each failure is retried once (the run key names it).
 """
@@ -23,10 +24,10 @@ from pipelines.connections import read_connections
 from pipelines.defs.bulk import BULK_EXPORT_JOB, bulk_export_job
 from pipelines.defs.sync import INCREMENTAL_SYNC_JOB, incremental_sync_job
 from pipelines.partitions import CONNECTIONS_PARTITIONS_NAME
-from pipelines.planning import DueRun, plan_due_runs
+from pipelines.planning import DueRun, drop_busy, plan_due_runs
 from pipelines.resources import AppDatabaseResource, SyncPolicyResource
-from pipelines.retries import RetryPolicyResource, failure_streaks
-from pipelines.run_control import busy_connections
+from pipelines.retries import RetryPolicyResource, failure_streaks, streak_horizon
+from pipelines.run_control import busy_among
 from pipelines.tags import run_tags
 
 __all__ = ["SCHEDULE_INTERVAL_S", "defs", "scheduled_syncs_sensor", "tick_cursor"]
@@ -69,19 +70,16 @@ def scheduled_syncs_sensor(
     retry: RetryPolicyResource,
 ) -> SensorResult:
     now = datetime.now(UTC)
+    backoff = retry.backoff()
     keys = set(context.instance.get_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME))
     with app_db.open() as db:
         connections = read_connections(db)
-        streaks = failure_streaks(db)
-    due, tally = plan_due_runs(
-        now,
-        connections,
-        partition_keys=keys,
-        busy=busy_connections(context.instance),
-        windows=policy.windows(),
-        failures=streaks,
-        backoff=retry.backoff(),
+        streaks = failure_streaks(db, since=now - streak_horizon(backoff))
+    # Which connections are due first; then whether those few have a run queued or in progress.
+    candidates, tally = plan_due_runs(
+        now, connections, partition_keys=keys, busy=set(), windows=policy.windows(), failures=streaks, backoff=backoff
     )
+    due = drop_busy(candidates, busy_among(context.instance, {d.connection.id for d in candidates}), tally)
     retries = sum(1 for d in due if d.retry)
     context.log.info(
         "scheduled syncs: %d due (%d retries); not requested: %s", len(due), retries, dict(sorted(tally.items()))
