@@ -139,7 +139,8 @@ def disconnect(ctx: ServiceContext, conn: Connection, actor: str) -> dict[str, A
 
 
 def _fhir(ctx: ServiceContext, conn: Connection) -> FhirClient:
-    if conn.status != ConnectionStatus.ACTIVE:
+    # token_undecryptable goes on to the vault, which re-checks the stored token (active again once it opens)
+    if conn.status not in (ConnectionStatus.ACTIVE, ConnectionStatus.TOKEN_UNDECRYPTABLE):
         raise ApiError(_STATUS_CODES.get(conn.status, "needs_reauth"), f"connection is {conn.status}")
     return FhirClient(
         conn.fhir_base,

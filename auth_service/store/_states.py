@@ -24,8 +24,9 @@ def check_status(conn: Connection) -> None:
         )
     if conn.status == ConnectionStatus.TOKEN_UNDECRYPTABLE:
         raise TokenUndecryptableError(
-            f"connection {conn.id} is token_undecryptable: its stored token cannot be decrypted with the "
-            "configured keys; restore the key (INTEGRATIONS_TOKEN_ENC_KEYS_OLD) or connect again"
+            f"connection {conn.id} is token_undecryptable: its stored token failed authentication under a "
+            "configured key (altered, or moved from another row); restore the row from a backup (the connection "
+            "is active again on its next use) or disconnect and connect again"
         )
     if conn.status != ConnectionStatus.ACTIVE:
         raise NeedsReauthError(f"connection {conn.id} is {conn.status}: a person must authorize again")

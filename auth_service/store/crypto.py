@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from connectors.errors import ConfigurationError, EhrSyncError
 
-__all__ = ["ENV_ACTIVE_KEY", "ENV_OLD_KEYS", "CipherError", "TokenCipher", "derive_kid"]
+__all__ = ["ENV_ACTIVE_KEY", "ENV_OLD_KEYS", "CipherError", "TokenCipher", "UnknownKeyIdError", "derive_kid"]
 
 ENV_ACTIVE_KEY = "INTEGRATIONS_TOKEN_ENC_KEY"
 ENV_OLD_KEYS = "INTEGRATIONS_TOKEN_ENC_KEYS_OLD"
@@ -31,6 +31,15 @@ class CipherError(EhrSyncError):
     """A stored ciphertext cannot be opened: tampered, moved to another row, or its key is gone."""
 
     code = "cipher_error"
+
+
+class UnknownKeyIdError(CipherError):
+    """The envelope names a key id this process is not configured with: a configuration problem of this
+    process (the ciphertext itself may be fine), not a sign of tampering."""
+
+    def __init__(self, message: str, kid: str) -> None:
+        super().__init__(message)
+        self.kid = kid
 
 
 def derive_kid(key: bytes) -> str:
@@ -116,7 +125,8 @@ class TokenCipher:
         kid, body = self._split(envelope)
         aead = self._keys.get(kid)
         if aead is None:
-            raise CipherError(f"ciphertext for {field!r} uses unknown key id {kid!r}: add it to {ENV_OLD_KEYS}")
+            message = f"ciphertext for {field!r} uses unknown key id {kid!r}: add it to {ENV_OLD_KEYS}"
+            raise UnknownKeyIdError(message, kid)
         try:
             raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
             plain = aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _aad(kid, tenant_id, owner_id, field))

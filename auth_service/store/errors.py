@@ -1,13 +1,15 @@
 """Connection states an admin must act on, as typed errors (both stop a sync like ``NeedsReauthError``).
 
-``client_rejected`` and ``token_undecryptable`` are also the connection's status, visible in the admin API.
+``client_rejected`` and ``token_undecryptable`` are also the connection's status, visible in the admin API; a
+token sealed under a key id this process lacks (``TokenKeyMissingError``, same code) is this process's
+configuration problem and leaves the status alone.
 """
 
 from __future__ import annotations
 
 from connectors.errors import NeedsReauthError
 
-__all__ = ["ClientRejectedError", "TokenUndecryptableError"]
+__all__ = ["ClientRejectedError", "TokenKeyMissingError", "TokenUndecryptableError"]
 
 
 class ClientRejectedError(NeedsReauthError):
@@ -18,6 +20,16 @@ class ClientRejectedError(NeedsReauthError):
 
 
 class TokenUndecryptableError(NeedsReauthError):
-    """A stored token cannot be decrypted (key removed, ciphertext moved or tampered): never retried."""
+    """A stored token cannot be decrypted (ciphertext moved or altered, or its key missing here): never retried."""
 
     code = "token_undecryptable"
+
+
+class TokenKeyMissingError(TokenUndecryptableError):
+    """The stored token is sealed under a key id this process is not configured with (e.g. a worker deployed
+    without ``INTEGRATIONS_TOKEN_ENC_KEYS_OLD`` during a rotation). The ciphertext may be fine, so the
+    connection's status is not changed: adding the key to this process fixes it."""
+
+    def __init__(self, message: str, key_id: str) -> None:
+        super().__init__(message)
+        self.key_id = key_id

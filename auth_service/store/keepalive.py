@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from auth_service.store.database import AppDatabase
+from auth_service.store.errors import TokenKeyMissingError
 from auth_service.store.models import Connection, ConnectionKind, ConnectionStatus, TokenRecord, utcnow
 from auth_service.store.vault import TokenVault
 from connectors.errors import ConfigurationError, EhrSyncError, NeedsReauthError
@@ -151,6 +152,9 @@ def _refresh_one(db: AppDatabase, vault: TokenVault, candidate: _Candidate, cuto
             return None
         vault.force_refresh(cid)
         info = vault.token_info(cid)
+    except TokenKeyMissingError as exc:  # this process lacks a key: nothing the grant or the patient did
+        logger.error("connection %s: keepalive refresh failed (key id %s not configured here)", cid, exc.key_id)
+        return "failed"
     except NeedsReauthError:
         logger.warning("connection %s: grant refused on refresh; re-authorization required", cid)
         return "needs_reauth"

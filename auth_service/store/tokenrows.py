@@ -6,8 +6,8 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from auth_service.store.crypto import CipherError, TokenCipher
-from auth_service.store.errors import TokenUndecryptableError
+from auth_service.store.crypto import ENV_OLD_KEYS, CipherError, TokenCipher, UnknownKeyIdError
+from auth_service.store.errors import TokenKeyMissingError, TokenUndecryptableError
 from auth_service.store.models import Connection, TokenRecord
 from connectors.smart import TokenResponse
 
@@ -21,12 +21,22 @@ def seal_field(cipher: TokenCipher, tenant_id: str, connection_id: str, field: s
 
 
 def open_field(cipher: TokenCipher, row: TokenRecord, field: str) -> str:
-    """Decrypt one of ``access_token``/``refresh_token``/``id_token`` of a row (AAD-bound to that row)."""
+    """Decrypt one of ``access_token``/``refresh_token``/``id_token`` of a row (AAD-bound to that row).
+
+    ``TokenKeyMissingError`` when its key id is not configured here, ``TokenUndecryptableError`` when it fails
+    authentication under a configured key (altered, or moved from another row)."""
     envelope: str | None = getattr(row, f"{field}_ct")
     if envelope is None:
         raise KeyError(f"connection {row.connection_id} has no stored {field}")
     try:
         return cipher.decrypt(envelope, tenant_id=row.tenant_id, owner_id=row.connection_id, field=field)
+    except UnknownKeyIdError as exc:
+        raise TokenKeyMissingError(
+            f"connection {row.connection_id}: the stored {field} is sealed under unknown key id {exc.kid!r}, which "
+            f"this process is not configured with: add it to {ENV_OLD_KEYS} ('{exc.kid}:<base64 key>') and "
+            "restart; the connection's status is unchanged",
+            exc.kid,
+        ) from None
     except CipherError as exc:
         raise TokenUndecryptableError(
             f"connection {row.connection_id}: the stored {field} cannot be decrypted ({exc.message})"

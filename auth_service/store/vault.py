@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import httpx
 from sqlalchemy import select
@@ -22,10 +22,11 @@ from sqlalchemy.orm import Session
 
 from auth_service.store import _refresh
 from auth_service.store._grants import ClientAuthResolver, GrantContext, RetryPolicy
+from auth_service.store._undecryptable import mark_undecryptable, recover_if_decryptable
 from auth_service.store.audit import record_audit
 from auth_service.store.crypto import TokenCipher
 from auth_service.store.database import AppDatabase
-from auth_service.store.errors import TokenUndecryptableError
+from auth_service.store.errors import TokenKeyMissingError, TokenUndecryptableError
 from auth_service.store.models import Connection, ConnectionKind, ConnectionStatus, TokenRecord, utcnow
 from auth_service.store.tokenrows import open_field, write_tokens
 from connectors.errors import EhrSyncError
@@ -37,6 +38,7 @@ __all__ = ["TokenInfo", "TokenVault", "UnknownConnectionError", "VaultTokenSourc
 _ADMIN_STATES = (ConnectionStatus.CLIENT_REJECTED, ConnectionStatus.TOKEN_UNDECRYPTABLE)
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class UnknownConnectionError(EhrSyncError):
@@ -129,10 +131,7 @@ class TokenVault:
     # -- handing out -------------------------------------------------------------------------------------
     def get_access_token(self, connection_id: str) -> str:
         """A usable access token; refreshes first when < 20 % of the lifetime or < 60 s is left (SAL-23)."""
-        try:
-            token = self._current_token(connection_id)
-        except TokenUndecryptableError as exc:
-            self._mark_undecryptable(connection_id, exc)
+        token = self._decrypting(connection_id, lambda: self._current_token(connection_id))
         return token if token is not None else self.refresh(connection_id)
 
     def _current_token(self, connection_id: str) -> str | None:
@@ -167,29 +166,36 @@ class TokenVault:
     # -- refreshing --------------------------------------------------------------------------------------
     def refresh(self, connection_id: str, *, rejected: str | None = None, force: bool = False) -> str:
         """Refresh under the cross-process lock unless another process already did; see module docstring."""
-        try:
-            return _refresh.run_locked_refresh(
+        return self._decrypting(
+            connection_id,
+            lambda: _refresh.run_locked_refresh(
                 self._db, self._cipher, self._grants, connection_id, rejected=rejected, force=force, clock=self._clock
-            )
+            ),
+        )
+
+    def _decrypting(self, connection_id: str, call: Callable[[], _T]) -> _T:
+        """Run ``call``; a ``token_undecryptable`` connection whose token opens again is active again and ``call``
+        runs once more; a token failing authentication marks the connection (see ``_undecryptable``)."""
+        try:
+            return call()
+        except TokenKeyMissingError as exc:
+            self._mark_undecryptable(connection_id, exc)
+        except TokenUndecryptableError as exc:
+            if not recover_if_decryptable(self._db, self._cipher, connection_id, self._clock()):
+                self._mark_undecryptable(connection_id, exc)
+        try:
+            return call()
         except TokenUndecryptableError as exc:
             self._mark_undecryptable(connection_id, exc)
 
     def _mark_undecryptable(self, connection_id: str, exc: TokenUndecryptableError) -> NoReturn:
-        """Status ``token_undecryptable`` (visible in the admin API) and an audit row, once; then raise ``exc``."""
+        """Status ``token_undecryptable`` (admin API) and an audit row, unless the key id is only missing in this
+        process (logged, status unchanged); then raise ``exc``."""
+        if isinstance(exc, TokenKeyMissingError):
+            logger.error("connection %s: key id %s is not configured in this process", connection_id, exc.key_id)
+            raise exc
         with self._db.locked_session() as session:
-            conn = self._connection(session, connection_id)
-            if conn.status == ConnectionStatus.ACTIVE:
-                conn.status = ConnectionStatus.TOKEN_UNDECRYPTABLE
-                conn.updated_at = self._clock()
-                record_audit(
-                    session,
-                    action="token.decrypt",
-                    outcome="failure",
-                    tenant_id=conn.tenant_id,
-                    connection_id=connection_id,
-                    detail={"error_code": exc.code},
-                )
-                logger.error("connection %s: stored token cannot be decrypted: status token_undecryptable", conn.id)
+            mark_undecryptable(session, self._connection(session, connection_id), exc, self._clock())
         raise exc
 
     def confirm_unauthorized(self, connection_id: str) -> str:

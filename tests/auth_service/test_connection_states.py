@@ -2,17 +2,22 @@
 
 - a backend connection whose fresh client_credentials token is refused (401) again after one re-acquisition is
   ``client_rejected`` ("check the client registration"), never ``needs_reauth`` ("send the patient a link");
-- a stored token that fails to decrypt answers ``token_undecryptable`` and the connection shows that status."""
+- a stored token that fails authentication under a configured key answers ``token_undecryptable`` and the
+  connection shows that status until its token opens again (row restored) or it is connected again;
+- a token sealed under a key id the process lacks (one worker without INTEGRATIONS_TOKEN_ENC_KEYS_OLD) answers
+  ``token_undecryptable`` naming the key id, and leaves the connection active for the correctly configured ones."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select
 
-from auth_service.store.errors import ClientRejectedError
+from auth_service.store import TokenCipher, TokenVault
+from auth_service.store.errors import ClientRejectedError, TokenKeyMissingError
 from auth_service.store.models import TokenRecord
 from connectors.errors import FhirUnauthorizedError
 from connectors.fhir import FhirClient
@@ -26,6 +31,27 @@ READ = "/api/integrations/smart/test/patient"
 
 def _status(svc: Any, conn_id: str) -> str:
     return str(svc.admin("GET", "/api/integrations/smart/status", params={"connection_id": conn_id}).json()["status"])
+
+
+def _tampered(ct: str | None) -> str:
+    """The same envelope (same, configured key id) with its last bytes altered: fails authentication."""
+    assert ct is not None
+    return ct[:-6] + ("AAAAAA" if not ct.endswith("AAAAAA") else "BBBBBB")
+
+
+def _set_access_ct(svc: Any, conn_id: str, value: str | None = None) -> str:
+    """Overwrite the stored access token ciphertext of a connection (``None``: alter it); returns the previous."""
+    with svc.ctx.db.session() as session, session.begin():
+        row = session.get(TokenRecord, conn_id)
+        assert row is not None
+        previous: str = row.access_token_ct
+        row.access_token_ct = _tampered(previous) if value is None else value
+    return previous
+
+
+def _decrypt_events(svc: Any, conn_id: str) -> list[dict[str, Any]]:
+    events = svc.admin("GET", "/api/integrations/admin/audit", params={"connection_id": conn_id}).json()
+    return [e for e in events if e["action"] == "token.decrypt"]
 
 
 def _refresh_events(svc: Any, conn_id: str) -> list[dict[str, Any]]:
@@ -102,9 +128,7 @@ def test_undecryptable_token_is_a_distinct_code_and_visible_state(make_settings:
             if how == "moved":  # another row's ciphertext: AAD-bound, must not open here
                 rows[second].access_token_ct = rows[first].access_token_ct
             else:
-                ct = rows[second].access_token_ct
-                assert ct is not None
-                rows[second].access_token_ct = ct[:-6] + ("AAAAAA" if not ct.endswith("AAAAAA") else "BBBBBB")
+                rows[second].access_token_ct = _tampered(rows[second].access_token_ct)
         r = svc.admin("GET", READ, params={"connection_id": second})
         assert (r.status_code, r.json()["error"]) == (409, "token_undecryptable"), r.text
         assert _status(svc, second) == "token_undecryptable"
@@ -122,10 +146,7 @@ def test_undecryptable_backend_token_is_reminted_when_the_admin_retries(make_set
     pid = patient_ids(sandbox)[0]
     with running_service(make_settings, sandbox, smart_practice(sandbox, "crypt-backend")) as svc:
         conn_id = _create_backend(svc, sandbox, "crypt-backend").json()["connection_id"]
-        with svc.ctx.db.session() as session, session.begin():
-            row = session.get(TokenRecord, conn_id)
-            assert row is not None
-            row.access_token_ct = "v1.0000dead.AAAA"  # a key id nobody has any more
+        _set_access_ct(svc, conn_id)  # altered under the configured key
         r = svc.admin("GET", READ, params={"connection_id": conn_id, "patient": pid})
         assert (r.status_code, r.json()["error"]) == (409, "token_undecryptable"), r.text
         assert _status(svc, conn_id) == "token_undecryptable"
@@ -133,3 +154,67 @@ def test_undecryptable_backend_token_is_reminted_when_the_admin_retries(make_set
         assert retried.status_code == 200, retried.text
         assert _status(svc, conn_id) == "active"
         assert svc.admin("GET", READ, params={"connection_id": conn_id, "patient": pid}).status_code == 200
+
+
+@pytest.mark.parametrize("via", ["read", "admin_refresh"])
+def test_restored_ciphertext_makes_the_connection_active_again(make_settings: Any, sandbox: Any, via: str) -> None:
+    """issue 10: token_undecryptable is re-checked: once the row is restored from a backup the stored token opens
+    again and the patient connection is active again by itself (no reconnect; its refresh token still works)."""
+    pid = patient_ids(sandbox)[0]
+    with running_service(make_settings, sandbox, smart_practice(sandbox, f"restore-{via}")) as svc:
+        register(sandbox, svc, f"restore-{via}", "public")
+        conn_id = connect(sandbox, svc, f"restore-{via}", pid)
+        original = _set_access_ct(svc, conn_id)
+        r = svc.admin("GET", READ, params={"connection_id": conn_id})
+        assert (r.status_code, r.json()["error"]) == (409, "token_undecryptable"), r.text
+        assert _status(svc, conn_id) == "token_undecryptable"
+        again = svc.admin("GET", READ, params={"connection_id": conn_id})
+        assert "restore the row from a backup" in again.json()["message"]  # still altered: still refused
+        _set_access_ct(svc, conn_id, original)  # the operator restores the row
+        if via == "read":
+            assert svc.admin("GET", READ, params={"connection_id": conn_id}).status_code == 200
+        else:  # a forced refresh: the refresh token opens again and the sandbox accepts it
+            refreshed = svc.admin("POST", "/api/integrations/smart/refresh", json={"connection_id": conn_id})
+            assert refreshed.status_code == 200, refreshed.text
+            assert svc.admin("GET", READ, params={"connection_id": conn_id}).status_code == 200
+        assert _status(svc, conn_id) == "active"
+        assert [e["outcome"] for e in _decrypt_events(svc, conn_id)].count("recovered") == 1
+
+
+def test_unknown_key_id_is_this_process_problem_and_leaves_the_connection_active(
+    make_settings: Any, sandbox: Any
+) -> None:
+    """issue 10: a vault without the key a token is sealed under (one worker deployed without
+    INTEGRATIONS_TOKEN_ENC_KEYS_OLD) answers token_undecryptable naming the key id, and changes no state: the
+    correctly configured service keeps reading and refreshing at the sandbox afterwards."""
+    pids = patient_ids(sandbox)
+    with running_service(make_settings, sandbox, smart_practice(sandbox, "kid-missing")) as svc:
+        register(sandbox, svc, "kid-missing", "public")
+        conn_id = connect(sandbox, svc, "kid-missing", pids[0])
+        kid = svc.ctx.cipher.active_kid
+        misconfigured = TokenVault(svc.ctx.db, TokenCipher(os.urandom(32)))
+        try:
+            with pytest.raises(TokenKeyMissingError, match="unknown key id") as read_error:
+                misconfigured.get_access_token(conn_id)
+            assert read_error.value.code == "token_undecryptable"
+            assert kid in read_error.value.message and "INTEGRATIONS_TOKEN_ENC_KEYS_OLD" in read_error.value.message
+            with pytest.raises(TokenKeyMissingError, match=kid):
+                misconfigured.force_refresh(conn_id)
+        finally:
+            misconfigured.close()
+        assert _status(svc, conn_id) == "active"
+        assert _decrypt_events(svc, conn_id) == []
+        refreshed = svc.admin("POST", "/api/integrations/smart/refresh", json={"connection_id": conn_id})
+        assert refreshed.status_code == 200, refreshed.text  # the refresh token still works at the EHR
+        assert svc.admin("GET", READ, params={"connection_id": conn_id}).status_code == 200
+        assert _status(svc, conn_id) == "active"
+
+        # the same through the service itself: a row sealed under a key id it lacks
+        original = _set_access_ct(svc, conn_id, "v1.0000dead.AAAA")
+        r = svc.admin("GET", READ, params={"connection_id": conn_id})
+        assert (r.status_code, r.json()["error"]) == (409, "token_undecryptable"), r.text
+        assert "'0000dead'" in r.json()["message"] and "INTEGRATIONS_TOKEN_ENC_KEYS_OLD" in r.json()["message"]
+        assert _status(svc, conn_id) == "active"
+        assert svc.admin("GET", "/api/integrations/admin/health").json()["status"] == "ok"
+        _set_access_ct(svc, conn_id, original)
+        assert svc.admin("GET", READ, params={"connection_id": conn_id}).status_code == 200

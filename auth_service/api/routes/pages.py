@@ -41,7 +41,7 @@ _STATUS_TEXT = {
     "disabled": "Paused by your practice",
     "disconnected": "Disconnected",
     "client_rejected": "Paused: your practice must check its EHR app registration",
-    "token_undecryptable": "Paused: your practice must restore its settings, or you connect again",
+    "token_undecryptable": "Paused: your practice must restore its stored connection data, or you connect again",
 }
 
 

@@ -328,3 +328,19 @@ def test_bad_arguments_are_refused_by_name(
             refresh_idle_grants(sqlite_db, vault, **kwargs)  # type: ignore[arg-type]
     finally:
         vault.close()
+
+
+def test_worker_without_the_key_reports_failed_and_leaves_the_grant_active(
+    sandbox: SandboxServer, sqlite_db: AppDatabase, cipher: TokenCipher, http: httpx.Client
+) -> None:
+    """issue 10: a keepalive worker deployed without the key the grant is sealed under (rotation without
+    INTEGRATIONS_TOKEN_ENC_KEYS_OLD) reports it ``failed`` (not ``needs_reauth``) and leaves it active; a worker
+    with the key refreshes it at the sandbox afterwards."""
+    vault = make_vault(sqlite_db, cipher, http)
+    cid, tokens = connect(sqlite_db, vault, sandbox, http, idle_days=10)
+    misconfigured = make_vault(sqlite_db, TokenCipher(secrets.token_bytes(32)), http)
+
+    assert refresh_idle_grants(sqlite_db, misconfigured, idle_for=WEEK) == KeepaliveReport(failed=(cid,))
+    assert status(sqlite_db, cid) == ConnectionStatus.ACTIVE
+    assert open_field(cipher, tokens_row(sqlite_db, cid), "refresh_token") == tokens.refresh_token
+    assert refresh_idle_grants(sqlite_db, vault, idle_for=WEEK) == KeepaliveReport(refreshed=(cid,))
