@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -53,9 +53,10 @@ class _Step:
     clock: Callable[[], float]
 
 
-def env_number(name: str, default: float, *, minimum: float = 0.0) -> float:
-    """A positive number from the environment, or ``default``; a bad value is a ConfigurationError naming it."""
-    raw = os.environ.get(name, "").strip()
+def env_number(name: str, default: float, *, minimum: float = 0.0, env: Mapping[str, str] | None = None) -> float:
+    """A positive number from the environment (``env``, else ``os.environ``), or ``default``; a bad value is a
+    ConfigurationError naming it. The one rule: the engine reads with it and the settings check at start with it."""
+    raw = (os.environ if env is None else env).get(name, "").strip()
     if not raw:
         return default
     try:

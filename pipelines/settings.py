@@ -27,7 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from connectors.budgets import DEFAULT_MAX_RESPONSE_BYTES
+from connectors.budgets import DEFAULT_MAX_RESPONSE_BYTES, env_number
+from connectors.errors import ConfigurationError
 from pipelines.errors import PipelineConfigurationError
 from pipelines.windows import SyncWindow, parse_sync_windows
 from warehouse.errors import InvalidInputError
@@ -78,22 +79,20 @@ RESPONSE_BYTES_ENV = "EHRSYNC_MAX_RESPONSE_BYTES"
 
 
 def _response_bytes(env: Mapping[str, str]) -> int:
-    """``EHRSYNC_MAX_RESPONSE_BYTES`` as the connectors read it (``connectors.fhir._bounds``), checked up front."""
-    raw = env.get(RESPONSE_BYTES_ENV, "").strip()
-    if not raw:
-        return DEFAULT_MAX_RESPONSE_BYTES
+    """``EHRSYNC_MAX_RESPONSE_BYTES`` read as the connectors read it (``env_number``), at least 1 byte."""
     try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not 1 <= value < float("inf"):  # also false for NaN
+        value = env_number(RESPONSE_BYTES_ENV, DEFAULT_MAX_RESPONSE_BYTES, minimum=0, env=env)
+    except ConfigurationError:
+        value = 0.0
+    if not value >= 1:
+        raw = env.get(RESPONSE_BYTES_ENV, "").strip()
         raise PipelineConfigurationError(f"{RESPONSE_BYTES_ENV}={raw[:40]!r} is not a number of bytes of at least 1")
     return int(value)
 
 
 # Numbers the engine reads lazily with ``connectors.budgets.env_number`` (a finite number above ``minimum``):
-# name -> (minimum, what it bounds). ``env_number`` reads ``os.environ`` only, so the same rule is applied here to
-# the mapping the settings load from (tests/pipelines/test_size_limit_settings.py keeps the two in agreement).
+# name -> (minimum, what it bounds). The settings check them at start with that same reader, on the mapping the
+# settings load from.
 ENGINE_NUMBERS: dict[str, tuple[float, str]] = {
     "EHRSYNC_STEP_BUDGET_S": (0.0, "seconds one sync step may take"),
     "EHRSYNC_REQUEST_DEADLINE_S": (0.0, "seconds one request to the EHR may take"),
@@ -104,17 +103,13 @@ ENGINE_NUMBERS: dict[str, tuple[float, str]] = {
 
 def _check_engine_numbers(env: Mapping[str, str]) -> None:
     for name, (minimum, what) in ENGINE_NUMBERS.items():
-        raw = env.get(name, "").strip()
-        if not raw:
-            continue
         try:
-            value = float(raw)
-        except ValueError:
-            value = float("nan")
-        if not minimum < value < float("inf"):  # also false for NaN
+            env_number(name, 1.0, minimum=minimum, env=env)  # the engine's own reader and rule
+        except ConfigurationError:
+            raw = env.get(name, "").strip()
             raise PipelineConfigurationError(
                 f"{name}={raw[:40]!r} is not a finite number greater than {minimum:g} ({what})"
-            )
+            ) from None
 
 
 def check_size_limits(env: Mapping[str, str]) -> None:
