@@ -1,1 +1,1 @@
-"""The SMART auth service. Keep this file import-free: ``pipelines`` imports ``auth_service.store``."""
+"""The SMART auth service. Keep this file import-free: ``pipelines`` imports ``store``."""

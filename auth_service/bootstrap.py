@@ -7,8 +7,8 @@ from pathlib import Path
 from auth_service.core.config import Settings, load_settings
 from auth_service.services.context import build_context
 from auth_service.services.tenants import BootstrapResult, bootstrap_tenant, upsert_tenant
-from auth_service.store.models import Tenant
 from auth_service.tenants.settings import TenantSeed, load_tenant_seed
+from store.models import Tenant
 
 __all__ = ["bootstrap_admin", "load_tenants_file"]
 

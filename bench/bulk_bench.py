@@ -21,8 +21,8 @@ from bench.http_meter import HttpMeter
 from bench.memory import RssSampler, max_rss_mb
 from bench.sandbox_process import SandboxProcess
 from bench.world import WorldHandle
-from pipelines.sync import run_bulk_export
-from tests.pipelines.sync.helpers import connect_backend, make_environment
+from engine import run_bulk_export
+from tests.engine.helpers import connect_backend, make_environment
 
 _log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from bench.http_meter import HttpMeter
 from bench.sandbox_process import SandboxProcess
-from pipelines.sync import SyncReport, sync_connection
+from engine import SyncReport, sync_connection
 from sandbox.admin_client import SandboxAdmin
-from tests.pipelines.sync.helpers import SyncWorld, connect_patient, make_environment, sandbox_patients
+from tests.engine.helpers import SyncWorld, connect_patient, make_environment, sandbox_patients
 
 _log = logging.getLogger(__name__)
 

@@ -22,14 +22,13 @@ from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobO
 from dagster._core.test_utils import create_run_for_test, instance_for_test
 from sqlalchemy import insert, text
 
-from auth_service.store import AppDatabase
-from auth_service.store.models import Connection, Tenant
-from auth_service.store.sync_models import SyncRun
-from pipelines.defs.schedules import scheduled_syncs_sensor
-from pipelines.partitions import CONNECTIONS_PARTITIONS_NAME
-from pipelines.resources import AppDatabaseResource, SyncPolicyResource
-from pipelines.retries import RetryPolicyResource
-from pipelines.tags import CONNECTION_TAG
+from engine.models import SyncRun
+from engine.run_tags import CONNECTION_TAG
+from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME
+from pipelines.defs.scheduling.sensors import scheduled_syncs_sensor
+from pipelines.resources import AppDatabaseResource, RetryPolicyResource, SyncPolicyResource
+from store import AppDatabase
+from store.models import Connection, Tenant
 
 HISTORY_DAYS = 30
 

@@ -1,6 +1,6 @@
 """A sync world (app DB, vault, landing zone, DuckDB) that a parent sets up and a child process reopens.
 
-The benchmarks authorize connections exactly as the tests do (``tests/pipelines/sync/helpers.py``), then hand
+The benchmarks authorize connections exactly as the tests do (``tests/engine/helpers.py``), then hand
 the child only what it needs to reopen the same world, so the child's memory is ehrsync's work alone.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.pipelines.sync.helpers import SyncWorld, make_environment
+from tests.engine.helpers import SyncWorld, make_environment
 
 
 @dataclass(frozen=True)

@@ -207,7 +207,7 @@ def keys_rotate() -> None:
 
     Keep the previous key in INTEGRATIONS_TOKEN_ENC_KEYS_OLD (``kid:base64``) until this finishes.
     """
-    from auth_service.store import AppDatabase, TokenCipher, rotate_keys
+    from store import AppDatabase, TokenCipher, rotate_keys
 
     def _rotate() -> int:
         cipher = TokenCipher.from_env()  # a bad key is named before any database work
@@ -230,7 +230,7 @@ def db() -> None:
 @db.command("migrate")
 def db_migrate() -> None:
     """Apply every Alembic migration (idempotent)."""
-    from auth_service.store import AppDatabase
+    from store import AppDatabase
 
     database = AppDatabase.from_url(_database_url())
     try:
@@ -248,15 +248,15 @@ def db_migrate() -> None:
 @click.option("--full", is_flag=True, help="Full resync instead of incremental.")
 def sync(connection_id: str, full: bool) -> None:
     """Sync one connection now (the same Dagster job the schedules run; visible in the UI)."""
-    from auth_service.store import TokenCipher
-    from pipelines.settings import PipelineSettings
+    from engine.settings import PipelineSettings
+    from store import TokenCipher
 
     # configuration first: a bad key or WAREHOUSE_URL is named before any run starts
     TokenCipher.from_env()
     _check_signing_key()
     settings = PipelineSettings.from_env()
 
-    from pipelines.run import run_sync_now
+    from ehrsync.run_now import run_sync_now
 
     result = _exit_on_configuration_error(lambda: run_sync_now(connection_id, full=full, settings=settings))
     for asset, metadata in sorted(result.materializations.items()):
@@ -275,8 +275,8 @@ def connections() -> None:
 @connections.command("list")
 def connections_list() -> None:
     """Every connection with its status and last sync (no tokens)."""
-    from auth_service.store import AppDatabase
-    from pipelines.connections import read_connections
+    from engine.connection_snapshots import read_connections
+    from store import AppDatabase
 
     database = AppDatabase.from_url(_database_url())
     try:

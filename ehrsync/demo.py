@@ -158,7 +158,7 @@ def _authorize_patient(app_url: str, sandbox_admin: Any, patient_id: str) -> Non
 
 
 def _sync(connection_id: str, *, full: bool, totals: SyncTotals) -> float:
-    from pipelines.run import run_sync_now
+    from ehrsync.run_now import run_sync_now
 
     started = time.monotonic()
     result = run_sync_now(connection_id, full=full, console_log_level="ERROR")
@@ -297,7 +297,7 @@ def _run_steps(state_dir: Path, env: Mapping[str, str], sb: Any, app_url: str, c
 def _patient_connections(ctx: Any) -> dict[str, str]:
     from sqlalchemy import select
 
-    from auth_service.store.models import Connection
+    from store.models import Connection
 
     with ctx.db.session() as session:
         rows = session.execute(
@@ -307,7 +307,7 @@ def _patient_connections(ctx: Any) -> dict[str, str]:
 
 
 def _reconcile(connections: Mapping[str, str], deleted_refs: list[str]) -> int:
-    from pipelines.run import run_reconcile_now
+    from ehrsync.run_now import run_reconcile_now
 
     total = 0
     for conn_id in connections:
@@ -338,8 +338,8 @@ class BulkProgress:
     def _run(self) -> None:
         from sqlalchemy import func, select
 
-        from auth_service.store import AppDatabase
-        from auth_service.store.sync_models import BulkJob, BulkJobFile
+        from engine.models import BulkJob, BulkJobFile
+        from store import AppDatabase
 
         db = AppDatabase.from_url(self._database_url)
         last = ""
@@ -371,7 +371,7 @@ class BulkProgress:
 
 
 def _bulk(connection_id: str) -> str:
-    from pipelines.run import run_sync_now
+    from ehrsync.run_now import run_sync_now
 
     started = time.monotonic()
     with BulkProgress(os.environ["DATABASE_URL"], connection_id):

@@ -18,8 +18,8 @@ from ehrsync.demo import demo_environment
 
 def run_ui(state_dir: Path, *, host: str = "127.0.0.1", port: int = 3000, stop_after_s: float | None = None) -> int:
     """Serve the UI until interrupted (or for ``stop_after_s`` seconds); returns the exit code."""
-    from pipelines.instance import ui_command
-    from pipelines.settings import PipelineSettings
+    from ehrsync.dagster_instance import ui_command
+    from engine.settings import PipelineSettings
 
     state_dir = state_dir.resolve()
     if not (state_dir / "app.db").exists() and not os.environ.get("DATABASE_URL"):

@@ -1,4 +1,4 @@
-"""The Dagster layer of ehrsync (``pipelines.definitions``) over the plain-Python sync engine (``pipelines.sync``).
+"""The Dagster layer of ehrsync (``pipelines.definitions``) over the plain-Python sync engine (``engine``).
 
-See docs/PIPELINES.md. Import ``pipelines.run.run_sync_now`` to sync one connection in-process.
+See docs/PIPELINES.md. Import ``ehrsync.run_now.run_sync_now`` to sync one connection in-process.
 """

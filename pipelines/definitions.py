@@ -1,33 +1,36 @@
 """The code location ``workspace.yaml`` loads: every domain's ``Definitions`` merged, plus the resources.
 
-Each domain module (``pipelines/defs/*.py``) builds its own ``Definitions``; adding a domain means adding a
-module and one name below. Resources are configured from the environment (see ``pipelines.settings``; the
-retry backoff of failed syncs from ``EHRSYNC_RETRY_BASE_SECONDS``/``EHRSYNC_RETRY_CAP_SECONDS``, see
-``pipelines.retries``).
+Each domain is a package under ``pipelines/defs/`` whose ``__init__`` exposes ``defs``; adding a domain means
+adding a folder, not editing a list here. Resources are built from the process's settings (``engine.settings``).
 """
 
+import importlib
+import pkgutil
 from collections.abc import Mapping
 
 from dagster import Definitions
 
-from pipelines.defs import bulk, connections, keepalive, maintenance, schedules, sync
-from pipelines.resources import default_resources
-from pipelines.retries import RetryPolicyResource
-from pipelines.settings import PipelineSettings
+import pipelines.defs
+from engine.settings import PipelineSettings
+from pipelines.resources import RetryPolicyResource, default_resources
 
-__all__ = ["build_definitions", "defs"]
+__all__ = ["build_definitions", "defs", "domain_definitions"]
+
+
+def domain_definitions() -> list[Definitions]:
+    """``defs`` of every domain package under ``pipelines/defs`` (``_shared`` holds helpers, not a domain)."""
+    found: list[Definitions] = []
+    for info in sorted(pkgutil.iter_modules(pipelines.defs.__path__), key=lambda i: i.name):
+        if info.ispkg and not info.name.startswith("_"):
+            found.append(importlib.import_module(f"pipelines.defs.{info.name}").defs)
+    return found
 
 
 def build_definitions(settings: PipelineSettings | None = None, env: Mapping[str, str] | None = None) -> Definitions:
     """All of ehrsync's Dagster definitions bound to resources for ``settings`` (default: the environment)."""
     resolved = settings or PipelineSettings.from_env(env)
     return Definitions.merge(
-        sync.defs,
-        bulk.defs,
-        connections.defs,
-        schedules.defs,
-        maintenance.defs,
-        keepalive.defs,
+        *domain_definitions(),
         Definitions(resources={**default_resources(resolved), "retry": RetryPolicyResource.from_env(env)}),
     )
 

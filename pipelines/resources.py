@@ -7,7 +7,7 @@ per step and closed after, because DuckDB allows one writing process at a time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -18,16 +18,19 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 from sqlalchemy.engine import make_url
 
-from auth_service.store import AppDatabase, TokenCipher, TokenVault
-from pipelines.settings import PipelineSettings
-from pipelines.sync import SyncEnvironment
-from pipelines.windows import SyncWindow, parse_sync_windows
+from engine import SyncEnvironment
+from engine.retries import DEFAULT_BASE_S, DEFAULT_CAP_S, MAX_S, RETRY_BASE_ENV, RETRY_CAP_ENV, backoff_from_env
+from engine.scheduling import RetryBackoff
+from engine.settings import PipelineSettings
+from engine.sync_windows import SyncWindow, parse_sync_windows
+from store import AppDatabase, TokenCipher, TokenVault
 from warehouse import AttachmentStore, LandingZone, Warehouse, open_warehouse
 
 __all__ = [
     "AppDatabaseResource",
     "EhrHttpResource",
     "LandingZoneResource",
+    "RetryPolicyResource",
     "SyncPolicyResource",
     "WarehouseResource",
     "default_resources",
@@ -192,3 +195,20 @@ def default_resources(settings: PipelineSettings) -> dict[str, ConfigurableResou
             overlap_seconds=settings.overlap_seconds,
         ),
     }
+
+
+class RetryPolicyResource(ConfigurableResource["RetryPolicyResource"]):
+    """How soon a failed sync is retried: ``min(base * 2**(n - 1), cap)`` after the n-th failure in a row."""
+
+    base_seconds: int = Field(default=DEFAULT_BASE_S, ge=1, le=MAX_S, description=RETRY_BASE_ENV)
+    cap_seconds: int = Field(default=DEFAULT_CAP_S, ge=1, le=MAX_S, description=RETRY_CAP_ENV)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RetryPolicyResource:
+        backoff = backoff_from_env(env)
+        return cls(base_seconds=int(backoff.base.total_seconds()), cap_seconds=int(backoff.cap.total_seconds()))
+
+    def backoff(self) -> RetryBackoff:
+        return RetryBackoff(
+            base=timedelta(seconds=self.base_seconds), cap=timedelta(seconds=max(self.cap_seconds, self.base_seconds))
+        )

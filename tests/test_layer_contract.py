@@ -8,11 +8,12 @@ from types import SimpleNamespace
 import pytest
 
 from auth_service.services import sync_api
-from pipelines import connections, tags
-from pipelines.defs.bulk import BULK_EXPORT_JOB
-from pipelines.defs.sync import FULL_RESYNC_JOB, INCREMENTAL_SYNC_JOB
-from pipelines.partitions import CONNECTIONS_PARTITIONS_NAME
-from pipelines.run import job_for
+from ehrsync.run_now import job_for
+from engine import connection_snapshots as connections
+from engine import run_tags as tags
+from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME
+from pipelines.defs.bulk.assets import BULK_EXPORT_JOB
+from pipelines.defs.sync.jobs import FULL_RESYNC_JOB, INCREMENTAL_SYNC_JOB
 
 
 def test_partition_tag_and_kind_names_match_the_pipelines() -> None:

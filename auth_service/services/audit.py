@@ -1,4 +1,4 @@
-"""Reading the audit trail for the admin API; writes go through ``auth_service.store.audit.record_audit``."""
+"""Reading the audit trail for the admin API; writes go through ``store.audit.record_audit``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from auth_service.store.audit import record_audit
-from auth_service.store.models import AuditEvent
+from store.audit import record_audit
+from store.models import AuditEvent
 
 __all__ = ["list_events", "record_audit"]
 

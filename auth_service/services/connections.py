@@ -15,13 +15,13 @@ from auth_service.services.interactive import INTERACTIVE_TIMEOUT, interactive_r
 from auth_service.services.launch import check_allowlisted, save_tokens_or_forget
 from auth_service.services.profiles import ClientProfile, resolve_profile
 from auth_service.services.tenants import get_practice_settings
-from auth_service.store.audit import record_audit
-from auth_service.store.models import Connection, ConnectionKind, ConnectionStatus, Tenant
 from connectors import errors as ce
 from connectors.fhir import FhirClient
 from connectors.smart import SmartConfiguration, TokenResponse, client_credentials_grant, discover
 from connectors.writeback import NoteDraft, WriteFlags, build_document_reference, check_note_write
 from connectors.writeback.note import identifier_system
+from store.audit import record_audit
+from store.models import Connection, ConnectionKind, ConnectionStatus, Tenant
 
 __all__ = [
     "connection_status",

@@ -11,10 +11,10 @@ from auth_service.services.connections import test_patient_read
 from auth_service.services.context import ServiceContext
 from auth_service.services.launch import check_allowlisted
 from auth_service.services.profiles import resolve_profile
-from auth_service.store.audit import record_audit
-from auth_service.store.models import Connection, ConnectionStatus
 from connectors import errors as ce
 from connectors.smart import discover
+from store.audit import record_audit
+from store.models import Connection, ConnectionStatus
 
 __all__ = ["test_provider"]
 

@@ -9,12 +9,12 @@ from sqlalchemy.orm import Session
 
 from auth_service.core.config import Settings
 from auth_service.core.links import LinkSigner
-from auth_service.store.crypto import TokenCipher
-from auth_service.store.database import AppDatabase
-from auth_service.store.models import Connection
-from auth_service.store.states import OAuthStateStore
-from auth_service.store.vault import TokenVault
 from connectors.smart import ClientAuth, DiscoveryCache, JwksCache
+from store.crypto import TokenCipher
+from store.database import AppDatabase
+from store.models import Connection
+from store.states import OAuthStateStore
+from store.vault import TokenVault
 
 __all__ = ["ServiceContext", "build_context"]
 

@@ -18,9 +18,6 @@ from auth_service.services.callback_errors import callback_error, sanitize_descr
 from auth_service.services.context import ServiceContext
 from auth_service.services.profiles import ClientProfile, enabled_provider_ids, resolve_profile
 from auth_service.services.tenants import get_practice_settings
-from auth_service.store.audit import record_audit
-from auth_service.store.models import Connection, ConnectionKind, ConnectionStatus, Tenant
-from auth_service.store.states import ConsumedState, InvalidStateError
 from connectors import errors as ce
 from connectors.smart import (
     SmartConfiguration,
@@ -35,6 +32,9 @@ from connectors.smart import (
     parse_scopes,
     validate_id_token,
 )
+from store.audit import record_audit
+from store.models import Connection, ConnectionKind, ConnectionStatus, Tenant
+from store.states import ConsumedState, InvalidStateError
 
 __all__ = [
     "CallbackResult",

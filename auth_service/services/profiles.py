@@ -22,11 +22,11 @@ from auth_service.services.providers_port import (
     plugin_fhir_base,
     plugin_write_supported,
 )
-from auth_service.store.crypto import TokenCipher
-from auth_service.store.models import ProviderConfig, Tenant
-from auth_service.store.provider_configs import client_auth_from_config, decrypt_config
 from auth_service.tenants.settings import PracticeSettings, write_scopes_allowed
 from connectors.smart import ClientAuth
+from store.crypto import TokenCipher
+from store.models import ProviderConfig, Tenant
+from store.provider_configs import client_auth_from_config, decrypt_config
 
 __all__ = ["SMART_PROVIDER_ID", "ClientProfile", "enabled_provider_ids", "resolve_profile"]
 

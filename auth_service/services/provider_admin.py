@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 from auth_service.api.errors import ApiError
 from auth_service.services.context import ServiceContext
 from auth_service.services.providers_port import field_hints, plugin, plugin_display_name, validate_config
-from auth_service.store.audit import record_audit
-from auth_service.store.models import Connection, ConnectionStatus, ProviderConfig, Tenant
-from auth_service.store.provider_configs import SECRET_FIELDS, save_provider_config
+from store.audit import record_audit
+from store.models import Connection, ConnectionStatus, ProviderConfig, Tenant
+from store.provider_configs import SECRET_FIELDS, save_provider_config
 
 __all__ = [
     "delete_provider",

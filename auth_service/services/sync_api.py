@@ -25,9 +25,9 @@ from auth_service.services.dagster_client import (
     RunState,
 )
 from auth_service.services.tenants import get_practice_settings
-from auth_service.store.audit import record_audit
-from auth_service.store.models import Connection, ConnectionStatus, Tenant
-from auth_service.store.sync_models import SyncRun, utcnow
+from engine.models import SyncRun, utcnow
+from store.audit import record_audit
+from store.models import Connection, ConnectionStatus, Tenant
 
 __all__ = [
     "BULK_KINDS",
@@ -40,7 +40,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Names shared with the pipelines layer (pipelines/partitions.py, pipelines/defs/*.py, pipelines/tags.py).
+# Names shared with the pipelines layer (pipelines/defs/_shared/partitions.py, pipelines/defs/*.py, engine/run_tags.py).
 CONNECTIONS_PARTITIONS = "connections"
 BULK_KINDS = frozenset({"backend", "group"})
 _TAG_CONNECTION, _TAG_TENANT, _TAG_SOURCE, _TAG_TRIGGER = (

@@ -15,13 +15,13 @@ from sqlalchemy.orm import Session
 from auth_service.services.context import ServiceContext
 from auth_service.services.dagster_client import DagsterGraphQLClient
 from auth_service.services.sync_api import sync_status
-from auth_service.store.sync_models import BulkJob, BulkJobFile, SyncRun
+from engine.models import BulkJob, BulkJobFile, SyncRun
 
 __all__ = ["bulk_status", "export_job"]
 
 _OPEN = ("queued", "running")
-# Names shared with the Bulk engine: its run counts summary (pipelines/sync/bulk.py ``_run_counts``), the
-# membership streams' suffix (pipelines/sync/bulk_members.py ``members_stream``), and unfinished job states.
+# Names shared with the Bulk engine: its run counts summary (engine/bulk_export.py ``_run_counts``), the
+# membership streams' suffix (engine/bulk_members.py ``members_stream``), and unfinished job states.
 _BULK_COUNTS = "_bulk"
 _MEMBERS_STREAM_SUFFIX = ":members"
 _ACTIVE_JOB = ("polling", "downloading")

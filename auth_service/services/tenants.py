@@ -11,11 +11,11 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from auth_service.store.audit import record_audit
-from auth_service.store.crypto import TokenCipher
-from auth_service.store.models import ApiKey, Tenant
-from auth_service.store.provider_configs import save_provider_config
 from auth_service.tenants.settings import PracticeSettings, TenantSeed, load_tenant_seed
+from store.audit import record_audit
+from store.crypto import TokenCipher
+from store.models import ApiKey, Tenant
+from store.provider_configs import save_provider_config
 
 __all__ = [
     "BootstrapResult",

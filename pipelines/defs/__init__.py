@@ -1,1 +1,1 @@
-"""Per-domain Dagster ``Definitions`` (sync, bulk, connections, maintenance); ``pipelines.definitions`` merges them."""
+"""One package per domain, each exposing ``defs``; ``pipelines.definitions`` merges them all."""

@@ -55,7 +55,7 @@ def test_provider_crud_and_secret_never_echoed(make_app) -> None:
     # stored sealed, not in clear
     ctx = h.app.state.ctx
     with ctx.db.session() as s:
-        from auth_service.store.models import ProviderConfig
+        from store.models import ProviderConfig
 
         row = s.query(ProviderConfig).one()
         assert "s3cret-value" not in json.dumps(row.config)

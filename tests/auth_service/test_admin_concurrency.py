@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import event
 
-from auth_service.store import AppDatabase
-from auth_service.store.models import Tenant
+from store import AppDatabase
+from store.models import Tenant
 
 SMART = {
     "smartFhir": {

@@ -16,12 +16,12 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from auth_service.store import TokenCipher, TokenVault
-from auth_service.store.errors import ClientRejectedError, TokenKeyMissingError
-from auth_service.store.models import TokenRecord
 from connectors.errors import FhirUnauthorizedError
 from connectors.fhir import FhirClient
 from pipelines.resources import AppDatabaseResource
+from store import TokenCipher, TokenVault
+from store.errors import ClientRejectedError, TokenKeyMissingError
+from store.models import TokenRecord
 from tests.auth_service.ehr import patient_ids, running_service, sandbox_admin, smart_practice
 from tests.auth_service.test_backend_keys import _create_backend
 from tests.auth_service.test_flows_sandbox import connect, register

@@ -7,8 +7,8 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from auth_service.store.models import utcnow
-from auth_service.store.states import OAuthStateStore
+from store.models import utcnow
+from store.states import OAuthStateStore
 from tests.auth_service.conftest import NoNetwork
 
 SMART = {

@@ -16,8 +16,8 @@ from auth_service.api.deps import CONNECTION_COOKIE, SESSION_COOKIE
 from auth_service.app import create_app
 from auth_service.core.links import InvalidLinkError, LinkSigner
 from auth_service.services.tenants import bootstrap_tenant
-from auth_service.store.models import Connection
 from auth_service.tenants.settings import TenantSeed
+from store.models import Connection
 from tests.auth_service.conftest import LiveServer
 
 BAD_LINKS = ["é.abc", "abc.é", "ü", "payload.sig\u2028", "\x00.\x00"]

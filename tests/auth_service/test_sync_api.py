@@ -36,12 +36,12 @@ from auth_service.services.dagster_client import (
     OrchestratorUnavailableError,
 )
 from auth_service.services.tenants import bootstrap_tenant
-from auth_service.store import save_provider_config
-from auth_service.store.models import Connection
-from auth_service.store.sync_models import BulkJob, BulkJobFile, SyncRun, utcnow
 from auth_service.tenants.settings import TenantSeed
 from connectors.errors import ConfigurationError
 from connectors.smart import discover
+from engine.models import BulkJob, BulkJobFile, SyncRun, utcnow
+from store import save_provider_config
+from store.models import Connection
 from tests.auth_service.ehr import Service, authorize_headless, patient_ids, running_service, sandbox_admin
 from tests.auth_service.keyutil import enc_key, rsa_pem
 
@@ -91,8 +91,8 @@ class DagsterDev:
 
 
 def _start_dagster(env: dict[str, str], state: Path) -> DagsterDev:
-    from pipelines.instance import ui_command
-    from pipelines.settings import PipelineSettings
+    from ehrsync.dagster_instance import ui_command
+    from engine.settings import PipelineSettings
 
     port = _free_port()
     argv, full_env = ui_command(PipelineSettings.from_env(env), port=port)
@@ -174,7 +174,7 @@ def stack(sandbox_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "INTEGRATIONS_TOKEN_ENC_KEY": enc_key(),
         "DAGSTER_HOME": str(state / "dagster_home"),
     }
-    from pipelines.instance import prepare_dagster_home
+    from ehrsync.dagster_instance import prepare_dagster_home
 
     prepare_dagster_home(state / "dagster_home")
     pem = rsa_pem()

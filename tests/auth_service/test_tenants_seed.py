@@ -10,9 +10,9 @@ from auth_service.bootstrap import bootstrap_admin, load_tenants_file
 from auth_service.services.context import build_context
 from auth_service.services.profiles import resolve_profile
 from auth_service.services.tenants import resolve_api_key
-from auth_service.store.models import ProviderConfig
 from auth_service.tenants.settings import PracticeSettings, load_tenant_seed, write_scopes_allowed
 from connectors.errors import ConfigurationError
+from store.models import ProviderConfig
 
 SEED = [
     {

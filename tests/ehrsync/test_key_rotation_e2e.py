@@ -14,12 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from auth_service.store import TokenCipher, TokenVault
-from auth_service.store.crypto import derive_kid
-from auth_service.store.errors import TokenUndecryptableError
-from pipelines.sync import sync_connection
+from engine import sync_connection
 from sandbox import SandboxConfig, SandboxServer
-from tests.pipelines.sync.helpers import connect_patient, make_environment, mutate
+from store import TokenCipher, TokenVault
+from store.crypto import derive_kid
+from store.errors import TokenUndecryptableError
+from tests.engine.helpers import connect_patient, make_environment, mutate
 
 
 def _b64(key: bytes) -> str:

@@ -11,9 +11,9 @@ from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobO
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.test_utils import create_run_for_test
 
-from auth_service.store import AppDatabase
-from auth_service.store.models import Connection, Tenant
-from pipelines.tags import CONNECTION_TAG
+from engine.run_tags import CONNECTION_TAG
+from store import AppDatabase
+from store.models import Connection, Tenant
 
 
 @dataclass

@@ -13,10 +13,10 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from auth_service.store import TokenCipher, save_provider_config
-from auth_service.store.models import Connection
 from connectors.smart import discover
-from tests.pipelines.sync.helpers import SandboxLike, SyncWorld
+from store import TokenCipher, save_provider_config
+from store.models import Connection
+from tests.engine.helpers import SandboxLike, SyncWorld
 
 
 def _b64(n: int) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance
 
-from auth_service.store import AppDatabase
+from store import AppDatabase
 from tests.pipelines.appdb import AppDb, make_app_db
 
 

@@ -12,13 +12,12 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus, SensorResult, build_sensor_context
 from dagster._core.test_utils import create_run_for_test
 
-from pipelines import run_control
-from pipelines.defs.schedules import scheduled_syncs_sensor
-from pipelines.partitions import CONNECTIONS_PARTITIONS_NAME
-from pipelines.resources import AppDatabaseResource, SyncPolicyResource
-from pipelines.retries import RetryPolicyResource
-from pipelines.run_control import busy_connections
-from pipelines.tags import CONNECTION_TAG
+from engine.run_tags import CONNECTION_TAG
+from pipelines.defs._shared import run_control
+from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME
+from pipelines.defs._shared.run_control import busy_connections
+from pipelines.defs.scheduling.sensors import scheduled_syncs_sensor
+from pipelines.resources import AppDatabaseResource, RetryPolicyResource, SyncPolicyResource
 from tests.pipelines.appdb import AppDb, queued_run
 
 PAGE = 5

@@ -15,11 +15,11 @@ from dagster import (
 )
 from dagster._core.test_utils import create_run_for_test
 
-from pipelines.defs.connections import connections_sensor
-from pipelines.partitions import CONNECTIONS_PARTITIONS_NAME
-from pipelines.planning import ConnectionsCursor
+from engine.planning import ConnectionsCursor
+from engine.run_tags import CONNECTION_TAG, SOURCE_TAG, TENANT_TAG, TRIGGER_TAG
+from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME
+from pipelines.defs.connections.sensors import connections_sensor
 from pipelines.resources import AppDatabaseResource
-from pipelines.tags import CONNECTION_TAG, SOURCE_TAG, TENANT_TAG, TRIGGER_TAG
 from tests.pipelines.appdb import AppDb, make_app_db, queued_run
 
 

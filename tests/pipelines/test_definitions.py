@@ -7,10 +7,10 @@ from pathlib import Path
 import yaml
 from dagster import AssetKey, DagsterInstance, Definitions
 
+from ehrsync.dagster_instance import SHIPPED_DAGSTER_YAML, WORKSPACE_YAML, prepare_dagster_home, ui_command
+from engine import PATIENT_TYPES, REFERENCED_TYPES
+from engine.settings import PipelineSettings
 from pipelines.definitions import build_definitions, defs
-from pipelines.instance import SHIPPED_DAGSTER_YAML, WORKSPACE_YAML, prepare_dagster_home, ui_command
-from pipelines.settings import PipelineSettings
-from pipelines.sync import PATIENT_TYPES, REFERENCED_TYPES
 
 EXPECTED_TYPES = {
     "Patient",

@@ -10,13 +10,13 @@ import httpx
 import pytest
 from dagster import AssetKey, DagsterInstance
 
+from ehrsync.run_now import run_sync_now
+from engine import runs
+from engine.settings import PipelineSettings
 from pipelines.definitions import build_definitions
-from pipelines.run import run_sync_now
-from pipelines.settings import PipelineSettings
-from pipelines.sync import runs
 from sandbox import SandboxConfig, SandboxServer
+from tests.engine.helpers import SyncWorld, connect_patient, make_environment
 from tests.pipelines.backend import connect_backend_with_config
-from tests.pipelines.sync.helpers import SyncWorld, connect_patient, make_environment
 from warehouse import open_warehouse
 
 NO_IMMUNIZATION = (

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.errors import PipelineConfigurationError
-from pipelines.settings import check_warehouse_url
+from engine.errors import PipelineConfigurationError
+from engine.settings import check_warehouse_url
 
 
 def test_an_existing_warehouse_file_is_accepted(tmp_path: Path) -> None:

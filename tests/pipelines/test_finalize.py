@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC
 
-from pipelines.finalize import finish_sync_run
-from pipelines.sync import runs
+from engine import runs
+from engine.run_outcome import finish_sync_run
 from tests.pipelines.appdb import AppDb
 
 

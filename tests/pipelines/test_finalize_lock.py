@@ -9,10 +9,10 @@ from typing import Any
 
 from sqlalchemy import event
 
-from auth_service.store import AppDatabase
-from auth_service.store.models import Tenant
-from pipelines.finalize import finish_sync_run
-from pipelines.sync import runs
+from engine import runs
+from engine.run_outcome import finish_sync_run
+from store import AppDatabase
+from store.models import Tenant
 from tests.pipelines.appdb import AppDb
 
 

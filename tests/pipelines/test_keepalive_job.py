@@ -17,16 +17,16 @@ import pytest
 from dagster import DagsterInstance, RunRequest, build_schedule_context
 from pydantic import ValidationError
 
-from auth_service.store import TokenCipher
-from auth_service.store.models import TokenRecord
-from auth_service.store.tokenrows import open_field
+from engine.errors import PipelineConfigurationError
+from engine.run_tags import TRIGGER_TAG
+from engine.settings import PipelineSettings
 from pipelines.definitions import build_definitions
-from pipelines.defs.keepalive import KEEPALIVE_JOB, refresh_idle_grants_schedule
-from pipelines.errors import PipelineConfigurationError
-from pipelines.settings import PipelineSettings
-from pipelines.tags import TRIGGER_TAG
+from pipelines.defs.keepalive.jobs import KEEPALIVE_JOB, refresh_idle_grants_schedule
 from sandbox import SandboxServer
-from tests.pipelines.sync.helpers import SyncWorld, connect_patient, make_environment
+from store import TokenCipher
+from store.models import TokenRecord
+from store.tokenrows import open_field
+from tests.engine.helpers import SyncWorld, connect_patient, make_environment
 
 
 @pytest.fixture

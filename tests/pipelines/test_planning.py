@@ -6,15 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipelines.connections import ConnectionSnapshot
-from pipelines.planning import (
+from engine.connection_snapshots import ConnectionSnapshot
+from engine.planning import (
     ConnectionsCursor,
     first_sync_run_key,
     plan_due_runs,
     plan_partitions,
     scheduled_run_key,
 )
-from pipelines.windows import parse_window
+from engine.sync_windows import parse_window
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 from dagster import DagsterInstance, RunRequest, build_schedule_context
 
-from pipelines.defs.maintenance import weekly_reconcile_schedule
-from pipelines.partitions import CONNECTIONS_PARTITIONS_NAME
+from engine.run_tags import CONNECTION_TAG, TRIGGER_TAG
+from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME
+from pipelines.defs.maintenance.jobs import weekly_reconcile_schedule
 from pipelines.resources import AppDatabaseResource
-from pipelines.tags import CONNECTION_TAG, TRIGGER_TAG
 from tests.pipelines.appdb import AppDb
 
 

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipelines.reporting import (
+from engine import BulkReport, TypeReport
+from pipelines.defs._shared.metadata import (
     FileCount,
     bulk_report_metadata,
     duplicate_keys_verdict,
@@ -14,7 +15,6 @@ from pipelines.reporting import (
     quarantine_verdict,
     type_report_metadata,
 )
-from pipelines.sync import BulkReport, TypeReport
 
 
 @pytest.mark.parametrize(

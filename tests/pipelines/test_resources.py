@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from connectors.errors import ConfigurationError
-from pipelines.defs.type_assets import duplicate_check
+from pipelines.defs.sync.type_assets import duplicate_check
 from pipelines.resources import (
     AppDatabaseResource,
     EhrHttpResource,

@@ -13,18 +13,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from dagster import DagsterInstance, SensorResult, build_sensor_context
 
-from pipelines.connections import ConnectionSnapshot
-from pipelines.defs.schedules import scheduled_syncs_sensor
-from pipelines.errors import PipelineConfigurationError
-from pipelines.finalize import CANCELED_PREFIX
-from pipelines.partitions import CONNECTIONS_PARTITIONS_NAME
-from pipelines.planning import plan_due_runs, retry_run_key
-from pipelines.resources import AppDatabaseResource, SyncPolicyResource
-from pipelines.retries import RetryPolicyResource, backoff_from_env, failure_streaks
-from pipelines.scheduling import DueReason, FailureStreak, RetryBackoff, decide_retry
-from pipelines.sync import runs
-from pipelines.tags import TRIGGER_TAG
-from pipelines.windows import parse_window
+from engine import runs
+from engine.connection_snapshots import ConnectionSnapshot
+from engine.errors import PipelineConfigurationError
+from engine.planning import plan_due_runs, retry_run_key
+from engine.retries import backoff_from_env, failure_streaks
+from engine.run_outcome import CANCELED_PREFIX
+from engine.run_tags import TRIGGER_TAG
+from engine.scheduling import DueReason, FailureStreak, RetryBackoff, decide_retry
+from engine.sync_windows import parse_window
+from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME
+from pipelines.defs.scheduling.sensors import scheduled_syncs_sensor
+from pipelines.resources import AppDatabaseResource, RetryPolicyResource, SyncPolicyResource
 from tests.pipelines.appdb import AppDb
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)

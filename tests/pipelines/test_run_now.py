@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.instance import open_instance
-from pipelines.run import job_for, run_sync_now
-from pipelines.settings import PipelineSettings
-from pipelines.sync import ConnectionNotFoundError, ConnectionNotSyncableError
+from ehrsync.dagster_instance import open_instance
+from ehrsync.run_now import job_for, run_sync_now
+from engine import ConnectionNotFoundError, ConnectionNotSyncableError
+from engine.settings import PipelineSettings
 from tests.pipelines.appdb import AppDb
 
 

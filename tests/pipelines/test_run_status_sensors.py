@@ -17,10 +17,10 @@ from dagster import (
 )
 from dagster._core.test_utils import create_run_for_test
 
-from pipelines.defs.sync import sync_run_ended
+from engine import runs
+from engine.run_tags import CONNECTION_TAG
+from pipelines.defs.sync.jobs import sync_run_ended
 from pipelines.resources import AppDatabaseResource
-from pipelines.sync import runs
-from pipelines.tags import CONNECTION_TAG
 from tests.pipelines.appdb import AppDb
 
 SENSORS = {s.name: s for s in sync_run_ended}
@@ -65,7 +65,7 @@ def test_run_end_closes_the_sync_run(
     record = runs.get(app_db.db, run.run_id)
     assert record is not None and record.status == sync_status
     assert (app_db.last_sync_at(cid) is not None) is stamped
-    prefix = "canceled: " if run_status is DagsterRunStatus.CANCELED else ""  # not retried (pipelines.retries)
+    prefix = "canceled: " if run_status is DagsterRunStatus.CANCELED else ""  # not retried (engine.retries)
     assert (record.error == prefix + "Steps failed: ['landing__Patient'].") is (not stamped)
 
 

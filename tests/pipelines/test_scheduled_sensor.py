@@ -7,11 +7,10 @@ from datetime import UTC, datetime, timedelta
 import orjson
 from dagster import DagsterInstance, SensorResult, build_sensor_context
 
-from pipelines.defs.schedules import scheduled_syncs_sensor
-from pipelines.partitions import CONNECTIONS_PARTITIONS_NAME
-from pipelines.resources import AppDatabaseResource, SyncPolicyResource
-from pipelines.retries import RetryPolicyResource
-from pipelines.tags import TRIGGER_TAG
+from engine.run_tags import TRIGGER_TAG
+from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME
+from pipelines.defs.scheduling.sensors import scheduled_syncs_sensor
+from pipelines.resources import AppDatabaseResource, RetryPolicyResource, SyncPolicyResource
 from tests.pipelines.appdb import AppDb, queued_run
 
 

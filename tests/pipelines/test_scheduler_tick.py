@@ -10,12 +10,12 @@ import pytest
 from dagster import DagsterInstance, SensorResult, build_sensor_context
 from sqlalchemy import inspect
 
-from auth_service.store.sync_models import SyncRun
-from pipelines.defs.schedules import scheduled_syncs_sensor
-from pipelines.partitions import CONNECTIONS_PARTITIONS_NAME
-from pipelines.resources import AppDatabaseResource, SyncPolicyResource
-from pipelines.retries import RetryPolicyResource, failure_streaks, streak_horizon
-from pipelines.scheduling import RetryBackoff
+from engine.models import SyncRun
+from engine.retries import failure_streaks, streak_horizon
+from engine.scheduling import RetryBackoff
+from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME
+from pipelines.defs.scheduling.sensors import scheduled_syncs_sensor
+from pipelines.resources import AppDatabaseResource, RetryPolicyResource, SyncPolicyResource
 from tests.pipelines.appdb import AppDb, queued_run
 
 
@@ -93,7 +93,7 @@ def test_a_tick_asks_about_the_due_connections_only(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(dagster_instance, "get_runs", counting)
-    monkeypatch.setattr("pipelines.run_control.BUSY_SCAN_PAGE_SIZE", 10)
+    monkeypatch.setattr("pipelines.defs._shared.run_control.BUSY_SCAN_PAGE_SIZE", 10)
     context = build_sensor_context(
         instance=dagster_instance,
         resources={

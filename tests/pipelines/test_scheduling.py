@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipelines.scheduling import DueReason, decide_due, effective_frequency, slot_start
-from pipelines.windows import SyncWindow, parse_window
+from engine.scheduling import DueReason, decide_due, effective_frequency, slot_start
+from engine.sync_windows import SyncWindow, parse_window
 
 NOW = datetime(2026, 11, 25, 23, 0, tzinfo=UTC)
 H = timedelta(hours=1)

@@ -12,11 +12,11 @@ import httpx
 import pytest
 from dagster import DagsterEventType, DagsterInstance
 
-from pipelines.run import run_sync_now
-from pipelines.settings import PipelineSettings
-from pipelines.sync import cursors
+from ehrsync.run_now import run_sync_now
+from engine import cursors
+from engine.settings import PipelineSettings
 from sandbox import SandboxConfig, SandboxServer
-from tests.pipelines.sync.helpers import SyncWorld, connect_patient, make_environment
+from tests.engine.helpers import SyncWorld, connect_patient, make_environment
 
 
 @pytest.fixture

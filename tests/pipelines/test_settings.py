@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.errors import PipelineConfigurationError
+from engine.errors import PipelineConfigurationError
+from engine.settings import PipelineSettings
 from pipelines.resources import EhrHttpResource, default_resources
-from pipelines.settings import PipelineSettings
 
 
 def test_defaults_live_under_the_state_dir(tmp_path: Path) -> None:

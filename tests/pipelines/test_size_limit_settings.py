@@ -13,8 +13,8 @@ import pytest
 
 from connectors.budgets import env_number
 from connectors.errors import ConfigurationError
-from pipelines.errors import PipelineConfigurationError
-from pipelines.settings import ENGINE_NUMBERS, PipelineSettings
+from engine.errors import PipelineConfigurationError
+from engine.settings import ENGINE_NUMBERS, PipelineSettings
 
 MIB = 1024 * 1024
 _GOOD_KEY = "t4JTv4brtHtzKipfTJdayl_rg659i4mCNwc8JnvbEhk="

@@ -4,9 +4,9 @@ side fails here, not as a bulk status that silently shows the wrong job."""
 from __future__ import annotations
 
 from auth_service.services import sync_bulk
-from pipelines.sync import bulk_state, cursors
-from pipelines.sync.bulk_members import members_stream
-from pipelines.sync.reports import BulkReport
+from engine import bulk_state, cursors
+from engine.bulk_members import members_stream
+from engine.reports import BulkReport
 
 
 def test_membership_streams_end_with_the_suffix_bulk_status_skips() -> None:
@@ -20,7 +20,7 @@ def test_active_job_states_match_the_engine() -> None:
 
 
 def test_the_run_summary_names_the_export_job() -> None:
-    from pipelines.sync.bulk import _run_counts
+    from engine.bulk_export import _run_counts
 
     report = BulkReport(run_id="r", connection_id="c")
     report.job_id = "job-1"

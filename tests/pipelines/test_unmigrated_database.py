@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from auth_service.store import AppDatabase
 from connectors.errors import ConfigurationError
-from pipelines.connections import read_connection, read_connections
-from pipelines.run import run_sync_now
-from pipelines.settings import PipelineSettings
+from ehrsync.run_now import run_sync_now
+from engine.connection_snapshots import read_connection, read_connections
+from engine.settings import PipelineSettings
+from store import AppDatabase
 
 
 def _fresh_db(tmp_path: Path) -> str:

@@ -15,9 +15,9 @@ import pytest
 from dagster import DagsterEventType, DagsterInstance
 
 from connectors.budgets import forget_unreachable
-from pipelines.run import run_sync_now
-from pipelines.settings import PipelineSettings
-from tests.pipelines.sync.helpers import SyncWorld, connect_static, make_environment
+from ehrsync.run_now import run_sync_now
+from engine.settings import PipelineSettings
+from tests.engine.helpers import SyncWorld, connect_static, make_environment
 
 
 @pytest.fixture

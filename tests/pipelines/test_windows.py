@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pipelines.errors import PipelineConfigurationError
-from pipelines.windows import parse_sync_windows, parse_window
+from engine.errors import PipelineConfigurationError
+from engine.sync_windows import parse_sync_windows, parse_window
 
 
 def _at(hour: int, minute: int = 0) -> datetime:

@@ -28,7 +28,7 @@ from auth_service.services import connections as conns
 from auth_service.services.context import ServiceContext
 from auth_service.services.profiles import enabled_provider_ids, resolve_profile
 from auth_service.services.tenants import get_practice_settings
-from auth_service.store.models import Connection, Tenant
+from store.models import Connection, Tenant
 
 __all__ = ["render_error", "router", "templates"]
 

@@ -1,0 +1,77 @@
+"""The plain-Python sync engine (no Dagster): incremental REST sync, Bulk export, deletes, run history.
+
+The Dagster layer (``pipelines`` outside this package) calls only what ``__all__`` lists:
+
+- ``SyncEnvironment(db, vault, zone, attachments, warehouse_target, http=None, overlap=5 min, ...)``
+- ``land_resource_type(env, connection_id, resource_type, run_id, *, full=False) -> TypeReport``
+  search → Parquet, recorded as *pending* in ``sync_cursors`` (skipped types: ``skipped_reason``)
+- ``upsert_resource_type(env, connection_id, resource_type, run_id) -> TypeReport``
+  pending landing → warehouse, then the mark advances in the same commit as the run's per-type counts
+- ``sync_connection(env, connection_id, *, resource_types=None, full=False, progress=None) -> SyncReport``
+  both steps for every type plus referenced Practitioner/Organization/Location/Medication; records a run
+- ``sync_references(env, connection_id, run_id) -> dict[str, TypeReport]`` reads the references that upserted
+  types queued (durably, so a crash cannot lose them); run it after the clinical types
+- ``reconcile_deletes(env, connection_id, resource_type) -> int`` tombstones ids the server no longer lists
+- ``run_bulk_export(env, connection_id, run_id, *, types=None, progress=None) -> BulkReport``
+  kick-off or resume, download, land, upsert, advance ``_since``; ``report.status`` says how it ended; group
+  connections then export members added since the last export in full (BDX-15, ``bulk_members``)
+- ``runs``: ``create_run``, ``ensure_run``, ``mark_running``, ``complete``, ``fail``, ``history``, ``get``
+  (``complete`` closes older runs of the connection that a killed process left open as ``abandoned``)
+- ``hold_connection(env, connection_id, run_id)``: the per-connection lock every entry point for a connection
+  step holds (``ConnectionBusyError`` after ``EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS``); taking it removes what
+  killed runs of the connection left in the landing zone (``connection_lock``, ``residue``)
+
+Typed errors (``engine.errors``) derive from ``connectors.errors.EhrSyncError``. The crash hook for
+tests is described in ``engine.checkpoints``.
+"""
+
+from engine import runs
+from engine.bulk_export import run_bulk_export
+from engine.checkpoints import CRASH_ENV
+from engine.connection_lock import ConnectionBusyError, hold_connection
+from engine.connection_sync import PATIENT_TYPES, sync_connection, sync_references
+from engine.deletes import reconcile_deletes
+from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
+from engine.errors import ConnectionNotFoundError, ConnectionNotSyncableError, NothingLandedError, SyncError
+from engine.incremental import land_resource_type, upsert_resource_type
+from engine.references import REFERENCED_TYPES
+from engine.reports import (
+    NOT_SUPPORTED,
+    SCOPE_NOT_GRANTED,
+    BulkReport,
+    LandingReport,
+    SyncReport,
+    TypeReport,
+    UpsertReport,
+)
+from engine.runs import SyncRunRecord
+
+__all__ = [
+    "CRASH_ENV",
+    "NOT_SUPPORTED",
+    "PATIENT_TYPES",
+    "REFERENCED_TYPES",
+    "SCOPE_NOT_GRANTED",
+    "BulkReport",
+    "ConnectionBusyError",
+    "ConnectionInfo",
+    "ConnectionNotFoundError",
+    "ConnectionNotSyncableError",
+    "LandingReport",
+    "NothingLandedError",
+    "SyncEnvironment",
+    "SyncError",
+    "SyncReport",
+    "SyncRunRecord",
+    "TypeReport",
+    "UpsertReport",
+    "hold_connection",
+    "land_resource_type",
+    "load_connection",
+    "reconcile_deletes",
+    "run_bulk_export",
+    "runs",
+    "sync_connection",
+    "sync_references",
+    "upsert_resource_type",
+]

@@ -1,0 +1,220 @@
+"""Bulk ``$export`` for backend and group connections: kick-off or resume, download, land, upsert, advance.
+
+Every step is recorded before the next one starts (``bulk_state``), so a run killed anywhere resumes the
+same export: polling the saved status URL, re-fetching only files not yet ``done``. The export's
+``transactionTime`` becomes the next ``_since`` only in the commit that marks the job complete (BDX-14); an
+expired file (404/410) re-runs the export from the same ``_since`` (BDX-19).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from typing import Any
+
+from connectors.bulk import WHOLE_EXPORT, BulkClient, ExportLevel
+from connectors.errors import BulkExportError, BulkExportIncompleteError, EhrSyncError, FhirError
+from connectors.providers import BulkSupport
+from engine import bulk_members, bulk_state, cursors, runs
+from engine.bulk_files import ExportExpiredError, process_files
+from engine.bulk_jobs import BulkProgress, await_manifest, cancel_quietly, kickoff
+from engine.bulk_members import ExportSpec, FileHandler, OnComplete
+from engine.bulk_state import JobView
+from engine.checkpoints import checkpoint
+from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
+from engine.errors import ConnectionNotSyncableError
+from engine.reports import BulkReport
+from warehouse.errors import WarehouseError
+
+_log = logging.getLogger(__name__)
+
+
+def export_level(conn: ConnectionInfo) -> tuple[ExportLevel, str | None]:
+    """Group connections export their group; backend connections all patients or the system (BDX-01)."""
+    if conn.kind == "group":
+        if not conn.group_id:
+            raise ConnectionNotSyncableError(f"group connection {conn.id} has no group_id")
+        return "group", conn.group_id
+    if conn.kind == "backend":  # vendors that export per patient population say so; otherwise system level
+        return ("patient" if conn.provider.bulk is BulkSupport.PATIENT else "system"), None
+    raise ConnectionNotSyncableError(f"connection {conn.id} is a {conn.kind} connection; Bulk export needs backend")
+
+
+def run_bulk_export(
+    env: SyncEnvironment,
+    connection_id: str,
+    run_id: str,
+    *,
+    types: list[str] | None = None,
+    progress: BulkProgress | None = None,
+) -> BulkReport:
+    """Run (or resume) the connection's export of ``types`` (all when ``None``) and land it.
+
+    Returns the report; ``report.status`` is ``completed``, ``partial`` (the manifest's error files report
+    failed types: ``report.incomplete_types``, ``_since`` held) or ``failed`` (with ``error``). A failed run
+    keeps its job and file state, so the next call resumes it. Only ConnectionNotFoundError /
+    ConnectionNotSyncableError (nothing could start) raise.
+    """
+    started = time.monotonic()
+    conn = load_connection(env.db, connection_id)
+    level, group_id = export_level(conn)
+    type_list = sorted(set(types)) if types else []
+    spec = ExportSpec(cursors.bulk_stream(level, group_id), cursors.bulk_type_key(type_list), type_list)
+    runs.ensure_run(env.db, connection_id, run_id, "bulk", tenant_id=conn.tenant_id)
+    report = BulkReport(run_id=run_id, connection_id=connection_id)
+    client = env.bulk_client(conn)
+
+    def run(spec: ExportSpec, into: BulkReport, on_files: FileHandler | None, done: OnComplete | None) -> JobView:
+        job = _run(env, conn, client, run_id, level, group_id, spec, into, progress, on_files, done)
+        cancel_quietly(client, job)
+        return job
+
+    try:
+        main = run(spec, report, None, None)
+        if report.incomplete_types:
+            raise _incomplete(report.incomplete_types)
+        # BDX-15: only after an incremental export; a first (full) export already has every member's data
+        if group_id is not None and env.bulk_membership_check and main.since_used is not None:
+            bulk_members.check_membership(env, conn, client, run_id, group_id, type_list, report, run)
+        if report.incomplete_types:
+            raise _incomplete(report.incomplete_types)
+        report.status = "completed"
+        runs.complete(env.db, run_id, _run_counts(report))
+    except BulkExportIncompleteError as exc:
+        report.status = "partial"  # what arrived is merged; the mark is held so the next run asks again
+        report.error = f"{exc.code}: {exc}"
+        _log.warning("bulk export of %s incomplete: %s", connection_id, report.error)
+        runs.fail(env.db, run_id, report.error, _run_counts(report))
+    except (EhrSyncError, WarehouseError, OSError) as exc:
+        report.status = "failed"
+        code = getattr(exc, "code", type(exc).__name__)
+        report.error = f"{code}: {exc}"  # the server's diagnostics stay in the run's error, never in the logs
+        _log.warning("bulk export of %s failed: %s: %s", connection_id, code, _loggable(exc))
+        runs.fail(env.db, run_id, report.error, _run_counts(report))
+    finally:
+        client.close()
+        report.duration_s = time.monotonic() - started
+    return report
+
+
+def _loggable(exc: BaseException) -> str:
+    """The error's message without the server's OperationOutcome diagnostics (they may echo PHI)."""
+    if isinstance(exc, (BulkExportError, FhirError)):
+        return exc.safe_message
+    return str(exc)
+
+
+def _incomplete(types: list[str]) -> BulkExportIncompleteError:
+    named = ", ".join("all types (a failure named none)" if t == WHOLE_EXPORT else t for t in types)
+    return BulkExportIncompleteError(
+        f"the export is incomplete for {named} (its error files report failures, or a file held fewer resources "
+        "than the manifest's count); what arrived was merged, _since was not advanced, so the next run exports "
+        "them again",
+        types,
+    )
+
+
+def _run_counts(report: BulkReport) -> dict[str, Any]:
+    counts: dict[str, Any] = report.counts()
+    counts["_bulk"] = {
+        "job_id": report.job_id,
+        "files": report.files,
+        "error_files": report.error_files,
+        "error_outcomes": report.error_outcomes,
+        "failed_files": report.failed_files,
+        "incomplete_types": report.incomplete_types,
+        "reruns": report.reruns,
+        "resumed": report.resumed,
+        "count_mismatches": len(report.count_mismatches),
+        "membership_checked": report.membership_checked,
+        "new_members": report.new_members,
+        "removed_members": report.removed_members,
+        "transaction_time": report.transaction_time.isoformat() if report.transaction_time else None,
+    }
+    return counts
+
+
+def _run(
+    env: SyncEnvironment,
+    conn: ConnectionInfo,
+    client: BulkClient,
+    run_id: str,
+    level: ExportLevel,
+    group_id: str | None,
+    spec: ExportSpec,
+    report: BulkReport,
+    progress: BulkProgress | None,
+    on_files: FileHandler | None = None,
+    on_complete: OnComplete | None = None,
+) -> JobView:
+    """One export to its end: ``on_files`` replaces land-and-upsert; ``on_complete`` joins the final commit."""
+    job = bulk_state.find_active_job(env.db, conn.id, spec.stream, spec.key)
+    report.resumed = job is not None
+    since: datetime | None = None
+    if job is not None:
+        since = job.since_used
+    elif spec.incremental:
+        since = cursors.get_mark(env.db, conn.id, spec.stream, spec.key)
+    while True:
+        if job is None:
+            job = kickoff(env, conn, client, run_id, level, group_id, spec, since)
+        report.job_id, report.since = job.id, job.since_used
+        if job.status == "polling":
+            polled = await_manifest(env, client, job, progress)
+            if polled is None:  # BDX-08: the saved status URL is gone, start over (a bounded number of times)
+                report.reruns += 1
+                if report.reruns > env.bulk_max_reruns:
+                    raise BulkExportError(f"bulk status URL kept answering 404/410 ({report.reruns} kick-offs)")
+                job = None
+                continue
+            job = polled
+        report.transaction_time = job.transaction_time
+        try:
+            if on_files is None:
+                process_files(env, conn, client, job, run_id, report, progress)
+            else:
+                on_files(job)
+        except ExportExpiredError as exc:
+            bulk_state.set_job_status(env.db, job.id, "abandoned", str(exc))
+            cancel_quietly(client, job)
+            report.reruns += 1
+            if report.reruns > env.bulk_max_reruns:
+                raise BulkExportError(f"export files kept expiring ({report.reruns} re-runs); giving up") from exc
+            _log.warning("bulk file of job %s expired; re-running the export from the same _since", job.id)
+            since, job = job.since_used, None
+            continue
+        _complete(env, job, conn.id, spec, run_id, report, on_complete)
+        return job
+
+
+def _complete(
+    env: SyncEnvironment,
+    job: JobView,
+    connection_id: str,
+    spec: ExportSpec,
+    run_id: str,
+    report: BulkReport,
+    on_complete: OnComplete | None,
+) -> None:
+    """Advance ``_since`` to the export's transactionTime in the commit that marks the job complete (BDX-14);
+    a full follow-up export (BDX-15) leaves the marks alone and commits its ``on_complete`` state instead.
+
+    When the job's ``error`` files report failed types (BDX-22), the job ends ``incomplete`` and the mark is
+    held: what did arrive is merged, and the next export asks again from the old ``_since``.
+    """
+    missed = bulk_state.incomplete_types(env.db, job.id)
+    report.incomplete_types = sorted(set(report.incomplete_types) | set(missed))
+    with env.db.session() as session:
+        row = bulk_state.job_row(session, job.id)
+        row.status = "incomplete" if missed else "completed"
+        row.error = f"incomplete for: {', '.join(missed)} (error files or short files)" if missed else None
+        if spec.incremental and not missed:
+            cursors.advance(session, connection_id, spec.stream, spec.key, run_id, job.transaction_time)
+        if on_complete is not None and not missed:  # e.g. new members stay "new" until their export is whole
+            on_complete(session)
+        session.commit()
+    if spec.incremental and not missed:
+        for type_report in report.types.values():
+            type_report.high_water_mark = job.transaction_time
+    checkpoint("bulk.completed")

@@ -1,0 +1,263 @@
+"""Bulk manifest files: parallel download and landing, upsert, ``error`` files (BDX-22), ``deleted`` Bundles (BDX-21).
+
+Each file moves ``pending`` → ``landed`` → ``done`` in ``bulk_job_files`` as it goes. Workers only download
+and write Parquet; everything that touches the warehouse happens on the caller's thread, because a DuckDB
+connection is one writer and is not shared across threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from connectors.bulk import BulkClient, HostConcurrencyLimiter, count_ndjson_lines
+from connectors.bulk.files import TRUNCATION_ATTEMPTS
+from connectors.errors import BulkExportError, BulkFileExpiredError, EhrSyncError, NeedsReauthError
+from connectors.http import redact_url
+from engine import bulk_state
+from engine.bulk_special import apply_deleted, apply_error_file
+from engine.checkpoints import checkpoint
+from engine.environment import ConnectionInfo, SyncEnvironment
+from engine.landing_state import landed_from_json, landed_to_json
+from engine.reports import BulkReport, TypeReport
+from warehouse import LandedFile, Warehouse, land_ndjson_file
+from warehouse.errors import WarehouseError
+
+_log = logging.getLogger(__name__)
+# Shared by every job of this process: the per-server cap on concurrent downloads (BDX-18).
+HOSTS = HostConcurrencyLimiter(4)
+
+
+@dataclass(frozen=True)
+class FetchedFile:
+    """An output file already landed to Parquet, or an error/deleted file downloaded to ``path``."""
+
+    landed: LandedFile | None = None
+    path: Path | None = None
+
+
+def fetch_file(
+    env: SyncEnvironment,
+    conn: ConnectionInfo,
+    client: BulkClient,
+    job: bulk_state.JobView,
+    f: bulk_state.FileView,
+    run_id: str,
+    tmp_dir: Path,
+    landing_slots: threading.BoundedSemaphore | None = None,
+) -> FetchedFile:
+    """Download one file to ``tmp_dir``; land an ``output`` file at once and remove its download.
+
+    ``landing_slots`` bounds how many files are parsed into Parquet at once (downloads stay parallel).
+    """
+    path = _download_whole(env, client, job, f, tmp_dir / f"{f.id}.ndjson")
+    if f.kind != "output":
+        return FetchedFile(path=path)
+    try:
+        with landing_slots or contextlib.nullcontext():
+            landed = land_ndjson_file(
+                env.zone,
+                path,
+                connection_id=conn.id,
+                resource_type=f.resource_type,
+                run_id=run_id,
+                source=f.url,
+                tenant_id=conn.tenant_id,
+                transaction_time=job.transaction_time,
+                seq=f"bulk-{f.id}",
+            )
+    finally:
+        path.unlink(missing_ok=True)
+    return FetchedFile(landed=landed)
+
+
+def _download_whole(
+    env: SyncEnvironment, client: BulkClient, job: bulk_state.JobView, f: bulk_state.FileView, dest: Path
+) -> Path:
+    """Download ``f``; an output file holding fewer resources than the manifest's ``count`` is fetched again like
+    a truncation (a body cut right after a newline passes every byte check), up to TRUNCATION_ATTEMPTS times.
+    Still short after that, it is handed on: :func:`_apply` lands what arrived and holds the type incomplete."""
+    requires_token = job.requires_access_token if job.requires_access_token is not None else True
+    for attempt in range(TRUNCATION_ATTEMPTS):
+        if attempt:
+            client.retry.sleep(client.retry.backoff_delay(attempt - 1))
+        with HOSTS.slot(f.url):
+            path = client.download(
+                f.url, dest, requires_token, max_bytes=env.bulk_max_file_bytes, min_free_bytes=env.min_free_disk_bytes
+            )
+        if f.kind != "output" or f.expected_count is None or attempt == TRUNCATION_ATTEMPTS - 1:
+            return path
+        got = count_ndjson_lines(path)
+        if got >= f.expected_count:
+            return path
+        path.unlink(missing_ok=True)
+        _log.warning(
+            "bulk file held %d of the %d resources its manifest counted; fetching it again",
+            got,
+            f.expected_count,
+            extra={"url": redact_url(f.url)},
+        )
+    raise AssertionError("unreachable: the last attempt returns")
+
+
+class ExportExpiredError(Exception):
+    """A file of the export is gone: re-run the export from the same ``_since``."""
+
+
+class _WarehouseTurn:
+    """Holds the warehouse's write batch while landed files keep coming, and gives it back when none has for
+    ``SyncEnvironment.bulk_idle_release_s``: one DuckDB connection per burst of files (closing one checkpoints
+    the file, docs/PERFORMANCE.md) without locking other connections' syncs out for the length of a slow export.
+    """
+
+    def __init__(self, wh: Warehouse) -> None:
+        self._wh = wh
+        self._held = contextlib.ExitStack()
+        self._holding = False
+
+    def take(self) -> None:
+        if not self._holding:
+            self._held.enter_context(self._wh.batch())
+            self._holding = True
+
+    def give_back(self) -> None:
+        if self._holding:
+            self._holding = False
+            self._held.close()
+
+    def __enter__(self) -> _WarehouseTurn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.give_back()
+
+
+def process_files(
+    env: SyncEnvironment,
+    conn: ConnectionInfo,
+    client: BulkClient,
+    job: bulk_state.JobView,
+    run_id: str,
+    report: BulkReport,
+    progress: Callable[[str, dict[str, Any]], None] | None,
+) -> None:
+    """Download (in parallel) and land each unfinished file; upsert in this thread (one warehouse writer)."""
+    files = bulk_state.unfinished_files(env.db, job.id)
+    report.files = len(bulk_state.all_files(env.db, job.id))
+    tmp_dir = env.zone.root / ".bulk-tmp" / job.id
+    shutil.rmtree(tmp_dir, ignore_errors=True)  # leftovers of a killed run are never trusted
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    failures: list[str] = []
+    first_diagnostics: list[str | None] = []  # the first failure's server diagnostics: kept out of the logs
+    try:
+        with env.warehouse() as wh, _WarehouseTurn(wh) as turn:
+            for f in files:
+                if f.state == "landed" and f.landed_path:
+                    turn.take()
+                    _upsert_output(env, wh, f, orjson.loads(f.landed_path), report)
+            to_fetch = [f for f in files if not (f.state == "landed" and f.landed_path)]
+            with ThreadPoolExecutor(max_workers=env.bulk_concurrency, thread_name_prefix="bulk-sync") as pool:
+                slots = threading.BoundedSemaphore(max(1, env.bulk_landing_concurrency))
+                futures: dict[Future[FetchedFile], bulk_state.FileView] = {
+                    pool.submit(fetch_file, env, conn, client, job, f, run_id, tmp_dir, slots): f for f in to_fetch
+                }
+                pending: set[Future[FetchedFile]] = set(futures)
+                try:
+                    while pending:
+                        done, pending = wait(pending, timeout=env.bulk_idle_release_s, return_when=FIRST_COMPLETED)
+                        if not done:  # downloads are slow: let other writers have the warehouse meanwhile
+                            turn.give_back()
+                            continue
+                        for future in done:
+                            f = futures[future]
+                            try:
+                                fetched = future.result()
+                            except BulkFileExpiredError as exc:
+                                raise ExportExpiredError(f"{f.resource_type} file expired: {exc}") from exc
+                            except NeedsReauthError:
+                                raise
+                            except (EhrSyncError, WarehouseError, OSError) as exc:
+                                failures.append(f"{f.resource_type}: {getattr(exc, 'code', type(exc).__name__)}: {exc}")
+                                first_diagnostics.append(getattr(exc, "diagnostics", None))
+                                bulk_state.update_file(env.db, f.id, attempts=f.attempts + 1, error=str(exc)[:2000])
+                                continue
+                            _apply(env, conn, wh, job, f, fetched, run_id, report, turn)
+                            if progress is not None:
+                                progress("bulk.file", {"job_id": job.id, "type": f.resource_type, "kind": f.kind})
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    if failures:
+        report.failed_files = len(failures)
+        raise BulkExportError(
+            f"{len(failures)} bulk file(s) failed; the next run resumes them: {failures[0]}",
+            diagnostics=first_diagnostics[0],
+        )
+
+
+def _apply(
+    env: SyncEnvironment,
+    conn: ConnectionInfo,
+    wh: Warehouse,
+    job: bulk_state.JobView,
+    f: bulk_state.FileView,
+    fetched: FetchedFile,
+    run_id: str,
+    report: BulkReport,
+    turn: _WarehouseTurn,
+) -> None:
+    if fetched.landed is not None:
+        data = landed_to_json(fetched.landed)
+        got = fetched.landed.rows + fetched.landed.quarantined
+        # Fewer resources than the manifest counted, on every attempt: data is missing, so the type is held
+        # incomplete like an error file's (``_since`` stays). More than counted stays a warning (servers count
+        # differently).
+        short = f.expected_count is not None and got < f.expected_count
+        note = bulk_state.INCOMPLETE_PREFIX + f.resource_type if short else None
+        bulk_state.update_file(env.db, f.id, state="landed", landed_path=orjson.dumps(data).decode(), error=note)
+        checkpoint("bulk.file_landed")
+        turn.take()  # after recording the landing: a lock timeout here loses no work, the next run merges it
+        if f.expected_count is not None and got != f.expected_count:
+            report.count_mismatches.append(f"{f.url}: manifest count {f.expected_count}, file had {got} lines")
+        _upsert_output(env, wh, f, data, report)
+    elif fetched.path is not None and f.kind == "error":
+        turn.take()
+        apply_error_file(env, conn, wh, job, f, fetched.path, run_id, report)
+    elif fetched.path is not None and f.kind == "deleted":
+        turn.take()
+        apply_deleted(env, conn, wh, job, f, fetched.path, report)
+
+
+def _upsert_output(
+    env: SyncEnvironment, wh: Warehouse, f: bulk_state.FileView, data: dict[str, Any], report: BulkReport
+) -> None:
+    landed = landed_from_json(data)
+    stats = wh.upsert(landed)
+    tr = report.type_report(f.resource_type)
+    tr.absorb(
+        TypeReport(
+            f.resource_type,
+            fetched=landed.rows + landed.quarantined,
+            created=stats.inserted,
+            updated=stats.updated,
+            unchanged=stats.unchanged,
+            quarantined=landed.quarantined,
+            bytes=landed.bytes,
+            files=1,
+        )
+    )
+    bulk_state.update_file(
+        env.db, f.id, state="done", rows=landed.rows, bytes=landed.bytes, quarantined=landed.quarantined
+    )
+    checkpoint("bulk.file_upserted")

@@ -1,0 +1,131 @@
+"""The job side of a Bulk export: kick-off (saved before the first poll, BDX-08), polling to a stored manifest,
+and cancelling (``DELETE``, BDX-11) only jobs ehrsync abandons: a polling hiccup leaves the job resumable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from connectors.bulk import BulkClient, BulkManifest, BulkStatus, ExportLevel
+from connectors.errors import BulkExportError, BulkStatusUnavailableError, EhrSyncError
+from engine import bulk_state
+from engine.bulk_members import ExportSpec
+from engine.bulk_state import JobView
+from engine.checkpoints import checkpoint
+from engine.environment import ConnectionInfo, SyncEnvironment
+
+BulkProgress = Callable[[str, dict[str, Any]], None]
+_log = logging.getLogger(__name__)
+
+
+def cancel_quietly(client: BulkClient, job: JobView) -> None:
+    """BDX-11: ``DELETE`` the status URL once landed or abandoned, so the server may free the files."""
+    try:
+        client.cancel(job.status_url)
+    except EhrSyncError as exc:
+        _log.info("could not delete the status URL of bulk job %s: %s", job.id, exc.code)
+
+
+def kickoff(
+    env: SyncEnvironment,
+    conn: ConnectionInfo,
+    client: BulkClient,
+    run_id: str,
+    level: ExportLevel,
+    group_id: str | None,
+    spec: ExportSpec,
+    since: datetime | None,
+) -> JobView:
+    extra = [("_elements", ",".join(spec.elements))] if spec.elements else []
+    status_url = client.kickoff(
+        level,
+        group_id=group_id,
+        types=spec.types or None,
+        since=since,
+        patients=list(spec.patients) or None,
+        extra_params=extra,
+    )
+    params: dict[str, Any] = {"_type": ",".join(spec.types), "_since": since.isoformat() if since else None}
+    if spec.patients:
+        params["patient"] = list(spec.patients)
+    if spec.elements:
+        params["_elements"] = list(spec.elements)
+    job = bulk_state.save_job(
+        env.db,
+        connection_id=conn.id,
+        run_id=run_id,
+        stream=spec.stream,
+        type_key=spec.key,
+        level=level,
+        group_id=group_id,
+        types=spec.types,
+        since=since,
+        kickoff_url=client.kickoff_url(level, group_id),
+        status_url=status_url,
+        params=params,
+    )
+    checkpoint("bulk.kicked_off")
+    return job
+
+
+def await_manifest(
+    env: SyncEnvironment, client: BulkClient, job: JobView, progress: BulkProgress | None
+) -> JobView | None:
+    def on_progress(status: BulkStatus) -> None:
+        if progress is not None:
+            progress("bulk.polling", {"job_id": job.id, "progress": status.progress})
+
+    try:
+        manifest = client.wait(
+            job.status_url, deadline_s=_deadline_left(env, job), on_progress=on_progress, cancel_on_abandon=False
+        )
+    except BulkStatusUnavailableError:
+        raise  # a polling hiccup, however long: the job stays ``polling`` and the next run polls the same URL
+    except BulkExportError as exc:
+        if exc.status in (404, 410):
+            bulk_state.set_job_status(env.db, job.id, "abandoned", "status URL gone")
+            return None
+        bulk_state.set_job_status(env.db, job.id, "failed", str(exc))
+        cancel_quietly(client, job)  # BDX-11: an abandoned job (deadline, invalid manifest, failed) is deleted
+        raise
+    files = [
+        bulk_state.ManifestFile(kind, item.type, item.url, item.count)
+        for kind, items in (("output", manifest.output), ("error", manifest.error), ("deleted", manifest.deleted))
+        for item in items
+    ]
+    bulk_state.save_manifest(
+        env.db,
+        job.id,
+        transaction_time=manifest.transaction_time,
+        requires_access_token=manifest.requires_access_token,
+        manifest=_manifest_json(manifest),
+        files=files,
+    )
+    checkpoint("bulk.manifest_saved")
+    return bulk_state.find_job(env.db, job.id)
+
+
+def _deadline_left(env: SyncEnvironment, job: JobView) -> float:
+    """The job's deadline counts from its kick-off, across runs that resume it (BDX-10)."""
+    if job.requested_at is None:
+        return env.bulk_deadline_s
+    elapsed = (datetime.now(UTC) - job.requested_at.astimezone(UTC)).total_seconds()
+    return max(0.0, env.bulk_deadline_s - max(0.0, elapsed))
+
+
+def _manifest_json(m: BulkManifest) -> dict[str, Any]:
+    def items(xs: list[Any]) -> list[dict[str, Any]]:
+        return [{"type": i.type, "url": i.url, "count": i.count} for i in xs]
+
+    return {
+        "transactionTime": m.transaction_time.isoformat(),
+        "request": m.request,
+        "requiresAccessToken": m.requires_access_token,
+        "output": items(m.output),
+        "error": items(m.error),
+        "deleted": items(m.deleted),
+        "extension": m.extension,
+    }

@@ -1,0 +1,159 @@
+"""Manifest ``error`` files (BDX-22) and ``deleted`` files (BDX-21): recorded, tombstoned, and what they mean.
+
+An ``error`` file whose OperationOutcomes report ``error``/``fatal`` issues means the export is incomplete for
+the types those issues name (``*`` when they name none): the file's row keeps them (``bulk_state``), and the
+job's completion holds ``_since`` instead of moving it past data that never arrived.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from connectors.bulk import incomplete_types, iter_ndjson_lines
+from connectors.fhir.resource_types import SYNCED_RESOURCE_TYPES
+from connectors.http import parse_instant
+from engine import bulk_state
+from engine.environment import ConnectionInfo, SyncEnvironment
+from engine.reports import BulkReport
+from warehouse import Warehouse
+
+TOMBSTONE_BATCH = 1000
+_log = logging.getLogger(__name__)
+
+
+def outcome_lines(path: Path, unusable: list[int]) -> Iterator[dict[str, Any]]:
+    """The JSON objects of an ``error`` file; unparseable lines are logged and their numbers collected."""
+    for number, line in enumerate(iter_ndjson_lines(path), start=1):
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict):
+            yield obj
+        else:
+            unusable.append(number)
+            _log.warning("error-file line %d is not a JSON object; counted as quarantined", number)
+
+
+def deleted_ref(url: object) -> tuple[str, str] | None:
+    """``Type/id`` (possibly absolute, possibly with ``_history``) from a DELETE entry's ``request.url``."""
+    if not isinstance(url, str):
+        return None
+    parts = [p for p in url.split("?", 1)[0].split("/") if p]
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    if len(parts) < 2 or not parts[-2][:1].isupper():
+        return None
+    return parts[-2], parts[-1]
+
+
+def apply_deleted_file(
+    wh: Warehouse, conn: ConnectionInfo, path: Path, transaction_time: datetime
+) -> tuple[dict[str, int], int]:
+    """Tombstone every DELETE entry; returns (tombstones per type, lines that were not usable Bundles).
+
+    ``deleted_at`` is the Bundle's ``meta.lastUpdated`` when present, else the export's ``transactionTime``.
+    """
+    pending: dict[tuple[str, datetime], list[str]] = defaultdict(list)
+    counts: dict[str, int] = defaultdict(int)
+    bad = 0
+
+    def flush(key: tuple[str, datetime]) -> None:
+        ids = pending.pop(key)
+        counts[key[0]] += wh.tombstone(conn.id, key[0], ids, key[1], tenant_id=conn.tenant_id)
+
+    for number, line in enumerate(iter_ndjson_lines(path), start=1):
+        try:
+            bundle = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            bundle = None
+        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+            bad += 1
+            _log.warning("deleted-file line %d of connection %s is not a Bundle", number, conn.id)
+            continue
+        meta = bundle.get("meta") if isinstance(bundle.get("meta"), dict) else {}
+        when = parse_instant(meta.get("lastUpdated")) if meta else None
+        when = when or transaction_time
+        for entry in bundle.get("entry") or []:
+            request = entry.get("request") if isinstance(entry, dict) else None
+            if not isinstance(request, dict) or str(request.get("method", "")).upper() != "DELETE":
+                continue
+            ref = deleted_ref(request.get("url"))
+            if ref is None:
+                bad += 1
+                continue
+            key = (ref[0], when)
+            pending[key].append(ref[1])
+            if len(pending[key]) >= TOMBSTONE_BATCH:
+                flush(key)
+    for key in list(pending):
+        flush(key)
+    return dict(counts), bad
+
+
+def apply_error_file(
+    env: SyncEnvironment,
+    conn: ConnectionInfo,
+    wh: Warehouse,
+    job: bulk_state.JobView,
+    f: bulk_state.FileView,
+    path: Path,
+    run_id: str,
+    report: BulkReport,
+) -> None:
+    """Record the file's OperationOutcomes, count them, and keep the types they report as failed on its row."""
+    unusable: list[int] = []
+    missed: set[str] = set()
+    lines = _noting_failures(outcome_lines(path, unusable), f.resource_type, _export_types(env, job), missed)
+    counts = wh.record_errors(conn.id, run_id, f.url, lines)
+    path.unlink(missing_ok=True)
+    if unusable:
+        report.type_report("OperationOutcome").quarantined += len(unusable)
+    report.error_files += 1
+    report.error_outcomes += counts.outcomes
+    for severity, n in counts.issues.items():
+        report.error_issues[severity] = report.error_issues.get(severity, 0) + n
+    note = bulk_state.INCOMPLETE_PREFIX + ",".join(sorted(missed)) if missed else None
+    bulk_state.update_file(env.db, f.id, state="done", rows=counts.outcomes, error=note)
+
+
+def apply_deleted(
+    env: SyncEnvironment,
+    conn: ConnectionInfo,
+    wh: Warehouse,
+    job: bulk_state.JobView,
+    f: bulk_state.FileView,
+    path: Path,
+    report: BulkReport,
+) -> None:
+    """Tombstone the file's DELETE entries and count them per type."""
+    assert job.transaction_time is not None
+    deleted, bad = apply_deleted_file(wh, conn, path, job.transaction_time)
+    path.unlink(missing_ok=True)
+    for rtype, n in deleted.items():
+        report.type_report(rtype).deleted += n
+    if bad:
+        report.type_report("Bundle").quarantined += bad
+    bulk_state.update_file(env.db, f.id, state="done", rows=sum(deleted.values()), quarantined=bad)
+
+
+def _export_types(env: SyncEnvironment, job: bulk_state.JobView) -> set[str]:
+    """Types an error outcome may name: those requested, those the manifest lists, and those ehrsync syncs."""
+    listed = {f.resource_type for f in bulk_state.all_files(env.db, job.id) if f.kind == "output"}
+    return set(job.types) | listed | set(SYNCED_RESOURCE_TYPES)
+
+
+def _noting_failures(
+    lines: Iterator[dict[str, Any]], item_type: str, candidates: set[str], missed: set[str]
+) -> Iterator[dict[str, Any]]:
+    """Pass the error file's outcomes through, adding the types their ``error``/``fatal`` issues name to ``missed``."""
+    for line in lines:
+        missed.update(incomplete_types(line, item_type, candidates))
+        yield line

@@ -1,0 +1,179 @@
+"""One sync of a connection at a time, whatever started it: a cross-process lock per connection.
+
+Dagster's run limits keep two runs of one partition apart, but the engine is also called by the CLI, by
+``run_sync_now`` and by tests, and a second concurrent sync of one connection would race on its landing files,
+its cursors and its run rows. Every engine entry point for a connection step (``sync_connection``, the landing
+and warehouse steps, the reference step, a Bulk export) holds this lock: an ``fcntl.flock`` on
+``<landing>/.locks/<sha256(connection)>.lock`` (one host: the state directory is local, as DuckDB needs). A second
+caller waits up to ``EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS`` (default 30), then gets ``ConnectionBusyError``
+naming the holder (its run id and pid, written into the lock file). The lock is re-entrant within one thread,
+so ``sync_connection`` may call the per-step entry points. A killed holder's lock goes with its process.
+
+Taking the lock is also when the connection's killed runs are tidied (``engine.residue``): no live
+run of the connection can own a temporary file then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.environment import SyncEnvironment
+from engine.errors import PipelineConfigurationError, SyncError
+from engine.residue import remove_orphans
+from warehouse import lock_owner
+
+__all__ = [
+    "DEFAULT_LOCK_WAIT_S",
+    "LOCK_WAIT_ENV",
+    "ConnectionBusyError",
+    "connection_lock",
+    "hold_connection",
+    "lock_path",
+    "lock_wait_seconds",
+]
+
+_log = logging.getLogger(__name__)
+LOCK_WAIT_ENV = "EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS"
+DEFAULT_LOCK_WAIT_S = 30.0
+_MAX_LOCK_WAIT_S = 86_400
+
+
+class ConnectionBusyError(SyncError):
+    """Another sync of the same connection holds its lock (the message names that run and process)."""
+
+    code = "connection_busy"
+
+
+@dataclass
+class _Held:
+    fd: int
+    thread: int
+    depth: int
+
+
+_held: dict[str, _Held] = {}
+_guard = threading.Lock()
+
+
+def lock_wait_seconds(env: Mapping[str, str] | None = None) -> float:
+    """The configured wait; a malformed value raises ``PipelineConfigurationError`` naming the variable."""
+    raw = (os.environ if env is None else env).get(LOCK_WAIT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_LOCK_WAIT_S
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > _MAX_LOCK_WAIT_S:
+        raise PipelineConfigurationError(
+            f"{LOCK_WAIT_ENV}={raw!r} is not a whole number of seconds from 0 to {_MAX_LOCK_WAIT_S}"
+        )
+    return float(raw)
+
+
+def lock_path(landing_root: Path, connection_id: str) -> Path:
+    """The lock file of a connection (hashed: a connection id is never used as a file name as is)."""
+    digest = hashlib.sha256(connection_id.encode()).hexdigest()[:32]
+    return Path(landing_root) / ".locks" / f"{digest}.lock"
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, as written by the holder (best effort: the file may be mid-write)."""
+    try:
+        raw = os.pread(fd, 4096, 0)
+        info = json.loads(raw) if raw else {}
+    except (OSError, ValueError):
+        return "an unknown process"
+    if not isinstance(info, dict):
+        return "an unknown process"
+    return f"run {info.get('run_id')} (pid {info.get('pid')} on {info.get('host')}, since {info.get('since')})"
+
+
+def _write_holder(fd: int, run_id: str) -> None:
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    info = {"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(), "since": since}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(info).encode(), 0)
+
+
+def _acquire(path: Path, connection_id: str, run_id: str, wait_s: float) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_s
+    delay = 0.01
+    logged = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            now = time.monotonic()
+            if now >= deadline:
+                holder = _holder(fd)
+                os.close(fd)
+                raise ConnectionBusyError(
+                    f"connection {connection_id} is busy: {holder} is syncing it; run {run_id} waited "
+                    f"{wait_s:.0f}s ({LOCK_WAIT_ENV}) and did not start"
+                ) from None
+            if not logged:
+                _log.info("run %s waits for connection %s: %s holds it", run_id, connection_id, _holder(fd))
+                logged = True
+            time.sleep(min(delay, max(deadline - now, 0.0)))
+            delay = min(delay * 2, 0.5)
+    _write_holder(fd, run_id)
+    return fd
+
+
+@contextlib.contextmanager
+def connection_lock(
+    landing_root: Path, connection_id: str, run_id: str, *, wait_s: float | None = None
+) -> Iterator[bool]:
+    """Hold the connection's lock; yields True when this call took it, False when this thread already held it."""
+    thread = threading.get_ident()
+    with _guard:
+        held = _held.get(connection_id)
+        if held is not None and held.thread == thread:
+            held.depth += 1
+            reentered = True
+        else:
+            reentered = False
+    if reentered:
+        try:
+            yield False
+        finally:
+            with _guard:
+                _held[connection_id].depth -= 1
+        return
+    wait = lock_wait_seconds() if wait_s is None else wait_s
+    fd = _acquire(lock_path(landing_root, connection_id), connection_id, run_id, wait)
+    with _guard:
+        _held[connection_id] = _Held(fd, thread, 1)
+    try:
+        yield True
+    finally:
+        with _guard:
+            del _held[connection_id]
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def hold_connection(env: SyncEnvironment, connection_id: str, run_id: str) -> Iterator[None]:
+    """The entry points' form: hold the connection's lock and, when this call took it, remove what killed runs
+    of the connection left in the landing zone."""
+    with (
+        connection_lock(env.zone.root, connection_id, run_id) as took,
+        lock_owner(f"run {run_id} of connection {connection_id}"),  # named by the warehouse's lock file too
+    ):
+        if took:
+            remove_orphans(env.db, env.zone.root, connection_id)
+        yield

@@ -1,0 +1,111 @@
+"""What the sensors need to know about each connection, read from the app database in one query.
+
+Detached dataclasses, so sensor logic is planned by pure functions and tested without a database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import inspect, select
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from connectors.errors import ConfigurationError
+from engine.errors import ConnectionNotFoundError
+from store import AppDatabase
+from store.models import Connection
+
+__all__ = ["BULK_KINDS", "ConnectionSnapshot", "read_connection", "read_connections"]
+
+BULK_KINDS = frozenset({"backend", "group"})
+# Statuses that keep a partition: history stays browsable while a person re-authorizes or an admin re-enables.
+_PARTITIONED_STATUSES = frozenset({"active", "needs_reauth", "disabled", "client_rejected", "token_undecryptable"})
+# Statuses whose queued and running syncs are stopped: nobody wants them to touch the EHR any more.
+_STOPPED_STATUSES = frozenset({"disconnected", "disabled"})
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class ConnectionSnapshot:
+    """One ``connections`` row as the scheduler sees it; the partition key is ``id``."""
+
+    id: str
+    tenant_id: str
+    provider_id: str
+    kind: str
+    status: str
+    sync_frequency_hours: int | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    last_sync_at: datetime | None = None
+
+    @property
+    def is_bulk(self) -> bool:
+        """Backend-services and group connections sync by Bulk ``$export``, patients by REST search."""
+        return self.kind in BULK_KINDS
+
+    @property
+    def keeps_partition(self) -> bool:
+        return self.status in _PARTITIONED_STATUSES
+
+    @property
+    def syncable(self) -> bool:
+        return self.status == "active"
+
+    @property
+    def stops_runs(self) -> bool:
+        return self.status in _STOPPED_STATUSES
+
+    @classmethod
+    def of(cls, row: Connection) -> ConnectionSnapshot:
+        return cls(
+            id=str(row.id),
+            tenant_id=str(row.tenant_id) if row.tenant_id is not None else "",
+            provider_id=str(row.provider_id),
+            kind=str(row.kind),
+            status=str(row.status),
+            sync_frequency_hours=row.sync_frequency_hours,
+            created_at=_aware(row.created_at),
+            updated_at=_aware(row.updated_at),
+            last_sync_at=_aware(row.last_sync_at),
+        )
+
+
+def _unreadable(db: AppDatabase, exc: Exception) -> ConfigurationError:
+    """A typed error for a database that cannot be read: not migrated (say how to fix it) or unreachable."""
+    try:
+        migrated = inspect(db.engine).has_table(Connection.__tablename__)
+    except (OperationalError, ProgrammingError):
+        migrated = True  # cannot even inspect it: the database itself is the problem, not its schema
+    if not migrated:
+        return ConfigurationError("app database has no connections table: run `ehrsync db migrate` first")
+    return ConfigurationError(f"app database could not be read ({type(exc).__name__}): check DATABASE_URL")
+
+
+def read_connections(db: AppDatabase) -> list[ConnectionSnapshot]:
+    """Every connection, ordered by id (a small table: one row per authorized patient or backend client)."""
+    try:
+        with db.session() as session:
+            rows = session.scalars(select(Connection).order_by(Connection.id)).all()
+            return [ConnectionSnapshot.of(row) for row in rows]
+    except (OperationalError, ProgrammingError) as exc:
+        raise _unreadable(db, exc) from exc
+
+
+def read_connection(db: AppDatabase, connection_id: str) -> ConnectionSnapshot:
+    """One connection; ``ConnectionNotFoundError`` names the id, ``ConfigurationError`` an unusable database."""
+    try:
+        with db.session() as session:
+            row = session.get(Connection, connection_id)
+            snapshot = ConnectionSnapshot.of(row) if row is not None else None
+    except (OperationalError, ProgrammingError) as exc:
+        raise _unreadable(db, exc) from exc
+    if snapshot is None:
+        raise ConnectionNotFoundError(f"connection {connection_id!r} not found")
+    return snapshot

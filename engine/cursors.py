@@ -1,0 +1,182 @@
+"""High-water marks and pending landings (``sync_cursors``).
+
+A landing records what it wrote and the mark it observed as *pending*; only the upsert of that landing moves
+the mark, in the same transaction that records the type's completion (BDX-27, BDX-14). A crash anywhere before
+that commit leaves the old mark, so the rerun fetches the same changes again and idempotent upserts absorb them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from engine.models import SyncCursor, utcnow
+from store import AppDatabase
+
+REST_STREAM = "rest"
+# One row per connection holds references found by upserted types and not yet read (stream "refs", type "*").
+REFS_STREAM = "refs"
+
+
+def bulk_stream(level: str, group_id: str | None) -> str:
+    return f"bulk:{level}:{group_id or ''}"
+
+
+def bulk_type_key(types: list[str] | None) -> str:
+    """Cursor key of an export's type set (BDX-14: the mark belongs to the connection, level, group and types)."""
+    return ",".join(sorted(set(types))) if types else "*"
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A landing waiting for its upsert."""
+
+    run_id: str
+    mark: datetime | None
+    data: dict[str, Any]
+
+
+def get_mark(db: AppDatabase, connection_id: str, stream: str, resource_type: str) -> datetime | None:
+    with db.session() as session:
+        row = session.get(SyncCursor, (connection_id, stream, resource_type))
+        return row.high_water_mark if row is not None else None
+
+
+def last_run_id(db: AppDatabase, connection_id: str, stream: str, resource_type: str) -> str | None:
+    """The run whose upsert last completed this cursor."""
+    with db.session() as session:
+        row = session.get(SyncCursor, (connection_id, stream, resource_type))
+        return row.last_run_id if row is not None else None
+
+
+def _row(session: Session, connection_id: str, stream: str, resource_type: str) -> SyncCursor:
+    """The cursor row, row-locked on PostgreSQL (``FOR UPDATE``) so concurrent read-modify-writes of it, such as
+    two runs queueing references, serialize instead of losing one side (SQLite: the caller's write lock)."""
+    row = session.get(SyncCursor, (connection_id, stream, resource_type), with_for_update=True)
+    if row is None:
+        row = SyncCursor(connection_id=connection_id, stream=stream, resource_type=resource_type, updated_at=utcnow())
+        session.add(row)
+    return row
+
+
+def set_pending(
+    db: AppDatabase,
+    connection_id: str,
+    stream: str,
+    resource_type: str,
+    run_id: str,
+    mark: datetime | None,
+    data: dict[str, Any],
+) -> None:
+    """Record a finished landing (replacing any older one never upserted: its data is refetched anyway)."""
+    with db.locked_session() as session:
+        row = _row(session, connection_id, stream, resource_type)
+        row.pending_run_id = run_id
+        row.pending_mark = mark
+        row.pending = data
+        row.updated_at = utcnow()
+        session.commit()
+
+
+def get_pending(db: AppDatabase, connection_id: str, stream: str, resource_type: str) -> Pending | None:
+    with db.session() as session:
+        row = session.get(SyncCursor, (connection_id, stream, resource_type))
+        if row is None or row.pending_run_id is None:
+            return None
+        return Pending(row.pending_run_id, row.pending_mark, dict(row.pending or {}))
+
+
+def advance(
+    session: Session,
+    connection_id: str,
+    stream: str,
+    resource_type: str,
+    run_id: str,
+    mark: datetime | None,
+) -> None:
+    """Store the new mark and clear the pending landing, inside the caller's transaction.
+
+    A ``None`` mark (the server sent neither ``meta.lastUpdated`` nor ``Date``) keeps the old one: the next run
+    then refetches from there, which costs bandwidth but never loses a change.
+    """
+    row = _row(session, connection_id, stream, resource_type)
+    if mark is not None:
+        row.high_water_mark = mark
+    row.last_run_id = run_id
+    row.pending_run_id = None
+    row.pending_mark = None
+    row.pending = None
+    row.updated_at = utcnow()
+
+
+def clear_mark(db: AppDatabase, connection_id: str, stream: str, resource_type: str) -> None:
+    """Forget one type's mark (its next run searches everything): a full run that missed data must not leave
+    an older mark behind, since what it missed may be older than that mark."""
+    with db.locked_session() as session:
+        row = session.get(SyncCursor, (connection_id, stream, resource_type), with_for_update=True)
+        if row is not None and row.high_water_mark is not None:
+            row.high_water_mark = None
+            row.updated_at = utcnow()
+            session.commit()
+
+
+def reset(db: AppDatabase, connection_id: str, stream: str | None = None) -> int:
+    """Forget marks (a full resync); returns how many cursors were cleared."""
+    with db.locked_session() as session:
+        query = session.query(SyncCursor).filter(SyncCursor.connection_id == connection_id)
+        if stream is not None:
+            query = query.filter(SyncCursor.stream == stream)
+        count = 0
+        for row in query.all():
+            row.high_water_mark = None
+            count += 1
+        session.commit()
+        return count
+
+
+def get_data(db: AppDatabase, connection_id: str, stream: str, key: str) -> dict[str, Any] | None:
+    """The JSON state a stream keeps in its cursor row (e.g. a group's known members, BDX-15)."""
+    with db.session() as session:
+        row = session.get(SyncCursor, (connection_id, stream, key))
+        return dict(row.pending) if row is not None and row.pending is not None else None
+
+
+def put_data(session: Session, connection_id: str, stream: str, key: str, data: dict[str, Any]) -> None:
+    """Replace that JSON state inside the caller's transaction (committed with the step that earned it)."""
+    row = _row(session, connection_id, stream, key)
+    row.pending = data
+    row.updated_at = utcnow()
+
+
+def add_references(session: Session, connection_id: str, references: list[str]) -> None:
+    """Queue references for reading, inside the transaction that completes the type that found them.
+
+    Durable so a crash between a type's upsert and the reference step cannot lose them: the next run reads
+    what is still queued even though an incremental search no longer returns the resources that point there.
+    """
+    if not references:
+        return
+    row = _row(session, connection_id, REFS_STREAM, "*")
+    queued = set((row.pending or {}).get("refs", []))
+    row.pending = {"refs": sorted(queued | set(references))}
+    row.updated_at = utcnow()
+
+
+def queued_references(db: AppDatabase, connection_id: str) -> list[str]:
+    with db.session() as session:
+        row = session.get(SyncCursor, (connection_id, REFS_STREAM, "*"))
+        return list((row.pending or {}).get("refs", [])) if row is not None else []
+
+
+def dequeue_references(db: AppDatabase, connection_id: str, done: set[str]) -> None:
+    """Forget references that were read (or are gone upstream); the rest stay queued for the next run."""
+    with db.locked_session() as session:
+        row = session.get(SyncCursor, (connection_id, REFS_STREAM, "*"), with_for_update=True)
+        if row is None:
+            return
+        row.pending = {"refs": sorted(set((row.pending or {}).get("refs", [])) - done)}
+        row.updated_at = utcnow()
+        session.commit()

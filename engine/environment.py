@@ -1,0 +1,233 @@
+"""Everything a sync needs, built once per run, and the connection facts it reads from the app database."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import TracebackType
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from connectors.budgets import DEFAULT_STEP_BUDGET_S, env_number, shared_limiter
+from connectors.bulk import BulkClient
+from connectors.errors import EhrSyncError, EhrUnreachableError, FhirUnauthorizedError, NeedsReauthError
+from connectors.fhir import FhirClient, RateLimiter, RetryPolicy
+from connectors.http import outbound_url_guard
+from connectors.providers import ProviderPlugin, get_provider
+from connectors.smart import ScopeSet, parse_scopes
+from engine.errors import ConnectionNotFoundError, ConnectionNotSyncableError
+from store import AppDatabase, TokenVault
+from store.models import Connection, ProviderConfig
+from warehouse import AttachmentStore, LandingZone, Warehouse, open_warehouse
+
+_log = logging.getLogger(__name__)
+DEFAULT_BULK_MAX_FILE_BYTES = 10 * 1024**3  # 10 GiB per bulk file (EHRSYNC_BULK_MAX_FILE_BYTES)
+DEFAULT_MIN_FREE_DISK_BYTES = 1024**3  # downloads stop while less than 1 GiB is free (EHRSYNC_MIN_FREE_DISK_BYTES)
+_BACKEND_KINDS = frozenset({"backend", "group"})  # client_credentials connections: a 401 may mean client_rejected
+DEFAULT_ATTACHMENT_TYPES = (
+    "text/",
+    "image/",
+    "application/pdf",
+    "application/xml",
+    "application/json",
+    "application/fhir+json",
+    "application/fhir+xml",
+    "application/rtf",
+)
+
+
+@dataclass
+class SyncEnvironment:
+    """Shared handles and knobs of one run; ``warehouse_target`` is opened per step (DuckDB: one writer process)."""
+
+    db: AppDatabase
+    vault: TokenVault
+    zone: LandingZone
+    attachments: AttachmentStore
+    warehouse_target: str
+    http: httpx.Client | None = None
+    overlap: timedelta = timedelta(minutes=5)
+    page_size: int = 200
+    attachment_max_bytes: int = 20 * 1024 * 1024
+    attachment_types: tuple[str, ...] = DEFAULT_ATTACHMENT_TYPES
+    bulk_concurrency: int = 4
+    # Parsing NDJSON into Parquet is where a file's memory goes; downloads only stream to disk. The parse holds
+    # the GIL, so one landing thread is as fast as two (128k vs 115k lines/s alone) and the DuckDB merge, not
+    # landing, sets the pace; one at a time measured ~25 MB less peak RSS and a faster export than two
+    # (docs/PERFORMANCE.md).
+    bulk_landing_concurrency: int = 1
+    # Give the warehouse back to other writers when no landed file has waited for a merge this long (DuckDB
+    # admits one writer process; a slow export's downloads must not lock every other sync out).
+    bulk_idle_release_s: float = 5.0
+    bulk_deadline_s: float = 86400.0
+    bulk_max_reruns: int = 2
+    # One bulk file larger than this fails (resumable once raised); a download keeps this much disk free.
+    bulk_max_file_bytes: int = field(
+        default_factory=lambda: int(env_number("EHRSYNC_BULK_MAX_FILE_BYTES", DEFAULT_BULK_MAX_FILE_BYTES))
+    )
+    min_free_disk_bytes: int = field(
+        default_factory=lambda: int(env_number("EHRSYNC_MIN_FREE_DISK_BYTES", DEFAULT_MIN_FREE_DISK_BYTES, minimum=-1))
+    )
+    # BDX-15: after a group's `_since` export, diff its member ids and export new members' full records.
+    bulk_membership_check: bool = True
+    rate_limits: bool = True  # the vendor's call budget; False only for a local sandbox
+    # Hosts (``host`` or ``host:port``) a bulk manifest or an attachment may name off the FHIR server's origin
+    # although they are not public https, e.g. an on-premises file server (EHRSYNC_FETCH_ALLOWED_HOSTS).
+    fetch_allowed_hosts: tuple[str, ...] = ()
+    retry: RetryPolicy | None = None  # the connectors' defaults (BDX-10) unless given
+    # Overall time of one resource type's landing (EHRSYNC_STEP_BUDGET_S); no request outlives it.
+    step_budget_s: float = field(default_factory=lambda: env_number("EHRSYNC_STEP_BUDGET_S", DEFAULT_STEP_BUDGET_S))
+    _limiters: dict[str, RateLimiter] = field(default_factory=dict, repr=False)
+    _capabilities: dict[str, dict[str, Any] | None] = field(default_factory=dict, repr=False)
+
+    @contextmanager
+    def warehouse(self) -> Iterator[Warehouse]:
+        """Open the warehouse for one step and always close it, so another process may write next."""
+        wh = open_warehouse(self.warehouse_target)
+        try:
+            yield wh
+        finally:
+            wh.close()
+
+    def rate_limiter(self, conn: ConnectionInfo) -> RateLimiter | None:
+        """One limiter per FHIR base for the vendor's budget (e.g. eCW per practice), shared by every client."""
+        budget = conn.provider.rate_limit
+        if budget is None or not self.rate_limits:
+            return None
+        if conn.fhir_base not in self._limiters:  # one per process: a Dagster run builds an environment per step
+            self._limiters[conn.fhir_base] = shared_limiter(conn.fhir_base, budget.capacity, budget.window_s)
+        return self._limiters[conn.fhir_base]
+
+    def capabilities(self, conn: ConnectionInfo, client: FhirClient) -> dict[str, Any] | None:
+        """The server's CapabilityStatement, fetched once per base per run; ``None`` when the server has none
+        usable (then the vendor's defaults decide, e.g. which types support ``_lastUpdated``)."""
+        if conn.fhir_base not in self._capabilities:
+            try:
+                self._capabilities[conn.fhir_base] = client.capabilities()
+            except (NeedsReauthError, EhrUnreachableError):
+                raise
+            except EhrSyncError as exc:
+                _log.info("no usable CapabilityStatement at %s (%s); using vendor defaults", conn.id, exc.code)
+                self._capabilities[conn.fhir_base] = None
+        return self._capabilities[conn.fhir_base]
+
+    def fhir_client(self, conn: ConnectionInfo) -> FhirClient:
+        """A REST client; a FhirUnauthorizedError leaving its ``with`` block is confirmed with the vault first."""
+        return _EngineFhirClient(
+            conn.fhir_base,
+            self.vault.token_source(conn.id),
+            http=self.http,
+            retry=self.retry,
+            rate_limit=self.rate_limiter(conn),
+            rate_limit_key=conn.fhir_base,
+            on_unauthorized=lambda: self.confirm_unauthorized(conn),
+        )
+
+    def url_guard(self, conn: ConnectionInfo) -> Callable[[str], None]:
+        """The SSRF check for URLs the server names (bulk files, attachments), with the operator's exceptions."""
+        return outbound_url_guard(conn.fhir_base, allowed_hosts=self.fetch_allowed_hosts)
+
+    def bulk_client(self, conn: ConnectionInfo) -> BulkClient:
+        """Bounded like the REST client (EHRSYNC_MAX_RESPONSE_BYTES / EHRSYNC_REQUEST_DEADLINE_S on kick-off,
+        status and cancel); a request refused with 401 after its token refresh asks the vault to confirm."""
+        return BulkClient(
+            conn.fhir_base,
+            self.vault.token_source(conn.id),
+            http=self.http,
+            retry=self.retry,
+            rate_limit=self.rate_limiter(conn),
+            rate_limit_key=conn.fhir_base,
+            url_guard=self.url_guard(conn),
+            on_unauthorized=lambda: self.confirm_unauthorized(conn),
+        )
+
+    def confirm_unauthorized(self, conn: ConnectionInfo) -> None:
+        """A request of ``conn`` still got 401 after its one token refresh (FhirUnauthorizedError). For a
+        backend/group connection whose token was re-acquired because of that 401, the vault marks it
+        ``client_rejected`` and raises ClientRejectedError ("check the client registration"); a patient
+        connection is left to its next token refresh."""
+        if conn.kind in _BACKEND_KINDS:
+            self.vault.confirm_unauthorized(conn.id)
+
+
+class _EngineFhirClient(FhirClient):
+    """The engine's FhirClient: a request refused with 401 after its token refresh, leaving the ``with`` block,
+    first calls ``on_unauthorized`` (which may raise ClientRejectedError in its place)."""
+
+    def __init__(self, *args: Any, on_unauthorized: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_unauthorized = on_unauthorized
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if isinstance(exc, FhirUnauthorizedError):
+                self._on_unauthorized()
+        finally:
+            super().__exit__(exc_type, exc, tb)
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """The facts of one ``connections`` row a sync needs, detached from the ORM session."""
+
+    id: str
+    tenant_id: str | None
+    provider_id: str
+    kind: str
+    fhir_base: str
+    status: str
+    patient_id: str | None
+    group_id: str | None
+    granted_scopes: str | None
+    # The tenant's provider config without its sealed secrets: search plans need e.g. athenahealth's practice.
+    provider_config: dict[str, Any] | None = None
+
+    @property
+    def provider(self) -> ProviderPlugin:
+        return get_provider(self.provider_id)
+
+    @property
+    def scopes(self) -> ScopeSet | None:
+        """The scopes the server granted, or ``None`` when unknown (then nothing is filtered)."""
+        return parse_scopes(self.granted_scopes) if self.granted_scopes else None
+
+
+def load_connection(db: AppDatabase, connection_id: str) -> ConnectionInfo:
+    """Read the connection; refuse one that must not sync (needs_reauth, disabled, disconnected)."""
+    with db.session() as session:
+        row = session.get(Connection, connection_id)
+        if row is None:
+            raise ConnectionNotFoundError(f"connection {connection_id!r} not found")
+        info = ConnectionInfo(
+            id=str(row.id),
+            tenant_id=str(row.tenant_id) if row.tenant_id is not None else None,
+            provider_id=str(row.provider_id),
+            kind=str(row.kind),
+            fhir_base=str(row.fhir_base),
+            status=str(row.status),
+            patient_id=str(row.patient_id) if row.patient_id else None,
+            group_id=str(row.group_id) if row.group_id else None,
+            granted_scopes=str(row.granted_scopes) if row.granted_scopes else None,
+            provider_config=_public_config(session, str(row.tenant_id), str(row.provider_id)),
+        )
+    if info.status != "active":
+        raise ConnectionNotSyncableError(f"connection {connection_id} is {info.status}, not active")
+    return info
+
+
+def _public_config(session: Session, tenant_id: str, provider_id: str) -> dict[str, Any] | None:
+    """Non-secret members of the provider config; sealed (``{"$enc": ...}``) members are never opened here."""
+    row = session.scalar(
+        select(ProviderConfig).where(ProviderConfig.tenant_id == tenant_id, ProviderConfig.provider_id == provider_id)
+    )
+    if row is None:
+        return None
+    return {k: v for k, v in (row.config or {}).items() if not (isinstance(v, dict) and "$enc" in v)}

@@ -1,0 +1,277 @@
+"""Incremental REST sync of one resource type of one patient connection: land (search → Parquet), then upsert.
+
+Landing and upsert are two steps (two Dagster assets) joined by the *pending* landing in ``sync_cursors``.
+The mark is the server's clock at the first page (BDX-27), stored only when the upsert commits, and the next
+search asks for ``_lastUpdated=gt(mark - overlap)`` (BDX-28): duplicates are absorbed by idempotent upserts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from connectors.budgets import step_budget
+from connectors.errors import SearchLinkExpiredError
+from connectors.fhir import FhirClient, SearchPage
+from engine import cursors
+from engine.attachments import ATTACHMENT_TYPES, AttachmentRef, attachment_refs, store_attachments
+from engine.checkpoints import checkpoint
+from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
+from engine.errors import ConnectionNotSyncableError, NothingLandedError
+from engine.landing_state import landed_from_json, landed_to_json
+from engine.references import collect_references
+from engine.reports import NOT_SUPPORTED, SCOPE_NOT_GRANTED, TypeReport
+from engine.runs import ensure_run, record_type_counts
+from engine.search_recovery import format_instant, search_with_recovery
+from warehouse import LandedFile, LandingWriter
+from warehouse.attachments import AttachmentRef as StoredAttachment
+
+_log = logging.getLogger(__name__)
+MAX_LINK_RESTARTS = 3
+
+
+@dataclass
+class _Landing:
+    report: TypeReport
+    mark: datetime | None = None
+    references: set[str] = field(default_factory=set)
+    attachments: list[AttachmentRef] = field(default_factory=list)
+    files: list[LandedFile] = field(default_factory=list)
+
+
+@dataclass
+class _Sink:
+    """Where search pages go: the landing file, deduplicated by id, references and attachments collected."""
+
+    landing: _Landing
+    writer: LandingWriter
+    fhir_base: str
+    resource_type: str
+    seen: set[str] = field(default_factory=set)
+
+    def add(self, page: SearchPage, first: bool) -> None:
+        landing, report = self.landing, self.landing.report
+        if first and landing.mark is None:
+            landing.mark = page.bundle_meta_last_updated or page.server_date
+        report.pages += 1
+        for resource in page.resources:
+            rid = resource.get("id")
+            if resource.get("resourceType") == self.resource_type and isinstance(rid, str):
+                if rid in self.seen:  # fan-out (Epic categories) or a recovery search can return one twice
+                    continue
+                self.seen.add(rid)
+            report.fetched += 1
+            if self.writer.add_resource(resource):
+                collect_references(resource, self.fhir_base, landing.references)
+                landing.attachments.extend(attachment_refs(resource))
+        checkpoint("rest.page_landed")
+
+    @property
+    def mark(self) -> datetime | None:
+        return self.landing.mark
+
+    def warn(self, message: str) -> None:
+        self.landing.report.warnings.append(message)
+
+
+def search_plans(
+    conn: ConnectionInfo,
+    resource_type: str,
+    since: datetime | None,
+    page_size: int,
+    capabilities: dict[str, Any] | None = None,
+) -> list[dict[str, str]]:
+    """The searches that together cover one type for the connection's patient (vendor fan-out included)."""
+    if conn.patient_id is None:
+        raise ConnectionNotSyncableError(f"connection {conn.id} has no patient: REST sync needs a patient context")
+    provider = conn.provider
+    plans = [dict(p) for p in provider.search_plans(resource_type, conn.patient_id, config=conn.provider_config)]
+    # Without _lastUpdated support every run re-pulls the type; idempotent upserts keep that correct.
+    use_mark = since is not None and provider.supports_last_updated(resource_type, capabilities)
+    for plan in plans:
+        plan.setdefault("_count", str(page_size))
+        if use_mark and since is not None:
+            plan["_lastUpdated"] = f"gt{format_instant(since)}"
+    return plans
+
+
+def _scope_allows(conn: ConnectionInfo, resource_type: str) -> bool:
+    scopes = conn.scopes
+    return scopes is None or scopes.allows(resource_type, "search") or scopes.allows(resource_type, "read")
+
+
+def land_resource_type(
+    env: SyncEnvironment, connection_id: str, resource_type: str, run_id: str, *, full: bool = False
+) -> TypeReport:
+    """Search the type's changes since the stored mark (everything when ``full``), land them, record as pending.
+
+    Returns a report; a type the grant does not cover comes back with ``skipped_reason="scope_not_granted"``.
+    Raises the connectors' typed errors (NeedsReauthError, FhirError, TransportError) when the fetch fails:
+    nothing is recorded then, and the stored mark is untouched.
+    """
+    started = time.monotonic()
+    conn = load_connection(env.db, connection_id)
+    ensure_run(env.db, connection_id, run_id, "full" if full else "incremental", tenant_id=conn.tenant_id)
+    report = TypeReport(resource_type)
+    stored = None if full else cursors.get_mark(env.db, connection_id, cursors.REST_STREAM, resource_type)
+    since = stored - env.overlap if stored is not None else None
+    allowed = _scope_allows(conn, resource_type)
+    plans = search_plans(conn, resource_type, since, env.page_size) if allowed else []
+    if not plans:
+        # Recorded like a landing so the upsert step completes it uniformly; the mark stays where it was.
+        report.skipped_reason = NOT_SUPPORTED if allowed else SCOPE_NOT_GRANTED
+        _log.info("skipping %s for %s: %s", resource_type, connection_id, report.skipped_reason)
+        skipped: dict[str, Any] = {"files": [], "report": report.as_metadata(), "references": [], "attachments": []}
+        cursors.set_pending(env.db, connection_id, cursors.REST_STREAM, resource_type, run_id, None, skipped)
+        return report
+    links: list[dict[str, Any]] = []
+    with env.fhir_client(conn) as client, step_budget(f"landing {resource_type}", env.step_budget_s):
+        if since is not None:  # only an incremental search needs to know whether _lastUpdated works
+            plans = search_plans(conn, resource_type, since, env.page_size, env.capabilities(conn, client))
+        landing = _land_with_restarts(env, conn, client, resource_type, run_id, plans, since)
+        report = landing.report
+        missed = 0
+        if resource_type in ATTACHMENT_TYPES and landing.attachments:
+            outcome = store_attachments(env, conn, client, landing.attachments)
+            report.attachments, report.attachments_failed = outcome.stored, outcome.failed
+            links, missed = outcome.links, outcome.retryable
+    if report.incomplete or missed:
+        _hold_mark(env, connection_id, resource_type, landing, full=since is None, missed_attachments=missed)
+    report.high_water_mark = landing.mark
+    report.duration_s = time.monotonic() - started
+    pending: dict[str, Any] = {
+        "files": [landed_to_json(f) for f in landing.files],
+        "report": report.as_metadata(),
+        "references": sorted(landing.references),
+        "attachments": links,
+    }
+    cursors.set_pending(env.db, connection_id, cursors.REST_STREAM, resource_type, run_id, landing.mark, pending)
+    checkpoint("rest.landed")
+    return report
+
+
+def _hold_mark(
+    env: SyncEnvironment,
+    connection_id: str,
+    resource_type: str,
+    landing: _Landing,
+    *,
+    full: bool,
+    missed_attachments: int,
+) -> None:
+    """Keep the next run asking for what this one did not receive (unseen matches, attachments not stored).
+
+    They may be older than this run's mark, so it is never stored. An incremental run keeps the stored mark;
+    a full run (or a type without a mark) clears it, as an older mark would skip them: the next run searches
+    the whole type. An unrecovered search also fails the type (``search_incomplete``): data was not received.
+    """
+    report = landing.report
+    landing.mark = None
+    if full:
+        cursors.clear_mark(env.db, connection_id, cursors.REST_STREAM, resource_type)
+    kept = "the next run searches the whole type again" if full else "the stored mark is kept for the next run"
+    if missed_attachments:
+        report.warnings.append(f"{missed_attachments} attachment(s) not stored; {kept}")
+    if report.incomplete:
+        report.error = f"search_incomplete: the {resource_type} search stopped early and was not recovered; {kept}"
+    _log.warning("%s of %s not fully received; %s", resource_type, connection_id, kept)
+
+
+def _land_with_restarts(
+    env: SyncEnvironment,
+    conn: ConnectionInfo,
+    client: FhirClient,
+    resource_type: str,
+    run_id: str,
+    plans: list[dict[str, str]],
+    since: datetime | None,
+) -> _Landing:
+    """Land all plans into one file; an expired ``next`` link discards the partial file and restarts (BDX-29)."""
+    for attempt in range(1, MAX_LINK_RESTARTS + 1):
+        try:
+            return _land_once(env, conn, client, resource_type, run_id, plans, since)
+        except SearchLinkExpiredError:
+            if attempt == MAX_LINK_RESTARTS:
+                raise
+            _log.warning("paging link expired for %s/%s; restarting from the mark", conn.id, resource_type)
+    raise AssertionError("unreachable")
+
+
+def _land_once(
+    env: SyncEnvironment,
+    conn: ConnectionInfo,
+    client: FhirClient,
+    resource_type: str,
+    run_id: str,
+    plans: list[dict[str, str]],
+    since: datetime | None,
+) -> _Landing:
+    landing = _Landing(TypeReport(resource_type))
+    report = landing.report
+    source = f"{conn.fhir_base.rstrip('/')}/{resource_type}"
+    windows = since is not None and any("_lastUpdated" in plan for plan in plans)
+    with env.zone.writer(conn.id, resource_type, run_id, source, conn.tenant_id, seq="rest") as writer:
+        sink = _Sink(landing, writer, conn.fhir_base, resource_type)
+        for plan in plans:
+            if not search_with_recovery(client, resource_type, plan, sink, since if windows else None):
+                report.incomplete = True
+    landed = writer.result
+    report.quarantined = landed.quarantined
+    report.bytes = landed.bytes
+    report.files = 1
+    landing.files.append(landed)
+    return landing
+
+
+def upsert_resource_type(env: SyncEnvironment, connection_id: str, resource_type: str, run_id: str) -> TypeReport:
+    """Upsert the type's pending landing of ``run_id``, then advance the mark in the completion transaction.
+
+    Safe to repeat: a second call after success returns an empty report (the work is done); a call after a
+    crash between upsert and commit upserts the same file again, which changes nothing (BDX-24).
+    """
+    started = time.monotonic()
+    pending = cursors.get_pending(env.db, connection_id, cursors.REST_STREAM, resource_type)
+    if pending is None or pending.run_id != run_id:
+        if cursors.last_run_id(env.db, connection_id, cursors.REST_STREAM, resource_type) == run_id:
+            return TypeReport(resource_type)  # already upserted by this run: nothing left to do
+        raise NothingLandedError(f"no landing of run {run_id} waits for {connection_id}/{resource_type}")
+    report = TypeReport(resource_type)
+    landed_report = pending.data.get("report") or {}
+    for key in ("fetched", "quarantined", "bytes", "pages", "files", "attachments", "attachments_failed"):
+        setattr(report, key, int(landed_report.get(key, 0)))
+    report.skipped_reason = landed_report.get("skipped_reason")
+    report.error = landed_report.get("error")  # a search that stopped early: stored what arrived, then fail
+    report.incomplete = bool(landed_report.get("incomplete", False))
+    report.warnings = [str(w) for w in landed_report.get("warnings", [])]
+    landed = [landed_from_json(item) for item in pending.data.get("files", [])]
+    landed = [f for f in landed if f.rows or f.quarantined]  # an empty page file has nothing to merge
+    links = pending.data.get("attachments", [])
+    if landed or links:  # nothing changed: do not even open the warehouse (most incremental types, most days)
+        with env.warehouse() as wh, wh.batch():
+            for file in landed:
+                stats = wh.upsert(file)
+                report.created += stats.inserted
+                report.updated += stats.updated
+                report.unchanged += stats.unchanged
+            for link in links:
+                wh.record_attachment(connection_id, link["url"], _attachment_ref(env, link))
+    checkpoint("rest.upserted")
+    report.high_water_mark = pending.mark
+    report.duration_s = time.monotonic() - started + float(landed_report.get("duration_s", 0.0))
+    # A read-modify-write of shared rows: take the write lock before the first read (SQLite BEGIN IMMEDIATE),
+    # or a writer committing in between fails this commit at once with "database is locked".
+    with env.db.locked_session() as session:
+        cursors.advance(session, connection_id, cursors.REST_STREAM, resource_type, run_id, pending.mark)
+        cursors.add_references(session, connection_id, list(pending.data.get("references", [])))
+        record_type_counts(session, run_id, resource_type, report.as_metadata())
+        session.commit()
+    checkpoint("rest.cursor_saved")
+    return report
+
+
+def _attachment_ref(env: SyncEnvironment, link: dict[str, Any]) -> StoredAttachment:
+    sha = str(link["sha256"])
+    return StoredAttachment(sha, int(link["size"]), str(link["content_type"]), env.attachments.path_for(sha))

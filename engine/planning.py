@@ -1,0 +1,200 @@
+"""Pure planning for the two sensors: which partitions to add or remove, which runs to request or stop.
+
+The sensors only read the app database and Dagster's instance, call these functions, and turn the plans
+into ``SensorResult`` requests, so every rule here is tested as a table without Dagster.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Set
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from engine.connection_snapshots import ConnectionSnapshot
+from engine.scheduling import DueDecision, DueReason, FailureStreak, RetryBackoff, decide_due, decide_retry
+from engine.sync_windows import SyncWindow
+
+__all__ = [
+    "ConnectionsCursor",
+    "DueRun",
+    "PartitionPlan",
+    "drop_busy",
+    "first_sync_run_key",
+    "plan_due_runs",
+    "plan_partitions",
+    "retry_run_key",
+    "scheduled_run_key",
+]
+
+logger = logging.getLogger(__name__)
+
+# Rows are re-examined this long after the cursor: app clocks differ a little, and requests are idempotent.
+CURSOR_OVERLAP = timedelta(minutes=1)
+
+
+def _iso(moment: datetime, *, micro: bool = False) -> str:
+    return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ" if micro else "%Y%m%dT%H%M%SZ")
+
+
+def first_sync_run_key(conn: ConnectionSnapshot) -> str:
+    """One first sync per activation: a re-authorized connection (new ``updated_at``) gets a new one."""
+    marker = conn.updated_at or conn.created_at
+    return f"first-sync:{conn.id}:{_iso(marker, micro=True) if marker else 'initial'}"
+
+
+def scheduled_run_key(connection_id: str, slot: datetime) -> str:
+    return f"scheduled:{connection_id}:{_iso(slot)}"
+
+
+def retry_run_key(connection_id: str, failed_at: datetime) -> str:
+    """One retry per failure: the key names the end of the failed run it follows."""
+    return f"retry:{connection_id}:{_iso(failed_at, micro=True)}"
+
+
+@dataclass(frozen=True)
+class ConnectionsCursor:
+    """The connections sensor's cursor: the newest ``updated_at`` it has acted on."""
+
+    updated_hwm: datetime | None = None
+
+    def serialize(self) -> str:
+        return orjson.dumps({"updated_hwm": self.updated_hwm.isoformat() if self.updated_hwm else None}).decode()
+
+    @classmethod
+    def parse(cls, raw: str | None) -> ConnectionsCursor:
+        """Read a stored cursor; an unreadable one is logged and treated as none (everything re-examined)."""
+        if not raw:
+            return cls()
+        try:
+            data = orjson.loads(raw)
+            value = data.get("updated_hwm") if isinstance(data, dict) else None
+            if value is None:
+                return cls()
+            moment = datetime.fromisoformat(str(value))
+        except (orjson.JSONDecodeError, ValueError):
+            logger.warning("connections sensor: unreadable cursor, re-examining every connection")
+            return cls()
+        return cls(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
+@dataclass(frozen=True)
+class PartitionPlan:
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+    first_syncs: tuple[ConnectionSnapshot, ...] = ()
+    stop_runs_of: tuple[str, ...] = ()
+    cursor: ConnectionsCursor = field(default_factory=ConnectionsCursor)
+
+
+def plan_partitions(
+    connections: Iterable[ConnectionSnapshot],
+    existing_keys: Set[str],
+    cursor: ConnectionsCursor,
+) -> PartitionPlan:
+    """Diff connections against the ``connections`` partitions.
+
+    Every active connection that never completed a sync and is new (or changed since the cursor) gets a
+    first-sync request; run keys make repeats harmless. Connections that left (disconnected or deleted)
+    lose their partition, and theirs, like those of disabled connections, get their runs stopped.
+    """
+    conns = list(connections)
+    wanted = {c.id for c in conns if c.keeps_partition}
+    add = sorted(wanted - existing_keys)
+    remove = sorted(existing_keys - wanted)
+    since = cursor.updated_hwm - CURSOR_OVERLAP if cursor.updated_hwm else None
+
+    def changed(c: ConnectionSnapshot) -> bool:
+        return since is None or c.updated_at is None or c.updated_at >= since
+
+    added = set(add)
+    first = tuple(c for c in conns if c.syncable and c.last_sync_at is None and (c.id in added or changed(c)))
+    stop = sorted(set(remove) | {c.id for c in conns if c.stops_runs and changed(c)})
+    stamps = [c.updated_at for c in conns if c.updated_at is not None]
+    if cursor.updated_hwm is not None:
+        stamps.append(cursor.updated_hwm)
+    return PartitionPlan(
+        add=tuple(add),
+        remove=tuple(remove),
+        first_syncs=first,
+        stop_runs_of=tuple(stop),
+        cursor=ConnectionsCursor(max(stamps) if stamps else None),
+    )
+
+
+@dataclass(frozen=True)
+class DueRun:
+    connection: ConnectionSnapshot
+    run_key: str
+    slot: datetime
+    retry: bool = False  # a retry of a failed sync (``slot`` is then the failed run's end)
+
+
+def _decide(
+    now: datetime,
+    conn: ConnectionSnapshot,
+    streak: FailureStreak | None,
+    backoff: RetryBackoff,
+    window: SyncWindow | None,
+) -> DueDecision:
+    """The retry of a failure streak once its backoff has passed; the regular slot only when there is no
+    streak or the slot began after the last failure (the slot's own run may be the one that failed: its
+    run key is spent, and asking for it again would wait for the next slot)."""
+    scheduled = decide_due(
+        now,
+        last_sync_at=conn.last_sync_at,
+        created_at=conn.created_at,
+        frequency_hours=conn.sync_frequency_hours,
+        window=window,
+    )
+    if streak is None or (scheduled.slot is not None and scheduled.slot > streak.last_failed_at):
+        return scheduled
+    return decide_retry(now, streak=streak, backoff=backoff, window=window)
+
+
+def plan_due_runs(
+    now: datetime,
+    connections: Iterable[ConnectionSnapshot],
+    *,
+    partition_keys: Set[str],
+    busy: Set[str],
+    windows: Mapping[str, SyncWindow],
+    failures: Mapping[str, FailureStreak] | None = None,
+    backoff: RetryBackoff | None = None,
+) -> tuple[list[DueRun], dict[DueReason | str, int]]:
+    """The scheduled syncs and retries due at ``now``, plus a tally of why the others were not requested.
+
+    Only active connections with a partition are considered; one that already has a run queued or in
+    progress (``busy``) is left alone, so a slow sync is never stacked with another. A connection in
+    ``failures`` (its latest runs failed) is retried once its backoff has passed, before its next slot.
+    """
+    streaks = failures or {}
+    policy = backoff or RetryBackoff()
+    due: list[DueRun] = []
+    tally: dict[DueReason | str, int] = {}
+    for conn in connections:
+        if not conn.syncable or conn.id not in partition_keys:
+            continue
+        if conn.id in busy:
+            tally["busy"] = tally.get("busy", 0) + 1
+            continue
+        decision = _decide(now, conn, streaks.get(conn.id), policy, windows.get(conn.provider_id))
+        if decision.slot is None:
+            tally[decision.reason] = tally.get(decision.reason, 0) + 1
+            continue
+        if decision.reason is DueReason.RETRY:
+            due.append(DueRun(conn, retry_run_key(conn.id, decision.slot), decision.slot, retry=True))
+        else:
+            due.append(DueRun(conn, scheduled_run_key(conn.id, decision.slot), decision.slot))
+    return due, tally
+
+
+def drop_busy(due: list[DueRun], busy: Set[str], tally: dict[DueReason | str, int]) -> list[DueRun]:
+    """``due`` without the connections in ``busy`` (a run queued or in progress), counted as ``busy`` in ``tally``
+    (the sensor plans first, then asks which of the due connections are busy)."""
+    kept = [d for d in due if d.connection.id not in busy]
+    if len(kept) < len(due):
+        tally["busy"] = tally.get("busy", 0) + len(due) - len(kept)
+    return kept

@@ -1,0 +1,203 @@
+"""Practitioner/Organization/Location/Medication a patient's resources point at, read by id (deduplicated).
+
+They are not in the patient compartment, so search by ``patient`` cannot find them; reading exactly the
+references found keeps the warehouse joinable without pulling a whole directory. Where the server declares
+``search-type`` for the type and the granted scopes allow search, ids are asked for ``ID_BATCH`` at a time with
+``_id=a,b,c`` (one request instead of one per id); any id the search did not return is then read on its own, so
+a server that ignores the list, hides a match or refuses the search costs requests, never data, and a missing
+target is still told apart (``not_found``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from connectors.budgets import step_budget
+from connectors.errors import (
+    EhrSyncError,
+    EhrUnreachableError,
+    FhirError,
+    FhirGoneError,
+    FhirNotFoundError,
+    FhirUnauthorizedError,
+    NeedsReauthError,
+    SearchIncompleteError,
+)
+from connectors.fhir import FhirClient
+from connectors.fhir.capability import declared_interactions
+from engine import cursors
+from engine.environment import ConnectionInfo, SyncEnvironment
+from engine.reports import TypeReport
+from warehouse import LandingWriter, LandingZone, Warehouse
+from warehouse.errors import WarehouseError
+
+REFERENCED_TYPES = ("Practitioner", "Organization", "Location", "Medication")
+ID_BATCH = 50  # ids per `_id` search: ~2 KB of query string, under every server's URL limit
+# A search refused with one of these falls back to reads for the rest of the type (the server cannot do it).
+_SEARCH_UNSUPPORTED = frozenset({400, 403, 404, 405, 422, 501})
+
+_REF = re.compile(
+    r"^(?:(?P<base>.+)/)?(?P<type>"
+    + "|".join(REFERENCED_TYPES)
+    + r")/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$"
+)
+_log = logging.getLogger(__name__)
+
+
+def collect_references(resource: Any, fhir_base: str, into: set[str]) -> None:
+    """Add ``Type/id`` of every same-server reference to a referenced type found anywhere in ``resource``.
+
+    Absolute references to another server are ignored: their ids mean nothing here and the token must not
+    travel there; contained (``#x``) and ``urn:uuid`` references are ignored too.
+    """
+    base = fhir_base.rstrip("/")
+    stack = [resource]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("reference")
+            if isinstance(ref, str):
+                match = _REF.match(ref)
+                if match and (match.group("base") is None or match.group("base").rstrip("/") == base):
+                    into.add(f"{match.group('type')}/{match.group('id')}")
+            stack.extend(v for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, dict | list))
+
+
+def fetch_references(
+    env: SyncEnvironment,
+    conn: ConnectionInfo,
+    client: FhirClient,
+    wh: Warehouse,
+    run_id: str,
+    references: Iterable[str],
+) -> dict[str, TypeReport]:
+    """Read each reference once, land per type, upsert; a missing target is counted (``not_found``), not fatal.
+
+    References of a type that completed leave the queue; a type that failed keeps its references queued.
+    """
+    by_type: dict[str, list[str]] = {}
+    for ref in sorted(set(references)):
+        rtype, _, rid = ref.partition("/")
+        by_type.setdefault(rtype, []).append(rid)
+    with step_budget("reading referenced resources", env.step_budget_s):
+        return _fetch_all(env, conn, client, wh, run_id, by_type)
+
+
+def _fetch_all(
+    env: SyncEnvironment,
+    conn: ConnectionInfo,
+    client: FhirClient,
+    wh: Warehouse,
+    run_id: str,
+    by_type: dict[str, list[str]],
+) -> dict[str, TypeReport]:
+    reports: dict[str, TypeReport] = {}
+    capabilities = env.capabilities(conn, client)
+    for rtype, ids in by_type.items():
+        try:
+            batched = _can_search_by_id(conn, rtype, capabilities)
+            reports[rtype] = _fetch_type(env.zone, conn, client, wh, run_id, rtype, ids, batched=batched)
+        except (NeedsReauthError, EhrUnreachableError):
+            raise  # every further request would fail the same way: the run stops
+        except (EhrSyncError, WarehouseError, OSError) as exc:
+            logged = exc.safe_message if isinstance(exc, FhirError) else str(exc)  # no server diagnostics in logs
+            _log.warning("reading referenced %s of %s failed: %s", rtype, conn.id, logged)
+            reports[rtype] = TypeReport(rtype, error=f"{getattr(exc, 'code', type(exc).__name__)}: {exc}")
+            continue
+        cursors.dequeue_references(env.db, conn.id, {f"{rtype}/{i}" for i in ids})
+    return reports
+
+
+def _fetch_type(
+    zone: LandingZone,
+    conn: ConnectionInfo,
+    client: FhirClient,
+    wh: Warehouse,
+    run_id: str,
+    rtype: str,
+    ids: list[str],
+    *,
+    batched: bool = False,
+) -> TypeReport:
+    started = time.monotonic()
+    report = TypeReport(rtype)
+    scopes = conn.scopes
+    if scopes is not None and not scopes.allows(rtype, "read"):
+        report.skipped_reason = "scope_not_granted"
+        return report
+    source = f"{conn.fhir_base.rstrip('/')}/{rtype}"
+    with zone.writer(conn.id, rtype, run_id, source, conn.tenant_id, seq="refs") as writer:
+        found = _search_by_ids(client, rtype, ids, writer, report) if batched else set()
+        for rid in ids:
+            if rid in found:
+                continue
+            try:
+                resource = client.read(rtype, rid)
+            except (FhirNotFoundError, FhirGoneError):
+                report.not_found += 1
+                _log.info("referenced %s/%s not found on %s", rtype, rid, conn.id)
+                continue
+            report.fetched += 1
+            writer.add_resource(resource)
+    landed = writer.result
+    report.quarantined = landed.quarantined
+    report.bytes = landed.bytes
+    report.files = 1
+    stats = wh.upsert(landed)
+    report.created, report.updated, report.unchanged = stats.inserted, stats.updated, stats.unchanged
+    report.duration_s = time.monotonic() - started
+    return report
+
+
+def _can_search_by_id(conn: ConnectionInfo, rtype: str, capabilities: dict[str, Any] | None) -> bool:
+    """Search only where both sides say so: the server declares ``search-type`` and the grant allows search
+    (SMART v2 separates ``r`` from ``s``). Without a CapabilityStatement, read one by one as before."""
+    if capabilities is None or "search-type" not in declared_interactions(capabilities, rtype):
+        return False
+    return conn.scopes is None or conn.scopes.allows(rtype, "search")
+
+
+def _search_by_ids(
+    client: FhirClient, rtype: str, ids: list[str], writer: LandingWriter, report: TypeReport
+) -> set[str]:
+    """Land what ``_id`` searches return for ``ids``; returns the ids found.
+
+    Batching stops for the type when the server refuses the search or answers with resources that were not
+    asked for (it ignored ``_id`` and would page through its whole directory); a chunk stops paging at the
+    first page that brings no new id. The reads that follow fetch whatever is still missing.
+    """
+    found: set[str] = set()
+    for start in range(0, len(ids), ID_BATCH):
+        chunk = ids[start : start + ID_BATCH]
+        wanted = set(chunk)
+        try:
+            for page in client.search_pages(rtype, [("_id", ",".join(chunk))], count=len(chunk)):
+                report.pages += 1
+                matches = [r for r in page.resources if r.get("resourceType") == rtype]
+                if any(r.get("id") not in wanted for r in matches):
+                    _log.info("%s search by _id returned ids not asked for; reading one by one instead", rtype)
+                    return found
+                added = 0
+                for resource in matches:
+                    if resource["id"] not in found:
+                        found.add(resource["id"])
+                        report.fetched += 1
+                        writer.add_resource(resource)
+                        added += 1
+                if not added:
+                    break
+        except SearchIncompleteError:
+            _log.info("%s search by _id stopped early; reading the missing ones one by one", rtype)
+            continue
+        except FhirError as exc:
+            if isinstance(exc, FhirUnauthorizedError) or exc.status not in _SEARCH_UNSUPPORTED:
+                raise
+            _log.info("%s search by _id refused (HTTP %s); reading the rest one by one", rtype, exc.status)
+            break
+    return found

@@ -1,0 +1,109 @@
+"""Retries of failed syncs: each connection's failure streak from ``sync_runs`` and the backoff policy.
+
+The ``scheduled_syncs`` sensor reads the streaks each tick and hands them to ``plan_due_runs``, which asks
+for a retry once ``RetryBackoff.delay(n)`` has passed since the n-th consecutive failure ended. The policy
+comes from ``EHRSYNC_RETRY_BASE_SECONDS`` (default 300) and ``EHRSYNC_RETRY_CAP_SECONDS`` (default 21600).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, true
+
+from engine.errors import PipelineConfigurationError
+from engine.models import SyncRun
+from engine.run_outcome import CANCELED_PREFIX
+from engine.scheduling import FailureStreak, RetryBackoff
+from store import AppDatabase
+
+__all__ = [
+    "DEFAULT_BASE_S",
+    "DEFAULT_CAP_S",
+    "MAX_S",
+    "RETRY_BASE_ENV",
+    "RETRY_CAP_ENV",
+    "backoff_from_env",
+    "failure_streaks",
+    "streak_horizon",
+]
+
+RETRY_BASE_ENV = "EHRSYNC_RETRY_BASE_SECONDS"
+RETRY_CAP_ENV = "EHRSYNC_RETRY_CAP_SECONDS"
+DEFAULT_BASE_S = 300
+DEFAULT_CAP_S = 6 * 3600
+MAX_S = 7 * 24 * 3600
+
+
+def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, str(default)).strip()
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_S:
+        raise PipelineConfigurationError(f"{name}={raw!r} is not a whole number of seconds from 1 to {MAX_S}")
+    return int(raw)
+
+
+def backoff_from_env(env: Mapping[str, str] | None = None) -> RetryBackoff:
+    """The retry backoff from the environment; a malformed value raises naming the variable."""
+    env = os.environ if env is None else env
+    base = _seconds(env, RETRY_BASE_ENV, DEFAULT_BASE_S)
+    cap = _seconds(env, RETRY_CAP_ENV, max(DEFAULT_CAP_S, base))
+    if cap < base:
+        raise PipelineConfigurationError(f"{RETRY_CAP_ENV}={cap} is below {RETRY_BASE_ENV}={base}")
+    return RetryBackoff(base=timedelta(seconds=base), cap=timedelta(seconds=cap))
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+# Slack on top of the backoff schedule: a retry can wait past its backoff (a source's window, the run queue).
+STREAK_SLACK = timedelta(days=1)
+
+
+def streak_horizon(backoff: RetryBackoff) -> timedelta:
+    """How far back the scheduler reads failures: ``k`` caps plus ``STREAK_SLACK``, where ``k`` failures in a row
+    make the wait reach the cap. A streak's failures are at most a cap apart when each is retried on time, so the
+    horizon holds at least its newest ``k`` and its wait is the one an unbounded read gives (a longer streak
+    waits the cap whatever its length); a failure older than the horizon is past any backoff, and the
+    connection's regular slot (due long since) takes over."""
+    failures = 1
+    while backoff.delay(failures) < backoff.cap:
+        failures += 1
+    return backoff.cap * failures + STREAK_SLACK
+
+
+def failure_streaks(db: AppDatabase, *, since: datetime | None = None) -> dict[str, FailureStreak]:
+    """Per connection, the runs that failed after its last completed run (none: not in the result).
+
+    ``since`` bounds the read to runs created after it (the scheduler passes ``now - streak_horizon``): the
+    sensor ticks every minute, and ``sync_runs`` grows with every run ever made.
+
+    A canceled run (closed ``failed`` with ``CANCELED_PREFIX``) ends a streak like a completed one: somebody
+    stopped it on purpose. Open rows (queued, running) do not break a streak: a run in flight is the busy
+    check's business, and a dead one is closed as abandoned later. A failed row without a finish time counts
+    from its creation.
+    """
+    canceled = (SyncRun.status == "failed") & SyncRun.error.like(f"{CANCELED_PREFIX}%")
+    recent = SyncRun.created_at > since if since is not None else true()
+    succeeded = (  # a completed run ends a streak, and so does a run somebody canceled (not retried)
+        select(SyncRun.connection_id.label("cid"), func.max(SyncRun.created_at).label("ok_at"))
+        .where((SyncRun.status == "completed") | canceled, recent)
+        .group_by(SyncRun.connection_id)
+        .subquery()
+    )
+    ended = func.coalesce(SyncRun.finished_at, SyncRun.created_at)
+    query = (
+        select(SyncRun.connection_id, func.count(), func.max(ended))
+        .join(succeeded, succeeded.c.cid == SyncRun.connection_id, isouter=True)
+        .where(
+            SyncRun.status == "failed",
+            recent,
+            (succeeded.c.ok_at.is_(None)) | (SyncRun.created_at > succeeded.c.ok_at),
+        )
+        .group_by(SyncRun.connection_id)
+    )
+    with db.session() as session:
+        rows = session.execute(query).all()
+    return {str(cid): FailureStreak(int(n), _aware(last)) for cid, n, last in rows if last is not None}

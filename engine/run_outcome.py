@@ -1,0 +1,76 @@
+"""Closing a sync run: the ``sync_runs`` row and the connection's ``last_sync_at``.
+
+Steps (assets) record their own counts as they go; only the run as a whole knows whether the sync
+succeeded. A run status sensor calls this when a run ends, and ``run_sync_now`` calls it in-process;
+both may fire for one run, so it is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from engine import runs
+from store import AppDatabase
+from store.models import Connection
+
+__all__ = ["CANCELED_PREFIX", "RunTimes", "finish_sync_run"]
+
+logger = logging.getLogger(__name__)
+
+# A canceled run is closed ``failed`` with this prefix: somebody stopped it, so it is not retried.
+CANCELED_PREFIX = "canceled: "
+# Not ``abandoned``: a later run closes a row so only when its process is gone; should the run end after all
+# (Dagster says how it ended), that outcome replaces the guess and a success still stamps ``last_sync_at``.
+_CLOSED = ("completed", "failed")
+
+
+@dataclass(frozen=True)
+class RunTimes:
+    """When a Dagster run started and ended, from its run record (either may be unknown)."""
+
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+def finish_sync_run(
+    db: AppDatabase,
+    run_id: str,
+    connection_id: str,
+    *,
+    succeeded: bool,
+    error: str | None = None,
+    times: RunTimes | None = None,
+) -> bool:
+    """Close the run's ``sync_runs`` row if still open, and on success stamp ``last_sync_at``.
+
+    Returns False when there was nothing to do: a run none of whose steps started has no row, and a row
+    already closed (by the engine, as Bulk exports do, or by an earlier call) is not closed again; a row closed
+    ``abandoned`` by a later run is closed with the run's real outcome.
+    ``times`` are the run's own (Dagster's run record): the row then records when the run ended, not when
+    a sensor got round to closing it, and its duration is the run's. ``last_sync_at`` is the row's finish
+    time, so calling twice stamps the same instant; it moves only on success (a failure is retried, see
+    ``engine.retries``).
+    """
+    record = runs.get(db, run_id)
+    if record is None:
+        return False
+    changed = False
+    if record.status not in _CLOSED:
+        at = times or RunTimes()
+        if succeeded:
+            runs.complete(db, run_id, started_at=at.started_at, finished_at=at.finished_at)
+        else:
+            runs.fail(db, run_id, error or "run failed", started_at=at.started_at, finished_at=at.finished_at)
+        changed = True
+        record = runs.get(db, run_id) or record
+    if succeeded and record.status == "completed" and record.finished_at is not None:
+        with db.locked_session() as session:  # read-modify-write: hold the write lock from the read (SQLite)
+            conn = session.get(Connection, connection_id)
+            if conn is not None and conn.last_sync_at != record.finished_at:
+                conn.last_sync_at = record.finished_at
+                session.commit()
+                changed = True
+    logger.info("sync run %s of connection %s closed as %s", run_id, connection_id, record.status)
+    return changed

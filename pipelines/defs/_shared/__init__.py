@@ -1,0 +1,1 @@
+"""Dagster helpers the domains share: the connections partitions, report metadata, run control."""

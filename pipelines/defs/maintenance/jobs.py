@@ -1,0 +1,104 @@
+"""Weekly deletion reconciliation (BDX-31): REST search never reports deletes, so compare id lists.
+
+Patient connections only: Bulk connections learn deletions from the export's ``deleted`` files.
+"""
+
+from datetime import UTC, datetime
+
+from dagster import (
+    AssetMaterialization,
+    DefaultScheduleStatus,
+    Definitions,
+    MetadataValue,
+    OpExecutionContext,
+    Output,
+    RunRequest,
+    ScheduleEvaluationContext,
+    in_process_executor,
+    job,
+    op,
+    schedule,
+)
+
+from engine import PATIENT_TYPES, reconcile_deletes
+from engine.connection_snapshots import read_connections
+from engine.run_tags import run_tags
+from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME, connections_partitions
+from pipelines.defs.sync.type_assets import warehouse_key
+from pipelines.resources import (
+    AppDatabaseResource,
+    EhrHttpResource,
+    LandingZoneResource,
+    WarehouseResource,
+    sync_environment,
+)
+
+__all__ = ["RECONCILE_JOB", "defs", "reconcile_deletes_job", "weekly_reconcile_schedule"]
+
+RECONCILE_JOB = "reconcile_deletes"
+
+
+@op(description="Tombstone warehouse rows whose ids the EHR no longer lists, type by type.")
+def reconcile_connection(
+    context: OpExecutionContext,
+    app_db: AppDatabaseResource,
+    landing: LandingZoneResource,
+    warehouse: WarehouseResource,
+    ehr_http: EhrHttpResource,
+) -> Output[dict[str, int]]:
+    connection_id = context.partition_key
+    deleted: dict[str, int] = {}
+    with sync_environment(app_db, landing, warehouse, ehr_http) as env:
+        for resource_type in PATIENT_TYPES:
+            count = reconcile_deletes(env, connection_id, resource_type, run_id=context.run_id)
+            deleted[resource_type] = count
+            if count:
+                context.log_event(
+                    AssetMaterialization(
+                        asset_key=warehouse_key(resource_type),
+                        partition=connection_id,
+                        description="Rows tombstoned by deletion reconciliation (BDX-31).",
+                        metadata={"deleted": MetadataValue.int(count), "step": MetadataValue.text("reconcile")},
+                    )
+                )
+    context.log.info("reconciled %s: %d rows tombstoned", connection_id, sum(deleted.values()))
+    return Output(deleted, metadata={"deleted": MetadataValue.json(deleted)})
+
+
+@job(
+    name=RECONCILE_JOB,
+    partitions_def=connections_partitions,
+    executor_def=in_process_executor,
+    description="Deletion reconciliation of one patient connection (BDX-31).",
+)
+def reconcile_deletes_job() -> None:
+    reconcile_connection()
+
+
+@schedule(
+    name="weekly_reconcile_deletes",
+    cron_schedule="0 3 * * 0",
+    job=reconcile_deletes_job,
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Sunday 03:00 UTC: one reconciliation run per active patient connection.",
+)
+def weekly_reconcile_schedule(context: ScheduleEvaluationContext, app_db: AppDatabaseResource) -> list[RunRequest]:
+    keys = set(context.instance.get_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME))
+    tick = context.scheduled_execution_time or datetime.now(UTC)
+    with app_db.open() as db:
+        connections = read_connections(db)
+    return [
+        RunRequest(
+            run_key=f"reconcile:{conn.id}:{tick.astimezone(UTC):%Y%m%d}",
+            partition_key=conn.id,
+            tags=run_tags(
+                connection_id=conn.id, tenant_id=conn.tenant_id, source=conn.provider_id, trigger="reconcile"
+            ),
+        )
+        for conn in connections
+        if conn.syncable and not conn.is_bulk and conn.id in keys
+    ]
+
+
+defs = Definitions(jobs=[reconcile_deletes_job], schedules=[weekly_reconcile_schedule])

@@ -1,0 +1,90 @@
+"""Scheduled incremental syncs, each connection at its own frequency and its source's window, and retries.
+
+A sensor rather than a cron schedule, because the period is per connection (1 h to 7 days, from
+``connections.sync_frequency_hours``) and the partitions are dynamic. Run keys name the due slot, so
+repeated ticks never double a run; a connection with a run already queued or running is left alone (checked
+for the due connections only, after the plan). Failures are read back ``streak_horizon`` only (``engine.retries``).
+It ticks every minute so a failed sync (its first one too) is retried after its backoff (``engine.retries``),
+within minutes rather than at the next slot; each failure is retried once (the run key names it).
+"""
+
+from datetime import UTC, datetime
+
+import orjson
+from dagster import (
+    DefaultSensorStatus,
+    Definitions,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    sensor,
+)
+
+from engine.connection_snapshots import read_connections
+from engine.planning import DueRun, drop_busy, plan_due_runs
+from engine.retries import failure_streaks, streak_horizon
+from engine.run_tags import run_tags
+from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME
+from pipelines.defs._shared.run_control import busy_among
+from pipelines.defs.bulk.assets import BULK_EXPORT_JOB, bulk_export_job
+from pipelines.defs.sync.jobs import INCREMENTAL_SYNC_JOB, incremental_sync_job
+from pipelines.resources import AppDatabaseResource, RetryPolicyResource, SyncPolicyResource
+
+__all__ = ["SCHEDULE_INTERVAL_S", "defs", "scheduled_syncs_sensor", "tick_cursor"]
+
+SCHEDULE_INTERVAL_S = 60
+
+
+def tick_cursor(evaluated_at: datetime, requested: int, retries: int = 0) -> str:
+    """The cursor: when the sensor last looked and how many runs (retries among them) it asked for (in the UI)."""
+    return orjson.dumps({"evaluated_at": evaluated_at.isoformat(), "requested": requested, "retries": retries}).decode()
+
+
+def _request(due: DueRun) -> RunRequest:
+    conn = due.connection
+    return RunRequest(
+        run_key=due.run_key,
+        job_name=BULK_EXPORT_JOB if conn.is_bulk else INCREMENTAL_SYNC_JOB,
+        partition_key=conn.id,
+        tags=run_tags(
+            connection_id=conn.id,
+            tenant_id=conn.tenant_id,
+            source=conn.provider_id,
+            trigger="retry" if due.retry else "schedule",
+        ),
+    )
+
+
+@sensor(
+    name="scheduled_syncs",
+    minimum_interval_seconds=SCHEDULE_INTERVAL_S,
+    jobs=[incremental_sync_job, bulk_export_job],
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Requests incremental syncs (Bulk exports for backend/group) for connections that are due, and "
+    "retries failed syncs with backoff.",
+)
+def scheduled_syncs_sensor(
+    context: SensorEvaluationContext,
+    app_db: AppDatabaseResource,
+    policy: SyncPolicyResource,
+    retry: RetryPolicyResource,
+) -> SensorResult:
+    now = datetime.now(UTC)
+    backoff = retry.backoff()
+    keys = set(context.instance.get_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME))
+    with app_db.open() as db:
+        connections = read_connections(db)
+        streaks = failure_streaks(db, since=now - streak_horizon(backoff))
+    # Which connections are due first; then whether those few have a run queued or in progress.
+    candidates, tally = plan_due_runs(
+        now, connections, partition_keys=keys, busy=set(), windows=policy.windows(), failures=streaks, backoff=backoff
+    )
+    due = drop_busy(candidates, busy_among(context.instance, {d.connection.id for d in candidates}), tally)
+    retries = sum(1 for d in due if d.retry)
+    context.log.info(
+        "scheduled syncs: %d due (%d retries); not requested: %s", len(due), retries, dict(sorted(tally.items()))
+    )
+    return SensorResult(run_requests=[_request(d) for d in due], cursor=tick_cursor(now, len(due), retries))
+
+
+defs = Definitions(sensors=[scheduled_syncs_sensor])

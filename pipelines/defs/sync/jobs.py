@@ -1,0 +1,94 @@
+"""Incremental REST sync of patient connections: the per-type assets, their jobs and run bookkeeping."""
+
+from dagster import (
+    AssetSelection,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    Definitions,
+    RunStatusSensorContext,
+    RunStatusSensorDefinition,
+    define_asset_job,
+    in_process_executor,
+    run_status_sensor,
+)
+
+from engine import PATIENT_TYPES
+from engine.run_outcome import CANCELED_PREFIX, finish_sync_run
+from engine.run_tags import CONNECTION_TAG
+from pipelines.defs._shared.run_control import run_times
+from pipelines.defs.sync.reference_assets import build_reference_assets
+from pipelines.defs.sync.type_assets import LANDING_GROUP, WAREHOUSE_GROUP, build_type_assets, landing_op_name
+from pipelines.resources import AppDatabaseResource
+
+__all__ = [
+    "FULL_RESYNC_JOB",
+    "INCREMENTAL_SYNC_JOB",
+    "defs",
+    "full_resync_job",
+    "incremental_sync_job",
+    "sync_run_ended",
+]
+
+INCREMENTAL_SYNC_JOB = "incremental_sync"
+FULL_RESYNC_JOB = "full_resync"
+
+type_assets = [*build_type_assets(PATIENT_TYPES), build_reference_assets()]
+_all_types = AssetSelection.groups(LANDING_GROUP, WAREHOUSE_GROUP)
+
+# In-process: steps share one process (DuckDB takes one writer at a time) and skip a Python start per step.
+incremental_sync_job = define_asset_job(
+    INCREMENTAL_SYNC_JOB,
+    selection=_all_types,
+    executor_def=in_process_executor,
+    description="Every resource type changed since each type's high-water mark, landed then upserted.",
+)
+
+full_resync_job = define_asset_job(
+    FULL_RESYNC_JOB,
+    selection=_all_types,
+    executor_def=in_process_executor,
+    config={"ops": {landing_op_name(t): {"config": {"full": True}} for t in PATIENT_TYPES}},
+    description="Every resource type in full, ignoring high-water marks (first sync, or after a data problem).",
+)
+
+_ENDED = {
+    DagsterRunStatus.SUCCESS: (True, None),
+    DagsterRunStatus.FAILURE: (False, "run failed"),
+    DagsterRunStatus.CANCELED: (False, "run canceled"),
+}
+
+
+def _make_run_ended_sensor(status: DagsterRunStatus) -> RunStatusSensorDefinition:
+    succeeded, error = _ENDED[status]
+
+    @run_status_sensor(
+        name=f"sync_run_{status.value.lower()}",
+        run_status=status,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=f"Records {status.value.lower()} ehrsync runs in sync_runs (and last_sync_at on success).",
+    )
+    def _ended(context: RunStatusSensorContext, app_db: AppDatabaseResource) -> None:
+        run = context.dagster_run
+        connection_id = run.tags.get(CONNECTION_TAG) or run.tags.get("dagster/partition")
+        if not connection_id:
+            return
+        # Dagster's run-end message names the failed steps; it carries no tokens or resource content.
+        reason = (context.dagster_event.message or error) if not succeeded else None
+        if status is DagsterRunStatus.CANCELED:  # a deliberate stop: marked so that it is not retried
+            reason = f"{CANCELED_PREFIX}{reason}"
+        times = run_times(context.instance, run.run_id)  # the run's own end, not this tick's
+        with app_db.open() as db:
+            finish_sync_run(
+                db, run.run_id, connection_id, succeeded=succeeded, error=reason and reason[:500], times=times
+            )
+
+    return _ended
+
+
+sync_run_ended = [_make_run_ended_sensor(s) for s in _ENDED]
+
+defs = Definitions(
+    assets=type_assets,
+    jobs=[incremental_sync_job, full_resync_job],
+    sensors=sync_run_ended,
+)

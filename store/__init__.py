@@ -1,0 +1,38 @@
+"""App database and token vault (plain Python: no FastAPI, no Dagster).
+
+Public API: ``AppDatabase``, ``TokenCipher``, ``TokenVault``, ``OAuthStateStore``, ``rotate_keys``,
+``refresh_idle_grants`` and the models in ``store.models``. See docs/ARCHITECTURE.md.
+"""
+
+from store._grants import RetryPolicy
+from store._refresh import RefreshLockTimeoutError
+from store.audit import record_audit
+from store.crypto import CipherError, TokenCipher
+from store.database import AppDatabase
+from store.keepalive import KeepaliveReport, refresh_idle_grants
+from store.keyrotation import rotate_keys
+from store.provider_configs import client_auth_from_config, load_provider_config, save_provider_config
+from store.states import ConsumedState, InvalidStateError, OAuthStateStore
+from store.vault import TokenInfo, TokenVault, UnknownConnectionError, VaultTokenSource
+
+__all__ = [
+    "AppDatabase",
+    "CipherError",
+    "ConsumedState",
+    "InvalidStateError",
+    "KeepaliveReport",
+    "OAuthStateStore",
+    "RefreshLockTimeoutError",
+    "RetryPolicy",
+    "TokenCipher",
+    "TokenInfo",
+    "TokenVault",
+    "UnknownConnectionError",
+    "VaultTokenSource",
+    "client_auth_from_config",
+    "load_provider_config",
+    "record_audit",
+    "refresh_idle_grants",
+    "rotate_keys",
+    "save_provider_config",
+]

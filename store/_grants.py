@@ -1,0 +1,103 @@
+"""What the vault needs to talk to a connection's token server: endpoints, client auth, retries."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import httpx
+from sqlalchemy.orm import Session
+
+from connectors.errors import ConfigurationError, TemporarilyUnavailableError, TransportError
+from connectors.smart import ClientAuth, DiscoveryCache, SmartConfiguration, discover
+from store.crypto import TokenCipher
+from store.models import Connection
+from store.provider_configs import client_auth_from_config, load_provider_config
+
+__all__ = ["ClientAuthResolver", "GrantContext", "RetryPolicy", "with_retry"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ClientAuthResolver = Callable[[Session, Connection], ClientAuth]
+TRANSIENT = (TransportError, TemporarilyUnavailableError)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with full jitter for 5xx/network failures (SAL-25, §8)."""
+
+    attempts: int = 3
+    base_delay_s: float = 0.5
+    max_delay_s: float = 8.0
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0, min(self.max_delay_s, self.base_delay_s * (2**attempt)))
+
+
+def with_retry(call: Callable[[], T], policy: RetryPolicy, sleep: Callable[[float], None], what: str) -> T:
+    """Run ``call``; retry transient failures with backoff; re-raise the last one when attempts run out."""
+    for attempt in range(policy.attempts):
+        try:
+            return call()
+        except TRANSIENT as exc:
+            if attempt + 1 >= policy.attempts:
+                raise
+            pause = policy.delay(attempt)
+            logger.warning("%s failed transiently (%s); retry %d in %.2fs", what, exc.code, attempt + 1, pause)
+            sleep(pause)
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+class GrantContext:
+    """Resolves the token endpoint, revocation endpoint and client auth of a connection."""
+
+    def __init__(
+        self,
+        cipher: TokenCipher,
+        http: httpx.Client,
+        *,
+        discovery_cache: DiscoveryCache,
+        resolver: ClientAuthResolver | None = None,
+        environ: Mapping[str, str] | None = None,
+        retry: RetryPolicy,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.cipher = cipher
+        self.http = http
+        self.cache = discovery_cache
+        self.resolver = resolver
+        self.environ = environ
+        self.retry = retry
+        self.sleep = sleep
+
+    def configuration(self, conn: Connection) -> SmartConfiguration:
+        return with_retry(
+            lambda: discover(conn.fhir_base, http=self.http, cache=self.cache), self.retry, self.sleep, "discovery"
+        )
+
+    def token_endpoint(self, conn: Connection) -> str:
+        return conn.token_endpoint or self.configuration(conn).token_endpoint
+
+    def client_auth(self, session: Session, conn: Connection) -> ClientAuth:
+        if self.resolver is not None:
+            return self.resolver(session, conn)
+        config = load_provider_config(session, self.cipher, conn.tenant_id, conn.provider_id)
+        return client_auth_from_config(config, client_id=conn.client_id, environ=self.environ)
+
+    def backend_scope(self, session: Session, conn: Connection) -> str:
+        if conn.granted_scopes:
+            return conn.granted_scopes
+        config = load_provider_config(session, self.cipher, conn.tenant_id, conn.provider_id)
+        scope = config.get("scope") or config.get("scopes")
+        if isinstance(scope, list):
+            scope = " ".join(str(s) for s in scope)
+        if not scope:
+            raise ConfigurationError(
+                f"backend connection {conn.id} has no granted_scopes and its provider config no 'scope'"
+            )
+        return str(scope)

@@ -1,0 +1,55 @@
+"""SQLite only: an exclusive ``flock`` per connection beside the database file serializes token refreshes."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from connectors.errors import EhrSyncError
+from store.database import AppDatabase
+
+__all__ = ["REFRESH_LOCK_TIMEOUT_S", "RefreshLockTimeoutError", "sqlite_refresh_lock"]
+
+REFRESH_LOCK_TIMEOUT_S = 300.0
+
+
+class RefreshLockTimeoutError(EhrSyncError):
+    """Another process held this connection's refresh lock for longer than a refresh can take."""
+
+    code = "refresh_lock_timeout"
+
+
+@contextlib.contextmanager
+def sqlite_refresh_lock(db: AppDatabase, connection_id: str) -> Iterator[None]:
+    """An exclusive ``flock`` per connection beside the SQLite file (every process that can open the database
+    file can open this); waits up to ``REFRESH_LOCK_TIMEOUT_S``."""
+    database = db.engine.url.database
+    assert database, "a SQLite app database is always a file (AppDatabase.from_url)"
+    folder = Path(database).with_name(Path(database).name + ".refresh-locks")
+    folder.mkdir(exist_ok=True)
+    name = hashlib.sha256(connection_id.encode()).hexdigest()[:32]
+    fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + REFRESH_LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise RefreshLockTimeoutError(
+                        f"connection {connection_id}: another process has been refreshing its token for over "
+                        f"{REFRESH_LOCK_TIMEOUT_S:.0f}s"
+                    ) from None
+                time.sleep(0.02)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

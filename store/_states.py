@@ -1,0 +1,38 @@
+"""Which connection states allow a token, and the mark that tells a re-acquired backend token (issue 10)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from connectors.errors import NeedsReauthError
+from store.errors import ClientRejectedError, TokenUndecryptableError
+from store.models import Connection, ConnectionStatus, TokenRecord
+
+__all__ = ["AFTER_401_MARK", "CLIENT_REJECTED_WINDOW", "check_status", "fresh_after_401"]
+
+#: Marks (in ``tokens.launch_context``) a backend token minted because its predecessor was refused with 401.
+AFTER_401_MARK = "ehrsync_minted_after_401"
+#: A 401 on such a token within this window means the EHR refuses the client itself (client_rejected).
+CLIENT_REJECTED_WINDOW = timedelta(minutes=5)
+
+
+def check_status(conn: Connection) -> None:
+    if conn.status == ConnectionStatus.CLIENT_REJECTED:
+        raise ClientRejectedError(
+            f"connection {conn.id} is client_rejected: the EHR refused even a fresh token; check the client "
+            "registration (client id, key/JWKS, scopes), then re-enable the connection"
+        )
+    if conn.status == ConnectionStatus.TOKEN_UNDECRYPTABLE:
+        raise TokenUndecryptableError(
+            f"connection {conn.id} is token_undecryptable: its stored token failed authentication under a "
+            "configured key (altered, or moved from another row); restore the row from a backup (the connection "
+            "is active again on its next use) or disconnect and connect again"
+        )
+    if conn.status != ConnectionStatus.ACTIVE:
+        raise NeedsReauthError(f"connection {conn.id} is {conn.status}: a person must authorize again")
+
+
+def fresh_after_401(row: TokenRecord, now: datetime) -> bool:
+    """The stored token was minted moments ago because its predecessor got a 401."""
+    minted_after_401 = bool((row.launch_context or {}).get(AFTER_401_MARK))
+    return minted_after_401 and now - row.issued_at <= CLIENT_REJECTED_WINDOW

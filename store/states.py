@@ -1,0 +1,169 @@
+"""OAuth ``state`` storage (SAL-09, SAL-13): hashed, single-use, browser-bound, 10-minute expiry."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+
+from connectors.errors import EhrSyncError
+from store.crypto import TokenCipher
+from store.database import AppDatabase
+from store.models import OAuthState, utcnow
+
+__all__ = ["DEFAULT_STATE_TTL", "ConsumedState", "InvalidStateError", "OAuthStateStore", "hash_secret"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STATE_TTL = timedelta(minutes=10)
+_VERIFIER_FIELD = "code_verifier"
+
+
+class InvalidStateError(EhrSyncError):
+    """Unknown, reused, expired or foreign-browser ``state``: answer 400 and make no token call (SAL-13)."""
+
+    code = "invalid_state"
+
+
+def hash_secret(value: str) -> str:
+    """SHA-256 hex: what is stored instead of a state or browser-session id."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ConsumedState:
+    """Everything stored with a state, the PKCE verifier decrypted (keep it in memory only)."""
+
+    tenant_id: str
+    provider_id: str
+    issuer: str
+    code_verifier: str = field(repr=False)
+    nonce: str | None
+    redirect_uri: str | None
+    redirect_target: str | None
+    launch: str | None
+    scope: str | None
+    extra: dict[str, Any]
+    created_at: datetime
+
+
+class OAuthStateStore:
+    """Creates and atomically consumes authorization states in the app database."""
+
+    def __init__(
+        self,
+        db: AppDatabase,
+        cipher: TokenCipher,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        ttl: timedelta = DEFAULT_STATE_TTL,
+    ) -> None:
+        self._db = db
+        self._cipher = cipher
+        self._clock = clock
+        self._ttl = ttl
+
+    def create(
+        self,
+        *,
+        browser_session: str,
+        tenant_id: str,
+        provider_id: str,
+        issuer: str,
+        code_verifier: str,
+        nonce: str | None = None,
+        redirect_uri: str | None = None,
+        redirect_target: str | None = None,
+        launch: str | None = None,
+        scope: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Store a new pending authorization and return the raw ``state`` (256 bits from the CSPRNG)."""
+        if not browser_session:
+            raise ValueError("browser_session must be the id from the user's session cookie")
+        state = secrets.token_urlsafe(32)
+        state_hash = hash_secret(state)
+        now = self._clock()
+        sealed = self._cipher.encrypt(
+            code_verifier, tenant_id=tenant_id, owner_id=f"state:{state_hash}", field=_VERIFIER_FIELD
+        )
+        with self._db.session() as session, session.begin():
+            session.add(
+                OAuthState(
+                    state_hash=state_hash,
+                    session_hash=hash_secret(browser_session),
+                    code_verifier_ct=sealed,
+                    key_id=self._cipher.key_id_of(sealed),
+                    nonce=nonce,
+                    issuer=issuer,
+                    tenant_id=tenant_id,
+                    provider_id=provider_id,
+                    redirect_uri=redirect_uri,
+                    redirect_target=redirect_target,
+                    launch=launch,
+                    scope=scope,
+                    extra=dict(extra or {}),
+                    created_at=now,
+                    expires_at=now + self._ttl,
+                )
+            )
+        return state
+
+    def consume(self, state: str, *, browser_session: str) -> ConsumedState:
+        """Mark the state used (exactly once, even under races) and return what was stored with it.
+
+        A state presented from another browser is burnt too: a leaked state must not stay usable.
+        """
+        if not state:
+            raise InvalidStateError("missing state parameter")
+        state_hash = hash_secret(state)
+        now = self._clock()
+        with self._db.session() as session, session.begin():
+            claimed = session.execute(
+                update(OAuthState)
+                .where(
+                    OAuthState.state_hash == state_hash,
+                    OAuthState.used_at.is_(None),
+                    OAuthState.expires_at > now,
+                )
+                .values(used_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if getattr(claimed, "rowcount", 0) != 1:
+                raise InvalidStateError("state is unknown, already used or expired")
+            row = session.scalars(select(OAuthState).where(OAuthState.state_hash == state_hash)).one()
+        # committed: the state is burnt whatever happens next, including a foreign browser session
+        if not secrets.compare_digest(row.session_hash, hash_secret(browser_session or "")):
+            logger.warning("oauth state presented from a different browser session; burnt")
+            raise InvalidStateError("state was issued to a different browser session")
+        verifier = self._cipher.decrypt(
+            row.code_verifier_ct, tenant_id=row.tenant_id, owner_id=f"state:{state_hash}", field=_VERIFIER_FIELD
+        )
+        return ConsumedState(
+            tenant_id=row.tenant_id,
+            provider_id=row.provider_id,
+            issuer=row.issuer,
+            code_verifier=verifier,
+            nonce=row.nonce,
+            redirect_uri=row.redirect_uri,
+            redirect_target=row.redirect_target,
+            launch=row.launch,
+            scope=row.scope,
+            extra=dict(row.extra or {}),
+            created_at=row.created_at,
+        )
+
+    def purge_expired(self, *, older_than: timedelta = timedelta(0)) -> int:
+        """Delete expired or used states; returns how many rows went."""
+        cutoff = self._clock() - older_than
+        with self._db.session() as session, session.begin():
+            result = session.execute(
+                delete(OAuthState).where((OAuthState.expires_at <= cutoff) | (OAuthState.used_at.is_not(None)))
+            )
+            return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,300 @@
+"""The token vault: encrypted storage plus refresh serialized per connection across processes.
+
+Refresh is serialized per connection (PostgreSQL: ``SELECT ... FOR UPDATE`` on its rows; SQLite: a file lock
+per connection, so no database-wide write lock is held during the token call, see ``_refresh``); the row is
+re-read inside the lock so a refresh another process already did is reused, and new tokens are committed
+before anyone uses them (SAL-23, SAL-24). Rotating servers (eCW) therefore
+never see a refresh token twice, and keep-original servers (Cerner) keep working without a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NoReturn, TypeVar
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from connectors.errors import EhrSyncError
+from connectors.smart import DiscoveryCache, TokenResponse, revoke_token
+from connectors.tokens import TokenSource
+from store import _refresh
+from store._grants import ClientAuthResolver, GrantContext, RetryPolicy
+from store._undecryptable import mark_undecryptable, recover_if_decryptable
+from store.audit import record_audit
+from store.crypto import TokenCipher
+from store.database import AppDatabase
+from store.errors import TokenKeyMissingError, TokenUndecryptableError
+from store.models import Connection, ConnectionKind, ConnectionStatus, TokenRecord, utcnow
+from store.tokenrows import open_field, write_tokens
+
+__all__ = ["TokenInfo", "TokenVault", "UnknownConnectionError", "VaultTokenSource"]
+
+_ADMIN_STATES = (ConnectionStatus.CLIENT_REJECTED, ConnectionStatus.TOKEN_UNDECRYPTABLE)
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+class UnknownConnectionError(EhrSyncError):
+    code = "unknown_connection"
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """Non-secret facts about a connection's stored tokens (safe to show and log)."""
+
+    connection_id: str
+    scope: str | None
+    issued_at: datetime
+    expires_at: datetime
+    has_refresh_token: bool
+    key_id: str
+    version: int
+
+
+class VaultTokenSource:
+    """``connectors.tokens.TokenSource`` backed by the vault for one connection."""
+
+    def __init__(self, vault: TokenVault, connection_id: str) -> None:
+        self._vault = vault
+        self.connection_id = connection_id
+
+    def get_token(self) -> str:
+        return self._vault.get_access_token(self.connection_id)
+
+    def refresh_after_unauthorized(self, rejected: str) -> str:
+        """After a 401: refresh once (unless another process already did) or raise ``NeedsReauthError``."""
+        return self._vault.refresh(self.connection_id, rejected=rejected)
+
+    def __repr__(self) -> str:
+        return f"VaultTokenSource(connection_id={self.connection_id!r})"
+
+
+class TokenVault:
+    """Stores, hands out and refreshes the tokens of connections."""
+
+    def __init__(
+        self,
+        db: AppDatabase,
+        cipher: TokenCipher,
+        http: httpx.Client | None = None,
+        clock: Callable[[], datetime] | None = None,
+        *,
+        discovery_cache: DiscoveryCache | None = None,
+        client_auth_resolver: ClientAuthResolver | None = None,
+        environ: Mapping[str, str] | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._db = db
+        self._cipher = cipher
+        self._owns_http = http is None
+        self._http = http or httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0))
+        self._clock = clock or utcnow
+        self._grants = GrantContext(
+            cipher,
+            self._http,
+            discovery_cache=discovery_cache or DiscoveryCache(),
+            resolver=client_auth_resolver,
+            environ=environ,
+            retry=retry or RetryPolicy(),
+            sleep=sleep,
+        )
+
+    def close(self) -> None:
+        """Close the HTTP client if the vault created it (an injected one belongs to the caller)."""
+        if self._owns_http:
+            self._http.close()
+
+    # -- storing -----------------------------------------------------------------------------------------
+    def save_token_response(self, connection_id: str, response: TokenResponse) -> None:
+        """Store a token answer (code exchange, backend mint); a missing refresh token keeps the old one."""
+        with self._db.locked_session() as session:
+            row = _refresh.lock_row(session, connection_id)
+            conn = self._connection(session, connection_id)
+            write_tokens(session, self._cipher, conn, row, response, now=self._clock())
+            record_audit(
+                session,
+                action="token.save",
+                outcome="success",
+                tenant_id=conn.tenant_id,
+                connection_id=connection_id,
+                detail={"expires_in": response.expires_in, "scope": response.scope},
+            )
+
+    # -- handing out -------------------------------------------------------------------------------------
+    def get_access_token(self, connection_id: str) -> str:
+        """A usable access token; refreshes first when < 20 % of the lifetime or < 60 s is left (SAL-23)."""
+        token = self._decrypting(connection_id, lambda: self._current_token(connection_id))
+        return token if token is not None else self.refresh(connection_id)
+
+    def _current_token(self, connection_id: str) -> str | None:
+        """The stored access token while it is fresh enough, else None (a refresh is due)."""
+        with self._db.session() as session:
+            conn = self._connection(session, connection_id)
+            _refresh.check_status(conn)
+            row = session.get(TokenRecord, connection_id)
+            if row is not None and not _refresh.needs_refresh(row, self._clock()):
+                return open_field(self._cipher, row, "access_token")
+        return None
+
+    def token_source(self, connection_id: str) -> TokenSource:
+        """What ``FhirClient``/``BulkClient`` take: refreshes near expiry and once after a 401."""
+        return VaultTokenSource(self, connection_id)
+
+    def token_info(self, connection_id: str) -> TokenInfo | None:
+        with self._db.session() as session:
+            row = session.get(TokenRecord, connection_id)
+            if row is None:
+                return None
+            return TokenInfo(
+                connection_id=connection_id,
+                scope=row.scope,
+                issued_at=row.issued_at,
+                expires_at=row.expires_at,
+                has_refresh_token=row.refresh_token_ct is not None,
+                key_id=row.key_id,
+                version=row.version,
+            )
+
+    # -- refreshing --------------------------------------------------------------------------------------
+    def refresh(self, connection_id: str, *, rejected: str | None = None, force: bool = False) -> str:
+        """Refresh under the cross-process lock unless another process already did; see module docstring."""
+        return self._decrypting(
+            connection_id,
+            lambda: _refresh.run_locked_refresh(
+                self._db, self._cipher, self._grants, connection_id, rejected=rejected, force=force, clock=self._clock
+            ),
+        )
+
+    def _decrypting(self, connection_id: str, call: Callable[[], _T]) -> _T:
+        """Run ``call``; a ``token_undecryptable`` connection whose token opens again is active again and ``call``
+        runs once more; a token failing authentication marks the connection (see ``_undecryptable``)."""
+        try:
+            return call()
+        except TokenKeyMissingError as exc:
+            self._mark_undecryptable(connection_id, exc)
+        except TokenUndecryptableError as exc:
+            if not recover_if_decryptable(self._db, self._cipher, connection_id, self._clock()):
+                self._mark_undecryptable(connection_id, exc)
+        try:
+            return call()
+        except TokenUndecryptableError as exc:
+            self._mark_undecryptable(connection_id, exc)
+
+    def _mark_undecryptable(self, connection_id: str, exc: TokenUndecryptableError) -> NoReturn:
+        """Status ``token_undecryptable`` (admin API) and an audit row, unless the key id is only missing in this
+        process (logged, status unchanged); then raise ``exc``."""
+        if isinstance(exc, TokenKeyMissingError):
+            logger.error("connection %s: key id %s is not configured in this process", connection_id, exc.key_id)
+            raise exc
+        with self._db.locked_session() as session:
+            mark_undecryptable(session, self._connection(session, connection_id), exc, self._clock())
+        raise exc
+
+    def confirm_unauthorized(self, connection_id: str) -> str:
+        """A request still got 401 after its one refresh: the current token is rejected too. A backend token
+        re-acquired moments ago because of a 401 puts the connection in ``client_rejected`` (raised)."""
+        return self.refresh(connection_id, rejected=self.get_access_token(connection_id))
+
+    def reactivate_backend(self, connection_id: str) -> str:
+        """An admin retries a ``client_rejected``/``token_undecryptable`` backend connection (after fixing the
+        registration or keys): mint a new token now; the connection is active again only if that works."""
+        with self._db.locked_session() as session:
+            conn = self._connection(session, connection_id)
+            previous = conn.status
+            if conn.kind == ConnectionKind.PATIENT or previous not in _ADMIN_STATES:
+                raise ValueError(f"connection {connection_id} is a {conn.kind} connection in state {previous}")
+            row = _refresh.lock_row(session, connection_id)
+            if row is not None and previous == ConnectionStatus.TOKEN_UNDECRYPTABLE:
+                session.delete(row)  # a backend token is disposable: a new one is minted below
+            conn.status = ConnectionStatus.ACTIVE
+        try:
+            return self.force_refresh(connection_id)
+        except EhrSyncError:
+            with self._db.locked_session() as session:
+                conn = self._connection(session, connection_id)
+                if conn.status == ConnectionStatus.ACTIVE:
+                    conn.status = previous
+            raise
+
+    def force_refresh(self, connection_id: str) -> str:
+        return self.refresh(connection_id, force=True)
+
+    # -- removing ----------------------------------------------------------------------------------------
+    def delete_tokens(self, connection_id: str) -> bool:
+        """Forget a connection's tokens locally (no server call); True when there were any."""
+        with self._db.locked_session() as session:
+            row = _refresh.lock_row(session, connection_id)
+            if row is None:
+                return False
+            session.delete(row)
+            record_audit(
+                session, action="token.delete", outcome="success", tenant_id=row.tenant_id, connection_id=connection_id
+            )
+            return True
+
+    def revoke_and_delete(self, connection_id: str) -> bool:
+        """SAL-34: revoke the refresh then the access token when the server offers revocation, then delete.
+
+        Local deletion happens whatever the server says (the user asked to disconnect); the return value
+        says whether the server confirmed both revocations.
+        """
+        with self._db.session() as session:
+            conn = self._connection(session, connection_id)
+            row = session.get(TokenRecord, connection_id)
+            revoked = False
+            if row is not None:
+                revoked = self._revoke_at_server(session, conn, row)
+        with self._db.locked_session() as session:
+            row = _refresh.lock_row(session, connection_id)
+            conn = self._connection(session, connection_id)
+            if row is not None:
+                session.delete(row)
+            conn.status = ConnectionStatus.DISCONNECTED
+            conn.updated_at = self._clock()
+            record_audit(
+                session,
+                action="token.revoke",
+                outcome="success" if revoked else "local_only",
+                tenant_id=conn.tenant_id,
+                connection_id=connection_id,
+            )
+        return revoked
+
+    def _revoke_at_server(self, session: Session, conn: Connection, row: TokenRecord) -> bool:
+        try:
+            config = self._grants.configuration(conn)
+            if not config.revocation_endpoint:
+                logger.info("connection %s: server offers no revocation endpoint", conn.id)
+                return False
+            auth = self._grants.client_auth(session, conn)
+            audience = conn.token_endpoint or config.token_endpoint
+            # refresh first: revoking it usually kills the access tokens issued from it too (SAL-34)
+            fields = [f for f in ("refresh_token", "access_token") if getattr(row, f"{f}_ct") is not None]
+            for field in fields:
+                revoke_token(
+                    config.revocation_endpoint,
+                    http=self._http,
+                    client_auth=auth,
+                    token=open_field(self._cipher, row, field),
+                    token_type_hint=field,
+                    audience=audience,
+                )
+            return True
+        except EhrSyncError as exc:
+            logger.warning("connection %s: revocation failed (%s); deleting locally", conn.id, exc.code)
+            return False
+
+    @staticmethod
+    def _connection(session: Session, connection_id: str) -> Connection:
+        conn = session.scalar(select(Connection).where(Connection.id == connection_id))
+        if conn is None:
+            raise UnknownConnectionError(f"no connection with id {connection_id!r}")
+        return conn

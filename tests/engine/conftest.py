@@ -1,0 +1,91 @@
+"""Fixtures for the sync engine tests: a sandbox per test (faults and mutations are per-server state), a shared
+HTTP client that records every request URL, and a fresh sync world (app DB, vault, landing, warehouse)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sandbox import SandboxConfig, SandboxServer
+from tests.engine.helpers import SyncWorld, make_environment
+
+
+class RequestLog:
+    """URLs the engine requested, in order (tokens travel in headers, never here)."""
+
+    def __init__(self) -> None:
+        self.urls: list[httpx.URL] = []
+        self.methods: list[str] = []
+        self.bearer: list[bool] = []
+
+    def __call__(self, request: httpx.Request) -> None:
+        self.urls.append(request.url)
+        self.methods.append(request.method)
+        self.bearer.append("authorization" in request.headers)
+
+    def paths(self, prefix: str, method: str = "GET") -> list[httpx.URL]:
+        return [u for u, m in zip(self.urls, self.methods, strict=True) if u.path.startswith(prefix) and m == method]
+
+    def with_token(self, prefix: str) -> list[bool]:
+        """For each request under ``prefix``: did it carry an Authorization header?"""
+        return [b for u, b in zip(self.urls, self.bearer, strict=True) if u.path.startswith(prefix)]
+
+    def clear(self) -> None:
+        self.urls.clear()
+        self.methods.clear()
+        self.bearer.clear()
+
+
+@pytest.fixture
+def request_log() -> RequestLog:
+    return RequestLog()
+
+
+@pytest.fixture
+def http(request_log: RequestLog) -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=30.0, event_hooks={"request": [request_log]}) as client:
+        yield client
+
+
+@pytest.fixture
+def start_sandbox() -> Iterator[Callable[..., SandboxServer]]:
+    """Start a sandbox with config overrides; every one started is stopped after the test."""
+    started: list[SandboxServer] = []
+
+    def start(**overrides: Any) -> SandboxServer:
+        server = SandboxServer(SandboxConfig(**{"patients": 2, "seed": 11, **overrides}))
+        server.__enter__()
+        started.append(server)
+        return server
+
+    yield start
+    for server in reversed(started):
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def sb(start_sandbox: Callable[..., SandboxServer]) -> SandboxServer:
+    return start_sandbox()
+
+
+@pytest.fixture
+def world(tmp_path: Path, http: httpx.Client) -> SyncWorld:
+    return make_environment(tmp_path / "world", http=http)
+
+
+@pytest.fixture(scope="module")
+def module_sandbox() -> Iterator[SandboxServer]:
+    """One sandbox per test module for tests that neither mutate data nor need start-up settings."""
+    with SandboxServer(SandboxConfig(patients=2, seed=11)) as server:
+        yield server
+
+
+@pytest.fixture
+def shared_sb(module_sandbox: SandboxServer) -> SandboxServer:
+    """The module's sandbox with no faults armed (a test's leftover faults never leak into the next)."""
+    module_sandbox.admin.clear_faults()
+    return module_sandbox

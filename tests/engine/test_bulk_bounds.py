@@ -1,0 +1,108 @@
+"""Bulk kick-off, status and cancel answers are JSON bodies bounded like FHIR REST ones (issue 10), over a real
+socket against the sandbox's body faults:
+
+- a status URL answering an endless manifest fails the run with ``response_too_large`` naming the URL and the
+  limit (EHRSYNC_MAX_RESPONSE_BYTES); the job stays ``polling`` and the next run resumes the same status URL
+  (BDX-08/09);
+- a status URL trickling its manifest fails with ``request_deadline_exceeded`` (EHRSYNC_REQUEST_DEADLINE_S),
+  the job resumable in the same way.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from connectors.bulk import BulkClient
+from connectors.fhir._bounds import BodyBounds
+from engine import run_bulk_export
+from engine.models import BulkJob
+from sandbox import SandboxServer
+from tests.engine.conftest import RequestLog
+from tests.engine.helpers import SyncWorld, add_fault, connect_backend
+
+GROUP = "grp0"
+LIMIT = 256 * 1024
+
+
+def _jobs(world: SyncWorld, connection_id: str) -> list[BulkJob]:
+    with world.env.db.session() as session:
+        rows = session.scalars(select(BulkJob).where(BulkJob.connection_id == connection_id)).all()
+        return sorted(rows, key=lambda j: j.requested_at)
+
+
+def _resumes_at_the_same_status_url(world: SyncWorld, conn: str, request_log: RequestLog, job: BulkJob) -> None:
+    request_log.clear()
+    again = run_bulk_export(world.env, conn, "resumed")
+    assert again.status == "completed", again.error
+    assert again.resumed and again.job_id == job.id
+    assert not request_log.paths(f"/fhir/Group/{GROUP}/$export"), "no second kick-off"
+    polled = {str(u) for u in request_log.paths("/bulk/status")}
+    assert polled == {job.status_url}, "the next run polls the same status URL"
+    assert len(_jobs(world, conn)) == 1
+
+
+def test_huge_manifest_fails_with_response_too_large_and_the_job_resumes_bdx08(
+    shared_sb: SandboxServer,
+    world: SyncWorld,
+    http: httpx.Client,
+    request_log: RequestLog,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EHRSYNC_MAX_RESPONSE_BYTES", str(LIMIT))
+    conn = connect_backend(world, shared_sb, http=http, group_id=GROUP)
+    add_fault(http, shared_sb, "huge_body", path="/bulk/status")  # the first poll answers a 256 MiB "manifest"
+    started = time.monotonic()
+    first = run_bulk_export(world.env, conn, "huge-manifest")
+    assert time.monotonic() - started < 20, "stopped at the limit, not after reading 256 MiB"
+    assert first.status == "failed" and first.error is not None
+    (job,) = _jobs(world, conn)
+    assert first.error.startswith(f"response_too_large: GET {job.status_url}"), first.error
+    assert f"{LIMIT}-byte response limit (EHRSYNC_MAX_RESPONSE_BYTES)" in first.error
+    assert job.status == "polling", "an oversized answer says nothing about the job: it stays resumable"
+    assert not request_log.paths("/bulk/status", method="DELETE"), "a job that may be alive is not cancelled"
+    _resumes_at_the_same_status_url(world, conn, request_log, job)
+
+
+def test_trickled_manifest_fails_with_request_deadline_and_the_job_resumes(
+    shared_sb: SandboxServer,
+    world: SyncWorld,
+    http: httpx.Client,
+    request_log: RequestLog,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EHRSYNC_REQUEST_DEADLINE_S", "1")
+    conn = connect_backend(world, shared_sb, http=http, group_id=GROUP)
+    add_fault(http, shared_sb, "trickle", path="/bulk/status", delay_s=0.2, times=None)  # every poll, one byte/0.2 s
+    started = time.monotonic()
+    try:
+        first = run_bulk_export(world.env, conn, "trickled-manifest")
+    finally:
+        shared_sb.admin.clear_faults()
+    assert time.monotonic() - started < 20, "the deadline ends the request, not the server"
+    assert first.status == "failed" and first.error is not None
+    (job,) = _jobs(world, conn)
+    assert first.error.startswith(f"request_deadline_exceeded: GET {job.status_url} was still sending after 1 s")
+    assert job.status == "polling"
+    assert not request_log.paths("/bulk/status", method="DELETE")
+    _resumes_at_the_same_status_url(world, conn, request_log, job)
+
+
+def test_bulk_client_reads_its_bounds_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built like FhirClient: EHRSYNC_MAX_RESPONSE_BYTES / EHRSYNC_REQUEST_DEADLINE_S unless given."""
+    monkeypatch.setenv("EHRSYNC_MAX_RESPONSE_BYTES", "12345")
+    monkeypatch.setenv("EHRSYNC_REQUEST_DEADLINE_S", "7")
+    client = BulkClient("https://ehr.example/fhir", None)
+    try:
+        assert (client.bounds.max_bytes, client.bounds.deadline_s) == (12345, 7.0)
+    finally:
+        client.close()
+    given = BodyBounds(10, 1.0)
+    client = BulkClient("https://ehr.example/fhir", None, bounds=given)
+    try:
+        assert client.bounds is given
+    finally:
+        client.close()

@@ -1,0 +1,137 @@
+"""BDX-15: group members added after an export get their older data; leavers are counted; all resumable."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import replace
+
+import pytest
+
+from engine import cursors, run_bulk_export
+from engine.bulk_members import MEMBERS_KEY, members_stream
+from pipelines.defs._shared.metadata import bulk_report_metadata
+from tests.engine.helpers import connect_backend, make_environment
+from tests.engine.test_crash import _run_child
+
+GROUP = "grp1"  # with 4 patients: pat0 and pat2
+
+
+@pytest.fixture
+def sb4(start_sandbox):
+    return start_sandbox(patients=4)
+
+
+def _live(world, conn, rtype):
+    with world.env.warehouse() as wh:
+        return wh.live_ids(conn, rtype)
+
+
+def _sandbox_ids(sb, index, rtype):
+    return {r["id"] for r in sb.state.store.patient_resources(index, (rtype,))}
+
+
+def test_new_member_older_data_lands_removed_member_counted_rerun_idempotent_bdx15(
+    sb4, world, tmp_path, http, request_log
+):
+    conn = connect_backend(world, sb4, http=http, group_id=GROUP)
+    control = make_environment(tmp_path / "control", http=http, bulk_membership_check=False)
+    control_conn = connect_backend(control, sb4, http=http, group_id=GROUP)
+
+    first = run_bulk_export(world.env, conn, "first")
+    assert first.status == "completed", first.error
+    assert not first.membership_checked, "a first (full) export has every member's data already"
+    assert run_bulk_export(control.env, control_conn, "c-first").status == "completed"
+    assert _live(world, conn, "Patient") == {"pat0", "pat2"}
+
+    # pat1's records are stamped before 2025-06-01, long before the first export's transactionTime
+    assert sb4.admin.change_group_members(GROUP, add=["pat1"], remove=["pat2"]) == ["pat0", "pat1"]
+    observations = _sandbox_ids(sb4, 1, "Observation")
+    assert observations
+
+    controlled = run_bulk_export(control.env, control_conn, "c-second")
+    assert controlled.status == "completed", controlled.error
+    assert "pat1" not in _live(control, control_conn, "Patient"), "the _since export alone misses the new member"
+    assert not observations & _live(control, control_conn, "Observation")
+
+    request_log.clear()
+    second = run_bulk_export(world.env, conn, "second")
+    assert second.status == "completed", second.error
+    assert second.membership_checked and second.new_members == 1 and second.removed_members == 1
+    assert second.since == first.transaction_time
+    assert _live(world, conn, "Patient") == {"pat0", "pat1", "pat2"}, "leavers keep their data"
+    assert observations <= _live(world, conn, "Observation")
+    assert second.types["Observation"].created == len(observations)
+    ids_export = [u for u in request_log.paths(f"/fhir/Group/{GROUP}/$export") if "_elements" in u.params]
+    assert ids_export and ids_export[0].params["_elements"] == "id" and "_since" not in ids_export[0].params
+    assert len(request_log.paths(f"/fhir/Group/{GROUP}/$export", method="POST")) == 1
+    meta = bulk_report_metadata(second)
+    assert meta["new_members"].value == 1 and meta["removed_members"].value == 1
+    stored = cursors.get_data(world.env.db, conn, members_stream(GROUP), MEMBERS_KEY)
+    assert stored == {"members": ["pat0", "pat1"], "removed": ["pat2"]}
+    mark = cursors.get_mark(world.env.db, conn, cursors.bulk_stream("group", GROUP), "*")
+    assert mark == second.transaction_time, "the main _since is the main export's transactionTime (BDX-14)"
+
+    request_log.clear()
+    third = run_bulk_export(world.env, conn, "third")
+    assert third.status == "completed", third.error
+    assert third.membership_checked and third.new_members == 0 and third.removed_members == 0
+    assert sum(r.created + r.updated for r in third.types.values()) == 0
+    assert not request_log.paths(f"/fhir/Group/{GROUP}/$export", method="POST")
+
+
+def test_member_returning_after_leaving_is_exported_again_bdx15(sb4, world, http):
+    conn = connect_backend(world, sb4, http=http, group_id=GROUP)
+    assert run_bulk_export(world.env, conn, "first").status == "completed"
+    sb4.admin.change_group_members(GROUP, remove=["pat2"])
+    left = run_bulk_export(world.env, conn, "left")
+    assert (left.new_members, left.removed_members) == (0, 1)
+    sb4.admin.change_group_members(GROUP, add=["pat2"])
+    back = run_bulk_export(world.env, conn, "back")
+    assert back.status == "completed", back.error
+    assert (back.new_members, back.removed_members) == (1, 0)
+    stored = cursors.get_data(world.env.db, conn, members_stream(GROUP), MEMBERS_KEY)
+    assert stored == {"members": ["pat0", "pat2"], "removed": []}
+
+
+def test_membership_check_can_be_turned_off_bdx15(sb4, world, http, request_log):
+    conn = connect_backend(world, sb4, http=http, group_id=GROUP)
+    env = replace(world.env, bulk_membership_check=False)
+    assert run_bulk_export(env, conn, "first").status == "completed"
+    sb4.admin.change_group_members(GROUP, add=["pat1"])
+    report = run_bulk_export(env, conn, "second")
+    assert report.status == "completed" and not report.membership_checked and report.new_members == 0
+    assert not [u for u in request_log.paths("/fhir/Group") if "_elements" in u.params]
+
+
+# Killed after the new-members export was kicked off (3rd kick-off of the run: main, ids, members) and after
+# it completed: the rerun resumes or repeats the step and ends with the member's data and the stored set.
+@pytest.mark.parametrize("crash_at", ["bulk.kicked_off:3", "bulk.file_upserted:2"])
+def test_killed_membership_step_resumes_bdx15(sb4, tmp_path, http, crash_at):
+    root = tmp_path / "crashy"
+    world = make_environment(root, http=http)
+    conn = connect_backend(world, sb4, http=http, group_id=GROUP)
+    assert run_bulk_export(world.env, conn, "first").status == "completed"
+    sb4.admin.change_group_members(GROUP, add=["pat1"])
+
+    killed = _run_child(root, world, conn, "bulk", crash_at, "killed")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    report = run_bulk_export(world.env, conn, "resumed")
+    assert report.status == "completed", report.error
+    assert report.new_members == 1
+    assert _sandbox_ids(sb4, 1, "Observation") <= _live(world, conn, "Observation")
+    stored = cursors.get_data(world.env.db, conn, members_stream(GROUP), MEMBERS_KEY)
+    assert stored is not None and stored["members"] == ["pat0", "pat1", "pat2"]
+    again = run_bulk_export(world.env, conn, "again")
+    assert (again.new_members, again.removed_members) == (0, 0)
+
+
+def test_no_membership_check_without_patient_scope_bdx15(sb4, world, http, request_log):
+    """A grant without Patient read would have the id export refused on every run: the step is skipped."""
+    scope = "system/Observation.rs system/Condition.rs"
+    conn = connect_backend(world, sb4, http=http, group_id=GROUP, scope=scope)
+    assert run_bulk_export(world.env, conn, "first", types=["Observation"]).status == "completed"
+    sb4.admin.change_group_members(GROUP, add=["pat1"])
+    report = run_bulk_export(world.env, conn, "second", types=["Observation"])
+    assert report.status == "completed", report.error
+    assert not report.membership_checked
+    assert not [u for u in request_log.paths("/fhir/Group") if "_elements" in u.params]

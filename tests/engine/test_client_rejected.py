@@ -1,0 +1,74 @@
+"""A backend/group connection whose re-acquired token the EHR refuses too is ``client_rejected`` in the same run
+(issue 10), against the sandbox over real sockets.
+
+The connectors refresh a token once on 401; a second 401 raises FhirUnauthorizedError. The engine then asks
+the vault to confirm (``vault.confirm_unauthorized``), which marks the connection ``client_rejected`` and stops
+the run with a message saying to check the client registration, instead of failing the request as a plain
+``fhir_unauthorized`` and leaving the connection ``active`` until its next request.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from engine import run_bulk_export, runs, sync_connection
+from engine.errors import ConnectionNotSyncableError
+from sandbox import SandboxServer
+from store.models import Connection
+from tests.engine.helpers import SyncWorld, add_fault, connect_backend, sandbox_patients
+
+GROUP = "grp0"
+
+
+def _status(world: SyncWorld, connection_id: str) -> str:
+    with world.env.db.session() as session:
+        row = session.get(Connection, connection_id)
+        assert row is not None
+        return str(row.status)
+
+
+@pytest.mark.parametrize("path", ["/fhir/Group", "/bulk/status", "/bulk/files"], ids=["kickoff", "poll", "download"])
+def test_bulk_request_refused_after_token_reacquisition_marks_client_rejected(
+    shared_sb: SandboxServer, world: SyncWorld, http: httpx.Client, path: str
+) -> None:
+    conn = connect_backend(world, shared_sb, http=http, group_id=GROUP)
+    assert run_bulk_export(world.env, conn, "healthy").status == "completed"
+    # the EHR now refuses every token of this client (registration revoked, key or scopes changed, ...)
+    add_fault(http, shared_sb, "expired_token", path=path, times=None)
+    try:
+        report = run_bulk_export(world.env, conn, "rejected")
+    finally:
+        shared_sb.admin.clear_faults()
+    assert report.status == "failed" and report.error is not None
+    assert report.error.startswith("client_rejected: "), report.error
+    assert "check the client registration" in report.error
+    assert _status(world, conn) == "client_rejected", "marked in the run that saw the second 401"
+    run = runs.require(world.env.db, "rejected")
+    assert run.status == "failed" and "check the client registration" in (run.error or "")
+
+    with pytest.raises(ConnectionNotSyncableError, match="is client_rejected, not active"):
+        run_bulk_export(world.env, conn, "still-rejected")  # the state answers: no token call, no request
+
+
+def test_rest_request_refused_after_token_reacquisition_marks_client_rejected(
+    shared_sb: SandboxServer, world: SyncWorld, http: httpx.Client
+) -> None:
+    """The REST engine's path: a backend connection syncing one patient's record."""
+    conn = connect_backend(world, shared_sb, http=http)
+    with world.env.db.session() as session:
+        row = session.get(Connection, conn)
+        assert row is not None
+        row.patient_id = sandbox_patients(http, shared_sb)[0]
+        session.commit()
+    assert sync_connection(world.env, conn, resource_types=["Patient"]).status == "completed"
+    add_fault(http, shared_sb, "expired_token", path="/fhir/Patient", times=None)
+    try:
+        report = sync_connection(world.env, conn, resource_types=["Patient", "Condition"])
+    finally:
+        shared_sb.admin.clear_faults()
+    assert report.status == "failed" and report.needs_reauth
+    assert report.error is not None and report.error.startswith("client_rejected: "), report.error
+    assert "check the client registration" in report.error
+    assert "Condition" not in report.types, "the run stops: every further request would be refused too"
+    assert _status(world, conn) == "client_rejected"

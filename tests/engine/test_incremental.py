@@ -1,0 +1,156 @@
+"""Incremental REST sync of patient connections against the sandbox over a real socket (BDX-26..33)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+import httpx
+
+from engine import SCOPE_NOT_GRANTED, cursors, reconcile_deletes, runs, sync_connection
+from engine.connection_sync import PATIENT_TYPES
+from engine.incremental import format_instant
+from tests.engine.helpers import connect_patient, content_fingerprint, make_environment, mutate
+
+
+def _live(world, connection_id):
+    with world.env.warehouse() as wh:
+        return {(r["resource_type"]): r["live"] for r in wh.summary() if r["connection_id"] == connection_id}
+
+
+def test_first_sync_lands_every_type_then_only_changes_bdx26_27_28(world, shared_sb, http, request_log):
+    sb = shared_sb
+    conn = connect_patient(world, sb, http=http)
+    first = sync_connection(world.env, conn)
+    assert first.status == "completed", first.error
+    assert first.failed_types == {}
+    assert first.types["Patient"].created == 1
+    assert first.types["Observation"].created > 0 and first.types["Observation"].pages >= 1
+    live = _live(world, conn)
+    for rtype in PATIENT_TYPES:
+        report = first.types[rtype]
+        assert report.created == live.get(rtype, 0) == report.fetched - report.quarantined, rtype
+        assert report.high_water_mark is not None
+        assert cursors.get_mark(world.env.db, conn, cursors.REST_STREAM, rtype) == report.high_water_mark
+    first_searches = request_log.paths("/fhir/Observation")
+    assert first_searches and all("_lastUpdated" not in u.params for u in first_searches)
+
+    request_log.clear()
+    second = sync_connection(world.env, conn)
+    assert second.status == "completed", second.error
+    assert all(r.created == 0 and r.updated == 0 for r in second.types.values())
+    searches = [u for u in request_log.paths("/fhir/Observation") if "patient" in u.params]
+    assert searches, "the second run must search again"
+    mark = first.types["Observation"].high_water_mark - world.env.overlap
+    assert all(u.params["_lastUpdated"].startswith("gt") for u in searches)
+    assert searches[0].params["_lastUpdated"] == "gt" + format_instant(mark)  # server mark minus overlap
+    history = runs.history(world.env.db, conn)
+    assert [r.status for r in history] == ["completed", "completed"]
+    assert history[1].counts["Observation"]["created"] == first.types["Observation"].created
+
+
+def _is_id_search(url: httpx.URL, types: Iterable[str]) -> bool:
+    return url.path.rsplit("/", 1)[1] in types and "_id" in url.params
+
+
+def test_referenced_resources_are_fetched_once_in_id_batches(world, shared_sb, http, request_log):
+    sb = shared_sb
+    conn = connect_patient(world, sb, http=http)
+    report = sync_connection(world.env, conn)
+    assert report.status == "completed", report.error
+    referenced = {t: r for t, r in report.types.items() if t in ("Practitioner", "Organization", "Location")}
+    assert referenced, "sandbox encounters reference practitioners/organizations/locations"
+    reads = [u for u in request_log.urls if u.path.split("/")[-2] in referenced]
+    searches = Counter(u.path.rsplit("/", 1)[1] for u in request_log.urls if _is_id_search(u, referenced))
+    assert reads == []  # the sandbox declares search-type and the grant has .s: one `_id` search per type
+    assert searches == dict.fromkeys(referenced, 1)
+    live = _live(world, conn)
+    for rtype, r in referenced.items():
+        assert r.fetched == live[rtype] > 0
+
+
+def test_changes_and_deletes_are_picked_up_bdx31(start_sandbox, world, http):
+    sb = start_sandbox(patients=1)
+    conn = connect_patient(world, sb, http=http)
+    assert sync_connection(world.env, conn).status == "completed"
+    before = _live(world, conn)
+    changes = mutate(http, sb, create=4, update=3, delete=3)
+    after_sync = sync_connection(world.env, conn)
+    assert after_sync.status == "completed", after_sync.error
+    created = Counter(ref.split("/")[0] for ref in changes["created"])
+    assert sum(r.created for r in after_sync.types.values()) == sum(created.values())
+    assert sum(r.updated for r in after_sync.types.values()) >= 1
+
+    deleted = Counter(ref.split("/")[0] for ref in changes["deleted"])
+    for rtype, n in deleted.items():
+        assert reconcile_deletes(world.env, conn, rtype) == n
+        assert reconcile_deletes(world.env, conn, rtype) == 0  # idempotent
+    live = _live(world, conn)
+    for rtype in set(created) | set(deleted):
+        assert live.get(rtype, 0) == before.get(rtype, 0) + created[rtype] - deleted[rtype]
+
+
+def test_type_outside_granted_scopes_is_skipped_not_failed(world, shared_sb, http):
+    sb = shared_sb
+    conn = connect_patient(world, sb, http=http, scope="launch/patient patient/Patient.rs patient/Condition.rs")
+    report = sync_connection(world.env, conn)
+    assert report.status == "completed"
+    assert report.types["Patient"].created == 1
+    assert report.types["Observation"].skipped_reason == SCOPE_NOT_GRANTED
+    assert report.types["Observation"].error is None
+    assert report.failed_types == {}
+    run = runs.require(world.env.db, report.run_id)
+    assert run.counts["Observation"]["skipped_reason"] == SCOPE_NOT_GRANTED
+
+
+def test_rerun_changes_nothing_bdx24(world, shared_sb, http):
+    sb = shared_sb
+    conn = connect_patient(world, sb, http=http)
+    assert sync_connection(world.env, conn).status == "completed"
+    with world.env.warehouse() as wh:
+        before = wh.row_fingerprint()
+    content = content_fingerprint(world.env.warehouse_target)
+    again = sync_connection(world.env, conn, full=True)
+    assert again.status == "completed"
+    assert sum(r.unchanged for r in again.types.values()) > 0
+    with world.env.warehouse() as wh:
+        assert wh.row_fingerprint() == before
+    assert content_fingerprint(world.env.warehouse_target) == content
+
+
+def test_sync_on_postgres_app_db_and_warehouse(tmp_path, shared_sb, http, postgres_url):
+    """Production runs on PostgreSQL for both stores; the engine must not depend on SQLite/DuckDB behaviour."""
+    world = make_environment(tmp_path / "pg", http=http, app_db_url=postgres_url, warehouse_target=postgres_url)
+    conn = connect_patient(world, shared_sb, http=http)
+    first = sync_connection(world.env, conn)
+    assert first.status == "completed" and first.failed_types == {}, first.error
+    live = _live(world, conn)
+    assert live["Observation"] == first.types["Observation"].created > 0
+    again = sync_connection(world.env, conn, full=True)
+    assert sum(r.created + r.updated for r in again.types.values()) == 0
+    assert [r.status for r in runs.history(world.env.db, conn)] == ["completed", "completed"]
+
+
+def test_incremental_reads_only_new_references_full_rereads_them(start_sandbox, world, http, request_log):
+    """Incremental cost follows what changed: shared resources already stored are not read again; a full sync
+    refreshes them (they change rarely and have no patient-compartment search)."""
+    sb = start_sandbox(patients=1)
+    conn = connect_patient(world, sb, http=http)
+    first = sync_connection(world.env, conn)
+    assert first.status == "completed", first.error
+    assert first.types["Practitioner"].fetched > 0
+
+    mutate(http, sb, update=3)
+    request_log.clear()
+    incremental = sync_connection(world.env, conn)
+    assert incremental.status == "completed", incremental.error
+    assert sum(r.updated for r in incremental.types.values()) >= 1
+    shared = ("Practitioner", "Organization", "Location", "Medication")
+    assert not [u for u in request_log.urls if u.path.split("/")[-2] in shared or _is_id_search(u, shared)]
+    assert all(incremental.types[t].fetched == 0 for t in shared if t in incremental.types)
+
+    request_log.clear()
+    full = sync_connection(world.env, conn, full=True)
+    assert full.status == "completed", full.error
+    assert full.types["Practitioner"].fetched == first.types["Practitioner"].fetched
+    assert [u for u in request_log.urls if _is_id_search(u, ("Practitioner",))]

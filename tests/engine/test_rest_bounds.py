@@ -1,0 +1,220 @@
+"""Incremental REST sync against servers that misbehave, over a real socket (issue 10).
+
+Searchsets that stop early (``total`` says more, no ``next``; a ``next`` that repeats) never move the mark past
+unseen data and are recovered (smaller pages, narrower ``_lastUpdated`` windows); an unreachable EHR stops the
+run at once with one line; a step over its time budget fails that type only, its mark untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from connectors.budgets import forget_unreachable
+from connectors.http import RetryPolicy
+from engine import cursors, sync_connection
+from engine.environment import load_connection
+from sandbox import SandboxServer
+from tests.engine.conftest import RequestLog
+from tests.engine.helpers import (
+    SyncWorld,
+    add_fault,
+    connect_patient,
+    connect_static,
+    content_fingerprint,
+    make_environment,
+)
+
+OBS = ["Observation"]
+
+
+def _world(tmp_path: Path, name: str, http: httpx.Client, **knobs: Any) -> SyncWorld:
+    return make_environment(tmp_path / name, http=http, page_size=5, **knobs)
+
+
+def _observations(world: SyncWorld) -> list[tuple[Any, ...]]:
+    return [row for row in content_fingerprint(world.env.warehouse_target, with_connection=False) if row[0] in OBS]
+
+
+def _clean(tmp_path: Path, sb: SandboxServer, http: httpx.Client) -> list[tuple[Any, ...]]:
+    """What a run against a well-behaved server stores."""
+    world = _world(tmp_path, "clean", http)
+    report = sync_connection(world.env, connect_patient(world, sb, http=http), resource_types=OBS)
+    assert report.status == "completed" and report.error is None
+    return _observations(world)
+
+
+def _mark(world: SyncWorld, conn: str) -> datetime | None:
+    return cursors.get_mark(world.env.db, conn, cursors.REST_STREAM, "Observation")
+
+
+@pytest.mark.parametrize("kind", ["search_no_next", "search_repeat_next"])
+def test_search_that_stops_early_once_is_recovered_in_the_same_run(
+    tmp_path: Path, shared_sb: SandboxServer, http: httpx.Client, kind: str
+) -> None:
+    clean = _clean(tmp_path, shared_sb, http)
+    assert len(clean) > 10, "needs several pages of 5"
+    world = _world(tmp_path, "faulty", http)
+    conn = connect_patient(world, shared_sb, http=http)
+    add_fault(http, shared_sb, kind, path="/fhir/Observation")
+    report = sync_connection(world.env, conn, resource_types=OBS)
+    obs = report.types["Observation"]
+    assert report.status == "completed" and report.error is None
+    assert not obs.incomplete and any("stopped early" in w or "repeated" in w for w in obs.warnings)
+    assert any(w.startswith("recovered") for w in obs.warnings), obs.warnings
+    assert _observations(world) == clean
+    assert _mark(world, conn) == obs.high_water_mark is not None
+
+
+def test_unrecoverable_early_stop_keeps_the_mark_and_the_next_run_fetches_the_rest(
+    tmp_path: Path, shared_sb: SandboxServer, http: httpx.Client
+) -> None:
+    clean = _clean(tmp_path, shared_sb, http)
+    world = _world(tmp_path, "faulty", http)
+    conn = connect_patient(world, shared_sb, http=http)
+    add_fault(http, shared_sb, "search_no_next", path="/fhir/Observation", times=None)  # every multi-page search
+    shared_sb.admin.settings(max_count=10)  # and no asking for everything in one page
+    try:
+        report = sync_connection(world.env, conn, resource_types=OBS)
+    finally:
+        shared_sb.admin.reset_settings()
+    obs = report.types["Observation"]
+    assert obs.incomplete and obs.high_water_mark is None and _mark(world, conn) is None
+    assert any(w.startswith("not recovered") for w in obs.warnings)
+    assert report.error is not None and "search_incomplete" in report.error  # the run says it, not a silent "ok"
+    assert obs.as_metadata()["incomplete"] is True and obs.as_metadata()["warnings"] == obs.warnings
+    assert len(_observations(world)) < len(clean)
+
+    shared_sb.admin.clear_faults()
+    again = sync_connection(world.env, conn, resource_types=OBS)
+    assert again.status == "completed" and again.error is None and not again.types["Observation"].incomplete
+    assert _observations(world) == clean
+    assert _mark(world, conn) is not None
+
+
+def _set_mark(world: SyncWorld, conn: str, mark: datetime) -> None:
+    with world.env.db.locked_session() as session:
+        cursors.advance(session, conn, cursors.REST_STREAM, "Observation", "test-rewind", mark)
+        session.commit()
+
+
+def test_incremental_early_stop_is_recovered_with_last_updated_windows(
+    tmp_path: Path, shared_sb: SandboxServer, http: httpx.Client, request_log: RequestLog
+) -> None:
+    clean = _clean(tmp_path, shared_sb, http)
+    world = _world(tmp_path, "faulty", http)
+    world.env.page_size = 20
+    conn = connect_patient(world, shared_sb, http=http)
+    assert sync_connection(world.env, conn, resource_types=OBS).status == "completed"
+    _set_mark(world, conn, datetime(2000, 1, 1, tzinfo=UTC))  # the next search returns everything since 2000
+    add_fault(http, shared_sb, "search_no_next", path="/fhir/Observation", times=None)  # every multi-page search
+    shared_sb.admin.settings(max_count=20)  # and no asking for everything in one page
+    request_log.clear()
+    try:
+        report = sync_connection(world.env, conn, resource_types=OBS)
+    finally:
+        shared_sb.admin.reset_settings()
+    obs = report.types["Observation"]
+    assert report.error is None and not obs.incomplete, obs.warnings
+    assert any("narrower _lastUpdated windows" in w for w in obs.warnings), obs.warnings
+    windows = [u for u in request_log.paths("/fhir/Observation") if len(u.params.get_list("_lastUpdated")) == 2]
+    assert windows and all(sorted(v[:2] for v in u.params.get_list("_lastUpdated")) == ["ge", "lt"] for u in windows)
+    assert obs.fetched == len(clean)
+    assert _mark(world, conn) == obs.high_water_mark
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_ehr_stops_the_run_within_seconds_with_one_line(
+    tmp_path: Path, http: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = f"http://127.0.0.1:{_closed_port()}"
+    world = make_environment(tmp_path / "w", http=http, retry=RetryPolicy())  # real backoff: minutes per type before
+    conn = connect_static(world, f"{base}/fhir", patient_id="p1")
+    caplog.set_level(logging.INFO)
+    started = time.monotonic()
+    try:
+        report = sync_connection(world.env, conn)
+    finally:
+        forget_unreachable(base)
+    assert time.monotonic() - started < 10
+    assert report.status == "failed" and report.types == {}
+    assert report.error is not None and report.error.startswith(f"ehr_unreachable: cannot reach the EHR at {base} ")
+    stops = [r for r in caplog.records if r.name.startswith("pipelines") and r.levelno >= logging.WARNING]
+    assert len(stops) == 1 and base in stops[0].getMessage()
+
+
+def test_step_over_its_budget_fails_that_type_and_keeps_its_mark(
+    tmp_path: Path, start_sandbox: Any, http: httpx.Client
+) -> None:
+    sb = start_sandbox(patients=1)
+    world = _world(tmp_path, "w", http, step_budget_s=1.5)
+    conn = connect_patient(world, sb, http=http)
+    add_fault(http, sb, "trickle", path="/fhir/Observation", delay_s=0.2)
+    started = time.monotonic()
+    report = sync_connection(world.env, conn, resource_types=["Patient", "Observation", "Condition"])
+    assert time.monotonic() - started < 30
+    assert report.status == "completed"
+    error = report.types["Observation"].error
+    assert error is not None and error.startswith("step_budget_exceeded: landing Observation exceeded its 1.5 s")
+    assert _mark(world, conn) is None
+    assert report.types["Patient"].error is None and report.types["Condition"].error is None
+
+
+def test_reference_search_that_stops_early_reads_the_missing_ones(
+    tmp_path: Path, start_sandbox: Any, http: httpx.Client, request_log: RequestLog
+) -> None:
+    """An ``_id`` search for referenced resources that loses its next link: the rest are read one by one."""
+    sb = start_sandbox(patients=1, max_count=1)  # every search pages one resource at a time
+    world = _world(tmp_path, "w", http)
+    conn = connect_patient(world, sb, http=http)
+    add_fault(http, sb, "search_no_next", path="/fhir/Practitioner", times=None)
+    report = sync_connection(world.env, conn, resource_types=["Encounter"])
+    practitioners = report.types["Practitioner"]
+    assert report.status == "completed" and report.error is None, report.error
+    assert practitioners.error is None and practitioners.fetched >= 2
+    reads = [u for u in request_log.paths("/fhir/Practitioner/")]
+    assert len(reads) == practitioners.fetched - 1  # the first came with the search page, the rest by read
+    assert cursors.queued_references(world.env.db, conn) == []
+
+
+def test_vendor_rate_budget_is_shared_by_every_step_of_the_process(
+    tmp_path: Path, start_sandbox: Any, http: httpx.Client
+) -> None:
+    """Dagster builds an environment per step: the vendor budget (generic: 5 calls/s) must not start afresh."""
+    sb = start_sandbox(patients=1)
+    first = _world(tmp_path, "a", http, rate_limits=True)
+    conn_id = connect_patient(first, sb, http=http)
+    conn = load_connection(first.env.db, conn_id)
+    second = make_environment(tmp_path / "b", http=http, rate_limits=True)  # the next step's environment
+    with first.env.fhir_client(conn) as client:  # one step spends the whole bucket over the socket
+        for _ in range(8):
+            client.read("Patient", str(conn.patient_id))
+    limiter = second.env.rate_limiter(conn)
+    assert limiter is not None and limiter is first.env.rate_limiter(conn)
+    assert limiter.acquire(conn.fhir_base) > 0  # the next call waits: the bucket was not refilled for the step
+
+
+def test_reference_step_has_a_time_budget_and_keeps_its_queue(
+    tmp_path: Path, start_sandbox: Any, http: httpx.Client
+) -> None:
+    sb = start_sandbox(patients=1)
+    world = _world(tmp_path, "w", http, step_budget_s=1.5)
+    conn = connect_patient(world, sb, http=http)
+    add_fault(http, sb, "trickle", path="/fhir/Practitioner", delay_s=0.2)
+    report = sync_connection(world.env, conn, resource_types=["Encounter"])
+    error = report.types["Practitioner"].error
+    assert error is not None and error.startswith("step_budget_exceeded: reading referenced resources exceeded")
+    assert report.types["Encounter"].error is None
+    assert any(ref.startswith("Practitioner/") for ref in cursors.queued_references(world.env.db, conn))

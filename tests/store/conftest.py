@@ -1,0 +1,75 @@
+"""Store fixtures: an app database on SQLite and on PostgreSQL, a cipher, and a counting token server."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from store import AppDatabase, TokenCipher
+from store.models import Connection, Tenant
+from tests.store.tokenserver import RunningTokenServer, run_token_server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'app.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[AppDatabase]:
+    database = AppDatabase.from_url(db_url)
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def key_b64() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+@pytest.fixture
+def cipher(key_b64: str) -> TokenCipher:
+    return TokenCipher.from_env({"INTEGRATIONS_TOKEN_ENC_KEY": key_b64})
+
+
+@pytest.fixture
+def token_server() -> Iterator[RunningTokenServer]:
+    with run_token_server() as server:
+        yield server
+
+
+def add_connection(
+    db: AppDatabase,
+    *,
+    fhir_base: str,
+    token_endpoint: str | None = None,
+    kind: str = "patient",
+    connection_id: str = "c1",
+    tenant_id: str = "t1",
+    scopes: str | None = None,
+) -> str:
+    with db.session() as s, s.begin():
+        if s.get(Tenant, tenant_id) is None:
+            s.add(Tenant(id=tenant_id, name=f"Practice {tenant_id}"))
+            s.flush()
+        s.add(
+            Connection(
+                id=connection_id,
+                tenant_id=tenant_id,
+                provider_id="generic",
+                kind=kind,
+                fhir_base=fhir_base,
+                issuer=fhir_base,
+                client_id="app-1",
+                token_endpoint=token_endpoint,
+                granted_scopes=scopes,
+            )
+        )
+    return connection_id

@@ -1,0 +1,83 @@
+"""App database: migrations match the models on both dialects, SQLite pragmas, URL handling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+
+from connectors.errors import ConfigurationError
+from store import AppDatabase
+from store.models import Base, Tenant
+
+OURS = {
+    "tenants",
+    "provider_configs",
+    "connections",
+    "tokens",
+    "oauth_states",
+    "audit_events",
+    "api_keys",
+    "signing_keys",
+}
+
+
+def test_migration_0001_matches_models_and_is_idempotent(db: AppDatabase) -> None:
+    db.migrate()  # second run is a no-op
+    with db.engine.connect() as conn:
+        version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+        assert version == "0004"  # 0002 (pipelines) builds on 0001; 0003 widens client_id; 0004 run owners
+        ctx = MigrationContext.configure(
+            conn,
+            opts={
+                "compare_type": True,
+                "include_name": lambda name, kind, _parent: kind != "table" or name in OURS,
+                "include_object": lambda _obj, name, kind, _reflected, _other: kind != "table" or name in OURS,
+            },
+        )
+        diffs = compare_metadata(ctx, Base.metadata)
+    if db.dialect == "sqlite":  # 0003 leaves SQLite's VARCHAR(500) alone: SQLite never enforces lengths
+        diffs = [d for d in diffs if not (isinstance(d, list) and d[0][0] == "modify_type" and d[0][3] == "client_id")]
+    assert diffs == []
+
+
+def test_timestamps_come_back_timezone_aware(db: AppDatabase) -> None:
+    with db.session() as s, s.begin():
+        s.add(Tenant(id="t1", name="T"))
+    with db.session() as s:
+        tenant = s.get(Tenant, "t1")
+        assert tenant is not None and tenant.created_at.tzinfo is not None
+
+
+def test_sqlite_wal_busy_timeout_and_foreign_keys(tmp_path: Path) -> None:
+    db = AppDatabase.from_url(f"sqlite:///{tmp_path / 'sub' / 'app.db'}")
+    assert db.dialect == "sqlite"
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    db.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite://", "SQLite file"),
+        ("sqlite:///:memory:", "SQLite file"),
+        ("mysql://u@h/db", "unsupported"),
+        ("postgresql+psycopg2://u@h/db", "psycopg 3"),
+        ("::::", "not a valid"),
+    ],
+)
+def test_bad_urls_are_configuration_errors(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        AppDatabase.from_url(url)
+
+
+def test_plain_postgresql_url_means_psycopg3() -> None:
+    db = AppDatabase.from_url("postgresql://u@127.0.0.1:1/db")
+    assert db.engine.dialect.driver == "psycopg"
+    db.dispose()

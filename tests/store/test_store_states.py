@@ -1,0 +1,102 @@
+"""OAuth state storage (SAL-09, SAL-13): hashed, single use, browser-bound, 10 minute expiry."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from store import AppDatabase, InvalidStateError, OAuthStateStore, TokenCipher
+from store.models import OAuthState
+
+VERIFIER = "v" * 64
+
+
+def create(store: OAuthStateStore, session: str = "browser-1") -> str:
+    return store.create(
+        browser_session=session,
+        tenant_id="t1",
+        provider_id="epic",
+        issuer="https://ehr.example/fhir",
+        code_verifier=VERIFIER,
+        nonce="n1",
+        redirect_uri="https://app.example/cb",
+        redirect_target="/done",
+        launch="L1",
+        scope="launch openid",
+        extra={"connection_kind": "patient"},
+    )
+
+
+def test_sal09_state_entropy_and_only_hashes_stored(db: AppDatabase, cipher: TokenCipher) -> None:
+    store = OAuthStateStore(db, cipher)
+    states = {create(store) for _ in range(5)}
+    assert len(states) == 5 and all(len(s) >= 43 for s in states)  # 32 bytes = 256 bits
+    with db.session() as s:
+        rows = list(s.scalars(select(OAuthState)))
+    dump = repr([vars(r) for r in rows])
+    assert not any(state in dump for state in states)
+    assert VERIFIER not in dump and "browser-1" not in dump
+    assert all(r.expires_at - r.created_at == timedelta(minutes=10) for r in rows)
+
+
+def test_sal13_consume_once(db: AppDatabase, cipher: TokenCipher) -> None:
+    store = OAuthStateStore(db, cipher)
+    state = create(store)
+    consumed = store.consume(state, browser_session="browser-1")
+    assert consumed.code_verifier == VERIFIER
+    assert (consumed.tenant_id, consumed.provider_id, consumed.issuer) == ("t1", "epic", "https://ehr.example/fhir")
+    assert (consumed.nonce, consumed.launch, consumed.redirect_target) == ("n1", "L1", "/done")
+    assert consumed.extra == {"connection_kind": "patient"}
+    assert VERIFIER not in repr(consumed)
+    with pytest.raises(InvalidStateError, match="already used"):
+        store.consume(state, browser_session="browser-1")
+
+
+@pytest.mark.parametrize("state", ["", "unknown-state"])
+def test_sal13_unknown_state(db: AppDatabase, cipher: TokenCipher, state: str) -> None:
+    with pytest.raises(InvalidStateError):
+        OAuthStateStore(db, cipher).consume(state, browser_session="browser-1")
+
+
+def test_sal09_expired_after_ten_minutes(db: AppDatabase, cipher: TokenCipher) -> None:
+    now = [datetime.now(UTC)]
+    store = OAuthStateStore(db, cipher, clock=lambda: now[0])
+    state = create(store)
+    now[0] += timedelta(minutes=10, seconds=1)
+    with pytest.raises(InvalidStateError, match="expired"):
+        store.consume(state, browser_session="browser-1")
+    assert store.purge_expired() == 1
+
+
+def test_sal09_bound_to_browser_session_and_burnt_on_mismatch(db: AppDatabase, cipher: TokenCipher) -> None:
+    store = OAuthStateStore(db, cipher)
+    state = create(store)
+    with pytest.raises(InvalidStateError, match="different browser"):
+        store.consume(state, browser_session="attacker")
+    with pytest.raises(InvalidStateError, match="already used"):
+        store.consume(state, browser_session="browser-1")
+
+
+def test_sal13_concurrent_consume_exactly_one_wins(db: AppDatabase, cipher: TokenCipher) -> None:
+    store = OAuthStateStore(db, cipher)
+    state = create(store)
+    wins: list[str] = []
+    losses: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def attempt() -> None:
+        barrier.wait()
+        try:
+            wins.append(store.consume(state, browser_session="browser-1").code_verifier)
+        except InvalidStateError:
+            losses.append("lost")
+
+    threads = [threading.Thread(target=attempt) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wins == [VERIFIER] and len(losses) == 3

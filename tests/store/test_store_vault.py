@@ -1,0 +1,420 @@
+"""Token vault against SQLite and PostgreSQL with a real token server (SAL-17, SAL-23..25, SAL-32, SAL-34)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from sqlalchemy import select
+
+from connectors.errors import NeedsReauthError, TemporarilyUnavailableError
+from connectors.smart import TokenResponse, parse_token_response
+from connectors.tokens import TokenSource
+from store import (
+    AppDatabase,
+    RetryPolicy,
+    TokenCipher,
+    TokenVault,
+    UnknownConnectionError,
+    _refresh_lock,
+    save_provider_config,
+)
+from store._refresh import RefreshLockTimeoutError, lock_row
+from store.models import AuditEvent, Connection, ConnectionStatus, TokenRecord
+from tests.connectors.smart.keys import pem, rsa_key
+from tests.store.conftest import add_connection
+from tests.store.tokenserver import RunningTokenServer
+from tests.store.workers import refresh_worker
+
+
+def token(
+    access: str, refresh: str | None, expires_in: int, scope: str | None = "patient/*.rs", *, left: int | None = None
+) -> TokenResponse:
+    """A parsed token answer; ``left`` seconds of lifetime remain (issued in the past) when given."""
+    body: dict[str, Any] = {"access_token": access, "token_type": "Bearer", "expires_in": expires_in}
+    if refresh:
+        body["refresh_token"] = refresh
+    if scope:
+        body["scope"] = scope
+    body["patient"] = "p-1"
+    issued = datetime.now(UTC) - timedelta(seconds=expires_in - left if left is not None else 0)
+    return parse_token_response(body, clock=lambda: issued)
+
+
+def make_vault(db: AppDatabase, cipher: TokenCipher, **kw: Any) -> TokenVault:
+    kw.setdefault("retry", RetryPolicy(attempts=3, base_delay_s=0.0))
+    kw.setdefault("sleep", lambda _s: None)
+    return TokenVault(db, cipher, httpx.Client(timeout=10), **kw)
+
+
+def seeded(db: AppDatabase, cipher: TokenCipher, server: RunningTokenServer, left: int = 30) -> TokenVault:
+    """Connection c1 with at-0/rt-0 (a 3600 s token with ``left`` seconds remaining)."""
+    add_connection(db, fhir_base=server.fhir_base)  # token endpoint found by discovery
+    server.state.valid_refresh.add("rt-0")
+    vault = make_vault(db, cipher)
+    vault.save_token_response("c1", token("at-0", "rt-0", 3600, left=left))
+    return vault
+
+
+def status(db: AppDatabase, connection_id: str = "c1") -> str:
+    with db.session() as s:
+        conn = s.get(Connection, connection_id)
+        assert conn is not None
+        return conn.status
+
+
+def test_sal17_tokens_encrypted_at_rest_with_context(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
+) -> None:
+    vault = seeded(db, cipher, token_server, left=3600)
+    with db.session() as s:
+        row = s.get(TokenRecord, "c1")
+        assert row is not None
+        stored = " ".join(str(v) for v in vars(row).values())
+        assert "at-0" not in stored and "rt-0" not in stored
+        assert row.key_id == cipher.active_kid and row.scope == "patient/*.rs"
+        assert row.launch_context["patient"] == "p-1"
+        conn = s.get(Connection, "c1")
+        assert conn is not None and conn.granted_scopes == "patient/*.rs" and conn.patient_id == "p-1"
+    assert vault.get_access_token("c1") == "at-0"
+    assert token_server.state.grants == []  # still fresh: no refresh
+
+
+def test_sal23_refresh_near_expiry_and_sal24_rotation_committed(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
+) -> None:
+    vault = seeded(db, cipher, token_server, left=30)  # < 60 s left
+    assert vault.get_access_token("c1") == "at-1"
+    assert token_server.state.count("refresh_token") == 1
+    assert token_server.state.grants[0]["form"]["client_id"] == "app-1"  # public client (SAL-27)
+    info = vault.token_info("c1")
+    assert info is not None and info.version == 2 and info.has_refresh_token
+    # a second vault (another process) sees the rotated refresh token: the server accepts it
+    other = make_vault(db, cipher)
+    assert other.force_refresh("c1") == "at-2"
+    assert token_server.state.grants[1]["form"]["refresh_token"] == "rt-1"
+
+
+def test_sal23_twenty_percent_rule(db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer) -> None:
+    now = [datetime.now(UTC)]
+    add_connection(db, fhir_base=token_server.fhir_base)
+    token_server.state.valid_refresh.add("rt-0")
+    vault = make_vault(db, cipher, clock=lambda: now[0])
+    vault.save_token_response(
+        "c1",
+        parse_token_response(
+            {"access_token": "at-0", "token_type": "Bearer", "expires_in": 3600, "refresh_token": "rt-0"},
+            clock=lambda: now[0],
+        ),
+    )
+    now[0] += timedelta(seconds=2870)  # 730 s left > 20 % of 3600
+    assert vault.get_access_token("c1") == "at-0"
+    now[0] += timedelta(seconds=20)  # 710 s left < 720 s
+    assert vault.get_access_token("c1") == "at-1"
+
+
+def test_cerner_keeps_original_refresh_token(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
+) -> None:
+    token_server.state.rotate = False
+    vault = seeded(db, cipher, token_server)
+    assert vault.force_refresh("c1") == "at-1"
+    assert vault.force_refresh("c1") == "at-2"
+    assert [g["form"]["refresh_token"] for g in token_server.state.grants] == ["rt-0", "rt-0"]
+
+
+def test_sal25_reused_refresh_token_marks_needs_reauth(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
+) -> None:
+    vault = seeded(db, cipher, token_server)
+    token_server.state.valid_refresh.clear()  # the server considers rt-0 used up (rotation reuse detection)
+    with pytest.raises(NeedsReauthError):
+        vault.get_access_token("c1")
+    assert status(db) == "needs_reauth"
+    with pytest.raises(NeedsReauthError):  # no retry loop: the server is not asked again
+        vault.get_access_token("c1")
+    assert token_server.state.count("refresh_token") == 1
+    with db.session() as s:
+        outcomes = [e.outcome for e in s.scalars(select(AuditEvent).where(AuditEvent.action == "token.refresh"))]
+    assert outcomes == ["needs_reauth"]
+
+
+def test_sal25_transient_failures_retried(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
+) -> None:
+    vault = seeded(db, cipher, token_server)
+    token_server.state.fail_next = [503, 500]
+    assert vault.get_access_token("c1") == "at-1"
+    assert len(token_server.state.grants) == 3
+
+
+def test_sal25_persistent_outage_keeps_old_token_while_valid(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
+) -> None:
+    vault = seeded(db, cipher, token_server, left=30)
+    token_server.state.fail_next = [503] * 6
+    assert vault.get_access_token("c1") == "at-0"  # still valid for ~30 s: keep using it
+    assert status(db) == "active"
+    with pytest.raises(TemporarilyUnavailableError):  # after a 401 the old token is useless
+        vault.token_source("c1").refresh_after_unauthorized("at-0")
+    assert status(db) == "active"
+    token_server.state.fail_next = []
+    assert vault.get_access_token("c1") == "at-1"  # rt-0 was kept
+
+
+def test_401_refreshes_once_and_reuses_a_newer_token(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
+) -> None:
+    vault = seeded(db, cipher, token_server, left=3600)
+    source: TokenSource = vault.token_source("c1")
+    assert source.get_token() == "at-0"
+    assert source.refresh_after_unauthorized("at-0") == "at-1"
+    assert source.refresh_after_unauthorized("at-0") == "at-1"  # stale rejection: someone already refreshed
+    assert token_server.state.count("refresh_token") == 1
+
+
+def test_no_refresh_token_needs_reauth_after_expiry(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
+) -> None:
+    add_connection(db, fhir_base=token_server.fhir_base)
+    vault = make_vault(db, cipher)
+    vault.save_token_response("c1", token("at-0", None, 3600, left=30))
+    assert vault.get_access_token("c1") == "at-0"  # cannot refresh, but still valid
+    with pytest.raises(NeedsReauthError):
+        vault.token_source("c1").refresh_after_unauthorized("at-0")
+    assert status(db) == "needs_reauth"
+    assert token_server.state.grants == []
+
+
+def test_sal32_backend_connection_mints_with_fresh_assertion(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
+) -> None:
+    add_connection(
+        db,
+        fhir_base=token_server.fhir_base,
+        token_endpoint=token_server.token_endpoint,
+        kind="backend",
+        scopes="system/*.rs",
+    )
+    with db.session() as s, s.begin():
+        save_provider_config(
+            s,
+            cipher,
+            tenant_id="t1",
+            provider_id="generic",
+            config={"auth_method": "private_key_jwt", "private_key_pem": pem(rsa_key()), "key_id": "kid-1"},
+        )
+    vault = make_vault(db, cipher)
+    assert vault.get_access_token("c1") == "at-1"
+    assert vault.get_access_token("c1") == "at-1"  # 300 s token reused until near expiry
+    assert vault.force_refresh("c1") == "at-2"
+    forms = [g["form"] for g in token_server.state.grants]
+    assert [f["grant_type"] for f in forms] == ["client_credentials", "client_credentials"]
+    assert forms[0]["scope"] == "system/*.rs"
+    claims = [jwt.decode(f["client_assertion"], options={"verify_signature": False}) for f in forms]
+    assert claims[0]["aud"] == token_server.token_endpoint and claims[0]["jti"] != claims[1]["jti"]
+    info = vault.token_info("c1")
+    assert info is not None and not info.has_refresh_token
+
+
+def test_sal34_revoke_refresh_then_access_then_delete(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
+) -> None:
+    vault = seeded(db, cipher, token_server, left=3600)
+    assert vault.revoke_and_delete("c1") is True
+    assert token_server.state.revoked == [("refresh_token", "rt-0"), ("access_token", "at-0")]
+    assert vault.token_info("c1") is None
+    assert status(db) == "disconnected"
+    with pytest.raises(NeedsReauthError):
+        vault.get_access_token("c1")
+
+
+def test_audit_events_never_hold_token_values(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
+) -> None:
+    vault = seeded(db, cipher, token_server)
+    vault.get_access_token("c1")
+    vault.revoke_and_delete("c1")
+    with db.session() as s:
+        events = list(s.scalars(select(AuditEvent)))
+    actions = [e.action for e in events]
+    assert actions == ["token.save", "token.refresh", "token.revoke"]
+    dump = repr([(e.detail, e.outcome, e.action) for e in events])
+    for secret in ("at-0", "rt-0", "at-1", "rt-1"):
+        assert secret not in dump
+
+
+def test_unknown_connection(db: AppDatabase, cipher: TokenCipher) -> None:
+    with pytest.raises(UnknownConnectionError):
+        make_vault(db, cipher).get_access_token("nope")
+
+
+def run_workers(db_url: str, key_b64: str, mode: str, workers: int = 3) -> list[tuple[str, str]]:
+    """Spawn ``workers`` processes that ask for a token at the same moment; their (status, token) answers."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(workers), ctx.Queue()
+    procs = [
+        ctx.Process(target=refresh_worker, args=(db_url, key_b64, "c1", barrier, results, mode)) for _ in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=90) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    return outcomes
+
+
+def test_sal23_one_refresh_across_processes(
+    db_url: str, db: AppDatabase, cipher: TokenCipher, key_b64: str, token_server: RunningTokenServer
+) -> None:
+    """SAL-23/24: three spawned processes find the token near expiry at once: exactly one refresh is sent."""
+    seeded(db, cipher, token_server, left=30)
+    token_server.state.delay_s = 0.3  # keep the first refresh in flight while the others arrive
+    assert run_workers(db_url, key_b64, "near_expiry") == [("ok", "at-1")] * 3
+    assert token_server.state.count("refresh_token") == 1
+    assert status(db) == "active"
+    info = make_vault(db, cipher).token_info("c1")
+    assert info is not None and info.version == 2
+
+
+def test_sal23_one_refresh_after_401_across_processes(
+    postgres_url: str, cipher: TokenCipher, key_b64: str, token_server: RunningTokenServer
+) -> None:
+    """After a 401 with the same token in three processes, one refreshes and the others reuse its result.
+
+    (The SQLite variant of this runs against the sandbox in ``test_store_sandbox``.)
+    """
+    db = AppDatabase.from_url(postgres_url)
+    db.migrate()
+    seeded(db, cipher, token_server, left=3600)
+    token_server.state.delay_s = 0.3
+    assert run_workers(postgres_url, key_b64, "after_401") == [("ok", "at-1")] * 3
+    assert token_server.state.count("refresh_token") == 1
+    db.dispose()
+
+
+def test_sal32_first_backend_mint_serialized_across_processes(
+    db_url: str, db: AppDatabase, cipher: TokenCipher, key_b64: str, token_server: RunningTokenServer
+) -> None:
+    """No tokens row yet: the connection-row lock still lets exactly one process mint (no duplicate insert)."""
+    add_connection(db, fhir_base=token_server.fhir_base, kind="backend", scopes="system/*.rs")
+    with db.session() as s, s.begin():
+        save_provider_config(
+            s,
+            cipher,
+            tenant_id="t1",
+            provider_id="generic",
+            config={"auth_method": "private_key_jwt", "private_key_pem": pem(rsa_key()), "key_id": "kid-1"},
+        )
+    token_server.state.delay_s = 0.3
+    outcomes = run_workers(db_url, key_b64, "near_expiry")
+    assert outcomes == [("ok", "at-1")] * 3, outcomes
+    assert token_server.state.count("client_credentials") == 1
+
+
+def test_a_refresh_in_flight_does_not_block_other_writers(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
+) -> None:
+    """While the token server answers one connection's refresh, the app database takes other writes: on SQLite
+    no write transaction is open across the grant (a file lock per connection serializes refreshers instead)."""
+    vault = seeded(db, cipher, token_server)
+    token_server.state.release = threading.Event()
+    results: list[str] = []
+    refresher = threading.Thread(target=lambda: results.append(vault.force_refresh("c1")))
+    refresher.start()
+    assert token_server.state.seen.wait(10), "the refresh never reached the token server"
+    add_connection(db, fhir_base=token_server.fhir_base, connection_id="c2")  # a write while the grant is open
+    token_server.state.release.set()
+    refresher.join(30)
+    assert not token_server.state.release_timed_out, "the write waited for the refresh to finish"
+    assert results == ["at-1"]
+    assert vault.token_source("c1").get_token() == "at-1"
+
+
+@pytest.mark.parametrize(
+    ("change", "server_refuses"),
+    [("disconnect", False), ("disconnect", True), ("delete_tokens", False)],
+)
+def test_rows_changed_during_a_refresh_win_over_its_answer(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer, change: str, server_refuses: bool
+) -> None:
+    """A disconnect (which revokes, so the grant may come back ``invalid_grant``) or deleted tokens during a
+    refresh: SQLite holds no lock across the grant, so the change lands first and the answer is dropped (audited
+    as ``dropped``; the caller is told to re-authorize); PostgreSQL's row lock makes the change wait for the
+    refresh instead. Either way no tokens survive, and a disconnected connection stays disconnected."""
+    vault = seeded(db, cipher, token_server)
+    token_server.state.release = threading.Event()
+    outcome: list[object] = []
+
+    def refresh() -> None:
+        try:
+            outcome.append(vault.force_refresh("c1"))
+        except NeedsReauthError as exc:
+            outcome.append(exc)
+
+    def make_change() -> None:
+        if server_refuses:
+            token_server.state.valid_refresh.discard("rt-0")  # the disconnect revoked it at the server
+        with db.locked_session() as session:
+            row = lock_row(session, "c1")
+            conn = session.get(Connection, "c1")
+            assert row is not None and conn is not None
+            session.delete(row)
+            if change == "disconnect":
+                conn.status = ConnectionStatus.DISCONNECTED
+
+    refresher = threading.Thread(target=refresh)
+    refresher.start()
+    assert token_server.state.seen.wait(10)
+    changing = threading.Thread(target=make_change)
+    changing.start()
+    if db.dialect == "sqlite":
+        changing.join(10)  # nothing holds a lock: it finishes while the grant is still open
+        assert not changing.is_alive()
+    token_server.state.release.set()
+    refresher.join(30)
+    changing.join(30)
+    assert len(outcome) == 1
+    if db.dialect == "sqlite":
+        assert isinstance(outcome[0], NeedsReauthError)
+        with db.session() as session:
+            audits = session.scalars(select(AuditEvent.outcome).where(AuditEvent.action == "token.refresh")).all()
+        assert audits[-1] == "dropped"
+    assert vault.token_info("c1") is None
+    with db.session() as session:
+        conn = session.get(Connection, "c1")
+        assert conn is not None
+        assert conn.status == (ConnectionStatus.DISCONNECTED if change == "disconnect" else ConnectionStatus.ACTIVE)
+
+
+def test_a_failing_discovery_keeps_a_still_valid_token(db: AppDatabase, cipher: TokenCipher) -> None:
+    """The token endpoint comes from discovery when not stored: a network failure there is transient like a
+    failed grant, so a token that has not expired yet is kept (and the failure audited)."""
+    add_connection(db, fhir_base="http://127.0.0.1:9/fhir")  # nothing listens on the discard port
+    vault = make_vault(db, cipher)
+    vault.save_token_response("c1", token("at-0", "rt-0", 3600, left=30))
+    assert vault.token_source("c1").get_token() == "at-0"
+    with db.session() as session:
+        audits = session.scalars(select(AuditEvent.outcome).where(AuditEvent.action == "token.refresh")).all()
+    assert audits == ["transient_failure"]
+
+
+def test_sqlite_refresh_lock_held_too_long_is_a_typed_error(
+    tmp_path: Path, cipher: TokenCipher, token_server: RunningTokenServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = AppDatabase.from_url(f"sqlite:///{tmp_path / 'app.db'}")
+    db.migrate()
+    vault = seeded(db, cipher, token_server)
+    monkeypatch.setattr(_refresh_lock, "REFRESH_LOCK_TIMEOUT_S", 0.2)
+    with _refresh_lock.sqlite_refresh_lock(db, "c1"), pytest.raises(RefreshLockTimeoutError, match="c1"):
+        vault.force_refresh("c1")  # another process is (as far as this one can tell) stuck refreshing c1
+    assert token_server.state.count("refresh_token") == 0
+    assert vault.force_refresh("c1") == "at-1"  # the lock released, the next refresh goes through
+    db.dispose()
