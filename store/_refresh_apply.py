@@ -1,0 +1,117 @@
+"""The *apply* step of a token refresh: write what it came to (tokens, status, audit row) onto the rows it read.
+
+Kept apart from the decision (``_refresh``) so each stays readable; ``lock_row`` lives here because apply is the
+step that must hold the connection's rows while it writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from connectors.errors import EhrSyncError, NeedsReauthError
+from connectors.smart import TokenResponse
+from store._states import AFTER_401_MARK
+from store.audit import record_audit
+from store.crypto import TokenCipher
+from store.models import Connection, ConnectionStatus, TokenRecord
+from store.tokenrows import open_field, write_tokens
+
+__all__ = ["RefreshOutcome", "apply_outcome", "lock_row"]
+
+logger = logging.getLogger(__name__)
+
+
+def lock_row(session: Session, connection_id: str) -> TokenRecord | None:
+    """Lock the connection row, then return its tokens row, both ``FOR UPDATE`` for this transaction.
+
+    The connection row always exists, so the lock also serializes the first token of a connection (a
+    backend mint), when there is no tokens row to lock yet. SQLite already holds the write lock.
+    """
+    session.execute(select(Connection.id).where(Connection.id == connection_id).with_for_update())
+    stmt = (
+        select(TokenRecord)
+        .where(TokenRecord.connection_id == connection_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return session.scalars(stmt).one_or_none()
+
+
+@dataclass(frozen=True)
+class RefreshOutcome:
+    """What a refresh came to: a token to hand out and/or an error to raise, plus what ``apply`` must write."""
+
+    token: str | None = None
+    error: EhrSyncError | None = None
+    response: TokenResponse | None = None  # store these tokens
+    needs_reauth: bool = False
+    new_status: str | None = None  # a status to set besides needs_reauth (client_rejected)
+    after_unauthorized: bool = False  # the grant answered a 401: the new token is marked as such
+    audit: tuple[str, dict[str, object]] | None = None  # (outcome, detail) of the token.refresh audit row
+    basis: int | None = None  # the tokens row version prepare read (None: no row); apply writes only onto it
+
+    @property
+    def writes(self) -> bool:
+        """Whether ``apply`` has anything to store (tokens, a status or an audit row)."""
+        return self.response is not None or self.needs_reauth or self.new_status is not None or self.audit is not None
+
+
+def apply_outcome(
+    session: Session, cipher: TokenCipher, connection_id: str, outcome: RefreshOutcome, clock: Callable[[], datetime]
+) -> RefreshOutcome:
+    """Write what the outcome says (tokens, needs-reauth status, audit row) in the caller's write transaction;
+    returns the outcome to report, which differs only when the connection was disconnected meanwhile."""
+    if not outcome.writes:
+        return outcome
+    row = lock_row(session, connection_id)
+    conn = session.scalar(select(Connection).where(Connection.id == connection_id))
+    if conn is None:
+        logger.info("connection %s was removed during its token refresh; nothing stored", connection_id)
+        return RefreshOutcome(error=NeedsReauthError(f"connection {connection_id} was removed during its refresh"))
+    version = row.version if row is not None else None
+    if conn.status != ConnectionStatus.ACTIVE or version != outcome.basis:
+        # SQLite: the rows changed while the grant was in flight (a disconnect, deleted tokens, a new
+        # authorization). Their change stands; this answer is dropped, and the audit says a grant happened.
+        detail = {**(outcome.audit[1] if outcome.audit else {}), "status": conn.status, "dropped": True}
+        record_audit(
+            session,
+            action="token.refresh",
+            outcome="dropped",
+            tenant_id=conn.tenant_id,
+            connection_id=conn.id,
+            detail=detail,
+        )
+        logger.info("connection %s changed during its token refresh; the answer is dropped", connection_id)
+        if conn.status == ConnectionStatus.ACTIVE and row is not None:
+            return RefreshOutcome(token=open_field(cipher, row, "access_token"))
+        return RefreshOutcome(error=NeedsReauthError(f"connection {connection_id} is {conn.status}: authorize again"))
+    now = clock()
+    detail = dict(outcome.audit[1]) if outcome.audit else {}
+    if outcome.needs_reauth:
+        conn.status = ConnectionStatus.NEEDS_REAUTH
+        conn.updated_at = now
+    if outcome.new_status is not None:
+        conn.status = outcome.new_status
+        conn.updated_at = now
+    if outcome.response is not None:
+        response = outcome.response
+        new_row = write_tokens(session, cipher, conn, row, response, now=now)
+        new_row.launch_context = {**(new_row.launch_context or {}), AFTER_401_MARK: outcome.after_unauthorized}
+        detail.update(rotated=bool(response.refresh_token), expires_in=response.expires_in, version=new_row.version)
+        logger.info("connection %s: %s grant succeeded (version %d)", conn.id, detail.get("grant"), new_row.version)
+    if outcome.audit is not None:
+        record_audit(
+            session,
+            action="token.refresh",
+            outcome=outcome.audit[0],
+            tenant_id=conn.tenant_id,
+            connection_id=conn.id,
+            detail=detail,
+        )
+    return outcome
