@@ -13,7 +13,7 @@ import shutil
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from engine import bulk_state
 from engine.bulk_special import apply_deleted, apply_error_file
 from engine.checkpoints import checkpoint
 from engine.environment import ConnectionInfo, SyncEnvironment
-from engine.landing_state import landed_from_json, landed_to_json
+from engine.handoff import landed_from_json, landed_to_json
 from engine.reports import BulkReport, TypeReport
 from warehouse import LandedFile, Warehouse, land_ndjson_file
 from warehouse.errors import WarehouseError
@@ -141,6 +141,40 @@ class _WarehouseTurn:
         self.give_back()
 
 
+@dataclass
+class _Failures:
+    """Files whose download or landing failed: the next run resumes them; the first one names the error."""
+
+    messages: list[str] = field(default_factory=list)
+    diagnostics: list[str | None] = field(default_factory=list)  # the server's: kept out of the logs
+
+    def add(self, env: SyncEnvironment, f: bulk_state.FileView, exc: Exception) -> None:
+        self.messages.append(f"{f.resource_type}: {getattr(exc, 'code', type(exc).__name__)}: {exc}")
+        self.diagnostics.append(getattr(exc, "diagnostics", None))
+        bulk_state.update_file(env.db, f.id, attempts=f.attempts + 1, error=str(exc)[:2000])
+
+    def raise_any(self, report: BulkReport) -> None:
+        if self.messages:
+            report.failed_files = len(self.messages)
+            raise BulkExportError(
+                f"{len(self.messages)} bulk file(s) failed; the next run resumes them: {self.messages[0]}",
+                diagnostics=self.diagnostics[0],
+            )
+
+
+@dataclass(frozen=True)
+class _FileRun:
+    """One pass over an export's unfinished files, with the warehouse this thread writes through."""
+
+    env: SyncEnvironment
+    conn: ConnectionInfo
+    job: bulk_state.JobView
+    run_id: str
+    report: BulkReport
+    wh: Warehouse
+    turn: _WarehouseTurn
+
+
 def process_files(
     env: SyncEnvironment,
     conn: ConnectionInfo,
@@ -156,95 +190,88 @@ def process_files(
     tmp_dir = env.zone.root / ".bulk-tmp" / job.id
     shutil.rmtree(tmp_dir, ignore_errors=True)  # leftovers of a killed run are never trusted
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    failures: list[str] = []
-    first_diagnostics: list[str | None] = []  # the first failure's server diagnostics: kept out of the logs
+    failures = _Failures()
     try:
         with env.warehouse() as wh, _WarehouseTurn(wh) as turn:
+            run = _FileRun(env, conn, job, run_id, report, wh, turn)
+            to_fetch = []
             for f in files:
                 if f.state == "landed" and f.landed_path:
                     turn.take()
-                    _upsert_output(env, wh, f, orjson.loads(f.landed_path), report)
-            to_fetch = [f for f in files if not (f.state == "landed" and f.landed_path)]
+                    _upsert_output(run, f, landed_from_json(orjson.loads(f.landed_path), f"bulk file {f.id}"))
+                else:
+                    to_fetch.append(f)
             with ThreadPoolExecutor(max_workers=env.bulk_concurrency, thread_name_prefix="bulk-sync") as pool:
                 slots = threading.BoundedSemaphore(max(1, env.bulk_landing_concurrency))
                 futures: dict[Future[FetchedFile], bulk_state.FileView] = {
                     pool.submit(fetch_file, env, conn, client, job, f, run_id, tmp_dir, slots): f for f in to_fetch
                 }
-                pending: set[Future[FetchedFile]] = set(futures)
                 try:
-                    while pending:
-                        done, pending = wait(pending, timeout=env.bulk_idle_release_s, return_when=FIRST_COMPLETED)
-                        if not done:  # downloads are slow: let other writers have the warehouse meanwhile
-                            turn.give_back()
-                            continue
-                        for future in done:
-                            f = futures[future]
-                            try:
-                                fetched = future.result()
-                            except BulkFileExpiredError as exc:
-                                raise ExportExpiredError(f"{f.resource_type} file expired: {exc}") from exc
-                            except NeedsReauthError:
-                                raise
-                            except (EhrSyncError, WarehouseError, OSError) as exc:
-                                failures.append(f"{f.resource_type}: {getattr(exc, 'code', type(exc).__name__)}: {exc}")
-                                first_diagnostics.append(getattr(exc, "diagnostics", None))
-                                bulk_state.update_file(env.db, f.id, attempts=f.attempts + 1, error=str(exc)[:2000])
-                                continue
-                            _apply(env, conn, wh, job, f, fetched, run_id, report, turn)
-                            if progress is not None:
-                                progress("bulk.file", {"job_id": job.id, "type": f.resource_type, "kind": f.kind})
+                    _apply_as_done(run, futures, failures, progress)
                 except BaseException:
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-    if failures:
-        report.failed_files = len(failures)
-        raise BulkExportError(
-            f"{len(failures)} bulk file(s) failed; the next run resumes them: {failures[0]}",
-            diagnostics=first_diagnostics[0],
-        )
+    failures.raise_any(report)
 
 
-def _apply(
-    env: SyncEnvironment,
-    conn: ConnectionInfo,
-    wh: Warehouse,
-    job: bulk_state.JobView,
-    f: bulk_state.FileView,
-    fetched: FetchedFile,
-    run_id: str,
-    report: BulkReport,
-    turn: _WarehouseTurn,
+def _apply_as_done(
+    run: _FileRun,
+    futures: dict[Future[FetchedFile], bulk_state.FileView],
+    failures: _Failures,
+    progress: Callable[[str, dict[str, Any]], None] | None,
 ) -> None:
+    """Apply each fetched file as soon as it is ready; give the warehouse back while downloads are slow."""
+    pending: set[Future[FetchedFile]] = set(futures)
+    while pending:
+        done, pending = wait(pending, timeout=run.env.bulk_idle_release_s, return_when=FIRST_COMPLETED)
+        if not done:  # downloads are slow: let other writers have the warehouse meanwhile
+            run.turn.give_back()
+            continue
+        for future in done:
+            f = futures[future]
+            try:
+                fetched = future.result()
+            except BulkFileExpiredError as exc:
+                raise ExportExpiredError(f"{f.resource_type} file expired: {exc}") from exc
+            except NeedsReauthError:
+                raise
+            except (EhrSyncError, WarehouseError, OSError) as exc:
+                failures.add(run.env, f, exc)
+                continue
+            _apply(run, f, fetched)
+            if progress is not None:
+                progress("bulk.file", {"job_id": run.job.id, "type": f.resource_type, "kind": f.kind})
+
+
+def _apply(run: _FileRun, f: bulk_state.FileView, fetched: FetchedFile) -> None:
+    env, report = run.env, run.report
     if fetched.landed is not None:
-        data = landed_to_json(fetched.landed)
         got = fetched.landed.rows + fetched.landed.quarantined
         # Fewer resources than the manifest counted, on every attempt: data is missing, so the type is held
         # incomplete like an error file's (``_since`` stays). More than counted stays a warning (servers count
         # differently).
         short = f.expected_count is not None and got < f.expected_count
         note = bulk_state.INCOMPLETE_PREFIX + f.resource_type if short else None
-        bulk_state.update_file(env.db, f.id, state="landed", landed_path=orjson.dumps(data).decode(), error=note)
+        landed_path = orjson.dumps(landed_to_json(fetched.landed)).decode()
+        bulk_state.update_file(env.db, f.id, state="landed", landed_path=landed_path, error=note)
         checkpoint("bulk.file_landed")
-        turn.take()  # after recording the landing: a lock timeout here loses no work, the next run merges it
+        run.turn.take()  # after recording the landing: a lock timeout here loses no work, the next run merges it
         if f.expected_count is not None and got != f.expected_count:
             report.count_mismatches.append(f"{f.url}: manifest count {f.expected_count}, file had {got} lines")
-        _upsert_output(env, wh, f, data, report)
+        _upsert_output(run, f, fetched.landed)
     elif fetched.path is not None and f.kind == "error":
-        turn.take()
-        apply_error_file(env, conn, wh, job, f, fetched.path, run_id, report)
+        run.turn.take()
+        apply_error_file(env, run.conn, run.wh, run.job, f, fetched.path, run.run_id, report)
     elif fetched.path is not None and f.kind == "deleted":
-        turn.take()
-        apply_deleted(env, conn, wh, job, f, fetched.path, report)
+        run.turn.take()
+        apply_deleted(env, run.conn, run.wh, run.job, f, fetched.path, report)
 
 
-def _upsert_output(
-    env: SyncEnvironment, wh: Warehouse, f: bulk_state.FileView, data: dict[str, Any], report: BulkReport
-) -> None:
-    landed = landed_from_json(data)
-    stats = wh.upsert(landed)
-    tr = report.type_report(f.resource_type)
+def _upsert_output(run: _FileRun, f: bulk_state.FileView, landed: LandedFile) -> None:
+    stats = run.wh.upsert(landed)
+    tr = run.report.type_report(f.resource_type)
     tr.absorb(
         TypeReport(
             f.resource_type,
@@ -258,6 +285,6 @@ def _upsert_output(
         )
     )
     bulk_state.update_file(
-        env.db, f.id, state="done", rows=landed.rows, bytes=landed.bytes, quarantined=landed.quarantined
+        run.env.db, f.id, state="done", rows=landed.rows, bytes=landed.bytes, quarantined=landed.quarantined
     )
     checkpoint("bulk.file_upserted")

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from engine.handoff import LandingHandoff
 from engine.models import SyncCursor, utcnow
 from store import AppDatabase
 
@@ -36,7 +37,7 @@ class Pending:
 
     run_id: str
     mark: datetime | None
-    data: dict[str, Any]
+    handoff: LandingHandoff
 
 
 def get_mark(db: AppDatabase, connection_id: str, stream: str, resource_type: str) -> datetime | None:
@@ -69,24 +70,25 @@ def set_pending(
     resource_type: str,
     run_id: str,
     mark: datetime | None,
-    data: dict[str, Any],
+    handoff: LandingHandoff,
 ) -> None:
     """Record a finished landing (replacing any older one never upserted: its data is refetched anyway)."""
     with db.locked_session() as session:
         row = _row(session, connection_id, stream, resource_type)
         row.pending_run_id = run_id
         row.pending_mark = mark
-        row.pending = data
+        row.pending = handoff.to_json()
         row.updated_at = utcnow()
         session.commit()
 
 
 def get_pending(db: AppDatabase, connection_id: str, stream: str, resource_type: str) -> Pending | None:
+    """The landing waiting for its upsert; ``HandoffError`` when its stored handoff is unreadable."""
     with db.session() as session:
         row = session.get(SyncCursor, (connection_id, stream, resource_type))
         if row is None or row.pending_run_id is None:
             return None
-        return Pending(row.pending_run_id, row.pending_mark, dict(row.pending or {}))
+        return Pending(row.pending_run_id, row.pending_mark, LandingHandoff.from_json(row.pending or {}))
 
 
 def advance(

@@ -27,6 +27,12 @@ class NothingLandedError(SyncError):
     code = "nothing_landed"
 
 
+class HandoffError(SyncError):
+    """A stored landing handoff is of an unknown version or malformed (the message names the field)."""
+
+    code = "landing_handoff_invalid"
+
+
 class PipelineConfigurationError(ConfigurationError):
     """An environment variable or setting of the Dagster layer is malformed (the message names it)."""
 

@@ -21,7 +21,7 @@ from engine.attachments import ATTACHMENT_TYPES, AttachmentRef, attachment_refs,
 from engine.checkpoints import checkpoint
 from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
 from engine.errors import ConnectionNotSyncableError, NothingLandedError
-from engine.landing_state import landed_from_json, landed_to_json
+from engine.handoff import AttachmentLink, LandingHandoff, LandingSummary
 from engine.references import collect_references
 from engine.reports import NOT_SUPPORTED, SCOPE_NOT_GRANTED, TypeReport
 from engine.runs import ensure_run, record_type_counts
@@ -124,14 +124,14 @@ def land_resource_type(
         # Recorded like a landing so the upsert step completes it uniformly; the mark stays where it was.
         report.skipped_reason = NOT_SUPPORTED if allowed else SCOPE_NOT_GRANTED
         _log.info("skipping %s for %s: %s", resource_type, connection_id, report.skipped_reason)
-        skipped: dict[str, Any] = {"files": [], "report": report.as_metadata(), "references": [], "attachments": []}
+        skipped = LandingHandoff(summary=LandingSummary.of(report))
         cursors.set_pending(env.db, connection_id, cursors.REST_STREAM, resource_type, run_id, None, skipped)
         return report
     links: list[dict[str, Any]] = []
     with env.fhir_client(conn) as client, step_budget(f"landing {resource_type}", env.step_budget_s):
         if since is not None:  # only an incremental search needs to know whether _lastUpdated works
             plans = search_plans(conn, resource_type, since, env.page_size, env.capabilities(conn, client))
-        landing = _land_with_restarts(env, conn, client, resource_type, run_id, plans, since)
+        landing = _land_with_restarts(env, _Search(conn, client, resource_type, run_id, plans, since))
         report = landing.report
         missed = 0
         if resource_type in ATTACHMENT_TYPES and landing.attachments:
@@ -142,13 +142,13 @@ def land_resource_type(
         _hold_mark(env, connection_id, resource_type, landing, full=since is None, missed_attachments=missed)
     report.high_water_mark = landing.mark
     report.duration_s = time.monotonic() - started
-    pending: dict[str, Any] = {
-        "files": [landed_to_json(f) for f in landing.files],
-        "report": report.as_metadata(),
-        "references": sorted(landing.references),
-        "attachments": links,
-    }
-    cursors.set_pending(env.db, connection_id, cursors.REST_STREAM, resource_type, run_id, landing.mark, pending)
+    handoff = LandingHandoff(
+        files=tuple(landing.files),
+        summary=LandingSummary.of(report),
+        references=tuple(sorted(landing.references)),
+        attachments=tuple(AttachmentLink.from_json(link) for link in links),
+    )
+    cursors.set_pending(env.db, connection_id, cursors.REST_STREAM, resource_type, run_id, landing.mark, handoff)
     checkpoint("rest.landed")
     return report
 
@@ -180,43 +180,42 @@ def _hold_mark(
     _log.warning("%s of %s not fully received; %s", resource_type, connection_id, kept)
 
 
-def _land_with_restarts(
-    env: SyncEnvironment,
-    conn: ConnectionInfo,
-    client: FhirClient,
-    resource_type: str,
-    run_id: str,
-    plans: list[dict[str, str]],
-    since: datetime | None,
-) -> _Landing:
+@dataclass(frozen=True)
+class _Search:
+    """The searches of one type in one run, landed together into one file."""
+
+    conn: ConnectionInfo
+    client: FhirClient
+    resource_type: str
+    run_id: str
+    plans: list[dict[str, str]]
+    since: datetime | None
+
+
+def _land_with_restarts(env: SyncEnvironment, search: _Search) -> _Landing:
     """Land all plans into one file; an expired ``next`` link discards the partial file and restarts (BDX-29)."""
     for attempt in range(1, MAX_LINK_RESTARTS + 1):
         try:
-            return _land_once(env, conn, client, resource_type, run_id, plans, since)
+            return _land_once(env, search)
         except SearchLinkExpiredError:
             if attempt == MAX_LINK_RESTARTS:
                 raise
-            _log.warning("paging link expired for %s/%s; restarting from the mark", conn.id, resource_type)
+            _log.warning(
+                "paging link expired for %s/%s; restarting from the mark", search.conn.id, search.resource_type
+            )
     raise AssertionError("unreachable")
 
 
-def _land_once(
-    env: SyncEnvironment,
-    conn: ConnectionInfo,
-    client: FhirClient,
-    resource_type: str,
-    run_id: str,
-    plans: list[dict[str, str]],
-    since: datetime | None,
-) -> _Landing:
-    landing = _Landing(TypeReport(resource_type))
+def _land_once(env: SyncEnvironment, search: _Search) -> _Landing:
+    conn, rtype = search.conn, search.resource_type
+    landing = _Landing(TypeReport(rtype))
     report = landing.report
-    source = f"{conn.fhir_base.rstrip('/')}/{resource_type}"
-    windows = since is not None and any("_lastUpdated" in plan for plan in plans)
-    with env.zone.writer(conn.id, resource_type, run_id, source, conn.tenant_id, seq="rest") as writer:
-        sink = _Sink(landing, writer, conn.fhir_base, resource_type)
-        for plan in plans:
-            if not search_with_recovery(client, resource_type, plan, sink, since if windows else None):
+    source = f"{conn.fhir_base.rstrip('/')}/{rtype}"
+    windows = search.since if any("_lastUpdated" in plan for plan in search.plans) else None
+    with env.zone.writer(conn.id, rtype, search.run_id, source, conn.tenant_id, seq="rest") as writer:
+        sink = _Sink(landing, writer, conn.fhir_base, rtype)
+        for plan in search.plans:
+            if not search_with_recovery(search.client, rtype, plan, sink, windows):
                 report.incomplete = True
     landed = writer.result
     report.quarantined = landed.quarantined
@@ -238,17 +237,10 @@ def upsert_resource_type(env: SyncEnvironment, connection_id: str, resource_type
         if cursors.last_run_id(env.db, connection_id, cursors.REST_STREAM, resource_type) == run_id:
             return TypeReport(resource_type)  # already upserted by this run: nothing left to do
         raise NothingLandedError(f"no landing of run {run_id} waits for {connection_id}/{resource_type}")
-    report = TypeReport(resource_type)
-    landed_report = pending.data.get("report") or {}
-    for key in ("fetched", "quarantined", "bytes", "pages", "files", "attachments", "attachments_failed"):
-        setattr(report, key, int(landed_report.get(key, 0)))
-    report.skipped_reason = landed_report.get("skipped_reason")
-    report.error = landed_report.get("error")  # a search that stopped early: stored what arrived, then fail
-    report.incomplete = bool(landed_report.get("incomplete", False))
-    report.warnings = [str(w) for w in landed_report.get("warnings", [])]
-    landed = [landed_from_json(item) for item in pending.data.get("files", [])]
-    landed = [f for f in landed if f.rows or f.quarantined]  # an empty page file has nothing to merge
-    links = pending.data.get("attachments", [])
+    handoff = pending.handoff
+    report = handoff.summary.report(resource_type)
+    landed = [f for f in handoff.files if f.rows or f.quarantined]  # an empty page file has nothing to merge
+    links = handoff.attachments
     if landed or links:  # nothing changed: do not even open the warehouse (most incremental types, most days)
         with env.warehouse() as wh, wh.batch():
             for file in landed:
@@ -257,21 +249,20 @@ def upsert_resource_type(env: SyncEnvironment, connection_id: str, resource_type
                 report.updated += stats.updated
                 report.unchanged += stats.unchanged
             for link in links:
-                wh.record_attachment(connection_id, link["url"], _attachment_ref(env, link))
+                wh.record_attachment(connection_id, link.url, _attachment_ref(env, link))
     checkpoint("rest.upserted")
     report.high_water_mark = pending.mark
-    report.duration_s = time.monotonic() - started + float(landed_report.get("duration_s", 0.0))
+    report.duration_s = time.monotonic() - started + handoff.summary.duration_s
     # A read-modify-write of shared rows: take the write lock before the first read (SQLite BEGIN IMMEDIATE),
     # or a writer committing in between fails this commit at once with "database is locked".
     with env.db.locked_session() as session:
         cursors.advance(session, connection_id, cursors.REST_STREAM, resource_type, run_id, pending.mark)
-        cursors.add_references(session, connection_id, list(pending.data.get("references", [])))
+        cursors.add_references(session, connection_id, list(handoff.references))
         record_type_counts(session, run_id, resource_type, report.as_metadata())
         session.commit()
     checkpoint("rest.cursor_saved")
     return report
 
 
-def _attachment_ref(env: SyncEnvironment, link: dict[str, Any]) -> StoredAttachment:
-    sha = str(link["sha256"])
-    return StoredAttachment(sha, int(link["size"]), str(link["content_type"]), env.attachments.path_for(sha))
+def _attachment_ref(env: SyncEnvironment, link: AttachmentLink) -> StoredAttachment:
+    return StoredAttachment(link.sha256, link.size, link.content_type, env.attachments.path_for(link.sha256))

@@ -18,7 +18,8 @@ from sqlalchemy import inspect
 from engine import bulk_state, cursors, runs
 from engine.environment import load_connection
 from engine.errors import ConnectionNotFoundError, ConnectionNotSyncableError
-from engine.models import SyncRun
+from engine.handoff import HandoffError, LandingHandoff
+from engine.models import SyncCursor, SyncRun
 from store import AppDatabase
 from store import database as database_module
 from store.models import Connection, ProviderConfig, Tenant
@@ -108,7 +109,7 @@ def test_abandon_stale_closes_only_older_open_runs_of_the_connection(db: AppData
 def test_cursor_moves_only_on_advance_bdx27(db: AppDatabase):
     mark = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
     assert cursors.get_mark(db, "c1", cursors.REST_STREAM, "Observation") is None
-    cursors.set_pending(db, "c1", cursors.REST_STREAM, "Observation", "r1", mark, {"files": []})
+    cursors.set_pending(db, "c1", cursors.REST_STREAM, "Observation", "r1", mark, LandingHandoff())
     assert cursors.get_mark(db, "c1", cursors.REST_STREAM, "Observation") is None  # landing alone moves nothing
     pending = cursors.get_pending(db, "c1", cursors.REST_STREAM, "Observation")
     assert pending is not None and pending.run_id == "r1" and pending.mark == mark
@@ -123,6 +124,27 @@ def test_cursor_moves_only_on_advance_bdx27(db: AppDatabase):
     assert cursors.get_mark(db, "c1", cursors.REST_STREAM, "Observation") == mark
     assert cursors.reset(db, "c1") == 1
     assert cursors.get_mark(db, "c1", cursors.REST_STREAM, "Observation") is None
+
+
+def test_pending_row_written_before_the_handoff_version_is_still_read(db: AppDatabase):
+    """A landing recorded by the engine before the handoff was typed (no ``version``) is upserted after an
+    upgrade; a row this engine cannot read fails with the typed error naming the problem."""
+    mark = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    report = {"resource_type": "Observation", "fetched": 2, "files": 1, "duration_s": 0.5}
+    old = {"files": [], "report": report, "references": ["Practitioner/p1"], "attachments": []}
+    with db.session() as session:
+        now = datetime.now(UTC)
+        session.add(SyncCursor(connection_id="c1", stream=cursors.REST_STREAM, resource_type="Observation",
+                               pending_run_id="r1", pending_mark=mark, pending=old, updated_at=now))  # fmt: skip
+        session.add(SyncCursor(connection_id="c1", stream=cursors.REST_STREAM, resource_type="Goal",
+                               pending_run_id="r1", pending={**old, "version": 9}, updated_at=now))  # fmt: skip
+        session.commit()
+    pending = cursors.get_pending(db, "c1", cursors.REST_STREAM, "Observation")
+    assert pending is not None and pending.run_id == "r1" and pending.mark == mark
+    assert pending.handoff.version == 1 and pending.handoff.references == ("Practitioner/p1",)
+    assert pending.handoff.summary.report("Observation").fetched == 2
+    with pytest.raises(HandoffError, match="landing handoff version 9 is not supported"):
+        cursors.get_pending(db, "c1", cursors.REST_STREAM, "Goal")
 
 
 def test_bulk_job_saved_before_poll_and_files_tracked_bdx08(db: AppDatabase):
