@@ -1,0 +1,72 @@
+"""What every command shares: the one-line error rule, the app database URL and the signing-key check."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import click
+
+__all__ = ["check_signing_key", "database_url", "exit_on_configuration_error", "is_verbose", "one_line"]
+
+T = TypeVar("T")
+
+
+def one_line(exc: BaseException) -> str:
+    """A single line naming the problem: typed ehrsync errors by code, anything else by type and message."""
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+    from auth_service.core.redaction import redact
+    from connectors.errors import EhrSyncError
+
+    if isinstance(exc, EhrSyncError):
+        text = f"{exc.code}: {exc.message}"
+    elif isinstance(exc, OSError) and exc.filename is not None:
+        text = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+    elif isinstance(exc, DBAPIError):  # never the statement or its parameters (they may hold ciphertext)
+        first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+        text = f"app database error ({type(exc.orig).__name__}: {first}): check DATABASE_URL"
+    elif isinstance(exc, SQLAlchemyError):
+        text = f"app database error ({type(exc).__name__}): check DATABASE_URL"
+    else:
+        detail = str(exc) or "no details"
+        text = f"{type(exc).__name__}: {detail} (run with -v for details)"
+    return redact(" ".join(text.split()))[:1000]
+
+
+def exit_on_configuration_error(action: Callable[[], T]) -> T:
+    """Run ``action``; a configuration problem ends the command with its message, never a traceback."""
+    from connectors.errors import EhrSyncError
+
+    try:
+        return action()
+    except EhrSyncError as exc:
+        raise click.ClickException(one_line(exc)) from None
+
+
+def is_verbose(ctx: click.Context) -> bool:
+    """``ehrsync -v COMMAND``: the root group's flag, which every command honours."""
+    return bool(ctx.find_root().params.get("verbose"))
+
+
+def check_signing_key() -> None:
+    """``EHR_JWT_PRIVATE_KEY`` (PEM text or a path), when set, must load before a run signs with it."""
+    import os
+
+    from auth_service.core.keys import load_private_key
+    from connectors.errors import ConfigurationError
+
+    value = os.environ.get("EHR_JWT_PRIVATE_KEY", "").strip()
+    if not value:
+        return
+    try:
+        load_private_key(value)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def database_url() -> str:
+    """The app database every ehrsync process resolves for this environment (``settings.AppSettings``)."""
+    from settings import load_app_settings
+
+    return load_app_settings().database_url

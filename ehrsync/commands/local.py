@@ -1,0 +1,51 @@
+"""``ehrsync demo`` and ``ehrsync ui``: everything on one machine over a state folder."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from ehrsync.commands.common import is_verbose
+
+__all__ = ["demo", "ui"]
+
+STATE_OPTION = click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("var/demo"),
+    show_default=True,
+    help="Folder holding the app database, landing zone, warehouse and Dagster home.",
+)
+
+
+@click.command()
+@STATE_OPTION
+@click.option("--patients", type=click.IntRange(1, 10_000), default=25, show_default=True, help="Sandbox size.")
+@click.option("--connect", type=click.IntRange(1, 25), default=3, show_default=True, help="Patients who authorize.")
+@click.option("--keep", is_flag=True, help="Keep the previous demo state instead of starting clean.")
+@click.pass_context
+def demo(ctx: click.Context, state_dir: Path, patients: int, connect: int, keep: bool) -> None:
+    """Sandbox EHR -> authorize -> sync -> Parquet -> DuckDB, then change records and sync incrementally."""
+    from ehrsync.demo import DemoError, run_demo
+
+    if not is_verbose(ctx):
+        logging.getLogger().setLevel(logging.WARNING)  # the demo prints its own progress; -v shows every log
+    try:
+        code = run_demo(state_dir, patients=patients, connect=connect, keep=keep)
+    except DemoError as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(code)
+
+
+@click.command()
+@STATE_OPTION
+@click.option("--port", type=click.IntRange(0, 65535), default=3000, show_default=True)
+def ui(state_dir: Path, port: int) -> None:
+    """Start the Dagster UI (dagster dev) over a state folder; Ctrl-C or SIGTERM stops every process it started."""
+    from ehrsync.ui import run_ui
+
+    sys.exit(run_ui(state_dir, port=port))

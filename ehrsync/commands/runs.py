@@ -1,0 +1,107 @@
+"""``ehrsync sync``, ``ehrsync reconcile`` and ``ehrsync connections``: run the pipelines' jobs now, list what runs.
+
+The jobs run in this process on the same Dagster instance the UI reads, so each run shows up there too.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from ehrsync.commands.common import check_signing_key, database_url, exit_on_configuration_error, is_verbose
+
+__all__ = ["connections", "reconcile", "sync"]
+
+VERBOSE_OPTION = click.option(
+    "-v", "--verbose", "verbose_flag", is_flag=True, help="Also show Dagster's own log (every event, DEBUG)."
+)
+
+
+def _quiet_unless(verbose: bool) -> str | None:
+    """The Dagster console level for a run: its own log only with ``--verbose``; this command prints the rest."""
+    if verbose:
+        return None
+    logging.getLogger().setLevel(logging.WARNING)  # the engine's INFO lines too: the progress lines say it
+    return "CRITICAL"
+
+
+@click.command()
+@click.argument("connection_id")
+@click.option("--full", is_flag=True, help="Full resync instead of incremental.")
+@VERBOSE_OPTION
+@click.pass_context
+def sync(ctx: click.Context, connection_id: str, full: bool, verbose_flag: bool) -> None:
+    """Sync one connection now (the same Dagster job the schedules run; visible in the UI).
+
+    Prints a line per resource type as it finishes, then a table: fetched, created, updated, unchanged and
+    quarantined per type, why a type was skipped or failed, the totals, and the run's id and status.
+    """
+    from engine.settings import PipelineSettings
+    from store import TokenCipher
+
+    # configuration first: a bad key or WAREHOUSE_URL is named before any run starts
+    TokenCipher.from_env()
+    check_signing_key()
+    settings = PipelineSettings.from_env()
+
+    from ehrsync.run_now import run_sync_now
+
+    level = _quiet_unless(verbose_flag or is_verbose(ctx))
+    result = exit_on_configuration_error(
+        lambda: run_sync_now(connection_id, full=full, settings=settings, console_log_level=level)
+    )
+    for asset, metadata in sorted(result.materializations.items()):
+        fetched = metadata.get("fetched", metadata.get("resources_fetched", ""))
+        click.echo(f"{asset:<40} {fetched}")
+    if not result.success:
+        raise click.ClickException(f"run {result.run_id} failed steps: {', '.join(result.failed_steps)}")
+    click.echo(f"run {result.run_id} succeeded")
+
+
+@click.command()
+@click.argument("connection_id")
+@VERBOSE_OPTION
+@click.pass_context
+def reconcile(ctx: click.Context, connection_id: str, verbose_flag: bool) -> None:
+    """Tombstone the rows of one patient connection whose resources the EHR no longer has (BDX-31).
+
+    The same job the weekly schedule runs, now; Bulk connections learn deletions from their exports instead.
+    """
+    from engine.settings import PipelineSettings
+    from store import TokenCipher
+
+    TokenCipher.from_env()
+    check_signing_key()
+    settings = PipelineSettings.from_env()
+
+    from ehrsync.run_now import run_reconcile_now
+
+    level = _quiet_unless(verbose_flag or is_verbose(ctx))
+    tombstoned = exit_on_configuration_error(
+        lambda: run_reconcile_now(connection_id, settings=settings, console_log_level=level)
+    )
+    click.echo(f"reconciled {connection_id}: {tombstoned} row(s) tombstoned")
+
+
+@click.group()
+def connections() -> None:
+    """Connections in the app database."""
+
+
+@connections.command("list")
+def connections_list() -> None:
+    """Every connection with its status and last sync (no tokens)."""
+    from engine.connection_snapshots import read_connections
+    from store import AppDatabase
+
+    database = AppDatabase.from_url(database_url())
+    try:
+        rows = exit_on_configuration_error(lambda: read_connections(database))
+    finally:
+        database.dispose()
+    for row in rows:
+        click.echo(
+            f"{row.id}  tenant={row.tenant_id}  provider={row.provider_id}  kind={row.kind}  "
+            f"status={row.status}  last_sync={row.last_sync_at or '-'}"
+        )
