@@ -18,7 +18,7 @@ from sandbox.bulk.writer import TypeFiles
 from sandbox.config import SandboxConfig
 from sandbox.data.ids import SHARED_TYPES
 from sandbox.data.store import DataStore
-from sandbox.fhir.access import Permission
+from sandbox.fhir.permission import Permission
 from sandbox.fhir.query import matches, subset
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,8 @@ from sandbox.bulk.jobs import Job, TooManyJobs
 from sandbox.bulk.params import Level, pairs_from_parameters, parse_export
 from sandbox.data.ids import ALL_TYPES, COMPARTMENT_TYPES
 from sandbox.data.timefmt import instant_of
-from sandbox.fhir.access import Permission, bearer, permission
+from sandbox.fhir.access import bearer
+from sandbox.fhir.permission import Permission, permission
 from sandbox.fhir.responses import FhirFailure, fhir_response, outcome_body
 from sandbox.oauth.scopes import Grant
 from sandbox.oauth.state import TokenRecord

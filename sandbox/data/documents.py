@@ -8,18 +8,10 @@ from typing import Any
 
 from sandbox.data import vocab
 from sandbox.data.pdf import text_pdf
-from sandbox.data.skeleton import Encounter, Skeleton
-from sandbox.data.timefmt import ANCHOR_TS, DAY, instant
+from sandbox.data.skeleton import Encounter, Skeleton, base_meta, updated_after
+from sandbox.data.timefmt import instant
 
 Resource = dict[str, Any]
-
-
-def _meta(ts: int) -> dict[str, str]:
-    return {"versionId": "1", "lastUpdated": instant(min(ts, ANCHOR_TS - 60))}
-
-
-def _after(rng: random.Random, enc: Encounter) -> int:
-    return enc.end + rng.randint(60, 7 * DAY)
 
 
 def _note(sk: Skeleton, rng: random.Random, enc: Encounter) -> str:
@@ -38,19 +30,19 @@ def _documents(sk: Skeleton) -> list[tuple[Resource, Resource]]:
         pdf = k % 2 == 1
         content = text_pdf(text) if pdf else text.encode()
         ctype = "application/pdf" if pdf else "text/plain"
-        ts = _after(rng, enc)
+        ts = updated_after(rng, enc)
         bin_id = f"bin{sk.index}-{k}"
         binary = {
             "resourceType": "Binary",
             "id": bin_id,
-            "meta": _meta(ts),
+            "meta": base_meta(ts),
             "contentType": ctype,
             "data": base64.b64encode(content).decode(),
         }
         doc = {
             "resourceType": "DocumentReference",
             "id": f"doc{sk.index}-{k}",
-            "meta": _meta(ts),
+            "meta": base_meta(ts),
             "status": "current",
             "docStatus": "final",
             "type": vocab.DOC_TYPE,

@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 
 from sandbox.data import vocab
-from sandbox.data.timefmt import ANCHOR_TS, DAY, YEAR
+from sandbox.data.timefmt import ANCHOR_TS, DAY, YEAR, instant
 
 N_PRACTITIONERS = 12
 N_ORGANIZATIONS = 4
@@ -52,6 +52,16 @@ class Skeleton:
     def rng(self, salt: int) -> random.Random:
         """An independent stream per (seed, patient, type) so building one type never shifts another."""
         return random.Random((self.seed * 1_000_003 + self.index) * 97 + salt)
+
+
+def base_meta(ts: int) -> dict[str, str]:
+    """Version 1 of a generated resource, last updated no later than a minute before the anchor."""
+    return {"versionId": "1", "lastUpdated": instant(min(ts, ANCHOR_TS - 60))}
+
+
+def updated_after(rng: random.Random, enc: Encounter) -> int:
+    """When a resource recorded at an encounter was last touched: a minute to a week after the visit ended."""
+    return enc.end + rng.randint(60, 7 * DAY)
 
 
 def build_skeleton(seed: int, index: int) -> Skeleton:

@@ -6,6 +6,7 @@ import base64
 import binascii
 import logging
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -16,9 +17,10 @@ from fastapi.responses import Response
 from sandbox.data.ids import ALL_TYPES
 from sandbox.data.timefmt import instant_of
 from sandbox.errors import ResourceGone, ResourceNotFound
-from sandbox.fhir.access import bearer, permission
+from sandbox.fhir.access import bearer
 from sandbox.fhir.discovery import WRITABLE
 from sandbox.fhir.paging import sign, unsign
+from sandbox.fhir.permission import permission
 from sandbox.fhir.query import parse_query, subset
 from sandbox.fhir.responses import FhirFailure, fhir_response, http_date, outcome_body
 from sandbox.fhir.search import natural_page, sorted_page
@@ -50,6 +52,40 @@ def _category_granted(tokens: list[str], filters: tuple[tuple[tuple[str, str], .
     return bool(asked & granted)
 
 
+Params = list[tuple[str, str]]
+
+
+def _search_request(st: SandboxState, request: Request, resource_type: str) -> tuple[Params, Any, bool | None]:
+    """The search's parameters, cursor and order: from the request, or from a signed paging link (``_cursor``)."""
+    token = request.query_params.get("_cursor")
+    if not token:
+        return [(k, v) for k, v in request.query_params.multi_items()], None, None
+    payload = unsign(st.page_secret, token, st.clock.timestamp())
+    if payload.get("t") != resource_type:
+        raise FhirFailure(404, "not-found", "paging link belongs to another search")
+    return [(str(k), str(v)) for k, v in payload["p"]], payload["c"], bool(payload["o"])
+
+
+def _searchset(
+    fhir_base: str, now: datetime, links: list[dict[str, str]], page: list[dict[str, Any]], elements: list[str] | None
+) -> dict[str, Any]:
+    entries = [
+        {
+            "fullUrl": f"{fhir_base}/{r['resourceType']}/{r['id']}",
+            "resource": subset(r, elements) if elements else r,
+            "search": {"mode": "match"},
+        }
+        for r in page
+    ]
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "meta": {"lastUpdated": instant_of(now)},
+        "link": links,
+        "entry": entries,
+    }
+
+
 @router.get("/fhir/{resource_type}", response_model=None)
 def search(resource_type: str, request: Request) -> Response:
     st = get_state(request)
@@ -57,17 +93,7 @@ def search(resource_type: str, request: Request) -> Response:
     rec = bearer(st, request)
     perm = permission(rec, resource_type, "s")
     cfg = st.settings
-    cursor = None
-    sorted_mode = None
-    token = request.query_params.get("_cursor")
-    if token:
-        payload = unsign(st.page_secret, token, st.clock.timestamp())
-        if payload.get("t") != resource_type:
-            raise FhirFailure(404, "not-found", "paging link belongs to another search")
-        params = [(str(k), str(v)) for k, v in payload["p"]]
-        cursor, sorted_mode = payload["c"], bool(payload["o"])
-    else:
-        params = [(k, v) for k, v in request.query_params.multi_items()]
+    params, cursor, sorted_mode = _search_request(st, request, resource_type)
     q = parse_query(resource_type, params, cfg.default_count, cfg.max_count, _prefers(request, "handling") == "strict")
     if perm.filters is not None and any(not _category_granted(toks, perm.filters) for toks in q.categories):
         raise FhirFailure(403, "forbidden", "granted scopes do not cover the requested category")
@@ -79,7 +105,7 @@ def search(resource_type: str, request: Request) -> Response:
     fhir_base = st.fhir_base(request)
     links = [{"relation": "self", "url": str(request.url)}]
     total: int | None = None
-    fault = _paging_fault(st, request, next_cursor is not None, bool(token))
+    fault = _paging_fault(st, request, next_cursor is not None, bool(request.query_params.get("_cursor")))
     if fault == "search_no_next":  # the page says how many match but forgets the way to the rest
         total = len(run(st.store, replace(q, count=10**9), perm, None)[0])
         next_cursor = None
@@ -87,32 +113,10 @@ def search(resource_type: str, request: Request) -> Response:
         links.append({"relation": "next", "url": str(request.url)})
         next_cursor = None
     if next_cursor is not None:
-        nxt = sign(
-            st.page_secret,
-            {
-                "t": resource_type,
-                "p": params,
-                "c": next_cursor,
-                "o": sorted_mode,
-                "exp": now.timestamp() + cfg.page_link_ttl_s,
-            },
-        )
+        link = {"t": resource_type, "p": params, "c": next_cursor, "o": sorted_mode}
+        nxt = sign(st.page_secret, {**link, "exp": now.timestamp() + cfg.page_link_ttl_s})
         links.append({"relation": "next", "url": f"{fhir_base}/{resource_type}?_cursor={nxt}"})
-    entries = [
-        {
-            "fullUrl": f"{fhir_base}/{r['resourceType']}/{r['id']}",
-            "resource": subset(r, q.elements) if q.elements else r,
-            "search": {"mode": "match"},
-        }
-        for r in page
-    ]
-    bundle: dict[str, Any] = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "meta": {"lastUpdated": instant_of(now)},
-        "link": links,
-        "entry": entries,
-    }
+    bundle = _searchset(fhir_base, now, links, page, q.elements)
     if total is not None:
         bundle["total"] = total
     return fhir_response(bundle, headers={"Date": http_date(now)})

@@ -11,7 +11,7 @@ from typing import Any
 
 from sandbox.data.ids import SHARED_TYPES, parse_id
 from sandbox.data.store import DataStore
-from sandbox.fhir.access import Permission
+from sandbox.fhir.permission import Permission
 from sandbox.fhir.query import SearchQuery, matches
 from sandbox.fhir.responses import FhirFailure
 

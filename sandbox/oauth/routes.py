@@ -156,26 +156,30 @@ async def token(request: Request) -> Response:
     return JSONResponse(body, headers=_NO_STORE)
 
 
-def _caller(st: SandboxState, request: Request, form: dict[str, str]) -> None:
-    """Revocation and introspection need an authenticated client (RFC 7009 §2.1, RFC 7662 §2.1)."""
-    authenticate_client(
-        form,
-        request.headers.get("authorization"),
-        st.auth,
-        st.base(request) + "/oauth/token",
-        True,
-        st.clock.timestamp(),
-    )
+async def _caller_form(st: SandboxState, request: Request) -> dict[str, str] | JSONResponse:
+    """The form of a request only an authenticated client may make (RFC 7009 §2.1, RFC 7662 §2.1), or the
+    error to answer."""
+    form = await _form(request)
+    try:
+        authenticate_client(
+            form,
+            request.headers.get("authorization"),
+            st.auth,
+            st.base(request) + "/oauth/token",
+            True,
+            st.clock.timestamp(),
+        )
+    except OAuthFailure as failure:
+        return _error_json(failure)
+    return form
 
 
 @router.post("/oauth/revoke", response_model=None)
 async def revoke(request: Request) -> Response:
     st = get_state(request)
-    form = await _form(request)
-    try:
-        _caller(st, request, form)
-    except OAuthFailure as failure:
-        return _error_json(failure)
+    form = await _caller_form(st, request)
+    if isinstance(form, JSONResponse):
+        return form
     with st.auth.lock:
         rec = st.auth.tokens.get(form.get("token", ""))
         if rec is not None:
@@ -188,11 +192,9 @@ async def revoke(request: Request) -> Response:
 @router.post("/oauth/introspect", response_model=None)
 async def introspect(request: Request) -> Response:
     st = get_state(request)
-    form = await _form(request)
-    try:
-        _caller(st, request, form)
-    except OAuthFailure as failure:
-        return _error_json(failure)
+    form = await _caller_form(st, request)
+    if isinstance(form, JSONResponse):
+        return form
     rec = st.auth.tokens.get(form.get("token", ""))
     if rec is None or not rec.live(st.clock.timestamp()) or (rec.kind == "refresh" and rec.used):
         return JSONResponse({"active": False}, headers=_NO_STORE)
