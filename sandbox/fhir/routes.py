@@ -29,6 +29,7 @@ from sandbox.state import SandboxState, get_state
 
 log = logging.getLogger(__name__)
 router = APIRouter()
+Params = list[tuple[str, str]]
 
 
 def _known(resource_type: str) -> None:
@@ -50,9 +51,6 @@ def _category_granted(tokens: list[str], filters: tuple[tuple[tuple[str, str], .
     asked = {t.rpartition("|")[2] for t in tokens}
     granted = {v.rpartition("|")[2] for f in filters for k, v in f if k == "category"}
     return bool(asked & granted)
-
-
-Params = list[tuple[str, str]]
 
 
 def _search_request(st: SandboxState, request: Request, resource_type: str) -> tuple[Params, Any, bool | None]:
