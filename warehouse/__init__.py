@@ -7,7 +7,6 @@ from warehouse._filelock import lock_owner
 from warehouse._memory import configure_streaming_memory
 from warehouse._outcomes import ErrorCounts
 from warehouse.attachments import AttachmentRef, AttachmentStore
-from warehouse.base import KeyCounts, UpsertStats, Warehouse
 from warehouse.errors import (
     AttachmentError,
     AttachmentIntegrityError,
@@ -23,6 +22,7 @@ from warehouse.errors import (
 from warehouse.factory import open_warehouse
 from warehouse.landed import LANDING_SCHEMA, QUARANTINE_SCHEMA, LandedFile, read_landed_file
 from warehouse.landing import LandingWriter
+from warehouse.merge import KeyCounts, UpsertStats, Warehouse
 from warehouse.views import VIEW_NAMES
 from warehouse.zone import LandingZone, land_ndjson_file
 

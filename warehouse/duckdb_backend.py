@@ -9,28 +9,26 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from warehouse import _sql
+from warehouse._cursor import Cursor
+from warehouse._duckdb_io import DuckCursor, chunk_ranges, connect
 from warehouse._filelock import LOCK_LOG_EVERY_S, file_lock
-from warehouse.base import Cursor, Warehouse
 from warehouse.errors import (
     InvalidInputError,
-    WarehouseLockTimeoutError,
     WarehouseMemoryError,
     WarehouseTargetError,
 )
 from warehouse.landed import LandedFile
-from warehouse.limits import LARGE_ROW_MEMORY_FACTOR, large_row_bytes, largest_row, memory_mib
+from warehouse.limits import LARGE_ROW_MEMORY_FACTOR, largest_row, memory_mib
+from warehouse.merge import Warehouse
 
 __all__ = ["DuckDBWarehouse"]
 
@@ -39,31 +37,6 @@ _ID_CHUNK = 50_000
 # BDX-24 within one file: the newest lastUpdated wins, then the later line.
 _WINNER_ORDER = "ORDER BY last_updated DESC NULLS LAST, file_row_number DESC"
 _MIB = 1024 * 1024
-
-
-class _DuckCursor:
-    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
-        self.conn = conn
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self.conn.execute(sql.replace("%s", "?"), list(params))
-
-    def execute_count(self, sql: str, params: Sequence[Any] = ()) -> int:
-        row = self.conn.execute(sql.replace("%s", "?"), list(params)).fetchone()
-        return int(row[0]) if row else 0
-
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        if rows:
-            self.conn.executemany(sql.replace("%s", "?"), [list(r) for r in rows])
-
-    def fetchone(self) -> tuple[Any, ...] | None:
-        return self.conn.fetchone()
-
-    def fetchmany(self, n: int) -> list[tuple[Any, ...]]:
-        return self.conn.fetchmany(n)
-
-    def column_names(self) -> list[str]:
-        return [d[0] for d in self.conn.description or []]
 
 
 class DuckDBWarehouse(Warehouse):
@@ -107,34 +80,13 @@ class DuckDBWarehouse(Warehouse):
             self._create_schema(cur)
 
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
-        started = time.monotonic()
-        deadline = started + self.lock_timeout_s
-        next_log = started + self.lock_log_every_s
-        delay = 0.01
-        while True:
-            try:
-                conn = duckdb.connect(str(self.path), read_only=read_only, config=dict(self._config))
-                conn.execute("SET TimeZone = 'UTC'")
-                conn.execute("SET enable_progress_bar = false")  # a library never draws on stdout
-                return conn
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower():
-                    raise
-                if time.monotonic() >= deadline:
-                    raise WarehouseLockTimeoutError(
-                        f"DuckDB file {self.path.name} stayed locked by another process for {self.lock_timeout_s:.0f}s"
-                    ) from exc
-                now = time.monotonic()
-                if now >= next_log:  # a process outside ehrsync's lock file: an analyst's session, a CLI
-                    logger.info(
-                        "waiting %.0fs so far for DuckDB file %s: another process outside ehrsync holds it (%s)",
-                        now - started,
-                        self.path.name,
-                        exc,
-                    )
-                    next_log = now + self.lock_log_every_s
-                time.sleep(min(delay * (0.5 + random.random()), max(next_log - now, 0.01)))
-                delay = min(delay * 2, 1.0)
+        return connect(
+            self.path,
+            self._config,
+            read_only=read_only,
+            timeout_s=self.lock_timeout_s,
+            log_every_s=self.lock_log_every_s,
+        )
 
     def _check_open(self) -> None:
         if self._closed:
@@ -177,7 +129,7 @@ class DuckDBWarehouse(Warehouse):
             assert conn is not None
             conn.begin()
             try:
-                yield _DuckCursor(conn)
+                yield DuckCursor(conn)
             except duckdb.OutOfMemoryException as exc:
                 conn.rollback()
                 raise WarehouseMemoryError(
@@ -192,14 +144,14 @@ class DuckDBWarehouse(Warehouse):
     def _read(self) -> Iterator[Cursor]:
         self._check_open()
         if self._held is not None:  # inside batch(): this process holds the only connection (and the lock)
-            yield _DuckCursor(self._held)
+            yield DuckCursor(self._held)
             return
         with file_lock(
             self._lock_path, exclusive=False, timeout_s=self.lock_timeout_s, log_every_s=self.lock_log_every_s
         ):
             conn = self._connect(read_only=True)
             try:
-                yield _DuckCursor(conn)
+                yield DuckCursor(conn)
             finally:
                 conn.close()
 
@@ -210,29 +162,7 @@ class DuckDBWarehouse(Warehouse):
         its own chunk; landing caps those, and gives each large resource a group of its own, which is then a
         chunk of its own too), one transaction each. Which copy of an id wins is decided over the whole file
         first (``_stage_winners``), so a chunked merge and its replays end exactly like a whole one."""
-        meta = pq.ParquetFile(landed.path).metadata
-        ranges: list[tuple[int, int]] = []
-        start = stop = size = 0
-        for index in range(meta.num_row_groups):
-            group = meta.row_group(index)
-            large = large_row_bytes(group) is not None
-            if stop > start and (
-                large
-                or stop - start + group.num_rows > self.upsert_chunk_rows
-                or size + group.total_byte_size > self.upsert_chunk_bytes
-            ):
-                ranges.append((start, stop))
-                start, size = stop, 0
-            stop += group.num_rows
-            size += group.total_byte_size
-            if large:
-                ranges.append((start, stop))
-                start, size = stop, 0
-        if stop > start:
-            ranges.append((start, stop))
-        if len(ranges) <= 1:
-            return [None]
-        return list(ranges)
+        return chunk_ranges(pq.ParquetFile(landed.path).metadata, self.upsert_chunk_rows, self.upsert_chunk_bytes)
 
     def _upsert_chunk(
         self, landed: LandedFile, rows: tuple[int, int] | None, *, first: bool, last: bool
@@ -285,7 +215,7 @@ class DuckDBWarehouse(Warehouse):
         )
 
     def _stage_ids(self, cur: Cursor, connection_id: str, resource_type: str, ids: Iterable[str]) -> None:
-        assert isinstance(cur, _DuckCursor)
+        assert isinstance(cur, DuckCursor)
         cur.execute("CREATE OR REPLACE TEMP TABLE _tomb (connection_id VARCHAR, resource_type VARCHAR, id VARCHAR)")
         it = iter(ids)
         while chunk := list(islice(it, _ID_CHUNK)):

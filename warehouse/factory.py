@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from warehouse.base import Warehouse
 from warehouse.errors import WarehouseTargetError
+from warehouse.merge import Warehouse
 
 __all__ = ["open_warehouse"]
 

@@ -22,6 +22,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from warehouse._landing_tables import FileMeta, landing_table, open_parquet, quarantine_table
 from warehouse._lines import LineRejected, check_resource, parse_line, reject_nul_escape
 from warehouse.errors import InvalidInputError, LandingError
 from warehouse.landed import LANDING_SCHEMA, QUARANTINE_SCHEMA, LandedFile, quarantine_path_for
@@ -31,15 +32,11 @@ __all__ = ["DEFAULT_BATCH_ROWS", "LandingWriter"]
 
 logger = logging.getLogger(__name__)
 
-_TS = pa.timestamp("us", tz="UTC")
 # One batch (and one Parquet row group) of JSON text is what a writer holds; 5,000 rows measured half the peak
 # memory of 10,000 at the same speed (docs/PERFORMANCE.md).
 DEFAULT_BATCH_ROWS = 5_000
 # ...and however large each resource is (a DocumentReference with inline attachments can be megabytes).
 BATCH_BYTES = 16 * 1024 * 1024
-# Dictionary-encode only the columns that repeat: for unique ids and documents the dictionary is pure cost
-# (a hash table per row group that Parquet then abandons), measured ~25 MB of peak memory per writer.
-_DICTIONARY_COLUMNS = [name for name in LANDING_SCHEMA.names if name not in ("id", "resource_json")]
 
 
 def _max_resource(value: int | None) -> int:
@@ -74,12 +71,7 @@ class LandingWriter:
         token = uuid.uuid4().hex[:12]
         self._tmp = final_path.with_name(f".{final_path.name}.{token}.tmp")
         self._quarantine_tmp = final_path.with_name(f".{self._quarantine_final.name}.{token}.tmp")
-        self._connection_id = connection_id
-        self._resource_type = resource_type
-        self._run_id = run_id
-        self._source = source
-        self._tenant_id = tenant_id
-        self._transaction_time = transaction_time
+        self._meta = FileMeta(connection_id, resource_type, run_id, source, tenant_id, transaction_time)
         self._batch_rows = batch_rows
         self._ids: list[str] = []
         self._last_updated: list[datetime | None] = []
@@ -113,7 +105,7 @@ class LandingWriter:
             self._quarantine_oversize(raw[:QUARANTINE_PREFIX_BYTES], len(raw))
             return False
         try:
-            rid, last_updated, version_id = parse_line(raw, self._resource_type)
+            rid, last_updated, version_id = parse_line(raw, self._meta.resource_type)
             text = raw.decode("utf-8")
         except (LineRejected, UnicodeDecodeError) as exc:
             self._quarantine(line.rstrip(b"\r\n"), str(exc))
@@ -136,7 +128,7 @@ class LandingWriter:
         try:
             if not isinstance(resource, dict):
                 raise LineRejected(f"not a JSON object (got {type(resource).__name__})")
-            parsed = check_resource(resource, self._resource_type)
+            parsed = check_resource(resource, self._meta.resource_type)
             reject_nul_escape(raw)
         except LineRejected as exc:
             self._quarantine(raw, str(exc))
@@ -203,67 +195,32 @@ class LandingWriter:
         logger.debug(
             "quarantined line %d of %s/%s run %s: %s",
             self._line_number,
-            self._connection_id,
-            self._resource_type,
-            self._run_id,
+            self._meta.connection_id,
+            self._meta.resource_type,
+            self._meta.run_id,
             error,
         )
         if len(self._q_rows) >= self._batch_rows or self._q_bytes >= BATCH_BYTES:
             self._flush_quarantine()
 
-    def _constant(self, value: object, n: int, typ: pa.DataType) -> pa.Array:
-        return pa.array([value] * n, type=typ)
-
     def _flush(self) -> None:
         n = len(self._ids)
         if n == 0 and self._writer is not None:
             return
-        table = pa.Table.from_arrays(
-            [
-                self._constant(self._tenant_id, n, pa.string()),
-                self._constant(self._connection_id, n, pa.string()),
-                self._constant(self._resource_type, n, pa.string()),
-                pa.array(self._ids, type=pa.string()),
-                pa.array(self._last_updated, type=_TS),
-                pa.array(self._version_ids, type=pa.string()),
-                self._constant(self._source, n, pa.string()),
-                self._constant(self._transaction_time, n, _TS),
-                self._constant(self._run_id, n, pa.string()),
-                pa.array(self._json, type=pa.string()),
-            ],
-            schema=LANDING_SCHEMA,
-        )
+        table = landing_table(self._meta, self._ids, self._last_updated, self._version_ids, self._json)
         if self._writer is None:
-            self._final.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = pq.ParquetWriter(
-                self._tmp, LANDING_SCHEMA, compression="zstd", use_dictionary=_DICTIONARY_COLUMNS
-            )
+            self._writer = open_parquet(self._tmp, LANDING_SCHEMA)
         self._writer.write_table(table)
         self._rows += n
         self._ids, self._last_updated, self._version_ids, self._json = [], [], [], []
         self._json_bytes = 0
 
     def _flush_quarantine(self) -> None:
-        n = len(self._q_rows)
-        if n == 0:
+        if not self._q_rows:
             return
-        table = pa.Table.from_arrays(
-            [
-                self._constant(self._tenant_id, n, pa.string()),
-                self._constant(self._connection_id, n, pa.string()),
-                self._constant(self._resource_type, n, pa.string()),
-                self._constant(self._run_id, n, pa.string()),
-                self._constant(self._source, n, pa.string()),
-                pa.array([r[0] for r in self._q_rows], type=pa.int64()),
-                pa.array([r[1] for r in self._q_rows], type=pa.string()),
-                pa.array([r[2] for r in self._q_rows], type=pa.binary()),
-            ],
-            schema=QUARANTINE_SCHEMA,
-        )
         if self._q_writer is None:
-            self._final.parent.mkdir(parents=True, exist_ok=True)
-            self._q_writer = pq.ParquetWriter(self._quarantine_tmp, QUARANTINE_SCHEMA, compression="zstd")
-        self._q_writer.write_table(table)
+            self._q_writer = open_parquet(self._quarantine_tmp, QUARANTINE_SCHEMA)
+        self._q_writer.write_table(quarantine_table(self._meta, self._q_rows))
         self._q_rows, self._q_bytes = [], 0
 
     def finish(self) -> LandedFile:
@@ -287,24 +244,18 @@ class LandingWriter:
             quarantine_path = self._quarantine_final
         else:
             self._quarantine_final.unlink(missing_ok=True)
-        self._result = LandedFile(
-            path=self._final,
+        self._result = self._meta.landed(
+            self._final,
             rows=self._rows,
-            bytes=self._final.stat().st_size,
             quarantined=self._quarantined,
             quarantine_path=quarantine_path,
             max_last_updated=self._max_last_updated,
-            resource_type=self._resource_type,
-            connection_id=self._connection_id,
-            run_id=self._run_id,
-            source=self._source,
-            tenant_id=self._tenant_id,
         )
         logger.info(
             "landed %s/%s run %s: %d rows, %d quarantined -> %s",
-            self._connection_id,
-            self._resource_type,
-            self._run_id,
+            self._meta.connection_id,
+            self._meta.resource_type,
+            self._meta.run_id,
             self._rows,
             self._quarantined,
             self._final.name,

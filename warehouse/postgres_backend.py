@@ -20,9 +20,10 @@ import psycopg
 import pyarrow.parquet as pq
 
 from warehouse import _sql
-from warehouse.base import Cursor, Warehouse
+from warehouse._cursor import Cursor
 from warehouse.errors import InvalidInputError, WarehouseTargetError
 from warehouse.landed import LANDING_SCHEMA
+from warehouse.merge import Warehouse
 
 __all__ = ["PostgresWarehouse", "psycopg_conninfo"]
 

@@ -1,0 +1,107 @@
+"""DuckDB plumbing below ``DuckDBWarehouse``: the cursor adapter, opening the file while another process holds
+it, and cutting a landed file into merge chunks of whole row groups."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+
+from warehouse.errors import WarehouseLockTimeoutError
+from warehouse.limits import large_row_bytes
+
+__all__ = ["DuckCursor", "chunk_ranges", "connect"]
+
+logger = logging.getLogger(__name__)
+
+
+class DuckCursor:
+    """The shared logic's ``Cursor`` over one DuckDB connection (``%s`` placeholders become ``?``)."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.conn.execute(sql.replace("%s", "?"), list(params))
+
+    def execute_count(self, sql: str, params: Sequence[Any] = ()) -> int:
+        row = self.conn.execute(sql.replace("%s", "?"), list(params)).fetchone()
+        return int(row[0]) if row else 0
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.conn.executemany(sql.replace("%s", "?"), [list(r) for r in rows])
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self.conn.fetchone()
+
+    def fetchmany(self, n: int) -> list[tuple[Any, ...]]:
+        return self.conn.fetchmany(n)
+
+    def column_names(self) -> list[str]:
+        return [d[0] for d in self.conn.description or []]
+
+
+def connect(
+    path: Path, config: dict[str, str], *, read_only: bool, timeout_s: float, log_every_s: float
+) -> duckdb.DuckDBPyConnection:
+    """Open ``path``; a lock held by a process outside ehrsync's lock file (an analyst's session, a CLI: DuckDB's
+    IOException) is retried with jittered backoff, logged every ``log_every_s``, until ``timeout_s``."""
+    started = time.monotonic()
+    deadline = started + timeout_s
+    next_log = started + log_every_s
+    delay = 0.01
+    while True:
+        try:
+            conn = duckdb.connect(str(path), read_only=read_only, config=dict(config))
+            conn.execute("SET TimeZone = 'UTC'")
+            conn.execute("SET enable_progress_bar = false")  # a library never draws on stdout
+            return conn
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            if time.monotonic() >= deadline:
+                raise WarehouseLockTimeoutError(
+                    f"DuckDB file {path.name} stayed locked by another process for {timeout_s:.0f}s"
+                ) from exc
+            now = time.monotonic()
+            if now >= next_log:
+                logger.info(
+                    "waiting %.0fs so far for DuckDB file %s: another process outside ehrsync holds it (%s)",
+                    now - started,
+                    path.name,
+                    exc,
+                )
+                next_log = now + log_every_s
+            time.sleep(min(delay * (0.5 + random.random()), max(next_log - now, 0.01)))
+            delay = min(delay * 2, 1.0)
+
+
+def chunk_ranges(meta: pq.FileMetaData, max_rows: int, max_bytes: int) -> list[tuple[int, int] | None]:
+    """File rows ``[start, stop)`` of each merge chunk: whole row groups, at most ``max_rows`` rows and
+    ``max_bytes`` uncompressed (a larger single group is a chunk of its own, as is each large resource's group);
+    ``[None]`` when the whole file is one chunk."""
+    ranges: list[tuple[int, int] | None] = []
+    start = stop = size = 0
+    for index in range(meta.num_row_groups):
+        group = meta.row_group(index)
+        large = large_row_bytes(group) is not None
+        if stop > start and (
+            large or stop - start + group.num_rows > max_rows or size + group.total_byte_size > max_bytes
+        ):
+            ranges.append((start, stop))
+            start, size = stop, 0
+        stop += group.num_rows
+        size += group.total_byte_size
+        if large:
+            ranges.append((start, stop))
+            start, size = stop, 0
+    if stop > start:
+        ranges.append((start, stop))
+    return ranges if len(ranges) > 1 else [None]
