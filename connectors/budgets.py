@@ -1,5 +1,5 @@
-"""What every call to an EHR spends from: the vendor's rate budget, a sync step's time budget, and the
-memo of hosts found unreachable.
+"""What every call to an EHR spends from: the vendor's rate budget (:mod:`connectors.http.ratelimit`, shared
+per process here), a sync step's time budget, and the memo of hosts found unreachable.
 
 The budgets are context variables so code that does not know about them (a token refresh inside a FHIR
 request, a vault minting a backend token) still spends from the budget of the request or step it runs in.
@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from connectors.errors import ConfigurationError, StepBudgetExceededError
-from connectors.http import RateLimiter
+from connectors.http.ratelimit import RateLimiter, rate_budget, spend_rate_budget
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -41,7 +41,6 @@ DEFAULT_STEP_BUDGET_S = 3600.0
 #: How long a refused connection / DNS failure is remembered for an origin (the rest of the run fails fast).
 UNREACHABLE_MEMO_S = 60.0
 
-_RATE: ContextVar[tuple[RateLimiter, str] | None] = ContextVar("ehrsync_rate_budget", default=None)
 _STEP: ContextVar[_Step | None] = ContextVar("ehrsync_step_budget", default=None)
 
 
@@ -77,28 +76,6 @@ def shared_limiter(key: str, capacity: int, per_seconds: float) -> RateLimiter:
     so a budget such as 240 calls/min is not granted afresh to each sync step."""
     with _limiters_lock:
         return _limiters.setdefault((key, capacity, per_seconds), RateLimiter(capacity, per_seconds))
-
-
-@contextmanager
-def rate_budget(limiter: RateLimiter | None, key: str) -> Iterator[None]:
-    """Within this block, token-endpoint calls (``connectors.smart``) spend from ``limiter`` under ``key``."""
-    if limiter is None:
-        yield
-        return
-    token = _RATE.set((limiter, key))
-    try:
-        yield
-    finally:
-        _RATE.reset(token)
-
-
-def spend_rate_budget() -> float:
-    """Take one call from the active rate budget (blocking while it is spent); seconds waited, 0 without one."""
-    active = _RATE.get()
-    if active is None:
-        return 0.0
-    limiter, key = active
-    return limiter.acquire(key)
 
 
 @contextmanager

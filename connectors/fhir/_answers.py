@@ -1,23 +1,16 @@
-"""Reading an EHR's answer: its OperationOutcome, the diagnostics for the error message, the typed FhirError,
-and whether to retry it (one rule, :func:`connectors.errors.is_transient_answer`)."""
+"""Reading an EHR's answer: its OperationOutcome, the diagnostics for the error message and the typed FhirError.
+Whether to retry it is the transport's rule (:mod:`connectors.transport.answers`), re-exported here."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
-import orjson
 
-from connectors.errors import (
-    FhirError,
-    FhirUnauthorizedError,
-    RateLimitedError,
-    fhir_error_for_status,
-    is_transient_answer,
-)
+from connectors.errors import FhirError, FhirUnauthorizedError, RateLimitedError, fhir_error_for_status
 from connectors.http import parse_retry_after, redact_url
+from connectors.transport.answers import CONTROL_CHARS, issue_codes, operation_outcome_of, retry_kind
 
 __all__ = [
     "CONTROL_CHARS",
@@ -30,20 +23,6 @@ __all__ = [
 ]
 
 DIAGNOSTICS_MAX_CHARS = 300
-CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]+")
-
-
-def operation_outcome_of(response: httpx.Response) -> dict[str, Any] | None:
-    """The OperationOutcome in a (read) response body, or None (empty bodies happen, e.g. Epic 403s)."""
-    if not response.content:
-        return None
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return None
-    if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
-        return body
-    return None
 
 
 def outcome_diagnostics(outcome: Mapping[str, Any] | None, limit: int = DIAGNOSTICS_MAX_CHARS) -> str | None:
@@ -70,14 +49,10 @@ def outcome_diagnostics(outcome: Mapping[str, Any] | None, limit: int = DIAGNOST
     return joined if len(joined) <= limit else joined[: limit - 1].rstrip() + "\u2026"
 
 
-def _issue_codes(outcome: Mapping[str, Any] | None) -> list[str]:
-    return [str(i.get("code")) for i in (outcome or {}).get("issue", []) if isinstance(i, dict)]
-
-
 def error_from_response(method: str, url: str, response: httpx.Response) -> FhirError:
     outcome = operation_outcome_of(response)
     status = response.status_code
-    codes = _issue_codes(outcome)
+    codes = issue_codes(outcome)
     detail = f" (issues: {', '.join(codes)})" if codes else ""
     diagnostics = outcome_diagnostics(outcome)
     said = f": {diagnostics}" if diagnostics else ""
@@ -90,22 +65,6 @@ def error_from_response(method: str, url: str, response: httpx.Response) -> Fhir
         error = fhir_error_for_status(status)(message, status, outcome, redact_url(url))
     error.diagnostics = diagnostics
     return error
-
-
-def retry_kind(response: httpx.Response, idempotent: bool) -> str | None:
-    """``throttle`` (wait per Retry-After), ``transient`` (backoff) or None (fail now).
-
-    Which answers are transient is decided once, by :func:`connectors.errors.is_transient_answer`, the same
-    test as ``FhirError.is_transient``.
-    """
-    status = response.status_code
-    if status in (429, 503):
-        return "throttle"
-    if not idempotent:
-        return None
-    if is_transient_answer(status, _issue_codes(operation_outcome_of(response))):
-        return "transient"
-    return None
 
 
 def unauthorized(method: str, url: str, response: httpx.Response) -> FhirUnauthorizedError:

@@ -1,4 +1,6 @@
-"""Shared HTTP plumbing for the OAuth endpoints: form POSTs and error mapping (SAL-36)."""
+"""Shared HTTP plumbing for the SMART/OAuth endpoints: sends through the EHR transport layers
+(:func:`connectors.transport.ehr_client`, so token calls spend from the vendor's rate budget like FHIR calls),
+form POSTs, JSON GETs and error mapping (SAL-36)."""
 
 from __future__ import annotations
 
@@ -9,17 +11,25 @@ from typing import Any
 import httpx
 import orjson
 
-from connectors.budgets import spend_rate_budget
 from connectors.errors import (
     OAuthError,
     TemporarilyUnavailableError,
     TransportError,
     oauth_error_from_response,
 )
+from connectors.transport import DEFAULT_TIMEOUT, ehr_client
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "get",
+    "parse_json_body",
+    "post_form",
+    "raise_for_oauth_error",
+    "require_json_object",
+    "send",
+]
 
 
 def parse_json_body(response: httpx.Response) -> Any:
@@ -28,6 +38,23 @@ def parse_json_body(response: httpx.Response) -> Any:
         return orjson.loads(response.content)
     except orjson.JSONDecodeError:
         return None
+
+
+def send(http: httpx.Client, request: httpx.Request, doing: str) -> httpx.Response:
+    """Send ``request`` (built by ``http``) through the EHR layers; network failures become ``TransportError``
+    naming what was being done (``calling <url>``), never a body: bodies carry codes, secrets and assertions."""
+    try:
+        return ehr_client(http).send(request)
+    except httpx.TimeoutException as exc:
+        raise TransportError(f"timeout {doing}") from exc
+    except httpx.TransportError as exc:
+        raise TransportError(f"transport failure {doing}: {type(exc).__name__}") from exc
+
+
+def get(http: httpx.Client, url: str, accept: str, doing: str | None = None) -> httpx.Response:
+    """GET ``url`` asking for ``accept``; ``doing`` names it in errors (default ``fetching <url>``)."""
+    request = http.build_request("GET", url, headers={"Accept": accept})
+    return send(http, request, doing or f"fetching {url}")
 
 
 def post_form(
@@ -39,17 +66,12 @@ def post_form(
 ) -> httpx.Response:
     """POST ``application/x-www-form-urlencoded``; network failures become ``TransportError``.
 
-    The body carries codes, secrets and assertions, so nothing about it is logged or put in a message. The call
-    spends from the active rate budget (:func:`connectors.budgets.rate_budget`), like the FHIR calls around it.
+    Like every EHR call it spends from the active rate budget (vendors such as eCW count token calls in the
+    same budget as FHIR calls) and is sent once: the vault retries whole grants (a refresh token may rotate).
     """
     all_headers = {"Accept": "application/json", **(headers or {})}
-    spend_rate_budget()  # vendors such as eCW count token calls in the same budget as FHIR calls
-    try:
-        return http.post(url, data=dict(data), headers=all_headers)
-    except httpx.TimeoutException as exc:
-        raise TransportError(f"timeout calling {url}") from exc
-    except httpx.TransportError as exc:
-        raise TransportError(f"transport failure calling {url}: {type(exc).__name__}") from exc
+    request = http.build_request("POST", url, data=dict(data), headers=all_headers)
+    return send(http, request, f"calling {url}")
 
 
 def raise_for_oauth_error(response: httpx.Response, what: str) -> None:

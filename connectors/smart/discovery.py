@@ -11,7 +11,7 @@ from urllib.parse import urljoin
 import httpx
 
 from connectors.errors import ConfigurationError, DiscoveryError, TransportError
-from connectors.smart._http import parse_json_body
+from connectors.smart._http import get, parse_json_body
 from connectors.smart.discovery_cache import DiscoveryCache
 from connectors.smart.issuers import require_issuer_allowed
 
@@ -194,17 +194,8 @@ def _metadata_url(fhir_base: str) -> str:
     return fhir_base.rstrip("/") + "/metadata"
 
 
-def _get(http: httpx.Client, url: str, accept: str) -> httpx.Response:
-    try:
-        return http.get(url, headers={"Accept": accept})
-    except httpx.TimeoutException as exc:
-        raise TransportError(f"timeout fetching {url}") from exc
-    except httpx.TransportError as exc:
-        raise TransportError(f"transport failure fetching {url}: {type(exc).__name__}") from exc
-
-
 def _fetch_metadata(fhir_base: str, http: httpx.Client, well_known_problem: str) -> SmartConfiguration:
-    meta = _get(http, _metadata_url(fhir_base), "application/fhir+json")
+    meta = get(http, _metadata_url(fhir_base), "application/fhir+json")
     if meta.status_code >= 500:
         raise TransportError(f"{fhir_base}: /metadata answered HTTP {meta.status_code}")
     if not meta.is_success:
@@ -230,7 +221,7 @@ def _lenient(fhir_base: str, http: httpx.Client, payload: dict[str, Any], missin
 
 
 def _fetch(fhir_base: str, http: httpx.Client) -> SmartConfiguration:
-    response = _get(http, _well_known_url(fhir_base), "application/json")
+    response = get(http, _well_known_url(fhir_base), "application/json")
     if response.status_code >= 500:
         raise TransportError(f"{fhir_base}: smart-configuration answered HTTP {response.status_code}")
     well_known_problem: str

@@ -12,7 +12,7 @@ import httpx
 import jwt
 
 from connectors.errors import DiscoveryError, SecurityPolicyError, TransportError
-from connectors.smart._http import parse_json_body
+from connectors.smart._http import get, parse_json_body
 from connectors.smart.issuers import require_issuer_allowed
 
 __all__ = ["ALLOWED_ID_TOKEN_ALGS", "IdTokenError", "JwksCache", "validate_id_token"]
@@ -30,12 +30,7 @@ class IdTokenError(SecurityPolicyError):
 
 
 def _get_json(http: httpx.Client, url: str, what: str) -> dict[str, Any]:
-    try:
-        response = http.get(url, headers={"Accept": "application/json"})
-    except httpx.TimeoutException as exc:
-        raise TransportError(f"timeout fetching {what} from {url}") from exc
-    except httpx.TransportError as exc:
-        raise TransportError(f"transport failure fetching {what} from {url}: {type(exc).__name__}") from exc
+    response = get(http, url, "application/json", f"fetching {what} from {url}")
     if response.status_code >= 500:
         raise TransportError(f"{what} at {url} answered HTTP {response.status_code}")
     payload = parse_json_body(response) if response.is_success else None

@@ -1,0 +1,37 @@
+"""HTTP helpers shared by every connector, one job per module: wire dates and Retry-After (:mod:`.dates`), the
+retry policy (:mod:`.retry`), the vendor rate budget (:mod:`.ratelimit`) and URL rules (:mod:`.urls`).
+
+Kept free of FHIR semantics so every connector throttles, backs off and guards tokens the same way. The
+transports and auth flow built from them live in :mod:`connectors.transport`.
+"""
+
+from connectors.http.dates import parse_http_date, parse_instant, parse_retry_after
+from connectors.http.ratelimit import RateLimitedTransport, RateLimiter, rate_budget, spend_rate_budget
+from connectors.http.retry import RetryPolicy
+from connectors.http.urls import (
+    is_loopback_host,
+    is_within_base,
+    normalize_base_url,
+    outbound_url_guard,
+    redact_url,
+    resolve_url,
+    same_origin,
+)
+
+__all__ = [
+    "RateLimitedTransport",
+    "RateLimiter",
+    "RetryPolicy",
+    "is_loopback_host",
+    "is_within_base",
+    "normalize_base_url",
+    "outbound_url_guard",
+    "parse_http_date",
+    "parse_instant",
+    "parse_retry_after",
+    "rate_budget",
+    "redact_url",
+    "resolve_url",
+    "same_origin",
+    "spend_rate_budget",
+]

@@ -1,0 +1,129 @@
+"""URL rules for talking to an EHR: which base URLs are acceptable, where a token may go (SAL-40), what may
+be logged, and which server-named URLs may be fetched at all (no internal addresses)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable, Collection
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
+
+from connectors.errors import ConfigurationError, SecurityPolicyError
+
+__all__ = [
+    "is_loopback_host",
+    "is_within_base",
+    "normalize_base_url",
+    "outbound_url_guard",
+    "redact_url",
+    "resolve_url",
+    "same_origin",
+]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback IPs (plain http is tolerated only there)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def normalize_base_url(url: str, *, allow_http: bool = False) -> str:
+    """Validate a FHIR base URL and return it without a trailing slash.
+
+    Raises ConfigurationError naming the problem: not absolute, not http(s), query/fragment present, or plain
+    http to a non-loopback host (tokens would travel in clear) unless ``allow_http``.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigurationError("FHIR base URL is empty")
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"FHIR base URL must be an absolute http(s) URL, got {redact_url(url)!r}")
+    if parts.query or parts.fragment:
+        raise ConfigurationError("FHIR base URL must not carry a query string or fragment")
+    if parts.username or parts.password:
+        raise ConfigurationError("FHIR base URL must not embed credentials")
+    if parts.scheme == "http" and not allow_http and not is_loopback_host(parts.hostname):
+        raise ConfigurationError(f"FHIR base URL must use https (http only on loopback): {redact_url(url)!r}")
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def same_origin(url: str, base: str) -> bool:
+    """True when scheme, host and (default-normalised) port match."""
+    return _origin(url) == _origin(base) and bool(_origin(url)[1])
+
+
+def is_within_base(url: str, base: str) -> bool:
+    """True when ``url`` is on ``base``'s origin and under its path (the only place a token may go, SAL-40)."""
+    if not same_origin(url, base):
+        return False
+    base_path = urlsplit(base).path.rstrip("/")
+    path = urlsplit(url).path
+    if any(segment in (".", "..") for segment in unquote(path).split("/")):
+        return False
+    return path == base_path or path.startswith(base_path + "/")
+
+
+def resolve_url(reference: str, against: str) -> str:
+    """Resolve a relative URL against a request URL (or a FHIR base, treated as a directory)."""
+    if urlsplit(reference).scheme:
+        return reference
+    return urljoin(against, reference)
+
+
+def redact_url(url: str) -> str:
+    """The URL without query string or fragment: safe to log (queries may hold signatures or search values)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def outbound_url_guard(fhir_base: str, *, allowed_hosts: Collection[str] = ()) -> Callable[[str], None]:
+    """A check for URLs a *server* names (attachments, bulk files): anything under the FHIR base's origin is
+    fine; elsewhere only https to hosts whose every address is public, so a record cannot point ehrsync's
+    workers at internal services (cloud metadata, the app database, loopback admin ports). ``allowed_hosts``
+    (``host`` or ``host:port``, chosen by the operator, e.g. an on-premises file server) pass over http(s) to
+    any address. Raises SecurityPolicyError."""
+    allowed = {h.strip().lower() for h in allowed_hosts if h.strip()}
+
+    def guard(url: str) -> None:
+        if same_origin(url, fhir_base):
+            return
+        target = urlsplit(url)
+        host = (target.hostname or "").lower()
+        try:
+            port = target.port
+        except ValueError:
+            raise SecurityPolicyError(f"refusing to fetch {redact_url(url)}: its port is not a valid number") from None
+        named = f"[{host}]" if ":" in host else host  # IPv6 literals keep their brackets, as in a URL
+        with_port = f"{named}:{port}" if port else named
+        if target.scheme in ("http", "https") and host and (named in allowed or with_port in allowed):
+            return
+        if target.scheme != "https" or not target.hostname:
+            raise SecurityPolicyError(
+                f"refusing to fetch {redact_url(url)}: off the FHIR server's origin and not https"
+            )
+        try:
+            infos = socket.getaddrinfo(target.hostname, port or 443, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise SecurityPolicyError(f"refusing to fetch {redact_url(url)}: host does not resolve") from exc
+        for info in infos:
+            address = ipaddress.ip_address(info[4][0])
+            if not address.is_global:
+                raise SecurityPolicyError(f"refusing to fetch {redact_url(url)}: it resolves to a non-public address")
+
+    return guard

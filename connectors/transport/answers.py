@@ -1,0 +1,51 @@
+"""Which EHR answers are worth another attempt: a throttle (wait per Retry-After) or a transient failure
+(back off). One rule, :func:`connectors.errors.is_transient_answer`, the same test as ``FhirError.is_transient``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import httpx
+import orjson
+
+from connectors.errors import is_transient_answer
+
+__all__ = ["CONTROL_CHARS", "RetryKind", "issue_codes", "operation_outcome_of", "retry_kind"]
+
+RetryKind = Literal["throttle", "transient"]
+#: Characters stripped from server-sent text before it goes into a message (no terminal or bidi tricks).
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]+")
+
+
+def operation_outcome_of(response: httpx.Response) -> dict[str, Any] | None:
+    """The OperationOutcome in a (read) response body, or None (empty bodies happen, e.g. Epic 403s)."""
+    if not response.content:
+        return None
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
+        return body
+    return None
+
+
+def issue_codes(outcome: Mapping[str, Any] | None) -> list[str]:
+    """The ``code`` of every issue of an OperationOutcome (none without one)."""
+    return [str(i.get("code")) for i in (outcome or {}).get("issue", []) if isinstance(i, dict)]
+
+
+def retry_kind(response: httpx.Response, idempotent: bool) -> RetryKind | None:
+    """``throttle`` (429/503: wait per Retry-After, even for a POST: the server did not act), ``transient``
+    (backoff, idempotent requests only) or None (fail now). Reads the body: call it on error answers only."""
+    status = response.status_code
+    if status in (429, 503):
+        return "throttle"
+    if not idempotent:
+        return None
+    if is_transient_answer(status, issue_codes(operation_outcome_of(response))):
+        return "transient"
+    return None

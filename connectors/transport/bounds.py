@@ -1,0 +1,118 @@
+"""Bounds on one response: a byte limit on JSON bodies and an overall deadline per request.
+
+httpx's read timeout is per chunk, so a server sending one byte a second never trips it; the deadline here
+is checked between chunks against the whole request (and the active step budget, whichever ends first).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import httpx
+
+from connectors.budgets import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_REQUEST_DEADLINE_S,
+    check_step_budget,
+    env_number,
+    step_deadline,
+)
+from connectors.errors import ConfigurationError, RequestDeadlineError, ResponseTooLargeError
+from connectors.http.urls import redact_url
+
+__all__ = ["BodyBounds", "read_capped"]
+
+
+@dataclass(frozen=True)
+class BodyBounds:
+    """``max_bytes`` caps a body (None: the caller caps it, e.g. a download); ``deadline_s`` caps a request."""
+
+    max_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES
+    deadline_s: float | None = DEFAULT_REQUEST_DEADLINE_S
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        if self.max_bytes is not None and self.max_bytes < 1:
+            raise ConfigurationError("the response byte limit must be at least 1")
+        if self.deadline_s is not None and not self.deadline_s > 0:
+            raise ConfigurationError("the request deadline must be positive")
+
+    @classmethod
+    def from_env(cls) -> BodyBounds:
+        """``EHRSYNC_MAX_RESPONSE_BYTES`` and ``EHRSYNC_REQUEST_DEADLINE_S``, else the generous defaults."""
+        max_bytes = env_number("EHRSYNC_MAX_RESPONSE_BYTES", DEFAULT_MAX_RESPONSE_BYTES, minimum=0)
+        deadline = env_number("EHRSYNC_REQUEST_DEADLINE_S", DEFAULT_REQUEST_DEADLINE_S)
+        return cls(int(max_bytes), deadline)
+
+    def without_byte_limit(self) -> BodyBounds:
+        """The same deadline for a body the caller caps itself (a download streamed to disk)."""
+        return BodyBounds(None, self.deadline_s, self.clock)
+
+    def ends_at(self, started: float) -> float | None:
+        """When a request started at ``started`` must be done: its deadline or the step's, whichever is first."""
+        own = started + self.deadline_s if self.deadline_s is not None else None
+        step = step_deadline()
+        if step is None:
+            return own
+        return step[0] if own is None else min(own, step[0])
+
+    def wrap(self, response: httpx.Response, method: str, started: float) -> None:
+        """Make every read of ``response`` (handler or error path) respect the byte limit and the deadline."""
+        url = redact_url(str(response.request.url))
+        declared = response.headers.get("Content-Length", "")
+        plain = "Content-Encoding" not in response.headers
+        if self.max_bytes is not None and plain and declared.isdigit() and int(declared) > self.max_bytes:
+            response.close()
+            raise ResponseTooLargeError(_too_large(method, url, self.max_bytes, f"Content-Length {declared}"))
+        if isinstance(response.stream, httpx.SyncByteStream):  # always, for the sync client's responses
+            response.stream = _BoundedStream(response.stream, self, method, url, started)
+
+
+def _too_large(method: str, url: str, limit: int, what: str) -> str:
+    return f"{method} {url}: {what} exceeds the {limit}-byte response limit (EHRSYNC_MAX_RESPONSE_BYTES)"
+
+
+class _BoundedStream(httpx.SyncByteStream):
+    def __init__(self, inner: httpx.SyncByteStream, bounds: BodyBounds, method: str, url: str, started: float) -> None:
+        self._inner = inner
+        self._bounds = bounds
+        self._method = method
+        self._url = url
+        self._started = started
+
+    def __iter__(self) -> Iterator[bytes]:
+        size = 0
+        limit = self._bounds.max_bytes
+        ends_at = self._bounds.ends_at(self._started)
+        for chunk in self._inner:
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise ResponseTooLargeError(_too_large(self._method, self._url, limit, "the body"))
+            if ends_at is not None and self._bounds.clock() > ends_at:
+                check_step_budget()
+                raise RequestDeadlineError(
+                    f"{self._method} {self._url} was still sending after {self._bounds.deadline_s:g} s "
+                    f"({size} bytes received; EHRSYNC_REQUEST_DEADLINE_S)"
+                )
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def read_capped(response: httpx.Response, max_bytes: int | None) -> bytes:
+    """The decoded body, refusing more than ``max_bytes`` decoded bytes (a small gzip body may expand)."""
+    if max_bytes is None:
+        return response.read()
+    parts: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            response.close()
+            url = redact_url(str(response.request.url))
+            raise ResponseTooLargeError(_too_large(response.request.method, url, max_bytes, "the decoded body"))
+        parts.append(chunk)
+    return b"".join(parts)

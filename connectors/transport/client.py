@@ -1,0 +1,57 @@
+"""The one way to get an httpx client for an EHR: its transport is the retry layer over the vendor rate
+budget over the network, so every call (FHIR, Bulk, SMART discovery, token endpoint) takes the same path.
+
+A caller may hand in its own ``httpx.Client`` (shared pools, test transports, event hooks): the layers are
+then put in front of it, and requests are still built by the caller's client (its headers, cookies and
+timeouts), only sent through the layers.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from connectors.http.ratelimit import RateLimitedTransport
+from connectors.transport.retrying import RetryTransport
+
+__all__ = ["DEFAULT_TIMEOUT", "EhrClient", "ehr_client", "ehr_transport"]
+
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+
+
+class EhrClient(httpx.Client):
+    """An ``httpx.Client`` whose transport carries the EHR layers (built by :func:`ehr_client`)."""
+
+
+class _Borrowed(httpx.BaseTransport):
+    """Sends through a caller's client (its own transport, proxies and event hooks), which the caller closes."""
+
+    def __init__(self, http: httpx.Client) -> None:
+        self._http = http
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._http.send(request, stream=True, auth=None, follow_redirects=False)
+
+    def close(self) -> None:
+        """The caller owns the client."""
+
+
+def ehr_transport(inner: httpx.BaseTransport) -> httpx.BaseTransport:
+    """Retries (per the request's plan) over the rate budget over ``inner``: every attempt spends a call."""
+    return RetryTransport(RateLimitedTransport(inner))
+
+
+def ehr_client(http: httpx.Client | None = None, *, timeout: httpx.Timeout | float | None = None) -> EhrClient:
+    """A client that sends through the EHR layers: a new one (the caller closes it) when ``http`` is None,
+    ``http`` itself when it already is one, else layers in front of ``http`` (nothing to close)."""
+    if isinstance(http, EhrClient):
+        return http
+    if http is None:
+        return EhrClient(
+            transport=ehr_transport(httpx.HTTPTransport()), timeout=timeout or DEFAULT_TIMEOUT, follow_redirects=False
+        )
+    return EhrClient(
+        transport=ehr_transport(_Borrowed(http)),
+        timeout=http.timeout,
+        follow_redirects=http.follow_redirects,
+        trust_env=False,
+    )

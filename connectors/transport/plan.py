@@ -1,0 +1,63 @@
+"""What the EHR transport needs to know about one request, carried in ``request.extensions`` (as httpx
+carries its own per-request ``timeout``): the retry policy, whether a repeat is safe, the body bounds, which
+answers the caller takes as they are, and the attempt counter shared with the caller's own body retries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from connectors.http.retry import RetryPolicy
+from connectors.transport.bounds import BodyBounds
+
+__all__ = ["PLAN_EXTENSION", "RequestPlan", "plan_of"]
+
+PLAN_EXTENSION = "ehrsync.plan"
+
+
+@dataclass
+class RequestPlan:
+    """One request's retry and bounds settings; ``attempt`` counts retries (0 = the first try) across every
+    layer, so transport retries and the caller's restarts of a failed body share ``policy.max_attempts``."""
+
+    policy: RetryPolicy
+    idempotent: bool = True
+    bounds: BodyBounds | None = None
+    passthrough: Callable[[httpx.Response], bool] | None = None
+    on_response: Callable[[httpx.Response], None] | None = None
+    timeout: httpx.Timeout | None = None
+    attempt: int = 0
+
+    def extensions(self) -> dict[str, Any]:
+        return {PLAN_EXTENSION: self}
+
+    def can_retry(self) -> bool:
+        return self.attempt + 1 < self.policy.max_attempts
+
+    def wait(self, seconds: float) -> None:
+        """Sleep before the next attempt and count it."""
+        self.policy.sleep(seconds)
+        self.attempt += 1
+
+    def start_attempt(self, request: httpx.Request) -> float:
+        """Cut the request's timeouts to what is left of its deadline (or step budget); returns the start time."""
+        if self.bounds is None:
+            return 0.0
+        started = self.bounds.clock()
+        ends_at = self.bounds.ends_at(started)
+        if ends_at is not None:
+            left = max(ends_at - self.bounds.clock(), 0.01)
+            base = self.timeout or httpx.Timeout(**request.extensions["timeout"])
+            parts = {name: getattr(base, name) for name in ("connect", "read", "write", "pool")}
+            cut = {name: left if value is None else min(value, left) for name, value in parts.items()}
+            request.extensions["timeout"] = httpx.Timeout(**cut).as_dict()
+        return started
+
+
+def plan_of(request: httpx.Request) -> RequestPlan | None:
+    """The plan an EHR client attached to ``request``; None for calls that only pass through (token grants)."""
+    plan = request.extensions.get(PLAN_EXTENSION)
+    return plan if isinstance(plan, RequestPlan) else None

@@ -1,0 +1,148 @@
+"""The retrying transport every EHR call goes through: per attempt it checks the step budget, cuts the
+timeouts to the request's deadline, bounds the body and retries what is worth retrying (BDX-10, BDX-32).
+
+Transport errors back off (a POST only when it was never sent); 429/503 wait per Retry-After (seconds or an
+HTTP-date); transient answers (408, 5xx, OperationOutcome ``transient``/``throttled``) back off when the
+request is idempotent. A refused connection or failed DNS lookup is tried twice, then the origin is
+remembered as unreachable (:mod:`connectors.budgets`) and the rest of the run fails fast.
+Requests without a :class:`~connectors.transport.plan.RequestPlan` (token grants, discovery) pass through:
+their callers retry whole grants (the token vault) and must not repeat a POST that may have been used.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import httpx
+
+from connectors.budgets import check_step_budget, forget_unreachable, mark_unreachable, unreachable_reason
+from connectors.errors import EhrUnreachableError, TransportError
+from connectors.http.urls import redact_url
+from connectors.transport.answers import CONTROL_CHARS, retry_kind
+from connectors.transport.plan import RequestPlan, plan_of
+
+__all__ = ["UNREACHABLE_ATTEMPTS", "UNREACHABLE_RETRY_S", "RetryTransport", "origin_of", "refused_or_unresolved"]
+
+logger = logging.getLogger(__name__)
+
+#: A refused connection or failed DNS lookup is tried this many times (quickly), then the EHR is unreachable.
+UNREACHABLE_ATTEMPTS = 2
+UNREACHABLE_RETRY_S = 0.5
+
+
+def refused_or_unresolved(exc: httpx.TransportError) -> bool:
+    """Whether the connection was refused or the host name did not resolve (not a timeout, not TLS)."""
+    if not isinstance(exc, httpx.ConnectError):
+        return False
+    cause: BaseException | None = exc
+    for _ in range(8):  # httpx → httpcore → the OSError; bounded in case a chain loops
+        if cause is None:
+            break
+        if isinstance(cause, (ConnectionRefusedError, socket.gaierror)):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def origin_of(url: httpx.URL) -> str:
+    port = f":{url.port}" if url.port else ""
+    return f"{url.scheme}://{url.host}{port}"
+
+
+def unreachable_error(
+    url: httpx.URL, attempt: int, exc: httpx.TransportError, known: str | None
+) -> EhrUnreachableError | None:
+    """An EhrUnreachableError once a refused connection / failed DNS lookup was tried enough, else None.
+
+    Only those two mark the origin unreachable: a connect timeout or a TLS failure may be a slow or briefly
+    overloaded host, so it goes back to the normal retries with backoff. ``known`` is the remembered reason
+    of an origin marked earlier: its one attempt failing the same way fails at once, without retrying."""
+    if not refused_or_unresolved(exc):
+        return None
+    origin = origin_of(url)
+    if known is not None:
+        return EhrUnreachableError(f"cannot reach the EHR at {origin} ({known}; remembered from an earlier request)")
+    reason = CONTROL_CHARS.sub(" ", str(exc))[:120] or type(exc).__name__
+    if attempt + 1 < UNREACHABLE_ATTEMPTS:
+        return None
+    mark_unreachable(origin, reason)
+    return EhrUnreachableError(f"cannot reach the EHR at {origin} ({reason}): check its URL and that it is up")
+
+
+class RetryTransport(httpx.BaseTransport):
+    """Wraps the transport below (rate budget, then the network) with the attempts of a :class:`RequestPlan`."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self._inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        plan = plan_of(request)
+        if plan is None:
+            return self._inner.handle_request(request)
+        while True:
+            check_step_budget()
+            known = unreachable_reason(origin_of(request.url))  # remembered: one attempt, no retries, fails fast
+            started = plan.start_attempt(request)
+            try:
+                response = self._inner.handle_request(request)
+            except httpx.TransportError as exc:
+                self._after_failure(request, plan, exc, known)
+                continue
+            forget_unreachable(origin_of(request.url))  # it answered: whatever refused before is up again
+            if self._settled(request, response, plan, started):
+                return response
+
+    def _after_failure(
+        self, request: httpx.Request, plan: RequestPlan, exc: httpx.TransportError, known: str | None
+    ) -> None:
+        """Wait before the next attempt, or raise: EhrUnreachableError, or TransportError when out of attempts."""
+        unreachable = unreachable_error(request.url, plan.attempt, exc, known)
+        if unreachable is not None:
+            raise unreachable from exc
+        if refused_or_unresolved(exc):  # not sent: one quick retry before calling the EHR unreachable
+            plan.wait(UNREACHABLE_RETRY_S)
+            return
+        url = redact_url(str(request.url))
+        not_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))  # safe to retry even a POST
+        if not (plan.idempotent or not_sent) or not plan.can_retry():
+            raise TransportError(
+                f"{request.method} {url} failed after {plan.attempt + 1} attempt(s): {type(exc).__name__}"
+            ) from exc
+        delay = plan.policy.backoff_delay(plan.attempt)
+        logger.warning("transport error, retrying", extra={"url": url, "delay_s": delay})
+        plan.wait(delay)
+
+    def _settled(self, request: httpx.Request, response: httpx.Response, plan: RequestPlan, started: float) -> bool:
+        """Whether ``response`` is the answer; False after waiting out a retryable one (its body was read)."""
+        response.request = request
+        try:
+            if plan.bounds is not None:
+                plan.bounds.wrap(response, request.method, started)
+            if plan.on_response is not None:
+                plan.on_response(response)  # e.g. athenahealth quota headers, read after every call
+            status = response.status_code
+            if status < 400 or status == 401 or (plan.passthrough is not None and plan.passthrough(response)):
+                return True  # success, redirect or a refused token: for the auth flow and the caller
+            response.read()
+            kind = retry_kind(response, plan.idempotent)
+        except BaseException:
+            response.close()
+            raise
+        if kind is None or not plan.can_retry():
+            return True
+        policy = plan.policy
+        if kind == "throttle":
+            delay = policy.delay_for(plan.attempt, response.headers.get("Retry-After"))
+        else:
+            delay = policy.backoff_delay(plan.attempt)
+        logger.info(
+            "retryable answer, waiting",
+            extra={"url": redact_url(str(request.url)), "status": status, "delay_s": round(delay, 3)},
+        )
+        response.close()
+        plan.wait(delay)
+        return False
+
+    def close(self) -> None:
+        self._inner.close()
