@@ -1,14 +1,16 @@
-"""The Dagster instance ehrsync runs against: a persistent ``DAGSTER_HOME`` under the state directory.
+"""The Dagster instance ehrsync runs against: ``DAGSTER_HOME`` when the operator set it, else ``<state>/dagster_home``.
 
 ``make demo`` / ``ehrsync sync`` execute in-process and ``make ui`` starts the webserver and daemon; all of
-them use the same ``<state>/dagster_home`` so runs of one show up in the other. The instance settings
-(run queue limits per EHR source) ship as ``pipelines/dagster_home/dagster.yaml``.
+them use the same home (``PipelineSettings.dagster_home``) so runs of one show up in the other. The instance
+settings (run queue limits per EHR source) ship as ``ehrsync/dagster_home/dagster.yaml``; they are installed
+into a home that has no ``dagster.yaml`` and refreshed only while the file is still one ehrsync wrote, so an
+operator's own ``dagster.yaml`` is never overwritten.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -20,30 +22,43 @@ __all__ = ["SHIPPED_DAGSTER_YAML", "WORKSPACE_YAML", "open_instance", "prepare_d
 
 SHIPPED_DAGSTER_YAML = Path(__file__).resolve().parent / "dagster_home" / "dagster.yaml"
 WORKSPACE_YAML = Path(__file__).resolve().parent.parent / "workspace.yaml"
+# Beside an installed dagster.yaml: the digest of what ehrsync wrote, so an edited file is recognised as the
+# operator's and left alone.
+INSTALLED_MARK = ".ehrsync-dagster-yaml.sha256"
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def prepare_dagster_home(home: Path) -> Path:
-    """Create ``home`` and install the shipped ``dagster.yaml`` into it (refreshed when ours changed)."""
+    """Create ``home`` and install the shipped ``dagster.yaml`` when it has none, or refresh it when the file is
+    still exactly what ehrsync installed before; any other ``dagster.yaml`` is the operator's and stays as is."""
     home.mkdir(parents=True, exist_ok=True)
-    target = home / "dagster.yaml"
-    if not target.exists() or target.read_bytes() != SHIPPED_DAGSTER_YAML.read_bytes():
-        shutil.copyfile(SHIPPED_DAGSTER_YAML, target)
+    target, mark = home / "dagster.yaml", home / INSTALLED_MARK
+    shipped = SHIPPED_DAGSTER_YAML.read_bytes()
+    if target.exists():
+        current = target.read_bytes()
+        if current == shipped:
+            mark.write_text(_digest(shipped) + "\n")
+            return home
+        if not (mark.exists() and mark.read_text().strip() == _digest(current)):
+            return home  # the operator's file
+    target.write_bytes(shipped)
+    mark.write_text(_digest(shipped) + "\n")
     return home
 
 
 def open_instance(settings: PipelineSettings | None = None) -> DagsterInstance:
-    """``DAGSTER_HOME`` when set (the operator chose), else ``<state>/dagster_home`` prepared as above."""
-    if os.environ.get("DAGSTER_HOME"):
-        return DagsterInstance.get()
+    """The persistent instance in ``settings.dagster_home``, prepared as above."""
     resolved = settings or PipelineSettings.from_env()
-    home = prepare_dagster_home(resolved.dagster_home)
-    return DagsterInstance.from_config(str(home))
+    return DagsterInstance.from_config(str(prepare_dagster_home(resolved.dagster_home)))
 
 
 def ui_command(
     settings: PipelineSettings, *, host: str = "127.0.0.1", port: int = 3000
 ) -> tuple[list[str], dict[str, str]]:
-    """argv and environment for ``dagster dev`` (webserver + daemon) over the state directory.
+    """argv and environment for ``dagster dev`` (webserver + daemon) over the settings' state and Dagster home.
 
     Start it in its own process group and stop it with SIGINT to the group: the webserver, daemon and
     code server are children that outlive a killed parent.

@@ -22,11 +22,11 @@ def run_ui(state_dir: Path, *, host: str = "127.0.0.1", port: int = 3000, stop_a
     from engine.settings import PipelineSettings
 
     state_dir = state_dir.resolve()
-    if not (state_dir / "app.db").exists() and not os.environ.get("DATABASE_URL"):
-        print(f"note: {state_dir} holds no demo state yet; run `make demo` first to see connections and runs")
     env_values = demo_environment(state_dir)
     merged = {**env_values, **{k: v for k, v in os.environ.items() if k in env_values and v}}
-    settings = PipelineSettings.from_env({**os.environ, **merged})
+    settings = PipelineSettings.from_env({**os.environ, **merged})  # DAGSTER_HOME, DATABASE_URL: the operator's
+    if settings.database_url_variable is None and not (settings.state_dir / "app.db").exists():
+        print(f"note: {state_dir} holds no demo state yet; run `make demo` first to see connections and runs")
     argv, env = ui_command(settings, host=host, port=port)
     env.update(merged)
     print(f"Dagster UI on http://{host}:{port} (state {state_dir}); Ctrl-C stops it")

@@ -2,12 +2,12 @@
 
 The ``scheduled_syncs`` sensor reads the streaks each tick and hands them to ``plan_due_runs``, which asks
 for a retry once ``RetryBackoff.delay(n)`` has passed since the n-th consecutive failure ended. The policy
-comes from ``EHRSYNC_RETRY_BASE_SECONDS`` (default 300) and ``EHRSYNC_RETRY_CAP_SECONDS`` (default 21600).
+comes from ``EHRSYNC_RETRY_BASE_SECONDS`` (default 300) and ``EHRSYNC_RETRY_CAP_SECONDS`` (default 21600), read
+once by ``engine.settings`` and handed to the sensor as the ``retry`` resource.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
@@ -44,9 +44,9 @@ def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
-def backoff_from_env(env: Mapping[str, str] | None = None) -> RetryBackoff:
-    """The retry backoff from the environment; a malformed value raises naming the variable."""
-    env = os.environ if env is None else env
+def backoff_from_env(env: Mapping[str, str]) -> RetryBackoff:
+    """The retry backoff from ``env`` (``engine.settings`` passes the settings' values); a malformed value raises
+    naming the variable."""
     base = _seconds(env, RETRY_BASE_ENV, DEFAULT_BASE_S)
     cap = _seconds(env, RETRY_CAP_ENV, max(DEFAULT_CAP_S, base))
     if cap < base:

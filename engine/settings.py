@@ -1,49 +1,49 @@
-"""Configuration of the Dagster layer, read once from environment variables (documented in docs/PIPELINES.md).
+"""The engine's view of the settings: ``settings.AppSettings`` (read once per process) checked and parsed.
 
-| variable | default |
-|---|---|
-| ``EHRSYNC_STATE_DIR`` (or ``EHRSYNC_HOME``) | ``var/demo`` |
-| ``DATABASE_URL`` (or ``EHRSYNC_DATABASE_URL``) | ``sqlite:///<state>/app.db`` |
-| ``WAREHOUSE_URL`` | ``<state>/warehouse.duckdb`` |
-| ``EHRSYNC_SYNC_WINDOWS`` | none (JSON ``{"epic": "22:00-06:00"}``) |
-| ``EHRSYNC_QUARANTINE_MAX_RATIO`` | ``0.01`` (share of fetched lines that may be quarantined) |
-| ``EHRSYNC_SYNC_OVERLAP_SECONDS`` | ``300`` (incremental searches start this long before the stored mark, BDX-28) |
-| ``EHRSYNC_KEEPALIVE_IDLE_DAYS`` | ``7`` (the daily keepalive refreshes grants unused this long; 1..89) |
-| ``EHRSYNC_FETCH_ALLOWED_HOSTS`` | none (``files.clinic.local,10.0.0.5:8443``: private bulk-file/attachment hosts) |
-| ``EHRSYNC_MAX_RESOURCE_BYTES`` | ``67108864`` (read by the landing step; checked here, 1024..268435456) |
-| ``EHRSYNC_MAX_RESPONSE_BYTES`` | ``67108864`` (read by the connectors; checked here: at least the resource limit) |
-| ``EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS`` | ``30`` (read when a step takes a connection's lock; checked here) |
-| ``EHRSYNC_STEP_BUDGET_S``, ``EHRSYNC_REQUEST_DEADLINE_S`` | read by the engine and connectors; checked here |
-| ``EHRSYNC_BULK_MAX_FILE_BYTES``, ``EHRSYNC_MIN_FREE_DISK_BYTES`` | read by the Bulk steps; checked here |
+Every variable is listed in docs/PIPELINES.md; the locations (state, app database, warehouse, Dagster home) are
+resolved by ``settings.AppSettings`` so the CLI, the auth service and the Dagster code location agree. The
+tuning variables are checked here with the readers the engine, connectors and warehouse use, so a malformed
+value stops the start with one line naming it, and the parsed values travel to the steps through the Dagster
+resources (``pipelines.resources.default_resources``) instead of being read again during a run.
 
 ``INTEGRATIONS_TOKEN_ENC_KEY`` is read by ``store.TokenCipher.from_env`` when a run opens the vault.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from connectors.budgets import DEFAULT_MAX_RESPONSE_BYTES, env_number
+from connectors.budgets import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_REQUEST_DEADLINE_S,
+    DEFAULT_STEP_BUDGET_S,
+    env_number,
+)
 from connectors.errors import ConfigurationError
+from engine.connection_lock import DEFAULT_LOCK_WAIT_S, lock_wait_seconds
+from engine.environment import DEFAULT_BULK_MAX_FILE_BYTES, DEFAULT_MIN_FREE_DISK_BYTES
 from engine.errors import PipelineConfigurationError
+from engine.retries import backoff_from_env
+from engine.scheduling import RetryBackoff
 from engine.sync_windows import SyncWindow, parse_sync_windows
+from settings import DEFAULT_STATE_DIR, AppSettings, load_app_settings
 from warehouse.errors import InvalidInputError
-from warehouse.limits import MAX_RESOURCE_ENV, max_resource_bytes
+from warehouse.limits import DEFAULT_MAX_RESOURCE_BYTES, MAX_RESOURCE_ENV, max_resource_bytes
 
 __all__ = [
     "DEFAULT_STATE_DIR",
+    "ENGINE_NUMBERS",
     "MAX_KEEPALIVE_IDLE_DAYS",
     "RESPONSE_BYTES_ENV",
+    "EngineLimits",
     "PipelineSettings",
     "check_size_limits",
     "check_warehouse_url",
 ]
 
-DEFAULT_STATE_DIR = "var/demo"
 # Grants lapse after about 90 days unused (eCW refresh tokens, Oracle Health offline_access): stay below that.
 MAX_KEEPALIVE_IDLE_DAYS = 89
 _HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*(?::\d{1,5})?")
@@ -116,8 +116,6 @@ def check_size_limits(env: Mapping[str, str]) -> None:
     """The byte limits and the connection lock wait, read lazily by the steps, checked when the settings load:
     a malformed value, or a response limit below the resource limit (a search page carrying one resource near
     the resource limit would then fail whole, ``response_too_large``), stops the start with one line."""
-    from engine.connection_lock import lock_wait_seconds  # the engine's own reader (imported late: heavy)
-
     try:
         resource = max_resource_bytes(env)
     except InvalidInputError as exc:
@@ -134,7 +132,80 @@ def check_size_limits(env: Mapping[str, str]) -> None:
 
 
 @dataclass(frozen=True)
+class EngineLimits:
+    """Byte limits, budgets and waits the steps apply, parsed once at start (defaults: the engine's own)."""
+
+    max_resource_bytes: int = DEFAULT_MAX_RESOURCE_BYTES
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    lock_wait_s: float = DEFAULT_LOCK_WAIT_S
+    step_budget_s: float = DEFAULT_STEP_BUDGET_S
+    request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S
+    bulk_max_file_bytes: int = DEFAULT_BULK_MAX_FILE_BYTES
+    min_free_disk_bytes: int = DEFAULT_MIN_FREE_DISK_BYTES
+
+    @classmethod
+    def parse(cls, env: Mapping[str, str]) -> EngineLimits:
+        check_size_limits(env)
+        return cls(
+            max_resource_bytes=max_resource_bytes(env),
+            max_response_bytes=_response_bytes(env),
+            lock_wait_s=lock_wait_seconds(env),
+            step_budget_s=env_number("EHRSYNC_STEP_BUDGET_S", DEFAULT_STEP_BUDGET_S, env=env),
+            request_deadline_s=env_number("EHRSYNC_REQUEST_DEADLINE_S", DEFAULT_REQUEST_DEADLINE_S, env=env),
+            bulk_max_file_bytes=int(env_number("EHRSYNC_BULK_MAX_FILE_BYTES", DEFAULT_BULK_MAX_FILE_BYTES, env=env)),
+            min_free_disk_bytes=int(
+                env_number("EHRSYNC_MIN_FREE_DISK_BYTES", DEFAULT_MIN_FREE_DISK_BYTES, minimum=-1, env=env)
+            ),
+        )
+
+
+def _ratio(env: Mapping[str, str]) -> float:
+    raw = env.get("EHRSYNC_QUARANTINE_MAX_RATIO", "0.01")
+    try:
+        ratio = float(raw)
+    except ValueError as exc:
+        raise PipelineConfigurationError(
+            f"EHRSYNC_QUARANTINE_MAX_RATIO={raw!r} is not a number between 0 and 1"
+        ) from exc
+    if not 0.0 <= ratio <= 1.0:
+        raise PipelineConfigurationError(f"EHRSYNC_QUARANTINE_MAX_RATIO={raw!r} is not between 0 and 1")
+    return ratio
+
+
+def _overlap_seconds(env: Mapping[str, str]) -> int:
+    raw = env.get("EHRSYNC_SYNC_OVERLAP_SECONDS", "300")
+    if not raw.isdigit() or int(raw) > 86_400:
+        raise PipelineConfigurationError(
+            f"EHRSYNC_SYNC_OVERLAP_SECONDS={raw!r} is not a whole number of seconds from 0 to 86400"
+        )
+    return int(raw)
+
+
+def _idle_days(env: Mapping[str, str]) -> int:
+    raw = env.get("EHRSYNC_KEEPALIVE_IDLE_DAYS", "7")
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_KEEPALIVE_IDLE_DAYS:
+        raise PipelineConfigurationError(
+            f"EHRSYNC_KEEPALIVE_IDLE_DAYS={raw!r} is not a whole number of days from 1 to "
+            f"{MAX_KEEPALIVE_IDLE_DAYS} (grants lapse after about 90 days unused)"
+        )
+    return int(raw)
+
+
+def _fetch_hosts(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw_hosts = env.get("EHRSYNC_FETCH_ALLOWED_HOSTS", "").split(",")
+    hosts = tuple(h.strip().lower() for h in raw_hosts if h.strip())
+    bad = [h for h in hosts if not _HOST.fullmatch(h)]
+    if bad:
+        raise PipelineConfigurationError(
+            f"EHRSYNC_FETCH_ALLOWED_HOSTS names {bad[0]!r}, which is not a host or host:port (no scheme or path)"
+        )
+    return hosts
+
+
+@dataclass(frozen=True)
 class PipelineSettings:
+    """What the Dagster layer and the engine need, checked: build with ``from_app`` (or ``from_env``)."""
+
     state_dir: Path
     database_url: str
     warehouse_url: str
@@ -144,6 +215,15 @@ class PipelineSettings:
     overlap_seconds: int = 300
     keepalive_idle_days: int = 7
     fetch_allowed_hosts: tuple[str, ...] = ()
+    retry_backoff: RetryBackoff = field(default_factory=lambda: backoff_from_env({}))
+    limits: EngineLimits = field(default_factory=EngineLimits)
+    dagster_home_dir: Path | None = None  # DAGSTER_HOME when set
+    # The variable that named the app database / warehouse (None: the state default). When the settings were read
+    # from this process's environment (``from_process``), resources bind them as ``dagster.EnvVar`` so a URL's
+    # password is not shown as resource config in the UI.
+    database_url_variable: str | None = None
+    warehouse_url_variable: str | None = None
+    from_process: bool = False
 
     @property
     def landing_dir(self) -> Path:
@@ -155,53 +235,34 @@ class PipelineSettings:
 
     @property
     def dagster_home(self) -> Path:
-        return self.state_dir / "dagster_home"
+        """The Dagster instance directory: ``DAGSTER_HOME`` when the operator set it, else ``<state>/dagster_home``."""
+        return self.dagster_home_dir if self.dagster_home_dir is not None else self.state_dir / "dagster_home"
+
+    @classmethod
+    def from_app(cls, app: AppSettings, *, from_process: bool = False) -> PipelineSettings:
+        """Check and parse ``app``; a malformed value raises ``PipelineConfigurationError`` naming the variable."""
+        env = app.engine_values()
+        warehouse_url = app.warehouse_url
+        check_warehouse_url(warehouse_url)
+        return cls(
+            state_dir=app.state_dir,
+            database_url=app.database_url,
+            warehouse_url=warehouse_url,
+            quarantine_max_ratio=_ratio(env),
+            overlap_seconds=_overlap_seconds(env),
+            keepalive_idle_days=_idle_days(env),
+            limits=EngineLimits.parse(env),
+            fetch_allowed_hosts=_fetch_hosts(env),
+            sync_windows=parse_sync_windows(env.get("EHRSYNC_SYNC_WINDOWS")),
+            sync_windows_raw=env.get("EHRSYNC_SYNC_WINDOWS", ""),
+            retry_backoff=backoff_from_env(env),
+            dagster_home_dir=app.dagster_home if app.DAGSTER_HOME.strip() else None,
+            database_url_variable=app.database_url_variable,
+            warehouse_url_variable="WAREHOUSE_URL" if app.WAREHOUSE_URL.strip() else None,
+            from_process=from_process,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
-        """Read the settings; a malformed value raises ``PipelineConfigurationError`` naming the variable."""
-        env = os.environ if env is None else env
-        raw_state = env.get("EHRSYNC_STATE_DIR") or env.get("EHRSYNC_HOME") or DEFAULT_STATE_DIR
-        state_dir = Path(raw_state).expanduser().resolve()
-        database_url = env.get("DATABASE_URL") or env.get("EHRSYNC_DATABASE_URL") or f"sqlite:///{state_dir / 'app.db'}"
-        warehouse_url = env.get("WAREHOUSE_URL") or str(state_dir / "warehouse.duckdb")
-        check_warehouse_url(warehouse_url)
-        raw_ratio = env.get("EHRSYNC_QUARANTINE_MAX_RATIO", "0.01")
-        try:
-            ratio = float(raw_ratio)
-        except ValueError as exc:
-            raise PipelineConfigurationError(
-                f"EHRSYNC_QUARANTINE_MAX_RATIO={raw_ratio!r} is not a number between 0 and 1"
-            ) from exc
-        if not 0.0 <= ratio <= 1.0:
-            raise PipelineConfigurationError(f"EHRSYNC_QUARANTINE_MAX_RATIO={raw_ratio!r} is not between 0 and 1")
-        raw_overlap = env.get("EHRSYNC_SYNC_OVERLAP_SECONDS", "300")
-        if not raw_overlap.isdigit() or int(raw_overlap) > 86_400:
-            raise PipelineConfigurationError(
-                f"EHRSYNC_SYNC_OVERLAP_SECONDS={raw_overlap!r} is not a whole number of seconds from 0 to 86400"
-            )
-        raw_idle = env.get("EHRSYNC_KEEPALIVE_IDLE_DAYS", "7")
-        if not (raw_idle.isascii() and raw_idle.isdigit()) or not 1 <= int(raw_idle) <= MAX_KEEPALIVE_IDLE_DAYS:
-            raise PipelineConfigurationError(
-                f"EHRSYNC_KEEPALIVE_IDLE_DAYS={raw_idle!r} is not a whole number of days from 1 to "
-                f"{MAX_KEEPALIVE_IDLE_DAYS} (grants lapse after about 90 days unused)"
-            )
-        check_size_limits(env)
-        raw_hosts = env.get("EHRSYNC_FETCH_ALLOWED_HOSTS", "").split(",")
-        fetch_hosts = tuple(h.strip().lower() for h in raw_hosts if h.strip())
-        bad = [h for h in fetch_hosts if not _HOST.fullmatch(h)]
-        if bad:
-            raise PipelineConfigurationError(
-                f"EHRSYNC_FETCH_ALLOWED_HOSTS names {bad[0]!r}, which is not a host or host:port (no scheme or path)"
-            )
-        return cls(
-            state_dir=state_dir,
-            database_url=database_url,
-            warehouse_url=warehouse_url,
-            sync_windows=parse_sync_windows(env.get("EHRSYNC_SYNC_WINDOWS")),
-            sync_windows_raw=env.get("EHRSYNC_SYNC_WINDOWS", ""),
-            quarantine_max_ratio=ratio,
-            overlap_seconds=int(raw_overlap),
-            keepalive_idle_days=int(raw_idle),
-            fetch_allowed_hosts=fetch_hosts,
-        )
+        """``from_app`` over the process environment (or ``env``), read once through ``settings``."""
+        return cls.from_app(load_app_settings(env), from_process=env is None)

@@ -1,18 +1,19 @@
 """The code location ``workspace.yaml`` loads: every domain's ``Definitions`` merged, plus the resources.
 
 Each domain is a package under ``pipelines/defs/`` whose ``__init__`` exposes ``defs``; adding a domain means
-adding a folder, not editing a list here. Resources are built from the process's settings (``engine.settings``).
+adding a folder, not editing a list here. This module is a composition root: the settings are read once, when
+Dagster loads the location (``defs``), and reach the steps only through the resources.
 """
 
 import importlib
 import pkgutil
 from collections.abc import Mapping
 
-from dagster import Definitions
+from dagster import Definitions, definitions
 
 import pipelines.defs
 from engine.settings import PipelineSettings
-from pipelines.resources import RetryPolicyResource, default_resources
+from pipelines.resources import default_resources
 
 __all__ = ["build_definitions", "defs", "domain_definitions"]
 
@@ -29,10 +30,10 @@ def domain_definitions() -> list[Definitions]:
 def build_definitions(settings: PipelineSettings | None = None, env: Mapping[str, str] | None = None) -> Definitions:
     """All of ehrsync's Dagster definitions bound to resources for ``settings`` (default: the environment)."""
     resolved = settings or PipelineSettings.from_env(env)
-    return Definitions.merge(
-        *domain_definitions(),
-        Definitions(resources={**default_resources(resolved), "retry": RetryPolicyResource.from_env(env)}),
-    )
+    return Definitions.merge(*domain_definitions(), Definitions(resources=default_resources(resolved)))
 
 
-defs = build_definitions()
+@definitions
+def defs() -> Definitions:
+    """What Dagster loads: built when the code location loads, not when this module is imported."""
+    return build_definitions()

@@ -3,23 +3,27 @@
 No IO managers: assets write through these and report counts in ``MaterializeResult`` metadata. Each
 resource only holds configuration (strings and timeouts) so Dagster can show it; connections are opened
 per step and closed after, because DuckDB allows one writing process at a time.
+
+``default_resources`` configures them from the process's settings (``engine.settings.PipelineSettings``, read
+once when the code location loads): a URL the operator set is bound as ``dagster.EnvVar`` so the UI shows the
+variable's name, not a password, and the steps never read the environment themselves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-from dagster import ConfigurableResource, InitResourceContext
+from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from pydantic import Field, PrivateAttr
 from sqlalchemy.engine import make_url
 
 from engine import SyncEnvironment
-from engine.retries import DEFAULT_BASE_S, DEFAULT_CAP_S, MAX_S, RETRY_BASE_ENV, RETRY_CAP_ENV, backoff_from_env
+from engine.retries import DEFAULT_BASE_S, DEFAULT_CAP_S, MAX_S, RETRY_BASE_ENV, RETRY_CAP_ENV
 from engine.scheduling import RetryBackoff
 from engine.settings import PipelineSettings
 from engine.sync_windows import SyncWindow, parse_sync_windows
@@ -74,6 +78,25 @@ class LandingZoneResource(ConfigurableResource["LandingZoneResource"]):
 
     root: str = Field(description="Landing zone directory (<state>/landing).")
     attachments_root: str = Field(description="Attachment store directory (<state>/attachments).")
+    # None: the engine's default (``SyncEnvironment``); ``default_resources`` sets them from the settings.
+    step_budget_s: float | None = Field(
+        default=None, gt=0, description="Seconds one resource type's landing may take (EHRSYNC_STEP_BUDGET_S)."
+    )
+    bulk_max_file_bytes: int | None = Field(
+        default=None, gt=0, description="Largest bulk file a download accepts (EHRSYNC_BULK_MAX_FILE_BYTES)."
+    )
+    min_free_disk_bytes: int | None = Field(
+        default=None, ge=-1, description="Disk a download leaves free (EHRSYNC_MIN_FREE_DISK_BYTES)."
+    )
+
+    def limits(self) -> dict[str, Any]:
+        """The limits set here, as ``SyncEnvironment`` keyword arguments."""
+        values = {
+            "step_budget_s": self.step_budget_s,
+            "bulk_max_file_bytes": self.bulk_max_file_bytes,
+            "min_free_disk_bytes": self.min_free_disk_bytes,
+        }
+        return {name: value for name, value in values.items() if value is not None}
 
     def zone(self) -> LandingZone:
         return LandingZone(Path(self.root))
@@ -151,6 +174,9 @@ class SyncPolicyResource(ConfigurableResource["SyncPolicyResource"]):
         default=True,
         description="Group exports: export the full record of members added since the last export (BDX-15).",
     )
+    keepalive_idle_days: int = Field(
+        default=7, ge=1, le=89, description="The daily keepalive refreshes grants unused this long (days)."
+    )
 
     def windows(self) -> dict[str, SyncWindow]:
         return parse_sync_windows(self.sync_windows)
@@ -179,21 +205,36 @@ def sync_environment(
             overlap=overlap,
             bulk_membership_check=policy.bulk_membership_check,
             fetch_allowed_hosts=tuple(h.strip() for h in ehr_http.fetch_allowed_hosts.split(",") if h.strip()),
+            **landing.limits(),
         )
 
 
+def _url(value: str, variable: str | None, settings: PipelineSettings) -> str:
+    """``EnvVar(variable)`` when the operator named the URL in this process's environment, else the value."""
+    return EnvVar(variable) if variable and settings.from_process else value
+
+
 def default_resources(settings: PipelineSettings) -> dict[str, ConfigurableResource[Any]]:
-    """The resource set ``pipelines.definitions`` binds, configured from the environment."""
+    """The resource set ``pipelines.definitions`` binds, configured from the settings (read once at load)."""
+    limits = settings.limits
     return {
-        "app_db": AppDatabaseResource(url=settings.database_url),
-        "landing": LandingZoneResource(root=str(settings.landing_dir), attachments_root=str(settings.attachments_dir)),
-        "warehouse": WarehouseResource(target=settings.warehouse_url),
+        "app_db": AppDatabaseResource(url=_url(settings.database_url, settings.database_url_variable, settings)),
+        "landing": LandingZoneResource(
+            root=str(settings.landing_dir),
+            attachments_root=str(settings.attachments_dir),
+            step_budget_s=limits.step_budget_s,
+            bulk_max_file_bytes=limits.bulk_max_file_bytes,
+            min_free_disk_bytes=limits.min_free_disk_bytes,
+        ),
+        "warehouse": WarehouseResource(target=_url(settings.warehouse_url, settings.warehouse_url_variable, settings)),
         "ehr_http": EhrHttpResource(fetch_allowed_hosts=",".join(settings.fetch_allowed_hosts)),
         "policy": SyncPolicyResource(
             sync_windows=settings.sync_windows_raw,
             quarantine_max_ratio=settings.quarantine_max_ratio,
             overlap_seconds=settings.overlap_seconds,
+            keepalive_idle_days=settings.keepalive_idle_days,
         ),
+        "retry": RetryPolicyResource.from_backoff(settings.retry_backoff),
     }
 
 
@@ -204,8 +245,8 @@ class RetryPolicyResource(ConfigurableResource["RetryPolicyResource"]):
     cap_seconds: int = Field(default=DEFAULT_CAP_S, ge=1, le=MAX_S, description=RETRY_CAP_ENV)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RetryPolicyResource:
-        backoff = backoff_from_env(env)
+    def from_backoff(cls, backoff: RetryBackoff) -> RetryPolicyResource:
+        """The policy the settings parsed (``EHRSYNC_RETRY_BASE_SECONDS`` / ``EHRSYNC_RETRY_CAP_SECONDS``)."""
         return cls(base_seconds=int(backoff.base.total_seconds()), cap_seconds=int(backoff.cap.total_seconds()))
 
     def backoff(self) -> RetryBackoff:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,12 +17,10 @@ from sqlalchemy.pool import NullPool
 
 from connectors.errors import ConfigurationError
 
-__all__ = ["DEFAULT_DATABASE_URL", "ENV_DATABASE_URL", "AppDatabase"]
+__all__ = ["AppDatabase"]
 
 logger = logging.getLogger(__name__)
 
-ENV_DATABASE_URL = "EHRSYNC_DATABASE_URL"
-DEFAULT_DATABASE_URL = "sqlite:///var/ehrsync/app.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -68,9 +65,9 @@ class AppDatabase:
         self._sessions = sessionmaker(bind=engine, expire_on_commit=False)
 
     @classmethod
-    def from_url(cls, url: str | None = None, *, echo: bool = False) -> AppDatabase:
-        """SQLite file (default ``EHRSYNC_DATABASE_URL`` or ``var/ehrsync/app.db``) or ``postgresql+psycopg://``."""
-        url = _normalise_url(url or os.environ.get(ENV_DATABASE_URL) or DEFAULT_DATABASE_URL)
+    def from_url(cls, url: str, *, echo: bool = False) -> AppDatabase:
+        """SQLite file or ``postgresql+psycopg://``: the URL ``settings.AppSettings.database_url`` resolved."""
+        url = _normalise_url(url)
         try:
             parsed = make_url(url)
         except Exception as exc:  # sqlalchemy raises ArgumentError, wrapped here so callers get one type

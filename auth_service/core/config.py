@@ -1,4 +1,9 @@
-"""Service settings, validated at start so a bad key stops the service with a message naming the variable."""
+"""Service settings, validated at start so a bad key stops the service with a message naming the variable.
+
+``Settings`` extends ``settings.AppSettings``: the app database (``database_url``) is resolved exactly as the CLI
+and the Dagster code location resolve it (``DATABASE_URL``, else ``EHRSYNC_DATABASE_URL``, else
+``sqlite:///<EHRSYNC_STATE_DIR>/app.db``), so ``ehrsync db migrate`` migrates the database the service uses.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from auth_service.core.keys import SigningKey, load_private_key, parse_previous_keys
 from connectors.errors import ConfigurationError
+from settings import AppSettings
 
 __all__ = ["Settings", "load_settings"]
 
@@ -32,14 +38,13 @@ def _split_list(value: Any) -> Any:
     return value
 
 
-class Settings(BaseSettings):
-    """Environment variables of the auth service (see docs/AUTH_SERVICE.md)."""
+class Settings(AppSettings):
+    """Environment variables of the auth service (see docs/AUTH_SERVICE.md), plus the shared locations."""
 
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=True)
 
     INTEGRATIONS_TOKEN_ENC_KEY: SecretStr
     APP_BASE_URL: str = "http://127.0.0.1:8000"
-    DATABASE_URL: str = "sqlite:///var/auth_service/app.db"
     SMART_DEFAULT_SCOPES: str = _DEFAULT_SCOPES
     SMART_ENABLE_WRITE: bool = False
     SMART_ISSUER_ALLOWLIST: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -73,8 +78,11 @@ class Settings(BaseSettings):
         raw = value.get_secret_value()
         if not raw.strip():
             raise ValueError("is empty")
-        if len(_decode_key(raw)) != 32:
+        decoded = _decode_key(raw)
+        if len(decoded) != 32:
             raise ValueError("must decode (base64) to exactly 32 bytes")
+        if len(set(decoded)) == 1:  # 32 zero bytes, "AAAA...=": a placeholder copied from an example
+            raise ValueError("is a placeholder (every byte the same): generate a random 32-byte key")
         return value
 
     @field_validator("APP_BASE_URL")
@@ -143,7 +151,8 @@ class Settings(BaseSettings):
     @property
     def sqlite_path(self) -> Path | None:
         prefix = "sqlite:///"
-        return Path(self.DATABASE_URL[len(prefix) :]) if self.DATABASE_URL.startswith(prefix) else None
+        url = self.database_url
+        return Path(url[len(prefix) :]) if url.startswith(prefix) else None
 
 
 def load_settings(**overrides: Any) -> Settings:

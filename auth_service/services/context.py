@@ -47,7 +47,7 @@ def build_context(settings: Settings, *, http: httpx.Client | None = None, migra
     if settings.INTEGRATIONS_TOKEN_ENC_KEYS_OLD is not None:
         environ["INTEGRATIONS_TOKEN_ENC_KEYS_OLD"] = settings.INTEGRATIONS_TOKEN_ENC_KEYS_OLD.get_secret_value()
     cipher = TokenCipher.from_env(environ)
-    db = AppDatabase.from_url(settings.DATABASE_URL)
+    db = AppDatabase.from_url(settings.database_url)
     if migrate:
         db.migrate()
     client = http or httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=False)

@@ -27,15 +27,35 @@ STATE_OPTION = click.option(
 @click.option("--patients", type=click.IntRange(1, 10_000), default=25, show_default=True, help="Sandbox size.")
 @click.option("--connect", type=click.IntRange(1, 25), default=3, show_default=True, help="Patients who authorize.")
 @click.option("--keep", is_flag=True, help="Keep the previous demo state instead of starting clean.")
+@click.option(
+    "--sandbox-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    envvar="EHRSYNC_DEMO_SANDBOX_PORT",
+    show_envvar=True,
+    help="Port of the sandbox EHR (0: a free one).",
+)
+@click.option(
+    "--auth-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    envvar="EHRSYNC_DEMO_AUTH_PORT",
+    show_envvar=True,
+    help="Port of the auth service (0: a free one).",
+)
 @click.pass_context
-def demo(ctx: click.Context, state_dir: Path, patients: int, connect: int, keep: bool) -> None:
+def demo(
+    ctx: click.Context, state_dir: Path, patients: int, connect: int, keep: bool, sandbox_port: int, auth_port: int
+) -> None:
     """Sandbox EHR -> authorize -> sync -> Parquet -> DuckDB, then change records and sync incrementally."""
     from ehrsync.demo import DemoError, run_demo
 
     if not is_verbose(ctx):
         logging.getLogger().setLevel(logging.WARNING)  # the demo prints its own progress; -v shows every log
     try:
-        code = run_demo(state_dir, patients=patients, connect=connect, keep=keep)
+        code = run_demo(
+            state_dir, patients=patients, connect=connect, keep=keep, sandbox_port=sandbox_port, auth_port=auth_port
+        )
     except DemoError as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(code)

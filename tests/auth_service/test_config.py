@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+from pathlib import Path
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -12,7 +15,16 @@ from tests.auth_service.keyutil import ec_pem, enc_key, rsa_pem
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("INTEGRATIONS_TOKEN_ENC_KEY", "EHR_JWT_PRIVATE_KEY", "EHR_JWT_KEY_ID", "SMART_ISSUER_ALLOWLIST"):
+    for name in (
+        "INTEGRATIONS_TOKEN_ENC_KEY",
+        "EHR_JWT_PRIVATE_KEY",
+        "EHR_JWT_KEY_ID",
+        "SMART_ISSUER_ALLOWLIST",
+        "DATABASE_URL",
+        "EHRSYNC_DATABASE_URL",
+        "EHRSYNC_STATE_DIR",
+        "EHRSYNC_HOME",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -23,7 +35,9 @@ def test_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.LOG_REDACTION_ENABLED is True
     assert s.SMART_ENABLE_WRITE is False
     assert s.SMART_ISSUER_ALLOWLIST == ["https://a.example/fhir", "https://b.example/r4/"]
-    assert s.DATABASE_URL.startswith("sqlite:///var/")
+    # the one app-database default every ehrsync process shares (was var/auth_service/app.db here only)
+    assert s.database_url == f"sqlite:///{Path('var/demo').resolve() / 'app.db'}"
+    assert s.sqlite_path == Path("var/demo").resolve() / "app.db"
     assert s.redirect_uri == "http://127.0.0.1:8000/api/integrations/smart/callback"
 
 
@@ -98,3 +112,22 @@ def test_error_never_echoes_the_secret() -> None:
     with pytest.raises(ConfigurationError) as info:
         load_settings(INTEGRATIONS_TOKEN_ENC_KEY=secret)
     assert secret not in str(info.value)
+
+
+@pytest.mark.parametrize("filler", [b"\x00", b"x"])
+def test_placeholder_enc_key_is_refused(filler: bytes) -> None:
+    """A 32-byte key of one repeated byte (``AAAA...=`` copied from an example) is a placeholder, not a key."""
+    with pytest.raises(ConfigurationError, match="INTEGRATIONS_TOKEN_ENC_KEY: is a placeholder"):
+        load_settings(INTEGRATIONS_TOKEN_ENC_KEY=base64.b64encode(filler * 32).decode())
+
+
+def test_app_database_follows_the_state_dir_and_the_url_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INTEGRATIONS_TOKEN_ENC_KEY", enc_key())
+    monkeypatch.setenv("EHRSYNC_STATE_DIR", str(tmp_path))
+    assert load_settings().database_url == f"sqlite:///{tmp_path.resolve() / 'app.db'}"
+    monkeypatch.setenv("EHRSYNC_DATABASE_URL", "sqlite:///elsewhere.db")
+    assert load_settings().database_url == "sqlite:///elsewhere.db"
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://u@127.0.0.1/app")  # DATABASE_URL wins
+    assert load_settings().database_url == "postgresql+psycopg://u@127.0.0.1/app"

@@ -10,7 +10,10 @@ from dagster import AssetKey, DagsterInstance, Definitions
 from ehrsync.dagster_instance import SHIPPED_DAGSTER_YAML, WORKSPACE_YAML, prepare_dagster_home, ui_command
 from engine import PATIENT_TYPES, REFERENCED_TYPES
 from engine.settings import PipelineSettings
-from pipelines.definitions import build_definitions, defs
+from pipelines.definitions import build_definitions
+from pipelines.definitions import defs as load_defs
+
+defs = load_defs()  # what Dagster loads (lazily: the settings are read when the location loads, not at import)
 
 EXPECTED_TYPES = {
     "Patient",

@@ -48,9 +48,9 @@ def app_db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'app.db'}"
 
 
-def settings_for(tmp_path: Path) -> PipelineSettings:
+def settings_for(tmp_path: Path, **env: str) -> PipelineSettings:
     return PipelineSettings.from_env(
-        {"EHRSYNC_STATE_DIR": str(tmp_path / "state"), "DATABASE_URL": app_db_url(tmp_path)}
+        {"EHRSYNC_STATE_DIR": str(tmp_path / "state"), "DATABASE_URL": app_db_url(tmp_path), **env}
     )
 
 
@@ -80,14 +80,15 @@ def test_keep_grants_alive_refreshes_the_idle_grant_only(
 ) -> None:
     """EHRSYNC_KEEPALIVE_IDLE_DAYS=5: the grant idle for 6 days is refreshed (rotated, SAL-24), the one idle
     for 3 days is not; the op reports the counts as metadata."""
-    monkeypatch.setenv("EHRSYNC_KEEPALIVE_IDLE_DAYS", "5")
     idle = connect_patient(world, sandbox, http=http)
     recent = connect_patient(world, sandbox, http=http)
     backdate(world, idle, 6)
     backdate(world, recent, 3)
     cipher = TokenCipher(world.cipher_key)
     before_idle, before_recent = tokens_row(world, idle), tokens_row(world, recent)
-    job = build_definitions(settings_for(tmp_path)).resolve_job_def(KEEPALIVE_JOB)
+    # the settings (read once when the code location loads) reach the op through the policy resource
+    settings = settings_for(tmp_path, EHRSYNC_KEEPALIVE_IDLE_DAYS="5")
+    job = build_definitions(settings).resolve_job_def(KEEPALIVE_JOB)
 
     with DagsterInstance.ephemeral() as instance:
         result = job.execute_in_process(instance=instance)

@@ -25,8 +25,8 @@ from dagster import (
 from pydantic import Field
 
 from engine.run_tags import TRIGGER_TAG
-from engine.settings import MAX_KEEPALIVE_IDLE_DAYS, PipelineSettings
-from pipelines.resources import AppDatabaseResource, EhrHttpResource
+from engine.settings import MAX_KEEPALIVE_IDLE_DAYS
+from pipelines.resources import AppDatabaseResource, EhrHttpResource, SyncPolicyResource
 from store import refresh_idle_grants
 
 __all__ = ["KEEPALIVE_JOB", "KeepaliveConfig", "defs", "keep_grants_alive", "refresh_idle_grants_schedule"]
@@ -35,7 +35,7 @@ KEEPALIVE_JOB = "keep_grants_alive"
 
 
 class KeepaliveConfig(Config):
-    """Run config; unset ``idle_days`` means ``EHRSYNC_KEEPALIVE_IDLE_DAYS`` (default 7)."""
+    """Run config; unset ``idle_days`` means the policy's (``EHRSYNC_KEEPALIVE_IDLE_DAYS``, default 7)."""
 
     idle_days: int | None = Field(
         default=None,
@@ -50,9 +50,13 @@ class KeepaliveConfig(Config):
 
 @op(name="refresh_idle_grants", description="Refresh idle patient/user grants so the EHR does not let them lapse.")
 def refresh_idle_grants_op(
-    context: OpExecutionContext, config: KeepaliveConfig, app_db: AppDatabaseResource, ehr_http: EhrHttpResource
+    context: OpExecutionContext,
+    config: KeepaliveConfig,
+    app_db: AppDatabaseResource,
+    ehr_http: EhrHttpResource,
+    policy: SyncPolicyResource,
 ) -> Output[dict[str, int]]:
-    idle_days = config.idle_days or PipelineSettings.from_env().keepalive_idle_days
+    idle_days = config.idle_days or policy.keepalive_idle_days
     with app_db.open() as db:
         vault = app_db.vault(db, ehr_http.client())
         try:

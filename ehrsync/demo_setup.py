@@ -1,0 +1,149 @@
+"""What ``ehrsync demo`` sets up before it syncs: its settings file, its signing key, the auth service, and the
+headless patient consent. The demo's composition root; ``ehrsync.demo`` runs the steps."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+from settings import AppSettings
+
+__all__ = [
+    "BACKEND_CLIENT",
+    "DEMO_TENANT",
+    "ENV_FILE",
+    "PATIENT_CLIENT",
+    "DemoError",
+    "auth_service",
+    "authorize_patient",
+    "demo_environment",
+    "practice_settings",
+    "refuse_external_stores",
+]
+
+DEMO_TENANT = "demo-clinic"
+PATIENT_CLIENT = "ehrsync-demo"
+BACKEND_CLIENT = "ehrsync-demo-bulk"
+ENV_FILE = "ehrsync.env"
+# Locations come from the state folder; an env file written by an older demo may still name them.
+_LOCATION_KEYS = ("DATABASE_URL", "EHRSYNC_DATABASE_URL", "WAREHOUSE_URL")
+
+
+class DemoError(RuntimeError):
+    """A demo step failed; the message says which and why."""
+
+
+def refuse_external_stores(app: AppSettings) -> None:
+    """The demo starts clean by deleting its state folder, so it keeps the app database and the warehouse in it
+    (SQLite and DuckDB) and refuses, in one line, an environment that names other ones rather than ignore them."""
+    named = [name for name in ("DATABASE_URL", "EHRSYNC_DATABASE_URL", "WAREHOUSE_URL") if getattr(app, name).strip()]
+    if named:
+        raise DemoError(
+            f"ehrsync demo keeps its app database and warehouse under --state and does not use {', '.join(named)}: "
+            "unset it to run the demo (`ehrsync sync` and `ehrsync ui` use it)"
+        )
+
+
+def demo_environment(state_dir: Path) -> dict[str, str]:
+    """Settings the demo and ``make ui`` share, kept in ``<state>/ehrsync.env`` (mode 600; holds the vault key).
+
+    The app database and warehouse are not written: both derive from ``EHRSYNC_STATE_DIR``."""
+    env_path = state_dir / ENV_FILE
+    values: dict[str, str] = {}
+    if env_path.exists():
+        for line in env_path.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not key.startswith("#") and key.strip() not in _LOCATION_KEYS:
+                values[key.strip()] = value.strip()
+    values.setdefault("INTEGRATIONS_TOKEN_ENC_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
+    values.setdefault("EHRSYNC_STATE_DIR", str(state_dir))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    env_path.write_text(
+        "# written by `ehrsync demo`; read by `ehrsync ui`. Holds the demo vault key: keep it private.\n"
+        + "".join(f"{k}={v}\n" for k, v in sorted(values.items()))
+    )
+    env_path.chmod(0o600)
+    return values
+
+
+def _signing_key(state_dir: Path) -> Path:
+    """An RSA key for private_key_jwt (RS384), generated once per demo state."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    path = state_dir / "keys" / "ehr_jwt.pem"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        path.chmod(0o600)
+    return path
+
+
+@contextmanager
+def auth_service(
+    state_dir: Path, env: Mapping[str, str], fhir_base: str, *, port: int = 0
+) -> Iterator[tuple[str, Any]]:
+    """The auth service on ``127.0.0.1:port`` (0: a free port) over the demo's state; yields its URL and context."""
+    from auth_service.app import create_app
+    from auth_service.core.config import load_settings
+    from ehrsync.services import serve_in_thread
+
+    def factory(base_url: str) -> Any:
+        settings = load_settings(
+            INTEGRATIONS_TOKEN_ENC_KEY=env["INTEGRATIONS_TOKEN_ENC_KEY"],
+            EHRSYNC_STATE_DIR=env["EHRSYNC_STATE_DIR"],
+            APP_BASE_URL=base_url,
+            SMART_ISSUER_ALLOWLIST=fhir_base,
+            EHR_JWT_PRIVATE_KEY=str(_signing_key(state_dir)),
+            EHR_JWT_KEY_ID="demo-key-1",
+        )
+        return create_app(settings)
+
+    with serve_in_thread(factory, port=port) as running:
+        yield running.base_url, running.app.state.ctx
+
+
+def practice_settings(fhir_base: str) -> dict[str, Any]:
+    """The demo tenant's practice settings: SMART patient launch plus Bulk export over the sandbox."""
+    return {
+        "smartFhir": {"enabled": True, "issuer": fhir_base, "fhirBaseUrl": fhir_base, "clientId": PATIENT_CLIENT},
+        "ehrIntegrations": {
+            "enabledProviders": ["generic"],
+            "providerConfigs": {
+                "generic": {"fhirBaseUrl": fhir_base, "clientId": BACKEND_CLIENT, "kid": "demo-key-1"},
+            },
+            "enableBulkExport": True,
+        },
+    }
+
+
+def authorize_patient(app_url: str, sandbox_admin: Any, patient_id: str) -> None:
+    """What a patient's browser does, headless: the sandbox pre-approves this patient instead of a consent click."""
+    sandbox_admin.preapprove(PATIENT_CLIENT, patient_id)
+    with httpx.Client(timeout=30, follow_redirects=False) as browser:
+        start = browser.get(
+            f"{app_url}/api/integrations/smart/login", params={"tenant": DEMO_TENANT, "provider": "smart"}
+        )
+        if start.status_code != 302:
+            raise DemoError(f"login did not redirect to the EHR: HTTP {start.status_code} {start.text[:200]}")
+        consent = browser.get(start.headers["location"])
+        if consent.status_code not in (302, 303):
+            raise DemoError(f"the sandbox did not approve: HTTP {consent.status_code}")
+        callback = consent.headers["location"]
+        if "error" in parse_qs(urlsplit(callback).query):
+            raise DemoError(f"authorization refused: {parse_qs(urlsplit(callback).query)['error'][0]}")
+        done = browser.get(callback)
+        if done.status_code != 303:
+            raise DemoError(f"callback failed: HTTP {done.status_code} {done.text[:200]}")

@@ -1,0 +1,134 @@
+"""ehrsync's one settings object: where the state, the app database and the warehouse live, for every process.
+
+The CLI, the auth service and the Dagster code location each build it once (``load_app_settings``) and pass it
+down, so ``ehrsync db migrate``, ``ehrsync sync``, ``ehrsync auth serve`` and the Dagster daemon resolve the same
+app database and warehouse for the same environment. Nothing else reads these variables.
+
+| variable | default |
+|---|---|
+| ``EHRSYNC_STATE_DIR`` (or ``EHRSYNC_HOME``; the first wins) | ``var/demo`` (resolved to an absolute path) |
+| ``DATABASE_URL`` (or ``EHRSYNC_DATABASE_URL``; ``DATABASE_URL`` wins) | ``sqlite:///<state>/app.db`` |
+| ``WAREHOUSE_URL`` | ``<state>/warehouse.duckdb`` |
+| ``DAGSTER_HOME`` | ``<state>/dagster_home`` |
+
+The engine's tuning variables (``EHRSYNC_SYNC_WINDOWS``, the byte limits, budgets and retry delays) are carried
+here as the operator wrote them; ``engine.settings.PipelineSettings`` checks them with the engine's own readers,
+so their messages stay the engine's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connectors.errors import ConfigurationError
+
+__all__ = ["DEFAULT_STATE_DIR", "ENGINE_VARIABLES", "AppSettings", "load_app_settings"]
+
+DEFAULT_STATE_DIR = "var/demo"
+
+# Read by the engine, the connectors and the warehouse (checked by engine.settings): carried as raw text.
+ENGINE_VARIABLES = (
+    "EHRSYNC_SYNC_WINDOWS",
+    "EHRSYNC_QUARANTINE_MAX_RATIO",
+    "EHRSYNC_SYNC_OVERLAP_SECONDS",
+    "EHRSYNC_KEEPALIVE_IDLE_DAYS",
+    "EHRSYNC_FETCH_ALLOWED_HOSTS",
+    "EHRSYNC_MAX_RESOURCE_BYTES",
+    "EHRSYNC_MAX_RESPONSE_BYTES",
+    "EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS",
+    "EHRSYNC_STEP_BUDGET_S",
+    "EHRSYNC_REQUEST_DEADLINE_S",
+    "EHRSYNC_BULK_MAX_FILE_BYTES",
+    "EHRSYNC_MIN_FREE_DISK_BYTES",
+    "EHRSYNC_RETRY_BASE_SECONDS",
+    "EHRSYNC_RETRY_CAP_SECONDS",
+)
+
+
+class AppSettings(BaseSettings):
+    """The locations every ehrsync process shares (fields are the variable names; an empty location is unset,
+    an engine variable set to an empty value is passed on, and refused, as before).
+
+    The resolved values are the lower-case properties: ``state_dir``, ``database_url``, ``warehouse_url``,
+    ``dagster_home``. The auth service's ``Settings`` extends this class, so it resolves them the same way.
+    """
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=True)
+
+    EHRSYNC_STATE_DIR: str = ""
+    EHRSYNC_HOME: str = ""
+    DATABASE_URL: str = ""
+    EHRSYNC_DATABASE_URL: str = ""
+    WAREHOUSE_URL: str = ""
+    DAGSTER_HOME: str = ""
+
+    EHRSYNC_SYNC_WINDOWS: str | None = None
+    EHRSYNC_QUARANTINE_MAX_RATIO: str | None = None
+    EHRSYNC_SYNC_OVERLAP_SECONDS: str | None = None
+    EHRSYNC_KEEPALIVE_IDLE_DAYS: str | None = None
+    EHRSYNC_FETCH_ALLOWED_HOSTS: str | None = None
+    EHRSYNC_MAX_RESOURCE_BYTES: str | None = None
+    EHRSYNC_MAX_RESPONSE_BYTES: str | None = None
+    EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS: str | None = None
+    EHRSYNC_STEP_BUDGET_S: str | None = None
+    EHRSYNC_REQUEST_DEADLINE_S: str | None = None
+    EHRSYNC_BULK_MAX_FILE_BYTES: str | None = None
+    EHRSYNC_MIN_FREE_DISK_BYTES: str | None = None
+    EHRSYNC_RETRY_BASE_SECONDS: str | None = None
+    EHRSYNC_RETRY_CAP_SECONDS: str | None = None
+
+    @property
+    def state_dir(self) -> Path:
+        """Absolute, so a child process started elsewhere (Dagster's code server) finds the same files."""
+        raw = self.EHRSYNC_STATE_DIR.strip() or self.EHRSYNC_HOME.strip() or DEFAULT_STATE_DIR
+        return Path(raw).expanduser().resolve()
+
+    @property
+    def database_url_variable(self) -> str | None:
+        """Which variable named the app database (``DATABASE_URL`` first), or ``None`` for the state default."""
+        for name in ("DATABASE_URL", "EHRSYNC_DATABASE_URL"):
+            if getattr(self, name).strip():
+                return name
+        return None
+
+    @property
+    def database_url(self) -> str:
+        name = self.database_url_variable
+        return str(getattr(self, name)).strip() if name else f"sqlite:///{self.state_dir / 'app.db'}"
+
+    @property
+    def warehouse_url(self) -> str:
+        return self.WAREHOUSE_URL.strip() or str(self.state_dir / "warehouse.duckdb")
+
+    @property
+    def dagster_home(self) -> Path:
+        """``DAGSTER_HOME`` when the operator set it, else ``<state>/dagster_home``."""
+        raw = self.DAGSTER_HOME.strip()
+        return Path(raw).expanduser().resolve() if raw else self.state_dir / "dagster_home"
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.state_dir / "landing"
+
+    @property
+    def attachments_dir(self) -> Path:
+        return self.state_dir / "attachments"
+
+    def engine_values(self) -> dict[str, str]:
+        """The engine's variables the operator set, as text (``engine.settings`` parses and checks them)."""
+        return {name: value for name in ENGINE_VARIABLES if (value := getattr(self, name)) is not None}
+
+
+def load_app_settings(env: Mapping[str, str] | None = None) -> AppSettings:
+    """Read the process environment (or ``env``, for tests and for callers that assembled one) once."""
+    try:
+        if env is None:
+            return AppSettings()
+        known = {name: env[name] for name in AppSettings.model_fields if name in env}
+        return AppSettings.model_validate(known)
+    except ValidationError as exc:  # every field is text: only a non-string mapping value gets here
+        raise ConfigurationError(f"invalid ehrsync settings: {exc.errors()[0]['msg']}") from None
