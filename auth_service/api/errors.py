@@ -1,7 +1,9 @@
-"""The JSON error contract ``{"error": code, "message": ...}`` and the mapping from typed connector errors.
+"""The one place errors become HTTP: each documented code's status and the JSON contract
+``{"error": code, "message": ..., **details}`` (or the HTML error page for browser routes).
 
-Every code here has a row in docs/TROUBLESHOOTING.md (cause, action). Messages never carry tokens, codes,
-secrets or PHI: connector errors are already safe to show, OAuth descriptions are HTML-escaped when rendered.
+Services raise ``ServiceError``s (auth_service/services/errors.py) and never see a status. Every code here has a
+row in docs/TROUBLESHOOTING.md (cause, action). Messages never carry tokens, codes, secrets or PHI: connector
+errors are already safe to show, OAuth descriptions are HTML-escaped when rendered.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from auth_service.services.errors import ServiceError, service_error_from
 from connectors import errors as ce
 
-__all__ = ["ERROR_CODES", "ApiError", "api_error_from", "install_error_handlers"]
+__all__ = ["ERROR_CODES", "ApiError", "http_status", "install_error_handlers"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,92 +61,39 @@ ERROR_CODES: dict[str, int] = {
 }
 
 
-class ApiError(Exception):
-    """An error the API reports as ``{"error": code, "message": ...}`` with the code's HTTP status."""
+class ApiError(ServiceError, codes=("invalid_request", *ERROR_CODES)):
+    """An error only the HTTP layer detects (credentials, links, redirects, the request's shape)."""
 
-    def __init__(self, code: str, message: str, *, status: int | None = None, **extra: Any) -> None:
-        super().__init__(message)
-        if code not in ERROR_CODES:
-            raise ValueError(f"unknown API error code {code!r}")
-        self.code = code
-        self.message = message
-        self.status = status or ERROR_CODES[code]
-        self.extra = extra
-
-    def body(self) -> dict[str, Any]:
-        return {"error": self.code, "message": self.message, **self.extra}
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message, code=code, **extra)
 
 
-def api_error_from(exc: ce.EhrSyncError, *, tenant: str | None = None, vendor: str | None = None) -> ApiError:
-    """Translate a connector error into its API code (one code per troubleshooting row)."""
-    if isinstance(exc, ce.WriteNotSupportedError):
-        return ApiError(
-            "write_not_supported",
-            str(exc),
-            code_upper="WRITE_NOT_SUPPORTED",
-            reason=exc.reason,
-            tenant=tenant,
-            vendor=vendor,
-        )
-    if exc.code == "invalid_id_token":
-        return ApiError("invalid_id_token", str(exc))
-    if isinstance(exc, ce.SecurityPolicyError):
-        return ApiError("invalid_issuer", str(exc))
-    if isinstance(exc, ce.DiscoveryError):
-        return ApiError("discovery_failed", str(exc))
-    if exc.code in ("client_rejected", "token_undecryptable"):  # NeedsReauthError kinds an admin must fix
-        return ApiError(exc.code, str(exc))
-    if isinstance(exc, ce.NeedsReauthError):
-        return ApiError("needs_reauth", str(exc))
-    if isinstance(exc, ce.AccessDeniedError):
-        return ApiError("access_denied", "access not granted at the EHR")
-    if isinstance(exc, ce.InvalidClientError):
-        return ApiError("invalid_client", str(exc))
-    if isinstance(exc, ce.InvalidScopeError):
-        return ApiError("scope_denied", str(exc))
-    if isinstance(exc, ce.InvalidGrantError):
-        return ApiError("invalid_grant", str(exc))
-    if isinstance(exc, ce.TemporarilyUnavailableError | ce.TransportError):
-        return ApiError("ehr_unavailable", str(exc))
-    if isinstance(exc, ce.OAuthError):
-        return ApiError("token_exchange_failed", str(exc))
-    if isinstance(exc, ce.FhirForbiddenError):
-        return ApiError("scope_denied", str(exc))
-    if isinstance(exc, ce.FhirUnauthorizedError):
-        return ApiError("needs_reauth", str(exc))
-    if isinstance(exc, ce.FhirError):
-        if exc.is_transient:
-            return ApiError("ehr_unavailable", str(exc))
-        return ApiError("fhir_error", str(exc), upstream_status=exc.status)
-    if isinstance(exc, ce.ConfigurationError):
-        return ApiError("configuration_error", str(exc))
-    return ApiError("fhir_error", str(exc))
+def http_status(error: ServiceError) -> int:
+    """The HTTP status of a documented code (docs/TROUBLESHOOTING.md lists both)."""
+    return ERROR_CODES[error.code]
 
 
-def _json(error: ApiError) -> Response:
-    body = error.body()
-    if "code_upper" in body:  # DWB-42 asks for a "code" field next to our "error"
-        body["code"] = body.pop("code_upper")
-    return JSONResponse(body, status_code=error.status, headers={"Cache-Control": "no-store"})
+def _json(error: ServiceError) -> Response:
+    body = {"error": error.code, "message": error.message, **error.details}
+    return JSONResponse(body, status_code=http_status(error), headers={"Cache-Control": "no-store"})
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves as the JSON contract (or the HTML error page for browser routes)."""
 
-    async def on_api_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ApiError)
+    async def on_error(request: Request, exc: Exception) -> Response:
+        """Services raise ``ServiceError``s; a connector error that reaches a route gets its documented code."""
+        assert isinstance(exc, ce.EhrSyncError)
+        if not isinstance(exc, ServiceError):
+            logger.warning("request failed: %s (%s)", type(exc).__name__, getattr(exc, "code", ""))
+        error = service_error_from(exc)
         renderer = getattr(request.app.state, "html_error_renderer", None)
         if renderer is not None and request.url.path.startswith(("/connect", "/api/integrations/smart/callback")):
             accept = request.headers.get("accept", "")
             if "text/html" in accept:
-                response: Response = renderer(request, exc)
+                response: Response = renderer(request, error)
                 return response
-        return _json(exc)
-
-    async def on_ehr_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ce.EhrSyncError)
-        logger.warning("request failed: %s (%s)", type(exc).__name__, getattr(exc, "code", ""))
-        return await on_api_error(request, api_error_from(exc))
+        return _json(error)
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -160,7 +110,6 @@ def install_error_handlers(app: FastAPI) -> None:
             {"error": code, "message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
         )
 
-    app.add_exception_handler(ApiError, on_api_error)
-    app.add_exception_handler(ce.EhrSyncError, on_ehr_error)
+    app.add_exception_handler(ce.EhrSyncError, on_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)

@@ -1,4 +1,5 @@
-"""Reading the audit trail for the admin API; writes go through ``store.audit.record_audit``."""
+"""Reading the audit trail for the admin API; writes go through ``store.audit.record_audit``, or through
+``audit_event`` when the event describes no change of its own (a refusal, a read, a started flow)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,17 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from auth_service.services.context import ServiceContext
 from store.audit import record_audit
 from store.models import AuditEvent
 
-__all__ = ["list_events", "record_audit"]
+__all__ = ["audit_event", "list_events", "record_audit"]
+
+
+def audit_event(ctx: ServiceContext, action: str, outcome: str, tenant_id: str, actor: str, **fields: Any) -> None:
+    """Record one event in a transaction of its own (``fields``: ``connection_id``, ``detail``)."""
+    with ctx.db.session() as session, session.begin():
+        record_audit(session, action=action, outcome=outcome, tenant_id=tenant_id, actor=actor, **fields)
 
 
 def list_events(

@@ -9,10 +9,18 @@ from typing import Any
 
 from sqlalchemy import select
 
-from auth_service.api.errors import ApiError, api_error_from
+from auth_service.services.audit import audit_event
 from auth_service.services.context import ServiceContext
+from auth_service.services.errors import (
+    ConnectionUnusableError,
+    InvalidInputError,
+    NotFoundError,
+    ProviderUnusableError,
+    service_error_from,
+)
+from auth_service.services.grants import keep_connection
 from auth_service.services.interactive import INTERACTIVE_TIMEOUT, interactive_retry
-from auth_service.services.launch import check_allowlisted, save_tokens_or_forget
+from auth_service.services.launch import check_allowlisted
 from auth_service.services.profiles import ClientProfile, resolve_profile
 from auth_service.services.tenants import get_practice_settings
 from connectors import errors as ce
@@ -20,7 +28,6 @@ from connectors.fhir import FhirClient
 from connectors.smart import SmartConfiguration, TokenResponse, client_credentials_grant, discover
 from connectors.writeback import NoteDraft, WriteFlags, build_document_reference, check_note_write
 from connectors.writeback.note import identifier_system
-from store.audit import record_audit
 from store.models import Connection, ConnectionKind, ConnectionStatus, Tenant
 
 __all__ = [
@@ -46,7 +53,7 @@ def get_connection(ctx: ServiceContext, tenant_id: str, connection_id: str) -> C
     with ctx.db.session() as session:
         conn = session.get(Connection, connection_id)
         if conn is None or conn.tenant_id != tenant_id:
-            raise ApiError("not_connected", "no such connection for this tenant")
+            raise NotFoundError("no such connection for this tenant", code="not_connected")
         session.expunge(conn)
         return conn
 
@@ -63,7 +70,7 @@ def latest_connection(ctx: ServiceContext, tenant_id: str, connection_id: str | 
             .limit(1)
         )
         if conn is None:
-            raise ApiError("not_connected", "this tenant has no connection yet")
+            raise NotFoundError("this tenant has no connection yet", code="not_connected")
         session.expunge(conn)
         return conn
 
@@ -95,36 +102,24 @@ def connection_status(ctx: ServiceContext, conn: Connection) -> dict[str, Any]:
 
 
 def _audit(ctx: ServiceContext, conn: Connection, action: str, actor: str, outcome: str, **detail: Any) -> None:
-    with ctx.db.session() as session, session.begin():
-        record_audit(
-            session,
-            action=action,
-            outcome=outcome,
-            tenant_id=conn.tenant_id,
-            actor=actor,
-            connection_id=conn.id,
-            detail=detail,
-        )
+    audit_event(ctx, action, outcome, conn.tenant_id, actor, connection_id=conn.id, detail=detail)
 
 
-_STATUS_CODES = {
-    ConnectionStatus.CLIENT_REJECTED: "client_rejected",
-    ConnectionStatus.TOKEN_UNDECRYPTABLE: "token_undecryptable",
-}
+_ADMIN_STATUSES = (ConnectionStatus.CLIENT_REJECTED, ConnectionStatus.TOKEN_UNDECRYPTABLE)
 
 
 def refresh(ctx: ServiceContext, conn: Connection, actor: str) -> dict[str, Any]:
     """Force a refresh (or a new client_credentials mint for backend connections) and report the expiry.
 
     A ``client_rejected`` or ``token_undecryptable`` backend connection is retried and becomes active again."""
-    retry = conn.kind != ConnectionKind.PATIENT and conn.status in _STATUS_CODES
+    retry = conn.kind != ConnectionKind.PATIENT and conn.status in _ADMIN_STATUSES
     try:
         if retry:  # the admin fixed the registration or keys: mint again, active only if that works
             ctx.vault.reactivate_backend(conn.id)
         else:
             ctx.vault.force_refresh(conn.id)
     except ce.EhrSyncError as exc:
-        _audit(ctx, conn, "token.refresh", actor, "failure", error_code=api_error_from(exc).code)
+        _audit(ctx, conn, "token.refresh", actor, "failure", error_code=service_error_from(exc).code)
         raise
     info = ctx.vault.token_info(conn.id)
     _audit(ctx, conn, "token.refresh", actor, "success")
@@ -141,7 +136,7 @@ def disconnect(ctx: ServiceContext, conn: Connection, actor: str) -> dict[str, A
 def _fhir(ctx: ServiceContext, conn: Connection) -> FhirClient:
     # token_undecryptable goes on to the vault, which re-checks the stored token (active again once it opens)
     if conn.status not in (ConnectionStatus.ACTIVE, ConnectionStatus.TOKEN_UNDECRYPTABLE):
-        raise ApiError(_STATUS_CODES.get(conn.status, "needs_reauth"), f"connection is {conn.status}")
+        raise ConnectionUnusableError(conn.status)
     return FhirClient(
         conn.fhir_base,
         ctx.vault.token_source(conn.id),
@@ -155,7 +150,7 @@ def test_patient_read(ctx: ServiceContext, conn: Connection, actor: str, patient
     """Read one Patient to prove the connection works; answers ids only (no PHI in the response)."""
     target = patient_id or conn.patient_id
     if not target:
-        raise ApiError("invalid_request", "give 'patient' (this connection has no patient in context)")
+        raise InvalidInputError("give 'patient' (this connection has no patient in context)")
     client = _fhir(ctx, conn)
     try:
         try:
@@ -166,7 +161,7 @@ def test_patient_read(ctx: ServiceContext, conn: Connection, actor: str, patient
             ctx.vault.confirm_unauthorized(conn.id)  # a fresh client_credentials token refused: client_rejected
             raise
     except ce.EhrSyncError as exc:
-        code = api_error_from(exc).code
+        code = service_error_from(exc).code
         _audit(ctx, conn, "data.read", actor, "failure", resource="Patient", error_code=code)
         raise
     _audit(ctx, conn, "data.read", actor, "success", resource="Patient", resource_id=target)
@@ -183,11 +178,11 @@ def test_note(ctx: ServiceContext, conn: Connection, actor: str, text: str, pati
     """File a test draft note through the write gate: 409 ``WRITE_NOT_SUPPORTED`` when any gate is closed."""
     target = patient_id or conn.patient_id
     if not target:
-        raise ApiError("invalid_request", "give 'patient' (this connection has no patient in context)")
+        raise InvalidInputError("give 'patient' (this connection has no patient in context)")
     with ctx.db.session() as session:
         tenant = session.get(Tenant, conn.tenant_id)
         if tenant is None:
-            raise ApiError("not_found", "the connection's tenant no longer exists")
+            raise NotFoundError("the connection's tenant no longer exists")
         practice = get_practice_settings(tenant)
         profile = resolve_profile(session, ctx.cipher, ctx.settings, conn.tenant_id, conn.provider_id)
     flags = WriteFlags(
@@ -203,7 +198,7 @@ def test_note(ctx: ServiceContext, conn: Connection, actor: str, text: str, pati
         )
     except ce.WriteNotSupportedError as exc:
         _audit(ctx, conn, "data.write", actor, "blocked", resource="DocumentReference", reason=exc.reason)
-        raise api_error_from(exc, tenant=conn.tenant_id, vendor=conn.provider_id) from None
+        raise service_error_from(exc, tenant=conn.tenant_id, vendor=conn.provider_id) from None
     draft = NoteDraft(tenant_id=conn.tenant_id, draft_id=str(uuid.uuid4()), patient_id=target, text=text)
     resource = build_document_reference(draft)
     if_none_exist = f"identifier={identifier_system(conn.tenant_id)}|{draft.draft_id}"
@@ -227,7 +222,9 @@ def _mint_backend_token(
     with ctx.db.session() as session:
         profile = resolve_profile(session, ctx.cipher, ctx.settings, tenant_id, provider_id)
     if profile.auth_method not in ("private_key_jwt", "client_secret_basic"):
-        raise ApiError("configuration_error", "backend services need private_key_jwt or client_secret_basic")
+        raise ProviderUnusableError(
+            "backend services need private_key_jwt or client_secret_basic", code="configuration_error"
+        )
     check_allowlisted(ctx, profile.fhir_base)
     cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
     token = client_credentials_grant(
@@ -242,44 +239,22 @@ def create_backend_connection(
     """SMART Backend Services (SAL-32): mint a client_credentials token now and keep minting before expiry."""
     try:
         profile, cfg, token = _mint_backend_token(ctx, tenant_id, provider_id, scope)
-    except (ApiError, ce.EhrSyncError) as exc:
-        api = exc if isinstance(exc, ApiError) else api_error_from(exc)
-        with ctx.db.session() as session, session.begin():
-            record_audit(
-                session,
-                action="backend.create",
-                outcome="failure",
-                tenant_id=tenant_id,
-                actor=actor,
-                detail={"provider": provider_id, "asked_scope": scope, "error_code": api.code},
-            )
-        raise api from None
+    except ce.EhrSyncError as exc:
+        failure = service_error_from(exc)
+        detail = {"provider": provider_id, "asked_scope": scope, "error_code": failure.code}
+        audit_event(ctx, "backend.create", "failure", tenant_id, actor, detail=detail)
+        raise failure from None
     granted = token.scope or scope
-    with ctx.db.session() as session, session.begin():
-        conn = Connection(
-            tenant_id=tenant_id,
-            provider_id=provider_id,
-            kind=ConnectionKind.GROUP if group_id else ConnectionKind.BACKEND,
-            fhir_base=profile.fhir_base,
-            issuer=cfg.issuer or profile.issuer,
-            client_id=profile.client_id,
-            token_endpoint=cfg.token_endpoint,
-            smart_v1=cfg.smart_v1,
-            group_id=group_id,
-            status=ConnectionStatus.ACTIVE,
-            granted_scopes=granted,
-        )
-        session.add(conn)
-        session.flush()
-        record_audit(
-            session,
-            action="backend.create",
-            outcome="success",
-            tenant_id=tenant_id,
-            actor=actor,
-            connection_id=conn.id,
-            detail={"provider": provider_id, "granted_scope": granted, "asked_scope": scope},
-        )
-        connection_id = conn.id
-    save_tokens_or_forget(ctx, connection_id, token)
+    connection_id = keep_connection(
+        ctx,
+        profile,
+        cfg,
+        token,
+        action="backend.create",
+        actor=actor,
+        detail={"granted_scope": granted, "asked_scope": scope},
+        kind=ConnectionKind.GROUP if group_id else ConnectionKind.BACKEND,
+        group_id=group_id,
+        granted_scopes=granted,
+    )
     return {"connection_id": connection_id, "granted_scopes": granted, "expires_at": _iso(token.expires_at)}

@@ -6,14 +6,14 @@ from typing import Any
 
 from sqlalchemy import select
 
-from auth_service.api.errors import ApiError, api_error_from
+from auth_service.services.audit import audit_event
 from auth_service.services.connections import test_patient_read
 from auth_service.services.context import ServiceContext
+from auth_service.services.errors import EhrCallError, service_error_from
 from auth_service.services.launch import check_allowlisted
 from auth_service.services.profiles import resolve_profile
 from connectors import errors as ce
 from connectors.smart import discover
-from store.audit import record_audit
 from store.models import Connection, ConnectionStatus
 
 __all__ = ["test_provider"]
@@ -40,10 +40,8 @@ def test_provider(ctx: ServiceContext, tenant_id: str, provider_id: str, actor: 
         check_allowlisted(ctx, profile.fhir_base)
         cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
         result["discovery"] = {"ok": True, "smart_v1": cfg.smart_v1, "capabilities": list(cfg.capabilities)}
-    except ce.EhrSyncError as exc:
+    except ce.EhrSyncError as exc:  # the allow-list refusal too is reported, not raised, in a diagnostic
         result["discovery"] = _failed(exc)
-    except ApiError as exc:  # the allow-list refusal is reported, not raised, in a diagnostic
-        result["discovery"] = {"ok": False, "error": exc.code, "message": exc.message}
     if conn is None:
         result["patient_read"] = {"ok": False, "error": "not_connected", "message": "no active connection yet"}
     else:
@@ -52,23 +50,14 @@ def test_provider(ctx: ServiceContext, tenant_id: str, provider_id: str, actor: 
             result["patient_read"] = {"ok": True, "connection_id": conn.id, "id": read["id"]}
         except ce.EhrSyncError as exc:
             result["patient_read"] = _failed(exc)
-        except ApiError as exc:
-            result["patient_read"] = {"ok": False, "error": exc.code, "message": exc.message}
     ok = result["discovery"]["ok"] and result["patient_read"]["ok"]
-    with ctx.db.session() as session, session.begin():
-        record_audit(
-            session,
-            action="provider.test",
-            outcome="success" if ok else "failure",
-            tenant_id=tenant_id,
-            actor=actor,
-            detail={"provider": provider_id, **_step_codes(result)},
-        )
+    detail = {"provider": provider_id, **_step_codes(result)}
+    audit_event(ctx, "provider.test", "success" if ok else "failure", tenant_id, actor, detail=detail)
     result["ok"] = ok
     unavailable = [step for step in _STEPS if result[step].get("error") == "ehr_unavailable"]
     if unavailable:  # the documented answer for an EHR that is down, with each step's result alongside
         message = result[unavailable[0]]["message"]
-        raise ApiError("ehr_unavailable", f"the EHR is unavailable ({unavailable[0]}): {message}", **result)
+        raise EhrCallError(f"the EHR is unavailable ({unavailable[0]}): {message}", code="ehr_unavailable", **result)
     return result
 
 
@@ -77,8 +66,8 @@ _STEPS = ("discovery", "patient_read")
 
 def _failed(exc: ce.EhrSyncError) -> dict[str, Any]:
     """A failed step reports the documented API code (docs/TROUBLESHOOTING.md), not the connector's class code."""
-    api = api_error_from(exc)
-    return {"ok": False, "error": api.code, "message": api.message}
+    failure = service_error_from(exc)
+    return {"ok": False, "error": failure.code, "message": failure.message}
 
 
 def _step_codes(result: dict[str, Any]) -> dict[str, str]:

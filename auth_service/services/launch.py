@@ -13,15 +13,23 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from auth_service.api.errors import ApiError, api_error_from
+from auth_service.services.audit import audit_event
 from auth_service.services.callback_errors import callback_error, sanitize_description
 from auth_service.services.context import ServiceContext
+from auth_service.services.errors import (
+    AuthorizationRefusedError,
+    InvalidInputError,
+    IssuerRefusedError,
+    ServiceError,
+    StateRefusedError,
+    service_error_from,
+)
+from auth_service.services.grants import keep_connection
 from auth_service.services.profiles import ClientProfile, enabled_provider_ids, resolve_profile
 from auth_service.services.tenants import get_practice_settings
 from connectors import errors as ce
 from connectors.smart import (
     SmartConfiguration,
-    TokenResponse,
     build_authorize_url,
     check_auth_method_supported,
     discover,
@@ -32,8 +40,7 @@ from connectors.smart import (
     parse_scopes,
     validate_id_token,
 )
-from store.audit import record_audit
-from store.models import Connection, ConnectionKind, ConnectionStatus, Tenant
+from store.models import ConnectionKind, Tenant
 from store.states import ConsumedState, InvalidStateError
 
 __all__ = [
@@ -42,7 +49,6 @@ __all__ = [
     "check_allowlisted",
     "complete_authorization",
     "find_launch_target",
-    "save_tokens_or_forget",
 ]
 
 logger = logging.getLogger(__name__)
@@ -57,7 +63,7 @@ class CallbackResult:
 
 def check_allowlisted(ctx: ServiceContext, url: str) -> None:
     if not is_issuer_allowed(url, ctx.settings.SMART_ISSUER_ALLOWLIST):
-        raise ApiError("invalid_issuer", "issuer is not on SMART_ISSUER_ALLOWLIST")
+        raise IssuerRefusedError("issuer is not on SMART_ISSUER_ALLOWLIST")
 
 
 def find_launch_target(ctx: ServiceContext, iss: str) -> tuple[str, str]:
@@ -70,11 +76,11 @@ def find_launch_target(ctx: ServiceContext, iss: str) -> tuple[str, str]:
             for provider_id in enabled_provider_ids(session, tenant, practice):
                 try:
                     profile = resolve_profile(session, ctx.cipher, ctx.settings, tenant.id, provider_id)
-                except ApiError:
+                except ServiceError:
                     continue
                 if wanted in (normalize_issuer(profile.issuer), normalize_issuer(profile.fhir_base)):
                     return tenant.id, provider_id
-    raise ApiError("invalid_issuer", "no tenant is configured for this issuer")
+    raise IssuerRefusedError("no tenant is configured for this issuer")
 
 
 def _launch_scopes(scopes: str, ehr_launch: bool) -> str:
@@ -127,15 +133,8 @@ def begin_authorization(
         scope=scope,
         extra={"user_ref": user_ref} if user_ref else {},
     )
-    with ctx.db.session() as session, session.begin():
-        record_audit(
-            session,
-            action="authorize.start",
-            outcome="success",
-            tenant_id=tenant_id,
-            actor=user_ref or "anonymous",
-            detail={"provider": provider_id, "ehr_launch": launch is not None, "scope": scope},
-        )
+    detail = {"provider": provider_id, "ehr_launch": launch is not None, "scope": scope}
+    audit_event(ctx, "authorize.start", "success", tenant_id, user_ref or "anonymous", detail=detail)
     return build_authorize_url(
         cfg,
         client_id=profile.client_id,
@@ -151,15 +150,15 @@ def begin_authorization(
 
 def _audit_failure(ctx: ServiceContext, stored: ConsumedState, code: str, **detail: str | None) -> None:
     extra = {k: v for k, v in detail.items() if v is not None}
-    with ctx.db.session() as session, session.begin():
-        record_audit(
-            session,
-            action="authorize.complete",
-            outcome="failure",
-            tenant_id=stored.tenant_id,
-            actor=str(stored.extra.get("user_ref") or "anonymous"),
-            detail={"provider": stored.provider_id, "error_code": code, **extra},
-        )
+    actor = str(stored.extra.get("user_ref") or "anonymous")
+    audit_event(
+        ctx,
+        "authorize.complete",
+        "failure",
+        stored.tenant_id,
+        actor,
+        detail={"provider": stored.provider_id, "error_code": code, **extra},
+    )
 
 
 def complete_authorization(
@@ -178,7 +177,7 @@ def complete_authorization(
     try:
         stored = ctx.states.consume(state or "", browser_session=browser_session or "")
     except InvalidStateError as exc:
-        raise ApiError("invalid_state", str(exc)) from None
+        raise StateRefusedError(str(exc)) from None
     if error:
         failure = callback_error(error, error_description)
         _audit_failure(
@@ -188,31 +187,31 @@ def complete_authorization(
             ehr_error=failure.ehr_error,
             ehr_error_description=failure.ehr_error_description,
         )
-        raise ApiError(
-            failure.code,
+        raise AuthorizationRefusedError(
             failure.message,
+            code=failure.code,
             ehr_error=failure.ehr_error,
             ehr_error_description=failure.ehr_error_description,
         )
     if not code:
         _audit_failure(ctx, stored, "invalid_request", ehr_error=None)
-        raise ApiError("invalid_request", "callback has neither 'code' nor 'error'")
+        raise InvalidInputError("callback has neither 'code' nor 'error'")
     try:
         return _exchange(ctx, stored, code)
-    except ApiError as exc:
+    except ServiceError as exc:
         _audit_failure(ctx, stored, exc.code)
         raise
     except ce.EhrSyncError as exc:
-        api = api_error_from(exc)
-        _audit_failure(ctx, stored, api.code, message=sanitize_description(api.message))
-        raise api from None
+        refused = service_error_from(exc)
+        _audit_failure(ctx, stored, refused.code, message=sanitize_description(refused.message))
+        raise refused from None
 
 
 def _exchange(ctx: ServiceContext, stored: ConsumedState, code: str) -> CallbackResult:
     with ctx.db.session() as session:
         profile = resolve_profile(session, ctx.cipher, ctx.settings, stored.tenant_id, stored.provider_id)
     if normalize_issuer(profile.fhir_base) != normalize_issuer(stored.issuer):
-        raise ApiError("invalid_issuer", "the provider's FHIR base changed during the authorization")
+        raise IssuerRefusedError("the provider's FHIR base changed during the authorization")
     cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
     token = exchange_code(
         cfg.token_endpoint,
@@ -224,35 +223,20 @@ def _exchange(ctx: ServiceContext, stored: ConsumedState, code: str) -> Callback
     )
     granted = token.scope if token.scope else (stored.scope or "")
     fhir_user = _fhir_user(ctx, profile, cfg.issuer, token.id_token, granted, stored.nonce)
-    with ctx.db.session() as session, session.begin():
-        conn = Connection(
-            tenant_id=profile.tenant_id,
-            provider_id=profile.provider_id,
-            kind=ConnectionKind.PATIENT,
-            fhir_base=profile.fhir_base,
-            issuer=cfg.issuer or profile.issuer,
-            client_id=profile.client_id,
-            token_endpoint=cfg.token_endpoint,
-            smart_v1=cfg.smart_v1,
-            patient_id=token.patient,
-            encounter_id=token.encounter,
-            fhir_user=fhir_user,
-            status=ConnectionStatus.ACTIVE,
-            granted_scopes=granted,
-        )
-        session.add(conn)
-        session.flush()
-        connection_id = conn.id
-        record_audit(
-            session,
-            action="authorize.complete",
-            outcome="success",
-            tenant_id=profile.tenant_id,
-            actor=str(stored.extra.get("user_ref") or "anonymous"),
-            connection_id=connection_id,
-            detail={"provider": profile.provider_id, "granted_scope": granted, "asked_scope": stored.scope},
-        )
-    save_tokens_or_forget(ctx, connection_id, token)
+    connection_id = keep_connection(
+        ctx,
+        profile,
+        cfg,
+        token,
+        action="authorize.complete",
+        actor=str(stored.extra.get("user_ref") or "anonymous"),
+        detail={"granted_scope": granted, "asked_scope": stored.scope},
+        kind=ConnectionKind.PATIENT,
+        patient_id=token.patient,
+        encounter_id=token.encounter,
+        fhir_user=fhir_user,
+        granted_scopes=granted,
+    )
     logger.info("connection %s authorized for tenant %s", connection_id, profile.tenant_id)
     return CallbackResult(connection_id, profile.tenant_id, stored.redirect_target)
 
@@ -283,15 +267,3 @@ def _fhir_user(
     )
     value = claims.get("fhirUser") or claims.get("profile")
     return str(value) if value else None
-
-
-def save_tokens_or_forget(ctx: ServiceContext, connection_id: str, token: TokenResponse) -> None:
-    """A connection without tokens would look usable: if the vault refuses them, drop the connection."""
-    try:
-        ctx.vault.save_token_response(connection_id, token)
-    except Exception:
-        with ctx.db.session() as session, session.begin():
-            conn = session.get(Connection, connection_id)
-            if conn is not None:
-                session.delete(conn)
-        raise

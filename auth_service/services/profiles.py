@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from auth_service.api.errors import ApiError
 from auth_service.core.config import Settings
+from auth_service.services.errors import NotFoundError, ProviderUnusableError
 from auth_service.services.providers_port import (
     plugin_default_scopes,
     plugin_display_name,
@@ -129,12 +129,12 @@ def _is_write_scope(scope: str) -> bool:
 def resolve_profile(
     session: Session, cipher: TokenCipher, settings: Settings, tenant_id: str, provider_id: str
 ) -> ClientProfile:
-    """Everything a flow needs, or an ``ApiError`` saying what is missing (not found / disabled / incomplete)."""
+    """Everything a flow needs, or a ``ServiceError`` saying what is missing (not found / disabled / incomplete)."""
     from auth_service.services.tenants import get_practice_settings
 
     tenant = session.get(Tenant, tenant_id)
     if tenant is None:
-        raise ApiError("not_found", f"unknown tenant {tenant_id!r}")
+        raise NotFoundError(f"unknown tenant {tenant_id!r}")
     practice = get_practice_settings(tenant)
     row = session.scalar(
         select(ProviderConfig).where(ProviderConfig.tenant_id == tenant_id, ProviderConfig.provider_id == provider_id)
@@ -143,17 +143,19 @@ def resolve_profile(
     if provider_id == SMART_PROVIDER_ID:
         smart = practice.smart_fhir
         if not smart.enabled:
-            raise ApiError("provider_disabled", "the tenant's SMART on FHIR server is not enabled")
+            raise ProviderUnusableError("the tenant's SMART on FHIR server is not enabled")
         config = {"fhir_base_url": smart.fhir_base_url, "client_id": smart.client_id, "issuer": smart.issuer, **config}
     else:
         if row is None:
-            raise ApiError("not_found", f"provider {provider_id!r} is not configured for this tenant")
+            raise NotFoundError(f"provider {provider_id!r} is not configured for this tenant")
         if not row.enabled or provider_id not in practice.ehr_integrations.enabled_providers:
-            raise ApiError("provider_disabled", f"provider {provider_id!r} is disabled for this tenant")
+            raise ProviderUnusableError(f"provider {provider_id!r} is disabled for this tenant")
     fhir_base = _first(config, "fhir_base_url", "fhirBaseUrl", "fhir_base") or plugin_fhir_base(provider_id, config)
     client_id = _first(config, "client_id", "clientId")
     if not fhir_base or not client_id:
-        raise ApiError("configuration_error", f"provider {provider_id!r} needs a FHIR base URL and a client id")
+        raise ProviderUnusableError(
+            f"provider {provider_id!r} needs a FHIR base URL and a client id", code="configuration_error"
+        )
     scopes, write_allowed, note_allowed = _scopes(settings, practice, provider_id, config)
     return ClientProfile(
         tenant_id=tenant_id,

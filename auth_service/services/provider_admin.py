@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from auth_service.api.errors import ApiError
 from auth_service.services.context import ServiceContext
+from auth_service.services.errors import ConfigValidationError, NotFoundError
 from auth_service.services.providers_port import field_hints, plugin, plugin_display_name, validate_config
 from store.audit import record_audit
 from store.models import Connection, ConnectionStatus, ProviderConfig, Tenant
@@ -32,8 +32,14 @@ def _row(session: Session, tenant_id: str, provider_id: str) -> ProviderConfig:
         select(ProviderConfig).where(ProviderConfig.tenant_id == tenant_id, ProviderConfig.provider_id == provider_id)
     )
     if row is None:
-        raise ApiError("not_found", f"provider {provider_id!r} is not configured for this tenant")
+        raise NotFoundError(f"provider {provider_id!r} is not configured for this tenant")
     return row
+
+
+def _audit(session: Session, action: str, actor: str, row: ProviderConfig, **detail: Any) -> None:
+    """A change to a provider config, audited in the transaction that makes it."""
+    detail = {"provider": row.provider_id, **detail}
+    record_audit(session, action=action, outcome="success", tenant_id=row.tenant_id, actor=actor, detail=detail)
 
 
 def _public_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -91,12 +97,12 @@ def upsert_provider(
 ) -> dict[str, Any]:
     """Validate against the plugin's schema (422 with field errors), seal secrets, store, audit."""
     if not provider_id or not set(provider_id) <= _PROVIDER_ID_CHARS or len(provider_id) > 64:
-        raise ApiError("validation_error", "provider id must be 1-64 of [a-z0-9-_]", fields=[])
+        raise ConfigValidationError("provider id must be 1-64 of [a-z0-9-_]", fields=[])
     if plugin(provider_id) is None and provider_id != "smart":
-        raise ApiError("not_found", f"unknown provider {provider_id!r}")
+        raise NotFoundError(f"unknown provider {provider_id!r}")
     errors = validate_config(provider_id, config)
     if errors:
-        raise ApiError("validation_error", f"provider config for {provider_id!r} is invalid", fields=errors)
+        raise ConfigValidationError(f"provider config for {provider_id!r} is invalid", fields=errors)
     # Read-modify-write of the tenant's enabledProviders: lock first (SQLite write lock, PostgreSQL row lock).
     with ctx.db.locked_session() as session:
         tenant = session.get(Tenant, tenant_id, with_for_update=True)
@@ -107,14 +113,7 @@ def upsert_provider(
             )
         )
         row = save_provider_config(session, ctx.cipher, tenant_id=tenant_id, provider_id=provider_id, config=config)
-        record_audit(
-            session,
-            action="provider.update" if existed else "provider.create",
-            outcome="success",
-            tenant_id=tenant_id,
-            actor=actor,
-            detail={"provider": provider_id, "fields": sorted(config)},
-        )
+        _audit(session, "provider.update" if existed else "provider.create", actor, row, fields=sorted(config))
         return describe_provider(row, tenant)
 
 
@@ -123,16 +122,10 @@ def delete_provider(ctx: ServiceContext, tenant_id: str, provider_id: str, actor
     with ctx.db.locked_session() as session:
         tenant = session.get(Tenant, tenant_id, with_for_update=True)
         assert tenant is not None
-        session.delete(_row(session, tenant_id, provider_id))
+        row = _row(session, tenant_id, provider_id)
+        session.delete(row)
         _set_enabled_list(tenant, [p for p in _enabled_list(tenant) if p != provider_id])
-        record_audit(
-            session,
-            action="provider.delete",
-            outcome="success",
-            tenant_id=tenant_id,
-            actor=actor,
-            detail={"provider": provider_id},
-        )
+        _audit(session, "provider.delete", actor, row)
 
 
 def set_enabled(ctx: ServiceContext, tenant_id: str, provider_id: str, enabled: bool, actor: str) -> dict[str, Any]:
@@ -145,14 +138,7 @@ def set_enabled(ctx: ServiceContext, tenant_id: str, provider_id: str, enabled: 
         row.enabled = enabled
         ids = [p for p in _enabled_list(tenant) if p != provider_id]
         _set_enabled_list(tenant, [*ids, provider_id] if enabled else ids)
-        record_audit(
-            session,
-            action="provider.enable" if enabled else "provider.disable",
-            outcome="success",
-            tenant_id=tenant_id,
-            actor=actor,
-            detail={"provider": provider_id},
-        )
+        _audit(session, "provider.enable" if enabled else "provider.disable", actor, row)
         session.flush()
         return describe_provider(row, tenant)
 

@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from auth_service.api.errors import ApiError
 from auth_service.services.connections import get_connection
 from auth_service.services.context import ServiceContext
 from auth_service.services.dagster_client import (
@@ -24,6 +23,7 @@ from auth_service.services.dagster_client import (
     OrchestratorUnavailableError,
     RunState,
 )
+from auth_service.services.errors import ConnectionInactiveError, NotFoundError, SyncInProgressError, SyncRefusedError
 from auth_service.services.tenants import get_practice_settings
 from engine.models import SyncRun, utcnow
 from store.audit import record_audit
@@ -63,20 +63,11 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _orchestrator(exc: OrchestratorError) -> ApiError:
+def _orchestrator(exc: OrchestratorError) -> SyncRefusedError:
     if isinstance(exc, OrchestratorUnavailableError):
-        return ApiError("orchestrator_unavailable", f"the sync orchestrator is unavailable: {exc.message}")
-    return ApiError("orchestrator_rejected", f"the sync orchestrator refused the run: {exc.message}")
-
-
-def _require_active(conn: Connection) -> None:
-    if conn.status != ConnectionStatus.ACTIVE:
-        raise ApiError(
-            "connection_inactive",
-            f"connection is {conn.status}; it must be active to sync"
-            + (" (the patient must authorize again)" if conn.status == ConnectionStatus.NEEDS_REAUTH else ""),
-            connectionStatus=conn.status,
-        )
+        message = f"the sync orchestrator is unavailable: {exc.message}"
+        return SyncRefusedError(message, code="orchestrator_unavailable")
+    return SyncRefusedError(f"the sync orchestrator refused the run: {exc.message}", code="orchestrator_rejected")
 
 
 def _refuse_if_running(ctx: ServiceContext, dagster: DagsterGraphQLClient, conn: Connection) -> None:
@@ -91,7 +82,7 @@ def _refuse_if_running(ctx: ServiceContext, dagster: DagsterGraphQLClient, conn:
         except OrchestratorError as exc:
             raise _orchestrator(exc) from None
         if state in IN_FLIGHT_STATUSES:
-            raise ApiError("sync_in_progress", "a sync of this connection is already queued or running", syncId=run_id)
+            raise SyncInProgressError(run_id)
 
 
 def _record_queued(ctx: ServiceContext, conn: Connection, run_id: str, kind: str) -> None:
@@ -120,7 +111,8 @@ def start_sync(
 ) -> dict[str, Any]:
     """Submit the connection's job for its partition; 409 when inactive or busy, 503 when Dagster is down."""
     conn = get_connection(ctx, tenant_id, connection_id)
-    _require_active(conn)
+    if conn.status != ConnectionStatus.ACTIVE:
+        raise ConnectionInactiveError(conn.status)
     if conn.kind in BULK_KINDS:
         _require_bulk_enabled(ctx, tenant_id)
     job, kind = job_for(conn, mode)
@@ -216,7 +208,7 @@ def _load_run(ctx: ServiceContext, tenant_id: str, sync_id: str) -> SyncRun:
             conn = session.get(Connection, row.connection_id)
             owner = conn.tenant_id if conn is not None else None
         if row is None or owner != tenant_id:
-            raise ApiError("not_found", "no such sync for this tenant")
+            raise NotFoundError("no such sync for this tenant")
         session.expunge(row)
         return row
 
@@ -270,7 +262,7 @@ def start_bulk(
     """A Bulk export needs a backend/group connection and the tenant's ``enableBulkExport`` flag."""
     conn = get_connection(ctx, tenant_id, connection_id)
     if conn.kind not in BULK_KINDS:
-        raise ApiError("bulk_not_enabled", f"connection kind {conn.kind!r} cannot export in bulk (backend or group)")
+        raise SyncRefusedError(f"connection kind {conn.kind!r} cannot export in bulk (backend or group)")
     return start_sync(ctx, dagster, tenant_id, connection_id, "full", actor)
 
 
@@ -280,4 +272,4 @@ def _require_bulk_enabled(ctx: ServiceContext, tenant_id: str) -> None:
         tenant = session.get(Tenant, tenant_id)
         enabled = tenant is not None and get_practice_settings(tenant).ehr_integrations.enable_bulk_export
     if not enabled:
-        raise ApiError("bulk_not_enabled", "the tenant's ehrIntegrations.enableBulkExport flag is off")
+        raise SyncRefusedError("the tenant's ehrIntegrations.enableBulkExport flag is off")

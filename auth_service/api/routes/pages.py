@@ -21,11 +21,12 @@ from auth_service.api.deps import (
     ensure_browser_session,
     set_session_cookie,
 )
-from auth_service.api.errors import ApiError
+from auth_service.api.errors import ApiError, http_status
 from auth_service.core.links import InvalidLinkError
 from auth_service.pages.scope_text import describe_scopes
 from auth_service.services import connections as conns
 from auth_service.services.context import ServiceContext
+from auth_service.services.errors import ServiceError
 from auth_service.services.profiles import enabled_provider_ids, resolve_profile
 from auth_service.services.tenants import get_practice_settings
 from store.models import Connection, Tenant
@@ -45,9 +46,9 @@ _STATUS_TEXT = {
 }
 
 
-def render_error(request: Request, error: ApiError) -> Response:
+def render_error(request: Request, error: ServiceError) -> Response:
     return templates.TemplateResponse(
-        request, "error.html", {"code": error.code, "message": error.message}, status_code=error.status
+        request, "error.html", {"code": error.code, "message": error.message}, status_code=http_status(error)
     )
 
 
@@ -72,7 +73,7 @@ def connect_page(request: Request, ctx: CtxDep, link: Annotated[str, Query(max_l
         for provider_id in enabled_provider_ids(session, tenant, practice):
             try:
                 profile = resolve_profile(session, ctx.cipher, ctx.settings, tenant.id, provider_id)
-            except ApiError:
+            except ServiceError:
                 continue
             providers.append({"id": provider_id, "display_name": profile.display_name})
             scope_lines.extend(line for line in describe_scopes(profile.scopes) if line not in scope_lines)
