@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +14,24 @@ from pathlib import Path
 import duckdb
 import pytest
 
+_LOCATIONS = ("DATABASE_URL", "EHRSYNC_DATABASE_URL", "WAREHOUSE_URL", "DAGSTER_HOME")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     state = tmp_path / "demo"
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "WAREHOUSE_URL", "DAGSTER_HOME")}
+    env = {k: v for k, v in os.environ.items() if k not in _LOCATIONS}
+    sandbox_port, auth_port = _free_port(), _free_port()
+    env["EHRSYNC_DEMO_AUTH_PORT"] = str(auth_port)  # the port flags also read the environment
+    args = ["demo", "--state", str(state), "--patients", "8", "--connect", "2", "--sandbox-port", str(sandbox_port)]
     proc = subprocess.run(
-        [sys.executable, "-m", "ehrsync.cli", "demo", "--state", str(state), "--patients", "8", "--connect", "2"],
+        [sys.executable, "-m", "ehrsync.cli", *args],
         capture_output=True,
         text=True,
         timeout=600,
@@ -27,6 +39,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
+    assert f"FHIR base http://127.0.0.1:{sandbox_port}/fhir" in out, out
+    assert f"auth service http://127.0.0.1:{auth_port}" in out, out
     for step in range(1, 10):
         assert f"== {step}." in out, out
     fetched = re.search(r"fetched by type: (\{.*\})", out)
@@ -44,3 +58,22 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert live is not None and live[0] > 100
     assert tombstones == (2,)
     assert any((state / "dagster_home").glob("**/*.db")), "the runs are recorded for `make ui`"
+
+
+@pytest.mark.parametrize("name", ["DATABASE_URL", "EHRSYNC_DATABASE_URL", "WAREHOUSE_URL"])
+def test_demo_refuses_an_external_store_with_one_line(tmp_path: Path, name: str) -> None:
+    """The demo keeps its stores under --state (it deletes that folder to start clean); an environment naming
+    another app database or warehouse is refused in one line instead of silently ignored, before any work."""
+    env = {k: v for k, v in os.environ.items() if k not in _LOCATIONS}
+    env[name] = "postgresql+psycopg://u@127.0.0.1:1/elsewhere"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ehrsync.cli", "demo", "--state", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("Error: ") and name in lines[0] and "unset" in lines[0], lines[0]
+    assert not (tmp_path / "demo").exists()
