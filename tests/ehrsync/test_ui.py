@@ -1,4 +1,4 @@
-"""`make ui`: the Dagster UI comes up over a state folder and Ctrl-C stops every process it started
+"""`make ui`: the Dagster UI comes up over a state folder and Ctrl-C, or SIGTERM, stops every process it started
 (webserver, daemon and code server run in their own process group; killing only the parent would leave them)."""
 
 from __future__ import annotations
@@ -22,27 +22,42 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.slow
-def test_ui_serves_then_ctrl_c_stops_every_process(tmp_path: Path) -> None:
-    port = _free_port()
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _start_ui(tmp_path: Path, port: int, *, background: bool = False) -> subprocess.Popen[bytes]:
+    """``ehrsync ui`` on ``port`` with a state folder (and so a DAGSTER_HOME) of its own; ``background`` starts it
+    as a non-interactive shell's ``ehrsync ui &`` does, with SIGINT ignored."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "WAREHOUSE_URL", "DAGSTER_HOME")}
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "ehrsync.cli", "ui", "--state", str(tmp_path / "state"), "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        preexec_fn=_ignore_sigint if background else None,  # the test starts no threads
     )
+
+
+def _wait_until_serving(proc: subprocess.Popen[bytes], port: int) -> None:
+    deadline = time.monotonic() + 180
+    while True:
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else "ui exited"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "the Dagster UI did not come up in 180 s"
+        time.sleep(1)
+
+
+@pytest.mark.slow
+def test_ui_serves_then_ctrl_c_stops_every_process(tmp_path: Path) -> None:
+    port = _free_port()
+    proc = _start_ui(tmp_path, port)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else "ui exited"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the Dagster UI did not come up in 180 s"
-            time.sleep(1)
+        _wait_until_serving(proc, port)
         query = "{ assetNodes { assetKey { path } } }"
         nodes = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": query}, timeout=30).json()
         keys = {"/".join(n["assetKey"]["path"]) for n in nodes["data"]["assetNodes"]}
@@ -57,3 +72,27 @@ def test_ui_serves_then_ctrl_c_stops_every_process(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.slow
+def test_ui_started_in_the_background_stops_every_process_on_sigterm(tmp_path: Path) -> None:
+    """Issue 11: ``ehrsync ui &`` then ``kill`` used to leave the UI and all of Dagster's processes running (the
+    SIGINT it forwarded was ignored, inherited from the shell), and ``ehrsync ui`` itself never returned."""
+    port = _free_port()
+    proc = _start_ui(tmp_path, port, background=True)
+    try:
+        _wait_until_serving(proc, port)
+        started = psutil.Process(proc.pid).children(recursive=True)
+        assert len(started) >= 2, "dagster dev starts a webserver and a daemon"
+
+        stopped_at = time.monotonic()
+        proc.send_signal(signal.SIGTERM)  # what `kill PID` sends
+        assert proc.wait(timeout=90) == 0
+        _gone, alive = psutil.wait_procs(started, timeout=10)
+        assert not alive, f"left running: {[p.cmdline() for p in alive]}"
+        assert time.monotonic() - stopped_at < 90
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for child in psutil.Process().children(recursive=True):
+            child.kill()
