@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine.models import BulkJob, BulkJobFile, utcnow
+from engine.row_views import row_view
 from store import AppDatabase
 
 ACTIVE = ("polling", "downloading")
@@ -61,34 +62,11 @@ class ManifestFile:
 
 
 def _job_view(row: BulkJob) -> JobView:
-    return JobView(
-        id=row.id,
-        run_id=row.run_id,
-        status=row.status,
-        level=row.level,
-        group_id=row.group_id,
-        types=list(row.types or []),
-        status_url=row.status_url,
-        since_used=row.since_used,
-        transaction_time=row.transaction_time,
-        requires_access_token=row.requires_access_token,
-        params=dict(row.params) if row.params else None,
-        requested_at=row.requested_at,
-    )
+    return row_view(JobView, row, types=list(row.types or []), params=dict(row.params) if row.params else None)
 
 
 def _file_view(row: BulkJobFile) -> FileView:
-    return FileView(
-        id=row.id,
-        kind=row.kind,
-        resource_type=row.resource_type,
-        url=row.url,
-        expected_count=row.expected_count,
-        state=row.state,
-        landed_path=row.landed_path,
-        attempts=row.attempts,
-        error=row.error,
-    )
+    return row_view(FileView, row)
 
 
 def find_active_job(db: AppDatabase, connection_id: str, stream: str, type_key: str) -> JobView | None:

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine.models import SyncRun, utcnow
+from engine.row_views import row_view
 from store import AppDatabase
 
 _log = logging.getLogger(__name__)
@@ -46,20 +47,7 @@ class SyncRunRecord:
 
     @classmethod
     def of(cls, row: SyncRun) -> SyncRunRecord:
-        return cls(
-            id=row.id,
-            connection_id=row.connection_id,
-            tenant_id=row.tenant_id,
-            kind=row.kind,
-            status=row.status,
-            created_at=row.created_at,
-            started_at=row.started_at,
-            finished_at=row.finished_at,
-            counts=dict(row.counts or {}),
-            bytes=row.bytes,
-            duration_s=row.duration_s,
-            error=row.error,
-        )
+        return row_view(cls, row, counts=dict(row.counts or {}))
 
 
 def create_run(
