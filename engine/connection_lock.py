@@ -2,12 +2,12 @@
 
 Dagster's run limits keep two runs of one partition apart, but the engine is also called by the CLI, by
 ``run_sync_now`` and by tests, and a second concurrent sync of one connection would race on its landing files,
-its cursors and its run rows. Every engine entry point for a connection step (``sync_connection``, the landing
-and warehouse steps, the reference step, a Bulk export) holds this lock: an ``fcntl.flock`` on
+its cursors and its run rows. Every engine entry point for a connection step (the landing and warehouse
+steps, the reference step, a Bulk export, deletes reconciliation) holds this lock: an ``fcntl.flock`` on
 ``<landing>/.locks/<sha256(connection)>.lock`` (one host: the state directory is local, as DuckDB needs). A second
 caller waits up to ``EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS`` (default 30), then gets ``ConnectionBusyError``
 naming the holder (its run id and pid, written into the lock file). The lock is re-entrant within one thread,
-so ``sync_connection`` may call the per-step entry points. A killed holder's lock goes with its process.
+so a step holding it may call another entry point. A killed holder's lock goes with its process.
 
 Taking the lock is also when the connection's killed runs are tidied (``engine.residue``): no live
 run of the connection can own a temporary file then.
@@ -16,18 +16,15 @@ run of the connection can own a temporary file then.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
-import json
 import logging
 import os
-import socket
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from connectors.filelock import LockWait, holder_stamp, read_holder, release_flock, take_flock, write_holder
 from engine.environment import SyncEnvironment
 from engine.errors import PipelineConfigurationError, SyncError
 from engine.residue import remove_orphans
@@ -86,48 +83,27 @@ def lock_path(landing_root: Path, connection_id: str) -> Path:
 
 def _holder(fd: int) -> str:
     """Who holds the lock, as written by the holder (best effort: the file may be mid-write)."""
-    try:
-        raw = os.pread(fd, 4096, 0)
-        info = json.loads(raw) if raw else {}
-    except (OSError, ValueError):
-        return "an unknown process"
-    if not isinstance(info, dict):
+    info = read_holder(fd)
+    if info is None:
         return "an unknown process"
     return f"run {info.get('run_id')} (pid {info.get('pid')} on {info.get('host')}, since {info.get('since')})"
-
-
-def _write_holder(fd: int, run_id: str) -> None:
-    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    info = {"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(), "since": since}
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(info).encode(), 0)
 
 
 def _acquire(path: Path, connection_id: str, run_id: str, wait_s: float) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + wait_s
-    delay = 0.01
-    logged = False
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            now = time.monotonic()
-            if now >= deadline:
-                holder = _holder(fd)
-                os.close(fd)
-                raise ConnectionBusyError(
-                    f"connection {connection_id} is busy: {holder} is syncing it; run {run_id} waited "
-                    f"{wait_s:.0f}s ({LOCK_WAIT_ENV}) and did not start"
-                ) from None
-            if not logged:
-                _log.info("run %s waits for connection %s: %s holds it", run_id, connection_id, _holder(fd))
-                logged = True
-            time.sleep(min(delay, max(deadline - now, 0.0)))
-            delay = min(delay * 2, 0.5)
-    _write_holder(fd, run_id)
+
+    def busy(_waited: float) -> None:
+        _log.info("run %s waits for connection %s: %s holds it", run_id, connection_id, _holder(fd))
+
+    if not take_flock(fd, exclusive=True, wait=LockWait(wait_s, 0.01, 0.5), on_busy=busy):
+        holder = _holder(fd)
+        os.close(fd)
+        raise ConnectionBusyError(
+            f"connection {connection_id} is busy: {holder} is syncing it; run {run_id} waited "
+            f"{wait_s:.0f}s ({LOCK_WAIT_ENV}) and did not start"
+        )
+    write_holder(fd, {"run_id": run_id, **holder_stamp()})
     return fd
 
 
@@ -160,9 +136,7 @@ def connection_lock(
     finally:
         with _guard:
             del _held[connection_id]
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        release_flock(fd, clear=True)
         os.close(fd)
 
 

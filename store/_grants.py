@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TypeVar
 
 import httpx
 from sqlalchemy.orm import Session
 
 from connectors.errors import ConfigurationError, TemporarilyUnavailableError, TransportError
+from connectors.http import RetryPolicy as EhrRetryPolicy
 from connectors.smart import ClientAuth, DiscoveryCache, SmartConfiguration, discover
 from store.crypto import TokenCipher
 from store.models import Connection
 from store.provider_configs import client_auth_from_config, load_provider_config
 
-__all__ = ["ClientAuthResolver", "GrantContext", "RetryPolicy", "with_retry"]
+__all__ = ["ClientAuthResolver", "GrantContext", "GrantRetryPolicy", "RetryPolicy", "with_retry"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,27 +26,28 @@ ClientAuthResolver = Callable[[Session, Connection], ClientAuth]
 TRANSIENT = (TransportError, TemporarilyUnavailableError)
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Bounded exponential backoff with full jitter for 5xx/network failures (SAL-25, §8)."""
+class GrantRetryPolicy(EhrRetryPolicy):
+    """The connectors' RetryPolicy configured for whole grants: bounded exponential backoff with full jitter
+    for 5xx/network failures (SAL-25, §8), 3 attempts from 0.5 s up to 8 s by default."""
 
-    attempts: int = 3
-    base_delay_s: float = 0.5
-    max_delay_s: float = 8.0
-
-    def delay(self, attempt: int) -> float:
-        return random.uniform(0, min(self.max_delay_s, self.base_delay_s * (2**attempt)))
+    def __init__(self, attempts: int = 3, base_delay_s: float = 0.5, max_delay_s: float = 8.0) -> None:
+        super().__init__(
+            max_attempts=attempts, backoff_start_s=base_delay_s, backoff_cap_s=max_delay_s, full_jitter=True
+        )
 
 
-def with_retry(call: Callable[[], T], policy: RetryPolicy, sleep: Callable[[float], None], what: str) -> T:
+RetryPolicy = GrantRetryPolicy  # the store's public name for it
+
+
+def with_retry(call: Callable[[], T], policy: EhrRetryPolicy, sleep: Callable[[float], None], what: str) -> T:
     """Run ``call``; retry transient failures with backoff; re-raise the last one when attempts run out."""
-    for attempt in range(policy.attempts):
+    for attempt in range(policy.max_attempts):
         try:
             return call()
         except TRANSIENT as exc:
-            if attempt + 1 >= policy.attempts:
+            if attempt + 1 >= policy.max_attempts:
                 raise
-            pause = policy.delay(attempt)
+            pause = policy.backoff_delay(attempt)
             logger.warning("%s failed transiently (%s); retry %d in %.2fs", what, exc.code, attempt + 1, pause)
             sleep(pause)
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
@@ -64,7 +64,7 @@ class GrantContext:
         discovery_cache: DiscoveryCache,
         resolver: ClientAuthResolver | None = None,
         environ: Mapping[str, str] | None = None,
-        retry: RetryPolicy,
+        retry: EhrRetryPolicy,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.cipher = cipher

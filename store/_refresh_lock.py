@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from connectors.errors import EhrSyncError
+from connectors.filelock import LockWait, release_flock, take_flock
 from store.database import AppDatabase
 
 __all__ = ["REFRESH_LOCK_TIMEOUT_S", "RefreshLockTimeoutError", "sqlite_refresh_lock"]
@@ -35,21 +34,14 @@ def sqlite_refresh_lock(db: AppDatabase, connection_id: str) -> Iterator[None]:
     name = hashlib.sha256(connection_id.encode()).hexdigest()[:32]
     fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        deadline = time.monotonic() + REFRESH_LOCK_TIMEOUT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise RefreshLockTimeoutError(
-                        f"connection {connection_id}: another process has been refreshing its token for over "
-                        f"{REFRESH_LOCK_TIMEOUT_S:.0f}s"
-                    ) from None
-                time.sleep(0.02)
+        if not take_flock(fd, exclusive=True, wait=LockWait(REFRESH_LOCK_TIMEOUT_S, 0.02, 0.02)):
+            raise RefreshLockTimeoutError(
+                f"connection {connection_id}: another process has been refreshing its token for over "
+                f"{REFRESH_LOCK_TIMEOUT_S:.0f}s"
+            )
         try:
             yield
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            release_flock(fd)
     finally:
         os.close(fd)

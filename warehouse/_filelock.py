@@ -9,17 +9,14 @@ every ``log_every_s`` seconds naming that holder, so a stuck sync says what it i
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import logging
 import os
-import random
 import socket
-import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
 
+from connectors.filelock import LockWait, holder_stamp, read_holder, release_flock, take_flock, write_holder
 from warehouse.errors import WarehouseLockTimeoutError
 
 __all__ = ["LOCK_LOG_EVERY_S", "file_lock", "lock_holder", "lock_owner"]
@@ -56,12 +53,8 @@ def _exited(pid: object, host: object) -> bool:
 def lock_holder(fd: int) -> str:
     """Who holds the lock as its exclusive holder wrote it; readers (shared holders) write nothing. A holder killed
     before clearing the file (SIGKILL) is not blamed: its pid is gone, so readers hold the lock now."""
-    try:
-        raw = os.pread(fd, 4096, 0)
-        info = json.loads(raw) if raw else None
-    except (OSError, ValueError):
-        info = None
-    if not isinstance(info, dict):
+    info = read_holder(fd)
+    if info is None:
         return "readers or a process that did not say who it is"
     if _exited(info.get("pid"), info.get("host")):
         return f"readers (previous holder pid {info.get('pid')} exited)"
@@ -70,11 +63,8 @@ def lock_holder(fd: int) -> str:
 
 
 def _write_holder(fd: int, owner: str | None) -> None:
-    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "since": since, "owner": owner}
     with contextlib.suppress(OSError):
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        write_holder(fd, {**holder_stamp(), "owner": owner})
 
 
 @contextlib.contextmanager
@@ -102,38 +92,18 @@ def file_lock(
         try:
             yield
         finally:
-            if exclusive:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            release_flock(fd, clear=exclusive)
     finally:
         os.close(fd)
 
 
 def _acquire(fd: int, path: Path, *, exclusive: bool, timeout_s: float, log_every_s: float) -> None:
-    mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
-    started = time.monotonic()
-    deadline = started + timeout_s
-    next_log = started + log_every_s
-    delay = 0.005
-    while True:
-        try:
-            fcntl.flock(fd, mode)
-            return
-        except BlockingIOError:
-            now = time.monotonic()
-            if now >= deadline:
-                raise WarehouseLockTimeoutError(
-                    f"could not lock {path.name} within {timeout_s:.0f}s (held by {lock_holder(fd)})"
-                ) from None
-            if now >= next_log:
-                logger.info(
-                    "waiting %.0fs so far for the %s lock %s: held by %s",
-                    now - started,
-                    "write" if exclusive else "read",
-                    path.name,
-                    lock_holder(fd),
-                )
-                next_log = now + log_every_s
-            time.sleep(min(delay * (0.5 + random.random()), max(deadline - now, 0.0), max(next_log - now, 0.0)))
-            delay = min(delay * 2, 0.25)
+    def busy(waited: float) -> None:
+        kind = "write" if exclusive else "read"
+        logger.info("waiting %.0fs so far for the %s lock %s: held by %s", waited, kind, path.name, lock_holder(fd))
+
+    wait = LockWait(timeout_s, 0.005, 0.25, jitter=True, report_after_s=log_every_s, report_every_s=log_every_s)
+    if not take_flock(fd, exclusive=exclusive, wait=wait, on_busy=busy):
+        raise WarehouseLockTimeoutError(
+            f"could not lock {path.name} within {timeout_s:.0f}s (held by {lock_holder(fd)})"
+        )

@@ -4,28 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
 
 import httpx
 
 from connectors.bulk.files import NDJSON, TRUNCATION_ATTEMPTS, download_file
+from connectors.bulk.kickoff import ExportLevel, kickoff_params, kickoff_url
 from connectors.bulk.manifest import BulkManifest
+from connectors.bulk.pacing import PollPacer
 from connectors.bulk.wire import (
     BulkStatus,
     as_bulk_error,
     classify_status,
     failed_response,
-    fhir_instant,
     parameters_body,
     read_bounded,
 )
 from connectors.errors import (
     BulkExportError,
-    BulkStatusUnavailableError,
     EhrSyncError,
     FhirError,
     FhirUnauthorizedError,
@@ -45,10 +43,6 @@ from connectors.tokens import TokenSource
 __all__ = ["BulkClient", "BulkStatus", "ExportLevel"]
 
 logger = logging.getLogger(__name__)
-
-ExportLevel = Literal["system", "patient", "group"]
-_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_TYPE_RE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 
 
 class BulkClient:
@@ -103,17 +97,7 @@ class BulkClient:
         self._session.close()
 
     def kickoff_url(self, level: ExportLevel, group_id: str | None = None) -> str:
-        if level == "system":
-            path = "$export"
-        elif level == "patient":
-            path = "Patient/$export"
-        elif level == "group":
-            if not group_id or not _ID_RE.match(group_id):
-                raise ValueError("group-level export needs a valid group_id")
-            path = f"Group/{group_id}/$export"
-        else:
-            raise ValueError(f"unknown export level {level!r} (system, patient or group)")
-        return resolve_url(path, self.fhir_base + "/")
+        return kickoff_url(self.fhir_base, level, group_id)
 
     def kickoff(
         self,
@@ -133,16 +117,9 @@ class BulkClient:
         A 429 (another export running) is waited out per Retry-After by the retry policy (BDX-07).
         """
         url = self.kickoff_url(level, group_id)
-        for kind in types or ():
-            if not _TYPE_RE.match(kind):
-                raise ValueError(f"not a FHIR resource type: {kind!r}")
-        params: list[tuple[str, str]] = [("_outputFormat", output_format)]
-        if since is not None:
-            params.append(("_since", fhir_instant(since)))
-        if types:
-            params.append(("_type", ",".join(types)))
-        params.extend(("_typeFilter", query) for query in type_filters or ())
-        params.extend(extra_params)
+        params = kickoff_params(
+            types=types, since=since, type_filters=type_filters, output_format=output_format, extra_params=extra_params
+        )
         headers = {"Accept": "application/fhir+json", "Prefer": "respond-async"}
 
         def handle(answer: httpx.Response) -> str:
@@ -212,8 +189,7 @@ class BulkClient:
         """
         policy = self.retry
         started = policy.monotonic()
-        polls = throttles = transients = 0
-        floor = 0.0
+        pacer = PollPacer(policy, status_url)
         while True:
             try:
                 status = self.poll(status_url)
@@ -225,22 +201,7 @@ class BulkClient:
                 return status.manifest
             if on_progress is not None:
                 on_progress(status)
-            if status.throttled:
-                throttles += 1
-                floor = min(max(floor * 2, policy.retry_after_min_s * 2), policy.backoff_cap_s)
-                delay = max(policy.delay_from_seconds(throttles - 1, status.retry_after), floor)
-            elif status.transient:
-                transients += 1
-                if transients >= policy.max_attempts:  # the job may well be alive: resumable at the same URL
-                    raise BulkStatusUnavailableError(
-                        f"bulk status kept failing transiently ({transients} times); the next run polls it again",
-                        url=redact_url(status_url),
-                    )
-                delay = policy.backoff_delay(transients - 1)
-            else:
-                transients = 0
-                delay = max(policy.delay_from_seconds(polls, status.retry_after), floor)
-                polls += 1
+            delay = pacer.next_delay(status)
             if policy.monotonic() - started + delay > deadline_s:
                 if cancel_on_abandon:
                     self._cancel_quietly(status_url)

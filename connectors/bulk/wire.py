@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ from connectors.bulk.manifest import BulkManifest, parse_manifest
 from connectors.errors import TRANSIENT_ISSUE_CODES, BulkExportError, FhirError, is_transient_answer
 from connectors.fhir._bounds import read_capped
 from connectors.fhir._session import operation_outcome_of
+from connectors.fhir.resource_types import ID_RE
 from connectors.http import parse_http_date, parse_retry_after, redact_url
 
 __all__ = [
@@ -26,8 +26,6 @@ __all__ = [
     "parameters_body",
     "read_bounded",
 ]
-
-_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -113,7 +111,7 @@ def parameters_body(params: list[tuple[str, str]], patients: Sequence[str]) -> b
         key = "valueInstant" if name == "_since" else "valueString"
         parameter.append({"name": name, key: value})
     for ref in patients:
-        if not isinstance(ref, str) or not ref.startswith("Patient/") or not _ID_RE.match(ref[len("Patient/") :]):
+        if not isinstance(ref, str) or not ref.startswith("Patient/") or not ID_RE.match(ref[len("Patient/") :]):
             raise ValueError("patient references must look like 'Patient/<id>'")
         parameter.append({"name": "patient", "valueReference": {"reference": ref}})
     return orjson.dumps({"resourceType": "Parameters", "parameter": parameter})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from connectors.errors import FhirError
 from connectors.fhir._bounds import BodyBounds, read_capped
 from connectors.fhir._session import FhirSession, QueryParams, TokenRule
 from connectors.fhir.download import Downloaded, stream_to_file
+from connectors.fhir.resource_types import ID_RE, TYPE_RE
 from connectors.fhir.search import SearchPage, iter_search_pages
 from connectors.http import RateLimiter, RetryPolicy, normalize_base_url, redact_url, resolve_url
 from connectors.tokens import TokenSource
@@ -29,8 +29,6 @@ logger = logging.getLogger(__name__)
 
 _FHIR_JSON = "application/fhir+json"
 DEFAULT_COUNT = 200
-_TYPE_RE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
-_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -49,12 +47,12 @@ class CreateResult:
 
 
 def _check_type(resource_type: str) -> None:
-    if not isinstance(resource_type, str) or not _TYPE_RE.match(resource_type):
+    if not isinstance(resource_type, str) or not TYPE_RE.match(resource_type):
         raise ValueError(f"not a FHIR resource type: {resource_type!r}")
 
 
 def _check_id(resource_id: str) -> None:
-    if not isinstance(resource_id, str) or not _ID_RE.match(resource_id):
+    if not isinstance(resource_id, str) or not ID_RE.match(resource_id):
         raise ValueError("not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)")
 
 

@@ -5,15 +5,22 @@ One list drives scopes (providers), search plans and pipeline assets, so adding 
 
 from __future__ import annotations
 
+import re
 from types import MappingProxyType
 from typing import Final
 
 __all__ = [
+    "ID_RE",
     "PATIENT_COMPARTMENT_PARAM",
     "SYNCED_RESOURCE_TYPES",
+    "TYPE_RE",
     "is_synced",
     "patient_search_param",
 ]
+
+#: What a resource type name and a logical id may look like (FHIR R4 ``id``: 1-64 of A-Z a-z 0-9 - .).
+TYPE_RE: Final = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+ID_RE: Final = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 SYNCED_RESOURCE_TYPES: Final[tuple[str, ...]] = (
     "Patient",

@@ -110,6 +110,48 @@ def _read_page(response: httpx.Response, max_bytes: int | None = None) -> tuple[
     return body, response.headers.get("Date"), str(response.url)
 
 
+def _fetch_page(
+    session: FhirSession, url: str, params: QueryParams | None, bounds: BodyBounds | None, first: bool
+) -> SearchPage:
+    """One page; after the first, an expired link (404/410) is a SearchLinkExpiredError (BDX-29)."""
+    max_bytes = bounds.max_bytes if bounds is not None else None
+    try:
+        body, date_header, sent_url = session.request(
+            "GET",
+            url,
+            params=params if first else None,
+            headers={"Accept": _FHIR_JSON},
+            token_rule=TokenRule.REQUIRE_BASE,
+            handler=_page_reader(max_bytes),
+            bounds=bounds,
+        )
+    except (FhirNotFoundError, FhirGoneError) as exc:
+        if first:
+            raise
+        raise SearchLinkExpiredError(
+            f"search paging link expired (HTTP {exc.status}); restart from the stored mark",
+            exc.status,
+            exc.operation_outcome,
+            exc.url,
+        ) from exc
+    page = parse_search_bundle(sent_url, body, date_header)
+    logger.debug(
+        "search page",
+        extra={"url": redact_url(sent_url), "matches": len(page.resources), "has_next": bool(page.next_url)},
+    )
+    return page
+
+
+def _incomplete(first_url: str, received: int, total: int | None, reason: str) -> SearchIncompleteError:
+    if reason == "no_next":
+        what = f"stopped early: total {total}, received {received}, no next link"
+    else:
+        what = f"paging loops: the server repeated a next link after {received} matches"
+    return SearchIncompleteError(
+        f"search {redact_url(first_url)} {what}", redact_url(first_url), received=received, total=total, reason=reason
+    )
+
+
 def iter_search_pages(
     session: FhirSession, first_url: str, params: QueryParams | None, *, bounds: BodyBounds | None = None
 ) -> Iterator[SearchPage]:
@@ -124,54 +166,17 @@ def iter_search_pages(
     seen: set[str] = set()
     received = 0
     total: int | None = None  # the latest ``total`` any page gave (some servers send it on the first page only)
-    max_bytes = bounds.max_bytes if bounds is not None else None
     while url is not None:
-        try:
-            body, date_header, sent_url = session.request(
-                "GET",
-                url,
-                params=params if first else None,
-                headers={"Accept": _FHIR_JSON},
-                token_rule=TokenRule.REQUIRE_BASE,
-                handler=_page_reader(max_bytes),
-                bounds=bounds,
-            )
-        except (FhirNotFoundError, FhirGoneError) as exc:
-            if first:
-                raise
-            raise SearchLinkExpiredError(
-                f"search paging link expired (HTTP {exc.status}); restart from the stored mark",
-                exc.status,
-                exc.operation_outcome,
-                exc.url,
-            ) from exc
-        page = parse_search_bundle(sent_url, body, date_header)
-        seen.add(sent_url)
-        logger.debug(
-            "search page",
-            extra={"url": redact_url(sent_url), "matches": len(page.resources), "has_next": bool(page.next_url)},
-        )
+        page = _fetch_page(session, url, params, bounds, first=first)
+        seen.add(page.url)
         received += len(page.resources)
         total = page.total if page.total is not None else total
         yield page
         if page.next_url is None and total is not None and received < total:
-            raise SearchIncompleteError(
-                f"search {redact_url(first_url)} stopped early: total {total}, received {received}, no next link",
-                redact_url(first_url),
-                received=received,
-                total=total,
-                reason="no_next",
-            )
+            raise _incomplete(first_url, received, total, "no_next")
         if page.next_url is not None:
-            if page.next_url in seen or page.next_url == sent_url:
-                raise SearchIncompleteError(
-                    f"search {redact_url(first_url)} paging loops: the server repeated a next link "
-                    f"after {received} matches",
-                    redact_url(first_url),
-                    received=received,
-                    total=total,
-                    reason="repeated_next",
-                )
+            if page.next_url in seen:
+                raise _incomplete(first_url, received, total, "repeated_next")
             seen.add(page.next_url)
         url = page.next_url
         first = False

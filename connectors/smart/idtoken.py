@@ -90,6 +90,56 @@ def _pick_key(keys: list[dict[str, Any]], kid: str | None, alg: str) -> dict[str
     return candidates[0] if len(candidates) == 1 else None
 
 
+def _signing_key(
+    id_token: str, issuer: str, http: httpx.Client, jwks_uri: str | None, cache: JwksCache
+) -> tuple[jwt.PyJWK, str]:
+    """The issuer's key for the token's ``kid`` and ``alg`` (asymmetric only), refetching the JWKS once."""
+    try:
+        header = jwt.get_unverified_header(id_token)
+    except jwt.PyJWTError as exc:
+        raise IdTokenError("id_token is not a well-formed JWS") from exc
+    alg = header.get("alg")
+    if alg not in ALLOWED_ID_TOKEN_ALGS:
+        raise IdTokenError(f"id_token alg {alg!r} not accepted (allowed: {', '.join(ALLOWED_ID_TOKEN_ALGS)})")
+    kid = header.get("kid")
+    uri = jwks_uri or cache.jwks_uri_for(issuer, http)
+    jwk = _pick_key(cache.keys(uri, http), kid, alg)
+    if jwk is None:
+        logger.info("id_token kid not in cached JWKS of %s; refetching once", uri)
+        jwk = _pick_key(cache.keys(uri, http, refresh=True), kid, alg)
+    if jwk is None:
+        raise IdTokenError(f"no single signing key in the issuer's JWKS matches kid {kid!r} and alg {alg}")
+    try:
+        return jwt.PyJWK(jwk, algorithm=alg), alg
+    except jwt.PyJWTError as exc:
+        raise IdTokenError("issuer JWKS key is unusable") from exc
+
+
+def _decode(id_token: str, key: jwt.PyJWK, alg: str, *, client_id: str, issuer: str, leeway_s: int) -> dict[str, Any]:
+    """Signature, ``aud`` and ``iss`` checked by PyJWT; times are checked by :func:`_check_times`."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            id_token,
+            key,
+            algorithms=[alg],
+            audience=client_id,
+            issuer=issuer,
+            leeway=leeway_s,
+            options={"require": ["iss", "aud", "exp", "iat", "sub"], "verify_iat": False, "verify_exp": False},
+        )
+    except jwt.InvalidSignatureError as exc:
+        raise IdTokenError("id_token signature does not verify") from exc
+    except jwt.InvalidAudienceError as exc:
+        raise IdTokenError("id_token aud does not contain our client_id") from exc
+    except jwt.InvalidIssuerError as exc:
+        raise IdTokenError("id_token iss is not the discovered issuer") from exc
+    except jwt.MissingRequiredClaimError as exc:
+        raise IdTokenError(f"id_token lacks required claim {exc.claim!r}") from exc
+    except jwt.PyJWTError as exc:
+        raise IdTokenError(f"id_token rejected: {type(exc).__name__}") from exc
+    return claims
+
+
 def validate_id_token(
     id_token: str,
     *,
@@ -112,46 +162,9 @@ def validate_id_token(
     if allowlist is not None:
         require_issuer_allowed(issuer, allowlist)
     cache = cache or _DEFAULT_CACHE
-    try:
-        header = jwt.get_unverified_header(id_token)
-    except jwt.PyJWTError as exc:
-        raise IdTokenError("id_token is not a well-formed JWS") from exc
-    alg = header.get("alg")
-    if alg not in ALLOWED_ID_TOKEN_ALGS:
-        raise IdTokenError(f"id_token alg {alg!r} not accepted (allowed: {', '.join(ALLOWED_ID_TOKEN_ALGS)})")
-    kid = header.get("kid")
-    uri = jwks_uri or cache.jwks_uri_for(issuer, http)
-    jwk = _pick_key(cache.keys(uri, http), kid, alg)
-    if jwk is None:
-        logger.info("id_token kid not in cached JWKS of %s; refetching once", uri)
-        jwk = _pick_key(cache.keys(uri, http, refresh=True), kid, alg)
-    if jwk is None:
-        raise IdTokenError(f"no single signing key in the issuer's JWKS matches kid {kid!r} and alg {alg}")
-    try:
-        key = jwt.PyJWK(jwk, algorithm=alg)
-    except jwt.PyJWTError as exc:
-        raise IdTokenError("issuer JWKS key is unusable") from exc
+    key, alg = _signing_key(id_token, issuer, http, jwks_uri, cache)
     current = time.time() if now is None else now
-    try:
-        claims: dict[str, Any] = jwt.decode(
-            id_token,
-            key,
-            algorithms=[alg],
-            audience=client_id,
-            issuer=issuer,
-            leeway=leeway_s,
-            options={"require": ["iss", "aud", "exp", "iat", "sub"], "verify_iat": False, "verify_exp": False},
-        )
-    except jwt.InvalidSignatureError as exc:
-        raise IdTokenError("id_token signature does not verify") from exc
-    except jwt.InvalidAudienceError as exc:
-        raise IdTokenError("id_token aud does not contain our client_id") from exc
-    except jwt.InvalidIssuerError as exc:
-        raise IdTokenError("id_token iss is not the discovered issuer") from exc
-    except jwt.MissingRequiredClaimError as exc:
-        raise IdTokenError(f"id_token lacks required claim {exc.claim!r}") from exc
-    except jwt.PyJWTError as exc:
-        raise IdTokenError(f"id_token rejected: {type(exc).__name__}") from exc
+    claims = _decode(id_token, key, alg, client_id=client_id, issuer=issuer, leeway_s=leeway_s)
     _check_times(claims, current, leeway_s)
     aud = claims["aud"]
     if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") not in (None, client_id):

@@ -1,0 +1,133 @@
+"""The one exception hierarchy for everything that talks to an EHR.
+
+One module per family (:mod:`.base`, :mod:`.oauth`, :mod:`.fhir`, :mod:`.bulk`), all importable from here.
+Callers catch what they mean (a refused refresh is not a timeout), never a bare ``Exception``.
+Every error carries what the server said (OAuth ``error`` fields or the FHIR ``OperationOutcome``)
+but never a token, code, secret or any resource content: messages are safe to log, except that a FhirError's
+message ends with the server's OperationOutcome diagnostics (sanitized, capped), which may echo request values:
+log ``FhirError.safe_message`` instead.
+
+    EhrSyncError
+    ├── ConfigurationError            bad local configuration (provider config, keys, URLs)
+    ├── DiscoveryError                SMART configuration / CapabilityStatement unusable (SAL-02)
+    ├── SecurityPolicyError           issuer not allow-listed, token sent to a foreign host (SAL-06, SAL-40)
+    ├── OAuthError                    an OAuth 2.0 error response (SAL-36), one subclass per code
+    │   ├── AccessDeniedError, InvalidRequestError, InvalidClientError, InvalidGrantError,
+    │   │   InvalidScopeError, UnauthorizedClientError, TemporarilyUnavailableError
+    ├── NeedsReauthError              the grant is gone: a person must authorize again (SAL-25)
+    ├── TransportError                timeout, dropped connection, DNS: outcome unknown, retryable
+    │   ├── EhrUnreachableError       connection refused / DNS failure twice: stop the run, do not retry for minutes
+    │   ├── RequestDeadlineError      one request outlived its overall deadline (a trickling server)
+    ├── StepBudgetExceededError       a sync step outlived its overall time budget
+    ├── ContentTooLargeError          a download exceeded its size cap (nothing was kept)
+    │   ├── ResponseTooLargeError     a JSON body exceeded the per-response byte limit
+    ├── FhirError                     a FHIR REST error response (status + OperationOutcome)
+    │   ├── FhirUnauthorizedError (401), FhirForbiddenError (403), FhirNotFoundError (404),
+    │   │   FhirGoneError (410), FhirPreconditionFailedError (412), FhirUnprocessableError (422),
+    │   │   RateLimitedError (429), FhirServerError (5xx)
+    │   ├── SearchLinkExpiredError    a paging `next` link answered 404/410: restart from the stored mark (BDX-29)
+    │   ├── SearchIncompleteError     a searchset stopped early (total > received, no next; or a repeated next)
+    ├── BulkExportError               a bulk job failed, expired or produced an invalid manifest/file
+    │   ├── BulkFileExpiredError      file 404/410 after expiry: re-run from the same _since (BDX-19)
+    └── WriteNotSupportedError        flags, scopes or the CapabilityStatement forbid a write (DWB)
+"""
+
+from __future__ import annotations
+
+from connectors.errors.base import (
+    ConfigurationError,
+    ContentTooLargeError,
+    DiscoveryError,
+    EhrSyncError,
+    EhrUnreachableError,
+    InsufficientDiskSpaceError,
+    NeedsReauthError,
+    RequestDeadlineError,
+    ResponseTooLargeError,
+    SecurityPolicyError,
+    StepBudgetExceededError,
+    TransportError,
+    WriteNotSupportedError,
+)
+from connectors.errors.bulk import (
+    BulkExportError,
+    BulkExportIncompleteError,
+    BulkFileExpiredError,
+    BulkFileTooLargeError,
+    BulkFileTruncatedError,
+    BulkStatusUnavailableError,
+)
+from connectors.errors.fhir import (
+    TRANSIENT_ISSUE_CODES,
+    TRANSIENT_STATUSES,
+    FhirError,
+    FhirForbiddenError,
+    FhirGoneError,
+    FhirNotFoundError,
+    FhirPreconditionFailedError,
+    FhirServerError,
+    FhirUnauthorizedError,
+    FhirUnprocessableError,
+    RateLimitedError,
+    SearchIncompleteError,
+    SearchLinkExpiredError,
+    fhir_error_for_status,
+    is_transient_answer,
+)
+from connectors.errors.oauth import (
+    AccessDeniedError,
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+    OAuthError,
+    TemporarilyUnavailableError,
+    UnauthorizedClientError,
+    oauth_error_from_response,
+)
+
+__all__ = [
+    "TRANSIENT_ISSUE_CODES",
+    "TRANSIENT_STATUSES",
+    "AccessDeniedError",
+    "BulkExportError",
+    "BulkExportIncompleteError",
+    "BulkFileExpiredError",
+    "BulkFileTooLargeError",
+    "BulkFileTruncatedError",
+    "BulkStatusUnavailableError",
+    "ConfigurationError",
+    "ContentTooLargeError",
+    "DiscoveryError",
+    "EhrSyncError",
+    "EhrUnreachableError",
+    "FhirError",
+    "FhirForbiddenError",
+    "FhirGoneError",
+    "FhirNotFoundError",
+    "FhirPreconditionFailedError",
+    "FhirServerError",
+    "FhirUnauthorizedError",
+    "FhirUnprocessableError",
+    "InsufficientDiskSpaceError",
+    "InvalidClientError",
+    "InvalidGrantError",
+    "InvalidRequestError",
+    "InvalidScopeError",
+    "NeedsReauthError",
+    "OAuthError",
+    "RateLimitedError",
+    "RequestDeadlineError",
+    "ResponseTooLargeError",
+    "SearchIncompleteError",
+    "SearchLinkExpiredError",
+    "SecurityPolicyError",
+    "StepBudgetExceededError",
+    "TemporarilyUnavailableError",
+    "TransportError",
+    "UnauthorizedClientError",
+    "WriteNotSupportedError",
+    "fhir_error_for_status",
+    "is_transient_answer",
+    "oauth_error_from_response",
+]

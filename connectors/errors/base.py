@@ -1,0 +1,98 @@
+"""The base of the hierarchy and the errors of no particular protocol: configuration, policy, transport,
+budgets and size limits."""
+
+from __future__ import annotations
+
+
+class EhrSyncError(Exception):
+    """Base of every ehrsync error; ``code`` is a stable machine-readable name."""
+
+    code: str = "ehrsync_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigurationError(EhrSyncError):
+    code = "configuration_error"
+
+
+class DiscoveryError(EhrSyncError):
+    code = "discovery_error"
+
+
+class SecurityPolicyError(EhrSyncError):
+    code = "security_policy"
+
+
+class NeedsReauthError(EhrSyncError):
+    """The grant is unusable (refresh refused, revoked): never retry, ask a person to re-authorize."""
+
+    code = "needs_reauth"
+
+
+class TransportError(EhrSyncError):
+    """The request may or may not have reached the server (timeout, reset, refused)."""
+
+    code = "transport_error"
+
+
+class ContentTooLargeError(EhrSyncError):
+    """A download exceeded its size cap; the partial file was removed."""
+
+    code = "content_too_large"
+
+
+class WriteNotSupportedError(EhrSyncError):
+    """A write was refused before reaching the server; ``reason`` says which gate closed."""
+
+    code = "WRITE_NOT_SUPPORTED"
+
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        super().__init__(message or f"write not supported: {reason}")
+        self.reason = reason
+
+
+class ResponseTooLargeError(ContentTooLargeError):
+    """A JSON body (search page, read, CapabilityStatement) went past the per-response byte limit."""
+
+    code = "response_too_large"
+
+
+class RequestDeadlineError(TransportError):
+    """One request took longer than its overall deadline (e.g. a server trickling bytes): not retried."""
+
+    code = "request_deadline_exceeded"
+
+
+class StepBudgetExceededError(EhrSyncError):
+    """A sync step (one resource type's landing) used up its overall time budget."""
+
+    code = "step_budget_exceeded"
+
+
+class EhrUnreachableError(TransportError):
+    """Connection refused, DNS failure or connect timeout: the EHR cannot be reached at all right now."""
+
+    code = "ehr_unreachable"
+
+
+class InsufficientDiskSpaceError(EhrSyncError):
+    """Free disk space under the landing zone fell below EHRSYNC_MIN_FREE_DISK_BYTES: downloads stop, resumable."""
+
+    code = "insufficient_disk_space"
+
+
+class ServerMessageMixin:
+    """For errors whose message ends with the server's OperationOutcome diagnostics (``diagnostics``)."""
+
+    message: str
+    diagnostics: str | None
+
+    @property
+    def safe_message(self) -> str:
+        """The message without the server's diagnostics: what a log line may carry."""
+        if self.diagnostics and self.message.endswith(f": {self.diagnostics}"):
+            return self.message[: -len(self.diagnostics) - 2]
+        return self.message

@@ -1,0 +1,63 @@
+"""Bulk Data export failures: a failed, expired or incomplete job, or a file that cannot be kept."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from connectors.errors.base import ContentTooLargeError, EhrSyncError, ServerMessageMixin
+
+
+class BulkExportError(ServerMessageMixin, EhrSyncError):
+    """A bulk job failed; ``status``/``operation_outcome`` say what the server answered, when it did."""
+
+    code = "bulk_export_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        operation_outcome: Mapping[str, Any] | None = None,
+        url: str | None = None,
+        diagnostics: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.operation_outcome = dict(operation_outcome) if operation_outcome else None
+        self.url = url
+        #: The server's OperationOutcome diagnostics when they end the message (as FhirError): kept in the run's
+        #: error, never logged (they may echo request values).
+        self.diagnostics = diagnostics
+
+
+class BulkFileExpiredError(BulkExportError):
+    code = "bulk_file_expired"
+
+
+class BulkExportIncompleteError(BulkExportError):
+    """The manifest's ``error`` files report ``error``/``fatal`` outcomes: some types were not (fully) exported."""
+
+    code = "bulk_export_incomplete"
+
+    def __init__(self, message: str, types: Iterable[str]) -> None:
+        super().__init__(message)
+        self.types = sorted(set(types))
+
+
+class BulkStatusUnavailableError(BulkExportError):
+    """The status URL kept failing transiently (5xx, transport errors): the job stays resumable at that URL."""
+
+    code = "bulk_status_unavailable"
+
+
+class BulkFileTruncatedError(BulkExportError):
+    """A bulk file arrived cut short (no final newline, or fewer bytes than Content-Length) on every attempt."""
+
+    code = "bulk_file_truncated"
+
+
+class BulkFileTooLargeError(ContentTooLargeError):
+    """A bulk file is larger than EHRSYNC_BULK_MAX_FILE_BYTES: that file fails, the next run fetches it again."""
+
+    code = "bulk_file_too_large"

@@ -1,0 +1,135 @@
+"""FHIR REST error answers (status + OperationOutcome) and the one rule for which answers are transient."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from connectors.errors.base import EhrSyncError, ServerMessageMixin
+
+
+class FhirError(ServerMessageMixin, EhrSyncError):
+    """A FHIR REST error: HTTP status plus the server's OperationOutcome when it sent one."""
+
+    code = "fhir_error"
+    #: The OperationOutcome's diagnostics, sanitized and capped (also at the end of the message); may echo
+    #: request values, so loggers use ``safe_message`` instead of the message.
+    diagnostics: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        status: int,
+        operation_outcome: Mapping[str, Any] | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.operation_outcome = dict(operation_outcome) if operation_outcome else None
+        self.url = url
+
+    @property
+    def issue_codes(self) -> list[str]:
+        """``issue[].code`` values of the OperationOutcome (empty when none was sent)."""
+        if not self.operation_outcome:
+            return []
+        return [str(i.get("code")) for i in self.operation_outcome.get("issue", []) if isinstance(i, dict)]
+
+    @property
+    def is_transient(self) -> bool:
+        """True when the server says the failure is temporary (OperationOutcome ``transient``)."""
+        return is_transient_answer(self.status, self.issue_codes)
+
+
+class FhirUnauthorizedError(FhirError):
+    code = "fhir_unauthorized"
+
+
+class FhirForbiddenError(FhirError):
+    code = "fhir_forbidden"
+
+
+class FhirNotFoundError(FhirError):
+    code = "fhir_not_found"
+
+
+class FhirGoneError(FhirError):
+    code = "fhir_gone"
+
+
+class FhirPreconditionFailedError(FhirError):
+    code = "fhir_precondition_failed"
+
+
+class FhirUnprocessableError(FhirError):
+    code = "fhir_unprocessable"
+
+
+class FhirServerError(FhirError):
+    code = "fhir_server_error"
+
+
+class SearchLinkExpiredError(FhirError):
+    """A search ``next`` link answered 404/410: restart the search from the stored high-water mark (BDX-29)."""
+
+    code = "search_link_expired"
+
+
+class RateLimitedError(FhirError):
+    """429 (or 503 with ``Retry-After``): ``retry_after`` is seconds to wait, when the server said."""
+
+    code = "rate_limited"
+
+    def __init__(
+        self,
+        message: str,
+        status: int,
+        operation_outcome: Mapping[str, Any] | None = None,
+        url: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status, operation_outcome, url)
+        self.retry_after = retry_after
+
+
+_FHIR_STATUS: dict[int, type[FhirError]] = {
+    401: FhirUnauthorizedError,
+    403: FhirForbiddenError,
+    404: FhirNotFoundError,
+    410: FhirGoneError,
+    412: FhirPreconditionFailedError,
+    422: FhirUnprocessableError,
+    429: RateLimitedError,
+}
+
+
+def fhir_error_for_status(status: int) -> type[FhirError]:
+    """The FhirError subclass for an HTTP status."""
+    if status in _FHIR_STATUS:
+        return _FHIR_STATUS[status]
+    if status >= 500:
+        return FhirServerError
+    return FhirError
+
+
+#: HTTP statuses that mean "try again later" (the one list: the retry policy and ``FhirError.is_transient``).
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: OperationOutcome ``issue.code`` values of FHIR's ``transient`` family that make any status retryable.
+TRANSIENT_ISSUE_CODES = frozenset({"transient", "throttled", "timeout", "lock-error", "no-store"})
+
+
+def is_transient_answer(status: int, issue_codes: Iterable[str] = ()) -> bool:
+    """Whether an EHR answer is worth retrying: a transient status, or an OperationOutcome saying so."""
+    return status in TRANSIENT_STATUSES or any(code in TRANSIENT_ISSUE_CODES for code in issue_codes)
+
+
+class SearchIncompleteError(FhirError):
+    """A searchset stopped early: ``total`` larger than what arrived with no ``next`` link, or a repeated link."""
+
+    code = "search_incomplete"
+
+    def __init__(self, message: str, url: str | None, *, received: int, total: int | None, reason: str) -> None:
+        super().__init__(message, 200, None, url)
+        self.received = received
+        self.total = total
+        self.reason = reason
