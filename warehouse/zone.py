@@ -11,7 +11,7 @@ import hashlib
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypedDict, Unpack
 
 from warehouse.errors import InvalidInputError, LandingError
 from warehouse.landed import LandedFile
@@ -23,6 +23,14 @@ __all__ = ["LandingZone", "land_ndjson_file"]
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 _DRAIN_BYTES = 1024 * 1024
+
+
+class WriterOptions(TypedDict, total=False):
+    """The optional arguments of ``LandingZone.writer``, passed through by ``land_ndjson_file``."""
+
+    tenant_id: str | None
+    transaction_time: datetime | None
+    seq: str | int | None
 
 
 def _check_name(kind: str, value: str) -> str:
@@ -103,18 +111,13 @@ def land_ndjson_file(
     resource_type: str,
     run_id: str,
     source: str,
-    tenant_id: str | None = None,
-    transaction_time: datetime | None = None,
-    seq: str | int | None = None,
+    **options: Unpack[WriterOptions],
 ) -> LandedFile:
     """Stream a downloaded NDJSON file (plain or gzip) line by line into the landing zone (BDX-17)."""
     src = Path(path)
     if not src.is_file():
         raise LandingError(f"NDJSON file {src} does not exist")
-    with (
-        _open_maybe_gzip(src) as fh,
-        zone.writer(connection_id, resource_type, run_id, source, tenant_id, transaction_time, seq=seq) as w,
-    ):
+    with _open_maybe_gzip(src) as fh, zone.writer(connection_id, resource_type, run_id, source, **options) as w:
         _feed(w, fh)
     return w.result
 
