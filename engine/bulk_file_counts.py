@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import select
 
 from engine.models import BulkJobFile
-from pipelines.defs._shared.metadata import FileCount
 from store import AppDatabase
 
-__all__ = ["output_file_counts"]
+__all__ = ["FileCount", "output_file_counts"]
+
+
+@dataclass(frozen=True)
+class FileCount:
+    """One Bulk manifest output item as landed: the manifest's ``count`` (if any) and the lines read."""
+
+    url: str
+    resource_type: str
+    expected: int | None
+    actual: int
 
 
 def output_file_counts(db: AppDatabase, job_id: str) -> list[FileCount]:

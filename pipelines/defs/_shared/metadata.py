@@ -9,6 +9,7 @@ from typing import Any
 
 from dagster import AssetCheckResult, AssetKey, MetadataValue
 
+from engine.bulk_file_counts import FileCount
 from engine.reports import COUNT_FIELDS, BulkReport, TypeReport
 
 __all__ = [
@@ -109,16 +110,6 @@ def duplicate_keys_verdict(rows: int, distinct_keys: int) -> CheckVerdict:
         f"{rows} rows, {distinct_keys} distinct keys" + (f", {duplicates} duplicated" if duplicates else ""),
         {"rows": rows, "distinct_keys": distinct_keys, "duplicates": duplicates},
     )
-
-
-@dataclass(frozen=True)
-class FileCount:
-    """One Bulk manifest output item as landed: the manifest's ``count`` (if any) and the lines read."""
-
-    url: str
-    resource_type: str
-    expected: int | None
-    actual: int
 
 
 def manifest_counts_verdict(files: list[FileCount]) -> CheckVerdict:
