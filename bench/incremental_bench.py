@@ -1,9 +1,10 @@
 """Incremental sync cost when ~1% of resources changed, against the full sync of the same connections.
 
-Patient connections are synced with the plain engine (``sync_connection``, no Dagster) in this order: full
-sync, an incremental sync with nothing changed (the fixed floor: one search per type per connection), then
-``mutate`` updates ~1% of the resources the full sync stored, restricted to the connected patients, and a
-last incremental sync. Every HTTP request the engine sends is counted by an httpx event hook.
+Patient connections are synced by production's Dagster jobs, in-process (``run_sync_now`` through the test
+world's resources), in this order: full resync, an incremental sync with nothing changed (the fixed floor: one
+search per type per connection), then ``mutate`` updates ~1% of the resources the full sync stored, restricted
+to the connected patients, and a last incremental sync. Every HTTP request the engine sends is counted by an
+httpx event hook; the seconds include Dagster's own work per run.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any
 
 from bench.http_meter import HttpMeter
 from bench.sandbox_process import SandboxProcess
-from engine import SyncReport, sync_connection
 from sandbox.admin_client import SandboxAdmin
 from tests.engine.helpers import SyncWorld, connect_patient, make_environment, sandbox_patients
+from tests.engine.job_runs import SyncRun, run_sync
 
 _log = logging.getLogger(__name__)
 
@@ -32,9 +33,9 @@ def _phase(world: SyncWorld, meter: HttpMeter, connections: list[str], *, full: 
     """Sync every connection once; requests, seconds and what the warehouse saw."""
     meter.reset()
     start = time.perf_counter()
-    reports: list[SyncReport] = [sync_connection(world.env, c, full=full) for c in connections]
+    reports: list[SyncRun] = [run_sync(world, c, full=full, console_log_level="WARNING") for c in connections]
     seconds = time.perf_counter() - start
-    failed = [f"{r.connection_id}: {r.error or r.failed_types}" for r in reports if r.status != "completed"]
+    failed = [f"{r.result.connection_id}: {r.error or r.failed_types}" for r in reports if r.status != "completed"]
     if failed:
         raise IncrementalBenchError(f"{'full' if full else 'incremental'} sync failed: {failed[0]}")
     types = [t for r in reports for t in r.types.values()]

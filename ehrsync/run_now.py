@@ -7,25 +7,29 @@ the sensors would launch, so it appears in the UI with its materializations and 
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagster import DagsterInstance, ExecuteInProcessResult, JobDefinition
+from dagster import AssetKey, DagsterInstance, Definitions, EventLogEntry, ExecuteInProcessResult, JobDefinition
 
 from ehrsync.dagster_instance import open_instance
-from engine import ConnectionNotSyncableError
+from engine import REFERENCED_TYPES, ConnectionNotSyncableError
 from engine.connection_snapshots import ConnectionSnapshot, read_connection
 from engine.errors import PipelineRunError
 from engine.run_outcome import finish_sync_run
 from engine.run_tags import run_tags
 from engine.settings import PipelineSettings
-from pipelines.definitions import build_definitions
+from pipelines.definitions import build_definitions, domain_definitions
 from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME
 from pipelines.defs._shared.run_control import run_times
 from pipelines.defs.bulk.assets import BULK_EXPORT_JOB
 from pipelines.defs.maintenance.jobs import RECONCILE_JOB
 from pipelines.defs.sync.jobs import FULL_RESYNC_JOB, INCREMENTAL_SYNC_JOB
+from pipelines.defs.sync.type_assets import landing_key, landing_op_name, warehouse_key
+from pipelines.resources import default_resources
 from store import AppDatabase
 
 __all__ = ["SyncNowResult", "job_for", "run_reconcile_now", "run_sync_now"]
@@ -44,6 +48,7 @@ class SyncNowResult:
     materializations: dict[str, dict[str, Any]] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)
     failed_steps: tuple[str, ...] = ()
+    step_errors: dict[str, str] = field(default_factory=dict)
 
 
 def job_for(*, is_bulk: bool, full: bool) -> str:
@@ -60,11 +65,19 @@ def run_sync_now(
     settings: PipelineSettings | None = None,
     instance: DagsterInstance | None = None,
     console_log_level: str | None = None,
+    resource_types: Sequence[str] | None = None,
+    resources: Mapping[str, object] | None = None,
+    on_event: Callable[[EventLogEntry], None] | None = None,
 ) -> SyncNowResult:
-    """Materialize the connection's sync job for its partition now and wait for it.
+    """Materialize the connection's sync job for its partition now and wait for it; close its ``sync_runs`` row.
 
+    The row is closed by ``finish_sync_run`` from Dagster's verdict, as the run status sensors close a launched
+    run: one rule decides a run's outcome wherever it ran. ``resource_types`` limits a REST job to those types'
+    ``landing``/``warehouse`` assets (plus the referenced resources); ``resources`` replaces bound resources
+    (tests give the EHR client a recorded transport and faster retries).
+    ``on_event`` receives each of the run's events as it is stored (``ehrsync sync`` prints its progress from them).
     Raises ``ConnectionNotFoundError`` / ``ConnectionNotSyncableError`` when the connection cannot sync; a
-    failing step does not raise: ``success`` is False and ``failed_steps`` names them (details in the UI).
+    failing step does not raise: ``success`` is False, ``failed_steps`` names them and ``step_errors`` says why.
     """
     resolved = settings or PipelineSettings.from_env()
     with ExitStack() as cleanup:
@@ -75,7 +88,8 @@ def run_sync_now(
             raise ConnectionNotSyncableError(f"connection {connection_id} is {conn.status}, not active")
         dagster = instance or cleanup.enter_context(open_instance(resolved))
         job_name = job_for(is_bulk=conn.is_bulk, full=full)
-        result = _execute_for_connection(dagster, resolved, job_name, conn, console_log_level)
+        selection = _RunSelection(console_log_level, resource_types, resources, on_event)
+        result = _execute_for_connection(dagster, resolved, job_name, conn, selection)
         failed = tuple(sorted(result.get_failed_step_keys()))
         error = f"failed steps: {', '.join(failed)}" if failed else None
         times = run_times(dagster, result.run_id)
@@ -93,6 +107,7 @@ def run_sync_now(
         materializations=materializations,
         checks=checks,
         failed_steps=failed,
+        step_errors=_step_errors(result),
     )
 
 
@@ -118,11 +133,28 @@ def run_reconcile_now(
                 f"connection {connection_id} cannot be reconciled by REST ({conn.status}, bulk={conn.is_bulk})"
             )
         dagster = instance or cleanup.enter_context(open_instance(resolved))
-        result = _execute_for_connection(dagster, resolved, RECONCILE_JOB, conn, console_log_level)
+        result = _execute_for_connection(dagster, resolved, RECONCILE_JOB, conn, _RunSelection(console_log_level))
         if not result.success:
             raise PipelineRunError(f"reconciliation run {result.run_id} of {connection_id} failed")
         deleted: dict[str, int] = result.output_for_node("reconcile_connection")
         return sum(deleted.values())
+
+
+@dataclass(frozen=True)
+class _RunSelection:
+    """What of the job runs, and with what: the console log level, a subset of REST types, replaced resources."""
+
+    console_log_level: str | None = None
+    resource_types: Sequence[str] | None = None
+    resources: Mapping[str, object] | None = None
+    on_event: Callable[[EventLogEntry], None] | None = None  # each event as stored (the CLI's progress)
+
+    def asset_keys(self) -> list[AssetKey] | None:
+        """The chosen types' landing and warehouse assets, plus the referenced resources they queue."""
+        if self.resource_types is None:
+            return None
+        types = [*self.resource_types, *REFERENCED_TYPES]
+        return [key for t in types for key in (landing_key(t), warehouse_key(t))]
 
 
 def _execute_for_connection(
@@ -130,30 +162,63 @@ def _execute_for_connection(
     settings: PipelineSettings,
     job_name: str,
     conn: ConnectionSnapshot,
-    console_log_level: str | None,
+    selection: _RunSelection,
 ) -> ExecuteInProcessResult:
     """Run ``job_name`` for the connection's partition in this process, tagged like a sensor-launched run."""
     if not dagster.has_dynamic_partition(CONNECTIONS_PARTITIONS_NAME, conn.id):
         dagster.add_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME, [conn.id])
-    job = build_definitions(settings).resolve_job_def(job_name)
+    job = _definitions(settings, selection.resources).resolve_job_def(job_name)
     tags = run_tags(connection_id=conn.id, tenant_id=conn.tenant_id, source=conn.provider_id, trigger="manual")
     logger.info("running %s for connection %s", job_name, conn.id)
+    run_id = str(uuid.uuid4())  # chosen here so a listener follows the run from its first event
+    if selection.on_event is not None:
+        dagster.add_event_listener(run_id, selection.on_event)
     return job.execute_in_process(
+        run_id=run_id,
         partition_key=conn.id,
         instance=dagster,
         tags=tags,
         raise_on_error=False,
-        run_config=_run_config(job, conn.id, console_log_level),
+        run_config=_run_config(job, conn.id, selection),
+        asset_selection=selection.asset_keys(),
     )
 
 
-def _run_config(job: JobDefinition, partition_key: str, console_log_level: str | None) -> dict[str, Any] | None:
-    """The job's own config for the partition, plus a quieter console logger when asked.
+def _definitions(settings: PipelineSettings, resources: Mapping[str, object] | None) -> Definitions:
+    """The code location's definitions; replaced resources are bound in place of the settings' own."""
+    if not resources:
+        return build_definitions(settings)
+    return Definitions.merge(*domain_definitions(), Definitions(resources={**default_resources(settings), **resources}))
+
+
+def _run_config(job: JobDefinition, partition_key: str, selection: _RunSelection) -> dict[str, Any] | None:
+    """The job's own config for the partition (limited to the chosen types), plus a quieter console logger.
 
     The demo prints its own progress; every event still reaches the instance (and the UI) whatever the level.
     """
-    if console_log_level is None:
+    if selection.console_log_level is None and selection.resource_types is None:
         return None
     config = dict(job.get_run_config_for_partition_key(partition_key) or {})
-    config["loggers"] = {"console": {"config": {"log_level": console_log_level.upper()}}}
+    if selection.resource_types is not None and "ops" in config:
+        chosen = {landing_op_name(t) for t in selection.resource_types}
+        config["ops"] = {op: op_config for op, op_config in config["ops"].items() if op in chosen}
+    if selection.console_log_level is not None:
+        config["loggers"] = {"console": {"config": {"log_level": selection.console_log_level.upper()}}}
     return config
+
+
+def _step_errors(result: ExecuteInProcessResult) -> dict[str, str]:
+    """Why each failed step failed, in one line: a ``Failure``'s description, else the step's own exception
+    (Dagster wraps it in a ``DagsterExecutionStepExecutionError``; its cause is what the step raised)."""
+    errors: dict[str, str] = {}
+    for event in result.all_events:
+        if not event.is_step_failure or event.step_key is None:
+            continue
+        data = event.step_failure_data
+        error = data.error
+        if error is not None and error.cls_name == "DagsterExecutionStepExecutionError" and error.cause is not None:
+            error = error.cause
+        described = data.user_failure_data.description if data.user_failure_data else None
+        text = described or (error.message if error is not None else "") or "failed"
+        errors[event.step_key] = text.strip().splitlines()[0]
+    return errors

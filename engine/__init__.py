@@ -1,14 +1,13 @@
 """The plain-Python sync engine (no Dagster): incremental REST sync, Bulk export, deletes, run history.
 
-The Dagster layer (``pipelines`` outside this package) calls only what ``__all__`` lists:
+The Dagster layer (``pipelines`` outside this package) calls only what ``__all__`` lists; a whole sync of a
+connection is always its job (``ehrsync.run_now.run_sync_now`` runs it in-process), never a loop in here:
 
 - ``SyncEnvironment(db, vault, zone, attachments, warehouse_target, http=None, overlap=5 min, ...)``
 - ``land_resource_type(env, connection_id, resource_type, run_id, *, full=False) -> TypeReport``
   search → Parquet, recorded as *pending* in ``sync_cursors`` (skipped types: ``skipped_reason``)
 - ``upsert_resource_type(env, connection_id, resource_type, run_id) -> TypeReport``
   pending landing → warehouse, then the mark advances in the same commit as the run's per-type counts
-- ``sync_connection(env, connection_id, *, resource_types=None, full=False, progress=None) -> SyncReport``
-  both steps for every type plus referenced Practitioner/Organization/Location/Medication; records a run
 - ``sync_references(env, connection_id, run_id) -> dict[str, TypeReport]`` reads the references that upserted
   types queued (durably, so a crash cannot lose them); run it after the clinical types
 - ``reconcile_deletes(env, connection_id, resource_type) -> int`` tombstones ids the server no longer lists
@@ -29,7 +28,7 @@ from engine import runs
 from engine.bulk_export import run_bulk_export
 from engine.checkpoints import CRASH_ENV
 from engine.connection_lock import ConnectionBusyError, hold_connection
-from engine.connection_sync import PATIENT_TYPES, sync_connection, sync_references
+from engine.connection_sync import PATIENT_TYPES, sync_references
 from engine.deletes import reconcile_deletes
 from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
 from engine.errors import ConnectionNotFoundError, ConnectionNotSyncableError, NothingLandedError, SyncError
@@ -40,7 +39,6 @@ from engine.reports import (
     SCOPE_NOT_GRANTED,
     BulkReport,
     LandingReport,
-    SyncReport,
     TypeReport,
     UpsertReport,
 )
@@ -61,7 +59,6 @@ __all__ = [
     "NothingLandedError",
     "SyncEnvironment",
     "SyncError",
-    "SyncReport",
     "SyncRunRecord",
     "TypeReport",
     "UpsertReport",
@@ -71,7 +68,6 @@ __all__ = [
     "reconcile_deletes",
     "run_bulk_export",
     "runs",
-    "sync_connection",
     "sync_references",
     "upsert_resource_type",
 ]

@@ -22,6 +22,7 @@ from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from pydantic import Field, PrivateAttr
 from sqlalchemy.engine import make_url
 
+from connectors.fhir import RetryPolicy
 from engine import SyncEnvironment
 from engine.retries import DEFAULT_BASE_S, DEFAULT_CAP_S, MAX_S, RETRY_BASE_ENV, RETRY_CAP_ENV
 from engine.scheduling import RetryBackoff
@@ -136,7 +137,21 @@ class EhrHttpResource(ConfigurableResource["EhrHttpResource"]):
         description="Comma-separated host or host:port that bulk manifests and attachments may name although not "
         "public https (EHRSYNC_FETCH_ALLOWED_HOSTS), e.g. an on-premises file server.",
     )
+    retry_min_s: float = Field(
+        default=2.0, gt=0, description="Shortest wait before a retry: Retry-After floor and first backoff (BDX-10)."
+    )
+    retry_cap_s: float = Field(default=300.0, gt=0, description="Longest backoff between two attempts (BDX-10).")
+    rate_limits: bool = Field(
+        default=True, description="Keep to each vendor's call budget; off only against a local sandbox."
+    )
     _client: httpx.Client | None = PrivateAttr(default=None)
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            retry_after_min_s=self.retry_min_s,
+            backoff_start_s=self.retry_min_s,
+            backoff_cap_s=max(self.retry_cap_s, self.retry_min_s),
+        )
 
     def client(self) -> httpx.Client:
         if self._client is None or self._client.is_closed:
@@ -174,6 +189,7 @@ class SyncPolicyResource(ConfigurableResource["SyncPolicyResource"]):
         default=True,
         description="Group exports: export the full record of members added since the last export (BDX-15).",
     )
+    page_size: int = Field(default=200, ge=1, le=1000, description="Resources per search page (_count).")
     keepalive_idle_days: int = Field(
         default=7, ge=1, le=89, description="The daily keepalive refreshes grants unused this long (days)."
     )
@@ -203,6 +219,9 @@ def sync_environment(
             warehouse_target=warehouse.target,
             http=http,
             overlap=overlap,
+            page_size=policy.page_size,
+            retry=ehr_http.retry_policy(),
+            rate_limits=ehr_http.rate_limits,
             bulk_membership_check=policy.bulk_membership_check,
             fetch_allowed_hosts=tuple(h.strip() for h in ehr_http.fetch_allowed_hosts.split(",") if h.strip()),
             **landing.limits(),

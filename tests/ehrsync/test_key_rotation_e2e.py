@@ -14,12 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine import sync_connection
 from sandbox import SandboxConfig, SandboxServer
 from store import TokenCipher, TokenVault
 from store.crypto import derive_kid
 from store.errors import TokenUndecryptableError
 from tests.engine.helpers import connect_patient, make_environment, mutate
+from tests.engine.job_runs import run_sync
 
 
 def _b64(key: bytes) -> str:
@@ -37,7 +37,7 @@ def test_rotated_keys_keep_syncing_and_the_old_key_can_go(tmp_path: Path, sandbo
     with httpx.Client(timeout=30.0) as http:
         before = make_environment(tmp_path, http=http, cipher_key=old_key)
         conn = connect_patient(before, sandbox, http=http)
-        assert sync_connection(before.env, conn).status == "completed"
+        assert run_sync(before, conn).status == "completed"
 
         env = {
             **os.environ,
@@ -55,7 +55,7 @@ def test_rotated_keys_keep_syncing_and_the_old_key_can_go(tmp_path: Path, sandbo
         assert info is not None and info.key_id == derive_kid(new_key)
         after.env.vault.force_refresh(conn)  # the refresh token decrypts under the new key; the sandbox accepts it
         mutate(http, sandbox, update=2)
-        report = sync_connection(after.env, conn)
+        report = run_sync(after, conn)
         assert report.status == "completed", report.error
         assert sum(r.updated for r in report.types.values()) >= 1
 

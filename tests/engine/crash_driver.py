@@ -1,8 +1,12 @@
 """Child process for the crash tests: reopen a test world and run one sync (``EHRSYNC_SYNC_CRASH_AT`` may kill it).
 
-    python -m tests.engine.crash_driver ROOT CIPHER_KEY_HEX TENANT_ID CONNECTION_ID incremental|bulk [RUN_ID]
+``incremental`` runs production's Dagster job in-process (``run_sync``), so a kill lands inside a real step;
+``bulk`` calls the Bulk export entry point its asset calls.
 
-Prints the report's status and counts as one JSON line when it survives.
+    python -m tests.engine.crash_driver ROOT CIPHER_KEY_HEX TENANT_ID CONNECTION_ID incremental [TYPE,TYPE...]
+    python -m tests.engine.crash_driver ROOT CIPHER_KEY_HEX TENANT_ID CONNECTION_ID bulk RUN_ID
+
+Prints the run's status and counts as one JSON line when it survives.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from typing import Any
 import httpx
 import orjson
 
-from engine import run_bulk_export, sync_connection
+from engine import run_bulk_export
 from tests.engine.helpers import make_environment
+from tests.engine.job_runs import run_sync
 
 
 def main(argv: list[str]) -> int:
@@ -26,8 +31,9 @@ def main(argv: list[str]) -> int:
     with httpx.Client(timeout=30.0) as http:
         world = make_environment(Path(root), http=http, cipher_key=bytes.fromhex(key_hex), tenant_id=tenant_id)
         if mode == "incremental":
-            report = sync_connection(world.env, connection_id)
-            out = {"status": report.status, "counts": report.counts(), "error": report.error}
+            run = run_sync(world, connection_id, types=argv[5].split(",") if len(argv) > 5 else None)
+            counts = run.record.counts if run.record is not None else {}
+            out = {"status": run.status, "counts": counts, "error": run.error}
         elif mode == "bulk":
             bulk = run_bulk_export(world.env, connection_id, argv[5])
             out = {"status": bulk.status, "counts": bulk.counts(), "error": bulk.error, "resumed": bulk.resumed}

@@ -14,11 +14,12 @@ from typing import Any
 
 import httpx
 
-from engine import hold_connection, sync_connection
+from engine import hold_connection
 from engine.attachments import attachments_of
 from engine.residue import ATTACHMENT_TMP_DIR, attachment_tmp_root, remove_orphans
 from tests.engine.fake_fhir import FakeFhir, Reply, bundle, serve
 from tests.engine.helpers import SyncWorld, connect_static, make_environment
+from tests.engine.job_runs import run_sync
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -88,7 +89,7 @@ def test_a_run_killed_mid_download_leaves_nothing_in_the_system_temp_dir_and_its
         _age(leftover)
 
         release.set()
-        report = sync_connection(world.env, conn, resource_types=["DocumentReference"])
+        report = run_sync(world, conn, types=["DocumentReference"])
     assert report.status == "completed", report.error
     assert report.types["DocumentReference"].attachments == 1
     assert not leftover.exists()

@@ -12,11 +12,12 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from engine import run_bulk_export, runs, sync_connection
+from engine import run_bulk_export, runs
 from engine.errors import ConnectionNotSyncableError
 from sandbox import SandboxServer
 from store.models import Connection
 from tests.engine.helpers import SyncWorld, add_fault, connect_backend, sandbox_patients
+from tests.engine.job_runs import run_sync
 
 GROUP = "grp0"
 
@@ -54,21 +55,22 @@ def test_bulk_request_refused_after_token_reacquisition_marks_client_rejected(
 def test_rest_request_refused_after_token_reacquisition_marks_client_rejected(
     shared_sb: SandboxServer, world: SyncWorld, http: httpx.Client
 ) -> None:
-    """The REST engine's path: a backend connection syncing one patient's record."""
+    """The REST path (production's job): a backend connection syncing one patient's record."""
     conn = connect_backend(world, shared_sb, http=http)
     with world.env.db.session() as session:
         row = session.get(Connection, conn)
         assert row is not None
         row.patient_id = sandbox_patients(http, shared_sb)[0]
         session.commit()
-    assert sync_connection(world.env, conn, resource_types=["Patient"]).status == "completed"
+    assert run_sync(world, conn, types=["Patient"]).status == "completed"
     add_fault(http, shared_sb, "expired_token", path="/fhir/Patient", times=None)
     try:
-        report = sync_connection(world.env, conn, resource_types=["Patient", "Condition"])
+        report = run_sync(world, conn, types=["Patient"])
     finally:
         shared_sb.admin.clear_faults()
-    assert report.status == "failed" and report.needs_reauth
-    assert report.error is not None and report.error.startswith("client_rejected: "), report.error
-    assert "check the client registration" in report.error
-    assert "Condition" not in report.types, "the run stops: every further request would be refused too"
-    assert _status(world, conn) == "client_rejected"
+    assert report.status == "failed"
+    error = report.failed_types["Patient"]
+    assert "client_rejected" in error and "check the client registration" in error, error
+    assert _status(world, conn) == "client_rejected", "marked in the run that saw the second 401"
+    with pytest.raises(ConnectionNotSyncableError, match="client_rejected"):
+        run_sync(world, conn, types=["Condition"])  # the state answers: every further request would be refused

@@ -3,6 +3,8 @@ hold the write lock from its first read (BDX-27: the mark is stored in the commi
 
 On SQLite a deferred transaction that read before another process committed fails at once with "database is
 locked" when it then writes (WAL snapshot upgrade): the type's upsert step would fail although nothing is wrong.
+The run's own stamp (``last_sync_at``, written by ``finish_sync_run``) keeps the same rule:
+tests/pipelines/test_finalize_lock.py.
 """
 
 from __future__ import annotations
@@ -62,43 +64,3 @@ def test_completion_survives_a_concurrent_writer_bdx27(world, shared_sb, http, m
     assert cursors.get_mark(world.env.db, conn, cursors.REST_STREAM, "Patient") == report.high_water_mark
     assert cursors.get_pending(world.env.db, conn, cursors.REST_STREAM, "Patient") is None
 
-
-def test_last_sync_stamp_survives_a_concurrent_writer(world, shared_sb, http, monkeypatch: pytest.MonkeyPatch):
-    """``sync_connection`` stamps ``last_sync_at`` (read the row, then write) under the same rule."""
-    from engine import connection_sync
-
-    conn = connect_patient(world, shared_sb, http=http)
-    other = AppDatabase.from_url(world.env.db.engine.url.render_as_string(hide_password=False))
-    errors: list[BaseException] = []
-    threads: list[threading.Thread] = []
-    done = threading.Event()
-    real_utcnow = connection_sync.utcnow
-
-    def concurrent_write() -> None:
-        try:
-            with other.locked_session() as session:
-                tenant = session.get(Tenant, world.tenant_id)
-                assert tenant is not None
-                tenant.name = "renamed by another process"
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            done.set()
-
-    def utcnow_with_interleaved_writer() -> Any:
-        # Called between reading the connection row and committing the stamp.
-        thread = threading.Thread(target=concurrent_write)
-        threads.append(thread)
-        thread.start()
-        done.wait(timeout=1.0)
-        return real_utcnow()
-
-    monkeypatch.setattr(connection_sync, "utcnow", utcnow_with_interleaved_writer)
-    try:
-        report = connection_sync.sync_connection(world.env, conn, resource_types=["Patient"])
-    finally:
-        for thread in threads:
-            thread.join(timeout=60)
-        other.dispose()
-    assert threads and errors == []
-    assert report.status == "completed", report.error

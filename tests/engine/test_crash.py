@@ -1,4 +1,7 @@
-"""A sync killed (SIGKILL) at any checkpoint, then rerun, leaves the warehouse exactly as one clean run would."""
+"""A sync killed (SIGKILL) at any checkpoint, then rerun, leaves the warehouse exactly as one clean run would.
+
+Both the killed run (in a child process) and the rerun are production's Dagster job, run in-process.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine import CRASH_ENV, runs, sync_connection
+from engine import CRASH_ENV, runs
 from tests.engine.helpers import connect_patient, content_fingerprint, make_environment
+from tests.engine.job_runs import run_sync
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _run_child(root: Path, world, conn: str, mode: str, crash_at: str | None, *extra: str):
@@ -31,7 +35,7 @@ def clean_sync_content(module_sandbox, tmp_path_factory):
     with httpx.Client(timeout=30.0) as http:
         clean = make_environment(tmp_path_factory.mktemp("clean"), http=http)
         conn = connect_patient(clean, module_sandbox, http=http)
-        assert sync_connection(clean.env, conn).status == "completed"
+        assert run_sync(clean, conn).status == "completed"
     return content_fingerprint(clean.env.warehouse_target, with_connection=False)
 
 
@@ -44,7 +48,7 @@ def test_killed_incremental_sync_resumes_to_clean_state(tmp_path, shared_sb, cle
 
     killed = _run_child(root, world, conn, "incremental", crash_at)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    rerun = sync_connection(world.env, conn)
+    rerun = run_sync(world, conn)
     assert rerun.status == "completed" and rerun.failed_types == {}, rerun.error
     assert content_fingerprint(world.env.warehouse_target, with_connection=False) == clean_sync_content
     statuses = [r.status for r in runs.history(world.env.db, conn)]

@@ -1,13 +1,20 @@
-"""Each sandbox fault ends with the sync finishing and nothing lost (content equals a clean sync's)."""
+"""Each sandbox fault ends with the sync finishing and nothing lost (content equals a clean sync's).
+
+Runs are production's Dagster job in-process (``run_sync``), limited to the types the faults touch.
+"""
 
 from __future__ import annotations
 
 import httpx
 import pytest
 
-from engine import ConnectionNotSyncableError, runs, sync_connection
+from engine import ConnectionNotSyncableError, runs
 from store.models import Connection
 from tests.engine.helpers import add_fault, connect_patient, content_fingerprint, make_environment
+from tests.engine.job_runs import run_sync
+
+# The faulted types and one untouched (their referenced resources follow).
+TYPES = ["Patient", "Condition", "Observation"]
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +23,7 @@ def clean_content(module_sandbox, tmp_path_factory):
     with httpx.Client(timeout=30.0) as http:
         clean = make_environment(tmp_path_factory.mktemp("clean"), http=http)
         conn = connect_patient(clean, module_sandbox, http=http)
-        report = sync_connection(clean.env, conn)
+        report = run_sync(clean, conn, types=TYPES)
     assert report.status == "completed" and report.failed_types == {}, report.error
     return content_fingerprint(clean.env.warehouse_target, with_connection=False)
 
@@ -37,7 +44,7 @@ def test_fault_on_search_loses_nothing_bdx32(tmp_path, shared_sb, clean_content,
     conn = connect_patient(world, sb, http=http)
     add_fault(http, sb, kind, path="/fhir/Observation", **options)
     request_log.clear()
-    report = sync_connection(world.env, conn)
+    report = run_sync(world, conn, types=TYPES)
     assert report.status == "completed" and report.failed_types == {}, (report.error, report.failed_types)
     assert content_fingerprint(world.env.warehouse_target, with_connection=False) == clean_content
     if kind == "expired_token":
@@ -50,22 +57,27 @@ def test_slow_server_times_out_and_retries(tmp_path, shared_sb, clean_content):
         world = make_environment(tmp_path / "slow", http=impatient)
         conn = connect_patient(world, sb, http=impatient)
         add_fault(impatient, sb, "slow", path="/fhir/Condition", delay_s=1.5)
-        report = sync_connection(world.env, conn)
+        report = run_sync(world, conn, types=TYPES)
     assert report.status == "completed" and report.failed_types == {}, report.failed_types
     assert content_fingerprint(world.env.warehouse_target, with_connection=False) == clean_content
 
 
-def test_one_type_failing_does_not_stop_the_others(world, shared_sb, http):
+def test_one_type_failing_fails_the_run_but_not_the_other_types(world, shared_sb, http):
+    """Production's rule: a failed step fails the run (it is retried), the other types are stored all the same,
+    and ``last_sync_at`` does not move."""
     sb = shared_sb
     conn = connect_patient(world, sb, http=http)
     add_fault(http, sb, "500", path="/fhir/Condition", times=None)
-    report = sync_connection(world.env, conn)
-    assert report.status == "completed"
+    report = run_sync(world, conn, types=TYPES)
+    assert report.status == "failed"
     assert set(report.failed_types) == {"Condition"}
     assert "fhir_server_error" in report.failed_types["Condition"] or "500" in report.failed_types["Condition"]
     assert report.types["Observation"].created > 0
     run = runs.require(world.env.db, report.run_id)
-    assert run.status == "completed" and "Condition" in (run.error or "")
+    assert run.status == "failed" and "Condition" in (run.error or "")
+    assert run.counts["Observation"]["created"] == report.types["Observation"].created
+    with world.env.db.session() as session:
+        assert session.get(Connection, conn).last_sync_at is None
 
 
 def test_refused_refresh_stops_the_connection_sal25(world, shared_sb, http):
@@ -73,11 +85,12 @@ def test_refused_refresh_stops_the_connection_sal25(world, shared_sb, http):
     conn = connect_patient(world, sb, http=http)
     add_fault(http, sb, "expired_token", path="/fhir/", times=None)
     add_fault(http, sb, "oauth_error", path="/oauth/token", error="invalid_grant", times=None)
-    report = sync_connection(world.env, conn)
-    assert report.needs_reauth and report.status == "failed"
-    assert sum(1 for r in report.types.values() if r.error) == 0  # stopped, not reported per type
+    report = run_sync(world, conn, types=TYPES)
+    assert not report.result.success and report.status == "failed"
+    assert not any(r.created for r in report.types.values())  # nothing was stored
     assert runs.require(world.env.db, report.run_id).status == "failed"
     with world.env.db.session() as session:
-        assert session.get(Connection, conn).status == "needs_reauth"
+        row = session.get(Connection, conn)
+        assert row.status == "needs_reauth" and row.last_sync_at is None
     with pytest.raises(ConnectionNotSyncableError):
-        sync_connection(world.env, conn)
+        run_sync(world, conn)

@@ -12,9 +12,9 @@ import duckdb
 import orjson
 import pytest
 
-from engine import sync_connection
 from tests.engine.fake_fhir import FakeFhir, Reply, bundle, serve
 from tests.engine.helpers import SyncWorld, connect_static
+from tests.engine.job_runs import sync_type
 from warehouse.limits import MAX_RESOURCE_ENV
 
 MIB = 1024 * 1024
@@ -55,11 +55,11 @@ def test_a_20mb_resource_on_a_search_page_is_stored(world: SyncWorld) -> None:
     huge = _obs("huge", note=[{"text": "x" * (20 * MIB)}])
     with serve(_server(huge)) as fake:
         conn = connect_static(world, fake.fhir_base, patient_id="p1")
-        first = sync_connection(world.env, conn, resource_types=["Observation"])
-        again = sync_connection(world.env, conn, resource_types=["Observation"], full=True)
-    assert first.status == "completed" and first.failed_types == {}, first.error
-    assert (first.types["Observation"].fetched, first.types["Observation"].created) == (3, 3)
-    assert again.status == "completed" and again.failed_types == {}, again.error
+        first = sync_type(world, conn, "Observation")
+        again = sync_type(world, conn, "Observation", full=True)
+    assert first.error is None, first.error
+    assert (first.fetched, first.created) == (3, 3)
+    assert again.error is None, again.error
     stored = _stored(world)
     assert set(stored) == {"o1", "o2", "huge"}
     assert stored["huge"] == hashlib.sha256(orjson.dumps(huge)).hexdigest()
@@ -71,9 +71,8 @@ def test_a_resource_over_the_limit_is_quarantined_and_its_page_kept(
     monkeypatch.setenv(MAX_RESOURCE_ENV, str(2 * MIB))
     with serve(_server(_obs("huge", note=[{"text": "x" * (5 * MIB)}]))) as fake:
         conn = connect_static(world, fake.fhir_base, patient_id="p1")
-        report = sync_connection(world.env, conn, resource_types=["Observation"])
-    obs = report.types["Observation"]
-    assert report.status == "completed" and report.failed_types == {}, report.error
+        obs = sync_type(world, conn, "Observation")
+    assert obs.error is None, obs.error
     assert (obs.fetched, obs.quarantined, obs.created) == (3, 1, 2)
     assert set(_stored(world)) == {"o1", "o2"}
     con = duckdb.connect(world.env.warehouse_target, read_only=True)

@@ -7,10 +7,11 @@ from collections.abc import Iterable
 
 import httpx
 
-from engine import SCOPE_NOT_GRANTED, cursors, reconcile_deletes, runs, sync_connection
-from engine.connection_sync import PATIENT_TYPES
-from engine.incremental import format_instant
+from engine import PATIENT_TYPES, SCOPE_NOT_GRANTED, cursors, reconcile_deletes, runs
+from engine.search_recovery import format_instant
+from store.models import Connection
 from tests.engine.helpers import connect_patient, content_fingerprint, make_environment, mutate
+from tests.engine.job_runs import run_sync
 
 
 def _live(world, connection_id):
@@ -21,7 +22,7 @@ def _live(world, connection_id):
 def test_first_sync_lands_every_type_then_only_changes_bdx26_27_28(world, shared_sb, http, request_log):
     sb = shared_sb
     conn = connect_patient(world, sb, http=http)
-    first = sync_connection(world.env, conn)
+    first = run_sync(world, conn)
     assert first.status == "completed", first.error
     assert first.failed_types == {}
     assert first.types["Patient"].created == 1
@@ -36,7 +37,7 @@ def test_first_sync_lands_every_type_then_only_changes_bdx26_27_28(world, shared
     assert first_searches and all("_lastUpdated" not in u.params for u in first_searches)
 
     request_log.clear()
-    second = sync_connection(world.env, conn)
+    second = run_sync(world, conn)
     assert second.status == "completed", second.error
     assert all(r.created == 0 and r.updated == 0 for r in second.types.values())
     searches = [u for u in request_log.paths("/fhir/Observation") if "patient" in u.params]
@@ -46,6 +47,8 @@ def test_first_sync_lands_every_type_then_only_changes_bdx26_27_28(world, shared
     assert searches[0].params["_lastUpdated"] == "gt" + format_instant(mark)  # server mark minus overlap
     history = runs.history(world.env.db, conn)
     assert [r.status for r in history] == ["completed", "completed"]
+    with world.env.db.session() as session:  # stamped by the run that succeeded last, at its end
+        assert session.get(Connection, conn).last_sync_at == history[0].finished_at
     assert history[1].counts["Observation"]["created"] == first.types["Observation"].created
 
 
@@ -56,7 +59,7 @@ def _is_id_search(url: httpx.URL, types: Iterable[str]) -> bool:
 def test_referenced_resources_are_fetched_once_in_id_batches(world, shared_sb, http, request_log):
     sb = shared_sb
     conn = connect_patient(world, sb, http=http)
-    report = sync_connection(world.env, conn)
+    report = run_sync(world, conn)
     assert report.status == "completed", report.error
     referenced = {t: r for t, r in report.types.items() if t in ("Practitioner", "Organization", "Location")}
     assert referenced, "sandbox encounters reference practitioners/organizations/locations"
@@ -72,10 +75,10 @@ def test_referenced_resources_are_fetched_once_in_id_batches(world, shared_sb, h
 def test_changes_and_deletes_are_picked_up_bdx31(start_sandbox, world, http):
     sb = start_sandbox(patients=1)
     conn = connect_patient(world, sb, http=http)
-    assert sync_connection(world.env, conn).status == "completed"
+    assert run_sync(world, conn).status == "completed"
     before = _live(world, conn)
     changes = mutate(http, sb, create=4, update=3, delete=3)
-    after_sync = sync_connection(world.env, conn)
+    after_sync = run_sync(world, conn)
     assert after_sync.status == "completed", after_sync.error
     created = Counter(ref.split("/")[0] for ref in changes["created"])
     assert sum(r.created for r in after_sync.types.values()) == sum(created.values())
@@ -93,7 +96,7 @@ def test_changes_and_deletes_are_picked_up_bdx31(start_sandbox, world, http):
 def test_type_outside_granted_scopes_is_skipped_not_failed(world, shared_sb, http):
     sb = shared_sb
     conn = connect_patient(world, sb, http=http, scope="launch/patient patient/Patient.rs patient/Condition.rs")
-    report = sync_connection(world.env, conn)
+    report = run_sync(world, conn)
     assert report.status == "completed"
     assert report.types["Patient"].created == 1
     assert report.types["Observation"].skipped_reason == SCOPE_NOT_GRANTED
@@ -106,11 +109,11 @@ def test_type_outside_granted_scopes_is_skipped_not_failed(world, shared_sb, htt
 def test_rerun_changes_nothing_bdx24(world, shared_sb, http):
     sb = shared_sb
     conn = connect_patient(world, sb, http=http)
-    assert sync_connection(world.env, conn).status == "completed"
+    assert run_sync(world, conn).status == "completed"
     with world.env.warehouse() as wh:
         before = wh.row_fingerprint()
     content = content_fingerprint(world.env.warehouse_target)
-    again = sync_connection(world.env, conn, full=True)
+    again = run_sync(world, conn, full=True)
     assert again.status == "completed"
     assert sum(r.unchanged for r in again.types.values()) > 0
     with world.env.warehouse() as wh:
@@ -122,11 +125,11 @@ def test_sync_on_postgres_app_db_and_warehouse(tmp_path, shared_sb, http, postgr
     """Production runs on PostgreSQL for both stores; the engine must not depend on SQLite/DuckDB behaviour."""
     world = make_environment(tmp_path / "pg", http=http, app_db_url=postgres_url, warehouse_target=postgres_url)
     conn = connect_patient(world, shared_sb, http=http)
-    first = sync_connection(world.env, conn)
+    first = run_sync(world, conn)
     assert first.status == "completed" and first.failed_types == {}, first.error
     live = _live(world, conn)
     assert live["Observation"] == first.types["Observation"].created > 0
-    again = sync_connection(world.env, conn, full=True)
+    again = run_sync(world, conn, full=True)
     assert sum(r.created + r.updated for r in again.types.values()) == 0
     assert [r.status for r in runs.history(world.env.db, conn)] == ["completed", "completed"]
 
@@ -136,13 +139,13 @@ def test_incremental_reads_only_new_references_full_rereads_them(start_sandbox, 
     refreshes them (they change rarely and have no patient-compartment search)."""
     sb = start_sandbox(patients=1)
     conn = connect_patient(world, sb, http=http)
-    first = sync_connection(world.env, conn)
+    first = run_sync(world, conn)
     assert first.status == "completed", first.error
     assert first.types["Practitioner"].fetched > 0
 
     mutate(http, sb, update=3)
     request_log.clear()
-    incremental = sync_connection(world.env, conn)
+    incremental = run_sync(world, conn)
     assert incremental.status == "completed", incremental.error
     assert sum(r.updated for r in incremental.types.values()) >= 1
     shared = ("Practitioner", "Organization", "Location", "Medication")
@@ -150,7 +153,7 @@ def test_incremental_reads_only_new_references_full_rereads_them(start_sandbox, 
     assert all(incremental.types[t].fetched == 0 for t in shared if t in incremental.types)
 
     request_log.clear()
-    full = sync_connection(world.env, conn, full=True)
+    full = run_sync(world, conn, full=True)
     assert full.status == "completed", full.error
     assert full.types["Practitioner"].fetched == first.types["Practitioner"].fetched
     assert [u for u in request_log.urls if _is_id_search(u, ("Practitioner",))]

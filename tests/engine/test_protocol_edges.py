@@ -7,10 +7,11 @@ from typing import Any
 
 import duckdb
 
-from engine import cursors, sync_connection
+from engine import cursors
 from engine.attachments import attachments_of
 from tests.engine.fake_fhir import FakeFhir, Reply, bundle, outcome, serve
 from tests.engine.helpers import connect_static
+from tests.engine.job_runs import sync_type
 
 TYPES = ["Patient", "Observation", "DocumentReference"]
 
@@ -79,9 +80,8 @@ def _scripted() -> FakeFhir:
 def test_expired_next_link_restarts_from_the_mark_bdx29(world):
     with serve(_scripted()) as fake:
         conn = connect_static(world, fake.fhir_base, patient_id="p1")
-        report = sync_connection(world.env, conn, resource_types=["Observation"])
-    assert report.status == "completed", report.failed_types
-    obs = report.types["Observation"]
+        obs = sync_type(world, conn, "Observation")
+    assert obs.error is None, obs.error
     assert (obs.fetched, obs.created, obs.pages) == (3, 3, 2)  # the aborted attempt landed nothing
     assert fake.hits("/fhir/Observation") == 2 and fake.hits("/fhir/_page/opaque-token") == 2
     assert fake.requests[-1][1] == {}  # the next link was followed verbatim, nothing added
@@ -90,9 +90,10 @@ def test_expired_next_link_restarts_from_the_mark_bdx29(world):
 def test_mark_falls_back_to_date_header_bdx27(world):
     with serve(_scripted()) as fake:
         conn = connect_static(world, fake.fhir_base, patient_id="p1")
-        report = sync_connection(world.env, conn, resource_types=["Patient", "Observation"])
-    assert report.types["Patient"].high_water_mark == datetime(2026, 10, 21, 7, 28, tzinfo=UTC)
-    assert report.types["Observation"].high_water_mark == datetime(2026, 10, 20, tzinfo=UTC)
+        patient = sync_type(world, conn, "Patient")
+        observations = sync_type(world, conn, "Observation")
+    assert patient.high_water_mark == datetime(2026, 10, 21, 7, 28, tzinfo=UTC)
+    assert observations.high_water_mark == datetime(2026, 10, 20, tzinfo=UTC)
     assert cursors.get_mark(world.env.db, conn, cursors.REST_STREAM, "Patient") == datetime(
         2026, 10, 21, 7, 28, tzinfo=UTC
     )
@@ -101,13 +102,12 @@ def test_mark_falls_back_to_date_header_bdx27(world):
 def test_attachments_are_capped_type_checked_stored_once_and_linked(world):
     with serve(_scripted()) as fake:
         conn = connect_static(world, fake.fhir_base, patient_id="p1")
-        first = sync_connection(world.env, conn, resource_types=["DocumentReference"])
-        again = sync_connection(world.env, conn, resource_types=["DocumentReference"], full=True)
-    docs = first.types["DocumentReference"]
+        docs = sync_type(world, conn, "DocumentReference")
+        again = sync_type(world, conn, "DocumentReference", full=True)
     assert (docs.attachments, docs.attachments_failed) == (2, 3)
     assert fake.hits("/fhir/Binary/big") == 0 and fake.hits("/fhir/Binary/exe") == 0  # refused before fetching
     assert fake.hits("/fhir/Binary/ok") == 1 and fake.hits("/files/report.pdf") == 1  # not fetched again
-    assert again.types["DocumentReference"].attachments == 0
+    assert again.attachments == 0
     links = attachments_of(world.env, conn, "DocumentReference", "d1")
     assert {(a.content_type, a.size) for a in links} == {("text/plain", 5), ("application/pdf", 13)}
     for link in links:

@@ -11,10 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine import ConnectionBusyError, reconcile_deletes, sync_connection
+from engine import ConnectionBusyError, reconcile_deletes
 from engine.connection_lock import LOCK_WAIT_ENV, hold_connection
 from tests.engine.conftest import RequestLog
 from tests.engine.helpers import SyncWorld, connect_patient, mutate
+from tests.engine.job_runs import run_sync
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -41,7 +42,7 @@ def test_reconcile_waits_for_a_sync_of_the_connection_in_another_process_bdx31(
     holder is gone the same call reconciles."""
     sb = start_sandbox(patients=1)
     conn = connect_patient(world, sb, http=http)
-    assert sync_connection(world.env, conn).status == "completed"
+    assert run_sync(world, conn).status == "completed"
     refs: list[str] = mutate(http, sb, delete=3)["deleted"]
     rtype = refs[0].split("/")[0]
     deleted = [ref for ref in refs if ref.startswith(f"{rtype}/")]
@@ -70,7 +71,7 @@ def test_reconcile_inside_a_held_connection_reenters_the_lock(
     """Within one thread the lock is re-entrant: a caller already holding the connection (e.g. a maintenance step)
     may reconcile without waiting on itself."""
     conn = connect_patient(world, shared_sb, http=http)
-    assert sync_connection(world.env, conn).status == "completed"
+    assert run_sync(world, conn, types=["Observation"]).status == "completed"
     monkeypatch.setenv(LOCK_WAIT_ENV, "0")
     with hold_connection(world.env, conn, "run-maintenance"):
         assert reconcile_deletes(world.env, conn, "Observation") == 0

@@ -1,8 +1,9 @@
 """Incremental REST sync against servers that misbehave, over a real socket (issue 10).
 
 Searchsets that stop early (``total`` says more, no ``next``; a ``next`` that repeats) never move the mark past
-unseen data and are recovered (smaller pages, narrower ``_lastUpdated`` windows); an unreachable EHR stops the
-run at once with one line; a step over its time budget fails that type only, its mark untouched.
+unseen data and are recovered (smaller pages, narrower ``_lastUpdated`` windows), or else fail the run with what
+arrived stored; an unreachable EHR fails each step at once with one line; a step over its time budget fails that
+type's step (so the run, which is retried), its mark untouched, the other types stored.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import httpx
 import pytest
 
 from connectors.budgets import forget_unreachable
-from connectors.http import RetryPolicy
-from engine import cursors, sync_connection
+from connectors.errors import EhrUnreachableError
+from connectors.fhir import RetryPolicy
+from engine import cursors, runs
 from engine.environment import load_connection
 from sandbox import SandboxServer
 from tests.engine.conftest import RequestLog
@@ -31,6 +33,7 @@ from tests.engine.helpers import (
     content_fingerprint,
     make_environment,
 )
+from tests.engine.job_runs import run_sync, sync_type
 
 OBS = ["Observation"]
 
@@ -46,8 +49,8 @@ def _observations(world: SyncWorld) -> list[tuple[Any, ...]]:
 def _clean(tmp_path: Path, sb: SandboxServer, http: httpx.Client) -> list[tuple[Any, ...]]:
     """What a run against a well-behaved server stores."""
     world = _world(tmp_path, "clean", http)
-    report = sync_connection(world.env, connect_patient(world, sb, http=http), resource_types=OBS)
-    assert report.status == "completed" and report.error is None
+    report = sync_type(world, connect_patient(world, sb, http=http), "Observation")
+    assert report.error is None
     return _observations(world)
 
 
@@ -64,9 +67,8 @@ def test_search_that_stops_early_once_is_recovered_in_the_same_run(
     world = _world(tmp_path, "faulty", http)
     conn = connect_patient(world, shared_sb, http=http)
     add_fault(http, shared_sb, kind, path="/fhir/Observation")
-    report = sync_connection(world.env, conn, resource_types=OBS)
-    obs = report.types["Observation"]
-    assert report.status == "completed" and report.error is None
+    obs = sync_type(world, conn, "Observation")
+    assert obs.error is None
     assert not obs.incomplete and any("stopped early" in w or "repeated" in w for w in obs.warnings)
     assert any(w.startswith("recovered") for w in obs.warnings), obs.warnings
     assert _observations(world) == clean
@@ -82,18 +84,19 @@ def test_unrecoverable_early_stop_keeps_the_mark_and_the_next_run_fetches_the_re
     add_fault(http, shared_sb, "search_no_next", path="/fhir/Observation", times=None)  # every multi-page search
     shared_sb.admin.settings(max_count=10)  # and no asking for everything in one page
     try:
-        report = sync_connection(world.env, conn, resource_types=OBS)
+        report = run_sync(world, conn, types=OBS)  # the whole job: what arrived is stored, then the run fails
     finally:
         shared_sb.admin.reset_settings()
     obs = report.types["Observation"]
     assert obs.incomplete and obs.high_water_mark is None and _mark(world, conn) is None
     assert any(w.startswith("not recovered") for w in obs.warnings)
-    assert report.error is not None and "search_incomplete" in report.error  # the run says it, not a silent "ok"
-    assert obs.as_metadata()["incomplete"] is True and obs.as_metadata()["warnings"] == obs.warnings
-    assert len(_observations(world)) < len(clean)
+    assert report.status == "failed" and "search_incomplete" in report.failed_types["Observation"]  # not "ok"
+    counted = runs.require(world.env.db, report.run_id).counts["Observation"]
+    assert counted["incomplete"] is True and counted["warnings"] == obs.warnings
+    assert 0 < len(_observations(world)) < len(clean)
 
     shared_sb.admin.clear_faults()
-    again = sync_connection(world.env, conn, resource_types=OBS)
+    again = run_sync(world, conn, types=OBS)
     assert again.status == "completed" and again.error is None and not again.types["Observation"].incomplete
     assert _observations(world) == clean
     assert _mark(world, conn) is not None
@@ -112,17 +115,16 @@ def test_incremental_early_stop_is_recovered_with_last_updated_windows(
     world = _world(tmp_path, "faulty", http)
     world.env.page_size = 20
     conn = connect_patient(world, shared_sb, http=http)
-    assert sync_connection(world.env, conn, resource_types=OBS).status == "completed"
+    assert sync_type(world, conn, "Observation").error is None
     _set_mark(world, conn, datetime(2000, 1, 1, tzinfo=UTC))  # the next search returns everything since 2000
     add_fault(http, shared_sb, "search_no_next", path="/fhir/Observation", times=None)  # every multi-page search
     shared_sb.admin.settings(max_count=20)  # and no asking for everything in one page
     request_log.clear()
     try:
-        report = sync_connection(world.env, conn, resource_types=OBS)
+        obs = sync_type(world, conn, "Observation")
     finally:
         shared_sb.admin.reset_settings()
-    obs = report.types["Observation"]
-    assert report.error is None and not obs.incomplete, obs.warnings
+    assert obs.error is None and not obs.incomplete, obs.warnings
     assert any("narrower _lastUpdated windows" in w for w in obs.warnings), obs.warnings
     windows = [u for u in request_log.paths("/fhir/Observation") if len(u.params.get_list("_lastUpdated")) == 2]
     assert windows and all(sorted(v[:2] for v in u.params.get_list("_lastUpdated")) == ["ge", "lt"] for u in windows)
@@ -136,23 +138,28 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_unreachable_ehr_stops_the_run_within_seconds_with_one_line(
+def test_unreachable_ehr_fails_each_step_within_seconds_with_one_line(
     tmp_path: Path, http: httpx.Client, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The first step finds the host refusing connections; the next step fails at once with the same line
+    (the whole job through Dagster: tests/pipelines/test_unreachable_run.py)."""
     base = f"http://127.0.0.1:{_closed_port()}"
     world = make_environment(tmp_path / "w", http=http, retry=RetryPolicy())  # real backoff: minutes per type before
     conn = connect_static(world, f"{base}/fhir", patient_id="p1")
     caplog.set_level(logging.INFO)
     started = time.monotonic()
+    errors: list[EhrUnreachableError] = []
     try:
-        report = sync_connection(world.env, conn)
+        for resource_type in ("Patient", "Observation"):
+            with pytest.raises(EhrUnreachableError) as raised:
+                sync_type(world, conn, resource_type)
+            errors.append(raised.value)
     finally:
         forget_unreachable(base)
     assert time.monotonic() - started < 10
-    assert report.status == "failed" and report.types == {}
-    assert report.error is not None and report.error.startswith(f"ehr_unreachable: cannot reach the EHR at {base} ")
-    stops = [r for r in caplog.records if r.name.startswith("pipelines") and r.levelno >= logging.WARNING]
-    assert len(stops) == 1 and base in stops[0].getMessage()
+    assert [e.code for e in errors] == ["ehr_unreachable"] * 2
+    assert all(str(e).startswith(f"cannot reach the EHR at {base} ") for e in errors)
+    assert "remembered from an earlier request" in str(errors[1])  # no second attempt, no retries
 
 
 def test_step_over_its_budget_fails_that_type_and_keeps_its_mark(
@@ -163,11 +170,11 @@ def test_step_over_its_budget_fails_that_type_and_keeps_its_mark(
     conn = connect_patient(world, sb, http=http)
     add_fault(http, sb, "trickle", path="/fhir/Observation", delay_s=0.2)
     started = time.monotonic()
-    report = sync_connection(world.env, conn, resource_types=["Patient", "Observation", "Condition"])
+    report = run_sync(world, conn, types=["Patient", "Observation", "Condition"])
     assert time.monotonic() - started < 30
-    assert report.status == "completed"
+    assert report.status == "failed" and set(report.failed_types) == {"Observation"}  # retried, the others stored
     error = report.types["Observation"].error
-    assert error is not None and error.startswith("step_budget_exceeded: landing Observation exceeded its 1.5 s")
+    assert error is not None and "landing Observation exceeded its 1.5 s" in error
     assert _mark(world, conn) is None
     assert report.types["Patient"].error is None and report.types["Condition"].error is None
 
@@ -180,7 +187,7 @@ def test_reference_search_that_stops_early_reads_the_missing_ones(
     world = _world(tmp_path, "w", http)
     conn = connect_patient(world, sb, http=http)
     add_fault(http, sb, "search_no_next", path="/fhir/Practitioner", times=None)
-    report = sync_connection(world.env, conn, resource_types=["Encounter"])
+    report = run_sync(world, conn, types=["Encounter"])
     practitioners = report.types["Practitioner"]
     assert report.status == "completed" and report.error is None, report.error
     assert practitioners.error is None and practitioners.fetched >= 2
@@ -213,8 +220,9 @@ def test_reference_step_has_a_time_budget_and_keeps_its_queue(
     world = _world(tmp_path, "w", http, step_budget_s=1.5)
     conn = connect_patient(world, sb, http=http)
     add_fault(http, sb, "trickle", path="/fhir/Practitioner", delay_s=0.2)
-    report = sync_connection(world.env, conn, resource_types=["Encounter"])
+    report = run_sync(world, conn, types=["Encounter"])
+    assert report.status == "failed"
     error = report.types["Practitioner"].error
-    assert error is not None and error.startswith("step_budget_exceeded: reading referenced resources exceeded")
+    assert error is not None and "step_budget_exceeded: reading referenced resources exceeded" in error
     assert report.types["Encounter"].error is None
     assert any(ref.startswith("Practitioner/") for ref in cursors.queued_references(world.env.db, conn))

@@ -17,7 +17,7 @@ import httpx
 import orjson
 import pytest
 
-from engine import run_bulk_export, runs, sync_connection
+from engine import run_bulk_export, runs
 from engine.connection_lock import (
     LOCK_WAIT_ENV,
     ConnectionBusyError,
@@ -26,6 +26,7 @@ from engine.connection_lock import (
     lock_path,
 )
 from tests.engine.helpers import SyncWorld, connect_backend, connect_patient, make_environment
+from tests.engine.job_runs import run_sync, sync_type
 from tests.engine.test_crash import _run_child
 
 REPO = Path(__file__).resolve().parents[3]
@@ -85,7 +86,7 @@ def test_killed_sync_leaves_no_residue(world: SyncWorld, shared_sb, http: httpx.
     for p in leftovers:
         _age(p)
 
-    report = sync_connection(world.env, conn)
+    report = run_sync(world, conn)
     assert report.status == "completed", report.error
     assert not any(p.exists() for p in leftovers)
     assert fresh.exists()
@@ -120,20 +121,20 @@ def test_killed_bulk_export_download_dir_is_removed(tmp_path: Path, shared_sb, h
 def test_a_second_process_syncing_the_connection_is_refused(
     world: SyncWorld, shared_sb, http: httpx.Client, holder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another process holds the connection: ``sync_connection`` waits the bounded time, then raises
+    """Another process holds the connection: a sync step waits the bounded time, then raises
     ``ConnectionBusyError`` naming that run and pid, and records no run; once it is gone the sync runs."""
     conn = connect_patient(world, shared_sb, http=http)
     monkeypatch.setenv(LOCK_WAIT_ENV, "1")
     proc = holder(conn, "run-elsewhere")
     started = time.monotonic()
     with pytest.raises(ConnectionBusyError, match=f"run run-elsewhere \\(pid {proc.pid} ") as caught:
-        sync_connection(world.env, conn)
+        sync_type(world, conn, "Patient")
     assert 1.0 <= time.monotonic() - started < 10
     assert caught.value.code == "connection_busy" and LOCK_WAIT_ENV in str(caught.value)
     assert runs.history(world.env.db, conn) == []
     proc.kill()
     proc.wait(timeout=10)
-    assert sync_connection(world.env, conn).status == "completed"
+    assert sync_type(world, conn, "Patient").error is None
 
 
 def test_a_waiting_caller_gets_the_lock_when_it_is_released(tmp_path: Path) -> None:

@@ -16,10 +16,12 @@ from typing import Any
 import orjson
 import pytest
 
-from engine import cursors, sync_connection
+from connectors.errors import EhrSyncError, FhirError
+from engine import cursors
 from engine.attachments import attachments_of
 from tests.engine.fake_fhir import FakeFhir, Reply, bundle, serve
 from tests.engine.helpers import SyncWorld, connect_static, make_environment
+from tests.engine.job_runs import run_sync, sync_type
 
 DOC_UPDATED = "2026-10-01T00:00:00Z"
 OLD_MARK = datetime(2026, 10, 10, tzinfo=UTC)  # later than the document: an incremental search skips it
@@ -84,15 +86,14 @@ def test_attachment_the_server_failed_to_send_holds_the_mark_and_is_retried(worl
     with serve(_documents_server(binary)) as fake:
         conn = connect_static(world, fake.fhir_base, patient_id="p1")
         _set_mark(world, conn, "DocumentReference", datetime(2026, 9, 1, tzinfo=UTC))
-        first = sync_connection(world.env, conn, resource_types=["DocumentReference"])
-        docs = first.types["DocumentReference"]
+        docs = sync_type(world, conn, "DocumentReference")
         assert (docs.attachments, docs.attachments_failed) == (0, 1)
         assert any("attachment(s) not stored" in w for w in docs.warnings), docs.warnings
         assert _mark(world, conn, "DocumentReference") == datetime(2026, 9, 1, tzinfo=UTC)  # held, not 2026-10-20
 
         binary["status"] = 200
-        again = sync_connection(world.env, conn, resource_types=["DocumentReference"])
-    assert again.types["DocumentReference"].attachments == 1, again.types["DocumentReference"]
+        again = sync_type(world, conn, "DocumentReference")
+    assert again.attachments == 1, again
     assert [a.size for a in attachments_of(world.env, conn, "DocumentReference", "d1")] == [9]
     assert _mark(world, conn, "DocumentReference") == datetime(2026, 10, 20, tzinfo=UTC)
 
@@ -102,11 +103,11 @@ def test_full_resync_with_a_failed_attachment_clears_the_old_mark(world: SyncWor
     with serve(_documents_server(binary)) as fake:
         conn = connect_static(world, fake.fhir_base, patient_id="p1")
         _set_mark(world, conn, "DocumentReference", OLD_MARK)
-        sync_connection(world.env, conn, resource_types=["DocumentReference"], full=True)
+        sync_type(world, conn, "DocumentReference", full=True)
         assert _mark(world, conn, "DocumentReference") is None  # OLD_MARK would skip d1 (updated before it)
         binary["status"] = 200
-        again = sync_connection(world.env, conn, resource_types=["DocumentReference"])
-    assert again.types["DocumentReference"].attachments == 1
+        again = sync_type(world, conn, "DocumentReference")
+    assert again.attachments == 1
 
 
 def test_step_budget_spent_on_attachments_stops_the_landing_mark_untouched(tmp_path: Any, http: Any) -> None:
@@ -115,13 +116,13 @@ def test_step_budget_spent_on_attachments_stops_the_landing_mark_untouched(tmp_p
     with serve(_documents_server(binary)) as fake:
         conn = connect_static(world, fake.fhir_base, patient_id="p1")
         _set_mark(world, conn, "DocumentReference", datetime(2026, 9, 1, tzinfo=UTC))
-        first = sync_connection(world.env, conn, resource_types=["DocumentReference"])
-        error = first.types["DocumentReference"].error
-        assert error is not None and error.startswith("step_budget_exceeded"), first.types
+        with pytest.raises(EhrSyncError) as raised:
+            sync_type(world, conn, "DocumentReference")
+        assert raised.value.code == "step_budget_exceeded", raised.value
         assert _mark(world, conn, "DocumentReference") == datetime(2026, 9, 1, tzinfo=UTC)
         binary["delay_s"] = 0.0
-        again = sync_connection(world.env, conn, resource_types=["DocumentReference"])
-    assert again.types["DocumentReference"].attachments == 1
+        again = sync_type(world, conn, "DocumentReference")
+    assert again.attachments == 1
 
 
 def _stops_early(fixed: dict[str, bool]) -> FakeFhir:
@@ -156,14 +157,14 @@ def test_full_resync_whose_search_stops_early_clears_the_mark_and_fails_the_run(
     with serve(_stops_early(fixed)) as fake:
         conn = connect_static(world, fake.fhir_base, patient_id="p1")
         _set_mark(world, conn, "Observation", OLD_MARK)
-        report = sync_connection(world.env, conn, resource_types=["Observation"], full=True)
+        report = run_sync(world, conn, types=["Observation"], full=True)  # the whole job decides the outcome
         obs = report.types["Observation"]
         assert obs.incomplete and obs.fetched == 2
         assert report.status == "failed", report.status  # not "completed": two observations never arrived
-        assert report.error is not None and "search_incomplete" in report.error
+        assert "search_incomplete" in report.failed_types["Observation"]
         assert _mark(world, conn, "Observation") is None  # OLD_MARK kept would skip o3 and o4 for good
         fixed["yes"] = True
-        again = sync_connection(world.env, conn, resource_types=["Observation"])
+        again = run_sync(world, conn, types=["Observation"])
     assert again.status == "completed" and again.error is None
     assert again.types["Observation"].fetched == 4 and again.types["Observation"].created == 2
 
@@ -177,9 +178,10 @@ def test_operation_outcome_diagnostics_reach_the_run_error_but_no_log(
     caplog.set_level(logging.DEBUG)
     with serve(fake):
         conn = connect_static(world, fake.fhir_base, patient_id="p1")
-        report = sync_connection(world.env, conn, resource_types=["Observation", "DocumentReference"])
-    error = report.types["Observation"].error
-    assert error is not None and MARKER in error  # the admin sees what the server said
-    assert report.types["DocumentReference"].attachments_failed == 1
+        with pytest.raises(FhirError) as raised:
+            sync_type(world, conn, "Observation")
+        docs = sync_type(world, conn, "DocumentReference")
+    assert MARKER in str(raised.value)  # the admin sees what the server said
+    assert docs.attachments_failed == 1
     logged = [r.getMessage() + str(r.__dict__.get("args")) for r in caplog.records]
     assert logged and not [line for line in logged if MARKER in line]

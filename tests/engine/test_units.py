@@ -10,9 +10,10 @@ import pytest
 from engine.attachments import absolute_url, attachment_refs, content_type_allowed
 from engine.bulk_special import deleted_ref as _deleted_ref
 from engine.environment import DEFAULT_ATTACHMENT_TYPES, ConnectionInfo
-from engine.incremental import format_instant, search_plans
+from engine.incremental import search_plans
 from engine.references import collect_references
 from engine.reports import TypeReport
+from engine.search_recovery import format_instant
 
 BASE = "https://ehr.example.org/fhir"
 

@@ -1,4 +1,7 @@
-"""One partition end to end against the sandbox: run_sync_now → assets → warehouse rows, metadata and checks."""
+"""The real Dagster jobs end to end against the sandbox: ``run_sync_now`` runs production's ``incremental_sync``,
+``full_resync`` and ``bulk_export`` jobs in-process for one partition (the definitions the code location loads,
+bound to their real resources) → assets → warehouse rows, metadata, checks, and the ``sync_runs`` row closed by
+``finish_sync_run``, as the run status sensors close a launched run."""
 
 from __future__ import annotations
 
