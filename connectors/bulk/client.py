@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Unpack
 
 import httpx
 
@@ -29,7 +30,7 @@ from connectors.errors import (
     FhirUnauthorizedError,
 )
 from connectors.fhir._bounds import BodyBounds
-from connectors.fhir._session import FhirSession, TokenRule
+from connectors.fhir._session import FhirSession, SessionOptions, TokenRule
 from connectors.http import (
     RateLimiter,
     RetryPolicy,
@@ -66,28 +67,17 @@ class BulkClient:
         retry: RetryPolicy | None = None,
         rate_limit: RateLimiter | None = None,
         *,
-        rate_limit_key: str | None = None,
-        timeout: httpx.Timeout | float | None = None,
         allow_http: bool = False,
-        on_response: Callable[[httpx.Response], None] | None = None,
         url_guard: Callable[[str], None] | None = None,
         bounds: BodyBounds | None = None,
         on_unauthorized: Callable[[], None] | None = None,
+        **options: Unpack[SessionOptions],
     ) -> None:
         self.bounds = bounds or BodyBounds.from_env()
         self._on_unauthorized = on_unauthorized
         self.fhir_base = normalize_base_url(fhir_base, allow_http=allow_http)
         self._file_guard = url_guard or outbound_url_guard(self.fhir_base)
-        self._session = FhirSession(
-            self.fhir_base,
-            tokens,
-            http=http,
-            retry=retry,
-            rate_limit=rate_limit,
-            rate_limit_key=rate_limit_key,
-            timeout=timeout,
-            on_response=on_response,
-        )
+        self._session = FhirSession(self.fhir_base, tokens, http=http, retry=retry, rate_limit=rate_limit, **options)
 
     @property
     def retry(self) -> RetryPolicy:

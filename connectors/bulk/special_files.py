@@ -35,15 +35,25 @@ class DeletedRef:
     deleted_at: datetime
 
 
-def iter_deleted_refs(path: Path, transaction_time: datetime) -> Iterator[DeletedRef]:
-    """Yield ``DELETE`` entries of the transaction Bundles in a ``deleted`` file; malformed lines raise."""
+def _iter_resources(path: Path, resource_type: str, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, resource)`` of an NDJSON file whose every line must be a ``resource_type``."""
     for number, line in enumerate(iter_ndjson_lines(path), start=1):
         try:
-            bundle = orjson.loads(line)
+            resource = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            raise BulkExportError(f"deleted file line {number} is not JSON") from exc
-        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-            raise BulkExportError(f"deleted file line {number} is not a Bundle")
+            raise BulkExportError(f"{what} line {number} is not JSON") from exc
+        if not isinstance(resource, dict) or resource.get("resourceType") != resource_type:
+            raise BulkExportError(f"{what} line {number} is not {_article(resource_type)} {resource_type}")
+        yield number, resource
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "AEIOU" else "a"
+
+
+def iter_deleted_refs(path: Path, transaction_time: datetime) -> Iterator[DeletedRef]:
+    """Yield ``DELETE`` entries of the transaction Bundles in a ``deleted`` file; malformed lines raise."""
+    for number, bundle in _iter_resources(path, "Bundle", "deleted file"):
         meta = bundle.get("meta") if isinstance(bundle.get("meta"), dict) else {}
         deleted_at = (parse_instant(meta.get("lastUpdated")) if meta else None) or transaction_time
         for entry in bundle.get("entry") or []:
@@ -75,13 +85,7 @@ def summarize_error_file(path: Path) -> ErrorFileSummary:
     outcomes = 0
     severities: Counter[str] = Counter()
     codes: Counter[str] = Counter()
-    for number, line in enumerate(iter_ndjson_lines(path), start=1):
-        try:
-            outcome = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise BulkExportError(f"error file line {number} is not JSON") from exc
-        if not isinstance(outcome, dict) or outcome.get("resourceType") != "OperationOutcome":
-            raise BulkExportError(f"error file line {number} is not an OperationOutcome")
+    for _number, outcome in _iter_resources(path, "OperationOutcome", "error file"):
         outcomes += 1
         for issue in outcome.get("issue") or []:
             if isinstance(issue, dict):

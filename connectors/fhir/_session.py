@@ -13,7 +13,7 @@ import enum
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import httpx
 
@@ -23,7 +23,7 @@ from connectors.http import RateLimiter, RetryPolicy, is_within_base, rate_budge
 from connectors.tokens import TokenSource
 from connectors.transport import DEFAULT_TIMEOUT, BearerAuth, BodyBounds, RequestPlan, ehr_client
 
-__all__ = ["DEFAULT_TIMEOUT", "FhirSession", "QueryParams", "TokenRule", "operation_outcome_of"]
+__all__ = ["DEFAULT_TIMEOUT", "FhirSession", "QueryParams", "SessionOptions", "TokenRule", "operation_outcome_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,15 @@ class TokenRule(enum.Enum):
     REQUIRE_ORIGIN = "require-origin"  # same scheme/host/port as the base (bulk status and file URLs)
     IF_WITHIN_BASE = "if-within-base"  # send only when under the base; elsewhere go without a token
     NEVER = "never"
+
+
+class SessionOptions(TypedDict, total=False):
+    """What FhirClient and BulkClient pass on to their FhirSession as is: the rate budget's key (default: the
+    base), the timeouts of a client the session creates, and a callback seeing every answer (quota headers)."""
+
+    rate_limit_key: str | None
+    timeout: httpx.Timeout | float | None
+    on_response: Callable[[httpx.Response], None] | None
 
 
 @dataclass

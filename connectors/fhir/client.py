@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import urlsplit
 
 import httpx
@@ -16,7 +16,7 @@ import orjson
 
 from connectors.errors import FhirError
 from connectors.fhir._bounds import BodyBounds, read_capped
-from connectors.fhir._session import FhirSession, QueryParams, TokenRule
+from connectors.fhir._session import FhirSession, QueryParams, SessionOptions, TokenRule
 from connectors.fhir.download import Downloaded, stream_to_file
 from connectors.fhir.resource_types import ID_RE, TYPE_RE
 from connectors.fhir.search import SearchPage, iter_search_pages
@@ -99,25 +99,14 @@ class FhirClient:
         retry: RetryPolicy | None = None,
         rate_limit: RateLimiter | None = None,
         *,
-        rate_limit_key: str | None = None,
-        timeout: httpx.Timeout | float | None = None,
         allow_http: bool = False,
-        on_response: Callable[[httpx.Response], None] | None = None,
         bounds: BodyBounds | None = None,
+        **options: Unpack[SessionOptions],
     ) -> None:
         self.fhir_base = normalize_base_url(fhir_base, allow_http=allow_http)
         #: Byte limit and deadline per response (EHRSYNC_MAX_RESPONSE_BYTES, EHRSYNC_REQUEST_DEADLINE_S).
         self.bounds = bounds or BodyBounds.from_env()
-        self._session = FhirSession(
-            self.fhir_base,
-            tokens,
-            http=http,
-            retry=retry,
-            rate_limit=rate_limit,
-            rate_limit_key=rate_limit_key,
-            timeout=timeout,
-            on_response=on_response,
-        )
+        self._session = FhirSession(self.fhir_base, tokens, http=http, retry=retry, rate_limit=rate_limit, **options)
         self._capabilities: dict[str, Any] | None = None
         self._lock = threading.Lock()
 

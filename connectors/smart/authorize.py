@@ -28,26 +28,18 @@ def build_authorize_url(
     Query parameters already on the endpoint are kept. ``launch`` is only for EHR launch (SAL-06/07).
     """
     endpoint = cfg.require_user_launch()
-    for name, value in (
+    required = [
         ("client_id", client_id),
         ("redirect_uri", redirect_uri),
         ("scope", scope),
         ("state", state),
         ("aud", aud),
         ("code_challenge", code_challenge),
-    ):
+    ]
+    for name, value in required:
         if not value:
             raise ConfigurationError(f"authorize request needs a non-empty {name}")
-    params: list[tuple[str, str]] = [
-        ("response_type", "code"),
-        ("client_id", client_id),
-        ("redirect_uri", redirect_uri),
-        ("scope", scope),
-        ("state", state),
-        ("aud", aud),
-        ("code_challenge", code_challenge),
-        ("code_challenge_method", "S256"),
-    ]
+    params: list[tuple[str, str]] = [("response_type", "code"), *required, ("code_challenge_method", "S256")]
     if launch is not None:
         params.append(("launch", launch))
     if nonce is not None:
