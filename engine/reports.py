@@ -89,35 +89,6 @@ UpsertReport = TypeReport
 
 
 @dataclass
-class SyncReport:
-    """A whole incremental/full sync of one connection."""
-
-    run_id: str
-    connection_id: str
-    kind: str
-    status: str = "running"
-    types: dict[str, TypeReport] = field(default_factory=dict)
-    error: str | None = None
-    needs_reauth: bool = False
-    duration_s: float = 0.0
-
-    @property
-    def failed_types(self) -> dict[str, str]:
-        return {t: r.error for t, r in self.types.items() if r.error is not None}
-
-    @property
-    def skipped_types(self) -> dict[str, str]:
-        return {t: r.skipped_reason for t, r in self.types.items() if r.skipped_reason is not None}
-
-    @property
-    def bytes(self) -> int:
-        return sum(r.bytes for r in self.types.values())
-
-    def counts(self) -> dict[str, dict[str, Any]]:
-        return {t: r.as_metadata() for t, r in self.types.items()}
-
-
-@dataclass
 class BulkReport:
     """One Bulk ``$export`` run (kick-off or resume, download, land, upsert, cursor)."""
 
