@@ -18,8 +18,8 @@ import pytest
 from connectors.budgets import forget_unreachable, unreachable_reason
 from connectors.errors import EhrUnreachableError, TransportError
 from connectors.fhir import FhirClient
-from connectors.transport.retrying import UNREACHABLE_RETRY_S
 from connectors.tokens import StaticTokenSource
+from connectors.transport.retrying import UNREACHABLE_RETRY_S
 from tests.connectors.helpers import recording_policy
 
 
