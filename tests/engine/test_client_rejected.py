@@ -70,7 +70,7 @@ def test_rest_request_refused_after_token_reacquisition_marks_client_rejected(
         shared_sb.admin.clear_faults()
     assert report.status == "failed"
     error = report.failed_types["Patient"]
-    assert "client_rejected" in error and "check the client registration" in error, error
+    assert "ClientRejectedError" in error and "check the client registration" in error, error
     assert _status(world, conn) == "client_rejected", "marked in the run that saw the second 401"
     with pytest.raises(ConnectionNotSyncableError, match="client_rejected"):
         run_sync(world, conn, types=["Condition"])  # the state answers: every further request would be refused
