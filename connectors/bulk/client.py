@@ -29,7 +29,6 @@ from connectors.errors import (
     FhirError,
     FhirUnauthorizedError,
 )
-from connectors.fhir._bounds import BodyBounds
 from connectors.fhir._session import FhirSession, SessionOptions, TokenRule
 from connectors.http import (
     RateLimiter,
@@ -40,6 +39,7 @@ from connectors.http import (
     resolve_url,
 )
 from connectors.tokens import TokenSource
+from connectors.transport.bounds import BodyBounds
 
 __all__ = ["BulkClient", "BulkStatus", "ExportLevel"]
 

@@ -12,10 +12,10 @@ import orjson
 
 from connectors.bulk.manifest import BulkManifest, parse_manifest
 from connectors.errors import TRANSIENT_ISSUE_CODES, BulkExportError, FhirError, is_transient_answer
-from connectors.fhir._bounds import read_capped
 from connectors.fhir._session import operation_outcome_of
 from connectors.fhir.resource_types import ID_RE
 from connectors.http import parse_http_date, parse_retry_after, redact_url
+from connectors.transport.bounds import read_capped
 
 __all__ = [
     "BulkStatus",

@@ -15,13 +15,13 @@ import httpx
 import orjson
 
 from connectors.errors import FhirError
-from connectors.fhir._bounds import BodyBounds, read_capped
 from connectors.fhir._session import FhirSession, QueryParams, SessionOptions, TokenRule
 from connectors.fhir.download import Downloaded, stream_to_file
 from connectors.fhir.resource_types import ID_RE, TYPE_RE
 from connectors.fhir.search import SearchPage, iter_search_pages
 from connectors.http import RateLimiter, RetryPolicy, normalize_base_url, redact_url, resolve_url
 from connectors.tokens import TokenSource
+from connectors.transport.bounds import BodyBounds, read_capped
 
 __all__ = ["CreateResult", "FhirClient", "parse_location"]
 

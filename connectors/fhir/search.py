@@ -18,9 +18,9 @@ from connectors.errors import (
     SearchIncompleteError,
     SearchLinkExpiredError,
 )
-from connectors.fhir._bounds import BodyBounds, read_capped
 from connectors.fhir._session import FhirSession, QueryParams, TokenRule
 from connectors.http import parse_http_date, parse_instant, redact_url, resolve_url
+from connectors.transport.bounds import BodyBounds, read_capped
 
 __all__ = ["SearchPage", "iter_search_pages", "parse_search_bundle"]
 
