@@ -31,6 +31,7 @@ from ehrsync.demo_setup import (
     DemoError,
     auth_service,
     authorize_patient,
+    check_state_dir,
     demo_environment,
     practice_settings,
     refuse_external_stores,
@@ -86,8 +87,9 @@ def run_demo(
     from sandbox import SandboxConfig, SandboxServer
     from settings import load_app_settings
 
-    refuse_external_stores(load_app_settings())
     state_dir = state_dir.resolve()
+    check_state_dir(state_dir)
+    refuse_external_stores(load_app_settings())
     if state_dir.exists() and not keep:
         shutil.rmtree(state_dir)
     env = demo_environment(state_dir)

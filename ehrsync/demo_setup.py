@@ -23,6 +23,7 @@ __all__ = [
     "DemoError",
     "auth_service",
     "authorize_patient",
+    "check_state_dir",
     "demo_environment",
     "practice_settings",
     "refuse_external_stores",
@@ -38,6 +39,15 @@ _LOCATION_KEYS = ("DATABASE_URL", "EHRSYNC_DATABASE_URL", "WAREHOUSE_URL")
 
 class DemoError(RuntimeError):
     """A demo step failed; the message says which and why."""
+
+
+def check_state_dir(state_dir: Path) -> None:
+    """``--state`` must be (or become) a folder: named before anything else is checked or deleted."""
+    if state_dir.exists() and not state_dir.is_dir():
+        raise DemoError(f"--state {state_dir} is a file, not a folder")
+    parent = next((p for p in state_dir.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise DemoError(f"--state {state_dir} lies under {parent}, which is a file")
 
 
 def refuse_external_stores(app: AppSettings) -> None:
