@@ -14,7 +14,8 @@ from auth_service.api.errors import ERROR_CODES, ApiError, install_error_handler
 from auth_service.services import errors as se
 from connectors import errors as ce
 
-SERVICES = Path(__file__).resolve().parents[2] / "auth_service" / "services"
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ROOT / "auth_service" / "services"
 HTTP_MODULES = ("fastapi", "starlette", "auth_service.api")
 
 
@@ -46,6 +47,11 @@ def _subclasses(cls: type[se.ServiceError]) -> list[type[se.ServiceError]]:
 @pytest.mark.parametrize("cls", _subclasses(se.ServiceError)[1:], ids=lambda c: c.__name__)
 def test_every_service_error_code_has_a_status(cls: type[se.ServiceError]) -> None:
     assert cls.all_codes() <= set(ERROR_CODES), cls.all_codes() - set(ERROR_CODES)
+
+
+def test_every_code_is_documented() -> None:
+    text = (ROOT / "docs" / "TROUBLESHOOTING.md").read_text()
+    assert [code for code in ERROR_CODES if f"`{code}`" not in text] == []
 
 
 def test_a_code_outside_the_class_is_refused() -> None:
