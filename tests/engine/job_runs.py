@@ -31,7 +31,7 @@ from engine import (
 from engine.reports import COUNT_FIELDS
 from engine.runs import SyncRunRecord
 from engine.settings import PipelineSettings
-from pipelines.defs.sync.reference_assets import REFERENCES_STEP
+from pipelines.defs.sync.reference_assets import NO_REFERENCES, REFERENCES_STEP
 from pipelines.resources import (
     AppDatabaseResource,
     EhrHttpResource,
@@ -168,9 +168,10 @@ def type_reports(result: SyncNowResult) -> dict[str, TypeReport]:
     """Per type: the landing and warehouse materializations' counts; a failed step's error names its type."""
     reports: dict[str, TypeReport] = {}
     for key in sorted(result.materializations, key=lambda k: not k.startswith("landing/")):
-        rtype = key.partition("/")[2]
-        report = reports.setdefault(rtype, TypeReport(rtype))
-        _fill(report, result.materializations[key])
+        rtype, metadata = key.partition("/")[2], result.materializations[key]
+        if metadata.get("skipped_reason") == NO_REFERENCES:
+            continue  # a referenced type nothing referenced: not read at all
+        _fill(reports.setdefault(rtype, TypeReport(rtype)), metadata)
     for step_key, error in result.step_errors.items():
         if step_key == REFERENCES_STEP:
             for rtype in REFERENCED_TYPES:

@@ -21,7 +21,7 @@ from tests.engine.fake_fhir import FakeFhir, Reply, bundle, serve
 from tests.engine.helpers import SyncWorld, connect_static, make_environment
 from tests.engine.job_runs import run_sync
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _age(path: Path, seconds: float = 600) -> None:

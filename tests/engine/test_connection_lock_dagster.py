@@ -22,7 +22,7 @@ from engine.settings import PipelineSettings
 from tests.engine.fake_fhir import FakeFhir, Reply, bundle, serve
 from tests.engine.helpers import SyncWorld, connect_static, make_environment
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

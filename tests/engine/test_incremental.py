@@ -13,6 +13,9 @@ from store.models import Connection
 from tests.engine.helpers import connect_patient, content_fingerprint, make_environment, mutate
 from tests.engine.job_runs import run_sync
 
+# Whole runs are production's Dagster job; a test about one property runs a few types (and their references).
+SOME_TYPES = ["Patient", "Encounter", "Observation"]
+
 
 def _live(world, connection_id):
     with world.env.warehouse() as wh:
@@ -59,7 +62,7 @@ def _is_id_search(url: httpx.URL, types: Iterable[str]) -> bool:
 def test_referenced_resources_are_fetched_once_in_id_batches(world, shared_sb, http, request_log):
     sb = shared_sb
     conn = connect_patient(world, sb, http=http)
-    report = run_sync(world, conn)
+    report = run_sync(world, conn, types=["Encounter"])  # encounters reference all three
     assert report.status == "completed", report.error
     referenced = {t: r for t, r in report.types.items() if t in ("Practitioner", "Organization", "Location")}
     assert referenced, "sandbox encounters reference practitioners/organizations/locations"
@@ -96,7 +99,7 @@ def test_changes_and_deletes_are_picked_up_bdx31(start_sandbox, world, http):
 def test_type_outside_granted_scopes_is_skipped_not_failed(world, shared_sb, http):
     sb = shared_sb
     conn = connect_patient(world, sb, http=http, scope="launch/patient patient/Patient.rs patient/Condition.rs")
-    report = run_sync(world, conn)
+    report = run_sync(world, conn, types=SOME_TYPES)
     assert report.status == "completed"
     assert report.types["Patient"].created == 1
     assert report.types["Observation"].skipped_reason == SCOPE_NOT_GRANTED
@@ -109,11 +112,11 @@ def test_type_outside_granted_scopes_is_skipped_not_failed(world, shared_sb, htt
 def test_rerun_changes_nothing_bdx24(world, shared_sb, http):
     sb = shared_sb
     conn = connect_patient(world, sb, http=http)
-    assert run_sync(world, conn).status == "completed"
+    assert run_sync(world, conn, types=SOME_TYPES).status == "completed"
     with world.env.warehouse() as wh:
         before = wh.row_fingerprint()
     content = content_fingerprint(world.env.warehouse_target)
-    again = run_sync(world, conn, full=True)
+    again = run_sync(world, conn, full=True, types=SOME_TYPES)
     assert again.status == "completed"
     assert sum(r.unchanged for r in again.types.values()) > 0
     with world.env.warehouse() as wh:
@@ -125,11 +128,11 @@ def test_sync_on_postgres_app_db_and_warehouse(tmp_path, shared_sb, http, postgr
     """Production runs on PostgreSQL for both stores; the engine must not depend on SQLite/DuckDB behaviour."""
     world = make_environment(tmp_path / "pg", http=http, app_db_url=postgres_url, warehouse_target=postgres_url)
     conn = connect_patient(world, shared_sb, http=http)
-    first = run_sync(world, conn)
+    first = run_sync(world, conn, types=SOME_TYPES)
     assert first.status == "completed" and first.failed_types == {}, first.error
     live = _live(world, conn)
     assert live["Observation"] == first.types["Observation"].created > 0
-    again = run_sync(world, conn, full=True)
+    again = run_sync(world, conn, full=True, types=SOME_TYPES)
     assert sum(r.created + r.updated for r in again.types.values()) == 0
     assert [r.status for r in runs.history(world.env.db, conn)] == ["completed", "completed"]
 

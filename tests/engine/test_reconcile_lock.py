@@ -17,7 +17,7 @@ from tests.engine.conftest import RequestLog
 from tests.engine.helpers import SyncWorld, connect_patient, mutate
 from tests.engine.job_runs import run_sync
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _live(world: SyncWorld, connection_id: str, resource_type: str) -> int:

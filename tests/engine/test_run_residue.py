@@ -29,7 +29,7 @@ from tests.engine.helpers import SyncWorld, connect_backend, connect_patient, ma
 from tests.engine.job_runs import run_sync, sync_type
 from tests.engine.test_crash import _run_child
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _driver(mode: str, root: Path, connection_id: str, run_id: str) -> subprocess.Popen[str]:

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from ehrsync.dagster_instance import open_instance
-from ehrsync.run_now import job_for, run_sync_now
+from ehrsync.run_now import _run_config, _RunSelection, job_for, run_sync_now
 from engine import ConnectionNotFoundError, ConnectionNotSyncableError
 from engine.settings import PipelineSettings
+from pipelines.definitions import build_definitions
 from tests.pipelines.appdb import AppDb
 
 
@@ -49,3 +50,17 @@ def test_instance_lives_under_the_state_dir(tmp_path: Path, monkeypatch: pytest.
         assert instance.root_directory == str(tmp_path.resolve() / "dagster_home")
         assert not instance.is_ephemeral
     assert (tmp_path / "dagster_home" / "dagster.yaml").exists()
+
+
+def test_a_run_limited_to_some_types_selects_their_assets_and_the_references(tmp_path: Path) -> None:
+    """``resource_types`` keeps each chosen type's two assets and the referenced resources' step, and the full
+    resync's run config only for the chosen landing steps (Dagster refuses config for steps not selected)."""
+    selection = _RunSelection(resource_types=["Observation"])
+    keys = {k.to_user_string() for k in selection.asset_keys() or []}
+    assert {"landing/Observation", "warehouse/Observation", "landing/Practitioner", "warehouse/Medication"} <= keys
+    assert not any(k.endswith("/Condition") for k in keys)
+    settings = PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path)})
+    job = build_definitions(settings).resolve_job_def("full_resync")
+    config = _run_config(job, "c1", selection)
+    assert config is not None and config["ops"] == {"landing__Observation": {"config": {"full": True}}}
+    assert _RunSelection().asset_keys() is None and _run_config(job, "c1", _RunSelection()) is None
