@@ -145,7 +145,7 @@ def hold_connection(env: SyncEnvironment, connection_id: str, run_id: str) -> It
     """The entry points' form: hold the connection's lock and, when this call took it, remove what killed runs
     of the connection left in the landing zone."""
     with (
-        connection_lock(env.zone.root, connection_id, run_id) as took,
+        connection_lock(env.zone.root, connection_id, run_id, wait_s=env.lock_wait_s) as took,
         lock_owner(f"run {run_id} of connection {connection_id}"),  # named by the warehouse's lock file too
     ):
         if took:

@@ -21,6 +21,7 @@ from connectors.fhir import FhirClient, RateLimiter, RetryPolicy
 from connectors.http import outbound_url_guard
 from connectors.providers import ProviderPlugin, get_provider
 from connectors.smart import ScopeSet, parse_scopes
+from connectors.transport import BodyBounds
 from engine.errors import ConnectionNotFoundError, ConnectionNotSyncableError
 from store import AppDatabase, TokenVault
 from store.models import Connection, ProviderConfig
@@ -83,6 +84,10 @@ class SyncEnvironment:
     retry: RetryPolicy | None = None  # the connectors' defaults (BDX-10) unless given
     # Overall time of one resource type's landing (EHRSYNC_STEP_BUDGET_S); no request outlives it.
     step_budget_s: float = field(default_factory=lambda: env_number("EHRSYNC_STEP_BUDGET_S", DEFAULT_STEP_BUDGET_S))
+    # Body and time bounds of every FHIR request, and the wait for a busy connection's lock; None: read from the
+    # environment when used. The Dagster resources pass the values the settings parsed at start.
+    bounds: BodyBounds | None = None
+    lock_wait_s: float | None = None
     _limiters: dict[str, RateLimiter] = field(default_factory=dict, repr=False)
     _capabilities: dict[str, dict[str, Any] | None] = field(default_factory=dict, repr=False)
 
@@ -127,6 +132,7 @@ class SyncEnvironment:
             rate_limit=self.rate_limiter(conn),
             rate_limit_key=conn.fhir_base,
             on_unauthorized=lambda: self.confirm_unauthorized(conn),
+            bounds=self.bounds,
         )
 
     def url_guard(self, conn: ConnectionInfo) -> Callable[[str], None]:
@@ -145,6 +151,7 @@ class SyncEnvironment:
             rate_limit_key=conn.fhir_base,
             url_guard=self.url_guard(conn),
             on_unauthorized=lambda: self.confirm_unauthorized(conn),
+            bounds=self.bounds,
         )
 
     def confirm_unauthorized(self, conn: ConnectionInfo) -> None:

@@ -224,6 +224,7 @@ class PipelineSettings:
     database_url_variable: str | None = None
     warehouse_url_variable: str | None = None
     from_process: bool = False
+    vault_key_variables: tuple[str, ...] = ()  # which vault key variables are set (bound by name, never copied)
 
     @property
     def landing_dir(self) -> Path:
@@ -260,6 +261,7 @@ class PipelineSettings:
             database_url_variable=app.database_url_variable,
             warehouse_url_variable="WAREHOUSE_URL" if app.WAREHOUSE_URL.strip() else None,
             from_process=from_process,
+            vault_key_variables=app.vault_key_variables,
         )
 
     @classmethod

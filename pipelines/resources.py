@@ -23,6 +23,7 @@ from pydantic import Field, PrivateAttr
 from sqlalchemy.engine import make_url
 
 from connectors.fhir import RetryPolicy
+from connectors.transport import BodyBounds
 from engine import SyncEnvironment
 from engine.retries import DEFAULT_BASE_S, DEFAULT_CAP_S, MAX_S, RETRY_BASE_ENV, RETRY_CAP_ENV
 from engine.scheduling import RetryBackoff
@@ -50,6 +51,11 @@ class AppDatabaseResource(ConfigurableResource["AppDatabaseResource"]):
     connect_timeout_s: int = Field(
         default=10, gt=0, description="PostgreSQL connect timeout (SQLite waits up to 30 s on a locked file)."
     )
+    # Bound as EnvVar by ``default_resources``; None: the vault reads the process environment when it opens.
+    token_enc_key: str | None = Field(default=None, description="The vault key (INTEGRATIONS_TOKEN_ENC_KEY).")
+    token_enc_keys_old: str | None = Field(
+        default=None, description="Previous vault keys, kid:base64,... (INTEGRATIONS_TOKEN_ENC_KEYS_OLD)."
+    )
 
     def engine_url(self) -> str:
         """The URL with an explicit connect timeout for PostgreSQL (a URL that sets one keeps its own)."""
@@ -70,8 +76,17 @@ class AppDatabaseResource(ConfigurableResource["AppDatabaseResource"]):
             db.dispose()
 
     def vault(self, db: AppDatabase, http: httpx.Client | None = None) -> TokenVault:
-        """The token vault (refreshes through ``http``); reads INTEGRATIONS_TOKEN_ENC_KEY when a run needs tokens."""
-        return TokenVault(db, TokenCipher.from_env(), http=http)
+        """The token vault (refreshes through ``http``), opened with the configured key when a run needs tokens."""
+        return TokenVault(db, self.cipher(), http=http)
+
+    def cipher(self) -> TokenCipher:
+        """``TokenCipher`` of the configured keys (a bad or missing key is a ConfigurationError naming it)."""
+        if self.token_enc_key is None:
+            return TokenCipher.from_env()
+        keys = {"INTEGRATIONS_TOKEN_ENC_KEY": self.token_enc_key}
+        if self.token_enc_keys_old:
+            keys["INTEGRATIONS_TOKEN_ENC_KEYS_OLD"] = self.token_enc_keys_old
+        return TokenCipher.from_env(keys)
 
 
 class LandingZoneResource(ConfigurableResource["LandingZoneResource"]):
@@ -89,6 +104,14 @@ class LandingZoneResource(ConfigurableResource["LandingZoneResource"]):
     min_free_disk_bytes: int | None = Field(
         default=None, ge=-1, description="Disk a download leaves free (EHRSYNC_MIN_FREE_DISK_BYTES)."
     )
+    max_resource_bytes: int | None = Field(
+        default=None, ge=1024, description="Largest single resource landed (EHRSYNC_MAX_RESOURCE_BYTES)."
+    )
+    lock_wait_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Wait for another sync of the connection (EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS).",
+    )
 
     def limits(self) -> dict[str, Any]:
         """The limits set here, as ``SyncEnvironment`` keyword arguments."""
@@ -96,11 +119,12 @@ class LandingZoneResource(ConfigurableResource["LandingZoneResource"]):
             "step_budget_s": self.step_budget_s,
             "bulk_max_file_bytes": self.bulk_max_file_bytes,
             "min_free_disk_bytes": self.min_free_disk_bytes,
+            "lock_wait_s": self.lock_wait_s,
         }
         return {name: value for name, value in values.items() if value is not None}
 
     def zone(self) -> LandingZone:
-        return LandingZone(Path(self.root))
+        return LandingZone(Path(self.root), max_resource_bytes=self.max_resource_bytes)
 
     def attachments(self) -> AttachmentStore:
         return AttachmentStore(Path(self.attachments_root))
@@ -144,7 +168,19 @@ class EhrHttpResource(ConfigurableResource["EhrHttpResource"]):
     rate_limits: bool = Field(
         default=True, description="Keep to each vendor's call budget; off only against a local sandbox."
     )
+    max_response_bytes: int | None = Field(
+        default=None, ge=1, description="Largest FHIR JSON body read (EHRSYNC_MAX_RESPONSE_BYTES)."
+    )
+    request_deadline_s: float | None = Field(
+        default=None, gt=0, description="Overall time of one FHIR request (EHRSYNC_REQUEST_DEADLINE_S)."
+    )
     _client: httpx.Client | None = PrivateAttr(default=None)
+
+    def bounds(self) -> BodyBounds | None:
+        """The request bounds set here; None leaves the connectors' own default (read from the environment)."""
+        if self.max_response_bytes is None or self.request_deadline_s is None:
+            return None
+        return BodyBounds(self.max_response_bytes, self.request_deadline_s)
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
@@ -224,6 +260,7 @@ def sync_environment(
             rate_limits=ehr_http.rate_limits,
             bulk_membership_check=policy.bulk_membership_check,
             fetch_allowed_hosts=tuple(h.strip() for h in ehr_http.fetch_allowed_hosts.split(",") if h.strip()),
+            bounds=ehr_http.bounds(),
             **landing.limits(),
         )
 
@@ -233,20 +270,35 @@ def _url(value: str, variable: str | None, settings: PipelineSettings) -> str:
     return EnvVar(variable) if variable and settings.from_process else value
 
 
+def _secret(variable: str, settings: PipelineSettings) -> str | None:
+    """``EnvVar(variable)`` when set in this process's environment at load, else None (read when used)."""
+    return EnvVar(variable) if settings.from_process and variable in settings.vault_key_variables else None
+
+
 def default_resources(settings: PipelineSettings) -> dict[str, ConfigurableResource[Any]]:
     """The resource set ``pipelines.definitions`` binds, configured from the settings (read once at load)."""
     limits = settings.limits
     return {
-        "app_db": AppDatabaseResource(url=_url(settings.database_url, settings.database_url_variable, settings)),
+        "app_db": AppDatabaseResource(
+            url=_url(settings.database_url, settings.database_url_variable, settings),
+            token_enc_key=_secret("INTEGRATIONS_TOKEN_ENC_KEY", settings),
+            token_enc_keys_old=_secret("INTEGRATIONS_TOKEN_ENC_KEYS_OLD", settings),
+        ),
         "landing": LandingZoneResource(
             root=str(settings.landing_dir),
             attachments_root=str(settings.attachments_dir),
             step_budget_s=limits.step_budget_s,
             bulk_max_file_bytes=limits.bulk_max_file_bytes,
             min_free_disk_bytes=limits.min_free_disk_bytes,
+            max_resource_bytes=limits.max_resource_bytes,
+            lock_wait_s=limits.lock_wait_s,
         ),
         "warehouse": WarehouseResource(target=_url(settings.warehouse_url, settings.warehouse_url_variable, settings)),
-        "ehr_http": EhrHttpResource(fetch_allowed_hosts=",".join(settings.fetch_allowed_hosts)),
+        "ehr_http": EhrHttpResource(
+            fetch_allowed_hosts=",".join(settings.fetch_allowed_hosts),
+            max_response_bytes=limits.max_response_bytes,
+            request_deadline_s=limits.request_deadline_s,
+        ),
         "policy": SyncPolicyResource(
             sync_windows=settings.sync_windows_raw,
             quarantine_max_ratio=settings.quarantine_max_ratio,

@@ -10,6 +10,7 @@ app database and warehouse for the same environment. Nothing else reads these va
 | ``DATABASE_URL`` (or ``EHRSYNC_DATABASE_URL``; ``DATABASE_URL`` wins) | ``sqlite:///<state>/app.db`` |
 | ``WAREHOUSE_URL`` | ``<state>/warehouse.duckdb`` |
 | ``DAGSTER_HOME`` | ``<state>/dagster_home`` |
+| ``INTEGRATIONS_TOKEN_ENC_KEY``, ``INTEGRATIONS_TOKEN_ENC_KEYS_OLD`` | unset (checked where the vault opens) |
 
 The engine's tuning variables (``EHRSYNC_SYNC_WINDOWS``, the byte limits, budgets and retry delays) are carried
 here as the operator wrote them; ``engine.settings.PipelineSettings`` checks them with the engine's own readers,
@@ -21,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.errors import ConfigurationError
@@ -65,6 +66,10 @@ class AppSettings(BaseSettings):
     EHRSYNC_DATABASE_URL: str = ""
     WAREHOUSE_URL: str = ""
     DAGSTER_HOME: str = ""
+    # The vault's keys: checked where they are used (``store.TokenCipher``, the auth service's ``Settings``); here
+    # so the Dagster resources can bind them by name (``EnvVar``) when they are set.
+    INTEGRATIONS_TOKEN_ENC_KEY: SecretStr | None = None
+    INTEGRATIONS_TOKEN_ENC_KEYS_OLD: SecretStr | None = None
 
     EHRSYNC_SYNC_WINDOWS: str | None = None
     EHRSYNC_QUARANTINE_MAX_RATIO: str | None = None
@@ -117,6 +122,12 @@ class AppSettings(BaseSettings):
     @property
     def attachments_dir(self) -> Path:
         return self.state_dir / "attachments"
+
+    @property
+    def vault_key_variables(self) -> tuple[str, ...]:
+        """The vault key variables that are set (their values stay secret)."""
+        names = ("INTEGRATIONS_TOKEN_ENC_KEY", "INTEGRATIONS_TOKEN_ENC_KEYS_OLD")
+        return tuple(name for name in names if getattr(self, name) is not None)
 
     def engine_values(self) -> dict[str, str]:
         """The engine's variables the operator set, as text (``engine.settings`` parses and checks them)."""

@@ -7,16 +7,20 @@ import os
 from pathlib import Path
 
 import pytest
+from dagster import EnvVar
 
 from connectors.errors import ConfigurationError
+from engine.settings import PipelineSettings
 from pipelines.defs.sync.type_assets import duplicate_check
 from pipelines.resources import (
     AppDatabaseResource,
     EhrHttpResource,
     LandingZoneResource,
     WarehouseResource,
+    default_resources,
     sync_environment,
 )
+from store import TokenCipher
 from tests.pipelines.appdb import AppDb
 from warehouse.duckdb_backend import DuckDBWarehouse
 
@@ -89,3 +93,55 @@ def test_duplicate_check_reports_a_busy_warehouse_instead_of_failing_the_asset(t
     assert live == 0 and not verdict.passed
     assert "could not count keys" in verdict.description and verdict.metadata["error"] == "WarehouseLockTimeoutError"
     busy.close()
+
+
+def test_default_resources_carry_the_parsed_settings_so_steps_read_no_environment(tmp_path: Path) -> None:
+    """Issue 11: the limits the settings checked at start reach the engine through resource config; a step does
+    not read EHRSYNC_* itself (it read them lazily before, so a value changed mid-deployment split a run)."""
+    settings = PipelineSettings.from_env(
+        {
+            "EHRSYNC_STATE_DIR": str(tmp_path),
+            "EHRSYNC_MAX_RESOURCE_BYTES": "2048",
+            "EHRSYNC_MAX_RESPONSE_BYTES": "4096",
+            "EHRSYNC_REQUEST_DEADLINE_S": "7",
+            "EHRSYNC_STEP_BUDGET_S": "11",
+            "EHRSYNC_BULK_MAX_FILE_BYTES": "1048576",
+            "EHRSYNC_MIN_FREE_DISK_BYTES": "0",
+            "EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS": "3",
+            "EHRSYNC_KEEPALIVE_IDLE_DAYS": "5",
+            "EHRSYNC_RETRY_BASE_SECONDS": "60",
+        }
+    )
+    resources = default_resources(settings)
+    landing, ehr_http = resources["landing"], resources["ehr_http"]
+    assert isinstance(landing, LandingZoneResource) and isinstance(ehr_http, EhrHttpResource)
+    assert landing.zone().max_resource_bytes == 2048
+    assert landing.limits() == {
+        "step_budget_s": 11.0,
+        "bulk_max_file_bytes": 1048576,
+        "min_free_disk_bytes": 0,
+        "lock_wait_s": 3.0,
+    }
+    bounds = ehr_http.bounds()
+    assert bounds is not None and (bounds.max_bytes, bounds.deadline_s) == (4096, 7.0)
+    assert resources["policy"].keepalive_idle_days == 5  # type: ignore[attr-defined]
+    assert resources["retry"].base_seconds == 60  # type: ignore[attr-defined]
+
+
+def test_vault_key_is_bound_by_name_when_the_process_has_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The key reaches the vault as ``EnvVar`` resource config (Dagster shows the name, never the value)."""
+    key = base64.b64encode(os.urandom(32)).decode()
+    monkeypatch.setenv("INTEGRATIONS_TOKEN_ENC_KEY", key)
+    monkeypatch.setenv("EHRSYNC_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("INTEGRATIONS_TOKEN_ENC_KEYS_OLD", raising=False)
+    app_db = default_resources(PipelineSettings.from_env())["app_db"]
+    assert isinstance(app_db, AppDatabaseResource)
+    assert (
+        isinstance(app_db.token_enc_key, EnvVar) and app_db.token_enc_key.env_var_name == "INTEGRATIONS_TOKEN_ENC_KEY"
+    )
+    assert app_db.token_enc_keys_old is None
+    configured = AppDatabaseResource(url="sqlite:///unused.db", token_enc_key=key)
+    monkeypatch.delenv("INTEGRATIONS_TOKEN_ENC_KEY")
+    cipher = configured.cipher()  # the configured key: the environment no longer has one
+    sealed = cipher.encrypt("x", tenant_id="t", owner_id="o", field="f")
+    assert TokenCipher(base64.b64decode(key)).decrypt(sealed, tenant_id="t", owner_id="o", field="f") == "x"
