@@ -1,12 +1,9 @@
 """Dagster resources: small, explicit handles on the app database, landing zone, warehouse and EHR HTTP.
 
-No IO managers: assets write through these and report counts in ``MaterializeResult`` metadata. Each
-resource only holds configuration (strings and timeouts) so Dagster can show it; connections are opened
-per step and closed after, because DuckDB allows one writing process at a time.
-
-``default_resources`` configures them from the process's settings (``engine.settings.PipelineSettings``, read
-once when the code location loads): a URL the operator set is bound as ``dagster.EnvVar`` so the UI shows the
-variable's name, not a password, and the steps never read the environment themselves.
+No IO managers: assets write through these and report counts in ``MaterializeResult`` metadata. Resources hold
+configuration only (connections open per step and close after: DuckDB allows one writing process at a time).
+``default_resources`` fills it from the settings read once at load; a URL or key the operator set is bound as
+``dagster.EnvVar``, so the UI shows its name, never a password, and no step reads the environment.
 """
 
 from __future__ import annotations
@@ -44,6 +41,11 @@ __all__ = [
 ]
 
 
+def _unset(description: str, *, gt: float | None = None, ge: float | None = None) -> Any:
+    """An optional setting: None keeps the library's default; ``default_resources`` fills it from the settings."""
+    return Field(default=None, description=description, gt=gt, ge=ge)
+
+
 class AppDatabaseResource(ConfigurableResource["AppDatabaseResource"]):
     """The app database (connections, tokens, sync state): SQLite file or ``postgresql+psycopg://`` URL."""
 
@@ -52,10 +54,8 @@ class AppDatabaseResource(ConfigurableResource["AppDatabaseResource"]):
         default=10, gt=0, description="PostgreSQL connect timeout (SQLite waits up to 30 s on a locked file)."
     )
     # Bound as EnvVar by ``default_resources``; None: the vault reads the process environment when it opens.
-    token_enc_key: str | None = Field(default=None, description="The vault key (INTEGRATIONS_TOKEN_ENC_KEY).")
-    token_enc_keys_old: str | None = Field(
-        default=None, description="Previous vault keys, kid:base64,... (INTEGRATIONS_TOKEN_ENC_KEYS_OLD)."
-    )
+    token_enc_key: str | None = _unset("The vault key (INTEGRATIONS_TOKEN_ENC_KEY).")
+    token_enc_keys_old: str | None = _unset("Previous vault keys, kid:base64,... (INTEGRATIONS_TOKEN_ENC_KEYS_OLD).")
 
     def engine_url(self) -> str:
         """The URL with an explicit connect timeout for PostgreSQL (a URL that sets one keeps its own)."""
@@ -95,33 +95,16 @@ class LandingZoneResource(ConfigurableResource["LandingZoneResource"]):
     root: str = Field(description="Landing zone directory (<state>/landing).")
     attachments_root: str = Field(description="Attachment store directory (<state>/attachments).")
     # None: the engine's default (``SyncEnvironment``); ``default_resources`` sets them from the settings.
-    step_budget_s: float | None = Field(
-        default=None, gt=0, description="Seconds one resource type's landing may take (EHRSYNC_STEP_BUDGET_S)."
-    )
-    bulk_max_file_bytes: int | None = Field(
-        default=None, gt=0, description="Largest bulk file a download accepts (EHRSYNC_BULK_MAX_FILE_BYTES)."
-    )
-    min_free_disk_bytes: int | None = Field(
-        default=None, ge=-1, description="Disk a download leaves free (EHRSYNC_MIN_FREE_DISK_BYTES)."
-    )
-    max_resource_bytes: int | None = Field(
-        default=None, ge=1024, description="Largest single resource landed (EHRSYNC_MAX_RESOURCE_BYTES)."
-    )
-    lock_wait_s: float | None = Field(
-        default=None,
-        ge=0,
-        description="Wait for another sync of the connection (EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS).",
-    )
+    step_budget_s: float | None = _unset("Seconds one type's landing may take (EHRSYNC_STEP_BUDGET_S).", gt=0)
+    bulk_max_file_bytes: int | None = _unset("Largest bulk file downloaded (EHRSYNC_BULK_MAX_FILE_BYTES).", gt=0)
+    min_free_disk_bytes: int | None = _unset("Disk a download leaves free (EHRSYNC_MIN_FREE_DISK_BYTES).", ge=-1)
+    max_resource_bytes: int | None = _unset("Largest resource landed (EHRSYNC_MAX_RESOURCE_BYTES).", ge=1024)
+    lock_wait_s: float | None = _unset("Wait for a busy connection (EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS).", ge=0)
 
     def limits(self) -> dict[str, Any]:
         """The limits set here, as ``SyncEnvironment`` keyword arguments."""
-        values = {
-            "step_budget_s": self.step_budget_s,
-            "bulk_max_file_bytes": self.bulk_max_file_bytes,
-            "min_free_disk_bytes": self.min_free_disk_bytes,
-            "lock_wait_s": self.lock_wait_s,
-        }
-        return {name: value for name, value in values.items() if value is not None}
+        names = ("step_budget_s", "bulk_max_file_bytes", "min_free_disk_bytes", "lock_wait_s")
+        return {name: value for name in names if (value := getattr(self, name)) is not None}
 
     def zone(self) -> LandingZone:
         return LandingZone(Path(self.root), max_resource_bytes=self.max_resource_bytes)
@@ -165,15 +148,9 @@ class EhrHttpResource(ConfigurableResource["EhrHttpResource"]):
         default=2.0, gt=0, description="Shortest wait before a retry: Retry-After floor and first backoff (BDX-10)."
     )
     retry_cap_s: float = Field(default=300.0, gt=0, description="Longest backoff between two attempts (BDX-10).")
-    rate_limits: bool = Field(
-        default=True, description="Keep to each vendor's call budget; off only against a local sandbox."
-    )
-    max_response_bytes: int | None = Field(
-        default=None, ge=1, description="Largest FHIR JSON body read (EHRSYNC_MAX_RESPONSE_BYTES)."
-    )
-    request_deadline_s: float | None = Field(
-        default=None, gt=0, description="Overall time of one FHIR request (EHRSYNC_REQUEST_DEADLINE_S)."
-    )
+    rate_limits: bool = Field(default=True, description="Keep to each vendor's call budget; off only for a sandbox.")
+    max_response_bytes: int | None = _unset("Largest FHIR JSON body read (EHRSYNC_MAX_RESPONSE_BYTES).", ge=1)
+    request_deadline_s: float | None = _unset("Overall time of one FHIR request (EHRSYNC_REQUEST_DEADLINE_S).", gt=0)
     _client: httpx.Client | None = PrivateAttr(default=None)
 
     def bounds(self) -> BodyBounds | None:
@@ -222,13 +199,10 @@ class SyncPolicyResource(ConfigurableResource["SyncPolicyResource"]):
         description="Incremental searches start this long before the stored mark (BDX-28).",
     )
     bulk_membership_check: bool = Field(
-        default=True,
-        description="Group exports: export the full record of members added since the last export (BDX-15).",
+        default=True, description="Group exports: full records of new members (BDX-15)."
     )
     page_size: int = Field(default=200, ge=1, le=1000, description="Resources per search page (_count).")
-    keepalive_idle_days: int = Field(
-        default=7, ge=1, le=89, description="The daily keepalive refreshes grants unused this long (days)."
-    )
+    keepalive_idle_days: int = Field(default=7, ge=1, le=89, description="Keepalive refreshes grants unused this long.")
 
     def windows(self) -> dict[str, SyncWindow]:
         return parse_sync_windows(self.sync_windows)
