@@ -3,6 +3,7 @@
 vendor rate budget, and the factory that builds clients with them. The FHIR and Bulk clients keep only the
 protocol: building requests, the URL guard, redirects and mapping answers to typed errors."""
 
+from connectors.transport.attempt import AttemptTransport
 from connectors.transport.auth import BearerAuth
 from connectors.transport.bounds import BodyBounds, read_capped
 from connectors.transport.client import DEFAULT_TIMEOUT, EhrClient, ehr_client, ehr_transport
@@ -11,6 +12,7 @@ from connectors.transport.retrying import RetryTransport
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "AttemptTransport",
     "BearerAuth",
     "BodyBounds",
     "EhrClient",

@@ -1,5 +1,6 @@
 """The one way to get an httpx client for an EHR: its transport is the retry layer over the vendor rate
-budget over the network, so every call (FHIR, Bulk, SMART discovery, token endpoint) takes the same path.
+budget over one bounded attempt over the network, so every call (FHIR, Bulk, SMART discovery, token
+endpoint) takes the same path.
 
 A caller may hand in its own ``httpx.Client`` (shared pools, test transports, event hooks): the layers are
 then put in front of it, and requests are still built by the caller's client (its headers, cookies and
@@ -11,6 +12,7 @@ from __future__ import annotations
 import httpx
 
 from connectors.http.ratelimit import RateLimitedTransport
+from connectors.transport.attempt import AttemptTransport
 from connectors.transport.retrying import RetryTransport
 
 __all__ = ["DEFAULT_TIMEOUT", "EhrClient", "ehr_client", "ehr_transport"]
@@ -36,8 +38,9 @@ class _Borrowed(httpx.BaseTransport):
 
 
 def ehr_transport(inner: httpx.BaseTransport) -> httpx.BaseTransport:
-    """Retries (per the request's plan) over the rate budget over ``inner``: every attempt spends a call."""
-    return RetryTransport(RateLimitedTransport(inner))
+    """Retries (per the request's plan) over the rate budget over one bounded attempt over ``inner``: every
+    attempt spends a call, and its deadline starts once the budget let it go."""
+    return RetryTransport(RateLimitedTransport(AttemptTransport(inner)))
 
 
 def ehr_client(http: httpx.Client | None = None, *, timeout: httpx.Timeout | float | None = None) -> EhrClient:

@@ -1,5 +1,5 @@
-"""The retrying transport every EHR call goes through: per attempt it checks the step budget, cuts the
-timeouts to the request's deadline, bounds the body and retries what is worth retrying (BDX-10, BDX-32).
+"""The retrying transport every EHR call goes through: per attempt it checks the step budget, and it retries
+what is worth retrying (BDX-10, BDX-32); each attempt is bounded below it (:mod:`.attempt`).
 
 Transport errors back off (a POST only when it was never sent); 429/503 wait per Retry-After (seconds or an
 HTTP-date); transient answers (408, 5xx, OperationOutcome ``transient``/``throttled``) back off when the
@@ -83,14 +83,13 @@ class RetryTransport(httpx.BaseTransport):
         while True:
             check_step_budget()
             known = unreachable_reason(origin_of(request.url))  # remembered: one attempt, no retries, fails fast
-            started = plan.start_attempt(request)
             try:
                 response = self._inner.handle_request(request)
             except httpx.TransportError as exc:
                 self._after_failure(request, plan, exc, known)
                 continue
             forget_unreachable(origin_of(request.url))  # it answered: whatever refused before is up again
-            if self._settled(request, response, plan, started):
+            if self._settled(response, plan):
                 return response
 
     def _after_failure(
@@ -113,14 +112,10 @@ class RetryTransport(httpx.BaseTransport):
         logger.warning("transport error, retrying", extra={"url": url, "delay_s": delay})
         plan.wait(delay)
 
-    def _settled(self, request: httpx.Request, response: httpx.Response, plan: RequestPlan, started: float) -> bool:
+    def _settled(self, response: httpx.Response, plan: RequestPlan) -> bool:
         """Whether ``response`` is the answer; False after waiting out a retryable one (its body was read)."""
-        response.request = request
+        request = response.request
         try:
-            if plan.bounds is not None:
-                plan.bounds.wrap(response, request.method, started)
-            if plan.on_response is not None:
-                plan.on_response(response)  # e.g. athenahealth quota headers, read after every call
             status = response.status_code
             if status < 400 or status == 401 or (plan.passthrough is not None and plan.passthrough(response)):
                 return True  # success, redirect or a refused token: for the auth flow and the caller

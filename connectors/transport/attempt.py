@@ -1,0 +1,39 @@
+"""One attempt's limits, the innermost EHR layer (below the rate budget, so waiting for the budget does not
+count against a request's deadline): timeouts cut to what is left of the deadline or step budget, the body
+byte limit and deadline (:class:`~connectors.transport.bounds.BodyBounds`), and the caller's look at every
+answer (``on_response``, e.g. athenahealth quota headers)."""
+
+from __future__ import annotations
+
+import httpx
+
+from connectors.transport.plan import plan_of
+
+__all__ = ["AttemptTransport"]
+
+
+class AttemptTransport(httpx.BaseTransport):
+    """Applies the request's :class:`~connectors.transport.plan.RequestPlan` to each single attempt."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self._inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        plan = plan_of(request)
+        if plan is None:
+            return self._inner.handle_request(request)
+        started = plan.start_attempt(request)
+        response = self._inner.handle_request(request)
+        response.request = request
+        try:
+            if plan.bounds is not None:
+                plan.bounds.wrap(response, request.method, started)
+            if plan.on_response is not None:
+                plan.on_response(response)
+        except BaseException:
+            response.close()
+            raise
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
