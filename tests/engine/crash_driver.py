@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import orjson
+from dagster import DagsterInstance
 
 from engine import run_bulk_export
 from tests.engine.helpers import make_environment
@@ -31,7 +32,10 @@ def main(argv: list[str]) -> int:
     with httpx.Client(timeout=30.0) as http:
         world = make_environment(Path(root), http=http, cipher_key=bytes.fromhex(key_hex), tenant_id=tenant_id)
         if mode == "incremental":
-            run = run_sync(world, connection_id, types=argv[5].split(",") if len(argv) > 5 else None)
+            types = argv[5].split(",") if len(argv) > 5 else None
+            # The run's Dagster storage stays in the world (a kill leaves it behind, not in the system temp dir).
+            with DagsterInstance.ephemeral(tempdir=str(Path(root) / "dagster")) as instance:
+                run = run_sync(world, connection_id, types=types, instance=instance)
             counts = run.record.counts if run.record is not None else {}
             out = {"status": run.status, "counts": counts, "error": run.error}
         elif mode == "bulk":
