@@ -116,14 +116,6 @@ class AppSettings(BaseSettings):
         return Path(raw).expanduser().resolve() if raw else self.state_dir / "dagster_home"
 
     @property
-    def landing_dir(self) -> Path:
-        return self.state_dir / "landing"
-
-    @property
-    def attachments_dir(self) -> Path:
-        return self.state_dir / "attachments"
-
-    @property
     def vault_key_variables(self) -> tuple[str, ...]:
         """The vault key variables that are set (their values stay secret)."""
         names = ("INTEGRATIONS_TOKEN_ENC_KEY", "INTEGRATIONS_TOKEN_ENC_KEYS_OLD")
