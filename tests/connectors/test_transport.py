@@ -15,7 +15,7 @@ from connectors.fhir import FhirClient
 from connectors.http import RateLimiter, rate_budget
 from connectors.smart._http import post_form
 from connectors.tokens import StaticTokenSource
-from connectors.transport import BearerAuth, RequestPlan, ehr_client
+from connectors.transport import BearerAuth, BodyBounds, RequestPlan, ehr_client
 from tests.connectors.helpers import BASE, FIXED_NOW, TOKEN, Script, recording_policy
 
 FRESH = "tok-FRESH-secret"
@@ -149,3 +149,17 @@ def test_every_attempt_spends_from_the_active_rate_budget() -> None:
         assert waits == []
         post_form(Script(httpx.Response(200, json={})).client(), "https://ehr.example.org/token", {"a": "b"})
     assert len(waits) == 1 and waits[0] > 0  # the token call waited for the same budget
+
+
+def test_waiting_for_the_rate_budget_does_not_count_against_the_request_deadline() -> None:
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    limiter = RateLimiter(1, 300.0, clock=lambda: now[0], sleep=sleep)
+    bounds = BodyBounds(max_bytes=1000, deadline_s=120.0, clock=lambda: now[0])
+    with rate_budget(limiter, "ehr"):
+        assert _send(Script(httpx.Response(200, content=b"{}")), RequestPlan(recording_policy([]), bounds=bounds))
+        response = _send(Script(httpx.Response(200, content=b"{}")), RequestPlan(recording_policy([]), bounds=bounds))
+    assert now[0] == 300.0 and response.content == b"{}"  # waited 300 s for the budget, then read within 120 s
