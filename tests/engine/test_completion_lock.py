@@ -63,4 +63,3 @@ def test_completion_survives_a_concurrent_writer_bdx27(world, shared_sb, http, m
     assert report.created == 1
     assert cursors.get_mark(world.env.db, conn, cursors.REST_STREAM, "Patient") == report.high_water_mark
     assert cursors.get_pending(world.env.db, conn, cursors.REST_STREAM, "Patient") is None
-
