@@ -2,7 +2,10 @@
 
 Steps (assets) record their own counts as they go; only the run as a whole knows whether the sync
 succeeded. A run status sensor calls this when a run ends, and ``run_sync_now`` calls it in-process;
-both may fire for one run, so it is idempotent.
+both may fire for one run, so it is idempotent. It is the one rule of a sync's outcome: the CLI, the demo,
+the benchmark and the tests run the same Dagster job through ``run_sync_now``. A run succeeds when no step
+failed: a type that failed (an error, a search that stopped early after storing what arrived, a grant that
+needs re-authorization) fails the run, which is then retried, and only a success moves ``last_sync_at``.
 """
 
 from __future__ import annotations
