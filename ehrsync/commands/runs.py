@@ -6,10 +6,14 @@ The jobs run in this process on the same Dagster instance the UI reads, so each 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import click
 
 from ehrsync.commands.common import check_signing_key, database_url, exit_on_configuration_error, is_verbose
+
+if TYPE_CHECKING:
+    from engine.settings import PipelineSettings
 
 __all__ = ["connections", "reconcile", "sync"]
 
@@ -26,6 +30,16 @@ def _quiet_unless(verbose: bool) -> str | None:
     return "CRITICAL"
 
 
+def _run_settings() -> PipelineSettings:
+    """Configuration first: a bad vault key, signing key or WAREHOUSE_URL is named before any run starts."""
+    from engine.settings import PipelineSettings
+    from store import TokenCipher
+
+    TokenCipher.from_env()
+    check_signing_key()
+    return PipelineSettings.from_env()
+
+
 @click.command()
 @click.argument("connection_id")
 @click.option("--full", is_flag=True, help="Full resync instead of incremental.")
@@ -37,26 +51,23 @@ def sync(ctx: click.Context, connection_id: str, full: bool, verbose_flag: bool)
     Prints a line per resource type as it finishes, then a table: fetched, created, updated, unchanged and
     quarantined per type, why a type was skipped or failed, the totals, and the run's id and status.
     """
-    from engine.settings import PipelineSettings
-    from store import TokenCipher
-
-    # configuration first: a bad key or WAREHOUSE_URL is named before any run starts
-    TokenCipher.from_env()
-    check_signing_key()
-    settings = PipelineSettings.from_env()
-
+    settings = _run_settings()
+    from ehrsync.progress import SyncProgress, summary_lines, type_rows
     from ehrsync.run_now import run_sync_now
 
     level = _quiet_unless(verbose_flag or is_verbose(ctx))
+    progress = SyncProgress(click.echo)
     result = exit_on_configuration_error(
-        lambda: run_sync_now(connection_id, full=full, settings=settings, console_log_level=level)
+        lambda: run_sync_now(connection_id, full=full, settings=settings, console_log_level=level, on_event=progress)
     )
-    for asset, metadata in sorted(result.materializations.items()):
-        fetched = metadata.get("fetched", metadata.get("resources_fetched", ""))
-        click.echo(f"{asset:<40} {fetched}")
+    rows = type_rows(result.materializations, result.step_errors)
+    click.echo("")
+    for line in summary_lines(
+        rows, run_id=result.run_id, job_name=result.job_name, success=result.success, failed_steps=result.failed_steps
+    ):
+        click.echo(line)
     if not result.success:
         raise click.ClickException(f"run {result.run_id} failed steps: {', '.join(result.failed_steps)}")
-    click.echo(f"run {result.run_id} succeeded")
 
 
 @click.command()
@@ -68,13 +79,7 @@ def reconcile(ctx: click.Context, connection_id: str, verbose_flag: bool) -> Non
 
     The same job the weekly schedule runs, now; Bulk connections learn deletions from their exports instead.
     """
-    from engine.settings import PipelineSettings
-    from store import TokenCipher
-
-    TokenCipher.from_env()
-    check_signing_key()
-    settings = PipelineSettings.from_env()
-
+    settings = _run_settings()
     from ehrsync.run_now import run_reconcile_now
 
     level = _quiet_unless(verbose_flag or is_verbose(ctx))
