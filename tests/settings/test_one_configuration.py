@@ -119,3 +119,36 @@ def test_db_migrate_creates_the_database_sync_and_the_auth_service_use(environme
     assert not (environment / "var").exists()
     state_env = {"EHRSYNC_STATE_DIR": str(environment / "state")}
     assert PipelineSettings.from_env(state_env).database_url == f"sqlite:///{environment / 'state' / 'app.db'}"
+
+
+_IMPORT_EVERY_MODULE = """
+import importlib, pkgutil
+for name in ("settings", "connectors", "warehouse", "store", "engine", "pipelines"):
+    for info in pkgutil.walk_packages(importlib.import_module(name).__path__, name + "."):
+        if ".migrations" not in info.name:
+            importlib.import_module(info.name)
+from pipelines.definitions import defs
+try:
+    defs()
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+def test_no_module_reads_the_settings_at_import(environment: Path) -> None:
+    """Every library module (and the Dagster code location) imports under a malformed configuration; the
+    settings are read when a composition root asks (here: Dagster loading ``defs``), which names the variable."""
+    env = {k: v for k, v in os.environ.items() if k not in (*_LOCATIONS, "DAGSTER_HOME")}
+    env.update(
+        {"EHRSYNC_QUARANTINE_MAX_RATIO": "lots", "EHRSYNC_RETRY_BASE_SECONDS": "soon", "WAREHOUSE_URL": "ftp://x"}
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _IMPORT_EVERY_MODULE],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("PipelineConfigurationError WAREHOUSE_URL scheme 'ftp'"), proc.stdout
