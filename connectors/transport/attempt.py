@@ -7,21 +7,15 @@ from __future__ import annotations
 
 import httpx
 
-from connectors.transport.plan import plan_of
+from connectors.transport.plan import PlannedTransport, RequestPlan
 
 __all__ = ["AttemptTransport"]
 
 
-class AttemptTransport(httpx.BaseTransport):
+class AttemptTransport(PlannedTransport):
     """Applies the request's :class:`~connectors.transport.plan.RequestPlan` to each single attempt."""
 
-    def __init__(self, inner: httpx.BaseTransport) -> None:
-        self._inner = inner
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        plan = plan_of(request)
-        if plan is None:
-            return self._inner.handle_request(request)
+    def handle_planned(self, request: httpx.Request, plan: RequestPlan) -> httpx.Response:
         started = plan.start_attempt(request)
         response = self._inner.handle_request(request)
         response.request = request
@@ -34,6 +28,3 @@ class AttemptTransport(httpx.BaseTransport):
             response.close()
             raise
         return response
-
-    def close(self) -> None:
-        self._inner.close()

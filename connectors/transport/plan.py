@@ -13,7 +13,7 @@ import httpx
 from connectors.http.retry import RetryPolicy
 from connectors.transport.bounds import BodyBounds
 
-__all__ = ["PLAN_EXTENSION", "RequestPlan", "plan_of"]
+__all__ = ["PLAN_EXTENSION", "PlannedTransport", "RequestPlan", "plan_of"]
 
 PLAN_EXTENSION = "ehrsync.plan"
 
@@ -61,3 +61,22 @@ def plan_of(request: httpx.Request) -> RequestPlan | None:
     """The plan an EHR client attached to ``request``; None for calls that only pass through (token grants)."""
     plan = request.extensions.get(PLAN_EXTENSION)
     return plan if isinstance(plan, RequestPlan) else None
+
+
+class PlannedTransport(httpx.BaseTransport):
+    """A layer that acts on requests carrying a :class:`RequestPlan` and passes every other request through."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self._inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        plan = plan_of(request)
+        if plan is None:
+            return self._inner.handle_request(request)
+        return self.handle_planned(request, plan)
+
+    def handle_planned(self, request: httpx.Request, plan: RequestPlan) -> httpx.Response:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._inner.close()

@@ -20,7 +20,7 @@ from connectors.budgets import check_step_budget, forget_unreachable, mark_unrea
 from connectors.errors import EhrUnreachableError, TransportError
 from connectors.http.urls import redact_url
 from connectors.transport.answers import CONTROL_CHARS, retry_kind
-from connectors.transport.plan import RequestPlan, plan_of
+from connectors.transport.plan import PlannedTransport, RequestPlan
 
 __all__ = ["UNREACHABLE_ATTEMPTS", "UNREACHABLE_RETRY_S", "RetryTransport", "origin_of", "refused_or_unresolved"]
 
@@ -70,16 +70,10 @@ def unreachable_error(
     return EhrUnreachableError(f"cannot reach the EHR at {origin} ({reason}): check its URL and that it is up")
 
 
-class RetryTransport(httpx.BaseTransport):
+class RetryTransport(PlannedTransport):
     """Wraps the transport below (rate budget, then the network) with the attempts of a :class:`RequestPlan`."""
 
-    def __init__(self, inner: httpx.BaseTransport) -> None:
-        self._inner = inner
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        plan = plan_of(request)
-        if plan is None:
-            return self._inner.handle_request(request)
+    def handle_planned(self, request: httpx.Request, plan: RequestPlan) -> httpx.Response:
         while True:
             check_step_budget()
             known = unreachable_reason(origin_of(request.url))  # remembered: one attempt, no retries, fails fast
@@ -138,6 +132,3 @@ class RetryTransport(httpx.BaseTransport):
         response.close()
         plan.wait(delay)
         return False
-
-    def close(self) -> None:
-        self._inner.close()
