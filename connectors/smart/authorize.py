@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from connectors.errors import ConfigurationError
-from connectors.smart.discovery import SmartConfiguration
+from connectors.smart.configuration import SmartConfiguration
 
 __all__ = ["build_authorize_url"]
 

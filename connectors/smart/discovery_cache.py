@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from connectors.smart.discovery import SmartConfiguration
+    from connectors.smart.configuration import SmartConfiguration
 
 __all__ = ["DiscoveryCache"]
 

@@ -1,0 +1,191 @@
+"""Parsing SMART configuration documents (SAL-01..05): ``.well-known/smart-configuration`` and the
+CapabilityStatement fallback. Pure functions over decoded JSON; ``discovery`` fetches, this module reads."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin
+
+from connectors.errors import DiscoveryError
+
+__all__ = [
+    "SmartConfiguration",
+    "metadata_url",
+    "missing_required_fields",
+    "parse_capability_statement",
+    "parse_smart_configuration",
+    "well_known_url",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def well_known_url(fhir_base: str) -> str:
+    return fhir_base.rstrip("/") + "/.well-known/smart-configuration"
+
+
+def metadata_url(fhir_base: str) -> str:
+    return fhir_base.rstrip("/") + "/metadata"
+
+
+_OAUTH_URIS_SUFFIX = "StructureDefinition/oauth-uris"
+
+
+def _str_list(payload: Mapping[str, Any], key: str) -> list[str]:
+    value = payload.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise DiscoveryError(f"smart-configuration field {key!r} must be a list of strings")
+    return list(value)
+
+
+def _opt_str(payload: Mapping[str, Any], key: str) -> str | None:
+    value = payload.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise DiscoveryError(f"smart-configuration field {key!r} must be a non-empty string")
+    return value
+
+
+@dataclass(frozen=True)
+class SmartConfiguration:
+    """What a server advertises; ``smart_v1`` marks endpoints read from the CapabilityStatement (SAL-04)."""
+
+    fhir_base: str
+    token_endpoint: str
+    authorization_endpoint: str | None = None
+    capabilities: tuple[str, ...] = ()
+    code_challenge_methods_supported: tuple[str, ...] = ()
+    grant_types_supported: tuple[str, ...] = ()
+    token_endpoint_auth_methods_supported: tuple[str, ...] = ()
+    token_endpoint_auth_signing_alg_values_supported: tuple[str, ...] = ()
+    scopes_supported: tuple[str, ...] = ()
+    revocation_endpoint: str | None = None
+    introspection_endpoint: str | None = None
+    registration_endpoint: str | None = None
+    management_endpoint: str | None = None
+    issuer: str | None = None
+    jwks_uri: str | None = None
+    smart_v1: bool = False
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def supports_s256(self) -> bool:
+        return "S256" in self.code_challenge_methods_supported
+
+    def require_user_launch(self) -> str:
+        """The authorization endpoint, refusing servers without S256 PKCE (SAL-03).
+
+        v1 servers (SAL-04) predate the PKCE requirement; ehrsync still always sends S256 to them.
+        """
+        if not self.authorization_endpoint:
+            raise DiscoveryError(f"{self.fhir_base}: no authorization_endpoint advertised: user launch impossible")
+        if not self.smart_v1 and not self.supports_s256:
+            raise DiscoveryError(f"{self.fhir_base}: code_challenge_methods_supported lacks S256: refusing user launch")
+        if "plain" in self.code_challenge_methods_supported:
+            logger.warning("server %s advertises PKCE 'plain'; ehrsync uses S256 only", self.fhir_base)
+        return self.authorization_endpoint
+
+
+def missing_required_fields(payload: Mapping[str, Any]) -> list[str]:
+    """Required SAL-02 fields a smart-configuration lacks (``authorization_endpoint`` only for user launches)."""
+    missing = [] if payload.get("token_endpoint") else ["token_endpoint"]
+    missing += [key for key in ("capabilities", "grant_types_supported") if key not in payload]
+    grants = payload.get("grant_types_supported")
+    caps = payload.get("capabilities")
+    user_launch = (isinstance(grants, list) and "authorization_code" in grants) or (
+        isinstance(caps, list) and any(isinstance(c, str) and c.startswith("launch-") for c in caps)
+    )
+    if not payload.get("authorization_endpoint") and (user_launch or "grant_types_supported" in missing):
+        missing.append("authorization_endpoint")
+    return missing
+
+
+def parse_smart_configuration(
+    fhir_base: str, payload: Any, fallback: SmartConfiguration | None = None
+) -> SmartConfiguration:
+    """Validate a `.well-known/smart-configuration` document (SAL-02); relative URLs resolve against it.
+
+    ``fallback`` (the CapabilityStatement's oauth-uris, SAL-04) fills required fields the document lacks.
+    """
+    if not isinstance(payload, dict):
+        raise DiscoveryError(f"{fhir_base}: smart-configuration is not a JSON object")
+    base_for_urls = well_known_url(fhir_base)
+    fb = fallback
+
+    def url(key: str) -> str | None:
+        value = _opt_str(payload, key)
+        return urljoin(base_for_urls, value) if value else None
+
+    token_endpoint = url("token_endpoint") or (fb.token_endpoint if fb else None)
+    if not token_endpoint:
+        raise DiscoveryError(f"{fhir_base}: smart-configuration lacks required field 'token_endpoint'")
+    capabilities = _str_list(payload, "capabilities")
+    authorization_endpoint = url("authorization_endpoint") or (fb.authorization_endpoint if fb else None)
+    if "grant_types_supported" in payload:
+        grant_types = _str_list(payload, "grant_types_supported")
+    elif fb is not None:
+        grant_types = ["authorization_code"] if authorization_endpoint else []
+    else:
+        raise DiscoveryError(f"{fhir_base}: smart-configuration lacks required field 'grant_types_supported'")
+    user_launch = "authorization_code" in grant_types or any(c.startswith("launch-") for c in capabilities)
+    if user_launch and not authorization_endpoint:
+        raise DiscoveryError(f"{fhir_base}: smart-configuration lacks required field 'authorization_endpoint'")
+    if "capabilities" not in payload and fb is None:
+        raise DiscoveryError(f"{fhir_base}: smart-configuration lacks required field 'capabilities'")
+    return SmartConfiguration(
+        fhir_base=fhir_base,
+        token_endpoint=token_endpoint,
+        authorization_endpoint=authorization_endpoint,
+        capabilities=tuple(capabilities),
+        code_challenge_methods_supported=tuple(_str_list(payload, "code_challenge_methods_supported")),
+        grant_types_supported=tuple(grant_types),
+        token_endpoint_auth_methods_supported=tuple(_str_list(payload, "token_endpoint_auth_methods_supported")),
+        token_endpoint_auth_signing_alg_values_supported=tuple(
+            _str_list(payload, "token_endpoint_auth_signing_alg_values_supported")
+        ),
+        scopes_supported=tuple(_str_list(payload, "scopes_supported")),
+        revocation_endpoint=url("revocation_endpoint") or (fb.revocation_endpoint if fb else None),
+        introspection_endpoint=url("introspection_endpoint") or (fb.introspection_endpoint if fb else None),
+        registration_endpoint=url("registration_endpoint") or (fb.registration_endpoint if fb else None),
+        management_endpoint=url("management_endpoint") or (fb.management_endpoint if fb else None),
+        issuer=_opt_str(payload, "issuer"),
+        jwks_uri=url("jwks_uri"),
+        # no advertised capabilities: nothing says the server speaks v2 scopes, so ask in v1 syntax (SAL-20)
+        smart_v1=fb is not None and "capabilities" not in payload,
+        raw={**payload, **({"oauth-uris-fallback": dict(fb.raw.get("oauth-uris", {}))} if fb else {})},
+    )
+
+
+def parse_capability_statement(fhir_base: str, payload: Any) -> SmartConfiguration:
+    """Read the SMART v1 ``oauth-uris`` extension from ``rest.security`` (SAL-04)."""
+    if not isinstance(payload, dict) or payload.get("resourceType") != "CapabilityStatement":
+        raise DiscoveryError(f"{fhir_base}: /metadata is not a CapabilityStatement")
+    uris: dict[str, str] = {}
+    for rest in payload.get("rest") or []:
+        security = rest.get("security") if isinstance(rest, dict) else None
+        for ext in (security or {}).get("extension") or []:
+            if not isinstance(ext, dict) or not str(ext.get("url", "")).endswith(_OAUTH_URIS_SUFFIX):
+                continue
+            for sub in ext.get("extension") or []:
+                if isinstance(sub, dict) and isinstance(sub.get("url"), str) and isinstance(sub.get("valueUri"), str):
+                    uris[sub["url"]] = urljoin(metadata_url(fhir_base), sub["valueUri"])
+    if "token" not in uris:
+        raise DiscoveryError(f"{fhir_base}: no SMART configuration and no oauth-uris token endpoint in /metadata")
+    return SmartConfiguration(
+        fhir_base=fhir_base,
+        token_endpoint=uris["token"],
+        authorization_endpoint=uris.get("authorize"),
+        revocation_endpoint=uris.get("revoke"),
+        introspection_endpoint=uris.get("introspect"),
+        registration_endpoint=uris.get("register"),
+        management_endpoint=uris.get("manage"),
+        grant_types_supported=("authorization_code",) if "authorize" in uris else (),
+        smart_v1=True,
+        raw={"oauth-uris": uris},
+    )
