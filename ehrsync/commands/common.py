@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-__all__ = ["check_signing_key", "database_url", "exit_on_configuration_error", "is_verbose", "one_line"]
+if TYPE_CHECKING:
+    from store import AppDatabase
+
+__all__ = [
+    "app_database",
+    "check_signing_key",
+    "database_url",
+    "exit_on_configuration_error",
+    "is_verbose",
+    "one_line",
+]
 
 T = TypeVar("T")
 
@@ -70,3 +81,15 @@ def database_url() -> str:
     from settings import load_app_settings
 
     return load_app_settings().database_url
+
+
+@contextmanager
+def app_database() -> Iterator[AppDatabase]:
+    """The app database of ``database_url()`` for one command, its connections closed when the command ends."""
+    from store import AppDatabase
+
+    database = AppDatabase.from_url(database_url())
+    try:
+        yield database
+    finally:
+        database.dispose()

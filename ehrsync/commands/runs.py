@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ehrsync.commands.common import check_signing_key, database_url, exit_on_configuration_error, is_verbose
+from ehrsync.commands.common import app_database, check_signing_key, exit_on_configuration_error, is_verbose
 
 if TYPE_CHECKING:
     from engine.settings import PipelineSettings
@@ -98,13 +98,9 @@ def connections() -> None:
 def connections_list() -> None:
     """Every connection with its status and last sync (no tokens)."""
     from engine.connection_snapshots import read_connections
-    from store import AppDatabase
 
-    database = AppDatabase.from_url(database_url())
-    try:
+    with app_database() as database:
         rows = exit_on_configuration_error(lambda: read_connections(database))
-    finally:
-        database.dispose()
     for row in rows:
         click.echo(
             f"{row.id}  tenant={row.tenant_id}  provider={row.provider_id}  kind={row.kind}  "

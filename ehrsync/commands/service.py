@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ehrsync.commands.common import database_url, exit_on_configuration_error
+from ehrsync.commands.common import app_database, exit_on_configuration_error
 
 __all__ = ["auth", "db", "keys"]
 
@@ -58,16 +58,13 @@ def keys_rotate() -> None:
 
     Keep the previous key in INTEGRATIONS_TOKEN_ENC_KEYS_OLD (``kid:base64``) until this finishes.
     """
-    from store import AppDatabase, TokenCipher, rotate_keys
+    from store import TokenCipher, rotate_keys
 
     def _rotate() -> int:
         cipher = TokenCipher.from_env()  # a bad key is named before any database work
-        db = AppDatabase.from_url(database_url())
-        try:
-            db.migrate()
-            return rotate_keys(db, cipher)
-        finally:
-            db.dispose()
+        with app_database() as database:
+            database.migrate()
+            return rotate_keys(database, cipher)
 
     count = exit_on_configuration_error(_rotate)
     click.echo(f"re-encrypted {count} value(s) with the active key")
@@ -81,11 +78,6 @@ def db() -> None:
 @db.command("migrate")
 def db_migrate() -> None:
     """Apply every Alembic migration (idempotent)."""
-    from store import AppDatabase
-
-    database = AppDatabase.from_url(database_url())
-    try:
+    with app_database() as database:
         database.migrate()
-    finally:
-        database.dispose()
     click.echo("app database is at the latest revision")
