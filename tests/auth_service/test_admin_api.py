@@ -9,15 +9,7 @@ import pytest
 
 from auth_service.core.keys import SigningKey, load_private_key, public_jwk
 from tests.auth_service.keyutil import ec_pem, rsa_pem
-
-SMART = {
-    "smartFhir": {
-        "enabled": True,
-        "issuer": "https://ehr.example/fhir",
-        "fhirBaseUrl": "https://ehr.example/fhir",
-        "clientId": "app",
-    }
-}
+from tests.auth_service.practice import SMART
 
 
 def auth(key: str) -> dict[str, str]:

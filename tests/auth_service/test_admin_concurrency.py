@@ -11,15 +11,7 @@ from sqlalchemy import event
 
 from store import AppDatabase
 from store.models import Tenant
-
-SMART = {
-    "smartFhir": {
-        "enabled": True,
-        "issuer": "https://ehr.example/fhir",
-        "fhirBaseUrl": "https://ehr.example/fhir",
-        "clientId": "app",
-    }
-}
+from tests.auth_service.practice import SMART
 
 
 def test_enable_provider_survives_a_concurrent_writer(make_app) -> None:

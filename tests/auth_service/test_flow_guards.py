@@ -10,15 +10,7 @@ import pytest
 from store.models import utcnow
 from store.states import OAuthStateStore
 from tests.auth_service.conftest import NoNetwork
-
-SMART = {
-    "smartFhir": {
-        "enabled": True,
-        "issuer": "https://ehr.example/fhir",
-        "fhirBaseUrl": "https://ehr.example/fhir",
-        "clientId": "app",
-    }
-}
+from tests.auth_service.practice import SMART
 
 
 @pytest.fixture

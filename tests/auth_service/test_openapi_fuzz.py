@@ -10,15 +10,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 
 from tests.auth_service.conftest import NoNetwork
-
-SMART = {
-    "smartFhir": {
-        "enabled": True,
-        "issuer": "https://ehr.example/fhir",
-        "fhirBaseUrl": "https://ehr.example/fhir",
-        "clientId": "app",
-    }
-}
+from tests.auth_service.practice import SMART
 
 
 @pytest.fixture
