@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -29,18 +28,6 @@ from connectors.tokens import StaticTokenSource
 from sandbox import SandboxServer
 from tests.connectors.backend_auth import BackendClient
 from tests.connectors.helpers import recording_policy
-
-
-@pytest.fixture
-def ehr(sandbox: SandboxServer) -> Iterator[SandboxServer]:
-    yield sandbox
-    sandbox.admin.clear_faults()
-    sandbox.admin.reset_settings()
-
-
-@pytest.fixture
-def backend(ehr: SandboxServer) -> BackendClient:
-    return BackendClient(ehr)
 
 
 def _client(ehr: SandboxServer, backend: BackendClient, bounds: BodyBounds | None = None) -> FhirClient:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,6 @@ from tests.connectors.backend_auth import BackendClient
 from tests.connectors.helpers import recording_policy
 
 SMALL_GROUP = "grp2"  # the sandbox's five-patient cohort
-
-
-@pytest.fixture
-def ehr(sandbox: SandboxServer) -> Iterator[SandboxServer]:
-    yield sandbox
-    sandbox.admin.clear_faults()
-    sandbox.admin.reset_settings()
 
 
 class Harness:

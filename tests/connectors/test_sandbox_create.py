@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,13 +16,6 @@ from tests.connectors.backend_auth import BackendClient
 from tests.connectors.helpers import recording_policy
 
 SYSTEM = "urn:ehrsync:draft"
-
-
-@pytest.fixture
-def ehr(sandbox: SandboxServer) -> Iterator[SandboxServer]:
-    yield sandbox
-    sandbox.admin.clear_faults()
-    sandbox.admin.reset_settings()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -14,19 +13,6 @@ from connectors.tokens import StaticTokenSource
 from sandbox import SandboxServer
 from tests.connectors.backend_auth import BackendClient
 from tests.connectors.helpers import recording_policy
-
-
-@pytest.fixture
-def ehr(sandbox: SandboxServer) -> Iterator[SandboxServer]:
-    """The shared sandbox; faults and settings are reset after the test too, not only before the next."""
-    yield sandbox
-    sandbox.admin.clear_faults()
-    sandbox.admin.reset_settings()
-
-
-@pytest.fixture
-def backend(ehr: SandboxServer) -> BackendClient:
-    return BackendClient(ehr)
 
 
 def _client(ehr: SandboxServer, backend: BackendClient, sleeps: list[float], **policy: object) -> FhirClient:
