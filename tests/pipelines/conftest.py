@@ -1,15 +1,19 @@
-"""Fixtures of the Dagster-layer tests: a migrated SQLite app database and a throwaway Dagster instance."""
+"""Fixtures of the Dagster-layer tests: a migrated SQLite app database, a throwaway Dagster instance, and a
+sync world the code location can open (the same state folder and vault key)."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from dagster import DagsterInstance
 
 from store import AppDatabase
+from tests.engine.helpers import SyncWorld, make_environment
 from tests.pipelines.appdb import AppDb, make_app_db
 
 
@@ -46,3 +50,21 @@ def dagster_instance_on_disk(tmp_path: Path) -> Iterator[DagsterInstance]:
     home.mkdir()
     with DagsterInstance.local_temp(tempdir=str(home)) as instance:
         yield instance
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=30.0) as client:
+        yield client
+
+
+@pytest.fixture
+def world(tmp_path: Path, http: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> Iterator[SyncWorld]:
+    """A sync world under ``<tmp>/state``: settings built with ``EHRSYNC_STATE_DIR=<tmp>/state`` find its app
+    database, landing zone and warehouse, and the process environment carries its vault key (as in production).
+    DAGSTER_HOME is unset so that a developer's own instance is never touched."""
+    made = make_environment(tmp_path / "state", http=http)
+    monkeypatch.setenv("INTEGRATIONS_TOKEN_ENC_KEY", base64.b64encode(made.cipher_key).decode())
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    yield made
+    made.env.db.dispose()

@@ -6,9 +6,6 @@ the vault built the production way (INTEGRATIONS_TOKEN_ENC_KEY, client auth from
 
 from __future__ import annotations
 
-import base64
-import os
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,26 +23,12 @@ from sandbox import SandboxServer
 from store import TokenCipher
 from store.models import TokenRecord
 from store.tokenrows import open_field
-from tests.engine.helpers import SyncWorld, connect_patient, make_environment
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30.0) as client:
-        yield client
-
-
-@pytest.fixture
-def world(tmp_path: Path, http: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> Iterator[SyncWorld]:
-    key = os.urandom(32)
-    monkeypatch.setenv("INTEGRATIONS_TOKEN_ENC_KEY", base64.b64encode(key).decode())
-    built = make_environment(tmp_path / "world", http=http, cipher_key=key, app_db_url=app_db_url(tmp_path))
-    yield built
-    built.env.db.dispose()
+from tests.engine.helpers import SyncWorld, connect_patient
 
 
 def app_db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'app.db'}"
+    """The app database of the ``world`` fixture (under ``<tmp>/state``)."""
+    return f"sqlite:///{tmp_path / 'state' / 'app.db'}"
 
 
 def settings_for(tmp_path: Path, **env: str) -> PipelineSettings:

@@ -3,35 +3,17 @@ happened and how it was recovered; ``incomplete`` says the mark was held back.""
 
 from __future__ import annotations
 
-import base64
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 from dagster import DagsterEventType, DagsterInstance
 
 from ehrsync.run_now import run_sync_now
 from engine import cursors
 from engine.settings import PipelineSettings
 from sandbox import SandboxConfig, SandboxServer
-from tests.engine.helpers import SyncWorld, connect_patient, make_environment
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30.0) as client:
-        yield client
-
-
-@pytest.fixture
-def world(tmp_path: Path, http: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> Iterator[SyncWorld]:
-    made = make_environment(tmp_path / "state", http=http)
-    monkeypatch.setenv("INTEGRATIONS_TOKEN_ENC_KEY", base64.b64encode(made.cipher_key).decode())
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    yield made
-    made.env.db.dispose()
+from tests.engine.helpers import SyncWorld, connect_patient
 
 
 def test_early_stop_warnings_and_incomplete_reach_the_materialization(

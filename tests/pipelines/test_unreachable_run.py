@@ -4,30 +4,16 @@ minutes."""
 
 from __future__ import annotations
 
-import base64
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-import pytest
 from dagster import DagsterEventType, DagsterInstance
 
 from connectors.budgets import forget_unreachable
 from ehrsync.run_now import run_sync_now
 from engine.settings import PipelineSettings
-from tests.engine.helpers import SyncWorld, connect_static, make_environment
-
-
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SyncWorld]:
-    with httpx.Client(timeout=30.0) as http:
-        made = make_environment(tmp_path / "state", http=http)
-        monkeypatch.setenv("INTEGRATIONS_TOKEN_ENC_KEY", base64.b64encode(made.cipher_key).decode())
-        monkeypatch.delenv("DAGSTER_HOME", raising=False)
-        yield made
-        made.env.db.dispose()
+from tests.engine.helpers import SyncWorld, connect_static
 
 
 def _closed_port() -> int:
