@@ -19,6 +19,8 @@ from tests.engine.helpers import connect_patient, content_fingerprint, make_envi
 from tests.engine.job_runs import run_sync
 
 REPO = Path(__file__).resolve().parents[2]
+# Enough types for every kill point below (the sixth saved mark), and the resources they reference.
+TYPES = ["Patient", "AllergyIntolerance", "Condition", "Encounter", "Immunization", "Observation", "Procedure"]
 
 
 def _run_child(root: Path, world, conn: str, mode: str, crash_at: str | None, *extra: str):
@@ -35,7 +37,7 @@ def clean_sync_content(module_sandbox, tmp_path_factory):
     with httpx.Client(timeout=30.0) as http:
         clean = make_environment(tmp_path_factory.mktemp("clean"), http=http)
         conn = connect_patient(clean, module_sandbox, http=http)
-        assert run_sync(clean, conn).status == "completed"
+        assert run_sync(clean, conn, types=TYPES).status == "completed"
     return content_fingerprint(clean.env.warehouse_target, with_connection=False)
 
 
@@ -46,9 +48,9 @@ def test_killed_incremental_sync_resumes_to_clean_state(tmp_path, shared_sb, cle
     world = make_environment(root, http=http)
     conn = connect_patient(world, shared_sb, http=http)
 
-    killed = _run_child(root, world, conn, "incremental", crash_at)
+    killed = _run_child(root, world, conn, "incremental", crash_at, ",".join(TYPES))
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    rerun = run_sync(world, conn)
+    rerun = run_sync(world, conn, types=TYPES)
     assert rerun.status == "completed" and rerun.failed_types == {}, rerun.error
     assert content_fingerprint(world.env.warehouse_target, with_connection=False) == clean_sync_content
     statuses = [r.status for r in runs.history(world.env.db, conn)]
