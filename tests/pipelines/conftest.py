@@ -53,12 +53,6 @@ def dagster_instance_on_disk(tmp_path: Path) -> Iterator[DagsterInstance]:
 
 
 @pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30.0) as client:
-        yield client
-
-
-@pytest.fixture
 def world(tmp_path: Path, http: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> Iterator[SyncWorld]:
     """A sync world under ``<tmp>/state``: settings built with ``EHRSYNC_STATE_DIR=<tmp>/state`` find its app
     database, landing zone and warehouse, and the process environment carries its vault key (as in production).

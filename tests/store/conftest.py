@@ -54,6 +54,8 @@ def add_connection(
     connection_id: str = "c1",
     tenant_id: str = "t1",
     scopes: str | None = None,
+    client_id: str = "app-1",
+    provider_id: str = "generic",
 ) -> str:
     with db.session() as s, s.begin():
         if s.get(Tenant, tenant_id) is None:
@@ -63,11 +65,11 @@ def add_connection(
             Connection(
                 id=connection_id,
                 tenant_id=tenant_id,
-                provider_id="generic",
+                provider_id=provider_id,
                 kind=kind,
                 fhir_base=fhir_base,
                 issuer=fhir_base,
-                client_id="app-1",
+                client_id=client_id,
                 token_endpoint=token_endpoint,
                 granted_scopes=scopes,
             )

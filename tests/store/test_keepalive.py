@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -22,9 +21,7 @@ from connectors.providers import RefreshPolicy, get_provider
 from connectors.smart import (
     PublicClientAuth,
     TokenResponse,
-    build_authorize_url,
     discover,
-    exchange_code,
     new_pkce,
     revoke_token,
 )
@@ -33,16 +30,9 @@ from store import AppDatabase, KeepaliveReport, RetryPolicy, TokenCipher, TokenV
 from store.models import Connection, ConnectionStatus, TokenRecord
 from store.tokenrows import open_field
 from tests.store.conftest import add_connection
+from tests.store.launch import authorize_code, exchange, register_public_client
 
-REDIRECT = "http://127.0.0.1:9/callback"
-SCOPE = "launch/patient openid fhirUser offline_access patient/*.rs"
 WEEK = timedelta(days=7)
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30.0) as client:
-        yield client
 
 
 @pytest.fixture
@@ -69,37 +59,20 @@ def connect(
     """A standalone launch of a fresh public client (headless consent), stored through the vault; then, when
     ``idle_days`` is given, the tokens are back-dated as if last issued that long ago."""
     client_id = f"keepalive-{uuid.uuid4().hex[:8]}"
-    sandbox.admin.register_client(client_id, "public", redirect_uris=[REDIRECT])
-    sandbox.admin.preapprove(client_id, sandbox.admin.patients()[0], SCOPE)
+    register_public_client(sandbox, client_id)
     cfg = discover(sandbox.fhir_base, http=http)
     pkce, state = new_pkce(), secrets.token_urlsafe(16)
-    url = build_authorize_url(
-        cfg,
-        client_id=client_id,
-        redirect_uri=REDIRECT,
-        scope=SCOPE,
-        state=state,
-        aud=sandbox.fhir_base,
-        code_challenge=pkce.challenge,
-    )
-    query = parse_qs(urlsplit(http.get(url, follow_redirects=False).headers["Location"]).query)
-    assert query["state"] == [state]
-    tokens = exchange_code(
-        cfg.token_endpoint,
-        http=http,
-        client_auth=PublicClientAuth(client_id),
-        code=query["code"][0],
-        redirect_uri=REDIRECT,
-        code_verifier=pkce.verifier,
-    )
+    code = authorize_code(http, sandbox, cfg, client_id=client_id, state=state, code_challenge=pkce.challenge)
+    tokens = exchange(http, cfg, client_id, code, pkce.verifier)
     assert tokens.refresh_token
     connection_id = add_connection(
-        db, fhir_base=sandbox.fhir_base, token_endpoint=cfg.token_endpoint, connection_id=uuid.uuid4().hex
+        db,
+        fhir_base=sandbox.fhir_base,
+        token_endpoint=cfg.token_endpoint,
+        connection_id=uuid.uuid4().hex,
+        client_id=client_id,
+        provider_id=provider_id,
     )
-    with db.session() as s, s.begin():
-        conn = s.get(Connection, connection_id)
-        assert conn is not None
-        conn.client_id, conn.provider_id = client_id, provider_id
     vault.save_token_response(connection_id, tokens)
     if idle_days:
         backdate(db, connection_id, timedelta(days=idle_days))

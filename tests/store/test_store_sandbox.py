@@ -10,7 +10,6 @@ import logging
 import multiprocessing
 import uuid
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -18,20 +17,16 @@ import pytest
 from connectors.smart import (
     JwksCache,
     PublicClientAuth,
-    build_authorize_url,
     discover,
-    exchange_code,
     introspect_token,
     new_pkce,
     validate_id_token,
 )
 from sandbox import SandboxServer
 from store import AppDatabase, OAuthStateStore, TokenCipher, TokenVault
-from store.models import Connection
 from tests.store.conftest import add_connection
+from tests.store.launch import authorize_code, exchange, register_public_client
 from tests.store.workers import refresh_worker
-
-REDIRECT = "http://127.0.0.1:9/callback"
 
 
 def test_sandbox_launch_then_one_refresh_across_processes(
@@ -40,10 +35,7 @@ def test_sandbox_launch_then_one_refresh_across_processes(
     caplog.set_level(logging.DEBUG)
     sandbox.admin.settings(refresh_mode="reuse_detection")
     client_id = f"store-{uuid.uuid4().hex[:8]}"
-    sandbox.admin.register_client(client_id, "public", redirect_uris=[REDIRECT])
-    patient = sandbox.admin.patients()[0]
-    scope = "launch/patient openid fhirUser offline_access patient/*.rs"
-    sandbox.admin.preapprove(client_id, patient, scope)
+    patient = register_public_client(sandbox, client_id)
 
     url = f"sqlite:///{tmp_path / 'app.db'}"
     db = AppDatabase.from_url(url)
@@ -62,31 +54,12 @@ def test_sandbox_launch_then_one_refresh_across_processes(
         code_verifier=pkce.verifier,
         nonce="nonce-1",
     )
-    authorize = build_authorize_url(
-        cfg,
-        client_id=client_id,
-        redirect_uri=REDIRECT,
-        scope=scope,
-        state=state,
-        aud=sandbox.fhir_base,
-        code_challenge=pkce.challenge,
-        nonce="nonce-1",
+    code = authorize_code(
+        http, sandbox, cfg, client_id=client_id, state=state, code_challenge=pkce.challenge, nonce="nonce-1"
     )
-    answer = http.get(authorize, follow_redirects=False)
-    assert answer.status_code in (302, 303), answer.text[:300]
-    back = parse_qs(urlsplit(answer.headers["Location"]).query)
-    assert back["state"] == [state]
 
-    stored = states.consume(back["state"][0], browser_session="cookie-1")  # SAL-13: state first
-    auth = PublicClientAuth(client_id)
-    tokens = exchange_code(
-        cfg.token_endpoint,
-        http=http,
-        client_auth=auth,
-        code=back["code"][0],
-        redirect_uri=REDIRECT,
-        code_verifier=stored.code_verifier,
-    )
+    stored = states.consume(state, browser_session="cookie-1")  # SAL-13: state first
+    tokens = exchange(http, cfg, client_id, code, stored.code_verifier)
     assert tokens.patient == patient and tokens.refresh_token
     assert tokens.id_token is not None
     claims = validate_id_token(
@@ -94,11 +67,8 @@ def test_sandbox_launch_then_one_refresh_across_processes(
     )
     assert claims["fhirUser"]
 
-    add_connection(db, fhir_base=sandbox.fhir_base, connection_id="c1")
-    with db.session() as s, s.begin():
-        conn = s.get(Connection, "c1")
-        assert conn is not None
-        conn.client_id = client_id
+    auth = PublicClientAuth(client_id)
+    add_connection(db, fhir_base=sandbox.fhir_base, connection_id="c1", client_id=client_id)
     vault = TokenVault(db, cipher, http)
     vault.save_token_response("c1", tokens)
 
@@ -134,6 +104,6 @@ def test_sandbox_launch_then_one_refresh_across_processes(
         or (r.levelno >= logging.INFO and "/oauth/authorize" not in r.getMessage())
     )
     assert "token.refresh" in logged or "grant succeeded" in logged
-    for secret in (tokens.access_token, tokens.refresh_token, back["code"][0], pkce.verifier, state, last):
+    for secret in (tokens.access_token, tokens.refresh_token, code, pkce.verifier, state, last):
         assert secret not in logged
     db.dispose()
