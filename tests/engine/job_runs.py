@@ -3,7 +3,8 @@
 ``run_sync`` is ``ehrsync.run_now.run_sync_now`` (the same job, the same run-closing rule as production) with
 the world's resources: its app database and vault (cipher key, test clients), landing zone, warehouse, and its
 HTTP client (request log, timeouts), fast retries and no vendor call budget. ``types`` materializes only those
-types' assets (and the referenced resources), as ``sync_connection`` once did with ``resource_types``.
+types' assets (and the referenced resources). ``sync_type`` is one type the way its two steps run it, for tests
+of one type that need no run.
 """
 
 from __future__ import annotations
