@@ -9,16 +9,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from dagster import DagsterInstance, DagsterRunStatus, SensorResult, build_sensor_context
+from dagster import DagsterInstance, DagsterRunStatus
 from dagster._core.test_utils import create_run_for_test
 
 from engine.run_tags import CONNECTION_TAG
 from pipelines.defs._shared import run_control
 from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME
 from pipelines.defs._shared.run_control import busy_connections
-from pipelines.defs.scheduling.sensors import scheduled_syncs_sensor
-from pipelines.resources import AppDatabaseResource, RetryPolicyResource, SyncPolicyResource
 from tests.pipelines.appdb import AppDb, queued_run
+from tests.pipelines.scheduler import evaluate_scheduled_syncs
 
 PAGE = 5
 
@@ -65,14 +64,5 @@ def test_scheduler_never_doubles_a_connection_queued_below_the_first_page(
     cid = app_db.add("c-old", last_sync=datetime.now(UTC) - timedelta(days=2))
     dagster_instance.add_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME, [cid])
     _backlog(dagster_instance, cid, newer=2 * PAGE + 1)
-    context = build_sensor_context(
-        instance=dagster_instance,
-        resources={
-            "app_db": AppDatabaseResource(url=app_db.url),
-            "policy": SyncPolicyResource(),
-            "retry": RetryPolicyResource(),
-        },
-    )
-    result = scheduled_syncs_sensor(context)
-    assert isinstance(result, SensorResult)
+    result = evaluate_scheduled_syncs(dagster_instance, app_db)
     assert not result.run_requests, [r.partition_key for r in result.run_requests or []]

@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from dagster import DagsterInstance, SensorResult, build_sensor_context
+from dagster import DagsterInstance
 
 from engine import runs
 from engine.connection_snapshots import ConnectionSnapshot
@@ -23,9 +23,9 @@ from engine.run_tags import TRIGGER_TAG
 from engine.scheduling import DueReason, FailureStreak, RetryBackoff, decide_retry
 from engine.sync_windows import parse_window
 from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME
-from pipelines.defs.scheduling.sensors import scheduled_syncs_sensor
-from pipelines.resources import AppDatabaseResource, RetryPolicyResource, SyncPolicyResource
+from pipelines.resources import RetryPolicyResource
 from tests.pipelines.appdb import AppDb
+from tests.pipelines.scheduler import evaluate_scheduled_syncs
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)
@@ -190,16 +190,6 @@ def test_a_canceled_run_ends_the_streak(app_db: AppDb) -> None:
     assert failure_streaks(app_db.db)[cid].failures == 1
 
 
-def _evaluate(instance: DagsterInstance, app_db: AppDb, retry: RetryPolicyResource) -> SensorResult:
-    context = build_sensor_context(
-        instance=instance,
-        resources={"app_db": AppDatabaseResource(url=app_db.url), "policy": SyncPolicyResource(), "retry": retry},
-    )
-    result = scheduled_syncs_sensor(context)
-    assert isinstance(result, SensorResult)
-    return result
-
-
 def test_sensor_retries_a_failed_first_sync_after_its_backoff(app_db: AppDb, dagster_instance: DagsterInstance) -> None:
     """A new connection whose first sync failed gets a retry (incremental job, trigger ``retry``) once the
     backoff has passed; before the change it waited for ``created_at + 24 h``."""
@@ -207,9 +197,10 @@ def test_sensor_retries_a_failed_first_sync_after_its_backoff(app_db: AppDb, dag
     dagster_instance.add_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME, [cid])
     failed = _run(app_db, cid, "failed")
 
-    assert not _evaluate(dagster_instance, app_db, RetryPolicyResource(base_seconds=3600)).run_requests
+    hourly, one_second = RetryPolicyResource(base_seconds=3600), RetryPolicyResource(base_seconds=1)
+    assert not evaluate_scheduled_syncs(dagster_instance, app_db, retry=hourly).run_requests
     time.sleep(1.1)  # the one-second backoff passes
-    result = _evaluate(dagster_instance, app_db, RetryPolicyResource(base_seconds=1))
+    result = evaluate_scheduled_syncs(dagster_instance, app_db, retry=one_second)
     requests = result.run_requests or []
     assert [r.partition_key for r in requests] == [cid]
     assert requests[0].job_name == "incremental_sync" and requests[0].tags[TRIGGER_TAG] == "retry"
@@ -218,4 +209,4 @@ def test_sensor_retries_a_failed_first_sync_after_its_backoff(app_db: AppDb, dag
     assert requests[0].run_key == retry_run_key(cid, record.finished_at.replace(tzinfo=UTC))
 
     _run(app_db, cid, "completed")  # a completed run ends the streak: nothing more until the next slot
-    assert not _evaluate(dagster_instance, app_db, RetryPolicyResource(base_seconds=1)).run_requests
+    assert not evaluate_scheduled_syncs(dagster_instance, app_db, retry=one_second).run_requests

@@ -5,27 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from dagster import DagsterInstance, SensorResult, build_sensor_context
+from dagster import DagsterInstance
 
 from engine.run_tags import TRIGGER_TAG
 from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME
-from pipelines.defs.scheduling.sensors import scheduled_syncs_sensor
-from pipelines.resources import AppDatabaseResource, RetryPolicyResource, SyncPolicyResource
 from tests.pipelines.appdb import AppDb, queued_run
-
-
-def evaluate(instance: DagsterInstance, appdb: AppDb, windows: str = "") -> SensorResult:
-    context = build_sensor_context(
-        instance=instance,
-        resources={
-            "app_db": AppDatabaseResource(url=appdb.url),
-            "policy": SyncPolicyResource(sync_windows=windows),
-            "retry": RetryPolicyResource(),
-        },
-    )
-    result = scheduled_syncs_sensor(context)
-    assert isinstance(result, SensorResult)
-    return result
+from tests.pipelines.scheduler import evaluate_scheduled_syncs
 
 
 def test_due_connections_get_one_run_each(app_db: AppDb, dagster_instance: DagsterInstance) -> None:
@@ -41,7 +26,7 @@ def test_due_connections_get_one_run_each(app_db: AppDb, dagster_instance: Dagst
         CONNECTIONS_PARTITIONS_NAME, ["due", "hourly", "bulk", "fresh", "weekly", "reauth"]
     )
 
-    result = evaluate(dagster_instance, app_db)
+    result = evaluate_scheduled_syncs(dagster_instance, app_db)
 
     requests = {r.partition_key: r for r in result.run_requests or []}
     assert set(requests) == {due, hourly, bulk}
@@ -53,7 +38,7 @@ def test_due_connections_get_one_run_each(app_db: AppDb, dagster_instance: Dagst
     assert cursor["requested"] == 3
 
     # A second tick in the same slot asks for the same run keys (Dagster drops the duplicates).
-    again = evaluate(dagster_instance, app_db)
+    again = evaluate_scheduled_syncs(dagster_instance, app_db)
     assert {r.run_key for r in again.run_requests or []} == {r.run_key for r in requests.values()}
 
 
@@ -61,7 +46,7 @@ def test_connection_with_a_queued_run_is_left_alone(app_db: AppDb, dagster_insta
     cid = app_db.add("c1", last_sync=datetime.now(UTC) - timedelta(days=2))
     dagster_instance.add_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME, [cid])
     queued_run(dagster_instance, cid)
-    assert not evaluate(dagster_instance, app_db).run_requests
+    assert not evaluate_scheduled_syncs(dagster_instance, app_db).run_requests
 
 
 def test_source_window_is_respected(app_db: AppDb, dagster_instance: DagsterInstance) -> None:
@@ -70,5 +55,6 @@ def test_source_window_is_respected(app_db: AppDb, dagster_instance: DagsterInst
     open_now = f'{{"epic": "{hour:02d}:00-{(hour + 2) % 24:02d}:00"}}'
     cid = app_db.add("c1", provider="epic", last_sync=datetime.now(UTC) - timedelta(days=2))
     dagster_instance.add_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME, [cid])
-    assert not evaluate(dagster_instance, app_db, closed).run_requests
-    assert [r.partition_key for r in evaluate(dagster_instance, app_db, open_now).run_requests or []] == [cid]
+    assert not evaluate_scheduled_syncs(dagster_instance, app_db, windows=closed).run_requests
+    opened = evaluate_scheduled_syncs(dagster_instance, app_db, windows=open_now)
+    assert [r.partition_key for r in opened.run_requests or []] == [cid]

@@ -7,16 +7,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from dagster import DagsterInstance, SensorResult, build_sensor_context
+from dagster import DagsterInstance
 from sqlalchemy import inspect
 
 from engine.models import SyncRun
 from engine.retries import failure_streaks, streak_horizon
 from engine.scheduling import RetryBackoff
 from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME
-from pipelines.defs.scheduling.sensors import scheduled_syncs_sensor
-from pipelines.resources import AppDatabaseResource, RetryPolicyResource, SyncPolicyResource
 from tests.pipelines.appdb import AppDb, queued_run
+from tests.pipelines.scheduler import evaluate_scheduled_syncs
 
 
 def _run(appdb: AppDb, cid: str, status: str, at: datetime) -> None:
@@ -94,15 +93,6 @@ def test_a_tick_asks_about_the_due_connections_only(
 
     monkeypatch.setattr(dagster_instance, "get_runs", counting)
     monkeypatch.setattr("pipelines.defs._shared.run_control.BUSY_SCAN_PAGE_SIZE", 10)
-    context = build_sensor_context(
-        instance=dagster_instance,
-        resources={
-            "app_db": AppDatabaseResource(url=app_db.url),
-            "policy": SyncPolicyResource(),
-            "retry": RetryPolicyResource(),
-        },
-    )
-    result = scheduled_syncs_sensor(context)
-    assert isinstance(result, SensorResult)
+    result = evaluate_scheduled_syncs(dagster_instance, app_db)
     assert [r.partition_key for r in result.run_requests or []] == [due]
     assert len(calls) == 2, calls  # one per due connection, not 7 pages of 10
