@@ -6,26 +6,23 @@ The rules (which connections, locking, rotation, ``needs_reauth``) live in ``sto
 this module only schedules them and reports the counts.
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from dagster import (
     Config,
-    DefaultScheduleStatus,
     Definitions,
     MetadataValue,
     OpExecutionContext,
     Output,
     RunRequest,
     ScheduleEvaluationContext,
-    in_process_executor,
-    job,
     op,
-    schedule,
 )
 from pydantic import Field
 
 from engine.run_tags import TRIGGER_TAG
 from engine.settings import MAX_KEEPALIVE_IDLE_DAYS
+from pipelines.defs._shared.schedules import in_process_job, running_utc_schedule, tick_day
 from pipelines.resources import AppDatabaseResource, EhrHttpResource, SyncPolicyResource
 from store import refresh_idle_grants
 
@@ -81,26 +78,21 @@ def refresh_idle_grants_op(
     )
 
 
-@job(
+keep_grants_alive = in_process_job(
+    refresh_idle_grants_op,
     name=KEEPALIVE_JOB,
-    executor_def=in_process_executor,
     description="Refresh idle patient/user grants (backend and group connections have none to keep alive).",
 )
-def keep_grants_alive() -> None:
-    refresh_idle_grants_op()
 
 
-@schedule(
+@running_utc_schedule(
     name="refresh_idle_grants",
     cron_schedule="30 4 * * *",
     job=keep_grants_alive,
-    execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.RUNNING,
     description="Daily 04:30 UTC: refresh grants idle longer than EHRSYNC_KEEPALIVE_IDLE_DAYS.",
 )
 def refresh_idle_grants_schedule(context: ScheduleEvaluationContext) -> RunRequest:
-    tick = context.scheduled_execution_time or datetime.now(UTC)
-    return RunRequest(run_key=f"keepalive:{tick.astimezone(UTC):%Y%m%d}", tags={TRIGGER_TAG: "keepalive"})
+    return RunRequest(run_key=f"keepalive:{tick_day(context)}", tags={TRIGGER_TAG: "keepalive"})
 
 
 defs = Definitions(jobs=[keep_grants_alive], schedules=[refresh_idle_grants_schedule])

@@ -3,27 +3,22 @@
 Patient connections only: Bulk connections learn deletions from the export's ``deleted`` files.
 """
 
-from datetime import UTC, datetime
-
 from dagster import (
     AssetMaterialization,
-    DefaultScheduleStatus,
     Definitions,
     MetadataValue,
     OpExecutionContext,
     Output,
     RunRequest,
     ScheduleEvaluationContext,
-    in_process_executor,
-    job,
     op,
-    schedule,
 )
 
 from engine import PATIENT_TYPES, reconcile_deletes
 from engine.connection_snapshots import read_connections
 from engine.run_tags import run_tags
 from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME, connections_partitions
+from pipelines.defs._shared.schedules import in_process_job, running_utc_schedule, tick_day
 from pipelines.defs.sync.type_assets import warehouse_key
 from pipelines.resources import (
     AppDatabaseResource,
@@ -65,32 +60,28 @@ def reconcile_connection(
     return Output(deleted, metadata={"deleted": MetadataValue.json(deleted)})
 
 
-@job(
+reconcile_deletes_job = in_process_job(
+    reconcile_connection,
     name=RECONCILE_JOB,
     partitions_def=connections_partitions,
-    executor_def=in_process_executor,
     description="Deletion reconciliation of one patient connection (BDX-31).",
 )
-def reconcile_deletes_job() -> None:
-    reconcile_connection()
 
 
-@schedule(
+@running_utc_schedule(
     name="weekly_reconcile_deletes",
     cron_schedule="0 3 * * 0",
     job=reconcile_deletes_job,
-    execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.RUNNING,
     description="Sunday 03:00 UTC: one reconciliation run per active patient connection.",
 )
 def weekly_reconcile_schedule(context: ScheduleEvaluationContext, app_db: AppDatabaseResource) -> list[RunRequest]:
     keys = set(context.instance.get_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME))
-    tick = context.scheduled_execution_time or datetime.now(UTC)
+    day = tick_day(context)
     with app_db.open() as db:
         connections = read_connections(db)
     return [
         RunRequest(
-            run_key=f"reconcile:{conn.id}:{tick.astimezone(UTC):%Y%m%d}",
+            run_key=f"reconcile:{conn.id}:{day}",
             partition_key=conn.id,
             tags=run_tags(
                 connection_id=conn.id, tenant_id=conn.tenant_id, source=conn.provider_id, trigger="reconcile"

@@ -1,0 +1,54 @@
+"""The shape every ehrsync maintenance job shares: one op run in-process, on a schedule that is on by default
+and reads its cron in UTC, keyed by the day of its tick (a tick retried by the daemon asks for no second run)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from dagster import (
+    DefaultScheduleStatus,
+    JobDefinition,
+    OpDefinition,
+    PartitionsDefinition,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    in_process_executor,
+    job,
+    schedule,
+)
+
+__all__ = ["in_process_job", "running_utc_schedule", "tick_day"]
+
+
+def in_process_job(
+    op_def: OpDefinition, *, name: str, description: str, partitions_def: PartitionsDefinition[Any] | None = None
+) -> JobDefinition:
+    """A job of the one op ``op_def``, run in the launching process (no Python start per step)."""
+
+    @job(name=name, executor_def=in_process_executor, partitions_def=partitions_def, description=description)
+    def _one_op() -> None:
+        op_def()
+
+    return _one_op
+
+
+def running_utc_schedule(
+    *, name: str, cron_schedule: str, job: JobDefinition, description: str
+) -> Callable[[Callable[..., Any]], ScheduleDefinition]:
+    """``@schedule`` running by default (no one has to switch it on) with its cron in UTC."""
+    return schedule(
+        name=name,
+        cron_schedule=cron_schedule,
+        job=job,
+        execution_timezone="UTC",
+        default_status=DefaultScheduleStatus.RUNNING,
+        description=description,
+    )
+
+
+def tick_day(context: ScheduleEvaluationContext) -> str:
+    """The UTC day (``YYYYMMDD``) of the tick being evaluated (now, for a test or a manual evaluation)."""
+    tick = context.scheduled_execution_time or datetime.now(UTC)
+    return f"{tick.astimezone(UTC):%Y%m%d}"
