@@ -233,6 +233,30 @@ def patient_connection(stack: Stack, sandbox_session: Any) -> str:
     return str(status["connection_id"])
 
 
+def _sync_run(
+    run_id: str,
+    connection_id: str,
+    *,
+    kind: str,
+    status: str,
+    counts: dict[str, Any] | None = None,
+    size: int = 0,
+    **times: datetime | None,
+) -> SyncRun:
+    """A run row of tenant t1 as the sync writes it (``created_at`` now unless given in ``times``)."""
+    times.setdefault("created_at", utcnow())
+    return SyncRun(
+        id=run_id,
+        connection_id=connection_id,
+        tenant_id="t1",
+        kind=kind,
+        status=status,
+        counts=counts or {},
+        bytes=size,
+        **times,
+    )
+
+
 def _poll(stack: Stack, path: str, sync_id: str, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
     deadline = time.monotonic() + 120
     body: dict[str, Any] = {}
@@ -427,18 +451,7 @@ def test_bulk_status_reports_job_files(stack: Stack) -> None:
     group = _add_connection(stack, "t1", kind="group")
     run_id = uuid.uuid4().hex
     with stack.service.ctx.db.session() as session, session.begin():
-        session.add(
-            SyncRun(
-                id=run_id,
-                connection_id=group,
-                tenant_id="t1",
-                kind="bulk",
-                status="completed",
-                created_at=utcnow(),
-                counts={},
-                bytes=10,
-            )
-        )
+        session.add(_sync_run(run_id, group, kind="bulk", status="completed", size=10))
         session.add(
             BulkJob(
                 id="job-" + run_id[:8],
@@ -485,18 +498,7 @@ def test_dagster_down_answers_503(stack: Stack, patient_connection: str) -> None
         assert r.json()["error"] == "orchestrator_unavailable" and "Traceback" not in r.text
         open_id = uuid.uuid4().hex
         with stack.service.ctx.db.session() as session, session.begin():
-            session.add(
-                SyncRun(
-                    id=open_id,
-                    connection_id=patient_connection,
-                    tenant_id="t1",
-                    kind="incremental",
-                    status="running",
-                    created_at=utcnow(),
-                    counts={},
-                    bytes=0,
-                )
-            )
+            session.add(_sync_run(open_id, patient_connection, kind="incremental", status="running"))
         body = stack.api("GET", SYNC, params={"syncId": open_id}).json()
         assert body["status"] == "running" and body["orchestrator"] == "unavailable"
     finally:
@@ -713,16 +715,7 @@ def test_open_rows_follow_dagster(make_app: Any, row_status: str, dagster: dict[
         session.add(conn)
         session.flush()
         session.add(
-            SyncRun(
-                id="r",
-                connection_id=conn.id,
-                tenant_id="t1",
-                kind="incremental",
-                status=row_status,
-                created_at=utcnow(),
-                counts={"Patient": {"fetched": 1}},
-                bytes=5,
-            )
+            _sync_run("r", conn.id, kind="incremental", status=row_status, counts={"Patient": {"fetched": 1}}, size=5)
         )
         conn_id = conn.id
     body = handle.client.get(SYNC, params={"syncId": "r"}, headers={"X-API-Key": key}).json()
@@ -849,17 +842,15 @@ def test_bulk_status_follows_a_resumed_export(stack: Stack, closed: bool) -> Non
     run_id, earlier, job_id = uuid.uuid4().hex, uuid.uuid4().hex, "job-" + uuid.uuid4().hex[:12]
     with stack.service.ctx.db.session() as session, session.begin():
         session.add(
-            SyncRun(
-                id=run_id,
-                connection_id=group,
-                tenant_id="t1",
+            _sync_run(
+                run_id,
+                group,
                 kind="bulk",
                 status="completed" if closed else "running",
+                counts={"_bulk": {"job_id": job_id}} if closed else None,
                 created_at=utcnow() - timedelta(minutes=5),
                 started_at=utcnow() - timedelta(minutes=5),
                 finished_at=utcnow() if closed else None,
-                counts={"_bulk": {"job_id": job_id}} if closed else {},
-                bytes=0,
             )
         )
         _bulk_job(session, job_id, group, earlier, "bulk:group:g1", "completed" if closed else "downloading")
