@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from connectors.errors import EhrSyncError, NeedsReauthError
 from connectors.smart import TokenResponse
 from store._states import AFTER_401_MARK
-from store.audit import record_audit
+from store.audit import audit_connection
 from store.crypto import TokenCipher
 from store.models import Connection, ConnectionStatus, TokenRecord
 from store.tokenrows import open_field, write_tokens
@@ -79,14 +79,7 @@ def apply_outcome(
         # SQLite: the rows changed while the grant was in flight (a disconnect, deleted tokens, a new
         # authorization). Their change stands; this answer is dropped, and the audit says a grant happened.
         detail = {**(outcome.audit[1] if outcome.audit else {}), "status": conn.status, "dropped": True}
-        record_audit(
-            session,
-            action="token.refresh",
-            outcome="dropped",
-            tenant_id=conn.tenant_id,
-            connection_id=conn.id,
-            detail=detail,
-        )
+        audit_connection(session, conn, action="token.refresh", outcome="dropped", detail=detail)
         logger.info("connection %s changed during its token refresh; the answer is dropped", connection_id)
         if conn.status == ConnectionStatus.ACTIVE and row is not None:
             return RefreshOutcome(token=open_field(cipher, row, "access_token"))
@@ -106,12 +99,5 @@ def apply_outcome(
         detail.update(rotated=bool(response.refresh_token), expires_in=response.expires_in, version=new_row.version)
         logger.info("connection %s: %s grant succeeded (version %d)", conn.id, detail.get("grant"), new_row.version)
     if outcome.audit is not None:
-        record_audit(
-            session,
-            action="token.refresh",
-            outcome=outcome.audit[0],
-            tenant_id=conn.tenant_id,
-            connection_id=conn.id,
-            detail=detail,
-        )
+        audit_connection(session, conn, action="token.refresh", outcome=outcome.audit[0], detail=detail)
     return outcome

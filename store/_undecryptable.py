@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store._refresh import lock_row
-from store.audit import record_audit
+from store.audit import audit_connection
 from store.crypto import TokenCipher
 from store.database import AppDatabase
 from store.errors import TokenKeyMissingError, TokenUndecryptableError
@@ -32,16 +32,7 @@ def mark_undecryptable(session: Session, conn: Connection, exc: TokenUndecryptab
     a missing key id (``TokenKeyMissingError``) leaves the status as it is."""
     if isinstance(exc, TokenKeyMissingError) or conn.status != ConnectionStatus.ACTIVE:
         return
-    conn.status = ConnectionStatus.TOKEN_UNDECRYPTABLE
-    conn.updated_at = now
-    record_audit(
-        session,
-        action="token.decrypt",
-        outcome="failure",
-        tenant_id=conn.tenant_id,
-        connection_id=conn.id,
-        detail={"error_code": exc.code},
-    )
+    _set_status(session, conn, ConnectionStatus.TOKEN_UNDECRYPTABLE, now, "failure", {"error_code": exc.code})
     logger.error("connection %s: stored token fails authentication: status token_undecryptable", conn.id)
 
 
@@ -63,15 +54,15 @@ def _reopen(session: Session, cipher: TokenCipher, conn: Connection, row: TokenR
                 open_field(cipher, row, field)
     except TokenUndecryptableError:
         return False
-    conn.status = ConnectionStatus.ACTIVE
-    conn.updated_at = now
-    record_audit(
-        session,
-        action="token.decrypt",
-        outcome="recovered",
-        tenant_id=conn.tenant_id,
-        connection_id=conn.id,
-        detail={"status": ConnectionStatus.ACTIVE},
-    )
+    _set_status(session, conn, ConnectionStatus.ACTIVE, now, "recovered", {"status": ConnectionStatus.ACTIVE})
     logger.info("connection %s: stored token decrypts again: status active", conn.id)
     return True
+
+
+def _set_status(
+    session: Session, conn: Connection, status: str, now: datetime, outcome: str, detail: dict[str, str]
+) -> None:
+    """The connection's new status, stamped and audited as a ``token.decrypt`` event in the same transaction."""
+    conn.status = status
+    conn.updated_at = now
+    audit_connection(session, conn, action="token.decrypt", outcome=outcome, detail=detail)

@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from store.models import AuditEvent
+from store.models import AuditEvent, Connection
 
-__all__ = ["FORBIDDEN_DETAIL_KEYS", "record_audit"]
+__all__ = ["FORBIDDEN_DETAIL_KEYS", "audit_connection", "record_audit"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,3 +51,12 @@ def record_audit(
     session.add(event)
     logger.info("audit %s %s connection=%s tenant=%s", action, outcome, connection_id, tenant_id)
     return event
+
+
+def audit_connection(
+    session: Session, conn: Connection, *, action: str, outcome: str, detail: Mapping[str, Any]
+) -> AuditEvent:
+    """A system event about one connection, filed under the connection's tenant."""
+    return record_audit(
+        session, action=action, outcome=outcome, tenant_id=conn.tenant_id, connection_id=conn.id, detail=detail
+    )
