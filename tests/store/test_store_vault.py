@@ -62,6 +62,21 @@ def seeded(db: AppDatabase, cipher: TokenCipher, server: RunningTokenServer, lef
     return vault
 
 
+def add_backend_connection(
+    db: AppDatabase, cipher: TokenCipher, fhir_base: str, *, token_endpoint: str | None = None
+) -> None:
+    """Backend connection ``c1`` whose provider config holds a fresh RSA key (``private_key_jwt``, SAL-32)."""
+    add_connection(db, fhir_base=fhir_base, token_endpoint=token_endpoint, kind="backend", scopes="system/*.rs")
+    with db.session() as s, s.begin():
+        save_provider_config(
+            s,
+            cipher,
+            tenant_id="t1",
+            provider_id="generic",
+            config={"auth_method": "private_key_jwt", "private_key_pem": pem(rsa_key()), "key_id": "kid-1"},
+        )
+
+
 def status(db: AppDatabase, connection_id: str = "c1") -> str:
     with db.session() as s:
         conn = s.get(Connection, connection_id)
@@ -195,21 +210,7 @@ def test_no_refresh_token_needs_reauth_after_expiry(
 def test_sal32_backend_connection_mints_with_fresh_assertion(
     db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
 ) -> None:
-    add_connection(
-        db,
-        fhir_base=token_server.fhir_base,
-        token_endpoint=token_server.token_endpoint,
-        kind="backend",
-        scopes="system/*.rs",
-    )
-    with db.session() as s, s.begin():
-        save_provider_config(
-            s,
-            cipher,
-            tenant_id="t1",
-            provider_id="generic",
-            config={"auth_method": "private_key_jwt", "private_key_pem": pem(rsa_key()), "key_id": "kid-1"},
-        )
+    add_backend_connection(db, cipher, token_server.fhir_base, token_endpoint=token_server.token_endpoint)
     vault = make_vault(db, cipher)
     assert vault.get_access_token("c1") == "at-1"
     assert vault.get_access_token("c1") == "at-1"  # 300 s token reused until near expiry
@@ -304,15 +305,7 @@ def test_sal32_first_backend_mint_serialized_across_processes(
     db_url: str, db: AppDatabase, cipher: TokenCipher, key_b64: str, token_server: RunningTokenServer
 ) -> None:
     """No tokens row yet: the connection-row lock still lets exactly one process mint (no duplicate insert)."""
-    add_connection(db, fhir_base=token_server.fhir_base, kind="backend", scopes="system/*.rs")
-    with db.session() as s, s.begin():
-        save_provider_config(
-            s,
-            cipher,
-            tenant_id="t1",
-            provider_id="generic",
-            config={"auth_method": "private_key_jwt", "private_key_pem": pem(rsa_key()), "key_id": "kid-1"},
-        )
+    add_backend_connection(db, cipher, token_server.fhir_base)  # token endpoint from discovery
     token_server.state.delay_s = 0.3
     outcomes = run_workers(db_url, key_b64, "near_expiry")
     assert outcomes == [("ok", "at-1")] * 3, outcomes
