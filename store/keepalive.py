@@ -14,7 +14,7 @@ keep alive. Nor are connections whose provider says it issues no refresh tokens 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -46,12 +46,8 @@ class KeepaliveReport:
     skipped: tuple[str, ...] = ()
 
     def counts(self) -> dict[str, int]:
-        return {
-            "refreshed": len(self.refreshed),
-            "needs_reauth": len(self.needs_reauth),
-            "failed": len(self.failed),
-            "skipped": len(self.skipped),
-        }
+        """How many connections ended in each outcome, keyed by the field's name."""
+        return {f.name: len(getattr(self, f.name)) for f in fields(self)}
 
 
 @dataclass(frozen=True)
