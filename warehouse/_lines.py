@@ -99,16 +99,20 @@ def check_resource(obj: dict[str, Any], resource_type: str) -> ParsedLine:
         return ParsedLine(rid, None, None)
     if not isinstance(meta, dict):
         raise LineRejected("'meta' is not an object")
-    version_id = meta.get("versionId")
-    if version_id is not None and not isinstance(version_id, str):
-        raise LineRejected("'meta.versionId' is not a string")
-    raw_lu = meta.get("lastUpdated")
+    version_id = _meta_string(meta, "versionId")
+    raw_lu = _meta_string(meta, "lastUpdated")
     if raw_lu is None:
         return ParsedLine(rid, None, version_id)
-    if not isinstance(raw_lu, str):
-        raise LineRejected("'meta.lastUpdated' is not a string")
     try:
         last_updated = parse_instant(raw_lu)
     except ValueError as exc:
         raise LineRejected(f"malformed 'meta.lastUpdated': {exc}") from None
     return ParsedLine(rid, last_updated, version_id)
+
+
+def _meta_string(meta: dict[str, Any], key: str) -> str | None:
+    """``meta[key]`` when absent or a string; any other JSON value rejects the line."""
+    value = meta.get(key)
+    if value is not None and not isinstance(value, str):
+        raise LineRejected(f"'meta.{key}' is not a string")
+    return value
