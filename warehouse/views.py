@@ -52,6 +52,17 @@ def _first(*paths: Path) -> First:
 
 
 _CODING0 = ("coding", 0)
+
+
+def _coded(concept: Path, code: str, display: str) -> dict[str, Expr]:
+    """Two columns of a CodeableConcept: its first coding's code, and that coding's display (else its text)."""
+    return {
+        code: Text((*concept, *_CODING0, "code")),
+        display: _first((*concept, *_CODING0, "display"), (*concept, "text")),
+    }
+
+
+_CODE = _coded(("code",), "code", "code_display")
 _SUBJECT = RefId(("subject", "reference"), "Patient")
 _PATIENT = RefId(("patient", "reference"), "Patient")
 _ENCOUNTER = RefId(("encounter", "reference"), "Encounter")
@@ -74,8 +85,7 @@ _VIEWS: dict[str, dict[str, Expr]] = {
         "status": _t("status"),
         "category": _t("category", 0, *_CODING0, "code"),
         "code_system": _t("code", *_CODING0, "system"),
-        "code": _t("code", *_CODING0, "code"),
-        "code_display": _first(("code", *_CODING0, "display"), ("code", "text")),
+        **_CODE,
         "value_quantity": Num(("valueQuantity", "value")),
         "unit": _first(("valueQuantity", "unit"), ("valueQuantity", "code")),
         "value_string": _first(
@@ -94,8 +104,7 @@ _VIEWS: dict[str, dict[str, Expr]] = {
         "patient_id": _SUBJECT,
         "status": _t("status"),
         "class_code": _first(("class", "code"), ("class", 0, *_CODING0, "code")),
-        "type_code": _t("type", 0, *_CODING0, "code"),
-        "type_display": _first(("type", 0, *_CODING0, "display"), ("type", 0, "text")),
+        **_coded(("type", 0), "type_code", "type_display"),
         "period_start": _t("period", "start"),
         "period_end": _t("period", "end"),
     },
@@ -105,8 +114,7 @@ _VIEWS: dict[str, dict[str, Expr]] = {
         "clinical_status": _t("clinicalStatus", *_CODING0, "code"),
         "verification_status": _t("verificationStatus", *_CODING0, "code"),
         "category": _t("category", 0, *_CODING0, "code"),
-        "code": _t("code", *_CODING0, "code"),
-        "code_display": _first(("code", *_CODING0, "display"), ("code", "text")),
+        **_CODE,
         "onset": _first(("onsetDateTime",), ("onsetPeriod", "start"), ("onsetString",)),
         "abatement": _first(("abatementDateTime",), ("abatementPeriod", "start"), ("abatementString",)),
         "recorded_date": _t("recordedDate"),
@@ -132,15 +140,13 @@ _VIEWS: dict[str, dict[str, Expr]] = {
         "verification_status": _t("verificationStatus", *_CODING0, "code"),
         "category": _t("category", 0),
         "criticality": _t("criticality"),
-        "code": _t("code", *_CODING0, "code"),
-        "code_display": _first(("code", *_CODING0, "display"), ("code", "text")),
+        **_CODE,
         "recorded_date": _t("recordedDate"),
     },
     "immunization": {
         "patient_id": _PATIENT,
         "status": _t("status"),
-        "vaccine_code": _t("vaccineCode", *_CODING0, "code"),
-        "vaccine_display": _first(("vaccineCode", *_CODING0, "display"), ("vaccineCode", "text")),
+        **_coded(("vaccineCode",), "vaccine_code", "vaccine_display"),
         "occurrence": _first(("occurrenceDateTime",), ("occurrenceString",)),
         "lot_number": _t("lotNumber"),
     },
@@ -148,8 +154,7 @@ _VIEWS: dict[str, dict[str, Expr]] = {
         "patient_id": _SUBJECT,
         "encounter_id": _ENCOUNTER,
         "status": _t("status"),
-        "code": _t("code", *_CODING0, "code"),
-        "code_display": _first(("code", *_CODING0, "display"), ("code", "text")),
+        **_CODE,
         "performed": _first(("performedDateTime",), ("performedPeriod", "start"), ("performedString",)),
     },
     "diagnostic_report": {
@@ -157,8 +162,7 @@ _VIEWS: dict[str, dict[str, Expr]] = {
         "encounter_id": _ENCOUNTER,
         "status": _t("status"),
         "category": _t("category", 0, *_CODING0, "code"),
-        "code": _t("code", *_CODING0, "code"),
-        "code_display": _first(("code", *_CODING0, "display"), ("code", "text")),
+        **_CODE,
         "effective": _first(("effectiveDateTime",), ("effectivePeriod", "start")),
         "issued": _t("issued"),
         "conclusion": _t("conclusion"),
@@ -176,8 +180,7 @@ _VIEWS: dict[str, dict[str, Expr]] = {
         "patient_id": _SUBJECT,
         "status": _t("status"),
         "doc_status": _t("docStatus"),
-        "type_code": _t("type", *_CODING0, "code"),
-        "type_display": _first(("type", *_CODING0, "display"), ("type", "text")),
+        **_coded(("type",), "type_code", "type_display"),
         "date": _t("date"),
         "description": _t("description"),
         "attachment_content_type": _t("content", 0, "attachment", "contentType"),
