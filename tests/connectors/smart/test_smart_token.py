@@ -24,9 +24,11 @@ from connectors.errors import (
 )
 from connectors.smart import (
     CLIENT_ASSERTION_TYPE,
+    ClientAuth,
     JwtClientAuth,
     PublicClientAuth,
     SecretClientAuth,
+    TokenResponse,
     build_client_assertion,
     client_credentials_grant,
     exchange_code,
@@ -58,20 +60,27 @@ def ok(body: dict[str, Any], **headers: str) -> httpx.Response:
     return httpx.Response(200, json=body, headers=headers)
 
 
+def exchange(
+    rec: Recorder, client_auth: ClientAuth, *, code: str = "C", redirect_uri: str = "https://a/cb"
+) -> TokenResponse:
+    """The authorization-code grant through ``rec``, with a 43-character verifier and the clock at ``NOW``."""
+    return exchange_code(
+        TOKEN_URL,
+        http=rec.client(),
+        client_auth=client_auth,
+        code=code,
+        redirect_uri=redirect_uri,
+        code_verifier="v" * 43,
+        clock=lambda: NOW,
+    )
+
+
 BASIC_BODY = {"access_token": "AT", "token_type": "Bearer", "expires_in": 3600, "scope": "patient/*.rs"}
 
 
 def test_sal14_sal27_public_code_exchange_form_encoded_with_client_id() -> None:
     rec = Recorder(ok(BASIC_BODY))
-    tr = exchange_code(
-        TOKEN_URL,
-        http=rec.client(),
-        client_auth=PublicClientAuth("my app"),
-        code="CODE",
-        redirect_uri="https://app.example/cb",
-        code_verifier="v" * 43,
-        clock=lambda: NOW,
-    )
+    tr = exchange(rec, PublicClientAuth("my app"), code="CODE", redirect_uri="https://app.example/cb")
     req = rec.requests[0]
     assert req.method == "POST"
     assert req.headers["Content-Type"] == "application/x-www-form-urlencoded"
@@ -88,14 +97,7 @@ def test_sal14_sal27_public_code_exchange_form_encoded_with_client_id() -> None:
 
 def test_sal28_basic_auth_urlencodes_each_part() -> None:
     rec = Recorder(ok(BASIC_BODY))
-    exchange_code(
-        TOKEN_URL,
-        http=rec.client(),
-        client_auth=SecretClientAuth("client:id é", "s3cr+t/=&:"),
-        code="C",
-        redirect_uri="https://a/cb",
-        code_verifier="v" * 43,
-    )
+    exchange(rec, SecretClientAuth("client:id é", "s3cr+t/=&:"))
     header = rec.requests[0].headers["Authorization"]
     assert header.startswith("Basic ")
     raw = base64.b64decode(header[6:]).decode()
@@ -169,15 +171,7 @@ def test_sal15_sal16_response_fields_defaults_and_extras() -> None:
         "vendor_field": {"x": 1},
     }
     rec = Recorder(ok(body))
-    tr = exchange_code(
-        TOKEN_URL,
-        http=rec.client(),
-        client_auth=PublicClientAuth("c"),
-        code="C",
-        redirect_uri="https://a/cb",
-        code_verifier="v" * 43,
-        clock=lambda: NOW,
-    )
+    tr = exchange(rec, PublicClientAuth("c"))
     assert tr.token_type == "Bearer"
     assert tr.expires_in == 300  # SAL-15 default
     assert tr.expires_at == NOW + timedelta(seconds=300)
