@@ -11,8 +11,10 @@ import logging
 import secrets
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -79,6 +81,26 @@ def connect(
     return connection_id, tokens
 
 
+@dataclass(frozen=True)
+class Grants:
+    """Patient grants of one app database at the sandbox, made and kept alive through one vault."""
+
+    db: AppDatabase
+    vault: TokenVault
+    sandbox: SandboxServer
+    http: httpx.Client
+
+    @classmethod
+    def open(cls, db: AppDatabase, cipher: TokenCipher, sandbox: SandboxServer, http: httpx.Client) -> Grants:
+        return cls(db, make_vault(db, cipher, http), sandbox, http)
+
+    def connect(self, *, provider_id: str = "generic", idle_days: float = 0) -> tuple[str, TokenResponse]:
+        return connect(self.db, self.vault, self.sandbox, self.http, provider_id=provider_id, idle_days=idle_days)
+
+    def refresh_idle(self, *, idle_for: timedelta, **options: Any) -> KeepaliveReport:
+        return refresh_idle_grants(self.db, self.vault, idle_for=idle_for, **options)
+
+
 def backdate(db: AppDatabase, connection_id: str, age: timedelta) -> None:
     with db.session() as s, s.begin():
         row = s.get(TokenRecord, connection_id)
@@ -112,13 +134,13 @@ def test_sal24_idle_grant_refreshed_with_rotation_fresh_grant_left_alone(
 ) -> None:
     """eCW-style rotation: the idle grant gets a new refresh token and issued_at moves; a fresh one is untouched."""
     caplog.set_level(logging.DEBUG)
-    vault = make_vault(sqlite_db, cipher, http)
-    idle, idle_tokens = connect(sqlite_db, vault, sandbox, http, provider_id="ecw", idle_days=10)
-    fresh, fresh_tokens = connect(sqlite_db, vault, sandbox, http, provider_id="ecw")
+    grants = Grants.open(sqlite_db, cipher, sandbox, http)
+    idle, idle_tokens = grants.connect(provider_id="ecw", idle_days=10)
+    fresh, fresh_tokens = grants.connect(provider_id="ecw")
     before_idle, before_fresh = tokens_row(sqlite_db, idle), tokens_row(sqlite_db, fresh)
     started = datetime.now(UTC)
 
-    report = refresh_idle_grants(sqlite_db, vault, idle_for=WEEK)
+    report = grants.refresh_idle(idle_for=WEEK)
 
     assert report == KeepaliveReport(refreshed=(idle,))
     after = tokens_row(sqlite_db, idle)
@@ -132,7 +154,7 @@ def test_sal24_idle_grant_refreshed_with_rotation_fresh_grant_left_alone(
     assert status(sqlite_db, idle) == status(sqlite_db, fresh) == ConnectionStatus.ACTIVE
     # the stored (rotated) refresh token works: a second pass a week later refreshes again
     later = datetime.now(UTC) + 2 * WEEK
-    assert set(refresh_idle_grants(sqlite_db, vault, idle_for=WEEK, now=later).refreshed) == {fresh, idle}
+    assert set(grants.refresh_idle(idle_for=WEEK, now=later).refreshed) == {fresh, idle}
     logged = "\n".join(r.getMessage() for r in caplog.records)
     for secret in (idle_tokens.refresh_token, idle_tokens.access_token, new_refresh, fresh_tokens.refresh_token):
         assert secret and secret not in logged
@@ -142,10 +164,10 @@ def test_sal25_revoked_grant_needs_reauth_while_the_others_refresh(
     sandbox: SandboxServer, db: AppDatabase, cipher: TokenCipher, http: httpx.Client
 ) -> None:
     """SQLite and PostgreSQL: the oldest grant was revoked at the EHR; it ends needs_reauth, the rest refresh."""
-    vault = make_vault(db, cipher, http)
-    revoked, revoked_tokens = connect(db, vault, sandbox, http, idle_days=30)
-    first, _ = connect(db, vault, sandbox, http, idle_days=20)
-    second, _ = connect(db, vault, sandbox, http, idle_days=8)
+    grants = Grants.open(db, cipher, sandbox, http)
+    revoked, revoked_tokens = grants.connect(idle_days=30)
+    first, _ = grants.connect(idle_days=20)
+    second, _ = grants.connect(idle_days=8)
     assert revoked_tokens.refresh_token
     revocation = discover(sandbox.fhir_base, http=http).revocation_endpoint
     assert revocation is not None
@@ -161,7 +183,7 @@ def test_sal25_revoked_grant_needs_reauth_while_the_others_refresh(
         token_type_hint="refresh_token",
     )
 
-    report = refresh_idle_grants(db, vault, idle_for=WEEK)
+    report = grants.refresh_idle(idle_for=WEEK)
 
     assert report.needs_reauth == (revoked,)
     assert report.refreshed == (first, second)
@@ -169,7 +191,7 @@ def test_sal25_revoked_grant_needs_reauth_while_the_others_refresh(
     assert status(db, revoked) == ConnectionStatus.NEEDS_REAUTH
     assert status(db, first) == status(db, second) == ConnectionStatus.ACTIVE
     # needs_reauth grants are no longer candidates: the next run does not hammer the EHR with them
-    assert refresh_idle_grants(db, vault, idle_for=WEEK, now=datetime.now(UTC)) == KeepaliveReport()
+    assert grants.refresh_idle(idle_for=WEEK, now=datetime.now(UTC)) == KeepaliveReport()
 
 
 def test_backend_and_inactive_connections_are_never_touched(
@@ -177,9 +199,9 @@ def test_backend_and_inactive_connections_are_never_touched(
 ) -> None:
     """Backend/group connections mint with client_credentials: no grant to keep alive, even if a server
     (against the spec) handed them a refresh token. Disabled connections are left to a person."""
-    vault = make_vault(sqlite_db, cipher, http)
-    patient, _ = connect(sqlite_db, vault, sandbox, http, idle_days=9)
-    disabled, _ = connect(sqlite_db, vault, sandbox, http, idle_days=9)
+    grants = Grants.open(sqlite_db, cipher, sandbox, http)
+    patient, _ = grants.connect(idle_days=9)
+    disabled, _ = grants.connect(idle_days=9)
     with sqlite_db.session() as s, s.begin():
         row = s.get(Connection, disabled)
         assert row is not None
@@ -197,10 +219,10 @@ def test_backend_and_inactive_connections_are_never_touched(
             issued_at=issued,
             expires_at=issued + timedelta(minutes=5),
         )
-        vault.save_token_response(cid, response)
+        grants.vault.save_token_response(cid, response)
         machine[cid] = tokens_row(sqlite_db, cid).version
 
-    report = refresh_idle_grants(sqlite_db, vault, idle_for=WEEK)
+    report = grants.refresh_idle(idle_for=WEEK)
 
     assert report == KeepaliveReport(refreshed=(patient,))
     for cid, version in machine.items():
@@ -214,11 +236,11 @@ def test_oracle_health_keeps_the_original_refresh_token(
     """vendors.md §3: offline grants lapse after 3 months unused and refreshes return no new refresh token;
     the keepalive uses the grant (issued_at moves) and keeps the original refresh token."""
     sandbox.admin.settings(refresh_mode="none")
-    vault = make_vault(sqlite_db, cipher, http)
-    cid, tokens = connect(sqlite_db, vault, sandbox, http, provider_id="cerner", idle_days=60)
+    grants = Grants.open(sqlite_db, cipher, sandbox, http)
+    cid, tokens = grants.connect(provider_id="cerner", idle_days=60)
     before = tokens_row(sqlite_db, cid)
 
-    report = refresh_idle_grants(sqlite_db, vault, idle_for=timedelta(days=30))
+    report = grants.refresh_idle(idle_for=timedelta(days=30))
 
     assert report.refreshed == (cid,)
     after = tokens_row(sqlite_db, cid)
@@ -235,13 +257,13 @@ def test_provider_without_refresh_tokens_is_skipped(
 ) -> None:
     """RefreshPolicy.NONE means the server cannot refresh: the keepalive does not try (no provider ships it
     today, so the generic plugin is made to say so)."""
-    vault = make_vault(sqlite_db, cipher, http)
-    cid, _ = connect(sqlite_db, vault, sandbox, http, idle_days=10)
-    unknown, _ = connect(sqlite_db, vault, sandbox, http, provider_id="no-such-ehr", idle_days=9)
+    grants = Grants.open(sqlite_db, cipher, sandbox, http)
+    cid, _ = grants.connect(idle_days=10)
+    unknown, _ = grants.connect(provider_id="no-such-ehr", idle_days=9)
     version = tokens_row(sqlite_db, cid).version
     monkeypatch.setattr(type(get_provider("generic")), "refresh_policy", RefreshPolicy.NONE)
 
-    report = refresh_idle_grants(sqlite_db, vault, idle_for=WEEK)
+    report = grants.refresh_idle(idle_for=WEEK)
 
     assert report == KeepaliveReport(skipped=(cid, unknown))
     assert tokens_row(sqlite_db, cid).version == version
@@ -253,9 +275,9 @@ def test_sal25_transient_failure_reported_and_grant_kept_then_retried(
     """A token endpoint answering 500 after the vault's retries: ``failed``, still active, same refresh token;
     the next run (outage over) refreshes it. A grant whose (long-lived) access token is still valid gets that
     token back from the vault instead of an error: it is ``failed`` too, not counted as refreshed."""
-    vault = make_vault(sqlite_db, cipher, http)
-    cid, tokens = connect(sqlite_db, vault, sandbox, http, idle_days=10)
-    long_lived, _ = connect(sqlite_db, vault, sandbox, http)
+    grants = Grants.open(sqlite_db, cipher, sandbox, http)
+    cid, tokens = grants.connect(idle_days=10)
+    long_lived, _ = grants.connect()
     with sqlite_db.session() as s, s.begin():
         row = s.get(TokenRecord, long_lived)
         assert row is not None
@@ -263,24 +285,24 @@ def test_sal25_transient_failure_reported_and_grant_kept_then_retried(
         row.expires_at = datetime.now(UTC) + timedelta(days=1)
     sandbox.admin.set_fault("500", path="/oauth/token", times=4)  # two attempts per connection
 
-    report = refresh_idle_grants(sqlite_db, vault, idle_for=WEEK)
+    report = grants.refresh_idle(idle_for=WEEK)
 
     assert report == KeepaliveReport(failed=(long_lived, cid))
     assert status(sqlite_db, cid) == status(sqlite_db, long_lived) == ConnectionStatus.ACTIVE
     assert open_field(cipher, tokens_row(sqlite_db, cid), "refresh_token") == tokens.refresh_token
-    assert refresh_idle_grants(sqlite_db, vault, idle_for=WEEK) == KeepaliveReport(refreshed=(long_lived, cid))
+    assert grants.refresh_idle(idle_for=WEEK) == KeepaliveReport(refreshed=(long_lived, cid))
 
 
 def test_limit_takes_the_oldest_grants_first(
     sandbox: SandboxServer, sqlite_db: AppDatabase, cipher: TokenCipher, http: httpx.Client
 ) -> None:
-    vault = make_vault(sqlite_db, cipher, http)
-    young, _ = connect(sqlite_db, vault, sandbox, http, idle_days=8)
-    oldest, _ = connect(sqlite_db, vault, sandbox, http, idle_days=80)
-    middle, _ = connect(sqlite_db, vault, sandbox, http, idle_days=40)
+    grants = Grants.open(sqlite_db, cipher, sandbox, http)
+    young, _ = grants.connect(idle_days=8)
+    oldest, _ = grants.connect(idle_days=80)
+    middle, _ = grants.connect(idle_days=40)
 
-    assert refresh_idle_grants(sqlite_db, vault, idle_for=WEEK, limit=2).refreshed == (oldest, middle)
-    assert refresh_idle_grants(sqlite_db, vault, idle_for=WEEK, limit=2).refreshed == (young,)
+    assert grants.refresh_idle(idle_for=WEEK, limit=2).refreshed == (oldest, middle)
+    assert grants.refresh_idle(idle_for=WEEK, limit=2).refreshed == (young,)
 
 
 @pytest.mark.parametrize(
@@ -309,11 +331,11 @@ def test_worker_without_the_key_reports_failed_and_leaves_the_grant_active(
     """issue 10: a keepalive worker deployed without the key the grant is sealed under (rotation without
     INTEGRATIONS_TOKEN_ENC_KEYS_OLD) reports it ``failed`` (not ``needs_reauth``) and leaves it active; a worker
     with the key refreshes it at the sandbox afterwards."""
-    vault = make_vault(sqlite_db, cipher, http)
-    cid, tokens = connect(sqlite_db, vault, sandbox, http, idle_days=10)
+    grants = Grants.open(sqlite_db, cipher, sandbox, http)
+    cid, tokens = grants.connect(idle_days=10)
     misconfigured = make_vault(sqlite_db, TokenCipher(secrets.token_bytes(32)), http)
 
     assert refresh_idle_grants(sqlite_db, misconfigured, idle_for=WEEK) == KeepaliveReport(failed=(cid,))
     assert status(sqlite_db, cid) == ConnectionStatus.ACTIVE
     assert open_field(cipher, tokens_row(sqlite_db, cid), "refresh_token") == tokens.refresh_token
-    assert refresh_idle_grants(sqlite_db, vault, idle_for=WEEK) == KeepaliveReport(refreshed=(cid,))
+    assert grants.refresh_idle(idle_for=WEEK) == KeepaliveReport(refreshed=(cid,))
