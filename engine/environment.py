@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +31,26 @@ from store.models import Connection, ProviderConfig
 from warehouse import AttachmentStore, LandingZone, Warehouse, open_warehouse
 
 _log = logging.getLogger(__name__)
+# The CapabilityStatement of each (FHIR base, run) this process has read; the oldest go first (runs come and go).
+_RUN_CAPABILITIES: OrderedDict[tuple[str, str], dict[str, Any] | None] = OrderedDict()
+_RUN_CAPABILITIES_MAX = 64
+_RUN_CAPABILITIES_LOCK = threading.Lock()
+
+
+def _run_capabilities(fhir_base: str, run_id: str, fetch: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The run's CapabilityStatement of ``fhir_base``: read once (``fetch``), then shared by its steps."""
+    key = (fhir_base, run_id)
+    with _RUN_CAPABILITIES_LOCK:
+        if key in _RUN_CAPABILITIES:
+            return _RUN_CAPABILITIES[key]
+    found = fetch()
+    with _RUN_CAPABILITIES_LOCK:
+        _RUN_CAPABILITIES[key] = found
+        while len(_RUN_CAPABILITIES) > _RUN_CAPABILITIES_MAX:
+            _RUN_CAPABILITIES.popitem(last=False)
+    return found
+
+
 DEFAULT_BULK_MAX_FILE_BYTES = 10 * 1024**3  # 10 GiB per bulk file (EHRSYNC_BULK_MAX_FILE_BYTES)
 DEFAULT_MIN_FREE_DISK_BYTES = 1024**3  # downloads stop while less than 1 GiB is free (EHRSYNC_MIN_FREE_DISK_BYTES)
 _BACKEND_KINDS = frozenset({"backend", "group"})  # client_credentials connections: a 401 may mean client_rejected
@@ -109,18 +132,27 @@ class SyncEnvironment:
             self._limiters[conn.fhir_base] = shared_limiter(conn.fhir_base, budget.capacity, budget.window_s)
         return self._limiters[conn.fhir_base]
 
-    def capabilities(self, conn: ConnectionInfo, client: FhirClient) -> dict[str, Any] | None:
+    def capabilities(
+        self, conn: ConnectionInfo, client: FhirClient, run_id: str | None = None
+    ) -> dict[str, Any] | None:
         """The server's CapabilityStatement, fetched once per base per run; ``None`` when the server has none
-        usable (then the vendor's defaults decide, e.g. which types support ``_lastUpdated``)."""
+        usable (then the vendor's defaults decide, e.g. which types support ``_lastUpdated``). With ``run_id``
+        the run's steps in this process share it: Dagster builds an environment per step."""
         if conn.fhir_base not in self._capabilities:
-            try:
-                self._capabilities[conn.fhir_base] = client.capabilities()
-            except (NeedsReauthError, EhrUnreachableError):
-                raise
-            except EhrSyncError as exc:
-                _log.info("no usable CapabilityStatement at %s (%s); using vendor defaults", conn.id, exc.code)
-                self._capabilities[conn.fhir_base] = None
+            fetch = functools.partial(self._fetch_capabilities, conn, client)
+            found = fetch() if run_id is None else _run_capabilities(conn.fhir_base, run_id, fetch)
+            self._capabilities[conn.fhir_base] = found
         return self._capabilities[conn.fhir_base]
+
+    @staticmethod
+    def _fetch_capabilities(conn: ConnectionInfo, client: FhirClient) -> dict[str, Any] | None:
+        try:
+            return client.capabilities()
+        except (NeedsReauthError, EhrUnreachableError):
+            raise
+        except EhrSyncError as exc:
+            _log.info("no usable CapabilityStatement at %s (%s); using vendor defaults", conn.id, exc.code)
+            return None
 
     def fhir_client(self, conn: ConnectionInfo) -> FhirClient:
         """A REST client; a FhirUnauthorizedError leaving its ``with`` block is confirmed with the vault first."""

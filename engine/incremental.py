@@ -130,7 +130,7 @@ def land_resource_type(
     links: list[dict[str, Any]] = []
     with env.fhir_client(conn) as client, step_budget(f"landing {resource_type}", env.step_budget_s):
         if since is not None:  # only an incremental search needs to know whether _lastUpdated works
-            plans = search_plans(conn, resource_type, since, env.page_size, env.capabilities(conn, client))
+            plans = search_plans(conn, resource_type, since, env.page_size, env.capabilities(conn, client, run_id))
         landing = _land_with_restarts(env, _Search(conn, client, resource_type, run_id, plans, since))
         report = landing.report
         missed = 0

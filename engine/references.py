@@ -98,7 +98,7 @@ def _fetch_all(
     by_type: dict[str, list[str]],
 ) -> dict[str, TypeReport]:
     reports: dict[str, TypeReport] = {}
-    capabilities = env.capabilities(conn, client)
+    capabilities = env.capabilities(conn, client, run_id)
     for rtype, ids in by_type.items():
         try:
             batched = _can_search_by_id(conn, rtype, capabilities)

@@ -45,6 +45,7 @@ def test_first_sync_lands_every_type_then_only_changes_bdx26_27_28(world, shared
     assert all(r.created == 0 and r.updated == 0 for r in second.types.values())
     searches = [u for u in request_log.paths("/fhir/Observation") if "patient" in u.params]
     assert searches, "the second run must search again"
+    assert len(request_log.paths("/fhir/metadata")) == 1  # one CapabilityStatement per run, not one per step
     mark = first.types["Observation"].high_water_mark - world.env.overlap
     assert all(u.params["_lastUpdated"].startswith("gt") for u in searches)
     assert searches[0].params["_lastUpdated"] == "gt" + format_instant(mark)  # server mark minus overlap
