@@ -15,11 +15,15 @@ from tests.auth_service.practice import SMART
 
 @pytest.fixture
 def guarded(make_app):
-    """An app whose outbound HTTP is recorded: these paths must decide without the network."""
+    """An app whose outbound HTTP is recorded: these paths must decide without the network. Tenant ``t1`` is
+    bootstrapped with ``practice`` (the SMART practice unless given; None: no tenant)."""
     transport = NoNetwork()
 
-    def make(**overrides):
-        return make_app(http=httpx.Client(transport=transport), **overrides)
+    def make(practice=SMART, **overrides):
+        h = make_app(http=httpx.Client(transport=transport), **overrides)
+        if practice is not None:
+            h.bootstrap("t1", practice)
+        return h
 
     make.transport = transport  # type: ignore[attr-defined]
     return make
@@ -36,7 +40,6 @@ def assert_hygiene(r: httpx.Response) -> None:
 )
 def test_sal06_iss_not_allowlisted_no_outbound_call(guarded, iss: str) -> None:
     h = guarded()
-    h.bootstrap("t1", SMART)
     r = h.client.get("/api/integrations/smart/launch", params={"iss": iss, "launch": "xyz"})
     assert r.status_code == 400 and r.json()["error"] == "invalid_issuer"
     assert "location" not in r.headers
@@ -45,7 +48,6 @@ def test_sal06_iss_not_allowlisted_no_outbound_call(guarded, iss: str) -> None:
 
 def test_sal06_allowlisted_but_no_tenant_issuer(guarded) -> None:
     h = guarded(SMART_ISSUER_ALLOWLIST="https://ehr.example/fhir https://other.example/fhir")
-    h.bootstrap("t1", SMART)
     r = h.client.get("/api/integrations/smart/launch", params={"iss": "https://other.example/fhir", "launch": "x"})
     assert r.status_code == 400 and r.json()["error"] == "invalid_issuer"
     assert guarded.transport.calls == []
@@ -53,7 +55,6 @@ def test_sal06_allowlisted_but_no_tenant_issuer(guarded) -> None:
 
 def test_sal41_tenant_issuer_not_on_service_allowlist(guarded) -> None:
     h = guarded(SMART_ISSUER_ALLOWLIST="https://other.example/fhir")
-    h.bootstrap("t1", SMART)
     r = h.client.get("/api/integrations/smart/login", params={"tenant": "t1", "provider": "smart"})
     assert r.status_code == 400 and r.json()["error"] == "invalid_issuer"
     r = h.client.get("/api/integrations/smart/launch", params={"iss": "https://ehr.example/fhir", "launch": "x"})
@@ -64,15 +65,13 @@ def test_sal41_tenant_issuer_not_on_service_allowlist(guarded) -> None:
 @pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil.example", "evil"])
 def test_open_redirect_refused(guarded, target: str) -> None:
     h = guarded()
-    h.bootstrap("t1", SMART)
     r = h.client.get("/api/integrations/smart/login", params={"tenant": "t1", "provider": "smart", "return_to": target})
     assert r.status_code == 400 and r.json()["error"] == "invalid_redirect"
     assert guarded.transport.calls == []
 
 
 def test_login_errors(guarded) -> None:
-    h = guarded()
-    h.bootstrap("t1", {"smartFhir": {**SMART["smartFhir"], "enabled": False}})
+    h = guarded(practice={"smartFhir": {**SMART["smartFhir"], "enabled": False}})
     r = h.client.get("/api/integrations/smart/login", params={"provider": "smart"})
     assert r.status_code == 400 and r.json()["error"] == "invalid_request"
     r = h.client.get("/api/integrations/smart/login", params={"tenant": "t1", "provider": "smart"})
@@ -100,7 +99,7 @@ def _state(h, sid: str, *, clock=None) -> str:
 
 
 def test_sal13_unknown_state_400_no_token_call(guarded) -> None:
-    h = guarded()
+    h = guarded(practice=None)
     r = h.client.get("/api/integrations/smart/callback", params={"state": "forged", "code": "c0de"})
     assert r.status_code == 400 and r.json()["error"] == "invalid_state"
     assert_hygiene(r)
@@ -111,7 +110,6 @@ def test_sal13_unknown_state_400_no_token_call(guarded) -> None:
 
 def test_sal13_state_single_use_and_error_handled_after_consuming(guarded) -> None:
     h = guarded()
-    h.bootstrap("t1", SMART)
     sid = "s" * 43
     state = _state(h, sid)
     h.client.cookies.set("ehrsync_sid", sid)
@@ -125,7 +123,6 @@ def test_sal13_state_single_use_and_error_handled_after_consuming(guarded) -> No
 
 def test_sal09_state_expired(guarded) -> None:
     h = guarded()
-    h.bootstrap("t1", SMART)
     sid = "s" * 43
     state = _state(h, sid, clock=lambda: utcnow() - timedelta(minutes=11))
     h.client.cookies.set("ehrsync_sid", sid)
@@ -136,7 +133,6 @@ def test_sal09_state_expired(guarded) -> None:
 
 def test_sal09_state_bound_to_browser(guarded) -> None:
     h = guarded()
-    h.bootstrap("t1", SMART)
     state = _state(h, "a" * 43)
     h.client.cookies.set("ehrsync_sid", "b" * 43)
     r = h.client.get("/api/integrations/smart/callback", params={"state": state, "code": "c0de"})
@@ -158,7 +154,6 @@ def test_sal09_state_bound_to_browser(guarded) -> None:
 )
 def test_sal36_authorize_errors_mapped(guarded, error: str, code: str, status: int) -> None:
     h = guarded()
-    h.bootstrap("t1", SMART)
     sid = "s" * 43
     state = _state(h, sid)
     h.client.cookies.set("ehrsync_sid", sid)
@@ -178,14 +173,13 @@ def test_sal36_authorize_errors_mapped(guarded, error: str, code: str, status: i
 
 def test_unreachable_ehr_is_ehr_unavailable(guarded) -> None:
     h = guarded()
-    h.bootstrap("t1", SMART)
     r = h.client.get("/api/integrations/smart/login", params={"tenant": "t1", "provider": "smart"})
     assert r.status_code == 503 and r.json()["error"] == "ehr_unavailable"
     assert guarded.transport.calls and guarded.transport.calls[0].startswith("https://ehr.example/fhir/")
 
 
 def test_backend_needs_confidential_client_configuration_error(guarded) -> None:
-    h = guarded()
+    h = guarded(practice=None)
     key = h.bootstrap("t1", SMART)
     r = h.client.post(
         "/api/integrations/admin/backend-connections",
@@ -199,7 +193,6 @@ def test_backend_needs_confidential_client_configuration_error(guarded) -> None:
 @pytest.mark.postgres
 def test_sal13_state_single_use_on_postgres(guarded, postgres_url) -> None:
     h = guarded(DATABASE_URL=postgres_url)
-    h.bootstrap("t1", SMART)
     sid = "p" * 43
     state = _state(h, sid)
     h.client.cookies.set("ehrsync_sid", sid)
