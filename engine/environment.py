@@ -38,12 +38,17 @@ _RUN_CAPABILITIES_LOCK = threading.Lock()
 
 
 def _run_capabilities(fhir_base: str, run_id: str, fetch: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
-    """The run's CapabilityStatement of ``fhir_base``: read once (``fetch``), then shared by its steps."""
+    """The run's CapabilityStatement of ``fhir_base``: read once (``fetch``), then shared by its steps.
+
+    Only a statement that was read is shared; a failure is not, so one bad moment never costs the whole run
+    its server's capabilities."""
     key = (fhir_base, run_id)
     with _RUN_CAPABILITIES_LOCK:
         if key in _RUN_CAPABILITIES:
             return _RUN_CAPABILITIES[key]
     found = fetch()
+    if found is None:  # a failed read (a 503 after retries) is tried again by the run's next step
+        return None
     with _RUN_CAPABILITIES_LOCK:
         _RUN_CAPABILITIES[key] = found
         while len(_RUN_CAPABILITIES) > _RUN_CAPABILITIES_MAX:
