@@ -25,6 +25,9 @@ WORKSPACE_YAML = Path(__file__).resolve().parent.parent / "workspace.yaml"
 # Beside an installed dagster.yaml: the digest of what ehrsync wrote, so an edited file is recognised as the
 # operator's and left alone.
 INSTALLED_MARK = ".ehrsync-dagster-yaml.sha256"
+# Digests of the dagster.yaml earlier ehrsync versions shipped, which installed it without a mark: such a file is
+# still ehrsync's, so it is refreshed (and marked) like one the mark records.
+EARLIER_SHIPPED_DIGESTS = frozenset({"462203155b04bcf44367bcf8b66d68e1e17e339a4fe5546b2cead5b712c90db5"})
 
 
 def _digest(data: bytes) -> str:
@@ -33,7 +36,8 @@ def _digest(data: bytes) -> str:
 
 def prepare_dagster_home(home: Path) -> Path:
     """Create ``home`` and install the shipped ``dagster.yaml`` when it has none, or refresh it when the file is
-    still exactly what ehrsync installed before; any other ``dagster.yaml`` is the operator's and stays as is."""
+    still exactly what ehrsync installed before (its mark, or an earlier shipped version); any other
+    ``dagster.yaml`` is the operator's and stays as is."""
     home.mkdir(parents=True, exist_ok=True)
     target, mark = home / "dagster.yaml", home / INSTALLED_MARK
     shipped = SHIPPED_DAGSTER_YAML.read_bytes()
@@ -42,7 +46,8 @@ def prepare_dagster_home(home: Path) -> Path:
         if current == shipped:
             mark.write_text(_digest(shipped) + "\n")
             return home
-        if not (mark.exists() and mark.read_text().strip() == _digest(current)):
+        marked = mark.exists() and mark.read_text().strip() == _digest(current)
+        if not (marked or _digest(current) in EARLIER_SHIPPED_DIGESTS):
             return home  # the operator's file
     target.write_bytes(shipped)
     mark.write_text(_digest(shipped) + "\n")

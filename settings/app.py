@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from connectors.errors import ConfigurationError
 
@@ -126,12 +126,28 @@ class AppSettings(BaseSettings):
         return {name: value for name in ENGINE_VARIABLES if (value := getattr(self, name)) is not None}
 
 
+class _MappingSettings(AppSettings):
+    """``AppSettings`` read from the given values only: a mapping names the whole configuration, so a variable it
+    leaves out stays unset even when this process's environment sets it."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
 def load_app_settings(env: Mapping[str, str] | None = None) -> AppSettings:
-    """Read the process environment (or ``env``, for tests and for callers that assembled one) once."""
+    """Read the process environment (or only ``env``, for tests and for callers that assembled one) once."""
     try:
         if env is None:
             return AppSettings()
         known = {name: env[name] for name in AppSettings.model_fields if name in env}
-        return AppSettings.model_validate(known)
+        return _MappingSettings(**known)
     except ValidationError as exc:  # every field is text: only a non-string mapping value gets here
         raise ConfigurationError(f"invalid ehrsync settings: {exc.errors()[0]['msg']}") from None

@@ -77,3 +77,16 @@ def test_demo_refuses_an_external_store_with_one_line(tmp_path: Path, name: str)
     assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[0].startswith("Error: ") and name in lines[0] and "unset" in lines[0], lines[0]
     assert not (tmp_path / "demo").exists()
+
+
+def test_demo_settings_use_the_state_dagster_home_when_the_operator_set_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo drops DAGSTER_HOME from what it reads: its runs go to ``<state>/dagster_home`` for `make ui`."""
+    from ehrsync.demo import _demo_settings
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "operator_home"))
+    state = tmp_path / "demo"
+    settings = _demo_settings(state, {"EHRSYNC_STATE_DIR": str(state)})
+    assert settings.dagster_home == state.resolve() / "dagster_home"
+    assert settings.overlap_seconds == 0
