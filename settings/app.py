@@ -148,6 +148,6 @@ def load_app_settings(env: Mapping[str, str] | None = None) -> AppSettings:
         if env is None:
             return AppSettings()
         known = {name: env[name] for name in AppSettings.model_fields if name in env}
-        return _MappingSettings(**known)
+        return _MappingSettings.model_validate(known)
     except ValidationError as exc:  # every field is text: only a non-string mapping value gets here
         raise ConfigurationError(f"invalid ehrsync settings: {exc.errors()[0]['msg']}") from None
