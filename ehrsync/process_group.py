@@ -5,8 +5,13 @@ the command gets a session of its own, SIGINT, SIGTERM and SIGHUP to us all mean
 SIGINT → SIGTERM → SIGKILL over the whole group (plus any descendant that left it) within bounded waits.
 
 A shell that starts us in the background (``ehrsync ui &``) sets SIGINT to "ignored", and a child inherits that:
-installing our handlers before the child starts gives it the default disposition back, so the SIGINT we send later
-reaches it.
+installing our handler before the child starts gives it the default disposition back, so the SIGINT we send later
+reaches it. Any other stop signal that is ignored stays ignored, for us and the command: ``nohup`` ignores SIGHUP so
+that closing the terminal does not stop the job.
+
+The handler only records the signal. Raising from it could land between fork and ``Popen`` returning (the command
+would run on unsupervised) or in the middle of the shutdown (a second ``kill`` would end it with a traceback).
+Blocking the signals around ``Popen`` is no option: the command would inherit the blocked mask and never see SIGINT.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from types import FrameType
 
 import psutil
 
@@ -28,14 +34,24 @@ logger = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # (signal, seconds to wait for the tree to go after sending it); SIGKILL last, it cannot be refused.
 _ESCALATION = ((signal.SIGINT, 30.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0))
+# How often the wait for the command looks at the recorded signal (the wait itself resumes after a handler).
+_POLL_S = 0.2
 
 
-class _StopRequested(Exception):
-    """One of ``STOP_SIGNALS`` arrived while the command ran."""
+class _StopFlag:
+    """Signal handler that records the first stop signal; later ones change nothing (the shutdown is bounded)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, _frame: FrameType | None) -> None:
+        if self.signum is None:
+            self.signum = signum
 
 
-def _request_stop(signum: int, _frame: object) -> None:
-    raise _StopRequested(signal.Signals(signum).name)
+def _signals_to_handle() -> list[int]:
+    """The stop signals not ignored now, plus SIGINT (ignored for background jobs, yet what stops the command)."""
+    return [sig for sig in STOP_SIGNALS if sig == signal.SIGINT or signal.getsignal(sig) != signal.SIG_IGN]
 
 
 def run_until_stopped(argv: Sequence[str], env: Mapping[str, str], *, stop_after_s: float | None = None) -> int:
@@ -43,24 +59,36 @@ def run_until_stopped(argv: Sequence[str], env: Mapping[str, str], *, stop_after
 
     Returns the command's exit code when it ended by itself, else 0 once it and its descendants are gone.
     """
-    previous = {sig: signal.signal(sig, _request_stop) for sig in STOP_SIGNALS}
+    stop = _StopFlag()
+    previous = {sig: signal.signal(sig, stop) for sig in _signals_to_handle()}
     proc: subprocess.Popen[bytes] | None = None
     try:
         proc = subprocess.Popen(list(argv), env=dict(env), start_new_session=True)
-        return proc.wait(timeout=stop_after_s)
-    except (_StopRequested, subprocess.TimeoutExpired) as why:
-        reason = str(why) if isinstance(why, _StopRequested) else "stop_after_s elapsed"
+        code = _wait(proc, stop, stop_after_s)
+        if code is not None:
+            return code
+        reason = "stop_after_s elapsed" if stop.signum is None else signal.Signals(stop.signum).name
         logger.info("stopping the process group of %s (%s)", argv[0], reason)
         return 0
     finally:
-        for sig in STOP_SIGNALS:  # a second signal must not cut the shutdown short; it is bounded anyway
-            signal.signal(sig, signal.SIG_IGN)
         try:
             if proc is not None:
                 stop_process_tree(proc)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _wait(proc: subprocess.Popen[bytes], stop: _StopFlag, stop_after_s: float | None) -> int | None:
+    """The command's exit code, or None once a stop signal was recorded or ``stop_after_s`` passed."""
+    deadline = None if stop_after_s is None else time.monotonic() + stop_after_s
+    while stop.signum is None:
+        step = _POLL_S if deadline is None else min(_POLL_S, deadline - time.monotonic())
+        if step <= 0:
+            return None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return proc.wait(timeout=step)
+    return None
 
 
 def stop_process_tree(proc: subprocess.Popen[bytes], escalation: Sequence[tuple[int, float]] = _ESCALATION) -> None:
