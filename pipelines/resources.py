@@ -214,11 +214,13 @@ def sync_environment(
     landing: LandingZoneResource,
     warehouse: WarehouseResource,
     ehr_http: EhrHttpResource,
-    policy: SyncPolicyResource | None = None,
+    policy: SyncPolicyResource,
 ) -> Iterator[SyncEnvironment]:
-    """Build the engine's ``SyncEnvironment`` for one step (the database engine is disposed after it)."""
+    """Build the engine's ``SyncEnvironment`` for one step (the database engine is disposed after it).
+
+    ``policy`` is required: a step built without it searched with the default page size and overlap, not the
+    configured ones."""
     http = ehr_http.client()
-    policy = policy if policy is not None else SyncPolicyResource()
     overlap = timedelta(seconds=policy.overlap_seconds)
     with app_db.open() as db:
         yield SyncEnvironment(

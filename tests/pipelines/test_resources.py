@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from pipelines.resources import (
     AppDatabaseResource,
     EhrHttpResource,
     LandingZoneResource,
+    SyncPolicyResource,
     WarehouseResource,
     default_resources,
     sync_environment,
@@ -62,7 +64,9 @@ def test_sync_environment_wires_the_resources(app_db: AppDb, tmp_path: Path, mon
     landing = LandingZoneResource(root=str(tmp_path / "landing"), attachments_root=str(tmp_path / "att"))
     warehouse = WarehouseResource(target=str(tmp_path / "wh.duckdb"))
     http = EhrHttpResource(fetch_allowed_hosts="files.clinic.local, 10.0.0.5:8443")
-    with sync_environment(AppDatabaseResource(url=app_db.url), landing, warehouse, http) as env:
+    policy = SyncPolicyResource(page_size=37, overlap_seconds=11, bulk_membership_check=False)
+    with sync_environment(AppDatabaseResource(url=app_db.url), landing, warehouse, http, policy) as env:
+        assert (env.page_size, env.overlap, env.bulk_membership_check) == (37, timedelta(seconds=11), False)
         assert env.warehouse_target == str(tmp_path / "wh.duckdb")
         assert env.http is http.client()
         assert env.db.dialect == "sqlite"
@@ -76,7 +80,8 @@ def test_missing_token_key_is_a_clear_configuration_error(
     monkeypatch.delenv("INTEGRATIONS_TOKEN_ENC_KEY", raising=False)
     landing = LandingZoneResource(root=str(tmp_path / "landing"), attachments_root=str(tmp_path / "att"))
     warehouse = WarehouseResource(target=str(tmp_path / "wh.duckdb"))
-    environment = sync_environment(AppDatabaseResource(url=app_db.url), landing, warehouse, EhrHttpResource())
+    db = AppDatabaseResource(url=app_db.url)
+    environment = sync_environment(db, landing, warehouse, EhrHttpResource(), SyncPolicyResource())
     with pytest.raises(ConfigurationError, match="INTEGRATIONS_TOKEN_ENC_KEY"), environment:
         pass
 
@@ -145,3 +150,16 @@ def test_vault_key_is_bound_by_name_when_the_process_has_it(monkeypatch: pytest.
     cipher = configured.cipher()  # the configured key: the environment no longer has one
     sealed = cipher.encrypt("x", tenant_id="t", owner_id="o", field="f")
     assert TokenCipher(base64.b64decode(key)).decrypt(sealed, tenant_id="t", owner_id="o", field="f") == "x"
+
+
+def test_every_step_that_syncs_gets_the_sync_policy() -> None:
+    """A step that builds a ``SyncEnvironment`` (it needs ``ehr_http``) also needs ``policy``: without it the
+    warehouse upserts, the reference step and reconciliation searched with the default page size (the setting
+    was ignored)."""
+    from pipelines.definitions import build_definitions
+
+    repository = build_definitions().get_repository_def()
+    ops = {op.name: op for job in repository.get_all_jobs() for op in job.all_node_defs if hasattr(op, "compute_fn")}
+    syncing = {name for name, op in ops.items() if "ehr_http" in op.required_resource_keys}
+    assert len(syncing) > 10  # the landing and warehouse steps of every type, references, bulk, reconciliation
+    assert not {name for name in syncing if "policy" not in ops[name].required_resource_keys}

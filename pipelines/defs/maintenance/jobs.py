@@ -24,6 +24,7 @@ from pipelines.resources import (
     AppDatabaseResource,
     EhrHttpResource,
     LandingZoneResource,
+    SyncPolicyResource,
     WarehouseResource,
     sync_environment,
 )
@@ -40,10 +41,11 @@ def reconcile_connection(
     landing: LandingZoneResource,
     warehouse: WarehouseResource,
     ehr_http: EhrHttpResource,
+    policy: SyncPolicyResource,
 ) -> Output[dict[str, int]]:
     connection_id = context.partition_key
     deleted: dict[str, int] = {}
-    with sync_environment(app_db, landing, warehouse, ehr_http) as env:
+    with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
         for resource_type in PATIENT_TYPES:
             count = reconcile_deletes(env, connection_id, resource_type, run_id=context.run_id)
             deleted[resource_type] = count

@@ -98,7 +98,7 @@ def build_reference_assets() -> AssetsDefinition:
         policy: SyncPolicyResource,
     ) -> Iterator[MaterializeResult]:  # type: ignore[type-arg]  # Dagster needs the bare class with check specs
         connection_id = context.partition_key
-        with sync_environment(app_db, landing, warehouse, ehr_http) as env:
+        with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
             reports = sync_references(env, connection_id, context.run.run_id)
         failed = [r for r in reports.values() if r.error is not None]
         for resource_type in REFERENCED_TYPES:

@@ -176,10 +176,11 @@ def _build_warehouse(resource_type: str) -> AssetsDefinition:
         landing: LandingZoneResource,
         warehouse: WarehouseResource,
         ehr_http: EhrHttpResource,
+        policy: SyncPolicyResource,
     ) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster needs the bare class with check specs
         connection_id = context.partition_key
         with (
-            sync_environment(app_db, landing, warehouse, ehr_http) as env,
+            sync_environment(app_db, landing, warehouse, ehr_http, policy) as env,
             hold_connection(env, connection_id, context.run.run_id),
         ):
             report = upsert_resource_type(env, connection_id, resource_type, context.run.run_id)
