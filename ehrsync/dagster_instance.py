@@ -18,10 +18,19 @@ from dagster import DagsterInstance
 
 from engine.settings import PipelineSettings
 
-__all__ = ["SHIPPED_DAGSTER_YAML", "WORKSPACE_YAML", "open_instance", "prepare_dagster_home", "ui_command"]
+__all__ = [
+    "CODE_LOCATION_MODULE",
+    "SHIPPED_DAGSTER_YAML",
+    "WORKSPACE_YAML",
+    "open_instance",
+    "prepare_dagster_home",
+    "ui_command",
+]
 
 SHIPPED_DAGSTER_YAML = Path(__file__).resolve().parent / "dagster_home" / "dagster.yaml"
+# The repository's workspace.yaml (for `dagster dev -w`); a wheel does not ship it, so ui_command loads the module.
 WORKSPACE_YAML = Path(__file__).resolve().parent.parent / "workspace.yaml"
+CODE_LOCATION_MODULE = "pipelines.definitions"
 # Beside an installed dagster.yaml: the digest of what ehrsync wrote, so an edited file is recognised as the
 # operator's and left alone.
 INSTALLED_MARK = ".ehrsync-dagster-yaml.sha256"
@@ -70,5 +79,5 @@ def ui_command(
     """
     home = prepare_dagster_home(settings.dagster_home)
     env = {**os.environ, "DAGSTER_HOME": str(home), "EHRSYNC_STATE_DIR": str(settings.state_dir)}
-    argv = [sys.executable, "-m", "dagster", "dev", "-w", str(WORKSPACE_YAML), "-h", host, "-p", str(port)]
+    argv = [sys.executable, "-m", "dagster", "dev", "-m", CODE_LOCATION_MODULE, "-h", host, "-p", str(port)]
     return argv, env

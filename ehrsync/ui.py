@@ -1,7 +1,7 @@
 """``make ui``: ``dagster dev`` (webserver + daemon + code server) over a state folder.
 
-It runs in its own process group; Ctrl-C, SIGTERM or SIGHUP to us stops the whole group (``process_group``),
-because killing only the parent leaves the webserver, daemon and code server running.
+It runs in its own process group; Ctrl-C, SIGTERM or SIGHUP (unless ignored, as ``nohup`` does) to us stops the whole
+group (``process_group``), because killing only the parent leaves the webserver, daemon and code server running.
 """
 
 from __future__ import annotations

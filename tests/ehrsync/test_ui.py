@@ -14,6 +14,10 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+import yaml
+
+from ehrsync.dagster_instance import WORKSPACE_YAML, ui_command
+from engine.settings import PipelineSettings
 
 
 def _free_port() -> int:
@@ -50,6 +54,15 @@ def _wait_until_serving(proc: subprocess.Popen[bytes], port: int) -> None:
             pass
         assert time.monotonic() < deadline, "the Dagster UI did not come up in 180 s"
         time.sleep(1)
+
+
+def test_ui_loads_the_code_location_by_module_not_from_the_repository_workspace_yaml(tmp_path: Path) -> None:
+    """An installed wheel has no workspace.yaml beside the package: the UI loads the module the repo's file names."""
+    argv, _env = ui_command(PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path)}))
+    dev_args = argv[argv.index("dev") + 1 :]
+    assert "-w" not in dev_args and str(WORKSPACE_YAML) not in dev_args
+    (location,) = yaml.safe_load(WORKSPACE_YAML.read_text())["load_from"]
+    assert dev_args[dev_args.index("-m") + 1] == location["python_module"]
 
 
 @pytest.mark.slow

@@ -128,6 +128,6 @@ def test_ui_command_points_dagster_at_the_state_dir(tmp_path: Path) -> None:
     settings = PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path)})
     argv, env = ui_command(settings, port=3999)
     assert argv[1:4] == ["-m", "dagster", "dev"]
-    assert str(WORKSPACE_YAML) in argv and "3999" in argv
+    assert argv[4:6] == ["-m", "pipelines.definitions"] and "3999" in argv  # the module workspace.yaml loads
     assert env["DAGSTER_HOME"] == str(tmp_path.resolve() / "dagster_home")
     assert (tmp_path / "dagster_home" / "dagster.yaml").exists()
