@@ -1,4 +1,6 @@
-"""Alembic environment: runs on the connection handed over by ``AppDatabase.migrate`` (or a URL)."""
+"""Alembic environment: runs on the connection handed over by ``AppDatabase.migrate``, else (the alembic CLI) on
+``sqlalchemy.url`` when one is set, else on the app database the settings resolve, the one every ehrsync process
+opens (the ini named a default of its own before)."""
 
 from __future__ import annotations
 
@@ -6,8 +8,9 @@ import contextlib
 import importlib
 
 from alembic import context
-from sqlalchemy import engine_from_config, pool
 
+from settings import load_app_settings
+from store.database import AppDatabase
 from store.models import Base
 
 with contextlib.suppress(ModuleNotFoundError):  # revision 0002's tables, when pipelines has added them
@@ -15,6 +18,11 @@ with contextlib.suppress(ModuleNotFoundError):  # revision 0002's tables, when p
 
 config = context.config
 target_metadata = Base.metadata
+
+
+def _url() -> str:
+    """``sqlalchemy.url`` (``alembic -c ...`` with one set), else ``settings.AppSettings.database_url``."""
+    return config.get_main_option("sqlalchemy.url") or load_app_settings().database_url
 
 
 def _run(connection: object) -> None:
@@ -33,15 +41,16 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = engine_from_config(
-        config.get_section(config.config_ini_section) or {}, prefix="sqlalchemy.", poolclass=pool.NullPool
-    )
-    with engine.connect() as conn:
-        _run(conn)
+    database = AppDatabase.from_url(_url())  # as the app opens it (a SQLite file's folder is created)
+    try:
+        with database.engine.begin() as conn:
+            _run(conn)
+    finally:
+        database.dispose()
 
 
 if context.is_offline_mode():
-    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata, literal_binds=True)
+    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
 else:
