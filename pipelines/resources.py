@@ -8,7 +8,9 @@ configuration only (connections open per step and close after: DuckDB allows one
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections import ChainMap
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -56,6 +58,7 @@ class AppDatabaseResource(ConfigurableResource["AppDatabaseResource"]):
     # Bound as EnvVar by ``default_resources``; None: the vault reads the process environment when it opens.
     token_enc_key: str | None = _unset("The vault key (INTEGRATIONS_TOKEN_ENC_KEY).")
     token_enc_keys_old: str | None = _unset("Previous vault keys, kid:base64,... (INTEGRATIONS_TOKEN_ENC_KEYS_OLD).")
+    jwt_private_key: str | None = _unset("Backend Services signing key, PEM text or a path (EHR_JWT_PRIVATE_KEY).")
 
     def engine_url(self) -> str:
         """The URL with an explicit connect timeout for PostgreSQL (a URL that sets one keeps its own)."""
@@ -77,7 +80,14 @@ class AppDatabaseResource(ConfigurableResource["AppDatabaseResource"]):
 
     def vault(self, db: AppDatabase, http: httpx.Client | None = None) -> TokenVault:
         """The token vault (refreshes through ``http``), opened with the configured key when a run needs tokens."""
-        return TokenVault(db, self.cipher(), http=http)
+        return TokenVault(db, self.cipher(), http=http, environ=self.signing_environ())
+
+    def signing_environ(self) -> Mapping[str, str] | None:
+        """Where the vault finds signing keys: the bound ``EHR_JWT_PRIVATE_KEY`` first (a provider's own
+        ``private_key_env`` is still looked up in the process); None when not bound: the process environment."""
+        if self.jwt_private_key is None:
+            return None
+        return ChainMap({"EHR_JWT_PRIVATE_KEY": self.jwt_private_key}, os.environ)
 
     def cipher(self) -> TokenCipher:
         """``TokenCipher`` of the configured keys (a bad or missing key is a ConfigurationError naming it)."""
@@ -259,6 +269,7 @@ def default_resources(settings: PipelineSettings) -> dict[str, ConfigurableResou
             url=_url(settings.database_url, settings.database_url_variable, settings),
             token_enc_key=_secret("INTEGRATIONS_TOKEN_ENC_KEY", settings),
             token_enc_keys_old=_secret("INTEGRATIONS_TOKEN_ENC_KEYS_OLD", settings),
+            jwt_private_key=_secret("EHR_JWT_PRIVATE_KEY", settings),
         ),
         "landing": LandingZoneResource(
             root=str(settings.landing_dir),

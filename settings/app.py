@@ -11,6 +11,7 @@ app database and warehouse for the same environment. Nothing else reads these va
 | ``WAREHOUSE_URL`` | ``<state>/warehouse.duckdb`` |
 | ``DAGSTER_HOME`` | ``<state>/dagster_home`` |
 | ``INTEGRATIONS_TOKEN_ENC_KEY``, ``INTEGRATIONS_TOKEN_ENC_KEYS_OLD`` | unset (checked where the vault opens) |
+| ``EHR_JWT_PRIVATE_KEY`` | unset (PEM text or a path; checked where a token is signed) |
 
 The engine's tuning variables (``EHRSYNC_SYNC_WINDOWS``, the byte limits, budgets and retry delays) are carried
 here as the operator wrote them; ``engine.settings.PipelineSettings`` checks them with the engine's own readers,
@@ -70,6 +71,8 @@ class AppSettings(BaseSettings):
     # so the Dagster resources can bind them by name (``EnvVar``) when they are set.
     INTEGRATIONS_TOKEN_ENC_KEY: SecretStr | None = None
     INTEGRATIONS_TOKEN_ENC_KEYS_OLD: SecretStr | None = None
+    # The key the vault signs SMART Backend Services assertions with, bound by name like the vault's keys.
+    EHR_JWT_PRIVATE_KEY: SecretStr | None = None
 
     EHRSYNC_SYNC_WINDOWS: str | None = None
     EHRSYNC_QUARANTINE_MAX_RATIO: str | None = None
@@ -117,8 +120,8 @@ class AppSettings(BaseSettings):
 
     @property
     def vault_key_variables(self) -> tuple[str, ...]:
-        """The vault key variables that are set (their values stay secret)."""
-        names = ("INTEGRATIONS_TOKEN_ENC_KEY", "INTEGRATIONS_TOKEN_ENC_KEYS_OLD")
+        """The vault's secrets that are set: its keys and its signing key (their values stay secret)."""
+        names = ("INTEGRATIONS_TOKEN_ENC_KEY", "INTEGRATIONS_TOKEN_ENC_KEYS_OLD", "EHR_JWT_PRIVATE_KEY")
         return tuple(name for name in names if getattr(self, name) is not None)
 
     def engine_values(self) -> dict[str, str]:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, TypeVar
 import click
 
 if TYPE_CHECKING:
+    from settings import AppSettings
     from store import AppDatabase
 
 __all__ = [
@@ -60,14 +61,15 @@ def is_verbose(ctx: click.Context) -> bool:
     return bool(ctx.find_root().params.get("verbose"))
 
 
-def check_signing_key() -> None:
-    """``EHR_JWT_PRIVATE_KEY`` (PEM text or a path), when set, must load before a run signs with it."""
-    import os
-
+def check_signing_key(settings: AppSettings | None = None) -> None:
+    """``EHR_JWT_PRIVATE_KEY`` (PEM text or a path) of ``settings`` (default: the process's), when set, must load
+    before a run signs with it."""
     from auth_service.core.keys import load_private_key
     from connectors.errors import ConfigurationError
+    from settings import load_app_settings
 
-    value = os.environ.get("EHR_JWT_PRIVATE_KEY", "").strip()
+    key = (settings or load_app_settings()).EHR_JWT_PRIVATE_KEY
+    value = key.get_secret_value().strip() if key is not None else ""
     if not value:
         return
     try:

@@ -156,10 +156,33 @@ def test_every_step_that_syncs_gets_the_sync_policy() -> None:
     """A step that builds a ``SyncEnvironment`` (it needs ``ehr_http``) also needs ``policy``: without it the
     warehouse upserts, the reference step and reconciliation searched with the default page size (the setting
     was ignored)."""
+    from dagster import OpDefinition
+
     from pipelines.definitions import build_definitions
 
     repository = build_definitions().get_repository_def()
-    ops = {op.name: op for job in repository.get_all_jobs() for op in job.all_node_defs if hasattr(op, "compute_fn")}
+    jobs = repository.get_all_jobs()
+    ops = {op.name: op for job in jobs for op in job.all_node_defs if isinstance(op, OpDefinition)}
     syncing = {name for name, op in ops.items() if "ehr_http" in op.required_resource_keys}
     assert len(syncing) > 10  # the landing and warehouse steps of every type, references, bulk, reconciliation
     assert not {name for name in syncing if "policy" not in ops[name].required_resource_keys}
+
+
+def test_the_signing_key_reaches_the_vault_through_the_resource(
+    app_db: AppDb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EHR_JWT_PRIVATE_KEY set at load is bound by name (the UI shows no PEM) and handed to the vault, which
+    signs with it instead of reading the process environment when it mints a token."""
+    monkeypatch.setenv("EHRSYNC_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("EHR_JWT_PRIVATE_KEY", "/keys/backend.pem")
+    bound = default_resources(PipelineSettings.from_env())["app_db"]
+    assert isinstance(bound, AppDatabaseResource)
+    assert isinstance(bound.jwt_private_key, EnvVar) and bound.jwt_private_key.env_var_name == "EHR_JWT_PRIVATE_KEY"
+    unbound = default_resources(PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path)}))["app_db"]
+    assert isinstance(unbound, AppDatabaseResource) and unbound.jwt_private_key is None
+
+    monkeypatch.setenv("INTEGRATIONS_TOKEN_ENC_KEY", base64.b64encode(os.urandom(32)).decode())
+    resource = AppDatabaseResource(url=app_db.url, jwt_private_key="/keys/bound.pem")
+    with resource.open() as db:
+        environ = resource.vault(db)._grants.environ
+    assert environ is not None and environ["EHR_JWT_PRIVATE_KEY"] == "/keys/bound.pem"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.settings import PipelineSettings
-from pipelines.resources import default_resources
+from pipelines.resources import AppDatabaseResource, SyncPolicyResource, WarehouseResource, default_resources
 from settings import load_app_settings
 
 
@@ -49,8 +49,23 @@ def test_resources_of_a_mapping_bind_its_values_not_the_process_variables(operat
     state = (operator_environment / "mapped").resolve()
     settings = PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(state)})
     resources = default_resources(settings)
-    assert resources["app_db"].url == f"sqlite:///{state / 'app.db'}"
-    assert resources["app_db"].token_enc_key is None
-    assert resources["warehouse"].target == str(state / "warehouse.duckdb")
-    assert resources["policy"].overlap_seconds == 300
+    app_db, warehouse, policy = resources["app_db"], resources["warehouse"], resources["policy"]
+    assert isinstance(app_db, AppDatabaseResource) and isinstance(warehouse, WarehouseResource)
+    assert isinstance(policy, SyncPolicyResource)
+    assert app_db.url == f"sqlite:///{state / 'app.db'}"
+    assert app_db.token_enc_key is None and app_db.jwt_private_key is None
+    assert warehouse.target == str(state / "warehouse.duckdb")
+    assert policy.overlap_seconds == 300
     assert settings.dagster_home == state / "dagster_home"
+
+
+def test_the_signing_key_check_reads_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ehrsync sync`` checks the EHR_JWT_PRIVATE_KEY of its settings (a mapping's, when given one)."""
+    from connectors.errors import ConfigurationError
+    from ehrsync.commands.common import check_signing_key
+
+    monkeypatch.setenv("EHR_JWT_PRIVATE_KEY", "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    check_signing_key(load_app_settings({}))  # the mapping sets no key: nothing to check
+    assert "EHR_JWT_PRIVATE_KEY" in load_app_settings().vault_key_variables
+    with pytest.raises(ConfigurationError, match="EHR_JWT_PRIVATE_KEY"):
+        check_signing_key()
