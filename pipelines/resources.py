@@ -1,7 +1,8 @@
 """Dagster resources: small, explicit handles on the app database, landing zone, warehouse and EHR HTTP.
 
 No IO managers: assets write through these and report counts in ``MaterializeResult`` metadata. Resources hold
-configuration only (connections open per step and close after: DuckDB allows one writing process at a time).
+configuration only (connections open per step and close after: DuckDB allows one writing process at a time);
+``pipelines.defs._shared.environment.sync_environment`` builds a step's engine environment from them.
 ``default_resources`` fills it from the settings read once at load; a URL or key the operator set is bound as
 ``dagster.EnvVar``, so the UI shows its name, never a password, and no step reads the environment.
 """
@@ -23,7 +24,6 @@ from sqlalchemy.engine import make_url
 
 from connectors.fhir import RetryPolicy
 from connectors.transport import BodyBounds
-from engine import SyncEnvironment
 from engine.retries import DEFAULT_BASE_S, DEFAULT_CAP_S, MAX_S, RETRY_BASE_ENV, RETRY_CAP_ENV
 from engine.scheduling import RetryBackoff
 from engine.settings import PipelineSettings
@@ -39,7 +39,6 @@ __all__ = [
     "SyncPolicyResource",
     "WarehouseResource",
     "default_resources",
-    "sync_environment",
 ]
 
 
@@ -216,39 +215,6 @@ class SyncPolicyResource(ConfigurableResource["SyncPolicyResource"]):
 
     def windows(self) -> dict[str, SyncWindow]:
         return parse_sync_windows(self.sync_windows)
-
-
-@contextmanager
-def sync_environment(
-    app_db: AppDatabaseResource,
-    landing: LandingZoneResource,
-    warehouse: WarehouseResource,
-    ehr_http: EhrHttpResource,
-    policy: SyncPolicyResource,
-) -> Iterator[SyncEnvironment]:
-    """Build the engine's ``SyncEnvironment`` for one step (the database engine is disposed after it).
-
-    ``policy`` is required: a step built without it searched with the default page size and overlap, not the
-    configured ones."""
-    http = ehr_http.client()
-    overlap = timedelta(seconds=policy.overlap_seconds)
-    with app_db.open() as db:
-        yield SyncEnvironment(
-            db=db,
-            vault=app_db.vault(db, http),
-            zone=landing.zone(),
-            attachments=landing.attachments(),
-            warehouse_target=warehouse.target,
-            http=http,
-            overlap=overlap,
-            page_size=policy.page_size,
-            retry=ehr_http.retry_policy(),
-            rate_limits=ehr_http.rate_limits,
-            bulk_membership_check=policy.bulk_membership_check,
-            fetch_allowed_hosts=tuple(h.strip() for h in ehr_http.fetch_allowed_hosts.split(",") if h.strip()),
-            bounds=ehr_http.bounds(),
-            **landing.limits(),
-        )
 
 
 def _url(value: str, variable: str | None, settings: PipelineSettings) -> str:

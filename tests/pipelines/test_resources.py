@@ -12,6 +12,7 @@ from dagster import EnvVar
 
 from connectors.errors import ConfigurationError
 from engine.settings import PipelineSettings
+from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs.sync.type_assets import duplicate_check
 from pipelines.resources import (
     AppDatabaseResource,
@@ -20,7 +21,6 @@ from pipelines.resources import (
     SyncPolicyResource,
     WarehouseResource,
     default_resources,
-    sync_environment,
 )
 from store import TokenCipher
 from tests.pipelines.appdb import AppDb

@@ -23,6 +23,7 @@ from dagster import (
 from engine import hold_connection, run_bulk_export
 from engine.bulk_file_counts import output_file_counts
 from engine.reports import BulkReport
+from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs._shared.metadata import (
     CheckVerdict,
     bulk_report_metadata,
@@ -38,7 +39,6 @@ from pipelines.resources import (
     LandingZoneResource,
     SyncPolicyResource,
     WarehouseResource,
-    sync_environment,
 )
 
 __all__ = [

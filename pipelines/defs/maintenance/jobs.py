@@ -17,6 +17,7 @@ from dagster import (
 from engine import PATIENT_TYPES, reconcile_deletes
 from engine.connection_snapshots import read_connections
 from engine.run_tags import run_tags
+from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME, connections_partitions
 from pipelines.defs._shared.schedules import in_process_job, running_utc_schedule, tick_day
 from pipelines.defs.sync.type_assets import warehouse_key
@@ -26,7 +27,6 @@ from pipelines.resources import (
     LandingZoneResource,
     SyncPolicyResource,
     WarehouseResource,
-    sync_environment,
 )
 
 __all__ = ["RECONCILE_JOB", "defs", "reconcile_deletes_job", "weekly_reconcile_schedule"]

@@ -20,6 +20,7 @@ from dagster import (
 )
 
 from engine import PATIENT_TYPES, REFERENCED_TYPES, TypeReport, sync_references
+from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs._shared.metadata import check_result, quarantine_verdict, type_report_metadata
 from pipelines.defs._shared.partitions import connections_partitions
 from pipelines.defs.sync.type_assets import (
@@ -37,7 +38,6 @@ from pipelines.resources import (
     LandingZoneResource,
     SyncPolicyResource,
     WarehouseResource,
-    sync_environment,
 )
 
 __all__ = ["NO_REFERENCES", "REFERENCES_STEP", "build_reference_assets"]

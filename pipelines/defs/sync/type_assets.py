@@ -22,6 +22,7 @@ from dagster import (
 from pydantic import Field
 
 from engine import PATIENT_TYPES, TypeReport, hold_connection, land_resource_type, upsert_resource_type
+from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs._shared.metadata import (
     CheckVerdict,
     check_result,
@@ -36,7 +37,6 @@ from pipelines.resources import (
     LandingZoneResource,
     SyncPolicyResource,
     WarehouseResource,
-    sync_environment,
 )
 from warehouse import WarehouseError
 
