@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from dagster import DagsterInstance
 
 from ehrsync.dagster_instance import open_instance
 from ehrsync.run_now import _run_config, _RunSelection, job_for, run_sync_now
@@ -52,9 +53,12 @@ def test_instance_lives_under_the_state_dir(tmp_path: Path, monkeypatch: pytest.
     assert (tmp_path / "dagster_home" / "dagster.yaml").exists()
 
 
-def test_a_run_limited_to_some_types_selects_their_assets_and_the_references(tmp_path: Path) -> None:
+def test_a_run_limited_to_some_types_selects_their_assets_and_the_references(
+    tmp_path: Path, dagster_instance_on_disk: DagsterInstance
+) -> None:
     """``resource_types`` keeps each chosen type's two assets and the referenced resources' step, and the full
-    resync's run config only for the chosen landing steps (Dagster refuses config for steps not selected)."""
+    resync's run config only for the chosen landing steps (Dagster refuses config for steps not selected).
+    Resolving a job reads the current instance's definitions state: a live one, as inside ``run_sync_now``."""
     selection = _RunSelection(resource_types=["Observation"])
     keys = {k.to_user_string() for k in selection.asset_keys() or []}
     assert {"landing/Observation", "warehouse/Observation", "landing/Practitioner", "warehouse/Medication"} <= keys
