@@ -31,7 +31,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy connectors warehouse store engine auth_service pipelines sandbox ehrsync
+	$(BIN)/mypy connectors warehouse settings store engine auth_service pipelines sandbox ehrsync
 
 pytest: install install-system ## the suite starts (and stops) its own throwaway Postgres and sandbox servers
 	$(BIN)/pytest
