@@ -64,8 +64,8 @@ def _error_text(event: Any) -> str:
 def test_a_dagster_run_is_refused_while_another_process_syncs_the_connection(
     tmp_path: Path, world: SyncWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(LOCK_WAIT_ENV, "0")
-    settings = PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path / "state")})
+    # Settings built from a mapping read only that mapping (never the process), so the lock wait goes in it.
+    settings = PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path / "state"), LOCK_WAIT_ENV: "0"})
     assert settings.landing_dir == world.env.zone.root.resolve()
     with serve(_patient_server()) as fake, DagsterInstance.ephemeral() as instance:
         cid = connect_static(world, fake.fhir_base, patient_id="p1")
