@@ -156,12 +156,14 @@ def test_every_step_that_syncs_gets_the_sync_policy() -> None:
     """A step that builds a ``SyncEnvironment`` (it needs ``ehr_http``) also needs ``policy``: without it the
     warehouse upserts, the reference step and reconciliation searched with the default page size (the setting
     was ignored)."""
-    from dagster import OpDefinition
+    from dagster import DagsterInstance, OpDefinition
 
     from pipelines.definitions import build_definitions
 
-    repository = build_definitions().get_repository_def()
-    jobs = repository.get_all_jobs()
+    # Loading definitions reads the current instance's state storage: give it a live one, as every process does,
+    # not whatever instance an earlier test in this process left closed behind Dagster's context variable.
+    with DagsterInstance.ephemeral():
+        jobs = build_definitions().get_repository_def().get_all_jobs()
     ops = {op.name: op for job in jobs for op in job.all_node_defs if isinstance(op, OpDefinition)}
     syncing = {name for name, op in ops.items() if "ehr_http" in op.required_resource_keys}
     assert len(syncing) > 10  # the landing and warehouse steps of every type, references, bulk, reconciliation
