@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STATE ?= var/demo
+# Test processes (pytest-xdist; each file runs whole in one worker, each worker starts its own Postgres/sandbox).
+TEST_WORKERS ?= 2
 
 .PHONY: install install-system demo test lint typecheck pytest ui bench clean
 
@@ -34,7 +36,7 @@ typecheck: install
 	$(BIN)/mypy connectors warehouse settings store engine auth_service pipelines sandbox ehrsync
 
 pytest: install install-system ## the suite starts (and stops) its own throwaway Postgres and sandbox servers
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 test: lint typecheck pytest
 
