@@ -58,38 +58,30 @@ def create_run(
         raise ValueError(f"unknown sync kind {kind!r}: expected one of {KINDS}")
     rid = run_id or uuid.uuid4().hex
     with db.locked_session() as session:
-        session.add(
-            SyncRun(
-                id=rid,
-                connection_id=connection_id,
-                tenant_id=tenant_id,
-                kind=kind,
-                status="queued",
-                created_at=utcnow(),
-                counts={},
-                bytes=0,
-            )
-        )
+        session.add(_queued(rid, connection_id, kind, tenant_id))
         session.commit()
     return rid
+
+
+def _queued(run_id: str, connection_id: str, kind: str, tenant_id: str | None) -> SyncRun:
+    """A new ``queued`` row with no counts yet (``create_run`` and ``ensure_run`` both start a run so)."""
+    return SyncRun(
+        id=run_id,
+        connection_id=connection_id,
+        tenant_id=tenant_id,
+        kind=kind,
+        status="queued",
+        created_at=utcnow(),
+        counts={},
+        bytes=0,
+    )
 
 
 def ensure_run(db: AppDatabase, connection_id: str, run_id: str, kind: str, *, tenant_id: str | None = None) -> None:
     """Create the run row if absent (Dagster hands us its own run ids), and mark it running."""
     with db.locked_session() as session:
         if session.get(SyncRun, run_id) is None:
-            session.add(
-                SyncRun(
-                    id=run_id,
-                    connection_id=connection_id,
-                    tenant_id=tenant_id,
-                    kind=kind,
-                    status="queued",
-                    created_at=utcnow(),
-                    counts={},
-                    bytes=0,
-                )
-            )
+            session.add(_queued(run_id, connection_id, kind, tenant_id))
             session.commit()
     mark_running(db, run_id)
 
