@@ -1,0 +1,89 @@
+"""Analyst views on PostgreSQL are queried live, so refreshing them must not stall behind an analyst: unchanged
+views are left alone (no lock taken), and a changed one waits at most ``lock_timeout``; plus the patient reference
+check on both backends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from tests.warehouse.conftest import land, resource
+from warehouse import VIEW_NAMES, LandingZone, Warehouse, open_warehouse
+from warehouse.postgres_backend import psycopg_conninfo
+from warehouse.snapshot import describe_views
+from warehouse.view_checks import patient_references
+from warehouse.view_refresh import AnalystViewsBusyError, refresh_analyst_views
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg(postgres_url: str) -> Iterator[Warehouse]:
+    with open_warehouse(postgres_url) as wh:
+        yield wh
+
+
+def _comments(url: str) -> dict[str, str]:
+    with psycopg.connect(psycopg_conninfo(url)) as con:
+        rows = con.execute(
+            "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c WHERE c.relkind = 'v'"
+        ).fetchall()
+    return {str(n): str(c) for n, c in rows}
+
+
+def test_only_changed_views_are_recreated(pg: Warehouse, postgres_url: str) -> None:
+    assert refresh_analyst_views(pg) == list(VIEW_NAMES)
+    assert refresh_analyst_views(pg) == []  # nothing changed: nothing touched
+    with psycopg.connect(psycopg_conninfo(postgres_url), autocommit=True) as con:
+        con.execute("COMMENT ON VIEW observation IS 'an older definition'")
+    assert refresh_analyst_views(pg) == ["observation"]
+    assert set(_comments(postgres_url)) >= set(VIEW_NAMES)
+
+
+def test_a_view_from_an_incompatible_older_definition_is_dropped_and_recreated(pg: Warehouse, postgres_url: str) -> None:
+    with psycopg.connect(psycopg_conninfo(postgres_url), autocommit=True) as con:
+        con.execute("CREATE VIEW observation AS SELECT 1 AS something_else")
+    assert refresh_analyst_views(pg) == list(VIEW_NAMES)
+    assert "patient_id" in dict(describe_views(pg, ["observation"])[0].columns)
+
+
+def test_a_long_analyst_transaction_does_not_hang_the_refresh(pg: Warehouse, postgres_url: str) -> None:
+    """The analyst reads a view in an open transaction (its lock lasts until it ends). A refresh with nothing
+    changed returns at once; one that must replace that view gives up after lock_timeout with a clear error and
+    leaves the views as they were; once the analyst's transaction ends, the refresh goes through."""
+    refresh_analyst_views(pg)
+    analyst = psycopg.connect(psycopg_conninfo(postgres_url))
+    try:
+        analyst.execute("SELECT count(*) FROM observation").fetchone()  # transaction open, view locked
+        assert refresh_analyst_views(pg, lock_timeout_s=0.2) == []
+        with psycopg.connect(psycopg_conninfo(postgres_url), autocommit=True) as admin:
+            admin.execute("COMMENT ON VIEW patient IS 'an older definition'")  # not the analyst's view
+            assert refresh_analyst_views(pg, lock_timeout_s=0.2) == ["patient"]
+            admin.execute("COMMENT ON VIEW observation IS 'an older definition'")
+        with pytest.raises(AnalystViewsBusyError, match="in use by another session"):
+            refresh_analyst_views(pg, lock_timeout_s=0.2)
+        assert _comments(postgres_url)["observation"] == "an older definition"  # rolled back whole
+        assert analyst.execute("SELECT count(*) FROM observation").fetchone() == (0,)  # the analyst still reads
+    finally:
+        analyst.rollback()
+        analyst.close()
+    assert refresh_analyst_views(pg, lock_timeout_s=0.2) == ["observation"]
+
+
+@pytest.mark.parametrize("backend", ["duckdb", "postgres"])
+def test_patient_references(backend: str, zone: LandingZone, tmp_path: object, request: pytest.FixtureRequest) -> None:
+    """Passing: every Observation names a synced patient of its connection. Failing: counted, with example ids."""
+    target = str(tmp_path) + "/wh.duckdb" if backend == "duckdb" else request.getfixturevalue("postgres_url")
+    with open_warehouse(target) as wh:
+        wh.upsert(land(zone, [resource("p1", resource_type="Patient")], resource_type="Patient", run_id="rp"))
+        wh.upsert(land(zone, [resource("o1", subject={"reference": "Patient/p1"})], run_id="r1"))
+        refresh_analyst_views(wh)
+        assert patient_references(wh, "observation").ok
+        dangling = resource("o2", subject={"reference": "Patient/p9"})
+        other = resource("o3", subject={"reference": "Patient/p1"})  # p1 of another connection is not this one's
+        wh.upsert(land(zone, [dangling, resource("o4")], run_id="r2"))
+        wh.upsert(land(zone, [other], run_id="r3", connection_id="c2"))
+        refs = patient_references(wh, "observation")
+    assert (refs.rows, refs.missing, refs.dangling, refs.examples, refs.ok) == (4, 1, 2, ("o2", "o3", "o4"), False)

@@ -1,0 +1,99 @@
+"""Refresh the analyst views without stalling behind analysts.
+
+DuckDB: the views are dropped and recreated by the one writer (``Warehouse.refresh_flat_tables``); analysts read
+the published snapshot (``warehouse.snapshot``), never the warehouse file, so nothing of theirs is in the way.
+
+PostgreSQL: analysts query the views live (MVCC: their reads never block the sync's writes). Replacing a view,
+though, needs an exclusive lock that waits for every open transaction that read it, and makes later readers queue
+behind it. So a view is only touched when its definition changed (a sha256 of its statement kept as the view's
+comment), and the refresh runs under ``lock_timeout``: a long analyst transaction makes it fail with
+``AnalystViewsBusyError`` (nothing changed, the next refresh retries) instead of hanging every query behind it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import psycopg
+
+from warehouse.errors import InvalidInputError, WarehouseError
+from warehouse.merge import Warehouse
+from warehouse.views import view_statements
+
+__all__ = ["AnalystViewsBusyError", "refresh_analyst_views", "statement_marker"]
+
+_CREATE = re.compile(r'^\s*CREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+"?([A-Za-z_][A-Za-z0-9_]*)"?', re.IGNORECASE)
+_MARKER = "ehrsync view sha256:"
+
+
+class AnalystViewsBusyError(WarehouseError):
+    """A view whose definition changed is held by another session (an analyst's open transaction) for longer than
+    the lock timeout; the views were left as they were."""
+
+
+def statement_marker(statement: str) -> str:
+    """What a view's comment says when it was created from ``statement``."""
+    return _MARKER + hashlib.sha256(statement.encode()).hexdigest()
+
+
+def _named(statements: list[str]) -> list[tuple[str, str]]:
+    named: list[tuple[str, str]] = []
+    for stmt in statements:
+        match = _CREATE.match(stmt)
+        if match is None:
+            raise InvalidInputError(f"not a CREATE VIEW statement: {stmt[:60]!r}")
+        named.append((match.group(1), stmt))
+    return named
+
+
+def refresh_analyst_views(wh: Warehouse, *, lock_timeout_s: float = 10.0) -> list[str]:
+    """(Re)create the analyst views; returns the names of those created or replaced (DuckDB: all of them)."""
+    if wh.dialect.name == "duckdb":
+        return wh.refresh_flat_tables()
+    if lock_timeout_s <= 0:
+        raise InvalidInputError(f"lock_timeout_s must be positive, got {lock_timeout_s}")
+    try:
+        return _refresh_postgres(wh, _named(view_statements(wh.dialect)), lock_timeout_s)
+    except psycopg.errors.LockNotAvailable as exc:
+        raise AnalystViewsBusyError(
+            f"an analyst view whose definition changed is in use by another session for more than "
+            f"{lock_timeout_s:g} s (lock_timeout); the views were left unchanged and the next refresh tries again "
+            "(end long-running analyst transactions, or raise EHRSYNC_ANALYST_LOCK_TIMEOUT_SECONDS)"
+        ) from exc
+    except psycopg.errors.DependentObjectsStillExist as exc:
+        raise WarehouseError(
+            f"an analyst view changed its columns but other objects depend on it: {exc.diag.message_detail or exc}; "
+            "drop or recreate those objects, then refresh again"
+        ) from exc
+
+
+def _refresh_postgres(wh: Warehouse, named: list[tuple[str, str]], lock_timeout_s: float) -> list[str]:
+    """Only views whose stored marker differs are replaced, by ``CREATE OR REPLACE`` (views reading them stay);
+    when a change renames, drops or retypes a column, every view is dropped (dependants first) and recreated.
+    One transaction under ``lock_timeout``: it all happens, or nothing does."""
+    with wh._write("views") as cur:
+        cur.execute(f"SET LOCAL lock_timeout = '{max(int(lock_timeout_s * 1000), 1)}ms'")
+        cur.execute(
+            "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c WHERE c.relkind = 'v' "
+            "AND c.relnamespace = to_regnamespace(current_schema()) AND c.relname = ANY(%s)",
+            ([name for name, _ in named],),
+        )
+        stored = dict(cur.fetchmany(len(named) + 1))
+        changed = [(n, s) for n, s in named if stored.get(n) != statement_marker(s)]
+        if not changed:
+            return []
+        cur.execute("SAVEPOINT ehrsync_views")
+        try:
+            for name, stmt in changed:
+                cur.execute(_CREATE.sub(f'CREATE OR REPLACE VIEW "{name}"', stmt, count=1))
+        except (psycopg.errors.InvalidTableDefinition, psycopg.errors.FeatureNotSupported):
+            cur.execute("ROLLBACK TO SAVEPOINT ehrsync_views")  # a column renamed, dropped or retyped
+            for name, _ in reversed(named):
+                cur.execute(f'DROP VIEW IF EXISTS "{name}"')
+            for _, stmt in named:
+                cur.execute(stmt)
+            changed = named
+        for name, stmt in changed:
+            cur.execute(f"COMMENT ON VIEW \"{name}\" IS '{statement_marker(stmt)}'")
+    return [name for name, _ in changed]
