@@ -44,7 +44,7 @@ def _observations(zone: LandingZone, wh: DuckDBWarehouse, ids: list[str]) -> Non
     wh.upsert(land(zone, obs, run_id=f"run-{ids[0]}"))
 
 
-def test_publish_writes_a_generation_with_a_table_and_parquet_per_view(duck: DuckDBWarehouse, zone: LandingZone) -> None:
+def test_publish_writes_a_generation_of_tables_and_parquet(duck: DuckDBWarehouse, zone: LandingZone) -> None:
     _observations(zone, duck, ["o1", "o2"])
     refresh_analyst_views(duck)
     snap = publish_snapshot(duck, VIEW_NAMES)

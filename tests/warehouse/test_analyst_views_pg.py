@@ -42,7 +42,7 @@ def test_only_changed_views_are_recreated(pg: Warehouse, postgres_url: str) -> N
     assert set(_comments(postgres_url)) >= set(VIEW_NAMES)
 
 
-def test_a_view_from_an_incompatible_older_definition_is_dropped_and_recreated(pg: Warehouse, postgres_url: str) -> None:
+def test_an_incompatible_older_view_is_dropped_and_recreated(pg: Warehouse, postgres_url: str) -> None:
     with psycopg.connect(psycopg_conninfo(postgres_url), autocommit=True) as con:
         con.execute("CREATE VIEW observation AS SELECT 1 AS something_else")
     assert refresh_analyst_views(pg) == list(VIEW_NAMES)
