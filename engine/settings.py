@@ -23,6 +23,7 @@ from connectors.budgets import (
     env_number,
 )
 from connectors.errors import ConfigurationError
+from engine.analyst_settings import AnalystSettings
 from engine.connection_lock import DEFAULT_LOCK_WAIT_S, lock_wait_seconds
 from engine.environment import DEFAULT_BULK_MAX_FILE_BYTES, DEFAULT_MIN_FREE_DISK_BYTES
 from engine.errors import PipelineConfigurationError
@@ -214,6 +215,7 @@ class PipelineSettings:
     quarantine_max_ratio: float = 0.01
     overlap_seconds: int = 300
     keepalive_idle_days: int = 7
+    analyst: AnalystSettings = field(default_factory=AnalystSettings)  # analyst views: snapshots, debounce, locks
     fetch_allowed_hosts: tuple[str, ...] = ()
     retry_backoff: RetryBackoff = field(default_factory=lambda: backoff_from_env({}))
     limits: EngineLimits = field(default_factory=EngineLimits)
@@ -252,6 +254,7 @@ class PipelineSettings:
             quarantine_max_ratio=_ratio(env),
             overlap_seconds=_overlap_seconds(env),
             keepalive_idle_days=_idle_days(env),
+            analyst=AnalystSettings.parse(env),
             limits=EngineLimits.parse(env),
             fetch_allowed_hosts=_fetch_hosts(env),
             sync_windows=parse_sync_windows(env.get("EHRSYNC_SYNC_WINDOWS")),

@@ -28,6 +28,7 @@ from engine.retries import DEFAULT_BASE_S, DEFAULT_CAP_S, MAX_S, RETRY_BASE_ENV,
 from engine.scheduling import RetryBackoff
 from engine.settings import PipelineSettings
 from engine.sync_windows import SyncWindow, parse_sync_windows
+from pipelines.analyst_resource import AnalystResource
 from store import AppDatabase, TokenCipher, TokenVault
 from warehouse import AttachmentStore, LandingZone, Warehouse, open_warehouse
 
@@ -259,6 +260,7 @@ def default_resources(settings: PipelineSettings) -> dict[str, ConfigurableResou
             keepalive_idle_days=settings.keepalive_idle_days,
         ),
         "retry": RetryPolicyResource.from_backoff(settings.retry_backoff),
+        "analyst": AnalystResource.from_settings(settings.analyst),
     }
 
 
