@@ -1,0 +1,206 @@
+"""The SQL building blocks of FHIRPath collections, one implementation per database.
+
+A FHIRPath collection is a SQL value: a ``JSON[]`` list in DuckDB, a ``jsonb`` array in PostgreSQL. Navigation
+flattens arrays, filters keep order, and an absent element is the empty collection, so the compiler above never
+needs to know which database it targets. Results of boolean operators stay SQL booleans, where NULL is FHIRPath's
+empty collection (SQL's three-valued AND/OR/NOT is FHIRPath's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["DIALECTS", "Kind", "SqlDialect", "Typed", "quote", "sql_string"]
+
+Kind = Literal["coll", "bool", "str", "num"]
+
+
+@dataclass(frozen=True)
+class Typed:
+    """A compiled FHIRPath value. ``item`` is set when the collection is known to be exactly one JSON item
+    (the resource, a forEach element), which lets navigation skip the per-element loop."""
+
+    kind: Kind
+    sql: str
+    item: str | None = None
+    jsonpath: tuple[str, str] | None = None  # PostgreSQL: (JSON item, lax path) the collection was queried with
+
+
+def sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class SqlDialect:
+    """DuckDB flavour; :class:`_Postgres` overrides what differs."""
+
+    name = "duckdb"
+    text, boolean, bigint, double, json = "VARCHAR", "BOOLEAN", "BIGINT", "DOUBLE", "JSON"
+    empty = "CAST([] AS JSON[])"
+
+    def item(self, sql: str) -> Typed:
+        return Typed("coll", f"[{sql}]", item=sql)
+
+    def as_list(self, json_value: str) -> str:
+        """A JSON value (maybe NULL, maybe an array) as a collection."""
+        return (
+            f"(CASE WHEN {json_value} IS NULL THEN {self.empty} WHEN json_type({json_value}) = 'ARRAY' "
+            f"THEN CAST({json_value} AS JSON[]) ELSE [{json_value}] END)"
+        )
+
+    def member(self, item: str, field: str) -> str:
+        return f"json_extract({item}, {sql_string('$.' + quote(field))})"
+
+    def nav(self, coll: Typed, field: str, var: str) -> Typed:
+        if coll.item is not None:
+            return Typed("coll", self.as_list(self.member(coll.item, field)))
+        return Typed(
+            "coll", f"flatten(list_transform({coll.sql}, lambda {var}: {self.as_list(self.member(var, field))}))"
+        )
+
+    def filter(self, coll: str, var: str, cond: Callable[[Typed], str]) -> str:
+        return f"list_filter({coll}, lambda {var}: ({cond(self.item(var))}) IS TRUE)"
+
+    def length(self, coll: str) -> str:
+        return f"len({coll})"
+
+    def at(self, coll: str, index: int) -> str:
+        """The one-element (or empty) collection at ``index`` (negative: from the end)."""
+        if index < 0:
+            return f"{coll}[{index}:{index}]" if index < -1 else f"{coll}[-1:]"
+        return f"{coll}[{index + 1}:{index + 1}]"
+
+    def first(self, coll: str) -> str:
+        """The first JSON item, NULL for an empty collection."""
+        return f"{coll}[1]"
+
+    def json_kind(self, item: str) -> str:
+        return f"json_type({item})"
+
+    kinds = {"num": "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')", "bool": "('BOOLEAN')", "str": "('VARCHAR')"}
+
+    def item_text(self, item: str) -> str:
+        return f"json_extract_string({item}, '$')"
+
+    def cast(self, sql: str, sqltype: str) -> str:
+        return f"CAST({sql} AS {sqltype})"
+
+    def item_value(self, item: str, kind: Kind) -> str:
+        """A JSON item as a SQL scalar of ``kind``; NULL when the item is of another JSON type."""
+        text = self.item_text(item)
+        if kind == "str":
+            return text
+        sqltype = self.double if kind == "num" else self.boolean
+        return f"(CASE WHEN {self.json_kind(item)} IN {self.kinds[kind]} THEN {self.cast(text, sqltype)} END)"
+
+    def to_json(self, sql: str) -> str:
+        return f"to_json({sql})"
+
+    def from_scalar(self, scalar: str) -> str:
+        """A SQL scalar (NULL = empty) as a collection."""
+        return f"(CASE WHEN {scalar} IS NULL THEN {self.empty} ELSE [{self.to_json(scalar)}] END)"
+
+    def concat(self, left: str, right: str) -> str:
+        return f"list_concat({left}, {right})"
+
+    def join(self, coll: str, sep: str, var: str) -> str:
+        return f"array_to_string(list_transform({coll}, lambda {var}: {self.item_text(var)}), {sep})"
+
+    def each(self, coll: str, alias: str) -> str:
+        """A FROM item yielding one row per element, the element in column ``v``."""
+        return f"unnest({coll}) AS {alias}(v)"
+
+    def json_out(self, coll: str) -> str:
+        return f"to_json({coll})"
+
+    def regex_group(self, text: str, pattern: str, group: int) -> str:
+        return f"NULLIF(regexp_extract({text}, {sql_string(pattern)}, {group}), '')"
+
+    def fail(self, message: str, coll: str, sqltype: str) -> str:
+        """An expression that raises ``message`` when evaluated (never folded away: it depends on the row)."""
+        return f"CAST(error({sql_string(message)} || repeat('', {self.length(coll)})) AS {sqltype})"
+
+
+class _Postgres(SqlDialect):
+    name = "postgres"
+    text, boolean, bigint, double, json = "TEXT", "BOOLEAN", "BIGINT", "DOUBLE PRECISION", "JSONB"
+    empty = "'[]'::jsonb"
+    kinds = {"num": "('number')", "bool": "('boolean')", "str": "('string')"}
+
+    def item(self, sql: str) -> Typed:
+        return Typed("coll", f"jsonb_build_array({sql})", item=sql)
+
+    def nav(self, coll: Typed, field: str, var: str) -> Typed:
+        # Consecutive steps share one jsonpath: lax mode flattens arrays and skips absent members.
+        if coll.jsonpath is not None:
+            base, path = coll.jsonpath
+        elif coll.item is not None:
+            base, path = coll.item, "$"
+        else:
+            base, path = coll.sql, "$[*]"
+        path = f"{path}.{quote(field)}[*]"
+        return Typed("coll", f"jsonb_path_query_array({base}, {sql_string('lax ' + path)})", jsonpath=(base, path))
+
+    def filter(self, coll: str, var: str, cond: Callable[[Typed], str]) -> str:
+        return (
+            f"(SELECT COALESCE(jsonb_agg({var}.v ORDER BY {var}.o), '[]'::jsonb) FROM "
+            f"jsonb_array_elements({coll}) WITH ORDINALITY AS {var}(v, o) WHERE ({cond(self.item(var + '.v'))}))"
+        )
+
+    def length(self, coll: str) -> str:
+        return f"jsonb_array_length({coll})"
+
+    def at(self, coll: str, index: int) -> str:
+        pos = f"last - {-index - 1}" if index < 0 else str(index)
+        return f"jsonb_path_query_array({coll}, {sql_string(f'lax $[{pos}]')})"
+
+    def first(self, coll: str) -> str:
+        return f"({coll} -> 0)"
+
+    def json_kind(self, item: str) -> str:
+        return f"jsonb_typeof({item})"
+
+    def item_text(self, item: str) -> str:
+        return f"({item} #>> '{{}}')"
+
+    def to_json(self, sql: str) -> str:
+        return f"to_jsonb({sql})"
+
+    def from_scalar(self, scalar: str) -> str:
+        return f"(CASE WHEN {scalar} IS NULL THEN {self.empty} ELSE jsonb_build_array({scalar}) END)"
+
+    def concat(self, left: str, right: str) -> str:
+        return f"({left} || {right})"
+
+    def join(self, coll: str, sep: str, var: str) -> str:
+        return (
+            f"COALESCE((SELECT string_agg({self.item_text(var + '.v')}, {sep} ORDER BY {var}.o) "
+            f"FROM jsonb_array_elements({coll}) WITH ORDINALITY AS {var}(v, o)), '')"
+        )
+
+    def each(self, coll: str, alias: str) -> str:
+        return f"jsonb_array_elements({coll}) AS {alias}(v)"
+
+    def json_out(self, coll: str) -> str:
+        return coll
+
+    def regex_group(self, text: str, pattern: str, group: int) -> str:
+        # substring(... from pattern) returns the first parenthesised group: make the others non-capturing.
+        return f"substring({text} from {sql_string(pattern)})"
+
+    def fail(self, message: str, coll: str, sqltype: str) -> str:
+        # PostgreSQL has no raise in expressions: a failing cast carries the message into the error.
+        bad = f"{sql_string(message)} || repeat('', {self.length(coll)})"
+        return (
+            f"CAST(CAST({bad} AS INTEGER) AS {sqltype})"
+            if sqltype != self.json
+            else f"to_jsonb(CAST({bad} AS INTEGER))"
+        )
+
+
+DIALECTS: dict[str, SqlDialect] = {"duckdb": SqlDialect(), "postgres": _Postgres()}

@@ -1,0 +1,193 @@
+"""ViewDefinition -> one SELECT over ``fhir_resources`` for DuckDB or PostgreSQL.
+
+The select tree maps onto lateral joins: ``forEach`` is a ``CROSS JOIN LATERAL`` over the collection's elements,
+``forEachOrNull`` a ``LEFT JOIN LATERAL`` over a subquery of the whole node (so an empty collection still yields
+one row of NULLs), and ``unionAll`` a ``CROSS JOIN LATERAL`` over the ``UNION ALL`` of its branches. Nested
+selects without either are just more columns of the same row, so a plain view is a plain SELECT.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import count
+
+from warehouse._sql import Dialect
+from warehouse.sof._dialects import DIALECTS, Kind, SqlDialect, Typed, quote, sql_string
+from warehouse.sof._expr import ExprCompiler
+from warehouse.sof.errors import ViewDefinitionError
+from warehouse.sof.model import Column, SelectNode, ViewDefinition, output_names
+
+__all__ = ["CompiledView", "compile_view"]
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+_INTEGER = frozenset({"integer", "positiveInt", "unsignedInt", "integer64"})
+_TEXT = frozenset(
+    {"string", "code", "id", "uri", "url", "canonical", "oid", "uuid", "markdown", "base64Binary", "xhtml"}
+    | {"date", "dateTime", "instant", "time"}  # FHIR dates stay text: partial dates (1980, 1980-04) are legal
+)
+
+
+@dataclass(frozen=True)
+class CompiledView:
+    """``sql`` is one SELECT (no semicolon; run it without bind parameters). ``columns`` lists the output
+    after the pass-through ``extra_columns``: (name, declared FHIR type or None). ``json_columns`` names the
+    columns returned as JSON: collections, and values whose type the ViewDefinition does not declare."""
+
+    name: str
+    sql: str
+    columns: list[tuple[str, str | None]]
+    json_columns: frozenset[str]
+    dialect: str
+
+
+class _Builder:
+    def __init__(self, d: SqlDialect, ex: ExprCompiler) -> None:
+        self.d = d
+        self.ex = ex
+        self._aliases = count(1)
+        self.json_columns: set[str] = set()
+
+    def alias(self, prefix: str) -> str:
+        return f"{prefix}{next(self._aliases)}"
+
+    def node(self, node: SelectNode, ctx: Typed, joins: list[str], cols: list[tuple[str, str]]) -> None:
+        if node.for_each is None:
+            self.body(node, ctx, joins, cols)
+            return
+        self.ex.where = f"{node.where}.{'forEachOrNull' if node.or_null else 'forEach'}"
+        each = self.d.each(self.ex.coll(self.ex.compile(node.for_each, ctx)).sql, alias := self.alias("f"))
+        elem = self.d.item(f"{alias}.v")
+        if not node.or_null:
+            joins.append(f"CROSS JOIN LATERAL {each}")
+            self.body(node, elem, joins, cols)
+            return
+        sub_joins: list[str] = []
+        sub_cols: list[tuple[str, str]] = []
+        self.body(node, elem, sub_joins, sub_cols)
+        sub = self.alias("s")
+        joins.append(
+            f"LEFT JOIN LATERAL (SELECT {_select_list(sub_cols)} FROM {each} {' '.join(sub_joins)}) AS {sub} ON true"
+        )
+        cols.extend((name, f"{sub}.{quote(name)}") for name, _ in sub_cols)
+
+    def body(self, node: SelectNode, ctx: Typed, joins: list[str], cols: list[tuple[str, str]]) -> None:
+        cols.extend((col.name, self.column(col, ctx)) for col in node.columns)
+        for child in node.selects:
+            self.node(child, ctx, joins, cols)
+        if node.union_all:
+            branches = [self.branch(b, ctx) for b in node.union_all]
+            union = self.alias("u")
+            joins.append(f"CROSS JOIN LATERAL ({' UNION ALL '.join(branches)}) AS {union}")
+            cols.extend((name, f"{union}.{quote(name)}") for name in output_names(node.union_all[0]))
+
+    def branch(self, node: SelectNode, ctx: Typed) -> str:
+        joins: list[str] = []
+        cols: list[tuple[str, str]] = []
+        self.node(node, ctx, joins, cols)
+        return f"SELECT {_select_list(cols)} FROM (SELECT 1 AS one) AS {self.alias('d')} {' '.join(joins)}"
+
+    def column(self, col: Column, ctx: Typed) -> str:
+        """A column's SQL: a JSON array for collections, else the single value (several values raise)."""
+        self.ex.where = col.where
+        t = self.ex.compile(col.path, ctx)
+        if col.collection:
+            self.json_columns.add(col.name)
+            return self.d.json_out(self.ex.coll(t).sql)
+        kind, sqltype = _output(self.d, col.type)
+        if t.kind != "coll":  # a boolean, string or number computed in SQL
+            if kind is None:
+                return t.sql if col.type is None else self.d.to_json(t.sql)
+            return self.d.cast(self.ex.scalar(t, kind), sqltype)
+        item = self.d.first(t.sql) if t.item is None else t.item
+        if kind is None:
+            self.json_columns.add(col.name)
+            value = item
+        else:
+            value = self.d.item_value(item, kind)
+            value = value if sqltype in (self.d.text, self.d.double, self.d.boolean) else self.d.cast(value, sqltype)
+        if t.item is not None:
+            return value
+        problem = f"column {col.name!r} yields more than one value; mark it collection: true or narrow its path"
+        return f"(CASE WHEN {self.d.length(t.sql)} > 1 THEN {self.d.fail(problem, t.sql, sqltype)} ELSE {value} END)"
+
+    def condition(self, t: Typed, where: str) -> str:
+        """A view-level ``where``: must be boolean; a non-boolean value raises when the row is evaluated."""
+        if t.kind == "bool":
+            return t.sql
+        if t.kind != "coll":
+            raise ViewDefinitionError("where path must evaluate to a boolean", where)
+        first = self.d.first(t.sql)
+        problem = "where path evaluated to a non-boolean value"
+        return (
+            f"(CASE WHEN {self.d.length(t.sql)} = 0 THEN NULL WHEN {self.d.length(t.sql)} = 1 AND "
+            f"{self.d.json_kind(first)} IN {self.d.kinds['bool']} THEN {self.d.item_value(first, 'bool')} "
+            f"ELSE {self.d.fail(problem, t.sql, self.d.boolean)} END)"
+        )
+
+
+def _output(d: SqlDialect, fhir_type: str | None) -> tuple[Kind | None, str]:
+    """(value kind, SQL type) of a column declared ``fhir_type``; kind None: the JSON value itself."""
+    if fhir_type == "boolean":
+        return "bool", d.boolean
+    if fhir_type in _INTEGER:
+        return "num", d.bigint
+    if fhir_type == "decimal":
+        return "num", d.double
+    if fhir_type in _TEXT:
+        return "str", d.text
+    return None, d.json
+
+
+def _select_list(cols: Sequence[tuple[str, str]]) -> str:
+    return ", ".join(f"{sql} AS {quote(name)}" for name, sql in cols)
+
+
+def _check_identifiers(*names: str) -> None:
+    for name in names:
+        if not _IDENT.match(name):
+            raise ViewDefinitionError(f"{name!r} is not a plain SQL identifier")
+
+
+def compile_view(
+    view: ViewDefinition,
+    dialect: Dialect,
+    *,
+    source: str = "fhir_resources",
+    resource_column: str = "resource",
+    type_column: str = "resource_type",
+    where_sql: str = "deleted_at IS NULL",
+    extra_columns: Sequence[str] = (),
+    id_column: str = "id",
+) -> CompiledView:
+    """One SELECT of ``view`` over ``source``: ``extra_columns`` of the source first (provenance), then the
+    view's columns; rows of ``view.resource`` where ``where_sql`` holds. ``getResourceKey()`` is ``id_column``."""
+    _check_identifiers(source, resource_column, type_column, id_column, *extra_columns)
+    d = DIALECTS[dialect.name]
+    builder = _Builder(d, ExprCompiler(d, view.constants, f"r.{quote(id_column)}"))
+    root = d.item(f"r.{quote(resource_column)}")
+    joins: list[str] = []
+    cols: list[tuple[str, str]] = []
+    builder.node(view.select, root, joins, cols)
+    clash = sorted(set(extra_columns) & {name for name, _ in cols})
+    if clash:
+        raise ViewDefinitionError(f"view columns clash with pass-through columns: {', '.join(clash)}", "$.select")
+    conditions = []
+    for path, where in view.where:
+        builder.ex.where = f"{where}.path"
+        conditions.append(f"({builder.condition(builder.ex.compile(path, root), f'{where}.path')}) IS TRUE")
+    inner = f"SELECT * FROM {source} WHERE {type_column} = {sql_string(view.resource)} AND ({where_sql})"
+    select = [f"r.{quote(c)} AS {quote(c)}" for c in extra_columns] + [_select_list(cols)]
+    sql = f"SELECT {', '.join(select)} FROM ({inner}) AS r {' '.join(joins)}".rstrip()
+    if conditions:
+        sql += " WHERE " + " AND ".join(conditions)
+    types = {c.name: c.type for c in _all_columns(view.select)}
+    return CompiledView(view.name, sql, [(n, types[n]) for n, _ in cols], frozenset(builder.json_columns), d.name)
+
+
+def _all_columns(node: SelectNode) -> list[Column]:
+    out = list(node.columns)
+    for child in (*node.selects, *node.union_all):
+        out += _all_columns(child)
+    return out
