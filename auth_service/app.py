@@ -10,7 +10,7 @@ import httpx
 from fastapi import FastAPI, Request, Response
 
 from auth_service.api.errors import install_error_handlers
-from auth_service.api.routes import admin, ehr_sync, jwks, pages, smart_flows
+from auth_service.api.routes import admin, ehr_resources, ehr_sync, jwks, pages, smart_flows
 from auth_service.core.config import Settings
 from auth_service.core.keys import build_jwks
 from auth_service.core.redaction import install_redaction
@@ -63,7 +63,7 @@ def create_app(
     app.state.html_error_renderer = pages.render_error
     install_error_handlers(app)
     app.middleware("http")(_security_headers)
-    for router in (smart_flows.router, admin.router, ehr_sync.router, jwks.router, pages.router):
+    for router in (smart_flows.router, admin.router, ehr_sync.router, ehr_resources.router, jwks.router, pages.router):
         app.include_router(router)
 
     @app.get("/healthz", tags=["ops"])

@@ -17,6 +17,7 @@ from warehouse.errors import (
     WarehouseError,
     WarehouseLockTimeoutError,
     WarehouseMemoryError,
+    WarehouseNotCreatedError,
     WarehouseTargetError,
 )
 from warehouse.factory import open_warehouse
@@ -48,6 +49,7 @@ __all__ = [
     "WarehouseError",
     "WarehouseLockTimeoutError",
     "WarehouseMemoryError",
+    "WarehouseNotCreatedError",
     "WarehouseTargetError",
     "land_ndjson_file",
     "lock_owner",

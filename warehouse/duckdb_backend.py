@@ -24,6 +24,7 @@ from warehouse._filelock import LOCK_LOG_EVERY_S, file_lock
 from warehouse.errors import (
     InvalidInputError,
     WarehouseMemoryError,
+    WarehouseNotCreatedError,
     WarehouseTargetError,
 )
 from warehouse.landed import LandedFile
@@ -73,7 +74,7 @@ class DuckDBWarehouse(Warehouse):
         self.upsert_chunk_bytes = upsert_chunk_bytes
         if read_only:
             if not self.path.is_file():
-                raise WarehouseTargetError(f"DuckDB warehouse {self.path} does not exist (opened read-only)")
+                raise WarehouseNotCreatedError(f"DuckDB warehouse {self.path} does not exist (opened read-only)")
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._write("schema") as cur:

@@ -60,6 +60,10 @@ class WarehouseTargetError(WarehouseError):
     """``open_warehouse`` was given a target it cannot open."""
 
 
+class WarehouseNotCreatedError(WarehouseTargetError):
+    """A read-only open found no warehouse yet (no DuckDB file, no tables): nothing was ever synced there."""
+
+
 class SchemaVersionError(WarehouseError):
     """The database schema is newer than this code understands; refuse rather than corrupt it."""
 

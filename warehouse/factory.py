@@ -22,7 +22,8 @@ def open_warehouse(target: str | Path, *, read_only: bool = False, lock_timeout_
     if target.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
         from warehouse.postgres_backend import PostgresWarehouse
 
-        return PostgresWarehouse(target, read_only=read_only)
+        # A reader's lock wait is bounded like DuckDB's (a writer's is not: its transactions wait their turn).
+        return PostgresWarehouse(target, read_only=read_only, lock_timeout_s=lock_timeout_s if read_only else None)
     if target.startswith("duckdb://"):
         # SQLAlchemy's spelling: duckdb:///relative/file.duckdb, duckdb:////absolute/file.duckdb
         if not target.startswith("duckdb:///") or target in ("duckdb:///", "duckdb:////"):

@@ -21,7 +21,12 @@ import pyarrow.parquet as pq
 
 from warehouse import _sql
 from warehouse._cursor import Cursor
-from warehouse.errors import InvalidInputError, WarehouseTargetError
+from warehouse.errors import (
+    InvalidInputError,
+    WarehouseLockTimeoutError,
+    WarehouseNotCreatedError,
+    WarehouseTargetError,
+)
 from warehouse.landed import LANDING_SCHEMA
 from warehouse.merge import Warehouse
 
@@ -69,13 +74,19 @@ class _PgCursor:
 class PostgresWarehouse(Warehouse):
     dialect = _sql.POSTGRES
 
-    def __init__(self, url: str, *, read_only: bool = False) -> None:
+    def __init__(self, url: str, *, read_only: bool = False, lock_timeout_s: float | None = None) -> None:
+        """``lock_timeout_s`` bounds how long a statement waits for a table lock (DDL of a migration holds one)
+        and how long connecting may take: a reader that must answer soon gets ``WarehouseLockTimeoutError``."""
         self.read_only = read_only
         self.url = url
         conninfo = psycopg_conninfo(url)
         options = "-c default_transaction_read_only=on -c TimeZone=UTC" if read_only else "-c TimeZone=UTC"
+        extra: dict[str, Any] = {}
+        if lock_timeout_s is not None:
+            options += f" -c lock_timeout={max(int(lock_timeout_s * 1000), 1)}"
+            extra["connect_timeout"] = max(int(lock_timeout_s + 0.999), 2)
         try:
-            self._conn: psycopg.Connection[Any] = psycopg.connect(conninfo, autocommit=True, options=options)
+            self._conn: psycopg.Connection[Any] = psycopg.connect(conninfo, autocommit=True, options=options, **extra)
         except psycopg.OperationalError as exc:
             raise WarehouseTargetError(f"cannot connect to the PostgreSQL warehouse: {exc}") from exc
         self._lock = threading.RLock()  # one psycopg connection: one transaction at a time per instance
@@ -93,8 +104,17 @@ class PostgresWarehouse(Warehouse):
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Cursor]:
-        with self._lock, self._conn.transaction(), self._conn.cursor(name=f"wh_{uuid.uuid4().hex[:12]}") as cur:
-            yield _PgCursor(cur)
+        """A snapshot read; a lock wait past ``lock_timeout_s``, a schema never created and a lost server become
+        the warehouse's own errors, so a reader never sees a psycopg one."""
+        try:
+            with self._lock, self._conn.transaction(), self._conn.cursor(name=f"wh_{uuid.uuid4().hex[:12]}") as cur:
+                yield _PgCursor(cur)
+        except psycopg.errors.LockNotAvailable as exc:
+            raise WarehouseLockTimeoutError(f"the PostgreSQL warehouse is locked by another session: {exc}") from exc
+        except psycopg.errors.UndefinedTable as exc:
+            raise WarehouseNotCreatedError(f"the PostgreSQL warehouse lacks a table (never created?): {exc}") from exc
+        except psycopg.OperationalError as exc:
+            raise WarehouseTargetError(f"the PostgreSQL warehouse is unavailable: {exc}") from exc
 
     def _stage_landed(self, cur: Cursor, path: Path, rows: tuple[int, int] | None = None) -> None:
         """The server does the work (and spills to disk), so the whole file is staged in one transaction."""

@@ -57,6 +57,8 @@ ERROR_CODES: dict[str, int] = {
     "orchestrator_rejected": 502,
     "ehr_unavailable": 503,
     "orchestrator_unavailable": 503,
+    "warehouse_busy": 503,
+    "warehouse_unavailable": 503,
     "configuration_error": 409,
 }
 
@@ -75,7 +77,11 @@ def http_status(error: ServiceError) -> int:
 
 def _json(error: ServiceError) -> Response:
     body = {"error": error.code, "message": error.message, **error.details}
-    return JSONResponse(body, status_code=http_status(error), headers={"Cache-Control": "no-store"})
+    headers = {"Cache-Control": "no-store"}
+    retry_after = error.details.get("retryAfterSeconds")
+    if isinstance(retry_after, int) and not isinstance(retry_after, bool):  # a 503 that says when to come back
+        headers["Retry-After"] = str(retry_after)
+    return JSONResponse(body, status_code=http_status(error), headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -11,6 +11,7 @@ PHI (connector messages are already safe to show, OAuth descriptions are sanitiz
     ├── ProviderUnusableError, ConfigValidationError                an admin must fix the provider config
     ├── ConnectionUnusableError, ConnectionInactiveError            a person must act on the connection
     ├── SyncInProgressError, SyncRefusedError                       a sync cannot start now
+    ├── WarehouseReadError                                          synced data cannot be read now (retry)
     ├── AuthorizationRefusedError                                   the EHR answered the authorize step with an error
     └── EhrCallError, WriteRefusedError                             a connector error, under its documented code
 """
@@ -37,6 +38,7 @@ __all__ = [
     "StateRefusedError",
     "SyncInProgressError",
     "SyncRefusedError",
+    "WarehouseReadError",
     "WriteRefusedError",
     "service_error_from",
 ]
@@ -144,6 +146,14 @@ class SyncInProgressError(ServiceError, codes=("sync_in_progress",)):
 class SyncRefusedError(ServiceError, codes=("bulk_not_enabled", "orchestrator_rejected", "orchestrator_unavailable")):
     """The run cannot be started: Bulk export is off for this connection or tenant, or Dagster refused the
     run (``orchestrator_rejected``) or cannot be reached (``orchestrator_unavailable``: retry later)."""
+
+
+class WarehouseReadError(ServiceError, codes=("warehouse_busy", "warehouse_unavailable")):
+    """The warehouse is held by a writer past the short wait (``warehouse_busy``) or cannot be opened
+    (``warehouse_unavailable``); ``retryAfterSeconds`` tells the caller when to ask again."""
+
+    def __init__(self, message: str, *, code: str, retry_after_s: int) -> None:
+        super().__init__(message, code=code, retryAfterSeconds=retry_after_s)
 
 
 class AuthorizationRefusedError(
