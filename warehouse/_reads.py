@@ -64,9 +64,10 @@ class Reads(Backend):
         return KeyCounts(rows=rows, keys=keys, live=live)
 
     def refresh_flat_tables(self) -> list[str]:
-        """(Re)create the analyst views; returns their names."""
+        """(Re)create the analyst views; returns their names. Dropped in reverse order: PostgreSQL refuses to drop
+        a view another one reads (``patient_link`` reads ``patient_identifier``)."""
         with self._write("views") as cur:
-            for name in VIEW_NAMES:
+            for name in reversed(VIEW_NAMES):
                 cur.execute(f'DROP VIEW IF EXISTS "{name}"')
             for stmt in view_statements(self.dialect):
                 cur.execute(stmt)
