@@ -188,7 +188,9 @@ def _definitions(settings: PipelineSettings, resources: Mapping[str, object] | N
     """The code location's definitions; replaced resources are bound in place of the settings' own."""
     if not resources:
         return build_definitions(settings)
-    return Definitions.merge(*domain_definitions(), Definitions(resources={**default_resources(settings), **resources}))
+    return Definitions.merge(
+        *domain_definitions(settings), Definitions(resources={**default_resources(settings), **resources})
+    )
 
 
 def _run_config(job: JobDefinition, partition_key: str, selection: _RunSelection) -> dict[str, Any] | None:

@@ -28,6 +28,7 @@ from engine.connection_lock import DEFAULT_LOCK_WAIT_S, lock_wait_seconds
 from engine.environment import DEFAULT_BULK_MAX_FILE_BYTES, DEFAULT_MIN_FREE_DISK_BYTES
 from engine.errors import PipelineConfigurationError
 from engine.retries import backoff_from_env
+from engine.run_retention import RunRetention
 from engine.scheduling import RetryBackoff
 from engine.sync_windows import SyncWindow, parse_sync_windows
 from settings import DEFAULT_STATE_DIR, AppSettings, load_app_settings
@@ -215,6 +216,7 @@ class PipelineSettings:
     quarantine_max_ratio: float = 0.01
     overlap_seconds: int = 300
     keepalive_idle_days: int = 7
+    run_retention: RunRetention = field(default_factory=RunRetention)  # Dagster runs kept, pruning schedule
     analyst: AnalystSettings = field(default_factory=AnalystSettings)  # analyst views: snapshots, debounce, locks
     fetch_allowed_hosts: tuple[str, ...] = ()
     retry_backoff: RetryBackoff = field(default_factory=lambda: backoff_from_env({}))
@@ -254,6 +256,7 @@ class PipelineSettings:
             quarantine_max_ratio=_ratio(env),
             overlap_seconds=_overlap_seconds(env),
             keepalive_idle_days=_idle_days(env),
+            run_retention=RunRetention.parse(env),
             analyst=AnalystSettings.parse(env),
             limits=EngineLimits.parse(env),
             fetch_allowed_hosts=_fetch_hosts(env),

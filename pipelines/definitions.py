@@ -18,19 +18,24 @@ from pipelines.resources import default_resources
 __all__ = ["build_definitions", "defs", "domain_definitions"]
 
 
-def domain_definitions() -> list[Definitions]:
-    """``defs`` of every domain package under ``pipelines/defs`` (``_shared`` holds helpers, not a domain)."""
+def domain_definitions(settings: PipelineSettings | None = None) -> list[Definitions]:
+    """``defs`` of every domain package under ``pipelines/defs`` (``_shared`` holds helpers, not a domain), and
+    ``configured_defs(settings)`` where a domain has definitions that depend on the settings (a schedule's cron)."""
     found: list[Definitions] = []
     for info in sorted(pkgutil.iter_modules(pipelines.defs.__path__), key=lambda i: i.name):
         if info.ispkg and not info.name.startswith("_"):
-            found.append(importlib.import_module(f"pipelines.defs.{info.name}").defs)
+            domain = importlib.import_module(f"pipelines.defs.{info.name}")
+            found.append(domain.defs)
+            if hasattr(domain, "configured_defs"):
+                settings = settings or PipelineSettings.from_env()
+                found.append(domain.configured_defs(settings))
     return found
 
 
 def build_definitions(settings: PipelineSettings | None = None, env: Mapping[str, str] | None = None) -> Definitions:
     """All of ehrsync's Dagster definitions bound to resources for ``settings`` (default: the environment)."""
     resolved = settings or PipelineSettings.from_env(env)
-    return Definitions.merge(*domain_definitions(), Definitions(resources=default_resources(resolved)))
+    return Definitions.merge(*domain_definitions(resolved), Definitions(resources=default_resources(resolved)))
 
 
 @definitions

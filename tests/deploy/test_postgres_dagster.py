@@ -1,0 +1,175 @@
+"""The production deployment of docs/DEPLOY.md, end to end: the Dagster daemon, the webserver and a gRPC code
+server as three separate processes on ``deploy/dagster.yaml`` and ``deploy/workspace.yaml`` (PostgreSQL run, event
+and schedule storage, the queued run coordinator), with the app database and the warehouse in PostgreSQL too, and
+the sandbox as the EHR.
+
+A patient authorizes (a real SMART launch against the sandbox); the ``connections_sensor`` adds the partition and
+requests the first sync, the daemon dequeues it and the default run launcher starts it through the code server;
+the ``prune_dagster_runs_schedule`` (its cron set to every minute through ``EHRSYNC_RUN_RETENTION_CRON``, as an
+operator could) fires too. The runs are read back through the webserver's GraphQL API over HTTP, the data from the
+PostgreSQL warehouse and its flat views.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from sandbox import SandboxServer
+from store.models import Connection
+from tests.deploy.graphql import Run, run_events, runs
+from tests.deploy.processes import DEPLOY, Processes, free_port, port_open, running, wait_for
+from tests.engine.helpers import SyncWorld, connect_patient, make_environment
+from tests.pgserver import PgServer, create_database
+from warehouse import open_warehouse
+
+ENDED = {"SUCCESS", "FAILURE", "CANCELED"}
+# How docs/DEPLOY.md starts the code location (host and port added per test).
+CODE_SERVER = ["dagster", "code-server", "start", "-m", "pipelines.definitions", "--location-name", "ehrsync"]
+
+
+def dagster_environment(pg: PgServer, database: str, home: Path) -> dict[str, str]:
+    """What deploy/dagster.yaml reads: DAGSTER_HOME and the storage database's connection details."""
+    shutil.copyfile(DEPLOY / "dagster.yaml", home / "dagster.yaml")
+    return {
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_USERNAME": pg.user,
+        "DAGSTER_PG_PASSWORD": "",
+        "DAGSTER_PG_HOST": pg.host,
+        "DAGSTER_PG_PORT": str(pg.port),
+        "DAGSTER_PG_DB": database,
+    }
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=30.0) as client:
+        yield client
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, pg_server: PgServer) -> dict[str, str]:
+    """Three PostgreSQL databases (Dagster storage, app database, warehouse) and a DAGSTER_HOME holding
+    deploy/dagster.yaml: the environment every process of the deployment gets."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    create_database(pg_server, "deploy_dagster")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "EHRSYNC_", "WAREHOUSE_URL"))}
+    return {
+        **env,
+        **dagster_environment(pg_server, "deploy_dagster", home),
+        "DATABASE_URL": create_database(pg_server, "deploy_app"),
+        "WAREHOUSE_URL": create_database(pg_server, "deploy_warehouse"),
+        "EHRSYNC_STATE_DIR": str(tmp_path / "state"),
+        "EHRSYNC_RUN_RETENTION_CRON": "* * * * *",
+    }
+
+
+def _first_sync_and_prune(url: str, connection_id: str, procs: Processes) -> tuple[Run, Run] | None:
+    """The first sync of the connection and a scheduled prune, once both ended; a failed run fails the test."""
+    seen = runs(url)
+    for run in seen:
+        if run.status in ("FAILURE", "CANCELED"):
+            raise AssertionError(f"run {run.job_name} {run.status}: {run_events(url, run.run_id)}\n{procs.logs()}")
+    first = [r for r in seen if r.tags.get("ehrsync/trigger") == "first-sync" and r.status in ENDED]
+    prune = [r for r in seen if r.job_name == "prune_dagster_runs" and r.status in ENDED]
+    return (first[0], prune[0]) if first and prune else None
+
+
+def _warehouse_counts(url: str, connection_id: str) -> dict[str, int]:
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT resource_type, count(*) FROM fhir_resources WHERE connection_id = %s GROUP BY 1", (connection_id,)
+        ).fetchall()
+    return {str(t): int(n) for t, n in rows}
+
+
+def _view_rows(url: str, names: list[str]) -> dict[str, int]:
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn) as conn:
+        return {name: int(conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]) for name in names}  # type: ignore[index]
+
+
+def _connect(tmp_path: Path, env: dict[str, str], sandbox: SandboxServer, http: httpx.Client) -> tuple[SyncWorld, str]:
+    """A patient authorizes ehrsync at the sandbox; the connection and its sealed tokens land in the app database."""
+    world = make_environment(
+        Path(env["EHRSYNC_STATE_DIR"]), http=http, app_db_url=env["DATABASE_URL"], warehouse_target=env["WAREHOUSE_URL"]
+    )
+    env["INTEGRATIONS_TOKEN_ENC_KEY"] = base64.b64encode(world.cipher_key).decode()
+    return world, connect_patient(world, sandbox, http=http)
+
+
+def test_daemon_webserver_and_grpc_code_server_on_postgres_sync_a_new_connection_and_fire_a_schedule(
+    tmp_path: Path, deployment: dict[str, str], sandbox: SandboxServer, http: httpx.Client
+) -> None:
+    env = deployment
+    world, connection_id = _connect(tmp_path, env, sandbox, http)
+    grpc_port, web_port = free_port(), free_port()
+    env |= {"EHRSYNC_CODE_SERVER_HOST": "127.0.0.1", "EHRSYNC_CODE_SERVER_PORT": str(grpc_port)}
+    workspace = str(DEPLOY / "workspace.yaml")
+    graphql = f"http://127.0.0.1:{web_port}/graphql"
+    with running(tmp_path) as procs:
+        procs.start(
+            "code-server",
+            [*CODE_SERVER, "-h", "127.0.0.1", "-p", str(grpc_port)],
+            env,
+        )
+        wait_for("the gRPC code server", lambda: port_open(grpc_port), procs, timeout_s=90)
+        procs.start("webserver", ["dagster-webserver", "-h", "127.0.0.1", "-p", str(web_port), "-w", workspace], env)
+        procs.start("daemon", ["dagster-daemon", "run", "-w", workspace], env)
+        wait_for(
+            "the webserver",
+            lambda: httpx.get(graphql.replace("graphql", "server_info")).is_success or None,
+            procs,
+            timeout_s=90,
+        )
+        ended = wait_for(
+            "the first sync and a scheduled prune",
+            lambda: _first_sync_and_prune(graphql, connection_id, procs),
+            procs,
+            timeout_s=150,
+            every_s=2,
+        )
+        first, prune = ended
+        events = [kind for kind, _ in run_events(graphql, first.run_id)]
+
+        def last_sync_recorded() -> bool:
+            with world.env.db.session() as session:
+                row = session.get(Connection, connection_id)
+                return row is not None and row.last_sync_at is not None
+
+        wait_for("the sync_run_success sensor to close the sync", last_sync_recorded, procs, timeout_s=60)
+        analyst = importlib.util.find_spec("pipelines.defs.analyst") is not None
+        if analyst:
+            wait_for(
+                "an analyst_views run",
+                lambda: any(r.job_name == "analyst_views" and r.status == "SUCCESS" for r in runs(graphql)) or None,
+                procs,
+                timeout_s=90,
+            )
+    world.env.db.dispose()
+
+    assert first.job_name == "full_resync" and first.status == "SUCCESS"
+    assert first.tags["ehrsync/connection"] == connection_id and first.tags["ehrsync/source"] == "generic"
+    assert first.tags["dagster/partition"] == connection_id
+    # Through the queue: the sensor's request was enqueued, the daemon dequeued and launched it via the code server.
+    assert {"RunEnqueuedEvent", "RunStartingEvent", "RunStartEvent", "RunSuccessEvent"} <= set(events), events
+    assert prune.status == "SUCCESS" and prune.tags["dagster/schedule_name"] == "prune_dagster_runs_schedule"
+    counts = _warehouse_counts(env["WAREHOUSE_URL"], connection_id)
+    assert counts.get("Patient") == 1 and counts.get("Observation", 0) > 0, counts
+    wh = open_warehouse(env["WAREHOUSE_URL"])
+    try:
+        names = wh.refresh_flat_tables()
+    finally:
+        wh.close()
+    rows = _view_rows(env["WAREHOUSE_URL"], names)
+    assert names and sum(rows.values()) > 0, rows
