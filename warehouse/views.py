@@ -22,6 +22,7 @@ __all__ = [
     "PROVENANCE_COLUMNS",
     "VIEWDEF_DIR",
     "VIEW_NAMES",
+    "ViewDefinitionFileError",
     "view_definition_names",
     "view_statements",
 ]
@@ -65,20 +66,21 @@ VIEW_NAMES: tuple[str, ...] = (*view_definition_names(), *LINK_VIEW_NAMES)
 
 
 @cache
-def _compiled(name: str, dialect: Dialect) -> CompiledView:
-    path = VIEWDEF_DIR / f"{name}.json"
+def _compiled(path: Path, dialect: Dialect) -> CompiledView:
     try:
         view = load_view_definition(path)
         compiled = compile_view(view, dialect, extra_columns=PROVENANCE_COLUMNS)
     except ViewDefinitionError as exc:
         raise ViewDefinitionFileError(f"{path.name}: {exc}") from exc
-    if compiled.name != name:
-        raise ViewDefinitionFileError(f"{path.name}: the ViewDefinition's name is {compiled.name!r}, not {name!r}")
+    if compiled.name != path.stem:
+        raise ViewDefinitionFileError(
+            f"{path.name}: the ViewDefinition's name is {compiled.name!r}, not {path.stem!r} (the file's name)"
+        )
     return compiled
 
 
 def _select(name: str, dialect: Dialect) -> str:
-    sql = _compiled(name, dialect).sql
+    sql = _compiled(VIEWDEF_DIR / f"{name}.json", dialect).sql
     if name != "document_reference":
         return sql
     return (  # the file the attachment URL resolved to, when it was downloaded

@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.warehouse.analyst_data import B_BASE, DOC_SHA, SHARED_MRN, analyst_wh, sandbox_resources
-from warehouse import VIEW_NAMES, Warehouse
-from warehouse.views import LINK_VIEW_NAMES, PROVENANCE_COLUMNS, VIEWDEF_DIR, view_definition_names
+from warehouse import VIEW_NAMES, Warehouse, views
+from warehouse._sql import DUCKDB
+from warehouse.views import (
+    LINK_VIEW_NAMES,
+    PROVENANCE_COLUMNS,
+    VIEWDEF_DIR,
+    ViewDefinitionFileError,
+    view_definition_names,
+)
 
 __all__ = ["analyst_wh"]
 
@@ -400,3 +410,23 @@ def test_analysts_doc_lists_every_view_and_column() -> None:
     for name in view_definition_names():
         for col in _viewdef_columns(name):
             assert col == "id" or f"`{col}`" in rows[name].split("|")[3], (name, col)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"resourceType": "ViewDefinition", "name": "other", "resource": "Patient", "status": "active", '
+         '"select": [{"column": [{"name": "id", "path": "id"}]}]}', "name is 'other', not 'broken'"),
+        ('{"resourceType": "ViewDefinition", "name": "broken", "resource": "Patient", "status": "active", '
+         '"select": [{"column": [{"name": "x", "path": "name.nosuch()"}]}]}', "nosuch"),
+    ],
+)  # fmt: skip
+def test_a_bad_view_definition_file_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, problem: str
+) -> None:
+    (tmp_path / "broken.json").write_text(text)
+    monkeypatch.setattr(views, "VIEWDEF_DIR", tmp_path)
+    with pytest.raises(ViewDefinitionFileError, match=r"broken\.json") as err:
+        views.view_statements(DUCKDB)
+    assert problem in str(err.value)
