@@ -13,6 +13,7 @@ import click
 
 from ehrsync.commands.common import one_line
 from ehrsync.commands.local import demo, ui
+from ehrsync.commands.purge import purge
 from ehrsync.commands.runs import connections, reconcile, sync
 from ehrsync.commands.sandbox import sandbox
 from ehrsync.commands.service import auth, db, keys
@@ -54,7 +55,7 @@ def main(verbose: bool) -> None:
     _configure_logging(verbose)
 
 
-for _command in (sandbox, demo, ui, auth, keys, db, sync, reconcile, connections):
+for _command in (sandbox, demo, ui, auth, keys, db, sync, reconcile, connections, purge):
     main.add_command(_command)
 
 

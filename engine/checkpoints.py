@@ -26,6 +26,8 @@ POINTS = (
     "bulk.file_landed",  # one file landed to Parquet, not yet upserted
     "bulk.file_upserted",  # one file upserted into the warehouse
     "bulk.completed",  # cursor advanced, status URL not yet deleted
+    "purge.files_removed",  # a purge removed the landing and attachment files, the warehouse rows not yet
+    "purge.warehouse_purged",  # a purge deleted the warehouse rows, the sync state and completion not yet
 )
 
 _log = logging.getLogger(__name__)

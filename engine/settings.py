@@ -27,6 +27,7 @@ from engine.analyst_settings import AnalystSettings
 from engine.connection_lock import DEFAULT_LOCK_WAIT_S, lock_wait_seconds
 from engine.environment import DEFAULT_BULK_MAX_FILE_BYTES, DEFAULT_MIN_FREE_DISK_BYTES
 from engine.errors import PipelineConfigurationError
+from engine.landing_retention import DEFAULT_LANDING_RETENTION_DAYS, MAX_LANDING_RETENTION_DAYS
 from engine.retries import backoff_from_env
 from engine.run_retention import RunRetention
 from engine.scheduling import RetryBackoff
@@ -193,6 +194,17 @@ def _idle_days(env: Mapping[str, str]) -> int:
     return int(raw)
 
 
+def _landing_retention_days(env: Mapping[str, str]) -> int:
+    """``EHRSYNC_LANDING_RETENTION_DAYS``: days merged landing files are kept (0: removed at the next pruning)."""
+    raw = env.get("EHRSYNC_LANDING_RETENTION_DAYS", str(DEFAULT_LANDING_RETENTION_DAYS)).strip()
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_LANDING_RETENTION_DAYS:
+        raise PipelineConfigurationError(
+            f"EHRSYNC_LANDING_RETENTION_DAYS={raw[:40]!r} is not a whole number of days from 0 to "
+            f"{MAX_LANDING_RETENTION_DAYS} (0: merged landing files go at the next pruning)"
+        )
+    return int(raw)
+
+
 def _fetch_hosts(env: Mapping[str, str]) -> tuple[str, ...]:
     raw_hosts = env.get("EHRSYNC_FETCH_ALLOWED_HOSTS", "").split(",")
     hosts = tuple(h.strip().lower() for h in raw_hosts if h.strip())
@@ -216,6 +228,7 @@ class PipelineSettings:
     quarantine_max_ratio: float = 0.01
     overlap_seconds: int = 300
     keepalive_idle_days: int = 7
+    landing_retention_days: int = DEFAULT_LANDING_RETENTION_DAYS  # merged landing files kept (engine.landing_retention)
     run_retention: RunRetention = field(default_factory=RunRetention)  # Dagster runs kept, pruning schedule
     analyst: AnalystSettings = field(default_factory=AnalystSettings)  # analyst views: snapshots, debounce, locks
     fetch_allowed_hosts: tuple[str, ...] = ()
@@ -256,6 +269,7 @@ class PipelineSettings:
             quarantine_max_ratio=_ratio(env),
             overlap_seconds=_overlap_seconds(env),
             keepalive_idle_days=_idle_days(env),
+            landing_retention_days=_landing_retention_days(env),
             run_retention=RunRetention.parse(env),
             analyst=AnalystSettings.parse(env),
             limits=EngineLimits.parse(env),

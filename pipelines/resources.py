@@ -110,6 +110,9 @@ class LandingZoneResource(ConfigurableResource["LandingZoneResource"]):
     min_free_disk_bytes: int | None = _unset("Disk a download leaves free (EHRSYNC_MIN_FREE_DISK_BYTES).", ge=-1)
     max_resource_bytes: int | None = _unset("Largest resource landed (EHRSYNC_MAX_RESOURCE_BYTES).", ge=1024)
     lock_wait_s: float | None = _unset("Wait for a busy connection (EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS).", ge=0)
+    retention_days: int = Field(
+        default=7, ge=0, le=3650, description="Days merged landing files are kept (EHRSYNC_LANDING_RETENTION_DAYS)."
+    )
 
     def limits(self) -> dict[str, Any]:
         """The limits set here, as ``SyncEnvironment`` keyword arguments."""
@@ -246,6 +249,7 @@ def default_resources(settings: PipelineSettings) -> dict[str, ConfigurableResou
             min_free_disk_bytes=limits.min_free_disk_bytes,
             max_resource_bytes=limits.max_resource_bytes,
             lock_wait_s=limits.lock_wait_s,
+            retention_days=settings.landing_retention_days,
         ),
         "warehouse": WarehouseResource(target=_url(settings.warehouse_url, settings.warehouse_url_variable, settings)),
         "ehr_http": EhrHttpResource(

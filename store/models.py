@@ -102,6 +102,8 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200))
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Revision 0005: days a disconnected connection's data is kept before it is purged (None: kept forever).
+    data_retention_days: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -146,6 +148,9 @@ class Connection(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_sync_at: Mapped[datetime | None] = mapped_column()
+    # Revision 0005: the retention clock of a disconnected connection, and when its synced data was purged.
+    disconnected_at: Mapped[datetime | None] = mapped_column()
+    data_purged_at: Mapped[datetime | None] = mapped_column()
 
 
 class TokenRecord(Base):

@@ -258,7 +258,7 @@ class TokenVault:
             if row is not None:
                 session.delete(row)
             conn.status = ConnectionStatus.DISCONNECTED
-            conn.updated_at = self._clock()
+            conn.updated_at = conn.disconnected_at = self._clock()  # disconnected_at: the retention clock
             record_audit(
                 session,
                 action="token.revoke",

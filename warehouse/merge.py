@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from warehouse import _sql
 from warehouse._cursor import Cursor
+from warehouse._purge import Purge
 from warehouse._reads import KeyCounts, Reads
 from warehouse._records import Records
 from warehouse.errors import InvalidInputError, LandedFileError, SchemaVersionError
@@ -60,7 +61,7 @@ def check_landing_file(landed: LandedFile) -> None:
         raise LandedFileError(f"landed file {landed.path} lacks landing columns {sorted(missing)}")
 
 
-class Warehouse(Records, Reads):
+class Warehouse(Records, Reads, Purge):
     """``fhir_resources`` plus errors, quarantine, attachments and analyst views, on DuckDB or PostgreSQL."""
 
     # -- backend hooks (``_write`` and ``_read`` come from warehouse/_cursor.py) ----------------------------------

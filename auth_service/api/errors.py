@@ -43,6 +43,8 @@ ERROR_CODES: dict[str, int] = {
     "connection_inactive": 409,
     "sync_in_progress": 409,
     "bulk_not_enabled": 409,
+    "connection_not_disconnected": 409,
+    "connection_busy": 409,
     "validation_error": 422,
     "invalid_client": 502,
     "invalid_id_token": 502,

@@ -11,6 +11,7 @@ PHI (connector messages are already safe to show, OAuth descriptions are sanitiz
     ├── ProviderUnusableError, ConfigValidationError                an admin must fix the provider config
     ├── ConnectionUnusableError, ConnectionInactiveError            a person must act on the connection
     ├── SyncInProgressError, SyncRefusedError                       a sync cannot start now
+    ├── PurgeRefusedError                                           a connection's data cannot be purged now
     ├── WarehouseReadError                                          synced data cannot be read now (retry)
     ├── AuthorizationRefusedError                                   the EHR answered the authorize step with an error
     └── EhrCallError, WriteRefusedError                             a connector error, under its documented code
@@ -34,6 +35,7 @@ __all__ = [
     "IssuerRefusedError",
     "NotFoundError",
     "ProviderUnusableError",
+    "PurgeRefusedError",
     "ServiceError",
     "StateRefusedError",
     "SyncInProgressError",
@@ -154,6 +156,11 @@ class WarehouseReadError(ServiceError, codes=("warehouse_busy", "warehouse_unava
 
     def __init__(self, message: str, *, code: str, retry_after_s: int) -> None:
         super().__init__(message, code=code, retryAfterSeconds=retry_after_s)
+
+
+class PurgeRefusedError(ServiceError, codes=("connection_not_disconnected", "connection_busy")):
+    """Only a disconnected connection is purged (an active one would be refilled by its next sync), and not
+    while a sync of it holds its lock (``connection_busy``: try again when it has finished)."""
 
 
 class AuthorizationRefusedError(

@@ -29,7 +29,8 @@ def test_migration_0001_matches_models_and_is_idempotent(db: AppDatabase) -> Non
     db.migrate()  # second run is a no-op
     with db.engine.connect() as conn:
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
-        assert version == "0004"  # 0002 (pipelines) builds on 0001; 0003 widens client_id; 0004 run owners
+        # 0002 (pipelines) builds on 0001; 0003 widens client_id; 0004 run owners; 0005 data retention
+        assert version == "0005"
         ctx = MigrationContext.configure(
             conn,
             opts={

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from auth_service.api.deps import AdminDep, CtxDep
 from auth_service.services import connections as conns
 from auth_service.services import provider_admin
+from auth_service.services import purge as purges
 from auth_service.services.audit import list_events
 from auth_service.services.connectivity import test_provider
 
@@ -36,6 +37,20 @@ class ConnectionRequest(BaseModel):
 class NoteRequest(ConnectionRequest):
     text: str = Field(min_length=1, max_length=100_000)
     patient: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9\-.]+$")
+
+
+class PurgeRequest(BaseModel):
+    disconnect: bool = Field(
+        default=False, description="Disconnect the connection first if it is not (revokes its tokens), then purge."
+    )
+
+
+class RetentionRequest(BaseModel):
+    data_retention_days: int | None = Field(
+        ge=0,
+        le=purges.MAX_RETENTION_DAYS,
+        description="Days after its disconnection a connection's data is purged; null keeps it until purged.",
+    )
 
 
 class BackendRequest(BaseModel):
@@ -151,3 +166,26 @@ def refresh(admin: AdminDep, ctx: CtxDep, body: ConnectionRequest | None = None)
 def disconnect(admin: AdminDep, ctx: CtxDep, body: ConnectionRequest | None = None) -> dict[str, Any]:
     conn = conns.latest_connection(ctx, admin.tenant_id, body.connection_id if body else None)
     return conns.disconnect(ctx, conn, admin.actor)
+
+
+@router.post("/admin/connections/{connection_id}/purge")
+def purge_connection(
+    admin: AdminDep,
+    ctx: CtxDep,
+    connection_id: Annotated[str, Path(min_length=1, max_length=64)],
+    body: PurgeRequest | None = None,
+) -> dict[str, Any]:
+    """Remove the connection's synced data (landing, warehouse, attachments, sync state), audited with counts;
+    409 ``connection_not_disconnected`` for an active one unless ``disconnect`` is true (docs/RETENTION.md)."""
+    return purges.purge(ctx, admin.tenant_id, connection_id, admin.actor, disconnect=bool(body and body.disconnect))
+
+
+@router.get("/admin/retention")
+def get_retention(admin: AdminDep, ctx: CtxDep) -> dict[str, Any]:
+    return purges.get_retention(ctx, admin.tenant_id)
+
+
+@router.put("/admin/retention")
+def put_retention(admin: AdminDep, ctx: CtxDep, body: RetentionRequest) -> dict[str, Any]:
+    """How long the tenant keeps a disconnected connection's data; the daily retention job purges what is due."""
+    return purges.set_retention(ctx, admin.tenant_id, body.data_retention_days, admin.actor)

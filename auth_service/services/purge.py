@@ -1,0 +1,69 @@
+"""Admin purge and data retention: a tenant purges a connection's synced data and sets how long it is kept.
+
+The purge itself is the engine's (``engine.purge``: landing, warehouse, attachments, sync state, locked and
+audited); the auth service never opens the warehouse itself. A connection of another tenant is not found.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from auth_service.services import connections as conns
+from auth_service.services.audit import audit_event
+from auth_service.services.context import ServiceContext
+from auth_service.services.errors import NotFoundError, PurgeRefusedError
+from engine.connection_lock import ConnectionBusyError
+from engine.purge import PurgeTargets, purge_connection
+from engine.retention import MAX_RETENTION_DAYS
+from engine.settings import PipelineSettings
+from store.models import ConnectionStatus, Tenant
+
+__all__ = ["MAX_RETENTION_DAYS", "get_retention", "purge", "set_retention"]
+
+
+def _targets(ctx: ServiceContext) -> PurgeTargets:
+    """The locations every ehrsync process resolves from the shared settings (state directory, warehouse)."""
+    engine = PipelineSettings.from_app(ctx.settings)
+    return PurgeTargets.at(ctx.db, engine.state_dir, engine.warehouse_url, lock_wait_s=engine.limits.lock_wait_s)
+
+
+def purge(ctx: ServiceContext, tenant_id: str, connection_id: str, actor: str, *, disconnect: bool) -> dict[str, Any]:
+    """Purge the tenant's connection; an active one only with ``disconnect`` (it is disconnected first)."""
+    conn = conns.get_connection(ctx, tenant_id, connection_id)
+    if conn.status != ConnectionStatus.DISCONNECTED:
+        if not disconnect:
+            raise PurgeRefusedError(
+                f"connection is {conn.status}: only a disconnected connection is purged (its next sync would fill "
+                "it again); disconnect it first or send disconnect=true",
+                connectionStatus=conn.status,
+            )
+        conns.disconnect(ctx, conn, actor)
+    try:
+        report = purge_connection(_targets(ctx), connection_id, actor=actor)
+    except ConnectionBusyError:
+        raise PurgeRefusedError(
+            "a sync of this connection is still running; purge again when it has finished", code="connection_busy"
+        ) from None
+    return {**report.as_json(), "status": ConnectionStatus.DISCONNECTED}
+
+
+def get_retention(ctx: ServiceContext, tenant_id: str) -> dict[str, Any]:
+    with ctx.db.session() as session:
+        tenant = session.get(Tenant, tenant_id)
+        if tenant is None:
+            raise NotFoundError("no such tenant")
+        return {"tenant_id": tenant_id, "data_retention_days": tenant.data_retention_days}
+
+
+def set_retention(ctx: ServiceContext, tenant_id: str, days: int | None, actor: str) -> dict[str, Any]:
+    """``days`` after its disconnection a connection's data is purged by the daily retention job (None: kept
+    until an admin purges it)."""
+    with ctx.db.locked_session() as session:
+        tenant = session.get(Tenant, tenant_id)
+        if tenant is None:
+            raise NotFoundError("no such tenant")
+        previous = tenant.data_retention_days
+        tenant.data_retention_days = days
+        session.commit()
+    audit_event(ctx, "tenant.retention", "success", tenant_id, actor, detail={"days": days, "previous": previous})
+    return {"tenant_id": tenant_id, "data_retention_days": days}

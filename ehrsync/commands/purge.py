@@ -1,0 +1,72 @@
+"""``ehrsync purge CONNECTION``: remove a disconnected connection's synced data (``engine.purge``), audited."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from ehrsync.commands.common import app_database, exit_on_configuration_error
+
+if TYPE_CHECKING:
+    from store import AppDatabase
+
+__all__ = ["purge"]
+
+
+@click.command()
+@click.argument("connection_id")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--disconnect",
+    is_flag=True,
+    help="Disconnect the connection first if it is not (revokes its tokens at the EHR), then purge.",
+)
+def purge(connection_id: str, yes: bool, disconnect: bool) -> None:
+    """Remove everything synced for CONNECTION_ID: landing files, warehouse rows (the analyst views follow at once),
+    attachments only it references, and its sync state. The connection row, its run history and the audit trail
+    stay. Only a disconnected connection is purged (an active one would be filled again by its next sync): pass
+    --disconnect to disconnect it first. Safe to run again after an interruption. See docs/RETENTION.md.
+    """
+    from engine.purge import PurgeTargets, purge_connection, purge_subject
+    from engine.settings import PipelineSettings
+    from store.models import ConnectionStatus
+
+    settings = exit_on_configuration_error(PipelineSettings.from_env)
+    with app_database() as db:
+        subject = exit_on_configuration_error(lambda: purge_subject(db, connection_id))
+        active = subject.status != ConnectionStatus.DISCONNECTED
+        if active and not disconnect:
+            raise click.ClickException(
+                f"connection {connection_id} is {subject.status}: only a disconnected connection is purged (its next "
+                "sync would fill it again); pass --disconnect to disconnect it first"
+            )
+        if not yes:
+            click.confirm(
+                f"Purge all synced data of connection {subject.id} (tenant {subject.tenant_id}, {subject.provider_id}"
+                f" {subject.kind}, {subject.status}{', disconnecting it first' if active else ''})? "
+                "This cannot be undone",
+                abort=True,
+            )
+        if active:
+            exit_on_configuration_error(lambda: _disconnect(db, connection_id))
+        wait = settings.limits.lock_wait_s
+        targets = PurgeTargets.at(db, settings.state_dir, settings.warehouse_url, lock_wait_s=wait)
+        report = exit_on_configuration_error(lambda: purge_connection(targets, connection_id, actor="cli"))
+    counts = report.counts()
+    click.echo(f"purged connection {connection_id}:")
+    for name, value in counts.items():
+        click.echo(f"  {name:<18} {value}")
+    click.echo("The analyst views already reflect it; a published analyst snapshot is refreshed by its next run.")
+
+
+def _disconnect(db: AppDatabase, connection_id: str) -> None:
+    """Revoke at the EHR where it offers revocation (SAL-34), delete the tokens, mark the connection disconnected."""
+    from store import TokenCipher, TokenVault
+
+    vault = TokenVault(db, TokenCipher.from_env())
+    try:
+        revoked = vault.revoke_and_delete(connection_id)
+    finally:
+        vault.close()
+    click.echo(f"disconnected {connection_id} ({'revoked at the EHR' if revoked else 'tokens deleted locally'})")

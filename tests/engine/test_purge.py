@@ -1,0 +1,229 @@
+"""Purge of one connection (engine.purge) over really synced data: landing, warehouse, attachments, sync state,
+audit; refusals, the connection lock, idempotence, and a purge killed midway that is run again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pytest
+from sqlalchemy import func, select
+
+from engine import ConnectionBusyError, ConnectionNotFoundError
+from engine.checkpoints import CRASH_ENV
+from engine.connection_lock import connection_lock
+from engine.models import BulkJob, SyncAttachment, SyncCursor
+from engine.purge import PURGE_ACTION, PurgeRefusedError, PurgeTargets, purge_connection
+from store.models import AuditEvent, Connection
+from tests.engine.helpers import SyncWorld, connect_patient, make_environment, sandbox_patients
+from tests.engine.job_runs import run_sync, world_url
+from warehouse import open_warehouse
+
+TYPES = ["Patient", "Observation", "DocumentReference"]
+
+
+def _synced(world: SyncWorld, sandbox: Any, http: Any, patient_index: int = 0) -> str:
+    patient = sandbox_patients(http, sandbox)[patient_index]
+    conn = connect_patient(world, sandbox, http=http, patient_id=patient)
+    assert run_sync(world, conn, types=TYPES).status == "completed"
+    _views(world.env.warehouse_target)
+    return conn
+
+
+def _views(target: str) -> None:
+    """The analyst views (created by the analyst step of a deployment; here directly)."""
+    with open_warehouse(target) as wh:
+        wh.refresh_flat_tables()
+
+
+def _rows(target: str, connection_id: str) -> dict[str, int]:
+    con = duckdb.connect(target, read_only=True)
+    try:
+        counts = {
+            table: con.execute(f"SELECT count(*) FROM {table} WHERE connection_id = ?", [connection_id]).fetchone()[0]
+            for table in ("fhir_resources", "fhir_attachments", "patient", "observation")
+        }
+    finally:
+        con.close()
+    return counts
+
+
+def _state_rows(world: SyncWorld, cid: str) -> dict[str, int]:
+    with world.env.db.session() as s:
+        return {
+            model.__tablename__: s.scalar(select(func.count()).select_from(model).where(model.connection_id == cid))
+            for model in (SyncCursor, SyncAttachment, BulkJob)
+        }
+
+
+def _audits(world: SyncWorld, connection_id: str) -> list[AuditEvent]:
+    with world.env.db.session() as s:
+        rows = s.scalars(
+            select(AuditEvent).where(AuditEvent.connection_id == connection_id, AuditEvent.action == PURGE_ACTION)
+        ).all()
+        for row in rows:
+            s.expunge(row)
+        return list(rows)
+
+
+def test_purge_removes_one_connections_data_and_nothing_else(world, shared_sb, http):
+    gone, kept = _synced(world, shared_sb, http, 0), _synced(world, shared_sb, http, 1)
+    env = world.env
+    before_kept = _rows(env.warehouse_target, kept)
+    assert _rows(env.warehouse_target, gone)["fhir_resources"] > 0 and before_kept["fhir_resources"] > 0
+    assert _state_rows(world, gone)["sync_attachments"] > 0, "the sandbox's DocumentReferences carry attachments"
+    blobs_before = {p for p in Path(env.attachments.root).rglob("*") if p.is_file()}
+    assert any((Path(env.zone.root) / gone).rglob("*.parquet"))
+    env.vault.revoke_and_delete(gone)
+
+    report = purge_connection(PurgeTargets.of(env), gone, actor="test")
+
+    counts = report.counts()
+    assert counts["warehouse_rows"] > 0 and counts["landing_files"] > 0 and counts["sync_cursors"] > 0
+    assert counts["attachment_rows"] > 0
+    assert _rows(env.warehouse_target, gone) == dict.fromkeys(before_kept, 0)  # views follow fhir_resources live
+    assert _rows(env.warehouse_target, kept) == before_kept
+    assert _state_rows(world, gone) == {"sync_cursors": 0, "sync_attachments": 0, "bulk_jobs": 0}
+    assert not (Path(env.zone.root) / gone).exists() and any((Path(env.zone.root) / kept).rglob("*.parquet"))
+    # blobs only the purged connection referenced are gone; the other connection's are all still there
+    with env.db.session() as s:
+        kept_shas = set(s.scalars(select(SyncAttachment.sha256).where(SyncAttachment.connection_id == kept)))
+        conn = s.get(Connection, gone)
+        assert conn is not None and conn.data_purged_at is not None and conn.status == "disconnected"
+    assert all(env.attachments.contains(sha) for sha in kept_shas)
+    blobs_after = {p for p in Path(env.attachments.root).rglob("*") if p.is_file()}
+    assert len(blobs_before) - len(blobs_after) == report.attachment_files
+    (event,) = _audits(world, gone)
+    assert event.outcome == "success" and event.actor == "test" and event.tenant_id == world.tenant_id
+    assert event.detail["warehouse_rows"] == counts["warehouse_rows"]
+    assert event.detail["warehouse_tables"] == sorted(report.warehouse_rows)
+    _assert_no_phi(event.detail, env.warehouse_target, kept)
+
+
+def _assert_no_phi(detail: dict[str, Any], warehouse: str, connection_id: str) -> None:
+    """The audit detail holds counts and table names only: no name, birth date or resource id of anyone."""
+    con = duckdb.connect(warehouse, read_only=True)
+    try:
+        names = con.execute("SELECT family, given, birth_date FROM patient WHERE connection_id = ?", [connection_id])
+        phi = [v for row in names.fetchall() for v in row if v]
+    finally:
+        con.close()
+    text = orjson.dumps(detail).decode()
+    assert phi and not any(value in text for value in phi)
+    assert all(isinstance(v, int) for k, v in detail.items() if k != "warehouse_tables")
+
+
+def test_purge_is_idempotent(world, shared_sb, http):
+    conn = _synced(world, shared_sb, http)
+    world.env.vault.revoke_and_delete(conn)
+    first = purge_connection(PurgeTargets.of(world.env), conn)
+    again = purge_connection(PurgeTargets.of(world.env), conn)
+    assert first.counts()["warehouse_rows"] > 0
+    assert set(again.counts().values()) == {0}
+    assert [e.outcome for e in _audits(world, conn)] == ["success", "success"]
+
+
+def test_purge_refuses_an_active_connection_and_names_an_unknown_one(world, shared_sb, http):
+    conn = connect_patient(world, shared_sb, http=http)
+    with pytest.raises(PurgeRefusedError, match="is active: only a disconnected connection is purged"):
+        purge_connection(PurgeTargets.of(world.env), conn)
+    assert [(e.outcome, e.detail) for e in _audits(world, conn)] == [
+        ("failure", {"error_code": "connection_not_disconnected"})
+    ]
+    with pytest.raises(ConnectionNotFoundError, match="'no-such-connection' not found"):
+        purge_connection(PurgeTargets.of(world.env), "no-such-connection")
+
+
+def test_purge_waits_for_a_running_sync_then_gives_up(world, shared_sb, http):
+    """A sync holds the connection's lock; the purge does not race it (ConnectionBusyError after the wait)."""
+    conn = _synced(world, shared_sb, http)
+    world.env.vault.revoke_and_delete(conn)
+    held, release = threading.Event(), threading.Event()
+
+    def sync_holding_the_lock() -> None:
+        with connection_lock(world.env.zone.root, conn, "a-running-sync"):
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=sync_holding_the_lock)
+    holder.start()
+    try:
+        assert held.wait(10)
+        targets = PurgeTargets(
+            world.env.db, world.env.zone.root, world.env.attachments, world.env.warehouse_target, 0.2
+        )
+        with pytest.raises(ConnectionBusyError, match="a-running-sync"):
+            purge_connection(targets, conn)
+    finally:
+        release.set()
+        holder.join(10)
+    assert _rows(world.env.warehouse_target, conn)["fhir_resources"] > 0  # nothing was touched
+    assert purge_connection(PurgeTargets.of(world.env), conn).counts()["warehouse_rows"] > 0
+
+
+CRASHING_PURGE = """
+import sys
+from pathlib import Path
+from engine.purge import PurgeTargets, purge_connection
+from store import AppDatabase
+from warehouse import AttachmentStore
+url, root, target, conn = sys.argv[1:]
+db = AppDatabase.from_url(url)
+purge_connection(PurgeTargets(db, Path(root) / "landing", AttachmentStore(Path(root) / "attachments"), target), conn)
+print("finished", flush=True)
+"""
+
+
+@pytest.mark.parametrize("point", ["purge.files_removed", "purge.warehouse_purged"])
+def test_a_purge_killed_midway_is_finished_by_running_it_again(world, shared_sb, http, point):
+    conn = _synced(world, shared_sb, http)
+    world.env.vault.revoke_and_delete(conn)
+    root = Path(world.env.zone.root).parent
+    args = [world_url(world), str(root), world.env.warehouse_target, conn]
+    env = {**os.environ, CRASH_ENV: point}
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASHING_PURGE, *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert not (Path(world.env.zone.root) / conn).exists()
+    assert _state_rows(world, conn)["sync_cursors"] > 0  # the completion never committed
+    with world.env.db.session() as s:
+        assert s.get(Connection, conn).data_purged_at is None  # type: ignore[union-attr]
+
+    finished = purge_connection(PurgeTargets.of(world.env), conn)
+
+    assert finished.counts()["sync_cursors"] > 0 and finished.landing_files == 0
+    assert _rows(world.env.warehouse_target, conn)["fhir_resources"] == 0
+    assert _state_rows(world, conn) == {"sync_cursors": 0, "sync_attachments": 0, "bulk_jobs": 0}
+    assert [e.outcome for e in _audits(world, conn)] == ["success"]
+
+
+def test_purge_on_postgres_app_db_and_warehouse(tmp_path, shared_sb, http, postgres_url):
+    world = make_environment(tmp_path / "pg", http=http, app_db_url=postgres_url, warehouse_target=postgres_url)
+    gone, kept = _synced(world, shared_sb, http, 0), _synced(world, shared_sb, http, 1)
+    world.env.vault.revoke_and_delete(gone)
+
+    report = purge_connection(PurgeTargets.of(world.env), gone)
+
+    assert set(report.warehouse_rows) >= {"fhir_resources", "fhir_attachments", "fhir_errors", "fhir_quarantine"}
+    assert report.warehouse_rows["fhir_resources"] > 0
+    import psycopg
+
+    with psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://")) as pg:
+        left = pg.execute("SELECT connection_id, count(*) FROM fhir_resources GROUP BY 1").fetchall()
+        in_view = pg.execute("SELECT count(*) FROM observation WHERE connection_id = %s", (gone,)).fetchone()
+    assert [row[0] for row in left] == [kept] and in_view == (0,)
+    assert _state_rows(world, gone) == {"sync_cursors": 0, "sync_attachments": 0, "bulk_jobs": 0}
+    again = purge_connection(PurgeTargets.of(world.env), gone).counts()
+    assert set(again.values()) == {0}, again
+    # app database and warehouse share one schema here: the purge left the app database's own tables alone
+    with world.env.db.session() as s:
+        actions = set(s.scalars(select(AuditEvent.action).where(AuditEvent.connection_id == gone)))
+    assert {"token.revoke", PURGE_ACTION} <= actions
