@@ -4,6 +4,7 @@ webserver, daemon or code-server child outlives a test."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,10 +18,24 @@ from typing import TypeVar
 import httpx
 
 from ehrsync.process_group import stop_process_tree
+from tests.pgserver import PgServer
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
+
+
+def dagster_environment(pg: PgServer, database: str, home: Path) -> dict[str, str]:
+    """What deploy/dagster.yaml reads: DAGSTER_HOME and the storage database's connection details."""
+    shutil.copyfile(DEPLOY / "dagster.yaml", home / "dagster.yaml")
+    return {
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_USERNAME": pg.user,
+        "DAGSTER_PG_PASSWORD": "",
+        "DAGSTER_PG_HOST": pg.host,
+        "DAGSTER_PG_PORT": str(pg.port),
+        "DAGSTER_PG_DB": database,
+    }
 
 
 def tool(name: str) -> str:

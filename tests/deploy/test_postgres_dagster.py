@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import importlib.util
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import pytest
 from sandbox import SandboxServer
 from store.models import Connection
 from tests.deploy.graphql import Run, run_events, runs
-from tests.deploy.processes import DEPLOY, Processes, free_port, port_open, running, wait_for
+from tests.deploy.processes import DEPLOY, Processes, dagster_environment, free_port, port_open, running, wait_for
 from tests.engine.helpers import SyncWorld, connect_patient, make_environment
 from tests.pgserver import PgServer, create_database
 from warehouse import open_warehouse
@@ -34,19 +33,6 @@ from warehouse import open_warehouse
 ENDED = {"SUCCESS", "FAILURE", "CANCELED"}
 # How docs/DEPLOY.md starts the code location (host and port added per test).
 CODE_SERVER = ["dagster", "code-server", "start", "-m", "pipelines.definitions", "--location-name", "ehrsync"]
-
-
-def dagster_environment(pg: PgServer, database: str, home: Path) -> dict[str, str]:
-    """What deploy/dagster.yaml reads: DAGSTER_HOME and the storage database's connection details."""
-    shutil.copyfile(DEPLOY / "dagster.yaml", home / "dagster.yaml")
-    return {
-        "DAGSTER_HOME": str(home),
-        "DAGSTER_PG_USERNAME": pg.user,
-        "DAGSTER_PG_PASSWORD": "",
-        "DAGSTER_PG_HOST": pg.host,
-        "DAGSTER_PG_PORT": str(pg.port),
-        "DAGSTER_PG_DB": database,
-    }
 
 
 @pytest.fixture

@@ -1,0 +1,147 @@
+"""Dagster run retention on the PostgreSQL instance of deploy/dagster.yaml: ``prune_dagster_runs`` deletes finished
+runs older than ``EHRSYNC_RUN_RETENTION_DAYS`` with their event logs, never a queued or running one, and keeps each
+job's (and connection's) newest successful run. Runs are aged by moving their stored timestamps back, as if they
+had ended that long ago."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from dagster import DagsterInstance, DagsterRunStatus, build_schedule_context
+from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._core.storage.dagster_run import DagsterRun
+from dagster._core.test_utils import create_run_for_test
+
+from engine.errors import PipelineConfigurationError
+from engine.run_retention import RunRetention
+from engine.settings import PipelineSettings
+from pipelines.definitions import build_definitions
+from pipelines.defs.maintenance.run_retention import (
+    RUN_RETENTION_JOB,
+    RUN_RETENTION_SCHEDULE,
+    prune_finished_runs,
+    run_retention_job,
+)
+
+
+@pytest.fixture
+def instance(pg_home: Path) -> Iterator[DagsterInstance]:
+    with DagsterInstance.from_config(str(pg_home)) as made:
+        yield made
+
+
+def _age(run_ids: list[str], days: float) -> None:
+    """Move the runs' creation and last update ``days`` back in the storage database."""
+    dsn = (
+        f"postgresql://{os.environ['DAGSTER_PG_USERNAME']}@{os.environ['DAGSTER_PG_HOST']}:"
+        f"{os.environ['DAGSTER_PG_PORT']}/{os.environ['DAGSTER_PG_DB']}"
+    )
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "UPDATE runs SET update_timestamp = update_timestamp - make_interval(secs => %s), "
+            "create_timestamp = create_timestamp - make_interval(secs => %s) WHERE run_id = ANY(%s)",
+            (days * 86400, days * 86400, run_ids),
+        )
+
+
+def _sync_run(instance: DagsterInstance, connection: str, status: DagsterRunStatus) -> str:
+    origin = RemoteJobOrigin(  # a queued run names where it will be launched from
+        repository_origin=RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("ehrsync"), "__repository__"),
+        job_name="incremental_sync",
+    )
+    run: DagsterRun = create_run_for_test(
+        instance,
+        job_name="incremental_sync",
+        status=status,
+        tags={"dagster/partition": connection},
+        remote_job_origin=origin,
+    )
+    return run.run_id
+
+
+def test_old_finished_runs_and_their_events_go_queued_running_and_newest_successes_stay(
+    instance: DagsterInstance,
+) -> None:
+    prune = run_retention_job(30)
+    old_done = [prune.execute_in_process(instance=instance).run_id for _ in range(2)]
+    newest_prune = prune.execute_in_process(instance=instance).run_id
+    assert all(instance.all_logs(run_id) for run_id in old_done)
+    older_sync = _sync_run(instance, "conn-a", DagsterRunStatus.SUCCESS)
+    last_good_sync = _sync_run(instance, "conn-a", DagsterRunStatus.SUCCESS)
+    failed = _sync_run(instance, "conn-a", DagsterRunStatus.FAILURE)
+    canceled = _sync_run(instance, "conn-b", DagsterRunStatus.CANCELED)
+    queued = _sync_run(instance, "conn-b", DagsterRunStatus.QUEUED)
+    started = _sync_run(instance, "conn-c", DagsterRunStatus.STARTED)
+    _age([*old_done, older_sync, last_good_sync, failed, canceled, queued, started], days=45)
+    _age([newest_prune], days=1)
+
+    report = prune_finished_runs(instance, older_than=timedelta(days=30), max_runs=100)
+
+    assert set(report.deleted) == {*old_done, older_sync, failed, canceled}
+    assert report.kept_newest == 1  # conn-a's last good sync; the prune job's newest success is recent anyway
+    remaining = {r.run_id for r in instance.get_runs()}
+    assert remaining == {newest_prune, last_good_sync, queued, started}
+    assert not any(instance.all_logs(run_id) for run_id in old_done)  # event logs went with their runs
+    assert instance.all_logs(newest_prune)
+
+
+def test_the_job_prunes_with_the_settings_age_and_its_schedule_reads_the_settings_cron(
+    instance: DagsterInstance, tmp_path: Path
+) -> None:
+    settings = PipelineSettings.from_env(
+        {
+            "EHRSYNC_STATE_DIR": str(tmp_path / "state"),
+            "EHRSYNC_RUN_RETENTION_DAYS": "10",
+            "EHRSYNC_RUN_RETENTION_CRON": "*/5  * * * *",
+        }
+    )
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def(RUN_RETENTION_JOB)
+    gone, kept = (_sync_run(instance, c, DagsterRunStatus.FAILURE) for c in ("x", "y"))
+    _age([gone], days=11)
+    _age([kept], days=9)
+
+    result = job.execute_in_process(instance=instance)
+
+    assert result.success
+    assert result.output_for_node("delete_old_runs") == 1
+    assert instance.get_run_by_id(gone) is None and instance.get_run_by_id(kept) is not None
+    schedule = defs.resolve_schedule_def(RUN_RETENTION_SCHEDULE)
+    assert schedule.cron_schedule == "*/5 * * * *" and schedule.execution_timezone == "UTC"
+    tick = datetime(2026, 3, 1, 2, 15, tzinfo=UTC)
+    context = build_schedule_context(instance=instance, scheduled_execution_time=tick)
+    requests = schedule.evaluate_tick(context).run_requests
+    assert requests and requests[0].tags["ehrsync/trigger"] == "retention"
+    assert requests[0].run_key == "prune-runs:20260301T0215"  # one run per tick, also for a cron of minutes
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("EHRSYNC_RUN_RETENTION_DAYS", "0"),
+        ("EHRSYNC_RUN_RETENTION_DAYS", "thirty"),
+        ("EHRSYNC_RUN_RETENTION_DAYS", "3651"),
+        ("EHRSYNC_RUN_RETENTION_CRON", "daily"),
+        ("EHRSYNC_RUN_RETENTION_CRON", "0 2 * *"),
+    ],
+)
+def test_a_malformed_retention_setting_stops_the_start_naming_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(PipelineConfigurationError, match=variable):
+        PipelineSettings.from_env({variable: value})
+
+
+def test_a_cron_dagster_refuses_stops_the_code_location_naming_the_variable(tmp_path: Path) -> None:
+    settings = PipelineSettings.from_env(
+        {"EHRSYNC_STATE_DIR": str(tmp_path), "EHRSYNC_RUN_RETENTION_CRON": "99 99 * * *"}
+    )
+    with pytest.raises(PipelineConfigurationError, match="EHRSYNC_RUN_RETENTION_CRON"):
+        build_definitions(settings)
+
+
+def test_defaults_keep_thirty_days_and_prune_daily() -> None:
+    assert PipelineSettings.from_env({}).run_retention == RunRetention(days=30, cron="15 2 * * *")
