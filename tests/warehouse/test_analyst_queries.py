@@ -10,10 +10,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from tests.warehouse.analyst_data import SHARED_MRN, analyst_pair
-from warehouse import Warehouse
+from warehouse import VIEW_NAMES, Warehouse
+from warehouse.duckdb_backend import DuckDBWarehouse
+from warehouse.snapshot import publish_snapshot
 
 pytestmark = pytest.mark.postgres
 __all__ = ["analyst_pair"]
@@ -95,3 +98,25 @@ def test_known_answers(analyst_pair: tuple[Warehouse, Warehouse]) -> None:
     assert traced == [("conn-a/pat0", "conn-a", "pat0"), ("conn-a/pat0", "conn-b", "b-pat1")]
     links = [(r["connection_id"], r["identifier_value"]) for r in duck.iter_rows(_under("distinct-people", 2))]
     assert links == [("conn-a", SHARED_MRN), ("conn-b", SHARED_MRN)]
+
+
+def test_doc_queries_answer_the_same_on_the_analyst_snapshot(analyst_pair: tuple[Warehouse, Warehouse]) -> None:
+    """DuckDB analysts open the published snapshot (docs/ANALYSTS.md): its tables answer like the live views."""
+    duck, _ = analyst_pair
+    assert isinstance(duck, DuckDBWarehouse)
+    snapshot = publish_snapshot(duck, VIEW_NAMES)
+    current = duck.path.parent / "analyst" / "current"
+    assert snapshot.current == current
+    con = duckdb.connect(str(current / "analyst.duckdb"), read_only=True)
+    try:
+        for title, sql in QUERIES:
+            cur = con.execute(sql)
+            names = [d[0] for d in cur.description or ()]
+            rows = [tuple((type(v).__name__, v) for v in r) for r in cur.fetchall()]
+            assert (names, rows) == _answer(duck, sql), title
+    finally:
+        con.close()
+    parquet = str(current / "observation.parquet").replace("'", "''")
+    with duckdb.connect() as mem:  # any session reads the Parquet files, nothing is locked
+        from_parquet = mem.execute(f"SELECT count(*) FROM read_parquet('{parquet}')").fetchone()
+    assert from_parquet == (len(list(duck.iter_rows("SELECT id FROM observation"))),)
