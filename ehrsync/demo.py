@@ -3,7 +3,8 @@
 Sandbox EHR → patients authorize through the auth service (SMART standalone launch, PKCE, tokens sealed in the
 vault) → Dagster syncs each connection (REST, `_lastUpdated`) → Parquet landing → DuckDB upsert → changes on the
 EHR → incremental sync fetching only those → a second incremental sync fetching nothing → a Bulk `$export` of a
-group through SMART Backend Services → a summary. Every step goes through the same code production uses.
+group through SMART Backend Services → the analyst views and their snapshot → a summary with an example query.
+Every step goes through the same code production uses.
 
 The settings are read once (``settings.load_app_settings``) and handed to every run: the demo's app database and
 warehouse live under ``--state``; an environment naming others (``DATABASE_URL``, ``WAREHOUSE_URL``) is refused.
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ehrsync.demo_analyst import analyst_summary, refresh_analyst_views
 from ehrsync.demo_report import BulkProgress, SyncTotals, fingerprint, say, summary
 from ehrsync.demo_setup import (
     BACKEND_CLIENT,
@@ -106,8 +108,11 @@ def run_demo(
             full, incremental = _sync_and_change(demo, connections)
             _idle_sync(demo, connections)
             _bulk_step(demo, api_key)
-            _step(9, "Summary: the warehouse (DuckDB) as an analyst sees it")
+            _step(9, "Analyst views: the analyst_views job refreshes them and publishes a read-only snapshot")
+            analyst = refresh_analyst_views(settings)
+            _step(10, "Summary: the warehouse (DuckDB) as an analyst sees it")
             summary(settings.warehouse_url, full, incremental)
+            analyst_summary(settings.warehouse_url, analyst)
     say(f"\nState kept in {state_dir} ({ENV_FILE} holds the demo's settings and vault key).")
     say("Open the Dagster UI over it with `make ui` (assets, one partition per connection, runs with metadata).")
     return 0

@@ -49,7 +49,8 @@ def sync(ctx: click.Context, connection_id: str, full: bool, verbose_flag: bool)
     """Sync one connection now (the same Dagster job the schedules run; visible in the UI).
 
     Prints a line per resource type as it finishes, then a table: fetched, created, updated, unchanged and
-    quarantined per type, why a type was skipped or failed, the totals, and the run's id and status.
+    quarantined per type, why a type was skipped or failed, the totals, and the run's id and status. Then the
+    analyst views are refreshed (the ``analyst_views`` job; on DuckDB a new read-only snapshot for analysts).
     """
     settings = _run_settings()
     from ehrsync.progress import SyncProgress, summary_lines, type_rows
@@ -68,6 +69,18 @@ def sync(ctx: click.Context, connection_id: str, full: bool, verbose_flag: bool)
         click.echo(line)
     if not result.success:
         raise click.ClickException(f"run {result.run_id} failed steps: {', '.join(result.failed_steps)}")
+    _refresh_analyst_views(settings, level)
+
+
+def _refresh_analyst_views(settings: PipelineSettings, level: str | None) -> None:
+    """After a sync, the analyst views (and on DuckDB their snapshot), by the ``analyst_views`` job in-process."""
+    from ehrsync.run_analyst import run_analyst_views_now
+
+    analyst = run_analyst_views_now(settings=settings, console_log_level=level)
+    if not analyst.success:
+        raise click.ClickException(f"analyst views not refreshed (run {analyst.run_id}): {analyst.error}")
+    where = f"; snapshot {analyst.current}" if analyst.current else " (live in PostgreSQL)"
+    click.echo(f"analyst views: {len(analyst.tables)} refreshed{where}")
 
 
 @click.command()

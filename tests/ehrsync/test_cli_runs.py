@@ -61,10 +61,12 @@ def _cli(
 
 
 def _table(stdout: str) -> dict[str, list[str]]:
-    """The summary table's rows by first cell (types and ``total``), between its header and the run line."""
+    """The summary table's rows by first cell (types and ``total``), between its header and the run line (the
+    analyst views' line follows it)."""
     lines = stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["type", "fetched"])
-    rows = [line.split(maxsplit=6) for line in lines[start + 1 :] if line and not line.startswith(("-", "run "))]
+    skip = ("-", "run ", "analyst views")
+    rows = [line.split(maxsplit=6) for line in lines[start + 1 :] if line and not line.startswith(skip)]
     return {row[0]: [*row[1:], ""][:6] for row in rows}  # five counts and the note (empty when none)
 
 
@@ -95,13 +97,17 @@ def test_sync_prints_progress_and_a_table_not_dagsters_log(
     assert counts["Observation"][0] > 0
     for rtype in PATIENT_TYPES:  # a line per type as its upsert finished, before the table
         assert f"  {rtype}: " in proc.stdout.split("\ntype ")[0], rtype
-    assert proc.stdout.strip().splitlines()[-1].endswith("(incremental_sync) succeeded")
+    assert proc.stdout.strip().splitlines()[-2].endswith("(incremental_sync) succeeded")
+    # then the analyst views, refreshed by their own job, and the snapshot analysts open
+    snapshot = tmp_path / "state" / "analyst" / "current" / "analyst.duckdb"
+    assert proc.stdout.strip().splitlines()[-1].endswith(f"refreshed; snapshot {snapshot}"), proc.stdout
+    assert snapshot.is_file()
     assert len(proc.stdout.splitlines()) < 3 * len(types) + 10
 
     verbose = _cli(world, tmp_path, "sync", cid, "--full", "--verbose")
     assert verbose.returncode == 0, verbose.stderr
     assert "DEBUG" in verbose.stderr  # Dagster's own log, on request
-    assert verbose.stdout.strip().splitlines()[-1].endswith("(full_resync) succeeded")
+    assert verbose.stdout.strip().splitlines()[-2].endswith("(full_resync) succeeded")
     full = _table(verbose.stdout)
     assert int(full["total"][1]) + int(full["total"][2]) == 0  # nothing created or updated
     assert int(full["total"][3]) == int(full["total"][0]) - int(full["total"][4])  # the rest unchanged

@@ -41,7 +41,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     out = proc.stdout
     assert f"FHIR base http://127.0.0.1:{sandbox_port}/fhir" in out, out
     assert f"auth service http://127.0.0.1:{auth_port}" in out, out
-    for step in range(1, 10):
+    for step in range(1, 11):
         assert f"== {step}." in out, out
     fetched = re.search(r"fetched by type: (\{.*\})", out)
     changed = re.search(r"changed on the EHR: (\{.*\})", out)
@@ -49,6 +49,17 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "fetched 0 new resource(s); warehouse rows changed: 0" in out
     assert "tombstoned 2 resource(s)" in out
     assert "Traceback" not in proc.stderr
+    # it ends with where the data is, the analyst's tables and an example query answered from the snapshot
+    snapshot = state.resolve() / "analyst" / "current" / "analyst.duckdb"
+    assert f"warehouse         {state.resolve() / 'warehouse.duckdb'}" in out, out
+    assert f"analyst snapshot  {snapshot}" in out, out
+    assert re.search(r"observation \(\d+\)", out) and re.search(r"patient \(\d+\)", out), out
+    assert "latest creatinine per patient" in out and "FROM observation" in out, out
+    answer = out.split("ORDER BY patient_id, connection_id")[-1]
+    assert re.search(r"patient_id\s+creatinine\s+unit\s+effective\s+connection_id", answer), out
+    assert re.search(r"\n\s+pat\d+\s+\d+\.\d+\s+mg/dL\s", answer), out
+    with duckdb.connect(str(snapshot), read_only=True) as snap:
+        assert snap.execute("select count(*) from patient").fetchone() != (0,)
 
     env_file = (state / "ehrsync.env").read_text()
     assert "INTEGRATIONS_TOKEN_ENC_KEY=" in env_file and oct((state / "ehrsync.env").stat().st_mode)[-3:] == "600"
