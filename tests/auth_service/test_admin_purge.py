@@ -1,0 +1,110 @@
+"""Admin API purge and data retention: ``POST /api/integrations/admin/connections/{id}/purge`` over data synced from
+the sandbox (the engine's purge, tenant-scoped, audited with counts), and ``GET``/``PUT .../admin/retention``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sandbox import SandboxConfig, SandboxServer
+from store.models import Connection
+from tests.engine.helpers import SyncWorld, connect_patient, make_environment
+from tests.engine.job_runs import run_sync
+
+API = "/api/integrations/admin"
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="module")
+def ehr() -> Iterator[SandboxServer]:
+    with SandboxServer(SandboxConfig(patients=1, seed=5)) as server:
+        yield server
+
+
+@pytest.fixture
+def app_t1(tmp_path: Path, make_app: Callable[..., Any]) -> tuple[Any, str]:
+    """The auth service over a state folder (app database, DuckDB warehouse), with tenant ``t1`` and its key."""
+    state = tmp_path / "state"
+    h = make_app(EHRSYNC_STATE_DIR=str(state), DATABASE_URL=f"sqlite:///{state / 'app.db'}")
+    return h, h.bootstrap("t1")
+
+
+@pytest.fixture
+def synced(app_t1: tuple[Any, str], tmp_path: Path, ehr: SandboxServer) -> Iterator[tuple[Any, str, str, SyncWorld]]:
+    """Tenant ``t1`` has a connection synced from the sandbox into that state folder."""
+    h, key = app_t1
+    with httpx.Client(timeout=30.0) as http:
+        world = make_environment(tmp_path / "state", http=http, tenant_id="t1")
+        cid = connect_patient(world, ehr, http=http)
+        assert run_sync(world, cid, types=["Patient", "Observation", "DocumentReference"]).status == "completed"
+        yield h, key, cid, world
+        world.env.db.dispose()
+
+
+def test_purge_refuses_an_active_connection_then_disconnects_and_purges_on_request(synced) -> None:
+    h, key, cid, world = synced
+    url = f"{API}/connections/{cid}/purge"
+    refused = h.client.post(url, headers=auth(key))
+    assert refused.status_code == 409
+    assert refused.json() == {
+        "error": "connection_not_disconnected",
+        "message": refused.json()["message"],
+        "connectionStatus": "active",
+    }
+    with world.env.warehouse() as wh:
+        stored = wh.key_counts(cid).rows
+    assert stored > 0
+
+    done = h.client.post(url, headers=auth(key), json={"disconnect": True})
+
+    assert done.status_code == 200, done.text
+    body = done.json()
+    assert body["connection_id"] == cid and body["status"] == "disconnected" and body["purged_at"]
+    assert body["warehouse_tables"]["fhir_resources"] == stored and body["counts"]["landing_files"] > 0
+    with world.env.warehouse() as wh:
+        assert wh.key_counts(cid).rows == 0
+    with world.env.db.session() as s:
+        conn = s.get(Connection, cid)
+        assert conn is not None and conn.status == "disconnected" and conn.data_purged_at is not None
+    events = h.client.get(f"{API}/audit", headers=auth(key), params={"connection_id": cid}).json()
+    purge_event = next(e for e in events if e["action"] == "connection.purge")
+    assert purge_event["outcome"] == "success" and purge_event["actor"] == "api_key:t1"
+    assert purge_event["detail"]["warehouse_rows"] == sum(body["warehouse_tables"].values())
+    assert {"connection.disconnect", "connection.purge"} <= {e["action"] for e in events}
+
+    again = h.client.post(url, headers=auth(key))
+    assert again.status_code == 200 and set(again.json()["counts"].values()) == {0}
+
+
+def test_purge_is_tenant_scoped_and_names_unknown_ids(synced) -> None:
+    h, _key, cid, world = synced
+    other = h.bootstrap("t2")
+    stranger = h.client.post(f"{API}/connections/{cid}/purge", headers=auth(other), json={"disconnect": True})
+    assert stranger.status_code == 404 and stranger.json()["error"] == "not_connected"
+    unknown = h.client.post(f"{API}/connections/no-such-id/purge", headers=auth(other))
+    assert unknown.status_code == 404 and unknown.json()["error"] == "not_connected"
+    assert h.client.post(f"{API}/connections/{cid}/purge").status_code == 401
+    with world.env.warehouse() as wh:
+        assert wh.key_counts(cid).rows > 0
+
+
+def test_retention_period_is_set_read_and_audited(app_t1) -> None:
+    h, key = app_t1
+    unset = h.client.get(f"{API}/retention", headers=auth(key))
+    assert unset.json() == {"tenant_id": "t1", "data_retention_days": None}
+    put = h.client.put(f"{API}/retention", headers=auth(key), json={"data_retention_days": 30})
+    assert put.status_code == 200 and put.json()["data_retention_days"] == 30
+    assert h.client.get(f"{API}/retention", headers=auth(key)).json()["data_retention_days"] == 30
+    bad = h.client.put(f"{API}/retention", headers=auth(key), json={"data_retention_days": -1})
+    assert bad.status_code == 422 and bad.json()["error"] == "validation_error"
+    cleared = h.client.put(f"{API}/retention", headers=auth(key), json={"data_retention_days": None})
+    assert cleared.status_code == 200 and cleared.json()["data_retention_days"] is None
+    events = [e for e in h.client.get(f"{API}/audit", headers=auth(key)).json() if e["action"] == "tenant.retention"]
+    assert [e["detail"] for e in events] == [{"days": None, "previous": 30}, {"days": 30, "previous": None}]
