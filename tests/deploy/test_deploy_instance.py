@@ -89,6 +89,6 @@ def test_ehrsync_ui_opens_the_postgres_instance_and_leaves_the_operators_dagster
     finally:
         for proc, _ in procs.started.values():
             stop_process_tree(proc)
-    assert ui.poll() is not None
+    assert ui.wait(timeout=60) is not None  # ehrsync ui itself ended too
     assert (pg_home / "dagster.yaml").read_bytes() == before
     assert not (pg_home / INSTALLED_MARK).exists()
