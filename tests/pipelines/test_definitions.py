@@ -43,6 +43,7 @@ def test_definitions_load_and_validate() -> None:
         "bulk_export",
         "reconcile_deletes",
         "keep_grants_alive",
+        "prune_dagster_runs",
     }
     assert {s.name for s in repo.sensor_defs} == {
         "connections_sensor",
@@ -52,7 +53,11 @@ def test_definitions_load_and_validate() -> None:
         "sync_run_canceled",
         "analyst_views_sensor",
     }
-    assert {s.name for s in repo.schedule_defs} == {"weekly_reconcile_deletes", "refresh_idle_grants"}
+    assert {s.name for s in repo.schedule_defs} == {
+        "weekly_reconcile_deletes",
+        "refresh_idle_grants",
+        "prune_dagster_runs_schedule",
+    }
 
 
 def test_every_type_has_a_landing_and_a_warehouse_asset_in_its_group() -> None:
