@@ -5,7 +5,15 @@ duplicate)."""
 from __future__ import annotations
 
 import pytest
-from dagster import DagsterInstance, RunRequest, SensorResult, build_sensor_context, job, op
+from dagster import (
+    DagsterInstance,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorResult,
+    build_sensor_context,
+    job,
+    op,
+)
 
 from pipelines.analyst_resource import AnalystResource
 from pipelines.defs.analyst.sensors import AnalystCursor, analyst_views_sensor, plan_refresh
@@ -65,6 +73,7 @@ def test_plan_refresh(
 
 
 def test_succeeded_sync_runs_request_a_refresh_once(dagster_instance: DagsterInstance) -> None:
+    assert analyst_views_sensor.default_status == DefaultSensorStatus.RUNNING  # on without an operator's click
     assert "no sync run" in _skipped(_tick(dagster_instance, None))
     _run(dagster_instance, "analyst_views")
     _run(dagster_instance, "incremental_sync", succeed=False)
