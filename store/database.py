@@ -10,7 +10,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -119,11 +119,34 @@ class AppDatabase:
                     session.rollback()
                     raise
 
+    @contextmanager
+    def migration_connection(self) -> Iterator[Connection]:
+        """One transaction for a migration run (``migrate`` and ``alembic`` itself, store/migrations/env.py).
+
+        On SQLite, foreign keys are off while it runs: Alembic's batch mode rebuilds a table (copy, drop, rename)
+        to drop or alter a column, and dropping ``tenants`` or ``connections`` with foreign keys on would cascade
+        and delete every row that references them. ``PRAGMA foreign_key_check`` before the commit refuses a
+        migration that left a dangling reference. The pragma only takes effect outside a transaction, so it is
+        set on the driver connection before ``BEGIN``.
+        """
+        with self.engine.connect() as conn:
+            sqlite = self.dialect == "sqlite"
+            if sqlite:
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+            try:
+                with conn.begin():
+                    yield conn
+                    if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                        raise ConfigurationError("a migration left rows that reference missing rows; rolled back")
+            finally:
+                if sqlite:
+                    conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
+
     def migrate(self, revision: str = "head") -> None:
         """Alembic upgrade (to head by default) using the migrations shipped in this package."""
         cfg = Config()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
-        with self.engine.begin() as conn:
+        with self.migration_connection() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
         logger.info("app database migrated to %s (%s)", revision, self.dialect)

@@ -43,7 +43,7 @@ def run_migrations_online() -> None:
         return
     database = AppDatabase.from_url(_url())  # as the app opens it (a SQLite file's folder is created)
     try:
-        with database.engine.begin() as conn:
+        with database.migration_connection() as conn:  # SQLite: foreign keys off, so batch rebuilds cascade nothing
             _run(conn)
     finally:
         database.dispose()
