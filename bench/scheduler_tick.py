@@ -24,7 +24,7 @@ from sqlalchemy import insert, text
 
 from engine.models import SyncRun
 from engine.run_tags import CONNECTION_TAG
-from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME
+from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME
 from pipelines.defs.scheduling.sensors import scheduled_syncs_sensor
 from pipelines.resources import AppDatabaseResource, RetryPolicyResource, SyncPolicyResource
 from store import AppDatabase
@@ -96,7 +96,7 @@ def measure(n: int, repeats: int, *, without_index: bool = False, steady: bool =
             with db.engine.begin() as conn:
                 conn.execute(text("DROP INDEX ix_sync_runs_connection_status_created"))
             db.dispose()
-        instance.add_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME, ids)
+        instance.add_dynamic_partitions(PATIENT_CONNECTIONS_PARTITIONS_NAME, ids)
         origin = RemoteJobOrigin(
             repository_origin=RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("ehrsync"), "__repository__"),
             job_name="incremental_sync",

@@ -20,10 +20,10 @@ from engine import REFERENCED_TYPES, ConnectionNotSyncableError
 from engine.connection_snapshots import ConnectionSnapshot, read_connection
 from engine.errors import PipelineRunError
 from engine.run_outcome import finish_sync_run
-from engine.run_tags import run_tags
+from engine.run_tags import connection_run_tags
 from engine.settings import PipelineSettings
 from pipelines.definitions import build_definitions, domain_definitions
-from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME
+from pipelines.defs._shared.partitions import partitions_name_for
 from pipelines.defs._shared.run_control import run_times
 from pipelines.defs.bulk.assets import BULK_EXPORT_JOB
 from pipelines.defs.maintenance.jobs import RECONCILE_JOB
@@ -165,10 +165,11 @@ def _execute_for_connection(
     selection: _RunSelection,
 ) -> ExecuteInProcessResult:
     """Run ``job_name`` for the connection's partition in this process, tagged like a sensor-launched run."""
-    if not dagster.has_dynamic_partition(CONNECTIONS_PARTITIONS_NAME, conn.id):
-        dagster.add_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME, [conn.id])
+    partitions = partitions_name_for(is_bulk=conn.is_bulk)  # the set the job's assets are partitioned by
+    if not dagster.has_dynamic_partition(partitions, conn.id):
+        dagster.add_dynamic_partitions(partitions, [conn.id])
     job = _definitions(settings, selection.resources).resolve_job_def(job_name)
-    tags = run_tags(connection_id=conn.id, tenant_id=conn.tenant_id, source=conn.provider_id, trigger="manual")
+    tags = connection_run_tags(conn, "manual")
     logger.info("running %s for connection %s", job_name, conn.id)
     run_id = str(uuid.uuid4())  # chosen here so a listener follows the run from its first event
     if selection.on_event is not None:

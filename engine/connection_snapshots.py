@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from connectors.errors import ConfigurationError
 from engine.errors import ConnectionNotFoundError
 from store import AppDatabase
-from store.models import Connection
+from store.models import Connection, Tenant
 
 __all__ = ["BULK_KINDS", "ConnectionSnapshot", "read_connection", "read_connections"]
 
@@ -44,6 +44,7 @@ class ConnectionSnapshot:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     last_sync_at: datetime | None = None
+    tenant_name: str = ""  # the practice's name (never a patient's): run tags and metadata show it
 
     @property
     def is_bulk(self) -> bool:
@@ -63,7 +64,7 @@ class ConnectionSnapshot:
         return self.status in _STOPPED_STATUSES
 
     @classmethod
-    def of(cls, row: Connection) -> ConnectionSnapshot:
+    def of(cls, row: Connection, tenant_name: str | None = None) -> ConnectionSnapshot:
         return cls(
             id=str(row.id),
             tenant_id=str(row.tenant_id) if row.tenant_id is not None else "",
@@ -74,6 +75,7 @@ class ConnectionSnapshot:
             created_at=_aware(row.created_at),
             updated_at=_aware(row.updated_at),
             last_sync_at=_aware(row.last_sync_at),
+            tenant_name=tenant_name or "",
         )
 
 
@@ -92,8 +94,9 @@ def read_connections(db: AppDatabase) -> list[ConnectionSnapshot]:
     """Every connection, ordered by id (a small table: one row per authorized patient or backend client)."""
     try:
         with db.session() as session:
-            rows = session.scalars(select(Connection).order_by(Connection.id)).all()
-            return [ConnectionSnapshot.of(row) for row in rows]
+            query = select(Connection, Tenant.name).outerjoin(Tenant, Tenant.id == Connection.tenant_id)
+            rows = session.execute(query.order_by(Connection.id)).all()
+            return [ConnectionSnapshot.of(row, name) for row, name in rows]
     except (OperationalError, ProgrammingError) as exc:
         raise _unreadable(db, exc) from exc
 
@@ -103,7 +106,8 @@ def read_connection(db: AppDatabase, connection_id: str) -> ConnectionSnapshot:
     try:
         with db.session() as session:
             row = session.get(Connection, connection_id)
-            snapshot = ConnectionSnapshot.of(row) if row is not None else None
+            tenant = session.get(Tenant, row.tenant_id) if row is not None and row.tenant_id is not None else None
+            snapshot = ConnectionSnapshot.of(row, tenant.name if tenant else None) if row is not None else None
     except (OperationalError, ProgrammingError) as exc:
         raise _unreadable(db, exc) from exc
     if snapshot is None:

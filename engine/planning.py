@@ -21,6 +21,7 @@ __all__ = [
     "ConnectionsCursor",
     "DueRun",
     "PartitionPlan",
+    "PartitionSets",
     "drop_busy",
     "first_sync_run_key",
     "plan_due_runs",
@@ -81,43 +82,82 @@ class ConnectionsCursor:
 
 
 @dataclass(frozen=True)
+class PartitionSets:
+    """The keys of Dagster's connection partition sets: patient (REST), bulk (backend/group), and the single
+    ``connections`` set of before issue 12 (``legacy``), whose keys the connections sensor moves out."""
+
+    patient: frozenset[str] = frozenset()
+    bulk: frozenset[str] = frozenset()
+    legacy: frozenset[str] = frozenset()
+
+    @property
+    def known(self) -> frozenset[str]:
+        """Every key in any set: a connection known here is not new (no first sync because of a move)."""
+        return self.patient | self.bulk | self.legacy
+
+    def holds(self, conn: ConnectionSnapshot) -> bool:
+        """Whether the connection's key is in the set its jobs are partitioned by."""
+        return conn.id in (self.bulk if conn.is_bulk else self.patient)
+
+
+@dataclass(frozen=True)
 class PartitionPlan:
-    add: tuple[str, ...] = ()
-    remove: tuple[str, ...] = ()
+    add_patient: tuple[str, ...] = ()
+    add_bulk: tuple[str, ...] = ()
+    remove_patient: tuple[str, ...] = ()
+    remove_bulk: tuple[str, ...] = ()
+    remove_legacy: tuple[str, ...] = ()
+    migrated: tuple[str, ...] = ()  # legacy keys moved into their new set (no first sync for them)
     first_syncs: tuple[ConnectionSnapshot, ...] = ()
     stop_runs_of: tuple[str, ...] = ()
     cursor: ConnectionsCursor = field(default_factory=ConnectionsCursor)
 
+    departed: tuple[str, ...] = ()  # keys leaving every set: disconnected or deleted connections
+
+    @property
+    def add(self) -> tuple[str, ...]:
+        return tuple(sorted({*self.add_patient, *self.add_bulk}))
+
 
 def plan_partitions(
     connections: Iterable[ConnectionSnapshot],
-    existing_keys: Set[str],
+    sets: PartitionSets,
     cursor: ConnectionsCursor,
 ) -> PartitionPlan:
-    """Diff connections against the ``connections`` partitions.
+    """Diff connections against the partition sets: each connection's key in its own set only.
 
-    Every active connection that never completed a sync and is new (or changed since the cursor) gets a
-    first-sync request; run keys make repeats harmless. Connections that left (disconnected or deleted)
-    lose their partition, and theirs, like those of disabled connections, get their runs stopped.
+    Every active connection that never completed a sync and is new (in no set, the legacy one included) or
+    changed since the cursor gets a first-sync request; run keys make repeats harmless. Connections that left
+    (disconnected or deleted) lose their partition, and theirs, like those of disabled connections, get their
+    runs stopped. A key found in the legacy set or the wrong set is moved: no first sync, no stopped runs.
     """
     conns = list(connections)
-    wanted = {c.id for c in conns if c.keeps_partition}
-    add = sorted(wanted - existing_keys)
-    remove = sorted(existing_keys - wanted)
+    kept = [c for c in conns if c.keeps_partition]
+    want_patient = {c.id for c in kept if not c.is_bulk}
+    want_bulk = {c.id for c in kept if c.is_bulk}
+    wanted = want_patient | want_bulk
+    departed = sets.known - wanted
     since = cursor.updated_hwm - CURSOR_OVERLAP if cursor.updated_hwm else None
 
     def changed(c: ConnectionSnapshot) -> bool:
         return since is None or c.updated_at is None or c.updated_at >= since
 
-    added = set(add)
-    first = tuple(c for c in conns if c.syncable and c.last_sync_at is None and (c.id in added or changed(c)))
-    stop = sorted(set(remove) | {c.id for c in conns if c.stops_runs and changed(c)})
+    new = wanted - sets.known
+    first = tuple(c for c in conns if c.syncable and c.last_sync_at is None and (c.id in new or changed(c)))
+    stop = sorted(departed | {c.id for c in conns if c.stops_runs and changed(c)})
     stamps = [c.updated_at for c in conns if c.updated_at is not None]
     if cursor.updated_hwm is not None:
         stamps.append(cursor.updated_hwm)
+    remove_patient = sets.patient - want_patient
+    remove_bulk = sets.bulk - want_bulk
     return PartitionPlan(
-        add=tuple(add),
-        remove=tuple(remove),
+        add_patient=tuple(sorted(want_patient - sets.patient)),
+        add_bulk=tuple(sorted(want_bulk - sets.bulk)),
+        remove_patient=tuple(sorted(remove_patient)),
+        remove_bulk=tuple(sorted(remove_bulk)),
+        remove_legacy=tuple(sorted(sets.legacy)),
+        migrated=tuple(sorted(sets.legacy & wanted)),
+        departed=tuple(sorted(departed)),
         first_syncs=first,
         stop_runs_of=tuple(stop),
         cursor=ConnectionsCursor(max(stamps) if stamps else None),
@@ -158,7 +198,7 @@ def plan_due_runs(
     now: datetime,
     connections: Iterable[ConnectionSnapshot],
     *,
-    partition_keys: Set[str],
+    partitions: PartitionSets,
     busy: Set[str],
     windows: Mapping[str, SyncWindow],
     failures: Mapping[str, FailureStreak] | None = None,
@@ -166,8 +206,8 @@ def plan_due_runs(
 ) -> tuple[list[DueRun], dict[DueReason | str, int]]:
     """The scheduled syncs and retries due at ``now``, plus a tally of why the others were not requested.
 
-    Only active connections with a partition are considered; one that already has a run queued or in
-    progress (``busy``) is left alone, so a slow sync is never stacked with another. A connection in
+    Only active connections whose key is in their own partition set are considered; one that already has a run
+    queued or in progress (``busy``) is left alone, so a slow sync is never stacked with another. A connection in
     ``failures`` (its latest runs failed) is retried once its backoff has passed, before its next slot.
     """
     streaks = failures or {}
@@ -175,7 +215,7 @@ def plan_due_runs(
     due: list[DueRun] = []
     tally: dict[DueReason | str, int] = {}
     for conn in connections:
-        if not conn.syncable or conn.id not in partition_keys:
+        if not conn.syncable or not partitions.holds(conn):
             continue
         if conn.id in busy:
             tally["busy"] = tally.get("busy", 0) + 1

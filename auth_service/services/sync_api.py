@@ -30,8 +30,9 @@ from store.audit import record_audit
 from store.models import Connection, ConnectionStatus, Tenant
 
 __all__ = [
+    "BULK_CONNECTIONS_PARTITIONS",
     "BULK_KINDS",
-    "CONNECTIONS_PARTITIONS",
+    "PATIENT_CONNECTIONS_PARTITIONS",
     "job_for",
     "start_sync",
     "sync_history",
@@ -41,7 +42,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Names shared with the pipelines layer (pipelines/defs/_shared/partitions.py, pipelines/defs/*.py, engine/run_tags.py).
-CONNECTIONS_PARTITIONS = "connections"
+PATIENT_CONNECTIONS_PARTITIONS = "patient_connections"
+BULK_CONNECTIONS_PARTITIONS = "bulk_connections"
 BULK_KINDS = frozenset({"backend", "group"})
 _TAG_CONNECTION, _TAG_TENANT, _TAG_SOURCE, _TAG_TRIGGER = (
     "ehrsync/connection",
@@ -119,7 +121,8 @@ def start_sync(
     try:
         where = dagster.find_job(job)
         _refuse_if_running(ctx, dagster, conn)
-        created = dagster.add_dynamic_partition(where, CONNECTIONS_PARTITIONS, conn.id)
+        partitions = BULK_CONNECTIONS_PARTITIONS if conn.kind in BULK_KINDS else PATIENT_CONNECTIONS_PARTITIONS
+        created = dagster.add_dynamic_partition(where, partitions, conn.id)
         # the job's own config for the partition (full_resync: every landing op ``full: true``); a bare launch
         # would run every op with its defaults, i.e. an incremental sync
         run_config = dagster.partition_run_config(where, conn.id)

@@ -14,7 +14,7 @@ from dagster._core.test_utils import create_run_for_test
 
 from engine.run_tags import CONNECTION_TAG
 from pipelines.defs._shared import run_control
-from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME
+from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME
 from pipelines.defs._shared.run_control import busy_connections
 from tests.pipelines.appdb import AppDb, queued_run
 from tests.pipelines.scheduler import evaluate_scheduled_syncs
@@ -62,7 +62,7 @@ def test_scheduler_never_doubles_a_connection_queued_below_the_first_page(
     """A due connection whose queued run lies below a page of newer queued runs is left alone (one run)."""
     monkeypatch.setattr(run_control, "BUSY_SCAN_PAGE_SIZE", PAGE)
     cid = app_db.add("c-old", last_sync=datetime.now(UTC) - timedelta(days=2))
-    dagster_instance.add_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME, [cid])
+    dagster_instance.add_dynamic_partitions(PATIENT_CONNECTIONS_PARTITIONS_NAME, [cid])
     _backlog(dagster_instance, cid, newer=2 * PAGE + 1)
     result = evaluate_scheduled_syncs(dagster_instance, app_db)
     assert not result.run_requests, [r.partition_key for r in result.run_requests or []]

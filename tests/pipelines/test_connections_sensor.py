@@ -17,7 +17,7 @@ from dagster._core.test_utils import create_run_for_test
 
 from engine.planning import ConnectionsCursor
 from engine.run_tags import CONNECTION_TAG, SOURCE_TAG, TENANT_TAG, TRIGGER_TAG
-from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME
+from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME
 from pipelines.defs.connections.sensors import connections_sensor
 from pipelines.resources import AppDatabaseResource
 from tests.pipelines.appdb import AppDb, make_app_db, queued_run
@@ -116,7 +116,7 @@ def test_disconnect_removes_partition_and_cancels_queued_runs(app_db: AppDb, dag
     assert canceled is not None and canceled.status == DagsterRunStatus.CANCELED
     assert kept is not None and kept.status == DagsterRunStatus.QUEUED
     apply_partitions(dagster_instance, result)
-    assert dagster_instance.get_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME) == [other]
+    assert dagster_instance.get_dynamic_partitions(PATIENT_CONNECTIONS_PARTITIONS_NAME) == [other]
 
 
 def test_needs_reauth_keeps_its_partition_without_new_runs(app_db: AppDb, dagster_instance: DagsterInstance) -> None:

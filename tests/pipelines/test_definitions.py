@@ -44,6 +44,7 @@ def test_definitions_load_and_validate() -> None:
         "reconcile_deletes",
         "keep_grants_alive",
         "prune_dagster_runs",
+        "check_sync_freshness",
     }
     assert {s.name for s in repo.sensor_defs} == {
         "connections_sensor",
@@ -57,6 +58,7 @@ def test_definitions_load_and_validate() -> None:
         "weekly_reconcile_deletes",
         "refresh_idle_grants",
         "prune_dagster_runs_schedule",
+        "sync_freshness_checks",
     }
 
 
@@ -86,8 +88,11 @@ def test_asset_checks_are_declared() -> None:
     assert ("bulk/export", "quarantine_within_threshold") in check_names
     assert ("bulk/export", "no_duplicate_keys") in check_names
     assert ("bulk/export", "export_complete") in check_names  # issue 10: error files naming failed types
+    assert ("bulk/export", "no_server_errors") in check_names  # issue 12: any error/fatal outcome, non-blocking
+    assert ("warehouse/Patient", "sync_freshness") in check_names  # issue 12: patient connections on schedule
+    assert ("bulk/export", "sync_freshness") in check_names  # and bulk ones
     ours = {(key, name) for key, name in check_names if key.split("/")[0] in ("landing", "warehouse", "bulk")}
-    assert len(ours) == 2 * len(EXPECTED_TYPES) + 4
+    assert len(ours) == 2 * len(EXPECTED_TYPES) + 5 + 2
 
 
 def test_full_resync_sets_full_on_every_landing_op() -> None:

@@ -78,6 +78,11 @@ def test_first_sync_then_full_then_incremental_changes_then_weekly_reconcile_bdx
         assert "warehouse/Observation:no_duplicate_keys" in first.checks
         assert "landing/Observation:quarantine_within_threshold" in first.checks
         assert first.materializations["warehouse/Patient"]["created"] == 1
+        # issue 12: rows stored for the partition, and who the partition is (tenant, source, kind; no PHI)
+        assert first.materializations["warehouse/Patient"]["dagster/row_count"] == 1
+        assert first.materializations["landing/Patient"]["dagster/row_count"] == 1
+        assert first.materializations["warehouse/Patient"]["connection_kind"] == "patient"
+        assert first.materializations["landing/Observation"]["source"] == "generic"
         observations = first.materializations["landing/Observation"]
         assert observations["fetched"] > 0
         assert observations["pages"] >= 1
@@ -93,7 +98,9 @@ def test_first_sync_then_full_then_incremental_changes_then_weekly_reconcile_bdx
         assert sum(m["created"] for m in referenced) > 0
         record = runs.get(world.env.db, first.run_id)
         assert record is not None and record.status == "completed"
-        assert instance.has_dynamic_partition("connections", cid)
+        assert instance.has_dynamic_partition("patient_connections", cid) and not instance.has_dynamic_partition(
+            "bulk_connections", cid
+        )
         assert instance.get_latest_materialization_event(AssetKey(["warehouse", "Patient"])) is not None
 
         # Full resync: marks ignored, everything fetched again, nothing changed.
@@ -153,7 +160,9 @@ def test_backend_connection_runs_the_bulk_export_job_and_checks_counts_bdx20(
     with DagsterInstance.from_config(str(settings.dagster_home)) as persisted:
         run = persisted.get_run_by_id(result.run_id)
         assert run is not None and run.tags["ehrsync/trigger"] == "manual"
-        assert persisted.has_dynamic_partition("connections", cid)
+        assert persisted.has_dynamic_partition("bulk_connections", cid) and not persisted.has_dynamic_partition(
+            "patient_connections", cid
+        )
     assert result.job_name == "bulk_export"
     assert result.success, result.failed_steps
     export = result.materializations["bulk/export"]
@@ -165,7 +174,11 @@ def test_backend_connection_runs_the_bulk_export_job_and_checks_counts_bdx20(
         "bulk/export:quarantine_within_threshold": True,
         "bulk/export:no_duplicate_keys": True,
         "bulk/export:export_complete": True,
+        "bulk/export:no_server_errors": True,  # issue 12 (sync_freshness runs on its own schedule)
     }
+    assert export["dagster/row_count"] == export["live_rows"]  # issue 12: rows stored for the partition
+    assert export["connection_kind"] == run.tags["ehrsync/kind"] == "backend"
+    assert export["tenant_name"] == run.tags["ehrsync/tenant_name"] != ""
     assert export["live_rows"] == export["created"]
     assert sum(live_counts(settings_for(tmp_path).warehouse_url, cid).values()) == export["created"]
 
@@ -203,6 +216,7 @@ def test_error_file_naming_a_type_fails_the_export_complete_check_and_the_run(
         http.delete(f"{ehr.base_url}/admin/faults").raise_for_status()
     assert not result.success
     assert result.checks["bulk/export:export_complete"] is False
+    assert result.checks["bulk/export:no_server_errors"] is False  # issue 12: the server reported a fatal outcome
     assert "Observation" not in live_counts(settings_for(tmp_path).warehouse_url, cid)
     record = runs.get(world.env.db, result.run_id)
     assert record is not None and record.status == "failed" and "Observation" in (record.error or "")

@@ -9,6 +9,7 @@ import pytest
 from engine.connection_snapshots import ConnectionSnapshot
 from engine.planning import (
     ConnectionsCursor,
+    PartitionSets,
     first_sync_run_key,
     plan_due_runs,
     plan_partitions,
@@ -17,6 +18,11 @@ from engine.planning import (
 from engine.sync_windows import parse_window
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+
+
+def in_both(ids: set[str]) -> PartitionSets:
+    """Keys in both sets: whichever kind a connection is, its key is where its jobs look."""
+    return PartitionSets(patient=frozenset(ids), bulk=frozenset(ids))
 
 
 def conn(
@@ -43,9 +49,9 @@ def conn(
 
 
 def test_new_active_connection_gets_a_partition_and_a_first_sync() -> None:
-    plan = plan_partitions([conn("c1")], set(), ConnectionsCursor())
+    plan = plan_partitions([conn("c1")], PartitionSets(), ConnectionsCursor())
     assert plan.add == ("c1",)
-    assert plan.remove == ()
+    assert plan.departed == ()
     assert [c.id for c in plan.first_syncs] == ["c1"]
     assert plan.cursor.updated_hwm == T0
 
@@ -60,40 +66,48 @@ def test_new_active_connection_gets_a_partition_and_a_first_sync() -> None:
     ],
 )
 def test_status_table(status: str, partition: bool, first_sync: bool, stop: bool) -> None:
-    plan = plan_partitions([conn("c1", status)], set(), ConnectionsCursor())
+    plan = plan_partitions([conn("c1", status)], PartitionSets(), ConnectionsCursor())
     assert (plan.add == ("c1",)) is partition
     assert bool(plan.first_syncs) is first_sync
     assert ("c1" in plan.stop_runs_of) is stop
 
 
 def test_disconnected_connection_loses_its_partition_and_its_runs_stop() -> None:
-    plan = plan_partitions([conn("c1", "disconnected"), conn("c2")], {"c1", "c2"}, ConnectionsCursor(T0))
-    assert plan.remove == ("c1",)
+    plan = plan_partitions(
+        [conn("c1", "disconnected"), conn("c2")], PartitionSets(patient=frozenset({"c1", "c2"})), ConnectionsCursor(T0)
+    )
+    assert plan.departed == ("c1",)
     assert plan.add == ()
     assert plan.stop_runs_of == ("c1",)
 
 
 def test_partition_of_a_deleted_connection_is_removed() -> None:
-    plan = plan_partitions([conn("c2", last_sync=T0)], {"c1", "c2"}, ConnectionsCursor(T0))
-    assert plan.remove == ("c1",)
+    plan = plan_partitions(
+        [conn("c2", last_sync=T0)], PartitionSets(patient=frozenset({"c1", "c2"})), ConnectionsCursor(T0)
+    )
+    assert plan.departed == ("c1",)
     assert plan.stop_runs_of == ("c1",)
 
 
 def test_unchanged_connections_are_not_re_requested_after_the_cursor() -> None:
     """A never-synced connection unchanged since the cursor already had its first-sync request."""
     old = T0 - timedelta(hours=2)
-    plan = plan_partitions([conn("c1", updated=old)], {"c1"}, ConnectionsCursor(T0))
+    plan = plan_partitions([conn("c1", updated=old)], PartitionSets(patient=frozenset({"c1"})), ConnectionsCursor(T0))
     assert plan.first_syncs == ()
     assert plan.cursor.updated_hwm == T0  # never moves backwards
 
 
 def test_changes_within_the_overlap_are_re_examined() -> None:
-    plan = plan_partitions([conn("c1", updated=T0 - timedelta(seconds=30))], {"c1"}, ConnectionsCursor(T0))
+    plan = plan_partitions(
+        [conn("c1", updated=T0 - timedelta(seconds=30))],
+        PartitionSets(patient=frozenset({"c1"})),
+        ConnectionsCursor(T0),
+    )
     assert [c.id for c in plan.first_syncs] == ["c1"]
 
 
 def test_synced_connection_needs_no_first_sync() -> None:
-    plan = plan_partitions([conn("c1", last_sync=T0)], set(), ConnectionsCursor())
+    plan = plan_partitions([conn("c1", last_sync=T0)], PartitionSets(), ConnectionsCursor())
     assert plan.add == ("c1",)
     assert plan.first_syncs == ()
 
@@ -128,7 +142,9 @@ def test_due_runs_skip_busy_unpartitioned_and_inactive_connections() -> None:
         conn("nopart", last_sync=T0),
         conn("reauth", "needs_reauth", last_sync=T0),
     ]
-    due, tally = plan_due_runs(now, conns, partition_keys={"due", "busy", "fresh", "reauth"}, busy={"busy"}, windows={})
+    due, tally = plan_due_runs(
+        now, conns, partitions=in_both({"due", "busy", "fresh", "reauth"}), busy={"busy"}, windows={}
+    )
     assert [d.connection.id for d in due] == ["due"]
     assert due[0].run_key == scheduled_run_key("due", due[0].slot)
     assert due[0].run_key == "scheduled:due:20261127T000000Z"
@@ -140,8 +156,8 @@ def test_due_runs_respect_the_source_window() -> None:
     noon = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
     conns = [conn("e", provider="epic", last_sync=T0), conn("c", provider="cerner", last_sync=T0)]
     windows = {"epic": parse_window("22:00-06:00")}
-    at_noon, tally = plan_due_runs(noon, conns, partition_keys={"e", "c"}, busy=set(), windows=windows)
-    at_night, _ = plan_due_runs(night, conns, partition_keys={"e", "c"}, busy=set(), windows=windows)
+    at_noon, tally = plan_due_runs(noon, conns, partitions=in_both({"e", "c"}), busy=set(), windows=windows)
+    at_night, _ = plan_due_runs(night, conns, partitions=in_both({"e", "c"}), busy=set(), windows=windows)
     assert [d.connection.id for d in at_noon] == ["c"]  # cerner has no window
     assert tally == {"outside_window": 1}
     assert sorted(d.connection.id for d in at_night) == ["c", "e"]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from dagster import DagsterInstance, RunRequest, build_schedule_context
 
 from engine.run_tags import CONNECTION_TAG, TRIGGER_TAG
-from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME
+from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME
 from pipelines.defs.maintenance.jobs import weekly_reconcile_schedule
 from pipelines.resources import AppDatabaseResource
 from tests.pipelines.appdb import AppDb
@@ -20,7 +20,9 @@ def test_weekly_reconcile_requests_active_patient_partitions_only(
     app_db.add("backend", kind="backend")  # Bulk: deletions come from the export's deleted files
     app_db.add("disabled", status="disabled")
     app_db.add("unpartitioned")
-    dagster_instance_on_disk.add_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME, ["patient", "backend", "disabled"])
+    dagster_instance_on_disk.add_dynamic_partitions(
+        PATIENT_CONNECTIONS_PARTITIONS_NAME, ["patient", "backend", "disabled"]
+    )
     tick = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
     context = build_schedule_context(
         instance=dagster_instance_on_disk,

@@ -16,13 +16,13 @@ from dagster import DagsterInstance
 from engine import runs
 from engine.connection_snapshots import ConnectionSnapshot
 from engine.errors import PipelineConfigurationError
-from engine.planning import plan_due_runs, retry_run_key
+from engine.planning import PartitionSets, plan_due_runs, retry_run_key
 from engine.retries import backoff_from_env, failure_streaks
 from engine.run_outcome import CANCELED_PREFIX
 from engine.run_tags import TRIGGER_TAG
 from engine.scheduling import DueReason, FailureStreak, RetryBackoff, decide_retry
 from engine.sync_windows import parse_window
-from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME
+from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME
 from pipelines.resources import RetryPolicyResource
 from tests.pipelines.appdb import AppDb
 from tests.pipelines.scheduler import evaluate_scheduled_syncs
@@ -38,6 +38,11 @@ BACKOFF = RetryBackoff(base=timedelta(minutes=5), cap=timedelta(hours=1))
 )
 def test_backoff_doubles_up_to_the_cap(failures: int, delay: timedelta) -> None:
     assert BACKOFF.delay(failures) == delay
+
+
+def in_both(ids: set[str]) -> PartitionSets:
+    """Keys in both sets: whichever kind a connection is, its key is where its jobs look."""
+    return PartitionSets(patient=frozenset(ids), bulk=frozenset(ids))
 
 
 def test_backoff_refuses_nonsense() -> None:
@@ -102,7 +107,7 @@ def test_plan_retries_a_failed_daily_sync_within_minutes_and_a_failed_first_sync
     due, tally = plan_due_runs(
         T0,
         [daily, first, waiting, busy],
-        partition_keys={"daily", "first", "waiting", "busy"},
+        partitions=in_both({"daily", "first", "waiting", "busy"}),
         busy={"busy"},
         windows={},
         failures=streaks,
@@ -129,16 +134,20 @@ def test_a_new_slot_after_the_failure_runs_as_scheduled() -> None:
         last_sync_at=T0 - timedelta(hours=3),
     )
     streak = {"h": FailureStreak(5, T0 - 90 * MIN)}  # backoff still running (an hour)
-    due, _ = plan_due_runs(T0, [hourly], partition_keys={"h"}, busy=set(), windows={}, failures=streak, backoff=BACKOFF)
+    due, _ = plan_due_runs(
+        T0, [hourly], partitions=in_both({"h"}), busy=set(), windows={}, failures=streak, backoff=BACKOFF
+    )
     assert [(d.retry, d.run_key) for d in due] == [(False, "scheduled:h:20261125T100000Z")]
 
 
 def test_plan_without_streaks_keeps_the_slot_rule() -> None:
     fresh = _conn("c", last_sync=T0 - timedelta(hours=2), created=T0 - timedelta(days=3))
-    due, tally = plan_due_runs(T0, [fresh], partition_keys={"c"}, busy=set(), windows={}, failures={})
+    due, tally = plan_due_runs(T0, [fresh], partitions=in_both({"c"}), busy=set(), windows={}, failures={})
     assert not due and tally == {DueReason.NOT_YET: 1}
     streak = {"c": FailureStreak(1, T0 - 10 * MIN)}
-    due, _ = plan_due_runs(T0, [fresh], partition_keys={"c"}, busy=set(), windows={}, failures=streak, backoff=BACKOFF)
+    due, _ = plan_due_runs(
+        T0, [fresh], partitions=in_both({"c"}), busy=set(), windows={}, failures=streak, backoff=BACKOFF
+    )
     assert [d.retry for d in due] == [True]
 
 
@@ -194,7 +203,7 @@ def test_sensor_retries_a_failed_first_sync_after_its_backoff(app_db: AppDb, dag
     """A new connection whose first sync failed gets a retry (incremental job, trigger ``retry``) once the
     backoff has passed; before the change it waited for ``created_at + 24 h``."""
     cid = app_db.add("new", created=datetime.now(UTC) - timedelta(minutes=3))
-    dagster_instance.add_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME, [cid])
+    dagster_instance.add_dynamic_partitions(PATIENT_CONNECTIONS_PARTITIONS_NAME, [cid])
     failed = _run(app_db, cid, "failed")
 
     hourly, one_second = RetryPolicyResource(base_seconds=3600), RetryPolicyResource(base_seconds=1)

@@ -13,7 +13,7 @@ from sqlalchemy import inspect
 from engine.models import SyncRun
 from engine.retries import failure_streaks, streak_horizon
 from engine.scheduling import RetryBackoff
-from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME
+from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME
 from tests.pipelines.appdb import AppDb, queued_run
 from tests.pipelines.scheduler import evaluate_scheduled_syncs
 
@@ -81,7 +81,7 @@ def test_a_tick_asks_about_the_due_connections_only(
     due = app_db.add("due", last_sync=now - timedelta(days=2))
     busy_due = app_db.add("busy-due", last_sync=now - timedelta(days=2))
     others = [app_db.add(f"other-{n}", last_sync=now) for n in range(60)]
-    dagster_instance.add_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME, [due, busy_due, *others])
+    dagster_instance.add_dynamic_partitions(PATIENT_CONNECTIONS_PARTITIONS_NAME, [due, busy_due, *others])
     for cid in [busy_due, *others]:
         queued_run(dagster_instance, cid)
     calls: list[Any] = []

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dagster import AssetCheckResult, AssetKey, MetadataValue
+from dagster import AssetCheckKey, AssetCheckResult, AssetKey, AssetSelection, MetadataValue
 
 from engine.bulk_file_counts import FileCount
 from engine.reports import COUNT_FIELDS, BulkReport, TypeReport
 
 __all__ = [
+    "FRESHNESS_CHECK",
     "CheckVerdict",
     "FileCount",
     "bulk_report_metadata",
@@ -20,8 +21,19 @@ __all__ = [
     "duplicate_keys_verdict",
     "manifest_counts_verdict",
     "quarantine_verdict",
+    "server_errors_verdict",
     "type_report_metadata",
+    "without_freshness",
 ]
+
+# Evaluated by its own schedule (``pipelines/defs/freshness``), never as a step of a sync run: a sync job's
+# selection takes its assets' checks, and this one reads every connection.
+FRESHNESS_CHECK = "sync_freshness"
+
+
+def without_freshness(selection: AssetSelection, *assets: AssetKey) -> AssetSelection:
+    """``selection`` less the freshness checks of ``assets``."""
+    return selection - AssetSelection.checks(*(AssetCheckKey(key, FRESHNESS_CHECK) for key in assets))
 
 
 def type_report_metadata(report: TypeReport, *, skipped: bool | None = None) -> dict[str, MetadataValue]:
@@ -124,5 +136,28 @@ def manifest_counts_verdict(files: list[FileCount]) -> CheckVerdict:
     return CheckVerdict(
         not mismatched,
         f"{len(files) - len(mismatched)} of {len(files)} files match their manifest count",
+        meta,
+    )
+
+
+def server_errors_verdict(report: BulkReport) -> CheckVerdict:
+    """Fails when the export's error files hold an issue of severity error or fatal, or a line that is not an
+    OperationOutcome at all (the server said something went wrong, whatever else arrived)."""
+    failing = report.error_issues.get("error", 0) + report.error_issues.get("fatal", 0)
+    unreadable = report.types["OperationOutcome"].quarantined if "OperationOutcome" in report.types else 0
+    meta: dict[str, Any] = {
+        "error_files": report.error_files,
+        "outcomes": report.error_outcomes,
+        "failing_issues": failing,
+        "unreadable_lines": unreadable,
+        "issues_by_severity": dict(sorted(report.error_issues.items())),
+    }
+    if not failing and not unreadable:
+        notes = sum(report.error_issues.values())
+        return CheckVerdict(True, f"no error or fatal issue reported ({notes} information/warning issues)", meta)
+    return CheckVerdict(
+        False,
+        f"the server reported {failing} error/fatal issues and {unreadable} unreadable lines in "
+        f"{report.error_files} error files",
         meta,
     )

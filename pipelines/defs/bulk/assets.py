@@ -2,7 +2,9 @@
 
 The engine (``engine.run_bulk_export``) saves the export before its first poll, so a restarted run
 resumes it; this layer logs its progress, turns its report into metadata, and checks every file's line count
-against the manifest (BDX-20).
+against the manifest (BDX-20). Errors the server reported in the manifest's error files fail two checks: the
+blocking ``export_complete`` when a type was not exported (BDX-22), and the non-blocking ``no_server_errors``
+whenever an OperationOutcome has severity error or fatal (the run still succeeds when every type arrived).
 """
 
 from typing import Any
@@ -11,6 +13,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    AssetSelection,
     Definitions,
     Failure,
     MaterializeResult,
@@ -23,6 +26,7 @@ from dagster import (
 from engine import hold_connection, run_bulk_export
 from engine.bulk_file_counts import output_file_counts
 from engine.reports import BulkReport
+from pipelines.defs._shared.connection_facts import connection_metadata, step_connection
 from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs._shared.metadata import (
     CheckVerdict,
@@ -30,8 +34,11 @@ from pipelines.defs._shared.metadata import (
     check_result,
     manifest_counts_verdict,
     quarantine_verdict,
+    server_errors_verdict,
+    without_freshness,
 )
-from pipelines.defs._shared.partitions import connections_partitions
+from pipelines.defs._shared.partitions import bulk_connections_partitions
+from pipelines.defs._shared.tables import ASSET_OWNERS, fhir_resources_metadata, row_count
 from pipelines.defs.sync.type_assets import DUPLICATE_CHECK, duplicate_check
 from pipelines.resources import (
     AppDatabaseResource,
@@ -47,6 +54,7 @@ __all__ = [
     "COMPLETE_CHECK",
     "MANIFEST_CHECK",
     "QUARANTINE_CHECK",
+    "SERVER_ERRORS_CHECK",
     "bulk_export_asset",
     "bulk_export_job",
     "defs",
@@ -57,13 +65,16 @@ BULK_EXPORT_JOB = "bulk_export"
 MANIFEST_CHECK = "manifest_line_counts_match"
 QUARANTINE_CHECK = "quarantine_within_threshold"
 COMPLETE_CHECK = "export_complete"
+SERVER_ERRORS_CHECK = "no_server_errors"
 BULK_EXPORT_KEY = AssetKey([BULK_GROUP, "export"])
 
 
 @asset(
     key=BULK_EXPORT_KEY,
     group_name=BULK_GROUP,
-    partitions_def=connections_partitions,
+    partitions_def=bulk_connections_partitions,
+    owners=ASSET_OWNERS,
+    metadata=fhir_resources_metadata(),
     kinds={"fhir", "ndjson", "parquet"},
     description="A FHIR Bulk $export (group or system level) since the last export, landed and upserted.",
     check_specs=[
@@ -75,6 +86,11 @@ BULK_EXPORT_KEY = AssetKey([BULK_GROUP, "export"])
             asset=BULK_EXPORT_KEY,
             description="BDX-22: no error file reports a failed type (else _since is held and the run fails).",
             blocking=True,
+        ),
+        AssetCheckSpec(
+            SERVER_ERRORS_CHECK,
+            asset=BULK_EXPORT_KEY,
+            description="The server's error files report no OperationOutcome issue of severity error or fatal.",
         ),
     ],
 )
@@ -91,13 +107,12 @@ def bulk_export_asset(
     def progress(event: str, detail: dict[str, Any]) -> None:
         context.log.info("bulk export %s: %s %s", connection_id, event, detail)
 
-    with (
-        sync_environment(app_db, landing, warehouse, ehr_http, policy) as env,
-        hold_connection(env, connection_id, context.run.run_id),  # one sync of a connection at a time
-    ):
-        report = run_bulk_export(env, connection_id, context.run.run_id, progress=progress)
-        files = output_file_counts(env.db, report.job_id) if report.job_id else []
-    metadata = bulk_report_metadata(report)
+    with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
+        who = connection_metadata(step_connection(env.db, connection_id, bulk=True))
+        with hold_connection(env, connection_id, context.run.run_id):  # one sync of a connection at a time
+            report = run_bulk_export(env, connection_id, context.run.run_id, progress=progress)
+            files = output_file_counts(env.db, report.job_id) if report.job_id else []
+    metadata = {**bulk_report_metadata(report), **who}
     if report.status not in ("completed", "partial"):
         raise Failure(description=f"bulk export of {connection_id} failed: {report.error}", metadata=metadata)
     manifest = manifest_counts_verdict(files)
@@ -107,7 +122,8 @@ def bulk_export_asset(
     quarantined = sum(r.quarantined for r in report.types.values())
     metadata["count_mismatches"] = MetadataValue.int(len(report.count_mismatches))
     live, duplicates = duplicate_check(warehouse, connection_id)
-    metadata["live_rows"] = MetadataValue.int(live)
+    metadata["live_rows"] = MetadataValue.int(live or 0)
+    metadata.update(row_count(live))  # every live row of the connection (all types) after this export
     return MaterializeResult(
         metadata=metadata,
         check_results=[
@@ -115,6 +131,7 @@ def bulk_export_asset(
             check_result(QUARANTINE_CHECK, quarantine_verdict(fetched, quarantined, policy.quarantine_max_ratio)),
             check_result(DUPLICATE_CHECK, duplicates),
             check_result(COMPLETE_CHECK, complete_verdict(report)),
+            check_result(SERVER_ERRORS_CHECK, server_errors_verdict(report)),
         ],
     )
 
@@ -132,7 +149,7 @@ def complete_verdict(report: BulkReport) -> CheckVerdict:
 
 bulk_export_job = define_asset_job(
     BULK_EXPORT_JOB,
-    selection=[BULK_EXPORT_KEY],
+    selection=without_freshness(AssetSelection.assets(BULK_EXPORT_KEY), BULK_EXPORT_KEY),
     executor_def=in_process_executor,
     description="Bulk $export of a backend or group connection (resumes an unfinished export).",
 )

@@ -1,8 +1,11 @@
-"""The ``connections`` partitions follow the app database: no one has to touch Dagster.
+"""The connection partitions follow the app database: no one has to touch Dagster.
 
-A patient who authorizes appears as a new active connection: the sensor adds its partition and, in the
-same evaluation, requests its first full sync. A connection that is disconnected (or deleted) loses its
-partition; its queued runs are cancelled and running ones asked to stop (disabled ones too).
+A patient who authorizes appears as a new active connection: the sensor adds its key to
+``patient_connections`` (``bulk_connections`` for backend/group) and, in the same evaluation, requests its first
+full sync. A connection that is disconnected (or deleted) loses its partition; its queued runs are cancelled and
+running ones asked to stop (disabled ones too). Keys left in the single ``connections`` set of before issue 12
+(or in the wrong set) are moved to their own set, without a first sync: their history stays, keyed by the same
+connection id.
 """
 
 from dagster import (
@@ -17,15 +20,22 @@ from dagster import (
 )
 
 from engine.connection_snapshots import ConnectionSnapshot, read_connections
-from engine.planning import ConnectionsCursor, first_sync_run_key, plan_partitions
-from engine.run_tags import run_tags
-from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME
+from engine.planning import ConnectionsCursor, PartitionPlan, first_sync_run_key, plan_partitions
+from engine.run_tags import connection_run_tags
+from pipelines.defs._shared.partitions import (
+    BULK_CONNECTIONS_PARTITIONS_NAME,
+    LEGACY_CONNECTIONS_PARTITIONS_NAME,
+    PATIENT_CONNECTIONS_PARTITIONS_NAME,
+    partition_sets,
+)
 from pipelines.defs._shared.run_control import stop_connection_runs
 from pipelines.defs.bulk.assets import BULK_EXPORT_JOB, bulk_export_job
 from pipelines.defs.sync.jobs import FULL_RESYNC_JOB, full_resync_job
 from pipelines.resources import AppDatabaseResource
 
-__all__ = ["connections_sensor", "defs", "first_sync_request"]
+__all__ = ["connections_sensor", "defs", "first_sync_request", "partition_requests"]
+
+PartitionRequest = AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest
 
 
 def first_sync_request(conn: ConnectionSnapshot) -> RunRequest:
@@ -34,8 +44,27 @@ def first_sync_request(conn: ConnectionSnapshot) -> RunRequest:
         run_key=first_sync_run_key(conn),
         job_name=BULK_EXPORT_JOB if conn.is_bulk else FULL_RESYNC_JOB,
         partition_key=conn.id,
-        tags=run_tags(connection_id=conn.id, tenant_id=conn.tenant_id, source=conn.provider_id, trigger="first-sync"),
+        tags=connection_run_tags(conn, "first-sync"),
     )
+
+
+def partition_requests(plan: PartitionPlan) -> list[PartitionRequest]:
+    """Adds before deletes: a key moving between sets is never in none of them (the next tick re-plans)."""
+    requests: list[PartitionRequest] = []
+    for name, keys in (
+        (PATIENT_CONNECTIONS_PARTITIONS_NAME, plan.add_patient),
+        (BULK_CONNECTIONS_PARTITIONS_NAME, plan.add_bulk),
+    ):
+        if keys:
+            requests.append(AddDynamicPartitionsRequest(name, list(keys)))
+    for name, keys in (
+        (PATIENT_CONNECTIONS_PARTITIONS_NAME, plan.remove_patient),
+        (BULK_CONNECTIONS_PARTITIONS_NAME, plan.remove_bulk),
+        (LEGACY_CONNECTIONS_PARTITIONS_NAME, plan.remove_legacy),
+    ):
+        if keys:
+            requests.append(DeleteDynamicPartitionsRequest(name, list(keys)))
+    return requests
 
 
 @sensor(
@@ -43,30 +72,27 @@ def first_sync_request(conn: ConnectionSnapshot) -> RunRequest:
     minimum_interval_seconds=30,
     jobs=[full_resync_job, bulk_export_job],
     default_status=DefaultSensorStatus.RUNNING,
-    description="Adds/removes `connections` partitions from the app database; first sync for new connections.",
+    description="Adds/removes `patient_connections` and `bulk_connections` partitions from the app database "
+    "(moving keys of the old `connections` set); first sync for new connections.",
 )
 def connections_sensor(context: SensorEvaluationContext, app_db: AppDatabaseResource) -> SensorResult:
     with app_db.open() as db:
         connections = read_connections(db)
-    existing = set(context.instance.get_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME))
-    plan = plan_partitions(connections, existing, ConnectionsCursor.parse(context.cursor))
+    plan = plan_partitions(connections, partition_sets(context.instance), ConnectionsCursor.parse(context.cursor))
     stopped = sum(stop_connection_runs(context.instance, cid) for cid in plan.stop_runs_of)
-    requests: list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest] = []
-    if plan.add:
-        requests.append(AddDynamicPartitionsRequest(CONNECTIONS_PARTITIONS_NAME, list(plan.add)))
-    if plan.remove:
-        requests.append(DeleteDynamicPartitionsRequest(CONNECTIONS_PARTITIONS_NAME, list(plan.remove)))
     context.log.info(
-        "connections: %d known, %d partitions added, %d removed, %d first syncs, %d runs stopped",
+        "connections: %d known, %d partitions added, %d removed, %d moved from the old set, %d first syncs, "
+        "%d runs stopped",
         len(connections),
-        len(plan.add),
-        len(plan.remove),
+        len(plan.add) - len(plan.migrated),
+        len(plan.departed),
+        len(plan.migrated),
         len(plan.first_syncs),
         stopped,
     )
     return SensorResult(
         run_requests=[first_sync_request(c) for c in plan.first_syncs],
-        dynamic_partitions_requests=requests,
+        dynamic_partitions_requests=partition_requests(plan),
         cursor=plan.cursor.serialize(),
     )
 

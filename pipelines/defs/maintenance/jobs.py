@@ -18,7 +18,7 @@ from engine import PATIENT_TYPES, reconcile_deletes
 from engine.connection_snapshots import read_connections
 from engine.run_tags import run_tags
 from pipelines.defs._shared.environment import sync_environment
-from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME, connections_partitions
+from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME, patient_connections_partitions
 from pipelines.defs._shared.schedules import in_process_job, running_utc_schedule, tick_day
 from pipelines.defs.sync.type_assets import warehouse_key
 from pipelines.resources import (
@@ -65,7 +65,7 @@ def reconcile_connection(
 reconcile_deletes_job = in_process_job(
     reconcile_connection,
     name=RECONCILE_JOB,
-    partitions_def=connections_partitions,
+    partitions_def=patient_connections_partitions,
     description="Deletion reconciliation of one patient connection (BDX-31).",
 )
 
@@ -77,7 +77,7 @@ reconcile_deletes_job = in_process_job(
     description="Sunday 03:00 UTC: one reconciliation run per active patient connection.",
 )
 def weekly_reconcile_schedule(context: ScheduleEvaluationContext, app_db: AppDatabaseResource) -> list[RunRequest]:
-    keys = set(context.instance.get_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME))
+    keys = set(context.instance.get_dynamic_partitions(PATIENT_CONNECTIONS_PARTITIONS_NAME))
     day = tick_day(context)
     with app_db.open() as db:
         connections = read_connections(db)

@@ -23,8 +23,8 @@ from dagster import (
 from engine.connection_snapshots import read_connections
 from engine.planning import DueRun, drop_busy, plan_due_runs
 from engine.retries import failure_streaks, streak_horizon
-from engine.run_tags import run_tags
-from pipelines.defs._shared.partitions import CONNECTIONS_PARTITIONS_NAME
+from engine.run_tags import connection_run_tags
+from pipelines.defs._shared.partitions import partition_sets
 from pipelines.defs._shared.run_control import busy_among
 from pipelines.defs.bulk.assets import BULK_EXPORT_JOB, bulk_export_job
 from pipelines.defs.sync.jobs import INCREMENTAL_SYNC_JOB, incremental_sync_job
@@ -46,12 +46,7 @@ def _request(due: DueRun) -> RunRequest:
         run_key=due.run_key,
         job_name=BULK_EXPORT_JOB if conn.is_bulk else INCREMENTAL_SYNC_JOB,
         partition_key=conn.id,
-        tags=run_tags(
-            connection_id=conn.id,
-            tenant_id=conn.tenant_id,
-            source=conn.provider_id,
-            trigger="retry" if due.retry else "schedule",
-        ),
+        tags=connection_run_tags(conn, "retry" if due.retry else "schedule"),
     )
 
 
@@ -71,13 +66,13 @@ def scheduled_syncs_sensor(
 ) -> SensorResult:
     now = datetime.now(UTC)
     backoff = retry.backoff()
-    keys = set(context.instance.get_dynamic_partitions(CONNECTIONS_PARTITIONS_NAME))
+    sets = partition_sets(context.instance)  # a connection runs only once its key is in its own set
     with app_db.open() as db:
         connections = read_connections(db)
         streaks = failure_streaks(db, since=now - streak_horizon(backoff))
     # Which connections are due first; then whether those few have a run queued or in progress.
     candidates, tally = plan_due_runs(
-        now, connections, partition_keys=keys, busy=set(), windows=policy.windows(), failures=streaks, backoff=backoff
+        now, connections, partitions=sets, busy=set(), windows=policy.windows(), failures=streaks, backoff=backoff
     )
     due = drop_busy(candidates, busy_among(context.instance, {d.connection.id for d in candidates}), tally)
     retries = sum(1 for d in due if d.retry)

@@ -15,9 +15,16 @@ from dagster import (
 from engine import PATIENT_TYPES
 from engine.run_outcome import CANCELED_PREFIX, finish_sync_run
 from engine.run_tags import CONNECTION_TAG
+from pipelines.defs._shared.metadata import without_freshness
 from pipelines.defs._shared.run_control import run_times
 from pipelines.defs.sync.reference_assets import build_reference_assets
-from pipelines.defs.sync.type_assets import LANDING_GROUP, WAREHOUSE_GROUP, build_type_assets, landing_op_name
+from pipelines.defs.sync.type_assets import (
+    LANDING_GROUP,
+    WAREHOUSE_GROUP,
+    build_type_assets,
+    landing_op_name,
+    warehouse_key,
+)
 from pipelines.resources import AppDatabaseResource
 
 __all__ = [
@@ -33,7 +40,7 @@ INCREMENTAL_SYNC_JOB = "incremental_sync"
 FULL_RESYNC_JOB = "full_resync"
 
 type_assets = [*build_type_assets(PATIENT_TYPES), build_reference_assets()]
-_all_types = AssetSelection.groups(LANDING_GROUP, WAREHOUSE_GROUP)
+_all_types = without_freshness(AssetSelection.groups(LANDING_GROUP, WAREHOUSE_GROUP), warehouse_key("Patient"))
 
 # In-process: steps share one process (DuckDB takes one writer at a time) and skip a Python start per step.
 incremental_sync_job = define_asset_job(

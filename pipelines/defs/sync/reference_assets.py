@@ -20,9 +20,11 @@ from dagster import (
 )
 
 from engine import PATIENT_TYPES, REFERENCED_TYPES, TypeReport, sync_references
+from pipelines.defs._shared.connection_facts import connection_metadata, step_connection
 from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs._shared.metadata import check_result, quarantine_verdict, type_report_metadata
-from pipelines.defs._shared.partitions import connections_partitions
+from pipelines.defs._shared.partitions import patient_connections_partitions
+from pipelines.defs._shared.tables import ASSET_OWNERS, fhir_resources_metadata, landing_metadata, row_count
 from pipelines.defs.sync.type_assets import (
     DUPLICATE_CHECK,
     LANDING_GROUP,
@@ -54,6 +56,8 @@ def _specs() -> list[AssetSpec]:
             AssetSpec(
                 landing_key(resource_type),
                 group_name=LANDING_GROUP,
+                owners=ASSET_OWNERS,
+                metadata=landing_metadata(resource_type),
                 deps=clinical,
                 kinds={"fhir", "parquet"},
                 skippable=True,
@@ -64,6 +68,8 @@ def _specs() -> list[AssetSpec]:
             AssetSpec(
                 warehouse_key(resource_type),
                 group_name=WAREHOUSE_GROUP,
+                owners=ASSET_OWNERS,
+                metadata=fhir_resources_metadata(),
                 deps=[landing_key(resource_type)],
                 kinds={"fhir", "sql"},
                 skippable=True,
@@ -86,7 +92,7 @@ def build_reference_assets() -> AssetsDefinition:
         name=REFERENCES_STEP,
         specs=_specs(),
         check_specs=_check_specs(),
-        partitions_def=connections_partitions,
+        partitions_def=patient_connections_partitions,
         description="Reads the queued references of this connection; lands and upserts them per type.",
     )
     def _references(
@@ -99,23 +105,24 @@ def build_reference_assets() -> AssetsDefinition:
     ) -> Iterator[MaterializeResult]:  # type: ignore[type-arg]  # Dagster needs the bare class with check specs
         connection_id = context.partition_key
         with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
+            who = connection_metadata(step_connection(env.db, connection_id, bulk=False))
             reports = sync_references(env, connection_id, context.run.run_id)
         failed = [r for r in reports.values() if r.error is not None]
         for resource_type in REFERENCED_TYPES:
             report = reports.get(resource_type) or TypeReport(resource_type, skipped_reason=NO_REFERENCES)
             if report.error is not None:
                 continue
-            metadata = type_report_metadata(report)
+            metadata = {**type_report_metadata(report), **who}
             quarantine = quarantine_verdict(report.fetched, report.quarantined, policy.quarantine_max_ratio)
             yield MaterializeResult(
                 asset_key=landing_key(resource_type),
-                metadata=metadata,
+                metadata={**metadata, **row_count(max(report.fetched - report.quarantined, 0))},
                 check_results=[check_result(QUARANTINE_CHECK, quarantine, landing_key(resource_type))],
             )
             live, duplicates = duplicate_check(warehouse, connection_id, resource_type)
             yield MaterializeResult(
                 asset_key=warehouse_key(resource_type),
-                metadata={**metadata, "live_rows": MetadataValue.int(live)},
+                metadata={**metadata, "live_rows": MetadataValue.int(live or 0), **row_count(live)},
                 check_results=[check_result(DUPLICATE_CHECK, duplicates, warehouse_key(resource_type))],
             )
         if failed:

@@ -22,6 +22,7 @@ from dagster import (
 from pydantic import Field
 
 from engine import PATIENT_TYPES, TypeReport, hold_connection, land_resource_type, upsert_resource_type
+from pipelines.defs._shared.connection_facts import connection_metadata, step_connection
 from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs._shared.metadata import (
     CheckVerdict,
@@ -30,7 +31,8 @@ from pipelines.defs._shared.metadata import (
     quarantine_verdict,
     type_report_metadata,
 )
-from pipelines.defs._shared.partitions import connections_partitions
+from pipelines.defs._shared.partitions import patient_connections_partitions
+from pipelines.defs._shared.tables import ASSET_OWNERS, fhir_resources_metadata, landing_metadata, row_count
 from pipelines.resources import (
     AppDatabaseResource,
     EhrHttpResource,
@@ -102,7 +104,7 @@ def with_search_warnings(
 
 def duplicate_check(
     warehouse: WarehouseResource, connection_id: str, resource_type: str | None = None
-) -> tuple[int, CheckVerdict]:
+) -> tuple[int | None, CheckVerdict]:
     """(live rows, verdict): every stored row of the connection (one type, or all) has its own key (BDX-24).
 
     The data is already committed: a warehouse that cannot be read now (another writer holding DuckDB past the
@@ -111,7 +113,7 @@ def duplicate_check(
         with warehouse.open(read_only=True) as wh:
             counts = wh.key_counts(connection_id, resource_type)
     except WarehouseError as exc:
-        return 0, CheckVerdict(False, f"could not count keys: {exc}", {"error": type(exc).__name__})
+        return None, CheckVerdict(False, f"could not count keys: {exc}", {"error": type(exc).__name__})
     return counts.live, duplicate_keys_verdict(counts.rows, counts.keys)
 
 
@@ -121,7 +123,9 @@ def _build_landing(resource_type: str) -> AssetsDefinition:
     @asset(
         key=key,
         group_name=LANDING_GROUP,
-        partitions_def=connections_partitions,
+        partitions_def=patient_connections_partitions,
+        owners=ASSET_OWNERS,
+        metadata=landing_metadata(resource_type),
         kinds={"fhir", "parquet"},
         description=f"{resource_type} resources changed since the high-water mark, landed as Parquet.",
         check_specs=[AssetCheckSpec(QUARANTINE_CHECK, asset=key, description="Quarantined lines within threshold.")],
@@ -136,11 +140,10 @@ def _build_landing(resource_type: str) -> AssetsDefinition:
         policy: SyncPolicyResource,
     ) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster needs the bare class with check specs
         connection_id = context.partition_key
-        with (
-            sync_environment(app_db, landing, warehouse, ehr_http, policy) as env,
-            hold_connection(env, connection_id, context.run.run_id),  # one sync of a connection at a time
-        ):
-            report = land_resource_type(env, connection_id, resource_type, context.run.run_id, full=config.full)
+        with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
+            conn = step_connection(env.db, connection_id, bulk=False)
+            with hold_connection(env, connection_id, context.run.run_id):  # one sync of a connection at a time
+                report = land_resource_type(env, connection_id, resource_type, context.run.run_id, full=config.full)
         if not report.incomplete:  # an incomplete search fails the upsert step, after it stored what arrived
             raise_if_failed(report, "landing")
         context.log.info(
@@ -153,6 +156,8 @@ def _build_landing(resource_type: str) -> AssetsDefinition:
         )
         verdict = quarantine_verdict(report.fetched, report.quarantined, policy.quarantine_max_ratio)
         metadata = with_search_warnings(context, report, type_report_metadata(report))
+        metadata.update(connection_metadata(conn))
+        metadata.update(row_count(max(report.fetched - report.quarantined, 0)))  # rows landed by this run
         return MaterializeResult(metadata=metadata, check_results=[check_result(QUARANTINE_CHECK, verdict)])
 
     return _landing
@@ -164,7 +169,9 @@ def _build_warehouse(resource_type: str) -> AssetsDefinition:
     @asset(
         key=key,
         group_name=WAREHOUSE_GROUP,
-        partitions_def=connections_partitions,
+        partitions_def=patient_connections_partitions,
+        owners=ASSET_OWNERS,
+        metadata=fhir_resources_metadata(),
         deps=[landing_key(resource_type)],
         kinds={"fhir", "sql"},
         description=f"{resource_type} rows upserted into fhir_resources (newer lastUpdated wins, BDX-24).",
@@ -179,15 +186,16 @@ def _build_warehouse(resource_type: str) -> AssetsDefinition:
         policy: SyncPolicyResource,
     ) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster needs the bare class with check specs
         connection_id = context.partition_key
-        with (
-            sync_environment(app_db, landing, warehouse, ehr_http, policy) as env,
-            hold_connection(env, connection_id, context.run.run_id),
-        ):
-            report = upsert_resource_type(env, connection_id, resource_type, context.run.run_id)
+        with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
+            conn = step_connection(env.db, connection_id, bulk=False)
+            with hold_connection(env, connection_id, context.run.run_id):
+                report = upsert_resource_type(env, connection_id, resource_type, context.run.run_id)
         raise_if_failed(report, "upsert")
         live, verdict = duplicate_check(warehouse, connection_id, resource_type)
         metadata = with_search_warnings(context, report, type_report_metadata(report))
-        metadata["live_rows"] = MetadataValue.int(live)
+        metadata["live_rows"] = MetadataValue.int(live or 0)
+        metadata.update(connection_metadata(conn))
+        metadata.update(row_count(live))  # rows of this connection and type stored now (tombstones not counted)
         return MaterializeResult(metadata=metadata, check_results=[check_result(DUPLICATE_CHECK, verdict)])
 
     return _warehouse
