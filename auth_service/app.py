@@ -10,7 +10,16 @@ import httpx
 from fastapi import FastAPI, Request, Response
 
 from auth_service.api.errors import install_error_handlers
-from auth_service.api.routes import admin, ehr_resources, ehr_sync, jwks, pages, smart_flows
+from auth_service.api.routes import (
+    admin,
+    brands_admin,
+    connect_pages,
+    ehr_resources,
+    ehr_sync,
+    jwks,
+    pages,
+    smart_flows,
+)
 from auth_service.core.config import Settings
 from auth_service.core.keys import build_jwks
 from auth_service.core.redaction import install_redaction
@@ -20,7 +29,11 @@ from auth_service.services.dagster_client import DagsterGraphQLClient
 __all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
-_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'"
+# Scripts and fetches only from this service (the connect page's search); logos of brands are https or inline.
+_CSP = (
+    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; "
+    "img-src 'self' data: https:; base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 async def _security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -65,6 +78,8 @@ def create_app(
     app.middleware("http")(_security_headers)
     for router in (smart_flows.router, admin.router, ehr_sync.router, ehr_resources.router, jwks.router, pages.router):
         app.include_router(router)
+    app.include_router(connect_pages.router)
+    app.include_router(brands_admin.router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

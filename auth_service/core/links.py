@@ -23,6 +23,7 @@ class ConnectLinkClaims:
     user_ref: str
     expires_at: int
     nonce: str
+    return_to: str | None = None
 
 
 def _b64(data: bytes) -> str:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from auth_service.core.config import Settings
 from auth_service.core.links import LinkSigner
+from auth_service.core.sealed_links import ConnectLinks
 from connectors.smart import ClientAuth, DiscoveryCache, JwksCache
 from store.crypto import TokenCipher
 from store.database import AppDatabase
@@ -29,7 +30,7 @@ class ServiceContext:
     jwks: JwksCache
     states: OAuthStateStore
     vault: TokenVault
-    links: LinkSigner
+    links: ConnectLinks
     sessions: LinkSigner
 
     def close(self) -> None:
@@ -67,6 +68,6 @@ def build_context(settings: Settings, *, http: httpx.Client | None = None, migra
         jwks=JwksCache(),
         states=OAuthStateStore(db, cipher, ttl=timedelta(seconds=settings.OAUTH_STATE_TTL_SECONDS)),
         vault=vault,
-        links=LinkSigner(secret, "connect-link"),
+        links=ConnectLinks(cipher, LinkSigner(secret, "connect-link")),
         sessions=LinkSigner(secret, "browser-session"),
     )

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from auth_service.core.return_to import ReturnToError, normalize_origin
 from connectors.errors import ConfigurationError
 
 __all__ = [
@@ -57,6 +58,16 @@ class EhrIntegrationsSettings(_Camel):
 class PracticeSettings(_Camel):
     smart_fhir: SmartFhirSettings = Field(default_factory=SmartFhirSettings, alias="smartFhir")
     ehr_integrations: EhrIntegrationsSettings = Field(default_factory=EhrIntegrationsSettings, alias="ehrIntegrations")
+    # Origins of the host app the patient pages may link back to (``return_to``); nothing else ever is.
+    allowed_return_origins: list[str] = Field(default_factory=list, alias="allowedReturnOrigins", max_length=20)
+
+    @field_validator("allowed_return_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        try:
+            return [normalize_origin(v) for v in value]
+        except ReturnToError as exc:
+            raise ValueError(str(exc).replace("return_to", "each origin")) from None
 
     @property
     def tenant_write_enabled(self) -> bool:

@@ -1,15 +1,21 @@
-"""Patient pages in a real headless Chromium: connect link → provider choice → sandbox consent → status page
-→ disconnect (SAL-07, SAL-09, SAL-39). Screenshots go to test-artifacts/auth_service/."""
+"""Patient pages in a real headless Chromium (SAL-07, SAL-09, SAL-39): find a health system by name among a
+few hundred brands (as you type, and without JavaScript), sandbox consent, the done page naming the practice
+and the health system with the way back to the host app, disconnect after a confirmation, and error pages
+with a way to try again. Every page of ours passes axe-core with no serious or critical violation.
+Screenshots and axe reports go to test-artifacts/auth_service/."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 
+from tests.auth_service.brands_data import brands_bundle
 from tests.auth_service.ehr import patient_ids, running_service, sandbox_admin, smart_practice
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "auth_service"
@@ -21,6 +27,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+HOST_APP = "https://app.clinic.example"
+_AXE = Axe()
 
 
 @pytest.fixture(scope="module")
@@ -36,60 +44,164 @@ def browser() -> Iterator[Any]:
         instance.close()
 
 
-@pytest.mark.browser
-def test_connect_link_consent_status_disconnect(make_settings, sandbox, browser) -> None:
+def check_page(page: Any, name: str) -> None:
+    """Screenshot, then axe-core (bundled with axe-playwright-python: no network) on the page as shown."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    assert page.locator("html").get_attribute("lang") == "en"
+    results = _AXE.run(page, options={"resultTypes": ["violations"]})
+    violations = results.response["violations"]
+    (ARTIFACTS / f"{name}.axe.json").write_text(json.dumps(violations, indent=1), encoding="utf-8")
+    bad = [
+        (v["id"], v["impact"], [n["target"] for n in v["nodes"]])
+        for v in violations
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert bad == [], f"{name}: axe-core found {bad}"
+    assert results.response["testEngine"]["version"].startswith("4.")
+
+
+def practice(sandbox: Any, client_id: str) -> dict[str, Any]:
+    return {**smart_practice(sandbox, client_id), "allowedReturnOrigins": [HOST_APP]}
+
+
+def start(svc: Any, sandbox: Any, client_id: str, **link: Any) -> str:
+    sandbox_admin(
+        sandbox, "clients", {"client_id": client_id, "client_type": "public", "redirect_uris": [svc.redirect_uri]}
+    )
+    body = json.dumps(brands_bundle(300, sandbox.fhir_base))
+    assert svc.admin("PUT", "/api/integrations/admin/brands/regional", content=body).status_code == 200
+    return str(
+        svc.admin("POST", "/api/integrations/connect-links", json={"user_ref": "host-user-1", **link}).json()["url"]
+    )
+
+
+@pytest.mark.browser
+def test_search_as_you_type_consent_done_and_confirmed_disconnect(make_settings, sandbox, browser) -> None:
     pid = patient_ids(sandbox)[2]
-    with running_service(make_settings, sandbox, smart_practice(sandbox, "pages-app")) as svc:
-        sandbox_admin(
-            sandbox,
-            "clients",
-            {"client_id": "pages-app", "client_type": "public", "redirect_uris": [svc.redirect_uri]},
-        )
-        link = svc.admin("POST", "/api/integrations/connect-links", json={"user_ref": "host-user-1"}).json()["url"]
+    with running_service(make_settings, sandbox, practice(sandbox, "pages-app")) as svc:
+        link = start(svc, sandbox, "pages-app", return_to=f"{HOST_APP}/after-connect?tab=records")
+        assert "host-user-1" not in link
         context = browser.new_context()
         page = context.new_page()
         page.goto(link)
-        assert page.locator("html").get_attribute("lang") == "en"
         assert page.get_by_role("heading", level=1).inner_text() == "Connect your health record"
-        assert page.get_by_role("radio").count() == 1
-        assert page.get_by_text("Read your whole health record").is_visible()
+        assert page.get_by_role("radio").count() == 0 and page.locator("#continue").is_hidden()
         assert page.get_by_text("Keep your record up to date until you disconnect").is_visible()
-        page.screenshot(path=str(ARTIFACTS / "1-connect.png"), full_page=True)
+        check_page(page, "1-connect")
         sid = [c for c in context.cookies() if c["name"] == "ehrsync_sid"]
         assert sid and sid[0]["httpOnly"] and sid[0]["sameSite"] == "Lax"  # SAL-09
-        page.get_by_role("button", name="Continue to sign in").click()
+
+        search = page.get_by_role("searchbox", name="Find your health system")
+        search.press_sequentially("zur", delay=30)
+        page.get_by_role("radio", name="Zürich Kinderspital").wait_for()
+        # the named brand first, then those located in Zürich; the count is announced in the live region
+        assert page.get_by_role("radio").first.get_attribute("value") == page.get_by_role(
+            "radio", name="Zürich Kinderspital"
+        ).get_attribute("value")
+        assert "health systems match “zur”" in page.get_by_role("status").inner_text()
+        assert "q=zur" in page.url  # the address can be shared or reloaded, and shows the same results
+        search.fill("")
+        search.press_sequentially("st mary", delay=30)
+        page.get_by_role("radio", name="St. Mary's Medical Center").wait_for()
+        assert page.get_by_role("status").inner_text() == "1 health system match “st mary”."
+        assert page.get_by_role("radio", name="St. Mary's Medical Center").is_checked()  # the only match
+        search.fill("zurich")
+        page.get_by_role("status").filter(has_text="“zurich”").wait_for()
+        search.press("ArrowDown")  # keyboard: from the search box into the results
+        assert page.evaluate("document.activeElement.value") == page.get_by_role(
+            "radio", name="Zürich Kinderspital"
+        ).get_attribute("value")
+        page.keyboard.press("Space")
+        assert page.get_by_role("radio", name="Zürich Kinderspital").is_checked()
+        check_page(page, "2-connect-results")
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.id") == "continue"
+        page.keyboard.press("Enter")
 
         page.wait_for_url(f"{sandbox.base_url}/oauth/authorize*")
         page.select_option("#patient_id", pid)
-        page.screenshot(path=str(ARTIFACTS / "2-ehr-consent.png"), full_page=True)
+        page.screenshot(path=str(ARTIFACTS / "3-ehr-consent.png"), full_page=True)
         page.click("#approve")
 
         page.wait_for_url(f"{svc.base_url}/connect/done")
         assert "code=" not in page.url  # SAL-39
         assert page.get_by_role("heading", level=1).inner_text() == "You're connected"
+        assert page.locator("#clinic").inner_text() == "Clinic One"
+        assert page.locator("#health-system").inner_text() == "Zürich Kinderspital"
         assert page.locator("#status").inner_text() == "Connected"
         assert page.locator("#last-sync").inner_text() == "Not yet"
-        page.screenshot(path=str(ARTIFACTS / "3-connected.png"), full_page=True)
+        back = page.get_by_role("link", name="Return to Clinic One")
+        assert back.get_attribute("href") == f"{HOST_APP}/after-connect?tab=records"
+        check_page(page, "4-connected")
         status = svc.admin("GET", "/api/integrations/smart/status").json()
         assert status["patient"] == pid and status["status"] == "active"
 
-        page.get_by_role("button", name="Disconnect").click()
+        page.get_by_role("link", name="Disconnect…").click()
+        page.wait_for_url(f"{svc.base_url}/connect/disconnect")
+        assert page.get_by_role("heading", level=1).inner_text() == "Disconnect Zürich Kinderspital?"
+        assert "are not deleted when you disconnect" in page.locator("#retention").inner_text()
+        check_page(page, "5-disconnect-confirm")
+        page.get_by_role("link", name="No, stay connected").click()
+        page.wait_for_url(f"{svc.base_url}/connect/done")
+        assert page.locator("#status").inner_text() == "Connected"
+
+        page.get_by_role("link", name="Disconnect…").click()
+        page.get_by_role("button", name="Yes, disconnect").click()
         page.wait_for_url(f"{svc.base_url}/connect/done")
         assert page.locator("#status").inner_text() == "Disconnected"
-        page.screenshot(path=str(ARTIFACTS / "4-disconnected.png"), full_page=True)
+        check_page(page, "6-disconnected")
         assert svc.admin("GET", "/api/integrations/smart/status").json()["error"] == "not_connected"
         context.close()
 
 
 @pytest.mark.browser
-def test_expired_or_tampered_link_shows_error_page(make_settings, sandbox, browser) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with running_service(make_settings, sandbox, smart_practice(sandbox, "pages-app-2")) as svc:
-        link = svc.admin("POST", "/api/integrations/connect-links", json={"user_ref": "u"}).json()["url"]
-        page = browser.new_page()
+def test_without_javascript_the_search_form_finds_and_connects(make_settings, sandbox, browser) -> None:
+    with running_service(make_settings, sandbox, practice(sandbox, "pages-nojs")) as svc:
+        link = start(svc, sandbox, "pages-nojs")
+        context = browser.new_context(java_script_enabled=False)
+        page = context.new_page()
+        page.goto(link)
+        page.get_by_role("searchbox", name="Find your health system").fill("GOOD health")
+        page.get_by_role("button", name="Search").click()
+        page.wait_for_url("**/connect?*q=GOOD+health*")
+        assert page.get_by_role("radio", name="Good Health").is_checked()
+        assert page.get_by_role("status").inner_text() == "1 health system match “GOOD health”."
+        page.screenshot(path=str(ARTIFACTS / "7-connect-no-javascript.png"), full_page=True)
+        # axe-core needs script: the same server-rendered page, opened where scripts run, is checked instead
+        checker = browser.new_page()
+        checker.goto(page.url)
+        assert checker.get_by_role("radio", name="Good Health").is_checked()
+        check_page(checker, "7-connect-no-javascript-axe")
+        checker.close()
+        page.get_by_role("button", name="Continue to sign in").click()
+        page.wait_for_url(f"{sandbox.base_url}/oauth/authorize*")
+        context.close()
+
+
+@pytest.mark.browser
+def test_error_pages_say_what_happened_and_offer_to_try_again(make_settings, sandbox, browser) -> None:
+    with running_service(make_settings, sandbox, practice(sandbox, "pages-err")) as svc:
+        link = start(svc, sandbox, "pages-err")
+        context = browser.new_context()
+        page = context.new_page()
         response = page.goto(link[:-3] + "zzz")
         assert response is not None and response.status == 400
-        assert page.locator("#error-code").inner_text() == "invalid_link"
-        page.screenshot(path=str(ARTIFACTS / "5-bad-link.png"), full_page=True)
-        page.close()
+        assert page.get_by_role("heading", level=1).inner_text() == "This connect link has expired or is not valid"
+        assert page.locator("#error-code").text_content() == "invalid_link"
+        check_page(page, "8-bad-link")
+
+        page.goto(link)
+        page.get_by_role("searchbox", name="Find your health system").fill("good health")
+        page.get_by_role("radio", name="Good Health").wait_for()
+        page.get_by_role("button", name="Continue to sign in").click()
+        page.wait_for_url(f"{sandbox.base_url}/oauth/authorize*")
+        page.click("#deny")
+        page.wait_for_url(f"{svc.base_url}/api/integrations/smart/callback*")
+        assert page.get_by_role("heading", level=1).inner_text() == "Access was not allowed"
+        assert page.locator("#error-code").text_content() == "access_denied"
+        check_page(page, "9-access-denied")
+        page.get_by_role("link", name="Try again").click()
+        page.wait_for_url(f"{svc.base_url}/connect?link=*")
+        assert page.get_by_role("heading", level=1).inner_text() == "Connect your health record"
+        context.close()

@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from connectors.errors import ConfigurationError
 from store import AppDatabase
+from store.brand_directories import BrandDirectory
 from store.models import Base, Tenant
 
 OURS = {
@@ -22,6 +23,7 @@ OURS = {
     "audit_events",
     "api_keys",
     "signing_keys",
+    BrandDirectory.__tablename__,  # 0006
 }
 
 
@@ -29,8 +31,9 @@ def test_migration_0001_matches_models_and_is_idempotent(db: AppDatabase) -> Non
     db.migrate()  # second run is a no-op
     with db.engine.connect() as conn:
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
-        # 0002 (pipelines) builds on 0001; 0003 widens client_id; 0004 run owners; 0005 data retention
-        assert version == "0005"
+        # 0002 (pipelines) builds on 0001; 0003 widens client_id; 0004 run owners; 0005 data retention;
+        # 0006 brand directories
+        assert version == "0006"
         ctx = MigrationContext.configure(
             conn,
             opts={

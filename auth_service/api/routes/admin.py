@@ -8,11 +8,13 @@ from fastapi import APIRouter, Body, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from auth_service.api.deps import AdminDep, CtxDep
+from auth_service.api.errors import ApiError
 from auth_service.services import connections as conns
 from auth_service.services import provider_admin
 from auth_service.services import purge as purges
 from auth_service.services.audit import list_events
 from auth_service.services.connectivity import test_provider
+from auth_service.services.return_origins import ReturnToError, tenant_return_to
 
 __all__ = ["router"]
 
@@ -23,6 +25,9 @@ ProviderId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-
 class ConnectLinkRequest(BaseModel):
     user_ref: str = Field(min_length=1, max_length=200, description="The host app's id for the user (no PHI)")
     ttl_seconds: int | None = Field(default=None, ge=60, le=86400)
+    return_to: str | None = Field(
+        default=None, max_length=500, description="Host app page the done page links back to (allowedReturnOrigins)"
+    )
 
 
 class ConnectLinkResponse(BaseModel):
@@ -61,9 +66,13 @@ class BackendRequest(BaseModel):
 
 @router.post("/connect-links", response_model=ConnectLinkResponse, status_code=201)
 def create_connect_link(admin: AdminDep, ctx: CtxDep, body: ConnectLinkRequest) -> ConnectLinkResponse:
-    """A short-lived signed link the host app hands to one of its users."""
+    """A short-lived sealed link the host app hands to one of its users (its user ref is not readable in it)."""
     ttl = body.ttl_seconds or ctx.settings.CONNECT_LINK_TTL_SECONDS
-    token = ctx.links.sign(admin.tenant_id, body.user_ref, ttl_seconds=ttl)
+    try:
+        return_to = tenant_return_to(ctx, admin.tenant_id, body.return_to) if body.return_to else None
+    except ReturnToError as exc:
+        raise ApiError("invalid_redirect", str(exc)) from None
+    token = ctx.links.sign(admin.tenant_id, body.user_ref, ttl_seconds=ttl, return_to=return_to)
     return ConnectLinkResponse(url=f"{ctx.settings.APP_BASE_URL}/connect?link={token}", expires_in=ttl)
 
 

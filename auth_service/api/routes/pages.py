@@ -1,4 +1,8 @@
-"""Patient pages: pick a provider and see what is shared, then the status page with a disconnect button."""
+"""Patient pages after the EHR round trip: the status ("done") page, and disconnect with a confirmation.
+
+The connect page itself (finding a health system) is ``connect_pages``. The done page names the practice and
+the health system, and links back to the host app only on an origin the tenant allowed (``return_to``).
+"""
 
 from __future__ import annotations
 
@@ -6,28 +10,22 @@ import hashlib
 import hmac
 import logging
 from datetime import datetime
-from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 
-from auth_service.api.deps import (
-    CONNECTION_COOKIE,
-    CtxDep,
-    browser_session,
-    csrf_token,
-    ensure_browser_session,
-    set_session_cookie,
-)
-from auth_service.api.errors import ApiError, http_status
+from auth_service.api.connect_cookies import read_choice
+from auth_service.api.deps import CONNECTION_COOKIE, CtxDep, browser_session, csrf_token
+from auth_service.api.errors import ApiError
 from auth_service.core.links import InvalidLinkError
+from auth_service.core.return_to import ReturnToError, check_return_to
+from auth_service.pages.rendering import render_error, templates
 from auth_service.pages.scope_text import describe_scopes
 from auth_service.services import connections as conns
 from auth_service.services.context import ServiceContext
 from auth_service.services.errors import ServiceError
-from auth_service.services.profiles import enabled_provider_ids, resolve_profile
+from auth_service.services.profiles import resolve_profile
 from auth_service.services.tenants import get_practice_settings
 from store.models import Connection, Tenant
 
@@ -35,7 +33,6 @@ __all__ = ["render_error", "router", "templates"]
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["pages"], include_in_schema=False)
-templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent.parent / "templates"))
 _STATUS_TEXT = {
     "active": "Connected",
     "needs_reauth": "Needs you to sign in again",
@@ -46,47 +43,8 @@ _STATUS_TEXT = {
 }
 
 
-def render_error(request: Request, error: ServiceError) -> Response:
-    return templates.TemplateResponse(
-        request, "error.html", {"code": error.code, "message": error.message}, status_code=http_status(error)
-    )
-
-
 def _fmt(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value is not None else "Not yet"
-
-
-@router.get("/connect", response_class=HTMLResponse)
-def connect_page(request: Request, ctx: CtxDep, link: Annotated[str, Query(max_length=2000)]) -> Response:
-    """The patient opens the host app's connect link: providers to choose from, what will be shared."""
-    try:
-        claims = ctx.links.verify(link)
-    except InvalidLinkError as exc:
-        return render_error(request, ApiError("invalid_link", str(exc)))
-    with ctx.db.session() as session:
-        tenant = session.get(Tenant, claims.tenant_id)
-        if tenant is None:
-            return render_error(request, ApiError("invalid_link", "this practice no longer exists"))
-        practice = get_practice_settings(tenant)
-        providers = []
-        scope_lines: list[str] = []
-        for provider_id in enabled_provider_ids(session, tenant, practice):
-            try:
-                profile = resolve_profile(session, ctx.cipher, ctx.settings, tenant.id, provider_id)
-            except ServiceError:
-                continue
-            providers.append({"id": provider_id, "display_name": profile.display_name})
-            scope_lines.extend(line for line in describe_scopes(profile.scopes) if line not in scope_lines)
-        tenant_name = tenant.name
-    sid, new = ensure_browser_session(request)
-    response = templates.TemplateResponse(
-        request,
-        "connect.html",
-        {"tenant_name": tenant_name, "providers": providers, "scope_lines": scope_lines, "link": link},
-    )
-    if new:
-        set_session_cookie(response, ctx, sid)
-    return response
 
 
 def _session_connection(request: Request, ctx: ServiceContext) -> Connection:
@@ -109,23 +67,62 @@ def _session_connection(request: Request, ctx: ServiceContext) -> Connection:
         return conn
 
 
+def _names(request: Request, ctx: ServiceContext, conn: Connection) -> dict[str, Any]:
+    """The practice, the health system (as the patient picked it) and the way back to the host app."""
+    choice = read_choice(request, ctx)
+    if choice is not None and (choice.tenant_id, choice.provider_id) != (conn.tenant_id, conn.provider_id):
+        choice = None  # a choice from another flow in this browser
+    with ctx.db.session() as session:
+        tenant = session.get(Tenant, conn.tenant_id)
+        tenant_name = tenant.name if tenant is not None else "Your practice"
+        origins = get_practice_settings(tenant).allowed_return_origins if tenant is not None else []
+        try:
+            provider_name = resolve_profile(session, ctx.cipher, ctx.settings, conn.tenant_id, conn.provider_id)
+            system_name = provider_name.display_name
+        except ServiceError:
+            system_name = "your health system"
+    return_url = None
+    if choice is not None and choice.return_to:
+        try:
+            return_url = check_return_to(choice.return_to, origins)
+        except ReturnToError:
+            logger.info("return_to of tenant %s is no longer on its allowed origins: not shown", conn.tenant_id)
+    if choice is not None and choice.system_name:
+        system_name = choice.system_name
+    return {"tenant_name": tenant_name, "system_name": system_name, "return_url": return_url}
+
+
 @router.get("/connect/done", response_class=HTMLResponse)
 def done_page(request: Request, ctx: CtxDep) -> Response:
     try:
         conn = _session_connection(request, ctx)
     except ApiError as exc:
         return render_error(request, exc)
-    with ctx.db.session() as session:
-        profile = resolve_profile(session, ctx.cipher, ctx.settings, conn.tenant_id, conn.provider_id)
     context = {
+        **_names(request, ctx, conn),
         "connection": conn,
-        "provider_name": profile.display_name,
         "status_text": _STATUS_TEXT.get(conn.status, conn.status),
         "last_sync": _fmt(conn.last_sync_at),
         "scope_lines": describe_scopes(conn.granted_scopes or ""),
-        "csrf": csrf_token(ctx, browser_session(request) or ""),
     }
     return templates.TemplateResponse(request, "done.html", context)
+
+
+@router.get("/connect/disconnect", response_class=HTMLResponse)
+def confirm_disconnect_page(request: Request, ctx: CtxDep) -> Response:
+    """Asks before disconnecting, and says what happens to the records already copied."""
+    try:
+        conn = _session_connection(request, ctx)
+    except ApiError as exc:
+        return render_error(request, exc)
+    if conn.status == "disconnected":
+        return RedirectResponse("/connect/done", status_code=303)
+    context = {
+        **_names(request, ctx, conn),
+        "connection": conn,
+        "csrf": csrf_token(ctx, browser_session(request) or ""),
+    }
+    return templates.TemplateResponse(request, "disconnect.html", context)
 
 
 @router.post("/connect/disconnect")
@@ -134,8 +131,9 @@ def disconnect_page(
     ctx: CtxDep,
     connection_id: Annotated[str, Form(max_length=64)],
     csrf: Annotated[str, Form(max_length=128)],
+    confirm: Annotated[str, Form(max_length=8)] = "",
 ) -> Response:
-    """The patient's disconnect button: revoke at the EHR, delete tokens, show the status page again."""
+    """The confirmed disconnect: revoke at the EHR, delete tokens, show the status page again."""
     try:
         conn = _session_connection(request, ctx)
         sid = browser_session(request) or ""
@@ -144,5 +142,7 @@ def disconnect_page(
             raise ApiError("invalid_request", "this disconnect request did not come from the status page")
     except ApiError as exc:
         return render_error(request, exc)
+    if confirm != "yes":
+        return RedirectResponse("/connect/disconnect", status_code=303)
     conns.disconnect(ctx, conn, actor="patient")
     return RedirectResponse("/connect/done", status_code=303)

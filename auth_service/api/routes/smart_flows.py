@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, Response
 
+from auth_service.api.connect_cookies import ConnectChoice, remember_choice
 from auth_service.api.deps import (
     CONNECTION_COOKIE,
     CtxDep,
@@ -19,6 +21,10 @@ from auth_service.api.deps import (
 )
 from auth_service.api.errors import ApiError
 from auth_service.core.links import InvalidLinkError
+from auth_service.pages.rendering import render_error
+from auth_service.services.context import ServiceContext
+from auth_service.services.directory import load_directory
+from auth_service.services.errors import ServiceError
 from auth_service.services.launch import begin_authorization, complete_authorization, find_launch_target
 
 __all__ = ["router", "safe_target"]
@@ -57,32 +63,75 @@ def ehr_launch(
     return _redirect(request, url, sid, new)
 
 
+@dataclass(frozen=True)
+class _LoginTarget:
+    tenant_id: str
+    provider_id: str
+    user_ref: str | None
+    choice: ConnectChoice | None
+
+
+def _login_target(
+    ctx: ServiceContext, provider: str | None, tenant: str | None, link: str | None, choice: str | None
+) -> _LoginTarget:
+    """Who is connecting to what: a connect link (and the health system picked on the connect page), or a tenant."""
+    if not link:
+        if choice:
+            raise ApiError("invalid_request", "'choice' comes from the connect page and needs its 'link'")
+        if not tenant:
+            raise ApiError("invalid_request", "give 'tenant' or a connect 'link'")
+        if not provider:
+            raise ApiError("invalid_request", "give 'provider'")
+        return _LoginTarget(tenant, provider, None, None)
+    try:
+        claims = ctx.links.verify(link)
+    except InvalidLinkError as exc:
+        raise ApiError("invalid_link", str(exc)) from None
+    if tenant and tenant != claims.tenant_id:
+        raise ApiError("invalid_link", "connect link belongs to another tenant")
+    name: str | None = None
+    if choice:
+        directory = load_directory(ctx, claims.tenant_id)
+        entry = directory.find(choice) if directory is not None else None
+        if entry is None:
+            raise ApiError("invalid_request", "the health system picked is no longer offered: go back and pick again")
+        provider, name = entry.provider_id, entry.name
+    if not provider:
+        raise ApiError("invalid_request", "pick a health system first ('choice' or 'provider')")
+    picked = ConnectChoice(claims.tenant_id, provider, name, claims.return_to)
+    return _LoginTarget(claims.tenant_id, provider, claims.user_ref, picked)
+
+
 @router.get("/login", summary="Standalone launch (SAL-07) for a tenant's provider, or via a connect link")
 def standalone_login(
     request: Request,
     ctx: CtxDep,
-    provider: Annotated[str, Query(min_length=1, max_length=64)],
+    provider: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     tenant: Annotated[str | None, Query(max_length=64)] = None,
     link: Annotated[str | None, Query(max_length=2000)] = None,
     return_to: Annotated[str | None, Query(max_length=500)] = None,
-) -> RedirectResponse:
-    user_ref: str | None = None
-    if link:
-        try:
-            claims = ctx.links.verify(link)
-        except InvalidLinkError as exc:
-            raise ApiError("invalid_link", str(exc)) from None
-        if tenant and tenant != claims.tenant_id:
-            raise ApiError("invalid_link", "connect link belongs to another tenant")
-        tenant, user_ref = claims.tenant_id, claims.user_ref
-    if not tenant:
-        raise ApiError("invalid_request", "give 'tenant' or a connect 'link'")
-    target = safe_target(return_to)
-    sid, new = ensure_browser_session(request)
-    url = begin_authorization(
-        ctx, tenant_id=tenant, provider_id=provider, browser_session=sid, user_ref=user_ref, redirect_target=target
-    )
-    return _redirect(request, url, sid, new)
+    choice: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+) -> Response:
+    try:
+        target = _login_target(ctx, provider, tenant, link, choice)
+        redirect_target = safe_target(return_to)
+        sid, new = ensure_browser_session(request)
+        url = begin_authorization(
+            ctx,
+            tenant_id=target.tenant_id,
+            provider_id=target.provider_id,
+            browser_session=sid,
+            user_ref=target.user_ref,
+            redirect_target=redirect_target,
+        )
+    except ServiceError as exc:
+        if "text/html" in request.headers.get("accept", ""):  # a patient's browser: the page, not JSON
+            return render_error(request, exc)
+        raise
+    response = _redirect(request, url, sid, new)
+    if target.choice is not None:
+        remember_choice(response, ctx, sid, target.choice)
+    return response
 
 
 @router.get("/callback", summary="OAuth redirect target: consumes state, exchanges the code (SAL-13, SAL-39)")

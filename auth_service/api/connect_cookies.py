@@ -1,0 +1,57 @@
+"""Cookies that carry the patient's connect flow across the EHR round trip, never readable by anyone.
+
+``ehrsync_link`` keeps the (sealed) connect link so an error page can offer "Try again" from the start;
+``ehrsync_choice`` keeps the health system the patient picked and the host app's ``return_to``, sealed with
+the vault cipher and bound to the browser session (associated data), for the done page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from fastapi import Request, Response
+
+from auth_service.api.deps import browser_session, set_cookie
+from auth_service.services.context import ServiceContext
+from store.crypto import CipherError
+
+__all__ = ["CHOICE_COOKIE", "LINK_COOKIE", "ConnectChoice", "read_choice", "remember_choice", "remember_link"]
+
+CHOICE_COOKIE = "ehrsync_choice"
+LINK_COOKIE = "ehrsync_link"
+_FIELD = "connect-choice"
+
+
+@dataclass(frozen=True)
+class ConnectChoice:
+    tenant_id: str
+    provider_id: str
+    system_name: str | None
+    return_to: str | None
+
+
+def _owner(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
+
+
+def remember_link(response: Response, ctx: ServiceContext, link: str, max_age: int) -> None:
+    set_cookie(response, ctx, LINK_COOKIE, link, max_age=max(1, max_age))
+
+
+def remember_choice(response: Response, ctx: ServiceContext, sid: str, choice: ConnectChoice) -> None:
+    sealed = ctx.cipher.encrypt(json.dumps(asdict(choice)), tenant_id="", owner_id=_owner(sid), field=_FIELD)
+    set_cookie(response, ctx, CHOICE_COOKIE, sealed, max_age=86400)
+
+
+def read_choice(request: Request, ctx: ServiceContext) -> ConnectChoice | None:
+    """The choice this browser made, or ``None`` (absent, another browser's, altered or unreadable)."""
+    sealed, sid = request.cookies.get(CHOICE_COOKIE), browser_session(request)
+    if not sealed or not sid or not sealed.isascii():
+        return None
+    try:
+        data = json.loads(ctx.cipher.decrypt(sealed, tenant_id="", owner_id=_owner(sid), field=_FIELD))
+        return ConnectChoice(**data)
+    except (CipherError, ValueError, TypeError):
+        return None

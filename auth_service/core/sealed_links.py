@@ -1,0 +1,68 @@
+"""Connect links whose claims are sealed with AES-256-GCM, so the host app's user reference is not readable.
+
+A link is ``v1.<kid>.<base64url(nonce ‖ ciphertext+tag)>``: the vault's envelope (``store.crypto``), with the
+app's key material and associated data of its own, so a link can never be replayed as a stored secret or the
+reverse, and links sealed before a key rotation open while the old key is still listed. Links of the earlier
+HMAC-signed format (``payload.signature``, claims readable) are still accepted until they expire: they live
+at most ``CONNECT_LINK_TTL_SECONDS`` (24 hours at most), and no new one is issued.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+
+from auth_service.core.links import ConnectLinkClaims, InvalidLinkError, LinkSigner
+from store.crypto import CipherError, TokenCipher, UnknownKeyIdError
+
+__all__ = ["ConnectLinks"]
+
+_OWNER = "connect-link"
+_FIELD = "claims"
+
+
+class ConnectLinks:
+    """Issues sealed connect links and opens them (and still-valid legacy signed ones)."""
+
+    def __init__(self, cipher: TokenCipher, legacy: LinkSigner) -> None:
+        self._cipher = cipher
+        self._legacy = legacy
+
+    def sign(
+        self,
+        tenant_id: str,
+        user_ref: str,
+        ttl_seconds: int,
+        now: float | None = None,
+        return_to: str | None = None,
+    ) -> str:
+        issued = int(now if now is not None else time.time())
+        claims = {"t": tenant_id, "u": user_ref, "exp": issued + ttl_seconds, "n": secrets.token_urlsafe(9)}
+        if return_to:
+            claims["r"] = return_to
+        plain = json.dumps(claims, separators=(",", ":"), sort_keys=True)
+        return self._cipher.encrypt(plain, tenant_id="", owner_id=_OWNER, field=_FIELD)
+
+    def verify(self, token: str, now: float | None = None) -> ConnectLinkClaims:
+        if not token.isascii() or len(token) > 4000:
+            raise InvalidLinkError("connect link is malformed")
+        if token.count(".") == 1:
+            return self._legacy.verify(token, now=now)
+        try:
+            plain = self._cipher.decrypt(token, tenant_id="", owner_id=_OWNER, field=_FIELD)
+        except UnknownKeyIdError:
+            raise InvalidLinkError("connect link was sealed with a key this service no longer has") from None
+        except CipherError:
+            raise InvalidLinkError("connect link is malformed or was altered") from None
+        try:
+            data = json.loads(plain)
+            ret = data.get("r")
+            claims = ConnectLinkClaims(
+                str(data["t"]), str(data["u"]), int(data["exp"]), str(data["n"]), str(ret) if ret else None
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise InvalidLinkError("connect link payload is malformed") from None
+        if claims.expires_at < (now if now is not None else time.time()):
+            raise InvalidLinkError("connect link has expired")
+        return claims

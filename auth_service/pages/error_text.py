@@ -1,0 +1,79 @@
+"""What an error means for the patient, in plain words, and what they can do next.
+
+The documented code and the technical message stay on the page (folded away) for whoever helps them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["PlainError", "plain_error"]
+
+
+@dataclass(frozen=True)
+class PlainError:
+    title: str
+    explanation: str
+
+
+_SETUP = PlainError(
+    "We couldn't finish connecting your record",
+    "Something between your practice's setup and your health system did not work. This is not something you"
+    " did. You can try again; if it keeps happening, tell your practice.",
+)
+_TEXTS: dict[str, PlainError] = {
+    "invalid_link": PlainError(
+        "This connect link has expired or is not valid",
+        "Connect links work for a short time only. Go back to the app that sent you here and open its"
+        " connect link again.",
+    ),
+    "invalid_state": PlainError(
+        "Your sign-in took too long or started in another browser",
+        "Start again, and finish signing in at your health system within ten minutes, in this browser.",
+    ),
+    "access_denied": PlainError(
+        "Access was not allowed",
+        "Your health system says access to your record was not given, so nothing was shared. If that was"
+        " not what you meant, try again and allow access.",
+    ),
+    "scope_denied": PlainError(
+        "Your health system did not allow the access we asked for",
+        "Nothing was shared. You can try again; if it keeps happening, tell your practice.",
+    ),
+    "ehr_unavailable": PlainError(
+        "Your health system is not answering right now",
+        "Nothing was shared. Please try again in a few minutes.",
+    ),
+    "not_connected": PlainError(
+        "We can't find a connection made in this browser",
+        "Your connection may have been made in another browser or has ended. You can connect again.",
+    ),
+    "invalid_redirect": PlainError(
+        "This link points somewhere we can't send you",
+        "For your safety we only link back to addresses your practice approved. Start again from your practice's app.",
+    ),
+}
+for _code in (
+    "discovery_failed",
+    "invalid_issuer",
+    "configuration_error",
+    "provider_disabled",
+    "invalid_client",
+    "unauthorized_client",
+    "unsupported_response_type",
+    "authorize_invalid_request",
+    "authorize_failed",
+    "token_exchange_failed",
+    "invalid_grant",
+    "invalid_id_token",
+    "not_found",
+):
+    _TEXTS[_code] = _SETUP
+_DEFAULT = PlainError(
+    "Something went wrong",
+    "We couldn't complete this step. Nothing was shared. Please start again.",
+)
+
+
+def plain_error(code: str) -> PlainError:
+    return _TEXTS.get(code, _DEFAULT)
