@@ -15,10 +15,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from engine.connection_snapshots import ConnectionSnapshot
+from engine.errors import PipelineConfigurationError
 from engine.scheduling import effective_frequency
 from engine.sync_windows import SyncWindow
 
-__all__ = ["FreshnessReport", "Overdue", "closed_span", "find_overdue"]
+__all__ = [
+    "DEFAULT_GRACE_MINUTES",
+    "GRACE_VARIABLE",
+    "MAX_GRACE_MINUTES",
+    "FreshnessReport",
+    "Overdue",
+    "closed_span",
+    "find_overdue",
+    "grace_minutes_from_env",
+]
 
 _DAY = timedelta(days=1)
 
@@ -79,3 +89,18 @@ def find_overdue(
             overdue.append(Overdue(conn.id, late, conn.last_sync_at, period.total_seconds() / 3600))
     overdue.sort(key=lambda o: o.overdue_by, reverse=True)
     return FreshnessReport(checked, not_syncing, overdue)
+
+
+DEFAULT_GRACE_MINUTES = 60
+MAX_GRACE_MINUTES = 7 * 24 * 60
+GRACE_VARIABLE = "EHRSYNC_FRESHNESS_GRACE_MINUTES"
+
+
+def grace_minutes_from_env(env: Mapping[str, str]) -> int:
+    """``EHRSYNC_FRESHNESS_GRACE_MINUTES``: slack past a connection's period before it counts as overdue."""
+    raw = env.get(GRACE_VARIABLE, str(DEFAULT_GRACE_MINUTES)).strip()
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_GRACE_MINUTES:
+        raise PipelineConfigurationError(
+            f"{GRACE_VARIABLE}={raw[:40]!r} is not a whole number of minutes from 0 to {MAX_GRACE_MINUTES}"
+        )
+    return int(raw)

@@ -11,6 +11,7 @@ import pytest
 from dagster import DagsterInstance, DefaultScheduleStatus, RunRequest, build_schedule_context
 
 from engine.connection_snapshots import ConnectionSnapshot
+from engine.errors import PipelineConfigurationError
 from engine.freshness import closed_span, find_overdue
 from engine.settings import PipelineSettings
 from engine.sync_windows import parse_window
@@ -110,6 +111,19 @@ def test_check_job_fails_naming_how_many_are_overdue_and_by_how_much(tmp_path: P
     relaxed = _run_checks(tmp_path, app_db, grace_minutes=7 * 60)
     assert relaxed["warehouse/Patient:sync_freshness"][2]["overdue"] == 1
     assert relaxed["bulk/export:sync_freshness"][0] is True
+
+
+def test_the_grace_comes_from_the_settings(tmp_path: Path, app_db: AppDb) -> None:
+    now = datetime.now(UTC)
+    app_db.add("late", last_sync=now - 30 * HOUR)  # 5 h late with the default hour of grace
+    env = {"EHRSYNC_STATE_DIR": str(tmp_path / "state"), "DATABASE_URL": app_db.url}
+    relaxed = build_definitions(PipelineSettings.from_env({**env, "EHRSYNC_FRESHNESS_GRACE_MINUTES": "420"}))
+    with DagsterInstance.ephemeral() as instance:
+        result = relaxed.resolve_job_def(FRESHNESS_JOB).execute_in_process(instance=instance)
+    passed = {e.asset_key.to_user_string(): e.passed for e in result.get_asset_check_evaluations()}
+    assert passed == {"warehouse/Patient": True, "bulk/export": True}
+    with pytest.raises(PipelineConfigurationError, match="EHRSYNC_FRESHNESS_GRACE_MINUTES='soon'"):
+        PipelineSettings.from_env({**env, "EHRSYNC_FRESHNESS_GRACE_MINUTES": "soon"})
 
 
 def test_the_schedule_is_on_by_default_and_asks_one_run_per_tick() -> None:

@@ -32,8 +32,9 @@ from dagster import (
 from pydantic import Field
 
 from engine.connection_snapshots import read_connections
-from engine.freshness import FreshnessReport, find_overdue
+from engine.freshness import DEFAULT_GRACE_MINUTES, MAX_GRACE_MINUTES, FreshnessReport, find_overdue
 from engine.run_tags import TRIGGER_TAG
+from engine.settings import PipelineSettings
 from pipelines.defs._shared.metadata import FRESHNESS_CHECK
 from pipelines.defs.bulk.assets import BULK_EXPORT_KEY
 from pipelines.defs.sync.type_assets import warehouse_key
@@ -44,6 +45,7 @@ __all__ = [
     "FRESHNESS_JOB",
     "FreshnessResource",
     "bulk_freshness_check",
+    "configured_defs",
     "defs",
     "freshness_schedule",
     "freshness_verdict",
@@ -58,7 +60,10 @@ class FreshnessResource(ConfigurableResource["FreshnessResource"]):
     """How late a sync may be before its connection counts as overdue (on top of its period and window)."""
 
     grace_minutes: int = Field(
-        default=60, ge=0, le=7 * 24 * 60, description="Slack past a connection's period before it is overdue."
+        default=DEFAULT_GRACE_MINUTES,
+        ge=0,
+        le=MAX_GRACE_MINUTES,
+        description="Slack past a connection's period before it is overdue (EHRSYNC_FRESHNESS_GRACE_MINUTES).",
     )
 
 
@@ -146,5 +151,9 @@ defs = Definitions(
     asset_checks=[patient_freshness_check, bulk_freshness_check],
     jobs=[freshness_job],
     schedules=[freshness_schedule],
-    resources={"freshness": FreshnessResource()},
 )
+
+
+def configured_defs(settings: PipelineSettings) -> Definitions:
+    """The ``freshness`` resource with the operator's grace (``EHRSYNC_FRESHNESS_GRACE_MINUTES``)."""
+    return Definitions(resources={"freshness": FreshnessResource(grace_minutes=settings.freshness_grace_minutes)})
