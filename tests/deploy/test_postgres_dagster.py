@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,13 +50,14 @@ def deployment(tmp_path: Path, pg_server: PgServer) -> dict[str, str]:
     deploy/dagster.yaml: the environment every process of the deployment gets."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    create_database(pg_server, "deploy_dagster")
+    suffix = uuid.uuid4().hex[:8]  # a shared server (EHRSYNC_TEST_DATABASE_URL) may serve several test processes
+    create_database(pg_server, f"deploy_dagster_{suffix}")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "EHRSYNC_", "WAREHOUSE_URL"))}
     return {
         **env,
-        **dagster_environment(pg_server, "deploy_dagster", home),
-        "DATABASE_URL": create_database(pg_server, "deploy_app"),
-        "WAREHOUSE_URL": create_database(pg_server, "deploy_warehouse"),
+        **dagster_environment(pg_server, f"deploy_dagster_{suffix}", home),
+        "DATABASE_URL": create_database(pg_server, f"deploy_app_{suffix}"),
+        "WAREHOUSE_URL": create_database(pg_server, f"deploy_warehouse_{suffix}"),
         "EHRSYNC_STATE_DIR": str(tmp_path / "state"),
         "EHRSYNC_RUN_RETENTION_CRON": "* * * * *",
     }
