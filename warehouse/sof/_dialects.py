@@ -46,11 +46,20 @@ class SqlDialect:
     def item(self, sql: str) -> Typed:
         return Typed("coll", f"[{sql}]", item=sql)
 
-    def as_list(self, json_value: str) -> str:
+    def let(self, value: str, var: str, body: Callable[[str], str]) -> str:
+        """``body`` over ``value`` evaluated once: DuckDB re-parses the JSON text at every json_extract, so a value
+        used several times is bound to a lambda parameter."""
+        return f"list_transform([{value}], lambda {var}: {body(var)})[1]"
+
+    def as_list(self, json_value: str, var: str) -> str:
         """A JSON value (maybe NULL, maybe an array) as a collection."""
-        return (
-            f"(CASE WHEN {json_value} IS NULL THEN {self.empty} WHEN json_type({json_value}) = 'ARRAY' "
-            f"THEN CAST({json_value} AS JSON[]) ELSE [{json_value}] END)"
+        return self.let(
+            json_value,
+            var,
+            lambda j: (
+                f"CASE WHEN {j} IS NULL THEN {self.empty} WHEN json_type({j}) = 'ARRAY' "
+                f"THEN CAST({j} AS JSON[]) ELSE [{j}] END"
+            ),
         )
 
     def member(self, item: str, field: str) -> str:
@@ -58,10 +67,9 @@ class SqlDialect:
 
     def nav(self, coll: Typed, field: str, var: str) -> Typed:
         if coll.item is not None:
-            return Typed("coll", self.as_list(self.member(coll.item, field)))
-        return Typed(
-            "coll", f"flatten(list_transform({coll.sql}, lambda {var}: {self.as_list(self.member(var, field))}))"
-        )
+            return Typed("coll", self.as_list(self.member(coll.item, field), var))
+        inner = self.as_list(self.member(var, field), var + "j")
+        return Typed("coll", f"flatten(list_transform({coll.sql}, lambda {var}: {inner}))")
 
     def filter(self, coll: str, var: str, cond: Callable[[Typed], str]) -> str:
         return f"list_filter({coll}, lambda {var}: ({cond(self.item(var))}) IS TRUE)"
@@ -112,8 +120,19 @@ class SqlDialect:
         return f"array_to_string(list_transform({coll}, lambda {var}: {self.item_text(var)}), {sep})"
 
     def each(self, coll: str, alias: str) -> str:
-        """A FROM item yielding one row per element, the element in column ``v``."""
-        return f"unnest({coll}) AS {alias}(v)"
+        """A FROM item yielding one row per element: the element in column ``v``, its 1-based position in ``o``."""
+        return f"unnest({coll}) WITH ORDINALITY AS {alias}(v, o)"
+
+    def walk(self, seed: str, step: Callable[[Typed], str], alias: str) -> str:
+        """A lateral FROM item over a recursive traversal: ``seed`` and, for every element reached, ``step`` of
+        it; column ``v`` the element, ``o`` its 1-based position in depth-first (document) order."""
+        w, e = f"{alias}w", f"{alias}e"
+        children = self.each(step(self.item(w + ".v")), e)
+        return (
+            f"(WITH RECURSIVE {w}(v, k) AS (SELECT {e}.v, [{e}.o] FROM {self.each(seed, e)} UNION ALL "
+            f"SELECT {e}.v, list_append({w}.k, {e}.o) FROM {w} CROSS JOIN LATERAL {children})"
+            f" SELECT v, row_number() OVER (ORDER BY k) AS o FROM {w}) AS {alias}"
+        )
 
     def json_out(self, coll: str) -> str:
         return f"to_json({coll})"
@@ -134,6 +153,9 @@ class _Postgres(SqlDialect):
 
     def item(self, sql: str) -> Typed:
         return Typed("coll", f"jsonb_build_array({sql})", item=sql)
+
+    def let(self, value: str, var: str, body: Callable[[str], str]) -> str:
+        return body(value)  # jsonb is parsed once, when stored
 
     def nav(self, coll: Typed, field: str, var: str) -> Typed:
         # Consecutive steps share one jsonpath: lax mode flattens arrays and skips absent members.
@@ -184,7 +206,16 @@ class _Postgres(SqlDialect):
         )
 
     def each(self, coll: str, alias: str) -> str:
-        return f"jsonb_array_elements({coll}) AS {alias}(v)"
+        return f"jsonb_array_elements({coll}) WITH ORDINALITY AS {alias}(v, o)"
+
+    def walk(self, seed: str, step: Callable[[Typed], str], alias: str) -> str:
+        w, e = f"{alias}w", f"{alias}e"
+        children = self.each(step(self.item(w + ".v")), e)
+        return (
+            f"(WITH RECURSIVE {w}(v, k) AS (SELECT {e}.v, ARRAY[{e}.o] FROM {self.each(seed, e)} UNION ALL "
+            f"SELECT {e}.v, {w}.k || {e}.o FROM {w} CROSS JOIN LATERAL {children})"
+            f" SELECT v, row_number() OVER (ORDER BY k) AS o FROM {w}) AS {alias}"
+        )
 
     def json_out(self, coll: str) -> str:
         return coll

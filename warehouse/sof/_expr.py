@@ -33,6 +33,7 @@ class ExprCompiler:
         self.resource_key = resource_key
         self._names = count(1)
         self.where = "$"
+        self.row_index = "0"  # SQL of %rowIndex in the context being compiled (0-based element position)
 
     def var(self) -> str:
         return f"x{next(self._names)}"
@@ -53,8 +54,11 @@ class ExprCompiler:
             return f"CAST({t.sql} AS {sqltype})"
         if t.item is not None:
             return self.d.item_value(t.item, kind)
-        value = self.d.item_value(self.d.first(t.sql), kind)
-        return f"(CASE WHEN {self.d.length(t.sql)} = 1 THEN {value} END)"
+        return self.d.let(
+            t.sql,
+            self.var(),
+            lambda c: f"(CASE WHEN {self.d.length(c)} = 1 THEN {self.d.item_value(self.d.first(c), kind)} END)",
+        )
 
     def truth(self, t: Typed) -> str:
         """Boolean context: empty -> NULL, one boolean -> it, anything else non-empty -> true."""
@@ -62,17 +66,23 @@ class ExprCompiler:
             return t.sql
         if t.kind != "coll":
             return f"({t.sql} IS NOT NULL OR NULL)"
-        first = self.d.first(t.sql)
-        return (
-            f"(CASE WHEN {self.d.length(t.sql)} = 0 THEN NULL WHEN {self.d.json_kind(first)} IN {self.d.kinds['bool']}"
-            f" THEN {self.d.item_value(first, 'bool')} ELSE true END)"
-        )
+
+        def test(c: str) -> str:
+            first = self.d.first(c)
+            return (
+                f"(CASE WHEN {self.d.length(c)} = 0 THEN NULL WHEN {self.d.json_kind(first)} IN "
+                f"{self.d.kinds['bool']} THEN {self.d.item_value(first, 'bool')} ELSE true END)"
+            )
+
+        return self.d.let(t.sql, self.var(), test)
 
     # -- compilation -------------------------------------------------------------------------------------
     def compile(self, node: Node, ctx: Typed) -> Typed:
         if isinstance(node, Literal):
             return self.literal(node.value)
         if isinstance(node, Const):
+            if node.name == "rowIndex" and node.name not in self.constants:
+                return Typed("num", self.row_index)
             if node.name not in self.constants:
                 raise self.fail(f"undefined constant %{node.name}")
             return self.literal(self.constants[node.name].value)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from warehouse.sof._dialects import Kind, SqlDialect, Typed
+from warehouse.sof._types import COMPLEX, PRIMITIVE
 from warehouse.sof.errors import ViewDefinitionError
 from warehouse.sof.fhirpath import Binary, Call, Literal, Member, Node
 
@@ -83,6 +84,8 @@ def _of_type(c: Compiles, node: Call, ctx: Typed) -> Typed:
     on anything else it keeps the resources of that type."""
     type_name = _type_name(c, node)
     if isinstance(node.base, Member):
+        if type_name not in PRIMITIVE | COMPLEX:
+            raise c.fail(f"ofType({type_name}): not a FHIR data type")
         return c.compile(Member(node.base.base, node.base.name + type_name[0].upper() + type_name[1:]), ctx)
     cond = Binary("=", Member(None, "resourceType"), Literal(type_name))
     return c.compile(Call(node.base, "where", (cond,)), ctx)

@@ -16,17 +16,14 @@ from itertools import count
 from warehouse._sql import Dialect
 from warehouse.sof._dialects import DIALECTS, Kind, SqlDialect, Typed, quote, sql_string
 from warehouse.sof._expr import ExprCompiler
+from warehouse.sof._types import INTEGER, TEXT
 from warehouse.sof.errors import ViewDefinitionError
+from warehouse.sof.fhirpath import Const
 from warehouse.sof.model import Column, SelectNode, ViewDefinition, output_names
 
 __all__ = ["CompiledView", "compile_view"]
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
-_INTEGER = frozenset({"integer", "positiveInt", "unsignedInt", "integer64"})
-_TEXT = frozenset(
-    {"string", "code", "id", "uri", "url", "canonical", "oid", "uuid", "markdown", "base64Binary", "xhtml"}
-    | {"date", "dateTime", "instant", "time"}  # FHIR dates stay text: partial dates (1980, 1980-04) are legal
-)
 
 
 @dataclass(frozen=True)
@@ -52,40 +49,63 @@ class _Builder:
     def alias(self, prefix: str) -> str:
         return f"{prefix}{next(self._aliases)}"
 
-    def node(self, node: SelectNode, ctx: Typed, joins: list[str], cols: list[tuple[str, str]]) -> None:
-        if node.for_each is None:
-            self.body(node, ctx, joins, cols)
+    def node(self, node: SelectNode, ctx: Typed, idx: str, joins: list[str], cols: list[tuple[str, str]]) -> None:
+        """Add ``node``'s joins and columns; ``ctx`` is its focus and ``idx`` the SQL of its ``%rowIndex``."""
+        if node.repeat:
+            self.ex.where, self.ex.row_index = f"{node.where}.repeat", idx
+            walk = self.d.walk(
+                self.children(node, ctx), lambda item: self.children(node, item), alias := self.alias("f")
+            )
+            joins.append(f"CROSS JOIN LATERAL {walk}")
+            self.body(node, self.d.item(f"{alias}.v"), f"({alias}.o - 1)", joins, cols)
             return
-        self.ex.where = f"{node.where}.{'forEachOrNull' if node.or_null else 'forEach'}"
+        if node.for_each is None:
+            self.body(node, ctx, idx, joins, cols)
+            return
+        self.ex.where, self.ex.row_index = f"{node.where}.{'forEachOrNull' if node.or_null else 'forEach'}", idx
         each = self.d.each(self.ex.coll(self.ex.compile(node.for_each, ctx)).sql, alias := self.alias("f"))
-        elem = self.d.item(f"{alias}.v")
+        elem, elem_idx = self.d.item(f"{alias}.v"), f"({alias}.o - 1)"
         if not node.or_null:
             joins.append(f"CROSS JOIN LATERAL {each}")
-            self.body(node, elem, joins, cols)
+            self.body(node, elem, elem_idx, joins, cols)
             return
         sub_joins: list[str] = []
         sub_cols: list[tuple[str, str]] = []
-        self.body(node, elem, sub_joins, sub_cols)
+        self.body(node, elem, elem_idx, sub_joins, sub_cols)
         sub = self.alias("s")
-        joins.append(
-            f"LEFT JOIN LATERAL (SELECT {_select_list(sub_cols)} FROM {each} {' '.join(sub_joins)}) AS {sub} ON true"
+        rest = " ".join(sub_joins)
+        joins.append(f"LEFT JOIN LATERAL (SELECT {_select_list(sub_cols)} FROM {each} {rest}) AS {sub} ON true")
+        # The row of an empty collection is all NULLs, except that its %rowIndex is 0.
+        indexes = {c.name for c in node.columns if c.path == Const("rowIndex")}
+        cols.extend(
+            (name, f"COALESCE({sub}.{quote(name)}, 0)" if name in indexes else f"{sub}.{quote(name)}")
+            for name, _ in sub_cols
         )
-        cols.extend((name, f"{sub}.{quote(name)}") for name, _ in sub_cols)
 
-    def body(self, node: SelectNode, ctx: Typed, joins: list[str], cols: list[tuple[str, str]]) -> None:
-        cols.extend((col.name, self.column(col, ctx)) for col in node.columns)
+    def children(self, node: SelectNode, ctx: Typed) -> str:
+        """The collection one ``repeat`` step reaches from ``ctx``: every repeat path, concatenated."""
+        colls = [self.ex.coll(self.ex.compile(path, ctx)).sql for path in node.repeat]
+        out = colls[0]
+        for coll in colls[1:]:
+            out = self.d.concat(out, coll)
+        return out
+
+    def body(self, node: SelectNode, ctx: Typed, idx: str, joins: list[str], cols: list[tuple[str, str]]) -> None:
+        for col in node.columns:
+            self.ex.row_index = idx
+            cols.append((col.name, self.column(col, ctx)))
         for child in node.selects:
-            self.node(child, ctx, joins, cols)
+            self.node(child, ctx, idx, joins, cols)
         if node.union_all:
-            branches = [self.branch(b, ctx) for b in node.union_all]
+            branches = [self.branch(b, ctx, idx) for b in node.union_all]
             union = self.alias("u")
             joins.append(f"CROSS JOIN LATERAL ({' UNION ALL '.join(branches)}) AS {union}")
             cols.extend((name, f"{union}.{quote(name)}") for name in output_names(node.union_all[0]))
 
-    def branch(self, node: SelectNode, ctx: Typed) -> str:
+    def branch(self, node: SelectNode, ctx: Typed, idx: str) -> str:
         joins: list[str] = []
         cols: list[tuple[str, str]] = []
-        self.node(node, ctx, joins, cols)
+        self.node(node, ctx, idx, joins, cols)
         return f"SELECT {_select_list(cols)} FROM (SELECT 1 AS one) AS {self.alias('d')} {' '.join(joins)}"
 
     def column(self, col: Column, ctx: Typed) -> str:
@@ -100,17 +120,27 @@ class _Builder:
             if kind is None:
                 return t.sql if col.type is None else self.d.to_json(t.sql)
             return self.d.cast(self.ex.scalar(t, kind), sqltype)
-        item = self.d.first(t.sql) if t.item is None else t.item
         if kind is None:
             self.json_columns.add(col.name)
-            value = item
-        else:
+            sqltype = self.d.json
+
+        def value_of(item: str) -> str:
+            if kind is None:
+                return item
             value = self.d.item_value(item, kind)
-            value = value if sqltype in (self.d.text, self.d.double, self.d.boolean) else self.d.cast(value, sqltype)
+            return value if sqltype in (self.d.text, self.d.double, self.d.boolean) else self.d.cast(value, sqltype)
+
         if t.item is not None:
-            return value
+            return value_of(t.item)
         problem = f"column {col.name!r} yields more than one value; mark it collection: true or narrow its path"
-        return f"(CASE WHEN {self.d.length(t.sql)} > 1 THEN {self.d.fail(problem, t.sql, sqltype)} ELSE {value} END)"
+        return self.d.let(
+            t.sql,
+            self.ex.var(),
+            lambda c: (
+                f"(CASE WHEN {self.d.length(c)} > 1 THEN {self.d.fail(problem, c, sqltype)} "
+                f"ELSE {value_of(self.d.first(c))} END)"
+            ),
+        )
 
     def condition(self, t: Typed, where: str) -> str:
         """A view-level ``where``: must be boolean; a non-boolean value raises when the row is evaluated."""
@@ -118,24 +148,28 @@ class _Builder:
             return t.sql
         if t.kind != "coll":
             raise ViewDefinitionError("where path must evaluate to a boolean", where)
-        first = self.d.first(t.sql)
         problem = "where path evaluated to a non-boolean value"
-        return (
-            f"(CASE WHEN {self.d.length(t.sql)} = 0 THEN NULL WHEN {self.d.length(t.sql)} = 1 AND "
-            f"{self.d.json_kind(first)} IN {self.d.kinds['bool']} THEN {self.d.item_value(first, 'bool')} "
-            f"ELSE {self.d.fail(problem, t.sql, self.d.boolean)} END)"
-        )
+
+        def test(c: str) -> str:
+            first = self.d.first(c)
+            return (
+                f"(CASE WHEN {self.d.length(c)} = 0 THEN NULL WHEN {self.d.length(c)} = 1 AND "
+                f"{self.d.json_kind(first)} IN {self.d.kinds['bool']} THEN {self.d.item_value(first, 'bool')} "
+                f"ELSE {self.d.fail(problem, c, self.d.boolean)} END)"
+            )
+
+        return self.d.let(t.sql, self.ex.var(), test)
 
 
 def _output(d: SqlDialect, fhir_type: str | None) -> tuple[Kind | None, str]:
     """(value kind, SQL type) of a column declared ``fhir_type``; kind None: the JSON value itself."""
     if fhir_type == "boolean":
         return "bool", d.boolean
-    if fhir_type in _INTEGER:
+    if fhir_type in INTEGER:
         return "num", d.bigint
     if fhir_type == "decimal":
         return "num", d.double
-    if fhir_type in _TEXT:
+    if fhir_type in TEXT:
         return "str", d.text
     return None, d.json
 
@@ -169,13 +203,13 @@ def compile_view(
     root = d.item(f"r.{quote(resource_column)}")
     joins: list[str] = []
     cols: list[tuple[str, str]] = []
-    builder.node(view.select, root, joins, cols)
+    builder.node(view.select, root, "0", joins, cols)
     clash = sorted(set(extra_columns) & {name for name, _ in cols})
     if clash:
         raise ViewDefinitionError(f"view columns clash with pass-through columns: {', '.join(clash)}", "$.select")
     conditions = []
     for path, where in view.where:
-        builder.ex.where = f"{where}.path"
+        builder.ex.where, builder.ex.row_index = f"{where}.path", "0"
         conditions.append(f"({builder.condition(builder.ex.compile(path, root), f'{where}.path')}) IS TRUE")
     inner = f"SELECT * FROM {source} WHERE {type_column} = {sql_string(view.resource)} AND ({where_sql})"
     select = [f"r.{quote(c)} AS {quote(c)}" for c in extra_columns] + [_select_list(cols)]

@@ -41,6 +41,7 @@ class SelectNode:
     for_each: Node | None
     or_null: bool  # forEachOrNull rather than forEach
     where: str
+    repeat: tuple[Node, ...] = ()  # repeat: recursive traversal along these paths
 
 
 @dataclass(frozen=True)
@@ -94,20 +95,27 @@ def _column(raw: object, where: str) -> Column:
     return Column(name, path, ctype, collection, f"{where}.path")
 
 
+def _repeat(raw: object, where: str) -> tuple[Node, ...]:
+    paths = _list(raw, where)
+    if not paths:
+        raise ViewDefinitionError("repeat needs at least one path", where)
+    return tuple(parse_fhirpath(_string(p, f"{where}[{i}]"), f"{where}[{i}]") for i, p in enumerate(paths))
+
+
 def _select(raw: object, where: str) -> SelectNode:
     sel = _obj(raw, where)
-    if "repeat" in sel:
-        raise ViewDefinitionError("repeat is not supported", f"{where}.repeat")
-    if "forEach" in sel and "forEachOrNull" in sel:
-        raise ViewDefinitionError("forEach and forEachOrNull are exclusive", where)
-    key = "forEach" if "forEach" in sel else "forEachOrNull" if "forEachOrNull" in sel else None
+    iterations = [k for k in ("forEach", "forEachOrNull", "repeat") if k in sel]
+    if len(iterations) > 1:
+        raise ViewDefinitionError(f"{' and '.join(iterations)} are exclusive", where)
+    key = iterations[0] if iterations and iterations[0] != "repeat" else None
     for_each = parse_fhirpath(_string(sel[key], f"{where}.{key}"), f"{where}.{key}") if key else None
+    repeat = _repeat(sel["repeat"], f"{where}.repeat") if "repeat" in sel else ()
     columns = tuple(_column(c, f"{where}.column[{i}]") for i, c in enumerate(_list(sel.get("column"), where)))
     selects = tuple(_select(s, f"{where}.select[{i}]") for i, s in enumerate(_list(sel.get("select"), where)))
     unions = tuple(_select(s, f"{where}.unionAll[{i}]") for i, s in enumerate(_list(sel.get("unionAll"), where)))
     if not (columns or selects or unions):
         raise ViewDefinitionError("a select needs at least one of column, select or unionAll", where)
-    node = SelectNode(columns, selects, unions, for_each, key == "forEachOrNull", where)
+    node = SelectNode(columns, selects, unions, for_each, key == "forEachOrNull", where, repeat)
     if unions:
         first = output_names(unions[0])
         for i, branch in enumerate(unions[1:], start=1):
