@@ -43,6 +43,8 @@ def test_definitions_load_and_validate() -> None:
         "bulk_export",
         "reconcile_deletes",
         "keep_grants_alive",
+        "purge_expired_connections",
+        "prune_landing_files",
         "prune_dagster_runs",
         "check_sync_freshness",
     }
@@ -58,6 +60,8 @@ def test_definitions_load_and_validate() -> None:
         "weekly_reconcile_deletes",
         "refresh_idle_grants",
         "prune_dagster_runs_schedule",
+        "daily_data_retention",
+        "daily_landing_retention",
         "sync_freshness_checks",
     }
 
