@@ -27,7 +27,6 @@ from engine.analyst_settings import AnalystSettings
 from engine.connection_lock import DEFAULT_LOCK_WAIT_S, lock_wait_seconds
 from engine.environment import DEFAULT_BULK_MAX_FILE_BYTES, DEFAULT_MIN_FREE_DISK_BYTES
 from engine.errors import PipelineConfigurationError
-from engine.landing_retention import DEFAULT_LANDING_RETENTION_DAYS, MAX_LANDING_RETENTION_DAYS
 from engine.freshness import DEFAULT_GRACE_MINUTES, grace_minutes_from_env
 from engine.landing_retention import DEFAULT_LANDING_RETENTION_DAYS, MAX_LANDING_RETENTION_DAYS
 from engine.retries import backoff_from_env
@@ -230,7 +229,6 @@ class PipelineSettings:
     quarantine_max_ratio: float = 0.01
     overlap_seconds: int = 300
     keepalive_idle_days: int = 7
-    landing_retention_days: int = DEFAULT_LANDING_RETENTION_DAYS  # merged landing files kept (engine.landing_retention)
     freshness_grace_minutes: int = DEFAULT_GRACE_MINUTES  # sync_freshness checks (engine.freshness)
     landing_retention_days: int = DEFAULT_LANDING_RETENTION_DAYS  # merged landing files kept (engine.landing_retention)
     run_retention: RunRetention = field(default_factory=RunRetention)  # Dagster runs kept, pruning schedule
@@ -273,7 +271,6 @@ class PipelineSettings:
             quarantine_max_ratio=_ratio(env),
             overlap_seconds=_overlap_seconds(env),
             keepalive_idle_days=_idle_days(env),
-            landing_retention_days=_landing_retention_days(env),
             freshness_grace_minutes=grace_minutes_from_env(env),
             landing_retention_days=_landing_retention_days(env),
             run_retention=RunRetention.parse(env),
