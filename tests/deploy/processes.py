@@ -82,9 +82,10 @@ class Processes:
         )
 
     def stop_all(self) -> None:
-        """SIGINT to every group (webserver first, code server last: the others talk to it), then wait."""
+        """SIGINT to each group, last started first (the code server last: the others talk to it); a group that
+        does not go gets SIGTERM, then SIGKILL (``ehrsync.process_group``'s bounded escalation)."""
         for proc, _ in reversed(list(self.started.values())):
-            stop_process_tree(proc, ((2, 30.0), (15, 10.0), (9, 5.0)))
+            stop_process_tree(proc)
 
 
 @contextmanager

@@ -14,7 +14,6 @@ from dagster import DagsterInstance
 from dagster._core.run_coordinator import QueuedRunCoordinator
 
 from ehrsync.dagster_instance import INSTALLED_MARK, SHIPPED_DAGSTER_YAML
-from ehrsync.process_group import stop_process_tree
 from pipelines.defs.maintenance.run_retention import run_retention_job
 from tests.deploy.graphql import runs
 from tests.deploy.processes import DEPLOY, Processes, free_port, wait_for
@@ -87,8 +86,7 @@ def test_ehrsync_ui_opens_the_postgres_instance_and_leaves_the_operators_dagster
         assert found[0].status == "SUCCESS" and found[0].job_name == "prune_dagster_runs"
         assert httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=5).is_success
     finally:
-        for proc, _ in procs.started.values():
-            stop_process_tree(proc)
+        procs.stop_all()
     assert ui.wait(timeout=60) is not None  # ehrsync ui itself ended too
     assert (pg_home / "dagster.yaml").read_bytes() == before
     assert not (pg_home / INSTALLED_MARK).exists()
