@@ -28,6 +28,11 @@ POINTS = (
     "bulk.completed",  # cursor advanced, status URL not yet deleted
     "purge.files_removed",  # a purge removed the landing and attachment files, the warehouse rows not yet
     "purge.warehouse_purged",  # a purge deleted the warehouse rows, the sync state and completion not yet
+    "writeback.sending",  # a note's pending -> sending committed, its POST not yet made
+    "writeback.sent",  # the EHR answered the POST, written not yet committed
+    "writeback.written",  # sending -> written committed
+    "writeback.unknown",  # sending -> unknown committed (answer lost), not yet reconciled
+    "writeback.pending",  # a transient failure sent the note back to pending (later attempt)
 )
 
 _log = logging.getLogger(__name__)

@@ -43,6 +43,7 @@ class SandboxConfig(BaseModel):
     profile: Literal["v2", "v1"] = "v2"  # v1: CapabilityStatement only, well-known answers 404 (SAL-04)
     drop_smart_fields: list[str] = Field(default_factory=list)  # SAL-02 / SAL-03 legacy profile
     write_enabled: bool = True  # create on DocumentReference/Binary
+    conditional_create: bool = True  # DWB-31/32: advertise and honour If-None-Exist on create (Epic does not)
 
     # OAuth
     auto_approve: bool = False

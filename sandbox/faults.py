@@ -23,6 +23,7 @@ FaultKind = Literal[
     "503",
     "slow",
     "drop",
+    "drop_response",  # the request is processed (a create is stored), then the connection closes unanswered
     "expired_token",
     "oauth_error",
     "id_token",
@@ -39,7 +40,7 @@ FaultKind = Literal[
     "huge_body",  # a 200 answer streams an endless (256 MiB) JSON body without Content-Length
 ]
 #: Kinds the HTTP middleware answers itself; the others are consumed by the code they affect.
-_MIDDLEWARE_KINDS = frozenset({"429", "500", "503", "slow", "drop", "expired_token", "bulk_410"})
+_MIDDLEWARE_KINDS = frozenset({"429", "500", "503", "slow", "drop", "drop_response", "expired_token", "bulk_410"})
 _MIDDLEWARE_KINDS |= {"trickle", "huge_body"}  # body faults (sandbox.body_faults)
 
 
@@ -149,6 +150,9 @@ class FaultMiddleware:
             await self.app(scope, receive, send)
         elif fault.kind == "drop":
             await _drop(raw_send)
+        elif fault.kind == "drop_response":
+            await self.app(scope, receive, _swallow)
+            await _drop(raw_send)
         elif fault.kind == "expired_token":
             extra = [(b"www-authenticate", b'Bearer error="invalid_token", error_description="token expired"')]
             await _respond(send, 401, outcome("expired", "access token expired"), extra)
@@ -164,6 +168,10 @@ class FaultMiddleware:
                 extra.append((b"retry-after", retry_after.encode()))
             code = "throttled" if status == 429 else "transient"
             await _respond(send, status, outcome(code, f"simulated {status}"), extra)
+
+
+async def _swallow(message: Message) -> None:
+    """Discard the app's answer: the work is done, the client never hears about it (a lost response)."""
 
 
 async def _respond(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:

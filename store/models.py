@@ -32,6 +32,7 @@ __all__ = [
     "Connection",
     "ConnectionKind",
     "ConnectionStatus",
+    "NoteOutbox",
     "OAuthState",
     "ProviderConfig",
     "SigningKey",
@@ -242,3 +243,47 @@ class SigningKey(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     retired_at: Mapped[datetime | None] = mapped_column()
+
+
+class NoteOutbox(Base):
+    """A draft note waiting to be written back to the EHR (revision 0007; states in ``store.outbox``).
+
+    ``body`` (note text, or base64 PDF) is PHI: only this table holds it, never an audit event or the warehouse.
+    ``version`` grows with every state change, so a run key of id + version names one attempt.
+    """
+
+    __tablename__ = "note_outbox"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "idempotency_key", name="uq_note_outbox_tenant_key"),
+        Index("ix_note_outbox_state_next", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    connection_id: Mapped[str] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"), index=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    draft_id: Mapped[str] = mapped_column(String(64))  # DWB-30: the business identifier's value
+    patient_id: Mapped[str] = mapped_column(String(64))
+    encounter_id: Mapped[str | None] = mapped_column(String(64))
+    author_id: Mapped[str | None] = mapped_column(String(64))
+    loinc_code: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(String(200))
+    content_type: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    body_bytes: Mapped[int] = mapped_column(Integer)
+    produced_by: Mapped[str] = mapped_column(String(200))
+    doc_status: Mapped[str] = mapped_column(String(16), default="preliminary")
+    clinician_approved: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_http_status: Mapped[int | None] = mapped_column(Integer)
+    reason_code: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    ehr_resource_id: Mapped[str | None] = mapped_column(String(64))
+    ehr_version_id: Mapped[str | None] = mapped_column(String(64))
+    binary_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

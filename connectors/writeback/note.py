@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from connectors.errors import ConfigurationError
 
-__all__ = ["DRAFT_BANNER", "DRAFT_LABEL", "NOTE_TYPES", "NoteDraft", "build_document_reference"]
+__all__ = ["DRAFT_BANNER", "DRAFT_LABEL", "NOTE_TYPES", "NoteDraft", "build_document_reference", "note_content"]
 
 DRAFT_BANNER = "DRAFT - AI generated; requires clinician review"
 DRAFT_LABEL = "DRAFT - AI Generated Note"
@@ -46,6 +46,14 @@ class NoteDraft:
     encounter_id: str | None = None
     author_practitioner_id: str | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: the host app's title, shown after the DRAFT label (DWB-19); None: the note type's name
+    title: str | None = None
+    #: a PDF instead of text (``text`` is then ignored); the label is in ``description`` and the title
+    pdf: bytes | None = None
+    #: ``preliminary`` unless the caller checked the tenant opt-in and clinician approval (DWB-02/03)
+    doc_status: str = "preliminary"
+    #: a ``Binary/{id}`` created first, referenced instead of inline data (DWB-18)
+    attachment_url: str | None = None
 
     def __repr__(self) -> str:  # the note text is PHI
         return f"NoteDraft(tenant_id={self.tenant_id!r}, draft_id={self.draft_id!r})"
@@ -61,24 +69,41 @@ def _instant(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def note_content(draft: NoteDraft) -> tuple[bytes, str]:
+    """The attachment's bytes and content type: the PDF as given, or the text opened by the banner (DWB-80)."""
+    if draft.pdf is not None:
+        if not draft.pdf.startswith(b"%PDF-"):
+            raise ConfigurationError("the PDF content does not start with %PDF-")
+        return draft.pdf, "application/pdf"
+    if not draft.text.strip():
+        raise ConfigurationError("note text is empty")
+    body = draft.text if draft.text.startswith(DRAFT_BANNER) else f"{DRAFT_BANNER}\n\n{draft.text}"
+    return body.encode("utf-8"), "text/plain; charset=utf-8"
+
+
+def _located(draft: NoteDraft, raw: bytes) -> dict[str, str]:
+    if draft.attachment_url:
+        return {"url": draft.attachment_url}
+    return {"data": base64.b64encode(raw).decode("ascii")}
+
+
 def build_document_reference(draft: NoteDraft) -> dict[str, Any]:
     """The DocumentReference JSON for ``draft``; raises ``ConfigurationError`` for input FHIR would reject."""
     if draft.loinc_code not in NOTE_TYPES:
         raise ConfigurationError(
             f"unknown note type LOINC code {draft.loinc_code!r}; expected one of {list(NOTE_TYPES)}"
         )
-    if not draft.text.strip():
-        raise ConfigurationError("note text is empty")
-    body = draft.text if draft.text.startswith(DRAFT_BANNER) else f"{DRAFT_BANNER}\n\n{draft.text}"
-    raw = body.encode("utf-8")
+    if draft.doc_status not in ("preliminary", "final"):
+        raise ConfigurationError(f"docStatus {draft.doc_status!r} is not one a new note may have")
+    raw, content_type = note_content(draft)
     created = _instant(draft.created_at)
-    title = f"{DRAFT_LABEL}: {NOTE_TYPES[draft.loinc_code]}"
+    title = f"{DRAFT_LABEL}: {(draft.title or NOTE_TYPES[draft.loinc_code]).strip()}"
     resource: dict[str, Any] = {
         "resourceType": "DocumentReference",
         "meta": {"tag": [{"system": "urn:ehrsync:tags", "code": "ai-generated"}]},
         "identifier": [{"system": identifier_system(draft.tenant_id), "value": draft.draft_id}],
         "status": "current",
-        "docStatus": "preliminary",
+        "docStatus": draft.doc_status,
         "type": {
             "coding": [
                 {"system": "http://loinc.org", "code": draft.loinc_code, "display": NOTE_TYPES[draft.loinc_code]}
@@ -92,8 +117,8 @@ def build_document_reference(draft: NoteDraft) -> dict[str, Any]:
         "content": [
             {
                 "attachment": {
-                    "contentType": "text/plain; charset=utf-8",
-                    "data": base64.b64encode(raw).decode("ascii"),
+                    "contentType": content_type,
+                    **_located(draft, raw),
                     "title": title,
                     "creation": created,
                     "size": len(raw),

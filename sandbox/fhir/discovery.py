@@ -96,7 +96,7 @@ def openid_configuration(request: Request) -> JSONResponse:
     )
 
 
-def _resource_entry(rtype: str, write: bool) -> dict[str, Any]:
+def _resource_entry(rtype: str, write: bool, conditional: bool = True) -> dict[str, Any]:
     interactions = [{"code": "read"}, {"code": "search-type"}]
     if write and rtype in WRITABLE:
         interactions.append({"code": "create"})
@@ -106,7 +106,7 @@ def _resource_entry(rtype: str, write: bool) -> dict[str, Any]:
         "searchParam": [{"name": n, "type": "date" if n == "_lastUpdated" else "token"} for n in _SEARCH_PARAMS],
     }
     if write and rtype in WRITABLE:
-        entry["conditionalCreate"] = True
+        entry["conditionalCreate"] = conditional
     if rtype in ("Patient", "Group"):
         entry["operation"] = [
             {
@@ -149,7 +149,9 @@ def metadata(request: Request) -> Response:
             {
                 "mode": "server",
                 "security": {"service": [service], "extension": [oauth_uris]},
-                "resource": [_resource_entry(t, st.settings.write_enabled) for t in ALL_TYPES],
+                "resource": [
+                    _resource_entry(t, st.settings.write_enabled, st.settings.conditional_create) for t in ALL_TYPES
+                ],
                 "operation": [
                     {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}
                 ],

@@ -178,7 +178,7 @@ async def create(resource_type: str, request: Request) -> Response:
     if not perm.allows(body):
         raise FhirFailure(403, "forbidden", "granted scopes do not cover this patient")
     fhir_base = st.fhir_base(request)
-    condition = request.headers.get("if-none-exist")
+    condition = request.headers.get("if-none-exist") if st.settings.conditional_create else None
     if condition:
         q = parse_query(resource_type, parse_qsl(condition.lstrip("?")), 2, 2, strict=True)
         found, _ = natural_page(st.store, q, perm, None)

@@ -1,0 +1,138 @@
+"""One write-back attempt of one note: the state machine of draft-note §5/§6, safe to kill at any point.
+
+Every transition is committed (``store.outbox.transition``) before the network call it guards, so a process
+killed anywhere resumes from what the database says:
+
+- ``pending``: nothing was sent. The gates run; a "no" is ``blocked``. Then ``pending → sending`` commits, and
+  only then is the note POSTed.
+- ``sending``: a POST may have gone out. With conditional create the POST is repeated (``If-None-Exist`` on the
+  business identifier makes a repeat find the first note); without it the note goes to ``unknown``.
+- ``unknown``: reconciled by an identifier search (``reconcile``); nothing found is left for a person.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+
+from connectors import errors as ce
+from connectors.fhir import FhirClient
+from connectors.writeback.note import identifier_system
+from engine.checkpoints import checkpoint
+from engine.environment import SyncEnvironment
+from engine.writeback.config import WritebackConfig
+from engine.writeback.outcomes import fail_from, retry_later
+from engine.writeback.preflight import SendPlan, build_payload, note_bytes, plan_send
+from engine.writeback.reconcile import reconcile
+from engine.writeback.target import NoteTarget, load_target
+from store.models import utcnow
+from store.outbox import TERMINAL_STATES, NoteRecord, get_note, transition
+
+__all__ = ["NoteNotFoundError", "write_note"]
+
+_log = logging.getLogger(__name__)
+
+
+class NoteNotFoundError(LookupError):
+    """No outbox note has this id."""
+
+
+def write_note(env: SyncEnvironment, config: WritebackConfig, note_id: str) -> NoteRecord:
+    """Take ``note_id`` as far as it can go now and return it as it ends (any state; never raises for the EHR)."""
+    note = get_note(env.db, note_id)
+    if note is None:
+        raise NoteNotFoundError(f"no outbox note {note_id!r}")
+    if note.state in TERMINAL_STATES or (note.state == "pending" and note.next_attempt_at > utcnow()):
+        return note
+    try:
+        target = load_target(env.db, note, service_write_enabled=config.service_write_enabled)
+    except (LookupError, ce.ConfigurationError) as exc:
+        return _close(env, note, "failed", reason_code="connection_missing", reason=str(exc))
+    if target.connection.status != "active" and note.state == "pending":
+        return _close(env, note, "failed", reason_code=f"connection_{target.connection.status}", reason=None)
+    with env.fhir_client(target.connection) as client:
+        if note.state == "unknown":
+            return reconcile(env.db, client, note)
+        return _advance(env, config, note, target, client)
+
+
+def _close(env: SyncEnvironment, note: NoteRecord, state: str, *, reason_code: str, reason: str | None) -> NoteRecord:
+    return transition(env.db, note, state, reason_code=reason_code, reason=reason, detail={"error_code": reason_code})
+
+
+def _advance(
+    env: SyncEnvironment, config: WritebackConfig, note: NoteRecord, target: NoteTarget, client: FhirClient
+) -> NoteRecord:
+    try:
+        plan = plan_send(note, target, client, config)
+        build_payload(note, plan.doc_status)  # an invalid note fails here, before anything is sent
+    except ce.WriteNotSupportedError as exc:
+        if note.state == "sending":  # the gate closed after a POST may have gone out: find out, never resend
+            return _to_unknown(env, note, client)
+        return _close(env, note, "blocked", reason_code=f"WRITE_NOT_SUPPORTED ({exc.reason})", reason=str(exc))
+    except ce.ConfigurationError as exc:
+        return _close(env, note, "failed", reason_code="invalid_note", reason=str(exc))
+    except ce.EhrSyncError as exc:  # the CapabilityStatement could not be read: try again later
+        return retry_later(env.db, config, note, exc) if note.state == "pending" else note
+    if note.state == "pending":
+        note = transition(env.db, note, "sending", attempts=note.attempts + 1, detail={"attempt": note.attempts + 1})
+        checkpoint("writeback.sending")
+    elif not plan.conditional:  # resumed in ``sending`` without If-None-Exist: a repeat could duplicate
+        return _to_unknown(env, note, client)
+    return _send(env, config, note, plan, client)
+
+
+def _to_unknown(env: SyncEnvironment, note: NoteRecord, client: FhirClient) -> NoteRecord:
+    note = transition(env.db, note, "unknown", reason_code="response_lost", reason=None)
+    checkpoint("writeback.unknown")
+    return reconcile(env.db, client, note)
+
+
+def _binary_url(env: SyncEnvironment, note: NoteRecord, client: FhirClient) -> tuple[NoteRecord, str]:
+    """Create the Binary once (DWB-18); its id is stored so a resumed attempt references the same one."""
+    if note.binary_id:
+        return note, f"Binary/{note.binary_id}"
+    pdf = note_bytes(note)
+    raw = pdf if pdf is not None else note.body.encode("utf-8")
+    content_type = "application/pdf" if pdf is not None else "text/plain; charset=utf-8"
+    binary = {"resourceType": "Binary", "contentType": content_type, "data": base64.b64encode(raw).decode("ascii")}
+    created = client.create(binary)
+    if not created.id:
+        raise ce.TransportError("the server created the Binary but named no id")
+    note = transition(env.db, note, "sending", binary_id=created.id, detail={"binary_created": True})
+    return note, f"Binary/{created.id}"
+
+
+def _send(
+    env: SyncEnvironment, config: WritebackConfig, note: NoteRecord, plan: SendPlan, client: FhirClient
+) -> NoteRecord:
+    identifier = f"identifier={identifier_system(note.tenant_id)}|{note.draft_id}"
+    try:
+        url = None
+        if plan.via_binary:
+            note, url = _binary_url(env, note, client)
+        resource = build_payload(note, plan.doc_status, url)
+        result = client.create(resource, if_none_exist=identifier if plan.conditional else None)
+    except ce.EhrUnreachableError as exc:  # nothing reached the server: safe to try again later
+        return retry_later(env.db, config, note, exc)
+    except ce.TransportError as exc:
+        if plan.conditional:  # the identifier makes the next try find this one
+            return retry_later(env.db, config, note, exc)
+        _log.warning("note %s: response lost without conditional create; reconciling (%s)", note.id, exc.code)
+        return _to_unknown(env, note, client)
+    except ce.EhrSyncError as exc:
+        return fail_from(env.db, config, note, exc)
+    checkpoint("writeback.sent")
+    written = transition(
+        env.db,
+        note,
+        "written",
+        ehr_resource_id=result.id,
+        ehr_version_id=result.version_id,
+        last_http_status=result.status,
+        reason_code=None,
+        reason=None,
+        detail={"http_status": result.status, "dedup_hit": result.status == 200, "resource_id": result.id},
+    )
+    checkpoint("writeback.written")
+    return written

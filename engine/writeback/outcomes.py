@@ -1,0 +1,79 @@
+"""What an EHR's "no" or "not now" does to a note (draft-note §5): retry later, blocked, or failed with the reason."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from connectors import errors as ce
+from engine.checkpoints import checkpoint
+from engine.writeback.config import WritebackConfig
+from store import AppDatabase
+from store.models import utcnow
+from store.outbox import NoteRecord, transition
+
+__all__ = ["fail_from", "outcome_text", "retry_later"]
+
+_MAX_REASON = 2000
+
+
+def outcome_text(exc: ce.EhrSyncError) -> str:
+    """The server's OperationOutcome, as text a person can act on (codes, diagnostics, expressions)."""
+    outcome = getattr(exc, "operation_outcome", None) or {}
+    parts: list[str] = []
+    for issue in outcome.get("issue", []) if isinstance(outcome, dict) else []:
+        if isinstance(issue, dict):
+            where = ",".join(str(e) for e in issue.get("expression") or [])
+            text = f"{issue.get('code', '')}: {issue.get('diagnostics', '')}".strip(": ")
+            parts.append(f"{text} [{where}]" if where else text)
+    return ("; ".join(parts) or str(exc))[:_MAX_REASON]
+
+
+def retry_later(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: ce.EhrSyncError) -> NoteRecord:
+    """Back to ``pending`` after a backoff (the server's ``Retry-After`` when given), or ``failed`` when the note
+    used its attempts. Only for answers that prove nothing was stored, or with conditional create."""
+    status = getattr(exc, "status", None)
+    detail = {"error_code": exc.code, "status_code": status}
+    if note.attempts >= config.max_attempts:
+        return transition(
+            db,
+            note,
+            "failed",
+            reason_code="retries_exhausted",
+            reason=outcome_text(exc),
+            last_http_status=status,
+            detail=detail,
+        )
+    wait = config.backoff_s(max(note.attempts, 1), getattr(exc, "retry_after", None))
+    note = transition(
+        db,
+        note,
+        "pending",
+        next_attempt_at=utcnow() + timedelta(seconds=wait),
+        last_http_status=status,
+        reason_code=exc.code,
+        reason=None,
+        detail={**detail, "retry_in_s": round(wait, 3)},
+    )
+    checkpoint("writeback.pending")
+    return note
+
+
+def fail_from(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: ce.EhrSyncError) -> NoteRecord:
+    """An answer from the server: transient → retry later; 403 → blocked; anything else → failed with its text."""
+    status = getattr(exc, "status", None)
+    if isinstance(exc, ce.FhirError) and (exc.is_transient or isinstance(exc, ce.RateLimitedError)):
+        return retry_later(db, config, note, exc)
+    detail = {"error_code": exc.code, "status_code": status}
+    if isinstance(exc, ce.FhirForbiddenError):
+        return transition(
+            db,
+            note,
+            "blocked",
+            reason_code="WRITE_NOT_SUPPORTED (missing_scope)",
+            reason=outcome_text(exc),
+            last_http_status=status,
+            detail=detail,
+        )
+    return transition(
+        db, note, "failed", reason_code=exc.code, reason=outcome_text(exc), last_http_status=status, detail=detail
+    )

@@ -1,0 +1,282 @@
+"""The draft-note outbox (draft-note §6): enqueue once per idempotency key, move between states safely.
+
+States: ``pending → sending → written | failed | blocked | unknown``; a transient failure sends a note from
+``sending`` back to ``pending`` with a later ``next_attempt_at``. Every change is a compare-and-set on
+(state, version) committed with its audit event in one transaction, so a writer that lost a race (or was
+killed and resumed) can never move a note twice. Audit details hold ids, states and codes, never the body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from store.audit import record_audit
+from store.database import AppDatabase
+from store.models import NoteOutbox, utcnow
+
+__all__ = [
+    "STATES",
+    "TERMINAL_STATES",
+    "IdempotencyConflictError",
+    "NoteInput",
+    "NoteRecord",
+    "StaleNoteError",
+    "due_notes",
+    "enqueue_note",
+    "get_note",
+    "outbox_counts",
+    "outbox_metadata_rows",
+    "stalled_notes",
+    "transition",
+]
+
+STATES = ("pending", "sending", "written", "failed", "blocked", "unknown")
+TERMINAL_STATES = frozenset({"written", "failed", "blocked"})
+#: Columns safe to show analysts and audit readers: everything but the note body and title (PHI).
+METADATA_COLUMNS = (
+    "id",
+    "tenant_id",
+    "connection_id",
+    "draft_id",
+    "loinc_code",
+    "content_type",
+    "body_bytes",
+    "produced_by",
+    "doc_status",
+    "state",
+    "version",
+    "attempts",
+    "last_http_status",
+    "reason_code",
+    "ehr_resource_id",
+    "ehr_version_id",
+    "created_at",
+    "updated_at",
+)
+
+
+class IdempotencyConflictError(Exception):
+    """The idempotency key was already used for a different note (HTTP 409 in the API)."""
+
+    code = "idempotency_conflict"
+
+
+class StaleNoteError(Exception):
+    """The note is no longer in the state/version the caller read: another writer moved it first."""
+
+    code = "stale_note"
+
+
+@dataclass(frozen=True)
+class NoteInput:
+    """What the host app asked to file; ``body`` is the text, or base64 for a PDF."""
+
+    tenant_id: str
+    connection_id: str
+    idempotency_key: str
+    patient_id: str
+    title: str
+    content_type: str
+    body: str
+    body_bytes: int
+    produced_by: str
+    loinc_code: str = "11506-3"
+    encounter_id: str | None = None
+    author_id: str | None = None
+    doc_status: str = "preliminary"
+    clinician_approved: bool = False
+
+    def request_hash(self) -> str:
+        """Fingerprint of the whole request: the same key with another body is a conflict, not a replay."""
+        return hashlib.sha256(orjson.dumps(asdict(self), option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+    def __repr__(self) -> str:  # the body and title are PHI
+        return f"NoteInput(tenant_id={self.tenant_id!r}, idempotency_key={self.idempotency_key!r})"
+
+
+@dataclass(frozen=True)
+class NoteRecord:
+    """One outbox row as read; ``body`` stays out of ``repr`` and out of ``metadata()``."""
+
+    id: str
+    tenant_id: str
+    connection_id: str
+    idempotency_key: str
+    draft_id: str
+    patient_id: str
+    encounter_id: str | None
+    author_id: str | None
+    loinc_code: str
+    title: str
+    content_type: str
+    body: str
+    body_bytes: int
+    produced_by: str
+    doc_status: str
+    clinician_approved: bool
+    state: str
+    version: int
+    attempts: int
+    next_attempt_at: datetime
+    last_http_status: int | None
+    reason_code: str | None
+    reason: str | None
+    ehr_resource_id: str | None
+    ehr_version_id: str | None
+    binary_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: NoteOutbox) -> NoteRecord:
+        return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+
+    def metadata(self) -> dict[str, Any]:
+        """The row without PHI (no body, no title): for the API's state answer, the warehouse and audit."""
+        return {name: getattr(self, name) for name in METADATA_COLUMNS} | {"reason": self.reason}
+
+    def __repr__(self) -> str:
+        return f"NoteRecord(id={self.id!r}, state={self.state!r}, version={self.version})"
+
+
+def _by_key(session: Any, tenant_id: str, key: str) -> NoteOutbox | None:
+    found: NoteOutbox | None = session.scalar(
+        select(NoteOutbox).where(NoteOutbox.tenant_id == tenant_id, NoteOutbox.idempotency_key == key)
+    )
+    return found
+
+
+def _replay(existing: NoteOutbox, digest: str) -> NoteRecord:
+    if existing.request_hash != digest:
+        raise IdempotencyConflictError("this idempotency key was already used for a different note")
+    return NoteRecord.of(existing)
+
+
+def enqueue_note(db: AppDatabase, note: NoteInput, *, actor: str) -> tuple[NoteRecord, bool]:
+    """Store ``note`` as ``pending`` (True) or return the note its key already made (False); never a second one.
+
+    The draft's business identifier (DWB-30) is a UUIDv4 chosen here, before any attempt, and reused by all."""
+    digest = note.request_hash()
+    with db.session() as session:
+        existing = _by_key(session, note.tenant_id, note.idempotency_key)
+        if existing is not None:
+            return _replay(existing, digest), False
+        row = NoteOutbox(**asdict(note), request_hash=digest, draft_id=str(uuid.uuid4()), state="pending")
+        session.add(row)
+        session.flush()
+        record_audit(
+            session,
+            action="note.enqueue",
+            outcome="pending",
+            tenant_id=note.tenant_id,
+            actor=actor,
+            connection_id=note.connection_id,
+            detail={"note_id": row.id, "body_bytes": note.body_bytes, "produced_by": note.produced_by},
+        )
+        try:
+            session.commit()
+        except IntegrityError:  # the same key raced in from another request: answer with that note
+            session.rollback()
+            existing = _by_key(session, note.tenant_id, note.idempotency_key)
+            if existing is None:
+                raise
+            return _replay(existing, digest), False
+        return NoteRecord.of(row), True
+
+
+def get_note(db: AppDatabase, note_id: str, tenant_id: str | None = None) -> NoteRecord | None:
+    """The note, or None (also when it belongs to another tenant than ``tenant_id``)."""
+    with db.session() as session:
+        row = session.get(NoteOutbox, note_id)
+        if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
+            return None
+        return NoteRecord.of(row)
+
+
+def transition(
+    db: AppDatabase,
+    note: NoteRecord,
+    to_state: str,
+    *,
+    detail: Mapping[str, Any] | None = None,
+    actor: str = "writeback",
+    **fields: Any,
+) -> NoteRecord:
+    """Move ``note`` (as read) to ``to_state`` and set ``fields``, with its audit event, in one commit.
+
+    Raises ``StaleNoteError`` when the row is no longer at ``note``'s state and version."""
+    if to_state not in STATES:
+        raise ValueError(f"unknown outbox state {to_state!r}")
+    values = {**fields, "state": to_state, "version": NoteOutbox.version + 1, "updated_at": utcnow()}
+    with db.session() as session:
+        moved = session.execute(
+            update(NoteOutbox)
+            .where(NoteOutbox.id == note.id, NoteOutbox.state == note.state, NoteOutbox.version == note.version)
+            .values(**values)
+        )
+        if moved.rowcount != 1:  # type: ignore[attr-defined]
+            session.rollback()
+            raise StaleNoteError(f"note {note.id} moved past {note.state} v{note.version}")
+        audit = {"note_id": note.id, "from": note.state, "to": to_state, "version": note.version + 1}
+        record_audit(
+            session,
+            action="note.transition",
+            outcome=to_state,
+            tenant_id=note.tenant_id,
+            actor=actor,
+            connection_id=note.connection_id,
+            detail={**audit, **(detail or {})},
+        )
+        session.commit()
+        row = session.get(NoteOutbox, note.id)
+        assert row is not None
+        session.refresh(row)
+        return NoteRecord.of(row)
+
+
+def due_notes(db: AppDatabase, now: datetime, *, limit: int = 100) -> list[NoteRecord]:
+    """Pending notes whose time has come, oldest due first."""
+    with db.session() as session:
+        rows = session.scalars(
+            select(NoteOutbox)
+            .where(NoteOutbox.state == "pending", NoteOutbox.next_attempt_at <= now)
+            .order_by(NoteOutbox.next_attempt_at, NoteOutbox.id)
+            .limit(limit)
+        )
+        return [NoteRecord.of(r) for r in rows]
+
+
+def stalled_notes(db: AppDatabase, before: datetime, *, limit: int = 100) -> list[NoteRecord]:
+    """Notes left in ``sending`` since before ``before``: their run died mid-attempt and must be resumed."""
+    with db.session() as session:
+        rows = session.scalars(
+            select(NoteOutbox)
+            .where(NoteOutbox.state == "sending", NoteOutbox.updated_at < before)
+            .order_by(NoteOutbox.updated_at, NoteOutbox.id)
+            .limit(limit)
+        )
+        return [NoteRecord.of(r) for r in rows]
+
+
+def outbox_counts(db: AppDatabase) -> dict[str, int]:
+    """Notes per state (every state present, zero when none)."""
+    with db.session() as session:
+        found = dict(session.execute(select(NoteOutbox.state, func.count()).group_by(NoteOutbox.state)).tuples())
+    return {state: int(found.get(state, 0)) for state in STATES}
+
+
+def outbox_metadata_rows(db: AppDatabase) -> list[dict[str, Any]]:
+    """Every note's metadata (no body, no title), for the warehouse's ``draft_note_outbox`` table."""
+    columns = [getattr(NoteOutbox, name) for name in METADATA_COLUMNS]
+    with db.session() as session:
+        rows = session.execute(select(*columns).order_by(NoteOutbox.created_at, NoteOutbox.id)).all()
+    return [dict(zip(METADATA_COLUMNS, row, strict=True)) for row in rows]

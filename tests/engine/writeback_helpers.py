@@ -1,0 +1,83 @@
+"""Set-up for write-back tests: a tenant with write switched on, a connection allowed to create notes, notes."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from typing import Any
+
+import httpx
+
+from connectors.fhir import FhirClient
+from connectors.writeback.note import identifier_system
+from engine.writeback import WritebackConfig
+from store.models import Tenant
+from store.outbox import NoteInput, NoteRecord, enqueue_note
+from tests.engine.helpers import PATIENT_SCOPE, SandboxLike, SyncWorld, connect_patient
+
+WRITE_SCOPE = f"{PATIENT_SCOPE} patient/DocumentReference.c patient/Encounter.rs"
+ON = {"enableWrite": True, "enableNoteCreate": True}
+# Retries that do not wait: the backoff is the rule under test, not the clock.
+FAST = WritebackConfig(service_write_enabled=True, backoff_base_s=0.0, backoff_cap_s=0.0, max_attempts=3)
+NOTE_TEXT = "Patient reports improved sleep. Continue current plan."
+
+
+def set_tenant(world: SyncWorld, **switches: Any) -> None:
+    """The tenant's ``smartFhir`` switches (write on by default; pass False to close one)."""
+    with world.env.db.session() as session:
+        tenant = session.get(Tenant, world.tenant_id)
+        assert tenant is not None
+        tenant.settings = {"smartFhir": {**ON, **switches}}
+        session.commit()
+
+
+def writable_connection(world: SyncWorld, sandbox: SandboxLike, http: httpx.Client, **kwargs: Any) -> str:
+    set_tenant(world)
+    kwargs.setdefault("scope", WRITE_SCOPE)
+    return connect_patient(world, sandbox, http=http, **kwargs)
+
+
+def patient_of(world: SyncWorld, connection_id: str) -> str:
+    from store.models import Connection
+
+    with world.env.db.session() as session:
+        conn = session.get(Connection, connection_id)
+        assert conn is not None and conn.patient_id
+        return conn.patient_id
+
+
+def enqueue(world: SyncWorld, connection_id: str, **overrides: Any) -> NoteRecord:
+    text = overrides.pop("text", NOTE_TEXT)
+    pdf: bytes | None = overrides.pop("pdf", None)
+    body, ctype = (base64.b64encode(pdf).decode(), "application/pdf") if pdf else (text, "text/plain; charset=utf-8")
+    fields: dict[str, Any] = {
+        "tenant_id": world.tenant_id,
+        "connection_id": connection_id,
+        "idempotency_key": uuid.uuid4().hex,
+        "patient_id": overrides.pop("patient_id", None) or patient_of(world, connection_id),
+        "title": "Follow-up visit",
+        "content_type": ctype,
+        "body": body,
+        "body_bytes": len(pdf) if pdf else len(text.encode()),
+        "produced_by": "scribe-model v3 / prompt 12",
+        **overrides,
+    }
+    record, created = enqueue_note(world.env.db, NoteInput(**fields), actor="test")
+    assert created
+    return record
+
+
+def server_notes(world: SyncWorld, connection_id: str, sandbox: SandboxLike, note: NoteRecord) -> list[dict[str, Any]]:
+    """The DocumentReferences on the EHR carrying this draft's business identifier."""
+    client = FhirClient(sandbox.fhir_base, world.env.vault.token_source(connection_id), http=world.env.http)
+    params = {"identifier": f"{identifier_system(note.tenant_id)}|{note.draft_id}"}
+    return [r for page in client.search_pages("DocumentReference", params) for r in page.resources]
+
+
+def first_encounter(world: SyncWorld, connection_id: str, sandbox: SandboxLike) -> str:
+    client = FhirClient(sandbox.fhir_base, world.env.vault.token_source(connection_id), http=world.env.http)
+    patient = patient_of(world, connection_id)
+    for page in client.search_pages("Encounter", {"patient": patient}):
+        for resource in page.resources:
+            return str(resource["id"])
+    raise AssertionError(f"the sandbox has no Encounter for patient {patient}")
