@@ -1,16 +1,19 @@
-"""CLI-callable set-up: seed tenants from a JSON file, create a tenant with its first admin API key."""
+"""CLI-callable set-up: seed tenants from a JSON file, create a tenant with its first admin API key, load a
+tenant's brands directory from a file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from auth_service.core.config import Settings, load_settings
+from auth_service.services.brand_admin import check_bundle, load_brands
 from auth_service.services.context import build_context
 from auth_service.services.tenants import BootstrapResult, bootstrap_tenant, upsert_tenant
 from auth_service.tenants.settings import TenantSeed, load_tenant_seed
+from connectors.smart.brands import MAX_BUNDLE_BYTES, BrandsBundleError
 from store.models import Tenant
 
-__all__ = ["bootstrap_admin", "load_tenants_file"]
+__all__ = ["bootstrap_admin", "load_brands_file", "load_tenants_file"]
 
 
 def load_tenants_file(path: str | Path, settings: Settings | None = None) -> list[str]:
@@ -20,6 +23,19 @@ def load_tenants_file(path: str | Path, settings: Settings | None = None) -> lis
     try:
         with ctx.db.session() as session, session.begin():
             return [upsert_tenant(session, seed, ctx.cipher).id for seed in seeds]
+    finally:
+        ctx.close()
+
+
+def load_brands_file(tenant_id: str, source: str, path: str | Path, settings: Settings | None = None) -> int:
+    """``ehrsync auth brands``: load a SMART brands bundle file as the tenant's directory ``source``."""
+    file = Path(path)
+    if file.stat().st_size > MAX_BUNDLE_BYTES:  # never read a file the parser would refuse anyway
+        raise BrandsBundleError([f"{file} is over the {MAX_BUNDLE_BYTES}-byte limit"])
+    bundle = check_bundle(source, file.read_bytes())  # a bad file is named before any database work
+    ctx = build_context(settings or load_settings())
+    try:
+        return int(load_brands(ctx, tenant_id, source, bundle, actor="cli")["brands"])
     finally:
         ctx.close()
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from auth_service.services.audit import record_audit
 from auth_service.services.context import ServiceContext
 from auth_service.services.directory import reachable_brands
-from auth_service.services.errors import ConfigValidationError, NotFoundError
-from connectors.smart.brands import BrandsBundleError, parse_brands_bundle
+from auth_service.services.errors import ConfigValidationError, InvalidInputError, NotFoundError
+from connectors.smart.brands import BrandsBundle, BrandsBundleError, parse_brands_bundle
 from store.brand_directories import BrandDirectory, delete_directory, list_directories, save_directory
+from store.models import Tenant
 
-__all__ = ["delete_brands", "list_brands", "load_brands"]
+__all__ = ["SOURCE_PATTERN", "check_bundle", "delete_brands", "list_brands", "load_brands"]
+
+SOURCE_PATTERN = r"^[a-z0-9_.-]{1,64}$"
 
 
 def _summary(ctx: ServiceContext, row: BrandDirectory) -> dict[str, Any]:
@@ -24,18 +28,29 @@ def _summary(ctx: ServiceContext, row: BrandDirectory) -> dict[str, Any]:
     }
 
 
-def load_brands(ctx: ServiceContext, tenant_id: str, source: str, raw: bytes, actor: str) -> dict[str, Any]:
-    """Parse and check the bundle, then replace the tenant's directory ``source`` with it (all or nothing).
+def check_bundle(source: str, raw: bytes) -> BrandsBundle:
+    """The directory name and the parsed bundle, or a ``ServiceError`` naming each problem (no database work)."""
+    if not re.fullmatch(SOURCE_PATTERN, source):
+        raise InvalidInputError(f"directory name {source[:80]!r} must be 1-64 of a-z, 0-9, '_', '.', '-'")
+    try:
+        return parse_brands_bundle(raw)
+    except BrandsBundleError as exc:
+        raise ConfigValidationError(str(exc), fields=[{"field": "body", "message": p} for p in exc.problems]) from None
+
+
+def load_brands(
+    ctx: ServiceContext, tenant_id: str, source: str, bundle: bytes | BrandsBundle, actor: str
+) -> dict[str, Any]:
+    """Replace the tenant's directory ``source`` with the bundle's brands (all or nothing).
 
     ``reachable`` counts the brands a patient can connect to: those with an endpoint that is the FHIR base
     of one of the tenant's enabled providers. The others are kept, and appear once such a provider is added.
     """
-    try:
-        bundle = parse_brands_bundle(raw)
-    except BrandsBundleError as exc:
-        raise ConfigValidationError(str(exc), fields=[{"field": "body", "message": p} for p in exc.problems]) from None
+    parsed = check_bundle(source, bundle) if isinstance(bundle, bytes) else bundle
     with ctx.db.session() as session, session.begin():
-        row = save_directory(session, tenant_id, source, bundle)
+        if session.get(Tenant, tenant_id) is None:
+            raise NotFoundError(f"tenant {tenant_id!r} does not exist")
+        row = save_directory(session, tenant_id, source, parsed)
         detail = {"source": source, "brands": row.brand_count, "bundle_timestamp": row.bundle_timestamp}
         record_audit(session, action="brands.load", outcome="success", tenant_id=tenant_id, actor=actor, detail=detail)
         session.expunge(row)

@@ -47,6 +47,18 @@ def auth_seed(path: Path) -> None:
     click.echo("\n".join(ids))
 
 
+@auth.command("brands")
+@click.option("--tenant", "tenant_id", required=True, help="Tenant whose connect page lists these brands.")
+@click.option("--source", required=True, help="Name of this directory; loading the same name again replaces it.")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def auth_brands(tenant_id: str, source: str, path: Path) -> None:
+    """Load a SMART User-access Brands bundle (JSON file) into a tenant's connect-page directory."""
+    from auth_service.bootstrap import load_brands_file
+
+    count = exit_on_configuration_error(lambda: load_brands_file(tenant_id, source, path))
+    click.echo(f"loaded {count} brand(s) into directory {source!r} of tenant {tenant_id}")
+
+
 @click.group()
 def keys() -> None:
     """Encryption keys of the token vault."""

@@ -205,3 +205,13 @@ def test_error_pages_say_what_happened_and_offer_to_try_again(make_settings, san
         page.wait_for_url(f"{svc.base_url}/connect?link=*")
         assert page.get_by_role("heading", level=1).inner_text() == "Connect your health record"
         context.close()
+
+
+@pytest.mark.browser
+def test_the_axe_check_finds_violations_when_there_are_some(browser) -> None:
+    """Guards the checks above against passing vacuously: an unlabeled field in low contrast is reported."""
+    page = browser.new_page()
+    page.set_content('<html><body><input type="text"><p style="color:#ccc;background:#fff">faint</p></body></html>')
+    found = {v["id"]: v["impact"] for v in _AXE.run(page).response["violations"]}
+    assert found.get("label") == "critical" and found.get("color-contrast") == "serious" and "html-has-lang" in found
+    page.close()
