@@ -1,0 +1,79 @@
+"""A write-back process SIGKILLed at each state transition, then resumed, leaves exactly one note on the EHR.
+
+The child (``tests.engine.writeback_driver``) is a real process running ``engine.writeback.write_note``; the
+crash points (engine/checkpoints.py) sit right after each committed transition and right after the EHR answered.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine import CRASH_ENV
+from engine.writeback import write_note
+from store.outbox import get_note
+from tests.engine.helpers import make_environment
+from tests.engine.writeback_helpers import FAST, enqueue, server_notes, writable_connection
+
+REPO = Path(__file__).resolve().parents[2]
+DOC_POSTS = "/fhir/DocumentReference"
+
+
+def _run_child(root: Path, world, note_id: str, crash_at: str) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if k != CRASH_ENV}, CRASH_ENV: crash_at}
+    cmd = [sys.executable, "-m", "tests.engine.writeback_driver", str(root), world.cipher_key.hex()]
+    cmd += [world.tenant_id, note_id]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "conditional", "fault", "left_in"),
+    [
+        ("writeback.sending", True, None, "sending"),  # committed sending, POST not made
+        ("writeback.sent", True, None, "sending"),  # the EHR stored it and answered; written not committed
+        ("writeback.written", True, None, "written"),  # everything committed
+        ("writeback.unknown", False, "drop_response", "unknown"),  # answer lost, no conditional create
+        ("writeback.pending", True, "429", "pending"),  # throttled: back to pending, then killed
+    ],
+)
+def test_kill_at_each_transition_then_resume_gives_exactly_one_note(
+    tmp_path, start_sandbox, http, crash_at, conditional, fault, left_in
+) -> None:
+    """DWB-34 and draft-note §6: every transition is committed before the call it guards, so resuming is safe."""
+    ehr = start_sandbox(conditional_create=conditional)
+    root = tmp_path / "world"
+    world = make_environment(root, http=http)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    if fault == "429":
+        ehr.admin.set_fault("429", path=DOC_POSTS, times=None, retry_after="0")
+    elif fault:
+        ehr.admin.set_fault(fault, path=DOC_POSTS, times=1)
+    killed = _run_child(root, world, note.id, crash_at)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    ehr.admin.clear_faults()
+    stored = get_note(world.env.db, note.id)
+    assert stored is not None and stored.state == left_in
+    resumed = write_note(world.env, FAST, note.id)
+    assert resumed.state == "written", resumed.reason
+    [doc] = server_notes(world, conn, ehr, note)
+    assert doc["id"] == resumed.ehr_resource_id
+
+
+def test_killed_after_sending_without_conditional_create_is_never_resent(tmp_path, start_sandbox, http) -> None:
+    """DWB-32: killed before the POST on a server without If-None-Exist: the resumed run cannot know, so it only
+    searches (nothing found: unknown, for a person) and never POSTs a possible duplicate."""
+    ehr = start_sandbox(conditional_create=False)
+    root = tmp_path / "world"
+    world = make_environment(root, http=http)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    killed = _run_child(root, world, note.id, "writeback.sending")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    resumed = write_note(world.env, FAST, note.id)
+    assert resumed.state == "unknown" and server_notes(world, conn, ehr, note) == []

@@ -1,0 +1,35 @@
+"""Child process for the write-back kill tests: reopen a test world and run one note's write-back.
+
+``EHRSYNC_SYNC_CRASH_AT=writeback.<point>`` SIGKILLs it at that transition (engine/checkpoints.py).
+
+    python -m tests.engine.writeback_driver ROOT CIPHER_KEY_HEX TENANT_ID NOTE_ID
+
+Prints the note's final state as one JSON line when it survives.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import httpx
+import orjson
+
+from engine.writeback import write_note
+from tests.engine.helpers import make_environment
+from tests.engine.writeback_helpers import FAST
+
+
+def main(argv: list[str]) -> int:
+    root, key_hex, tenant_id, note_id = argv[:4]
+    logging.basicConfig(level=logging.WARNING)
+    with httpx.Client(timeout=30.0) as http:
+        world = make_environment(Path(root), http=http, cipher_key=bytes.fromhex(key_hex), tenant_id=tenant_id)
+        note = write_note(world.env, FAST, note_id)
+    sys.stdout.write(orjson.dumps({"state": note.state}).decode() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
