@@ -3,7 +3,6 @@ data is, which tables an analyst finds, and one question answered in SQL against
 
 from __future__ import annotations
 
-import textwrap
 from typing import TYPE_CHECKING
 
 from ehrsync.demo_report import say
@@ -37,6 +36,17 @@ def refresh_analyst_views(settings: PipelineSettings) -> AnalystViewsResult:
     return result
 
 
+def _wrapped(items: list[str], width: int) -> list[str]:
+    """Comma-separated items in lines of at most ``width`` characters, never splitting an item."""
+    lines: list[str] = []
+    for item in items:
+        if lines and len(lines[-1]) + len(item) + 2 <= width:
+            lines[-1] += f", {item}"
+        else:
+            lines.append(item)
+    return lines
+
+
 def _rows(table: list[list[str]], header: list[str]) -> None:
     widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
     line = "   " + "  ".join(f"{{:<{w}}}" for w in widths)
@@ -55,7 +65,7 @@ def analyst_summary(warehouse_url: str, result: AnalystViewsResult) -> None:
     say("                     read-only, replaced after each sync; a Parquet file per table beside it")
     tables = [f"{name} ({meta.get('dagster/row_count', 0)})" for name, meta in sorted(result.tables.items())]
     say("   tables (rows):")
-    for line in textwrap.wrap(", ".join(tables), width=100):
+    for line in _wrapped(tables, width=100):
         say(f"     {line}")
     say(f"\n   Example, latest creatinine per patient (duckdb -readonly {result.current}):")
     for line in EXAMPLE_QUERY.splitlines():

@@ -24,6 +24,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # the command's own limit below: about 3 min alone on 2 cores, more on a busy machine
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     state = tmp_path / "demo"
     env = {k: v for k, v in os.environ.items() if k not in _LOCATIONS}
