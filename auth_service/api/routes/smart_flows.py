@@ -110,7 +110,7 @@ def standalone_login(
     tenant: Annotated[str | None, Query(max_length=64)] = None,
     link: Annotated[str | None, Query(max_length=2000)] = None,
     return_to: Annotated[str | None, Query(max_length=500)] = None,
-    choice: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    choice: Annotated[str | None, Query(min_length=1, max_length=80)] = None,
 ) -> Response:
     try:
         target = _login_target(ctx, provider, tenant, link, choice)
