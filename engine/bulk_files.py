@@ -28,6 +28,7 @@ from engine.bulk_special import apply_deleted, apply_error_file
 from engine.checkpoints import checkpoint
 from engine.environment import ConnectionInfo, SyncEnvironment
 from engine.handoff import landed_from_json, landed_to_json
+from engine.landing_retention import drop_merged
 from engine.reports import BulkReport, TypeReport
 from warehouse import LandedFile, Warehouse, land_ndjson_file
 from warehouse.errors import WarehouseError
@@ -288,3 +289,4 @@ def _upsert_output(run: _FileRun, f: bulk_state.FileView, landed: LandedFile) ->
         run.env.db, f.id, state="done", rows=landed.rows, bytes=landed.bytes, quarantined=landed.quarantined
     )
     checkpoint("bulk.file_upserted")
+    drop_merged(run.env.landing_retention_days, [landed])  # EHRSYNC_LANDING_RETENTION_DAYS=0: gone once merged

@@ -116,6 +116,9 @@ class SyncEnvironment:
     # environment when used. The Dagster resources pass the values the settings parsed at start.
     bounds: BodyBounds | None = None
     lock_wait_s: float | None = None
+    # EHRSYNC_LANDING_RETENTION_DAYS: 0 deletes a landed file once its merge committed (engine.landing_retention);
+    # any other value (None: not configured) leaves merged files to the daily prune_landing_files job.
+    landing_retention_days: int | None = None
     _limiters: dict[str, RateLimiter] = field(default_factory=dict, repr=False)
     _capabilities: dict[str, dict[str, Any] | None] = field(default_factory=dict, repr=False)
 

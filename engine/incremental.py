@@ -22,6 +22,7 @@ from engine.checkpoints import checkpoint
 from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
 from engine.errors import ConnectionNotSyncableError, NothingLandedError
 from engine.handoff import AttachmentLink, LandingHandoff, LandingSummary
+from engine.landing_retention import drop_merged
 from engine.references import collect_references
 from engine.reports import NOT_SUPPORTED, SCOPE_NOT_GRANTED, TypeReport
 from engine.runs import ensure_run, record_type_counts
@@ -261,6 +262,7 @@ def upsert_resource_type(env: SyncEnvironment, connection_id: str, resource_type
         record_type_counts(session, run_id, resource_type, report.as_metadata())
         session.commit()
     checkpoint("rest.cursor_saved")
+    drop_merged(env.landing_retention_days, handoff.files)  # EHRSYNC_LANDING_RETENTION_DAYS=0: gone once merged
     return report
 
 

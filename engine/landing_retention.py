@@ -17,6 +17,7 @@ Temporary files (``.*.tmp``) are the connection's next run's business (``engine.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,12 +31,13 @@ from engine.errors import HandoffError
 from engine.handoff import LandingHandoff, landed_from_json
 from engine.models import BulkJob, BulkJobFile, SyncCursor, utcnow
 from store import AppDatabase
-from warehouse.landed import quarantine_path_for
+from warehouse.landed import LandedFile, quarantine_path_for
 
 __all__ = [
     "DEFAULT_LANDING_RETENTION_DAYS",
     "MAX_LANDING_RETENTION_DAYS",
     "LandingPruneReport",
+    "drop_merged",
     "needed_landing_files",
     "prune_landing",
 ]
@@ -98,6 +100,26 @@ def _json(text: str | None) -> object:
         return orjson.loads(text or "null")
     except orjson.JSONDecodeError as exc:
         raise HandoffError(f"bulk_job_files.landed_path is not JSON: {exc}") from None
+
+
+def drop_merged(keep_days: int | None, files: Iterable[LandedFile]) -> int:
+    """``EHRSYNC_LANDING_RETENTION_DAYS=0``: delete landed files (and their quarantine files) as soon as the merge
+    that absorbed them committed; called by the steps after that commit. Any other value leaves them to
+    ``prune_landing``. A crash before this call leaves the files for the next pruning."""
+    if keep_days != 0:
+        return 0
+    removed = 0
+    for landed in files:
+        path = Path(landed.path)
+        for leftover in {
+            path,
+            quarantine_path_for(path),
+            *([Path(landed.quarantine_path)] if landed.quarantine_path else []),
+        }:
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 def prune_landing(

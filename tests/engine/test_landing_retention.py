@@ -11,12 +11,12 @@ from pathlib import Path
 
 import orjson
 
-from engine import hold_connection, land_resource_type, upsert_resource_type
+from engine import hold_connection, land_resource_type, run_bulk_export, upsert_resource_type
 from engine.connection_lock import connection_lock
 from engine.handoff import landed_to_json
 from engine.landing_retention import needed_landing_files, prune_landing
 from engine.models import BulkJob, BulkJobFile, utcnow
-from tests.engine.helpers import SyncWorld, connect_patient
+from tests.engine.helpers import SyncWorld, connect_backend, connect_patient, make_environment
 from tests.engine.job_runs import run_sync
 
 TYPES = ["Patient", "Condition"]
@@ -161,3 +161,22 @@ def test_a_connection_being_synced_is_skipped(world, shared_sb, http):
         thread.join(10)
     assert (report.connections_busy, report.files_deleted) == (1, 0) and _files(world, conn) == files
     assert prune_landing(world.env.db, world.env.zone.root, keep_days=0).files_deleted == len(files)
+
+
+def test_retention_zero_deletes_a_rest_landing_once_merged(tmp_path, shared_sb, http):
+    """EHRSYNC_LANDING_RETENTION_DAYS=0: the file stays while its upsert is pending and goes with its commit."""
+    world = make_environment(tmp_path / "zero", http=http, landing_retention_days=0)
+    conn = connect_patient(world, shared_sb, http=http)
+    run_id = _land_only(world, conn, "Condition")
+    assert len(_files(world, conn)) == 1
+    with hold_connection(world.env, conn, run_id):
+        assert upsert_resource_type(world.env, conn, "Condition", run_id).created > 0
+    assert _files(world, conn) == set() and _warehouse_rows(world, conn) > 0
+
+
+def test_retention_zero_deletes_each_bulk_file_once_merged(tmp_path, shared_sb, http):
+    world = make_environment(tmp_path / "zero", http=http, landing_retention_days=0)
+    conn = connect_backend(world, shared_sb, http=http, group_id="grp2")
+    assert run_bulk_export(world.env, conn, "bulk-run-1").status == "completed"
+    assert not any((Path(world.env.zone.root) / conn).rglob("*.parquet"))
+    assert _warehouse_rows(world, conn) > 0

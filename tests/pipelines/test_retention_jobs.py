@@ -19,16 +19,18 @@ from engine.purge import PURGE_ACTION
 from engine.retention import RETENTION_ACTOR
 from engine.settings import PipelineSettings
 from pipelines.definitions import build_definitions
+from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs.maintenance.retention import (
     DATA_RETENTION_JOB,
     LANDING_RETENTION_JOB,
     daily_data_retention,
     daily_landing_retention,
 )
+from pipelines.resources import LandingZoneResource, default_resources
 from sandbox import SandboxServer
 from store.models import AuditEvent, Connection, Tenant
 from tests.engine.helpers import SyncWorld, connect_patient, sandbox_patients
-from tests.engine.job_runs import run_sync, world_url
+from tests.engine.job_runs import run_sync, world_resources, world_url
 
 TYPES = ["Patient", "Condition"]
 
@@ -121,3 +123,19 @@ def test_retention_schedules_run_by_default_once_a_day() -> None:
         assert schedule.default_status == DefaultScheduleStatus.RUNNING
         request = schedule.evaluate_tick(build_schedule_context(scheduled_execution_time=tick)).run_requests
         assert request is not None and [r.run_key for r in request] == [f"{job}:20261203"]
+
+
+def test_the_step_environment_carries_the_landing_retention(world: SyncWorld) -> None:
+    """EHRSYNC_LANDING_RETENTION_DAYS reaches the sync steps through the landing resource (0: files go once merged)."""
+    resources = world_resources(world)
+    landing = LandingZoneResource(
+        root=str(world.env.zone.root), attachments_root=str(world.env.attachments.root), retention_days=0
+    )
+    with sync_environment(
+        resources["app_db"], landing, resources["warehouse"], resources["ehr_http"], resources["policy"]
+    ) as env:
+        assert env.landing_retention_days == 0
+    settings = PipelineSettings.from_env(
+        {"EHRSYNC_STATE_DIR": str(world.env.zone.root.parent), "EHRSYNC_LANDING_RETENTION_DAYS": "0"}
+    )
+    assert default_resources(settings)["landing"].retention_days == 0  # type: ignore[attr-defined]

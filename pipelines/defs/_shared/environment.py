@@ -47,5 +47,6 @@ def sync_environment(
             bulk_membership_check=policy.bulk_membership_check,
             fetch_allowed_hosts=tuple(h.strip() for h in ehr_http.fetch_allowed_hosts.split(",") if h.strip()),
             bounds=ehr_http.bounds(),
+            landing_retention_days=landing.retention_days,
             **landing.limits(),
         )
