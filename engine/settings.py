@@ -196,12 +196,12 @@ def _idle_days(env: Mapping[str, str]) -> int:
 
 
 def _landing_retention_days(env: Mapping[str, str]) -> int:
-    """``EHRSYNC_LANDING_RETENTION_DAYS``: days merged landing files are kept (0: removed at the next pruning)."""
+    """``EHRSYNC_LANDING_RETENTION_DAYS``: days merged landing files are kept (0: removed once their merge commits)."""
     raw = env.get("EHRSYNC_LANDING_RETENTION_DAYS", str(DEFAULT_LANDING_RETENTION_DAYS)).strip()
     if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_LANDING_RETENTION_DAYS:
         raise PipelineConfigurationError(
             f"EHRSYNC_LANDING_RETENTION_DAYS={raw[:40]!r} is not a whole number of days from 0 to "
-            f"{MAX_LANDING_RETENTION_DAYS} (0: merged landing files go at the next pruning)"
+            f"{MAX_LANDING_RETENTION_DAYS} (0: each landing file goes once its merge commits)"
         )
     return int(raw)
 
