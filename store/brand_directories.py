@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint, select
+from sqlalchemy import JSON, ForeignKey, Integer, Select, String, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from connectors.smart.brands import Brand, BrandPortal, BrandsBundle
@@ -19,6 +19,7 @@ __all__ = [
     "BrandDirectory",
     "brand_from_json",
     "delete_directory",
+    "directory_versions",
     "list_directories",
     "save_directory",
     "tenant_brands",
@@ -95,6 +96,15 @@ def delete_directory(session: Session, tenant_id: str, source: str) -> bool:
 def list_directories(session: Session, tenant_id: str) -> list[BrandDirectory]:
     stmt = select(BrandDirectory).where(BrandDirectory.tenant_id == tenant_id).order_by(BrandDirectory.source)
     return list(session.scalars(stmt))
+
+
+def directory_versions(tenant_id: str) -> Select[str, str, datetime]:
+    """What identifies the current content of a tenant's directories (cheap: no brands read)."""
+    return (
+        select(BrandDirectory.id, BrandDirectory.source, BrandDirectory.loaded_at)
+        .where(BrandDirectory.tenant_id == tenant_id)
+        .order_by(BrandDirectory.source)
+    )
 
 
 def tenant_brands(session: Session, tenant_id: str) -> list[Brand]:

@@ -11,6 +11,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 __all__ = ["DirectoryEntry", "SearchResult", "fold", "search_entries"]
 
@@ -38,8 +39,20 @@ class DirectoryEntry:
 
     @property
     def initial(self) -> str:
-        folded = fold(self.name)
-        return folded[:1].upper() or "?"
+        return self.folded_name[:1].upper() or "?"
+
+    # Folded once per entry (directories are cached per tenant), not once per keystroke.
+    @cached_property
+    def folded_name(self) -> str:
+        return fold(self.name)
+
+    @cached_property
+    def name_words(self) -> tuple[str, ...]:
+        return tuple(self.folded_name.split())
+
+    @cached_property
+    def all_words(self) -> tuple[str, ...]:
+        return self.name_words + tuple(fold(self.keywords).split())
 
 
 @dataclass(frozen=True)
@@ -54,20 +67,17 @@ class SearchResult:
 
 
 def _rank(entry: DirectoryEntry, query: str, tokens: list[str]) -> int | None:
-    name = fold(entry.name)
-    name_words = name.split()
-    other_words = fold(entry.keywords).split()
-
-    def starts_some(token: str, words: list[str]) -> bool:
+    def starts_some(token: str, words: tuple[str, ...]) -> bool:
         return any(w.startswith(token) for w in words)
 
+    name = entry.folded_name
     if name == query:
         return 0
     if name.startswith(query):
         return 1
-    if all(starts_some(t, name_words) for t in tokens):
+    if all(starts_some(t, entry.name_words) for t in tokens):
         return 2
-    if all(starts_some(t, name_words + other_words) for t in tokens):
+    if all(starts_some(t, entry.all_words) for t in tokens):
         return 3
     return None
 
@@ -77,9 +87,9 @@ def search_entries(entries: Sequence[DirectoryEntry], query: str, limit: int = 2
     folded = fold(query[:MAX_QUERY])
     tokens = folded.split()
     if not tokens:
-        ordered = sorted(entries, key=lambda e: fold(e.name))
+        ordered = sorted(entries, key=lambda e: e.folded_name)
         shown = tuple(ordered) if len(ordered) <= limit else ()
         return SearchResult(query="", entries=shown, total=len(ordered))
-    scored = [(rank, fold(e.name), e) for e in entries if (rank := _rank(e, folded, tokens)) is not None]
+    scored = [(rank, e.folded_name, e) for e in entries if (rank := _rank(e, folded, tokens)) is not None]
     scored.sort(key=lambda item: (item[0], item[1]))
     return SearchResult(query=query[:MAX_QUERY], entries=tuple(e for _, _, e in scored[:limit]), total=len(scored))

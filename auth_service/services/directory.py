@@ -20,7 +20,7 @@ from auth_service.services.profiles import ClientProfile, enabled_provider_ids, 
 from auth_service.services.tenants import get_practice_settings
 from connectors.smart import normalize_issuer
 from connectors.smart.brands import Brand
-from store.brand_directories import brand_from_json, tenant_brands
+from store.brand_directories import brand_from_json, directory_versions, tenant_brands
 from store.models import Tenant
 
 __all__ = ["TenantDirectory", "load_directory", "reachable_brands"]
@@ -75,6 +75,31 @@ def _profiles(ctx: ServiceContext, session: Session, tenant: Tenant) -> dict[str
     return profiles
 
 
+#: (tenant, its directories' versions, provider bases) -> brand entries; a few tenants' worth, rebuilt on change
+_CACHE: dict[str, tuple[tuple[Any, ...], list[DirectoryEntry]]] = {}
+_CACHE_TENANTS = 64
+
+
+def _brand_entry_list(session: Session, tenant_id: str, by_base: dict[str, str]) -> list[DirectoryEntry]:
+    """Entries of the tenant's brands: built once per version of its directories and providers, not per keystroke."""
+    versions = tuple(session.execute(directory_versions(tenant_id)).all())
+    key = (versions, tuple(sorted(by_base.items())))
+    cached = _CACHE.get(tenant_id)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    entries: list[DirectoryEntry] = []
+    seen: set[str] = set()
+    for brand in tenant_brands(session, tenant_id):
+        for entry in _brand_entries(brand, by_base):
+            if entry.key not in seen:
+                seen.add(entry.key)
+                entries.append(entry)
+    if len(_CACHE) >= _CACHE_TENANTS and tenant_id not in _CACHE:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[tenant_id] = (key, entries)
+    return entries
+
+
 def load_directory(ctx: ServiceContext, tenant_id: str) -> TenantDirectory | None:
     """The tenant's directory, or ``None`` when the tenant does not exist (any more)."""
     with ctx.db.session() as session:
@@ -82,16 +107,9 @@ def load_directory(ctx: ServiceContext, tenant_id: str) -> TenantDirectory | Non
         if tenant is None:
             return None
         profiles = _profiles(ctx, session, tenant)
-        brands = tenant_brands(session, tenant_id)
+        by_base = {_base(p.fhir_base): pid for pid, p in profiles.items()}
+        entries = list(_brand_entry_list(session, tenant_id, by_base))
         tenant_name = tenant.name
-    by_base = {_base(p.fhir_base): pid for pid, p in profiles.items()}
-    entries: list[DirectoryEntry] = []
-    seen: set[str] = set()
-    for brand in brands:
-        for entry in _brand_entries(brand, by_base):
-            if entry.key not in seen:
-                seen.add(entry.key)
-                entries.append(entry)
     branded = {e.provider_id for e in entries}
     for provider_id, profile in profiles.items():
         if provider_id not in branded:

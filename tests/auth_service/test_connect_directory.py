@@ -92,6 +92,12 @@ def test_unreachable_brands_are_not_offered_and_a_provider_without_brands_is(mak
     page = h.client.get("/connect", params={"link": token, "q": "river"})
     shown = _choices(page.text)
     assert shown and all(int(n.rsplit(" ", 1)[1]) % 2 == 0 for n in shown)  # odd ones use another EHR
+    smaller = json.dumps(brands_bundle(3, ISSUER))  # loading the source again replaces it, cache included
+    assert (
+        h.client.put("/api/integrations/admin/brands/vendor-a", headers=auth(key), content=smaller).status_code == 200
+    )
+    assert _choices(h.client.get("/connect", params={"link": token, "q": "river"}).text) == []
+    assert len(_choices(h.client.get("/connect", params={"link": token}).text)) == 3
     h.client.delete("/api/integrations/admin/brands/vendor-a", headers=auth(key))
     page = h.client.get("/connect", params={"link": token})
     assert _choices(page.text) == ["Your health system (SMART on FHIR)"]
