@@ -14,6 +14,7 @@ from auth_service.api.routes import (
     admin,
     brands_admin,
     connect_pages,
+    ehr_notes,
     ehr_resources,
     ehr_sync,
     jwks,
@@ -80,6 +81,7 @@ def create_app(
         app.include_router(router)
     app.include_router(connect_pages.router)
     app.include_router(brands_admin.router)
+    app.include_router(ehr_notes.router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

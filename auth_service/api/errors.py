@@ -45,6 +45,7 @@ ERROR_CODES: dict[str, int] = {
     "bulk_not_enabled": 409,
     "connection_not_disconnected": 409,
     "connection_busy": 409,
+    "idempotency_conflict": 409,
     "validation_error": 422,
     "invalid_client": 502,
     "invalid_id_token": 502,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -21,13 +20,13 @@ from auth_service.services.errors import (
 from auth_service.services.grants import keep_connection
 from auth_service.services.interactive import INTERACTIVE_TIMEOUT, interactive_retry
 from auth_service.services.launch import check_allowlisted
+from auth_service.services.notes import NoteSubmission, admin_test_note_key, submit_note
 from auth_service.services.profiles import ClientProfile, resolve_profile
 from auth_service.services.tenants import get_practice_settings
 from connectors import errors as ce
 from connectors.fhir import FhirClient
 from connectors.smart import SmartConfiguration, TokenResponse, client_credentials_grant, discover
-from connectors.writeback import NoteDraft, WriteFlags, build_document_reference, check_note_write
-from connectors.writeback.note import identifier_system
+from connectors.writeback import WriteFlags, check_note_write
 from store.models import Connection, ConnectionKind, ConnectionStatus, Tenant
 
 __all__ = [
@@ -175,10 +174,26 @@ def test_patient_read(ctx: ServiceContext, conn: Connection, actor: str, patient
 
 
 def test_note(ctx: ServiceContext, conn: Connection, actor: str, text: str, patient_id: str | None) -> dict[str, Any]:
-    """File a test draft note through the write gate: 409 ``WRITE_NOT_SUPPORTED`` when any gate is closed."""
+    """Check the write gate now (409 ``WRITE_NOT_SUPPORTED`` when any gate is closed), then put a test draft in
+    the outbox. The note is written by the Dagster write-back like any other (exactly once); the same test
+    note (connection, patient, text) twice is one note, never two."""
     target = patient_id or conn.patient_id
     if not target:
         raise InvalidInputError("give 'patient' (this connection has no patient in context)")
+    _check_write_gate(ctx, conn, actor)
+    submission = NoteSubmission(
+        connection_id=conn.id,
+        idempotency_key=admin_test_note_key(conn.id, target, text),
+        title="Test note",
+        produced_by="ehrsync admin test",
+        patient=target,
+        text=text,
+    )
+    answer, created = submit_note(ctx, conn.tenant_id, submission, actor)
+    return {"connection_id": conn.id, "note_id": answer["noteId"], "state": answer["state"], "created": created}
+
+
+def _check_write_gate(ctx: ServiceContext, conn: Connection, actor: str) -> None:
     with ctx.db.session() as session:
         tenant = session.get(Tenant, conn.tenant_id)
         if tenant is None:
@@ -193,22 +208,10 @@ def test_note(ctx: ServiceContext, conn: Connection, actor: str, text: str, pati
     )
     client = _fhir(ctx, conn)
     try:
-        capability = check_note_write(
-            client.capabilities() if flags_all_on(flags) else {}, conn.granted_scopes or "", flags
-        )
+        check_note_write(client.capabilities() if flags_all_on(flags) else {}, conn.granted_scopes or "", flags)
     except ce.WriteNotSupportedError as exc:
         _audit(ctx, conn, "data.write", actor, "blocked", resource="DocumentReference", reason=exc.reason)
         raise service_error_from(exc, tenant=conn.tenant_id, vendor=conn.provider_id) from None
-    draft = NoteDraft(tenant_id=conn.tenant_id, draft_id=str(uuid.uuid4()), patient_id=target, text=text)
-    resource = build_document_reference(draft)
-    if_none_exist = f"identifier={identifier_system(conn.tenant_id)}|{draft.draft_id}"
-    try:
-        result = client.create(resource, if_none_exist=if_none_exist if capability.conditional_create else None)
-    except ce.EhrSyncError as exc:
-        _audit(ctx, conn, "data.write", actor, "failure", resource="DocumentReference", error_code=exc.code)
-        raise
-    _audit(ctx, conn, "data.write", actor, "success", resource="DocumentReference", resource_id=result.id)
-    return {"connection_id": conn.id, "status": result.status, "id": result.id, "draft_id": draft.draft_id}
 
 
 def flags_all_on(flags: WriteFlags) -> bool:

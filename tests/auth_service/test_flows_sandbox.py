@@ -174,7 +174,9 @@ def test_write_gate_open_creates_note(make_settings, sandbox) -> None:
         )
         r = svc.admin("POST", "/api/integrations/smart/test/note", json={"text": "Follow-up in 2 weeks."})
         assert r.status_code == 201, r.text
-        assert r.json()["id"]
+        assert r.json()["state"] == "pending" and r.json()["created"] is True  # into the outbox, not sent here
+        again = svc.admin("POST", "/api/integrations/smart/test/note", json={"text": "Follow-up in 2 weeks."})
+        assert (again.json()["note_id"], again.json()["created"]) == (r.json()["note_id"], False)  # one note
 
 
 def test_vendor_plugin_provider_with_secret(make_settings, sandbox) -> None:

@@ -1,0 +1,75 @@
+"""Draft-note API for host apps (issue 13): put a note in the write-back outbox, read its state.
+
+Tenant-scoped like ``/api/ehr/sync``: the API key names the tenant, a connection of another tenant is not found.
+``POST`` answers 201 for a new note and 200 for a replay of the same idempotency key (the same note); the same
+key with a different note is 409 ``idempotency_conflict``. The note is written to the EHR later, by Dagster.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from auth_service.api.deps import AdminDep, CtxDep
+from auth_service.services import notes
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["notes"])
+_ID = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9\-.]+$")
+# base64 of MAX_PDF_BYTES, plus padding; the decoded size is checked again by the service
+_MAX_PDF_CHARS = (notes.MAX_PDF_BYTES + 2) // 3 * 4
+
+
+class NoteRequest(BaseModel):
+    """One draft note; exactly one of ``text`` or ``pdfBase64``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    connectionId: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    idempotencyKey: Annotated[
+        str, Field(min_length=8, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$", description="Chosen by the host app")
+    ]
+    patient: Annotated[str | None, _ID] = None
+    encounter: Annotated[str | None, _ID] = None
+    author: Annotated[str | None, _ID] = None  # the reviewing clinician's Practitioner id (DWB-16)
+    title: Annotated[str, Field(min_length=1, max_length=200)]
+    text: Annotated[str | None, Field(min_length=1, max_length=100_000)] = None
+    pdfBase64: Annotated[str | None, Field(min_length=8, max_length=_MAX_PDF_CHARS)] = None
+    producedBy: Annotated[str, Field(min_length=1, max_length=200, description="The model or tool that drafted it")]
+    noteType: Annotated[str, Field(pattern=r"^\d{4,5}-\d$", description="LOINC note type")] = "11506-3"
+    docStatus: Literal["preliminary", "final"] = "preliminary"
+    clinicianApproved: bool = False
+
+
+@router.post("/api/ehr/notes", status_code=201)
+def submit_note(admin: AdminDep, ctx: CtxDep, body: NoteRequest, response: Response) -> dict[str, Any]:
+    """Store the note ``pending``; a replay of its idempotency key answers 200 with the same note."""
+    submission = notes.NoteSubmission(
+        connection_id=body.connectionId,
+        idempotency_key=body.idempotencyKey,
+        title=body.title,
+        produced_by=body.producedBy,
+        patient=body.patient,
+        encounter=body.encounter,
+        author=body.author,
+        text=body.text,
+        pdf_base64=body.pdfBase64,
+        note_type=body.noteType,
+        doc_status=body.docStatus,
+        clinician_approved=body.clinicianApproved,
+    )
+    answer, created = notes.submit_note(ctx, admin.tenant_id, submission, admin.actor)
+    if not created:
+        response.status_code = 200
+    return answer
+
+
+@router.get("/api/ehr/notes/{note_id}")
+def note_state(
+    admin: AdminDep, ctx: CtxDep, note_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[a-f0-9]+$")]
+) -> dict[str, Any]:
+    """The note's state (``pending``, ``sending``, ``written``, ``failed``, ``blocked``, ``unknown``), no text."""
+    return notes.note_state(ctx, admin.tenant_id, note_id)

@@ -1,0 +1,164 @@
+"""Draft notes from host apps into the write-back outbox (issue 13): validate, store ``pending`` once per key.
+
+Nothing here calls the EHR: the Dagster ``note_outbox_sensor`` turns each pending note into a write-back run
+(engine/writeback). The answer is the note's state without its body (PHI stays in the outbox row).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from auth_service.services.context import ServiceContext
+from auth_service.services.errors import ConnectionUnusableError, InvalidInputError, NotFoundError, ServiceError
+from connectors.writeback.note import NOTE_TYPES, identifier_system
+from store.models import Connection, ConnectionKind, ConnectionStatus
+from store.outbox import IdempotencyConflictError, NoteInput, NoteRecord, enqueue_note, get_note
+
+__all__ = [
+    "MAX_PDF_BYTES",
+    "NoteConflictError",
+    "NoteSubmission",
+    "admin_test_note_key",
+    "describe",
+    "note_state",
+    "submit_note",
+]
+
+#: The largest PDF accepted (decoded); text notes are bounded by the request model.
+MAX_PDF_BYTES = 5_000_000
+
+
+class NoteConflictError(ServiceError, codes=("idempotency_conflict",)):
+    """The idempotency key already named a different note: the host app reused a key."""
+
+
+@dataclass(frozen=True)
+class NoteSubmission:
+    """A note as the host app sent it (already shape-checked by the route's model)."""
+
+    connection_id: str
+    idempotency_key: str
+    title: str
+    produced_by: str
+    patient: str | None = None
+    encounter: str | None = None
+    author: str | None = None
+    text: str | None = None
+    pdf_base64: str | None = None
+    note_type: str = "11506-3"
+    doc_status: str = "preliminary"
+    clinician_approved: bool = False
+
+    def __repr__(self) -> str:  # the text and the PDF are PHI
+        return f"NoteSubmission(connection_id={self.connection_id!r}, idempotency_key={self.idempotency_key!r})"
+
+
+def _content(sub: NoteSubmission) -> tuple[str, str, int]:
+    """(stored body, content type, bytes): exactly one of text or PDF, the PDF base64 and bounded."""
+    if (sub.text is None) == (sub.pdf_base64 is None):
+        raise InvalidInputError("give exactly one of 'text' or 'pdfBase64'", field="text")
+    if sub.text is not None:
+        if not sub.text.strip():
+            raise InvalidInputError("'text' is empty", field="text")
+        return sub.text, "text/plain; charset=utf-8", len(sub.text.encode("utf-8"))
+    try:
+        raw = base64.b64decode(sub.pdf_base64 or "", validate=True)
+    except binascii.Error:
+        raise InvalidInputError("'pdfBase64' is not valid base64", field="pdfBase64") from None
+    if len(raw) > MAX_PDF_BYTES:
+        raise InvalidInputError(f"'pdfBase64' decodes to more than {MAX_PDF_BYTES} bytes", field="pdfBase64")
+    if not raw.startswith(b"%PDF-"):
+        raise InvalidInputError("'pdfBase64' is not a PDF (no %PDF- header)", field="pdfBase64")
+    return base64.b64encode(raw).decode("ascii"), "application/pdf", len(raw)
+
+
+def _patient(conn: Connection, requested: str | None) -> str:
+    """A patient connection writes only about its own patient (DWB-12); backend connections must name one."""
+    if conn.kind == ConnectionKind.PATIENT and conn.patient_id:
+        if requested not in (None, conn.patient_id):
+            raise InvalidInputError("'patient' is not this connection's patient", field="patient")
+        return conn.patient_id
+    if not requested:
+        raise InvalidInputError("give 'patient' (this connection has no patient in context)", field="patient")
+    return requested
+
+
+def _connection(ctx: ServiceContext, tenant_id: str, connection_id: str) -> Connection:
+    """The tenant's connection; another tenant's is simply not found (as in ``connections.get_connection``)."""
+    with ctx.db.session() as session:
+        conn = session.get(Connection, connection_id)
+        if conn is None or conn.tenant_id != tenant_id:
+            raise NotFoundError("no such connection for this tenant", code="not_connected")
+        session.expunge(conn)
+        return conn
+
+
+def submit_note(ctx: ServiceContext, tenant_id: str, sub: NoteSubmission, actor: str) -> tuple[dict[str, Any], bool]:
+    """Store the note ``pending`` (True) or return the note its key already made (False)."""
+    conn = _connection(ctx, tenant_id, sub.connection_id)
+    if conn.status == ConnectionStatus.DISCONNECTED:
+        raise ConnectionUnusableError(conn.status)
+    if sub.note_type not in NOTE_TYPES:
+        raise InvalidInputError(f"'noteType' must be one of {sorted(NOTE_TYPES)}", field="noteType")
+    if sub.doc_status == "final" and not sub.clinician_approved:
+        raise InvalidInputError("a 'final' note needs 'clinicianApproved': true", field="docStatus")
+    body, content_type, size = _content(sub)
+    note = NoteInput(
+        tenant_id=tenant_id,
+        connection_id=conn.id,
+        idempotency_key=sub.idempotency_key,
+        patient_id=_patient(conn, sub.patient),
+        title=sub.title.strip(),
+        content_type=content_type,
+        body=body,
+        body_bytes=size,
+        produced_by=sub.produced_by.strip(),
+        loinc_code=sub.note_type,
+        encounter_id=sub.encounter,
+        author_id=sub.author,
+        doc_status=sub.doc_status,
+        clinician_approved=sub.clinician_approved,
+    )
+    try:
+        record, created = enqueue_note(ctx.db, note, actor=actor)
+    except IdempotencyConflictError as exc:
+        raise NoteConflictError(str(exc), idempotencyKey=sub.idempotency_key) from None
+    return describe(record), created
+
+
+def note_state(ctx: ServiceContext, tenant_id: str, note_id: str) -> dict[str, Any]:
+    record = get_note(ctx.db, note_id, tenant_id)
+    if record is None:
+        raise NotFoundError("no such note for this tenant")
+    return describe(record)
+
+
+def describe(record: NoteRecord) -> dict[str, Any]:
+    """The API's view of a note: state and ids, never its text or title."""
+    return {
+        "noteId": record.id,
+        "connectionId": record.connection_id,
+        "idempotencyKey": record.idempotency_key,
+        "state": record.state,
+        "version": record.version,
+        "attempts": record.attempts,
+        "docStatus": record.doc_status,
+        "identifier": {"system": identifier_system(record.tenant_id), "value": record.draft_id},
+        "reasonCode": record.reason_code,
+        "reason": record.reason,
+        "lastHttpStatus": record.last_http_status,
+        "ehrResourceId": record.ehr_resource_id,
+        "ehrVersionId": record.ehr_version_id,
+        "createdAt": record.created_at.isoformat(),
+        "updatedAt": record.updated_at.isoformat(),
+    }
+
+
+def admin_test_note_key(connection_id: str, patient: str, text: str) -> str:
+    """The admin test endpoint's idempotency key: the same test note twice is one note."""
+    digest = hashlib.sha256(f"{connection_id}\n{patient}\n{text}".encode()).hexdigest()[:40]
+    return f"admin-test-note:{digest}"

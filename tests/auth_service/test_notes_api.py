@@ -1,0 +1,112 @@
+"""``POST /api/ehr/notes`` / ``GET /api/ehr/notes/{id}``: draft notes into the write-back outbox (issue 13).
+
+Tenant-scoped by API key; validated with errors naming the field; one note per idempotency key (a replay is the
+same note, a different note under the same key is 409); the answer never carries the note's text.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from store.models import Connection, NoteOutbox
+from tests.auth_service.conftest import AppHandle
+
+PATH = "/api/ehr/notes"
+TEXT = "Assessment: stable. Plan: recheck labs in 3 months."
+
+
+def _world(make_app: Any) -> tuple[AppHandle, str, str, str]:
+    handle = make_app()
+    key_a, key_b = handle.bootstrap("ta"), handle.bootstrap("tb")
+    with handle.app.state.ctx.db.session() as session, session.begin():
+        conn = Connection(
+            tenant_id="ta",
+            provider_id="smart",
+            kind="patient",
+            fhir_base="https://ehr.example/fhir",
+            client_id="a",
+            patient_id="pat-1",
+        )
+        session.add(conn)
+        session.flush()
+        conn_id = conn.id
+    return handle, key_a, key_b, conn_id
+
+
+def _body(conn_id: str, **changes: Any) -> dict[str, Any]:
+    body = {
+        "connectionId": conn_id,
+        "idempotencyKey": "host-note-0001",
+        "title": "Follow-up",
+        "text": TEXT,
+        "producedBy": "scribe-model v3",
+        "encounter": "enc-9",
+        "author": "pract-2",
+    }
+    body.update(changes)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def test_note_is_stored_pending_once_per_idempotency_key(make_app) -> None:
+    handle, key, _, conn = _world(make_app)
+    first = handle.client.post(PATH, json=_body(conn), headers={"X-API-Key": key})
+    assert first.status_code == 201, first.text
+    note = first.json()
+    assert note["state"] == "pending" and note["version"] == 1 and TEXT not in first.text
+    assert note["identifier"]["system"] == "urn:ehrsync:note-draft:ta"
+    again = handle.client.post(PATH, json=_body(conn), headers={"X-API-Key": key})
+    assert again.status_code == 200 and again.json()["noteId"] == note["noteId"]
+    other = handle.client.post(PATH, json=_body(conn, text="something else"), headers={"X-API-Key": key})
+    assert other.status_code == 409 and other.json()["error"] == "idempotency_conflict"
+    with handle.app.state.ctx.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(NoteOutbox)) == 1
+    read = handle.client.get(f"{PATH}/{note['noteId']}", headers={"X-API-Key": key})
+    assert read.status_code == 200 and read.json()["state"] == "pending" and TEXT not in read.text
+
+
+def test_other_tenants_see_neither_the_connection_nor_the_note(make_app) -> None:
+    handle, key_a, key_b, conn = _world(make_app)
+    note = handle.client.post(PATH, json=_body(conn), headers={"X-API-Key": key_a}).json()
+    assert handle.client.get(f"{PATH}/{note['noteId']}", headers={"X-API-Key": key_b}).status_code == 404
+    refused = handle.client.post(PATH, json=_body(conn), headers={"X-API-Key": key_b})
+    assert refused.status_code == 404 and refused.json()["error"] == "not_connected"
+    assert handle.client.post(PATH, json=_body(conn)).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "field"),
+    [
+        ({"text": None}, 400, "text"),
+        ({"pdfBase64": base64.b64encode(b"%PDF-1.4 x").decode()}, 400, "text"),  # both text and PDF
+        ({"text": None, "pdfBase64": "not*base64!"}, 400, "pdfBase64"),
+        ({"text": None, "pdfBase64": base64.b64encode(b"plain text, not a pdf").decode()}, 400, "pdfBase64"),
+        ({"patient": "pat-other"}, 400, "patient"),
+        ({"noteType": "12345-6"}, 400, "noteType"),
+        ({"docStatus": "final"}, 400, "docStatus"),
+        ({"idempotencyKey": "short"}, 422, "body.idempotencyKey"),
+        ({"title": ""}, 422, "body.title"),
+        ({"producedBy": None}, 422, "body.producedBy"),
+        ({"docStatus": "amended"}, 422, "body.docStatus"),
+        ({"encounter": "../x"}, 422, "body.encounter"),
+        ({"text": "x" * 100_001}, 422, "body.text"),
+        ({"extra": 1}, 422, "body.extra"),
+    ],
+)
+def test_bad_notes_are_refused_naming_the_field(make_app, changes, status, field) -> None:
+    handle, key, _, conn = _world(make_app)
+    answer = handle.client.post(PATH, json=_body(conn, **changes), headers={"X-API-Key": key})
+    assert answer.status_code == status, answer.text
+    body = answer.json()
+    named = body.get("field") or [f["field"] for f in body.get("fields", [])]
+    assert field in named, body
+
+
+def test_pdf_note_is_accepted_and_bounded(make_app) -> None:
+    handle, key, _, conn = _world(make_app)
+    pdf = base64.b64encode(b"%PDF-1.4\n%%EOF").decode()
+    answer = handle.client.post(PATH, json=_body(conn, text=None, pdfBase64=pdf), headers={"X-API-Key": key})
+    assert answer.status_code == 201 and answer.json()["state"] == "pending"
