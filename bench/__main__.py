@@ -1,4 +1,5 @@
-"""``python -m bench`` (``make bench``): Bulk export end to end and incremental sync cost, with baselines.
+"""``python -m bench`` (``make bench``): Bulk export end to end, incremental sync cost and the analyst views' cost
+(bench/views.py), with baselines.
 
 Default sizes are issue 5's (10,000 patients); ``--quick`` runs small sizes in well under a minute. Results
 are printed as a table and written to ``var/bench/results-<UTC time>.json`` (and ``var/bench/latest.json``).
@@ -21,8 +22,10 @@ from bench.bulk_bench import run_bulk_bench
 from bench.incremental_bench import run_incremental_bench
 from bench.report import machine, table, verdicts
 from bench.sandbox_process import SandboxProcess
+from bench.views import run_views_bench
+from bench.views import table as views_table
 
-QUICK = {"patients": 100, "connections": 2}
+QUICK = {"patients": 100, "connections": 2, "view_patients": 50}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,12 +41,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default: --patients/10 and --patients/3 on a full run, none with --quick)",
     )
     ap.add_argument("--quick", action="store_true", help=f"small sizes: {QUICK}")
-    ap.add_argument("--only", choices=("bulk", "incremental"), help="run one benchmark")
+    ap.add_argument("--view-patients", type=int, default=500, help="sandbox patients loaded for the views benchmark")
+    ap.add_argument("--only", choices=("bulk", "incremental", "views"), help="run one benchmark")
     ap.add_argument("--out", type=Path, default=Path("var/bench"), help="folder for the JSON results")
     ap.add_argument("--workdir", type=Path, help="scratch folder (a fresh temporary one by default)")
     args = ap.parse_args(argv)
     if args.quick:
         args.patients, args.connections = QUICK["patients"], QUICK["connections"]
+        args.view_patients = QUICK["view_patients"]
+    if not 1 <= args.view_patients <= 10_000:
+        ap.error(f"--view-patients must be 1..10000, got {args.view_patients}")
     if not 1 <= args.patients <= 10_000:
         ap.error(f"--patients must be 1..10000 (the sandbox's range), got {args.patients}")
     if not 1 <= args.connections <= args.patients:
@@ -72,6 +79,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "sizes": {"patients": args.patients, "connections": args.connections, "change_ratio": args.change_ratio},
     }
     started = time.perf_counter()
+    if args.only in (None, "views"):
+        results["views"] = run_views_bench(workdir / "views", patients=args.view_patients)
+    if args.only == "views":
+        results["wall_s"] = time.perf_counter() - started
+        return results
     with SandboxProcess(patients=args.patients) as sandbox:
         if args.only in (None, "bulk"):
             results["bulk"] = run_bulk_bench(sandbox, workdir, concurrency=args.concurrency)
@@ -123,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="ehrsync-bench-") as tmp:
             results = run(args, Path(tmp))
     print(table(results))
+    if "views" in results:
+        print(views_table(results["views"]))
     print(f"results: {write_results(results, args.out)}")
     return 0
 

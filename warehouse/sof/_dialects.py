@@ -12,9 +12,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["DIALECTS", "Kind", "SqlDialect", "Typed", "quote", "sql_string"]
+__all__ = ["DIALECTS", "FastPath", "Kind", "SqlDialect", "Steps", "Typed", "quote", "sql_string"]
 
 Kind = Literal["coll", "bool", "str", "num"]
+Steps = tuple[str | int, ...]  # members and array indexes from a JSON item
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """Lookup chains equal to a collection when the data has the expected shape (warehouse/sof/_fast.py):
+    one chain, or several concatenated (``first``: only the first present of them is meant)."""
+
+    alts: tuple[tuple[str, Steps], ...]
+    first: bool = False
 
 
 @dataclass(frozen=True)
@@ -26,6 +36,7 @@ class Typed:
     sql: str
     item: str | None = None
     jsonpath: tuple[str, str] | None = None  # PostgreSQL: (JSON item, lax path) the collection was queried with
+    fast: FastPath | None = None
 
 
 def sql_string(text: str) -> str:
@@ -42,6 +53,16 @@ class SqlDialect:
     name = "duckdb"
     text, boolean, bigint, double, json = "VARCHAR", "BOOLEAN", "BIGINT", "DOUBLE", "JSON"
     empty = "CAST([] AS JSON[])"
+    array_kind = "'ARRAY'"
+    parses_per_call = True  # JSON is text: every json_extract parses the document again
+
+    @staticmethod
+    def json_path(steps: Steps) -> str:
+        return "$" + "".join(f"[{s}]" if isinstance(s, int) else "." + quote(s) for s in steps)
+
+    def json_at(self, item: str, steps: Steps) -> str:
+        """The JSON value at ``steps`` from ``item`` (NULL when absent or when a step meets another shape)."""
+        return f"json_extract({item}, {sql_string(self.json_path(steps))})"
 
     def item(self, sql: str) -> Typed:
         return Typed("coll", f"[{sql}]", item=sql)
@@ -149,6 +170,16 @@ class _Postgres(SqlDialect):
     name = "postgres"
     text, boolean, bigint, double, json = "TEXT", "BOOLEAN", "BIGINT", "DOUBLE PRECISION", "JSONB"
     empty = "'[]'::jsonb"
+    array_kind = "'array'"
+    parses_per_call = False
+
+    def json_at(self, item: str, steps: Steps) -> str:
+        # a text[] literal: elements in double quotes, backslash-escaped
+        path = ",".join(
+            str(s) if isinstance(s, int) else '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"' for s in steps
+        )
+        return f"({item} #> {sql_string('{' + path + '}')})"
+
     kinds = {"num": "('number')", "bool": "('boolean')", "str": "('string')"}
 
     def item(self, sql: str) -> Typed:
@@ -206,7 +237,14 @@ class _Postgres(SqlDialect):
         )
 
     def each(self, coll: str, alias: str) -> str:
-        return f"jsonb_array_elements({coll}) WITH ORDINALITY AS {alias}(v, o)"
+        # PostgreSQL guesses 100 rows per jsonb_array_elements call; a (always true) range on the position
+        # makes it guess 1. The guess scales the plan's cost, and past jit_optimize_above_cost a forEach view
+        # over a few thousand resources spent seconds in JIT compilation before reading a row.
+        e = f"{alias}a"
+        return (
+            f"(SELECT {e}.v, {e}.o FROM jsonb_array_elements({coll}) WITH ORDINALITY AS {e}(v, o) "
+            f"WHERE {e}.o BETWEEN 1 AND 2147483647) AS {alias}(v, o)"
+        )
 
     def walk(self, seed: str, step: Callable[[Typed], str], alias: str) -> str:
         w, e = f"{alias}w", f"{alias}e"

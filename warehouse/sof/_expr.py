@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from itertools import count
 
+from warehouse.sof import _fast
 from warehouse.sof._dialects import Kind, SqlDialect, Typed, sql_string
 from warehouse.sof._functions import call_function
 from warehouse.sof.errors import ViewDefinitionError
@@ -34,6 +35,7 @@ class ExprCompiler:
         self._names = count(1)
         self.where = "$"
         self.row_index = "0"  # SQL of %rowIndex in the context being compiled (0-based element position)
+        self.fast = _fast.FastPaths(d)
 
     def var(self) -> str:
         return f"x{next(self._names)}"
@@ -54,11 +56,12 @@ class ExprCompiler:
             return f"CAST({t.sql} AS {sqltype})"
         if t.item is not None:
             return self.d.item_value(t.item, kind)
-        return self.d.let(
+        general = self.d.let(
             t.sql,
             self.var(),
             lambda c: f"(CASE WHEN {self.d.length(c)} = 1 THEN {self.d.item_value(self.d.first(c), kind)} END)",
         )
+        return self.fast.guarded(t, lambda v: self.d.item_value(v, kind), general)
 
     def truth(self, t: Typed) -> str:
         """Boolean context: empty -> NULL, one boolean -> it, anything else non-empty -> true."""
@@ -90,9 +93,10 @@ class ExprCompiler:
             return ctx
         if isinstance(node, Member):
             base = ctx if node.base is None else self.coll(self.compile(node.base, ctx))
-            return self.d.nav(base, node.name, self.var())
+            return _fast.member(base, node.name, self.d.nav(base, node.name, self.var()))
         if isinstance(node, Index):
-            return Typed("coll", self.d.at(self.coll(self.compile(node.base, ctx)).sql, self.int_arg(node.index)))
+            coll, index = self.coll(self.compile(node.base, ctx)), self.int_arg(node.index)
+            return _fast.at_index(coll, index, Typed("coll", self.d.at(coll.sql, index)))
         if isinstance(node, Binary):
             return self.binary(node, ctx)
         return self.call(node, ctx)
@@ -123,7 +127,8 @@ class ExprCompiler:
         if op in _COMPARE:
             return self.compare(_COMPARE[op], left, right)
         if op == "|":
-            return Typed("coll", self.d.concat(self.coll(left).sql, self.coll(right).sql))
+            both = Typed("coll", self.d.concat(self.coll(left).sql, self.coll(right).sql))
+            return _fast.union(left, right, both)
         if op == "&":
             a, b = (f"COALESCE({self.scalar(t, 'str')}, '')" for t in (left, right))
             return Typed("str", f"({a} || {b})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from warehouse.sof import _fast
 from warehouse.sof._dialects import Kind, SqlDialect, Typed
 from warehouse.sof._types import COMPLEX, PRIMITIVE
 from warehouse.sof.errors import ViewDefinitionError
@@ -56,7 +57,7 @@ def _position(index: int) -> Callable[[Compiles, Call, Typed], Typed]:
     def at(c: Compiles, node: Call, ctx: Typed) -> Typed:
         _arity(c, node, 0, 0)
         coll = _input(c, node, ctx)
-        return coll if coll.kind != "coll" else Typed("coll", c.d.at(coll.sql, index))
+        return coll if coll.kind != "coll" else _fast.at_index(coll, index, Typed("coll", c.d.at(coll.sql, index)))
 
     return at
 

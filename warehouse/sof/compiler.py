@@ -133,7 +133,7 @@ class _Builder:
         if t.item is not None:
             return value_of(t.item)
         problem = f"column {col.name!r} yields more than one value; mark it collection: true or narrow its path"
-        return self.d.let(
+        general = self.d.let(
             t.sql,
             self.ex.var(),
             lambda c: (
@@ -141,6 +141,7 @@ class _Builder:
                 f"ELSE {value_of(self.d.first(c))} END)"
             ),
         )
+        return self.ex.fast.guarded(t, value_of, general)
 
     def condition(self, t: Typed, where: str) -> str:
         """A view-level ``where``: must be boolean; a non-boolean value raises when the row is evaluated."""
@@ -201,6 +202,7 @@ def compile_view(
     d = DIALECTS[dialect.name]
     builder = _Builder(d, ExprCompiler(d, view.constants, f"r.{quote(id_column)}"))
     root = d.item(f"r.{quote(resource_column)}")
+    builder.ex.fast.shared_base = root.item
     joins: list[str] = []
     cols: list[tuple[str, str]] = []
     builder.node(view.select, root, "0", joins, cols)
@@ -211,7 +213,9 @@ def compile_view(
     for path, where in view.where:
         builder.ex.where, builder.ex.row_index = f"{where}.path", "0"
         conditions.append(f"({builder.condition(builder.ex.compile(path, root), f'{where}.path')}) IS TRUE")
-    inner = f"SELECT * FROM {source} WHERE {type_column} = {sql_string(view.resource)} AND ({where_sql})"
+    shared = builder.ex.fast.prefetch_sql(quote(resource_column))
+    star = f"*, {shared}" if shared else "*"
+    inner = f"SELECT {star} FROM {source} WHERE {type_column} = {sql_string(view.resource)} AND ({where_sql})"
     select = [f"r.{quote(c)} AS {quote(c)}" for c in extra_columns] + [_select_list(cols)]
     sql = f"SELECT {', '.join(select)} FROM ({inner}) AS r {' '.join(joins)}".rstrip()
     if conditions:
