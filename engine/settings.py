@@ -233,6 +233,7 @@ class PipelineSettings:
     landing_retention_days: int = DEFAULT_LANDING_RETENTION_DAYS  # merged landing files kept (engine.landing_retention)
     run_retention: RunRetention = field(default_factory=RunRetention)  # Dagster runs kept, pruning schedule
     analyst: AnalystSettings = field(default_factory=AnalystSettings)  # analyst views: snapshots, debounce, locks
+    write_enabled: bool = False  # SMART_ENABLE_WRITE: the service-wide switch the note write-back checks first
     fetch_allowed_hosts: tuple[str, ...] = ()
     retry_backoff: RetryBackoff = field(default_factory=lambda: backoff_from_env({}))
     limits: EngineLimits = field(default_factory=EngineLimits)
@@ -275,6 +276,7 @@ class PipelineSettings:
             landing_retention_days=_landing_retention_days(env),
             run_retention=RunRetention.parse(env),
             analyst=AnalystSettings.parse(env),
+            write_enabled=app.SMART_ENABLE_WRITE,
             limits=EngineLimits.parse(env),
             fetch_allowed_hosts=_fetch_hosts(env),
             sync_windows=parse_sync_windows(env.get("EHRSYNC_SYNC_WINDOWS")),

@@ -80,6 +80,9 @@ class AppSettings(BaseSettings):
     INTEGRATIONS_TOKEN_ENC_KEYS_OLD: SecretStr | None = None
     # The key the vault signs SMART Backend Services assertions with, bound by name like the vault's keys.
     EHR_JWT_PRIVATE_KEY: SecretStr | None = None
+    # The service-wide write switch: the auth service requests write scopes and the note write-back sends only
+    # when it is on (and the tenant's switches are).
+    SMART_ENABLE_WRITE: bool = False
 
     EHRSYNC_SYNC_WINDOWS: str | None = None
     EHRSYNC_QUARANTINE_MAX_RATIO: str | None = None
@@ -166,5 +169,7 @@ def load_app_settings(env: Mapping[str, str] | None = None) -> AppSettings:
             return AppSettings()
         known = {name: env[name] for name in AppSettings.model_fields if name in env}
         return _MappingSettings.model_validate(known)
-    except ValidationError as exc:  # every field is text: only a non-string mapping value gets here
-        raise ConfigurationError(f"invalid ehrsync settings: {exc.errors()[0]['msg']}") from None
+    except ValidationError as exc:  # a switch that is not a boolean (SMART_ENABLE_WRITE), or a non-string value
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        raise ConfigurationError(f"invalid ehrsync settings: {where}: {error['msg']}") from None

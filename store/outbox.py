@@ -243,15 +243,13 @@ def transition(
         return NoteRecord.of(row)
 
 
-def due_notes(db: AppDatabase, now: datetime, *, limit: int = 100) -> list[NoteRecord]:
-    """Pending notes whose time has come, oldest due first."""
+def due_notes(db: AppDatabase, now: datetime, *, since: datetime | None = None, limit: int = 100) -> list[NoteRecord]:
+    """Pending notes whose time has come (due at or after ``since`` when given), oldest due first."""
+    query = select(NoteOutbox).where(NoteOutbox.state == "pending", NoteOutbox.next_attempt_at <= now)
+    if since is not None:
+        query = query.where(NoteOutbox.next_attempt_at >= since)
     with db.session() as session:
-        rows = session.scalars(
-            select(NoteOutbox)
-            .where(NoteOutbox.state == "pending", NoteOutbox.next_attempt_at <= now)
-            .order_by(NoteOutbox.next_attempt_at, NoteOutbox.id)
-            .limit(limit)
-        )
+        rows = session.scalars(query.order_by(NoteOutbox.next_attempt_at, NoteOutbox.id).limit(limit))
         return [NoteRecord.of(r) for r in rows]
 
 
@@ -270,8 +268,9 @@ def stalled_notes(db: AppDatabase, before: datetime, *, limit: int = 100) -> lis
 def outbox_counts(db: AppDatabase) -> dict[str, int]:
     """Notes per state (every state present, zero when none)."""
     with db.session() as session:
-        found = dict(session.execute(select(NoteOutbox.state, func.count()).group_by(NoteOutbox.state)).tuples())
-    return {state: int(found.get(state, 0)) for state in STATES}
+        rows = session.execute(select(NoteOutbox.state, func.count()).group_by(NoteOutbox.state)).all()
+    found = {str(state): int(count) for state, count in rows}
+    return {state: found.get(state, 0) for state in STATES}
 
 
 def outbox_metadata_rows(db: AppDatabase) -> list[dict[str, Any]]:

@@ -47,6 +47,7 @@ def test_definitions_load_and_validate() -> None:
         "prune_landing_files",
         "prune_dagster_runs",
         "check_sync_freshness",
+        "write_back_note",
     }
     assert {s.name for s in repo.sensor_defs} == {
         "connections_sensor",
@@ -55,6 +56,7 @@ def test_definitions_load_and_validate() -> None:
         "sync_run_failure",
         "sync_run_canceled",
         "analyst_views_sensor",
+        "note_outbox_sensor",  # issue 13 write-back, off by default (docs/WRITEBACK.md)
     }
     assert {s.name for s in repo.schedule_defs} == {
         "weekly_reconcile_deletes",

@@ -1,0 +1,60 @@
+"""Which notes need a write-back run now, and what each run is called (Dagster-free; the sensor asks this).
+
+A run is named by the note and its version (``run_key``): a note retried later has a new version, so a new run;
+the same pending note seen by two ticks is one run. The cursor is the due time of the newest note requested;
+each tick looks back ``LOOKBACK`` before it, so a note committed late (its due time older than the cursor) is
+still found, and the run key keeps the overlap from asking twice. Notes left in ``sending`` by a dead run are
+asked for again once they are ``stalled_after_s`` old.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from store import AppDatabase
+from store.models import Connection
+from store.outbox import NoteRecord, due_notes, stalled_notes
+
+__all__ = ["LOOKBACK", "NoteRun", "due_runs"]
+
+LOOKBACK = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class NoteRun:
+    """One write-back run to request: the note (id, version) and what its tags say (connection, tenant, source)."""
+
+    note_id: str
+    version: int
+    connection_id: str
+    tenant_id: str
+    source: str
+
+    @property
+    def run_key(self) -> str:
+        return f"note:{self.note_id}:v{self.version}"
+
+
+def _sources(db: AppDatabase, connection_ids: set[str]) -> dict[str, str]:
+    if not connection_ids:
+        return {}
+    with db.session() as session:
+        rows = session.execute(select(Connection.id, Connection.provider_id).where(Connection.id.in_(connection_ids)))
+        return {str(cid): str(provider) for cid, provider in rows}
+
+
+def due_runs(
+    db: AppDatabase, now: datetime, *, after: datetime | None, stalled_after_s: float, limit: int = 100
+) -> tuple[list[NoteRun], datetime | None]:
+    """The runs to request now and the new cursor (the newest due time requested, never moving back)."""
+    pending = due_notes(db, now, since=after - LOOKBACK if after else None, limit=limit)
+    stalled = stalled_notes(db, now - timedelta(seconds=stalled_after_s), limit=limit)
+    notes: list[NoteRecord] = [*pending, *stalled]
+    sources = _sources(db, {n.connection_id for n in notes})
+    runs = [NoteRun(n.id, n.version, n.connection_id, n.tenant_id, sources.get(n.connection_id, "")) for n in notes]
+    newest = max((n.next_attempt_at for n in pending), default=None)
+    cursor = max(newest, after) if newest and after else (newest or after)
+    return runs, cursor

@@ -1,0 +1,58 @@
+"""``note_outbox_sensor``: each pending note becomes a write-back run (off by default; docs/WRITEBACK.md).
+
+The choice of notes and the run keys live in ``engine.writeback.queue``; this module turns them into
+``RunRequest``s tagged with the connection, tenant and EHR source, and keeps the cursor.
+"""
+
+from datetime import UTC, datetime
+
+import orjson
+from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+
+from engine.run_tags import run_tags
+from engine.writeback.queue import NoteRun, due_runs
+from pipelines.defs.writeback.jobs import write_back_note
+from pipelines.defs.writeback.resources import WritebackResource
+from pipelines.resources import AppDatabaseResource
+
+__all__ = ["NOTE_TAG", "decode_cursor", "note_outbox_sensor", "run_request"]
+
+NOTE_TAG = "ehrsync/note"
+
+
+def decode_cursor(cursor: str | None) -> datetime | None:
+    """The due time of the newest note requested so far (None: none yet, or an unreadable cursor)."""
+    if not cursor:
+        return None
+    try:
+        return datetime.fromisoformat(str(orjson.loads(cursor)["after"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def run_request(run: NoteRun) -> RunRequest:
+    tags = run_tags(connection_id=run.connection_id, tenant_id=run.tenant_id, source=run.source, trigger="writeback")
+    return RunRequest(
+        run_key=run.run_key,
+        run_config={"ops": {"write_note_to_ehr": {"config": {"note_id": run.note_id, "version": run.version}}}},
+        tags={**tags, NOTE_TAG: run.note_id},
+    )
+
+
+@sensor(
+    name="note_outbox_sensor",
+    job=write_back_note,
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.STOPPED,
+    description="Requests a write-back run per pending draft note (run key: note id + version). Off by default.",
+)
+def note_outbox_sensor(
+    context: SensorEvaluationContext, app_db: AppDatabaseResource, writeback: WritebackResource
+) -> SensorResult | SkipReason:
+    after = decode_cursor(context.cursor)
+    with app_db.open() as db:
+        runs, newest = due_runs(db, datetime.now(UTC), after=after, stalled_after_s=writeback.config().stalled_after_s)
+    cursor = orjson.dumps({"after": newest.isoformat()}).decode() if newest else context.cursor
+    if not runs:
+        return SensorResult(skip_reason=SkipReason("no pending note is due"), cursor=cursor)
+    return SensorResult(run_requests=[run_request(r) for r in runs], cursor=cursor)

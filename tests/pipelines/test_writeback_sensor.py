@@ -1,0 +1,76 @@
+"""The write-back in Dagster: ``note_outbox_sensor`` (off by default, cursor, run key from note id + version, tags)
+and one real run of the ``write_back_note`` job in-process against the sandbox (issue 13)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import orjson
+from dagster import DagsterInstance, DefaultSensorStatus, SensorResult, build_sensor_context
+
+from engine.run_tags import CONNECTION_TAG, SOURCE_TAG
+from pipelines.definitions import build_definitions
+from pipelines.defs.writeback.jobs import NOTE_OUTBOX_KEY, write_back_note
+from pipelines.defs.writeback.resources import WritebackResource
+from pipelines.defs.writeback.sensors import NOTE_TAG, note_outbox_sensor
+from store.models import utcnow
+from store.outbox import get_note, transition
+from tests.engine.job_runs import world_resources
+from tests.engine.writeback_helpers import enqueue, server_notes, writable_connection
+
+ON = WritebackResource(service_write_enabled=True, backoff_base_s=0.0, backoff_cap_s=0.0)
+
+
+def _tick(instance: DagsterInstance, world, cursor: str | None) -> SensorResult:
+    resources = {"app_db": world_resources(world)["app_db"], "writeback": ON}
+    context = build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+    result = note_outbox_sensor(context)
+    assert isinstance(result, SensorResult)
+    return result
+
+
+def test_sensor_is_off_by_default_and_loaded_with_the_code_location(world) -> None:
+    assert note_outbox_sensor.default_status == DefaultSensorStatus.STOPPED
+    defs = build_definitions(env={"EHRSYNC_STATE_DIR": str(world.env.zone.root.parent), "SMART_ENABLE_WRITE": "1"})
+    assert defs.resolve_job_def("write_back_note").name == "write_back_note"
+    assert defs.resolve_sensor_def("note_outbox_sensor").default_status == DefaultSensorStatus.STOPPED
+
+
+def test_sensor_requests_one_run_per_note_version_with_a_cursor(world, sandbox, http, dagster_instance) -> None:
+    conn = writable_connection(world, sandbox, http)
+    first, second = enqueue(world, conn), enqueue(world, conn)
+    tick = _tick(dagster_instance, world, None)
+    keys = [r.run_key for r in tick.run_requests or []]
+    assert keys == [f"note:{first.id}:v1", f"note:{second.id}:v1"]
+    request = (tick.run_requests or [])[0]
+    assert request.tags[CONNECTION_TAG] == conn and request.tags[SOURCE_TAG] == "generic"
+    assert request.tags[NOTE_TAG] == first.id
+    assert orjson.loads(tick.cursor or "")["after"] == second.next_attempt_at.isoformat()
+    # Still pending on the next tick: the same run keys (Dagster runs a key once); a retried note is a new key.
+    later = transition(world.env.db, first, "sending")
+    retried = transition(world.env.db, later, "pending", next_attempt_at=utcnow() - timedelta(seconds=1))
+    tick2 = _tick(dagster_instance, world, tick.cursor)
+    assert sorted(r.run_key for r in tick2.run_requests or []) == sorted(
+        [f"note:{first.id}:v{retried.version}", f"note:{second.id}:v1"]
+    )
+    assert tick2.cursor == tick.cursor  # the retried note is due earlier than the cursor: found by the lookback
+
+
+def test_one_real_write_back_run_in_process(world, sandbox, http, dagster_instance) -> None:
+    conn = writable_connection(world, sandbox, http)
+    note = enqueue(world, conn)
+    [request] = _tick(dagster_instance, world, None).run_requests or []
+    result = write_back_note.execute_in_process(
+        run_config=request.run_config,
+        resources={**world_resources(world), "writeback": ON},
+        instance=dagster_instance,
+        tags=request.tags,
+    )
+    assert result.success
+    done = get_note(world.env.db, note.id)
+    assert done is not None and done.state == "written"
+    assert [d["id"] for d in server_notes(world, conn, sandbox, note)] == [done.ehr_resource_id]
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == NOTE_OUTBOX_KEY]
+    metadata = event.materialization.metadata
+    assert metadata["written"].value == 1 and metadata["pending"].value == 0
+    assert _tick(dagster_instance, world, None).run_requests == []  # nothing pending any more
