@@ -6,5 +6,6 @@
 
 from engine.writeback.attempt import NoteNotFoundError, write_note
 from engine.writeback.config import WritebackConfig
+from engine.writeback.publish import publish_outbox
 
-__all__ = ["NoteNotFoundError", "WritebackConfig", "write_note"]
+__all__ = ["NoteNotFoundError", "WritebackConfig", "publish_outbox", "write_note"]

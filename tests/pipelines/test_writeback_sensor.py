@@ -17,6 +17,7 @@ from store.models import utcnow
 from store.outbox import get_note, transition
 from tests.engine.job_runs import world_resources
 from tests.engine.writeback_helpers import enqueue, server_notes, writable_connection
+from warehouse.note_outbox import read_note_outbox
 
 ON = WritebackResource(service_write_enabled=True, backoff_base_s=0.0, backoff_cap_s=0.0)
 
@@ -74,3 +75,7 @@ def test_one_real_write_back_run_in_process(world, sandbox, http, dagster_instan
     metadata = event.materialization.metadata
     assert metadata["written"].value == 1 and metadata["pending"].value == 0
     assert _tick(dagster_instance, world, None).run_requests == []  # nothing pending any more
+    with world.env.warehouse() as wh:  # analysts see the outbox in the warehouse, without the note's text
+        [row] = read_note_outbox(wh)
+    assert (row["id"], row["state"], row["ehr_resource_id"]) == (note.id, "written", done.ehr_resource_id)
+    assert "body" not in row and "title" not in row

@@ -17,7 +17,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from engine.writeback import write_note
+from engine.writeback import publish_outbox, write_note
 from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs._shared.schedules import in_process_job
 from pipelines.defs.writeback.resources import WritebackResource
@@ -63,6 +63,7 @@ def write_back_note_op(
     with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
         note = write_note(env, writeback.config(), config.note_id)
         counts = outbox_counts(env.db)
+        copied = publish_outbox(env)  # the analysts' draft_note_outbox table (metadata only)
     if note.version != config.version:
         context.log.info("note %s: v%d -> %s v%d", note.id, config.version, note.state, note.version)
     context.log_event(AssetMaterialization(NOTE_OUTBOX_KEY, metadata=_counts_metadata(counts)))
@@ -74,6 +75,7 @@ def write_back_note_op(
             "attempts": MetadataValue.int(note.attempts),
             "reason_code": MetadataValue.text(note.reason_code or ""),
             "ehr_resource_id": MetadataValue.text(note.ehr_resource_id or ""),
+            "draft_note_outbox_rows": MetadataValue.int(copied if copied is not None else -1),
         },
     )
 
