@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from warehouse.landed import LANDING_SCHEMA, QUARANTINE_SCHEMA, LandedFile
 
-__all__ = ["FileMeta", "landing_table", "open_parquet", "quarantine_table"]
+__all__ = ["FileMeta", "assemble", "landing_table", "open_parquet", "quarantine_table"]
 
 _TS = pa.timestamp("us", tz="UTC")
 # Dictionary-encode only the columns that repeat: for unique ids and documents the dictionary is pure cost
@@ -62,8 +62,13 @@ def landing_table(
         "version_id": pa.array(version_ids, type=pa.string()),
         "resource_json": pa.array(json, type=pa.string()),
     }
-    arrays = [columns[name] if name in columns else meta.column(name, n) for name in LANDING_SCHEMA.names]
-    return pa.Table.from_arrays(arrays, schema=LANDING_SCHEMA)
+    return assemble(meta, LANDING_SCHEMA, columns, n)
+
+
+def assemble(meta: FileMeta, schema: pa.Schema, columns: dict[str, pa.Array], n: int) -> pa.Table:
+    """``columns`` and, for the rest of ``schema``, ``n`` copies of the file's shared values."""
+    arrays = [columns[name] if name in columns else meta.column(name, n) for name in schema.names]
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def quarantine_table(meta: FileMeta, rows: list[tuple[int, str, bytes]]) -> pa.Table:
@@ -73,8 +78,7 @@ def quarantine_table(meta: FileMeta, rows: list[tuple[int, str, bytes]]) -> pa.T
         "error": pa.array([r[1] for r in rows], type=pa.string()),
         "raw_line": pa.array([r[2] for r in rows], type=pa.binary()),
     }
-    arrays = [columns[name] if name in columns else meta.column(name, len(rows)) for name in QUARANTINE_SCHEMA.names]
-    return pa.Table.from_arrays(arrays, schema=QUARANTINE_SCHEMA)
+    return assemble(meta, QUARANTINE_SCHEMA, columns, len(rows))
 
 
 def open_parquet(path: Path, schema: pa.Schema) -> pq.ParquetWriter:

@@ -64,7 +64,10 @@ def parse_instant(value: str) -> datetime:
         raise ValueError(_NOT_INSTANT) from None
     if parsed.tzinfo is None:
         raise ValueError(_NOT_INSTANT)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-01:00 is past datetime.max in UTC
+        raise ValueError(_NOT_INSTANT) from None
 
 
 def parse_line(raw: bytes, resource_type: str) -> ParsedLine:

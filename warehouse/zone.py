@@ -13,16 +13,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, TypedDict, Unpack
 
+from warehouse._blocks import read_blocks
+from warehouse.block_landing import BlockLandingWriter
 from warehouse.errors import InvalidInputError, LandingError
 from warehouse.landed import LandedFile
-from warehouse.landing import DEFAULT_BATCH_ROWS, LandingWriter
-from warehouse.limits import QUARANTINE_PREFIX_BYTES
+from warehouse.landing import DEFAULT_BATCH_ROWS
 
 __all__ = ["LandingZone", "land_ndjson_file"]
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
-_DRAIN_BYTES = 1024 * 1024
 
 
 class WriterOptions(TypedDict, total=False):
@@ -75,14 +75,14 @@ class LandingZone:
         transaction_time: datetime | None = None,
         *,
         seq: str | int | None = None,
-    ) -> LandingWriter:
+    ) -> BlockLandingWriter:
         """Open a writer. ``seq`` defaults to a digest of ``source``, so each source file of a run has its own,
         stable name; pass ``seq`` explicitly when one run lands several files from the same source."""
         if not isinstance(source, str) or not source:
             raise InvalidInputError("source (the file URL or search URL the data came from) must be non-empty")
         _check_aware("transaction_time", transaction_time)
         seq_text = hashlib.sha256(source.encode()).hexdigest()[:16] if seq is None else str(seq)
-        return LandingWriter(
+        return BlockLandingWriter(
             self.path_for(connection_id, resource_type, run_id, seq_text),
             connection_id=connection_id,
             resource_type=resource_type,
@@ -113,29 +113,13 @@ def land_ndjson_file(
     source: str,
     **options: Unpack[WriterOptions],
 ) -> LandedFile:
-    """Stream a downloaded NDJSON file (plain or gzip) line by line into the landing zone (BDX-17)."""
+    """Stream a downloaded NDJSON file (plain or gzip) a block of lines at a time into the landing zone (BDX-17)."""
     src = Path(path)
     if not src.is_file():
         raise LandingError(f"NDJSON file {src} does not exist")
     with _open_maybe_gzip(src) as fh, zone.writer(connection_id, resource_type, run_id, source, **options) as w:
-        _feed(w, fh)
+        # A line over the writer's limit is never held whole (a server decides how long its lines are): its
+        # first bytes and its length go to quarantine, and the next line lands as usual.
+        for item in read_blocks(fh, w.max_resource_bytes + 2):  # the resource, and room for its "\r\n"
+            w.add_item(item)
     return w.result
-
-
-def _feed(writer: LandingWriter, fh: BinaryIO) -> None:
-    """Every line to the writer; a line longer than the writer's limit is never held whole (a server decides how
-    long its lines are): its first bytes and its length go to quarantine, and the next line lands as usual."""
-    add = writer.add_line
-    limit = writer.max_resource_bytes + 2  # the resource, and room for its "\r\n"
-    readline = fh.readline
-    while line := readline(limit):
-        if len(line) < limit or line.endswith(b"\n"):
-            add(line)
-            continue
-        prefix, size = line[:QUARANTINE_PREFIX_BYTES], len(line)
-        while chunk := readline(_DRAIN_BYTES):  # the rest of the over-long line, counted and dropped
-            if chunk.endswith(b"\n"):
-                size += len(chunk.rstrip(b"\r\n"))
-                break
-            size += len(chunk)
-        writer.add_oversize_line(prefix, size)

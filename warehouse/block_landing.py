@@ -1,0 +1,110 @@
+"""Whole NDJSON files land a block at a time: split, checked and written by Arrow, not a line at a time (issue 14).
+
+``BlockLandingWriter`` is a ``LandingWriter`` (REST pages still use ``add_resource``) that also takes blocks of
+lines from ``warehouse/_blocks.py``. The block's checks run set-based (``warehouse/_vector_checks.py``); the few
+lines they do not pass as certainly fine go through the writer's line path, which lands or quarantines them
+with the same reasons, prefixes and line numbers as ever, in file order. Row groups keep the line path's bounds:
+at most ``batch_rows`` rows and ``BATCH_BYTES`` of JSON, and a resource of ``LARGE_ROW_BYTES`` or more alone.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from warehouse._blocks import Block, Oversize
+from warehouse._landing_tables import assemble, open_parquet
+from warehouse._vector_checks import check_block
+from warehouse.landed import LANDING_SCHEMA
+from warehouse.landing import BATCH_BYTES, LandingWriter
+from warehouse.limits import LARGE_ROW_BYTES
+
+__all__ = ["BlockLandingWriter"]
+
+_TS = pa.timestamp("us", tz="UTC")
+_ASCII_SPACE = " \t\n\r\x0b\x0c"  # what ``bytes.strip`` removes
+
+
+class BlockLandingWriter(LandingWriter):
+    """A landing writer that also lands whole blocks of NDJSON lines."""
+
+    def add_item(self, item: Block | Oversize) -> None:
+        """Land one block, or quarantine one over-long line, in file order."""
+        if isinstance(item, Oversize):
+            self._ensure_open()
+            self._line_number = item.line_number - 1
+            self.add_oversize_line(item.prefix, item.size)
+        else:
+            self.add_block(item)
+
+    def add_block(self, block: Block) -> None:
+        """Land the lines of ``block``; the ones that are not certainly fine take the line path, in order."""
+        self._ensure_open()
+        if self._ids:
+            self._flush()  # rows added line by line before this block stay before it
+        lines = block.lines
+        rows = check_block(lines, self._meta.resource_type, self.max_resource_bytes)
+        fast, ids, vids, lus = rows.fast, rows.ids, rows.version_ids, rows.last_updated
+        slow = pc.indices_nonzero(pc.invert(fast)).to_pylist()
+        patched: dict[int, tuple[str, datetime | None, str | None]] = {}
+        for i in slow:
+            self._line_number = block.first_line + i
+            over = block.oversize.get(i)
+            if over is not None:
+                self._quarantine_oversize(*over)
+                continue
+            row = self._check_line(lines[i].as_py())
+            if row is not None:
+                patched[i] = row[:3]
+        self._line_number = block.first_line + len(lines) - 1
+        if patched:
+            at = pa.array(sorted(patched), pa.int64())
+            mask = pc.is_in(pa.array(range(len(lines)), pa.int64()), value_set=at)
+            got = [patched[i] for i in sorted(patched)]
+            fast = pc.or_(fast, mask)
+            ids = pc.replace_with_mask(ids, mask, pa.array([g[0] for g in got], pa.string()))
+            lus = pc.replace_with_mask(lus, mask, pa.array([g[1] for g in got], _TS))
+            vids = pc.replace_with_mask(vids, mask, pa.array([g[2] for g in got], pa.string()))
+        text = lines.filter(fast).cast(pa.large_string())
+        if patched:  # a line the line path landed keeps its text stripped of ASCII whitespace, as ever
+            text = pc.utf8_trim(text, characters=_ASCII_SPACE)
+        self._write_rows(ids.filter(fast), lus.filter(fast), vids.filter(fast), text.cast(pa.string()))
+
+    def _write_rows(self, ids: pa.Array, lus: pa.Array, vids: pa.Array, text: pa.Array) -> None:
+        """Append landed rows as row groups bounded like the line path's batches."""
+        n = len(ids)
+        if n == 0:
+            return
+        lu_max = pc.max(lus).as_py()
+        if lu_max is not None and (self._max_last_updated is None or lu_max > self._max_last_updated):
+            self._max_last_updated = lu_max
+        sizes = pc.binary_length(text).to_pylist()
+        if self._writer is None:
+            self._writer = open_parquet(self._tmp, LANDING_SCHEMA)
+        start, total = 0, 0
+        for i, size in enumerate(sizes):
+            if i > start and (size >= LARGE_ROW_BYTES or i - start >= self._batch_rows or total + size > BATCH_BYTES):
+                self._write_group(ids, lus, vids, text, start, i)
+                start, total = i, 0
+            total += size
+            if size >= LARGE_ROW_BYTES:
+                self._write_group(ids, lus, vids, text, start, i + 1)
+                start, total = i + 1, 0
+        self._write_group(ids, lus, vids, text, start, n)
+
+    def _write_group(self, ids: pa.Array, lus: pa.Array, vids: pa.Array, text: pa.Array, start: int, stop: int) -> None:
+        if stop <= start:
+            return
+        n = stop - start
+        columns = {
+            "id": ids.slice(start, n),
+            "last_updated": lus.slice(start, n),
+            "version_id": vids.slice(start, n),
+            "resource_json": text.slice(start, n),
+        }
+        table = assemble(self._meta, LANDING_SCHEMA, columns, n)
+        assert self._writer is not None
+        self._writer.write_table(table)
+        self._rows += n
