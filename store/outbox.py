@@ -164,33 +164,36 @@ def _replay(existing: NoteOutbox, digest: str) -> NoteRecord:
 def enqueue_note(db: AppDatabase, note: NoteInput, *, actor: str) -> tuple[NoteRecord, bool]:
     """Store ``note`` as ``pending`` (True) or return the note its key already made (False); never a second one.
 
-    The draft's business identifier (DWB-30) is a UUIDv4 chosen here, before any attempt, and reused by all."""
+    The draft's business identifier (DWB-30) is a UUIDv4 chosen here, before any attempt, and reused by all.
+    SQLite takes its write lock first (``BEGIN IMMEDIATE``), so racing requests queue; PostgreSQL's unique
+    constraint stops the loser of a race, which then answers with the winner's note."""
     digest = note.request_hash()
-    with db.session() as session:
-        existing = _by_key(session, note.tenant_id, note.idempotency_key)
-        if existing is not None:
-            return _replay(existing, digest), False
-        row = NoteOutbox(**asdict(note), request_hash=digest, draft_id=str(uuid.uuid4()), state="pending")
-        session.add(row)
-        session.flush()
-        record_audit(
-            session,
-            action="note.enqueue",
-            outcome="pending",
-            tenant_id=note.tenant_id,
-            actor=actor,
-            connection_id=note.connection_id,
-            detail={"note_id": row.id, "body_bytes": note.body_bytes, "produced_by": note.produced_by},
-        )
-        try:
-            session.commit()
-        except IntegrityError:  # the same key raced in from another request: answer with that note
-            session.rollback()
+    try:
+        with db.locked_session() as session:
+            existing = _by_key(session, note.tenant_id, note.idempotency_key)
+            if existing is not None:
+                return _replay(existing, digest), False
+            row = NoteOutbox(**asdict(note), request_hash=digest, draft_id=str(uuid.uuid4()), state="pending")
+            session.add(row)
+            session.flush()
+            record_audit(
+                session,
+                action="note.enqueue",
+                outcome="pending",
+                tenant_id=note.tenant_id,
+                actor=actor,
+                connection_id=note.connection_id,
+                detail={"note_id": row.id, "body_bytes": note.body_bytes, "produced_by": note.produced_by},
+            )
+            session.flush()
+            record = NoteRecord.of(row)
+    except IntegrityError:  # the same key raced in from another request: answer with that note
+        with db.session() as session:
             existing = _by_key(session, note.tenant_id, note.idempotency_key)
             if existing is None:
                 raise
             return _replay(existing, digest), False
-        return NoteRecord.of(row), True
+    return record, True
 
 
 def get_note(db: AppDatabase, note_id: str, tenant_id: str | None = None) -> NoteRecord | None:

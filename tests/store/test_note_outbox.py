@@ -1,0 +1,94 @@
+"""The note outbox on SQLite and PostgreSQL: one note per idempotency key (also when requests race), a replay
+with another body is a conflict, transitions are compare-and-set and audited in the same commit (DWB-30)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import pytest
+from sqlalchemy import func, select
+
+from store import AppDatabase
+from store.models import AuditEvent, NoteOutbox
+from store.outbox import (
+    IdempotencyConflictError,
+    NoteInput,
+    StaleNoteError,
+    enqueue_note,
+    outbox_counts,
+    outbox_metadata_rows,
+    transition,
+)
+from tests.store.conftest import add_connection
+
+NOTE = NoteInput(
+    tenant_id="t1",
+    connection_id="c1",
+    idempotency_key="host-key-1",
+    patient_id="p1",
+    title="Visit",
+    content_type="text/plain; charset=utf-8",
+    body="Plan: rest.",
+    body_bytes=11,
+    produced_by="scribe v3",
+)
+
+
+@pytest.fixture
+def outbox_db(db: AppDatabase) -> AppDatabase:
+    add_connection(db, fhir_base="https://ehr.example/fhir")
+    return db
+
+
+def test_dwb30_one_note_per_key_with_its_identifier_chosen_once(outbox_db: AppDatabase) -> None:
+    """DWB-30: the business identifier is chosen at enqueue time and a replay returns the same note."""
+    first, created = enqueue_note(outbox_db, NOTE, actor="test")
+    again, created_again = enqueue_note(outbox_db, NOTE, actor="test")
+    assert (created, created_again) == (True, False)
+    assert (again.id, again.draft_id) == (first.id, first.draft_id) and first.state == "pending"
+    with pytest.raises(IdempotencyConflictError):
+        enqueue_note(outbox_db, replace(NOTE, body="Plan: something else."), actor="test")
+    assert outbox_counts(outbox_db)["pending"] == 1
+    assert "body" not in outbox_metadata_rows(outbox_db)[0] and "Plan" not in repr(first)
+
+
+def test_racing_requests_with_one_key_make_one_note(outbox_db: AppDatabase) -> None:
+    results: list[str] = []
+    barrier = threading.Barrier(6)
+
+    errors: list[BaseException] = []
+
+    def submit() -> None:
+        barrier.wait()
+        try:
+            results.append(enqueue_note(outbox_db, NOTE, actor="test")[0].id)
+        except BaseException as exc:  # reported below: a thread's exception is otherwise lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=submit) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(set(results)) == 1 and len(results) == 6
+    with outbox_db.session() as session:
+        assert session.scalar(select(func.count()).select_from(NoteOutbox)) == 1
+
+
+def test_transitions_are_compare_and_set_and_audited(outbox_db: AppDatabase) -> None:
+    note, _ = enqueue_note(outbox_db, NOTE, actor="test")
+    sending = transition(outbox_db, note, "sending", attempts=1)
+    assert (sending.state, sending.version, sending.attempts) == ("sending", 2, 1)
+    with pytest.raises(StaleNoteError):
+        transition(outbox_db, note, "sending")  # a second writer holding the old version moves nothing
+    written = transition(outbox_db, sending, "written", ehr_resource_id="doc-1")
+    assert (written.state, written.version, written.ehr_resource_id) == ("written", 3, "doc-1")
+    with outbox_db.session() as session:
+        events = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+    assert [(e.action, e.outcome) for e in events] == [
+        ("note.enqueue", "pending"),
+        ("note.transition", "sending"),
+        ("note.transition", "written"),
+    ]
+    assert all("Plan" not in repr(e.detail) for e in events)
