@@ -18,6 +18,7 @@ from sandbox.clock import Clock
 log = logging.getLogger(__name__)
 
 FaultKind = Literal[
+    "422",  # a business-rule rejection with an OperationOutcome (a permanent answer: never retried)
     "429",
     "500",
     "503",
@@ -40,7 +41,9 @@ FaultKind = Literal[
     "huge_body",  # a 200 answer streams an endless (256 MiB) JSON body without Content-Length
 ]
 #: Kinds the HTTP middleware answers itself; the others are consumed by the code they affect.
-_MIDDLEWARE_KINDS = frozenset({"429", "500", "503", "slow", "drop", "drop_response", "expired_token", "bulk_410"})
+_MIDDLEWARE_KINDS = frozenset(
+    {"422", "429", "500", "503", "slow", "drop", "drop_response", "expired_token", "bulk_410"}
+)
 _MIDDLEWARE_KINDS |= {"trickle", "huge_body"}  # body faults (sandbox.body_faults)
 
 
@@ -163,10 +166,10 @@ class FaultMiddleware:
         else:
             status = int(fault.kind)
             extra = []
-            retry_after = fault.retry_after if fault.retry_after is not None else ("1" if status != 500 else "")
+            retry_after = fault.retry_after if fault.retry_after is not None else ("1" if status in (429, 503) else "")
             if retry_after:
                 extra.append((b"retry-after", retry_after.encode()))
-            code = "throttled" if status == 429 else "transient"
+            code = {429: "throttled", 422: "business-rule"}.get(status, "transient")
             await _respond(send, status, outcome(code, f"simulated {status}"), extra)
 
 
