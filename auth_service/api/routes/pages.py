@@ -77,8 +77,8 @@ def _names(request: Request, ctx: ServiceContext, conn: Connection) -> dict[str,
         tenant_name = tenant.name if tenant is not None else "Your practice"
         origins = get_practice_settings(tenant).allowed_return_origins if tenant is not None else []
         try:
-            provider_name = resolve_profile(session, ctx.cipher, ctx.settings, conn.tenant_id, conn.provider_id)
-            system_name = provider_name.display_name
+            profile = resolve_profile(session, ctx.cipher, ctx.settings, conn.tenant_id, conn.provider_id)
+            system_name = profile.display_name
         except ServiceError:
             system_name = "your health system"
     return_url = None
