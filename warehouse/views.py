@@ -41,11 +41,13 @@ _PATIENT_LINK = """SELECT a.tenant_id, a.connection_id, a.id AS patient_id,
    AND a.connection_id <> b.connection_id"""
 
 # every patient row with person_key: the smallest 'connection_id/patient_id' reachable through patient_link
-_PATIENT_PERSON = """WITH RECURSIVE reach (tenant_id, connection_id, patient_id, person_key) AS (
+# (computed once: inlined, PostgreSQL re-planned the identifier self-join into every recursion step)
+_PATIENT_PERSON = """WITH RECURSIVE links AS MATERIALIZED (SELECT * FROM patient_link),
+  reach (tenant_id, connection_id, patient_id, person_key) AS (
     SELECT tenant_id, connection_id, id, connection_id || '/' || id FROM patient
     UNION
     SELECT l.tenant_id, l.linked_connection_id, l.linked_patient_id, r.person_key
-      FROM reach r JOIN patient_link l ON l.connection_id = r.connection_id AND l.patient_id = r.patient_id)
+      FROM reach r JOIN links l ON l.connection_id = r.connection_id AND l.patient_id = r.patient_id)
   SELECT tenant_id, connection_id, patient_id, min(person_key) AS person_key
     FROM reach GROUP BY tenant_id, connection_id, patient_id"""
 
