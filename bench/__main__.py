@@ -20,12 +20,14 @@ import orjson
 
 from bench.bulk_bench import run_bulk_bench
 from bench.incremental_bench import run_incremental_bench
+from bench.pg_upsert import run_pg_upsert_bench
+from bench.pg_upsert import table as pg_table
 from bench.report import machine, table, verdicts
 from bench.sandbox_process import SandboxProcess
 from bench.views import run_views_bench
 from bench.views import table as views_table
 
-QUICK = {"patients": 100, "connections": 2, "view_patients": 50}
+QUICK = {"patients": 100, "connections": 2, "view_patients": 50, "pg_rows": 20_000}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,13 +44,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--quick", action="store_true", help=f"small sizes: {QUICK}")
     ap.add_argument("--view-patients", type=int, default=500, help="sandbox patients loaded for the views benchmark")
-    ap.add_argument("--only", choices=("bulk", "incremental", "views"), help="run one benchmark")
+    ap.add_argument(
+        "--pg-rows",
+        type=int,
+        help="stored rows (and batch rows) of the PostgreSQL upsert benchmark (default: 1,000,000 with "
+        "--patients 10000, else 100 x --patients)",
+    )
+    ap.add_argument("--only", choices=("bulk", "incremental", "views", "pg-upsert"), help="run one benchmark")
     ap.add_argument("--out", type=Path, default=Path("var/bench"), help="folder for the JSON results")
     ap.add_argument("--workdir", type=Path, help="scratch folder (a fresh temporary one by default)")
     args = ap.parse_args(argv)
     if args.quick:
         args.patients, args.connections = QUICK["patients"], QUICK["connections"]
         args.view_patients = QUICK["view_patients"]
+        args.pg_rows = args.pg_rows or QUICK["pg_rows"]
+    if args.pg_rows is None:
+        args.pg_rows = 1_000_000 if args.patients == 10_000 else 100 * args.patients
+    if args.pg_rows < 10:
+        ap.error(f"--pg-rows must be at least 10, got {args.pg_rows}")
     if not 1 <= args.view_patients <= 10_000:
         ap.error(f"--view-patients must be 1..10000, got {args.view_patients}")
     if not 1 <= args.patients <= 10_000:
@@ -79,6 +92,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "sizes": {"patients": args.patients, "connections": args.connections, "change_ratio": args.change_ratio},
     }
     started = time.perf_counter()
+    if args.only in (None, "pg-upsert"):
+        results["pg_upsert"] = run_pg_upsert_bench(workdir / "pg-upsert", rows=args.pg_rows)
+    if args.only == "pg-upsert":
+        results["wall_s"] = time.perf_counter() - started
+        return results
     if args.only in (None, "views"):
         results["views"] = run_views_bench(workdir / "views", patients=args.view_patients)
     if args.only == "views":
@@ -137,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     if "views" in results:
         print(views_table(results["views"]))
+    if "pg_upsert" in results:
+        print(pg_table(results["pg_upsert"]))
     print(f"results: {write_results(results, args.out)}")
     return 0
 

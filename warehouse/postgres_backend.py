@@ -1,8 +1,11 @@
-"""PostgreSQL warehouse (psycopg 3): COPY into a temp staging table, then one guarded ``INSERT ... ON CONFLICT``.
+"""PostgreSQL warehouse (psycopg 3): landed files merge in chunks sized by bytes, each one transaction of a COPY
+into a temp staging table and one guarded ``INSERT ... ON CONFLICT`` (warehouse/_pg_chunks.py, _pg_merge.py).
 
-Writers on the same (connection, resource type) are serialised by a transaction-scoped advisory lock, so the
-pre-join classification and the upsert see the same table and the reported counts stay exact. Reads use
-server-side cursors so ``live_ids`` and ``row_fingerprint`` never pull a whole table into memory at once.
+Writers on the same (connection, resource type) are serialised by a transaction-scoped advisory lock, so each
+chunk's upsert sees the table its classification saw and the reported counts stay exact. A failure mid-file
+leaves the committed chunks, which a replay of the file reports as unchanged (BDX-24); the engine advances its
+cursor only after ``upsert`` returns. Reads use server-side cursors so ``live_ids`` and ``row_fingerprint`` never
+pull a whole table into memory at once.
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -19,21 +24,25 @@ from typing import Any
 import psycopg
 import pyarrow.parquet as pq
 
-from warehouse import _sql
+from warehouse import _pg_chunks, _pg_merge, _sql
 from warehouse._cursor import Cursor
 from warehouse.errors import (
     InvalidInputError,
+    LandedFileError,
     WarehouseLockTimeoutError,
     WarehouseNotCreatedError,
     WarehouseTargetError,
 )
-from warehouse.landed import LANDING_SCHEMA
-from warehouse.merge import Warehouse
+from warehouse.landed import LANDING_SCHEMA, LandedFile
+from warehouse.merge import UpsertStats, Warehouse, check_landing_file
 
 __all__ = ["PostgresWarehouse", "psycopg_conninfo"]
 
 logger = logging.getLogger(__name__)
 _COPY_BATCH = 10_000
+# Resource JSON per merge transaction: big enough that per-statement costs vanish, small enough that a chunk's
+# staging rows and WAL stay modest (docs/PERFORMANCE.md, "PostgreSQL upsert").
+DEFAULT_UPSERT_CHUNK_BYTES = 32 * 1024 * 1024
 
 
 def psycopg_conninfo(url: str) -> str:
@@ -74,13 +83,28 @@ class _PgCursor:
 class PostgresWarehouse(Warehouse):
     dialect = _sql.POSTGRES
 
-    def __init__(self, url: str, *, read_only: bool = False, lock_timeout_s: float | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        read_only: bool = False,
+        lock_timeout_s: float | None = None,
+        upsert_chunk_bytes: int = DEFAULT_UPSERT_CHUNK_BYTES,
+    ) -> None:
         """``lock_timeout_s`` bounds how long a statement waits for a table lock (DDL of a migration holds one)
-        and how long connecting may take: a reader that must answer soon gets ``WarehouseLockTimeoutError``."""
+        and how long connecting may take: a reader that must answer soon gets ``WarehouseLockTimeoutError``.
+        ``upsert_chunk_bytes`` is the resource JSON merged per transaction."""
+        if not isinstance(upsert_chunk_bytes, int) or upsert_chunk_bytes < 1:
+            raise InvalidInputError("upsert_chunk_bytes must be a positive number of bytes")
+        self.upsert_chunk_bytes = upsert_chunk_bytes
+        # Where upserts spent their time (seconds per phase, summed over chunks): the benchmark's profile.
+        self.phase_seconds: dict[str, float] = {"prepass": 0.0, "copy": 0.0, "merge": 0.0, "commit": 0.0}
         self.read_only = read_only
         self.url = url
         conninfo = psycopg_conninfo(url)
         options = "-c default_transaction_read_only=on -c TimeZone=UTC" if read_only else "-c TimeZone=UTC"
+        if not read_only:  # the staging table of one chunk stays in the session's memory (default: 8 MB)
+            options += f" -c temp_buffers={_pg_merge.temp_buffers_mib(upsert_chunk_bytes)}MB"
         extra: dict[str, Any] = {}
         if lock_timeout_s is not None:
             options += f" -c lock_timeout={max(int(lock_timeout_s * 1000), 1)}"
@@ -115,6 +139,55 @@ class PostgresWarehouse(Warehouse):
             raise WarehouseNotCreatedError(f"the PostgreSQL warehouse lacks a table (never created?): {exc}") from exc
         except psycopg.OperationalError as exc:
             raise WarehouseTargetError(f"the PostgreSQL warehouse is unavailable: {exc}") from exc
+
+    def upsert(self, landed: LandedFile) -> UpsertStats:
+        """Merge one landed file chunk by chunk (``upsert_chunk_bytes`` of JSON each, one transaction each), then
+        its quarantine. Bad files are refused before the first transaction."""
+        check_landing_file(landed)
+        path = Path(landed.path)
+        started = time.perf_counter()
+        _pg_chunks.check_keys(path, landed.connection_id, landed.resource_type)
+        losers = _pg_chunks.losing_rows(path)
+        self.phase_seconds["prepass"] += time.perf_counter() - started
+        inserted = updated = distinct = 0
+        for chunk in _pg_chunks.byte_chunks(path, self.upsert_chunk_bytes, losers):
+            created, changed, staged = self._merge_chunk(landed, chunk)
+            inserted, updated, distinct = inserted + created, updated + changed, distinct + staged
+        if landed.quarantine_path is not None:
+            with self._write(f"{landed.connection_id}/{landed.resource_type}") as cur:
+                self._insert_quarantine(cur, Path(landed.quarantine_path))
+        stats = UpsertStats(inserted, updated, distinct - inserted - updated, max(landed.rows - distinct, 0))
+        logger.info(
+            "upserted %s/%s from %s: %d inserted, %d updated, %d unchanged",
+            landed.connection_id,
+            landed.resource_type,
+            path.name,
+            stats.inserted,
+            stats.updated,
+            stats.unchanged,
+        )
+        return stats
+
+    def _merge_chunk(self, landed: LandedFile, batches: Iterable[Any]) -> tuple[int, int, int]:
+        """One transaction: COPY the chunk into the session's staging table, upsert; (created, updated, staged)."""
+        started = time.perf_counter()
+        try:
+            with self._write(f"{landed.connection_id}/{landed.resource_type}") as cur:
+                assert isinstance(cur, _PgCursor)
+                cur.execute(_pg_merge.create_stage_sql())
+                staged = _pg_merge.copy_batches(cur.cur, batches)
+                copied = time.perf_counter()
+                created, changed = _pg_merge.merge_chunk(cur.cur, datetime.now(UTC))
+                merged = time.perf_counter()
+        except psycopg.errors.DataError as exc:  # e.g. text that is not JSON; the detail would quote the resource
+            raise LandedFileError(
+                f"landed file {landed.path}: PostgreSQL refused a row of the chunk being merged "
+                f"({exc.diag.message_primary}, SQLSTATE {exc.sqlstate}); earlier chunks stay committed"
+            ) from None
+        self.phase_seconds["copy"] += copied - started
+        self.phase_seconds["merge"] += merged - copied
+        self.phase_seconds["commit"] += time.perf_counter() - merged
+        return created, changed, staged
 
     def _stage_landed(self, cur: Cursor, path: Path, rows: tuple[int, int] | None = None) -> None:
         """The server does the work (and spills to disk), so the whole file is staged in one transaction."""

@@ -1,0 +1,101 @@
+"""A landed Parquet file as merge chunks sized by bytes, streamed (the PostgreSQL merge, warehouse/_pg_merge.py).
+
+A file is read once, in Arrow record batches, and cut into chunks of at most ``chunk_bytes`` of resource JSON (a
+chunk holds at least one row, so a resource larger than the budget is a chunk of its own). Which copy of an id
+wins within the file is decided over the whole file first, from the key columns only (``losing_rows``), so a
+chunked merge stores and counts exactly what a whole-file merge would, wherever the chunk boundaries fall.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Iterator
+from operator import itemgetter
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from warehouse.errors import LandedFileError
+from warehouse.landed import LANDING_SCHEMA
+
+__all__ = ["BATCH_ROWS", "byte_chunks", "check_keys", "losing_rows"]
+
+# Rows per Arrow batch read from the file: small enough that a batch of large resources stays small in memory.
+BATCH_ROWS = 2_048
+_KEYS = "read_parquet(?, file_row_number = true)"
+
+
+def _duck() -> duckdb.DuckDBPyConnection:
+    conn = duckdb.connect(":memory:", config={"threads": "2", "memory_limit": "256MB"})
+    conn.execute("SET enable_progress_bar = false")
+    return conn
+
+
+def check_keys(path: Path, connection_id: str, resource_type: str) -> None:
+    """Refuse a file holding rows of another (connection, type) before any transaction starts."""
+    with _duck() as conn:
+        row = conn.execute(
+            f"SELECT count(*) FROM {_KEYS} WHERE connection_id IS DISTINCT FROM ? OR resource_type IS DISTINCT FROM ?",
+            [str(path), connection_id, resource_type],
+        ).fetchone()
+    if row and row[0]:
+        raise LandedFileError(
+            f"landed file {path} holds rows of another connection or resource type than {connection_id}/{resource_type}"
+        )
+
+
+def losing_rows(path: Path) -> list[int]:
+    """File row numbers that lose to another row of the same id (BDX-24 within a file: the newest lastUpdated
+    wins, then the later line). Only ids seen twice are ranked, so the usual file costs one hash aggregate."""
+    with _duck() as conn:
+        rows = conn.execute(
+            f"WITH k AS (SELECT id, last_updated, file_row_number AS r FROM {_KEYS}) "
+            "SELECT r FROM k WHERE id IN (SELECT id FROM k GROUP BY id HAVING count(*) > 1) "
+            "QUALIFY row_number() OVER (PARTITION BY id ORDER BY last_updated DESC NULLS LAST, r DESC) > 1",
+            [str(path)],
+        ).fetchall()
+    return sorted(int(r[0]) for r in rows)
+
+
+def _winners(batch: pa.RecordBatch, first_row: int, losers: list[int]) -> pa.RecordBatch:
+    """``batch`` (file rows from ``first_row``) without its losing rows (``losers``: sorted file row numbers)."""
+    lo = bisect.bisect_left(losers, first_row)
+    hi = bisect.bisect_left(losers, first_row + batch.num_rows)
+    if lo == hi:
+        return batch
+    keep = [True] * batch.num_rows
+    for row in losers[lo:hi]:
+        keep[row - first_row] = False
+    return batch.filter(pa.array(keep, type=pa.bool_()))
+
+
+def _pieces(path: Path, chunk_bytes: int, losers: list[int]) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """(chunk number, batch slice) pairs in file order; a chunk's slices sum to at most ``chunk_bytes`` of JSON."""
+    chunk, used, first_row = 0, 0, 0
+    pf = pq.ParquetFile(path)
+    for raw in pf.iter_batches(batch_size=BATCH_ROWS, columns=LANDING_SCHEMA.names):
+        batch = _winners(raw, first_row, losers)
+        first_row += raw.num_rows
+        sizes = pc.binary_length(batch.column("resource_json")).fill_null(0).cast(pa.int64())
+        start = 0
+        while start < batch.num_rows:
+            cumulative = pc.cumulative_sum(sizes.slice(start))  # non-decreasing: the rows that fit are a prefix
+            take = pc.sum(pc.less_equal(cumulative, chunk_bytes - used).cast(pa.int64())).as_py() or 0
+            if take == 0 and used == 0:
+                take = 1  # a resource larger than the budget: a chunk of its own
+            if take:
+                yield chunk, batch.slice(start, take)
+                used += cumulative[take - 1].as_py()
+                start += take
+            if start < batch.num_rows:  # the next row does not fit: the chunk is full
+                chunk, used = chunk + 1, 0
+
+
+def byte_chunks(path: Path, chunk_bytes: int, losers: list[int]) -> Iterator[Iterator[pa.RecordBatch]]:
+    """The file's winning rows as chunks, each an iterator of record batches (consume one before the next)."""
+    for _, group in itertools.groupby(_pieces(path, chunk_bytes, losers), key=itemgetter(0)):
+        yield (piece for _, piece in group)

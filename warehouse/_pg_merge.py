@@ -1,0 +1,139 @@
+"""One PostgreSQL merge chunk: COPY Arrow batches into a temp staging table, then one guarded upsert.
+
+The staging table keeps the resource as text and its content hash (computed here, on the client, while the
+server stores the previous batch): the upsert looks the staged keys up first and casts to JSONB only the rows the
+BDX-24 ``newer`` predicate lets through, so an unchanged row is never parsed as JSON. The same predicate guards
+``ON CONFLICT DO UPDATE``, and ``RETURNING`` reports exactly the rows written: created when the new row version
+has no locking transaction (``xmax = 0``), updated otherwise.
+
+COPY's text format is built column-wise by Arrow (timestamps travel as epoch microseconds, the cheapest text
+Arrow makes of them); it measured faster than psycopg's binary ``write_row`` here (docs/PERFORMANCE.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from warehouse import _sql
+from warehouse.landed import LANDING_SCHEMA
+
+__all__ = ["STAGE", "content_hashes", "copy_batches", "create_stage_sql", "merge_chunk", "merge_sql", "text_payload"]
+
+STAGE = "_pg_stage"
+_COLUMNS = (*LANDING_SCHEMA.names, "content_hash")
+_TIMESTAMPS = tuple(f.name for f in LANDING_SCHEMA if pa.types.is_timestamp(f.type))
+# Text COPY escapes (https://www.postgresql.org/docs/current/sql-copy.html); the backslash always, the rest
+# only in a column that holds one (JSON text never does unless its producer left raw whitespace in it).
+_CONTROLS = (("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
+_EPOCH = "CAST('1970-01-01 00:00:00+00' AS TIMESTAMPTZ)"
+
+
+def create_stage_sql() -> str:
+    """The session's staging table, emptied by every commit (created once per connection)."""
+    cols = ", ".join(f"{c} {'bigint' if c in _TIMESTAMPS else 'text'}" for c in _COLUMNS)
+    return f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} ({cols}) ON COMMIT DELETE ROWS"
+
+
+def _staged() -> str:
+    """The staging table with its epoch-microsecond columns as timestamps again."""
+    cols = ", ".join(f"{_EPOCH} + {c} * INTERVAL '1 microsecond' AS {c}" if c in _TIMESTAMPS else c for c in _COLUMNS)
+    return f"(SELECT {cols} FROM {STAGE})"
+
+
+def merge_sql() -> str:
+    """Write the staged rows that are new or newer; one row (created, updated). ``%s`` = landed_at."""
+    cols = ", ".join(_sql.STAGE_COLUMNS)
+    staged = ", ".join(f"s.{c}" for c in _sql.STAGE_COLUMNS)
+    on = " AND ".join(f"e.{k} = s.{k}" for k in _sql.KEY)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in _sql.STAGE_COLUMNS if c not in _sql.KEY)
+    return (
+        f"WITH written AS (INSERT INTO fhir_resources ({cols}, resource, landed_at, deleted_at) "
+        f"SELECT {staged}, CAST(s.resource_json AS JSONB), CAST(%s AS TIMESTAMPTZ), NULL "
+        f"FROM {_staged()} s LEFT JOIN fhir_resources e ON {on} "
+        f"WHERE e.id IS NULL OR {_sql.newer_predicate('s', 'e')} "
+        f"ON CONFLICT ({', '.join(_sql.KEY)}) DO UPDATE SET {updates}, resource = excluded.resource, "
+        "landed_at = excluded.landed_at, deleted_at = NULL "
+        f"WHERE {_sql.newer_predicate('excluded', 'fhir_resources')} "
+        "RETURNING (xmax = 0) AS created) "
+        "SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created) FROM written"
+    )
+
+
+def content_hashes(column: pa.Array) -> pa.Array:
+    """Hex sha256 of each value's UTF-8 bytes (what ``_sql.POSTGRES.hash_expr`` computes on the server)."""
+    offsets = _offsets(column)
+    data = memoryview(column.buffers()[2] or b"")
+    return pa.array(
+        [hashlib.sha256(data[a:b]).hexdigest() for a, b in itertools.pairwise(offsets)],
+        type=pa.string(),
+    )
+
+
+def _offsets(column: pa.Array) -> list[int]:
+    """The value boundaries of a (possibly sliced) string array, as positions in its data buffer."""
+    buffer = column.buffers()[1]
+    assert buffer is not None
+    every = memoryview(buffer).cast("q" if pa.types.is_large_string(column.type) else "i")
+    return every[column.offset : column.offset + len(column) + 1].tolist()
+
+
+def _text_field(column: pa.Array) -> pa.Array:
+    if pa.types.is_timestamp(column.type):
+        text = column.cast(pa.int64()).cast(pa.string())
+    else:
+        text = pc.replace_substring(column.cast(pa.string()), "\\", "\\\\")
+        if pc.any(pc.match_substring_regex(text, "[\t\n\r]")).as_py():
+            for old, new in _CONTROLS:
+                text = pc.replace_substring(text, old, new)
+    return text.fill_null("\\N")
+
+
+def text_payload(columns: list[pa.Array]) -> memoryview:
+    """Rows in COPY's text format, built column-wise by Arrow (no Python loop per row)."""
+    fields = [_text_field(c) for c in columns]
+    lines = pc.binary_join_element_wise(*fields, "\t")
+    lines = pc.binary_join_element_wise(lines, pa.scalar("\n"), "")
+    offsets = _offsets(lines)
+    data = lines.buffers()[2]
+    assert data is not None
+    return memoryview(data)[offsets[0] : offsets[-1]]
+
+
+def copy_batches(cur: psycopg.Cursor[Any], batches: Iterable[pa.RecordBatch]) -> int:
+    """COPY ``batches`` (landing columns) into the staging table with their content hashes; rows copied."""
+    copied = 0
+    with cur.copy(f"COPY {STAGE} ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
+        for batch in batches:
+            columns = [batch.column(name) for name in LANDING_SCHEMA.names]
+            columns.append(content_hashes(batch.column("resource_json")))
+            copy.write(text_payload(columns))
+            copied += batch.num_rows
+    return copied
+
+
+def temp_buffers_mib(chunk_bytes: int) -> int:
+    """Session memory for temp tables that holds one staged chunk (text plus row overhead) without spilling."""
+    return max(8, min(1024, 2 * -(-chunk_bytes // (1024 * 1024))))
+
+
+def merge_chunk(cur: psycopg.Cursor[Any], landed_at: datetime) -> tuple[int, int]:
+    """Upsert the staged chunk; (created, updated).
+
+    A chunk is small against the stored table, so each staged key is looked up in the primary-key index (a
+    nested loop): the planner otherwise hashes the chunk and scans the whole table once per chunk, which at
+    1M stored rows cost more than the rest of the merge (docs/PERFORMANCE.md)."""
+    cur.execute("SET LOCAL enable_hashjoin = off")
+    cur.execute("SET LOCAL enable_mergejoin = off")
+    cur.execute("SET LOCAL jit = off")  # compiling the predicate costs more than a chunk saves
+    cur.execute(merge_sql(), (landed_at,))
+    row = cur.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
