@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -45,13 +47,17 @@ class _Landing:
 
 @dataclass
 class _Sink:
-    """Where search pages go: the landing file, deduplicated by id, references and attachments collected."""
+    """Where search pages go: the landing file, deduplicated by id, references and attachments collected.
+
+    The file is opened at the first resource: a search that finds nothing new (most types, most days) writes
+    no landing file, and its upsert step then has nothing to merge and opens no warehouse transaction."""
 
     landing: _Landing
-    writer: LandingWriter
+    open_writer: Callable[[], LandingWriter]
     fhir_base: str
     resource_type: str
     seen: set[str] = field(default_factory=set)
+    writer: LandingWriter | None = None
 
     def add(self, page: SearchPage, first: bool) -> None:
         landing, report = self.landing, self.landing.report
@@ -65,6 +71,8 @@ class _Sink:
                     continue
                 self.seen.add(rid)
             report.fetched += 1
+            if self.writer is None:
+                self.writer = self.open_writer()
             if self.writer.add_resource(resource):
                 collect_references(resource, self.fhir_base, landing.references)
                 landing.attachments.extend(attachment_refs(resource))
@@ -213,12 +221,19 @@ def _land_once(env: SyncEnvironment, search: _Search) -> _Landing:
     report = landing.report
     source = f"{conn.fhir_base.rstrip('/')}/{rtype}"
     windows = search.since if any("_lastUpdated" in plan for plan in search.plans) else None
-    with env.zone.writer(conn.id, rtype, search.run_id, source, conn.tenant_id, seq="rest") as writer:
-        sink = _Sink(landing, writer, conn.fhir_base, rtype)
+    with ExitStack() as stack:  # closes (or, on an error, aborts) the file if one was opened
+
+        def open_writer() -> LandingWriter:
+            writer = env.zone.writer(conn.id, rtype, search.run_id, source, conn.tenant_id, seq="rest")
+            return stack.enter_context(writer)
+
+        sink = _Sink(landing, open_writer, conn.fhir_base, rtype)
         for plan in search.plans:
             if not search_with_recovery(search.client, rtype, plan, sink, windows):
                 report.incomplete = True
-    landed = writer.result
+    if sink.writer is None:
+        return landing  # nothing received: no file (report.files stays 0)
+    landed = sink.writer.result
     report.quarantined = landed.quarantined
     report.bytes = landed.bytes
     report.files = 1
