@@ -43,7 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default: --patients/10 and --patients/3 on a full run, none with --quick)",
     )
     ap.add_argument("--quick", action="store_true", help=f"small sizes: {QUICK}")
-    ap.add_argument("--view-patients", type=int, default=500, help="sandbox patients loaded for the views benchmark")
+    ap.add_argument(
+        "--view-patients",
+        type=int,
+        help="sandbox patients loaded for the views benchmark (default: --patients, at most 1,000)",
+    )
     ap.add_argument(
         "--pg-rows",
         type=int,
@@ -56,12 +60,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.quick:
         args.patients, args.connections = QUICK["patients"], QUICK["connections"]
-        args.view_patients = QUICK["view_patients"]
+        args.view_patients = args.view_patients or QUICK["view_patients"]
         args.pg_rows = args.pg_rows or QUICK["pg_rows"]
     if args.pg_rows is None:
         args.pg_rows = 1_000_000 if args.patients == 10_000 else 100 * args.patients
     if args.pg_rows < 10:
         ap.error(f"--pg-rows must be at least 10, got {args.pg_rows}")
+    if args.view_patients is None:
+        args.view_patients = min(args.patients, 1_000)
     if not 1 <= args.view_patients <= 10_000:
         ap.error(f"--view-patients must be 1..10000, got {args.view_patients}")
     if not 1 <= args.patients <= 10_000:
