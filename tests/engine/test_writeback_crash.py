@@ -37,6 +37,7 @@ def _run_child(root: Path, world, note_id: str, crash_at: str) -> subprocess.Com
         ("writeback.sending", True, None, "sending"),  # committed sending, POST not made
         ("writeback.sent", True, None, "sending"),  # the EHR stored it and answered; written not committed
         ("writeback.written", True, None, "written"),  # everything committed
+        ("writeback.sent", False, None, "sending"),  # stored, no conditional create: resumed by search, not resent
         ("writeback.unknown", False, "drop_response", "unknown"),  # answer lost, no conditional create
         ("writeback.pending", True, "429", "pending"),  # throttled: back to pending, then killed
     ],
