@@ -26,7 +26,7 @@ from engine.writeback.preflight import SendPlan, build_payload, note_bytes, plan
 from engine.writeback.reconcile import reconcile
 from engine.writeback.target import NoteTarget, load_target
 from store.models import utcnow
-from store.outbox import TERMINAL_STATES, NoteRecord, get_note, transition
+from store.outbox import TERMINAL_STATES, NoteRecord, StaleNoteError, get_note, transition
 
 __all__ = ["NoteNotFoundError", "write_note"]
 
@@ -50,10 +50,16 @@ def write_note(env: SyncEnvironment, config: WritebackConfig, note_id: str) -> N
         return _close(env, note, "failed", reason_code="connection_missing", reason=str(exc))
     if target.connection.status != "active" and note.state == "pending":
         return _close(env, note, "failed", reason_code=f"connection_{target.connection.status}", reason=None)
-    with env.fhir_client(target.connection) as client:
-        if note.state == "unknown":
-            return reconcile(env.db, client, note)
-        return _advance(env, config, note, target, client)
+    try:
+        with env.fhir_client(target.connection) as client:
+            if note.state == "unknown":
+                return reconcile(env.db, client, note)
+            return _advance(env, config, note, target, client)
+    except StaleNoteError:  # another run moved the note first (e.g. resumed it as stalled): its state stands
+        _log.warning("note %s was moved by another run; leaving it as that run left it", note_id)
+        current = get_note(env.db, note_id)
+        assert current is not None
+        return current
 
 
 def _close(env: SyncEnvironment, note: NoteRecord, state: str, *, reason_code: str, reason: str | None) -> NoteRecord:
