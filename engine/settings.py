@@ -24,6 +24,7 @@ from connectors.budgets import (
 )
 from connectors.errors import ConfigurationError
 from engine.analyst_settings import AnalystSettings
+from engine.batch_size import DEFAULT_BATCH_SIZE, batch_size_from_env
 from engine.connection_lock import DEFAULT_LOCK_WAIT_S, lock_wait_seconds
 from engine.environment import DEFAULT_BULK_MAX_FILE_BYTES, DEFAULT_MIN_FREE_DISK_BYTES
 from engine.errors import PipelineConfigurationError
@@ -228,6 +229,7 @@ class PipelineSettings:
     sync_windows_raw: str = ""
     quarantine_max_ratio: float = 0.01
     overlap_seconds: int = 300
+    sync_batch_size: int = DEFAULT_BATCH_SIZE  # scheduled patient syncs per run (engine.batch_sync)
     keepalive_idle_days: int = 7
     freshness_grace_minutes: int = DEFAULT_GRACE_MINUTES  # sync_freshness checks (engine.freshness)
     landing_retention_days: int = DEFAULT_LANDING_RETENTION_DAYS  # merged landing files kept (engine.landing_retention)
@@ -271,6 +273,7 @@ class PipelineSettings:
             warehouse_url=warehouse_url,
             quarantine_max_ratio=_ratio(env),
             overlap_seconds=_overlap_seconds(env),
+            sync_batch_size=batch_size_from_env(env),
             keepalive_idle_days=_idle_days(env),
             freshness_grace_minutes=grace_minutes_from_env(env),
             landing_retention_days=_landing_retention_days(env),

@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 
 from connectors.fhir import RetryPolicy
 from connectors.transport import BodyBounds
+from engine.batch_size import DEFAULT_BATCH_SIZE
 from engine.retries import DEFAULT_BASE_S, DEFAULT_CAP_S, MAX_S, RETRY_BASE_ENV, RETRY_CAP_ENV
 from engine.scheduling import RetryBackoff
 from engine.settings import PipelineSettings
@@ -215,6 +216,12 @@ class SyncPolicyResource(ConfigurableResource["SyncPolicyResource"]):
         default=True, description="Group exports: full records of new members (BDX-15)."
     )
     page_size: int = Field(default=200, ge=1, le=1000, description="Resources per search page (_count).")
+    sync_batch_size: int = Field(
+        default=DEFAULT_BATCH_SIZE,
+        ge=1,
+        le=1000,
+        description="Scheduled patient syncs of one source per run (EHRSYNC_SYNC_BATCH_SIZE).",
+    )
     keepalive_idle_days: int = Field(default=7, ge=1, le=89, description="Keepalive refreshes grants unused this long.")
 
     def windows(self) -> dict[str, SyncWindow]:
@@ -261,6 +268,7 @@ def default_resources(settings: PipelineSettings) -> dict[str, ConfigurableResou
             sync_windows=settings.sync_windows_raw,
             quarantine_max_ratio=settings.quarantine_max_ratio,
             overlap_seconds=settings.overlap_seconds,
+            sync_batch_size=settings.sync_batch_size,
             keepalive_idle_days=settings.keepalive_idle_days,
         ),
         "retry": RetryPolicyResource.from_backoff(settings.retry_backoff),

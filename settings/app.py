@@ -37,6 +37,7 @@ ENGINE_VARIABLES = (
     "EHRSYNC_SYNC_WINDOWS",
     "EHRSYNC_QUARANTINE_MAX_RATIO",
     "EHRSYNC_SYNC_OVERLAP_SECONDS",
+    "EHRSYNC_SYNC_BATCH_SIZE",
     "EHRSYNC_KEEPALIVE_IDLE_DAYS",
     "EHRSYNC_FETCH_ALLOWED_HOSTS",
     "EHRSYNC_MAX_RESOURCE_BYTES",
@@ -87,6 +88,7 @@ class AppSettings(BaseSettings):
     EHRSYNC_SYNC_WINDOWS: str | None = None
     EHRSYNC_QUARANTINE_MAX_RATIO: str | None = None
     EHRSYNC_SYNC_OVERLAP_SECONDS: str | None = None
+    EHRSYNC_SYNC_BATCH_SIZE: str | None = None  # scheduled patient syncs per Dagster run (issue 14)
     EHRSYNC_KEEPALIVE_IDLE_DAYS: str | None = None
     EHRSYNC_FETCH_ALLOWED_HOSTS: str | None = None
     EHRSYNC_MAX_RESOURCE_BYTES: str | None = None

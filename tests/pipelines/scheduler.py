@@ -10,14 +10,21 @@ from tests.pipelines.appdb import AppDb
 
 
 def evaluate_scheduled_syncs(
-    instance: DagsterInstance, app_db: AppDb, *, windows: str = "", retry: RetryPolicyResource | None = None
+    instance: DagsterInstance,
+    app_db: AppDb,
+    *,
+    windows: str = "",
+    retry: RetryPolicyResource | None = None,
+    batch_size: int = 1,
 ) -> SensorResult:
-    """The sensor's result (asserted to be a ``SensorResult``): default policy unless ``windows``/``retry``."""
+    """The sensor's result (asserted to be a ``SensorResult``): default policy unless ``windows``/``retry``.
+
+    ``batch_size`` 1 (a run per connection) unless a test is about batch runs (``test_batch_scheduling``)."""
     context = build_sensor_context(
         instance=instance,
         resources={
             "app_db": AppDatabaseResource(url=app_db.url),
-            "policy": SyncPolicyResource(sync_windows=windows),
+            "policy": SyncPolicyResource(sync_windows=windows, sync_batch_size=batch_size),
             "retry": retry or RetryPolicyResource(),
         },
     )

@@ -95,4 +95,4 @@ def test_a_tick_asks_about_the_due_connections_only(
     monkeypatch.setattr("pipelines.defs._shared.run_control.BUSY_SCAN_PAGE_SIZE", 10)
     result = evaluate_scheduled_syncs(dagster_instance, app_db)
     assert [r.partition_key for r in result.run_requests or []] == [due]
-    assert len(calls) == 2, calls  # one per due connection, not 7 pages of 10
+    assert len(calls) == 3, calls  # one per due connection and one for batch runs in progress, not 7 pages of 10

@@ -6,6 +6,9 @@ repeated ticks never double a run; a connection with a run already queued or run
 for the due connections only, after the plan). Failures are read back ``streak_horizon`` only (``engine.retries``).
 It ticks every minute so a failed sync (its first one too) is retried after its backoff (``engine.retries``),
 within minutes rather than at the next slot; each failure is retried once (the run key names it).
+Due patient connections of one EHR source share runs of ``incremental_sync_batch`` (at most
+``EHRSYNC_SYNC_BATCH_SIZE`` each, run key from the members' own keys: ``engine.batch_plan``); a lone one, and every
+Bulk connection, gets its own partitioned run as before. Members of a queued or running batch count as busy.
 """
 
 from datetime import UTC, datetime
@@ -20,6 +23,7 @@ from dagster import (
     sensor,
 )
 
+from engine.batch_plan import DueBatch, plan_batches
 from engine.connection_snapshots import read_connections
 from engine.planning import DueRun, drop_busy, plan_due_runs
 from engine.retries import failure_streaks, streak_horizon
@@ -27,6 +31,13 @@ from engine.run_tags import connection_run_tags
 from pipelines.defs._shared.partitions import partition_sets
 from pipelines.defs._shared.run_control import busy_among
 from pipelines.defs.bulk.assets import BULK_EXPORT_JOB, bulk_export_job
+from pipelines.defs.sync.batch import (
+    BATCH_SYNC_JOB,
+    batch_run_config,
+    batch_run_tags,
+    busy_in_batches,
+    incremental_sync_batch_job,
+)
 from pipelines.defs.sync.jobs import INCREMENTAL_SYNC_JOB, incremental_sync_job
 from pipelines.resources import AppDatabaseResource, RetryPolicyResource, SyncPolicyResource
 
@@ -50,10 +61,21 @@ def _request(due: DueRun) -> RunRequest:
     )
 
 
+def _batch_request(batch: DueBatch) -> RunRequest:
+    """One run for the batch: no partition (its members are in the run config), tagged with its source."""
+    trigger = "retry" if batch.retries == len(batch.members) else "schedule"
+    return RunRequest(
+        run_key=batch.run_key,
+        job_name=BATCH_SYNC_JOB,
+        run_config=batch_run_config(batch.connection_ids),
+        tags=batch_run_tags(batch.source, len(batch.members), trigger),
+    )
+
+
 @sensor(
     name="scheduled_syncs",
     minimum_interval_seconds=SCHEDULE_INTERVAL_S,
-    jobs=[incremental_sync_job, bulk_export_job],
+    jobs=[incremental_sync_job, bulk_export_job, incremental_sync_batch_job],
     default_status=DefaultSensorStatus.RUNNING,
     description="Requests incremental syncs (Bulk exports for backend/group) for connections that are due, and "
     "retries failed syncs with backoff.",
@@ -74,12 +96,22 @@ def scheduled_syncs_sensor(
     candidates, tally = plan_due_runs(
         now, connections, partitions=sets, busy=set(), windows=policy.windows(), failures=streaks, backoff=backoff
     )
-    due = drop_busy(candidates, busy_among(context.instance, {d.connection.id for d in candidates}), tally)
+    busy = busy_among(context.instance, {d.connection.id for d in candidates}) if candidates else set()
+    if candidates:
+        busy |= busy_in_batches(context.instance)  # members of queued or running batch runs
+    due = drop_busy(candidates, busy, tally)
     retries = sum(1 for d in due if d.retry)
+    alone, batches = plan_batches(due, policy.sync_batch_size)
     context.log.info(
-        "scheduled syncs: %d due (%d retries); not requested: %s", len(due), retries, dict(sorted(tally.items()))
+        "scheduled syncs: %d due (%d retries) in %d runs (%d batches); not requested: %s",
+        len(due),
+        retries,
+        len(alone) + len(batches),
+        len(batches),
+        dict(sorted(tally.items())),
     )
-    return SensorResult(run_requests=[_request(d) for d in due], cursor=tick_cursor(now, len(due), retries))
+    requests = [_request(d) for d in alone] + [_batch_request(b) for b in batches]
+    return SensorResult(run_requests=requests, cursor=tick_cursor(now, len(due), retries))
 
 
 defs = Definitions(sensors=[scheduled_syncs_sensor])

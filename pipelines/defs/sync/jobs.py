@@ -13,10 +13,12 @@ from dagster import (
 )
 
 from engine import PATIENT_TYPES
+from engine.batch_sync import close_batch_rows
 from engine.run_outcome import CANCELED_PREFIX, finish_sync_run
 from engine.run_tags import CONNECTION_TAG
 from pipelines.defs._shared.metadata import without_freshness
 from pipelines.defs._shared.run_control import run_times
+from pipelines.defs.sync.batch import batch_connection_ids, incremental_sync_batch_job
 from pipelines.defs.sync.reference_assets import build_reference_assets
 from pipelines.defs.sync.type_assets import (
     LANDING_GROUP,
@@ -77,7 +79,8 @@ def _make_run_ended_sensor(status: DagsterRunStatus) -> RunStatusSensorDefinitio
     def _ended(context: RunStatusSensorContext, app_db: AppDatabaseResource) -> None:
         run = context.dagster_run
         connection_id = run.tags.get(CONNECTION_TAG) or run.tags.get("dagster/partition")
-        if not connection_id:
+        members = batch_connection_ids(run)  # a batch run: each member's row (those its op did not close)
+        if not connection_id and not members:
             return
         # Dagster's run-end message names the failed steps; it carries no tokens or resource content.
         reason = (context.dagster_event.message or error) if not succeeded else None
@@ -85,9 +88,12 @@ def _make_run_ended_sensor(status: DagsterRunStatus) -> RunStatusSensorDefinitio
             reason = f"{CANCELED_PREFIX}{reason}"
         times = run_times(context.instance, run.run_id)  # the run's own end, not this tick's
         with app_db.open() as db:
-            finish_sync_run(
-                db, run.run_id, connection_id, succeeded=succeeded, error=reason and reason[:500], times=times
-            )
+            if members:
+                close_batch_rows(db, run.run_id, members, succeeded=succeeded, error=reason, times=times)
+            if connection_id:
+                finish_sync_run(
+                    db, run.run_id, connection_id, succeeded=succeeded, error=reason and reason[:500], times=times
+                )
 
     return _ended
 
@@ -96,6 +102,6 @@ sync_run_ended = [_make_run_ended_sensor(s) for s in _ENDED]
 
 defs = Definitions(
     assets=type_assets,
-    jobs=[incremental_sync_job, full_resync_job],
+    jobs=[incremental_sync_job, full_resync_job, incremental_sync_batch_job],
     sensors=sync_run_ended,
 )

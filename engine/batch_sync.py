@@ -1,0 +1,183 @@
+"""Incremental syncs of many patient connections of one EHR source in one run, each isolated (issue 14).
+
+A Dagster run costs seconds before the first request; an incremental sync with nothing changed costs about a
+third of a second. A batch run pays the first once for up to ``EHRSYNC_SYNC_BATCH_SIZE`` connections. Each
+connection keeps what a run of its own gives it: its own ``sync_runs`` row (id :func:`batch_sync_run_id`, so the
+run-status sensor finds it again), its own cursors and connection lock, its own outcome closed by
+``finish_sync_run`` as soon as it ends. One connection failing (any error) is recorded on its row and retried
+by ``engine.retries``; it neither stops nor rolls back the others. The steps are the ones the per-type assets
+call (``land_resource_type`` → ``upsert_resource_type`` per type, then ``sync_references``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from engine import runs
+from engine.connection_lock import hold_connection
+from engine.connection_snapshots import ConnectionSnapshot, read_connection
+from engine.connection_sync import PATIENT_TYPES, sync_references
+from engine.environment import SyncEnvironment
+from engine.errors import ConnectionNotFoundError
+from engine.incremental import land_resource_type, upsert_resource_type
+from engine.reports import TypeReport
+from engine.run_outcome import CANCELED_PREFIX, RunTimes, finish_sync_run
+from store import AppDatabase
+
+__all__ = [
+    "BatchOutcome",
+    "ConnectionOutcome",
+    "batch_sync_run_id",
+    "close_batch_rows",
+    "open_batch_rows",
+    "sync_batch",
+    "sync_connection",
+]
+
+_log = logging.getLogger(__name__)
+_MAX_ERROR = 500
+
+
+def batch_sync_run_id(dagster_run_id: str, connection_id: str) -> str:
+    """The ``sync_runs`` id of one connection's sync inside a batch run: derived, so a sensor can name it too."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ehrsync-batch:{dagster_run_id}:{connection_id}"))
+
+
+@dataclass
+class ConnectionOutcome:
+    """One connection's sync in a batch: its row, its per-type reports, and why it failed (None: it did not)."""
+
+    connection_id: str
+    sync_run_id: str
+    reports: dict[str, TypeReport] = field(default_factory=dict)
+    error: str | None = None
+    skipped: str | None = None  # not synced at all (disconnected, disabled, gone since the batch was planned)
+    duration_s: float = 0.0
+    connection: ConnectionSnapshot | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None and self.skipped is None
+
+
+@dataclass
+class BatchOutcome:
+    connections: list[ConnectionOutcome] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[ConnectionOutcome]:
+        return [c for c in self.connections if c.error is not None]
+
+
+def open_batch_rows(env: SyncEnvironment, dagster_run_id: str, connection_ids: Sequence[str]) -> None:
+    """Create every member's row (queued) before the first sync: a run that dies part-way leaves open rows,
+    which the run-status sensor closes as failed, so each member not reached is retried with backoff."""
+    for connection_id in connection_ids:
+        try:
+            conn = read_connection(env.db, connection_id)
+        except ConnectionNotFoundError:
+            continue
+        run_id = batch_sync_run_id(dagster_run_id, connection_id)
+        if conn.syncable and not conn.is_bulk and runs.get(env.db, run_id) is None:
+            runs.create_run(env.db, connection_id, "incremental", run_id=run_id, tenant_id=conn.tenant_id)
+
+
+def sync_connection(
+    env: SyncEnvironment,
+    connection_id: str,
+    dagster_run_id: str,
+    types: Sequence[str] = PATIENT_TYPES,
+) -> ConnectionOutcome:
+    """Sync one member of a batch and close its row; never raises for the connection's own failures."""
+    started = time.monotonic()
+    outcome = ConnectionOutcome(connection_id, batch_sync_run_id(dagster_run_id, connection_id))
+    try:
+        conn = read_connection(env.db, connection_id)
+    except ConnectionNotFoundError:
+        return _skip(env, outcome, "connection not found")
+    if not conn.syncable or conn.is_bulk:
+        return _skip(env, outcome, f"connection is {conn.status}{' (bulk)' if conn.is_bulk else ''}")
+    outcome.connection = conn
+    try:
+        with hold_connection(env, connection_id, outcome.sync_run_id):  # once for the whole connection
+            _sync_types(env, outcome, types)
+    except Exception as exc:  # the isolation boundary: any failure belongs to this connection only
+        outcome.error = f"{type(exc).__name__}: {exc}"
+        _log.warning("batch sync of connection %s failed: %s", connection_id, type(exc).__name__)
+    outcome.duration_s = time.monotonic() - started
+    finish_sync_run(
+        env.db, outcome.sync_run_id, connection_id, succeeded=outcome.succeeded, error=_short(outcome.error)
+    )
+    return outcome
+
+
+def _skip(env: SyncEnvironment, outcome: ConnectionOutcome, reason: str) -> ConnectionOutcome:
+    """Not synced: a row opened for it is closed as a deliberate stop (not retried), since nothing was tried."""
+    outcome.skipped = reason
+    record = runs.get(env.db, outcome.sync_run_id)
+    if record is not None and record.status == "queued":
+        runs.fail(env.db, outcome.sync_run_id, f"{CANCELED_PREFIX}{reason}")
+    return outcome
+
+
+def close_batch_rows(
+    db: AppDatabase,
+    dagster_run_id: str,
+    connection_ids: Sequence[str],
+    *,
+    succeeded: bool,
+    error: str | None,
+    times: RunTimes | None = None,
+) -> int:
+    """When a batch run ends: close its members' rows still open (the run died before closing them) with the
+    run's verdict; rows each member's sync already closed keep their own outcome. Returns rows changed."""
+    return sum(
+        finish_sync_run(
+            db, batch_sync_run_id(dagster_run_id, cid), cid, succeeded=succeeded, error=_short(error), times=times
+        )
+        for cid in connection_ids
+    )
+
+
+def _sync_types(env: SyncEnvironment, outcome: ConnectionOutcome, types: Sequence[str]) -> None:
+    """Each type as its two assets run it (a failed landing skips that type's upsert), then the references."""
+    cid, run_id = outcome.connection_id, outcome.sync_run_id
+    failures: list[str] = []
+    for resource_type in types:
+        report = land_resource_type(env, cid, resource_type, run_id)
+        if report.error is None or report.incomplete:  # an incomplete search: the upsert stores what arrived
+            report = upsert_resource_type(env, cid, resource_type, run_id)
+        outcome.reports[resource_type] = report
+        if report.error is not None:
+            failures.append(f"{resource_type}: {report.error}")
+    for resource_type, report in sync_references(env, cid, run_id).items():
+        outcome.reports[resource_type] = report
+        if report.error is not None:
+            failures.append(f"{resource_type}: {report.error}")
+    if failures:
+        outcome.error = "; ".join(failures)
+
+
+def _short(error: str | None) -> str | None:
+    return error[:_MAX_ERROR] if error else None
+
+
+def sync_batch(
+    env: SyncEnvironment,
+    connection_ids: Sequence[str],
+    dagster_run_id: str,
+    on_done: Callable[[ConnectionOutcome], None] | None = None,
+) -> BatchOutcome:
+    """Sync the members one after another (the batch's concurrency toward its EHR is one request at a time)."""
+    open_batch_rows(env, dagster_run_id, connection_ids)
+    batch = BatchOutcome()
+    for connection_id in connection_ids:
+        outcome = sync_connection(env, connection_id, dagster_run_id)
+        batch.connections.append(outcome)
+        if on_done is not None:
+            on_done(outcome)
+    return batch
