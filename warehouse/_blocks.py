@@ -8,6 +8,7 @@ reader of ``warehouse/zone.py`` reported for it), in file order with the blocks 
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -19,7 +20,7 @@ from warehouse.limits import QUARANTINE_PREFIX_BYTES
 
 __all__ = ["DRAIN_BYTES", "READ_BYTES", "Block", "Oversize", "read_blocks"]
 
-READ_BYTES = 4 * 1024 * 1024
+READ_BYTES = 2 * 1024 * 1024
 # The chunk size the line reader drained an over-long line with; its last chunk lost trailing CR/LF bytes.
 DRAIN_BYTES = 1024 * 1024
 
@@ -57,7 +58,9 @@ def _prefix(line: bytes, limit: int) -> bytes:
 
 def _split(buf: bytes, end: int, first_line: int, limit: int) -> Block:
     """The whole lines of ``buf[:end]`` (``end`` just after a newline) as one block."""
-    whole = pa.array([memoryview(buf)[: end - 1]], type=pa.large_binary())
+    # zero-copy over ``buf`` (pa.array() of a memoryview copied it through a builder: ~35 MB more peak RSS)
+    bounds = pa.py_buffer(struct.pack("<qq", 0, end - 1))
+    whole = pa.Array.from_buffers(pa.large_binary(), 1, [None, bounds, pa.py_buffer(buf)])
     lines = pc.split_pattern(whole, pattern=b"\n").flatten()
     oversize: dict[int, tuple[bytes, int]] = {}
     for i in pc.indices_nonzero(pc.greater_equal(pc.binary_length(lines), limit)).to_pylist():

@@ -30,7 +30,7 @@ _COLUMNS = pa.schema(
     ]
 )
 _PARSE = pj.ParseOptions(explicit_schema=_COLUMNS, unexpected_field_behavior="ignore")
-_READ = pj.ReadOptions(block_size=1 << 20, use_threads=True)
+_READ = pj.ReadOptions(block_size=1 << 20, use_threads=False)
 # FHIR instants that Arrow's cast reads exactly as ``_lines.parse_instant`` does (anything else: Python decides).
 _INSTANT = (
     r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
@@ -122,7 +122,7 @@ def check_block(lines: pa.Array, resource_type: str, max_bytes: int) -> FastRows
     """The fast lines of ``lines`` (a binary array of whole lines without their line breaks) and their keys."""
     candidate = _candidates(lines, max_bytes)
     idx = pc.indices_nonzero(candidate)
-    picked = lines.take(idx)
+    picked = lines if len(idx) == len(lines) else lines.take(idx)
     n = len(lines)
     ids = pa.nulls(n, pa.string())
     vids = pa.nulls(n, pa.string())

@@ -67,10 +67,13 @@ class BlockLandingWriter(LandingWriter):
             ids = pc.replace_with_mask(ids, mask, pa.array([g[0] for g in got], pa.string()))
             lus = pc.replace_with_mask(lus, mask, pa.array([g[1] for g in got], _TS))
             vids = pc.replace_with_mask(vids, mask, pa.array([g[2] for g in got], pa.string()))
-        text = lines.filter(fast).cast(pa.large_string())
+        every = fast.true_count == len(lines)
+        text = (lines if every else lines.filter(fast)).cast(pa.large_string())
         if patched:  # a line the line path landed keeps its text stripped of ASCII whitespace, as ever
             text = pc.utf8_trim(text, characters=_ASCII_SPACE)
-        self._write_rows(ids.filter(fast), lus.filter(fast), vids.filter(fast), text.cast(pa.string()))
+        if not every:
+            ids, lus, vids = ids.filter(fast), lus.filter(fast), vids.filter(fast)
+        self._write_rows(ids, lus, vids, text)
 
     def _write_rows(self, ids: pa.Array, lus: pa.Array, vids: pa.Array, text: pa.Array) -> None:
         """Append landed rows as row groups bounded like the line path's batches."""
@@ -102,7 +105,7 @@ class BlockLandingWriter(LandingWriter):
             "id": ids.slice(start, n),
             "last_updated": lus.slice(start, n),
             "version_id": vids.slice(start, n),
-            "resource_json": text.slice(start, n),
+            "resource_json": text.slice(start, n).cast(pa.string()),
         }
         table = assemble(self._meta, LANDING_SCHEMA, columns, n)
         assert self._writer is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -50,7 +51,7 @@ class DuckDBWarehouse(Warehouse):
         read_only: bool = False,
         lock_timeout_s: float = 300.0,
         memory_limit: str = "128MB",
-        threads: int = 2,
+        threads: int | None = None,
         upsert_chunk_rows: int = 50_000,
         upsert_chunk_bytes: int = 64 * 1024 * 1024,
         lock_log_every_s: float = LOCK_LOG_EVERY_S,
@@ -63,7 +64,8 @@ class DuckDBWarehouse(Warehouse):
         # file while this instance holds it, so other writers' logs name it.
         self.lock_log_every_s = lock_log_every_s
         self.owner = owner
-        self._config = {"memory_limit": memory_limit, "threads": str(threads)}
+        # threads: the machine's cores unless given (the merge runs one file at a time)
+        self._config = {"memory_limit": memory_limit, "threads": str(threads or os.cpu_count() or 1)}
         self._memory_limit_mib = memory_mib(memory_limit)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._closed = False
