@@ -78,6 +78,8 @@ def _advance(
         return _close(env, note, "blocked", reason_code=f"WRITE_NOT_SUPPORTED ({exc.reason})", reason=str(exc))
     except ce.ConfigurationError as exc:
         return _close(env, note, "failed", reason_code="invalid_note", reason=str(exc))
+    except ce.NeedsReauthError as exc:  # the grant is gone: a person must authorize again, retrying cannot help
+        return _close(env, note, "failed", reason_code=exc.code, reason=None) if note.state == "pending" else note
     except ce.EhrSyncError as exc:  # the CapabilityStatement could not be read: try again later
         return retry_later(env.db, config, note, exc) if note.state == "pending" else note
     if note.state == "pending":

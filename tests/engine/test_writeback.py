@@ -241,3 +241,14 @@ def test_dwb51_permanent_rejection_fails_with_the_servers_operation_outcome(worl
     assert len(request_log.paths(DOC_POSTS, "POST")) == 1
     sb.admin.clear_faults()
     assert write_note(world.env, FAST, note.id).state == "failed"  # a person decides; no automatic retry
+
+
+def test_a_grant_the_ehr_no_longer_honours_fails_the_note_without_sending(world, sb, http, request_log) -> None:
+    """401 on the CapabilityStatement and the refresh refused (``invalid_grant``): failed ``needs_reauth``."""
+    conn = writable_connection(world, sb, http)
+    note = enqueue(world, conn)
+    sb.admin.set_fault("expired_token", path="/fhir/metadata", times=None)
+    sb.admin.set_fault("oauth_error", path="/oauth/token", times=None, error="invalid_grant")
+    done = write_note(world.env, FAST, note.id)
+    assert (done.state, done.reason_code) == ("failed", "needs_reauth")
+    assert request_log.paths(DOC_POSTS, "POST") == []
