@@ -17,6 +17,7 @@ from dagster import AssetKey, DagsterInstance, Definitions, EventLogEntry, Execu
 
 from ehrsync.dagster_instance import open_instance
 from engine import REFERENCED_TYPES, ConnectionNotSyncableError
+from engine.batch_sync import batch_sync_run_id, close_batch_rows
 from engine.connection_snapshots import ConnectionSnapshot, read_connection
 from engine.errors import PipelineRunError
 from engine.run_outcome import finish_sync_run
@@ -27,12 +28,13 @@ from pipelines.defs._shared.partitions import partitions_name_for
 from pipelines.defs._shared.run_control import run_times
 from pipelines.defs.bulk.assets import BULK_EXPORT_JOB
 from pipelines.defs.maintenance.jobs import RECONCILE_JOB
+from pipelines.defs.sync.batch import BATCH_SYNC_JOB, batch_run_config, batch_run_tags
 from pipelines.defs.sync.jobs import FULL_RESYNC_JOB, INCREMENTAL_SYNC_JOB
 from pipelines.defs.sync.type_assets import landing_key, landing_op_name, warehouse_key
 from pipelines.resources import default_resources
 from store import AppDatabase
 
-__all__ = ["SyncNowResult", "job_for", "run_reconcile_now", "run_sync_now"]
+__all__ = ["BatchNowResult", "SyncNowResult", "job_for", "run_batch_now", "run_reconcile_now", "run_sync_now"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +110,59 @@ def run_sync_now(
         checks=checks,
         failed_steps=failed,
         step_errors=_step_errors(result),
+    )
+
+
+@dataclass(frozen=True)
+class BatchNowResult:
+    """One in-process batch run: Dagster's verdict and, per member, its ``sync_runs`` id."""
+
+    run_id: str
+    success: bool
+    sync_run_ids: dict[str, str]
+    materializations: int
+
+
+def run_batch_now(
+    connection_ids: Sequence[str],
+    source: str,
+    *,
+    settings: PipelineSettings | None = None,
+    instance: DagsterInstance | None = None,
+    resources: Mapping[str, object] | None = None,
+    console_log_level: str | None = None,
+) -> BatchNowResult:
+    """Run ``incremental_sync_batch`` for these patient connections of ``source`` now, in this process.
+
+    The job the scheduling sensor requests; members' rows are closed as the run-status sensor closes them.
+    Each member's partition is added first, so its materializations land on a known partition."""
+    resolved = settings or PipelineSettings.from_env()
+    with ExitStack() as cleanup:
+        db = AppDatabase.from_url(resolved.database_url)
+        cleanup.callback(db.dispose)
+        dagster = instance or cleanup.enter_context(open_instance(resolved))
+        name = partitions_name_for(is_bulk=False)
+        missing = [cid for cid in connection_ids if not dagster.has_dynamic_partition(name, cid)]
+        if missing:
+            dagster.add_dynamic_partitions(name, missing)
+        job = _definitions(resolved, resources).resolve_job_def(BATCH_SYNC_JOB)
+        config: dict[str, Any] = batch_run_config(list(connection_ids))
+        if console_log_level is not None:
+            config["loggers"] = {"console": {"config": {"log_level": console_log_level.upper()}}}
+        result = job.execute_in_process(
+            run_config=config,
+            instance=dagster,
+            tags=batch_run_tags(source, len(connection_ids), "manual"),
+            raise_on_error=False,
+        )
+        error = None if result.success else "batch run failed"
+        times = run_times(dagster, result.run_id)
+        close_batch_rows(db, result.run_id, connection_ids, succeeded=result.success, error=error, times=times)
+    return BatchNowResult(
+        run_id=result.run_id,
+        success=result.success,
+        sync_run_ids={cid: batch_sync_run_id(result.run_id, cid) for cid in connection_ids},
+        materializations=len(result.get_asset_materialization_events()),
     )
 
 

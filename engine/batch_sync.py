@@ -58,6 +58,7 @@ class ConnectionOutcome:
     skipped: str | None = None  # not synced at all (disconnected, disabled, gone since the batch was planned)
     duration_s: float = 0.0
     connection: ConnectionSnapshot | None = None
+    references_read: bool = False  # the reference step ran (referenced types it did not report had nothing)
 
     @property
     def succeeded(self) -> bool:
@@ -154,7 +155,9 @@ def _sync_types(env: SyncEnvironment, outcome: ConnectionOutcome, types: Sequenc
         outcome.reports[resource_type] = report
         if report.error is not None:
             failures.append(f"{resource_type}: {report.error}")
-    for resource_type, report in sync_references(env, cid, run_id).items():
+    referenced = sync_references(env, cid, run_id)
+    outcome.references_read = True
+    for resource_type, report in referenced.items():
         outcome.reports[resource_type] = report
         if report.error is not None:
             failures.append(f"{resource_type}: {report.error}")

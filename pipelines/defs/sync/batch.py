@@ -101,7 +101,7 @@ def _record(context: OpExecutionContext, outcome: ConnectionOutcome) -> None:
         "sync_run_id": MetadataValue.text(outcome.sync_run_id),
     }
     reports = dict(outcome.reports)
-    for resource_type in REFERENCED_TYPES:
+    for resource_type in REFERENCED_TYPES if outcome.references_read else ():
         reports.setdefault(resource_type, TypeReport(resource_type, skipped_reason=NO_REFERENCES))
     for resource_type, report in reports.items():
         if report.error is not None:

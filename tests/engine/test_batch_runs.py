@@ -1,0 +1,86 @@
+"""Many patient connections of one source in one Dagster run (``incremental_sync_batch``), each isolated.
+
+Through the real job in-process (``run_batch_now``, the job the scheduling sensor requests) against the sandbox:
+a member that fails records its own failure and is retried alone; the others complete, move their cursors and
+``last_sync_at``, and their per-type assets show the partition materialized.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+
+from dagster import DagsterInstance
+
+from ehrsync.run_now import BatchNowResult, run_batch_now
+from engine import cursors, runs
+from engine.batch_sync import close_batch_rows, open_batch_rows
+from engine.retries import failure_streaks
+from engine.settings import PipelineSettings
+from pipelines.defs.sync.type_assets import landing_key, warehouse_key
+from store.models import Connection
+from tests.engine.helpers import connect_patient, sandbox_patients
+from tests.engine.job_runs import world_resources, world_url
+
+
+def _batch(world, ids: list[str], instance: DagsterInstance) -> BatchNowResult:
+    settings = PipelineSettings.from_env(
+        {
+            "EHRSYNC_STATE_DIR": str(Path(world.env.zone.root).parent),
+            "DATABASE_URL": world_url(world),
+            "WAREHOUSE_URL": world.env.warehouse_target,
+        }
+    )
+    return run_batch_now(ids, "generic", settings=settings, instance=instance, resources=world_resources(world))
+
+
+def _set_base(world, connection_id: str, base: str) -> str:
+    with world.env.db.session() as session:
+        conn = session.get(Connection, connection_id)
+        assert conn is not None
+        before, conn.fhir_base = conn.fhir_base, base
+        session.commit()
+    return before
+
+
+def _landing_files(world) -> set[Path]:
+    return set(Path(world.env.zone.root).rglob("*.parquet"))
+
+
+def test_one_run_syncs_many_connections_and_a_failure_stays_its_own(start_sandbox, world, http):
+    sb = start_sandbox(patients=3)
+    ids = [connect_patient(world, sb, http=http, patient_id=p) for p in sandbox_patients(http, sb)[:3]]
+    good, broken, other = ids
+    real_base = _set_base(world, broken, "http://127.0.0.1:9/fhir")  # nothing listens there
+    with ExitStack() as stack:
+        instance = stack.enter_context(DagsterInstance.ephemeral())
+        first = _batch(world, ids, instance)
+        assert not first.success  # the run shows the failure; the members keep their own outcomes
+        rows = {cid: runs.get(world.env.db, first.sync_run_ids[cid]) for cid in ids}
+        assert rows[good].status == rows[other].status == "completed", rows  # type: ignore[union-attr]
+        assert rows[broken].status == "failed" and rows[broken].error  # type: ignore[union-attr]
+        assert rows[good].counts["Observation"]["created"] > 0  # type: ignore[union-attr]
+        assert broken in failure_streaks(world.env.db)  # retried alone, with backoff (engine.retries)
+        assert set(failure_streaks(world.env.db)) == {broken}
+        assert cursors.get_mark(world.env.db, good, cursors.REST_STREAM, "Observation") is not None
+        assert cursors.get_mark(world.env.db, broken, cursors.REST_STREAM, "Observation") is None
+        for key in (landing_key("Observation"), warehouse_key("Observation"), warehouse_key("Practitioner")):
+            assert instance.get_materialized_partitions(key) == {good, other}, key
+
+        _set_base(world, broken, real_base)
+        files = _landing_files(world)
+        second = _batch(world, [good, other], instance)
+        assert second.success
+        assert all(runs.get(world.env.db, rid).status == "completed" for rid in second.sync_run_ids.values())  # type: ignore[union-attr]
+        assert _landing_files(world) == files  # nothing new: no landing file for either member
+
+
+def test_a_batch_that_dies_leaves_its_open_members_failed_for_retry(start_sandbox, world, http):
+    """The run-status sensor's rule (``close_batch_rows``): members the run never closed fail; closed ones stay."""
+    sb = start_sandbox(patients=2)
+    ids = [connect_patient(world, sb, http=http, patient_id=p) for p in sandbox_patients(http, sb)[:2]]
+    open_batch_rows(world.env, "dead-run", ids)
+    closed = close_batch_rows(world.env.db, "dead-run", ids, succeeded=False, error="run failed")
+    assert closed == 2
+    assert set(failure_streaks(world.env.db)) == set(ids)
+    assert close_batch_rows(world.env.db, "dead-run", ids, succeeded=False, error="again") == 0

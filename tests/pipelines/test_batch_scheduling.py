@@ -1,0 +1,70 @@
+"""scheduled_syncs with batches: one run per EHR source and batch of due patient connections (issue 14)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from dagster import DagsterInstance, DagsterRunStatus
+from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._core.test_utils import create_run_for_test
+
+from engine.batch_plan import plan_batches
+from engine.planning import DueRun
+from engine.run_tags import SOURCE_TAG
+from pipelines.defs._shared.partitions import BULK_CONNECTIONS_PARTITIONS_NAME, PATIENT_CONNECTIONS_PARTITIONS_NAME
+from pipelines.defs.sync.batch import BATCH_SYNC_JOB, BATCH_TAG, batch_connection_ids, batch_run_config
+from tests.pipelines.appdb import AppDb
+from tests.pipelines.scheduler import evaluate_scheduled_syncs
+
+
+def _due(app_db: AppDb, instance: DagsterInstance, cid: str, provider: str, kind: str = "patient") -> str:
+    app_db.add(cid, provider=provider, kind=kind, last_sync=datetime.now(UTC) - timedelta(days=2))
+    name = PATIENT_CONNECTIONS_PARTITIONS_NAME if kind == "patient" else BULK_CONNECTIONS_PARTITIONS_NAME
+    instance.add_dynamic_partitions(name, [cid])
+    return cid
+
+
+def test_due_patients_of_one_source_share_runs_of_at_most_n(app_db: AppDb, dagster_instance: DagsterInstance) -> None:
+    epic = [_due(app_db, dagster_instance, f"epic-{n}", "epic") for n in range(5)]
+    lone = _due(app_db, dagster_instance, "cerner-0", "cerner")
+    bulk = _due(app_db, dagster_instance, "bulk-0", "epic", kind="backend")
+
+    result = evaluate_scheduled_syncs(dagster_instance, app_db, batch_size=2)
+
+    requests = result.run_requests or []
+    alone = {r.partition_key for r in requests if r.job_name != BATCH_SYNC_JOB}
+    assert alone == {lone, bulk, epic[4]}  # a batch of one runs as the connection's own partitioned run
+    batches = [r for r in requests if r.job_name == BATCH_SYNC_JOB]
+    members = [r.run_config["ops"]["sync_connection_batch"]["config"]["connection_ids"] for r in batches]
+    assert sorted(members) == [epic[0:2], epic[2:4]]
+    assert all(r.tags[SOURCE_TAG] == "epic" and r.tags[BATCH_TAG] == "2" and r.partition_key is None for r in batches)
+    assert len({r.run_key for r in batches}) == 2
+
+    again = evaluate_scheduled_syncs(dagster_instance, app_db, batch_size=2)  # same due slots: same run keys
+    assert sorted(r.run_key for r in again.run_requests or []) == sorted(r.run_key for r in requests)
+
+
+def test_members_of_a_queued_batch_are_busy(app_db: AppDb, dagster_instance: DagsterInstance) -> None:
+    ids = [_due(app_db, dagster_instance, f"epic-{n}", "epic") for n in range(3)]
+    run = create_run_for_test(
+        dagster_instance,
+        job_name=BATCH_SYNC_JOB,
+        status=DagsterRunStatus.QUEUED,
+        run_config=batch_run_config(ids[:2]),
+        tags={SOURCE_TAG: "epic", BATCH_TAG: "2"},
+        remote_job_origin=RemoteJobOrigin(
+            repository_origin=RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("ehrsync"), "__repository__"),
+            job_name=BATCH_SYNC_JOB,
+        ),
+    )
+    assert batch_connection_ids(run) == ids[:2]
+    result = evaluate_scheduled_syncs(dagster_instance, app_db, batch_size=10)
+    assert [r.partition_key for r in result.run_requests or []] == [ids[2]]
+
+
+def test_plan_batches_rejects_a_size_below_one() -> None:
+    due: list[DueRun] = []
+    assert plan_batches(due, 1) == ([], [])
+    with pytest.raises(ValueError, match="at least 1"):
+        plan_batches(due, 0)
