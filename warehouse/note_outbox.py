@@ -14,7 +14,13 @@ from typing import Any
 from warehouse.errors import InvalidInputError
 from warehouse.merge import Warehouse
 
-__all__ = ["NOTE_OUTBOX_COLUMNS", "NOTE_OUTBOX_TABLE", "read_note_outbox", "replace_note_outbox"]
+__all__ = [
+    "NOTE_OUTBOX_COLUMNS",
+    "NOTE_OUTBOX_TABLE",
+    "ensure_note_outbox_table",
+    "read_note_outbox",
+    "replace_note_outbox",
+]
 
 NOTE_OUTBOX_TABLE = "draft_note_outbox"
 NOTE_OUTBOX_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -47,13 +53,21 @@ def _values(row: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(row.get(name) for name in _NAMES)
 
 
+_CREATE = f"CREATE TABLE IF NOT EXISTS {NOTE_OUTBOX_TABLE} ({', '.join(f'{n} {k}' for n, k in NOTE_OUTBOX_COLUMNS)})"
+
+
+def ensure_note_outbox_table(wh: Warehouse) -> None:
+    """Create the (empty) table if no write-back run has yet, so the analyst snapshot always carries it."""
+    with wh._write(NOTE_OUTBOX_TABLE) as cur:
+        cur.execute(_CREATE)
+
+
 def replace_note_outbox(wh: Warehouse, rows: Sequence[Mapping[str, Any]]) -> int:
     """Make the table hold exactly ``rows`` (one transaction: readers see the old copy or the new one)."""
     values = [_values(row) for row in rows]
-    columns = ", ".join(f"{name} {kind}" for name, kind in NOTE_OUTBOX_COLUMNS)
     placeholders = ", ".join(["%s"] * len(_NAMES))
     with wh._write(NOTE_OUTBOX_TABLE) as cur:
-        cur.execute(f"CREATE TABLE IF NOT EXISTS {NOTE_OUTBOX_TABLE} ({columns})")
+        cur.execute(_CREATE)
         cur.execute(f"DELETE FROM {NOTE_OUTBOX_TABLE}")
         if values:
             cur.executemany(f"INSERT INTO {NOTE_OUTBOX_TABLE} ({', '.join(_NAMES)}) VALUES ({placeholders})", values)

@@ -76,7 +76,10 @@ def test_the_job_refreshes_publishes_and_checks_on_duckdb(
     assert len(list((settings.state_dir / "analyst" / "generations").iterdir())) == 2  # EHRSYNC_ANALYST_GENERATIONS
     with duckdb.connect(str(current), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM observation").fetchone() == (3,)
+        # the write-back outbox rides along (empty before any note) so analysts never need the live file
+        assert con.execute("SELECT count(*) FROM draft_note_outbox").fetchone() == (0,)
     assert Path(str(observation["parquet"])).is_file()
+    assert (current.parent / "draft_note_outbox.parquet").is_file()
     assert result.checks == {
         f"analyst/observation:{PATIENT_REFERENCES_CHECK}": True,
         f"analyst/encounter:{PATIENT_REFERENCES_CHECK}": True,

@@ -33,6 +33,7 @@ from pipelines.defs.sync.type_assets import warehouse_key
 from pipelines.resources import WarehouseResource
 from warehouse import VIEW_NAMES, Warehouse, WarehouseError
 from warehouse.duckdb_backend import DuckDBWarehouse
+from warehouse.note_outbox import NOTE_OUTBOX_TABLE, ensure_note_outbox_table
 from warehouse.snapshot import AnalystSnapshot, AnalystTable, describe_views, publish_snapshot
 from warehouse.view_checks import PatientReferences, patient_references
 from warehouse.view_refresh import refresh_analyst_views
@@ -102,9 +103,10 @@ def analyst_views(
 
 def _publish(wh: Warehouse, keep: int) -> tuple[AnalystSnapshot | None, tuple[AnalystTable, ...]]:
     """DuckDB: the new snapshot and its tables; PostgreSQL: the live views as they are (no file snapshot)."""
-    if isinstance(wh, DuckDBWarehouse):
-        snapshot = publish_snapshot(wh, VIEW_NAMES, keep=keep)
-        return snapshot, snapshot.tables
+    if isinstance(wh, DuckDBWarehouse):  # the outbox table rides along: analysts never open the live file
+        ensure_note_outbox_table(wh)
+        snapshot = publish_snapshot(wh, (*VIEW_NAMES, NOTE_OUTBOX_TABLE), keep=keep)
+        return snapshot, tuple(t for t in snapshot.tables if t.name in VIEW_NAMES)
     return None, tuple(describe_views(wh, VIEW_NAMES))
 
 
