@@ -24,6 +24,8 @@ from bench.pg_upsert import run_pg_upsert_bench
 from bench.pg_upsert import table as pg_table
 from bench.report import machine, table, verdicts
 from bench.sandbox_process import SandboxProcess
+from bench.scale_bench import run_scale_bench
+from bench.scale_bench import table as scale_table
 from bench.views import run_views_bench
 from bench.views import table as views_table
 
@@ -54,7 +56,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="stored rows (and batch rows) of the PostgreSQL upsert benchmark (default: 1,000,000 with "
         "--patients 10000, else 100 x --patients)",
     )
-    ap.add_argument("--only", choices=("bulk", "incremental", "views", "pg-upsert"), help="run one benchmark")
+    ap.add_argument("--only", choices=("bulk", "incremental", "views", "pg-upsert", "scale"), help="run one benchmark")
+    ap.add_argument(
+        "--scale-connections",
+        default="100,1000",
+        help="patient connection counts of the scale benchmark (comma-separated; --quick: 20)",
+    )
+    ap.add_argument("--scale-batch", type=int, default=50, help="connections per batch run in the scale benchmark")
+    ap.add_argument("--scale-single", type=int, default=20, help="connections synced one run each, for comparison")
     ap.add_argument("--out", type=Path, default=Path("var/bench"), help="folder for the JSON results")
     ap.add_argument("--workdir", type=Path, help="scratch folder (a fresh temporary one by default)")
     args = ap.parse_args(argv)
@@ -87,6 +96,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if any(not 1 <= n <= 10_000 for n in sizes):
         ap.error(f"--memory-sizes must each be 1..10000, got {sizes}")
     args.memory_sizes = sizes
+    try:
+        scale = [int(x) for x in ("20" if args.quick else args.scale_connections).split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"--scale-connections must be comma-separated integers, got {args.scale_connections!r}")
+    if any(not 1 <= n <= 10_000 for n in scale) or args.scale_batch < 1 or args.scale_single < 1:
+        ap.error("--scale-connections must each be 1..10000, --scale-batch and --scale-single at least 1")
+    args.scale_connections = scale
     return args
 
 
@@ -108,6 +124,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if args.only == "views":
         results["wall_s"] = time.perf_counter() - started
         return results
+    if args.only in (None, "scale"):
+        results["scale"] = scale_points(args, workdir)
+    if args.only == "scale":
+        results["wall_s"] = time.perf_counter() - started
+        return results
     with SandboxProcess(patients=args.patients) as sandbox:
         if args.only in (None, "bulk"):
             results["bulk"] = run_bulk_bench(sandbox, workdir, concurrency=args.concurrency)
@@ -120,6 +141,19 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     results["verdicts"] = verdicts(results)
     results["wall_s"] = time.perf_counter() - started
     return results
+
+
+def scale_points(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
+    """The scale benchmark at each connection count (a sandbox with one patient per connection)."""
+    points = []
+    for count in args.scale_connections:
+        with SandboxProcess(patients=count) as sandbox:
+            points.append(
+                run_scale_bench(
+                    sandbox, workdir, connections=count, batch_size=args.scale_batch, single_runs=args.scale_single
+                )
+            )
+    return points
 
 
 def memory_scaling(args: argparse.Namespace, workdir: Path, main_run: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -163,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         print(views_table(results["views"]))
     if "pg_upsert" in results:
         print(pg_table(results["pg_upsert"]))
+    if "scale" in results:
+        print(scale_table(results["scale"]))
     print(f"results: {write_results(results, args.out)}")
     return 0
 
