@@ -31,6 +31,7 @@ from store.outbox import TERMINAL_STATES, NoteRecord, StaleNoteError, get_note, 
 __all__ = ["NoteNotFoundError", "write_note"]
 
 _log = logging.getLogger(__name__)
+_MAY_HAVE_STORED = frozenset({408, 500, 502, 504})  # retried by fail_from, yet the POST may have been stored
 
 
 class NoteNotFoundError(LookupError):
@@ -96,6 +97,13 @@ def _to_unknown(env: SyncEnvironment, note: NoteRecord, client: FhirClient) -> N
     return reconcile(env.db, client, note)
 
 
+def _outcome_unknown(exc: ce.EhrSyncError) -> bool:
+    """A transient answer other than 429/503 (a 408, 500, 502 or 504, e.g. from a gateway that timed out) does not
+    prove the server stored nothing (draft-note §5: only 429/503 go back to ``pending``); without
+    ``If-None-Exist`` a resend could file a second note, so the outcome is unknown."""
+    return isinstance(exc, ce.FhirError) and exc.status in _MAY_HAVE_STORED
+
+
 def _binary_url(env: SyncEnvironment, note: NoteRecord, client: FhirClient) -> tuple[NoteRecord, str]:
     """Create the Binary once (DWB-18); its id is stored so a resumed attempt references the same one."""
     if note.binary_id:
@@ -115,11 +123,13 @@ def _send(
     env: SyncEnvironment, config: WritebackConfig, note: NoteRecord, plan: SendPlan, client: FhirClient
 ) -> NoteRecord:
     identifier = f"identifier={identifier_system(note.tenant_id)}|{note.draft_id}"
+    posted = False
     try:
         url = None
         if plan.via_binary:
             note, url = _binary_url(env, note, client)
         resource = build_payload(note, plan.doc_status, url)
+        posted = True
         result = client.create(resource, if_none_exist=identifier if plan.conditional else None)
     except ce.EhrUnreachableError as exc:  # nothing reached the server: safe to try again later
         return retry_later(env.db, config, note, exc)
@@ -129,6 +139,9 @@ def _send(
         _log.warning("note %s: response lost without conditional create; reconciling (%s)", note.id, exc.code)
         return _to_unknown(env, note, client)
     except ce.EhrSyncError as exc:
+        if posted and not plan.conditional and _outcome_unknown(exc):
+            _log.warning("note %s: %s may have stored it, no conditional create; reconciling", note.id, exc.code)
+            return _to_unknown(env, note, client)
         return fail_from(env.db, config, note, exc)
     checkpoint("writeback.sent")
     written = transition(

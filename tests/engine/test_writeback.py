@@ -132,6 +132,21 @@ def test_without_conditional_create_a_note_not_found_stays_unknown_for_a_person(
     assert write_note(world.env, FAST, note.id).state == "unknown"  # a later run only searches again
 
 
+def test_without_conditional_create_a_500_on_the_post_is_unknown_never_resent(
+    world, start_sandbox, http, request_log
+) -> None:
+    """draft-note §5: only 429/503 prove nothing was stored; a 500 (or 408/502/504, e.g. a gateway timing out while
+    the EHR stores the note) without If-None-Exist is an unknown outcome: reconciled, never POSTed again."""
+    ehr = start_sandbox(conditional_create=False)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    ehr.admin.set_fault("500", path=DOC_POSTS, times=1)
+    done = write_note(world.env, FAST, note.id)
+    assert (done.state, done.reason_code) == ("unknown", "response_lost")
+    assert write_note(world.env, FAST, note.id).state == "unknown"  # a later run only searches again
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+
+
 def test_429_goes_back_to_pending_then_writes_once(world, sb, http, request_log) -> None:
     """draft-note §5: throttled past the client's own retries → pending with backoff, then one note."""
     conn = writable_connection(world, sb, http)
