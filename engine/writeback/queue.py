@@ -4,7 +4,9 @@ A run is named by the note and its version (``run_key``): a note retried later h
 the same pending note seen by two ticks is one run. The cursor is the due time of the newest note requested;
 each tick looks back ``LOOKBACK`` before it, so a note committed late (its due time older than the cursor) is
 still found, and the run key keeps the overlap from asking twice. Notes left in ``sending`` by a dead run are
-asked for again once they are ``stalled_after_s`` old.
+asked for again once they are ``stalled_after_s`` old, and once more every further ``stalled_after_s`` they stay
+there: a resumed run that could not move the note (EHR unreachable, killed again) leaves its version unchanged,
+and Dagster never runs a run key twice, so the resume number (``:r<n>``) is what lets a later tick try again.
 """
 
 from __future__ import annotations
@@ -32,10 +34,18 @@ class NoteRun:
     connection_id: str
     tenant_id: str
     source: str
+    resume: int = 0  # n-th stalled period of a note left in ``sending`` (0: a pending note)
 
     @property
     def run_key(self) -> str:
-        return f"note:{self.note_id}:v{self.version}"
+        base = f"note:{self.note_id}:v{self.version}"
+        return f"{base}:r{self.resume}" if self.resume else base
+
+
+def _resume(note: NoteRecord, now: datetime, stalled_after_s: float) -> int:
+    if note.state != "sending":
+        return 0
+    return max(1, int((now - note.updated_at).total_seconds() // max(stalled_after_s, 1.0)))
 
 
 def _sources(db: AppDatabase, connection_ids: set[str]) -> dict[str, str]:
@@ -54,7 +64,17 @@ def due_runs(
     stalled = stalled_notes(db, now - timedelta(seconds=stalled_after_s), limit=limit)
     notes: list[NoteRecord] = [*pending, *stalled]
     sources = _sources(db, {n.connection_id for n in notes})
-    runs = [NoteRun(n.id, n.version, n.connection_id, n.tenant_id, sources.get(n.connection_id, "")) for n in notes]
+    runs = [
+        NoteRun(
+            n.id,
+            n.version,
+            n.connection_id,
+            n.tenant_id,
+            sources.get(n.connection_id, ""),
+            _resume(n, now, stalled_after_s),
+        )
+        for n in notes
+    ]
     newest = max((n.next_attempt_at for n in pending), default=None)
     cursor = max(newest, after) if newest and after else (newest or after)
     return runs, cursor

@@ -7,13 +7,14 @@ from datetime import timedelta
 
 import orjson
 from dagster import DagsterInstance, DefaultSensorStatus, SensorResult, build_sensor_context
+from sqlalchemy import update
 
 from engine.run_tags import CONNECTION_TAG, SOURCE_TAG
 from pipelines.definitions import build_definitions
 from pipelines.defs.writeback.jobs import NOTE_OUTBOX_KEY, write_back_note
 from pipelines.defs.writeback.resources import WritebackResource
 from pipelines.defs.writeback.sensors import NOTE_TAG, note_outbox_sensor
-from store.models import utcnow
+from store.models import NoteOutbox, utcnow
 from store.outbox import get_note, transition
 from tests.engine.job_runs import world_resources
 from tests.engine.writeback_helpers import enqueue, server_notes, writable_connection
@@ -79,3 +80,27 @@ def test_one_real_write_back_run_in_process(world, sandbox, http, dagster_instan
         [row] = read_note_outbox(wh)
     assert (row["id"], row["state"], row["ehr_resource_id"]) == (note.id, "written", done.ehr_resource_id)
     assert "body" not in row and "title" not in row
+
+
+def _age(world, note_id: str, seconds: float) -> None:
+    with world.env.db.session() as session:
+        session.execute(
+            update(NoteOutbox).where(NoteOutbox.id == note_id).values(updated_at=utcnow() - timedelta(seconds=seconds))
+        )
+        session.commit()
+
+
+def test_a_note_left_sending_is_asked_for_again_each_stalled_period(world, sandbox, http, dagster_instance) -> None:
+    """A resumed run that cannot move the note (EHR unreachable, killed again) leaves its version as it was; Dagster
+    runs a run key once, so each further stalled period must be a new key or the note stays ``sending`` forever."""
+    conn = writable_connection(world, sandbox, http)
+    sending = transition(world.env.db, enqueue(world, conn), "sending")
+    assert _tick(dagster_instance, world, None).run_requests == []  # not stalled yet
+    stalled_after = ON.config().stalled_after_s
+    _age(world, sending.id, stalled_after + 60)
+    [first] = _tick(dagster_instance, world, None).run_requests or []
+    assert first.run_key == f"note:{sending.id}:v{sending.version}:r1"
+    assert [r.run_key for r in _tick(dagster_instance, world, None).run_requests or []] == [first.run_key]
+    _age(world, sending.id, 2 * stalled_after + 60)  # that run died too: the note is still sending, same version
+    [again] = _tick(dagster_instance, world, None).run_requests or []
+    assert again.run_key == f"note:{sending.id}:v{sending.version}:r2"
