@@ -2,7 +2,8 @@
 
 What goes: the landing zone's files of the connection (Parquet, quarantine, download leftovers), its rows in every
 per-connection warehouse table (``fhir_resources``, errors, quarantine, attachment links; the analyst views read
-``fhir_resources`` live), its attachment blobs that no other connection references, and its engine state
+``fhir_resources`` live, and on DuckDB a published analyst snapshot is replaced by one without the connection,
+older generations deleted), its attachment blobs that no other connection references, and its engine state
 (``sync_cursors``, ``bulk_jobs``, ``bulk_job_files``, ``sync_attachments``). What stays: the ``connections`` row
 (``data_purged_at`` set), its run history (``sync_runs``: counts and redacted errors, no resource content) and
 the audit trail.
@@ -38,8 +39,11 @@ from engine.residue import attachment_tmp_root
 from store import AppDatabase
 from store.audit import record_audit
 from store.models import Connection, ConnectionStatus
-from warehouse import AttachmentStore, open_warehouse
+from warehouse import VIEW_NAMES, AttachmentStore, Warehouse, open_warehouse
+from warehouse.duckdb_backend import DuckDBWarehouse
 from warehouse.errors import WarehouseError
+from warehouse.note_outbox import NOTE_OUTBOX_TABLE, ensure_note_outbox_table
+from warehouse.snapshot import analyst_root, generations, publish_snapshot
 
 __all__ = [
     "PURGE_ACTION",
@@ -174,6 +178,7 @@ def _purge_locked(targets: PurgeTargets, connection_id: str, tenant_id: str | No
     checkpoint("purge.files_removed")
     with open_warehouse(targets.warehouse_target) as wh:
         warehouse_rows = wh.purge_connection(connection_id)
+        _republish_snapshot(wh)
     checkpoint("purge.warehouse_purged")
     now = utcnow()
     with targets.db.locked_session() as session:
@@ -192,6 +197,16 @@ def _purge_locked(targets: PurgeTargets, connection_id: str, tenant_id: str | No
         )  # fmt: skip
         session.commit()
     return report
+
+
+def _republish_snapshot(wh: Warehouse) -> None:
+    """DuckDB: the analyst snapshot's generations are copies of the views, still holding the purged rows. Publish
+    one without them and keep only it (an analyst session holding an older file keeps reading it until it closes)."""
+    if not isinstance(wh, DuckDBWarehouse) or not generations(analyst_root(wh.path)):
+        return
+    wh.refresh_flat_tables()
+    ensure_note_outbox_table(wh)
+    publish_snapshot(wh, (*VIEW_NAMES, NOTE_OUTBOX_TABLE), keep=1)
 
 
 def _delete_rows(session: Session, connection_id: str, job_ids: list[str]) -> dict[str, int]:

@@ -24,7 +24,10 @@ from engine.purge import PURGE_ACTION, PurgeRefusedError, PurgeTargets, purge_co
 from store.models import AuditEvent, Connection
 from tests.engine.helpers import SyncWorld, connect_patient, make_environment, sandbox_patients
 from tests.engine.job_runs import run_sync, world_url
-from warehouse import open_warehouse
+from warehouse import VIEW_NAMES, open_warehouse
+from warehouse.duckdb_backend import DuckDBWarehouse
+from warehouse.note_outbox import NOTE_OUTBOX_TABLE, ensure_note_outbox_table
+from warehouse.snapshot import analyst_root, generations, publish_snapshot
 
 TYPES = ["Patient", "Observation", "DocumentReference"]
 
@@ -227,3 +230,25 @@ def test_purge_on_postgres_app_db_and_warehouse(tmp_path, shared_sb, http, postg
     with world.env.db.session() as s:
         actions = set(s.scalars(select(AuditEvent.action).where(AuditEvent.connection_id == gone)))
     assert {"token.revoke", PURGE_ACTION} <= actions
+
+
+def test_purge_republishes_the_analyst_snapshot_without_the_connection(world, shared_sb, http):
+    """The snapshot's generations are copies: after a purge none of them may still hold the connection's rows."""
+    gone, kept = _synced(world, shared_sb, http, 0), _synced(world, shared_sb, http, 1)
+    env = world.env
+    with open_warehouse(env.warehouse_target) as wh:
+        assert isinstance(wh, DuckDBWarehouse)
+        ensure_note_outbox_table(wh)
+        for _ in range(2):
+            publish_snapshot(wh, (*VIEW_NAMES, NOTE_OUTBOX_TABLE), keep=3)
+        root = analyst_root(wh.path)
+    env.vault.revoke_and_delete(gone)
+    purge_connection(PurgeTargets.of(env), gone, actor="test")
+    [generation] = generations(root)
+    con = duckdb.connect(str(generation / "analyst.duckdb"), read_only=True)
+    try:
+        counts = dict(con.execute("SELECT connection_id, count(*) FROM patient GROUP BY 1").fetchall())
+    finally:
+        con.close()
+    assert gone not in counts and counts[kept] == 1
+    assert (root / "current").resolve() == generation.resolve()
