@@ -57,7 +57,7 @@ def purge(connection_id: str, yes: bool, disconnect: bool) -> None:
     click.echo(f"purged connection {connection_id}:")
     for name, value in counts.items():
         click.echo(f"  {name:<18} {value}")
-    click.echo("The analyst views already reflect it; a published analyst snapshot is refreshed by its next run.")
+    click.echo("The analyst views already reflect it, and so does the analyst snapshot (older generations deleted).")
 
 
 def _disconnect(db: AppDatabase, connection_id: str) -> None:
