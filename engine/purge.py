@@ -51,6 +51,7 @@ __all__ = [
     "PurgeReport",
     "PurgeSubject",
     "PurgeTargets",
+    "PurgeWarehouseError",
     "purge_connection",
     "purge_subject",
 ]
@@ -64,6 +65,13 @@ class PurgeRefusedError(SyncError):
     """Only a disconnected connection is purged: an active one would be refilled by its next sync."""
 
     code = "connection_not_disconnected"
+
+
+class PurgeWarehouseError(SyncError):
+    """The warehouse could not be purged now (held by a sync past the wait, or unreachable); what was removed stays
+    removed and running the purge again finishes it. The message names the error type, never a path or URL."""
+
+    code = "warehouse_unavailable"
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,10 @@ def purge_connection(targets: PurgeTargets, connection_id: str, *, actor: str = 
             report = _purge_locked(targets, connection_id, tenant_id, actor)
     except (SyncError, WarehouseError, OSError, SQLAlchemyError) as exc:
         _audit_failure(targets.db, connection_id, tenant_id, actor, exc)
+        if isinstance(exc, WarehouseError):  # a clear error for the CLI and the API, not a traceback or a 500
+            raise PurgeWarehouseError(
+                f"the warehouse could not be purged now ({type(exc).__name__}); run the purge again"
+            ) from exc
         raise
     _log.info("purged connection %s: %s", connection_id, report.counts())
     return report

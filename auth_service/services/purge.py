@@ -11,9 +11,9 @@ from typing import Any
 from auth_service.services import connections as conns
 from auth_service.services.audit import audit_event
 from auth_service.services.context import ServiceContext
-from auth_service.services.errors import NotFoundError, PurgeRefusedError
+from auth_service.services.errors import NotFoundError, PurgeRefusedError, WarehouseReadError
 from engine.connection_lock import ConnectionBusyError
-from engine.purge import PurgeTargets, purge_connection
+from engine.purge import PurgeTargets, PurgeWarehouseError, purge_connection
 from engine.retention import MAX_RETENTION_DAYS
 from engine.settings import PipelineSettings
 from store.models import ConnectionStatus, Tenant
@@ -44,6 +44,8 @@ def purge(ctx: ServiceContext, tenant_id: str, connection_id: str, actor: str, *
         raise PurgeRefusedError(
             "a sync of this connection is still running; purge again when it has finished", code="connection_busy"
         ) from None
+    except PurgeWarehouseError as exc:  # a sync held the warehouse past the wait, or it is down: purge again later
+        raise WarehouseReadError(str(exc), code="warehouse_unavailable", retry_after_s=60) from None
     return {**report.as_json(), "status": ConnectionStatus.DISCONNECTED}
 
 

@@ -20,7 +20,7 @@ from engine import ConnectionBusyError, ConnectionNotFoundError
 from engine.checkpoints import CRASH_ENV
 from engine.connection_lock import connection_lock
 from engine.models import BulkJob, SyncAttachment, SyncCursor
-from engine.purge import PURGE_ACTION, PurgeRefusedError, PurgeTargets, purge_connection
+from engine.purge import PURGE_ACTION, PurgeRefusedError, PurgeTargets, PurgeWarehouseError, purge_connection
 from store.models import AuditEvent, Connection
 from tests.engine.helpers import SyncWorld, connect_patient, make_environment, sandbox_patients
 from tests.engine.job_runs import run_sync, world_url
@@ -252,3 +252,17 @@ def test_purge_republishes_the_analyst_snapshot_without_the_connection(world, sh
         con.close()
     assert gone not in counts and counts[kept] == 1
     assert (root / "current").resolve() == generation.resolve()
+
+
+def test_a_warehouse_that_cannot_be_purged_is_a_clear_error_and_audited(world, shared_sb, http):
+    """A sync holding the warehouse past the wait, or a warehouse that is down: a typed error (the CLI's message,
+    the API's 503), not a traceback; the purge is audited as failed and finishes when run again."""
+    gone = _synced(world, shared_sb, http)
+    env = world.env
+    env.vault.revoke_and_delete(gone)
+    down = PurgeTargets(env.db, Path(env.zone.root), env.attachments, "postgresql+psycopg://nobody@127.0.0.1:1/none")
+    with pytest.raises(PurgeWarehouseError, match="run the purge again") as caught:
+        purge_connection(down, gone, actor="test")
+    assert "127.0.0.1" not in str(caught.value) and caught.value.code == "warehouse_unavailable"
+    assert [e.outcome for e in _audits(world, gone)] == ["failure"]
+    assert purge_connection(PurgeTargets.of(env), gone, actor="test").counts()["warehouse_rows"] > 0
