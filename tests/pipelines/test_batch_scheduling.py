@@ -5,15 +5,26 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from dagster import DagsterInstance, DagsterRunStatus
+from dagster import (
+    DagsterEvent,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+    build_run_status_sensor_context,
+)
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.test_utils import create_run_for_test
 
+from engine import runs
 from engine.batch_plan import plan_batches
+from engine.batch_sync import batch_sync_run_id
 from engine.planning import DueRun
+from engine.run_outcome import finish_sync_run
 from engine.run_tags import SOURCE_TAG
 from pipelines.defs._shared.partitions import BULK_CONNECTIONS_PARTITIONS_NAME, PATIENT_CONNECTIONS_PARTITIONS_NAME
 from pipelines.defs.sync.batch import BATCH_SYNC_JOB, BATCH_TAG, batch_connection_ids, batch_run_config
+from pipelines.defs.sync.jobs import sync_run_ended
+from pipelines.resources import AppDatabaseResource
 from tests.pipelines.appdb import AppDb
 from tests.pipelines.scheduler import evaluate_scheduled_syncs
 
@@ -68,3 +79,30 @@ def test_plan_batches_rejects_a_size_below_one() -> None:
     assert plan_batches(due, 1) == ([], [])
     with pytest.raises(ValueError, match="at least 1"):
         plan_batches(due, 0)
+
+
+def test_a_failed_batch_run_closes_only_its_members_left_open(app_db: AppDb, dagster_instance: DagsterInstance) -> None:
+    """The run-status sensor on a batch run: a member the run completed keeps its outcome; one left open (the
+    run died) is failed, so it is retried alone; nothing is stamped for it."""
+    done, open_ = app_db.add("done"), app_db.add("open")
+    run = create_run_for_test(
+        dagster_instance,
+        job_name=BATCH_SYNC_JOB,
+        status=DagsterRunStatus.FAILURE,
+        run_config=batch_run_config([done, open_]),
+        tags={SOURCE_TAG: "epic", BATCH_TAG: "2"},
+    )
+    for cid in (done, open_):
+        runs.ensure_run(app_db.db, cid, batch_sync_run_id(run.run_id, cid), "incremental", tenant_id=app_db.tenant_id)
+    finish_sync_run(app_db.db, batch_sync_run_id(run.run_id, done), done, succeeded=True)
+    context = build_run_status_sensor_context(
+        sensor_name="sync_run_failure",
+        dagster_event=DagsterEvent(event_type_value=DagsterEventType.RUN_FAILURE.value, job_name=BATCH_SYNC_JOB),
+        dagster_instance=dagster_instance,
+        dagster_run=run,
+        resources={"app_db": AppDatabaseResource(url=app_db.url)},
+    )
+    next(s for s in sync_run_ended if s.name == "sync_run_failure")(context)
+    assert runs.get(app_db.db, batch_sync_run_id(run.run_id, done)).status == "completed"  # type: ignore[union-attr]
+    assert runs.get(app_db.db, batch_sync_run_id(run.run_id, open_)).status == "failed"  # type: ignore[union-attr]
+    assert app_db.last_sync_at(done) is not None and app_db.last_sync_at(open_) is None
