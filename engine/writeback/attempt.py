@@ -38,11 +38,16 @@ class NoteNotFoundError(LookupError):
     """No outbox note has this id."""
 
 
-def write_note(env: SyncEnvironment, config: WritebackConfig, note_id: str) -> NoteRecord:
-    """Take ``note_id`` as far as it can go now and return it as it ends (any state; never raises for the EHR)."""
+def write_note(env: SyncEnvironment, config: WritebackConfig, note_id: str, version: int | None = None) -> NoteRecord:
+    """Take ``note_id`` as far as it can go now and return it as it ends (any state; never raises for the EHR).
+
+    ``version``: the one the run was requested for; a note that has moved on since belongs to another run (one
+    that took it first), so it is returned as it is (a late duplicate run must not resume a live attempt)."""
     note = get_note(env.db, note_id)
     if note is None:
         raise NoteNotFoundError(f"no outbox note {note_id!r}")
+    if version is not None and note.version != version:
+        return note
     if note.state in TERMINAL_STATES or (note.state == "pending" and note.next_attempt_at > utcnow()):
         return note
     try:

@@ -6,7 +6,9 @@ each tick looks back ``LOOKBACK`` before it, so a note committed late (its due t
 still found, and the run key keeps the overlap from asking twice. Notes left in ``sending`` by a dead run are
 asked for again once they are ``stalled_after_s`` old, and once more every further ``stalled_after_s`` they stay
 there: a resumed run that could not move the note (EHR unreachable, killed again) leaves its version unchanged,
-and Dagster never runs a run key twice, so the resume number (``:r<n>``) is what lets a later tick try again.
+and Dagster never runs a run key twice, so the resume number (``:r<n>``) is what lets a later tick try again. A
+pending note still pending a stalled period after its due time (its run died before moving it) is asked for the
+same way. A run whose note has moved past the version it was asked for leaves it alone (``write_note``).
 """
 
 from __future__ import annotations
@@ -43,9 +45,10 @@ class NoteRun:
 
 
 def _resume(note: NoteRecord, now: datetime, stalled_after_s: float) -> int:
-    if note.state != "sending":
-        return 0
-    return max(1, int((now - note.updated_at).total_seconds() // max(stalled_after_s, 1.0)))
+    """Stalled periods the note has waited: since its last move (``sending``) or its due time (``pending``)."""
+    since = note.updated_at if note.state == "sending" else note.next_attempt_at
+    periods = int((now - since).total_seconds() // max(stalled_after_s, 1.0))
+    return max(1, periods) if note.state == "sending" else max(0, periods)
 
 
 def _sources(db: AppDatabase, connection_ids: set[str]) -> dict[str, str]:
@@ -61,8 +64,11 @@ def due_runs(
 ) -> tuple[list[NoteRun], datetime | None]:
     """The runs to request now and the new cursor (the newest due time requested, never moving back)."""
     pending = due_notes(db, now, since=after - LOOKBACK if after else None, limit=limit)
-    stalled = stalled_notes(db, now - timedelta(seconds=stalled_after_s), limit=limit)
-    notes: list[NoteRecord] = [*pending, *stalled]
+    stalled_before = now - timedelta(seconds=stalled_after_s)
+    stalled = stalled_notes(db, stalled_before, limit=limit)
+    seen = {n.id for n in pending}  # pending notes whose run died before moving them (outside the lookback too)
+    overdue = [n for n in due_notes(db, stalled_before, limit=limit) if n.id not in seen]
+    notes: list[NoteRecord] = [*pending, *overdue, *stalled]
     sources = _sources(db, {n.connection_id for n in notes})
     runs = [
         NoteRun(

@@ -10,6 +10,7 @@ from dagster import DagsterInstance, DefaultSensorStatus, SensorResult, build_se
 from sqlalchemy import update
 
 from engine.run_tags import CONNECTION_TAG, SOURCE_TAG
+from engine.writeback import write_note
 from pipelines.definitions import build_definitions
 from pipelines.defs.writeback.jobs import NOTE_OUTBOX_KEY, write_back_note
 from pipelines.defs.writeback.resources import WritebackResource
@@ -104,3 +105,29 @@ def test_a_note_left_sending_is_asked_for_again_each_stalled_period(world, sandb
     _age(world, sending.id, 2 * stalled_after + 60)  # that run died too: the note is still sending, same version
     [again] = _tick(dagster_instance, world, None).run_requests or []
     assert again.run_key == f"note:{sending.id}:v{sending.version}:r2"
+
+
+def test_a_pending_note_whose_run_died_is_asked_for_again(world, sandbox, http, dagster_instance) -> None:
+    """A run that died before moving its note (launch failure, a crash before ``sending``) leaves it pending at the
+    same version: a stalled period after its due time it is asked for under a new key, past the cursor's lookback."""
+    conn = writable_connection(world, sandbox, http)
+    note = enqueue(world, conn)
+    first = _tick(dagster_instance, world, None)
+    assert [r.run_key for r in first.run_requests or []] == [f"note:{note.id}:v1"]
+    stalled_after = ON.config().stalled_after_s
+    with world.env.db.session() as session:
+        due = utcnow() - timedelta(seconds=stalled_after + 60)
+        session.execute(update(NoteOutbox).where(NoteOutbox.id == note.id).values(next_attempt_at=due))
+        session.commit()
+    later = orjson.dumps({"after": utcnow().isoformat()}).decode()  # newer notes moved the cursor on meanwhile
+    [again] = _tick(dagster_instance, world, later).run_requests or []
+    assert again.run_key == f"note:{note.id}:v1:r1"
+
+
+def test_a_run_for_a_version_the_note_has_left_sends_nothing(world, sandbox, http) -> None:
+    """Two runs of one note (a late duplicate): the one asked for v1 finds it taken (sending v2) and leaves it."""
+    conn = writable_connection(world, sandbox, http)
+    taken = transition(world.env.db, enqueue(world, conn), "sending")
+    left = write_note(world.env, ON.config(), taken.id, version=1)
+    assert (left.state, left.version) == ("sending", taken.version)
+    assert server_notes(world, conn, sandbox, taken) == []

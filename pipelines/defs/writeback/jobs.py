@@ -61,7 +61,7 @@ def write_back_note_op(
     writeback: WritebackResource,
 ) -> Output[str]:
     with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
-        note = write_note(env, writeback.config(), config.note_id)
+        note = write_note(env, writeback.config(), config.note_id, config.version)
         counts = outbox_counts(env.db)
         copied = publish_outbox(env)  # the analysts' draft_note_outbox table (metadata only)
     if note.version != config.version:
