@@ -62,7 +62,9 @@ def _fill(target: str, zone: LandingZone, conn_a: str, conn_b: str) -> None:
     """Tenant A: a patient, 23 observations (one tombstoned afterwards), two documents (one attachment stored,
     one relative link not fetched). Tenant B: one observation that A must never see."""
     with open_warehouse(target) as wh:
-        wh.upsert(land(zone, [resource("pat0", resource_type="Patient")], connection_id=conn_a, resource_type="Patient"))
+        wh.upsert(
+            land(zone, [resource("pat0", resource_type="Patient")], connection_id=conn_a, resource_type="Patient")
+        )
         observations = [resource(f"obs{i:02d}", status="final") for i in range(OBSERVATIONS + 1)]
         wh.upsert(land(zone, observations, connection_id=conn_a))
         docs = [_document("doc-1", DOC_STORED), _document("doc-2", "Binary/doc-2")]
