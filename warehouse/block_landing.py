@@ -10,6 +10,7 @@ at most ``batch_rows`` rows and ``BATCH_BYTES`` of JSON, and a resource of ``LAR
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,6 +30,12 @@ _ASCII_SPACE = " \t\n\r\x0b\x0c"  # what ``bytes.strip`` removes
 
 class BlockLandingWriter(LandingWriter):
     """A landing writer that also lands whole blocks of NDJSON lines."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._group: list[pa.Table] = []  # the row group being built from blocks, written by ``_emit``
+        self._group_rows = 0
+        self._group_bytes = 0
 
     def add_item(self, item: Block | Oversize) -> None:
         """Land one block, or quarantine one over-long line, in file order."""
@@ -76,38 +83,48 @@ class BlockLandingWriter(LandingWriter):
         self._write_rows(ids, lus, vids, text)
 
     def _write_rows(self, ids: pa.Array, lus: pa.Array, vids: pa.Array, text: pa.Array) -> None:
-        """Append landed rows as row groups bounded like the line path's batches."""
+        """Add landed rows to row groups bounded like the line path's batches; a group may span blocks."""
         n = len(ids)
         if n == 0:
             return
         lu_max = pc.max(lus).as_py()
         if lu_max is not None and (self._max_last_updated is None or lu_max > self._max_last_updated):
             self._max_last_updated = lu_max
-        sizes = pc.binary_length(text).to_pylist()
+        cols = (ids, lus, vids, text)
+        start = 0
+        for i, size in enumerate(pc.binary_length(text).to_pylist()):
+            rows = self._group_rows + i - start
+            if rows and (size >= LARGE_ROW_BYTES or rows >= self._batch_rows or self._group_bytes + size > BATCH_BYTES):
+                self._hold(cols, start, i)
+                self._emit()
+                start = i
+            self._group_bytes += size
+            if size >= LARGE_ROW_BYTES:
+                self._hold(cols, start, i + 1)
+                self._emit()
+                start = i + 1
+        self._hold(cols, start, n)
+
+    def _hold(self, cols: tuple[pa.Array, pa.Array, pa.Array, pa.Array], start: int, stop: int) -> None:
+        """Keep rows ``[start, stop)`` of a block for the row group being built."""
+        n = stop - start
+        if n <= 0:
+            return
+        ids, lus, vids, text = (c.slice(start, n) for c in cols)
+        columns = {"id": ids, "last_updated": lus, "version_id": vids, "resource_json": text.cast(pa.string())}
+        self._group.append(assemble(self._meta, LANDING_SCHEMA, columns, n))
+        self._group_rows += n
+
+    def _emit(self) -> None:
+        """Write the row group being built."""
+        if not self._group:
+            return
         if self._writer is None:
             self._writer = open_parquet(self._tmp, LANDING_SCHEMA)
-        start, total = 0, 0
-        for i, size in enumerate(sizes):
-            if i > start and (size >= LARGE_ROW_BYTES or i - start >= self._batch_rows or total + size > BATCH_BYTES):
-                self._write_group(ids, lus, vids, text, start, i)
-                start, total = i, 0
-            total += size
-            if size >= LARGE_ROW_BYTES:
-                self._write_group(ids, lus, vids, text, start, i + 1)
-                start, total = i + 1, 0
-        self._write_group(ids, lus, vids, text, start, n)
+        self._writer.write_table(pa.concat_tables(self._group))
+        self._rows += self._group_rows
+        self._group, self._group_rows, self._group_bytes = [], 0, 0
 
-    def _write_group(self, ids: pa.Array, lus: pa.Array, vids: pa.Array, text: pa.Array, start: int, stop: int) -> None:
-        if stop <= start:
-            return
-        n = stop - start
-        columns = {
-            "id": ids.slice(start, n),
-            "last_updated": lus.slice(start, n),
-            "version_id": vids.slice(start, n),
-            "resource_json": text.slice(start, n).cast(pa.string()),
-        }
-        table = assemble(self._meta, LANDING_SCHEMA, columns, n)
-        assert self._writer is not None
-        self._writer.write_table(table)
-        self._rows += n
+    def _flush(self) -> None:
+        self._emit()  # block rows first: they came before any row of the line path's batch
+        super()._flush()
