@@ -39,6 +39,7 @@ from engine.residue import attachment_tmp_root
 from store import AppDatabase
 from store.audit import record_audit
 from store.models import Connection, ConnectionStatus
+from store.outbox_redaction import note_redactions
 from warehouse import VIEW_NAMES, AttachmentStore, Warehouse, open_warehouse
 from warehouse.duckdb_backend import DuckDBWarehouse
 from warehouse.errors import WarehouseError
@@ -65,6 +66,10 @@ class PurgeRefusedError(SyncError):
     """Only a disconnected connection is purged: an active one would be refilled by its next sync."""
 
     code = "connection_not_disconnected"
+
+
+# Without a configured wait (library callers), the warehouse's own default writer wait.
+WAREHOUSE_WAIT_S = 300.0
 
 
 class PurgeWarehouseError(SyncError):
@@ -188,7 +193,9 @@ def _purge_locked(targets: PurgeTargets, connection_id: str, tenant_id: str | No
     landing_files = _remove_landing(targets.landing_root, connection_id, job_ids)
     attachment_files = _remove_blobs(targets.db, targets.attachments, connection_id)
     checkpoint("purge.files_removed")
-    with open_warehouse(targets.warehouse_target) as wh:
+    # The warehouse wait is bounded like the connection lock's: an admin request never hangs for a Bulk merge.
+    wait = targets.lock_wait_s if targets.lock_wait_s is not None else WAREHOUSE_WAIT_S
+    with open_warehouse(targets.warehouse_target, lock_timeout_s=wait) as wh:
         warehouse_rows = wh.purge_connection(connection_id)
         _republish_snapshot(wh)
     checkpoint("purge.warehouse_purged")
@@ -228,6 +235,7 @@ def _delete_rows(session: Session, connection_id: str, job_ids: list[str]) -> di
         "bulk_jobs": delete(BulkJob).where(BulkJob.connection_id == connection_id),
         "sync_cursors": delete(SyncCursor).where(SyncCursor.connection_id == connection_id),
         "attachment_rows": delete(SyncAttachment).where(SyncAttachment.connection_id == connection_id),
+        **note_redactions(connection_id),  # draft notes keep their metadata, never their text
     }
     return {name: int(getattr(session.execute(stmt), "rowcount", 0) or 0) for name, stmt in statements.items()}
 

@@ -14,14 +14,16 @@ from typing import Any
 import duckdb
 import orjson
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from engine import ConnectionBusyError, ConnectionNotFoundError
 from engine.checkpoints import CRASH_ENV
 from engine.connection_lock import connection_lock
 from engine.models import BulkJob, SyncAttachment, SyncCursor
 from engine.purge import PURGE_ACTION, PurgeRefusedError, PurgeTargets, PurgeWarehouseError, purge_connection
-from store.models import AuditEvent, Connection
+from store.models import AuditEvent, Connection, NoteOutbox
+from store.outbox import NoteInput, enqueue_note
+from store.outbox_redaction import PURGED_REASON
 from tests.engine.helpers import SyncWorld, connect_patient, make_environment, sandbox_patients
 from tests.engine.job_runs import run_sync, world_url
 from warehouse import VIEW_NAMES, open_warehouse
@@ -266,3 +268,33 @@ def test_a_warehouse_that_cannot_be_purged_is_a_clear_error_and_audited(world, s
     assert "127.0.0.1" not in str(caught.value) and caught.value.code == "warehouse_unavailable"
     assert [e.outcome for e in _audits(world, gone)] == ["failure"]
     assert purge_connection(PurgeTargets.of(env), gone, actor="test").counts()["warehouse_rows"] > 0
+
+
+def _note(world: SyncWorld, connection_id: str, key: str) -> str:
+    note = NoteInput(
+        tenant_id=world.tenant_id, connection_id=connection_id, idempotency_key=key, patient_id="pat-1",
+        title="Visit note for a patient", content_type="text/plain", body="Private clinical text",
+        body_bytes=21, produced_by="scribe-model",
+    )  # fmt: skip
+    record, _ = enqueue_note(world.env.db, note, actor="test")
+    return record.id
+
+
+def test_purge_keeps_draft_note_metadata_but_never_their_text(world, shared_sb, http):
+    """A purged connection's notes lose body, title and server reason; a waiting one can never be sent now."""
+    conn = _synced(world, shared_sb, http)
+    waiting, written = _note(world, conn, "k-waiting"), _note(world, conn, "k-written")
+    with world.env.db.session() as s:
+        s.execute(update(NoteOutbox).where(NoteOutbox.id == written).values(state="written", reason="ok: stored"))
+        s.commit()
+    world.env.vault.revoke_and_delete(conn)
+
+    report = purge_connection(PurgeTargets.of(world.env), conn)
+
+    assert report.counts()["notes_closed"] == 1 and report.counts()["notes_redacted"] == 2
+    with world.env.db.session() as s:
+        rows = {n.id: n for n in s.scalars(select(NoteOutbox).where(NoteOutbox.connection_id == conn))}
+    assert {(r.body, r.title, r.reason) for r in rows.values()} == {("", "", None)}
+    assert rows[waiting].state == "failed" and rows[waiting].reason_code == PURGED_REASON
+    assert rows[waiting].version == 2 and rows[written].state == "written" and rows[written].body_bytes == 21
+    assert set(purge_connection(PurgeTargets.of(world.env), conn).counts().values()) == {0}
