@@ -18,11 +18,13 @@ from warehouse.block_landing import BlockLandingWriter
 from warehouse.errors import InvalidInputError, LandingError
 from warehouse.landed import LandedFile
 from warehouse.landing import DEFAULT_BATCH_ROWS
+from warehouse.limits import QUARANTINE_PREFIX_BYTES
 
 __all__ = ["LandingZone", "land_ndjson_file"]
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
+_DRAIN_BYTES = 1024 * 1024
 
 
 class WriterOptions(TypedDict, total=False):
@@ -49,9 +51,17 @@ class LandingZone:
     """A directory of landing files laid out as ``{root}/{connection_id}/{resource_type}/{run_id}-{seq}.parquet``."""
 
     def __init__(
-        self, root: Path | str, *, batch_rows: int = DEFAULT_BATCH_ROWS, max_resource_bytes: int | None = None
+        self,
+        root: Path | str,
+        *,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        max_resource_bytes: int | None = None,
+        block_landing: bool = False,
     ) -> None:
         self.root = Path(root)
+        # Bulk files a block at a time (block_landing.py): same outcomes, less landing CPU, but the end-to-end
+        # bench measured it slower than the line path (docs/PERFORMANCE.md, issue 14), so not the default yet.
+        self.block_landing = block_landing
         self.batch_rows = batch_rows
         # None: EHRSYNC_MAX_RESOURCE_BYTES (read when a writer opens, so a raised limit applies to the next run)
         self.max_resource_bytes = max_resource_bytes
@@ -118,8 +128,28 @@ def land_ndjson_file(
     if not src.is_file():
         raise LandingError(f"NDJSON file {src} does not exist")
     with _open_maybe_gzip(src) as fh, zone.writer(connection_id, resource_type, run_id, source, **options) as w:
-        # A line over the writer's limit is never held whole (a server decides how long its lines are): its
-        # first bytes and its length go to quarantine, and the next line lands as usual.
-        for item in read_blocks(fh, w.max_resource_bytes + 2):  # the resource, and room for its "\r\n"
-            w.add_item(item)
+        if not zone.block_landing:
+            _feed(w, fh)
+        else:  # a line over the writer's limit is never held whole either (_blocks.py)
+            for item in read_blocks(fh, w.max_resource_bytes + 2):  # the resource, and room for its "\r\n"
+                w.add_item(item)
     return w.result
+
+
+def _feed(writer: BlockLandingWriter, fh: BinaryIO) -> None:
+    """Every line to the writer; a line longer than the writer's limit is never held whole (a server decides how
+    long its lines are): its first bytes and its length go to quarantine, and the next line lands as usual."""
+    add = writer.add_line
+    limit = writer.max_resource_bytes + 2  # the resource, and room for its "\r\n"
+    readline = fh.readline
+    while line := readline(limit):
+        if len(line) < limit or line.endswith(b"\n"):
+            add(line)
+            continue
+        prefix, size = line[:QUARANTINE_PREFIX_BYTES], len(line)
+        while chunk := readline(_DRAIN_BYTES):  # the rest of the over-long line, counted and dropped
+            if chunk.endswith(b"\n"):
+                size += len(chunk.rstrip(b"\r\n"))
+                break
+            size += len(chunk)
+        writer.add_oversize_line(prefix, size)

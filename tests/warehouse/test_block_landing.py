@@ -150,7 +150,7 @@ def test_block_landing_matches_the_line_path(
     monkeypatch.setattr(blocks, "READ_BYTES", read_bytes)
     src = tmp_path / "in.ndjson"
     src.write_bytes(b"\n".join([*TRICKY, *TRICKY[:5]]) + (b"\n" if last_newline else b""))
-    zone = LandingZone(tmp_path / "zone", max_resource_bytes=LIMIT, batch_rows=7)
+    zone = LandingZone(tmp_path / "zone", max_resource_bytes=LIMIT, batch_rows=7, block_landing=True)
     landed = land_ndjson_file(zone, src, connection_id="c1", resource_type="Observation", run_id="r1", source="s")
     want_rows, want_q = _line_path(src, tmp_path)
     got_rows, got_q = _tables(landed.path, landed.quarantine_path)
@@ -164,7 +164,7 @@ def test_block_landing_matches_the_line_path(
 def test_a_last_line_over_the_limit_without_newline(tmp_path: Path) -> None:
     src = tmp_path / "in.ndjson"
     src.write_bytes(_obs("first") + b"\n" + _padded("last", LIMIT + 2))
-    zone = LandingZone(tmp_path / "zone", max_resource_bytes=LIMIT)
+    zone = LandingZone(tmp_path / "zone", max_resource_bytes=LIMIT, block_landing=True)
     landed = land_ndjson_file(zone, src, connection_id="c1", resource_type="Observation", run_id="r1", source="s")
     assert _tables(landed.path, landed.quarantine_path) == _line_path(src, tmp_path)
 
@@ -175,7 +175,7 @@ def test_gzip_and_many_blocks_land_in_order(tmp_path: Path, monkeypatch: pytest.
     lines[250] = b"{broken"
     src = tmp_path / "in.ndjson"
     src.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
-    zone = LandingZone(tmp_path / "zone", batch_rows=64)
+    zone = LandingZone(tmp_path / "zone", batch_rows=64, block_landing=True)
     landed = land_ndjson_file(zone, src, connection_id="c1", resource_type="Observation", run_id="r1", source="s")
     rows, q = _tables(landed.path, landed.quarantine_path)
     assert [r["id"] for r in rows] == [f"o{i}" for i in range(500) if i != 250]
