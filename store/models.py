@@ -285,5 +285,8 @@ class NoteOutbox(Base):
     ehr_resource_id: Mapped[str | None] = mapped_column(String(64))
     ehr_version_id: Mapped[str | None] = mapped_column(String(64))
     binary_id: Mapped[str | None] = mapped_column(String(64))
+    prompt_version: Mapped[str | None] = mapped_column(String(100))  # DWB-83 provenance (revision 0008)
+    source_resources: Mapped[list[str] | None] = mapped_column(JSON)  # DWB-83: "Encounter/1", ... (ids, no text)
+    provenance_id: Mapped[str | None] = mapped_column(String(64))  # DWB-82: the EHR's Provenance, once created
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

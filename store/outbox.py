@@ -64,6 +64,9 @@ METADATA_COLUMNS = (
 )
 
 
+_OPTIONAL = frozenset({"prompt_version", "source_resources"})
+
+
 class IdempotencyConflictError(Exception):
     """The idempotency key was already used for a different note (HTTP 409 in the API)."""
 
@@ -94,10 +97,14 @@ class NoteInput:
     author_id: str | None = None
     doc_status: str = "preliminary"
     clinician_approved: bool = False
+    prompt_version: str | None = None  # DWB-83, with source_resources: left out of the hash when absent
+    source_resources: tuple[str, ...] | None = None
 
     def request_hash(self) -> str:
-        """Fingerprint of the whole request: the same key with another body is a conflict, not a replay."""
-        return hashlib.sha256(orjson.dumps(asdict(self), option=orjson.OPT_SORT_KEYS)).hexdigest()
+        """Fingerprint of the whole request: the same key with another body is a conflict, not a replay.
+        Absent provenance fields stay out, so notes stored before revision 0008 replay with their old hash."""
+        fields = {k: v for k, v in asdict(self).items() if v is not None or k not in _OPTIONAL}
+        return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
     def __repr__(self) -> str:  # the body and title are PHI
         return f"NoteInput(tenant_id={self.tenant_id!r}, idempotency_key={self.idempotency_key!r})"
@@ -133,6 +140,9 @@ class NoteRecord:
     ehr_resource_id: str | None
     ehr_version_id: str | None
     binary_id: str | None
+    prompt_version: str | None
+    source_resources: list[str] | None
+    provenance_id: str | None
     created_at: datetime
     updated_at: datetime
 
@@ -173,7 +183,8 @@ def enqueue_note(db: AppDatabase, note: NoteInput, *, actor: str) -> tuple[NoteR
             existing = _by_key(session, note.tenant_id, note.idempotency_key)
             if existing is not None:
                 return _replay(existing, digest), False
-            row = NoteOutbox(**asdict(note), request_hash=digest, draft_id=str(uuid.uuid4()), state="pending")
+            fields = asdict(note) | {"source_resources": list(note.source_resources or []) or None}
+            row = NoteOutbox(**fields, request_hash=digest, draft_id=str(uuid.uuid4()), state="pending")
             session.add(row)
             session.flush()
             record_audit(

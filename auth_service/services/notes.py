@@ -20,6 +20,7 @@ from store.outbox import IdempotencyConflictError, NoteInput, NoteRecord, enqueu
 
 __all__ = [
     "MAX_PDF_BYTES",
+    "MAX_SOURCES",
     "NoteConflictError",
     "NoteSubmission",
     "admin_test_note_key",
@@ -30,6 +31,8 @@ __all__ = [
 
 #: The largest PDF accepted (decoded); text notes are bounded by the request model.
 MAX_PDF_BYTES = 5_000_000
+#: The most source resources one note may name (DWB-83); duplicates are dropped, order kept.
+MAX_SOURCES = 100
 
 
 class NoteConflictError(ServiceError, codes=("idempotency_conflict",)):
@@ -52,6 +55,8 @@ class NoteSubmission:
     note_type: str = "11506-3"
     doc_status: str = "preliminary"
     clinician_approved: bool = False
+    prompt_version: str | None = None
+    source_resources: tuple[str, ...] | None = None
 
     def __repr__(self) -> str:  # the text and the PDF are PHI
         return f"NoteSubmission(connection_id={self.connection_id!r}, idempotency_key={self.idempotency_key!r})"
@@ -122,6 +127,8 @@ def submit_note(ctx: ServiceContext, tenant_id: str, sub: NoteSubmission, actor:
         author_id=sub.author,
         doc_status=sub.doc_status,
         clinician_approved=sub.clinician_approved,
+        prompt_version=sub.prompt_version,
+        source_resources=tuple(dict.fromkeys(sub.source_resources)) if sub.source_resources else None,
     )
     try:
         record, created = enqueue_note(ctx.db, note, actor=actor)
@@ -153,6 +160,13 @@ def describe(record: NoteRecord) -> dict[str, Any]:
         "lastHttpStatus": record.last_http_status,
         "ehrResourceId": record.ehr_resource_id,
         "ehrVersionId": record.ehr_version_id,
+        "provenance": {  # DWB-83: ehrsync's own record, whatever the EHR accepted
+            "producedBy": record.produced_by,
+            "promptVersion": record.prompt_version,
+            "sourceResources": list(record.source_resources or []),
+            "reviewer": record.author_id,
+            "ehrProvenanceId": record.provenance_id,
+        },
         "createdAt": record.created_at.isoformat(),
         "updatedAt": record.updated_at.isoformat(),
     }

@@ -110,3 +110,51 @@ def test_pdf_note_is_accepted_and_bounded(make_app) -> None:
     pdf = base64.b64encode(b"%PDF-1.4\n%%EOF").decode()
     answer = handle.client.post(PATH, json=_body(conn, text=None, pdfBase64=pdf), headers={"X-API-Key": key})
     assert answer.status_code == 201 and answer.json()["state"] == "pending"
+
+
+def test_dwb83_provenance_fields_are_stored_and_returned_without_text(make_app) -> None:
+    handle, key, _, conn = _world(make_app)
+    sources = ["Encounter/enc-9", "Observation/obs-2", "Encounter/enc-9"]
+    body = _body(conn, promptVersion="soap-v4.2", sourceResources=sources)
+    first = handle.client.post(PATH, json=body, headers={"X-API-Key": key})
+    assert first.status_code == 201, first.text
+    read = handle.client.get(f"{PATH}/{first.json()['noteId']}", headers={"X-API-Key": key})
+    assert read.status_code == 200 and TEXT not in read.text and "Follow-up" not in read.text
+    assert read.json()["provenance"] == {
+        "producedBy": "scribe-model v3",
+        "promptVersion": "soap-v4.2",
+        "sourceResources": ["Encounter/enc-9", "Observation/obs-2"],
+        "reviewer": "pract-2",
+        "ehrProvenanceId": None,
+    }
+    with handle.app.state.ctx.db.session() as session:
+        row = session.scalars(select(NoteOutbox)).one()
+        assert (row.prompt_version, row.source_resources) == ("soap-v4.2", ["Encounter/enc-9", "Observation/obs-2"])
+    replay = handle.client.post(PATH, json=body, headers={"X-API-Key": key})
+    assert replay.status_code == 200 and replay.json()["noteId"] == first.json()["noteId"]
+    changed = handle.client.post(PATH, json={**body, "promptVersion": "soap-v5"}, headers={"X-API-Key": key})
+    assert changed.status_code == 409
+
+
+def test_dwb83_notes_without_provenance_fields_replay_as_before(make_app) -> None:
+    handle, key, _, conn = _world(make_app)
+    first = handle.client.post(PATH, json=_body(conn), headers={"X-API-Key": key})
+    again = handle.client.post(PATH, json=_body(conn), headers={"X-API-Key": key})
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["provenance"]["sourceResources"] == [] and again.json()["provenance"]["promptVersion"] is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("sourceResources", ["not a reference"]),
+        ("sourceResources", ["Encounter/" + "x" * 65]),
+        ("sourceResources", [f"Observation/o{i}" for i in range(101)]),
+        ("promptVersion", "v 1; drop"),
+        ("promptVersion", "v" * 101),
+    ],
+)
+def test_dwb83_bad_provenance_fields_are_refused_naming_the_field(make_app, field: str, value: Any) -> None:
+    handle, key, _, conn = _world(make_app)
+    answer = handle.client.post(PATH, json=_body(conn, **{field: value}), headers={"X-API-Key": key})
+    assert answer.status_code in (400, 422) and field in answer.text and "Traceback" not in answer.text

@@ -21,6 +21,8 @@ router = APIRouter(tags=["notes"])
 _ID = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9\-.]+$")
 # base64 of MAX_PDF_BYTES, plus padding; the decoded size is checked again by the service
 _MAX_PDF_CHARS = (notes.MAX_PDF_BYTES + 2) // 3 * 4
+# DWB-83: a FHIR relative reference ("Encounter/1"); ids only, never text
+_SOURCE = Annotated[str, Field(max_length=130, pattern=r"^[A-Z][A-Za-z]{1,63}/[A-Za-z0-9\-.]{1,64}$")]
 
 
 class NoteRequest(BaseModel):
@@ -42,6 +44,12 @@ class NoteRequest(BaseModel):
     noteType: Annotated[str, Field(pattern=r"^\d{4,5}-\d$", description="LOINC note type")] = "11506-3"
     docStatus: Literal["preliminary", "final"] = "preliminary"
     clinicianApproved: bool = False
+    promptVersion: Annotated[
+        str | None, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:+-]+$", description="DWB-83")
+    ] = None
+    sourceResources: Annotated[
+        list[_SOURCE] | None, Field(max_length=notes.MAX_SOURCES, description="DWB-83: resources the draft used")
+    ] = None
 
 
 @router.post("/api/ehr/notes", status_code=201)
@@ -60,6 +68,8 @@ def submit_note(admin: AdminDep, ctx: CtxDep, body: NoteRequest, response: Respo
         note_type=body.noteType,
         doc_status=body.docStatus,
         clinician_approved=body.clinicianApproved,
+        prompt_version=body.promptVersion,
+        source_resources=tuple(body.sourceResources) if body.sourceResources is not None else None,
     )
     answer, created = notes.submit_note(ctx, admin.tenant_id, submission, admin.actor)
     if not created:
