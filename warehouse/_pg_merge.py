@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Iterable
+import time
 from datetime import datetime
 from typing import Any
 
@@ -25,10 +25,21 @@ import pyarrow.compute as pc
 from warehouse import _sql
 from warehouse.landed import LANDING_SCHEMA
 
-__all__ = ["STAGE", "content_hashes", "copy_batches", "create_stage_sql", "merge_chunk", "merge_sql", "text_payload"]
+__all__ = [
+    "KEYS",
+    "STAGE",
+    "changed_sql",
+    "content_hashes",
+    "create_tables_sql",
+    "merge_chunk",
+    "merge_sql",
+    "text_payload",
+]
 
 STAGE = "_pg_stage"
+KEYS = "_pg_keys"
 _COLUMNS = (*LANDING_SCHEMA.names, "content_hash")
+_KEY_COLUMNS = ("pos", "id", "last_updated", "version_id", "content_hash")
 _TIMESTAMPS = tuple(f.name for f in LANDING_SCHEMA if pa.types.is_timestamp(f.type))
 # Text COPY escapes (https://www.postgresql.org/docs/current/sql-copy.html); the backslash always, the rest
 # only in a column that holds one (JSON text never does unless its producer left raw whitespace in it).
@@ -36,29 +47,39 @@ _CONTROLS = (("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
 _EPOCH = "CAST('1970-01-01 00:00:00+00' AS TIMESTAMPTZ)"
 
 
-def create_stage_sql() -> str:
-    """The session's staging table, emptied by every commit (created once per connection)."""
+def create_tables_sql() -> list[str]:
+    """The session's staging tables, emptied by every commit (created once per connection)."""
     cols = ", ".join(f"{c} {'bigint' if c in _TIMESTAMPS else 'text'}" for c in _COLUMNS)
-    return f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} ({cols}) ON COMMIT DELETE ROWS"
+    keys = ", ".join(f"{c} {'bigint' if c in (*_TIMESTAMPS, 'pos') else 'text'}" for c in _KEY_COLUMNS)
+    return [
+        f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} ({cols}) ON COMMIT DELETE ROWS",
+        f"CREATE TEMP TABLE IF NOT EXISTS {KEYS} ({keys}) ON COMMIT DELETE ROWS",
+    ]
 
 
-def _staged() -> str:
-    """The staging table with its epoch-microsecond columns as timestamps again."""
-    cols = ", ".join(f"{_EPOCH} + {c} * INTERVAL '1 microsecond' AS {c}" if c in _TIMESTAMPS else c for c in _COLUMNS)
-    return f"(SELECT {cols} FROM {STAGE})"
+def _as_timestamps(table: str, columns: tuple[str, ...]) -> str:
+    """``table`` with its epoch-microsecond columns as timestamps again."""
+    cols = ", ".join(f"{_EPOCH} + {c} * INTERVAL '1 microsecond' AS {c}" if c in _TIMESTAMPS else c for c in columns)
+    return f"(SELECT {cols} FROM {table})"
+
+
+def changed_sql() -> str:
+    """Positions of the chunk's keys that are new or newer than the stored row. Params: connection_id, type."""
+    return (
+        f"SELECT k.pos FROM {_as_timestamps(KEYS, _KEY_COLUMNS)} k LEFT JOIN fhir_resources e "
+        "ON e.connection_id = %s AND e.resource_type = %s AND e.id = k.id "
+        f"WHERE e.id IS NULL OR {_sql.newer_predicate('k', 'e')} ORDER BY k.pos"
+    )
 
 
 def merge_sql() -> str:
-    """Write the staged rows that are new or newer; one row (created, updated). ``%s`` = landed_at."""
+    """Write the staged rows under the guarded upsert; one row (created, updated). ``%s`` = landed_at."""
     cols = ", ".join(_sql.STAGE_COLUMNS)
-    staged = ", ".join(f"s.{c}" for c in _sql.STAGE_COLUMNS)
-    on = " AND ".join(f"e.{k} = s.{k}" for k in _sql.KEY)
     updates = ", ".join(f"{c} = excluded.{c}" for c in _sql.STAGE_COLUMNS if c not in _sql.KEY)
     return (
         f"WITH written AS (INSERT INTO fhir_resources ({cols}, resource, landed_at, deleted_at) "
-        f"SELECT {staged}, CAST(s.resource_json AS JSONB), CAST(%s AS TIMESTAMPTZ), NULL "
-        f"FROM {_staged()} s LEFT JOIN fhir_resources e ON {on} "
-        f"WHERE e.id IS NULL OR {_sql.newer_predicate('s', 'e')} "
+        f"SELECT {cols}, CAST(resource_json AS JSONB), CAST(%s AS TIMESTAMPTZ), NULL "
+        f"FROM {_as_timestamps(STAGE, _COLUMNS)} s "
         f"ON CONFLICT ({', '.join(_sql.KEY)}) DO UPDATE SET {updates}, resource = excluded.resource, "
         "landed_at = excluded.landed_at, deleted_at = NULL "
         f"WHERE {_sql.newer_predicate('excluded', 'fhir_resources')} "
@@ -107,16 +128,9 @@ def text_payload(columns: list[pa.Array]) -> memoryview:
     return memoryview(data)[offsets[0] : offsets[-1]]
 
 
-def copy_batches(cur: psycopg.Cursor[Any], batches: Iterable[pa.RecordBatch]) -> int:
-    """COPY ``batches`` (landing columns) into the staging table with their content hashes; rows copied."""
-    copied = 0
-    with cur.copy(f"COPY {STAGE} ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
-        for batch in batches:
-            columns = [batch.column(name) for name in LANDING_SCHEMA.names]
-            columns.append(content_hashes(batch.column("resource_json")))
-            copy.write(text_payload(columns))
-            copied += batch.num_rows
-    return copied
+def _copy(cur: psycopg.Cursor[Any], table: str, names: tuple[str, ...], columns: list[pa.Array]) -> None:
+    with cur.copy(f"COPY {table} ({', '.join(names)}) FROM STDIN") as copy:
+        copy.write(text_payload(columns))
 
 
 def temp_buffers_mib(chunk_bytes: int) -> int:
@@ -124,16 +138,34 @@ def temp_buffers_mib(chunk_bytes: int) -> int:
     return max(8, min(1024, 2 * -(-chunk_bytes // (1024 * 1024))))
 
 
-def merge_chunk(cur: psycopg.Cursor[Any], landed_at: datetime) -> tuple[int, int]:
-    """Upsert the staged chunk; (created, updated).
+def merge_chunk(
+    cur: psycopg.Cursor[Any], chunk: pa.Table, scope: tuple[str, str], landed_at: datetime, phases: dict[str, float]
+) -> tuple[int, int]:
+    """Upsert one chunk (landing columns, one row per id, all of ``scope`` = (connection, type)); (created, updated).
 
-    A chunk is small against the stored table, so each staged key is looked up in the primary-key index (a
-    nested loop): the planner otherwise hashes the chunk and scans the whole table once per chunk, which at
-    1M stored rows cost more than the rest of the merge (docs/PERFORMANCE.md)."""
-    cur.execute("SET LOCAL enable_hashjoin = off")
-    cur.execute("SET LOCAL enable_mergejoin = off")
+    First only the keys travel (id, lastUpdated, versionId, content hash) and the server names the rows that are
+    new or newer; then only those rows travel whole and are upserted. An unchanged row's JSON is never sent,
+    staged or parsed. Each key is looked up in the primary-key index (a nested loop): the planner otherwise
+    hashes the chunk and scans the whole table once per chunk, or, with statistics stale after a large load,
+    scans the table once per key (docs/PERFORMANCE.md)."""
+    started = time.perf_counter()
+    hashes = content_hashes(chunk.column("resource_json").chunk(0))
+    keys = [pa.array(range(chunk.num_rows), type=pa.int64())]
+    keys += [chunk.column(c).chunk(0) for c in _KEY_COLUMNS[1:-1]] + [hashes]
+    _copy(cur, KEYS, _KEY_COLUMNS, keys)
+    for plan in ("hashjoin", "mergejoin", "material", "seqscan"):  # the temp table is still scanned (no index)
+        cur.execute(f"SET LOCAL enable_{plan} = off")
     cur.execute("SET LOCAL jit = off")  # compiling the predicate costs more than a chunk saves
+    cur.execute(changed_sql(), scope)
+    positions = pa.array([r[0] for r in cur.fetchall()], type=pa.int64())
+    classified = time.perf_counter()
+    phases["classify"] += classified - started
+    if not len(positions):
+        return 0, 0
+    rows = [chunk.column(c).chunk(0).take(positions) for c in LANDING_SCHEMA.names] + [hashes.take(positions)]
+    _copy(cur, STAGE, _COLUMNS, rows)
     cur.execute(merge_sql(), (landed_at,))
     row = cur.fetchone()
     assert row is not None
+    phases["write"] += time.perf_counter() - classified
     return int(row[0]), int(row[1])

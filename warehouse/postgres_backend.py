@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import pyarrow.parquet as pq
+import pyarrow as pa
 
 from warehouse import _pg_chunks, _pg_merge, _sql
 from warehouse._cursor import Cursor
@@ -33,7 +33,7 @@ from warehouse.errors import (
     WarehouseNotCreatedError,
     WarehouseTargetError,
 )
-from warehouse.landed import LANDING_SCHEMA, LandedFile
+from warehouse.landed import LandedFile
 from warehouse.merge import UpsertStats, Warehouse, check_landing_file
 
 __all__ = ["PostgresWarehouse", "psycopg_conninfo"]
@@ -98,7 +98,7 @@ class PostgresWarehouse(Warehouse):
             raise InvalidInputError("upsert_chunk_bytes must be a positive number of bytes")
         self.upsert_chunk_bytes = upsert_chunk_bytes
         # Where upserts spent their time (seconds per phase, summed over chunks): the benchmark's profile.
-        self.phase_seconds: dict[str, float] = {"prepass": 0.0, "copy": 0.0, "merge": 0.0, "commit": 0.0}
+        self.phase_seconds = dict.fromkeys(("prepass", "read", "classify", "write", "commit"), 0.0)
         self.read_only = read_only
         self.url = url
         conninfo = psycopg_conninfo(url)
@@ -168,50 +168,30 @@ class PostgresWarehouse(Warehouse):
         )
         return stats
 
-    def _merge_chunk(self, landed: LandedFile, batches: Iterable[Any]) -> tuple[int, int, int]:
-        """One transaction: COPY the chunk into the session's staging table, upsert; (created, updated, staged)."""
+    def _merge_chunk(self, landed: LandedFile, batches: Iterable[pa.RecordBatch]) -> tuple[int, int, int]:
+        """One transaction: classify the chunk's keys, stage and upsert its changed rows; (created, updated, rows)."""
         started = time.perf_counter()
+        chunk = pa.Table.from_batches(list(batches)).combine_chunks()  # at most upsert_chunk_bytes of JSON
+        self.phase_seconds["read"] += time.perf_counter() - started
         try:
             with self._write(f"{landed.connection_id}/{landed.resource_type}") as cur:
                 assert isinstance(cur, _PgCursor)
-                cur.execute(_pg_merge.create_stage_sql())
-                staged = _pg_merge.copy_batches(cur.cur, batches)
-                copied = time.perf_counter()
-                created, changed = _pg_merge.merge_chunk(cur.cur, datetime.now(UTC))
+                for ddl in _pg_merge.create_tables_sql():
+                    cur.execute(ddl)
+                scope = (landed.connection_id, landed.resource_type)
+                created, changed = _pg_merge.merge_chunk(cur.cur, chunk, scope, datetime.now(UTC), self.phase_seconds)
                 merged = time.perf_counter()
         except psycopg.errors.DataError as exc:  # e.g. text that is not JSON; the detail would quote the resource
             raise LandedFileError(
                 f"landed file {landed.path}: PostgreSQL refused a row of the chunk being merged "
                 f"({exc.diag.message_primary}, SQLSTATE {exc.sqlstate}); earlier chunks stay committed"
             ) from None
-        self.phase_seconds["copy"] += copied - started
-        self.phase_seconds["merge"] += merged - copied
         self.phase_seconds["commit"] += time.perf_counter() - merged
-        return created, changed, staged
+        return created, changed, chunk.num_rows
 
     def _stage_landed(self, cur: Cursor, path: Path, rows: tuple[int, int] | None = None) -> None:
-        """The server does the work (and spills to disk), so the whole file is staged in one transaction."""
-        assert isinstance(cur, _PgCursor)
-        assert rows is None, "PostgreSQL stages whole files (see _row_ranges)"
-        names = LANDING_SCHEMA.names
-        cur.execute(
-            "CREATE TEMP TABLE _stage_raw (seq BIGSERIAL, tenant_id TEXT, connection_id TEXT, resource_type TEXT, "
-            "id TEXT, last_updated TIMESTAMPTZ, version_id TEXT, source TEXT, transaction_time TIMESTAMPTZ, "
-            "run_id TEXT, resource_json TEXT) ON COMMIT DROP"
-        )
-        pf = pq.ParquetFile(path)
-        with cur.cur.copy(f"COPY _stage_raw ({', '.join(names)}) FROM STDIN") as copy:
-            for batch in pf.iter_batches(batch_size=_COPY_BATCH, columns=names):
-                cols = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
-                for row in zip(*cols, strict=True):
-                    copy.write_row(row)
-        stage_cols = ", ".join(c for c in _sql.STAGE_COLUMNS if c != "content_hash")
-        cur.execute(
-            f"CREATE TEMP TABLE _stage ON COMMIT DROP AS SELECT DISTINCT ON (connection_id, resource_type, id) "
-            f"{stage_cols}, resource_json, {self.dialect.hash_expr('resource_json')} AS content_hash FROM _stage_raw "
-            "ORDER BY connection_id, resource_type, id, last_updated DESC NULLS LAST, seq DESC"
-        )
-        cur.execute("ANALYZE _stage")
+        """Not used: ``upsert`` above streams a file through the staging table chunk by chunk itself."""
+        raise NotImplementedError("PostgresWarehouse.upsert stages landed files in byte-sized chunks")
 
     def _stage_ids(self, cur: Cursor, connection_id: str, resource_type: str, ids: Iterable[str]) -> None:
         assert isinstance(cur, _PgCursor)
