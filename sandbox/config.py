@@ -44,6 +44,7 @@ class SandboxConfig(BaseModel):
     drop_smart_fields: list[str] = Field(default_factory=list)  # SAL-02 / SAL-03 legacy profile
     write_enabled: bool = True  # create on DocumentReference/Binary
     conditional_create: bool = True  # DWB-31/32: advertise and honour If-None-Exist on create (Epic does not)
+    provenance_create: bool = False  # DWB-82: advertise and accept Provenance create (with write_enabled)
 
     # OAuth
     auto_approve: bool = False

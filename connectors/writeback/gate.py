@@ -14,6 +14,7 @@ from urllib.parse import unquote
 
 from connectors.errors import WriteNotSupportedError
 from connectors.fhir.capability import interactions_of, server_resources
+from connectors.writeback.provenance import scopes_allow_provenance_create
 
 __all__ = ["WriteCapability", "WriteFlags", "check_note_write", "scopes_allow_note_create"]
 
@@ -39,6 +40,7 @@ class WriteCapability:
     conditional_create: bool
     binary_create: bool
     supported_profiles: tuple[str, ...]
+    provenance_create: bool = False  # DWB-82: advertised by the server and covered by the granted scopes
 
 
 def _category_filter_ok(query: str) -> bool:
@@ -80,9 +82,12 @@ def check_note_write(
         )
     if not scopes_allow_note_create(granted_scopes):
         raise WriteNotSupportedError("missing_scope", "the granted scopes do not include DocumentReference create")
-    binary = resources.get("Binary")
+    binary, provenance = resources.get("Binary"), resources.get("Provenance")
     return WriteCapability(
         conditional_create=doc_ref.get("conditionalCreate") is True,
         binary_create=binary is not None and "create" in interactions_of(binary),
         supported_profiles=tuple(str(p) for p in doc_ref.get("supportedProfile") or []),
+        provenance_create=provenance is not None
+        and "create" in interactions_of(provenance)
+        and scopes_allow_provenance_create(granted_scopes),
     )

@@ -23,6 +23,7 @@ from engine.environment import SyncEnvironment
 from engine.writeback.config import WritebackConfig
 from engine.writeback.outcomes import fail_from, retry_later
 from engine.writeback.preflight import SendPlan, build_payload, note_bytes, plan_send
+from engine.writeback.provenance import send_provenance
 from engine.writeback.reconcile import reconcile
 from engine.writeback.target import NoteTarget, load_target
 from store.models import utcnow
@@ -161,4 +162,4 @@ def _send(
         detail={"http_status": result.status, "dedup_hit": result.status == 200, "resource_id": result.id},
     )
     checkpoint("writeback.written")
-    return written
+    return send_provenance(env, client, written, plan.capability)  # DWB-82: optional, never fails the note

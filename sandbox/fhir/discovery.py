@@ -96,6 +96,13 @@ def openid_configuration(request: Request) -> JSONResponse:
     )
 
 
+def _provenance_entry(st: SandboxState) -> list[dict[str, Any]]:
+    """Provenance is create-only here (DWB-82): accepted and stored, never generated or searched."""
+    if not (st.settings.write_enabled and st.settings.provenance_create):
+        return []
+    return [{"type": "Provenance", "interaction": [{"code": "create"}]}]
+
+
 def _resource_entry(rtype: str, write: bool, conditional: bool = True) -> dict[str, Any]:
     interactions = [{"code": "read"}, {"code": "search-type"}]
     if write and rtype in WRITABLE:
@@ -151,7 +158,8 @@ def metadata(request: Request) -> Response:
                 "security": {"service": [service], "extension": [oauth_uris]},
                 "resource": [
                     _resource_entry(t, st.settings.write_enabled, st.settings.conditional_create) for t in ALL_TYPES
-                ],
+                ]
+                + _provenance_entry(st),
                 "operation": [
                     {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}
                 ],

@@ -166,8 +166,10 @@ def read(resource_type: str, resource_id: str, request: Request) -> Response:
 @router.post("/fhir/{resource_type}", response_model=None)
 async def create(resource_type: str, request: Request) -> Response:
     st = get_state(request)
-    _known(resource_type)
-    if resource_type not in WRITABLE or not st.settings.write_enabled:
+    provenance = resource_type == "Provenance" and st.settings.provenance_create  # DWB-82: create-only
+    if not provenance:
+        _known(resource_type)
+    if not (provenance or resource_type in WRITABLE) or not st.settings.write_enabled:
         raise FhirFailure(405, "not-supported", f"create is not supported for {resource_type}")
     perm = permission(bearer(st, request), resource_type, "c")
     try:

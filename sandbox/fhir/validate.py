@@ -1,4 +1,4 @@
-"""Structural checks for the writes the sandbox accepts (DocumentReference, Binary): clear 4xx, not a 500."""
+"""Structural checks for the writes the sandbox accepts (DocumentReference, Binary, Provenance): clear 4xx."""
 
 from __future__ import annotations
 
@@ -30,6 +30,9 @@ def check_writable(resource_type: str, body: Any) -> None:
             except binascii.Error:
                 raise _fail("Binary.data must be base64") from None
         return
+    if resource_type == "Provenance":
+        _check_provenance(body)
+        return
     if body.get("status") not in _DOC_STATUS:
         raise _fail("DocumentReference.status must be current, superseded or entered-in-error")
     content = body.get("content")
@@ -42,3 +45,14 @@ def check_writable(resource_type: str, body: Any) -> None:
     subject = body.get("subject")
     if subject is not None and not (isinstance(subject, dict) and isinstance(subject.get("reference"), str)):
         raise _fail("DocumentReference.subject must be a Reference")
+
+
+def _check_provenance(body: dict[str, Any]) -> None:
+    """R4 Provenance: target 1..*, recorded 1..1, agent 1..* each with ``who``."""
+    if not isinstance(body.get("target"), list) or not body["target"]:
+        raise _fail("Provenance.target needs at least one Reference")
+    if not isinstance(body.get("recorded"), str):
+        raise _fail("Provenance.recorded is required")
+    agents = body.get("agent")
+    if not isinstance(agents, list) or not agents or not all(isinstance(a, dict) and a.get("who") for a in agents):
+        raise _fail("Provenance.agent needs at least one entry, each with who")
