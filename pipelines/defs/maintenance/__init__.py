@@ -1,4 +1,8 @@
-"""Maintenance: weekly deletion reconciliation (BDX-31), and Dagster run storage pruned by age (run retention)."""
+"""Maintenance: weekly deletion reconciliation (BDX-31), data and landing-file retention, and Dagster run storage
+pruned by age (run retention).
+
+``configured_defs`` are the definitions built from the settings (the pruning schedule's cron and default age).
+"""
 
 from dagster import Definitions
 
