@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import click
 
@@ -53,6 +54,8 @@ class _OneLineErrors(click.Group):
 def main(verbose: bool) -> None:
     """ehrsync keeps patient records flowing between EHRs and the people who use them."""
     _configure_logging(verbose)
+    if not verbose:  # Dagster's notices about its own beta/preview APIs are for us, not for the person at the terminal
+        warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview)")  # without importing Dagster
 
 
 for _command in (sandbox, demo, ui, auth, keys, db, sync, reconcile, connections, purge):
