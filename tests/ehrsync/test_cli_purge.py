@@ -8,35 +8,18 @@ import base64
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
-import httpx
-import pytest
 from sqlalchemy import select
 
 from engine.purge import PURGE_ACTION
-from sandbox import SandboxConfig, SandboxServer
+from sandbox import SandboxServer
 from store.models import AuditEvent, Connection
-from tests.engine.helpers import SyncWorld, connect_patient, make_environment
+from tests.engine.helpers import SyncWorld, connect_patient
 from tests.engine.job_runs import run_sync
 
 _DROPPED = ("DATABASE_URL", "EHRSYNC_DATABASE_URL", "WAREHOUSE_URL", "DAGSTER_HOME", "EHRSYNC_HOME")
-
-
-@pytest.fixture(scope="module")
-def ehr() -> Iterator[SandboxServer]:
-    with SandboxServer(SandboxConfig(patients=1, seed=5)) as server:
-        yield server
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[SyncWorld]:
-    with httpx.Client(timeout=30.0) as http:
-        made = make_environment(tmp_path / "state", http=http)
-        yield made
-        made.env.db.dispose()
 
 
 def _cli(world: SyncWorld, tmp_path: Path, *args: str, answer: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -18,27 +18,11 @@ import httpx
 import pytest
 
 from engine import PATIENT_TYPES, REFERENCED_TYPES
-from sandbox import SandboxConfig, SandboxServer
-from tests.engine.helpers import SyncWorld, connect_patient, make_environment
+from sandbox import SandboxServer
+from tests.engine.helpers import SyncWorld, connect_patient
 from tests.pipelines.appdb import AppDb, make_app_db
 
 _DROPPED = ("DATABASE_URL", "EHRSYNC_DATABASE_URL", "WAREHOUSE_URL", "DAGSTER_HOME", "EHRSYNC_HOME")
-
-
-@pytest.fixture(scope="module")
-def ehr() -> Iterator[SandboxServer]:
-    """One patient, so every resource the sandbox deletes belongs to the connection under test."""
-    with SandboxServer(SandboxConfig(patients=1, seed=5)) as server:
-        yield server
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[SyncWorld]:
-    """A state folder the CLI reads through ``EHRSYNC_STATE_DIR`` (app database, warehouse, Dagster home)."""
-    with httpx.Client(timeout=30.0) as http:
-        made = make_environment(tmp_path / "state", http=http)
-        yield made
-        made.env.db.dispose()
 
 
 def _http(world: SyncWorld) -> httpx.Client:
