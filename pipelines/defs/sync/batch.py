@@ -4,13 +4,15 @@ A run's fixed cost (seconds) dwarfs an incremental sync with nothing changed (a 
 scheduling sensor requests one run per source and batch (``EHRSYNC_SYNC_BATCH_SIZE``). One op syncs the members
 one after another through ``engine.batch_sync`` (each isolated: its own ``sync_runs`` row, cursors and lock;
 a failure stays its own). The per-type assets still tell the truth per partition: for each member the op logs
-``AssetMaterialization`` events of ``landing/<Type>`` and ``warehouse/<Type>`` with ``partition=<connection id>``.
+``AssetMaterialization`` events of ``landing/<Type>`` and ``warehouse/<Type>`` with ``partition=<connection id>``,
+and the asset checks its own run would evaluate (quarantine, duplicate keys) for that partition (``batch_checks``).
 The run is tagged with its source (``ehrsync/source``), so the per-source run limit counts a batch as one run
 toward that EHR, and ``ehrsync/batch``, by which the scheduler finds the connections batch runs hold.
 """
 
+from dataclasses import dataclass
+
 from dagster import (
-    AssetMaterialization,
     Config,
     DagsterInstance,
     DagsterRun,
@@ -30,11 +32,9 @@ from engine.batch_sync import ConnectionOutcome, sync_batch
 from engine.run_tags import KIND_TAG, SOURCE_TAG, TRIGGER_TAG
 from pipelines.defs._shared.connection_facts import connection_metadata
 from pipelines.defs._shared.environment import sync_environment
-from pipelines.defs._shared.metadata import type_report_metadata
 from pipelines.defs._shared.run_control import PENDING_STATUSES, RUNNING_STATUSES
-from pipelines.defs._shared.tables import row_count
+from pipelines.defs.sync.batch_checks import member_events
 from pipelines.defs.sync.reference_assets import NO_REFERENCES
-from pipelines.defs.sync.type_assets import landing_key, warehouse_key
 from pipelines.resources import (
     AppDatabaseResource,
     EhrHttpResource,
@@ -91,8 +91,17 @@ def busy_in_batches(instance: DagsterInstance) -> set[str]:
     return {cid for run in runs for cid in batch_connection_ids(run)}
 
 
-def _record(context: OpExecutionContext, outcome: ConnectionOutcome) -> None:
-    """The member's per-type materializations (types that did not fail), as its own run's assets would log them."""
+@dataclass(frozen=True)
+class _MemberChecks:
+    """What the members' asset checks read: the warehouse (duplicate keys) and the quarantine threshold."""
+
+    warehouse: WarehouseResource
+    max_ratio: float
+
+
+def _record(context: OpExecutionContext, outcome: ConnectionOutcome, checks: _MemberChecks) -> None:
+    """The member's per-type materializations and asset checks (types that did not fail), as its own run's assets
+    would log them (``batch_checks``)."""
     if outcome.connection is None:
         context.log.info("connection %s not synced: %s", outcome.connection_id, outcome.skipped)
         return
@@ -103,16 +112,11 @@ def _record(context: OpExecutionContext, outcome: ConnectionOutcome) -> None:
     reports = dict(outcome.reports)
     for resource_type in REFERENCED_TYPES if outcome.references_read else ():
         reports.setdefault(resource_type, TypeReport(resource_type, skipped_reason=NO_REFERENCES))
-    for resource_type, report in reports.items():
-        if report.error is not None:
-            continue
-        metadata = {**type_report_metadata(report), **who}
-        landed = row_count(max(report.fetched - report.quarantined, 0))
-        partition = outcome.connection_id
-        context.log_event(
-            AssetMaterialization(landing_key(resource_type), partition=partition, metadata={**metadata, **landed})
-        )
-        context.log_event(AssetMaterialization(warehouse_key(resource_type), partition=partition, metadata=metadata))
+    events = member_events(
+        outcome.connection_id, reports, who, warehouse=checks.warehouse, quarantine_max_ratio=checks.max_ratio
+    )
+    for event in events:  # Dagster's log_event takes check evaluations; its type alias leaves them out
+        context.log_event(event)  # type: ignore[arg-type]
     verdict = "failed: " + (outcome.error or "") if outcome.error else "completed"
     context.log.info("connection %s %s in %.2f s", outcome.connection_id, verdict[:300], outcome.duration_s)
 
@@ -128,7 +132,10 @@ def sync_connection_batch(
     policy: SyncPolicyResource,
 ) -> None:
     with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
-        batch = sync_batch(env, config.connection_ids, context.run.run_id, on_done=lambda o: _record(context, o))
+        checks = _MemberChecks(warehouse, policy.quarantine_max_ratio)
+        batch = sync_batch(
+            env, config.connection_ids, context.run.run_id, on_done=lambda o: _record(context, o, checks)
+        )
     failed = batch.failed
     if failed:  # the run shows red; every member's row already holds its own outcome
         raise Failure(
