@@ -1,5 +1,6 @@
-"""``python -m bench`` (``make bench``): Bulk export end to end, incremental sync cost and the analyst views' cost
-(bench/views.py), with baselines.
+"""``python -m bench`` (``make bench``): Bulk export end to end, incremental sync cost, the analyst views' cost
+(bench/views.py), the PostgreSQL upsert, and the cost per connection sync at 100 and 1,000 connections through
+Dagster (bench/scale_bench.py, last), each with its baseline from the same run.
 
 Default sizes are issue 5's (10,000 patients); ``--quick`` runs small sizes in well under a minute. Results
 are printed as a table and written to ``var/bench/results-<UTC time>.json`` (and ``var/bench/latest.json``).
@@ -59,11 +60,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--only", choices=("bulk", "incremental", "views", "pg-upsert", "scale"), help="run one benchmark")
     ap.add_argument(
         "--scale-connections",
-        default="100,1000",
-        help="patient connection counts of the scale benchmark (comma-separated; --quick: 20)",
+        help="patient connection counts of the scale benchmark (comma-separated; default 100,1000, --quick 20; "
+        "'' skips it)",
     )
     ap.add_argument("--scale-batch", type=int, default=50, help="connections per batch run in the scale benchmark")
-    ap.add_argument("--scale-single", type=int, default=20, help="connections synced one run each, for comparison")
+    ap.add_argument(
+        "--scale-single", type=int, default=20, help="sample of connections synced one Dagster run each (fixed part)"
+    )
+    ap.add_argument(
+        "--scale-fixed-runs", type=int, default=3, help="batch runs of one connection timed (a batch run's fixed part)"
+    )
     ap.add_argument("--out", type=Path, default=Path("var/bench"), help="folder for the JSON results")
     ap.add_argument("--workdir", type=Path, help="scratch folder (a fresh temporary one by default)")
     args = ap.parse_args(argv)
@@ -97,17 +103,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error(f"--memory-sizes must each be 1..10000, got {sizes}")
     args.memory_sizes = sizes
     try:
-        scale = [int(x) for x in ("20" if args.quick else args.scale_connections).split(",") if x.strip()]
+        scale = [int(x) for x in _scale_default(args).split(",") if x.strip()]
     except ValueError:
         ap.error(f"--scale-connections must be comma-separated integers, got {args.scale_connections!r}")
-    if any(not 1 <= n <= 10_000 for n in scale) or args.scale_batch < 1 or args.scale_single < 1:
-        ap.error("--scale-connections must each be 1..10000, --scale-batch and --scale-single at least 1")
+    if any(not 1 <= n <= 10_000 for n in scale):
+        ap.error(f"--scale-connections must each be 1..10000, got {scale}")
+    if min(args.scale_batch, args.scale_single, args.scale_fixed_runs) < 1:
+        ap.error("--scale-batch, --scale-single and --scale-fixed-runs must each be at least 1")
     args.scale_connections = scale
     return args
 
 
+def _scale_default(args: argparse.Namespace) -> str:
+    if args.scale_connections is not None:
+        return str(args.scale_connections)
+    return "20" if args.quick else "100,1000"
+
+
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """Both benchmarks against one sandbox process: bulk first (unmutated data), then incremental."""
+    """Every benchmark (or ``--only`` one): PostgreSQL upsert, views, then bulk (unmutated data) and incremental
+    against one sandbox process, then the scale benchmark (its own sandbox per size)."""
     results: dict[str, Any] = {
         "command": " ".join(["python -m bench", *sys.argv[1:]]),
         "machine": machine(),
@@ -124,20 +139,18 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if args.only == "views":
         results["wall_s"] = time.perf_counter() - started
         return results
-    if args.only == "scale":  # minutes per size: run on request (``--only scale``), not in every full run
-        results["scale"] = scale_points(args, workdir)
-    if args.only == "scale":
-        results["wall_s"] = time.perf_counter() - started
-        return results
-    with SandboxProcess(patients=args.patients) as sandbox:
-        if args.only in (None, "bulk"):
-            results["bulk"] = run_bulk_bench(sandbox, workdir, concurrency=args.concurrency)
-        if args.only in (None, "incremental"):
-            results["incremental"] = run_incremental_bench(
-                sandbox, workdir, connections=args.connections, change_ratio=args.change_ratio
-            )
+    if args.only in (None, "bulk", "incremental"):
+        with SandboxProcess(patients=args.patients) as sandbox:
+            if args.only in (None, "bulk"):
+                results["bulk"] = run_bulk_bench(sandbox, workdir, concurrency=args.concurrency)
+            if args.only in (None, "incremental"):
+                results["incremental"] = run_incremental_bench(
+                    sandbox, workdir, connections=args.connections, change_ratio=args.change_ratio
+                )
     if args.only in (None, "bulk") and args.memory_sizes:
         results["bulk_memory_scaling"] = memory_scaling(args, workdir, results.get("bulk"))
+    if args.only in (None, "scale") and args.scale_connections:  # last: after every other part, in this process
+        results["scale"] = scale_points(args, workdir)
     results["verdicts"] = verdicts(results)
     results["wall_s"] = time.perf_counter() - started
     return results
@@ -150,7 +163,12 @@ def scale_points(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]
         with SandboxProcess(patients=count) as sandbox:
             points.append(
                 run_scale_bench(
-                    sandbox, workdir, connections=count, batch_size=args.scale_batch, single_runs=args.scale_single
+                    sandbox,
+                    workdir,
+                    connections=count,
+                    batch_size=args.scale_batch,
+                    single_runs=args.scale_single,
+                    fixed_runs=args.scale_fixed_runs,
                 )
             )
     return points

@@ -38,7 +38,7 @@ def machine() -> dict[str, Any]:
 
 
 def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each target of issue 5 with the measured value and whether it is met."""
+    """Each target (issues 5 and 14) with the measured value and whether it is met."""
     out: dict[str, dict[str, Any]] = {}
     bulk = results.get("bulk")
     if bulk:
@@ -63,6 +63,13 @@ def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "target": "requests beyond the floor <= changed",
             "value": f"{inc['extra_requests_for_changes']} extra requests",
             "met": inc["extra_requests_for_changes"] <= changed,
+        }
+    for point in results.get("scale", []):  # issue 14: Dagster-managed sync, nothing changed, amortized
+        b, e = point["dagster_batch"]["cpu_s_per_connection"], point["engine_only"]["cpu_s_per_connection"]
+        out[f"scale_{point['connections']}_cpu_s_per_connection"] = {
+            "target": "<= 1 s CPU and <= 3x engine only",
+            "value": f"{b} s CPU ({point['batch_vs_engine']}x engine only {e} s)",
+            "met": point["target_met"],
         }
     return out
 

@@ -1,4 +1,5 @@
-"""`make bench` cannot rot: every benchmark runs at a tiny size and its results have the documented shape.
+"""`make bench` cannot rot: every benchmark (scale included) runs at a tiny size and its results have the
+documented shape.
 
 Timings are never asserted (the machine is shared); counts that follow from the data are (BDX-14 export
 landed completely, BDX-24 upsert counts, incremental fetched only what changed).
@@ -14,6 +15,7 @@ import pytest
 from bench.__main__ import main, parse_args, run, write_results
 from bench.http_meter import request_kind
 from bench.report import table, verdicts
+from bench.scale_bench import table as scale_table
 
 
 def test_bench_runs_both_benchmarks_at_a_tiny_size(tmp_path: Path) -> None:
@@ -27,6 +29,14 @@ def test_bench_runs_both_benchmarks_at_a_tiny_size(tmp_path: Path) -> None:
             "0.05",
             "--memory-sizes",
             "3",
+            "--scale-connections",
+            "2",
+            "--scale-batch",
+            "2",
+            "--scale-single",
+            "1",
+            "--scale-fixed-runs",
+            "1",
             "--out",
             str(tmp_path),
         ]
@@ -55,15 +65,30 @@ def test_bench_runs_both_benchmarks_at_a_tiny_size(tmp_path: Path) -> None:
     assert inc["incremental"]["updated"] == inc["resources_changed"]
     assert inc["no_change"]["requests"] < inc["full"]["requests"]
 
+    (point,) = results["scale"]  # issue 14: through Dagster batch runs, next to the engine alone, same run
+    assert (point["connections"], point["batch_size"], point["batch_runs"]) == (2, 2, 1)
+    assert point["engine_only"]["connections"] == point["dagster_batch"]["connections"] == 2
+    assert point["dagster_single_runs"]["connections"] == 1 and len(point["dagster_batch_of_one"]) == 1
+    searches = {k: n for k, n in point["engine_only"]["requests_by_kind"].items() if k[0].isupper()}
+    assert searches and all(n == 2 for n in searches.values())  # nothing changed: one search per type per connection
+    for path in ("dagster_batch", "dagster_single_runs"):  # the same searches through Dagster, nothing more fetched
+        assert {k: n for k, n in point[path]["requests_by_kind"].items() if k in searches} == {
+            k: n * point[path]["connections"] // 2 for k, n in searches.items()
+        }
+    for path, parts in point["parts_cpu_s_per_connection"].items():
+        assert parts["fixed"] + parts["variable"] == pytest.approx(point[path]["cpu_s_per_connection"], abs=2e-3)
+
     assert set(results["verdicts"]) == {
         "bulk_resources_per_s",
         "bulk_peak_rss_mb",
         "incremental_fetched_vs_changed",
         "incremental_requests_vs_changed",
+        "scale_2_cpu_s_per_connection",
     }
     assert results["verdicts"]["incremental_fetched_vs_changed"]["met"] is True
     assert results["machine"]["nproc"] >= 1 and results["machine"]["cpu_model"]
 
+    assert "2 conns, batch runs of 2" in scale_table(results["scale"])
     printed = table(results)
     assert "target bulk_peak_rss_mb" in printed and "baseline: raw end to end" in printed
     path = write_results(results, tmp_path / "out")
@@ -75,7 +100,8 @@ def test_bench_runs_both_benchmarks_at_a_tiny_size(tmp_path: Path) -> None:
     "argv",
     [["--patients", "0"], ["--patients", "10001"], ["--connections", "0"], ["--change-ratio", "0"],
      ["--concurrency", "0"], ["--patients", "5", "--connections", "6"], ["--memory-sizes", "10,x"],
-     ["--memory-sizes", "0"]],
+     ["--memory-sizes", "0"], ["--scale-connections", "0"], ["--scale-connections", "1,x"],
+     ["--scale-batch", "0"], ["--scale-fixed-runs", "0"]],
 )  # fmt: skip
 def test_bad_sizes_are_refused_with_the_flag_named(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
@@ -92,6 +118,9 @@ def test_default_sizes_are_the_issues() -> None:
     args = parse_args([])
     assert (args.patients, args.connections, args.change_ratio) == (10_000, 10, 0.01)
     assert args.memory_sizes == [1000, 3333]
+    assert (args.scale_connections, args.scale_batch, args.scale_single) == ([100, 1000], 50, 20)
+    assert parse_args(["--quick"]).scale_connections == [20]
+    assert parse_args(["--scale-connections", ""]).scale_connections == []  # skipped
 
 
 @pytest.mark.parametrize(

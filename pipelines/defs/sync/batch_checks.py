@@ -46,20 +46,32 @@ def check_evaluation(
     )
 
 
+_KEY_COUNTS_BY_TYPE = (
+    "SELECT resource_type, count(*) AS n_rows, count(*) FILTER (WHERE deleted_at IS NULL) AS live, "
+    "count(DISTINCT id) AS n_keys FROM fhir_resources WHERE connection_id = %s GROUP BY resource_type"
+)
+
+
 def duplicate_verdicts(
     warehouse: WarehouseResource, connection_id: str, resource_types: Iterable[str]
 ) -> dict[str, tuple[int | None, CheckVerdict]]:
-    """Per type (live rows, verdict) of ``no_duplicate_keys``, as ``type_assets.duplicate_check`` gives them,
-    with one read-only open of the warehouse per member instead of one per type. A warehouse that cannot be read
-    fails every type's check with the reason (the data is committed; the materializations stand)."""
+    """Per type (live rows, verdict) of ``no_duplicate_keys``: the counts ``Warehouse.key_counts`` gives for one
+    type (rows, distinct ids, live rows), for all of the member's types in one grouped query (one query per type
+    cost about 0.35 s of CPU per member, more than the member's whole sync). A warehouse that cannot be read fails
+    every type's check with the reason (the data is committed; the materializations stand)."""
     types = list(resource_types)
     try:
         with warehouse.open(read_only=True) as wh:
-            counts = {t: wh.key_counts(connection_id, t) for t in types}
+            found = {r["resource_type"]: r for r in wh.iter_rows(_KEY_COUNTS_BY_TYPE, [connection_id])}
     except WarehouseError as exc:
         failed = CheckVerdict(False, f"could not count keys: {exc}", {"error": type(exc).__name__})
         return {t: (None, failed) for t in types}
-    return {t: (c.live, duplicate_keys_verdict(c.rows, c.keys)) for t, c in counts.items()}
+    verdicts: dict[str, tuple[int | None, CheckVerdict]] = {}
+    for resource_type in types:
+        row = found.get(resource_type, {})
+        rows, live, keys = (int(row.get(k) or 0) for k in ("n_rows", "live", "n_keys"))
+        verdicts[resource_type] = (live, duplicate_keys_verdict(rows, keys))
+    return verdicts
 
 
 def member_events(
