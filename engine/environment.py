@@ -32,8 +32,10 @@ from warehouse import AttachmentStore, LandingZone, Warehouse, open_warehouse
 
 _log = logging.getLogger(__name__)
 # The CapabilityStatement of each (FHIR base, run) this process has read; the oldest go first (runs come and go).
+# A process runs one run at a time or a few (in-process runs, a run worker), and an EHR's statement can be
+# megabytes once parsed: 8 kept the last few runs' without a long-lived process holding 64 (issue 14).
 _RUN_CAPABILITIES: OrderedDict[tuple[str, str], dict[str, Any] | None] = OrderedDict()
-_RUN_CAPABILITIES_MAX = 64
+_RUN_CAPABILITIES_MAX = 8
 _RUN_CAPABILITIES_LOCK = threading.Lock()
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from connectors.errors import ConfigurationError
+from store._engines import shared_engine
 
 __all__ = ["AppDatabase"]
 
@@ -57,6 +58,17 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def _sqlite_engine(url: str, echo: bool) -> Engine:
+    engine = create_engine(
+        url,
+        echo=echo,
+        poolclass=NullPool,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+    )
+    _configure_sqlite(engine)
+    return engine
+
+
 class AppDatabase:
     """One engine per process; sessions are short-lived and never shared between threads."""
 
@@ -66,7 +78,9 @@ class AppDatabase:
 
     @classmethod
     def from_url(cls, url: str, *, echo: bool = False) -> AppDatabase:
-        """SQLite file or ``postgresql+psycopg://``: the URL ``settings.AppSettings.database_url`` resolved."""
+        """SQLite file or ``postgresql+psycopg://``: the URL ``settings.AppSettings.database_url`` resolved.
+
+        Every ``AppDatabase`` of one URL in a process shares one engine (``store._engines`` says why)."""
         url = _normalise_url(url)
         try:
             parsed = make_url(url)
@@ -77,20 +91,16 @@ class AppDatabase:
             if not database or database == ":memory:":
                 raise ConfigurationError("app database must be a SQLite file (in-memory databases cannot be shared)")
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(
-                url,
-                echo=echo,
-                poolclass=NullPool,
-                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
-            )
-            _configure_sqlite(engine)
-        elif parsed.get_backend_name() == "postgresql":
+            return cls(shared_engine(url, echo, lambda: _sqlite_engine(url, echo)))
+        if parsed.get_backend_name() == "postgresql":
             if parsed.get_driver_name() != "psycopg":
                 raise ConfigurationError("app database on PostgreSQL must use psycopg 3 ('postgresql+psycopg://')")
-            engine = create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5)
-        else:
-            raise ConfigurationError(f"unsupported app database backend {parsed.get_backend_name()!r}")
-        return cls(engine)
+            return cls(
+                shared_engine(
+                    url, echo, lambda: create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5)
+                )
+            )
+        raise ConfigurationError(f"unsupported app database backend {parsed.get_backend_name()!r}")
 
     @property
     def dialect(self) -> str:
@@ -152,4 +162,5 @@ class AppDatabase:
         logger.info("app database migrated to %s (%s)", revision, self.dialect)
 
     def dispose(self) -> None:
+        """Close the engine's pooled connections; the engine (shared by this URL's databases) stays usable."""
         self.engine.dispose()
