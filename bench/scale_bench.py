@@ -4,11 +4,12 @@ For each size (100 and 1,000 patient connections by default, one sandbox patient
   * seeding (not a result): the first, full sync of every connection by the engine alone, and each connection's
     Dagster partition added (the connections sensor's job in production), so only nothing-changed syncs are timed;
   * engine only: ``engine.batch_sync.sync_connection`` per connection (no Dagster at all): the baseline;
-  * Dagster batch runs: ``incremental_sync_batch`` through the real job in-process (``run_batch_now``) in runs of
-    ``batch_size`` connections, on an on-disk Dagster instance (event log written as in production), after one
-    untimed warm-up run (the process's first Dagster run pays imports and storage set-up once);
+  * one untimed warm-up batch run (the process's first Dagster run pays imports and storage set-up once);
   * the fixed part of a batch run: ``fixed_runs`` batch runs of one connection (median);
-  * Dagster, one run per connection (``run_sync_now``, the path before batches) for a sample of ``single_runs``.
+  * Dagster, one run per connection (``run_sync_now``, the path before batches) for a sample of ``single_runs``;
+  * Dagster batch runs: ``incremental_sync_batch`` through the real job in-process (``run_batch_now``) in runs of
+    ``batch_size`` connections over every connection, on an on-disk Dagster instance (event log written as in
+    production), each run's CPU logged as it ends.
 Machine time is this process's CPU (user + sys, ``resource.getrusage``); the sandbox (the EHR) runs in its own
 process and is not counted. Per connection sync: fixed part = a run's own cost (runs x fixed per run / connections),
 variable part = the rest (the engine's work plus what the run adds per member).
@@ -89,7 +90,9 @@ class _Runner:
         self.settings, self.resources = _settings(world), world_resources(world)
 
     def batches(self, ids: Sequence[str]) -> None:
+        """Batch runs over ``ids``; each run's CPU is logged as it ends (a long size shows its progress)."""
         for chunk in _chunks(ids, self.batch_size):
+            cpu = _cpu()
             result = run_batch_now(
                 chunk,
                 "generic",
@@ -100,6 +103,7 @@ class _Runner:
             )
             if not result.success:
                 raise ScaleBenchError(f"batch run {result.run_id} failed: {self._why(result.run_id, chunk)}")
+            _log.info("scale: batch run of %d connections: %.2f s CPU", len(chunk), _cpu() - cpu)
 
     def _why(self, run_id: str, ids: Sequence[str]) -> str:
         """What failed in a batch run: its members' own errors (their rows), else Dagster's step failure."""
@@ -162,13 +166,16 @@ def run_scale_bench(
         _log.info("scale: %d connections, first sync by the engine alone (not timed)", len(ids))
         seed = _measure(meter, lambda: runner.seed(ids), len(ids))
         engine = _measure(meter, lambda: runner.engine_only(ids), len(ids))
-        _log.info("scale: %d connections, engine only %.3f s CPU each; batch runs next", len(ids), _cpu_of(engine))
+        _log.info("scale: %d connections, engine only %.4f s CPU each", len(ids), _cpu_of(engine))
         runner.batches(ids[:1])  # warm-up: the process's first Dagster run
-        batch = _measure(meter, lambda: runner.batches(ids), len(ids))
+        # The short parts first, the batch runs over every connection last (a long size logs each run's CPU).
         ones = [_measure(meter, partial(runner.batches, ids[i : i + 1]), 1) for i in range(min(fixed_runs, len(ids)))]
+        _log.info("scale: batch runs of one connection: %s s CPU", [m["cpu_s"] for m in ones])
         sample = ids[: min(single_runs, len(ids))]
-        _log.info("scale: %d connections, batch runs done; %d runs of one connection next", len(ids), len(sample))
         single = _measure(meter, lambda: runner.single_runs(sample), len(sample))
+        _log.info("scale: one run per connection: %.3f s CPU each (%d runs)", _cpu_of(single), len(sample))
+        batch = _measure(meter, lambda: runner.batches(ids), len(ids))
+        _log.info("scale: %d connections in batch runs: %.4f s CPU each", len(ids), _cpu_of(batch))
     return _summary(len(ids), batch_size, seed, engine, batch, single, ones)
 
 
