@@ -24,12 +24,12 @@ from connectors.bulk.files import TRUNCATION_ATTEMPTS
 from connectors.errors import BulkExportError, BulkFileExpiredError, EhrSyncError, NeedsReauthError
 from connectors.http import redact_url
 from engine import bulk_state
+from engine.bulk_merge_group import MergeGroup
 from engine.bulk_special import apply_deleted, apply_error_file
 from engine.checkpoints import checkpoint
 from engine.environment import ConnectionInfo, SyncEnvironment
 from engine.handoff import landed_from_json, landed_to_json
-from engine.landing_retention import drop_merged
-from engine.reports import BulkReport, TypeReport
+from engine.reports import BulkReport
 from warehouse import LandedFile, Warehouse, land_ndjson_file
 from warehouse.errors import WarehouseError
 
@@ -174,6 +174,7 @@ class _FileRun:
     report: BulkReport
     wh: Warehouse
     turn: _WarehouseTurn
+    group: MergeGroup
 
 
 def process_files(
@@ -194,12 +195,13 @@ def process_files(
     failures = _Failures()
     try:
         with env.warehouse() as wh, _WarehouseTurn(wh) as turn:
-            run = _FileRun(env, conn, job, run_id, report, wh, turn)
+            group = MergeGroup(wh, report, _mark_done(env), env.bulk_merge_group_bytes, env.landing_retention_days)
+            run = _FileRun(env, conn, job, run_id, report, wh, turn, group)
             to_fetch = []
             for f in files:
                 if f.state == "landed" and f.landed_path:
                     turn.take()
-                    _upsert_output(run, f, landed_from_json(orjson.loads(f.landed_path), f"bulk file {f.id}"))
+                    group.add(f, landed_from_json(orjson.loads(f.landed_path), f"bulk file {f.id}"))
                 else:
                     to_fetch.append(f)
             with ThreadPoolExecutor(max_workers=env.bulk_concurrency, thread_name_prefix="bulk-sync") as pool:
@@ -209,6 +211,7 @@ def process_files(
                 }
                 try:
                     _apply_as_done(run, futures, failures, progress)
+                    group.flush()
                 except BaseException:
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
@@ -227,7 +230,8 @@ def _apply_as_done(
     pending: set[Future[FetchedFile]] = set(futures)
     while pending:
         done, pending = wait(pending, timeout=run.env.bulk_idle_release_s, return_when=FIRST_COMPLETED)
-        if not done:  # downloads are slow: let other writers have the warehouse meanwhile
+        if not done:  # downloads are slow: merge what has landed, then let other writers have the warehouse
+            run.group.flush()
             run.turn.give_back()
             continue
         for future in done:
@@ -261,32 +265,21 @@ def _apply(run: _FileRun, f: bulk_state.FileView, fetched: FetchedFile) -> None:
         run.turn.take()  # after recording the landing: a lock timeout here loses no work, the next run merges it
         if f.expected_count is not None and got != f.expected_count:
             report.count_mismatches.append(f"{f.url}: manifest count {f.expected_count}, file had {got} lines")
-        _upsert_output(run, f, fetched.landed)
+        run.group.add(f, fetched.landed)
     elif fetched.path is not None and f.kind == "error":
         run.turn.take()
+        run.group.flush()  # special files apply after the outputs that landed before them, as they always did
         apply_error_file(env, run.conn, run.wh, run.job, f, fetched.path, run.run_id, report)
     elif fetched.path is not None and f.kind == "deleted":
         run.turn.take()
+        run.group.flush()
         apply_deleted(env, run.conn, run.wh, run.job, f, fetched.path, report)
 
 
-def _upsert_output(run: _FileRun, f: bulk_state.FileView, landed: LandedFile) -> None:
-    stats = run.wh.upsert(landed)
-    tr = run.report.type_report(f.resource_type)
-    tr.absorb(
-        TypeReport(
-            f.resource_type,
-            fetched=landed.rows + landed.quarantined,
-            created=stats.inserted,
-            updated=stats.updated,
-            unchanged=stats.unchanged,
-            quarantined=landed.quarantined,
-            bytes=landed.bytes,
-            files=1,
+def _mark_done(env: SyncEnvironment) -> Callable[[bulk_state.FileView, LandedFile], None]:
+    def mark(f: bulk_state.FileView, landed: LandedFile) -> None:
+        bulk_state.update_file(
+            env.db, f.id, state="done", rows=landed.rows, bytes=landed.bytes, quarantined=landed.quarantined
         )
-    )
-    bulk_state.update_file(
-        run.env.db, f.id, state="done", rows=landed.rows, bytes=landed.bytes, quarantined=landed.quarantined
-    )
-    checkpoint("bulk.file_upserted")
-    drop_merged(run.env.landing_retention_days, [landed])  # EHRSYNC_LANDING_RETENTION_DAYS=0: gone once merged
+
+    return mark

@@ -96,6 +96,9 @@ class SyncEnvironment:
     # Give the warehouse back to other writers when no landed file has waited for a merge this long (DuckDB
     # admits one writer process; a slow export's downloads must not lock every other sync out).
     bulk_idle_release_s: float = 5.0
+    # Landed Bulk files merged per warehouse transaction (engine/bulk_merge_group.py): a DuckDB commit per small
+    # file doubled the merge's time and the database file (docs/PERFORMANCE.md).
+    bulk_merge_group_bytes: int = 256 * 1024 * 1024
     bulk_deadline_s: float = 86400.0
     bulk_max_reruns: int = 2
     # One bulk file larger than this fails (resumable once raised); a download keeps this much disk free.

@@ -112,16 +112,6 @@ def newer_predicate(n: str, o: str) -> str:
     )
 
 
-def classify_sql() -> str:
-    """Counts (inserted, updated, distinct) of the staged rows against the current table."""
-    on = " AND ".join(f"e.{k} = s.{k}" for k in KEY)
-    return (
-        "SELECT count(*) FILTER (WHERE e.id IS NULL), "
-        f"count(*) FILTER (WHERE e.id IS NOT NULL AND {newer_predicate('s', 'e')}), count(*) "
-        f"FROM _stage s LEFT JOIN fhir_resources e ON {on}"
-    )
-
-
 def changes_sql() -> str:
     """Unkeyed merge, step 1: temp table ``_changes(id, is_new)`` of the staged ids to write (new, or newer
     than the stored row). Params: connection_id, resource_type; the staged rows all share them (checked before),
@@ -138,29 +128,6 @@ def delete_replaced_sql() -> str:
     return (
         "DELETE FROM fhir_resources WHERE connection_id = %s AND resource_type = %s "
         "AND id IN (SELECT id FROM _changes WHERE NOT is_new)"
-    )
-
-
-def append_sql(d: Dialect, *, every_staged_row: bool) -> str:
-    """Unkeyed merge, step 3: append the changed staged rows (all of them on a first load); ``%s`` = landed_at."""
-    cols = ", ".join(STAGE_COLUMNS)
-    where = "" if every_staged_row else " WHERE id IN (SELECT id FROM _changes)"
-    return (
-        f"INSERT INTO fhir_resources ({cols}, resource, landed_at, deleted_at) "
-        f"SELECT {cols}, CAST(resource_json AS {d.json}), CAST(%s AS TIMESTAMPTZ), NULL FROM _stage{where}"
-    )
-
-
-def upsert_sql(d: Dialect) -> str:
-    """The guarded upsert of the staged rows (keyed dialects); ``%s`` is the landed_at timestamp."""
-    cols = ", ".join(STAGE_COLUMNS)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in STAGE_COLUMNS if c not in KEY)
-    return (
-        f"INSERT INTO fhir_resources ({cols}, resource, landed_at, deleted_at) "
-        f"SELECT {cols}, CAST(resource_json AS {d.json}), CAST(%s AS TIMESTAMPTZ), NULL FROM _stage "
-        f"ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET {updates}, resource = excluded.resource, "
-        f"landed_at = excluded.landed_at, deleted_at = NULL "
-        f"WHERE {newer_predicate('excluded', 'fhir_resources')}"
     )
 
 

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from warehouse import _sql
 from warehouse._cursor import Cursor
+from warehouse._duck_merge import merge_chunk, stage_winners
 from warehouse._duckdb_io import DuckCursor, chunk_ranges, connect
 from warehouse._filelock import LOCK_LOG_EVERY_S, file_lock
 from warehouse.errors import (
@@ -30,14 +31,12 @@ from warehouse.errors import (
 )
 from warehouse.landed import LandedFile
 from warehouse.limits import LARGE_ROW_MEMORY_FACTOR, largest_row, memory_mib
-from warehouse.merge import Warehouse
+from warehouse.merge import UpsertStats, Warehouse, check_landing_file
 
 __all__ = ["DuckDBWarehouse"]
 
 logger = logging.getLogger(__name__)
 _ID_CHUNK = 50_000
-# BDX-24 within one file: the newest lastUpdated wins, then the later line.
-_WINNER_ORDER = "ORDER BY last_updated DESC NULLS LAST, file_row_number DESC"
 _MIB = 1024 * 1024
 
 
@@ -64,12 +63,18 @@ class DuckDBWarehouse(Warehouse):
         # file while this instance holds it, so other writers' logs name it.
         self.lock_log_every_s = lock_log_every_s
         self.owner = owner
-        # threads: the machine's cores unless given (the merge runs one file at a time)
-        self._config = {"memory_limit": memory_limit, "threads": str(threads or os.cpu_count() or 1)}
+        # threads: the machine's cores unless given (the merge runs one file at a time). Nothing reads
+        # fhir_resources in insertion order, and keeping it made inserts hold more in memory.
+        self._config = {
+            "memory_limit": memory_limit,
+            "threads": str(threads or os.cpu_count() or 1),
+            "preserve_insertion_order": "false",
+        }
         self._memory_limit_mib = memory_mib(memory_limit)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._closed = False
         self._held: duckdb.DuckDBPyConnection | None = None
+        self._in_transaction = False
         if upsert_chunk_rows < 1 or upsert_chunk_bytes < 1:
             raise InvalidInputError("upsert_chunk_rows and upsert_chunk_bytes must be at least 1")
         self.upsert_chunk_rows = upsert_chunk_rows
@@ -123,6 +128,19 @@ class DuckDBWarehouse(Warehouse):
                 held.close()
 
     @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One transaction for every write inside (re-entrant): the writes' own ``_write`` blocks join it."""
+        if self._in_transaction:
+            yield
+            return
+        with self._write("transaction"):
+            self._in_transaction = True
+            try:
+                yield
+            finally:
+                self._in_transaction = False
+
+    @contextlib.contextmanager
     def _write(self, lock_key: str) -> Iterator[Cursor]:
         self._check_open()
         if self.read_only:
@@ -130,6 +148,9 @@ class DuckDBWarehouse(Warehouse):
         with self.batch():
             conn = self._held
             assert conn is not None
+            if self._in_transaction:  # inside transaction(): it begins, commits or rolls back
+                yield DuckCursor(conn)
+                return
             conn.begin()
             try:
                 yield DuckCursor(conn)
@@ -167,55 +188,44 @@ class DuckDBWarehouse(Warehouse):
         first (``_stage_winners``), so a chunked merge and its replays end exactly like a whole one."""
         return chunk_ranges(pq.ParquetFile(landed.path).metadata, self.upsert_chunk_rows, self.upsert_chunk_bytes)
 
+    def upsert(self, landed: LandedFile) -> UpsertStats:
+        check_landing_file(landed)
+        ranges = self._row_ranges(landed)
+        with self.batch():  # one connection for every chunk of the file (the winners table lives on it)
+            chunks = [
+                self._upsert_chunk(landed, rows, first=number == 1, last=number == len(ranges))
+                for number, rows in enumerate(ranges, start=1)
+            ]
+        inserted, updated, distinct = (sum(counts) for counts in zip(*chunks, strict=True))
+        stats = UpsertStats(inserted, updated, distinct - inserted - updated, max(landed.rows - distinct, 0))
+        self._log_stats(landed, stats)
+        return stats
+
     def _upsert_chunk(
         self, landed: LandedFile, rows: tuple[int, int] | None, *, first: bool, last: bool
     ) -> tuple[int, int, int]:
-        """A chunk holding one large resource merges under a memory limit sized for it (DuckDB's JSON cast and
-        Parquet read hold several copies of one value: a 20 MB resource did not fit in 128 MB), then the
-        configured limit is restored."""
+        """Merge one chunk in its own transaction (or the caller's, see ``transaction``); a crash between chunks
+        leaves a state a replay completes (BDX-24), and each id's winner is chosen over the whole file, so chunking
+        never changes the result. A chunk holding one large resource merges under a memory limit sized for it
+        (DuckDB's JSON cast and Parquet read hold several copies of one value: a 20 MB resource did not fit in
+        128 MB), then the configured limit is restored."""
         largest = largest_row(pq.ParquetFile(landed.path).metadata, rows)
-        if largest is None:
-            return super()._upsert_chunk(landed, rows, first=first, last=last)
-        with self.batch():
-            conn = self._held
-            assert conn is not None
-            need_mib = self._memory_limit_mib + LARGE_ROW_MEMORY_FACTOR * -(-largest // _MIB)
-            logger.info("merging a %d-byte resource with memory_limit %d MiB", largest, need_mib)
-            conn.execute(f"SET memory_limit = '{need_mib}MiB'")
+        with self._write(f"{landed.connection_id}/{landed.resource_type}") as cur:
+            assert isinstance(cur, DuckCursor)
+            if largest is not None:
+                need_mib = self._memory_limit_mib + LARGE_ROW_MEMORY_FACTOR * -(-largest // _MIB)
+                logger.info("merging a %d-byte resource with memory_limit %d MiB", largest, need_mib)
+                cur.conn.execute(f"SET memory_limit = '{need_mib}MiB'")
             try:
-                return super()._upsert_chunk(landed, rows, first=first, last=last)
+                if rows is not None and first:
+                    stage_winners(cur, Path(landed.path))
+                counts = merge_chunk(cur, landed, rows)
+                if last and landed.quarantine_path is not None:
+                    self._insert_quarantine(cur, Path(landed.quarantine_path))
             finally:
-                conn.execute(f"SET memory_limit = '{self._config['memory_limit']}'")
-
-    def _stage_winners(self, cur: Cursor, path: Path) -> None:
-        # Only the key and ordering columns are read (Parquet projection): one small row per id of the file.
-        cur.execute(
-            "CREATE OR REPLACE TEMP TABLE _winners AS SELECT connection_id, resource_type, id, file_row_number "
-            "FROM (SELECT connection_id, resource_type, id, file_row_number, row_number() OVER ("
-            f"PARTITION BY connection_id, resource_type, id {_WINNER_ORDER}) AS _rn "
-            "FROM read_parquet(%s, file_row_number = true)) WHERE _rn = 1",
-            (str(path),),
-        )
-
-    def _stage_landed(self, cur: Cursor, path: Path, rows: tuple[int, int] | None = None) -> None:
-        cols = ", ".join(c for c in _sql.STAGE_COLUMNS if c != "content_hash")
-        source = "read_parquet(%s, file_row_number = true)"
-        if rows is None:  # the whole file: pick each id's winner right here
-            chosen = (
-                f"SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY connection_id, resource_type, id "
-                f"{_WINNER_ORDER}) AS _rn FROM {source}) WHERE _rn = 1"
-            )
-        else:  # one chunk: only the rows that win over the whole file (_stage_winners)
-            chosen = (
-                f"SELECT p.* FROM {source} p SEMI JOIN _winners w ON p.connection_id = w.connection_id "
-                "AND p.resource_type = w.resource_type AND p.id = w.id AND p.file_row_number = w.file_row_number "
-                f"WHERE p.file_row_number >= {int(rows[0])} AND p.file_row_number < {int(rows[1])}"
-            )
-        cur.execute(
-            f"CREATE OR REPLACE TEMP TABLE _stage AS SELECT {cols}, resource_json, "
-            f"{self.dialect.hash_expr('resource_json')} AS content_hash FROM ({chosen})",
-            (str(path),),
-        )
+                if largest is not None:
+                    cur.conn.execute(f"SET memory_limit = '{self._config['memory_limit']}'")
+        return counts
 
     def _stage_ids(self, cur: Cursor, connection_id: str, resource_type: str, ids: Iterable[str]) -> None:
         assert isinstance(cur, DuckCursor)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,14 +66,8 @@ class Warehouse(Records, Reads, Purge):
 
     # -- backend hooks (``_write`` and ``_read`` come from warehouse/_cursor.py) ----------------------------------
     @abstractmethod
-    def _stage_landed(self, cur: Cursor, path: Path, rows: tuple[int, int] | None = None) -> None:
-        """Create temp table ``_stage`` from the landing Parquet (only file rows ``[start, stop)`` when ``rows``
-        is given): one row per key (last by lastUpdated, then file order), columns ``_sql.STAGE_COLUMNS`` +
-        ``resource_json``."""
-
-    def _row_ranges(self, landed: LandedFile) -> list[tuple[int, int] | None]:
-        """How one landed file is split into upsert transactions; ``[None]`` = the whole file at once."""
-        return [None]
+    def upsert(self, landed: LandedFile) -> UpsertStats:
+        """Merge one landed file into ``fhir_resources`` (and its quarantine into ``fhir_quarantine``), BDX-24."""
 
     @abstractmethod
     def _stage_ids(self, cur: Cursor, connection_id: str, resource_type: str, ids: Iterable[str]) -> None:
@@ -117,17 +111,21 @@ class Warehouse(Records, Reads, Purge):
         return nullcontext()
 
     # -- BDX-24 -------------------------------------------------------------------------------------------------
-    def upsert(self, landed: LandedFile) -> UpsertStats:
-        """Merge one landed file into ``fhir_resources`` (and its quarantine into ``fhir_quarantine``)."""
-        check_landing_file(landed)
-        ranges = self._row_ranges(landed)
-        with self.batch():  # one connection for every chunk of the file (the winners table lives on it)
-            chunks = [
-                self._upsert_chunk(landed, rows, first=number == 1, last=number == len(ranges))
-                for number, rows in enumerate(ranges, start=1)
-            ]
-        inserted, updated, distinct = (sum(counts) for counts in zip(*chunks, strict=True))
-        stats = UpsertStats(inserted, updated, distinct - inserted - updated, max(landed.rows - distinct, 0))
+    def transaction(self) -> AbstractContextManager[None]:
+        """Make the writes inside one transaction, committed at the end (all or nothing). Backends whose commits
+        are cheap need nothing here: each write stays its own transaction."""
+        return nullcontext()
+
+    def upsert_many(self, files: Sequence[LandedFile]) -> list[UpsertStats]:
+        """Merge several landed files in one transaction where the backend makes that cheaper (DuckDB: a commit
+        per small file wrote each through the log and doubled the database file, docs/PERFORMANCE.md); there a
+        failure leaves none of them merged, elsewhere each file is its own transaction. Either way, replaying all
+        of them after a failure is exact (BDX-24)."""
+        with self.batch(), self.transaction():
+            return [self.upsert(landed) for landed in files]
+
+    @staticmethod
+    def _log_stats(landed: LandedFile, stats: UpsertStats) -> None:
         logger.info(
             "upserted %s/%s from %s: %d inserted, %d updated, %d unchanged",
             landed.connection_id,
@@ -137,63 +135,6 @@ class Warehouse(Records, Reads, Purge):
             stats.updated,
             stats.unchanged,
         )
-        return stats
-
-    def _upsert_chunk(
-        self, landed: LandedFile, rows: tuple[int, int] | None, *, first: bool, last: bool
-    ) -> tuple[int, int, int]:
-        """Merge one chunk in its own transaction; returns its (inserted, updated, distinct). A crash between
-        chunks leaves a state a replay completes (BDX-24), and each id's winner is chosen over the whole file, so
-        chunking never changes the result."""
-        with self._write(f"{landed.connection_id}/{landed.resource_type}") as cur:
-            if rows is not None and first:
-                self._stage_winners(cur, Path(landed.path))
-            self._stage_landed(cur, Path(landed.path), rows)
-            cur.execute(
-                "SELECT count(*) FROM _stage WHERE connection_id <> %s OR resource_type <> %s",
-                (landed.connection_id, landed.resource_type),
-            )
-            row = cur.fetchone()
-            if row and row[0]:
-                raise LandedFileError(
-                    f"landed file {landed.path} holds rows of another connection or resource type than "
-                    f"{landed.connection_id}/{landed.resource_type}"
-                )
-            counts = self._merge_stage(cur, landed)
-            if last and landed.quarantine_path is not None:
-                self._insert_quarantine(cur, Path(landed.quarantine_path))
-        return counts
-
-    def _stage_winners(self, cur: Cursor, path: Path) -> None:
-        """Backends that split a file (``_row_ranges``) create ``_winners(id, file_row_number)`` here: the row that
-        wins each id over the whole file, so that ``_stage_landed`` of a chunk stages only winners."""
-        raise NotImplementedError(f"{type(self).__name__} splits landed files but does not choose winners")
-
-    def _merge_stage(self, cur: Cursor, landed: LandedFile) -> tuple[int, int, int]:
-        """Write ``_stage`` into ``fhir_resources`` under the BDX-24 rule; returns (inserted, updated, distinct)."""
-        if self.dialect.keyed_resources:
-            cur.execute(_sql.classify_sql())
-            counts = cur.fetchone()
-            assert counts is not None
-            inserted, updated, distinct = (int(c) for c in counts)
-            if inserted or updated:
-                cur.execute(_sql.upsert_sql(self.dialect), (datetime.now(UTC),))
-            return inserted, updated, distinct
-        scope = (landed.connection_id, landed.resource_type)
-        cur.execute(_sql.changes_sql(), scope)
-        cur.execute(
-            "SELECT count(*) FILTER (WHERE is_new), count(*) FILTER (WHERE NOT is_new), "
-            "(SELECT count(*) FROM _stage) FROM _changes"
-        )
-        counts = cur.fetchone()
-        assert counts is not None
-        inserted, updated, distinct = (int(c) for c in counts)
-        if updated:
-            cur.execute(_sql.delete_replaced_sql(), scope)
-        if inserted or updated:
-            every = inserted == distinct  # a first load: nothing stored to compare, append the stage as is
-            cur.execute(_sql.append_sql(self.dialect, every_staged_row=every), (datetime.now(UTC),))
-        return inserted, updated, distinct
 
     # -- BDX-21 -------------------------------------------------------------------------------------------------
     def tombstone(

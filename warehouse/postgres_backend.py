@@ -189,10 +189,6 @@ class PostgresWarehouse(Warehouse):
         self.phase_seconds["commit"] += time.perf_counter() - merged
         return created, changed, chunk.num_rows
 
-    def _stage_landed(self, cur: Cursor, path: Path, rows: tuple[int, int] | None = None) -> None:
-        """Not used: ``upsert`` above streams a file through the staging table chunk by chunk itself."""
-        raise NotImplementedError("PostgresWarehouse.upsert stages landed files in byte-sized chunks")
-
     def _stage_ids(self, cur: Cursor, connection_id: str, resource_type: str, ids: Iterable[str]) -> None:
         assert isinstance(cur, _PgCursor)
         cur.execute("CREATE TEMP TABLE _tomb_raw (id TEXT) ON COMMIT DROP")

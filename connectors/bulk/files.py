@@ -76,7 +76,9 @@ def _fetch(
             item_url,
             headers={"Accept": NDJSON, "Accept-Encoding": "gzip"},
             token_rule=rule,
-            handler=lambda response: stream_to_file(response, dest, max_bytes, min_free_bytes=min_free_bytes),
+            handler=lambda response: stream_to_file(
+                response, dest, max_bytes, min_free_bytes=min_free_bytes, scratch=True
+            ),
             max_redirects=5,
             url_guard=url_guard,
         )

@@ -367,6 +367,18 @@ def test_download_streams_hashes_and_renames(tmp_path: Path) -> None:
     assert list(dest.parent.iterdir()) == [dest]
 
 
+def test_a_scratch_download_is_the_same_bytes_without_a_digest(tmp_path: Path) -> None:
+    """Bulk files are landed and deleted at once: neither hashed nor synced (a tenth of an export's CPU)."""
+    from connectors.fhir.download import stream_to_file
+
+    payload = b'{"resourceType":"Patient","id":"p1"}\n' * 50_000
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=payload))
+    with httpx.Client(transport=transport) as http, http.stream("GET", f"{BASE}/bulk/1.ndjson") as response:
+        got = stream_to_file(response, tmp_path / "1.ndjson", 10_000_000, scratch=True)
+    assert got.sha256 is None and got.size == len(payload) and got.path.read_bytes() == payload
+    assert [p.name for p in tmp_path.iterdir()] == ["1.ndjson"]
+
+
 def test_download_accepts_gzip_and_caps_decoded_size(tmp_path: Path) -> None:
     payload = b'{"a":1}\n' * 1000
     ok = Script(httpx.Response(200, content=gzip.compress(payload), headers={"Content-Encoding": "gzip"}))
