@@ -19,8 +19,9 @@ from sqlalchemy import Engine
 
 __all__ = ["MAX_SHARED_ENGINES", "shared_engine"]
 
-# Distinct app database URLs one process keeps an engine for (production uses one; a test session many).
-MAX_SHARED_ENGINES = 16
+# Distinct app database URLs one process keeps an engine for (production uses one; a test session many, one or
+# two at a time). A forgotten engine's pooled connections are closed, so idle connections stay few.
+MAX_SHARED_ENGINES = 4
 _ENGINES: OrderedDict[tuple[str, bool], Engine] = OrderedDict()
 _LOCK = threading.Lock()
 _owner_pid = os.getpid()
@@ -28,7 +29,7 @@ _owner_pid = os.getpid()
 
 def shared_engine(url: str, echo: bool, build: Callable[[], Engine]) -> Engine:
     """The process's engine for ``url`` (built by ``build`` the first time); the least recently used of more than
-    ``MAX_SHARED_ENGINES`` URLs is forgotten (its holders keep it; it goes when they do)."""
+    ``MAX_SHARED_ENGINES`` URLs is forgotten and its idle connections closed (its holders may still use it)."""
     global _owner_pid
     key = (url, echo)
     with _LOCK:
@@ -41,6 +42,6 @@ def shared_engine(url: str, echo: bool, build: Callable[[], Engine]) -> Engine:
         if found is None:
             found = _ENGINES[key] = build()
             while len(_ENGINES) > MAX_SHARED_ENGINES:
-                _ENGINES.popitem(last=False)
+                _ENGINES.popitem(last=False)[1].dispose()
         _ENGINES.move_to_end(key)
         return found
