@@ -60,6 +60,7 @@ def _run_capabilities(fhir_base: str, run_id: str, fetch: Callable[[], dict[str,
 
 DEFAULT_BULK_MAX_FILE_BYTES = 10 * 1024**3  # 10 GiB per bulk file (EHRSYNC_BULK_MAX_FILE_BYTES)
 DEFAULT_MIN_FREE_DISK_BYTES = 1024**3  # downloads stop while less than 1 GiB is free (EHRSYNC_MIN_FREE_DISK_BYTES)
+DEFAULT_BULK_MERGE_GROUP_BYTES = 256 * 1024 * 1024  # landed Bulk files per transaction (EHRSYNC_BULK_MERGE_GROUP_BYTES)
 _BACKEND_KINDS = frozenset({"backend", "group"})  # client_credentials connections: a 401 may mean client_rejected
 DEFAULT_ATTACHMENT_TYPES = (
     "text/",
@@ -98,7 +99,7 @@ class SyncEnvironment:
     bulk_idle_release_s: float = 5.0
     # Landed Bulk files merged per warehouse transaction (engine/bulk_merge_group.py): a DuckDB commit per small
     # file doubled the merge's time and the database file (docs/PERFORMANCE.md).
-    bulk_merge_group_bytes: int = 256 * 1024 * 1024
+    bulk_merge_group_bytes: int = DEFAULT_BULK_MERGE_GROUP_BYTES
     bulk_deadline_s: float = 86400.0
     bulk_max_reruns: int = 2
     # One bulk file larger than this fails (resumable once raised); a download keeps this much disk free.
@@ -124,13 +125,19 @@ class SyncEnvironment:
     # EHRSYNC_LANDING_RETENTION_DAYS: 0 deletes a landed file once its merge committed (engine.landing_retention);
     # any other value (None: not configured) leaves merged files to the daily prune_landing_files job.
     landing_retention_days: int | None = None
+    # DuckDB's memory_limit and threads of this run's warehouse connections (EHRSYNC_DUCKDB_MEMORY_LIMIT,
+    # EHRSYNC_DUCKDB_THREADS); None: the warehouse's defaults (128MB, the machine's cores). PostgreSQL ignores them.
+    duckdb_memory_limit: str | None = None
+    duckdb_threads: int | None = None
     _limiters: dict[str, RateLimiter] = field(default_factory=dict, repr=False)
     _capabilities: dict[str, dict[str, Any] | None] = field(default_factory=dict, repr=False)
 
     @contextmanager
     def warehouse(self) -> Iterator[Warehouse]:
         """Open the warehouse for one step and always close it, so another process may write next."""
-        wh = open_warehouse(self.warehouse_target)
+        wh = open_warehouse(
+            self.warehouse_target, duckdb_memory_limit=self.duckdb_memory_limit, duckdb_threads=self.duckdb_threads
+        )
         try:
             yield wh
         finally:

@@ -26,7 +26,11 @@ from connectors.errors import ConfigurationError
 from engine.analyst_settings import AnalystSettings
 from engine.batch_size import DEFAULT_BATCH_SIZE, batch_size_from_env
 from engine.connection_lock import DEFAULT_LOCK_WAIT_S, lock_wait_seconds
-from engine.environment import DEFAULT_BULK_MAX_FILE_BYTES, DEFAULT_MIN_FREE_DISK_BYTES
+from engine.environment import (
+    DEFAULT_BULK_MAX_FILE_BYTES,
+    DEFAULT_BULK_MERGE_GROUP_BYTES,
+    DEFAULT_MIN_FREE_DISK_BYTES,
+)
 from engine.errors import PipelineConfigurationError
 from engine.freshness import DEFAULT_GRACE_MINUTES, grace_minutes_from_env
 from engine.landing_retention import DEFAULT_LANDING_RETENTION_DAYS, MAX_LANDING_RETENTION_DAYS
@@ -34,6 +38,13 @@ from engine.retries import backoff_from_env
 from engine.run_retention import RunRetention
 from engine.scheduling import RetryBackoff
 from engine.sync_windows import SyncWindow, parse_sync_windows
+from engine.warehouse_settings import (
+    DEFAULT_DUCKDB_MEMORY_LIMIT,
+    bulk_merge_group_bytes,
+    check_warehouse_url,
+    duckdb_memory_limit,
+    duckdb_threads,
+)
 from settings import DEFAULT_STATE_DIR, AppSettings, load_app_settings
 from warehouse.errors import InvalidInputError
 from warehouse.limits import DEFAULT_MAX_RESOURCE_BYTES, MAX_RESOURCE_ENV, max_resource_bytes
@@ -52,32 +63,6 @@ __all__ = [
 # Grants lapse after about 90 days unused (eCW refresh tokens, Oracle Health offline_access): stay below that.
 MAX_KEEPALIVE_IDLE_DAYS = 89
 _HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*(?::\d{1,5})?")
-
-
-_WAREHOUSE_SCHEMES = ("postgresql://", "postgresql+psycopg://", "postgres://", "duckdb:///")
-
-
-def check_warehouse_url(value: str) -> str:
-    """``WAREHOUSE_URL`` as ``warehouse.open_warehouse`` reads it, checked before any work starts."""
-    if "://" in value:
-        if not value.startswith(_WAREHOUSE_SCHEMES):
-            scheme = value.split("://", 1)[0]
-            raise PipelineConfigurationError(
-                f"WAREHOUSE_URL scheme {scheme!r} is not supported: use a DuckDB file path, duckdb:///path, "
-                "or postgresql+psycopg://user@host/db"
-            )
-        if value.startswith("duckdb:///") and value in ("duckdb:///", "duckdb:////"):
-            raise PipelineConfigurationError("WAREHOUSE_URL duckdb:/// names no file (duckdb:///path/to/file.duckdb)")
-        if not value.startswith("duckdb:///"):
-            return value
-        value = value[len("duckdb:///") :]
-    path = Path(value).expanduser()
-    if path.is_dir():
-        raise PipelineConfigurationError(f"WAREHOUSE_URL {value!r} is a folder, not a DuckDB file")
-    parent = next((p for p in path.absolute().parents if p.exists()), None)  # the file itself may exist
-    if parent is not None and not parent.is_dir():
-        raise PipelineConfigurationError(f"WAREHOUSE_URL {value!r} lies under {str(parent)!r}, which is a file")
-    return value
 
 
 RESPONSE_BYTES_ENV = "EHRSYNC_MAX_RESPONSE_BYTES"
@@ -147,6 +132,9 @@ class EngineLimits:
     request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S
     bulk_max_file_bytes: int = DEFAULT_BULK_MAX_FILE_BYTES
     min_free_disk_bytes: int = DEFAULT_MIN_FREE_DISK_BYTES
+    duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT  # the warehouse's (engine.warehouse_settings)
+    duckdb_threads: int | None = None  # None: the machine's cores
+    bulk_merge_group_bytes: int = DEFAULT_BULK_MERGE_GROUP_BYTES
 
     @classmethod
     def parse(cls, env: Mapping[str, str]) -> EngineLimits:
@@ -161,6 +149,9 @@ class EngineLimits:
             min_free_disk_bytes=int(
                 env_number("EHRSYNC_MIN_FREE_DISK_BYTES", DEFAULT_MIN_FREE_DISK_BYTES, minimum=-1, env=env)
             ),
+            duckdb_memory_limit=duckdb_memory_limit(env),
+            duckdb_threads=duckdb_threads(env),
+            bulk_merge_group_bytes=bulk_merge_group_bytes(env),
         )
 
 

@@ -30,8 +30,9 @@ from engine.scheduling import RetryBackoff
 from engine.settings import PipelineSettings
 from engine.sync_windows import SyncWindow, parse_sync_windows
 from pipelines.analyst_resource import AnalystResource
+from pipelines.warehouse_resource import WarehouseResource
 from store import AppDatabase, TokenCipher, TokenVault
-from warehouse import AttachmentStore, LandingZone, Warehouse, open_warehouse
+from warehouse import AttachmentStore, LandingZone
 
 __all__ = [
     "AppDatabaseResource",
@@ -108,6 +109,9 @@ class LandingZoneResource(ConfigurableResource["LandingZoneResource"]):
     # None: the engine's default (``SyncEnvironment``); ``default_resources`` sets them from the settings.
     step_budget_s: float | None = _unset("Seconds one type's landing may take (EHRSYNC_STEP_BUDGET_S).", gt=0)
     bulk_max_file_bytes: int | None = _unset("Largest bulk file downloaded (EHRSYNC_BULK_MAX_FILE_BYTES).", gt=0)
+    bulk_merge_group_bytes: int | None = _unset(
+        "Landed Bulk files merged per warehouse transaction (EHRSYNC_BULK_MERGE_GROUP_BYTES).", ge=1
+    )
     min_free_disk_bytes: int | None = _unset("Disk a download leaves free (EHRSYNC_MIN_FREE_DISK_BYTES).", ge=-1)
     max_resource_bytes: int | None = _unset("Largest resource landed (EHRSYNC_MAX_RESOURCE_BYTES).", ge=1024)
     lock_wait_s: float | None = _unset("Wait for a busy connection (EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS).", ge=0)
@@ -117,7 +121,7 @@ class LandingZoneResource(ConfigurableResource["LandingZoneResource"]):
 
     def limits(self) -> dict[str, Any]:
         """The limits set here, as ``SyncEnvironment`` keyword arguments."""
-        names = ("step_budget_s", "bulk_max_file_bytes", "min_free_disk_bytes", "lock_wait_s")
+        names = ("step_budget_s", "bulk_max_file_bytes", "bulk_merge_group_bytes", "min_free_disk_bytes", "lock_wait_s")
         return {name: value for name in names if (value := getattr(self, name)) is not None}
 
     def zone(self) -> LandingZone:
@@ -125,22 +129,6 @@ class LandingZoneResource(ConfigurableResource["LandingZoneResource"]):
 
     def attachments(self) -> AttachmentStore:
         return AttachmentStore(Path(self.attachments_root))
-
-
-class WarehouseResource(ConfigurableResource["WarehouseResource"]):
-    """The analytical warehouse: a DuckDB file path or a ``postgresql+psycopg://`` URL (WAREHOUSE_URL)."""
-
-    target: str = Field(description="DuckDB path or Postgres URL of the warehouse.")
-    lock_timeout_s: float = Field(default=300.0, gt=0, description="Wait this long for another writer's lock.")
-
-    @contextmanager
-    def open(self, *, read_only: bool = False) -> Iterator[Warehouse]:
-        """Open for one step and always close, so the next writer process can take the DuckDB file."""
-        wh = open_warehouse(self.target, read_only=read_only, lock_timeout_s=self.lock_timeout_s)
-        try:
-            yield wh
-        finally:
-            wh.close()
 
 
 class EhrHttpResource(ConfigurableResource["EhrHttpResource"]):
@@ -253,12 +241,17 @@ def default_resources(settings: PipelineSettings) -> dict[str, ConfigurableResou
             attachments_root=str(settings.attachments_dir),
             step_budget_s=limits.step_budget_s,
             bulk_max_file_bytes=limits.bulk_max_file_bytes,
+            bulk_merge_group_bytes=limits.bulk_merge_group_bytes,
             min_free_disk_bytes=limits.min_free_disk_bytes,
             max_resource_bytes=limits.max_resource_bytes,
             lock_wait_s=limits.lock_wait_s,
             retention_days=settings.landing_retention_days,
         ),
-        "warehouse": WarehouseResource(target=_url(settings.warehouse_url, settings.warehouse_url_variable, settings)),
+        "warehouse": WarehouseResource(
+            target=_url(settings.warehouse_url, settings.warehouse_url_variable, settings),
+            duckdb_memory_limit=limits.duckdb_memory_limit,
+            duckdb_threads=limits.duckdb_threads,
+        ),
         "ehr_http": EhrHttpResource(
             fetch_allowed_hosts=",".join(settings.fetch_allowed_hosts),
             max_response_bytes=limits.max_response_bytes,

@@ -10,13 +10,35 @@ from warehouse.merge import Warehouse
 __all__ = ["open_warehouse"]
 
 
-def open_warehouse(target: str | Path, *, read_only: bool = False, lock_timeout_s: float = 300.0) -> Warehouse:
+def open_warehouse(
+    target: str | Path,
+    *,
+    read_only: bool = False,
+    lock_timeout_s: float = 300.0,
+    duckdb_memory_limit: str | None = None,
+    duckdb_threads: int | None = None,
+) -> Warehouse:
     """A path or ``duckdb:///path`` (four slashes for an absolute path, as in SQLAlchemy) -> DuckDB;
-    ``postgresql://`` / ``postgresql+psycopg://`` -> PostgreSQL."""
-    if isinstance(target, Path):
+    ``postgresql://`` / ``postgresql+psycopg://`` -> PostgreSQL.
+
+    ``duckdb_memory_limit`` (DuckDB size text) and ``duckdb_threads`` configure a DuckDB warehouse's connections
+    (None: its defaults, 128MB and the machine's cores); PostgreSQL ignores them (the server sizes itself)."""
+
+    def duckdb(path: Path) -> Warehouse:
         from warehouse.duckdb_backend import DuckDBWarehouse
 
-        return DuckDBWarehouse(target, read_only=read_only, lock_timeout_s=lock_timeout_s)
+        if duckdb_memory_limit is None:  # DuckDBWarehouse's own default
+            return DuckDBWarehouse(path, read_only=read_only, lock_timeout_s=lock_timeout_s, threads=duckdb_threads)
+        return DuckDBWarehouse(
+            path,
+            read_only=read_only,
+            lock_timeout_s=lock_timeout_s,
+            memory_limit=duckdb_memory_limit,
+            threads=duckdb_threads,
+        )
+
+    if isinstance(target, Path):
+        return duckdb(target)
     if not isinstance(target, str) or not target:
         raise WarehouseTargetError("warehouse target must be a path or a database URL")
     if target.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
@@ -28,14 +50,10 @@ def open_warehouse(target: str | Path, *, read_only: bool = False, lock_timeout_
         # SQLAlchemy's spelling: duckdb:///relative/file.duckdb, duckdb:////absolute/file.duckdb
         if not target.startswith("duckdb:///") or target in ("duckdb:///", "duckdb:////"):
             raise WarehouseTargetError("duckdb:// target names no file (use duckdb:///path/to/file.duckdb)")
-        from warehouse.duckdb_backend import DuckDBWarehouse
-
-        return DuckDBWarehouse(Path(target[len("duckdb:///") :]), read_only=read_only, lock_timeout_s=lock_timeout_s)
+        return duckdb(Path(target[len("duckdb:///") :]))
     if "://" in target:
         raise WarehouseTargetError(
             f"unsupported warehouse URL scheme {target.split('://', 1)[0]!r} (use a path, duckdb:///..., "
             "or postgresql+psycopg://...)"
         )
-    from warehouse.duckdb_backend import DuckDBWarehouse
-
-    return DuckDBWarehouse(Path(target), read_only=read_only, lock_timeout_s=lock_timeout_s)
+    return duckdb(Path(target))

@@ -124,6 +124,7 @@ def test_default_resources_carry_the_parsed_settings_so_steps_read_no_environmen
     assert landing.limits() == {
         "step_budget_s": 11.0,
         "bulk_max_file_bytes": 1048576,
+        "bulk_merge_group_bytes": 256 * 1024 * 1024,
         "min_free_disk_bytes": 0,
         "lock_wait_s": 3.0,
     }

@@ -39,6 +39,8 @@ def sync_environment(
             zone=landing.zone(),
             attachments=landing.attachments(),
             warehouse_target=warehouse.target,
+            duckdb_memory_limit=warehouse.duckdb_memory_limit,
+            duckdb_threads=warehouse.duckdb_threads,
             http=http,
             overlap=overlap,
             page_size=policy.page_size,

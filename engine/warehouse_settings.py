@@ -1,0 +1,108 @@
+"""The warehouse's settings: ``WAREHOUSE_URL`` checked, and the DuckDB and merge knobs an operator may turn.
+
+Parsed once at start (``engine.settings.EngineLimits``), so a malformed value stops the start with one line
+naming the variable; the values reach the steps through the Dagster resources, never read again during a run.
+
+- ``EHRSYNC_DUCKDB_MEMORY_LIMIT``: DuckDB's ``memory_limit`` of every warehouse connection (default 128MB). The
+  merge raises it by itself for a chunk holding one large resource (``warehouse.limits.LARGE_ROW_MEMORY_FACTOR``).
+- ``EHRSYNC_DUCKDB_THREADS``: DuckDB's ``threads`` (unset: the machine's cores; more buys nothing).
+- ``EHRSYNC_BULK_MERGE_GROUP_BYTES``: landed Bulk files merged per warehouse transaction (default 256 MiB).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from engine.environment import DEFAULT_BULK_MERGE_GROUP_BYTES
+from engine.errors import PipelineConfigurationError
+from warehouse.errors import InvalidInputError
+from warehouse.limits import memory_mib
+
+__all__ = [
+    "DEFAULT_DUCKDB_MEMORY_LIMIT",
+    "DUCKDB_MEMORY_LIMIT_ENV",
+    "DUCKDB_THREADS_ENV",
+    "MAX_DUCKDB_THREADS",
+    "MERGE_GROUP_BYTES_ENV",
+    "MIN_DUCKDB_MEMORY_MIB",
+    "bulk_merge_group_bytes",
+    "check_warehouse_url",
+    "duckdb_memory_limit",
+    "duckdb_threads",
+]
+
+DUCKDB_MEMORY_LIMIT_ENV = "EHRSYNC_DUCKDB_MEMORY_LIMIT"
+DUCKDB_THREADS_ENV = "EHRSYNC_DUCKDB_THREADS"
+MERGE_GROUP_BYTES_ENV = "EHRSYNC_BULK_MERGE_GROUP_BYTES"
+DEFAULT_DUCKDB_MEMORY_LIMIT = "128MB"  # warehouse.duckdb_backend.DuckDBWarehouse's own default
+MIN_DUCKDB_MEMORY_MIB = 16
+MAX_DUCKDB_THREADS = 256
+# The sizes both ``warehouse.limits.memory_mib`` and DuckDB read alike: a number and a unit (DuckDB refuses a bare
+# number and ``Mi``; KB/MB/GB/TB are powers of 1000, KiB/MiB/GiB/TiB of 1024). Nothing else reaches the SQL
+# ``SET memory_limit`` that restores the limit after a large resource's merge.
+_SIZE = re.compile(r"\d+(?:\.\d+)?\s*(?:[KMGT](?:i?B)?|B)", re.IGNORECASE)
+_WAREHOUSE_SCHEMES = ("postgresql://", "postgresql+psycopg://", "postgres://", "duckdb:///")
+
+
+def duckdb_memory_limit(env: Mapping[str, str]) -> str:
+    """``EHRSYNC_DUCKDB_MEMORY_LIMIT`` as DuckDB size text of at least 16 MiB (``128MB``, ``1GiB``)."""
+    raw = env.get(DUCKDB_MEMORY_LIMIT_ENV, DEFAULT_DUCKDB_MEMORY_LIMIT).strip()
+    try:
+        mib = memory_mib(raw) if _SIZE.fullmatch(raw) else 0
+    except InvalidInputError:
+        mib = 0
+    if mib < MIN_DUCKDB_MEMORY_MIB:
+        raise PipelineConfigurationError(
+            f"{DUCKDB_MEMORY_LIMIT_ENV}={raw[:40]!r} is not a DuckDB memory size of at least "
+            f"{MIN_DUCKDB_MEMORY_MIB} MiB, such as '128MB' or '1GiB'"
+        )
+    return raw
+
+
+def duckdb_threads(env: Mapping[str, str]) -> int | None:
+    """``EHRSYNC_DUCKDB_THREADS``: a whole number 1..256, or None (unset: DuckDB uses the machine's cores)."""
+    if DUCKDB_THREADS_ENV not in env:
+        return None
+    raw = env[DUCKDB_THREADS_ENV].strip()
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_DUCKDB_THREADS:
+        raise PipelineConfigurationError(
+            f"{DUCKDB_THREADS_ENV}={raw[:40]!r} is not a whole number of threads from 1 to {MAX_DUCKDB_THREADS} "
+            "(leave it unset for the machine's cores)"
+        )
+    return int(raw)
+
+
+def bulk_merge_group_bytes(env: Mapping[str, str]) -> int:
+    """``EHRSYNC_BULK_MERGE_GROUP_BYTES``: a whole number of bytes, at least 1 (1: a transaction per file)."""
+    raw = env.get(MERGE_GROUP_BYTES_ENV, str(DEFAULT_BULK_MERGE_GROUP_BYTES)).strip()
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+        raise PipelineConfigurationError(
+            f"{MERGE_GROUP_BYTES_ENV}={raw[:40]!r} is not a whole number of bytes of at least 1 "
+            "(landed Bulk files merged per warehouse transaction)"
+        )
+    return int(raw)
+
+
+def check_warehouse_url(value: str) -> str:
+    """``WAREHOUSE_URL`` as ``warehouse.open_warehouse`` reads it, checked before any work starts."""
+    if "://" in value:
+        if not value.startswith(_WAREHOUSE_SCHEMES):
+            scheme = value.split("://", 1)[0]
+            raise PipelineConfigurationError(
+                f"WAREHOUSE_URL scheme {scheme!r} is not supported: use a DuckDB file path, duckdb:///path, "
+                "or postgresql+psycopg://user@host/db"
+            )
+        if value.startswith("duckdb:///") and value in ("duckdb:///", "duckdb:////"):
+            raise PipelineConfigurationError("WAREHOUSE_URL duckdb:/// names no file (duckdb:///path/to/file.duckdb)")
+        if not value.startswith("duckdb:///"):
+            return value
+        value = value[len("duckdb:///") :]
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise PipelineConfigurationError(f"WAREHOUSE_URL {value!r} is a folder, not a DuckDB file")
+    parent = next((p for p in path.absolute().parents if p.exists()), None)  # the file itself may exist
+    if parent is not None and not parent.is_dir():
+        raise PipelineConfigurationError(f"WAREHOUSE_URL {value!r} lies under {str(parent)!r}, which is a file")
+    return value

@@ -1,0 +1,48 @@
+"""``WarehouseResource``: the analytical warehouse a step opens, with the DuckDB settings read at start."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from engine.warehouse_settings import DUCKDB_MEMORY_LIMIT_ENV, DUCKDB_THREADS_ENV, MAX_DUCKDB_THREADS
+from warehouse import Warehouse, open_warehouse
+
+__all__ = ["WarehouseResource"]
+
+
+class WarehouseResource(ConfigurableResource["WarehouseResource"]):
+    """The analytical warehouse: a DuckDB file path or a ``postgresql+psycopg://`` URL (WAREHOUSE_URL)."""
+
+    target: str = Field(description="DuckDB path or Postgres URL of the warehouse.")
+    lock_timeout_s: float = Field(default=300.0, gt=0, description="Wait this long for another writer's lock.")
+    # None: the warehouse's defaults; ``default_resources`` sets them from the settings. PostgreSQL ignores them.
+    duckdb_memory_limit: str | None = Field(
+        default=None,
+        description=f"DuckDB memory_limit of each connection, e.g. 128MB or 1GiB ({DUCKDB_MEMORY_LIMIT_ENV}; "
+        "the merge raises it for one large resource by itself).",
+    )
+    duckdb_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_DUCKDB_THREADS,
+        description=f"DuckDB threads; unset: the machine's cores ({DUCKDB_THREADS_ENV}).",
+    )
+
+    @contextmanager
+    def open(self, *, read_only: bool = False) -> Iterator[Warehouse]:
+        """Open for one step and always close, so the next writer process can take the DuckDB file."""
+        wh = open_warehouse(
+            self.target,
+            read_only=read_only,
+            lock_timeout_s=self.lock_timeout_s,
+            duckdb_memory_limit=self.duckdb_memory_limit,
+            duckdb_threads=self.duckdb_threads,
+        )
+        try:
+            yield wh
+        finally:
+            wh.close()
