@@ -171,6 +171,8 @@ def scale_points(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]
                     fixed_runs=args.scale_fixed_runs,
                 )
             )
+        # Each size's result as soon as it is known: a run stopped during the next (longer) size keeps it.
+        logging.getLogger("bench.scale").info("scale result: %s", orjson.dumps(points[-1]).decode())
     return points
 
 
