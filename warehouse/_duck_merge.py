@@ -8,8 +8,11 @@ Materializing the JSON in a temporary table first cost a third of the merge and 
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
+
+import duckdb
 
 from warehouse import _sql
 from warehouse._cursor import Cursor
@@ -84,8 +87,8 @@ def _append_sql(rows: tuple[int, int] | None, *, every_staged_row: bool) -> str:
     return (
         f"INSERT INTO fhir_resources ({cols}, resource, landed_at, deleted_at) "
         f"SELECT {picked}, CAST(p.resource_json AS JSON), CAST(%s AS TIMESTAMPTZ), NULL "
-        f"FROM _stage s JOIN (SELECT resource_json, file_row_number FROM {_PARQUET} WHERE {_range(rows)}) p "
-        f"ON p.file_row_number = s.file_row_number WHERE TRUE{changed}"
+        f"FROM (SELECT resource_json, file_row_number FROM {_PARQUET} WHERE {_range(rows)}) p "
+        f"JOIN _stage s ON p.file_row_number = s.file_row_number WHERE TRUE{changed}"
     )
 
 
@@ -109,5 +112,12 @@ def merge_chunk(cur: Cursor, landed: LandedFile, rows: tuple[int, int] | None) -
         cur.execute(_sql.delete_replaced_sql(), scope)
     if inserted or updated:
         every = inserted == distinct  # a first load: nothing stored to compare, append the stage as is
-        cur.execute(_append_sql(rows, every_staged_row=every), (datetime.now(UTC), path))
+        # The hash join must build on the narrow stage and stream the Parquet JSON past it: left to itself, DuckDB
+        # built on the Parquet side (equal row counts) and held the chunk's JSON, which did not fit in 64 MB.
+        cur.execute("SET disabled_optimizers = 'build_side_probe_side'")
+        try:
+            cur.execute(_append_sql(rows, every_staged_row=every), (datetime.now(UTC), path))
+        finally:
+            with contextlib.suppress(duckdb.Error):  # an aborted transaction refuses it; the error is the INSERT's
+                cur.execute("RESET disabled_optimizers")
     return inserted, updated, distinct

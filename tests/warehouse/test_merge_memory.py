@@ -1,0 +1,27 @@
+"""The DuckDB merge streams the landed JSON past a narrow stage: 50,000 resources (~36 MB of JSON) merge under a
+64 MB memory limit. Left to its optimizer, DuckDB built the join's hash table on the Parquet side, holding the
+chunk's JSON, and ran out of memory here (WarehouseMemoryError)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from tests.warehouse.conftest import land, resource
+from warehouse import LandingZone
+from warehouse.duckdb_backend import DuckDBWarehouse
+
+_ROWS = 50_000
+
+
+def test_a_large_file_merges_under_a_64mb_memory_limit(zone: LandingZone, tmp_path: Path) -> None:
+    rng = random.Random(7)  # text that does not compress away: the merge holds it uncompressed
+    landed = land(zone, (resource(f"o{k}", note=rng.randbytes(300).hex()) for k in range(_ROWS)))
+    meta = pq.ParquetFile(landed.path).metadata
+    assert sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)) > 30_000_000
+    wh = DuckDBWarehouse(tmp_path / "wh.duckdb", memory_limit="64MB")
+    assert wh.upsert_many([landed])[0].inserted == _ROWS
+    assert len(wh.live_ids("c1", "Observation")) == _ROWS
+    assert wh.upsert(landed).unchanged == _ROWS
