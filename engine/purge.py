@@ -5,8 +5,7 @@ per-connection warehouse table (``fhir_resources``, errors, quarantine, attachme
 ``fhir_resources`` live, and on DuckDB a published analyst snapshot is replaced by one without the connection,
 older generations deleted), its attachment blobs that no other connection references, and its engine state
 (``sync_cursors``, ``bulk_jobs``, ``bulk_job_files``, ``sync_attachments``). What stays: the ``connections`` row
-(``data_purged_at`` set), its run history (``sync_runs``: counts and redacted errors, no resource content) and
-the audit trail.
+(``data_purged_at`` set), its run history (``sync_runs``: counts and redacted errors, no content), the audit trail.
 
 Only a *disconnected* connection is purged (``PurgeRefusedError`` otherwise): an active one would be filled
 again by its next sync. Callers that mean "disconnect and purge" disconnect first (``ehrsync purge
@@ -88,10 +87,12 @@ class PurgeTargets:
     attachments: AttachmentStore
     warehouse_target: str
     lock_wait_s: float | None = None  # None: EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS
+    duckdb: tuple[str | None, int | None] = (None, None)  # EHRSYNC_DUCKDB_MEMORY_LIMIT, EHRSYNC_DUCKDB_THREADS
 
     @classmethod
     def of(cls, env: SyncEnvironment) -> PurgeTargets:
-        return cls(env.db, Path(env.zone.root), env.attachments, env.warehouse_target, env.lock_wait_s)
+        duckdb = (env.duckdb_memory_limit, env.duckdb_threads)
+        return cls(env.db, Path(env.zone.root), env.attachments, env.warehouse_target, env.lock_wait_s, duckdb)
 
     @classmethod
     def at(cls, db: AppDatabase, state_dir: Path, warehouse_target: str, **kw: Any) -> PurgeTargets:
@@ -195,7 +196,10 @@ def _purge_locked(targets: PurgeTargets, connection_id: str, tenant_id: str | No
     checkpoint("purge.files_removed")
     # The warehouse wait is bounded like the connection lock's: an admin request never hangs for a Bulk merge.
     wait = targets.lock_wait_s if targets.lock_wait_s is not None else WAREHOUSE_WAIT_S
-    with open_warehouse(targets.warehouse_target, lock_timeout_s=wait) as wh:
+    memory, threads = targets.duckdb
+    with open_warehouse(
+        targets.warehouse_target, lock_timeout_s=wait, duckdb_memory_limit=memory, duckdb_threads=threads
+    ) as wh:
         warehouse_rows = wh.purge_connection(connection_id)
         _republish_snapshot(wh)
     checkpoint("purge.warehouse_purged")

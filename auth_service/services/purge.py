@@ -24,7 +24,11 @@ __all__ = ["MAX_RETENTION_DAYS", "get_retention", "purge", "set_retention"]
 def _targets(ctx: ServiceContext) -> PurgeTargets:
     """The locations every ehrsync process resolves from the shared settings (state directory, warehouse)."""
     engine = PipelineSettings.from_app(ctx.settings)
-    return PurgeTargets.at(ctx.db, engine.state_dir, engine.warehouse_url, lock_wait_s=engine.limits.lock_wait_s)
+    limits = engine.limits
+    duckdb = (limits.duckdb_memory_limit, limits.duckdb_threads)
+    return PurgeTargets.at(
+        ctx.db, engine.state_dir, engine.warehouse_url, lock_wait_s=limits.lock_wait_s, duckdb=duckdb
+    )
 
 
 def purge(ctx: ServiceContext, tenant_id: str, connection_id: str, actor: str, *, disconnect: bool) -> dict[str, Any]:

@@ -298,3 +298,25 @@ def test_purge_keeps_draft_note_metadata_but_never_their_text(world, shared_sb, 
     assert rows[waiting].state == "failed" and rows[waiting].reason_code == PURGED_REASON
     assert rows[waiting].version == 2 and rows[written].state == "written" and rows[written].body_bytes == 21
     assert set(purge_connection(PurgeTargets.of(world.env), conn).counts().values()) == {0}
+
+
+def test_purge_opens_the_warehouse_with_the_configured_duckdb_limits(world, shared_sb, http, monkeypatch):
+    """EHRSYNC_DUCKDB_MEMORY_LIMIT / _THREADS reach the purge's writer like every sync step's."""
+    import engine.purge as purge_module
+
+    conn = _synced(world, shared_sb, http)
+    world.env.vault.revoke_and_delete(conn)
+    world.env.duckdb_memory_limit, world.env.duckdb_threads = "96MB", 1
+    seen: list[tuple[object, ...]] = []
+    real = purge_module.open_warehouse
+
+    def recording(target, **kw):
+        wh = real(target, **kw)
+        with wh.batch(), wh._read() as cur:  # the writer connection's own settings
+            cur.execute("SELECT current_setting('memory_limit'), current_setting('threads')")
+            seen.append(cur.fetchone())
+        return wh
+
+    monkeypatch.setattr(purge_module, "open_warehouse", recording)
+    assert purge_connection(PurgeTargets.of(world.env), conn).counts()["warehouse_rows"] > 0
+    assert seen and seen[0][1] == 1 and seen[0][0].startswith("91.")  # DuckDB shows 96 MB as 91.5 MiB

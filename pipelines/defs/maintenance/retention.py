@@ -66,7 +66,10 @@ def purge_expired_connections(
     warehouse: WarehouseResource,
 ) -> Output[dict[str, int]]:
     with app_db.open() as db:
-        targets = PurgeTargets(db, Path(landing.root), landing.attachments(), warehouse.target, landing.lock_wait_s)
+        duckdb = (warehouse.duckdb_memory_limit, warehouse.duckdb_threads)
+        targets = PurgeTargets(
+            db, Path(landing.root), landing.attachments(), warehouse.target, landing.lock_wait_s, duckdb
+        )
         report = purge_due(targets, limit=config.limit)
     counts = report.counts()
     metadata = {
