@@ -21,13 +21,14 @@ from warehouse.errors import (
     WarehouseTargetError,
 )
 from warehouse.factory import open_warehouse
-from warehouse.landed import LANDING_SCHEMA, QUARANTINE_SCHEMA, LandedFile, read_landed_file
+from warehouse.landed import LANDING_FILE_SCHEMA, LANDING_SCHEMA, QUARANTINE_SCHEMA, LandedFile, read_landed_file
 from warehouse.landing import LandingWriter
 from warehouse.merge import KeyCounts, UpsertStats, Warehouse
 from warehouse.views import VIEW_NAMES
 from warehouse.zone import LandingZone, land_ndjson_file
 
 __all__ = [
+    "LANDING_FILE_SCHEMA",
     "LANDING_SCHEMA",
     "QUARANTINE_SCHEMA",
     "VIEW_NAMES",

@@ -47,10 +47,12 @@ def stage_winners(cur: Cursor, path: Path) -> None:
     )
 
 
-def _stage(cur: Cursor, path: Path, rows: tuple[int, int] | None) -> None:
-    """``_stage``: one row per id (its winner), with ``content_hash`` and ``file_row_number``, no JSON."""
+def _stage(cur: Cursor, path: Path, rows: tuple[int, int] | None, *, hashed: bool) -> None:
+    """``_stage``: one row per id (its winner), with ``content_hash`` and ``file_row_number``, no JSON. A file
+    landed with its hashes (``hashed``, LANDING_FILE_SCHEMA) is not hashed again: DuckDB's sha256 over the JSON was
+    most of the stage's time (docs/PERFORMANCE.md)."""
     cols = ", ".join(_KEPT)
-    rows_of = f"SELECT {cols}, {_HASH} AS content_hash, file_row_number FROM {_PARQUET}"
+    rows_of = f"SELECT {cols}, {'content_hash' if hashed else _HASH} AS content_hash, file_row_number FROM {_PARQUET}"
     if rows is None:  # the whole file: pick each id's winner right here (the window never carries the JSON)
         chosen = (
             f"SELECT {cols}, content_hash, file_row_number FROM (SELECT *, row_number() OVER (PARTITION BY "
@@ -92,12 +94,12 @@ def _append_sql(rows: tuple[int, int] | None, *, every_staged_row: bool) -> str:
     )
 
 
-def merge_chunk(cur: Cursor, landed: LandedFile, rows: tuple[int, int] | None) -> tuple[int, int, int]:
+def merge_chunk(cur: Cursor, landed: LandedFile, rows: tuple[int, int] | None, *, hashed: bool) -> tuple[int, int, int]:
     """Merge file rows ``[start, stop)`` (all when None) under the newer-or-equal rule; returns (inserted,
     updated, distinct). The stored side is filtered to the file's (connection, type), so DuckDB's zone maps skip
     the other row groups; the key is kept unique by this merge (one writer under the file lock)."""
     path = str(landed.path)
-    _stage(cur, Path(path), rows)
+    _stage(cur, Path(path), rows, hashed=hashed)
     _check_scope(cur, landed)
     scope = (landed.connection_id, landed.resource_type)
     cur.execute(_sql.changes_sql(), scope)

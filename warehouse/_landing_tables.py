@@ -9,14 +9,15 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from warehouse.landed import LANDING_SCHEMA, QUARANTINE_SCHEMA, LandedFile
+from warehouse._hashes import content_hashes
+from warehouse.landed import LANDING_FILE_SCHEMA, QUARANTINE_SCHEMA, LandedFile
 
 __all__ = ["FileMeta", "assemble", "landing_table", "open_parquet", "quarantine_table"]
 
 _TS = pa.timestamp("us", tz="UTC")
 # Dictionary-encode only the columns that repeat: for unique ids and documents the dictionary is pure cost
 # (a hash table per row group that Parquet then abandons), measured ~25 MB of peak memory per writer.
-_DICTIONARY_COLUMNS = [name for name in LANDING_SCHEMA.names if name not in ("id", "resource_json")]
+_DICTIONARY_COLUMNS = [n for n in LANDING_FILE_SCHEMA.names if n not in ("id", "resource_json", "content_hash")]
 
 
 @dataclass(frozen=True)
@@ -54,15 +55,16 @@ class FileMeta:
 def landing_table(
     meta: FileMeta, ids: list[str], last_updated: list[datetime | None], version_ids: list[str | None], json: list[str]
 ) -> pa.Table:
-    """One batch of landed resources as one row group of ``LANDING_SCHEMA``."""
-    n = len(ids)
+    """One batch of landed resources as one row group of ``LANDING_FILE_SCHEMA``."""
+    text = pa.array(json, type=pa.string())
     columns = {
         "id": pa.array(ids, type=pa.string()),
         "last_updated": pa.array(last_updated, type=_TS),
         "version_id": pa.array(version_ids, type=pa.string()),
-        "resource_json": pa.array(json, type=pa.string()),
+        "resource_json": text,
+        "content_hash": content_hashes(text),
     }
-    return assemble(meta, LANDING_SCHEMA, columns, n)
+    return assemble(meta, LANDING_FILE_SCHEMA, columns, len(ids))
 
 
 def assemble(meta: FileMeta, schema: pa.Schema, columns: dict[str, pa.Array], n: int) -> pa.Table:
@@ -84,6 +86,6 @@ def quarantine_table(meta: FileMeta, rows: list[tuple[int, str, bytes]]) -> pa.T
 def open_parquet(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
     """A zstd writer for ``schema``; landing files dictionary-encode only their repeating columns."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if schema is LANDING_SCHEMA:
+    if schema is LANDING_FILE_SCHEMA:
         return pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=_DICTIONARY_COLUMNS)
     return pq.ParquetWriter(path, schema, compression="zstd")

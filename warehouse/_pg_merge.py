@@ -12,8 +12,6 @@ Arrow makes of them); it measured faster than psycopg's binary ``write_row`` her
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import time
 from datetime import datetime
 from typing import Any
@@ -23,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from warehouse import _sql
+from warehouse._hashes import content_hashes, value_offsets
 from warehouse.landed import LANDING_SCHEMA
 
 __all__ = [
@@ -88,24 +87,6 @@ def merge_sql() -> str:
     )
 
 
-def content_hashes(column: pa.Array) -> pa.Array:
-    """Hex sha256 of each value's UTF-8 bytes (what ``_sql.POSTGRES.hash_expr`` computes on the server)."""
-    offsets = _offsets(column)
-    data = memoryview(column.buffers()[2] or b"")
-    return pa.array(
-        [hashlib.sha256(data[a:b]).hexdigest() for a, b in itertools.pairwise(offsets)],
-        type=pa.string(),
-    )
-
-
-def _offsets(column: pa.Array) -> list[int]:
-    """The value boundaries of a (possibly sliced) string array, as positions in its data buffer."""
-    buffer = column.buffers()[1]
-    assert buffer is not None
-    every = memoryview(buffer).cast("q" if pa.types.is_large_string(column.type) else "i")
-    return every[column.offset : column.offset + len(column) + 1].tolist()
-
-
 def _text_field(column: pa.Array) -> pa.Array:
     if pa.types.is_timestamp(column.type):
         text = column.cast(pa.int64()).cast(pa.string())
@@ -122,7 +103,7 @@ def text_payload(columns: list[pa.Array]) -> memoryview:
     fields = [_text_field(c) for c in columns]
     lines = pc.binary_join_element_wise(*fields, "\t")
     lines = pc.binary_join_element_wise(lines, pa.scalar("\n"), "")
-    offsets = _offsets(lines)
+    offsets = value_offsets(lines)
     data = lines.buffers()[2]
     assert data is not None
     return memoryview(data)[offsets[0] : offsets[-1]]

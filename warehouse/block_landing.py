@@ -16,9 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from warehouse._blocks import Block, Oversize
+from warehouse._hashes import content_hashes
 from warehouse._landing_tables import assemble, open_parquet
 from warehouse._vector_checks import check_block
-from warehouse.landed import LANDING_SCHEMA
+from warehouse.landed import LANDING_FILE_SCHEMA
 from warehouse.landing import BATCH_BYTES, LandingWriter
 from warehouse.limits import LARGE_ROW_BYTES
 
@@ -111,8 +112,10 @@ class BlockLandingWriter(LandingWriter):
         if n <= 0:
             return
         ids, lus, vids, text = (c.slice(start, n) for c in cols)
-        columns = {"id": ids, "last_updated": lus, "version_id": vids, "resource_json": text.cast(pa.string())}
-        self._group.append(assemble(self._meta, LANDING_SCHEMA, columns, n))
+        json = text.cast(pa.string())
+        columns = {"id": ids, "last_updated": lus, "version_id": vids, "resource_json": json}
+        columns["content_hash"] = content_hashes(json)
+        self._group.append(assemble(self._meta, LANDING_FILE_SCHEMA, columns, n))
         self._group_rows += n
 
     def _emit(self) -> None:
@@ -120,7 +123,7 @@ class BlockLandingWriter(LandingWriter):
         if not self._group:
             return
         if self._writer is None:
-            self._writer = open_parquet(self._tmp, LANDING_SCHEMA)
+            self._writer = open_parquet(self._tmp, LANDING_FILE_SCHEMA)
         self._writer.write_table(pa.concat_tables(self._group))
         self._rows += self._group_rows
         self._group, self._group_rows, self._group_bytes = [], 0, 0

@@ -209,7 +209,9 @@ class DuckDBWarehouse(Warehouse):
         never changes the result. A chunk holding one large resource merges under a memory limit sized for it
         (DuckDB's JSON cast and Parquet read hold several copies of one value: a 20 MB resource did not fit in
         128 MB), then the configured limit is restored."""
-        largest = largest_row(pq.ParquetFile(landed.path).metadata, rows)
+        meta = pq.ParquetFile(landed.path).metadata
+        largest = largest_row(meta, rows)
+        hashed = "content_hash" in meta.schema.names  # landed with its hashes (LANDING_FILE_SCHEMA)
         with self._write(f"{landed.connection_id}/{landed.resource_type}") as cur:
             assert isinstance(cur, DuckCursor)
             if largest is not None:
@@ -219,7 +221,7 @@ class DuckDBWarehouse(Warehouse):
             try:
                 if rows is not None and first:
                     stage_winners(cur, Path(landed.path))
-                counts = merge_chunk(cur, landed, rows)
+                counts = merge_chunk(cur, landed, rows, hashed=hashed)
                 if last and landed.quarantine_path is not None:
                     self._insert_quarantine(cur, Path(landed.quarantine_path))
             finally:

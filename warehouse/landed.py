@@ -16,7 +16,14 @@ import pyarrow.parquet as pq
 
 from warehouse.errors import LandedFileError
 
-__all__ = ["LANDING_SCHEMA", "QUARANTINE_SCHEMA", "LandedFile", "quarantine_path_for", "read_landed_file"]
+__all__ = [
+    "LANDING_FILE_SCHEMA",
+    "LANDING_SCHEMA",
+    "QUARANTINE_SCHEMA",
+    "LandedFile",
+    "quarantine_path_for",
+    "read_landed_file",
+]
 
 _TS = pa.timestamp("us", tz="UTC")
 LANDING_SCHEMA = pa.schema(
@@ -33,6 +40,10 @@ LANDING_SCHEMA = pa.schema(
         ("resource_json", pa.string()),
     ]
 )
+# What the landing writers write: the BDX-23 columns and the hex sha256 of ``resource_json``, computed while landing
+# (warehouse/_hashes.py) so the merge need not hash the JSON again. Files landed before it lack the column; the
+# merge hashes those itself, so only ``LANDING_SCHEMA`` is required of a landed file.
+LANDING_FILE_SCHEMA = LANDING_SCHEMA.append(pa.field("content_hash", pa.string()))
 QUARANTINE_SCHEMA = pa.schema(
     [
         ("tenant_id", pa.string()),

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from warehouse._landing_tables import FileMeta, landing_table, open_parquet, quarantine_table
 from warehouse._lines import LineRejected, check_resource, parse_line, reject_nul_escape
 from warehouse.errors import InvalidInputError, LandingError
-from warehouse.landed import LANDING_SCHEMA, QUARANTINE_SCHEMA, LandedFile, quarantine_path_for
+from warehouse.landed import LANDING_FILE_SCHEMA, QUARANTINE_SCHEMA, LandedFile, quarantine_path_for
 from warehouse.limits import LARGE_ROW_BYTES, MAX_RESOURCE_ENV, QUARANTINE_PREFIX_BYTES, max_resource_bytes
 
 __all__ = ["DEFAULT_BATCH_ROWS", "LandingWriter"]
@@ -218,7 +218,7 @@ class LandingWriter:
             return
         table = landing_table(self._meta, self._ids, self._last_updated, self._version_ids, self._json)
         if self._writer is None:
-            self._writer = open_parquet(self._tmp, LANDING_SCHEMA)
+            self._writer = open_parquet(self._tmp, LANDING_FILE_SCHEMA)
         self._writer.write_table(table)
         self._rows += n
         self._ids, self._last_updated, self._version_ids, self._json = [], [], [], []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 from tests.warehouse.conftest import land, resource
 from warehouse import (
+    LANDING_FILE_SCHEMA,
     LANDING_SCHEMA,
     InvalidInputError,
     LandedFileError,
@@ -35,7 +37,7 @@ def test_bdx23_landing_columns_and_values(zone: LandingZone) -> None:
         assert w.add_line(raw + b"\r\n")
     landed = w.result
     table = pq.read_table(landed.path)
-    assert table.schema.equals(LANDING_SCHEMA)
+    assert table.schema.equals(LANDING_FILE_SCHEMA) and LANDING_FILE_SCHEMA.names[:-1] == LANDING_SCHEMA.names
     row = table.to_pylist()[0]
     assert row == {
         "tenant_id": "t1",
@@ -48,6 +50,7 @@ def test_bdx23_landing_columns_and_values(zone: LandingZone) -> None:
         "transaction_time": tt,
         "run_id": "run-1",
         "resource_json": raw.decode(),  # exactly as received, whitespace included
+        "content_hash": hashlib.sha256(raw).hexdigest(),  # of those bytes: the merge does not hash them again
     }
     assert landed.path == zone.root / "c1" / "Observation" / landed.path.name
     assert landed.path.name.startswith("run-1-") and landed.path.suffix == ".parquet"
@@ -153,7 +156,7 @@ def test_blank_lines_are_skipped_and_line_numbers_kept(zone: LandingZone) -> Non
         w.add_line(b"   \n")
     assert w.result.rows == 0 and w.result.quarantined == 1
     assert pq.read_table(w.result.quarantine_path).column("line_number").to_pylist() == [2]
-    assert pq.read_table(w.result.path).schema.equals(LANDING_SCHEMA)
+    assert pq.read_table(w.result.path).schema.equals(LANDING_FILE_SCHEMA)
 
 
 def test_rerun_without_bad_lines_removes_stale_quarantine(zone: LandingZone) -> None:

@@ -3,7 +3,7 @@
 Dagster's UI reads these well-known keys: the table name and column schema on the asset's definition, and
 ``dagster/row_count`` on each materialization (rows stored for that partition). The warehouse assets and
 ``bulk/export`` write ``fhir_resources`` (columns ``warehouse._sql.RESOURCE_COLUMNS``); the landing assets write
-Parquet files shaped like ``warehouse.LANDING_SCHEMA`` under ``landing/<connection>/<Type>/``.
+Parquet files shaped like ``warehouse.LANDING_FILE_SCHEMA`` under ``landing/<connection>/<Type>/``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Final
 import pyarrow as pa
 from dagster import MetadataValue, TableColumn, TableSchema
 
-from warehouse import LANDING_SCHEMA
+from warehouse import LANDING_FILE_SCHEMA
 from warehouse._sql import RESOURCE_COLUMNS
 
 __all__ = [
@@ -83,7 +83,7 @@ def fhir_resources_metadata() -> dict[str, MetadataValue]:
 
 def landing_metadata(resource_type: str) -> dict[str, MetadataValue]:
     """Definition metadata of a landing asset: its path pattern and the Parquet columns (BDX-23)."""
-    schema = TableSchema(columns=[TableColumn(f.name, _arrow_type(f)) for f in LANDING_SCHEMA])
+    schema = TableSchema(columns=[TableColumn(f.name, _arrow_type(f)) for f in LANDING_FILE_SCHEMA])
     return {
         TABLE_NAME_KEY: MetadataValue.text(landing_path_pattern(resource_type)),
         COLUMN_SCHEMA_KEY: MetadataValue.table_schema(schema),
