@@ -58,8 +58,16 @@ def _free_port() -> int:
 
 
 def _graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    r = httpx.post(url, json={"query": query, "variables": variables or {}}, timeout=10)
-    r.raise_for_status()
+    """One GraphQL call to the test's ``dagster dev``. A 5xx is retried a few times: on a loaded CI machine its
+    webserver once answered 500 to ``stopSensor`` while the daemon wrote the same SQLite storage, without a log
+    line (a transient lock on the instance's SQLite files, not an answer about ehrsync)."""
+    for attempt in range(5):
+        r = httpx.post(url, json={"query": query, "variables": variables or {}}, timeout=10)
+        if r.status_code < 500 or attempt == 4:
+            break
+        time.sleep(1 + attempt)
+    if r.is_error:
+        raise AssertionError(f"dagster GraphQL answered HTTP {r.status_code}: {r.text[:500]}")
     body: dict[str, Any] = r.json()
     return body
 
