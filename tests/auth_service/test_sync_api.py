@@ -121,7 +121,7 @@ def _start_dagster(env: dict[str, str], state: Path) -> DagsterDev:
             nodes = _graphql(dev.graphql_url, query)["data"]["repositoriesOrError"].get("nodes") or []
             if any(j["name"] == "incremental_sync" for n in nodes for j in n["jobs"]):
                 break
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        except (httpx.HTTPError, AssertionError, ValueError, KeyError, TypeError):  # not up yet
             pass
         time.sleep(0.5)
     _stop_sensors(dev.graphql_url, nodes[0]["name"], ("connections_sensor", "scheduled_syncs"))
