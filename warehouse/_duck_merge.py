@@ -8,14 +8,11 @@ Materializing the JSON in a temporary table first cost a third of the merge and 
 
 from __future__ import annotations
 
-import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 
-import duckdb
-
 from warehouse import _sql
-from warehouse._cursor import Cursor
+from warehouse._duckdb_io import DuckCursor, temporary_setting
 from warehouse.errors import LandedFileError
 from warehouse.landed import LandedFile
 
@@ -29,14 +26,13 @@ _KEPT = tuple(c for c in _sql.STAGE_COLUMNS if c != "content_hash")
 _HASH = _sql.DUCKDB.hash_expr("resource_json")
 
 
-def _range(rows: tuple[int, int] | None, alias: str = "") -> str:
+def _range(rows: tuple[int, int] | None) -> str:
     if rows is None:
         return "TRUE"
-    column = f"{alias}file_row_number"
-    return f"{column} >= {int(rows[0])} AND {column} < {int(rows[1])}"
+    return f"file_row_number >= {int(rows[0])} AND file_row_number < {int(rows[1])}"
 
 
-def stage_winners(cur: Cursor, path: Path) -> None:
+def stage_winners(cur: DuckCursor, path: Path) -> None:
     """``_winners``: the file row that wins each id over the whole file, so that each chunk of a file split into
     chunks stages only winners. Only the key and ordering columns are read (Parquet projection)."""
     cur.execute(
@@ -47,7 +43,7 @@ def stage_winners(cur: Cursor, path: Path) -> None:
     )
 
 
-def _stage(cur: Cursor, path: Path, rows: tuple[int, int] | None, *, hashed: bool) -> None:
+def _stage(cur: DuckCursor, path: Path, rows: tuple[int, int] | None, *, hashed: bool) -> None:
     """``_stage``: one row per id (its winner), with ``content_hash`` and ``file_row_number``, no JSON. A file
     landed with its hashes (``hashed``, LANDING_FILE_SCHEMA) is not hashed again: DuckDB's sha256 over the JSON was
     most of the stage's time (docs/PERFORMANCE.md)."""
@@ -67,7 +63,7 @@ def _stage(cur: Cursor, path: Path, rows: tuple[int, int] | None, *, hashed: boo
     cur.execute(f"CREATE OR REPLACE TEMP TABLE _stage AS {chosen}", (str(path),))
 
 
-def _check_scope(cur: Cursor, landed: LandedFile) -> None:
+def _check_scope(cur: DuckCursor, landed: LandedFile) -> None:
     cur.execute(
         "SELECT count(*) FROM _stage WHERE connection_id <> %s OR resource_type <> %s",
         (landed.connection_id, landed.resource_type),
@@ -94,7 +90,9 @@ def _append_sql(rows: tuple[int, int] | None, *, every_staged_row: bool) -> str:
     )
 
 
-def merge_chunk(cur: Cursor, landed: LandedFile, rows: tuple[int, int] | None, *, hashed: bool) -> tuple[int, int, int]:
+def merge_chunk(
+    cur: DuckCursor, landed: LandedFile, rows: tuple[int, int] | None, *, hashed: bool
+) -> tuple[int, int, int]:
     """Merge file rows ``[start, stop)`` (all when None) under the newer-or-equal rule; returns (inserted,
     updated, distinct). The stored side is filtered to the file's (connection, type), so DuckDB's zone maps skip
     the other row groups; the key is kept unique by this merge (one writer under the file lock)."""
@@ -116,10 +114,8 @@ def merge_chunk(cur: Cursor, landed: LandedFile, rows: tuple[int, int] | None, *
         every = inserted == distinct  # a first load: nothing stored to compare, append the stage as is
         # The hash join must build on the narrow stage and stream the Parquet JSON past it: left to itself, DuckDB
         # built on the Parquet side (equal row counts) and held the chunk's JSON, which did not fit in 64 MB.
-        cur.execute("SET disabled_optimizers = 'build_side_probe_side'")
-        try:
+        with temporary_setting(
+            cur.conn, "SET disabled_optimizers = 'build_side_probe_side'", "RESET disabled_optimizers"
+        ):
             cur.execute(_append_sql(rows, every_staged_row=every), (datetime.now(UTC), path))
-        finally:
-            with contextlib.suppress(duckdb.Error):  # an aborted transaction refuses it; the error is the INSERT's
-                cur.execute("RESET disabled_optimizers")
     return inserted, updated, distinct

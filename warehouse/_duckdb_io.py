@@ -1,12 +1,13 @@
 """DuckDB plumbing below ``DuckDBWarehouse``: the cursor adapter, opening the file while another process holds
-it, and cutting a landed file into merge chunks of whole row groups."""
+it, a setting changed for a few statements, and cutting a landed file into merge chunks of whole row groups."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pyarrow.parquet as pq
 from warehouse.errors import WarehouseLockTimeoutError
 from warehouse.limits import large_row_bytes
 
-__all__ = ["DuckCursor", "chunk_ranges", "connect"]
+__all__ = ["DuckCursor", "chunk_ranges", "connect", "temporary_setting"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,19 @@ class DuckCursor:
 
     def column_names(self) -> list[str]:
         return [d[0] for d in self.conn.description or []]
+
+
+@contextlib.contextmanager
+def temporary_setting(conn: duckdb.DuckDBPyConnection, assign: str, restore: str) -> Iterator[None]:
+    """Run ``assign`` (a ``SET``) for the statements inside, then ``restore``. After a failed statement DuckDB
+    refuses every statement until the rollback, so the restore is skipped then and the statement's own error
+    surfaces (``WarehouseMemoryError`` for an out-of-memory one); the writer's batch ends with that error."""
+    conn.execute(assign)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(duckdb.TransactionException):
+            conn.execute(restore)
 
 
 def connect(

@@ -77,7 +77,9 @@ def _pieces(path: Path, chunk_bytes: int, losers: list[int]) -> Iterator[tuple[i
     """(chunk number, batch slice) pairs in file order; a chunk's slices sum to at most ``chunk_bytes`` of JSON."""
     chunk, used, first_row = 0, 0, 0
     pf = pq.ParquetFile(path)
-    for raw in pf.iter_batches(batch_size=BATCH_ROWS, columns=LANDING_SCHEMA.names):
+    hashed = "content_hash" in pf.schema_arrow.names  # landed with its hashes (LANDING_FILE_SCHEMA)
+    columns = [*LANDING_SCHEMA.names, "content_hash"] if hashed else LANDING_SCHEMA.names
+    for raw in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):
         batch = _winners(raw, first_row, losers)
         first_row += raw.num_rows
         sizes = pc.binary_length(batch.column("resource_json")).fill_null(0).cast(pa.int64())

@@ -130,7 +130,9 @@ def merge_chunk(
     hashes the chunk and scans the whole table once per chunk, or, with statistics stale after a large load,
     scans the table once per key (docs/PERFORMANCE.md)."""
     started = time.perf_counter()
-    hashes = content_hashes(chunk.column("resource_json").chunk(0))
+    # the hashes landing computed; a file landed before the column existed is hashed here
+    landed = "content_hash" in chunk.column_names
+    hashes = chunk.column("content_hash").chunk(0) if landed else content_hashes(chunk.column("resource_json").chunk(0))
     keys = [pa.array(range(chunk.num_rows), type=pa.int64())]
     keys += [chunk.column(c).chunk(0) for c in _KEY_COLUMNS[1:-1]] + [hashes]
     _copy(cur, KEYS, _KEY_COLUMNS, keys)

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from warehouse import _sql
 from warehouse._cursor import Cursor
 from warehouse._duck_merge import merge_chunk, stage_winners
-from warehouse._duckdb_io import DuckCursor, chunk_ranges, connect
+from warehouse._duckdb_io import DuckCursor, chunk_ranges, connect, temporary_setting
 from warehouse._filelock import LOCK_LOG_EVERY_S, file_lock
 from warehouse.errors import (
     InvalidInputError,
@@ -179,21 +179,22 @@ class DuckDBWarehouse(Warehouse):
             finally:
                 conn.close()
 
-    def _row_ranges(self, landed: LandedFile) -> list[tuple[int, int] | None]:
+    def _row_ranges(self, meta: pq.FileMetaData) -> list[tuple[int, int] | None]:
         """Bounded memory whatever the file (a server decides how large a bulk file and its resources are): the
         merge holds one chunk in memory, so a file is merged in chunks of whole Parquet row groups, each at most
         ``upsert_chunk_rows`` rows and ``upsert_chunk_bytes`` of uncompressed data (a single larger row group is
         its own chunk; landing caps those, and gives each large resource a group of its own, which is then a
         chunk of its own too), one transaction each. Which copy of an id wins is decided over the whole file
-        first (``_stage_winners``), so a chunked merge and its replays end exactly like a whole one."""
-        return chunk_ranges(pq.ParquetFile(landed.path).metadata, self.upsert_chunk_rows, self.upsert_chunk_bytes)
+        first (``_duck_merge.stage_winners``), so a chunked merge and its replays end exactly like a whole one."""
+        return chunk_ranges(meta, self.upsert_chunk_rows, self.upsert_chunk_bytes)
 
     def upsert(self, landed: LandedFile) -> UpsertStats:
         check_landing_file(landed)
-        ranges = self._row_ranges(landed)
+        meta = pq.ParquetFile(landed.path).metadata  # read once: the chunks, their large rows, the hash column
+        ranges = self._row_ranges(meta)
         with self.batch():  # one connection for every chunk of the file (the winners table lives on it)
             chunks = [
-                self._upsert_chunk(landed, rows, first=number == 1, last=number == len(ranges))
+                self._upsert_chunk(landed, meta, rows, first=number == 1, last=number == len(ranges))
                 for number, rows in enumerate(ranges, start=1)
             ]
         inserted, updated, distinct = (sum(counts) for counts in zip(*chunks, strict=True))
@@ -202,32 +203,33 @@ class DuckDBWarehouse(Warehouse):
         return stats
 
     def _upsert_chunk(
-        self, landed: LandedFile, rows: tuple[int, int] | None, *, first: bool, last: bool
+        self, landed: LandedFile, meta: pq.FileMetaData, rows: tuple[int, int] | None, *, first: bool, last: bool
     ) -> tuple[int, int, int]:
         """Merge one chunk in its own transaction (or the caller's, see ``transaction``); a crash between chunks
         leaves a state a replay completes (BDX-24), and each id's winner is chosen over the whole file, so chunking
         never changes the result. A chunk holding one large resource merges under a memory limit sized for it
         (DuckDB's JSON cast and Parquet read hold several copies of one value: a 20 MB resource did not fit in
         128 MB), then the configured limit is restored."""
-        meta = pq.ParquetFile(landed.path).metadata
         largest = largest_row(meta, rows)
         hashed = "content_hash" in meta.schema.names  # landed with its hashes (LANDING_FILE_SCHEMA)
         with self._write(f"{landed.connection_id}/{landed.resource_type}") as cur:
             assert isinstance(cur, DuckCursor)
-            if largest is not None:
-                need_mib = self._memory_limit_mib + LARGE_ROW_MEMORY_FACTOR * -(-largest // _MIB)
-                logger.info("merging a %d-byte resource with memory_limit %d MiB", largest, need_mib)
-                cur.conn.execute(f"SET memory_limit = '{need_mib}MiB'")
-            try:
+            with self._room_for(cur, largest):
                 if rows is not None and first:
                     stage_winners(cur, Path(landed.path))
                 counts = merge_chunk(cur, landed, rows, hashed=hashed)
                 if last and landed.quarantine_path is not None:
                     self._insert_quarantine(cur, Path(landed.quarantine_path))
-            finally:
-                if largest is not None:
-                    cur.conn.execute(f"SET memory_limit = '{self._config['memory_limit']}'")
         return counts
+
+    def _room_for(self, cur: DuckCursor, largest: int | None) -> contextlib.AbstractContextManager[None]:
+        """The configured memory limit, raised for a chunk holding one large resource (``largest`` bytes)."""
+        if largest is None:
+            return contextlib.nullcontext()
+        need_mib = self._memory_limit_mib + LARGE_ROW_MEMORY_FACTOR * -(-largest // _MIB)
+        logger.info("merging a %d-byte resource with memory_limit %d MiB", largest, need_mib)
+        restore = f"SET memory_limit = '{self._config['memory_limit']}'"
+        return temporary_setting(cur.conn, f"SET memory_limit = '{need_mib}MiB'", restore)
 
     def _stage_ids(self, cur: Cursor, connection_id: str, resource_type: str, ids: Iterable[str]) -> None:
         assert isinstance(cur, DuckCursor)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 from tests.warehouse.conftest import land, resource
@@ -96,7 +97,13 @@ def test_duckdb_chunked_upsert_matches_whole_file(tmp_path: Path, zone: LandingZ
     landed = land(LandingZone(tmp_path / "small-groups", batch_rows=3), rows)  # 9 row groups of 3 rows
     whole = DuckDBWarehouse(tmp_path / "whole.duckdb")
     chunked = DuckDBWarehouse(tmp_path / "chunked.duckdb", upsert_chunk_rows=7)
-    assert chunked._row_ranges(landed) == [(0, 6), (6, 12), (12, 18), (18, 24), (24, 27)]  # whole row groups
+    assert chunked._row_ranges(pq.ParquetFile(landed.path).metadata) == [
+        (0, 6),
+        (6, 12),
+        (12, 18),
+        (18, 24),
+        (24, 27),
+    ]  # whole row groups
     a, b = whole.upsert(landed), chunked.upsert(landed)
     assert a == b == UpsertStats(inserted=25, updated=0, unchanged=0, duplicates=2)  # winners over the whole file
     assert _content(whole) == _content(chunked)
@@ -113,7 +120,7 @@ def test_duckdb_chunked_replay_of_same_time_copies_is_idempotent(tmp_path: Path)
     rows = [resource("x", version="1", note=[{"text": "first"}]), resource("y"), resource("x", version="2")]
     landed = land(LandingZone(tmp_path / "one-row-groups", batch_rows=1), rows)
     chunked = DuckDBWarehouse(tmp_path / "chunked.duckdb", upsert_chunk_rows=1)
-    assert len(chunked._row_ranges(landed)) == 3
+    assert len(chunked._row_ranges(pq.ParquetFile(landed.path).metadata)) == 3
     assert chunked.upsert(landed) == UpsertStats(inserted=2, updated=0, unchanged=0, duplicates=1)
     before = chunked.row_fingerprint()
     assert chunked.upsert(landed) == UpsertStats(inserted=0, updated=0, unchanged=2, duplicates=1)
@@ -139,8 +146,8 @@ def test_duckdb_upsert_chunks_are_bounded_by_bytes_too(tmp_path: Path) -> None:
     landed = land(zone, [resource(f"d{k}", note=[{"text": "x" * 20_000}]) for k in range(6)])
     row_bounded = DuckDBWarehouse(tmp_path / "rows.duckdb", upsert_chunk_rows=1_000)
     byte_bounded = DuckDBWarehouse(tmp_path / "bytes.duckdb", upsert_chunk_rows=1_000, upsert_chunk_bytes=50_000)
-    assert row_bounded._row_ranges(landed) == [None]
-    assert byte_bounded._row_ranges(landed) == [(0, 2), (2, 4), (4, 6)]
+    assert row_bounded._row_ranges(pq.ParquetFile(landed.path).metadata) == [None]
+    assert byte_bounded._row_ranges(pq.ParquetFile(landed.path).metadata) == [(0, 2), (2, 4), (4, 6)]
     assert byte_bounded.upsert(landed).inserted == 6
     row_bounded.upsert(landed)
     assert _content(row_bounded) == _content(byte_bounded)

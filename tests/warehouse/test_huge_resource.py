@@ -12,9 +12,9 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from tests.warehouse.conftest import resource
+from tests.warehouse.conftest import land, resource
 from warehouse import InvalidInputError, LandingZone, UpsertStats, Warehouse, land_ndjson_file
-from warehouse.limits import MAX_RESOURCE_ENV, QUARANTINE_PREFIX_BYTES, max_resource_bytes
+from warehouse.limits import LARGE_ROW_BYTES, MAX_RESOURCE_ENV, QUARANTINE_PREFIX_BYTES, max_resource_bytes
 
 MIB = 1024 * 1024
 
@@ -99,3 +99,29 @@ def test_the_limit_is_validated() -> None:
     for bad in ("lots", "-5", "12", str(1024 * MIB)):
         with pytest.raises(InvalidInputError, match=MAX_RESOURCE_ENV):
             max_resource_bytes({MAX_RESOURCE_ENV: bad})
+
+
+def test_a_failed_merge_of_a_large_resource_raises_its_own_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The raised memory limit is restored after the chunk; when a statement of the chunk failed, DuckDB refuses
+    the restore until the rollback, and the statement's own error (not DuckDB's "transaction is aborted") is
+    what the caller sees."""
+    import duckdb
+
+    from warehouse import _duck_merge, duckdb_backend
+
+    zone = LandingZone(tmp_path / "landing")
+    landed = land(zone, [resource("big", note="x" * (LARGE_ROW_BYTES + 10))])
+
+    def failing(cur: object, *args: object, **kw: object) -> tuple[int, int, int]:
+        assert isinstance(cur, duckdb_backend.DuckCursor)
+        cur.execute("SELECT error('disk went away')")
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(duckdb_backend, "merge_chunk", failing)
+    wh = duckdb_backend.DuckDBWarehouse(tmp_path / "wh.duckdb")
+    with pytest.raises(duckdb.Error, match="disk went away"):
+        wh.upsert(landed)
+    monkeypatch.setattr(duckdb_backend, "merge_chunk", _duck_merge.merge_chunk)
+    assert wh.upsert(landed).inserted == 1

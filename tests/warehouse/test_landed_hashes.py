@@ -42,3 +42,16 @@ def test_landed_hashes_match_the_servers_hash_of_the_stored_json(wh: Warehouse, 
     assert row is not None
     expected = pq.read_table(next(zone.root.rglob("*.parquet"))).column("content_hash").to_pylist()
     assert [row[0]] == expected
+
+
+def test_both_backends_hash_a_file_landed_without_hashes(wh: Warehouse, zone: LandingZone, tmp_path: Path) -> None:
+    landed = land(zone, [resource(f"o{k}", note="é" * k) for k in range(20)])
+    table = pq.read_table(landed.path)
+    old = tmp_path / "old-layout.parquet"
+    pq.write_table(table.select(LANDING_SCHEMA.names), old)
+    wh.upsert(read_landed_file(old))
+    with wh._read() as cur:
+        cur.execute("SELECT id, content_hash FROM fhir_resources")
+        stored = dict(cur.fetchmany(1000))
+    texts = dict(zip(table.column("id").to_pylist(), table.column("resource_json").to_pylist(), strict=True))
+    assert stored == {rid: hashlib.sha256(text.encode()).hexdigest() for rid, text in texts.items()}
