@@ -3,8 +3,11 @@
 Plain Python (pyarrow, duckdb, psycopg, orjson); imports no other ehrsync package.
 """
 
-from warehouse._filelock import lock_owner
 from warehouse._memory import configure_streaming_memory
+
+configure_streaming_memory()  # before anything imports pyarrow: Arrow reads its pool's name once, at load
+
+from warehouse._filelock import lock_owner
 from warehouse._outcomes import ErrorCounts
 from warehouse.attachments import AttachmentRef, AttachmentStore
 from warehouse.errors import (
@@ -57,5 +60,3 @@ __all__ = [
     "open_warehouse",
     "read_landed_file",
 ]
-
-configure_streaming_memory()

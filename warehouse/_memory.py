@@ -2,9 +2,12 @@
 
 Landing allocates and frees one batch after another, from worker threads, while DuckDB merges on another:
 
-- Arrow's default jemalloc pool keeps freed pages around, which measured ~60 MB more peak RSS on a
+- Arrow's default pool (mimalloc or jemalloc) keeps freed pages around, which measured ~60 MB more peak RSS on a
   3,333-patient export with no speed gain, so ehrsync uses the system allocator unless the operator chose a pool
-  with ``ARROW_DEFAULT_MEMORY_POOL``.
+  with ``ARROW_DEFAULT_MEMORY_POOL``. Arrow's C++ code (the JSON reader, compute kernels, the Parquet writer)
+  takes its pool from that variable once, when pyarrow loads; ``pa.set_memory_pool`` reaches only the Python
+  API. So the variable is set before pyarrow's first import (``warehouse`` imports this module first), and
+  ``set_memory_pool`` is only the fallback where pyarrow was loaded earlier.
 - glibc gives every thread that allocates its own arena (up to 8 per core) and keeps each arena's freed memory;
   capping them at ``MALLOC_ARENAS`` measured ~30 MB less peak RSS on a 10,000-patient export at the same
   speed (docs/PERFORMANCE.md). An operator's own ``MALLOC_ARENA_MAX`` (read by glibc at start) is left alone.
@@ -17,8 +20,6 @@ import logging
 import os
 import sys
 
-import pyarrow as pa
-
 __all__ = ["MALLOC_ARENAS", "cap_malloc_arenas", "configure_streaming_memory", "use_streaming_allocator"]
 
 logger = logging.getLogger(__name__)
@@ -27,8 +28,16 @@ _M_ARENA_MAX = -8  # glibc <malloc.h>
 
 
 def use_streaming_allocator() -> None:
-    if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-        pa.set_memory_pool(pa.system_memory_pool())
+    """Arrow allocates through the system allocator, unless the operator chose a pool."""
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    if "pyarrow" not in sys.modules:  # every allocation, C++ included
+        os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"
+        return
+    import pyarrow as pa  # already loaded with its default pool: only the Python API's allocations move
+
+    logger.debug("pyarrow was imported before warehouse; its C++ code keeps the %s pool", pa.default_memory_pool())
+    pa.set_memory_pool(pa.system_memory_pool())
 
 
 def cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
