@@ -127,6 +127,10 @@ class DuckDBWarehouse(Warehouse):
                 held, self._held = self._held, None
                 held.close()
 
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_transaction
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """One transaction for every write inside (re-entrant): the writes' own ``_write`` blocks join it."""

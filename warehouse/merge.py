@@ -23,7 +23,7 @@ from warehouse._cursor import Cursor
 from warehouse._purge import Purge
 from warehouse._reads import KeyCounts, Reads
 from warehouse._records import Records
-from warehouse.errors import InvalidInputError, LandedFileError, SchemaVersionError
+from warehouse.errors import InvalidInputError, LandedFileError, SchemaVersionError, WarehouseMemoryError
 from warehouse.landed import LANDING_SCHEMA, LandedFile
 
 __all__ = ["Cursor", "KeyCounts", "UpsertStats", "Warehouse"]
@@ -111,6 +111,11 @@ class Warehouse(Records, Reads, Purge):
         return nullcontext()
 
     # -- BDX-24 -------------------------------------------------------------------------------------------------
+    @property
+    def in_transaction(self) -> bool:
+        """Inside ``transaction()``: a failure there belongs to the caller's transaction, not to a retry here."""
+        return False
+
     def transaction(self) -> AbstractContextManager[None]:
         """Make the writes inside one transaction, committed at the end (all or nothing). Backends whose commits
         are cheap need nothing here: each write stays its own transaction."""
@@ -120,8 +125,22 @@ class Warehouse(Records, Reads, Purge):
         """Merge several landed files in one transaction where the backend makes that cheaper (DuckDB: a commit
         per small file wrote each through the log and doubled the database file, docs/PERFORMANCE.md); there a
         failure leaves none of them merged, elsewhere each file is its own transaction. Either way, replaying all
-        of them after a failure is exact (BDX-24)."""
-        with self.batch(), self.transaction():
+        of them after a failure is exact (BDX-24). Where the transaction runs out of the engine's memory limit
+        (DuckDB keeps a transaction's new rows and keys in memory until it commits), it is rolled back and the
+        files merge one at a time, each as ``upsert`` alone would: slower, but a small limit still completes."""
+        with self.batch():
+            try:
+                with self.transaction():
+                    return [self.upsert(landed) for landed in files]
+            except WarehouseMemoryError as exc:
+                if self.in_transaction or len(files) < 2:  # the caller's transaction, or nothing smaller to try
+                    raise
+                logger.warning(
+                    "merging %d landed files in one transaction ran out of memory (%s); merging them one at a time "
+                    "(raise EHRSYNC_DUCKDB_MEMORY_LIMIT or lower EHRSYNC_BULK_MERGE_GROUP_BYTES to avoid the retry)",
+                    len(files),
+                    str(exc).split(":", 1)[0],
+                )
             return [self.upsert(landed) for landed in files]
 
     @staticmethod

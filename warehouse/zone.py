@@ -56,11 +56,11 @@ class LandingZone:
         *,
         batch_rows: int = DEFAULT_BATCH_ROWS,
         max_resource_bytes: int | None = None,
-        block_landing: bool = False,
+        block_landing: bool = True,
     ) -> None:
         self.root = Path(root)
-        # Bulk files a block at a time (block_landing.py): same outcomes, less landing CPU, but the end-to-end
-        # bench measured it slower than the line path (docs/PERFORMANCE.md, issue 14), so not the default yet.
+        # Bulk files a block at a time (block_landing.py): same outcomes as the line path, with a fifth less CPU
+        # (docs/PERFORMANCE.md, issue 14); False lands every line through ``LandingWriter.add_line``.
         self.block_landing = block_landing
         self.batch_rows = batch_rows
         # None: EHRSYNC_MAX_RESOURCE_BYTES (read when a writer opens, so a raised limit applies to the next run)
