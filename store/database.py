@@ -8,8 +8,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -154,6 +152,9 @@ class AppDatabase:
 
     def migrate(self, revision: str = "head") -> None:
         """Alembic upgrade (to head by default) using the migrations shipped in this package."""
+        from alembic import command  # imported here: ~12 MB that a process which only syncs never needs
+        from alembic.config import Config
+
         cfg = Config()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
         with self.migration_connection() as conn:
