@@ -24,7 +24,14 @@ from warehouse.errors import (
     WarehouseTargetError,
 )
 from warehouse.factory import open_warehouse
-from warehouse.landed import LANDING_FILE_SCHEMA, LANDING_SCHEMA, QUARANTINE_SCHEMA, LandedFile, read_landed_file
+from warehouse.landed import (
+    LANDING_FILE_SCHEMA,
+    LANDING_SCHEMA,
+    QUARANTINE_SCHEMA,
+    LandedFile,
+    landed_json_bytes,
+    read_landed_file,
+)
 from warehouse.landing import LandingWriter
 from warehouse.merge import KeyCounts, UpsertStats, Warehouse
 from warehouse.views import VIEW_NAMES
@@ -56,6 +63,7 @@ __all__ = [
     "WarehouseNotCreatedError",
     "WarehouseTargetError",
     "land_ndjson_file",
+    "landed_json_bytes",
     "lock_owner",
     "open_warehouse",
     "read_landed_file",

@@ -75,6 +75,14 @@ class LandedFile:
     tenant_id: str | None = None
 
 
+def landed_json_bytes(landed: LandedFile) -> int:
+    """The uncompressed bytes of the file's ``resource_json`` (from the Parquet footer): what a merge holds and
+    writes, about ten times ``LandedFile.bytes``, the compressed file's size."""
+    meta = pq.ParquetFile(landed.path).metadata
+    column = meta.schema.names.index("resource_json")
+    return sum(meta.row_group(i).column(column).total_uncompressed_size for i in range(meta.num_row_groups))
+
+
 def quarantine_path_for(path: Path) -> Path:
     """The quarantine Parquet that sits beside a landing file."""
     return path.with_name(path.name.removesuffix(".parquet") + ".quarantine.parquet")

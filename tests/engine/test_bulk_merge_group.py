@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from engine import run_bulk_export
+from engine import BulkReport, run_bulk_export
+from engine.bulk_merge_group import MergeGroup
+from engine.bulk_state import FileView
 from engine.models import BulkJobFile
 from tests.engine.helpers import connect_backend, content_fingerprint, make_environment
-from warehouse import Warehouse
+from tests.warehouse.conftest import land, resource
+from warehouse import LandingZone, Warehouse, landed_json_bytes, open_warehouse
 
 
 def _export(tmp_path, sandbox, http, name: str, group_bytes: int):
@@ -70,3 +73,24 @@ def test_a_failed_group_leaves_its_files_landed_for_the_next_run(shared_sb, http
     assert report.resumed
     with world.env.db.session() as session:
         assert set(session.scalars(select(BulkJobFile.state).where(BulkJobFile.kind == "output"))) == {"done"}
+
+
+def test_a_group_is_sized_by_its_uncompressed_json_not_by_the_parquet_files(tmp_path) -> None:
+    """Parquet compresses landed JSON about tenfold: sized by file size, a whole 10,000-patient export waited for
+    one transaction at its end, so nothing merged while files landed and DuckDB held all of it at once."""
+    zone = LandingZone(tmp_path / "zone")
+    files = [land(zone, [resource(f"o{k}-{i}", note="n" * 2000) for i in range(100)], run_id=f"r{k}") for k in range(3)]
+    one_file = landed_json_bytes(files[0])
+    assert one_file > 10 * files[0].bytes
+    merged: list[str] = []
+    with open_warehouse(str(tmp_path / "wh.duckdb")) as wh:
+        group = MergeGroup(wh, BulkReport("run", "c1"), lambda f, landed: merged.append(f.url), max_bytes=2 * one_file)
+        views = [FileView(k, "output", "Observation", f"file{k}", None, "landed", None, 0) for k in range(3)]
+        group.add(views[0], files[0])
+        assert merged == []
+        group.add(views[1], files[1])  # two files' JSON reach the bound: merged and marked done together
+        assert merged == ["file0", "file1"]
+        group.add(views[2], files[2])
+        group.flush()
+        assert merged == ["file0", "file1", "file2"]
+        assert len(wh.live_ids("c1", "Observation")) == 300
