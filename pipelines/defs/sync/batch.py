@@ -3,9 +3,10 @@
 A run's fixed cost (seconds) dwarfs an incremental sync with nothing changed (a third of a second), so the
 scheduling sensor requests one run per source and batch (``EHRSYNC_SYNC_BATCH_SIZE``). One op syncs the members
 one after another through ``engine.batch_sync`` (each isolated: its own ``sync_runs`` row, cursors and lock;
-a failure stays its own). The per-type assets still tell the truth per partition: for each member the op logs
-``AssetMaterialization`` events of ``landing/<Type>`` and ``warehouse/<Type>`` with ``partition=<connection id>``,
-and the asset checks its own run would evaluate (quarantine, duplicate keys) for that partition (``batch_checks``).
+a failure stays its own). The per-type assets still tell the truth per partition: for each member and each type
+its sync changed, the op logs ``AssetMaterialization`` events of ``landing/<Type>`` and ``warehouse/<Type>`` with
+``partition=<connection id>``, and the asset checks its own run would evaluate (quarantine, duplicate keys) for
+that partition; an unchanged type logs nothing, its last events still describe its data (``batch_checks``).
 The run is tagged with its source (``ehrsync/source``), so the per-source run limit counts a batch as one run
 toward that EHR, and ``ehrsync/batch``, by which the scheduler finds the connections batch runs hold.
 """
