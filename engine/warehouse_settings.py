@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from engine.env_numbers import whole_number
 from engine.environment import DEFAULT_BULK_MERGE_GROUP_BYTES
 from engine.errors import PipelineConfigurationError
 from warehouse.errors import InvalidInputError
@@ -65,24 +66,13 @@ def duckdb_threads(env: Mapping[str, str]) -> int | None:
     """``EHRSYNC_DUCKDB_THREADS``: a whole number 1..256, or None (unset: DuckDB uses the machine's cores)."""
     if DUCKDB_THREADS_ENV not in env:
         return None
-    raw = env[DUCKDB_THREADS_ENV].strip()
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_DUCKDB_THREADS:
-        raise PipelineConfigurationError(
-            f"{DUCKDB_THREADS_ENV}={raw[:40]!r} is not a whole number of threads from 1 to {MAX_DUCKDB_THREADS} "
-            "(leave it unset for the machine's cores)"
-        )
-    return int(raw)
+    return whole_number(env, DUCKDB_THREADS_ENV, 0, 1, MAX_DUCKDB_THREADS, "threads; unset: the machine's cores")
 
 
 def bulk_merge_group_bytes(env: Mapping[str, str]) -> int:
     """``EHRSYNC_BULK_MERGE_GROUP_BYTES``: a whole number of bytes, at least 1 (1: a transaction per file)."""
-    raw = env.get(MERGE_GROUP_BYTES_ENV, str(DEFAULT_BULK_MERGE_GROUP_BYTES)).strip()
-    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
-        raise PipelineConfigurationError(
-            f"{MERGE_GROUP_BYTES_ENV}={raw[:40]!r} is not a whole number of bytes of at least 1 "
-            "(landed Bulk files merged per warehouse transaction)"
-        )
-    return int(raw)
+    what = "bytes of landed Bulk JSON merged per warehouse transaction"
+    return whole_number(env, MERGE_GROUP_BYTES_ENV, DEFAULT_BULK_MERGE_GROUP_BYTES, 1, None, what)
 
 
 def check_warehouse_url(value: str) -> str:
