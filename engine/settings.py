@@ -154,6 +154,11 @@ class EngineLimits:
             bulk_merge_group_bytes=bulk_merge_group_bytes(env),
         )
 
+    @property
+    def duckdb(self) -> tuple[str, int | None]:
+        """DuckDB's memory limit and threads, as ``engine.purge.PurgeTargets.duckdb`` takes them."""
+        return self.duckdb_memory_limit, self.duckdb_threads
+
 
 def _ratio(env: Mapping[str, str]) -> float:
     raw = env.get("EHRSYNC_QUARANTINE_MAX_RATIO", "0.01")

@@ -25,9 +25,8 @@ def _targets(ctx: ServiceContext) -> PurgeTargets:
     """The locations every ehrsync process resolves from the shared settings (state directory, warehouse)."""
     engine = PipelineSettings.from_app(ctx.settings)
     limits = engine.limits
-    duckdb = (limits.duckdb_memory_limit, limits.duckdb_threads)
     return PurgeTargets.at(
-        ctx.db, engine.state_dir, engine.warehouse_url, lock_wait_s=limits.lock_wait_s, duckdb=duckdb
+        ctx.db, engine.state_dir, engine.warehouse_url, lock_wait_s=limits.lock_wait_s, duckdb=limits.duckdb
     )
 
 

@@ -51,7 +51,7 @@ def purge(connection_id: str, yes: bool, disconnect: bool) -> None:
         if active:
             exit_on_configuration_error(lambda: _disconnect(db, connection_id))
         wait = settings.limits.lock_wait_s
-        duckdb = (settings.limits.duckdb_memory_limit, settings.limits.duckdb_threads)
+        duckdb = settings.limits.duckdb
         targets = PurgeTargets.at(db, settings.state_dir, settings.warehouse_url, lock_wait_s=wait, duckdb=duckdb)
         report = exit_on_configuration_error(lambda: purge_connection(targets, connection_id, actor="cli"))
     counts = report.counts()
