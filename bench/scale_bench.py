@@ -257,10 +257,11 @@ def table(results: list[dict[str, Any]]) -> str:
                 f"{p['fixed']} + {p['variable']}; wall {m['wall_s_per_connection']}; "
                 f"requests {m['requests_per_connection']}"
             )
+        per_event = r["batch_overhead_cpu_ms_per_asset_event"]
         lines.append(
             f"{r['connections']} conns: a batch adds {r['batch_overhead_cpu_s_per_connection']} s per member over "
-            f"the engine, {r['batch_asset_events_per_connection']} asset events per member "
-            f"({r['batch_overhead_cpu_ms_per_asset_event']} ms each)"
+            f"the engine, {r['batch_asset_events_per_connection']} asset events per member"
+            + (f" ({per_event} ms each)" if per_event is not None else "")
         )
         lines.append(
             f"{r['connections']} conns: batch {r['batch_vs_engine']}x engine, one run each {r['single_vs_engine']}x"
