@@ -33,9 +33,10 @@ from warehouse.landed import LandedFile
 from warehouse.limits import LARGE_ROW_MEMORY_FACTOR, largest_row, memory_mib
 from warehouse.merge import UpsertStats, Warehouse, check_landing_file
 
-__all__ = ["DuckDBWarehouse"]
+__all__ = ["DEFAULT_MEMORY_LIMIT", "DuckDBWarehouse"]
 
 logger = logging.getLogger(__name__)
+DEFAULT_MEMORY_LIMIT = "128MB"  # DuckDB memory_limit of each connection (EHRSYNC_DUCKDB_MEMORY_LIMIT)
 _ID_CHUNK = 50_000
 _MIB = 1024 * 1024
 
@@ -49,7 +50,7 @@ class DuckDBWarehouse(Warehouse):
         *,
         read_only: bool = False,
         lock_timeout_s: float = 300.0,
-        memory_limit: str = "128MB",
+        memory_limit: str = DEFAULT_MEMORY_LIMIT,
         threads: int | None = None,
         upsert_chunk_rows: int = 50_000,
         upsert_chunk_bytes: int = 64 * 1024 * 1024,

@@ -25,16 +25,11 @@ def open_warehouse(
     (None: its defaults, 128MB and the machine's cores); PostgreSQL ignores them (the server sizes itself)."""
 
     def duckdb(path: Path) -> Warehouse:
-        from warehouse.duckdb_backend import DuckDBWarehouse
+        from warehouse.duckdb_backend import DEFAULT_MEMORY_LIMIT, DuckDBWarehouse
 
-        if duckdb_memory_limit is None:  # DuckDBWarehouse's own default
-            return DuckDBWarehouse(path, read_only=read_only, lock_timeout_s=lock_timeout_s, threads=duckdb_threads)
+        memory = duckdb_memory_limit if duckdb_memory_limit is not None else DEFAULT_MEMORY_LIMIT
         return DuckDBWarehouse(
-            path,
-            read_only=read_only,
-            lock_timeout_s=lock_timeout_s,
-            memory_limit=duckdb_memory_limit,
-            threads=duckdb_threads,
+            path, read_only=read_only, lock_timeout_s=lock_timeout_s, memory_limit=memory, threads=duckdb_threads
         )
 
     if isinstance(target, Path):

@@ -21,6 +21,7 @@ __all__ = [
     "LANDING_SCHEMA",
     "QUARANTINE_SCHEMA",
     "LandedFile",
+    "landed_json_bytes",
     "quarantine_path_for",
     "read_landed_file",
 ]
