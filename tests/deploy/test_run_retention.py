@@ -114,8 +114,8 @@ def test_the_job_prunes_with_the_settings_age_and_its_schedule_reads_the_setting
     schedule = defs.resolve_schedule_def(RUN_RETENTION_SCHEDULE)
     assert schedule.cron_schedule == "*/5 * * * *" and schedule.execution_timezone == "UTC"
     tick = datetime(2026, 3, 1, 2, 15, tzinfo=UTC)
-    context = build_schedule_context(instance=instance, scheduled_execution_time=tick)
-    requests = schedule.evaluate_tick(context).run_requests
+    with build_schedule_context(instance=instance, scheduled_execution_time=tick) as context:
+        requests = schedule.evaluate_tick(context).run_requests
     assert requests and requests[0].tags["ehrsync/trigger"] == "retention"
     assert requests[0].run_key == "prune-runs:20260301T0215"  # one run per tick, also for a cron of minutes
 

@@ -114,9 +114,8 @@ def test_run_config_overrides_the_idle_window_and_is_validated(
 
 def test_schedule_asks_for_one_run_a_day(dagster_instance_on_disk: DagsterInstance) -> None:
     tick = datetime(2026, 11, 25, 4, 30, tzinfo=UTC)
-    context = build_schedule_context(instance=dagster_instance_on_disk, scheduled_execution_time=tick)
-
-    request = refresh_idle_grants_schedule(context)
+    with build_schedule_context(instance=dagster_instance_on_disk, scheduled_execution_time=tick) as context:
+        request = refresh_idle_grants_schedule(context)
 
     assert isinstance(request, RunRequest)
     assert request.run_key == "keepalive:20261125"

@@ -24,13 +24,12 @@ def test_weekly_reconcile_requests_active_patient_partitions_only(
         PATIENT_CONNECTIONS_PARTITIONS_NAME, ["patient", "backend", "disabled"]
     )
     tick = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
-    context = build_schedule_context(
+    with build_schedule_context(
         instance=dagster_instance_on_disk,
         scheduled_execution_time=tick,
         resources={"app_db": AppDatabaseResource(url=app_db.url)},
-    )
-
-    requests = weekly_reconcile_schedule(context)
+    ) as context:
+        requests = weekly_reconcile_schedule(context)
 
     assert isinstance(requests, list)
     assert all(isinstance(r, RunRequest) for r in requests)
