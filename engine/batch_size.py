@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from engine.errors import PipelineConfigurationError
+from engine.env_numbers import whole_number
 
 __all__ = ["BATCH_SIZE_ENV", "DEFAULT_BATCH_SIZE", "MAX_BATCH_SIZE", "batch_size_from_env"]
 
@@ -19,9 +19,4 @@ MAX_BATCH_SIZE = 1000
 
 def batch_size_from_env(env: Mapping[str, str]) -> int:
     """The configured batch size; a value that is not a whole number from 1 to 1000 names the variable."""
-    raw = env.get(BATCH_SIZE_ENV, str(DEFAULT_BATCH_SIZE)).strip()
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_BATCH_SIZE:
-        raise PipelineConfigurationError(
-            f"{BATCH_SIZE_ENV}={raw!r} is not a whole number of connections from 1 to {MAX_BATCH_SIZE}"
-        )
-    return int(raw)
+    return whole_number(env, BATCH_SIZE_ENV, DEFAULT_BATCH_SIZE, 1, MAX_BATCH_SIZE, "connections per batch run")

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from connectors.filelock import LockWait, holder_stamp, read_holder, release_flock, take_flock, write_holder
+from engine.env_numbers import whole_number
 from engine.environment import SyncEnvironment
-from engine.errors import PipelineConfigurationError, SyncError
+from engine.errors import SyncError
 from engine.residue import remove_orphans
 from warehouse import lock_owner
 
@@ -68,11 +69,7 @@ def lock_wait_seconds(env: Mapping[str, str] | None = None) -> float:
     raw = (os.environ if env is None else env).get(LOCK_WAIT_ENV, "").strip()
     if not raw:
         return DEFAULT_LOCK_WAIT_S
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > _MAX_LOCK_WAIT_S:
-        raise PipelineConfigurationError(
-            f"{LOCK_WAIT_ENV}={raw!r} is not a whole number of seconds from 0 to {_MAX_LOCK_WAIT_S}"
-        )
-    return float(raw)
+    return float(whole_number({LOCK_WAIT_ENV: raw}, LOCK_WAIT_ENV, 0, 0, _MAX_LOCK_WAIT_S, "seconds"))
 
 
 def lock_path(landing_root: Path, connection_id: str) -> Path:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from engine.connection_snapshots import ConnectionSnapshot
-from engine.errors import PipelineConfigurationError
+from engine.env_numbers import whole_number
 from engine.scheduling import effective_frequency
 from engine.sync_windows import SyncWindow
 
@@ -98,9 +98,4 @@ GRACE_VARIABLE = "EHRSYNC_FRESHNESS_GRACE_MINUTES"
 
 def grace_minutes_from_env(env: Mapping[str, str]) -> int:
     """``EHRSYNC_FRESHNESS_GRACE_MINUTES``: slack past a connection's period before it counts as overdue."""
-    raw = env.get(GRACE_VARIABLE, str(DEFAULT_GRACE_MINUTES)).strip()
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_GRACE_MINUTES:
-        raise PipelineConfigurationError(
-            f"{GRACE_VARIABLE}={raw[:40]!r} is not a whole number of minutes from 0 to {MAX_GRACE_MINUTES}"
-        )
-    return int(raw)
+    return whole_number(env, GRACE_VARIABLE, DEFAULT_GRACE_MINUTES, 0, MAX_GRACE_MINUTES, "minutes")

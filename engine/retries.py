@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, true
 
+from engine.env_numbers import whole_number
 from engine.errors import PipelineConfigurationError
 from engine.models import SyncRun
 from engine.run_outcome import CANCELED_PREFIX
@@ -38,10 +39,7 @@ MAX_S = 7 * 24 * 3600
 
 
 def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, str(default)).strip()
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_S:
-        raise PipelineConfigurationError(f"{name}={raw!r} is not a whole number of seconds from 1 to {MAX_S}")
-    return int(raw)
+    return whole_number(env, name, default, 1, MAX_S, "seconds")
 
 
 def backoff_from_env(env: Mapping[str, str]) -> RetryBackoff:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from engine.env_numbers import whole_number
 from engine.errors import PipelineConfigurationError
 
 __all__ = ["DEFAULT_RUN_RETENTION_CRON", "DEFAULT_RUN_RETENTION_DAYS", "RunRetention"]
@@ -34,14 +35,10 @@ class RunRetention:
 
     @classmethod
     def parse(cls, env: Mapping[str, str]) -> RunRetention:
-        raw_days = env.get(DAYS_ENV, str(DEFAULT_RUN_RETENTION_DAYS)).strip()
-        if not (raw_days.isascii() and raw_days.isdigit()) or not 1 <= int(raw_days) <= MAX_RUN_RETENTION_DAYS:
-            raise PipelineConfigurationError(
-                f"{DAYS_ENV}={raw_days[:40]!r} is not a whole number of days from 1 to {MAX_RUN_RETENTION_DAYS}"
-            )
+        days = whole_number(env, DAYS_ENV, DEFAULT_RUN_RETENTION_DAYS, 1, MAX_RUN_RETENTION_DAYS, "days")
         cron = " ".join(env.get(CRON_ENV, DEFAULT_RUN_RETENTION_CRON).split())
         if not _CRON.fullmatch(cron):
             raise PipelineConfigurationError(
                 f"{CRON_ENV}={cron[:60]!r} is not a five-field cron expression (minute hour day month weekday, UTC)"
             )
-        return cls(days=int(raw_days), cron=cron)
+        return cls(days=days, cron=cron)

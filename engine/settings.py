@@ -26,6 +26,7 @@ from connectors.errors import ConfigurationError
 from engine.analyst_settings import AnalystSettings
 from engine.batch_size import DEFAULT_BATCH_SIZE, batch_size_from_env
 from engine.connection_lock import DEFAULT_LOCK_WAIT_S, lock_wait_seconds
+from engine.env_numbers import whole_number
 from engine.environment import (
     DEFAULT_BULK_MAX_FILE_BYTES,
     DEFAULT_BULK_MERGE_GROUP_BYTES,
@@ -174,33 +175,19 @@ def _ratio(env: Mapping[str, str]) -> float:
 
 
 def _overlap_seconds(env: Mapping[str, str]) -> int:
-    raw = env.get("EHRSYNC_SYNC_OVERLAP_SECONDS", "300")
-    if not raw.isdigit() or int(raw) > 86_400:
-        raise PipelineConfigurationError(
-            f"EHRSYNC_SYNC_OVERLAP_SECONDS={raw!r} is not a whole number of seconds from 0 to 86400"
-        )
-    return int(raw)
+    return whole_number(env, "EHRSYNC_SYNC_OVERLAP_SECONDS", 300, 0, 86_400, "seconds")
 
 
 def _idle_days(env: Mapping[str, str]) -> int:
-    raw = env.get("EHRSYNC_KEEPALIVE_IDLE_DAYS", "7")
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_KEEPALIVE_IDLE_DAYS:
-        raise PipelineConfigurationError(
-            f"EHRSYNC_KEEPALIVE_IDLE_DAYS={raw!r} is not a whole number of days from 1 to "
-            f"{MAX_KEEPALIVE_IDLE_DAYS} (grants lapse after about 90 days unused)"
-        )
-    return int(raw)
+    what = "days; grants lapse after about 90 days unused"
+    return whole_number(env, "EHRSYNC_KEEPALIVE_IDLE_DAYS", 7, 1, MAX_KEEPALIVE_IDLE_DAYS, what)
 
 
 def _landing_retention_days(env: Mapping[str, str]) -> int:
     """``EHRSYNC_LANDING_RETENTION_DAYS``: days merged landing files are kept (0: removed once their merge commits)."""
-    raw = env.get("EHRSYNC_LANDING_RETENTION_DAYS", str(DEFAULT_LANDING_RETENTION_DAYS)).strip()
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_LANDING_RETENTION_DAYS:
-        raise PipelineConfigurationError(
-            f"EHRSYNC_LANDING_RETENTION_DAYS={raw[:40]!r} is not a whole number of days from 0 to "
-            f"{MAX_LANDING_RETENTION_DAYS} (0: each landing file goes once its merge commits)"
-        )
-    return int(raw)
+    what = "days; 0: each landing file goes once its merge commits"
+    name = "EHRSYNC_LANDING_RETENTION_DAYS"
+    return whole_number(env, name, DEFAULT_LANDING_RETENTION_DAYS, 0, MAX_LANDING_RETENTION_DAYS, what)
 
 
 def _fetch_hosts(env: Mapping[str, str]) -> tuple[str, ...]:
