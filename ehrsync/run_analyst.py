@@ -13,6 +13,7 @@ from typing import Any
 from dagster import DagsterInstance, ExecuteInProcessResult
 
 from ehrsync.dagster_instance import open_instance
+from ehrsync.stop_signals import keep_sigterm
 from engine.run_tags import TRIGGER_TAG
 from engine.settings import PipelineSettings
 from pipelines.definitions import build_definitions
@@ -56,9 +57,10 @@ def run_analyst_views_now(
         config = None
         if console_log_level is not None:
             config = {"loggers": {"console": {"config": {"log_level": console_log_level.upper()}}}}
-        result = job.execute_in_process(
-            instance=dagster, tags={TRIGGER_TAG: "manual"}, raise_on_error=False, run_config=config
-        )
+        with keep_sigterm():
+            result = job.execute_in_process(
+                instance=dagster, tags={TRIGGER_TAG: "manual"}, raise_on_error=False, run_config=config
+            )
     tables: dict[str, dict[str, Any]] = {}
     for event in result.get_asset_materialization_events():
         mat = event.materialization

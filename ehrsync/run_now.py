@@ -16,6 +16,7 @@ from typing import Any
 from dagster import AssetKey, DagsterInstance, Definitions, EventLogEntry, ExecuteInProcessResult, JobDefinition
 
 from ehrsync.dagster_instance import open_instance
+from ehrsync.stop_signals import keep_sigterm
 from engine import REFERENCED_TYPES, ConnectionNotSyncableError
 from engine.batch_sync import batch_sync_run_id, close_batch_rows
 from engine.connection_snapshots import ConnectionSnapshot, read_connection
@@ -149,12 +150,13 @@ def run_batch_now(
         config: dict[str, Any] = batch_run_config(list(connection_ids))
         if console_log_level is not None:
             config["loggers"] = {"console": {"config": {"log_level": console_log_level.upper()}}}
-        result = job.execute_in_process(
-            run_config=config,
-            instance=dagster,
-            tags=batch_run_tags(source, len(connection_ids), "manual"),
-            raise_on_error=False,
-        )
+        with keep_sigterm():
+            result = job.execute_in_process(
+                run_config=config,
+                instance=dagster,
+                tags=batch_run_tags(source, len(connection_ids), "manual"),
+                raise_on_error=False,
+            )
         error = None if result.success else "batch run failed"
         times = run_times(dagster, result.run_id)
         close_batch_rows(db, result.run_id, connection_ids, succeeded=result.success, error=error, times=times)
@@ -229,15 +231,16 @@ def _execute_for_connection(
     run_id = str(uuid.uuid4())  # chosen here so a listener follows the run from its first event
     if selection.on_event is not None:
         dagster.add_event_listener(run_id, selection.on_event)
-    return job.execute_in_process(
-        run_id=run_id,
-        partition_key=conn.id,
-        instance=dagster,
-        tags=tags,
-        raise_on_error=False,
-        run_config=_run_config(job, conn.id, selection),
-        asset_selection=selection.asset_keys(),
-    )
+    with keep_sigterm():
+        return job.execute_in_process(
+            run_id=run_id,
+            partition_key=conn.id,
+            instance=dagster,
+            tags=tags,
+            raise_on_error=False,
+            run_config=_run_config(job, conn.id, selection),
+            asset_selection=selection.asset_keys(),
+        )
 
 
 def _definitions(settings: PipelineSettings, resources: Mapping[str, object] | None) -> Definitions:
