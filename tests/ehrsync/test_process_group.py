@@ -20,6 +20,9 @@ import pytest
 
 from ehrsync.process_group import run_until_stopped, stop_process_tree
 
+# The processes these tests start inherit our stop signals: start them as from a terminal, however pytest runs.
+pytestmark = pytest.mark.usefixtures("stop_signals_as_from_a_terminal")
+
 _SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 
 # A parent that ignores SIGINT and starts two stubborn children: one in its group, one in a session of its own.

@@ -19,6 +19,9 @@ import yaml
 from ehrsync.dagster_instance import WORKSPACE_YAML, ui_command
 from engine.settings import PipelineSettings
 
+# The processes these tests start inherit our stop signals: start them as from a terminal, however pytest runs.
+pytestmark = pytest.mark.usefixtures("stop_signals_as_from_a_terminal")
+
 
 def _free_port() -> int:
     with socket.socket() as s:
