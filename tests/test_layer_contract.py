@@ -10,18 +10,16 @@ import pytest
 from auth_service.services import sync_api
 from ehrsync.run_now import job_for
 from engine import connection_snapshots as connections
-from engine import run_tags as tags
 from pipelines.defs._shared.partitions import BULK_CONNECTIONS_PARTITIONS_NAME, PATIENT_CONNECTIONS_PARTITIONS_NAME
 from pipelines.defs.bulk.assets import BULK_EXPORT_JOB
 from pipelines.defs.sync.jobs import FULL_RESYNC_JOB, INCREMENTAL_SYNC_JOB
 
 
-def test_partition_tag_and_kind_names_match_the_pipelines() -> None:
+def test_partition_and_kind_names_match_the_pipelines() -> None:
+    """(Run tags are not copied: the service builds them with ``engine.run_tags``, as the sensors do.)"""
     assert sync_api.PATIENT_CONNECTIONS_PARTITIONS == PATIENT_CONNECTIONS_PARTITIONS_NAME
     assert sync_api.BULK_CONNECTIONS_PARTITIONS == BULK_CONNECTIONS_PARTITIONS_NAME
     assert sync_api.BULK_KINDS == connections.BULK_KINDS
-    copied = (sync_api._TAG_CONNECTION, sync_api._TAG_TENANT, sync_api._TAG_SOURCE, sync_api._TAG_TRIGGER)
-    assert copied == (tags.CONNECTION_TAG, tags.TENANT_TAG, tags.SOURCE_TAG, tags.TRIGGER_TAG)
 
 
 @pytest.mark.parametrize("kind", ["patient", "backend", "group"])

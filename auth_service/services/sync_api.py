@@ -25,7 +25,9 @@ from auth_service.services.dagster_client import (
 )
 from auth_service.services.errors import ConnectionInactiveError, NotFoundError, SyncInProgressError, SyncRefusedError
 from auth_service.services.tenants import get_practice_settings
+from engine.connection_snapshots import read_connection
 from engine.models import SyncRun, utcnow
+from engine.run_tags import connection_run_tags
 from store.audit import record_audit
 from store.models import Connection, ConnectionStatus, Tenant
 
@@ -41,16 +43,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Names shared with the pipelines layer (pipelines/defs/_shared/partitions.py, pipelines/defs/*.py, engine/run_tags.py).
+# Names shared with the pipelines layer (pipelines/defs/_shared/partitions.py, pipelines/defs/*.py).
 PATIENT_CONNECTIONS_PARTITIONS = "patient_connections"
 BULK_CONNECTIONS_PARTITIONS = "bulk_connections"
 BULK_KINDS = frozenset({"backend", "group"})
-_TAG_CONNECTION, _TAG_TENANT, _TAG_SOURCE, _TAG_TRIGGER = (
-    "ehrsync/connection",
-    "ehrsync/tenant",
-    "ehrsync/source",
-    "ehrsync/trigger",
-)
 _OPEN = ("queued", "running")
 
 
@@ -126,13 +122,8 @@ def start_sync(
         # the job's own config for the partition (full_resync: every landing op ``full: true``); a bare launch
         # would run every op with its defaults, i.e. an incremental sync
         run_config = dagster.partition_run_config(where, conn.id)
-        tags = {
-            "dagster/partition": conn.id,
-            _TAG_CONNECTION: conn.id,
-            _TAG_TENANT: conn.tenant_id,
-            _TAG_SOURCE: conn.provider_id,
-            _TAG_TRIGGER: "api",
-        }
+        # the tags every ehrsync run carries (the UI filters on them, dagster.yaml limits runs per source)
+        tags = {"dagster/partition": conn.id, **connection_run_tags(read_connection(ctx.db, conn.id), "api")}
         run_id = dagster.launch_run(where, tags, run_config)
     except OrchestratorError as exc:
         logger.warning("sync of connection %s not submitted: %s", conn.id, exc.code)

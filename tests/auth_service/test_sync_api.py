@@ -41,7 +41,7 @@ from connectors.errors import ConfigurationError
 from connectors.smart import discover
 from engine.models import BulkJob, BulkJobFile, SyncRun, utcnow
 from store import save_provider_config
-from store.models import Connection
+from store.models import Connection, Tenant
 from tests.auth_service.ehr import Service, authorize_headless, patient_ids, running_service, sandbox_admin
 from tests.auth_service.keyutil import enc_key, rsa_pem
 
@@ -289,6 +289,18 @@ def test_sync_end_to_end_full_then_history_bdx23_bdx24(stack: Stack, patient_con
         row = session.get(SyncRun, started["syncId"])
         assert row is not None and row.kind == "full" and row.tenant_id == "t1"
 
+    # the run carries the tags every ehrsync run carries, as the sensors' and ``ehrsync sync``'s do (engine/run_tags.py)
+    tags = _dagster_run_tags(stack, started["dagsterRunId"])
+    with stack.service.ctx.db.session() as session:
+        tenant = session.get(Tenant, "t1")
+        provider = session.get(Connection, patient_connection)
+        assert tenant is not None and provider is not None
+        expected = {"name": tenant.name, "source": provider.provider_id}
+    assert tags["dagster/partition"] == tags["ehrsync/connection"] == patient_connection
+    assert tags["ehrsync/tenant"] == "t1" and tags["ehrsync/tenant_name"] == expected["name"]
+    assert tags["ehrsync/source"] == expected["source"] and tags["ehrsync/kind"] == "patient"
+    assert tags["ehrsync/trigger"] == "api"
+
     again = stack.api("POST", SYNC, json={"connectionId": patient_connection})
     assert again.status_code == 409 and again.json()["error"] == "sync_in_progress", again.text
     assert again.json()["syncId"] == started["syncId"]
@@ -325,6 +337,13 @@ def _dagster_run(stack: Stack, run_id: str) -> dict[str, Any]:
     query = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status startTime endTime } } }"
     run: dict[str, Any] = _graphql(stack.dagster.graphql_url, query, {"id": run_id})["data"]["runOrError"]
     return run
+
+
+def _dagster_run_tags(stack: Stack, run_id: str) -> dict[str, str]:
+    """The run's tags as Dagster stored them."""
+    query = "query($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } } } }"
+    run = _graphql(stack.dagster.graphql_url, query, {"id": run_id})["data"]["runOrError"]
+    return {t["key"]: t["value"] for t in run["tags"]}
 
 
 def _closed_row(stack: Stack, run_id: str) -> SyncRun:
