@@ -72,6 +72,17 @@ def world_url(world: SyncWorld) -> str:
     return world.env.db.engine.url.render_as_string(hide_password=False)
 
 
+def world_settings(world: SyncWorld) -> PipelineSettings:
+    """The settings a process started on ``world``'s state folder reads (its app database and warehouse)."""
+    return PipelineSettings.from_env(
+        {
+            "EHRSYNC_STATE_DIR": str(Path(world.env.zone.root).parent),
+            "DATABASE_URL": world_url(world),
+            "WAREHOUSE_URL": world.env.warehouse_target,
+        }
+    )
+
+
 def world_resources(world: SyncWorld) -> dict[str, Any]:
     """The resources a run binds, configured for ``world`` (same classes, same config fields as production)."""
     env = world.env
@@ -133,10 +144,7 @@ def run_sync(
     console_log_level: str = "INFO",
 ) -> SyncRun:
     """Run the connection's sync job in-process (``run_sync_now``) and read back what it did."""
-    root = Path(world.env.zone.root).parent
-    settings = PipelineSettings.from_env(
-        {"EHRSYNC_STATE_DIR": str(root), "DATABASE_URL": world_url(world), "WAREHOUSE_URL": world.env.warehouse_target}
-    )
+    settings = world_settings(world)
     with ExitStack() as stack:
         dagster = instance or stack.enter_context(DagsterInstance.ephemeral())
         result = run_sync_now(

@@ -7,28 +7,15 @@ instance's event log, as the UI reads them.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import duckdb
 from dagster import AssetCheckKey, DagsterEventType, DagsterInstance
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log.base import PartitionKeyFilter
 
 from ehrsync.run_now import run_batch_now, run_sync_now
-from engine.settings import PipelineSettings
 from pipelines.defs.sync.type_assets import DUPLICATE_CHECK, QUARANTINE_CHECK, landing_key, warehouse_key
 from tests.engine.helpers import SyncWorld, _admin, connect_patient, sandbox_patients
-from tests.engine.job_runs import world_resources, world_url
-
-
-def _settings(world: SyncWorld) -> PipelineSettings:
-    return PipelineSettings.from_env(
-        {
-            "EHRSYNC_STATE_DIR": str(Path(world.env.zone.root).parent),
-            "DATABASE_URL": world_url(world),
-            "WAREHOUSE_URL": world.env.warehouse_target,
-        }
-    )
+from tests.engine.job_runs import world_resources, world_settings
 
 
 def _check_key(name: str) -> AssetCheckKey:
@@ -87,7 +74,7 @@ def test_each_member_of_a_batch_gets_its_own_runs_checks(start_sandbox, world, h
     sb = start_sandbox(patients=2)
     patients = sandbox_patients(http, sb)[:2]
     first, second = (connect_patient(world, sb, http=http, patient_id=p) for p in patients)
-    settings, resources = _settings(world), world_resources(world)
+    settings, resources = world_settings(world), world_resources(world)
     with DagsterInstance.ephemeral() as instance:
         own = run_sync_now(first, settings=settings, instance=instance, resources=resources)
         assert own.success and own.checks and all(own.checks.values()), own.checks

@@ -16,21 +16,14 @@ from ehrsync.run_now import BatchNowResult, run_batch_now
 from engine import cursors, runs
 from engine.batch_sync import close_batch_rows, open_batch_rows
 from engine.retries import failure_streaks
-from engine.settings import PipelineSettings
 from pipelines.defs.sync.type_assets import landing_key, warehouse_key
 from store.models import Connection
 from tests.engine.helpers import connect_patient, sandbox_patients
-from tests.engine.job_runs import world_resources, world_url
+from tests.engine.job_runs import world_resources, world_settings
 
 
 def _batch(world, ids: list[str], instance: DagsterInstance) -> BatchNowResult:
-    settings = PipelineSettings.from_env(
-        {
-            "EHRSYNC_STATE_DIR": str(Path(world.env.zone.root).parent),
-            "DATABASE_URL": world_url(world),
-            "WAREHOUSE_URL": world.env.warehouse_target,
-        }
-    )
+    settings = world_settings(world)
     return run_batch_now(ids, "generic", settings=settings, instance=instance, resources=world_resources(world))
 
 

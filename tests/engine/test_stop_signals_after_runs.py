@@ -10,26 +10,14 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
 from dagster import DagsterInstance
 
 from ehrsync.run_now import run_batch_now, run_sync_now
-from engine.settings import PipelineSettings
 from tests.engine.helpers import SyncWorld, connect_patient
-from tests.engine.job_runs import world_resources, world_url
-
-
-def _settings(world: SyncWorld) -> PipelineSettings:
-    return PipelineSettings.from_env(
-        {
-            "EHRSYNC_STATE_DIR": str(Path(world.env.zone.root).parent),
-            "DATABASE_URL": world_url(world),
-            "WAREHOUSE_URL": world.env.warehouse_target,
-        }
-    )
+from tests.engine.job_runs import world_resources, world_settings
 
 
 @contextmanager
@@ -52,7 +40,7 @@ def test_sigterm_is_left_as_it_was_after_a_sync_and_a_batch_run(
 ) -> None:
     sb = start_sandbox(patients=1)
     cid = connect_patient(world, sb, http=http)
-    settings, resources = _settings(world), world_resources(world)
+    settings, resources = world_settings(world), world_resources(world)
     with _dispositions(sigint, signal.SIG_DFL), DagsterInstance.ephemeral() as instance:
         single = run_sync_now(cid, settings=settings, instance=instance, resources=resources)
         assert single.success
