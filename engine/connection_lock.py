@@ -66,10 +66,10 @@ _guard = threading.Lock()
 
 def lock_wait_seconds(env: Mapping[str, str] | None = None) -> float:
     """The configured wait; a malformed value raises ``PipelineConfigurationError`` naming the variable."""
-    raw = (os.environ if env is None else env).get(LOCK_WAIT_ENV, "").strip()
-    if not raw:
+    source = os.environ if env is None else env
+    if not source.get(LOCK_WAIT_ENV, "").strip():  # unset or empty: the default wait
         return DEFAULT_LOCK_WAIT_S
-    return float(whole_number({LOCK_WAIT_ENV: raw}, LOCK_WAIT_ENV, 0, 0, _MAX_LOCK_WAIT_S, "seconds"))
+    return float(whole_number(source, LOCK_WAIT_ENV, 0, 0, _MAX_LOCK_WAIT_S, "seconds"))
 
 
 def lock_path(landing_root: Path, connection_id: str) -> Path:
