@@ -34,7 +34,7 @@ class FileMeta:
     def column(self, name: str, n: int) -> pa.Array:
         """``n`` copies of the shared value of column ``name``."""
         typ = _TS if name == "transaction_time" else pa.string()
-        return pa.array([getattr(self, name)] * n, type=typ)
+        return pa.repeat(pa.scalar(getattr(self, name), type=typ), n)  # in C++: a Python list of n cost ~65 ns/row
 
     def landed(
         self,

@@ -1,47 +1,59 @@
-"""The per-line landing checks of ``warehouse/_lines.py``, set-based over a block of lines (issue 14).
+"""The per-line landing checks of ``warehouse/_lines.py``, over a block of lines at a time (issue 14).
 
-Arrow's multi-threaded JSON reader parses the block with explicit columns (``resourceType``, ``id``, ``meta``'s
-``versionId`` and ``lastUpdated`` as strings; nothing is type-inferred) and Arrow compute checks them. The block
-decides only which lines are certainly fine (*fast*) and their keys; every other line goes through
+Each line that may be simply fine is decoded by msgspec into just the keys landing needs (``resourceType``,
+``id``, ``meta.versionId``, ``meta.lastUpdated``, all strings): the rest of the document is validated and
+skipped in C, never built into Python objects. Arrow compute checks the keys set-based. On the same blocks this
+takes about a third of the CPU of Arrow's JSON reader, which parsed the whole document into columns first
+(docs/PERFORMANCE.md, "Issue 14, fifth session").
+
+The block decides only which lines are certainly fine (*fast*) and their keys; every other line goes through
 ``_lines.parse_line`` one by one, which gives the verdict and the exact reason as before. The fast test is
-therefore stricter than the Python one wherever the two parsers could disagree: a line Arrow's reader rejects (or
-whose columns have another JSON type, or that holds a checked key twice) makes its half of the block be retried
-alone, down to single lines that then take the Python path; NaN/Infinity, ``\\u0000`` escapes, nesting near
-orjson's depth limit, instants outside a conservative pattern take the Python path directly.
+therefore stricter than orjson wherever the two parsers could disagree: text that is not UTF-8 (msgspec does not
+check what it skips), a checked key of another JSON type or ``null``, ``\\u0000`` escapes, a number that could
+overflow a double (orjson rejects it, msgspec skips it unread), instants outside a conservative pattern, and
+nesting near orjson's 1,024-level limit all take the Python path (``tests/warehouse/test_fast_checks.py``).
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
+import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pj
 
 __all__ = ["FastRows", "check_block"]
 
 _TS = pa.timestamp("us", tz="UTC")
-_COLUMNS = pa.schema(
-    [
-        ("resourceType", pa.string()),
-        ("id", pa.string()),
-        ("meta", pa.struct([("versionId", pa.string()), ("lastUpdated", pa.string())])),
-    ]
-)
-_PARSE = pj.ParseOptions(explicit_schema=_COLUMNS, unexpected_field_behavior="ignore")
-_READ = pj.ReadOptions(block_size=1 << 20, use_threads=False)
+
+
+class _Meta(msgspec.Struct):
+    versionId: str | msgspec.UnsetType = msgspec.UNSET
+    lastUpdated: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class _Keys(msgspec.Struct):
+    """What landing reads of a resource; duplicate keys resolve as orjson does (the last one wins)."""
+
+    resourceType: str
+    id: str
+    meta: _Meta | msgspec.UnsetType = msgspec.UNSET
+
+
+_DECODE = msgspec.json.Decoder(_Keys).decode
+# msgspec's nesting limit is Python's recursion limit (a RecursionError), which a process may raise
+_NOT_FAST = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 # FHIR instants that Arrow's cast reads exactly as ``_lines.parse_instant`` does (anything else: Python decides).
 _INSTANT = (
     r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
     r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
 )
-# Text orjson rejects or ``reject_nul_escape`` quarantines, but Arrow's reader might take.
-_SUSPECT = r"NaN|Infinity|\\u0000"
+# Text orjson rejects or ``reject_nul_escape`` quarantines, but msgspec might take: a ``\u0000`` escape, and a
+# number that may overflow a double (an exponent of 3+ digits, or 200+ digits, anywhere in the line).
+_SUSPECT = r"\\u0000|[0-9][eE][+-]?[0-9]{3}|[0-9]{200}"
 # orjson stops at 1,024 levels of nesting; a line shorter than this cannot have 1,000 brackets.
 _DEEP_BYTES = 2000
 _DEEP_BRACKETS = 1000
-_NEWLINE = pa.scalar(b"\n", pa.large_binary())
 
 
 @dataclass(frozen=True)
@@ -72,81 +84,76 @@ def _candidates(lines: pa.Array, max_bytes: int) -> pa.BooleanArray:
     return mask
 
 
-def _parse(lines: pa.Array, resource_type: str) -> pa.Table:
-    """Parse and check ``lines``; raises ``pa.ArrowInvalid`` when any line is not simply fine."""
-    lines.cast(pa.large_string())  # raises on a line that is not UTF-8
-    whole = pa.LargeListArray.from_arrays(pa.array([0, len(lines)], pa.int64()), lines)
-    joined = pc.binary_join(whole, _NEWLINE)
-    table = pj.read_json(io.BytesIO(joined[0].as_buffer()), read_options=_READ, parse_options=_PARSE)
-    if table.num_rows != len(lines):
-        raise pa.ArrowInvalid("a line held more or less than one JSON value")
-    meta = table.column("meta").combine_chunks()
-    lu = meta.field("lastUpdated")
-    rid = table.column("id").combine_chunks()
-    good = pc.and_(pc.equal(table.column("resourceType").combine_chunks(), resource_type), pc.not_equal(rid, ""))
-    lu_ok = pc.or_(
+def _utf8(lines: pa.Array) -> pa.BooleanArray:
+    """Per line: is it UTF-8 (as strict as orjson: no surrogates, no overlong forms)? One C pass per block."""
+    try:
+        lines.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        return pa.array([_is_utf8(line) for line in lines.to_pylist()], pa.bool_())
+    return pa.repeat(pa.scalar(True), len(lines))
+
+
+def _is_utf8(line: bytes | None) -> bool:
+    try:
+        (line or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def check_block(lines: pa.Array, resource_type: str, max_bytes: int) -> FastRows:
+    """The fast lines of ``lines`` (a binary array of whole lines without their line breaks) and their keys."""
+    candidate = pc.and_(_candidates(lines, max_bytes), _utf8(lines))
+    n = len(lines)
+    ids: list[str | None] = [None] * n
+    vids: list[str | None] = [None] * n
+    lus: list[str | None] = [None] * n
+    decoded = [False] * n
+    decode, unset, raw = _DECODE, msgspec.UNSET, lines.to_pylist()
+    for i in pc.indices_nonzero(candidate).to_pylist():
+        try:
+            keys = decode(raw[i])
+        except _NOT_FAST:
+            continue
+        if keys.resourceType != resource_type or not keys.id:
+            continue
+        decoded[i] = True
+        ids[i] = keys.id
+        meta = keys.meta
+        if meta is not unset:
+            vids[i] = None if meta.versionId is unset else meta.versionId
+            lus[i] = None if meta.lastUpdated is unset else meta.lastUpdated
+    lu = pa.array(lus, pa.string())
+    lu_ok = pc.or_kleene(
         pc.is_null(lu),
         pc.and_(
             pc.match_substring_regex(lu, pattern=_INSTANT),
             pc.and_(pc.greater_equal(lu, "0002"), pc.less(lu, "9999")),
         ),
     )
-    good = pc.fill_null(pc.and_(good, lu_ok), False)
-    if not pc.all(good).as_py():
-        raise pa.ArrowInvalid("a line failed a check")
-    return pa.table(
-        {"id": rid, "version_id": meta.field("versionId"), "last_updated": lu.cast(_TS)},
+    fast = pc.and_(pa.array(decoded, pa.bool_()), pc.fill_null(lu_ok, False))
+    fast, instants = _instants(pc.if_else(fast, lu, None), fast)
+    return FastRows(
+        fast,
+        pc.if_else(fast, pa.array(ids, pa.string()), None),
+        pc.if_else(fast, pa.array(vids, pa.string()), None),
+        instants,
     )
 
 
-def _checked(lines: pa.Array, resource_type: str) -> list[tuple[int, int, pa.Table | None]]:
-    """``(start, stop, keys)`` runs covering ``lines``: keys of a run that passed, None for single lines that
-    did not (halving a run that failed, so one bad line costs a few re-parses, not the block)."""
-    runs: list[tuple[int, int, pa.Table | None]] = []
-    todo = [(0, len(lines))]
-    while todo:
-        start, stop = todo.pop()
-        try:
-            runs.append((start, stop, _parse(lines.slice(start, stop - start), resource_type)))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            if stop - start == 1:
-                runs.append((start, stop, None))
-            else:
-                mid = (start + stop) // 2
-                todo += [(mid, stop), (start, mid)]
-    runs.sort(key=lambda run: run[0])
-    return runs
+def _instants(text: pa.Array, fast: pa.BooleanArray) -> tuple[pa.BooleanArray, pa.Array]:
+    """``text`` (instants of the pattern, null where not fast) as timestamps; a line whose instant Arrow cannot
+    read (a day the month does not have) is not fast."""
+    try:
+        return fast, text.cast(_TS)
+    except pa.ArrowInvalid:
+        bad = pa.array([v is not None and not _casts(v) for v in text.to_pylist()], pa.bool_())
+        return pc.and_(fast, pc.invert(bad)), pc.if_else(bad, None, text).cast(_TS)
 
 
-def check_block(lines: pa.Array, resource_type: str, max_bytes: int) -> FastRows:
-    """The fast lines of ``lines`` (a binary array of whole lines without their line breaks) and their keys."""
-    candidate = _candidates(lines, max_bytes)
-    idx = pc.indices_nonzero(candidate)
-    picked = lines if len(idx) == len(lines) else lines.take(idx)
-    n = len(lines)
-    ids = pa.nulls(n, pa.string())
-    vids = pa.nulls(n, pa.string())
-    lus = pa.nulls(n, _TS)
-    fast = pa.array([False] * n, pa.bool_())
-    parts: list[pa.Table] = []
-    where: list[pa.Array] = []
-    for start, stop, keys in _checked(picked, resource_type) if len(picked) else []:
-        if keys is not None:
-            parts.append(keys)
-            where.append(idx.slice(start, stop - start))
-    if parts:
-        keys = pa.concat_tables(parts).combine_chunks()
-        at = pa.concat_arrays(where)
-        fast = _scatter(fast, at, pa.array([True] * len(at), pa.bool_()))
-        ids = _scatter(ids, at, keys.column("id").chunk(0))
-        vids = _scatter(vids, at, keys.column("version_id").chunk(0))
-        lus = _scatter(lus, at, keys.column("last_updated").chunk(0))
-    return FastRows(fast, ids, vids, lus)
-
-
-def _scatter(base: pa.Array, at: pa.Array, values: pa.Array) -> pa.Array:
-    """``base`` with ``base[at[i]] = values[i]`` (``at`` ascending)."""
-    if len(at) == len(base):
-        return values
-    mask = pc.is_in(pa.array(range(len(base)), pa.int64()), value_set=at.cast(pa.int64()))
-    return pc.replace_with_mask(base, mask, values)
+def _casts(instant: str) -> bool:
+    try:
+        pa.array([instant]).cast(_TS)
+    except pa.ArrowInvalid:
+        return False
+    return True

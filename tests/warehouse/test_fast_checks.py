@@ -1,0 +1,96 @@
+"""The block's fast check (``warehouse/_vector_checks.py``) never lands a line the line path would not land, or
+with other keys; and it does pass the ordinary lines it exists for (a check that sent every line to the slow
+path would keep the outcome right and silently lose the speed)."""
+
+from __future__ import annotations
+
+import random
+
+import orjson
+import pyarrow as pa
+import pytest
+
+from warehouse._lines import LineRejected, parse_line
+from warehouse._vector_checks import check_block
+
+TYPE = "Observation"
+MAX = 1 << 20
+TEMPLATES = [
+    {"resourceType": TYPE, "id": "a1", "meta": {"versionId": "3", "lastUpdated": "2026-01-02T03:04:05.678+01:00"}},
+    {"resourceType": TYPE, "id": "a2"},
+    {"resourceType": TYPE, "id": "a3", "meta": {"lastUpdated": "2026-01-02T03:04:05Z"}},
+    {"resourceType": TYPE, "id": "a4", "meta": {"versionId": "9", "tag": [{"code": "x"}]}},
+    {
+        "resourceType": TYPE,
+        "id": "a5",
+        "meta": {"lastUpdated": "2025-12-31T23:59:59.999999-05:00"},
+        "valueQuantity": {"value": 12.5e3, "unit": "mg", "n": -7, "big": 123456789012345678},
+        "note": [{"text": 'Zürich \u00e9\u4e2d \\ " / \t end'}],
+        "flags": [True, False, None, [], {}],
+    },
+]
+_ALPHABET = list(b'{}[]":,.-+eE0123456789 \t\\u/nultrfasIN\x00\x7f\xc3\xa9\xed\xa0\x80\xff')
+
+
+def _keys(raw: bytes) -> tuple[str, object, object] | None:
+    try:
+        got = parse_line(raw, TYPE)
+    except LineRejected:
+        return None
+    return got.id, got.last_updated, got.version_id
+
+
+def _fast(lines: list[bytes]) -> list[tuple[str, object, object] | None]:
+    rows = check_block(pa.array(lines, pa.large_binary()), TYPE, MAX)
+    fast = rows.fast.to_pylist()
+    ids, lus, vids = rows.ids.to_pylist(), rows.last_updated.to_pylist(), rows.version_ids.to_pylist()
+    return [(ids[i], lus[i], vids[i]) if fast[i] else None for i in range(len(lines))]
+
+
+def _mutate(rng: random.Random, line: bytes) -> bytes:
+    data = bytearray(line)
+    for _ in range(rng.randint(1, 3)):
+        at = rng.randrange(len(data) + 1)
+        op = rng.randrange(3)
+        if op == 0 and at < len(data):
+            del data[at]
+        elif op == 1:
+            data.insert(at, rng.choice(_ALPHABET))
+        elif at < len(data):
+            data[at] = rng.choice(_ALPHABET)
+    return bytes(data)
+
+
+def test_ordinary_resources_are_fast_with_the_line_paths_keys() -> None:
+    lines = [orjson.dumps(t) for t in TEMPLATES]
+    assert _fast(lines) == [_keys(raw) for raw in lines]
+    assert all(k is not None for k in _fast(lines))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_mutated_lines_are_never_fast_where_the_line_path_disagrees(seed: int) -> None:
+    rng = random.Random(seed)
+    base = [orjson.dumps(t) for t in TEMPLATES]
+    lines = [_mutate(rng, rng.choice(base)) for _ in range(1500)]
+    fast = _fast(lines)
+    for raw, got in zip(lines, fast, strict=True):
+        if got is not None:
+            assert got == _keys(raw), raw
+    assert sum(k is not None for k in fast) > 100, "the fast check passed almost nothing"
+
+
+@pytest.mark.parametrize("depth", [500, 900, 990, 1000, 1022, 1023, 1024, 1025, 2000])
+def test_nesting_near_orjsons_limit_is_never_fast_where_orjson_refuses(depth: int) -> None:
+    line = b'{"resourceType":"Observation","id":"deep","v":' + b"[" * depth + b"]" * depth + b"}"
+    (got,) = _fast([line])
+    assert got is None or got == _keys(line)
+
+
+@pytest.mark.parametrize(
+    "number",
+    [b"1e400", b"-1E+309", b"1" * 250 + b"e99", b"9" * 400, b"1.5e308", b"1e-0400", b"0." + b"0" * 500 + b"1"],
+)
+def test_numbers_that_may_overflow_a_double_are_left_to_the_line_path(number: bytes) -> None:
+    line = b'{"resourceType":"Observation","id":"n","v":' + number + b"}"
+    (got,) = _fast([line])
+    assert got is None or got == _keys(line)
