@@ -81,6 +81,9 @@ def test_bench_runs_both_benchmarks_at_a_tiny_size(tmp_path: Path) -> None:
     assert set(results["verdicts"]) == {
         "bulk_resources_per_s",
         "bulk_peak_rss_mb",
+        "fast_bulk_resources_per_s",
+        "bulk_after_manifest_vs_raw",
+        "bulk_peak_rss_mb_every_size",
         "incremental_fetched_vs_changed",
         "incremental_requests_vs_changed",
         "scale_2_cpu_s_per_connection",
@@ -91,6 +94,7 @@ def test_bench_runs_both_benchmarks_at_a_tiny_size(tmp_path: Path) -> None:
     assert "2 conns, batch runs of 2" in scale_table(results["scale"])
     printed = table(results)
     assert "target bulk_peak_rss_mb" in printed and "baseline: raw end to end" in printed
+    assert "bulk: after the manifest, ehrsync / raw" in printed
     path = write_results(results, tmp_path / "out")
     assert orjson.loads(path.read_bytes())["sizes"] == {"patients": 12, "connections": 1, "change_ratio": 0.05}
     assert (tmp_path / "out" / "latest.json").read_bytes() == path.read_bytes()
@@ -141,7 +145,11 @@ def test_request_kinds(path: str, kind: str) -> None:
 
 def test_verdicts_flag_missed_targets() -> None:
     results = {
-        "bulk": {"ehrsync": {"resources_per_s": 19_999.0, "peak_rss_mb": 500.0}},
+        "bulk": {
+            "ehrsync": {"resources_per_s": 19_999.0, "peak_rss_mb": 500.0, "seconds": 30.0, "server_generation_s": 10},
+            "baseline": {"download_s": 3.0, "duckdb_load_s": 10.0},
+        },
+        "bulk_memory_scaling": [{"patients": 10, "peak_rss_mb": 250.0}, {"patients": 30, "peak_rss_mb": 257.0}],
         "incremental": {
             "incremental": {"fetched": 30},
             "no_change": {"fetched": 0},
@@ -153,6 +161,29 @@ def test_verdicts_flag_missed_targets() -> None:
     assert got == {
         "bulk_resources_per_s": False,
         "bulk_peak_rss_mb": False,
+        "fast_bulk_resources_per_s": False,
+        "bulk_after_manifest_vs_raw": False,  # 20 s after the manifest against 13 s raw: 1.54x
+        "bulk_peak_rss_mb_every_size": False,  # 257 MB at the second size
         "incremental_fetched_vs_changed": False,
         "incremental_requests_vs_changed": False,
+    }
+
+
+def test_issue14_bulk_targets_are_met_at_their_bounds() -> None:
+    results = {
+        "bulk": {
+            "ehrsync": {"resources_per_s": 50_000.0, "peak_rss_mb": 256.0, "seconds": 25.0, "server_generation_s": 10},
+            "baseline": {"download_s": 4.0, "duckdb_load_s": 6.0},  # 15 s after the manifest against 10 s: 1.5x
+        },
+        "bulk_memory_scaling": [{"patients": 10, "peak_rss_mb": 200.0}, {"patients": 30, "peak_rss_mb": 256.0}],
+    }
+    got = verdicts(results)
+    assert {n: got[n]["met"] for n in ("fast_bulk_resources_per_s", "bulk_after_manifest_vs_raw")} == {
+        "fast_bulk_resources_per_s": True,
+        "bulk_after_manifest_vs_raw": True,
+    }
+    assert got["bulk_peak_rss_mb_every_size"] == {
+        "target": "<= 256 at each size",
+        "value": "200 MB at 10 / 256 MB at 30",
+        "met": True,
     }
