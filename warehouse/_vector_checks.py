@@ -49,8 +49,10 @@ _INSTANT = (
     r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
 )
 # Text orjson rejects or ``reject_nul_escape`` quarantines, but msgspec might take: a ``\u0000`` escape, and a
-# number that may overflow a double (an exponent of 3+ digits, or 200+ digits, anywhere in the line).
-_SUSPECT = r"\\u0000|[0-9][eE][+-]?[0-9]{3}|[0-9]{200}"
+# number that may overflow a double (an exponent of 3+ digits, or 200+ integer digits). A JSON number follows a
+# key's ``":`` or an array's ``[``/``,``: anchoring there keeps ids such as ``5e012345-...`` on the fast path.
+_VALUE = r'("[ \t\r\n]*:|[\[,])[ \t\r\n]*-?'
+_SUSPECT = rf"\\u0000|{_VALUE}[0-9]+(\.[0-9]+)?[eE][+-]?[0-9]{{3}}|{_VALUE}[0-9]{{200}}"
 # orjson stops at 1,024 levels of nesting; a line shorter than this cannot have 1,000 brackets.
 _DEEP_BYTES = 2000
 _DEEP_BRACKETS = 1000
