@@ -134,7 +134,7 @@ class EngineLimits:
     bulk_max_file_bytes: int = DEFAULT_BULK_MAX_FILE_BYTES
     min_free_disk_bytes: int = DEFAULT_MIN_FREE_DISK_BYTES
     duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT  # the warehouse's (engine.warehouse_settings)
-    duckdb_threads: int | None = None  # None: the machine's cores
+    duckdb_threads: int | None = None  # None: see engine.warehouse_settings
     bulk_merge_group_bytes: int = DEFAULT_BULK_MERGE_GROUP_BYTES
 
     @classmethod

@@ -5,7 +5,8 @@ naming the variable; the values reach the steps through the Dagster resources, n
 
 - ``EHRSYNC_DUCKDB_MEMORY_LIMIT``: DuckDB's ``memory_limit`` of every warehouse connection (default 128MB). The
   merge raises it by itself for a chunk holding one large resource (``warehouse.limits.LARGE_ROW_MEMORY_FACTOR``).
-- ``EHRSYNC_DUCKDB_THREADS``: DuckDB's ``threads`` (unset: the machine's cores; more buys nothing).
+- ``EHRSYNC_DUCKDB_THREADS``: DuckDB's ``threads`` (unset: a sync step takes the cores the Bulk landing threads
+  leave, ``SyncEnvironment.default_duckdb_threads``; other steps the machine's cores; more buys nothing).
 - ``EHRSYNC_BULK_MERGE_GROUP_BYTES``: landed Bulk files merged per warehouse transaction (default 256 MiB).
 """
 
@@ -63,10 +64,10 @@ def duckdb_memory_limit(env: Mapping[str, str]) -> str:
 
 
 def duckdb_threads(env: Mapping[str, str]) -> int | None:
-    """``EHRSYNC_DUCKDB_THREADS``: a whole number 1..256, or None (unset: DuckDB uses the machine's cores)."""
+    """``EHRSYNC_DUCKDB_THREADS``: a whole number 1..256, or None (unset: the defaults in the module docstring)."""
     if DUCKDB_THREADS_ENV not in env:
         return None
-    return whole_number(env, DUCKDB_THREADS_ENV, 0, 1, MAX_DUCKDB_THREADS, "threads; unset: the machine's cores")
+    return whole_number(env, DUCKDB_THREADS_ENV, 0, 1, MAX_DUCKDB_THREADS, "threads; unset: chosen from the cores")
 
 
 def bulk_merge_group_bytes(env: Mapping[str, str]) -> int:

@@ -135,3 +135,28 @@ def test_unset_the_step_keeps_the_warehouse_defaults(app_db: AppDb, tmp_path: Pa
     assert isinstance(warehouse, WarehouseResource)
     with warehouse.open() as wh:
         assert _duckdb_settings(wh) == ("122.0 MiB", os.cpu_count() or 1)  # DuckDB shows 128 MB in MiB
+
+
+def test_unset_a_sync_steps_duckdb_leaves_the_bulk_landing_threads_their_cores(
+    app_db: AppDb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without EHRSYNC_DUCKDB_THREADS a sync step's DuckDB takes the cores the landing threads leave (at least one):
+    on 2 cores a second DuckDB thread beside two landing threads only cost CPU (docs/PERFORMANCE.md)."""
+    monkeypatch.setenv("INTEGRATIONS_TOKEN_ENC_KEY", base64.b64encode(os.urandom(32)).decode())
+    settings = PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path), "DATABASE_URL": app_db.url})
+    resources = default_resources(settings)
+    app, landing, warehouse = resources["app_db"], resources["landing"], resources["warehouse"]
+    http, policy = resources["ehr_http"], resources["policy"]
+    assert isinstance(app, AppDatabaseResource) and isinstance(landing, LandingZoneResource)
+    assert isinstance(warehouse, WarehouseResource) and isinstance(http, EhrHttpResource)
+    assert isinstance(policy, SyncPolicyResource)
+    with sync_environment(app, landing, warehouse, http, policy) as env:
+        expected = max(1, (os.cpu_count() or 1) - env.bulk_landing_concurrency)
+        assert env.default_duckdb_threads() == expected
+        with env.warehouse() as wh:
+            assert _duckdb_settings(wh) == ("122.0 MiB", expected)
+        monkeypatch.setattr(os, "cpu_count", lambda: 8)
+        assert env.default_duckdb_threads() == 8 - env.bulk_landing_concurrency
+        monkeypatch.setattr(os, "cpu_count", lambda: None)
+        assert env.default_duckdb_threads() == 1
+    http.close()
