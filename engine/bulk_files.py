@@ -194,8 +194,11 @@ def process_files(
     tmp_dir.mkdir(parents=True, exist_ok=True)
     failures = _Failures()
     try:
-        with env.warehouse() as wh, _WarehouseTurn(wh) as turn:
-            group = MergeGroup(wh, report, _mark_done(env), env.bulk_merge_group_bytes, env.landing_retention_days)
+        with (
+            env.warehouse() as wh,
+            _WarehouseTurn(wh) as turn,
+            MergeGroup(wh, report, _mark_done(env), env.bulk_merge_group_bytes, env.landing_retention_days) as group,
+        ):
             run = _FileRun(env, conn, job, run_id, report, wh, turn, group)
             to_fetch = []
             for f in files:

@@ -1,53 +1,102 @@
-"""Landed Bulk files wait here until enough bytes have gathered to merge them in one warehouse transaction.
+"""Landed Bulk files merge as they land, inside one warehouse transaction that commits once enough bytes gathered.
 
 A DuckDB commit per small file wrote every file through the write-ahead log and then again at the checkpoint,
-and left the database file twice its size (docs/PERFORMANCE.md, issue 14). The files are already recorded
-``landed`` when they join a group, so a crash before the group's commit loses nothing: the next run merges them
-again (BDX-24 makes the replay exact), and only after the commit are they marked ``done``.
+and left the database file twice its size (docs/PERFORMANCE.md, issue 14). So a group of files shares one
+transaction; each file merges into it as soon as it lands (waiting for the whole group first left the last group's
+merge alone on the critical path after the downloads ended), and the group commits at ``max_bytes`` of landed JSON.
+The files are already recorded ``landed`` when they join a group, so a crash before the group's commit loses
+nothing: the next run merges them again (BDX-24 makes the replay exact), and only after the commit are they marked
+``done``. A group that runs out of the database's memory limit rolls back and merges its files one at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import TracebackType
 
 from engine import bulk_state
 from engine.checkpoints import checkpoint
 from engine.landing_retention import drop_merged
 from engine.reports import BulkReport, TypeReport
-from warehouse import LandedFile, Warehouse, landed_json_bytes
+from warehouse import LandedFile, UpsertStats, Warehouse, WarehouseMemoryError, landed_json_bytes
 
 __all__ = ["MergeGroup"]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
 class MergeGroup:
-    """Landed output files of one export not merged yet; ``flush`` merges them together and marks them done."""
+    """Landed output files of one export merged in the open transaction; ``flush`` commits and marks them done.
+
+    Use it as a context manager: leaving it flushes, or on an exception rolls back what is not committed."""
 
     wh: Warehouse
     report: BulkReport
     mark_done: Callable[[bulk_state.FileView, LandedFile], None]
     max_bytes: int
     landing_retention_days: int | None = None
-    _files: list[tuple[bulk_state.FileView, LandedFile]] = field(default_factory=list)
+    _merged: list[tuple[bulk_state.FileView, LandedFile, UpsertStats]] = field(default_factory=list)
     _bytes: int = 0
+    _open: contextlib.ExitStack | None = None
 
     def add(self, f: bulk_state.FileView, landed: LandedFile) -> None:
-        """Queue one landed file; merges the group once it holds ``max_bytes`` of landed JSON, uncompressed (the
-        compressed file size let a whole 10,000-patient export, 830 MB of JSON, wait for one transaction at the
-        end, so nothing merged while files landed and DuckDB held every row of it at once)."""
-        self._files.append((f, landed))
+        """Merge one landed file into the group's transaction; commits the group once it holds ``max_bytes`` of
+        landed JSON, uncompressed (the compressed file size let a whole 10,000-patient export, 830 MB of JSON, wait
+        for one transaction at the end, and DuckDB held every row of it at once)."""
+        if self._open is None:
+            self._open = contextlib.ExitStack()
+            self._open.enter_context(self.wh.batch())
+            self._open.enter_context(self.wh.transaction())
+        try:
+            stats = self.wh.upsert(landed)
+        except BaseException as exc:
+            failed = self._rollback(exc)
+            if not isinstance(failed, WarehouseMemoryError) or not self._merged:  # nothing smaller to try
+                if failed is exc:
+                    raise
+                raise failed from exc
+            self._one_at_a_time([*((g, lf) for g, lf, _ in self._merged), (f, landed)], failed)
+            return
+        self._merged.append((f, landed, stats))
         self._bytes += landed_json_bytes(landed)
         if self._bytes >= self.max_bytes:
             self.flush()
 
     def flush(self) -> None:
-        """Merge every queued file in one transaction, then record each as done (in the order they landed)."""
-        if not self._files:
+        """Commit the open transaction, then record each of its files as done (in the order they landed)."""
+        if self._open is None:
             return
-        files, self._files, self._bytes = self._files, [], 0
-        stats = self.wh.upsert_many([landed for _, landed in files])
-        for (f, landed), counts in zip(files, stats, strict=True):
+        stack, self._open = self._open, None
+        stack.close()  # the commit: a failure here raises with every file still ``landed``
+        merged, self._merged, self._bytes = self._merged, [], 0
+        self._record(merged)
+
+    def _rollback(self, exc: BaseException) -> BaseException:
+        """Roll the open transaction back; the error to report (DuckDB's out-of-memory becomes a typed error)."""
+        stack, self._open = self._open, None
+        assert stack is not None
+        try:
+            stack.__exit__(type(exc), exc, exc.__traceback__)
+        except BaseException as raised:
+            return raised
+        return exc
+
+    def _one_at_a_time(self, files: list[tuple[bulk_state.FileView, LandedFile]], exc: WarehouseMemoryError) -> None:
+        _log.warning(
+            "merging %d landed files in one transaction ran out of memory (%s); merging them one at a time "
+            "(raise EHRSYNC_DUCKDB_MEMORY_LIMIT or lower EHRSYNC_BULK_MERGE_GROUP_BYTES to avoid the retry)",
+            len(files),
+            str(exc).split(":", 1)[0],
+        )
+        self._merged, self._bytes = [], 0
+        self._record([(f, landed, self.wh.upsert(landed)) for f, landed in files])
+
+    def _record(self, merged: list[tuple[bulk_state.FileView, LandedFile, UpsertStats]]) -> None:
+        for f, landed, counts in merged:
             self.report.type_report(f.resource_type).absorb(
                 TypeReport(
                     f.resource_type,
@@ -63,4 +112,14 @@ class MergeGroup:
             self.mark_done(f, landed)
             checkpoint("bulk.file_upserted")
         # EHRSYNC_LANDING_RETENTION_DAYS=0: gone once merged
-        drop_merged(self.landing_retention_days, [landed for _, landed in files])
+        drop_merged(self.landing_retention_days, [landed for _, landed, _ in merged])
+
+    def __enter__(self) -> MergeGroup:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc is None:
+            self.flush()
+        elif self._open is not None:  # merged but not committed: roll back, the files stay ``landed``
+            self._rollback(exc)
+            self._merged, self._bytes = [], 0

@@ -1,8 +1,10 @@
-"""Landed Bulk files are merged in groups (engine/bulk_merge_group.py): whatever the group size, an export ends
-with the same warehouse, the same report and every file ``done``; no file is ``done`` before its group commits."""
+"""Landed Bulk files are merged in groups (engine/bulk_merge_group.py): each merges into the group's transaction as it
+lands; whatever the group size, an export ends with the same warehouse, the same report and every file ``done``; no
+file is ``done`` before its group commits, and a failed group leaves nothing of it merged."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from engine import BulkReport, run_bulk_export
@@ -11,7 +13,8 @@ from engine.bulk_state import FileView
 from engine.models import BulkJobFile
 from tests.engine.helpers import connect_backend, content_fingerprint, make_environment
 from tests.warehouse.conftest import land, resource
-from warehouse import LandingZone, Warehouse, landed_json_bytes, open_warehouse
+from warehouse import LandedFile, LandingZone, UpsertStats, WarehouseMemoryError, landed_json_bytes, open_warehouse
+from warehouse.duckdb_backend import DuckDBWarehouse
 
 
 def _export(tmp_path, sandbox, http, name: str, group_bytes: int):
@@ -27,20 +30,21 @@ def _export(tmp_path, sandbox, http, name: str, group_bytes: int):
 
 def test_group_size_changes_nothing_but_the_number_of_transactions(shared_sb, http, tmp_path, monkeypatch) -> None:
     groups: list[int] = []
-    real = Warehouse.upsert_many
+    real = MergeGroup.flush
 
-    def counting(self: Warehouse, files):  # type: ignore[no-untyped-def]
-        groups.append(len(files))
-        return real(self, files)
+    def counting(self: MergeGroup) -> None:
+        if self._merged:
+            groups.append(len(self._merged))
+        real(self)
 
-    monkeypatch.setattr(Warehouse, "upsert_many", counting)
+    monkeypatch.setattr(MergeGroup, "flush", counting)
     one_by_one, report_one, states_one = _export(tmp_path, shared_sb, http, "one", group_bytes=1)
     per_file = list(groups)
     groups.clear()
     together, report_all, states_all = _export(tmp_path, shared_sb, http, "all", group_bytes=1 << 40)
 
-    assert per_file and set(per_file) == {1}, "a 1-byte group merges each landed file on its own"
-    assert sum(groups) == len(per_file) and len(groups) < len(per_file), "a large group merges files together"
+    assert per_file and set(per_file) == {1}, "a 1-byte group commits each landed file on its own"
+    assert sum(groups) == len(per_file) and len(groups) < len(per_file), "a large group commits files together"
     assert set(states_one) == set(states_all) == {"done"}
     assert {t: (r.created, r.fetched) for t, r in report_one.types.items()} == {
         t: (r.created, r.fetched) for t, r in report_all.types.items()
@@ -54,20 +58,25 @@ def test_a_failed_group_leaves_its_files_landed_for_the_next_run(shared_sb, http
     world = make_environment(tmp_path / "w", http=http)
     world.env.bulk_merge_group_bytes = 1 << 40
     conn = connect_backend(world, shared_sb, http=http, group_id="grp0")
-    real = Warehouse.upsert_many
+    real = DuckDBWarehouse.upsert
+    calls: list[str] = []
 
-    def failing(self: Warehouse, files):  # type: ignore[no-untyped-def]
-        real(self, files[:1])  # one file merged (and committed), then the group fails: a replay must be exact
-        raise OSError("disk full while merging")
+    def failing(self: DuckDBWarehouse, landed: LandedFile) -> UpsertStats:
+        calls.append(landed.resource_type)
+        if len(calls) == 2:  # the first file merged into the group's transaction, then the group fails
+            raise OSError("disk full while merging")
+        return real(self, landed)
 
-    monkeypatch.setattr(Warehouse, "upsert_many", failing)
+    monkeypatch.setattr(DuckDBWarehouse, "upsert", failing)
     failed = run_bulk_export(world.env, conn, "first")
     assert failed.status == "failed" and "disk full" in (failed.error or "")
     with world.env.db.session() as session:
         states = set(session.scalars(select(BulkJobFile.state).where(BulkJobFile.kind == "output")))
     assert "done" not in states and "landed" in states
+    with open_warehouse(world.env.warehouse_target) as wh:
+        assert wh.live_ids(conn, calls[0]) == set(), "the first file's merge was rolled back with its group"
 
-    monkeypatch.setattr(Warehouse, "upsert_many", real)
+    monkeypatch.setattr(DuckDBWarehouse, "upsert", real)
     report = run_bulk_export(world.env, conn, "second")
     assert report.status == "completed", report.error
     assert report.resumed
@@ -88,9 +97,49 @@ def test_a_group_is_sized_by_its_uncompressed_json_not_by_the_parquet_files(tmp_
         views = [FileView(k, "output", "Observation", f"file{k}", None, "landed", None, 0) for k in range(3)]
         group.add(views[0], files[0])
         assert merged == []
+        assert len(wh.live_ids("c1", "Observation")) == 100, "merged into the open transaction as it landed"
         group.add(views[1], files[1])  # two files' JSON reach the bound: merged and marked done together
         assert merged == ["file0", "file1"]
         group.add(views[2], files[2])
         group.flush()
         assert merged == ["file0", "file1", "file2"]
         assert len(wh.live_ids("c1", "Observation")) == 300
+
+
+def test_a_group_out_of_memory_rolls_back_and_merges_its_files_one_at_a_time(tmp_path, caplog) -> None:
+    zone = LandingZone(tmp_path / "zone")
+    files = [land(zone, [resource(f"o{k}-{i}") for i in range(50)], run_id=f"r{k}") for k in range(3)]
+    views = [FileView(k, "output", "Observation", f"file{k}", None, "landed", None, 0) for k in range(3)]
+    merged: list[str] = []
+    with open_warehouse(str(tmp_path / "wh.duckdb")) as wh:
+        assert isinstance(wh, DuckDBWarehouse)
+        real = wh.upsert
+        in_group: list[bool] = []
+
+        def upsert(landed: LandedFile) -> UpsertStats:
+            in_group.append(wh.in_transaction)
+            if wh.in_transaction and len(in_group) == 3:  # the group's third file does not fit in memory
+                raise WarehouseMemoryError("DuckDB ran out of its memory limit (64MB) in transaction: simulated")
+            return real(landed)
+
+        wh.upsert = upsert  # type: ignore[method-assign]
+        with MergeGroup(wh, BulkReport("run", "c1"), lambda f, landed: merged.append(f.url), 1 << 40) as group:
+            for view, landed in zip(views, files, strict=True):
+                group.add(view, landed)
+            assert merged == ["file0", "file1", "file2"], "the fallback committed and recorded each file"
+        assert in_group == [True, True, True, False, False, False]
+        assert len(wh.live_ids("c1", "Observation")) == 150
+    assert "merging them one at a time" in caplog.text
+
+
+def test_leaving_the_group_on_an_error_rolls_back_what_it_merged(tmp_path) -> None:
+    zone = LandingZone(tmp_path / "zone")
+    landed = land(zone, [resource(f"o{i}") for i in range(20)], run_id="r0")
+    merged: list[str] = []
+    with open_warehouse(str(tmp_path / "wh.duckdb")) as wh:
+        group = MergeGroup(wh, BulkReport("run", "c1"), lambda f, lf: merged.append(f.url), 1 << 40)
+        with pytest.raises(KeyboardInterrupt), group:
+            group.add(FileView(0, "output", "Observation", "file0", None, "landed", None, 0), landed)
+            raise KeyboardInterrupt
+        assert merged == [] and wh.live_ids("c1", "Observation") == set()
+        assert not wh.in_transaction
