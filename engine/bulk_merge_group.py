@@ -48,9 +48,7 @@ class MergeGroup:
         landed JSON, uncompressed (the compressed file size let a whole 10,000-patient export, 830 MB of JSON, wait
         for one transaction at the end, and DuckDB held every row of it at once)."""
         if self._open is None:
-            self._open = contextlib.ExitStack()
-            self._open.enter_context(self.wh.batch())
-            self._open.enter_context(self.wh.transaction())
+            self._open = self._begin()
         try:
             stats = self.wh.upsert(landed)
         except BaseException as exc:
@@ -74,6 +72,13 @@ class MergeGroup:
         stack.close()  # the commit: a failure here raises with every file still ``landed``
         merged, self._merged, self._bytes = self._merged, [], 0
         self._record(merged)
+
+    def _begin(self) -> contextlib.ExitStack:
+        """Hold the warehouse's writer and open the group's transaction (both released if either fails)."""
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self.wh.batch())
+            stack.enter_context(self.wh.transaction())
+            return stack.pop_all()
 
     def _rollback(self, exc: BaseException) -> BaseException:
         """Roll the open transaction back; the error to report (DuckDB's out-of-memory becomes a typed error)."""
