@@ -54,6 +54,7 @@ class MergeGroup:
         except BaseException as exc:
             failed = self._rollback(exc)
             if not isinstance(failed, WarehouseMemoryError) or not self._merged:  # nothing smaller to try
+                self._merged = []  # rolled back: never recorded as done
                 if failed is exc:
                     raise
                 raise failed from exc
@@ -69,8 +70,8 @@ class MergeGroup:
         if self._open is None:
             return
         stack, self._open = self._open, None
-        stack.close()  # the commit: a failure here raises with every file still ``landed``
         merged, self._merged, self._bytes = self._merged, [], 0
+        stack.close()  # the commit: a failure here raises with every file still ``landed``, none recorded
         self._record(merged)
 
     def _begin(self) -> contextlib.ExitStack:
@@ -84,6 +85,7 @@ class MergeGroup:
         """Roll the open transaction back; the error to report (DuckDB's out-of-memory becomes a typed error)."""
         stack, self._open = self._open, None
         assert stack is not None
+        self._bytes = 0  # ``_merged`` stays for the caller's fallback; nothing of it is committed
         try:
             stack.__exit__(type(exc), exc, exc.__traceback__)
         except BaseException as raised:
@@ -127,4 +129,4 @@ class MergeGroup:
             self.flush()
         elif self._open is not None:  # merged but not committed: roll back, the files stay ``landed``
             self._rollback(exc)
-            self._merged, self._bytes = [], 0
+            self._merged = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from connectors.http import outbound_url_guard
 from connectors.providers import ProviderPlugin, get_provider
 from connectors.smart import ScopeSet, parse_scopes
 from connectors.transport import BodyBounds
+from engine.cores import threads_beside
 from engine.errors import ConnectionNotFoundError, ConnectionNotSyncableError
 from store import AppDatabase, TokenVault
 from store.models import Connection, ProviderConfig
@@ -143,10 +143,8 @@ class SyncEnvironment:
             wh.close()
 
     def default_duckdb_threads(self) -> int:
-        """DuckDB threads when EHRSYNC_DUCKDB_THREADS is unset: the cores the Bulk landing threads leave, at least
-        one. A merge statement covers one landed file; on 2 cores a second DuckDB thread beside two landing threads
-        cost ~3 s of CPU per 10,000-patient export and bought no time (docs/PERFORMANCE.md, fifth session)."""
-        return max(1, (os.cpu_count() or 1) - self.bulk_landing_concurrency)
+        """DuckDB threads when EHRSYNC_DUCKDB_THREADS is unset (``engine.cores.threads_beside``)."""
+        return threads_beside(self.bulk_landing_concurrency)
 
     def rate_limiter(self, conn: ConnectionInfo) -> RateLimiter | None:
         """One limiter per FHIR base for the vendor's budget (e.g. eCW per practice), shared by every client."""

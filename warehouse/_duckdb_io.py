@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 # to a whole row group (122,880 rows by default, ~90 MB of FHIR JSON); a quarter of that merged the same files
 # with ~5 s less CPU per 10,000-patient export and 10-30 MB less peak (docs/PERFORMANCE.md). A multiple of 2,048.
 WRITER_ROW_GROUP_ROWS = 30_720
+WRITER_CATALOG = "ehrsync_warehouse"
 
 
 class DuckCursor:
@@ -103,16 +104,17 @@ def connect(
 
 def _open(path: Path, config: dict[str, str], *, read_only: bool) -> duckdb.DuckDBPyConnection:
     """A reader's plain connection, or a writer's: ``path`` attached with ``WRITER_ROW_GROUP_ROWS`` (an option
-    DuckDB takes only when attaching, and does not keep in the file) to an in-memory database, and made the default
-    catalog under the name a plain ``duckdb.connect(path)`` gives it, with the temporary directory it would use."""
+    DuckDB takes only when attaching, and does not keep in the file) to an in-memory database as the default
+    catalog, with the temporary directory a plain connection would use. The catalog has a fixed name: the file's
+    own name may be one DuckDB reserves (``main``, ``temp``, ``system``) or the in-memory database's (``memory``);
+    nothing stored in the file names its catalog, so a plain connection reads what the writer wrote."""
     if read_only:
         return duckdb.connect(str(path), read_only=True, config=dict(config))
     conn = duckdb.connect(":memory:", config={"temp_directory": f"{path}.tmp", **config})
     try:
-        name = path.stem.replace('"', '""')
         literal = str(path).replace("'", "''")
-        conn.execute(f"ATTACH '{literal}' AS \"{name}\" (ROW_GROUP_SIZE {WRITER_ROW_GROUP_ROWS})")
-        conn.execute(f'USE "{name}"')
+        conn.execute(f"ATTACH '{literal}' AS {WRITER_CATALOG} (ROW_GROUP_SIZE {WRITER_ROW_GROUP_ROWS})")
+        conn.execute(f"USE {WRITER_CATALOG}")
     except BaseException:
         conn.close()
         raise

@@ -1,7 +1,7 @@
 """``count_ndjson_lines`` (the manifest ``count`` check, BDX-20) counts exactly what the line reader yields.
 
-The count runs per block in C; these cases put blank lines, whitespace-only lines, CRLF and a missing last
-newline on every side of a block boundary, and compare with ``iter_ndjson_lines`` (one Python step per line).
+The count reads the file a block at a time; these cases put blank lines, whitespace-only lines, CRLF and a missing
+last newline on every side of a block boundary, and compare with ``iter_ndjson_lines`` (the line reader).
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from engine import cores
+from engine.cores import usable_cores
 from engine.errors import PipelineConfigurationError
 from engine.settings import EngineLimits, PipelineSettings
 from pipelines.defs._shared.environment import sync_environment
@@ -151,12 +153,23 @@ def test_unset_a_sync_steps_duckdb_leaves_the_bulk_landing_threads_their_cores(
     assert isinstance(warehouse, WarehouseResource) and isinstance(http, EhrHttpResource)
     assert isinstance(policy, SyncPolicyResource)
     with sync_environment(app, landing, warehouse, http, policy) as env:
-        expected = max(1, (os.cpu_count() or 1) - env.bulk_landing_concurrency)
+        expected = max(1, usable_cores() - env.bulk_landing_concurrency)
         assert env.default_duckdb_threads() == expected
         with env.warehouse() as wh:
             assert _duckdb_settings(wh) == ("122.0 MiB", expected)
-        monkeypatch.setattr(os, "cpu_count", lambda: 8)
+        monkeypatch.setattr(cores, "usable_cores", lambda: 8)
         assert env.default_duckdb_threads() == 8 - env.bulk_landing_concurrency
-        monkeypatch.setattr(os, "cpu_count", lambda: None)
+        monkeypatch.setattr(cores, "usable_cores", lambda: 1)
         assert env.default_duckdb_threads() == 1
     http.close()
+
+
+def test_usable_cores_follow_the_process_affinity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container's cpuset, not the host's core count (``os.cpu_count`` ignores affinity)."""
+    if hasattr(os, "sched_getaffinity"):
+        assert usable_cores() == len(os.sched_getaffinity(0))
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})
+        assert usable_cores() == 1
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert usable_cores() == 6
