@@ -110,7 +110,6 @@ def check_block(lines: pa.Array, resource_type: str, max_bytes: int) -> FastRows
     ids: list[str | None] = [None] * n
     vids: list[str | None] = [None] * n
     lus: list[str | None] = [None] * n
-    decoded = [False] * n
     decode, unset, raw = _DECODE, msgspec.UNSET, lines.to_pylist()
     for i in pc.indices_nonzero(candidate).to_pylist():
         try:
@@ -119,8 +118,7 @@ def check_block(lines: pa.Array, resource_type: str, max_bytes: int) -> FastRows
             continue
         if keys.resourceType != resource_type or not keys.id:
             continue
-        decoded[i] = True
-        ids[i] = keys.id
+        ids[i] = keys.id  # set only for a line that decoded with its keys: what ``fast`` starts from
         meta = keys.meta
         if meta is not unset:
             vids[i] = None if meta.versionId is unset else meta.versionId
@@ -133,11 +131,12 @@ def check_block(lines: pa.Array, resource_type: str, max_bytes: int) -> FastRows
             pc.and_(pc.greater_equal(lu, "0002"), pc.less(lu, "9999")),
         ),
     )
-    fast = pc.and_(pa.array(decoded, pa.bool_()), pc.fill_null(lu_ok, False))
+    rid = pa.array(ids, pa.string())
+    fast = pc.and_(pc.is_valid(rid), pc.fill_null(lu_ok, False))
     fast, instants = _instants(pc.if_else(fast, lu, None), fast)
     return FastRows(
         fast,
-        pc.if_else(fast, pa.array(ids, pa.string()), None),
+        pc.if_else(fast, rid, None),
         pc.if_else(fast, pa.array(vids, pa.string()), None),
         instants,
     )
