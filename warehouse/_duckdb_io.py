@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from warehouse.errors import WarehouseLockTimeoutError
 from warehouse.limits import large_row_bytes
 
-__all__ = ["DuckCursor", "chunk_ranges", "connect", "temporary_setting"]
+__all__ = ["DuckCursor", "chunk_ranges", "connect", "path_literal", "temporary_setting"]
 
 logger = logging.getLogger(__name__)
 # Rows per row group of what a writer appends. DuckDB holds a transaction's appended rows uncompressed in memory up
@@ -112,13 +112,17 @@ def _open(path: Path, config: dict[str, str], *, read_only: bool) -> duckdb.Duck
         return duckdb.connect(str(path), read_only=True, config=dict(config))
     conn = duckdb.connect(":memory:", config={"temp_directory": f"{path}.tmp", **config})
     try:
-        literal = str(path).replace("'", "''")
-        conn.execute(f"ATTACH '{literal}' AS {WRITER_CATALOG} (ROW_GROUP_SIZE {WRITER_ROW_GROUP_ROWS})")
+        conn.execute(f"ATTACH {path_literal(path)} AS {WRITER_CATALOG} (ROW_GROUP_SIZE {WRITER_ROW_GROUP_ROWS})")
         conn.execute(f"USE {WRITER_CATALOG}")
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def path_literal(path: Path) -> str:
+    """``path`` as a quoted SQL string literal (DuckDB's ``ATTACH`` takes no parameter)."""
+    return "'" + str(path).replace("'", "''") + "'"
 
 
 def chunk_ranges(meta: pq.FileMetaData, max_rows: int, max_bytes: int) -> list[tuple[int, int] | None]:

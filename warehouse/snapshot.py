@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from warehouse._duckdb_io import path_literal
 from warehouse._filelock import file_lock
 from warehouse.duckdb_backend import DuckDBWarehouse
 from warehouse.errors import InvalidInputError, WarehouseError
@@ -89,10 +90,6 @@ def generations(root: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and _GENERATION.match(p.name))
 
 
-def _literal(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
 def _checked(views: Sequence[str]) -> list[str]:
     bad = [v for v in views if not _NAME.match(v)]
     if bad or not views:
@@ -135,12 +132,12 @@ def _materialize(wh: DuckDBWarehouse, names: list[str], folder: Path) -> list[An
     """Each view into a table of ``analyst.duckdb`` (one attached, brand-new file) and a Parquet file."""
     tables: list[AnalystTable] = []
     with wh._read() as cur:
-        cur.execute(f"ATTACH {_literal(folder / DATABASE_FILE)} AS analyst_snapshot (READ_WRITE)")
+        cur.execute(f"ATTACH {path_literal(folder / DATABASE_FILE)} AS analyst_snapshot (READ_WRITE)")
         try:
             for name in names:
                 cur.execute(f'CREATE TABLE analyst_snapshot."{name}" AS SELECT * FROM "{name}"')
                 parquet = folder / f"{name}.parquet"
-                cur.execute(f'COPY analyst_snapshot."{name}" TO {_literal(parquet)} (FORMAT parquet)')
+                cur.execute(f'COPY analyst_snapshot."{name}" TO {path_literal(parquet)} (FORMAT parquet)')
                 cur.execute(f'SELECT count(*) FROM analyst_snapshot."{name}"')
                 row = cur.fetchone()
                 cur.execute(
