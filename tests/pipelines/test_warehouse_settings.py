@@ -100,6 +100,19 @@ def _duckdb_settings(wh: Warehouse) -> tuple[str, int]:
     return str(row[0]), int(row[1])
 
 
+def _step_resources(
+    settings: PipelineSettings,
+) -> tuple[AppDatabaseResource, LandingZoneResource, WarehouseResource, EhrHttpResource, SyncPolicyResource]:
+    """The resources a sync step's environment is built from, as ``default_resources`` configures them."""
+    resources = default_resources(settings)
+    app, landing, warehouse = resources["app_db"], resources["landing"], resources["warehouse"]
+    http, policy = resources["ehr_http"], resources["policy"]
+    assert isinstance(app, AppDatabaseResource) and isinstance(landing, LandingZoneResource)
+    assert isinstance(warehouse, WarehouseResource) and isinstance(http, EhrHttpResource)
+    assert isinstance(policy, SyncPolicyResource)
+    return app, landing, warehouse, http, policy
+
+
 def test_the_settings_reach_a_sync_steps_duckdb_connection_and_environment(
     app_db: AppDb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -114,12 +127,7 @@ def test_the_settings_reach_a_sync_steps_duckdb_connection_and_environment(
             "EHRSYNC_BULK_MERGE_GROUP_BYTES": "1048576",
         }
     )
-    resources = default_resources(settings)
-    app, landing, warehouse = resources["app_db"], resources["landing"], resources["warehouse"]
-    http, policy = resources["ehr_http"], resources["policy"]
-    assert isinstance(app, AppDatabaseResource) and isinstance(landing, LandingZoneResource)
-    assert isinstance(warehouse, WarehouseResource) and isinstance(http, EhrHttpResource)
-    assert isinstance(policy, SyncPolicyResource)
+    app, landing, warehouse, http, policy = _step_resources(settings)
     assert (warehouse.duckdb_memory_limit, warehouse.duckdb_threads) == ("96MiB", 1)  # the UI's resource config
     with sync_environment(app, landing, warehouse, http, policy) as env:
         assert env.bulk_merge_group_bytes == MIB
@@ -146,12 +154,7 @@ def test_unset_a_sync_steps_duckdb_leaves_the_bulk_landing_threads_their_cores(
     on 2 cores a second DuckDB thread beside two landing threads only cost CPU (docs/PERFORMANCE.md)."""
     monkeypatch.setenv("INTEGRATIONS_TOKEN_ENC_KEY", base64.b64encode(os.urandom(32)).decode())
     settings = PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path), "DATABASE_URL": app_db.url})
-    resources = default_resources(settings)
-    app, landing, warehouse = resources["app_db"], resources["landing"], resources["warehouse"]
-    http, policy = resources["ehr_http"], resources["policy"]
-    assert isinstance(app, AppDatabaseResource) and isinstance(landing, LandingZoneResource)
-    assert isinstance(warehouse, WarehouseResource) and isinstance(http, EhrHttpResource)
-    assert isinstance(policy, SyncPolicyResource)
+    app, landing, warehouse, http, policy = _step_resources(settings)
     with sync_environment(app, landing, warehouse, http, policy) as env:
         expected = max(1, usable_cores() - env.bulk_landing_concurrency)
         assert env.default_duckdb_threads() == expected
