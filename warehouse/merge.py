@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,7 +23,7 @@ from warehouse._cursor import Cursor
 from warehouse._purge import Purge
 from warehouse._reads import KeyCounts, Reads
 from warehouse._records import Records
-from warehouse.errors import InvalidInputError, LandedFileError, SchemaVersionError, WarehouseMemoryError
+from warehouse.errors import InvalidInputError, LandedFileError, SchemaVersionError
 from warehouse.landed import LANDING_SCHEMA, LandedFile
 
 __all__ = ["Cursor", "KeyCounts", "UpsertStats", "Warehouse"]
@@ -113,35 +113,15 @@ class Warehouse(Records, Reads, Purge):
     # -- BDX-24 -------------------------------------------------------------------------------------------------
     @property
     def in_transaction(self) -> bool:
-        """Inside ``transaction()``: a failure there belongs to the caller's transaction, not to a retry here."""
+        """Inside ``transaction()``: the writes join it instead of committing each on its own."""
         return False
 
     def transaction(self) -> AbstractContextManager[None]:
-        """Make the writes inside one transaction, committed at the end (all or nothing). Backends whose commits
-        are cheap need nothing here: each write stays its own transaction."""
+        """Make the writes inside one transaction, committed at the end (all or nothing): a Bulk export's merge
+        group (engine/bulk_merge_group.py; on DuckDB a commit per small file wrote each through the log and doubled
+        the database file). Backends whose commits are cheap need nothing here: each write stays its own
+        transaction. A DuckDB transaction that runs out of the memory limit raises ``WarehouseMemoryError``."""
         return nullcontext()
-
-    def upsert_many(self, files: Sequence[LandedFile]) -> list[UpsertStats]:
-        """Merge several landed files in one transaction where the backend makes that cheaper (DuckDB: a commit
-        per small file wrote each through the log and doubled the database file, docs/PERFORMANCE.md); there a
-        failure leaves none of them merged, elsewhere each file is its own transaction. Either way, replaying all
-        of them after a failure is exact (BDX-24). Where the transaction runs out of the engine's memory limit
-        (DuckDB keeps a transaction's new rows and keys in memory until it commits), it is rolled back and the
-        files merge one at a time, each as ``upsert`` alone would: slower, but a small limit still completes."""
-        with self.batch():
-            try:
-                with self.transaction():
-                    return [self.upsert(landed) for landed in files]
-            except WarehouseMemoryError as exc:
-                if self.in_transaction or len(files) < 2:  # the caller's transaction, or nothing smaller to try
-                    raise
-                logger.warning(
-                    "merging %d landed files in one transaction ran out of memory (%s); merging them one at a time "
-                    "(raise EHRSYNC_DUCKDB_MEMORY_LIMIT or lower EHRSYNC_BULK_MERGE_GROUP_BYTES to avoid the retry)",
-                    len(files),
-                    str(exc).split(":", 1)[0],
-                )
-            return [self.upsert(landed) for landed in files]
 
     @staticmethod
     def _log_stats(landed: LandedFile, stats: UpsertStats) -> None:

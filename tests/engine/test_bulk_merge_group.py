@@ -4,6 +4,10 @@ file is ``done`` before its group commits, and a failed group leaves nothing of 
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
+import orjson
 import pytest
 from sqlalchemy import select
 
@@ -11,9 +15,18 @@ from engine import BulkReport, run_bulk_export
 from engine.bulk_merge_group import MergeGroup
 from engine.bulk_state import FileView
 from engine.models import BulkJobFile
+from sandbox.data.generator import Generator
 from tests.engine.helpers import connect_backend, content_fingerprint, make_environment
 from tests.warehouse.conftest import land, resource
-from warehouse import LandedFile, LandingZone, UpsertStats, WarehouseMemoryError, landed_json_bytes, open_warehouse
+from warehouse import (
+    LandedFile,
+    LandingZone,
+    UpsertStats,
+    WarehouseMemoryError,
+    land_ndjson_file,
+    landed_json_bytes,
+    open_warehouse,
+)
 from warehouse.duckdb_backend import DuckDBWarehouse
 
 
@@ -143,3 +156,80 @@ def test_leaving_the_group_on_an_error_rolls_back_what_it_merged(tmp_path) -> No
             raise KeyboardInterrupt
         assert merged == [] and wh.live_ids("c1", "Observation") == set()
         assert not wh.in_transaction
+
+
+def _observation_files(zone: LandingZone, tmp_path: Path, *, patients: int, rows_per_file: int) -> list[LandedFile]:
+    """The sandbox's own Observations (the shape of a real export), landed as Bulk files of ``rows_per_file``."""
+    generator = Generator(seed=1, patients=patients)
+    lines = [orjson.dumps(r) for i in range(patients) for r in generator.patient_resources(i, ["Observation"])]
+    files = []
+    for start in range(0, len(lines), rows_per_file):
+        ndjson = tmp_path / f"Observation_{start}.ndjson"
+        ndjson.write_bytes(b"\n".join(lines[start : start + rows_per_file]) + b"\n")
+        source = f"https://ehr.example/bulk/{ndjson.name}"
+        files.append(
+            land_ndjson_file(
+                zone, ndjson, connection_id="c" * 32, resource_type="Observation", run_id="r1", source=source
+            )
+        )
+    return files
+
+
+def _view(k: int) -> FileView:
+    return FileView(k, "output", "Observation", f"file{k}", None, "landed", None, 0)
+
+
+def test_a_group_that_runs_out_of_memory_is_merged_again_one_file_at_a_time(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DuckDB holds a transaction's new rows in memory until it commits, and a group of files that does not fit
+    must not fail an export whose files fit one at a time: the group is rolled back and merged file by file.
+    (Whether a given group fits depends on DuckDB's threads, so the test makes the last file too large for the
+    limit even alone: the retry then merges the first file, fails on the last one loudly, marks nothing done, and
+    a replay with more memory completes with exact counts.)"""
+    zone = LandingZone(tmp_path / "zone")
+    small = land(zone, [resource(f"s{k}") for k in range(50)], connection_id="c" * 32, run_id="r0")
+    large = _observation_files(zone, tmp_path, patients=600, rows_per_file=100_000)[0]
+    merged: list[str] = []
+    wh = DuckDBWarehouse(tmp_path / "wh.duckdb", memory_limit="16MB")
+    group = MergeGroup(wh, BulkReport("run", "c" * 32), lambda f, landed: merged.append(f.url), 1 << 40)
+    with (
+        caplog.at_level(logging.WARNING, logger="engine.bulk_merge_group"),
+        pytest.raises(WarehouseMemoryError, match="16MB"),
+        group,
+    ):
+        group.add(_view(0), small)
+        group.add(_view(1), large)
+    assert "merging 2 landed files in one transaction ran out of memory" in caplog.text
+    assert len(wh.live_ids("c" * 32, "Observation")) == 50  # merged by the retry, alone
+    assert merged == [], "nothing is marked done: the next run replays both files"
+    wh.close()
+    roomy = DuckDBWarehouse(tmp_path / "wh.duckdb", memory_limit="256MB")
+    report = BulkReport("run2", "c" * 32)
+    with MergeGroup(roomy, report, lambda f, landed: merged.append(f.url), 1 << 40) as again:
+        again.add(_view(0), small)
+        again.add(_view(1), large)
+    roomy.close()
+    assert merged == ["file0", "file1"]
+    observations = report.types["Observation"]
+    assert (observations.created, observations.unchanged) == (large.rows, 50)
+
+
+def test_a_single_file_that_does_not_fit_fails_loudly_without_a_retry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing smaller to retry: the memory error names the limit, and nothing is merged or marked done."""
+    zone = LandingZone(tmp_path / "zone")
+    files = _observation_files(zone, tmp_path, patients=600, rows_per_file=100_000)
+    merged: list[str] = []
+    wh = DuckDBWarehouse(tmp_path / "wh.duckdb", memory_limit="16MB")
+    group = MergeGroup(wh, BulkReport("run", "c" * 32), lambda f, landed: merged.append(f.url), 1 << 40)
+    with (
+        caplog.at_level(logging.WARNING, logger="engine.bulk_merge_group"),
+        pytest.raises(WarehouseMemoryError, match="16MB"),
+        group,
+    ):
+        group.add(_view(0), files[0])
+    assert "one at a time" not in caplog.text
+    assert wh.live_ids("c" * 32, "Observation") == set() and merged == []
+    wh.close()

@@ -1,5 +1,5 @@
-"""``Warehouse.upsert_many``: several landed files merged together (one transaction on DuckDB, where a commit per
-small file cost half the merge), with exactly the outcomes of separate upserts."""
+"""Several landed files merged in one ``Warehouse.transaction()`` (what a Bulk merge group does; on DuckDB a commit
+per small file cost half the merge) have exactly the outcomes of separate upserts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.warehouse.conftest import land, resource
-from warehouse import LandedFile, LandingZone, Warehouse
+from warehouse import LandedFile, LandingZone, UpsertStats, Warehouse
 from warehouse.duckdb_backend import DuckDBWarehouse
 from warehouse.errors import LandedFileError
 
@@ -29,20 +29,21 @@ def _files(zone: LandingZone) -> list[LandedFile]:
     return [first, second, patients]
 
 
-def test_upsert_many_counts_each_file_like_separate_upserts(wh: Warehouse, zone: LandingZone, tmp_path: Path) -> None:
+def _in_one_transaction(wh: Warehouse, files: list[LandedFile]) -> list[UpsertStats]:
+    with wh.batch(), wh.transaction():
+        return [wh.upsert(landed) for landed in files]
+
+
+def test_files_in_one_transaction_count_like_separate_upserts(wh: Warehouse, zone: LandingZone, tmp_path: Path) -> None:
     files = _files(zone)
-    stats = wh.upsert_many(files)
+    stats = _in_one_transaction(wh, files)
     assert [(s.inserted, s.updated, s.unchanged, s.duplicates) for s in stats] == [
         (30, 0, 0, 0),
         (10, 10, 10, 1),
         (5, 0, 0, 0),
     ]
     assert len(wh.live_ids("c1", "Observation")) == 40
-    assert wh.upsert_many(files)[1].unchanged == 30  # a replay of the group changes nothing
-
-
-def test_upsert_many_of_nothing_is_nothing(wh: Warehouse) -> None:
-    assert wh.upsert_many([]) == []
+    assert _in_one_transaction(wh, files)[1].unchanged == 30  # a replay of the group changes nothing
 
 
 def test_a_failing_file_leaves_none_of_its_group_merged_on_duckdb(zone: LandingZone, tmp_path: Path) -> None:
@@ -53,9 +54,9 @@ def test_a_failing_file_leaves_none_of_its_group_merged_on_duckdb(zone: LandingZ
     other = land(zone, [resource("x1")], connection_id="c2", run_id="r9")
     mislabelled = dataclasses.replace(other, connection_id="c1")  # rows of c2 presented as c1's
     with pytest.raises(LandedFileError, match="another connection"):
-        wh.upsert_many([good, mislabelled])
+        _in_one_transaction(wh, [good, mislabelled])
     assert wh.live_ids("c1", "Observation") == set()
-    assert [s.inserted for s in wh.upsert_many([good])] == [30]
+    assert [s.inserted for s in _in_one_transaction(wh, [good])] == [30]
 
 
 def test_nested_transactions_join_the_outer_one(zone: LandingZone, tmp_path: Path) -> None:
