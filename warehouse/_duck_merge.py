@@ -43,24 +43,38 @@ def stage_winners(cur: DuckCursor, path: Path) -> None:
     )
 
 
-def _stage(cur: DuckCursor, path: Path, rows: tuple[int, int] | None, *, hashed: bool) -> None:
+def _rows_of(hashed: bool) -> str:
+    """The staged columns of each Parquet row, its hash read (``hashed``, LANDING_FILE_SCHEMA) or computed."""
+    return f"{', '.join(_KEPT)}, {'content_hash' if hashed else _HASH} AS content_hash"
+
+
+def _stage(cur: DuckCursor, path: Path, rows: tuple[int, int] | None, *, hashed: bool) -> bool:
     """``_stage``: one row per id (its winner), with ``content_hash`` and ``file_row_number``, no JSON. A file
-    landed with its hashes (``hashed``, LANDING_FILE_SCHEMA) is not hashed again: DuckDB's sha256 over the JSON was
-    most of the stage's time (docs/PERFORMANCE.md)."""
-    cols = ", ".join(_KEPT)
-    rows_of = f"SELECT {cols}, {'content_hash' if hashed else _HASH} AS content_hash, file_row_number FROM {_PARQUET}"
-    if rows is None:  # the whole file: pick each id's winner right here (the window never carries the JSON)
-        chosen = (
-            f"SELECT {cols}, content_hash, file_row_number FROM (SELECT *, row_number() OVER (PARTITION BY "
-            f"connection_id, resource_type, id {_WINNER_ORDER}) AS _rn FROM ({rows_of})) WHERE _rn = 1"
-        )
-    else:  # one chunk: only the rows that win over the whole file (stage_winners)
+    landed with its hashes (``hashed``) is not hashed again: DuckDB's sha256 over the JSON was most of the stage's
+    time (docs/PERFORMANCE.md). Returns True when the stage is every row of the whole file (no id repeats), so a
+    first load may append straight from the file."""
+    rows_of = f"SELECT {_rows_of(hashed)}, file_row_number FROM {_PARQUET}"
+    if rows is not None:  # one chunk: only the rows that win over the whole file (stage_winners)
         chosen = (
             f"SELECT p.* FROM ({rows_of} WHERE {_range(rows)}) p SEMI JOIN _winners w ON "
             "p.connection_id = w.connection_id AND p.resource_type = w.resource_type AND p.id = w.id "
             "AND p.file_row_number = w.file_row_number"
         )
-    cur.execute(f"CREATE OR REPLACE TEMP TABLE _stage AS {chosen}", (str(path),))
+        cur.execute(f"CREATE OR REPLACE TEMP TABLE _stage AS {chosen}", (str(path),))
+        return False
+    # The whole file: an id rarely repeats in one export file, so stage every row and pick winners only if one
+    # does (a window over every row cost more than the rest of the stage, docs/PERFORMANCE.md).
+    cur.execute(f"CREATE OR REPLACE TEMP TABLE _stage AS {rows_of}", (str(path),))
+    cur.execute("SELECT count(*) - count(DISTINCT id) FROM _stage")
+    repeats = cur.fetchone()
+    if not repeats or not repeats[0]:
+        return True
+    cur.execute(
+        "DELETE FROM _stage WHERE file_row_number IN (SELECT file_row_number FROM (SELECT file_row_number, "
+        f"row_number() OVER (PARTITION BY connection_id, resource_type, id {_WINNER_ORDER}) AS _rn FROM _stage) "
+        "WHERE _rn > 1)"
+    )
+    return False
 
 
 def _check_scope(cur: DuckCursor, landed: LandedFile) -> None:
@@ -90,6 +104,16 @@ def _append_sql(rows: tuple[int, int] | None, *, every_staged_row: bool) -> str:
     )
 
 
+def _append_file_sql(hashed: bool) -> str:
+    """Append every row of the file as it is: a first load whose stage is the whole file (no join to the stage,
+    which cost about a third of the append). Params: landed_at, path."""
+    cols = ", ".join((*_KEPT, "content_hash"))  # the order ``_rows_of`` selects them in
+    return (
+        f"INSERT INTO fhir_resources ({cols}, resource, landed_at, deleted_at) "
+        f"SELECT {_rows_of(hashed)}, CAST(resource_json AS JSON), CAST(%s AS TIMESTAMPTZ), NULL FROM {_PARQUET}"
+    )
+
+
 def merge_chunk(
     cur: DuckCursor, landed: LandedFile, rows: tuple[int, int] | None, *, hashed: bool
 ) -> tuple[int, int, int]:
@@ -97,7 +121,7 @@ def merge_chunk(
     updated, distinct). The stored side is filtered to the file's (connection, type), so DuckDB's zone maps skip
     the other row groups; the key is kept unique by this merge (one writer under the file lock)."""
     path = str(landed.path)
-    _stage(cur, Path(path), rows, hashed=hashed)
+    whole_file = _stage(cur, Path(path), rows, hashed=hashed)
     _check_scope(cur, landed)
     scope = (landed.connection_id, landed.resource_type)
     cur.execute(_sql.changes_sql(), scope)
@@ -112,6 +136,9 @@ def merge_chunk(
         cur.execute(_sql.delete_replaced_sql(), scope)
     if inserted or updated:
         every = inserted == distinct  # a first load: nothing stored to compare, append the stage as is
+        if every and whole_file:
+            cur.execute(_append_file_sql(hashed), (datetime.now(UTC), path))
+            return inserted, updated, distinct
         # The hash join must build on the narrow stage and stream the Parquet JSON past it: left to itself, DuckDB
         # built on the Parquet side (equal row counts) and held the chunk's JSON, which did not fit in 64 MB.
         with temporary_setting(
