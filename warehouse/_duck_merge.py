@@ -8,6 +8,7 @@ Materializing the JSON in a temporary table first cost a third of the merge and 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -115,11 +116,18 @@ def _append_file_sql(hashed: bool) -> str:
 
 
 def merge_chunk(
-    cur: DuckCursor, landed: LandedFile, rows: tuple[int, int] | None, *, hashed: bool
+    cur: DuckCursor,
+    landed: LandedFile,
+    rows: tuple[int, int] | None,
+    *,
+    hashed: bool,
+    slices: Sequence[tuple[int, int]] = (),
 ) -> tuple[int, int, int]:
     """Merge file rows ``[start, stop)`` (all when None) under the newer-or-equal rule; returns (inserted,
     updated, distinct). The stored side is filtered to the file's (connection, type), so DuckDB's zone maps skip
-    the other row groups; the key is kept unique by this merge (one writer under the file lock)."""
+    the other row groups; the key is kept unique by this merge (one writer under the file lock). An append joined
+    to the stage runs one statement per slice of ``slices`` (``_duckdb_io.append_slices``; one for the chunk when
+    empty), which bounds its memory by bytes whatever the size of the resources."""
     path = str(landed.path)
     whole_file = _stage(cur, Path(path), rows, hashed=hashed)
     _check_scope(cur, landed)
@@ -144,5 +152,7 @@ def merge_chunk(
         with temporary_setting(
             cur.conn, "SET disabled_optimizers = 'build_side_probe_side'", "RESET disabled_optimizers"
         ):
-            cur.execute(_append_sql(rows, every_staged_row=every), (datetime.now(UTC), path))
+            parts: Sequence[tuple[int, int] | None] = slices or [rows]
+            for part in parts:
+                cur.execute(_append_sql(part, every_staged_row=every), (datetime.now(UTC), path))
     return inserted, updated, distinct

@@ -17,7 +17,15 @@ import pyarrow.parquet as pq
 from warehouse.errors import WarehouseLockTimeoutError
 from warehouse.limits import large_row_bytes
 
-__all__ = ["DuckCursor", "chunk_ranges", "connect", "path_literal", "temporary_setting"]
+__all__ = [
+    "APPEND_BYTES",
+    "DuckCursor",
+    "append_slices",
+    "chunk_ranges",
+    "connect",
+    "path_literal",
+    "temporary_setting",
+]
 
 logger = logging.getLogger(__name__)
 # Rows per row group of what a writer appends. DuckDB holds a transaction's appended rows uncompressed in memory up
@@ -25,6 +33,9 @@ logger = logging.getLogger(__name__)
 # with ~5 s less CPU per 10,000-patient export and 10-30 MB less peak (docs/PERFORMANCE.md). A multiple of 2,048.
 WRITER_ROW_GROUP_ROWS = 30_720
 WRITER_CATALOG = "ehrsync_warehouse"
+# Uncompressed landing data one append joined to the stage reads. DuckDB's memory for that statement grows with
+# it: 40 MB of 40 KB resources ran out of a 128 MB limit in one statement and fit in slices (docs/PERFORMANCE.md).
+APPEND_BYTES = 8 * 1024 * 1024
 
 
 class DuckCursor:
@@ -147,3 +158,28 @@ def chunk_ranges(meta: pq.FileMetaData, max_rows: int, max_bytes: int) -> list[t
     if stop > start:
         ranges.append((start, stop))
     return ranges if len(ranges) > 1 else [None]
+
+
+def append_slices(meta: pq.FileMetaData, rows: tuple[int, int] | None, max_bytes: int) -> list[tuple[int, int]]:
+    """File rows ``[start, stop)`` of consecutive slices of ``rows`` (the whole file when None), each at most
+    ``max_bytes`` uncompressed as the row groups' sizes estimate it per row (a row larger than that alone)."""
+    first, last = rows if rows is not None else (0, meta.num_rows)
+    slices: list[tuple[int, int]] = []
+    start, size, offset = first, 0.0, 0
+    for index in range(meta.num_row_groups):
+        group = meta.row_group(index)
+        row, stop = max(offset, first), min(offset + group.num_rows, last)
+        per_row = group.total_byte_size / max(group.num_rows, 1)
+        offset += group.num_rows
+        while row < stop:
+            fit = int((max_bytes - size) // per_row) if per_row else stop - row
+            if fit <= 0 and size:
+                slices.append((start, row))
+                start, size = row, 0.0
+                continue
+            take = min(stop - row, max(fit, 1))
+            row += take
+            size += take * per_row
+    if last > start:
+        slices.append((start, last))
+    return slices

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from warehouse import _sql
 from warehouse._cursor import Cursor
 from warehouse._duck_merge import merge_chunk, stage_winners
-from warehouse._duckdb_io import DuckCursor, chunk_ranges, connect, temporary_setting
+from warehouse._duckdb_io import APPEND_BYTES, DuckCursor, append_slices, chunk_ranges, connect, temporary_setting
 from warehouse._filelock import LOCK_LOG_EVERY_S, file_lock
 from warehouse.errors import (
     InvalidInputError,
@@ -222,7 +222,8 @@ class DuckDBWarehouse(Warehouse):
             with self._room_for(cur, largest):
                 if rows is not None and first:
                     stage_winners(cur, Path(landed.path))
-                counts = merge_chunk(cur, landed, rows, hashed=hashed)
+                slices = append_slices(meta, rows, APPEND_BYTES)
+                counts = merge_chunk(cur, landed, rows, hashed=hashed, slices=slices)
                 if last and landed.quarantine_path is not None:
                     self._insert_quarantine(cur, Path(landed.quarantine_path))
         return counts

@@ -37,8 +37,10 @@ _Row = tuple[str, datetime | None, str | None, str, int]
 # One batch (and one Parquet row group) of JSON text is what a writer holds; 5,000 rows measured half the peak
 # memory of 10,000 at the same speed (docs/PERFORMANCE.md).
 DEFAULT_BATCH_ROWS = 5_000
-# ...and however large each resource is (a DocumentReference with inline attachments can be megabytes).
-BATCH_BYTES = 16 * 1024 * 1024
+# ...and however large each resource is (a DocumentReference with inline attachments can be megabytes). DuckDB's
+# merge reads a row group's JSON column chunk whole: with 16 MiB groups, 60 MB of 8-100 KB resources ran out of the
+# default 128 MB memory limit; 4 MiB groups merged them (docs/PERFORMANCE.md, issue 14, sixth session).
+BATCH_BYTES = 4 * 1024 * 1024
 
 
 def _max_resource(value: int | None) -> int:

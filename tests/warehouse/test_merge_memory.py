@@ -31,3 +31,22 @@ def test_a_large_file_merges_under_a_64mb_memory_limit(zone: LandingZone, tmp_pa
     assert (stats.inserted, stats.updated) == ((_ROWS - 1, 1) if stored_first else (_ROWS, 0))
     assert len(wh.live_ids("c1", "Observation")) == _ROWS
     assert wh.upsert(landed).unchanged == _ROWS
+
+
+@pytest.mark.parametrize("resource_bytes", [8_000, 40_000, 100_000])
+@pytest.mark.parametrize("stored_first", [False, True], ids=["first-load", "joined-to-the-stage"])
+def test_60mb_of_medium_resources_merge_under_the_default_limit(
+    zone: LandingZone, tmp_path: Path, resource_bytes: int, stored_first: bool
+) -> None:
+    """Documents with inline attachments of 8-100 KB each: 60 MB of them in one landed file merge under the default
+    128 MB limit. With 16 MiB landing row groups DuckDB read 16 MiB column chunks and ran out of memory, and so did
+    one append joined to the stage over all of them (now a statement per 8 MiB slice)."""
+    rows = 60_000_000 // resource_bytes
+    rng = random.Random(resource_bytes)
+    landed = land(zone, (resource(f"d{k}", note=rng.randbytes(resource_bytes // 2).hex()) for k in range(rows)))
+    wh = DuckDBWarehouse(tmp_path / "wh.duckdb")
+    if stored_first:
+        wh.upsert(land(zone, [resource("d0", "2025-01-01T00:00:00Z")], run_id="r0"))
+    stats = wh.upsert(landed)
+    assert (stats.inserted, stats.updated) == ((rows - 1, 1) if stored_first else (rows, 0))
+    assert len(wh.live_ids("c1", "Observation")) == rows
