@@ -71,7 +71,13 @@ class MergeGroup:
             return
         stack, self._open = self._open, None
         merged, self._merged, self._bytes = self._merged, [], 0
-        stack.close()  # the commit: a failure here raises with every file still ``landed``, none recorded
+        try:
+            stack.close()  # the commit: a failure here raises with every file still ``landed``, none recorded
+        except WarehouseMemoryError as exc:  # the commit itself ran out of memory; the database rolled it back
+            if len(merged) < 2:
+                raise
+            self._one_at_a_time([(f, landed) for f, landed, _ in merged], exc)
+            return
         self._record(merged)
 
     def _begin(self) -> contextlib.ExitStack:

@@ -161,13 +161,23 @@ class DuckDBWarehouse(Warehouse):
                 yield DuckCursor(conn)
             except duckdb.OutOfMemoryException as exc:
                 conn.rollback()
-                raise WarehouseMemoryError(
-                    f"DuckDB ran out of its memory limit ({self._config['memory_limit']}) in {lock_key}: {exc}"
-                ) from exc
+                raise self._memory_error(lock_key, exc) from exc
             except BaseException:
                 conn.rollback()
                 raise
-            conn.commit()
+            try:
+                conn.commit()
+            except duckdb.TransactionException as exc:
+                # A commit writes the transaction's rows out and can run out of the limit itself ("Failed to
+                # commit: failed to pin block ..."); DuckDB has then rolled the transaction back.
+                if not _out_of_memory(exc):
+                    raise
+                raise self._memory_error(f"the commit of {lock_key}", exc) from exc
+
+    def _memory_error(self, where: str, exc: duckdb.Error) -> WarehouseMemoryError:
+        return WarehouseMemoryError(
+            f"DuckDB ran out of its memory limit ({self._config['memory_limit']}) in {where}: {exc}"
+        )
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Cursor]:
@@ -256,3 +266,9 @@ class DuckDBWarehouse(Warehouse):
 
     def close(self) -> None:
         self._closed = True
+
+
+def _out_of_memory(exc: duckdb.Error) -> bool:
+    """Whether a DuckDB error other than ``OutOfMemoryException`` reports the memory limit (a failed commit)."""
+    text = str(exc).lower()
+    return any(m in text for m in ("out of memory", "failed to pin block", "could not allocate block"))

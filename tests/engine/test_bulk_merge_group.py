@@ -4,7 +4,9 @@ file is ``done`` before its group commits, and a failed group leaves nothing of 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -233,3 +235,34 @@ def test_a_single_file_that_does_not_fit_fails_loudly_without_a_retry(
     assert "one at a time" not in caplog.text
     assert wh.live_ids("c" * 32, "Observation") == set() and merged == []
     wh.close()
+
+
+def test_a_group_whose_commit_runs_out_of_memory_is_merged_again_one_file_at_a_time(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The commit writes the group's rows out and can run out of the limit itself (the warehouse then raises
+    ``WarehouseMemoryError`` with nothing committed, tests/warehouse/test_merge_memory.py): the group's files are
+    merged again one at a time, each committed alone, and only then recorded done."""
+    zone = LandingZone(tmp_path / "zone")
+    files = [land(zone, [resource(f"o{k}-{i}") for i in range(30)], run_id=f"r{k}") for k in range(2)]
+    merged: list[str] = []
+    with open_warehouse(str(tmp_path / "wh.duckdb")) as wh:
+        assert isinstance(wh, DuckDBWarehouse)
+        real = wh.transaction
+        failures = [WarehouseMemoryError("DuckDB ran out of its memory limit (64MB) in the commit of transaction")]
+
+        @contextlib.contextmanager
+        def transaction() -> Iterator[None]:
+            with real():  # raising inside rolls the group back: as a failed commit leaves it
+                yield
+                if failures:
+                    raise failures.pop()
+
+        wh.transaction = transaction  # type: ignore[method-assign]
+        group = MergeGroup(wh, BulkReport("run", "c1"), lambda f, landed: merged.append(f.url), 1 << 40)
+        with caplog.at_level(logging.WARNING, logger="engine.bulk_merge_group"), group:
+            for k, landed in enumerate(files):
+                group.add(_view(k), landed)
+        assert merged == ["file0", "file1"]
+        assert len(wh.live_ids("c1", "Observation")) == 60
+    assert "merging 2 landed files in one transaction ran out of memory" in caplog.text

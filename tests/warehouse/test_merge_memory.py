@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.warehouse.conftest import land, resource
-from warehouse import LandingZone
+from warehouse import LandingZone, WarehouseMemoryError
 from warehouse.duckdb_backend import DuckDBWarehouse
 
 _ROWS = 50_000
@@ -50,3 +50,17 @@ def test_60mb_of_medium_resources_merge_under_the_default_limit(
     stats = wh.upsert(landed)
     assert (stats.inserted, stats.updated) == ((rows - 1, 1) if stored_first else (rows, 0))
     assert len(wh.live_ids("c1", "Observation")) == rows
+
+
+def test_running_out_of_memory_at_the_commit_is_a_warehouse_memory_error(zone: LandingZone, tmp_path: Path) -> None:
+    """DuckDB's commit writes the rows out and can fail for memory itself ("Failed to commit: failed to pin
+    block"): that is the typed ``WarehouseMemoryError`` naming the limit (what the Bulk merge group retries one file
+    at a time), nothing of the transaction is stored, and the warehouse stays usable."""
+    rng = random.Random(100)
+    landed = land(zone, (resource(f"d{k}", note=rng.randbytes(50_000).hex()) for k in range(600)))
+    wh = DuckDBWarehouse(tmp_path / "wh.duckdb", memory_limit="64MB")
+    wh.upsert(land(zone, [resource("d0", "2025-01-01T00:00:00Z")], run_id="r0"))
+    with pytest.raises(WarehouseMemoryError, match=r"64MB\) in the commit of c1/Observation"):
+        wh.upsert(landed)
+    assert wh.live_ids("c1", "Observation") == {"d0"}
+    assert wh.upsert(land(zone, [resource("after")], run_id="r2")).inserted == 1
