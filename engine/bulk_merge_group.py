@@ -66,13 +66,14 @@ class MergeGroup:
             self.flush()
 
     def flush(self) -> None:
-        """Commit the open transaction, then record each of its files as done (in the order they landed)."""
+        """Commit the open transaction, then record each of its files as done (in the order they landed); a commit
+        that runs out of the memory limit merges the files again one at a time."""
         if self._open is None:
             return
         stack, self._open = self._open, None
         merged, self._merged, self._bytes = self._merged, [], 0
         try:
-            stack.close()  # the commit: a failure here raises with every file still ``landed``, none recorded
+            stack.close()  # the commit: another failure raises with every file still ``landed``, none recorded
         except WarehouseMemoryError as exc:  # the commit itself ran out of memory; the database rolled it back
             if len(merged) < 2:
                 raise
@@ -106,7 +107,8 @@ class MergeGroup:
             str(exc).split(":", 1)[0],
         )
         self._merged, self._bytes = [], 0
-        self._record([(f, landed, self.wh.upsert(landed)) for f, landed in files])
+        for f, landed in files:  # each recorded as soon as it commits: a later failure leaves it done and counted
+            self._record([(f, landed, self.wh.upsert(landed))])
 
     def _record(self, merged: list[tuple[bulk_state.FileView, LandedFile, UpsertStats]]) -> None:
         for f, landed, counts in merged:

@@ -1,9 +1,10 @@
 """The DuckDB merge of one landed file (or one chunk of it) into the unkeyed ``fhir_resources`` (BDX-24).
 
 The staging table holds keys, bookkeeping and each winner's content hash, never the resource JSON: the JSON goes
-once, straight from the landing Parquet into ``fhir_resources``, joined to the chosen rows by file row number.
-Materializing the JSON in a temporary table first cost a third of the merge and most of its memory
-(docs/PERFORMANCE.md, issue 14).
+once, straight from the landing Parquet into ``fhir_resources``, joined to the chosen rows by file row number, or,
+on a first load where the stage is every row of the file, read from the file with no join at all. Materializing
+the JSON in a temporary table first cost a third of the merge and most of its memory (docs/PERFORMANCE.md, issue
+14).
 """
 
 from __future__ import annotations
@@ -143,9 +144,10 @@ def merge_chunk(
     if updated:
         cur.execute(_sql.delete_replaced_sql(), scope)
     if inserted or updated:
+        landed_at = datetime.now(UTC)  # one stamp for the chunk, however many statements append it
         every = inserted == distinct  # a first load: nothing stored to compare, append the stage as is
         if every and whole_file:
-            cur.execute(_append_file_sql(hashed), (datetime.now(UTC), path))
+            cur.execute(_append_file_sql(hashed), (landed_at, path))
             return inserted, updated, distinct
         # The hash join must build on the narrow stage and stream the Parquet JSON past it: left to itself, DuckDB
         # built on the Parquet side (equal row counts) and held the chunk's JSON, which did not fit in 64 MB.
@@ -154,5 +156,5 @@ def merge_chunk(
         ):
             parts: Sequence[tuple[int, int] | None] = slices or [rows]
             for part in parts:
-                cur.execute(_append_sql(part, every_staged_row=every), (datetime.now(UTC), path))
+                cur.execute(_append_sql(part, every_staged_row=every), (landed_at, path))
     return inserted, updated, distinct

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 WRITER_ROW_GROUP_ROWS = 30_720
 WRITER_CATALOG = "ehrsync_warehouse"
 # Uncompressed landing data one append joined to the stage reads. DuckDB's memory for that statement grows with
-# it: 40 MB of 40 KB resources ran out of a 128 MB limit in one statement and fit in slices (docs/PERFORMANCE.md).
+# it: 60 MB of 100 KB resources ran out of a 128 MB limit in one statement and fit in slices (docs/PERFORMANCE.md).
 APPEND_BYTES = 8 * 1024 * 1024
 
 
@@ -161,25 +161,22 @@ def chunk_ranges(meta: pq.FileMetaData, max_rows: int, max_bytes: int) -> list[t
 
 
 def append_slices(meta: pq.FileMetaData, rows: tuple[int, int] | None, max_bytes: int) -> list[tuple[int, int]]:
-    """File rows ``[start, stop)`` of consecutive slices of ``rows`` (the whole file when None), each at most
-    ``max_bytes`` uncompressed as the row groups' sizes estimate it per row (a row larger than that alone)."""
+    """File rows ``[start, stop)`` of consecutive slices of ``rows`` (the whole file when None): whole row groups,
+    at most ``max_bytes`` uncompressed together (a larger group is a slice of its own). DuckDB reads a group's JSON
+    column chunk whole, so a slice through a group would read it twice."""
     first, last = rows if rows is not None else (0, meta.num_rows)
     slices: list[tuple[int, int]] = []
-    start, size, offset = first, 0.0, 0
+    start, size, offset = first, 0, 0
     for index in range(meta.num_row_groups):
         group = meta.row_group(index)
         row, stop = max(offset, first), min(offset + group.num_rows, last)
-        per_row = group.total_byte_size / max(group.num_rows, 1)
         offset += group.num_rows
-        while row < stop:
-            fit = int((max_bytes - size) // per_row) if per_row else stop - row
-            if fit <= 0 and size:
-                slices.append((start, row))
-                start, size = row, 0.0
-                continue
-            take = min(stop - row, max(fit, 1))
-            row += take
-            size += take * per_row
+        if row >= stop:
+            continue
+        if row > start and size + group.total_byte_size > max_bytes:
+            slices.append((start, row))
+            start, size = row, 0
+        size += group.total_byte_size
     if last > start:
         slices.append((start, last))
     return slices

@@ -167,6 +167,8 @@ class DuckDBWarehouse(Warehouse):
                 raise
             try:
                 conn.commit()
+            except duckdb.OutOfMemoryException as exc:
+                raise self._memory_error(f"the commit of {lock_key}", exc) from exc
             except duckdb.TransactionException as exc:
                 # A commit writes the transaction's rows out and can run out of the limit itself ("Failed to
                 # commit: failed to pin block ..."); DuckDB has then rolled the transaction back.

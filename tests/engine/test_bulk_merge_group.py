@@ -187,8 +187,8 @@ def test_a_group_that_runs_out_of_memory_is_merged_again_one_file_at_a_time(
     """DuckDB holds a transaction's new rows in memory until it commits, and a group of files that does not fit
     must not fail an export whose files fit one at a time: the group is rolled back and merged file by file.
     (Whether a given group fits depends on DuckDB's threads, so the test makes the last file too large for the
-    limit even alone: the retry then merges the first file, fails on the last one loudly, marks nothing done, and
-    a replay with more memory completes with exact counts.)"""
+    limit even alone: the retry then merges and records the first file, fails on the last one loudly without
+    recording it, and a replay of what is not done, with more memory, completes with exact counts.)"""
     zone = LandingZone(tmp_path / "zone")
     small = land(zone, [resource(f"s{k}") for k in range(50)], connection_id="c" * 32, run_id="r0")
     large = _observation_files(zone, tmp_path, patients=600, rows_per_file=100_000)[0]
@@ -204,17 +204,18 @@ def test_a_group_that_runs_out_of_memory_is_merged_again_one_file_at_a_time(
         group.add(_view(1), large)
     assert "merging 2 landed files in one transaction ran out of memory" in caplog.text
     assert len(wh.live_ids("c" * 32, "Observation")) == 50  # merged by the retry, alone
-    assert merged == [], "nothing is marked done: the next run replays both files"
+    assert merged == ["file0"], "the retry's committed file is done; the one that failed is not"
     wh.close()
     roomy = DuckDBWarehouse(tmp_path / "wh.duckdb", memory_limit="256MB")
     report = BulkReport("run2", "c" * 32)
     with MergeGroup(roomy, report, lambda f, landed: merged.append(f.url), 1 << 40) as again:
-        again.add(_view(0), small)
-        again.add(_view(1), large)
+        again.add(_view(1), large)  # the next run replays what is not done
     roomy.close()
     assert merged == ["file0", "file1"]
     observations = report.types["Observation"]
-    assert (observations.created, observations.unchanged) == (large.rows, 50)
+    assert (observations.created, observations.unchanged) == (large.rows, 0)
+    with DuckDBWarehouse(tmp_path / "wh.duckdb") as final:
+        assert len(final.live_ids("c" * 32, "Observation")) == 50 + large.rows
 
 
 def test_a_single_file_that_does_not_fit_fails_loudly_without_a_retry(

@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import orjson
 
 from tests.warehouse.conftest import land, resource
-from warehouse import LandingZone, UpsertStats
+from warehouse import LandedFile, LandingZone, UpsertStats
 from warehouse._sql import DUCKDB, SCHEMA_VERSION, schema_ddl
 from warehouse.duckdb_backend import DuckDBWarehouse
 
@@ -70,11 +71,22 @@ def _stored(wh: DuckDBWarehouse) -> list[tuple[object, ...]]:
 def test_a_first_load_appended_from_the_file_equals_the_joined_append(tmp_path: Path, zone: LandingZone) -> None:
     """The same file into an empty warehouse (every row new, no repeated id: appended straight from the file) and
     into one where a repeated id sends it through the stage join: every stored column of every row is the same."""
-    rows = _notes(500)
+    rows = [orjson.dumps(r) for r in _notes(500)]
     straight, joined = DuckDBWarehouse(tmp_path / "a.duckdb"), DuckDBWarehouse(tmp_path / "b.duckdb")
     with straight, joined:
-        assert straight.upsert(land(zone, rows)).inserted == 500
+        assert straight.upsert(_land(zone, rows, "r1")).inserted == 500
         # an older copy of o0 first in the file: the stage keeps the newer one, so the append must join
-        repeated = land(zone, [resource("o0", "2025-01-01T00:00:00Z", note="older"), *rows])
-        assert joined.upsert(repeated) == UpsertStats(inserted=500, updated=0, unchanged=0, duplicates=1)
-        assert _stored(straight) == _stored(joined)
+        older = orjson.dumps(resource("o0", "2025-01-01T00:00:00Z", note="older"))
+        assert joined.upsert(_land(zone, [older, *rows], "r2")) == UpsertStats(500, 0, 0, duplicates=1)
+        stored = _stored(straight)
+        assert [(*r[:9], *r[10:]) for r in stored] == [(*r[:9], *r[10:]) for r in _stored(joined)]  # but run_id
+        assert {(r[3], r[10]) for r in stored} == {("tenant-7", datetime(2026, 3, 1, 12, 0, tzinfo=UTC))}
+
+
+def _land(zone: LandingZone, lines: list[bytes], run_id: str) -> LandedFile:
+    """Land with every landing column set (tenant and transaction time too), so a column out of place shows."""
+    when = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    with zone.writer("c1", "Observation", run_id, "https://ehr.example/bulk/f.ndjson", "tenant-7", when) as w:
+        for line in lines:
+            w.add_line(line)
+    return w.result
