@@ -1,7 +1,8 @@
 """Bulk ``$export`` end to end: kick-off → poll → parallel downloads → Parquet → DuckDB upsert.
 
-The sandbox runs in its own process; ehrsync's side runs in a spawned child that does nothing else, so its
-``ru_maxrss`` is ehrsync's peak memory. A second child measures the raw floor on the same server in the same
+The sandbox runs in its own process; ehrsync's side runs in a spawned child that does nothing else
+(``bench/bulk_child.py``, which imports neither the sandbox nor the baseline), so its ``ru_maxrss`` is ehrsync's
+peak memory. A second child measures the raw floor on the same server in the same
 run: plain httpx kick-off/poll/download (same parallelism) and DuckDB ``read_ndjson_objects`` of the files.
 """
 
@@ -10,18 +11,15 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import shutil
-import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.baseline import raw_export
+from bench.bulk_child import ehrsync_side
 from bench.http_meter import HttpMeter
-from bench.memory import RssSampler, max_rss_mb
 from bench.sandbox_process import SandboxProcess
 from bench.world import WorldHandle
-from engine import run_bulk_export
 from tests.engine.helpers import connect_backend, make_environment
 
 _log = logging.getLogger(__name__)
@@ -29,36 +27,6 @@ _log = logging.getLogger(__name__)
 
 class BulkBenchError(RuntimeError):
     """The export through ehrsync did not complete, so its rate and memory would mean nothing."""
-
-
-def _ehrsync_side(handle: WorldHandle, connection_id: str, concurrency: int) -> dict[str, Any]:
-    """Child process: one Bulk export through the production engine, timed and memory-sampled."""
-    meter = HttpMeter()
-    with meter.client() as http, RssSampler() as rss:
-        world = handle.reopen(http)
-        world.env.bulk_concurrency = concurrency
-        world.env.vault.token_source(connection_id).get_token()  # auth is not the export's cost
-        start = time.perf_counter()
-        report = run_bulk_export(world.env, connection_id, f"bench-{uuid.uuid4().hex[:8]}")
-        seconds = time.perf_counter() - start
-    manifest_at = meter.first_seen.get("response:bulk/status:200")
-    upserted = sum(t.created + t.updated + t.unchanged for t in report.types.values())
-    return {
-        "status": report.status,
-        "error": report.error,
-        "seconds": seconds,
-        "resources_upserted": upserted,
-        "resources_per_s": upserted / seconds if seconds else 0.0,
-        "files": report.files,
-        "bytes": report.bytes,
-        "by_type": {t: r.created + r.updated + r.unchanged for t, r in sorted(report.types.items())},
-        "quarantined": sum(t.quarantined for t in report.types.values()),
-        "server_generation_s": (manifest_at - start) if manifest_at else None,
-        "requests": dict(meter.requests),
-        "peak_rss_mb": max_rss_mb(),
-        "sampled_peak_rss_mb": rss.peak_mb,
-        "rss_at_start_mb": rss.start_mb,
-    }
 
 
 def _baseline_side(handle: WorldHandle, connection_id: str, fhir_base: str, concurrency: int) -> dict[str, Any]:
@@ -94,7 +62,7 @@ def run_bulk_bench(
         connection_id = connect_backend(world, sandbox, http=http)
     handle = WorldHandle.of(root, world)
     _log.info("bulk: exporting the sandbox at %s with ehrsync", sandbox.base_url)
-    ehrsync = _in_child(_ehrsync_side, handle, connection_id, concurrency)
+    ehrsync = _in_child(ehrsync_side, handle, connection_id, concurrency)
     if ehrsync["status"] != "completed":
         raise BulkBenchError(f"ehrsync's bulk export ended {ehrsync['status']}: {ehrsync['error']}")
     _log.info("bulk: ehrsync took %.1fs", ehrsync["seconds"])

@@ -7,6 +7,8 @@ landed completely, BDX-24 upsert counts, incremental fetched only what changed).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -187,3 +189,14 @@ def test_issue14_bulk_targets_are_met_at_their_bounds() -> None:
         "value": "200 MB at 10 / 256 MB at 30",
         "met": True,
     }
+
+
+def test_the_bulk_child_measures_ehrsync_without_the_sandbox_or_the_baseline() -> None:
+    """The spawned child imports only ``bench.bulk_child``; its peak RSS is issue 14's memory target, so the sandbox
+    server (FastAPI, uvicorn) and the baseline must not be loaded into it."""
+    code = (
+        "import sys, bench.bulk_child; "
+        "print(sorted(m for m in ('sandbox', 'fastapi', 'uvicorn', 'bench.baseline') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]"
