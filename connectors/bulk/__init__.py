@@ -2,7 +2,7 @@
 
 from connectors.bulk.client import BulkClient, BulkStatus, ExportLevel
 from connectors.bulk.manifest import BulkManifest, ManifestItem, parse_manifest
-from connectors.bulk.ndjson import NdjsonVerification, count_ndjson_lines, iter_ndjson_lines, verify_ndjson_file
+from connectors.bulk.ndjson import NdjsonVerification, iter_ndjson_lines, verify_ndjson_file
 from connectors.bulk.parallel import FileOutcome, HostConcurrencyLimiter, download_items
 from connectors.bulk.special_files import (
     WHOLE_EXPORT,
@@ -25,7 +25,6 @@ __all__ = [
     "HostConcurrencyLimiter",
     "ManifestItem",
     "NdjsonVerification",
-    "count_ndjson_lines",
     "download_items",
     "incomplete_types",
     "iter_deleted_refs",

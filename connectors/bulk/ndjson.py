@@ -10,7 +10,7 @@ from typing import BinaryIO, cast
 
 import orjson
 
-__all__ = ["NdjsonVerification", "count_ndjson_lines", "iter_ndjson_lines", "truncation_of", "verify_ndjson_file"]
+__all__ = ["NdjsonVerification", "iter_ndjson_lines", "truncation_of", "verify_ndjson_file"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _MAX_PROBLEMS = 20
@@ -32,22 +32,6 @@ def iter_ndjson_lines(path: Path) -> Iterator[bytes]:
             line = raw.rstrip(b"\r\n")
             if line.strip():
                 yield line
-
-
-def count_ndjson_lines(path: Path, block: int = 1024 * 1024) -> int:
-    """How many non-blank lines (resources) the file holds, read block by block (a huge line is never whole
-    in memory); what a manifest's ``count`` is compared with."""
-    count = 0
-    content = False  # the current (unfinished) line has a non-whitespace byte
-    with _open(path) as handle:
-        while chunk := handle.read(block):
-            parts = chunk.split(b"\n")
-            for part in parts[:-1]:
-                if content or part.strip():
-                    count += 1
-                content = False
-            content = content or bool(parts[-1].strip())
-    return count + (1 if content else 0)
 
 
 @dataclass(frozen=True)
