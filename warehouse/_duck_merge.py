@@ -122,13 +122,13 @@ def merge_chunk(
     rows: tuple[int, int] | None,
     *,
     hashed: bool,
-    slices: Sequence[tuple[int, int]] = (),
+    slices: Sequence[tuple[int, int]],
 ) -> tuple[int, int, int]:
     """Merge file rows ``[start, stop)`` (all when None) under the newer-or-equal rule; returns (inserted,
     updated, distinct). The stored side is filtered to the file's (connection, type), so DuckDB's zone maps skip
     the other row groups; the key is kept unique by this merge (one writer under the file lock). An append joined
-    to the stage runs one statement per slice of ``slices`` (``_duckdb_io.append_slices``; one for the chunk when
-    empty), which bounds its memory by bytes whatever the size of the resources."""
+    to the stage runs one statement per slice of ``slices`` (``_duckdb_io.append_slices`` of the chunk), which
+    bounds its memory by bytes whatever the size of the resources."""
     path = str(landed.path)
     whole_file = _stage(cur, Path(path), rows, hashed=hashed)
     _check_scope(cur, landed)
@@ -154,7 +154,6 @@ def merge_chunk(
         with temporary_setting(
             cur.conn, "SET disabled_optimizers = 'build_side_probe_side'", "RESET disabled_optimizers"
         ):
-            parts: Sequence[tuple[int, int] | None] = slices or [rows]
-            for part in parts:
+            for part in slices:
                 cur.execute(_append_sql(part, every_staged_row=every), (landed_at, path))
     return inserted, updated, distinct

@@ -181,6 +181,24 @@ def _view(k: int) -> FileView:
     return FileView(k, "output", "Observation", f"file{k}", None, "landed", None, 0)
 
 
+def _merge_under_16mb(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, files: list[LandedFile]
+) -> tuple[DuckDBWarehouse, list[str]]:
+    """Add ``files`` to one group on a 16 MB warehouse, expecting the memory error that names the limit; returns
+    the warehouse (open) and the urls recorded done."""
+    merged: list[str] = []
+    wh = DuckDBWarehouse(tmp_path / "wh.duckdb", memory_limit="16MB")
+    group = MergeGroup(wh, BulkReport("run", "c" * 32), lambda f, landed: merged.append(f.url), 1 << 40)
+    with (
+        caplog.at_level(logging.WARNING, logger="engine.bulk_merge_group"),
+        pytest.raises(WarehouseMemoryError, match="16MB"),
+        group,
+    ):
+        for k, landed in enumerate(files):
+            group.add(_view(k), landed)
+    return wh, merged
+
+
 def test_a_group_that_runs_out_of_memory_is_merged_again_one_file_at_a_time(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -192,16 +210,7 @@ def test_a_group_that_runs_out_of_memory_is_merged_again_one_file_at_a_time(
     zone = LandingZone(tmp_path / "zone")
     small = land(zone, [resource(f"s{k}") for k in range(50)], connection_id="c" * 32, run_id="r0")
     large = _observation_files(zone, tmp_path, patients=600, rows_per_file=100_000)[0]
-    merged: list[str] = []
-    wh = DuckDBWarehouse(tmp_path / "wh.duckdb", memory_limit="16MB")
-    group = MergeGroup(wh, BulkReport("run", "c" * 32), lambda f, landed: merged.append(f.url), 1 << 40)
-    with (
-        caplog.at_level(logging.WARNING, logger="engine.bulk_merge_group"),
-        pytest.raises(WarehouseMemoryError, match="16MB"),
-        group,
-    ):
-        group.add(_view(0), small)
-        group.add(_view(1), large)
+    wh, merged = _merge_under_16mb(tmp_path, caplog, [small, large])
     assert "merging 2 landed files in one transaction ran out of memory" in caplog.text
     assert len(wh.live_ids("c" * 32, "Observation")) == 50  # merged by the retry, alone
     assert merged == ["file0"], "the retry's committed file is done; the one that failed is not"
@@ -224,15 +233,7 @@ def test_a_single_file_that_does_not_fit_fails_loudly_without_a_retry(
     """Nothing smaller to retry: the memory error names the limit, and nothing is merged or marked done."""
     zone = LandingZone(tmp_path / "zone")
     files = _observation_files(zone, tmp_path, patients=600, rows_per_file=100_000)
-    merged: list[str] = []
-    wh = DuckDBWarehouse(tmp_path / "wh.duckdb", memory_limit="16MB")
-    group = MergeGroup(wh, BulkReport("run", "c" * 32), lambda f, landed: merged.append(f.url), 1 << 40)
-    with (
-        caplog.at_level(logging.WARNING, logger="engine.bulk_merge_group"),
-        pytest.raises(WarehouseMemoryError, match="16MB"),
-        group,
-    ):
-        group.add(_view(0), files[0])
+    wh, merged = _merge_under_16mb(tmp_path, caplog, files[:1])
     assert "one at a time" not in caplog.text
     assert wh.live_ids("c" * 32, "Observation") == set() and merged == []
     wh.close()
