@@ -12,6 +12,12 @@ therefore stricter than orjson wherever the two parsers could disagree: text tha
 check what it skips), a checked key of another JSON type or ``null``, ``\\u0000`` escapes, a number that could
 overflow a double (orjson rejects it, msgspec skips it unread), instants outside a conservative pattern, and
 nesting near orjson's 1,024-level limit all take the Python path (``tests/warehouse/test_fast_checks.py``).
+
+Nesting costs nothing to check where msgspec already refuses what orjson would: msgspec's depth limit is the
+interpreter's recursion budget, which at CPython 3.11's default (1,000) is below orjson's 1,024 levels. Each block
+asks msgspec first (``_msgspec_refuses_orjsons_depth``); only where it would accept a document orjson refuses (a
+process that raised its recursion limit) are the brackets of long lines counted, which cost ~2 s of CPU per
+10,000-patient export (docs/PERFORMANCE.md, "Issue 14, seventh session").
 """
 
 from __future__ import annotations
@@ -56,6 +62,10 @@ _SUSPECT = rf"\\u0000|{_VALUE}[0-9]+(\.[0-9]+)?[eE][+-]?[0-9]{{3}}|{_VALUE}[0-9]
 # orjson stops at 1,024 levels of nesting; a line shorter than this cannot have 1,000 brackets.
 _DEEP_BYTES = 2000
 _DEEP_BRACKETS = 1000
+# 1,024 levels: one fewer than the first depth orjson refuses, because the probe runs one Python frame deeper
+# than the decode loop it vouches for (each frame takes one level of msgspec's budget).
+_ORJSON_DEPTH = 1024
+_DEPTH_PROBE = b'{"resourceType":"","id":"","v":' + b"[" * (_ORJSON_DEPTH - 1) + b"]" * (_ORJSON_DEPTH - 1) + b"}"
 
 
 @dataclass(frozen=True)
@@ -68,8 +78,19 @@ class FastRows:
     last_updated: pa.Array
 
 
-def _candidates(lines: pa.Array, max_bytes: int) -> pa.BooleanArray:
-    """Lines that look like one JSON object within the size limit and hold nothing suspect."""
+def _msgspec_refuses_orjsons_depth() -> bool:
+    """Whether msgspec, called from the caller's frame, refuses every document nested as deep as orjson refuses
+    (then the brackets need no counting). Asked per block: the recursion limit is the process's to change."""
+    try:
+        _DECODE(_DEPTH_PROBE)
+    except (RecursionError, msgspec.DecodeError):
+        return True
+    return False
+
+
+def _candidates(lines: pa.Array, max_bytes: int, count_brackets: bool) -> pa.BooleanArray:
+    """Lines that look like one JSON object within the size limit and hold nothing suspect; with
+    ``count_brackets``, also no long line with 1,000 brackets or more."""
     length = pc.binary_length(lines)
     mask = pc.and_(
         pc.and_(pc.starts_with(lines, pattern=b"{"), pc.ends_with(lines, pattern=b"}")),
@@ -77,7 +98,7 @@ def _candidates(lines: pa.Array, max_bytes: int) -> pa.BooleanArray:
     )
     mask = pc.and_(mask, pc.invert(pc.match_substring_regex(lines, pattern=_SUSPECT)))
     long = pc.greater_equal(length, _DEEP_BYTES)
-    if pc.any(long).as_py():
+    if count_brackets and pc.any(long).as_py():
         brackets = pc.subtract(
             length,
             pc.binary_length(pc.replace_substring(pc.replace_substring(lines, "[", ""), "{", "")),
@@ -105,7 +126,7 @@ def _is_utf8(line: bytes | None) -> bool:
 
 def check_block(lines: pa.Array, resource_type: str, max_bytes: int) -> FastRows:
     """The fast lines of ``lines`` (a binary array of whole lines without their line breaks) and their keys."""
-    candidate = pc.and_(_candidates(lines, max_bytes), _utf8(lines))
+    candidate = pc.and_(_candidates(lines, max_bytes, not _msgspec_refuses_orjsons_depth()), _utf8(lines))
     n = len(lines)
     ids: list[str | None] = [None] * n
     vids: list[str | None] = [None] * n

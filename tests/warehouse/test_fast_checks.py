@@ -4,14 +4,17 @@ path would keep the outcome right and silently lose the speed)."""
 
 from __future__ import annotations
 
+import inspect
 import random
+import sys
+from collections.abc import Iterator
 
 import orjson
 import pyarrow as pa
 import pytest
 
 from warehouse._lines import LineRejected, parse_line
-from warehouse._vector_checks import check_block
+from warehouse._vector_checks import _msgspec_refuses_orjsons_depth, check_block
 
 TYPE = "Observation"
 MAX = 1 << 20
@@ -86,11 +89,38 @@ def test_mutated_lines_are_never_fast_where_the_line_path_disagrees(seed: int) -
     assert sum(k is not None for k in fast) > 100, "the fast check passed almost nothing"
 
 
-@pytest.mark.parametrize("depth", [500, 900, 990, 1000, 1022, 1023, 1024, 1025, 2000])
-def test_nesting_near_orjsons_limit_is_never_fast_where_orjson_refuses(depth: int) -> None:
-    line = b'{"resourceType":"Observation","id":"deep","v":' + b"[" * depth + b"]" * depth + b"}"
+@pytest.fixture(params=[None, 5000, 20000], ids=["default-recursion-limit", "raised-5000", "raised-20000"])
+def recursion_limit(request: pytest.FixtureRequest) -> Iterator[int]:
+    """The interpreter's recursion limit during a test: msgspec's depth limit follows it, orjson's does not."""
+    before = sys.getrecursionlimit()
+    if request.param is not None:
+        sys.setrecursionlimit(request.param)
+    try:
+        yield sys.getrecursionlimit()
+    finally:
+        sys.setrecursionlimit(before)
+
+
+@pytest.mark.parametrize("depth", [500, 900, 990, 1000, 1022, 1023, 1024, 1025, 1100, 2000, 4000])
+@pytest.mark.parametrize("shape", ["arrays", "objects", "under-meta"])
+def test_nesting_near_orjsons_limit_is_never_fast_where_orjson_refuses(
+    depth: int, shape: str, recursion_limit: int
+) -> None:
+    inner = {
+        "arrays": b"[" * depth + b"]" * depth,
+        "objects": b'{"a":' * depth + b"1" + b"}" * depth,
+        "under-meta": b'{"x":' + b"[" * depth + b"]" * depth + b"}",
+    }[shape]
+    key = "meta" if shape == "under-meta" else "v"
+    line = b'{"resourceType":"Observation","id":"deep","' + key.encode() + b'":' + inner + b"}"
     (got,) = _fast([line])
     assert got is None or got == _keys(line)
+
+
+def test_brackets_are_counted_only_where_msgspec_would_take_what_orjson_refuses(recursion_limit: int) -> None:
+    """At CPython's default limit msgspec refuses first, so blocks skip the bracket count (its speed); a process
+    that raised the limit gets the count (its safety, checked above)."""
+    assert _msgspec_refuses_orjsons_depth() is (recursion_limit <= 1000)
 
 
 @pytest.mark.parametrize(
@@ -105,3 +135,21 @@ def test_numbers_that_may_overflow_a_double_are_left_to_the_line_path(number: by
     ):
         (got,) = _fast([line])
         assert got is None or got == _keys(line), line
+
+
+@pytest.mark.parametrize("headroom", range(1016, 1036))
+def test_the_depth_probe_holds_at_every_recursion_limit_near_orjsons_depth(headroom: int) -> None:
+    """Where msgspec's budget ends within a few levels of orjson's 1,024, the probe (one frame deeper than the
+    decode loop) must still never vouch for a line orjson refuses: the limit is swept across that edge."""
+    lines = [
+        b'{"resourceType":"Observation","id":"deep","v":' + b"[" * depth + b"]" * depth + b"}"
+        for depth in (1021, 1022, 1023, 1024, 1025, 1026)
+    ]
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack(0)) + headroom)
+    try:
+        fast = _fast(lines)
+    finally:
+        sys.setrecursionlimit(before)
+    for line, got in zip(lines, fast, strict=True):
+        assert got is None or got == _keys(line)
