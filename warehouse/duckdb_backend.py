@@ -64,11 +64,11 @@ class DuckDBWarehouse(Warehouse):
         # file while this instance holds it, so other writers' logs name it.
         self.lock_log_every_s = lock_log_every_s
         self.owner = owner
-        # threads: the machine's cores unless given (the merge runs one file at a time). Nothing reads
-        # fhir_resources in insertion order, and keeping it made inserts hold more in memory.
+        # threads: the cores this process may run on unless given (the merge runs one file at a time). Nothing
+        # reads fhir_resources in insertion order, and keeping it made inserts hold more in memory.
         self._config = {
             "memory_limit": memory_limit,
-            "threads": str(threads or os.cpu_count() or 1),
+            "threads": str(threads or _usable_cores()),
             "preserve_insertion_order": "false",
         }
         self._memory_limit_mib = memory_mib(memory_limit)
@@ -268,6 +268,14 @@ class DuckDBWarehouse(Warehouse):
 
     def close(self) -> None:
         self._closed = True
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a container's cpuset), else the machine's:
+    DuckDB's own default counts the machine's cores even where the process may use fewer."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
 
 
 def _out_of_memory(exc: duckdb.Error) -> bool:
