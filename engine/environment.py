@@ -25,7 +25,7 @@ from connectors.http import outbound_url_guard
 from connectors.providers import ProviderPlugin, get_provider
 from connectors.smart import ScopeSet, parse_scopes
 from connectors.transport import BodyBounds
-from engine.cores import threads_beside
+from engine.cores import landing_slots, threads_beside
 from engine.errors import ConnectionNotFoundError, ConnectionNotSyncableError
 from store import AppDatabase, TokenVault
 from store.models import Connection, ProviderConfig
@@ -90,10 +90,9 @@ class SyncEnvironment:
     attachment_max_bytes: int = 20 * 1024 * 1024
     attachment_types: tuple[str, ...] = DEFAULT_ATTACHMENT_TYPES
     bulk_concurrency: int = 4
-    # Parsing NDJSON into Parquet is where a file's memory goes; downloads only stream to disk. The line path
-    # held the GIL, so one landing thread was as fast as two; block landing parses and writes in Arrow, which
-    # releases it, and two at a time measured 8-12% less wall time at the same peak RSS (docs/PERFORMANCE.md).
-    bulk_landing_concurrency: int = 2
+    # Parsing NDJSON into Parquet is where a file's memory goes; downloads only stream to disk. Files landed at
+    # a time: ``engine.cores.landing_slots`` (one on 2 cores, where two contended for the GIL and the merge's core).
+    bulk_landing_concurrency: int = field(default_factory=landing_slots)
     # Give the warehouse back to other writers when no landed file has waited for a merge this long (DuckDB
     # admits one writer process; a slow export's downloads must not lock every other sync out).
     bulk_idle_release_s: float = 5.0

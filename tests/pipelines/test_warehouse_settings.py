@@ -156,6 +156,7 @@ def test_unset_a_sync_steps_duckdb_leaves_the_bulk_landing_threads_their_cores(
     settings = PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path), "DATABASE_URL": app_db.url})
     app, landing, warehouse, http, policy = _step_resources(settings)
     with sync_environment(app, landing, warehouse, http, policy) as env:
+        assert env.bulk_landing_concurrency == cores.landing_slots()
         expected = max(1, usable_cores() - env.bulk_landing_concurrency)
         assert env.default_duckdb_threads() == expected
         with env.warehouse() as wh:
@@ -176,3 +177,13 @@ def test_usable_cores_follow_the_process_affinity(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 6)
     assert usable_cores() == 6
+
+
+@pytest.mark.parametrize(("cores_", "slots"), [(1, 1), (2, 1), (3, 2), (8, 2)])
+def test_bulk_landing_slots_leave_the_merge_a_core_and_stop_at_two(
+    cores_: int, slots: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One landing thread on 2 cores (two contended for the GIL and the merge's core: docs/PERFORMANCE.md,
+    seventh session); more cores keep two, the earlier default, as nothing larger was measured."""
+    monkeypatch.setattr(cores, "usable_cores", lambda: cores_)
+    assert cores.landing_slots() == slots
