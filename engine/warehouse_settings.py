@@ -6,7 +6,8 @@ naming the variable; the values reach the steps through the Dagster resources, n
 - ``EHRSYNC_DUCKDB_MEMORY_LIMIT``: DuckDB's ``memory_limit`` of every warehouse connection (default 128MB). The
   merge raises it by itself for a chunk holding one large resource (``warehouse.limits.LARGE_ROW_MEMORY_FACTOR``).
 - ``EHRSYNC_DUCKDB_THREADS``: DuckDB's ``threads`` (unset: a sync step takes the cores the Bulk landing threads
-  leave, ``SyncEnvironment.default_duckdb_threads``; other steps the machine's cores; more buys nothing).
+  leave, ``SyncEnvironment.default_duckdb_threads``; other steps the cores the process may run on, its CPU
+  affinity; more buys nothing).
 - ``EHRSYNC_BULK_MERGE_GROUP_BYTES``: landed Bulk files merged per warehouse transaction (default 256 MiB).
 """
 

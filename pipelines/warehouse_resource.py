@@ -29,7 +29,8 @@ class WarehouseResource(ConfigurableResource["WarehouseResource"]):
         default=None,
         ge=1,
         le=MAX_DUCKDB_THREADS,
-        description=f"DuckDB threads; unset: the machine's cores here, while a sync step's connection leaves the "
+        description=f"DuckDB threads; unset: the cores this process may run on (its CPU affinity) here, while a "
+        "sync step's connection leaves the "
         f"Bulk landing threads their cores ({DUCKDB_THREADS_ENV}).",
     )
 

@@ -16,12 +16,14 @@ nesting near orjson's 1,024-level limit all take the Python path (``tests/wareho
 Nesting costs nothing to check where msgspec already refuses what orjson would: msgspec's depth limit is the
 interpreter's recursion budget, which at CPython 3.11's default (1,000) is below orjson's 1,024 levels. Each block
 asks msgspec first (``_msgspec_refuses_orjsons_depth``); only where it would accept a document orjson refuses (a
-process that raised its recursion limit) are the brackets of long lines counted, which cost ~2 s of CPU per
-10,000-patient export (docs/PERFORMANCE.md, "Issue 14, seventh session").
+process that raised its recursion limit, also while the block decoded) are the brackets of long lines counted:
+two passes over every block that holds a line of 2,000 bytes or more, measured at ~0.9 s of CPU per 927 MB of
+~4.6 KB lines (docs/PERFORMANCE.md, "Issue 14, seventh session").
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import msgspec
@@ -88,23 +90,26 @@ def _msgspec_refuses_orjsons_depth() -> bool:
     return False
 
 
-def _candidates(lines: pa.Array, max_bytes: int, count_brackets: bool) -> pa.BooleanArray:
-    """Lines that look like one JSON object within the size limit and hold nothing suspect; with
-    ``count_brackets``, also no long line with 1,000 brackets or more."""
-    length = pc.binary_length(lines)
+def _candidates(lines: pa.Array, max_bytes: int) -> pa.BooleanArray:
+    """Lines that look like one JSON object within the size limit and hold nothing suspect."""
     mask = pc.and_(
         pc.and_(pc.starts_with(lines, pattern=b"{"), pc.ends_with(lines, pattern=b"}")),
-        pc.less_equal(length, max_bytes),
+        pc.less_equal(pc.binary_length(lines), max_bytes),
     )
-    mask = pc.and_(mask, pc.invert(pc.match_substring_regex(lines, pattern=_SUSPECT)))
+    return pc.and_(mask, pc.invert(pc.match_substring_regex(lines, pattern=_SUSPECT)))
+
+
+def _not_deep(lines: pa.Array) -> pa.BooleanArray:
+    """Lines that cannot be nested as deep as orjson refuses: short ones, and long ones with under 1,000
+    brackets."""
+    length = pc.binary_length(lines)
     long = pc.greater_equal(length, _DEEP_BYTES)
-    if count_brackets and pc.any(long).as_py():
-        brackets = pc.subtract(
-            length,
-            pc.binary_length(pc.replace_substring(pc.replace_substring(lines, "[", ""), "{", "")),
-        )
-        mask = pc.and_(mask, pc.invert(pc.and_(long, pc.greater_equal(brackets, _DEEP_BRACKETS))))
-    return mask
+    if not pc.any(long).as_py():
+        return pc.invert(long)
+    brackets = pc.subtract(
+        length, pc.binary_length(pc.replace_substring(pc.replace_substring(lines, "[", ""), "{", ""))
+    )
+    return pc.invert(pc.and_(long, pc.greater_equal(brackets, _DEEP_BRACKETS)))
 
 
 def _utf8(lines: pa.Array) -> pa.BooleanArray:
@@ -126,7 +131,11 @@ def _is_utf8(line: bytes | None) -> bool:
 
 def check_block(lines: pa.Array, resource_type: str, max_bytes: int) -> FastRows:
     """The fast lines of ``lines`` (a binary array of whole lines without their line breaks) and their keys."""
-    candidate = pc.and_(_candidates(lines, max_bytes, not _msgspec_refuses_orjsons_depth()), _utf8(lines))
+    limit = sys.getrecursionlimit()
+    counted = not _msgspec_refuses_orjsons_depth()
+    candidate = pc.and_(_candidates(lines, max_bytes), _utf8(lines))
+    if counted:  # kept from msgspec: a deep line could overflow the C stack at a raised limit
+        candidate = pc.and_(candidate, _not_deep(lines))
     n = len(lines)
     ids: list[str | None] = [None] * n
     vids: list[str | None] = [None] * n
@@ -154,6 +163,8 @@ def check_block(lines: pa.Array, resource_type: str, max_bytes: int) -> FastRows
     )
     rid = pa.array(ids, pa.string())
     fast = pc.and_(pc.is_valid(rid), pc.fill_null(lu_ok, False))
+    if not counted and sys.getrecursionlimit() != limit:  # another thread changed it while the block decoded
+        fast = pc.and_(fast, _not_deep(lines))
     fast, instants = _instants(pc.if_else(fast, lu, None), fast)
     return FastRows(
         fast,

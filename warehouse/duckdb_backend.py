@@ -272,7 +272,8 @@ class DuckDBWarehouse(Warehouse):
 
 def _usable_cores() -> int:
     """The cores this process may run on (its CPU affinity, e.g. a container's cpuset), else the machine's:
-    DuckDB's own default counts the machine's cores even where the process may use fewer."""
+    DuckDB's own default counts the machine's cores even where the process may use fewer. The twin of
+    ``engine.cores.usable_cores``, which the warehouse layer does not import."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0)) or 1
     return os.cpu_count() or 1

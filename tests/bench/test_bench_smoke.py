@@ -97,9 +97,9 @@ def test_bench_runs_both_benchmarks_at_a_tiny_size(tmp_path: Path) -> None:
     printed = table(results)
     assert "target bulk_peak_rss_mb" in printed and "baseline: raw end to end" in printed
     assert "bulk: after the manifest, ehrsync / raw" in printed
-    path = write_results(results, tmp_path / "out")
-    assert orjson.loads(path.read_bytes())["sizes"] == {"patients": 12, "connections": 1, "change_ratio": 0.05}
-    assert (tmp_path / "out" / "latest.json").read_bytes() == path.read_bytes()
+    written = write_results(results, tmp_path / "out")
+    assert orjson.loads(written.read_bytes())["sizes"] == {"patients": 12, "connections": 1, "change_ratio": 0.05}
+    assert (tmp_path / "out" / "latest.json").read_bytes() == written.read_bytes()
 
 
 @pytest.mark.parametrize(

@@ -139,12 +139,12 @@ def test_the_settings_reach_a_sync_steps_duckdb_connection_and_environment(
 
 
 def test_unset_the_step_keeps_the_warehouse_defaults(app_db: AppDb, tmp_path: Path) -> None:
-    """Without the variables a step's DuckDB gets 128MB and the machine's cores, as before they existed."""
+    """Without the variables a step's DuckDB gets 128MB and the cores the process may run on (its affinity)."""
     resources = default_resources(PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path)}))
     warehouse = resources["warehouse"]
     assert isinstance(warehouse, WarehouseResource)
     with warehouse.open() as wh:
-        assert _duckdb_settings(wh) == ("122.0 MiB", os.cpu_count() or 1)  # DuckDB shows 128 MB in MiB
+        assert _duckdb_settings(wh) == ("122.0 MiB", usable_cores())  # DuckDB shows 128 MB in MiB
 
 
 def test_unset_a_sync_steps_duckdb_leaves_the_bulk_landing_threads_their_cores(

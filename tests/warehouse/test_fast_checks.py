@@ -13,6 +13,7 @@ import orjson
 import pyarrow as pa
 import pytest
 
+from warehouse import _vector_checks as vector_checks
 from warehouse._lines import LineRejected, parse_line
 from warehouse._vector_checks import _msgspec_refuses_orjsons_depth, check_block
 
@@ -137,19 +138,53 @@ def test_numbers_that_may_overflow_a_double_are_left_to_the_line_path(number: by
         assert got is None or got == _keys(line), line
 
 
-@pytest.mark.parametrize("headroom", range(1016, 1036))
-def test_the_depth_probe_holds_at_every_recursion_limit_near_orjsons_depth(headroom: int) -> None:
-    """Where msgspec's budget ends within a few levels of orjson's 1,024, the probe (one frame deeper than the
-    decode loop) must still never vouch for a line orjson refuses: the limit is swept across that edge."""
-    lines = [
-        b'{"resourceType":"Observation","id":"deep","v":' + b"[" * depth + b"]" * depth + b"}"
-        for depth in (1021, 1022, 1023, 1024, 1025, 1026)
-    ]
+_EDGE_LINES = [
+    b'{"resourceType":"Observation","id":"deep","v":' + b"[" * depth + b"]" * depth + b"}"
+    for depth in (1021, 1022, 1023, 1024, 1025, 1026)
+]
+
+
+def _sweep(headroom: int) -> tuple[bool, list[tuple[str, object, object] | None]]:
+    """At a recursion limit of this frame's depth + ``headroom``: the probe's verdict here and the fast keys."""
     before = sys.getrecursionlimit()
     sys.setrecursionlimit(len(inspect.stack(0)) + headroom)
     try:
-        fast = _fast(lines)
+        return _msgspec_refuses_orjsons_depth(), _fast(_EDGE_LINES)
     finally:
         sys.setrecursionlimit(before)
-    for line, got in zip(lines, fast, strict=True):
-        assert got is None or got == _keys(line)
+
+
+def test_the_depth_probe_holds_at_every_recursion_limit_near_orjsons_depth() -> None:
+    """Where msgspec's budget ends within a few levels of orjson's 1,024, the probe (one frame deeper than the
+    decode loop) must never vouch for a line orjson refuses. The limit is swept across that edge, and the sweep
+    must see the probe change its verdict, or it would not be testing the edge (pytest's own frames vary)."""
+    verdicts = set()
+    for headroom in range(990, 1110):
+        refused, fast = _sweep(headroom)
+        verdicts.add(refused)
+        for line, got in zip(_EDGE_LINES, fast, strict=True):
+            assert got is None or got == _keys(line), (headroom, line[:60])
+    assert verdicts == {True, False}
+
+
+def test_a_limit_raised_while_a_block_decodes_still_keeps_deep_lines_off_the_fast_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The limit is the whole interpreter's: another thread may raise it after the probe. Simulated by raising
+    it at the block's first decode; the deep line must then be counted out after the loop."""
+    real = vector_checks._DECODE
+    before = sys.getrecursionlimit()
+
+    def decode_then_raise(raw: bytes) -> object:
+        if raw is not vector_checks._DEPTH_PROBE:
+            sys.setrecursionlimit(max(before, 5000))
+        return real(raw)
+
+    monkeypatch.setattr(vector_checks, "_DECODE", decode_then_raise)
+    deep = b'{"resourceType":"Observation","id":"deep","v":' + b"[" * 1100 + b"]" * 1100 + b"}"
+    try:
+        got = _fast([orjson.dumps(TEMPLATES[1]), deep])
+    finally:
+        sys.setrecursionlimit(before)
+    assert got[1] is None
+    assert got[0] == _keys(orjson.dumps(TEMPLATES[1]))
