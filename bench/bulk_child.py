@@ -43,4 +43,7 @@ def ehrsync_side(handle: WorldHandle, connection_id: str, concurrency: int) -> d
         "peak_rss_mb": max_rss_mb(),
         "sampled_peak_rss_mb": rss.peak_mb,
         "rss_at_start_mb": rss.start_mb,
+        # the engine's defaults on this machine, so a result file says what ran (engine.cores)
+        "landing_slots": world.env.bulk_landing_concurrency,
+        "duckdb_threads": world.env.duckdb_threads or world.env.default_duckdb_threads(),
     }

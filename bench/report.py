@@ -122,6 +122,11 @@ def table(results: dict[str, Any]) -> str:
                 "bulk: ehrsync peak RSS (own process)",
                 f"{e['peak_rss_mb']:.0f} MB (at start {e['rss_at_start_mb']:.0f})",
             ),
+            (
+                "bulk: ehrsync threads",
+                f"{bulk['concurrency']} downloads, {e.get('landing_slots', '?')} landing, "
+                f"{e.get('duckdb_threads', '?')} DuckDB",
+            ),
             ("baseline: raw kickoff -> files on disk", f"{b['export_s']:.1f} s ({b['bytes'] / 1e6:,.0f} MB)"),
             ("baseline: raw generation / download", f"{b['server_generation_s']:.1f} s / {b['download_s']:.1f} s"),
             ("baseline: orjson parse", f"{b['orjson_lines_per_s']:,.0f} lines/s"),

@@ -18,6 +18,7 @@ from bench.__main__ import main, parse_args, run, write_results
 from bench.http_meter import request_kind
 from bench.report import table, verdicts
 from bench.scale_bench import table as scale_table
+from engine.cores import landing_slots
 
 
 def test_bench_runs_both_benchmarks_at_a_tiny_size(tmp_path: Path) -> None:
@@ -52,6 +53,7 @@ def test_bench_runs_both_benchmarks_at_a_tiny_size(tmp_path: Path) -> None:
     assert e["by_type"]["Patient"] == 12
     assert e["requests"]["$export"] == 1 and e["requests"]["bulk/files"] == e["files"] == b["files"]
     assert e["peak_rss_mb"] >= e["rss_at_start_mb"] > 0
+    assert e["landing_slots"] == landing_slots() and e["duckdb_threads"] >= 1  # what ran, in the result file
     assert e["server_generation_s"] is not None and 0 < e["server_generation_s"] <= e["seconds"]
 
     scaling = results["bulk_memory_scaling"]
@@ -97,6 +99,9 @@ def test_bench_runs_both_benchmarks_at_a_tiny_size(tmp_path: Path) -> None:
     printed = table(results)
     assert "target bulk_peak_rss_mb" in printed and "baseline: raw end to end" in printed
     assert "bulk: after the manifest, ehrsync / raw" in printed
+    assert (
+        "bulk: ehrsync threads" in printed and f"{bulk['concurrency']} downloads, {landing_slots()} landing" in printed
+    )
     written = write_results(results, tmp_path / "out")
     assert orjson.loads(written.read_bytes())["sizes"] == {"patients": 12, "connections": 1, "change_ratio": 0.05}
     assert (tmp_path / "out" / "latest.json").read_bytes() == written.read_bytes()
