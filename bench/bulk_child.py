@@ -45,5 +45,5 @@ def ehrsync_side(handle: WorldHandle, connection_id: str, concurrency: int) -> d
         "rss_at_start_mb": rss.start_mb,
         # the engine's defaults on this machine, so a result file says what ran (engine.cores)
         "landing_slots": world.env.bulk_landing_concurrency,
-        "duckdb_threads": world.env.duckdb_threads or world.env.default_duckdb_threads(),
+        "duckdb_threads": world.env.step_duckdb_threads(),
     }

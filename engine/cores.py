@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import os
+from warehouse.machine import usable_cores
 
 __all__ = ["landing_slots", "threads_beside", "usable_cores"]
-
-
-def usable_cores() -> int:
-    """The cores this process may run on: its CPU affinity where the OS reports it (a container's cpuset), else
-    the machine's."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
 
 
 def threads_beside(landing_slots: int) -> int:

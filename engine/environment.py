@@ -134,12 +134,16 @@ class SyncEnvironment:
     @contextmanager
     def warehouse(self) -> Iterator[Warehouse]:
         """Open the warehouse for one step and always close it, so another process may write next."""
-        threads = self.duckdb_threads or self.default_duckdb_threads()
+        threads = self.step_duckdb_threads()
         wh = open_warehouse(self.warehouse_target, duckdb_memory_limit=self.duckdb_memory_limit, duckdb_threads=threads)
         try:
             yield wh
         finally:
             wh.close()
+
+    def step_duckdb_threads(self) -> int:
+        """DuckDB threads of this run's warehouse connections: EHRSYNC_DUCKDB_THREADS, else the default below."""
+        return self.duckdb_threads or self.default_duckdb_threads()
 
     def default_duckdb_threads(self) -> int:
         """DuckDB threads when EHRSYNC_DUCKDB_THREADS is unset (``engine.cores.threads_beside``)."""

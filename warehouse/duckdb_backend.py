@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -31,6 +30,7 @@ from warehouse.errors import (
 )
 from warehouse.landed import LandedFile
 from warehouse.limits import LARGE_ROW_MEMORY_FACTOR, largest_row, memory_mib
+from warehouse.machine import usable_cores
 from warehouse.merge import UpsertStats, Warehouse, check_landing_file
 
 __all__ = ["DEFAULT_MEMORY_LIMIT", "DuckDBWarehouse"]
@@ -68,7 +68,7 @@ class DuckDBWarehouse(Warehouse):
         # reads fhir_resources in insertion order, and keeping it made inserts hold more in memory.
         self._config = {
             "memory_limit": memory_limit,
-            "threads": str(threads or _usable_cores()),
+            "threads": str(threads or usable_cores()),
             "preserve_insertion_order": "false",
         }
         self._memory_limit_mib = memory_mib(memory_limit)
@@ -268,15 +268,6 @@ class DuckDBWarehouse(Warehouse):
 
     def close(self) -> None:
         self._closed = True
-
-
-def _usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, e.g. a container's cpuset), else the machine's:
-    DuckDB's own default counts the machine's cores even where the process may use fewer. The twin of
-    ``engine.cores.usable_cores``, which the warehouse layer does not import."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
 
 
 def _out_of_memory(exc: duckdb.Error) -> bool:
