@@ -1,14 +1,17 @@
 """The DuckDB merge of one landed file (or one chunk of it) into the unkeyed ``fhir_resources`` (BDX-24).
 
-The staging table holds keys, bookkeeping and each winner's content hash, never the resource JSON: the JSON goes
-once, straight from the landing Parquet into ``fhir_resources``, joined to the chosen rows by file row number, or,
-on a first load where the stage is every row of the file, read from the file with no join at all. Materializing
-the JSON in a temporary table first cost a third of the merge and most of its memory (docs/PERFORMANCE.md, issue
-14).
+Nothing of the file is copied into a table before the append: the file's rows are read straight from the landing
+Parquet by each statement (Parquet projection reads only the columns a statement names), and the one temporary
+table, ``_changes``, holds only the file row numbers to write and the ids they replace. A Bulk merge group keeps
+one transaction open over many files, and DuckDB frees a temporary table replaced inside a transaction only at
+the commit, so a stage of every row's columns (~15 MB per 50,000 resources) piled up to ~100 MB per group
+(docs/PERFORMANCE.md, issue 14). The JSON goes once, from the Parquet file into ``fhir_resources``: on a first
+load whose rows are all new it is read from the file with no join at all.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,96 +26,102 @@ __all__ = ["merge_chunk", "stage_winners"]
 # BDX-24 within one file: the newest lastUpdated wins, then the later line.
 _WINNER_ORDER = "ORDER BY last_updated DESC NULLS LAST, file_row_number DESC"
 _PARQUET = "read_parquet(%s, file_row_number = true)"
-# Staged columns: the landing columns but the JSON, its hash, and where the row is in the file.
+# The landing columns but the JSON and its hash, in ``STAGE_COLUMNS`` order.
 _KEPT = tuple(c for c in _sql.STAGE_COLUMNS if c != "content_hash")
 _HASH = _sql.DUCKDB.hash_expr("resource_json")
-
-
-def _range(rows: tuple[int, int] | None) -> str:
-    if rows is None:
-        return "TRUE"
-    return f"file_row_number >= {int(rows[0])} AND file_row_number < {int(rows[1])}"
+# The stored rows of one (connection, type): DuckDB's zone maps skip the other row groups. Params: both.
+_STORED = "(SELECT * FROM fhir_resources WHERE connection_id = %s AND resource_type = %s)"
 
 
 def stage_winners(cur: DuckCursor, path: Path) -> None:
-    """``_winners``: the file row that wins each id over the whole file, so that each chunk of a file split into
-    chunks stages only winners. Only the key and ordering columns are read (Parquet projection)."""
+    """``_winners``: the file row that wins each id over the whole file, for a file split into chunks or one
+    whose ids repeat (both rare). Only the key and ordering columns are read (Parquet projection)."""
     cur.execute(
-        "CREATE OR REPLACE TEMP TABLE _winners AS SELECT connection_id, resource_type, id, file_row_number "
-        "FROM (SELECT connection_id, resource_type, id, file_row_number, row_number() OVER ("
+        "CREATE OR REPLACE TEMP TABLE _winners AS SELECT file_row_number "
+        "FROM (SELECT file_row_number, row_number() OVER ("
         f"PARTITION BY connection_id, resource_type, id {_WINNER_ORDER}) AS _rn FROM {_PARQUET}) WHERE _rn = 1",
         (str(path),),
     )
 
 
-def _rows_of(hashed: bool) -> str:
-    """The staged columns of each Parquet row, its hash read (``hashed``, LANDING_FILE_SCHEMA) or computed."""
-    return f"{', '.join(_KEPT)}, {'content_hash' if hashed else _HASH} AS content_hash"
+def _where(rows: tuple[int, int] | None, winners: bool) -> str:
+    """The file rows a statement reads: ``rows`` of the file (all when None), only the winners when ``winners``."""
+    parts = ["TRUE" if rows is None else f"file_row_number >= {int(rows[0])} AND file_row_number < {int(rows[1])}"]
+    if winners:
+        parts.append("file_row_number IN (SELECT file_row_number FROM _winners)")
+    return " AND ".join(parts)
 
 
-def _stage(cur: DuckCursor, path: Path, rows: tuple[int, int] | None, *, hashed: bool) -> bool:
-    """``_stage``: one row per id (its winner), with ``content_hash`` and ``file_row_number``, no JSON. A file
-    landed with its hashes (``hashed``) is not hashed again: DuckDB's sha256 over the JSON was most of the stage's
-    time (docs/PERFORMANCE.md). Returns True when the stage is every row of the whole file (no id repeats), so a
-    first load may append straight from the file."""
-    rows_of = f"SELECT {_rows_of(hashed)}, file_row_number FROM {_PARQUET}"
-    if rows is not None:  # one chunk: only the rows that win over the whole file (stage_winners)
-        chosen = (
-            f"SELECT p.* FROM ({rows_of} WHERE {_range(rows)}) p SEMI JOIN _winners w ON "
-            "p.connection_id = w.connection_id AND p.resource_type = w.resource_type AND p.id = w.id "
-            "AND p.file_row_number = w.file_row_number"
-        )
-        cur.execute(f"CREATE OR REPLACE TEMP TABLE _stage AS {chosen}", (str(path),))
-        return False
-    # The whole file: an id rarely repeats in one export file, so stage every row and pick winners only if one
-    # does (a window over every row cost more than the rest of the stage, docs/PERFORMANCE.md).
-    cur.execute(f"CREATE OR REPLACE TEMP TABLE _stage AS {rows_of}", (str(path),))
-    cur.execute("SELECT count(*) - count(DISTINCT id) FROM _stage")
-    repeats = cur.fetchone()
-    if not repeats or not repeats[0]:
-        return True
+def _hash_of(hashed: bool) -> str:
+    """The row's content hash: read (``hashed``, LANDING_FILE_SCHEMA) or computed from its JSON."""
+    return "content_hash" if hashed else f"{_HASH} AS content_hash"
+
+
+def _build_on_the_right(cur: DuckCursor) -> contextlib.AbstractContextManager[None]:
+    """DuckDB builds each hash join on the join's right side as written (its optimizer otherwise picks the side
+    it estimates smaller)."""
+    return temporary_setting(cur.conn, "SET disabled_optimizers = 'build_side_probe_side'", "RESET disabled_optimizers")
+
+
+def _survey(cur: DuckCursor, landed: LandedFile, where: str) -> tuple[int, int]:
+    """(rows, distinct ids) of the file rows ``where`` picks; refuses rows of another connection or type than the
+    file's."""
     cur.execute(
-        "DELETE FROM _stage WHERE file_row_number IN (SELECT file_row_number FROM (SELECT file_row_number, "
-        f"row_number() OVER (PARTITION BY connection_id, resource_type, id {_WINNER_ORDER}) AS _rn FROM _stage) "
-        "WHERE _rn > 1)"
-    )
-    return False
-
-
-def _check_scope(cur: DuckCursor, landed: LandedFile) -> None:
-    cur.execute(
-        "SELECT count(*) FROM _stage WHERE connection_id <> %s OR resource_type <> %s",
-        (landed.connection_id, landed.resource_type),
+        "SELECT count(*), count(DISTINCT id), count(*) FILTER (WHERE connection_id IS DISTINCT FROM %s "
+        f"OR resource_type IS DISTINCT FROM %s) FROM {_PARQUET} WHERE {where}",
+        (landed.connection_id, landed.resource_type, str(landed.path)),
     )
     row = cur.fetchone()
-    if row and row[0]:
+    assert row is not None
+    if row[2]:
         raise LandedFileError(
             f"landed file {landed.path} holds rows of another connection or resource type than "
             f"{landed.connection_id}/{landed.resource_type}"
         )
+    return int(row[0]), int(row[1])
 
 
-def _append_sql(rows: tuple[int, int] | None, *, every_staged_row: bool) -> str:
-    """Append the changed staged rows (all of them on a first load) with their JSON read from the Parquet file.
-    Params: landed_at, path."""
-    cols = ", ".join(_sql.STAGE_COLUMNS)
-    picked = ", ".join(f"s.{c}" for c in _sql.STAGE_COLUMNS)
-    changed = "" if every_staged_row else " AND s.id IN (SELECT id FROM _changes)"
+def _stage_changes(cur: DuckCursor, landed: LandedFile, where: str, *, hashed: bool) -> tuple[int, int]:
+    """``_changes(file_row_number, replaces)``: the rows to write, new or newer than the stored row (BDX-24), with
+    the id of the stored row each one replaces (NULL for a new id). Returns (inserted, updated)."""
+    keys = f"SELECT id, version_id, last_updated, {_hash_of(hashed)}, file_row_number FROM {_PARQUET} WHERE {where}"
+    # The join builds on the file's rows (bounded by the chunk), never on the stored rows of the type (bounded
+    # only by the warehouse): DuckDB chose by its estimates, and built on the stored side whenever its guess of
+    # the filtered rows fell under the file's rows (~35 MB more peak at 10,000 patients, docs/PERFORMANCE.md).
+    with _build_on_the_right(cur):
+        cur.execute(
+            "CREATE OR REPLACE TEMP TABLE _changes AS SELECT s.file_row_number, e.id AS replaces "
+            f"FROM {_STORED} e RIGHT JOIN ({keys}) s ON e.id = s.id "
+            f"WHERE e.id IS NULL OR {_sql.newer_predicate('s', 'e')}",
+            (landed.connection_id, landed.resource_type, str(landed.path)),
+        )
+    cur.execute("SELECT count(*) FILTER (WHERE replaces IS NULL), count(replaces) FROM _changes")
+    counts = cur.fetchone()
+    assert counts is not None
+    return int(counts[0]), int(counts[1])
+
+
+def _append_changes_sql(hashed: bool, rows: tuple[int, int]) -> str:
+    """Append the rows in ``_changes`` among file rows ``rows``, their columns and JSON read from the Parquet file.
+    The hash join builds on the narrow ``_changes`` and streams the JSON past it. Params: landed_at, path."""
+    cols = ", ".join((*_KEPT, "content_hash"))  # the order the subquery selects them in
     return (
         f"INSERT INTO fhir_resources ({cols}, resource, landed_at, deleted_at) "
-        f"SELECT {picked}, CAST(p.resource_json AS JSON), CAST(%s AS TIMESTAMPTZ), NULL "
-        f"FROM (SELECT resource_json, file_row_number FROM {_PARQUET} WHERE {_range(rows)}) p "
-        f"JOIN _stage s ON p.file_row_number = s.file_row_number WHERE TRUE{changed}"
+        f"SELECT {', '.join(f'p.{c}' for c in (*_KEPT, 'content_hash'))}, CAST(p.resource_json AS JSON), "
+        "CAST(%s AS TIMESTAMPTZ), NULL "
+        f"FROM (SELECT {', '.join(_KEPT)}, {_hash_of(hashed)}, resource_json, file_row_number FROM {_PARQUET} "
+        f"WHERE {_where(rows, winners=False)}) p JOIN _changes c ON p.file_row_number = c.file_row_number"
     )
 
 
 def _append_file_sql(hashed: bool) -> str:
-    """Append every row of the file as it is: a first load whose stage is the whole file (no join to the stage,
-    which cost about a third of the append). Params: landed_at, path."""
-    cols = ", ".join((*_KEPT, "content_hash"))  # the order ``_rows_of`` selects them in
+    """Append every row of the file as it is: a first load of a file whose ids do not repeat (no join, which cost
+    about a third of the append). Params: landed_at, path."""
+    cols = ", ".join((*_KEPT, "content_hash"))
     return (
         f"INSERT INTO fhir_resources ({cols}, resource, landed_at, deleted_at) "
-        f"SELECT {_rows_of(hashed)}, CAST(resource_json AS JSON), CAST(%s AS TIMESTAMPTZ), NULL FROM {_PARQUET}"
+        f"SELECT {', '.join(_KEPT)}, {_hash_of(hashed)}, CAST(resource_json AS JSON), CAST(%s AS TIMESTAMPTZ), NULL "
+        f"FROM {_PARQUET}"
     )
 
 
@@ -125,35 +134,33 @@ def merge_chunk(
     slices: Sequence[tuple[int, int]],
 ) -> tuple[int, int, int]:
     """Merge file rows ``[start, stop)`` (all when None) under the newer-or-equal rule; returns (inserted,
-    updated, distinct). The stored side is filtered to the file's (connection, type), so DuckDB's zone maps skip
-    the other row groups; the key is kept unique by this merge (one writer under the file lock). An append joined
-    to the stage runs one statement per slice of ``slices`` (``_duckdb_io.append_slices`` of the chunk), which
+    updated, distinct). A chunk of a file split into chunks reads only the rows that win over the whole file
+    (``stage_winners``, run by the caller before the first chunk); a whole file stages them only if an id
+    repeats. The key is kept unique by this merge (one writer under the file lock). An append joined to
+    ``_changes`` runs one statement per slice of ``slices`` (``_duckdb_io.append_slices`` of the chunk), which
     bounds its memory by bytes whatever the size of the resources."""
     path = str(landed.path)
-    whole_file = _stage(cur, Path(path), rows, hashed=hashed)
-    _check_scope(cur, landed)
-    scope = (landed.connection_id, landed.resource_type)
-    cur.execute(_sql.changes_sql(), scope)
-    cur.execute(
-        "SELECT count(*) FILTER (WHERE is_new), count(*) FILTER (WHERE NOT is_new), "
-        "(SELECT count(*) FROM _stage) FROM _changes"
-    )
-    counts = cur.fetchone()
-    assert counts is not None
-    inserted, updated, distinct = (int(c) for c in counts)
+    where = _where(rows, winners=rows is not None)
+    count, distinct = _survey(cur, landed, where)
+    if count != distinct:  # an id repeats in the file (a chunk reads only the winners, so it never gets here)
+        stage_winners(cur, Path(path))
+        where = _where(rows, winners=True)
+    inserted, updated = _stage_changes(cur, landed, where, hashed=hashed)
     if updated:
-        cur.execute(_sql.delete_replaced_sql(), scope)
-    if inserted or updated:
-        landed_at = datetime.now(UTC)  # one stamp for the chunk, however many statements append it
-        every = inserted == distinct  # a first load: nothing stored to compare, append the stage as is
-        if every and whole_file:
-            cur.execute(_append_file_sql(hashed), (landed_at, path))
-            return inserted, updated, distinct
-        # The hash join must build on the narrow stage and stream the Parquet JSON past it: left to itself, DuckDB
-        # built on the Parquet side (equal row counts) and held the chunk's JSON, which did not fit in 64 MB.
-        with temporary_setting(
-            cur.conn, "SET disabled_optimizers = 'build_side_probe_side'", "RESET disabled_optimizers"
-        ):
-            for part in slices:
-                cur.execute(_append_sql(part, every_staged_row=every), (landed_at, path))
+        cur.execute(
+            "DELETE FROM fhir_resources WHERE connection_id = %s AND resource_type = %s "
+            "AND id IN (SELECT replaces FROM _changes WHERE replaces IS NOT NULL)",
+            (landed.connection_id, landed.resource_type),
+        )
+    if not inserted and not updated:
+        return inserted, updated, distinct
+    landed_at = datetime.now(UTC)  # one stamp for the chunk, however many statements append it
+    if rows is None and count == distinct == inserted:  # a first load: every row of the file, as it is
+        cur.execute(_append_file_sql(hashed), (landed_at, path))
+        return inserted, updated, distinct
+    # Left to itself, DuckDB built the join on the Parquet side (equal row counts) and held the chunk's JSON,
+    # which did not fit in 64 MB.
+    with _build_on_the_right(cur):
+        for part in slices:
+            cur.execute(_append_changes_sql(hashed, part), (landed_at, path))
     return inserted, updated, distinct

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 # with ~5 s less CPU per 10,000-patient export and 10-30 MB less peak (docs/PERFORMANCE.md). A multiple of 2,048.
 WRITER_ROW_GROUP_ROWS = 30_720
 WRITER_CATALOG = "ehrsync_warehouse"
-# Uncompressed landing data one append joined to the stage reads. DuckDB's memory for that statement grows with
+# Uncompressed landing data one append joined to ``_changes`` reads. DuckDB's memory for that statement grows with
 # it: 60 MB of 100 KB resources ran out of a 128 MB limit in one statement and fit in slices (docs/PERFORMANCE.md).
 APPEND_BYTES = 8 * 1024 * 1024
 

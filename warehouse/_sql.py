@@ -125,25 +125,6 @@ def newer_predicate(n: str, o: str) -> str:
     )
 
 
-def changes_sql() -> str:
-    """Unkeyed merge, step 1: temp table ``_changes(id, is_new)`` of the staged ids to write (new, or newer
-    than the stored row). Params: connection_id, resource_type; the staged rows all share them (checked before),
-    so the stored side is filtered to one (connection, type) and DuckDB's zone maps skip the other row groups."""
-    return (
-        "CREATE OR REPLACE TEMP TABLE _changes AS SELECT s.id, e.id IS NULL AS is_new FROM _stage s "
-        "LEFT JOIN (SELECT * FROM fhir_resources WHERE connection_id = %s AND resource_type = %s) e ON e.id = s.id "
-        f"WHERE e.id IS NULL OR {newer_predicate('s', 'e')}"
-    )
-
-
-def delete_replaced_sql() -> str:
-    """Unkeyed merge, step 2: remove the stored rows the staged ones replace. Params: connection_id, type."""
-    return (
-        "DELETE FROM fhir_resources WHERE connection_id = %s AND resource_type = %s "
-        "AND id IN (SELECT id FROM _changes WHERE NOT is_new)"
-    )
-
-
 def tombstone_sql() -> tuple[str, str]:
     """(mark live rows deleted, insert placeholder tombstones for unknown ids); params: deleted_at[, tenant, ...]."""
     on = " AND ".join(f"f.{k} = t.{k}" for k in KEY)

@@ -1,5 +1,6 @@
 """The DuckDB merge streams the landed JSON: 50,000 resources (~36 MB of JSON) merge under a 64 MB memory limit, both
-appended straight from the file (a first load) and past the narrow stage (a load that replaces a stored row). Left
+appended straight from the file (a first load) and joined to the narrow ``_changes`` (a load that replaces a stored
+row). Left
 to its optimizer, DuckDB built the join's hash table on the Parquet side, holding the chunk's JSON, and ran out of
 memory here (WarehouseMemoryError)."""
 
@@ -18,14 +19,14 @@ from warehouse.duckdb_backend import DuckDBWarehouse
 _ROWS = 50_000
 
 
-@pytest.mark.parametrize("stored_first", [False, True], ids=["first-load", "joined-to-the-stage"])
+@pytest.mark.parametrize("stored_first", [False, True], ids=["first-load", "joined-to-changes"])
 def test_a_large_file_merges_under_a_64mb_memory_limit(zone: LandingZone, tmp_path: Path, stored_first: bool) -> None:
     rng = random.Random(7)  # text that does not compress away: the merge holds it uncompressed
     landed = land(zone, (resource(f"o{k}", note=rng.randbytes(300).hex()) for k in range(_ROWS)))
     meta = pq.ParquetFile(landed.path).metadata
     assert sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)) > 30_000_000
     wh = DuckDBWarehouse(tmp_path / "wh.duckdb", memory_limit="64MB")
-    if stored_first:  # an older copy of one id: not every row is new, so the append joins the stage
+    if stored_first:  # an older copy of one id: not every row is new, so the append joins ``_changes``
         wh.upsert(land(zone, [resource("o0", "2025-01-01T00:00:00Z")], run_id="r0"))
     stats = wh.upsert(landed)
     assert (stats.inserted, stats.updated) == ((_ROWS - 1, 1) if stored_first else (_ROWS, 0))
@@ -34,13 +35,13 @@ def test_a_large_file_merges_under_a_64mb_memory_limit(zone: LandingZone, tmp_pa
 
 
 @pytest.mark.parametrize("resource_bytes", [8_000, 40_000, 100_000])
-@pytest.mark.parametrize("stored_first", [False, True], ids=["first-load", "joined-to-the-stage"])
+@pytest.mark.parametrize("stored_first", [False, True], ids=["first-load", "joined-to-changes"])
 def test_60mb_of_medium_resources_merge_under_the_default_limit(
     zone: LandingZone, tmp_path: Path, resource_bytes: int, stored_first: bool
 ) -> None:
     """Documents with inline attachments of 8-100 KB each: 60 MB of them in one landed file merge under the default
     128 MB limit. With 16 MiB landing row groups DuckDB read 16 MiB column chunks and ran out of memory, and so did
-    one append joined to the stage over all of them (now a statement per 8 MiB slice)."""
+    one append joined to the rows it writes over all of them (now a statement per 8 MiB slice)."""
     rows = 60_000_000 // resource_bytes
     rng = random.Random(resource_bytes)
     landed = land(zone, (resource(f"d{k}", note=rng.randbytes(resource_bytes // 2).hex()) for k in range(rows)))
