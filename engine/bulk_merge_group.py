@@ -7,6 +7,11 @@ merge alone on the critical path after the downloads ended), and the group commi
 The files are already recorded ``landed`` when they join a group, so a crash before the group's commit loses
 nothing: the next run merges them again (BDX-24 makes the replay exact), and only after the commit are they marked
 ``done``. A group that runs out of the database's memory limit rolls back and merges its files one at a time.
+
+A group runs at half the database's memory limit (``Warehouse.lean_memory``): DuckDB fills its buffer pool to the
+limit while the transaction is open, and half of it fits ordinary exports at no cost (docs/PERFORMANCE.md). A
+group that runs out there, merging or committing, even of one file, is merged again one file at a time under the
+whole limit, and so is the rest of the export (medium resources, 8-100 KB each, need the whole limit).
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class MergeGroup:
     _merged: list[tuple[bulk_state.FileView, LandedFile, UpsertStats]] = field(default_factory=list)
     _bytes: int = 0
     _open: contextlib.ExitStack | None = None
+    _lean: bool = True  # the next group runs under ``lean_memory``; off for good once a lean group ran out
+    _lowered: bool = False  # the open group's limit is the lean one
 
     def add(self, f: bulk_state.FileView, landed: LandedFile) -> None:
         """Merge one landed file into the group's transaction; commits the group once it holds ``max_bytes`` of
@@ -52,8 +59,8 @@ class MergeGroup:
         try:
             stats = self.wh.upsert(landed)
         except BaseException as exc:
-            failed = self._rollback(exc)
-            if not isinstance(failed, WarehouseMemoryError) or not self._merged:  # nothing smaller to try
+            lowered, failed = self._lowered, self._rollback(exc)
+            if not isinstance(failed, WarehouseMemoryError) or not (self._merged or lowered):  # nothing to retry
                 self._merged = []  # rolled back: never recorded as done
                 if failed is exc:
                     raise
@@ -75,7 +82,7 @@ class MergeGroup:
         try:
             stack.close()  # the commit: another failure raises with every file still ``landed``, none recorded
         except WarehouseMemoryError as exc:  # the commit itself ran out of memory; the database rolled it back
-            if len(merged) < 2:
+            if len(merged) < 2 and not self._lowered:
                 raise
             self._one_at_a_time([(f, landed) for f, landed, _ in merged], exc)
             return
@@ -85,6 +92,7 @@ class MergeGroup:
         """Hold the warehouse's writer and open the group's transaction (both released if either fails)."""
         with contextlib.ExitStack() as stack:
             stack.enter_context(self.wh.batch())
+            self._lowered = self._lean and stack.enter_context(self.wh.lean_memory())
             stack.enter_context(self.wh.transaction())
             return stack.pop_all()
 
@@ -100,11 +108,13 @@ class MergeGroup:
         return exc
 
     def _one_at_a_time(self, files: list[tuple[bulk_state.FileView, LandedFile]], exc: WarehouseMemoryError) -> None:
+        lean, self._lean, self._lowered = self._lowered, False, False  # the rest of the export: the whole limit
         _log.warning(
-            "merging %d landed files in one transaction ran out of memory (%s); merging them one at a time "
+            "merging %d landed files in one transaction ran out of memory (%s); merging them one at a time%s "
             "(raise EHRSYNC_DUCKDB_MEMORY_LIMIT or lower EHRSYNC_BULK_MERGE_GROUP_BYTES to avoid the retry)",
             len(files),
             str(exc).split(":", 1)[0],
+            " under the whole memory limit, and the rest of this export too" if lean else "",
         )
         self._merged, self._bytes = [], 0
         for f, landed in files:  # each recorded as soon as it commits: a later failure leaves it done and counted

@@ -4,7 +4,8 @@ Parsed once at start (``engine.settings.EngineLimits``), so a malformed value st
 naming the variable; the values reach the steps through the Dagster resources, never read again during a run.
 
 - ``EHRSYNC_DUCKDB_MEMORY_LIMIT``: DuckDB's ``memory_limit`` of every warehouse connection (default 128MB). The
-  merge raises it by itself for a chunk holding one large resource (``warehouse.limits.LARGE_ROW_MEMORY_FACTOR``).
+  merge raises it by itself for a chunk holding one large resource (``warehouse.limits.LARGE_ROW_MEMORY_FACTOR``);
+  a Bulk merge group runs at half of it and falls back to all of it (``engine.bulk_merge_group``).
 - ``EHRSYNC_DUCKDB_THREADS``: DuckDB's ``threads`` (unset: a sync step takes the cores the Bulk landing threads
   leave, ``SyncEnvironment.default_duckdb_threads``; other steps the cores the process may run on, its CPU
   affinity; more buys nothing).

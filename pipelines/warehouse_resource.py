@@ -23,7 +23,8 @@ class WarehouseResource(ConfigurableResource["WarehouseResource"]):
     duckdb_memory_limit: str | None = Field(
         default=None,
         description=f"DuckDB memory_limit of each connection, e.g. 128MB or 1GiB ({DUCKDB_MEMORY_LIMIT_ENV}; "
-        "the merge raises it for one large resource by itself).",
+        "the merge raises it for one large resource by itself; Bulk merge groups run at half of it, falling back "
+        "to all of it).",
     )
     duckdb_threads: int | None = Field(
         default=None,

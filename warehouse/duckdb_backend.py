@@ -37,6 +37,7 @@ __all__ = ["DEFAULT_MEMORY_LIMIT", "DuckDBWarehouse"]
 
 logger = logging.getLogger(__name__)
 DEFAULT_MEMORY_LIMIT = "128MB"  # DuckDB memory_limit of each connection (EHRSYNC_DUCKDB_MEMORY_LIMIT)
+LEAN_MEMORY_MIN_MIB = 16  # ``lean_memory`` never goes below this (nor below EHRSYNC_DUCKDB_MEMORY_LIMIT's floor)
 _ID_CHUNK = 50_000
 _MIB = 1024 * 1024
 
@@ -72,6 +73,7 @@ class DuckDBWarehouse(Warehouse):
             "preserve_insertion_order": "false",
         }
         self._memory_limit_mib = memory_mib(memory_limit)
+        self._limit_now = memory_limit  # the limit in force: the configured one, or ``lean_memory``'s
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._closed = False
         self._held: duckdb.DuckDBPyConnection | None = None
@@ -146,6 +148,24 @@ class DuckDBWarehouse(Warehouse):
                 self._in_transaction = False
 
     @contextlib.contextmanager
+    def lean_memory(self) -> Iterator[bool]:
+        """Half the configured memory limit (at least ``LEAN_MEMORY_MIN_MIB``) on the held connection for the
+        writes inside, then the configured one again (``Warehouse.lean_memory``)."""
+        lean_mib = max(LEAN_MEMORY_MIN_MIB, self._memory_limit_mib // 2)
+        if lean_mib >= self._memory_limit_mib:
+            yield False
+            return
+        with self.batch():
+            assert self._held is not None
+            configured, lean = self._config["memory_limit"], f"{lean_mib}MiB"
+            with temporary_setting(self._held, f"SET memory_limit = '{lean}'", f"SET memory_limit = '{configured}'"):
+                self._limit_now = lean
+                try:
+                    yield True
+                finally:
+                    self._limit_now = configured
+
+    @contextlib.contextmanager
     def _write(self, lock_key: str) -> Iterator[Cursor]:
         self._check_open()
         if self.read_only:
@@ -177,9 +197,7 @@ class DuckDBWarehouse(Warehouse):
                 raise self._memory_error(f"the commit of {lock_key}", exc) from exc
 
     def _memory_error(self, where: str, exc: duckdb.Error) -> WarehouseMemoryError:
-        return WarehouseMemoryError(
-            f"DuckDB ran out of its memory limit ({self._config['memory_limit']}) in {where}: {exc}"
-        )
+        return WarehouseMemoryError(f"DuckDB ran out of its memory limit ({self._limit_now}) in {where}: {exc}")
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Cursor]:
@@ -241,12 +259,12 @@ class DuckDBWarehouse(Warehouse):
         return counts
 
     def _room_for(self, cur: DuckCursor, largest: int | None) -> contextlib.AbstractContextManager[None]:
-        """The configured memory limit, raised for a chunk holding one large resource (``largest`` bytes)."""
+        """The memory limit in force, raised for a chunk holding one large resource (``largest`` bytes)."""
         if largest is None:
             return contextlib.nullcontext()
-        need_mib = self._memory_limit_mib + LARGE_ROW_MEMORY_FACTOR * -(-largest // _MIB)
+        need_mib = memory_mib(self._limit_now) + LARGE_ROW_MEMORY_FACTOR * -(-largest // _MIB)
         logger.info("merging a %d-byte resource with memory_limit %d MiB", largest, need_mib)
-        restore = f"SET memory_limit = '{self._config['memory_limit']}'"
+        restore = f"SET memory_limit = '{self._limit_now}'"
         return temporary_setting(cur.conn, f"SET memory_limit = '{need_mib}MiB'", restore)
 
     def _stage_ids(self, cur: Cursor, connection_id: str, resource_type: str, ids: Iterable[str]) -> None:

@@ -123,6 +123,13 @@ class Warehouse(Records, Reads, Purge):
         transaction. A DuckDB transaction that runs out of the memory limit raises ``WarehouseMemoryError``."""
         return nullcontext()
 
+    def lean_memory(self) -> AbstractContextManager[bool]:
+        """A smaller database memory limit for the writes inside, or nothing; yields whether it lowered one. A Bulk
+        merge group holds its transaction open over many files, and DuckDB fills its buffer pool to the limit
+        meanwhile: the group runs at half the limit and falls back to the whole one, one file at a time, if it
+        runs out (engine/bulk_merge_group.py). Backends without an engine-side limit need nothing here."""
+        return nullcontext(False)
+
     @staticmethod
     def _log_stats(landed: LandedFile, stats: UpsertStats) -> None:
         logger.info(

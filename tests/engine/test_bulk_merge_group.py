@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -268,3 +269,53 @@ def test_a_group_whose_commit_runs_out_of_memory_is_merged_again_one_file_at_a_t
         assert merged == ["file0", "file1"]
         assert len(wh.live_ids("c1", "Observation")) == 60
     assert "merging 2 landed files in one transaction ran out of memory" in caplog.text
+
+
+def _documents(zone: LandingZone, prefix: str, count: int, size: int) -> LandedFile:
+    """Documents with an inline attachment of ``size`` bytes of text that does not compress away."""
+    rng = random.Random(size)
+    lines = (resource(f"{prefix}{k}", note=rng.randbytes(size // 2).hex()) for k in range(count))
+    return land(zone, lines, run_id=f"documents-{prefix}")
+
+
+def test_a_group_runs_at_half_the_limit_and_falls_back_to_the_whole_one_for_medium_resources(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ordinary files merge under half the limit, with no retry. 60 MB of 100 KB documents run out there (DuckDB
+    holds a transaction's new rows uncompressed until the commit): that group is rolled back and merged again
+    file by file under the whole limit, where it fits, and the rest of the export stays under the whole limit."""
+    zone = LandingZone(tmp_path / "zone")
+    ordinary = [land(zone, [resource(f"o{k}-{i}") for i in range(2_000)], run_id=f"r{k}") for k in range(2)]
+    documents = _documents(zone, "d", 600, 100_000)
+    merged: list[str] = []
+    limits: list[str] = []
+    wh = DuckDBWarehouse(tmp_path / "wh.duckdb", threads=1)  # the default limit, 128 MB
+    with wh:
+        real = wh.upsert
+
+        def upsert(landed: LandedFile) -> UpsertStats:
+            assert wh._held is not None
+            row = wh._held.execute("SELECT current_setting('memory_limit')").fetchone()
+            assert row is not None
+            limits.append(str(row[0]))
+            return real(landed)
+
+        wh.upsert = upsert  # type: ignore[method-assign]
+        report = BulkReport("run", "c1")
+        # the export holds the warehouse's connection throughout (engine.bulk_files._WarehouseTurn)
+        with (
+            wh.batch(),
+            caplog.at_level(logging.WARNING, logger="engine.bulk_merge_group"),
+            MergeGroup(wh, report, lambda f, landed: merged.append(f.url), 1) as group,  # a group per file
+        ):
+            group.add(_view(0), ordinary[0])
+            assert "one at a time" not in caplog.text
+            group.add(_view(1), documents)
+            group.add(_view(2), ordinary[1])
+        lean, whole = limits[0], limits[-1]
+        assert lean != whole and limits == [lean, lean, whole, whole], limits
+        assert "merging 1 landed files in one transaction ran out of memory" in caplog.text
+        assert "under the whole memory limit, and the rest of this export too" in caplog.text
+        assert merged == ["file0", "file1", "file2"]
+        assert report.types["Observation"].created == 2 * 2_000 + 600
+        assert len(wh.live_ids("c1", "Observation")) == 2 * 2_000 + 600

@@ -6,8 +6,11 @@ they replace) is staged, and the rows themselves are read from the Parquet file 
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
+
+import pytest
 
 from tests.warehouse.conftest import land, resource
 from warehouse import LandingZone
@@ -53,3 +56,31 @@ def test_a_replaying_merge_in_one_transaction_stays_small_and_exact(zone: Landin
     with wh.batch(), wh.transaction():
         stats = [wh.upsert(landed) for landed in files]
     assert [(s.inserted, s.updated, s.unchanged) for s in stats] == [(0, 0, _ROWS)] * 3
+
+
+def _limit(wh: DuckDBWarehouse) -> str:
+    assert wh._held is not None
+    row = wh._held.execute("SELECT current_setting('memory_limit')").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_lean_memory_halves_the_limit_for_the_writes_inside_then_restores_it(
+    zone: LandingZone, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A large resource merged inside raises the limit from the lean one and gives the lean one back; a limit at
+    the floor is not lowered; a memory error inside names the lean limit."""
+    wh = DuckDBWarehouse(tmp_path / "wh.duckdb", memory_limit="200MiB", threads=1)
+    large = land(zone, [resource("big", note="x" * 4_500_000)], run_id="big")  # isolated in its own row group
+    with wh.batch():
+        configured = _limit(wh)
+        with wh.lean_memory() as lowered:
+            assert lowered and _limit(wh) == "100.0 MiB"
+            with caplog.at_level(logging.INFO, logger="warehouse.duckdb_backend"):
+                assert wh.upsert(large).inserted == 1
+            assert "with memory_limit 140 MiB" in caplog.text  # the lean 100 MiB + 8 x 5 MiB, not 200 + 40
+            assert _limit(wh) == "100.0 MiB"
+        assert _limit(wh) == configured == "200.0 MiB"
+    floor = DuckDBWarehouse(tmp_path / "floor.duckdb", memory_limit="16MiB")
+    with floor.batch(), floor.lean_memory() as lowered:
+        assert not lowered and _limit(floor) == "16.0 MiB"
