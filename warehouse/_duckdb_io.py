@@ -23,7 +23,9 @@ __all__ = [
     "append_slices",
     "chunk_ranges",
     "connect",
+    "out_of_memory",
     "path_literal",
+    "roll_back",
     "temporary_setting",
 ]
 
@@ -76,6 +78,20 @@ def temporary_setting(conn: duckdb.DuckDBPyConnection, assign: str, restore: str
     finally:
         with contextlib.suppress(duckdb.TransactionException):
             conn.execute(restore)
+
+
+def out_of_memory(exc: duckdb.Error) -> bool:
+    """Whether a DuckDB error other than ``OutOfMemoryException`` reports the memory limit (a failed commit)."""
+    text = str(exc).lower()
+    return any(m in text for m in ("out of memory", "failed to pin block", "could not allocate block"))
+
+
+def roll_back(conn: duckdb.DuckDBPyConnection, memory_limit: str) -> None:
+    """Roll back, then restore what a failed statement's ``temporary_setting`` could not (DuckDB refuses every
+    statement until the rollback): the held connection goes on to the next file, or a merge group's retry."""
+    conn.rollback()
+    conn.execute("RESET disabled_optimizers")
+    conn.execute(f"SET memory_limit = '{memory_limit}'")
 
 
 def connect(

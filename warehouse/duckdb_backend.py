@@ -20,7 +20,16 @@ import pyarrow.parquet as pq
 from warehouse import _sql
 from warehouse._cursor import Cursor
 from warehouse._duck_merge import merge_chunk, stage_winners
-from warehouse._duckdb_io import APPEND_BYTES, DuckCursor, append_slices, chunk_ranges, connect, temporary_setting
+from warehouse._duckdb_io import (
+    APPEND_BYTES,
+    DuckCursor,
+    append_slices,
+    chunk_ranges,
+    connect,
+    out_of_memory,
+    roll_back,
+    temporary_setting,
+)
 from warehouse._filelock import LOCK_LOG_EVERY_S, file_lock
 from warehouse.errors import (
     InvalidInputError,
@@ -180,10 +189,10 @@ class DuckDBWarehouse(Warehouse):
             try:
                 yield DuckCursor(conn)
             except duckdb.OutOfMemoryException as exc:
-                conn.rollback()
+                roll_back(conn, self._limit_now)
                 raise self._memory_error(lock_key, exc) from exc
             except BaseException:
-                conn.rollback()
+                roll_back(conn, self._limit_now)
                 raise
             try:
                 conn.commit()
@@ -192,7 +201,7 @@ class DuckDBWarehouse(Warehouse):
             except duckdb.TransactionException as exc:
                 # A commit writes the transaction's rows out and can run out of the limit itself ("Failed to
                 # commit: failed to pin block ..."); DuckDB has then rolled the transaction back.
-                if not _out_of_memory(exc):
+                if not out_of_memory(exc):
                     raise
                 raise self._memory_error(f"the commit of {lock_key}", exc) from exc
 
@@ -286,9 +295,3 @@ class DuckDBWarehouse(Warehouse):
 
     def close(self) -> None:
         self._closed = True
-
-
-def _out_of_memory(exc: duckdb.Error) -> bool:
-    """Whether a DuckDB error other than ``OutOfMemoryException`` reports the memory limit (a failed commit)."""
-    text = str(exc).lower()
-    return any(m in text for m in ("out of memory", "failed to pin block", "could not allocate block"))

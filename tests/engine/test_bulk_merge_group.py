@@ -319,3 +319,32 @@ def test_a_group_runs_at_half_the_limit_and_falls_back_to_the_whole_one_for_medi
         assert merged == ["file0", "file1", "file2"]
         assert report.types["Observation"].created == 2 * 2_000 + 600
         assert len(wh.live_ids("c1", "Observation")) == 2 * 2_000 + 600
+
+
+def test_a_lean_group_of_one_file_whose_commit_runs_out_is_merged_again_under_the_whole_limit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under half the limit even one file is worth a retry: its commit ran out of memory, so it is merged again,
+    alone, under the whole limit (a group at the whole limit with one file has nothing smaller to try)."""
+    zone = LandingZone(tmp_path / "zone")
+    landed = land(zone, [resource(f"o{i}") for i in range(30)], run_id="r0")
+    merged: list[str] = []
+    wh = DuckDBWarehouse(tmp_path / "wh.duckdb")
+    with wh:
+        real = wh.transaction
+        failures = [WarehouseMemoryError("DuckDB ran out of its memory limit (61MiB) in the commit of transaction")]
+
+        @contextlib.contextmanager
+        def transaction() -> Iterator[None]:
+            with real():
+                yield
+                if failures:
+                    raise failures.pop()
+
+        wh.transaction = transaction  # type: ignore[method-assign]
+        group = MergeGroup(wh, BulkReport("run", "c1"), lambda f, lf: merged.append(f.url), 1 << 40)
+        with wh.batch(), caplog.at_level(logging.WARNING, logger="engine.bulk_merge_group"), group:
+            group.add(_view(0), landed)
+        assert merged == ["file0"] and not failures
+        assert len(wh.live_ids("c1", "Observation")) == 30
+    assert "merging them one at a time under the whole memory limit" in caplog.text

@@ -10,10 +10,12 @@ import logging
 import random
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from tests.warehouse.conftest import land, resource
 from warehouse import LandingZone
+from warehouse._duckdb_io import DuckCursor
 from warehouse.duckdb_backend import DuckDBWarehouse
 
 _FILES = 10
@@ -69,7 +71,7 @@ def test_lean_memory_halves_the_limit_for_the_writes_inside_then_restores_it(
     zone: LandingZone, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A large resource merged inside raises the limit from the lean one and gives the lean one back; a limit at
-    the floor is not lowered; a memory error inside names the lean limit."""
+    the floor is not lowered."""
     wh = DuckDBWarehouse(tmp_path / "wh.duckdb", memory_limit="200MiB", threads=1)
     large = land(zone, [resource("big", note="x" * 4_500_000)], run_id="big")  # isolated in its own row group
     with wh.batch():
@@ -84,3 +86,28 @@ def test_lean_memory_halves_the_limit_for_the_writes_inside_then_restores_it(
     floor = DuckDBWarehouse(tmp_path / "floor.duckdb", memory_limit="16MiB")
     with floor.batch(), floor.lean_memory() as lowered:
         assert not lowered and _limit(floor) == "16.0 MiB"
+
+
+def test_a_failed_merge_leaves_no_setting_behind_on_the_held_connection(
+    zone: LandingZone, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A statement that fails while the merge has the join optimizer off and the limit raised for a large resource:
+    DuckDB refuses the restores until the rollback, so the rollback restores both. The connection is held for the
+    next file of the export, or a merge group's retry, which must not run with them."""
+    from warehouse import _duck_merge, duckdb_backend
+
+    def failing(cur: DuckCursor, *args: object, **kw: object) -> tuple[int, int, int]:
+        with _duck_merge._build_on_the_right(cur):
+            cur.execute("SELECT error('disk went away')")
+        raise AssertionError("unreachable")
+
+    large = land(zone, [resource("big", note="x" * 4_500_000)], run_id="big")
+    wh = DuckDBWarehouse(tmp_path / "wh.duckdb", memory_limit="100MiB", threads=1)
+    monkeypatch.setattr(duckdb_backend, "merge_chunk", failing)
+    with wh.batch():
+        with pytest.raises(duckdb.Error, match="disk went away"):
+            wh.upsert(large)
+        assert _limit(wh) == "100.0 MiB"
+        assert wh._held is not None
+        row = wh._held.execute("SELECT current_setting('disabled_optimizers')").fetchone()
+        assert row is not None and "build_side_probe_side" not in str(row[0]).lower()
