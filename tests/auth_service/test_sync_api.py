@@ -44,6 +44,7 @@ from store import save_provider_config
 from store.models import Connection, Tenant
 from tests.auth_service.ehr import Service, authorize_headless, patient_ids, running_service, sandbox_admin
 from tests.auth_service.keyutil import enc_key, rsa_pem
+from warehouse._filelock import file_lock
 
 SYNC = "/api/ehr/sync"
 BULK_START = "/api/integrations/ehr/bulk/start"
@@ -315,12 +316,13 @@ def test_sync_end_to_end_full_then_history_bdx23_bdx24(stack: Stack, patient_con
         assert row is not None and row.started_at is not None  # ensure_run reused our row and marked it running
         assert session.query(SyncRun).filter_by(connection_id=patient_connection).count() == 1
 
-    with duckdb.connect(str(stack.state / "warehouse.duckdb"), read_only=True) as wh:
-        rows = wh.execute(
+    landed = dict(
+        _warehouse_rows(
+            stack,
             "SELECT resource_type, count(*) FROM fhir_resources WHERE connection_id = ? GROUP BY 1",
             [patient_connection],
-        ).fetchall()
-    landed = dict(rows)
+        )
+    )
     assert landed.get("Patient") == 1 and landed.get("Observation", 0) >= 1, landed
 
     history = stack.api("GET", SYNC, params={"connectionId": patient_connection, "limit": 5})
@@ -376,13 +378,23 @@ def _sync(stack: Stack, connection_id: str, mode: str, path: str = SYNC) -> dict
     return {**final, "job": r.json()["job"]}
 
 
+def _warehouse_rows(stack: Stack, sql: str, params: list[str]) -> list[tuple[Any, ...]]:
+    """Read the stack's warehouse as ehrsync's own readers do: under the shared side of its lock file, so a write
+    still going on in another process (a run's asset checks, the next sensor-launched run) is waited for instead of
+    failing the read with DuckDB's "Conflicting lock"."""
+    path = stack.state / "warehouse.duckdb"
+    lock = path.with_name(path.name + ".lock")
+    with file_lock(lock, exclusive=False, timeout_s=60), duckdb.connect(str(path), read_only=True) as wh:
+        return wh.execute(sql, params).fetchall()
+
+
 def _warehouse_count(stack: Stack, connection_id: str, resource_type: str) -> int:
-    with duckdb.connect(str(stack.state / "warehouse.duckdb"), read_only=True) as wh:
-        row = wh.execute(
-            "SELECT count(*) FROM fhir_resources WHERE connection_id = ? AND resource_type = ?",
-            [connection_id, resource_type],
-        ).fetchone()
-    return int(row[0]) if row else 0
+    rows = _warehouse_rows(
+        stack,
+        "SELECT count(*) FROM fhir_resources WHERE connection_id = ? AND resource_type = ?",
+        [connection_id, resource_type],
+    )
+    return int(rows[0][0]) if rows else 0
 
 
 def test_full_mode_refetches_everything_and_times_are_the_runs_own(stack: Stack, patient_connection: str) -> None:
