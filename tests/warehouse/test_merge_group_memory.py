@@ -6,9 +6,12 @@ they replace) is staged, and the rows themselves are read from the Parquet file 
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -111,3 +114,50 @@ def test_a_failed_merge_leaves_no_setting_behind_on_the_held_connection(
         assert wh._held is not None
         row = wh._held.execute("SELECT current_setting('disabled_optimizers')").fetchone()
         assert row is not None and "build_side_probe_side" not in str(row[0]).lower()
+
+
+def _build_side(conn: duckdb.DuckDBPyConnection, sql: str, params: list[object]) -> str:
+    """The operator names under the (first) hash join's build side, its right child, in DuckDB's plan of ``sql``."""
+    plan = json.loads(conn.execute(f"EXPLAIN (FORMAT json) {sql}", params).fetchall()[0][1])
+
+    def find(node: dict[str, Any]) -> dict[str, Any] | None:
+        if node["name"] == "HASH_JOIN":
+            return node
+        return next((hit for child in node["children"] if (hit := find(child)) is not None), None)
+
+    def names(node: dict[str, Any]) -> str:
+        return " ".join([node["name"], *(names(child) for child in node["children"])])
+
+    join = next(hit for root in plan if (hit := find(root)) is not None)
+    return names(join["children"][1])
+
+
+def test_the_classification_join_builds_on_the_file_even_when_duckdb_would_not(
+    zone: LandingZone, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stored rows of a type grow with the warehouse, the file's are bounded by a chunk: ``_changes`` is
+    planned with its hash table on the file's keys. Here (fewer stored rows than the file's) DuckDB's optimizer
+    would build on the stored side, so a DuckDB that ignored the disabled optimizer would fail this test."""
+    wh = DuckDBWarehouse(tmp_path / "wh.duckdb", threads=1)
+    wh.upsert(land(zone, [resource(f"s{k}") for k in range(50)], run_id="stored"))
+    statements: list[tuple[str, list[object]]] = []
+    real = DuckCursor.execute
+
+    def spy(cur: DuckCursor, sql: str, params: Sequence[Any] = ()) -> None:
+        if sql.startswith("CREATE OR REPLACE TEMP TABLE _changes AS "):
+            select = sql.removeprefix("CREATE OR REPLACE TEMP TABLE _changes AS ").replace("%s", "?")
+            statements.append((select, list(params)))
+        real(cur, sql, params)
+
+    monkeypatch.setattr(DuckCursor, "execute", spy)
+    wh.upsert(land(zone, [resource(f"n{k}") for k in range(5_000)], run_id="new"))
+    assert len(statements) == 1
+    select, params = statements[0]
+    with wh.batch():
+        conn = wh._held
+        assert conn is not None
+        assert "SEQ_SCAN" in _build_side(conn, select, params), "DuckDB alone builds on the stored rows here"
+        conn.execute("SET disabled_optimizers = 'build_side_probe_side'")  # as the merge runs it
+        build = _build_side(conn, select, params)
+        conn.execute("RESET disabled_optimizers")
+    assert "READ_PARQUET" in build and "SEQ_SCAN" not in build, build
