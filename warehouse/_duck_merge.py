@@ -86,8 +86,8 @@ def _stage_changes(cur: DuckCursor, landed: LandedFile, where: str, *, hashed: b
     the id of the stored row each one replaces (NULL for a new id). Returns (inserted, updated)."""
     keys = f"SELECT id, version_id, last_updated, {_hash_of(hashed)}, file_row_number FROM {_PARQUET} WHERE {where}"
     # The join builds on the file's rows (bounded by the chunk), never on the stored rows of the type (bounded
-    # only by the warehouse): DuckDB chose by its estimates, and built on the stored side whenever its guess of
-    # the filtered rows fell under the file's rows (~35 MB more peak at 10,000 patients, docs/PERFORMANCE.md).
+    # only by the warehouse): left to its estimates DuckDB builds on whichever side it guesses smaller, and its
+    # guess of the filtered stored rows can fall under the file's (tests/warehouse/test_merge_group_memory.py).
     with _build_on_the_right(cur):
         cur.execute(
             "CREATE OR REPLACE TEMP TABLE _changes AS SELECT s.file_row_number, e.id AS replaces "
@@ -101,27 +101,18 @@ def _stage_changes(cur: DuckCursor, landed: LandedFile, where: str, *, hashed: b
     return int(counts[0]), int(counts[1])
 
 
-def _append_changes_sql(hashed: bool, rows: tuple[int, int]) -> str:
-    """Append the rows in ``_changes`` among file rows ``rows``, their columns and JSON read from the Parquet file.
-    The hash join builds on the narrow ``_changes`` and streams the JSON past it. Params: landed_at, path."""
-    cols = ", ".join((*_KEPT, "content_hash"))  # the order the subquery selects them in
+def _append_sql(hashed: bool, rows: tuple[int, int] | None) -> str:
+    """Append rows with their JSON read from the Parquet file: every row of the file as it is when ``rows`` is None
+    (a first load whose rows are all new: no join, which cost about a third of the append), else the rows in
+    ``_changes`` among file rows ``rows``, the hash join built on the narrow ``_changes`` with the JSON streamed
+    past it. Params: landed_at, path."""
+    source = _PARQUET
+    if rows is not None:
+        source = f"(SELECT * FROM {_PARQUET} WHERE {_where(rows, winners=False)}) JOIN _changes USING (file_row_number)"
     return (
-        f"INSERT INTO fhir_resources ({cols}, resource, landed_at, deleted_at) "
-        f"SELECT {', '.join(f'p.{c}' for c in (*_KEPT, 'content_hash'))}, CAST(p.resource_json AS JSON), "
-        "CAST(%s AS TIMESTAMPTZ), NULL "
-        f"FROM (SELECT {', '.join(_KEPT)}, {_hash_of(hashed)}, resource_json, file_row_number FROM {_PARQUET} "
-        f"WHERE {_where(rows, winners=False)}) p JOIN _changes c ON p.file_row_number = c.file_row_number"
-    )
-
-
-def _append_file_sql(hashed: bool) -> str:
-    """Append every row of the file as it is: a first load of a file whose ids do not repeat (no join, which cost
-    about a third of the append). Params: landed_at, path."""
-    cols = ", ".join((*_KEPT, "content_hash"))
-    return (
-        f"INSERT INTO fhir_resources ({cols}, resource, landed_at, deleted_at) "
+        f"INSERT INTO fhir_resources ({', '.join(_KEPT)}, content_hash, resource, landed_at, deleted_at) "
         f"SELECT {', '.join(_KEPT)}, {_hash_of(hashed)}, CAST(resource_json AS JSON), CAST(%s AS TIMESTAMPTZ), NULL "
-        f"FROM {_PARQUET}"
+        f"FROM {source}"
     )
 
 
@@ -143,7 +134,7 @@ def merge_chunk(
     where = _where(rows, winners=rows is not None)
     count, distinct = _survey(cur, landed, where)
     if count != distinct:  # an id repeats in the file (a chunk reads only the winners, so it never gets here)
-        stage_winners(cur, Path(path))
+        stage_winners(cur, Path(landed.path))
         where = _where(rows, winners=True)
     inserted, updated = _stage_changes(cur, landed, where, hashed=hashed)
     if updated:
@@ -156,11 +147,11 @@ def merge_chunk(
         return inserted, updated, distinct
     landed_at = datetime.now(UTC)  # one stamp for the chunk, however many statements append it
     if rows is None and count == distinct == inserted:  # a first load: every row of the file, as it is
-        cur.execute(_append_file_sql(hashed), (landed_at, path))
+        cur.execute(_append_sql(hashed, None), (landed_at, path))
         return inserted, updated, distinct
     # Left to itself, DuckDB built the join on the Parquet side (equal row counts) and held the chunk's JSON,
     # which did not fit in 64 MB.
     with _build_on_the_right(cur):
         for part in slices:
-            cur.execute(_append_changes_sql(hashed, part), (landed_at, path))
+            cur.execute(_append_sql(hashed, part), (landed_at, path))
     return inserted, updated, distinct
