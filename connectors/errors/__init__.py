@@ -21,6 +21,7 @@ log ``FhirError.safe_message`` instead.
     ├── StepBudgetExceededError       a sync step outlived its overall time budget
     ├── ContentTooLargeError          a download exceeded its size cap (nothing was kept)
     │   ├── ResponseTooLargeError     a JSON body exceeded the per-response byte limit
+    ├── UnsupportedContentEncodingError  a body compressed as ehrsync never asked (br, zstd): not decodable
     ├── FhirError                     a FHIR REST error response (status + OperationOutcome)
     │   ├── FhirUnauthorizedError (401), FhirForbiddenError (403), FhirNotFoundError (404),
     │   │   FhirGoneError (410), FhirPreconditionFailedError (412), FhirUnprocessableError (422),
@@ -47,6 +48,7 @@ from connectors.errors.base import (
     SecurityPolicyError,
     StepBudgetExceededError,
     TransportError,
+    UnsupportedContentEncodingError,
     WriteNotSupportedError,
 )
 from connectors.errors.bulk import (
@@ -126,6 +128,7 @@ __all__ = [
     "TemporarilyUnavailableError",
     "TransportError",
     "UnauthorizedClientError",
+    "UnsupportedContentEncodingError",
     "WriteNotSupportedError",
     "fhir_error_for_status",
     "is_transient_answer",

@@ -44,6 +44,12 @@ class ContentTooLargeError(EhrSyncError):
     code = "content_too_large"
 
 
+class UnsupportedContentEncodingError(EhrSyncError):
+    """The server compressed a body in a way ehrsync did not ask for and cannot decode (``br``, ``zstd``, ...)."""
+
+    code = "unsupported_content_encoding"
+
+
 class WriteNotSupportedError(EhrSyncError):
     """A write was refused before reaching the server; ``reason`` says which gate closed."""
 

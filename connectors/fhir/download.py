@@ -18,15 +18,15 @@ import httpx
 
 from connectors.errors import ContentTooLargeError, InsufficientDiskSpaceError
 from connectors.http import redact_url
+from connectors.transport.decoding import iter_decoded
 
-__all__ = ["CHUNK_SIZE", "Downloaded", "check_free_disk", "stream_to_file"]
+__all__ = ["Downloaded", "check_free_disk", "stream_to_file"]
 
 logger = logging.getLogger(__name__)
 
-CHUNK_SIZE = 64 * 1024
-SCRATCH_CHUNK_SIZE = 1024 * 1024
-
-
+#: Bytes gathered before each write to disk: the body arrives in reads of at most 64 KiB, and one write call (and
+#: one hand-over of the GIL) per read cost the download threads CPU that the landing thread needs.
+WRITE_BUFFER_BYTES = 1024 * 1024
 #: How often (in written bytes) a download re-checks the free disk space it must leave.
 DISK_CHECK_EVERY = 16 * 1024 * 1024
 
@@ -70,10 +70,11 @@ def stream_to_file(
 ) -> Downloaded:
     """Write the (decoded, e.g. gunzipped) body to ``dest``; raise ContentTooLargeError past ``max_bytes``.
 
-    The cap applies to decoded bytes, so a small gzip body cannot expand without bound on disk. With
-    ``min_free_bytes``, the free disk space is checked before and while writing (InsufficientDiskSpaceError).
-    A ``scratch`` file (a Bulk file landed and deleted right after; a crash discards it) is read in larger
-    chunks, neither hashed nor synced to disk: those cost a tenth of a Bulk export's CPU (docs/PERFORMANCE.md).
+    The cap applies to decoded bytes, inflated a bounded piece at a time (``iter_decoded``), so a small gzip
+    body can expand neither without bound on disk nor in memory. With ``min_free_bytes``, the free disk space is
+    checked before and while writing (InsufficientDiskSpaceError). A ``scratch`` file (a Bulk file landed and
+    deleted right after; a crash discards it) is neither hashed nor synced to disk: those cost a tenth of a Bulk
+    export's CPU (docs/PERFORMANCE.md).
     """
     url = redact_url(str(response.url))
     declared = response.headers.get("Content-Length")
@@ -87,8 +88,8 @@ def stream_to_file(
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out:
-            for chunk in response.iter_bytes(SCRATCH_CHUNK_SIZE if scratch else CHUNK_SIZE):
+        with os.fdopen(fd, "wb", buffering=WRITE_BUFFER_BYTES) as out:
+            for chunk in iter_decoded(response):
                 size += len(chunk)
                 if max_bytes is not None and size > max_bytes:
                     raise ContentTooLargeError(f"{url}: body exceeds the {max_bytes}-byte cap")

@@ -21,6 +21,7 @@ from connectors.budgets import (
 )
 from connectors.errors import ConfigurationError, RequestDeadlineError, ResponseTooLargeError
 from connectors.http.urls import redact_url
+from connectors.transport.decoding import iter_decoded
 
 __all__ = ["BodyBounds", "read_capped"]
 
@@ -108,7 +109,7 @@ def read_capped(response: httpx.Response, max_bytes: int | None) -> bytes:
         return response.read()
     parts: list[bytes] = []
     size = 0
-    for chunk in response.iter_bytes():
+    for chunk in iter_decoded(response):
         size += len(chunk)
         if size > max_bytes:
             response.close()

@@ -1,4 +1,5 @@
-"""Faults only a real socket can show: dropped bodies, read timeouts, resets, gzip on the wire (BDX-17/18).
+"""Faults only a real socket can show: dropped bodies, read timeouts, resets, gzip on the wire (BDX-17/18),
+including bodies that inflate far past their size on the wire.
 
 A tiny scripted HTTP server on 127.0.0.1:0 plays the EHR; the sandbox integration tests cover the rest.
 """
@@ -10,6 +11,8 @@ import socket
 import sys
 import threading
 import time
+import tracemalloc
+import zlib
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,9 +22,10 @@ import orjson
 import pytest
 
 from connectors.bulk import BulkClient, verify_ndjson_file
-from connectors.errors import FhirError, TransportError
+from connectors.errors import FhirError, ResponseTooLargeError, TransportError, UnsupportedContentEncodingError
 from connectors.fhir import FhirClient
 from connectors.tokens import StaticTokenSource
+from connectors.transport import BodyBounds
 from tests.connectors.helpers import TOKEN, recording_policy
 
 Action = Callable[[BaseHTTPRequestHandler], None]
@@ -195,3 +199,86 @@ def test_operation_outcome_diagnostics_are_sanitized_and_capped(server: tuple[st
     assert not any(ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F or ch == "\u202e" for ch in message)
     assert info.value.diagnostics is not None and len(info.value.diagnostics) == 300
     assert info.value.safe_message == f"GET {base}/fhir/Patient/p1 answered HTTP 400 (issues: invalid)"
+
+
+def _line_bomb(decoded_bytes: int) -> bytes:
+    """A gzip body of one resource repeated: ~1000:1, so one 64 KiB read inflates to tens of MB at once."""
+    line = orjson.dumps({"resourceType": "Patient", "id": "same"}) + b"\n"
+    return gzip.compress(line * (decoded_bytes // len(line)), compresslevel=9)
+
+
+def _peak_python_bytes(call: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_gzip_download_inflates_a_bounded_piece_at_a_time(server: tuple[str, Scripted], tmp_path: Path) -> None:
+    """A 64 MiB file sent as ~64 KiB of gzip is written whole while Python never holds more than a few MiB of
+    it (httpx inflated each received chunk whole: ~64 MB at once, per concurrent download)."""
+    base, script = server
+    body = _line_bomb(64 * 1024 * 1024)
+    assert len(body) < 200_000
+    script.actions = [send(200, body, {"Content-Encoding": "gzip"})]
+    bulk = BulkClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy([]))
+    dest = tmp_path / "p.ndjson"
+    peak = _peak_python_bytes(lambda: bulk.download(f"{base}/files/Patient.ndjson", dest, requires_token=False))
+    assert dest.stat().st_size == len(gzip.decompress(body))
+    assert peak < 8 * 1024 * 1024, peak
+
+
+def test_gzip_json_past_the_byte_limit_stops_within_one_piece(server: tuple[str, Scripted]) -> None:
+    """The per-response limit is checked between pieces of at most 1 MiB, so a body that would inflate to
+    64 MiB fails at the limit having held little more than it."""
+    base, script = server
+    script.actions = [send(200, _line_bomb(64 * 1024 * 1024), {"Content-Encoding": "gzip"})]
+    client = FhirClient(
+        f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy([]), bounds=BodyBounds(max_bytes=2_000_000)
+    )
+    errors: list[Exception] = []
+
+    def read() -> None:
+        try:
+            client.read("Patient", "same")
+        except ResponseTooLargeError as exc:
+            errors.append(exc)
+
+    peak = _peak_python_bytes(read)
+    assert errors and "exceeds the 2000000-byte response limit" in str(errors[0])
+    assert peak < 8 * 1024 * 1024, peak
+
+
+def _gzip_cut_after_line(data: bytes) -> bytes:
+    """A gzip body of ``data`` cut after a whole line of its first half: it inflates to whole lines, with no end
+    marker (what a proxy that drops the connection and re-frames the body sends)."""
+    half = data.rfind(b"\n", 0, len(data) // 2) + 1
+    packer = zlib.compressobj(6, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    return packer.compress(data[:half]) + packer.flush(zlib.Z_SYNC_FLUSH)
+
+
+def test_bdx17_truncated_gzip_body_is_fetched_again_not_landed_short(
+    server: tuple[str, Scripted], tmp_path: Path
+) -> None:
+    """A gzip body cut before its end marker, with a Content-Length that matches what was sent (so HTTP sees a
+    complete response) and whole lines inside, is a decoding error and the file is fetched again. httpx alone
+    inflated it to the first half of the file, which every line check passes."""
+    base, script = server
+    cut = _gzip_cut_after_line(NDJSON)
+    assert zlib.decompressobj(zlib.MAX_WBITS | 16).decompress(cut).endswith(b"}\n")
+    script.actions = [send(200, cut, {"Content-Encoding": "gzip"}), send(200, NDJSON)]
+    bulk = BulkClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy([]))
+    path = bulk.download(f"{base}/files/Patient.ndjson", tmp_path / "p.ndjson", requires_token=False)
+    assert path.read_bytes() == NDJSON and len(script.seen) == 2
+
+
+def test_unsupported_content_encoding_is_refused_by_name(server: tuple[str, Scripted], tmp_path: Path) -> None:
+    """``br`` was never asked for (``Accept-Encoding: gzip``): a clear error, not compressed bytes on disk."""
+    base, script = server
+    script.actions = [send(200, b"\x1b\x00\xf8\xa5", {"Content-Encoding": "br"})]
+    bulk = BulkClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy([]))
+    with pytest.raises(UnsupportedContentEncodingError, match="Content-Encoding br, which ehrsync cannot decode"):
+        bulk.download(f"{base}/files/Patient.ndjson", tmp_path / "p.ndjson", requires_token=False)
+    assert list(tmp_path.iterdir()) == []

@@ -178,3 +178,19 @@ def test_downloads_run_in_parallel_but_landings_are_bounded(world, shared_sb, ht
     assert report.status == "completed", report.error
     assert report.files > 4
     assert active["max"] == 2
+
+
+def test_gzip_encoded_files_land_exactly_as_plain_ones_bdx17(start_sandbox, tmp_path, http):
+    """The sandbox gzips file downloads (``bulk_gzip``): ehrsync inflates them a bounded piece at a time
+    (``connectors/transport/decoding.py``) and lands exactly what the same export lands uncompressed."""
+    sb = start_sandbox(patients=3)
+    fingerprints = []
+    for gzipped in (False, True):
+        sb.admin.settings(bulk_gzip=gzipped)
+        world = make_environment(tmp_path / f"gzip-{gzipped}", http=http)
+        conn = connect_backend(world, sb, http=http, group_id="grp0")
+        report = run_bulk_export(world.env, conn, f"gzip-{gzipped}")
+        assert report.status == "completed", report.error
+        assert not report.count_mismatches
+        fingerprints.append(content_fingerprint(world.env.warehouse_target, with_connection=False))
+    assert fingerprints[0] == fingerprints[1] and fingerprints[0]
