@@ -22,6 +22,7 @@ from connectors.fhir._answers import error_from_response, operation_outcome_of, 
 from connectors.http import RateLimiter, RetryPolicy, is_within_base, rate_budget, redact_url, resolve_url, same_origin
 from connectors.tokens import TokenSource
 from connectors.transport import DEFAULT_TIMEOUT, BearerAuth, BodyBounds, RequestPlan, ehr_client
+from connectors.transport.decoding import ACCEPT_ENCODING
 
 __all__ = ["DEFAULT_TIMEOUT", "FhirSession", "QueryParams", "SessionOptions", "TokenRule", "operation_outcome_of"]
 
@@ -172,7 +173,7 @@ class FhirSession:
                 call.method,
                 call.url,
                 params=call.query,
-                headers=call.headers,
+                headers={"Accept-Encoding": ACCEPT_ENCODING, **(call.headers or {})},
                 content=call.content,
                 extensions=call.plan.extensions(),
                 **extra,

@@ -16,13 +16,14 @@ from connectors.errors import is_transient_answer
 __all__ = ["CONTROL_CHARS", "RetryKind", "issue_codes", "operation_outcome_of", "retry_kind"]
 
 RetryKind = Literal["throttle", "transient"]
+_JSON_OBJECT_START = re.compile(rb"\s*\{")
 #: Characters stripped from server-sent text before it goes into a message (no terminal or bidi tricks).
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]+")
 
 
 def operation_outcome_of(response: httpx.Response) -> dict[str, Any] | None:
     """The OperationOutcome in a (read) response body, or None (empty bodies happen, e.g. Epic 403s)."""
-    if not response.content:
+    if not _JSON_OBJECT_START.match(response.content):  # empty, or an HTML page from a proxy: nothing to parse
         return None
     try:
         body = orjson.loads(response.content)

@@ -1,12 +1,14 @@
 """One attempt's limits, the innermost EHR layer (below the rate budget, so waiting for the budget does not
 count against a request's deadline): timeouts cut to what is left of the deadline or step budget, the body
-byte limit and deadline (:class:`~connectors.transport.bounds.BodyBounds`), and the caller's look at every
-answer (``on_response``, e.g. athenahealth quota headers)."""
+byte limit and deadline (:class:`~connectors.transport.bounds.BodyBounds`), error answers read at once up to a
+bounded size (:func:`~connectors.transport.decoding.error_answer`), and the caller's look at every answer
+(``on_response``, e.g. athenahealth quota headers)."""
 
 from __future__ import annotations
 
 import httpx
 
+from connectors.transport.decoding import error_answer
 from connectors.transport.plan import PlannedTransport, RequestPlan
 
 __all__ = ["AttemptTransport"]
@@ -22,6 +24,8 @@ class AttemptTransport(PlannedTransport):
         try:
             if plan.bounds is not None:
                 plan.bounds.wrap(response, request.method, started)
+            if response.status_code >= 400:  # read now, bounded: every layer above reads error bodies whole
+                response = error_answer(response)
             if plan.on_response is not None:
                 plan.on_response(response)
         except BaseException:

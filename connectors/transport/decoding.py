@@ -4,8 +4,10 @@ httpx inflates each chunk it receives whole: one 64 KiB read of a gzip body that
 near-identical lines does) becomes ~64 MB at once, per concurrent download, before any byte cap can look at it.
 Here gzip and deflate bodies are inflated with zlib's ``max_length``, so no piece is longer than
 ``piece_bytes`` and the caller's cap and disk checks run between pieces; a plain body's chunks pass through as
-they arrive (no re-chunking copies). A gzip or deflate body that ends before its end marker is a decoding error (the
-request is retried like a dropped body), never a silently shorter file.
+they arrive (no re-chunking copies). A gzip or deflate body that ends without its end marker is kept as far as it
+decodes, with a warning, as httpx and browsers do: servers that flush their stream but never finish it exist, and
+HTTP's own framing (Content-Length, the last chunk) is what tells a cut body; the Bulk line checks and the JSON
+parser catch a cut line or document.
 """
 
 from __future__ import annotations
@@ -19,16 +21,21 @@ import httpx
 from connectors.errors import UnsupportedContentEncodingError
 from connectors.http.urls import redact_url
 
-__all__ = ["DECODED_PIECE_BYTES", "iter_decoded"]
+__all__ = ["ACCEPT_ENCODING", "DECODED_PIECE_BYTES", "ERROR_BODY_BYTES", "error_answer", "iter_decoded"]
 
 logger = logging.getLogger(__name__)
 
+#: What every EHR request accepts: the codings decoded here. httpx's default adds ``br``/``zstd`` whenever some
+#: installed package provides them, and a server may then answer with one.
+ACCEPT_ENCODING = "gzip, deflate"
 DECODED_PIECE_BYTES = 1024 * 1024
+#: The most of an error answer's body (an OperationOutcome) kept: the rest is never read.
+ERROR_BODY_BYTES = 1024 * 1024
 _GZIP = frozenset({"gzip", "x-gzip"})
 _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_WBITS = zlib.MAX_WBITS | 16
 _PLAIN = frozenset({"", "identity"})
-# Compressions ehrsync never asks for (it sends ``Accept-Encoding: gzip``) and cannot undo: refused by name.
+# Compressions ehrsync never asks for (``ACCEPT_ENCODING``) and cannot undo: refused by name.
 # Any other token is not a compression (servers have been seen sending ``Content-Encoding: utf-8``): read as is,
 # as httpx does.
 _UNDECODABLE = frozenset({"br", "zstd", "compress", "x-compress", "exi", "pack200-gzip", "aes128gcm", "dcb", "dcz"})
@@ -76,11 +83,11 @@ class _Inflater:
             if not data and len(out) < piece:  # every input byte used and no output left in zlib
                 return
 
-    def finish(self) -> None:
-        """The body ended: inside a gzip member or deflate stream means it was cut short."""
-        if (self._inflate is not None and self._started and not self._done) or (self._between and not self._gzip):
-            coding = "gzip" if self._gzip else "deflate"
-            raise httpx.DecodingError(f"the {coding} body ended before its end marker (truncated)")
+    def unfinished(self) -> bool:
+        """Whether the body ended inside a gzip member or deflate stream (no end marker)."""
+        return (self._inflate is not None and self._started and not self._done) or bool(
+            self._between and not self._gzip
+        )
 
 
 def _zlib_header(head: bytes) -> bool:
@@ -92,7 +99,7 @@ def iter_decoded(response: httpx.Response, piece_bytes: int = DECODED_PIECE_BYTE
     """The decoded body of a streaming ``response``, no piece longer than ``piece_bytes`` once inflated.
 
     Raises :class:`UnsupportedContentEncodingError` for a compression ehrsync cannot undo (``br``, ``zstd``,
-    ...), ``httpx.DecodingError`` for a corrupt or truncated gzip/deflate body. A body already read (a
+    ...), ``httpx.DecodingError`` for a corrupt gzip/deflate body. A body already read (a
     test's ``httpx.Response(content=...)``) is yielded from memory in pieces.
     """
     try:
@@ -109,14 +116,14 @@ def iter_decoded(response: httpx.Response, piece_bytes: int = DECODED_PIECE_BYTE
         url = redact_url(str(response.request.url))
         raise UnsupportedContentEncodingError(
             f"{response.request.method} {url} answered with Content-Encoding {', '.join(refused)}, which ehrsync "
-            "cannot decode (it asks for gzip or no compression)"
+            "cannot decode (it asks for gzip, deflate or no compression)"
         )
     layers = [_Inflater(c) for c in reversed(codings) if c in _GZIP or c == "deflate"]
     if len(layers) < len([c for c in codings if c not in _PLAIN]):
         logger.debug("unknown Content-Encoding token read as identity", extra={"codings": codings})
     pieces: Iterable[bytes] = _bounded(response.iter_raw(), piece_bytes)
     for layer in layers:
-        pieces = _through(layer, pieces, piece_bytes)
+        pieces = _through(layer, pieces, piece_bytes, redact_url(str(response.request.url)))
     yield from pieces
 
 
@@ -131,7 +138,41 @@ def _bounded(chunks: Iterable[bytes], piece_bytes: int) -> Iterator[bytes]:
                 yield bytes(view[start : start + piece_bytes])
 
 
-def _through(layer: _Inflater, pieces: Iterable[bytes], piece_bytes: int) -> Iterator[bytes]:
+def _through(layer: _Inflater, pieces: Iterable[bytes], piece_bytes: int, url: str) -> Iterator[bytes]:
     for data in pieces:
         yield from layer.feed(data, piece_bytes)
-    layer.finish()
+    if layer.unfinished():
+        logger.warning("a compressed body ended without its end marker; kept what it held", extra={"url": url})
+
+
+def error_answer(response: httpx.Response) -> httpx.Response:
+    """An error answer (4xx/5xx) with its body read now, decoded, and cut at ``ERROR_BODY_BYTES``.
+
+    Error bodies are read whole by the retry loop, the token refresh and the error mapping (``response.read()``);
+    a Bulk file's answer has no byte limit, so without this a server could answer a download with an endless or
+    1000:1 compressed error page and have it all held in memory. The copy is uncompressed and complete as far as
+    it goes: ``Content-Encoding`` and ``Content-Length`` are dropped from its headers.
+    """
+    kept: list[bytes] = []
+    size = 0
+    try:
+        for piece in iter_decoded(response, min(DECODED_PIECE_BYTES, ERROR_BODY_BYTES)):
+            kept.append(piece[: ERROR_BODY_BYTES - size])
+            size += len(kept[-1])
+            if size >= ERROR_BODY_BYTES:
+                break
+    except (httpx.DecodingError, UnsupportedContentEncodingError):
+        pass  # an undecodable error page: the status still says what happened
+    finally:
+        response.close()
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _BODY_HEADERS]
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=b"".join(kept),
+        request=response.request,
+        extensions=response.extensions,
+    )
+
+
+_BODY_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})

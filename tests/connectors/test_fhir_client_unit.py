@@ -472,3 +472,11 @@ def test_on_response_hook_sees_every_response_for_quota_headers() -> None:
     )
     client.read("Patient", "p")
     assert seen == [(429, "0"), (200, "99")]
+
+
+def test_every_request_accepts_only_the_codings_ehrsync_decodes() -> None:
+    """httpx's default ``Accept-Encoding`` adds ``br``/``zstd`` whenever an installed package provides them; a
+    server may then answer with one, which ehrsync refuses (``connectors/transport/decoding.py``)."""
+    script = Script(_json(200, {"resourceType": "Patient", "id": "p1"}))
+    _client(script).read("Patient", "p1")
+    assert script.requests[0].headers["Accept-Encoding"] == "gzip, deflate"

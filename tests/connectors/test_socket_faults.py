@@ -22,10 +22,17 @@ import orjson
 import pytest
 
 from connectors.bulk import BulkClient, verify_ndjson_file
-from connectors.errors import FhirError, ResponseTooLargeError, TransportError, UnsupportedContentEncodingError
+from connectors.errors import (
+    BulkExportError,
+    FhirError,
+    ResponseTooLargeError,
+    TransportError,
+    UnsupportedContentEncodingError,
+)
 from connectors.fhir import FhirClient
 from connectors.tokens import StaticTokenSource
 from connectors.transport import BodyBounds
+from connectors.transport.decoding import ERROR_BODY_BYTES
 from tests.connectors.helpers import TOKEN, recording_policy
 
 Action = Callable[[BaseHTTPRequestHandler], None]
@@ -251,27 +258,16 @@ def test_gzip_json_past_the_byte_limit_stops_within_one_piece(server: tuple[str,
     assert peak < 8 * 1024 * 1024, peak
 
 
-def _gzip_cut_after_line(data: bytes) -> bytes:
-    """A gzip body of ``data`` cut after a whole line of its first half: it inflates to whole lines, with no end
-    marker (what a proxy that drops the connection and re-frames the body sends)."""
-    half = data.rfind(b"\n", 0, len(data) // 2) + 1
-    packer = zlib.compressobj(6, zlib.DEFLATED, zlib.MAX_WBITS | 16)
-    return packer.compress(data[:half]) + packer.flush(zlib.Z_SYNC_FLUSH)
-
-
-def test_bdx17_truncated_gzip_body_is_fetched_again_not_landed_short(
-    server: tuple[str, Scripted], tmp_path: Path
-) -> None:
-    """A gzip body cut before its end marker, with a Content-Length that matches what was sent (so HTTP sees a
-    complete response) and whole lines inside, is a decoding error and the file is fetched again. httpx alone
-    inflated it to the first half of the file, which every line check passes."""
+def test_bdx17_gzip_body_without_its_end_marker_lands_whole(server: tuple[str, Scripted], tmp_path: Path) -> None:
+    """A server that flushes its gzip stream but never finishes it (no end marker, framing complete): the file
+    is kept as far as it decodes, as httpx and browsers do, in one request."""
     base, script = server
-    cut = _gzip_cut_after_line(NDJSON)
-    assert zlib.decompressobj(zlib.MAX_WBITS | 16).decompress(cut).endswith(b"}\n")
-    script.actions = [send(200, cut, {"Content-Encoding": "gzip"}), send(200, NDJSON)]
+    packer = zlib.compressobj(6, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    unfinished = packer.compress(NDJSON) + packer.flush(zlib.Z_SYNC_FLUSH)
+    script.actions = [send(200, unfinished, {"Content-Encoding": "gzip"})]
     bulk = BulkClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy([]))
     path = bulk.download(f"{base}/files/Patient.ndjson", tmp_path / "p.ndjson", requires_token=False)
-    assert path.read_bytes() == NDJSON and len(script.seen) == 2
+    assert path.read_bytes() == NDJSON and len(script.seen) == 1
 
 
 def test_unsupported_content_encoding_is_refused_by_name(server: tuple[str, Scripted], tmp_path: Path) -> None:
@@ -282,3 +278,28 @@ def test_unsupported_content_encoding_is_refused_by_name(server: tuple[str, Scri
     with pytest.raises(UnsupportedContentEncodingError, match="Content-Encoding br, which ehrsync cannot decode"):
         bulk.download(f"{base}/files/Patient.ndjson", tmp_path / "p.ndjson", requires_token=False)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("coding", [None, "gzip"])
+def test_an_endless_error_page_is_read_only_up_to_its_bound(
+    server: tuple[str, Scripted], tmp_path: Path, coding: str | None
+) -> None:
+    """A file download (no byte limit of its own) answered 500 with a 64 MiB page, plain or gzip 1000:1: the
+    error is raised with the status, having held about ``ERROR_BODY_BYTES`` (the old code read every byte,
+    in the retry loop's ``response.read()``)."""
+    base, script = server
+    page = b"<html>" + b" " * (64 * 1024 * 1024) + b"</html>"
+    body = gzip.compress(page, compresslevel=9) if coding else page
+    script.actions = [send(500, body, {"Content-Encoding": coding} if coding else {}) for _ in range(2)]
+    bulk = BulkClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy([], max_attempts=2))
+    errors: list[Exception] = []
+
+    def download() -> None:
+        try:
+            bulk.download(f"{base}/files/Patient.ndjson", tmp_path / "p.ndjson", requires_token=False)
+        except BulkExportError as exc:
+            errors.append(exc)
+
+    peak = _peak_python_bytes(download)
+    assert errors and "answered HTTP 500" in str(errors[0]) and len(script.seen) == 2
+    assert peak < 2 * ERROR_BODY_BYTES + 4 * 1024 * 1024, peak
