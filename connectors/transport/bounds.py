@@ -104,14 +104,13 @@ class _BoundedStream(httpx.SyncByteStream):
 
 
 def read_capped(response: httpx.Response, max_bytes: int | None) -> bytes:
-    """The decoded body, refusing more than ``max_bytes`` decoded bytes (a small gzip body may expand)."""
-    if max_bytes is None:
-        return response.read()
+    """The decoded body (``iter_decoded``, capped or not), refusing more than ``max_bytes`` decoded bytes (a small
+    gzip body may expand)."""
     parts: list[bytes] = []
     size = 0
     for chunk in iter_decoded(response):
         size += len(chunk)
-        if size > max_bytes:
+        if max_bytes is not None and size > max_bytes:
             response.close()
             url = redact_url(str(response.request.url))
             raise ResponseTooLargeError(_too_large(response.request.method, url, max_bytes, "the decoded body"))

@@ -31,6 +31,7 @@ ACCEPT_ENCODING = "gzip, deflate"
 DECODED_PIECE_BYTES = 1024 * 1024
 #: The most of an error answer's body (an OperationOutcome) kept: the rest is never read.
 ERROR_BODY_BYTES = 1024 * 1024
+_BODY_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})  # not true of the copy
 _GZIP = frozenset({"gzip", "x-gzip"})
 _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_WBITS = zlib.MAX_WBITS | 16
@@ -111,9 +112,9 @@ def iter_decoded(response: httpx.Response, piece_bytes: int = DECODED_PIECE_BYTE
             yield content[start : start + piece_bytes]
         return
     codings = [c.strip().lower() for c in response.headers.get("Content-Encoding", "").split(",")]
+    url = redact_url(str(response.request.url))
     refused = [c for c in codings if c in _UNDECODABLE]
     if refused:
-        url = redact_url(str(response.request.url))
         raise UnsupportedContentEncodingError(
             f"{response.request.method} {url} answered with Content-Encoding {', '.join(refused)}, which ehrsync "
             "cannot decode (it asks for gzip, deflate or no compression)"
@@ -123,7 +124,7 @@ def iter_decoded(response: httpx.Response, piece_bytes: int = DECODED_PIECE_BYTE
         logger.debug("unknown Content-Encoding token read as identity", extra={"codings": codings})
     pieces: Iterable[bytes] = _bounded(response.iter_raw(), piece_bytes)
     for layer in layers:
-        pieces = _through(layer, pieces, piece_bytes, redact_url(str(response.request.url)))
+        pieces = _through(layer, pieces, piece_bytes, url)
     yield from pieces
 
 
@@ -173,6 +174,3 @@ def error_answer(response: httpx.Response) -> httpx.Response:
         request=response.request,
         extensions=response.extensions,
     )
-
-
-_BODY_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from connectors.errors import UnsupportedContentEncodingError
+from connectors.transport.bounds import read_capped
 from connectors.transport.decoding import ERROR_BODY_BYTES, error_answer, iter_decoded
 
 TEXT = b"".join(b'{"resourceType":"Observation","id":"o%d"}\n' % i for i in range(3000))
@@ -139,3 +140,13 @@ def test_an_undecodable_error_answer_keeps_its_status() -> None:
     answer = error_answer(_error(b"\x1f\x8bnot gzip at all", {"Content-Encoding": "gzip"}))
     assert answer.status_code == 500 and answer.content == b""
     assert error_answer(_error(b"\x1b\x00", {"Content-Encoding": "br"})).status_code == 500
+
+
+def test_an_uncapped_json_read_decodes_through_the_same_path() -> None:
+    """``read_capped(response, None)`` (no byte limit) reads through ``iter_decoded`` too: every gzip member
+    (httpx's ``read()`` kept the first only), and a coding ehrsync cannot undo refused by name."""
+    half = len(TEXT) // 2
+    body = gzip.compress(TEXT[:half]) + gzip.compress(TEXT[half:])
+    assert read_capped(_response(body, "gzip"), None) == TEXT
+    with pytest.raises(UnsupportedContentEncodingError):
+        read_capped(_response(b"\x1b\x00", "br"), None)
