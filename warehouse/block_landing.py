@@ -9,6 +9,7 @@ at most ``batch_rows`` rows and ``BATCH_BYTES`` of JSON, and a resource of ``LAR
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from warehouse._blocks import Block, Oversize
-from warehouse._hashes import content_hashes
 from warehouse._landing_tables import assemble, open_parquet
 from warehouse._vector_checks import check_block
 from warehouse.landed import LANDING_FILE_SCHEMA
@@ -54,9 +54,9 @@ class BlockLandingWriter(LandingWriter):
             self._flush()  # rows added line by line before this block stay before it
         lines = block.lines
         rows = check_block(lines, self._meta.resource_type, self.max_resource_bytes)
-        fast, ids, vids, lus = rows.fast, rows.ids, rows.version_ids, rows.last_updated
+        fast, ids, vids, lus, hashes = rows.fast, rows.ids, rows.version_ids, rows.last_updated, rows.hashes
         slow = pc.indices_nonzero(pc.invert(fast)).to_pylist()
-        patched: dict[int, tuple[str, datetime | None, str | None]] = {}
+        patched: dict[int, tuple[str, datetime | None, str | None, str]] = {}
         for i in slow:
             self._line_number = block.first_line + i
             over = block.oversize.get(i)
@@ -64,8 +64,8 @@ class BlockLandingWriter(LandingWriter):
                 self._quarantine_oversize(*over)
                 continue
             row = self._check_line(lines[i].as_py())
-            if row is not None:
-                patched[i] = row[:3]
+            if row is not None:  # lands stripped of ASCII whitespace (below), and is hashed so
+                patched[i] = (*row[:3], hashlib.sha256(row[3].encode()).hexdigest())
         self._line_number = block.first_line + len(lines) - 1
         if patched:
             at = pa.array(sorted(patched), pa.int64())
@@ -75,15 +75,16 @@ class BlockLandingWriter(LandingWriter):
             ids = pc.replace_with_mask(ids, mask, pa.array([g[0] for g in got], pa.string()))
             lus = pc.replace_with_mask(lus, mask, pa.array([g[1] for g in got], _TS))
             vids = pc.replace_with_mask(vids, mask, pa.array([g[2] for g in got], pa.string()))
+            hashes = pc.replace_with_mask(hashes, mask, pa.array([g[3] for g in got], pa.string()))
         every = fast.true_count == len(lines)
         text = (lines if every else lines.filter(fast)).cast(pa.large_string())
         if patched:  # a line the line path landed keeps its text stripped of ASCII whitespace, as ever
             text = pc.utf8_trim(text, characters=_ASCII_SPACE)
         if not every:
-            ids, lus, vids = ids.filter(fast), lus.filter(fast), vids.filter(fast)
-        self._write_rows(ids, lus, vids, text)
+            ids, lus, vids, hashes = ids.filter(fast), lus.filter(fast), vids.filter(fast), hashes.filter(fast)
+        self._write_rows(ids, lus, vids, text, hashes)
 
-    def _write_rows(self, ids: pa.Array, lus: pa.Array, vids: pa.Array, text: pa.Array) -> None:
+    def _write_rows(self, ids: pa.Array, lus: pa.Array, vids: pa.Array, text: pa.Array, hashes: pa.Array) -> None:
         """Add landed rows to row groups bounded like the line path's batches; a group may span blocks."""
         n = len(ids)
         if n == 0:
@@ -91,7 +92,7 @@ class BlockLandingWriter(LandingWriter):
         lu_max = pc.max(lus).as_py()
         if lu_max is not None and (self._max_last_updated is None or lu_max > self._max_last_updated):
             self._max_last_updated = lu_max
-        cols = (ids, lus, vids, text)
+        cols = (ids, lus, vids, text, hashes)
         start = 0
         for i, size in enumerate(pc.binary_length(text).to_pylist()):
             rows = self._group_rows + i - start
@@ -106,15 +107,14 @@ class BlockLandingWriter(LandingWriter):
                 start = i + 1
         self._hold(cols, start, n)
 
-    def _hold(self, cols: tuple[pa.Array, pa.Array, pa.Array, pa.Array], start: int, stop: int) -> None:
+    def _hold(self, cols: tuple[pa.Array, ...], start: int, stop: int) -> None:
         """Keep rows ``[start, stop)`` of a block for the row group being built."""
         n = stop - start
         if n <= 0:
             return
-        ids, lus, vids, text = (c.slice(start, n) for c in cols)
-        json = text.cast(pa.string())
-        columns = {"id": ids, "last_updated": lus, "version_id": vids, "resource_json": json}
-        columns["content_hash"] = content_hashes(json)
+        ids, lus, vids, text, hashes = (c.slice(start, n) for c in cols)
+        columns = {"id": ids, "last_updated": lus, "version_id": vids, "resource_json": text.cast(pa.string())}
+        columns["content_hash"] = hashes
         self._group.append(assemble(self._meta, LANDING_FILE_SCHEMA, columns, n))
         self._group_rows += n
 

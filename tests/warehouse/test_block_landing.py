@@ -4,6 +4,7 @@ rows (line numbers, reasons, raw bytes), whatever the lines hold and wherever th
 from __future__ import annotations
 
 import gzip
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,8 @@ def test_block_landing_matches_the_line_path(
     got_rows, got_q = _tables(landed.path, landed.quarantine_path)
     assert [r["id"] for r in got_rows] == [r["id"] for r in want_rows]
     assert got_rows == want_rows
+    # block landing hashes a fast line as read and a line the line path took as stripped: each as it is stored
+    assert all(r["content_hash"] == hashlib.sha256(r["resource_json"].encode()).hexdigest() for r in got_rows)
     assert [(q["line_number"], q["error"]) for q in got_q] == [(q["line_number"], q["error"]) for q in want_q]
     assert got_q == want_q
     assert landed.rows == len(want_rows) and landed.quarantined == len(want_q) > 20
