@@ -1,10 +1,16 @@
 """Shared HTTP plumbing for the SMART/OAuth endpoints: sends through the EHR transport layers
 (:func:`connectors.transport.ehr_client`, so token calls spend from the vendor's rate budget like FHIR calls),
-form POSTs, JSON GETs and error mapping (SAL-36)."""
+form POSTs, JSON GETs and error mapping (SAL-36).
+
+Every body is read here, bounded as FHIR bodies are: decoded a piece at a time and counted against
+``EHRSYNC_MAX_RESPONSE_BYTES``, within ``EHRSYNC_REQUEST_DEADLINE_S`` overall, and an error answer cut at 1 MiB.
+Without it a discovery document, JWKS or token answer was read whole, inflated by httpx a chunk at a time, for
+as long as the server kept sending."""
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,13 +19,18 @@ import orjson
 
 from connectors.errors import (
     OAuthError,
+    ResponseTooLargeError,
     TemporarilyUnavailableError,
     TransportError,
+    UnsupportedContentEncodingError,
     oauth_error_from_response,
 )
-from connectors.transport import DEFAULT_TIMEOUT, ehr_client
+from connectors.transport import DEFAULT_TIMEOUT, BodyBounds, ehr_client, read_capped
+from connectors.transport.decoding import ACCEPT_ENCODING, error_answer, with_body
 
 logger = logging.getLogger(__name__)
+
+_JSON_OBJECT_START = re.compile(rb"\s*\{")
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -33,7 +44,10 @@ __all__ = [
 
 
 def parse_json_body(response: httpx.Response) -> Any:
-    """Parse a body as JSON whatever its ``Content-Type`` says; ``None`` when it is not JSON."""
+    """Parse a body as JSON whatever its ``Content-Type`` says; ``None`` when it is not a JSON object (every SMART
+    and OAuth document is one). An HTML error page is never handed to orjson, which reserves ~12x its input."""
+    if not _JSON_OBJECT_START.match(response.content):
+        return None
     try:
         return orjson.loads(response.content)
     except orjson.JSONDecodeError:
@@ -41,19 +55,30 @@ def parse_json_body(response: httpx.Response) -> Any:
 
 
 def send(http: httpx.Client, request: httpx.Request, doing: str) -> httpx.Response:
-    """Send ``request`` (built by ``http``) through the EHR layers; network failures become ``TransportError``
-    naming what was being done (``calling <url>``), never a body: bodies carry codes, secrets and assertions."""
+    """Send ``request`` (built by ``http``) through the EHR layers and read its body, bounded (module docstring);
+    the answer holds the decoded body. Network failures become ``TransportError`` naming what was being done
+    (``calling <url>``), never a body: bodies carry codes, secrets and assertions. A body over the byte limit is
+    ``ResponseTooLargeError``, one still arriving at the deadline ``RequestDeadlineError`` (a ``TransportError``)."""
+    bounds = BodyBounds.from_env()
+    started = bounds.clock()
     try:
-        return ehr_client(http).send(request)
+        response = ehr_client(http).send(request, stream=True)
+        try:
+            bounds.wrap(response, request.method, started)
+            if response.status_code >= 400:  # read at once and cut, as the transport does for FHIR calls
+                return error_answer(response)
+            return with_body(response, read_capped(response, bounds.max_bytes))
+        finally:
+            response.close()
     except httpx.TimeoutException as exc:
         raise TransportError(f"timeout {doing}") from exc
-    except httpx.TransportError as exc:
+    except (httpx.TransportError, httpx.DecodingError) as exc:
         raise TransportError(f"transport failure {doing}: {type(exc).__name__}") from exc
 
 
 def get(http: httpx.Client, url: str, accept: str, doing: str | None = None) -> httpx.Response:
     """GET ``url`` asking for ``accept``; ``doing`` names it in errors (default ``fetching <url>``)."""
-    request = http.build_request("GET", url, headers={"Accept": accept})
+    request = http.build_request("GET", url, headers={"Accept": accept, "Accept-Encoding": ACCEPT_ENCODING})
     return send(http, request, doing or f"fetching {url}")
 
 
@@ -69,9 +94,12 @@ def post_form(
     Like every EHR call it spends from the active rate budget (vendors such as eCW count token calls in the
     same budget as FHIR calls) and is sent once: the vault retries whole grants (a refresh token may rotate).
     """
-    all_headers = {"Accept": "application/json", **(headers or {})}
+    all_headers = {"Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING, **(headers or {})}
     request = http.build_request("POST", url, data=dict(data), headers=all_headers)
-    return send(http, request, f"calling {url}")
+    try:
+        return send(http, request, f"calling {url}")
+    except (ResponseTooLargeError, UnsupportedContentEncodingError) as exc:  # an answer no client can use
+        raise OAuthError("invalid_response", str(exc)) from exc
 
 
 def raise_for_oauth_error(response: httpx.Response, what: str) -> None:

@@ -21,7 +21,7 @@ import httpx
 from connectors.errors import UnsupportedContentEncodingError
 from connectors.http.urls import redact_url
 
-__all__ = ["ACCEPT_ENCODING", "DECODED_PIECE_BYTES", "ERROR_BODY_BYTES", "error_answer", "iter_decoded"]
+__all__ = ["ACCEPT_ENCODING", "DECODED_PIECE_BYTES", "ERROR_BODY_BYTES", "error_answer", "iter_decoded", "with_body"]
 
 logger = logging.getLogger(__name__)
 
@@ -166,11 +166,17 @@ def error_answer(response: httpx.Response) -> httpx.Response:
         pass  # an undecodable error page: the status still says what happened
     finally:
         response.close()
+    return with_body(response, b"".join(kept))
+
+
+def with_body(response: httpx.Response, body: bytes) -> httpx.Response:
+    """A copy of ``response`` (a streamed one, its body read elsewhere) holding ``body``, the decoded body: its
+    ``Content-Encoding`` and ``Content-Length`` are dropped, they described the bytes on the wire."""
     headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _BODY_HEADERS]
     return httpx.Response(
         response.status_code,
         headers=headers,
-        content=b"".join(kept),
+        content=body,
         request=response.request,
         extensions=response.extensions,
     )

@@ -8,6 +8,7 @@ import pytest
 
 from sandbox import SandboxServer
 from tests.connectors.backend_auth import BackendClient
+from tests.connectors.scripted import Scripted, scripted_server
 
 
 @pytest.fixture
@@ -22,3 +23,10 @@ def ehr(sandbox: SandboxServer) -> Iterator[SandboxServer]:
 def backend(ehr: SandboxServer) -> BackendClient:
     """A SMART Backend Services client registered at the sandbox (``system/*.rs``)."""
     return BackendClient(ehr)
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, Scripted]]:
+    """A scripted HTTP server on 127.0.0.1:0 (``tests/connectors/scripted.py``): faults only a socket can show."""
+    with scripted_server() as running:
+        yield running

@@ -1,20 +1,17 @@
 """Faults only a real socket can show: dropped bodies, read timeouts, resets, gzip on the wire (BDX-17/18),
 including bodies that inflate far past their size on the wire.
 
-A tiny scripted HTTP server on 127.0.0.1:0 plays the EHR; the sandbox integration tests cover the rest.
+A tiny scripted HTTP server on 127.0.0.1:0 (``tests/connectors/scripted.py``) plays the EHR; the sandbox
+integration tests cover the rest.
 """
 
 from __future__ import annotations
 
 import gzip
 import socket
-import sys
-import threading
 import time
-import tracemalloc
 import zlib
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -34,65 +31,7 @@ from connectors.tokens import StaticTokenSource
 from connectors.transport import BodyBounds
 from connectors.transport.decoding import ERROR_BODY_BYTES
 from tests.connectors.helpers import TOKEN, recording_policy
-
-Action = Callable[[BaseHTTPRequestHandler], None]
-
-
-class Scripted:
-    def __init__(self) -> None:
-        self.actions: list[Action] = []
-        self.seen: list[tuple[str, str, str | None]] = []
-        self.lock = threading.Lock()
-
-    def next(self, handler: BaseHTTPRequestHandler) -> None:
-        with self.lock:
-            self.seen.append((handler.command, handler.path, handler.headers.get("Authorization")))
-            action = self.actions.pop(0)
-        action(handler)
-
-
-class QuietServer(ThreadingHTTPServer):
-    """Clients hanging up on purpose (timeouts) are the point of these tests, not errors to print."""
-
-    daemon_threads = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def server() -> Iterator[tuple[str, Scripted]]:
-    script = Scripted()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
-            script.next(self)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    httpd = QuietServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", script
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
-def send(status: int, body: bytes, headers: dict[str, str] | None = None) -> Action:
-    def act(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(status)
-        for k, v in {"Content-Length": str(len(body)), **(headers or {})}.items():
-            h.send_header(k, v)
-        h.end_headers()
-        h.wfile.write(body)
-
-    return act
+from tests.connectors.scripted import Action, Scripted, line_bomb, peak_python_bytes, send
 
 
 def truncated(body: bytes) -> Action:
@@ -208,31 +147,16 @@ def test_operation_outcome_diagnostics_are_sanitized_and_capped(server: tuple[st
     assert info.value.safe_message == f"GET {base}/fhir/Patient/p1 answered HTTP 400 (issues: invalid)"
 
 
-def _line_bomb(decoded_bytes: int) -> bytes:
-    """A gzip body of one resource repeated: ~1000:1, so one 64 KiB read inflates to tens of MB at once."""
-    line = orjson.dumps({"resourceType": "Patient", "id": "same"}) + b"\n"
-    return gzip.compress(line * (decoded_bytes // len(line)), compresslevel=9)
-
-
-def _peak_python_bytes(call: Callable[[], object]) -> int:
-    tracemalloc.start()
-    try:
-        call()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def test_gzip_download_inflates_a_bounded_piece_at_a_time(server: tuple[str, Scripted], tmp_path: Path) -> None:
     """A 64 MiB file sent as ~64 KiB of gzip is written whole while Python never holds more than a few MiB of
     it (httpx inflated each received chunk whole: ~64 MB at once, per concurrent download)."""
     base, script = server
-    body = _line_bomb(64 * 1024 * 1024)
+    body = line_bomb(64 * 1024 * 1024)
     assert len(body) < 200_000
     script.actions = [send(200, body, {"Content-Encoding": "gzip"})]
     bulk = BulkClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy([]))
     dest = tmp_path / "p.ndjson"
-    peak = _peak_python_bytes(lambda: bulk.download(f"{base}/files/Patient.ndjson", dest, requires_token=False))
+    peak = peak_python_bytes(lambda: bulk.download(f"{base}/files/Patient.ndjson", dest, requires_token=False))
     assert dest.stat().st_size == len(gzip.decompress(body))
     assert peak < 8 * 1024 * 1024, peak
 
@@ -241,7 +165,7 @@ def test_gzip_json_past_the_byte_limit_stops_within_one_piece(server: tuple[str,
     """The per-response limit is checked between pieces of at most 1 MiB, so a body that would inflate to
     64 MiB fails at the limit having held little more than it."""
     base, script = server
-    script.actions = [send(200, _line_bomb(64 * 1024 * 1024), {"Content-Encoding": "gzip"})]
+    script.actions = [send(200, line_bomb(64 * 1024 * 1024), {"Content-Encoding": "gzip"})]
     client = FhirClient(
         f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy([]), bounds=BodyBounds(max_bytes=2_000_000)
     )
@@ -253,7 +177,7 @@ def test_gzip_json_past_the_byte_limit_stops_within_one_piece(server: tuple[str,
         except ResponseTooLargeError as exc:
             errors.append(exc)
 
-    peak = _peak_python_bytes(read)
+    peak = peak_python_bytes(read)
     assert errors and "exceeds the 2000000-byte response limit" in str(errors[0])
     assert peak < 8 * 1024 * 1024, peak
 
@@ -300,6 +224,6 @@ def test_an_endless_error_page_is_read_only_up_to_its_bound(
         except BulkExportError as exc:
             errors.append(exc)
 
-    peak = _peak_python_bytes(download)
+    peak = peak_python_bytes(download)
     assert errors and "answered HTTP 500" in str(errors[0]) and len(script.seen) == 2
     assert peak < 2 * ERROR_BODY_BYTES + 4 * 1024 * 1024, peak
