@@ -9,6 +9,7 @@ as long as the server kept sending."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import orjson
 
+from connectors.budgets import check_step_budget
 from connectors.errors import (
     OAuthError,
     ResponseTooLargeError,
@@ -58,13 +60,15 @@ def send(http: httpx.Client, request: httpx.Request, doing: str) -> httpx.Respon
     """Send ``request`` (built by ``http``) through the EHR layers and read its body, bounded (module docstring);
     the answer holds the decoded body. Network failures become ``TransportError`` naming what was being done
     (``calling <url>``), never a body: bodies carry codes, secrets and assertions. A body over the byte limit is
-    ``ResponseTooLargeError``, one still arriving at the deadline ``RequestDeadlineError`` (a ``TransportError``)."""
-    bounds = BodyBounds.from_env()
-    started = bounds.clock()
+    ``ResponseTooLargeError``, one still arriving at the deadline ``RequestDeadlineError`` (a ``TransportError``).
+    A step whose budget is spent (``connectors.budgets.step_budget``) sends nothing; one that runs out while the
+    answer arrives still gets it."""
+    bounds = dataclasses.replace(BodyBounds.from_env(), within_step=False)
+    check_step_budget()  # a spent step sends nothing: a grant, once sent, may rotate the refresh token
     try:
         response = ehr_client(http).send(request, stream=True)
-        try:
-            bounds.wrap(response, request.method, started)
+        try:  # the deadline counts from the answer's headers: the rate budget's wait is not the body's
+            bounds.wrap(response, request.method, bounds.clock())
             if response.status_code >= 400:  # read at once and cut, as the transport does for FHIR calls
                 return error_answer(response)
             return with_body(response, read_capped(response, bounds.max_bytes))

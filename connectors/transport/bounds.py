@@ -33,6 +33,9 @@ class BodyBounds:
     max_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES
     deadline_s: float | None = DEFAULT_REQUEST_DEADLINE_S
     clock: Callable[[], float] = time.monotonic
+    #: False: the active step budget does not cut the body off (token answers: once sent, a grant may have rotated
+    #: the refresh token, so an answer that arrives is used; the step budget is checked before sending instead)
+    within_step: bool = True
 
     def __post_init__(self) -> None:
         if self.max_bytes is not None and self.max_bytes < 1:
@@ -49,12 +52,12 @@ class BodyBounds:
 
     def without_byte_limit(self) -> BodyBounds:
         """The same deadline for a body the caller caps itself (a download streamed to disk)."""
-        return BodyBounds(None, self.deadline_s, self.clock)
+        return BodyBounds(None, self.deadline_s, self.clock, self.within_step)
 
     def ends_at(self, started: float) -> float | None:
         """When a request started at ``started`` must be done: its deadline or the step's, whichever is first."""
         own = started + self.deadline_s if self.deadline_s is not None else None
-        step = step_deadline()
+        step = step_deadline() if self.within_step else None
         if step is None:
             return own
         return step[0] if own is None else min(own, step[0])

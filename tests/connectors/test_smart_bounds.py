@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import gzip
 import time
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from connectors.errors import OAuthError, RequestDeadlineError, ResponseTooLargeError, TransportError
-from connectors.smart import JwtClientAuth, SecretClientAuth, client_credentials_grant, discover
+from connectors.budgets import step_budget
+from connectors.errors import (
+    OAuthError,
+    RequestDeadlineError,
+    ResponseTooLargeError,
+    StepBudgetExceededError,
+    TransportError,
+)
+from connectors.smart import JwtClientAuth, SecretClientAuth, client_credentials_grant, discover, refresh_grant
 from connectors.transport.decoding import ERROR_BODY_BYTES
 from sandbox import SandboxServer
 from tests.connectors.backend_auth import BackendClient
@@ -138,3 +146,33 @@ def test_an_endless_gzip_error_page_from_the_token_endpoint_is_read_only_up_to_i
     peak = peak_python_bytes(grant)
     assert errors and errors[0].status == 400 and "without an OAuth error body" in str(errors[0])
     assert peak < 2 * ERROR_BODY_BYTES + 4 * 1024 * 1024, peak
+
+
+_TOKENS = orjson.dumps({"access_token": "new-at", "refresh_token": "rotated-rt", "token_type": "Bearer"})
+
+
+def test_a_spent_step_sends_no_grant(server: tuple[str, Scripted]) -> None:
+    """A grant, once sent, may rotate the refresh token: with the step's budget spent nothing is sent at all (the
+    FHIR call waiting for the token would fail on the same budget)."""
+    base, script = server
+    script.actions = [send(200, _TOKENS)]
+    with httpx.Client() as http, step_budget("landing Observation", 0.05):
+        time.sleep(0.1)
+        with pytest.raises(StepBudgetExceededError):
+            refresh_grant(f"{base}/token", http=http, client_auth=SecretClientAuth("c", "s"), refresh_token="old-rt")
+    assert script.seen == []
+
+
+def test_a_token_answer_arriving_after_the_step_budget_is_still_used(server: tuple[str, Scripted]) -> None:
+    """The step budget runs out while the server answers: the answer has arrived and its rotated refresh token
+    is used, not thrown away (the body read is bounded by the request deadline, not the step's)."""
+    base, script = server
+
+    def late(handler: BaseHTTPRequestHandler) -> None:
+        time.sleep(0.5)
+        send(200, _TOKENS, {"Content-Type": "application/json"})(handler)
+
+    script.actions = [late]
+    with httpx.Client() as http, step_budget("landing Observation", 0.3):
+        granted = refresh_grant(f"{base}/token", http=http, client_auth=SecretClientAuth("c", "s"), refresh_token="o")
+    assert granted.refresh_token == "rotated-rt" and len(script.seen) == 1
