@@ -12,10 +12,11 @@ import binascii
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from auth_service.core.keys import SigningKey, load_private_key, parse_previous_keys
+from connectors.budgets import env_number
 from connectors.errors import ConfigurationError
 from settings import AppSettings
 
@@ -107,6 +108,22 @@ class Settings(AppSettings):
         if not value.split():
             raise ValueError("must list at least one scope")
         return " ".join(value.split())
+
+    @field_validator("EHRSYNC_MAX_RESPONSE_BYTES", "EHRSYNC_REQUEST_DEADLINE_S")
+    @classmethod
+    def _check_request_bound(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Read with the connectors' own rule: every SMART discovery and token call of the service is bounded by
+        these, so a bad value stops the start instead of failing each call with ``configuration_error``."""
+        if value is None or not value.strip():
+            return value
+        name = str(info.field_name)
+        try:
+            number = env_number(name, 1.0, env={name: value})
+        except ConfigurationError as exc:
+            raise ValueError(str(exc).removeprefix(f"{name} ")) from None
+        if name == "EHRSYNC_MAX_RESPONSE_BYTES" and number < 1:
+            raise ValueError(f"must be at least 1 byte, got {value.strip()[:40]!r}")
+        return value
 
     @model_validator(mode="after")
     def _check_signing_key(self) -> Settings:

@@ -131,3 +131,21 @@ def test_app_database_follows_the_state_dir_and_the_url_variables(
     assert load_settings().database_url == "sqlite:///elsewhere.db"
     monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://u@127.0.0.1/app")  # DATABASE_URL wins
     assert load_settings().database_url == "postgresql+psycopg://u@127.0.0.1/app"
+
+
+@pytest.mark.parametrize(
+    ("name", "bad", "says"),
+    [
+        ("EHRSYNC_MAX_RESPONSE_BYTES", "lots", "must be a number"),
+        ("EHRSYNC_MAX_RESPONSE_BYTES", "0.5", "at least 1 byte"),
+        ("EHRSYNC_REQUEST_DEADLINE_S", "-3", "greater than 0"),
+        ("EHRSYNC_REQUEST_DEADLINE_S", "inf", "finite number"),
+    ],
+)
+def test_request_bounds_are_checked_at_start(monkeypatch: pytest.MonkeyPatch, name: str, bad: str, says: str) -> None:
+    """Every SMART discovery and token call of the service reads these; a bad value stops the start, naming it."""
+    monkeypatch.setenv(name, bad)
+    with pytest.raises(ConfigurationError, match=f"{name}: .*{says}"):
+        load_settings(INTEGRATIONS_TOKEN_ENC_KEY=enc_key())
+    monkeypatch.setenv(name, "2048")
+    assert getattr(load_settings(INTEGRATIONS_TOKEN_ENC_KEY=enc_key()), name) == "2048"
