@@ -10,7 +10,7 @@ from typing import TypeVar
 import httpx
 from sqlalchemy.orm import Session
 
-from connectors.errors import ConfigurationError, TemporarilyUnavailableError, TransportError
+from connectors.errors import ConfigurationError, RequestDeadlineError, TemporarilyUnavailableError, TransportError
 from connectors.http import RetryPolicy as EhrRetryPolicy
 from connectors.smart import ClientAuth, DiscoveryCache, SmartConfiguration, discover
 from store.crypto import TokenCipher
@@ -40,10 +40,14 @@ RetryPolicy = GrantRetryPolicy  # the store's public name for it
 
 
 def with_retry(call: Callable[[], T], policy: EhrRetryPolicy, sleep: Callable[[float], None], what: str) -> T:
-    """Run ``call``; retry transient failures with backoff; re-raise the last one when attempts run out."""
+    """Run ``call``; retry transient failures with backoff; re-raise the last one when attempts run out. A request
+    cut off at its deadline (``EHRSYNC_REQUEST_DEADLINE_S``) is not retried here, as nowhere else: three more would
+    hold the refresh lock past its waiters' timeout."""
     for attempt in range(policy.max_attempts):
         try:
             return call()
+        except RequestDeadlineError:  # a server trickling its answer: asking again would hold the lock as long
+            raise
         except TRANSIENT as exc:
             if attempt + 1 >= policy.max_attempts:
                 raise

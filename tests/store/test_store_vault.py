@@ -411,3 +411,20 @@ def test_sqlite_refresh_lock_held_too_long_is_a_typed_error(
     assert token_server.state.count("refresh_token") == 0
     assert vault.force_refresh("c1") == "at-1"  # the lock released, the next refresh goes through
     db.dispose()
+
+
+def test_a_token_answer_cut_off_at_the_request_deadline_is_not_asked_again(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server trickling its token answer is cut off at EHRSYNC_REQUEST_DEADLINE_S (a transient failure: the
+    still-valid token is kept), and not asked three more times while the refresh lock is held."""
+    monkeypatch.setenv("EHRSYNC_REQUEST_DEADLINE_S", "0.5")
+    vault = seeded(db, cipher, token_server, left=30)
+    token_server.state.trickle_s = 0.2
+    assert vault.get_access_token("c1") == "at-0"  # still valid for ~30 s: kept
+    assert token_server.state.count("refresh_token") == 1
+    with db.session() as s:
+        events = list(s.scalars(select(AuditEvent).where(AuditEvent.action == "token.refresh")))
+    assert [(e.outcome, e.detail.get("error_code")) for e in events] == [
+        ("transient_failure", "request_deadline_exceeded")
+    ]

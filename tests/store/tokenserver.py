@@ -10,7 +10,7 @@ import asyncio
 import base64
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, unquote
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 
 @dataclass
@@ -30,6 +30,7 @@ class TokenServerState:
     revoked: list[tuple[str, str]] = field(default_factory=list)
     grants: list[dict[str, Any]] = field(default_factory=list)
     fail_next: list[int] = field(default_factory=list)
+    trickle_s: float = 0.0  # > 0: the next token answers send their body one byte every trickle_s seconds
     issued: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     # When ``release`` is set up, each token request sets ``seen`` and waits (up to 10 s) for ``release``.
@@ -39,6 +40,12 @@ class TokenServerState:
 
     def count(self, grant_type: str) -> int:
         return sum(1 for g in self.grants if g["form"].get("grant_type") == grant_type)
+
+
+async def _trickle(body: bytes, delay_s: float) -> AsyncIterator[bytes]:
+    for i in range(len(body)):
+        yield body[i : i + 1]
+        await asyncio.sleep(delay_s)
 
 
 def _form(body: bytes) -> dict[str, str]:
@@ -69,6 +76,8 @@ def create_app(state: TokenServerState, base: list[str]) -> FastAPI:
             state.release_timed_out = not await asyncio.to_thread(state.release.wait, 10)
         with state.lock:
             state.grants.append({"form": form, "authorization": request.headers.get("authorization")})
+            if state.trickle_s:
+                return StreamingResponse(_trickle(b'{"access_token": "never-whole"}', state.trickle_s))
             if state.fail_next:
                 status = state.fail_next.pop(0)
                 return JSONResponse({"error": "temporarily_unavailable"}, status_code=status)
