@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,11 +27,10 @@ from connectors.errors import (
     oauth_error_from_response,
 )
 from connectors.transport import DEFAULT_TIMEOUT, BodyBounds, ehr_client, read_capped
+from connectors.transport.answers import json_object_text
 from connectors.transport.decoding import ACCEPT_ENCODING, error_answer, with_body
 
 logger = logging.getLogger(__name__)
-
-_JSON_OBJECT_START = re.compile(rb"\s*\{")
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -47,8 +45,8 @@ __all__ = [
 
 def parse_json_body(response: httpx.Response) -> Any:
     """Parse a body as JSON whatever its ``Content-Type`` says; ``None`` when it is not a JSON object (every SMART
-    and OAuth document is one). An HTML error page is never handed to orjson, which reserves ~12x its input."""
-    if not _JSON_OBJECT_START.match(response.content):
+    and OAuth document is one; ``json_object_text``)."""
+    if not json_object_text(response.content):
         return None
     try:
         return orjson.loads(response.content)

@@ -13,7 +13,7 @@ import orjson
 
 from connectors.errors import is_transient_answer
 
-__all__ = ["CONTROL_CHARS", "RetryKind", "issue_codes", "operation_outcome_of", "retry_kind"]
+__all__ = ["CONTROL_CHARS", "RetryKind", "issue_codes", "json_object_text", "operation_outcome_of", "retry_kind"]
 
 RetryKind = Literal["throttle", "transient"]
 _JSON_OBJECT_START = re.compile(rb"\s*\{")
@@ -21,9 +21,15 @@ _JSON_OBJECT_START = re.compile(rb"\s*\{")
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]+")
 
 
+def json_object_text(body: bytes) -> bool:
+    """Whether ``body`` may be a JSON object (its first non-space byte is ``{``): an empty body or a proxy's HTML
+    page is never handed to orjson, whose parser reserves ~12x its input."""
+    return _JSON_OBJECT_START.match(body) is not None
+
+
 def operation_outcome_of(response: httpx.Response) -> dict[str, Any] | None:
     """The OperationOutcome in a (read) response body, or None (empty bodies happen, e.g. Epic 403s)."""
-    if not _JSON_OBJECT_START.match(response.content):  # empty, or an HTML page from a proxy: nothing to parse
+    if not json_object_text(response.content):
         return None
     try:
         body = orjson.loads(response.content)

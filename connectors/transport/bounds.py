@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 
@@ -52,7 +52,7 @@ class BodyBounds:
 
     def without_byte_limit(self) -> BodyBounds:
         """The same deadline for a body the caller caps itself (a download streamed to disk)."""
-        return BodyBounds(None, self.deadline_s, self.clock, self.within_step)
+        return replace(self, max_bytes=None)
 
     def ends_at(self, started: float) -> float | None:
         """When a request started at ``started`` must be done: its deadline or the step's, whichever is first."""
