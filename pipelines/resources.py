@@ -23,7 +23,7 @@ from pydantic import Field, PrivateAttr
 from sqlalchemy.engine import make_url
 
 from connectors.fhir import RetryPolicy
-from connectors.transport import BodyBounds
+from connectors.transport import BodyBounds, BoundedClient, bounds_of
 from engine.batch_size import DEFAULT_BATCH_SIZE
 from engine.retries import DEFAULT_BASE_S, DEFAULT_CAP_S, MAX_S, RETRY_BASE_ENV, RETRY_CAP_ENV
 from engine.scheduling import RetryBackoff
@@ -151,12 +151,19 @@ class EhrHttpResource(ConfigurableResource["EhrHttpResource"]):
     )
     retry_cap_s: float = Field(default=300.0, gt=0, description="Longest backoff between two attempts (BDX-10).")
     rate_limits: bool = Field(default=True, description="Keep to each vendor's call budget; off only for a sandbox.")
-    max_response_bytes: int | None = _unset("Largest FHIR JSON body read (EHRSYNC_MAX_RESPONSE_BYTES).", ge=1)
-    request_deadline_s: float | None = _unset("Overall time of one FHIR request (EHRSYNC_REQUEST_DEADLINE_S).", gt=0)
+    max_response_bytes: int | None = _unset(
+        "Largest JSON body read from the EHR: FHIR, Bulk status, SMART discovery and token answers "
+        "(EHRSYNC_MAX_RESPONSE_BYTES).",
+        ge=1,
+    )
+    request_deadline_s: float | None = _unset(
+        "Overall time of one request to the EHR, token calls included (EHRSYNC_REQUEST_DEADLINE_S).", gt=0
+    )
     _client: httpx.Client | None = PrivateAttr(default=None)
 
     def bounds(self) -> BodyBounds | None:
-        """The request bounds set here; None leaves the connectors' own default (read from the environment)."""
+        """The request bounds set here; None leaves the connectors' own default (read from the environment).
+        The client carries them too, so the vault's discovery and token calls keep to them."""
         if self.max_response_bytes is None or self.request_deadline_s is None:
             return None
         return BodyBounds(self.max_response_bytes, self.request_deadline_s)
@@ -173,7 +180,8 @@ class EhrHttpResource(ConfigurableResource["EhrHttpResource"]):
             timeout = httpx.Timeout(
                 self.read_timeout_s, connect=self.connect_timeout_s, pool=self.pool_timeout_s, write=self.read_timeout_s
             )
-            self._client = httpx.Client(timeout=timeout, follow_redirects=False)
+            bounds = self.bounds() or bounds_of(None)
+            self._client = BoundedClient(bounds=bounds, timeout=timeout, follow_redirects=False)
         return self._client
 
     def close(self) -> None:

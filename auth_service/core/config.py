@@ -18,6 +18,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 from auth_service.core.keys import SigningKey, load_private_key, parse_previous_keys
 from connectors.budgets import env_number
 from connectors.errors import ConfigurationError
+from connectors.transport import BodyBounds
 from settings import AppSettings
 
 __all__ = ["Settings", "load_settings"]
@@ -134,6 +135,13 @@ class Settings(AppSettings):
         if self.EHR_JWT_PREVIOUS_PUBLIC_KEYS is not None:
             parse_previous_keys(self.EHR_JWT_PREVIOUS_PUBLIC_KEYS.get_secret_value())
         return self
+
+    def request_bounds(self) -> BodyBounds:
+        """The byte limit and deadline of the service's SMART discovery and token calls, from the values read at
+        start (the service's HTTP client carries them)."""
+        values = {"EHRSYNC_MAX_RESPONSE_BYTES": self.EHRSYNC_MAX_RESPONSE_BYTES}
+        values["EHRSYNC_REQUEST_DEADLINE_S"] = self.EHRSYNC_REQUEST_DEADLINE_S
+        return BodyBounds.from_env({name: value for name, value in values.items() if value is not None})
 
     def signing_key(self) -> SigningKey | None:
         """The current private_key_jwt key, or ``None`` when none is configured."""

@@ -11,6 +11,7 @@ from auth_service.core.config import Settings
 from auth_service.core.links import LinkSigner
 from auth_service.core.sealed_links import ConnectLinks
 from connectors.smart import ClientAuth, DiscoveryCache, JwksCache
+from connectors.transport import BoundedClient
 from store.crypto import TokenCipher
 from store.database import AppDatabase
 from store.models import Connection
@@ -51,7 +52,9 @@ def build_context(settings: Settings, *, http: httpx.Client | None = None, migra
     db = AppDatabase.from_url(settings.database_url)
     if migrate:
         db.migrate()
-    client = http or httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=False)
+    client = http or BoundedClient(
+        bounds=settings.request_bounds(), timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=False
+    )
     discovery = DiscoveryCache(ttl_seconds=float(settings.DISCOVERY_CACHE_TTL_SECONDS))
 
     def resolver(session: Session, conn: Connection) -> ClientAuth:

@@ -39,7 +39,7 @@ from connectors.http import (
     resolve_url,
 )
 from connectors.tokens import TokenSource
-from connectors.transport.bounds import BodyBounds
+from connectors.transport.bounds import BodyBounds, bounds_of
 
 __all__ = ["BulkClient", "BulkStatus", "ExportLevel"]
 
@@ -52,9 +52,10 @@ class BulkClient:
     origin or any public https host (``url_guard``, by default :func:`connectors.http.outbound_url_guard`, vets
     each file URL and redirect, so a manifest cannot point the workers at internal services).
 
-    ``bounds`` (default :meth:`BodyBounds.from_env`) caps the kick-off, status (manifest) and cancel bodies and
-    the time of each of those requests, as for FHIR REST. File downloads keep their own per-file byte limit
-    and get no request deadline: a multi-GB file legitimately streams for longer than any per-request deadline.
+    ``bounds`` (default: those ``http`` carries, :func:`~connectors.transport.bounds_of`) caps the kick-off,
+    status (manifest) and cancel bodies and the time of each of those requests, as for FHIR REST. File downloads
+    keep their own per-file byte limit and get no request deadline: a multi-GB file legitimately streams for
+    longer than any per-request deadline.
     ``on_unauthorized`` is called when a request still got 401 after its one token refresh, before the
     FhirUnauthorizedError propagates; it may raise instead (the engine's vault marks a rejected client).
     """
@@ -73,7 +74,7 @@ class BulkClient:
         on_unauthorized: Callable[[], None] | None = None,
         **options: Unpack[SessionOptions],
     ) -> None:
-        self.bounds = bounds or BodyBounds.from_env()
+        self.bounds = bounds or bounds_of(http)
         self._on_unauthorized = on_unauthorized
         self.fhir_base = normalize_base_url(fhir_base, allow_http=allow_http)
         self._file_guard = url_guard or outbound_url_guard(self.fhir_base)

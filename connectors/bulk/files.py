@@ -6,6 +6,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
 from connectors.bulk.ndjson import truncation_of
 from connectors.bulk.wire import as_bulk_error
 from connectors.errors import (
@@ -70,23 +72,28 @@ def _fetch(
     min_free_bytes: int,
 ) -> Downloaded:
     rule = TokenRule.REQUIRE_ORIGIN if requires_token else TokenRule.NEVER
+
+    def write(response: httpx.Response) -> Downloaded:
+        """Only the file's own body is held to the per-file limit: a token refresh made on the way (its
+        discovery document over EHRSYNC_MAX_RESPONSE_BYTES) fails as itself, not as an oversized file."""
+        try:
+            return stream_to_file(response, dest, max_bytes, min_free_bytes=min_free_bytes, scratch=True)
+        except ContentTooLargeError as exc:
+            raise BulkFileTooLargeError(
+                f"bulk file {redact_url(item_url)} is larger than the {max_bytes}-byte limit per file "
+                "(EHRSYNC_BULK_MAX_FILE_BYTES); raise the limit and run again, the file is fetched then"
+            ) from exc
+
     try:
         return session.request(
             "GET",
             item_url,
             headers={"Accept": NDJSON, "Accept-Encoding": "gzip"},
             token_rule=rule,
-            handler=lambda response: stream_to_file(
-                response, dest, max_bytes, min_free_bytes=min_free_bytes, scratch=True
-            ),
+            handler=write,
             max_redirects=5,
             url_guard=url_guard,
         )
-    except ContentTooLargeError as exc:
-        raise BulkFileTooLargeError(
-            f"bulk file {redact_url(item_url)} is larger than the {max_bytes}-byte limit per file "
-            "(EHRSYNC_BULK_MAX_FILE_BYTES); raise the limit and run again, the file is fetched then"
-        ) from exc
     except FhirError as exc:
         if exc.status in (404, 410):
             raise BulkFileExpiredError(

@@ -21,7 +21,7 @@ from connectors.fhir.resource_types import ID_RE, TYPE_RE
 from connectors.fhir.search import SearchPage, iter_search_pages
 from connectors.http import RateLimiter, RetryPolicy, normalize_base_url, redact_url, resolve_url
 from connectors.tokens import TokenSource
-from connectors.transport.bounds import BodyBounds, read_capped
+from connectors.transport.bounds import BodyBounds, bounds_of, read_capped
 
 __all__ = ["CreateResult", "FhirClient", "parse_location"]
 
@@ -88,7 +88,7 @@ class FhirClient:
 
     ``http`` may be a shared ``httpx.Client`` (its timeouts apply); otherwise one is created with explicit
     timeouts and closed by :meth:`close`. ``bounds`` caps every JSON body and the time of every request
-    (default: from the environment, see :class:`BodyBounds`).
+    (default: those ``http`` carries, else the environment's; :func:`~connectors.transport.bounds_of`).
     """
 
     def __init__(
@@ -105,7 +105,7 @@ class FhirClient:
     ) -> None:
         self.fhir_base = normalize_base_url(fhir_base, allow_http=allow_http)
         #: Byte limit and deadline per response (EHRSYNC_MAX_RESPONSE_BYTES, EHRSYNC_REQUEST_DEADLINE_S).
-        self.bounds = bounds or BodyBounds.from_env()
+        self.bounds = bounds or bounds_of(http)
         self._session = FhirSession(self.fhir_base, tokens, http=http, retry=retry, rate_limit=rate_limit, **options)
         self._capabilities: dict[str, Any] | None = None
         self._lock = threading.Lock()

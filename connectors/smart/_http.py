@@ -3,7 +3,8 @@
 form POSTs, JSON GETs and error mapping (SAL-36).
 
 Every body is read here, bounded as FHIR bodies are: decoded a piece at a time and counted against
-``EHRSYNC_MAX_RESPONSE_BYTES``, within ``EHRSYNC_REQUEST_DEADLINE_S`` overall, and an error answer cut at 1 MiB.
+``EHRSYNC_MAX_RESPONSE_BYTES``, within ``EHRSYNC_REQUEST_DEADLINE_S`` overall (the values the caller's
+:class:`~connectors.transport.BoundedClient` carries, else the environment's), and an error answer cut at 1 MiB.
 Without it a discovery document, JWKS or token answer was read whole, inflated by httpx a chunk at a time, for
 as long as the server kept sending."""
 
@@ -26,9 +27,9 @@ from connectors.errors import (
     UnsupportedContentEncodingError,
     oauth_error_from_response,
 )
-from connectors.transport import DEFAULT_TIMEOUT, BodyBounds, ehr_client, read_capped
+from connectors.transport import DEFAULT_TIMEOUT, bounds_of, ehr_client, read_capped
 from connectors.transport.answers import json_object_text
-from connectors.transport.decoding import ACCEPT_ENCODING, error_answer, with_body
+from connectors.transport.decoding import ACCEPT_ENCODING, with_body
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +62,14 @@ def send(http: httpx.Client, request: httpx.Request, doing: str) -> httpx.Respon
     ``ResponseTooLargeError``, one still arriving at the deadline ``RequestDeadlineError`` (a ``TransportError``).
     A step whose budget is spent (``connectors.budgets.step_budget``) sends nothing; one that runs out while the
     answer arrives still gets it."""
-    bounds = dataclasses.replace(BodyBounds.from_env(), within_step=False)
+    bounds = dataclasses.replace(bounds_of(http), within_step=False)
     check_step_budget()  # a spent step sends nothing: a grant, once sent, may rotate the refresh token
+    request.extensions.update(bounds.extensions())  # the attempt layer bounds the body and cuts error answers
     try:
         response = ehr_client(http).send(request, stream=True)
-        try:  # the deadline counts from the answer's headers: the rate budget's wait is not the body's
-            bounds.wrap(response, request.method, bounds.clock())
-            if response.status_code >= 400:  # read at once and cut, as the transport does for FHIR calls
-                return error_answer(response)
+        try:
+            if response.status_code >= 400:  # already read, cut at 1 MiB
+                return response
             return with_body(response, read_capped(response, bounds.max_bytes))
         finally:
             response.close()

@@ -6,28 +6,47 @@ bounded size (:func:`~connectors.transport.decoding.error_answer`), and the call
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
 
+from connectors.transport.bounds import BodyBounds, request_bounds
 from connectors.transport.decoding import error_answer
-from connectors.transport.plan import PlannedTransport, RequestPlan
+from connectors.transport.plan import PlannedTransport, RequestPlan, plan_of
 
 __all__ = ["AttemptTransport"]
 
 
 class AttemptTransport(PlannedTransport):
-    """Applies the request's :class:`~connectors.transport.plan.RequestPlan` to each single attempt."""
+    """Applies the request's :class:`~connectors.transport.plan.RequestPlan` to each single attempt; a request
+    without a plan that asks for :class:`~connectors.transport.bounds.BodyBounds` (SMART calls) gets the same
+    limits, nothing else."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        bounds = request_bounds(request) if plan_of(request) is None else None
+        if bounds is None:
+            return super().handle_request(request)
+        return self._attempt(request, bounds, bounds.start_attempt(request), None)
 
     def handle_planned(self, request: httpx.Request, plan: RequestPlan) -> httpx.Response:
-        started = plan.start_attempt(request)
+        return self._attempt(request, plan.bounds, plan.start_attempt(request), plan.on_response)
+
+    def _attempt(
+        self,
+        request: httpx.Request,
+        bounds: BodyBounds | None,
+        started: float,
+        on_response: Callable[[httpx.Response], None] | None,
+    ) -> httpx.Response:
         response = self._inner.handle_request(request)
         response.request = request
         try:
-            if plan.bounds is not None:
-                plan.bounds.wrap(response, request.method, started)
+            if bounds is not None:
+                bounds.wrap(response, request.method, started)
             if response.status_code >= 400:  # read now, bounded: every layer above reads error bodies whole
                 response = error_answer(response)
-            if plan.on_response is not None:
-                plan.on_response(response)
+            if on_response is not None:
+                on_response(response)
         except BaseException:
             response.close()
             raise

@@ -7,8 +7,9 @@ is checked between chunks against the whole request (and the active step budget,
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import httpx
 
@@ -23,7 +24,9 @@ from connectors.errors import ConfigurationError, RequestDeadlineError, Response
 from connectors.http.urls import redact_url
 from connectors.transport.decoding import iter_decoded
 
-__all__ = ["BodyBounds", "read_capped"]
+__all__ = ["BOUNDS_EXTENSION", "BodyBounds", "BoundedClient", "bounds_of", "read_capped", "request_bounds"]
+
+BOUNDS_EXTENSION = "ehrsync.bounds"
 
 
 @dataclass(frozen=True)
@@ -44,10 +47,11 @@ class BodyBounds:
             raise ConfigurationError("the request deadline must be positive")
 
     @classmethod
-    def from_env(cls) -> BodyBounds:
-        """``EHRSYNC_MAX_RESPONSE_BYTES`` and ``EHRSYNC_REQUEST_DEADLINE_S``, else the generous defaults."""
-        max_bytes = env_number("EHRSYNC_MAX_RESPONSE_BYTES", DEFAULT_MAX_RESPONSE_BYTES, minimum=0)
-        deadline = env_number("EHRSYNC_REQUEST_DEADLINE_S", DEFAULT_REQUEST_DEADLINE_S)
+    def from_env(cls, env: Mapping[str, str] | None = None) -> BodyBounds:
+        """``EHRSYNC_MAX_RESPONSE_BYTES`` and ``EHRSYNC_REQUEST_DEADLINE_S`` of ``env`` (else ``os.environ``), else
+        the generous defaults."""
+        max_bytes = env_number("EHRSYNC_MAX_RESPONSE_BYTES", DEFAULT_MAX_RESPONSE_BYTES, minimum=0, env=env)
+        deadline = env_number("EHRSYNC_REQUEST_DEADLINE_S", DEFAULT_REQUEST_DEADLINE_S, env=env)
         return cls(int(max_bytes), deadline)
 
     def without_byte_limit(self) -> BodyBounds:
@@ -62,6 +66,24 @@ class BodyBounds:
             return own
         return step[0] if own is None else min(own, step[0])
 
+    def start_attempt(self, request: httpx.Request, timeout: httpx.Timeout | None = None) -> float:
+        """Cut ``request``'s timeouts (``timeout``, else its own) to what is left of its deadline (or step budget):
+        no single wait may outlive it. Returns the attempt's start time."""
+        started = self.clock()
+        ends_at = self.ends_at(started)
+        if ends_at is not None:
+            left = max(ends_at - self.clock(), 0.01)
+            base = timeout or httpx.Timeout(**request.extensions["timeout"])
+            parts = {name: getattr(base, name) for name in ("connect", "read", "write", "pool")}
+            cut = {name: left if value is None else min(value, left) for name, value in parts.items()}
+            request.extensions["timeout"] = httpx.Timeout(**cut).as_dict()
+        return started
+
+    def extensions(self) -> dict[str, Any]:
+        """Request extensions asking the attempt layer for these bounds on a request without a ``RequestPlan``
+        (SMART calls: sent once, never through the retry rules of FHIR calls)."""
+        return {BOUNDS_EXTENSION: self}
+
     def wrap(self, response: httpx.Response, method: str, started: float) -> None:
         """Make every read of ``response`` (handler or error path) respect the byte limit and the deadline."""
         url = redact_url(str(response.request.url))
@@ -72,6 +94,27 @@ class BodyBounds:
             raise ResponseTooLargeError(_too_large(method, url, self.max_bytes, f"Content-Length {declared}"))
         if isinstance(response.stream, httpx.SyncByteStream):  # always, for the sync client's responses
             response.stream = _BoundedStream(response.stream, self, method, url, started)
+
+
+class BoundedClient(httpx.Client):
+    """An ``httpx.Client`` carrying the request bounds its owner parsed once at start (a Dagster resource, the
+    auth service's settings): calls handed only a client (SMART discovery, JWKS, token endpoints) keep to the
+    same limits as the FHIR and Bulk calls made with it, not to what the environment says when they run."""
+
+    def __init__(self, *, bounds: BodyBounds, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bounds = bounds
+
+
+def bounds_of(http: httpx.Client | None) -> BodyBounds:
+    """The bounds ``http`` carries; for any other client (a library caller's own) read from the environment."""
+    return http.bounds if isinstance(http, BoundedClient) else BodyBounds.from_env()
+
+
+def request_bounds(request: httpx.Request) -> BodyBounds | None:
+    """The bounds a plan-less request asked for (:meth:`BodyBounds.extensions`), if any."""
+    bounds = request.extensions.get(BOUNDS_EXTENSION)
+    return bounds if isinstance(bounds, BodyBounds) else None
 
 
 def _too_large(method: str, url: str, limit: int, what: str) -> str:

@@ -13,6 +13,7 @@ import httpx
 
 from connectors.http.ratelimit import RateLimitedTransport
 from connectors.transport.attempt import AttemptTransport
+from connectors.transport.bounds import BoundedClient, bounds_of
 from connectors.transport.retrying import RetryTransport
 
 __all__ = ["DEFAULT_TIMEOUT", "EhrClient", "ehr_client", "ehr_transport"]
@@ -20,8 +21,9 @@ __all__ = ["DEFAULT_TIMEOUT", "EhrClient", "ehr_client", "ehr_transport"]
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
-class EhrClient(httpx.Client):
-    """An ``httpx.Client`` whose transport carries the EHR layers (built by :func:`ehr_client`)."""
+class EhrClient(BoundedClient):
+    """An ``httpx.Client`` whose transport carries the EHR layers (built by :func:`ehr_client`), and the bounds
+    of the client it was built over."""
 
 
 class _Borrowed(httpx.BaseTransport):
@@ -50,9 +52,13 @@ def ehr_client(http: httpx.Client | None = None, *, timeout: httpx.Timeout | flo
         return http
     if http is None:
         return EhrClient(
-            transport=ehr_transport(httpx.HTTPTransport()), timeout=timeout or DEFAULT_TIMEOUT, follow_redirects=False
+            bounds=bounds_of(None),
+            transport=ehr_transport(httpx.HTTPTransport()),
+            timeout=timeout or DEFAULT_TIMEOUT,
+            follow_redirects=False,
         )
     return EhrClient(
+        bounds=bounds_of(http),
         transport=ehr_transport(_Borrowed(http)),
         timeout=http.timeout,
         follow_redirects=http.follow_redirects,

@@ -44,17 +44,7 @@ class RequestPlan:
 
     def start_attempt(self, request: httpx.Request) -> float:
         """Cut the request's timeouts to what is left of its deadline (or step budget); returns the start time."""
-        if self.bounds is None:
-            return 0.0
-        started = self.bounds.clock()
-        ends_at = self.bounds.ends_at(started)
-        if ends_at is not None:
-            left = max(ends_at - self.bounds.clock(), 0.01)
-            base = self.timeout or httpx.Timeout(**request.extensions["timeout"])
-            parts = {name: getattr(base, name) for name in ("connect", "read", "write", "pool")}
-            cut = {name: left if value is None else min(value, left) for name, value in parts.items()}
-            request.extensions["timeout"] = httpx.Timeout(**cut).as_dict()
-        return started
+        return 0.0 if self.bounds is None else self.bounds.start_attempt(request, self.timeout)
 
 
 def plan_of(request: httpx.Request) -> RequestPlan | None:

@@ -9,7 +9,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from auth_service.core.config import load_settings
-from connectors.errors import ConfigurationError
+from auth_service.services.context import build_context
+from connectors.errors import ConfigurationError, ResponseTooLargeError
+from connectors.smart import discover
+from sandbox import SandboxServer
 from tests.auth_service.keyutil import ec_pem, enc_key, rsa_pem
 
 
@@ -149,3 +152,20 @@ def test_request_bounds_are_checked_at_start(monkeypatch: pytest.MonkeyPatch, na
         load_settings(INTEGRATIONS_TOKEN_ENC_KEY=enc_key())
     monkeypatch.setenv(name, "2048")
     assert getattr(load_settings(INTEGRATIONS_TOKEN_ENC_KEY=enc_key()), name) == "2048"
+
+
+def test_the_services_smart_calls_keep_to_the_bounds_read_at_start(
+    sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service's HTTP client carries the limits its settings read at start; a discovery document past them
+    fails at that limit, whatever the environment says later (before, each call re-read the environment)."""
+    monkeypatch.setenv("EHRSYNC_MAX_RESPONSE_BYTES", "1048576")
+    monkeypatch.setenv("EHRSYNC_STATE_DIR", str(tmp_path))
+    ctx = build_context(load_settings(INTEGRATIONS_TOKEN_ENC_KEY=enc_key()))
+    try:
+        monkeypatch.setenv("EHRSYNC_MAX_RESPONSE_BYTES", str(300 * 1024 * 1024))  # after start: not read
+        sandbox.admin.set_fault("huge_body", path="/fhir/.well-known/smart-configuration")
+        with pytest.raises(ResponseTooLargeError, match="1048576-byte response limit"):
+            discover(sandbox.fhir_base, http=ctx.http)
+    finally:
+        ctx.close()

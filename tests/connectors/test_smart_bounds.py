@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import time
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import httpx
 import orjson
@@ -16,7 +17,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from connectors.budgets import step_budget
+from connectors.bulk import BulkClient
 from connectors.errors import (
+    BulkFileTooLargeError,
     OAuthError,
     RequestDeadlineError,
     ResponseTooLargeError,
@@ -24,6 +27,7 @@ from connectors.errors import (
     TransportError,
 )
 from connectors.smart import JwtClientAuth, SecretClientAuth, client_credentials_grant, discover, refresh_grant
+from connectors.tokens import MintingTokenSource
 from connectors.transport.decoding import ERROR_BODY_BYTES
 from sandbox import SandboxServer
 from tests.connectors.backend_auth import BackendClient
@@ -176,3 +180,58 @@ def test_a_token_answer_arriving_after_the_step_budget_is_still_used(server: tup
     with httpx.Client() as http, step_budget("landing Observation", 0.3):
         granted = refresh_grant(f"{base}/token", http=http, client_auth=SecretClientAuth("c", "s"), refresh_token="o")
     assert granted.refresh_token == "rotated-rt" and len(script.seen) == 1
+
+
+class _DiscoveringTokens:
+    """Reads the server's SMART configuration before each token, as the vault does when it refreshes one
+    (``store/_grants.py``)."""
+
+    def __init__(self, fhir_base: str, backend: BackendClient) -> None:
+        self.fhir_base, self.backend = fhir_base, backend
+
+    def get_token(self) -> str:
+        with httpx.Client() as http:
+            discover(self.fhir_base, http=http)
+        return self.backend.mint()
+
+    def refresh_after_unauthorized(self, rejected: str) -> str:
+        return self.get_token()
+
+
+def test_an_oversized_discovery_document_met_during_a_bulk_download_is_not_an_oversized_file(
+    ehr: SandboxServer, backend: BackendClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token refresh made on a file's way fails as itself (``response_too_large`` naming the discovery URL):
+    before, every size error inside the download was reported as the file over EHRSYNC_BULK_MAX_FILE_BYTES,
+    telling the operator to raise a limit that had nothing to do with it."""
+    exporting = BulkClient(ehr.fhir_base, MintingTokenSource(backend.mint_with_expiry))
+    manifest = exporting.wait(exporting.kickoff("group", group_id="grp2", types=["Patient"]), deadline_s=60)
+    monkeypatch.setenv("EHRSYNC_MAX_RESPONSE_BYTES", str(1024 * 1024))
+    ehr.admin.set_fault("huge_body", path=WELL_KNOWN)
+    refreshing = BulkClient(ehr.fhir_base, _DiscoveringTokens(ehr.fhir_base, backend))
+    with pytest.raises(ResponseTooLargeError) as info:
+        refreshing.download(manifest.output[0].url, tmp_path / "Patient.ndjson", True, max_bytes=10**9)
+    assert not isinstance(info.value, BulkFileTooLargeError)
+    assert "/.well-known/smart-configuration" in str(info.value) and "EHRSYNC_MAX_RESPONSE_BYTES" in str(info.value)
+    # the file's own limit is still the file's: the next download (fault spent) over a 100-byte limit
+    with pytest.raises(BulkFileTooLargeError, match="EHRSYNC_BULK_MAX_FILE_BYTES"):
+        refreshing.download(manifest.output[0].url, tmp_path / "Patient.ndjson", True, max_bytes=100)
+
+
+def test_a_token_endpoint_holding_back_its_headers_is_cut_off_at_the_request_deadline(
+    server: tuple[str, Scripted], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline covers the whole attempt, not only the body: the attempt layer cuts httpx's timeouts to it, as
+    for FHIR calls (before, a SMART call's deadline started at the answer's headers)."""
+    monkeypatch.setenv("EHRSYNC_REQUEST_DEADLINE_S", "1")
+    base, script = server
+
+    def slow(handler: BaseHTTPRequestHandler) -> None:
+        time.sleep(3)
+        send(200, _TOKENS, {"Content-Type": "application/json"})(handler)
+
+    script.actions = [slow]
+    started = time.monotonic()
+    with httpx.Client(timeout=30) as http, pytest.raises(TransportError, match=f"timeout calling {base}/token"):
+        refresh_grant(f"{base}/token", http=http, client_auth=SecretClientAuth("c", "s"), refresh_token="o")
+    assert time.monotonic() - started < 2.5

@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 from dagster import EnvVar
 
-from connectors.errors import ConfigurationError
+from connectors.errors import ConfigurationError, ResponseTooLargeError
+from connectors.fhir import FhirClient
+from connectors.smart import discover
+from connectors.transport import BodyBounds
 from engine.settings import PipelineSettings
 from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs.sync.type_assets import duplicate_check
@@ -22,6 +25,7 @@ from pipelines.resources import (
     WarehouseResource,
     default_resources,
 )
+from sandbox import SandboxServer
 from store import TokenCipher
 from tests.pipelines.appdb import AppDb
 from warehouse.duckdb_backend import DuckDBWarehouse
@@ -189,3 +193,20 @@ def test_the_signing_key_reaches_the_vault_through_the_resource(
     with resource.open() as db:
         environ = resource.vault(db)._grants.environ
     assert environ is not None and environ["EHR_JWT_PRIVATE_KEY"] == "/keys/bound.pem"
+
+
+def test_the_resources_request_bounds_reach_smart_calls_made_with_its_client(
+    sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's ``ehr_http`` limits (set from the settings, or overridden in the launchpad's run config) bound the
+    vault's discovery and token calls, which take only the resource's client, as they bound FHIR calls; before,
+    those calls read the environment instead."""
+    monkeypatch.setenv("EHRSYNC_MAX_RESPONSE_BYTES", str(300 * 1024 * 1024))
+    resource = EhrHttpResource(max_response_bytes=1048576, request_deadline_s=30.0)
+    try:
+        assert FhirClient(sandbox.fhir_base, None, http=resource.client()).bounds == BodyBounds(1048576, 30.0)
+        sandbox.admin.set_fault("huge_body", path="/fhir/.well-known/smart-configuration")
+        with pytest.raises(ResponseTooLargeError, match="1048576-byte response limit"):
+            discover(sandbox.fhir_base, http=resource.client())
+    finally:
+        resource.close()
