@@ -9,6 +9,7 @@ import click
 from ehrsync.commands.common import app_database, exit_on_configuration_error
 
 if TYPE_CHECKING:
+    from connectors.transport import BodyBounds
     from store import AppDatabase
 
 __all__ = ["purge"]
@@ -28,6 +29,7 @@ def purge(connection_id: str, yes: bool, disconnect: bool) -> None:
     stay. Only a disconnected connection is purged (an active one would be filled again by its next sync): pass
     --disconnect to disconnect it first. Safe to run again after an interruption. See docs/RETENTION.md.
     """
+    from connectors.transport import BodyBounds
     from engine.purge import PurgeTargets, purge_connection, purge_subject
     from engine.settings import PipelineSettings
     from store.models import ConnectionStatus
@@ -49,7 +51,8 @@ def purge(connection_id: str, yes: bool, disconnect: bool) -> None:
                 abort=True,
             )
         if active:
-            exit_on_configuration_error(lambda: _disconnect(db, connection_id))
+            bounds = BodyBounds(settings.limits.max_response_bytes, settings.limits.request_deadline_s)
+            exit_on_configuration_error(lambda: _disconnect(db, connection_id, bounds))
         wait = settings.limits.lock_wait_s
         duckdb = settings.limits.duckdb
         targets = PurgeTargets.at(db, settings.state_dir, settings.warehouse_url, lock_wait_s=wait, duckdb=duckdb)
@@ -61,13 +64,18 @@ def purge(connection_id: str, yes: bool, disconnect: bool) -> None:
     click.echo("The analyst views already reflect it, and so does the analyst snapshot (older generations deleted).")
 
 
-def _disconnect(db: AppDatabase, connection_id: str) -> None:
-    """Revoke at the EHR where it offers revocation (SAL-34), delete the tokens, mark the connection disconnected."""
+def _disconnect(db: AppDatabase, connection_id: str, bounds: BodyBounds) -> None:
+    """Revoke at the EHR where it offers revocation (SAL-34), delete the tokens, mark the connection disconnected.
+    The discovery and revocation calls keep to the request bounds the settings read."""
+    import httpx
+
+    from connectors.transport import BoundedClient
     from store import TokenCipher, TokenVault
 
-    vault = TokenVault(db, TokenCipher.from_env())
-    try:
-        revoked = vault.revoke_and_delete(connection_id)
-    finally:
-        vault.close()
+    with BoundedClient(bounds=bounds, timeout=httpx.Timeout(30.0, connect=10.0)) as http:
+        vault = TokenVault(db, TokenCipher.from_env(), http)
+        try:
+            revoked = vault.revoke_and_delete(connection_id)
+        finally:
+            vault.close()
     click.echo(f"disconnected {connection_id} ({'revoked at the EHR' if revoked else 'tokens deleted locally'})")
