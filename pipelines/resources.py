@@ -23,7 +23,7 @@ from pydantic import Field, PrivateAttr
 from sqlalchemy.engine import make_url
 
 from connectors.fhir import RetryPolicy
-from connectors.transport import BodyBounds, BoundedClient, bounds_of
+from connectors.transport import BodyBounds, BoundedClient
 from engine.batch_size import DEFAULT_BATCH_SIZE
 from engine.retries import DEFAULT_BASE_S, DEFAULT_CAP_S, MAX_S, RETRY_BASE_ENV, RETRY_CAP_ENV
 from engine.scheduling import RetryBackoff
@@ -180,8 +180,7 @@ class EhrHttpResource(ConfigurableResource["EhrHttpResource"]):
             timeout = httpx.Timeout(
                 self.read_timeout_s, connect=self.connect_timeout_s, pool=self.pool_timeout_s, write=self.read_timeout_s
             )
-            bounds = self.bounds() or bounds_of(None)
-            self._client = BoundedClient(bounds=bounds, timeout=timeout, follow_redirects=False)
+            self._client = BoundedClient(bounds=self.bounds(), timeout=timeout, follow_redirects=False)
         return self._client
 
     def close(self) -> None:

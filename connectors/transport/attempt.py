@@ -10,6 +10,9 @@ from collections.abc import Callable
 
 import httpx
 
+from connectors.budgets import check_step_budget
+from connectors.errors import RequestDeadlineError
+from connectors.http.urls import redact_url
 from connectors.transport.bounds import BodyBounds, request_bounds
 from connectors.transport.decoding import error_answer
 from connectors.transport.plan import PlannedTransport, RequestPlan, plan_of
@@ -20,13 +23,25 @@ __all__ = ["AttemptTransport"]
 class AttemptTransport(PlannedTransport):
     """Applies the request's :class:`~connectors.transport.plan.RequestPlan` to each single attempt; a request
     without a plan that asks for :class:`~connectors.transport.bounds.BodyBounds` (SMART calls) gets the same
-    limits, nothing else."""
+    limits, nothing else, and a wait cut to its deadline that runs out is ``RequestDeadlineError`` (not retried
+    by the vault), as a body still trickling at the deadline is."""
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         bounds = request_bounds(request) if plan_of(request) is None else None
         if bounds is None:
             return super().handle_request(request)
-        return self._attempt(request, bounds, bounds.start_attempt(request), None)
+        started = bounds.start_attempt(request)
+        try:
+            return self._attempt(request, bounds, started, None)
+        except httpx.TimeoutException as exc:  # a wait cut to the deadline ran out: the deadline, not a timeout
+            if not bounds.overran(started):
+                raise
+            check_step_budget()
+            url = redact_url(str(request.url))
+            raise RequestDeadlineError(
+                f"{request.method} {url} got no complete answer within {bounds.deadline_s:g} s "
+                "(EHRSYNC_REQUEST_DEADLINE_S)"
+            ) from exc
 
     def handle_planned(self, request: httpx.Request, plan: RequestPlan) -> httpx.Response:
         return self._attempt(request, plan.bounds, plan.start_attempt(request), plan.on_response)

@@ -27,6 +27,7 @@ from connectors.transport.decoding import iter_decoded
 __all__ = ["BOUNDS_EXTENSION", "BodyBounds", "BoundedClient", "bounds_of", "read_capped", "request_bounds"]
 
 BOUNDS_EXTENSION = "ehrsync.bounds"
+_BUILT_TIMEOUT = "ehrsync.built_timeout"
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,18 @@ class BodyBounds:
         ends_at = self.ends_at(started)
         if ends_at is not None:
             left = max(ends_at - self.clock(), 0.01)
-            base = timeout or httpx.Timeout(**request.extensions["timeout"])
+            # the timeout the request was built with, kept aside: a request sent again starts from it, not the cut
+            built = request.extensions.setdefault(_BUILT_TIMEOUT, request.extensions["timeout"])
+            base = timeout or httpx.Timeout(**built)
             parts = {name: getattr(base, name) for name in ("connect", "read", "write", "pool")}
             cut = {name: left if value is None else min(value, left) for name, value in parts.items()}
             request.extensions["timeout"] = httpx.Timeout(**cut).as_dict()
         return started
+
+    def overran(self, started: float) -> bool:
+        """Whether an attempt started at ``started`` is past its deadline (or step budget) now."""
+        ends_at = self.ends_at(started)
+        return ends_at is not None and self.clock() >= ends_at
 
     def extensions(self) -> dict[str, Any]:
         """Request extensions asking the attempt layer for these bounds on a request without a ``RequestPlan``
@@ -99,16 +107,20 @@ class BodyBounds:
 class BoundedClient(httpx.Client):
     """An ``httpx.Client`` carrying the request bounds its owner parsed once at start (a Dagster resource, the
     auth service's settings): calls handed only a client (SMART discovery, JWKS, token endpoints) keep to the
-    same limits as the FHIR and Bulk calls made with it, not to what the environment says when they run."""
+    same limits as the FHIR and Bulk calls made with it, not to what the environment says when they run.
+    ``None``: none configured (read from the environment when a call needs them)."""
 
-    def __init__(self, *, bounds: BodyBounds, **kwargs: Any) -> None:
+    def __init__(self, *, bounds: BodyBounds | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.bounds = bounds
 
 
 def bounds_of(http: httpx.Client | None) -> BodyBounds:
-    """The bounds ``http`` carries; for any other client (a library caller's own) read from the environment."""
-    return http.bounds if isinstance(http, BoundedClient) else BodyBounds.from_env()
+    """The bounds ``http`` carries; for any other client (a library caller's own) read from the environment, only
+    now: a caller that passes its own bounds never depends on the environment."""
+    if isinstance(http, BoundedClient) and http.bounds is not None:
+        return http.bounds
+    return BodyBounds.from_env()
 
 
 def request_bounds(request: httpx.Request) -> BodyBounds | None:

@@ -13,7 +13,7 @@ import httpx
 
 from connectors.http.ratelimit import RateLimitedTransport
 from connectors.transport.attempt import AttemptTransport
-from connectors.transport.bounds import BoundedClient, bounds_of
+from connectors.transport.bounds import BoundedClient
 from connectors.transport.retrying import RetryTransport
 
 __all__ = ["DEFAULT_TIMEOUT", "EhrClient", "ehr_client", "ehr_transport"]
@@ -52,13 +52,13 @@ def ehr_client(http: httpx.Client | None = None, *, timeout: httpx.Timeout | flo
         return http
     if http is None:
         return EhrClient(
-            bounds=bounds_of(None),
+            bounds=None,
             transport=ehr_transport(httpx.HTTPTransport()),
             timeout=timeout or DEFAULT_TIMEOUT,
             follow_redirects=False,
         )
     return EhrClient(
-        bounds=bounds_of(http),
+        bounds=http.bounds if isinstance(http, BoundedClient) else None,
         transport=ehr_transport(_Borrowed(http)),
         timeout=http.timeout,
         follow_redirects=http.follow_redirects,

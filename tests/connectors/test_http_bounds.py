@@ -8,6 +8,7 @@ import logging
 import socket
 import time
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 
@@ -25,6 +26,7 @@ from connectors.fhir._bounds import BodyBounds
 from connectors.http import RateLimiter
 from connectors.smart import JwtClientAuth, client_credentials_grant
 from connectors.tokens import StaticTokenSource
+from connectors.transport import BoundedClient, bounds_of, ehr_client
 from sandbox import SandboxServer
 from tests.connectors.backend_auth import BackendClient
 from tests.connectors.helpers import recording_policy
@@ -182,3 +184,30 @@ def test_the_request_deadline_cuts_each_attempts_wait_for_headers(ehr: SandboxSe
     started = time.monotonic()
     assert client.read("Patient", patient)["id"] == patient
     assert time.monotonic() - started < 3
+
+
+def test_bounds_given_by_the_caller_never_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client built with its own bounds (or over a client carrying them) works whatever the environment says;
+    only a call that has no bounds of its own reads it, when it runs."""
+    monkeypatch.setenv("EHRSYNC_MAX_RESPONSE_BYTES", "lots")
+    with httpx.Client() as plain:
+        assert FhirClient("https://ehr.example/fhir", None, http=plain, bounds=BodyBounds(1000, 5.0)).bounds.max_bytes
+        assert FhirClient("https://ehr.example/fhir", None, bounds=BodyBounds(1000, 5.0)).bounds.deadline_s == 5.0
+        assert ehr_client(plain).bounds is None
+        with pytest.raises(ConfigurationError, match="EHRSYNC_MAX_RESPONSE_BYTES must be a number"):
+            bounds_of(plain)
+    with BoundedClient(bounds=BodyBounds(2000, 7.0)) as bounded:
+        assert bounds_of(ehr_client(bounded)) == BodyBounds(2000, 7.0)
+
+
+def test_a_request_sent_again_starts_from_the_timeout_it_was_built_with() -> None:
+    """Each attempt cuts the request's timeouts to what is left of its deadline; the next attempt (or a caller
+    sending the same request again) starts from the built timeout, not from the previous cut."""
+    now = [0.0]
+    with httpx.Client(timeout=30.0) as http:
+        request = http.build_request("GET", "https://ehr.example/fhir/metadata")
+    BodyBounds(None, 5.0, clock=lambda: now[0]).start_attempt(request)
+    assert request.extensions["timeout"]["read"] == 5.0
+    now[0] = 100.0
+    BodyBounds(None, 20.0, clock=lambda: now[0]).start_attempt(request)
+    assert request.extensions["timeout"]["read"] == 20.0  # before: min(5.0, 20.0)
