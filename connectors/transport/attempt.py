@@ -15,6 +15,7 @@ from connectors.errors import RequestDeadlineError
 from connectors.http.urls import redact_url
 from connectors.transport.bounds import BodyBounds, request_bounds
 from connectors.transport.decoding import error_answer
+from connectors.transport.network import attempt_deadline
 from connectors.transport.plan import PlannedTransport, RequestPlan, plan_of
 
 __all__ = ["AttemptTransport"]
@@ -23,8 +24,10 @@ __all__ = ["AttemptTransport"]
 class AttemptTransport(PlannedTransport):
     """Applies the request's :class:`~connectors.transport.plan.RequestPlan` to each single attempt; a request
     without a plan that asks for :class:`~connectors.transport.bounds.BodyBounds` (SMART calls) gets the same
-    limits, nothing else, and a wait cut to its deadline that runs out is ``RequestDeadlineError`` (not retried
-    by the vault), as a body still trickling at the deadline is."""
+    limits, nothing else. The deadline reaches every socket operation of the attempt (headers included,
+    :mod:`connectors.transport.network`). A planned request whose wait was cut at the deadline is a timeout its
+    plan may retry (each attempt has its own deadline); for a plan-less one it is ``RequestDeadlineError``, which
+    the vault does not retry, as for a body still trickling at the deadline."""
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         bounds = request_bounds(request) if plan_of(request) is None else None
@@ -53,7 +56,7 @@ class AttemptTransport(PlannedTransport):
         started: float,
         on_response: Callable[[httpx.Response], None] | None,
     ) -> httpx.Response:
-        response = self._inner.handle_request(request)
+        response = self._send(request, bounds, started)
         response.request = request
         try:
             if bounds is not None:
@@ -66,3 +69,10 @@ class AttemptTransport(PlannedTransport):
             response.close()
             raise
         return response
+
+    def _send(self, request: httpx.Request, bounds: BodyBounds | None, started: float) -> httpx.Response:
+        """The attempt up to the answer's headers, every socket operation within its deadline."""
+        if bounds is None:
+            return self._inner.handle_request(request)
+        with attempt_deadline(bounds.ends_at(started), bounds.clock):
+            return self._inner.handle_request(request)

@@ -23,11 +23,14 @@ from connectors.budgets import (
 from connectors.errors import ConfigurationError, RequestDeadlineError, ResponseTooLargeError
 from connectors.http.urls import redact_url
 from connectors.transport.decoding import iter_decoded
+from connectors.transport.network import deadline_transport
 
 __all__ = ["BOUNDS_EXTENSION", "BodyBounds", "BoundedClient", "bounds_of", "read_capped", "request_bounds"]
 
 BOUNDS_EXTENSION = "ehrsync.bounds"
 _BUILT_TIMEOUT = "ehrsync.built_timeout"
+# what httpx.Client hands its default transport
+_TRANSPORT_OPTIONS = ("verify", "cert", "trust_env", "http1", "http2", "limits")
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,9 @@ class BoundedClient(httpx.Client):
     ``None``: none configured (read from the environment when a call needs them)."""
 
     def __init__(self, *, bounds: BodyBounds | None, **kwargs: Any) -> None:
+        if "transport" not in kwargs:  # the deadline reaches the headers too (connectors/transport/network.py)
+            options = {k: kwargs[k] for k in _TRANSPORT_OPTIONS if k in kwargs}
+            kwargs["transport"] = deadline_transport(**options)
         super().__init__(**kwargs)
         self.bounds = bounds
 

@@ -14,6 +14,7 @@ import httpx
 from connectors.http.ratelimit import RateLimitedTransport
 from connectors.transport.attempt import AttemptTransport
 from connectors.transport.bounds import BoundedClient
+from connectors.transport.network import deadline_transport
 from connectors.transport.retrying import RetryTransport
 
 __all__ = ["DEFAULT_TIMEOUT", "EhrClient", "ehr_client", "ehr_transport"]
@@ -53,7 +54,7 @@ def ehr_client(http: httpx.Client | None = None, *, timeout: httpx.Timeout | flo
     if http is None:
         return EhrClient(
             bounds=None,
-            transport=ehr_transport(httpx.HTTPTransport()),
+            transport=ehr_transport(deadline_transport()),
             timeout=timeout or DEFAULT_TIMEOUT,
             follow_redirects=False,
         )

@@ -1,0 +1,79 @@
+"""A server trickling its status line and headers is cut off at the request deadline (issue 14: "bound what any
+server can make you spend"; real servers trickle bytes). httpx's timeouts are per read, so before, a header sent a
+byte every 0.3 s kept a request with a 2 s deadline open for 30 s, and one a byte per (read timeout - epsilon)
+for as long as the server liked; the body was already checked between chunks, the headers were not."""
+
+from __future__ import annotations
+
+import time
+from http.server import BaseHTTPRequestHandler
+
+import httpx
+import pytest
+
+from connectors.errors import RequestDeadlineError, TransportError
+from connectors.fhir import FhirClient
+from connectors.smart import SecretClientAuth, refresh_grant
+from connectors.transport import BodyBounds, BoundedClient
+from tests.connectors.helpers import recording_policy
+from tests.connectors.scripted import Action, Scripted
+
+_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Pad: " + b"a" * 200
+_BODY = b'{"resourceType":"Patient","id":"p1"}'
+
+
+def _headers_a_byte_at_a_time(delay_s: float) -> Action:
+    def act(handler: BaseHTTPRequestHandler) -> None:
+        try:
+            for byte in _HEAD:
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+                time.sleep(delay_s)
+            handler.wfile.write(b"\r\nContent-Length: %d\r\n\r\n%s" % (len(_BODY), _BODY))
+        except OSError:  # the client hung up at its deadline: the point
+            pass
+
+    return act
+
+
+@pytest.mark.parametrize("own_client", [False, True], ids=["client-built", "bounded-client"])
+def test_a_fhir_read_whose_headers_trickle_ends_each_attempt_at_the_deadline(
+    server: tuple[str, Scripted], own_client: bool
+) -> None:
+    """Through the client FhirClient builds and through a BoundedClient (the Dagster resource's): each attempt ends
+    about 1 s in, as a server that sends no headers at all would (a timeout the plan retries: each attempt has its
+    own deadline, ``test_http_bounds``), so the read fails after its attempts, never later."""
+    base, script = server
+    script.actions = [_headers_a_byte_at_a_time(0.05) for _ in range(3)]
+    http = BoundedClient(bounds=None, timeout=30) if own_client else None
+    policy = recording_policy([], max_attempts=3)
+    client = FhirClient(f"{base}/fhir", None, http=http, retry=policy, bounds=BodyBounds(None, 1.0))
+    started = time.monotonic()
+    with pytest.raises(TransportError, match=r"GET .*/fhir/Patient/p1 failed after 3 attempt\(s\): ReadTimeout"):
+        client.read("Patient", "p1")
+    assert time.monotonic() - started < 3 * 1.0 + 1.5
+    assert len(script.seen) == 3
+    if http is not None:
+        http.close()
+
+
+def test_a_token_endpoint_whose_headers_trickle_ends_at_the_deadline(server: tuple[str, Scripted]) -> None:
+    """The vault's client (a BoundedClient): the refresh fails with the deadline, named as such, in ~1 s (the
+    vault does not retry it, ``store/_grants.py``)."""
+    base, script = server
+    script.actions = [_headers_a_byte_at_a_time(0.05)]
+    started = time.monotonic()
+    deadline = pytest.raises(RequestDeadlineError, match="got no complete answer within 1 s")
+    with BoundedClient(bounds=BodyBounds(None, 1.0), timeout=30) as http, deadline:
+        refresh_grant(f"{base}/token", http=http, client_auth=SecretClientAuth("c", "s"), refresh_token="o")
+    assert time.monotonic() - started < 2.5
+
+
+def test_a_callers_own_client_keeps_its_transport(server: tuple[str, Scripted]) -> None:
+    """A library caller's plain ``httpx.Client`` is not rebuilt: its headers are bounded by its read timeout per
+    byte only (documented in connectors/transport/network.py); the answer, once complete, is read."""
+    base, script = server
+    script.actions = [_headers_a_byte_at_a_time(0.002)]
+    with httpx.Client(timeout=30) as http:
+        client = FhirClient(f"{base}/fhir", None, http=http, retry=recording_policy([]), bounds=BodyBounds(None, 60))
+        assert client.read("Patient", "p1")["id"] == "p1"
