@@ -21,12 +21,14 @@ import orjson
 from connectors.budgets import check_step_budget
 from connectors.errors import (
     OAuthError,
+    RequestDeadlineError,
     ResponseTooLargeError,
     TemporarilyUnavailableError,
     TransportError,
     UnsupportedContentEncodingError,
     oauth_error_from_response,
 )
+from connectors.http.urls import redact_url
 from connectors.transport import DEFAULT_TIMEOUT, bounds_of, ehr_client, read_capped
 from connectors.transport.answers import json_object_text
 from connectors.transport.decoding import ACCEPT_ENCODING, with_body
@@ -59,7 +61,8 @@ def send(http: httpx.Client, request: httpx.Request, doing: str) -> httpx.Respon
     """Send ``request`` (built by ``http``) through the EHR layers and read its body, bounded (module docstring);
     the answer holds the decoded body. Network failures become ``TransportError`` naming what was being done
     (``calling <url>``), never a body: bodies carry codes, secrets and assertions. A body over the byte limit is
-    ``ResponseTooLargeError``, one still arriving at the deadline ``RequestDeadlineError`` (a ``TransportError``).
+    ``ResponseTooLargeError``; an answer still arriving, or not yet begun, at the deadline ``RequestDeadlineError``
+    (a ``TransportError`` the vault does not retry).
     A step whose budget is spent (``connectors.budgets.step_budget``) sends nothing; one that runs out while the
     answer arrives still gets it."""
     bounds = dataclasses.replace(bounds_of(http), within_step=False)
@@ -73,7 +76,12 @@ def send(http: httpx.Client, request: httpx.Request, doing: str) -> httpx.Respon
             return with_body(response, read_capped(response, bounds.max_bytes))
         finally:
             response.close()
-    except httpx.TimeoutException as exc:
+    except httpx.TimeoutException as exc:  # waits are cut to the deadline: past it, this is the deadline
+        if bounds.attempt_overran(request):
+            raise RequestDeadlineError(
+                f"{request.method} {redact_url(str(request.url))} got no complete answer within "
+                f"{bounds.deadline_s:g} s (EHRSYNC_REQUEST_DEADLINE_S)"
+            ) from exc
         raise TransportError(f"timeout {doing}") from exc
     except (httpx.TransportError, httpx.DecodingError) as exc:
         raise TransportError(f"transport failure {doing}: {type(exc).__name__}") from exc

@@ -10,9 +10,6 @@ from collections.abc import Callable
 
 import httpx
 
-from connectors.budgets import check_step_budget
-from connectors.errors import RequestDeadlineError
-from connectors.http.urls import redact_url
 from connectors.transport.bounds import BodyBounds, request_bounds
 from connectors.transport.decoding import error_answer
 from connectors.transport.network import attempt_deadline
@@ -25,26 +22,14 @@ class AttemptTransport(PlannedTransport):
     """Applies the request's :class:`~connectors.transport.plan.RequestPlan` to each single attempt; a request
     without a plan that asks for :class:`~connectors.transport.bounds.BodyBounds` (SMART calls) gets the same
     limits, nothing else. The deadline reaches every socket operation of the attempt (headers included,
-    :mod:`connectors.transport.network`). A planned request whose wait was cut at the deadline is a timeout its
-    plan may retry (each attempt has its own deadline); for a plan-less one it is ``RequestDeadlineError``, which
-    the vault does not retry, as for a body still trickling at the deadline."""
+    :mod:`connectors.transport.network`); a wait cut to it that runs out is a timeout, which a plan may retry
+    (each attempt has its own deadline) and a plan-less caller may tell apart (``BodyBounds.attempt_overran``)."""
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         bounds = request_bounds(request) if plan_of(request) is None else None
         if bounds is None:
             return super().handle_request(request)
-        started = bounds.start_attempt(request)
-        try:
-            return self._attempt(request, bounds, started, None)
-        except httpx.TimeoutException as exc:  # a wait cut to the deadline ran out: the deadline, not a timeout
-            if not bounds.overran(started):
-                raise
-            check_step_budget()
-            url = redact_url(str(request.url))
-            raise RequestDeadlineError(
-                f"{request.method} {url} got no complete answer within {bounds.deadline_s:g} s "
-                "(EHRSYNC_REQUEST_DEADLINE_S)"
-            ) from exc
+        return self._attempt(request, bounds, bounds.start_attempt(request), None)
 
     def handle_planned(self, request: httpx.Request, plan: RequestPlan) -> httpx.Response:
         return self._attempt(request, plan.bounds, plan.start_attempt(request), plan.on_response)

@@ -29,8 +29,7 @@ __all__ = ["BOUNDS_EXTENSION", "BodyBounds", "BoundedClient", "bounds_of", "read
 
 BOUNDS_EXTENSION = "ehrsync.bounds"
 _BUILT_TIMEOUT = "ehrsync.built_timeout"
-# what httpx.Client hands its default transport
-_TRANSPORT_OPTIONS = ("verify", "cert", "trust_env", "http1", "http2", "limits")
+_STARTED = "ehrsync.attempt_started"
 
 
 @dataclass(frozen=True)
@@ -74,6 +73,7 @@ class BodyBounds:
         """Cut ``request``'s timeouts (``timeout``, else its own) to what is left of its deadline (or step budget):
         no single wait may outlive it. Returns the attempt's start time."""
         started = self.clock()
+        request.extensions[_STARTED] = started
         ends_at = self.ends_at(started)
         if ends_at is not None:
             left = max(ends_at - self.clock(), 0.01)
@@ -89,6 +89,12 @@ class BodyBounds:
         """Whether an attempt started at ``started`` is past its deadline (or step budget) now."""
         ends_at = self.ends_at(started)
         return ends_at is not None and self.clock() >= ends_at
+
+    def attempt_overran(self, request: httpx.Request) -> bool:
+        """Whether the last attempt of ``request`` (started by :meth:`start_attempt`) is past its deadline now: a
+        timeout then means the deadline, not a slow network."""
+        started = request.extensions.get(_STARTED)
+        return isinstance(started, float) and self.overran(started)
 
     def extensions(self) -> dict[str, Any]:
         """Request extensions asking the attempt layer for these bounds on a request without a ``RequestPlan``
@@ -114,11 +120,16 @@ class BoundedClient(httpx.Client):
     ``None``: none configured (read from the environment when a call needs them)."""
 
     def __init__(self, *, bounds: BodyBounds | None, **kwargs: Any) -> None:
-        if "transport" not in kwargs:  # the deadline reaches the headers too (connectors/transport/network.py)
-            options = {k: kwargs[k] for k in _TRANSPORT_OPTIONS if k in kwargs}
-            kwargs["transport"] = deadline_transport(**options)
         super().__init__(**kwargs)
         self.bounds = bounds
+
+    # httpx builds the default transport and one per proxy (from the arguments or the environment) through these
+    # two hooks; built here instead, they keep the deadline down to the headers (connectors/transport/network.py)
+    def _init_transport(self, *args: Any, transport: httpx.BaseTransport | None = None, **kwargs: Any) -> Any:
+        return transport if transport is not None else deadline_transport(*args, **kwargs)
+
+    def _init_proxy_transport(self, proxy: httpx.Proxy, *args: Any, **kwargs: Any) -> Any:
+        return deadline_transport(*args, proxy=proxy, **kwargs)
 
 
 def bounds_of(http: httpx.Client | None) -> BodyBounds:

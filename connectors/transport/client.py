@@ -14,7 +14,6 @@ import httpx
 from connectors.http.ratelimit import RateLimitedTransport
 from connectors.transport.attempt import AttemptTransport
 from connectors.transport.bounds import BoundedClient
-from connectors.transport.network import deadline_transport
 from connectors.transport.retrying import RetryTransport
 
 __all__ = ["DEFAULT_TIMEOUT", "EhrClient", "ehr_client", "ehr_transport"]
@@ -40,6 +39,13 @@ class _Borrowed(httpx.BaseTransport):
         """The caller owns the client."""
 
 
+class _Owned(_Borrowed):
+    """Sends through a client built for the purpose, closed with the layers."""
+
+    def close(self) -> None:
+        self._http.close()
+
+
 def ehr_transport(inner: httpx.BaseTransport) -> httpx.BaseTransport:
     """Retries (per the request's plan) over the rate budget over one bounded attempt over ``inner``: every
     attempt spends a call, and its deadline starts once the budget let it go."""
@@ -51,12 +57,14 @@ def ehr_client(http: httpx.Client | None = None, *, timeout: httpx.Timeout | flo
     ``http`` itself when it already is one, else layers in front of ``http`` (nothing to close)."""
     if isinstance(http, EhrClient):
         return http
-    if http is None:
+    if http is None:  # layers over a client of its own: proxies from the environment, the deadline to the headers
+        own = BoundedClient(bounds=None, timeout=timeout or DEFAULT_TIMEOUT, follow_redirects=False)
         return EhrClient(
             bounds=None,
-            transport=ehr_transport(deadline_transport()),
-            timeout=timeout or DEFAULT_TIMEOUT,
+            transport=ehr_transport(_Owned(own)),
+            timeout=own.timeout,
             follow_redirects=False,
+            trust_env=False,
         )
     return EhrClient(
         bounds=http.bounds if isinstance(http, BoundedClient) else None,

@@ -1,4 +1,4 @@
-"""A server trickling its status line and headers is cut off at the request deadline (issue 14: "bound what any
+"""A server trickling its status line and headers, or stalling its body, is cut off at the request deadline (issue 14: "bound what any
 server can make you spend"; real servers trickle bytes). httpx's timeouts are per read, so before, a header sent a
 byte every 0.3 s kept a request with a 2 s deadline open for 30 s, and one a byte per (read timeout - epsilon)
 for as long as the server liked; the body was already checked between chunks, the headers were not."""
@@ -16,7 +16,7 @@ from connectors.fhir import FhirClient
 from connectors.smart import SecretClientAuth, refresh_grant
 from connectors.transport import BodyBounds, BoundedClient
 from tests.connectors.helpers import recording_policy
-from tests.connectors.scripted import Action, Scripted
+from tests.connectors.scripted import Action, Scripted, send
 
 _HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Pad: " + b"a" * 200
 _BODY = b'{"resourceType":"Patient","id":"p1"}'
@@ -77,3 +77,59 @@ def test_a_callers_own_client_keeps_its_transport(server: tuple[str, Scripted]) 
     with httpx.Client(timeout=30) as http:
         client = FhirClient(f"{base}/fhir", None, http=http, retry=recording_policy([]), bounds=BodyBounds(None, 60))
         assert client.read("Patient", "p1")["id"] == "p1"
+
+
+def test_a_token_answer_whose_body_stalls_ends_at_the_deadline(server: tuple[str, Scripted]) -> None:
+    """Headers at once, then half the body and silence: the read, cut to what is left of the deadline, runs out
+    and that is the deadline (not a timeout the vault would try three times while holding the refresh lock)."""
+    base, script = server
+
+    def stall(handler: BaseHTTPRequestHandler) -> None:
+        body = b'{"access_token":"at","token_type":"Bearer"}'
+        handler.wfile.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        handler.wfile.write(body[:10])
+        handler.wfile.flush()
+        time.sleep(3)
+
+    script.actions = [stall]
+    started = time.monotonic()
+    deadline = pytest.raises(RequestDeadlineError, match="got no complete answer within 1 s")
+    with BoundedClient(bounds=BodyBounds(None, 1.0), timeout=30) as http, deadline:
+        refresh_grant(f"{base}/token", http=http, client_auth=SecretClientAuth("c", "s"), refresh_token="o")
+    assert time.monotonic() - started < 2.5
+
+
+@pytest.fixture
+def proxied_by(server: tuple[str, Scripted], monkeypatch: pytest.MonkeyPatch) -> Scripted:
+    """The scripted server as the environment's HTTP proxy (it sees the absolute URL of each request)."""
+    base, script = server
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", base)
+    return script
+
+
+@pytest.mark.parametrize("own_client", [False, True], ids=["client-built", "bounded-client"])
+def test_clients_ehrsync_builds_go_through_the_environments_proxy_with_the_deadline(
+    proxied_by: Scripted, own_client: bool
+) -> None:
+    """``HTTP_PROXY`` is honoured as a plain ``httpx.Client`` honours it (a site that needs a proxy to reach its
+    EHR), and the proxy's connections keep the deadline down to the headers too."""
+    proxied_by.actions = [send(200, b'{"resourceType":"Patient","id":"p1"}'), _headers_a_byte_at_a_time(0.05)]
+    http = BoundedClient(bounds=None, timeout=30) if own_client else None
+    policy = recording_policy([], max_attempts=1)
+    bounds = BodyBounds(None, 1.0)
+    client = FhirClient("http://ehr.invalid/fhir", None, http=http, retry=policy, bounds=bounds, allow_http=True)
+    assert client.read("Patient", "p1")["id"] == "p1"
+    started = time.monotonic()
+    with pytest.raises(TransportError, match="ReadTimeout"):
+        client.read("Patient", "p2")
+    assert time.monotonic() - started < 2.5
+    assert [path for _, path, _ in proxied_by.seen] == [
+        "http://ehr.invalid/fhir/Patient/p1",
+        "http://ehr.invalid/fhir/Patient/p2",
+    ]
+    if http is not None:
+        http.close()
