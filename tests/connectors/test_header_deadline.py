@@ -1,7 +1,9 @@
-"""A server trickling its status line and headers, or stalling its body, is cut off at the request deadline (issue 14: "bound what any
-server can make you spend"; real servers trickle bytes). httpx's timeouts are per read, so before, a header sent a
-byte every 0.3 s kept a request with a 2 s deadline open for 30 s, and one a byte per (read timeout - epsilon)
-for as long as the server liked; the body was already checked between chunks, the headers were not."""
+"""A server trickling its status line and headers, or stalling its body, is cut off at the request deadline
+(issue 14: "bound what any server can make you spend"; real servers trickle bytes). httpx's timeouts are per read,
+so before, a header sent a byte every 0.3 s kept a request with a 2 s deadline open for 30 s, and one a byte per
+(read timeout - epsilon) for as long as the server liked; the body was already checked between chunks, the headers
+were not. The sandbox is an ASGI app, which cannot send headers a byte at a time: a scripted socket server plays
+these servers (``tests/connectors/scripted.py``)."""
 
 from __future__ import annotations
 
