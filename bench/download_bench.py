@@ -5,8 +5,10 @@ the downloading thread's CPU time is measured (``time.thread_time``, so the serv
 the baseline (httpx ``iter_raw`` straight to the file, through one unbounded ``zlib`` inflate for the gzip body:
 the least any client does), ehrsync's ``stream_to_file``,
 and httpx's own decoding in 1 MiB chunks (``iter_bytes(1 MiB)``, what ehrsync used before
-``connectors/transport/decoding.py``). A last row downloads a body that compresses ~1000:1 (one resource repeated)
-under ``tracemalloc`` and reports the most Python held at once by each decoder.
+``connectors/transport/decoding.py``); then ``stream_to_file`` again through a ``BoundedClient`` (production's
+client, whose transport keeps the request deadline down to each socket read, ``connectors/transport/network.py``)
+next to the same through a plain ``httpx.Client``. A last row downloads a body that compresses ~1000:1 (one
+resource repeated) under ``tracemalloc`` and reports the most Python held at once by each decoder.
 
 Run: ``.venv/bin/python -m bench.download_bench [--mb 200] [--repeat 3]``.
 """
@@ -30,6 +32,7 @@ import httpx
 import orjson
 
 from connectors.fhir.download import stream_to_file
+from connectors.transport import BoundedClient
 
 _CHUNK = 1024 * 1024
 
@@ -96,6 +99,7 @@ def _ehrsync(response: httpx.Response, dest: Path) -> None:
     stream_to_file(response, dest, None, scratch=True)
 
 
+BOUNDED = "ehrsync stream_to_file, BoundedClient"
 VARIANTS: dict[str, Callable[[httpx.Response, Path], None]] = {
     "iter_raw (+ zlib) to the file (baseline)": _raw,
     "ehrsync stream_to_file": _ehrsync,
@@ -131,13 +135,21 @@ def measure(mb: int, repeat: int) -> dict[str, float]:
         "rep": (repetitive, "gzip"),
     }
     results: dict[str, float] = {"mb": len(data) / 1e6}
-    with tempfile.TemporaryDirectory() as tmp, serving(bodies) as base, httpx.Client(timeout=60) as client:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        serving(bodies) as base,
+        httpx.Client(timeout=60) as client,
+        BoundedClient(bounds=None, timeout=60) as bounded,
+    ):
         dest = Path(tmp) / "file.ndjson"
         for _ in range(repeat):
             for name, variant in VARIANTS.items():
                 for body in ("plain", "gzip"):
                     key = f"{body}|{name}"
                     results[key] = min(results.get(key, float("inf")), _timed(client, f"{base}/{body}", dest, variant))
+            for body in ("plain", "gzip"):  # production's client, right after the plain client's run of the same
+                key = f"{body}|{BOUNDED}"
+                results[key] = min(results.get(key, float("inf")), _timed(bounded, f"{base}/{body}", dest, _ehrsync))
         for name, variant in VARIANTS.items():
             if variant is not _raw:  # the baseline inflates each received chunk whole, as httpx does
                 results[f"peak|{name}"] = _peak(client, f"{base}/rep", dest, variant)
@@ -152,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     r = measure(args.mb, args.repeat)
     sys.stdout.write(f"{r['mb']:.0f} MB of NDJSON, least download-thread CPU of {args.repeat} runs\n")
     for body in ("plain", "gzip"):
-        for name in VARIANTS:
+        for name in (*VARIANTS, BOUNDED):
             seconds = r[f"{body}|{name}"]
             sys.stdout.write(f"  {body:<5} {name:<46} {seconds:6.2f} s  {r['mb'] / max(seconds, 1e-9):7.0f} MB/s\n")
     sys.stdout.write("64 MiB that compress ~1000:1 (gzip): most Python memory held at once\n")
