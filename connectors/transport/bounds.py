@@ -6,10 +6,11 @@ is checked between chunks against the whole request (and the active step budget,
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -23,13 +24,17 @@ from connectors.budgets import (
 from connectors.errors import ConfigurationError, RequestDeadlineError, ResponseTooLargeError
 from connectors.http.urls import redact_url
 from connectors.transport.decoding import iter_decoded
-from connectors.transport.network import deadline_transport
+from connectors.transport.network import deadline_transport, keeps_deadline
+
+if TYPE_CHECKING:
+    from httpx._types import CertTypes
 
 __all__ = ["BOUNDS_EXTENSION", "BodyBounds", "BoundedClient", "bounds_of", "read_capped", "request_bounds"]
 
 BOUNDS_EXTENSION = "ehrsync.bounds"
 _BUILT_TIMEOUT = "ehrsync.built_timeout"
 _STARTED = "ehrsync.attempt_started"
+_DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's own default
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,7 @@ class BodyBounds:
         """Whether the last attempt of ``request`` (started by :meth:`start_attempt`) is past its deadline now: a
         timeout then means the deadline, not a slow network."""
         started = request.extensions.get(_STARTED)
-        return isinstance(started, float) and self.overran(started)
+        return isinstance(started, (int, float)) and self.overran(started)
 
     def extensions(self) -> dict[str, Any]:
         """Request extensions asking the attempt layer for these bounds on a request without a ``RequestPlan``
@@ -122,14 +127,39 @@ class BoundedClient(httpx.Client):
     def __init__(self, *, bounds: BodyBounds | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.bounds = bounds
+        if "transport" not in kwargs and not keeps_deadline(self._transport):  # httpx renamed its hooks below
+            raise RuntimeError("httpx no longer builds BoundedClient's transport through _init_transport")
 
     # httpx builds the default transport and one per proxy (from the arguments or the environment) through these
-    # two hooks; built here instead, they keep the deadline down to the headers (connectors/transport/network.py)
-    def _init_transport(self, *args: Any, transport: httpx.BaseTransport | None = None, **kwargs: Any) -> Any:
-        return transport if transport is not None else deadline_transport(*args, **kwargs)
+    # two hooks (httpx 0.28, keywords only); built here instead, they keep the deadline down to the headers
+    # (connectors/transport/network.py)
+    def _init_transport(
+        self,
+        verify: ssl.SSLContext | str | bool = True,
+        cert: CertTypes | None = None,
+        trust_env: bool = True,
+        http1: bool = True,
+        http2: bool = False,
+        limits: httpx.Limits = _DEFAULT_LIMITS,
+        transport: httpx.BaseTransport | None = None,
+    ) -> httpx.BaseTransport:
+        if transport is not None:
+            return transport
+        options = {"verify": verify, "cert": cert, "trust_env": trust_env, "http1": http1, "http2": http2}
+        return deadline_transport(**options, limits=limits)
 
-    def _init_proxy_transport(self, proxy: httpx.Proxy, *args: Any, **kwargs: Any) -> Any:
-        return deadline_transport(*args, proxy=proxy, **kwargs)
+    def _init_proxy_transport(
+        self,
+        proxy: httpx.Proxy,
+        verify: ssl.SSLContext | str | bool = True,
+        cert: CertTypes | None = None,
+        trust_env: bool = True,
+        http1: bool = True,
+        http2: bool = False,
+        limits: httpx.Limits = _DEFAULT_LIMITS,
+    ) -> httpx.BaseTransport:
+        options = {"verify": verify, "cert": cert, "trust_env": trust_env, "http1": http1, "http2": http2}
+        return deadline_transport(**options, limits=limits, proxy=proxy)
 
 
 def bounds_of(http: httpx.Client | None) -> BodyBounds:

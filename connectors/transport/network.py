@@ -22,7 +22,7 @@ from contextvars import ContextVar
 import httpcore
 import httpx
 
-__all__ = ["attempt_deadline", "deadline_transport"]
+__all__ = ["attempt_deadline", "deadline_transport", "keeps_deadline"]
 
 _Deadline = tuple[float, Callable[[], float]]
 _DEADLINE: ContextVar[_Deadline | None] = ContextVar("ehrsync_attempt_deadline", default=None)
@@ -109,3 +109,9 @@ def deadline_transport(**kwargs: typing.Any) -> httpx.HTTPTransport:
         raise RuntimeError("httpx/httpcore no longer keep the pool's network backend where ehrsync expects it")
     pool._network_backend = _DeadlineBackend(backend)
     return transport
+
+
+def keeps_deadline(transport: httpx.BaseTransport) -> bool:
+    """Whether ``transport`` was built by :func:`deadline_transport`."""
+    pool = getattr(transport, "_pool", None)
+    return isinstance(getattr(pool, "_network_backend", None), _DeadlineBackend)

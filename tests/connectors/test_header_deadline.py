@@ -7,6 +7,7 @@ these servers (``tests/connectors/scripted.py``)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from http.server import BaseHTTPRequestHandler
 
@@ -17,6 +18,7 @@ from connectors.errors import RequestDeadlineError, TransportError
 from connectors.fhir import FhirClient
 from connectors.smart import SecretClientAuth, refresh_grant
 from connectors.transport import BodyBounds, BoundedClient
+from connectors.transport.network import keeps_deadline
 from tests.connectors.helpers import recording_policy
 from tests.connectors.scripted import Action, Scripted, send
 
@@ -105,10 +107,9 @@ def test_a_token_answer_whose_body_stalls_ends_at_the_deadline(server: tuple[str
 
 @pytest.fixture
 def proxied_by(server: tuple[str, Scripted], monkeypatch: pytest.MonkeyPatch) -> Scripted:
-    """The scripted server as the environment's HTTP proxy (it sees the absolute URL of each request)."""
+    """The scripted server as the environment's HTTP proxy (it sees the absolute URL of each request); the
+    autouse fixture of ``tests/fixtures/http.py`` has cleared every other proxy variable."""
     base, script = server
-    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy", "http_proxy"):
-        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", base)
     return script
 
@@ -120,18 +121,29 @@ def test_clients_ehrsync_builds_go_through_the_environments_proxy_with_the_deadl
     """``HTTP_PROXY`` is honoured as a plain ``httpx.Client`` honours it (a site that needs a proxy to reach its
     EHR), and the proxy's connections keep the deadline down to the headers too."""
     proxied_by.actions = [send(200, b'{"resourceType":"Patient","id":"p1"}'), _headers_a_byte_at_a_time(0.05)]
-    http = BoundedClient(bounds=None, timeout=30) if own_client else None
-    policy = recording_policy([], max_attempts=1)
-    bounds = BodyBounds(None, 1.0)
-    client = FhirClient("http://ehr.invalid/fhir", None, http=http, retry=policy, bounds=bounds, allow_http=True)
-    assert client.read("Patient", "p1")["id"] == "p1"
-    started = time.monotonic()
-    with pytest.raises(TransportError, match="ReadTimeout"):
-        client.read("Patient", "p2")
-    assert time.monotonic() - started < 2.5
+    with contextlib.ExitStack() as closing:
+        http = closing.enter_context(BoundedClient(bounds=None, timeout=30)) if own_client else None
+        policy = recording_policy([], max_attempts=1)
+        bounds = BodyBounds(None, 1.0)
+        client = FhirClient("http://ehr.invalid/fhir", None, http=http, retry=policy, bounds=bounds, allow_http=True)
+        closing.callback(client.close)
+        assert client.read("Patient", "p1")["id"] == "p1"
+        started = time.monotonic()
+        with pytest.raises(TransportError, match="ReadTimeout"):
+            client.read("Patient", "p2")
+        assert time.monotonic() - started < 2.5
     assert [path for _, path, _ in proxied_by.seen] == [
         "http://ehr.invalid/fhir/Patient/p1",
         "http://ehr.invalid/fhir/Patient/p2",
     ]
-    if http is not None:
-        http.close()
+
+
+def test_every_transport_a_bounded_client_builds_keeps_the_deadline() -> None:
+    """Its own transport and a proxy's (``proxy=``) are built by ``deadline_transport``; a transport the caller
+    passes is kept as given. Were httpx to rename the hooks BoundedClient overrides, building one would fail."""
+    with BoundedClient(bounds=None, proxy="http://127.0.0.1:9") as proxied:
+        assert keeps_deadline(proxied._transport)
+        assert proxied._mounts and all(t is not None and keeps_deadline(t) for t in proxied._mounts.values())
+    given = httpx.HTTPTransport()
+    with BoundedClient(bounds=None, transport=given) as client:
+        assert client._transport is given and not keeps_deadline(given)
