@@ -27,4 +27,8 @@ class WorldHandle:
         return cls(root, world.cipher_key, world.tenant_id)
 
     def reopen(self, http: httpx.Client) -> SyncWorld:
-        return make_environment(self.root, http=http, cipher_key=self.cipher_key, tenant_id=self.tenant_id)
+        """The same world, as a sync process opens it: migrated by the parent, not again here (a Dagster run
+        never migrates; Alembic and the migration scripts added ~12 MB to the child, docs/PERFORMANCE.md)."""
+        return make_environment(
+            self.root, http=http, cipher_key=self.cipher_key, tenant_id=self.tenant_id, migrate=False
+        )

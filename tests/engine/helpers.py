@@ -101,19 +101,23 @@ def make_environment(
     warehouse_target: str | None = None,
     cipher_key: bytes | None = None,
     tenant_id: str | None = None,
+    migrate: bool = True,
     **knobs: Any,
 ) -> SyncWorld:
     """A migrated app DB (SQLite under ``root`` unless ``app_db_url``), vault, landing zone, attachment store and
     DuckDB warehouse (unless ``warehouse_target``) wired into one ``SyncEnvironment``.
 
-    Pass the ``cipher_key`` and ``tenant_id`` of an earlier world to reopen it (e.g. in a child process).
+    Pass the ``cipher_key`` and ``tenant_id`` of an earlier world to reopen it (e.g. in a child process), and
+    ``migrate=False`` where that world is migrated already: a sync process never migrates (``ehrsync db migrate``
+    does, at deploy time), and loading Alembic and the migration scripts costs ~12 MB of memory.
     Vendor rate limits are off unless ``rate_limits=True`` is passed: the local sandbox has no budget to protect.
     """
     knobs.setdefault("rate_limits", False)
     knobs.setdefault("retry", FAST_RETRY)
     root.mkdir(parents=True, exist_ok=True)
     db = AppDatabase.from_url(app_db_url or f"sqlite:///{root / 'app.db'}")
-    db.migrate()
+    if migrate:
+        db.migrate()
     clients = ClientRegistry(keys_dir=root / "clients")
     key = cipher_key or os.urandom(32)
     vault = TokenVault(db, TokenCipher(key), http=http, client_auth_resolver=clients)
