@@ -29,6 +29,25 @@ def _configure_logging(verbose: bool) -> None:
     if not verbose:  # library chatter (plugin set-up, per-request lines) only with -v
         for noisy in ("alembic", "httpx"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    elif not any(isinstance(f, QuerylessRequestLines) for f in logging.getLogger("httpx").filters):
+        logging.getLogger("httpx").addFilter(QuerylessRequestLines())
+
+
+class QuerylessRequestLines(logging.Filter):
+    """httpx logs each request with its whole URL; with ``-v`` the lines keep only scheme, host and path, as
+    every ehrsync log line does (``connectors.http.redact_url``): queries carry search values (``patient=``) and
+    signed file URLs their signatures."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(_is_url(arg) for arg in record.args):
+            from connectors.http import redact_url
+
+            record.args = tuple(redact_url(str(arg)) if _is_url(arg) else arg for arg in record.args)
+        return True
+
+
+def _is_url(value: object) -> bool:
+    return type(value).__name__ == "URL" and type(value).__module__.startswith("httpx")
 
 
 class _OneLineErrors(click.Group):
