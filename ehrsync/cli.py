@@ -47,7 +47,11 @@ class QuerylessRequestLines(logging.Filter):
 
 
 def _is_url(value: object) -> bool:
-    return type(value).__name__ == "URL" and type(value).__module__.startswith("httpx")
+    """An ``httpx.URL``, or one already turned into text (the auth service's redacting record factory does that
+    to every argument before logger filters run)."""
+    if type(value).__name__ == "URL" and type(value).__module__.startswith("httpx"):
+        return True
+    return isinstance(value, str) and value.startswith(("http://", "https://"))
 
 
 class _OneLineErrors(click.Group):
