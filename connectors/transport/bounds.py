@@ -131,8 +131,8 @@ class BoundedClient(httpx.Client):
             raise RuntimeError("httpx no longer builds BoundedClient's transport through _init_transport")
 
     # httpx builds the default transport and one per proxy (from the arguments or the environment) through these
-    # two hooks (httpx 0.28, keywords only); built here instead, they keep the deadline down to the headers
-    # (connectors/transport/network.py)
+    # two hooks (httpx 0.28, keywords only); built here instead, by one builder (no proxy: the default transport),
+    # they keep the deadline down to the headers (connectors/transport/network.py)
     def _init_transport(
         self,
         verify: ssl.SSLContext | str | bool = True,
@@ -145,12 +145,11 @@ class BoundedClient(httpx.Client):
     ) -> httpx.BaseTransport:
         if transport is not None:
             return transport
-        options = {"verify": verify, "cert": cert, "trust_env": trust_env, "http1": http1, "http2": http2}
-        return deadline_transport(**options, limits=limits)
+        return self._init_proxy_transport(None, verify, cert, trust_env, http1, http2, limits)
 
     def _init_proxy_transport(
         self,
-        proxy: httpx.Proxy,
+        proxy: httpx.Proxy | None,
         verify: ssl.SSLContext | str | bool = True,
         cert: CertTypes | None = None,
         trust_env: bool = True,
