@@ -7,7 +7,9 @@ the least any client does), ehrsync's ``stream_to_file``,
 and httpx's own decoding in 1 MiB chunks (``iter_bytes(1 MiB)``, what ehrsync used before
 ``connectors/transport/decoding.py``); then ``stream_to_file`` again through a ``BoundedClient`` (production's
 client, whose transport keeps the request deadline down to each socket read, ``connectors/transport/network.py``)
-next to the same through a plain ``httpx.Client``. A last row downloads a body that compresses ~1000:1 (one
+next to the same through a plain ``httpx.Client``, and ``BulkClient.download`` through it: the whole production path
+of a Bulk file (retry and attempt layers, the request deadline up to the headers, the low-speed limit and the
+wire cap on the body, ``connectors/bulk/files.py``). A last row downloads a body that compresses ~1000:1 (one
 resource repeated) under ``tracemalloc`` and reports the most Python held at once by each decoder.
 
 Run: ``.venv/bin/python -m bench.download_bench [--mb 200] [--repeat 3]``.
@@ -31,6 +33,7 @@ from pathlib import Path
 import httpx
 import orjson
 
+from connectors.bulk import BulkClient
 from connectors.fhir.download import stream_to_file
 from connectors.transport import BoundedClient
 
@@ -100,6 +103,7 @@ def _ehrsync(response: httpx.Response, dest: Path) -> None:
 
 
 BOUNDED = "ehrsync stream_to_file, BoundedClient"
+BULK = "ehrsync BulkClient.download, BoundedClient"
 VARIANTS: dict[str, Callable[[httpx.Response, Path], None]] = {
     "iter_raw (+ zlib) to the file (baseline)": _raw,
     "ehrsync stream_to_file": _ehrsync,
@@ -111,6 +115,12 @@ def _timed(client: httpx.Client, url: str, dest: Path, variant: Callable[[httpx.
     start = time.thread_time()
     with client.stream("GET", url, headers={"Accept-Encoding": "gzip"}) as response:
         variant(response, dest)
+    return time.thread_time() - start
+
+
+def _timed_bulk(bulk: BulkClient, url: str, dest: Path) -> float:
+    start = time.thread_time()
+    bulk.download(url, dest, requires_token=False, max_bytes=10 * 1024**3)  # production's default file limit
     return time.thread_time() - start
 
 
@@ -141,6 +151,7 @@ def measure(mb: int, repeat: int) -> dict[str, float]:
         httpx.Client(timeout=60) as client,
         BoundedClient(bounds=None, timeout=60) as bounded,
     ):
+        bulk = BulkClient(f"{base}/fhir", None, http=bounded, allow_http=True)
         dest = Path(tmp) / "file.ndjson"
         for _ in range(repeat):
             for name, variant in VARIANTS.items():
@@ -150,6 +161,8 @@ def measure(mb: int, repeat: int) -> dict[str, float]:
             for body in ("plain", "gzip"):  # production's client, right after the plain client's run of the same
                 key = f"{body}|{BOUNDED}"
                 results[key] = min(results.get(key, float("inf")), _timed(bounded, f"{base}/{body}", dest, _ehrsync))
+                key = f"{body}|{BULK}"
+                results[key] = min(results.get(key, float("inf")), _timed_bulk(bulk, f"{base}/{body}", dest))
         for name, variant in VARIANTS.items():
             if variant is not _raw:  # the baseline inflates each received chunk whole, as httpx does
                 results[f"peak|{name}"] = _peak(client, f"{base}/rep", dest, variant)
@@ -164,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     r = measure(args.mb, args.repeat)
     sys.stdout.write(f"{r['mb']:.0f} MB of NDJSON, least download-thread CPU of {args.repeat} runs\n")
     for body in ("plain", "gzip"):
-        for name in (*VARIANTS, BOUNDED):
+        for name in (*VARIANTS, BOUNDED, BULK):
             seconds = r[f"{body}|{name}"]
             sys.stdout.write(f"  {body:<5} {name:<46} {seconds:6.2f} s  {r['mb'] / max(seconds, 1e-9):7.0f} MB/s\n")
     sys.stdout.write("64 MiB that compress ~1000:1 (gzip): most Python memory held at once\n")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,45 +17,21 @@ from sqlalchemy.orm import Session
 
 from connectors.budgets import DEFAULT_STEP_BUDGET_S, env_number, shared_limiter
 from connectors.bulk import BulkClient
+from connectors.bulk.files import low_speed_from_env
 from connectors.errors import EhrSyncError, EhrUnreachableError, FhirUnauthorizedError, NeedsReauthError
 from connectors.fhir import FhirClient, RateLimiter, RetryPolicy
 from connectors.http import outbound_url_guard
 from connectors.providers import ProviderPlugin, get_provider
 from connectors.smart import ScopeSet, parse_scopes
-from connectors.transport import BodyBounds
+from connectors.transport import BodyBounds, LowSpeedLimit
 from engine.cores import landing_slots, threads_beside
 from engine.errors import ConnectionNotFoundError, ConnectionNotSyncableError
+from engine.run_capabilities import run_capabilities
 from store import AppDatabase, TokenVault
 from store.models import Connection, ProviderConfig
 from warehouse import AttachmentStore, LandingZone, Warehouse, open_warehouse
 
 _log = logging.getLogger(__name__)
-# The CapabilityStatement of each (FHIR base, run) this process has read; the oldest go first (runs come and go).
-# A process runs one run at a time or a few (in-process runs, a run worker), and an EHR's statement can be
-# megabytes once parsed: 8 kept the last few runs' without a long-lived process holding 64 (issue 14).
-_RUN_CAPABILITIES: OrderedDict[tuple[str, str], dict[str, Any] | None] = OrderedDict()
-_RUN_CAPABILITIES_MAX = 8
-_RUN_CAPABILITIES_LOCK = threading.Lock()
-
-
-def _run_capabilities(fhir_base: str, run_id: str, fetch: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
-    """The run's CapabilityStatement of ``fhir_base``: read once (``fetch``), then shared by its steps.
-
-    Only a statement that was read is shared; a failure is not, so one bad moment never costs the whole run
-    its server's capabilities."""
-    key = (fhir_base, run_id)
-    with _RUN_CAPABILITIES_LOCK:
-        if key in _RUN_CAPABILITIES:
-            return _RUN_CAPABILITIES[key]
-    found = fetch()
-    if found is None:  # a failed read (a 503 after retries) is tried again by the run's next step
-        return None
-    with _RUN_CAPABILITIES_LOCK:
-        _RUN_CAPABILITIES[key] = found
-        while len(_RUN_CAPABILITIES) > _RUN_CAPABILITIES_MAX:
-            _RUN_CAPABILITIES.popitem(last=False)
-    return found
-
 
 DEFAULT_BULK_MAX_FILE_BYTES = 10 * 1024**3  # 10 GiB per bulk file (EHRSYNC_BULK_MAX_FILE_BYTES)
 DEFAULT_MIN_FREE_DISK_BYTES = 1024**3  # downloads stop while less than 1 GiB is free (EHRSYNC_MIN_FREE_DISK_BYTES)
@@ -108,6 +82,8 @@ class SyncEnvironment:
     min_free_disk_bytes: int = field(
         default_factory=lambda: int(env_number("EHRSYNC_MIN_FREE_DISK_BYTES", DEFAULT_MIN_FREE_DISK_BYTES, minimum=-1))
     )
+    # A bulk file's body slower than this is cut off and fetched again (EHRSYNC_BULK_LOW_SPEED_*; None: no limit).
+    bulk_low_speed: LowSpeedLimit | None = field(default_factory=low_speed_from_env)
     # BDX-15: after a group's `_since` export, diff its member ids and export new members' full records.
     bulk_membership_check: bool = True
     rate_limits: bool = True  # the vendor's call budget; False only for a local sandbox
@@ -166,7 +142,7 @@ class SyncEnvironment:
         the run's steps in this process share it: Dagster builds an environment per step."""
         if conn.fhir_base not in self._capabilities:
             fetch = functools.partial(self._fetch_capabilities, conn, client)
-            found = fetch() if run_id is None else _run_capabilities(conn.fhir_base, run_id, fetch)
+            found = fetch() if run_id is None else run_capabilities(conn.fhir_base, run_id, fetch)
             self._capabilities[conn.fhir_base] = found
         return self._capabilities[conn.fhir_base]
 
@@ -199,7 +175,8 @@ class SyncEnvironment:
 
     def bulk_client(self, conn: ConnectionInfo) -> BulkClient:
         """Bounded like the REST client (EHRSYNC_MAX_RESPONSE_BYTES / EHRSYNC_REQUEST_DEADLINE_S on kick-off,
-        status and cancel); a request refused with 401 after its token refresh asks the vault to confirm."""
+        status and cancel; files: the deadline up to their headers, then ``bulk_low_speed``); a request refused
+        with 401 after its token refresh asks the vault to confirm."""
         return BulkClient(
             conn.fhir_base,
             self.vault.token_source(conn.id),
@@ -210,6 +187,7 @@ class SyncEnvironment:
             url_guard=self.url_guard(conn),
             on_unauthorized=lambda: self.confirm_unauthorized(conn),
             bounds=self.bounds,
+            low_speed=self.bulk_low_speed,
         )
 
     def confirm_unauthorized(self, conn: ConnectionInfo) -> None:

@@ -22,7 +22,9 @@ from connectors.budgets import (
     DEFAULT_STEP_BUDGET_S,
     env_number,
 )
+from connectors.bulk.files import DEFAULT_LOW_SPEED, LOW_SPEED_RATE_ENV, LOW_SPEED_WINDOW_ENV, low_speed_from_env
 from connectors.errors import ConfigurationError
+from connectors.transport import LowSpeedLimit
 from engine.analyst_settings import AnalystSettings
 from engine.batch_size import DEFAULT_BATCH_SIZE, batch_size_from_env
 from engine.connection_lock import DEFAULT_LOCK_WAIT_S, lock_wait_seconds
@@ -89,6 +91,8 @@ ENGINE_NUMBERS: dict[str, tuple[float, str]] = {
     "EHRSYNC_REQUEST_DEADLINE_S": (0.0, "seconds one request to the EHR may take"),
     "EHRSYNC_BULK_MAX_FILE_BYTES": (0.0, "bytes of one bulk file"),
     "EHRSYNC_MIN_FREE_DISK_BYTES": (-1.0, "bytes a download leaves free on disk"),
+    LOW_SPEED_RATE_ENV: (-1.0, "bytes per second a bulk file's body must average; 0 for no limit"),
+    LOW_SPEED_WINDOW_ENV: (0.0, "seconds over which a bulk file's speed is averaged"),
 }
 
 
@@ -133,6 +137,7 @@ class EngineLimits:
     request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S
     bulk_max_file_bytes: int = DEFAULT_BULK_MAX_FILE_BYTES
     min_free_disk_bytes: int = DEFAULT_MIN_FREE_DISK_BYTES
+    bulk_low_speed: LowSpeedLimit | None = DEFAULT_LOW_SPEED
     duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT  # the warehouse's (engine.warehouse_settings)
     duckdb_threads: int | None = None  # None: see engine.warehouse_settings
     bulk_merge_group_bytes: int = DEFAULT_BULK_MERGE_GROUP_BYTES
@@ -150,6 +155,7 @@ class EngineLimits:
             min_free_disk_bytes=int(
                 env_number("EHRSYNC_MIN_FREE_DISK_BYTES", DEFAULT_MIN_FREE_DISK_BYTES, minimum=-1, env=env)
             ),
+            bulk_low_speed=low_speed_from_env(env),
             duckdb_memory_limit=duckdb_memory_limit(env),
             duckdb_threads=duckdb_threads(env),
             bulk_merge_group_bytes=bulk_merge_group_bytes(env),

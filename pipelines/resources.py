@@ -14,7 +14,6 @@ from collections import ChainMap
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,9 +29,9 @@ from engine.scheduling import RetryBackoff
 from engine.settings import PipelineSettings
 from engine.sync_windows import SyncWindow, parse_sync_windows
 from pipelines.analyst_resource import AnalystResource
+from pipelines.landing_resource import LandingZoneResource, unset_field
 from pipelines.warehouse_resource import WarehouseResource
 from store import AppDatabase, TokenCipher, TokenVault
-from warehouse import AttachmentStore, LandingZone
 
 __all__ = [
     "AppDatabaseResource",
@@ -45,11 +44,6 @@ __all__ = [
 ]
 
 
-def _unset(description: str, *, gt: float | None = None, ge: float | None = None) -> Any:
-    """An optional setting: None keeps the library's default; ``default_resources`` fills it from the settings."""
-    return Field(default=None, description=description, gt=gt, ge=ge)
-
-
 class AppDatabaseResource(ConfigurableResource["AppDatabaseResource"]):
     """The app database (connections, tokens, sync state): SQLite file or ``postgresql+psycopg://`` URL."""
 
@@ -58,9 +52,11 @@ class AppDatabaseResource(ConfigurableResource["AppDatabaseResource"]):
         default=10, gt=0, description="PostgreSQL connect timeout (SQLite waits up to 30 s on a locked file)."
     )
     # Bound as EnvVar by ``default_resources``; None: the vault reads the process environment when it opens.
-    token_enc_key: str | None = _unset("The vault key (INTEGRATIONS_TOKEN_ENC_KEY).")
-    token_enc_keys_old: str | None = _unset("Previous vault keys, kid:base64,... (INTEGRATIONS_TOKEN_ENC_KEYS_OLD).")
-    jwt_private_key: str | None = _unset("Backend Services signing key, PEM text or a path (EHR_JWT_PRIVATE_KEY).")
+    token_enc_key: str | None = unset_field("The vault key (INTEGRATIONS_TOKEN_ENC_KEY).")
+    token_enc_keys_old: str | None = unset_field(
+        "Previous vault keys, kid:base64,... (INTEGRATIONS_TOKEN_ENC_KEYS_OLD)."
+    )
+    jwt_private_key: str | None = unset_field("Backend Services signing key, PEM text or a path (EHR_JWT_PRIVATE_KEY).")
 
     def engine_url(self) -> str:
         """The URL with an explicit connect timeout for PostgreSQL (a URL that sets one keeps its own)."""
@@ -101,36 +97,6 @@ class AppDatabaseResource(ConfigurableResource["AppDatabaseResource"]):
         return TokenCipher.from_env(keys)
 
 
-class LandingZoneResource(ConfigurableResource["LandingZoneResource"]):
-    """Where raw NDJSON becomes Parquet (``<root>/landing``) and attachments are stored by content hash."""
-
-    root: str = Field(description="Landing zone directory (<state>/landing).")
-    attachments_root: str = Field(description="Attachment store directory (<state>/attachments).")
-    # None: the engine's default (``SyncEnvironment``); ``default_resources`` sets them from the settings.
-    step_budget_s: float | None = _unset("Seconds one type's landing may take (EHRSYNC_STEP_BUDGET_S).", gt=0)
-    bulk_max_file_bytes: int | None = _unset("Largest bulk file downloaded (EHRSYNC_BULK_MAX_FILE_BYTES).", gt=0)
-    bulk_merge_group_bytes: int | None = _unset(
-        "Landed Bulk files merged per warehouse transaction (EHRSYNC_BULK_MERGE_GROUP_BYTES).", ge=1
-    )
-    min_free_disk_bytes: int | None = _unset("Disk a download leaves free (EHRSYNC_MIN_FREE_DISK_BYTES).", ge=-1)
-    max_resource_bytes: int | None = _unset("Largest resource landed (EHRSYNC_MAX_RESOURCE_BYTES).", ge=1024)
-    lock_wait_s: float | None = _unset("Wait for a busy connection (EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS).", ge=0)
-    retention_days: int = Field(
-        default=7, ge=0, le=3650, description="Days merged landing files are kept (EHRSYNC_LANDING_RETENTION_DAYS)."
-    )
-
-    def limits(self) -> dict[str, Any]:
-        """The limits set here, as ``SyncEnvironment`` keyword arguments."""
-        names = ("step_budget_s", "bulk_max_file_bytes", "bulk_merge_group_bytes", "min_free_disk_bytes", "lock_wait_s")
-        return {name: value for name in names if (value := getattr(self, name)) is not None}
-
-    def zone(self) -> LandingZone:
-        return LandingZone(Path(self.root), max_resource_bytes=self.max_resource_bytes)
-
-    def attachments(self) -> AttachmentStore:
-        return AttachmentStore(Path(self.attachments_root))
-
-
 class EhrHttpResource(ConfigurableResource["EhrHttpResource"]):
     """The HTTP client every EHR request of a run goes through, with explicit timeouts.
 
@@ -151,12 +117,12 @@ class EhrHttpResource(ConfigurableResource["EhrHttpResource"]):
     )
     retry_cap_s: float = Field(default=300.0, gt=0, description="Longest backoff between two attempts (BDX-10).")
     rate_limits: bool = Field(default=True, description="Keep to each vendor's call budget; off only for a sandbox.")
-    max_response_bytes: int | None = _unset(
+    max_response_bytes: int | None = unset_field(
         "Largest JSON body read from the EHR: FHIR, Bulk status, SMART discovery and token answers "
         "(EHRSYNC_MAX_RESPONSE_BYTES).",
         ge=1,
     )
-    request_deadline_s: float | None = _unset(
+    request_deadline_s: float | None = unset_field(
         "Overall time of one request to the EHR, token calls included (EHRSYNC_REQUEST_DEADLINE_S).", gt=0
     )
     _client: httpx.Client | None = PrivateAttr(default=None)
@@ -250,6 +216,8 @@ def default_resources(settings: PipelineSettings) -> dict[str, ConfigurableResou
             bulk_max_file_bytes=limits.bulk_max_file_bytes,
             bulk_merge_group_bytes=limits.bulk_merge_group_bytes,
             min_free_disk_bytes=limits.min_free_disk_bytes,
+            bulk_low_speed_bytes_per_s=limits.bulk_low_speed.bytes_per_s if limits.bulk_low_speed else 0.0,
+            bulk_low_speed_window_s=limits.bulk_low_speed.window_s if limits.bulk_low_speed else None,
             max_resource_bytes=limits.max_resource_bytes,
             lock_wait_s=limits.lock_wait_s,
             retention_days=settings.landing_retention_days,

@@ -11,7 +11,7 @@ from typing import Unpack
 
 import httpx
 
-from connectors.bulk.files import NDJSON, TRUNCATION_ATTEMPTS, download_file
+from connectors.bulk.files import DEFAULT_LOW_SPEED, NDJSON, TRUNCATION_ATTEMPTS, download_file
 from connectors.bulk.kickoff import ExportLevel, kickoff_params, kickoff_url
 from connectors.bulk.manifest import BulkManifest
 from connectors.bulk.pacing import PollPacer
@@ -39,7 +39,7 @@ from connectors.http import (
     resolve_url,
 )
 from connectors.tokens import TokenSource
-from connectors.transport.bounds import BodyBounds, bounds_of
+from connectors.transport.bounds import BodyBounds, LowSpeedLimit, bounds_of
 
 __all__ = ["BulkClient", "BulkStatus", "ExportLevel"]
 
@@ -54,8 +54,9 @@ class BulkClient:
 
     ``bounds`` (default: those ``http`` carries, :func:`~connectors.transport.bounds_of`) caps the kick-off,
     status (manifest) and cancel bodies and the time of each of those requests, as for FHIR REST. File downloads
-    keep their own per-file byte limit and get no request deadline: a multi-GB file legitimately streams for
-    longer than any per-request deadline.
+    keep their own per-file byte limit, and the deadline covers them only up to the answer's headers: a multi-GB
+    file legitimately streams for longer than any per-request deadline, so its body has a low-speed limit instead.
+    ``low_speed`` (default :data:`~connectors.bulk.files.DEFAULT_LOW_SPEED`; None: none) is that limit.
     ``on_unauthorized`` is called when a request still got 401 after its one token refresh, before the
     FhirUnauthorizedError propagates; it may raise instead (the engine's vault marks a rejected client).
     """
@@ -71,10 +72,12 @@ class BulkClient:
         allow_http: bool = False,
         url_guard: Callable[[str], None] | None = None,
         bounds: BodyBounds | None = None,
+        low_speed: LowSpeedLimit | None = DEFAULT_LOW_SPEED,
         on_unauthorized: Callable[[], None] | None = None,
         **options: Unpack[SessionOptions],
     ) -> None:
         self.bounds = bounds or bounds_of(http)
+        self.low_speed = low_speed
         self._on_unauthorized = on_unauthorized
         self.fhir_base = normalize_base_url(fhir_base, allow_http=allow_http)
         self._file_guard = url_guard or outbound_url_guard(self.fhir_base)
@@ -240,9 +243,10 @@ class BulkClient:
 
         Bearer only when ``requires_token`` (and then only on the base's origin); gzip accepted; a retry
         restarts the file; 404/410 raise BulkFileExpiredError (re-run from the same ``_since``). A file that
-        arrives cut short (:func:`connectors.bulk.ndjson.truncation_of`) is fetched again, up to ``attempts``
-        times, then BulkFileTruncatedError; one over ``max_bytes`` raises BulkFileTooLargeError; less free
-        disk than ``min_free_bytes`` raises InsufficientDiskSpaceError. All three leave the file resumable.
+        arrives cut short (:func:`connectors.bulk.ndjson.truncation_of`) or slower than the client's ``low_speed``
+        is fetched again, up to ``attempts`` times, then BulkFileTruncatedError or
+        BulkFileTooSlowError; one over ``max_bytes`` raises BulkFileTooLargeError; less free disk than
+        ``min_free_bytes`` raises InsufficientDiskSpaceError. All of them leave the file resumable.
         """
         try:
             return download_file(
@@ -254,6 +258,8 @@ class BulkClient:
                 max_bytes=max_bytes,
                 min_free_bytes=min_free_bytes,
                 attempts=attempts,
+                bounds=self.bounds,
+                low_speed=self.low_speed,
             )
         except FhirUnauthorizedError:
             self._unauthorized()

@@ -1,34 +1,63 @@
-"""One bulk file to disk, verified (BDX-16..20): token rule, gzip, expiry, byte limit, free disk, truncation."""
+"""One bulk file to disk, verified (BDX-16..20): token rule, gzip, expiry, byte limit, free disk, truncation, and a
+low-speed limit in place of a deadline (a file may rightly stream for hours; a server trickling it may not)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 
+from connectors.budgets import env_number
 from connectors.bulk.ndjson import truncation_of
 from connectors.bulk.wire import as_bulk_error
 from connectors.errors import (
     BulkFileExpiredError,
     BulkFileTooLargeError,
+    BulkFileTooSlowError,
     BulkFileTruncatedError,
     ContentTooLargeError,
     FhirError,
     FhirUnauthorizedError,
+    TransferTooSlowError,
 )
 from connectors.fhir._session import FhirSession, TokenRule
-from connectors.fhir.download import Downloaded, stream_to_file
+from connectors.fhir.download import Downloaded, stream_to_file, wire_allowance
 from connectors.http import redact_url
+from connectors.transport.bounds import BodyBounds, LowSpeedLimit
 
-__all__ = ["NDJSON", "TRUNCATION_ATTEMPTS", "download_file"]
+__all__ = [
+    "DEFAULT_LOW_SPEED",
+    "LOW_SPEED_RATE_ENV",
+    "LOW_SPEED_WINDOW_ENV",
+    "NDJSON",
+    "TRUNCATION_ATTEMPTS",
+    "download_file",
+    "low_speed_from_env",
+]
 
 logger = logging.getLogger(__name__)
 
 NDJSON = "application/fhir+ndjson"
-#: How many times one file is fetched when it keeps arriving cut short.
+#: How many times one file is fetched when it keeps arriving cut short (or too slowly).
 TRUNCATION_ATTEMPTS = 3
+#: A file body averaging under 1 KiB/s over two minutes is cut off and fetched again (curl's ``--speed-limit``
+#: and ``--speed-time``); a body sending nothing at all is the read timeout's.
+DEFAULT_LOW_SPEED = LowSpeedLimit(bytes_per_s=1024.0, window_s=120.0)
+LOW_SPEED_RATE_ENV = "EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S"
+LOW_SPEED_WINDOW_ENV = "EHRSYNC_BULK_LOW_SPEED_WINDOW_S"
+
+
+def low_speed_from_env(env: Mapping[str, str] | None = None) -> LowSpeedLimit | None:
+    """The low-speed limit ``env`` (else ``os.environ``) sets: ``EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S`` (0 turns it
+    off; read as ``EHRSYNC_MIN_FREE_DISK_BYTES`` is, a number above -1) averaged over
+    ``EHRSYNC_BULK_LOW_SPEED_WINDOW_S``, each defaulting to :data:`DEFAULT_LOW_SPEED`'s; a bad value is a
+    ConfigurationError naming it."""
+    rate = env_number(LOW_SPEED_RATE_ENV, DEFAULT_LOW_SPEED.bytes_per_s, minimum=-1, env=env)
+    window = env_number(LOW_SPEED_WINDOW_ENV, DEFAULT_LOW_SPEED.window_s, env=env)
+    return LowSpeedLimit(rate, window) if rate > 0 else None
 
 
 def download_file(
@@ -41,22 +70,39 @@ def download_file(
     max_bytes: int | None = None,
     min_free_bytes: int = 0,
     attempts: int = TRUNCATION_ATTEMPTS,
+    bounds: BodyBounds | None = None,
+    low_speed: LowSpeedLimit | None = None,
 ) -> Path:
-    """Fetch ``item_url`` to ``dest``; a body cut short (:func:`truncation_of`) is fetched again, up to
-    ``attempts`` times, then BulkFileTruncatedError (never a truncated file handed on as data)."""
-    problem = ""
+    """Fetch ``item_url`` to ``dest``; a body cut short (:func:`truncation_of`) or arriving slower than
+    ``low_speed`` is fetched again, up to ``attempts`` times, then BulkFileTruncatedError or BulkFileTooSlowError
+    (never a truncated file handed on as data, never a worker held by a trickle). ``bounds``' deadline covers
+    each attempt up to the answer's headers; the body has no deadline, only ``low_speed``."""
+    file_bounds = replace(bounds or BodyBounds(None, None), max_bytes=None, body_deadline=False, low_speed=low_speed)
+    problem, slow = "", False
     for attempt in range(max(1, attempts)):
         if attempt:
             session.retry.sleep(session.retry.backoff_delay(attempt - 1))
-        got = _fetch(session, item_url, dest, requires_token, url_guard, max_bytes, min_free_bytes)
+        try:
+            got = _fetch(session, item_url, dest, requires_token, url_guard, max_bytes, min_free_bytes, file_bounds)
+        except TransferTooSlowError as exc:
+            problem, slow = str(exc), True
+            logger.warning("bulk file arrived too slowly, fetching it again", extra={"url": redact_url(item_url)})
+            continue
         cut = truncation_of(got.path, got.wire_bytes, got.declared_bytes)
         if cut is None:
             return got.path
-        problem = cut
+        problem, slow = cut, False
         got.path.unlink(missing_ok=True)
         logger.warning("bulk file arrived truncated, fetching it again", extra={"url": redact_url(item_url)})
+    tries = max(1, attempts)
+    if slow:
+        raise BulkFileTooSlowError(
+            f"bulk file {redact_url(item_url)} arrived too slowly on each of {tries} attempts ({problem}; "
+            "EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S over EHRSYNC_BULK_LOW_SPEED_WINDOW_S); the next run fetches it again",
+            url=redact_url(item_url),
+        )
     raise BulkFileTruncatedError(
-        f"bulk file {redact_url(item_url)} arrived truncated on each of {max(1, attempts)} attempts ({problem}); "
+        f"bulk file {redact_url(item_url)} arrived truncated on each of {tries} attempts ({problem}); "
         "the next run fetches it again",
         url=redact_url(item_url),
     )
@@ -70,6 +116,7 @@ def _fetch(
     url_guard: Callable[[str], None],
     max_bytes: int | None,
     min_free_bytes: int,
+    bounds: BodyBounds,
 ) -> Downloaded:
     rule = TokenRule.REQUIRE_ORIGIN if requires_token else TokenRule.NEVER
 
@@ -79,6 +126,13 @@ def _fetch(
         try:
             return stream_to_file(response, dest, max_bytes, min_free_bytes=min_free_bytes, scratch=True)
         except ContentTooLargeError as exc:
+            wire = wire_allowance(max_bytes)
+            if wire is not None and response.num_bytes_downloaded > wire:  # the body decoded to far less than that
+                raise BulkFileTooLargeError(
+                    f"bulk file {redact_url(item_url)} sent more than {wire} bytes on the wire, the most a file "
+                    f"within the {max_bytes}-byte limit per file (EHRSYNC_BULK_MAX_FILE_BYTES) takes: a compressed "
+                    "body that decodes to almost nothing (empty gzip members); the next run fetches it again"
+                ) from exc
             raise BulkFileTooLargeError(
                 f"bulk file {redact_url(item_url)} is larger than the {max_bytes}-byte limit per file "
                 "(EHRSYNC_BULK_MAX_FILE_BYTES); raise the limit and run again, the file is fetched then"
@@ -93,6 +147,7 @@ def _fetch(
             handler=write,
             max_redirects=5,
             url_guard=url_guard,
+            bounds=bounds,
         )
     except FhirError as exc:
         if exc.status in (404, 410):

@@ -18,6 +18,7 @@ log ``FhirError.safe_message`` instead.
     ├── TransportError                timeout, dropped connection, DNS: outcome unknown, retryable
     │   ├── EhrUnreachableError       connection refused / DNS failure twice: stop the run, do not retry for minutes
     │   ├── RequestDeadlineError      one request outlived its overall deadline (a trickling server)
+    │   ├── TransferTooSlowError      a body (a Bulk file) arrived slower than its low-speed limit
     ├── StepBudgetExceededError       a sync step outlived its overall time budget
     ├── ContentTooLargeError          a download exceeded its size cap (nothing was kept)
     │   ├── ResponseTooLargeError     a JSON body exceeded the per-response byte limit
@@ -30,6 +31,8 @@ log ``FhirError.safe_message`` instead.
     │   ├── SearchIncompleteError     a searchset stopped early (total > received, no next; or a repeated next)
     ├── BulkExportError               a bulk job failed, expired or produced an invalid manifest/file
     │   ├── BulkFileExpiredError      file 404/410 after expiry: re-run from the same _since (BDX-19)
+    │   ├── BulkFileTruncatedError    a file arrived cut short on every attempt
+    │   ├── BulkFileTooSlowError      a file arrived slower than its low-speed limit on every attempt
     └── WriteNotSupportedError        flags, scopes or the CapabilityStatement forbid a write (DWB)
 """
 
@@ -47,6 +50,7 @@ from connectors.errors.base import (
     ResponseTooLargeError,
     SecurityPolicyError,
     StepBudgetExceededError,
+    TransferTooSlowError,
     TransportError,
     UnsupportedContentEncodingError,
     WriteNotSupportedError,
@@ -56,6 +60,7 @@ from connectors.errors.bulk import (
     BulkExportIncompleteError,
     BulkFileExpiredError,
     BulkFileTooLargeError,
+    BulkFileTooSlowError,
     BulkFileTruncatedError,
     BulkStatusUnavailableError,
 )
@@ -96,6 +101,7 @@ __all__ = [
     "BulkExportIncompleteError",
     "BulkFileExpiredError",
     "BulkFileTooLargeError",
+    "BulkFileTooSlowError",
     "BulkFileTruncatedError",
     "BulkStatusUnavailableError",
     "ConfigurationError",
@@ -126,6 +132,7 @@ __all__ = [
     "SecurityPolicyError",
     "StepBudgetExceededError",
     "TemporarilyUnavailableError",
+    "TransferTooSlowError",
     "TransportError",
     "UnauthorizedClientError",
     "UnsupportedContentEncodingError",

@@ -72,6 +72,13 @@ class RequestDeadlineError(TransportError):
     code = "request_deadline_exceeded"
 
 
+class TransferTooSlowError(TransportError):
+    """A body kept arriving slower than its low-speed limit (bytes per second over a window): a download that may
+    rightly stream for hours has no deadline, so a server trickling it is cut off this way."""
+
+    code = "transfer_too_slow"
+
+
 class StepBudgetExceededError(EhrSyncError):
     """A sync step (one resource type's landing) used up its overall time budget."""
 

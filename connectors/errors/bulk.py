@@ -57,6 +57,12 @@ class BulkFileTruncatedError(BulkExportError):
     code = "bulk_file_truncated"
 
 
+class BulkFileTooSlowError(BulkExportError):
+    """A bulk file arrived slower than its low-speed limit (EHRSYNC_BULK_LOW_SPEED_*) on every attempt."""
+
+    code = "bulk_file_too_slow"
+
+
 class BulkFileTooLargeError(ContentTooLargeError):
     """A bulk file is larger than EHRSYNC_BULK_MAX_FILE_BYTES: that file fails, the next run fetches it again."""
 

@@ -20,7 +20,7 @@ from connectors.errors import ContentTooLargeError, InsufficientDiskSpaceError
 from connectors.http import redact_url
 from connectors.transport.decoding import iter_decoded
 
-__all__ = ["Downloaded", "check_free_disk", "stream_to_file"]
+__all__ = ["Downloaded", "check_free_disk", "stream_to_file", "wire_allowance"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,13 @@ logger = logging.getLogger(__name__)
 WRITE_BUFFER_BYTES = 1024 * 1024
 #: How often (in written bytes) a download re-checks the free disk space it must leave.
 DISK_CHECK_EVERY = 16 * 1024 * 1024
+
+
+def wire_allowance(max_bytes: int | None) -> int | None:
+    """The most bytes a body capped at ``max_bytes`` decoded may take on the wire (None: no cap). gzip and deflate
+    add a few bytes per block to data they cannot compress (~0.01%); a sixteenth more plus 1 MiB admits any real
+    encoding, while a body that decodes to nothing (endless empty gzip members, all CPU and no output) still ends."""
+    return None if max_bytes is None else max_bytes + max_bytes // 16 + 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,8 @@ def stream_to_file(
     """Write the (decoded, e.g. gunzipped) body to ``dest``; raise ContentTooLargeError past ``max_bytes``.
 
     The cap applies to decoded bytes, inflated a bounded piece at a time (``iter_decoded``), so a small gzip
-    body can expand neither without bound on disk nor in memory. With ``min_free_bytes``, the free disk space is
+    body can expand neither without bound on disk nor in memory; the bytes on the wire are capped at
+    :func:`wire_allowance` of it. With ``min_free_bytes``, the free disk space is
     checked before and while writing (InsufficientDiskSpaceError). A ``scratch`` file (a Bulk file landed and
     deleted right after; a crash discards it) is neither hashed nor synced to disk: those cost a tenth of a Bulk
     export's CPU (docs/PERFORMANCE.md).
@@ -89,7 +97,7 @@ def stream_to_file(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb", buffering=WRITE_BUFFER_BYTES) as out:
-            for chunk in iter_decoded(response):
+            for chunk in iter_decoded(response, max_wire_bytes=wire_allowance(max_bytes)):
                 size += len(chunk)
                 if max_bytes is not None and size > max_bytes:
                     raise ContentTooLargeError(f"{url}: body exceeds the {max_bytes}-byte cap")

@@ -5,7 +5,7 @@ protocol: building requests, the URL guard, redirects and mapping answers to typ
 
 from connectors.transport.attempt import AttemptTransport
 from connectors.transport.auth import BearerAuth
-from connectors.transport.bounds import BodyBounds, BoundedClient, bounds_of, read_capped
+from connectors.transport.bounds import BodyBounds, BoundedClient, LowSpeedLimit, bounds_of, read_capped
 from connectors.transport.client import DEFAULT_TIMEOUT, EhrClient, ehr_client, ehr_transport
 from connectors.transport.plan import RequestPlan
 from connectors.transport.retrying import RetryTransport
@@ -17,6 +17,7 @@ __all__ = [
     "BodyBounds",
     "BoundedClient",
     "EhrClient",
+    "LowSpeedLimit",
     "RequestPlan",
     "RetryTransport",
     "bounds_of",

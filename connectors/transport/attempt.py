@@ -45,6 +45,7 @@ class AttemptTransport(PlannedTransport):
         response.request = request
         try:
             if bounds is not None:
+                bounds.headers_in(request)
                 bounds.wrap(response, request.method, started)
             if response.status_code >= 400:  # read now, bounded: every layer above reads error bodies whole
                 response = error_answer(response)

@@ -1,7 +1,9 @@
 """Bounds on one response: a byte limit on JSON bodies and an overall deadline per request.
 
 httpx's read timeout is per chunk, so a server sending one byte a second never trips it; the deadline here
-is checked between chunks against the whole request (and the active step budget, whichever ends first).
+is checked between chunks against the whole request (and the active step budget, whichever ends first). A body
+that may rightly stream for hours (a Bulk file) is bounded otherwise: the deadline covers the attempt up to the
+answer's headers only, and a low-speed limit makes the body keep up an average rate over each window.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from connectors.budgets import (
     env_number,
     step_deadline,
 )
-from connectors.errors import ConfigurationError, RequestDeadlineError, ResponseTooLargeError
+from connectors.errors import ConfigurationError, RequestDeadlineError, ResponseTooLargeError, TransferTooSlowError
 from connectors.http.urls import redact_url
 from connectors.transport.decoding import iter_decoded
 from connectors.transport.network import deadline_transport, keeps_deadline
@@ -29,17 +31,41 @@ from connectors.transport.network import deadline_transport, keeps_deadline
 if TYPE_CHECKING:
     from httpx._types import CertTypes
 
-__all__ = ["BOUNDS_EXTENSION", "BodyBounds", "BoundedClient", "bounds_of", "read_capped", "request_bounds"]
+__all__ = [
+    "BOUNDS_EXTENSION",
+    "BodyBounds",
+    "BoundedClient",
+    "LowSpeedLimit",
+    "bounds_of",
+    "read_capped",
+    "request_bounds",
+]
 
 BOUNDS_EXTENSION = "ehrsync.bounds"
 _BUILT_TIMEOUT = "ehrsync.built_timeout"
+_BODY_TIMEOUT = "ehrsync.body_timeout"
 _STARTED = "ehrsync.attempt_started"
 _DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's own default
 
 
 @dataclass(frozen=True)
+class LowSpeedLimit:
+    """A body averaging fewer than ``bytes_per_s`` bytes on the wire over ``window_s`` is cut off, as curl's
+    ``--speed-limit``/``--speed-time`` do: the bound for a download too long for any deadline. A body that stops
+    altogether is the read timeout's."""
+
+    bytes_per_s: float
+    window_s: float
+
+    def __post_init__(self) -> None:
+        if not (self.bytes_per_s > 0 and self.window_s > 0):
+            raise ConfigurationError("a low-speed limit needs a positive rate and a positive window")
+
+
+@dataclass(frozen=True)
 class BodyBounds:
-    """``max_bytes`` caps a body (None: the caller caps it, e.g. a download); ``deadline_s`` caps a request."""
+    """``max_bytes`` caps a body (None: the caller caps it, e.g. a download); ``deadline_s`` caps a request (with
+    ``body_deadline`` False, only up to its answer's headers); ``low_speed`` holds the body to a rate."""
 
     max_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES
     deadline_s: float | None = DEFAULT_REQUEST_DEADLINE_S
@@ -47,6 +73,9 @@ class BodyBounds:
     #: False: the active step budget does not cut the body off (token answers: once sent, a grant may have rotated
     #: the refresh token, so an answer that arrives is used; the step budget is checked before sending instead)
     within_step: bool = True
+    #: False: the deadline ends with the answer's headers (a download that may rightly stream for hours)
+    body_deadline: bool = True
+    low_speed: LowSpeedLimit | None = None
 
     def __post_init__(self) -> None:
         if self.max_bytes is not None and self.max_bytes < 1:
@@ -88,7 +117,24 @@ class BodyBounds:
             parts = {name: getattr(base, name) for name in ("connect", "read", "write", "pool")}
             cut = {name: left if value is None else min(value, left) for name, value in parts.items()}
             request.extensions["timeout"] = httpx.Timeout(**cut).as_dict()
+            if not self.body_deadline:
+                request.extensions[_BODY_TIMEOUT] = base.as_dict()
         return started
+
+    def headers_in(self, request: httpx.Request) -> None:
+        """The answer's headers arrived: without ``body_deadline``, its body's reads wait as long as the request's
+        own timeouts allow again, not what was left of the deadline (httpcore reads them from the request)."""
+        body_timeout = request.extensions.get(_BODY_TIMEOUT)
+        if not self.body_deadline and body_timeout is not None:
+            request.extensions["timeout"] = body_timeout
+
+    def body_ends_at(self, started: float) -> float | None:
+        """When the body of a request started at ``started`` must be done: as :meth:`ends_at`, or only the step
+        budget's end without ``body_deadline``."""
+        if self.body_deadline:
+            return self.ends_at(started)
+        step = step_deadline() if self.within_step else None
+        return None if step is None else step[0]
 
     def overran(self, started: float) -> bool:
         """Whether an attempt started at ``started`` is past its deadline (or step budget) now."""
@@ -189,18 +235,31 @@ class _BoundedStream(httpx.SyncByteStream):
 
     def __iter__(self) -> Iterator[bytes]:
         size = 0
-        limit = self._bounds.max_bytes
-        ends_at = self._bounds.ends_at(self._started)
+        bounds = self._bounds
+        limit, slow, clock = bounds.max_bytes, bounds.low_speed, bounds.clock
+        ends_at = bounds.body_ends_at(self._started)
+        window_at, window_size = clock(), 0  # the low-speed window: when it began, the bytes received by then
         for chunk in self._inner:
             size += len(chunk)
             if limit is not None and size > limit:
                 raise ResponseTooLargeError(_too_large(self._method, self._url, limit, "the body"))
-            if ends_at is not None and self._bounds.clock() > ends_at:
+            if ends_at is None and slow is None:
+                yield chunk
+                continue
+            now = clock()
+            if ends_at is not None and now > ends_at:
                 check_step_budget()
                 raise RequestDeadlineError(
-                    f"{self._method} {self._url} was still sending after {self._bounds.deadline_s:g} s "
+                    f"{self._method} {self._url} was still sending after {bounds.deadline_s:g} s "
                     f"({size} bytes received; EHRSYNC_REQUEST_DEADLINE_S)"
                 )
+            if slow is not None and now - window_at >= slow.window_s:
+                if size - window_size < slow.bytes_per_s * (now - window_at):
+                    raise TransferTooSlowError(
+                        f"{self._method} {self._url} sent {size - window_size} bytes in {now - window_at:.1f} s, "
+                        f"below the low-speed limit of {slow.bytes_per_s:g} bytes/s ({size} bytes received)"
+                    )
+                window_at, window_size = now, size
             yield chunk
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 
 import httpx
 
-from connectors.errors import UnsupportedContentEncodingError
+from connectors.errors import ContentTooLargeError, UnsupportedContentEncodingError
 from connectors.http.urls import redact_url
 
 __all__ = ["ACCEPT_ENCODING", "DECODED_PIECE_BYTES", "ERROR_BODY_BYTES", "error_answer", "iter_decoded", "with_body"]
@@ -96,12 +96,16 @@ def _zlib_header(head: bytes) -> bool:
     return head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0
 
 
-def iter_decoded(response: httpx.Response, piece_bytes: int = DECODED_PIECE_BYTES) -> Iterator[bytes]:
+def iter_decoded(
+    response: httpx.Response, piece_bytes: int = DECODED_PIECE_BYTES, *, max_wire_bytes: int | None = None
+) -> Iterator[bytes]:
     """The decoded body of a streaming ``response``, no piece longer than ``piece_bytes`` once inflated.
 
     Raises :class:`UnsupportedContentEncodingError` for a compression ehrsync cannot undo (``br``, ``zstd``,
-    ...), ``httpx.DecodingError`` for a corrupt gzip/deflate body. A body already read (a
-    test's ``httpx.Response(content=...)``) is yielded from memory in pieces.
+    ...), ``httpx.DecodingError`` for a corrupt gzip/deflate body, :class:`ContentTooLargeError` once more than
+    ``max_wire_bytes`` arrived on the wire: a cap on decoded bytes alone never ends a body that decodes to
+    nothing (an endless run of empty gzip members), however much it makes ehrsync read and inflate. A body
+    already read (a test's ``httpx.Response(content=...)``) is yielded from memory in pieces.
     """
     try:
         content = response.content
@@ -122,15 +126,19 @@ def iter_decoded(response: httpx.Response, piece_bytes: int = DECODED_PIECE_BYTE
     layers = [_Inflater(c) for c in reversed(codings) if c in _GZIP or c == "deflate"]
     if len(layers) < len([c for c in codings if c not in _PLAIN]):
         logger.debug("unknown Content-Encoding token read as identity", extra={"codings": codings})
-    pieces: Iterable[bytes] = _bounded(response.iter_raw(), piece_bytes)
+    pieces: Iterable[bytes] = _bounded(response.iter_raw(), piece_bytes, max_wire_bytes, url)
     for layer in layers:
         pieces = _through(layer, pieces, piece_bytes, url)
     yield from pieces
 
 
-def _bounded(chunks: Iterable[bytes], piece_bytes: int) -> Iterator[bytes]:
+def _bounded(chunks: Iterable[bytes], piece_bytes: int, max_wire_bytes: int | None, url: str) -> Iterator[bytes]:
     """Chunks as they arrive (no copy), a rare one longer than ``piece_bytes`` cut into pieces."""
+    wire = 0
     for chunk in chunks:
+        wire += len(chunk)
+        if max_wire_bytes is not None and wire > max_wire_bytes:
+            raise ContentTooLargeError(f"{url}: more than {max_wire_bytes} bytes arrived on the wire")
         if len(chunk) <= piece_bytes:
             yield chunk
         else:

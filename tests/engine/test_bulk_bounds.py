@@ -5,7 +5,8 @@ socket against the sandbox's body faults:
   limit (EHRSYNC_MAX_RESPONSE_BYTES); the job stays ``polling`` and the next run resumes the same status URL
   (BDX-08/09);
 - a status URL trickling its manifest fails with ``request_deadline_exceeded`` (EHRSYNC_REQUEST_DEADLINE_S),
-  the job resumable in the same way.
+  the job resumable in the same way;
+- files trickling below the low-speed limit fail with ``bulk_file_too_slow`` (EHRSYNC_BULK_LOW_SPEED_*), resumable.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from sqlalchemy import select
 
 from connectors.bulk import BulkClient
 from connectors.fhir._bounds import BodyBounds
-from engine import run_bulk_export
+from connectors.transport import LowSpeedLimit
+from engine import cursors, run_bulk_export
 from engine.models import BulkJob
 from sandbox import SandboxServer
 from tests.engine.conftest import RequestLog
@@ -106,3 +108,28 @@ def test_bulk_client_reads_its_bounds_from_the_environment(monkeypatch: pytest.M
         assert client.bounds is given
     finally:
         client.close()
+
+
+def test_trickled_file_fails_with_bulk_file_too_slow_and_the_next_run_lands_it(
+    shared_sb: SandboxServer, world: SyncWorld, http: httpx.Client
+) -> None:
+    """A file body is held to the low-speed limit, not to the request deadline (a big file streams for longer
+    than any deadline): every file trickling ~100 B/s against 5,000 B/s over 0.3 s fails the run by name within
+    seconds, the cursor holds, and the job resumes once the server is well (the files were never received)."""
+    conn = connect_backend(world, shared_sb, http=http, group_id=GROUP)
+    world.env.bulk_low_speed = LowSpeedLimit(5000, 0.3)
+    add_fault(http, shared_sb, "trickle", path="/bulk/files", delay_s=0.01, times=None)
+    started = time.monotonic()
+    try:
+        first = run_bulk_export(world.env, conn, "trickled-files")
+    finally:
+        shared_sb.admin.clear_faults()
+    assert time.monotonic() - started < 30, "the limit ends each download, not the server"
+    assert first.status == "failed" and first.error is not None
+    assert "bulk file(s) failed; the next run resumes them" in first.error, first.error
+    assert "bulk_file_too_slow: bulk file " in first.error and "arrived too slowly on each of 3 attempts" in first.error
+    assert cursors.get_mark(world.env.db, conn, cursors.bulk_stream("group", GROUP), "*") is None
+    (job,) = _jobs(world, conn)
+    second = run_bulk_export(world.env, conn, "well-again")
+    assert second.status == "completed", second.error
+    assert second.resumed and second.job_id == job.id

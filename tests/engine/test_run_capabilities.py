@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from engine.environment import _RUN_CAPABILITIES, _run_capabilities
+from engine.run_capabilities import RUN_CAPABILITIES, run_capabilities
 
 
 def test_a_read_statement_is_shared_by_the_runs_later_steps() -> None:
@@ -15,8 +15,8 @@ def test_a_read_statement_is_shared_by_the_runs_later_steps() -> None:
         calls.append(1)
         return {"resourceType": "CapabilityStatement"}
 
-    assert _run_capabilities("https://ehr.example/fhir", run_id, fetch) == {"resourceType": "CapabilityStatement"}
-    assert _run_capabilities("https://ehr.example/fhir", run_id, fetch) == {"resourceType": "CapabilityStatement"}
+    assert run_capabilities("https://ehr.example/fhir", run_id, fetch) == {"resourceType": "CapabilityStatement"}
+    assert run_capabilities("https://ehr.example/fhir", run_id, fetch) == {"resourceType": "CapabilityStatement"}
     assert len(calls) == 1
 
 
@@ -27,13 +27,13 @@ def test_a_failed_read_is_tried_again_by_the_next_step() -> None:
     def fetch() -> dict[str, Any] | None:
         return answers.pop(0)
 
-    assert _run_capabilities("https://ehr.example/fhir", run_id, fetch) is None
-    assert _run_capabilities("https://ehr.example/fhir", run_id, fetch) == {"resourceType": "CapabilityStatement"}
+    assert run_capabilities("https://ehr.example/fhir", run_id, fetch) is None
+    assert run_capabilities("https://ehr.example/fhir", run_id, fetch) == {"resourceType": "CapabilityStatement"}
     assert answers == []
 
 
 def test_a_long_lived_process_keeps_only_the_last_few_runs_statements() -> None:
     """Issue 14: a statement can be megabytes once parsed; a process syncing for days keeps a few, not 64."""
     for _ in range(100):
-        _run_capabilities("https://ehr.example/fhir", uuid.uuid4().hex, lambda: {"resourceType": "CapabilityStatement"})
-    assert len(_RUN_CAPABILITIES) <= 8
+        run_capabilities("https://ehr.example/fhir", uuid.uuid4().hex, lambda: {"resourceType": "CapabilityStatement"})
+    assert len(RUN_CAPABILITIES) <= 8

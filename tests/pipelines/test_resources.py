@@ -13,7 +13,7 @@ from dagster import EnvVar
 from connectors.errors import ConfigurationError, ResponseTooLargeError
 from connectors.fhir import FhirClient
 from connectors.smart import discover
-from connectors.transport import BodyBounds
+from connectors.transport import BodyBounds, LowSpeedLimit
 from engine.settings import PipelineSettings
 from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs.sync.type_assets import duplicate_check
@@ -116,6 +116,8 @@ def test_default_resources_carry_the_parsed_settings_so_steps_read_no_environmen
             "EHRSYNC_STEP_BUDGET_S": "11",
             "EHRSYNC_BULK_MAX_FILE_BYTES": "1048576",
             "EHRSYNC_MIN_FREE_DISK_BYTES": "0",
+            "EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S": "512",
+            "EHRSYNC_BULK_LOW_SPEED_WINDOW_S": "30",
             "EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS": "3",
             "EHRSYNC_KEEPALIVE_IDLE_DAYS": "5",
             "EHRSYNC_RETRY_BASE_SECONDS": "60",
@@ -131,7 +133,10 @@ def test_default_resources_carry_the_parsed_settings_so_steps_read_no_environmen
         "bulk_merge_group_bytes": 256 * 1024 * 1024,
         "min_free_disk_bytes": 0,
         "lock_wait_s": 3.0,
+        "bulk_low_speed": LowSpeedLimit(512.0, 30.0),
     }
+    off = PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path), "EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S": "0"})
+    assert default_resources(off)["landing"].limits()["bulk_low_speed"] is None  # type: ignore[attr-defined]
     bounds = ehr_http.bounds()
     assert bounds is not None and (bounds.max_bytes, bounds.deadline_s) == (4096, 7.0)
     assert resources["policy"].keepalive_idle_days == 5  # type: ignore[attr-defined]

@@ -1,0 +1,64 @@
+"""``LandingZoneResource``: where a step lands raw NDJSON and attachments, with the limits read at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from connectors.bulk.files import DEFAULT_LOW_SPEED
+from connectors.transport import LowSpeedLimit
+from warehouse import AttachmentStore, LandingZone
+
+__all__ = ["LandingZoneResource", "unset_field"]
+
+
+def unset_field(description: str, *, gt: float | None = None, ge: float | None = None) -> Any:
+    """An optional setting: None keeps the library's default; ``default_resources`` fills it from the settings."""
+    return Field(default=None, description=description, gt=gt, ge=ge)
+
+
+class LandingZoneResource(ConfigurableResource["LandingZoneResource"]):
+    """Where raw NDJSON becomes Parquet (``<root>/landing``) and attachments are stored by content hash."""
+
+    root: str = Field(description="Landing zone directory (<state>/landing).")
+    attachments_root: str = Field(description="Attachment store directory (<state>/attachments).")
+    # None: the engine's default (``SyncEnvironment``); ``default_resources`` sets them from the settings.
+    step_budget_s: float | None = unset_field("Seconds one type's landing may take (EHRSYNC_STEP_BUDGET_S).", gt=0)
+    bulk_max_file_bytes: int | None = unset_field("Largest bulk file downloaded (EHRSYNC_BULK_MAX_FILE_BYTES).", gt=0)
+    bulk_merge_group_bytes: int | None = unset_field(
+        "Landed Bulk files merged per warehouse transaction (EHRSYNC_BULK_MERGE_GROUP_BYTES).", ge=1
+    )
+    bulk_low_speed_bytes_per_s: float | None = unset_field(
+        "Bytes per second a bulk file's body must average over the window; 0: no limit "
+        "(EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S).",
+        ge=0,
+    )
+    bulk_low_speed_window_s: float | None = unset_field(
+        "Seconds a bulk file's speed is averaged over (EHRSYNC_BULK_LOW_SPEED_WINDOW_S).", gt=0
+    )
+    min_free_disk_bytes: int | None = unset_field("Disk a download leaves free (EHRSYNC_MIN_FREE_DISK_BYTES).", ge=-1)
+    max_resource_bytes: int | None = unset_field("Largest resource landed (EHRSYNC_MAX_RESOURCE_BYTES).", ge=1024)
+    lock_wait_s: float | None = unset_field("Wait for a busy connection (EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS).", ge=0)
+    retention_days: int = Field(
+        default=7, ge=0, le=3650, description="Days merged landing files are kept (EHRSYNC_LANDING_RETENTION_DAYS)."
+    )
+
+    def limits(self) -> dict[str, Any]:
+        """The limits set here, as ``SyncEnvironment`` keyword arguments."""
+        names = ("step_budget_s", "bulk_max_file_bytes", "bulk_merge_group_bytes", "min_free_disk_bytes", "lock_wait_s")
+        found = {name: value for name in names if (value := getattr(self, name)) is not None}
+        rate, window = self.bulk_low_speed_bytes_per_s, self.bulk_low_speed_window_s
+        if rate is not None or window is not None:
+            rate = DEFAULT_LOW_SPEED.bytes_per_s if rate is None else rate
+            window = DEFAULT_LOW_SPEED.window_s if window is None else window
+            found["bulk_low_speed"] = LowSpeedLimit(rate, window) if rate > 0 else None
+        return found
+
+    def zone(self) -> LandingZone:
+        return LandingZone(Path(self.root), max_resource_bytes=self.max_resource_bytes)
+
+    def attachments(self) -> AttachmentStore:
+        return AttachmentStore(Path(self.attachments_root))

@@ -1,0 +1,242 @@
+"""What a server can make a Bulk file download spend: time (a trickled body, trickled headers) and CPU (a body that
+decodes to nothing). A file may rightly stream for hours, so it has no request deadline; before this, a server
+sending one byte per read timeout held a download worker for as long as it liked, its headers as well, and an
+endless run of empty gzip members never reached the decoded byte cap. Now the request deadline covers a file up to
+its headers, the body must average ``LowSpeedLimit`` over each window (curl's ``--speed-limit``/``--speed-time``),
+and the bytes on the wire are capped at ``wire_allowance`` of the file's limit.
+
+A scripted socket server (``tests/connectors/scripted.py``) plays the EHR: real sockets, real timing."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from connectors.bulk import BulkClient
+from connectors.bulk.files import DEFAULT_LOW_SPEED, low_speed_from_env
+from connectors.errors import (
+    BulkFileTooLargeError,
+    BulkFileTooSlowError,
+    ConfigurationError,
+    TransferTooSlowError,
+    TransportError,
+)
+from connectors.fhir.download import wire_allowance
+from connectors.transport import BodyBounds, LowSpeedLimit
+from tests.connectors.helpers import recording_policy
+from tests.connectors.scripted import Action, Scripted, send
+
+NDJSON = b"".join(orjson.dumps({"resourceType": "Patient", "id": str(i)}) + b"\n" for i in range(6))
+
+
+def _body_in_bursts(body: bytes, burst: int, every_s: float) -> Action:
+    """200 with the whole Content-Length announced, then ``burst`` bytes every ``every_s`` seconds."""
+
+    def act(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "application/fhir+ndjson")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        try:
+            for start in range(0, len(body), burst):
+                h.wfile.write(body[start : start + burst])
+                h.wfile.flush()
+                time.sleep(every_s)
+        except OSError:  # the client hung up: the point
+            h.close_connection = True
+
+    return act
+
+
+def _headers_a_byte_at_a_time(delay_s: float) -> Action:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+ndjson\r\nX-Pad: " + b"a" * 200
+
+    def act(h: BaseHTTPRequestHandler) -> None:
+        try:
+            for byte in head:
+                h.wfile.write(bytes([byte]))
+                h.wfile.flush()
+                time.sleep(delay_s)
+            h.wfile.write(b"\r\nContent-Length: %d\r\n\r\n%s" % (len(NDJSON), NDJSON))
+        except OSError:
+            h.close_connection = True
+
+    return act
+
+
+def _bulk(base: str, **kwargs: object) -> BulkClient:
+    return BulkClient(f"{base}/fhir", None, retry=recording_policy([]), **kwargs)  # type: ignore[arg-type]
+
+
+def test_bdx18_a_trickled_file_is_cut_off_at_the_low_speed_limit_and_fetched_again(
+    server: tuple[str, Scripted], tmp_path: Path
+) -> None:
+    """20 bytes every 0.1 s (~200 B/s) against 2,000 B/s over 0.3 s: each attempt ends ~0.3 s in, the file is
+    fetched again (as a truncated one is), then fails by name, naming the variables; no partial file is left."""
+    base, script = server
+    body = NDJSON * 4
+    script.actions = [_body_in_bursts(body, 20, 0.1) for _ in range(3)]
+    bulk = _bulk(base, low_speed=LowSpeedLimit(2000, 0.3))
+    started = time.monotonic()
+    with pytest.raises(BulkFileTooSlowError) as caught:
+        bulk.download(f"{base}/files/Patient.ndjson", tmp_path / "p.ndjson", requires_token=False)
+    elapsed = time.monotonic() - started
+    message = str(caught.value)
+    assert caught.value.code == "bulk_file_too_slow"
+    assert "arrived too slowly on each of 3 attempts" in message
+    assert "below the low-speed limit of 2000 bytes/s" in message
+    assert "EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S over EHRSYNC_BULK_LOW_SPEED_WINDOW_S" in message
+    assert len(script.seen) == 3
+    assert elapsed < 4.0, elapsed  # each attempt ~0.4 s; the whole body would take ~4.4 s per attempt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_slow_once_lands_on_its_next_attempt(server: tuple[str, Scripted], tmp_path: Path) -> None:
+    base, script = server
+    body = NDJSON * 4
+    script.actions = [_body_in_bursts(body, 20, 0.1), send(200, body)]
+    dest = _bulk(base, low_speed=LowSpeedLimit(2000, 0.3)).download(f"{base}/f", tmp_path / "p", requires_token=False)
+    assert dest.read_bytes() == body and len(script.seen) == 2
+
+
+def test_a_file_cut_short_then_slow_fails_by_its_last_problem(server: tuple[str, Scripted], tmp_path: Path) -> None:
+    base, script = server
+    body = NDJSON * 4
+    script.actions = [send(200, body[:-10]), send(200, body[:-10]), _body_in_bursts(body, 20, 0.1)]
+    with pytest.raises(BulkFileTooSlowError, match="arrived too slowly on each of 3 attempts"):
+        _bulk(base, low_speed=LowSpeedLimit(2000, 0.3)).download(f"{base}/f", tmp_path / "p", requires_token=False)
+
+
+def test_the_same_body_completes_without_a_low_speed_limit_and_above_it(
+    server: tuple[str, Scripted], tmp_path: Path
+) -> None:
+    """The limit, not the server, cut the file above: with none, or one the body keeps up, the same trickle lands
+    whole."""
+    base, script = server
+    body = NDJSON * 2
+    script.actions = [_body_in_bursts(body, 40, 0.05), _body_in_bursts(body, 40, 0.05)]
+    for n, limit in enumerate([None, LowSpeedLimit(1, 0.2)]):
+        dest = tmp_path / f"p{n}.ndjson"
+        assert _bulk(base, low_speed=limit).download(f"{base}/f/{n}", dest, requires_token=False) == dest
+        assert dest.read_bytes() == body
+
+
+def test_a_files_headers_are_under_the_request_deadline(server: tuple[str, Scripted], tmp_path: Path) -> None:
+    """Trickled headers (200 bytes at 0.05 s: 10 s) against a 1 s deadline: each attempt ends at ~1 s, a timeout
+    the retry rules repeat, then the download fails; before, the file had no deadline at all and waited 10 s."""
+    base, script = server
+    script.actions = [_headers_a_byte_at_a_time(0.05) for _ in range(2)]
+    bulk = BulkClient(f"{base}/fhir", None, retry=recording_policy([], max_attempts=2), bounds=BodyBounds(None, 1.0))
+    started = time.monotonic()
+    with pytest.raises(TransportError, match=r"failed after 2 attempt\(s\): ReadTimeout"):
+        bulk.download(f"{base}/files/Patient.ndjson", tmp_path / "p.ndjson", requires_token=False)
+    assert time.monotonic() - started < 2 * 1.0 + 1.5
+    assert len(script.seen) == 2
+
+
+def test_a_file_streaming_past_the_request_deadline_is_not_cut_off(
+    server: tuple[str, Scripted], tmp_path: Path
+) -> None:
+    """The deadline ends with the headers: a body that keeps its pace may take longer than it (1.2 s against 0.5)."""
+    base, script = server
+    body = NDJSON * 4
+    bursts = 12
+    script.actions = [_body_in_bursts(body, -(-len(body) // bursts), 0.1)]
+    bulk = _bulk(base, bounds=BodyBounds(None, 0.5), low_speed=LowSpeedLimit(10, 0.3))
+    started = time.monotonic()
+    dest = bulk.download(f"{base}/files/Patient.ndjson", tmp_path / "p.ndjson", requires_token=False)
+    assert time.monotonic() - started > 0.5 and dest.read_bytes() == body
+
+
+def test_a_pause_in_a_files_body_waits_its_read_timeout_not_the_rest_of_the_deadline(
+    server: tuple[str, Scripted], tmp_path: Path
+) -> None:
+    """httpcore reads each body read's timeout from the request, which the attempt had cut to what was left of the
+    deadline: a 1 s pause mid-body against a 0.3 s deadline failed the file although the read timeout is 30 s."""
+    base, script = server
+    body = NDJSON * 2
+
+    def pause_in_the_middle(h: BaseHTTPRequestHandler) -> None:
+        _body_in_bursts(body, len(body) // 2 + 1, 1.0)(h)
+
+    script.actions = [pause_in_the_middle]
+    with httpx.Client(timeout=30) as http:
+        bulk = BulkClient(
+            f"{base}/fhir", None, http=http, retry=recording_policy([], max_attempts=1), bounds=BodyBounds(None, 0.3)
+        )
+        dest = bulk.download(f"{base}/f", tmp_path / "p.ndjson", requires_token=False)
+    assert dest.read_bytes() == body
+
+
+def test_a_body_that_decodes_to_nothing_is_capped_on_the_wire(server: tuple[str, Scripted], tmp_path: Path) -> None:
+    """8 MiB of empty gzip members before the file: the decoded size stays 0, so the decoded cap alone let a
+    server feed an endless run of them (all CPU, no output); the wire cap ends it past ``wire_allowance``."""
+    base, script = server
+    empty = gzip.compress(b"")
+    body = empty * (8 * 1024 * 1024 // len(empty)) + gzip.compress(NDJSON)
+    script.actions = [send(200, body, {"Content-Encoding": "gzip"})]
+    with pytest.raises(BulkFileTooLargeError, match=r"sent more than 2162688 bytes on the wire, .* decodes to almost"):
+        _bulk(base).download(f"{base}/f", tmp_path / "p.ndjson", requires_token=False, max_bytes=1024 * 1024)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_wire_cap_admits_a_gzip_body_that_does_not_compress(server: tuple[str, Scripted], tmp_path: Path) -> None:
+    """gzip stored blocks (level 0) make the wire larger than the file; a file exactly at its limit still lands."""
+    base, script = server
+    data = os.urandom(3 * 1024 * 1024 - 1) + b"\n"
+    wire = gzip.compress(data, compresslevel=0)
+    allowance = wire_allowance(len(data))
+    assert allowance is not None and len(data) < len(wire) <= allowance
+    script.actions = [send(200, wire, {"Content-Encoding": "gzip"})]
+    dest = _bulk(base).download(f"{base}/f", tmp_path / "p.ndjson", requires_token=False, max_bytes=len(data))
+    assert dest.read_bytes() == data
+
+
+def _clocked(chunks: list[tuple[float, bytes]]) -> tuple[list[float], Iterator[bytes]]:
+    """A body whose chunks arrive at the given times on a fake clock."""
+    now = [0.0]
+
+    def body() -> Iterator[bytes]:
+        for at, chunk in chunks:
+            now[0] = at
+            yield chunk
+
+    return now, body()
+
+
+def _read(bounds_for: LowSpeedLimit, chunks: list[tuple[float, bytes]]) -> int:
+    now, body = _clocked(chunks)
+    bounds = BodyBounds(None, None, clock=lambda: now[0], body_deadline=False, low_speed=bounds_for)
+    response = httpx.Response(200, content=body, request=httpx.Request("GET", "https://ehr.example/f"))
+    bounds.wrap(response, "GET", 0.0)
+    return sum(len(c) for c in response.iter_raw())
+
+
+def test_the_low_speed_limit_averages_over_each_window() -> None:
+    """100 B/s over 10 s: a stall inside a window the rest of it makes up for passes; a window averaging under the
+    rate fails, whatever came before it; a body never checked before a window ends (short files) passes."""
+    limit = LowSpeedLimit(100, 10)
+    assert _read(limit, [(1.0, b"x" * 1000), (9.0, b"x"), (10.5, b"x" * 100)]) == 1101
+    assert _read(limit, [(0.1, b"x"), (9.9, b"x")]) == 2
+    with pytest.raises(TransferTooSlowError, match=r"sent 1 bytes in 10\.5 s, below the low-speed limit of 100"):
+        _read(limit, [(1.0, b"x" * 1000), (10.0, b"x" * 10), (20.5, b"x")])  # 1,010 in the first 10 s, then 1
+
+
+def test_the_low_speed_limit_reads_its_variables() -> None:
+    assert low_speed_from_env({}) == DEFAULT_LOW_SPEED == LowSpeedLimit(1024.0, 120.0)
+    assert low_speed_from_env({"EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S": "0"}) is None
+    assert low_speed_from_env(
+        {"EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S": "10", "EHRSYNC_BULK_LOW_SPEED_WINDOW_S": "30"}
+    ) == LowSpeedLimit(10.0, 30.0)
+    with pytest.raises(ConfigurationError, match="EHRSYNC_BULK_LOW_SPEED_WINDOW_S"):
+        low_speed_from_env({"EHRSYNC_BULK_LOW_SPEED_WINDOW_S": "0"})
+    with pytest.raises(ConfigurationError, match="positive rate"):
+        LowSpeedLimit(0, 10)
