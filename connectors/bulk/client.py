@@ -11,7 +11,7 @@ from typing import Unpack
 
 import httpx
 
-from connectors.bulk.files import DEFAULT_LOW_SPEED, NDJSON, TRUNCATION_ATTEMPTS, download_file
+from connectors.bulk.files import DEFAULT_LOW_SPEED, DEFAULT_MAX_FILE_BYTES, NDJSON, TRUNCATION_ATTEMPTS, download_file
 from connectors.bulk.kickoff import ExportLevel, kickoff_params, kickoff_url
 from connectors.bulk.manifest import BulkManifest
 from connectors.bulk.pacing import PollPacer
@@ -235,7 +235,7 @@ class BulkClient:
         dest: Path,
         requires_token: bool,
         *,
-        max_bytes: int | None = None,
+        max_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
         min_free_bytes: int = 0,
         attempts: int = TRUNCATION_ATTEMPTS,
     ) -> Path:
@@ -244,8 +244,8 @@ class BulkClient:
         Bearer only when ``requires_token`` (and then only on the base's origin); gzip accepted; a retry
         restarts the file; 404/410 raise BulkFileExpiredError (re-run from the same ``_since``). A file that
         arrives cut short (:func:`connectors.bulk.ndjson.truncation_of`) or slower than the client's ``low_speed``
-        is fetched again, up to ``attempts`` times, then BulkFileTruncatedError or
-        BulkFileTooSlowError; one over ``max_bytes`` raises BulkFileTooLargeError; less free disk than
+        is fetched again, up to ``attempts`` times, then BulkFileTruncatedError or BulkFileTooSlowError; one over
+        ``max_bytes`` (default 10 GiB; None: no limit) raises BulkFileTooLargeError; less free disk than
         ``min_free_bytes`` raises InsufficientDiskSpaceError. All of them leave the file resumable.
         """
         try:

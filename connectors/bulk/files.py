@@ -30,6 +30,7 @@ from connectors.transport.bounds import BodyBounds, LowSpeedLimit
 
 __all__ = [
     "DEFAULT_LOW_SPEED",
+    "DEFAULT_MAX_FILE_BYTES",
     "LOW_SPEED_RATE_ENV",
     "LOW_SPEED_WINDOW_ENV",
     "NDJSON",
@@ -43,6 +44,9 @@ logger = logging.getLogger(__name__)
 NDJSON = "application/fhir+ndjson"
 #: How many times one file is fetched when it keeps arriving cut short (or too slowly).
 TRUNCATION_ATTEMPTS = 3
+#: The most one file may hold, decoded (EHRSYNC_BULK_MAX_FILE_BYTES in the engine): a library caller that names no
+#: limit still gets one, on disk and on the wire.
+DEFAULT_MAX_FILE_BYTES = 10 * 1024**3
 #: A file body averaging under 1 KiB/s over two minutes is cut off and fetched again (curl's ``--speed-limit``
 #: and ``--speed-time``); a body sending nothing at all is the read timeout's.
 DEFAULT_LOW_SPEED = LowSpeedLimit(bytes_per_s=1024.0, window_s=120.0)
@@ -67,7 +71,7 @@ def download_file(
     *,
     requires_token: bool,
     url_guard: Callable[[str], None],
-    max_bytes: int | None = None,
+    max_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
     min_free_bytes: int = 0,
     attempts: int = TRUNCATION_ATTEMPTS,
     bounds: BodyBounds | None = None,

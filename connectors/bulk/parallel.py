@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from connectors.bulk.client import BulkClient
+from connectors.bulk.files import DEFAULT_MAX_FILE_BYTES
 from connectors.bulk.manifest import ManifestItem
 from connectors.errors import EhrSyncError
 
@@ -62,7 +63,7 @@ def download_items(
     requires_token: bool,
     max_workers: int = DEFAULT_PER_JOB,
     hosts: HostConcurrencyLimiter | None = None,
-    max_bytes: int | None = None,
+    max_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
 ) -> list[FileOutcome]:
     """Download every item into ``dest_dir`` (``NNNN.Type.ndjson``), in manifest order.
 

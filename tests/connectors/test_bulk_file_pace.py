@@ -10,6 +10,7 @@ A scripted socket server (``tests/connectors/scripted.py``) plays the EHR: real 
 from __future__ import annotations
 
 import gzip
+import inspect
 import os
 import time
 from collections.abc import Iterator
@@ -20,8 +21,8 @@ import httpx
 import orjson
 import pytest
 
-from connectors.bulk import BulkClient
-from connectors.bulk.files import DEFAULT_LOW_SPEED, low_speed_from_env
+from connectors.bulk import BulkClient, download_items
+from connectors.bulk.files import DEFAULT_LOW_SPEED, DEFAULT_MAX_FILE_BYTES, low_speed_from_env
 from connectors.errors import (
     BulkFileTooLargeError,
     BulkFileTooSlowError,
@@ -240,3 +241,10 @@ def test_the_low_speed_limit_reads_its_variables() -> None:
         low_speed_from_env({"EHRSYNC_BULK_LOW_SPEED_WINDOW_S": "0"})
     with pytest.raises(ConfigurationError, match="positive rate"):
         LowSpeedLimit(0, 10)
+
+
+def test_a_library_caller_naming_no_file_limit_still_gets_one() -> None:
+    """``BulkClient.download`` and ``download_items`` default to the engine's 10 GiB, not to no limit (disk and
+    wire): a caller of the connectors alone is bounded too."""
+    for function in (BulkClient.download, download_items):
+        assert inspect.signature(function).parameters["max_bytes"].default == DEFAULT_MAX_FILE_BYTES == 10 * 1024**3
