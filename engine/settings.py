@@ -22,7 +22,7 @@ from connectors.budgets import (
     DEFAULT_STEP_BUDGET_S,
     env_number,
 )
-from connectors.bulk.files import DEFAULT_LOW_SPEED, LOW_SPEED_RATE_ENV, LOW_SPEED_WINDOW_ENV, low_speed_from_env
+from connectors.bulk.files import DEFAULT_LOW_SPEED, LOW_SPEED_WINDOW_ENV, low_speed_from_env
 from connectors.errors import ConfigurationError
 from connectors.transport import LowSpeedLimit
 from engine.analyst_settings import AnalystSettings
@@ -91,7 +91,6 @@ ENGINE_NUMBERS: dict[str, tuple[float, str]] = {
     "EHRSYNC_REQUEST_DEADLINE_S": (0.0, "seconds one request to the EHR may take"),
     "EHRSYNC_BULK_MAX_FILE_BYTES": (0.0, "bytes of one bulk file"),
     "EHRSYNC_MIN_FREE_DISK_BYTES": (-1.0, "bytes a download leaves free on disk"),
-    LOW_SPEED_RATE_ENV: (-1.0, "bytes per second a bulk file's body must average; 0 for no limit"),
     LOW_SPEED_WINDOW_ENV: (0.0, "seconds over which a bulk file's speed is averaged"),
 }
 
@@ -124,6 +123,10 @@ def check_size_limits(env: Mapping[str, str]) -> None:
         )
     lock_wait_seconds(env)
     _check_engine_numbers(env)
+    try:
+        low_speed_from_env(env)  # its rate may be 0 (no limit), not below
+    except ConfigurationError as exc:
+        raise PipelineConfigurationError(str(exc)) from None
 
 
 @dataclass(frozen=True)

@@ -31,13 +31,18 @@ class LandingZoneResource(ConfigurableResource["LandingZoneResource"]):
     bulk_merge_group_bytes: int | None = unset_field(
         "Landed Bulk files merged per warehouse transaction (EHRSYNC_BULK_MERGE_GROUP_BYTES).", ge=1
     )
-    bulk_low_speed_bytes_per_s: float | None = unset_field(
-        "Bytes per second a bulk file's body must average over the window; 0: no limit "
-        "(EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S).",
+    bulk_low_speed_bytes_per_s: float | None = Field(
+        default=None,
         ge=0,
+        allow_inf_nan=False,
+        description="Bytes per second a bulk file's body must average over the window; 0: no limit "
+        "(EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S).",
     )
-    bulk_low_speed_window_s: float | None = unset_field(
-        "Seconds a bulk file's speed is averaged over (EHRSYNC_BULK_LOW_SPEED_WINDOW_S).", gt=0
+    bulk_low_speed_window_s: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds a bulk file's speed is averaged over (EHRSYNC_BULK_LOW_SPEED_WINDOW_S).",
     )
     min_free_disk_bytes: int | None = unset_field("Disk a download leaves free (EHRSYNC_MIN_FREE_DISK_BYTES).", ge=-1)
     max_resource_bytes: int | None = unset_field("Largest resource landed (EHRSYNC_MAX_RESOURCE_BYTES).", ge=1024)

@@ -4,6 +4,8 @@ low-speed limit in place of a deadline (a file may rightly stream for hours; a s
 from __future__ import annotations
 
 import logging
+import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +20,7 @@ from connectors.errors import (
     BulkFileTooLargeError,
     BulkFileTooSlowError,
     BulkFileTruncatedError,
+    ConfigurationError,
     ContentTooLargeError,
     FhirError,
     FhirUnauthorizedError,
@@ -52,14 +55,17 @@ DEFAULT_MAX_FILE_BYTES = 10 * 1024**3
 DEFAULT_LOW_SPEED = LowSpeedLimit(bytes_per_s=1024.0, window_s=120.0)
 LOW_SPEED_RATE_ENV = "EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S"
 LOW_SPEED_WINDOW_ENV = "EHRSYNC_BULK_LOW_SPEED_WINDOW_S"
+_SLOW_VARIABLES = f"{LOW_SPEED_RATE_ENV} over {LOW_SPEED_WINDOW_ENV}"
 
 
 def low_speed_from_env(env: Mapping[str, str] | None = None) -> LowSpeedLimit | None:
     """The low-speed limit ``env`` (else ``os.environ``) sets: ``EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S`` (0 turns it
-    off; read as ``EHRSYNC_MIN_FREE_DISK_BYTES`` is, a number above -1) averaged over
-    ``EHRSYNC_BULK_LOW_SPEED_WINDOW_S``, each defaulting to :data:`DEFAULT_LOW_SPEED`'s; a bad value is a
-    ConfigurationError naming it."""
-    rate = env_number(LOW_SPEED_RATE_ENV, DEFAULT_LOW_SPEED.bytes_per_s, minimum=-1, env=env)
+    off) averaged over ``EHRSYNC_BULK_LOW_SPEED_WINDOW_S``, each defaulting to :data:`DEFAULT_LOW_SPEED`'s; a bad
+    value is a ConfigurationError naming it."""
+    rate = env_number(LOW_SPEED_RATE_ENV, DEFAULT_LOW_SPEED.bytes_per_s, minimum=-math.inf, env=env)
+    if rate < 0:
+        raw = (os.environ if env is None else env).get(LOW_SPEED_RATE_ENV, "").strip()
+        raise ConfigurationError(f"{LOW_SPEED_RATE_ENV} must be 0 (no limit) or a positive number, got {raw[:40]!r}")
     window = env_number(LOW_SPEED_WINDOW_ENV, DEFAULT_LOW_SPEED.window_s, env=env)
     return LowSpeedLimit(rate, window) if rate > 0 else None
 
@@ -82,34 +88,39 @@ def download_file(
     (never a truncated file handed on as data, never a worker held by a trickle). ``bounds``' deadline covers
     each attempt up to the answer's headers; the body has no deadline, only ``low_speed``."""
     file_bounds = replace(bounds or BodyBounds(None, None), max_bytes=None, body_deadline=False, low_speed=low_speed)
-    problem, slow = "", False
-    for attempt in range(max(1, attempts)):
+    problem, slow, last_slow, tries = "", 0, False, max(1, attempts)
+    for attempt in range(tries):
         if attempt:
             session.retry.sleep(session.retry.backoff_delay(attempt - 1))
         try:
             got = _fetch(session, item_url, dest, requires_token, url_guard, max_bytes, min_free_bytes, file_bounds)
         except TransferTooSlowError as exc:
-            problem, slow = str(exc), True
+            problem, slow, last_slow = str(exc), slow + 1, True
             logger.warning("bulk file arrived too slowly, fetching it again", extra={"url": redact_url(item_url)})
             continue
         cut = truncation_of(got.path, got.wire_bytes, got.declared_bytes)
         if cut is None:
             return got.path
-        problem, slow = cut, False
+        problem, last_slow = cut, False
         got.path.unlink(missing_ok=True)
         logger.warning("bulk file arrived truncated, fetching it again", extra={"url": redact_url(item_url)})
-    tries = max(1, attempts)
-    if slow:
-        raise BulkFileTooSlowError(
-            f"bulk file {redact_url(item_url)} arrived too slowly on each of {tries} attempts ({problem}; "
-            "EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S over EHRSYNC_BULK_LOW_SPEED_WINDOW_S); the next run fetches it again",
-            url=redact_url(item_url),
-        )
-    raise BulkFileTruncatedError(
-        f"bulk file {redact_url(item_url)} arrived truncated on each of {tries} attempts ({problem}); "
-        "the next run fetches it again",
-        url=redact_url(item_url),
-    )
+    raise _failed(redact_url(item_url), tries, slow, problem, last_slow)
+
+
+def _failed(
+    url: str, tries: int, slow: int, last: str, last_slow: bool
+) -> BulkFileTooSlowError | BulkFileTruncatedError:
+    """The error for a file that failed every attempt: too slow or truncated as each was, the last one naming it."""
+    if slow == tries:
+        what = f"arrived too slowly on each of {tries} attempts"
+    elif slow == 0:
+        what = f"arrived truncated on each of {tries} attempts"
+    else:
+        what = f"failed on each of {tries} attempts ({tries - slow} truncated, {slow} too slow; the last shown)"
+    if last_slow:
+        message = f"bulk file {url} {what} ({last}; {_SLOW_VARIABLES}); the next run fetches it again"
+        return BulkFileTooSlowError(message, url=url)
+    return BulkFileTruncatedError(f"bulk file {url} {what} ({last}); the next run fetches it again", url=url)
 
 
 def _fetch(

@@ -26,6 +26,7 @@ from connectors.bulk.files import DEFAULT_LOW_SPEED, DEFAULT_MAX_FILE_BYTES, low
 from connectors.errors import (
     BulkFileTooLargeError,
     BulkFileTooSlowError,
+    BulkFileTruncatedError,
     ConfigurationError,
     TransferTooSlowError,
     TransportError,
@@ -108,11 +109,18 @@ def test_a_file_slow_once_lands_on_its_next_attempt(server: tuple[str, Scripted]
     assert dest.read_bytes() == body and len(script.seen) == 2
 
 
-def test_a_file_cut_short_then_slow_fails_by_its_last_problem(server: tuple[str, Scripted], tmp_path: Path) -> None:
+@pytest.mark.parametrize("slow_last", [True, False], ids=["slow-last", "truncated-last"])
+def test_a_file_cut_short_and_slow_fails_by_its_last_problem_counting_both(
+    server: tuple[str, Scripted], tmp_path: Path, slow_last: bool
+) -> None:
     base, script = server
     body = NDJSON * 4
-    script.actions = [send(200, body[:-10]), send(200, body[:-10]), _body_in_bursts(body, 20, 0.1)]
-    with pytest.raises(BulkFileTooSlowError, match="arrived too slowly on each of 3 attempts"):
+    cut, slow = send(200, body[:-10]), _body_in_bursts(body, 20, 0.1)
+    script.actions = [cut, cut, slow] if slow_last else [slow, slow, cut]
+    error = BulkFileTooSlowError if slow_last else BulkFileTruncatedError
+    counts = "2 truncated, 1 too slow" if slow_last else "1 truncated, 2 too slow"
+    last = "below the low-speed limit" if slow_last else "in the middle of a resource"
+    with pytest.raises(error, match=rf"failed on each of 3 attempts \({counts}; the last shown\) \(.*{last}"):
         _bulk(base, low_speed=LowSpeedLimit(2000, 0.3)).download(f"{base}/f", tmp_path / "p", requires_token=False)
 
 
@@ -168,13 +176,13 @@ def test_a_pause_in_a_files_body_waits_its_read_timeout_not_the_rest_of_the_dead
     def pause_in_the_middle(h: BaseHTTPRequestHandler) -> None:
         _body_in_bursts(body, len(body) // 2 + 1, 1.0)(h)
 
-    script.actions = [pause_in_the_middle]
+    script.actions = [send(503, b""), pause_in_the_middle]  # the retried request is the same object, sent again
     with httpx.Client(timeout=30) as http:
         bulk = BulkClient(
-            f"{base}/fhir", None, http=http, retry=recording_policy([], max_attempts=1), bounds=BodyBounds(None, 0.3)
+            f"{base}/fhir", None, http=http, retry=recording_policy([], max_attempts=2), bounds=BodyBounds(None, 0.3)
         )
         dest = bulk.download(f"{base}/f", tmp_path / "p.ndjson", requires_token=False)
-    assert dest.read_bytes() == body
+    assert dest.read_bytes() == body and len(script.seen) == 2
 
 
 def test_a_body_that_decodes_to_nothing_is_capped_on_the_wire(server: tuple[str, Scripted], tmp_path: Path) -> None:
@@ -239,6 +247,9 @@ def test_the_low_speed_limit_reads_its_variables() -> None:
     ) == LowSpeedLimit(10.0, 30.0)
     with pytest.raises(ConfigurationError, match="EHRSYNC_BULK_LOW_SPEED_WINDOW_S"):
         low_speed_from_env({"EHRSYNC_BULK_LOW_SPEED_WINDOW_S": "0"})
+    for negative in ("-0.5", "-1", "-2000"):
+        with pytest.raises(ConfigurationError, match=r"BYTES_PER_S must be 0 \(no limit\) or a positive number"):
+            low_speed_from_env({"EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S": negative})
     with pytest.raises(ConfigurationError, match="positive rate"):
         LowSpeedLimit(0, 10)
 

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 from dagster import EnvVar
+from pydantic import ValidationError
 
 from connectors.errors import ConfigurationError, ResponseTooLargeError
 from connectors.fhir import FhirClient
 from connectors.smart import discover
 from connectors.transport import BodyBounds, LowSpeedLimit
+from engine.errors import PipelineConfigurationError
 from engine.settings import PipelineSettings
 from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs.sync.type_assets import duplicate_check
@@ -137,6 +139,22 @@ def test_default_resources_carry_the_parsed_settings_so_steps_read_no_environmen
     }
     off = PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path), "EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S": "0"})
     assert default_resources(off)["landing"].limits()["bulk_low_speed"] is None  # type: ignore[attr-defined]
+    for negative in ("-0.5", "-1"):
+        with pytest.raises(PipelineConfigurationError, match=r"^EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S must be 0"):
+            PipelineSettings.from_env(
+                {"EHRSYNC_STATE_DIR": str(tmp_path), "EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S": negative}
+            )
+    rooted = {"root": str(tmp_path), "attachments_root": str(tmp_path)}
+    for field, bad in [("bulk_low_speed_bytes_per_s", -1.0), ("bulk_low_speed_window_s", 0.0)] + [
+        (field, float(value))
+        for field in ("bulk_low_speed_bytes_per_s", "bulk_low_speed_window_s")
+        for value in ("inf", "nan")
+    ]:
+        with pytest.raises(ValidationError, match=field):  # the UI's run config is refused as the resource is built
+            LandingZoneResource(**rooted, **{field: bad})
+    assert LandingZoneResource(**rooted, bulk_low_speed_window_s=30).limits() == {
+        "bulk_low_speed": LowSpeedLimit(1024.0, 30.0)
+    }
     bounds = ehr_http.bounds()
     assert bounds is not None and (bounds.max_bytes, bounds.deadline_s) == (4096, 7.0)
     assert resources["policy"].keepalive_idle_days == 5  # type: ignore[attr-defined]
