@@ -7,13 +7,23 @@ import contextlib
 import gzip
 import sys
 import threading
+import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
 
-__all__ = ["Action", "QuietServer", "Scripted", "line_bomb", "peak_python_bytes", "scripted_server", "send"]
+__all__ = [
+    "Action",
+    "QuietServer",
+    "Scripted",
+    "headers_a_byte_at_a_time",
+    "line_bomb",
+    "peak_python_bytes",
+    "scripted_server",
+    "send",
+]
 
 Action = Callable[[BaseHTTPRequestHandler], None]
 
@@ -76,6 +86,23 @@ def send(status: int, body: bytes, headers: dict[str, str] | None = None) -> Act
             h.send_header(k, v)
         h.end_headers()
         h.wfile.write(body)
+
+    return act
+
+
+def headers_a_byte_at_a_time(body: bytes, delay_s: float, content_type: str = "application/json") -> Action:
+    """200 whose status line and headers (padded to ~250 bytes) arrive a byte every ``delay_s``, then ``body``."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type.encode() + b"\r\nX-Pad: " + b"a" * 200
+
+    def act(h: BaseHTTPRequestHandler) -> None:
+        try:
+            for byte in head:
+                h.wfile.write(bytes([byte]))
+                h.wfile.flush()
+                time.sleep(delay_s)
+            h.wfile.write(b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        except OSError:  # the client hung up at its deadline: the point
+            h.close_connection = True
 
     return act
 

@@ -34,7 +34,7 @@ from connectors.errors import (
 from connectors.fhir.download import wire_allowance
 from connectors.transport import BodyBounds, LowSpeedLimit
 from tests.connectors.helpers import recording_policy
-from tests.connectors.scripted import Action, Scripted, send
+from tests.connectors.scripted import Action, Scripted, headers_a_byte_at_a_time, send
 
 NDJSON = b"".join(orjson.dumps({"resourceType": "Patient", "id": str(i)}) + b"\n" for i in range(6))
 
@@ -59,19 +59,7 @@ def _body_in_bursts(body: bytes, burst: int, every_s: float) -> Action:
 
 
 def _headers_a_byte_at_a_time(delay_s: float) -> Action:
-    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+ndjson\r\nX-Pad: " + b"a" * 200
-
-    def act(h: BaseHTTPRequestHandler) -> None:
-        try:
-            for byte in head:
-                h.wfile.write(bytes([byte]))
-                h.wfile.flush()
-                time.sleep(delay_s)
-            h.wfile.write(b"\r\nContent-Length: %d\r\n\r\n%s" % (len(NDJSON), NDJSON))
-        except OSError:
-            h.close_connection = True
-
-    return act
+    return headers_a_byte_at_a_time(NDJSON, delay_s, "application/fhir+ndjson")
 
 
 def _bulk(base: str, **kwargs: object) -> BulkClient:

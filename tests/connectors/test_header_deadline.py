@@ -20,24 +20,13 @@ from connectors.smart import SecretClientAuth, refresh_grant
 from connectors.transport import BodyBounds, BoundedClient
 from connectors.transport.network import keeps_deadline
 from tests.connectors.helpers import recording_policy
-from tests.connectors.scripted import Action, Scripted, send
+from tests.connectors.scripted import Action, Scripted, headers_a_byte_at_a_time, send
 
-_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Pad: " + b"a" * 200
 _BODY = b'{"resourceType":"Patient","id":"p1"}'
 
 
 def _headers_a_byte_at_a_time(delay_s: float) -> Action:
-    def act(handler: BaseHTTPRequestHandler) -> None:
-        try:
-            for byte in _HEAD:
-                handler.wfile.write(bytes([byte]))
-                handler.wfile.flush()
-                time.sleep(delay_s)
-            handler.wfile.write(b"\r\nContent-Length: %d\r\n\r\n%s" % (len(_BODY), _BODY))
-        except OSError:  # the client hung up at its deadline: the point
-            pass
-
-    return act
+    return headers_a_byte_at_a_time(_BODY, delay_s)
 
 
 @pytest.mark.parametrize("own_client", [False, True], ids=["client-built", "bounded-client"])

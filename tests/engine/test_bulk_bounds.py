@@ -20,7 +20,7 @@ from sqlalchemy import select
 from connectors.bulk import BulkClient
 from connectors.fhir._bounds import BodyBounds
 from connectors.transport import LowSpeedLimit
-from engine import cursors, run_bulk_export
+from engine import BulkReport, cursors, run_bulk_export
 from engine.models import BulkJob
 from sandbox import SandboxServer
 from tests.engine.conftest import RequestLog
@@ -34,6 +34,19 @@ def _jobs(world: SyncWorld, connection_id: str) -> list[BulkJob]:
     with world.env.db.session() as session:
         rows = session.scalars(select(BulkJob).where(BulkJob.connection_id == connection_id)).all()
         return sorted(rows, key=lambda j: j.requested_at)
+
+
+def _export_while_trickling(
+    world: SyncWorld, sb: SandboxServer, http: httpx.Client, conn: str, run_id: str, path: str, delay_s: float
+) -> tuple[BulkReport, float]:
+    """One export while every answer under ``path`` trickles its body a byte per ``delay_s``; its report and
+    seconds. The fault is cleared after, whatever happened."""
+    add_fault(http, sb, "trickle", path=path, delay_s=delay_s, times=None)
+    started = time.monotonic()
+    try:
+        return run_bulk_export(world.env, conn, run_id), time.monotonic() - started
+    finally:
+        sb.admin.clear_faults()
 
 
 def _resumes_at_the_same_status_url(world: SyncWorld, conn: str, request_log: RequestLog, job: BulkJob) -> None:
@@ -78,13 +91,9 @@ def test_trickled_manifest_fails_with_request_deadline_and_the_job_resumes(
 ) -> None:
     monkeypatch.setenv("EHRSYNC_REQUEST_DEADLINE_S", "1")
     conn = connect_backend(world, shared_sb, http=http, group_id=GROUP)
-    add_fault(http, shared_sb, "trickle", path="/bulk/status", delay_s=0.2, times=None)  # every poll, one byte/0.2 s
-    started = time.monotonic()
-    try:
-        first = run_bulk_export(world.env, conn, "trickled-manifest")
-    finally:
-        shared_sb.admin.clear_faults()
-    assert time.monotonic() - started < 20, "the deadline ends the request, not the server"
+    # every poll, one byte/0.2 s
+    first, took = _export_while_trickling(world, shared_sb, http, conn, "trickled-manifest", "/bulk/status", 0.2)
+    assert took < 20, "the deadline ends the request, not the server"
     assert first.status == "failed" and first.error is not None
     (job,) = _jobs(world, conn)
     assert first.error.startswith(f"request_deadline_exceeded: GET {job.status_url} was still sending after 1 s")
@@ -118,13 +127,8 @@ def test_trickled_file_fails_with_bulk_file_too_slow_and_the_next_run_lands_it(
     seconds, the cursor holds, and the job resumes once the server is well (the files were never received)."""
     conn = connect_backend(world, shared_sb, http=http, group_id=GROUP)
     world.env.bulk_low_speed = LowSpeedLimit(5000, 0.3)
-    add_fault(http, shared_sb, "trickle", path="/bulk/files", delay_s=0.01, times=None)
-    started = time.monotonic()
-    try:
-        first = run_bulk_export(world.env, conn, "trickled-files")
-    finally:
-        shared_sb.admin.clear_faults()
-    assert time.monotonic() - started < 30, "the limit ends each download, not the server"
+    first, took = _export_while_trickling(world, shared_sb, http, conn, "trickled-files", "/bulk/files", 0.01)
+    assert took < 30, "the limit ends each download, not the server"
     assert first.status == "failed" and first.error is not None
     assert "bulk file(s) failed; the next run resumes them" in first.error, first.error
     assert "bulk_file_too_slow: bulk file " in first.error and "arrived too slowly on each of 3 attempts" in first.error
