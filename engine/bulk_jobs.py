@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connectors.bulk import BulkClient, BulkManifest, BulkStatus, ExportLevel
-from connectors.errors import BulkExportError, BulkStatusUnavailableError, EhrSyncError
+from connectors.errors import BulkExportError, BulkStatusUnavailableError, EhrSyncError, SecurityPolicyError
 from engine import bulk_state
 from engine.bulk_members import ExportSpec
 from engine.bulk_state import JobView
@@ -84,6 +84,9 @@ def await_manifest(
         )
     except BulkStatusUnavailableError:
         raise  # a polling hiccup, however long: the job stays ``polling`` and the next run polls the same URL
+    except SecurityPolicyError as exc:  # a status URL the token may not go to (saved before kick-off checked it)
+        bulk_state.set_job_status(env.db, job.id, "failed", str(exc))
+        raise
     except BulkExportError as exc:
         if exc.status in (404, 410):
             bulk_state.set_job_status(env.db, job.id, "abandoned", "status URL gone")

@@ -77,7 +77,10 @@ class SandboxConfig(BaseModel):
     bulk_status_retry_after: str | None = None  # BDX-10 faults: verbatim Retry-After on 202 ("" = none)
     bulk_min_poll_interval_s: float = Field(default=0.0, ge=0)  # BDX-09: polling faster than this gets 429
     bulk_file_ttl_s: float = Field(default=3600.0, gt=0)  # BDX-19
-    bulk_expired_status: Literal[404, 410] = 410
+    # BDX-19: how an expired file answers; 401/403 are what a storage host's signed URL answers once past its expiry
+    bulk_expired_status: Literal[401, 403, 404, 410] = 410
+    bulk_manifest_page_size: int | None = Field(default=None, ge=1)  # output files per manifest page (link next)
+    bulk_status_base: str | None = None  # kick-off's status URL on this origin (e.g. a job host), not the FHIR base's
     bulk_omit_count: bool = False  # BDX-13 flag
     bulk_gzip: bool = False  # BDX-17: gzip file downloads for clients sending Accept-Encoding: gzip
     bulk_throttle_s: float = Field(default=0.0, ge=0)  # artificial delay per patient, to observe in-progress states

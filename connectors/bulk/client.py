@@ -14,6 +14,7 @@ import httpx
 from connectors.bulk.files import DEFAULT_LOW_SPEED, DEFAULT_MAX_FILE_BYTES, NDJSON, TRUNCATION_ATTEMPTS, download_file
 from connectors.bulk.kickoff import ExportLevel, kickoff_params, kickoff_url
 from connectors.bulk.manifest import BulkManifest
+from connectors.bulk.manifest_pages import fetch_manifest_page, gather_manifest_pages
 from connectors.bulk.pacing import PollPacer
 from connectors.bulk.wire import (
     BulkStatus,
@@ -28,6 +29,7 @@ from connectors.errors import (
     EhrSyncError,
     FhirError,
     FhirUnauthorizedError,
+    SecurityPolicyError,
 )
 from connectors.fhir._session import FhirSession, SessionOptions, TokenRule
 from connectors.http import (
@@ -121,7 +123,16 @@ class BulkClient:
             location = response.headers.get("Content-Location")
             if response.status_code != 202 or not location:
                 raise failed_response("kick-off without a status URL (needs 202 + Content-Location):", response)
-            return resolve_url(location, str(response.url))
+            status_url = resolve_url(location, str(response.url))
+            try:  # polled with the token, so only on the FHIR server's origin: refuse now, before a job is saved
+                self._session.check_token_destination(status_url, TokenRule.REQUIRE_ORIGIN)
+            except SecurityPolicyError as exc:
+                raise BulkExportError(
+                    f"bulk kick-off answered a status URL on another origin ({redact_url(status_url)}); the access "
+                    "token goes only to the FHIR server's origin, so the export cannot be polled",
+                    status=response.status_code,
+                ) from exc
+            return status_url
 
         try:
             if patients:
@@ -187,12 +198,12 @@ class BulkClient:
         while True:
             try:
                 status = self.poll(status_url)
+                if status.done and status.manifest is not None:
+                    return gather_manifest_pages(status.manifest, status_url, self._manifest_page)
             except BulkExportError as exc:
                 if exc.status == 200 and cancel_on_abandon:  # unusable manifest: free the server's storage
                     self._cancel_quietly(status_url)
                 raise
-            if status.done and status.manifest is not None:
-                return status.manifest
             if on_progress is not None:
                 on_progress(status)
             delay = pacer.next_delay(status)
@@ -201,6 +212,13 @@ class BulkClient:
                     self._cancel_quietly(status_url)
                 raise BulkExportError(f"bulk export not complete within {deadline_s:.0f} s; job cancelled")
             policy.sleep(delay)
+
+    def _manifest_page(self, url: str) -> BulkManifest:
+        try:
+            return fetch_manifest_page(self._session, url, self.bounds)
+        except FhirUnauthorizedError:
+            self._unauthorized()
+            raise
 
     def cancel(self, status_url: str) -> None:
         """``DELETE`` the job (BDX-11); an already-gone job (404/410) counts as cancelled."""

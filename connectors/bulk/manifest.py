@@ -34,6 +34,8 @@ class BulkManifest:
     error: list[ManifestItem]
     deleted: list[ManifestItem] = field(default_factory=list)
     extension: dict[str, Any] | None = None
+    #: ``link`` with ``relation`` ``next``: the manifest goes on at this URL (a paged manifest, Bulk Data 3.0+).
+    next_page: str | None = None
 
 
 def _invalid(reason: str) -> BulkExportError:
@@ -67,15 +69,32 @@ def _items(body: dict[str, Any], key: str, *, required: bool) -> list[ManifestIt
     return items
 
 
-def parse_manifest(body: Any) -> BulkManifest:
-    """Validate a decoded manifest; raises BulkExportError naming the first problem."""
+def _next_page(body: dict[str, Any]) -> str | None:
+    """The ``url`` of the ``link`` whose ``relation`` is ``next``, if any (relative URLs are resolved by the caller)."""
+    links = body.get("link")
+    if links is None:
+        return None
+    if not isinstance(links, list) or not all(isinstance(link, dict) for link in links):
+        raise _invalid("'link' must be an array of objects")
+    for link in links:
+        if link.get("relation") == "next":
+            url = link.get("url")
+            if not isinstance(url, str) or not url.strip():
+                raise _invalid("the 'next' link has no url")
+            return url.strip()
+    return None
+
+
+def parse_manifest(body: Any, *, later_page: bool = False) -> BulkManifest:
+    """Validate a decoded manifest; raises BulkExportError naming the first problem. A ``later_page`` (reached by a
+    ``next`` link) may leave out ``request``, which the first page names."""
     if not isinstance(body, dict):
         raise _invalid("body is not a JSON object")
     transaction_time = parse_instant(body.get("transactionTime"))
     if transaction_time is None:
         raise _invalid("'transactionTime' is missing or not an instant with a timezone")
-    request = body.get("request")
-    if not isinstance(request, str) or not request:
+    request = body.get("request", "" if later_page else None)
+    if not isinstance(request, str) or not (request or later_page):
         raise _invalid("'request' is missing")
     requires = body.get("requiresAccessToken")
     if not isinstance(requires, bool):
@@ -87,8 +106,9 @@ def parse_manifest(body: Any) -> BulkManifest:
         transaction_time=transaction_time,
         request=request,
         requires_access_token=requires,
-        output=_items(body, "output", required=True),
-        error=_items(body, "error", required=True),
+        output=_items(body, "output", required=not later_page),
+        error=_items(body, "error", required=not later_page),
         deleted=_items(body, "deleted", required=False),
         extension=extension,
+        next_page=_next_page(body),
     )

@@ -27,6 +27,7 @@ log ``FhirError.safe_message`` instead.
     │   ├── FhirUnauthorizedError (401), FhirForbiddenError (403), FhirNotFoundError (404),
     │   │   FhirGoneError (410), FhirPreconditionFailedError (412), FhirUnprocessableError (422),
     │   │   RateLimitedError (429), FhirServerError (5xx)
+    │   ├── FhirWithoutTokenRefusedError  401 to a request sent without the token on purpose (a signed file URL)
     │   ├── SearchLinkExpiredError    a paging `next` link answered 404/410: restart from the stored mark (BDX-29)
     │   ├── SearchIncompleteError     a searchset stopped early (total > received, no next; or a repeated next)
     ├── BulkExportError               a bulk job failed, expired or produced an invalid manifest/file
@@ -75,6 +76,7 @@ from connectors.errors.fhir import (
     FhirServerError,
     FhirUnauthorizedError,
     FhirUnprocessableError,
+    FhirWithoutTokenRefusedError,
     RateLimitedError,
     SearchIncompleteError,
     SearchLinkExpiredError,
@@ -117,6 +119,7 @@ __all__ = [
     "FhirServerError",
     "FhirUnauthorizedError",
     "FhirUnprocessableError",
+    "FhirWithoutTokenRefusedError",
     "InsufficientDiskSpaceError",
     "InvalidClientError",
     "InvalidGrantError",

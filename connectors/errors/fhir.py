@@ -49,6 +49,14 @@ class FhirForbiddenError(FhirError):
     code = "fhir_forbidden"
 
 
+class FhirWithoutTokenRefusedError(FhirError):
+    """HTTP 401 to a request sent without ehrsync's token on purpose (a Bulk file with ``requiresAccessToken``
+    false, or a redirect that left the FHIR server): the host wants credentials of its own (an expired signed URL),
+    so it says nothing about the OAuth client and never re-mints or rejects it (BDX-16)."""
+
+    code = "fhir_refused_without_token"
+
+
 class FhirNotFoundError(FhirError):
     code = "fhir_not_found"
 

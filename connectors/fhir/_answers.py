@@ -8,7 +8,13 @@ from typing import Any
 
 import httpx
 
-from connectors.errors import FhirError, FhirUnauthorizedError, RateLimitedError, fhir_error_for_status
+from connectors.errors import (
+    FhirError,
+    FhirUnauthorizedError,
+    FhirWithoutTokenRefusedError,
+    RateLimitedError,
+    fhir_error_for_status,
+)
 from connectors.http import parse_retry_after, redact_url
 from connectors.transport.answers import CONTROL_CHARS, issue_codes, operation_outcome_of, retry_kind
 
@@ -49,17 +55,23 @@ def outcome_diagnostics(outcome: Mapping[str, Any] | None, limit: int = DIAGNOST
     return joined if len(joined) <= limit else joined[: limit - 1].rstrip() + "\u2026"
 
 
-def error_from_response(method: str, url: str, response: httpx.Response) -> FhirError:
+def error_from_response(method: str, url: str, response: httpx.Response, *, token_withheld: bool = False) -> FhirError:
+    """The typed error for a failed answer; ``token_withheld``: the request went without the token on purpose, so
+    a 401 is the host's own refusal (FhirWithoutTokenRefusedError), not the OAuth client's."""
     outcome = operation_outcome_of(response)
     status = response.status_code
     codes = issue_codes(outcome)
     detail = f" (issues: {', '.join(codes)})" if codes else ""
     diagnostics = outcome_diagnostics(outcome)
     said = f": {diagnostics}" if diagnostics else ""
-    message = f"{method} {redact_url(url)} answered HTTP {status}{detail}{said}"
+    withheld = status == 401 and token_withheld
+    note = " to a request sent without the access token (not required there, or a redirect left the FHIR server)"
+    message = f"{method} {redact_url(url)} answered HTTP {status}{note if withheld else ''}{detail}{said}"
     retry_after_header = response.headers.get("Retry-After")
     error: FhirError
-    if status == 429 or (status == 503 and retry_after_header is not None):
+    if withheld:
+        error = FhirWithoutTokenRefusedError(message, status, outcome, redact_url(url))
+    elif status == 429 or (status == 503 and retry_after_header is not None):
         error = RateLimitedError(message, status, outcome, redact_url(url), parse_retry_after(retry_after_header))
     else:
         error = fhir_error_for_status(status)(message, status, outcome, redact_url(url))

@@ -96,6 +96,10 @@ class FhirSession:
         if self._owns_http:
             self.http.close()
 
+    def check_token_destination(self, url: str, rule: TokenRule) -> None:
+        """Raise SecurityPolicyError now if ``rule`` would refuse to send the token to ``url`` later (SAL-40)."""
+        self._token_for(url, rule)
+
     def _token_for(self, url: str, rule: TokenRule) -> bool:
         """Whether this URL gets the token; raises SecurityPolicyError when the rule demands one elsewhere."""
         if rule is TokenRule.NEVER or self.tokens is None:
@@ -161,7 +165,8 @@ class FhirSession:
                             self._body_failed(call, exc)
                             continue
                     response.read()
-                    raise error_from_response(method, call.url, response)
+                    withheld = self.tokens is not None and call.auth is None
+                    raise error_from_response(method, call.url, response, token_withheld=withheld)
                 finally:
                     response.close()
 

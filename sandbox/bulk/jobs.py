@@ -38,6 +38,7 @@ class Job:
     requires_token: bool
     folder: Path
     failed_types: list[str] = field(default_factory=list)  # fault bulk_error_file: exported as a fatal error
+    files_expired: bool = False  # fault bulk_expired_files: every file answers bulk_expired_status
     status: Status = "running"
     progress: str = "queued"
     files: list[tuple[str, str, int]] = field(default_factory=list)

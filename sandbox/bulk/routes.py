@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from sandbox.bulk.jobs import Job, TooManyJobs
+from sandbox.bulk.manifest import manifest_page_of
 from sandbox.bulk.params import Level, pairs_from_parameters, parse_export
 from sandbox.data.ids import ALL_TYPES, COMPARTMENT_TYPES
 from sandbox.data.timefmt import instant_of
@@ -79,6 +79,7 @@ async def _kickoff(request: Request, level: Level, group_id: str | None) -> Resp
         patients = sorted(set(req.patients))
     types, perms = _permissions(rec, req.types, level)
     failing = st.faults.take(request.url.path, frozenset({"bulk_error_file"}))
+    expired = st.faults.take(request.url.path, frozenset({"bulk_expired_files"})) is not None
     try:
         job = st.bulk.start(
             st.settings,
@@ -91,13 +92,14 @@ async def _kickoff(request: Request, level: Level, group_id: str | None) -> Resp
             transaction_time=_instant(st),
             requires_token=st.settings.requires_access_token,
             failed_types=[failing.resource_type] if failing is not None else [],
+            files_expired=expired,
         )
     except TooManyJobs:
         retry = _retry_after(st, max(1, st.settings.bulk_retry_after_s))
         raise FhirFailure(
             429, "throttled", "too many concurrent exports for this client", {"Retry-After": retry}
         ) from None
-    location = f"{st.base(request)}/bulk/status/{job.id}"
+    location = f"{st.settings.bulk_status_base or st.base(request)}/bulk/status/{job.id}"
     body = outcome_body("informational", "export accepted", "information")
     return fhir_response(body, 202, {"Content-Location": location})
 
@@ -142,32 +144,6 @@ def _expires(st: SandboxState, job: Job) -> float:
     return (job.finished_at or 0.0) + st.settings.bulk_file_ttl_s
 
 
-def _manifest(st: SandboxState, request: Request, job: Job) -> dict[str, Any]:
-    base = st.base(request)
-
-    def items(files: list[tuple[str, str, int]]) -> list[dict[str, Any]]:
-        out = []
-        for rtype, name, count in files:
-            path = f"/bulk/files/{job.id}/{name}.ndjson"
-            item: dict[str, Any] = {"type": rtype, "url": base + path}
-            if not st.settings.bulk_omit_count:
-                wrong = st.faults.take(path, frozenset({"bulk_wrong_count"}))
-                item["count"] = count + (1 if wrong else 0)
-            out.append(item)
-        return out
-
-    manifest: dict[str, Any] = {
-        "transactionTime": job.transaction_time,
-        "request": job.request_url,
-        "requiresAccessToken": job.requires_token,
-        "output": items(job.files),
-        "error": items(job.error_files),
-    }
-    if job.request.since is not None:
-        manifest["deleted"] = items(job.deleted_files)
-    return manifest
-
-
 @router.get("/bulk/status/{job_id}", response_model=None)
 def status(job_id: str, request: Request) -> Response:
     st = get_state(request)
@@ -188,8 +164,22 @@ def status(job_id: str, request: Request) -> Response:
         return Response(status_code=202, headers=headers)
     if job.status == "failed":
         return fhir_response(outcome_body("exception", f"export failed: {job.failure}"), 500)
+    return _manifest_response(st, request, job, 1)
+
+
+@router.get("/bulk/status/{job_id}/page/{page}", response_model=None)
+def manifest_page(job_id: str, page: int, request: Request) -> Response:
+    """A later page of a paged manifest (``bulk_manifest_page_size``): served like the status URL."""
+    st = get_state(request)
+    job = _job(st, request, job_id)
+    if job.status != "done" or page < 2 or st.settings.bulk_manifest_page_size is None:
+        raise FhirFailure(404, "not-found", "no such manifest page")
+    return _manifest_response(st, request, job, page)
+
+
+def _manifest_response(st: SandboxState, request: Request, job: Job, page: int) -> Response:
     expires = datetime.fromtimestamp(_expires(st, job), UTC)
-    body = orjson.dumps(_manifest(st, request, job))
+    body = orjson.dumps(manifest_page_of(st, request, job, page))
     return Response(body, media_type="application/json", headers={"Expires": format_datetime(expires, usegmt=True)})
 
 
@@ -227,7 +217,7 @@ def download(job_id: str, name: str, request: Request) -> Response:
         raise FhirFailure(404, "not-found", "unknown export file")
     if job.requires_token:
         _job(st, request, job_id)
-    if st.clock.timestamp() > _expires(st, job):
+    if job.files_expired or st.clock.timestamp() > _expires(st, job):
         raise FhirFailure(st.settings.bulk_expired_status, "expired", "export file expired: run the export again")
     path = job.folder / f"{name}.ndjson"
     known = {n for _, n, _ in job.files + job.error_files + job.deleted_files}
