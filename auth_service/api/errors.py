@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 ERROR_CODES: dict[str, int] = {
     "invalid_request": 400,
     "invalid_issuer": 400,
+    "ambiguous_issuer": 400,
     "invalid_redirect": 400,
     "invalid_state": 400,
     "invalid_link": 400,

@@ -48,6 +48,12 @@ _TEXTS: dict[str, PlainError] = {
         "We can't find a connection made in this browser",
         "Your connection may have been made in another browser or has ended. You can connect again.",
     ),
+    "ambiguous_issuer": PlainError(
+        "This app is not set up yet for launching from your health system",
+        "More than one practice uses this app with your health system, and the link your health system opened"
+        " does not say which practice it is for, so nothing was shared. This is not something you did. Please"
+        " tell your practice: it needs to register its own launch link for this app in the health system.",
+    ),
     "invalid_redirect": PlainError(
         "This link points somewhere we can't send you",
         "For your safety we only link back to addresses your practice approved. Start again from your practice's app.",

@@ -96,8 +96,10 @@ class StateRefusedError(ServiceError, codes=("invalid_state",)):
     the callback is trusted, not even its error."""
 
 
-class IssuerRefusedError(ServiceError, codes=("invalid_issuer",)):
-    """An issuer or FHIR base that is not allow-listed or not configured (SAL-06): no call is made to it."""
+class IssuerRefusedError(ServiceError, codes=("invalid_issuer", "ambiguous_issuer")):
+    """An issuer or FHIR base that is not allow-listed or not configured (SAL-06, SAL-41): no call is made to it.
+    ``ambiguous_issuer``: an EHR launch whose issuer more than one tenant (or provider) has, through a launch URL
+    that does not say which; it is refused, never guessed."""
 
 
 class NotFoundError(ServiceError, codes=("not_found", "not_connected")):

@@ -1,8 +1,10 @@
 """SMART App Launch as a client: start (EHR launch or standalone) and finish (callback) an authorization.
 
 Security order matters and is tested: the launch ``iss`` is checked against ``SMART_ISSUER_ALLOWLIST`` and
-the tenant's configured issuer before any network call (SAL-06); the callback consumes ``state`` before
-anything else (SAL-13); PKCE S256 always (SAL-11); ``aud`` is the FHIR base exactly (SAL-10).
+the tenant's configured issuer before any network call, and a launch two tenants could be is refused
+(SAL-06, ``launch_target``); the callback consumes ``state`` before anything else (SAL-13); PKCE S256 always
+(SAL-11); ``aud`` is the FHIR base exactly (SAL-10); the id_token's keys are fetched only from an allow-listed
+issuer (SAL-41).
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
-
-from sqlalchemy import select
 
 from auth_service.services.audit import audit_event
 from auth_service.services.callback_errors import callback_error, sanitize_description
@@ -25,8 +25,8 @@ from auth_service.services.errors import (
     service_error_from,
 )
 from auth_service.services.grants import keep_connection
-from auth_service.services.profiles import ClientProfile, enabled_provider_ids, resolve_profile
-from auth_service.services.tenants import get_practice_settings
+from auth_service.services.launch_target import check_allowlisted, find_launch_target
+from auth_service.services.profiles import ClientProfile, resolve_profile
 from connectors import errors as ce
 from connectors.smart import (
     SmartConfiguration,
@@ -34,13 +34,12 @@ from connectors.smart import (
     check_auth_method_supported,
     discover,
     exchange_code,
-    is_issuer_allowed,
     new_pkce,
     normalize_issuer,
     parse_scopes,
     validate_id_token,
 )
-from store.models import ConnectionKind, Tenant
+from store.models import ConnectionKind
 from store.states import ConsumedState, InvalidStateError
 
 __all__ = [
@@ -59,28 +58,6 @@ class CallbackResult:
     connection_id: str
     tenant_id: str
     redirect_target: str | None
-
-
-def check_allowlisted(ctx: ServiceContext, url: str) -> None:
-    if not is_issuer_allowed(url, ctx.settings.SMART_ISSUER_ALLOWLIST):
-        raise IssuerRefusedError("issuer is not on SMART_ISSUER_ALLOWLIST")
-
-
-def find_launch_target(ctx: ServiceContext, iss: str) -> tuple[str, str]:
-    """The (tenant, provider) whose configured issuer is exactly ``iss``; no network call is made here."""
-    check_allowlisted(ctx, iss)
-    wanted = normalize_issuer(iss)
-    with ctx.db.session() as session:
-        for tenant in session.scalars(select(Tenant)):
-            practice = get_practice_settings(tenant)
-            for provider_id in enabled_provider_ids(session, tenant, practice):
-                try:
-                    profile = resolve_profile(session, ctx.cipher, ctx.settings, tenant.id, provider_id)
-                except ServiceError:
-                    continue
-                if wanted in (normalize_issuer(profile.issuer), normalize_issuer(profile.fhir_base)):
-                    return tenant.id, provider_id
-    raise IssuerRefusedError("no tenant is configured for this issuer")
 
 
 def _launch_scopes(scopes: str, ehr_launch: bool) -> str:
@@ -257,6 +234,8 @@ def _fhir_user(
         # simply do not know the user: nothing is trusted from an identity we could not verify.
         logger.warning("'openid' granted by %s but no id_token returned; fhirUser unknown", profile.fhir_base)
         return None
+    # The discovered issuer comes from the EHR's own document: its OpenID configuration and keys are fetched
+    # only once it is on SMART_ISSUER_ALLOWLIST, as every other URL of the launch is (SAL-41).
     claims = validate_id_token(
         id_token,
         issuer=issuer or profile.issuer,
@@ -264,6 +243,7 @@ def _fhir_user(
         http=ctx.http,
         nonce=nonce,
         cache=ctx.jwks,
+        allowlist=ctx.settings.SMART_ISSUER_ALLOWLIST,
     )
     value = claims.get("fhirUser") or claims.get("profile")
     return str(value) if value else None

@@ -20,7 +20,7 @@ _SEARCH_PARAMS = ("_id", "_lastUpdated", "patient", "subject", "category", "_cou
 def smart_configuration(st: SandboxState, base: str) -> dict[str, Any]:
     fhir_base = base + "/fhir"
     doc: dict[str, Any] = {
-        "issuer": fhir_base,
+        "issuer": st.settings.smart_issuer or fhir_base,
         "jwks_uri": base + "/oauth/jwks",
         "authorization_endpoint": base + "/oauth/authorize",
         "token_endpoint": base + "/oauth/token",

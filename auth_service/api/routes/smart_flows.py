@@ -1,4 +1,5 @@
-"""Browser-facing SMART endpoints: EHR launch, standalone login, callback (SAL-06..13, SAL-39)."""
+"""Browser-facing SMART endpoints: EHR launch (shared or clinic-specific URL), standalone login, callback
+(SAL-06..13, SAL-39)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from auth_service.api.connect_cookies import ConnectChoice, remember_choice
@@ -24,8 +25,9 @@ from auth_service.core.links import InvalidLinkError
 from auth_service.pages.rendering import render_error
 from auth_service.services.context import ServiceContext
 from auth_service.services.directory import load_directory
-from auth_service.services.errors import ServiceError
+from auth_service.services.errors import ServiceError, service_error_from
 from auth_service.services.launch import begin_authorization, complete_authorization, find_launch_target
+from connectors.errors import EhrSyncError
 
 __all__ = ["router", "safe_target"]
 
@@ -50,17 +52,46 @@ def _redirect(ctx_request: Request, url: str, sid: str, new: bool) -> RedirectRe
     return response
 
 
-@router.get("/launch", summary="EHR launch (SAL-06): iss + launch from the EHR")
-def ehr_launch(
-    request: Request,
-    ctx: CtxDep,
-    iss: Annotated[str, Query(min_length=1, max_length=2000)],
-    launch: Annotated[str, Query(min_length=1, max_length=4000)],
-) -> RedirectResponse:
-    tenant_id, provider_id = find_launch_target(ctx, iss)  # allow-list first: no network call before this
-    sid, new = ensure_browser_session(request)
-    url = begin_authorization(ctx, tenant_id=tenant_id, provider_id=provider_id, browser_session=sid, launch=launch)
+_Iss = Annotated[str, Query(min_length=1, max_length=2000)]
+_Launch = Annotated[str, Query(min_length=1, max_length=4000)]
+_TenantId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+_ProviderId = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+def _ehr_launch(
+    request: Request, ctx: ServiceContext, iss: str, launch: str, tenant: str | None, provider: str | None
+) -> Response:
+    """Resolve the launch's tenant and provider (allow-list first: no network call before it), then authorize.
+
+    A browser (``Accept: text/html``) that cannot be served gets the error page, without the ``launch`` value
+    and without "Try again" (only the EHR can launch again); other callers get the JSON error.
+    """
+    try:
+        tenant_id, provider_id = find_launch_target(ctx, iss, tenant_id=tenant, provider_id=provider)
+        sid, new = ensure_browser_session(request)
+        url = begin_authorization(ctx, tenant_id=tenant_id, provider_id=provider_id, browser_session=sid, launch=launch)
+    except EhrSyncError as exc:
+        if "text/html" in request.headers.get("accept", ""):
+            return render_error(request, service_error_from(exc), retry=False)
+        raise
     return _redirect(request, url, sid, new)
+
+
+@router.get("/launch", summary="EHR launch (SAL-06): iss + launch from the EHR")
+def ehr_launch(request: Request, ctx: CtxDep, iss: _Iss, launch: _Launch) -> Response:
+    return _ehr_launch(request, ctx, iss, launch, None, None)
+
+
+@router.get("/launch/{tenant}", summary="EHR launch (SAL-06) through a clinic's own launch URL")
+def ehr_launch_for_tenant(request: Request, ctx: CtxDep, tenant: _TenantId, iss: _Iss, launch: _Launch) -> Response:
+    return _ehr_launch(request, ctx, iss, launch, tenant, None)
+
+
+@router.get("/launch/{tenant}/{provider}", summary="EHR launch (SAL-06) through a clinic provider's launch URL")
+def ehr_launch_for_provider(
+    request: Request, ctx: CtxDep, tenant: _TenantId, provider: _ProviderId, iss: _Iss, launch: _Launch
+) -> Response:
+    return _ehr_launch(request, ctx, iss, launch, tenant, provider)
 
 
 @dataclass(frozen=True)
