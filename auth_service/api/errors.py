@@ -79,6 +79,9 @@ def http_status(error: ServiceError) -> int:
     return ERROR_CODES[error.code]
 
 
+_SMART_FLOWS = "/api/integrations/smart/"
+
+
 def _json(error: ServiceError) -> Response:
     body = {"error": error.code, "message": error.message, **error.details}
     headers = {"Cache-Control": "no-store"}
@@ -111,6 +114,12 @@ def install_error_handlers(app: FastAPI) -> None:
             {"field": ".".join(str(p) for p in e.get("loc", ())), "message": str(e.get("msg", ""))}
             for e in exc.errors()
         ]
+        locations = [tuple(e.get("loc", ())) for e in exc.errors()]
+        if request.url.path.startswith(_SMART_FLOWS) and all(loc[:1] == ("query",) for loc in locations):
+            # a launch or login URL an EHR or a link built: a bad query is the OAuth-style invalid_request (400)
+            names = ", ".join(sorted({str(loc[1]) for loc in locations if len(loc) > 1}))
+            message = f"missing or malformed query parameter(s): {names}"
+            return _json(ApiError("invalid_request", message, fields=fields))
         return _json(ApiError("validation_error", "request is invalid", fields=fields))
 
     async def on_http(request: Request, exc: Exception) -> Response:

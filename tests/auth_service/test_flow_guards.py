@@ -81,7 +81,10 @@ def test_login_errors(guarded) -> None:
     r = h.client.get("/api/integrations/smart/login", params={"link": "bad.link", "provider": "smart"})
     assert r.status_code == 400 and r.json()["error"] == "invalid_link"
     r = h.client.get("/api/integrations/smart/launch", params={"iss": "https://ehr.example/fhir"})
-    assert r.status_code == 422 and r.json()["error"] == "validation_error"
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"  # as TROUBLESHOOTING says
+    assert r.json()["message"] == "missing or malformed query parameter(s): launch"
+    r = h.client.get("/api/integrations/smart/launch", params={"launch": "xyz"})
+    assert r.status_code == 400 and r.json()["message"].endswith(": iss")
     assert guarded.transport.calls == []
 
 
