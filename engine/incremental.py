@@ -18,6 +18,7 @@ from typing import Any
 from connectors.budgets import step_budget
 from connectors.errors import SearchLinkExpiredError
 from connectors.fhir import FhirClient, SearchPage
+from connectors.fhir.outcomes import NOTICE_PREFIX
 from engine import cursors
 from engine.attachments import ATTACHMENT_TYPES, AttachmentRef, attachment_refs, store_attachments
 from engine.checkpoints import checkpoint
@@ -34,6 +35,7 @@ from warehouse.attachments import AttachmentRef as StoredAttachment
 
 _log = logging.getLogger(__name__)
 MAX_LINK_RESTARTS = 3
+MAX_NOTICES = 5
 
 
 @dataclass
@@ -84,6 +86,12 @@ class _Sink:
 
     def warn(self, message: str) -> None:
         self.landing.report.warnings.append(message)
+
+    def notice(self, message: str) -> None:
+        """A server's notice, once per text, at most MAX_NOTICES (a server may note the same on every page)."""
+        warnings = self.landing.report.warnings
+        if message not in warnings and sum(w.startswith(NOTICE_PREFIX) for w in warnings) < MAX_NOTICES:
+            warnings.append(message)
 
 
 def search_plans(

@@ -1,11 +1,13 @@
-"""Recovering a searchset that stopped early (``total`` larger than what arrived with no ``next`` link, or a
-``next`` link that repeats) without a full sync.
+"""Recovering a searchset that did not return every match (``total`` larger than the distinct matches that
+arrived with no ``next`` link, a ``next`` link or a page that repeats, an error OperationOutcome entry) without
+a full sync.
 
 First the same search again, asking for every match in one page when ``total`` is known and modest (a server
-that cannot page), else with smaller pages; then, when the search is incremental (the server supports
-``_lastUpdated``), the window from the stored mark to this run's mark split into narrower ``ge``/``lt`` windows
-(as many as ``total`` suggests) until every window completes, within a bounded number of searches. What
-cannot be recovered is reported, and the caller keeps the stored mark so the next run asks again.
+that cannot page), else with smaller pages (skipped when the server refuses that ``_count`` with 400/422); then,
+when the search is incremental (the server supports ``_lastUpdated``), the window from the stored mark to this
+run's mark split into narrower ``ge``/``lt`` windows (as many as ``total`` suggests) until every window
+completes, within a bounded number of searches. What cannot be recovered is reported, and the caller keeps the
+stored mark so the next run asks again.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Protocol
 
-from connectors.errors import SearchIncompleteError
+from connectors.errors import FhirError, SearchIncompleteError
 from connectors.fhir import FhirClient, SearchPage
+from connectors.fhir.outcomes import search_notices
 
 __all__ = ["MAX_WINDOW_SEARCHES", "PageSink", "format_instant", "search_with_recovery"]
 
@@ -38,6 +41,9 @@ class PageSink(Protocol):
 
     def warn(self, message: str) -> None: ...
 
+    def notice(self, message: str) -> None:
+        """What the server noted (a warning/information OperationOutcome entry): no diagnostics, deduplicated."""
+
 
 def format_instant(value: datetime) -> str:
     """A FHIR instant in UTC with ``Z`` (the form every server parses)."""
@@ -49,10 +55,29 @@ def _search(client: FhirClient, resource_type: str, params: Params, sink: PageSi
     try:
         for page in client.search_pages(resource_type, params, count=None):
             sink.add(page, first)
+            for notice in search_notices(resource_type, page.outcomes):
+                sink.notice(notice)
             first = False
     except SearchIncompleteError as exc:
         return exc
     return None
+
+
+def _retry(client: FhirClient, resource_type: str, params: Params, sink: PageSink) -> bool:
+    """The same search again with another ``_count``; a server refusing that ``_count`` (400/422: over its
+    maximum) only means this retry is not possible, so the caller goes on to narrower windows."""
+    count = dict(params).get("_count")
+    try:
+        if _search(client, resource_type, params, sink) is None:
+            sink.warn(f"recovered: searched {resource_type} again with _count={count}")
+            return True
+    except FhirError as exc:
+        if exc.status not in (400, 422):
+            raise
+        codes = f", issues: {', '.join(exc.issue_codes)}" if exc.issue_codes else ""
+        sink.warn(f"the server refused _count={count} (HTTP {exc.status}{codes}): that retry is not possible")
+        _log.info("%s retry with _count=%s refused (HTTP %s)", resource_type, count, exc.status)
+    return False
 
 
 def search_with_recovery(
@@ -66,14 +91,13 @@ def search_with_recovery(
     problem = _search(client, resource_type, list(plan.items()), sink)
     if problem is None:
         return True
-    sink.warn(problem.message)
-    _log.warning("%s; searching again", problem.message)
+    sink.warn(problem.safe_message)  # no server diagnostics: warnings are logged
+    _log.warning("%s; searching again", problem.safe_message)
     count = _count_of(plan)
     total = problem.total
     again = total if total is not None and count < total <= MAX_RECOVERY_COUNT else max(count // 2, 1)
     retry = [(k, v) for k, v in plan.items() if k != "_count"] + [("_count", str(again))]
-    if _search(client, resource_type, retry, sink) is None:
-        sink.warn(f"recovered: searched {resource_type} again with _count={again}")
+    if _retry(client, resource_type, retry, sink):
         return True
     upper = sink.mark
     if since is None or upper is None or upper <= since:

@@ -38,6 +38,8 @@ FaultKind = Literal[
     "bulk_short_body",  # a bulk file announces its full Content-Length, sends half, and closes the connection
     "search_no_next",  # a searchset page that has a next link loses it (and says the true total)
     "search_repeat_next",  # a searchset page reached by a next link links to itself again
+    "search_offset_shift",  # a page reached by a next link skips its first match and repeats the search's first
+    "search_error_outcome",  # a searchset page drops its last match and carries an error OperationOutcome entry
     "trickle",  # the answer's body arrives one byte every delay_s seconds
     "huge_body",  # a 200 answer streams an endless (256 MiB) JSON body without Content-Length
 ]

@@ -132,7 +132,13 @@ def is_transient_answer(status: int, issue_codes: Iterable[str] = ()) -> bool:
 
 
 class SearchIncompleteError(FhirError):
-    """A searchset stopped early: ``total`` larger than what arrived with no ``next`` link, or a repeated link."""
+    """A searchset did not return every match; ``reason`` says how it showed.
+
+    ``no_next``: fewer distinct matches than ``total`` arrived and there is no ``next`` link; ``repeated_next``: a
+    ``next`` link repeats one already followed; ``repeated_page``: a page with a ``next`` link brought no new
+    match; ``error_outcome``: a page carried an ``error``/``fatal`` OperationOutcome (its diagnostics, sanitized
+    and capped, end the message: log ``safe_message``). ``received`` counts distinct matches.
+    """
 
     code = "search_incomplete"
 

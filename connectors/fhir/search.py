@@ -18,7 +18,9 @@ from connectors.errors import (
     SearchIncompleteError,
     SearchLinkExpiredError,
 )
+from connectors.fhir._distinct import DistinctMatches
 from connectors.fhir._session import FhirSession, QueryParams, TokenRule
+from connectors.fhir.outcomes import describe_outcome, is_severe, outcome_diagnostics
 from connectors.http import parse_http_date, parse_instant, redact_url, resolve_url
 from connectors.transport.bounds import BodyBounds, read_capped
 
@@ -34,9 +36,10 @@ class SearchPage:
     """One searchset Bundle page.
 
     ``resources`` are the matches only; ``included`` holds ``search.mode=include`` entries and ``outcomes``
-    any OperationOutcome entries (warnings). ``bundle_meta_last_updated`` and ``server_date`` come from the
-    server's clock: the caller takes its high-water mark from the first page (BDX-27). ``total`` is
-    informational only (BDX-29 forbids relying on it).
+    any OperationOutcome entries (an error/fatal one makes the search incomplete; the others are notices).
+    ``bundle_meta_last_updated`` and ``server_date`` come from the server's clock: the caller takes its
+    high-water mark from the first page (BDX-27). ``total`` never decides when paging stops (BDX-29); it only
+    shows a search that ended short of it.
     """
 
     url: str
@@ -142,14 +145,51 @@ def _fetch_page(
     return page
 
 
-def _incomplete(first_url: str, received: int, total: int | None, reason: str) -> SearchIncompleteError:
-    if reason == "no_next":
-        what = f"stopped early: total {total}, received {received}, no next link"
-    else:
-        what = f"paging loops: the server repeated a next link after {received} matches"
+def _incomplete(first_url: str, seen: DistinctMatches, total: int | None, reason: str) -> SearchIncompleteError:
+    received = len(seen)
+    what = {
+        "no_next": f"stopped early: total {total}, received {received}, no next link",
+        "repeated_next": f"paging loops: the server repeated a next link after {received} matches",
+        "repeated_page": f"paging repeats: a page with a next link brought no new match after {received} matches",
+    }[reason]
     return SearchIncompleteError(
         f"search {redact_url(first_url)} {what}", redact_url(first_url), received=received, total=total, reason=reason
     )
+
+
+def _error_outcome(first_url: str, seen: DistinctMatches, total: int | None, page: SearchPage) -> SearchIncompleteError:
+    """A page's error/fatal OperationOutcome: the server says matches are missing (diagnostics end the message)."""
+    severe = [o for o in page.outcomes if is_severe(o)]
+    said = "; ".join(dict.fromkeys(describe_outcome(o) for o in severe))
+    diagnostics = outcome_diagnostics({"issue": [i for o in severe for i in o.get("issue") or []]})
+    error = SearchIncompleteError(
+        f"search {redact_url(first_url)} returned an error OperationOutcome after {len(seen)} matches ({said})"
+        + (f": {diagnostics}" if diagnostics else ""),
+        redact_url(first_url),
+        received=len(seen),
+        total=total,
+        reason="error_outcome",
+    )
+    error.diagnostics = diagnostics
+    return error
+
+
+def _count_new(seen: DistinctMatches, resources: list[dict[str, Any]]) -> int:
+    """Record a page's matches; how many were not seen before (a match without a usable id counts as new)."""
+    new = 0
+    for resource in resources:
+        rtype, rid = resource.get("resourceType"), resource.get("id")
+        if not isinstance(rtype, str) or not isinstance(rid, str) or seen.add(rtype, rid):
+            new += 1
+    return new
+
+
+def _stop_reason(page: SearchPage, new: int, received: int, total: int | None, links: set[str]) -> str | None:
+    if page.next_url is None:
+        return "no_next" if total is not None and received < total else None
+    if page.next_url in links:
+        return "repeated_next"
+    return "repeated_page" if page.resources and not new else None  # e.g. an offset ignored: page 1 again
 
 
 def iter_search_pages(
@@ -157,26 +197,30 @@ def iter_search_pages(
 ) -> Iterator[SearchPage]:
     """Yield pages until there is no ``next`` link; an expired link (404/410) raises SearchLinkExpiredError.
 
-    A searchset that stops early raises SearchIncompleteError *after* yielding every page it did send: the last
-    page has no ``next`` although ``total`` says more matches exist, or a ``next`` link repeats one already
-    followed. The caller keeps what arrived but must not move its mark past what did not.
+    A searchset that did not return every match raises SearchIncompleteError *after* yielding every page it did
+    send: the last page has no ``next`` although ``total`` says more matches exist (counted as distinct
+    ``(resourceType, id)``: a server paging by offset over changing data repeats one match and skips another); a
+    page with a ``next`` link brings no new match, or a ``next`` link repeats one already followed; or a page
+    carries an ``error``/``fatal`` OperationOutcome (reason ``error_outcome``). The caller keeps what arrived but
+    must not move its mark past what did not. Memory: see :mod:`connectors.fhir._distinct` (<= 32 B a match).
     """
     url: str | None = first_url
     first = True
-    seen: set[str] = set()
-    received = 0
+    links: set[str] = set()
+    seen = DistinctMatches()
     total: int | None = None  # the latest ``total`` any page gave (some servers send it on the first page only)
     while url is not None:
         page = _fetch_page(session, url, params, bounds, first=first)
-        seen.add(page.url)
-        received += len(page.resources)
+        links.add(page.url)
+        new = _count_new(seen, page.resources)
         total = page.total if page.total is not None else total
         yield page
-        if page.next_url is None and total is not None and received < total:
-            raise _incomplete(first_url, received, total, "no_next")
+        if any(is_severe(o) for o in page.outcomes):
+            raise _error_outcome(first_url, seen, total, page)
+        reason = _stop_reason(page, new, len(seen), total, links)
+        if reason is not None:
+            raise _incomplete(first_url, seen, total, reason)
         if page.next_url is not None:
-            if page.next_url in seen:
-                raise _incomplete(first_url, received, total, "repeated_next")
-            seen.add(page.next_url)
+            links.add(page.next_url)
         url = page.next_url
         first = False

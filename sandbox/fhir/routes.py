@@ -104,27 +104,36 @@ def search(resource_type: str, request: Request) -> Response:
     links = [{"relation": "self", "url": str(request.url)}]
     total: int | None = None
     fault = _paging_fault(st, request, next_cursor is not None, bool(request.query_params.get("_cursor")))
-    if fault == "search_no_next":  # the page says how many match but forgets the way to the rest
+    outcomes: list[dict[str, Any]] = []
+    if fault in ("search_no_next", "search_offset_shift"):  # the page says how many match
         total = len(run(st.store, replace(q, count=10**9), perm, None)[0])
+    if fault == "search_no_next":  # ... but forgets the way to the rest
         next_cursor = None
     elif fault == "search_repeat_next":  # the next link leads back to this very page
         links.append({"relation": "next", "url": str(request.url)})
         next_cursor = None
+    elif fault == "search_offset_shift":  # offset paging after an update moved the first match to the end
+        page = run(st.store, replace(q, count=1), perm, None)[0] + page[1:]
+    elif fault == "search_error_outcome":  # some matches could not be returned, and the page says so
+        page, outcomes = page[:-1], [outcome_body("incomplete", "simulated: some matches could not be returned")]
     if next_cursor is not None:
         link = {"t": resource_type, "p": params, "c": next_cursor, "o": sorted_mode}
         nxt = sign(st.page_secret, {**link, "exp": now.timestamp() + cfg.page_link_ttl_s})
         links.append({"relation": "next", "url": f"{fhir_base}/{resource_type}?_cursor={nxt}"})
     bundle = _searchset(fhir_base, now, links, page, q.elements)
+    bundle["entry"] += [{"resource": o, "search": {"mode": "outcome"}} for o in outcomes]
     if total is not None:
         bundle["total"] = total
     return fhir_response(bundle, headers={"Date": http_date(now)})
 
 
 def _paging_fault(st: SandboxState, request: Request, has_next: bool, from_link: bool) -> str | None:
-    """A ``search_no_next``/``search_repeat_next`` fault, consumed only by a page it can affect."""
-    if not has_next:
-        return None
-    kinds = {"search_no_next", "search_repeat_next"} if from_link else {"search_no_next"}
+    """A ``search_*`` fault, consumed only by a page it can affect: ``search_error_outcome`` any page,
+    ``search_no_next`` one with a next link, ``search_offset_shift`` one reached by a next link, and
+    ``search_repeat_next`` one reached by a next link that has a next link itself."""
+    kinds = {"search_error_outcome"}
+    kinds |= {"search_offset_shift"} if from_link else set()
+    kinds |= ({"search_no_next", "search_repeat_next"} if from_link else {"search_no_next"}) if has_next else set()
     fault = st.faults.take(request.url.path, frozenset(kinds))
     return fault.kind if fault is not None else None
 

@@ -102,7 +102,7 @@ def test_search_separates_include_and_outcome_entries() -> None:
     entries: list[dict[str, Any]] = [
         {"resource": _obs(1), "search": {"mode": "match"}},
         {"resource": {"resourceType": "Patient", "id": "p1"}, "search": {"mode": "include"}},
-        {"resource": oo("informational"), "search": {"mode": "outcome"}},
+        {"resource": _notice("informational"), "search": {"mode": "outcome"}},
         {"resource": _obs(2)},  # no search.mode: a match
         {"fullUrl": "no-resource"},
     ]
@@ -110,6 +110,62 @@ def test_search_separates_include_and_outcome_entries() -> None:
     assert [r["id"] for r in page.resources] == ["o1", "o2"]
     assert [r["id"] for r in page.included] == ["p1"]
     assert len(page.outcomes) == 1
+
+
+def _notice(code: str, severity: str = "information") -> dict[str, Any]:
+    return {"resourceType": "OperationOutcome", "issue": [{"severity": severity, "code": code}]}
+
+
+def test_bdx29_repeated_matches_do_not_count_toward_total() -> None:
+    """An offset-paging server over changing data: page 2 repeats o1 and never sends o3. Four entries arrived for
+    ``total`` 4, three distinct: the search stopped early."""
+    first = {**bundle([{"resource": _obs(1)}, {"resource": _obs(2)}], next_url=f"{BASE}/Observation?p=2"), "total": 4}
+    second = {**bundle([{"resource": _obs(4)}, {"resource": _obs(1)}]), "total": 4}
+    pages = _client(Script(_json(200, first), _json(200, second))).search_pages("Observation")
+    assert [len(next(pages).resources), len(next(pages).resources)] == [2, 2]  # every page is still yielded
+    with pytest.raises(SearchIncompleteError, match="total 4, received 3, no next link") as info:
+        next(pages)
+    assert (info.value.received, info.value.total, info.value.reason) == (3, 4, "no_next")
+
+
+def test_bdx29_a_page_behind_a_new_link_with_no_new_match_is_a_repeat() -> None:
+    """A server ignoring its paging offset sends page 1 again under each new next link (no ``total``)."""
+    page = bundle([{"resource": _obs(1)}, {"resource": _obs(2)}], next_url=f"{BASE}/Observation?p=2")
+    again = bundle([{"resource": _obs(1)}, {"resource": _obs(2)}], next_url=f"{BASE}/Observation?p=3")
+    with pytest.raises(SearchIncompleteError, match=r"paging repeats: .* no new match after 2 matches") as info:
+        list(_client(Script(_json(200, page), _json(200, again))).search_pages("Observation"))
+    assert info.value.reason == "repeated_page"
+    empty = bundle([], next_url=f"{BASE}/Observation?p=3")  # an empty page repeats nothing: paging goes on
+    script = Script(_json(200, page), _json(200, empty), _json(200, bundle([{"resource": _obs(3)}])))
+    assert len(list(_client(script).search_pages("Observation"))) == 3
+
+
+def test_bdx32_error_outcome_in_a_searchset_raises_after_the_page_with_diagnostics_kept_out_of_logs() -> None:
+    """A ``search.mode=outcome`` entry with an error/fatal issue: matches are missing (``error_outcome``). The
+    sanitized diagnostics end the message; ``safe_message`` (what is logged) leaves them out."""
+    said = {"severity": "error", "code": "too-costly", "diagnostics": "too many\n for Jane\x00 Doe"}
+    outcome = {"resourceType": "OperationOutcome", "issue": [said, {"severity": "warning", "code": "processing"}]}
+    body = bundle([{"resource": _obs(1)}, {"resource": outcome, "search": {"mode": "outcome"}}], next_url="x?p=2")
+    pages = _client(Script(_json(200, body))).search_pages("Observation")
+    assert next(pages).resources == [_obs(1)]
+    with pytest.raises(SearchIncompleteError) as info:
+        next(pages)
+    error = info.value
+    assert error.reason == "error_outcome" and error.received == 1
+    assert error.message.endswith("(severity error, warning; issues: too-costly, processing): too many for Jane Doe")
+    assert "Jane" not in error.safe_message and "issues: too-costly" in error.safe_message
+    for severity in ("warning", "information"):
+        body = bundle([{"resource": _obs(1)}, {"resource": _notice("x", severity), "search": {"mode": "outcome"}}])
+        assert len(list(_client(Script(_json(200, body))).search_pages("Observation"))) == 1
+
+
+def test_bdx29_distinct_matches_are_counted_in_a_compact_table() -> None:
+    from connectors.fhir._distinct import DistinctMatches
+
+    seen = DistinctMatches()
+    assert all(seen.add("Observation", f"id-{i}") for i in range(5000))  # grows past its first 1024 slots
+    assert not any(seen.add("Observation", f"id-{i}") for i in range(5000))
+    assert seen.add("Condition", "id-1") and len(seen) == 5001
 
 
 def test_search_is_a_lazy_generator() -> None:

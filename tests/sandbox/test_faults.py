@@ -198,3 +198,48 @@ def test_bdx09_polling_too_fast_gets_429_and_http_date_retry_after(sandbox: Sand
     assert parsedate_to_datetime(first.headers["retry-after"]) > datetime.now(UTC)
     second = httpx.get(status_url, headers=bearer(token))
     assert second.status_code == 429 and second.json()["issue"][0]["code"] == "throttled"
+
+
+def _pages(sb: SandboxServer, token: str, path: str, **params: str) -> list[dict[str, object]]:
+    """Every page of a search, following next links (each page's JSON)."""
+    pages: list[dict[str, object]] = []
+    url: str | None = sb.fhir_base + path
+    query: dict[str, str] | None = params
+    while url is not None:
+        page = httpx.get(url, params=query, headers=bearer(token), timeout=10).json()
+        pages.append(page)
+        url = next((link["url"] for link in page.get("link", []) if link["relation"] == "next"), None)
+        query = None
+    return pages
+
+
+def _match_ids(page: dict[str, object]) -> list[str]:
+    entries = page.get("entry") or []
+    assert isinstance(entries, list)
+    return [e["resource"]["id"] for e in entries if e["search"]["mode"] == "match"]
+
+
+def test_bdx33_search_offset_shift_repeats_the_first_match_and_skips_one(sandbox: SandboxServer, token: str) -> None:
+    """The paging of a live-query offset server after an update moved the first match to the end: a page
+    reached by a next link starts with the search's first match instead of its own first, and says ``total``."""
+    clean = [_match_ids(p) for p in _pages(sandbox, token, "/Observation", patient="pat1", _count="5")]
+    assert len(clean) >= 3
+    sandbox.admin.set_fault("search_offset_shift", path="/fhir/Observation", times=1)
+    shifted = _pages(sandbox, token, "/Observation", patient="pat1", _count="5")
+    ids = [_match_ids(p) for p in shifted]
+    assert ids[0] == clean[0] and ids[2:] == clean[2:]  # only the first page behind a link is shifted
+    assert ids[1] == [clean[0][0], *clean[1][1:]] and shifted[1]["total"] == sum(map(len, clean))
+    assert clean[1][0] not in {i for page in ids for i in page}  # skipped for good
+
+
+def test_bdx33_search_error_outcome_drops_a_match_and_says_so(sandbox: SandboxServer, token: str) -> None:
+    clean = [_match_ids(p) for p in _pages(sandbox, token, "/Observation", patient="pat1", _count="5")]
+    sandbox.admin.set_fault("search_error_outcome", path="/fhir/Observation", times=1)
+    (first, *rest) = _pages(sandbox, token, "/Observation", patient="pat1", _count="5")
+    assert _match_ids(first) == clean[0][:-1] and [_match_ids(p) for p in rest] == clean[1:]
+    entries = first["entry"]
+    assert isinstance(entries, list)
+    (outcome,) = [e for e in entries if e["search"]["mode"] == "outcome"]
+    assert outcome["resource"]["resourceType"] == "OperationOutcome"
+    assert outcome["resource"]["issue"][0]["severity"] == "error"
+    assert outcome["resource"]["issue"][0]["code"] == "incomplete"

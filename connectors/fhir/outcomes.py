@@ -1,0 +1,44 @@
+"""OperationOutcome entries of a searchset (``search.mode=outcome``).
+
+An issue of severity ``error`` or ``fatal`` in a 200 searchset means the server did not return every match (e.g.
+``incomplete``, ``too-costly``): the search is incomplete. ``warning`` and ``information`` issues are notices.
+Descriptions carry severities and issue codes only, never the diagnostics (which may echo request values, such
+as the patient): notices go into run reports that are logged. An error's diagnostics go, sanitized and capped,
+into the SearchIncompleteError's message alone (``FhirError.safe_message`` leaves them out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from connectors.fhir._answers import outcome_diagnostics
+from connectors.transport.answers import issue_codes
+
+__all__ = ["NOTICE_PREFIX", "SEVERE", "describe_outcome", "is_severe", "outcome_diagnostics", "search_notices"]
+
+SEVERE = frozenset({"error", "fatal"})
+NOTICE_PREFIX = "the server noted on the "
+MAX_CODES = 10
+
+
+def _severities(outcome: Mapping[str, Any]) -> list[str]:
+    found = [str(i.get("severity")) for i in outcome.get("issue") or [] if isinstance(i, dict)]
+    return sorted(set(found))
+
+
+def is_severe(outcome: Mapping[str, Any]) -> bool:
+    """Whether any issue of the OperationOutcome is ``error`` or ``fatal``."""
+    return any(s in SEVERE for s in _severities(outcome))
+
+
+def describe_outcome(outcome: Mapping[str, Any]) -> str:
+    """``severity warning; issues: processing, informational`` (distinct, at most MAX_CODES codes; no diagnostics)."""
+    codes = list(dict.fromkeys(issue_codes(outcome)))
+    shown = ", ".join(codes[:MAX_CODES]) + (f" and {len(codes) - MAX_CODES} more" if len(codes) > MAX_CODES else "")
+    return f"severity {', '.join(_severities(outcome)) or 'none'}; issues: {shown or 'none'}"
+
+
+def search_notices(resource_type: str, outcomes: Iterable[Mapping[str, Any]]) -> list[str]:
+    """One line per outcome without error/fatal issues: what the server noted about the search."""
+    return [f"{NOTICE_PREFIX}{resource_type} search: {describe_outcome(o)}" for o in outcomes if not is_severe(o)]
