@@ -64,6 +64,12 @@ class SandboxConfig(BaseModel):
     default_count: int = Field(default=50, ge=1)
     max_count: int = Field(default=1000, ge=1)
     ignore_sort: bool = False  # BDX-33: pretend `_sort` is unsupported
+    #: DWB-33: search parameters this server does not support and ignores like unknown ones (e.g. ["identifier"])
+    ignored_search_params: list[str] = Field(default_factory=list)
+    #: how a search says it ignored parameters: not at all, a self link naming only the parameters it applied
+    #: (FHIR's rule), or also a warning OperationOutcome entry (``search.mode=outcome``)
+    report_ignored_params: Literal["silent", "self_link", "outcome"] = "silent"
+    create_bare_answer: bool = False  # DWB-33/50: a 2xx create answers with neither Location nor body
     page_link_ttl_s: float = Field(default=600.0, gt=0)
     clock_shift_s: float = 0.0
     writer_interval_s: float = Field(default=0.0, ge=0)  # BDX-33: background writer (0 = off)

@@ -50,6 +50,8 @@ class SearchPage:
     outcomes: list[dict[str, Any]] = field(default_factory=list)
     next_url: str | None = None
     total: int | None = None
+    #: ``link[self]`` as given: FHIR servers name there the parameters they applied (absent: the server said nothing)
+    self_url: str | None = None
 
     @property
     def high_water_mark(self) -> datetime | None:
@@ -77,11 +79,12 @@ def parse_search_bundle(url: str, body: Any, date_header: str | None) -> SearchP
             included.append(resource)
         else:
             resources.append(resource)
-    next_url = None
-    for link in body.get("link") or []:
-        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
-            next_url = resolve_url(link["url"], url)
-            break
+    links = {
+        link["relation"]: link["url"]
+        for link in reversed(body.get("link") or [])  # the first link of a relation wins
+        if isinstance(link, dict) and isinstance(link.get("relation"), str) and isinstance(link.get("url"), str)
+    }
+    next_url = resolve_url(links["next"], url) if "next" in links else None
     meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
     total = body.get("total")
     return SearchPage(
@@ -93,6 +96,7 @@ def parse_search_bundle(url: str, body: Any, date_header: str | None) -> SearchP
         outcomes=outcomes,
         next_url=next_url,
         total=total if isinstance(total, int) and not isinstance(total, bool) else None,
+        self_url=resolve_url(links["self"], url) if "self" in links else None,
     )
 
 

@@ -7,7 +7,13 @@ killed anywhere resumes from what the database says:
   only then is the note POSTed.
 - ``sending``: a POST may have gone out. With conditional create the POST is repeated (``If-None-Exist`` on the
   business identifier makes a repeat find the first note); without it the note goes to ``unknown``.
-- ``unknown``: reconciled by an identifier search (``reconcile``); nothing found is left for a person.
+- ``unknown``: reconciled by an identifier search (``reconcile``); nothing found is left for a person. A POST
+  whose outcome is unknown (lost answer, 408, 5xx) goes there at once without conditional create, and with it
+  once its attempts are spent: ``failed`` would claim the EHR holds nothing.
+
+While the note is ``sending`` the run beats (``heartbeat``), so a live POST waiting out long ``Retry-After`` waits
+is never taken for a stalled one; a 2xx is recorded ``written`` even when another run moved the note meanwhile
+(``written``).
 """
 
 from __future__ import annotations
@@ -21,18 +27,19 @@ from connectors.writeback.note import identifier_system
 from engine.checkpoints import checkpoint
 from engine.environment import SyncEnvironment
 from engine.writeback.config import WritebackConfig
-from engine.writeback.outcomes import fail_from, retry_later
+from engine.writeback.heartbeat import heartbeat
+from engine.writeback.outcomes import fail_from, outcome_unknown, retry_later
 from engine.writeback.preflight import SendPlan, build_payload, note_bytes, plan_send
 from engine.writeback.provenance import send_provenance
 from engine.writeback.reconcile import reconcile
 from engine.writeback.target import NoteTarget, load_target
+from engine.writeback.written import record_written
 from store.models import utcnow
 from store.outbox import TERMINAL_STATES, NoteRecord, StaleNoteError, get_note, transition
 
 __all__ = ["NoteNotFoundError", "write_note"]
 
 _log = logging.getLogger(__name__)
-_MAY_HAVE_STORED = frozenset({408, 500, 502, 504})  # retried by fail_from, yet the POST may have been stored
 
 
 class NoteNotFoundError(LookupError):
@@ -94,20 +101,20 @@ def _advance(
         checkpoint("writeback.sending")
     elif not plan.conditional:  # resumed in ``sending`` without If-None-Exist: a repeat could duplicate
         return _to_unknown(env, note, client)
-    return _send(env, config, note, plan, client)
+    with heartbeat(env.db, note.id, config.stalled_after_s):  # a slow live POST must not look stalled
+        return _send(env, config, note, plan, client)
 
 
-def _to_unknown(env: SyncEnvironment, note: NoteRecord, client: FhirClient) -> NoteRecord:
-    note = transition(env.db, note, "unknown", reason_code="response_lost", reason=None)
+def _to_unknown(
+    env: SyncEnvironment, note: NoteRecord, client: FhirClient, exc: ce.EhrSyncError | None = None
+) -> NoteRecord:
+    """``sending → unknown`` (the POST may have been stored), then the identifier search (``reconcile``)."""
+    status = getattr(exc, "status", None)
+    detail = {"error_code": exc.code, "status_code": status} if exc is not None else None
+    fields = {"last_http_status": status} if status is not None else {}
+    note = transition(env.db, note, "unknown", reason_code="response_lost", reason=None, detail=detail, **fields)
     checkpoint("writeback.unknown")
     return reconcile(env.db, client, note)
-
-
-def _outcome_unknown(exc: ce.EhrSyncError) -> bool:
-    """A transient answer other than 429/503 (a 408, 500, 502 or 504, e.g. from a gateway that timed out) does not
-    prove the server stored nothing (draft-note §5: only 429/503 go back to ``pending``); without
-    ``If-None-Exist`` a resend could file a second note, so the outcome is unknown."""
-    return isinstance(exc, ce.FhirError) and exc.status in _MAY_HAVE_STORED
 
 
 def _binary_url(env: SyncEnvironment, note: NoteRecord, client: FhirClient) -> tuple[NoteRecord, str]:
@@ -139,27 +146,35 @@ def _send(
         result = client.create(resource, if_none_exist=identifier if plan.conditional else None)
     except ce.EhrUnreachableError as exc:  # nothing reached the server: safe to try again later
         return retry_later(env.db, config, note, exc)
-    except ce.TransportError as exc:
-        if plan.conditional:  # the identifier makes the next try find this one
-            return retry_later(env.db, config, note, exc)
-        _log.warning("note %s: response lost without conditional create; reconciling (%s)", note.id, exc.code)
-        return _to_unknown(env, note, client)
     except ce.EhrSyncError as exc:
-        if posted and not plan.conditional and _outcome_unknown(exc):
-            _log.warning("note %s: %s may have stored it, no conditional create; reconciling", note.id, exc.code)
-            return _to_unknown(env, note, client)
-        return fail_from(env.db, config, note, exc)
+        return _failed_send(env, config, note, plan, client, exc, posted=posted)
     checkpoint("writeback.sent")
-    written = transition(
-        env.db,
-        note,
-        "written",
-        ehr_resource_id=result.id,
-        ehr_version_id=result.version_id,
-        last_http_status=result.status,
-        reason_code=None,
-        reason=None,
-        detail={"http_status": result.status, "dedup_hit": result.status == 200, "resource_id": result.id},
-    )
+    written = record_written(env.db, client, note, result)  # a 2xx is proof, even after another run moved it
     checkpoint("writeback.written")
     return send_provenance(env, client, written, plan.capability)  # DWB-82: optional, never fails the note
+
+
+def _failed_send(
+    env: SyncEnvironment,
+    config: WritebackConfig,
+    note: NoteRecord,
+    plan: SendPlan,
+    client: FhirClient,
+    exc: ce.EhrSyncError,
+    *,
+    posted: bool,
+) -> NoteRecord:
+    """After a failed POST: retry later, ``unknown`` + reconcile, or what ``fail_from`` makes of the answer.
+
+    A POST that may have been stored (``outcome_unknown``: lost answer, 408, 5xx) is retried only with
+    ``If-None-Exist`` and while attempts are left; otherwise it is ``unknown`` (never ``failed``: the EHR may hold
+    it). So ``failed`` only follows answers proving nothing was stored (429, 503 with ``Retry-After``, 4xx)."""
+    if posted and outcome_unknown(exc):
+        retryable = isinstance(exc, ce.TransportError) or (isinstance(exc, ce.FhirError) and exc.is_transient)
+        if plan.conditional and retryable and note.attempts < config.max_attempts:
+            return retry_later(env.db, config, note, exc)  # the identifier makes the next try find this one
+        _log.warning("note %s: the POST's outcome is unknown (%s); reconciling, never resent", note.id, exc.code)
+        return _to_unknown(env, note, client, exc)
+    if isinstance(exc, ce.TransportError):  # the Binary's answer was lost; the note itself was not sent
+        return retry_later(env.db, config, note, exc) if plan.conditional else _to_unknown(env, note, client, exc)
+    return fail_from(env.db, config, note, exc)

@@ -17,7 +17,8 @@ class WritebackConfig:
     backoff_base_s: float = 30.0
     backoff_cap_s: float = 600.0
     inline_max_bytes: int = 1_000_000
-    #: a note left in ``sending`` this long (its run died) is resumed by the sensor
+    #: a note left in ``sending`` this long (its run died) is resumed by the sensor; a live run refreshes its note
+    #: every quarter of this (``heartbeat``), so a slow POST is never taken for a dead one
     stalled_after_s: float = 600.0
 
     def backoff_s(self, attempts: int, retry_after: float | None = None) -> float:

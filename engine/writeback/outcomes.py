@@ -11,7 +11,7 @@ from store import AppDatabase
 from store.models import utcnow
 from store.outbox import NoteRecord, transition
 
-__all__ = ["fail_from", "outcome_text", "retry_later"]
+__all__ = ["fail_from", "outcome_text", "outcome_unknown", "retry_later"]
 
 _MAX_REASON = 2000
 
@@ -26,6 +26,20 @@ def outcome_text(exc: ce.EhrSyncError) -> str:
             text = f"{issue.get('code', '')}: {issue.get('diagnostics', '')}".strip(": ")
             parts.append(f"{text} [{where}]" if where else text)
     return ("; ".join(parts) or str(exc))[:_MAX_REASON]
+
+
+def outcome_unknown(exc: ce.EhrSyncError) -> bool:
+    """Whether a failed POST may still have been stored (draft-note §5): a lost answer (timeout, reset, deadline)
+    or a 408/5xx, e.g. from a gateway that gave up while the EHR stored the note. Only answers that prove nothing
+    was stored are not: the EHR unreachable (nothing sent), 429 or 503 with ``Retry-After`` (throttled before any
+    work), and 4xx refusals."""
+    if isinstance(exc, ce.EhrUnreachableError):
+        return False
+    if isinstance(exc, ce.TransportError):
+        return True
+    if isinstance(exc, ce.RateLimitedError) or not isinstance(exc, ce.FhirError):
+        return False
+    return exc.status == 408 or exc.status >= 500
 
 
 def retry_later(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: ce.EhrSyncError) -> NoteRecord:

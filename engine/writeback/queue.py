@@ -5,7 +5,8 @@ the same pending note seen by two ticks is one run. The cursor is the due time o
 each tick looks back ``LOOKBACK`` before it, so a note committed late (its due time older than the cursor) is
 still found, and the run key keeps the overlap from asking twice. Notes left in ``sending`` by a dead run are
 asked for again once they are ``stalled_after_s`` old, and once more every further ``stalled_after_s`` they stay
-there: a resumed run that could not move the note (EHR unreachable, killed again) leaves its version unchanged,
+there (a live run keeps its note fresh, ``heartbeat``, so only a dead run's note looks stalled): a resumed run
+that could not move the note (EHR unreachable, killed again) leaves its version unchanged,
 and Dagster never runs a run key twice, so the resume number (``:r<n>``) is what lets a later tick try again. A
 pending note still pending a stalled period after its due time (its run died before moving it) is asked for the
 same way. A run whose note has moved past the version it was asked for leaves it alone (``write_note``).

@@ -1,7 +1,10 @@
 """Find out whether a note whose answer was lost reached the EHR (DWB-32/33): search by its business identifier.
 
-Found once: ``written`` with the id the server gave it. Found several times: ``failed`` (a duplicate exists; a
-person must look). Not found, or the search failed: left ``unknown`` for a person; never sent again blindly.
+Only notes carrying the draft's exact identifier count (``lookup``). Found once: ``written`` with the id the server
+gave it. Found several times: ``failed`` (a duplicate exists; a person must look). Not found, or the search failed:
+left ``unknown`` for a person; never sent again blindly. A server that did not apply the identifier search
+(it ignores the parameter) cannot reconcile at all: the note stays ``unknown`` with the reason code
+``identifier_search_ignored``, never ``written`` or ``failed`` on such evidence.
 """
 
 from __future__ import annotations
@@ -10,41 +13,55 @@ import logging
 
 from connectors import errors as ce
 from connectors.fhir import FhirClient
-from connectors.writeback.note import identifier_system
+from engine.writeback.lookup import find_by_identifier
 from store import AppDatabase
 from store.outbox import NoteRecord, transition
 
-__all__ = ["reconcile"]
+__all__ = ["IGNORED", "reconcile"]
 
 _log = logging.getLogger(__name__)
+#: Reason code of an ``unknown`` note whose EHR ignores the identifier search parameter.
+IGNORED = "identifier_search_ignored"
 
 
 def reconcile(db: AppDatabase, client: FhirClient, note: NoteRecord) -> NoteRecord:
-    params = {"patient": note.patient_id, "identifier": f"{identifier_system(note.tenant_id)}|{note.draft_id}"}
     try:
-        found = [r for page in client.search_pages("DocumentReference", params) for r in page.resources]
+        lookup = find_by_identifier(client, note)
     except ce.EhrSyncError as exc:
         _log.warning("note %s: reconciling search failed (%s); left unknown", note.id, exc.code)
         return note
-    if len(found) == 1:
-        meta = found[0].get("meta") if isinstance(found[0].get("meta"), dict) else {}
+    if lookup.ignored:
+        if note.reason_code == IGNORED:  # said already: a repeated search adds no event
+            return note
+        return transition(
+            db,
+            note,
+            "unknown",
+            reason_code=IGNORED,
+            reason="the EHR ignores the identifier search parameter: whether it holds this note needs a person",
+            detail={"reconciled": False, "error_code": IGNORED},
+        )
+    if lookup.found is not None:
+        found = lookup.found
+        meta = found.get("meta") if isinstance(found.get("meta"), dict) else {}
         return transition(
             db,
             note,
             "written",
-            ehr_resource_id=str(found[0].get("id")),
+            ehr_resource_id=str(found.get("id")),
             ehr_version_id=(meta or {}).get("versionId"),
             reason_code=None,
-            detail={"reconciled": True, "resource_id": found[0].get("id")},
+            reason=None,
+            detail={"reconciled": True, "resource_id": found.get("id")},
         )
-    if len(found) > 1:
+    if len(lookup.matches) > 1:
         return transition(
             db,
             note,
             "failed",
             reason_code="duplicate_notes",
-            reason=f"{len(found)} notes carry this draft's identifier",
-            detail={"reconciled": True, "matches": len(found)},
+            reason=f"{len(lookup.matches)} notes carry this draft's identifier",
+            detail={"reconciled": True, "matches": len(lookup.matches)},
         )
     _log.warning("note %s: not found by identifier; left unknown for a person", note.id)
     return note

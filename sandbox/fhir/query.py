@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -56,6 +56,24 @@ def _patient_ref(value: str) -> int:
     if index is None:
         raise FhirFailure(404, "not-found", "no such patient")
     return index
+
+
+def split_ignored(
+    params: Sequence[tuple[str, str]], ignored_names: Collection[str], strict: bool = False
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """The parameters a search applies, and the names of those it ignores (unknown ones and ``ignored_names``, as a
+    server lacking those search parameters does); ``strict`` handling refuses an ignored one (400) instead."""
+    used: list[tuple[str, str]] = []
+    ignored: list[str] = []
+    for name, value in params:
+        base = name.split(":", 1)[0]
+        if base in ignored_names or base not in FILTERS | CONTROL:
+            if strict:
+                raise FhirFailure(400, "not-supported", f"search parameter {base!r} is not supported")
+            ignored.append(base)
+        else:
+            used.append((name, value))
+    return used, ignored
 
 
 def parse_query(

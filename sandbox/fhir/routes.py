@@ -8,7 +8,7 @@ import logging
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from fastapi import APIRouter, Request
@@ -21,7 +21,7 @@ from sandbox.fhir.access import bearer
 from sandbox.fhir.discovery import WRITABLE
 from sandbox.fhir.paging import sign, unsign
 from sandbox.fhir.permission import permission
-from sandbox.fhir.query import parse_query, subset
+from sandbox.fhir.query import parse_query, split_ignored, subset
 from sandbox.fhir.responses import FhirFailure, fhir_response, http_date, outcome_body
 from sandbox.fhir.search import natural_page, sorted_page
 from sandbox.fhir.validate import check_writable
@@ -92,7 +92,9 @@ def search(resource_type: str, request: Request) -> Response:
     perm = permission(rec, resource_type, "s")
     cfg = st.settings
     params, cursor, sorted_mode = _search_request(st, request, resource_type)
-    q = parse_query(resource_type, params, cfg.default_count, cfg.max_count, _prefers(request, "handling") == "strict")
+    strict = _prefers(request, "handling") == "strict"
+    used, ignored = split_ignored(params, cfg.ignored_search_params, strict)
+    q = parse_query(resource_type, used, cfg.default_count, cfg.max_count, strict)
     if perm.filters is not None and any(not _category_granted(toks, perm.filters) for toks in q.categories):
         raise FhirFailure(403, "forbidden", "granted scopes do not cover the requested category")
     if sorted_mode is None:
@@ -101,7 +103,9 @@ def search(resource_type: str, request: Request) -> Response:
     page, next_cursor = run(st.store, q, perm, cursor)
     now = st.clock.now()
     fhir_base = st.fhir_base(request)
-    links = [{"relation": "self", "url": str(request.url)}]
+    reported = cfg.report_ignored_params != "silent" and cursor is None  # a paging link's query is opaque
+    self_url = f"{fhir_base}/{resource_type}?{urlencode(used)}" if reported else str(request.url)
+    links = [{"relation": "self", "url": self_url}]
     total: int | None = None
     fault = _paging_fault(st, request, next_cursor is not None, bool(request.query_params.get("_cursor")))
     outcomes: list[dict[str, Any]] = []
@@ -122,6 +126,10 @@ def search(resource_type: str, request: Request) -> Response:
         links.append({"relation": "next", "url": f"{fhir_base}/{resource_type}?_cursor={nxt}"})
     bundle = _searchset(fhir_base, now, links, page, q.elements)
     bundle["entry"] += [{"resource": o, "search": {"mode": "outcome"}} for o in outcomes]
+    if ignored and cfg.report_ignored_params == "outcome":
+        names = ", ".join(sorted(set(ignored)))
+        warning = outcome_body("not-supported", f"search parameters ignored: {names}", "warning")
+        bundle["entry"].append({"resource": warning, "search": {"mode": "outcome"}})
     if total is not None:
         bundle["total"] = total
     return fhir_response(bundle, headers={"Date": http_date(now)})
@@ -210,6 +218,8 @@ def _write_response(request: Request, r: dict[str, Any], status: int, fhir_base:
         "Last-Modified": r.get("meta", {}).get("lastUpdated", ""),
     }
     prefer = _prefers(request, "return")
+    if get_state(request).settings.create_bare_answer:  # a server (or gateway) naming neither id nor body
+        return Response(status_code=status)
     if prefer == "minimal":
         return Response(status_code=status, headers=headers)
     if prefer == "operationoutcome":

@@ -1,0 +1,77 @@
+"""Find a draft's DocumentReference on the EHR by its business identifier (DWB-32/33), trusting only exact matches.
+
+A search answer is evidence only when the server applied the ``identifier`` parameter. FHIR servers ignore
+search parameters they do not support (lenient handling, the default), and then answer with the patient's other
+notes. So a resource counts only when its ``identifier[]`` holds this draft's exact ``{system, value}``, and a
+search the server says it did not apply as asked is no evidence at all (``ignored``): its first page's self link
+names no ``identifier`` parameter (servers name there the parameters they applied), or an OperationOutcome entry
+of the answer warns (severity ``warning``, ``error`` or ``fatal``; any such warning, since which parameter a
+warning concerns is free text). A self link that is absent says nothing, and the exact filter still holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from connectors.fhir import FhirClient
+from connectors.fhir.search import SearchPage
+from connectors.writeback.note import identifier_system
+from store.outbox import NoteRecord
+
+__all__ = ["IdentifierLookup", "find_by_identifier"]
+
+_log = logging.getLogger(__name__)
+_PARAM = "identifier"
+_WARNINGS = frozenset({"warning", "error", "fatal"})
+
+
+@dataclass(frozen=True)
+class IdentifierLookup:
+    """``matches``: the DocumentReferences carrying this draft's identifier exactly; ``ignored``: the server did not
+    apply the identifier search (``matches`` is then empty and proves nothing)."""
+
+    matches: list[dict[str, Any]] = field(default_factory=list)
+    ignored: bool = False
+
+    @property
+    def found(self) -> dict[str, Any] | None:
+        """The one note found, or None (none, several, or no evidence)."""
+        return self.matches[0] if len(self.matches) == 1 and not self.ignored else None
+
+
+def find_by_identifier(client: FhirClient, note: NoteRecord) -> IdentifierLookup:
+    """Search ``DocumentReference?patient=&identifier=`` (raises ``EhrSyncError`` when the search fails)."""
+    system = identifier_system(note.tenant_id)
+    params = {"patient": note.patient_id, _PARAM: f"{system}|{note.draft_id}"}
+    matches: list[dict[str, Any]] = []
+    for number, page in enumerate(client.search_pages("DocumentReference", params)):
+        if _ignored(page, first=number == 0):
+            _log.warning("note %s: the EHR did not apply the identifier search; its answer is no evidence", note.id)
+            return IdentifierLookup(ignored=True)
+        matches.extend(r for r in page.resources if _carries(r, system, note.draft_id))
+    return IdentifierLookup(matches)
+
+
+def _carries(resource: dict[str, Any], system: str, value: str) -> bool:
+    if resource.get("resourceType") != "DocumentReference" or not isinstance(resource.get("id"), str):
+        return False
+    identifiers = resource.get("identifier")
+    return isinstance(identifiers, list) and any(
+        isinstance(i, dict) and i.get("system") == system and i.get("value") == value for i in identifiers
+    )
+
+
+def _ignored(page: SearchPage, *, first: bool) -> bool:
+    """Whether the server said it did not apply the search as asked (only the first page's self link counts: later
+    pages' links may be opaque paging tokens)."""
+    for outcome in page.outcomes:
+        issues = outcome.get("issue")
+        if isinstance(issues, list) and any(isinstance(i, dict) and i.get("severity") in _WARNINGS for i in issues):
+            return True
+    if not first or page.self_url is None:
+        return False
+    applied = {name.split(":", 1)[0] for name, _ in parse_qsl(urlsplit(page.self_url).query, keep_blank_values=True)}
+    return _PARAM not in applied

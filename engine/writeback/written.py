@@ -1,0 +1,90 @@
+"""A 2xx to the note's POST: the EHR holds the note, so it is ``written``, whatever else happened meanwhile.
+
+The id comes from the answer (``Location``, else the body). A server may name neither (an empty 201, or
+``Prefer: return=OperationOutcome`` without ``Location``): the id is then learned by the identifier search, exact
+matches only (``lookup``). When that cannot name it (not found, several, the server ignores the parameter, the
+search failed) the note is still ``written`` (the 2xx is proof) with no id and the reason code ``id_unknown``,
+logged and audited; no Provenance can point at it.
+
+A run whose POST waited long may find that another run moved the note meanwhile (resumed it as stalled, then
+``unknown``): its compare-and-set fails (``StaleNoteError``). The 2xx still holds, so the note is read again and,
+unless it ended meanwhile (``written``, ``failed``, ``blocked``), recorded ``written`` with this answer's id.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from connectors import errors as ce
+from connectors.fhir import CreateResult, FhirClient
+from engine.writeback.lookup import find_by_identifier
+from store import AppDatabase
+from store.outbox import TERMINAL_STATES, NoteRecord, StaleNoteError, get_note, transition
+
+__all__ = ["ID_UNKNOWN", "record_written"]
+
+_log = logging.getLogger(__name__)
+#: Reason code of a ``written`` note whose id the EHR did not name and the identifier search could not find.
+ID_UNKNOWN = "id_unknown"
+_RACE_TRIES = 3
+
+
+def record_written(db: AppDatabase, client: FhirClient, note: NoteRecord, result: CreateResult) -> NoteRecord:
+    """The note ``written`` after ``result`` (a 2xx), with the id it names or the identifier search finds."""
+    resource_id, version_id, reason = result.id, result.version_id, None
+    id_from = "answer" if resource_id else "search"
+    if resource_id is None:
+        resource_id, version_id, reason = _learn_id(client, note, result.status)
+    fields: dict[str, Any] = {
+        "ehr_resource_id": resource_id,
+        "ehr_version_id": version_id,
+        "last_http_status": result.status,
+        "reason_code": None if resource_id else ID_UNKNOWN,
+        "reason": reason,
+    }
+    detail: dict[str, Any] = {"http_status": result.status, "dedup_hit": result.status == 200}
+    detail |= {"resource_id": resource_id, "id_from": id_from} if resource_id else {"error_code": ID_UNKNOWN}
+    return _commit(db, note, fields, detail)
+
+
+def _learn_id(client: FhirClient, note: NoteRecord, status: int) -> tuple[str | None, str | None, str | None]:
+    """``(id, version, None)`` found by the identifier search, else ``(None, None, why)``."""
+    try:
+        lookup = find_by_identifier(client, note)
+    except ce.EhrSyncError as exc:
+        why = f"the identifier search failed ({exc.code})"
+    else:
+        if lookup.found is not None:
+            meta = lookup.found.get("meta") if isinstance(lookup.found.get("meta"), dict) else None
+            return str(lookup.found["id"]), (meta or {}).get("versionId"), None
+        if lookup.ignored:
+            why = "the EHR ignores the identifier search parameter"
+        else:
+            why = f"the identifier search found {len(lookup.matches)} notes carrying this draft's identifier"
+    _log.warning(
+        "note %s: the EHR took it (HTTP %s) but named no id and %s; written as %s, without Provenance",
+        note.id,
+        status,
+        why,
+        ID_UNKNOWN,
+    )
+    return None, None, f"the EHR answered HTTP {status} without naming the note's id, and {why}"
+
+
+def _commit(db: AppDatabase, note: NoteRecord, fields: dict[str, Any], detail: dict[str, Any]) -> NoteRecord:
+    """``note → written``; when another run moved it first, again from where it is now, unless it has ended."""
+    for _ in range(_RACE_TRIES):
+        try:
+            return transition(db, note, "written", detail=detail, **fields)
+        except StaleNoteError:
+            current = get_note(db, note.id)
+            if current is None:
+                raise
+            if current.state in TERMINAL_STATES:
+                _log.warning("note %s: created, but another run had made it %s; left so", note.id, current.state)
+                return current
+            _log.warning("note %s: created while another run made it %s; written all the same", note.id, current.state)
+            note = current
+            detail = {**detail, "moved_by_other_run": current.state}
+    raise StaleNoteError(f"note {note.id} kept moving while its created id was recorded")

@@ -1,0 +1,187 @@
+"""Write-back outcomes the first answer does not settle (draft-note §3/§5), against the sandbox EHR: reconciling on
+a server that ignores the identifier search, conditional creates whose answers are all lost, 2xx answers naming no
+id, and a slow live POST racing a run that takes it for a stalled one."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from engine.writeback import write_note
+from engine.writeback.queue import due_runs
+from store.models import AuditEvent, utcnow
+from store.outbox import NoteRecord, get_note, transition
+from tests.engine.writeback_helpers import FAST, enqueue, server_notes, writable_connection
+
+DOC_POSTS = "/fhir/DocumentReference"
+
+
+def _events(world, note_id: str) -> list[AuditEvent]:
+    with world.env.db.session() as session:
+        events = session.scalars(select(AuditEvent).where(AuditEvent.action == "note.transition")).all()
+        return [e for e in events if e.detail.get("note_id") == note_id]
+
+
+def _patient_notes(world, conn: str, ehr) -> int:
+    from connectors.fhir import FhirClient
+    from tests.engine.writeback_helpers import patient_of
+
+    client = FhirClient(ehr.fhir_base, world.env.vault.token_source(conn), http=world.env.http)
+    params = {"patient": patient_of(world, conn)}
+    return sum(len(page.resources) for page in client.search_pages("DocumentReference", params))
+
+
+def test_dwb32_33_unrelated_notes_found_by_an_ignored_identifier_search_never_resolve_the_draft(
+    world, start_sandbox, http
+) -> None:
+    """DWB-32/33: a server ignoring the identifier parameter (silently) answers with the patient's other notes;
+    none carries this draft's identifier, so the lost note stays unknown (never written with another note's id,
+    never failed as a duplicate)."""
+    ehr = start_sandbox(conditional_create=False, ignored_search_params=["identifier"])
+    conn = writable_connection(world, ehr, http)
+    assert write_note(world.env, FAST, enqueue(world, conn).id).state == "written"  # another draft's note
+    note = enqueue(world, conn)
+    ehr.admin.set_fault("drop", path=DOC_POSTS, times=1)  # lost before the EHR stored anything
+    done = write_note(world.env, FAST, note.id)
+    assert _patient_notes(world, conn, ehr) >= 1  # the search answers with unrelated notes
+    assert (done.state, done.ehr_resource_id, done.reason_code) == ("unknown", None, "response_lost")
+
+
+def test_dwb32_33_reconcile_takes_only_the_note_carrying_the_exact_identifier(world, start_sandbox, http) -> None:
+    """DWB-32/33: among the patient's notes a lenient server returns, the one with this draft's {system, value}
+    is the draft's; the others do not make it a duplicate."""
+    ehr = start_sandbox(conditional_create=False, ignored_search_params=["identifier"])
+    conn = writable_connection(world, ehr, http)
+    assert write_note(world.env, FAST, enqueue(world, conn).id).state == "written"
+    note = enqueue(world, conn)
+    ehr.admin.set_fault("drop_response", path=DOC_POSTS, times=1)  # stored, answer lost
+    done = write_note(world.env, FAST, note.id)
+    ehr.admin.settings(ignored_search_params=[])  # so the check below can search
+    [doc] = server_notes(world, conn, ehr, note)
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
+
+
+@pytest.mark.parametrize("report", ["self_link", "outcome"])
+def test_dwb32_33_a_server_saying_it_ignored_the_identifier_cannot_reconcile(
+    world, start_sandbox, http, report
+) -> None:
+    """DWB-32/33: a search the server says it did not apply (self link without ``identifier``, or a warning
+    OperationOutcome entry) is no evidence: the note stays unknown (``identifier_search_ignored``) for a person,
+    even though the EHR holds it; a later run searches again without another transition."""
+    ehr = start_sandbox(conditional_create=False, ignored_search_params=["identifier"], report_ignored_params=report)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    ehr.admin.set_fault("drop_response", path=DOC_POSTS, times=1)
+    done = write_note(world.env, FAST, note.id)
+    assert (done.state, done.ehr_resource_id, done.reason_code) == ("unknown", None, "identifier_search_ignored")
+    again = write_note(world.env, FAST, note.id)
+    assert (again.state, again.version) == ("unknown", done.version)
+    assert [e.outcome for e in _events(world, note.id)] == ["sending", "unknown", "unknown"]
+
+
+@pytest.mark.parametrize(("fault", "retry_after"), [("drop_response", None), ("500", None), ("503", "")])
+def test_dwb31_34_conditional_create_out_of_retries_with_an_unknown_outcome_is_unknown_not_failed(
+    world, sb, http, request_log, fault, retry_after
+) -> None:
+    """DWB-31/34, draft-note §5: with If-None-Exist lost answers (and 500, 503 without Retry-After) are retried; once
+    the attempts are spent the note is ``unknown`` and reconciled, never ``failed``: the EHR may hold it."""
+    conn = writable_connection(world, sb, http)
+    note = enqueue(world, conn)
+    sb.admin.set_fault(fault, path=DOC_POSTS, times=None, retry_after=retry_after)
+    states = [write_note(world.env, FAST, note.id).state for _ in range(FAST.max_attempts)]
+    assert states == ["pending"] * (FAST.max_attempts - 1) + ["unknown"]
+    sb.admin.clear_faults()
+    posts = len(request_log.paths(DOC_POSTS, "POST"))
+    done = write_note(world.env, FAST, note.id)  # a later run only searches
+    assert len(request_log.paths(DOC_POSTS, "POST")) == posts
+    docs = server_notes(world, conn, sb, note)
+    if fault == "drop_response":  # the EHR stored the first POST (once: If-None-Exist): found, written
+        [doc] = docs
+        assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
+    else:
+        assert docs == [] and (done.state, done.reason_code) == ("unknown", "response_lost")
+
+
+def test_dwb50_a_201_naming_no_id_learns_it_by_the_identifier_search(world, start_sandbox, http) -> None:
+    """DWB-50/33: an empty 201 without Location still yields the note's id: the exact identifier search finds it."""
+    ehr = start_sandbox(create_bare_answer=True)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    done = write_note(world.env, FAST, note.id)
+    [doc] = server_notes(world, conn, ehr, note)
+    assert (done.state, done.ehr_resource_id, done.ehr_version_id) == ("written", doc["id"], doc["meta"]["versionId"])
+    assert (done.reason_code, done.last_http_status) == (None, 201)
+
+
+def test_dwb50_an_id_that_cannot_be_learned_is_written_as_id_unknown(world, start_sandbox, http, caplog) -> None:
+    """DWB-50: a 201 naming no id on a server that ignores the identifier search: ``written`` (the 2xx is proof)
+    with reason code ``id_unknown``, logged and audited, never a silent missing id."""
+    ehr = start_sandbox(create_bare_answer=True, ignored_search_params=["identifier"], report_ignored_params="outcome")
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    done = write_note(world.env, FAST, note.id)
+    assert (done.state, done.ehr_resource_id, done.reason_code) == ("written", None, "id_unknown")
+    assert done.reason is not None and "HTTP 201" in done.reason
+    assert _events(world, note.id)[-1].detail["error_code"] == "id_unknown"
+    assert any("id_unknown" in r.getMessage() for r in caplog.records)
+
+
+def _in_thread(call: Any) -> tuple[threading.Thread, dict[str, NoteRecord]]:
+    out: dict[str, NoteRecord] = {}
+    thread = threading.Thread(target=lambda: out.setdefault("done", call()))
+    thread.start()
+    return thread, out
+
+
+def _wait_sending(world, note_id: str) -> NoteRecord:
+    for _ in range(100):
+        current = get_note(world.env.db, note_id)
+        if current is not None and current.state == "sending":
+            return current
+        time.sleep(0.05)
+    raise AssertionError("the note never became sending")
+
+
+def test_a_live_slow_post_is_never_taken_for_a_stalled_one(world, start_sandbox, http) -> None:
+    """A POST alive longer than ``stalled_after_s`` (e.g. waiting out Retry-After) keeps its note fresh: the sensor's
+    query never asks for it again meanwhile, and the note ends written once."""
+    ehr = start_sandbox(conditional_create=False)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    ehr.admin.set_fault("slow", path=DOC_POSTS, times=1, delay_s=3.0)
+    config = replace(FAST, stalled_after_s=1.0)
+    thread, out = _in_thread(lambda: write_note(world.env, config, note.id))
+    _wait_sending(world, note.id)
+    asked: list[str] = []
+    while thread.is_alive():
+        runs, _ = due_runs(world.env.db, utcnow(), after=None, stalled_after_s=1.0)
+        asked += [r.run_key for r in runs if r.note_id == note.id]
+        time.sleep(0.2)
+    thread.join()
+    [doc] = server_notes(world, conn, ehr, note)
+    assert asked == [] and (out["done"].state, out["done"].ehr_resource_id) == ("written", doc["id"])
+
+
+def test_a_2xx_after_another_run_moved_the_note_to_unknown_is_still_written(world, start_sandbox, http) -> None:
+    """A run that took the live POST for a stalled one moved the note to unknown and found nothing yet; the POST's
+    201 then arrives: the note is written with that id (a 2xx is proof), never left unknown with the id dropped."""
+    ehr = start_sandbox(conditional_create=False)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    ehr.admin.set_fault("slow", path=DOC_POSTS, times=1, delay_s=2.0)
+    thread, out = _in_thread(lambda: write_note(world.env, FAST, note.id))
+    sending = _wait_sending(world, note.id)
+    other = transition(world.env.db, sending, "unknown", reason_code="response_lost", reason=None)
+    assert write_note(world.env, FAST, other.id).state == "unknown"  # the other run's search: not stored yet
+    thread.join(30)
+    [doc] = server_notes(world, conn, ehr, note)
+    final = get_note(world.env.db, note.id)
+    assert final is not None and (final.state, final.ehr_resource_id) == ("written", doc["id"])
+    assert out["done"].state == "written"
+    assert [e.outcome for e in _events(world, note.id)] == ["sending", "unknown", "written"]
+    assert _events(world, note.id)[-1].detail["moved_by_other_run"] == "unknown"
