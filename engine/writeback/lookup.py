@@ -46,13 +46,13 @@ def find_by_identifier(client: FhirClient, note: NoteRecord) -> IdentifierLookup
     """Search ``DocumentReference?patient=&identifier=`` (raises ``EhrSyncError`` when the search fails)."""
     system = identifier_system(note.tenant_id)
     params = {"patient": note.patient_id, _PARAM: f"{system}|{note.draft_id}"}
-    matches: list[dict[str, Any]] = []
+    matches: dict[str, dict[str, Any]] = {}  # by id: a server paging by offset may repeat a match on a later page
     for number, page in enumerate(client.search_pages("DocumentReference", params)):
         if _ignored(page, first=number == 0):
             _log.warning("note %s: the EHR did not apply the identifier search; its answer is no evidence", note.id)
             return IdentifierLookup(ignored=True)
-        matches.extend(r for r in page.resources if _carries(r, system, note.draft_id))
-    return IdentifierLookup(matches)
+        matches.update((r["id"], r) for r in page.resources if _carries(r, system, note.draft_id))
+    return IdentifierLookup(list(matches.values()))
 
 
 def _carries(resource: dict[str, Any], system: str, value: str) -> bool:

@@ -7,15 +7,22 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
+from connectors.fhir import FhirClient
+from connectors.tokens import StaticTokenSource
+from connectors.writeback.note import identifier_system
 from engine.writeback import write_note
+from engine.writeback.lookup import find_by_identifier
 from engine.writeback.queue import due_runs
 from store.models import AuditEvent, utcnow
 from store.outbox import NoteRecord, get_note, transition
+from tests.engine.fake_fhir import FakeFhir, bundle, serve
 from tests.engine.writeback_helpers import FAST, enqueue, server_notes, writable_connection
 
 DOC_POSTS = "/fhir/DocumentReference"
@@ -185,3 +192,22 @@ def test_a_2xx_after_another_run_moved_the_note_to_unknown_is_still_written(worl
     assert out["done"].state == "written"
     assert [e.outcome for e in _events(world, note.id)] == ["sending", "unknown", "written"]
     assert _events(world, note.id)[-1].detail["moved_by_other_run"] == "unknown"
+
+
+def test_dwb33_a_match_repeated_on_a_later_page_is_one_note_not_a_duplicate() -> None:
+    """A server paging by offset may send the same note again on a later page: it is one note (by id), so the draft
+    is resolved to it rather than failed as ``duplicate_notes``."""
+    note = SimpleNamespace(id="n1", tenant_id="t1", patient_id="p1", draft_id="d1")
+    ours = {
+        "resourceType": "DocumentReference",
+        "id": "doc-1",
+        "identifier": [{"system": identifier_system("t1"), "value": "d1"}],
+    }
+    fake = FakeFhir()
+    fake.routes["/fhir/DocumentReference"] = lambda _p, _q: bundle([ours], next_url=f"{fake.fhir_base}/page2")
+    fake.routes["/fhir/page2"] = lambda _p, _q: bundle([ours])
+    with serve(fake), httpx.Client() as http:
+        client = FhirClient(fake.fhir_base, StaticTokenSource("tok"), http=http)
+        found = find_by_identifier(client, note)  # type: ignore[arg-type]
+    assert fake.hits("/fhir/page2") == 1
+    assert found.found is not None and found.found["id"] == "doc-1"
