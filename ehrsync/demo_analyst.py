@@ -3,6 +3,9 @@ data is, which tables an analyst finds, and one question answered in SQL against
 
 from __future__ import annotations
 
+import shlex
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ehrsync.demo_report import say
@@ -11,7 +14,7 @@ if TYPE_CHECKING:
     from ehrsync.run_analyst import AnalystViewsResult
     from engine.settings import PipelineSettings
 
-__all__ = ["EXAMPLE_QUERY", "analyst_summary", "refresh_analyst_views"]
+__all__ = ["EXAMPLE_QUERY", "analyst_summary", "python_query_command", "refresh_analyst_views"]
 
 # Latest creatinine per patient: one row per connection and patient (a person synced through two connections
 # stays two rows, each traceable to its source).
@@ -47,6 +50,13 @@ def _wrapped(items: list[str], width: int) -> list[str]:
     return lines
 
 
+def python_query_command(snapshot: Path | str, sql: str = "SELECT count(*) FROM observation") -> str:
+    """A shell command that asks the snapshot ``sql`` with this Python's duckdb (the duckdb CLI is not installed)."""
+    code = f"import duckdb; duckdb.connect({str(snapshot)!r}, read_only=True).sql({sql!r}).show()"
+    quoted = f'"{code}"' if not set(code) & set('"$`\\!') else shlex.quote(code)
+    return f"{shlex.quote(sys.executable)} -c {quoted}"
+
+
 def _rows(table: list[list[str]], header: list[str]) -> None:
     widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
     line = "   " + "  ".join(f"{{:<{w}}}" for w in widths)
@@ -67,7 +77,7 @@ def analyst_summary(warehouse_url: str, result: AnalystViewsResult) -> None:
     say("   tables (rows):")
     for line in _wrapped(tables, width=100):
         say(f"     {line}")
-    say(f"\n   Example, latest creatinine per patient (duckdb -readonly {result.current}):")
+    say("\n   Example, latest creatinine per patient, asked of the snapshot:")
     for line in EXAMPLE_QUERY.splitlines():
         say(f"     {line}")
     with duckdb.connect(str(result.current), read_only=True) as con:
@@ -79,3 +89,5 @@ def analyst_summary(warehouse_url: str, result: AnalystViewsResult) -> None:
         _rows(answer, header)
     else:
         say("   (no creatinine results among these patients)")
+    say("\n   Ask it your own SQL from Python (the duckdb CLI is not installed; see docs/ANALYSTS.md):")
+    say(f"     {python_query_command(str(result.current))}")

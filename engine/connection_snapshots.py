@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from connectors.errors import ConfigurationError
 from engine.errors import ConnectionNotFoundError
 from store import AppDatabase
+from store.database import database_error_text
 from store.models import Connection, Tenant
 
 __all__ = ["BULK_KINDS", "ConnectionSnapshot", "read_connection", "read_connections"]
@@ -87,7 +88,7 @@ def _unreadable(db: AppDatabase, exc: Exception) -> ConfigurationError:
         migrated = True  # cannot even inspect it: the database itself is the problem, not its schema
     if not migrated:
         return ConfigurationError("app database has no connections table: run `ehrsync db migrate` first")
-    return ConfigurationError(f"app database could not be read ({type(exc).__name__}): check DATABASE_URL")
+    return ConfigurationError(database_error_text(exc))
 
 
 def read_connections(db: AppDatabase) -> list[ConnectionSnapshot]:

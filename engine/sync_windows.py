@@ -90,5 +90,8 @@ def parse_sync_windows(raw: str | None) -> dict[str, SyncWindow]:
     for source, value in data.items():
         if not isinstance(value, str):
             raise PipelineConfigurationError(f"EHRSYNC_SYNC_WINDOWS[{source!r}] must be a string 'HH:MM-HH:MM'")
-        windows[str(source)] = parse_window(value)
+        try:
+            windows[str(source)] = parse_window(value)
+        except PipelineConfigurationError as exc:
+            raise PipelineConfigurationError(f"EHRSYNC_SYNC_WINDOWS[{source!r}]: {exc.message}") from None
     return windows

@@ -1,6 +1,7 @@
 """ehrsync's settings, read once per process from the environment (see ``settings.app``).
 
-Below every other package: it imports only pydantic, pydantic-settings and ``connectors.errors``.
+Below every other package: it imports only pydantic, pydantic-settings, SQLAlchemy's URL parser and
+``connectors.errors``.
 """
 
 from settings.app import DEFAULT_STATE_DIR, ENGINE_VARIABLES, AppSettings, load_app_settings

@@ -23,10 +23,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from connectors.errors import ConfigurationError
+from settings.locations import app_database_url_problem, state_dir_problem
 
 __all__ = ["DEFAULT_STATE_DIR", "ENGINE_VARIABLES", "AppSettings", "load_app_settings"]
 
@@ -118,6 +119,17 @@ class AppSettings(BaseSettings):
     EHRSYNC_ANALYST_MIN_INTERVAL_SECONDS: str | None = None
     EHRSYNC_ANALYST_LOCK_TIMEOUT_SECONDS: str | None = None
 
+    @model_validator(mode="after")
+    def _check_locations(self) -> AppSettings:
+        """The state folder and the app database URL in effect, each named by the variable that set it."""
+        state_variable = next((n for n in ("EHRSYNC_STATE_DIR", "EHRSYNC_HOME") if getattr(self, n).strip()), None)
+        if state_variable is not None and (problem := state_dir_problem(getattr(self, state_variable).strip())):
+            raise ValueError(f"{state_variable}: {problem}")
+        database_variable = self.database_url_variable
+        if database_variable is not None and (problem := app_database_url_problem(self.database_url)):
+            raise ValueError(f"{database_variable}: {problem}")
+        return self
+
     @property
     def state_dir(self) -> Path:
         """Absolute, so a child process started elsewhere (Dagster's code server) finds the same files."""
@@ -184,4 +196,5 @@ def load_app_settings(env: Mapping[str, str] | None = None) -> AppSettings:
     except ValidationError as exc:  # a switch that is not a boolean (SMART_ENABLE_WRITE), or a non-string value
         error = exc.errors()[0]
         where = ".".join(str(p) for p in error["loc"])
-        raise ConfigurationError(f"invalid ehrsync settings: {where}: {error['msg']}") from None
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise ConfigurationError(f"invalid ehrsync settings: {where + ': ' if where else ''}{message}") from None

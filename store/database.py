@@ -14,23 +14,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from connectors.errors import ConfigurationError
+from settings.locations import app_database_url_problem, normalise_database_url
 from store._engines import shared_engine
 
-__all__ = ["AppDatabase"]
+__all__ = ["AppDatabase", "database_error_text"]
 
 logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-
-
-def _normalise_url(url: str) -> str:
-    """Name the driver explicitly: a bare ``postgresql://`` means psycopg 3 here, never psycopg2."""
-    if url.startswith("postgres://"):
-        url = "postgresql://" + url[len("postgres://") :]
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    return url
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -67,6 +59,15 @@ def _sqlite_engine(url: str, echo: bool) -> Engine:
     return engine
 
 
+def database_error_text(exc: BaseException) -> str:
+    """How every ehrsync process names an app database it cannot open or read: the driver's error class and the
+    first line of its message, never the statement or its parameters (they may hold ciphertext)."""
+    orig = getattr(exc, "orig", None)  # a DBAPIError wraps the driver's own error
+    cause = orig if isinstance(orig, BaseException) else exc
+    first = next(iter(str(cause).strip().splitlines()), "") if cause is orig else ""
+    return f"app database error ({type(cause).__name__}{': ' + first if first else ''}): check DATABASE_URL"
+
+
 class AppDatabase:
     """One engine per process; sessions are short-lived and never shared between threads."""
 
@@ -79,26 +80,20 @@ class AppDatabase:
         """SQLite file or ``postgresql+psycopg://``: the URL ``settings.AppSettings.database_url`` resolved.
 
         Every ``AppDatabase`` of one URL in a process shares one engine (``store._engines`` says why)."""
-        url = _normalise_url(url)
-        try:
-            parsed = make_url(url)
-        except Exception as exc:  # sqlalchemy raises ArgumentError, wrapped here so callers get one type
-            raise ConfigurationError(f"app database URL is not a valid SQLAlchemy URL: {exc}") from exc
+        url = normalise_database_url(url)
+        problem = app_database_url_problem(url)
+        if problem is not None:
+            raise ConfigurationError(f"app database URL: {problem}")
+        parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
-            database = parsed.database
-            if not database or database == ":memory:":
-                raise ConfigurationError("app database must be a SQLite file (in-memory databases cannot be shared)")
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            assert parsed.database is not None
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             return cls(shared_engine(url, echo, lambda: _sqlite_engine(url, echo)))
-        if parsed.get_backend_name() == "postgresql":
-            if parsed.get_driver_name() != "psycopg":
-                raise ConfigurationError("app database on PostgreSQL must use psycopg 3 ('postgresql+psycopg://')")
-            return cls(
-                shared_engine(
-                    url, echo, lambda: create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5)
-                )
+        return cls(
+            shared_engine(
+                url, echo, lambda: create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5)
             )
-        raise ConfigurationError(f"unsupported app database backend {parsed.get_backend_name()!r}")
+        )
 
     @property
     def dialect(self) -> str:

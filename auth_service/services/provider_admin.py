@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from auth_service.services.context import ServiceContext
 from auth_service.services.errors import ConfigValidationError, NotFoundError
 from auth_service.services.providers_port import field_hints, plugin, plugin_display_name, validate_config
+from auth_service.tenants.settings import PracticeSettings
 from store.audit import record_audit
 from store.models import Connection, ConnectionStatus, ProviderConfig, Tenant
 from store.provider_configs import SECRET_FIELDS, save_provider_config
@@ -25,6 +26,8 @@ __all__ = [
 ]
 
 _PROVIDER_ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
+#: The tenant's own SMART server (``practice_settings.smartFhir``), listed without a provider-config row.
+_SMART = "smart"
 
 
 def _row(session: Session, tenant_id: str, provider_id: str) -> ProviderConfig:
@@ -32,8 +35,17 @@ def _row(session: Session, tenant_id: str, provider_id: str) -> ProviderConfig:
         select(ProviderConfig).where(ProviderConfig.tenant_id == tenant_id, ProviderConfig.provider_id == provider_id)
     )
     if row is None:
-        raise NotFoundError(f"provider {provider_id!r} is not configured for this tenant")
+        raise _not_configured(provider_id)
     return row
+
+
+def _not_configured(provider_id: str) -> NotFoundError:
+    if provider_id == _SMART:
+        return NotFoundError(
+            "provider 'smart' has no provider config: it is the tenant's smartFhir server, "
+            "set in the tenant's practice settings"
+        )
+    return NotFoundError(f"provider {provider_id!r} is not configured for this tenant")
 
 
 def _audit(session: Session, action: str, actor: str, row: ProviderConfig, **detail: Any) -> None:
@@ -74,22 +86,52 @@ def describe_provider(row: ProviderConfig, tenant: Tenant) -> dict[str, Any]:
         "config": _public_config(row.config),
         "field_hints": field_hints(row.provider_id),
         "updated_at": row.updated_at.isoformat(),
+        "source": "provider_config",
     }
+
+
+def _describe_tenant_smart(tenant: Tenant) -> dict[str, Any] | None:
+    """``smart`` as the tenant's smartFhir settings define it (read-only here), or ``None`` when they do not."""
+    smart = PracticeSettings.model_validate((tenant.settings or {}).get("practice_settings") or {}).smart_fhir
+    if not (smart.enabled or smart.fhir_base_url):
+        return None
+    config = {"fhirBaseUrl": smart.fhir_base_url, "issuer": smart.issuer, "clientId": smart.client_id}
+    return {
+        "provider": _SMART,
+        "display_name": plugin_display_name(_SMART),
+        "enabled": smart.enabled and bool(smart.fhir_base_url),
+        "config": {k: v for k, v in config.items() if v is not None},
+        "field_hints": {},
+        "updated_at": tenant.updated_at.isoformat(),
+        "source": "tenant_settings",
+    }
+
+
+def _described(session: Session, tenant: Tenant) -> list[dict[str, Any]]:
+    """Every provider-config row, then ``smart`` from the tenant's smartFhir settings unless a row overrides it."""
+    rows = session.scalars(select(ProviderConfig).where(ProviderConfig.tenant_id == tenant.id))
+    out = [describe_provider(r, tenant) for r in rows]
+    smart = _describe_tenant_smart(tenant)
+    if smart is not None and all(p["provider"] != _SMART for p in out):
+        out.append(smart)
+    return out
 
 
 def list_providers(ctx: ServiceContext, tenant_id: str) -> list[dict[str, Any]]:
     with ctx.db.session() as session:
         tenant = session.get(Tenant, tenant_id)
         assert tenant is not None
-        rows = session.scalars(select(ProviderConfig).where(ProviderConfig.tenant_id == tenant_id))
-        return [describe_provider(r, tenant) for r in rows]
+        return _described(session, tenant)
 
 
 def get_provider_config(ctx: ServiceContext, tenant_id: str, provider_id: str) -> dict[str, Any]:
     with ctx.db.session() as session:
         tenant = session.get(Tenant, tenant_id)
         assert tenant is not None
-        return describe_provider(_row(session, tenant_id, provider_id), tenant)
+        for described in _described(session, tenant):
+            if described["provider"] == provider_id:
+                return described
+    raise _not_configured(provider_id)
 
 
 def upsert_provider(
@@ -148,23 +190,19 @@ _NEEDS_ACTION = (ConnectionStatus.NEEDS_REAUTH, ConnectionStatus.CLIENT_REJECTED
 
 
 def health(ctx: ServiceContext, tenant_id: str) -> dict[str, Any]:
-    """Per provider: enabled flag and connection counts by status (needs_reauth, client_rejected and
-    token_undecryptable are the ones to watch)."""
+    """Per provider (the providers listing, then any other provider a connection still names): enabled flag and
+    connection counts by status; a needs_reauth, client_rejected or token_undecryptable connection of any
+    provider makes the tenant ``degraded``."""
     with ctx.db.session() as session:
         tenant = session.get(Tenant, tenant_id)
         assert tenant is not None
-        enabled = set(_enabled_list(tenant))
-        rows = list(session.scalars(select(ProviderConfig).where(ProviderConfig.tenant_id == tenant_id)))
+        listed = {p["provider"]: bool(p["enabled"]) for p in _described(session, tenant)}
         counts: dict[str, Counter[str]] = {}
         for conn in session.scalars(select(Connection).where(Connection.tenant_id == tenant_id)):
             counts.setdefault(conn.provider_id, Counter())[conn.status] += 1
+    ids = [*listed, *sorted(set(counts) - set(listed))]
     providers: list[dict[str, Any]] = [
-        {
-            "provider": r.provider_id,
-            "enabled": r.enabled and r.provider_id in enabled,
-            "connections": dict(counts.get(r.provider_id, Counter())),
-        }
-        for r in rows
+        {"provider": p, "enabled": listed.get(p, False), "connections": dict(counts.get(p, Counter()))} for p in ids
     ]
-    degraded = any(counts.get(r.provider_id, Counter())[status] for r in rows for status in _NEEDS_ACTION)
+    degraded = any(c[status] for c in counts.values() for status in _NEEDS_ACTION)
     return {"tenant": tenant_id, "status": "degraded" if degraded else "ok", "providers": providers}

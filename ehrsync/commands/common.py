@@ -26,20 +26,18 @@ T = TypeVar("T")
 
 def one_line(exc: BaseException) -> str:
     """A single line naming the problem: typed ehrsync errors by code, anything else by type and message."""
-    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+    from sqlalchemy.exc import SQLAlchemyError
 
     from auth_service.core.redaction import redact
-    from connectors.errors import EhrSyncError
+    from connectors.errors import ConfigurationError, EhrSyncError
+    from store.database import database_error_text
 
     if isinstance(exc, EhrSyncError):
         text = f"{exc.code}: {exc.message}"
     elif isinstance(exc, OSError) and exc.filename is not None:
         text = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
-    elif isinstance(exc, DBAPIError):  # never the statement or its parameters (they may hold ciphertext)
-        first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
-        text = f"app database error ({type(exc.orig).__name__}: {first}): check DATABASE_URL"
-    elif isinstance(exc, SQLAlchemyError):
-        text = f"app database error ({type(exc).__name__}): check DATABASE_URL"
+    elif isinstance(exc, SQLAlchemyError):  # as the engine names one it cannot read: one form for every command
+        text = f"{ConfigurationError.code}: {database_error_text(exc)}"
     else:
         detail = str(exc) or "no details"
         text = f"{type(exc).__name__}: {detail} (run with -v for details)"

@@ -55,7 +55,10 @@ def test_provider_crud_and_secret_never_echoed(make_app) -> None:
     assert not h.client.post("/api/integrations/admin/providers/smart/disable", headers=auth(key)).json()["enabled"]
     assert h.client.delete("/api/integrations/admin/providers/smart", headers=auth(key)).status_code == 204
     r = h.client.get("/api/integrations/admin/providers/smart", headers=auth(key))
-    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    assert r.status_code == 200 and r.json()["source"] == "tenant_settings"  # the smartFhir settings again
+    assert "client_secret" not in r.json()["config"]
+    r = h.client.delete("/api/integrations/admin/providers/smart", headers=auth(key))
+    assert r.status_code == 404 and "smartFhir" in r.json()["message"]
     actions = [e["action"] for e in h.client.get("/api/integrations/admin/audit", headers=auth(key)).json()]
     for expected in ("provider.create", "provider.enable", "provider.disable", "provider.delete"):
         assert expected in actions
@@ -67,8 +70,12 @@ def test_cross_tenant_access_denied(make_app) -> None:
     key1 = h.bootstrap("t1", SMART)
     key2 = h.bootstrap("t2", SMART)
     h.client.put("/api/integrations/admin/providers/smart", headers=auth(key1), json={"client_id": "a"})
-    assert h.client.get("/api/integrations/admin/providers/smart", headers=auth(key2)).status_code == 404
-    assert h.client.get("/api/integrations/admin/providers", headers=auth(key2)).json() == []
+    # t2 sees only its own smartFhir server, never t1's provider config
+    own = h.client.get("/api/integrations/admin/providers/smart", headers=auth(key2)).json()
+    assert own["source"] == "tenant_settings" and own["config"]["clientId"] == "app"
+    assert [p["source"] for p in h.client.get("/api/integrations/admin/providers", headers=auth(key2)).json()] == [
+        "tenant_settings"
+    ]
     assert h.client.delete("/api/integrations/admin/providers/smart", headers=auth(key2)).status_code == 404
     events = h.client.get("/api/integrations/admin/audit", headers=auth(key2)).json()
     assert all(e["action"] != "provider.create" for e in events)
@@ -141,8 +148,12 @@ def test_admin_on_postgres(make_app, postgres_url) -> None:
         h.client.put("/api/integrations/admin/providers/smart", headers=auth(key1), json={"client_id": "a"}).status_code
         == 200
     )
-    assert h.client.get("/api/integrations/admin/providers/smart", headers=auth(key2)).status_code == 404
-    assert h.client.get("/api/integrations/admin/providers/smart", headers=auth(key1)).status_code == 200
+    assert h.client.get("/api/integrations/admin/providers/smart", headers=auth(key2)).json()["source"] == (
+        "tenant_settings"
+    )
+    assert h.client.get("/api/integrations/admin/providers/smart", headers=auth(key1)).json()["source"] == (
+        "provider_config"
+    )
 
 
 def test_provider_config_validated_by_plugin_schema(make_app) -> None:
@@ -170,3 +181,54 @@ def test_provider_config_validated_by_plugin_schema(make_app) -> None:
     assert h.client.post("/api/integrations/admin/providers/epic/enable", headers=auth(key)).json()["enabled"]
     health = h.client.get("/api/integrations/admin/health", headers=auth(key)).json()
     assert health["providers"] == [{"provider": "epic", "enabled": True, "connections": {}}]
+
+
+def _add_connection(h, tenant_id: str, provider_id: str, status: str) -> None:
+    from store.models import Connection
+
+    with h.app.state.ctx.db.session() as session, session.begin():
+        base = SMART["smartFhir"]["fhirBaseUrl"]
+        session.add(
+            Connection(tenant_id=tenant_id, provider_id=provider_id, fhir_base=base, client_id="a", status=status)
+        )
+
+
+def test_tenant_smart_server_is_listed_and_counted_in_health(make_app) -> None:
+    """``smart`` (the tenant's smartFhir server, no provider-config row) is in the providers listing, read-only,
+    and health counts its connections: one needing re-authorization makes the tenant degraded."""
+    h = make_app()
+    key = h.bootstrap("t1", SMART)
+    listed = h.client.get("/api/integrations/admin/providers", headers=auth(key)).json()
+    assert [(p["provider"], p["enabled"], p["source"]) for p in listed] == [("smart", True, "tenant_settings")]
+    assert listed[0]["config"] == {
+        "fhirBaseUrl": SMART["smartFhir"]["fhirBaseUrl"],
+        "issuer": SMART["smartFhir"]["issuer"],
+        "clientId": "app",
+    }
+    assert h.client.get("/api/integrations/admin/providers/smart", headers=auth(key)).json() == listed[0]
+    r = h.client.post("/api/integrations/admin/providers/smart/disable", headers=auth(key))
+    assert r.status_code == 404 and "practice settings" in r.json()["message"]
+    health = h.client.get("/api/integrations/admin/health", headers=auth(key)).json()
+    assert health == {
+        "tenant": "t1",
+        "status": "ok",
+        "providers": [{"provider": "smart", "enabled": True, "connections": {}}],
+    }
+    _add_connection(h, "t1", "smart", "active")
+    _add_connection(h, "t1", "smart", "needs_reauth")
+    health = h.client.get("/api/integrations/admin/health", headers=auth(key)).json()
+    assert health["status"] == "degraded"
+    assert health["providers"] == [
+        {"provider": "smart", "enabled": True, "connections": {"active": 1, "needs_reauth": 1}}
+    ]
+
+
+def test_health_counts_connections_of_a_provider_no_longer_configured(make_app) -> None:
+    """A provider whose config was deleted still has connections: health counts them (enabled false)."""
+    h = make_app()
+    key = h.bootstrap("t1")
+    assert h.client.get("/api/integrations/admin/providers", headers=auth(key)).json() == []
+    _add_connection(h, "t1", "epic", "client_rejected")
+    health = h.client.get("/api/integrations/admin/health", headers=auth(key)).json()
+    assert health["status"] == "degraded"
+    assert health["providers"] == [{"provider": "epic", "enabled": False, "connections": {"client_rejected": 1}}]

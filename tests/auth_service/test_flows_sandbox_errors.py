@@ -67,7 +67,7 @@ def test_refresh_refused_marks_needs_reauth_sal25(make_settings, sandbox) -> Non
         status = svc.admin("GET", "/api/integrations/smart/status", params={"connection_id": conn_id}).json()
         assert status["status"] == "needs_reauth"
         health = svc.admin("GET", "/api/integrations/admin/health").json()
-        assert health["status"] in ("ok", "degraded")
+        assert health["status"] == "degraded"  # the tenant's own smart server counts too
 
 
 def test_discovery_failed_for_a_base_without_smart(make_settings, sandbox) -> None:

@@ -140,3 +140,69 @@ def test_auth_serve_on_a_busy_port_is_one_line(tmp_path: Path) -> None:
         port = busy.getsockname()[1]
         proc = _run("auth", "serve", "--port", str(port), env_extra=_case_env(tmp_path))
     _one_line_failure(proc, f"127.0.0.1:{port}")
+
+
+# --- a setting's error names its variable (README: "a message naming the variable") -------------------------------
+
+NAMED_SETTING_CASES = [
+    ("database-url-backend", ["connections", "list"], {"DATABASE_URL": "foo://bar"}, "DATABASE_URL: unsupported"),
+    (
+        "ehrsync-database-url-backend",
+        ["connections", "list"],
+        {"DATABASE_URL": "", "EHRSYNC_DATABASE_URL": "foo://bar"},
+        "EHRSYNC_DATABASE_URL: unsupported",
+    ),
+    (
+        "migrate-database-url-driver",
+        ["db", "migrate"],
+        {"DATABASE_URL": "postgresql+psycopg2://u@h/x"},
+        "DATABASE_URL:",
+    ),
+    ("state-dir-is-a-file", ["connections", "list"], {"EHRSYNC_STATE_DIR": "{tmp}/a-file"}, "EHRSYNC_STATE_DIR: "),
+    ("state-dir-under-a-file", ["sync", "c1"], {"EHRSYNC_STATE_DIR": "{tmp}/a-file/s"}, "EHRSYNC_STATE_DIR: "),
+    (
+        "home-is-a-file",
+        ["connections", "list"],
+        {"EHRSYNC_STATE_DIR": "", "EHRSYNC_HOME": "{tmp}/a-file"},
+        "EHRSYNC_HOME: ",
+    ),
+    (
+        "serve-database-url",
+        ["auth", "serve", "--port", "0"],
+        {"DATABASE_URL": "foo://bar"},
+        "DATABASE_URL: unsupported",
+    ),
+    (
+        "sync-window-not-a-time",
+        ["sync", "c1"],
+        {"EHRSYNC_SYNC_WINDOWS": '{"epic": "25:00-06:00"}'},
+        "EHRSYNC_SYNC_WINDOWS['epic']: sync window '25:00-06:00': 25:00 is not a time of day",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "names"), [c[1:] for c in NAMED_SETTING_CASES], ids=[c[0] for c in NAMED_SETTING_CASES]
+)
+def test_setting_error_names_its_variable(tmp_path: Path, args: list[str], env: dict[str, str], names: str) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    env = {k: v.replace("{tmp}", str(tmp_path)) for k, v in env.items()}
+    proc = _run(*args, env_extra=_case_env(tmp_path, **env))
+    _one_line_failure(proc, names)
+    if "STATE_DIR" in names or "HOME" in names:
+        assert "a-file" in proc.stderr and (
+            "which is a file" in proc.stderr or "is a file, not a folder" in proc.stderr
+        )
+
+
+def test_unreadable_app_database_is_one_form_in_every_command(tmp_path: Path) -> None:
+    """TROUBLESHOOTING's row: every command says ``configuration_error: app database error (...): check
+    DATABASE_URL`` for a database it cannot reach (engine reads and the CLI's own alike)."""
+    env = _case_env(tmp_path, DATABASE_URL="postgresql+psycopg://u@127.0.0.1:1/x")
+    lines = set()
+    for args in (["connections", "list"], ["db", "migrate"], ["sync", "c1"], ["reconcile", "c1"]):
+        proc = _run(*args, env_extra=env)
+        _one_line_failure(proc, "check DATABASE_URL")
+        lines.add(proc.stderr.strip())
+    assert len(lines) == 1, lines
+    assert lines.pop().startswith("Error: configuration_error: app database error (OperationalError: ")

@@ -102,3 +102,29 @@ def test_demo_settings_use_the_state_dagster_home_when_the_operator_set_one(
     settings = _demo_settings(state, {"EHRSYNC_STATE_DIR": str(state)})
     assert settings.dagster_home == state.resolve() / "dagster_home"
     assert settings.overlap_seconds == 0
+
+
+def test_demo_hint_is_a_command_that_works_without_the_duckdb_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The summary's way to ask one's own SQL uses the Python duckdb that `make install` installs (the duckdb CLI
+    is not installed); the printed command runs as printed, even for a snapshot path with a space and a `$`."""
+    from types import SimpleNamespace
+
+    from ehrsync.demo_analyst import analyst_summary
+
+    snapshot = tmp_path / "st ate$x" / "analyst.duckdb"
+    snapshot.parent.mkdir()
+    with duckdb.connect(str(snapshot)) as con:
+        con.execute(
+            "CREATE TABLE observation AS SELECT 'pat0' AS patient_id, 1.4 AS value_quantity, 'mg/dL' AS unit, "
+            "'2024-01-02' AS effective, 'c1' AS connection_id, '2160-0' AS code"
+        )
+    result = SimpleNamespace(current=snapshot, tables={"observation": {"dagster/row_count": 1}})
+    analyst_summary(str(tmp_path / "warehouse.duckdb"), result)  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    assert "duckdb -readonly" not in out
+    command = out.split("Ask it your own SQL from Python")[1].splitlines()[1].strip()
+    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "count_star()" in proc.stdout and "│            1 │" in proc.stdout, proc.stdout
