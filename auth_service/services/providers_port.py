@@ -6,13 +6,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from connectors.errors import ConfigurationError
-from connectors.providers import ProviderPlugin, get_provider
+from connectors.providers import BulkSupport, ProviderPlugin, get_provider
 
 __all__ = [
     "plugin",
     "plugin_default_scopes",
     "plugin_display_name",
     "plugin_fhir_base",
+    "plugin_group_export_only",
     "plugin_write_supported",
     "validate_config",
 ]
@@ -58,6 +59,12 @@ def plugin_fhir_base(p: ProviderPlugin, config: Mapping[str, Any]) -> str:
     known = set(fields) | {f.alias for f in fields.values() if f.alias}
     view = {k: v for k, v in config.items() if k in known and k not in _SECRET_MEMBERS}
     return p.build_fhir_base_url(view)
+
+
+def plugin_group_export_only(provider_id: str) -> bool:
+    """The vendor exports Bulk data only at Group level (Oracle Health, Epic, athenahealth: vendors.md §1)."""
+    p = plugin(provider_id)
+    return p is not None and p.bulk is BulkSupport.GROUP
 
 
 def plugin_write_supported(provider_id: str) -> bool:
