@@ -15,30 +15,18 @@ from typing import Any
 
 from connectors.bulk import WHOLE_EXPORT, BulkClient, ExportLevel
 from connectors.errors import BulkExportError, BulkExportIncompleteError, EhrSyncError, FhirError
-from connectors.providers import BulkSupport
 from engine import bulk_members, bulk_state, cursors, runs
 from engine.bulk_files import ExportExpiredError, process_files
 from engine.bulk_jobs import BulkProgress, await_manifest, cancel_quietly, kickoff
+from engine.bulk_level import export_level, require_declared_export
 from engine.bulk_members import ExportSpec, FileHandler, OnComplete
 from engine.bulk_state import JobView
 from engine.checkpoints import checkpoint
 from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
-from engine.errors import ConnectionNotSyncableError
 from engine.reports import BulkReport
 from warehouse.errors import WarehouseError
 
 _log = logging.getLogger(__name__)
-
-
-def export_level(conn: ConnectionInfo) -> tuple[ExportLevel, str | None]:
-    """Group connections export their group; backend connections all patients or the system (BDX-01)."""
-    if conn.kind == "group":
-        if not conn.group_id:
-            raise ConnectionNotSyncableError(f"group connection {conn.id} has no group_id")
-        return "group", conn.group_id
-    if conn.kind == "backend":  # vendors that export per patient population say so; otherwise system level
-        return ("patient" if conn.provider.bulk is BulkSupport.PATIENT else "system"), None
-    raise ConnectionNotSyncableError(f"connection {conn.id} is a {conn.kind} connection; Bulk export needs backend")
 
 
 def run_bulk_export(
@@ -71,6 +59,9 @@ def run_bulk_export(
         return job
 
     try:
+        if level == "system":
+            with env.fhir_client(conn) as fhir:
+                require_declared_export(conn, level, env.capabilities(conn, fhir, run_id))
         main = run(spec, report, None, None)
         if report.incomplete_types:
             raise _incomplete(report.incomplete_types)

@@ -7,9 +7,9 @@ import uuid
 
 from engine.connection_lock import hold_connection
 from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
-from engine.incremental import search_plans
 from engine.models import utcnow
 from engine.reports import SCOPE_NOT_GRANTED
+from engine.search_plans import grant_narrows, search_plans
 
 _log = logging.getLogger(__name__)
 ID_PAGE_SIZE = 1000
@@ -37,6 +37,9 @@ def _reconcile(env: SyncEnvironment, conn: ConnectionInfo, resource_type: str) -
     scopes = conn.scopes
     if scopes is not None and not (scopes.allows(resource_type, "search") or scopes.allows(resource_type, "read")):
         _log.info("not reconciling %s for %s: %s", resource_type, connection_id, SCOPE_NOT_GRANTED)
+        return 0
+    if grant_narrows(conn, resource_type):  # the listing would miss the categories not granted: no deletions
+        _log.info("not reconciling %s for %s: the grant covers only part of the type", resource_type, connection_id)
         return 0
     server_ids: set[str] = set()
     observed_at = None

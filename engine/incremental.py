@@ -16,26 +16,28 @@ from datetime import datetime
 from typing import Any
 
 from connectors.budgets import step_budget
-from connectors.errors import SearchLinkExpiredError
+from connectors.errors import FhirForbiddenError, SearchLinkExpiredError
 from connectors.fhir import FhirClient, SearchPage
 from connectors.fhir.outcomes import NOTICE_PREFIX
 from engine import cursors
 from engine.attachments import ATTACHMENT_TYPES, AttachmentRef, attachment_refs, store_attachments
 from engine.checkpoints import checkpoint
 from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
-from engine.errors import ConnectionNotSyncableError, NothingLandedError
+from engine.errors import NothingLandedError
 from engine.handoff import AttachmentLink, LandingHandoff, LandingSummary
 from engine.landing_retention import drop_merged
 from engine.references import collect_references
 from engine.reports import NOT_SUPPORTED, SCOPE_NOT_GRANTED, TypeReport
 from engine.runs import ensure_run, record_type_counts
-from engine.search_recovery import format_instant, search_with_recovery
+from engine.search_plans import grant_narrows, plan_label, scope_allows, search_plans
+from engine.search_recovery import search_with_recovery
 from warehouse import LandedFile, LandingWriter
 from warehouse.attachments import AttachmentRef as StoredAttachment
 
 _log = logging.getLogger(__name__)
 MAX_LINK_RESTARTS = 3
 MAX_NOTICES = 5
+FORBIDDEN_PREFIX = "refused (403):"
 
 
 @dataclass
@@ -94,32 +96,6 @@ class _Sink:
             warnings.append(message)
 
 
-def search_plans(
-    conn: ConnectionInfo,
-    resource_type: str,
-    since: datetime | None,
-    page_size: int,
-    capabilities: dict[str, Any] | None = None,
-) -> list[dict[str, str]]:
-    """The searches that together cover one type for the connection's patient (vendor fan-out included)."""
-    if conn.patient_id is None:
-        raise ConnectionNotSyncableError(f"connection {conn.id} has no patient: REST sync needs a patient context")
-    provider = conn.provider
-    plans = [dict(p) for p in provider.search_plans(resource_type, conn.patient_id, config=conn.provider_config)]
-    # Without _lastUpdated support every run re-pulls the type; idempotent upserts keep that correct.
-    use_mark = since is not None and provider.supports_last_updated(resource_type, capabilities)
-    for plan in plans:
-        plan.setdefault("_count", str(page_size))
-        if use_mark and since is not None:
-            plan["_lastUpdated"] = f"gt{format_instant(since)}"
-    return plans
-
-
-def _scope_allows(conn: ConnectionInfo, resource_type: str) -> bool:
-    scopes = conn.scopes
-    return scopes is None or scopes.allows(resource_type, "search") or scopes.allows(resource_type, "read")
-
-
 def land_resource_type(
     env: SyncEnvironment, connection_id: str, resource_type: str, run_id: str, *, full: bool = False
 ) -> TypeReport:
@@ -135,11 +111,13 @@ def land_resource_type(
     report = TypeReport(resource_type)
     stored = None if full else cursors.get_mark(env.db, connection_id, cursors.REST_STREAM, resource_type)
     since = stored - env.overlap if stored is not None else None
-    allowed = _scope_allows(conn, resource_type)
+    allowed = scope_allows(conn, resource_type)
     plans = search_plans(conn, resource_type, since, env.page_size) if allowed else []
     if not plans:
         # Recorded like a landing so the upsert step completes it uniformly; the mark stays where it was.
-        report.skipped_reason = NOT_SUPPORTED if allowed else SCOPE_NOT_GRANTED
+        report.skipped_reason = (
+            NOT_SUPPORTED if allowed and not grant_narrows(conn, resource_type) else SCOPE_NOT_GRANTED
+        )
         _log.info("skipping %s for %s: %s", resource_type, connection_id, report.skipped_reason)
         skipped = LandingHandoff(summary=LandingSummary.of(report))
         cursors.set_pending(env.db, connection_id, cursors.REST_STREAM, resource_type, run_id, None, skipped)
@@ -183,7 +161,8 @@ def _hold_mark(
 
     They may be older than this run's mark, so it is never stored. An incremental run keeps the stored mark;
     a full run (or a type without a mark) clears it, as an older mark would skip them: the next run searches
-    the whole type. An unrecovered search also fails the type (``search_incomplete``): data was not received.
+    the whole type. An unrecovered search also fails the type (``search_incomplete``), as does a search the
+    server refused with 403 while the type's other searches landed (``search_forbidden``): data was not received.
     """
     report = landing.report
     landing.mark = None
@@ -192,7 +171,10 @@ def _hold_mark(
     kept = "the next run searches the whole type again" if full else "the stored mark is kept for the next run"
     if missed_attachments:
         report.warnings.append(f"{missed_attachments} attachment(s) not stored; {kept}")
-    if report.incomplete:
+    refused = [w.removeprefix(FORBIDDEN_PREFIX).strip() for w in report.warnings if w.startswith(FORBIDDEN_PREFIX)]
+    if refused:
+        report.error = f"search_forbidden: the server refused {'; '.join(refused)}; what arrived is stored; {kept}"
+    elif report.incomplete:
         report.error = f"search_incomplete: the {resource_type} search stopped early and was not recovered; {kept}"
     _log.warning("%s of %s not fully received; %s", resource_type, connection_id, kept)
 
@@ -237,7 +219,7 @@ def _land_once(env: SyncEnvironment, search: _Search) -> _Landing:
 
         sink = _Sink(landing, open_writer, conn.fhir_base, rtype)
         for plan in search.plans:
-            if not search_with_recovery(search.client, rtype, plan, sink, windows):
+            if not _search_plan(search, plan, sink, windows):
                 report.incomplete = True
     if sink.writer is None:
         return landing  # nothing received: no file (report.files stays 0)
@@ -247,6 +229,22 @@ def _land_once(env: SyncEnvironment, search: _Search) -> _Landing:
     report.files = 1
     landing.files.append(landed)
     return landing
+
+
+def _search_plan(search: _Search, plan: dict[str, str], sink: _Sink, windows: datetime | None) -> bool:
+    """One plan of the type; a 403 refuses that search only (an Epic category API not on the app, vendors.md
+    §2): the other plans' data still lands, and the type is incomplete, so its mark is held (``_hold_mark``)."""
+    try:
+        return search_with_recovery(search.client, search.resource_type, plan, sink, windows)
+    except FhirForbiddenError as exc:
+        label = plan_label(search.resource_type, plan)
+        sink.warn(f"{FORBIDDEN_PREFIX} {label}{_issues(exc)}, an API not on the app's registration at the EHR")
+        _log.warning("%s search of %s refused with 403", label, search.conn.id)
+        return False
+
+
+def _issues(exc: FhirForbiddenError) -> str:
+    return f" (issues: {', '.join(exc.issue_codes)})" if exc.issue_codes else ""
 
 
 def upsert_resource_type(env: SyncEnvironment, connection_id: str, resource_type: str, run_id: str) -> TypeReport:

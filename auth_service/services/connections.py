@@ -22,6 +22,7 @@ from auth_service.services.interactive import INTERACTIVE_TIMEOUT, interactive_r
 from auth_service.services.launch import check_allowlisted
 from auth_service.services.notes import NoteSubmission, admin_test_note_key, submit_note
 from auth_service.services.profiles import ClientProfile, resolve_profile
+from auth_service.services.providers_port import plugin_display_name, plugin_group_export_only
 from auth_service.services.tenants import get_practice_settings
 from connectors import errors as ce
 from connectors.fhir import FhirClient
@@ -239,7 +240,16 @@ def _mint_backend_token(
 def create_backend_connection(
     ctx: ServiceContext, tenant_id: str, provider_id: str, scope: str, actor: str, group_id: str | None = None
 ) -> dict[str, Any]:
-    """SMART Backend Services (SAL-32): mint a client_credentials token now and keep minting before expiry."""
+    """SMART Backend Services (SAL-32): mint a client_credentials token now and keep minting before expiry.
+
+    A vendor that exports only at Group level needs ``group_id``: refused before any EHR call (BDX-01)."""
+    if group_id is None and plugin_group_export_only(provider_id):
+        detail = {"provider": provider_id, "asked_scope": scope, "error_code": "invalid_request"}
+        audit_event(ctx, "backend.create", "failure", tenant_id, actor, detail=detail)
+        raise InvalidInputError(
+            f"give 'group_id': {plugin_display_name(provider_id)} exports Bulk data only at Group level "
+            "(Group/{id}/$export), so a backend connection without a group could never export"
+        )
     try:
         profile, cfg, token = _mint_backend_token(ctx, tenant_id, provider_id, scope)
     except ce.EhrSyncError as exc:

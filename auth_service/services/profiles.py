@@ -17,12 +17,14 @@ from sqlalchemy.orm import Session
 from auth_service.core.config import Settings
 from auth_service.services.errors import NotFoundError, ProviderUnusableError
 from auth_service.services.providers_port import (
+    plugin,
     plugin_default_scopes,
     plugin_display_name,
     plugin_fhir_base,
     plugin_write_supported,
 )
 from auth_service.tenants.settings import PracticeSettings, write_scopes_allowed
+from connectors.errors import ConfigurationError
 from connectors.smart import ClientAuth
 from store.crypto import TokenCipher
 from store.models import ProviderConfig, Tenant
@@ -126,6 +128,22 @@ def _is_write_scope(scope: str) -> bool:
     return perm in ("write", "*") or any(c in perm for c in "cud")
 
 
+def _fhir_base(provider_id: str, config: Mapping[str, Any]) -> str | None:
+    """The tenant's own SMART server: its configured base. A vendor: the base its plugin builds from the config
+    (the admin enters the host; the tenant id or practice code is part of the base), never the raw host."""
+    vendor = plugin(provider_id)
+    if vendor is None:
+        raw = _first(config, "fhir_base_url", "fhirBaseUrl", "fhir_base")
+        return str(raw) if raw else None
+    try:
+        return plugin_fhir_base(vendor, config)
+    except ConfigurationError as exc:
+        raise ProviderUnusableError(
+            f"provider {provider_id!r}: cannot build the FHIR base URL from its config ({exc.message})",
+            code="configuration_error",
+        ) from None
+
+
 def resolve_profile(
     session: Session, cipher: TokenCipher, settings: Settings, tenant_id: str, provider_id: str
 ) -> ClientProfile:
@@ -150,7 +168,7 @@ def resolve_profile(
             raise NotFoundError(f"provider {provider_id!r} is not configured for this tenant")
         if not row.enabled or provider_id not in practice.ehr_integrations.enabled_providers:
             raise ProviderUnusableError(f"provider {provider_id!r} is disabled for this tenant")
-    fhir_base = _first(config, "fhir_base_url", "fhirBaseUrl", "fhir_base") or plugin_fhir_base(provider_id, config)
+    fhir_base = _fhir_base(provider_id, config)
     client_id = _first(config, "client_id", "clientId")
     if not fhir_base or not client_id:
         raise ProviderUnusableError(

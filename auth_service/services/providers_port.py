@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
 from connectors.errors import ConfigurationError
-from connectors.providers import ProviderPlugin, get_provider
+from connectors.providers import BulkSupport, ProviderPlugin, get_provider
 
 __all__ = [
     "plugin",
     "plugin_default_scopes",
     "plugin_display_name",
     "plugin_fhir_base",
+    "plugin_group_export_only",
     "plugin_write_supported",
     "validate_config",
 ]
 
-logger = logging.getLogger(__name__)
 _SMART_NAME = "Your health system (SMART on FHIR)"
 
 
@@ -45,16 +44,27 @@ def plugin_default_scopes(provider_id: str, *, note: bool, patient: bool) -> str
     return " ".join(str(s) for s in scopes)
 
 
-def plugin_fhir_base(provider_id: str, config: Mapping[str, Any]) -> str | None:
-    """The vendor's FHIR base built from its config (e.g. Oracle's tenant GUID), when it can build one."""
+#: Config members a FHIR base is never built from: secrets (sealed, and a PEM is parsed for nothing).
+_SECRET_MEMBERS = frozenset({"client_secret", "clientSecret", "private_key", "privateKey", "private_key_pem"})
+
+
+def plugin_fhir_base(p: ProviderPlugin, config: Mapping[str, Any]) -> str:
+    """The vendor's FHIR base built from its stored config (vendors.md §1: Oracle Health's ``/r4/{tenantId}``,
+    eCW's ``/fhir/r4/{practiceCode}``, PointClickCare's ``/fhir/R4/{pccTenantId}``): the admin enters the host.
+
+    A stored config is canonicalized (``client_id``, ``key_id``, ``auth_method``...), so only the members the
+    plugin's schema knows are passed to it. ConfigurationError names a missing or bad field.
+    """
+    fields = p.config_model.model_fields
+    known = set(fields) | {f.alias for f in fields.values() if f.alias}
+    view = {k: v for k, v in config.items() if k in known and k not in _SECRET_MEMBERS}
+    return p.build_fhir_base_url(view)
+
+
+def plugin_group_export_only(provider_id: str) -> bool:
+    """The vendor exports Bulk data only at Group level (Oracle Health, Epic, athenahealth: vendors.md §1)."""
     p = plugin(provider_id)
-    if p is None:
-        return None
-    try:
-        return p.build_fhir_base_url(config)
-    except (ValueError, ConfigurationError) as exc:
-        logger.info("provider %s: cannot build a FHIR base URL (%s)", provider_id, type(exc).__name__)
-        return None
+    return p is not None and p.bulk is BulkSupport.GROUP
 
 
 def plugin_write_supported(provider_id: str) -> bool:

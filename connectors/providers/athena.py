@@ -21,6 +21,7 @@ from connectors.providers.profiles import (
     RefreshPolicy,
     ScopeStyle,
 )
+from connectors.smart.scopes import ScopeSet
 
 __all__ = ["AthenaProvider", "practice_reference"]
 
@@ -60,9 +61,10 @@ class AthenaProvider(ProviderPlugin):
         patient_id: str | None,
         *,
         config: ProviderConfig | Mapping[str, Any] | None = None,
+        granted: ScopeSet | None = None,
     ) -> list[dict[str, str]]:
         if config is None:
             raise ConfigurationError("athenahealth searches need the practice config (ah-practice on every search)")
         cfg = self._typed_config(config, AthenaConfig)
-        plans = super().search_plans(resource_type, patient_id, config=cfg)
+        plans = super().search_plans(resource_type, patient_id, config=cfg, granted=granted)
         return [{**plan, "ah-practice": practice_reference(cfg.practice_id)} for plan in plans]

@@ -26,6 +26,7 @@ from connectors.providers.profiles import (
     ScopeStyle,
     WriteProfile,
 )
+from connectors.smart.scopes import ScopeSet
 
 __all__ = ["COMMON_FIELD_HINTS", "DEFAULT_OVERLAP", "ProviderPlugin", "build_scopes"]
 
@@ -153,11 +154,14 @@ class ProviderPlugin(abc.ABC):
         patient_id: str | None,
         *,
         config: ProviderConfig | Mapping[str, Any] | None = None,
+        granted: ScopeSet | None = None,
     ) -> list[dict[str, str]]:
         """Query parameter sets that together cover ``resource_type`` for one patient (or the population).
 
         Shared reference types (Practitioner, Location, ...) return ``[]`` for a patient: fetch them by
-        reference from the patient's resources instead of searching the whole server.
+        reference from the patient's resources instead of searching the whole server. ``granted`` (the scopes
+        the server granted; ``None``: unknown) lets a vendor that fans a type out leave out the searches the
+        grant does not cover (Epic's Observation categories).
         """
         param = patient_search_param(resource_type)
         if patient_id is None:

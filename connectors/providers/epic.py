@@ -19,11 +19,13 @@ from connectors.providers.profiles import (
     ScopeStyle,
     WriteProfile,
 )
+from connectors.smart.scopes import ScopeSet
 
-__all__ = ["EpicProvider"]
+__all__ = ["OBSERVATION_CATEGORIES", "EpicProvider", "granted_categories"]
 
 # Epic rejects Observation searches without a category or code [doc]; these cover what ehrsync syncs.
 OBSERVATION_CATEGORIES = ("laboratory", "vital-signs", "social-history")
+OBSERVATION_CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 
 
 class EpicProvider(ProviderPlugin):
@@ -70,10 +72,35 @@ class EpicProvider(ProviderPlugin):
         patient_id: str | None,
         *,
         config: ProviderConfig | Mapping[str, Any] | None = None,
+        granted: ScopeSet | None = None,
     ) -> list[dict[str, str]]:
-        plans = super().search_plans(resource_type, patient_id, config=config)
+        """Observation fans out per category, over the categories the granted scopes cover only: each is its
+        own Epic API, and one not on the app answers 403 (vendors.md §2: the grant, not the request, decides)."""
+        plans = super().search_plans(resource_type, patient_id, config=config, granted=granted)
         if resource_type != "Observation":
             return plans
         if patient_id is None:
             raise ValueError("Epic Observation search needs a patient (patient + category); use Bulk for populations")
-        return [{**plan, "category": category} for plan in plans for category in OBSERVATION_CATEGORIES]
+        categories = granted_categories(granted, resource_type, OBSERVATION_CATEGORIES)
+        return [{**plan, "category": category} for plan in plans for category in categories]
+
+
+def granted_categories(granted: ScopeSet | None, resource_type: str, categories: tuple[str, ...]) -> tuple[str, ...]:
+    """The ``categories`` a read/search scope of ``resource_type`` covers: all of them for an unfiltered scope
+    (or unknown scopes), else those named by granular ``?category=`` scopes (SAL-18; ``system|code`` or ``code``).
+    A granular scope filtering on anything besides the category covers none: its searches would be refused."""
+    if granted is None:
+        return categories
+    filter_sets = granted.filters_for(resource_type, "search") + granted.filters_for(resource_type, "read")
+    if any(not filters for filters in filter_sets):
+        return categories
+    covered: set[str] = set()
+    for filters in filter_sets:
+        if all(name == "category" for name, _ in filters):
+            covered.update(_category_code(value) for _, value in filters)
+    return tuple(c for c in categories if c in covered)
+
+
+def _category_code(value: str) -> str:
+    system, _, code = value.rpartition("|")
+    return code if system in ("", OBSERVATION_CATEGORY_SYSTEM) else ""

@@ -1,0 +1,41 @@
+"""Backend connections follow what the vendor's plugin declares (vendors.md §1, §3): a Group-only vendor's
+connection needs a group id."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+
+from tests.auth_service.conftest import AppHandle
+
+TENANT = "ec2458f2-1e24-41c8-b71b-0e701af7583d"
+CERNER = {"fhirBaseUrl": "https://fhir-ehr.cerner.com", "clientId": "c", "clientSecret": "s", "tenantId": TENANT}
+
+
+def _refusing_transport(calls: list[str]) -> httpx.Client:
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(str(request.url))
+        return httpx.Response(503)
+
+    return httpx.Client(transport=httpx.MockTransport(handler))
+
+
+def test_bdx01_group_only_vendor_backend_connection_without_group_is_refused_before_any_ehr_call(
+    make_app: Callable[..., AppHandle],
+) -> None:
+    """BDX-01: Oracle Health exports only at Group level; a backend connection without ``group_id`` could never
+    export, so it is refused (400 naming ``group_id``) and audited, with no discovery or token call."""
+    calls: list[str] = []
+    h = make_app(http=_refusing_transport(calls), SMART_ISSUER_ALLOWLIST=f"https://fhir-ehr.cerner.com/r4/{TENANT}")
+    practice = {"ehrIntegrations": {"enabledProviders": ["cerner"], "providerConfigs": {"cerner": CERNER}}}
+    key = h.bootstrap("t1", practice)
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"provider": "cerner", "scope": "system/Patient.read system/Observation.read"}
+    r = h.client.post("/api/integrations/admin/backend-connections", json=body, headers=headers)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_request" and "group_id" in r.json()["message"]
+    assert calls == []
+    events = h.client.get("/api/integrations/admin/audit", headers=headers).json()
+    refused = next(e for e in events if e["action"] == "backend.create")
+    assert refused["outcome"] == "failure" and refused["detail"]["error_code"] == "invalid_request"
