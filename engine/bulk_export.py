@@ -171,7 +171,7 @@ def _run(
             cancel_quietly(client, job)
             report.reruns += 1
             if report.reruns > env.bulk_max_reruns:
-                raise BulkExportError(f"export files kept expiring ({report.reruns} re-runs); giving up") from exc
+                raise BulkExportError(f"export files kept expiring ({report.reruns} exports); giving up") from exc
             _log.warning("bulk file of job %s expired; re-running the export from the same _since", job.id)
             since, job = job.since_used, None
             continue

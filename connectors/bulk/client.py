@@ -14,7 +14,7 @@ import httpx
 from connectors.bulk.files import DEFAULT_LOW_SPEED, DEFAULT_MAX_FILE_BYTES, NDJSON, TRUNCATION_ATTEMPTS, download_file
 from connectors.bulk.kickoff import ExportLevel, kickoff_params, kickoff_url
 from connectors.bulk.manifest import BulkManifest
-from connectors.bulk.manifest_pages import fetch_manifest_page, gather_manifest_pages
+from connectors.bulk.manifest_pages import ManifestPageReader, gather_manifest_pages
 from connectors.bulk.pacing import PollPacer
 from connectors.bulk.wire import (
     BulkStatus,
@@ -199,7 +199,7 @@ class BulkClient:
             try:
                 status = self.poll(status_url)
                 if status.done and status.manifest is not None:
-                    return gather_manifest_pages(status.manifest, status_url, self._manifest_page)
+                    return gather_manifest_pages(status.manifest, status_url, self._manifest_page_reader())
             except BulkExportError as exc:
                 if exc.status == 200 and cancel_on_abandon:  # unusable manifest: free the server's storage
                     self._cancel_quietly(status_url)
@@ -213,12 +213,17 @@ class BulkClient:
                 raise BulkExportError(f"bulk export not complete within {deadline_s:.0f} s; job cancelled")
             policy.sleep(delay)
 
-    def _manifest_page(self, url: str) -> BulkManifest:
-        try:
-            return fetch_manifest_page(self._session, url, self.bounds)
-        except FhirUnauthorizedError:
-            self._unauthorized()
-            raise
+    def _manifest_page_reader(self) -> Callable[[str], BulkManifest]:
+        reader = ManifestPageReader(self._session, self.bounds, self._file_guard)
+
+        def read(url: str) -> BulkManifest:
+            try:
+                return reader(url)
+            except FhirUnauthorizedError:
+                self._unauthorized()
+                raise
+
+        return read
 
     def cancel(self, status_url: str) -> None:
         """``DELETE`` the job (BDX-11); an already-gone job (404/410) counts as cancelled."""

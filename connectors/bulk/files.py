@@ -16,7 +16,6 @@ from connectors.budgets import env_number
 from connectors.bulk.ndjson import truncation_of
 from connectors.bulk.wire import as_bulk_error
 from connectors.errors import (
-    BulkExportError,
     BulkFileExpiredError,
     BulkFileTooLargeError,
     BulkFileTooSlowError,
@@ -88,39 +87,42 @@ def download_file(
 ) -> Path:
     """Fetch ``item_url`` to ``dest``; a body cut short (:func:`truncation_of`) or arriving slower than
     ``low_speed`` is fetched again, up to ``attempts`` times, then BulkFileTruncatedError or BulkFileTooSlowError
-    (never a truncated file handed on as data, never a worker held by a trickle). ``bounds``' deadline covers
-    each attempt up to the answer's headers; the body has no deadline, only ``low_speed``."""
+    (never a truncated file handed on as data, never a worker held by a trickle). A refusal (403, or 401 to a request
+    sent without the token) is asked once more, outside those attempts; refused twice in a row, the file has expired
+    (BulkFileExpiredError). ``bounds``' deadline covers each attempt up to the answer's headers; the body has no
+    deadline, only ``low_speed``."""
     file_bounds = replace(bounds or BodyBounds(None, None), max_bytes=None, body_deadline=False, low_speed=low_speed)
-    problem, slow, last_slow, tries, refused = "", 0, False, max(1, attempts), 0
-    for attempt in range(tries):
-        if attempt:
-            session.retry.sleep(session.retry.backoff_delay(attempt - 1))
+    problem, slow, last_slow, tries, refused = "", 0, False, max(1, attempts), False
+    bodies = sent = 0  # bodies: attempts that got a body (truncated or too slow); sent: every request
+    while bodies < tries:
+        if sent:
+            session.retry.sleep(session.retry.backoff_delay(min(sent, tries) - 1))
+        sent += 1
         try:
             got = _fetch(session, item_url, dest, requires_token, url_guard, max_bytes, min_free_bytes, file_bounds)
         except (FhirForbiddenError, FhirWithoutTokenRefusedError) as exc:
-            if refused or attempt == tries - 1:
-                raise _refusal(redact_url(item_url), exc, again=bool(refused)) from exc
-            refused += 1
+            if refused:
+                raise _refusal(redact_url(item_url), exc) from exc
+            refused = True
             logger.warning("bulk file refused, asking once more", extra={"url": redact_url(item_url)})
             continue
         except TransferTooSlowError as exc:
-            problem, slow, last_slow = str(exc), slow + 1, True
+            problem, slow, last_slow, refused, bodies = str(exc), slow + 1, True, False, bodies + 1
             logger.warning("bulk file arrived too slowly, fetching it again", extra={"url": redact_url(item_url)})
             continue
+        refused, bodies = False, bodies + 1
         cut = truncation_of(got.path, got.wire_bytes, got.declared_bytes)
         if cut is None:
             return got.path
         problem, last_slow = cut, False
         got.path.unlink(missing_ok=True)
         logger.warning("bulk file arrived truncated, fetching it again", extra={"url": redact_url(item_url)})
-    raise _failed(redact_url(item_url), tries - refused, slow, problem, last_slow)
+    raise _failed(redact_url(item_url), tries, slow, problem, last_slow)
 
 
-def _refusal(url: str, exc: FhirError, *, again: bool) -> BulkExportError:
-    """A file refused (403, or 401 to a request sent without the token): twice in a row is what a signed file URL
+def _refusal(url: str, exc: FhirError) -> BulkFileExpiredError:
+    """A file refused twice in a row (403, or 401 to a request sent without the token) is what a signed file URL
     past its expiry answers for good, so the export is re-run from the same ``_since`` (BDX-19)."""
-    if not again:
-        return as_bulk_error("bulk file download failed", exc)
     return BulkFileExpiredError(
         f"bulk file {url} refused twice (HTTP {exc.status}), as a signed file URL past its expiry is; "
         "re-run the export from the same _since",

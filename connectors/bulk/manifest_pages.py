@@ -4,19 +4,27 @@ so ``transactionTime`` never becomes the next ``_since`` while files of a later 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import httpx
 import orjson
 
 from connectors.bulk.manifest import BulkManifest, parse_manifest
 from connectors.bulk.wire import as_bulk_error, read_bounded
-from connectors.errors import BulkExportError, FhirError, FhirUnauthorizedError
+from connectors.errors import (
+    BulkExportError,
+    BulkStatusUnavailableError,
+    FhirError,
+    FhirUnauthorizedError,
+    RateLimitedError,
+    ResponseTooLargeError,
+    SecurityPolicyError,
+)
 from connectors.fhir._session import FhirSession, TokenRule
 from connectors.http import redact_url, resolve_url
 from connectors.transport.bounds import BodyBounds
 
-__all__ = ["MAX_MANIFEST_PAGES", "fetch_manifest_page", "gather_manifest_pages"]
+__all__ = ["MAX_MANIFEST_PAGES", "ManifestPageReader", "gather_manifest_pages"]
 
 #: The most pages one manifest may span: a server whose ``next`` links never end is refused, not followed forever.
 MAX_MANIFEST_PAGES = 1000
@@ -49,31 +57,63 @@ def gather_manifest_pages(
     return replace(first, output=output, error=error, deleted=deleted, next_page=None)
 
 
-def fetch_manifest_page(session: FhirSession, url: str, bounds: BodyBounds) -> BulkManifest:
-    """A later page of a paged manifest, fetched as the status URL is: the token on its origin only, the body under
-    the JSON byte limit. FhirUnauthorizedError propagates (the client's 401 handling); other failures are
-    BulkExportError."""
+@dataclass
+class ManifestPageReader:
+    """Reads the later pages of one manifest as the status URL is read: the token on the FHIR server's origin only
+    (a link elsewhere is an invalid manifest), every link vetted by ``url_guard``, and all later pages together held
+    to ``bounds.max_bytes`` (EHRSYNC_MAX_RESPONSE_BYTES), the limit one manifest had before it could be paged.
 
-    def handle(response: httpx.Response) -> BulkManifest:
-        body = read_bounded(response, bounds.max_bytes).content
+    A transient answer (429, 5xx, a ``transient`` OperationOutcome) after the retries is BulkStatusUnavailableError:
+    the job stays resumable and the next run reads every page again. A page that is gone (404/410) or otherwise
+    refused makes the manifest invalid. FhirUnauthorizedError propagates (the client's 401 handling)."""
+
+    session: FhirSession
+    bounds: BodyBounds
+    url_guard: Callable[[str], None]
+    _read: int = 0
+
+    def __call__(self, url: str) -> BulkManifest:
+        try:
+            self.session.check_token_destination(url, TokenRule.REQUIRE_ORIGIN)
+        except SecurityPolicyError as exc:
+            raise _invalid(f"its next link {redact_url(url)} is on another origin than the FHIR server") from exc
+        try:
+            return self.session.request(
+                "GET",
+                url,
+                headers={"Accept": "application/json"},
+                token_rule=TokenRule.REQUIRE_ORIGIN,
+                handler=self._parse,
+                url_guard=self.url_guard,
+                bounds=self.bounds,
+            )
+        except FhirUnauthorizedError:
+            raise
+        except RateLimitedError as exc:
+            raise _unavailable(exc) from exc
+        except FhirError as exc:
+            if exc.is_transient:
+                raise _unavailable(exc) from exc
+            raise _invalid(f"page {redact_url(url)} answered HTTP {exc.status}") from exc
+
+    def _parse(self, response: httpx.Response) -> BulkManifest:
+        limit = self.bounds.max_bytes
+        try:
+            body = read_bounded(response, None if limit is None else limit - self._read).content
+        except ResponseTooLargeError as exc:
+            too_many = f"its later pages together exceed the {limit}-byte limit (EHRSYNC_MAX_RESPONSE_BYTES)"
+            raise _invalid(too_many) from exc
+        self._read += len(body)
         try:
             return parse_manifest(orjson.loads(body), later_page=True)
         except orjson.JSONDecodeError as exc:
-            raise BulkExportError("bulk manifest page is not JSON", status=200, url=redact_url(url)) from exc
+            url = redact_url(str(response.url))
+            raise BulkExportError("bulk manifest page is not JSON", status=200, url=url) from exc
 
-    try:
-        return session.request(
-            "GET",
-            url,
-            headers={"Accept": "application/json"},
-            token_rule=TokenRule.REQUIRE_ORIGIN,
-            handler=handle,
-            bounds=bounds,
-        )
-    except FhirUnauthorizedError:
-        raise
-    except FhirError as exc:
-        raise as_bulk_error("bulk manifest page failed", exc) from exc
+
+def _unavailable(exc: FhirError) -> BulkStatusUnavailableError:
+    bulk = as_bulk_error("bulk manifest page kept failing transiently; the next run reads the manifest again", exc)
+    return BulkStatusUnavailableError(bulk.message, status=bulk.status, url=bulk.url, diagnostics=bulk.diagnostics)
 
 
 def _invalid(reason: str) -> BulkExportError:

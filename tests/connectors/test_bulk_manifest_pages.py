@@ -11,8 +11,15 @@ import pytest
 
 from connectors.bulk import BulkClient
 from connectors.bulk.manifest_pages import MAX_MANIFEST_PAGES
-from connectors.errors import BulkExportError, BulkFileExpiredError, NeedsReauthError
+from connectors.errors import (
+    BulkExportError,
+    BulkFileExpiredError,
+    BulkStatusUnavailableError,
+    NeedsReauthError,
+    SecurityPolicyError,
+)
 from connectors.tokens import StaticTokenSource
+from connectors.transport.bounds import BodyBounds
 from tests.connectors.helpers import BASE, TOKEN, Script, recording_policy
 
 STATUS = "https://ehr.example.org/bulk/status/job1"
@@ -122,3 +129,84 @@ def test_bdx16_a_401_to_a_file_sent_with_the_token_is_still_the_clients(tmp_path
     with pytest.raises(NeedsReauthError):
         _bulk(script).download(f"{FILES}/o1.ndjson", tmp_path / "o1", requires_token=True)
     assert script.requests[0].headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_bdx09_a_later_page_failing_transiently_keeps_the_job_resumable() -> None:
+    """A 503 on page 2 after the retries is the hiccup it is on the status URL (BDX-09): the job is neither failed
+    nor cancelled, and the next run reads every page again."""
+    script = Script(_page(["o1"], next_url=f"{STATUS}/page/2"), *([httpx.Response(503)] * 5))
+    with pytest.raises(BulkStatusUnavailableError, match="kept failing transiently"):
+        _bulk(script).wait(STATUS)
+    assert all(r.method == "GET" for r in script.requests) and len(script.requests) == 6
+
+
+@pytest.mark.parametrize(
+    ("second_url", "message"),
+    [
+        (f"{STATUS}/page/2", "answered HTTP 404"),
+        ("https://other.example.org/bulk/status/job1/page/2", "is on another origin than the FHIR server"),
+    ],
+    ids=["gone", "other-origin"],
+)
+def test_bdx12_sal40_a_page_gone_or_elsewhere_makes_the_manifest_invalid(second_url: str, message: str) -> None:
+    """A page that is gone, or linked on another origin (the token goes only to the FHIR server's, SAL-40), makes the
+    manifest unusable: the export fails and the job is cancelled, so it does not hold the server's slot."""
+    answers: list[httpx.Response] = [_page(["o1"], next_url=second_url)]
+    if "other" not in second_url:
+        answers.append(httpx.Response(404))
+    script = Script(*answers, httpx.Response(202))
+    with pytest.raises(BulkExportError, match=message):
+        _bulk(script).wait(STATUS)
+    assert [r.method for r in script.requests][-1] == "DELETE"
+    assert not any(r.url.host == "other.example.org" for r in script.requests)
+
+
+def test_bdx12_a_pages_link_is_vetted_even_without_a_token() -> None:
+    """A client without a token still never follows a next link to an internal address (the file guard)."""
+    script = Script(_page(["o1"], next_url="http://169.254.169.254/latest/meta-data"), httpx.Response(202))
+    client = BulkClient(BASE, None, http=script.client(), retry=recording_policy([]))
+    with pytest.raises(SecurityPolicyError):
+        client.wait(STATUS)
+    assert [r.url.host for r in script.requests] == ["ehr.example.org"]
+
+
+def test_bdx12_later_pages_together_are_held_to_the_response_limit() -> None:
+    """Each page is under the per-response limit, but together the later pages may not exceed it either: a paged
+    manifest holds no more than one manifest could before paging."""
+    many = [f"file-{n:05d}" for n in range(400)]
+    script = Script(
+        _page(["o1"], next_url=f"{STATUS}/page/2"),
+        _page(many[:200], next_url=f"{STATUS}/page/3"),
+        _page(many[200:]),
+        httpx.Response(202),
+    )
+    size = len(script.steps[1].content)
+    client = BulkClient(
+        BASE,
+        StaticTokenSource(TOKEN),
+        http=script.client(),
+        retry=recording_policy([]),
+        bounds=BodyBounds(max_bytes=int(size * 1.5), deadline_s=None),
+    )
+    with pytest.raises(BulkExportError, match="later pages together exceed"):
+        client.wait(STATUS)
+
+
+def test_bdx19_refusals_apart_are_not_an_expiry(tmp_path: Path) -> None:
+    """403, a truncated body, 403 again, then the whole file: refusals that are not in a row do not make the file
+    expired, and a refusal never spends one of the attempts a truncated body has."""
+    body = b'{"resourceType":"Observation","id":"o1"}\n'
+    script = Script(
+        httpx.Response(403),
+        httpx.Response(200, content=body[:10]),
+        httpx.Response(403),
+        httpx.Response(200, content=body),
+    )
+    path = _bulk(script).download(f"{FILES}/o1.ndjson", tmp_path / "o1", requires_token=False, attempts=2)
+    assert path.read_bytes() == body and len(script.requests) == 4
+
+
+def test_bdx19_refused_twice_is_an_expiry_even_with_one_attempt(tmp_path: Path) -> None:
+    script = Script(httpx.Response(403), httpx.Response(403))
+    with pytest.raises(BulkFileExpiredError):
+        _bulk(script).download(f"{FILES}/o1.ndjson", tmp_path / "o1", requires_token=False, attempts=1)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from connectors.fhir._session import FhirSession
 from engine import run_bulk_export
 from engine.models import BulkJob
 from sandbox import SandboxServer
@@ -134,3 +135,23 @@ def test_bdx12_bdx14_a_paged_manifest_lands_every_page_before_since_moves(
     assert report.files == len(request_log.paths("/bulk/files"))
     landed = content_fingerprint(world.env.warehouse_target, with_connection=False)
     assert landed == _clean_content(sb, tmp_path, http, bulk_manifest_page_size=None)
+
+
+def test_bdx08_sal40_a_saved_job_whose_status_url_the_token_may_not_reach_is_failed_not_resumed_forever(
+    start_sandbox: Any, world: SyncWorld, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job saved before kick-off checked its status URL (by an earlier version) cannot be polled either: the run
+    that finds it marks it failed, so the next run kicks off anew instead of resuming it every time."""
+    sb = start_sandbox()
+    conn = connect_backend(world, sb, http=http, group_id=GROUP)
+    sb.admin.settings(bulk_status_base=sb.base_url.replace("127.0.0.1", "localhost"))
+    with monkeypatch.context() as patch:  # the kick-off of a version that did not check the status URL
+        patch.setattr(FhirSession, "check_token_destination", lambda *_args: None)
+        first = run_bulk_export(world.env, conn, "saved-elsewhere")
+    assert first.status == "failed" and first.error is not None
+    assert first.error.startswith("security_policy: refusing to send the access token"), first.error
+    assert _job_statuses(world, conn) == ["failed"]
+
+    sb.admin.settings(bulk_status_base=None)
+    second = run_bulk_export(world.env, conn, "after")
+    assert second.status == "completed" and not second.resumed, second.error
