@@ -38,6 +38,9 @@ _log = logging.getLogger(__name__)
 MAX_LINK_RESTARTS = 3
 MAX_NOTICES = 5
 FORBIDDEN_PREFIX = "refused (403):"
+#: A type the grant covers only in part (Epic categories): its mark never moves, so widening the grant later finds
+#: the other searches' older data (their history before a moved mark would never be asked for).
+PARTIAL_GRANT_PREFIX = "the grant covers only part of"
 
 
 @dataclass
@@ -135,6 +138,9 @@ def land_resource_type(
             links, missed = outcome.links, outcome.retryable
     if report.incomplete or missed:
         _hold_mark(env, connection_id, resource_type, landing, full=since is None, missed_attachments=missed)
+    elif grant_narrows(conn, resource_type):  # the mark stands for every search of the type: never move it on part
+        landing.mark = None
+        report.warnings.append(f"{PARTIAL_GRANT_PREFIX} {resource_type}; its mark stays where it was")
     report.high_water_mark = landing.mark
     report.duration_s = time.monotonic() - started
     handoff = LandingHandoff(

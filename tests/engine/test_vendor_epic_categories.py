@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
+import orjson
 import pytest
 
 from connectors.smart import parse_scopes
@@ -22,6 +23,13 @@ CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 LAB_ONLY = f"patient/Patient.rs patient/Observation.rs?category={CATEGORY}|laboratory launch/patient openid"
 EVERYTHING = "patient/Patient.read patient/Observation.read launch/patient openid"
 OLD_MARK = datetime(2026, 10, 1, tzinfo=UTC)
+#: A CapabilityStatement declaring _lastUpdated on Observation: without it Epic's searches never use the mark.
+_LAST_UPDATED = orjson.dumps(
+    {
+        "resourceType": "CapabilityStatement",
+        "rest": [{"mode": "server", "resource": [{"type": "Observation", "searchParam": [{"name": "_lastUpdated"}]}]}],
+    }
+)
 
 
 def _conn(granted: str | None) -> ConnectionInfo:
@@ -133,15 +141,44 @@ def test_sal21_one_refused_epic_category_keeps_the_others_data_and_holds_the_mar
     ]
 
 
-def test_sal21_lab_only_grant_searches_only_laboratory_and_advances(world: SyncWorld) -> None:
+def test_sal21_lab_only_grant_searches_only_laboratory_and_keeps_the_mark(world: SyncWorld) -> None:
     """SAL-21: with a lab-only grant the categories never granted are not asked for (no 403 to absorb), and the
-    type completes: its mark advances to the server's clock."""
+    type completes with a warning; its mark stays where it was, since it stands for every category of the type."""
     with serve(_epic_server({"vital-signs", "social-history"})) as fake:
         conn = _epic_connection(world, fake.fhir_base, LAB_ONLY)
         run = run_sync(world, conn, types=["Observation"])
     assert run.status == "completed", run.failed_types
     assert [q["category"] for q in fake.query_of("/fhir/Observation")] == [["laboratory"]]
     assert _stored_ids(world, conn) == ["laboratory-1"]
+    assert cursors.get_mark(world.env.db, conn, cursors.REST_STREAM, "Observation") == OLD_MARK
+
+
+def test_sal21_a_widened_grant_finds_the_history_of_the_categories_it_adds(world: SyncWorld) -> None:
+    """A lab-only run, then the patient grants every category: the vital-signs and social-history resources last
+    updated long before the lab-only run must still arrive. Had the lab-only run moved the type's mark, the next
+    run would ask the new categories only for changes after it and never fetch their history (found in review)."""
+    fake = FakeFhir()
+
+    def observations(_path: str, query: dict[str, list[str]]) -> Reply:
+        category = query.get("category", [""])[0]
+        since = query.get("_lastUpdated", [""])[0]
+        old = _obs(f"{category}-1", category)  # last updated before every mark below
+        fresh = since.startswith("gt") and since[2:] >= "2026-10-15"
+        return bundle([] if fresh else [old], last_updated="2026-10-20T00:00:00Z")
+
+    fake.routes["/fhir/Observation"] = observations
+    fake.routes["/fhir/metadata"] = lambda _p, _q: (200, {"Content-Type": "application/fhir+json"}, _LAST_UPDATED)
+    with serve(fake):
+        conn = _epic_connection(world, fake.fhir_base, LAB_ONLY)
+        assert run_sync(world, conn, types=["Observation"]).status == "completed"
+        with world.env.db.locked_session() as session:
+            row = session.get(Connection, conn)
+            assert row is not None
+            row.granted_scopes = EVERYTHING
+            session.commit()
+        assert run_sync(world, conn, types=["Observation"]).status == "completed"
+    assert any("_lastUpdated" in q for q in fake.query_of("/fhir/Observation")), "the searches used the mark"
+    assert _stored_ids(world, conn) == ["laboratory-1", "social-history-1", "vital-signs-1"]
     assert cursors.get_mark(world.env.db, conn, cursors.REST_STREAM, "Observation") == datetime(
         2026, 10, 20, tzinfo=UTC
     )
