@@ -243,7 +243,7 @@ def create_backend_connection(
     """SMART Backend Services (SAL-32): mint a client_credentials token now and keep minting before expiry.
 
     A vendor that exports only at Group level needs ``group_id``: refused before any EHR call (BDX-01)."""
-    if group_id is None and plugin_group_export_only(provider_id):
+    if not group_id and plugin_group_export_only(provider_id):
         detail = {"provider": provider_id, "asked_scope": scope, "error_code": "invalid_request"}
         audit_event(ctx, "backend.create", "failure", tenant_id, actor, detail=detail)
         raise InvalidInputError(

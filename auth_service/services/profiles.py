@@ -132,11 +132,14 @@ def _fhir_base(provider_id: str, config: Mapping[str, Any]) -> str | None:
     """The tenant's own SMART server: its configured base. A vendor: the base its plugin builds from the config
     (the admin enters the host; the tenant id or practice code is part of the base), never the raw host."""
     vendor = plugin(provider_id)
+    raw = _first(config, "fhir_base_url", "fhirBaseUrl", "fhir_base")
     if vendor is None:
-        raw = _first(config, "fhir_base_url", "fhirBaseUrl", "fhir_base")
         return str(raw) if raw else None
     try:
-        return plugin_fhir_base(vendor, config)
+        built = plugin_fhir_base(vendor, config)
+        # the base as configured, when it is the built one: its spelling (a trailing slash) is the aud and the
+        # issuer the allow-list was written for (SAL-10: byte for byte)
+        return str(raw) if raw and str(raw).rstrip("/") == built.rstrip("/") else built
     except ConfigurationError as exc:
         raise ProviderUnusableError(
             f"provider {provider_id!r}: cannot build the FHIR base URL from its config ({exc.message})",

@@ -76,5 +76,6 @@ class CernerProvider(ProviderPlugin):
 
     def build_fhir_base_url(self, config: ProviderConfig | Mapping[str, Any]) -> str:
         cfg = self._typed_config(config, CernerConfig)
-        root = cfg.fhir_base_url.removesuffix("/r4")
+        # the host, or the whole base as vendors.md shows it (…/r4/{tenant}): the same base either way
+        root = cfg.fhir_base_url.rstrip("/").removesuffix(f"/r4/{cfg.tenant_id}").removesuffix("/r4")
         return f"{root}/r4/{cfg.tenant_id}"

@@ -58,4 +58,5 @@ class EcwProvider(ProviderPlugin):
 
     def build_fhir_base_url(self, config: ProviderConfig | Mapping[str, Any]) -> str:
         cfg = self._typed_config(config, EcwConfig)
-        return f"{cfg.fhir_base_url.removesuffix('/fhir/r4')}/fhir/r4/{cfg.practice_code}"
+        root = cfg.fhir_base_url.rstrip("/").removesuffix(f"/fhir/r4/{cfg.practice_code}").removesuffix("/fhir/r4")
+        return f"{root}/fhir/r4/{cfg.practice_code}"  # from the host, or from the whole base (the same base)

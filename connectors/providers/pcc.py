@@ -61,4 +61,5 @@ class PccProvider(ProviderPlugin):
 
     def build_fhir_base_url(self, config: ProviderConfig | Mapping[str, Any]) -> str:
         cfg = self._typed_config(config, PccConfig)
-        return f"{cfg.fhir_base_url.removesuffix('/fhir/R4')}/fhir/R4/{cfg.pcc_tenant_id}"
+        root = cfg.fhir_base_url.rstrip("/").removesuffix(f"/fhir/R4/{cfg.pcc_tenant_id}").removesuffix("/fhir/R4")
+        return f"{root}/fhir/R4/{cfg.pcc_tenant_id}"  # from the host, or from the whole base (the same base)

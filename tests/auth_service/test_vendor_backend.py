@@ -6,7 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
+import pytest
 
+from auth_service.services.connections import create_backend_connection
+from auth_service.services.errors import ServiceError
 from tests.auth_service.conftest import AppHandle
 
 TENANT = "ec2458f2-1e24-41c8-b71b-0e701af7583d"
@@ -39,3 +42,21 @@ def test_bdx01_group_only_vendor_backend_connection_without_group_is_refused_bef
     events = h.client.get("/api/integrations/admin/audit", headers=headers).json()
     refused = next(e for e in events if e["action"] == "backend.create")
     assert refused["outcome"] == "failure" and refused["detail"]["error_code"] == "invalid_request"
+
+
+def test_bdx01_an_empty_group_id_is_no_group(make_app: Callable[..., AppHandle]) -> None:
+    """BDX-01: ``"group_id": ""`` is refused by the API (a group id has at least one character), and the service
+    treats an empty one as none, never as a group (found in review: it reached discovery and token calls)."""
+    calls: list[str] = []
+    h = make_app(http=_refusing_transport(calls), SMART_ISSUER_ALLOWLIST=f"https://fhir-ehr.cerner.com/r4/{TENANT}")
+    practice = {"ehrIntegrations": {"enabledProviders": ["cerner"], "providerConfigs": {"cerner": CERNER}}}
+    key = h.bootstrap("t1", practice)
+    body = {"provider": "cerner", "scope": "system/Patient.read", "group_id": ""}
+    r = h.client.post(
+        "/api/integrations/admin/backend-connections", json=body, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert r.status_code == 422 and r.json()["fields"][0]["field"] == "body.group_id", r.text
+    with pytest.raises(ServiceError, match="group_id") as refused:
+        create_backend_connection(h.app.state.ctx, "t1", "cerner", "system/Patient.read", "admin", group_id="")
+    assert refused.value.code == "invalid_request"
+    assert calls == []

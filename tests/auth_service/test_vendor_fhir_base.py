@@ -66,6 +66,28 @@ def test_sal10_vendor_profile_connects_to_the_plugin_built_base_not_the_host(
     assert (profile.fhir_base, profile.issuer) == (built, built)
 
 
+@pytest.mark.parametrize("provider_id", sorted(HOSTS))
+def test_sal10_a_config_holding_the_whole_base_keeps_it(
+    make_settings: Callable[..., Settings], provider_id: str
+) -> None:
+    """An admin who typed the whole base (as vendors.md shows it), not the host, gets that base, not the tenant or
+    practice segment twice (found in review: ``…/r4/{tenant}/r4/{tenant}``)."""
+    config, built = HOSTS[provider_id]
+    profile = _resolve(make_settings, provider_id, _practice(provider_id, {**config, "fhirBaseUrl": built}))
+    assert (profile.fhir_base, profile.issuer) == (built, built)
+
+
+def test_sal10_a_base_configured_with_its_trailing_slash_keeps_that_spelling(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """SAL-10: the ``aud`` is the base byte for byte; a base configured as ``…/R4/`` stays so, and with it the issuer
+    an allow-list names (found in review: it became ``…/R4`` and every launch was refused ``invalid_issuer``)."""
+    base = "https://fhir.epic.example.org/interconnect/api/FHIR/R4/"
+    practice = _practice("epic", {"fhirBaseUrl": base, "clientId": "c"})
+    profile = _resolve(make_settings, "epic", practice)
+    assert (profile.fhir_base, profile.issuer) == (base, base)
+
+
 def test_vendor_config_missing_its_tenant_is_a_configuration_error_naming_the_field(
     make_settings: Callable[..., Settings],
 ) -> None:

@@ -61,7 +61,7 @@ class RetentionRequest(BaseModel):
 class BackendRequest(BaseModel):
     provider: ProviderId
     scope: str = Field(min_length=1, max_length=2000)
-    group_id: str | None = Field(default=None, max_length=64)
+    group_id: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 @router.post("/connect-links", response_model=ConnectLinkResponse, status_code=201)
