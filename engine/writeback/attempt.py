@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from contextlib import ExitStack
 
 from connectors import errors as ce
 from connectors.fhir import FhirClient
@@ -83,25 +84,29 @@ def _close(env: SyncEnvironment, note: NoteRecord, state: str, *, reason_code: s
 def _advance(
     env: SyncEnvironment, config: WritebackConfig, note: NoteRecord, target: NoteTarget, client: FhirClient
 ) -> NoteRecord:
-    try:
-        plan = plan_send(note, target, client, config)
-        build_payload(note, plan.doc_status)  # an invalid note fails here, before anything is sent
-    except ce.WriteNotSupportedError as exc:
-        if note.state == "sending":  # the gate closed after a POST may have gone out: find out, never resend
+    with ExitStack() as beating:  # a note in ``sending`` is kept fresh for as long as a run holds it
+        if note.state == "sending":  # resumed: from the start, as reading the CapabilityStatement may wait too
+            beating.enter_context(heartbeat(env.db, note.id, config.stalled_after_s))
+        try:
+            plan = plan_send(note, target, client, config)
+            build_payload(note, plan.doc_status)  # an invalid note fails here, before anything is sent
+        except ce.WriteNotSupportedError as exc:
+            if note.state == "sending":  # the gate closed after a POST may have gone out: find out, never resend
+                return _to_unknown(env, note, client)
+            return _close(env, note, "blocked", reason_code=f"WRITE_NOT_SUPPORTED ({exc.reason})", reason=str(exc))
+        except ce.ConfigurationError as exc:
+            return _close(env, note, "failed", reason_code="invalid_note", reason=str(exc))
+        except ce.NeedsReauthError as exc:  # the grant is gone: a person must authorize again, retrying cannot help
+            return _close(env, note, "failed", reason_code=exc.code, reason=None) if note.state == "pending" else note
+        except ce.EhrSyncError as exc:  # the CapabilityStatement could not be read: try again later
+            return retry_later(env.db, config, note, exc) if note.state == "pending" else note
+        if note.state == "pending":
+            attempt = note.attempts + 1
+            note = transition(env.db, note, "sending", attempts=attempt, detail={"attempt": attempt})
+            checkpoint("writeback.sending")
+            beating.enter_context(heartbeat(env.db, note.id, config.stalled_after_s))  # a slow live POST too
+        elif not plan.conditional:  # resumed in ``sending`` without If-None-Exist: a repeat could duplicate
             return _to_unknown(env, note, client)
-        return _close(env, note, "blocked", reason_code=f"WRITE_NOT_SUPPORTED ({exc.reason})", reason=str(exc))
-    except ce.ConfigurationError as exc:
-        return _close(env, note, "failed", reason_code="invalid_note", reason=str(exc))
-    except ce.NeedsReauthError as exc:  # the grant is gone: a person must authorize again, retrying cannot help
-        return _close(env, note, "failed", reason_code=exc.code, reason=None) if note.state == "pending" else note
-    except ce.EhrSyncError as exc:  # the CapabilityStatement could not be read: try again later
-        return retry_later(env.db, config, note, exc) if note.state == "pending" else note
-    if note.state == "pending":
-        note = transition(env.db, note, "sending", attempts=note.attempts + 1, detail={"attempt": note.attempts + 1})
-        checkpoint("writeback.sending")
-    elif not plan.conditional:  # resumed in ``sending`` without If-None-Exist: a repeat could duplicate
-        return _to_unknown(env, note, client)
-    with heartbeat(env.db, note.id, config.stalled_after_s):  # a slow live POST must not look stalled
         return _send(env, config, note, plan, client)
 
 

@@ -5,8 +5,9 @@ search parameters they do not support (lenient handling, the default), and then 
 notes. So a resource counts only when its ``identifier[]`` holds this draft's exact ``{system, value}``, and a
 search the server says it did not apply as asked is no evidence at all (``ignored``): its first page's self link
 names no ``identifier`` parameter (servers name there the parameters they applied), or an OperationOutcome entry
-of the answer warns (severity ``warning``, ``error`` or ``fatal``; any such warning, since which parameter a
-warning concerns is free text). A self link that is absent says nothing, and the exact filter still holds.
+of the answer reports an error, or warns that a parameter is not supported (code ``not-supported``) or names
+``identifier``; a server's routine warnings say nothing about the search. A self link that is absent says nothing,
+and the exact filter still holds.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ __all__ = ["IdentifierLookup", "find_by_identifier"]
 
 _log = logging.getLogger(__name__)
 _PARAM = "identifier"
-_WARNINGS = frozenset({"warning", "error", "fatal"})
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,28 @@ def _ignored(page: SearchPage, *, first: bool) -> bool:
     pages' links may be opaque paging tokens)."""
     for outcome in page.outcomes:
         issues = outcome.get("issue")
-        if isinstance(issues, list) and any(isinstance(i, dict) and i.get("severity") in _WARNINGS for i in issues):
+        if isinstance(issues, list) and any(_about_the_search(i) for i in issues if isinstance(i, dict)):
             return True
     if not first or page.self_url is None:
         return False
     applied = {name.split(":", 1)[0] for name, _ in parse_qsl(urlsplit(page.self_url).query, keep_blank_values=True)}
     return _PARAM not in applied
+
+
+def _about_the_search(issue: dict[str, Any]) -> bool:
+    """An issue saying the search was not applied as asked: an error, or a warning that a parameter is not
+    supported or that names ``identifier`` (a server's routine warnings, e.g. about paging, are not evidence of
+    anything and must not leave every note for a person)."""
+    severity = issue.get("severity")
+    if severity in ("error", "fatal"):
+        return True
+    if severity != "warning":
+        return False
+    details = issue.get("details")
+    text = " ".join(
+        str(part)
+        for part in (issue.get("diagnostics"), details.get("text") if isinstance(details, dict) else None)
+        if part
+    )
+    named = _PARAM in text.lower() or any(_PARAM in str(e).lower() for e in issue.get("expression") or [])
+    return issue.get("code") == "not-supported" or named

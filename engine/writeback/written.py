@@ -20,7 +20,7 @@ from connectors import errors as ce
 from connectors.fhir import CreateResult, FhirClient
 from engine.writeback.lookup import find_by_identifier
 from store import AppDatabase
-from store.outbox import TERMINAL_STATES, NoteRecord, StaleNoteError, get_note, transition
+from store.outbox import NoteRecord, StaleNoteError, get_note, transition
 
 __all__ = ["ID_UNKNOWN", "record_written"]
 
@@ -73,7 +73,9 @@ def _learn_id(client: FhirClient, note: NoteRecord, status: int) -> tuple[str | 
 
 
 def _commit(db: AppDatabase, note: NoteRecord, fields: dict[str, Any], detail: dict[str, Any]) -> NoteRecord:
-    """``note → written``; when another run moved it first, again from where it is now, unless it has ended."""
+    """``note → written``; when another run moved it first, again from where it is now (even ``failed`` or
+    ``blocked``: a 2xx proves the EHR holds the note, and a host told otherwise would file it twice), unless another
+    run has already recorded it written."""
     for _ in range(_RACE_TRIES):
         try:
             return transition(db, note, "written", detail=detail, **fields)
@@ -81,8 +83,8 @@ def _commit(db: AppDatabase, note: NoteRecord, fields: dict[str, Any], detail: d
             current = get_note(db, note.id)
             if current is None:
                 raise
-            if current.state in TERMINAL_STATES:
-                _log.warning("note %s: created, but another run had made it %s; left so", note.id, current.state)
+            if current.state == "written":
+                _log.info("note %s: created, and another run had already recorded it written", note.id)
                 return current
             _log.warning("note %s: created while another run made it %s; written all the same", note.id, current.state)
             note = current

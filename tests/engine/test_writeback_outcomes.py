@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy import select
 
@@ -160,13 +161,13 @@ def test_a_live_slow_post_is_never_taken_for_a_stalled_one(world, start_sandbox,
     ehr = start_sandbox(conditional_create=False)
     conn = writable_connection(world, ehr, http)
     note = enqueue(world, conn)
-    ehr.admin.set_fault("slow", path=DOC_POSTS, times=1, delay_s=3.0)
-    config = replace(FAST, stalled_after_s=1.0)
+    ehr.admin.set_fault("slow", path=DOC_POSTS, times=1, delay_s=5.0)
+    config = replace(FAST, stalled_after_s=2.0)  # beats every 0.5 s: a loaded machine still keeps well within it
     thread, out = _in_thread(lambda: write_note(world.env, config, note.id))
     _wait_sending(world, note.id)
     asked: list[str] = []
     while thread.is_alive():
-        runs, _ = due_runs(world.env.db, utcnow(), after=None, stalled_after_s=1.0)
+        runs, _ = due_runs(world.env.db, utcnow(), after=None, stalled_after_s=2.0)
         asked += [r.run_key for r in runs if r.note_id == note.id]
         time.sleep(0.2)
     thread.join()
@@ -180,7 +181,7 @@ def test_a_2xx_after_another_run_moved_the_note_to_unknown_is_still_written(worl
     ehr = start_sandbox(conditional_create=False)
     conn = writable_connection(world, ehr, http)
     note = enqueue(world, conn)
-    ehr.admin.set_fault("slow", path=DOC_POSTS, times=1, delay_s=2.0)
+    ehr.admin.set_fault("slow", path=DOC_POSTS, times=1, delay_s=5.0)  # the other run's search ends well before
     thread, out = _in_thread(lambda: write_note(world.env, FAST, note.id))
     sending = _wait_sending(world, note.id)
     other = transition(world.env.db, sending, "unknown", reason_code="response_lost", reason=None)
@@ -211,3 +212,80 @@ def test_dwb33_a_match_repeated_on_a_later_page_is_one_note_not_a_duplicate() ->
         found = find_by_identifier(client, note)  # type: ignore[arg-type]
     assert fake.hits("/fhir/page2") == 1
     assert found.found is not None and found.found["id"] == "doc-1"
+
+
+def test_a_2xx_after_another_run_failed_the_note_is_still_written(world, start_sandbox, http) -> None:
+    """Another run ended the note ``failed`` while the POST was alive; the 201 that then arrives proves the EHR holds
+    it: the note is written with its id (a host told 'failed' would file it again), never left failed with the id
+    dropped (found in review)."""
+    ehr = start_sandbox(conditional_create=False)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    ehr.admin.set_fault("slow", path=DOC_POSTS, times=1, delay_s=3.0)
+    thread, out = _in_thread(lambda: write_note(world.env, FAST, note.id))
+    sending = _wait_sending(world, note.id)
+    transition(world.env.db, sending, "failed", reason_code="retries_exhausted", reason=None)
+    thread.join(30)
+    [doc] = server_notes(world, conn, ehr, note)
+    final = get_note(world.env.db, note.id)
+    assert final is not None and (final.state, final.ehr_resource_id) == ("written", doc["id"])
+    assert out["done"].state == "written"
+    assert _events(world, note.id)[-1].detail["moved_by_other_run"] == "failed"
+
+
+def test_a_resumed_sending_note_is_kept_fresh_while_its_capability_statement_is_read(
+    world, start_sandbox, http
+) -> None:
+    """A run resuming a note in ``sending`` first reads the CapabilityStatement, which may wait too: the note is kept
+    fresh from the start, so the sensor never asks for it again meanwhile (found in review: the heartbeat began only
+    at the POST)."""
+    ehr = start_sandbox()
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    resumed = transition(world.env.db, note, "sending", attempts=1, detail={"attempt": 1})
+    ehr.admin.set_fault("slow", path="/fhir/metadata", times=1, delay_s=5.0)
+    config = replace(FAST, stalled_after_s=2.0)
+    thread, out = _in_thread(lambda: write_note(world.env, config, resumed.id))
+    asked: list[str] = []
+    while thread.is_alive():
+        runs, _ = due_runs(world.env.db, utcnow(), after=None, stalled_after_s=2.0)
+        asked += [r.run_key for r in runs if r.note_id == note.id]
+        time.sleep(0.2)
+    thread.join()
+    assert asked == [] and out["done"].state == "written"
+
+
+def test_dwb33_a_routine_warning_about_something_else_does_not_void_the_identifier_search() -> None:
+    """Only a warning about the search (``not-supported``, or naming ``identifier``) makes the answer no evidence; a
+    server that routinely warns about something else (a result window, paging) still has its exact match taken
+    (found in review: any warning left every note ``unknown`` for a person)."""
+    note = SimpleNamespace(id="n1", tenant_id="t1", patient_id="p1", draft_id="d1")
+    ours = {
+        "resourceType": "DocumentReference",
+        "id": "doc-1",
+        "identifier": [{"system": identifier_system("t1"), "value": "d1"}],
+    }
+
+    def answer(warning: dict[str, Any]) -> Any:
+        def route(_p: str, _q: dict[str, list[str]]) -> Any:
+            status, headers, body = bundle([ours])
+            page = orjson.loads(body)
+            outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "warning", **warning}]}
+            page["entry"].append({"resource": outcome, "search": {"mode": "outcome"}})
+            return status, headers, orjson.dumps(page)
+
+        return route
+
+    fake = FakeFhir()
+    found = {}
+    with serve(fake), httpx.Client() as http:
+        client = FhirClient(fake.fhir_base, StaticTokenSource("tok"), http=http)
+        for name, warning in {
+            "routine": {"code": "informational", "diagnostics": "results limited to the last 10 years"},
+            "not-supported": {"code": "not-supported", "diagnostics": "parameter ignored"},
+            "names-it": {"code": "processing", "diagnostics": "Unknown search parameter: identifier"},
+        }.items():
+            fake.routes["/fhir/DocumentReference"] = answer(warning)
+            found[name] = find_by_identifier(client, note)  # type: ignore[arg-type]
+    assert found["routine"].found is not None and not found["routine"].ignored
+    assert found["not-supported"].ignored and found["names-it"].ignored
