@@ -42,7 +42,8 @@ def run_bulk_export(
     Returns the report; ``report.status`` is ``completed``, ``partial`` (the manifest's error files report
     failed types: ``report.incomplete_types``, ``_since`` held) or ``failed`` (with ``error``). A failed run
     keeps its job and file state, so the next call resumes it. Only ConnectionNotFoundError /
-    ConnectionNotSyncableError (nothing could start) raise.
+    ConnectionNotSyncableError (nothing could start: the connection is missing, or not a Bulk connection) raise; a
+    server that declares no system-level export is a failed report, recorded like any other failure.
     """
     started = time.monotonic()
     conn = load_connection(env.db, connection_id)

@@ -45,7 +45,7 @@ def declares_system_export(capabilities: Mapping[str, Any]) -> bool:
         for operation in rest.get("operation") or []:
             if not isinstance(operation, dict):
                 continue
-            definition = str(operation.get("definition") or "")
+            definition = str(operation.get("definition") or "").split("|", 1)[0]  # a canonical may carry |version
             if operation.get("name") == "export" or definition.rstrip("/").endswith("OperationDefinition/export"):
                 return True
     return False

@@ -11,6 +11,7 @@ import pytest
 
 from engine import run_bulk_export
 from engine.bulk_export import export_level
+from engine.bulk_level import declares_system_export
 from engine.environment import ConnectionInfo
 from engine.errors import ConnectionNotSyncableError
 from store.models import Connection
@@ -91,3 +92,22 @@ def test_bdx01_group_only_vendor_backend_row_is_refused_before_any_request(world
         with pytest.raises(ConnectionNotSyncableError, match="only at Group level"):
             run_bulk_export(world.env, conn, "run-1")
     assert fake.requests == []
+
+
+_OPERATIONS = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition"
+
+
+@pytest.mark.parametrize(
+    ("operation", "declared"),
+    [
+        ({"name": "export", "definition": f"{_OPERATIONS}/export"}, True),
+        ({"name": "bulk-export", "definition": f"{_OPERATIONS}/export|2.0.0"}, True),
+        ({"name": "group-export", "definition": f"{_OPERATIONS}/group-export"}, False),
+    ],
+    ids=["by-name", "versioned-canonical", "group-only"],
+)
+def test_bdx01_a_declared_system_export_is_recognised_by_name_or_canonical(
+    operation: dict[str, str], declared: bool
+) -> None:
+    statement = {"resourceType": "CapabilityStatement", "rest": [{"mode": "server", "operation": [operation]}]}
+    assert declares_system_export(statement) is declared
