@@ -128,6 +128,25 @@ def test_bdx29_repeated_matches_do_not_count_toward_total() -> None:
     assert (info.value.received, info.value.total, info.value.reason) == (3, 4, "no_next")
 
 
+def test_bdx29_a_hash_collision_can_only_make_a_search_look_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The distinct matches are 8-byte hashes: should two ids share one, the search looks short of its ``total``
+    and is searched again; it never looks complete with a match missing."""
+    import connectors.fhir._distinct as distinct
+
+    class Collides:
+        def __init__(self, *_args: object, **_kwargs: object) -> None:
+            pass
+
+        def digest(self) -> bytes:
+            return b"\x01" * 8
+
+    monkeypatch.setattr(distinct, "blake2b", Collides)
+    whole = {**bundle([{"resource": _obs(1)}, {"resource": _obs(2)}]), "total": 2}
+    with pytest.raises(SearchIncompleteError) as info:
+        list(_client(Script(_json(200, whole))).search_pages("Observation"))
+    assert (info.value.received, info.value.total) == (1, 2)
+
+
 def test_bdx29_a_page_behind_a_new_link_with_no_new_match_is_a_repeat() -> None:
     """A server ignoring its paging offset sends page 1 again under each new next link (no ``total``)."""
     page = bundle([{"resource": _obs(1)}, {"resource": _obs(2)}], next_url=f"{BASE}/Observation?p=2")
