@@ -182,14 +182,20 @@ class ProviderPlugin(abc.ABC):
         Shared reference types (Practitioner, Location, ...) return ``[]`` for a patient: fetch them by
         reference from the patient's resources instead of searching the whole server. ``granted`` (the scopes
         the server granted; ``None``: unknown) lets a vendor that fans a type out leave out the searches the
-        grant does not cover (Epic's Observation categories).
+        grant does not cover (Epic's Observation categories). Every plan carries ``every_search_params``.
         """
+        every = self.every_search_params(config)
         param = patient_search_param(resource_type)
         if patient_id is None:
-            return [{}]
+            return [dict(every)]
         if param is None:
             return []
-        return [{param: patient_id}]
+        return [{param: patient_id, **every}]
+
+    def every_search_params(self, config: ProviderConfig | Mapping[str, Any] | None = None) -> dict[str, str]:
+        """Parameters the vendor wants on every search of the tenant, whatever else it asks (athenahealth's
+        ``ah-practice``, vendors.md §6): search plans, reference ``_id`` searches and any other search add them."""
+        return {}
 
     def last_updated_params(
         self,
