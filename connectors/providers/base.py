@@ -96,6 +96,10 @@ class ProviderPlugin(abc.ABC):
     required_search_params: ClassVar[Mapping[str, tuple[tuple[str, ...], ...]]] = {}
     last_updated_types: ClassVar[frozenset[str]] = frozenset()
     bulk: ClassVar[BulkSupport] = BulkSupport.NONE
+    #: The vendor's Bulk kick-off takes the experimental ``_elements`` and ``patient`` parameters (Oracle Health's
+    #: does not): without them, group membership is read from whole Patients and new members' older data comes
+    #: from a full re-export of the group (BDX-15).
+    bulk_member_params: ClassVar[bool] = True
     rate_limit: ClassVar[RateLimit | None] = None
     write_profile: ClassVar[WriteProfile]
     docs_checked_on: ClassVar[dt.date]
