@@ -3,9 +3,11 @@
 A patient added to a group after the last export keeps records stamped before that export, so the group's
 ``_since`` export misses them. After that export lands, an id-only export (``_type=Patient&_elements=id``)
 lists today's members; members not known before get a second export POSTed with their ``patient``
-references and no ``_since``, landed and upserted like any other. The known member set lives in the
-group's membership cursor row and is replaced in the commit that completes that export, so a run killed
-anywhere repeats the step (idempotent upserts absorb the repeat) and never forgets a new member.
+references and no ``_since``, landed and upserted like any other. A vendor whose Bulk takes neither
+``_elements`` nor ``patient`` (``ProviderPlugin.bulk_member_params``: Oracle Health) gets an export of whole
+Patients for the ids and, when new members appear, the whole group again without ``_since``. The known
+member set lives in the group's membership cursor row and is replaced in the commit that completes that
+export, so a run killed anywhere repeats the step (idempotent upserts absorb the repeat) and never forgets a new member.
 Members that left the group are recorded and counted; their data stays.
 """
 
@@ -79,7 +81,7 @@ def check_membership(
     ids = current_member_ids(env, client, conn, run_id, stream, run)
     stored = cursors.get_data(env.db, conn.id, stream, MEMBERS_KEY)
     known = set(stored.get("members", [])) if stored else _assumed_known(env, conn, types, ids)
-    key = "patients:" + cursors.bulk_type_key(types)
+    key = _new_members_key(conn, types)
     # members of an unfinished new-members export stay new even if some of their records already landed
     unfinished = bulk_state.find_active_job(env.db, conn.id, stream, key)
     pending = (
@@ -101,8 +103,7 @@ def check_membership(
             save(session)
             session.commit()
         return
-    patients = tuple(f"Patient/{i}" for i in new)
-    spec = ExportSpec(stream, key, types, incremental=False, patients=patients)
+    spec = _new_members_spec(conn, stream, key, types, new)
     _abandon_other_patient_sets(env, conn, spec)
     _log.info("group %s of connection %s: exporting %d new member(s) in full", group_id, conn.id, len(new))
     sub = BulkReport(run_id=report.run_id, connection_id=conn.id)
@@ -113,6 +114,19 @@ def check_membership(
             cursors.put_data(session, conn.id, stream, MEMBERS_KEY, held)
             session.commit()
     report.absorb(sub)
+
+
+def _new_members_key(conn: ConnectionInfo, types: list[str]) -> str:
+    prefix = "patients:" if conn.provider.bulk_member_params else "group-full:"
+    return prefix + cursors.bulk_type_key(types)
+
+
+def _new_members_spec(conn: ConnectionInfo, stream: str, key: str, types: list[str], new: list[str]) -> ExportSpec:
+    """New members' export: their ``patient`` references, or where the vendor's Bulk takes no ``patient``
+    parameter (Oracle Health) the whole group again without ``_since`` (idempotent upserts absorb the rest)."""
+    if not conn.provider.bulk_member_params:
+        return ExportSpec(stream, key, types, incremental=False)
+    return ExportSpec(stream, key, types, incremental=False, patients=tuple(f"Patient/{i}" for i in new))
 
 
 def _assumed_known(env: SyncEnvironment, conn: ConnectionInfo, types: list[str], ids: set[str]) -> set[str]:
@@ -136,8 +150,10 @@ def _abandon_other_patient_sets(env: SyncEnvironment, conn: ConnectionInfo, spec
 def current_member_ids(
     env: SyncEnvironment, client: BulkClient, conn: ConnectionInfo, run_id: str, stream: str, run: Runner
 ) -> set[str]:
-    """Today's member ids from a ``_type=Patient&_elements=id`` export (nothing is landed)."""
-    spec = ExportSpec(stream, IDS_KEY, ["Patient"], incremental=False, elements=("id",))
+    """Today's member ids from a ``_type=Patient&_elements=id`` export (nothing is landed); whole Patients where
+    the vendor's Bulk does not take ``_elements`` (Oracle Health)."""
+    elements = ("id",) if conn.provider.bulk_member_params else ()
+    spec = ExportSpec(stream, IDS_KEY, ["Patient"], incremental=False, elements=elements)
     ids: set[str] = set()
 
     def collect(job: bulk_state.JobView) -> None:

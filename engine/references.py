@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from connectors.budgets import step_budget
@@ -133,7 +133,10 @@ def _fetch_type(
         return report
     source = f"{conn.fhir_base.rstrip('/')}/{rtype}"
     with zone.writer(conn.id, rtype, run_id, source, conn.tenant_id, seq="refs") as writer:
-        found = _search_by_ids(client, rtype, ids, writer, report) if batched else set()
+        found: set[str] = set()
+        if batched:
+            every = conn.provider.every_search_params(conn.provider_config)  # athenahealth: ah-practice
+            found = _search_by_ids(client, rtype, ids, writer, report, every_search=every)
         for rid in ids:
             if rid in found:
                 continue
@@ -164,9 +167,16 @@ def _can_search_by_id(conn: ConnectionInfo, rtype: str, capabilities: dict[str, 
 
 
 def _search_by_ids(
-    client: FhirClient, rtype: str, ids: list[str], writer: LandingWriter, report: TypeReport
+    client: FhirClient,
+    rtype: str,
+    ids: list[str],
+    writer: LandingWriter,
+    report: TypeReport,
+    *,
+    every_search: Mapping[str, str],
 ) -> set[str]:
-    """Land what ``_id`` searches return for ``ids``; returns the ids found.
+    """Land what ``_id`` searches return for ``ids``; returns the ids found. Each search also carries the
+    vendor's ``every_search`` parameters (``ProviderPlugin.every_search_params``: athenahealth's ``ah-practice``).
 
     Batching stops for the type when the server refuses the search or answers with resources that were not
     asked for (it ignored ``_id`` and would page through its whole directory); a chunk stops paging at the
@@ -177,7 +187,8 @@ def _search_by_ids(
         chunk = ids[start : start + ID_BATCH]
         wanted = set(chunk)
         try:
-            for page in client.search_pages(rtype, [("_id", ",".join(chunk))], count=len(chunk)):
+            params = [("_id", ",".join(chunk)), *every_search.items()]
+            for page in client.search_pages(rtype, params, count=len(chunk)):
                 report.pages += 1
                 matches = [r for r in page.resources if r.get("resourceType") == rtype]
                 if any(r.get("id") not in wanted for r in matches):

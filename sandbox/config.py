@@ -91,3 +91,5 @@ class SandboxConfig(BaseModel):
     bulk_omit_count: bool = False  # BDX-13 flag
     bulk_gzip: bool = False  # BDX-17: gzip file downloads for clients sending Accept-Encoding: gzip
     bulk_throttle_s: float = Field(default=0.0, ge=0)  # artificial delay per patient, to observe in-progress states
+    # kick-off parameters refused with 400 (Oracle Health's Bulk: the experimental `_elements` and `patient`)
+    bulk_unsupported_params: tuple[str, ...] = ()

@@ -12,18 +12,26 @@ from sqlalchemy.orm import Session
 
 from connectors.errors import ConfigurationError, RequestDeadlineError, TemporarilyUnavailableError, TransportError
 from connectors.http import RetryPolicy as EhrRetryPolicy
+from connectors.providers import check_provider_client_auth
 from connectors.smart import ClientAuth, DiscoveryCache, SmartConfiguration, discover
 from store.crypto import TokenCipher
-from store.models import Connection
+from store.models import Connection, ConnectionKind
 from store.provider_configs import client_auth_from_config, load_provider_config
 
-__all__ = ["ClientAuthResolver", "GrantContext", "GrantRetryPolicy", "RetryPolicy", "with_retry"]
+__all__ = ["ClientAuthResolver", "GrantContext", "GrantRetryPolicy", "RetryPolicy", "grant_of", "with_retry"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 ClientAuthResolver = Callable[[Session, Connection], ClientAuth]
 TRANSIENT = (TransportError, TemporarilyUnavailableError)
+
+
+def grant_of(conn: Connection) -> str:
+    """The OAuth grant a connection's client authenticates for: backend and group connections mint tokens with
+    ``client_credentials``; a patient connection's refreshes belong to its ``authorization_code`` grant."""
+    backend = conn.kind in (ConnectionKind.BACKEND, ConnectionKind.GROUP)
+    return "client_credentials" if backend else "authorization_code"
 
 
 class GrantRetryPolicy(EhrRetryPolicy):
@@ -88,10 +96,15 @@ class GrantContext:
         return conn.token_endpoint or self.configuration(conn).token_endpoint
 
     def client_auth(self, session: Session, conn: Connection) -> ClientAuth:
+        """The connection's client auth, refused (AuthMethodNotAllowedError) when its vendor's plugin does not
+        declare that method and alg for the connection's grant (vendors.md §8: eCW RS384 only, Epic backend JWT)."""
         if self.resolver is not None:
-            return self.resolver(session, conn)
-        config = load_provider_config(session, self.cipher, conn.tenant_id, conn.provider_id)
-        return client_auth_from_config(config, client_id=conn.client_id, environ=self.environ)
+            auth = self.resolver(session, conn)
+        else:
+            config = load_provider_config(session, self.cipher, conn.tenant_id, conn.provider_id)
+            auth = client_auth_from_config(config, client_id=conn.client_id, environ=self.environ)
+        check_provider_client_auth(conn.provider_id, auth, grant_of(conn))
+        return auth
 
     def backend_scope(self, session: Session, conn: Connection) -> str:
         if conn.granted_scopes:

@@ -229,11 +229,10 @@ def _mint_backend_token(
         raise ProviderUnusableError(
             "backend services need private_key_jwt or client_secret_basic", code="configuration_error"
         )
+    client_auth = profile.client_auth(ctx.settings, "client_credentials")  # refused before any EHR call
     check_allowlisted(ctx, profile.fhir_base)
     cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
-    token = client_credentials_grant(
-        cfg.token_endpoint, http=ctx.http, client_auth=profile.client_auth(ctx.settings), scope=scope
-    )
+    token = client_credentials_grant(cfg.token_endpoint, http=ctx.http, client_auth=client_auth, scope=scope)
     return profile, cfg, token
 
 

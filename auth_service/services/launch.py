@@ -193,7 +193,7 @@ def _exchange(ctx: ServiceContext, stored: ConsumedState, code: str) -> Callback
     token = exchange_code(
         cfg.token_endpoint,
         http=ctx.http,
-        client_auth=profile.client_auth(ctx.settings),
+        client_auth=profile.client_auth(ctx.settings, "authorization_code"),
         code=code,
         redirect_uri=stored.redirect_uri or ctx.settings.redirect_uri,
         code_verifier=stored.code_verifier,

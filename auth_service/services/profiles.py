@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from auth_service.core.config import Settings
 from auth_service.services.errors import NotFoundError, ProviderUnusableError
 from auth_service.services.providers_port import (
+    check_provider_client_auth,
     plugin,
     plugin_default_scopes,
     plugin_display_name,
@@ -30,7 +31,14 @@ from store.crypto import TokenCipher
 from store.models import ProviderConfig, Tenant
 from store.provider_configs import client_auth_from_config, decrypt_config
 
-__all__ = ["SMART_PROVIDER_ID", "ClientProfile", "enabled_provider_ids", "resolve_profile"]
+__all__ = [
+    "SMART_PROVIDER_ID",
+    "ClientProfile",
+    "check_client_auth_config",
+    "configured_auth_method",
+    "enabled_provider_ids",
+    "resolve_profile",
+]
 
 SMART_PROVIDER_ID = "smart"
 _WRITE_SCOPES = {"note": "patient/DocumentReference.c", "patient": "user/Patient.c"}
@@ -54,17 +62,13 @@ class ClientProfile:
 
     @property
     def auth_method(self) -> str:
-        method = self.config.get("auth_method") or self.config.get("authMethod")
-        if method:
-            return "none" if method == "public" else str(method)
-        if _first(self.config, "private_key_pem", "privateKey", "private_key", "key_id", "kid", "keyId"):
-            return "private_key_jwt"
-        if _first(self.config, "client_secret", "clientSecret"):
-            return "client_secret_basic"
-        return "none"
+        return configured_auth_method(self.config)
 
-    def client_auth(self, settings: Settings) -> ClientAuth:
-        """The ClientAuth for this client; the signing key and kid come from settings unless configured."""
+    def client_auth(self, settings: Settings, grant: str | None = None) -> ClientAuth:
+        """The ClientAuth for this client; the signing key and kid come from settings unless configured.
+
+        AuthMethodNotAllowedError when the vendor's plugin does not declare the method and alg for ``grant``
+        (``client_credentials`` or ``authorization_code``; ``None``: for any grant)."""
         config = dict(self.config)
         environ: dict[str, str] = {}
         if settings.EHR_JWT_PRIVATE_KEY is not None:
@@ -75,7 +79,38 @@ class ClientProfile:
             if not _first(config, "key_id", "kid", "keyId"):
                 config["key_id"] = settings.EHR_JWT_KEY_ID
             config.setdefault("signing_alg", settings.signing_alg())
-        return client_auth_from_config(config, client_id=self.client_id, environ=environ)
+        auth = client_auth_from_config(config, client_id=self.client_id, environ=environ)
+        check_provider_client_auth(self.provider_id, auth, grant)
+        return auth
+
+
+def configured_auth_method(config: Mapping[str, Any]) -> str:
+    """The token endpoint auth method a provider config asks for: explicit, else inferred from what it holds
+    (a private key or kid: ``private_key_jwt``; a secret: ``client_secret_basic``; nothing: ``none``)."""
+    method = config.get("auth_method") or config.get("authMethod")
+    if method:
+        return "none" if method == "public" else str(method)
+    if _first(config, "private_key_pem", "privateKey", "private_key", "key_id", "kid", "keyId"):
+        return "private_key_jwt"
+    if _first(config, "client_secret", "clientSecret"):
+        return "client_secret_basic"
+    return "none"
+
+
+def check_client_auth_config(provider_id: str, config: Mapping[str, Any], settings: Settings) -> None:
+    """AuthMethodNotAllowedError when the method a config asks for, and for ``private_key_jwt`` the alg it would
+    sign with (its ``signing_alg``, else RS384 with its own key, else the service key's), is one the vendor's
+    plugin declares for no grant: eCW is RS384-only, PointClickCare takes no JWT (vendors.md §4, §8)."""
+    vendor = plugin(provider_id)
+    if vendor is None:
+        return
+    method = configured_auth_method(config)
+    alg: str | None = None
+    if method == "private_key_jwt":
+        explicit = _first(config, "signing_alg", "signingAlg", "alg")
+        own_key = _first(config, "private_key_pem", "privateKey", "private_key")
+        alg = str(explicit) if explicit else "RS384" if own_key else settings.signing_alg()
+    vendor.check_client_auth(method, alg)
 
 
 def _first(config: Mapping[str, Any], *names: str) -> Any:
@@ -150,7 +185,8 @@ def _fhir_base(provider_id: str, config: Mapping[str, Any]) -> str | None:
 def resolve_profile(
     session: Session, cipher: TokenCipher, settings: Settings, tenant_id: str, provider_id: str
 ) -> ClientProfile:
-    """Everything a flow needs, or a ``ServiceError`` saying what is missing (not found / disabled / incomplete)."""
+    """Everything a flow needs, or a ``ServiceError`` saying what is missing (not found / disabled / incomplete);
+    AuthMethodNotAllowedError when the config's client auth is one the vendor's plugin does not declare."""
     from auth_service.services.tenants import get_practice_settings
 
     tenant = session.get(Tenant, tenant_id)
@@ -177,6 +213,7 @@ def resolve_profile(
         raise ProviderUnusableError(
             f"provider {provider_id!r} needs a FHIR base URL and a client id", code="configuration_error"
         )
+    check_client_auth_config(provider_id, config, settings)
     scopes, write_allowed, note_allowed = _scopes(settings, practice, provider_id, config)
     return ClientProfile(
         tenant_id=tenant_id,

@@ -10,8 +10,10 @@ from sqlalchemy.orm import Session
 
 from auth_service.services.context import ServiceContext
 from auth_service.services.errors import ConfigValidationError, NotFoundError
+from auth_service.services.profiles import check_client_auth_config
 from auth_service.services.providers_port import field_hints, plugin, plugin_display_name, validate_config
 from auth_service.tenants.settings import PracticeSettings
+from connectors.errors import AuthMethodNotAllowedError
 from store.audit import record_audit
 from store.models import Connection, ConnectionStatus, ProviderConfig, Tenant
 from store.provider_configs import SECRET_FIELDS, save_provider_config
@@ -137,12 +139,18 @@ def get_provider_config(ctx: ServiceContext, tenant_id: str, provider_id: str) -
 def upsert_provider(
     ctx: ServiceContext, tenant_id: str, provider_id: str, config: dict[str, Any], actor: str
 ) -> dict[str, Any]:
-    """Validate against the plugin's schema (422 with field errors), seal secrets, store, audit."""
+    """Validate against the plugin's schema and its declared client auth methods (422 with field errors), seal
+    secrets, store, audit."""
     if not provider_id or not set(provider_id) <= _PROVIDER_ID_CHARS or len(provider_id) > 64:
         raise ConfigValidationError("provider id must be 1-64 of [a-z0-9-_]", fields=[])
     if plugin(provider_id) is None and provider_id != "smart":
         raise NotFoundError(f"unknown provider {provider_id!r}")
     errors = validate_config(provider_id, config)
+    if not errors:
+        try:  # a client auth the vendor does not accept is refused now, not at the first launch or sync
+            check_client_auth_config(provider_id, config, ctx.settings)
+        except AuthMethodNotAllowedError as exc:
+            errors = [{"field": "config", "message": exc.message}]
     if errors:
         raise ConfigValidationError(f"provider config for {provider_id!r} is invalid", fields=errors)
     # Read-modify-write of the tenant's enabledProviders: lock first (SQLite write lock, PostgreSQL row lock).

@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from connectors.errors import ConfigurationError
-from connectors.providers import BulkSupport, ProviderPlugin, get_provider
+from connectors.providers import BulkSupport, ProviderPlugin, check_provider_client_auth, get_provider
 
 __all__ = [
+    "check_provider_client_auth",
     "plugin",
     "plugin_default_scopes",
     "plugin_display_name",

@@ -9,6 +9,7 @@ log ``FhirError.safe_message`` instead.
 
     EhrSyncError
     ├── ConfigurationError            bad local configuration (provider config, keys, URLs)
+    │   ├── AuthMethodNotAllowedError  a client auth method / alg the vendor's plugin does not declare
     ├── DiscoveryError                SMART configuration / CapabilityStatement unusable (SAL-02)
     ├── SecurityPolicyError           issuer not allow-listed, token sent to a foreign host (SAL-06, SAL-40)
     ├── OAuthError                    an OAuth 2.0 error response (SAL-36), one subclass per code
@@ -41,6 +42,7 @@ log ``FhirError.safe_message`` instead.
 from __future__ import annotations
 
 from connectors.errors.base import (
+    AuthMethodNotAllowedError,
     ConfigurationError,
     ContentTooLargeError,
     DiscoveryError,
@@ -100,6 +102,7 @@ __all__ = [
     "TRANSIENT_ISSUE_CODES",
     "TRANSIENT_STATUSES",
     "AccessDeniedError",
+    "AuthMethodNotAllowedError",
     "BulkExportError",
     "BulkExportIncompleteError",
     "BulkFileExpiredError",

@@ -18,6 +18,11 @@ class ConfigurationError(EhrSyncError):
     code = "configuration_error"
 
 
+class AuthMethodNotAllowedError(ConfigurationError):
+    """A client auth method or signing alg the vendor's plugin does not declare (vendors.md §8 ``auth_methods``):
+    the message names the vendor, what was chosen and what is allowed."""
+
+
 class DiscoveryError(EhrSyncError):
     code = "discovery_error"
 

@@ -21,7 +21,12 @@ from connectors.providers.profiles import (
     ScopeStyle,
     WriteProfile,
 )
-from connectors.providers.registry import TENANT_SMART_PROVIDER_ID, all_providers, get_provider
+from connectors.providers.registry import (
+    TENANT_SMART_PROVIDER_ID,
+    all_providers,
+    check_provider_client_auth,
+    get_provider,
+)
 
 __all__ = [
     "TENANT_SMART_PROVIDER_ID",
@@ -43,5 +48,6 @@ __all__ = [
     "WriteProfile",
     "all_providers",
     "build_scopes",
+    "check_provider_client_auth",
     "get_provider",
 ]

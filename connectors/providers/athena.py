@@ -21,7 +21,6 @@ from connectors.providers.profiles import (
     RefreshPolicy,
     ScopeStyle,
 )
-from connectors.smart.scopes import ScopeSet
 
 __all__ = ["AthenaProvider", "practice_reference"]
 
@@ -55,16 +54,9 @@ class AthenaProvider(ProviderPlugin):
         "practiceId": FieldHint("Practice ID", "The numeric athenahealth practice id.", False, "195900"),
     }
 
-    def search_plans(
-        self,
-        resource_type: str,
-        patient_id: str | None,
-        *,
-        config: ProviderConfig | Mapping[str, Any] | None = None,
-        granted: ScopeSet | None = None,
-    ) -> list[dict[str, str]]:
+    def every_search_params(self, config: ProviderConfig | Mapping[str, Any] | None = None) -> dict[str, str]:
+        """``ah-practice`` on every search (vendors.md §6): the practice's Organization."""
         if config is None:
             raise ConfigurationError("athenahealth searches need the practice config (ah-practice on every search)")
         cfg = self._typed_config(config, AthenaConfig)
-        plans = super().search_plans(resource_type, patient_id, config=cfg, granted=granted)
-        return [{**plan, "ah-practice": practice_reference(cfg.practice_id)} for plan in plans]
+        return {"ah-practice": practice_reference(cfg.practice_id)}

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import ValidationError
 
-from connectors.errors import ConfigurationError
+from connectors.errors import AuthMethodNotAllowedError, ConfigurationError
 from connectors.fhir.resource_types import SYNCED_RESOURCE_TYPES, patient_search_param
 from connectors.providers.config import ProviderConfig
 from connectors.providers.profiles import (
@@ -87,12 +87,19 @@ class ProviderPlugin(abc.ABC):
     base_url_template: ClassVar[str]
     discovery_quirks: ClassVar[tuple[str, ...]] = ()
     auth_methods: ClassVar[tuple[AuthMethod, ...]]
+    #: ``auth_methods`` bind: a client auth outside them is refused. False where the server's own discovery
+    #: decides (generic SMART servers, vendors.md §7).
+    enforces_auth_methods: ClassVar[bool] = True
     token_ttl_hint: ClassVar[int | None] = None
     refresh_policy: ClassVar[RefreshPolicy] = RefreshPolicy.ROTATE
     scope_style: ClassVar[ScopeStyle] = ScopeStyle.V2
     required_search_params: ClassVar[Mapping[str, tuple[tuple[str, ...], ...]]] = {}
     last_updated_types: ClassVar[frozenset[str]] = frozenset()
     bulk: ClassVar[BulkSupport] = BulkSupport.NONE
+    #: The vendor's Bulk kick-off takes the experimental ``_elements`` and ``patient`` parameters (Oracle Health's
+    #: does not): without them, group membership is read from whole Patients and new members' older data comes
+    #: from a full re-export of the group (BDX-15).
+    bulk_member_params: ClassVar[bool] = True
     rate_limit: ClassVar[RateLimit | None] = None
     write_profile: ClassVar[WriteProfile]
     docs_checked_on: ClassVar[dt.date]
@@ -125,6 +132,24 @@ class ProviderPlugin(abc.ABC):
         if not isinstance(cfg, kind):
             raise ConfigurationError(f"{self.display_name} needs a {kind.__name__}")
         return cfg
+
+    def check_client_auth(self, method: str, alg: str | None = None, *, grant: str | None = None) -> None:
+        """Refuse a client auth ``method`` (with its signing ``alg`` for ``private_key_jwt``) the vendor does not
+        declare for ``grant`` (``None``: for any grant), naming the vendor, the choice and what is allowed."""
+        if not self.enforces_auth_methods:
+            return
+        method = "none" if method == "public" else method
+        allowed = [m for m in self.auth_methods if grant is None or m.grant == grant]
+        for declared in allowed:
+            if declared.method == method and (method != "private_key_jwt" or alg in declared.signing_algs):
+                return
+        chosen = f"{method} {alg}" if method == "private_key_jwt" and alg else method
+        listed = sorted({_describe(m) for m in allowed}) or ["none"]
+        context = f" for {grant}" if grant else ""
+        raise AuthMethodNotAllowedError(
+            f"{self.display_name} ({self.id}) does not accept client auth {chosen}{context}; "
+            f"allowed: {', '.join(listed)} (vendors.md §8 auth_methods)"
+        )
 
     def build_fhir_base_url(self, config: ProviderConfig | Mapping[str, Any]) -> str:
         """The FHIR service root for this tenant (the ``aud`` and the token's only destination)."""
@@ -161,14 +186,20 @@ class ProviderPlugin(abc.ABC):
         Shared reference types (Practitioner, Location, ...) return ``[]`` for a patient: fetch them by
         reference from the patient's resources instead of searching the whole server. ``granted`` (the scopes
         the server granted; ``None``: unknown) lets a vendor that fans a type out leave out the searches the
-        grant does not cover (Epic's Observation categories).
+        grant does not cover (Epic's Observation categories). Every plan carries ``every_search_params``.
         """
+        every = self.every_search_params(config)
         param = patient_search_param(resource_type)
         if patient_id is None:
-            return [{}]
+            return [dict(every)]
         if param is None:
             return []
-        return [{param: patient_id}]
+        return [{param: patient_id, **every}]
+
+    def every_search_params(self, config: ProviderConfig | Mapping[str, Any] | None = None) -> dict[str, str]:
+        """Parameters the vendor wants on every search of the tenant, whatever else it asks (athenahealth's
+        ``ah-practice``, vendors.md §6): search plans, reference ``_id`` searches and any other search add them."""
+        return {}
 
     def last_updated_params(
         self,
@@ -201,6 +232,11 @@ class ProviderPlugin(abc.ABC):
         if capabilities is not None:
             return _declares_last_updated(capabilities, resource_type)
         return resource_type in self.last_updated_types
+
+
+def _describe(method: AuthMethod) -> str:
+    algs = f" {'/'.join(method.signing_algs)}" if method.signing_algs else ""
+    return f"{method.method}{algs} ({method.grant})"
 
 
 def _instant(value: dt.datetime) -> str:

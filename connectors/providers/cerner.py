@@ -46,6 +46,9 @@ class CernerProvider(ProviderPlugin):
     scope_style = ScopeStyle.V1
     last_updated_types = frozenset({"Observation", "DocumentReference", "DiagnosticReport", "Encounter", "Condition"})
     bulk = BulkSupport.GROUP
+    # "_elements" and "patient" are experimental parameters Oracle's Bulk does not support [doc]:
+    # docs.oracle.com/en/industries/health/millennium-platform-apis/mfbda/op-group-group_id-export-get.html
+    bulk_member_params = False
     rate_limit = RateLimit(10, 1.0, "client+tenant", False, "ehrsync default (429 'throttled' documented, no number)")
     write_profile = WriteProfile(
         supported=True,

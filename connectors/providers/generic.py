@@ -36,6 +36,7 @@ class GenericProvider(ProviderPlugin):
         AuthMethod("client_secret_basic", (), "authorization_code"),
         AuthMethod("none", (), "authorization_code"),
     )
+    enforces_auth_methods = False  # the server's discovery decides (vendors.md §7), checked at launch
     refresh_policy = RefreshPolicy.ROTATE
     scope_style = ScopeStyle.V2
     bulk = BulkSupport.NONE  # only when the CapabilityStatement declares an export operation

@@ -12,8 +12,9 @@ from connectors.providers.ecw import EcwProvider
 from connectors.providers.epic import EpicProvider
 from connectors.providers.generic import GenericProvider
 from connectors.providers.pcc import PccProvider
+from connectors.smart import ClientAuth, JwtClientAuth
 
-__all__ = ["TENANT_SMART_PROVIDER_ID", "all_providers", "get_provider"]
+__all__ = ["TENANT_SMART_PROVIDER_ID", "all_providers", "check_provider_client_auth", "get_provider"]
 
 #: A tenant's own SMART on FHIR server (``practice_settings.smartFhir``): no vendor quirks, so the generic plugin.
 TENANT_SMART_PROVIDER_ID = "smart"
@@ -46,3 +47,13 @@ def get_provider(provider_id: str) -> ProviderPlugin:
 
 def all_providers() -> list[ProviderPlugin]:
     return list(_PROVIDERS.values())
+
+
+def check_provider_client_auth(provider_id: str, auth: ClientAuth, grant: str | None = None) -> None:
+    """AuthMethodNotAllowedError when ``auth`` (method, and alg for a JWT) is not one ``provider_id``'s plugin
+    declares for ``grant``; unknown ids and the tenant's own SMART server are decided by discovery instead."""
+    plugin = _PROVIDERS.get(provider_id)
+    if plugin is None:
+        return
+    alg = auth.alg if isinstance(auth, JwtClientAuth) else None
+    plugin.check_client_auth(auth.method, alg, grant=grant)

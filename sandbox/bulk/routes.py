@@ -64,6 +64,9 @@ async def _kickoff(request: Request, level: Level, group_id: str | None) -> Resp
         pairs = pairs_from_parameters(body)
     else:
         pairs = [(k, v) for k, v in request.query_params.multi_items()]
+    refused = [name for name, _ in pairs if name in st.settings.bulk_unsupported_params]
+    if refused:
+        raise FhirFailure(400, "not-supported", f"parameter {refused[0]!r} is not supported")
     req = parse_export(level, group_id, pairs, lenient, request.method == "POST")
     patients: list[int] | None = None
     if level == "group":

@@ -137,6 +137,12 @@ def test_vendor_facts(
     )
 
 
+def test_only_oracle_health_bulk_lacks_elements_and_patient() -> None:
+    """Oracle's Bulk docs: the experimental ``_elements`` and ``patient`` parameters are not supported (BDX-15
+    membership then reads whole Patients and re-exports the group)."""
+    assert {p.id for p in all_providers() if not p.bulk_member_params} == {"cerner"}
+
+
 def test_ecw_rate_limit_is_240_per_minute_shared_with_token_calls() -> None:
     limit = get_provider("ecw").rate_limit
     assert limit is not None

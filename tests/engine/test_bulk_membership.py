@@ -135,3 +135,36 @@ def test_no_membership_check_without_patient_scope_bdx15(sb4, world, http, reque
     assert report.status == "completed", report.error
     assert not report.membership_checked
     assert not [u for u in request_log.paths("/fhir/Group") if "_elements" in u.params]
+
+
+def test_oracle_group_without_elements_or_patient_still_gets_new_members_older_data_bdx15(
+    start_sandbox, world, http, request_log
+):
+    """BDX-15 on Oracle Health, whose Bulk does not support the experimental ``_elements`` and ``patient``
+    parameters (the sandbox refuses them with 400, as a strict server would): members are read from an export of
+    whole Patients and a new member's older data comes from the whole group exported again without ``_since``."""
+    sb = start_sandbox(patients=4, bulk_unsupported_params=("_elements", "patient"))
+    conn = connect_backend(world, sb, http=http, group_id=GROUP, provider_id="cerner")
+    first = run_bulk_export(world.env, conn, "first")
+    assert first.status == "completed", first.error
+    assert sb.admin.change_group_members(GROUP, add=["pat1"], remove=["pat2"]) == ["pat0", "pat1"]
+    observations = _sandbox_ids(sb, 1, "Observation")
+    assert observations
+
+    request_log.clear()
+    second = run_bulk_export(world.env, conn, "second")
+    assert second.status == "completed", second.error
+    assert second.membership_checked and second.new_members == 1 and second.removed_members == 1
+    assert _live(world, conn, "Patient") == {"pat0", "pat1", "pat2"}
+    assert observations <= _live(world, conn, "Observation")
+    kickoffs = request_log.paths(f"/fhir/Group/{GROUP}/$export")
+    assert not request_log.paths(f"/fhir/Group/{GROUP}/$export", method="POST")
+    assert all("_elements" not in u.params and "patient" not in u.params for u in kickoffs)
+    assert ["_since" in u.params for u in kickoffs] == [True, False, False]  # main, member ids, whole group
+    stored = cursors.get_data(world.env.db, conn, members_stream(GROUP), MEMBERS_KEY)
+    assert stored == {"members": ["pat0", "pat1"], "removed": ["pat2"]}
+
+    request_log.clear()
+    third = run_bulk_export(world.env, conn, "third")
+    assert third.status == "completed" and third.new_members == 0, third.error
+    assert ["_since" in u.params for u in request_log.paths(f"/fhir/Group/{GROUP}/$export")] == [True, False]

@@ -4,6 +4,7 @@ some refuse the search, some do not declare it)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -123,6 +124,31 @@ def test_no_search_when_the_grant_allows_read_only(world: SyncWorld) -> None:
     with serve(_server({"a", "b"})) as fake:
         report = _fetch(world, fake, ["a", "b"], scope="patient/Patient.rs patient/Practitioner.r")
     assert _searches(fake) == [] and _reads(fake) == ["a", "b"] and report.fetched == 2
+
+
+def test_athena_id_searches_carry_ah_practice(world: SyncWorld) -> None:
+    """vendors.md §6: ``ah-practice`` on every athenahealth search, the reference step's ``_id`` batches too (the
+    plugin's rule, as in its search plans). The scripted server refuses a search without it, as athenahealth
+    would; with it every id comes from the batch searches and none is read one by one."""
+    present = {f"a-1.E-{i}" for i in range(60)}
+    practice = "Organization/a-1.Practice-195900"
+    fake = _server(present)
+    honours = fake.routes["/fhir/Practitioner"]
+
+    def scoped(path: str, query: dict[str, list[str]]) -> Reply:
+        return honours(path, query) if query.get("ah-practice") == [practice] else outcome(400, "required")
+
+    fake.routes["/fhir/Practitioner"] = scoped
+    with serve(fake):
+        stored = load_connection(world.env.db, connect_static(world, fake.fhir_base, patient_id="p1"))
+        config = {"fhirBaseUrl": fake.fhir_base, "clientId": "c", "practiceId": "195900"}
+        conn = replace(stored, provider_id="athena", provider_config=config)
+        with world.env.warehouse() as wh, world.env.fhir_client(conn) as client:
+            refs = [f"Practitioner/{i}" for i in sorted(present)]
+            report = fetch_references(world.env, conn, client, wh, "run-1", refs)["Practitioner"]
+    queries = fake.query_of("/fhir/Practitioner")
+    assert len(queries) == 2 and all(q["ah-practice"] == [practice] for q in queries)
+    assert _reads(fake) == [] and report.fetched == report.created == 60
 
 
 def test_batch_size_keeps_the_query_short() -> None:
