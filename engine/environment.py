@@ -18,7 +18,13 @@ from sqlalchemy.orm import Session
 from connectors.budgets import DEFAULT_STEP_BUDGET_S, env_number, shared_limiter
 from connectors.bulk import BulkClient
 from connectors.bulk.files import DEFAULT_MAX_FILE_BYTES, low_speed_from_env
-from connectors.errors import EhrSyncError, EhrUnreachableError, FhirUnauthorizedError, NeedsReauthError
+from connectors.errors import (
+    ConfigurationError,
+    EhrSyncError,
+    EhrUnreachableError,
+    FhirUnauthorizedError,
+    NeedsReauthError,
+)
 from connectors.fhir import FhirClient, RateLimiter, RetryPolicy
 from connectors.http import outbound_url_guard
 from connectors.providers import ProviderPlugin, get_provider
@@ -267,10 +273,18 @@ def load_connection(db: AppDatabase, connection_id: str) -> ConnectionInfo:
 
 
 def _public_config(session: Session, tenant_id: str, provider_id: str) -> dict[str, Any] | None:
-    """Non-secret members of the provider config; sealed (``{"$enc": ...}``) members are never opened here."""
+    """Non-secret members of the provider config that the vendor's config schema knows; sealed (``{"$enc": ...}``)
+    members are never opened here. The store keeps members of its own (``key_id``, ``jku``, ``auth_method``) that a
+    vendor schema refusing unknown fields would reject, failing every search plan built from the config."""
     row = session.scalar(
         select(ProviderConfig).where(ProviderConfig.tenant_id == tenant_id, ProviderConfig.provider_id == provider_id)
     )
     if row is None:
         return None
-    return {k: v for k, v in (row.config or {}).items() if not (isinstance(v, dict) and "$enc" in v)}
+    public = {k: v for k, v in (row.config or {}).items() if not (isinstance(v, dict) and "$enc" in v)}
+    try:
+        fields = get_provider(provider_id).config_model.model_fields
+    except ConfigurationError:  # an unknown provider fails where it is used, naming the known ones
+        return public
+    known = set(fields) | {f.alias for f in fields.values() if f.alias}
+    return {k: v for k, v in public.items() if k in known}

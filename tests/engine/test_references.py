@@ -13,6 +13,9 @@ import pytest
 from engine import references
 from engine.environment import load_connection
 from engine.references import ID_BATCH, fetch_references
+from store.crypto import TokenCipher
+from store.models import Connection
+from store.provider_configs import save_provider_config
 from tests.engine.fake_fhir import FakeFhir, Reply, bundle, outcome, serve
 from tests.engine.helpers import SyncWorld, connect_static
 
@@ -154,3 +157,32 @@ def test_athena_id_searches_carry_ah_practice(world: SyncWorld) -> None:
 def test_batch_size_keeps_the_query_short() -> None:
     longest_id = "x" * 64  # FHIR ids are at most 64 characters
     assert len(",".join([longest_id] * references.ID_BATCH)) < 4000
+
+
+def test_athena_config_stored_with_a_key_id_still_builds_its_searches(world: SyncWorld) -> None:
+    """The store keeps members of its own (``kid`` is stored as ``key_id``, ``jwksUrl`` as ``jku``); athena's config
+    schema refuses unknown members, so before the engine kept only what the schema knows, every athena search plan
+    failed with ``key_id: Extra inputs are not permitted`` (found while fixing ``ah-practice``)."""
+    conn_id = connect_static(world, "https://athena.example.org/fhir/r4", patient_id="p1")
+    with world.env.db.locked_session() as session:
+        row = session.get(Connection, conn_id)
+        assert row is not None
+        row.provider_id = "athena"
+        save_provider_config(
+            session,
+            TokenCipher(world.cipher_key),
+            tenant_id=str(row.tenant_id),
+            provider_id="athena",
+            config={
+                "fhirBaseUrl": "https://athena.example.org/fhir/r4",
+                "clientId": "c",
+                "practiceId": "195900",
+                "kid": "key-1",
+                "jwksUrl": "https://app.example.org/.well-known/jwks.json",
+            },
+        )
+        session.commit()
+    conn = load_connection(world.env.db, conn_id)
+    assert conn.provider_config is not None and "key_id" not in conn.provider_config
+    [plan] = conn.provider.search_plans("Condition", "p1", config=conn.provider_config)
+    assert plan["ah-practice"] == "Organization/a-1.Practice-195900"
