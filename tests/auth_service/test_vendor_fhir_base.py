@@ -83,7 +83,7 @@ def test_sal10_a_base_configured_with_its_trailing_slash_keeps_that_spelling(
     """SAL-10: the ``aud`` is the base byte for byte; a base configured as ``…/R4/`` stays so, and with it the issuer
     an allow-list names (found in review: it became ``…/R4`` and every launch was refused ``invalid_issuer``)."""
     base = "https://fhir.epic.example.org/interconnect/api/FHIR/R4/"
-    practice = _practice("epic", {"fhirBaseUrl": base, "clientId": "c"})
+    practice = _practice("epic", {"fhirBaseUrl": base, "clientId": "c", "clientSecret": "s"})
     profile = _resolve(make_settings, "epic", practice)
     assert (profile.fhir_base, profile.issuer) == (base, base)
 
