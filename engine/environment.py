@@ -283,8 +283,6 @@ def _public_config(session: Session, tenant_id: str, provider_id: str) -> dict[s
         return None
     public = {k: v for k, v in (row.config or {}).items() if not (isinstance(v, dict) and "$enc" in v)}
     try:
-        fields = get_provider(provider_id).config_model.model_fields
+        return get_provider(provider_id).schema_members(public)
     except ConfigurationError:  # an unknown provider fails where it is used, naming the known ones
         return public
-    known = set(fields) | {f.alias for f in fields.values() if f.alias}
-    return {k: v for k, v in public.items() if k in known}

@@ -56,9 +56,7 @@ def plugin_fhir_base(p: ProviderPlugin, config: Mapping[str, Any]) -> str:
     A stored config is canonicalized (``client_id``, ``key_id``, ``auth_method``...), so only the members the
     plugin's schema knows are passed to it. ConfigurationError names a missing or bad field.
     """
-    fields = p.config_model.model_fields
-    known = set(fields) | {f.alias for f in fields.values() if f.alias}
-    view = {k: v for k, v in config.items() if k in known and k not in _SECRET_MEMBERS}
+    view = {k: v for k, v in p.schema_members(config).items() if k not in _SECRET_MEMBERS}
     return p.build_fhir_base_url(view)
 
 

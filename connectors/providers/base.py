@@ -133,6 +133,13 @@ class ProviderPlugin(abc.ABC):
             raise ConfigurationError(f"{self.display_name} needs a {kind.__name__}")
         return cfg
 
+    def schema_members(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The members of a stored config that this vendor's config schema knows (by name or alias): the store keeps
+        members of its own (``key_id``, ``jku``, ``auth_method``) that a schema refusing unknown fields rejects."""
+        fields = self.config_model.model_fields
+        known = set(fields) | {f.alias for f in fields.values() if f.alias}
+        return {k: v for k, v in config.items() if k in known}
+
     def check_client_auth(self, method: str, alg: str | None = None, *, grant: str | None = None) -> None:
         """Refuse a client auth ``method`` (with its signing ``alg`` for ``private_key_jwt``) the vendor does not
         declare for ``grant`` (``None``: for any grant), naming the vendor, the choice and what is allowed."""

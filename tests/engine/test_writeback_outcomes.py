@@ -155,6 +155,17 @@ def _wait_sending(world, note_id: str) -> NoteRecord:
     raise AssertionError("the note never became sending")
 
 
+def _asked_while(world, thread: threading.Thread, note_id: str, *, stalled_after_s: float) -> list[str]:
+    """The sensor's run keys for ``note_id`` while ``thread`` (a live attempt) runs: what it would resume."""
+    asked: list[str] = []
+    while thread.is_alive():
+        runs, _ = due_runs(world.env.db, utcnow(), after=None, stalled_after_s=stalled_after_s)
+        asked += [r.run_key for r in runs if r.note_id == note_id]
+        time.sleep(0.2)
+    thread.join()
+    return asked
+
+
 def test_a_live_slow_post_is_never_taken_for_a_stalled_one(world, start_sandbox, http) -> None:
     """A POST alive longer than ``stalled_after_s`` (e.g. waiting out Retry-After) keeps its note fresh: the sensor's
     query never asks for it again meanwhile, and the note ends written once."""
@@ -165,12 +176,7 @@ def test_a_live_slow_post_is_never_taken_for_a_stalled_one(world, start_sandbox,
     config = replace(FAST, stalled_after_s=2.0)  # beats every 0.5 s: a loaded machine still keeps well within it
     thread, out = _in_thread(lambda: write_note(world.env, config, note.id))
     _wait_sending(world, note.id)
-    asked: list[str] = []
-    while thread.is_alive():
-        runs, _ = due_runs(world.env.db, utcnow(), after=None, stalled_after_s=2.0)
-        asked += [r.run_key for r in runs if r.note_id == note.id]
-        time.sleep(0.2)
-    thread.join()
+    asked = _asked_while(world, thread, note.id, stalled_after_s=2.0)
     [doc] = server_notes(world, conn, ehr, note)
     assert asked == [] and (out["done"].state, out["done"].ehr_resource_id) == ("written", doc["id"])
 
@@ -195,21 +201,24 @@ def test_a_2xx_after_another_run_moved_the_note_to_unknown_is_still_written(worl
     assert _events(world, note.id)[-1].detail["moved_by_other_run"] == "unknown"
 
 
+#: A draft (only what the identifier search reads) and the DocumentReference carrying its identifier.
+_DRAFT = SimpleNamespace(id="n1", tenant_id="t1", patient_id="p1", draft_id="d1")
+_OURS = {
+    "resourceType": "DocumentReference",
+    "id": "doc-1",
+    "identifier": [{"system": identifier_system("t1"), "value": "d1"}],
+}
+
+
 def test_dwb33_a_match_repeated_on_a_later_page_is_one_note_not_a_duplicate() -> None:
     """A server paging by offset may send the same note again on a later page: it is one note (by id), so the draft
     is resolved to it rather than failed as ``duplicate_notes``."""
-    note = SimpleNamespace(id="n1", tenant_id="t1", patient_id="p1", draft_id="d1")
-    ours = {
-        "resourceType": "DocumentReference",
-        "id": "doc-1",
-        "identifier": [{"system": identifier_system("t1"), "value": "d1"}],
-    }
     fake = FakeFhir()
-    fake.routes["/fhir/DocumentReference"] = lambda _p, _q: bundle([ours], next_url=f"{fake.fhir_base}/page2")
-    fake.routes["/fhir/page2"] = lambda _p, _q: bundle([ours])
+    fake.routes["/fhir/DocumentReference"] = lambda _p, _q: bundle([_OURS], next_url=f"{fake.fhir_base}/page2")
+    fake.routes["/fhir/page2"] = lambda _p, _q: bundle([_OURS])
     with serve(fake), httpx.Client() as http:
         client = FhirClient(fake.fhir_base, StaticTokenSource("tok"), http=http)
-        found = find_by_identifier(client, note)  # type: ignore[arg-type]
+        found = find_by_identifier(client, _DRAFT)  # type: ignore[arg-type]
     assert fake.hits("/fhir/page2") == 1
     assert found.found is not None and found.found["id"] == "doc-1"
 
@@ -246,12 +255,7 @@ def test_a_resumed_sending_note_is_kept_fresh_while_its_capability_statement_is_
     ehr.admin.set_fault("slow", path="/fhir/metadata", times=1, delay_s=5.0)
     config = replace(FAST, stalled_after_s=2.0)
     thread, out = _in_thread(lambda: write_note(world.env, config, resumed.id))
-    asked: list[str] = []
-    while thread.is_alive():
-        runs, _ = due_runs(world.env.db, utcnow(), after=None, stalled_after_s=2.0)
-        asked += [r.run_key for r in runs if r.note_id == note.id]
-        time.sleep(0.2)
-    thread.join()
+    asked = _asked_while(world, thread, note.id, stalled_after_s=2.0)
     assert asked == [] and out["done"].state == "written"
 
 
@@ -259,16 +263,10 @@ def test_dwb33_a_routine_warning_about_something_else_does_not_void_the_identifi
     """Only a warning about the search (``not-supported``, or naming ``identifier``) makes the answer no evidence; a
     server that routinely warns about something else (a result window, paging) still has its exact match taken
     (found in review: any warning left every note ``unknown`` for a person)."""
-    note = SimpleNamespace(id="n1", tenant_id="t1", patient_id="p1", draft_id="d1")
-    ours = {
-        "resourceType": "DocumentReference",
-        "id": "doc-1",
-        "identifier": [{"system": identifier_system("t1"), "value": "d1"}],
-    }
 
     def answer(warning: dict[str, Any]) -> Any:
         def route(_p: str, _q: dict[str, list[str]]) -> Any:
-            status, headers, body = bundle([ours])
+            status, headers, body = bundle([_OURS])
             page = orjson.loads(body)
             outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "warning", **warning}]}
             page["entry"].append({"resource": outcome, "search": {"mode": "outcome"}})
@@ -286,6 +284,6 @@ def test_dwb33_a_routine_warning_about_something_else_does_not_void_the_identifi
             "names-it": {"code": "processing", "diagnostics": "Unknown search parameter: identifier"},
         }.items():
             fake.routes["/fhir/DocumentReference"] = answer(warning)
-            found[name] = find_by_identifier(client, note)  # type: ignore[arg-type]
+            found[name] = find_by_identifier(client, _DRAFT)  # type: ignore[arg-type]
     assert found["routine"].found is not None and not found["routine"].ignored
     assert found["not-supported"].ignored and found["names-it"].ignored
