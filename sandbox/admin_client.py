@@ -71,6 +71,7 @@ class SandboxAdmin:
         kind: str,
         *,
         path: str | None = None,
+        method: str | None = None,
         times: int | None = 1,
         retry_after: str | None = None,
         delay_s: float = 1.0,
@@ -79,6 +80,7 @@ class SandboxAdmin:
         body: dict[str, Any] = {
             "kind": kind,
             "path": path,
+            "method": method,
             "times": times,
             "retry_after": retry_after,
             "delay_s": delay_s,

@@ -57,6 +57,7 @@ class Fault(BaseModel):
 
     kind: FaultKind
     path: str | None = None
+    method: Literal["GET", "POST", "PUT", "DELETE"] | None = None  # None: any; e.g. POST alone, not its searches
     times: int | None = Field(default=1, ge=1)
     retry_after: str | None = None  # seconds or an HTTP-date; "" sends no Retry-After header
     delay_s: float = Field(default=1.0, ge=0, le=60)
@@ -89,13 +90,15 @@ class FaultRegistry:
         with self._lock:
             return [f.model_copy() for f in self._faults]
 
-    def take(self, path: str, kinds: frozenset[str] | None = None) -> Fault | None:
-        """Consume one firing of the first matching fault (kind filter, path prefix)."""
+    def take(self, path: str, kinds: frozenset[str] | None = None, method: str | None = None) -> Fault | None:
+        """Consume one firing of the first matching fault (kind filter, path prefix, method when both name one)."""
         with self._lock:
             for fault in self._faults:
                 if kinds is not None and fault.kind not in kinds:
                     continue
                 if fault.path and not path.startswith(fault.path):
+                    continue
+                if fault.method and method and fault.method != method:
                     continue
                 if fault.times is not None:
                     fault.times -= 1
@@ -146,7 +149,7 @@ class FaultMiddleware:
             kinds.discard("expired_token")
         if not path.startswith("/bulk/files/"):
             kinds.discard("bulk_410")
-        fault = self.registry.take(path, frozenset(kinds))
+        fault = self.registry.take(path, frozenset(kinds), str(scope.get("method", "")) or None)
         if fault is None:
             await self.app(scope, receive, send)
             return

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -288,5 +289,7 @@ class NoteOutbox(Base):
     prompt_version: Mapped[str | None] = mapped_column(String(100))  # DWB-83 provenance (revision 0008)
     source_resources: Mapped[list[str] | None] = mapped_column(JSON)  # DWB-83: "Encounter/1", ... (ids, no text)
     provenance_id: Mapped[str | None] = mapped_column(String(64))  # DWB-82: the EHR's Provenance, once created
+    # 0009: an earlier POST of this note may have been stored, so a later refusal must not end it ``failed`` unsearched
+    maybe_stored: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

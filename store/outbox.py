@@ -143,6 +143,7 @@ class NoteRecord:
     prompt_version: str | None
     source_resources: list[str] | None
     provenance_id: str | None
+    maybe_stored: bool
     created_at: datetime
     updated_at: datetime
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import logging
 from contextlib import ExitStack
+from dataclasses import replace
 
 from connectors import errors as ce
 from connectors.fhir import FhirClient
@@ -29,7 +30,8 @@ from engine.checkpoints import checkpoint
 from engine.environment import SyncEnvironment
 from engine.writeback.config import WritebackConfig
 from engine.writeback.heartbeat import heartbeat
-from engine.writeback.outcomes import fail_from, outcome_unknown, retry_later
+from engine.writeback.lookup import IdentifierLookup, find_by_identifier
+from engine.writeback.outcomes import ends_note, fail_from, outcome_unknown, retry_later
 from engine.writeback.preflight import SendPlan, build_payload, note_bytes, plan_send
 from engine.writeback.provenance import send_provenance
 from engine.writeback.reconcile import reconcile
@@ -91,13 +93,15 @@ def _advance(
             plan = plan_send(note, target, client, config)
             build_payload(note, plan.doc_status)  # an invalid note fails here, before anything is sent
         except ce.WriteNotSupportedError as exc:
-            if note.state == "sending":  # the gate closed after a POST may have gone out: find out, never resend
-                return _to_unknown(env, note, client)
+            if note.state == "sending" or note.maybe_stored:  # the gate closed after a POST may have been stored
+                return _to_unknown(env, note, client)  # find out, never resend
             return _close(env, note, "blocked", reason_code=f"WRITE_NOT_SUPPORTED ({exc.reason})", reason=str(exc))
         except ce.ConfigurationError as exc:
             return _close(env, note, "failed", reason_code="invalid_note", reason=str(exc))
         except ce.NeedsReauthError as exc:  # the grant is gone: a person must authorize again, retrying cannot help
-            return _close(env, note, "failed", reason_code=exc.code, reason=None) if note.state == "pending" else note
+            if note.state == "sending" or note.maybe_stored:  # left as it is: a run after re-authorization finds out
+                return note
+            return _close(env, note, "failed", reason_code=exc.code, reason=None)
         except ce.EhrSyncError as exc:  # the CapabilityStatement could not be read: try again later
             return retry_later(env.db, config, note, exc) if note.state == "pending" else note
         if note.state == "pending":
@@ -107,19 +111,26 @@ def _advance(
             beating.enter_context(heartbeat(env.db, note.id, config.stalled_after_s))  # a slow live POST too
         elif not plan.conditional:  # resumed in ``sending`` without If-None-Exist: a repeat could duplicate
             return _to_unknown(env, note, client)
+        else:  # resumed: the killed run's POST may have been stored (kept if this one leaves for ``pending``)
+            note = replace(note, maybe_stored=True)
         return _send(env, config, note, plan, client)
 
 
 def _to_unknown(
-    env: SyncEnvironment, note: NoteRecord, client: FhirClient, exc: ce.EhrSyncError | None = None
+    env: SyncEnvironment,
+    note: NoteRecord,
+    client: FhirClient,
+    exc: ce.EhrSyncError | None = None,
+    lookup: IdentifierLookup | None = None,
 ) -> NoteRecord:
-    """``sending → unknown`` (the POST may have been stored), then the identifier search (``reconcile``)."""
+    """``sending → unknown`` (the POST may have been stored), then the identifier search (``reconcile``; ``lookup``:
+    one already made)."""
     status = getattr(exc, "status", None)
     detail = {"error_code": exc.code, "status_code": status} if exc is not None else None
     fields = {"last_http_status": status} if status is not None else {}
     note = transition(env.db, note, "unknown", reason_code="response_lost", reason=None, detail=detail, **fields)
     checkpoint("writeback.unknown")
-    return reconcile(env.db, client, note)
+    return reconcile(env.db, client, note, lookup)
 
 
 def _binary_url(env: SyncEnvironment, note: NoteRecord, client: FhirClient) -> tuple[NoteRecord, str]:
@@ -150,6 +161,8 @@ def _send(
         posted = True
         result = client.create(resource, if_none_exist=identifier if plan.conditional else None)
     except ce.EhrUnreachableError as exc:  # nothing reached the server: safe to try again later
+        if note.maybe_stored and ends_note(config, note, exc):
+            return _settle_maybe_stored(env, config, note, client, exc)
         return retry_later(env.db, config, note, exc)
     except ce.EhrSyncError as exc:
         return _failed_send(env, config, note, plan, client, exc, posted=posted)
@@ -177,9 +190,32 @@ def _failed_send(
     if posted and outcome_unknown(exc):
         retryable = isinstance(exc, ce.TransportError) or (isinstance(exc, ce.FhirError) and exc.is_transient)
         if plan.conditional and retryable and note.attempts < config.max_attempts:
-            return retry_later(env.db, config, note, exc)  # the identifier makes the next try find this one
+            # the identifier makes the next try find this one; until a search says otherwise it may be stored
+            return retry_later(env.db, config, replace(note, maybe_stored=True), exc)
         _log.warning("note %s: the POST's outcome is unknown (%s); reconciling, never resent", note.id, exc.code)
         return _to_unknown(env, note, client, exc)
+    if note.maybe_stored and ends_note(config, note, exc):
+        return _settle_maybe_stored(env, config, note, client, exc)
     if isinstance(exc, ce.TransportError):  # the Binary's answer was lost; the note itself was not sent
         return retry_later(env.db, config, note, exc) if plan.conditional else _to_unknown(env, note, client, exc)
     return fail_from(env.db, config, note, exc)
+
+
+def _settle_maybe_stored(
+    env: SyncEnvironment, config: WritebackConfig, note: NoteRecord, client: FhirClient, exc: ce.EhrSyncError
+) -> NoteRecord:
+    """A refusal, or retries spent, after an earlier POST of this note may have been stored (its answer was lost, or
+    a killed run sent it): ``failed``/``blocked`` would claim the EHR holds nothing, and a person would write the
+    note again. The identifier search decides first: only a search the server applied that finds nothing lets the
+    answer stand; otherwise the note is ``unknown`` and reconciled (found: ``written``)."""
+    try:
+        lookup = find_by_identifier(client, note)
+    except ce.EhrSyncError:
+        lookup = None
+    if lookup is not None and not lookup.ignored and not lookup.matches:
+        return (
+            retry_later(env.db, config, note, exc)
+            if isinstance(exc, ce.TransportError)
+            else fail_from(env.db, config, note, exc)
+        )
+    return _to_unknown(env, note, client, exc, lookup)

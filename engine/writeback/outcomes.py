@@ -11,7 +11,7 @@ from store import AppDatabase
 from store.models import utcnow
 from store.outbox import NoteRecord, transition
 
-__all__ = ["fail_from", "outcome_text", "outcome_unknown", "retry_later"]
+__all__ = ["ends_note", "fail_from", "outcome_text", "outcome_unknown", "retry_later"]
 
 _MAX_REASON = 2000
 
@@ -62,6 +62,7 @@ def retry_later(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc:
         db,
         note,
         "pending",
+        maybe_stored=note.maybe_stored,  # kept for the next attempt's answer (``ends_note``)
         next_attempt_at=utcnow() + timedelta(seconds=wait),
         last_http_status=status,
         reason_code=exc.code,
@@ -70,6 +71,16 @@ def retry_later(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc:
     )
     checkpoint("writeback.pending")
     return note
+
+
+def ends_note(config: WritebackConfig, note: NoteRecord, exc: ce.EhrSyncError) -> bool:
+    """Whether ``retry_later``/``fail_from`` would end the note on this answer (``failed``/``blocked``) rather than
+    try again: its attempts are spent, or the answer is a refusal (not transient, not throttled, not unreached)."""
+    if note.attempts >= config.max_attempts:
+        return True
+    if isinstance(exc, ce.TransportError):
+        return False
+    return not (isinstance(exc, ce.FhirError) and (exc.is_transient or isinstance(exc, ce.RateLimitedError)))
 
 
 def fail_from(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: ce.EhrSyncError) -> NoteRecord:

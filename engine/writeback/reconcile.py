@@ -13,7 +13,7 @@ import logging
 
 from connectors import errors as ce
 from connectors.fhir import FhirClient
-from engine.writeback.lookup import find_by_identifier
+from engine.writeback.lookup import IdentifierLookup, find_by_identifier
 from store import AppDatabase
 from store.outbox import NoteRecord, transition
 
@@ -24,12 +24,16 @@ _log = logging.getLogger(__name__)
 IGNORED = "identifier_search_ignored"
 
 
-def reconcile(db: AppDatabase, client: FhirClient, note: NoteRecord) -> NoteRecord:
-    try:
-        lookup = find_by_identifier(client, note)
-    except ce.EhrSyncError as exc:
-        _log.warning("note %s: reconciling search failed (%s); left unknown", note.id, exc.code)
-        return note
+def reconcile(
+    db: AppDatabase, client: FhirClient, note: NoteRecord, lookup: IdentifierLookup | None = None
+) -> NoteRecord:
+    """Settle an ``unknown`` note by its identifier search (``lookup``: one already made for this note)."""
+    if lookup is None:
+        try:
+            lookup = find_by_identifier(client, note)
+        except ce.EhrSyncError as exc:
+            _log.warning("note %s: reconciling search failed (%s); left unknown", note.id, exc.code)
+            return note
     if lookup.ignored:
         if note.reason_code == IGNORED:  # said already: a repeated search adds no event
             return note

@@ -243,3 +243,13 @@ def test_bdx33_search_error_outcome_drops_a_match_and_says_so(sandbox: SandboxSe
     assert outcome["resource"]["resourceType"] == "OperationOutcome"
     assert outcome["resource"]["issue"][0]["severity"] == "error"
     assert outcome["resource"]["issue"][0]["code"] == "incomplete"
+
+
+def test_a_fault_limited_to_a_method_leaves_the_others_alone(sandbox: SandboxServer, token: str) -> None:
+    """``method``: a POST-only fault (a create's lost answer) does not fire on the same path's searches."""
+    sandbox.admin.set_fault("500", path="/fhir/Patient", method="POST", times=None)
+    assert _get(sandbox, token, "/Patient?_id=pat1").status_code == 200
+    posted = httpx.post(sandbox.fhir_base + "/Patient", headers=bearer(token), json={"resourceType": "Patient"})
+    assert posted.status_code == 500
+    assert _get(sandbox, token, "/Patient/pat1").status_code == 200
+    sandbox.admin.clear_faults()

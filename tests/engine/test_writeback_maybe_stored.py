@@ -1,0 +1,102 @@
+"""A note whose earlier POST may have been stored is never ended ``failed`` or ``blocked`` before the identifier
+search has looked (draft-note §5, DWB-31/32/34), against the sandbox EHR.
+
+With If-None-Exist a lost answer is retried; if a later try is then refused (422, or throttled until the attempts are
+spent), ``failed`` would tell a person the EHR holds nothing, and they would write the note a second time although
+the first POST was stored. The same holds for a note resumed after a run was killed while sending it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from engine import CRASH_ENV
+from engine.writeback import write_note
+from store.outbox import get_note
+from tests.engine.helpers import make_environment
+from tests.engine.writeback_helpers import FAST, enqueue, server_notes, writable_connection
+
+REPO = Path(__file__).resolve().parents[2]
+DOC_POSTS = "/fhir/DocumentReference"
+
+
+def test_dwb34_a_refusal_after_a_stored_post_whose_answer_was_lost_is_written_not_failed(world, sb, http) -> None:
+    """The first POST is stored and its answer lost; the retry is refused (422): the search finds the note."""
+    conn = writable_connection(world, sb, http)
+    note = enqueue(world, conn)
+    sb.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=None)  # stored once (If-None-Exist)
+    first = write_note(world.env, FAST, note.id)
+    assert (first.state, first.maybe_stored) == ("pending", True)
+    sb.admin.clear_faults()
+    sb.admin.set_fault("422", path=DOC_POSTS, method="POST", times=None)
+    done = write_note(world.env, FAST, note.id)
+    [doc] = server_notes(world, conn, sb, note)
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
+
+
+def test_dwb34_a_refusal_after_a_post_lost_before_the_ehr_stored_it_stands(world, sb, http) -> None:
+    """The first POST never reached the EHR; the retry is refused: the search the server applied finds nothing, so
+    the refusal stands (``failed`` with the server's reason), not ``unknown``."""
+    conn = writable_connection(world, sb, http)
+    note = enqueue(world, conn)
+    sb.admin.set_fault("drop", path=DOC_POSTS, method="POST", times=None)
+    assert write_note(world.env, FAST, note.id).state == "pending"
+    sb.admin.clear_faults()
+    sb.admin.set_fault("422", path=DOC_POSTS, method="POST", times=None)
+    done = write_note(world.env, FAST, note.id)
+    assert server_notes(world, conn, sb, note) == []
+    assert (done.state, done.last_http_status) == ("failed", 422)
+    assert done.reason_code != "response_lost"
+
+
+def test_dwb34_throttled_until_out_of_attempts_after_a_lost_answer_is_reconciled_not_failed(world, sb, http) -> None:
+    """Stored, answer lost, then 429 on every later try (searches too): the note ends ``unknown``, and once the
+    server answers again the search finds it: ``written`` with its id, one note on the EHR."""
+    conn = writable_connection(world, sb, http)
+    note = enqueue(world, conn)
+    sb.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=None)
+    states = [write_note(world.env, FAST, note.id).state]
+    sb.admin.clear_faults()
+    sb.admin.set_fault("429", path=DOC_POSTS, times=None, retry_after="0")
+    states += [write_note(world.env, FAST, note.id).state for _ in range(FAST.max_attempts - 1)]
+    assert states == ["pending"] * (FAST.max_attempts - 1) + ["unknown"]
+    sb.admin.clear_faults()
+    done = write_note(world.env, FAST, note.id)
+    [doc] = server_notes(world, conn, sb, note)
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
+
+
+def test_dwb34_throttled_out_of_attempts_with_nothing_stored_still_fails(world, sb, http) -> None:
+    """Throttled on every try from the first (429 proves nothing was stored): ``failed``, no search needed."""
+    conn = writable_connection(world, sb, http)
+    note = enqueue(world, conn)
+    sb.admin.set_fault("429", path=DOC_POSTS, times=None, retry_after="0")
+    states = [write_note(world.env, FAST, note.id).state for _ in range(FAST.max_attempts)]
+    assert states == ["pending"] * (FAST.max_attempts - 1) + ["failed"]
+    assert get_note(world.env.db, note.id).reason_code == "retries_exhausted"  # type: ignore[union-attr]
+
+
+def test_dwb34_a_note_resumed_after_a_killed_send_then_throttled_out_is_reconciled(
+    tmp_path, start_sandbox, http
+) -> None:
+    """A run killed after the EHR stored the note (before ``written`` was committed); the resumed run is throttled
+    until its attempts are spent: not ``failed``; the next run finds the note."""
+    ehr = start_sandbox()
+    root = tmp_path / "world"
+    world = make_environment(root, http=http)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    env = {**{k: v for k, v in os.environ.items() if k != CRASH_ENV}, CRASH_ENV: "writeback.sent"}
+    cmd = [sys.executable, "-m", "tests.engine.writeback_driver", str(root), world.cipher_key.hex()]
+    killed = subprocess.run([*cmd, world.tenant_id, note.id], cwd=REPO, env=env, capture_output=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    ehr.admin.set_fault("429", path=DOC_POSTS, times=None, retry_after="0")
+    states = [write_note(world.env, FAST, note.id).state for _ in range(FAST.max_attempts)]
+    assert states[-1] == "unknown" and "failed" not in states
+    ehr.admin.clear_faults()
+    done = write_note(world.env, FAST, note.id)
+    [doc] = server_notes(world, conn, ehr, note)
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
