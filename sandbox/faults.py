@@ -40,6 +40,8 @@ FaultKind = Literal[
     "search_repeat_next",  # a searchset page reached by a next link links to itself again
     "search_offset_shift",  # a page reached by a next link skips its first match and repeats the search's first
     "search_error_outcome",  # a searchset page drops its last match and carries an error OperationOutcome entry
+    "search_deleted_shift",  # offset paging after a match already read was deleted: the first page says the whole
+    # total; a page reached by a next link skips its first match and says a total one smaller
     "trickle",  # the answer's body arrives one byte every delay_s seconds
     "huge_body",  # a 200 answer streams an endless (256 MiB) JSON body without Content-Length
 ]

@@ -202,7 +202,7 @@ def iter_search_pages(
     """Yield pages until there is no ``next`` link; an expired link (404/410) raises SearchLinkExpiredError.
 
     A searchset that did not return every match raises SearchIncompleteError *after* yielding every page it did
-    send: the last page has no ``next`` although ``total`` says more matches exist (counted as distinct
+    send: the last page has no ``next`` although the largest ``total`` a page gave says more matches exist (distinct
     ``(resourceType, id)``: a server paging by offset over changing data repeats one match and skips another); a
     page with a ``next`` link brings no new match, or a ``next`` link repeats one already followed; or a page
     carries an ``error``/``fatal`` OperationOutcome (reason ``error_outcome``). The caller keeps what arrived but
@@ -212,12 +212,14 @@ def iter_search_pages(
     first = True
     links: set[str] = set()
     seen = DistinctMatches()
-    total: int | None = None  # the latest ``total`` any page gave (some servers send it on the first page only)
+    # The largest ``total`` any page gave (some servers send it on the first page only). Not the latest: an offset
+    # server's live total drops when a match already read is deleted, while the page behind it skipped one.
+    total: int | None = None
     while url is not None:
         page = _fetch_page(session, url, params, bounds, first=first)
         links.add(page.url)
         new = _count_new(seen, page.resources)
-        total = page.total if page.total is not None else total
+        total = max(total or 0, page.total) if page.total is not None else total
         yield page
         if any(is_severe(o) for o in page.outcomes):
             raise _error_outcome(first_url, seen, total, page)

@@ -106,10 +106,11 @@ def search(resource_type: str, request: Request) -> Response:
     reported = cfg.report_ignored_params != "silent" and cursor is None  # a paging link's query is opaque
     self_url = f"{fhir_base}/{resource_type}?{urlencode(used)}" if reported else str(request.url)
     links = [{"relation": "self", "url": self_url}]
+    from_link = bool(request.query_params.get("_cursor"))
+    fault = _paging_fault(st, request, next_cursor is not None, from_link)
     total: int | None = None
-    fault = _paging_fault(st, request, next_cursor is not None, bool(request.query_params.get("_cursor")))
     outcomes: list[dict[str, Any]] = []
-    if fault in ("search_no_next", "search_offset_shift"):  # the page says how many match
+    if fault in ("search_no_next", "search_offset_shift", "search_deleted_shift"):  # the page says how many match
         total = len(run(st.store, replace(q, count=10**9), perm, None)[0])
     if fault == "search_no_next":  # ... but forgets the way to the rest
         next_cursor = None
@@ -118,6 +119,8 @@ def search(resource_type: str, request: Request) -> Response:
         next_cursor = None
     elif fault == "search_offset_shift":  # offset paging after an update moved the first match to the end
         page = run(st.store, replace(q, count=1), perm, None)[0] + page[1:]
+    elif fault == "search_deleted_shift" and from_link and total is not None:  # a match already read was deleted:
+        page, total = page[1:], total - 1  # offsets move up by one (this page's first is skipped), the total drops
     elif fault == "search_error_outcome":  # some matches could not be returned, and the page says so
         page, outcomes = page[:-1], [outcome_body("incomplete", "simulated: some matches could not be returned")]
     if next_cursor is not None:
@@ -136,10 +139,11 @@ def search(resource_type: str, request: Request) -> Response:
 
 
 def _paging_fault(st: SandboxState, request: Request, has_next: bool, from_link: bool) -> str | None:
-    """A ``search_*`` fault, consumed only by a page it can affect: ``search_error_outcome`` any page,
+    """A ``search_*`` fault, consumed only by a page it can affect: ``search_error_outcome`` and
+    ``search_deleted_shift`` any page (the first one says the whole total, later ones shift and say one less),
     ``search_no_next`` one with a next link, ``search_offset_shift`` one reached by a next link, and
     ``search_repeat_next`` one reached by a next link that has a next link itself."""
-    kinds = {"search_error_outcome"}
+    kinds = {"search_error_outcome", "search_deleted_shift"}
     kinds |= {"search_offset_shift"} if from_link else set()
     kinds |= ({"search_no_next", "search_repeat_next"} if from_link else {"search_no_next"}) if has_next else set()
     fault = st.faults.take(request.url.path, frozenset(kinds))

@@ -130,6 +130,11 @@ def touch_first(store: Store) -> None:
     store[first["id"]] = {**first, "meta": {"lastUpdated": "2026-10-20T00:00:01Z", "versionId": "2"}}
 
 
+def delete_first(store: Store) -> None:
+    """The EHR deletes the oldest match (already read on page 1): every later match slides one place forward."""
+    del store[min(store.values(), key=lambda r: (r["meta"]["lastUpdated"], r["id"]))["id"]]
+
+
 def mark_of(world: SyncWorld, conn: str) -> datetime | None:
     return cursors.get_mark(world.env.db, conn, cursors.REST_STREAM, "Observation")
 

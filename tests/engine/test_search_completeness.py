@@ -34,6 +34,7 @@ from tests.engine.job_runs import run_sync, sync_type
 from tests.engine.search_servers import (
     BUNDLE_TIME,
     OffsetServer,
+    delete_first,
     fake_server,
     in_bounds,
     mark_of,
@@ -83,6 +84,23 @@ def test_offset_shift_while_paging_is_recovered_in_the_same_run_bdx29(world: Syn
     assert warehouse_ids(world, conn) == {"o1", "o2", "o3", "o4"}
     assert not report.incomplete and report.error is None
     assert any("total 4, received 3" in w for w in report.warnings), report.warnings
+    assert any(w.startswith("recovered") for w in report.warnings), report.warnings
+    assert mark_of(world, conn) == SERVER_MARK
+
+
+def test_a_deletion_while_paging_that_lowers_a_live_total_is_recovered_bdx29(world: SyncWorld) -> None:
+    """BDX-29: o1 (already read) is deleted between pages of an offset server reporting a live total: page 2 holds
+    o4 alone and o3 is never sent, while the total drops to 3, which the 3 distinct received would meet. The
+    largest total the search gave (4) counts: searched again, o3 stored, the mark moved only after."""
+    fake = fake_server()
+    server = OffsetServer(fake)
+    server.between_pages = delete_first
+    fake.routes["/fhir/Observation"] = server.route
+    with serve(fake):
+        conn = connect_static(world, fake.fhir_base, patient_id="p1")
+        report = sync_type(world, conn, "Observation")
+    assert {"o2", "o3", "o4"} <= warehouse_ids(world, conn)
+    assert not report.incomplete and report.error is None
     assert any(w.startswith("recovered") for w in report.warnings), report.warnings
     assert mark_of(world, conn) == SERVER_MARK
 
@@ -216,19 +234,22 @@ def _observations(world: SyncWorld) -> list[tuple[Any, ...]]:
     return [r for r in content_fingerprint(world.env.warehouse_target, with_connection=False) if r[0] == "Observation"]
 
 
-@pytest.mark.parametrize("kind", ["search_offset_shift", "search_error_outcome"])
+@pytest.mark.parametrize(
+    ("kind", "times"), [("search_offset_shift", 1), ("search_error_outcome", 1), ("search_deleted_shift", 2)]
+)
 def test_sandbox_fault_once_is_recovered_with_everything_stored_bdx29_bdx32(
-    tmp_path: Any, shared_sb: SandboxServer, http: httpx.Client, kind: str
+    tmp_path: Any, shared_sb: SandboxServer, http: httpx.Client, kind: str, times: int
 ) -> None:
-    """BDX-29/BDX-32 against the sandbox: one shifted page (a match repeated, one skipped) or one page that
-    drops a match and carries an error outcome; the run searches again and stores exactly a clean run's rows."""
+    """BDX-29/BDX-32 against the sandbox: one shifted page (a match repeated, one skipped), one page that drops a
+    match and carries an error outcome, or a page shifted by a deletion whose total drops by one (the first page
+    said the whole total); the run searches again and stores exactly a clean run's rows."""
     clean_world = _sandbox_world(tmp_path, "clean", http)
     assert sync_type(clean_world, connect_patient(clean_world, shared_sb, http=http), "Observation").error is None
     clean = _observations(clean_world)
     assert len(clean) > 10, "needs several pages of 5"
     world = _sandbox_world(tmp_path, "faulty", http)
     conn = connect_patient(world, shared_sb, http=http)
-    add_fault(http, shared_sb, kind, path="/fhir/Observation")
+    add_fault(http, shared_sb, kind, path="/fhir/Observation", times=times)
     report = sync_type(world, conn, "Observation")
     assert report.error is None and not report.incomplete
     assert any(w.startswith("recovered") for w in report.warnings), report.warnings

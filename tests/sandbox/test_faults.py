@@ -232,6 +232,22 @@ def test_bdx33_search_offset_shift_repeats_the_first_match_and_skips_one(sandbox
     assert clean[1][0] not in {i for page in ids for i in page}  # skipped for good
 
 
+def test_bdx33_search_deleted_shift_says_the_whole_total_then_skips_one_with_a_smaller_total(
+    sandbox: SandboxServer, token: str
+) -> None:
+    """An offset server after a match already read was deleted: the first page says the whole total; the page
+    behind the next link skips its own first match and says a total one smaller."""
+    clean = [_match_ids(p) for p in _pages(sandbox, token, "/Observation", patient="pat1", _count="5")]
+    assert len(clean) >= 3
+    sandbox.admin.set_fault("search_deleted_shift", path="/fhir/Observation", times=2)
+    shifted = _pages(sandbox, token, "/Observation", patient="pat1", _count="5")
+    ids = [_match_ids(p) for p in shifted]
+    everything = sum(map(len, clean))
+    assert ids[0] == clean[0] and shifted[0]["total"] == everything
+    assert ids[1] == clean[1][1:] and shifted[1]["total"] == everything - 1
+    assert ids[2:] == clean[2:] and "total" not in shifted[2]
+
+
 def test_bdx33_search_error_outcome_drops_a_match_and_says_so(sandbox: SandboxServer, token: str) -> None:
     clean = [_match_ids(p) for p in _pages(sandbox, token, "/Observation", patient="pat1", _count="5")]
     sandbox.admin.set_fault("search_error_outcome", path="/fhir/Observation", times=1)
