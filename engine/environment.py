@@ -25,7 +25,7 @@ from connectors.errors import (
     FhirUnauthorizedError,
     NeedsReauthError,
 )
-from connectors.fhir import FhirClient, RateLimiter, RetryPolicy
+from connectors.fhir import CallBudget, FhirClient, RetryPolicy
 from connectors.http import outbound_url_guard
 from connectors.providers import ProviderPlugin, get_provider
 from connectors.smart import ScopeSet, parse_scopes
@@ -33,7 +33,7 @@ from connectors.transport import BodyBounds, LowSpeedLimit
 from engine.cores import landing_slots, threads_beside
 from engine.errors import ConnectionNotFoundError, ConnectionNotSyncableError
 from engine.run_capabilities import run_capabilities
-from store import AppDatabase, TokenVault
+from store import AppDatabase, SharedRateBudget, TokenVault
 from store.models import Connection, ProviderConfig
 from warehouse import AttachmentStore, LandingZone, Warehouse, open_warehouse
 
@@ -110,7 +110,7 @@ class SyncEnvironment:
     # EHRSYNC_DUCKDB_THREADS); None: 128MB and ``default_duckdb_threads``. PostgreSQL ignores them.
     duckdb_memory_limit: str | None = None
     duckdb_threads: int | None = None
-    _limiters: dict[str, RateLimiter] = field(default_factory=dict, repr=False)
+    _limiters: dict[str, CallBudget] = field(default_factory=dict, repr=False)
     _capabilities: dict[str, dict[str, Any] | None] = field(default_factory=dict, repr=False)
 
     @contextmanager
@@ -131,13 +131,18 @@ class SyncEnvironment:
         """DuckDB threads when EHRSYNC_DUCKDB_THREADS is unset (``engine.cores.threads_beside``)."""
         return threads_beside(self.bulk_landing_concurrency)
 
-    def rate_limiter(self, conn: ConnectionInfo) -> RateLimiter | None:
-        """One limiter per FHIR base for the vendor's budget (e.g. eCW per practice), shared by every client."""
+    def rate_limiter(self, conn: ConnectionInfo) -> CallBudget | None:
+        """One budget per FHIR base for the vendor's limit, shared by every client: in the app database for every
+        process where the vendor counts every caller (eCW per practice), else this process's."""
         budget = conn.provider.rate_limit
         if budget is None or not self.rate_limits:
             return None
         if conn.fhir_base not in self._limiters:  # one per process: a Dagster run builds an environment per step
-            self._limiters[conn.fhir_base] = shared_limiter(conn.fhir_base, budget.capacity, budget.window_s)
+            self._limiters[conn.fhir_base] = (
+                SharedRateBudget(self.db, budget.capacity, budget.window_s)
+                if budget.across_processes
+                else shared_limiter(conn.fhir_base, budget.capacity, budget.window_s)
+            )
         return self._limiters[conn.fhir_base]
 
     def capabilities(

@@ -1,7 +1,7 @@
 """App database and token vault (plain Python: no FastAPI, no Dagster).
 
 Public API: ``AppDatabase``, ``TokenCipher``, ``TokenVault``, ``OAuthStateStore``, ``rotate_keys``,
-``refresh_idle_grants`` and the models in ``store.models``. See docs/ARCHITECTURE.md.
+``refresh_idle_grants``, ``SharedRateBudget`` and the models in ``store.models``. See docs/ARCHITECTURE.md.
 """
 
 from store._grants import RetryPolicy
@@ -12,6 +12,7 @@ from store.database import AppDatabase
 from store.keepalive import KeepaliveReport, refresh_idle_grants
 from store.keyrotation import rotate_keys
 from store.provider_configs import client_auth_from_config, load_provider_config, save_provider_config
+from store.rate_windows import SharedRateBudget
 from store.states import ConsumedState, InvalidStateError, OAuthStateStore
 from store.vault import TokenInfo, TokenVault, UnknownConnectionError, VaultTokenSource
 
@@ -24,6 +25,7 @@ __all__ = [
     "OAuthStateStore",
     "RefreshLockTimeoutError",
     "RetryPolicy",
+    "SharedRateBudget",
     "TokenCipher",
     "TokenInfo",
     "TokenVault",

@@ -33,7 +33,7 @@ from connectors.errors import (
 )
 from connectors.fhir._session import FhirSession, SessionOptions, TokenRule
 from connectors.http import (
-    RateLimiter,
+    CallBudget,
     RetryPolicy,
     normalize_base_url,
     outbound_url_guard,
@@ -69,7 +69,7 @@ class BulkClient:
         tokens: TokenSource | None,
         http: httpx.Client | None = None,
         retry: RetryPolicy | None = None,
-        rate_limit: RateLimiter | None = None,
+        rate_limit: CallBudget | None = None,
         *,
         allow_http: bool = False,
         url_guard: Callable[[str], None] | None = None,

@@ -5,10 +5,11 @@ from connectors.fhir.client import CreateResult, FhirClient, parse_location
 from connectors.fhir.download import Downloaded
 from connectors.fhir.resource_types import SYNCED_RESOURCE_TYPES, patient_search_param
 from connectors.fhir.search import SearchPage
-from connectors.http import RateLimiter, RetryPolicy, parse_retry_after
+from connectors.http import CallBudget, RateLimiter, RetryPolicy, parse_retry_after
 
 __all__ = [
     "SYNCED_RESOURCE_TYPES",
+    "CallBudget",
     "CreateResult",
     "Downloaded",
     "FhirClient",

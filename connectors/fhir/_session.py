@@ -19,7 +19,7 @@ import httpx
 
 from connectors.errors import SecurityPolicyError, TransportError
 from connectors.fhir._answers import error_from_response, operation_outcome_of, unauthorized
-from connectors.http import RateLimiter, RetryPolicy, is_within_base, rate_budget, redact_url, resolve_url, same_origin
+from connectors.http import CallBudget, RetryPolicy, is_within_base, rate_budget, redact_url, resolve_url, same_origin
 from connectors.tokens import TokenSource
 from connectors.transport import DEFAULT_TIMEOUT, BearerAuth, BodyBounds, RequestPlan, ehr_client
 from connectors.transport.decoding import ACCEPT_ENCODING
@@ -76,7 +76,7 @@ class FhirSession:
         *,
         http: httpx.Client | None = None,
         retry: RetryPolicy | None = None,
-        rate_limit: RateLimiter | None = None,
+        rate_limit: CallBudget | None = None,
         rate_limit_key: str | None = None,
         timeout: httpx.Timeout | float | None = None,
         on_response: Callable[[httpx.Response], None] | None = None,

@@ -19,7 +19,7 @@ from connectors.fhir._session import FhirSession, QueryParams, SessionOptions, T
 from connectors.fhir.download import Downloaded, stream_to_file
 from connectors.fhir.resource_types import ID_RE, TYPE_RE
 from connectors.fhir.search import SearchPage, iter_search_pages
-from connectors.http import RateLimiter, RetryPolicy, normalize_base_url, redact_url, resolve_url
+from connectors.http import CallBudget, RetryPolicy, normalize_base_url, redact_url, resolve_url
 from connectors.tokens import TokenSource
 from connectors.transport.bounds import BodyBounds, bounds_of, read_capped
 
@@ -97,7 +97,7 @@ class FhirClient:
         tokens: TokenSource | None,
         http: httpx.Client | None = None,
         retry: RetryPolicy | None = None,
-        rate_limit: RateLimiter | None = None,
+        rate_limit: CallBudget | None = None,
         *,
         allow_http: bool = False,
         bounds: BodyBounds | None = None,

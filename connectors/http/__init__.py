@@ -6,7 +6,7 @@ transports and auth flow built from them live in :mod:`connectors.transport`.
 """
 
 from connectors.http.dates import parse_http_date, parse_instant, parse_retry_after
-from connectors.http.ratelimit import RateLimitedTransport, RateLimiter, rate_budget, spend_rate_budget
+from connectors.http.ratelimit import CallBudget, RateLimitedTransport, RateLimiter, rate_budget, spend_rate_budget
 from connectors.http.retry import RetryPolicy
 from connectors.http.urls import (
     is_loopback_host,
@@ -19,6 +19,7 @@ from connectors.http.urls import (
 )
 
 __all__ = [
+    "CallBudget",
     "RateLimitedTransport",
     "RateLimiter",
     "RetryPolicy",

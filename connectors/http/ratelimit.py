@@ -12,12 +12,22 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Protocol
 
 import httpx
 
 from connectors.errors import ConfigurationError
 
-__all__ = ["RateLimitedTransport", "RateLimiter", "rate_budget", "spend_rate_budget"]
+__all__ = ["CallBudget", "RateLimitedTransport", "RateLimiter", "rate_budget", "spend_rate_budget"]
+
+
+class CallBudget(Protocol):
+    """What spends a vendor's call budget: this process's :class:`RateLimiter`, or one shared by every process
+    through the app database (``store.rate_windows``, for budgets such as eCW's that count every caller)."""
+
+    def acquire(self, key: str) -> float:
+        """Block until one call under ``key`` is allowed; return the seconds waited."""
+        ...
 
 
 class RateLimiter:
@@ -62,11 +72,11 @@ class RateLimiter:
         return wait
 
 
-_RATE: ContextVar[tuple[RateLimiter, str] | None] = ContextVar("ehrsync_rate_budget", default=None)
+_RATE: ContextVar[tuple[CallBudget, str] | None] = ContextVar("ehrsync_rate_budget", default=None)
 
 
 @contextmanager
-def rate_budget(limiter: RateLimiter | None, key: str) -> Iterator[None]:
+def rate_budget(limiter: CallBudget | None, key: str) -> Iterator[None]:
     """Within this block, every EHR call (FHIR, Bulk, token endpoint) spends from ``limiter`` under ``key``."""
     if limiter is None:
         yield
@@ -91,7 +101,7 @@ class RateLimitedTransport(httpx.BaseTransport):
     """Wraps a transport so every request spends one call: from ``limiter`` under ``key`` when given, else
     from the budget active where the request is sent (:func:`rate_budget`), the EHR clients' default."""
 
-    def __init__(self, inner: httpx.BaseTransport, limiter: RateLimiter | None = None, key: str = "") -> None:
+    def __init__(self, inner: httpx.BaseTransport, limiter: CallBudget | None = None, key: str = "") -> None:
         self._inner = inner
         self._limiter = limiter
         self._key = key

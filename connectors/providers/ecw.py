@@ -43,7 +43,14 @@ class EcwProvider(ProviderPlugin):
     refresh_policy = RefreshPolicy.ROTATE
     scope_style = ScopeStyle.V1
     bulk = BulkSupport.PATIENT
-    rate_limit = RateLimit(240, 60.0, "practice-base", True, "eCW: 250/min per practice base incl. token [3p][verify]")
+    rate_limit = RateLimit(
+        240,
+        60.0,
+        "practice-base",
+        True,
+        "eCW: 250/min per practice base incl. token [3p][verify]",
+        across_processes=True,
+    )
     write_profile = NOT_SUPPORTED
     docs_checked_on = dt.date(2026, 11, 25)
     extra_field_hints = {

@@ -67,6 +67,9 @@ class RateLimit:
     scope: str
     shares_token_endpoint: bool
     source: str
+    #: The vendor counts every caller (a 429 blocks the rest of the window): the engine keeps it in the app
+    #: database for every process (``store.SharedRateBudget``), not in one process's memory.
+    across_processes: bool = False
 
     def make_limiter(self) -> RateLimiter:
         return RateLimiter(self.capacity, self.window_s)

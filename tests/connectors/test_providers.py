@@ -152,6 +152,7 @@ def test_ecw_rate_limit_is_240_per_minute_shared_with_token_calls() -> None:
         "practice-base",
         True,
     )
+    assert limit.across_processes  # eCW counts every caller: kept in the app database (store.SharedRateBudget)
 
 
 def test_ecw_signs_rs384_only() -> None:

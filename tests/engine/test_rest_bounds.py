@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,9 @@ from connectors.budgets import forget_unreachable
 from connectors.errors import EhrUnreachableError
 from connectors.fhir import RetryPolicy
 from engine import cursors, runs
-from engine.environment import load_connection
+from engine.environment import SyncEnvironment, load_connection
 from sandbox import SandboxServer
+from store import SharedRateBudget
 from tests.engine.conftest import RequestLog
 from tests.engine.helpers import (
     SyncWorld,
@@ -211,6 +213,24 @@ def test_vendor_rate_budget_is_shared_by_every_step_of_the_process(
     limiter = second.env.rate_limiter(conn)
     assert limiter is not None and limiter is first.env.rate_limiter(conn)
     assert limiter.acquire(conn.fhir_base) > 0  # the next call waits: the bucket was not refilled for the step
+
+
+def test_a_budget_the_vendor_counts_across_callers_is_kept_in_the_app_database(
+    tmp_path: Path, start_sandbox: Any, http: httpx.Client
+) -> None:
+    """vendors.md §4: eCW counts every caller of a practice base, so two processes' environments (two Dagster runs)
+    spend one budget kept in the app database: what one spent, the other sees."""
+    sb = start_sandbox(patients=1)
+    first = _world(tmp_path, "a", http, rate_limits=True)
+    conn = replace(load_connection(first.env.db, connect_patient(first, sb, http=http)), provider_id="ecw")
+    other_process = SyncEnvironment(**{**vars(first.env), "_limiters": {}})  # the same app database, fresh memory
+    mine, theirs = first.env.rate_limiter(conn), other_process.rate_limiter(conn)
+    assert isinstance(mine, SharedRateBudget) and isinstance(theirs, SharedRateBudget) and mine is not theirs
+    now = [1_000_000.0]  # one clock for both, so the slot cannot roll over while the test runs
+    for budget in (mine, theirs):
+        budget._clock, budget._sleep = (lambda: now[0]), (lambda s: now.__setitem__(0, now[0] + s))
+    assert [mine.acquire(conn.fhir_base) for _ in range(mine.per_slot)] == [0.0] * mine.per_slot
+    assert theirs.acquire(conn.fhir_base) == pytest.approx(mine.slot_s)  # the slot was spent by the other process
 
 
 def test_reference_step_has_a_time_budget_and_keeps_its_queue(

@@ -1,0 +1,99 @@
+"""A vendor call budget that every process using the app database spends from (vendors.md §4).
+
+eCW allows 250 calls a minute per practice base, counting every caller, and a 429 blocks the rest of the minute.
+A budget kept in one process's memory is granted afresh to each Dagster run and to the auth service, so two runs of
+one practice spend it twice. Here the calls are counted in the app database, in short slots: a budget of
+``capacity`` per ``per_seconds`` is cut into ``slices`` slots of ``capacity // slices`` calls, so any span of
+``per_seconds`` holds at most ``capacity`` plus one slot's share (240 a minute in 24 slots: at most 250).
+
+One statement takes a call: an upsert that adds one to the slot's count only while it is below the slot's share
+(``RETURNING`` answers whether it did, on SQLite and PostgreSQL alike). Keys are stored hashed (a base URL can be long).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import BigInteger, Integer, String, delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Mapped, mapped_column
+
+from connectors.errors import ConfigurationError
+from store.database import AppDatabase
+from store.models import Base
+
+__all__ = ["RateSlot", "SharedRateBudget"]
+
+#: Slots older than this many budget periods are deleted now and then (they can no longer limit anything).
+_KEEP_PERIODS = 10
+_PRUNE_EVERY = 500
+
+
+class RateSlot(Base):
+    """Calls taken under one budget key in one slot (``slot``: seconds since the epoch // slot length)."""
+
+    __tablename__ = "rate_slots"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the budget's key
+    slot: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    used: Mapped[int] = mapped_column(Integer)
+
+
+class SharedRateBudget:
+    """``acquire(key)`` blocks until the budget shared by every process allows one more call under ``key``."""
+
+    def __init__(
+        self,
+        db: AppDatabase,
+        capacity: int,
+        per_seconds: float,
+        *,
+        slices: int = 24,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if capacity < 1 or per_seconds <= 0 or slices < 1:
+            raise ConfigurationError("SharedRateBudget needs capacity >= 1, per_seconds > 0 and slices >= 1")
+        slices = min(slices, capacity)  # at least one call a slot
+        self.capacity = capacity
+        self.per_seconds = per_seconds
+        self.slot_s = per_seconds / slices
+        self.per_slot = capacity // slices
+        self._db = db
+        self._clock = clock
+        self._sleep = sleep
+        self._taken = itertools.count(1)
+
+    def acquire(self, key: str) -> float:
+        """Take one call under ``key``, waiting for the next slot while this one is spent; the seconds waited."""
+        hashed = hashlib.sha256(key.encode("utf-8")).hexdigest()
+        waited = 0.0
+        while True:
+            now = self._clock()
+            slot = int(now // self.slot_s)
+            if self._take(hashed, slot):
+                return waited
+            wait = max((slot + 1) * self.slot_s - now, 0.001)
+            self._sleep(wait)
+            waited += wait
+
+    def _take(self, hashed: str, slot: int) -> bool:
+        dialect = postgresql if self._db.dialect == "postgresql" else sqlite
+        table = RateSlot.__table__
+        insert: Any = dialect.insert(table).values(key=hashed, slot=slot, used=1)
+        statement = insert.on_conflict_do_update(
+            index_elements=[table.c.key, table.c.slot],
+            set_={"used": table.c.used + 1},
+            where=table.c.used < self.per_slot,
+        ).returning(table.c.used)
+        with self._db.session() as session:
+            taken = session.execute(statement).scalar_one_or_none() is not None
+            if next(self._taken) % _PRUNE_EVERY == 0:
+                oldest = slot - int(_KEEP_PERIODS * self.per_seconds / self.slot_s)
+                session.execute(delete(RateSlot).where(RateSlot.slot < oldest))
+            session.commit()
+        return taken

@@ -1,0 +1,73 @@
+"""A vendor call budget every process spends from (vendors.md §4: eCW counts every caller of a practice base), on
+SQLite and PostgreSQL: two processes share one budget, and a spent slot makes the caller wait for the next."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from connectors.errors import ConfigurationError
+from store import AppDatabase, SharedRateBudget
+from store.rate_windows import RateSlot
+
+
+class _Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_a_spent_slot_waits_for_the_next_and_two_budgets_on_one_database_count_together(db: AppDatabase) -> None:
+    """240 a minute in 24 slots of 2.5 s and 10 calls: the eleventh call of a slot waits for the next, and a second
+    budget object (another process's) spends from the same count."""
+    key = f"https://ecw.example/{uuid.uuid4()}/fhir"
+    clock = _Clock(1_000_000.0)
+    first = SharedRateBudget(db, 240, 60.0, clock=clock, sleep=clock.sleep)
+    other = SharedRateBudget(db, 240, 60.0, clock=clock, sleep=clock.sleep)
+    assert (first.slot_s, first.per_slot) == (2.5, 10)
+    assert [first.acquire(key) for _ in range(6)] + [other.acquire(key) for _ in range(4)] == [0.0] * 10
+    assert other.acquire(key) == pytest.approx(2.5) and clock.now == pytest.approx(1_000_002.5)
+    assert first.acquire("https://another.practice/fhir") == 0.0  # another key, another budget
+
+
+def _spend(url: str, key: str, calls: int) -> None:
+    db = AppDatabase.from_url(url)
+    try:
+        budget = SharedRateBudget(db, 10, 1.0)  # 10 slots of 0.1 s, one call each
+        for _ in range(calls):
+            budget.acquire(key)
+    finally:
+        db.dispose()
+
+
+def test_two_processes_never_take_more_than_one_slot_share_together(db: AppDatabase, db_url: str) -> None:
+    """Two real processes take 8 calls each from a budget of 10 a second (one call per 0.1 s slot): together they
+    never take two calls in one slot, so any second holds at most 11 calls (a budget per process would allow 20)."""
+    key = f"practice-{uuid.uuid4()}"
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_spend, args=(db_url, key, 8)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    with db.session() as session:
+        hashed = hashlib.sha256(key.encode()).hexdigest()
+        used = session.scalars(select(RateSlot.used).where(RateSlot.key == hashed)).all()
+    assert sum(used) == 16 and max(used) == 1 and len(used) == 16
+
+
+def test_a_budget_that_cannot_grant_anything_is_refused_by_name(db: AppDatabase) -> None:
+    with pytest.raises(ConfigurationError, match="SharedRateBudget"):
+        SharedRateBudget(db, 0, 60.0)
