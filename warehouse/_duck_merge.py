@@ -23,8 +23,8 @@ from warehouse.landed import LandedFile
 
 __all__ = ["merge_chunk", "stage_winners"]
 
-# BDX-24 within one file: the newest lastUpdated wins, then the later line.
-_WINNER_ORDER = "ORDER BY last_updated DESC NULLS LAST, file_row_number DESC"
+# BDX-24 within one file: the newest lastUpdated wins, then the highest numeric versionId, then the later line.
+_WINNER_ORDER = _sql.winner_order("version_id", "file_row_number")
 _PARQUET = "read_parquet(%s, file_row_number = true)"
 # The landing columns but the JSON and its hash, in ``STAGE_COLUMNS`` order.
 _KEPT = tuple(c for c in _sql.STAGE_COLUMNS if c != "content_hash")

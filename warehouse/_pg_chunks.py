@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from warehouse import _sql
 from warehouse.errors import LandedFileError
 from warehouse.landed import LANDING_SCHEMA
 
@@ -50,12 +51,13 @@ def check_keys(path: Path, connection_id: str, resource_type: str) -> None:
 
 def losing_rows(path: Path) -> list[int]:
     """File row numbers that lose to another row of the same id (BDX-24 within a file: the newest lastUpdated
-    wins, then the later line). Only ids seen twice are ranked, so the usual file costs one hash aggregate."""
+    wins, then the highest numeric versionId, then the later line, ``_sql.winner_order``). Only ids seen twice
+    are ranked, so the usual file costs one hash aggregate."""
     with _duck() as conn:
         rows = conn.execute(
-            f"WITH k AS (SELECT id, last_updated, file_row_number AS r FROM {_KEYS}) "
+            f"WITH k AS (SELECT id, last_updated, version_id, file_row_number AS r FROM {_KEYS}) "
             "SELECT r FROM k WHERE id IN (SELECT id FROM k GROUP BY id HAVING count(*) > 1) "
-            "QUALIFY row_number() OVER (PARTITION BY id ORDER BY last_updated DESC NULLS LAST, r DESC) > 1",
+            f"QUALIFY row_number() OVER (PARTITION BY id {_sql.winner_order('version_id', 'r')}) > 1",
             [str(path)],
         ).fetchall()
     return sorted(int(r[0]) for r in rows)

@@ -104,19 +104,43 @@ def schema_ddl(d: Dialect) -> list[str]:
     ]
 
 
+def version_number(v: str) -> str:
+    """A ``versionId`` made only of digits, without its leading zeros (NULL for any other versionId): two of them
+    compare as numbers by (length, text), with no cast that a 40-digit version could overflow."""
+    return f"(CASE WHEN {v} <> '' AND ltrim({v}, '0123456789') = '' THEN ltrim({v}, '0') END)"
+
+
+def winner_order(version_id: str, row: str) -> str:
+    """BDX-24 among the copies of one id in one file: the newest lastUpdated, then the highest numeric versionId,
+    then the later line (``row``, the file row number)."""
+    number = version_number(version_id)
+    return (
+        f"ORDER BY last_updated DESC NULLS LAST, length({number}) DESC NULLS LAST, {number} DESC NULLS LAST, {row} DESC"
+    )
+
+
+def _older_version(n: str, o: str) -> str:
+    """Both versionIds numeric and ``n``'s the smaller (FALSE when either is not a number: opaque ids)."""
+    a, b = version_number(f"{n}.version_id"), version_number(f"{o}.version_id")
+    smaller = f"(length({a}) < length({b}) OR (length({a}) = length({b}) AND {a} < {b}))"
+    return f"({a} IS NOT NULL AND {b} IS NOT NULL AND {smaller})"
+
+
 def newer_predicate(n: str, o: str) -> str:
     """BDX-24: is incoming row ``n`` to replace stored row ``o``?
 
     A tombstoned row is revived only by a strictly newer ``lastUpdated`` than the deletion. A live row is
-    replaced by a newer ``lastUpdated``, or an equal one carrying a different ``versionId`` or content; a
-    row without ``lastUpdated`` never replaces one that has it. Identical replays match nothing.
+    replaced by a newer ``lastUpdated``, or an equal one (both absent counts as equal) carrying a different
+    ``versionId`` or content, unless both versionIds are numbers and the incoming one is the smaller (bulk-data.md
+    BDX-24: lastUpdated, then versionId); a row without ``lastUpdated`` never replaces one that has it. Identical
+    replays match nothing.
     """
     same_time = f"({n}.last_updated = {o}.last_updated OR ({n}.last_updated IS NULL AND {o}.last_updated IS NULL))"
     differs = f"({n}.version_id IS DISTINCT FROM {o}.version_id OR {n}.content_hash IS DISTINCT FROM {o}.content_hash)"
     live_newer = (
         f"({n}.last_updated > {o}.last_updated"
         f" OR ({o}.last_updated IS NULL AND {n}.last_updated IS NOT NULL)"
-        f" OR ({same_time} AND {differs}))"
+        f" OR ({same_time} AND {differs} AND NOT {_older_version(n, o)}))"
     )
     return (
         f"(({o}.deleted_at IS NOT NULL AND {n}.last_updated > {o}.deleted_at"

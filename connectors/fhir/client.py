@@ -15,6 +15,7 @@ import httpx
 import orjson
 
 from connectors.errors import FhirError
+from connectors.fhir._exact_json import loads_exact
 from connectors.fhir._session import FhirSession, QueryParams, SessionOptions, TokenRule
 from connectors.fhir.download import Downloaded, stream_to_file
 from connectors.fhir.resource_types import ID_RE, TYPE_RE
@@ -77,7 +78,7 @@ def _json_body(response: httpx.Response, max_bytes: int | None = None) -> Any:
     if not data:
         return None
     try:
-        return orjson.loads(data)
+        return loads_exact(data)
     except orjson.JSONDecodeError as exc:
         url = redact_url(str(response.url))
         raise FhirError(f"{url} returned a body that is not JSON", response.status_code, None, url) from exc

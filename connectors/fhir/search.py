@@ -19,6 +19,7 @@ from connectors.errors import (
     SearchLinkExpiredError,
 )
 from connectors.fhir._distinct import DistinctMatches
+from connectors.fhir._exact_json import loads_exact
 from connectors.fhir._session import FhirSession, QueryParams, TokenRule
 from connectors.fhir.outcomes import describe_outcome, is_severe, outcome_diagnostics
 from connectors.http import parse_http_date, parse_instant, redact_url, resolve_url
@@ -106,7 +107,7 @@ def _page_reader(max_bytes: int | None) -> Any:
 
 def _read_page(response: httpx.Response, max_bytes: int | None = None) -> tuple[Any, str | None, str]:
     try:
-        body = orjson.loads(read_capped(response, max_bytes))
+        body = loads_exact(read_capped(response, max_bytes))
     except orjson.JSONDecodeError as exc:
         raise FhirError(
             f"search {redact_url(str(response.url))} returned a body that is not JSON",

@@ -86,6 +86,25 @@ def test_bdx24_equal_last_updated_with_new_version_or_content_updates(wh: Wareho
     assert '"y"' in str(_row(wh, "b")[3])
 
 
+def test_bdx24_equal_last_updated_then_older_version_is_ignored(wh: Warehouse, zone: LandingZone) -> None:
+    """bulk-data.md BDX-24: lastUpdated, then versionId. Two versions in one lastUpdated tick (a server that dates to
+    the second), or a server that sends no lastUpdated at all: a late copy of version 2 must not replace version 10
+    (numeric versionIds compare as numbers, not text)."""
+    wh.upsert(land(zone, [resource("a", T1, "10", status="v10"), resource("b", None, "3", status="v3")]))
+    before = wh.row_fingerprint()
+    late = [resource("a", T1, "2", status="v2"), resource("b", None, "2", status="v2")]
+    assert wh.upsert(land(zone, late, run_id="r0")) == UpsertStats(inserted=0, updated=0, unchanged=2)
+    assert wh.row_fingerprint() == before
+    assert '"v10"' in str(_row(wh, "a")[3]) and '"v3"' in str(_row(wh, "b")[3])
+    # Within one file too: the higher version wins a tie of lastUpdated, wherever its line is.
+    tie = [resource("c", T1, "11", status="v11"), resource("c", T1, "9", status="v9")]
+    wh.upsert(land(zone, tie, run_id="r1"))
+    assert '"v11"' in str(_row(wh, "c")[3])
+    # Opaque (non-numeric) versionIds cannot be ordered: a different one at the same lastUpdated still updates.
+    wh.upsert(land(zone, [resource("d", T1, "W/abc", status="one")], run_id="r2"))
+    assert wh.upsert(land(zone, [resource("d", T1, "W/abb", status="two")], run_id="r3")).updated == 1
+
+
 def test_bdx24_missing_last_updated_never_replaces_a_dated_row(wh: Warehouse, zone: LandingZone) -> None:
     wh.upsert(land(zone, [resource("a", T1, "1", status="dated")]))
     stats = wh.upsert(land(zone, [resource("a", None, None, status="undated")], run_id="r2"))
