@@ -23,7 +23,7 @@ from connectors.bulk import BulkClient, HostConcurrencyLimiter
 from connectors.bulk.files import TRUNCATION_ATTEMPTS
 from connectors.errors import BulkExportError, BulkFileExpiredError, EhrSyncError, NeedsReauthError
 from connectors.http import redact_url
-from engine import bulk_state
+from engine import bulk_file_counts, bulk_state
 from engine.bulk_merge_group import MergeGroup
 from engine.bulk_special import apply_deleted, apply_error_file
 from engine.checkpoints import checkpoint
@@ -279,7 +279,7 @@ def _apply(run: _FileRun, f: bulk_state.FileView, fetched: FetchedFile) -> None:
         checkpoint("bulk.file_landed")
         run.turn.take()  # after recording the landing: a lock timeout here loses no work, the next run merges it
         if f.expected_count is not None and got != f.expected_count:
-            report.count_mismatches.append(f"{f.url}: manifest count {f.expected_count}, file had {got} lines")
+            report.count_mismatches.append(bulk_file_counts.count_mismatch(f.url, f.expected_count, got))
         run.group.add(f, fetched.landed)
     elif fetched.path is not None and f.kind == "error":
         run.turn.take()

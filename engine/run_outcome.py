@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from engine import runs
+from engine.connection_snapshots import read_connection
+from engine.errors import ConnectionNotFoundError
 from store import AppDatabase
 from store.models import Connection
 
-__all__ = ["CANCELED_PREFIX", "RunTimes", "finish_sync_run"]
+__all__ = ["CANCELED_PREFIX", "RunTimes", "finish_sync_run", "record_unstarted_failure"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,3 +79,30 @@ def finish_sync_run(
                 changed = True
     logger.info("sync run %s of connection %s closed as %s", run_id, connection_id, record.status)
     return changed
+
+
+def record_unstarted_failure(
+    db: AppDatabase,
+    run_id: str,
+    connection_id: str,
+    *,
+    full: bool,
+    error: str,
+    times: RunTimes | None = None,
+) -> bool:
+    """Record as failed a sync run that failed before any step opened its row (its process died at start, a step
+    failed before reaching the EHR: the vault key, the connection's lock held elsewhere). Unrecorded, such a run
+    left no trace, and its run key (the slot's) was spent, so the connection waited for its next slot; recorded,
+    it is retried with backoff (``engine.retries``). Only for a connection that exists and may sync; returns
+    whether a row was written (False: the run has its row already)."""
+    if runs.get(db, run_id) is not None:
+        return False
+    try:
+        conn = read_connection(db, connection_id)
+    except ConnectionNotFoundError:
+        return False
+    if not conn.syncable:
+        return False
+    kind = "bulk" if conn.is_bulk else ("full" if full else "incremental")
+    runs.create_run(db, connection_id, kind, run_id=run_id, tenant_id=conn.tenant_id or None)
+    return finish_sync_run(db, run_id, connection_id, succeeded=False, error=error, times=times)

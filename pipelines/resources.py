@@ -20,7 +20,9 @@ import httpx
 from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from pydantic import Field, PrivateAttr
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 
+from connectors.errors import ConfigurationError
 from connectors.fhir import RetryPolicy
 from connectors.transport import BodyBounds, BoundedClient
 from engine.batch_size import DEFAULT_BATCH_SIZE
@@ -32,6 +34,7 @@ from pipelines.analyst_resource import AnalystResource
 from pipelines.landing_resource import LandingZoneResource, unset_field
 from pipelines.warehouse_resource import WarehouseResource
 from store import AppDatabase, TokenCipher, TokenVault
+from store.database import database_error_text
 
 __all__ = [
     "AppDatabaseResource",
@@ -69,9 +72,14 @@ class AppDatabaseResource(ConfigurableResource["AppDatabaseResource"]):
 
     @contextmanager
     def open(self) -> Iterator[AppDatabase]:
-        """An engine for one step or sensor tick, disposed after (no pooled connections outlive it)."""
+        """An engine for one step or sensor tick, disposed after (no pooled connections outlive it). A database
+        that cannot be reached is a ``ConfigurationError`` naming it (``database_error_text``), before any work."""
         db = AppDatabase.from_url(self.engine_url())
         try:
+            try:
+                db.engine.connect().close()  # the pool keeps it for the first session
+            except (OperationalError, InterfaceError) as exc:
+                raise ConfigurationError(database_error_text(exc)) from exc
             yield db
         finally:
             db.dispose()

@@ -89,6 +89,8 @@ class SandboxConfig(BaseModel):
     bulk_manifest_page_size: int | None = Field(default=None, ge=1)  # output files per manifest page (link next)
     bulk_status_base: str | None = None  # kick-off's status URL on this origin (e.g. a job host), not the FHIR base's
     bulk_omit_count: bool = False  # BDX-13 flag
+    # file URLs signed in their query like a storage host's (S3 ``X-Amz-Signature``): a credential to keep out of logs
+    bulk_signed_file_urls: bool = False
     bulk_gzip: bool = False  # BDX-17: gzip file downloads for clients sending Accept-Encoding: gzip
     bulk_throttle_s: float = Field(default=0.0, ge=0)  # artificial delay per patient, to observe in-progress states
     # kick-off parameters refused with 400 (Oracle Health's Bulk: the experimental `_elements` and `patient`)

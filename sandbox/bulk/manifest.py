@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from fastapi import Request
@@ -10,6 +11,14 @@ from sandbox.bulk.jobs import Job
 from sandbox.state import SandboxState
 
 __all__ = ["manifest_page_of"]
+
+
+def _signature(st: SandboxState, path: str) -> str:
+    """The query a signed file URL carries (``bulk_signed_file_urls``), else nothing; the file route ignores it."""
+    if not st.settings.bulk_signed_file_urls:
+        return ""
+    digest = hashlib.sha256(f"sandbox-signing-key:{path}".encode()).hexdigest()
+    return f"?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=3600&X-Amz-Signature={digest}"
 
 
 def manifest_page_of(st: SandboxState, request: Request, job: Job, page: int) -> dict[str, Any]:
@@ -21,7 +30,7 @@ def manifest_page_of(st: SandboxState, request: Request, job: Job, page: int) ->
         out = []
         for rtype, name, count in files:
             path = f"/bulk/files/{job.id}/{name}.ndjson"
-            item: dict[str, Any] = {"type": rtype, "url": base + path}
+            item: dict[str, Any] = {"type": rtype, "url": base + path + _signature(st, path)}
             if not st.settings.bulk_omit_count:
                 wrong = st.faults.take(path, frozenset({"bulk_wrong_count"}))
                 item["count"] = count + (1 if wrong else 0)

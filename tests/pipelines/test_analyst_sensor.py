@@ -15,8 +15,12 @@ from dagster import (
     op,
 )
 
+from ehrsync.run_now import run_batch_now
 from pipelines.analyst_resource import AnalystResource
 from pipelines.defs.analyst.sensors import AnalystCursor, analyst_views_sensor, plan_refresh
+from store.models import Connection
+from tests.engine.helpers import connect_patient, sandbox_patients
+from tests.engine.job_runs import world_resources, world_settings
 
 
 def _run(instance: DagsterInstance, job_name: str, *, succeed: bool = True) -> None:
@@ -97,3 +101,30 @@ def test_an_unreadable_cursor_starts_over() -> None:
     assert AnalystCursor.load("not json") == AnalystCursor()
     assert AnalystCursor.load('{"seen": "x"}') == AnalystCursor()
     assert AnalystCursor.load(AnalystCursor(15, 2.5).dump()) == AnalystCursor(15, 2.5)
+
+
+def test_batch_runs_request_a_refresh_even_when_one_member_failed(sandbox, world, http) -> None:  # type: ignore[no-untyped-def]
+    """Scheduled patient syncs run as ``incremental_sync_batch``: their members' data is in the warehouse, so the
+    analyst views must follow, and a member that failed (its own row, retried alone) must not keep the others'
+    data out of them."""
+    good, other, broken = (
+        connect_patient(world, sandbox, http=http, patient_id=p) for p in sandbox_patients(http, sandbox)[:3]
+    )
+    with world.env.db.session() as session:
+        conn = session.get(Connection, broken)
+        assert conn is not None
+        conn.fhir_base = "http://127.0.0.1:9/fhir"  # nothing listens there
+        session.commit()
+    resources = world_resources(world)
+    with DagsterInstance.ephemeral() as instance:
+
+        def batch(ids: list[str]) -> bool:
+            return run_batch_now(
+                ids, "generic", settings=world_settings(world), instance=instance, resources=resources
+            ).success
+
+        assert batch([good, other])
+        first = _tick(instance, None)
+        _request(first)  # the batch's members were synced: a refresh
+        assert not batch([good, broken])  # one member failed, the other's sync committed
+        _request(_tick(instance, first.cursor))

@@ -8,8 +8,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from dagster import AssetCheckEvaluation, AssetMaterialization
 
-from pipelines.defs.sync.batch_checks import duplicate_verdicts
+from engine import TypeReport
+from pipelines.defs.sync.batch_checks import duplicate_verdicts, member_events
+from pipelines.defs.sync.type_assets import warehouse_key
 from pipelines.resources import WarehouseResource
 from tests.warehouse.conftest import land, resource
 from warehouse import LandingZone, open_warehouse
@@ -56,3 +59,16 @@ def test_an_unreadable_warehouse_fails_every_check_with_the_reason(tmp_path: Pat
     missing = WarehouseResource(target="postgresql+psycopg://nobody@127.0.0.1:9/none", lock_timeout_s=1)
     got = duplicate_verdicts(missing, "c1", TYPES)
     assert all(live is None and not v.passed and "could not count keys" in v.description for live, v in got.values())
+
+
+def test_an_unreadable_warehouse_reports_no_row_count_rather_than_a_false_zero() -> None:
+    """The member's rows are committed; the warehouse just cannot be read now. Its warehouse materialization must
+    not say 0 live rows (a reader would think the data gone): the counts are left out, the check says why."""
+    missing = WarehouseResource(target="postgresql+psycopg://nobody@127.0.0.1:9/none", lock_timeout_s=1)
+    reports = {"Observation": TypeReport("Observation", fetched=3, created=3)}
+    events = list(member_events("c1", reports, {}, warehouse=missing, quarantine_max_ratio=0.01))
+    stored = [e for e in events if isinstance(e, AssetMaterialization) and e.asset_key == warehouse_key("Observation")]
+    assert len(stored) == 1
+    assert "live_rows" not in stored[0].metadata and "dagster/row_count" not in stored[0].metadata
+    checks = [e for e in events if isinstance(e, AssetCheckEvaluation) and e.check_name == "no_duplicate_keys"]
+    assert len(checks) == 1 and not checks[0].passed

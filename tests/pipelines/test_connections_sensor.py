@@ -15,11 +15,13 @@ from dagster import (
 )
 from dagster._core.test_utils import create_run_for_test
 
+from engine import runs
 from engine.planning import ConnectionsCursor
 from engine.run_tags import CONNECTION_TAG, SOURCE_TAG, TENANT_TAG, TRIGGER_TAG
 from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME
 from pipelines.defs.connections.sensors import connections_sensor
 from pipelines.resources import AppDatabaseResource
+from store.models import Connection
 from tests.pipelines.appdb import AppDb, make_app_db, queued_run
 
 
@@ -168,3 +170,37 @@ def test_running_sync_of_a_disabled_connection_is_asked_to_stop(
     after = instance.get_run_by_id(running.run_id)
     assert after is not None
     assert after.status in expected
+
+
+def _token_refreshed(app_db: AppDb, cid: str) -> None:
+    """What a token write does to the connection row (``store.tokenrows.write_tokens``): ``updated_at`` moves."""
+    with app_db.db.session() as session:
+        row = session.get(Connection, cid)
+        assert row is not None
+        row.updated_at = datetime.now(UTC)
+        session.commit()
+
+
+def test_a_token_refresh_before_the_first_sync_completes_asks_for_no_second_one(
+    app_db: AppDb, dagster_instance: DagsterInstance
+) -> None:
+    """A long first sync refreshes its token (the row's ``updated_at`` moves): the sensor must not queue a second
+    full resync of the whole history behind it; nor, once that first sync failed, one beside the scheduler's
+    retries (with their backoff) at each refresh."""
+    cid = app_db.add("c1")
+    first = evaluate(dagster_instance, app_db.url)
+    assert [r.job_name for r in first.run_requests or []] == ["full_resync"]
+    apply_partitions(dagster_instance, first)
+    running = create_run_for_test(
+        dagster_instance, job_name="full_resync", status=DagsterRunStatus.STARTED, tags={CONNECTION_TAG: cid}
+    )
+    runs.ensure_run(app_db.db, cid, running.run_id, "full", tenant_id=app_db.tenant_id)
+    _token_refreshed(app_db, cid)
+    during = evaluate(dagster_instance, app_db.url, first.cursor)
+    assert not during.run_requests  # its first sync is in progress
+
+    dagster_instance.report_run_failed(running)
+    runs.fail(app_db.db, running.run_id, "Observation: FhirServerError: 500")
+    _token_refreshed(app_db, cid)
+    after = evaluate(dagster_instance, app_db.url, during.cursor)
+    assert not after.run_requests  # failed: the scheduler retries it with backoff (engine.retries)

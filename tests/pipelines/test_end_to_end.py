@@ -202,6 +202,26 @@ def test_manifest_count_above_the_file_fails_the_export_complete_check_and_the_r
     assert record is not None and record.status == "failed" and "bulk_export_incomplete" in (record.error or "")
 
 
+def test_a_signed_file_url_in_a_count_mismatch_stays_out_of_dagster_metadata(
+    tmp_path: Path, ehr: SandboxServer, http: httpx.Client, world: SyncWorld
+) -> None:
+    """A storage host's signed file URL (its query is a credential to the patients' data until it expires) must not
+    reach the run's event log when the manifest check names the file: the check names it by its path alone."""
+    cid = connect_backend_with_config(world, ehr, http=http)
+    http.post(f"{ehr.base_url}/admin/settings", json={"bulk_signed_file_urls": True}).raise_for_status()
+    http.post(f"{ehr.base_url}/admin/faults", json={"kind": "bulk_wrong_count", "times": 1}).raise_for_status()
+    try:
+        with DagsterInstance.ephemeral() as instance:
+            result = run_sync_now(cid, settings=settings_for(tmp_path), instance=instance)
+            logged = [str(entry) for entry in instance.all_logs(result.run_id)]
+    finally:
+        http.delete(f"{ehr.base_url}/admin/faults").raise_for_status()
+        http.delete(f"{ehr.base_url}/admin/settings").raise_for_status()
+    assert result.checks["bulk/export:manifest_line_counts_match"] is False
+    assert any("/bulk/files/" in line and "manifest_count" in line for line in logged)  # the file is named
+    assert not [line for line in logged if "X-Amz-Signature" in line]
+
+
 def test_error_file_naming_a_type_fails_the_export_complete_check_and_the_run(
     tmp_path: Path, ehr: SandboxServer, http: httpx.Client, world: SyncWorld
 ) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from dagster import EnvVar
+from dagster import DagsterInstance, EnvVar, build_sensor_context
 from pydantic import ValidationError
 
 from connectors.errors import ConfigurationError, ResponseTooLargeError
@@ -18,7 +19,10 @@ from connectors.transport import BodyBounds, LowSpeedLimit
 from engine.errors import PipelineConfigurationError
 from engine.settings import PipelineSettings
 from pipelines.defs._shared.environment import sync_environment
+from pipelines.defs.connections.sensors import connections_sensor
 from pipelines.defs.sync.type_assets import duplicate_check
+from pipelines.defs.writeback.resources import WritebackResource
+from pipelines.defs.writeback.sensors import note_outbox_sensor
 from pipelines.resources import (
     AppDatabaseResource,
     EhrHttpResource,
@@ -233,3 +237,21 @@ def test_the_resources_request_bounds_reach_smart_calls_made_with_its_client(
             discover(sandbox.fhir_base, http=resource.client())
     finally:
         resource.close()
+
+
+def test_an_unreachable_app_database_is_one_clear_error_in_every_sensor(dagster_instance: DagsterInstance) -> None:
+    """A tick (or step) whose app database is down fails with the one line that names it and the variable to
+    check, never the driver's traceback text nor the password of the URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app_db = AppDatabaseResource(url=f"postgresql+psycopg://ehrsync:hunter2@127.0.0.1:{port}/app", connect_timeout_s=2)
+    for tick, resources in (
+        (note_outbox_sensor, {"app_db": app_db, "writeback": WritebackResource()}),
+        (connections_sensor, {"app_db": app_db}),
+    ):
+        with pytest.raises(ConfigurationError) as raised:
+            tick(build_sensor_context(instance=dagster_instance, resources=resources))
+        text = str(raised.value)
+        assert text.startswith("app database error") and "DATABASE_URL" in text, text
+        assert "hunter2" not in text and "sqlalche.me" not in text

@@ -18,9 +18,13 @@ from dagster import (
 from dagster._core.test_utils import create_run_for_test
 
 from engine import runs
+from engine.batch_sync import batch_sync_run_id
+from engine.retries import failure_streaks
 from engine.run_tags import CONNECTION_TAG
+from pipelines.defs.sync.batch import BATCH_SYNC_JOB, batch_run_config
 from pipelines.defs.sync.jobs import sync_run_ended
 from pipelines.resources import AppDatabaseResource
+from store.models import Connection
 from tests.pipelines.appdb import AppDb
 
 SENSORS = {s.name: s for s in sync_run_ended}
@@ -119,3 +123,75 @@ def test_run_end_records_the_runs_own_finish_time(
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("job_name", "kind", "recorded"),
+    [
+        ("incremental_sync", "incremental", True),
+        ("full_resync", "full", True),
+        ("reconcile_deletes", None, False),  # not a sync: its failure is not a sync_runs row
+    ],
+)
+def test_a_sync_run_that_failed_before_its_first_step_is_recorded_and_retried(
+    app_db: AppDb, dagster_instance: DagsterInstance, job_name: str, kind: str | None, recorded: bool
+) -> None:
+    """A run that died before any step opened its row (its process killed at start, the vault key missing, the
+    connection's lock held elsewhere) spent its run key: unrecorded, the connection waited for its next slot
+    (a day, a week) with no trace of the failure. Recorded failed, it shows in the history and is retried."""
+    cid = app_db.add("c1")
+    run = create_run_for_test(
+        dagster_instance, job_name=job_name, status=DagsterRunStatus.FAILURE, tags={CONNECTION_TAG: cid}
+    )
+    context = build_run_status_sensor_context(
+        sensor_name="sync_run_failure",
+        dagster_event=DagsterEvent(
+            event_type_value=DagsterEventType.RUN_FAILURE.value,
+            job_name=job_name,
+            message="Steps failed: ['landing__Patient'].",
+        ),
+        dagster_instance=dagster_instance,
+        dagster_run=run,
+        resources={"app_db": AppDatabaseResource(url=app_db.url)},
+    )
+    SENSORS["sync_run_failure"](context)
+    SENSORS["sync_run_failure"](context)  # evaluated again (a retried tick): still one row
+    record = runs.get(app_db.db, run.run_id)
+    if not recorded:
+        assert record is None and failure_streaks(app_db.db) == {}
+        return
+    assert record is not None and record.status == "failed" and record.kind == kind
+    assert record.error == "Steps failed: ['landing__Patient']."
+    assert set(failure_streaks(app_db.db)) == {cid} and failure_streaks(app_db.db)[cid].failures == 1
+    assert app_db.last_sync_at(cid) is None
+
+
+def test_a_batch_that_failed_before_its_op_records_its_syncable_members(
+    app_db: AppDb, dagster_instance: DagsterInstance
+) -> None:
+    """A batch run that died before opening its members' rows: each member that may sync is recorded failed on its
+    own row (retried alone, with backoff); a member disconnected meanwhile is not."""
+    good, gone = app_db.add("c1"), app_db.add("c2")
+    with app_db.db.session() as session:
+        row = session.get(Connection, gone)
+        assert row is not None
+        row.status = "disconnected"
+        session.commit()
+    run = create_run_for_test(
+        dagster_instance,
+        job_name=BATCH_SYNC_JOB,
+        status=DagsterRunStatus.FAILURE,
+        run_config=batch_run_config([good, gone]),
+    )
+    context = build_run_status_sensor_context(
+        sensor_name="sync_run_failure",
+        dagster_event=DagsterEvent(event_type_value=DagsterEventType.RUN_FAILURE.value, job_name=BATCH_SYNC_JOB),
+        dagster_instance=dagster_instance,
+        dagster_run=run,
+        resources={"app_db": AppDatabaseResource(url=app_db.url)},
+    )
+    SENSORS["sync_run_failure"](context)
+    assert runs.get(app_db.db, batch_sync_run_id(run.run_id, gone)) is None
+    record = runs.get(app_db.db, batch_sync_run_id(run.run_id, good))
+    assert record is not None and record.status == "failed" and record.kind == "incremental"
+    assert set(failure_streaks(app_db.db)) == {good}

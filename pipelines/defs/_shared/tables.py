@@ -27,6 +27,7 @@ __all__ = [
     "landing_metadata",
     "landing_path_pattern",
     "row_count",
+    "stored_rows",
 ]
 
 # One owner for every ehrsync asset (Dagster's ``team:`` form); the analyst views use it too.
@@ -93,3 +94,9 @@ def landing_metadata(resource_type: str) -> dict[str, MetadataValue]:
 def row_count(rows: int | None) -> dict[str, MetadataValue]:
     """``dagster/row_count`` for a materialization; nothing when the count could not be read."""
     return {} if rows is None else {ROW_COUNT_KEY: MetadataValue.int(int(rows))}
+
+
+def stored_rows(live: int | None) -> dict[str, MetadataValue]:
+    """``live_rows`` and ``dagster/row_count`` of a warehouse materialization: the live rows stored now; nothing
+    when the warehouse could not be read (its check says why), never a false 0."""
+    return {} if live is None else {"live_rows": MetadataValue.int(int(live)), **row_count(live)}

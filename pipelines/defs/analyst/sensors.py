@@ -1,7 +1,8 @@
 """The ``analyst_views`` job and the sensor that runs it after syncs succeed, debounced.
 
-The sensor reads the run-success events of the sync jobs (incremental, full, bulk, reconciliation: every job
-that changes the warehouse) stored after its cursor, an event storage id (what Dagster's run status sensors
+The sensor reads the run-success events of the sync jobs (incremental, full, batch, bulk, reconciliation: every
+job that changes the warehouse), and the run-failure events of batch runs (a batch fails when any member failed,
+yet every other member's sync committed), stored after its cursor, event storage ids (what Dagster's run status sensors
 follow: ids grow in the order events are stored, where run update times have only whole seconds). Many
 connections finishing within a minute make one refresh, not one each: a refresh is requested at most every
 ``EHRSYNC_ANALYST_MIN_INTERVAL_SECONDS``, and the runs that ended meanwhile wait in the cursor for the next one.
@@ -11,6 +12,7 @@ same run and Dagster drops the duplicate.
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 import orjson
 from dagster import (
@@ -31,10 +33,12 @@ from pipelines.analyst_resource import AnalystResource
 from pipelines.defs.analyst.assets import ANALYST_GROUP, analyst_views
 from pipelines.defs.bulk.assets import BULK_EXPORT_JOB
 from pipelines.defs.maintenance.jobs import RECONCILE_JOB
+from pipelines.defs.sync.batch import BATCH_SYNC_JOB
 from pipelines.defs.sync.jobs import FULL_RESYNC_JOB, INCREMENTAL_SYNC_JOB
 
 __all__ = [
     "ANALYST_VIEWS_JOB",
+    "PARTIAL_JOBS",
     "SENSOR_TICK_S",
     "SYNC_JOBS",
     "AnalystCursor",
@@ -46,9 +50,12 @@ __all__ = [
 ]
 
 ANALYST_VIEWS_JOB = "analyst_views"
-SYNC_JOBS = (INCREMENTAL_SYNC_JOB, FULL_RESYNC_JOB, BULK_EXPORT_JOB, RECONCILE_JOB)
+SYNC_JOBS = (INCREMENTAL_SYNC_JOB, FULL_RESYNC_JOB, BATCH_SYNC_JOB, BULK_EXPORT_JOB, RECONCILE_JOB)
+# Jobs whose failed runs changed the warehouse too: a batch run fails when one member failed, the others committed.
+PARTIAL_JOBS = (BATCH_SYNC_JOB,)
 SENSOR_TICK_S = 30
 _PAGE = 500
+_RunEnd = Literal[DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE]
 
 analyst_views_job = define_asset_job(
     ANALYST_VIEWS_JOB,
@@ -61,20 +68,28 @@ analyst_views_job = define_asset_job(
 @dataclass(frozen=True)
 class AnalystCursor:
     """``seen``: storage id of the newest run-success event already answered (a refresh requested for it, or no
-    sync job's); ``requested_at``: when the last refresh was requested (epoch seconds)."""
+    sync job's); ``requested_at``: when the last refresh was requested (epoch seconds); ``seen_failed``: the same
+    as ``seen`` for run-failure events (batch runs, ``PARTIAL_JOBS``)."""
 
     seen: int = 0
     requested_at: float = 0.0
+    seen_failed: int = 0
 
     def dump(self) -> str:
-        return orjson.dumps({"seen": self.seen, "requested_at": self.requested_at}).decode()
+        return orjson.dumps(
+            {"seen": self.seen, "requested_at": self.requested_at, "seen_failed": self.seen_failed}
+        ).decode()
 
     @classmethod
     def load(cls, raw: str | None) -> "AnalystCursor":
         """The stored cursor; none, or one this version cannot read, starts from scratch (one extra refresh)."""
         try:
             data = orjson.loads(raw or "{}")
-            return cls(seen=int(data.get("seen", 0)), requested_at=float(data.get("requested_at", 0.0)))
+            return cls(
+                seen=int(data.get("seen", 0)),
+                requested_at=float(data.get("requested_at", 0.0)),
+                seen_failed=int(data.get("seen_failed", 0)),
+            )
         except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
             return cls()
 
@@ -89,33 +104,48 @@ class Decision:
 
 
 def plan_refresh(
-    cursor: AnalystCursor, newest_sync: int | None, scanned: int, now: float, min_interval_s: float
+    cursor: AnalystCursor,
+    newest_sync: int | None,
+    scanned: int,
+    now: float,
+    min_interval_s: float,
+    scanned_failed: int = 0,
 ) -> Decision:
-    """Pure: ``newest_sync`` is the newest sync run-success event after the cursor, ``scanned`` the newest
-    run-success event of any job read. A refresh is asked for when a sync succeeded and the debounce interval has
-    passed; debounced, the cursor stays, so those runs are answered by the next refresh."""
+    """Pure: ``newest_sync`` is the newest sync run-success event (or batch run-failure event) after the cursor,
+    ``scanned`` the newest run-success event of any job read, ``scanned_failed`` the newest run-failure event read.
+    A refresh is asked for when a sync changed the warehouse and the debounce interval has passed; debounced, the
+    cursor stays, so those runs are answered by the next refresh."""
+    failed = max(scanned_failed, cursor.seen_failed)
     if newest_sync is None:
-        return Decision(None, AnalystCursor(max(scanned, cursor.seen), cursor.requested_at), "no sync run succeeded")
+        kept = AnalystCursor(max(scanned, cursor.seen), cursor.requested_at, failed)
+        return Decision(None, kept, "no sync run succeeded")
     if cursor.requested_at + min_interval_s > now:
         return Decision(None, cursor, f"debounced: a refresh was requested {now - cursor.requested_at:.0f} s ago")
-    return Decision(f"analyst_views:{newest_sync}", AnalystCursor(scanned, now), "sync runs succeeded")
+    seen = max(scanned, cursor.seen)
+    return Decision(f"analyst_views:{newest_sync}", AnalystCursor(seen, now, failed), "sync runs succeeded")
 
 
-def newest_success(context: SensorEvaluationContext, after: int) -> tuple[int | None, int]:
-    """(storage id of the newest sync job's run-success event after ``after``, that of the newest of any job).
+def newest_event(
+    context: SensorEvaluationContext,
+    after: int,
+    event_type: _RunEnd = DagsterEventType.RUN_SUCCESS,
+    jobs: tuple[str, ...] = SYNC_JOBS,
+) -> tuple[int | None, int]:
+    """(storage id of the newest ``event_type`` event of one of ``jobs`` after ``after``, that of the newest of
+    any job).
 
-    Run-success events only (one per run), read in pages; the storage cannot filter by job name (SQLite)."""
+    One run-status event type (one per run), read in pages; the storage cannot filter by job name (SQLite)."""
     newest: int | None = None
     scanned = after
     while True:
         records = context.instance.fetch_run_status_changes(
-            RunStatusChangeRecordsFilter(event_type=DagsterEventType.RUN_SUCCESS, after_storage_id=scanned or None),
+            RunStatusChangeRecordsFilter(event_type=event_type, after_storage_id=scanned or None),
             limit=_PAGE,
             ascending=True,
         ).records
         for record in records:
             scanned = record.storage_id
-            if record.event_log_entry.job_name in SYNC_JOBS:
+            if record.event_log_entry.job_name in jobs:
                 newest = record.storage_id
         if len(records) < _PAGE:
             return newest, scanned
@@ -132,8 +162,10 @@ def newest_success(context: SensorEvaluationContext, after: int) -> tuple[int | 
 def analyst_views_sensor(context: SensorEvaluationContext, analyst: AnalystResource) -> SensorResult:
     cursor = AnalystCursor.load(context.cursor)
     now = datetime.now(UTC).timestamp()
-    newest, scanned = newest_success(context, cursor.seen)
-    decision = plan_refresh(cursor, newest, scanned, now, analyst.min_interval_s)
+    succeeded, scanned = newest_event(context, cursor.seen)
+    failed, scanned_failed = newest_event(context, cursor.seen_failed, DagsterEventType.RUN_FAILURE, PARTIAL_JOBS)
+    newest = max((i for i in (succeeded, failed) if i is not None), default=None)
+    decision = plan_refresh(cursor, newest, scanned, now, analyst.min_interval_s, scanned_failed)
     if decision.run_key is None:
         return SensorResult(skip_reason=decision.reason, cursor=decision.cursor.dump())
     context.log.info("analyst views: %s, requesting a refresh", decision.reason)

@@ -38,7 +38,7 @@ from pipelines.defs._shared.metadata import (
     without_freshness,
 )
 from pipelines.defs._shared.partitions import bulk_connections_partitions
-from pipelines.defs._shared.tables import ASSET_OWNERS, fhir_resources_metadata, row_count
+from pipelines.defs._shared.tables import ASSET_OWNERS, fhir_resources_metadata, stored_rows
 from pipelines.defs.sync.type_assets import DUPLICATE_CHECK, duplicate_check
 from pipelines.resources import (
     AppDatabaseResource,
@@ -122,8 +122,7 @@ def bulk_export_asset(
     quarantined = sum(r.quarantined for r in report.types.values())
     metadata["count_mismatches"] = MetadataValue.int(len(report.count_mismatches))
     live, duplicates = duplicate_check(warehouse, connection_id)
-    metadata["live_rows"] = MetadataValue.int(live or 0)
-    metadata.update(row_count(live))  # every live row of the connection (all types) after this export
+    metadata.update(stored_rows(live))  # every live row of the connection (all types) after this export
     return MaterializeResult(
         metadata=metadata,
         check_results=[

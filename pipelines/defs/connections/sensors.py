@@ -8,8 +8,12 @@ running ones asked to stop (disabled ones too). Keys left in the single ``connec
 connection id.
 """
 
+from dataclasses import replace
+from datetime import UTC, datetime
+
 from dagster import (
     AddDynamicPartitionsRequest,
+    DagsterInstance,
     DefaultSensorStatus,
     Definitions,
     DeleteDynamicPartitionsRequest,
@@ -20,20 +24,23 @@ from dagster import (
 )
 
 from engine.connection_snapshots import ConnectionSnapshot, read_connections
-from engine.planning import ConnectionsCursor, PartitionPlan, first_sync_run_key, plan_partitions
+from engine.planning import ConnectionsCursor, PartitionPlan, PartitionSets, first_sync_run_key, plan_partitions
+from engine.retries import failure_streaks, streak_horizon
 from engine.run_tags import connection_run_tags
+from engine.scheduling import RetryBackoff
 from pipelines.defs._shared.partitions import (
     BULK_CONNECTIONS_PARTITIONS_NAME,
     LEGACY_CONNECTIONS_PARTITIONS_NAME,
     PATIENT_CONNECTIONS_PARTITIONS_NAME,
     partition_sets,
 )
-from pipelines.defs._shared.run_control import stop_connection_runs
+from pipelines.defs._shared.run_control import busy_among, stop_connection_runs
 from pipelines.defs.bulk.assets import BULK_EXPORT_JOB, bulk_export_job
 from pipelines.defs.sync.jobs import FULL_RESYNC_JOB, full_resync_job
 from pipelines.resources import AppDatabaseResource
+from store import AppDatabase
 
-__all__ = ["connections_sensor", "defs", "first_sync_request", "partition_requests"]
+__all__ = ["connections_sensor", "defs", "first_sync_request", "partition_requests", "without_held_first_syncs"]
 
 PartitionRequest = AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest
 
@@ -67,6 +74,20 @@ def partition_requests(plan: PartitionPlan) -> list[PartitionRequest]:
     return requests
 
 
+def without_held_first_syncs(
+    instance: DagsterInstance, db: AppDatabase, plan: PartitionPlan, sets: PartitionSets
+) -> PartitionPlan:
+    """The plan less the first syncs asked again for a known connection (its row changed: a token refresh moves
+    ``updated_at`` too) that has a run queued or in progress, or failed runs the scheduler retries with backoff:
+    a second full resync of its whole history would follow the first, or bypass the backoff."""
+    again = {c.id for c in plan.first_syncs if c.id in sets.known}
+    if not again:
+        return plan
+    streaks = failure_streaks(db, since=datetime.now(UTC) - streak_horizon(RetryBackoff()))
+    held = busy_among(instance, again) | (again & set(streaks))
+    return replace(plan, first_syncs=tuple(c for c in plan.first_syncs if c.id not in held))
+
+
 @sensor(
     name="connections_sensor",
     minimum_interval_seconds=30,
@@ -76,9 +97,11 @@ def partition_requests(plan: PartitionPlan) -> list[PartitionRequest]:
     "(moving keys of the old `connections` set); first sync for new connections.",
 )
 def connections_sensor(context: SensorEvaluationContext, app_db: AppDatabaseResource) -> SensorResult:
+    sets = partition_sets(context.instance)
     with app_db.open() as db:
         connections = read_connections(db)
-    plan = plan_partitions(connections, partition_sets(context.instance), ConnectionsCursor.parse(context.cursor))
+        plan = plan_partitions(connections, sets, ConnectionsCursor.parse(context.cursor))
+        plan = without_held_first_syncs(context.instance, db, plan, sets)
     stopped = sum(stop_connection_runs(context.instance, cid) for cid in plan.stop_runs_of)
     context.log.info(
         "connections: %d known, %d partitions added, %d removed, %d moved from the old set, %d first syncs, "

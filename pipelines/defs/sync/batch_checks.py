@@ -28,7 +28,7 @@ from pipelines.defs._shared.metadata import (
     quarantine_verdict,
     type_report_metadata,
 )
-from pipelines.defs._shared.tables import row_count
+from pipelines.defs._shared.tables import row_count, stored_rows
 from pipelines.defs.sync.type_assets import DUPLICATE_CHECK, QUARANTINE_CHECK, landing_key, warehouse_key
 from pipelines.resources import WarehouseResource
 from warehouse import WarehouseError
@@ -109,6 +109,6 @@ def member_events(
         yield check_evaluation(QUARANTINE_CHECK, quarantine, key, connection_id)
         live, verdict = duplicates[resource_type]
         key = warehouse_key(resource_type)
-        stored = {**metadata, "live_rows": MetadataValue.int(live or 0), **row_count(live)}
+        stored = {**metadata, **stored_rows(live)}
         yield AssetMaterialization(key, partition=connection_id, metadata=stored)
         yield check_evaluation(DUPLICATE_CHECK, verdict, key, connection_id)

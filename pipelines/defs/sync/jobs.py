@@ -2,6 +2,7 @@
 
 from dagster import (
     AssetSelection,
+    DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
     Definitions,
@@ -13,12 +14,12 @@ from dagster import (
 )
 
 from engine import PATIENT_TYPES
-from engine.batch_sync import close_batch_rows
-from engine.run_outcome import CANCELED_PREFIX, finish_sync_run
+from engine.batch_sync import batch_sync_run_id, close_batch_rows
+from engine.run_outcome import CANCELED_PREFIX, RunTimes, finish_sync_run, record_unstarted_failure
 from engine.run_tags import CONNECTION_TAG
 from pipelines.defs._shared.metadata import without_freshness
 from pipelines.defs._shared.run_control import run_times
-from pipelines.defs.sync.batch import batch_connection_ids, incremental_sync_batch_job
+from pipelines.defs.sync.batch import BATCH_SYNC_JOB, batch_connection_ids, incremental_sync_batch_job
 from pipelines.defs.sync.reference_assets import build_reference_assets
 from pipelines.defs.sync.type_assets import (
     LANDING_GROUP,
@@ -28,6 +29,7 @@ from pipelines.defs.sync.type_assets import (
     warehouse_key,
 )
 from pipelines.resources import AppDatabaseResource
+from store import AppDatabase
 
 __all__ = [
     "FULL_RESYNC_JOB",
@@ -60,6 +62,10 @@ full_resync_job = define_asset_job(
     description="Every resource type in full, ignoring high-water marks (first sync, or after a data problem).",
 )
 
+# Jobs whose runs are syncs (a ``sync_runs`` row each, or one per member); ``bulk_export`` named here, not imported
+# (its module imports this package's assets).
+_SYNC_JOBS = frozenset({INCREMENTAL_SYNC_JOB, FULL_RESYNC_JOB, "bulk_export"})
+
 _ENDED = {
     DagsterRunStatus.SUCCESS: (True, None),
     DagsterRunStatus.FAILURE: (False, "run failed"),
@@ -88,6 +94,8 @@ def _make_run_ended_sensor(status: DagsterRunStatus) -> RunStatusSensorDefinitio
             reason = f"{CANCELED_PREFIX}{reason}"
         times = run_times(context.instance, run.run_id)  # the run's own end, not this tick's
         with app_db.open() as db:
+            if status is DagsterRunStatus.FAILURE:
+                _record_unstarted(db, run, connection_id, members, reason or "run failed", times)
             if members:
                 close_batch_rows(db, run.run_id, members, succeeded=succeeded, error=reason, times=times)
             if connection_id:
@@ -96,6 +104,24 @@ def _make_run_ended_sensor(status: DagsterRunStatus) -> RunStatusSensorDefinitio
                 )
 
     return _ended
+
+
+def _record_unstarted(
+    db: AppDatabase,
+    run: DagsterRun,
+    connection_id: str | None,
+    members: list[str],
+    reason: str,
+    times: RunTimes,
+) -> None:
+    """A failed sync run (or batch) that never opened its rows: record them failed, to be retried."""
+    error = reason[:500]
+    if members and run.job_name == BATCH_SYNC_JOB:
+        for cid in members:
+            record_unstarted_failure(db, batch_sync_run_id(run.run_id, cid), cid, full=False, error=error, times=times)
+    if connection_id and run.job_name in _SYNC_JOBS:
+        full = run.job_name == FULL_RESYNC_JOB
+        record_unstarted_failure(db, run.run_id, connection_id, full=full, error=error, times=times)
 
 
 sync_run_ended = [_make_run_ended_sensor(s) for s in _ENDED]

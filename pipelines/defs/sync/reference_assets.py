@@ -15,7 +15,6 @@ from dagster import (
     AssetSpec,
     Failure,
     MaterializeResult,
-    MetadataValue,
     multi_asset,
 )
 
@@ -24,7 +23,13 @@ from pipelines.defs._shared.connection_facts import connection_metadata, step_co
 from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs._shared.metadata import check_result, quarantine_verdict, type_report_metadata
 from pipelines.defs._shared.partitions import patient_connections_partitions
-from pipelines.defs._shared.tables import ASSET_OWNERS, fhir_resources_metadata, landing_metadata, row_count
+from pipelines.defs._shared.tables import (
+    ASSET_OWNERS,
+    fhir_resources_metadata,
+    landing_metadata,
+    row_count,
+    stored_rows,
+)
 from pipelines.defs.sync.type_assets import (
     DUPLICATE_CHECK,
     LANDING_GROUP,
@@ -122,7 +127,7 @@ def build_reference_assets() -> AssetsDefinition:
             live, duplicates = duplicate_check(warehouse, connection_id, resource_type)
             yield MaterializeResult(
                 asset_key=warehouse_key(resource_type),
-                metadata={**metadata, "live_rows": MetadataValue.int(live or 0), **row_count(live)},
+                metadata={**metadata, **stored_rows(live)},
                 check_results=[check_result(DUPLICATE_CHECK, duplicates, warehouse_key(resource_type))],
             )
         if failed:

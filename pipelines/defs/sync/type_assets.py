@@ -32,7 +32,13 @@ from pipelines.defs._shared.metadata import (
     type_report_metadata,
 )
 from pipelines.defs._shared.partitions import patient_connections_partitions
-from pipelines.defs._shared.tables import ASSET_OWNERS, fhir_resources_metadata, landing_metadata, row_count
+from pipelines.defs._shared.tables import (
+    ASSET_OWNERS,
+    fhir_resources_metadata,
+    landing_metadata,
+    row_count,
+    stored_rows,
+)
 from pipelines.resources import (
     AppDatabaseResource,
     EhrHttpResource,
@@ -193,9 +199,8 @@ def _build_warehouse(resource_type: str) -> AssetsDefinition:
         raise_if_failed(report, "upsert")
         live, verdict = duplicate_check(warehouse, connection_id, resource_type)
         metadata = with_search_warnings(context, report, type_report_metadata(report))
-        metadata["live_rows"] = MetadataValue.int(live or 0)
         metadata.update(connection_metadata(conn))
-        metadata.update(row_count(live))  # rows of this connection and type stored now (tombstones not counted)
+        metadata.update(stored_rows(live))  # rows of this connection and type stored now (tombstones not counted)
         return MaterializeResult(metadata=metadata, check_results=[check_result(DUPLICATE_CHECK, verdict)])
 
     return _warehouse
