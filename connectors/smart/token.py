@@ -121,6 +121,12 @@ def _expires_in(payload: Mapping[str, Any]) -> int:
     return seconds
 
 
+def _granted_scope(payload: Mapping[str, Any]) -> str | None:
+    """The granted ``scope``; a blank one is none (RFC 6749 §5.1: absent means the scope asked for)."""
+    scope = _opt_str(payload, "scope")
+    return scope if scope is not None and scope.strip() else None
+
+
 def _fhir_context(value: Any) -> tuple[dict[str, Any], ...]:
     """SAL-16: 2.1+ sends objects, 2.0 sent plain reference strings; both become objects."""
     if value is None:
@@ -175,7 +181,7 @@ def parse_token_response(
         access_token=access_token,
         token_type="Bearer",  # noqa: S106 - the scheme name, not a secret
         expires_in=expires_in,
-        scope=_opt_str(payload, "scope"),
+        scope=_granted_scope(payload),
         refresh_token=_opt_str(payload, "refresh_token") or None,
         id_token=_opt_str(payload, "id_token") or None,
         patient=_opt_str(payload, "patient"),

@@ -18,6 +18,7 @@ import pytest
 
 from connectors.smart import CLIENT_ASSERTION_TYPE
 from store import AppDatabase, TokenCipher, TokenVault, save_provider_config
+from store.models import Connection
 from store.vault import RetryPolicy
 from tests.connectors.smart.keys import ec_key, pem, rsa_key
 from tests.store.conftest import add_connection
@@ -69,3 +70,20 @@ def test_backend_mint_signs_with_the_service_key_and_its_alg(
         form["client_assertion"], key.public_key(), algorithms=[alg], audience=token_server.token_endpoint
     )
     assert claims["iss"] == claims["sub"] == "app-1"
+
+
+@pytest.mark.parametrize("answer", ["", "  "], ids=["empty", "blank"])
+def test_blank_granted_scope_keeps_the_scope_asked_for(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer, answer: str
+) -> None:
+    """RFC 6749 §5.1: a token answer may leave ``scope`` out when it is the one asked for; some servers send it
+    blank instead. A blank scope is no scope: before, it replaced the connection's granted scopes with "", and
+    the next backend mint found none to ask for (ConfigurationError, every sync after the first token expired)."""
+    token_server.state.answer_scope = answer
+    env = {"EHR_JWT_PRIVATE_KEY": pem(rsa_key()), "EHR_JWT_KEY_ID": "svc-kid"}
+    assert _mint(db, cipher, token_server, {"client_id": "app-1", "kid": "svc-kid"}, env) == "at-1"
+    vault = TokenVault(db, cipher, httpx.Client(timeout=10), environ=env, retry=RetryPolicy(attempts=1))
+    assert vault.force_refresh("c1") == "at-2"
+    assert [g["form"]["scope"] for g in token_server.state.grants] == ["system/Patient.rs", "system/Patient.rs"]
+    with db.session() as s:
+        assert s.get(Connection, "c1").granted_scopes == "system/Patient.rs"  # type: ignore[union-attr]
