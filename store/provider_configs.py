@@ -174,7 +174,7 @@ def client_auth_from_config(
     """Build the ClientAuth a config describes (SAL-27..29).
 
     ``auth_method``: ``none``/``public``, ``client_secret_basic`` or ``private_key_jwt``; when absent it is
-    inferred (private key → JWT, secret → Basic, else public). The private key comes from
+    inferred (private key or kid → JWT, secret → Basic, else public). The private key comes from
     ``private_key_pem`` or the environment variable named by ``private_key_env`` (default ``EHR_JWT_PRIVATE_KEY``).
     """
     cfg = _canonical(config)
@@ -182,7 +182,7 @@ def client_auth_from_config(
     method = cfg.get("auth_method")
     key_env = str(cfg.get("private_key_env") or DEFAULT_PRIVATE_KEY_ENV)
     if method is None:
-        if cfg.get("private_key_pem") or (cfg.get("key_id") and env.get(key_env)):
+        if cfg.get("private_key_pem") or cfg.get("key_id"):  # as the auth service reads it (configured_auth_method)
             method = "private_key_jwt"
         elif cfg.get("client_secret"):
             method = "client_secret_basic"

@@ -117,6 +117,9 @@ def test_client_auth_private_key_from_environment() -> None:
     [
         ({"auth_method": "client_secret_basic"}, "client_secret"),
         ({"auth_method": "private_key_jwt", "key_id": "k"}, "EHR_JWT_PRIVATE_KEY"),
+        # a kid names a JWT client (as the auth service reads it): no key here is that error, never a public client
+        ({"kid": "k"}, "EHR_JWT_PRIVATE_KEY"),
+        ({"kid": "k", "clientSecret": "s"}, "EHR_JWT_PRIVATE_KEY"),
         ({"auth_method": "private_key_jwt", "private_key_pem": pem(rsa_key())}, "key_id"),
         ({"auth_method": "magic"}, "unknown auth_method"),
     ],
