@@ -54,6 +54,8 @@ class SandboxConfig(BaseModel):
     refresh_mode: Literal["rotate", "none", "reuse_detection"] = "rotate"
     refresh_token_lifetime_s: int | None = None  # None: refresh tokens never expire
     accept_client_secret_post: bool = False
+    #: SAL-31/SAL-42: leeway on an assertion's ``exp``; 0 models a server holding ``exp <= now + 5 min`` strictly
+    assertion_exp_leeway_s: float = Field(default=60.0, ge=0)
     fhir_context_strings: bool = False  # SAL-16: emit fhirContext as plain reference strings (2.0 style)
     grant_scope_subset: list[str] | None = None  # SAL-21: grant only requested scopes that are in this list
     answer_v1_scopes: bool = False  # SAL-21: answer `scope` in v1 syntax

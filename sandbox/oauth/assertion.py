@@ -36,8 +36,11 @@ def _jwks(client: ClientRegistration, jku: str | None) -> dict[str, Any]:
     return data
 
 
-def verify_assertion(assertion: str, token_url: str, state: AuthState, now: float | None = None) -> str:
-    """Return the authenticated client id, or raise AssertionRejected naming the failed SAL-31 check."""
+def verify_assertion(
+    assertion: str, token_url: str, state: AuthState, now: float | None = None, *, leeway_s: float = SKEW_S
+) -> str:
+    """Return the authenticated client id, or raise AssertionRejected naming the failed SAL-31 check; ``leeway_s``
+    is the clock skew allowed on ``exp``."""
     now = time.time() if now is None else now
     try:
         header = jwt.get_unverified_header(assertion)
@@ -71,10 +74,10 @@ def verify_assertion(assertion: str, token_url: str, state: AuthState, now: floa
     except jwt.PyJWTError as exc:
         raise AssertionRejected(f"assertion rejected: {type(exc).__name__}") from exc
     exp = float(verified["exp"])
-    if exp < now - SKEW_S:
+    if exp < now - leeway_s:
         raise AssertionRejected("assertion has expired")
-    if exp > now + MAX_LIFETIME_S + SKEW_S:
+    if exp > now + MAX_LIFETIME_S + leeway_s:
         raise AssertionRejected("exp is more than 5 minutes ahead")
-    if not state.remember_jti(str(client_id), str(verified["jti"]), exp + SKEW_S):
+    if not state.remember_jti(str(client_id), str(verified["jti"]), exp + leeway_s):
         raise AssertionRejected("jti already used (replay)")
     return str(client_id)
