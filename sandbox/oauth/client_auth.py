@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from urllib.parse import unquote
 
 from sandbox.oauth.assertion import ASSERTION_TYPE, SKEW_S, AssertionRejected, verify_assertion
@@ -28,6 +28,7 @@ def authenticate_client(
     now: float,
     *,
     exp_leeway_s: float = SKEW_S,
+    assertion_algs: Collection[str] = ("RS384", "ES384"),
 ) -> ClientRegistration:
     """The registered client making this request, or OAuthFailure(invalid_client)."""
     if authorization and authorization.lower().startswith("basic "):
@@ -49,7 +50,9 @@ def authenticate_client(
         if form.get("client_assertion_type") != ASSERTION_TYPE:
             raise _bad_client("unsupported client_assertion_type")
         try:
-            cid = verify_assertion(form.get("client_assertion", ""), token_url, state, now, leeway_s=exp_leeway_s)
+            cid = verify_assertion(
+                form.get("client_assertion", ""), token_url, state, now, leeway_s=exp_leeway_s, algs=assertion_algs
+            )
         except AssertionRejected as exc:
             raise _bad_client(str(exc)) from None
         if form.get("client_id") not in (None, "", cid):

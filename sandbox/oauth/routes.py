@@ -141,6 +141,7 @@ async def token(request: Request) -> Response:
             st.settings.accept_client_secret_post,
             now,
             exp_leeway_s=st.settings.assertion_exp_leeway_s,
+            assertion_algs=st.settings.assertion_algs,
         )
         id_fault = st.faults.take("/oauth/token", frozenset({"id_token"}))
         variant = cast("IdTokenFault", id_fault.error) if id_fault else None
@@ -175,6 +176,7 @@ async def _caller_form(st: SandboxState, request: Request) -> dict[str, str] | J
             True,
             st.clock.timestamp(),
             exp_leeway_s=st.settings.assertion_exp_leeway_s,
+            assertion_algs=st.settings.assertion_algs,
         )
     except OAuthFailure as failure:
         return _error_json(failure)
