@@ -24,6 +24,9 @@ SMART_FIELDS = (
     "management_endpoint",
 )
 
+AssertionAlg = Literal["RS384", "ES384"]
+_ASSERTION_ALGS: tuple[AssertionAlg, ...] = ("RS384", "ES384")
+
 #: Fields fixed at start-up: changing them at runtime would invalidate generated data or the socket.
 STARTUP_ONLY = frozenset({"patients", "seed", "host", "port", "data_dir"})
 
@@ -54,6 +57,10 @@ class SandboxConfig(BaseModel):
     refresh_mode: Literal["rotate", "none", "reuse_detection"] = "rotate"
     refresh_token_lifetime_s: int | None = None  # None: refresh tokens never expire
     accept_client_secret_post: bool = False
+    #: SAL-31/SAL-42: leeway on an assertion's ``exp``; 0 models a server holding ``exp <= now + 5 min`` strictly
+    assertion_exp_leeway_s: float = Field(default=60.0, ge=0)
+    #: SAL-29/SAL-05: the assertion algs advertised and accepted (["RS384"] models an RS384-only server, eCW)
+    assertion_algs: list[AssertionAlg] = Field(default_factory=lambda: list(_ASSERTION_ALGS), min_length=1)
     fhir_context_strings: bool = False  # SAL-16: emit fhirContext as plain reference strings (2.0 style)
     grant_scope_subset: list[str] | None = None  # SAL-21: grant only requested scopes that are in this list
     answer_v1_scopes: bool = False  # SAL-21: answer `scope` in v1 syntax

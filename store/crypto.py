@@ -75,7 +75,8 @@ class TokenCipher:
         for kid, key in (old_keys or {}).items():
             if len(key) != 32:
                 raise ConfigurationError(f"old token encryption key {kid!r} must be exactly 32 bytes")
-            self._keys[kid] = AESGCM(key)
+            # envelopes name the key id it had while active: its derived id, whatever label the operator gave it
+            self._keys[kid] = self._keys[derive_kid(key)] = AESGCM(key)
         self._keys[self._active_kid] = AESGCM(active_key)
         for kid in self._keys:
             if not kid or "." in kid or len(kid) > 64:

@@ -11,11 +11,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from connectors.errors import ConfigurationError
-from connectors.smart import ClientAuth, JwtClientAuth, PublicClientAuth, SecretClientAuth
+from connectors.smart import ClientAuth, JwtClientAuth, PublicClientAuth, SecretClientAuth, load_signing_key
 from store.crypto import TokenCipher
 from store.models import ProviderConfig, utcnow
 
@@ -31,6 +32,7 @@ __all__ = [
 
 SECRET_FIELDS = ("client_secret", "private_key_pem")
 DEFAULT_PRIVATE_KEY_ENV = "EHR_JWT_PRIVATE_KEY"
+DEFAULT_KEY_ID_ENV = "EHR_JWT_KEY_ID"
 _ALIASES = {
     "clientSecret": "client_secret",
     "privateKeyPem": "private_key_pem",
@@ -134,6 +136,34 @@ def _pem_text(value: str | None, variable: str) -> str | None:
         raise ConfigurationError(f"{variable} is neither PEM text nor a path to a readable PEM file") from None
 
 
+def _jwt_client_auth(
+    cfg: Mapping[str, Any],
+    env: Mapping[str, str],
+    key_env: str,
+    *,
+    client_id: str,
+    clock: Callable[[], float] | None,
+) -> ClientAuth:
+    """``private_key_jwt`` from the config's own key, else the service key of ``key_env``. With the service key
+    (``EHR_JWT_PRIVATE_KEY``) the kid defaults to ``EHR_JWT_KEY_ID`` and, as for any key, the alg to the one the
+    key is for (EC: ES384, RSA: RS384): the auth service signs with these, and the pipelines must sign alike."""
+    own = cfg.get("private_key_pem")
+    pem = own or _pem_text(env.get(key_env), key_env)
+    if not pem:
+        raise ConfigurationError(f"private_key_jwt needs 'private_key_pem' in the provider config or {key_env}")
+    kid = cfg.get("key_id") or (None if own or key_env != DEFAULT_PRIVATE_KEY_ENV else env.get(DEFAULT_KEY_ID_ENV))
+    if not isinstance(kid, str) or not kid:
+        raise ConfigurationError(
+            f"private_key_jwt needs 'key_id' (the JWKS kid) in the provider config or {DEFAULT_KEY_ID_ENV}"
+        )
+    key = load_signing_key(str(pem))
+    alg = cfg.get("signing_alg") or ("ES384" if isinstance(key, ec.EllipticCurvePrivateKey) else "RS384")
+    kwargs: dict[str, Any] = {}
+    if clock is not None:
+        kwargs["clock"] = clock
+    return JwtClientAuth(client_id, key, kid, alg=str(alg), jku=cfg.get("jku") or None, **kwargs)
+
+
 def client_auth_from_config(
     config: Mapping[str, Any],
     *,
@@ -144,7 +174,7 @@ def client_auth_from_config(
     """Build the ClientAuth a config describes (SAL-27..29).
 
     ``auth_method``: ``none``/``public``, ``client_secret_basic`` or ``private_key_jwt``; when absent it is
-    inferred (private key → JWT, secret → Basic, else public). The private key comes from
+    inferred (private key or kid → JWT, secret → Basic, else public). The private key comes from
     ``private_key_pem`` or the environment variable named by ``private_key_env`` (default ``EHR_JWT_PRIVATE_KEY``).
     """
     cfg = _canonical(config)
@@ -152,7 +182,7 @@ def client_auth_from_config(
     method = cfg.get("auth_method")
     key_env = str(cfg.get("private_key_env") or DEFAULT_PRIVATE_KEY_ENV)
     if method is None:
-        if cfg.get("private_key_pem") or (cfg.get("key_id") and env.get(key_env)):
+        if cfg.get("private_key_pem") or cfg.get("key_id"):  # as the auth service reads it (configured_auth_method)
             method = "private_key_jwt"
         elif cfg.get("client_secret"):
             method = "client_secret_basic"
@@ -166,21 +196,5 @@ def client_auth_from_config(
             raise ConfigurationError("client_secret_basic needs 'client_secret' in the provider config")
         return SecretClientAuth(client_id, secret)
     if method == "private_key_jwt":
-        pem = cfg.get("private_key_pem") or _pem_text(env.get(key_env), key_env)
-        if not pem:
-            raise ConfigurationError(f"private_key_jwt needs 'private_key_pem' in the provider config or {key_env}")
-        kid = cfg.get("key_id")
-        if not isinstance(kid, str) or not kid:
-            raise ConfigurationError("private_key_jwt needs 'key_id' (the JWKS kid) in the provider config")
-        kwargs: dict[str, Any] = {}
-        if clock is not None:
-            kwargs["clock"] = clock
-        return JwtClientAuth(
-            client_id,
-            str(pem),
-            kid,
-            alg=str(cfg.get("signing_alg") or "RS384"),
-            jku=cfg.get("jku") or None,
-            **kwargs,
-        )
+        return _jwt_client_auth(cfg, env, key_env, client_id=client_id, clock=clock)
     raise ConfigurationError(f"unknown auth_method {method!r} (use none, client_secret_basic or private_key_jwt)")

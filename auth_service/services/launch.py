@@ -29,6 +29,7 @@ from auth_service.services.launch_target import check_allowlisted, find_launch_t
 from auth_service.services.profiles import ClientProfile, resolve_profile
 from connectors import errors as ce
 from connectors.smart import (
+    JwtClientAuth,
     SmartConfiguration,
     build_authorize_url,
     check_auth_method_supported,
@@ -93,7 +94,8 @@ def begin_authorization(
         profile = resolve_profile(session, ctx.cipher, ctx.settings, tenant_id, provider_id)
     check_allowlisted(ctx, profile.fhir_base)
     cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
-    check_auth_method_supported(cfg, profile.auth_method, ctx.settings.signing_alg())
+    auth = profile.client_auth(ctx.settings, "authorization_code")  # the alg it really signs with (SAL-05)
+    check_auth_method_supported(cfg, auth.method, auth.alg if isinstance(auth, JwtClientAuth) else None)
     scope = _for_server(_launch_scopes(profile.scopes, ehr_launch=launch is not None), cfg)
     nonce = secrets.token_urlsafe(16) if "openid" in scope.split() else None
     pkce = new_pkce()

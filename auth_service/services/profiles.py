@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -26,7 +27,7 @@ from auth_service.services.providers_port import (
 )
 from auth_service.tenants.settings import PracticeSettings, write_scopes_allowed
 from connectors.errors import ConfigurationError
-from connectors.smart import ClientAuth
+from connectors.smart import ClientAuth, load_signing_key
 from store.crypto import TokenCipher
 from store.models import ProviderConfig, Tenant
 from store.provider_configs import client_auth_from_config, decrypt_config
@@ -99,7 +100,7 @@ def configured_auth_method(config: Mapping[str, Any]) -> str:
 
 def check_client_auth_config(provider_id: str, config: Mapping[str, Any], settings: Settings) -> None:
     """AuthMethodNotAllowedError when the method a config asks for, and for ``private_key_jwt`` the alg it would
-    sign with (its ``signing_alg``, else RS384 with its own key, else the service key's), is one the vendor's
+    sign with (its ``signing_alg``, else the one its own key is for, else the service key's), is one the vendor's
     plugin declares for no grant: eCW is RS384-only, PointClickCare takes no JWT (vendors.md §4, §8)."""
     vendor = plugin(provider_id)
     if vendor is None:
@@ -109,8 +110,18 @@ def check_client_auth_config(provider_id: str, config: Mapping[str, Any], settin
     if method == "private_key_jwt":
         explicit = _first(config, "signing_alg", "signingAlg", "alg")
         own_key = _first(config, "private_key_pem", "privateKey", "private_key")
-        alg = str(explicit) if explicit else "RS384" if own_key else settings.signing_alg()
+        alg = str(explicit) if explicit else _key_alg(str(own_key)) if own_key else settings.signing_alg()
     vendor.check_client_auth(method, alg)
+
+
+def _key_alg(private_key_pem: str) -> str:
+    """The alg a config's own key signs with when the config names none (as ``client_auth_from_config``); an
+    unreadable key is refused where it is used, with the error naming it."""
+    try:
+        key = load_signing_key(private_key_pem)
+    except ConfigurationError:
+        return "RS384"
+    return "ES384" if isinstance(key, ec.EllipticCurvePrivateKey) else "RS384"
 
 
 def _first(config: Mapping[str, Any], *names: str) -> Any:

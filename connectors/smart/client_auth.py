@@ -28,6 +28,8 @@ __all__ = [
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 MAX_ASSERTION_LIFETIME_S = 300
+#: SAL-29: ``exp`` no more than 5 minutes ahead *on the server's clock*: a minute of margin for its skew.
+DEFAULT_ASSERTION_LIFETIME_S = 240
 SUPPORTED_ALGS = ("RS384", "ES384")
 
 SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -65,7 +67,7 @@ def build_client_assertion(
     alg: str = "RS384",
     jku: str | None = None,
     now: float | None = None,
-    lifetime_s: int = MAX_ASSERTION_LIFETIME_S,
+    lifetime_s: int = DEFAULT_ASSERTION_LIFETIME_S,
 ) -> str:
     """A signed private_key_jwt assertion (SAL-29): iss=sub=client_id, aud=token endpoint, fresh jti."""
     if not kid:

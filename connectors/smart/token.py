@@ -17,6 +17,7 @@ from connectors.smart.client_auth import ClientAuth
 
 __all__ = [
     "DEFAULT_EXPIRES_IN",
+    "MAX_EXPIRES_IN",
     "TokenResponse",
     "client_credentials_grant",
     "exchange_code",
@@ -27,6 +28,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_EXPIRES_IN = 300  # SAL-15: absent expires_in means "assume 5 minutes"
+#: A longer lifetime is taken as this one (a 401 still refreshes): beyond it lie sentinels and the calendar's end.
+MAX_EXPIRES_IN = 366 * 24 * 3600
 _MAX_DATE_SKEW = timedelta(minutes=5)
 
 _KNOWN = {
@@ -108,11 +111,20 @@ def _expires_in(payload: Mapping[str, Any]) -> int:
         raise OAuthError("invalid_response", "token response field 'expires_in' must be a number")
     try:
         seconds = int(float(value))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: inf
         raise OAuthError("invalid_response", "token response field 'expires_in' must be a number") from exc
     if seconds <= 0:
         raise OAuthError("invalid_response", "token response field 'expires_in' must be positive")
+    if seconds > MAX_EXPIRES_IN:
+        logger.warning("token response expires_in %d s is beyond a year; taken as %d s", seconds, MAX_EXPIRES_IN)
+        return MAX_EXPIRES_IN
     return seconds
+
+
+def _granted_scope(payload: Mapping[str, Any]) -> str | None:
+    """The granted ``scope``; a blank one is none (RFC 6749 §5.1: absent means the scope asked for)."""
+    scope = _opt_str(payload, "scope")
+    return scope if scope is not None and scope.strip() else None
 
 
 def _fhir_context(value: Any) -> tuple[dict[str, Any], ...]:
@@ -169,7 +181,7 @@ def parse_token_response(
         access_token=access_token,
         token_type="Bearer",  # noqa: S106 - the scheme name, not a secret
         expires_in=expires_in,
-        scope=_opt_str(payload, "scope"),
+        scope=_granted_scope(payload),
         refresh_token=_opt_str(payload, "refresh_token") or None,
         id_token=_opt_str(payload, "id_token") or None,
         patient=_opt_str(payload, "patient"),

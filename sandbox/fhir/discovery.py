@@ -26,7 +26,7 @@ def smart_configuration(st: SandboxState, base: str) -> dict[str, Any]:
         "token_endpoint": base + "/oauth/token",
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"]
         + (["client_secret_post"] if st.settings.accept_client_secret_post else []),
-        "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
+        "token_endpoint_auth_signing_alg_values_supported": list(st.settings.assertion_algs),
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "scopes_supported": [
             "openid",

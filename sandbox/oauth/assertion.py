@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from typing import Any
 
 import httpx
@@ -36,8 +37,17 @@ def _jwks(client: ClientRegistration, jku: str | None) -> dict[str, Any]:
     return data
 
 
-def verify_assertion(assertion: str, token_url: str, state: AuthState, now: float | None = None) -> str:
-    """Return the authenticated client id, or raise AssertionRejected naming the failed SAL-31 check."""
+def verify_assertion(
+    assertion: str,
+    token_url: str,
+    state: AuthState,
+    now: float | None = None,
+    *,
+    leeway_s: float = SKEW_S,
+    algs: Collection[str] = tuple(_KTY_FOR_ALG),
+) -> str:
+    """Return the authenticated client id, or raise AssertionRejected naming the failed SAL-31 check; ``leeway_s``
+    is the clock skew allowed on ``exp``, ``algs`` the algs this server accepts."""
     now = time.time() if now is None else now
     try:
         header = jwt.get_unverified_header(assertion)
@@ -51,8 +61,8 @@ def verify_assertion(assertion: str, token_url: str, state: AuthState, now: floa
     if client.client_type not in ("confidential-asymmetric", "backend"):
         raise AssertionRejected("client is not registered for private_key_jwt")
     alg, kid = header.get("alg"), header.get("kid")
-    if alg not in _KTY_FOR_ALG:
-        raise AssertionRejected(f"alg {alg!r} not supported (RS384, ES384)")
+    if alg not in _KTY_FOR_ALG or alg not in algs:
+        raise AssertionRejected(f"alg {alg!r} not supported ({', '.join(a for a in _KTY_FOR_ALG if a in algs)})")
     if not kid:
         raise AssertionRejected("kid header is required")
     keys = [k for k in _jwks(client, header.get("jku")).get("keys", []) if isinstance(k, dict) and k.get("kid") == kid]
@@ -71,10 +81,10 @@ def verify_assertion(assertion: str, token_url: str, state: AuthState, now: floa
     except jwt.PyJWTError as exc:
         raise AssertionRejected(f"assertion rejected: {type(exc).__name__}") from exc
     exp = float(verified["exp"])
-    if exp < now - SKEW_S:
+    if exp < now - leeway_s:
         raise AssertionRejected("assertion has expired")
-    if exp > now + MAX_LIFETIME_S + SKEW_S:
+    if exp > now + MAX_LIFETIME_S + leeway_s:
         raise AssertionRejected("exp is more than 5 minutes ahead")
-    if not state.remember_jti(str(client_id), str(verified["jti"]), exp + SKEW_S):
+    if not state.remember_jti(str(client_id), str(verified["jti"]), exp + leeway_s):
         raise AssertionRejected("jti already used (replay)")
     return str(client_id)

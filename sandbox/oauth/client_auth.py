@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from urllib.parse import unquote
 
-from sandbox.oauth.assertion import ASSERTION_TYPE, AssertionRejected, verify_assertion
+from sandbox.oauth.assertion import ASSERTION_TYPE, SKEW_S, AssertionRejected, verify_assertion
 from sandbox.oauth.errors import OAuthFailure
 from sandbox.oauth.state import AuthState, ClientRegistration
 
@@ -26,6 +26,9 @@ def authenticate_client(
     token_url: str,
     accept_secret_post: bool,
     now: float,
+    *,
+    exp_leeway_s: float = SKEW_S,
+    assertion_algs: Collection[str] = ("RS384", "ES384"),
 ) -> ClientRegistration:
     """The registered client making this request, or OAuthFailure(invalid_client)."""
     if authorization and authorization.lower().startswith("basic "):
@@ -47,7 +50,9 @@ def authenticate_client(
         if form.get("client_assertion_type") != ASSERTION_TYPE:
             raise _bad_client("unsupported client_assertion_type")
         try:
-            cid = verify_assertion(form.get("client_assertion", ""), token_url, state, now)
+            cid = verify_assertion(
+                form.get("client_assertion", ""), token_url, state, now, leeway_s=exp_leeway_s, algs=assertion_algs
+            )
         except AssertionRejected as exc:
             raise _bad_client(str(exc)) from None
         if form.get("client_id") not in (None, "", cid):

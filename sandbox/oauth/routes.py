@@ -134,7 +134,14 @@ async def token(request: Request) -> Response:
             error, description = forced["error"], forced.get("error_description", "forced by a sandbox fault")
             raise OAuthFailure(error, description, 401 if error == "invalid_client" else 400)
         client = authenticate_client(
-            form, request.headers.get("authorization"), st.auth, token_url, st.settings.accept_client_secret_post, now
+            form,
+            request.headers.get("authorization"),
+            st.auth,
+            token_url,
+            st.settings.accept_client_secret_post,
+            now,
+            exp_leeway_s=st.settings.assertion_exp_leeway_s,
+            assertion_algs=st.settings.assertion_algs,
         )
         id_fault = st.faults.take("/oauth/token", frozenset({"id_token"}))
         variant = cast("IdTokenFault", id_fault.error) if id_fault else None
@@ -168,6 +175,8 @@ async def _caller_form(st: SandboxState, request: Request) -> dict[str, str] | J
             st.base(request) + "/oauth/token",
             True,
             st.clock.timestamp(),
+            exp_leeway_s=st.settings.assertion_exp_leeway_s,
+            assertion_algs=st.settings.assertion_algs,
         )
     except OAuthFailure as failure:
         return _error_json(failure)

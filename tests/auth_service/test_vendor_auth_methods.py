@@ -47,6 +47,13 @@ def test_ecw_with_an_ec_service_key_is_refused_naming_vendor_alg_and_the_allowed
     assert "allowed: " in message and "private_key_jwt RS384" in message
 
 
+def test_ecw_config_with_its_own_ec_key_and_no_alg_is_refused_as_es384(make_settings) -> None:
+    """A config's own EC key with no ``signing_alg`` signs ES384 (the alg the key is for), so eCW refuses it when
+    the profile is resolved, naming ES384, instead of passing as RS384 and failing at the first token request."""
+    with pytest.raises(AuthMethodNotAllowedError, match=r"eClinicalWorks \(ecw\).*private_key_jwt ES384"):
+        _profile(make_settings, "ecw", {**ECW, "kid": "own", "privateKey": ec_pem()})
+
+
 def test_ecw_with_a_client_secret_is_refused(make_settings) -> None:
     with pytest.raises(AuthMethodNotAllowedError, match=r"eClinicalWorks \(ecw\) does not accept client auth "):
         _profile(make_settings, "ecw", {**ECW, "clientSecret": "s"})

@@ -104,3 +104,20 @@ def test_rotation_window_old_key_still_decrypts() -> None:
     assert rotated.key_id_of(resealed) == derive_kid(new)
     assert TokenCipher(new).decrypt(resealed, **SLOT) == "tok"  # old key no longer needed
     assert "tok" not in repr(rotated)
+
+
+def test_old_key_under_an_operator_label_still_decrypts() -> None:
+    """README shows ``INTEGRATIONS_TOKEN_ENC_KEYS_OLD`` as ``kid:base64``; an operator rotating keys names the old
+    key as they like ("2025-q4"). Envelopes carry the key's derived id (first 8 hex of its SHA-256), so before,
+    every stored token became 'unknown key id' after the rotation deploy and ``ehrsync keys rotate`` stopped at
+    the first one: the old key must open what it sealed whatever its label."""
+    old, new = os.urandom(32), os.urandom(32)
+    sealed_old = TokenCipher.from_env({"INTEGRATIONS_TOKEN_ENC_KEY": b64(old)}).encrypt("tok", **SLOT)
+    rotated = TokenCipher.from_env(
+        {"INTEGRATIONS_TOKEN_ENC_KEY": b64(new), "INTEGRATIONS_TOKEN_ENC_KEYS_OLD": f"2025-q4:{b64(old)}"}
+    )
+    assert rotated.decrypt(sealed_old, **SLOT) == "tok"
+    assert rotated.key_id_of(rotated.reencrypt(sealed_old, **SLOT)) == derive_kid(new)
+    stranger = TokenCipher(os.urandom(32)).encrypt("tok", **SLOT)  # a key nobody configured is still refused
+    with pytest.raises(CipherError, match="unknown key id"):
+        rotated.decrypt(stranger, **SLOT)

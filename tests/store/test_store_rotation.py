@@ -117,6 +117,9 @@ def test_client_auth_private_key_from_environment() -> None:
     [
         ({"auth_method": "client_secret_basic"}, "client_secret"),
         ({"auth_method": "private_key_jwt", "key_id": "k"}, "EHR_JWT_PRIVATE_KEY"),
+        # a kid names a JWT client (as the auth service reads it): no key here is that error, never a public client
+        ({"kid": "k"}, "EHR_JWT_PRIVATE_KEY"),
+        ({"kid": "k", "clientSecret": "s"}, "EHR_JWT_PRIVATE_KEY"),
         ({"auth_method": "private_key_jwt", "private_key_pem": pem(rsa_key())}, "key_id"),
         ({"auth_method": "magic"}, "unknown auth_method"),
     ],
@@ -124,3 +127,35 @@ def test_client_auth_private_key_from_environment() -> None:
 def test_client_auth_config_errors(config: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         client_auth_from_config(config, client_id="c", environ={})
+
+
+def test_rotation_goes_past_a_row_that_does_not_open_and_names_it(db: AppDatabase) -> None:
+    """One tokens row that fails authentication (altered, or moved from another row) used to stop
+    ``rotate_keys`` there with an error naming only the field: every row after it stayed under the old key, and
+    the operator could neither find the bad row nor drop the old key. Every other value is re-encrypted; the error
+    names the connection(s) left behind."""
+    old_key, new_key = os.urandom(32), os.urandom(32)
+    old = TokenCipher(old_key)
+    body = {"access_token": "AT", "token_type": "Bearer", "expires_in": 3600, "refresh_token": "RT"}
+    for cid in ("c1", "c2", "c3"):
+        add_connection(db, fhir_base="https://ehr.example/fhir", connection_id=cid)
+        TokenVault(db, old).save_token_response(cid, parse_token_response({**body, "access_token": f"AT-{cid}"}))
+    with db.session() as s, s.begin():
+        rows = {r.connection_id: r for r in s.scalars(select(TokenRecord))}
+        rows["c2"].access_token_ct = rows["c1"].access_token_ct  # moved from another row: fails authentication
+        save_provider_config(
+            s, old, tenant_id="t1", provider_id="generic", config={"client_id": "x", "clientSecret": "S"}
+        )
+    both = TokenCipher.from_env(
+        {"INTEGRATIONS_TOKEN_ENC_KEY": b64(new_key), "INTEGRATIONS_TOKEN_ENC_KEYS_OLD": f"old:{b64(old_key)}"}
+    )
+    with pytest.raises(CipherError, match=r"connection\(s\) c2\b") as caught:
+        rotate_keys(db, both)
+    assert "re-encrypted 5 value(s)" in caught.value.message  # c1 and c3: two tokens each; one provider secret
+    only_new = TokenCipher(new_key)
+    assert TokenVault(db, only_new).get_access_token("c1") == "AT-c1"
+    assert TokenVault(db, only_new).get_access_token("c3") == "AT-c3"
+    with db.session() as s:
+        assert load_provider_config(s, only_new, "t1", "generic")["client_secret"] == "S"
+        c2 = s.get(TokenRecord, "c2")
+        assert c2 is not None and both.key_id_of(c2.refresh_token_ct or "") == derive_kid(old_key)  # left as it was

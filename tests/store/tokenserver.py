@@ -32,6 +32,7 @@ class TokenServerState:
     fail_next: list[int] = field(default_factory=list)
     trickle_s: float = 0.0  # > 0: the next token answers send their body one byte every trickle_s seconds
     issued: int = 0
+    answer_scope: str | None = None  # set: every grant answers this ``scope`` (e.g. "", a blank scope)
     lock: threading.Lock = field(default_factory=threading.Lock)
     # When ``release`` is set up, each token request sets ``seen`` and waits (up to 10 s) for ``release``.
     seen: threading.Event = field(default_factory=threading.Event)
@@ -101,6 +102,8 @@ def create_app(state: TokenServerState, base: list[str]) -> FastAPI:
                 body["expires_in"] = 300
             else:
                 return JSONResponse({"error": "unsupported_grant_type"}, 400)
+            if state.answer_scope is not None:
+                body["scope"] = state.answer_scope
             return JSONResponse(body)
 
     @app.post("/revoke")

@@ -84,3 +84,20 @@ def test_sal02_dropped_required_field_without_metadata_is_not_guessed(sandbox: S
     sandbox.admin.set_fault("500", path="/fhir/metadata", times=None)
     with pytest.raises(TransportError, match="metadata"):
         discover(sandbox.fhir_base, http=httpx.Client(timeout=30))
+
+
+@pytest.mark.parametrize(("alg", "key"), [("RS384", rsa_key()), ("ES384", ec_key())])
+def test_sal29_assertion_accepted_by_a_server_strict_on_exp_and_a_little_behind(alg: str, key: Any) -> None:
+    """SAL-29/31: ``exp`` SHALL be no more than five minutes in the future, and servers check it on their own
+    clock. An assertion expiring exactly 300 s after our clock's second was refused (invalid_client, every
+    token request) by a server holding the rule without leeway whose clock is a second or two behind ours; the
+    assertion keeps a margin under the 5 minutes."""
+    with SandboxServer(SandboxConfig(patients=1, assertion_exp_leeway_s=0, clock_shift_s=-2)) as strict:
+        client_id = f"backend-{uuid.uuid4().hex[:8]}"
+        jwks = {"keys": [public_jwk(key, "kid-a", alg)]}
+        strict.admin.register_client(client_id, "backend", jwks=jwks, allowed_scopes="system/*.rs")
+        http = httpx.Client(timeout=30)
+        cfg = discover(strict.fhir_base, http=http)
+        auth = JwtClientAuth(client_id, pem(key), kid="kid-a", alg=alg)
+        token = client_credentials_grant(cfg.token_endpoint, http=http, client_auth=auth, scope="system/Patient.rs")
+        assert token.access_token

@@ -34,6 +34,7 @@ from connectors.smart import (
     exchange_code,
     refresh_grant,
 )
+from connectors.smart.token import MAX_EXPIRES_IN
 from tests.connectors.smart.keys import ec_key, pem, public_jwk, rsa_key
 
 TOKEN_URL = "https://ehr.example/oauth2/token"
@@ -254,3 +255,30 @@ def test_timeout_is_a_transport_error() -> None:
     http = httpx.Client(transport=httpx.MockTransport(boom))
     with pytest.raises(TransportError):
         refresh_grant(TOKEN_URL, http=http, client_auth=PublicClientAuth("c"), refresh_token="RT")
+
+
+@pytest.mark.parametrize("value", [1e12, 10**30, "99999999999999999999"], ids=["1e12", "10**30", "huge-string"])
+def test_sal15_absurdly_long_expires_in_is_capped_not_a_crash(value: Any) -> None:
+    """A server answering a lifetime beyond the calendar (some send a 'never expires' sentinel) used to raise a
+    bare OverflowError out of the grant, after a rotating server had already spent the old refresh token; the
+    lifetime is capped instead (a 401 still triggers a refresh) and the tokens are kept."""
+    body = {"access_token": "AT", "token_type": "Bearer", "refresh_token": "RT2", "expires_in": value}
+    tr = refresh_grant(
+        TOKEN_URL,
+        http=Recorder(ok(body)).client(),
+        client_auth=PublicClientAuth("c"),
+        refresh_token="RT",
+        clock=lambda: NOW,
+    )
+    assert tr.refresh_token == "RT2"
+    assert tr.expires_in == MAX_EXPIRES_IN
+    assert tr.expires_at == NOW + timedelta(seconds=MAX_EXPIRES_IN)
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity"])
+def test_sal15_non_finite_expires_in_is_an_oauth_error(value: str) -> None:
+    body = {"access_token": "AT", "token_type": "Bearer", "expires_in": value}
+    with pytest.raises(OAuthError, match="expires_in"):
+        refresh_grant(
+            TOKEN_URL, http=Recorder(ok(body)).client(), client_auth=PublicClientAuth("c"), refresh_token="RT"
+        )
