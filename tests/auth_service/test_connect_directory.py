@@ -140,6 +140,9 @@ def test_picking_an_unknown_choice_or_none_is_a_clear_error(make_app) -> None:
     r = h.client.get("/api/integrations/smart/login", params={"link": token, "choice": "b-nope"})
     assert r.status_code == 400 and "no longer offered" in r.json()["message"]
     r = h.client.get("/api/integrations/smart/login", params={"link": token}, headers={"Accept": "text/html"})
+    assert r.status_code == 400 and "Try again" not in r.text  # this browser never opened the link: no restart
+    h.client.get("/connect", params={"link": token})  # as the patient does: the connect page, then sign in
+    r = h.client.get("/api/integrations/smart/login", params={"link": token}, headers={"Accept": "text/html"})
     assert r.status_code == 400 and "Try again" in r.text and 'href="/connect/restart"' in r.text
 
 

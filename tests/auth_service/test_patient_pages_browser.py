@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
@@ -215,3 +216,28 @@ def test_the_axe_check_finds_violations_when_there_are_some(browser) -> None:
     found = {v["id"]: v["impact"] for v in _AXE.run(page).response["violations"]}
     assert found.get("label") == "critical" and found.get("color-contrast") == "serious" and "html-has-lang" in found
     page.close()
+
+
+@pytest.mark.browser
+def test_cancelling_an_ehr_launch_at_the_ehr_offers_no_dead_end(make_settings, sandbox, browser) -> None:
+    """A patient who launched the app from the EHR's portal and pressed Deny: the error page says access was not
+    allowed and offers no "Try again" that could only lead to "This connect link has expired" (there is no
+    connect link in this flow; only the EHR can launch again)."""
+    pid = patient_ids(sandbox)[1]
+    with running_service(make_settings, sandbox, practice(sandbox, "pages-ehr")) as svc:
+        sandbox_admin(
+            sandbox, "clients", {"client_id": "pages-ehr", "client_type": "public", "redirect_uris": [svc.redirect_uri]}
+        )
+        context = browser.new_context()
+        page = context.new_page()
+        launch_url = f"{svc.base_url}/api/integrations/smart/launch"
+        page.goto(f"{sandbox.base_url}/admin/ehr-launch?" + urlencode({"launch_url": launch_url, "patient_id": pid}))
+        page.wait_for_url(f"{sandbox.base_url}/oauth/authorize*")
+        page.click("#deny")
+        page.wait_for_url(f"{svc.base_url}/api/integrations/smart/callback*")
+        assert page.get_by_role("heading", level=1).inner_text() == "Access was not allowed"
+        assert page.locator("#error-code").text_content() == "access_denied"
+        assert "launch=" not in page.content() and "state=" not in page.content()
+        assert page.get_by_role("link", name="Try again").count() == 0
+        check_page(page, "10-ehr-launch-denied")
+        context.close()
