@@ -162,3 +162,10 @@ def test_pages_send_a_csp_that_allows_only_own_scripts(make_app) -> None:
     assert "script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe-eval" not in csp
     script = h.client.get("/connect/assets/directory.js")
     assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+
+
+def test_a_bundle_nested_past_the_parser_limit_is_refused_saying_so(make_app) -> None:
+    h, key, _ = _setup(make_app, count=3)
+    body = "[" * 100_000 + "]" * 100_000
+    r = h.client.put("/api/integrations/admin/brands/deep", headers=auth(key), content=body)
+    assert r.status_code == 422 and "nested too deeply" in r.json()["message"]

@@ -90,9 +90,10 @@ def _requests(route: APIRoute, value: str) -> Iterator[tuple[str, str, dict[str,
                 yield method, base_path, {"content": content, "ctype": "application/x-www-form-urlencoded"}
             else:
                 yield method, base_path, {"content": json.dumps(body), "ctype": "application/json"}
-        if method in ("POST", "PUT"):
+        if method in ("POST", "PUT") and value == HOSTILE[0]:  # the value plays no part: sent once per route
             yield method, base_path, {"content": '{"not json', "ctype": "application/json"}
             yield method, base_path, {"content": "[1, 2]", "ctype": "application/json"}
+            yield method, base_path, {"content": "[" * 100_000 + "]" * 100_000, "ctype": "application/json"}
 
 
 def _check(response: httpx.Response, what: str) -> None:
@@ -137,7 +138,7 @@ def test_hostile_input_in_any_route_is_a_clear_4xx(app_db: Any) -> None:
                     failures.append(str(exc).splitlines()[0])
                 sent += 1
     assert failures == [], "\n".join(failures)
-    assert sent > 400
+    assert sent > 300
 
 
 def test_a_nul_in_a_connection_id_names_the_field(app_db: Any) -> None:
