@@ -12,6 +12,7 @@ from tests.auth_service.ehr import (
     sandbox_admin,
     smart_practice,
 )
+from tests.auth_service.logcapture import capture_all_logs
 from tests.auth_service.test_flows_sandbox import connect, register
 
 LOGIN = "/api/integrations/smart/login?tenant=t1&provider=smart"
@@ -115,8 +116,10 @@ def test_a_token_endpoint_that_echoes_the_code_never_gets_it_shown(make_settings
         sandbox_admin(sandbox, "preapprove", {"client_id": "echo-app", "patient_id": pid})
         desc = "Invalid authorization code: {code}"
         fault(sandbox, kind="oauth_error", path="/oauth/token", error="invalid_grant", error_description=desc)
-        r = authorize_headless(svc, svc.base_url + LOGIN)
+        with capture_all_logs() as logs:
+            r = authorize_headless(svc, svc.base_url + LOGIN)
         code = svc.seen["code"]
+        assert code not in logs.text and "authorize" in logs.text
         assert r.status_code == 502 and r.json()["error"] == "invalid_grant"
         assert code not in r.text and "Invalid authorization code" in r.json()["message"]
         events = svc.admin("GET", "/api/integrations/admin/audit").json()
