@@ -179,6 +179,12 @@ def test_unreachable_ehr_is_ehr_unavailable(guarded) -> None:
     r = h.client.get("/api/integrations/smart/login", params={"tenant": "t1", "provider": "smart"})
     assert r.status_code == 503 and r.json()["error"] == "ehr_unavailable"
     assert guarded.transport.calls and guarded.transport.calls[0].startswith("https://ehr.example/fhir/")
+    # the patient pressed "Continue to sign in": their browser gets the page that says to try again later
+    page = h.client.get(
+        "/api/integrations/smart/login", params={"tenant": "t1", "provider": "smart"}, headers={"Accept": "text/html"}
+    )
+    assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
+    assert "Your health system is not answering right now" in page.text and "ehr_unavailable" in page.text
 
 
 def test_backend_needs_confidential_client_configuration_error(guarded) -> None:

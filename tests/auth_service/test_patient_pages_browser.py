@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
@@ -244,4 +244,32 @@ def test_cancelling_an_ehr_launch_at_the_ehr_offers_no_dead_end(make_settings, s
         assert "launch=" not in page.content() and "state=" not in page.content()
         assert page.get_by_role("link", name="Try again").count() == 0
         check_page(page, "10-ehr-launch-denied")
+        context.close()
+
+
+@pytest.mark.browser
+def test_a_health_system_that_is_down_gets_the_error_page_and_try_again_works(make_settings, sandbox, browser) -> None:
+    """The patient picks a health system whose server is down: "Continue to sign in" shows the page saying so
+    (not a JSON body), and once it is back "Try again" leads to its sign-in."""
+    with running_service(make_settings, sandbox, practice(sandbox, "pages-down")) as svc:
+        link = start(svc, sandbox, "pages-down")
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(link)
+        page.get_by_role("searchbox", name="Find your health system").fill("good health")
+        page.get_by_role("radio", name="Good Health").wait_for()
+        fhir_path = urlsplit(sandbox.fhir_base).path
+        sandbox_admin(sandbox, "faults", {"kind": "503", "path": fhir_path, "times": None, "retry_after": ""})
+        page.get_by_role("button", name="Continue to sign in").click()
+        page.wait_for_url(f"{svc.base_url}/api/integrations/smart/login*")
+        assert page.get_by_role("heading", level=1).inner_text() == "Your health system is not answering right now"
+        assert page.locator("#error-code").text_content() == "ehr_unavailable"
+        check_page(page, "11-health-system-down")
+        sandbox_admin(sandbox, "faults", method="DELETE")
+        page.get_by_role("link", name="Try again").click()
+        page.wait_for_url(f"{svc.base_url}/connect?link=*")
+        page.get_by_role("searchbox", name="Find your health system").fill("good health")
+        page.get_by_role("radio", name="Good Health").wait_for()
+        page.get_by_role("button", name="Continue to sign in").click()
+        page.wait_for_url(f"{sandbox.base_url}/oauth/authorize*")
         context.close()

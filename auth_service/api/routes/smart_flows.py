@@ -25,7 +25,7 @@ from auth_service.core.links import InvalidLinkError
 from auth_service.pages.rendering import render_error
 from auth_service.services.context import ServiceContext
 from auth_service.services.directory import load_directory
-from auth_service.services.errors import ServiceError, service_error_from
+from auth_service.services.errors import service_error_from
 from auth_service.services.launch import begin_authorization, complete_authorization, find_launch_target
 from connectors.errors import EhrSyncError
 
@@ -155,9 +155,9 @@ def standalone_login(
             user_ref=target.user_ref,
             redirect_target=redirect_target,
         )
-    except ServiceError as exc:
+    except EhrSyncError as exc:  # the service's refusals, and the EHR's own failures (down, no SMART config)
         if "text/html" in request.headers.get("accept", ""):  # a patient's browser: the page, not JSON
-            return render_error(request, exc)
+            return render_error(request, service_error_from(exc))
         raise
     response = _redirect(request, url, sid, new)
     if target.choice is not None:
