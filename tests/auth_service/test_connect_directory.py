@@ -8,7 +8,11 @@ import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
+import pytest
+
 from tests.auth_service.brands_data import brands_bundle
+from tests.auth_service.conftest import NoNetwork
 from tests.auth_service.practice import ISSUER, SMART
 
 APP = "https://app.clinic.example"
@@ -169,3 +173,21 @@ def test_a_bundle_nested_past_the_parser_limit_is_refused_saying_so(make_app) ->
     body = "[" * 100_000 + "]" * 100_000
     r = h.client.put("/api/integrations/admin/brands/deep", headers=auth(key), content=body)
     assert r.status_code == 422 and "nested too deeply" in r.json()["message"]
+
+
+@pytest.mark.parametrize("user_ref", ["u" * 200, "é" * 200, "\U0001f600" * 200])
+def test_every_link_the_api_issues_opens_the_connect_page_and_signs_in(make_app, user_ref: str) -> None:
+    """The longest link the API hands out (user_ref at its 200-character limit, in any script, with the longest
+    return_to) opens the connect page and starts the sign-in: the pages take what the issuer makes."""
+    h = make_app(http=httpx.Client(transport=NoNetwork()))
+    key = h.bootstrap("t1", {**SMART, "allowedReturnOrigins": ["https://app.example"]})
+    return_to = "https://app.example/" + "p" * 480
+    made = h.client.post(
+        "/api/integrations/connect-links", headers=auth(key), json={"user_ref": user_ref, "return_to": return_to}
+    )
+    assert made.status_code == 201
+    token = parse_qs(urlsplit(made.json()["url"]).query)["link"][0]
+    page = h.client.get(made.json()["url"], headers={"Accept": "text/html"})
+    assert page.status_code == 200 and "Connect your health record" in page.text
+    login = h.client.get("/api/integrations/smart/login", params={"link": token, "provider": "smart"})
+    assert login.status_code == 503 and login.json()["error"] == "ehr_unavailable"  # past the link: the EHR is next

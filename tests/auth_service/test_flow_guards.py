@@ -217,7 +217,7 @@ def test_sal13_state_single_use_on_postgres(guarded, postgres_url) -> None:
     [
         ("/connect", "invalid_link"),  # a connect link cut at its "?" by a mail or text message
         ("/connect/results?q=a", "invalid_link"),
-        ("/connect?link=" + "x" * 3000, "invalid_link"),
+        ("/connect?link=" + "x" * 5000, "invalid_link"),
         ("/api/integrations/smart/callback?state=s&code=" + "c" * 5000, "invalid_request"),
         (
             "/api/integrations/smart/callback?state=s&error=access_denied&error_description=" + "d" * 17000,

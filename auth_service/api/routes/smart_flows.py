@@ -22,6 +22,7 @@ from auth_service.api.deps import (
 )
 from auth_service.api.errors import ApiError
 from auth_service.core.links import InvalidLinkError
+from auth_service.core.sealed_links import MAX_LINK_CHARS
 from auth_service.pages.rendering import render_error
 from auth_service.services.context import ServiceContext
 from auth_service.services.directory import load_directory
@@ -139,7 +140,7 @@ def standalone_login(
     ctx: CtxDep,
     provider: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     tenant: Annotated[str | None, Query(max_length=64)] = None,
-    link: Annotated[str | None, Query(max_length=2000)] = None,
+    link: Annotated[str | None, Query(max_length=MAX_LINK_CHARS)] = None,
     return_to: Annotated[str | None, Query(max_length=500)] = None,
     choice: Annotated[str | None, Query(min_length=1, max_length=80)] = None,
 ) -> Response:
