@@ -191,3 +191,14 @@ def test_every_link_the_api_issues_opens_the_connect_page_and_signs_in(make_app,
     assert page.status_code == 200 and "Connect your health record" in page.text
     login = h.client.get("/api/integrations/smart/login", params={"link": token, "provider": "smart"})
     assert login.status_code == 503 and login.json()["error"] == "ehr_unavailable"  # past the link: the EHR is next
+
+
+def test_a_service_on_https_tells_browsers_to_stay_on_https(make_app) -> None:
+    """HSTS on every answer of a service whose public URL is https (a first visit by http cannot be downgraded
+    again); none on a plain-http development service, where it would lock the browser out of it."""
+    secure = make_app(APP_BASE_URL="https://auth.clinic.example")
+    for path in ("/connect?link=x", "/healthz", "/api/integrations/smart/callback?state=s&code=c"):
+        r = secure.client.get(path, headers={"Accept": "text/html"})
+        assert r.headers["strict-transport-security"] == "max-age=31536000", path
+    plain = make_app()
+    assert "strict-transport-security" not in plain.client.get("/connect?link=x").headers
