@@ -38,8 +38,11 @@ _CSP = (
 
 
 async def _security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    """No caching and no referrer by default (SAL-39 for the callback); pages get a strict CSP."""
+    """No caching and no referrer by default (SAL-39 for the callback); pages get a strict CSP; a service on
+    https keeps browsers on https (HSTS: the patient's first visit by plain http cannot be downgraded again)."""
     response = await call_next(request)
+    if request.app.state.ctx.settings.APP_BASE_URL.startswith("https://"):
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
     response.headers.setdefault("Cache-Control", "no-store")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")

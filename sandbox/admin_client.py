@@ -76,6 +76,7 @@ class SandboxAdmin:
         retry_after: str | None = None,
         delay_s: float = 1.0,
         error: str | None = None,
+        error_description: str | None = None,
     ) -> None:
         body: dict[str, Any] = {
             "kind": kind,
@@ -87,6 +88,8 @@ class SandboxAdmin:
         }
         if error is not None:
             body["error"] = error
+        if error_description is not None:
+            body["error_description"] = error_description
         self._call("POST", "/faults", body)
 
     def faults(self) -> list[dict[str, Any]]:

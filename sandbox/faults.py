@@ -65,7 +65,8 @@ class Fault(BaseModel):
     delay_s: float = Field(default=1.0, ge=0, le=60)
     #: oauth_error: the OAuth error code to force (SAL-36); id_token: wrong_aud|expired|bad_signature|rotated_kid
     error: str = "temporarily_unavailable"
-    error_description: str | None = None  # oauth_error: sent as `error_description` when given
+    #: oauth_error: sent as `error_description` when given; at /oauth/token "{code}" is the code the client sent
+    error_description: str | None = None
     resource_type: str = "Observation"  # bulk_error_file: the type whose export fails
 
     @model_validator(mode="after")

@@ -80,6 +80,9 @@ def http_status(error: ServiceError) -> int:
 
 
 _SMART_FLOWS = "/api/integrations/smart/"
+#: routes a patient's browser opens: their errors are the error page when the browser asks for HTML
+_PAGES = ("/connect", "/api/integrations/smart/callback")
+_BROWSER_FLOWS = (*_PAGES, "/api/integrations/smart/launch", "/api/integrations/smart/login")
 
 
 def _json(error: ServiceError) -> Response:
@@ -91,6 +94,17 @@ def _json(error: ServiceError) -> Response:
     return JSONResponse(body, status_code=http_status(error), headers=headers)
 
 
+def _page(request: Request, error: ServiceError, paths: tuple[str, ...]) -> Response | None:
+    """The error page for a browser (it asks for HTML) on one of ``paths``; ``None`` for API callers."""
+    renderer = getattr(request.app.state, "html_error_renderer", None)
+    if renderer is None or not request.url.path.startswith(paths):
+        return None
+    if "text/html" not in request.headers.get("accept", ""):
+        return None
+    response: Response = renderer(request, error)
+    return response
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves as the JSON contract (or the HTML error page for browser routes)."""
 
@@ -100,13 +114,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if not isinstance(exc, ServiceError):
             logger.warning("request failed: %s (%s)", type(exc).__name__, getattr(exc, "code", ""))
         error = service_error_from(exc)
-        renderer = getattr(request.app.state, "html_error_renderer", None)
-        if renderer is not None and request.url.path.startswith(("/connect", "/api/integrations/smart/callback")):
-            accept = request.headers.get("accept", "")
-            if "text/html" in accept:
-                response: Response = renderer(request, error)
-                return response
-        return _json(error)
+        return _page(request, error, _PAGES) or _json(error)
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -115,12 +123,18 @@ def install_error_handlers(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         locations = [tuple(e.get("loc", ())) for e in exc.errors()]
+        names = sorted({str(loc[1]) for loc in locations if len(loc) > 1})
+        if request.url.path.startswith("/connect") and "link" in names:
+            # a connect link cut short (a mail or text message breaks it at its "?") or never a link
+            error = ApiError("invalid_link", "the connect link is missing or incomplete", fields=fields)
+            return _page(request, error, _PAGES) or _json(error)
         if request.url.path.startswith(_SMART_FLOWS) and all(loc[:1] == ("query",) for loc in locations):
             # a launch or login URL an EHR or a link built: a bad query is the OAuth-style invalid_request (400)
-            names = ", ".join(sorted({str(loc[1]) for loc in locations if len(loc) > 1}))
-            message = f"missing or malformed query parameter(s): {names}"
-            return _json(ApiError("invalid_request", message, fields=fields))
-        return _json(ApiError("validation_error", "request is invalid", fields=fields))
+            message = f"missing or malformed query parameter(s): {', '.join(names)}"
+            error = ApiError("invalid_request", message, fields=fields)
+            return _page(request, error, _BROWSER_FLOWS) or _json(error)
+        error = ApiError("validation_error", "request is invalid", fields=fields)
+        return _page(request, error, _BROWSER_FLOWS) or _json(error)
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)

@@ -16,7 +16,11 @@ import time
 from auth_service.core.links import ConnectLinkClaims, InvalidLinkError, LinkSigner
 from store.crypto import CipherError, TokenCipher, UnknownKeyIdError
 
-__all__ = ["ConnectLinks"]
+__all__ = ["MAX_LINK_CHARS", "ConnectLinks"]
+
+#: The longest link accepted: what the routes that take a ``link`` allow too, and more than the longest link
+#: issued (user_ref 200 characters of any script, return_to 500, claims kept in UTF-8: under 2,000).
+MAX_LINK_CHARS = 4000
 
 _OWNER = "connect-link"
 _FIELD = "claims"
@@ -41,11 +45,11 @@ class ConnectLinks:
         claims = {"t": tenant_id, "u": user_ref, "exp": issued + ttl_seconds, "n": secrets.token_urlsafe(9)}
         if return_to:
             claims["r"] = return_to
-        plain = json.dumps(claims, separators=(",", ":"), sort_keys=True)
+        plain = json.dumps(claims, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
         return self._cipher.encrypt(plain, tenant_id="", owner_id=_OWNER, field=_FIELD)
 
     def verify(self, token: str, now: float | None = None) -> ConnectLinkClaims:
-        if not token.isascii() or len(token) > 4000:
+        if not token.isascii() or len(token) > MAX_LINK_CHARS:
             raise InvalidLinkError("connect link is malformed")
         if token.count(".") == 1:
             return self._legacy.verify(token, now=now)

@@ -8,7 +8,9 @@ from fastapi import Request
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 
+from auth_service.api.connect_cookies import LINK_COOKIE
 from auth_service.api.errors import http_status
+from auth_service.core.links import InvalidLinkError
 from auth_service.pages.error_text import plain_error
 from auth_service.services.errors import ServiceError
 
@@ -18,14 +20,24 @@ RESTART_PATH = "/connect/restart"
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
 
 
+def _can_restart(request: Request) -> bool:
+    """ "Try again" restarts from the connect link this browser opened: an EHR launch (or a login without a
+    link) has none, and a "Try again" there would only lead to "this connect link has expired"."""
+    try:
+        request.app.state.ctx.links.verify(request.cookies.get(LINK_COOKIE) or "")
+    except InvalidLinkError:
+        return False
+    return True
+
+
 def render_error(request: Request, error: ServiceError, *, retry: bool = True) -> Response:
-    """Plain words first, then the way back into the flow, then the code for whoever helps the patient."""
+    """Plain words first, then the way back into the flow (when there is one), then the code for support."""
     plain = plain_error(error.code)
     context = {
         "code": error.code,
         "message": error.message,
         "title": plain.title,
         "explanation": plain.explanation,
-        "retry_url": RESTART_PATH if retry else None,
+        "retry_url": RESTART_PATH if retry and _can_restart(request) else None,
     }
     return templates.TemplateResponse(request, "error.html", context, status_code=http_status(error))

@@ -18,6 +18,7 @@ from auth_service.services.callback_errors import callback_error, sanitize_descr
 from auth_service.services.context import ServiceContext
 from auth_service.services.errors import (
     AuthorizationRefusedError,
+    EhrCallError,
     InvalidInputError,
     IssuerRefusedError,
     ServiceError,
@@ -181,9 +182,19 @@ def complete_authorization(
         _audit_failure(ctx, stored, exc.code)
         raise
     except ce.EhrSyncError as exc:
-        refused = service_error_from(exc)
+        refused = _without_secrets(service_error_from(exc), code, stored.code_verifier)
         _audit_failure(ctx, stored, refused.code, message=sanitize_description(refused.message))
         raise refused from None
+
+
+def _without_secrets(error: ServiceError, *values: str) -> ServiceError:
+    """The EHR's words without the code or verifier it may echo back ("Invalid authorization code: <code>")."""
+    message = error.message
+    for value in values:
+        message = message.replace(value, "[REDACTED]") if value else message
+    if message == error.message:
+        return error
+    return EhrCallError(message, code=error.code, **error.details)
 
 
 def _exchange(ctx: ServiceContext, stored: ConsumedState, code: str) -> CallbackResult:

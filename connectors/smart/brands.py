@@ -108,6 +108,8 @@ def _load(source: bytes | str | Mapping[str, Any], max_bytes: int) -> Mapping[st
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BrandsBundleError([f"bundle is not valid JSON ({exc})"]) from None
+    except RecursionError:  # the parser's depth limit: the bundle nests arrays or objects past any real one
+        raise BrandsBundleError(["bundle is nested too deeply to be a brands bundle"]) from None
     if not isinstance(data, dict):
         raise BrandsBundleError(["bundle must be a JSON object"])
     return data

@@ -132,6 +132,8 @@ async def token(request: Request) -> Response:
         forced = _forced_error(st, "/oauth/token")
         if forced:
             error, description = forced["error"], forced.get("error_description", "forced by a sandbox fault")
+            # servers that echo what they refuse ("Invalid authorization code: <code>", as Spring's does)
+            description = description.replace("{code}", form.get("code", ""))
             raise OAuthFailure(error, description, 401 if error == "invalid_client" else 400)
         client = authenticate_client(
             form,

@@ -86,9 +86,9 @@ def smart_practice(sandbox: Any, client_id: str, **flags: Any) -> dict[str, Any]
     }
 
 
-def authorize_headless(service: Service, start_url: str) -> httpx.Response:
+def authorize_headless(service: Service, start_url: str, headers: dict[str, str] | None = None) -> httpx.Response:
     """Follow the redirects of a pre-approved authorization by hand, recording code and state (SAL-38)."""
-    with httpx.Client(timeout=30, follow_redirects=False) as browser:
+    with httpx.Client(timeout=30, follow_redirects=False, headers=headers) as browser:
         r = browser.get(start_url)
         assert r.status_code == 302, r.text
         authorize_url = r.headers["location"]

@@ -8,7 +8,11 @@ import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
+import pytest
+
 from tests.auth_service.brands_data import brands_bundle
+from tests.auth_service.conftest import NoNetwork
 from tests.auth_service.practice import ISSUER, SMART
 
 APP = "https://app.clinic.example"
@@ -140,6 +144,9 @@ def test_picking_an_unknown_choice_or_none_is_a_clear_error(make_app) -> None:
     r = h.client.get("/api/integrations/smart/login", params={"link": token, "choice": "b-nope"})
     assert r.status_code == 400 and "no longer offered" in r.json()["message"]
     r = h.client.get("/api/integrations/smart/login", params={"link": token}, headers={"Accept": "text/html"})
+    assert r.status_code == 400 and "Try again" not in r.text  # this browser never opened the link: no restart
+    h.client.get("/connect", params={"link": token})  # as the patient does: the connect page, then sign in
+    r = h.client.get("/api/integrations/smart/login", params={"link": token}, headers={"Accept": "text/html"})
     assert r.status_code == 400 and "Try again" in r.text and 'href="/connect/restart"' in r.text
 
 
@@ -159,3 +166,39 @@ def test_pages_send_a_csp_that_allows_only_own_scripts(make_app) -> None:
     assert "script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe-eval" not in csp
     script = h.client.get("/connect/assets/directory.js")
     assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+
+
+def test_a_bundle_nested_past_the_parser_limit_is_refused_saying_so(make_app) -> None:
+    h, key, _ = _setup(make_app, count=3)
+    body = "[" * 100_000 + "]" * 100_000
+    r = h.client.put("/api/integrations/admin/brands/deep", headers=auth(key), content=body)
+    assert r.status_code == 422 and "nested too deeply" in r.json()["message"]
+
+
+@pytest.mark.parametrize("user_ref", ["u" * 200, "é" * 200, "\U0001f600" * 200])
+def test_every_link_the_api_issues_opens_the_connect_page_and_signs_in(make_app, user_ref: str) -> None:
+    """The longest link the API hands out (user_ref at its 200-character limit, in any script, with the longest
+    return_to) opens the connect page and starts the sign-in: the pages take what the issuer makes."""
+    h = make_app(http=httpx.Client(transport=NoNetwork()))
+    key = h.bootstrap("t1", {**SMART, "allowedReturnOrigins": ["https://app.example"]})
+    return_to = "https://app.example/" + "p" * 480
+    made = h.client.post(
+        "/api/integrations/connect-links", headers=auth(key), json={"user_ref": user_ref, "return_to": return_to}
+    )
+    assert made.status_code == 201
+    token = parse_qs(urlsplit(made.json()["url"]).query)["link"][0]
+    page = h.client.get(made.json()["url"], headers={"Accept": "text/html"})
+    assert page.status_code == 200 and "Connect your health record" in page.text
+    login = h.client.get("/api/integrations/smart/login", params={"link": token, "provider": "smart"})
+    assert login.status_code == 503 and login.json()["error"] == "ehr_unavailable"  # past the link: the EHR is next
+
+
+def test_a_service_on_https_tells_browsers_to_stay_on_https(make_app) -> None:
+    """HSTS on every answer of a service whose public URL is https (a first visit by http cannot be downgraded
+    again); none on a plain-http development service, where it would lock the browser out of it."""
+    secure = make_app(APP_BASE_URL="https://auth.clinic.example")
+    for path in ("/connect?link=x", "/healthz", "/api/integrations/smart/callback?state=s&code=c"):
+        r = secure.client.get(path, headers={"Accept": "text/html"})
+        assert r.headers["strict-transport-security"] == "max-age=31536000", path
+    plain = make_app()
+    assert "strict-transport-security" not in plain.client.get("/connect?link=x").headers

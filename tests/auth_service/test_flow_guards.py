@@ -179,6 +179,12 @@ def test_unreachable_ehr_is_ehr_unavailable(guarded) -> None:
     r = h.client.get("/api/integrations/smart/login", params={"tenant": "t1", "provider": "smart"})
     assert r.status_code == 503 and r.json()["error"] == "ehr_unavailable"
     assert guarded.transport.calls and guarded.transport.calls[0].startswith("https://ehr.example/fhir/")
+    # the patient pressed "Continue to sign in": their browser gets the page that says to try again later
+    page = h.client.get(
+        "/api/integrations/smart/login", params={"tenant": "t1", "provider": "smart"}, headers={"Accept": "text/html"}
+    )
+    assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
+    assert "Your health system is not answering right now" in page.text and "ehr_unavailable" in page.text
 
 
 def test_backend_needs_confidential_client_configuration_error(guarded) -> None:
@@ -203,4 +209,32 @@ def test_sal13_state_single_use_on_postgres(guarded, postgres_url) -> None:
     assert r.status_code == 403 and r.json()["error"] == "access_denied"
     r = h.client.get("/api/integrations/smart/callback", params={"state": state, "code": "c0de"})
     assert r.status_code == 400 and r.json()["error"] == "invalid_state"
+    assert guarded.transport.calls == []
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("/connect", "invalid_link"),  # a connect link cut at its "?" by a mail or text message
+        ("/connect/results?q=a", "invalid_link"),
+        ("/connect?link=" + "x" * 5000, "invalid_link"),
+        ("/api/integrations/smart/callback?state=s&code=" + "c" * 5000, "invalid_request"),
+        (
+            "/api/integrations/smart/callback?state=s&error=access_denied&error_description=" + "d" * 17000,
+            "invalid_request",
+        ),
+        ("/api/integrations/smart/launch?iss=https://ehr.example/fhir", "invalid_request"),
+        ("/api/integrations/smart/login?tenant=t1&provider=", "invalid_request"),
+    ],
+)
+def test_a_browser_gets_the_error_page_for_a_malformed_request_not_json(guarded, url: str, code: str) -> None:
+    """Patient-facing routes a browser opens: a missing or malformed parameter is the error page (plain words,
+    the code for support), not a JSON body; API callers still get the JSON contract."""
+    h = guarded()
+    r = h.client.get(url, headers={"Accept": "text/html,application/xhtml+xml"})
+    assert r.status_code == 400 and r.headers["content-type"].startswith("text/html")
+    assert f'<code id="error-code">{code}</code>' in r.text and "d" * 300 not in r.text and "c" * 300 not in r.text
+    assert r.headers["content-security-policy"] and r.headers["cache-control"] == "no-store"
+    r = h.client.get(url)
+    assert r.status_code in (400, 422) and r.json()["error"] in (code, "validation_error")
     assert guarded.transport.calls == []

@@ -12,6 +12,7 @@ from tests.auth_service.ehr import (
     sandbox_admin,
     smart_practice,
 )
+from tests.auth_service.logcapture import capture_all_logs
 from tests.auth_service.test_flows_sandbox import connect, register
 
 LOGIN = "/api/integrations/smart/login?tenant=t1&provider=smart"
@@ -104,3 +105,29 @@ def test_write_gate_no_create_interaction_dwb40(make_settings, sandbox) -> None:
         assert r.status_code == 409 and r.json()["reason"] == "no_create_interaction"
         events = svc.admin("GET", "/api/integrations/admin/audit").json()
         assert any(e["action"] == "data.write" and e["outcome"] == "blocked" for e in events)
+
+
+def test_a_token_endpoint_that_echoes_the_code_never_gets_it_shown(make_settings, sandbox) -> None:
+    """Servers word invalid_grant as "Invalid authorization code: <code>" (Spring's does): the code must not reach
+    the caller's body, the patient's error page or the audit log; the rest of the EHR's words still do."""
+    pid = patient_ids(sandbox)[0]
+    with running_service(make_settings, sandbox, smart_practice(sandbox, "echo-app")) as svc:
+        register(sandbox, svc, "echo-app", "public")
+        sandbox_admin(sandbox, "preapprove", {"client_id": "echo-app", "patient_id": pid})
+        desc = "Invalid authorization code: {code}"
+        fault(sandbox, kind="oauth_error", path="/oauth/token", error="invalid_grant", error_description=desc)
+        with capture_all_logs() as logs:
+            r = authorize_headless(svc, svc.base_url + LOGIN)
+        code = svc.seen["code"]
+        assert code not in logs.text and "authorize" in logs.text
+        assert r.status_code == 502 and r.json()["error"] == "invalid_grant"
+        assert code not in r.text and "Invalid authorization code" in r.json()["message"]
+        events = svc.admin("GET", "/api/integrations/admin/audit").json()
+        failed = next(e for e in events if e["action"] == "authorize.complete" and e["outcome"] == "failure")
+        assert code not in str(failed) and "Invalid authorization code" in str(failed)
+
+        sandbox_admin(sandbox, "preapprove", {"client_id": "echo-app", "patient_id": pid})
+        fault(sandbox, kind="oauth_error", path="/oauth/token", error="invalid_grant", error_description=desc)
+        page = authorize_headless(svc, svc.base_url + LOGIN, headers={"Accept": "text/html"})
+        assert page.status_code == 502 and "text/html" in page.headers["content-type"]
+        assert svc.seen["code"] not in page.text and "Invalid authorization code" in page.text

@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
@@ -190,6 +191,10 @@ def test_error_pages_say_what_happened_and_offer_to_try_again(make_settings, san
         assert page.get_by_role("heading", level=1).inner_text() == "This connect link has expired or is not valid"
         assert page.locator("#error-code").text_content() == "invalid_link"
         check_page(page, "8-bad-link")
+        response = page.goto(link.split("?")[0])  # a link a mail or text message cut at its "?"
+        assert response is not None and response.status == 400
+        assert page.get_by_role("heading", level=1).inner_text() == "This connect link has expired or is not valid"
+        assert page.locator("#error-code").text_content() == "invalid_link"
 
         page.goto(link)
         page.get_by_role("searchbox", name="Find your health system").fill("good health")
@@ -215,3 +220,56 @@ def test_the_axe_check_finds_violations_when_there_are_some(browser) -> None:
     found = {v["id"]: v["impact"] for v in _AXE.run(page).response["violations"]}
     assert found.get("label") == "critical" and found.get("color-contrast") == "serious" and "html-has-lang" in found
     page.close()
+
+
+@pytest.mark.browser
+def test_cancelling_an_ehr_launch_at_the_ehr_offers_no_dead_end(make_settings, sandbox, browser) -> None:
+    """A patient who launched the app from the EHR's portal and pressed Deny: the error page says access was not
+    allowed and offers no "Try again" that could only lead to "This connect link has expired" (there is no
+    connect link in this flow; only the EHR can launch again)."""
+    pid = patient_ids(sandbox)[1]
+    with running_service(make_settings, sandbox, practice(sandbox, "pages-ehr")) as svc:
+        sandbox_admin(
+            sandbox, "clients", {"client_id": "pages-ehr", "client_type": "public", "redirect_uris": [svc.redirect_uri]}
+        )
+        context = browser.new_context()
+        page = context.new_page()
+        launch_url = f"{svc.base_url}/api/integrations/smart/launch"
+        page.goto(f"{sandbox.base_url}/admin/ehr-launch?" + urlencode({"launch_url": launch_url, "patient_id": pid}))
+        page.wait_for_url(f"{sandbox.base_url}/oauth/authorize*")
+        page.click("#deny")
+        page.wait_for_url(f"{svc.base_url}/api/integrations/smart/callback*")
+        assert page.get_by_role("heading", level=1).inner_text() == "Access was not allowed"
+        assert page.locator("#error-code").text_content() == "access_denied"
+        assert "launch=" not in page.content() and "state=" not in page.content()
+        assert page.get_by_role("link", name="Try again").count() == 0
+        check_page(page, "10-ehr-launch-denied")
+        context.close()
+
+
+@pytest.mark.browser
+def test_a_health_system_that_is_down_gets_the_error_page_and_try_again_works(make_settings, sandbox, browser) -> None:
+    """The patient picks a health system whose server is down: "Continue to sign in" shows the page saying so
+    (not a JSON body), and once it is back "Try again" leads to its sign-in."""
+    with running_service(make_settings, sandbox, practice(sandbox, "pages-down")) as svc:
+        link = start(svc, sandbox, "pages-down")
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(link)
+        page.get_by_role("searchbox", name="Find your health system").fill("good health")
+        page.get_by_role("radio", name="Good Health").wait_for()
+        fhir_path = urlsplit(sandbox.fhir_base).path
+        sandbox_admin(sandbox, "faults", {"kind": "503", "path": fhir_path, "times": None, "retry_after": ""})
+        page.get_by_role("button", name="Continue to sign in").click()
+        page.wait_for_url(f"{svc.base_url}/api/integrations/smart/login*")
+        assert page.get_by_role("heading", level=1).inner_text() == "Your health system is not answering right now"
+        assert page.locator("#error-code").text_content() == "ehr_unavailable"
+        check_page(page, "11-health-system-down")
+        sandbox_admin(sandbox, "faults", method="DELETE")
+        page.get_by_role("link", name="Try again").click()
+        page.wait_for_url(f"{svc.base_url}/connect?link=*")
+        page.get_by_role("searchbox", name="Find your health system").fill("good health")
+        page.get_by_role("radio", name="Good Health").wait_for()
+        page.get_by_role("button", name="Continue to sign in").click()
+        page.wait_for_url(f"{sandbox.base_url}/oauth/authorize*")
+        context.close()

@@ -103,6 +103,10 @@ def test_sal36_forced_oauth_errors(sandbox: SandboxServer) -> None:
     sandbox.admin.set_fault("oauth_error", path="/oauth/token", error="temporarily_unavailable")
     resp = httpx.post(sandbox.base_url + "/oauth/token", data={"grant_type": "client_credentials"})
     assert resp.status_code == 400 and resp.json()["error"] == "temporarily_unavailable"
+    desc = "Invalid authorization code: {code}"
+    sandbox.admin.set_fault("oauth_error", path="/oauth/token", error="invalid_grant", error_description=desc)
+    resp = httpx.post(sandbox.base_url + "/oauth/token", data={"grant_type": "authorization_code", "code": "c-1"})
+    assert resp.json() == {"error": "invalid_grant", "error_description": "Invalid authorization code: c-1"}
     sandbox.admin.set_fault("oauth_error", path="/oauth/authorize", error="unauthorized_client")
     cid = public_client(sandbox)
     params = authorize_params(sandbox, cid, "launch/patient patient/*.rs", pkce()[1])

@@ -20,6 +20,10 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/api/integrations", tags=["admin"])
 ProviderId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$")]
+# ids only, as the sync API takes them: no NUL or other text PostgreSQL refuses in a lookup (a 422, never a 500)
+# (empty still means "the newest connection", as before)
+_CONNECTION_ID = r"^[A-Za-z0-9_.:-]*$"
+ConnectionIdQuery = Annotated[str | None, Query(max_length=64, pattern=_CONNECTION_ID)]
 
 
 class ConnectLinkRequest(BaseModel):
@@ -36,7 +40,7 @@ class ConnectLinkResponse(BaseModel):
 
 
 class ConnectionRequest(BaseModel):
-    connection_id: str | None = Field(default=None, max_length=64)
+    connection_id: str | None = Field(default=None, max_length=64, pattern=_CONNECTION_ID)
 
 
 class NoteRequest(ConnectionRequest):
@@ -126,7 +130,7 @@ def audit_log(
     admin: AdminDep,
     ctx: CtxDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    connection_id: Annotated[str | None, Query(max_length=64)] = None,
+    connection_id: ConnectionIdQuery = None,
 ) -> list[dict[str, Any]]:
     with ctx.db.session() as session:
         return list_events(session, admin.tenant_id, limit=limit, connection_id=connection_id)
@@ -141,9 +145,7 @@ def create_backend(admin: AdminDep, ctx: CtxDep, body: BackendRequest) -> dict[s
 
 
 @router.get("/smart/status")
-def status(
-    admin: AdminDep, ctx: CtxDep, connection_id: Annotated[str | None, Query(max_length=64)] = None
-) -> dict[str, Any]:
+def status(admin: AdminDep, ctx: CtxDep, connection_id: ConnectionIdQuery = None) -> dict[str, Any]:
     return conns.connection_status(ctx, conns.latest_connection(ctx, admin.tenant_id, connection_id))
 
 
@@ -151,7 +153,7 @@ def status(
 def test_patient(
     admin: AdminDep,
     ctx: CtxDep,
-    connection_id: Annotated[str | None, Query(max_length=64)] = None,
+    connection_id: ConnectionIdQuery = None,
     patient: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9\-.]+$")] = None,
 ) -> dict[str, Any]:
     conn = conns.latest_connection(ctx, admin.tenant_id, connection_id)
@@ -181,7 +183,7 @@ def disconnect(admin: AdminDep, ctx: CtxDep, body: ConnectionRequest | None = No
 def purge_connection(
     admin: AdminDep,
     ctx: CtxDep,
-    connection_id: Annotated[str, Path(min_length=1, max_length=64)],
+    connection_id: Annotated[str, Path(min_length=1, max_length=64, pattern=_CONNECTION_ID)],
     body: PurgeRequest | None = None,
 ) -> dict[str, Any]:
     """Remove the connection's synced data (landing, warehouse, attachments, sync state), audited with counts;

@@ -19,6 +19,7 @@ from auth_service.api.connect_cookies import LINK_COOKIE, remember_link
 from auth_service.api.deps import CtxDep, ensure_browser_session, set_session_cookie
 from auth_service.api.errors import ApiError
 from auth_service.core.links import ConnectLinkClaims, InvalidLinkError
+from auth_service.core.sealed_links import MAX_LINK_CHARS
 from auth_service.pages.directory_search import SearchResult, search_entries
 from auth_service.pages.rendering import render_error, templates
 from auth_service.pages.scope_text import describe_scopes
@@ -29,7 +30,7 @@ __all__ = ["router", "status_text"]
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 _SCRIPT = (Path(__file__).resolve().parents[2] / "static" / "directory.js").read_text(encoding="utf-8")
-LinkParam = Annotated[str, Query(max_length=2000)]
+LinkParam = Annotated[str, Query(max_length=MAX_LINK_CHARS)]
 QueryParam = Annotated[str, Query(max_length=200)]
 
 

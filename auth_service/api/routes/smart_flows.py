@@ -22,10 +22,11 @@ from auth_service.api.deps import (
 )
 from auth_service.api.errors import ApiError
 from auth_service.core.links import InvalidLinkError
+from auth_service.core.sealed_links import MAX_LINK_CHARS
 from auth_service.pages.rendering import render_error
 from auth_service.services.context import ServiceContext
 from auth_service.services.directory import load_directory
-from auth_service.services.errors import ServiceError, service_error_from
+from auth_service.services.errors import service_error_from
 from auth_service.services.launch import begin_authorization, complete_authorization, find_launch_target
 from connectors.errors import EhrSyncError
 
@@ -139,7 +140,7 @@ def standalone_login(
     ctx: CtxDep,
     provider: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     tenant: Annotated[str | None, Query(max_length=64)] = None,
-    link: Annotated[str | None, Query(max_length=2000)] = None,
+    link: Annotated[str | None, Query(max_length=MAX_LINK_CHARS)] = None,
     return_to: Annotated[str | None, Query(max_length=500)] = None,
     choice: Annotated[str | None, Query(min_length=1, max_length=80)] = None,
 ) -> Response:
@@ -155,9 +156,9 @@ def standalone_login(
             user_ref=target.user_ref,
             redirect_target=redirect_target,
         )
-    except ServiceError as exc:
+    except EhrSyncError as exc:  # the service's refusals, and the EHR's own failures (down, no SMART config)
         if "text/html" in request.headers.get("accept", ""):  # a patient's browser: the page, not JSON
-            return render_error(request, exc)
+            return render_error(request, service_error_from(exc))
         raise
     response = _redirect(request, url, sid, new)
     if target.choice is not None:
