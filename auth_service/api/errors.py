@@ -139,6 +139,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         code = {401: "unauthorized", 404: "not_found", 405: "invalid_request"}.get(exc.status_code, "invalid_request")
+        page = _page(request, ApiError(code, str(exc.detail)), _PAGES)  # a browser on a patient page: a page
+        if page is not None:
+            page.status_code = exc.status_code
+            page.headers.update(exc.headers or {})
+            return page
         return JSONResponse(
             {"error": code, "message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
         )

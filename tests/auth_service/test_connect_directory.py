@@ -74,6 +74,9 @@ def test_search_without_javascript_is_ranked_and_accent_insensitive(make_app) ->
     assert page.status_code == 200
     assert _choices(page.text) == []  # 151 to choose from: the patient types first
     assert "Type the name of your health system" in page.text and 'role="status"' in page.text
+    # the box holds no more than the route accepts: a longer search without JavaScript would be an error page
+    assert 'name="q" value="" maxlength="200"' in page.text
+    assert h.client.get("/connect", params={"link": token, "q": "x" * 201}).status_code == 422
     page = h.client.get("/connect", params={"link": token, "q": "zurich"})
     assert _choices(page.text)[0] == "Zürich Kinderspital"
     page = h.client.get("/connect", params={"link": token, "q": "MARY"})

@@ -238,3 +238,19 @@ def test_a_browser_gets_the_error_page_for_a_malformed_request_not_json(guarded,
     r = h.client.get(url)
     assert r.status_code in (400, 422) and r.json()["error"] in (code, "validation_error")
     assert guarded.transport.calls == []
+
+
+@pytest.mark.parametrize(("method", "url", "status"), [("GET", "/connect/nope", 404), ("DELETE", "/connect", 405)])
+def test_a_browser_on_a_patient_page_that_does_not_exist_gets_the_error_page(
+    guarded, method: str, url: str, status: int
+) -> None:
+    """404/405 under ``/connect`` (a link mangled by a mail client, a stray form): the page for a browser, with the
+    status kept (and ``Allow`` on 405); API callers still get the JSON contract."""
+    h = guarded()
+    page = h.client.request(method, url, headers={"Accept": "text/html"})
+    assert page.status_code == status and page.headers["content-type"].startswith("text/html")
+    assert '<code id="error-code">' in page.text
+    if status == 405:
+        assert "GET" in page.headers["allow"]
+    api = h.client.request(method, url)
+    assert api.status_code == status and api.json()["error"] in ("not_found", "invalid_request")
