@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from connectors.errors import ConfigurationError
 from connectors.providers import BulkSupport, ProviderPlugin, check_provider_client_auth, get_provider
+from connectors.providers.config import MAX_CLIENT_ID_LENGTH
 
 __all__ = [
     "check_provider_client_auth",
@@ -74,13 +76,35 @@ def plugin_write_supported(provider_id: str) -> bool:
     return p.write_profile.supported
 
 
+#: A stored config holds a client id, a secret or key (a PEM is ~3 KiB) and a few URLs: far less than this.
+MAX_CONFIG_BYTES = 64 * 1024
+
+
+def _bounds(config: Mapping[str, Any], *, client_id: bool) -> list[dict[str, str]]:
+    """What every config must meet, with or without a plugin schema: finite numbers and at most MAX_CONFIG_BYTES
+    of JSON; with ``client_id`` (``smart``'s legacy keys have no schema) a client id a vendor could have issued."""
+    try:
+        size = len(json.dumps(config, allow_nan=False))
+    except ValueError:
+        return [{"field": "config", "message": "numbers must be finite (no NaN or Infinity)"}]
+    if size > MAX_CONFIG_BYTES:
+        return [{"field": "config", "message": f"config is {size} bytes of JSON; at most {MAX_CONFIG_BYTES}"}]
+    errors = []
+    for name in ("clientId", "client_id") if client_id else ():
+        value = config.get(name)
+        if name in config and (not isinstance(value, str) or not 1 <= len(value.strip()) <= MAX_CLIENT_ID_LENGTH):
+            errors.append({"field": name, "message": f"must be text of 1-{MAX_CLIENT_ID_LENGTH} characters"})
+    return errors
+
+
 def validate_config(provider_id: str, config: Mapping[str, Any]) -> list[dict[str, str]]:
-    """Field errors of ``config`` against the plugin's schema (empty when valid or when there is no plugin)."""
+    """Field errors of ``config``: the bounds every config meets, then the plugin's schema (none for ``smart``)."""
     from pydantic import ValidationError
 
     p = plugin(provider_id)
-    if p is None:
-        return []
+    bounds = _bounds(config, client_id=p is None)
+    if p is None or bounds:
+        return bounds
     try:
         p.config_model.model_validate(dict(config))
     except ValidationError as exc:

@@ -232,3 +232,37 @@ def test_health_counts_connections_of_a_provider_no_longer_configured(make_app) 
     health = h.client.get("/api/integrations/admin/health", headers=auth(key)).json()
     assert health["status"] == "degraded"
     assert health["providers"] == [{"provider": "epic", "enabled": False, "connections": {"client_rejected": 1}}]
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        ({"clientId": "x" * 5_000_000}, "config"),  # 5 MB: over the config's bound
+        ({"clientId": "x" * 9000}, "clientId"),  # longer than any vendor issues
+        ({"clientId": "   "}, "clientId"),
+        ({"client_id": 42}, "client_id"),
+    ],
+)
+def test_a_smart_config_out_of_bounds_is_refused_naming_the_field(make_app, config, field) -> None:
+    """``smart`` (the tenant's own SMART server) has no vendor schema, but a config is still bounded: a 5 MB
+    client id, one longer than any vendor issues, blank or not text is a 422 naming the field, and nothing is kept."""
+    h = make_app()
+    key = h.bootstrap("t1", SMART)
+    r = h.client.put("/api/integrations/admin/providers/smart", headers=auth(key), json=config)
+    assert r.status_code == 422 and r.json()["error"] == "validation_error", r.text[:300]
+    assert [f["field"] for f in r.json()["fields"]] == [field]
+    assert len(r.content) < 10_000  # the refused value is not echoed back
+    got = h.client.get("/api/integrations/admin/providers/smart", headers=auth(key))
+    assert got.json()["source"] == "tenant_settings"
+
+
+def test_a_config_with_a_number_that_is_not_finite_is_refused(make_app) -> None:
+    h = make_app()
+    key = h.bootstrap("t1", SMART)
+    body = b'{"client_id": "app", "token_ttl": NaN}'
+    r = h.client.put(
+        "/api/integrations/admin/providers/smart",
+        headers={**auth(key), "Content-Type": "application/json"},
+        content=body,
+    )
+    assert r.status_code == 422 and "finite" in r.text
