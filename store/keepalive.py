@@ -26,6 +26,7 @@ from connectors.providers import RefreshPolicy, get_provider
 from store.database import AppDatabase
 from store.errors import TokenKeyMissingError
 from store.models import Connection, ConnectionKind, ConnectionStatus, TokenRecord, utcnow
+from store.rate_windows import vendor_call_budget
 from store.vault import TokenVault
 
 __all__ = ["KeepaliveReport", "refresh_idle_grants"]
@@ -55,6 +56,7 @@ class _Candidate:
     connection_id: str
     provider_id: str
     version: int
+    fhir_base: str
 
 
 def refresh_idle_grants(
@@ -105,7 +107,7 @@ def refresh_idle_grants(
 def _idle_candidates(db: AppDatabase, cutoff: datetime) -> list[_Candidate]:
     """Active patient/user connections holding a refresh token last issued before ``cutoff``, oldest first."""
     stmt = (
-        select(Connection.id, Connection.provider_id, TokenRecord.version)
+        select(Connection.id, Connection.provider_id, TokenRecord.version, Connection.fhir_base)
         .join(TokenRecord, TokenRecord.connection_id == Connection.id)
         .where(
             Connection.status == ConnectionStatus.ACTIVE,
@@ -116,7 +118,7 @@ def _idle_candidates(db: AppDatabase, cutoff: datetime) -> list[_Candidate]:
         .order_by(TokenRecord.issued_at, Connection.id)
     )
     with db.session() as session:
-        return [_Candidate(cid, provider, version) for cid, provider, version in session.execute(stmt)]
+        return [_Candidate(*row) for row in session.execute(stmt)]
 
 
 def _provider_refreshes(candidate: _Candidate) -> bool:
@@ -146,7 +148,8 @@ def _refresh_one(db: AppDatabase, vault: TokenVault, candidate: _Candidate, cuto
         if not _still_idle(db, cid, cutoff):
             logger.info("connection %s: refreshed or changed since selection; left alone", cid)
             return None
-        vault.force_refresh(cid)
+        with vendor_call_budget(db, candidate.provider_id, candidate.fhir_base):  # eCW counts token calls too
+            vault.force_refresh(cid)
         info = vault.token_info(cid)
     except TokenKeyMissingError as exc:  # this process lacks a key: nothing the grant or the patient did
         logger.error("connection %s: keepalive refresh failed (key id %s not configured here)", cid, exc.key_id)

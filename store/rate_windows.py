@@ -12,10 +12,11 @@ One statement takes a call: an upsert that adds one to the slot's count only whi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import BigInteger, Integer, String, delete
@@ -23,10 +24,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column
 
 from connectors.errors import ConfigurationError
+from connectors.http import active_rate_budget, rate_budget
+from connectors.providers import get_provider
 from store.database import AppDatabase
 from store.models import Base
 
-__all__ = ["RateSlot", "SharedRateBudget"]
+__all__ = ["RateSlot", "SharedRateBudget", "vendor_call_budget"]
 
 #: Slots older than this many budget periods are deleted now and then (they can no longer limit anything).
 _KEEP_PERIODS = 10
@@ -97,3 +100,19 @@ class SharedRateBudget:
                 session.execute(delete(RateSlot).where(RateSlot.slot < oldest))
             session.commit()
         return taken
+
+
+@contextlib.contextmanager
+def vendor_call_budget(db: AppDatabase, provider_id: str, fhir_base: str) -> Iterator[None]:
+    """EHR calls made in this block outside a sync (the auth service's code exchange and backend mint, keepalive
+    refreshes) spend the vendor's shared budget when it counts every caller including the token endpoint (eCW), under
+    the key a sync spends it under (the FHIR base). A budget already active (a sync's) counts them itself."""
+    try:
+        limit = get_provider(provider_id).rate_limit
+    except ConfigurationError:  # the tenant's own "smart" server, or an unknown id: no vendor budget
+        limit = None
+    if limit is None or not (limit.across_processes and limit.shares_token_endpoint) or active_rate_budget():
+        yield
+        return
+    with rate_budget(SharedRateBudget(db, limit.capacity, limit.window_s), fhir_base):
+        yield

@@ -42,6 +42,7 @@ from connectors.smart import (
     validate_id_token,
 )
 from store.models import ConnectionKind
+from store.rate_windows import vendor_call_budget
 from store.states import ConsumedState, InvalidStateError
 
 __all__ = [
@@ -202,15 +203,16 @@ def _exchange(ctx: ServiceContext, stored: ConsumedState, code: str) -> Callback
         profile = resolve_profile(session, ctx.cipher, ctx.settings, stored.tenant_id, stored.provider_id)
     if normalize_issuer(profile.fhir_base) != normalize_issuer(stored.issuer):
         raise IssuerRefusedError("the provider's FHIR base changed during the authorization")
-    cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
-    token = exchange_code(
-        cfg.token_endpoint,
-        http=ctx.http,
-        client_auth=profile.client_auth(ctx.settings, "authorization_code"),
-        code=code,
-        redirect_uri=stored.redirect_uri or ctx.settings.redirect_uri,
-        code_verifier=stored.code_verifier,
-    )
+    with vendor_call_budget(ctx.db, profile.provider_id, profile.fhir_base):  # eCW counts these calls too
+        cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
+        token = exchange_code(
+            cfg.token_endpoint,
+            http=ctx.http,
+            client_auth=profile.client_auth(ctx.settings, "authorization_code"),
+            code=code,
+            redirect_uri=stored.redirect_uri or ctx.settings.redirect_uri,
+            code_verifier=stored.code_verifier,
+        )
     granted = token.scope if token.scope else (stored.scope or "")
     fhir_user = _fhir_user(ctx, profile, cfg.issuer, token.id_token, granted, stored.nonce)
     connection_id = keep_connection(

@@ -6,7 +6,14 @@ transports and auth flow built from them live in :mod:`connectors.transport`.
 """
 
 from connectors.http.dates import parse_http_date, parse_instant, parse_retry_after
-from connectors.http.ratelimit import CallBudget, RateLimitedTransport, RateLimiter, rate_budget, spend_rate_budget
+from connectors.http.ratelimit import (
+    CallBudget,
+    RateLimitedTransport,
+    RateLimiter,
+    active_rate_budget,
+    rate_budget,
+    spend_rate_budget,
+)
 from connectors.http.retry import RetryPolicy
 from connectors.http.urls import (
     is_loopback_host,
@@ -23,6 +30,7 @@ __all__ = [
     "RateLimitedTransport",
     "RateLimiter",
     "RetryPolicy",
+    "active_rate_budget",
     "is_loopback_host",
     "is_within_base",
     "normalize_base_url",

@@ -18,7 +18,14 @@ import httpx
 
 from connectors.errors import ConfigurationError
 
-__all__ = ["CallBudget", "RateLimitedTransport", "RateLimiter", "rate_budget", "spend_rate_budget"]
+__all__ = [
+    "CallBudget",
+    "RateLimitedTransport",
+    "RateLimiter",
+    "active_rate_budget",
+    "rate_budget",
+    "spend_rate_budget",
+]
 
 
 class CallBudget(Protocol):
@@ -86,6 +93,11 @@ def rate_budget(limiter: CallBudget | None, key: str) -> Iterator[None]:
         yield
     finally:
         _RATE.reset(token)
+
+
+def active_rate_budget() -> bool:
+    """Whether calls made here already spend from a budget (:func:`rate_budget`)."""
+    return _RATE.get() is not None
 
 
 def spend_rate_budget() -> float:

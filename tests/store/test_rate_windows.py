@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy import select
 
 from connectors.errors import ConfigurationError
+from connectors.http import RateLimiter, active_rate_budget, rate_budget, spend_rate_budget
 from store import AppDatabase, SharedRateBudget
-from store.rate_windows import RateSlot
+from store.rate_windows import RateSlot, vendor_call_budget
 
 
 class _Clock:
@@ -71,3 +72,25 @@ def test_two_processes_never_take_more_than_one_slot_share_together(db: AppDatab
 def test_a_budget_that_cannot_grant_anything_is_refused_by_name(db: AppDatabase) -> None:
     with pytest.raises(ConfigurationError, match="SharedRateBudget"):
         SharedRateBudget(db, 0, 60.0)
+
+
+def _spent(db: AppDatabase, key: str) -> int:
+    hashed = hashlib.sha256(key.encode()).hexdigest()
+    with db.session() as session:
+        return sum(session.scalars(select(RateSlot.used).where(RateSlot.key == hashed)).all())
+
+
+def test_calls_outside_a_sync_spend_the_shared_budget_of_a_vendor_that_counts_every_caller(db: AppDatabase) -> None:
+    """The auth service's code exchange and keepalive refreshes (``vendor_call_budget``): eCW's calls spend the
+    shared budget under the FHIR base; a vendor without one spends nothing; inside a sync's budget nothing twice."""
+    base = f"https://ecw.example/{uuid.uuid4()}/fhir"
+    with vendor_call_budget(db, "ecw", base):
+        assert active_rate_budget()
+        for _ in range(3):
+            spend_rate_budget()
+    assert _spent(db, base) == 3 and not active_rate_budget()
+    with vendor_call_budget(db, "smart", base), vendor_call_budget(db, "epic", base):
+        assert not active_rate_budget()  # the tenant's own server, and a vendor whose budget is per process
+    with rate_budget(RateLimiter(100, 1.0), base), vendor_call_budget(db, "ecw", base):
+        spend_rate_budget()  # the sync's budget counts it
+    assert _spent(db, base) == 3
