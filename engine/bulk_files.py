@@ -113,7 +113,7 @@ def _land(
                 connection_id=conn.id,
                 resource_type=f.resource_type,
                 run_id=run_id,
-                source=f.url,
+                source=f.stored_source,
                 tenant_id=conn.tenant_id,
                 transaction_time=job.transaction_time,
                 seq=f"bulk-{f.id}",

@@ -112,7 +112,7 @@ def apply_error_file(
     unusable: list[int] = []
     missed: set[str] = set()
     lines = _noting_failures(outcome_lines(path, unusable), f.resource_type, _export_types(env, job), missed)
-    counts = wh.record_errors(conn.id, run_id, f.url, lines)
+    counts = wh.record_errors(conn.id, run_id, f.stored_source, lines)
     path.unlink(missing_ok=True)
     if unusable:
         report.type_report("OperationOutcome").quarantined += len(unusable)

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from connectors.http import redact_url
 from engine.models import BulkJob, BulkJobFile, utcnow
 from engine.row_views import row_view
 from store import AppDatabase
@@ -49,6 +50,13 @@ class FileView:
     landed_path: str | None
     attempts: int
     error: str | None = None
+
+    @property
+    def stored_source(self) -> str:
+        """How the file is named where it is stored (every row's ``source``, its error records): the URL without
+        its query, which on a storage host is a signature (a credential to the export's data until it expires),
+        and the file's id, so files that differ only in their query stay apart."""
+        return f"{redact_url(self.url)}#{self.id}"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import httpx
 import pytest
 from sqlalchemy import select
@@ -155,3 +156,25 @@ def test_bdx08_sal40_a_saved_job_whose_status_url_the_token_may_not_reach_is_fai
     sb.admin.settings(bulk_status_base=None)
     second = run_bulk_export(world.env, conn, "after")
     assert second.status == "completed" and not second.resumed, second.error
+
+
+def test_a_signed_file_url_is_stored_without_its_signature(
+    start_sandbox: Any, tmp_path: Path, http: httpx.Client
+) -> None:
+    """A storage host's signed file URL (its query is a credential to the export's data until it expires) is not
+    kept in every landed row's ``source`` nor in the error records: they name the file by its path and its id."""
+    sb = start_sandbox(bulk_signed_file_urls=True)
+    world = make_environment(tmp_path / "w", http=http)
+    conn = connect_backend(world, sb, http=http, group_id=GROUP)
+    add_fault(http, sb, "bulk_error_file", resource_type="Observation", times=1)
+    run_bulk_export(world.env, conn, "signed")
+    con = duckdb.connect(str(world.env.warehouse_target), read_only=True)
+    try:
+        rows = con.execute("SELECT DISTINCT source FROM fhir_resources").fetchall()
+        errors = con.execute("SELECT DISTINCT source FROM fhir_errors").fetchall()
+    finally:
+        con.close()
+    sources = [r[0] for r in rows + errors]
+    assert rows and errors and all("/bulk/files/" in s for s in sources)
+    assert not [s for s in sources if "?" in s or "Signature" in s]
+    assert all(s.rsplit("#", 1)[1].isdigit() for s in sources)  # the file's id keeps two files of one path apart
