@@ -1,7 +1,12 @@
 """Weekly deletion reconciliation (BDX-31): REST search never reports deletes, so compare id lists.
 
-Patient connections only: Bulk connections learn deletions from the export's ``deleted`` files.
+Patient connections only: Bulk connections learn deletions from the export's ``deleted`` files. Each connection
+has its own hour of the week (``reconcile_hour``), so the week's runs are spread over 168 hourly ticks: queued all at
+one tick, 10,000 of them would count as busy and hold back every connection's scheduled sync for hours.
 """
+
+import hashlib
+from datetime import UTC, datetime
 
 from dagster import (
     AssetMaterialization,
@@ -29,9 +34,27 @@ from pipelines.resources import (
     WarehouseResource,
 )
 
-__all__ = ["RECONCILE_JOB", "defs", "reconcile_deletes_job", "weekly_reconcile_schedule"]
+__all__ = [
+    "HOURS_A_WEEK",
+    "RECONCILE_JOB",
+    "defs",
+    "reconcile_deletes_job",
+    "reconcile_hour",
+    "weekly_reconcile_schedule",
+]
 
 RECONCILE_JOB = "reconcile_deletes"
+HOURS_A_WEEK = 7 * 24
+
+
+def reconcile_hour(connection_id: str) -> int:
+    """The connection's hour of the week (0 = Monday 00:00 UTC): the same every week, spread evenly by its id."""
+    return int.from_bytes(hashlib.sha256(connection_id.encode("utf-8")).digest()[:8], "big") % HOURS_A_WEEK
+
+
+def _hour_of_week(context: ScheduleEvaluationContext) -> int:
+    tick = (context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC)
+    return tick.weekday() * 24 + tick.hour
 
 
 @op(description="Tombstone warehouse rows whose ids the EHR no longer lists, type by type.")
@@ -72,13 +95,14 @@ reconcile_deletes_job = in_process_job(
 
 @running_utc_schedule(
     name="weekly_reconcile_deletes",
-    cron_schedule="0 3 * * 0",
+    cron_schedule="0 * * * *",
     job=reconcile_deletes_job,
-    description="Sunday 03:00 UTC: one reconciliation run per active patient connection.",
+    description="Hourly: a reconciliation run for each active patient connection whose hour of the week this is "
+    "(each connection once a week, spread over the week).",
 )
 def weekly_reconcile_schedule(context: ScheduleEvaluationContext, app_db: AppDatabaseResource) -> list[RunRequest]:
     keys = set(context.instance.get_dynamic_partitions(PATIENT_CONNECTIONS_PARTITIONS_NAME))
-    day = tick_day(context)
+    day, hour = tick_day(context), _hour_of_week(context)
     with app_db.open() as db:
         connections = read_connections(db)
     return [
@@ -90,7 +114,7 @@ def weekly_reconcile_schedule(context: ScheduleEvaluationContext, app_db: AppDat
             ),
         )
         for conn in connections
-        if conn.syncable and not conn.is_bulk and conn.id in keys
+        if conn.syncable and not conn.is_bulk and conn.id in keys and reconcile_hour(conn.id) == hour
     ]
 
 
