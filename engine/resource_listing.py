@@ -73,6 +73,8 @@ class ListedResource:
     last_updated: datetime | None
     resource: dict[str, Any]
     attachments: tuple[ListedAttachment, ...]
+    #: The resource as stored, to serve as is: parsed, a decimal's trailing zeros and digits past a double's are lost
+    resource_json: str
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class _Row:
     last_updated: datetime | None
     resource: dict[str, Any]
     size: int
+    text: str
 
 
 def _aware(value: object) -> datetime | None:
@@ -131,6 +134,7 @@ def _rows(
                 last_updated=_aware(row["last_updated"]),
                 resource=orjson.loads(text),
                 size=len(text),
+                text=text,
             )
 
 
@@ -171,7 +175,9 @@ def _with_attachments(wh: Warehouse, connection_id: str, fhir_base: str, rows: l
             sha = stored.get(absolute_url(fhir_base, ref.url))
             links.append(ListedAttachment(ref.url, ref.content_type, ref.size, sha is not None, sha))
         out.append(
-            ListedResource(row.resource_type, row.id, row.version_id, row.last_updated, row.resource, tuple(links))
+            ListedResource(
+                row.resource_type, row.id, row.version_id, row.last_updated, row.resource, tuple(links), row.text
+            )
         )
     return out
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from auth_service.core.page_cursor import CursorSigner, InvalidCursorError, PageQuery
 from auth_service.services.connections import get_connection
 from auth_service.services.context import ServiceContext
@@ -82,7 +84,7 @@ def _item(item: ListedResource) -> dict[str, Any]:
         "id": item.id,
         "versionId": item.version_id,
         "lastUpdated": _iso(item.last_updated),
-        "resource": item.resource,
+        "resource": orjson.Fragment(item.resource_json),  # as stored: numbers exactly as the EHR wrote them
         "attachments": [
             {
                 "url": a.url,

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 
@@ -283,3 +284,20 @@ def test_openapi_documents_the_operation(world: World) -> None:
     op = spec["paths"][PATH]["get"]
     assert [p["name"] for p in op["parameters"]] == ["connectionId", "resourceType", "limit", "cursor"]
     assert {"200", "400", "404", "503"} <= set(op["responses"])
+
+
+def test_numbers_are_served_exactly_as_the_ehr_wrote_them(world: World) -> None:
+    """A FHIR decimal keeps its precision (``7.10`` is not ``7.1``) and may hold more digits than a double: the API
+    sends each resource as stored, not parsed and written again."""
+    conn = _add_connection(world.handle, "ta")
+    exact = {"value": orjson.Fragment(b"7.10"), "unit": "mmol/L"}
+    big = orjson.Fragment(b"12345678901234567890.123")
+    observation = resource("obs-exact", status="final", valueQuantity=exact, extension=[{"valueDecimal": big}])
+    with open_warehouse(world.target) as wh:
+        wh.upsert(land(LandingZone(world.tmp / "exact"), [observation], connection_id=conn))
+    r = world.get(connectionId=conn)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert b'"value":7.10' in r.content.replace(b" ", b"")
+    assert b"12345678901234567890.123" in r.content
+    [item] = r.json()["items"]
+    assert item["resource"]["id"] == "obs-exact" and item["id"] == "obs-exact"

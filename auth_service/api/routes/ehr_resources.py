@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+import orjson
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from auth_service.api.deps import AdminDep, CtxDep
@@ -94,9 +95,13 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     responses=_RESPONSES,
     openapi_extra={"parameters": _PARAMETERS},
 )
-def list_resources(request: Request, admin: AdminDep, ctx: CtxDep) -> dict[str, Any]:
+def list_resources(request: Request, admin: AdminDep, ctx: CtxDep) -> Response:
     """A connection's synced resources, keyset-paged on (resourceType, id): each with versionId, lastUpdated,
-    the resource, and its attachment links with whether each was downloaded. Tombstoned resources are left out."""
+    the resource, and its attachment links with whether each was downloaded. Tombstoned resources are left out.
+
+    Each resource is sent as stored (orjson writes it as is), so a decimal keeps its precision (``7.10``, 23 digits)
+    and nothing is parsed and written again; ``ResourcePageOut`` describes the answer."""
     params = {name: request.query_params.getlist(name) for name in request.query_params}
     query = resources.parse_query(params)
-    return resources.list_connection_resources(ctx, admin.tenant_id, query)
+    page = resources.list_connection_resources(ctx, admin.tenant_id, query)
+    return Response(orjson.dumps(page), media_type="application/json")
