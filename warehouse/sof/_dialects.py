@@ -218,6 +218,21 @@ class _Postgres(SqlDialect):
     def json_kind(self, item: str) -> str:
         return f"jsonb_typeof({item})"
 
+    def item_value(self, item: str, kind: Kind) -> str:
+        """As DuckDB answers: a number past a double's range is +-Infinity and one below its least magnitude 0,
+        where PostgreSQL's cast raises "out of range" and one such value failed the whole view. Only a number with
+        an exponent or of many digits takes the guarded path."""
+        if kind != "num":
+            return super().item_value(item, kind)
+        text = self.item_text(item)
+        n = f"({text})::numeric"
+        guarded = (
+            f"CASE WHEN abs({n}) < 2.5e-324 THEN 0::float8 WHEN abs({n}) > 1.7976931348623157e308 "
+            f"THEN sign({n})::float8 * 'Infinity'::float8 ELSE {n}::float8 END"
+        )
+        value = f"(CASE WHEN {text} ~ '[eE]' OR length({text}) > 300 THEN {guarded} ELSE ({text})::float8 END)"
+        return f"(CASE WHEN {self.json_kind(item)} IN {self.kinds[kind]} THEN {value} END)"
+
     def item_text(self, item: str) -> str:
         return f"({item} #>> '{{}}')"
 
