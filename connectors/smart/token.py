@@ -103,6 +103,26 @@ def _opt_str(payload: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
+def _lenient_str(payload: Mapping[str, Any], key: str) -> str | None:
+    """An optional field that does not decide the grant (launch context, scope, style): a value of the wrong type is
+    dropped with a warning, not a refused answer, which would throw away the rotated refresh token it carries."""
+    value = payload.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    logger.warning("token response field %r is a %s, not a string; ignored", key, type(value).__name__)
+    return None
+
+
+def _context_id(payload: Mapping[str, Any], key: str) -> str | None:
+    """``patient``/``encounter``: the id the connection is bound to. A server writing it as a JSON number gets it as
+    text; any other type is refused (a wrong binding is worse than none)."""
+    value = payload.get(key)
+    if isinstance(value, int) and not isinstance(value, bool):
+        logger.warning("token response field %r is a number; taken as the id it spells", key)
+        return str(value)
+    return _opt_str(payload, key)
+
+
 def _expires_in(payload: Mapping[str, Any]) -> int:
     value = payload.get("expires_in")
     if value is None:
@@ -123,7 +143,7 @@ def _expires_in(payload: Mapping[str, Any]) -> int:
 
 def _granted_scope(payload: Mapping[str, Any]) -> str | None:
     """The granted ``scope``; a blank one is none (RFC 6749 §5.1: absent means the scope asked for)."""
-    scope = _opt_str(payload, "scope")
+    scope = _lenient_str(payload, "scope")
     return scope if scope is not None and scope.strip() else None
 
 
@@ -132,15 +152,16 @@ def _fhir_context(value: Any) -> tuple[dict[str, Any], ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise OAuthError("invalid_response", "token response field 'fhirContext' must be an array")
+        logger.warning("token response field 'fhirContext' is a %s, not an array; ignored", type(value).__name__)
+        return ()
     items: list[dict[str, Any]] = []
     for item in value:
         if isinstance(item, str):
             items.append({"reference": item})
         elif isinstance(item, dict):
             items.append(dict(item))
-        else:
-            raise OAuthError("invalid_response", "fhirContext items must be objects or reference strings")
+        else:  # the others still stand (_lenient_str says why)
+            logger.warning("a fhirContext item is a %s, not an object or reference; ignored", type(item).__name__)
     return tuple(items)
 
 
@@ -184,13 +205,13 @@ def parse_token_response(
         scope=_granted_scope(payload),
         refresh_token=_opt_str(payload, "refresh_token") or None,
         id_token=_opt_str(payload, "id_token") or None,
-        patient=_opt_str(payload, "patient"),
-        encounter=_opt_str(payload, "encounter"),
+        patient=_context_id(payload, "patient"),
+        encounter=_context_id(payload, "encounter"),
         fhir_context=_fhir_context(payload.get("fhirContext")),
         need_patient_banner=banner if isinstance(banner, bool) else None,
-        smart_style_url=_opt_str(payload, "smart_style_url"),
-        intent=_opt_str(payload, "intent"),
-        tenant=_opt_str(payload, "tenant"),
+        smart_style_url=_lenient_str(payload, "smart_style_url"),
+        intent=_lenient_str(payload, "intent"),
+        tenant=_lenient_str(payload, "tenant"),
         extra={k: v for k, v in payload.items() if k not in _KNOWN},
         issued_at=issued_at,
         expires_at=issued_at + timedelta(seconds=expires_in),

@@ -210,9 +210,9 @@ def test_sal15_wildly_wrong_server_date_falls_back_to_local_clock() -> None:
         {"access_token": "AT", "token_type": "DPoP"},
         {"access_token": "AT"},
         {"access_token": "AT", "token_type": "Bearer", "expires_in": "soon"},
-        {"access_token": "AT", "token_type": "Bearer", "fhirContext": "Patient/1"},
+        {"access_token": "AT", "token_type": "Bearer", "patient": {"id": "1"}},
     ],
-    ids=["no-access-token", "dpop", "no-token-type", "bad-expires", "bad-fhircontext"],
+    ids=["no-access-token", "dpop", "no-token-type", "bad-expires", "bad-patient"],
 )
 def test_sal15_malformed_success_body_is_an_oauth_error(body: dict[str, Any]) -> None:
     rec = Recorder(ok(body))
@@ -282,3 +282,30 @@ def test_sal15_non_finite_expires_in_is_an_oauth_error(value: str) -> None:
         refresh_grant(
             TOKEN_URL, http=Recorder(ok(body)).client(), client_auth=PublicClientAuth("c"), refresh_token="RT"
         )
+
+
+def test_sal15_a_refresh_answer_with_a_bad_optional_field_keeps_its_rotated_refresh_token() -> None:
+    """An optional field of the wrong type that decides nothing (tenant, style, intent, scope, fhirContext) is
+    dropped with a warning: refusing the answer threw away the rotated refresh token it carried, and the next refresh
+    (with the old, spent one) ended in ``invalid_grant`` and a re-authorization. A numeric patient id is its text."""
+    body = {
+        "access_token": "AT",
+        "token_type": "Bearer",
+        "refresh_token": "RT-2",
+        "tenant": 5,
+        "smart_style_url": ["x"],
+        "intent": {},
+        "scope": ["patient/*.rs"],
+        "fhirContext": [{"reference": "Encounter/1"}, 7],
+        "patient": 123,
+    }
+    rec = Recorder(ok(body))
+    token = refresh_grant(TOKEN_URL, http=rec.client(), client_auth=PublicClientAuth("c"), refresh_token="RT")
+    assert (token.refresh_token, token.tenant, token.smart_style_url, token.intent, token.scope) == (
+        "RT-2",
+        None,
+        None,
+        None,
+        None,
+    )
+    assert token.fhir_context == ({"reference": "Encounter/1"},) and token.patient == "123"
