@@ -8,18 +8,44 @@ from pathlib import Path
 from auth_service.core.config import Settings, load_settings
 from auth_service.services.brand_admin import check_bundle, load_brands
 from auth_service.services.context import build_context
+from auth_service.services.profiles import SMART_PROVIDER_ID, check_client_auth_config
+from auth_service.services.providers_port import plugin, validate_config
 from auth_service.services.tenants import BootstrapResult, bootstrap_tenant, upsert_tenant
 from auth_service.tenants.settings import TenantSeed, load_tenant_seed
+from connectors.errors import AuthMethodNotAllowedError, ConfigurationError
 from connectors.smart.brands import MAX_BUNDLE_BYTES, BrandsBundleError
 from store.models import Tenant
 
 __all__ = ["bootstrap_admin", "load_brands_file", "load_tenants_file"]
 
 
+def _check_provider_configs(path: str | Path, seeds: list[TenantSeed], settings: Settings) -> None:
+    """Each seeded ``providerConfigs`` entry as the admin API checks one (the vendor's schema, the bounds, its client
+    auth method): a bad one is named now, not at the first patient's launch or the first sync."""
+    problems: list[str] = []
+    for seed in seeds:
+        for provider_id, config in seed.practice_settings.ehr_integrations.provider_configs.items():
+            where = f"tenant {seed.id!r} providerConfigs.{provider_id}"
+            if plugin(provider_id) is None and provider_id != SMART_PROVIDER_ID:
+                problems.append(f"{where}: unknown provider")
+                continue
+            errors = validate_config(provider_id, config)
+            problems += [f"{where}.{e['field']}: {e['message']}" for e in errors]
+            if not errors:
+                try:
+                    check_client_auth_config(provider_id, config, settings)
+                except AuthMethodNotAllowedError as exc:
+                    problems.append(f"{where}: {exc.message}")
+    if problems:
+        raise ConfigurationError(f"tenant seed {path}: " + "; ".join(problems))
+
+
 def load_tenants_file(path: str | Path, settings: Settings | None = None) -> list[str]:
     """``ehrsync auth seed FILE``: upsert every tenant in a seed file; returns their ids."""
     seeds = load_tenant_seed(path)  # a bad file is named before any database work
-    ctx = build_context(settings or load_settings())
+    settings = settings or load_settings()
+    _check_provider_configs(path, seeds, settings)
+    ctx = build_context(settings)
     try:
         with ctx.db.session() as session, session.begin():
             return [upsert_tenant(session, seed, ctx.cipher).id for seed in seeds]

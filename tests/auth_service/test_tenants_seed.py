@@ -107,3 +107,34 @@ def test_bad_seed_files_name_the_problem(tmp_path, content: str, needle: str) ->
         load_tenant_seed(path)
     with pytest.raises(ConfigurationError, match="does not exist"):
         load_tenant_seed(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(
+    ("provider", "config", "needle"),
+    [
+        ("epic", {"fhirBaseUrl": "ftp://epic.example/fhir", "clientId": "a"}, "providerConfigs.epic.fhirBaseUrl"),
+        ("epic", {"fhirBaseUrl": "https://epic.example/api/FHIR/R4"}, "providerConfigs.epic.clientId"),
+        ("pcc", {"fhirBaseUrl": "https://pcc.example/fhir", "clientId": "a", "pccTenantId": "t1", "kid": "svc"},
+         "PointClickCare"),
+        ("nosuchvendor", {"clientId": "a"}, "providerConfigs.nosuchvendor: unknown provider"),
+    ],
+)  # fmt: skip
+def test_a_seeded_provider_config_is_checked_as_the_admin_api_checks_one(
+    make_settings, tmp_path, provider: str, config: dict, needle: str
+) -> None:
+    """A seed's ``providerConfigs`` entry meets the vendor's schema and its declared client auth methods, named by
+    tenant and field before anything is stored; before, a bad one surfaced at the first launch or sync."""
+    seed = json.loads(json.dumps(SEED))
+    seed[0]["practice_settings"]["ehrIntegrations"]["providerConfigs"] = {provider: config}
+    path = tmp_path / "seed.json"
+    path.write_text(json.dumps(seed))
+    settings = make_settings()
+    with pytest.raises(ConfigurationError, match=needle) as info:
+        load_tenants_file(path, settings)
+    assert "tenant 'clinic-1'" in str(info.value)
+    ctx = build_context(settings)
+    try:
+        with ctx.db.session() as s:
+            assert s.query(ProviderConfig).count() == 0  # nothing stored
+    finally:
+        ctx.close()
