@@ -22,7 +22,7 @@ from auth_service.services.interactive import INTERACTIVE_TIMEOUT, interactive_r
 from auth_service.services.launch import check_allowlisted
 from auth_service.services.notes import NoteSubmission, admin_test_note_key, submit_note
 from auth_service.services.profiles import ClientProfile, resolve_profile
-from auth_service.services.providers_port import plugin_display_name, plugin_group_export_only
+from auth_service.services.providers_port import check_connection_kind, plugin_display_name, plugin_group_export_only
 from auth_service.services.tenants import get_practice_settings
 from connectors import errors as ce
 from connectors.fhir import FhirClient
@@ -230,6 +230,7 @@ def _mint_backend_token(
         raise ProviderUnusableError(
             "backend services need private_key_jwt or client_secret_basic", code="configuration_error"
         )
+    check_connection_kind(provider_id, profile.config, backend=True)  # e.g. PointClickCare: a bulk app only
     client_auth = profile.client_auth(ctx.settings, "client_credentials")  # refused before any EHR call
     check_allowlisted(ctx, profile.fhir_base)
     with vendor_call_budget(ctx.db, profile.provider_id, profile.fhir_base):  # eCW counts these calls too

@@ -28,6 +28,7 @@ from auth_service.services.errors import (
 from auth_service.services.grants import keep_connection
 from auth_service.services.launch_target import check_allowlisted, find_launch_target
 from auth_service.services.profiles import ClientProfile, resolve_profile
+from auth_service.services.providers_port import check_connection_kind
 from connectors import errors as ce
 from connectors.smart import (
     JwtClientAuth,
@@ -94,6 +95,7 @@ def begin_authorization(
     """Store a fresh state + PKCE verifier and return the EHR's authorize URL."""
     with ctx.db.session() as session:
         profile = resolve_profile(session, ctx.cipher, ctx.settings, tenant_id, provider_id)
+    check_connection_kind(provider_id, profile.config, backend=False)  # e.g. a PointClickCare bulk app signs in no one
     check_allowlisted(ctx, profile.fhir_base)
     cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
     auth = profile.client_auth(ctx.settings, "authorization_code")  # the alg it really signs with (SAL-05)

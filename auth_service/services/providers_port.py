@@ -11,6 +11,7 @@ from connectors.providers import BulkSupport, ProviderPlugin, check_provider_cli
 from connectors.providers.config import MAX_CLIENT_ID_LENGTH
 
 __all__ = [
+    "check_connection_kind",
     "check_provider_client_auth",
     "plugin",
     "plugin_default_scopes",
@@ -60,6 +61,13 @@ def plugin_fhir_base(p: ProviderPlugin, config: Mapping[str, Any]) -> str:
     """
     view = {k: v for k, v in p.schema_members(config).items() if k not in _SECRET_MEMBERS}
     return p.build_fhir_base_url(view)
+
+
+def check_connection_kind(provider_id: str, config: Mapping[str, Any], *, backend: bool) -> None:
+    """ConfigurationError when the vendor's registered app type cannot make this kind of connection (PCC §5)."""
+    p = plugin(provider_id)
+    if p is not None:
+        p.check_connection_kind(config, backend=backend)
 
 
 def plugin_group_export_only(provider_id: str) -> bool:

@@ -140,6 +140,11 @@ class ProviderPlugin(abc.ABC):
         known = set(fields) | {f.alias for f in fields.values() if f.alias}
         return {k: v for k, v in config.items() if k in known}
 
+    def check_connection_kind(self, config: Mapping[str, Any], *, backend: bool) -> None:
+        """Refuse a connection the app registered with the vendor cannot make (ConfigurationError saying why):
+        a backend (client_credentials) one, or a user/patient launch (``backend`` False). Most vendors: either."""
+        return None
+
     def check_client_auth(self, method: str, alg: str | None = None, *, grant: str | None = None) -> None:
         """Refuse a client auth ``method`` (with its signing ``alg`` for ``private_key_jwt``) the vendor does not
         declare for ``grant`` (``None``: for any grant), naming the vendor, the choice and what is allowed."""

@@ -9,6 +9,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from connectors.errors import ConfigurationError
 from connectors.providers.base import ProviderPlugin
 from connectors.providers.config import PccConfig, ProviderConfig
 from connectors.providers.profiles import (
@@ -58,6 +59,20 @@ class PccProvider(ProviderPlugin):
             "App type", "provider, patient or bulk, as registered in the USCDI Connector portal.", False, "provider"
         ),
     }
+
+    def check_connection_kind(self, config: Mapping[str, Any], *, backend: bool) -> None:
+        """vendors.md §5: an app is registered as patient-facing, provider-facing or bulk data; only a bulk app makes
+        backend (client_credentials) connections, and a bulk app signs in no user or patient."""
+        app_type = str(config.get("appType") or config.get("app_type") or "provider")
+        if backend and app_type != "bulk":
+            raise ConfigurationError(
+                f"PointClickCare appType {app_type!r} makes no backend connection: register a bulk data app "
+                "in the USCDI Connector portal and set appType 'bulk'"
+            )
+        if not backend and app_type == "bulk":
+            raise ConfigurationError(
+                "PointClickCare appType 'bulk' signs in no user or patient: use a provider or patient app for launches"
+            )
 
     def build_fhir_base_url(self, config: ProviderConfig | Mapping[str, Any]) -> str:
         cfg = self._typed_config(config, PccConfig)

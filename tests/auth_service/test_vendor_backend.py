@@ -60,3 +60,43 @@ def test_bdx01_an_empty_group_id_is_no_group(make_app: Callable[..., AppHandle])
         create_backend_connection(h.app.state.ctx, "t1", "cerner", "system/Patient.read", "admin", group_id="")
     assert refused.value.code == "invalid_request"
     assert calls == []
+
+
+PCC_HOST = "https://connect.pcc.example"
+PCC = {"fhirBaseUrl": PCC_HOST, "clientId": "c", "clientSecret": "s", "pccTenantId": "t-9"}
+
+
+@pytest.mark.parametrize("app_type", [None, "provider", "patient"])
+def test_a_pointclickcare_app_that_is_not_a_bulk_app_makes_no_backend_connection(
+    make_app: Callable[..., AppHandle], app_type: str | None
+) -> None:
+    """vendors.md §5: PointClickCare registers an app as patient-facing, provider-facing or bulk data; only a bulk
+    app may mint client_credentials tokens, so any other is refused (409 naming appType) before any EHR call."""
+    calls: list[str] = []
+    h = make_app(http=_refusing_transport(calls), SMART_ISSUER_ALLOWLIST=f"{PCC_HOST}/fhir/R4/t-9")
+    config = {**PCC, **({"appType": app_type} if app_type else {})}
+    practice = {"ehrIntegrations": {"enabledProviders": ["pcc"], "providerConfigs": {"pcc": config}}}
+    key = h.bootstrap("t1", practice)
+    body = {"provider": "pcc", "scope": "system/Patient.read"}
+    r = h.client.post(
+        "/api/integrations/admin/backend-connections", json=body, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert r.status_code == 409 and r.json()["error"] == "configuration_error", r.text
+    assert "appType" in r.json()["message"] and calls == []
+
+
+def test_a_pointclickcare_bulk_app_signs_in_no_patient(make_app: Callable[..., AppHandle]) -> None:
+    """A bulk data app starts no patient or user launch: refused (409 naming appType) before any EHR call; the same
+    config makes a backend connection (it reaches the EHR, here answering 503)."""
+    calls: list[str] = []
+    h = make_app(http=_refusing_transport(calls), SMART_ISSUER_ALLOWLIST=f"{PCC_HOST}/fhir/R4/t-9")
+    practice = {
+        "ehrIntegrations": {"enabledProviders": ["pcc"], "providerConfigs": {"pcc": {**PCC, "appType": "bulk"}}}
+    }
+    h.bootstrap("t1", practice)
+    r = h.client.get("/api/integrations/smart/login", params={"tenant": "t1", "provider": "pcc"})
+    assert r.status_code == 409 and "appType 'bulk'" in r.json()["message"], r.text
+    assert calls == []
+    with pytest.raises(ServiceError) as unreachable:
+        create_backend_connection(h.app.state.ctx, "t1", "pcc", "system/Patient.read", "admin")
+    assert unreachable.value.code != "configuration_error" and calls  # past the app-type check, at the EHR
