@@ -97,7 +97,8 @@ def begin_authorization(
         profile = resolve_profile(session, ctx.cipher, ctx.settings, tenant_id, provider_id)
     check_connection_kind(provider_id, profile.config, backend=False)  # e.g. a PointClickCare bulk app signs in no one
     check_allowlisted(ctx, profile.fhir_base)
-    cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
+    with vendor_call_budget(ctx.db, profile.provider_id, profile.fhir_base):  # eCW counts discovery too
+        cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
     auth = profile.client_auth(ctx.settings, "authorization_code")  # the alg it really signs with (SAL-05)
     check_auth_method_supported(cfg, auth.method, auth.alg if isinstance(auth, JwtClientAuth) else None)
     scope = _for_server(_launch_scopes(profile.scopes, ehr_launch=launch is not None), cfg)

@@ -143,7 +143,10 @@ def _expires_in(payload: Mapping[str, Any]) -> int:
 
 def _granted_scope(payload: Mapping[str, Any]) -> str | None:
     """The granted ``scope``; a blank one is none (RFC 6749 §5.1: absent means the scope asked for)."""
-    scope = _lenient_str(payload, "scope")
+    raw = payload.get("scope")
+    if isinstance(raw, list) and all(isinstance(s, str) for s in raw):  # some servers send the scopes as a list
+        raw = " ".join(raw)
+    scope = _lenient_str({"scope": raw}, "scope")
     return scope if scope is not None and scope.strip() else None
 
 

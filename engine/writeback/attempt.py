@@ -63,10 +63,16 @@ def write_note(env: SyncEnvironment, config: WritebackConfig, note_id: str, vers
         return note
     try:
         target = load_target(env.db, note, service_write_enabled=config.service_write_enabled)
-    except (LookupError, ce.ConfigurationError) as exc:
-        return _close(env, note, "failed", reason_code="connection_missing", reason=str(exc))
-    if target.connection.status != "active" and note.state == "pending":
-        return _close(env, note, "failed", reason_code=f"connection_{target.connection.status}", reason=None)
+    except (LookupError, ce.ConfigurationError) as exc:  # a POST that may be stored cannot be searched for now
+        state = "unknown" if note.state == "sending" or note.maybe_stored else "failed"
+        return _close(env, note, state, reason_code="connection_missing", reason=str(exc))
+    status = target.connection.status
+    if status != "active" and note.state == "pending":
+        if not note.maybe_stored:
+            return _close(env, note, "failed", reason_code=f"connection_{status}", reason=None)
+        if status != "needs_reauth":  # never searchable again by itself: a person looks
+            return _close(env, note, "unknown", reason_code=f"connection_{status}", reason=None)
+        return note  # once re-authorized, a later run searches before anything else
     try:
         with env.fhir_client(target.connection) as client:
             if note.state == "unknown":
@@ -97,6 +103,8 @@ def _advance(
                 return _to_unknown(env, note, client)  # find out, never resend
             return _close(env, note, "blocked", reason_code=f"WRITE_NOT_SUPPORTED ({exc.reason})", reason=str(exc))
         except ce.ConfigurationError as exc:
+            if note.state == "sending" or note.maybe_stored:  # a POST may be stored: find out, never fail it blind
+                return _to_unknown(env, note, client)
             return _close(env, note, "failed", reason_code="invalid_note", reason=str(exc))
         except ce.NeedsReauthError as exc:  # the grant is gone: a person must authorize again, retrying cannot help
             if note.state == "sending" or note.maybe_stored:  # left as it is: a run after re-authorization finds out
@@ -104,6 +112,8 @@ def _advance(
             return _close(env, note, "failed", reason_code=exc.code, reason=None)
         except ce.EhrSyncError as exc:  # the CapabilityStatement could not be read: try again later
             return retry_later(env.db, config, note, exc) if note.state == "pending" else note
+        if note.state == "pending" and note.maybe_stored and not plan.conditional:
+            return _to_unknown(env, note, client)  # If-None-Exist gone since the POST that may be stored: never resend
         if note.state == "pending":
             attempt = note.attempts + 1
             note = transition(env.db, note, "sending", attempts=attempt, detail={"attempt": attempt})

@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 
 from engine import CRASH_ENV
+from engine.environment import SyncEnvironment
 from engine.writeback import write_note
+from store.models import Connection
 from store.outbox import get_note
 from tests.engine.helpers import make_environment
 from tests.engine.writeback_helpers import FAST, enqueue, server_notes, writable_connection
@@ -99,4 +101,46 @@ def test_dwb34_a_note_resumed_after_a_killed_send_then_throttled_out_is_reconcil
     ehr.admin.clear_faults()
     done = write_note(world.env, FAST, note.id)
     [doc] = server_notes(world, conn, ehr, note)
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
+
+
+def _stored_then_lost(world, sb, http) -> tuple[str, str]:
+    """A note whose conditional POST was stored and its answer lost: back to ``pending`` with ``maybe_stored``."""
+    conn = writable_connection(world, sb, http)
+    note = enqueue(world, conn)
+    sb.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=None)
+    assert write_note(world.env, FAST, note.id).maybe_stored
+    sb.admin.clear_faults()
+    return conn, note.id
+
+
+def test_dwb34_a_note_that_may_be_stored_waits_out_a_grant_that_is_gone(world, sb, http) -> None:
+    """The connection needs re-authorization before the retry: the note is neither failed (the EHR may hold it)
+    nor sent; once the grant is back, the next run finds the stored note: ``written``, one note on the EHR."""
+    conn, note_id = _stored_then_lost(world, sb, http)
+    with world.env.db.session() as session:
+        session.get(Connection, conn).status = "needs_reauth"
+        session.commit()
+    left = write_note(world.env, FAST, note_id)
+    assert (left.state, left.maybe_stored) == ("pending", True)
+    with world.env.db.session() as session:
+        session.get(Connection, conn).status = "active"
+        session.commit()
+    done = write_note(world.env, FAST, note_id)
+    [doc] = server_notes(world, conn, sb, get_note(world.env.db, note_id))
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
+
+
+def test_dwb32_a_note_that_may_be_stored_is_never_resent_once_conditional_create_is_gone(
+    world, sb, http, request_log
+) -> None:
+    """The server stops advertising If-None-Exist between attempts: the retry would be a blind POST, so the note
+    goes to the identifier search instead (found: ``written``), and one note stays on the EHR."""
+    conn, note_id = _stored_then_lost(world, sb, http)
+    sb.admin.settings(conditional_create=False)
+    fresh = SyncEnvironment(**{**vars(world.env), "_capabilities": {}})  # a later run reads the new statement
+    posts = len(request_log.paths(DOC_POSTS, "POST"))
+    done = write_note(fresh, FAST, note_id)
+    assert len(request_log.paths(DOC_POSTS, "POST")) == posts
+    [doc] = server_notes(world, conn, sb, get_note(world.env.db, note_id))
     assert (done.state, done.ehr_resource_id) == ("written", doc["id"])

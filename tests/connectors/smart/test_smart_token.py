@@ -285,7 +285,7 @@ def test_sal15_non_finite_expires_in_is_an_oauth_error(value: str) -> None:
 
 
 def test_sal15_a_refresh_answer_with_a_bad_optional_field_keeps_its_rotated_refresh_token() -> None:
-    """An optional field of the wrong type that decides nothing (tenant, style, intent, scope, fhirContext) is
+    """An optional field of the wrong type that decides nothing (tenant, style, intent, fhirContext) is
     dropped with a warning: refusing the answer threw away the rotated refresh token it carried, and the next refresh
     (with the old, spent one) ended in ``invalid_grant`` and a re-authorization. A numeric patient id is its text."""
     body = {
@@ -295,17 +295,12 @@ def test_sal15_a_refresh_answer_with_a_bad_optional_field_keeps_its_rotated_refr
         "tenant": 5,
         "smart_style_url": ["x"],
         "intent": {},
-        "scope": ["patient/*.rs"],
+        "scope": ["patient/Observation.rs", "offline_access"],
         "fhirContext": [{"reference": "Encounter/1"}, 7],
         "patient": 123,
     }
     rec = Recorder(ok(body))
     token = refresh_grant(TOKEN_URL, http=rec.client(), client_auth=PublicClientAuth("c"), refresh_token="RT")
-    assert (token.refresh_token, token.tenant, token.smart_style_url, token.intent, token.scope) == (
-        "RT-2",
-        None,
-        None,
-        None,
-        None,
-    )
+    assert (token.refresh_token, token.tenant, token.smart_style_url, token.intent) == ("RT-2", None, None, None)
+    assert token.scope == "patient/Observation.rs offline_access"  # a list of scopes is the scopes it lists
     assert token.fhir_context == ({"reference": "Encounter/1"},) and token.patient == "123"
