@@ -64,7 +64,7 @@ def write_note(env: SyncEnvironment, config: WritebackConfig, note_id: str, vers
     try:
         target = load_target(env.db, note, service_write_enabled=config.service_write_enabled)
     except (LookupError, ce.ConfigurationError) as exc:  # a POST that may be stored cannot be searched for now
-        state = "unknown" if note.state == "sending" or note.maybe_stored else "failed"
+        state = "unknown" if _may_be_stored(note) else "failed"
         return _close(env, note, state, reason_code="connection_missing", reason=str(exc))
     status = target.connection.status
     if status != "active" and note.state == "pending":
@@ -85,6 +85,12 @@ def write_note(env: SyncEnvironment, config: WritebackConfig, note_id: str, vers
         return current
 
 
+def _may_be_stored(note: NoteRecord) -> bool:
+    """Whether a POST of this note may already be in the EHR: one is under way or was (``sending``), or an earlier
+    one's answer was lost (``maybe_stored``). Such a note is never failed or blocked before the search looks."""
+    return note.state == "sending" or note.maybe_stored
+
+
 def _close(env: SyncEnvironment, note: NoteRecord, state: str, *, reason_code: str, reason: str | None) -> NoteRecord:
     return transition(env.db, note, state, reason_code=reason_code, reason=reason, detail={"error_code": reason_code})
 
@@ -99,15 +105,15 @@ def _advance(
             plan = plan_send(note, target, client, config)
             build_payload(note, plan.doc_status)  # an invalid note fails here, before anything is sent
         except ce.WriteNotSupportedError as exc:
-            if note.state == "sending" or note.maybe_stored:  # the gate closed after a POST may have been stored
+            if _may_be_stored(note):  # the gate closed after a POST may have been stored
                 return _to_unknown(env, note, client)  # find out, never resend
             return _close(env, note, "blocked", reason_code=f"WRITE_NOT_SUPPORTED ({exc.reason})", reason=str(exc))
         except ce.ConfigurationError as exc:
-            if note.state == "sending" or note.maybe_stored:  # a POST may be stored: find out, never fail it blind
+            if _may_be_stored(note):  # a POST may be stored: find out, never fail it blind
                 return _to_unknown(env, note, client)
             return _close(env, note, "failed", reason_code="invalid_note", reason=str(exc))
         except ce.NeedsReauthError as exc:  # the grant is gone: a person must authorize again, retrying cannot help
-            if note.state == "sending" or note.maybe_stored:  # left as it is: a run after re-authorization finds out
+            if _may_be_stored(note):  # left as it is: a run after re-authorization finds out
                 return note
             return _close(env, note, "failed", reason_code=exc.code, reason=None)
         except ce.EhrSyncError as exc:  # the CapabilityStatement could not be read: try again later

@@ -6,29 +6,16 @@ crash points (engine/checkpoints.py) sit right after each committed transition a
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from engine import CRASH_ENV
 from engine.writeback import write_note
 from store.outbox import get_note
 from tests.engine.helpers import make_environment
-from tests.engine.writeback_helpers import FAST, enqueue, server_notes, writable_connection
+from tests.engine.writeback_helpers import FAST, enqueue, run_writeback_child, server_notes, writable_connection
 
-REPO = Path(__file__).resolve().parents[2]
 DOC_POSTS = "/fhir/DocumentReference"
-
-
-def _run_child(root: Path, world, note_id: str, crash_at: str) -> subprocess.CompletedProcess[str]:
-    env = {**{k: v for k, v in os.environ.items() if k != CRASH_ENV}, CRASH_ENV: crash_at}
-    cmd = [sys.executable, "-m", "tests.engine.writeback_driver", str(root), world.cipher_key.hex()]
-    cmd += [world.tenant_id, note_id]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize(
@@ -55,7 +42,7 @@ def test_kill_at_each_transition_then_resume_gives_exactly_one_note(
         ehr.admin.set_fault("429", path=DOC_POSTS, times=None, retry_after="0")
     elif fault:
         ehr.admin.set_fault(fault, path=DOC_POSTS, times=1)
-    killed = _run_child(root, world, note.id, crash_at)
+    killed = run_writeback_child(root, world, note.id, crash_at)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     ehr.admin.clear_faults()
     stored = get_note(world.env.db, note.id)
@@ -74,7 +61,7 @@ def test_killed_after_sending_without_conditional_create_is_never_resent(tmp_pat
     world = make_environment(root, http=http)
     conn = writable_connection(world, ehr, http)
     note = enqueue(world, conn)
-    killed = _run_child(root, world, note.id, "writeback.sending")
+    killed = run_writeback_child(root, world, note.id, "writeback.sending")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     resumed = write_note(world.env, FAST, note.id)
     assert resumed.state == "unknown" and server_notes(world, conn, ehr, note) == []

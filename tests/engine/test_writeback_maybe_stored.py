@@ -7,21 +7,15 @@ the first POST was stored. The same holds for a note resumed after a run was kil
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
-from engine import CRASH_ENV
 from engine.environment import SyncEnvironment
 from engine.writeback import write_note
 from store.models import Connection
 from store.outbox import get_note
 from tests.engine.helpers import make_environment
-from tests.engine.writeback_helpers import FAST, enqueue, server_notes, writable_connection
+from tests.engine.writeback_helpers import FAST, enqueue, run_writeback_child, server_notes, writable_connection
 
-REPO = Path(__file__).resolve().parents[2]
 DOC_POSTS = "/fhir/DocumentReference"
 
 
@@ -91,9 +85,7 @@ def test_dwb34_a_note_resumed_after_a_killed_send_then_throttled_out_is_reconcil
     world = make_environment(root, http=http)
     conn = writable_connection(world, ehr, http)
     note = enqueue(world, conn)
-    env = {**{k: v for k, v in os.environ.items() if k != CRASH_ENV}, CRASH_ENV: "writeback.sent"}
-    cmd = [sys.executable, "-m", "tests.engine.writeback_driver", str(root), world.cipher_key.hex()]
-    killed = subprocess.run([*cmd, world.tenant_id, note.id], cwd=REPO, env=env, capture_output=True, timeout=120)
+    killed = run_writeback_child(root, world, note.id, "writeback.sent")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     ehr.admin.set_fault("429", path=DOC_POSTS, times=None, retry_after="0")
     states = [write_note(world.env, FAST, note.id).state for _ in range(FAST.max_attempts)]

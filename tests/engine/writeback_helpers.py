@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from connectors.fhir import FhirClient
 from connectors.writeback.note import identifier_system
+from engine import CRASH_ENV
 from engine.writeback import WritebackConfig
 from store.models import Tenant
 from store.outbox import NoteInput, NoteRecord, enqueue_note
@@ -19,6 +24,7 @@ WRITE_SCOPE = f"{PATIENT_SCOPE} patient/DocumentReference.c patient/Encounter.rs
 ON = {"enableWrite": True, "enableNoteCreate": True}
 # Retries that do not wait: the backoff is the rule under test, not the clock.
 FAST = WritebackConfig(service_write_enabled=True, backoff_base_s=0.0, backoff_cap_s=0.0, max_attempts=3)
+REPO = Path(__file__).resolve().parents[2]
 NOTE_TEXT = "Patient reports improved sleep. Continue current plan."
 
 
@@ -81,3 +87,11 @@ def first_encounter(world: SyncWorld, connection_id: str, sandbox: SandboxLike) 
         for resource in page.resources:
             return str(resource["id"])
     raise AssertionError(f"the sandbox has no Encounter for patient {patient}")
+
+
+def run_writeback_child(root: Path, world, note_id: str, crash_at: str) -> subprocess.CompletedProcess[str]:
+    """``tests.engine.writeback_driver`` in a real process, SIGKILLed at the checkpoint ``crash_at``."""
+    env = {**{k: v for k, v in os.environ.items() if k != CRASH_ENV}, CRASH_ENV: crash_at}
+    cmd = [sys.executable, "-m", "tests.engine.writeback_driver", str(root), world.cipher_key.hex()]
+    cmd += [world.tenant_id, note_id]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
