@@ -220,7 +220,8 @@ def _land_once(env: SyncEnvironment, search: _Search) -> _Landing:
     with ExitStack() as stack:  # closes (or, on an error, aborts) the file if one was opened
 
         def open_writer() -> LandingWriter:
-            writer = env.zone.writer(conn.id, rtype, search.run_id, source, conn.tenant_id, seq="rest")
+            # transaction_time: the first page's server time (the mark), which lifts tombstones (_sql.newer_predicate)
+            writer = env.zone.writer(conn.id, rtype, search.run_id, source, conn.tenant_id, landing.mark, seq="rest")
             return stack.enter_context(writer)
 
         sink = _Sink(landing, open_writer, conn.fhir_base, rtype)

@@ -49,6 +49,11 @@ class MutateRequest(BaseModel):
     patients: list[str] | None = Field(default=None, description="Only change these patients' records.")
 
 
+class RestoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    resources: list[str] = Field(description="Deleted resources to re-create under their ids, as Type/id.")
+
+
 class MembershipChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
     add: list[str] = Field(default_factory=list, description="Patient ids (or Patient/ references) to add.")
@@ -152,6 +157,22 @@ def mutate_now(body: MutateRequest, request: Request) -> dict[str, list[str]]:
             indexes.append(index)
     result = mutate(st.store, body.create, body.update, body.delete, seed, indexes)
     return {"created": result.created, "updated": result.updated, "deleted": result.deleted}
+
+
+@router.post("/restore")
+def restore(body: RestoreRequest, request: Request) -> dict[str, list[str]]:
+    """Re-create deleted resources under their ids, as they were, stamped with the server clock (a resource
+    deleted, then created again: the id comes back to search, read and export)."""
+    st = get_state(request)
+    restored: list[str] = []
+    for ref in body.resources:
+        rtype, _, rid = ref.partition("/")
+        try:
+            st.store.restore(rtype, rid)
+        except SandboxError as exc:
+            raise HTTPException(404, str(exc)) from None
+        restored.append(ref)
+    return {"restored": restored}
 
 
 @router.post("/groups/{group_id}/members")

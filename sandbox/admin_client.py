@@ -114,6 +114,11 @@ class SandboxAdmin:
         result: dict[str, list[str]] = self._call("POST", "/mutate", body)
         return result
 
+    def restore(self, *refs: str) -> list[str]:
+        """Re-create deleted resources (``Type/id``) under their ids, as they were; returns the refs restored."""
+        result: dict[str, list[str]] = self._call("POST", "/restore", {"resources": list(refs)})
+        return result["restored"]
+
     def change_group_members(
         self, group_id: str, *, add: list[str] | None = None, remove: list[str] | None = None
     ) -> list[str]:

@@ -77,8 +77,14 @@ class SandboxConfig(BaseModel):
     #: (FHIR's rule), or also a warning OperationOutcome entry (``search.mode=outcome``)
     report_ignored_params: Literal["silent", "self_link", "outcome"] = "silent"
     create_bare_answer: bool = False  # DWB-33/50: a 2xx create answers with neither Location nor body
+    #: resources are served (read, search, bulk output) without ``meta.lastUpdated``, optional in FHIR and left out
+    #: by some servers; the server still keeps it, so ``_lastUpdated`` searches and ``_since`` work as before
+    omit_last_updated: bool = False
     page_link_ttl_s: float = Field(default=600.0, gt=0)
     clock_shift_s: float = 0.0
+    #: server-clock stamps (changes' ``meta.lastUpdated``, searchset ``meta.lastUpdated``, ``transactionTime``,
+    #: deletion times) are the leap second ending the minute before now, ``hh:mm:60.fffZ`` (FHIR allows second 60)
+    clock_leap_second: bool = False
     writer_interval_s: float = Field(default=0.0, ge=0)  # BDX-33: background writer (0 = off)
 
     # Bulk Data

@@ -23,7 +23,7 @@ class SandboxState:
     def __init__(self, cfg: SandboxConfig) -> None:
         self.initial = cfg.model_copy(deep=True)
         self.settings = cfg.model_copy(deep=True)
-        self.clock = Clock(cfg.clock_shift_s)
+        self.clock = Clock(cfg.clock_shift_s, cfg.clock_leap_second)
         self.store = DataStore(Generator(cfg.seed, cfg.patients), self.clock)
         self.auth = AuthState()
         self.faults = FaultRegistry()
@@ -45,6 +45,7 @@ class SandboxState:
     def apply_settings(self, cfg: SandboxConfig) -> None:
         self.settings = cfg
         self.clock.shift_s = cfg.clock_shift_s
+        self.clock.leap_second = cfg.clock_leap_second
         self.writer.poke()
 
     def base(self, request: Request) -> str:

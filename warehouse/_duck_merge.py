@@ -84,7 +84,10 @@ def _survey(cur: DuckCursor, landed: LandedFile, where: str) -> tuple[int, int]:
 def _stage_changes(cur: DuckCursor, landed: LandedFile, where: str, *, hashed: bool) -> tuple[int, int]:
     """``_changes(file_row_number, replaces)``: the rows to write, new or newer than the stored row (BDX-24), with
     the id of the stored row each one replaces (NULL for a new id). Returns (inserted, updated)."""
-    keys = f"SELECT id, version_id, last_updated, {_hash_of(hashed)}, file_row_number FROM {_PARQUET} WHERE {where}"
+    keys = (
+        f"SELECT id, version_id, last_updated, transaction_time, {_hash_of(hashed)}, file_row_number "
+        f"FROM {_PARQUET} WHERE {where}"
+    )
     # The join builds on the file's rows (bounded by the chunk), never on the stored rows of the type (bounded
     # only by the warehouse): left to its estimates DuckDB builds on whichever side it guesses smaller, and its
     # guess of the filtered stored rows can fall under the file's (tests/warehouse/test_merge_group_memory.py).

@@ -11,9 +11,12 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from connectors.instants import clamp_leap_second
+
 __all__ = ["LineRejected", "ParsedLine", "check_resource", "parse_instant", "parse_line", "reject_nul_escape"]
 
-# FHIR `instant`: seconds required, timezone required (https://hl7.org/fhir/R4/datatypes.html#instant).
+# FHIR `instant`: seconds required (00-59, or 60: a leap second), timezone required
+# (https://hl7.org/fhir/R4/datatypes.html#instant).
 _NOT_INSTANT = "not a FHIR instant (YYYY-MM-DDThh:mm:ss[.fff](Z|+hh:mm))"
 # An unescaped \u0000 inside a JSON string: PostgreSQL JSONB cannot store it, so such a line is quarantined
 # on both backends rather than failing a whole COPY later.
@@ -37,6 +40,9 @@ def parse_instant(value: str) -> datetime:
 
     Hand-checked shape plus ``fromisoformat`` (C): a regex here cost more than the JSON parse of the line.
     ``fromisoformat`` alone is too lenient (it takes dates, minutes-only times, basic format, ``+0100``).
+    A leap second (``23:59:60Z``, ``:60.5+01:00``; FHIR allows second 60 in any minute) lands as ``:59.999999`` of
+    its minute, zone kept, then UTC (``connectors.instants.clamp_leap_second``): clamped down, never later than
+    the moment it names, so nothing built from it (a mark, the newest ``lastUpdated``) moves past unseen data.
     """
     n = len(value)
     if (
@@ -59,7 +65,7 @@ def parse_instant(value: str) -> datetime:
     if frac and (len(frac) < 2 or frac[0] != "." or not frac[1:].isdigit()):
         raise ValueError(_NOT_INSTANT)
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(clamp_leap_second(value))
     except ValueError:
         raise ValueError(_NOT_INSTANT) from None
     if parsed.tzinfo is None:

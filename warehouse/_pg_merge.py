@@ -38,7 +38,8 @@ __all__ = [
 STAGE = "_pg_stage"
 KEYS = "_pg_keys"
 _COLUMNS = (*LANDING_SCHEMA.names, "content_hash")
-_KEY_COLUMNS = ("pos", "id", "last_updated", "version_id", "content_hash")
+# What classifying a row needs (``_sql.newer_predicate``); the hash comes last (``merge_chunk`` appends it).
+_KEY_COLUMNS = ("pos", "id", "last_updated", "version_id", "transaction_time", "content_hash")
 _TIMESTAMPS = tuple(f.name for f in LANDING_SCHEMA if pa.types.is_timestamp(f.type))
 # Text COPY escapes (https://www.postgresql.org/docs/current/sql-copy.html); the backslash always, the rest
 # only in a column that holds one (JSON text never does unless its producer left raw whitespace in it).
@@ -124,11 +125,11 @@ def merge_chunk(
 ) -> tuple[int, int]:
     """Upsert one chunk (landing columns, one row per id, all of ``scope`` = (connection, type)); (created, updated).
 
-    First only the keys travel (id, lastUpdated, versionId, content hash) and the server names the rows that are
-    new or newer; then only those rows travel whole and are upserted. An unchanged row's JSON is never sent,
-    staged or parsed. Each key is looked up in the primary-key index (a nested loop): the planner otherwise
-    hashes the chunk and scans the whole table once per chunk, or, with statistics stale after a large load,
-    scans the table once per key (docs/PERFORMANCE.md)."""
+    First only the keys travel (id, lastUpdated, versionId, transaction time, content hash) and the server names
+    the rows that are new or newer; then only those rows travel whole and are upserted. An unchanged row's JSON is
+    never sent, staged or parsed. Each key is looked up in the primary-key index (a nested loop): the planner
+    otherwise hashes the chunk and scans the whole table once per chunk, or, with statistics stale after a large
+    load, scans the table once per key (docs/PERFORMANCE.md)."""
     started = time.perf_counter()
     # the hashes landing computed; a file landed before the column existed is hashed here
     landed = "content_hash" in chunk.column_names

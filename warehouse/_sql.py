@@ -129,11 +129,18 @@ def _older_version(n: str, o: str) -> str:
 def newer_predicate(n: str, o: str) -> str:
     """BDX-24: is incoming row ``n`` to replace stored row ``o``?
 
-    A tombstoned row is revived only by a strictly newer ``lastUpdated`` than the deletion. A live row is
-    replaced by a newer ``lastUpdated``, or an equal one (both absent counts as equal) carrying a different
-    ``versionId`` or content, unless both versionIds are numbers and the incoming one is the smaller (bulk-data.md
-    BDX-24: lastUpdated, then versionId); a row without ``lastUpdated`` never replaces one that has it. Identical
-    replays match nothing.
+    A tombstoned row is revived by a copy with a strictly newer ``lastUpdated`` than the deletion, or, when the
+    copy has no ``lastUpdated`` (optional in FHIR: some servers never send it), by one the server answered
+    strictly after the deletion: its ``transaction_time`` (the server's time when the query that returned it ran:
+    a Bulk export's ``transactionTime``, a REST search's first-page time, the BDX-27 mark) is later than
+    ``deleted_at``, a time on the same server clock (a Bulk ``deleted`` entry's Bundle time or the export's
+    ``transactionTime``, or the BDX-31 listing's first-page time). The resource was on the server after it was
+    deleted: re-created, or the deletion was wrong. A copy answered at or before the deletion (an older export
+    landed late) or with no ``transaction_time`` (landed before REST searches recorded one) never revives.
+    A live row is replaced by a newer ``lastUpdated``, or an equal one (both absent counts as equal) carrying a
+    different ``versionId`` or content, unless both versionIds are numbers and the incoming one is the smaller
+    (bulk-data.md BDX-24: lastUpdated, then versionId); a row without ``lastUpdated`` never replaces one that has
+    it. Identical replays match nothing.
     """
     same_time = f"({n}.last_updated = {o}.last_updated OR ({n}.last_updated IS NULL AND {o}.last_updated IS NULL))"
     differs = f"({n}.version_id IS DISTINCT FROM {o}.version_id OR {n}.content_hash IS DISTINCT FROM {o}.content_hash)"
@@ -142,11 +149,11 @@ def newer_predicate(n: str, o: str) -> str:
         f" OR ({o}.last_updated IS NULL AND {n}.last_updated IS NOT NULL)"
         f" OR ({same_time} AND {differs} AND NOT {_older_version(n, o)}))"
     )
-    return (
-        f"(({o}.deleted_at IS NOT NULL AND {n}.last_updated > {o}.deleted_at"
-        f" AND ({o}.last_updated IS NULL OR {n}.last_updated > {o}.last_updated))"
-        f" OR ({o}.deleted_at IS NULL AND {live_newer}))"
+    revives = (
+        f"(({n}.last_updated > {o}.deleted_at AND ({o}.last_updated IS NULL OR {n}.last_updated > {o}.last_updated))"
+        f" OR ({n}.last_updated IS NULL AND {n}.transaction_time > {o}.deleted_at))"
     )
+    return f"(({o}.deleted_at IS NOT NULL AND {revives}) OR ({o}.deleted_at IS NULL AND {live_newer}))"
 
 
 def tombstone_sql() -> tuple[str, str]:

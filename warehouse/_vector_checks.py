@@ -52,7 +52,8 @@ class _Keys(msgspec.Struct):
 _DECODE = msgspec.json.Decoder(_Keys).decode
 # msgspec's nesting limit is Python's recursion limit (a RecursionError), which a process may raise
 _NOT_FAST = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
-# FHIR instants that Arrow's cast reads exactly as ``_lines.parse_instant`` does (anything else: Python decides).
+# FHIR instants that Arrow's cast reads exactly as ``_lines.parse_instant`` does (anything else: Python decides;
+# a leap second ``:60`` among them, which Python lands as ``:59.999999`` of its minute).
 _INSTANT = (
     r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
     r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"

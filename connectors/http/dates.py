@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from connectors.instants import clamp_leap_second
+
 __all__ = ["parse_http_date", "parse_instant", "parse_retry_after"]
 
 
@@ -22,10 +24,14 @@ def parse_http_date(value: str | None) -> datetime | None:
 
 
 def parse_instant(value: object) -> datetime | None:
-    """A FHIR ``instant``/``dateTime`` with a timezone as aware UTC; None when absent, partial or zone-less."""
+    """A FHIR ``instant``/``dateTime`` with a timezone as aware UTC; None when absent, partial or zone-less.
+
+    A leap second (``23:59:60Z``, ``:60.5+01:00``) is ``:59.999999`` of its minute, its zone kept
+    (``connectors.instants.clamp_leap_second``: never later than the moment it names, so a mark or ``_since``
+    taken from it never passes data not yet received)."""
     if not isinstance(value, str) or "T" not in value:
         return None
-    text = value.strip()
+    text = clamp_leap_second(value.strip())
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     try:

@@ -19,7 +19,7 @@ from sandbox.config import SandboxConfig
 from sandbox.data.ids import SHARED_TYPES
 from sandbox.data.store import DataStore
 from sandbox.fhir.permission import Permission
-from sandbox.fhir.query import matches, subset
+from sandbox.fhir.query import matches, subset, without_last_updated
 
 log = logging.getLogger(__name__)
 Status = Literal["running", "done", "failed", "cancelled"]
@@ -59,6 +59,7 @@ def _run(job: Job, store: DataStore, cfg: SandboxConfig) -> None:
     indexes = job.patients if job.patients is not None else range(store.patients)
     total = len(indexes)
     since, filters, perms, elements = req.since, req.type_filters, job.permissions, req.elements
+    omit_last_updated = cfg.omit_last_updated
 
     def emit(resources: list[dict[str, Any]]) -> None:
         for r in resources:
@@ -70,6 +71,8 @@ def _run(job: Job, store: DataStore, cfg: SandboxConfig) -> None:
             perm = perms[rtype]
             if perm.filters is not None and not perm.allows(r):
                 continue
+            if omit_last_updated:
+                r = without_last_updated(r)
             files.write(rtype, subset(r, elements) if elements else r)
 
     try:

@@ -17,7 +17,6 @@ from sandbox.bulk.jobs import Job, TooManyJobs
 from sandbox.bulk.manifest import manifest_page_of
 from sandbox.bulk.params import Level, pairs_from_parameters, parse_export
 from sandbox.data.ids import ALL_TYPES, COMPARTMENT_TYPES
-from sandbox.data.timefmt import instant_of
 from sandbox.fhir.access import bearer
 from sandbox.fhir.permission import Permission, permission
 from sandbox.fhir.responses import FhirFailure, fhir_response, outcome_body
@@ -108,7 +107,7 @@ async def _kickoff(request: Request, level: Level, group_id: str | None) -> Resp
 
 
 def _instant(st: SandboxState) -> str:
-    return instant_of(st.clock.now())
+    return st.clock.stamp()
 
 
 def _retry_after(st: SandboxState, seconds: int) -> str:

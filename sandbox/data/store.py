@@ -11,7 +11,6 @@ import orjson
 from sandbox.clock import Clock
 from sandbox.data.generator import Generator
 from sandbox.data.ids import PATIENT_TYPES, SHARED_TYPES, patient_index_of_reference
-from sandbox.data.timefmt import instant_of
 from sandbox.errors import ResourceGone, ResourceNotFound
 
 Resource = dict[str, Any]
@@ -39,6 +38,7 @@ class DataStore:
         self._changed: dict[Key, Resource] = {}
         self._created: dict[int | None, list[Key]] = {}
         self._deleted: dict[Key, tuple[str, int | None]] = {}
+        self._buried: dict[Key, Resource] = {}  # what a deleted resource was, for ``restore``
         self._serial = 0
 
     @property
@@ -100,7 +100,7 @@ class DataStore:
         with self._lock:
             rtype = str(new["resourceType"])
             new["id"] = self._new_id(rtype)
-            new["meta"] = {**new.get("meta", {}), "versionId": "1", "lastUpdated": instant_of(self.clock.now())}
+            new["meta"] = {**new.get("meta", {}), "versionId": "1", "lastUpdated": self.clock.stamp()}
             key = (rtype, new["id"])
             self._changed[key] = new
             owner = patient_of(new) if rtype not in SHARED_TYPES else None
@@ -117,7 +117,7 @@ class DataStore:
             new["meta"] = {
                 **new.get("meta", {}),
                 "versionId": str(version),
-                "lastUpdated": instant_of(self.clock.now()),
+                "lastUpdated": self.clock.stamp(),
             }
             self._changed[(rtype, rid)] = new
         return new
@@ -126,8 +126,24 @@ class DataStore:
         """Hard delete: read answers 410, search and export no longer see it."""
         with self._lock:
             current = self.read(resource_type, resource_id)
-            self._deleted[(resource_type, resource_id)] = (instant_of(self.clock.now()), patient_of(current))
+            self._deleted[(resource_type, resource_id)] = (self.clock.stamp(), patient_of(current))
+            self._buried[(resource_type, resource_id)] = current
             self._changed.pop((resource_type, resource_id), None)
+
+    def restore(self, resource_type: str, resource_id: str) -> Resource:
+        """Re-create a deleted resource under its id, as it was (an update-as-create after a delete): a new
+        ``versionId`` and a server-clock ``lastUpdated``; search and export see it again, read answers it."""
+        key = (resource_type, resource_id)
+        with self._lock:
+            if key not in self._deleted:
+                raise ResourceNotFound(f"{resource_type}/{resource_id} is not deleted")
+            old = self._buried.pop(key)
+            new: Resource = orjson.loads(orjson.dumps(old))
+            version, stamp = int(old.get("meta", {}).get("versionId", "1")) + 1, self.clock.stamp()
+            new["meta"] = {**new.get("meta", {}), "versionId": str(version), "lastUpdated": stamp}
+            del self._deleted[key]
+            self._changed[key] = new
+        return new
 
     def deleted_since(self, since: str, types: Iterable[str], patients: set[int] | None) -> list[tuple[str, str, str]]:
         """``(type, id, deleted_at)`` deleted strictly after ``since`` (a fixed-width instant string)."""

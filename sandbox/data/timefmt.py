@@ -33,6 +33,14 @@ def instant_of(dt: datetime) -> str:
     return u.strftime("%Y-%m-%dT%H:%M:%S.") + f"{u.microsecond // 1000:03d}Z"
 
 
+def leap_instant_of(dt: datetime) -> str:
+    """The leap second that ends the minute before ``dt``, with ``dt``'s milliseconds (``hh:mm:60.fffZ``): never
+    later than ``dt``, in the same fixed width, so it sorts among other stamps as the moment it names."""
+    u = dt.astimezone(UTC)
+    minute_before = u.replace(second=0, microsecond=0) - timedelta(minutes=1)
+    return minute_before.strftime("%Y-%m-%dT%H:%M:60.") + f"{u.microsecond // 1000:03d}Z"
+
+
 def parse_instant(value: str) -> datetime:
     """Parse a FHIR dateTime/instant (date-only and partial forms allowed); naive values are taken as UTC."""
     text = value.strip()

@@ -160,3 +160,15 @@ def subset(r: dict[str, Any], elements: list[str]) -> dict[str, Any]:
     ]
     out["meta"] = meta
     return out
+
+
+def without_last_updated(r: dict[str, Any]) -> dict[str, Any]:
+    """The resource as a server that never sends ``meta.lastUpdated`` serves it (``omit_last_updated``)."""
+    meta = r.get("meta")
+    if not isinstance(meta, dict) or "lastUpdated" not in meta:
+        return r
+    out = {k: v for k, v in r.items() if k != "meta"}
+    rest = {k: v for k, v in meta.items() if k != "lastUpdated"}
+    if rest:
+        out["meta"] = rest
+    return out

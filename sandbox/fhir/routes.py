@@ -6,7 +6,6 @@ import base64
 import binascii
 import logging
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -15,13 +14,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from sandbox.data.ids import ALL_TYPES
-from sandbox.data.timefmt import instant_of
 from sandbox.errors import ResourceGone, ResourceNotFound
 from sandbox.fhir.access import bearer
 from sandbox.fhir.discovery import WRITABLE
 from sandbox.fhir.paging import sign, unsign
 from sandbox.fhir.permission import permission
-from sandbox.fhir.query import parse_query, split_ignored, subset
+from sandbox.fhir.query import parse_query, split_ignored, subset, without_last_updated
 from sandbox.fhir.responses import FhirFailure, fhir_response, http_date, outcome_body
 from sandbox.fhir.search import natural_page, sorted_page
 from sandbox.fhir.validate import check_writable
@@ -65,7 +63,7 @@ def _search_request(st: SandboxState, request: Request, resource_type: str) -> t
 
 
 def _searchset(
-    fhir_base: str, now: datetime, links: list[dict[str, str]], page: list[dict[str, Any]], elements: list[str] | None
+    fhir_base: str, stamp: str, links: list[dict[str, str]], page: list[dict[str, Any]], elements: list[str] | None
 ) -> dict[str, Any]:
     entries = [
         {
@@ -78,7 +76,7 @@ def _searchset(
     return {
         "resourceType": "Bundle",
         "type": "searchset",
-        "meta": {"lastUpdated": instant_of(now)},
+        "meta": {"lastUpdated": stamp},
         "link": links,
         "entry": entries,
     }
@@ -127,7 +125,9 @@ def search(resource_type: str, request: Request) -> Response:
         link = {"t": resource_type, "p": params, "c": next_cursor, "o": sorted_mode}
         nxt = sign(st.page_secret, {**link, "exp": now.timestamp() + cfg.page_link_ttl_s})
         links.append({"relation": "next", "url": f"{fhir_base}/{resource_type}?_cursor={nxt}"})
-    bundle = _searchset(fhir_base, now, links, page, q.elements)
+    if cfg.omit_last_updated:
+        page = [without_last_updated(r) for r in page]
+    bundle = _searchset(fhir_base, st.clock.stamp(now), links, page, q.elements)
     bundle["entry"] += [{"resource": o, "search": {"mode": "outcome"}} for o in outcomes]
     if ignored and cfg.report_ignored_params == "outcome":
         names = ", ".join(sorted(set(ignored)))
@@ -161,7 +161,7 @@ def _read(st: SandboxState, request: Request, resource_type: str, resource_id: s
         raise FhirFailure(404, "not-found", f"{resource_type}/{resource_id} is not known") from None
     if not perm.allows(resource):
         raise FhirFailure(403, "forbidden", "granted scopes do not cover this resource")
-    return resource
+    return without_last_updated(resource) if st.settings.omit_last_updated else resource
 
 
 def _version_headers(r: dict[str, Any]) -> dict[str, str]:

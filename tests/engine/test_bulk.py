@@ -83,6 +83,30 @@ def test_deleted_file_entries_become_tombstones_bdx21(start_sandbox, world, http
             assert rid not in wh.live_ids(conn, rtype)
 
 
+def test_bdx21_a_resource_recreated_on_a_server_without_last_updated_is_live_again(start_sandbox, world, http):
+    """A server that never sends ``meta.lastUpdated``: a resource an export's ``deleted`` file tombstoned, then
+    re-created under its id, is live again once a later export (its ``transactionTime`` after the deletion) lists
+    it. Before, only a newer ``lastUpdated`` lifted a tombstone, so it stayed deleted for good."""
+    sb = start_sandbox(patients=2, omit_last_updated=True)
+    conn = connect_backend(world, sb, http=http, group_id="grp0")
+    assert run_bulk_export(world.env, conn, "first").status == "completed"
+    (ref,) = mutate(http, sb, delete=1)["deleted"]
+    rtype, rid = ref.split("/")
+    second = run_bulk_export(world.env, conn, "second")
+    assert second.status == "completed" and second.types[rtype].deleted == 1
+    with world.env.warehouse() as wh:
+        assert rid not in wh.live_ids(conn, rtype)
+    assert sb.admin.restore(ref) == [ref]
+    third = run_bulk_export(world.env, conn, "third")
+    assert third.status == "completed", third.error
+    assert third.types[rtype].updated == 1
+    with world.env.warehouse() as wh:
+        assert rid in wh.live_ids(conn, rtype)
+        sql = "SELECT last_updated, transaction_time FROM fhir_resources WHERE connection_id = %s AND id = %s"
+        (row,) = wh.iter_rows(sql, (conn, rid))
+    assert row == {"last_updated": None, "transaction_time": third.transaction_time}
+
+
 def test_file_gone_reruns_export_from_same_since_bdx19(tmp_path, shared_sb, clean_export, http):
     world = make_environment(tmp_path / "gone", http=http)
     conn = connect_backend(world, shared_sb, http=http, group_id="grp1")

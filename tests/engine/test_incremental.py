@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable
 
@@ -96,6 +97,30 @@ def test_changes_and_deletes_are_picked_up_bdx31(start_sandbox, world, http):
     live = _live(world, conn)
     for rtype in set(created) | set(deleted):
         assert live.get(rtype, 0) == before.get(rtype, 0) + created[rtype] - deleted[rtype]
+
+
+def test_bdx31_a_resource_recreated_on_a_server_without_last_updated_is_live_again(start_sandbox, world, http):
+    """A server that never sends ``meta.lastUpdated``: a resource the reconciliation tombstoned, then re-created on
+    the server under its id, is live again after the next sync, as the server serves it. Before, only a newer
+    ``lastUpdated`` lifted a tombstone, so the warehouse said "deleted" for good while the server served it."""
+    sb = start_sandbox(patients=1, omit_last_updated=True)
+    conn = connect_patient(world, sb, http=http)
+    assert run_sync(world, conn).status == "completed"
+    (ref,) = mutate(http, sb, delete=1)["deleted"]
+    rtype, rid = ref.split("/")
+    assert reconcile_deletes(world.env, conn, rtype) == 1
+    assert sb.admin.restore(ref) == [ref]
+    again = run_sync(world, conn)
+    assert again.status == "completed", again.error
+    assert again.types[rtype].updated == 1
+    with world.env.warehouse() as wh:
+        assert rid in wh.live_ids(conn, rtype)
+        sql = "SELECT last_updated, transaction_time, resource FROM fhir_resources WHERE connection_id = %s AND id = %s"
+        (row,) = wh.iter_rows(sql, (conn, rid))
+    resource = row["resource"] if isinstance(row["resource"], dict) else json.loads(row["resource"])
+    assert resource["meta"] == {"versionId": "2"} and row["last_updated"] is None
+    # the copy's transaction_time is the search's first-page time on the server's clock (its BDX-27 mark)
+    assert row["transaction_time"] == again.types[rtype].high_water_mark
 
 
 def test_type_outside_granted_scopes_is_skipped_not_failed(world, shared_sb, http):

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from sandbox import SandboxConfig, SandboxServer
+from sandbox.admin_client import SandboxAdminError
 from tests.sandbox.helpers import backend_token, bearer, patient_login
 
 
@@ -288,6 +289,33 @@ def test_deleted_resources_are_gone_and_invisible() -> None:
             rtype, rid = ref.split("/")
             assert _get(sb, f"/{rtype}/{rid}", token).status_code == 410
             assert rid not in {r["id"] for r in _all_pages(sb, token, f"/{rtype}", _count=1000)}
+
+
+def test_restored_resource_is_back_under_its_id_and_omit_last_updated_hides_the_stamp() -> None:
+    """``POST /admin/restore`` re-creates a deleted resource under its id (a new version, stamped now);
+    ``omit_last_updated`` serves read, search and bulk output without ``meta.lastUpdated`` while
+    ``_lastUpdated`` still selects by the stamp the server keeps."""
+    with SandboxServer(SandboxConfig(patients=2, seed=5)) as sb:
+        token = backend_token(sb)
+        (ref,) = sb.admin.mutate(delete=1, seed=4)["deleted"]
+        rtype, rid = ref.split("/")
+        before = datetime.now(UTC) - timedelta(seconds=1)
+        assert sb.admin.restore(ref) == [ref]
+        back = _get(sb, f"/{rtype}/{rid}", token).json()
+        stamped = datetime.fromisoformat(back["meta"]["lastUpdated"].replace("Z", "+00:00"))
+        assert back["meta"]["versionId"] == "2" and stamped > before
+        with pytest.raises(SandboxAdminError, match="not deleted"):
+            sb.admin.restore(ref)  # no longer deleted
+        sb.admin.settings(omit_last_updated=True)
+        read = _get(sb, f"/{rtype}/{rid}", token).json()
+        assert read["meta"] == {"versionId": "2"} and {k: v for k, v in back.items() if k != "meta"} == {
+            k: v for k, v in read.items() if k != "meta"
+        }
+        since = before.strftime("%Y-%m-%dT%H:%M:%SZ")
+        found = _all_pages(sb, token, f"/{rtype}", _lastUpdated=f"gt{since}")
+        assert [r["id"] for r in found] == [rid] and "lastUpdated" not in found[0]["meta"]
+        every = _all_pages(sb, token, f"/{rtype}", _count=1000)
+        assert every and all("lastUpdated" not in r.get("meta", {}) for r in every)
 
 
 def test_every_fhir_error_is_an_operation_outcome(sandbox: SandboxServer, system_token: str) -> None:

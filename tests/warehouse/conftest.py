@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,11 @@ def land(
     resource_type: str = "Observation",
     connection_id: str = "c1",
     source: str = "https://ehr.example/bulk/file1.ndjson",
+    transaction_time: datetime | None = None,
 ) -> LandedFile:
-    with zone.writer(connection_id, resource_type, run_id, source) as w:
+    """Land ``resources`` as one file; ``transaction_time``: when the server answered them (a Bulk export's
+    ``transactionTime``, a REST search's first-page time)."""
+    with zone.writer(connection_id, resource_type, run_id, source, transaction_time=transaction_time) as w:
         for r in resources:
             w.add_line(orjson.dumps(r))
     return w.result

@@ -1,12 +1,13 @@
 """One input, both backends: DuckDB and PostgreSQL store and serve the same answers for values a type system could
 mangle (ids that look like numbers, instants with offsets, many-digit decimals, huge integers, unicode), for one id
 under two resource types, for late older versions (equal lastUpdated, numeric versionIds), and for deletion then
-re-creation; every stored row and every analyst view row is compared."""
+re-creation (with lastUpdated, and without it: answered before, at and after the deletion); every stored row and
+every analyst view row is compared."""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from warehouse import LandingZone, UpsertStats, Warehouse, open_warehouse
 from warehouse.views import VIEW_NAMES
 
 T1, T2 = "2026-03-01T10:00:00.5+05:30", "2026-03-02T00:00:00Z"
+DELETED_AT = datetime(2026, 3, 1, 12, tzinfo=UTC)
 SUBJECT = {"reference": "Patient/007"}
 
 
@@ -52,17 +54,23 @@ def _steps() -> list[tuple[str, list[dict[str, Any]]]]:
         ("Observation", [_observation("00123", None, "2"), _observation("gone", T1, "1")]),
         ("tombstone", [{"id": "gone"}, {"id": "never-seen"}]),
         ("Observation", [_observation("gone", T2, "2", valueString="back"), _observation("never-seen", T1, "1")]),
+        # 00123 has no lastUpdated: deleted, then answered again before, at and after the deletion (DELETED_AT)
+        ("tombstone", [{"id": "00123"}]),
+        ("Observation", [_observation("00123", None, "4", valueString="late")], DELETED_AT - timedelta(hours=1)),
+        ("Observation", [_observation("00123", None, "4", valueString="late")], DELETED_AT),
+        ("Observation", [_observation("00123", None, "4", valueString="back")], DELETED_AT + timedelta(microseconds=1)),
     ]
 
 
 def _run(wh: Warehouse, zone: LandingZone) -> list[object]:
     reports: list[object] = []
-    for n, (kind, items) in enumerate(_steps()):
+    for n, (kind, items, *answered_at) in enumerate(_steps()):
         if kind == "tombstone":
             ids = [i["id"] for i in items]
-            reports.append(wh.tombstone("c1", "Observation", ids, datetime(2026, 3, 1, 12, tzinfo=UTC)))
+            reports.append(wh.tombstone("c1", "Observation", ids, DELETED_AT))
         else:
-            reports.append(wh.upsert(land(zone, items, run_id=f"r{n}", resource_type=kind)))
+            when = answered_at[0] if answered_at else None
+            reports.append(wh.upsert(land(zone, items, run_id=f"r{n}", resource_type=kind, transaction_time=when)))
     wh.refresh_flat_tables()
     return reports
 
@@ -100,6 +108,8 @@ def test_duckdb_and_postgres_give_the_same_answers(tmp_path: Path, postgres_url:
     assert duck[0] == pg[0]
     # the late, older versions (steps 2 and 3) changed nothing; the tombstone marked one row and placed one
     assert duck[0][2:5] == [UpsertStats(1, 0, 1), UpsertStats(1, 0, 1), 2]
+    # 00123 (no lastUpdated): answered before or at its deletion, it stays deleted; answered after, it is back
+    assert duck[0][6:] == [1, UpsertStats(0, 0, 1), UpsertStats(0, 0, 1), UpsertStats(0, 1, 0)]
     for table, rows in duck[1].items():
         if table == "fhir_resources":  # JSONB re-renders the text: compare the parsed documents
             rows = [(*r[:-1], json.loads(r[-1]) if r[-1] else None) for r in rows]
@@ -109,6 +119,7 @@ def test_duckdb_and_postgres_give_the_same_answers(tmp_path: Path, postgres_url:
             assert rows == pg[1][table], table
     observation = {r[5]: r for r in duck[1]["observation"]}  # columns: provenance (5), then id
     assert set(observation) == {"007", "1e5", "00123", "gone"}
+    assert '"back"' in str(next(r for r in duck[1]["fhir_resources"] if r[1] == "00123")[-1])
 
 
 @pytest.mark.postgres

@@ -28,7 +28,9 @@ IDS = ["a", "b", "c", "d", "e"]
 line = st.tuples(
     st.sampled_from(IDS), st.one_of(st.none(), st.integers(0, 4)), st.sampled_from(["1", "2"]), st.integers(0, 2)
 )
-upsert_op = st.tuples(st.just("upsert"), st.lists(line, max_size=6))
+# A file: its lines and when the server answered them, in half days (None: unknown); a tombstone: ids and the day,
+# deleted at noon (so a file can be answered before, at or after a deletion).
+upsert_op = st.tuples(st.just("upsert"), st.tuples(st.lists(line, max_size=6), st.one_of(st.none(), st.integers(0, 9))))
 tombstone_op = st.tuples(st.just("tombstone"), st.tuples(st.lists(st.sampled_from(IDS), max_size=3), st.integers(0, 4)))
 operations = st.lists(st.one_of(upsert_op, tombstone_op), min_size=1, max_size=6)
 
@@ -44,8 +46,11 @@ def _apply(
     results: list[object] = []
     for n, (kind, arg) in enumerate(ops, start=start):
         if kind == "upsert":
-            lines = [resource(rid, _instant(day), version, value=marker) for rid, day, version, marker in arg]
-            results.append(wh.upsert(land(zone, lines, run_id=f"r{n}", connection_id=connection_id)))
+            items, half_days = arg
+            lines = [resource(rid, _instant(day), version, value=marker) for rid, day, version, marker in items]
+            answered = None if half_days is None else BASE + timedelta(hours=12 * half_days)
+            landed = land(zone, lines, run_id=f"r{n}", connection_id=connection_id, transaction_time=answered)
+            results.append(wh.upsert(landed))
         else:
             ids, day = arg
             results.append(wh.tombstone(connection_id, "Observation", ids, BASE + timedelta(days=day, hours=12)))
@@ -56,7 +61,8 @@ def _rows(wh: Warehouse, connection_id: str) -> list[tuple[Any, ...]]:
     return [
         tuple(r.values())
         for r in wh.iter_rows(
-            "SELECT id, version_id, last_updated, deleted_at, content_hash, run_id, CAST(resource AS VARCHAR) AS doc "
+            "SELECT id, version_id, last_updated, deleted_at, content_hash, run_id, transaction_time, "
+            "CAST(resource AS VARCHAR) AS doc "
             "FROM fhir_resources WHERE connection_id = %s ORDER BY id",
             (connection_id,),
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 import pytest
@@ -158,6 +158,65 @@ def test_bdx21_tombstone_of_unknown_id_blocks_a_late_older_copy(wh: Warehouse, z
 def test_bdx21_tombstone_never_deletes_a_newer_version(wh: Warehouse, zone: LandingZone) -> None:
     wh.upsert(land(zone, [resource("a", T3)]))
     assert wh.tombstone("c1", "Observation", ["a"], datetime(2026, 1, 2, tzinfo=UTC)) == 0
+    assert wh.live_ids("c1", "Observation") == {"a"}
+
+
+DELETED_AT = datetime(2026, 1, 2, 12, tzinfo=UTC)
+
+
+def _deleted_copy_without_last_updated(wh: Warehouse, zone: LandingZone) -> None:
+    """``a`` served without ``lastUpdated`` (a server that never sends it), then tombstoned at ``DELETED_AT``."""
+    wh.upsert(land(zone, [resource("a", None, None, status="old")], transaction_time=datetime(2026, 1, 1, tzinfo=UTC)))
+    assert wh.tombstone("c1", "Observation", ["a"], DELETED_AT) == 1
+
+
+def test_bdx21_copy_without_last_updated_answered_after_the_deletion_revives(wh: Warehouse, zone: LandingZone) -> None:
+    """Re-created on a server that sends no ``lastUpdated`` (or the deletion was wrong): the copy the server
+    answered after the deletion is live again, with its content. Before, the tombstone stayed forever."""
+    _deleted_copy_without_last_updated(wh, zone)
+    after = DELETED_AT + timedelta(milliseconds=1)
+    revived = wh.upsert(land(zone, [resource("a", None, None, status="back")], run_id="r2", transaction_time=after))
+    assert revived == UpsertStats(inserted=0, updated=1, unchanged=0)
+    assert wh.live_ids("c1", "Observation") == {"a"}
+    _, last_updated, deleted_at, doc = _row(wh, "a")
+    assert (last_updated, deleted_at) == (None, None) and '"back"' in str(doc)
+    # a replay of the copy changes nothing; the placeholder of an id never seen is revived the same way
+    assert wh.upsert(land(zone, [resource("a", None, None, status="back")], run_id="r3", transaction_time=after)) == (
+        UpsertStats(inserted=0, updated=0, unchanged=1)
+    )
+    assert wh.tombstone("c1", "Observation", ["ghost"], DELETED_AT) == 1
+    assert wh.upsert(land(zone, [resource("ghost", None, "1")], run_id="r4", transaction_time=after)).updated == 1
+    assert wh.live_ids("c1", "Observation") == {"a", "ghost"}
+
+
+@pytest.mark.parametrize(
+    "answered_at",
+    [DELETED_AT - timedelta(days=1), DELETED_AT, None],
+    ids=["before-the-deletion", "at-the-deletion", "unknown"],
+)
+def test_bdx21_copy_without_last_updated_answered_before_the_deletion_stays_deleted(
+    wh: Warehouse, zone: LandingZone, answered_at: datetime | None
+) -> None:
+    """A copy the server answered at or before the deletion (an older export landed late), or one whose file does
+    not say when (landed before REST searches recorded it), never revives the tombstone."""
+    _deleted_copy_without_last_updated(wh, zone)
+    late = land(zone, [resource("a", None, None, status="late")], run_id="r2", transaction_time=answered_at)
+    assert wh.upsert(late) == UpsertStats(inserted=0, updated=0, unchanged=1)
+    assert wh.live_ids("c1", "Observation") == set()
+    assert _row(wh, "a")[2] == DELETED_AT and '"old"' in str(_row(wh, "a")[3])
+
+
+def test_bdx21_with_last_updated_the_copy_must_be_newer_than_the_deletion(wh: Warehouse, zone: LandingZone) -> None:
+    """A copy with ``lastUpdated`` keeps the old rule whenever it was answered: only a ``lastUpdated`` after the
+    deletion revives."""
+    wh.upsert(land(zone, [resource("a", T1)]))
+    wh.tombstone("c1", "Observation", ["a"], DELETED_AT)
+    answered_later = DELETED_AT + timedelta(days=5)
+    stale = land(zone, [resource("a", T2, "2", status="stale")], run_id="r2", transaction_time=answered_later)
+    assert wh.upsert(stale) == UpsertStats(inserted=0, updated=0, unchanged=1)
+    assert wh.live_ids("c1", "Observation") == set()
+    newer = land(zone, [resource("a", T3, "3")], run_id="r3", transaction_time=None)
+    assert wh.upsert(newer) == UpsertStats(inserted=0, updated=1, unchanged=0)
     assert wh.live_ids("c1", "Observation") == {"a"}
 
 
