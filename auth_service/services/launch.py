@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass
 
 from auth_service.services.audit import audit_event
 from auth_service.services.callback_errors import callback_error, sanitize_description
+from auth_service.services.callback_replay import CallbackResult, failed_outcome, record_outcome, replay_key
 from auth_service.services.context import ServiceContext
 from auth_service.services.errors import (
     AuthorizationRefusedError,
@@ -44,7 +44,7 @@ from connectors.smart import (
 )
 from store.models import ConnectionKind
 from store.rate_windows import vendor_call_budget
-from store.states import ConsumedState, InvalidStateError
+from store.states import CallbackOutcome, ConsumedState, InvalidStateError
 
 __all__ = [
     "CallbackResult",
@@ -55,13 +55,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CallbackResult:
-    connection_id: str
-    tenant_id: str
-    redirect_target: str | None
 
 
 def _launch_scopes(scopes: str, ehr_launch: bool) -> str:
@@ -156,12 +149,31 @@ def complete_authorization(
 ) -> CallbackResult:
     """Consume the state first (SAL-13), then handle the EHR's error or exchange the code.
 
-    The audit records the same code the caller is answered with.
+    The audit records the same code the caller is answered with; the state keeps the outcome for a reload of
+    this callback (``callback_replay``).
     """
     try:
-        stored = ctx.states.consume(state or "", browser_session=browser_session or "")
+        stored = ctx.states.consume(
+            state or "", browser_session=browser_session or "", replay_key=replay_key(code, error)
+        )
     except InvalidStateError as exc:
         raise StateRefusedError(str(exc)) from None
+    try:
+        result = _finish(ctx, stored, code=code, error=error, error_description=error_description)
+    except ServiceError as exc:
+        record_outcome(ctx, state or "", failed_outcome(exc))
+        raise
+    except Exception:
+        record_outcome(ctx, state or "", CallbackOutcome("abandoned"))
+        raise
+    record_outcome(ctx, state or "", CallbackOutcome("connected", connection_id=result.connection_id))
+    return result
+
+
+def _finish(
+    ctx: ServiceContext, stored: ConsumedState, *, code: str | None, error: str | None, error_description: str | None
+) -> CallbackResult:
+    """The consumed state's callback: the EHR's error, or the code exchanged."""
     if error:
         failure = callback_error(error, error_description)
         _audit_failure(
