@@ -71,8 +71,9 @@ def refresh_idle_grants(
 
     Oldest first, at most ``limit`` refresh attempts (skipped connections do not count). ``now`` only sets
     the idle cut-off; the vault stamps new tokens with its own clock. One connection's failure never stops
-    the others: ``invalid_grant`` lands in ``needs_reauth`` (the vault has already marked the connection),
-    anything else (network, 5xx after retries, other OAuth or configuration errors) in ``failed``.
+    the others: ``invalid_grant`` or ``unauthorized_client`` lands in ``needs_reauth`` (the vault has already
+    marked the connection), anything else (network, 5xx after retries, other OAuth or configuration errors) in
+    ``failed``.
     ``skipped`` holds connections whose provider issues no refresh tokens or is unknown.
     """
     if idle_for <= timedelta(0):
