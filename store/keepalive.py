@@ -26,7 +26,7 @@ from connectors.providers import RefreshPolicy, get_provider
 from store.database import AppDatabase
 from store.errors import TokenKeyMissingError
 from store.models import Connection, ConnectionKind, ConnectionStatus, TokenRecord, utcnow
-from store.rate_windows import vendor_call_budget
+from store.rate_windows import BACKGROUND_WAIT_S, vendor_call_budget
 from store.vault import TokenVault
 
 __all__ = ["KeepaliveReport", "refresh_idle_grants"]
@@ -149,7 +149,8 @@ def _refresh_one(db: AppDatabase, vault: TokenVault, candidate: _Candidate, cuto
         if not _still_idle(db, cid, cutoff):
             logger.info("connection %s: refreshed or changed since selection; left alone", cid)
             return None
-        with vendor_call_budget(db, candidate.provider_id, candidate.fhir_base):  # eCW counts token calls too
+        # eCW counts token calls too; a saturated budget fails this one (retried next run), never hangs the job
+        with vendor_call_budget(db, candidate.provider_id, candidate.fhir_base, max_wait_s=BACKGROUND_WAIT_S):
             vault.force_refresh(cid)
         info = vault.token_info(cid)
     except TokenKeyMissingError as exc:  # this process lacks a key: nothing the grant or the patient did
