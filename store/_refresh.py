@@ -221,8 +221,8 @@ def _grant(grant: _Grant, grants: GrantContext, connection_id: str) -> RefreshOu
             return RefreshOutcome(error=exc, audit=_failure(exc, detail), basis=grant.basis)
         return refused_outcome(exc, connection_id, grant.basis, detail, lost=False)
     except (TransportError, TemporarilyUnavailableError) as exc:
-        last_lost = isinstance(exc, TransportError) and bool(lost) and lost[-1]
-        return _transient(exc, grant.name, grant.current, grant.still_valid, grant.basis, connection_id, lost=last_lost)
+        used = any(lost)  # an attempt of this call may have spent the refresh token, whichever failed last
+        return _transient(exc, grant.name, grant.current, grant.still_valid, grant.basis, connection_id, lost=used)
     except OAuthError as exc:
         return RefreshOutcome(error=exc, audit=_failure(exc, detail), basis=grant.basis)
     if grant.after_unauthorized:

@@ -441,3 +441,21 @@ def test_sal25_refresh_refused_after_the_last_call_lost_its_answer_says_so(
     with pytest.raises(NeedsReauthError) as refused:
         grants.vault.force_refresh(other)
     assert "lost" not in str(refused.value) and "after_lost_answer" not in refresh_audits(sqlite_db, other)[0][1]
+
+
+def test_sal25_a_lost_answer_before_another_failure_is_remembered_too(
+    sandbox: SandboxServer, sqlite_db: AppDatabase, cipher: TokenCipher, http: httpx.Client
+) -> None:
+    """The first attempt used the refresh token and lost its answer, the retry got a 503: the call fails with the
+    503, yet the next refusal still names the lost answer (any attempt may have spent the token, not only the last)."""
+    grants = Grants.open(sqlite_db, cipher, sandbox, http)
+    cid, _ = grants.connect(idle_days=10)
+    sandbox.admin.set_fault("drop_response", path="/oauth/token", times=1)
+    sandbox.admin.set_fault("503", path="/oauth/token", times=1, retry_after="")
+    assert grants.refresh_idle(idle_for=WEEK) == KeepaliveReport(failed=(cid,))
+    [(outcome, detail)] = refresh_audits(sqlite_db, cid)
+    assert outcome == "transient_failure" and detail["error_code"] == "temporarily_unavailable"
+    assert detail["answer_lost"] is True
+
+    with pytest.raises(NeedsReauthError, match="previous refresh attempt's answer was lost"):
+        grants.vault.force_refresh(cid)
