@@ -43,7 +43,6 @@ from connectors.smart import (
     validate_id_token,
 )
 from store.models import ConnectionKind
-from store.rate_windows import vendor_call_budget
 from store.states import CallbackOutcome, ConsumedState, InvalidStateError
 
 __all__ = [
@@ -90,7 +89,7 @@ def begin_authorization(
         profile = resolve_profile(session, ctx.cipher, ctx.settings, tenant_id, provider_id)
     check_connection_kind(provider_id, profile.config, backend=False)  # e.g. a PointClickCare bulk app signs in no one
     check_allowlisted(ctx, profile.fhir_base)
-    with vendor_call_budget(ctx.db, profile.provider_id, profile.fhir_base):  # eCW counts discovery too
+    with ctx.call_budget(profile.provider_id, profile.fhir_base):  # eCW counts discovery too
         cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
     auth = profile.client_auth(ctx.settings, "authorization_code")  # the alg it really signs with (SAL-05)
     check_auth_method_supported(cfg, auth.method, auth.alg if isinstance(auth, JwtClientAuth) else None)
@@ -218,7 +217,7 @@ def _exchange(ctx: ServiceContext, stored: ConsumedState, code: str) -> Callback
         profile = resolve_profile(session, ctx.cipher, ctx.settings, stored.tenant_id, stored.provider_id)
     if normalize_issuer(profile.fhir_base) != normalize_issuer(stored.issuer):
         raise IssuerRefusedError("the provider's FHIR base changed during the authorization")
-    with vendor_call_budget(ctx.db, profile.provider_id, profile.fhir_base):  # eCW counts these calls too
+    with ctx.call_budget(profile.provider_id, profile.fhir_base):  # eCW counts these calls too
         cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
         token = exchange_code(
             cfg.token_endpoint,
