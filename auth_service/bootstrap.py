@@ -8,11 +8,10 @@ from pathlib import Path
 from auth_service.core.config import Settings, load_settings
 from auth_service.services.brand_admin import check_bundle, load_brands
 from auth_service.services.context import build_context
-from auth_service.services.profiles import SMART_PROVIDER_ID, check_client_auth_config
-from auth_service.services.providers_port import plugin, validate_config
+from auth_service.services.provider_admin import config_problems, known_provider
 from auth_service.services.tenants import BootstrapResult, bootstrap_tenant, upsert_tenant
 from auth_service.tenants.settings import TenantSeed, load_tenant_seed
-from connectors.errors import AuthMethodNotAllowedError, ConfigurationError
+from connectors.errors import ConfigurationError
 from connectors.smart.brands import MAX_BUNDLE_BYTES, BrandsBundleError
 from store.models import Tenant
 
@@ -26,16 +25,12 @@ def _check_provider_configs(path: str | Path, seeds: list[TenantSeed], settings:
     for seed in seeds:
         for provider_id, config in seed.practice_settings.ehr_integrations.provider_configs.items():
             where = f"tenant {seed.id!r} providerConfigs.{provider_id}"
-            if plugin(provider_id) is None and provider_id != SMART_PROVIDER_ID:
+            if not known_provider(provider_id):
                 problems.append(f"{where}: unknown provider")
                 continue
-            errors = validate_config(provider_id, config)
-            problems += [f"{where}.{e['field']}: {e['message']}" for e in errors]
-            if not errors:
-                try:
-                    check_client_auth_config(provider_id, config, settings)
-                except AuthMethodNotAllowedError as exc:
-                    problems.append(f"{where}: {exc.message}")
+            for error in config_problems(provider_id, config, settings):
+                field = "" if error["field"] == "config" else f".{error['field']}"  # "config": the entry as a whole
+                problems.append(f"{where}{field}: {error['message']}")
     if problems:
         raise ConfigurationError(f"tenant seed {path}: " + "; ".join(problems))
 

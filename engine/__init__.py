@@ -10,7 +10,8 @@ connection is always its job (``ehrsync.run_now.run_sync_now`` runs it in-proces
   pending landing → warehouse, then the mark advances in the same commit as the run's per-type counts
 - ``sync_references(env, connection_id, run_id) -> dict[str, TypeReport]`` reads the references that upserted
   types queued (durably, so a crash cannot lose them); run it after the clinical types
-- ``reconcile_deletes(env, connection_id, resource_type) -> int`` tombstones ids the server no longer lists
+- ``reconcile_deletes(env, connection_id, resource_type) -> ReconcileReport`` tombstones ids the server no longer lists
+  and reads back the ids it lists that the warehouse lacks (a search that skipped them without saying so)
 - ``run_bulk_export(env, connection_id, run_id, *, types=None, progress=None) -> BulkReport``
   kick-off or resume, download, land, upsert, advance ``_since``; ``report.status`` says how it ended; group
   connections then export members added since the last export in full (BDX-15, ``bulk_members``)
@@ -29,7 +30,7 @@ from engine.bulk_export import run_bulk_export
 from engine.checkpoints import CRASH_ENV
 from engine.connection_lock import ConnectionBusyError, hold_connection
 from engine.connection_sync import PATIENT_TYPES, sync_references
-from engine.deletes import reconcile_deletes
+from engine.deletes import ReconcileReport, reconcile_deletes
 from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
 from engine.errors import ConnectionNotFoundError, ConnectionNotSyncableError, NothingLandedError, SyncError
 from engine.incremental import land_resource_type, upsert_resource_type
@@ -57,6 +58,7 @@ __all__ = [
     "ConnectionNotSyncableError",
     "LandingReport",
     "NothingLandedError",
+    "ReconcileReport",
     "SyncEnvironment",
     "SyncError",
     "SyncRunRecord",

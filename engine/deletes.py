@@ -1,46 +1,99 @@
-"""Deletion reconciliation (BDX-31): search never reports deletes, so compare the server's ids with ours."""
+"""Deletion reconciliation (BDX-31): search never reports deletes, so compare the server's ids with ours.
+
+The same id listing also shows what a search skipped without saying so: an offset-paged server that gives no
+``total`` and has a match deleted while the sync pages skips the match behind it, and the type's mark moves past
+it for good (nothing later searches older than the mark). Ids the server lists that the warehouse lacks are read
+back by id here, so such a loss lasts until the connection's next weekly reconciliation, not forever.
+"""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
+from connectors.budgets import step_budget
+from engine import cursors
 from engine.connection_lock import hold_connection
 from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
 from engine.models import utcnow
-from engine.reports import SCOPE_NOT_GRANTED
+from engine.references import can_search_by_id, land_by_ids
+from engine.reports import SCOPE_NOT_GRANTED, TypeReport
 from engine.search_plans import grant_narrows, search_plans
+from warehouse import Warehouse
+
+__all__ = ["RECOVER_MAX_IDS", "ReconcileReport", "reconcile_deletes"]
 
 _log = logging.getLogger(__name__)
 ID_PAGE_SIZE = 1000
+#: Most unlisted ids read back one reconciliation: past it, the type's mark is cleared instead, so its next sync
+#: searches the whole type (a paged search, not thousands of reads).
+RECOVER_MAX_IDS = 1000
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    """One type's reconciliation: rows tombstoned (the server no longer lists them), ids the server lists that the
+    warehouse lacked (``unlisted``), and what reading them back did (``recovered``; None when none were read)."""
+
+    resource_type: str
+    tombstoned: int = 0
+    unlisted: int = 0
+    recovered: TypeReport | None = None
+    mark_cleared: bool = False
 
 
 def reconcile_deletes(
     env: SyncEnvironment, connection_id: str, resource_type: str, *, run_id: str | None = None
-) -> int:
-    """Tombstone warehouse rows of the type whose ids the server no longer lists; returns how many.
+) -> ReconcileReport:
+    """Tombstone warehouse rows of the type whose ids the server no longer lists, and read back the ids it lists
+    that the warehouse lacks (or clear the type's mark when they are over ``RECOVER_MAX_IDS``).
 
     The whole id listing (``_elements=id``, every page, every vendor search plan) must succeed before anything
-    is tombstoned: a partial listing raises and tombstones nothing, so an outage never reads as mass deletion.
+    is tombstoned or read: a partial listing raises and changes nothing, so an outage never reads as mass deletion.
     Holds the connection's lock (``hold_connection``) throughout, so a reconcile never runs beside a sync of the
     same connection (a sync landing new ids mid-listing would read as deletions): another holder makes it wait
     ``EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS``, then raise ``ConnectionBusyError``. ``run_id`` names this call in
-    the lock file (default ``reconcile-<random>``).
+    the lock file and the landing file of what is read back (default ``reconcile-<random>``).
     """
     conn = load_connection(env.db, connection_id)
-    with hold_connection(env, connection_id, run_id or f"reconcile-{uuid.uuid4().hex}"):
-        return _reconcile(env, conn, resource_type)
+    run_id = run_id or f"reconcile-{uuid.uuid4().hex}"
+    with hold_connection(env, connection_id, run_id):
+        return _reconcile(env, conn, resource_type, run_id)
 
 
-def _reconcile(env: SyncEnvironment, conn: ConnectionInfo, resource_type: str) -> int:
+def _reconcile(env: SyncEnvironment, conn: ConnectionInfo, resource_type: str, run_id: str) -> ReconcileReport:
     connection_id = conn.id
     scopes = conn.scopes
     if scopes is not None and not (scopes.allows(resource_type, "search") or scopes.allows(resource_type, "read")):
         _log.info("not reconciling %s for %s: %s", resource_type, connection_id, SCOPE_NOT_GRANTED)
-        return 0
+        return ReconcileReport(resource_type)
     if grant_narrows(conn, resource_type):  # the listing would miss the categories not granted: no deletions
         _log.info("not reconciling %s for %s: the grant covers only part of the type", resource_type, connection_id)
-        return 0
+        return ReconcileReport(resource_type)
+    server_ids, observed_at = _list_ids(env, conn, resource_type)
+    with env.warehouse() as wh:
+        live = wh.live_ids(connection_id, resource_type)
+        missing = live - server_ids
+        count = wh.tombstone(connection_id, resource_type, sorted(missing), observed_at or utcnow()) if missing else 0
+        unlisted = sorted(server_ids - live)
+    report = ReconcileReport(resource_type, tombstoned=count, unlisted=len(unlisted))
+    if unlisted:  # the tombstones are committed: reading back is a step of its own
+        with env.warehouse() as wh:
+            report = _recover(env, conn, wh, run_id, report, unlisted)
+    _log.info(
+        "reconciled %s/%s: %d tombstoned, %d listed by the server but not stored",
+        connection_id,
+        resource_type,
+        count,
+        len(unlisted),
+    )
+    return report
+
+
+def _list_ids(env: SyncEnvironment, conn: ConnectionInfo, resource_type: str) -> tuple[set[str], datetime | None]:
+    """Every id the server lists for the type (every page of every vendor search plan) and the listing's time."""
     server_ids: set[str] = set()
     observed_at = None
     with env.fhir_client(conn) as client:
@@ -53,10 +106,25 @@ def _reconcile(env: SyncEnvironment, conn: ConnectionInfo, resource_type: str) -
                     for r in page.resources
                     if r.get("resourceType") == resource_type and isinstance(r.get("id"), str)
                 )
-    with env.warehouse() as wh:
-        missing = wh.live_ids(connection_id, resource_type) - server_ids
-        if not missing:
-            return 0
-        count = wh.tombstone(connection_id, resource_type, sorted(missing), observed_at or utcnow())
-    _log.info("reconciled %s/%s: %d tombstoned", connection_id, resource_type, count)
-    return count
+    return server_ids, observed_at
+
+
+def _recover(
+    env: SyncEnvironment, conn: ConnectionInfo, wh: Warehouse, run_id: str, report: ReconcileReport, ids: list[str]
+) -> ReconcileReport:
+    """Read back the ids the server lists that the warehouse lacks (a search skipped them, or they are newer than
+    the last sync); too many, and the type's next sync searches it whole instead (its mark is cleared)."""
+    rtype = report.resource_type
+    if len(ids) > RECOVER_MAX_IDS:
+        cursors.clear_mark(env.db, conn.id, cursors.REST_STREAM, rtype)
+        _log.warning(
+            "%s/%s: the server lists %d ids the warehouse lacks; the type's next sync reads it whole",
+            conn.id,
+            rtype,
+            len(ids),
+        )
+        return ReconcileReport(rtype, report.tombstoned, len(ids), None, mark_cleared=True)
+    with step_budget("reading back resources the searches missed", env.step_budget_s), env.fhir_client(conn) as client:
+        batched = can_search_by_id(conn, rtype, env.capabilities(conn, client, run_id))
+        landed = land_by_ids(env.zone, conn, client, wh, run_id, rtype, ids, batched=batched, seq="reconcile")
+    return ReconcileReport(rtype, report.tombstoned, len(ids), landed)

@@ -101,8 +101,8 @@ def _fetch_all(
     capabilities = env.capabilities(conn, client, run_id)
     for rtype, ids in by_type.items():
         try:
-            batched = _can_search_by_id(conn, rtype, capabilities)
-            reports[rtype] = _fetch_type(env.zone, conn, client, wh, run_id, rtype, ids, batched=batched)
+            batched = can_search_by_id(conn, rtype, capabilities)
+            reports[rtype] = land_by_ids(env.zone, conn, client, wh, run_id, rtype, ids, batched=batched)
         except (NeedsReauthError, EhrUnreachableError):
             raise  # every further request would fail the same way: the run stops
         except (EhrSyncError, WarehouseError, OSError) as exc:
@@ -114,7 +114,7 @@ def _fetch_all(
     return reports
 
 
-def _fetch_type(
+def land_by_ids(
     zone: LandingZone,
     conn: ConnectionInfo,
     client: FhirClient,
@@ -124,7 +124,10 @@ def _fetch_type(
     ids: list[str],
     *,
     batched: bool = False,
+    seq: str = "refs",
 ) -> TypeReport:
+    """Read ``ids`` of ``rtype`` (``_id`` searches first where ``batched``, then one read per id still missing),
+    land them as one file and upsert it; a missing id is counted (``not_found``)."""
     started = time.monotonic()
     report = TypeReport(rtype)
     scopes = conn.scopes
@@ -132,7 +135,7 @@ def _fetch_type(
         report.skipped_reason = "scope_not_granted"
         return report
     source = f"{conn.fhir_base.rstrip('/')}/{rtype}"
-    with zone.writer(conn.id, rtype, run_id, source, conn.tenant_id, seq="refs") as writer:
+    with zone.writer(conn.id, rtype, run_id, source, conn.tenant_id, seq=seq) as writer:
         found: set[str] = set()
         if batched:
             every = conn.provider.every_search_params(conn.provider_config)  # athenahealth: ah-practice
@@ -158,7 +161,7 @@ def _fetch_type(
     return report
 
 
-def _can_search_by_id(conn: ConnectionInfo, rtype: str, capabilities: dict[str, Any] | None) -> bool:
+def can_search_by_id(conn: ConnectionInfo, rtype: str, capabilities: dict[str, Any] | None) -> bool:
     """Search only where both sides say so: the server declares ``search-type`` and the grant allows search
     (SMART v2 separates ``r`` from ``s``). Without a CapabilityStatement, read one by one as before."""
     if capabilities is None or "search-type" not in declared_interactions(capabilities, rtype):

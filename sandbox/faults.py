@@ -42,6 +42,8 @@ FaultKind = Literal[
     "search_error_outcome",  # a searchset page drops its last match and carries an error OperationOutcome entry
     "search_deleted_shift",  # offset paging after a match already read was deleted: the first page says the whole
     # total; a page reached by a next link skips its first match and says a total one smaller
+    "search_silent_skip",  # offset paging without totals after a match already read was deleted: a page reached
+    # by a next link skips its first match, and nothing on any page says so
     "trickle",  # the answer's body arrives one byte every delay_s seconds
     "huge_body",  # a 200 answer streams an endless (256 MiB) JSON body without Content-Length
 ]

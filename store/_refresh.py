@@ -30,11 +30,13 @@ from connectors.errors import (
     OAuthError,
     TemporarilyUnavailableError,
     TransportError,
+    UnauthorizedClientError,
 )
 from connectors.smart import TokenResponse, client_credentials_grant, refresh_grant
 from store._grants import GrantContext, with_retry
 from store._refresh_apply import RefreshOutcome, apply_outcome, lock_row
 from store._refresh_lock import RefreshLockTimeoutError, sqlite_refresh_lock
+from store._refused import answer_lost, last_answer_lost, refused_outcome
 from store._states import check_status, fresh_after_401
 from store.crypto import TokenCipher
 from store.database import AppDatabase
@@ -67,6 +69,7 @@ class _Grant:
     still_valid: bool
     basis: int | None
     after_unauthorized: bool = False
+    lost_before: bool = False  # the last refresh of these tokens lost its answer (see ``_refused``)
 
 
 def run_locked_refresh(
@@ -157,7 +160,8 @@ def _prepare(
         call = partial(
             refresh_grant, endpoint, http=grants.http, client_auth=auth, refresh_token=refresh_token, clock=clock
         )
-    return _Grant(call, name, current, still_valid, basis, after_unauthorized=backend and rejected is not None)
+    lost = not backend and last_answer_lost(session, connection_id, basis)
+    return _Grant(call, name, current, still_valid, basis, backend and rejected is not None, lost)
 
 
 def _client_rejected(connection_id: str, basis: int | None) -> RefreshOutcome:
@@ -174,10 +178,21 @@ def _client_rejected(connection_id: str, basis: int | None) -> RefreshOutcome:
 
 
 def _transient(
-    exc: EhrSyncError, name: str, current: str | None, still_valid: bool, basis: int | None, connection_id: str
+    exc: EhrSyncError,
+    name: str,
+    current: str | None,
+    still_valid: bool,
+    basis: int | None,
+    connection_id: str,
+    *,
+    lost: bool = False,
 ) -> RefreshOutcome:
-    """A network failure or ``temporarily_unavailable``: keep a still-valid token, else report the error."""
-    audit: tuple[str, dict[str, object]] = ("transient_failure", {"grant": name, "error_code": exc.code})
+    """A network failure or ``temporarily_unavailable``: keep a still-valid token, else report the error. ``lost``:
+    the grant's answer was lost, audited with the tokens' version so the next refresh can say so if refused."""
+    detail: dict[str, object] = {"grant": name, "error_code": exc.code}
+    if lost:
+        detail.update(answer_lost=True, version=basis)
+    audit = ("transient_failure", detail)
     if still_valid and current is not None:
         logger.warning("connection %s: refresh failed transiently; keeping the current token", connection_id)
         return RefreshOutcome(token=current, audit=audit, basis=basis)
@@ -185,24 +200,31 @@ def _transient(
 
 
 def _grant(grant: _Grant, grants: GrantContext, connection_id: str) -> RefreshOutcome:
-    """Make the grant (retrying transient failures) and classify its answer; no database access here."""
+    """Make the grant (retrying transient failures) and classify its answer; no database access here. A refused
+    refresh token, or a client not allowed the refresh grant at all, is final (``_refused``): never retried."""
     detail: dict[str, object] = {"grant": grant.name}
+    lost: list[bool] = []  # per failed attempt: was its answer lost (the request may have been used)?
+
+    def attempt() -> TokenResponse:
+        try:
+            return grant.call()
+        except TransportError as exc:
+            lost.append(answer_lost(exc))
+            raise
+
     try:
-        response = with_retry(grant.call, grants.retry, grants.sleep, f"{grant.name} for connection {connection_id}")
+        response = with_retry(attempt, grants.retry, grants.sleep, f"{grant.name} for connection {connection_id}")
     except InvalidGrantError as exc:
-        return RefreshOutcome(
-            error=NeedsReauthError(
-                f"connection {connection_id}: refresh refused ({exc.error}): re-authorization required"
-            ),
-            needs_reauth=True,
-            audit=("needs_reauth", {**detail, "error_code": exc.error, "status_code": exc.status}),
-            basis=grant.basis,
-        )
+        return refused_outcome(exc, connection_id, grant.basis, detail, lost=grant.lost_before or any(lost))
+    except UnauthorizedClientError as exc:
+        if grant.name != "refresh_token":  # client_credentials: reported as the OAuth error it is
+            return RefreshOutcome(error=exc, audit=_failure(exc, detail), basis=grant.basis)
+        return refused_outcome(exc, connection_id, grant.basis, detail, lost=False)
     except (TransportError, TemporarilyUnavailableError) as exc:
-        return _transient(exc, grant.name, grant.current, grant.still_valid, grant.basis, connection_id)
+        used = any(lost)  # an attempt of this call may have spent the refresh token, whichever failed last
+        return _transient(exc, grant.name, grant.current, grant.still_valid, grant.basis, connection_id, lost=used)
     except OAuthError as exc:
-        audit = ("failure", {**detail, "error_code": exc.error, "status_code": exc.status})
-        return RefreshOutcome(error=exc, audit=audit, basis=grant.basis)
+        return RefreshOutcome(error=exc, audit=_failure(exc, detail), basis=grant.basis)
     if grant.after_unauthorized:
         detail["after_unauthorized"] = True
     return RefreshOutcome(
@@ -212,3 +234,7 @@ def _grant(grant: _Grant, grants: GrantContext, connection_id: str) -> RefreshOu
         basis=grant.basis,
         after_unauthorized=grant.after_unauthorized,
     )
+
+
+def _failure(exc: OAuthError, detail: dict[str, object]) -> tuple[str, dict[str, object]]:
+    return ("failure", {**detail, "error_code": exc.error, "status_code": exc.status})

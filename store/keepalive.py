@@ -26,7 +26,7 @@ from connectors.providers import RefreshPolicy, get_provider
 from store.database import AppDatabase
 from store.errors import TokenKeyMissingError
 from store.models import Connection, ConnectionKind, ConnectionStatus, TokenRecord, utcnow
-from store.rate_windows import vendor_call_budget
+from store.rate_windows import BACKGROUND_WAIT_S, vendor_call_budget
 from store.vault import TokenVault
 
 __all__ = ["KeepaliveReport", "refresh_idle_grants"]
@@ -71,8 +71,9 @@ def refresh_idle_grants(
 
     Oldest first, at most ``limit`` refresh attempts (skipped connections do not count). ``now`` only sets
     the idle cut-off; the vault stamps new tokens with its own clock. One connection's failure never stops
-    the others: ``invalid_grant`` lands in ``needs_reauth`` (the vault has already marked the connection),
-    anything else (network, 5xx after retries, other OAuth or configuration errors) in ``failed``.
+    the others: ``invalid_grant`` or ``unauthorized_client`` lands in ``needs_reauth`` (the vault has already
+    marked the connection), anything else (network, 5xx after retries, other OAuth or configuration errors) in
+    ``failed``.
     ``skipped`` holds connections whose provider issues no refresh tokens or is unknown.
     """
     if idle_for <= timedelta(0):
@@ -148,7 +149,8 @@ def _refresh_one(db: AppDatabase, vault: TokenVault, candidate: _Candidate, cuto
         if not _still_idle(db, cid, cutoff):
             logger.info("connection %s: refreshed or changed since selection; left alone", cid)
             return None
-        with vendor_call_budget(db, candidate.provider_id, candidate.fhir_base):  # eCW counts token calls too
+        # eCW counts token calls too; a saturated budget fails this one (retried next run), never hangs the job
+        with vendor_call_budget(db, candidate.provider_id, candidate.fhir_base, max_wait_s=BACKGROUND_WAIT_S):
             vault.force_refresh(cid)
         info = vault.token_info(cid)
     except TokenKeyMissingError as exc:  # this process lacks a key: nothing the grant or the patient did

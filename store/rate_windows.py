@@ -8,6 +8,11 @@ one practice spend it twice. Here the calls are counted in the app database, in 
 
 One statement takes a call: an upsert that adds one to the slot's count only while it is below the slot's share
 (``RETURNING`` answers whether it did, on SQLite and PostgreSQL alike). Keys are stored hashed (a base URL can be long).
+
+A caller that finds the slots spent waits for the next one, but never past its deadline: ``max_wait_s`` (a person
+waiting in a browser gets a short one, the auth service's ``EHR_CALL_BUDGET_WAIT_SECONDS``; background callers
+``BACKGROUND_WAIT_S``), or the end of the sync step it runs in when that comes first. Past it the caller gets
+``CallBudgetBusyError``, a throttle, having sent nothing.
 """
 
 from __future__ import annotations
@@ -23,13 +28,19 @@ from sqlalchemy import BigInteger, Integer, String, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column
 
-from connectors.errors import ConfigurationError
+from connectors.budgets import step_deadline
+from connectors.errors import ConfigurationError, RateLimitedError
 from connectors.http import active_rate_budget, rate_budget
 from connectors.providers import get_provider
 from store.database import AppDatabase
 from store.models import Base
 
-__all__ = ["RateSlot", "SharedRateBudget", "vendor_call_budget"]
+__all__ = ["BACKGROUND_WAIT_S", "CallBudgetBusyError", "RateSlot", "SharedRateBudget", "vendor_call_budget"]
+
+#: The longest a background caller (a sync's requests, a keepalive refresh) waits for a free call: five budget
+#: minutes of other callers taking every call means the practice's budget is saturated; the step fails as throttled
+#: (its mark kept, the run retried with backoff) rather than hold its worker. A sync step's own budget ends it sooner.
+BACKGROUND_WAIT_S = 300.0
 
 #: Slots older than this many budget periods are deleted now and then (they can no longer limit anything).
 _KEEP_PERIODS = 10
@@ -46,8 +57,20 @@ class RateSlot(Base):
     used: Mapped[int] = mapped_column(Integer)
 
 
+class CallBudgetBusyError(RateLimitedError):
+    """No call of the shared budget came free before the caller's deadline, so nothing was sent: a throttle like a
+    429 (the auth service answers ``ehr_unavailable``, try again shortly; a sync step fails with its mark kept and
+    the run is retried with backoff). ``retry_after``: seconds until the next slot opens."""
+
+    code = "call_budget_busy"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, 429, retry_after=retry_after)
+
+
 class SharedRateBudget:
-    """``acquire(key)`` blocks until the budget shared by every process allows one more call under ``key``."""
+    """``acquire(key)`` blocks until the budget shared by every process allows one more call under ``key``, for at
+    most ``max_wait_s`` (or until the active sync step's budget ends, when sooner)."""
 
     def __init__(
         self,
@@ -56,33 +79,60 @@ class SharedRateBudget:
         per_seconds: float,
         *,
         slices: int = 24,
+        max_wait_s: float = BACKGROUND_WAIT_S,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if capacity < 1 or per_seconds <= 0 or slices < 1:
-            raise ConfigurationError("SharedRateBudget needs capacity >= 1, per_seconds > 0 and slices >= 1")
+        if capacity < 1 or per_seconds <= 0 or slices < 1 or not max_wait_s >= 0:
+            raise ConfigurationError(
+                "SharedRateBudget needs capacity >= 1, per_seconds > 0, slices >= 1 and max_wait_s >= 0"
+            )
         slices = min(slices, capacity)  # at least one call a slot
         self.capacity = capacity
         self.per_seconds = per_seconds
         self.slot_s = per_seconds / slices
         self.per_slot = capacity // slices
+        self.max_wait_s = max_wait_s
         self._db = db
         self._clock = clock
         self._sleep = sleep
         self._taken = itertools.count(1)
 
     def acquire(self, key: str) -> float:
-        """Take one call under ``key``, waiting for the next slot while this one is spent; the seconds waited."""
+        """Take one call under ``key``, waiting for the next slot while this one is spent; the seconds waited.
+
+        Raises CallBudgetBusyError as soon as the next slot would open past the deadline (``_deadline``): waiting
+        longer cannot help, and the caller learns it without sleeping to the end."""
         hashed = hashlib.sha256(key.encode("utf-8")).hexdigest()
+        started = self._clock()
+        deadline, bound = self._deadline(started)
         waited = 0.0
         while True:
             now = self._clock()
             slot = int(now // self.slot_s)
             if self._take(hashed, slot):
                 return waited
-            wait = max((slot + 1) * self.slot_s - now, 0.001)
+            opens = (slot + 1) * self.slot_s
+            if opens > deadline:
+                raise CallBudgetBusyError(
+                    f"the EHR's call budget ({self.capacity} calls per {self.per_seconds:g} s, shared by every "
+                    f"process) had no free call within {bound}; nothing was sent, try again shortly",
+                    retry_after=max(opens - now, 0.0),
+                )
+            wait = max(opens - now, 0.001)
             self._sleep(wait)
             waited += wait
+
+    def _deadline(self, started: float) -> tuple[float, str]:
+        """When waiting must stop, on this budget's clock, and what set it (for the error's message)."""
+        deadline, bound = started + self.max_wait_s, f"{self.max_wait_s:g} s"
+        step = step_deadline()
+        if step is not None:
+            ends_at, budget_s, name = step
+            step_end = started + (ends_at - time.monotonic())
+            if step_end < deadline:
+                deadline, bound = step_end, f"the {budget_s:g} s budget of {name} (EHRSYNC_STEP_BUDGET_S)"
+        return deadline, bound
 
     def _take(self, hashed: str, slot: int) -> bool:
         dialect = postgresql if self._db.dialect == "postgresql" else sqlite
@@ -103,10 +153,11 @@ class SharedRateBudget:
 
 
 @contextlib.contextmanager
-def vendor_call_budget(db: AppDatabase, provider_id: str, fhir_base: str) -> Iterator[None]:
+def vendor_call_budget(db: AppDatabase, provider_id: str, fhir_base: str, *, max_wait_s: float) -> Iterator[None]:
     """EHR calls made in this block outside a sync (the auth service's code exchange and backend mint, keepalive
     refreshes) spend the vendor's shared budget when it counts every caller including the token endpoint (eCW), under
-    the key a sync spends it under (the FHIR base). A budget already active (a sync's) counts them itself."""
+    the key a sync spends it under (the FHIR base). A budget already active (a sync's) counts them itself.
+    ``max_wait_s``: how long a call may wait for the budget (a person waiting: short) before CallBudgetBusyError."""
     try:
         limit = get_provider(provider_id).rate_limit
     except ConfigurationError:  # the tenant's own "smart" server, or an unknown id: no vendor budget
@@ -114,5 +165,5 @@ def vendor_call_budget(db: AppDatabase, provider_id: str, fhir_base: str) -> Ite
     if limit is None or not (limit.across_processes and limit.shares_token_endpoint) or active_rate_budget():
         yield
         return
-    with rate_budget(SharedRateBudget(db, limit.capacity, limit.window_s), fhir_base):
+    with rate_budget(SharedRateBudget(db, limit.capacity, limit.window_s, max_wait_s=max_wait_s), fhir_base):
         yield

@@ -1,4 +1,8 @@
-"""OAuth ``state`` storage (SAL-09, SAL-13): hashed, single-use, browser-bound, 10-minute expiry."""
+"""OAuth ``state`` storage (SAL-09, SAL-13): hashed, single-use, browser-bound, 10-minute expiry.
+
+A consumed state also keeps what its callback came to (``CallbackOutcome``, in ``extra``), so a reload of that
+callback in the same browser is answered from it instead of being refused or exchanging the code again.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,9 @@ import hashlib
 import logging
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import delete, select, update
 
@@ -17,12 +21,22 @@ from store.crypto import TokenCipher
 from store.database import AppDatabase
 from store.models import OAuthState, utcnow
 
-__all__ = ["DEFAULT_STATE_TTL", "ConsumedState", "InvalidStateError", "OAuthStateStore", "hash_secret"]
+__all__ = [
+    "DEFAULT_STATE_TTL",
+    "CallbackOutcome",
+    "ConsumedState",
+    "InvalidStateError",
+    "OAuthStateStore",
+    "RecordedOutcome",
+    "hash_secret",
+]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_STATE_TTL = timedelta(minutes=10)
 _VERIFIER_FIELD = "code_verifier"
+#: key in ``OAuthState.extra``: the outcome of the callback that consumed the state (never returned as ``extra``)
+_OUTCOME = "callback_outcome"
 
 
 class InvalidStateError(EhrSyncError):
@@ -51,6 +65,32 @@ class ConsumedState:
     scope: str | None
     extra: dict[str, Any]
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class CallbackOutcome:
+    """What the callback that consumed a state came to: a status, the connection it made, or the error code and
+    its message as the patient was shown it. Never a token, a code or PHI."""
+
+    status: Literal["pending", "connected", "failed", "abandoned"]
+    connection_id: str | None = None
+    error_code: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordedOutcome:
+    """A consumed state's outcome with what a reload needs to answer like the first callback did."""
+
+    outcome: CallbackOutcome
+    tenant_id: str
+    redirect_target: str | None
+    consumed_at: datetime
+
+
+def _replay_hash(state: str, replay_key: str) -> str:
+    """Ties an outcome to one callback URL (the state is 256 random bits: the hash reveals nothing of the key)."""
+    return hash_secret(f"{state}\x00{replay_key}")
 
 
 class OAuthStateStore:
@@ -87,6 +127,8 @@ class OAuthStateStore:
         """Store a new pending authorization and return the raw ``state`` (256 bits from the CSPRNG)."""
         if not browser_session:
             raise ValueError("browser_session must be the id from the user's session cookie")
+        if _OUTCOME in (extra or {}):
+            raise ValueError(f"extra key {_OUTCOME!r} is the store's own")
         state = secrets.token_urlsafe(32)
         state_hash = hash_secret(state)
         now = self._clock()
@@ -115,10 +157,12 @@ class OAuthStateStore:
             )
         return state
 
-    def consume(self, state: str, *, browser_session: str) -> ConsumedState:
+    def consume(self, state: str, *, browser_session: str, replay_key: str = "") -> ConsumedState:
         """Mark the state used (exactly once, even under races) and return what was stored with it.
 
-        A state presented from another browser is burnt too: a leaked state must not stay usable.
+        A state presented from another browser is burnt too: a leaked state must not stay usable. Consumed by its
+        own browser, it is marked ``pending`` in the same transaction, for that browser's reload of the callback
+        ``replay_key`` names (``recorded_outcome``).
         """
         if not state:
             raise InvalidStateError("missing state parameter")
@@ -138,8 +182,13 @@ class OAuthStateStore:
             if getattr(claimed, "rowcount", 0) != 1:
                 raise InvalidStateError("state is unknown, already used or expired")
             row = session.scalars(select(OAuthState).where(OAuthState.state_hash == state_hash)).one()
+            extra = {k: v for k, v in (row.extra or {}).items() if k != _OUTCOME}
+            same_browser = secrets.compare_digest(row.session_hash, hash_secret(browser_session or ""))
+            if same_browser:
+                pending = {"status": "pending", "replay": _replay_hash(state, replay_key)}
+                row.extra = {**extra, _OUTCOME: pending}
         # committed: the state is burnt whatever happens next, including a foreign browser session
-        if not secrets.compare_digest(row.session_hash, hash_secret(browser_session or "")):
+        if not same_browser:
             logger.warning("oauth state presented from a different browser session; burnt")
             raise InvalidStateError("state was issued to a different browser session")
         verifier = self._cipher.decrypt(
@@ -155,9 +204,43 @@ class OAuthStateStore:
             redirect_target=row.redirect_target,
             launch=row.launch,
             scope=row.scope,
-            extra=dict(row.extra or {}),
+            extra=extra,
             created_at=row.created_at,
         )
+
+    def record_outcome(self, state: str, outcome: CallbackOutcome) -> None:
+        """Keep what the callback that consumed ``state`` came to (a state it did not mark is left alone)."""
+        with self._db.session() as session, session.begin():
+            row = session.scalars(select(OAuthState).where(OAuthState.state_hash == hash_secret(state))).first()
+            current = (row.extra or {}).get(_OUTCOME) if row is not None else None
+            if row is None or not isinstance(current, dict):
+                return
+            fields = {k: v for k, v in asdict(outcome).items() if v is not None}
+            row.extra = {**row.extra, _OUTCOME: {"replay": current.get("replay", ""), **fields}}
+
+    def recorded_outcome(self, state: str, *, browser_session: str, replay_key: str = "") -> RecordedOutcome | None:
+        """The outcome of the callback this browser sent with ``state`` and ``replay_key``, while the state's time
+        to live since it was consumed lasts; ``None`` for another browser, another callback URL or no outcome."""
+        if not state or not browser_session:
+            return None
+        with self._db.session() as session:
+            row = session.scalars(
+                select(OAuthState).where(OAuthState.state_hash == hash_secret(state), OAuthState.used_at.is_not(None))
+            ).first()
+        if row is None or row.used_at is None or row.used_at + self._ttl <= self._clock():
+            return None
+        kept = (row.extra or {}).get(_OUTCOME)
+        if not isinstance(kept, dict) or not secrets.compare_digest(row.session_hash, hash_secret(browser_session)):
+            return None
+        if not secrets.compare_digest(str(kept.get("replay", "")), _replay_hash(state, replay_key)):
+            return None
+        outcome = CallbackOutcome(
+            status=kept["status"],
+            connection_id=kept.get("connection_id"),
+            error_code=kept.get("error_code"),
+            message=kept.get("message"),
+        )
+        return RecordedOutcome(outcome, row.tenant_id, row.redirect_target, row.used_at)
 
     def purge_expired(self, *, older_than: timedelta = timedelta(0)) -> int:
         """Delete expired or used states; returns how many rows went."""

@@ -62,6 +62,9 @@ class Settings(AppSettings):
     DAGSTER_GRAPHQL_URL: str = "http://127.0.0.1:3000/graphql"
     # How long GET /api/ehr/resources waits for a busy warehouse (a sync writing) before answering 503.
     WAREHOUSE_READ_WAIT_SECONDS: float = Field(default=2.0, ge=0.1, le=30.0)
+    # How long a call a person waits on (discovery, code exchange, backend mint) waits for a vendor's shared call
+    # budget (eCW) that background syncs have spent, before answering 503 ehr_unavailable (store.rate_windows).
+    EHR_CALL_BUDGET_WAIT_SECONDS: float = Field(default=10.0, ge=0.1, le=60.0)
 
     @field_validator("SMART_ISSUER_ALLOWLIST", mode="before")
     @classmethod

@@ -29,7 +29,6 @@ from connectors.fhir import FhirClient
 from connectors.smart import SmartConfiguration, TokenResponse, client_credentials_grant, discover
 from connectors.writeback import WriteFlags, check_note_write
 from store.models import Connection, ConnectionKind, ConnectionStatus, Tenant
-from store.rate_windows import vendor_call_budget
 
 __all__ = [
     "connection_status",
@@ -233,7 +232,7 @@ def _mint_backend_token(
     check_connection_kind(provider_id, profile.config, backend=True)  # e.g. PointClickCare: a bulk app only
     client_auth = profile.client_auth(ctx.settings, "client_credentials")  # refused before any EHR call
     check_allowlisted(ctx, profile.fhir_base)
-    with vendor_call_budget(ctx.db, profile.provider_id, profile.fhir_base):  # eCW counts these calls too
+    with ctx.call_budget(profile.provider_id, profile.fhir_base):  # eCW counts these calls too
         cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
         token = client_credentials_grant(cfg.token_endpoint, http=ctx.http, client_auth=client_auth, scope=scope)
     return profile, cfg, token

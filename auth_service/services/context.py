@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import httpx
@@ -15,6 +16,7 @@ from connectors.transport import BoundedClient
 from store.crypto import TokenCipher
 from store.database import AppDatabase
 from store.models import Connection
+from store.rate_windows import vendor_call_budget
 from store.states import OAuthStateStore
 from store.vault import TokenVault
 
@@ -37,6 +39,13 @@ class ServiceContext:
     def close(self) -> None:
         self.http.close()
         self.db.dispose()
+
+    def call_budget(self, provider_id: str, fhir_base: str) -> AbstractContextManager[None]:
+        """The vendor's shared call budget (eCW) for calls a person waits on: a saturated budget answers
+        ``ehr_unavailable`` after ``EHR_CALL_BUDGET_WAIT_SECONDS``, never a page that hangs."""
+        return vendor_call_budget(
+            self.db, provider_id, fhir_base, max_wait_s=self.settings.EHR_CALL_BUDGET_WAIT_SECONDS
+        )
 
 
 def build_context(settings: Settings, *, http: httpx.Client | None = None, migrate: bool = True) -> ServiceContext:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass
 
 from auth_service.services.audit import audit_event
 from auth_service.services.callback_errors import callback_error, sanitize_description
+from auth_service.services.callback_replay import CallbackResult, failed_outcome, record_outcome, replay_key
 from auth_service.services.context import ServiceContext
 from auth_service.services.errors import (
     AuthorizationRefusedError,
@@ -43,8 +43,7 @@ from connectors.smart import (
     validate_id_token,
 )
 from store.models import ConnectionKind
-from store.rate_windows import vendor_call_budget
-from store.states import ConsumedState, InvalidStateError
+from store.states import CallbackOutcome, ConsumedState, InvalidStateError
 
 __all__ = [
     "CallbackResult",
@@ -55,13 +54,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CallbackResult:
-    connection_id: str
-    tenant_id: str
-    redirect_target: str | None
 
 
 def _launch_scopes(scopes: str, ehr_launch: bool) -> str:
@@ -97,7 +89,7 @@ def begin_authorization(
         profile = resolve_profile(session, ctx.cipher, ctx.settings, tenant_id, provider_id)
     check_connection_kind(provider_id, profile.config, backend=False)  # e.g. a PointClickCare bulk app signs in no one
     check_allowlisted(ctx, profile.fhir_base)
-    with vendor_call_budget(ctx.db, profile.provider_id, profile.fhir_base):  # eCW counts discovery too
+    with ctx.call_budget(profile.provider_id, profile.fhir_base):  # eCW counts discovery too
         cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
     auth = profile.client_auth(ctx.settings, "authorization_code")  # the alg it really signs with (SAL-05)
     check_auth_method_supported(cfg, auth.method, auth.alg if isinstance(auth, JwtClientAuth) else None)
@@ -156,12 +148,31 @@ def complete_authorization(
 ) -> CallbackResult:
     """Consume the state first (SAL-13), then handle the EHR's error or exchange the code.
 
-    The audit records the same code the caller is answered with.
+    The audit records the same code the caller is answered with; the state keeps the outcome for a reload of
+    this callback (``callback_replay``).
     """
     try:
-        stored = ctx.states.consume(state or "", browser_session=browser_session or "")
+        stored = ctx.states.consume(
+            state or "", browser_session=browser_session or "", replay_key=replay_key(code, error)
+        )
     except InvalidStateError as exc:
         raise StateRefusedError(str(exc)) from None
+    try:
+        result = _finish(ctx, stored, code=code, error=error, error_description=error_description)
+    except ServiceError as exc:
+        record_outcome(ctx, state or "", failed_outcome(exc))
+        raise
+    except Exception:
+        record_outcome(ctx, state or "", CallbackOutcome("abandoned"))
+        raise
+    record_outcome(ctx, state or "", CallbackOutcome("connected", connection_id=result.connection_id))
+    return result
+
+
+def _finish(
+    ctx: ServiceContext, stored: ConsumedState, *, code: str | None, error: str | None, error_description: str | None
+) -> CallbackResult:
+    """The consumed state's callback: the EHR's error, or the code exchanged."""
     if error:
         failure = callback_error(error, error_description)
         _audit_failure(
@@ -206,7 +217,7 @@ def _exchange(ctx: ServiceContext, stored: ConsumedState, code: str) -> Callback
         profile = resolve_profile(session, ctx.cipher, ctx.settings, stored.tenant_id, stored.provider_id)
     if normalize_issuer(profile.fhir_base) != normalize_issuer(stored.issuer):
         raise IssuerRefusedError("the provider's FHIR base changed during the authorization")
-    with vendor_call_budget(ctx.db, profile.provider_id, profile.fhir_base):  # eCW counts these calls too
+    with ctx.call_budget(profile.provider_id, profile.fhir_base):  # eCW counts these calls too
         cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
         token = exchange_code(
             cfg.token_endpoint,

@@ -8,9 +8,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from auth_service.core.config import Settings
 from auth_service.services.context import ServiceContext
 from auth_service.services.errors import ConfigValidationError, NotFoundError
-from auth_service.services.profiles import check_client_auth_config
+from auth_service.services.profiles import SMART_PROVIDER_ID, check_client_auth_config
 from auth_service.services.providers_port import field_hints, plugin, plugin_display_name, validate_config
 from auth_service.tenants.settings import PracticeSettings
 from connectors.errors import AuthMethodNotAllowedError
@@ -19,9 +20,11 @@ from store.models import Connection, ConnectionStatus, ProviderConfig, Tenant
 from store.provider_configs import SECRET_FIELDS, save_provider_config
 
 __all__ = [
+    "config_problems",
     "delete_provider",
     "describe_provider",
     "health",
+    "known_provider",
     "list_providers",
     "set_enabled",
     "upsert_provider",
@@ -29,7 +32,7 @@ __all__ = [
 
 _PROVIDER_ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
 #: The tenant's own SMART server (``practice_settings.smartFhir``), listed without a provider-config row.
-_SMART = "smart"
+_SMART = SMART_PROVIDER_ID
 
 
 def _row(session: Session, tenant_id: str, provider_id: str) -> ProviderConfig:
@@ -136,6 +139,25 @@ def get_provider_config(ctx: ServiceContext, tenant_id: str, provider_id: str) -
     raise _not_configured(provider_id)
 
 
+def known_provider(provider_id: str) -> bool:
+    """A vendor plugin's id, or the tenant's own SMART server."""
+    return plugin(provider_id) is not None or provider_id == _SMART
+
+
+def config_problems(provider_id: str, config: dict[str, Any], settings: Settings) -> list[dict[str, str]]:
+    """The field errors of a known provider's config, as both the admin API and ``ehrsync auth seed`` check it: the
+    vendor's schema and bounds, then (on a config that meets them) a client auth the vendor accepts, so a bad one
+    is refused when stored, not at the first launch or sync. Empty when the config is fine."""
+    errors = validate_config(provider_id, config)
+    if errors:
+        return errors
+    try:
+        check_client_auth_config(provider_id, config, settings)
+    except AuthMethodNotAllowedError as exc:
+        return [{"field": "config", "message": exc.message}]
+    return []
+
+
 def upsert_provider(
     ctx: ServiceContext, tenant_id: str, provider_id: str, config: dict[str, Any], actor: str
 ) -> dict[str, Any]:
@@ -143,14 +165,9 @@ def upsert_provider(
     secrets, store, audit."""
     if not provider_id or not set(provider_id) <= _PROVIDER_ID_CHARS or len(provider_id) > 64:
         raise ConfigValidationError("provider id must be 1-64 of [a-z0-9-_]", fields=[])
-    if plugin(provider_id) is None and provider_id != "smart":
+    if not known_provider(provider_id):
         raise NotFoundError(f"unknown provider {provider_id!r}")
-    errors = validate_config(provider_id, config)
-    if not errors:
-        try:  # a client auth the vendor does not accept is refused now, not at the first launch or sync
-            check_client_auth_config(provider_id, config, ctx.settings)
-        except AuthMethodNotAllowedError as exc:
-            errors = [{"field": "config", "message": exc.message}]
+    errors = config_problems(provider_id, config, ctx.settings)
     if errors:
         raise ConfigValidationError(f"provider config for {provider_id!r} is invalid", fields=errors)
     # Read-modify-write of the tenant's enabledProviders: lock first (SQLite write lock, PostgreSQL row lock).

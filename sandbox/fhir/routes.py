@@ -119,6 +119,8 @@ def search(resource_type: str, request: Request) -> Response:
         page = run(st.store, replace(q, count=1), perm, None)[0] + page[1:]
     elif fault == "search_deleted_shift" and from_link and total is not None:  # a match already read was deleted:
         page, total = page[1:], total - 1  # offsets move up by one (this page's first is skipped), the total drops
+    elif fault == "search_silent_skip":  # the same shift on a server that never says a total: undetectable
+        page = page[1:]
     elif fault == "search_error_outcome":  # some matches could not be returned, and the page says so
         page, outcomes = page[:-1], [outcome_body("incomplete", "simulated: some matches could not be returned")]
     if next_cursor is not None:
@@ -141,10 +143,11 @@ def search(resource_type: str, request: Request) -> Response:
 def _paging_fault(st: SandboxState, request: Request, has_next: bool, from_link: bool) -> str | None:
     """A ``search_*`` fault, consumed only by a page it can affect: ``search_error_outcome`` and
     ``search_deleted_shift`` any page (the first one says the whole total, later ones shift and say one less),
-    ``search_no_next`` one with a next link, ``search_offset_shift`` one reached by a next link, and
+    ``search_no_next`` one with a next link, ``search_offset_shift`` and ``search_silent_skip`` one reached by a
+    next link, and
     ``search_repeat_next`` one reached by a next link that has a next link itself."""
     kinds = {"search_error_outcome", "search_deleted_shift"}
-    kinds |= {"search_offset_shift"} if from_link else set()
+    kinds |= {"search_offset_shift", "search_silent_skip"} if from_link else set()
     kinds |= ({"search_no_next", "search_repeat_next"} if from_link else {"search_no_next"}) if has_next else set()
     fault = st.faults.take(request.url.path, frozenset(kinds))
     return fault.kind if fault is not None else None

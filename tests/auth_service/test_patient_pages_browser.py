@@ -273,3 +273,58 @@ def test_a_health_system_that_is_down_gets_the_error_page_and_try_again_works(ma
         page.get_by_role("button", name="Continue to sign in").click()
         page.wait_for_url(f"{sandbox.base_url}/oauth/authorize*")
         context.close()
+
+
+@pytest.mark.browser
+def test_sal13_reloading_the_callback_during_a_slow_token_exchange_ends_on_the_done_page(
+    make_settings, sandbox, browser
+) -> None:
+    """The EHR takes 8 s to answer the token request and the patient reloads the page: "still connecting",
+    refreshing itself without script, then the done page; the code reached the EHR once."""
+    pid = patient_ids(sandbox)[3]
+    with running_service(make_settings, sandbox, practice(sandbox, "pages-reload")) as svc:
+        client = {"client_id": "pages-reload", "client_type": "public", "redirect_uris": [svc.redirect_uri]}
+        sandbox_admin(sandbox, "clients", client)
+        slow = {"kind": "slow", "path": "/oauth/token", "method": "POST", "delay_s": 8.0, "times": 10}
+        sandbox_admin(sandbox, "faults", slow)
+        context = browser.new_context(java_script_enabled=False)
+        page = context.new_page()
+        page.goto(svc.base_url + "/api/integrations/smart/login?tenant=t1&provider=smart")
+        page.wait_for_url(f"{sandbox.base_url}/oauth/authorize*")
+        page.select_option("#patient_id", pid)
+        with page.expect_request(lambda r: r.url.startswith(svc.redirect_uri)) as sent:
+            page.click("#approve", no_wait_after=True)
+        callback = sent.value.url
+        page.wait_for_timeout(300)  # the first request is now waiting on the slow token endpoint
+
+        answers: list[int] = []
+        page.on("response", lambda r: answers.append(r.status) if r.url == callback else None)
+        shown = page.goto(callback, wait_until="commit")  # the patient reloads the page that is still loading
+        assert shown is not None and shown.status == 202  # its words: _check_still_connecting
+        _check_still_connecting(context, callback)
+        page.wait_for_url(f"{svc.base_url}/connect/done", timeout=20_000)
+        assert page.get_by_role("heading", level=1).inner_text() == "You're connected"
+        assert page.locator("#status").inner_text() == "Connected"
+        assert answers[0] == 202 and answers[-1] == 303 and len(answers) >= 3, answers  # it refreshed itself
+        left = [f["times"] for f in sandbox_admin(sandbox, "faults", method="GET") if f["path"] == "/oauth/token"]
+        assert left == [9]  # one token request reached the EHR
+        context.close()
+
+
+def _check_still_connecting(context: Any, callback: str) -> None:
+    """axe (it needs script: the same browser's cookies where scripts run) on the "still connecting" page, held
+    still: its own refresh is aborted (the page stays as shown)."""
+    checker = context.browser.new_context(storage_state=context.storage_state()).new_page()
+    seen: list[str] = []
+
+    def once(route: Any) -> None:
+        seen.append(route.request.url)
+        route.continue_() if len(seen) == 1 else route.abort("aborted")
+
+    checker.route(lambda url: url == callback, once)
+    shown = checker.goto(callback, wait_until="commit")
+    assert shown is not None and shown.status == 202
+    assert checker.get_by_role("heading", level=1).inner_text() == "Still connecting your record"
+    checker.wait_for_load_state()
+    check_page(checker, "9-reload-still-connecting")
+    checker.context.close()

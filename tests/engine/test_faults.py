@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from engine import ConnectionNotSyncableError, runs
-from store.models import Connection
+from store.models import AuditEvent, Connection
 from tests.engine.helpers import add_fault, connect_patient, content_fingerprint, make_environment
 from tests.engine.job_runs import run_sync
 
@@ -94,3 +95,28 @@ def test_refused_refresh_stops_the_connection_sal25(world, shared_sb, http):
         assert row.status == "needs_reauth" and row.last_sync_at is None
     with pytest.raises(ConnectionNotSyncableError):
         run_sync(world, conn)
+
+
+def test_sal25_refresh_grant_not_allowed_is_final_rfc6749(world, shared_sb, http, request_log):
+    """RFC 6749 §5.2: ``unauthorized_client`` to a refresh means the client registration does not allow the
+    refresh_token grant; retrying cannot change that. One refresh request, the connection needs re-authorization
+    with a reason naming the registration, and a later sync sends nothing to the token endpoint."""
+    sb = shared_sb
+    conn = connect_patient(world, sb, http=http)
+    add_fault(http, sb, "expired_token", path="/fhir/", times=None)
+    add_fault(http, sb, "oauth_error", path="/oauth/token", error="unauthorized_client", times=None)
+    request_log.clear()
+    report = run_sync(world, conn, types=TYPES)
+    assert report.status == "failed" and not any(r.created for r in report.types.values())
+    assert len(request_log.paths("/oauth/token", method="POST")) == 1  # no retry, not one per type
+    refused = [e for e in report.failed_types.values() if "unauthorized_client" in e]
+    assert refused and "registration does not allow the refresh_token grant" in refused[0], report.failed_types
+    with world.env.db.session() as session:
+        assert session.get(Connection, conn).status == "needs_reauth"
+        audit = session.scalars(select(AuditEvent).where(AuditEvent.connection_id == conn)).all()
+        assert [(a.outcome, a.detail.get("reason")) for a in audit if a.action == "token.refresh"] == [
+            ("needs_reauth", "refresh_grant_not_allowed")
+        ]
+    with pytest.raises(ConnectionNotSyncableError):
+        run_sync(world, conn)
+    assert len(request_log.paths("/oauth/token", method="POST")) == 1

@@ -92,8 +92,8 @@ def test_changes_and_deletes_are_picked_up_bdx31(start_sandbox, world, http):
 
     deleted = Counter(ref.split("/")[0] for ref in changes["deleted"])
     for rtype, n in deleted.items():
-        assert reconcile_deletes(world.env, conn, rtype) == n
-        assert reconcile_deletes(world.env, conn, rtype) == 0  # idempotent
+        assert reconcile_deletes(world.env, conn, rtype).tombstoned == n
+        assert reconcile_deletes(world.env, conn, rtype).tombstoned == 0  # idempotent
     live = _live(world, conn)
     for rtype in set(created) | set(deleted):
         assert live.get(rtype, 0) == before.get(rtype, 0) + created[rtype] - deleted[rtype]

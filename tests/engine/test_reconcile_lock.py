@@ -61,7 +61,7 @@ def test_reconcile_waits_for_a_sync_of_the_connection_in_another_process_bdx31(
     finally:
         proc.kill()
         proc.wait(timeout=10)
-    assert reconcile_deletes(world.env, conn, rtype) == len(deleted) > 0
+    assert reconcile_deletes(world.env, conn, rtype).tombstoned == len(deleted) > 0
     assert _live(world, conn, rtype) == before - len(deleted)
 
 
@@ -74,4 +74,4 @@ def test_reconcile_inside_a_held_connection_reenters_the_lock(
     assert run_sync(world, conn, types=["Observation"]).status == "completed"
     monkeypatch.setenv(LOCK_WAIT_ENV, "0")
     with hold_connection(world.env, conn, "run-maintenance"):
-        assert reconcile_deletes(world.env, conn, "Observation") == 0
+        assert reconcile_deletes(world.env, conn, "Observation").tombstoned == 0

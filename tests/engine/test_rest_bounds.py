@@ -8,6 +8,7 @@ type's step (so the run, which is retried), its mark untouched, the other types 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import socket
 import time
@@ -26,6 +27,8 @@ from engine import cursors, runs
 from engine.environment import SyncEnvironment, load_connection
 from sandbox import SandboxServer
 from store import SharedRateBudget
+from store.models import Connection
+from store.rate_windows import RateSlot
 from tests.engine.conftest import RequestLog
 from tests.engine.helpers import (
     SyncWorld,
@@ -246,3 +249,30 @@ def test_reference_step_has_a_time_budget_and_keeps_its_queue(
     assert error is not None and "step_budget_exceeded: reading referenced resources exceeded" in error
     assert report.types["Encounter"].error is None
     assert any(ref.startswith("Practitioner/") for ref in cursors.queued_references(world.env.db, conn))
+
+
+def test_a_saturated_shared_budget_fails_the_step_as_throttled_within_its_budget_and_keeps_its_mark(
+    tmp_path: Path, start_sandbox: Any, http: httpx.Client
+) -> None:
+    """Other callers spent eCW's shared budget: a step's requests wait for a free call no longer than the step may
+    run, then the type fails as throttled (``call_budget_busy``, a RateLimitedError: the run is retried with
+    backoff), its mark untouched, instead of waiting for as long as the others keep the budget spent."""
+    sb = start_sandbox(patients=1)
+    world = _world(tmp_path, "w", http, rate_limits=True, step_budget_s=1.5)
+    conn = connect_patient(world, sb, http=http)
+    with world.env.db.session() as session, session.begin():
+        row = session.get(Connection, conn)
+        assert row is not None
+        row.provider_id, fhir_base = "ecw", row.fhir_base
+    budget = world.env.rate_limiter(load_connection(world.env.db, conn))
+    assert isinstance(budget, SharedRateBudget)
+    first, hashed = int(time.time() // budget.slot_s), hashlib.sha256(fhir_base.encode()).hexdigest()
+    with world.env.db.session() as session, session.begin():  # the next 60 s are spent by other processes
+        session.add_all(RateSlot(key=hashed, slot=first + i, used=budget.per_slot) for i in range(25))
+    started = time.monotonic()
+    report = run_sync(world, conn, types=OBS)
+    assert time.monotonic() - started < 30
+    assert report.status == "failed" and set(report.failed_types) == {"Observation"}  # retried with backoff
+    error = report.failed_types["Observation"]
+    assert "no free call within the 1.5 s budget of landing Observation" in error, error
+    assert _mark(world, conn) is None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from dagster import (
@@ -16,17 +16,21 @@ from dagster import (
 from dagster._core.test_utils import create_run_for_test
 
 from engine import runs
+from engine.models import SyncRun
 from engine.planning import ConnectionsCursor
 from engine.run_tags import CONNECTION_TAG, SOURCE_TAG, TENANT_TAG, TRIGGER_TAG
 from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME
 from pipelines.defs.connections.sensors import connections_sensor
-from pipelines.resources import AppDatabaseResource
+from pipelines.resources import AppDatabaseResource, RetryPolicyResource
 from store.models import Connection
 from tests.pipelines.appdb import AppDb, make_app_db, queued_run
 
 
-def evaluate(instance: DagsterInstance, url: str, cursor: str | None = None) -> SensorResult:
-    context = build_sensor_context(instance=instance, cursor=cursor, resources={"app_db": AppDatabaseResource(url=url)})
+def evaluate(
+    instance: DagsterInstance, url: str, cursor: str | None = None, retry: RetryPolicyResource | None = None
+) -> SensorResult:
+    resources = {"app_db": AppDatabaseResource(url=url), "retry": retry or RetryPolicyResource()}
+    context = build_sensor_context(instance=instance, cursor=cursor, resources=resources)
     result = connections_sensor(context)
     assert isinstance(result, SensorResult)
     return result
@@ -204,3 +208,32 @@ def test_a_token_refresh_before_the_first_sync_completes_asks_for_no_second_one(
     _token_refreshed(app_db, cid)
     after = evaluate(dagster_instance, app_db.url, during.cursor)
     assert not after.run_requests  # failed: the scheduler retries it with backoff (engine.retries)
+
+
+def test_a_failed_first_sync_stays_held_as_long_as_the_operators_backoff_reaches(
+    app_db: AppDb, dagster_instance: DagsterInstance
+) -> None:
+    """The hold reads failures as far back as the scheduler does under the configured backoff: with a cap of
+    3 days, a first sync that failed 4 days ago is still the scheduler's to retry (its horizon is weeks), so a
+    token refresh must not queue a new full resync beside it. Before, the hold used the default backoff's
+    horizon (3 days) and asked for one."""
+    cid = app_db.add("c1")
+    first = evaluate(dagster_instance, app_db.url)
+    apply_partitions(dagster_instance, first)
+    failed = create_run_for_test(
+        dagster_instance, job_name="full_resync", status=DagsterRunStatus.STARTED, tags={CONNECTION_TAG: cid}
+    )
+    runs.ensure_run(app_db.db, cid, failed.run_id, "full", tenant_id=app_db.tenant_id)
+    dagster_instance.report_run_failed(failed)
+    four_days_ago = datetime.now(UTC) - timedelta(days=4)
+    runs.fail(app_db.db, failed.run_id, "Observation: FhirServerError: 500", finished_at=four_days_ago)
+    with app_db.db.session() as session:  # the run was created before it failed
+        session.get(SyncRun, failed.run_id).created_at = four_days_ago - timedelta(hours=1)
+        session.commit()
+    _token_refreshed(app_db, cid)
+    cap = RetryPolicyResource(base_seconds=3600, cap_seconds=3 * 24 * 3600)
+    held = evaluate(dagster_instance, app_db.url, first.cursor, retry=cap)
+    assert not held.run_requests
+    _token_refreshed(app_db, cid)
+    default = evaluate(dagster_instance, app_db.url, first.cursor)
+    assert [r.job_name for r in default.run_requests or []] == ["full_resync"]  # past the default's 3-day horizon

@@ -27,6 +27,7 @@ from pipelines.resources import (
     AppDatabaseResource,
     EhrHttpResource,
     LandingZoneResource,
+    RetryPolicyResource,
     SyncPolicyResource,
     WarehouseResource,
     default_resources,
@@ -248,7 +249,7 @@ def test_an_unreachable_app_database_is_one_clear_error_in_every_sensor(dagster_
     app_db = AppDatabaseResource(url=f"postgresql+psycopg://ehrsync:hunter2@127.0.0.1:{port}/app", connect_timeout_s=2)
     for tick, resources in (
         (note_outbox_sensor, {"app_db": app_db, "writeback": WritebackResource()}),
-        (connections_sensor, {"app_db": app_db}),
+        (connections_sensor, {"app_db": app_db, "retry": RetryPolicyResource()}),
     ):
         with pytest.raises(ConfigurationError) as raised:
             tick(build_sensor_context(instance=dagster_instance, resources=resources))

@@ -273,3 +273,15 @@ def test_a_fault_limited_to_a_method_leaves_the_others_alone(sandbox: SandboxSer
     assert posted.status_code == 500
     assert _get(sandbox, token, "/Patient/pat1").status_code == 200
     sandbox.admin.clear_faults()
+
+
+def test_bdx33_search_silent_skip_skips_one_match_and_says_nothing(sandbox: SandboxServer, token: str) -> None:
+    """An offset server without totals after a match already read was deleted: the page behind the next link
+    skips its own first match, and no page carries a total or an outcome that would show it."""
+    clean = [_match_ids(p) for p in _pages(sandbox, token, "/Observation", patient="pat1", _count="5")]
+    assert len(clean) >= 3
+    sandbox.admin.set_fault("search_silent_skip", path="/fhir/Observation", times=1)
+    skipped = _pages(sandbox, token, "/Observation", patient="pat1", _count="5")
+    ids = [_match_ids(p) for p in skipped]
+    assert ids[0] == clean[0] and ids[1] == clean[1][1:] and ids[2:] == clean[2:]
+    assert all("total" not in p and all(e["search"]["mode"] == "match" for e in p["entry"]) for p in skipped)

@@ -18,7 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from connectors.errors import NeedsReauthError
 from connectors.providers import RefreshPolicy, get_provider
 from connectors.smart import (
     PublicClientAuth,
@@ -29,7 +31,7 @@ from connectors.smart import (
 )
 from sandbox import SandboxServer
 from store import AppDatabase, KeepaliveReport, RetryPolicy, TokenCipher, TokenVault, refresh_idle_grants
-from store.models import Connection, ConnectionStatus, TokenRecord
+from store.models import AuditEvent, Connection, ConnectionStatus, TokenRecord
 from store.tokenrows import open_field
 from tests.store.conftest import add_connection
 from tests.store.launch import authorize_code, exchange, register_public_client
@@ -339,3 +341,121 @@ def test_worker_without_the_key_reports_failed_and_leaves_the_grant_active(
     assert status(sqlite_db, cid) == ConnectionStatus.ACTIVE
     assert open_field(cipher, tokens_row(sqlite_db, cid), "refresh_token") == tokens.refresh_token
     assert grants.refresh_idle(idle_for=WEEK) == KeepaliveReport(refreshed=(cid,))
+
+
+class TokenPosts:
+    """Counts the token requests a client sends (an httpx request hook)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, request: httpx.Request) -> None:
+        self.count += request.method == "POST" and request.url.path == "/oauth/token"
+
+
+def refresh_audits(db: AppDatabase, connection_id: str) -> list[tuple[str, dict[str, Any]]]:
+    with db.session() as s:
+        stmt = select(AuditEvent).where(AuditEvent.connection_id == connection_id, AuditEvent.action == "token.refresh")
+        return [(e.outcome, dict(e.detail)) for e in s.scalars(stmt.order_by(AuditEvent.id))]
+
+
+def test_sal25_refresh_grant_not_allowed_needs_reauth_without_retry(
+    sandbox: SandboxServer, db: AppDatabase, cipher: TokenCipher
+) -> None:
+    """RFC 6749 §5.2, SQLite and PostgreSQL: ``unauthorized_client`` to a refresh is the client registration
+    refusing the refresh_token grant. One request (the vault retries transient failures, not this), the
+    connection needs re-authorization with a reason naming the registration, and no later run asks again."""
+    posts = TokenPosts()
+    with httpx.Client(timeout=30.0, event_hooks={"request": [posts]}) as http:
+        grants = Grants.open(db, cipher, sandbox, http)
+        cid, _ = grants.connect(idle_days=10)
+        sandbox.admin.set_fault("oauth_error", path="/oauth/token", error="unauthorized_client", times=None)
+        posts.count = 0
+
+        with pytest.raises(NeedsReauthError) as refused:
+            grants.vault.force_refresh(cid)
+        assert posts.count == 1
+        assert "unauthorized_client" in str(refused.value)
+        assert "client registration does not allow the refresh_token grant" in str(refused.value)
+        assert status(db, cid) == ConnectionStatus.NEEDS_REAUTH
+        [(outcome, detail)] = refresh_audits(db, cid)
+        assert outcome == "needs_reauth" and detail["reason"] == "refresh_grant_not_allowed"
+        assert detail["error_code"] == "unauthorized_client"
+
+        assert grants.refresh_idle(idle_for=WEEK) == KeepaliveReport()
+        with pytest.raises(NeedsReauthError):
+            grants.vault.get_access_token(cid)
+        assert posts.count == 1
+
+
+def test_sal25_keepalive_refresh_grant_not_allowed_is_needs_reauth_not_failed(
+    sandbox: SandboxServer, sqlite_db: AppDatabase, cipher: TokenCipher
+) -> None:
+    """The keepalive reports such a grant ``needs_reauth`` (not ``failed``, which it would retry every run)."""
+    posts = TokenPosts()
+    with httpx.Client(timeout=30.0, event_hooks={"request": [posts]}) as http:
+        grants = Grants.open(sqlite_db, cipher, sandbox, http)
+        cid, _ = grants.connect(idle_days=10)
+        sandbox.admin.set_fault("oauth_error", path="/oauth/token", error="unauthorized_client", times=None)
+        posts.count = 0
+        assert grants.refresh_idle(idle_for=WEEK) == KeepaliveReport(needs_reauth=(cid,))
+        assert grants.refresh_idle(idle_for=WEEK) == KeepaliveReport()
+        assert posts.count == 1
+
+
+def test_sal25_refresh_refused_after_a_lost_answer_says_so(
+    sandbox: SandboxServer, sqlite_db: AppDatabase, cipher: TokenCipher, http: httpx.Client
+) -> None:
+    """A rotating server used the refresh token but its answer was lost (the connection dropped after the work):
+    the retry with the same token gets ``invalid_grant``, and the reason says the previous answer was lost."""
+    grants = Grants.open(sqlite_db, cipher, sandbox, http)
+    cid, _ = grants.connect(idle_days=10)
+    sandbox.admin.set_fault("drop_response", path="/oauth/token", times=1)
+
+    with pytest.raises(NeedsReauthError, match="previous refresh attempt's answer was lost"):
+        grants.vault.force_refresh(cid)
+
+    assert status(sqlite_db, cid) == ConnectionStatus.NEEDS_REAUTH
+    [(outcome, detail)] = refresh_audits(sqlite_db, cid)
+    assert outcome == "needs_reauth" and detail["error_code"] == "invalid_grant" and detail["after_lost_answer"]
+
+
+def test_sal25_refresh_refused_after_the_last_call_lost_its_answer_says_so(
+    sandbox: SandboxServer, sqlite_db: AppDatabase, cipher: TokenCipher, http: httpx.Client
+) -> None:
+    """Every attempt of one keepalive lost its answer (the first used the token): that run fails, still active;
+    the next run's refresh is refused and its reason names the lost answer. A refusal with no lost answer
+    before it (a revoked grant) does not."""
+    grants = Grants.open(sqlite_db, cipher, sandbox, http)
+    cid, _ = grants.connect(idle_days=10)
+    sandbox.admin.set_fault("drop_response", path="/oauth/token", times=2)  # both attempts of the vault
+    assert grants.refresh_idle(idle_for=WEEK) == KeepaliveReport(failed=(cid,))
+    assert status(sqlite_db, cid) == ConnectionStatus.ACTIVE
+
+    with pytest.raises(NeedsReauthError, match="previous refresh attempt's answer was lost"):
+        grants.vault.force_refresh(cid)
+    assert [outcome for outcome, _ in refresh_audits(sqlite_db, cid)] == ["transient_failure", "needs_reauth"]
+
+    other, _ = grants.connect(idle_days=10)
+    sandbox.admin.set_fault("oauth_error", path="/oauth/token", error="invalid_grant")
+    with pytest.raises(NeedsReauthError) as refused:
+        grants.vault.force_refresh(other)
+    assert "lost" not in str(refused.value) and "after_lost_answer" not in refresh_audits(sqlite_db, other)[0][1]
+
+
+def test_sal25_a_lost_answer_before_another_failure_is_remembered_too(
+    sandbox: SandboxServer, sqlite_db: AppDatabase, cipher: TokenCipher, http: httpx.Client
+) -> None:
+    """The first attempt used the refresh token and lost its answer, the retry got a 503: the call fails with the
+    503, yet the next refusal still names the lost answer (any attempt may have spent the token, not only the last)."""
+    grants = Grants.open(sqlite_db, cipher, sandbox, http)
+    cid, _ = grants.connect(idle_days=10)
+    sandbox.admin.set_fault("drop_response", path="/oauth/token", times=1)
+    sandbox.admin.set_fault("503", path="/oauth/token", times=1, retry_after="")
+    assert grants.refresh_idle(idle_for=WEEK) == KeepaliveReport(failed=(cid,))
+    [(outcome, detail)] = refresh_audits(sqlite_db, cid)
+    assert outcome == "transient_failure" and detail["error_code"] == "temporarily_unavailable"
+    assert detail["answer_lost"] is True
+
+    with pytest.raises(NeedsReauthError, match="previous refresh attempt's answer was lost"):
+        grants.vault.force_refresh(cid)

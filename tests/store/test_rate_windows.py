@@ -10,7 +10,8 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from connectors.errors import ConfigurationError
+from connectors.budgets import step_budget
+from connectors.errors import ConfigurationError, RateLimitedError
 from connectors.http import RateLimiter, active_rate_budget, rate_budget, spend_rate_budget
 from store import AppDatabase, SharedRateBudget
 from store.rate_windows import RateSlot, vendor_call_budget
@@ -72,6 +73,49 @@ def test_two_processes_never_take_more_than_one_slot_share_together(db: AppDatab
 def test_a_budget_that_cannot_grant_anything_is_refused_by_name(db: AppDatabase) -> None:
     with pytest.raises(ConfigurationError, match="SharedRateBudget"):
         SharedRateBudget(db, 0, 60.0)
+    with pytest.raises(ConfigurationError, match="max_wait_s"):
+        SharedRateBudget(db, 240, 60.0, max_wait_s=-1.0)
+
+
+def _saturate(db: AppDatabase, key: str, budget: SharedRateBudget, first_slot: int, slots: int) -> None:
+    """Other callers have taken every call of ``slots`` slots from ``first_slot`` on (as the table records it)."""
+    hashed = hashlib.sha256(key.encode()).hexdigest()
+    with db.session() as session, session.begin():
+        session.add_all(RateSlot(key=hashed, slot=first_slot + i, used=budget.per_slot) for i in range(slots))
+
+
+def test_a_saturated_budget_fails_a_caller_at_its_deadline_having_sent_nothing(db: AppDatabase) -> None:
+    """eCW's budget spent by background syncs: a caller with a 5 s bound waits through the slots that open within
+    it, then gets CallBudgetBusyError (``call_budget_busy``, a throttle: a RateLimitedError) instead of waiting for
+    as long as it takes; it took no call. A bound of 0 fails at once."""
+    key = f"https://ecw.example/{uuid.uuid4()}/fhir"
+    clock = _Clock(1_000_000.5)  # 0.5 s into slot 400000 of 2.5 s
+    interactive = SharedRateBudget(db, 240, 60.0, max_wait_s=5.0, clock=clock, sleep=clock.sleep)
+    _saturate(db, key, interactive, 400_000, 6)  # the next 15 s are spent
+
+    with pytest.raises(RateLimitedError, match=r"no free call within 5 s") as busy:
+        interactive.acquire(key)
+
+    assert busy.value.code == "call_budget_busy"
+    assert clock.slept == pytest.approx([2.0, 2.5])  # the slot opening at +7 s is past the bound: not waited for
+    assert busy.value.retry_after == pytest.approx(2.5)
+    assert _spent(db, key) == 6 * interactive.per_slot
+    at_once = SharedRateBudget(db, 240, 60.0, max_wait_s=0.0, clock=clock, sleep=clock.sleep)
+    with pytest.raises(RateLimitedError, match="no free call within 0 s"):
+        at_once.acquire(key)
+    assert len(clock.slept) == 2
+
+
+def test_a_background_wait_ends_with_the_sync_step_that_runs_it(db: AppDatabase) -> None:
+    """A sync's requests wait for the budget no longer than their step may run (EHRSYNC_STEP_BUDGET_S), when that
+    ends before the budget's own bound (``BACKGROUND_WAIT_S``)."""
+    key = f"https://ecw.example/{uuid.uuid4()}/fhir"
+    clock = _Clock(1_000_000.5)
+    background = SharedRateBudget(db, 240, 60.0, clock=clock, sleep=clock.sleep)  # bound: BACKGROUND_WAIT_S
+    _saturate(db, key, background, 400_000, 6)
+    with step_budget("landing Observation", 3.0), pytest.raises(RateLimitedError, match="EHRSYNC_STEP_BUDGET_S"):
+        background.acquire(key)
+    assert clock.slept == pytest.approx([2.0])
 
 
 def _spent(db: AppDatabase, key: str) -> int:
@@ -84,13 +128,13 @@ def test_calls_outside_a_sync_spend_the_shared_budget_of_a_vendor_that_counts_ev
     """The auth service's code exchange and keepalive refreshes (``vendor_call_budget``): eCW's calls spend the
     shared budget under the FHIR base; a vendor without one spends nothing; inside a sync's budget nothing twice."""
     base = f"https://ecw.example/{uuid.uuid4()}/fhir"
-    with vendor_call_budget(db, "ecw", base):
+    with vendor_call_budget(db, "ecw", base, max_wait_s=10.0):
         assert active_rate_budget()
         for _ in range(3):
             spend_rate_budget()
     assert _spent(db, base) == 3 and not active_rate_budget()
-    with vendor_call_budget(db, "smart", base), vendor_call_budget(db, "epic", base):
+    with vendor_call_budget(db, "smart", base, max_wait_s=10.0), vendor_call_budget(db, "epic", base, max_wait_s=10.0):
         assert not active_rate_budget()  # the tenant's own server, and a vendor whose budget is per process
-    with rate_budget(RateLimiter(100, 1.0), base), vendor_call_budget(db, "ecw", base):
+    with rate_budget(RateLimiter(100, 1.0), base), vendor_call_budget(db, "ecw", base, max_wait_s=10.0):
         spend_rate_budget()  # the sync's budget counts it
     assert _spent(db, base) == 3

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from store import AppDatabase, InvalidStateError, OAuthStateStore, TokenCipher
 from store.models import OAuthState
+from store.states import CallbackOutcome
 
 VERIFIER = "v" * 64
 
@@ -100,3 +101,39 @@ def test_sal13_concurrent_consume_exactly_one_wins(db: AppDatabase, cipher: Toke
     for t in threads:
         t.join()
     assert wins == [VERIFIER] and len(losses) == 3
+
+
+def test_sal13_consumed_state_keeps_its_callback_outcome_for_its_own_browser_and_url(
+    db: AppDatabase, cipher: TokenCipher
+) -> None:
+    """A reload of the callback is answered from the consumed state: only for the browser and the callback URL
+    (replay key) that consumed it, for the state's time to live, and with no code or token stored."""
+    now = [datetime.now(UTC)]
+    store = OAuthStateStore(db, cipher, clock=lambda: now[0])
+    state = create(store)
+    key = "code=the-secret-code&error="
+    consumed = store.consume(state, browser_session="browser-1", replay_key=key)
+    assert consumed.extra == {"connection_kind": "patient"}  # the outcome is the store's own
+    pending = store.recorded_outcome(state, browser_session="browser-1", replay_key=key)
+    assert pending is not None and pending.outcome == CallbackOutcome("pending")
+    assert (pending.tenant_id, pending.redirect_target, pending.consumed_at) == ("t1", "/done", now[0])
+    assert store.recorded_outcome(state, browser_session="attacker", replay_key=key) is None
+    assert store.recorded_outcome(state, browser_session="browser-1", replay_key="code=other&error=") is None
+    store.record_outcome(state, CallbackOutcome("connected", connection_id="c-1"))
+    done = store.recorded_outcome(state, browser_session="browser-1", replay_key=key)
+    assert done is not None and done.outcome == CallbackOutcome("connected", connection_id="c-1")
+    with db.session() as s:
+        dump = repr([vars(r) for r in s.scalars(select(OAuthState))])
+    assert "the-secret-code" not in dump and state not in dump and "browser-1" not in dump
+    now[0] += timedelta(minutes=10)
+    assert store.recorded_outcome(state, browser_session="browser-1", replay_key=key) is None
+
+
+def test_sal13_a_state_burnt_by_another_browser_keeps_no_outcome(db: AppDatabase, cipher: TokenCipher) -> None:
+    store = OAuthStateStore(db, cipher)
+    state = create(store)
+    with pytest.raises(InvalidStateError, match="different browser"):
+        store.consume(state, browser_session="attacker")
+    store.record_outcome(state, CallbackOutcome("connected", connection_id="c-1"))  # nothing to record on
+    assert store.recorded_outcome(state, browser_session="browser-1") is None
+    assert store.recorded_outcome(state, browser_session="attacker") is None

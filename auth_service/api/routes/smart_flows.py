@@ -1,5 +1,5 @@
 """Browser-facing SMART endpoints: EHR launch (shared or clinic-specific URL), standalone login, callback
-(SAL-06..13, SAL-39)."""
+(SAL-06..13, SAL-39); a reload of the callback is answered from the first request (``callback_replay``)."""
 
 from __future__ import annotations
 
@@ -23,10 +23,11 @@ from auth_service.api.deps import (
 from auth_service.api.errors import ApiError
 from auth_service.core.links import InvalidLinkError
 from auth_service.core.sealed_links import MAX_LINK_CHARS
-from auth_service.pages.rendering import render_error
+from auth_service.pages.rendering import render_error, templates
+from auth_service.services.callback_replay import CallbackResult, StillConnecting, replay_callback
 from auth_service.services.context import ServiceContext
 from auth_service.services.directory import load_directory
-from auth_service.services.errors import service_error_from
+from auth_service.services.errors import StateRefusedError, service_error_from
 from auth_service.services.launch import begin_authorization, complete_authorization, find_launch_target
 from connectors.errors import EhrSyncError
 
@@ -175,17 +176,34 @@ def callback(
     # generous limits: an EHR's long error text is capped when shown, never refused with a 422
     error: Annotated[str | None, Query(max_length=2000)] = None,
     error_description: Annotated[str | None, Query(max_length=16000)] = None,
-) -> RedirectResponse:
-    result = complete_authorization(
-        ctx,
-        state=state,
-        code=code,
-        error=error,
-        error_description=error_description,
-        browser_session=browser_session(request),
-    )
+) -> Response:
+    """The first request exchanges the code; this browser's reload of it (the state already consumed) gets
+    "still connecting" while that runs, then its outcome, and never sends the code again."""
+    sid = browser_session(request)
+    try:
+        result = complete_authorization(
+            ctx, state=state, code=code, error=error, error_description=error_description, browser_session=sid
+        )
+    except StateRefusedError:
+        replay = replay_callback(ctx, state=state, code=code, error=error, browser_session=sid)
+        if replay is None:
+            raise  # another browser, another callback URL, or a state nobody consumed: refused as before
+        if isinstance(replay, StillConnecting):
+            return _still_connecting(request)
+        result = replay
+    return _connected(request, ctx, result)
+
+
+def _connected(request: Request, ctx: ServiceContext, result: CallbackResult) -> RedirectResponse:
+    """Away from the URL with the code (SAL-39), with the cookie naming the connection this browser made."""
     response = RedirectResponse(result.redirect_target or "/connect/done", status_code=303, headers=_NO_STORE)
     sid = browser_session(request) or ""
     marker = ctx.sessions.sign(result.connection_id, hashlib.sha256(sid.encode()).hexdigest(), ttl_seconds=86400)
     set_cookie(response, ctx, CONNECTION_COOKIE, marker, max_age=86400)
     return response
+
+
+def _still_connecting(request: Request) -> Response:
+    """202 and a page that reloads itself (no JavaScript needed; each reload waits on the server a little) until
+    the first request has its answer."""
+    return templates.TemplateResponse(request, "connecting.html", {}, status_code=202, headers=_NO_STORE)

@@ -37,7 +37,7 @@ from pipelines.defs._shared.partitions import (
 from pipelines.defs._shared.run_control import busy_among, stop_connection_runs
 from pipelines.defs.bulk.assets import BULK_EXPORT_JOB, bulk_export_job
 from pipelines.defs.sync.jobs import FULL_RESYNC_JOB, full_resync_job
-from pipelines.resources import AppDatabaseResource
+from pipelines.resources import AppDatabaseResource, RetryPolicyResource
 from store import AppDatabase
 
 __all__ = ["connections_sensor", "defs", "first_sync_request", "partition_requests", "without_held_first_syncs"]
@@ -75,15 +75,16 @@ def partition_requests(plan: PartitionPlan) -> list[PartitionRequest]:
 
 
 def without_held_first_syncs(
-    instance: DagsterInstance, db: AppDatabase, plan: PartitionPlan, sets: PartitionSets
+    instance: DagsterInstance, db: AppDatabase, plan: PartitionPlan, sets: PartitionSets, backoff: RetryBackoff
 ) -> PartitionPlan:
     """The plan less the first syncs asked again for a known connection (its row changed: a token refresh moves
     ``updated_at`` too) that has a run queued or in progress, or failed runs the scheduler retries with backoff:
-    a second full resync of its whole history would follow the first, or bypass the backoff."""
+    a second full resync of its whole history would follow the first, or bypass the backoff. Failures are read as
+    far back as the scheduler reads them under the operator's ``backoff`` (``streak_horizon``)."""
     again = {c.id for c in plan.first_syncs if c.id in sets.known}
     if not again:
         return plan
-    streaks = failure_streaks(db, since=datetime.now(UTC) - streak_horizon(RetryBackoff()))
+    streaks = failure_streaks(db, since=datetime.now(UTC) - streak_horizon(backoff))
     held = busy_among(instance, again) | (again & set(streaks))
     return replace(plan, first_syncs=tuple(c for c in plan.first_syncs if c.id not in held))
 
@@ -96,12 +97,14 @@ def without_held_first_syncs(
     description="Adds/removes `patient_connections` and `bulk_connections` partitions from the app database "
     "(moving keys of the old `connections` set); first sync for new connections.",
 )
-def connections_sensor(context: SensorEvaluationContext, app_db: AppDatabaseResource) -> SensorResult:
+def connections_sensor(
+    context: SensorEvaluationContext, app_db: AppDatabaseResource, retry: RetryPolicyResource
+) -> SensorResult:
     sets = partition_sets(context.instance)
     with app_db.open() as db:
         connections = read_connections(db)
         plan = plan_partitions(connections, sets, ConnectionsCursor.parse(context.cursor))
-        plan = without_held_first_syncs(context.instance, db, plan, sets)
+        plan = without_held_first_syncs(context.instance, db, plan, sets, retry.backoff())
     stopped = sum(stop_connection_runs(context.instance, cid) for cid in plan.stop_runs_of)
     context.log.info(
         "connections: %d known, %d partitions added, %d removed, %d moved from the old set, %d first syncs, "

@@ -7,6 +7,7 @@ one tick, 10,000 of them would count as busy and hold back every connection's sc
 
 import hashlib
 from datetime import UTC, datetime
+from typing import Any
 
 from dagster import (
     AssetMaterialization,
@@ -19,7 +20,7 @@ from dagster import (
     op,
 )
 
-from engine import PATIENT_TYPES, reconcile_deletes
+from engine import PATIENT_TYPES, ReconcileReport, reconcile_deletes
 from engine.connection_snapshots import read_connections
 from engine.run_tags import run_tags
 from pipelines.defs._shared.environment import sync_environment
@@ -57,7 +58,10 @@ def _hour_of_week(context: ScheduleEvaluationContext) -> int:
     return tick.weekday() * 24 + tick.hour
 
 
-@op(description="Tombstone warehouse rows whose ids the EHR no longer lists, type by type.")
+@op(
+    description="Tombstone warehouse rows whose ids the EHR no longer lists, and read back the ids it lists that "
+    "the warehouse lacks, type by type."
+)
 def reconcile_connection(
     context: OpExecutionContext,
     app_db: AppDatabaseResource,
@@ -68,21 +72,41 @@ def reconcile_connection(
 ) -> Output[dict[str, int]]:
     connection_id = context.partition_key
     deleted: dict[str, int] = {}
+    recovered: dict[str, int] = {}
     with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
         for resource_type in PATIENT_TYPES:
-            count = reconcile_deletes(env, connection_id, resource_type, run_id=context.run_id)
-            deleted[resource_type] = count
-            if count:
-                context.log_event(
-                    AssetMaterialization(
-                        asset_key=warehouse_key(resource_type),
-                        partition=connection_id,
-                        description="Rows tombstoned by deletion reconciliation (BDX-31).",
-                        metadata={"deleted": MetadataValue.int(count), "step": MetadataValue.text("reconcile")},
-                    )
-                )
-    context.log.info("reconciled %s: %d rows tombstoned", connection_id, sum(deleted.values()))
-    return Output(deleted, metadata={"deleted": MetadataValue.json(deleted)})
+            report = reconcile_deletes(env, connection_id, resource_type, run_id=context.run_id)
+            deleted[resource_type] = report.tombstoned
+            if report.unlisted:
+                recovered[resource_type] = report.unlisted
+            if report.tombstoned or report.recovered is not None:
+                context.log_event(_materialization(connection_id, report))
+    context.log.info(
+        "reconciled %s: %d rows tombstoned, %d ids listed by the EHR but not stored",
+        connection_id,
+        sum(deleted.values()),
+        sum(recovered.values()),
+    )
+    metadata = {"deleted": MetadataValue.json(deleted), "unlisted": MetadataValue.json(recovered)}
+    return Output(deleted, metadata=metadata)
+
+
+def _materialization(connection_id: str, report: ReconcileReport) -> AssetMaterialization:
+    """The type's warehouse table changed: rows tombstoned, resources read back (their counts, as a sync's)."""
+    metadata: dict[str, Any] = {
+        "deleted": MetadataValue.int(report.tombstoned),
+        "step": MetadataValue.text("reconcile"),
+    }
+    if report.recovered is not None:
+        got = report.recovered
+        metadata |= {"read_back": MetadataValue.int(got.fetched), "created": MetadataValue.int(got.created)}
+        metadata |= {"updated": MetadataValue.int(got.updated), "not_found": MetadataValue.int(got.not_found)}
+    return AssetMaterialization(
+        asset_key=warehouse_key(report.resource_type),
+        partition=connection_id,
+        description="Deletion reconciliation (BDX-31): rows tombstoned, and resources the searches missed read back.",
+        metadata=metadata,
+    )
 
 
 reconcile_deletes_job = in_process_job(

@@ -1,0 +1,142 @@
+"""A reload of the SMART callback while (or after) the first request for it runs: answered, never exchanged again.
+
+A patient whose EHR is slow to answer the token request often reloads the callback page. The reload carries the
+same state and code; the state is already consumed (SAL-13), and the code is single use, so a second exchange
+would fail at the EHR or, worse, succeed twice. Instead the first request records its outcome with the consumed
+state (``store.states``), and the same browser reloading the same callback URL gets: "still connecting" (a page
+that refreshes itself) while the first request runs, then that request's own answer (the connection it made, or
+its error). The wait is bounded: past the exchange's deadline the reload gets an error. Another browser, or
+another callback URL with that state, is still refused as before (``invalid_state``).
+
+The pacing is the server's: a reload waits up to ``WAIT_S`` for the first request's answer before it is told
+"still connecting", and that page refreshes at once (``content="0"``): a timed refresh is a WCAG 2.2.1 failure
+(axe ``meta-refresh``), and without the server's wait an immediate one would be a tight loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from auth_service.services.callback_errors import sanitize_description
+from auth_service.services.context import ServiceContext
+from auth_service.services.errors import ServiceError
+from connectors.budgets import DEFAULT_REQUEST_DEADLINE_S
+from store.models import utcnow
+from store.states import CallbackOutcome, RecordedOutcome
+
+__all__ = [
+    "CallbackResult",
+    "ReplayedCallbackError",
+    "StillConnecting",
+    "exchange_deadline_s",
+    "failed_outcome",
+    "record_outcome",
+    "replay_callback",
+    "replay_key",
+]
+
+logger = logging.getLogger(__name__)
+
+#: EHR calls one code exchange may make, each under EHRSYNC_REQUEST_DEADLINE_S: SMART discovery, the token
+#: request, the OpenID configuration and the JWKS of an id_token.
+_EXCHANGE_CALLS = 4
+#: On top of those: the app database and the vendor's shared call budget.
+_EXCHANGE_SLACK_S = 30
+#: How long a reload waits for the first request's answer before it is told "still connecting".
+WAIT_S = 2.0
+_POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class CallbackResult:
+    connection_id: str
+    tenant_id: str
+    redirect_target: str | None
+
+
+@dataclass(frozen=True)
+class StillConnecting:
+    """The first request for this callback is still exchanging the code (``waited_s`` after the reload came)."""
+
+    waited_s: float
+
+
+def _callback_codes() -> tuple[str, ...]:
+    """Every code the services' errors can carry: the first callback's error, whichever it was, is answered again."""
+    found: set[str] = set()
+    pending: list[type[ServiceError]] = [ServiceError]
+    while pending:
+        cls = pending.pop()
+        found |= cls.codes if cls.__module__ == ServiceError.__module__ else set()
+        pending.extend(cls.__subclasses__())
+    return ("ehr_unavailable", *sorted(found - {"ehr_unavailable"}))
+
+
+class ReplayedCallbackError(ServiceError, codes=_callback_codes()):
+    """A reload of a callback that failed (its code and message again), or whose exchange outran its deadline."""
+
+
+def replay_key(code: str | None, error: str | None) -> str:
+    """What names one callback URL of a state: its code, or the EHR's error (hashed with the state when kept)."""
+    return f"code={code or ''}&error={error or ''}"
+
+
+def exchange_deadline_s(ctx: ServiceContext) -> float:
+    """How long one code exchange may run before a reload stops waiting for it."""
+    deadline = ctx.settings.request_bounds().deadline_s or DEFAULT_REQUEST_DEADLINE_S
+    return _EXCHANGE_CALLS * deadline + _EXCHANGE_SLACK_S
+
+
+def failed_outcome(error: ServiceError) -> CallbackOutcome:
+    return CallbackOutcome("failed", error_code=error.code, message=sanitize_description(error.message))
+
+
+def record_outcome(ctx: ServiceContext, state: str, outcome: CallbackOutcome) -> None:
+    """Best effort: the first request's own answer must not be lost to a failed write (a reload then waits for
+    the exchange deadline instead)."""
+    try:
+        ctx.states.record_outcome(state, outcome)
+    except SQLAlchemyError as exc:
+        logger.warning("the callback outcome %s could not be recorded: %s", outcome.status, type(exc).__name__)
+
+
+def replay_callback(
+    ctx: ServiceContext, *, state: str | None, code: str | None, error: str | None, browser_session: str | None
+) -> CallbackResult | StillConnecting | None:
+    """What a reload of a consumed callback gets: ``None`` unless this browser's own callback with this very URL
+    consumed the state (the caller then refuses it as before). Raises the first request's error."""
+    started = time.monotonic()
+    deadline = exchange_deadline_s(ctx)
+    while True:
+        recorded = ctx.states.recorded_outcome(
+            state or "", browser_session=browser_session or "", replay_key=replay_key(code, error)
+        )
+        if recorded is None:
+            return None
+        outcome = recorded.outcome
+        waited = time.monotonic() - started
+        if not _running(recorded, deadline) or waited >= WAIT_S:
+            break
+        time.sleep(_POLL_S)
+    logger.info("callback reloaded while or after it ran (%s): answered without a second exchange", outcome.status)
+    if outcome.status == "connected" and outcome.connection_id:
+        return CallbackResult(outcome.connection_id, recorded.tenant_id, recorded.redirect_target)
+    if outcome.status == "failed":
+        kept = outcome.error_code if outcome.error_code in ReplayedCallbackError.all_codes() else None
+        raise ReplayedCallbackError(outcome.message or "connecting your record failed", code=kept)
+    if _running(recorded, deadline):
+        return StillConnecting(waited)
+    raise ReplayedCallbackError(
+        f"the sign-in did not finish: the code exchange with the health system was not over within {deadline:g} s"
+        " of the callback, or it stopped; start again"
+    )
+
+
+def _running(recorded: RecordedOutcome, deadline_s: float) -> bool:
+    """The first request has no answer yet and is still within the exchange's deadline."""
+    elapsed = (utcnow() - recorded.consumed_at).total_seconds()
+    return recorded.outcome.status == "pending" and elapsed < deadline_s

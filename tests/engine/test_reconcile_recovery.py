@@ -1,0 +1,68 @@
+"""BDX-31's id listing also finds what a search skipped without saying so (the sandbox's ``search_silent_skip``:
+offset paging without totals after a match already read was deleted). The sync cannot see the skip, so its mark
+moves past the skipped resource; the weekly reconciliation reads back every id the server lists that the
+warehouse lacks, so the loss lasts until then, not forever."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from engine import deletes, reconcile_deletes
+from sandbox import SandboxServer
+from tests.engine.helpers import SyncWorld, add_fault, connect_patient, content_fingerprint, make_environment
+from tests.engine.job_runs import sync_type
+from tests.engine.search_servers import mark_of
+
+
+def _world(tmp_path: Any, name: str, http: httpx.Client) -> SyncWorld:
+    return make_environment(tmp_path / name, http=http, page_size=5)  # several pages of Observations
+
+
+def _observations(world: SyncWorld) -> list[tuple[Any, ...]]:
+    return [r for r in content_fingerprint(world.env.warehouse_target, with_connection=False) if r[0] == "Observation"]
+
+
+def _skipped_sync(tmp_path: Any, shared_sb: SandboxServer, http: httpx.Client) -> tuple[SyncWorld, str, list[Any]]:
+    """A clean world's Observations, and a world whose sync met one silently skipped page (one fewer stored)."""
+    clean_world = _world(tmp_path, "clean", http)
+    assert sync_type(clean_world, connect_patient(clean_world, shared_sb, http=http), "Observation").error is None
+    clean = _observations(clean_world)
+    assert len(clean) > 10, "needs several pages of 5"
+    world = _world(tmp_path, "skipped", http)
+    conn = connect_patient(world, shared_sb, http=http)
+    add_fault(http, shared_sb, "search_silent_skip", path="/fhir/Observation", times=1)
+    report = sync_type(world, conn, "Observation")
+    assert report.error is None and not report.incomplete and mark_of(world, conn) is not None  # nothing showed it
+    assert len(_observations(world)) == len(clean) - 1
+    return world, conn, clean
+
+
+def test_reconciliation_reads_back_what_a_search_skipped_silently_bdx31(
+    tmp_path: Any, shared_sb: SandboxServer, http: httpx.Client
+) -> None:
+    """The skipped Observation is listed by the server but not stored: read back by id and upserted, so the
+    warehouse equals a clean sync's; nothing is tombstoned, and a second reconciliation finds nothing unlisted."""
+    world, conn, clean = _skipped_sync(tmp_path, shared_sb, http)
+    report = reconcile_deletes(world.env, conn, "Observation")
+    assert report.tombstoned == 0 and report.unlisted == 1 and not report.mark_cleared
+    assert report.recovered is not None and report.recovered.fetched == report.recovered.created == 1
+    assert _observations(world) == clean
+    again = reconcile_deletes(world.env, conn, "Observation")
+    assert again.unlisted == 0 and again.recovered is None
+
+
+def test_too_many_unlisted_ids_clear_the_mark_for_a_whole_search_instead_bdx31(
+    tmp_path: Any, shared_sb: SandboxServer, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``RECOVER_MAX_IDS`` unlisted ids the reconciliation reads none back one by one: it clears the type's
+    mark, and the next sync searches the whole type and stores what was skipped."""
+    world, conn, clean = _skipped_sync(tmp_path, shared_sb, http)
+    monkeypatch.setattr(deletes, "RECOVER_MAX_IDS", 0)
+    report = reconcile_deletes(world.env, conn, "Observation")
+    assert report.unlisted == 1 and report.recovered is None and report.mark_cleared
+    assert mark_of(world, conn) is None and len(_observations(world)) == len(clean) - 1
+    assert sync_type(world, conn, "Observation").error is None
+    assert _observations(world) == clean and mark_of(world, conn) is not None
