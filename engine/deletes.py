@@ -81,7 +81,7 @@ def _reconcile(env: SyncEnvironment, conn: ConnectionInfo, resource_type: str, r
     report = ReconcileReport(resource_type, tombstoned=count, unlisted=len(unlisted))
     if unlisted:  # the tombstones are committed: reading back is a step of its own
         with env.warehouse() as wh:
-            report = _recover(env, conn, wh, run_id, report, unlisted)
+            report = _recover(env, conn, wh, run_id, report, unlisted, observed_at)
     _log.info(
         "reconciled %s/%s: %d tombstoned, %d listed by the server but not stored",
         connection_id,
@@ -110,10 +110,18 @@ def _list_ids(env: SyncEnvironment, conn: ConnectionInfo, resource_type: str) ->
 
 
 def _recover(
-    env: SyncEnvironment, conn: ConnectionInfo, wh: Warehouse, run_id: str, report: ReconcileReport, ids: list[str]
+    env: SyncEnvironment,
+    conn: ConnectionInfo,
+    wh: Warehouse,
+    run_id: str,
+    report: ReconcileReport,
+    ids: list[str],
+    listed_at: datetime | None,
 ) -> ReconcileReport:
     """Read back the ids the server lists that the warehouse lacks (a search skipped them, or they are newer than
-    the last sync); too many, and the type's next sync searches it whole instead (its mark is cleared)."""
+    the last sync); too many, and the type's next sync searches it whole instead (its mark is cleared). The rows
+    are observed when the server listed them (``listed_at``, its clock), so one without ``lastUpdated`` that the
+    warehouse holds as deleted since before that is live again (``warehouse/_sql.newer_predicate``)."""
     rtype = report.resource_type
     if len(ids) > RECOVER_MAX_IDS:
         cursors.clear_mark(env.db, conn.id, cursors.REST_STREAM, rtype)
@@ -126,5 +134,7 @@ def _recover(
         return ReconcileReport(rtype, report.tombstoned, len(ids), None, mark_cleared=True)
     with step_budget("reading back resources the searches missed", env.step_budget_s), env.fhir_client(conn) as client:
         batched = can_search_by_id(conn, rtype, env.capabilities(conn, client, run_id))
-        landed = land_by_ids(env.zone, conn, client, wh, run_id, rtype, ids, batched=batched, seq="reconcile")
+        landed = land_by_ids(
+            env.zone, conn, client, wh, run_id, rtype, ids, batched=batched, seq="reconcile", observed_at=listed_at
+        )
     return ReconcileReport(rtype, report.tombstoned, len(ids), landed)

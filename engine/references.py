@@ -14,6 +14,7 @@ import logging
 import re
 import time
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from connectors.budgets import step_budget
@@ -125,9 +126,12 @@ def land_by_ids(
     *,
     batched: bool = False,
     seq: str = "refs",
+    observed_at: datetime | None = None,
 ) -> TypeReport:
     """Read ``ids`` of ``rtype`` (``_id`` searches first where ``batched``, then one read per id still missing),
-    land them as one file and upsert it; a missing id is counted (``not_found``)."""
+    land them as one file and upsert it; a missing id is counted (``not_found``). ``observed_at``: a server time
+    no later than the reads (the rows' ``transaction_time``, which lets a copy without ``lastUpdated`` lift an
+    older tombstone); None where none is known."""
     started = time.monotonic()
     report = TypeReport(rtype)
     scopes = conn.scopes
@@ -135,7 +139,7 @@ def land_by_ids(
         report.skipped_reason = "scope_not_granted"
         return report
     source = f"{conn.fhir_base.rstrip('/')}/{rtype}"
-    with zone.writer(conn.id, rtype, run_id, source, conn.tenant_id, seq=seq) as writer:
+    with zone.writer(conn.id, rtype, run_id, source, conn.tenant_id, observed_at, seq=seq) as writer:
         found: set[str] = set()
         if batched:
             every = conn.provider.every_search_params(conn.provider_config)  # athenahealth: ah-practice

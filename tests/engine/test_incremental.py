@@ -108,7 +108,7 @@ def test_bdx31_a_resource_recreated_on_a_server_without_last_updated_is_live_aga
     assert run_sync(world, conn).status == "completed"
     (ref,) = mutate(http, sb, delete=1)["deleted"]
     rtype, rid = ref.split("/")
-    assert reconcile_deletes(world.env, conn, rtype) == 1
+    assert reconcile_deletes(world.env, conn, rtype).tombstoned == 1
     assert sb.admin.restore(ref) == [ref]
     again = run_sync(world, conn)
     assert again.status == "completed", again.error

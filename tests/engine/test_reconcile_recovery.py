@@ -12,8 +12,8 @@ import pytest
 
 from engine import deletes, reconcile_deletes
 from sandbox import SandboxServer
-from tests.engine.helpers import SyncWorld, add_fault, connect_patient, content_fingerprint, make_environment
-from tests.engine.job_runs import sync_type
+from tests.engine.helpers import SyncWorld, add_fault, connect_patient, content_fingerprint, make_environment, mutate
+from tests.engine.job_runs import run_sync, sync_type
 from tests.engine.search_servers import mark_of
 
 
@@ -66,3 +66,23 @@ def test_too_many_unlisted_ids_clear_the_mark_for_a_whole_search_instead_bdx31(
     assert mark_of(world, conn) is None and len(_observations(world)) == len(clean) - 1
     assert sync_type(world, conn, "Observation").error is None
     assert _observations(world) == clean and mark_of(world, conn) is not None
+
+
+def test_reconciliation_reads_back_a_recreated_resource_without_last_updated_and_lifts_its_tombstone_bdx31(
+    start_sandbox: Any, tmp_path: Any, http: httpx.Client
+) -> None:
+    """A server that never sends ``meta.lastUpdated``: a resource the reconciliation tombstoned, then re-created
+    under its id, is listed by the next reconciliation; the copy read back is dated by that listing (the server's
+    time, after the deletion), so it is live again. Before, a read-back copy carried no time and stayed deleted."""
+    sb = start_sandbox(patients=1, omit_last_updated=True)
+    world = _world(tmp_path, "w", http)
+    conn = connect_patient(world, sb, http=http)
+    assert run_sync(world, conn).status == "completed"
+    (ref,) = mutate(http, sb, delete=1)["deleted"]
+    rtype, rid = ref.split("/")
+    assert reconcile_deletes(world.env, conn, rtype).tombstoned == 1
+    assert sb.admin.restore(ref) == [ref]
+    report = reconcile_deletes(world.env, conn, rtype)
+    assert report.unlisted == 1 and report.recovered is not None and report.recovered.updated == 1
+    with world.env.warehouse() as wh:
+        assert rid in wh.live_ids(conn, rtype)
