@@ -10,7 +10,7 @@ from auth_service.services.brand_admin import check_bundle, load_brands
 from auth_service.services.context import build_context
 from auth_service.services.provider_admin import config_problems, known_provider
 from auth_service.services.tenants import BootstrapResult, bootstrap_tenant, upsert_tenant
-from auth_service.tenants.settings import TenantSeed, load_tenant_seed
+from auth_service.tenants.settings import TenantSeed, load_tenant_seed, tenant_seed
 from connectors.errors import ConfigurationError
 from connectors.smart.brands import MAX_BUNDLE_BYTES, BrandsBundleError
 from store.models import Tenant
@@ -65,11 +65,12 @@ def bootstrap_admin(
     tenant_id: str, name: str, settings: Settings | None = None, key_name: str = "admin"
 ) -> BootstrapResult:
     """``ehrsync auth bootstrap --tenant ID --name NAME``: create the tenant if needed and a new API key."""
+    where = f"--tenant {tenant_id[:80]!r} --name {name[:80]!r}"
+    seed = tenant_seed({"id": tenant_id, "name": name}, where)  # a bad id or name is named before any database work
     ctx = build_context(settings or load_settings())
     try:
         with ctx.db.session() as session, session.begin():
             existing = session.get(Tenant, tenant_id)
-            seed = TenantSeed(id=tenant_id, name=name)
             if existing is not None:
                 seed = TenantSeed.model_validate({"id": tenant_id, "name": name, **(existing.settings or {})})
             return bootstrap_tenant(session, seed, ctx.cipher, key_name)

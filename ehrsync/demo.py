@@ -90,7 +90,7 @@ def run_demo(
     from settings import load_app_settings
 
     state_dir = state_dir.resolve()
-    check_state_dir(state_dir)
+    check_state_dir(state_dir, deleting=not keep)
     refuse_external_stores(load_app_settings())
     if state_dir.exists() and not keep:
         shutil.rmtree(state_dir)

@@ -41,13 +41,20 @@ class DemoError(RuntimeError):
     """A demo step failed; the message says which and why."""
 
 
-def check_state_dir(state_dir: Path) -> None:
-    """``--state`` must be (or become) a folder: named before anything else is checked or deleted."""
+def check_state_dir(state_dir: Path, *, deleting: bool = False) -> None:
+    """``--state`` must be (or become) a folder: named before anything else is checked or deleted. One the demo
+    will delete (``deleting``) must be empty or hold the demo's ``ehrsync.env``: a mistyped ``--state`` naming
+    someone's folder (``.``, a home, a production state folder) is refused, never wiped."""
     if state_dir.exists() and not state_dir.is_dir():
         raise DemoError(f"--state {state_dir} is a file, not a folder")
     parent = next((p for p in state_dir.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise DemoError(f"--state {state_dir} lies under {parent}, which is a file")
+    if deleting and state_dir.is_dir() and not (state_dir / ENV_FILE).is_file() and any(state_dir.iterdir()):
+        raise DemoError(
+            f"--state {state_dir} is not empty and holds no {ENV_FILE}, so it is not a demo state folder: the demo "
+            "deletes its state folder to start clean and will not delete this one; name a new or empty folder"
+        )
 
 
 def refuse_external_stores(app: AppSettings) -> None:

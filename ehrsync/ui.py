@@ -7,6 +7,7 @@ group (``process_group``), because killing only the parent leaves the webserver,
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 from ehrsync.demo import demo_environment
@@ -19,6 +20,7 @@ def run_ui(state_dir: Path, *, host: str = "127.0.0.1", port: int = 3000, stop_a
     from engine.settings import PipelineSettings
 
     state_dir = state_dir.resolve()
+    _check_port(host, port)
     env_values = demo_environment(state_dir)
     merged = {**env_values, **{k: v for k, v in os.environ.items() if k in env_values and v}}
     settings = PipelineSettings.from_env({**os.environ, **merged})  # DAGSTER_HOME, DATABASE_URL: the operator's
@@ -28,3 +30,16 @@ def run_ui(state_dir: Path, *, host: str = "127.0.0.1", port: int = 3000, stop_a
     env.update(merged)
     print(f"Dagster UI on http://{host}:{port} (state {state_dir}); Ctrl-C or SIGTERM stops it")
     return run_until_stopped(argv, env, stop_after_s=stop_after_s)
+
+
+def _check_port(host: str, port: int) -> None:
+    """A busy port is one clear error before anything starts: ``dagster dev`` would log its webserver's bind
+    failure and keep its daemon running, a UI nobody can open."""
+    from connectors.errors import ConfigurationError
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the webserver binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

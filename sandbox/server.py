@@ -27,8 +27,12 @@ def bind_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if host == "::1" else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1" if host == "localhost" else host, port))
-    sock.listen(2048)  # connections made before uvicorn starts accepting wait in the backlog
+    try:
+        sock.bind(("127.0.0.1" if host == "localhost" else host, port))
+        sock.listen(2048)  # connections made before uvicorn starts accepting wait in the backlog
+    except OSError as exc:  # a busy port is named with its address, not as a bare errno
+        sock.close()
+        raise SandboxError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return sock
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "SmartFhirSettings",
     "TenantSeed",
     "load_tenant_seed",
+    "tenant_seed",
     "write_scopes_allowed",
 ]
 
@@ -94,20 +95,34 @@ def write_scopes_allowed(service_write: bool, practice: PracticeSettings, featur
 
 
 def load_tenant_seed(path: str | Path) -> list[TenantSeed]:
-    """Read a seed JSON file (one tenant object or a list of them); errors name the file and the bad field."""
+    """Read a seed JSON file (one tenant object or a list of them); errors name the file and the bad field.
+
+    A file with no tenant, or naming one tenant twice (the later entry would silently replace the earlier),
+    is refused."""
     file = Path(path)
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigurationError(f"tenant seed file {file} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"tenant seed file {file} is not UTF-8 text (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise ConfigurationError(f"tenant seed file {file} is not valid JSON (line {exc.lineno})") from None
     items = data if isinstance(data, list) else [data]
-    seeds: list[TenantSeed] = []
-    for index, item in enumerate(items):
-        try:
-            seeds.append(TenantSeed.model_validate(item))
-        except ValidationError as exc:
-            fields = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-            raise ConfigurationError(f"tenant seed {file} entry {index}: {fields}") from None
+    if not items:
+        raise ConfigurationError(f"tenant seed file {file} holds no tenant (an empty list)")
+    seeds = [tenant_seed(item, f"tenant seed {file} entry {index}") for index, item in enumerate(items)]
+    ids = [seed.id for seed in seeds]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise ConfigurationError(f"tenant seed file {file} names tenant(s) {', '.join(twice)} more than once")
     return seeds
+
+
+def tenant_seed(data: object, where: str) -> TenantSeed:
+    """One tenant seed; a bad one is a ``ConfigurationError`` naming ``where`` and each bad field."""
+    try:
+        return TenantSeed.model_validate(data)
+    except ValidationError as exc:
+        fields = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigurationError(f"{where}: {fields}") from None

@@ -49,14 +49,17 @@ def demo(
 ) -> None:
     """Sandbox EHR -> authorize -> sync -> Parquet -> DuckDB, then change records and sync incrementally."""
     from ehrsync.demo import DemoError, run_demo
+    from sandbox import SandboxError
 
+    if connect > patients:  # the demo would connect fewer patients than it says and check the wrong count
+        raise click.BadOptionUsage("connect", f"--connect {connect} is more than --patients {patients}")
     if not is_verbose(ctx):
         logging.getLogger().setLevel(logging.WARNING)  # the demo prints its own progress; -v shows every log
     try:
         code = run_demo(
             state_dir, patients=patients, connect=connect, keep=keep, sandbox_port=sandbox_port, auth_port=auth_port
         )
-    except DemoError as exc:
+    except (DemoError, SandboxError) as exc:  # SandboxError: e.g. --sandbox-port is busy
         raise click.ClickException(str(exc)) from exc
     sys.exit(code)
 

@@ -20,9 +20,13 @@ def sandbox(ctx: click.Context, patients: int, port: int, host: str, seed: int, 
     """Run the local SMART on FHIR sandbox EHR (synthetic patients, no EHR account needed)."""
     if ctx.invoked_subcommand is not None:
         return
+    from sandbox import SandboxError
     from sandbox.cli import run_server
 
-    run_server(patients=patients, port=port, seed=seed, host=host, auto_approve=auto_approve)
+    try:
+        run_server(patients=patients, port=port, seed=seed, host=host, auto_approve=auto_approve)
+    except SandboxError as exc:  # a host it may not bind, a busy port: the message names it
+        raise click.ClickException(str(exc)) from None
 
 
 @sandbox.command("mutate")
@@ -40,7 +44,7 @@ def sandbox_mutate(url: str, create: int, update: int, delete: int, seed: int | 
 
     try:
         changed = mutate(url, create=create, update=update, delete=delete, seed=seed)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise click.ClickException(f"cannot reach the sandbox at {url}: {type(exc).__name__}") from exc
     except SandboxAdminError as exc:
         raise click.ClickException(f"the sandbox refused: {exc}") from exc

@@ -1,0 +1,162 @@
+"""An operator's mistakes at the ``ehrsync`` command line: each is one ``Error:`` line naming the problem and a
+non-zero exit, before anything is deleted, written or started; never a traceback, never silent data loss."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ehrsync.demo_setup import ENV_FILE, DemoError, check_state_dir
+
+_KEY = "t4JTv4brtHtzKipfTJdayl_rg659i4mCNwc8JnvbEhk="
+_STORES = ("DATABASE_URL", "EHRSYNC_DATABASE_URL", "WAREHOUSE_URL", "EHRSYNC_HOME", "DAGSTER_HOME")
+
+
+def _run(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The real command in a child process over a throwaway state folder; stopped by SIGTERM (which ``ehrsync ui``
+    passes to every process it started) if it outlives ``timeout``."""
+    env = {k: v for k, v in os.environ.items() if k not in _STORES}
+    env.update({"INTEGRATIONS_TOKEN_ENC_KEY": _KEY, "EHRSYNC_STATE_DIR": str(tmp_path / "state")})
+    cmd = [sys.executable, "-m", "ehrsync.cli", *args]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=60)
+            err += f"\n(still running after {timeout} s)"
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _one_line_failure(proc: subprocess.CompletedProcess[str], *names: str) -> None:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode not in (0, None), proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: ") and all(name in lines[0] for name in names), lines[0]
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        yield int(busy.getsockname()[1])
+
+
+# --- demo: it deletes its --state folder to start clean --------------------------------------------------------
+
+
+def test_demo_refuses_to_delete_a_folder_that_is_not_its_state(tmp_path: Path) -> None:
+    """A mistyped ``--state`` (``.``, a home folder, a production state folder) used to be deleted whole."""
+    precious = tmp_path / "clinic-data"
+    precious.mkdir()
+    (precious / "export.csv").write_text("kept")
+    proc = _run(tmp_path, "demo", "--state", str(precious), "--patients", "2", "--connect", "1")
+    _one_line_failure(proc, str(precious), "not a demo state folder")
+    assert (precious / "export.csv").read_text() == "kept" and sorted(p.name for p in precious.iterdir()) == [
+        "export.csv"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("contents", "keep", "refused"),
+    [
+        ({}, False, False),  # a new or empty folder
+        ({ENV_FILE: "# written by `ehrsync demo`\n", "app.db": ""}, False, False),  # an earlier demo's state
+        ({"notes.txt": "mine"}, True, False),  # --keep deletes nothing
+        ({"notes.txt": "mine"}, False, True),
+        ({"sub/ehrsync.env": ""}, False, True),  # the marker counts only at the top
+    ],
+)
+def test_which_state_folder_the_demo_may_delete(
+    tmp_path: Path, contents: dict[str, str], keep: bool, refused: bool
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    for name, text in contents.items():
+        (state / name).parent.mkdir(parents=True, exist_ok=True)
+        (state / name).write_text(text)
+    if refused:
+        with pytest.raises(DemoError, match="not a demo state folder"):
+            check_state_dir(state, deleting=not keep)
+    else:
+        check_state_dir(state, deleting=not keep)
+
+
+def test_demo_refuses_more_connections_than_patients(tmp_path: Path) -> None:
+    """It used to connect every patient there was, announce ``--connect`` of them, and check the wrong count."""
+    proc = _run(tmp_path, "demo", "--state", str(tmp_path / "demo"), "--patients", "2", "--connect", "3")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Error: --connect 3 is more than --patients 2" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "demo").exists()
+
+
+# --- a port that is taken, a URL that is not one ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sandbox", "--port", "{port}"],
+        ["ui", "--state", "{tmp}/ui", "--port", "{port}"],  # dagster dev used to log it and keep running
+        ["demo", "--state", "{tmp}/demo", "--patients", "1", "--connect", "1", "--sandbox-port", "{port}"],
+    ],
+    ids=["sandbox", "ui", "demo-sandbox-port"],
+)
+def test_a_busy_port_is_one_line_naming_the_address(tmp_path: Path, busy_port: int, args: list[str]) -> None:
+    proc = _run(tmp_path, *(a.format(port=busy_port, tmp=tmp_path) for a in args), timeout=60)
+    _one_line_failure(proc, f"cannot listen on 127.0.0.1:{busy_port}")
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999", "garbage"])
+def test_sandbox_mutate_with_a_malformed_url_names_it(tmp_path: Path, url: str) -> None:
+    _one_line_failure(_run(tmp_path, "sandbox", "mutate", "--url", url, "--create", "1"), f"sandbox at {url}")
+
+
+# --- auth seed and auth bootstrap: bad files and bad ids, named before any database work -------------------------
+
+SEED_FILES = [
+    ("not-utf8", b"\xff\xfe{", "is not UTF-8 text"),
+    ("empty-list", b"[]", "holds no tenant"),
+    (
+        "same-id-twice",  # the second entry used to replace the first without a word
+        json.dumps([{"id": "clinic-1", "name": "One"}, {"id": "clinic-1", "name": "Two"}]).encode(),
+        "names tenant(s) clinic-1 more than once",
+    ),
+]
+
+
+@pytest.mark.parametrize(("content", "names"), [c[1:] for c in SEED_FILES], ids=[c[0] for c in SEED_FILES])
+def test_a_bad_seed_file_is_one_line_naming_it(tmp_path: Path, content: bytes, names: str) -> None:
+    seed = tmp_path / "seed.json"
+    seed.write_bytes(content)
+    proc = _run(tmp_path, "auth", "seed", str(seed))
+    _one_line_failure(proc, f"configuration_error: tenant seed file {seed}", names)
+    assert not (tmp_path / "state" / "app.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("tenant", "name", "names"),
+    [
+        ("clinic 1", "Clinic", "--tenant 'clinic 1' --name 'Clinic': id: String should match pattern"),
+        ("", "Clinic", "id: String should have at least 1 character"),
+        ("c" * 65, "Clinic", "id: String should have at most 64 characters"),
+        ("klinik-ü", "Clinic", "id: String should match pattern"),
+        ("clinic-1", "", "name: String should have at least 1 character"),
+    ],
+    ids=["space", "empty-id", "long-id", "unicode-id", "empty-name"],
+)
+def test_a_bad_tenant_id_or_name_at_bootstrap_is_one_line(tmp_path: Path, tenant: str, name: str, names: str) -> None:
+    """It used to be pydantic's own text with its documentation URL and ``run with -v``."""
+    proc = _run(tmp_path, "auth", "bootstrap", "--tenant", tenant, "--name", name)
+    _one_line_failure(proc, "Error: configuration_error: ", names)
+    assert "pydantic" not in proc.stderr and "api key" not in proc.stdout
+    assert not (tmp_path / "state" / "app.db").exists()
