@@ -35,7 +35,10 @@ def load_private_key(value: str) -> PrivateKey:
         path = Path(text)
         if not path.is_file():
             raise ValueError("EHR_JWT_PRIVATE_KEY is neither PEM text nor a path to a readable PEM file")
-        text = path.read_text(encoding="ascii")
+        try:
+            text = path.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError):  # binary or unreadable: named by its variable, like any bad key
+            raise ValueError(f"EHR_JWT_PRIVATE_KEY: {path} is not a readable PEM file (ASCII text)") from None
     try:
         key = serialization.load_pem_private_key(text.encode("ascii"), password=None)
     except (ValueError, TypeError):

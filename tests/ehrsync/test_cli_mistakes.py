@@ -20,13 +20,15 @@ _KEY = "t4JTv4brtHtzKipfTJdayl_rg659i4mCNwc8JnvbEhk="
 _STORES = ("DATABASE_URL", "EHRSYNC_DATABASE_URL", "WAREHOUSE_URL", "EHRSYNC_HOME", "DAGSTER_HOME")
 
 
-def _run(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def _run(
+    tmp_path: Path, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """The real command in a child process over a throwaway state folder; stopped by SIGTERM (which ``ehrsync ui``
     passes to every process it started) if it outlives ``timeout``."""
-    env = {k: v for k, v in os.environ.items() if k not in _STORES}
-    env.update({"INTEGRATIONS_TOKEN_ENC_KEY": _KEY, "EHRSYNC_STATE_DIR": str(tmp_path / "state")})
+    child = {k: v for k, v in os.environ.items() if k not in _STORES}
+    child.update({"INTEGRATIONS_TOKEN_ENC_KEY": _KEY, "EHRSYNC_STATE_DIR": str(tmp_path / "state"), **(env or {})})
     cmd = [sys.executable, "-m", "ehrsync.cli", *args]
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child) as proc:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -160,3 +162,16 @@ def test_a_bad_tenant_id_or_name_at_bootstrap_is_one_line(tmp_path: Path, tenant
     _one_line_failure(proc, "Error: configuration_error: ", names)
     assert "pydantic" not in proc.stderr and "api key" not in proc.stdout
     assert not (tmp_path / "state" / "app.db").exists()
+
+
+# --- a signing key file that is not PEM text --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["sync", "conn-1"], ["auth", "serve", "--port", "0"]], ids=["sync", "auth-serve"])
+def test_a_binary_signing_key_file_names_its_variable(tmp_path: Path, args: list[str]) -> None:
+    """It used to be the codec's own words (``'ascii' codec can't decode byte 0xff``), naming nothing."""
+    key = tmp_path / "ehr_jwt.pem"
+    key.write_bytes(b"\xff\xfe\x00 a DER file, or a PEM file saved as UTF-16")
+    env = {"EHR_JWT_PRIVATE_KEY": str(key), "EHR_JWT_KEY_ID": "k1"}
+    proc = _run(tmp_path, *args, env=env)
+    _one_line_failure(proc, f"EHR_JWT_PRIVATE_KEY: {key} is not a readable PEM file")
