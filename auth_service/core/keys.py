@@ -78,7 +78,10 @@ def parse_previous_keys(value: str) -> list[dict[str, Any]]:
         path = Path(text)
         if not path.is_file():
             raise ValueError("EHR_JWT_PREVIOUS_PUBLIC_KEYS is neither JSON nor a path to a JSON file")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            raise ValueError(f"EHR_JWT_PREVIOUS_PUBLIC_KEYS: {path} is not a readable JSON file (UTF-8)") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError:

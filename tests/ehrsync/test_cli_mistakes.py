@@ -164,14 +164,19 @@ def test_a_bad_tenant_id_or_name_at_bootstrap_is_one_line(tmp_path: Path, tenant
     assert not (tmp_path / "state" / "app.db").exists()
 
 
-# --- a signing key file that is not PEM text --------------------------------------------------------------------
+# --- a key file that is not text --------------------------------------------------------------------------------
+
+KEY_FILES = [
+    ("sync-private", ["sync", "conn-1"], "EHR_JWT_PRIVATE_KEY", "is not a readable PEM file"),
+    ("serve-private", ["auth", "serve", "--port", "0"], "EHR_JWT_PRIVATE_KEY", "is not a readable PEM file"),
+    ("serve-previous", ["auth", "serve", "--port", "0"], "EHR_JWT_PREVIOUS_PUBLIC_KEYS", "is not a readable JSON"),
+]
 
 
-@pytest.mark.parametrize("args", [["sync", "conn-1"], ["auth", "serve", "--port", "0"]], ids=["sync", "auth-serve"])
-def test_a_binary_signing_key_file_names_its_variable(tmp_path: Path, args: list[str]) -> None:
+@pytest.mark.parametrize(("args", "variable", "names"), [c[1:] for c in KEY_FILES], ids=[c[0] for c in KEY_FILES])
+def test_a_binary_key_file_names_its_variable(tmp_path: Path, args: list[str], variable: str, names: str) -> None:
     """It used to be the codec's own words (``'ascii' codec can't decode byte 0xff``), naming nothing."""
-    key = tmp_path / "ehr_jwt.pem"
-    key.write_bytes(b"\xff\xfe\x00 a DER file, or a PEM file saved as UTF-16")
-    env = {"EHR_JWT_PRIVATE_KEY": str(key), "EHR_JWT_KEY_ID": "k1"}
-    proc = _run(tmp_path, *args, env=env)
-    _one_line_failure(proc, f"EHR_JWT_PRIVATE_KEY: {key} is not a readable PEM file")
+    key = tmp_path / "key-file"
+    key.write_bytes(b"\xff\xfe\x00 a DER file, or a file saved as UTF-16")
+    proc = _run(tmp_path, *args, env={variable: str(key), "EHR_JWT_KEY_ID": "k1"})
+    _one_line_failure(proc, f"{variable}: {key} {names}")
