@@ -32,7 +32,7 @@ def load_private_key(value: str) -> PrivateKey:
     """Load ``EHR_JWT_PRIVATE_KEY``: PEM text or a path to a PEM file; RSA (>= 2048 bits) or EC P-384."""
     text = value.strip()
     if not text.startswith("-----BEGIN"):
-        path = Path(text)
+        path = Path(text).expanduser()  # ``~/...`` as every other path setting (and the pipelines' key reader)
         if not path.is_file():
             raise ValueError("EHR_JWT_PRIVATE_KEY is neither PEM text nor a path to a readable PEM file")
         try:
@@ -75,7 +75,7 @@ def parse_previous_keys(value: str) -> list[dict[str, Any]]:
     """``EHR_JWT_PREVIOUS_PUBLIC_KEYS``: a JWKS object, a JSON list of JWKs, or a path to a file with either."""
     text = value.strip()
     if text and text[0] not in "[{":
-        path = Path(text)
+        path = Path(text).expanduser()
         if not path.is_file():
             raise ValueError("EHR_JWT_PREVIOUS_PUBLIC_KEYS is neither JSON nor a path to a JSON file")
         try:

@@ -180,3 +180,18 @@ def test_a_binary_key_file_names_its_variable(tmp_path: Path, args: list[str], v
     key.write_bytes(b"\xff\xfe\x00 a DER file, or a file saved as UTF-16")
     proc = _run(tmp_path, *args, env={variable: str(key), "EHR_JWT_KEY_ID": "k1"})
     _one_line_failure(proc, f"{variable}: {key} {names}")
+
+
+def test_a_signing_key_path_under_home_is_read_as_the_pipelines_read_it(tmp_path: Path) -> None:
+    """``EHR_JWT_PRIVATE_KEY=~/...`` (an env file is not shell-expanded): the sync's signing-key check used to
+    refuse the path the pipelines' own key reader (``store.provider_configs``) expands and accepts."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pem = ec.generate_private_key(ec.SECP384R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    (tmp_path / "ehr_jwt.pem").write_bytes(pem)
+    env = {"HOME": str(tmp_path), "EHR_JWT_PRIVATE_KEY": "~/ehr_jwt.pem", "EHR_JWT_KEY_ID": "k1"}
+    assert _run(tmp_path, "db", "migrate", env=env).returncode == 0
+    _one_line_failure(_run(tmp_path, "sync", "conn-1", env=env), "connection_not_found", "conn-1")
