@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from engine import deletes, reconcile_deletes
+from engine import deletes, hold_connection, land_resource_type, reconcile_deletes, upsert_resource_type
 from sandbox import SandboxServer
 from tests.engine.helpers import SyncWorld, add_fault, connect_patient, content_fingerprint, make_environment, mutate
 from tests.engine.job_runs import run_sync, sync_type
@@ -86,3 +86,23 @@ def test_reconciliation_reads_back_a_recreated_resource_without_last_updated_and
     assert report.unlisted == 1 and report.recovered is not None and report.recovered.updated == 1
     with world.env.warehouse() as wh:
         assert rid in wh.live_ids(conn, rtype)
+
+
+def test_a_cleared_mark_stays_cleared_when_a_landing_that_waited_for_its_upsert_commits_bdx31(
+    tmp_path: Any, shared_sb: SandboxServer, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync's landing and upsert steps take the connection's lock one after the other, so a reconciliation can
+    run between them (or while a failed upsert waits for its retry). The mark it clears must not come back when
+    that landing's upsert commits: its pending mark is as much past the skipped resource as the stored one was,
+    and the next sync would search from it and never see the skipped resource."""
+    world, conn, clean = _skipped_sync(tmp_path, shared_sb, http)
+    env, run_id = world.env, "landed-before-the-reconciliation"
+    with hold_connection(env, conn, run_id):
+        assert land_resource_type(env, conn, "Observation", run_id).error is None  # pending, not upserted
+    monkeypatch.setattr(deletes, "RECOVER_MAX_IDS", 0)
+    assert reconcile_deletes(env, conn, "Observation").mark_cleared
+    with hold_connection(env, conn, run_id):
+        assert upsert_resource_type(env, conn, "Observation", run_id).error is None
+    assert mark_of(world, conn) is None
+    assert sync_type(world, conn, "Observation").error is None
+    assert _observations(world) == clean and mark_of(world, conn) is not None
