@@ -106,3 +106,21 @@ def test_a_cleared_mark_stays_cleared_when_a_landing_that_waited_for_its_upsert_
     assert mark_of(world, conn) is None
     assert sync_type(world, conn, "Observation").error is None
     assert _observations(world) == clean and mark_of(world, conn) is not None
+
+
+def test_a_read_back_that_fails_is_reported_and_keeps_the_tombstones_bdx31(
+    tmp_path: Any, shared_sb: SandboxServer, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listed id the server will not read (an error on that one resource, every time) fails the read-back of its
+    type, which is reported on the type (``recovered.error``) with the tombstones already made, instead of raising
+    out of the reconciliation: the job goes on to the other types (and fails at the end, naming this one), where
+    an exception would stop every later type's deletion reconciliation each week for as long as the id stays."""
+    world, conn, clean = _skipped_sync(tmp_path, shared_sb, http)
+    stored = {r[1] for r in _observations(world)}
+    (skipped,) = [r[1] for r in clean if r[1] not in stored]
+    monkeypatch.setattr(deletes, "can_search_by_id", lambda *_: False)  # read by id, one request per id
+    add_fault(http, shared_sb, "500", path=f"/fhir/Observation/{skipped}", times=None)
+    report = reconcile_deletes(world.env, conn, "Observation")
+    assert report.unlisted == 1 and report.recovered is not None and report.recovered.fetched == 0
+    assert report.recovered.error is not None and "fhir_server_error" in report.recovered.error
+    assert len(_observations(world)) == len(clean) - 1
