@@ -116,11 +116,15 @@ def advance(
 
 def clear_mark(db: AppDatabase, connection_id: str, stream: str, resource_type: str) -> None:
     """Forget one type's mark (its next run searches everything): a full run that missed data must not leave
-    an older mark behind, since what it missed may be older than that mark."""
+    an older mark behind, since what it missed may be older than that mark. A landing still waiting for its upsert
+    loses its mark too (its files still merge): its upsert (another lock hold, maybe a retry hours later) would
+    otherwise store that mark, as far past what was missed as the one forgotten (a reconciliation between a sync's
+    landing and upsert steps)."""
     with db.locked_session() as session:
         row = session.get(SyncCursor, (connection_id, stream, resource_type), with_for_update=True)
-        if row is not None and row.high_water_mark is not None:
+        if row is not None and (row.high_water_mark is not None or row.pending_mark is not None):
             row.high_water_mark = None
+            row.pending_mark = None
             row.updated_at = utcnow()
             session.commit()
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from connectors.budgets import step_budget
+from connectors.errors import EhrSyncError, EhrUnreachableError, FhirError, NeedsReauthError
 from engine import cursors
 from engine.connection_lock import hold_connection
 from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
@@ -21,7 +22,7 @@ from engine.models import utcnow
 from engine.references import can_search_by_id, land_by_ids
 from engine.reports import SCOPE_NOT_GRANTED, TypeReport
 from engine.search_plans import grant_narrows, search_plans
-from warehouse import Warehouse
+from warehouse import Warehouse, WarehouseError
 
 __all__ = ["RECOVER_MAX_IDS", "ReconcileReport", "reconcile_deletes"]
 
@@ -35,7 +36,8 @@ RECOVER_MAX_IDS = 1000
 @dataclass(frozen=True)
 class ReconcileReport:
     """One type's reconciliation: rows tombstoned (the server no longer lists them), ids the server lists that the
-    warehouse lacked (``unlisted``), and what reading them back did (``recovered``; None when none were read)."""
+    warehouse lacked (``unlisted``), and what reading them back did (``recovered``; None when none were read; its
+    ``error`` set when reading them back failed, the tombstones kept: the caller reports the type as failed)."""
 
     resource_type: str
     tombstoned: int = 0
@@ -132,9 +134,21 @@ def _recover(
             len(ids),
         )
         return ReconcileReport(rtype, report.tombstoned, len(ids), None, mark_cleared=True)
-    with step_budget("reading back resources the searches missed", env.step_budget_s), env.fhir_client(conn) as client:
-        batched = can_search_by_id(conn, rtype, env.capabilities(conn, client, run_id))
-        landed = land_by_ids(
-            env.zone, conn, client, wh, run_id, rtype, ids, batched=batched, seq="reconcile", observed_at=listed_at
-        )
+    try:
+        with (
+            step_budget("reading back resources the searches missed", env.step_budget_s),
+            env.fhir_client(conn) as client,
+        ):
+            batched = can_search_by_id(conn, rtype, env.capabilities(conn, client, run_id))
+            landed = land_by_ids(
+                env.zone, conn, client, wh, run_id, rtype, ids, batched=batched, seq="reconcile", observed_at=listed_at
+            )
+    except (NeedsReauthError, EhrUnreachableError):
+        raise  # every further request would fail the same way
+    except (EhrSyncError, WarehouseError, OSError) as exc:
+        # The tombstones are committed; the other types are still reconciled, and the job fails at the end naming
+        # this one. Raising here would stop them every week for as long as this one id cannot be read.
+        logged = exc.safe_message if isinstance(exc, FhirError) else str(exc)  # no server diagnostics in logs
+        _log.warning("reading back %d unlisted %s of %s failed: %s", len(ids), rtype, conn.id, logged)
+        landed = TypeReport(rtype, error=f"{getattr(exc, 'code', type(exc).__name__)}: {logged}")
     return ReconcileReport(rtype, report.tombstoned, len(ids), landed)

@@ -157,12 +157,17 @@ def newer_predicate(n: str, o: str) -> str:
 
 
 def tombstone_sql() -> tuple[str, str]:
-    """(mark live rows deleted, insert placeholder tombstones for unknown ids); params: deleted_at[, tenant, ...]."""
+    """(mark live rows deleted, insert placeholder tombstones for unknown ids); params: deleted_at x 3[, tenant, ...].
+
+    A live row survives a deletion it postdates, judged as ``newer_predicate`` judges a revival: by a ``lastUpdated``
+    after ``deleted_at``, or, without one, by a ``transaction_time`` after it (the server answered the copy after the
+    deletion), so the order a copy and a deletion arrive in never decides."""
     on = " AND ".join(f"f.{k} = t.{k}" for k in KEY)
     mark = (
         "UPDATE fhir_resources AS f SET deleted_at = CAST(%s AS TIMESTAMPTZ) FROM _tomb t "
         f"WHERE {on} AND f.deleted_at IS NULL "
-        "AND (f.last_updated IS NULL OR f.last_updated <= CAST(%s AS TIMESTAMPTZ))"
+        "AND (f.last_updated <= CAST(%s AS TIMESTAMPTZ) OR (f.last_updated IS NULL "
+        "AND (f.transaction_time IS NULL OR f.transaction_time <= CAST(%s AS TIMESTAMPTZ))))"
     )
     insert = (
         "INSERT INTO fhir_resources (connection_id, resource_type, id, tenant_id, deleted_at, landed_at) "

@@ -152,13 +152,14 @@ class Warehouse(Records, Reads, Purge):
         *,
         tenant_id: str | None = None,
     ) -> int:
-        """Soft-delete ids; returns how many became deleted. Rows updated after ``deleted_at`` stay live, and
+        """Soft-delete ids; returns how many became deleted. Rows updated after ``deleted_at`` (or, without a
+        ``lastUpdated``, answered after it: ``transaction_time``) stay live, and
         unknown ids get a placeholder tombstone so a late, older copy cannot resurrect them."""
         when = _aware("deleted_at", deleted_at)
         with self._write(f"{connection_id}/{resource_type}") as cur:
             self._stage_ids(cur, connection_id, resource_type, ids)
             mark, insert = _sql.tombstone_sql()
-            marked = cur.execute_count(mark, (when, when))
+            marked = cur.execute_count(mark, (when, when, when))
             placed = cur.execute_count(insert, (tenant_id, when, datetime.now(UTC)))
         logger.info("tombstoned %d %s of connection %s", marked + placed, resource_type, connection_id)
         return marked + placed

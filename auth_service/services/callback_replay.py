@@ -44,8 +44,11 @@ logger = logging.getLogger(__name__)
 #: EHR calls one code exchange may make, each under EHRSYNC_REQUEST_DEADLINE_S: SMART discovery, the token
 #: request, the OpenID configuration and the JWKS of an id_token.
 _EXCHANGE_CALLS = 4
-#: On top of those: the app database and the vendor's shared call budget.
-_EXCHANGE_SLACK_S = 30
+#: Calls of those that first wait for a vendor's shared call budget (eCW), each up to
+#: EHR_CALL_BUDGET_WAIT_SECONDS: discovery and the token request (``launch._exchange``).
+_BUDGET_CALLS = 2
+#: On top of those: the app database (with the default 10 s budget wait, 4 x the deadline + 30 s in all).
+_EXCHANGE_SLACK_S = 10
 #: How long a reload waits for the first request's answer before it is told "still connecting".
 WAIT_S = 2.0
 _POLL_S = 0.2
@@ -86,9 +89,11 @@ def replay_key(code: str | None, error: str | None) -> str:
 
 
 def exchange_deadline_s(ctx: ServiceContext) -> float:
-    """How long one code exchange may run before a reload stops waiting for it."""
+    """How long one code exchange may run before a reload stops waiting for it: its EHR calls at their deadline,
+    its waits for the vendor's call budget, and the app database's slack."""
     deadline = ctx.settings.request_bounds().deadline_s or DEFAULT_REQUEST_DEADLINE_S
-    return _EXCHANGE_CALLS * deadline + _EXCHANGE_SLACK_S
+    budget_waits = _BUDGET_CALLS * ctx.settings.EHR_CALL_BUDGET_WAIT_SECONDS
+    return _EXCHANGE_CALLS * deadline + budget_waits + _EXCHANGE_SLACK_S
 
 
 def failed_outcome(error: ServiceError) -> CallbackOutcome:

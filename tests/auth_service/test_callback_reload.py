@@ -163,3 +163,22 @@ def test_sal13_still_connecting_is_bounded_by_the_exchange_deadline(make_app) ->
     page = h.client.get(CALLBACK, params={"state": stale, "code": "c0de"}, headers=HTML)
     assert page.status_code == 503 and "refresh" not in page.text and "took too long" not in page.text
     assert transport.calls == []  # no token request from any reload
+
+
+def test_sal13_still_connecting_outlasts_the_call_budget_waits_of_the_first_request(make_app) -> None:
+    """The first request may wait for a vendor's shared call budget (eCW) before discovery and before the token
+    request, up to EHR_CALL_BUDGET_WAIT_SECONDS each: a reload must not call the sign-in unfinished ("start again")
+    while that request can still be waiting and then connect. 60 s allowed: 4 x 2 s + 2 x 60 s + 10 s."""
+    transport = NoNetwork()
+    h = make_app(
+        http=httpx.Client(transport=transport), EHRSYNC_REQUEST_DEADLINE_S="2", EHR_CALL_BUDGET_WAIT_SECONDS="60"
+    )
+    sid = "s" * 43
+    h.client.cookies.set("ehrsync_sid", sid)
+    waiting = _consumed(h, sid, "c0de", timedelta(seconds=100))  # past 4 x 2 s + 30 s, not past the budget waits
+    r = h.client.get(CALLBACK, params={"state": waiting, "code": "c0de"}, headers=HTML)
+    assert r.status_code == 202 and "Still connecting" in r.text
+    stale = _consumed(h, sid, "c0de", timedelta(seconds=140))
+    r = h.client.get(CALLBACK, params={"state": stale, "code": "c0de"})
+    assert r.status_code == 503 and "not over within 138 s" in r.json()["message"]
+    assert transport.calls == []

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from engine import deletes, reconcile_deletes
+from engine import deletes, hold_connection, land_resource_type, reconcile_deletes, upsert_resource_type
 from sandbox import SandboxServer
 from tests.engine.helpers import SyncWorld, add_fault, connect_patient, content_fingerprint, make_environment, mutate
 from tests.engine.job_runs import run_sync, sync_type
@@ -86,3 +86,41 @@ def test_reconciliation_reads_back_a_recreated_resource_without_last_updated_and
     assert report.unlisted == 1 and report.recovered is not None and report.recovered.updated == 1
     with world.env.warehouse() as wh:
         assert rid in wh.live_ids(conn, rtype)
+
+
+def test_a_cleared_mark_stays_cleared_when_a_landing_that_waited_for_its_upsert_commits_bdx31(
+    tmp_path: Any, shared_sb: SandboxServer, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync's landing and upsert steps take the connection's lock one after the other, so a reconciliation can
+    run between them (or while a failed upsert waits for its retry). The mark it clears must not come back when
+    that landing's upsert commits: its pending mark is as much past the skipped resource as the stored one was,
+    and the next sync would search from it and never see the skipped resource."""
+    world, conn, clean = _skipped_sync(tmp_path, shared_sb, http)
+    env, run_id = world.env, "landed-before-the-reconciliation"
+    with hold_connection(env, conn, run_id):
+        assert land_resource_type(env, conn, "Observation", run_id).error is None  # pending, not upserted
+    monkeypatch.setattr(deletes, "RECOVER_MAX_IDS", 0)
+    assert reconcile_deletes(env, conn, "Observation").mark_cleared
+    with hold_connection(env, conn, run_id):
+        assert upsert_resource_type(env, conn, "Observation", run_id).error is None
+    assert mark_of(world, conn) is None
+    assert sync_type(world, conn, "Observation").error is None
+    assert _observations(world) == clean and mark_of(world, conn) is not None
+
+
+def test_a_read_back_that_fails_is_reported_and_keeps_the_tombstones_bdx31(
+    tmp_path: Any, shared_sb: SandboxServer, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listed id the server will not read (an error on that one resource, every time) fails the read-back of its
+    type, which is reported on the type (``recovered.error``) with the tombstones already made, instead of raising
+    out of the reconciliation: the job goes on to the other types (and fails at the end, naming this one), where
+    an exception would stop every later type's deletion reconciliation each week for as long as the id stays."""
+    world, conn, clean = _skipped_sync(tmp_path, shared_sb, http)
+    stored = {r[1] for r in _observations(world)}
+    (skipped,) = [r[1] for r in clean if r[1] not in stored]
+    monkeypatch.setattr(deletes, "can_search_by_id", lambda *_: False)  # read by id, one request per id
+    add_fault(http, shared_sb, "500", path=f"/fhir/Observation/{skipped}", times=None)
+    report = reconcile_deletes(world.env, conn, "Observation")
+    assert report.unlisted == 1 and report.recovered is not None and report.recovered.fetched == 0
+    assert report.recovered.error is not None and "fhir_server_error" in report.recovered.error
+    assert len(_observations(world)) == len(clean) - 1

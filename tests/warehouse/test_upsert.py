@@ -220,6 +220,22 @@ def test_bdx21_with_last_updated_the_copy_must_be_newer_than_the_deletion(wh: Wa
     assert wh.live_ids("c1", "Observation") == {"a"}
 
 
+@pytest.mark.parametrize("answered_at", [DELETED_AT + timedelta(milliseconds=1), DELETED_AT, None])
+def test_bdx21_tombstone_spares_a_copy_without_last_updated_answered_after_it(
+    wh: Warehouse, zone: LandingZone, answered_at: datetime | None
+) -> None:
+    """The tombstone's side of the revival rule: a copy without ``lastUpdated`` that the server answered after the
+    deletion stays live when the deletion is applied after it (a Bulk export's ``deleted`` entries apply after its
+    output files: deleted, then re-created, within one export window), as the same copy applied after the
+    tombstone revives it; the order the two arrive in no longer decides. At or before the deletion, or unknown:
+    tombstoned as before."""
+    wh.upsert(land(zone, [resource("a", None, None, status="back")], transaction_time=answered_at))
+    tombstoned = wh.tombstone("c1", "Observation", ["a"], DELETED_AT)
+    spared = answered_at is not None and answered_at > DELETED_AT
+    assert tombstoned == (0 if spared else 1)
+    assert wh.live_ids("c1", "Observation") == ({"a"} if spared else set())
+
+
 def test_tombstone_rejects_naive_datetime(wh: Warehouse) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         wh.tombstone("c1", "Observation", ["a"], datetime(2026, 1, 2))

@@ -12,6 +12,7 @@ from typing import Any
 from dagster import (
     AssetMaterialization,
     Definitions,
+    Failure,
     MetadataValue,
     OpExecutionContext,
     Output,
@@ -73,13 +74,16 @@ def reconcile_connection(
     connection_id = context.partition_key
     deleted: dict[str, int] = {}
     recovered: dict[str, int] = {}
+    failed: dict[str, str] = {}  # types whose read-back failed (their tombstones kept): the op fails at the end
     with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
         for resource_type in PATIENT_TYPES:
             report = reconcile_deletes(env, connection_id, resource_type, run_id=context.run_id)
             deleted[resource_type] = report.tombstoned
             if report.unlisted:
                 recovered[resource_type] = report.unlisted
-            if report.tombstoned or report.recovered is not None:
+            if report.recovered is not None and report.recovered.error is not None:
+                failed[resource_type] = report.recovered.error
+            if report.tombstoned or (report.recovered is not None and report.recovered.error is None):
                 context.log_event(_materialization(connection_id, report))
     context.log.info(
         "reconciled %s: %d rows tombstoned, %d ids listed by the EHR but not stored",
@@ -88,6 +92,12 @@ def reconcile_connection(
         sum(recovered.values()),
     )
     metadata = {"deleted": MetadataValue.json(deleted), "unlisted": MetadataValue.json(recovered)}
+    if failed:
+        raise Failure(
+            description=f"reconciled {connection_id}, but reading back what the EHR lists and the warehouse lacks "
+            f"failed for {', '.join(sorted(failed))}: " + "; ".join(f"{t}: {e}" for t, e in sorted(failed.items())),
+            metadata={**metadata, "read_back_failed": MetadataValue.json(failed)},
+        )
     return Output(deleted, metadata=metadata)
 
 
