@@ -121,17 +121,20 @@ def _recover(
     listed_at: datetime | None,
 ) -> ReconcileReport:
     """Read back the ids the server lists that the warehouse lacks (a search skipped them, or they are newer than
-    the last sync); too many, and the type's next sync searches it whole instead (its mark is cleared). The rows
+    the last sync); too many, or a grant that allows search but not read, and the type's next sync searches it
+    whole instead (its mark is cleared). The rows
     are observed when the server listed them (``listed_at``, its clock), so one without ``lastUpdated`` that the
     warehouse holds as deleted since before that is live again (``warehouse/_sql.newer_predicate``)."""
     rtype = report.resource_type
-    if len(ids) > RECOVER_MAX_IDS:
+    unreadable = conn.scopes is not None and not conn.scopes.allows(rtype, "read")  # SMART v2: `.s` without `.r`
+    if len(ids) > RECOVER_MAX_IDS or unreadable:
         cursors.clear_mark(env.db, conn.id, cursors.REST_STREAM, rtype)
         _log.warning(
-            "%s/%s: the server lists %d ids the warehouse lacks; the type's next sync reads it whole",
+            "%s/%s: the server lists %d ids the warehouse lacks (%s); the type's next sync searches it whole",
             conn.id,
             rtype,
             len(ids),
+            "the grant allows search, not read" if unreadable else f"over {RECOVER_MAX_IDS} to read back",
         )
         return ReconcileReport(rtype, report.tombstoned, len(ids), None, mark_cleared=True)
     try:

@@ -7,6 +7,7 @@ clear error at load time, not a surprise at launch time.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from auth_service.core.return_to import ReturnToError, normalize_origin
 from connectors.errors import ConfigurationError
 
 __all__ = [
+    "MAX_SEED_BYTES",
     "EhrIntegrationsSettings",
     "PracticeSettings",
     "SmartFhirSettings",
@@ -24,6 +26,9 @@ __all__ = [
     "tenant_seed",
     "write_scopes_allowed",
 ]
+
+#: Largest tenant seed file read: thousands of tenants with their provider configs fit well under it.
+MAX_SEED_BYTES = 16 * 1024 * 1024
 
 
 class _Camel(BaseModel):
@@ -101,6 +106,8 @@ def load_tenant_seed(path: str | Path) -> list[TenantSeed]:
     is refused."""
     file = Path(path)
     try:
+        if file.is_file() and file.stat().st_size > MAX_SEED_BYTES:  # never read what no seed needs
+            raise ConfigurationError(f"tenant seed file {file} is over the {MAX_SEED_BYTES}-byte limit")
         data = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigurationError(f"tenant seed file {file} does not exist") from None
@@ -112,8 +119,7 @@ def load_tenant_seed(path: str | Path) -> list[TenantSeed]:
     if not items:
         raise ConfigurationError(f"tenant seed file {file} holds no tenant (an empty list)")
     seeds = [tenant_seed(item, f"tenant seed {file} entry {index}") for index, item in enumerate(items)]
-    ids = [seed.id for seed in seeds]
-    twice = sorted({i for i in ids if ids.count(i) > 1})
+    twice = sorted(i for i, n in Counter(seed.id for seed in seeds).items() if n > 1)
     if twice:
         raise ConfigurationError(f"tenant seed file {file} names tenant(s) {', '.join(twice)} more than once")
     return seeds

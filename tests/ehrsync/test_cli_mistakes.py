@@ -133,6 +133,11 @@ SEED_FILES = [
         json.dumps([{"id": "clinic-1", "name": "One"}, {"id": "clinic-1", "name": "Two"}]).encode(),
         "names tenant(s) clinic-1 more than once",
     ),
+    (  # read whole before: a file of any size was held in memory (and parsed) first
+        "over-16-MiB",
+        b"[" + b" " * (16 * 1024 * 1024) + b"]",
+        "is over the 16777216-byte limit",
+    ),
 ]
 
 

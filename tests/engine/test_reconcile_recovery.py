@@ -12,7 +12,15 @@ import pytest
 
 from engine import deletes, hold_connection, land_resource_type, reconcile_deletes, upsert_resource_type
 from sandbox import SandboxServer
-from tests.engine.helpers import SyncWorld, add_fault, connect_patient, content_fingerprint, make_environment, mutate
+from tests.engine.helpers import (
+    PATIENT_SCOPE,
+    SyncWorld,
+    add_fault,
+    connect_patient,
+    content_fingerprint,
+    make_environment,
+    mutate,
+)
 from tests.engine.job_runs import run_sync, sync_type
 from tests.engine.search_servers import mark_of
 
@@ -25,14 +33,16 @@ def _observations(world: SyncWorld) -> list[tuple[Any, ...]]:
     return [r for r in content_fingerprint(world.env.warehouse_target, with_connection=False) if r[0] == "Observation"]
 
 
-def _skipped_sync(tmp_path: Any, shared_sb: SandboxServer, http: httpx.Client) -> tuple[SyncWorld, str, list[Any]]:
+def _skipped_sync(
+    tmp_path: Any, shared_sb: SandboxServer, http: httpx.Client, scope: str = PATIENT_SCOPE
+) -> tuple[SyncWorld, str, list[Any]]:
     """A clean world's Observations, and a world whose sync met one silently skipped page (one fewer stored)."""
     clean_world = _world(tmp_path, "clean", http)
     assert sync_type(clean_world, connect_patient(clean_world, shared_sb, http=http), "Observation").error is None
     clean = _observations(clean_world)
     assert len(clean) > 10, "needs several pages of 5"
     world = _world(tmp_path, "skipped", http)
-    conn = connect_patient(world, shared_sb, http=http)
+    conn = connect_patient(world, shared_sb, http=http, scope=scope)
     add_fault(http, shared_sb, "search_silent_skip", path="/fhir/Observation", times=1)
     report = sync_type(world, conn, "Observation")
     assert report.error is None and not report.incomplete and mark_of(world, conn) is not None  # nothing showed it
@@ -124,3 +134,17 @@ def test_a_read_back_that_fails_is_reported_and_keeps_the_tombstones_bdx31(
     assert report.unlisted == 1 and report.recovered is not None and report.recovered.fetched == 0
     assert report.recovered.error is not None and "fhir_server_error" in report.recovered.error
     assert len(_observations(world)) == len(clean) - 1
+
+
+def test_a_grant_that_allows_search_but_not_read_clears_the_mark_instead_of_reading_back_bdx31(
+    tmp_path: Any, shared_sb: SandboxServer, http: httpx.Client
+) -> None:
+    """SMART v2 ``patient/Observation.s`` without ``.r``: reading the unlisted ids back is not granted, so the
+    reconciliation clears the type's mark and the next sync's search brings what was skipped. Before, the read-back
+    was skipped as not granted and the resource stayed missing."""
+    scope = "launch/patient openid fhirUser offline_access patient/Patient.rs patient/Observation.s"
+    world, conn, clean = _skipped_sync(tmp_path, shared_sb, http, scope)
+    report = reconcile_deletes(world.env, conn, "Observation")
+    assert report.unlisted == 1 and report.recovered is None and report.mark_cleared
+    assert sync_type(world, conn, "Observation").error is None
+    assert _observations(world) == clean and mark_of(world, conn) is not None
