@@ -129,14 +129,17 @@ def _older_version(n: str, o: str) -> str:
 def newer_predicate(n: str, o: str) -> str:
     """BDX-24: is incoming row ``n`` to replace stored row ``o``?
 
-    A tombstoned row is revived by a copy with a strictly newer ``lastUpdated`` than the deletion, or, when the
-    copy has no ``lastUpdated`` (optional in FHIR: some servers never send it), by one the server answered
-    strictly after the deletion: its ``transaction_time`` (the server's time when the query that returned it ran:
-    a Bulk export's ``transactionTime``, a REST search's first-page time, the BDX-27 mark) is later than
-    ``deleted_at``, a time on the same server clock (a Bulk ``deleted`` entry's Bundle time or the export's
-    ``transactionTime``, or the BDX-31 listing's first-page time). The resource was on the server after it was
-    deleted: re-created, or the deletion was wrong. A copy answered at or before the deletion (an older export
-    landed late) or with no ``transaction_time`` (landed before REST searches recorded one) never revives.
+    A tombstoned row is revived by a copy with a strictly newer ``lastUpdated`` than the deletion, or by one the
+    server answered strictly after the deletion: its ``transaction_time`` (the server's time when the query that
+    returned it ran: a Bulk export's ``transactionTime``, a REST search's first-page time, the BDX-27 mark, a BDX-31
+    listing's time for what it reads back) is later than ``deleted_at``, a time on the same server clock (a Bulk
+    ``deleted`` entry's Bundle time or the export's ``transactionTime``, or the BDX-31 listing's first-page time).
+    The resource was on the server after it was deleted: re-created, or the deletion was wrong (a listing that
+    missed it without saying so; an unchanged resource keeps its old ``lastUpdated``, so that rule alone never
+    undid such a tombstone). Such a copy must not be older than the version the tombstone replaced (``lastUpdated``
+    not before it). A copy answered at or before the deletion (an older export landed late) or with no
+    ``transaction_time`` (landed before REST searches recorded one; referenced resources) revives only by
+    ``lastUpdated``.
     A live row is replaced by a newer ``lastUpdated``, or an equal one (both absent counts as equal) carrying a
     different ``versionId`` or content, unless both versionIds are numbers and the incoming one is the smaller
     (bulk-data.md BDX-24: lastUpdated, then versionId); a row without ``lastUpdated`` never replaces one that has
@@ -149,9 +152,10 @@ def newer_predicate(n: str, o: str) -> str:
         f" OR ({o}.last_updated IS NULL AND {n}.last_updated IS NOT NULL)"
         f" OR ({same_time} AND {differs} AND NOT {_older_version(n, o)}))"
     )
+    not_older = f"({o}.last_updated IS NULL OR {n}.last_updated IS NULL OR {n}.last_updated >= {o}.last_updated)"
     revives = (
         f"(({n}.last_updated > {o}.deleted_at AND ({o}.last_updated IS NULL OR {n}.last_updated > {o}.last_updated))"
-        f" OR ({n}.last_updated IS NULL AND {n}.transaction_time > {o}.deleted_at))"
+        f" OR ({n}.transaction_time > {o}.deleted_at AND {not_older}))"
     )
     return f"(({o}.deleted_at IS NOT NULL AND {revives}) OR ({o}.deleted_at IS NULL AND {live_newer}))"
 
@@ -160,14 +164,14 @@ def tombstone_sql() -> tuple[str, str]:
     """(mark live rows deleted, insert placeholder tombstones for unknown ids); params: deleted_at x 3[, tenant, ...].
 
     A live row survives a deletion it postdates, judged as ``newer_predicate`` judges a revival: by a ``lastUpdated``
-    after ``deleted_at``, or, without one, by a ``transaction_time`` after it (the server answered the copy after the
-    deletion), so the order a copy and a deletion arrive in never decides."""
+    after ``deleted_at``, or by a ``transaction_time`` after it (the server answered the copy after the deletion),
+    so the order a copy and a deletion arrive in never decides."""
     on = " AND ".join(f"f.{k} = t.{k}" for k in KEY)
     mark = (
         "UPDATE fhir_resources AS f SET deleted_at = CAST(%s AS TIMESTAMPTZ) FROM _tomb t "
         f"WHERE {on} AND f.deleted_at IS NULL "
-        "AND (f.last_updated <= CAST(%s AS TIMESTAMPTZ) OR (f.last_updated IS NULL "
-        "AND (f.transaction_time IS NULL OR f.transaction_time <= CAST(%s AS TIMESTAMPTZ))))"
+        "AND (f.last_updated IS NULL OR f.last_updated <= CAST(%s AS TIMESTAMPTZ)) "
+        "AND (f.transaction_time IS NULL OR f.transaction_time <= CAST(%s AS TIMESTAMPTZ))"
     )
     insert = (
         "INSERT INTO fhir_resources (connection_id, resource_type, id, tenant_id, deleted_at, landed_at) "

@@ -148,3 +148,26 @@ def test_a_grant_that_allows_search_but_not_read_clears_the_mark_instead_of_read
     assert report.unlisted == 1 and report.recovered is None and report.mark_cleared
     assert sync_type(world, conn, "Observation").error is None
     assert _observations(world) == clean and mark_of(world, conn) is not None
+
+
+def test_a_resource_a_listing_missed_is_tombstoned_then_revived_by_the_next_reconciliation_bdx31(
+    tmp_path: Any, shared_sb: SandboxServer, http: httpx.Client
+) -> None:
+    """The id listing itself skips a match without saying so: that cannot be told from a deletion, so the resource
+    is tombstoned. The next reconciliation lists it again; the copy read back is unchanged (its ``lastUpdated`` is
+    older than the tombstone) but was answered after it, so the row is live again as before. Before, an unchanged
+    resource wrongly tombstoned stayed deleted for good."""
+    world = _world(tmp_path, "w", http)
+    conn = connect_patient(world, shared_sb, http=http)
+    assert sync_type(world, conn, "Observation").error is None
+    before = _observations(world)
+    shared_sb.admin.settings(max_count=5)  # the listing asks for 1000 a page: make it page
+    add_fault(http, shared_sb, "search_silent_skip", path="/fhir/Observation", times=1)
+    try:
+        wrong = reconcile_deletes(world.env, conn, "Observation")
+    finally:
+        shared_sb.admin.reset_settings()
+    assert wrong.tombstoned == 1 and len(_observations(world)) == len(before)  # the row is kept, as a tombstone
+    again = reconcile_deletes(world.env, conn, "Observation")
+    assert again.unlisted == 1 and again.recovered is not None and again.recovered.updated == 1
+    assert _observations(world) == before

@@ -206,30 +206,43 @@ def test_bdx21_copy_without_last_updated_answered_before_the_deletion_stays_dele
     assert _row(wh, "a")[2] == DELETED_AT and '"old"' in str(_row(wh, "a")[3])
 
 
-def test_bdx21_with_last_updated_the_copy_must_be_newer_than_the_deletion(wh: Warehouse, zone: LandingZone) -> None:
-    """A copy with ``lastUpdated`` keeps the old rule whenever it was answered: only a ``lastUpdated`` after the
-    deletion revives."""
-    wh.upsert(land(zone, [resource("a", T1)]))
-    wh.tombstone("c1", "Observation", ["a"], DELETED_AT)
-    answered_later = DELETED_AT + timedelta(days=5)
-    stale = land(zone, [resource("a", T2, "2", status="stale")], run_id="r2", transaction_time=answered_later)
-    assert wh.upsert(stale) == UpsertStats(inserted=0, updated=0, unchanged=1)
-    assert wh.live_ids("c1", "Observation") == set()
-    newer = land(zone, [resource("a", T3, "3")], run_id="r3", transaction_time=None)
-    assert wh.upsert(newer) == UpsertStats(inserted=0, updated=1, unchanged=0)
-    assert wh.live_ids("c1", "Observation") == {"a"}
-
-
-@pytest.mark.parametrize("answered_at", [DELETED_AT + timedelta(milliseconds=1), DELETED_AT, None])
-def test_bdx21_tombstone_spares_a_copy_without_last_updated_answered_after_it(
-    wh: Warehouse, zone: LandingZone, answered_at: datetime | None
+@pytest.mark.parametrize(
+    ("last_updated", "answered_at", "revived"),
+    [
+        (T2, DELETED_AT + timedelta(days=5), True),  # unchanged on the server: the tombstone was wrong
+        (T3, None, True),  # newer than the deletion: revives whenever it was answered
+        (T1, DELETED_AT + timedelta(days=5), False),  # older than the version the tombstone replaced
+        (T2, DELETED_AT, False),  # answered at the deletion
+        (T2, DELETED_AT - timedelta(hours=1), False),  # answered before it (a late, older export)
+        (T2, None, False),  # when it was answered is not known (a referenced resource's read)
+    ],
+    ids=["unchanged-after", "newer-unknown", "older-after", "at", "before", "unknown"],
+)
+def test_bdx21_a_copy_with_last_updated_revives_when_newer_or_answered_after_the_deletion(
+    wh: Warehouse, zone: LandingZone, last_updated: str, answered_at: datetime | None, revived: bool
 ) -> None:
-    """The tombstone's side of the revival rule: a copy without ``lastUpdated`` that the server answered after the
-    deletion stays live when the deletion is applied after it (a Bulk export's ``deleted`` entries apply after its
-    output files: deleted, then re-created, within one export window), as the same copy applied after the
-    tombstone revives it; the order the two arrive in no longer decides. At or before the deletion, or unknown:
-    tombstoned as before."""
-    wh.upsert(land(zone, [resource("a", None, None, status="back")], transaction_time=answered_at))
+    """A copy with ``lastUpdated`` revives by a ``lastUpdated`` after the deletion, as ever, or, unchanged since,
+    by having been answered after it: the server still had it, so the deletion was wrong (a BDX-31 listing that
+    missed it without saying so). Before, only the first: an unchanged resource wrongly tombstoned stayed deleted
+    for good. A copy older than the version the tombstone replaced never revives."""
+    wh.upsert(land(zone, [resource("a", T2, "2")]))
+    assert wh.tombstone("c1", "Observation", ["a"], DELETED_AT) == 1
+    copy = land(zone, [resource("a", last_updated, "9", status="again")], run_id="r2", transaction_time=answered_at)
+    assert wh.upsert(copy).updated == (1 if revived else 0)
+    assert wh.live_ids("c1", "Observation") == ({"a"} if revived else set())
+
+
+@pytest.mark.parametrize("last_updated", [None, T1], ids=["no-last-updated", "older-last-updated"])
+@pytest.mark.parametrize("answered_at", [DELETED_AT + timedelta(milliseconds=1), DELETED_AT, None])
+def test_bdx21_tombstone_spares_a_copy_answered_after_it(
+    wh: Warehouse, zone: LandingZone, answered_at: datetime | None, last_updated: str | None
+) -> None:
+    """The tombstone's side of the revival rule: a copy (without ``lastUpdated``, or one from before the deletion)
+    that the server answered after the deletion stays live when the deletion is applied after it (a Bulk export's
+    ``deleted`` entries apply after its output files: deleted, then re-created, within one export window), as the
+    same copy applied after the tombstone revives it; the order the two arrive in no longer decides. At or before
+    the deletion, or unknown: tombstoned as before."""
+    wh.upsert(land(zone, [resource("a", last_updated, None, status="back")], transaction_time=answered_at))
     tombstoned = wh.tombstone("c1", "Observation", ["a"], DELETED_AT)
     spared = answered_at is not None and answered_at > DELETED_AT
     assert tombstoned == (0 if spared else 1)
