@@ -142,15 +142,17 @@ def newer_predicate(n: str, o: str) -> str:
     ``lastUpdated``.
     A live row is replaced by a newer ``lastUpdated``, or an equal one (both absent counts as equal) carrying a
     different ``versionId`` or content, unless both versionIds are numbers and the incoming one is the smaller
-    (bulk-data.md BDX-24: lastUpdated, then versionId); a row without ``lastUpdated`` never replaces one that has
-    it. Identical replays match nothing.
+    (bulk-data.md BDX-24: lastUpdated, then versionId), or the server answered the incoming copy before the stored
+    one (both ``transaction_time`` known: an older export landed after a newer search, on a server without
+    ``lastUpdated``); a row without ``lastUpdated`` never replaces one that has it. Identical replays match nothing.
     """
     same_time = f"({n}.last_updated = {o}.last_updated OR ({n}.last_updated IS NULL AND {o}.last_updated IS NULL))"
     differs = f"({n}.version_id IS DISTINCT FROM {o}.version_id OR {n}.content_hash IS DISTINCT FROM {o}.content_hash)"
+    answered_before = f"COALESCE({n}.transaction_time < {o}.transaction_time, FALSE)"
     live_newer = (
         f"({n}.last_updated > {o}.last_updated"
         f" OR ({o}.last_updated IS NULL AND {n}.last_updated IS NOT NULL)"
-        f" OR ({same_time} AND {differs} AND NOT {_older_version(n, o)}))"
+        f" OR ({same_time} AND {differs} AND NOT {_older_version(n, o)} AND NOT {answered_before}))"
     )
     not_older = f"({o}.last_updated IS NULL OR {n}.last_updated IS NULL OR {n}.last_updated >= {o}.last_updated)"
     revives = (

@@ -326,3 +326,25 @@ def test_resource_columns_name_the_table_in_order(wh: Warehouse) -> None:
         "ORDER BY ordinal_position"
     )
     assert tuple(r["column_name"] for r in rows) == _sql.RESOURCE_COLUMNS
+
+
+@pytest.mark.parametrize(
+    ("last_updated", "answered_at", "replaced"),
+    [
+        (None, DELETED_AT - timedelta(days=1), False),  # an older export landed after a newer search
+        (None, DELETED_AT + timedelta(days=1), True),  # answered later: the newer copy
+        (None, None, True),  # when it was answered is not known: the last landed wins, as before
+        (T1, DELETED_AT - timedelta(days=1), False),  # equal lastUpdated, other content, answered earlier
+    ],
+    ids=["no-last-updated-earlier", "no-last-updated-later", "no-last-updated-unknown", "equal-earlier"],
+)
+def test_bdx24_a_copy_the_server_answered_before_the_stored_one_does_not_replace_it(
+    wh: Warehouse, zone: LandingZone, last_updated: str | None, answered_at: datetime | None, replaced: bool
+) -> None:
+    """Without a newer ``lastUpdated`` to go by (none sent, or equal), the copy the server answered later stays:
+    a late, older export no longer replaces what a newer search stored. Before, the last copy landed won."""
+    stored = land(zone, [resource("a", last_updated, None, status="newer")], transaction_time=DELETED_AT)
+    wh.upsert(stored)
+    late = land(zone, [resource("a", last_updated, None, status="older")], run_id="r2", transaction_time=answered_at)
+    assert wh.upsert(late).updated == (1 if replaced else 0)
+    assert ('"older"' if replaced else '"newer"') in str(_row(wh, "a")[3])
