@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from connectors.budgets import step_budget
@@ -122,9 +122,9 @@ def _recover(
 ) -> ReconcileReport:
     """Read back the ids the server lists that the warehouse lacks (a search skipped them, or they are newer than
     the last sync); too many, or a grant that allows search but not read, and the type's next sync searches it
-    whole instead (its mark is cleared). The rows
-    are observed when the server listed them (``listed_at``, its clock), so one without ``lastUpdated`` that the
-    warehouse holds as deleted since before that is live again (``warehouse/_sql.newer_predicate``)."""
+    whole instead (its mark is cleared). The rows are observed when the server listed them (``listed_at``, its
+    clock), so one the warehouse holds as deleted since before that is live again
+    (``warehouse/_sql.newer_predicate``)."""
     rtype = report.resource_type
     unreadable = conn.scopes is not None and not conn.scopes.allows(rtype, "read")  # SMART v2: `.s` without `.r`
     if len(ids) > RECOVER_MAX_IDS or unreadable:
@@ -136,7 +136,7 @@ def _recover(
             len(ids),
             "the grant allows search, not read" if unreadable else f"over {RECOVER_MAX_IDS} to read back",
         )
-        return ReconcileReport(rtype, report.tombstoned, len(ids), None, mark_cleared=True)
+        return replace(report, mark_cleared=True)
     try:
         with (
             step_budget("reading back resources the searches missed", env.step_budget_s),
@@ -154,4 +154,4 @@ def _recover(
         logged = exc.safe_message if isinstance(exc, FhirError) else str(exc)  # no server diagnostics in logs
         _log.warning("reading back %d unlisted %s of %s failed: %s", len(ids), rtype, conn.id, logged)
         landed = TypeReport(rtype, error=f"{getattr(exc, 'code', type(exc).__name__)}: {logged}")
-    return ReconcileReport(rtype, report.tombstoned, len(ids), landed)
+    return replace(report, recovered=landed)

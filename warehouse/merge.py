@@ -152,8 +152,8 @@ class Warehouse(Records, Reads, Purge):
         *,
         tenant_id: str | None = None,
     ) -> int:
-        """Soft-delete ids; returns how many became deleted. Rows updated after ``deleted_at`` (or, without a
-        ``lastUpdated``, answered after it: ``transaction_time``) stay live, and
+        """Soft-delete ids; returns how many became deleted. Rows updated after ``deleted_at``, or answered after it
+        (``transaction_time``), stay live, and
         unknown ids get a placeholder tombstone so a late, older copy cannot resurrect them."""
         when = _aware("deleted_at", deleted_at)
         with self._write(f"{connection_id}/{resource_type}") as cur:

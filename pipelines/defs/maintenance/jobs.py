@@ -73,14 +73,14 @@ def reconcile_connection(
 ) -> Output[dict[str, int]]:
     connection_id = context.partition_key
     deleted: dict[str, int] = {}
-    recovered: dict[str, int] = {}
+    unlisted: dict[str, int] = {}
     failed: dict[str, str] = {}  # types whose read-back failed (their tombstones kept): the op fails at the end
     with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
         for resource_type in PATIENT_TYPES:
             report = reconcile_deletes(env, connection_id, resource_type, run_id=context.run_id)
             deleted[resource_type] = report.tombstoned
             if report.unlisted:
-                recovered[resource_type] = report.unlisted
+                unlisted[resource_type] = report.unlisted
             if report.recovered is not None and report.recovered.error is not None:
                 failed[resource_type] = report.recovered.error
             if report.tombstoned or (report.recovered is not None and report.recovered.error is None):
@@ -89,9 +89,9 @@ def reconcile_connection(
         "reconciled %s: %d rows tombstoned, %d ids listed by the EHR but not stored",
         connection_id,
         sum(deleted.values()),
-        sum(recovered.values()),
+        sum(unlisted.values()),
     )
-    metadata = {"deleted": MetadataValue.json(deleted), "unlisted": MetadataValue.json(recovered)}
+    metadata = {"deleted": MetadataValue.json(deleted), "unlisted": MetadataValue.json(unlisted)}
     if failed:
         raise Failure(
             description=f"reconciled {connection_id}, but reading back what the EHR lists and the warehouse lacks "
