@@ -22,6 +22,7 @@ from store.models import Connection, utcnow
 from store.states import OAuthStateStore
 from tests.auth_service.conftest import NoNetwork
 from tests.auth_service.ehr import CALLBACK, Service, patient_ids, running_service, sandbox_admin, smart_practice
+from tests.auth_service.test_flow_guards import pending_state
 from tests.auth_service.test_flows_sandbox import register
 
 LOGIN = "/api/integrations/smart/login?tenant=t1&provider=smart"
@@ -128,16 +129,11 @@ def test_sal13_reload_after_a_failed_exchange_shows_that_error_and_sends_no_code
 def _consumed(h: Any, sid: str, code: str, ago: timedelta) -> str:
     """A state this browser's callback consumed ``ago`` and is still exchanging (pending)."""
     ctx = h.app.state.ctx
-    store = OAuthStateStore(ctx.db, ctx.cipher, clock=lambda: utcnow() - ago)
-    state = store.create(
-        browser_session=sid,
-        tenant_id="t1",
-        provider_id="smart",
-        issuer="https://ehr.example/fhir",
-        code_verifier="v" * 64,
-        scope="launch/patient openid",
+    clock = lambda: utcnow() - ago  # noqa: E731
+    state = pending_state(h, sid, clock=clock)
+    OAuthStateStore(ctx.db, ctx.cipher, clock=clock).consume(
+        state, browser_session=sid, replay_key=replay_key(code, None)
     )
-    store.consume(state, browser_session=sid, replay_key=replay_key(code, None))
     return state
 
 

@@ -88,7 +88,8 @@ def test_login_errors(guarded) -> None:
     assert guarded.transport.calls == []
 
 
-def _state(h, sid: str, *, clock=None) -> str:
+def pending_state(h, sid: str, *, clock=None) -> str:  # type: ignore[no-untyped-def]
+    """A state created for browser session ``sid`` (at ``clock``'s time), not yet consumed."""
     ctx = h.app.state.ctx
     store = OAuthStateStore(ctx.db, ctx.cipher, clock=clock) if clock else ctx.states
     return store.create(
@@ -114,7 +115,7 @@ def test_sal13_unknown_state_400_no_token_call(guarded) -> None:
 def test_sal13_state_single_use_and_error_handled_after_consuming(guarded) -> None:
     h = guarded()
     sid = "s" * 43
-    state = _state(h, sid)
+    state = pending_state(h, sid)
     h.client.cookies.set("ehrsync_sid", sid)
     r = h.client.get("/api/integrations/smart/callback", params={"state": state, "error": "access_denied"})
     assert r.status_code == 403 and r.json()["error"] == "access_denied"
@@ -127,7 +128,7 @@ def test_sal13_state_single_use_and_error_handled_after_consuming(guarded) -> No
 def test_sal09_state_expired(guarded) -> None:
     h = guarded()
     sid = "s" * 43
-    state = _state(h, sid, clock=lambda: utcnow() - timedelta(minutes=11))
+    state = pending_state(h, sid, clock=lambda: utcnow() - timedelta(minutes=11))
     h.client.cookies.set("ehrsync_sid", sid)
     r = h.client.get("/api/integrations/smart/callback", params={"state": state, "code": "c0de"})
     assert r.status_code == 400 and r.json()["error"] == "invalid_state"
@@ -136,7 +137,7 @@ def test_sal09_state_expired(guarded) -> None:
 
 def test_sal09_state_bound_to_browser(guarded) -> None:
     h = guarded()
-    state = _state(h, "a" * 43)
+    state = pending_state(h, "a" * 43)
     h.client.cookies.set("ehrsync_sid", "b" * 43)
     r = h.client.get("/api/integrations/smart/callback", params={"state": state, "code": "c0de"})
     assert r.status_code == 400 and r.json()["error"] == "invalid_state"
@@ -158,7 +159,7 @@ def test_sal09_state_bound_to_browser(guarded) -> None:
 def test_sal36_authorize_errors_mapped(guarded, error: str, code: str, status: int) -> None:
     h = guarded()
     sid = "s" * 43
-    state = _state(h, sid)
+    state = pending_state(h, sid)
     h.client.cookies.set("ehrsync_sid", sid)
     r = h.client.get(
         "/api/integrations/smart/callback",
@@ -203,7 +204,7 @@ def test_backend_needs_confidential_client_configuration_error(guarded) -> None:
 def test_sal13_state_single_use_on_postgres(guarded, postgres_url) -> None:
     h = guarded(DATABASE_URL=postgres_url)
     sid = "p" * 43
-    state = _state(h, sid)
+    state = pending_state(h, sid)
     h.client.cookies.set("ehrsync_sid", sid)
     r = h.client.get("/api/integrations/smart/callback", params={"state": state, "error": "access_denied"})
     assert r.status_code == 403 and r.json()["error"] == "access_denied"

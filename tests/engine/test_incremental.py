@@ -13,6 +13,7 @@ from engine.search_recovery import format_instant
 from store.models import Connection
 from tests.engine.helpers import connect_patient, content_fingerprint, make_environment, mutate
 from tests.engine.job_runs import run_sync
+from tests.engine.test_reconcile_recovery import tombstoned_then_recreated
 
 # Whole runs are production's Dagster job; a test about one property runs a few types (and their references).
 SOME_TYPES = ["Patient", "Encounter", "Observation"]
@@ -104,12 +105,7 @@ def test_bdx31_a_resource_recreated_on_a_server_without_last_updated_is_live_aga
     the server under its id, is live again after the next sync, as the server serves it. Before, only a newer
     ``lastUpdated`` lifted a tombstone, so the warehouse said "deleted" for good while the server served it."""
     sb = start_sandbox(patients=1, omit_last_updated=True)
-    conn = connect_patient(world, sb, http=http)
-    assert run_sync(world, conn).status == "completed"
-    (ref,) = mutate(http, sb, delete=1)["deleted"]
-    rtype, rid = ref.split("/")
-    assert reconcile_deletes(world.env, conn, rtype).tombstoned == 1
-    assert sb.admin.restore(ref) == [ref]
+    conn, rtype, rid = tombstoned_then_recreated(world, sb, http)
     again = run_sync(world, conn)
     assert again.status == "completed", again.error
     assert again.types[rtype].updated == 1

@@ -33,6 +33,18 @@ def _observations(world: SyncWorld) -> list[tuple[Any, ...]]:
     return [r for r in content_fingerprint(world.env.warehouse_target, with_connection=False) if r[0] == "Observation"]
 
 
+def tombstoned_then_recreated(world: SyncWorld, sb: SandboxServer, http: httpx.Client) -> tuple[str, str, str]:
+    """A connected patient synced, one of its resources deleted on the server and tombstoned by the reconciliation,
+    then re-created under its id: (connection, type, id)."""
+    conn = connect_patient(world, sb, http=http)
+    assert run_sync(world, conn).status == "completed"
+    (ref,) = mutate(http, sb, delete=1)["deleted"]
+    rtype, rid = ref.split("/")
+    assert reconcile_deletes(world.env, conn, rtype).tombstoned == 1
+    assert sb.admin.restore(ref) == [ref]
+    return conn, rtype, rid
+
+
 def _skipped_sync(
     tmp_path: Any, shared_sb: SandboxServer, http: httpx.Client, scope: str = PATIENT_SCOPE
 ) -> tuple[SyncWorld, str, list[Any]]:
@@ -86,12 +98,7 @@ def test_reconciliation_reads_back_a_recreated_resource_without_last_updated_and
     time, after the deletion), so it is live again. Before, a read-back copy carried no time and stayed deleted."""
     sb = start_sandbox(patients=1, omit_last_updated=True)
     world = _world(tmp_path, "w", http)
-    conn = connect_patient(world, sb, http=http)
-    assert run_sync(world, conn).status == "completed"
-    (ref,) = mutate(http, sb, delete=1)["deleted"]
-    rtype, rid = ref.split("/")
-    assert reconcile_deletes(world.env, conn, rtype).tombstoned == 1
-    assert sb.admin.restore(ref) == [ref]
+    conn, rtype, rid = tombstoned_then_recreated(world, sb, http)
     report = reconcile_deletes(world.env, conn, rtype)
     assert report.unlisted == 1 and report.recovered is not None and report.recovered.updated == 1
     with world.env.warehouse() as wh:

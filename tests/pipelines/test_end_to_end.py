@@ -5,7 +5,6 @@ bound to their real resources) → assets → warehouse rows, metadata, checks, 
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from engine import runs
 from engine.settings import PipelineSettings
 from pipelines.definitions import build_definitions
 from sandbox import SandboxConfig, SandboxServer
-from tests.engine.helpers import SyncWorld, connect_patient, make_environment
+from tests.engine.helpers import SyncWorld, connect_patient
 from tests.pipelines.backend import connect_backend_with_config
 from warehouse import open_warehouse
 
@@ -32,21 +31,6 @@ NO_IMMUNIZATION = (
 def ehr() -> Iterator[SandboxServer]:
     with SandboxServer(SandboxConfig(patients=2, seed=11)) as server:
         yield server
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30.0) as client:
-        yield client
-
-
-@pytest.fixture
-def world(tmp_path: Path, http: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> Iterator[SyncWorld]:
-    made = make_environment(tmp_path / "state", http=http)
-    monkeypatch.setenv("INTEGRATIONS_TOKEN_ENC_KEY", base64.b64encode(made.cipher_key).decode())
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    yield made
-    made.env.db.dispose()
 
 
 def settings_for(tmp_path: Path) -> PipelineSettings:

@@ -3,8 +3,6 @@ deletions tombstoned), then fails naming that type, instead of stopping at it ev
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +17,8 @@ from engine import deletes
 from engine.settings import PipelineSettings
 from pipelines.definitions import build_definitions
 from sandbox import SandboxConfig, SandboxServer
-from tests.engine.helpers import SyncWorld, connect_patient, make_environment
+from tests.engine.helpers import SyncWorld, connect_patient
 from tests.pipelines.test_end_to_end import live_counts
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30.0) as client:
-        yield client
-
-
-@pytest.fixture
-def world(tmp_path: Path, http: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> Iterator[SyncWorld]:
-    made = make_environment(tmp_path / "state", http=http)
-    monkeypatch.setenv("INTEGRATIONS_TOKEN_ENC_KEY", base64.b64encode(made.cipher_key).decode())
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    yield made
-    made.env.db.dispose()
 
 
 def test_a_failed_read_back_fails_the_op_after_every_type_is_reconciled_bdx31(
