@@ -17,7 +17,7 @@ import socket
 import httpx
 
 from connectors.budgets import check_step_budget, forget_unreachable, mark_unreachable, unreachable_reason
-from connectors.errors import EhrUnreachableError, TransportError
+from connectors.errors import EhrUnreachableError, RequestDeadlineError, TransportError
 from connectors.http.urls import redact_url
 from connectors.transport.answers import CONTROL_CHARS, retry_kind
 from connectors.transport.plan import PlannedTransport, RequestPlan
@@ -99,9 +99,7 @@ class RetryTransport(PlannedTransport):
         url = redact_url(str(request.url))
         not_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))  # safe to retry even a POST
         if not (plan.idempotent or not_sent) or not plan.can_retry():
-            raise TransportError(
-                f"{request.method} {url} failed after {plan.attempt + 1} attempt(s): {type(exc).__name__}"
-            ) from exc
+            raise _out_of_attempts(request, plan, exc, url) from exc
         delay = plan.policy.backoff_delay(plan.attempt)
         logger.warning("transport error, retrying", extra={"url": url, "delay_s": delay})
         plan.wait(delay)
@@ -132,3 +130,18 @@ class RetryTransport(PlannedTransport):
         response.close()
         plan.wait(delay)
         return False
+
+
+def _out_of_attempts(request: httpx.Request, plan: RequestPlan, exc: httpx.TransportError, url: str) -> TransportError:
+    """The error of a request's last failed attempt. A timeout that came from the wait being cut to the request
+    deadline names the deadline (as SMART calls do), not httpx's ``ReadTimeout`` (whose own 30 s never ran
+    out); cut to a spent step budget instead, the step budget's error (the stored mark is kept)."""
+    bounds = plan.bounds
+    if isinstance(exc, httpx.TimeoutException) and bounds is not None and bounds.attempt_overran(request):
+        check_step_budget()
+        if bounds.deadline_s is not None:
+            return RequestDeadlineError(
+                f"{request.method} {url} got no complete answer within {bounds.deadline_s:g} s "
+                f"(EHRSYNC_REQUEST_DEADLINE_S) on {plan.attempt + 1} attempt(s)"
+            )
+    return TransportError(f"{request.method} {url} failed after {plan.attempt + 1} attempt(s): {type(exc).__name__}")

@@ -28,8 +28,8 @@ from connectors.errors import (
     BulkFileTooSlowError,
     BulkFileTruncatedError,
     ConfigurationError,
+    RequestDeadlineError,
     TransferTooSlowError,
-    TransportError,
 )
 from connectors.fhir.download import wire_allowance
 from connectors.transport import BodyBounds, LowSpeedLimit
@@ -133,7 +133,8 @@ def test_a_files_headers_are_under_the_request_deadline(server: tuple[str, Scrip
     script.actions = [_headers_a_byte_at_a_time(0.05) for _ in range(2)]
     bulk = BulkClient(f"{base}/fhir", None, retry=recording_policy([], max_attempts=2), bounds=BodyBounds(None, 1.0))
     started = time.monotonic()
-    with pytest.raises(TransportError, match=r"failed after 2 attempt\(s\): ReadTimeout"):
+    deadline = r"no complete answer within 1 s \(EHRSYNC_REQUEST_DEADLINE_S\) on 2 attempt"
+    with pytest.raises(RequestDeadlineError, match=deadline):
         bulk.download(f"{base}/files/Patient.ndjson", tmp_path / "p.ndjson", requires_token=False)
     assert time.monotonic() - started < 2 * 1.0 + 1.5
     assert len(script.seen) == 2

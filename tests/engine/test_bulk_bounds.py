@@ -89,17 +89,45 @@ def test_trickled_manifest_fails_with_request_deadline_and_the_job_resumes(
     request_log: RequestLog,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("EHRSYNC_REQUEST_DEADLINE_S", "1")
+    # 5 s, not 1: the deadline bounds every request of the run, and a kick-off answered in over a second on a
+    # busy CI machine failed the run before any job existed; the trickled manifest still needs far longer
+    monkeypatch.setenv("EHRSYNC_REQUEST_DEADLINE_S", "5")
     conn = connect_backend(world, shared_sb, http=http, group_id=GROUP)
     # every poll, one byte/0.2 s
     first, took = _export_while_trickling(world, shared_sb, http, conn, "trickled-manifest", "/bulk/status", 0.2)
-    assert took < 20, "the deadline ends the request, not the server"
+    assert took < 30, "the deadline ends the request, not the server"
     assert first.status == "failed" and first.error is not None
     (job,) = _jobs(world, conn)
-    assert first.error.startswith(f"request_deadline_exceeded: GET {job.status_url} was still sending after 1 s")
+    assert first.error.startswith(f"request_deadline_exceeded: GET {job.status_url} was still sending after 5 s")
     assert job.status == "polling"
     assert not request_log.paths("/bulk/status", method="DELETE")
     _resumes_at_the_same_status_url(world, conn, request_log, job)
+
+
+def test_a_kick_off_answered_after_the_deadline_fails_naming_it_and_records_no_job(
+    shared_sb: SandboxServer,
+    world: SyncWorld,
+    http: httpx.Client,
+    request_log: RequestLog,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A kick-off whose headers take longer than EHRSYNC_REQUEST_DEADLINE_S is cut there and named as the
+    deadline (before, ``ReadTimeout``: httpx's own 30 s never ran out, so the message misled); it is not sent
+    again (a kick-off may have started a job), no job is recorded, and the next run kicks off afresh."""
+    monkeypatch.setenv("EHRSYNC_REQUEST_DEADLINE_S", "1")
+    conn = connect_backend(world, shared_sb, http=http, group_id=GROUP)
+    kick_off = f"/fhir/Group/{GROUP}/$export"
+    add_fault(http, shared_sb, "slow", path=kick_off, delay_s=3.0)
+    request_log.clear()
+    first = run_bulk_export(world.env, conn, "slow-kick-off")
+    assert first.status == "failed" and first.error is not None
+    assert first.error.startswith("request_deadline_exceeded: GET "), first.error
+    assert f"{kick_off} got no complete answer within 1 s (EHRSYNC_REQUEST_DEADLINE_S) on 1 attempt" in first.error
+    assert len(request_log.paths(kick_off)) == 1 and not _jobs(world, conn)
+    monkeypatch.setenv("EHRSYNC_REQUEST_DEADLINE_S", "30")
+    again = run_bulk_export(world.env, conn, "after-slow-kick-off")
+    assert again.status == "completed", again.error
+    assert not again.resumed and len(_jobs(world, conn)) == 1
 
 
 def test_bulk_client_reads_its_bounds_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
