@@ -64,6 +64,8 @@ ERROR_CODES: dict[str, int] = {
     "warehouse_busy": 503,
     "warehouse_unavailable": 503,
     "configuration_error": 409,
+    "sign_in_interrupted": 500,
+    "interrupted_after_connecting": 500,
 }
 
 

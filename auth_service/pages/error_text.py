@@ -14,6 +14,8 @@ __all__ = ["PlainError", "plain_error"]
 class PlainError:
     title: str
     explanation: str
+    #: "Try again" is offered (when this browser has a connect link to start from); not when it would connect twice
+    retry: bool = True
 
 
 _SETUP = PlainError(
@@ -53,6 +55,18 @@ _TEXTS: dict[str, PlainError] = {
         "More than one practice uses this app with your health system, and the link your health system opened"
         " does not say which practice it is for, so nothing was shared. This is not something you did. Please"
         " tell your practice: it needs to register its own launch link for this app in the health system.",
+    ),
+    "sign_in_interrupted": PlainError(
+        "We couldn't finish connecting your record",
+        "Something went wrong on our side before your record was connected. This is not something you did."
+        " Nothing was shared. You can try again; if it keeps happening, tell your practice.",
+    ),
+    "interrupted_after_connecting": PlainError(
+        "Your records were connected, but something went wrong afterwards",
+        "Your health system gave access to your record and it was saved, so you don't need to connect again."
+        " Something went wrong on our side after that, so this page could not finish. If your practice's app"
+        " does not show your records as connected, tell your practice.",
+        retry=False,
     ),
     "invalid_redirect": PlainError(
         "This link points somewhere we can't send you",

@@ -38,6 +38,6 @@ def render_error(request: Request, error: ServiceError, *, retry: bool = True) -
         "message": error.message,
         "title": plain.title,
         "explanation": plain.explanation,
-        "retry_url": RESTART_PATH if retry and _can_restart(request) else None,
+        "retry_url": RESTART_PATH if retry and plain.retry and _can_restart(request) else None,
     }
     return templates.TemplateResponse(request, "error.html", context, status_code=http_status(error))

@@ -23,9 +23,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from auth_service.services.callback_errors import sanitize_description
 from auth_service.services.context import ServiceContext
-from auth_service.services.errors import ServiceError
+from auth_service.services.errors import ServiceError, SignInInterruptedError
 from connectors.budgets import DEFAULT_REQUEST_DEADLINE_S
-from store.models import utcnow
+from store.models import Connection, TokenRecord, utcnow
 from store.states import CallbackOutcome, RecordedOutcome
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "StillConnecting",
     "exchange_deadline_s",
     "failed_outcome",
+    "interrupted_error",
     "record_outcome",
     "replay_callback",
     "replay_key",
@@ -100,6 +101,33 @@ def failed_outcome(error: ServiceError) -> CallbackOutcome:
     return CallbackOutcome("failed", error_code=error.code, message=sanitize_description(error.message))
 
 
+def interrupted_error(ctx: ServiceContext, connection_id: str | None) -> SignInInterruptedError:
+    """What a patient is told of a callback that stopped on an unexpected error: whether it had connected them
+    (the connection it stored, ``connection_id``, is there with its tokens) or nothing was shared."""
+    if connection_id is not None and _stored(ctx, connection_id):
+        return SignInInterruptedError(
+            f"connection {connection_id} was made and its tokens stored, but the sign-in then stopped on an"
+            " unexpected error in this service",
+            code="interrupted_after_connecting",
+            connectionId=connection_id,
+        )
+    return SignInInterruptedError(
+        "the sign-in stopped on an unexpected error in this service before any connection was stored; start again"
+    )
+
+
+def _stored(ctx: ServiceContext, connection_id: str) -> bool:
+    """The connection the callback recorded once its tokens were stored is still there, with its tokens."""
+    try:
+        with ctx.db.session() as session:
+            return session.get(Connection, connection_id) is not None and (
+                session.get(TokenRecord, connection_id) is not None
+            )
+    except SQLAlchemyError as exc:  # the database failing too: it was stored, as the callback recorded
+        logger.warning("could not look up the callback's connection: %s", type(exc).__name__)
+        return True
+
+
 def record_outcome(ctx: ServiceContext, state: str, outcome: CallbackOutcome) -> None:
     """Best effort: the first request's own answer must not be lost to a failed write (a reload then waits for
     the exchange deadline instead)."""
@@ -135,6 +163,8 @@ def replay_callback(
         raise ReplayedCallbackError(outcome.message or "connecting your record failed", code=kept)
     if _running(recorded, deadline):
         return StillConnecting(waited)
+    if outcome.status == "abandoned" or (outcome.connection_id and _stored(ctx, outcome.connection_id)):
+        raise interrupted_error(ctx, outcome.connection_id)  # stopped on an error, or after storing a connection
     raise ReplayedCallbackError(
         f"the sign-in did not finish: the code exchange with the health system was not over within {deadline:g} s"
         " of the callback, or it stopped; start again"

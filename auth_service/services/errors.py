@@ -14,6 +14,7 @@ PHI (connector messages are already safe to show, OAuth descriptions are sanitiz
     ├── PurgeRefusedError                                           a connection's data cannot be purged now
     ├── WarehouseReadError                                          synced data cannot be read now (retry)
     ├── AuthorizationRefusedError                                   the EHR answered the authorize step with an error
+    ├── SignInInterruptedError                                      the callback stopped on an unexpected error
     └── EhrCallError, WriteRefusedError                             a connector error, under its documented code
 """
 
@@ -37,6 +38,7 @@ __all__ = [
     "ProviderUnusableError",
     "PurgeRefusedError",
     "ServiceError",
+    "SignInInterruptedError",
     "StateRefusedError",
     "SyncInProgressError",
     "SyncRefusedError",
@@ -169,6 +171,12 @@ class AuthorizationRefusedError(
     ServiceError, codes=("authorize_failed", *(code for code, _ in CALLBACK_ERROR_CODES.values()))
 ):
     """The EHR redirected back with an OAuth error (SAL-36); ``ehr_error*`` are its sanitized words."""
+
+
+class SignInInterruptedError(ServiceError, codes=("sign_in_interrupted", "interrupted_after_connecting")):
+    """The callback stopped on an unexpected error (a bug) before it finished: before any connection was stored
+    (``sign_in_interrupted``: nothing was shared), or after its connection and tokens were (the patient is
+    connected; ``connectionId`` names the connection)."""
 
 
 class EhrCallError(

@@ -6,6 +6,7 @@ connection the same way and neither leaves one behind without tokens.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from auth_service.services.context import ServiceContext
@@ -26,10 +27,11 @@ def keep_connection(
     action: str,
     actor: str,
     detail: dict[str, Any],
+    on_saved: Callable[[str], None] | None = None,
     **fields: Any,
 ) -> str:
     """Store an active connection (``fields``: its kind, granted scopes, patient...) with its audit entry, then
-    its tokens; returns the connection's id."""
+    its tokens; returns the connection's id. ``on_saved`` is told the id once the tokens are stored too."""
     with ctx.db.session() as session, session.begin():
         conn = Connection(
             tenant_id=profile.tenant_id,
@@ -55,6 +57,8 @@ def keep_connection(
             detail={"provider": profile.provider_id, **detail},
         )
     save_tokens_or_forget(ctx, connection_id, token)
+    if on_saved is not None:
+        on_saved(connection_id)
     return connection_id
 
 

@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 
 from auth_service.services.audit import audit_event
 from auth_service.services.callback_errors import callback_error, sanitize_description
-from auth_service.services.callback_replay import CallbackResult, failed_outcome, record_outcome, replay_key
+from auth_service.services.callback_replay import (
+    CallbackResult,
+    failed_outcome,
+    interrupted_error,
+    record_outcome,
+    replay_key,
+)
 from auth_service.services.context import ServiceContext
 from auth_service.services.errors import (
     AuthorizationRefusedError,
@@ -149,7 +156,8 @@ def complete_authorization(
     """Consume the state first (SAL-13), then handle the EHR's error or exchange the code.
 
     The audit records the same code the caller is answered with; the state keeps the outcome for a reload of
-    this callback (``callback_replay``).
+    this callback (``callback_replay``), and the connection as soon as it is stored: an unexpected error after
+    that (a bug) is answered "connected, but something went wrong afterwards", not "nothing was shared".
     """
     try:
         stored = ctx.states.consume(
@@ -157,20 +165,33 @@ def complete_authorization(
         )
     except InvalidStateError as exc:
         raise StateRefusedError(str(exc)) from None
+    saved: list[str] = []
+
+    def link(connection_id: str) -> None:
+        saved.append(connection_id)
+        record_outcome(ctx, state or "", CallbackOutcome("pending", connection_id=connection_id))
+
     try:
-        result = _finish(ctx, stored, code=code, error=error, error_description=error_description)
+        result = _finish(ctx, stored, code=code, error=error, error_description=error_description, on_saved=link)
     except ServiceError as exc:
         record_outcome(ctx, state or "", failed_outcome(exc))
         raise
-    except Exception:
+    except Exception as exc:
         record_outcome(ctx, state or "", CallbackOutcome("abandoned"))
-        raise
+        logger.exception("the callback stopped on an unexpected %s", type(exc).__name__)  # redacted traceback
+        raise interrupted_error(ctx, saved[-1] if saved else None) from exc
     record_outcome(ctx, state or "", CallbackOutcome("connected", connection_id=result.connection_id))
     return result
 
 
 def _finish(
-    ctx: ServiceContext, stored: ConsumedState, *, code: str | None, error: str | None, error_description: str | None
+    ctx: ServiceContext,
+    stored: ConsumedState,
+    *,
+    code: str | None,
+    error: str | None,
+    error_description: str | None,
+    on_saved: Callable[[str], None],
 ) -> CallbackResult:
     """The consumed state's callback: the EHR's error, or the code exchanged."""
     if error:
@@ -192,7 +213,7 @@ def _finish(
         _audit_failure(ctx, stored, "invalid_request", ehr_error=None)
         raise InvalidInputError("callback has neither 'code' nor 'error'")
     try:
-        return _exchange(ctx, stored, code)
+        return _exchange(ctx, stored, code, on_saved)
     except ServiceError as exc:
         _audit_failure(ctx, stored, exc.code)
         raise
@@ -212,7 +233,7 @@ def _without_secrets(error: ServiceError, *values: str) -> ServiceError:
     return EhrCallError(message, code=error.code, **error.details)
 
 
-def _exchange(ctx: ServiceContext, stored: ConsumedState, code: str) -> CallbackResult:
+def _exchange(ctx: ServiceContext, stored: ConsumedState, code: str, on_saved: Callable[[str], None]) -> CallbackResult:
     with ctx.db.session() as session:
         profile = resolve_profile(session, ctx.cipher, ctx.settings, stored.tenant_id, stored.provider_id)
     if normalize_issuer(profile.fhir_base) != normalize_issuer(stored.issuer):
@@ -242,6 +263,7 @@ def _exchange(ctx: ServiceContext, stored: ConsumedState, code: str) -> Callback
         encounter_id=token.encounter,
         fhir_user=fhir_user,
         granted_scopes=granted,
+        on_saved=on_saved,
     )
     logger.info("connection %s authorized for tenant %s", connection_id, profile.tenant_id)
     return CallbackResult(connection_id, profile.tenant_id, stored.redirect_target)

@@ -178,3 +178,30 @@ def test_sal13_still_connecting_outlasts_the_call_budget_waits_of_the_first_requ
     r = h.client.get(CALLBACK, params={"state": stale, "code": "c0de"})
     assert r.status_code == 503 and "not over within 138 s" in r.json()["message"]
     assert transport.calls == []
+
+
+def test_reload_of_a_callback_that_stopped_after_storing_its_connection_says_the_records_were_connected(
+    make_app,
+) -> None:
+    """Its first request stored the connection and its tokens, then stopped without an answer (a killed process):
+    once the wait is over, "Nothing was shared" would be untrue, so the reload says the records were connected."""
+    from connectors.smart.token import TokenResponse
+    from store.states import CallbackOutcome
+
+    h = make_app(http=httpx.Client(transport=NoNetwork()), EHRSYNC_REQUEST_DEADLINE_S="2")
+    ctx, sid = h.app.state.ctx, "s" * 43
+    h.client.cookies.set("ehrsync_sid", sid)
+    h.bootstrap("t1")
+    with ctx.db.session() as session, session.begin():
+        session.add(
+            Connection(id="conn-1", tenant_id="t1", provider_id="smart", fhir_base="https://ehr", client_id="c")
+        )
+    ctx.vault.save_token_response("conn-1", TokenResponse("at-secret", "Bearer", 300, "patient/*.rs"))
+    stale = _consumed(h, sid, "c0de", timedelta(seconds=40))
+    OAuthStateStore(ctx.db, ctx.cipher).record_outcome(stale, CallbackOutcome("pending", connection_id="conn-1"))
+    r = h.client.get(CALLBACK, params={"state": stale, "code": "c0de"})
+    assert r.status_code == 500 and r.json()["error"] == "interrupted_after_connecting"
+    assert r.json()["connectionId"] == "conn-1"
+    page = h.client.get(CALLBACK, params={"state": stale, "code": "c0de"}, headers=HTML)
+    assert "Your records were connected, but something went wrong afterwards" in page.text
+    assert "Nothing was shared" not in page.text

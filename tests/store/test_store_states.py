@@ -129,6 +129,18 @@ def test_sal13_consumed_state_keeps_its_callback_outcome_for_its_own_browser_and
     assert store.recorded_outcome(state, browser_session="browser-1", replay_key=key) is None
 
 
+def test_the_connection_a_callback_stored_stays_named_when_it_then_stops(db: AppDatabase, cipher: TokenCipher) -> None:
+    """Kept with the state as soon as it is stored: a callback that then stops (``abandoned``) must not lose it,
+    or its reload would tell the patient nothing was shared."""
+    store = OAuthStateStore(db, cipher)
+    state = create(store)
+    store.consume(state, browser_session="browser-1", replay_key="k")
+    store.record_outcome(state, CallbackOutcome("pending", connection_id="c-1"))
+    store.record_outcome(state, CallbackOutcome("abandoned"))
+    kept = store.recorded_outcome(state, browser_session="browser-1", replay_key="k")
+    assert kept is not None and kept.outcome == CallbackOutcome("abandoned", connection_id="c-1")
+
+
 def test_sal13_a_state_burnt_by_another_browser_keeps_no_outcome(db: AppDatabase, cipher: TokenCipher) -> None:
     store = OAuthStateStore(db, cipher)
     state = create(store)
