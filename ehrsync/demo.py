@@ -35,6 +35,7 @@ from ehrsync.demo_setup import (
     authorize_patient,
     check_state_dir,
     demo_environment,
+    mark_demo_state,
     practice_settings,
     refuse_external_stores,
 )
@@ -94,6 +95,8 @@ def run_demo(
     refuse_external_stores(load_app_settings())
     if state_dir.exists() and not keep:
         shutil.rmtree(state_dir)
+    if not state_dir.exists() or not any(state_dir.iterdir()):  # only a folder it creates is the demo's to delete
+        mark_demo_state(state_dir)
     env = demo_environment(state_dir)
     settings = _demo_settings(state_dir, env)
     os.environ["INTEGRATIONS_TOKEN_ENC_KEY"] = env["INTEGRATIONS_TOKEN_ENC_KEY"]  # the vault opens with it

@@ -17,6 +17,7 @@ from settings import AppSettings
 
 __all__ = [
     "BACKEND_CLIENT",
+    "DEMO_MARKER",
     "DEMO_TENANT",
     "ENV_FILE",
     "PATIENT_CLIENT",
@@ -25,6 +26,8 @@ __all__ = [
     "authorize_patient",
     "check_state_dir",
     "demo_environment",
+    "is_demo_state",
+    "mark_demo_state",
     "practice_settings",
     "refuse_external_stores",
 ]
@@ -33,6 +36,13 @@ DEMO_TENANT = "demo-clinic"
 PATIENT_CLIENT = "ehrsync-demo"
 BACKEND_CLIENT = "ehrsync-demo-bulk"
 ENV_FILE = "ehrsync.env"
+#: Written by ``ehrsync demo`` alone, into a state folder it creates: what makes a non-empty folder one the demo
+#: may delete. Not ``ehrsync.env``: ``ehrsync ui --state DIR`` writes that into whatever folder it is given.
+DEMO_MARKER = ".ehrsync-demo"
+#: What a demo from before the marker left at the top of its state folder (``app.db*``, ``warehouse.duckdb*``
+#: too): such a folder is still the demo's when it holds the demo's signing key and nothing else.
+_OLD_DEMO_NAMES = frozenset({ENV_FILE, "keys", "landing", "attachments", "dagster_home", "analyst"})
+_OLD_DEMO_PREFIXES = ("app.db", "warehouse.duckdb")
 # Locations come from the state folder; an env file written by an older demo may still name them.
 _LOCATION_KEYS = ("DATABASE_URL", "EHRSYNC_DATABASE_URL", "WAREHOUSE_URL")
 
@@ -43,18 +53,40 @@ class DemoError(RuntimeError):
 
 def check_state_dir(state_dir: Path, *, deleting: bool = False) -> None:
     """``--state`` must be (or become) a folder: named before anything else is checked or deleted. One the demo
-    will delete (``deleting``) must be empty or hold the demo's ``ehrsync.env``: a mistyped ``--state`` naming
-    someone's folder (``.``, a home, a production state folder) is refused, never wiped."""
+    will delete (``deleting``) must be empty or one the demo created (``is_demo_state``): a mistyped ``--state``
+    naming someone's folder (``.``, a home, a production state folder, one ``ehrsync ui`` was pointed at) is
+    refused, never wiped."""
     if state_dir.exists() and not state_dir.is_dir():
         raise DemoError(f"--state {state_dir} is a file, not a folder")
     parent = next((p for p in state_dir.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise DemoError(f"--state {state_dir} lies under {parent}, which is a file")
-    if deleting and state_dir.is_dir() and not (state_dir / ENV_FILE).is_file() and any(state_dir.iterdir()):
+    if deleting and state_dir.is_dir() and any(state_dir.iterdir()) and not is_demo_state(state_dir):
         raise DemoError(
-            f"--state {state_dir} is not empty and holds no {ENV_FILE}, so it is not a demo state folder: the demo "
-            "deletes its state folder to start clean and will not delete this one; name a new or empty folder"
+            f"--state {state_dir} is not empty and was not created by `ehrsync demo` (it holds no {DEMO_MARKER}), "
+            "so it is not a demo state folder: the demo deletes its state folder to start clean and will not "
+            "delete this one; name a new or empty folder (the default is var/demo), or delete this one yourself "
+            "if it is an earlier demo's state"
         )
+
+
+def is_demo_state(state_dir: Path) -> bool:
+    """A folder ``ehrsync demo`` created: it holds ``DEMO_MARKER``, or (a demo's from before the marker) the
+    demo's signing key, its ``ehrsync.env``, and nothing a demo does not write."""
+    if (state_dir / DEMO_MARKER).is_file():
+        return True
+    if not (state_dir / ENV_FILE).is_file() or not (state_dir / "keys" / "ehr_jwt.pem").is_file():
+        return False
+    return all(p.name in _OLD_DEMO_NAMES or p.name.startswith(_OLD_DEMO_PREFIXES) for p in state_dir.iterdir())
+
+
+def mark_demo_state(state_dir: Path) -> None:
+    """Create the (new or empty) state folder as the demo's own: a later ``ehrsync demo`` may delete it."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / DEMO_MARKER).write_text(
+        "Created by `ehrsync demo`, which deletes this whole folder to start clean when it runs over it again"
+        " (unless --keep).\n"
+    )
 
 
 def refuse_external_stores(app: AppSettings) -> None:

@@ -9,12 +9,13 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ehrsync.demo_setup import ENV_FILE, DemoError, check_state_dir
+from ehrsync.demo_setup import DEMO_MARKER, ENV_FILE, DemoError, check_state_dir
 
 _KEY = "t4JTv4brtHtzKipfTJdayl_rg659i4mCNwc8JnvbEhk="
 _STORES = ("DATABASE_URL", "EHRSYNC_DATABASE_URL", "WAREHOUSE_URL", "EHRSYNC_HOME", "DAGSTER_HOME")
@@ -68,14 +69,49 @@ def test_demo_refuses_to_delete_a_folder_that_is_not_its_state(tmp_path: Path) -
     ]
 
 
+def _ui_writes_its_env_file(tmp_path: Path, folder: Path) -> None:
+    """The real ``ehrsync ui --state folder``, stopped (SIGTERM) once it has written ``ehrsync.env`` there."""
+    child = {k: v for k, v in os.environ.items() if k not in _STORES}
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = int(free.getsockname()[1])
+    cmd = [sys.executable, "-m", "ehrsync.cli", "ui", "--state", str(folder), "--port", str(port)]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child) as proc:
+        deadline = time.monotonic() + 60
+        while not (folder / ENV_FILE).is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert (folder / ENV_FILE).is_file(), out
+
+
+def test_demo_refuses_to_delete_a_folder_ehrsync_ui_was_pointed_at(tmp_path: Path) -> None:
+    """``ehrsync ui --state ~/Documents`` writes ``ehrsync.env`` there, and that file used to be what made
+    ``ehrsync demo --state ~/Documents`` delete the folder, the person's documents with it."""
+    documents = tmp_path / "Documents"
+    documents.mkdir()
+    (documents / "letter.txt").write_text("kept")
+    _ui_writes_its_env_file(tmp_path, documents)
+    proc = _run(tmp_path, "demo", "--state", str(documents), "--patients", "2", "--connect", "1")
+    _one_line_failure(proc, str(documents), "was not created by `ehrsync demo`", DEMO_MARKER, "new or empty folder")
+    assert (documents / "letter.txt").read_text() == "kept" and (documents / ENV_FILE).is_file()
+
+
+_OLD_DEMO = {ENV_FILE: "# written by `ehrsync demo`\n", "keys/ehr_jwt.pem": "key", "app.db": "", "landing/x": ""}
+
+
 @pytest.mark.parametrize(
     ("contents", "keep", "refused"),
     [
         ({}, False, False),  # a new or empty folder
-        ({ENV_FILE: "# written by `ehrsync demo`\n", "app.db": ""}, False, False),  # an earlier demo's state
+        ({DEMO_MARKER: "", ENV_FILE: "", "app.db": "", "notes.txt": ""}, False, False),  # a demo's state folder
+        (_OLD_DEMO, False, False),  # a demo's from before the marker
+        ({**_OLD_DEMO, "warehouse.duckdb.wal": "", "dagster_home/x": "", "analyst/y": ""}, False, False),
+        ({**_OLD_DEMO, "letter.txt": "mine"}, False, True),  # not only what a demo writes
+        ({ENV_FILE: "# written by `ehrsync demo`\n", "app.db": ""}, False, True),  # as `ehrsync ui` leaves it
         ({"notes.txt": "mine"}, True, False),  # --keep deletes nothing
         ({"notes.txt": "mine"}, False, True),
-        ({"sub/ehrsync.env": ""}, False, True),  # the marker counts only at the top
+        ({f"sub/{DEMO_MARKER}": "", "sub/ehrsync.env": ""}, False, True),  # the marker counts only at the top
     ],
 )
 def test_which_state_folder_the_demo_may_delete(
@@ -87,7 +123,7 @@ def test_which_state_folder_the_demo_may_delete(
         (state / name).parent.mkdir(parents=True, exist_ok=True)
         (state / name).write_text(text)
     if refused:
-        with pytest.raises(DemoError, match="not a demo state folder"):
+        with pytest.raises(DemoError, match=f"not created by `ehrsync demo` \\(it holds no {DEMO_MARKER}\\)"):
             check_state_dir(state, deleting=not keep)
     else:
         check_state_dir(state, deleting=not keep)

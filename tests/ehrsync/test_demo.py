@@ -64,6 +64,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
 
     env_file = (state / "ehrsync.env").read_text()
     assert "INTEGRATIONS_TOKEN_ENC_KEY=" in env_file and oct((state / "ehrsync.env").stat().st_mode)[-3:] == "600"
+    assert (state / ".ehrsync-demo").is_file(), "the demo marks the folder it created as its own to delete"
     with duckdb.connect(str(state / "warehouse.duckdb"), read_only=True) as con:
         live = con.execute("select count(*) from fhir_resources where deleted_at is null").fetchone()
         tombstones = con.execute("select count(*) from fhir_resources where deleted_at is not null").fetchone()
