@@ -36,12 +36,19 @@ from connectors.smart import TokenResponse, client_credentials_grant, refresh_gr
 from store._grants import GrantContext, with_retry
 from store._refresh_apply import RefreshOutcome, apply_outcome, lock_row
 from store._refresh_lock import RefreshLockTimeoutError, sqlite_refresh_lock
-from store._refused import answer_lost, last_answer_lost, refused_outcome
+from store._refused import (
+    answer_lost,
+    client_grant_refused,
+    client_refused_outcome,
+    last_answer_lost,
+    refused_outcome,
+)
 from store._states import check_status, fresh_after_401
 from store.crypto import TokenCipher
 from store.database import AppDatabase
 from store.errors import ClientRejectedError
 from store.models import Connection, ConnectionKind, ConnectionStatus, TokenRecord
+from store.rate_windows import CallBudgetBusyError
 from store.tokenrows import open_field
 
 __all__ = ["RefreshLockTimeoutError", "check_status", "lock_row", "needs_refresh", "run_locked_refresh"]
@@ -149,7 +156,7 @@ def _prepare(
         endpoint = grants.token_endpoint(conn)
         auth = grants.client_auth(session, conn)
         scope = grants.backend_scope(session, conn) if backend else None
-    except (TransportError, TemporarilyUnavailableError) as exc:
+    except (TransportError, TemporarilyUnavailableError, CallBudgetBusyError) as exc:
         return _transient(exc, name, current, still_valid, basis, connection_id)
     call: Callable[[], TokenResponse]
     if scope is not None:
@@ -187,21 +194,26 @@ def _transient(
     *,
     lost: bool = False,
 ) -> RefreshOutcome:
-    """A network failure or ``temporarily_unavailable``: keep a still-valid token, else report the error. ``lost``:
+    """A network failure, ``temporarily_unavailable`` or a busy call budget (``call_budget_busy``, nothing sent):
+    keep a still-valid token (the early refresh is tried again on its next use), else report the error. ``lost``:
     the grant's answer was lost, audited with the tokens' version so the next refresh can say so if refused."""
     detail: dict[str, object] = {"grant": name, "error_code": exc.code}
     if lost:
         detail.update(answer_lost=True, version=basis)
     audit = ("transient_failure", detail)
     if still_valid and current is not None:
-        logger.warning("connection %s: refresh failed transiently; keeping the current token", connection_id)
+        logger.warning(
+            "connection %s: refresh failed transiently (%s); keeping the current token", connection_id, exc.code
+        )
         return RefreshOutcome(token=current, audit=audit, basis=basis)
     return RefreshOutcome(error=exc, audit=audit, basis=basis)
 
 
 def _grant(grant: _Grant, grants: GrantContext, connection_id: str) -> RefreshOutcome:
     """Make the grant (retrying transient failures) and classify its answer; no database access here. A refused
-    refresh token, or a client not allowed the refresh grant at all, is final (``_refused``): never retried."""
+    refresh token, or a client not allowed the refresh grant at all, is final (``_refused``): never retried; so is
+    a backend client refused by the token endpoint (``unauthorized_client``, ``invalid_client``: client_rejected).
+    A call budget with no free call (``CallBudgetBusyError``: nothing was sent) is transient like a timeout."""
     detail: dict[str, object] = {"grant": grant.name}
     lost: list[bool] = []  # per failed attempt: was its answer lost (the request may have been used)?
 
@@ -217,13 +229,15 @@ def _grant(grant: _Grant, grants: GrantContext, connection_id: str) -> RefreshOu
     except InvalidGrantError as exc:
         return refused_outcome(exc, connection_id, grant.basis, detail, lost=grant.lost_before or any(lost))
     except UnauthorizedClientError as exc:
-        if grant.name != "refresh_token":  # client_credentials: reported as the OAuth error it is
-            return RefreshOutcome(error=exc, audit=_failure(exc, detail), basis=grant.basis)
+        if grant.name != "refresh_token":  # client_credentials: the backend client itself is refused
+            return client_refused_outcome(exc, connection_id, grant.basis, detail)
         return refused_outcome(exc, connection_id, grant.basis, detail, lost=False)
-    except (TransportError, TemporarilyUnavailableError) as exc:
+    except (TransportError, TemporarilyUnavailableError, CallBudgetBusyError) as exc:
         used = any(lost)  # an attempt of this call may have spent the refresh token, whichever failed last
         return _transient(exc, grant.name, grant.current, grant.still_valid, grant.basis, connection_id, lost=used)
     except OAuthError as exc:
+        if grant.name == "client_credentials" and client_grant_refused(exc):  # invalid_client
+            return client_refused_outcome(exc, connection_id, grant.basis, detail)
         return RefreshOutcome(error=exc, audit=_failure(exc, detail), basis=grant.basis)
     if grant.after_unauthorized:
         detail["after_unauthorized"] = True

@@ -5,6 +5,12 @@ RFC 6749 §5.2: ``invalid_grant`` means the refresh token is no longer good (rev
 at all (Epic apps without "refresh tokens" enabled, or a vendor withdrawing it). Neither changes by asking
 again: both end the connection in ``needs_reauth``, the reason saying which one (and, for a rotated-away token,
 when the previous attempt's answer was lost, which explains why a working connection fell to re-authorization).
+
+A backend connection's ``client_credentials`` grant refused with ``unauthorized_client`` (the registration does not
+allow that grant) or ``invalid_client`` (client authentication failed: unknown or disabled client, key or JWKS not
+registered) is as final: nothing changes until an admin fixes the registration. The connection becomes
+``client_rejected``, as when the EHR refuses a freshly minted token, and an admin's retry
+(``TokenVault.reactivate_backend``) mints again and makes it active only if that works.
 """
 
 from __future__ import annotations
@@ -15,12 +21,29 @@ from sqlalchemy.orm import Session
 
 from connectors.errors import NeedsReauthError, OAuthError, TransportError, UnauthorizedClientError
 from store._refresh_apply import RefreshOutcome
-from store.models import AuditEvent
+from store.errors import ClientRejectedError
+from store.models import AuditEvent, ConnectionStatus
 
-__all__ = ["answer_lost", "last_answer_lost", "refused_outcome"]
+__all__ = [
+    "answer_lost",
+    "client_grant_refused",
+    "client_refused_outcome",
+    "last_answer_lost",
+    "refused_outcome",
+]
 
 #: The audit ``reason`` of a refresh refused because the client may not use the refresh_token grant.
 REFRESH_NOT_ALLOWED = "refresh_grant_not_allowed"
+#: The audit ``reason`` of a client_credentials grant refused for good (``unauthorized_client``, ``invalid_client``).
+CLIENT_GRANT_REFUSED = "client_grant_refused"
+#: What each final refusal of a client_credentials grant means, in words an admin can act on (RFC 6749 §5.2).
+_CLIENT_REFUSALS = {
+    "unauthorized_client": "the EHR's client registration does not allow this client the client_credentials grant",
+    "invalid_client": (
+        "the EHR did not accept the client's authentication (unknown or disabled client, or its key id / JWKS not "
+        "registered or not reachable by the EHR)"
+    ),
+}
 
 
 def answer_lost(exc: TransportError) -> bool:
@@ -69,3 +92,40 @@ def refused_outcome(
         audit=("needs_reauth", audit),
         basis=basis,
     )
+
+
+def client_grant_refused(exc: OAuthError) -> bool:
+    """Whether ``exc``, answered to a client_credentials grant, is final (no retry changes it)."""
+    return exc.error in _CLIENT_REFUSALS
+
+
+def client_refused_outcome(
+    exc: OAuthError, connection_id: str, basis: int | None, detail: dict[str, object]
+) -> RefreshOutcome:
+    """``client_rejected`` with the reason: the token endpoint refused the backend client's grant itself."""
+    audit: dict[str, object] = {
+        **detail,
+        "error_code": exc.error,
+        "status_code": exc.status,
+        "reason": CLIENT_GRANT_REFUSED,
+    }
+    said = _said(exc.error_description)
+    message = (
+        f"connection {connection_id}: the token endpoint refused the client_credentials grant ({exc.error}"
+        f"{f': {said}' if said else ''}): {_CLIENT_REFUSALS[exc.error]}; check the client registration (client id, "
+        "JWKS URL / key id, allowed grant types and scopes, client enabled), then retry it with "
+        "POST /api/integrations/smart/refresh"
+    )
+    return RefreshOutcome(
+        error=ClientRejectedError(message),
+        new_status=ConnectionStatus.CLIENT_REJECTED,
+        audit=("client_rejected", audit),
+        basis=basis,
+    )
+
+
+def _said(description: str | None, cap: int = 200) -> str:
+    """The EHR's ``error_description`` as one line of printable text, capped (it often names the fix: "no key with
+    kid ..."); the OAuth error carried it in its message before, so it is no more exposed than it was."""
+    text = " ".join("".join(c if c.isprintable() else " " for c in (description or "")[: cap * 2]).split())
+    return text if len(text) <= cap else text[: cap - 1] + "…"

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
+from sqlalchemy.orm import object_session
+
 from connectors.errors import NeedsReauthError
 from store.errors import ClientRejectedError, TokenUndecryptableError
-from store.models import Connection, ConnectionStatus, TokenRecord
+from store.models import AuditEvent, Connection, ConnectionStatus, TokenRecord
 
 __all__ = ["AFTER_401_MARK", "CLIENT_REJECTED_WINDOW", "check_status", "fresh_after_401"]
 
@@ -19,8 +22,9 @@ CLIENT_REJECTED_WINDOW = timedelta(minutes=5)
 def check_status(conn: Connection) -> None:
     if conn.status == ConnectionStatus.CLIENT_REJECTED:
         raise ClientRejectedError(
-            f"connection {conn.id} is client_rejected: the EHR refused even a fresh token; check the client "
-            "registration (client id, key/JWKS, scopes), then re-enable the connection"
+            f"connection {conn.id} is client_rejected: {_rejection(conn)}; check the client registration "
+            "(client id, key/JWKS, allowed grant and scopes), then re-enable the connection "
+            "(POST /api/integrations/smart/refresh)"
         )
     if conn.status == ConnectionStatus.TOKEN_UNDECRYPTABLE:
         raise TokenUndecryptableError(
@@ -30,6 +34,27 @@ def check_status(conn: Connection) -> None:
         )
     if conn.status != ConnectionStatus.ACTIVE:
         raise NeedsReauthError(f"connection {conn.id} is {conn.status}: a person must authorize again")
+
+
+def _rejection(conn: Connection) -> str:
+    """Why the EHR rejects this backend client, from the audit row that marked it ``client_rejected``."""
+    session = object_session(conn)
+    event = None
+    if session is not None:
+        event = session.scalar(
+            select(AuditEvent)
+            .where(
+                AuditEvent.connection_id == conn.id,
+                AuditEvent.action == "token.refresh",
+                AuditEvent.outcome == "client_rejected",
+            )
+            .order_by(AuditEvent.id.desc())
+            .limit(1)
+        )
+    code = (event.detail or {}).get("error_code") if event is not None else None
+    if code in ("unauthorized_client", "invalid_client"):
+        return f"its token endpoint refused the client_credentials grant ({code})"
+    return "the EHR refused even a fresh token"
 
 
 def fresh_after_401(row: TokenRecord, now: datetime) -> bool:

@@ -13,7 +13,8 @@ __all__ = ["ClientRejectedError", "TokenKeyMissingError", "TokenUndecryptableErr
 
 
 class ClientRejectedError(NeedsReauthError):
-    """A backend connection's freshly re-acquired token was refused with 401 too: the EHR no longer accepts the
+    """A backend connection's freshly re-acquired token was refused with 401 too, or its token endpoint refused the
+    client_credentials grant itself (``unauthorized_client``, ``invalid_client``): the EHR no longer accepts the
     client (registration, scopes or key changed). No patient action helps; an admin must check the registration."""
 
     code = "client_rejected"

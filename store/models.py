@@ -85,7 +85,8 @@ class ConnectionStatus:
     NEEDS_REAUTH = "needs_reauth"
     DISABLED = "disabled"
     DISCONNECTED = "disconnected"
-    #: a backend client's fresh token was refused (401) too: an admin must check the client registration
+    #: a backend client's fresh token was refused (401) too, or its client_credentials grant refused for good
+    #: (unauthorized_client, invalid_client): an admin must check the client registration
     CLIENT_REJECTED = "client_rejected"
     #: the stored token cannot be decrypted (key gone, ciphertext moved or tampered): an admin must act
     TOKEN_UNDECRYPTABLE = "token_undecryptable"  # noqa: S105 - a status name, not a secret

@@ -85,6 +85,39 @@ def test_backend_401_after_reacquire_is_client_rejected(make_settings: Any, sand
         assert svc.admin("GET", READ, params={"connection_id": conn_id, "patient": pid}).status_code == 200
 
 
+@pytest.mark.parametrize("refusal", ["unauthorized_client", "invalid_client"])
+def test_backend_grant_refused_for_good_is_client_rejected_until_retried_sal32_sal36(
+    make_settings: Any, sandbox: Any, refusal: str
+) -> None:
+    """SAL-32 (a backend connection mints with client_credentials) and SAL-36's error table (smart-app-launch.md
+    §8: a token ``invalid_client`` is a credentials/JWKS problem: stop and alert; RFC 6749 §5.2
+    ``unauthorized_client``: the client may not use this grant): the admin's refresh is answered 409
+    ``client_rejected`` naming the refusal, the connection shows ``client_rejected`` (tenant health degraded), a
+    read sends no token request, and once the registration is fixed the same refresh makes it active again."""
+    pid = patient_ids(sandbox)[0]
+    client = f"grant-refused-{refusal}"
+    with running_service(make_settings, sandbox, smart_practice(sandbox, client)) as svc:
+        conn_id = _create_backend(svc, sandbox, client).json()["connection_id"]
+        sandbox_admin(sandbox, "faults", {"kind": "oauth_error", "path": "/oauth/token", "error": refusal})
+        r = svc.admin("POST", "/api/integrations/smart/refresh", json={"connection_id": conn_id})
+        assert (r.status_code, r.json()["error"]) == (409, "client_rejected"), r.text
+        assert f"refused the client_credentials grant ({refusal}" in r.json()["message"]
+        assert "check the client registration" in r.json()["message"]
+        assert _status(svc, conn_id) == "client_rejected"
+        assert svc.admin("GET", "/api/integrations/admin/health").json()["status"] == "degraded"
+        marked = [e for e in _refresh_events(svc, conn_id) if e["outcome"] == "client_rejected"]
+        assert [e["detail"]["error_code"] for e in marked] == [refusal]
+        events = len(_refresh_events(svc, conn_id))
+        again = svc.admin("GET", READ, params={"connection_id": conn_id, "patient": pid})
+        assert again.json()["error"] == "client_rejected"  # the state answers: no token request
+        assert len(_refresh_events(svc, conn_id)) == events
+        # the fault fired once: the registration is fixed; the admin retries
+        retried = svc.admin("POST", "/api/integrations/smart/refresh", json={"connection_id": conn_id})
+        assert retried.status_code == 200, retried.text
+        assert _status(svc, conn_id) == "active"
+        assert svc.admin("GET", READ, params={"connection_id": conn_id, "patient": pid}).status_code == 200
+
+
 def test_pipelines_token_source_stops_with_client_rejected(
     make_settings: Any, sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

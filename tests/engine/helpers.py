@@ -235,19 +235,7 @@ def connect_backend(
     client_id = f"backend-{uuid.uuid4().hex[:10]}"
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     kid = uuid.uuid4().hex[:8]
-    numbers = key.public_key().public_numbers()
-
-    def b64(n: int) -> str:
-        raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-    jwk = {"kty": "RSA", "kid": kid, "alg": "RS384", "use": "sig", "n": b64(numbers.n), "e": b64(numbers.e)}
-    _admin(
-        http,
-        sandbox,
-        "clients",
-        {"client_id": client_id, "client_type": "backend", "jwks": {"keys": [jwk]}, "redirect_uris": []},
-    )
+    register_backend_client(http, sandbox, client_id, backend_jwk(key.public_key(), kid))
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     world.clients.save_backend_key(client_id, pem, kid)
     cfg = discover(sandbox.fhir_base, http=http)
@@ -261,6 +249,27 @@ def connect_backend(
         patient_id=None,
         group_id=group_id,
         granted_scopes=scope,
+    )
+
+
+def backend_jwk(public_key: rsa.RSAPublicKey, kid: str) -> dict[str, str]:
+    """The public JWK (RS384) a backend client registers with the EHR."""
+    numbers = public_key.public_numbers()
+
+    def b64(n: int) -> str:
+        raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    return {"kty": "RSA", "kid": kid, "alg": "RS384", "use": "sig", "n": b64(numbers.n), "e": b64(numbers.e)}
+
+
+def register_backend_client(http: httpx.Client, sandbox: SandboxLike, client_id: str, jwk: dict[str, str]) -> None:
+    """Register (or re-register, replacing its registration) a backend client with this JWKS at the sandbox."""
+    _admin(
+        http,
+        sandbox,
+        "clients",
+        {"client_id": client_id, "client_type": "backend", "jwks": {"keys": [jwk]}, "redirect_uris": []},
     )
 
 

@@ -10,14 +10,26 @@ the run with a message saying to check the client registration, instead of faili
 from __future__ import annotations
 
 import httpx
+import orjson
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import select
 
 from engine import run_bulk_export, runs
 from engine.errors import ConnectionNotSyncableError
 from sandbox import SandboxServer
 from store.errors import ClientRejectedError
-from store.models import Connection
-from tests.engine.helpers import SyncWorld, add_fault, connect_backend, sandbox_patients
+from store.models import AuditEvent, Connection
+from tests.engine.conftest import RequestLog
+from tests.engine.helpers import (
+    SyncWorld,
+    add_fault,
+    backend_jwk,
+    connect_backend,
+    register_backend_client,
+    sandbox_patients,
+)
 from tests.engine.job_runs import run_sync, sync_type
 
 GROUP = "grp0"
@@ -78,3 +90,103 @@ def test_rest_request_refused_after_token_reacquisition_marks_client_rejected(
     assert _status(world, conn) == "client_rejected", "marked in the run that saw the second 401"
     with pytest.raises(ConnectionNotSyncableError, match="client_rejected"):
         run_sync(world, conn, types=["Condition"])  # the state answers: every further request would be refused
+
+
+def _client_id(world: SyncWorld, connection_id: str) -> str:
+    with world.env.db.session() as session:
+        row = session.get(Connection, connection_id)
+        assert row is not None
+        return str(row.client_id)
+
+
+def _registered_jwk(world: SyncWorld, client_id: str) -> dict[str, str]:
+    """The public JWK of the key ehrsync signs this backend client's assertions with."""
+    assert world.clients.keys_dir is not None
+    saved = orjson.loads((world.clients.keys_dir / f"{client_id}.json").read_bytes())
+    key = serialization.load_pem_private_key(saved["pem"].encode(), password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return backend_jwk(key.public_key(), saved["kid"])
+
+
+def _refuse_client(world: SyncWorld, sb: SandboxServer, http: httpx.Client, conn: str, refusal: str) -> None:
+    """The EHR refuses the client's client_credentials grant: ``unauthorized_client`` forced by the sandbox's
+    oauth_error fault; ``invalid_client`` for real, the registration holding another key (the JWKS changed)."""
+    if refusal == "unauthorized_client":
+        add_fault(http, sb, "oauth_error", path="/oauth/token", error=refusal, times=None)
+        return
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    register_backend_client(http, sb, _client_id(world, conn), backend_jwk(other.public_key(), "other-kid"))
+
+
+def _refresh_audit(world: SyncWorld, connection_id: str) -> list[tuple[str, object, object]]:
+    with world.env.db.session() as session:
+        events = session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.connection_id == connection_id, AuditEvent.action == "token.refresh")
+            .order_by(AuditEvent.id)
+        ).all()
+        return [(e.outcome, e.detail.get("error_code"), e.detail.get("reason")) for e in events]
+
+
+@pytest.mark.parametrize("refusal", ["unauthorized_client", "invalid_client"])
+def test_client_credentials_grant_refused_for_good_is_client_rejected_sal32_sal36(
+    shared_sb: SandboxServer, world: SyncWorld, http: httpx.Client, request_log: RequestLog, refusal: str
+) -> None:
+    """SAL-32: a backend connection gets its tokens by a client_credentials grant. SAL-36's error table
+    (smart-app-launch.md §8, row "token | invalid_client (400/401) | credentials/JWKS problem: stop and alert") and
+    RFC 6749 §5.2 (``unauthorized_client``: this client may not use this grant type): asking again changes nothing
+    until an admin fixes the registration. One token request, the run fails naming the refusal and the registration,
+    the connection is ``client_rejected`` (audited), later runs stop without a token request, and the admin's retry
+    after fixing the registration (``reactivate_backend``, POST /api/integrations/smart/refresh) makes it active."""
+    conn = connect_backend(world, shared_sb, http=http, group_id=GROUP)
+    client_id = _client_id(world, conn)
+    _refuse_client(world, shared_sb, http, conn, refusal)
+    request_log.clear()
+
+    report = run_bulk_export(world.env, conn, "refused")
+
+    assert report.status == "failed" and report.error is not None
+    assert report.error.startswith("client_rejected: "), report.error
+    assert f"refused the client_credentials grant ({refusal}: " in report.error  # with the EHR's description
+    assert refusal == "unauthorized_client" or "found 0" in report.error  # e.g. "no RSA key with kid ..., found 0"
+    assert "check the client registration" in report.error
+    assert len(request_log.paths("/oauth/token", method="POST")) == 1  # final: not retried
+    assert not request_log.paths("/fhir/Group")
+    assert _status(world, conn) == "client_rejected"
+    assert _refresh_audit(world, conn) == [("client_rejected", refusal, "client_grant_refused")]
+    run = runs.require(world.env.db, "refused")
+    assert run.status == "failed" and f"grant ({refusal}: " in (run.error or "")
+
+    with pytest.raises(ConnectionNotSyncableError, match="is client_rejected, not active"):
+        run_bulk_export(world.env, conn, "still-refused")
+    with pytest.raises(ClientRejectedError, match=rf"refused the client_credentials grant \({refusal}\)"):
+        world.env.vault.get_access_token(conn)  # the state answers, naming why
+    assert len(request_log.paths("/oauth/token", method="POST")) == 1
+
+    shared_sb.admin.clear_faults()  # the admin fixes the registration...
+    register_backend_client(http, shared_sb, client_id, _registered_jwk(world, client_id))
+    assert world.env.vault.reactivate_backend(conn)  # ...and retries: a new mint, active again
+    assert _status(world, conn) == "active"
+    assert run_bulk_export(world.env, conn, "fixed").status == "completed"
+
+
+@pytest.mark.parametrize("fault", ["temporarily_unavailable", "500"])
+def test_client_credentials_grant_failing_transiently_stays_active_sal32_sal36(
+    shared_sb: SandboxServer, world: SyncWorld, http: httpx.Client, request_log: RequestLog, fault: str
+) -> None:
+    """SAL-36's error table (smart-app-launch.md §8, row "any | 5xx, timeout, temporarily_unavailable | bounded
+    exponential backoff + jitter"): a backend connection's client_credentials grant (SAL-32) failing so is retried
+    within the run, fails the run, and leaves the connection active: the next run mints again."""
+    conn = connect_backend(world, shared_sb, http=http, group_id=GROUP)
+    if fault == "500":
+        add_fault(http, shared_sb, "500", path="/oauth/token", times=None)
+    else:
+        add_fault(http, shared_sb, "oauth_error", path="/oauth/token", error=fault, times=None)
+    request_log.clear()
+    report = run_bulk_export(world.env, conn, "unavailable")
+    assert report.status == "failed" and report.error is not None and "client_rejected" not in report.error
+    assert len(request_log.paths("/oauth/token", method="POST")) == 3  # the grant's attempts, backing off
+    assert _status(world, conn) == "active"
+    assert [outcome for outcome, _, _ in _refresh_audit(world, conn)] == ["transient_failure"]
+    shared_sb.admin.clear_faults()
+    assert run_bulk_export(world.env, conn, "available").status == "completed"
