@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI, Request, Response
 
-from auth_service.api.errors import install_error_handlers
+from auth_service.api.errors import install_error_handlers, unexpected_error_response
 from auth_service.api.routes import (
     admin,
     brands_admin,
@@ -39,8 +39,12 @@ _CSP = (
 
 async def _security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     """No caching and no referrer by default (SAL-39 for the callback); pages get a strict CSP; a service on
-    https keeps browsers on https (HSTS: the patient's first visit by plain http cannot be downgraded again)."""
-    response = await call_next(request)
+    https keeps browsers on https (HSTS: the patient's first visit by plain http cannot be downgraded again).
+    An unexpected exception (a bug) becomes the documented ``internal_error`` here, so it gets these headers too."""
+    try:
+        response = await call_next(request)
+    except Exception as exc:
+        response = unexpected_error_response(request, exc)
     if request.app.state.ctx.settings.APP_BASE_URL.startswith("https://"):
         response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
     response.headers.setdefault("Cache-Control", "no-store")

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from auth_service.services.errors import ServiceError, service_error_from
 from connectors import errors as ce
 
-__all__ = ["ERROR_CODES", "ApiError", "http_status", "install_error_handlers"]
+__all__ = ["ERROR_CODES", "ApiError", "http_status", "install_error_handlers", "unexpected_error_response"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ ERROR_CODES: dict[str, int] = {
     "configuration_error": 409,
     "sign_in_interrupted": 500,
     "interrupted_after_connecting": 500,
+    "internal_error": 500,
 }
 
 
@@ -105,6 +106,16 @@ def _page(request: Request, error: ServiceError, paths: tuple[str, ...]) -> Resp
         return None
     response: Response = renderer(request, error)
     return response
+
+
+def unexpected_error_response(request: Request, exc: Exception) -> Response:
+    """A bug reached the edge of the service: logged once with its traceback (redacted like every record), and the
+    caller still gets the contract (JSON, or the error page on a patient's page), not Starlette's bare text
+    "Internal Server Error". The route's template names where, never the URL (its query may hold a code)."""
+    where = getattr(request.scope.get("route"), "path", "an unmatched route")
+    logger.error("unexpected %s on %s %s", type(exc).__name__, request.method, where, exc_info=exc)
+    error = ApiError("internal_error", "an unexpected error stopped this request; the service logged it")
+    return _page(request, error, _PAGES) or _json(error)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -68,6 +68,11 @@ _TEXTS: dict[str, PlainError] = {
         " does not show your records as connected, tell your practice.",
         retry=False,
     ),
+    "internal_error": PlainError(
+        "Something went wrong on our side",
+        "This page could not finish because of a problem in our service. This is not something you did. Try"
+        " again in a moment; if it keeps happening, tell your practice.",
+    ),
     "invalid_redirect": PlainError(
         "This link points somewhere we can't send you",
         "For your safety we only link back to addresses your practice approved. Start again from your practice's app.",
