@@ -26,6 +26,8 @@ def _configure_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpcore's DEBUG trace prints every answer's headers (a redirect's signed Location, a Set-Cookie): never shown
+    logging.getLogger("httpcore").setLevel(logging.INFO)
     if not verbose:  # library chatter (plugin set-up, per-request lines) only with -v
         for noisy in ("alembic", "httpx"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -19,9 +19,9 @@ from sqlalchemy import select
 from connectors.errors import (
     EhrSyncError,
     EhrUnreachableError,
-    FhirError,
     NeedsReauthError,
     StepBudgetExceededError,
+    loggable_message,
 )
 from connectors.fhir import FhirClient
 from engine.environment import ConnectionInfo, SyncEnvironment
@@ -119,9 +119,12 @@ def store_attachments(
             except (EhrSyncError, WarehouseError, OSError) as exc:
                 outcome.failed += 1
                 outcome.retryable += int(not isinstance(exc, AttachmentRejectedError))
-                logged = exc.safe_message if isinstance(exc, FhirError) else str(exc)  # no server diagnostics
                 _log.warning(
-                    "attachment of %s/%s on %s not stored: %s", ref.resource_type, ref.resource_id, conn.id, logged
+                    "attachment of %s/%s on %s not stored: %s",
+                    ref.resource_type,
+                    ref.resource_id,
+                    conn.id,
+                    loggable_message(exc),
                 )
     return outcome
 

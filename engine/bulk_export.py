@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from connectors.bulk import WHOLE_EXPORT, BulkClient, ExportLevel
-from connectors.errors import BulkExportError, BulkExportIncompleteError, EhrSyncError, FhirError
+from connectors.errors import BulkExportError, BulkExportIncompleteError, EhrSyncError, loggable_message
 from engine import bulk_members, bulk_state, cursors, runs
 from engine.bulk_files import ExportExpiredError, process_files
 from engine.bulk_jobs import BulkProgress, await_manifest, cancel_quietly, kickoff
@@ -82,19 +82,12 @@ def run_bulk_export(
         report.status = "failed"
         code = getattr(exc, "code", type(exc).__name__)
         report.error = f"{code}: {exc}"  # the server's diagnostics stay in the run's error, never in the logs
-        _log.warning("bulk export of %s failed: %s: %s", connection_id, code, _loggable(exc))
+        _log.warning("bulk export of %s failed: %s: %s", connection_id, code, loggable_message(exc))
         runs.fail(env.db, run_id, report.error, _run_counts(report))
     finally:
         client.close()
         report.duration_s = time.monotonic() - started
     return report
-
-
-def _loggable(exc: BaseException) -> str:
-    """The error's message without the server's OperationOutcome diagnostics (they may echo PHI)."""
-    if isinstance(exc, (BulkExportError, FhirError)):
-        return exc.safe_message
-    return str(exc)
 
 
 def _incomplete(types: list[str]) -> BulkExportIncompleteError:

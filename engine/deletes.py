@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from connectors.budgets import step_budget
-from connectors.errors import EhrSyncError, EhrUnreachableError, FhirError, NeedsReauthError
+from connectors.errors import EhrSyncError, EhrUnreachableError, NeedsReauthError, loggable_message
 from engine import cursors
 from engine.connection_lock import hold_connection
 from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
@@ -151,7 +151,7 @@ def _recover(
     except (EhrSyncError, WarehouseError, OSError) as exc:
         # The tombstones are committed; the other types are still reconciled, and the job fails at the end naming
         # this one. Raising here would stop them every week for as long as this one id cannot be read.
-        logged = exc.safe_message if isinstance(exc, FhirError) else str(exc)  # no server diagnostics in logs
+        logged = loggable_message(exc)
         _log.warning("reading back %d unlisted %s of %s failed: %s", len(ids), rtype, conn.id, logged)
         landed = TypeReport(rtype, error=f"{getattr(exc, 'code', type(exc).__name__)}: {logged}")
     return replace(report, recovered=landed)

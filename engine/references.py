@@ -27,6 +27,7 @@ from connectors.errors import (
     FhirUnauthorizedError,
     NeedsReauthError,
     SearchIncompleteError,
+    loggable_message,
 )
 from connectors.fhir import FhirClient
 from connectors.fhir.capability import declared_interactions
@@ -107,8 +108,7 @@ def _fetch_all(
         except (NeedsReauthError, EhrUnreachableError):
             raise  # every further request would fail the same way: the run stops
         except (EhrSyncError, WarehouseError, OSError) as exc:
-            logged = exc.safe_message if isinstance(exc, FhirError) else str(exc)  # no server diagnostics in logs
-            _log.warning("reading referenced %s of %s failed: %s", rtype, conn.id, logged)
+            _log.warning("reading referenced %s of %s failed: %s", rtype, conn.id, loggable_message(exc))
             reports[rtype] = TypeReport(rtype, error=f"{getattr(exc, 'code', type(exc).__name__)}: {exc}")
             continue
         cursors.dequeue_references(env.db, conn.id, {f"{rtype}/{i}" for i in ids})

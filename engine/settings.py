@@ -24,7 +24,7 @@ from connectors.budgets import (
 )
 from connectors.bulk.files import DEFAULT_LOW_SPEED, LOW_SPEED_WINDOW_ENV, low_speed_from_env
 from connectors.errors import ConfigurationError
-from connectors.transport import LowSpeedLimit
+from connectors.transport import BodyBounds, LowSpeedLimit
 from engine.analyst_settings import AnalystSettings
 from engine.batch_size import DEFAULT_BATCH_SIZE, batch_size_from_env
 from engine.connection_lock import DEFAULT_LOCK_WAIT_S, lock_wait_seconds
@@ -163,6 +163,10 @@ class EngineLimits:
             duckdb_threads=duckdb_threads(env),
             bulk_merge_group_bytes=bulk_merge_group_bytes(env),
         )
+
+    def request_bounds(self) -> BodyBounds:
+        """What bounds each request to the EHR: the JSON answer's size and the request's overall deadline."""
+        return BodyBounds(self.max_response_bytes, self.request_deadline_s)
 
     @property
     def duckdb(self) -> tuple[str, int | None]:

@@ -4,8 +4,8 @@ One module per family (:mod:`.base`, :mod:`.oauth`, :mod:`.fhir`, :mod:`.bulk`),
 Callers catch what they mean (a refused refresh is not a timeout), never a bare ``Exception``.
 Every error carries what the server said (OAuth ``error`` fields or the FHIR ``OperationOutcome``)
 but never a token, code, secret or any resource content: messages are safe to log, except that a FhirError's
-message ends with the server's OperationOutcome diagnostics (sanitized, capped), which may echo request values:
-log ``FhirError.safe_message`` instead.
+message (and a BulkExportError's) ends with the server's OperationOutcome diagnostics (sanitized, capped), which
+may echo request values: log ``loggable_message(exc)`` (their ``safe_message``) instead.
 
     EhrSyncError
     ├── ConfigurationError            bad local configuration (provider config, keys, URLs)
@@ -58,6 +58,7 @@ from connectors.errors.base import (
     TransportError,
     UnsupportedContentEncodingError,
     WriteNotSupportedError,
+    loggable_message,
 )
 from connectors.errors.bulk import (
     BulkExportError,
@@ -146,5 +147,6 @@ __all__ = [
     "WriteNotSupportedError",
     "fhir_error_for_status",
     "is_transient_answer",
+    "loggable_message",
     "oauth_error_from_response",
 ]

@@ -114,3 +114,11 @@ class ServerMessageMixin:
         if self.diagnostics and self.message.endswith(f": {self.diagnostics}"):
             return self.message[: -len(self.diagnostics) - 2]
         return self.message
+
+
+def loggable_message(exc: BaseException) -> str:
+    """What a log line may say about ``exc``: its message, without the server's OperationOutcome diagnostics
+    that ``FhirError`` and ``BulkExportError`` messages end with (``ServerMessageMixin.safe_message``). The
+    diagnostics are the server's own text and may echo request values (a patient id, a search value), and logs
+    never hold PHI; the message of every other ehrsync error is safe to log as it is."""
+    return exc.safe_message if isinstance(exc, ServerMessageMixin) else str(exc)

@@ -5,15 +5,24 @@ endpoint) takes the same path.
 A caller may hand in its own ``httpx.Client`` (shared pools, test transports, event hooks): the layers are
 then put in front of it, and requests are still built by the caller's client (its headers, cookies and
 timeouts), only sent through the layers.
+
+httpx logs each request a client sends (``HTTP Request: GET <url> "HTTP/1.1 200 OK"``, INFO on the ``httpx``
+logger), so a request sent by an ``EhrClient`` was logged twice: by the client under the layers and again by the
+``EhrClient`` once the layers returned. The line of the client under the layers is kept (one per request on the
+wire, each retried attempt its own); the ``EhrClient``'s repeat is dropped by a filter on the ``httpx`` logger.
 """
 
 from __future__ import annotations
+
+import logging
+from contextvars import ContextVar
+from typing import Any
 
 import httpx
 
 from connectors.http.ratelimit import RateLimitedTransport
 from connectors.transport.attempt import AttemptTransport
-from connectors.transport.bounds import BoundedClient
+from connectors.transport.bounds import BodyBounds, BoundedClient
 from connectors.transport.retrying import RetryTransport
 
 __all__ = ["DEFAULT_TIMEOUT", "EhrClient", "ehr_client", "ehr_transport"]
@@ -21,9 +30,34 @@ __all__ = ["DEFAULT_TIMEOUT", "EhrClient", "ehr_client", "ehr_transport"]
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
+# True while an EhrClient sends, outside the send of the client under its layers: what httpx logs then repeats
+_IN_LAYERS_SEND: ContextVar[bool] = ContextVar("ehrsync_in_layers_send", default=False)
+
+
+class _DropLayersRepeat(logging.Filter):
+    """Drops the ``httpx`` records an ``EhrClient`` logs itself: the client under its layers logged the request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _IN_LAYERS_SEND.get()
+
+
+_DROP_LAYERS_REPEAT = _DropLayersRepeat()
+
+
 class EhrClient(BoundedClient):
     """An ``httpx.Client`` whose transport carries the EHR layers (built by :func:`ehr_client`), and the bounds
-    of the client it was built over."""
+    of the client it was built over. Its requests are logged once, by the client under the layers."""
+
+    def __init__(self, *, bounds: BodyBounds | None, **kwargs: Any) -> None:
+        super().__init__(bounds=bounds, **kwargs)
+        logging.getLogger("httpx").addFilter(_DROP_LAYERS_REPEAT)  # a filter the logger holds is not added again
+
+    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        token = _IN_LAYERS_SEND.set(True)
+        try:
+            return super().send(request, **kwargs)
+        finally:
+            _IN_LAYERS_SEND.reset(token)
 
 
 class _Borrowed(httpx.BaseTransport):
@@ -33,7 +67,11 @@ class _Borrowed(httpx.BaseTransport):
         self._http = http
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return self._http.send(request, stream=True, auth=None, follow_redirects=False)
+        token = _IN_LAYERS_SEND.set(False)  # this client's line is the request's one
+        try:
+            return self._http.send(request, stream=True, auth=None, follow_redirects=False)
+        finally:
+            _IN_LAYERS_SEND.reset(token)
 
     def close(self) -> None:
         """The caller owns the client."""

@@ -29,7 +29,6 @@ def purge(connection_id: str, yes: bool, disconnect: bool) -> None:
     stay. Only a disconnected connection is purged (an active one would be filled again by its next sync): pass
     --disconnect to disconnect it first. Safe to run again after an interruption. See docs/RETENTION.md.
     """
-    from connectors.transport import BodyBounds
     from engine.purge import PurgeTargets, purge_connection, purge_subject
     from engine.settings import PipelineSettings
     from store.models import ConnectionStatus
@@ -51,7 +50,7 @@ def purge(connection_id: str, yes: bool, disconnect: bool) -> None:
                 abort=True,
             )
         if active:
-            bounds = BodyBounds(settings.limits.max_response_bytes, settings.limits.request_deadline_s)
+            bounds = settings.limits.request_bounds()
             exit_on_configuration_error(lambda: _disconnect(db, connection_id, bounds))
         wait = settings.limits.lock_wait_s
         duckdb = settings.limits.duckdb

@@ -140,6 +140,18 @@ def test_requests_without_a_plan_are_sent_once() -> None:
     assert _send(script, None).status_code == 503 and len(script.requests) == 1
 
 
+def test_each_attempt_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """httpx logs every request a client sends, and the layers send through a second client: the EhrClient's own
+    line repeated the last attempt's (``ehrsync -v`` showed every request twice). One line per request sent."""
+    script = Script(httpx.Response(503, headers={"Retry-After": "1"}), httpx.Response(200))
+    with caplog.at_level(logging.INFO, logger="httpx"):
+        assert _send(script, RequestPlan(recording_policy([]))).status_code == 200
+    assert [r.getMessage() for r in caplog.records if r.name == "httpx"] == [
+        f'HTTP Request: GET {BASE}/Patient "HTTP/1.1 503 Service Unavailable"',
+        f'HTTP Request: GET {BASE}/Patient "HTTP/1.1 200 OK"',
+    ]
+
+
 def test_every_attempt_spends_from_the_active_rate_budget() -> None:
     waits: list[float] = []
     limiter = RateLimiter(2, 60.0, clock=lambda: 0.0, sleep=waits.append)

@@ -162,6 +162,7 @@ def test_default_resources_carry_the_parsed_settings_so_steps_read_no_environmen
     }
     bounds = ehr_http.bounds()
     assert bounds is not None and (bounds.max_bytes, bounds.deadline_s) == (4096, 7.0)
+    assert settings.limits.request_bounds() == bounds  # what `ehrsync purge --disconnect` sends with
     assert resources["policy"].keepalive_idle_days == 5  # type: ignore[attr-defined]
     assert resources["retry"].base_seconds == 60  # type: ignore[attr-defined]
 
