@@ -9,7 +9,10 @@ timeouts), only sent through the layers.
 httpx logs each request a client sends (``HTTP Request: GET <url> "HTTP/1.1 200 OK"``, INFO on the ``httpx``
 logger), so a request sent by an ``EhrClient`` was logged twice: by the client under the layers and again by the
 ``EhrClient`` once the layers returned. The line of the client under the layers is kept (one per request on the
-wire, each retried attempt its own); the ``EhrClient``'s repeat is dropped by a filter on the ``httpx`` logger.
+wire, each retried attempt its own); the ``EhrClient``'s repeat is dropped by a filter on the ``httpx`` logger: the
+layers mark an answer they hand back, and the filter drops the one line httpx logs next in that context, which is
+the ``EhrClient``'s own about that answer. Nothing else is dropped: a request another client sends meanwhile (a
+token source's refresher in the auth flow, an event hook) keeps its line.
 """
 
 from __future__ import annotations
@@ -30,34 +33,54 @@ __all__ = ["DEFAULT_TIMEOUT", "EhrClient", "ehr_client", "ehr_transport"]
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
-# True while an EhrClient sends, outside the send of the client under its layers: what httpx logs then repeats
-_IN_LAYERS_SEND: ContextVar[bool] = ContextVar("ehrsync_in_layers_send", default=False)
+# True from the moment the layers hand an answer back to an EhrClient until httpx logs it (the repeat)
+_REPEAT_DUE: ContextVar[bool] = ContextVar("ehrsync_layers_repeat_due", default=False)
 
 
 class _DropLayersRepeat(logging.Filter):
-    """Drops the ``httpx`` records an ``EhrClient`` logs itself: the client under its layers logged the request."""
+    """Drops the ``httpx`` record an ``EhrClient`` logs about an answer its layers handed back (once per answer):
+    the client under the layers logged that request already."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not _IN_LAYERS_SEND.get()
+        if not _REPEAT_DUE.get():
+            return True
+        _REPEAT_DUE.set(False)
+        return False
 
 
 _DROP_LAYERS_REPEAT = _DropLayersRepeat()
+
+
+class _MarkRepeat(httpx.BaseTransport):
+    """The outermost layer: marks each answer it hands back, so the ``EhrClient``'s line about it is dropped."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self._inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        _REPEAT_DUE.set(False)
+        response = self._inner.handle_request(request)
+        _REPEAT_DUE.set(True)  # httpx logs this answer next, in this context
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 class EhrClient(BoundedClient):
     """An ``httpx.Client`` whose transport carries the EHR layers (built by :func:`ehr_client`), and the bounds
     of the client it was built over. Its requests are logged once, by the client under the layers."""
 
-    def __init__(self, *, bounds: BodyBounds | None, **kwargs: Any) -> None:
-        super().__init__(bounds=bounds, **kwargs)
+    def __init__(self, *, bounds: BodyBounds | None, transport: httpx.BaseTransport, **kwargs: Any) -> None:
+        super().__init__(bounds=bounds, transport=_MarkRepeat(transport), **kwargs)
         logging.getLogger("httpx").addFilter(_DROP_LAYERS_REPEAT)  # a filter the logger holds is not added again
 
     def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
-        token = _IN_LAYERS_SEND.set(True)
+        token = _REPEAT_DUE.set(False)
         try:
             return super().send(request, **kwargs)
         finally:
-            _IN_LAYERS_SEND.reset(token)
+            _REPEAT_DUE.reset(token)  # a mark no record took (httpx not logging) ends with the send
 
 
 class _Borrowed(httpx.BaseTransport):
@@ -67,11 +90,7 @@ class _Borrowed(httpx.BaseTransport):
         self._http = http
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        token = _IN_LAYERS_SEND.set(False)  # this client's line is the request's one
-        try:
-            return self._http.send(request, stream=True, auth=None, follow_redirects=False)
-        finally:
-            _IN_LAYERS_SEND.reset(token)
+        return self._http.send(request, stream=True, auth=None, follow_redirects=False)
 
     def close(self) -> None:
         """The caller owns the client."""
