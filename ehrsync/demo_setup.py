@@ -4,7 +4,9 @@ headless patient consent. The demo's composition root; ``ehrsync.demo`` runs the
 from __future__ import annotations
 
 import base64
+import contextlib
 import secrets
+import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +45,9 @@ DEMO_MARKER = ".ehrsync-demo"
 #: too): such a folder is still the demo's when it holds the demo's signing key and nothing else.
 _OLD_DEMO_NAMES = frozenset({ENV_FILE, "keys", "landing", "attachments", "dagster_home", "analyst"})
 _OLD_DEMO_PREFIXES = ("app.db", "warehouse.duckdb")
+#: What ``ehrsync ui`` leaves in a new folder (``make ui`` before any demo, whose note says to run the demo first):
+#: its ehrsync.env, Dagster's home, and an app database the code location opened but nobody migrated.
+_UI_ONLY_NAMES = frozenset({ENV_FILE, "dagster_home", "app.db"})
 # Locations come from the state folder; an env file written by an older demo may still name them.
 _LOCATION_KEYS = ("DATABASE_URL", "EHRSYNC_DATABASE_URL", "WAREHOUSE_URL")
 
@@ -72,12 +77,27 @@ def check_state_dir(state_dir: Path, *, deleting: bool = False) -> None:
 
 def is_demo_state(state_dir: Path) -> bool:
     """A folder ``ehrsync demo`` created: it holds ``DEMO_MARKER``, or (a demo's from before the marker) the
-    demo's signing key, its ``ehrsync.env``, and nothing a demo does not write."""
+    demo's signing key, its ``ehrsync.env``, and nothing a demo does not write. Or one only ``ehrsync ui`` ran over:
+    its ``ehrsync.env``, Dagster's home and an app database without a single table (nothing of anyone's)."""
     if (state_dir / DEMO_MARKER).is_file():
+        return True
+    names = {p.name for p in state_dir.iterdir()}
+    if {ENV_FILE, "app.db"} <= names <= _UI_ONLY_NAMES and _no_tables(state_dir / "app.db"):
         return True
     if not (state_dir / ENV_FILE).is_file() or not (state_dir / "keys" / "ehr_jwt.pem").is_file():
         return False
     return all(p.name in _OLD_DEMO_NAMES or p.name.startswith(_OLD_DEMO_PREFIXES) for p in state_dir.iterdir())
+
+
+def _no_tables(database: Path) -> bool:
+    """An SQLite file (opened read-only) that holds no table: never migrated, so it holds no connection or token."""
+    if not database.is_file():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)) as con:
+            return bool(con.execute("select count(*) from sqlite_master").fetchone()[0] == 0)
+    except sqlite3.Error:  # not an SQLite file, or unreadable: not known to be empty
+        return False
 
 
 def mark_demo_state(state_dir: Path) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -69,8 +70,9 @@ def test_demo_refuses_to_delete_a_folder_that_is_not_its_state(tmp_path: Path) -
     ]
 
 
-def _ui_writes_its_env_file(tmp_path: Path, folder: Path) -> None:
-    """The real ``ehrsync ui --state folder``, stopped (SIGTERM) once it has written ``ehrsync.env`` there."""
+def _ui_writes_its_env_file(tmp_path: Path, folder: Path, *written: str) -> None:
+    """The real ``ehrsync ui --state folder``, stopped (SIGTERM) once it has written ``ehrsync.env`` (and each of
+    ``written``) there."""
     child = {k: v for k, v in os.environ.items() if k not in _STORES}
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
@@ -78,7 +80,9 @@ def _ui_writes_its_env_file(tmp_path: Path, folder: Path) -> None:
     cmd = [sys.executable, "-m", "ehrsync.cli", "ui", "--state", str(folder), "--port", str(port)]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child) as proc:
         deadline = time.monotonic() + 60
-        while not (folder / ENV_FILE).is_file() and proc.poll() is None and time.monotonic() < deadline:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if all((folder / name).exists() for name in (ENV_FILE, *written)):
+                break
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
@@ -97,6 +101,19 @@ def test_demo_refuses_to_delete_a_folder_ehrsync_ui_was_pointed_at(tmp_path: Pat
     assert (documents / "letter.txt").read_text() == "kept" and (documents / ENV_FILE).is_file()
 
 
+def test_the_demo_may_start_in_a_new_folder_ehrsync_ui_was_run_over_first(tmp_path: Path) -> None:
+    """``make ui`` before any demo says "run `make demo` first", having written its ehrsync.env, Dagster home and
+    an app database with nothing in it into the new folder: that demo must not then refuse the folder (it held
+    nothing of anyone's). A folder whose app database holds tables (a real one) is still refused."""
+    state = tmp_path / "var" / "demo"
+    _ui_writes_its_env_file(tmp_path, state, "app.db", "dagster_home")
+    check_state_dir(state, deleting=True)
+    with sqlite3.connect(state / "app.db") as con:
+        con.execute("create table connections (id text primary key)")
+    with pytest.raises(DemoError, match="not created by `ehrsync demo`"):
+        check_state_dir(state, deleting=True)
+
+
 _OLD_DEMO = {ENV_FILE: "# written by `ehrsync demo`\n", "keys/ehr_jwt.pem": "key", "app.db": "", "landing/x": ""}
 
 
@@ -108,7 +125,10 @@ _OLD_DEMO = {ENV_FILE: "# written by `ehrsync demo`\n", "keys/ehr_jwt.pem": "key
         (_OLD_DEMO, False, False),  # a demo's from before the marker
         ({**_OLD_DEMO, "warehouse.duckdb.wal": "", "dagster_home/x": "", "analyst/y": ""}, False, False),
         ({**_OLD_DEMO, "letter.txt": "mine"}, False, True),  # not only what a demo writes
-        ({ENV_FILE: "# written by `ehrsync demo`\n", "app.db": ""}, False, True),  # as `ehrsync ui` leaves it
+        ({ENV_FILE: "", "app.db": "", "dagster_home/dagster.yaml": ""}, False, False),  # `ehrsync ui` over a new one
+        ({ENV_FILE: "", "app.db": "not sqlite", "dagster_home/x": ""}, False, True),  # a database not known empty
+        ({ENV_FILE: "", "dagster_home/dagster.yaml": ""}, False, True),  # its app database elsewhere: keep its home
+        ({ENV_FILE: "", "app.db": "", "letter.txt": "mine"}, False, True),  # `ehrsync ui` over someone's folder
         ({"notes.txt": "mine"}, True, False),  # --keep deletes nothing
         ({"notes.txt": "mine"}, False, True),
         ({f"sub/{DEMO_MARKER}": "", "sub/ehrsync.env": ""}, False, True),  # the marker counts only at the top
