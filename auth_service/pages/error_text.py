@@ -68,10 +68,13 @@ _TEXTS: dict[str, PlainError] = {
         " does not show your records as connected, tell your practice.",
         retry=False,
     ),
+    # no "Try again": it restarts the sign-in, wrong on a page after connecting (a second connection) or
+    # disconnecting; a reload is safe on every page (a reloaded callback is answered without a second exchange)
     "internal_error": PlainError(
         "Something went wrong on our side",
-        "This page could not finish because of a problem in our service. This is not something you did. Try"
-        " again in a moment; if it keeps happening, tell your practice.",
+        "This page could not finish because of a problem in our service. This is not something you did. Reload"
+        " this page in a moment; if it keeps happening, tell your practice.",
+        retry=False,
     ),
     "invalid_redirect": PlainError(
         "This link points somewhere we can't send you",

@@ -64,3 +64,20 @@ def test_a_patient_page_that_hits_a_bug_shows_the_error_page(
     assert "content-security-policy" in r.headers and r.headers["x-frame-options"] == "DENY"
     assert "unexpected InjectedBugError on GET /connect/done" in logs.text
     assert "rt-very-secret-value" not in logs.text and "rt-very-secret-value" not in r.text
+
+
+def test_a_bug_on_the_page_after_connecting_offers_no_way_to_connect_again(
+    make_settings: Any, sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """"Try again" on the error page restarts the connect flow from this browser's connect link: right where a
+    sign-in failed, wrong on ``/connect/done`` (the patient is connected: a second sign-in makes a second connection)
+    or after a disconnect. A bug's page says to reload it instead, which is safe on every page."""
+    with running_service(make_settings, sandbox, smart_practice(sandbox, "c-bug")) as svc:
+        link = svc.admin("POST", "/api/integrations/connect-links", json={"user_ref": "u-bug"}).json()["url"]
+        with httpx.Client(timeout=30, headers={"Accept": "text/html"}) as browser:
+            assert browser.get(link).status_code == 200  # the connect page: this browser now holds its link
+            monkeypatch.setattr(pages_routes, "_session_connection", _raise)
+            r = browser.get(f"{svc.base_url}/connect/done")
+    assert r.status_code == 500 and "Something went wrong on our side" in r.text
+    assert "/connect/restart" not in r.text and "Try again" not in r.text, r.text
+    assert "Reload this page" in r.text
