@@ -69,7 +69,7 @@ def test_a_patient_page_that_hits_a_bug_shows_the_error_page(
 def test_a_bug_on_the_page_after_connecting_offers_no_way_to_connect_again(
     make_settings: Any, sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """"Try again" on the error page restarts the connect flow from this browser's connect link: right where a
+    """The error page's "Try again" restarts the connect flow from this browser's connect link: right where a
     sign-in failed, wrong on ``/connect/done`` (the patient is connected: a second sign-in makes a second connection)
     or after a disconnect. A bug's page says to reload it instead, which is safe on every page."""
     with running_service(make_settings, sandbox, smart_practice(sandbox, "c-bug")) as svc:
