@@ -147,12 +147,13 @@ def _in_thread(call: Any) -> tuple[threading.Thread, dict[str, NoteRecord]]:
 
 
 def _wait_sending(world, note_id: str) -> NoteRecord:
-    for _ in range(100):
+    deadline = time.monotonic() + 60  # by the clock, not a count of short sleeps: a busy machine oversleeps them
+    while time.monotonic() < deadline:
         current = get_note(world.env.db, note_id)
         if current is not None and current.state == "sending":
             return current
         time.sleep(0.05)
-    raise AssertionError("the note never became sending")
+    raise AssertionError("the note never became sending in 60 s")
 
 
 def _asked_while(world, thread: threading.Thread, note_id: str, *, stalled_after_s: float) -> list[str]:
