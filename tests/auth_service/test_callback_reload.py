@@ -27,7 +27,9 @@ from tests.auth_service.test_flows_sandbox import register
 
 LOGIN = "/api/integrations/smart/login?tenant=t1&provider=smart"
 HTML = {"Accept": "text/html,application/xhtml+xml"}
-TOKEN_DELAY_S = 5.0  # the reload waits 2 s for the first request's answer before it says so
+# The reload waits 2 s for the first request's answer before it says so, and must have done so before that answer
+# comes: 10 s, not 5, leaves a busy CI machine time to send and serve the reload first.
+TOKEN_DELAY_S = 10.0
 ARMED = 10  # firings of the slow fault: the firings left tell how many token requests reached the sandbox
 
 
@@ -65,7 +67,7 @@ def reload_while_slow(svc: Service, sandbox: Any, client_id: str) -> None:
         first: list[httpx.Response] = []
         worker = threading.Thread(target=lambda: first.append(browser.get(url)))
         worker.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while token_requests(sandbox) == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert token_requests(sandbox) == 1  # the first request is now waiting on the slow token endpoint
@@ -79,7 +81,7 @@ def reload_while_slow(svc: Service, sandbox: Any, client_id: str) -> None:
                 waiting.headers["cache-control"] == "no-store" and waiting.headers["referrer-policy"] == "no-referrer"
             )
             assert "took too long" not in waiting.text and "error-code" not in waiting.text
-            worker.join(timeout=30)
+            worker.join(timeout=60)
             assert first and first[0].status_code == 303 and first[0].headers["location"] == "/connect/done"
 
             done = reload.get(url)  # the next refresh: the first request's outcome, and this browser's cookie

@@ -63,7 +63,7 @@ def _graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> d
     webserver once answered 500 to ``stopSensor`` while the daemon wrote the same SQLite storage, without a log
     line (a transient lock on the instance's SQLite files, not an answer about ehrsync)."""
     for attempt in range(5):
-        r = httpx.post(url, json={"query": query, "variables": variables or {}}, timeout=10)
+        r = httpx.post(url, json={"query": query, "variables": variables or {}}, timeout=60)
         if r.status_code < 500 or attempt == 4:
             break
         time.sleep(1 + attempt)
@@ -111,7 +111,7 @@ def _start_dagster(env: dict[str, str], state: Path) -> DagsterDev:
         proc = subprocess.Popen(argv, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     dev = DagsterDev(proc, f"http://127.0.0.1:{port}/graphql", log)
     query = "{ repositoriesOrError { ... on RepositoryConnection { nodes { name jobs { name } } } } }"
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 180  # as tests/ehrsync/test_ui.py: a busy CI machine starts it slowly
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"dagster dev exited {proc.returncode}:\n{log.read_text()[-3000:]}")
@@ -267,7 +267,7 @@ def _sync_run(
 
 
 def _poll(stack: Stack, path: str, sync_id: str, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # "not forever": a Dagster run on a busy CI machine may take minutes
     body: dict[str, Any] = {}
     while time.monotonic() < deadline:
         r = stack.api("GET", path, params={"syncId": sync_id})
@@ -350,7 +350,7 @@ def _dagster_run_tags(stack: Stack, run_id: str) -> dict[str, str]:
 
 def _closed_row(stack: Stack, run_id: str) -> SyncRun:
     """The ``sync_runs`` row once a run-status sensor (or the engine) has closed it."""
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         with stack.service.ctx.db.session() as session:
             row: SyncRun | None = session.get(SyncRun, run_id)

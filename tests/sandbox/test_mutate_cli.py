@@ -77,7 +77,7 @@ def test_run_server_serves_until_interrupted() -> None:
     try:
         assert proc.stderr is not None
         url = None
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a fresh interpreter seeding the sandbox: slow on a busy CI machine
         while url is None and time.monotonic() < deadline:
             line = proc.stderr.readline()
             if "sandbox EHR running at" in line:
@@ -85,7 +85,7 @@ def test_run_server_serves_until_interrupted() -> None:
             elif not line and proc.poll() is not None:
                 break
         assert url is not None
-        assert httpx.get(url + "/fhir/metadata").status_code == 200
+        assert httpx.get(url + "/fhir/metadata", timeout=30).status_code == 200  # not httpx's 5 s
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -96,7 +96,7 @@ def test_bdx33_background_writer_changes_data_while_clients_read() -> None:
         token = backend_token(sb)
         start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
         sb.admin.settings(writer_interval_s=0.05)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while sb.state.writer.rounds < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
         sb.admin.settings(writer_interval_s=0)

@@ -60,13 +60,14 @@ def test_a_waiting_writer_logs_who_holds_the_write_lock(
     tmp_path: Path, zone: LandingZone, hold, caplog: pytest.LogCaptureFixture
 ) -> None:
     db = tmp_path / "w.duckdb"
-    waiter = DuckDBWarehouse(db, lock_timeout_s=1.2, lock_log_every_s=0.25)
+    # 5 s, not 1.2: a busy CI machine may oversleep each 0.25 s pause, and 1.2 s then holds only two lines
+    waiter = DuckDBWarehouse(db, lock_timeout_s=5.0, lock_log_every_s=0.25)
     holder = hold(_HOLD_EHRSYNC_LOCK, db)
     caplog.set_level(logging.INFO, logger="warehouse")
     with pytest.raises(WarehouseLockTimeoutError, match=f"held by run run-holder, pid {holder.pid} ") as caught:
         waiter.upsert(land(zone, [resource("a")]))
     lines = _waits(caplog, "for the write lock w.duckdb.lock")
-    assert len(lines) >= 3, lines  # one every 0.25 s over 1.2 s
+    assert len(lines) >= 3, lines  # one every 0.25 s over 5 s
     assert all(f"held by run run-holder, pid {holder.pid} on " in line for line in lines)
     assert "since" in str(caught.value)
     assert LOCK_LOG_EVERY_S == 10.0  # the documented default interval
@@ -75,13 +76,14 @@ def test_a_waiting_writer_logs_who_holds_the_write_lock(
 def test_a_waiting_writer_logs_a_foreign_duckdb_holder(
     tmp_path: Path, zone: LandingZone, hold, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A process outside ehrsync (an analyst's session) holds DuckDB's own lock: the wait is logged as well."""
+    """A process outside ehrsync (an analyst's session) holds DuckDB's own lock: the wait is logged as well. 8 s,
+    not 1.2: each refused open of the file took about a second on a busy machine, which then logged once."""
     db = tmp_path / "w.duckdb"
     DuckDBWarehouse(db).close()
     hold(_HOLD_DUCKDB_ITSELF, db)
     caplog.set_level(logging.INFO, logger="warehouse")
     with pytest.raises(WarehouseLockTimeoutError):
-        DuckDBWarehouse(db, lock_timeout_s=1.2, lock_log_every_s=0.25)
+        DuckDBWarehouse(db, lock_timeout_s=8.0, lock_log_every_s=0.25)
     lines = _waits(caplog, "another process outside ehrsync holds it")
     assert len(lines) >= 3, lines
 
