@@ -7,10 +7,12 @@ server instead. When neither works the tests fail with a message saying why: Pos
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +28,8 @@ class PgServer:
     host: str
     port: int
     user: str
+    #: the data folder of a server these tests started (None: an existing server, EHRSYNC_TEST_DATABASE_URL)
+    data: Path | None = None
 
     def url(self, database: str = "postgres", driver: str = "psycopg") -> str:
         """SQLAlchemy URL naming its driver explicitly (psycopg 3 by default)."""
@@ -54,6 +58,34 @@ def _bindir() -> Path:
     raise PostgresUnavailableError(
         "PostgreSQL server programs (initdb, pg_ctl) not found: install the 'postgresql' package "
         "or set EHRSYNC_TEST_DATABASE_URL to an existing server"
+    )
+
+
+# Stops the server once the process that started it is gone without stopping it (killed by a CI timeout, a
+# SIGTERM to pytest, an OOM kill: no ``finally`` runs then), so no server outlives its test run. It leaves on its
+# own when the data folder goes (the normal stop removes it). Its own session: a signal to the test run's process
+# group does not reach it.
+_WATCHDOG = """
+import json, os, shutil, subprocess, sys, time
+parent, stop, data, tmp = int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
+while os.path.exists(data):
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:
+        subprocess.run(stop, capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        break
+    time.sleep(0.5)
+"""
+
+
+def _watch(stop: list[str], data: Path, tmp: Path) -> None:
+    subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), json.dumps(stop), str(data), str(tmp)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
 
 
@@ -107,8 +139,9 @@ def throwaway_postgres() -> Iterator[PgServer]:
         raise PostgresUnavailableError(
             f"could not start a throwaway PostgreSQL: {exc.stderr.decode(errors='replace')[-500:]}"
         ) from exc
+    _watch(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]), data, tmp)
     try:
-        yield PgServer("127.0.0.1", port, "postgres")
+        yield PgServer("127.0.0.1", port, "postgres", data)
     finally:
         subprocess.run(
             _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
