@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from connectors.errors import NeedsReauthError, OAuthError, TransportError, UnauthorizedClientError
 from store._refresh_apply import RefreshOutcome
+from store._states import CLIENT_GRANT_REFUSED
 from store.errors import ClientRejectedError
 from store.models import AuditEvent, ConnectionStatus
 
@@ -34,8 +35,6 @@ __all__ = [
 
 #: The audit ``reason`` of a refresh refused because the client may not use the refresh_token grant.
 REFRESH_NOT_ALLOWED = "refresh_grant_not_allowed"
-#: The audit ``reason`` of a client_credentials grant refused for good (``unauthorized_client``, ``invalid_client``).
-CLIENT_GRANT_REFUSED = "client_grant_refused"
 #: What each final refusal of a client_credentials grant means, in words an admin can act on (RFC 6749 §5.2).
 _CLIENT_REFUSALS = {
     "unauthorized_client": "the EHR's client registration does not allow this client the client_credentials grant",

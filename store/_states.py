@@ -11,7 +11,11 @@ from connectors.errors import NeedsReauthError
 from store.errors import ClientRejectedError, TokenUndecryptableError
 from store.models import AuditEvent, Connection, ConnectionStatus, TokenRecord
 
-__all__ = ["AFTER_401_MARK", "CLIENT_REJECTED_WINDOW", "check_status", "fresh_after_401"]
+__all__ = ["AFTER_401_MARK", "CLIENT_GRANT_REFUSED", "CLIENT_REJECTED_WINDOW", "check_status", "fresh_after_401"]
+
+#: The audit ``reason`` of a client_credentials grant refused for good (``store._refused``): here, below it, so the
+#: status check can say why a connection is ``client_rejected`` without importing the refresh path.
+CLIENT_GRANT_REFUSED = "client_grant_refused"
 
 #: Marks (in ``tokens.launch_context``) a backend token minted because its predecessor was refused with 401.
 AFTER_401_MARK = "ehrsync_minted_after_401"
@@ -51,9 +55,9 @@ def _rejection(conn: Connection) -> str:
             .order_by(AuditEvent.id.desc())
             .limit(1)
         )
-    code = (event.detail or {}).get("error_code") if event is not None else None
-    if code in ("unauthorized_client", "invalid_client"):
-        return f"its token endpoint refused the client_credentials grant ({code})"
+    detail = (event.detail or {}) if event is not None else {}
+    if detail.get("reason") == CLIENT_GRANT_REFUSED:
+        return f"its token endpoint refused the client_credentials grant ({detail.get('error_code')})"
     return "the EHR refused even a fresh token"
 
 

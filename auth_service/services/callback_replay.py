@@ -163,8 +163,9 @@ def replay_callback(
         raise ReplayedCallbackError(outcome.message or "connecting your record failed", code=kept)
     if _running(recorded, deadline):
         return StillConnecting(waited)
-    if outcome.status == "abandoned" or (outcome.connection_id and _stored(ctx, outcome.connection_id)):
-        raise interrupted_error(ctx, outcome.connection_id)  # stopped on an error, or after storing a connection
+    interrupted = interrupted_error(ctx, outcome.connection_id)  # looks the stored connection up once
+    if outcome.status == "abandoned" or interrupted.code == "interrupted_after_connecting":
+        raise interrupted  # stopped on an error, or after storing a connection
     raise ReplayedCallbackError(
         f"the sign-in did not finish: the code exchange with the health system was not over within {deadline:g} s"
         " of the callback, or it stopped; start again"
