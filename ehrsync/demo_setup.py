@@ -22,14 +22,17 @@ __all__ = [
     "DEMO_MARKER",
     "DEMO_TENANT",
     "ENV_FILE",
+    "GITIGNORE",
     "PATIENT_CLIENT",
     "DemoError",
     "auth_service",
     "authorize_patient",
     "check_state_dir",
+    "check_ui_state_dir",
     "demo_environment",
     "is_demo_state",
     "mark_demo_state",
+    "new_state_folder",
     "practice_settings",
     "refuse_external_stores",
 ]
@@ -39,15 +42,20 @@ PATIENT_CLIENT = "ehrsync-demo"
 BACKEND_CLIENT = "ehrsync-demo-bulk"
 ENV_FILE = "ehrsync.env"
 #: Written by ``ehrsync demo`` alone, into a state folder it creates: what makes a non-empty folder one the demo
-#: may delete. Not ``ehrsync.env``: ``ehrsync ui --state DIR`` writes that into whatever folder it is given.
+#: may delete. Not ``ehrsync.env``: ``ehrsync ui`` writes that into a new or empty folder too.
 DEMO_MARKER = ".ehrsync-demo"
-#: What a demo from before the marker left at the top of its state folder (``app.db*``, ``warehouse.duckdb*``
-#: too): such a folder is still the demo's when it holds the demo's signing key and nothing else.
-_OLD_DEMO_NAMES = frozenset({ENV_FILE, "keys", "landing", "attachments", "dagster_home", "analyst"})
-_OLD_DEMO_PREFIXES = ("app.db", "warehouse.duckdb")
+#: Written (``*``) into a state folder ehrsync creates or finds empty, as Python's venv does: nothing in it (the vault
+#: key in ehrsync.env, tokens, PHI) is committed from any git work tree it lies in, whatever that tree ignores.
+GITIGNORE = ".gitignore"
+#: What ehrsync keeps at the top of a state folder (``app.db*``, ``warehouse.duckdb*`` too). A demo's from before the
+#: marker is still the demo's when it holds the demo's signing key and nothing else.
+_STATE_NAMES = frozenset(
+    {ENV_FILE, DEMO_MARKER, GITIGNORE, "keys", "landing", "attachments", "dagster_home", "analyst"}
+)
+_STATE_PREFIXES = ("app.db", "warehouse.duckdb")
 #: What ``ehrsync ui`` leaves in a new folder (``make ui`` before any demo, whose note says to run the demo first):
 #: its ehrsync.env, Dagster's home, and an app database the code location opened but nobody migrated.
-_UI_ONLY_NAMES = frozenset({ENV_FILE, "dagster_home", "app.db"})
+_UI_ONLY_NAMES = frozenset({ENV_FILE, GITIGNORE, "dagster_home", "app.db"})
 # Locations come from the state folder; an env file written by an older demo may still name them.
 _LOCATION_KEYS = ("DATABASE_URL", "EHRSYNC_DATABASE_URL", "WAREHOUSE_URL")
 
@@ -86,7 +94,42 @@ def is_demo_state(state_dir: Path) -> bool:
         return True
     if not (state_dir / ENV_FILE).is_file() or not (state_dir / "keys" / "ehr_jwt.pem").is_file():
         return False
-    return all(p.name in _OLD_DEMO_NAMES or p.name.startswith(_OLD_DEMO_PREFIXES) for p in state_dir.iterdir())
+    return not _foreign_names(state_dir)
+
+
+def _foreign_names(state_dir: Path) -> list[str]:
+    """The names at the top of ``state_dir`` that ehrsync does not keep in a state folder, sorted."""
+    return sorted(
+        p.name for p in state_dir.iterdir() if p.name not in _STATE_NAMES and not p.name.startswith(_STATE_PREFIXES)
+    )
+
+
+def check_ui_state_dir(state_dir: Path) -> bool:
+    """``ehrsync ui`` writes ``ehrsync.env`` (the vault key) into its state folder, so ``--state`` must be new,
+    empty, or already an ehrsync state folder: the demo's (``DEMO_MARKER``), or one holding ``ehrsync.env`` and
+    nothing ehrsync does not keep there. Any other folder (a home, a project checkout, someone's documents, a
+    state folder whose settings live elsewhere) is refused before anything is written. True: new or empty."""
+    check_state_dir(state_dir)
+    if not state_dir.exists() or not any(state_dir.iterdir()):
+        return True
+    if (state_dir / DEMO_MARKER).is_file():
+        return False
+    foreign = _foreign_names(state_dir)
+    if (state_dir / ENV_FILE).is_file() and not foreign:
+        return False
+    listed = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+    why = f"holds other files ({listed})" if foreign else f"is not empty and holds no {ENV_FILE} or {DEMO_MARKER}"
+    raise DemoError(
+        f"--state {state_dir} {why}, so it is not an ehrsync state folder: `ehrsync ui` keeps its settings and "
+        f"vault key ({ENV_FILE}) in its state folder and will not write them there; pass a new or empty folder "
+        "(the default is var/demo) or one an earlier `ehrsync demo` or `ehrsync ui` made"
+    )
+
+
+def new_state_folder(state_dir: Path) -> None:
+    """Create the (new or empty) state folder with a ``.gitignore`` that ignores everything in it."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / GITIGNORE).write_text("# written by ehrsync: this state folder holds a vault key and PHI\n*\n")
 
 
 def _no_tables(database: Path) -> bool:
@@ -102,7 +145,7 @@ def _no_tables(database: Path) -> bool:
 
 def mark_demo_state(state_dir: Path) -> None:
     """Create the (new or empty) state folder as the demo's own: a later ``ehrsync demo`` may delete it."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    new_state_folder(state_dir)
     (state_dir / DEMO_MARKER).write_text(
         "Created by `ehrsync demo`, which deletes this whole folder to start clean when it runs over it again"
         " (unless --keep).\n"

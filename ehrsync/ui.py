@@ -1,5 +1,8 @@
 """``make ui``: ``dagster dev`` (webserver + daemon + code server) over a state folder.
 
+The folder holds ``ehrsync.env`` and so the vault key: ``--state`` must be new, empty, or an ehrsync state folder
+already (``demo_setup.check_ui_state_dir``); any other folder is refused before anything is written or started.
+
 It runs in its own process group; Ctrl-C, SIGTERM or SIGHUP (unless ignored, as ``nohup`` does) to us stops the whole
 group (``process_group``), because killing only the parent leaves the webserver, daemon and code server running.
 """
@@ -10,7 +13,7 @@ import os
 import socket
 from pathlib import Path
 
-from ehrsync.demo import demo_environment
+from ehrsync.demo_setup import check_ui_state_dir, demo_environment, new_state_folder
 from ehrsync.process_group import run_until_stopped
 
 
@@ -20,7 +23,10 @@ def run_ui(state_dir: Path, *, host: str = "127.0.0.1", port: int = 3000, stop_a
     from engine.settings import PipelineSettings
 
     state_dir = state_dir.resolve()
+    fresh = check_ui_state_dir(state_dir)  # its vault key goes only into a new, empty or ehrsync state folder
     _check_port(host, port)
+    if fresh:
+        new_state_folder(state_dir)
     env_values = demo_environment(state_dir)
     merged = {**env_values, **{k: v for k, v in os.environ.items() if k in env_values and v}}
     settings = PipelineSettings.from_env({**os.environ, **merged})  # DAGSTER_HOME, DATABASE_URL: the operator's

@@ -68,7 +68,15 @@ def demo(
 @STATE_OPTION
 @click.option("--port", type=click.IntRange(0, 65535), default=3000, show_default=True)
 def ui(state_dir: Path, port: int) -> None:
-    """Start the Dagster UI (dagster dev) over a state folder; Ctrl-C or SIGTERM stops every process it started."""
+    """Start the Dagster UI (dagster dev) over a state folder; Ctrl-C or SIGTERM stops every process it started.
+
+    The folder keeps ehrsync.env (the vault key): it must be new, empty, or an earlier demo's or ui's state folder.
+    """
+    from ehrsync.demo_setup import DemoError
     from ehrsync.ui import run_ui
 
-    sys.exit(run_ui(state_dir, port=port))
+    try:
+        code = run_ui(state_dir, port=port)
+    except DemoError as exc:  # a --state folder it will not write its vault key into
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(code)

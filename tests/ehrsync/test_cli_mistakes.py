@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ehrsync.demo_setup import DEMO_MARKER, ENV_FILE, DemoError, check_state_dir
+from ehrsync.demo_setup import DEMO_MARKER, ENV_FILE, GITIGNORE, DemoError, check_state_dir, demo_environment
 
 _KEY = "t4JTv4brtHtzKipfTJdayl_rg659i4mCNwc8JnvbEhk="
 _STORES = ("DATABASE_URL", "EHRSYNC_DATABASE_URL", "WAREHOUSE_URL", "EHRSYNC_HOME", "DAGSTER_HOME")
@@ -89,13 +89,14 @@ def _ui_writes_its_env_file(tmp_path: Path, folder: Path, *written: str) -> None
     assert (folder / ENV_FILE).is_file(), out
 
 
-def test_demo_refuses_to_delete_a_folder_ehrsync_ui_was_pointed_at(tmp_path: Path) -> None:
-    """``ehrsync ui --state ~/Documents`` writes ``ehrsync.env`` there, and that file used to be what made
-    ``ehrsync demo --state ~/Documents`` delete the folder, the person's documents with it."""
+def test_demo_refuses_to_delete_a_folder_an_older_ehrsync_ui_was_pointed_at(tmp_path: Path) -> None:
+    """``ehrsync ui --state ~/Documents`` used to write ``ehrsync.env`` there (it now refuses the folder), and that
+    file used to be what made ``ehrsync demo --state ~/Documents`` delete the folder, the person's documents with
+    it."""
     documents = tmp_path / "Documents"
     documents.mkdir()
     (documents / "letter.txt").write_text("kept")
-    _ui_writes_its_env_file(tmp_path, documents)
+    demo_environment(documents)  # what an older `ehrsync ui --state ~/Documents` wrote there
     proc = _run(tmp_path, "demo", "--state", str(documents), "--patients", "2", "--connect", "1")
     _one_line_failure(proc, str(documents), "was not created by `ehrsync demo`", DEMO_MARKER, "new or empty folder")
     assert (documents / "letter.txt").read_text() == "kept" and (documents / ENV_FILE).is_file()
@@ -155,6 +156,118 @@ def test_demo_refuses_more_connections_than_patients(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Error: --connect 3 is more than --patients 2" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "demo").exists()
+
+
+# --- ui: it keeps its settings and vault key (ehrsync.env) in its --state folder ---------------------------------
+
+
+def _files(folder: Path) -> dict[str, bytes | None]:
+    """Everything under ``folder``: each file's bytes, each folder as None."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def _make(folder: Path, contents: dict[str, str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in contents.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+
+
+_UI_REFUSES = {  # folder contents; what the one-line refusal names
+    "documents": ({"letter.txt": "mine", "photos/cat.jpg": "meow"}, "holds other files (letter.txt, photos)"),
+    "a-project-checkout": (
+        {".gitignore": "build/\n", "pyproject.toml": "", "src/app.py": "", "a": "", "b": ""},
+        "holds other files (a, b, pyproject.toml and 1 more)",
+    ),
+    "an-older-ui-wrote-its-key-there": ({ENV_FILE: "KEY=old\n", "letter.txt": "mine"}, "(letter.txt)"),
+    "a-state-folder-whose-settings-live-elsewhere": (
+        {"landing/x.parquet": "", "warehouse.duckdb": ""},
+        f"is not empty and holds no {ENV_FILE} or {DEMO_MARKER}",
+    ),
+    "the-folder-above-a-demo-state": ({f"demo/{DEMO_MARKER}": "", f"demo/{ENV_FILE}": ""}, "(demo)"),
+}
+
+
+@pytest.mark.parametrize(("contents", "names"), _UI_REFUSES.values(), ids=_UI_REFUSES.keys())
+def test_ui_refuses_a_folder_that_is_not_new_empty_or_an_ehrsync_state(
+    tmp_path: Path, contents: dict[str, str], names: str
+) -> None:
+    """``ehrsync ui --state DIR`` used to write ehrsync.env, the vault key, into whatever folder it was given: a home,
+    a project checkout (where it could be committed), someone's documents. Now one line names the folder and why,
+    and nothing is written or started."""
+    folder = tmp_path / "given"
+    _make(folder, contents)
+    before = _files(folder)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = int(free.getsockname()[1])
+    proc = _run(tmp_path, "ui", "--state", str(folder), "--port", str(port), timeout=60)
+    _one_line_failure(proc, f"--state {folder} ", names, "not an ehrsync state folder", "pass a new or empty folder")
+    assert _files(folder) == before and not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty"])
+def test_ui_makes_a_new_or_empty_folder_its_state_ignored_by_git(tmp_path: Path, busy_port: int, kind: str) -> None:
+    """A new or empty ``--state`` inside a git work tree (``make ui``'s var/demo lies in the checkout) is used: ui
+    writes a ``.gitignore`` of ``*`` there first, so neither its ehrsync.env nor anything else it keeps there shows
+    up in ``git status``, whatever the repository ignores. Before, the key file was untracked, one ``git add .``
+    from a commit. The folder is then an ehrsync state folder: the next ``ehrsync ui`` over it gets past the folder
+    check (to the busy port here) and keeps its key."""
+    repo = tmp_path / "checkout"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    state = repo / "var" / "ui-state"
+    if kind == "empty":
+        state.mkdir(parents=True)
+    _ui_writes_its_env_file(tmp_path, state, GITIGNORE, "dagster_home")
+    assert oct((state / ENV_FILE).stat().st_mode)[-3:] == "600"
+    assert "*" in (state / GITIGNORE).read_text().splitlines()
+    status = subprocess.run(
+        ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=all", "--ignored=no"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert status.stdout == "", status.stdout
+    key = (state / ENV_FILE).read_text()
+    again = _run(tmp_path, "ui", "--state", str(state), "--port", str(busy_port), timeout=60)
+    _one_line_failure(again, f"cannot listen on 127.0.0.1:{busy_port}")
+    assert (state / ENV_FILE).read_text() == key
+
+
+_EARLIER_STATES = {  # an earlier ehrsync state folder; the same with something of someone else's in it
+    "a-demo-state": (
+        {DEMO_MARKER: "", ENV_FILE: "K=1\n", "app.db": "", "landing/x": "", "notes.txt": "the demo's folder"},
+        {f"notes/{DEMO_MARKER}": "", ENV_FILE: "K=1\n", "app.db": ""},  # the marker counts only at the top
+    ),
+    "a-demo-state-from-before-the-marker": (_OLD_DEMO, {**_OLD_DEMO, "letter.txt": "mine"}),
+    "a-ui-state-before-the-gitignore": (
+        {ENV_FILE: "K=1\n", "app.db": "", "dagster_home/dagster.yaml": ""},
+        {ENV_FILE: "K=1\n", "app.db": "", "dagster_home/dagster.yaml": "", "letter.txt": "mine"},
+    ),
+    "an-operator-state": (
+        {ENV_FILE: "K=1\n", GITIGNORE: "*\n", "app.db-wal": "", "warehouse.duckdb": "", "attachments/a": ""},
+        {GITIGNORE: "*\n", "app.db-wal": "", "warehouse.duckdb": "", "attachments/a": ""},  # its key elsewhere
+    ),
+}
+
+
+@pytest.mark.parametrize(("earlier", "not_one"), _EARLIER_STATES.values(), ids=_EARLIER_STATES.keys())
+def test_ui_reuses_an_earlier_state_folder_and_only_that(
+    tmp_path: Path, busy_port: int, earlier: dict[str, str], not_one: dict[str, str]
+) -> None:
+    """A folder an earlier demo or ui made passes the folder check (and stops at the busy port, before anything
+    is written); the same folder with something that is not ehrsync's in it, or without its ehrsync.env, does
+    not."""
+    for contents, accepted in ((earlier, True), (not_one, False)):
+        folder = tmp_path / ("accepted" if accepted else "refused")
+        _make(folder, contents)
+        before = _files(folder)
+        proc = _run(tmp_path, "ui", "--state", str(folder), "--port", str(busy_port), timeout=60)
+        if accepted:
+            _one_line_failure(proc, f"cannot listen on 127.0.0.1:{busy_port}")
+        else:
+            _one_line_failure(proc, f"--state {folder} ", "not an ehrsync state folder")
+        assert _files(folder) == before
 
 
 # --- a port that is taken, a URL that is not one ------------------------------------------------------------------

@@ -65,6 +65,19 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     env_file = (state / "ehrsync.env").read_text()
     assert "INTEGRATIONS_TOKEN_ENC_KEY=" in env_file and oct((state / "ehrsync.env").stat().st_mode)[-3:] == "600"
     assert (state / ".ehrsync-demo").is_file(), "the demo marks the folder it created as its own to delete"
+    assert "*" in (state / ".gitignore").read_text().splitlines(), "nothing in it is committed from a checkout"
+    with socket.socket() as busy:  # `make ui` opens the folder the demo left: past the folder check to the port
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = int(busy.getsockname()[1])
+        ui = subprocess.run(
+            [sys.executable, "-m", "ehrsync.cli", "ui", "--state", str(state), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+    assert ui.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in ui.stderr, ui.stderr
     with duckdb.connect(str(state / "warehouse.duckdb"), read_only=True) as con:
         live = con.execute("select count(*) from fhir_resources where deleted_at is null").fetchone()
         tombstones = con.execute("select count(*) from fhir_resources where deleted_at is not null").fetchone()
