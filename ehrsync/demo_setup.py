@@ -58,6 +58,8 @@ _STATE_PREFIXES = ("app.db", "warehouse.duckdb")
 _UI_ONLY_NAMES = frozenset({ENV_FILE, GITIGNORE, "dagster_home", "app.db"})
 # Locations come from the state folder; an env file written by an older demo may still name them.
 _LOCATION_KEYS = ("DATABASE_URL", "EHRSYNC_DATABASE_URL", "WAREHOUSE_URL")
+_STATE_VARIABLES = ("EHRSYNC_STATE_DIR", "EHRSYNC_HOME")  # the first set wins, as in settings.AppSettings
+DEFAULT_UI_STATE = Path("var/demo")
 
 
 class DemoError(RuntimeError):
@@ -161,6 +163,22 @@ def refuse_external_stores(app: AppSettings) -> None:
             f"ehrsync demo keeps its app database and warehouse under --state and does not use {', '.join(named)}: "
             "unset it to run the demo (`ehrsync sync` and `ehrsync ui` use it)"
         )
+
+
+def ui_state_dir(given: Path | None, environ: Mapping[str, str]) -> Path:
+    """``ehrsync ui``'s state folder: ``--state``, else the one ``EHRSYNC_STATE_DIR`` (else ``EHRSYNC_HOME``) names,
+    else ``var/demo``. Dagster's runs read the variable, so a ``--state`` naming another folder is refused rather
+    than splitting the key file from the state it unlocks."""
+    variable = next((name for name in _STATE_VARIABLES if environ.get(name, "").strip()), None)
+    if variable is None:
+        return given if given is not None else DEFAULT_UI_STATE
+    named = Path(environ[variable].strip())
+    if given is not None and given.resolve() != named.resolve():
+        raise DemoError(
+            f"--state {given} and {variable}={named} name different folders: pass one of them "
+            f"(unset {variable}, or give --state the same folder)"
+        )
+    return named
 
 
 def demo_environment(state_dir: Path) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -65,18 +66,25 @@ def demo(
 
 
 @click.command()
-@STATE_OPTION
+@click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder holding the app database, landing zone, warehouse and Dagster home."
+    "  [default: EHRSYNC_STATE_DIR (else EHRSYNC_HOME) when set, else var/demo]",
+)
 @click.option("--port", type=click.IntRange(0, 65535), default=3000, show_default=True)
-def ui(state_dir: Path, port: int) -> None:
+def ui(state_dir: Path | None, port: int) -> None:
     """Start the Dagster UI (dagster dev) over a state folder; Ctrl-C or SIGTERM stops every process it started.
 
     The folder keeps ehrsync.env (the vault key): it must be new, empty, or an earlier demo's or ui's state folder.
     """
-    from ehrsync.demo_setup import DemoError
+    from ehrsync.demo_setup import DemoError, ui_state_dir
     from ehrsync.ui import run_ui
 
     try:
-        code = run_ui(state_dir, port=port)
+        code = run_ui(ui_state_dir(state_dir, os.environ), port=port)
     except DemoError as exc:  # a --state folder it will not write its vault key into
         raise click.ClickException(str(exc)) from exc
     sys.exit(code)

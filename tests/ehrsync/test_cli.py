@@ -101,7 +101,12 @@ CONFIG_CASES = [
         "EHR_JWT_PRIVATE_KEY",
     ),
     ("demo-state-under-a-file", ["demo", "--state", "{tmp}/a-file/state"], {}, "a-file"),
-    ("ui-state-under-a-file", ["ui", "--state", "{tmp}/a-file/state", "--port", "0"], {}, "a-file"),
+    (
+        "ui-state-under-a-file",
+        ["ui", "--state", "{tmp}/a-file/state", "--port", "0"],
+        {"EHRSYNC_STATE_DIR": "{tmp}/a-file/state"},  # the same folder: ui refuses a variable naming another
+        "a-file",
+    ),
     ("sandbox-non-loopback-host", ["sandbox", "--host", "192.0.2.1", "--port", "0"], {}, "loopback"),
 ]
 

@@ -28,7 +28,10 @@ def _run(
     """The real command in a child process over a throwaway state folder; stopped by SIGTERM (which ``ehrsync ui``
     passes to every process it started) if it outlives ``timeout``."""
     child = {k: v for k, v in os.environ.items() if k not in _STORES}
-    child.update({"INTEGRATIONS_TOKEN_ENC_KEY": _KEY, "EHRSYNC_STATE_DIR": str(tmp_path / "state"), **(env or {})})
+    child["INTEGRATIONS_TOKEN_ENC_KEY"] = _KEY
+    if args[:1] != ("ui",):  # ui takes its folder from --state, and refuses a variable naming another
+        child["EHRSYNC_STATE_DIR"] = str(tmp_path / "state")
+    child.update(env or {})
     cmd = [sys.executable, "-m", "ehrsync.cli", *args]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child) as proc:
         try:
@@ -268,6 +271,33 @@ def test_ui_reuses_an_earlier_state_folder_and_only_that(
         else:
             _one_line_failure(proc, f"--state {folder} ", "not an ehrsync state folder")
         assert _files(folder) == before
+
+
+@pytest.mark.parametrize("variable", ["EHRSYNC_STATE_DIR", "EHRSYNC_HOME"])
+def test_ui_refuses_a_state_variable_naming_another_folder_than_state(
+    tmp_path: Path, busy_port: int, variable: str
+) -> None:
+    """Dagster's runs read EHRSYNC_STATE_DIR: with --state X and the variable naming Y, ui would keep its vault key
+    in X and the runs' state in Y. It says so in one line, before writing anything."""
+    given, named = tmp_path / "given", tmp_path / "named"
+    proc = _run(tmp_path, "ui", "--state", str(given), "--port", str(busy_port), env={variable: str(named)})
+    _one_line_failure(proc, f"--state {given}", f"{variable}={named}", "different folders")
+    assert not given.exists() and not named.exists()
+
+
+def test_ui_takes_its_folder_from_the_state_variable_when_state_is_not_given(tmp_path: Path, busy_port: int) -> None:
+    """An operator who set EHRSYNC_STATE_DIR gets that folder checked (not var/demo under the current folder); the
+    same folder given both ways is one folder."""
+    named = tmp_path / "named"
+    _make(named, {"letter.txt": "mine"})
+    alone = _run(tmp_path, "ui", "--port", str(busy_port), env={"EHRSYNC_STATE_DIR": str(named)})
+    _one_line_failure(alone, f"{named} ", "not an ehrsync state folder")
+    (named / "letter.txt").unlink()
+    both = _run(
+        tmp_path, "ui", "--state", str(named), "--port", str(busy_port), env={"EHRSYNC_STATE_DIR": f"{named}/."}
+    )
+    _one_line_failure(both, f"cannot listen on 127.0.0.1:{busy_port}")
+    assert _files(named) == {}, "the busy port stops it before anything is written"
 
 
 # --- a port that is taken, a URL that is not one ------------------------------------------------------------------
