@@ -46,7 +46,7 @@ from store._refused import (
 from store._states import check_status, fresh_after_401
 from store.crypto import TokenCipher
 from store.database import AppDatabase
-from store.errors import ClientRejectedError
+from store.errors import ClientRejectedError, NoRefreshTokenError, RefreshDeferredError
 from store.models import Connection, ConnectionKind, ConnectionStatus, TokenRecord
 from store.rate_windows import CallBudgetBusyError
 from store.tokenrows import open_field
@@ -73,7 +73,7 @@ class _Grant:
     call: Callable[[], TokenResponse]
     name: str
     current: str | None
-    still_valid: bool
+    valid_until: datetime | None  # the current token's expiry while it is still valid and not rejected
     basis: int | None
     after_unauthorized: bool = False
     lost_before: bool = False  # the last refresh of these tokens lost its answer (see ``_refused``)
@@ -88,9 +88,11 @@ def run_locked_refresh(
     rejected: str | None,
     force: bool,
     clock: Callable[[], datetime],
+    keep_valid: bool = True,
 ) -> str:
     """Refresh (or mint, for backend connections) unless another process already did; errors are raised after
-    the status and audit changes are committed."""
+    the status and audit changes are committed. ``keep_valid`` False: a refresh that was not made although the
+    current token is still valid (transient failure, no refresh token) raises why instead of answering that token."""
     if db.dialect == "sqlite":
         with sqlite_refresh_lock(db, connection_id):
             with db.session() as session:
@@ -107,6 +109,8 @@ def run_locked_refresh(
             outcome = apply_outcome(session, cipher, connection_id, outcome, clock)
     if outcome.error is not None:
         raise outcome.error
+    if outcome.kept is not None and not keep_valid:
+        raise outcome.kept
     assert outcome.token is not None
     return outcome.token
 
@@ -138,14 +142,14 @@ def _prepare(
             return RefreshOutcome(token=current)
     backend = conn.kind in (ConnectionKind.BACKEND, ConnectionKind.GROUP)
     name = "client_credentials" if backend else "refresh_token"
-    still_valid = row is not None and rejected is None and row.expires_at > now
+    valid_until = row.expires_at if row is not None and rejected is None and row.expires_at > now else None
     basis = row.version if row is not None else None
     if backend and row is not None and rejected is not None and rejected == current and fresh_after_401(row, now):
         return _client_rejected(conn.id, basis)
     if not backend and (row is None or row.refresh_token_ct is None):
-        if still_valid and current is not None:
+        if valid_until is not None and current is not None:
             logger.info("connection %s: no refresh token; using the current token until it expires", conn.id)
-            return RefreshOutcome(token=current)
+            return RefreshOutcome(token=current, kept=NoRefreshTokenError(conn.id, valid_until))
         return RefreshOutcome(
             error=NeedsReauthError(f"connection {conn.id} has no refresh token: re-authorization required"),
             needs_reauth=True,
@@ -157,7 +161,7 @@ def _prepare(
         auth = grants.client_auth(session, conn)
         scope = grants.backend_scope(session, conn) if backend else None
     except (TransportError, TemporarilyUnavailableError, CallBudgetBusyError) as exc:
-        return _transient(exc, name, current, still_valid, basis, connection_id)
+        return _transient(exc, name, current, valid_until, basis, connection_id)
     call: Callable[[], TokenResponse]
     if scope is not None:
         call = partial(client_credentials_grant, endpoint, http=grants.http, client_auth=auth, scope=scope, clock=clock)
@@ -168,7 +172,7 @@ def _prepare(
             refresh_grant, endpoint, http=grants.http, client_auth=auth, refresh_token=refresh_token, clock=clock
         )
     lost = not backend and last_answer_lost(session, connection_id, basis)
-    return _Grant(call, name, current, still_valid, basis, backend and rejected is not None, lost)
+    return _Grant(call, name, current, valid_until, basis, backend and rejected is not None, lost)
 
 
 def _client_rejected(connection_id: str, basis: int | None) -> RefreshOutcome:
@@ -188,7 +192,7 @@ def _transient(
     exc: EhrSyncError,
     name: str,
     current: str | None,
-    still_valid: bool,
+    valid_until: datetime | None,
     basis: int | None,
     connection_id: str,
     *,
@@ -201,11 +205,12 @@ def _transient(
     if lost:
         detail.update(answer_lost=True, version=basis)
     audit = ("transient_failure", detail)
-    if still_valid and current is not None:
+    if valid_until is not None and current is not None:
         logger.warning(
             "connection %s: refresh failed transiently (%s); keeping the current token", connection_id, exc.code
         )
-        return RefreshOutcome(token=current, audit=audit, basis=basis)
+        kept = RefreshDeferredError(connection_id, exc, valid_until)
+        return RefreshOutcome(token=current, audit=audit, basis=basis, kept=kept)
     return RefreshOutcome(error=exc, audit=audit, basis=basis)
 
 
@@ -234,7 +239,7 @@ def _grant(grant: _Grant, grants: GrantContext, connection_id: str) -> RefreshOu
         return refused_outcome(exc, connection_id, grant.basis, detail, lost=False)
     except (TransportError, TemporarilyUnavailableError, CallBudgetBusyError) as exc:
         used = any(lost)  # an attempt of this call may have spent the refresh token, whichever failed last
-        return _transient(exc, grant.name, grant.current, grant.still_valid, grant.basis, connection_id, lost=used)
+        return _transient(exc, grant.name, grant.current, grant.valid_until, grant.basis, connection_id, lost=used)
     except OAuthError as exc:
         if grant.name == "client_credentials" and client_grant_refused(exc):  # invalid_client
             return client_refused_outcome(exc, connection_id, grant.basis, detail)

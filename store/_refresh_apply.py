@@ -55,6 +55,7 @@ class RefreshOutcome:
     after_unauthorized: bool = False  # the grant answered a 401: the new token is marked as such
     audit: tuple[str, dict[str, object]] | None = None  # (outcome, detail) of the token.refresh audit row
     basis: int | None = None  # the tokens row version prepare read (None: no row); apply writes only onto it
+    kept: EhrSyncError | None = None  # why the still-valid current token is handed out instead of a new one
 
     @property
     def writes(self) -> bool:

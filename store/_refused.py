@@ -19,7 +19,13 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from connectors.errors import NeedsReauthError, OAuthError, TransportError, UnauthorizedClientError
+from connectors.errors import (
+    NeedsReauthError,
+    OAuthError,
+    TransportError,
+    UnauthorizedClientError,
+    client_credentials_refusal,
+)
 from store._refresh_apply import RefreshOutcome
 from store._states import CLIENT_GRANT_REFUSED
 from store.errors import ClientRejectedError
@@ -35,14 +41,8 @@ __all__ = [
 
 #: The audit ``reason`` of a refresh refused because the client may not use the refresh_token grant.
 REFRESH_NOT_ALLOWED = "refresh_grant_not_allowed"
-#: What each final refusal of a client_credentials grant means, in words an admin can act on (RFC 6749 §5.2).
-_CLIENT_REFUSALS = {
-    "unauthorized_client": "the EHR's client registration does not allow this client the client_credentials grant",
-    "invalid_client": (
-        "the EHR did not accept the client's authentication (unknown or disabled client, or its key id / JWKS not "
-        "registered or not reachable by the EHR)"
-    ),
-}
+#: The refusals of a client_credentials grant that are final (no retry changes them): the client itself is refused.
+_FINAL_CLIENT_REFUSALS = frozenset({"unauthorized_client", "invalid_client"})
 
 
 def answer_lost(exc: TransportError) -> bool:
@@ -95,7 +95,7 @@ def refused_outcome(
 
 def client_grant_refused(exc: OAuthError) -> bool:
     """Whether ``exc``, answered to a client_credentials grant, is final (no retry changes it)."""
-    return exc.error in _CLIENT_REFUSALS
+    return exc.error in _FINAL_CLIENT_REFUSALS
 
 
 def client_refused_outcome(
@@ -111,8 +111,8 @@ def client_refused_outcome(
     said = _said(exc.error_description)
     message = (
         f"connection {connection_id}: the token endpoint refused the client_credentials grant ({exc.error}"
-        f"{f': {said}' if said else ''}): {_CLIENT_REFUSALS[exc.error]}; check the client registration (client id, "
-        "JWKS URL / key id, allowed grant types and scopes, client enabled), then retry it with "
+        f"{f': {said}' if said else ''}): {client_credentials_refusal(exc.error)}; check the client registration "
+        "(client id, JWKS URL / key id, allowed grant types and scopes, client enabled), then retry it with "
         "POST /api/integrations/smart/refresh"
     )
     return RefreshOutcome(

@@ -3,13 +3,25 @@
 ``client_rejected`` and ``token_undecryptable`` are also the connection's status, visible in the admin API; a
 token sealed under a key id this process lacks (``TokenKeyMissingError``, same code) is this process's
 configuration problem and leaves the status alone.
+
+``RefreshDeferredError`` and ``NoRefreshTokenError`` are not states: a refresh asked for *now* (an admin's) that was
+not made, while the current token stays valid; the vault raises them only when asked not to keep that token quietly.
 """
 
 from __future__ import annotations
 
-from connectors.errors import NeedsReauthError
+from datetime import datetime
 
-__all__ = ["ClientRejectedError", "TokenKeyMissingError", "TokenUndecryptableError"]
+from connectors.errors import EhrSyncError, NeedsReauthError, RateLimitedError
+
+__all__ = [
+    "ClientRejectedError",
+    "NoRefreshTokenError",
+    "RefreshDeferredError",
+    "TokenKeyMissingError",
+    "TokenUndecryptableError",
+    "UnknownConnectionError",
+]
 
 
 class ClientRejectedError(NeedsReauthError):
@@ -34,3 +46,42 @@ class TokenKeyMissingError(TokenUndecryptableError):
     def __init__(self, message: str, key_id: str) -> None:
         super().__init__(message)
         self.key_id = key_id
+
+
+class UnknownConnectionError(EhrSyncError):
+    """No connection has this id (the vault's callers name one that was never stored, or was deleted)."""
+
+    code = "unknown_connection"
+
+
+class RefreshDeferredError(EhrSyncError):
+    """A refresh asked for now failed transiently (the vendor's call budget busy, a timeout, the EHR's 5xx or
+    ``temporarily_unavailable``): nothing new was stored and the current token, still valid until ``valid_until``,
+    was kept. ``cause`` is the transient error; ``retry_after`` the seconds it says to wait (None: it does not say)."""
+
+    code = "refresh_deferred"
+
+    def __init__(self, connection_id: str, cause: EhrSyncError, valid_until: datetime) -> None:
+        super().__init__(
+            f"connection {connection_id}: the refresh was not done: {cause}; the current access token was kept and "
+            f"stays valid until {valid_until.isoformat()}"
+        )
+        self.cause = cause
+        self.valid_until = valid_until
+        self.retry_after = cause.retry_after if isinstance(cause, RateLimitedError) else None
+
+
+class NoRefreshTokenError(EhrSyncError):
+    """A refresh asked for now of a connection the EHR gave no refresh token (``offline_access`` or
+    ``online_access`` not granted): it cannot be refreshed; its access token stays valid until ``valid_until``, then
+    a person must authorize again."""
+
+    code = "no_refresh_token"
+
+    def __init__(self, connection_id: str, valid_until: datetime) -> None:
+        super().__init__(
+            f"connection {connection_id} has no refresh token (the EHR granted neither offline_access nor "
+            f"online_access), so it cannot be refreshed; its access token stays valid until "
+            f"{valid_until.isoformat()}, then the patient must authorize again"
+        )
+        self.valid_until = valid_until

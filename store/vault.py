@@ -3,8 +3,8 @@
 Refresh is serialized per connection (PostgreSQL: ``SELECT ... FOR UPDATE`` on its rows; SQLite: a file lock
 per connection, so no database-wide write lock is held during the token call, see ``_refresh``); the row is
 re-read inside the lock so a refresh another process already did is reused, and new tokens are committed
-before anyone uses them (SAL-23, SAL-24). Rotating servers (eCW) therefore
-never see a refresh token twice, and keep-original servers (Cerner) keep working without a new one.
+before anyone uses them (SAL-23, SAL-24). Rotating servers (eCW) therefore never see a refresh token twice, and
+keep-original servers (Cerner) keep working without a new one.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import NoReturn, TypeVar
 
 import httpx
@@ -29,7 +30,7 @@ from store._undecryptable import mark_undecryptable, recover_if_decryptable
 from store.audit import record_audit
 from store.crypto import TokenCipher
 from store.database import AppDatabase
-from store.errors import TokenKeyMissingError, TokenUndecryptableError
+from store.errors import TokenKeyMissingError, TokenUndecryptableError, UnknownConnectionError
 from store.models import Connection, ConnectionKind, ConnectionStatus, TokenRecord, utcnow
 from store.tokenrows import open_field, write_tokens
 
@@ -39,10 +40,6 @@ _ADMIN_STATES = (ConnectionStatus.CLIENT_REJECTED, ConnectionStatus.TOKEN_UNDECR
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
-
-
-class UnknownConnectionError(EhrSyncError):
-    code = "unknown_connection"
 
 
 @dataclass(frozen=True)
@@ -164,13 +161,13 @@ class TokenVault:
             )
 
     # -- refreshing --------------------------------------------------------------------------------------
-    def refresh(self, connection_id: str, *, rejected: str | None = None, force: bool = False) -> str:
+    def refresh(
+        self, connection_id: str, *, rejected: str | None = None, force: bool = False, keep_valid: bool = True
+    ) -> str:
         """Refresh under the cross-process lock unless another process already did; see module docstring."""
+        run = partial(_refresh.run_locked_refresh, self._db, self._cipher, self._grants, clock=self._clock)
         return self._decrypting(
-            connection_id,
-            lambda: _refresh.run_locked_refresh(
-                self._db, self._cipher, self._grants, connection_id, rejected=rejected, force=force, clock=self._clock
-            ),
+            connection_id, lambda: run(connection_id, rejected=rejected, force=force, keep_valid=keep_valid)
         )
 
     def _decrypting(self, connection_id: str, call: Callable[[], _T]) -> _T:
@@ -216,7 +213,7 @@ class TokenVault:
                 session.delete(row)  # a backend token is disposable: a new one is minted below
             conn.status = ConnectionStatus.ACTIVE
         try:
-            return self.force_refresh(connection_id)
+            return self.force_refresh(connection_id, keep_valid=False)  # a token kept is no proof the client works
         except EhrSyncError:
             with self._db.locked_session() as session:
                 conn = self._connection(session, connection_id)
@@ -224,8 +221,10 @@ class TokenVault:
                     conn.status = previous
             raise
 
-    def force_refresh(self, connection_id: str) -> str:
-        return self.refresh(connection_id, force=True)
+    def force_refresh(self, connection_id: str, *, keep_valid: bool = True) -> str:
+        """Refresh (mint) now. ``keep_valid`` False (an admin asked): a refresh not made while the current token is
+        still valid raises why (``RefreshDeferredError``, ``NoRefreshTokenError``) instead of answering that token."""
+        return self.refresh(connection_id, force=True, keep_valid=keep_valid)
 
     # -- removing ----------------------------------------------------------------------------------------
     def delete_tokens(self, connection_id: str) -> bool:

@@ -39,6 +39,8 @@ ERROR_CODES: dict[str, int] = {
     "write_not_supported": 409,
     "needs_reauth": 409,
     "client_rejected": 409,
+    "client_grant_refused": 409,
+    "no_refresh_token": 409,
     "token_undecryptable": 409,
     "provider_disabled": 409,
     "connection_inactive": 409,

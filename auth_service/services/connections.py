@@ -11,6 +11,7 @@ from sqlalchemy import select
 from auth_service.services.audit import audit_event
 from auth_service.services.context import ServiceContext
 from auth_service.services.errors import (
+    ClientGrantRefusedError,
     ConnectionUnusableError,
     InvalidInputError,
     NotFoundError,
@@ -109,15 +110,18 @@ _ADMIN_STATUSES = (ConnectionStatus.CLIENT_REJECTED, ConnectionStatus.TOKEN_UNDE
 
 
 def refresh(ctx: ServiceContext, conn: Connection, actor: str) -> dict[str, Any]:
-    """Force a refresh (or a new client_credentials mint for backend connections) and report the expiry.
+    """Force a refresh (or a new client_credentials mint for backend connections) and report the new expiry.
 
-    A ``client_rejected`` or ``token_undecryptable`` backend connection is retried and becomes active again."""
+    A ``client_rejected`` or ``token_undecryptable`` backend connection is retried and becomes active again. A refresh
+    not made (the EHR or its call budget busy, no refresh token) is an error naming why and until when the kept token
+    is valid, never a 200 with the old expiry. The token calls spend the vendor's shared call budget (eCW)."""
     retry = conn.kind != ConnectionKind.PATIENT and conn.status in _ADMIN_STATUSES
     try:
-        if retry:  # the admin fixed the registration or keys: mint again, active only if that works
-            ctx.vault.reactivate_backend(conn.id)
-        else:
-            ctx.vault.force_refresh(conn.id)
+        with ctx.call_budget(conn.provider_id, conn.fhir_base):
+            if retry:  # the admin fixed the registration or keys: mint again, active only if that works
+                ctx.vault.reactivate_backend(conn.id)
+            else:
+                ctx.vault.force_refresh(conn.id, keep_valid=False)
     except ce.EhrSyncError as exc:
         _audit(ctx, conn, "token.refresh", actor, "failure", error_code=service_error_from(exc).code)
         raise
@@ -234,8 +238,26 @@ def _mint_backend_token(
     check_allowlisted(ctx, profile.fhir_base)
     with ctx.call_budget(profile.provider_id, profile.fhir_base):  # eCW counts these calls too
         cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
-        token = client_credentials_grant(cfg.token_endpoint, http=ctx.http, client_auth=client_auth, scope=scope)
+        try:
+            token = client_credentials_grant(cfg.token_endpoint, http=ctx.http, client_auth=client_auth, scope=scope)
+        except ce.OAuthError as exc:
+            if not ce.is_refusal(exc):  # the EHR failing or throttling: 502/503 as any EHR outage
+                raise
+            raise ClientGrantRefusedError(exc, _registration_checks(ctx, profile, scope)) from None
     return profile, cfg, token
+
+
+def _registration_checks(ctx: ServiceContext, profile: ClientProfile, scope: str) -> str:
+    """What the operator checks in the EHR's app registration after a refusal; names no secret."""
+    if profile.auth_method == "client_secret_basic":
+        key = "its client secret"
+    else:
+        jwks = f"{ctx.settings.APP_BASE_URL}/api/integrations/ehr/jwks"
+        key = f"the JWKS URL registered for it (this service publishes {jwks}) and the key id it signs with"
+    return (
+        f"Check the app registration at the EHR: client id {profile.client_id!r}, {key}, that it may use the "
+        f"client_credentials grant, and that its system/ scopes allow {scope!r}."
+    )
 
 
 def create_backend_connection(
@@ -256,6 +278,8 @@ def create_backend_connection(
     except ce.EhrSyncError as exc:
         failure = service_error_from(exc)
         detail = {"provider": provider_id, "asked_scope": scope, "error_code": failure.code}
+        if "ehr_error" in failure.details:  # the EHR's own OAuth code of a refusal
+            detail["ehr_error"] = failure.details["ehr_error"]
         audit_event(ctx, "backend.create", "failure", tenant_id, actor, detail=detail)
         raise failure from None
     granted = token.scope or scope

@@ -9,6 +9,8 @@ PHI (connector messages are already safe to show, OAuth descriptions are sanitiz
     ├── InvalidInputError, StateRefusedError, IssuerRefusedError    the request cannot be served as asked
     ├── NotFoundError                                               it names nothing this tenant has
     ├── ProviderUnusableError, ConfigValidationError                an admin must fix the provider config
+    ├── ClientGrantRefusedError                                     the EHR refused a new backend connection's client
+    ├── RefreshNotDoneError                                         an admin's refresh not made; the token was kept
     ├── ConnectionUnusableError, ConnectionInactiveError            a person must act on the connection
     ├── SyncInProgressError, SyncRefusedError                       a sync cannot start now
     ├── PurgeRefusedError                                           a connection's data cannot be purged now
@@ -20,14 +22,17 @@ PHI (connector messages are already safe to show, OAuth descriptions are sanitiz
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
-from auth_service.services.callback_errors import CALLBACK_ERROR_CODES
+from auth_service.services.callback_errors import CALLBACK_ERROR_CODES, sanitize_description
 from connectors import errors as ce
+from store.errors import NoRefreshTokenError, RefreshDeferredError
 from store.models import ConnectionStatus
 
 __all__ = [
     "AuthorizationRefusedError",
+    "ClientGrantRefusedError",
     "ConfigValidationError",
     "ConnectionInactiveError",
     "ConnectionUnusableError",
@@ -37,6 +42,7 @@ __all__ = [
     "NotFoundError",
     "ProviderUnusableError",
     "PurgeRefusedError",
+    "RefreshNotDoneError",
     "ServiceError",
     "SignInInterruptedError",
     "StateRefusedError",
@@ -119,6 +125,41 @@ class ConfigValidationError(ServiceError, codes=("validation_error",)):
 
     def __init__(self, message: str, fields: list[Any]) -> None:
         super().__init__(message, fields=fields)
+
+
+class ClientGrantRefusedError(ServiceError, codes=("client_grant_refused",)):
+    """The EHR's token endpoint refused the client_credentials grant of a backend connection being created: an OAuth
+    refusal (``invalid_client``, ``unauthorized_client``, ``invalid_scope``...), not an outage. The registration,
+    client id, key/JWKS or scopes must be fixed; nothing was stored. ``ehr_error`` is the EHR's OAuth code,
+    ``ehr_error_description`` its own words, sanitized; ``checks`` says what to check (never a secret)."""
+
+    def __init__(self, exc: ce.OAuthError, checks: str) -> None:
+        ehr_error = sanitize_description(exc.error, 64) or "unknown"
+        said = sanitize_description(exc.error_description)
+        super().__init__(
+            f"the EHR refused the client_credentials grant ({ehr_error}{f': {said}' if said else ''}): "
+            f"{ce.client_credentials_refusal(ehr_error)}; no connection was stored. {checks}",
+            ehr_error=ehr_error,
+            ehr_error_description=said,
+        )
+
+
+class RefreshNotDoneError(ServiceError, codes=("ehr_unavailable", "no_refresh_token")):
+    """An admin's refresh that was not made, the current token kept (``token_expires_at``): the EHR failed or was
+    throttled transiently, or its call budget (eCW) had no free call (``ehr_unavailable``; ``retryAfterSeconds`` when
+    known), or the connection has no refresh token to refresh with (``no_refresh_token``)."""
+
+    def __init__(self, exc: RefreshDeferredError | NoRefreshTokenError) -> None:
+        details: dict[str, Any] = {"token_expires_at": exc.valid_until.isoformat()}
+        if isinstance(exc, RefreshDeferredError) and exc.retry_after is not None:
+            details["retryAfterSeconds"] = retry_after_seconds(exc.retry_after)
+        code = "no_refresh_token" if isinstance(exc, NoRefreshTokenError) else "ehr_unavailable"
+        super().__init__(str(exc), code=code, **details)
+
+
+def retry_after_seconds(seconds: float) -> int:
+    """A ``Retry-After`` in whole seconds, at least 1 (0 would invite an immediate retry into the same wait)."""
+    return max(1, math.ceil(seconds))
 
 
 _UNUSABLE_CODES = {
@@ -211,9 +252,13 @@ def service_error_from(exc: ce.EhrSyncError, *, tenant: str | None = None, vendo
         return exc
     if isinstance(exc, ce.WriteNotSupportedError):
         return WriteRefusedError(exc, tenant=tenant, vendor=vendor)
+    if isinstance(exc, (RefreshDeferredError, NoRefreshTokenError)):
+        return RefreshNotDoneError(exc)
     code = _ehr_code(exc)
     if code == "access_denied":
         return EhrCallError("access not granted at the EHR", code=code)
     if code == "fhir_error" and isinstance(exc, ce.FhirError):
         return EhrCallError(str(exc), upstream_status=exc.status)
+    if code == "ehr_unavailable" and isinstance(exc, ce.RateLimitedError) and exc.retry_after is not None:
+        return EhrCallError(str(exc), code=code, retryAfterSeconds=retry_after_seconds(exc.retry_after))
     return EhrCallError(str(exc), code=code)

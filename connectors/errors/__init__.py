@@ -96,6 +96,8 @@ from connectors.errors.oauth import (
     OAuthError,
     TemporarilyUnavailableError,
     UnauthorizedClientError,
+    client_credentials_refusal,
+    is_refusal,
     oauth_error_from_response,
 )
 
@@ -145,7 +147,9 @@ __all__ = [
     "UnauthorizedClientError",
     "UnsupportedContentEncodingError",
     "WriteNotSupportedError",
+    "client_credentials_refusal",
     "fhir_error_for_status",
+    "is_refusal",
     "is_transient_answer",
     "loggable_message",
     "oauth_error_from_response",

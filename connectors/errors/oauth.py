@@ -70,6 +70,42 @@ _OAUTH_ERRORS: dict[str, type[OAuthError]] = {
 }
 
 
+#: What a token endpoint's refusal of a ``client_credentials`` grant (SMART Backend Services) means, in words an
+#: admin can act on (RFC 6749 §5.2); codes it does not define get :data:`_UNDEFINED_REFUSAL`.
+_CLIENT_CREDENTIALS_REFUSALS = {
+    "unauthorized_client": "the EHR's client registration does not allow this client the client_credentials grant",
+    "invalid_client": (
+        "the EHR did not accept the client's authentication (unknown or disabled client, or its key id / JWKS not "
+        "registered or not reachable by the EHR)"
+    ),
+    "invalid_scope": "the EHR's client registration does not allow the scopes asked for (or not in this form)",
+    "invalid_grant": (
+        "the EHR refused the grant itself (often the signed client assertion: its aud, exp, jti or signature, or "
+        "a clock skew between the servers)"
+    ),
+    "invalid_request": "the EHR found the token request malformed (a parameter or a form it does not accept)",
+    "unsupported_grant_type": "the EHR does not offer the client_credentials grant (Backend Services) to this client",
+    "access_denied": "the EHR denied this client access",
+}
+_UNDEFINED_REFUSAL = "the EHR refused the grant with a code RFC 6749 does not define (see the vendor's documentation)"
+#: Answers that are not a refusal of the client: a throttle (408/429 with an OAuth body), or no usable answer.
+_NOT_REFUSALS = frozenset({"temporarily_unavailable", "server_error", "invalid_response"})
+
+
+def is_refusal(exc: OAuthError) -> bool:
+    """Whether ``exc`` is the server refusing this client or request (asking again the same way is refused
+    again), not the server failing or throttling: a 5xx, 408 or 429, ``temporarily_unavailable``, or an answer
+    without a usable OAuth error body (``invalid_response``) is an outage, retried or reported as one."""
+    status = exc.status  # None: an error built without its answer's status
+    throttled_or_failing = status is not None and (not 400 <= status < 500 or status in (408, 429))
+    return not (exc.error in _NOT_REFUSALS or throttled_or_failing or isinstance(exc, TemporarilyUnavailableError))
+
+
+def client_credentials_refusal(error: str) -> str:
+    """What a token endpoint's ``error`` refusing a client_credentials grant means, in words an admin can act on."""
+    return _CLIENT_CREDENTIALS_REFUSALS.get(error, _UNDEFINED_REFUSAL)
+
+
 def oauth_error_from_response(payload: Mapping[str, Any], status: int | None = None) -> OAuthError:
     """Build the typed error for an OAuth error body (unknown codes become a plain ``OAuthError``)."""
     error = str(payload.get("error") or "server_error")

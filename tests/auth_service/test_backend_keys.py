@@ -81,7 +81,8 @@ def test_failed_backend_creation_is_audited(make_settings: Any, sandbox: Any) ->
     with running_service(make_settings, sandbox, smart_practice(sandbox, "never-registered")) as svc:
         svc.admin("PUT", "/api/integrations/admin/providers/smart", json={"kid": svc.ctx.settings.EHR_JWT_KEY_ID})
         r = svc.admin("POST", BACKEND, json={"provider": "smart", "scope": "system/Patient.rs"})
-        assert r.status_code == 502 and r.json()["error"] == "invalid_client", r.text
+        assert r.status_code == 409 and r.json()["error"] == "client_grant_refused", r.text  # unknown client
+        assert r.json()["ehr_error"] == "invalid_client"
         events = svc.admin("GET", "/api/integrations/admin/audit").json()
         failed = [e for e in events if e["action"] == "backend.create"]
         assert len(failed) == 1 and failed[0]["outcome"] == "failure"
