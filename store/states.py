@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 
 from connectors.errors import EhrSyncError
 from store.crypto import TokenCipher
@@ -208,17 +209,20 @@ class OAuthStateStore:
             created_at=row.created_at,
         )
 
-    def record_outcome(self, state: str, outcome: CallbackOutcome) -> None:
+    def record_outcome(self, state: str, outcome: CallbackOutcome, *, session: Session | None = None) -> None:
         """Keep what the callback that consumed ``state`` came to (a state it did not mark is left alone). The
-        connection it made stays named when a later outcome names none (it stopped after storing it)."""
-        with self._db.session() as session, session.begin():
-            row = session.scalars(select(OAuthState).where(OAuthState.state_hash == hash_secret(state))).first()
-            current = (row.extra or {}).get(_OUTCOME) if row is not None else None
-            if row is None or not isinstance(current, dict):
-                return
-            kept = {k: current[k] for k in ("replay", "connection_id") if current.get(k) is not None}
-            fields = {k: v for k, v in asdict(outcome).items() if v is not None}
-            row.extra = {**row.extra, _OUTCOME: {"replay": "", **kept, **fields}}
+        connection it made stays named when a later outcome names none (it stopped after storing it). With
+        ``session``: in that open transaction, which its caller commits (the connection it names, stored with it)."""
+        if session is None:
+            with self._db.session() as own, own.begin():
+                return self.record_outcome(state, outcome, session=own)
+        row = session.scalars(select(OAuthState).where(OAuthState.state_hash == hash_secret(state))).first()
+        current = (row.extra or {}).get(_OUTCOME) if row is not None else None
+        if row is None or not isinstance(current, dict):
+            return
+        kept = {k: current[k] for k in ("replay", "connection_id") if current.get(k) is not None}
+        fields = {k: v for k, v in asdict(outcome).items() if v is not None}
+        row.extra = {**row.extra, _OUTCOME: {"replay": "", **kept, **fields}}
 
     def recorded_outcome(self, state: str, *, browser_session: str, replay_key: str = "") -> RecordedOutcome | None:
         """The outcome of the callback this browser sent with ``state`` and ``replay_key``, while the state's time

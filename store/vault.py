@@ -27,7 +27,7 @@ from connectors.tokens import TokenSource
 from store import _refresh
 from store._grants import ClientAuthResolver, GrantContext, RetryPolicy
 from store._undecryptable import mark_undecryptable, recover_if_decryptable
-from store.audit import record_audit
+from store.audit import audit_connection, record_audit
 from store.crypto import TokenCipher
 from store.database import AppDatabase
 from store.errors import TokenKeyMissingError, TokenUndecryptableError, UnknownConnectionError
@@ -110,20 +110,19 @@ class TokenVault:
             self._http.close()
 
     # -- storing -----------------------------------------------------------------------------------------
-    def save_token_response(self, connection_id: str, response: TokenResponse) -> None:
-        """Store a token answer (code exchange, backend mint); a missing refresh token keeps the old one."""
-        with self._db.locked_session() as session:
-            row = _refresh.lock_row(session, connection_id)
-            conn = self._connection(session, connection_id)
-            write_tokens(session, self._cipher, conn, row, response, now=self._clock())
-            record_audit(
-                session,
-                action="token.save",
-                outcome="success",
-                tenant_id=conn.tenant_id,
-                connection_id=connection_id,
-                detail={"expires_in": response.expires_in, "scope": response.scope},
-            )
+    def save_token_response(
+        self, connection_id: str, response: TokenResponse, *, session: Session | None = None
+    ) -> None:
+        """Store a token answer (code exchange, backend mint); a missing refresh token keeps the old one. With
+        ``session``: in that open transaction, which its caller commits (a new connection and its first tokens)."""
+        if session is None:
+            with self._db.locked_session() as locked:
+                return self.save_token_response(connection_id, response, session=locked)
+        row = _refresh.lock_row(session, connection_id)
+        conn = self._connection(session, connection_id)
+        write_tokens(session, self._cipher, conn, row, response, now=self._clock())
+        detail = {"expires_in": response.expires_in, "scope": response.scope}
+        audit_connection(session, conn, action="token.save", outcome="success", detail=detail)
 
     # -- handing out -------------------------------------------------------------------------------------
     def get_access_token(self, connection_id: str) -> str:

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from auth_service.services.callback_errors import sanitize_description
 from auth_service.services.context import ServiceContext
@@ -29,6 +30,7 @@ from store.models import Connection, TokenRecord, utcnow
 from store.states import CallbackOutcome, RecordedOutcome
 
 __all__ = [
+    "CallbackLink",
     "CallbackResult",
     "ReplayedCallbackError",
     "StillConnecting",
@@ -126,6 +128,27 @@ def _stored(ctx: ServiceContext, connection_id: str) -> bool:
     except SQLAlchemyError as exc:  # the database failing too: it was stored, as the callback recorded
         logger.warning("could not look up the callback's connection: %s", type(exc).__name__)
         return True
+
+
+@dataclass
+class CallbackLink:
+    """The connection a callback stores. Its state names it in the transaction that stores it and its tokens
+    (``record``, ``grants.keep_connection``), so a crash or a database error between the two cannot leave a
+    connection a reload does not see ("did not finish", then a second one), nor a state naming one never stored.
+    ``connection_id`` is set once that transaction is committed (``saved``)."""
+
+    ctx: ServiceContext
+    state: str
+    connection_id: str | None = None
+
+    def record(self, session: Session, connection_id: str) -> None:
+        """Not best effort (unlike ``record_outcome``): failing, it rolls the connection and its tokens back."""
+        self.ctx.states.record_outcome(
+            self.state, CallbackOutcome("pending", connection_id=connection_id), session=session
+        )
+
+    def saved(self, connection_id: str) -> None:
+        self.connection_id = connection_id
 
 
 def record_outcome(ctx: ServiceContext, state: str, outcome: CallbackOutcome) -> None:

@@ -1,7 +1,8 @@
-"""Keep a connection the EHR just granted: its row and audit entry, then its tokens in the vault.
+"""Keep a connection the EHR just granted: its row, audit entry and tokens in one transaction.
 
 Shared by the patient callback (launch.py) and SMART Backend Services (connections.py), so both store a
-connection the same way and neither leaves one behind without tokens.
+connection the same way. One transaction: a process killed or a database failing half way leaves neither a
+connection without tokens nor (the callback's ``record``) tokens stored that the callback's state does not name.
 """
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from auth_service.services.context import ServiceContext
 from auth_service.services.profiles import ClientProfile
 from connectors.smart import SmartConfiguration, TokenResponse
 from store.audit import record_audit
 from store.models import Connection, ConnectionStatus
 
-__all__ = ["keep_connection", "save_tokens_or_forget"]
+__all__ = ["keep_connection"]
 
 
 def keep_connection(
@@ -27,12 +30,14 @@ def keep_connection(
     action: str,
     actor: str,
     detail: dict[str, Any],
+    record: Callable[[Session, str], None] | None = None,
     on_saved: Callable[[str], None] | None = None,
     **fields: Any,
 ) -> str:
-    """Store an active connection (``fields``: its kind, granted scopes, patient...) with its audit entry, then
-    its tokens; returns the connection's id. ``on_saved`` is told the id once the tokens are stored too."""
-    with ctx.db.session() as session, session.begin():
+    """Store an active connection (``fields``: its kind, granted scopes, patient...) with its audit entry and its
+    tokens; returns the connection's id. ``record`` writes beside them, in the same transaction (committed with
+    them or not at all); ``on_saved`` is told the id once that transaction is committed."""
+    with ctx.db.locked_session() as session:
         conn = Connection(
             tenant_id=profile.tenant_id,
             provider_id=profile.provider_id,
@@ -56,19 +61,9 @@ def keep_connection(
             connection_id=connection_id,
             detail={"provider": profile.provider_id, **detail},
         )
-    save_tokens_or_forget(ctx, connection_id, token)
+        ctx.vault.save_token_response(connection_id, token, session=session)
+        if record is not None:
+            record(session, connection_id)
     if on_saved is not None:
         on_saved(connection_id)
     return connection_id
-
-
-def save_tokens_or_forget(ctx: ServiceContext, connection_id: str, token: TokenResponse) -> None:
-    """A connection without tokens would look usable: if the vault refuses them, drop the connection."""
-    try:
-        ctx.vault.save_token_response(connection_id, token)
-    except Exception:
-        with ctx.db.session() as session, session.begin():
-            conn = session.get(Connection, connection_id)
-            if conn is not None:
-                session.delete(conn)
-        raise

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
 
 from auth_service.services.audit import audit_event
 from auth_service.services.callback_errors import callback_error, sanitize_description
 from auth_service.services.callback_replay import (
+    CallbackLink,
     CallbackResult,
     failed_outcome,
     interrupted_error,
@@ -156,8 +156,9 @@ def complete_authorization(
     """Consume the state first (SAL-13), then handle the EHR's error or exchange the code.
 
     The audit records the same code the caller is answered with; the state keeps the outcome for a reload of
-    this callback (``callback_replay``), and the connection as soon as it is stored: an unexpected error after
-    that (a bug) is answered "connected, but something went wrong afterwards", not "nothing was shared".
+    this callback (``callback_replay``), and names the connection in the transaction that stores it and its tokens
+    (``CallbackLink``): an unexpected error after that (a bug) is answered "connected, but something went wrong
+    afterwards", not "nothing was shared".
     """
     try:
         stored = ctx.states.consume(
@@ -165,21 +166,16 @@ def complete_authorization(
         )
     except InvalidStateError as exc:
         raise StateRefusedError(str(exc)) from None
-    saved: list[str] = []
-
-    def link(connection_id: str) -> None:
-        saved.append(connection_id)
-        record_outcome(ctx, state or "", CallbackOutcome("pending", connection_id=connection_id))
-
+    link = CallbackLink(ctx, state or "")
     try:
-        result = _finish(ctx, stored, code=code, error=error, error_description=error_description, on_saved=link)
+        result = _finish(ctx, stored, code=code, error=error, error_description=error_description, link=link)
     except ServiceError as exc:
         record_outcome(ctx, state or "", failed_outcome(exc))
         raise
     except Exception as exc:
         record_outcome(ctx, state or "", CallbackOutcome("abandoned"))
         logger.exception("the callback stopped on an unexpected %s", type(exc).__name__)  # redacted traceback
-        raise interrupted_error(ctx, saved[-1] if saved else None) from exc
+        raise interrupted_error(ctx, link.connection_id) from exc
     record_outcome(ctx, state or "", CallbackOutcome("connected", connection_id=result.connection_id))
     return result
 
@@ -191,7 +187,7 @@ def _finish(
     code: str | None,
     error: str | None,
     error_description: str | None,
-    on_saved: Callable[[str], None],
+    link: CallbackLink,
 ) -> CallbackResult:
     """The consumed state's callback: the EHR's error, or the code exchanged."""
     if error:
@@ -213,7 +209,7 @@ def _finish(
         _audit_failure(ctx, stored, "invalid_request", ehr_error=None)
         raise InvalidInputError("callback has neither 'code' nor 'error'")
     try:
-        return _exchange(ctx, stored, code, on_saved)
+        return _exchange(ctx, stored, code, link)
     except ServiceError as exc:
         _audit_failure(ctx, stored, exc.code)
         raise
@@ -233,7 +229,7 @@ def _without_secrets(error: ServiceError, *values: str) -> ServiceError:
     return EhrCallError(message, code=error.code, **error.details)
 
 
-def _exchange(ctx: ServiceContext, stored: ConsumedState, code: str, on_saved: Callable[[str], None]) -> CallbackResult:
+def _exchange(ctx: ServiceContext, stored: ConsumedState, code: str, link: CallbackLink) -> CallbackResult:
     with ctx.db.session() as session:
         profile = resolve_profile(session, ctx.cipher, ctx.settings, stored.tenant_id, stored.provider_id)
     if normalize_issuer(profile.fhir_base) != normalize_issuer(stored.issuer):
@@ -263,7 +259,8 @@ def _exchange(ctx: ServiceContext, stored: ConsumedState, code: str, on_saved: C
         encounter_id=token.encounter,
         fhir_user=fhir_user,
         granted_scopes=granted,
-        on_saved=on_saved,
+        record=link.record,
+        on_saved=link.saved,
     )
     logger.info("connection %s authorized for tenant %s", connection_id, profile.tenant_id)
     return CallbackResult(connection_id, profile.tenant_id, stored.redirect_target)

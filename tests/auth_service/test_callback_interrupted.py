@@ -79,7 +79,7 @@ def _assert_no_secrets(logs: str, url: str, *secrets: str) -> None:
 def test_callback_that_fails_before_storing_a_connection_says_nothing_was_shared(
     make_settings, sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The vault refuses the tokens with an unexpected error: the connection row is dropped again, so nothing
+    """The vault refuses the tokens with an unexpected error: the connection row is rolled back with it, so nothing
     was shared, and the first request and the reload both say so on a page (not a bare 500)."""
     with running_service(make_settings, sandbox, smart_practice(sandbox, "bug-before-app")) as svc:
         _start(sandbox, svc, "bug-before-app")

@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from store import AppDatabase, InvalidStateError, OAuthStateStore, TokenCipher
-from store.models import OAuthState
+from connectors.smart import TokenResponse
+from store import AppDatabase, InvalidStateError, OAuthStateStore, TokenCipher, TokenVault
+from store.models import Connection, OAuthState, Tenant
 from store.states import CallbackOutcome
 
 VERIFIER = "v" * 64
@@ -139,6 +140,39 @@ def test_the_connection_a_callback_stored_stays_named_when_it_then_stops(db: App
     store.record_outcome(state, CallbackOutcome("abandoned"))
     kept = store.recorded_outcome(state, browser_session="browser-1", replay_key="k")
     assert kept is not None and kept.outcome == CallbackOutcome("abandoned", connection_id="c-1")
+
+
+def _store_and_name(db: AppDatabase, cipher: TokenCipher, store: OAuthStateStore, state: str, crash: bool) -> None:
+    """A new connection, its tokens and the state naming it, in one transaction (what the callback does)."""
+    with db.locked_session() as session:
+        session.add(Connection(id="c-1", tenant_id="t1", provider_id="epic", fhir_base="https://e", client_id="a"))
+        session.flush()
+        TokenVault(db, cipher).save_token_response("c-1", TokenResponse("at", "Bearer", 300, "x"), session=session)
+        store.record_outcome(state, CallbackOutcome("pending", connection_id="c-1"), session=session)
+        if crash:
+            raise RuntimeError("the process stopped before the commit")
+
+
+def test_an_outcome_recorded_in_the_callers_transaction_is_kept_with_it_or_not_at_all(
+    db: AppDatabase, cipher: TokenCipher
+) -> None:
+    """The callback names its connection on the state in the transaction that stores the connection and its tokens
+    (``auth_service.services.grants``): rolled back, none of them is kept; committed, all are."""
+    with db.session() as s, s.begin():
+        s.add(Tenant(id="t1", name="T"))
+    store = OAuthStateStore(db, cipher)
+    state = create(store)
+    store.consume(state, browser_session="browser-1", replay_key="k")
+    with pytest.raises(RuntimeError):
+        _store_and_name(db, cipher, store, state, crash=True)
+    kept = store.recorded_outcome(state, browser_session="browser-1", replay_key="k")
+    assert kept is not None and kept.outcome == CallbackOutcome("pending")
+    with db.session() as s:
+        assert s.get(Connection, "c-1") is None and TokenVault(db, cipher).token_info("c-1") is None
+    _store_and_name(db, cipher, store, state, crash=False)
+    kept = store.recorded_outcome(state, browser_session="browser-1", replay_key="k")
+    assert kept is not None and kept.outcome == CallbackOutcome("pending", connection_id="c-1")
+    assert TokenVault(db, cipher).token_info("c-1") is not None
 
 
 def test_sal13_a_state_burnt_by_another_browser_keeps_no_outcome(db: AppDatabase, cipher: TokenCipher) -> None:
