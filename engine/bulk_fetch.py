@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,14 +49,15 @@ def fetch_file(
     file that lands fewer lines than the manifest's ``count`` is fetched again like a truncation (a body cut right
     after a newline passes every byte check), up to TRUNCATION_ATTEMPTS times; still short after that, it is handed
     on: ``engine.bulk_files`` keeps what arrived and holds the type incomplete. Landing counts the lines (a separate
-    counting pass was 0.8 s of CPU per 10,000-patient export, docs/PERFORMANCE.md)."""
-    dest = tmp_dir / f"{f.id}.ndjson"
+    counting pass was 0.8 s of CPU per 10,000-patient export, docs/PERFORMANCE.md). The file's deadline
+    (EHRSYNC_BULK_FILE_DEADLINE_S) covers its downloads together, not the landings between them."""
+    dest, spent = tmp_dir / f"{f.id}.ndjson", _Spent()
     if f.kind != "output":
-        return FetchedFile(path=_download(env, client, job, f, dest))
+        return FetchedFile(path=_download(env, client, job, f, dest, spent))
     for attempt in range(TRUNCATION_ATTEMPTS):
         if attempt:
             client.retry.sleep(client.retry.backoff_delay(attempt - 1))
-        landed = _land(env, conn, job, f, run_id, _download(env, client, job, f, dest), landing_slots)
+        landed = _land(env, conn, job, f, run_id, _download(env, client, job, f, dest, spent), landing_slots)
         got = landed.rows + landed.quarantined  # the file's non-blank lines, as the manifest counts them
         if f.expected_count is None or got >= f.expected_count or attempt == TRUNCATION_ATTEMPTS - 1:
             return FetchedFile(landed=landed)
@@ -71,14 +73,35 @@ def fetch_file(
     raise AssertionError("unreachable: the last attempt returns")
 
 
+@dataclass
+class _Spent:
+    """Seconds the downloads of one file took so far (its host slot held), counted against its deadline."""
+
+    seconds: float = 0.0
+
+
 def _download(
-    env: SyncEnvironment, client: BulkClient, job: bulk_state.JobView, f: bulk_state.FileView, dest: Path
+    env: SyncEnvironment,
+    client: BulkClient,
+    job: bulk_state.JobView,
+    f: bulk_state.FileView,
+    dest: Path,
+    spent: _Spent,
 ) -> Path:
     requires_token = job.requires_access_token if job.requires_access_token is not None else True
     with HOSTS.slot(f.url):
-        return client.download(
-            f.url, dest, requires_token, max_bytes=env.bulk_max_file_bytes, min_free_bytes=env.min_free_disk_bytes
-        )
+        started = time.monotonic()
+        try:
+            return client.download(
+                f.url,
+                dest,
+                requires_token,
+                max_bytes=env.bulk_max_file_bytes,
+                min_free_bytes=env.min_free_disk_bytes,
+                spent_s=spent.seconds,
+            )
+        finally:
+            spent.seconds += time.monotonic() - started
 
 
 def _land(
