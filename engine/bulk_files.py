@@ -1,8 +1,8 @@
 """Bulk manifest files: parallel download and landing, upsert, ``error`` files (BDX-22), ``deleted`` Bundles (BDX-21).
 
 Each file moves ``pending`` → ``landed`` → ``done`` in ``bulk_job_files`` as it goes. Workers only download
-and write Parquet; everything that touches the warehouse happens on the caller's thread, because a DuckDB
-connection is one writer and is not shared across threads.
+and write Parquet (``engine.bulk_fetch``); everything that touches the warehouse happens on the caller's thread,
+because a DuckDB connection is one writer and is not shared across threads.
 """
 
 from __future__ import annotations
@@ -14,112 +14,24 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-from connectors.bulk import BulkClient, HostConcurrencyLimiter
-from connectors.bulk.files import TRUNCATION_ATTEMPTS
+from connectors.bulk import BulkClient
 from connectors.errors import BulkExportError, BulkFileExpiredError, EhrSyncError, NeedsReauthError
-from connectors.http import redact_url
 from engine import bulk_file_counts, bulk_state
+from engine.bulk_fetch import FetchedFile, fetch_file
 from engine.bulk_merge_group import MergeGroup
 from engine.bulk_special import apply_deleted, apply_error_file
 from engine.checkpoints import checkpoint
 from engine.environment import ConnectionInfo, SyncEnvironment
 from engine.handoff import landed_from_json, landed_to_json
 from engine.reports import BulkReport
-from warehouse import LandedFile, Warehouse, land_ndjson_file
+from warehouse import LandedFile, Warehouse
 from warehouse.errors import WarehouseError
 
 _log = logging.getLogger(__name__)
-# Shared by every job of this process: the per-server cap on concurrent downloads (BDX-18).
-HOSTS = HostConcurrencyLimiter(4)
-
-
-@dataclass(frozen=True)
-class FetchedFile:
-    """An output file already landed to Parquet, or an error/deleted file downloaded to ``path``."""
-
-    landed: LandedFile | None = None
-    path: Path | None = None
-
-
-def fetch_file(
-    env: SyncEnvironment,
-    conn: ConnectionInfo,
-    client: BulkClient,
-    job: bulk_state.JobView,
-    f: bulk_state.FileView,
-    run_id: str,
-    tmp_dir: Path,
-    landing_slots: threading.BoundedSemaphore | None = None,
-) -> FetchedFile:
-    """Download one file to ``tmp_dir``; land an ``output`` file at once and remove its download.
-
-    ``landing_slots`` bounds how many files are parsed into Parquet at once (downloads stay parallel). An output
-    file that lands fewer lines than the manifest's ``count`` is fetched again like a truncation (a body cut right
-    after a newline passes every byte check), up to TRUNCATION_ATTEMPTS times; still short after that, it is handed
-    on: :func:`_apply` keeps what arrived and holds the type incomplete. Landing counts the lines (a separate
-    counting pass was 0.8 s of CPU per 10,000-patient export, docs/PERFORMANCE.md)."""
-    dest = tmp_dir / f"{f.id}.ndjson"
-    if f.kind != "output":
-        return FetchedFile(path=_download(env, client, job, f, dest))
-    for attempt in range(TRUNCATION_ATTEMPTS):
-        if attempt:
-            client.retry.sleep(client.retry.backoff_delay(attempt - 1))
-        landed = _land(env, conn, job, f, run_id, _download(env, client, job, f, dest), landing_slots)
-        got = landed.rows + landed.quarantined  # the file's non-blank lines, as the manifest counts them
-        if f.expected_count is None or got >= f.expected_count or attempt == TRUNCATION_ATTEMPTS - 1:
-            return FetchedFile(landed=landed)
-        for stale in (landed.path, landed.quarantine_path):
-            if stale is not None:
-                Path(stale).unlink(missing_ok=True)
-        _log.warning(
-            "bulk file held %d of the %d resources its manifest counted; fetching it again",
-            got,
-            f.expected_count,
-            extra={"url": redact_url(f.url)},
-        )
-    raise AssertionError("unreachable: the last attempt returns")
-
-
-def _download(
-    env: SyncEnvironment, client: BulkClient, job: bulk_state.JobView, f: bulk_state.FileView, dest: Path
-) -> Path:
-    requires_token = job.requires_access_token if job.requires_access_token is not None else True
-    with HOSTS.slot(f.url):
-        return client.download(
-            f.url, dest, requires_token, max_bytes=env.bulk_max_file_bytes, min_free_bytes=env.min_free_disk_bytes
-        )
-
-
-def _land(
-    env: SyncEnvironment,
-    conn: ConnectionInfo,
-    job: bulk_state.JobView,
-    f: bulk_state.FileView,
-    run_id: str,
-    path: Path,
-    landing_slots: threading.BoundedSemaphore | None,
-) -> LandedFile:
-    """Land the downloaded ``path`` as this file's Parquet (the same name on every attempt), then remove it."""
-    try:
-        with landing_slots or contextlib.nullcontext():
-            return land_ndjson_file(
-                env.zone,
-                path,
-                connection_id=conn.id,
-                resource_type=f.resource_type,
-                run_id=run_id,
-                source=f.stored_source,
-                tenant_id=conn.tenant_id,
-                transaction_time=job.transaction_time,
-                seq=f"bulk-{f.id}",
-            )
-    finally:
-        path.unlink(missing_ok=True)
 
 
 class ExportExpiredError(Exception):

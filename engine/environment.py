@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from connectors.budgets import DEFAULT_STEP_BUDGET_S, env_number, shared_limiter
 from connectors.bulk import BulkClient
-from connectors.bulk.files import DEFAULT_MAX_FILE_BYTES, low_speed_from_env
+from connectors.bulk.files import DEFAULT_MAX_FILE_BYTES, file_deadline_from_env, low_speed_from_env
 from connectors.errors import (
     ConfigurationError,
     EhrSyncError,
@@ -90,6 +90,7 @@ class SyncEnvironment:
     )
     # A bulk file's body slower than this is cut off and fetched again (EHRSYNC_BULK_LOW_SPEED_*; None: no limit).
     bulk_low_speed: LowSpeedLimit | None = field(default_factory=low_speed_from_env)
+    bulk_file_deadline_s: float | None = field(default_factory=file_deadline_from_env)  # EHRSYNC_BULK_FILE_DEADLINE_S
     # BDX-15: after a group's `_since` export, diff its member ids and export new members' full records.
     bulk_membership_check: bool = True
     rate_limits: bool = True  # the vendor's call budget; False only for a local sandbox
@@ -186,8 +187,8 @@ class SyncEnvironment:
 
     def bulk_client(self, conn: ConnectionInfo) -> BulkClient:
         """Bounded like the REST client (EHRSYNC_MAX_RESPONSE_BYTES / EHRSYNC_REQUEST_DEADLINE_S on kick-off,
-        status and cancel; files: the deadline up to their headers, then ``bulk_low_speed``); a request refused
-        with 401 after its token refresh asks the vault to confirm."""
+        status and cancel; files: the deadline up to their headers, then ``bulk_low_speed``, ``bulk_file_deadline_s``);
+        a request refused with 401 after its token refresh asks the vault to confirm."""
         return BulkClient(
             conn.fhir_base,
             self.vault.token_source(conn.id),
@@ -199,6 +200,7 @@ class SyncEnvironment:
             on_unauthorized=lambda: self.confirm_unauthorized(conn),
             bounds=self.bounds,
             low_speed=self.bulk_low_speed,
+            file_deadline_s=self.bulk_file_deadline_s,
         )
 
     def confirm_unauthorized(self, conn: ConnectionInfo) -> None:

@@ -22,7 +22,8 @@ from connectors.budgets import (
     DEFAULT_STEP_BUDGET_S,
     env_number,
 )
-from connectors.bulk.files import DEFAULT_LOW_SPEED, LOW_SPEED_WINDOW_ENV, low_speed_from_env
+from connectors.bulk import DEFAULT_FILE_DEADLINE_S
+from connectors.bulk.files import DEFAULT_LOW_SPEED, LOW_SPEED_WINDOW_ENV, file_deadline_from_env, low_speed_from_env
 from connectors.errors import ConfigurationError
 from connectors.transport import BodyBounds, LowSpeedLimit
 from engine.analyst_settings import AnalystSettings
@@ -124,7 +125,8 @@ def check_size_limits(env: Mapping[str, str]) -> None:
     lock_wait_seconds(env)
     _check_engine_numbers(env)
     try:
-        low_speed_from_env(env)  # its rate may be 0 (no limit), not below
+        low_speed_from_env(env)  # its rate may be 0 (no limit), not below; so may the file deadline
+        file_deadline_from_env(env)
     except ConfigurationError as exc:
         raise PipelineConfigurationError(str(exc)) from None
 
@@ -141,6 +143,7 @@ class EngineLimits:
     bulk_max_file_bytes: int = DEFAULT_BULK_MAX_FILE_BYTES
     min_free_disk_bytes: int = DEFAULT_MIN_FREE_DISK_BYTES
     bulk_low_speed: LowSpeedLimit | None = DEFAULT_LOW_SPEED
+    bulk_file_deadline_s: float | None = DEFAULT_FILE_DEADLINE_S  # 24 h per file's download
     duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT  # the warehouse's (engine.warehouse_settings)
     duckdb_threads: int | None = None  # None: see engine.warehouse_settings
     bulk_merge_group_bytes: int = DEFAULT_BULK_MERGE_GROUP_BYTES
@@ -159,6 +162,7 @@ class EngineLimits:
                 env_number("EHRSYNC_MIN_FREE_DISK_BYTES", DEFAULT_MIN_FREE_DISK_BYTES, minimum=-1, env=env)
             ),
             bulk_low_speed=low_speed_from_env(env),
+            bulk_file_deadline_s=file_deadline_from_env(env),
             duckdb_memory_limit=duckdb_memory_limit(env),
             duckdb_threads=duckdb_threads(env),
             bulk_merge_group_bytes=bulk_merge_group_bytes(env),

@@ -44,6 +44,13 @@ class LandingZoneResource(ConfigurableResource["LandingZoneResource"]):
         allow_inf_nan=False,
         description="Seconds a bulk file's speed is averaged over (EHRSYNC_BULK_LOW_SPEED_WINDOW_S).",
     )
+    bulk_file_deadline_s: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="Seconds one bulk file's download may take, every attempt together; 0: no limit "
+        "(EHRSYNC_BULK_FILE_DEADLINE_S).",
+    )
     min_free_disk_bytes: int | None = unset_field("Disk a download leaves free (EHRSYNC_MIN_FREE_DISK_BYTES).", ge=-1)
     max_resource_bytes: int | None = unset_field("Largest resource landed (EHRSYNC_MAX_RESOURCE_BYTES).", ge=1024)
     lock_wait_s: float | None = unset_field("Wait for a busy connection (EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS).", ge=0)
@@ -60,6 +67,8 @@ class LandingZoneResource(ConfigurableResource["LandingZoneResource"]):
             rate = DEFAULT_LOW_SPEED.bytes_per_s if rate is None else rate
             window = DEFAULT_LOW_SPEED.window_s if window is None else window
             found["bulk_low_speed"] = LowSpeedLimit(rate, window) if rate > 0 else None
+        if self.bulk_file_deadline_s is not None:
+            found["bulk_file_deadline_s"] = self.bulk_file_deadline_s or None
         return found
 
     def zone(self) -> LandingZone:

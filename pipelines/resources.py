@@ -226,6 +226,7 @@ def default_resources(settings: PipelineSettings) -> dict[str, ConfigurableResou
             min_free_disk_bytes=limits.min_free_disk_bytes,
             bulk_low_speed_bytes_per_s=limits.bulk_low_speed.bytes_per_s if limits.bulk_low_speed else 0.0,
             bulk_low_speed_window_s=limits.bulk_low_speed.window_s if limits.bulk_low_speed else None,
+            bulk_file_deadline_s=limits.bulk_file_deadline_s or 0.0,
             max_resource_bytes=limits.max_resource_bytes,
             lock_wait_s=limits.lock_wait_s,
             retention_days=settings.landing_retention_days,

@@ -17,8 +17,11 @@ HUGE_BODY_BYTES = 256 * 1024 * 1024
 _CHUNK = 64 * 1024
 
 
-async def body_fault(kind: str, delay_s: float, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-    """``trickle``: the app's own answer, its body one byte every ``delay_s``; ``huge_body``: an endless Bundle."""
+async def body_fault(
+    kind: str, pace: tuple[float, int], app: ASGIApp, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """``trickle``: the app's own answer, its body ``pace`` = (``delay_s``, ``chunk_bytes``): that many bytes every
+    ``delay_s``; ``huge_body``: an endless Bundle."""
     if kind == "huge_body":
         await _while_connected(receive, _huge(send))
         return
@@ -34,7 +37,7 @@ async def body_fault(kind: str, delay_s: float, app: ASGIApp, scope: Scope, rece
 
     await app(scope, receive, capture)
     if start is not None:
-        await _while_connected(receive, _trickle(send, start, bytes(body), delay_s))
+        await _while_connected(receive, _trickle(send, start, bytes(body), *pace))
 
 
 async def _while_connected(receive: Receive, sending: Coroutine[Any, Any, None]) -> None:
@@ -53,11 +56,11 @@ async def _while_connected(receive: Receive, sending: Coroutine[Any, Any, None])
             await task
 
 
-async def _trickle(send: Send, start: Message, body: bytes, delay_s: float) -> None:
+async def _trickle(send: Send, start: Message, body: bytes, delay_s: float, chunk_bytes: int) -> None:
     headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
     await send({**start, "headers": headers})
-    for i in range(len(body)):
-        await send({"type": "http.response.body", "body": body[i : i + 1], "more_body": True})
+    for i in range(0, len(body), chunk_bytes):
+        await send({"type": "http.response.body", "body": body[i : i + chunk_bytes], "more_body": True})
         await asyncio.sleep(delay_s)
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 

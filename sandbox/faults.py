@@ -44,7 +44,7 @@ FaultKind = Literal[
     # total; a page reached by a next link skips its first match and says a total one smaller
     "search_silent_skip",  # offset paging without totals after a match already read was deleted: a page reached
     # by a next link skips its first match, and nothing on any page says so
-    "trickle",  # the answer's body arrives one byte every delay_s seconds
+    "trickle",  # the answer's body arrives chunk_bytes (default 1) bytes every delay_s seconds
     "huge_body",  # a 200 answer streams an endless (256 MiB) JSON body without Content-Length
 ]
 #: Kinds the HTTP middleware answers itself; the others are consumed by the code they affect.
@@ -70,6 +70,8 @@ class Fault(BaseModel):
     #: oauth_error: sent as `error_description` when given; at /oauth/token "{code}" is the code the client sent
     error_description: str | None = None
     resource_type: str = "Observation"  # bulk_error_file: the type whose export fails
+    #: trickle: bytes sent every delay_s (a steady pace above a low-speed limit, or the classic byte at a time)
+    chunk_bytes: int = Field(default=1, ge=1, le=1024 * 1024)
 
     @model_validator(mode="after")
     def _id_token_variant(self) -> Fault:
@@ -173,7 +175,7 @@ class FaultMiddleware:
         elif fault.kind == "bulk_410":
             await _respond(send, 410, outcome("expired", "bulk file expired"), [])
         elif fault.kind in ("trickle", "huge_body"):
-            await body_fault(fault.kind, fault.delay_s, self.app, scope, receive, send)
+            await body_fault(fault.kind, (fault.delay_s, fault.chunk_bytes), self.app, scope, receive, send)
         else:
             status = int(fault.kind)
             extra = []

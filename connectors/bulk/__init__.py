@@ -1,6 +1,7 @@
 """FHIR Bulk Data 2.0 client: kick-off, polling, manifest validation, streamed downloads, NDJSON checks."""
 
 from connectors.bulk.client import BulkClient, BulkStatus, ExportLevel
+from connectors.bulk.files import DEFAULT_FILE_DEADLINE_S
 from connectors.bulk.manifest import BulkManifest, ManifestItem, parse_manifest
 from connectors.bulk.ndjson import NdjsonVerification, iter_ndjson_lines, verify_ndjson_file
 from connectors.bulk.parallel import FileOutcome, HostConcurrencyLimiter, download_items
@@ -14,6 +15,7 @@ from connectors.bulk.special_files import (
 )
 
 __all__ = [
+    "DEFAULT_FILE_DEADLINE_S",
     "WHOLE_EXPORT",
     "BulkClient",
     "BulkManifest",

@@ -11,7 +11,14 @@ from typing import Unpack
 
 import httpx
 
-from connectors.bulk.files import DEFAULT_LOW_SPEED, DEFAULT_MAX_FILE_BYTES, NDJSON, TRUNCATION_ATTEMPTS, download_file
+from connectors.bulk.files import (
+    DEFAULT_FILE_DEADLINE_S,
+    DEFAULT_LOW_SPEED,
+    DEFAULT_MAX_FILE_BYTES,
+    NDJSON,
+    TRUNCATION_ATTEMPTS,
+    download_file,
+)
 from connectors.bulk.kickoff import ExportLevel, kickoff_params, kickoff_url
 from connectors.bulk.manifest import BulkManifest
 from connectors.bulk.manifest_pages import ManifestPageReader, gather_manifest_pages
@@ -24,22 +31,9 @@ from connectors.bulk.wire import (
     parameters_body,
     read_bounded,
 )
-from connectors.errors import (
-    BulkExportError,
-    EhrSyncError,
-    FhirError,
-    FhirUnauthorizedError,
-    SecurityPolicyError,
-)
+from connectors.errors import BulkExportError, EhrSyncError, FhirError, FhirUnauthorizedError, SecurityPolicyError
 from connectors.fhir._session import FhirSession, SessionOptions, TokenRule
-from connectors.http import (
-    CallBudget,
-    RetryPolicy,
-    normalize_base_url,
-    outbound_url_guard,
-    redact_url,
-    resolve_url,
-)
+from connectors.http import CallBudget, RetryPolicy, normalize_base_url, outbound_url_guard, redact_url, resolve_url
 from connectors.tokens import TokenSource
 from connectors.transport.bounds import BodyBounds, LowSpeedLimit, bounds_of
 
@@ -58,7 +52,9 @@ class BulkClient:
     status (manifest) and cancel bodies and the time of each of those requests, as for FHIR REST. File downloads
     keep their own per-file byte limit, and the deadline covers them only up to the answer's headers: a multi-GB
     file legitimately streams for longer than any per-request deadline, so its body has a low-speed limit instead.
-    ``low_speed`` (default :data:`~connectors.bulk.files.DEFAULT_LOW_SPEED`; None: none) is that limit.
+    ``low_speed`` (default :data:`~connectors.bulk.files.DEFAULT_LOW_SPEED`; None: none) is that limit, and
+    ``file_deadline_s`` (default :data:`~connectors.bulk.files.DEFAULT_FILE_DEADLINE_S`, 24 h; None: none) bounds
+    each file's download, every attempt together.
     ``on_unauthorized`` is called when a request still got 401 after its one token refresh, before the
     FhirUnauthorizedError propagates; it may raise instead (the engine's vault marks a rejected client).
     """
@@ -75,11 +71,12 @@ class BulkClient:
         url_guard: Callable[[str], None] | None = None,
         bounds: BodyBounds | None = None,
         low_speed: LowSpeedLimit | None = DEFAULT_LOW_SPEED,
+        file_deadline_s: float | None = DEFAULT_FILE_DEADLINE_S,
         on_unauthorized: Callable[[], None] | None = None,
         **options: Unpack[SessionOptions],
     ) -> None:
         self.bounds = bounds or bounds_of(http)
-        self.low_speed = low_speed
+        self.low_speed, self.file_deadline_s = low_speed, file_deadline_s
         self._on_unauthorized = on_unauthorized
         self.fhir_base = normalize_base_url(fhir_base, allow_http=allow_http)
         self._file_guard = url_guard or outbound_url_guard(self.fhir_base)
@@ -261,6 +258,7 @@ class BulkClient:
         max_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
         min_free_bytes: int = 0,
         attempts: int = TRUNCATION_ATTEMPTS,
+        spent_s: float = 0.0,
     ) -> Path:
         """Stream one file to a temp file beside ``dest`` and rename when complete (BDX-16..19).
 
@@ -268,8 +266,9 @@ class BulkClient:
         restarts the file; 404/410 raise BulkFileExpiredError (re-run from the same ``_since``). A file that
         arrives cut short (:func:`connectors.bulk.ndjson.truncation_of`) or slower than the client's ``low_speed``
         is fetched again, up to ``attempts`` times, then BulkFileTruncatedError or BulkFileTooSlowError; one over
-        ``max_bytes`` (default 10 GiB; None: no limit) raises BulkFileTooLargeError; less free disk than
-        ``min_free_bytes`` raises InsufficientDiskSpaceError. All of them leave the file resumable.
+        ``max_bytes`` (default 10 GiB; None: no limit) raises BulkFileTooLargeError; one not done within the
+        client's ``file_deadline_s`` (less ``spent_s`` earlier fetches of it took) BulkFileDeadlineError; less free
+        disk than ``min_free_bytes`` raises InsufficientDiskSpaceError. All of them leave the file resumable.
         """
         try:
             return download_file(
@@ -283,6 +282,8 @@ class BulkClient:
                 attempts=attempts,
                 bounds=self.bounds,
                 low_speed=self.low_speed,
+                deadline_s=self.file_deadline_s,
+                spent_s=spent_s,
             )
         except FhirUnauthorizedError:
             self._unauthorized()

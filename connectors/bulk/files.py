@@ -1,5 +1,6 @@
-"""One bulk file to disk, verified (BDX-16..20): token rule, gzip, expiry, byte limit, free disk, truncation, and a
-low-speed limit in place of a deadline (a file may rightly stream for hours; a server trickling it may not)."""
+"""One bulk file to disk, verified (BDX-16..20): token rule, gzip, expiry, byte limit, free disk, truncation, a
+low-speed limit in place of a request deadline (a file may rightly stream for hours; a server trickling it may not),
+and a generous deadline for the whole file (a server keeping it just above the low-speed limit may not either)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from connectors.budgets import env_number
 from connectors.bulk.ndjson import truncation_of
 from connectors.bulk.wire import as_bulk_error
 from connectors.errors import (
+    BulkFileDeadlineError,
     BulkFileExpiredError,
     BulkFileTooLargeError,
     BulkFileTooSlowError,
@@ -26,6 +28,7 @@ from connectors.errors import (
     FhirForbiddenError,
     FhirUnauthorizedError,
     FhirWithoutTokenRefusedError,
+    TransferDeadlineError,
     TransferTooSlowError,
 )
 from connectors.fhir._session import FhirSession, TokenRule
@@ -34,13 +37,16 @@ from connectors.http import redact_url
 from connectors.transport.bounds import BodyBounds, LowSpeedLimit
 
 __all__ = [
+    "DEFAULT_FILE_DEADLINE_S",
     "DEFAULT_LOW_SPEED",
     "DEFAULT_MAX_FILE_BYTES",
+    "FILE_DEADLINE_ENV",
     "LOW_SPEED_RATE_ENV",
     "LOW_SPEED_WINDOW_ENV",
     "NDJSON",
     "TRUNCATION_ATTEMPTS",
     "download_file",
+    "file_deadline_from_env",
     "low_speed_from_env",
 ]
 
@@ -58,6 +64,12 @@ DEFAULT_LOW_SPEED = LowSpeedLimit(bytes_per_s=1024.0, window_s=120.0)
 LOW_SPEED_RATE_ENV = "EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S"
 LOW_SPEED_WINDOW_ENV = "EHRSYNC_BULK_LOW_SPEED_WINDOW_S"
 _SLOW_VARIABLES = f"{LOW_SPEED_RATE_ENV} over {LOW_SPEED_WINDOW_ENV}"
+#: The most one file's download may take, every attempt together (curl's ``--max-time`` beside its speed limit):
+#: 24 h, in which a file at the 10 GiB limit (DEFAULT_MAX_FILE_BYTES) arrives at 121 KiB/s (about 1 Mbit/s), so a
+#: healthy link, even a slow one, never meets it; a server trickling just above 1 KiB/s is cut off after ~85 MiB,
+#: not after the 121 days it takes to reach 10 GiB.
+DEFAULT_FILE_DEADLINE_S = 86400.0
+FILE_DEADLINE_ENV = "EHRSYNC_BULK_FILE_DEADLINE_S"
 
 
 def low_speed_from_env(env: Mapping[str, str] | None = None) -> LowSpeedLimit | None:
@@ -72,6 +84,17 @@ def low_speed_from_env(env: Mapping[str, str] | None = None) -> LowSpeedLimit | 
     return LowSpeedLimit(rate, window) if rate > 0 else None
 
 
+def file_deadline_from_env(env: Mapping[str, str] | None = None) -> float | None:
+    """``EHRSYNC_BULK_FILE_DEADLINE_S`` of ``env`` (else ``os.environ``): seconds one file's download may take,
+    every attempt together (default :data:`DEFAULT_FILE_DEADLINE_S`; 0: no limit, None); a bad value is a
+    ConfigurationError naming it."""
+    seconds = env_number(FILE_DEADLINE_ENV, DEFAULT_FILE_DEADLINE_S, minimum=-math.inf, env=env)
+    if seconds < 0:
+        raw = (os.environ if env is None else env).get(FILE_DEADLINE_ENV, "").strip()
+        raise ConfigurationError(f"{FILE_DEADLINE_ENV} must be 0 (no limit) or a positive number, got {raw[:40]!r}")
+    return seconds if seconds > 0 else None
+
+
 def download_file(
     session: FhirSession,
     item_url: str,
@@ -84,14 +107,19 @@ def download_file(
     attempts: int = TRUNCATION_ATTEMPTS,
     bounds: BodyBounds | None = None,
     low_speed: LowSpeedLimit | None = None,
+    deadline_s: float | None = DEFAULT_FILE_DEADLINE_S,
+    spent_s: float = 0.0,
 ) -> Path:
     """Fetch ``item_url`` to ``dest``; a body cut short (:func:`truncation_of`) or arriving slower than
     ``low_speed`` is fetched again, up to ``attempts`` times, then BulkFileTruncatedError or BulkFileTooSlowError
     (never a truncated file handed on as data, never a worker held by a trickle). A refusal (403, or 401 to a request
     sent without the token) is asked once more, outside those attempts; refused twice in a row, the file has expired
-    (BulkFileExpiredError). ``bounds``' deadline covers each attempt up to the answer's headers; the body has no
-    deadline, only ``low_speed``."""
+    (BulkFileExpiredError). ``bounds``' deadline covers each attempt up to the answer's headers; the body has only
+    ``low_speed``. ``deadline_s`` (None: none) covers every attempt together, less ``spent_s`` already spent on the
+    same file (the engine fetching a file short of its manifest's count again): past it, BulkFileDeadlineError."""
     file_bounds = replace(bounds or BodyBounds(None, None), max_bytes=None, body_deadline=False, low_speed=low_speed)
+    if deadline_s is not None:  # one clock reading per chunk serves this, the low-speed limit and the step budget
+        file_bounds = replace(file_bounds, transfer_ends_at=file_bounds.clock() + deadline_s - spent_s)
     problem, slow, last_slow, tries, refused = "", 0, False, max(1, attempts), False
     bodies = sent = 0  # bodies: attempts that got a body (truncated or too slow); sent: every request
     while bodies < tries:
@@ -110,6 +138,8 @@ def download_file(
             problem, slow, last_slow, refused, bodies = str(exc), slow + 1, True, False, bodies + 1
             logger.warning("bulk file arrived too slowly, fetching it again", extra={"url": redact_url(item_url)})
             continue
+        except TransferDeadlineError as exc:  # no attempt is left: the deadline is every attempt's together
+            raise _overdue(redact_url(item_url), deadline_s or 0.0, sent, exc) from exc
         refused, bodies = False, bodies + 1
         cut = truncation_of(got.path, got.wire_bytes, got.declared_bytes)
         if cut is None:
@@ -118,6 +148,17 @@ def download_file(
         got.path.unlink(missing_ok=True)
         logger.warning("bulk file arrived truncated, fetching it again", extra={"url": redact_url(item_url)})
     raise _failed(redact_url(item_url), tries, slow, problem, last_slow)
+
+
+def _overdue(url: str, deadline_s: float, sent: int, exc: TransferDeadlineError) -> BulkFileDeadlineError:
+    """A file still downloading when its deadline for every attempt together passed: a server keeping the body just
+    above the low-speed limit, or a link too slow for the file."""
+    return BulkFileDeadlineError(
+        f"bulk file {url} was not downloaded within its {deadline_s:g} s deadline ({FILE_DEADLINE_ENV}) on "
+        f"{sent} attempt(s) ({exc}); the next run fetches it again (raise {FILE_DEADLINE_ENV} if the link is "
+        "healthy but this slow)",
+        url=url,
+    )
 
 
 def _refusal(url: str, exc: FhirError) -> BulkFileExpiredError:

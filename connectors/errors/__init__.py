@@ -20,6 +20,7 @@ may echo request values: log ``loggable_message(exc)`` (their ``safe_message``) 
     │   ├── EhrUnreachableError       connection refused / DNS failure twice: stop the run, do not retry for minutes
     │   ├── RequestDeadlineError      one request outlived its overall deadline (a trickling server)
     │   ├── TransferTooSlowError      a body (a Bulk file) arrived slower than its low-speed limit
+    │   ├── TransferDeadlineError     a transfer (a Bulk file, all its attempts) outlived its wall-clock deadline
     ├── StepBudgetExceededError       a sync step outlived its overall time budget
     ├── ContentTooLargeError          a download exceeded its size cap (nothing was kept)
     │   ├── ResponseTooLargeError     a JSON body exceeded the per-response byte limit
@@ -36,6 +37,7 @@ may echo request values: log ``loggable_message(exc)`` (their ``safe_message``) 
     │   ├── BulkFileExpiredError      file 404/410 after expiry: re-run from the same _since (BDX-19)
     │   ├── BulkFileTruncatedError    a file arrived cut short on every attempt
     │   ├── BulkFileTooSlowError      a file arrived slower than its low-speed limit on every attempt
+    │   ├── BulkFileDeadlineError     a file was not downloaded within its deadline (all attempts together)
     └── WriteNotSupportedError        flags, scopes or the CapabilityStatement forbid a write (DWB)
 """
 
@@ -54,6 +56,7 @@ from connectors.errors.base import (
     ResponseTooLargeError,
     SecurityPolicyError,
     StepBudgetExceededError,
+    TransferDeadlineError,
     TransferTooSlowError,
     TransportError,
     UnsupportedContentEncodingError,
@@ -63,6 +66,7 @@ from connectors.errors.base import (
 from connectors.errors.bulk import (
     BulkExportError,
     BulkExportIncompleteError,
+    BulkFileDeadlineError,
     BulkFileExpiredError,
     BulkFileTooLargeError,
     BulkFileTooSlowError,
@@ -108,6 +112,7 @@ __all__ = [
     "AuthMethodNotAllowedError",
     "BulkExportError",
     "BulkExportIncompleteError",
+    "BulkFileDeadlineError",
     "BulkFileExpiredError",
     "BulkFileTooLargeError",
     "BulkFileTooSlowError",
@@ -142,6 +147,7 @@ __all__ = [
     "SecurityPolicyError",
     "StepBudgetExceededError",
     "TemporarilyUnavailableError",
+    "TransferDeadlineError",
     "TransferTooSlowError",
     "TransportError",
     "UnauthorizedClientError",

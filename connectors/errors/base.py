@@ -79,9 +79,16 @@ class RequestDeadlineError(TransportError):
 
 class TransferTooSlowError(TransportError):
     """A body kept arriving slower than its low-speed limit (bytes per second over a window): a download that may
-    rightly stream for hours has no deadline, so a server trickling it is cut off this way."""
+    rightly stream for hours has no request deadline, so a server trickling it is cut off this way."""
 
     code = "transfer_too_slow"
+
+
+class TransferDeadlineError(TransportError):
+    """A transfer (a Bulk file, every attempt of it together) was still under way when its wall-clock deadline
+    passed: a body kept just above its low-speed limit must not hold a download worker until its size limit."""
+
+    code = "transfer_deadline_exceeded"
 
 
 class StepBudgetExceededError(EhrSyncError):

@@ -63,6 +63,12 @@ class BulkFileTooSlowError(BulkExportError):
     code = "bulk_file_too_slow"
 
 
+class BulkFileDeadlineError(BulkExportError):
+    """A bulk file was not downloaded within its deadline (EHRSYNC_BULK_FILE_DEADLINE_S), every attempt together."""
+
+    code = "bulk_file_deadline_exceeded"
+
+
 class BulkFileTooLargeError(ContentTooLargeError):
     """A bulk file is larger than EHRSYNC_BULK_MAX_FILE_BYTES: that file fails, the next run fetches it again."""
 

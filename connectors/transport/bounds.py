@@ -3,7 +3,8 @@
 httpx's read timeout is per chunk, so a server sending one byte a second never trips it; the deadline here
 is checked between chunks against the whole request (and the active step budget, whichever ends first). A body
 that may rightly stream for hours (a Bulk file) is bounded otherwise: the deadline covers the attempt up to the
-answer's headers only, and a low-speed limit makes the body keep up an average rate over each window.
+answer's headers only, a low-speed limit makes the body keep up an average rate over each window, and a transfer
+deadline (``transfer_ends_at``, every attempt together) ends a body kept just above that rate.
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ from connectors.budgets import (
     env_number,
     step_deadline,
 )
-from connectors.errors import ConfigurationError, RequestDeadlineError, ResponseTooLargeError, TransferTooSlowError
+from connectors.errors import (
+    ConfigurationError,
+    RequestDeadlineError,
+    ResponseTooLargeError,
+    TransferDeadlineError,
+    TransferTooSlowError,
+)
 from connectors.http.urls import redact_url
 from connectors.transport.decoding import iter_decoded
 from connectors.transport.network import deadline_transport, keeps_deadline
@@ -76,6 +83,8 @@ class BodyBounds:
     #: False: the deadline ends with the answer's headers (a download that may rightly stream for hours)
     body_deadline: bool = True
     low_speed: LowSpeedLimit | None = None
+    #: When the whole transfer (every attempt of a Bulk file) must be done, on ``clock``; None: no such deadline
+    transfer_ends_at: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_bytes is not None and self.max_bytes < 1:
@@ -96,12 +105,8 @@ class BodyBounds:
         return replace(self, max_bytes=None)
 
     def ends_at(self, started: float) -> float | None:
-        """When a request started at ``started`` must be done: its deadline or the step's, whichever is first."""
-        own = started + self.deadline_s if self.deadline_s is not None else None
-        step = step_deadline() if self.within_step else None
-        if step is None:
-            return own
-        return step[0] if own is None else min(own, step[0])
+        """When a request started at ``started`` must be done: its deadline, the step's or the transfer's, if sooner."""
+        return _first(None if self.deadline_s is None else started + self.deadline_s, self._step_or_transfer())
 
     def start_attempt(self, request: httpx.Request, timeout: httpx.Timeout | None = None) -> float:
         """Cut ``request``'s timeouts (``timeout``, else its own) to what is left of its deadline (or step budget):
@@ -129,12 +134,21 @@ class BodyBounds:
             request.extensions["timeout"] = body_timeout
 
     def body_ends_at(self, started: float) -> float | None:
-        """When the body of a request started at ``started`` must be done: as :meth:`ends_at`, or only the step
-        budget's end without ``body_deadline``."""
+        """When the body of a request started at ``started`` must be done: as :meth:`ends_at`, or without
+        ``body_deadline`` only by the step budget's end or the transfer's deadline."""
         if self.body_deadline:
             return self.ends_at(started)
+        return self._step_or_transfer()
+
+    def _step_or_transfer(self) -> float | None:
         step = step_deadline() if self.within_step else None
-        return None if step is None else step[0]
+        return _first(None if step is None else step[0], self.transfer_ends_at)
+
+    def check_transfer(self, method: str, url: str, received: int | None = None) -> None:
+        """Raise TransferDeadlineError once the transfer's deadline (``transfer_ends_at``) has passed."""
+        if self.transfer_ends_at is not None and self.clock() >= self.transfer_ends_at:
+            got = "" if received is None else f" ({received} bytes of this attempt received)"
+            raise TransferDeadlineError(f"{method} {redact_url(url)} was not done by its transfer deadline{got}")
 
     def overran(self, started: float) -> bool:
         """Whether an attempt started at ``started`` is past its deadline (or step budget) now."""
@@ -221,6 +235,10 @@ def request_bounds(request: httpx.Request) -> BodyBounds | None:
     return bounds if isinstance(bounds, BodyBounds) else None
 
 
+def _first(a: float | None, b: float | None) -> float | None:
+    return a if b is None else b if a is None else min(a, b)  # the earlier of two optional times
+
+
 def _too_large(method: str, url: str, limit: int, what: str) -> str:
     return f"{method} {url}: {what} exceeds the {limit}-byte response limit (EHRSYNC_MAX_RESPONSE_BYTES)"
 
@@ -247,8 +265,9 @@ class _BoundedStream(httpx.SyncByteStream):
                 yield chunk
                 continue
             now = clock()
-            if ends_at is not None and now > ends_at:
+            if ends_at is not None and now > ends_at:  # the request's deadline, the step's or the transfer's
                 check_step_budget()
+                bounds.check_transfer(self._method, self._url, size)
                 raise RequestDeadlineError(
                     f"{self._method} {self._url} was still sending after {bounds.deadline_s:g} s "
                     f"({size} bytes received; EHRSYNC_REQUEST_DEADLINE_S)"

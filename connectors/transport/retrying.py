@@ -76,6 +76,8 @@ class RetryTransport(PlannedTransport):
     def handle_planned(self, request: httpx.Request, plan: RequestPlan) -> httpx.Response:
         while True:
             check_step_budget()
+            if plan.bounds is not None:  # no attempt starts past a transfer's deadline (a Bulk file's)
+                plan.bounds.check_transfer(request.method, str(request.url))
             known = unreachable_reason(origin_of(request.url))  # remembered: one attempt, no retries, fails fast
             try:
                 response = self._inner.handle_request(request)
@@ -135,10 +137,12 @@ class RetryTransport(PlannedTransport):
 def _out_of_attempts(request: httpx.Request, plan: RequestPlan, exc: httpx.TransportError, url: str) -> TransportError:
     """The error of a request's last failed attempt. A timeout that came from the wait being cut to the request
     deadline names the deadline (as SMART calls do), not httpx's ``ReadTimeout`` (whose own 30 s never ran
-    out); cut to a spent step budget instead, the step budget's error (the stored mark is kept)."""
+    out); cut to a spent step budget instead, the step budget's error (the stored mark is kept); to a transfer's
+    deadline, TransferDeadlineError."""
     bounds = plan.bounds
     if isinstance(exc, httpx.TimeoutException) and bounds is not None and bounds.attempt_overran(request):
         check_step_budget()
+        bounds.check_transfer(request.method, url)
         if bounds.deadline_s is not None:
             return RequestDeadlineError(
                 f"{request.method} {url} got no complete answer within {bounds.deadline_s:g} s "

@@ -22,13 +22,21 @@ import orjson
 import pytest
 
 from connectors.bulk import BulkClient, download_items
-from connectors.bulk.files import DEFAULT_LOW_SPEED, DEFAULT_MAX_FILE_BYTES, low_speed_from_env
+from connectors.bulk.files import (
+    DEFAULT_FILE_DEADLINE_S,
+    DEFAULT_LOW_SPEED,
+    DEFAULT_MAX_FILE_BYTES,
+    file_deadline_from_env,
+    low_speed_from_env,
+)
 from connectors.errors import (
+    BulkFileDeadlineError,
     BulkFileTooLargeError,
     BulkFileTooSlowError,
     BulkFileTruncatedError,
     ConfigurationError,
     RequestDeadlineError,
+    TransferDeadlineError,
     TransferTooSlowError,
 )
 from connectors.fhir.download import wire_allowance
@@ -250,3 +258,130 @@ def test_a_library_caller_naming_no_file_limit_still_gets_one() -> None:
     wire): a caller of the connectors alone is bounded too."""
     for function in (BulkClient.download, download_items):
         assert inspect.signature(function).parameters["max_bytes"].default == DEFAULT_MAX_FILE_BYTES == 10 * 1024**3
+
+
+# The deadline of a whole file (EHRSYNC_BULK_FILE_DEADLINE_S). Before it, a body kept above the low-speed limit had
+# no bound but the file's size limit: 10 GiB at just over 1 KiB/s is four months of a download worker.
+
+DEADLINE_S = 1.5
+ENDLESS_CAP = 64 * 1024  # the file's size limit here: what ended an endless body before the deadline (~15 s)
+
+
+def _endless(lines: int, every_s: float) -> Action:
+    """200 without a Content-Length, then ``lines`` NDJSON lines every ``every_s`` until the client hangs up (216
+    bytes every 0.05 s: ~4 KB/s, steadily above any low-speed limit used here, and never done)."""
+    line = orjson.dumps({"resourceType": "Patient", "id": "p"}) + b"\n"
+
+    def act(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "application/fhir+ndjson")
+        h.send_header("Connection", "close")
+        h.end_headers()
+        h.close_connection = True
+        try:
+            for _ in range(int(600 / every_s)):  # ten minutes at most; the client hangs up long before
+                h.wfile.write(line * lines)
+                h.wfile.flush()
+                time.sleep(every_s)
+        except OSError:  # the client hung up: the point
+            pass
+
+    return act
+
+
+def _deadlined(base: str, **kwargs: object) -> BulkClient:
+    """A client with a small file deadline and a low-speed limit the endless body keeps far above: one 216-byte
+    piece keeps a 0.3 s window of 10 B/s for 21 s, so no pause of a loaded machine trips it."""
+    return _bulk(base, low_speed=LowSpeedLimit(10, 0.3), file_deadline_s=DEADLINE_S, **kwargs)
+
+
+def test_a_file_kept_above_the_low_speed_limit_fails_at_its_deadline_naming_it(
+    server: tuple[str, Scripted], tmp_path: Path
+) -> None:
+    """An endless body at ~4 KB/s against 10 B/s: the low-speed limit never cuts it, so before the deadline only the
+    size limit did (64 KiB here, ~15 s; 10 GiB by default). Now it fails at the deadline, on its one attempt (no
+    attempt is left: the deadline is every attempt's together), naming the file, the limit and the variable."""
+    base, script = server
+    script.actions = [_endless(6, 0.05) for _ in range(3)]
+    started = time.monotonic()
+    with pytest.raises(BulkFileDeadlineError) as caught:
+        _deadlined(base).download(f"{base}/files/Patient.ndjson", tmp_path / "p.ndjson", False, max_bytes=ENDLESS_CAP)
+    elapsed = time.monotonic() - started
+    message = str(caught.value)
+    assert caught.value.code == "bulk_file_deadline_exceeded" and caught.value.url == f"{base}/files/Patient.ndjson"
+    assert message.startswith(f"bulk file {base}/files/Patient.ndjson was not downloaded within its 1.5 s deadline")
+    assert "(EHRSYNC_BULK_FILE_DEADLINE_S) on 1 attempt(s)" in message and "bytes of this attempt received" in message
+    assert "raise EHRSYNC_BULK_FILE_DEADLINE_S" in message
+    assert isinstance(caught.value.__cause__, TransferDeadlineError)
+    assert len(script.seen) == 1
+    assert DEADLINE_S <= elapsed < 12, elapsed  # the size limit would have ended it at ~15 s
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_deadline_covers_every_attempt_of_a_file_together(server: tuple[str, Scripted], tmp_path: Path) -> None:
+    """A body cut short is fetched again, as always; the endless second attempt ends where the file's deadline, set
+    when the first began, ends, and no third attempt is sent."""
+    base, script = server
+    script.actions = [send(200, NDJSON[:-10]), _endless(6, 0.05), _endless(6, 0.05)]
+    with pytest.raises(BulkFileDeadlineError, match=r"within its 1\.5 s deadline .* on 2 attempt\(s\)"):
+        _deadlined(base).download(f"{base}/f", tmp_path / "p.ndjson", False, max_bytes=ENDLESS_CAP)
+    assert len(script.seen) == 2
+
+
+def test_a_files_headers_are_under_its_deadline_too(server: tuple[str, Scripted], tmp_path: Path) -> None:
+    """Headers a byte at a time (~12 s) under a 30 s request deadline: the file's 1.5 s deadline cuts the wait, and
+    the retry of that timeout is never sent (its attempt would begin past the deadline)."""
+    base, script = server
+    script.actions = [_headers_a_byte_at_a_time(0.05) for _ in range(2)]
+    bulk = _deadlined(base, bounds=BodyBounds(None, 30.0))
+    started = time.monotonic()
+    with pytest.raises(BulkFileDeadlineError, match=r"EHRSYNC_BULK_FILE_DEADLINE_S\) on 1 attempt"):
+        bulk.download(f"{base}/files/Patient.ndjson", tmp_path / "p.ndjson", requires_token=False)
+    assert time.monotonic() - started < 10  # the headers alone take ~12 s
+    assert len(script.seen) == 1
+
+
+def test_time_an_earlier_fetch_of_the_file_spent_counts_against_its_deadline(
+    server: tuple[str, Scripted], tmp_path: Path
+) -> None:
+    """The engine fetches a file short of its manifest's count again, passing what its downloads took so far: a
+    file whose deadline is spent is not asked for at all; with time left, it lands."""
+    base, script = server
+    script.actions = [send(200, NDJSON)]
+    with pytest.raises(BulkFileDeadlineError, match="on 1 attempt"):
+        _deadlined(base).download(f"{base}/f", tmp_path / "p.ndjson", False, spent_s=DEADLINE_S)
+    assert script.seen == []
+    dest = _deadlined(base).download(f"{base}/f", tmp_path / "p.ndjson", False, spent_s=DEADLINE_S / 2)
+    assert dest.read_bytes() == NDJSON
+
+
+def test_the_file_deadline_is_one_clock_reading_per_piece_shared_with_the_low_speed_limit() -> None:
+    """The check on the hot path: each piece of the body reads the clock once (as the low-speed limit alone did) and
+    compares; the piece arriving past the deadline ends the body."""
+    now, body = _clocked([(1.0, b"x" * 100), (5.0, b"x" * 100), (10.0, b"x" * 100), (10.5, b"x")])
+    readings = [0]
+
+    def clock() -> float:
+        readings[0] += 1
+        return now[0]
+
+    limit = LowSpeedLimit(1, 2)
+    bounds = BodyBounds(None, None, clock=clock, body_deadline=False, low_speed=limit, transfer_ends_at=10.0)
+    response = httpx.Response(200, content=body, request=httpx.Request("GET", "https://ehr.example/f"))
+    bounds.wrap(response, "GET", 0.0)
+    got = []
+    with pytest.raises(TransferDeadlineError, match=r"was not done by its transfer deadline \(301 bytes"):
+        for chunk in response.iter_raw():
+            got.append(chunk)
+    assert len(got) == 3  # the piece at 10.0 is still in time
+    assert readings[0] == 1 + 4 + 1  # the window's start, one per piece, one more to name the deadline
+
+
+def test_the_file_deadline_reads_its_variable() -> None:
+    assert file_deadline_from_env({}) == DEFAULT_FILE_DEADLINE_S == 86400.0
+    assert BulkClient("https://ehr.example/fhir", None).file_deadline_s == DEFAULT_FILE_DEADLINE_S
+    assert file_deadline_from_env({"EHRSYNC_BULK_FILE_DEADLINE_S": "0"}) is None
+    assert file_deadline_from_env({"EHRSYNC_BULK_FILE_DEADLINE_S": "90.5"}) == 90.5
+    for bad in ("-1", "-0.5", "soon", "inf", "nan"):
+        with pytest.raises(ConfigurationError, match="EHRSYNC_BULK_FILE_DEADLINE_S"):
+            file_deadline_from_env({"EHRSYNC_BULK_FILE_DEADLINE_S": bad})

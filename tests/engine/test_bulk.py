@@ -177,9 +177,9 @@ def test_downloads_run_in_parallel_but_landings_are_bounded(world, shared_sb, ht
     import time as _time
 
     import warehouse
-    from engine import bulk_files
+    from engine import bulk_fetch
 
-    real = warehouse.land_ndjson_file  # what bulk_files calls
+    real = warehouse.land_ndjson_file  # what bulk_fetch calls
     lock = threading.Lock()
     active = {"now": 0, "max": 0}
 
@@ -194,7 +194,7 @@ def test_downloads_run_in_parallel_but_landings_are_bounded(world, shared_sb, ht
             with lock:
                 active["now"] -= 1
 
-    monkeypatch.setattr(bulk_files, "land_ndjson_file", counting)
+    monkeypatch.setattr(bulk_fetch, "land_ndjson_file", counting)
     world.env.bulk_landing_concurrency = 2  # the bound under test (the default is 1 on 2 cores, engine.cores)
     assert world.env.bulk_concurrency == 4
     conn = connect_backend(world, shared_sb, http=http, group_id="grp0")

@@ -125,6 +125,7 @@ def test_default_resources_carry_the_parsed_settings_so_steps_read_no_environmen
             "EHRSYNC_MIN_FREE_DISK_BYTES": "0",
             "EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S": "512",
             "EHRSYNC_BULK_LOW_SPEED_WINDOW_S": "30",
+            "EHRSYNC_BULK_FILE_DEADLINE_S": "3600",
             "EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS": "3",
             "EHRSYNC_KEEPALIVE_IDLE_DAYS": "5",
             "EHRSYNC_RETRY_BASE_SECONDS": "60",
@@ -141,18 +142,31 @@ def test_default_resources_carry_the_parsed_settings_so_steps_read_no_environmen
         "min_free_disk_bytes": 0,
         "lock_wait_s": 3.0,
         "bulk_low_speed": LowSpeedLimit(512.0, 30.0),
+        "bulk_file_deadline_s": 3600.0,
     }
-    off = PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path), "EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S": "0"})
-    assert default_resources(off)["landing"].limits()["bulk_low_speed"] is None  # type: ignore[attr-defined]
-    for negative in ("-0.5", "-1"):
-        with pytest.raises(PipelineConfigurationError, match=r"^EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S must be 0"):
-            PipelineSettings.from_env(
-                {"EHRSYNC_STATE_DIR": str(tmp_path), "EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S": negative}
-            )
+    off = PipelineSettings.from_env(
+        {
+            "EHRSYNC_STATE_DIR": str(tmp_path),
+            "EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S": "0",
+            "EHRSYNC_BULK_FILE_DEADLINE_S": "0",
+        }
+    )
+    off_limits = default_resources(off)["landing"].limits()  # type: ignore[attr-defined]
+    assert off_limits["bulk_low_speed"] is None and off_limits["bulk_file_deadline_s"] is None
+    usual = default_resources(PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path)}))["landing"]
+    assert usual.limits()["bulk_file_deadline_s"] == 86400.0  # type: ignore[attr-defined]
+    for variable in ("EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S", "EHRSYNC_BULK_FILE_DEADLINE_S"):
+        for negative in ("-0.5", "-1"):
+            with pytest.raises(PipelineConfigurationError, match=rf"^{variable} must be 0 \(no limit\)"):
+                PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path), variable: negative})
     rooted = {"root": str(tmp_path), "attachments_root": str(tmp_path)}
-    for field, bad in [("bulk_low_speed_bytes_per_s", -1.0), ("bulk_low_speed_window_s", 0.0)] + [
+    for field, bad in [
+        ("bulk_low_speed_bytes_per_s", -1.0),
+        ("bulk_low_speed_window_s", 0.0),
+        ("bulk_file_deadline_s", -1.0),
+    ] + [
         (field, float(value))
-        for field in ("bulk_low_speed_bytes_per_s", "bulk_low_speed_window_s")
+        for field in ("bulk_low_speed_bytes_per_s", "bulk_low_speed_window_s", "bulk_file_deadline_s")
         for value in ("inf", "nan")
     ]:
         with pytest.raises(ValidationError, match=field):  # the UI's run config is refused as the resource is built

@@ -1,5 +1,5 @@
 """A landed file's ``rows + quarantined`` is exactly the file's non-blank lines, what a Bulk manifest's ``count``
-is compared with (BDX-20: engine/bulk_files.fetch_file fetches a short file again from this count).
+is compared with (BDX-20: engine/bulk_fetch.fetch_file fetches a short file again from this count).
 
 The cases put blank lines, whitespace-only lines, CRLF and a missing last newline on every side of a read-block
 boundary (landing's ``READ_BYTES`` made tiny), in plain and gzip files, and compare with ``iter_ndjson_lines``.
