@@ -100,7 +100,12 @@ def _audit(ctx: ServiceContext, conn: Connection, action: str, actor: str, outco
     audit_event(ctx, action, outcome, conn.tenant_id, actor, connection_id=conn.id, detail=detail)
 
 
-_ADMIN_STATUSES = (ConnectionStatus.CLIENT_REJECTED, ConnectionStatus.TOKEN_UNDECRYPTABLE)
+# needs_reauth: a backend connection an earlier version put there on invalid_grant (no patient can fix it)
+_ADMIN_STATUSES = (
+    ConnectionStatus.CLIENT_REJECTED,
+    ConnectionStatus.TOKEN_UNDECRYPTABLE,
+    ConnectionStatus.NEEDS_REAUTH,
+)
 
 
 def refresh(ctx: ServiceContext, conn: Connection, actor: str) -> dict[str, Any]:
