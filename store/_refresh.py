@@ -216,8 +216,9 @@ def _transient(
 
 def _grant(grant: _Grant, grants: GrantContext, connection_id: str) -> RefreshOutcome:
     """Make the grant (retrying transient failures) and classify its answer; no database access here. A refused
-    refresh token, or a client not allowed the refresh grant at all, is final (``_refused``): never retried; so is
-    a backend client refused by the token endpoint (``unauthorized_client``, ``invalid_client``: client_rejected).
+    refresh token, or a client not allowed the refresh grant at all, is final (``_refused``): never retried, the
+    patient must authorize again; so is a backend connection's client_credentials grant refused by the token
+    endpoint (any refusal, ``invalid_grant`` included: client_rejected, an admin's to fix, never a patient's).
     A call budget with no free call (``CallBudgetBusyError``: nothing was sent) is transient like a timeout."""
     detail: dict[str, object] = {"grant": grant.name}
     lost: list[bool] = []  # per failed attempt: was its answer lost (the request may have been used)?
@@ -231,18 +232,15 @@ def _grant(grant: _Grant, grants: GrantContext, connection_id: str) -> RefreshOu
 
     try:
         response = with_retry(attempt, grants.retry, grants.sleep, f"{grant.name} for connection {connection_id}")
-    except InvalidGrantError as exc:
-        return refused_outcome(exc, connection_id, grant.basis, detail, lost=grant.lost_before or any(lost))
-    except UnauthorizedClientError as exc:
-        if grant.name != "refresh_token":  # client_credentials: the backend client itself is refused
-            return client_refused_outcome(exc, connection_id, grant.basis, detail)
-        return refused_outcome(exc, connection_id, grant.basis, detail, lost=False)
     except (TransportError, TemporarilyUnavailableError, CallBudgetBusyError) as exc:
         used = any(lost)  # an attempt of this call may have spent the refresh token, whichever failed last
         return _transient(exc, grant.name, grant.current, grant.valid_until, grant.basis, connection_id, lost=used)
     except OAuthError as exc:
-        if grant.name == "client_credentials" and client_grant_refused(exc):  # invalid_client
-            return client_refused_outcome(exc, connection_id, grant.basis, detail)
+        if grant.name == "client_credentials":  # a backend connection: no patient, no refresh token
+            if client_grant_refused(exc):  # the client itself is refused, invalid_grant included
+                return client_refused_outcome(exc, connection_id, grant.basis, detail)
+        elif isinstance(exc, (InvalidGrantError, UnauthorizedClientError)):  # the refresh token or grant refused
+            return refused_outcome(exc, connection_id, grant.basis, detail, lost=grant.lost_before or any(lost))
         return RefreshOutcome(error=exc, audit=_failure(exc, detail), basis=grant.basis)
     if grant.after_unauthorized:
         detail["after_unauthorized"] = True

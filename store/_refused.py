@@ -6,11 +6,14 @@ at all (Epic apps without "refresh tokens" enabled, or a vendor withdrawing it).
 again: both end the connection in ``needs_reauth``, the reason saying which one (and, for a rotated-away token,
 when the previous attempt's answer was lost, which explains why a working connection fell to re-authorization).
 
-A backend connection's ``client_credentials`` grant refused with ``unauthorized_client`` (the registration does not
-allow that grant) or ``invalid_client`` (client authentication failed: unknown or disabled client, key or JWKS not
-registered) is as final: nothing changes until an admin fixes the registration. The connection becomes
-``client_rejected``, as when the EHR refuses a freshly minted token, and an admin's retry
-(``TokenVault.reactivate_backend``) mints again and makes it active only if that works.
+A backend connection's ``client_credentials`` grant refused by the token endpoint (an OAuth refusal, not an outage:
+``connectors.errors.is_refusal``) is as final: ``unauthorized_client`` (the registration does not allow that grant),
+``invalid_client`` (client authentication failed: unknown or disabled client, key or JWKS not registered),
+``invalid_grant`` (Epic's answer to a bad or expired client assertion, or a key it does not know), ``invalid_scope``
+and the rest. Nothing changes until an admin fixes the registration, and no patient can: a backend connection has
+neither a patient nor a refresh token, so it never becomes ``needs_reauth``. It becomes ``client_rejected``, as when
+the EHR refuses a freshly minted token, and an admin's retry (``TokenVault.reactivate_backend``) mints again and
+makes it active only if that works.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from connectors.errors import (
     TransportError,
     UnauthorizedClientError,
     client_credentials_refusal,
+    is_refusal,
 )
 from store._refresh_apply import RefreshOutcome
 from store._states import CLIENT_GRANT_REFUSED
@@ -41,8 +45,6 @@ __all__ = [
 
 #: The audit ``reason`` of a refresh refused because the client may not use the refresh_token grant.
 REFRESH_NOT_ALLOWED = "refresh_grant_not_allowed"
-#: The refusals of a client_credentials grant that are final (no retry changes them): the client itself is refused.
-_FINAL_CLIENT_REFUSALS = frozenset({"unauthorized_client", "invalid_client"})
 
 
 def answer_lost(exc: TransportError) -> bool:
@@ -94,8 +96,10 @@ def refused_outcome(
 
 
 def client_grant_refused(exc: OAuthError) -> bool:
-    """Whether ``exc``, answered to a client_credentials grant, is final (no retry changes it)."""
-    return exc.error in _FINAL_CLIENT_REFUSALS
+    """Whether ``exc``, answered to a client_credentials grant, is final (no retry changes it): any refusal of the
+    client or its request, ``invalid_grant`` included, as creating a backend connection judges it; not the EHR
+    failing or throttling (5xx, 408, 429, ``temporarily_unavailable``, an answer without an OAuth error body)."""
+    return is_refusal(exc)
 
 
 def client_refused_outcome(

@@ -154,9 +154,10 @@ class SharedRateBudget:
 
 @contextlib.contextmanager
 def vendor_call_budget(db: AppDatabase, provider_id: str, fhir_base: str, *, max_wait_s: float) -> Iterator[None]:
-    """EHR calls made in this block outside a sync (the auth service's code exchange and backend mint, keepalive
-    refreshes) spend the vendor's shared budget when it counts every caller including the token endpoint (eCW), under
-    the key a sync spends it under (the FHIR base). A budget already active (a sync's) counts them itself.
+    """EHR calls made in this block outside a sync (the auth service's launch discovery, code exchange, backend mint,
+    admin refresh and admin test calls, keepalive refreshes) spend the vendor's shared budget when it counts every
+    caller including the token endpoint (eCW), under the key a sync spends it under (the FHIR base). A budget already
+    active (a sync's) counts them itself.
     ``max_wait_s``: how long a call may wait for the budget (a person waiting: short) before CallBudgetBusyError."""
     try:
         limit = get_provider(provider_id).rate_limit

@@ -36,7 +36,8 @@ from store.tokenrows import open_field, write_tokens
 
 __all__ = ["TokenInfo", "TokenVault", "UnknownConnectionError", "VaultTokenSource"]
 
-_ADMIN_STATES = (ConnectionStatus.CLIENT_REJECTED, ConnectionStatus.TOKEN_UNDECRYPTABLE)
+#: Backend states an admin's retry mints from; needs_reauth: where earlier versions put one refused with invalid_grant
+_ADMIN_STATES = (ConnectionStatus.CLIENT_REJECTED, ConnectionStatus.TOKEN_UNDECRYPTABLE, ConnectionStatus.NEEDS_REAUTH)
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -201,7 +202,7 @@ class TokenVault:
 
     def reactivate_backend(self, connection_id: str) -> str:
         """An admin retries a ``client_rejected``/``token_undecryptable`` backend connection (after fixing the
-        registration or keys): mint a new token now; the connection is active again only if that works."""
+        registration or keys), or one left ``needs_reauth``: mint a new token now; active again only if that works."""
         with self._db.locked_session() as session:
             conn = self._connection(session, connection_id)
             previous = conn.status

@@ -1,4 +1,6 @@
-"""What admins and patients do with an existing connection: status, refresh, disconnect, test calls."""
+"""What admins and patients do with an existing connection: status, refresh, disconnect; creating a backend one.
+
+The admin's test calls through a connection (test read, test note) are in ``connectivity``."""
 
 from __future__ import annotations
 
@@ -12,24 +14,18 @@ from auth_service.services.audit import audit_event
 from auth_service.services.context import ServiceContext
 from auth_service.services.errors import (
     ClientGrantRefusedError,
-    ConnectionUnusableError,
     InvalidInputError,
     NotFoundError,
     ProviderUnusableError,
     service_error_from,
 )
 from auth_service.services.grants import keep_connection
-from auth_service.services.interactive import INTERACTIVE_TIMEOUT, interactive_retry
 from auth_service.services.launch import check_allowlisted
-from auth_service.services.notes import NoteSubmission, admin_test_note_key, submit_note
 from auth_service.services.profiles import ClientProfile, resolve_profile
 from auth_service.services.providers_port import check_connection_kind, plugin_display_name, plugin_group_export_only
-from auth_service.services.tenants import get_practice_settings
 from connectors import errors as ce
-from connectors.fhir import FhirClient
 from connectors.smart import SmartConfiguration, TokenResponse, client_credentials_grant, discover
-from connectors.writeback import WriteFlags, check_note_write
-from store.models import Connection, ConnectionKind, ConnectionStatus, Tenant
+from store.models import Connection, ConnectionKind, ConnectionStatus
 
 __all__ = [
     "connection_status",
@@ -38,8 +34,6 @@ __all__ = [
     "get_connection",
     "latest_connection",
     "refresh",
-    "test_note",
-    "test_patient_read",
 ]
 
 logger = logging.getLogger(__name__)
@@ -106,7 +100,12 @@ def _audit(ctx: ServiceContext, conn: Connection, action: str, actor: str, outco
     audit_event(ctx, action, outcome, conn.tenant_id, actor, connection_id=conn.id, detail=detail)
 
 
-_ADMIN_STATUSES = (ConnectionStatus.CLIENT_REJECTED, ConnectionStatus.TOKEN_UNDECRYPTABLE)
+# needs_reauth: a backend connection an earlier version put there on invalid_grant (no patient can fix it)
+_ADMIN_STATUSES = (
+    ConnectionStatus.CLIENT_REJECTED,
+    ConnectionStatus.TOKEN_UNDECRYPTABLE,
+    ConnectionStatus.NEEDS_REAUTH,
+)
 
 
 def refresh(ctx: ServiceContext, conn: Connection, actor: str) -> dict[str, Any]:
@@ -135,93 +134,6 @@ def disconnect(ctx: ServiceContext, conn: Connection, actor: str) -> dict[str, A
     revoked = ctx.vault.revoke_and_delete(conn.id)
     _audit(ctx, conn, "connection.disconnect", actor, "success", revoked_at_server=revoked)
     return {"connection_id": conn.id, "status": ConnectionStatus.DISCONNECTED, "revoked_at_server": revoked}
-
-
-def _fhir(ctx: ServiceContext, conn: Connection) -> FhirClient:
-    # token_undecryptable goes on to the vault, which re-checks the stored token (active again once it opens)
-    if conn.status not in (ConnectionStatus.ACTIVE, ConnectionStatus.TOKEN_UNDECRYPTABLE):
-        raise ConnectionUnusableError(conn.status)
-    return FhirClient(
-        conn.fhir_base,
-        ctx.vault.token_source(conn.id),
-        http=ctx.http,
-        retry=interactive_retry(),
-        timeout=INTERACTIVE_TIMEOUT,
-    )
-
-
-def test_patient_read(ctx: ServiceContext, conn: Connection, actor: str, patient_id: str | None) -> dict[str, Any]:
-    """Read one Patient to prove the connection works; answers ids only (no PHI in the response)."""
-    target = patient_id or conn.patient_id
-    if not target:
-        raise InvalidInputError("give 'patient' (this connection has no patient in context)")
-    client = _fhir(ctx, conn)
-    try:
-        try:
-            patient = client.read("Patient", target)
-        except ce.FhirUnauthorizedError:
-            if conn.kind == ConnectionKind.PATIENT:
-                raise
-            ctx.vault.confirm_unauthorized(conn.id)  # a fresh client_credentials token refused: client_rejected
-            raise
-    except ce.EhrSyncError as exc:
-        code = service_error_from(exc).code
-        _audit(ctx, conn, "data.read", actor, "failure", resource="Patient", error_code=code)
-        raise
-    _audit(ctx, conn, "data.read", actor, "success", resource="Patient", resource_id=target)
-    meta = patient.get("meta") if isinstance(patient.get("meta"), dict) else {}
-    return {
-        "connection_id": conn.id,
-        "resourceType": "Patient",
-        "id": patient.get("id"),
-        "meta": {"versionId": meta.get("versionId"), "lastUpdated": meta.get("lastUpdated")} if meta else None,
-    }
-
-
-def test_note(ctx: ServiceContext, conn: Connection, actor: str, text: str, patient_id: str | None) -> dict[str, Any]:
-    """Check the write gate now (409 ``WRITE_NOT_SUPPORTED`` when any gate is closed), then put a test draft in
-    the outbox. The note is written by the Dagster write-back like any other (exactly once); the same test
-    note (connection, patient, text) twice is one note, never two."""
-    target = patient_id or conn.patient_id
-    if not target:
-        raise InvalidInputError("give 'patient' (this connection has no patient in context)")
-    _check_write_gate(ctx, conn, actor)
-    submission = NoteSubmission(
-        connection_id=conn.id,
-        idempotency_key=admin_test_note_key(conn.id, target, text),
-        title="Test note",
-        produced_by="ehrsync admin test",
-        patient=target,
-        text=text,
-    )
-    answer, created = submit_note(ctx, conn.tenant_id, submission, actor)
-    return {"connection_id": conn.id, "note_id": answer["noteId"], "state": answer["state"], "created": created}
-
-
-def _check_write_gate(ctx: ServiceContext, conn: Connection, actor: str) -> None:
-    with ctx.db.session() as session:
-        tenant = session.get(Tenant, conn.tenant_id)
-        if tenant is None:
-            raise NotFoundError("the connection's tenant no longer exists")
-        practice = get_practice_settings(tenant)
-        profile = resolve_profile(session, ctx.cipher, ctx.settings, conn.tenant_id, conn.provider_id)
-    flags = WriteFlags(
-        service_enabled=ctx.settings.SMART_ENABLE_WRITE,
-        tenant_enabled=practice.tenant_write_enabled,
-        note_create_enabled=practice.note_create_enabled,
-        vendor_allows_notes=profile.vendor_allows_notes,
-    )
-    client = _fhir(ctx, conn)
-    try:
-        check_note_write(client.capabilities() if flags_all_on(flags) else {}, conn.granted_scopes or "", flags)
-    except ce.WriteNotSupportedError as exc:
-        _audit(ctx, conn, "data.write", actor, "blocked", resource="DocumentReference", reason=exc.reason)
-        raise service_error_from(exc, tenant=conn.tenant_id, vendor=conn.provider_id) from None
-
-
-def flags_all_on(flags: WriteFlags) -> bool:
-    """No metadata call when a flag already closes the gate (DWB-43 answers without touching the EHR)."""
-    return flags.service_enabled and flags.tenant_enabled and flags.note_create_enabled and flags.vendor_allows_notes
 
 
 def _mint_backend_token(

@@ -21,7 +21,7 @@ from connectors.fhir import FhirClient
 from pipelines.resources import AppDatabaseResource
 from store import TokenCipher, TokenVault
 from store.errors import ClientRejectedError, TokenKeyMissingError
-from store.models import TokenRecord
+from store.models import Connection, ConnectionStatus, TokenRecord
 from tests.auth_service.ehr import patient_ids, running_service, sandbox_admin, smart_practice
 from tests.auth_service.test_backend_keys import _create_backend
 from tests.auth_service.test_flows_sandbox import connect, register
@@ -85,15 +85,17 @@ def test_backend_401_after_reacquire_is_client_rejected(make_settings: Any, sand
         assert svc.admin("GET", READ, params={"connection_id": conn_id, "patient": pid}).status_code == 200
 
 
-@pytest.mark.parametrize("refusal", ["unauthorized_client", "invalid_client"])
+@pytest.mark.parametrize("refusal", ["unauthorized_client", "invalid_client", "invalid_grant"])
 def test_backend_grant_refused_for_good_is_client_rejected_until_retried_sal32_sal36(
     make_settings: Any, sandbox: Any, refusal: str
 ) -> None:
     """SAL-32 (a backend connection mints with client_credentials) and SAL-36's error table (smart-app-launch.md
     §8: a token ``invalid_client`` is a credentials/JWKS problem: stop and alert; RFC 6749 §5.2
-    ``unauthorized_client``: the client may not use this grant): the admin's refresh is answered 409
-    ``client_rejected`` naming the refusal, the connection shows ``client_rejected`` (tenant health degraded), a
-    read sends no token request, and once the registration is fixed the same refresh makes it active again."""
+    ``unauthorized_client``: the client may not use this grant; ``invalid_grant``, Epic's answer to a bad or expired
+    client assertion or an unknown key): the admin's refresh is answered 409 ``client_rejected`` naming the refusal,
+    never ``needs_reauth`` (a backend connection has no patient to send a link to), the connection shows
+    ``client_rejected`` (tenant health degraded, counted under that state), a read sends no token request, and once
+    the registration is fixed the same refresh makes it active again."""
     pid = patient_ids(sandbox)[0]
     client = f"grant-refused-{refusal}"
     with running_service(make_settings, sandbox, smart_practice(sandbox, client)) as svc:
@@ -104,9 +106,13 @@ def test_backend_grant_refused_for_good_is_client_rejected_until_retried_sal32_s
         assert f"refused the client_credentials grant ({refusal}" in r.json()["message"]
         assert "check the client registration" in r.json()["message"]
         assert _status(svc, conn_id) == "client_rejected"
-        assert svc.admin("GET", "/api/integrations/admin/health").json()["status"] == "degraded"
+        health = svc.admin("GET", "/api/integrations/admin/health").json()
+        assert health["status"] == "degraded"
+        [smart] = [p for p in health["providers"] if p["provider"] == "smart"]
+        assert smart["connections"] == {"client_rejected": 1}, health
         marked = [e for e in _refresh_events(svc, conn_id) if e["outcome"] == "client_rejected"]
         assert [e["detail"]["error_code"] for e in marked] == [refusal]
+        assert not [e for e in _refresh_events(svc, conn_id) if e["outcome"] == "needs_reauth"]
         events = len(_refresh_events(svc, conn_id))
         again = svc.admin("GET", READ, params={"connection_id": conn_id, "patient": pid})
         assert again.json()["error"] == "client_rejected"  # the state answers: no token request
@@ -116,6 +122,28 @@ def test_backend_grant_refused_for_good_is_client_rejected_until_retried_sal32_s
         assert retried.status_code == 200, retried.text
         assert _status(svc, conn_id) == "active"
         assert svc.admin("GET", READ, params={"connection_id": conn_id, "patient": pid}).status_code == 200
+
+
+def test_a_backend_connection_left_needs_reauth_by_an_earlier_version_is_retried_by_the_admin(
+    make_settings: Any, sandbox: Any
+) -> None:
+    """Earlier versions sent a backend connection whose grant was refused with ``invalid_grant`` to ``needs_reauth``,
+    which no patient can leave (there is none): the admin's refresh mints again and makes it active once it works,
+    as for ``client_rejected``; refused again, it is ``client_rejected`` now."""
+    client = "left-needs-reauth"
+    with running_service(make_settings, sandbox, smart_practice(sandbox, client)) as svc:
+        conn_id = _create_backend(svc, sandbox, client).json()["connection_id"]
+        with svc.ctx.db.session() as session, session.begin():
+            conn = session.get(Connection, conn_id)
+            assert conn is not None
+            conn.status = ConnectionStatus.NEEDS_REAUTH  # what the earlier version stored
+        sandbox_admin(sandbox, "faults", {"kind": "oauth_error", "path": "/oauth/token", "error": "invalid_grant"})
+        refused = svc.admin("POST", "/api/integrations/smart/refresh", json={"connection_id": conn_id})
+        assert (refused.status_code, refused.json()["error"]) == (409, "client_rejected"), refused.text
+        assert _status(svc, conn_id) == "client_rejected"
+        retried = svc.admin("POST", "/api/integrations/smart/refresh", json={"connection_id": conn_id})
+        assert retried.status_code == 200, retried.text
+        assert _status(svc, conn_id) == "active"
 
 
 def test_pipelines_token_source_stops_with_client_rejected(

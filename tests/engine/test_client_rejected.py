@@ -109,9 +109,10 @@ def _registered_jwk(world: SyncWorld, client_id: str) -> dict[str, str]:
 
 
 def _refuse_client(world: SyncWorld, sb: SandboxServer, http: httpx.Client, conn: str, refusal: str) -> None:
-    """The EHR refuses the client's client_credentials grant: ``unauthorized_client`` forced by the sandbox's
-    oauth_error fault; ``invalid_client`` for real, the registration holding another key (the JWKS changed)."""
-    if refusal == "unauthorized_client":
+    """The EHR refuses the client's client_credentials grant: ``unauthorized_client`` and ``invalid_grant`` (Epic's
+    answer to a bad or expired client assertion, or a key it does not know) forced by the sandbox's oauth_error
+    fault; ``invalid_client`` for real, the registration holding another key (the JWKS changed)."""
+    if refusal in ("unauthorized_client", "invalid_grant"):
         add_fault(http, sb, "oauth_error", path="/oauth/token", error=refusal, times=None)
         return
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -128,14 +129,16 @@ def _refresh_audit(world: SyncWorld, connection_id: str) -> list[tuple[str, obje
         return [(e.outcome, e.detail.get("error_code"), e.detail.get("reason")) for e in events]
 
 
-@pytest.mark.parametrize("refusal", ["unauthorized_client", "invalid_client"])
+@pytest.mark.parametrize("refusal", ["unauthorized_client", "invalid_client", "invalid_grant"])
 def test_client_credentials_grant_refused_for_good_is_client_rejected_sal32_sal36(
     shared_sb: SandboxServer, world: SyncWorld, http: httpx.Client, request_log: RequestLog, refusal: str
 ) -> None:
     """SAL-32: a backend connection gets its tokens by a client_credentials grant. SAL-36's error table
     (smart-app-launch.md §8, row "token | invalid_client (400/401) | credentials/JWKS problem: stop and alert") and
     RFC 6749 §5.2 (``unauthorized_client``: this client may not use this grant type): asking again changes nothing
-    until an admin fixes the registration. One token request, the run fails naming the refusal and the registration,
+    until an admin fixes the registration. ``invalid_grant`` too: to a client_credentials grant it refuses the client's
+    assertion or key (Epic), and a backend connection has no patient to re-authorize it (never ``needs_reauth``).
+    One token request, the run fails naming the refusal and the registration,
     the connection is ``client_rejected`` (audited), later runs stop without a token request, and the admin's retry
     after fixing the registration (``reactivate_backend``, POST /api/integrations/smart/refresh) makes it active."""
     conn = connect_backend(world, shared_sb, http=http, group_id=GROUP)
@@ -148,7 +151,7 @@ def test_client_credentials_grant_refused_for_good_is_client_rejected_sal32_sal3
     assert report.status == "failed" and report.error is not None
     assert report.error.startswith("client_rejected: "), report.error
     assert f"refused the client_credentials grant ({refusal}: " in report.error  # with the EHR's description
-    assert refusal == "unauthorized_client" or "found 0" in report.error  # e.g. "no RSA key with kid ..., found 0"
+    assert refusal != "invalid_client" or "found 0" in report.error  # e.g. "no RSA key with kid ..., found 0"
     assert "check the client registration" in report.error
     assert len(request_log.paths("/oauth/token", method="POST")) == 1  # final: not retried
     assert not request_log.paths("/fhir/Group")

@@ -13,7 +13,7 @@ import jwt
 import pytest
 from sqlalchemy import select
 
-from connectors.errors import NeedsReauthError, TemporarilyUnavailableError
+from connectors.errors import EhrSyncError, NeedsReauthError, TemporarilyUnavailableError
 from connectors.smart import TokenResponse, parse_token_response
 from connectors.tokens import TokenSource
 from store import (
@@ -26,6 +26,7 @@ from store import (
     save_provider_config,
 )
 from store._refresh import RefreshLockTimeoutError, lock_row
+from store.errors import ClientRejectedError
 from store.models import AuditEvent, Connection, ConnectionStatus, TokenRecord
 from tests.connectors.smart.keys import pem, rsa_key
 from tests.store.conftest import add_connection
@@ -222,6 +223,48 @@ def test_sal32_backend_connection_mints_with_fresh_assertion(
     assert claims[0]["aud"] == token_server.token_endpoint and claims[0]["jti"] != claims[1]["jti"]
     info = vault.token_info("c1")
     assert info is not None and not info.has_refresh_token
+
+
+@pytest.mark.parametrize("refusal", ["invalid_grant", "invalid_scope"])
+def test_sal32_backend_mint_refused_with_invalid_grant_is_client_rejected_not_needs_reauth(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer, refusal: str
+) -> None:
+    """A backend connection has no patient and no refresh token: its client_credentials grant refused by the token
+    endpoint (Epic answers ``invalid_grant`` to a bad or expired client assertion or a key it does not know) is the
+    client registration's problem. The connection is ``client_rejected`` with the EHR's code audited (not
+    ``needs_reauth``, which asks a patient to authorize again), the grant is not retried, later uses answer the
+    state naming the code, and the admin's retry makes it active once the EHR accepts the client again."""
+    add_backend_connection(db, cipher, token_server.fhir_base, token_endpoint=token_server.token_endpoint)
+    vault = make_vault(db, cipher)
+    assert vault.get_access_token("c1") == "at-1"
+    token_server.state.client_refusal = (400, {"error": refusal, "error_description": "client assertion expired"})
+    with pytest.raises(ClientRejectedError, match=rf"refused the client_credentials grant \({refusal}: client asser"):
+        vault.force_refresh("c1")
+    assert status(db) == "client_rejected"
+    assert token_server.state.count("client_credentials") == 2  # the mint, then one refused grant: not retried
+    with db.session() as s:
+        events = s.scalars(select(AuditEvent).where(AuditEvent.action == "token.refresh").order_by(AuditEvent.id))
+        refused = [(e.outcome, e.detail.get("error_code"), e.detail.get("reason")) for e in events][-1]
+    assert refused == ("client_rejected", refusal, "client_grant_refused")
+    with pytest.raises(ClientRejectedError, match=rf"refused the client_credentials grant \({refusal}\)"):
+        vault.get_access_token("c1")  # the state answers, no token request
+    assert token_server.state.count("client_credentials") == 2
+    token_server.state.client_refusal = None  # the admin fixed the registration and retries
+    assert vault.reactivate_backend("c1") not in ("", "at-1")  # a new mint
+    assert status(db) == "active"
+
+
+def test_a_backend_grant_failing_with_an_invalid_grant_body_on_a_5xx_is_not_a_refusal(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
+) -> None:
+    """The EHR failing (a 503 whatever its body says) is an outage, never a refusal of the client: still active."""
+    add_backend_connection(db, cipher, token_server.fhir_base, token_endpoint=token_server.token_endpoint)
+    vault = make_vault(db, cipher)
+    assert vault.get_access_token("c1") == "at-1"
+    token_server.state.client_refusal = (503, {"error": "invalid_grant"})
+    with pytest.raises(EhrSyncError):
+        vault.force_refresh("c1", keep_valid=False)
+    assert status(db) == "active"
 
 
 def test_sal34_revoke_refresh_then_access_then_delete(

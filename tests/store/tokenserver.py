@@ -33,6 +33,8 @@ class TokenServerState:
     trickle_s: float = 0.0  # > 0: the next token answers send their body one byte every trickle_s seconds
     issued: int = 0
     answer_scope: str | None = None  # set: every grant answers this ``scope`` (e.g. "", a blank scope)
+    #: set: every client_credentials grant is refused with this (status, OAuth error body)
+    client_refusal: tuple[int, dict[str, str]] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     # When ``release`` is set up, each token request sets ``seen`` and waits (up to 10 s) for ``release``.
     seen: threading.Event = field(default_factory=threading.Event)
@@ -98,6 +100,8 @@ def create_app(state: TokenServerState, base: list[str]) -> FastAPI:
             elif grant == "client_credentials":
                 if not form.get("client_assertion"):
                     return JSONResponse({"error": "invalid_client"}, 401)
+                if state.client_refusal is not None:
+                    return JSONResponse(state.client_refusal[1], state.client_refusal[0])
                 body["scope"] = form.get("scope")
                 body["expires_in"] = 300
             else:

@@ -10,10 +10,9 @@ from pydantic import BaseModel, Field
 from auth_service.api.deps import AdminDep, CtxDep
 from auth_service.api.errors import ApiError
 from auth_service.services import connections as conns
-from auth_service.services import provider_admin
+from auth_service.services import connectivity, provider_admin
 from auth_service.services import purge as purges
 from auth_service.services.audit import list_events
-from auth_service.services.connectivity import test_provider
 from auth_service.services.return_origins import ReturnToError, tenant_return_to
 
 __all__ = ["router"]
@@ -117,7 +116,7 @@ def disable_provider(admin: AdminDep, ctx: CtxDep, provider_id: ProviderId) -> d
 @router.post("/admin/providers/{provider_id}/test")
 def test_provider_connection(admin: AdminDep, ctx: CtxDep, provider_id: ProviderId) -> dict[str, Any]:
     """Discovery, then a Patient read through the provider's newest active connection."""
-    return test_provider(ctx, admin.tenant_id, provider_id, admin.actor)
+    return connectivity.test_provider(ctx, admin.tenant_id, provider_id, admin.actor)
 
 
 @router.get("/admin/health")
@@ -157,14 +156,14 @@ def test_patient(
     patient: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9\-.]+$")] = None,
 ) -> dict[str, Any]:
     conn = conns.latest_connection(ctx, admin.tenant_id, connection_id)
-    return conns.test_patient_read(ctx, conn, admin.actor, patient)
+    return connectivity.test_patient_read(ctx, conn, admin.actor, patient)
 
 
 @router.post("/smart/test/note", status_code=201)
 def test_note(admin: AdminDep, ctx: CtxDep, body: NoteRequest) -> dict[str, Any]:
     """Through the write gate: 409 ``WRITE_NOT_SUPPORTED`` when flags, scopes or metadata forbid it."""
     conn = conns.latest_connection(ctx, admin.tenant_id, body.connection_id)
-    return conns.test_note(ctx, conn, admin.actor, body.text, body.patient)
+    return connectivity.test_note(ctx, conn, admin.actor, body.text, body.patient)
 
 
 @router.post("/smart/refresh")
