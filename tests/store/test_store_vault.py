@@ -254,6 +254,30 @@ def test_sal32_backend_mint_refused_with_invalid_grant_is_client_rejected_not_ne
     assert status(db) == "active"
 
 
+def test_a_backend_grant_refused_with_a_vendor_code_names_it_on_one_line(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
+) -> None:
+    """Any refusal makes a backend connection client_rejected, a vendor's own ``error`` too: that code is repeated in
+    the run's error and on every later use, so it is kept to one printable line and capped like its description
+    (before, only two known codes could get there; now a code with a line break or 2,000 characters did as it was)."""
+    add_backend_connection(db, cipher, token_server.fhir_base, token_endpoint=token_server.token_endpoint)
+    vault = make_vault(db, cipher)
+    assert vault.get_access_token("c1") == "at-1"
+    token_server.state.client_refusal = (400, {"error": "client_blocked\nSEE-ADMIN " + "x" * 2000})
+    with pytest.raises(ClientRejectedError) as refused:
+        vault.force_refresh("c1")
+    with pytest.raises(ClientRejectedError) as later:
+        vault.get_access_token("c1")
+    for message in (str(refused.value), str(later.value)):
+        assert "\n" not in message and "x" * 64 not in message, message
+        assert "(client_blocked SEE-ADMIN xxx" in message, message
+    assert "a code RFC 6749 does not define" in str(refused.value)
+    with db.session() as s:
+        event = s.scalars(select(AuditEvent).where(AuditEvent.outcome == "client_rejected")).one()
+    assert str(event.detail["error_code"]).startswith("client_blocked SEE-ADMIN x")
+    assert len(str(event.detail["error_code"])) <= 64
+
+
 def test_a_backend_grant_failing_with_an_invalid_grant_body_on_a_5xx_is_not_a_refusal(
     db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
 ) -> None:
