@@ -105,17 +105,20 @@ def client_grant_refused(exc: OAuthError) -> bool:
 def client_refused_outcome(
     exc: OAuthError, connection_id: str, basis: int | None, detail: dict[str, object]
 ) -> RefreshOutcome:
-    """``client_rejected`` with the reason: the token endpoint refused the backend client's grant itself."""
+    """``client_rejected`` with the reason: the token endpoint refused the backend client's grant itself. The EHR's
+    ``error`` (any code: a vendor's own too) is kept as one line of printable text, capped, as its description is:
+    it is repeated on every later use of the connection and in the run's error."""
+    code = _said(exc.error, 64) or "unknown"
     audit: dict[str, object] = {
         **detail,
-        "error_code": exc.error,
+        "error_code": code,
         "status_code": exc.status,
         "reason": CLIENT_GRANT_REFUSED,
     }
     said = _said(exc.error_description)
     message = (
-        f"connection {connection_id}: the token endpoint refused the client_credentials grant ({exc.error}"
-        f"{f': {said}' if said else ''}): {client_credentials_refusal(exc.error)}; check the client registration "
+        f"connection {connection_id}: the token endpoint refused the client_credentials grant ({code}"
+        f"{f': {said}' if said else ''}): {client_credentials_refusal(code)}; check the client registration "
         "(client id, JWKS URL / key id, allowed grant types and scopes, client enabled), then retry it with "
         "POST /api/integrations/smart/refresh"
     )

@@ -114,14 +114,17 @@ def post_form(
 
 
 def raise_for_oauth_error(response: httpx.Response, what: str) -> None:
-    """Map a non-2xx OAuth answer to the typed error (SAL-36); 5xx → ``TemporarilyUnavailableError``."""
+    """Map a non-2xx OAuth answer to the typed error (SAL-36); 5xx, 408 and 429, whatever their body says (a gateway's
+    throttle may carry ``invalid_grant`` or a code of its own), → ``TemporarilyUnavailableError``: the server failing
+    or throttling, never a refusal of the client, its refresh token or its request."""
     if response.is_success:
         return
     payload = parse_json_body(response)
     status = response.status_code
+    failing = status >= 500 or status in (408, 429)
     if isinstance(payload, dict) and payload.get("error"):
         error = oauth_error_from_response(payload, status)
-        if status >= 500 and not isinstance(error, TemporarilyUnavailableError):
+        if failing and not isinstance(error, TemporarilyUnavailableError):
             raise TemporarilyUnavailableError(
                 "temporarily_unavailable",
                 f"{what}: HTTP {status} ({error.error})",
@@ -129,7 +132,7 @@ def raise_for_oauth_error(response: httpx.Response, what: str) -> None:
                 status,
             )
         raise error
-    if status >= 500 or status == 429:
+    if failing:
         raise TemporarilyUnavailableError("temporarily_unavailable", f"{what}: HTTP {status}", None, status)
     raise OAuthError("invalid_response", f"{what}: HTTP {status} without an OAuth error body", None, status)
 

@@ -20,34 +20,18 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import text, update
 
 from auth_service.services.callback_replay import exchange_deadline_s
-from store.models import Connection, OAuthState, TokenRecord, utcnow
+from store.models import OAuthState, utcnow
 from store.states import CallbackOutcome, hash_secret
 from tests.auth_service.ehr import Service, patient_ids, running_service, sandbox_admin, smart_practice
-from tests.auth_service.test_callback_reload import ARMED, HTML, callback_url, token_requests
-from tests.auth_service.test_flows_sandbox import register
+from tests.auth_service.test_callback_interrupted import _start, _stored
+from tests.auth_service.test_callback_reload import HTML, callback_url, token_requests
 
 
 class ProcessKilled(BaseException):
     """The auth service's process dying at that line (SIGKILL, OOM): nothing after it runs."""
-
-
-def _start(sandbox: Any, svc: Service, client_id: str) -> None:
-    register(sandbox, svc, client_id, "public")
-    sandbox_admin(sandbox, "preapprove", {"client_id": client_id, "patient_id": patient_ids(sandbox)[0]})
-    # a fault that never delays (0 s): its firings left count the token requests that reached the sandbox
-    sandbox_admin(
-        sandbox, "faults", {"kind": "slow", "path": "/oauth/token", "method": "POST", "delay_s": 0, "times": ARMED}
-    )
-
-
-def _stored(svc: Service) -> list[tuple[str, bool]]:
-    """Each connection in the app database, and whether its tokens are there too."""
-    with svc.ctx.db.session() as session:
-        ids = list(session.scalars(select(Connection.id)))
-        return [(i, session.get(TokenRecord, i) is not None) for i in ids]
 
 
 def _kill_when(svc: Service, monkeypatch: pytest.MonkeyPatch, status: str) -> None:

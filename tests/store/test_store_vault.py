@@ -26,7 +26,7 @@ from store import (
     save_provider_config,
 )
 from store._refresh import RefreshLockTimeoutError, lock_row
-from store.errors import ClientRejectedError
+from store.errors import ClientRejectedError, RefreshDeferredError
 from store.models import AuditEvent, Connection, ConnectionStatus, TokenRecord
 from tests.connectors.smart.keys import pem, rsa_key
 from tests.store.conftest import add_connection
@@ -254,6 +254,30 @@ def test_sal32_backend_mint_refused_with_invalid_grant_is_client_rejected_not_ne
     assert status(db) == "active"
 
 
+def test_a_backend_grant_refused_with_a_vendor_code_names_it_on_one_line(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
+) -> None:
+    """Any refusal makes a backend connection client_rejected, a vendor's own ``error`` too: that code is repeated in
+    the run's error and on every later use, so it is kept to one printable line and capped like its description
+    (before, only two known codes could get there; now a code with a line break or 2,000 characters did as it was)."""
+    add_backend_connection(db, cipher, token_server.fhir_base, token_endpoint=token_server.token_endpoint)
+    vault = make_vault(db, cipher)
+    assert vault.get_access_token("c1") == "at-1"
+    token_server.state.client_refusal = (400, {"error": "client_blocked\nSEE-ADMIN " + "x" * 2000})
+    with pytest.raises(ClientRejectedError) as refused:
+        vault.force_refresh("c1")
+    with pytest.raises(ClientRejectedError) as later:
+        vault.get_access_token("c1")
+    for message in (str(refused.value), str(later.value)):
+        assert "\n" not in message and "x" * 64 not in message, message
+        assert "(client_blocked SEE-ADMIN xxx" in message, message
+    assert "a code RFC 6749 does not define" in str(refused.value)
+    with db.session() as s:
+        event = s.scalars(select(AuditEvent).where(AuditEvent.outcome == "client_rejected")).one()
+    assert str(event.detail["error_code"]).startswith("client_blocked SEE-ADMIN x")
+    assert len(str(event.detail["error_code"])) <= 64
+
+
 def test_a_backend_grant_failing_with_an_invalid_grant_body_on_a_5xx_is_not_a_refusal(
     db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
 ) -> None:
@@ -265,6 +289,43 @@ def test_a_backend_grant_failing_with_an_invalid_grant_body_on_a_5xx_is_not_a_re
     with pytest.raises(EhrSyncError):
         vault.force_refresh("c1", keep_valid=False)
     assert status(db) == "active"
+
+
+# A 408 or 429 from the token endpoint is the EHR (or its gateway) throttling or timing out, whatever its body says:
+# before, one with an OAuth error body was raised as that error (a 429 ``invalid_grant`` sent a patient back to
+# authorize, a still-valid token was not kept) and a 408 without one was an unusable answer, never retried.
+_THROTTLES = {
+    "429-invalid_grant": (429, {"error": "invalid_grant", "error_description": "slow down"}),
+    "429-vendor-code": (429, {"error": "rate_limited"}),
+    "408-no-body": (408, {}),
+}
+
+
+@pytest.mark.parametrize("answer", _THROTTLES.values(), ids=_THROTTLES.keys())
+def test_a_throttled_refresh_keeps_the_valid_token_and_is_retried_never_needs_reauth(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer, answer: tuple[int, dict[str, str]]
+) -> None:
+    vault = seeded(db, cipher, token_server, left=3600)
+    token_server.state.answer_next = [answer] * 3  # every attempt of the vault's retries
+    assert vault.force_refresh("c1") == "at-0"  # the still-valid token, as for a 503
+    assert status(db) == "active" and token_server.state.count("refresh_token") == 3  # retried like a 503
+    token_server.state.answer_next = [answer] * 3
+    with pytest.raises(RefreshDeferredError, match="the refresh was not done"):
+        vault.force_refresh("c1", keep_valid=False)  # an admin's refresh: told it was not done
+    assert status(db) == "active"
+    assert vault.force_refresh("c1") == "at-1"  # the EHR answers again: the refresh token still works
+
+
+@pytest.mark.parametrize("answer", _THROTTLES.values(), ids=_THROTTLES.keys())
+def test_a_throttled_backend_mint_keeps_the_valid_token_never_client_rejected(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer, answer: tuple[int, dict[str, str]]
+) -> None:
+    add_backend_connection(db, cipher, token_server.fhir_base, token_endpoint=token_server.token_endpoint)
+    vault = make_vault(db, cipher)
+    assert vault.get_access_token("c1") == "at-1"
+    token_server.state.answer_next = [answer] * 3
+    assert vault.force_refresh("c1") == "at-1"
+    assert status(db) == "active" and token_server.state.count("client_credentials") == 4
 
 
 def test_sal34_revoke_refresh_then_access_then_delete(

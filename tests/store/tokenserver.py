@@ -30,6 +30,8 @@ class TokenServerState:
     revoked: list[tuple[str, str]] = field(default_factory=list)
     grants: list[dict[str, Any]] = field(default_factory=list)
     fail_next: list[int] = field(default_factory=list)
+    #: the next token requests (any grant) answer these (status, JSON body), one each
+    answer_next: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     trickle_s: float = 0.0  # > 0: the next token answers send their body one byte every trickle_s seconds
     issued: int = 0
     answer_scope: str | None = None  # set: every grant answers this ``scope`` (e.g. "", a blank scope)
@@ -84,6 +86,9 @@ def create_app(state: TokenServerState, base: list[str]) -> FastAPI:
             if state.fail_next:
                 status = state.fail_next.pop(0)
                 return JSONResponse({"error": "temporarily_unavailable"}, status_code=status)
+            if state.answer_next:
+                status, answer = state.answer_next.pop(0)
+                return JSONResponse(answer, status_code=status)
             grant = form.get("grant_type")
             state.issued += 1
             n = state.issued
