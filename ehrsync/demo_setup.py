@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
 import secrets
 import sqlite3
 from collections.abc import Iterator, Mapping
@@ -184,23 +185,32 @@ def ui_state_dir(given: Path | None, environ: Mapping[str, str]) -> Path:
 def demo_environment(state_dir: Path) -> dict[str, str]:
     """Settings the demo and ``make ui`` share, kept in ``<state>/ehrsync.env`` (mode 600; holds the vault key).
 
-    The app database and warehouse are not written: both derive from ``EHRSYNC_STATE_DIR``."""
+    The app database and warehouse are not written: both derive from ``EHRSYNC_STATE_DIR``, which is always the
+    folder the file lies in (a state folder moved elsewhere must not point its runs back at the old place)."""
     env_path = state_dir / ENV_FILE
     values: dict[str, str] = {}
     if env_path.exists():
         for line in env_path.read_text().splitlines():
             key, sep, value = line.partition("=")
-            if sep and not key.startswith("#") and key.strip() not in _LOCATION_KEYS:
+            if sep and not key.startswith("#") and key.strip() not in (*_LOCATION_KEYS, *_STATE_VARIABLES):
                 values[key.strip()] = value.strip()
     values.setdefault("INTEGRATIONS_TOKEN_ENC_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
-    values.setdefault("EHRSYNC_STATE_DIR", str(state_dir))
+    values["EHRSYNC_STATE_DIR"] = str(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    env_path.write_text(
-        "# written by `ehrsync demo`; read by `ehrsync ui`. Holds the demo vault key: keep it private.\n"
-        + "".join(f"{k}={v}\n" for k, v in sorted(values.items()))
+    text = "# written by `ehrsync demo`; read by `ehrsync ui`. Holds the demo vault key: keep it private.\n" + "".join(
+        f"{k}={v}\n" for k, v in sorted(values.items())
     )
-    env_path.chmod(0o600)
+    _write_private(env_path, text.encode())
     return values
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a secret created with mode 600, so it is never readable by others for a moment (write, then chmod,
+    would leave it at the umask's mode in between); an older file's looser mode is tightened before the write."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        os.fchmod(fd, 0o600)
+        out.write(data)
 
 
 def _signing_key(state_dir: Path) -> Path:
@@ -212,12 +222,12 @@ def _signing_key(state_dir: Path) -> Path:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        path.write_bytes(
+        _write_private(
+            path,
             key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
+            ),
         )
-        path.chmod(0o600)
     return path
 
 

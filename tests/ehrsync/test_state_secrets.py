@@ -1,0 +1,60 @@
+"""The state folder's secrets (``ehrsync.env`` with the vault key, the demo's signing key): private from the first
+byte, and always pointing at the folder they lie in."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ehrsync.demo_setup import ENV_FILE, _signing_key, demo_environment
+
+
+@pytest.fixture
+def no_chmod(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """An open umask and every later chmod disabled: what a file is created with is what stays, so a secret
+    written first and made private after (readable by others in between) shows as world-readable."""
+    monkeypatch.setattr(Path, "chmod", lambda self, mode, **kw: None)
+    monkeypatch.setattr(os, "chmod", lambda *a, **kw: None)
+    monkeypatch.setattr(os, "fchmod", lambda *a, **kw: None)
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_vault_key_file_is_created_private(tmp_path: Path, no_chmod: None) -> None:
+    demo_environment(tmp_path / "state")
+    assert _mode(tmp_path / "state" / ENV_FILE) == 0o600
+
+
+def test_the_signing_key_is_created_private(tmp_path: Path, no_chmod: None) -> None:
+    assert _mode(_signing_key(tmp_path / "state")) == 0o600
+
+
+def test_an_older_loose_key_file_is_made_private_and_keeps_its_key(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    key = demo_environment(state)["INTEGRATIONS_TOKEN_ENC_KEY"]
+    (state / ENV_FILE).chmod(0o644)
+    assert demo_environment(state)["INTEGRATIONS_TOKEN_ENC_KEY"] == key
+    assert _mode(state / ENV_FILE) == 0o600
+
+
+def test_a_moved_state_folder_points_its_runs_at_where_it_is_now(tmp_path: Path) -> None:
+    """ehrsync.env records EHRSYNC_STATE_DIR; a folder moved (or restored from a backup elsewhere) must not send
+    Dagster's runs back to the old place while its key comes from the new one."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    key = demo_environment(old)["INTEGRATIONS_TOKEN_ENC_KEY"]
+    old.rename(new)
+    values = demo_environment(new)
+    assert values["EHRSYNC_STATE_DIR"] == str(new)
+    assert values["INTEGRATIONS_TOKEN_ENC_KEY"] == key
+    assert f"EHRSYNC_STATE_DIR={new}\n" in (new / ENV_FILE).read_text()
