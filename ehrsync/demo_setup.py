@@ -107,11 +107,12 @@ def _foreign_names(state_dir: Path) -> list[str]:
     )
 
 
-def check_ui_state_dir(state_dir: Path) -> bool:
+def check_ui_state_dir(state_dir: Path, named_by: str = "--state") -> bool:
     """``ehrsync ui`` writes ``ehrsync.env`` (the vault key) into its state folder, so ``--state`` must be new,
     empty, or already an ehrsync state folder: the demo's (``DEMO_MARKER``), or one holding ``ehrsync.env`` and
     nothing ehrsync does not keep there. Any other folder (a home, a project checkout, someone's documents, a
-    state folder whose settings live elsewhere) is refused before anything is written. True: new or empty."""
+    state folder whose settings live elsewhere) is refused before anything is written, naming the folder as
+    ``named_by`` (the flag or variable that chose it) did. True: new or empty."""
     check_state_dir(state_dir)
     if not state_dir.exists() or not any(state_dir.iterdir()):
         return True
@@ -123,9 +124,9 @@ def check_ui_state_dir(state_dir: Path) -> bool:
     listed = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
     why = f"holds other files ({listed})" if foreign else f"is not empty and holds no {ENV_FILE} or {DEMO_MARKER}"
     raise DemoError(
-        f"--state {state_dir} {why}, so it is not an ehrsync state folder: `ehrsync ui` keeps its settings and "
-        f"vault key ({ENV_FILE}) in its state folder and will not write them there; pass a new or empty folder "
-        "(the default is var/demo) or one an earlier `ehrsync demo` or `ehrsync ui` made"
+        f"{_chosen(named_by, state_dir)} {why}, so it is not an ehrsync state folder: `ehrsync ui` keeps its "
+        f"settings and vault key ({ENV_FILE}) in its state folder and will not write them there; pass a new or "
+        "empty folder (the default is var/demo) or one an earlier `ehrsync demo` or `ehrsync ui` made"
     )
 
 
@@ -166,20 +167,25 @@ def refuse_external_stores(app: AppSettings) -> None:
         )
 
 
-def ui_state_dir(given: Path | None, environ: Mapping[str, str]) -> Path:
-    """``ehrsync ui``'s state folder: ``--state``, else the one ``EHRSYNC_STATE_DIR`` (else ``EHRSYNC_HOME``) names,
-    else ``var/demo``. Dagster's runs read the variable, so a ``--state`` naming another folder is refused rather
-    than splitting the key file from the state it unlocks."""
+def ui_state_dir(given: Path | None, environ: Mapping[str, str]) -> tuple[Path, str]:
+    """``ehrsync ui``'s state folder and what named it: ``--state``, else the variable ``EHRSYNC_STATE_DIR`` (else
+    ``EHRSYNC_HOME``) when set, else ``var/demo``. Dagster's runs read the variable, so a ``--state`` naming
+    another folder is refused rather than splitting the key file from the state it unlocks."""
     variable = next((name for name in _STATE_VARIABLES if environ.get(name, "").strip()), None)
     if variable is None:
-        return given if given is not None else DEFAULT_UI_STATE
+        return (given, "--state") if given is not None else (DEFAULT_UI_STATE, "--state")
     named = Path(environ[variable].strip())
     if given is not None and given.resolve() != named.resolve():
         raise DemoError(
             f"--state {given} and {variable}={named} name different folders: pass one of them "
             f"(unset {variable}, or give --state the same folder)"
         )
-    return named
+    return (given, "--state") if given is not None else (named, variable)
+
+
+def _chosen(named_by: str, folder: Path) -> str:
+    """How the user named the folder: ``--state X`` or ``EHRSYNC_STATE_DIR=X``."""
+    return f"{named_by} {folder}" if named_by.startswith("-") else f"{named_by}={folder}"
 
 
 def demo_environment(state_dir: Path) -> dict[str, str]:

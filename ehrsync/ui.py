@@ -17,13 +17,21 @@ from ehrsync.demo_setup import check_ui_state_dir, demo_environment, new_state_f
 from ehrsync.process_group import run_until_stopped
 
 
-def run_ui(state_dir: Path, *, host: str = "127.0.0.1", port: int = 3000, stop_after_s: float | None = None) -> int:
-    """Serve the UI until interrupted (or for ``stop_after_s`` seconds); returns the exit code."""
+def run_ui(
+    state_dir: Path,
+    *,
+    named_by: str = "--state",
+    host: str = "127.0.0.1",
+    port: int = 3000,
+    stop_after_s: float | None = None,
+) -> int:
+    """Serve the UI until interrupted (or for ``stop_after_s`` seconds); returns the exit code. ``named_by``: the
+    flag or variable that chose ``state_dir``, for a refusal to name it as the user did."""
     from ehrsync.dagster_instance import ui_command
     from engine.settings import PipelineSettings
 
     state_dir = state_dir.resolve()
-    fresh = check_ui_state_dir(state_dir)  # its vault key goes only into a new, empty or ehrsync state folder
+    fresh = check_ui_state_dir(state_dir, named_by)  # its vault key goes only into a new, empty or ehrsync state folder
     _check_port(host, port)
     if fresh:
         new_state_folder(state_dir)

@@ -84,7 +84,8 @@ def ui(state_dir: Path | None, port: int) -> None:
     from ehrsync.ui import run_ui
 
     try:
-        code = run_ui(ui_state_dir(state_dir, os.environ), port=port)
+        folder, named_by = ui_state_dir(state_dir, os.environ)
+        code = run_ui(folder, named_by=named_by, port=port)
     except DemoError as exc:  # a --state folder it will not write its vault key into
         raise click.ClickException(str(exc)) from exc
     sys.exit(code)

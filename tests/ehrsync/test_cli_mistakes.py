@@ -291,7 +291,7 @@ def test_ui_takes_its_folder_from_the_state_variable_when_state_is_not_given(tmp
     named = tmp_path / "named"
     _make(named, {"letter.txt": "mine"})
     alone = _run(tmp_path, "ui", "--port", str(busy_port), env={"EHRSYNC_STATE_DIR": str(named)})
-    _one_line_failure(alone, f"{named} ", "not an ehrsync state folder")
+    _one_line_failure(alone, f"EHRSYNC_STATE_DIR={named} ", "not an ehrsync state folder")
     (named / "letter.txt").unlink()
     both = _run(
         tmp_path, "ui", "--state", str(named), "--port", str(busy_port), env={"EHRSYNC_STATE_DIR": f"{named}/."}
