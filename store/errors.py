@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from connectors.errors import EhrSyncError, NeedsReauthError, RateLimitedError
+from connectors.errors import EhrSyncError, NeedsReauthError
 
 __all__ = [
     "ClientRejectedError",
@@ -68,7 +68,7 @@ class RefreshDeferredError(EhrSyncError):
         )
         self.cause = cause
         self.valid_until = valid_until
-        self.retry_after = cause.retry_after if isinstance(cause, RateLimitedError) else None
+        self.retry_after = cause.retry_after  # the EHR's Retry-After (429/503), or when the call budget frees a call
 
 
 class NoRefreshTokenError(EhrSyncError):

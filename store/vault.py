@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from connectors.errors import EhrSyncError
-from connectors.smart import DiscoveryCache, TokenResponse, revoke_token
+from connectors.smart import DiscoveryCache, TokenResponse
 from connectors.tokens import TokenSource
 from store import _refresh
 from store._grants import ClientAuthResolver, GrantContext, RetryPolicy
@@ -32,6 +32,7 @@ from store.crypto import TokenCipher
 from store.database import AppDatabase
 from store.errors import TokenKeyMissingError, TokenUndecryptableError, UnknownConnectionError
 from store.models import Connection, ConnectionKind, ConnectionStatus, TokenRecord, utcnow
+from store.revocation import Revocation, revoke_at_server
 from store.tokenrows import open_field, write_tokens
 
 __all__ = ["TokenInfo", "TokenVault", "UnknownConnectionError", "VaultTokenSource"]
@@ -240,17 +241,22 @@ class TokenVault:
             return True
 
     def revoke_and_delete(self, connection_id: str) -> bool:
+        """``disconnect``; whether the server confirmed both revocations."""
+        return self.disconnect(connection_id).revoked
+
+    def disconnect(self, connection_id: str) -> Revocation:
         """SAL-34: revoke the refresh then the access token when the server offers revocation, then delete.
 
-        Local deletion happens whatever the server says (the user asked to disconnect); the return value
-        says whether the server confirmed both revocations.
+        Local deletion happens whatever the server says (the user asked to disconnect); the answer (and the
+        ``token.revoke`` audit row, ``local_only`` unless revoked) says what was revoked and why not the rest.
+        Requests spend the caller's active call budget (``vendor_call_budget``): a busy one sends nothing.
         """
         with self._db.session() as session:
             conn = self._connection(session, connection_id)
             row = session.get(TokenRecord, connection_id)
-            revoked = False
+            revocation = Revocation("no_tokens")
             if row is not None:
-                revoked = self._revoke_at_server(session, conn, row)
+                revocation = revoke_at_server(self._grants, self._cipher, session, conn, row)
         with self._db.locked_session() as session:
             row = _refresh.lock_row(session, connection_id)
             conn = self._connection(session, connection_id)
@@ -261,35 +267,12 @@ class TokenVault:
             record_audit(
                 session,
                 action="token.revoke",
-                outcome="success" if revoked else "local_only",
+                outcome="success" if revocation.revoked else "local_only",
                 tenant_id=conn.tenant_id,
                 connection_id=connection_id,
+                detail=revocation.audit_detail(),
             )
-        return revoked
-
-    def _revoke_at_server(self, session: Session, conn: Connection, row: TokenRecord) -> bool:
-        try:
-            config = self._grants.configuration(conn)
-            if not config.revocation_endpoint:
-                logger.info("connection %s: server offers no revocation endpoint", conn.id)
-                return False
-            auth = self._grants.client_auth(session, conn)
-            audience = conn.token_endpoint or config.token_endpoint
-            # refresh first: revoking it usually kills the access tokens issued from it too (SAL-34)
-            fields = [f for f in ("refresh_token", "access_token") if getattr(row, f"{f}_ct") is not None]
-            for field in fields:
-                revoke_token(
-                    config.revocation_endpoint,
-                    http=self._http,
-                    client_auth=auth,
-                    token=open_field(self._cipher, row, field),
-                    token_type_hint=field,
-                    audience=audience,
-                )
-            return True
-        except EhrSyncError as exc:
-            logger.warning("connection %s: revocation failed (%s); deleting locally", conn.id, exc.code)
-            return False
+        return revocation
 
     @staticmethod
     def _connection(session: Session, connection_id: str) -> Connection:

@@ -19,7 +19,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from auth_service.services.errors import ServiceError, service_error_from
 from connectors import errors as ce
 
-__all__ = ["ERROR_CODES", "ApiError", "http_status", "install_error_handlers", "unexpected_error_response"]
+__all__ = [
+    "ERROR_CODES",
+    "ApiError",
+    "http_status",
+    "install_error_handlers",
+    "retry_after_header",
+    "unexpected_error_response",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -90,12 +97,18 @@ _PAGES = ("/connect", "/api/integrations/smart/callback")
 _BROWSER_FLOWS = (*_PAGES, "/api/integrations/smart/launch", "/api/integrations/smart/login")
 
 
+def retry_after_header(error: ServiceError) -> dict[str, str]:
+    """``Retry-After`` for an error that says when to come back (``retryAfterSeconds``: the EHR's own Retry-After,
+    the vendor's call budget, the warehouse), on the JSON answer and the error page alike; else nothing."""
+    retry_after = error.details.get("retryAfterSeconds")
+    if isinstance(retry_after, int) and not isinstance(retry_after, bool):
+        return {"Retry-After": str(retry_after)}
+    return {}
+
+
 def _json(error: ServiceError) -> Response:
     body = {"error": error.code, "message": error.message, **error.details}
-    headers = {"Cache-Control": "no-store"}
-    retry_after = error.details.get("retryAfterSeconds")
-    if isinstance(retry_after, int) and not isinstance(retry_after, bool):  # a 503 that says when to come back
-        headers["Retry-After"] = str(retry_after)
+    headers = {"Cache-Control": "no-store", **retry_after_header(error)}
     return JSONResponse(body, status_code=http_status(error), headers=headers)
 
 

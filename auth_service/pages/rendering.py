@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 
 from auth_service.api.connect_cookies import LINK_COOKIE
-from auth_service.api.errors import http_status
+from auth_service.api.errors import http_status, retry_after_header
 from auth_service.core.links import InvalidLinkError
 from auth_service.pages.error_text import plain_error
 from auth_service.services.errors import ServiceError
@@ -40,4 +40,5 @@ def render_error(request: Request, error: ServiceError, *, retry: bool = True) -
         "explanation": plain.explanation,
         "retry_url": RESTART_PATH if retry and plain.retry and _can_restart(request) else None,
     }
-    return templates.TemplateResponse(request, "error.html", context, status_code=http_status(error))
+    headers = retry_after_header(error)  # a 503 that knows when the EHR (or its call budget) takes calls again
+    return templates.TemplateResponse(request, "error.html", context, status_code=http_status(error), headers=headers)

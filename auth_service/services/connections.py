@@ -130,10 +130,32 @@ def refresh(ctx: ServiceContext, conn: Connection, actor: str) -> dict[str, Any]
 
 
 def disconnect(ctx: ServiceContext, conn: Connection, actor: str) -> dict[str, Any]:
-    """Revoke at the server (refresh then access token, SAL-34), then delete the tokens."""
-    revoked = ctx.vault.revoke_and_delete(conn.id)
-    _audit(ctx, conn, "connection.disconnect", actor, "success", revoked_at_server=revoked)
-    return {"connection_id": conn.id, "status": ConnectionStatus.DISCONNECTED, "revoked_at_server": revoked}
+    """Revoke at the server (refresh then access token, SAL-34) within the vendor's shared call budget (eCW), then
+    delete the tokens.
+
+    The tokens are deleted whatever became of the revocation (the person asked to disconnect): an EHR down, throttling
+    or refusing, and a call budget with no free call (nothing sent, never a revocation outside it), alike. Such a
+    disconnect is never silent: ``revoked_at_server`` false, ``revocation`` says why, ``revocation_error`` the
+    documented code, ``warning`` in plain words that the tokens stay valid at the EHR until they expire; the audit
+    row ``connection.disconnect`` (outcome ``local_only``) says the same."""
+    with ctx.call_budget(conn.provider_id, conn.fhir_base):  # eCW counts discovery and revocation calls too
+        revocation = ctx.vault.disconnect(conn.id)
+    answer: dict[str, Any] = {
+        "connection_id": conn.id,
+        "status": ConnectionStatus.DISCONNECTED,
+        "revoked_at_server": revocation.revoked,
+        "revocation": revocation.outcome,
+    }
+    detail: dict[str, Any] = {"revoked_at_server": revocation.revoked, "revocation": revocation.outcome}
+    if revocation.error is not None:
+        answer["revocation_error"] = detail["error_code"] = service_error_from(revocation.error).code
+    if revocation.confirmed:
+        detail["confirmed"] = list(revocation.confirmed)
+    if not revocation.revoked:
+        answer["warning"] = revocation.describe()
+    outcome = "success" if revocation.revoked or revocation.outcome == "no_tokens" else "local_only"
+    _audit(ctx, conn, "connection.disconnect", actor, outcome, **detail)
+    return answer
 
 
 def _mint_backend_token(

@@ -157,9 +157,14 @@ class RefreshNotDoneError(ServiceError, codes=("ehr_unavailable", "no_refresh_to
         super().__init__(str(exc), code=code, **details)
 
 
+#: The longest ``Retry-After`` passed on: an EHR asking for more (or a date far ahead) is told to come back in an hour.
+MAX_RETRY_AFTER_S = 3600
+
+
 def retry_after_seconds(seconds: float) -> int:
-    """A ``Retry-After`` in whole seconds, at least 1 (0 would invite an immediate retry into the same wait)."""
-    return max(1, math.ceil(seconds))
+    """A ``Retry-After`` in whole seconds, at least 1 (0 would invite an immediate retry into the same wait) and at
+    most ``MAX_RETRY_AFTER_S``."""
+    return min(MAX_RETRY_AFTER_S, max(1, math.ceil(seconds)))
 
 
 _UNUSABLE_CODES = {
@@ -259,6 +264,6 @@ def service_error_from(exc: ce.EhrSyncError, *, tenant: str | None = None, vendo
         return EhrCallError("access not granted at the EHR", code=code)
     if code == "fhir_error" and isinstance(exc, ce.FhirError):
         return EhrCallError(str(exc), upstream_status=exc.status)
-    if code == "ehr_unavailable" and isinstance(exc, ce.RateLimitedError) and exc.retry_after is not None:
+    if code == "ehr_unavailable" and exc.retry_after is not None:  # the EHR's Retry-After, or the budget's
         return EhrCallError(str(exc), code=code, retryAfterSeconds=retry_after_seconds(exc.retry_after))
     return EhrCallError(str(exc), code=code)

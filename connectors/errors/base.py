@@ -8,6 +8,10 @@ class EhrSyncError(Exception):
     """Base of every ehrsync error; ``code`` is a stable machine-readable name."""
 
     code: str = "ehrsync_error"
+    #: Seconds the EHR's ``Retry-After`` said to wait before asking again (RFC 9110 §10.2.3: delta-seconds or an
+    #: HTTP-date, read by ``connectors.http.parse_retry_after``), on an error made from a 429 or 503 answer that
+    #: carried a usable one; None otherwise. Unclamped: each caller bounds it for its own use.
+    retry_after: float | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -28,6 +28,7 @@ from connectors.errors import (
     UnsupportedContentEncodingError,
     oauth_error_from_response,
 )
+from connectors.http.dates import parse_retry_after
 from connectors.http.urls import redact_url
 from connectors.transport import DEFAULT_TIMEOUT, bounds_of, ehr_client, read_capped
 from connectors.transport.answers import json_object_text
@@ -42,7 +43,9 @@ __all__ = [
     "post_form",
     "raise_for_oauth_error",
     "require_json_object",
+    "retry_after_of",
     "send",
+    "unavailable",
 ]
 
 
@@ -113,28 +116,50 @@ def post_form(
         raise OAuthError("invalid_response", str(exc)) from exc
 
 
+def retry_after_of(response: httpx.Response) -> float | None:
+    """The seconds a 429 or 503 answer's ``Retry-After`` says to wait (seconds or an HTTP-date, parsed by the
+    transport's own parser), None when it is another status or carries no usable value."""
+    if response.status_code not in (429, 503):
+        return None
+    return parse_retry_after(response.headers.get("Retry-After"))
+
+
+def unavailable(response: httpx.Response, message: str) -> TransportError:
+    """A 5xx or 429 from a SMART document endpoint (discovery, JWKS): transient, the EHR's ``Retry-After`` kept."""
+    error = TransportError(message)
+    error.retry_after = retry_after_of(response)
+    return error
+
+
 def raise_for_oauth_error(response: httpx.Response, what: str) -> None:
     """Map a non-2xx OAuth answer to the typed error (SAL-36); 5xx, 408 and 429, whatever their body says (a gateway's
     throttle may carry ``invalid_grant`` or a code of its own), → ``TemporarilyUnavailableError``: the server failing
-    or throttling, never a refusal of the client, its refresh token or its request."""
+    or throttling, never a refusal of the client, its refresh token or its request. A 429 or 503 keeps the EHR's
+    ``Retry-After`` on the error (``retry_after``)."""
     if response.is_success:
         return
+    error = _oauth_error(response, what)
+    error.retry_after = retry_after_of(response)
+    raise error
+
+
+def _oauth_error(response: httpx.Response, what: str) -> OAuthError:
     payload = parse_json_body(response)
     status = response.status_code
     failing = status >= 500 or status in (408, 429)
     if isinstance(payload, dict) and payload.get("error"):
         error = oauth_error_from_response(payload, status)
         if failing and not isinstance(error, TemporarilyUnavailableError):
-            raise TemporarilyUnavailableError(
+            return TemporarilyUnavailableError(
                 "temporarily_unavailable",
                 f"{what}: HTTP {status} ({error.error})",
                 error.error_uri,
                 status,
             )
-        raise error
+        return error
     if failing:
-        raise TemporarilyUnavailableError("temporarily_unavailable", f"{what}: HTTP {status}", None, status)
-    raise OAuthError("invalid_response", f"{what}: HTTP {status} without an OAuth error body", None, status)
+        return TemporarilyUnavailableError("temporarily_unavailable", f"{what}: HTTP {status}", None, status)
+    return OAuthError("invalid_response", f"{what}: HTTP {status} without an OAuth error body", None, status)
 
 
 def require_json_object(response: httpx.Response, what: str) -> dict[str, Any]:

@@ -63,18 +63,30 @@ def purge(connection_id: str, yes: bool, disconnect: bool) -> None:
     click.echo("The analyst views already reflect it, and so does the analyst snapshot (older generations deleted).")
 
 
+#: How long ``--disconnect`` waits for a free call of a vendor's shared call budget (eCW) before deleting the tokens
+#: without revoking them (and saying so): an operator at a terminal, not a browser, but not a background job either.
+DISCONNECT_BUDGET_WAIT_S = 60.0
+
+
 def _disconnect(db: AppDatabase, connection_id: str, bounds: BodyBounds) -> None:
     """Revoke at the EHR where it offers revocation (SAL-34), delete the tokens, mark the connection disconnected.
-    The discovery and revocation calls keep to the request bounds the settings read."""
+    The discovery and revocation calls keep to the request bounds the settings read and spend the vendor's shared
+    call budget (eCW) like every other caller; the line printed says whether the tokens were revoked, and why not."""
     import httpx
 
     from connectors.transport import BoundedClient
     from store import TokenCipher, TokenVault
+    from store.models import Connection
+    from store.rate_windows import vendor_call_budget
 
+    with db.session() as session:
+        conn = session.get(Connection, connection_id)
+        provider_id, fhir_base = (conn.provider_id, conn.fhir_base) if conn is not None else ("", "")
     with BoundedClient(bounds=bounds, timeout=httpx.Timeout(30.0, connect=10.0)) as http:
         vault = TokenVault(db, TokenCipher.from_env(), http)
         try:
-            revoked = vault.revoke_and_delete(connection_id)
+            with vendor_call_budget(db, provider_id, fhir_base, max_wait_s=DISCONNECT_BUDGET_WAIT_S):
+                revocation = vault.disconnect(connection_id)
         finally:
             vault.close()
-    click.echo(f"disconnected {connection_id} ({'revoked at the EHR' if revoked else 'tokens deleted locally'})")
+    click.echo(f"disconnected {connection_id}: {revocation.describe()}")

@@ -44,7 +44,9 @@ def test_ehr_5xx_on_provider_test_is_ehr_unavailable_quickly(make_settings: Any,
         elapsed = time.monotonic() - started
         body = r.json()
         assert (r.status_code, body["error"]) == (503, "ehr_unavailable"), body
-        assert body["discovery"] == {"ok": False, "error": "ehr_unavailable", "message": body["discovery"]["message"]}
+        step = {"ok": False, "error": "ehr_unavailable", "message": body["discovery"]["message"]}
+        assert body["discovery"] == {**step, "retryAfterSeconds": 1}  # the sandbox's 503 says "Retry-After: 1"
+        assert r.headers["Retry-After"] == "1"
         assert body["patient_read"]["error"] == "not_connected"
         assert elapsed < FEW_SECONDS, elapsed
         events = svc.admin("GET", "/api/integrations/admin/audit").json()

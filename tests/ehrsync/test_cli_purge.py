@@ -5,20 +5,26 @@ synced from the sandbox; a confirmation prompt unless ``--yes``, a refusal for a
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
 from sqlalchemy import select
 
+from connectors.providers import get_provider
+from ehrsync.commands.purge import DISCONNECT_BUDGET_WAIT_S
 from engine.purge import PURGE_ACTION
 from sandbox import SandboxServer
 from store.models import AuditEvent, Connection
+from store.rate_windows import RateSlot
 from tests.engine.helpers import SyncWorld, connect_patient
 from tests.engine.job_runs import run_sync
 
+_ARMED = 1000
 _DROPPED = ("DATABASE_URL", "EHRSYNC_DATABASE_URL", "WAREHOUSE_URL", "DAGSTER_HOME", "EHRSYNC_HOME")
 
 
@@ -87,3 +93,42 @@ def test_purge_confirms_then_removes_the_connections_data(tmp_path: Path, ehr: S
 
 def test_purge_of_an_unknown_connection_is_one_line(tmp_path: Path, world: SyncWorld) -> None:
     _one_line_error(_cli(world, tmp_path, "purge", "no-such-connection", "--yes"), "not found", "no-such-connection")
+
+
+def test_purge_disconnect_revokes_within_the_ecw_call_budget_and_says_when_it_did_not(
+    tmp_path: Path, ehr: SandboxServer, world: SyncWorld
+) -> None:
+    """``--disconnect`` of an eClinicalWorks connection spends eCW's shared call budget like every caller: with every
+    call taken by syncs (for longer than the command waits) no discovery or revocation is sent, the tokens are deleted
+    all the same, and the line printed and the audit row say they were not revoked at the EHR, and why."""
+    assert world.env.http is not None
+    cid = connect_patient(world, ehr, http=world.env.http, provider_id="ecw")
+    with world.env.db.session() as s:
+        conn = s.get(Connection, cid)
+        assert conn is not None and conn.fhir_base == ehr.fhir_base
+    limit = get_provider("ecw").rate_limit
+    assert limit is not None and limit.across_processes
+    slices = min(24, limit.capacity)
+    slot_s, per_slot = limit.window_s / slices, limit.capacity // slices
+    first, key = int(time.time() // slot_s), hashlib.sha256(ehr.fhir_base.encode()).hexdigest()
+    spent = int(2 * DISCONNECT_BUDGET_WAIT_S / slot_s) + 1  # busy past the command's wait: it fails at once
+    with world.env.db.session() as s, s.begin():
+        s.add_all(RateSlot(key=key, slot=first + i, used=per_slot) for i in range(spent))
+    ehr.admin.set_fault("slow", delay_s=0, times=_ARMED)  # counts every request the EHR gets from now on
+    try:
+        purged = _cli(world, tmp_path, "purge", cid, "--disconnect", "--yes")
+        left = [f["times"] for f in ehr.admin.faults()]
+    finally:
+        ehr.admin.clear_faults()
+    assert left == [_ARMED], left  # nothing was sent outside the budget: no discovery, no revocation
+
+    assert purged.returncode == 0, purged.stderr
+    assert f"disconnected {cid}: the tokens were deleted here but NOT revoked at the EHR" in purged.stdout
+    assert "call budget had no free call, so the revocation was not sent" in purged.stdout
+    with world.env.db.session() as s:
+        event = s.scalars(select(AuditEvent).where(AuditEvent.action == "token.revoke")).one()
+        assert (event.outcome, event.detail["revocation"], event.detail["error_code"]) == (
+            "local_only",
+            "not_sent",
+            "call_budget_busy",
+        )

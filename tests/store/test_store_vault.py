@@ -340,6 +340,34 @@ def test_sal34_revoke_refresh_then_access_then_delete(
         vault.get_access_token("c1")
 
 
+def test_sal34_a_revocation_cut_short_deletes_and_says_which_token_was_revoked(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
+) -> None:
+    """The refresh token revoked, the access token's revocation answered 503: the tokens are deleted all the same
+    (the person asked to disconnect), and the result and the ``token.revoke`` audit row say what was not revoked."""
+    vault = seeded(db, cipher, token_server, left=3600)
+    token_server.state.revoke_unavailable = {"access_token"}
+    revocation = vault.disconnect("c1")
+    assert (revocation.revoked, revocation.outcome, revocation.confirmed) == (False, "failed", ("refresh_token",))
+    assert revocation.error_code == "temporarily_unavailable" and revocation.error is not None
+    assert revocation.error.retry_after == 30.0  # the EHR's Retry-After, kept on the error
+    said = revocation.describe()
+    assert "only the refresh token was revoked at the EHR" in said and "(temporarily_unavailable)" in said
+    assert token_server.state.revoked == [("refresh_token", "rt-0")]
+    assert vault.token_info("c1") is None and status(db) == "disconnected"
+    with db.session() as s:
+        [event] = s.scalars(select(AuditEvent).where(AuditEvent.action == "token.revoke"))
+        assert (event.outcome, event.detail) == (
+            "local_only",
+            {
+                "revocation": "failed",
+                "revoked_at_server": False,
+                "confirmed": ["refresh_token"],
+                "error_code": "temporarily_unavailable",
+            },
+        )
+
+
 def test_audit_events_never_hold_token_values(
     db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
 ) -> None:

@@ -28,6 +28,8 @@ class TokenServerState:
     delay_s: float = 0.0
     valid_refresh: set[str] = field(default_factory=set)
     revoked: list[tuple[str, str]] = field(default_factory=list)
+    #: token_type_hints whose revocation answers 503 (e.g. {"access_token"}: the refresh token's still works)
+    revoke_unavailable: set[str] = field(default_factory=set)
     grants: list[dict[str, Any]] = field(default_factory=list)
     fail_next: list[int] = field(default_factory=list)
     #: the next token requests (any grant) answer these (status, JSON body), one each
@@ -118,6 +120,8 @@ def create_app(state: TokenServerState, base: list[str]) -> FastAPI:
     @app.post("/revoke")
     async def revoke(request: Request) -> Response:
         form = _form(await request.body())
+        if form.get("token_type_hint", "") in state.revoke_unavailable:
+            return JSONResponse({"error": "temporarily_unavailable"}, 503, headers={"Retry-After": "30"})
         with state.lock:
             state.revoked.append((form.get("token_type_hint", ""), form["token"]))
             state.valid_refresh.discard(form["token"])

@@ -1,0 +1,120 @@
+"""Revoking a disconnected connection's tokens at the EHR (RFC 7009, SAL-34), and what came of it.
+
+The person asked to disconnect, so the tokens are deleted here whatever the EHR says (``TokenVault.disconnect``).
+A revocation not made is therefore never silent: :class:`Revocation` says which tokens the EHR confirmed and why the
+others were not revoked, in words the answer, the audit row and the CLI repeat (never a token).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy.orm import Session
+
+from connectors.errors import EhrSyncError
+from connectors.smart import revoke_token
+from store._grants import GrantContext
+from store.crypto import TokenCipher
+from store.models import Connection, TokenRecord
+from store.tokenrows import open_field
+
+__all__ = ["Revocation", "RevocationOutcome", "revoke_at_server"]
+
+logger = logging.getLogger(__name__)
+
+#: ``revoked``: the EHR confirmed every stored token. ``no_tokens``: none was stored. ``not_offered``: the EHR
+#: advertises no revocation endpoint. ``not_sent``: the vendor's shared call budget (eCW) had no free call, so no
+#: (further) revocation was sent. ``failed``: the EHR failed, throttled or refused it (``error_code`` says how).
+RevocationOutcome = Literal["revoked", "no_tokens", "not_offered", "not_sent", "failed"]
+_TOKEN_WORDS = {"refresh_token": "refresh token", "access_token": "access token"}
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """What became of revoking one connection's tokens at the EHR; names no token (safe to show, log and audit).
+
+    ``confirmed``: the token types (``refresh_token``, ``access_token``) the EHR confirmed revoked; ``error``: the
+    connector error that stopped it (``not_sent``: ``call_budget_busy``; ``failed``: the EHR's)."""
+
+    outcome: RevocationOutcome
+    confirmed: tuple[str, ...] = ()
+    error: EhrSyncError | None = None
+
+    @property
+    def revoked(self) -> bool:
+        """Whether the EHR confirmed the revocation of every stored token."""
+        return self.outcome == "revoked"
+
+    @property
+    def error_code(self) -> str | None:
+        return self.error.code if self.error is not None else None
+
+    def audit_detail(self) -> dict[str, Any]:
+        detail: dict[str, Any] = {"revocation": self.outcome, "revoked_at_server": self.revoked}
+        if self.confirmed:
+            detail["confirmed"] = list(self.confirmed)
+        if self.error is not None:
+            detail["error_code"] = self.error.code
+        return detail
+
+    def describe(self) -> str:
+        """One plain sentence: what was revoked at the EHR, and what was only deleted here and stays valid there."""
+        if self.outcome == "revoked":
+            return "the tokens were revoked at the EHR and deleted"
+        if self.outcome == "no_tokens":
+            return "no tokens were stored, so there was nothing to revoke at the EHR"
+        if self.outcome == "not_offered":
+            return (
+                "the tokens were deleted here but not revoked at the EHR: it offers no token revocation, so they "
+                "stay valid there until they expire"
+            )
+        why = (
+            "the vendor's shared call budget had no free call, so the revocation was not sent"
+            if self.outcome == "not_sent"
+            else f"the EHR did not confirm the revocation ({self.error_code})"
+        )
+        if self.confirmed:
+            done = " and ".join(_TOKEN_WORDS[t] for t in self.confirmed)
+            return (
+                f"the tokens were deleted here but only the {done} was revoked at the EHR: {why} for the other, "
+                "which stays valid at the EHR until it expires (revoke the app's access at the EHR to end it sooner)"
+            )
+        return (
+            f"the tokens were deleted here but NOT revoked at the EHR: {why}; they stay valid at the EHR until they "
+            "expire (revoke the app's access at the EHR to end it sooner)"
+        )
+
+
+def revoke_at_server(
+    grants: GrantContext, cipher: TokenCipher, session: Session, conn: Connection, row: TokenRecord
+) -> Revocation:
+    """Revoke the refresh then the access token where the EHR offers revocation (SAL-34); never raises an EHR error.
+
+    Each request (the discovery too, when not cached) spends the active call budget: a busy one sends nothing and
+    is ``not_sent``, like an EHR that is down is ``failed``."""
+    confirmed: list[str] = []
+    try:
+        config = grants.configuration(conn)
+        if not config.revocation_endpoint:
+            logger.info("connection %s: server offers no revocation endpoint", conn.id)
+            return Revocation("not_offered")
+        auth = grants.client_auth(session, conn)
+        audience = conn.token_endpoint or config.token_endpoint
+        # refresh first: revoking it usually kills the access tokens issued from it too (SAL-34)
+        for field in [f for f in ("refresh_token", "access_token") if getattr(row, f"{f}_ct") is not None]:
+            revoke_token(
+                config.revocation_endpoint,
+                http=grants.http,
+                client_auth=auth,
+                token=open_field(cipher, row, field),
+                token_type_hint=field,
+                audience=audience,
+            )
+            confirmed.append(field)
+        return Revocation("revoked", tuple(confirmed))
+    except EhrSyncError as exc:
+        outcome: RevocationOutcome = "not_sent" if exc.code == "call_budget_busy" else "failed"
+        logger.warning("connection %s: revocation %s (%s); deleting locally", conn.id, outcome, exc.code)
+        return Revocation(outcome, tuple(confirmed), exc)
