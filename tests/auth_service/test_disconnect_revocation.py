@@ -9,8 +9,12 @@ server`` false, ``revocation``, ``revocation_error``, ``warning``); the log name
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
+import httpx
+
+from auth_service.api.deps import CONNECTION_COOKIE, SESSION_COOKIE, csrf_token
 from connectors.smart import discover
 from store.models import TokenRecord
 from store.tokenrows import open_field
@@ -130,3 +134,40 @@ def test_purge_with_disconnect_revokes_within_the_ecw_budget_too(make_settings: 
         assert not [p for p in sent if p.startswith("/oauth")], sent
         [event] = _events(svc, conn_id, "connection.disconnect")
         assert (event["outcome"], event["detail"]["revocation"]) == ("local_only", "not_sent")
+
+
+def _disconnect_in_the_patients_browser(svc: Any, conn_id: str) -> httpx.Response:
+    """The patient's confirmed disconnect (the form on /connect/disconnect, with this browser's session cookies),
+    following its redirect to the status page it shows next."""
+    sid = "p" * 43
+    marker = svc.ctx.sessions.sign(conn_id, hashlib.sha256(sid.encode()).hexdigest(), ttl_seconds=600)
+    form = {"connection_id": conn_id, "csrf": csrf_token(svc.ctx, sid), "confirm": "yes"}
+    cookies = {SESSION_COOKIE: sid, CONNECTION_COOKIE: marker}
+    with httpx.Client(base_url=svc.base_url, cookies=cookies, follow_redirects=True) as browser:
+        return browser.post("/connect/disconnect", data=form)
+
+
+def test_the_patients_status_page_says_when_the_ehr_was_not_told_to_end_the_access(
+    make_settings: Any, sandbox: Any
+) -> None:
+    """A patient who disconnects while the EHR's revocation fails is told so on the page, with what still holds
+    (the access ends when it expires) and what to do (remove the app in the patient portal); a revocation that
+    worked shows no such note."""
+    pids = patient_ids(sandbox)
+    client = _unique("revoke-page")
+    with running_service(make_settings, sandbox, smart_practice(sandbox, client)) as svc:
+        register(sandbox, svc, client, "public")
+        revoked = connect(sandbox, svc, client, pids[0])
+        page = _disconnect_in_the_patients_browser(svc, revoked)
+        assert page.status_code == 200 and page.url.path == "/connect/done", page.text
+        assert 'id="status"' in page.text and "Disconnected" in page.text
+        assert 'id="not-revoked"' not in page.text
+
+        kept = connect(sandbox, svc, client, pids[1])
+        sandbox_admin(sandbox, "faults", {"kind": "503", "path": "/oauth/revoke", "times": None})
+        page = _disconnect_in_the_patients_browser(svc, kept)
+        assert page.status_code == 200 and page.url.path == "/connect/done", page.text
+        text = " ".join(page.text.split())
+        assert "Disconnected" in text and 'id="not-revoked"' in text
+        assert "could not be told to cancel it just now" in text
+        assert "until it expires" in text and "patient portal" in text

@@ -104,6 +104,8 @@ def done_page(request: Request, ctx: CtxDep) -> Response:
         "status_text": _STATUS_TEXT.get(conn.status, conn.status),
         "last_sync": _fmt(conn.last_sync_at),
         "scope_lines": describe_scopes(conn.granted_scopes or ""),
+        # the disconnect could not make the EHR cancel the access (only a note: a forged query shows just that)
+        "not_revoked": conn.status == "disconnected" and request.query_params.get("revoked") == "no",
     }
     return templates.TemplateResponse(request, "done.html", context)
 
@@ -144,5 +146,6 @@ def disconnect_page(
         return render_error(request, exc)
     if confirm != "yes":
         return RedirectResponse("/connect/disconnect", status_code=303)
-    conns.disconnect(ctx, conn, actor="patient")
-    return RedirectResponse("/connect/done", status_code=303)
+    answer = conns.disconnect(ctx, conn, actor="patient")
+    not_revoked = not answer["revoked_at_server"] and answer["revocation"] != "no_tokens"
+    return RedirectResponse("/connect/done?revoked=no" if not_revoked else "/connect/done", status_code=303)
