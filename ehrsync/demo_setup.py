@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import secrets
 import sqlite3
 from collections.abc import Iterator, Mapping
@@ -16,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from ehrsync.private_files import write_private
 from settings import AppSettings
 
 __all__ = [
@@ -206,17 +206,8 @@ def demo_environment(state_dir: Path) -> dict[str, str]:
     text = "# written by `ehrsync demo`; read by `ehrsync ui`. Holds the demo vault key: keep it private.\n" + "".join(
         f"{k}={v}\n" for k, v in sorted(values.items())
     )
-    _write_private(env_path, text.encode())
+    write_private(env_path, text.encode())  # whole or not at all: a failed write keeps the old key
     return values
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a secret created with mode 600, so it is never readable by others for a moment (write, then chmod,
-    would leave it at the umask's mode in between); an older file's looser mode is tightened before the write."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        os.fchmod(fd, 0o600)
-        out.write(data)
 
 
 def _signing_key(state_dir: Path) -> Path:
@@ -228,7 +219,7 @@ def _signing_key(state_dir: Path) -> Path:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        _write_private(
+        write_private(
             path,
             key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,3 +60,33 @@ def test_a_moved_state_folder_points_its_runs_at_where_it_is_now(tmp_path: Path)
     assert values["EHRSYNC_STATE_DIR"] == str(new)
     assert values["INTEGRATIONS_TOKEN_ENC_KEY"] == key
     assert f"EHRSYNC_STATE_DIR={new}\n" in (new / ENV_FILE).read_text()
+
+
+_FAIL_MID_WRITE = """
+import resource, signal, sys
+from pathlib import Path
+from ehrsync.demo_setup import demo_environment
+state = Path(sys.argv[1])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails with EFBIG instead of killing us
+resource.setrlimit(resource.RLIMIT_FSIZE, (40, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    demo_environment(state)
+except OSError as exc:
+    print(f"write failed: {exc.errno}")
+"""
+
+
+def test_a_write_failing_midway_keeps_the_existing_key_file_whole(tmp_path: Path) -> None:
+    """A real failure mid-write (the process may write no more than 40 bytes to a file: a full disk, a quota):
+    ehrsync.env, the only copy of the vault key, must stay whole. Truncating it in place, then failing, lost the key
+    and every token sealed under it; the new text goes to a private file beside it that replaces it only once whole."""
+    state = tmp_path / "state"
+    demo_environment(state)
+    before = (state / ENV_FILE).read_bytes()
+    done = subprocess.run(
+        [sys.executable, "-c", _FAIL_MID_WRITE, str(state)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0 and "write failed" in done.stdout, (done.stdout, done.stderr)
+    assert (state / ENV_FILE).read_bytes() == before
+    assert sorted(p.name for p in state.iterdir()) == [ENV_FILE]  # no half-written file left beside it
+    assert _mode(state / ENV_FILE) == 0o600
