@@ -169,5 +169,9 @@ def test_the_patients_status_page_says_when_the_ehr_was_not_told_to_end_the_acce
         assert page.status_code == 200 and page.url.path == "/connect/done", page.text
         text = " ".join(page.text.split())
         assert "Disconnected" in text and 'id="not-revoked"' in text
-        assert "could not be told to cancel it just now" in text
-        assert "until it expires" in text and "patient portal" in text
+        # plain words true for every revocation not made (failed, not sent, not offered: never "just now"), and no
+        # "it" a reader must resolve: what was cancelled, what still shows, until when, and what to do
+        assert "has deleted its access to your records, but could not get" in text
+        assert "to cancel that access" in text and "just now" not in text
+        assert "may still list the app as connected until the access runs out on its own" in text
+        assert "To cancel it now, remove the app in your" in text and "patient portal" in text
