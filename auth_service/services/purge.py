@@ -31,8 +31,11 @@ def _targets(ctx: ServiceContext) -> PurgeTargets:
 
 
 def purge(ctx: ServiceContext, tenant_id: str, connection_id: str, actor: str, *, disconnect: bool) -> dict[str, Any]:
-    """Purge the tenant's connection; an active one only with ``disconnect`` (it is disconnected first)."""
+    """Purge the tenant's connection; an active one only with ``disconnect`` (it is disconnected first, and the
+    answer says what became of the revocation as the disconnect's does: ``revoked_at_server``, ``revocation``, and
+    ``revocation_error`` / ``warning`` when it was not made)."""
     conn = conns.get_connection(ctx, tenant_id, connection_id)
+    revocation: dict[str, Any] = {}
     if conn.status != ConnectionStatus.DISCONNECTED:
         if not disconnect:
             raise PurgeRefusedError(
@@ -40,7 +43,8 @@ def purge(ctx: ServiceContext, tenant_id: str, connection_id: str, actor: str, *
                 "it again); disconnect it first or send disconnect=true",
                 connectionStatus=conn.status,
             )
-        conns.disconnect(ctx, conn, actor)
+        disconnected = conns.disconnect(ctx, conn, actor)
+        revocation = {k: v for k, v in disconnected.items() if k not in ("connection_id", "status")}
     try:
         report = purge_connection(_targets(ctx), connection_id, actor=actor)
     except ConnectionBusyError:
@@ -49,7 +53,7 @@ def purge(ctx: ServiceContext, tenant_id: str, connection_id: str, actor: str, *
         ) from None
     except PurgeWarehouseError as exc:  # a sync held the warehouse past the wait, or it is down: purge again later
         raise WarehouseReadError(str(exc), code="warehouse_unavailable", retry_after_s=60) from None
-    return {**report.as_json(), "status": ConnectionStatus.DISCONNECTED}
+    return {**report.as_json(), **revocation, "status": ConnectionStatus.DISCONNECTED}
 
 
 def get_retention(ctx: ServiceContext, tenant_id: str) -> dict[str, Any]:

@@ -132,6 +132,11 @@ def test_purge_with_disconnect_revokes_within_the_ecw_budget_too(make_settings: 
         r = svc.admin("POST", f"/api/integrations/admin/connections/{conn_id}/purge", json={"disconnect": True})
         assert r.status_code == 200, r.text
         assert not [p for p in sent if p.startswith("/oauth")], sent
+        # the purge's answer says it too, as the disconnect's does (before, only the audit row did)
+        body = r.json()
+        assert (body["status"], body["revoked_at_server"], body["revocation"]) == ("disconnected", False, "not_sent")
+        assert body["revocation_error"] == "ehr_unavailable"
+        assert "deleted here but NOT revoked at the EHR" in body["warning"]
         [event] = _events(svc, conn_id, "connection.disconnect")
         assert (event["outcome"], event["detail"]["revocation"]) == ("local_only", "not_sent")
 
