@@ -16,7 +16,7 @@ def parse_http_date(value: str | None) -> datetime | None:
         return None
     try:
         parsed = parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # Overflow: a year past any C long, the server's text
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)

@@ -6,12 +6,12 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 from connectors.errors import OAuthError
+from connectors.http.dates import parse_http_date
 from connectors.smart._http import post_form, raise_for_oauth_error, require_json_object
 from connectors.smart.client_auth import ClientAuth
 
@@ -170,14 +170,9 @@ def _fhir_context(value: Any) -> tuple[dict[str, Any], ...]:
 
 def _issued_at(date_header: str | None, now: datetime) -> datetime:
     """Anchor the lifetime at the server's ``Date`` unless it disagrees with us by more than 5 min."""
-    if not date_header:
+    server = parse_http_date(date_header)  # the shared parser: an impossible date is None, never an exception
+    if server is None:
         return now
-    try:
-        server = parsedate_to_datetime(date_header)
-    except (TypeError, ValueError):
-        return now
-    if server.tzinfo is None:
-        server = server.replace(tzinfo=UTC)
     if abs(server - now) > _MAX_DATE_SKEW:
         skew = (server - now).total_seconds()
         logger.warning("token endpoint Date header is %.0f s off our clock; using local time", skew)

@@ -54,6 +54,20 @@ def test_bdx10_parse_retry_after_http_date_future_and_past() -> None:
 
 
 @pytest.mark.parametrize(
+    "header",
+    [
+        "Wed, 21 Oct 99999999999999999999 07:28:00 GMT",  # a year past any C long: OverflowError before
+        "Wed, 21 Oct 2015 07:28:00 +9999",  # an offset of 99 h
+        "Wed, 32 Oct 2015 07:28:00 GMT",
+    ],
+)
+def test_an_impossible_http_date_is_unusable_never_an_exception(header: str) -> None:
+    """A server's Retry-After (or Date) is the server's text: one naming no real moment is unusable like "soon"."""
+    assert parse_http_date(header) is None
+    assert parse_retry_after(header, now=FIXED_NOW) is None
+
+
+@pytest.mark.parametrize(
     ("header", "expected"),
     [
         ("30", 30.0),  # sane value used as is

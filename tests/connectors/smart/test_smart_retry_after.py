@@ -40,6 +40,9 @@ def _header(value: str | None) -> str | None:
         (503, "soon", None, None),  # unparseable: nothing to pass on
         (503, "date:-120", None, None),  # a date in the past
         (502, "7", None, None),  # Retry-After belongs to 429 and 503 only
+        (429, "-5", None, None),  # negative: unusable
+        (429, "1e999", None, None),  # infinite: unusable
+        (429, "Wed, 21 Oct 99999999999999999999 07:28:00 GMT", None, None),  # no real date: never an OverflowError
     ],
 )
 def test_a_throttling_token_endpoint_keeps_its_retry_after(

@@ -204,6 +204,24 @@ def test_sal15_wildly_wrong_server_date_falls_back_to_local_clock() -> None:
 
 
 @pytest.mark.parametrize(
+    "date",
+    [
+        "Wed, 21 Oct 99999999999999999999 07:28:00 GMT",  # a year past any C long: an OverflowError lost the tokens
+        "Wed, 21 Oct 2015 07:28:00 +9999",
+        "Wed, 21 Oct",
+        "not a date",
+    ],
+)
+def test_sal15_an_impossible_server_date_falls_back_to_local_clock(date: str) -> None:
+    """The tokens the EHR issued are kept whatever its ``Date`` header says (read by the shared HTTP-date parser)."""
+    rec = Recorder(ok(BASIC_BODY, Date=date))
+    tr = refresh_grant(
+        TOKEN_URL, http=rec.client(), client_auth=PublicClientAuth("c"), refresh_token="RT", clock=lambda: NOW
+    )
+    assert tr.issued_at == NOW and tr.expires_at == NOW + timedelta(seconds=3600)
+
+
+@pytest.mark.parametrize(
     "body",
     [
         {"token_type": "Bearer"},
