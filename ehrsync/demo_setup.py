@@ -53,7 +53,7 @@ GITIGNORE = ".gitignore"
 _STATE_NAMES = frozenset(
     {ENV_FILE, DEMO_MARKER, GITIGNORE, "keys", "landing", "attachments", "dagster_home", "analyst"}
 )
-_STATE_PREFIXES = ("app.db", "warehouse.duckdb")
+_STATE_PREFIXES = ("app.db", "warehouse.duckdb", f".{ENV_FILE}.")  # the last: a key write a kill interrupted
 #: What ``ehrsync ui`` leaves in a new folder (``make ui`` before any demo, whose note says to run the demo first):
 #: its ehrsync.env, Dagster's home, and an app database the code location opened but nobody migrated.
 _UI_ONLY_NAMES = frozenset({ENV_FILE, GITIGNORE, "dagster_home", "app.db"})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ehrsync.demo_setup import ENV_FILE, _signing_key, demo_environment
+from ehrsync.demo_setup import ENV_FILE, DemoError, _signing_key, check_ui_state_dir, demo_environment
 
 
 @pytest.fixture
@@ -90,3 +90,15 @@ def test_a_write_failing_midway_keeps_the_existing_key_file_whole(tmp_path: Path
     assert (state / ENV_FILE).read_bytes() == before
     assert sorted(p.name for p in state.iterdir()) == [ENV_FILE]  # no half-written file left beside it
     assert _mode(state / ENV_FILE) == 0o600
+
+
+def test_a_key_write_left_unfinished_by_a_kill_does_not_make_the_state_folder_foreign(tmp_path: Path) -> None:
+    """A process killed mid-write leaves its private temporary file beside ehrsync.env; the folder is still the
+    ehrsync state folder it was (``ui`` reuses it), and a foreign file beside them still is not."""
+    state = tmp_path / "state"
+    demo_environment(state)
+    (state / f".{ENV_FILE}.k2j4x9.tmp").write_text("K=")
+    assert check_ui_state_dir(state) is False
+    (state / "letter.txt").write_text("mine")
+    with pytest.raises(DemoError, match=r"holds other files \(letter\.txt\)"):
+        check_ui_state_dir(state)
