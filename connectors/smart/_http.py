@@ -116,6 +116,11 @@ def post_form(
         raise OAuthError("invalid_response", str(exc)) from exc
 
 
+def is_outage(status: int) -> bool:
+    """A 5xx, 408 or 429: the server failing, timing out or throttling (transient), never its considered answer."""
+    return status >= 500 or status in (408, 429)
+
+
 def retry_after_of(response: httpx.Response) -> float | None:
     """The seconds a 429 or 503 answer's ``Retry-After`` says to wait (seconds or an HTTP-date, parsed by the
     transport's own parser), None when it is another status or carries no usable value."""
@@ -146,7 +151,7 @@ def raise_for_oauth_error(response: httpx.Response, what: str) -> None:
 def _oauth_error(response: httpx.Response, what: str) -> OAuthError:
     payload = parse_json_body(response)
     status = response.status_code
-    failing = status >= 500 or status in (408, 429)
+    failing = is_outage(status)
     if isinstance(payload, dict) and payload.get("error"):
         error = oauth_error_from_response(payload, status)
         if failing and not isinstance(error, TemporarilyUnavailableError):

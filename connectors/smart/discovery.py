@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from connectors.errors import ConfigurationError, DiscoveryError
-from connectors.smart._http import get, parse_json_body, unavailable
+from connectors.smart._http import get, is_outage, parse_json_body, unavailable
 from connectors.smart.configuration import (
     SmartConfiguration,
     metadata_url,
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 def _fetch_metadata(fhir_base: str, http: httpx.Client, well_known_problem: str) -> SmartConfiguration:
     meta = get(http, metadata_url(fhir_base), "application/fhir+json")
-    if meta.status_code >= 500 or meta.status_code == 429:
+    if is_outage(meta.status_code):
         raise unavailable(meta, f"{fhir_base}: /metadata answered HTTP {meta.status_code}")
     if not meta.is_success:
         raise DiscoveryError(
@@ -61,7 +61,7 @@ def _lenient(fhir_base: str, http: httpx.Client, payload: dict[str, Any], missin
 
 def _fetch(fhir_base: str, http: httpx.Client) -> SmartConfiguration:
     response = get(http, well_known_url(fhir_base), "application/json")
-    if response.status_code >= 500 or response.status_code == 429:  # down or throttled, not "no SMART config"
+    if is_outage(response.status_code):  # down, timing out or throttled, not "no SMART config"
         raise unavailable(response, f"{fhir_base}: smart-configuration answered HTTP {response.status_code}")
     well_known_problem: str
     if response.is_success:
@@ -89,7 +89,7 @@ def discover(
 ) -> SmartConfiguration:
     """Discover a server's SMART endpoints: well-known first, then ``/metadata`` (SAL-01, SAL-04).
 
-    A 5xx or 429 answer is an outage (``TransportError``, the EHR's ``Retry-After`` on its ``retry_after``), never
+    A 5xx, 408 or 429 answer is an outage (``TransportError``, the EHR's ``Retry-After`` on its ``retry_after``), never
     taken for a server without a SMART configuration.
 
     With ``allowlist``, a base that is not allow-listed is refused before any network call (SAL-41).

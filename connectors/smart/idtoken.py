@@ -12,7 +12,7 @@ import httpx
 import jwt
 
 from connectors.errors import DiscoveryError, SecurityPolicyError
-from connectors.smart._http import get, parse_json_body, unavailable
+from connectors.smart._http import get, is_outage, parse_json_body, unavailable
 from connectors.smart.issuers import require_issuer_allowed
 
 __all__ = ["ALLOWED_ID_TOKEN_ALGS", "IdTokenError", "JwksCache", "validate_id_token"]
@@ -31,7 +31,7 @@ class IdTokenError(SecurityPolicyError):
 
 def _get_json(http: httpx.Client, url: str, what: str) -> dict[str, Any]:
     response = get(http, url, "application/json", f"fetching {what} from {url}")
-    if response.status_code >= 500 or response.status_code == 429:  # down or throttled: transient
+    if is_outage(response.status_code):  # down, timing out or throttled: transient
         raise unavailable(response, f"{what} at {url} answered HTTP {response.status_code}")
     payload = parse_json_body(response) if response.is_success else None
     if not isinstance(payload, dict):

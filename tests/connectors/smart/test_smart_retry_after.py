@@ -75,3 +75,11 @@ def test_a_throttled_or_unavailable_discovery_is_transient_with_the_retry_after(
     with pytest.raises(TransportError) as info:
         discover(BASE, http=_answering(status, "42"))
     assert info.value.retry_after == 42.0 and f"HTTP {status}" in str(info.value)
+
+
+def test_a_discovery_answered_408_is_an_outage_as_a_token_answer_is() -> None:
+    """408 Request Timeout is the server giving up waiting, as the token endpoint's 408 is judged: transient (the
+    call is tried again later), not ``discovery_failed`` for a server without a SMART configuration."""
+    with pytest.raises(TransportError) as info:
+        discover(BASE, http=_answering(408, None))
+    assert "HTTP 408" in str(info.value) and info.value.retry_after is None
