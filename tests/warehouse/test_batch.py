@@ -3,8 +3,8 @@ file at every close, which dominated bulk time), with the same results and the s
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -56,27 +56,46 @@ def test_duckdb_batch_opens_one_connection(tmp_path: Path, zone: LandingZone, mo
     wh.close()
 
 
-def _write_other(path: str, started: float, queue: mp.Queue) -> None:  # type: ignore[type-arg]
-    other = open_warehouse(path, lock_timeout_s=30)
+class _ToQueue(logging.Handler):
+    def __init__(self, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+        super().__init__(logging.INFO)
+        self.queue = queue
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("waiting"):
+            self.queue.put("waiting")
+
+
+def _write_other(path: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+    """Another process writing the warehouse: says when it is blocked on the write lock (the warehouse's own
+    lock-wait line, every 0.2 s), then when it wrote."""
+    lock_log = logging.getLogger("warehouse")
+    lock_log.setLevel(logging.INFO)
+    lock_log.addHandler(_ToQueue(queue))
+    other = DuckDBWarehouse(path, lock_timeout_s=120, lock_log_every_s=0.2)
     other.tombstone("c9", "Patient", ["x"], deleted_at=datetime.now(UTC))
-    queue.put(time.monotonic() - started)
+    queue.put("wrote")
     other.close()
 
 
 def test_duckdb_batch_keeps_other_processes_out_until_it_ends(tmp_path: Path, zone: LandingZone) -> None:
+    """The other process is seen waiting for the lock while the batch holds it (not merely slow to start), and
+    writes only once the batch has ended."""
     path = str(tmp_path / "wh.duckdb")
     wh = open_warehouse(path)
     ctx = mp.get_context("spawn")
     queue: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
     with wh.batch():
         wh.upsert(_files(zone, 1)[0])
-        proc = ctx.Process(target=_write_other, args=(path, time.monotonic(), queue))
+        proc = ctx.Process(target=_write_other, args=(path, queue))
         proc.start()
-        time.sleep(3)
-        assert queue.empty(), "another process wrote while the batch held the warehouse"
-    proc.join(60)
+        assert queue.get(timeout=120) == "waiting", "another process wrote while the batch held the warehouse"
+    proc.join(120)
     assert proc.exitcode == 0
-    assert not queue.empty()
+    seen = []
+    while not queue.empty():
+        seen.append(queue.get(timeout=5))
+    assert seen and seen[-1] == "wrote" and set(seen) <= {"waiting", "wrote"}, seen  # it wrote after waiting
     wh.close()
 
 
