@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
-from connectors.errors import EhrSyncError
+from connectors.errors import DiscoveryError, EhrSyncError, FhirError, OAuthError, TransportError
 from connectors.smart import revoke_token
 from store._grants import GrantContext
 from store.crypto import TokenCipher
@@ -25,10 +25,16 @@ __all__ = ["Revocation", "RevocationOutcome", "revoke_at_server"]
 logger = logging.getLogger(__name__)
 
 #: ``revoked``: the EHR confirmed every stored token. ``no_tokens``: none was stored. ``not_offered``: the EHR
-#: advertises no revocation endpoint. ``not_sent``: the vendor's shared call budget (eCW) had no free call, so no
-#: (further) revocation was sent. ``failed``: the EHR failed, throttled or refused it (``error_code`` says how).
+#: advertises no revocation endpoint. ``not_sent``: no revocation was sent, because the vendor's shared call budget
+#: (eCW) had no free call, or a problem on this side stopped it first (the stored tokens cannot be decrypted, the
+#: client profile or FHIR base is unusable: ``error_code`` says which). ``failed``: the EHR failed, throttled or
+#: refused it (``error_code`` says how).
 RevocationOutcome = Literal["revoked", "no_tokens", "not_offered", "not_sent", "failed"]
 _TOKEN_WORDS = {"refresh_token": "refresh token", "access_token": "access token"}
+#: What the EHR itself answered (or failed to): a revocation stopped by one of these "failed" at the EHR; any other
+#: error raised before a revocation request went out is a problem here, and the revocation was "not_sent".
+_EHR_FAILURES = (TransportError, OAuthError, FhirError)
+_BUDGET_BUSY = "call_budget_busy"
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,8 @@ class Revocation:
     """What became of revoking one connection's tokens at the EHR; names no token (safe to show, log and audit).
 
     ``confirmed``: the token types (``refresh_token``, ``access_token``) the EHR confirmed revoked; ``error``: the
-    connector error that stopped it (``not_sent``: ``call_budget_busy``; ``failed``: the EHR's)."""
+    connector error that stopped it (``not_sent``: ``call_budget_busy`` or the local problem, e.g.
+    ``token_undecryptable``; ``failed``: the EHR's)."""
 
     outcome: RevocationOutcome
     confirmed: tuple[str, ...] = ()
@@ -70,11 +77,7 @@ class Revocation:
                 "the tokens were deleted here but not revoked at the EHR: it offers no token revocation, so they "
                 "stay valid there until they expire"
             )
-        why = (
-            "the vendor's shared call budget had no free call, so the revocation was not sent"
-            if self.outcome == "not_sent"
-            else f"the EHR did not confirm the revocation ({self.error_code})"
-        )
+        why = self._why()
         if self.confirmed:
             done = " and ".join(_TOKEN_WORDS[t] for t in self.confirmed)
             return (
@@ -86,6 +89,19 @@ class Revocation:
             "expire (revoke the app's access at the EHR to end it sooner)"
         )
 
+    def _why(self) -> str:
+        """Why a revocation was not (fully) made, without blaming the EHR for a problem on this side."""
+        if self.outcome == "failed":
+            return f"the EHR did not confirm the revocation ({self.error_code})"
+        if self.error is None or self.error.code == _BUDGET_BUSY:
+            return "the vendor's shared call budget had no free call, so the revocation was not sent"
+        where = (
+            "the EHR's SMART configuration could not be read"
+            if isinstance(self.error, DiscoveryError)
+            else "a problem on this side, not at the EHR, stopped it"
+        )
+        return f"the revocation was not sent: {where} ({self.error.code}: {self.error.message})"
+
 
 def revoke_at_server(
     grants: GrantContext, cipher: TokenCipher, session: Session, conn: Connection, row: TokenRecord
@@ -93,28 +109,41 @@ def revoke_at_server(
     """Revoke the refresh then the access token where the EHR offers revocation (SAL-34); never raises an EHR error.
 
     Each request (the discovery too, when not cached) spends the active call budget: a busy one sends nothing and
-    is ``not_sent``, like an EHR that is down is ``failed``."""
-    confirmed: list[str] = []
+    is ``not_sent``, like an EHR that is down is ``failed``. The client auth is resolved and every token decrypted
+    before the first revocation request: a problem there (``token_undecryptable``, an unusable client profile) is
+    ``not_sent`` with its code, never blamed on the EHR."""
     try:
         config = grants.configuration(conn)
         if not config.revocation_endpoint:
             logger.info("connection %s: server offers no revocation endpoint", conn.id)
             return Revocation("not_offered")
         auth = grants.client_auth(session, conn)
-        audience = conn.token_endpoint or config.token_endpoint
-        # refresh first: revoking it usually kills the access tokens issued from it too (SAL-34)
-        for field in [f for f in ("refresh_token", "access_token") if getattr(row, f"{f}_ct") is not None]:
+        # every token opened before the first request: one that cannot be decrypted stops the revocation unsent
+        fields = [f for f in ("refresh_token", "access_token") if getattr(row, f"{f}_ct") is not None]
+        tokens = [(field, open_field(cipher, row, field)) for field in fields]
+    except EhrSyncError as exc:
+        return _not_made(conn, (), exc)
+    audience = conn.token_endpoint or config.token_endpoint
+    confirmed: list[str] = []
+    try:
+        for field, token in tokens:  # refresh first: revoking it usually kills the access tokens from it (SAL-34)
             revoke_token(
                 config.revocation_endpoint,
                 http=grants.http,
                 client_auth=auth,
-                token=open_field(cipher, row, field),
+                token=token,
                 token_type_hint=field,
                 audience=audience,
             )
             confirmed.append(field)
-        return Revocation("revoked", tuple(confirmed))
     except EhrSyncError as exc:
-        outcome: RevocationOutcome = "not_sent" if exc.code == "call_budget_busy" else "failed"
-        logger.warning("connection %s: revocation %s (%s); deleting locally", conn.id, outcome, exc.code)
-        return Revocation(outcome, tuple(confirmed), exc)
+        return _not_made(conn, tuple(confirmed), exc)
+    return Revocation("revoked", tuple(confirmed))
+
+
+def _not_made(conn: Connection, confirmed: tuple[str, ...], exc: EhrSyncError) -> Revocation:
+    """A busy call budget, or an error of this side before any request: ``not_sent``; the EHR's: ``failed``."""
+    ehr = exc.code != _BUDGET_BUSY and isinstance(exc, _EHR_FAILURES)
+    outcome: RevocationOutcome = "failed" if ehr else "not_sent"
+    logger.warning("connection %s: revocation %s (%s); deleting locally", conn.id, outcome, exc.code)
+    return Revocation(outcome, confirmed, exc)

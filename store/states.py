@@ -71,12 +71,14 @@ class ConsumedState:
 @dataclass(frozen=True)
 class CallbackOutcome:
     """What the callback that consumed a state came to: a status, the connection it made, or the error code and
-    its message as the patient was shown it. Never a token, a code or PHI."""
+    its message as the patient was shown it, and ``retry_until`` (ISO-8601) when that answer said when to come back
+    (``Retry-After``). Never a token, a code or PHI."""
 
     status: Literal["pending", "connected", "failed", "abandoned"]
     connection_id: str | None = None
     error_code: str | None = None
     message: str | None = None
+    retry_until: str | None = None
 
 
 @dataclass(frozen=True)
@@ -245,6 +247,7 @@ class OAuthStateStore:
             connection_id=kept.get("connection_id"),
             error_code=kept.get("error_code"),
             message=kept.get("message"),
+            retry_until=kept.get("retry_until"),
         )
         return RecordedOutcome(outcome, row.tenant_id, row.redirect_target, row.used_at)
 

@@ -18,13 +18,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from auth_service.services.callback_errors import sanitize_description
 from auth_service.services.context import ServiceContext
-from auth_service.services.errors import ServiceError, SignInInterruptedError
+from auth_service.services.errors import ServiceError, SignInInterruptedError, retry_after_seconds
 from connectors.budgets import DEFAULT_REQUEST_DEADLINE_S
 from store.models import Connection, TokenRecord, utcnow
 from store.states import CallbackOutcome, RecordedOutcome
@@ -100,7 +102,24 @@ def exchange_deadline_s(ctx: ServiceContext) -> float:
 
 
 def failed_outcome(error: ServiceError) -> CallbackOutcome:
-    return CallbackOutcome("failed", error_code=error.code, message=sanitize_description(error.message))
+    """The error a callback answered, kept for its reload; with the time its ``Retry-After`` pointed at."""
+    seconds = error.details.get("retryAfterSeconds")
+    until = None
+    if isinstance(seconds, int) and not isinstance(seconds, bool):
+        until = (utcnow() + timedelta(seconds=seconds)).isoformat()
+    message = sanitize_description(error.message)
+    return CallbackOutcome("failed", error_code=error.code, message=message, retry_until=until)
+
+
+def _replayed_error(outcome: CallbackOutcome) -> ReplayedCallbackError:
+    """The first request's error again; its ``Retry-After`` counts down to the time the first answer gave (at
+    least 1 s, so a reload after that time is not told to retry at once into the same outage)."""
+    kept = outcome.error_code if outcome.error_code in ReplayedCallbackError.all_codes() else None
+    details: dict[str, Any] = {}
+    if outcome.retry_until is not None:
+        left = (datetime.fromisoformat(outcome.retry_until) - utcnow()).total_seconds()
+        details["retryAfterSeconds"] = retry_after_seconds(left)
+    return ReplayedCallbackError(outcome.message or "connecting your record failed", code=kept, **details)
 
 
 def interrupted_error(ctx: ServiceContext, connection_id: str | None) -> SignInInterruptedError:
@@ -182,8 +201,7 @@ def replay_callback(
     if outcome.status == "connected" and outcome.connection_id:
         return CallbackResult(outcome.connection_id, recorded.tenant_id, recorded.redirect_target)
     if outcome.status == "failed":
-        kept = outcome.error_code if outcome.error_code in ReplayedCallbackError.all_codes() else None
-        raise ReplayedCallbackError(outcome.message or "connecting your record failed", code=kept)
+        raise _replayed_error(outcome)
     if _running(recorded, deadline):
         return StillConnecting(waited)
     interrupted = interrupted_error(ctx, outcome.connection_id)  # looks the stored connection up once

@@ -204,8 +204,8 @@ class WarehouseReadError(ServiceError, codes=("warehouse_busy", "warehouse_unava
     """The warehouse is held by a writer past the short wait (``warehouse_busy``) or cannot be opened
     (``warehouse_unavailable``); ``retryAfterSeconds`` tells the caller when to ask again."""
 
-    def __init__(self, message: str, *, code: str, retry_after_s: int) -> None:
-        super().__init__(message, code=code, retryAfterSeconds=retry_after_s)
+    def __init__(self, message: str, *, code: str, retry_after_s: int, **details: Any) -> None:
+        super().__init__(message, code=code, retryAfterSeconds=retry_after_s, **details)
 
 
 class PurgeRefusedError(ServiceError, codes=("connection_not_disconnected", "connection_busy")):

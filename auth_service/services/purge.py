@@ -33,8 +33,10 @@ def _targets(ctx: ServiceContext) -> PurgeTargets:
 def purge(ctx: ServiceContext, tenant_id: str, connection_id: str, actor: str, *, disconnect: bool) -> dict[str, Any]:
     """Purge the tenant's connection; an active one only with ``disconnect`` (it is disconnected first, and the
     answer says what became of the revocation as the disconnect's does: ``revoked_at_server``, ``revocation``, and
-    ``revocation_error`` / ``warning`` when it was not made)."""
+    ``revocation_error`` / ``warning`` when it was not made). A purge that fails after that disconnect says so in its
+    error too (``disconnected: true`` and the same fields): the connection stays disconnected, purge it again."""
     conn = conns.get_connection(ctx, tenant_id, connection_id)
+    targets = _targets(ctx)  # a settings problem refuses the purge before any disconnect, not after it
     revocation: dict[str, Any] = {}
     if conn.status != ConnectionStatus.DISCONNECTED:
         if not disconnect:
@@ -46,14 +48,40 @@ def purge(ctx: ServiceContext, tenant_id: str, connection_id: str, actor: str, *
         disconnected = conns.disconnect(ctx, conn, actor)
         revocation = {k: v for k, v in disconnected.items() if k not in ("connection_id", "status")}
     try:
-        report = purge_connection(_targets(ctx), connection_id, actor=actor)
+        report = purge_connection(targets, connection_id, actor=actor)
     except ConnectionBusyError:
+        busy = "a sync of this connection is still running; purge again when it has finished"
         raise PurgeRefusedError(
-            "a sync of this connection is still running; purge again when it has finished", code="connection_busy"
+            _after_disconnect(busy, revocation), code="connection_busy", **_disconnected(revocation)
         ) from None
     except PurgeWarehouseError as exc:  # a sync held the warehouse past the wait, or it is down: purge again later
-        raise WarehouseReadError(str(exc), code="warehouse_unavailable", retry_after_s=60) from None
+        raise WarehouseReadError(
+            _after_disconnect(str(exc), revocation),
+            code="warehouse_unavailable",
+            retry_after_s=60,
+            **_disconnected(revocation),
+        ) from None
     return {**report.as_json(), **revocation, "status": ConnectionStatus.DISCONNECTED}
+
+
+def _disconnected(revocation: dict[str, Any]) -> dict[str, Any]:
+    """The error's fields for a purge that disconnected the connection first (none when it was disconnected)."""
+    return {"disconnected": True, **revocation} if revocation else {}
+
+
+def _after_disconnect(message: str, revocation: dict[str, Any]) -> str:
+    """A failed purge's message, and, when this request disconnected the connection first, that it did and what
+    became of the tokens: the operator must not take the connection for untouched."""
+    if not revocation:
+        return message
+    if revocation["revoked_at_server"]:
+        tokens = "the tokens were revoked at the EHR and deleted"
+    else:
+        tokens = revocation.get("warning") or "no tokens were stored, so there was nothing to revoke at the EHR"
+    return (
+        f"{message}. The connection was disconnected first and stays disconnected ({tokens}): purge it again, "
+        "disconnect is no longer needed"
+    )
 
 
 def get_retention(ctx: ServiceContext, tenant_id: str) -> dict[str, Any]:

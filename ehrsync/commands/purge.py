@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
 
-from ehrsync.commands.common import app_database, exit_on_configuration_error
+from ehrsync.commands.common import app_database, exit_on_configuration_error, one_line
 
 if TYPE_CHECKING:
     from connectors.transport import BodyBounds
+    from engine.purge import PurgeReport
     from store import AppDatabase
 
 __all__ = ["purge"]
@@ -55,12 +57,28 @@ def purge(connection_id: str, yes: bool, disconnect: bool) -> None:
         wait = settings.limits.lock_wait_s
         duckdb = settings.limits.duckdb
         targets = PurgeTargets.at(db, settings.state_dir, settings.warehouse_url, lock_wait_s=wait, duckdb=duckdb)
-        report = exit_on_configuration_error(lambda: purge_connection(targets, connection_id, actor="cli"))
+        report = _purge_after(active, connection_id, lambda: purge_connection(targets, connection_id, actor="cli"))
     counts = report.counts()
     click.echo(f"purged connection {connection_id}:")
     for name, value in counts.items():
         click.echo(f"  {name:<18} {value}")
     click.echo("The analyst views already reflect it, and so does the analyst snapshot (older generations deleted).")
+
+
+def _purge_after(disconnected: bool, connection_id: str, action: Callable[[], PurgeReport]) -> PurgeReport:
+    """Run the purge; when this run disconnected the connection first, a failure says so (the line printed before
+    says what became of its tokens) and that a plain purge now finishes it."""
+    if not disconnected:
+        return exit_on_configuration_error(action)
+    from connectors.errors import EhrSyncError
+
+    try:
+        return action()
+    except EhrSyncError as exc:
+        raise click.ClickException(
+            f"{one_line(exc)}; connection {connection_id} was disconnected first and stays disconnected (see the "
+            f"line above): run 'ehrsync purge {connection_id}' again to purge it, no --disconnect needed"
+        ) from None
 
 
 #: How long ``--disconnect`` waits for a free call of a vendor's shared call budget (eCW) before deleting the tokens

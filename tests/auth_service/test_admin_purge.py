@@ -3,6 +3,7 @@ the sandbox (the engine's purge, tenant-scoped, audited with counts), and ``GET`
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from engine.connection_lock import connection_lock
 from sandbox import SandboxConfig, SandboxServer
 from store.models import Connection
 from tests.engine.helpers import SyncWorld, connect_patient, make_environment
@@ -81,6 +83,67 @@ def test_purge_refuses_an_active_connection_then_disconnects_and_purges_on_reque
 
     again = h.client.post(url, headers=auth(key))
     assert again.status_code == 200 and set(again.json()["counts"].values()) == {0}
+
+
+def test_a_purge_that_fails_after_disconnecting_says_the_connection_was_disconnected(
+    tmp_path: Path, make_app: Callable[..., Any], ehr: SandboxServer
+) -> None:
+    """``disconnect: true`` disconnects (tokens deleted, the revocation made or not), then a running sync holds the
+    connection past the purge's wait (``connection_busy``): the error answer says the connection was disconnected,
+    what became of its tokens (the fields of the disconnect's answer), and that a plain purge now finishes it."""
+    state = tmp_path / "state"
+    h = make_app(
+        EHRSYNC_STATE_DIR=str(state),
+        DATABASE_URL=f"sqlite:///{state / 'app.db'}",
+        EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS="1",
+    )
+    key = h.bootstrap("t1")
+    url = f"{API}/connections/{{}}/purge"
+    with httpx.Client(timeout=30.0) as http:
+        world = make_environment(state, http=http, tenant_id="t1")
+        try:
+            cid = connect_patient(world, ehr, http=http)
+            assert run_sync(world, cid, types=["Patient"]).status == "completed"
+            held, release = threading.Event(), threading.Event()
+
+            def sync_holding_the_lock() -> None:
+                with connection_lock(world.env.zone.root, cid, "a-running-sync"):
+                    held.set()
+                    release.wait(60)
+
+            holder = threading.Thread(target=sync_holding_the_lock)
+            holder.start()
+            try:
+                assert held.wait(10)
+                busy = h.client.post(url.format(cid), headers=auth(key), json={"disconnect": True})
+            finally:
+                release.set()
+                holder.join(10)
+            assert busy.status_code == 409 and busy.json()["error"] == "connection_busy", busy.text
+            body = busy.json()
+            events = h.client.get(f"{API}/audit", headers=auth(key), params={"connection_id": cid}).json()
+            [disconnect] = [e for e in events if e["action"] == "connection.disconnect"]
+            assert body["disconnected"] is True
+            assert (body["revoked_at_server"], body["revocation"]) == (
+                disconnect["detail"]["revoked_at_server"],
+                disconnect["detail"]["revocation"],
+            )
+            assert body.get("revocation_error") == disconnect["detail"].get("error_code")
+            assert "warning" in body or body["revoked_at_server"]
+            message = body["message"]
+            assert "a sync of this connection is still running" in message
+            assert "The connection was disconnected first and stays disconnected" in message
+            assert "purge it again, disconnect is no longer needed" in message
+            if not body["revoked_at_server"]:
+                assert body["warning"] in message
+            with world.env.db.session() as s:
+                conn = s.get(Connection, cid)
+                assert conn is not None and conn.status == "disconnected" and conn.data_purged_at is None
+
+            again = h.client.post(url.format(cid), headers=auth(key))  # as told: no disconnect this time
+            assert again.status_code == 200 and again.json()["status"] == "disconnected", again.text
+        finally:
+            world.env.db.dispose()
 
 
 def test_purge_is_tenant_scoped_and_names_unknown_ids(synced) -> None:

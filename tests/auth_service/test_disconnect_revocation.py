@@ -180,3 +180,41 @@ def test_the_patients_status_page_says_when_the_ehr_was_not_told_to_end_the_acce
         assert "to cancel that access" in text and "just now" not in text
         assert "may still list the app as connected until the access runs out on its own" in text
         assert "To cancel it now, remove the app in your" in text and "patient portal" in text
+
+
+def test_a_disconnect_whose_tokens_cannot_be_decrypted_says_the_revocation_was_not_sent_not_that_the_ehr_failed(
+    make_settings: Any, sandbox: Any
+) -> None:
+    """The stored tokens cannot be decrypted here (their ciphertexts swapped: each fails its field's binding), so no
+    revocation can be sent: the tokens are deleted as always, and the answer and the audit say the revocation was
+    ``not_sent`` because of ``token_undecryptable``, a problem on this side, never that the EHR did not confirm it."""
+    pid = patient_ids(sandbox)[0]
+    client = _unique("revoke-undecryptable")
+    with running_service(make_settings, sandbox, smart_practice(sandbox, client)) as svc:
+        register(sandbox, svc, client, "public")
+        conn_id = connect(sandbox, svc, client, pid)
+        with svc.ctx.db.session() as session, session.begin():
+            row = session.get(TokenRecord, conn_id)
+            assert row is not None and row.refresh_token_ct is not None
+            row.access_token_ct, row.refresh_token_ct = row.refresh_token_ct, row.access_token_ct
+        sent = _sent_paths(svc)
+        r = svc.admin("POST", DISCONNECT, json={"connection_id": conn_id})
+        assert r.status_code == 200, r.text
+        assert not [p for p in sent if p.startswith("/oauth")], sent  # no revocation request went out
+        body = r.json()
+        assert (body["status"], body["revoked_at_server"], body["revocation"]) == ("disconnected", False, "not_sent")
+        assert body["revocation_error"] == "token_undecryptable"
+        assert "NOT revoked at the EHR: the revocation was not sent: a problem on this side" in body["warning"]
+        assert "cannot be decrypted" in body["warning"] and "did not confirm" not in body["warning"]
+        status = svc.admin("GET", "/api/integrations/smart/status", params={"connection_id": conn_id}).json()
+        assert (status["status"], status["token"]) == ("disconnected", None)
+        [event] = _events(svc, conn_id, "connection.disconnect")
+        assert (event["outcome"], event["detail"]) == (
+            "local_only",
+            {"revoked_at_server": False, "revocation": "not_sent", "error_code": "token_undecryptable"},
+        )
+        [vault_event] = _events(svc, conn_id, "token.revoke")
+        assert (vault_event["detail"]["revocation"], vault_event["detail"]["error_code"]) == (
+            "not_sent",
+            "token_undecryptable",
+        )

@@ -17,6 +17,7 @@ import httpx
 from tests.auth_service.ehr import authorize_headless, patient_ids, running_service, sandbox_admin, smart_practice
 from tests.auth_service.test_admin_refresh import REFRESH, _unique
 from tests.auth_service.test_backend_keys import _create_backend
+from tests.auth_service.test_callback_reload import callback_url, connections
 from tests.auth_service.test_flows_sandbox import connect, register
 
 WELL_KNOWN = "/fhir/.well-known/smart-configuration"
@@ -108,3 +109,27 @@ def test_the_patients_error_page_carries_the_ehrs_retry_after(make_settings: Any
         callback = authorize_headless(svc, login, headers=HTML)
         assert callback.status_code == 503 and "text/html" in callback.headers["content-type"], callback.text[:300]
         assert 540 <= int(callback.headers["Retry-After"]) <= 601, callback.headers
+
+
+def test_a_reload_of_the_callback_keeps_the_ehrs_retry_after(make_settings: Any, sandbox: Any) -> None:
+    """The patient reloads the callback whose code exchange was throttled (429, ``Retry-After: 120``): the reload is
+    answered from the first request's recorded error (no second exchange), and it still says when to come back,
+    counting down to the time the first answer gave (at least 1 s), on the page and the JSON alike."""
+    pid = patient_ids(sandbox)[0]
+    client = _unique("reload-retry-after")
+    with running_service(make_settings, sandbox, smart_practice(sandbox, client)) as svc:
+        register(sandbox, svc, client, "public")
+        sandbox_admin(sandbox, "preapprove", {"client_id": client, "patient_id": pid})
+        with httpx.Client(timeout=30, headers=HTML) as browser:
+            url = callback_url(svc, browser)
+            _fault(sandbox, "429", "/oauth/token", "120")
+            first = browser.get(url)
+            assert (first.status_code, first.headers["Retry-After"]) == (503, "120"), first.text[:300]
+            sandbox_admin(sandbox, "faults", method="DELETE")  # a second exchange now would connect: none is made
+            again = browser.get(url)
+            assert again.status_code == 503 and "ehr_unavailable" in again.text, again.text[:300]
+            assert 1 <= int(again.headers["Retry-After"]) <= 120, again.headers
+            api = browser.get(url, headers={"Accept": "application/json"})
+            _assert_retry_after(api, 1, 120)
+            assert api.json()["retryAfterSeconds"] <= int(again.headers["Retry-After"])
+        assert connections(svc) == 0

@@ -9,6 +9,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from sqlalchemy import select
 
 from connectors.providers import get_provider
 from ehrsync.commands.purge import DISCONNECT_BUDGET_WAIT_S
+from engine.connection_lock import connection_lock
 from engine.purge import PURGE_ACTION
 from sandbox import SandboxServer
 from store.models import AuditEvent, Connection
@@ -28,8 +30,10 @@ _ARMED = 1000
 _DROPPED = ("DATABASE_URL", "EHRSYNC_DATABASE_URL", "WAREHOUSE_URL", "DAGSTER_HOME", "EHRSYNC_HOME")
 
 
-def _cli(world: SyncWorld, tmp_path: Path, *args: str, answer: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in _DROPPED}
+def _cli(
+    world: SyncWorld, tmp_path: Path, *args: str, answer: str | None = None, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in _DROPPED} | extra
     env["EHRSYNC_STATE_DIR"] = str(tmp_path / "state")
     env["INTEGRATIONS_TOKEN_ENC_KEY"] = base64.b64encode(world.cipher_key).decode()
     return subprocess.run(
@@ -134,3 +138,40 @@ def test_purge_disconnect_revokes_within_the_ecw_call_budget_and_says_when_it_di
             "not_sent",
             "call_budget_busy",
         )
+
+
+def test_purge_disconnect_that_then_finds_the_connection_busy_says_it_was_disconnected(
+    tmp_path: Path, ehr: SandboxServer, world: SyncWorld
+) -> None:
+    """``--disconnect`` disconnects (the line printed says what became of the tokens), then a running sync holds the
+    connection past the wait: the one-line error says the connection was disconnected and stays so, and that a plain
+    ``ehrsync purge`` now finishes it (which it does)."""
+    assert world.env.http is not None
+    cid = connect_patient(world, ehr, http=world.env.http)
+    held, release = threading.Event(), threading.Event()
+
+    def sync_holding_the_lock() -> None:
+        with connection_lock(world.env.zone.root, cid, "a-running-sync"):
+            held.set()
+            release.wait(120)
+
+    holder = threading.Thread(target=sync_holding_the_lock)
+    holder.start()
+    try:
+        assert held.wait(10)
+        busy = _cli(world, tmp_path, "purge", cid, "--disconnect", "--yes", EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS="1")
+    finally:
+        release.set()
+        holder.join(10)
+    assert f"disconnected {cid}: " in busy.stdout, busy.stdout
+    assert busy.returncode != 0 and "Traceback" not in busy.stderr, busy.stderr
+    error = busy.stderr.strip().splitlines()[-1]  # the lines before it: the command's INFO log
+    assert error.startswith("Error: connection_busy: ") and "is busy" in error, error
+    assert f"connection {cid} was disconnected first and stays disconnected" in error
+    assert f"run 'ehrsync purge {cid}' again" in error and "no --disconnect needed" in error
+    with world.env.db.session() as s:
+        conn = s.get(Connection, cid)
+        assert conn is not None and conn.status == "disconnected" and conn.data_purged_at is None
+
+    again = _cli(world, tmp_path, "purge", cid, "--yes")
+    assert again.returncode == 0 and f"purged connection {cid}:" in again.stdout, again.stderr
