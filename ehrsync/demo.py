@@ -117,8 +117,18 @@ def run_demo(
             summary(settings.warehouse_url, full, incremental)
             analyst_summary(settings.warehouse_url, analyst)
     say(f"\nState kept in {state_dir} ({ENV_FILE} holds the demo's settings and vault key).")
-    say("Open the Dagster UI over it with `make ui` (assets, one partition per connection, runs with metadata).")
+    ui = _ui_command(state_dir)
+    say(f"Open the Dagster UI over it with {ui} (assets, one partition per connection, runs with metadata).")
     return 0
+
+
+def _ui_command(state_dir: Path) -> str:
+    """The command that opens the UI over this folder: `make ui` opens only the checkout's var/demo."""
+    from settings import DEFAULT_STATE_DIR
+
+    if state_dir == Path(DEFAULT_STATE_DIR).resolve():
+        return "`make ui`"
+    return f"`ehrsync ui --state {state_dir}`"
 
 
 def _authorize(demo: _Demo, connect: int) -> tuple[dict[str, str], str]:

@@ -61,6 +61,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert re.search(r"\n\s+pat\d+\s+\d+\.\d+\s+mg/dL\s", answer), out
     with duckdb.connect(str(snapshot), read_only=True) as snap:
         assert snap.execute("select count(*) from patient").fetchone() != (0,)
+    # the UI hint opens this folder: `make ui` would open var/demo, not the --state given
+    assert f"`ehrsync ui --state {state.resolve()}`" in out, out[-500:]
 
     env_file = (state / "ehrsync.env").read_text()
     assert "INTEGRATIONS_TOKEN_ENC_KEY=" in env_file and oct((state / "ehrsync.env").stat().st_mode)[-3:] == "600"
