@@ -40,6 +40,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         values: dict[str, Any] = {
             "INTEGRATIONS_TOKEN_ENC_KEY": enc_key(),
             "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+            # the warehouse, landing zone and attachments of a purge: never the checkout's default var/demo
+            "EHRSYNC_STATE_DIR": str(tmp_path / "state"),
             "APP_BASE_URL": "http://testserver",
             "SMART_ISSUER_ALLOWLIST": "https://ehr.example/fhir",
             "EHR_JWT_PRIVATE_KEY": rsa_pem(),
