@@ -3,7 +3,6 @@ the sandbox (the engine's purge, tenant-scoped, audited with counts), and ``GET`
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,11 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.connection_lock import connection_lock
 from sandbox import SandboxConfig, SandboxServer
 from store.models import Connection
 from tests.engine.helpers import SyncWorld, connect_patient, make_environment
 from tests.engine.job_runs import run_sync
+from tests.running_sync import sync_holding_the_lock
 
 API = "/api/integrations/admin"
 
@@ -104,21 +103,8 @@ def test_a_purge_that_fails_after_disconnecting_says_the_connection_was_disconne
         try:
             cid = connect_patient(world, ehr, http=http)
             assert run_sync(world, cid, types=["Patient"]).status == "completed"
-            held, release = threading.Event(), threading.Event()
-
-            def sync_holding_the_lock() -> None:
-                with connection_lock(world.env.zone.root, cid, "a-running-sync"):
-                    held.set()
-                    release.wait(60)
-
-            holder = threading.Thread(target=sync_holding_the_lock)
-            holder.start()
-            try:
-                assert held.wait(10)
+            with sync_holding_the_lock(world.env.zone.root, cid):
                 busy = h.client.post(url.format(cid), headers=auth(key), json={"disconnect": True})
-            finally:
-                release.set()
-                holder.join(10)
             assert busy.status_code == 409 and busy.json()["error"] == "connection_busy", busy.text
             body = busy.json()
             events = h.client.get(f"{API}/audit", headers=auth(key), params={"connection_id": cid}).json()

@@ -9,7 +9,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,13 +17,13 @@ from sqlalchemy import select
 
 from connectors.providers import get_provider
 from ehrsync.commands.purge import DISCONNECT_BUDGET_WAIT_S
-from engine.connection_lock import connection_lock
 from engine.purge import PURGE_ACTION
 from sandbox import SandboxServer
 from store.models import AuditEvent, Connection
 from store.rate_windows import RateSlot
 from tests.engine.helpers import SyncWorld, connect_patient
 from tests.engine.job_runs import run_sync
+from tests.running_sync import sync_holding_the_lock
 
 _ARMED = 1000
 _DROPPED = ("DATABASE_URL", "EHRSYNC_DATABASE_URL", "WAREHOUSE_URL", "DAGSTER_HOME", "EHRSYNC_HOME")
@@ -148,21 +147,8 @@ def test_purge_disconnect_that_then_finds_the_connection_busy_says_it_was_discon
     ``ehrsync purge`` now finishes it (which it does)."""
     assert world.env.http is not None
     cid = connect_patient(world, ehr, http=world.env.http)
-    held, release = threading.Event(), threading.Event()
-
-    def sync_holding_the_lock() -> None:
-        with connection_lock(world.env.zone.root, cid, "a-running-sync"):
-            held.set()
-            release.wait(120)
-
-    holder = threading.Thread(target=sync_holding_the_lock)
-    holder.start()
-    try:
-        assert held.wait(10)
+    with sync_holding_the_lock(world.env.zone.root, cid):
         busy = _cli(world, tmp_path, "purge", cid, "--disconnect", "--yes", EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS="1")
-    finally:
-        release.set()
-        holder.join(10)
     assert f"disconnected {cid}: " in busy.stdout, busy.stdout
     assert busy.returncode != 0 and "Traceback" not in busy.stderr, busy.stderr
     error = busy.stderr.strip().splitlines()[-1]  # the lines before it: the command's INFO log

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -12,12 +11,12 @@ from pathlib import Path
 import orjson
 
 from engine import hold_connection, land_resource_type, run_bulk_export, upsert_resource_type
-from engine.connection_lock import connection_lock
 from engine.handoff import landed_to_json
 from engine.landing_retention import needed_landing_files, prune_landing
 from engine.models import BulkJob, BulkJobFile, utcnow
 from tests.engine.helpers import SyncWorld, connect_backend, connect_patient, make_environment
 from tests.engine.job_runs import run_sync
+from tests.running_sync import sync_holding_the_lock
 
 TYPES = ["Patient", "Condition"]
 
@@ -144,21 +143,8 @@ def test_a_connection_being_synced_is_skipped(world, shared_sb, http):
     assert run_sync(world, conn, types=TYPES).status == "completed"
     files = _files(world, conn)
     _age(files, 30)
-    held, release = threading.Event(), threading.Event()
-
-    def syncing() -> None:
-        with connection_lock(world.env.zone.root, conn, "a-sync"):
-            held.set()
-            release.wait(30)
-
-    thread = threading.Thread(target=syncing)
-    thread.start()
-    try:
-        assert held.wait(10)
+    with sync_holding_the_lock(world.env.zone.root, conn, "a-sync"):
         report = prune_landing(world.env.db, world.env.zone.root, keep_days=0)
-    finally:
-        release.set()
-        thread.join(10)
     assert (report.connections_busy, report.files_deleted) == (1, 0) and _files(world, conn) == files
     assert prune_landing(world.env.db, world.env.zone.root, keep_days=0).files_deleted == len(files)
 

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ from sqlalchemy import func, select, update
 
 from engine import ConnectionBusyError, ConnectionNotFoundError
 from engine.checkpoints import CRASH_ENV
-from engine.connection_lock import connection_lock
 from engine.models import BulkJob, SyncAttachment, SyncCursor
 from engine.purge import PURGE_ACTION, PurgeRefusedError, PurgeTargets, PurgeWarehouseError, purge_connection
 from store.models import AuditEvent, Connection, NoteOutbox
@@ -26,6 +24,7 @@ from store.outbox import NoteInput, enqueue_note
 from store.outbox_redaction import PURGED_REASON
 from tests.engine.helpers import SyncWorld, connect_patient, make_environment, sandbox_patients
 from tests.engine.job_runs import run_sync, world_url
+from tests.running_sync import sync_holding_the_lock
 from warehouse import VIEW_NAMES, open_warehouse
 from warehouse.duckdb_backend import DuckDBWarehouse
 from warehouse.note_outbox import NOTE_OUTBOX_TABLE, ensure_note_outbox_table
@@ -150,25 +149,12 @@ def test_purge_waits_for_a_running_sync_then_gives_up(world, shared_sb, http):
     """A sync holds the connection's lock; the purge does not race it (ConnectionBusyError after the wait)."""
     conn = _synced(world, shared_sb, http)
     world.env.vault.revoke_and_delete(conn)
-    held, release = threading.Event(), threading.Event()
-
-    def sync_holding_the_lock() -> None:
-        with connection_lock(world.env.zone.root, conn, "a-running-sync"):
-            held.set()
-            release.wait(30)
-
-    holder = threading.Thread(target=sync_holding_the_lock)
-    holder.start()
-    try:
-        assert held.wait(10)
+    with sync_holding_the_lock(world.env.zone.root, conn):
         targets = PurgeTargets(
             world.env.db, world.env.zone.root, world.env.attachments, world.env.warehouse_target, 0.2
         )
         with pytest.raises(ConnectionBusyError, match="a-running-sync"):
             purge_connection(targets, conn)
-    finally:
-        release.set()
-        holder.join(10)
     assert _rows(world.env.warehouse_target, conn)["fhir_resources"] > 0  # nothing was touched
     assert purge_connection(PurgeTargets.of(world.env), conn).counts()["warehouse_rows"] > 0
 
