@@ -8,19 +8,21 @@ others were not revoked, in words the answer, the audit row and the CLI repeat (
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import httpx
 from sqlalchemy.orm import Session
 
 from connectors.errors import DiscoveryError, EhrSyncError, FhirError, OAuthError, TransportError
-from connectors.smart import revoke_token
+from connectors.smart import ClientAuth, revoke_token
 from store._grants import GrantContext
 from store.crypto import TokenCipher
 from store.models import Connection, TokenRecord
 from store.tokenrows import open_field
 
-__all__ = ["Revocation", "RevocationOutcome", "revoke_at_server"]
+__all__ = ["Revocation", "RevocationOutcome", "revoke_at_server", "revoke_tokens"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,28 +124,45 @@ def revoke_at_server(
         fields = [f for f in ("refresh_token", "access_token") if getattr(row, f"{f}_ct") is not None]
         tokens = [(field, open_field(cipher, row, field)) for field in fields]
     except EhrSyncError as exc:
-        return _not_made(conn, (), exc)
+        return _not_made(f"connection {conn.id}", (), exc)
     audience = conn.token_endpoint or config.token_endpoint
+    return revoke_tokens(
+        config.revocation_endpoint,
+        tokens,
+        http=grants.http,
+        client_auth=auth,
+        audience=audience,
+        owner=f"connection {conn.id}",
+    )
+
+
+def revoke_tokens(
+    endpoint: str,
+    tokens: Sequence[tuple[str, str]],
+    *,
+    http: httpx.Client,
+    client_auth: ClientAuth,
+    audience: str | None,
+    owner: str,
+) -> Revocation:
+    """Send the revocations of ``tokens`` (``(token type, token)``, the refresh token first: revoking it usually
+    kills the access tokens from it, SAL-34), one request each, under whatever call budget is active; never raises
+    an EHR error. ``owner`` names whose tokens they are in the log (``connection <id>``; never a token)."""
     confirmed: list[str] = []
     try:
-        for field, token in tokens:  # refresh first: revoking it usually kills the access tokens from it (SAL-34)
+        for field, token in tokens:
             revoke_token(
-                config.revocation_endpoint,
-                http=grants.http,
-                client_auth=auth,
-                token=token,
-                token_type_hint=field,
-                audience=audience,
+                endpoint, http=http, client_auth=client_auth, token=token, token_type_hint=field, audience=audience
             )
             confirmed.append(field)
     except EhrSyncError as exc:
-        return _not_made(conn, tuple(confirmed), exc)
+        return _not_made(owner, tuple(confirmed), exc)
     return Revocation("revoked", tuple(confirmed))
 
 
-def _not_made(conn: Connection, confirmed: tuple[str, ...], exc: EhrSyncError) -> Revocation:
+def _not_made(owner: str, confirmed: tuple[str, ...], exc: EhrSyncError) -> Revocation:
     """A busy call budget, or an error of this side before any request: ``not_sent``; the EHR's: ``failed``."""
     ehr = exc.code != _BUDGET_BUSY and isinstance(exc, _EHR_FAILURES)
     outcome: RevocationOutcome = "failed" if ehr else "not_sent"
-    logger.warning("connection %s: revocation %s (%s); deleting locally", conn.id, outcome, exc.code)
+    logger.warning("%s: revocation %s (%s)", owner, outcome, exc.code)
     return Revocation(outcome, confirmed, exc)

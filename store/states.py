@@ -1,7 +1,8 @@
 """OAuth ``state`` storage (SAL-09, SAL-13): hashed, single-use, browser-bound, 10-minute expiry.
 
 A consumed state also keeps what its callback came to (``CallbackOutcome``, in ``extra``), so a reload of that
-callback in the same browser is answered from it instead of being refused or exchanging the code again.
+callback in the same browser is answered from it instead of being refused or exchanging the code again. A state no
+request can use any more (expired unused, or past its replay window) goes as logins start (``purge_now_and_then``).
 """
 
 from __future__ import annotations
@@ -9,12 +10,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from connectors.errors import EhrSyncError
@@ -24,6 +28,7 @@ from store.models import OAuthState, utcnow
 
 __all__ = [
     "DEFAULT_STATE_TTL",
+    "PURGE_EVERY",
     "CallbackOutcome",
     "ConsumedState",
     "InvalidStateError",
@@ -35,6 +40,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_STATE_TTL = timedelta(minutes=10)
+#: How often a process deletes the states no request can use any more (``purge_now_and_then``, as logins start).
+PURGE_EVERY = timedelta(minutes=5)
 _VERIFIER_FIELD = "code_verifier"
 #: key in ``OAuthState.extra``: the outcome of the callback that consumed the state (never returned as ``extra``)
 _OUTCOME = "callback_outcome"
@@ -106,11 +113,15 @@ class OAuthStateStore:
         *,
         clock: Callable[[], datetime] = utcnow,
         ttl: timedelta = DEFAULT_STATE_TTL,
+        purge_every: timedelta = PURGE_EVERY,
     ) -> None:
         self._db = db
         self._cipher = cipher
         self._clock = clock
         self._ttl = ttl
+        self._purge_every = purge_every
+        self._purge_lock = threading.Lock()
+        self._purged_at: float | None = None
 
     def create(
         self,
@@ -251,11 +262,34 @@ class OAuthStateStore:
         )
         return RecordedOutcome(outcome, row.tenant_id, row.redirect_target, row.used_at)
 
-    def purge_expired(self, *, older_than: timedelta = timedelta(0)) -> int:
-        """Delete expired or used states; returns how many rows went."""
-        cutoff = self._clock() - older_than
+    def purge_expired(self) -> int:
+        """Delete the states no request can use any more; returns how many rows went. An unused state goes once
+        expired; a consumed one once its replay window is over (``ttl`` after it was consumed, as
+        ``recorded_outcome`` reads it), so a reload just before that still gets the first callback's answer.
+        One DELETE on the ``expires_at`` index: a state is always consumed after it was created, so its window
+        ends after its expiry (under the same ``ttl``) and only expired rows are looked at."""
+        now = self._clock()
+        window_over = OAuthState.used_at <= now - self._ttl
         with self._db.session() as session, session.begin():
             result = session.execute(
-                delete(OAuthState).where((OAuthState.expires_at <= cutoff) | (OAuthState.used_at.is_not(None)))
+                delete(OAuthState).where(OAuthState.expires_at <= now, OAuthState.used_at.is_(None) | window_over)
             )
             return int(getattr(result, "rowcount", 0) or 0)
+
+    def purge_now_and_then(self) -> int | None:
+        """``purge_expired`` at most once per ``purge_every`` per store (a process's), best effort: called as a
+        login starts, so the table holds about the logins of the last two ``ttl`` and ``purge_every``. ``None``: not
+        due, or the database failed (logged; the login goes on)."""
+        started = time.monotonic()
+        with self._purge_lock:
+            if self._purged_at is not None and started - self._purged_at < self._purge_every.total_seconds():
+                return None
+            self._purged_at = started
+        try:
+            gone = self.purge_expired()
+        except SQLAlchemyError as exc:
+            logger.warning("could not delete the expired login states: %s", type(exc).__name__)
+            return None
+        if gone:
+            logger.info("deleted %d login states past their expiry or replay window", gone)
+        return gone

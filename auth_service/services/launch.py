@@ -116,6 +116,7 @@ def begin_authorization(
         scope=scope,
         extra={"user_ref": user_ref} if user_ref else {},
     )
+    ctx.states.purge_now_and_then()  # the states no request can use any more go as new logins start
     detail = {"provider": provider_id, "ehr_launch": launch is not None, "scope": scope}
     audit_event(ctx, "authorize.start", "success", tenant_id, user_ref or "anonymous", detail=detail)
     return build_authorize_url(
