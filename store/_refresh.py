@@ -25,12 +25,14 @@ from sqlalchemy.orm import Session
 
 from connectors.errors import (
     EhrSyncError,
+    InvalidClientError,
     InvalidGrantError,
     NeedsReauthError,
     OAuthError,
     TemporarilyUnavailableError,
     TransportError,
     UnauthorizedClientError,
+    is_refusal,
 )
 from connectors.smart import TokenResponse, client_credentials_grant, refresh_grant
 from store._grants import GrantContext, with_retry
@@ -38,6 +40,7 @@ from store._refresh_apply import RefreshOutcome, apply_outcome, lock_row
 from store._refresh_lock import RefreshLockTimeoutError, sqlite_refresh_lock
 from store._refused import (
     answer_lost,
+    client_auth_refused_outcome,
     client_grant_refused,
     client_refused_outcome,
     last_answer_lost,
@@ -77,6 +80,7 @@ class _Grant:
     basis: int | None
     after_unauthorized: bool = False
     lost_before: bool = False  # the last refresh of these tokens lost its answer (see ``_refused``)
+    auth_method: str = "none"  # how the client authenticates (what to check when that is refused)
 
 
 def run_locked_refresh(
@@ -172,7 +176,7 @@ def _prepare(
             refresh_grant, endpoint, http=grants.http, client_auth=auth, refresh_token=refresh_token, clock=clock
         )
     lost = not backend and last_answer_lost(session, connection_id, basis)
-    return _Grant(call, name, current, valid_until, basis, backend and rejected is not None, lost)
+    return _Grant(call, name, current, valid_until, basis, backend and rejected is not None, lost, auth.method)
 
 
 def _client_rejected(connection_id: str, basis: int | None) -> RefreshOutcome:
@@ -218,7 +222,8 @@ def _grant(grant: _Grant, grants: GrantContext, connection_id: str) -> RefreshOu
     """Make the grant (retrying transient failures) and classify its answer; no database access here. A refused
     refresh token, or a client not allowed the refresh grant at all, is final (``_refused``): never retried, the
     patient must authorize again; so is a backend connection's client_credentials grant refused by the token
-    endpoint (any refusal, ``invalid_grant`` included: client_rejected, an admin's to fix, never a patient's).
+    endpoint (any refusal, ``invalid_grant`` included: client_rejected, an admin's to fix, never a patient's), and
+    a refresh whose client authentication is refused (``invalid_client``: client_rejected, the refresh token kept).
     A call budget with no free call (``CallBudgetBusyError``: nothing was sent) is transient like a timeout."""
     detail: dict[str, object] = {"grant": grant.name}
     lost: list[bool] = []  # per failed attempt: was its answer lost (the request may have been used)?
@@ -241,6 +246,8 @@ def _grant(grant: _Grant, grants: GrantContext, connection_id: str) -> RefreshOu
                 return client_refused_outcome(exc, connection_id, grant.basis, detail)
         elif isinstance(exc, (InvalidGrantError, UnauthorizedClientError)):  # the refresh token or grant refused
             return refused_outcome(exc, connection_id, grant.basis, detail, lost=grant.lost_before or any(lost))
+        elif isinstance(exc, InvalidClientError) and is_refusal(exc):  # the app's credentials refused, not the grant
+            return client_auth_refused_outcome(exc, connection_id, grant.basis, detail, grant.auth_method)
         return RefreshOutcome(error=exc, audit=_failure(exc, detail), basis=grant.basis)
     if grant.after_unauthorized:
         detail["after_unauthorized"] = True

@@ -12,8 +12,19 @@ A backend connection's ``client_credentials`` grant refused by the token endpoin
 ``invalid_grant`` (Epic's answer to a bad or expired client assertion, or a key it does not know), ``invalid_scope``
 and the rest. Nothing changes until an admin fixes the registration, and no patient can: a backend connection has
 neither a patient nor a refresh token, so it never becomes ``needs_reauth``. It becomes ``client_rejected``, as when
-the EHR refuses a freshly minted token, and an admin's retry (``TokenVault.reactivate_backend``) mints again and
+the EHR refuses a freshly minted token, and an admin's retry (``TokenVault.reactivate``) mints again and
 makes it active only if that works.
+
+A patient connection's ``refresh_token`` grant refused with ``invalid_client`` (RFC 6749 §5.2: client authentication
+failed: the app's secret rotated or expired at the EHR, its ``private_key_jwt`` key not registered, the client
+disabled) is the app's problem, not the patient's: their grant is untouched (the server refused the client before it
+looked at the refresh token, which is kept) and re-authorizing would fail at the code exchange the same way. So it is
+``client_rejected`` too, never ``needs_reauth`` (no re-authorization link is sent), and not a plain failure either:
+asking again with the same credentials on every sync of every such connection is refused again, and some EHRs lock a
+client after repeated failed authentications. The admin fixes the credentials, then retries
+(``TokenVault.reactivate``): a refresh with the stored refresh token, active again only if it works.
+``unauthorized_client`` stays ``needs_reauth`` (above): the grant it refuses is the patient's to obtain again once the
+registration allows refresh tokens.
 """
 
 from __future__ import annotations
@@ -31,12 +42,13 @@ from connectors.errors import (
     is_refusal,
 )
 from store._refresh_apply import RefreshOutcome
-from store._states import CLIENT_GRANT_REFUSED
+from store._states import CLIENT_AUTH_REFUSED, CLIENT_GRANT_REFUSED, RETRY_HINT
 from store.errors import ClientRejectedError
 from store.models import AuditEvent, ConnectionStatus
 
 __all__ = [
     "answer_lost",
+    "client_auth_refused_outcome",
     "client_grant_refused",
     "client_refused_outcome",
     "last_answer_lost",
@@ -121,6 +133,47 @@ def client_refused_outcome(
         f"{f': {said}' if said else ''}): {client_credentials_refusal(code)}; check the client registration "
         "(client id, JWKS URL / key id, allowed grant types and scopes, client enabled), then retry it with "
         "POST /api/integrations/smart/refresh"
+    )
+    return RefreshOutcome(
+        error=ClientRejectedError(message),
+        new_status=ConnectionStatus.CLIENT_REJECTED,
+        audit=("client_rejected", audit),
+        basis=basis,
+    )
+
+
+#: What to check when the token endpoint refuses the client's authentication, by the client's auth method (no secret).
+_CREDENTIAL_CHECKS = {
+    "client_secret_basic": (
+        "the client secret in the provider config against the one registered at the EHR (rotated or expired there?)"
+    ),
+    "private_key_jwt": (
+        "that the EHR has this service's key registered (the key id it signs with; the JWKS it fetches, "
+        "GET /api/integrations/ehr/jwks) and the client enabled"
+    ),
+}
+_PUBLIC_CHECK = "that the client id is still registered and enabled at the EHR"
+
+
+def client_auth_refused_outcome(
+    exc: OAuthError, connection_id: str, basis: int | None, detail: dict[str, object], auth_method: str
+) -> RefreshOutcome:
+    """``client_rejected`` with the reason: the token endpoint refused the client's authentication on a refresh
+    (``invalid_client``). The tokens row is left as it is: the refresh token was never accepted nor used."""
+    check = _CREDENTIAL_CHECKS.get(auth_method, _PUBLIC_CHECK)
+    audit: dict[str, object] = {
+        **detail,
+        "error_code": exc.error,
+        "status_code": exc.status,
+        "reason": CLIENT_AUTH_REFUSED,
+        "auth_method": auth_method,
+        "check": check,
+    }
+    said = _said(exc.error_description)
+    message = (
+        f"connection {connection_id}: the token endpoint refused the client's authentication on the refresh_token "
+        f"grant ({exc.error}{f': {said}' if said else ''}): the app's credentials, not the patient's grant; check "
+        f"{check}, {RETRY_HINT}: the refresh token was kept, the patient need not authorize again"
     )
     return RefreshOutcome(
         error=ClientRejectedError(message),

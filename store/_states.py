@@ -11,11 +11,23 @@ from connectors.errors import NeedsReauthError
 from store.errors import ClientRejectedError, TokenUndecryptableError
 from store.models import AuditEvent, Connection, ConnectionStatus, TokenRecord
 
-__all__ = ["AFTER_401_MARK", "CLIENT_GRANT_REFUSED", "CLIENT_REJECTED_WINDOW", "check_status", "fresh_after_401"]
+__all__ = [
+    "AFTER_401_MARK",
+    "CLIENT_AUTH_REFUSED",
+    "CLIENT_GRANT_REFUSED",
+    "CLIENT_REJECTED_WINDOW",
+    "RETRY_HINT",
+    "check_status",
+    "fresh_after_401",
+]
 
 #: The audit ``reason`` of a client_credentials grant refused for good (``store._refused``): here, below it, so the
 #: status check can say why a connection is ``client_rejected`` without importing the refresh path.
 CLIENT_GRANT_REFUSED = "client_grant_refused"
+#: The audit ``reason`` of a refresh_token grant refused with ``invalid_client`` (the client's authentication failed).
+CLIENT_AUTH_REFUSED = "client_auth_refused"
+#: The admin's retry of a ``client_rejected`` connection, named in every message about one.
+RETRY_HINT = "then retry it (POST /api/integrations/smart/refresh)"
 
 #: Marks (in ``tokens.launch_context``) a backend token minted because its predecessor was refused with 401.
 AFTER_401_MARK = "ehrsync_minted_after_401"
@@ -25,11 +37,7 @@ CLIENT_REJECTED_WINDOW = timedelta(minutes=5)
 
 def check_status(conn: Connection) -> None:
     if conn.status == ConnectionStatus.CLIENT_REJECTED:
-        raise ClientRejectedError(
-            f"connection {conn.id} is client_rejected: {_rejection(conn)}; check the client registration "
-            "(client id, key/JWKS, allowed grant and scopes), then re-enable the connection "
-            "(POST /api/integrations/smart/refresh)"
-        )
+        raise ClientRejectedError(f"connection {conn.id} is client_rejected: {_rejection(conn)}")
     if conn.status == ConnectionStatus.TOKEN_UNDECRYPTABLE:
         raise TokenUndecryptableError(
             f"connection {conn.id} is token_undecryptable: its stored token failed authentication under a "
@@ -41,7 +49,7 @@ def check_status(conn: Connection) -> None:
 
 
 def _rejection(conn: Connection) -> str:
-    """Why the EHR rejects this backend client, from the audit row that marked it ``client_rejected``."""
+    """Why the EHR rejects this client and what to check, from the audit row that marked it ``client_rejected``."""
     session = object_session(conn)
     event = None
     if session is not None:
@@ -56,9 +64,19 @@ def _rejection(conn: Connection) -> str:
             .limit(1)
         )
     detail = (event.detail or {}) if event is not None else {}
+    if detail.get("reason") == CLIENT_AUTH_REFUSED:
+        return (
+            f"its token endpoint refused the client's authentication on a refresh ({detail.get('error_code')}); "
+            f"check {detail.get('check') or 'the client credentials'}, {RETRY_HINT}: the patient need not "
+            "authorize again (the refresh token was kept)"
+        )
+    why = "the EHR refused even a fresh token"
     if detail.get("reason") == CLIENT_GRANT_REFUSED:
-        return f"its token endpoint refused the client_credentials grant ({detail.get('error_code')})"
-    return "the EHR refused even a fresh token"
+        why = f"its token endpoint refused the client_credentials grant ({detail.get('error_code')})"
+    return (
+        f"{why}; check the client registration (client id, key/JWKS, allowed grant and scopes), then re-enable "
+        "the connection (POST /api/integrations/smart/refresh)"
+    )
 
 
 def fresh_after_401(row: TokenRecord, now: datetime) -> bool:

@@ -26,8 +26,10 @@ __all__ = [
 
 class ClientRejectedError(NeedsReauthError):
     """A backend connection's freshly re-acquired token was refused with 401 too, or its token endpoint refused the
-    client_credentials grant itself (``unauthorized_client``, ``invalid_client``): the EHR no longer accepts the
-    client (registration, scopes or key changed). No patient action helps; an admin must check the registration."""
+    client_credentials grant itself (``unauthorized_client``, ``invalid_client``), or a patient connection's refresh
+    was refused ``invalid_client`` (the client's authentication: secret rotated, key not registered): the EHR no
+    longer accepts the client (registration, credentials, scopes or key changed). No patient action helps; an admin
+    must check the registration or credentials, then retry (``TokenVault.reactivate``)."""
 
     code = "client_rejected"
 

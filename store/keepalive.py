@@ -5,7 +5,7 @@ refresh tokens last 90 days (vendors.md §3, §4). A connection that syncs refre
 that does not (sync paused, a long frequency) would silently need a person to authorize again. This module
 finds those idle grants and refreshes each through ``TokenVault.force_refresh``, which holds the
 per-connection lock, commits a rotated refresh token before use (SAL-23, SAL-24) and marks
-``needs_reauth`` on ``invalid_grant`` (SAL-25).
+``needs_reauth`` on ``invalid_grant`` (SAL-25), ``client_rejected`` on ``invalid_client`` (the app's credentials).
 
 Backend and group connections are never touched: they mint with client_credentials and have no grant to
 keep alive. Nor are connections whose provider says it issues no refresh tokens (``RefreshPolicy.NONE``).
@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from connectors.errors import ConfigurationError, EhrSyncError, NeedsReauthError
 from connectors.providers import RefreshPolicy, get_provider
 from store.database import AppDatabase
-from store.errors import TokenKeyMissingError
+from store.errors import ClientRejectedError, TokenKeyMissingError
 from store.models import Connection, ConnectionKind, ConnectionStatus, TokenRecord, utcnow
 from store.rate_windows import BACKGROUND_WAIT_S, vendor_call_budget
 from store.vault import TokenVault
@@ -34,17 +34,19 @@ __all__ = ["KeepaliveReport", "refresh_idle_grants"]
 logger = logging.getLogger(__name__)
 
 _CLIENT_CREDENTIALS_KINDS = (ConnectionKind.BACKEND, ConnectionKind.GROUP)
-_Outcome = Literal["refreshed", "needs_reauth", "failed"]
+_Outcome = Literal["refreshed", "needs_reauth", "failed", "client_rejected"]
 
 
 @dataclass(frozen=True)
 class KeepaliveReport:
-    """Connection ids by outcome (never tokens). ``failed`` ones are still active: the next run retries them."""
+    """Connection ids by outcome (never tokens). ``failed`` ones are still active: the next run retries them;
+    ``client_rejected`` ones wait for an admin to fix the app's credentials and retry them (no patient action)."""
 
     refreshed: tuple[str, ...] = ()
     needs_reauth: tuple[str, ...] = ()
     failed: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
+    client_rejected: tuple[str, ...] = ()
 
     def counts(self) -> dict[str, int]:
         """How many connections ended in each outcome, keyed by the field's name."""
@@ -72,8 +74,8 @@ def refresh_idle_grants(
     Oldest first, at most ``limit`` refresh attempts (skipped connections do not count). ``now`` only sets
     the idle cut-off; the vault stamps new tokens with its own clock. One connection's failure never stops
     the others: ``invalid_grant`` or ``unauthorized_client`` lands in ``needs_reauth`` (the vault has already
-    marked the connection), anything else (network, 5xx after retries, other OAuth or configuration errors) in
-    ``failed``.
+    marked the connection), ``invalid_client`` in ``client_rejected`` (marked too), anything else (network, 5xx
+    after retries, other OAuth or configuration errors) in ``failed``.
     ``skipped`` holds connections whose provider issues no refresh tokens or is unknown.
     """
     if idle_for <= timedelta(0):
@@ -83,24 +85,17 @@ def refresh_idle_grants(
     if now is not None and now.tzinfo is None:
         raise ValueError("now must be a timezone-aware datetime (UTC)")
     cutoff = (now or utcnow()) - idle_for
-    refreshed: list[str] = []
-    needs_reauth: list[str] = []
-    failed: list[str] = []
-    skipped: list[str] = []
+    outcomes: dict[str, list[str]] = {name: [] for name in KeepaliveReport().counts()}
     for candidate in _idle_candidates(db, cutoff):
-        if limit is not None and len(refreshed) + len(needs_reauth) + len(failed) >= limit:
+        if limit is not None and sum(len(ids) for name, ids in outcomes.items() if name != "skipped") >= limit:
             break
         if not _provider_refreshes(candidate):
-            skipped.append(candidate.connection_id)
+            outcomes["skipped"].append(candidate.connection_id)
             continue
         outcome = _refresh_one(db, vault, candidate, cutoff)
-        if outcome == "refreshed":
-            refreshed.append(candidate.connection_id)
-        elif outcome == "needs_reauth":
-            needs_reauth.append(candidate.connection_id)
-        elif outcome == "failed":
-            failed.append(candidate.connection_id)
-    report = KeepaliveReport(tuple(refreshed), tuple(needs_reauth), tuple(failed), tuple(skipped))
+        if outcome is not None:
+            outcomes[outcome].append(candidate.connection_id)
+    report = KeepaliveReport(**{name: tuple(ids) for name, ids in outcomes.items()})
     logger.info("keepalive (idle for %s): %s", idle_for, report.counts())
     return report
 
@@ -143,7 +138,8 @@ def _provider_refreshes(candidate: _Candidate) -> bool:
 
 
 def _refresh_one(db: AppDatabase, vault: TokenVault, candidate: _Candidate, cutoff: datetime) -> _Outcome | None:
-    """``refreshed``, ``needs_reauth``, ``failed``, or None when it stopped being an idle active grant."""
+    """``refreshed``, ``needs_reauth``, ``client_rejected``, ``failed``, or None when it stopped being an idle active
+    grant."""
     cid = candidate.connection_id
     try:
         if not _still_idle(db, cid, cutoff):
@@ -156,6 +152,9 @@ def _refresh_one(db: AppDatabase, vault: TokenVault, candidate: _Candidate, cuto
     except TokenKeyMissingError as exc:  # this process lacks a key: nothing the grant or the patient did
         logger.error("connection %s: keepalive refresh failed (key id %s not configured here)", cid, exc.key_id)
         return "failed"
+    except ClientRejectedError:  # invalid_client: the app's credentials, not the grant (kept)
+        logger.warning("connection %s: the EHR refused the client's authentication; an admin must fix it", cid)
+        return "client_rejected"
     except NeedsReauthError:
         logger.warning("connection %s: grant refused on refresh; re-authorization required", cid)
         return "needs_reauth"

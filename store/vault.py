@@ -35,10 +35,24 @@ from store.models import Connection, ConnectionKind, ConnectionStatus, TokenReco
 from store.revocation import Revocation, revoke_at_server
 from store.tokenrows import open_field, write_tokens
 
-__all__ = ["TokenInfo", "TokenVault", "UnknownConnectionError", "VaultTokenSource"]
+__all__ = ["TokenInfo", "TokenVault", "UnknownConnectionError", "VaultTokenSource", "reactivatable"]
 
 #: Backend states an admin's retry mints from; needs_reauth: where earlier versions put one refused with invalid_grant
-_ADMIN_STATES = (ConnectionStatus.CLIENT_REJECTED, ConnectionStatus.TOKEN_UNDECRYPTABLE, ConnectionStatus.NEEDS_REAUTH)
+_BACKEND_RETRY_STATES = (
+    ConnectionStatus.CLIENT_REJECTED,
+    ConnectionStatus.TOKEN_UNDECRYPTABLE,
+    ConnectionStatus.NEEDS_REAUTH,
+)
+#: Patient states an admin's retry refreshes from: the client's authentication refused (the refresh token kept). A
+#: patient's needs_reauth is theirs to leave (authorize again); a token_undecryptable one recovers on its next use.
+_PATIENT_RETRY_STATES = (ConnectionStatus.CLIENT_REJECTED,)
+
+
+def reactivatable(kind: str, status: str) -> bool:
+    """Whether an admin's retry (``TokenVault.reactivate``) applies to a connection of this kind in this state."""
+    backend = kind in (ConnectionKind.BACKEND, ConnectionKind.GROUP)
+    return status in (_BACKEND_RETRY_STATES if backend else _PATIENT_RETRY_STATES)
+
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -201,13 +215,17 @@ class TokenVault:
         re-acquired moments ago because of a 401 puts the connection in ``client_rejected`` (raised)."""
         return self.refresh(connection_id, rejected=self.get_access_token(connection_id))
 
-    def reactivate_backend(self, connection_id: str) -> str:
-        """An admin retries a ``client_rejected``/``token_undecryptable`` backend connection (after fixing the
-        registration or keys), or one left ``needs_reauth``: mint a new token now; active again only if that works."""
+    def reactivate(self, connection_id: str) -> str:
+        """An admin retries a connection the EHR's refusal of its client stopped (``reactivatable``), after fixing
+        the registration, credentials or keys: a ``client_rejected``/``token_undecryptable`` backend connection, or
+        one left ``needs_reauth``, mints a new token; a ``client_rejected`` patient connection refreshes with its
+        stored refresh token. Active again only if that grant works; refused again, it is ``client_rejected`` again
+        (or ``needs_reauth`` when the EHR now refuses the patient's refresh token); failing transiently, it keeps
+        its state."""
         with self._db.locked_session() as session:
             conn = self._connection(session, connection_id)
             previous = conn.status
-            if conn.kind == ConnectionKind.PATIENT or previous not in _ADMIN_STATES:
+            if not reactivatable(conn.kind, previous):
                 raise ValueError(f"connection {connection_id} is a {conn.kind} connection in state {previous}")
             row = _refresh.lock_row(session, connection_id)
             if row is not None and previous == ConnectionStatus.TOKEN_UNDECRYPTABLE:

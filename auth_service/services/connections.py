@@ -26,6 +26,7 @@ from auth_service.services.providers_port import check_connection_kind, plugin_d
 from connectors import errors as ce
 from connectors.smart import SmartConfiguration, TokenResponse, client_credentials_grant, discover
 from store.models import Connection, ConnectionKind, ConnectionStatus
+from store.vault import reactivatable
 
 __all__ = [
     "connection_status",
@@ -100,25 +101,20 @@ def _audit(ctx: ServiceContext, conn: Connection, action: str, actor: str, outco
     audit_event(ctx, action, outcome, conn.tenant_id, actor, connection_id=conn.id, detail=detail)
 
 
-# needs_reauth: a backend connection an earlier version put there on invalid_grant (no patient can fix it)
-_ADMIN_STATUSES = (
-    ConnectionStatus.CLIENT_REJECTED,
-    ConnectionStatus.TOKEN_UNDECRYPTABLE,
-    ConnectionStatus.NEEDS_REAUTH,
-)
-
-
 def refresh(ctx: ServiceContext, conn: Connection, actor: str) -> dict[str, Any]:
     """Force a refresh (or a new client_credentials mint for backend connections) and report the new expiry.
 
-    A ``client_rejected`` or ``token_undecryptable`` backend connection is retried and becomes active again. A refresh
-    not made (the EHR or its call budget busy, no refresh token) is an error naming why and until when the kept token
-    is valid, never a 200 with the old expiry. The token calls spend the vendor's shared call budget (eCW)."""
-    retry = conn.kind != ConnectionKind.PATIENT and conn.status in _ADMIN_STATUSES
+    A connection stopped by the EHR refusing its client is retried (``store.vault.reactivatable``): a
+    ``client_rejected`` or ``token_undecryptable`` backend connection (or one an earlier version left ``needs_reauth``)
+    mints again, a ``client_rejected`` patient connection refreshes with its stored refresh token; either becomes
+    active again only if that works. A refresh not made (the EHR or its call budget busy, no refresh token) is an
+    error naming why and until when the kept token is valid, never a 200 with the old expiry. The token calls spend
+    the vendor's shared call budget (eCW)."""
+    retry = reactivatable(conn.kind, conn.status)
     try:
         with ctx.call_budget(conn.provider_id, conn.fhir_base):
-            if retry:  # the admin fixed the registration or keys: mint again, active only if that works
-                ctx.vault.reactivate_backend(conn.id)
+            if retry:  # the admin fixed the registration, credentials or keys: active only if the grant works
+                ctx.vault.reactivate(conn.id)
             else:
                 ctx.vault.force_refresh(conn.id, keep_valid=False)
     except ce.EhrSyncError as exc:

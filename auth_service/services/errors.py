@@ -180,11 +180,21 @@ class ConnectionUnusableError(ServiceError, codes=("needs_reauth", *_UNUSABLE_CO
         super().__init__(f"connection is {status}", code=_UNUSABLE_CODES.get(status, self.code))
 
 
+#: Who must act on an inactive connection, as the sync API's message says it (the host app shows it to a person).
+_INACTIVE_HINTS = {
+    ConnectionStatus.NEEDS_REAUTH: " (the patient must authorize again)",
+    ConnectionStatus.CLIENT_REJECTED: (
+        " (the EHR refused the practice's app: an admin must fix its registration or credentials and retry it; "
+        "the patient need not authorize again)"
+    ),
+}
+
+
 class ConnectionInactiveError(ServiceError, codes=("connection_inactive",)):
     """Only an active connection syncs; ``connectionStatus`` tells the host app which state it is in."""
 
     def __init__(self, status: str) -> None:
-        hint = " (the patient must authorize again)" if status == ConnectionStatus.NEEDS_REAUTH else ""
+        hint = _INACTIVE_HINTS.get(status, "")
         super().__init__(f"connection is {status}; it must be active to sync{hint}", connectionStatus=status)
 
 

@@ -111,6 +111,16 @@ CASES: list[tuple[ce.EhrSyncError, int, dict[str, Any]]] = [
         },
     ),
     (
+        se.ConnectionInactiveError("client_rejected"),
+        409,
+        {
+            "error": "connection_inactive",
+            "message": "connection is client_rejected; it must be active to sync (the EHR refused the practice's app: "
+            "an admin must fix its registration or credentials and retry it; the patient need not authorize again)",
+            "connectionStatus": "client_rejected",
+        },
+    ),
+    (
         se.SyncInProgressError("run-1"),
         409,
         {

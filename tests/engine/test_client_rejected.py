@@ -20,13 +20,15 @@ from engine import run_bulk_export, runs
 from engine.errors import ConnectionNotSyncableError
 from sandbox import SandboxServer
 from store.errors import ClientRejectedError
-from store.models import AuditEvent, Connection
+from store.models import AuditEvent, Connection, TokenRecord
 from tests.engine.conftest import RequestLog
 from tests.engine.helpers import (
+    REDIRECT_URI,
     SyncWorld,
     add_fault,
     backend_jwk,
     connect_backend,
+    connect_patient,
     register_backend_client,
     sandbox_patients,
 )
@@ -140,7 +142,7 @@ def test_client_credentials_grant_refused_for_good_is_client_rejected_sal32_sal3
     assertion or key (Epic), and a backend connection has no patient to re-authorize it (never ``needs_reauth``).
     One token request, the run fails naming the refusal and the registration,
     the connection is ``client_rejected`` (audited), later runs stop without a token request, and the admin's retry
-    after fixing the registration (``reactivate_backend``, POST /api/integrations/smart/refresh) makes it active."""
+    after fixing the registration (``reactivate``, POST /api/integrations/smart/refresh) makes it active."""
     conn = connect_backend(world, shared_sb, http=http, group_id=GROUP)
     client_id = _client_id(world, conn)
     _refuse_client(world, shared_sb, http, conn, refusal)
@@ -168,7 +170,7 @@ def test_client_credentials_grant_refused_for_good_is_client_rejected_sal32_sal3
 
     shared_sb.admin.clear_faults()  # the admin fixes the registration...
     register_backend_client(http, shared_sb, client_id, _registered_jwk(world, client_id))
-    assert world.env.vault.reactivate_backend(conn)  # ...and retries: a new mint, active again
+    assert world.env.vault.reactivate(conn)  # ...and retries: a new mint, active again
     assert _status(world, conn) == "active"
     assert run_bulk_export(world.env, conn, "fixed").status == "completed"
 
@@ -193,3 +195,59 @@ def test_client_credentials_grant_failing_transiently_stays_active_sal32_sal36(
     assert [outcome for outcome, _, _ in _refresh_audit(world, conn)] == ["transient_failure"]
     shared_sb.admin.clear_faults()
     assert run_bulk_export(world.env, conn, "available").status == "completed"
+
+
+def _patient_client_turned_confidential(world: SyncWorld, sb: SandboxServer, http: httpx.Client, conn: str) -> str:
+    """The app's registration at the EHR changes under the patient connection: its client is confidential now, with
+    a secret this side does not hold, so the EHR refuses the client's authentication (``invalid_client``, 401)."""
+    client_id = _client_id(world, conn)
+    body = {"client_id": client_id, "client_type": "confidential-symmetric", "client_secret": "held-elsewhere"}
+    http.post(f"{sb.base_url}/admin/clients", json={**body, "redirect_uris": [REDIRECT_URI]}).raise_for_status()
+    return client_id
+
+
+def test_patient_refresh_refused_invalid_client_is_client_rejected_and_retried_by_the_admin(
+    shared_sb: SandboxServer, world: SyncWorld, http: httpx.Client, request_log: RequestLog
+) -> None:
+    """RFC 6749 §5.2 ``invalid_client`` to a patient connection's refresh: the app's credentials, not the patient's
+    grant. The run that meets it fails ``client_rejected`` after one token request (not retried, not one per type),
+    the connection is ``client_rejected`` (not ``needs_reauth``: no re-authorization link), its refresh token kept;
+    the next sync sends nothing to the EHR; the admin's retry before the registration is fixed is refused again and
+    changes nothing, and after the fix refreshes with the kept token and makes the connection active again."""
+    conn = connect_patient(world, shared_sb, http=http)
+    client_id = _patient_client_turned_confidential(world, shared_sb, http, conn)
+    add_fault(http, shared_sb, "expired_token", path="/fhir/", times=None)  # every token refused: a refresh is due
+    request_log.clear()
+    try:
+        report = run_sync(world, conn, types=["Patient", "Condition", "Observation"])
+    finally:
+        shared_sb.admin.clear_faults()
+
+    assert report.status == "failed" and not any(r.created for r in report.types.values())
+    errors = list(report.failed_types.values())  # the step that met the refusal; the others stop on the state
+    refusal = "refused the client's authentication on the refresh_token grant (invalid_client"
+    [refused] = [e for e in errors if refusal in e]
+    assert refused.startswith("store.errors.ClientRejectedError: ") and "need not authorize again" in refused
+    assert len(errors) == 3 and all("is client_rejected" in e for e in errors if e != refused), errors
+    assert len(request_log.paths("/oauth/token", method="POST")) == 1  # final: not retried, not one per type
+    assert _status(world, conn) == "client_rejected"
+    assert _refresh_audit(world, conn) == [("client_rejected", "invalid_client", "client_auth_refused")]
+    with world.env.db.session() as session:
+        row = session.get(TokenRecord, conn)
+        assert row is not None and row.version == 1 and row.refresh_token_ct is not None  # the grant kept
+
+    request_log.clear()
+    with pytest.raises(ConnectionNotSyncableError, match="is client_rejected, not active"):
+        run_sync(world, conn, types=["Condition"])
+    assert request_log.urls == []  # nothing sent to the EHR
+
+    with pytest.raises(ClientRejectedError, match="refused the client's authentication"):
+        world.env.vault.reactivate(conn)  # the admin retries before the registration is fixed
+    assert _status(world, conn) == "client_rejected"
+    assert len(request_log.paths("/oauth/token", method="POST")) == 1
+
+    register = {"client_id": client_id, "client_type": "public", "redirect_uris": [REDIRECT_URI]}
+    http.post(f"{shared_sb.base_url}/admin/clients", json=register).raise_for_status()  # the registration fixed
+    assert world.env.vault.reactivate(conn)  # the kept refresh token works: active again
+    assert _status(world, conn) == "active"
+    assert run_sync(world, conn, types=["Condition"]).status == "completed"

@@ -82,6 +82,7 @@ def test_keep_grants_alive_refreshes_the_idle_grant_only(
         "needs_reauth": 0,
         "failed": 0,
         "skipped": 0,
+        "client_rejected": 0,
     }
     after = tokens_row(world, idle)
     assert after.version == before_idle.version + 1
@@ -93,6 +94,7 @@ def test_keep_grants_alive_refreshes_the_idle_grant_only(
     metadata = outputs[0].step_output_data.metadata
     assert metadata["refreshed"].value == 1 and metadata["idle_days"].value == 5
     assert metadata["failed_connections"].value == []
+    assert metadata["client_rejected_connections"].value == []
 
 
 def test_run_config_overrides_the_idle_window_and_is_validated(

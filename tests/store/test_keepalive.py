@@ -31,10 +31,11 @@ from connectors.smart import (
 )
 from sandbox import SandboxServer
 from store import AppDatabase, KeepaliveReport, RetryPolicy, TokenCipher, TokenVault, refresh_idle_grants
+from store.errors import ClientRejectedError
 from store.models import AuditEvent, Connection, ConnectionStatus, TokenRecord
 from store.tokenrows import open_field
 from tests.store.conftest import add_connection
-from tests.store.launch import authorize_code, exchange, register_public_client
+from tests.store.launch import REDIRECT, authorize_code, exchange, register_public_client
 
 WEEK = timedelta(days=7)
 
@@ -459,3 +460,42 @@ def test_sal25_a_lost_answer_before_another_failure_is_remembered_too(
 
     with pytest.raises(NeedsReauthError, match="previous refresh attempt's answer was lost"):
         grants.vault.force_refresh(cid)
+
+
+def test_keepalive_refresh_refused_invalid_client_is_client_rejected_not_needs_reauth(
+    sandbox: SandboxServer, db: AppDatabase, cipher: TokenCipher
+) -> None:
+    """SQLite and PostgreSQL: the app's registration changed at the EHR (it became a confidential client whose secret
+    this service does not hold), so the keepalive's refresh is refused ``invalid_client``. The grant is reported
+    ``client_rejected``: not ``needs_reauth`` (re-authorizing would fail the same way; the patient cannot fix it) and
+    not ``failed`` (asked again every run with the same credentials). Its refresh token is kept and no later run or
+    use asks again."""
+    posts = TokenPosts()
+    with httpx.Client(timeout=30.0, event_hooks={"request": [posts]}) as http:
+        grants = Grants.open(db, cipher, sandbox, http)
+        cid, tokens = grants.connect(idle_days=10)
+        with db.session() as s:
+            conn = s.get(Connection, cid)
+            assert conn is not None
+            client_id = conn.client_id
+        sandbox.admin.register_client(
+            client_id, "confidential-symmetric", client_secret=secrets.token_urlsafe(16), redirect_uris=[REDIRECT]
+        )
+        posts.count = 0
+
+        assert grants.refresh_idle(idle_for=WEEK) == KeepaliveReport(client_rejected=(cid,))
+        assert posts.count == 1
+        assert status(db, cid) == ConnectionStatus.CLIENT_REJECTED
+        assert open_field(cipher, tokens_row(db, cid), "refresh_token") == tokens.refresh_token
+        [(outcome, detail)] = refresh_audits(db, cid)
+        assert (outcome, detail["reason"], detail["error_code"]) == (
+            "client_rejected",
+            "client_auth_refused",
+            "invalid_client",
+        )
+        assert detail["auth_method"] == "none" and "registered and enabled" in detail["check"]
+
+        assert grants.refresh_idle(idle_for=WEEK) == KeepaliveReport()
+        with pytest.raises(ClientRejectedError):
+            grants.vault.get_access_token(cid)
+        assert posts.count == 1

@@ -250,7 +250,7 @@ def test_sal32_backend_mint_refused_with_invalid_grant_is_client_rejected_not_ne
         vault.get_access_token("c1")  # the state answers, no token request
     assert token_server.state.count("client_credentials") == 2
     token_server.state.client_refusal = None  # the admin fixed the registration and retries
-    assert vault.reactivate_backend("c1") not in ("", "at-1")  # a new mint
+    assert vault.reactivate("c1") not in ("", "at-1")  # a new mint
     assert status(db) == "active"
 
 

@@ -1,7 +1,8 @@
 """A tiny OAuth token server on a real socket that counts grants (for vault tests across processes).
 
 Behaviour knobs live on ``TokenServerState``: rotation (eCW) or keep-original (Cerner), reuse detection
-(a rotated-away refresh token answers ``invalid_grant``), a delay to widen race windows, and queued failures.
+(a rotated-away refresh token answers ``invalid_grant``), a delay to widen race windows, queued failures, and the
+client secret registered at the server (a rotated one: requests with another answer ``invalid_client``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ class TokenServerState:
     answer_scope: str | None = None  # set: every grant answers this ``scope`` (e.g. "", a blank scope)
     #: set: every client_credentials grant is refused with this (status, OAuth error body)
     client_refusal: tuple[int, dict[str, str]] | None = None
+    #: set: the client secret registered here; a token request whose Basic credentials carry another (or none) is
+    #: refused ``invalid_client`` (401) before its grant is looked at, as RFC 6749 §3.2.1 servers do
+    client_secret: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     # When ``release`` is set up, each token request sets ``seen`` and waits (up to 10 s) for ``release``.
     seen: threading.Event = field(default_factory=threading.Event)
@@ -91,6 +95,12 @@ def create_app(state: TokenServerState, base: list[str]) -> FastAPI:
             if state.answer_next:
                 status, answer = state.answer_next.pop(0)
                 return JSONResponse(answer, status_code=status)
+            if state.client_secret is not None and basic_secret(request.headers.get("authorization")) != (
+                state.client_secret
+            ):
+                return JSONResponse(
+                    {"error": "invalid_client", "error_description": "client authentication failed"}, 401
+                )
             grant = form.get("grant_type")
             state.issued += 1
             n = state.issued
@@ -134,6 +144,12 @@ def basic_user(header: str | None) -> str | None:
     if not header or not header.startswith("Basic "):
         return None
     return unquote(base64.b64decode(header[6:]).decode().partition(":")[0])
+
+
+def basic_secret(header: str | None) -> str | None:
+    if not header or not header.startswith("Basic "):
+        return None
+    return unquote(base64.b64decode(header[6:]).decode().partition(":")[2])
 
 
 @dataclass

@@ -38,7 +38,7 @@ _STATUS_TEXT = {
     "needs_reauth": "Needs you to sign in again",
     "disabled": "Paused by your practice",
     "disconnected": "Disconnected",
-    "client_rejected": "Paused: your practice must check its EHR app registration",
+    "client_rejected": "Paused: your practice must fix its app's access (nothing for you to do)",
     "token_undecryptable": "Paused: your practice must restore its stored connection data, or you connect again",
 }
 

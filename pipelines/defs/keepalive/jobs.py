@@ -65,6 +65,12 @@ def refresh_idle_grants_op(
         context.log.warning("%d grant(s) could not be refreshed now; the next run retries them", len(report.failed))
     if report.needs_reauth:
         context.log.warning("%d grant(s) were refused and need re-authorization", len(report.needs_reauth))
+    if report.client_rejected:
+        context.log.warning(
+            "%d connection(s) stopped: the EHR refused the app's client authentication (check its secret or key "
+            "registration, then retry them)",
+            len(report.client_rejected),
+        )
     context.log.info("keepalive (idle > %d days): %s", idle_days, counts)
     metadata = {name: MetadataValue.int(count) for name, count in counts.items()}
     return Output(
@@ -74,6 +80,7 @@ def refresh_idle_grants_op(
             "idle_days": MetadataValue.int(idle_days),
             "needs_reauth_connections": MetadataValue.json(list(report.needs_reauth)),
             "failed_connections": MetadataValue.json(list(report.failed)),
+            "client_rejected_connections": MetadataValue.json(list(report.client_rejected)),
         },
     )
 
