@@ -11,7 +11,8 @@ connection is always its job (``ehrsync.run_now.run_sync_now`` runs it in-proces
 - ``sync_references(env, connection_id, run_id) -> dict[str, TypeReport]`` reads the references that upserted
   types queued (durably, so a crash cannot lose them); run it after the clinical types
 - ``reconcile_deletes(env, connection_id, resource_type) -> ReconcileReport`` tombstones ids the server no longer lists
-  and reads back the ids it lists that the warehouse lacks (a search that skipped them without saying so)
+  once asking for each again confirms it gone (``engine.delete_confirm``: a listing can skip a live match), and
+  reads back the ids it lists that the warehouse lacks (a search that skipped them without saying so)
 - ``run_bulk_export(env, connection_id, run_id, *, types=None, progress=None) -> BulkReport``
   kick-off or resume, download, land, upsert, advance ``_since``; ``report.status`` says how it ended; group
   connections then export members added since the last export in full (BDX-15, ``bulk_members``)

@@ -1,5 +1,12 @@
 """Deletion reconciliation (BDX-31): search never reports deletes, so compare the server's ids with ours.
 
+An id the server's listing lacks is only a candidate: an offset-paged server that gives no ``total`` and has a
+match deleted or inserted while the listing pages skips a match that still exists, which reads exactly like a
+deletion. Each candidate is asked for again (``engine.delete_confirm``: ``_id`` searches in batches where the
+server has them, else reads by id, at most ``CONFIRM_MAX_READS`` a type a reconciliation) and only those confirmed
+gone are tombstoned; one found alive is landed instead, and one left unconfirmed (over the cap, or a failure)
+stays live and is counted in the report until a later reconciliation settles it.
+
 The same id listing also shows what a search skipped without saying so: an offset-paged server that gives no
 ``total`` and has a match deleted while the sync pages skips the match behind it, and the type's mark moves past
 it for good (nothing later searches older than the mark). Ids the server lists that the warehouse lacks are read
@@ -17,6 +24,7 @@ from connectors.budgets import step_budget
 from connectors.errors import EhrSyncError, EhrUnreachableError, NeedsReauthError, loggable_message
 from engine import cursors
 from engine.connection_lock import hold_connection
+from engine.delete_confirm import Confirmation, confirm_deleted
 from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
 from engine.models import utcnow
 from engine.references import can_search_by_id, land_by_ids
@@ -35,25 +43,36 @@ RECOVER_MAX_IDS = 1000
 
 @dataclass(frozen=True)
 class ReconcileReport:
-    """One type's reconciliation: rows tombstoned (the server no longer lists them), ids the server lists that the
-    warehouse lacked (``unlisted``), and what reading them back did (``recovered``; None when none were read; its
-    ``error`` set when reading them back failed, the tombstones kept: the caller reports the type as failed)."""
+    """One type's reconciliation: rows tombstoned (the server no longer lists them, and asked for again, confirmed
+    them gone), ids the listing lacked that the server still has (``alive``: not tombstoned; ``checked`` is what
+    landing their copies did, None when none was landed) and whose deletion could not be confirmed
+    (``unconfirmed``: over ``CONFIRM_MAX_READS``, or a failure named in ``confirm_error``; not tombstoned this
+    time), ids the server lists that the warehouse lacked (``unlisted``), and what reading them back did
+    (``recovered``; None when none were read; its ``error`` set when reading them back failed, the tombstones
+    kept: the caller reports the type as failed)."""
 
     resource_type: str
     tombstoned: int = 0
     unlisted: int = 0
     recovered: TypeReport | None = None
     mark_cleared: bool = False
+    alive: int = 0
+    unconfirmed: int = 0
+    checked: TypeReport | None = None
+    confirm_error: str | None = None
 
 
 def reconcile_deletes(
     env: SyncEnvironment, connection_id: str, resource_type: str, *, run_id: str | None = None
 ) -> ReconcileReport:
-    """Tombstone warehouse rows of the type whose ids the server no longer lists, and read back the ids it lists
-    that the warehouse lacks (or clear the type's mark when they are over ``RECOVER_MAX_IDS``).
+    """Tombstone warehouse rows of the type whose ids the server no longer lists and, asked for again, confirms
+    gone, and read back the ids it lists that the warehouse lacks (or clear the type's mark when they are over
+    ``RECOVER_MAX_IDS``).
 
     The whole id listing (``_elements=id``, every page, every vendor search plan) must succeed before anything
     is tombstoned or read: a partial listing raises and changes nothing, so an outage never reads as mass deletion.
+    An outage while confirming tombstones only what was confirmed before it (``confirm_error`` says why the rest
+    were not).
     Holds the connection's lock (``hold_connection``) throughout, so a reconcile never runs beside a sync of the
     same connection (a sync landing new ids mid-listing would read as deletions): another holder makes it wait
     ``EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS``, then raise ``ConnectionBusyError``. ``run_id`` names this call in
@@ -77,21 +96,49 @@ def _reconcile(env: SyncEnvironment, conn: ConnectionInfo, resource_type: str, r
     server_ids, observed_at = _list_ids(env, conn, resource_type)
     with env.warehouse() as wh:
         live = wh.live_ids(connection_id, resource_type)
-        missing = live - server_ids
-        count = wh.tombstone(connection_id, resource_type, sorted(missing), observed_at or utcnow()) if missing else 0
         unlisted = sorted(server_ids - live)
-    report = ReconcileReport(resource_type, tombstoned=count, unlisted=len(unlisted))
+        report = ReconcileReport(resource_type, unlisted=len(unlisted))
+        if missing := sorted(live - server_ids):  # candidates: a listing can skip a live match without saying so
+            report = _tombstone_confirmed(env, conn, wh, run_id, report, missing, observed_at)
     if unlisted:  # the tombstones are committed: reading back is a step of its own
         with env.warehouse() as wh:
             report = _recover(env, conn, wh, run_id, report, unlisted, observed_at)
     _log.info(
-        "reconciled %s/%s: %d tombstoned, %d listed by the server but not stored",
+        "reconciled %s/%s: %d tombstoned, %d still on the server, %d unconfirmed, %d listed but not stored",
         connection_id,
         resource_type,
-        count,
+        report.tombstoned,
+        report.alive,
+        report.unconfirmed,
         len(unlisted),
     )
     return report
+
+
+def _tombstone_confirmed(
+    env: SyncEnvironment,
+    conn: ConnectionInfo,
+    wh: Warehouse,
+    run_id: str,
+    report: ReconcileReport,
+    missing: list[str],
+    listed_at: datetime | None,
+) -> ReconcileReport:
+    """Tombstone the ``missing`` ids the server confirms gone (``delete_confirm.confirm_deleted``), dated by the
+    listing (the server's time when it did not list them: a copy answered later still revives the row,
+    ``warehouse/_sql.newer_predicate``)."""
+    rtype = report.resource_type
+    confirmed: Confirmation = confirm_deleted(env, conn, wh, run_id, rtype, missing, listed_at)
+    gone = confirmed.gone
+    count = wh.tombstone(conn.id, rtype, gone, listed_at or utcnow()) if gone else 0
+    return replace(
+        report,
+        tombstoned=count,
+        alive=confirmed.alive,
+        unconfirmed=confirmed.unconfirmed,
+        checked=confirmed.landed,
+        confirm_error=confirmed.error,
+    )
 
 
 def _list_ids(env: SyncEnvironment, conn: ConnectionInfo, resource_type: str) -> tuple[set[str], datetime | None]:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -132,20 +133,17 @@ def land_by_ids(
     land them as one file and upsert it; a missing id is counted (``not_found``). ``observed_at``: a server time
     no later than the reads (the rows' ``transaction_time``, which lets a copy without ``lastUpdated`` lift an
     older tombstone); None where none is known."""
-    started = time.monotonic()
-    report = TypeReport(rtype)
     scopes = conn.scopes
     if scopes is not None and not scopes.allows(rtype, "read"):
-        report.skipped_reason = "scope_not_granted"
-        return report
-    source = f"{conn.fhir_base.rstrip('/')}/{rtype}"
-    with zone.writer(conn.id, rtype, run_id, source, conn.tenant_id, observed_at, seq=seq) as writer:
-        found: set[str] = set()
+        return TypeReport(rtype, skipped_reason="scope_not_granted")
+
+    def fill(writer: LandingWriter, report: TypeReport) -> None:
+        answers = IdSearch()
         if batched:
             every = conn.provider.every_search_params(conn.provider_config)  # athenahealth: ah-practice
-            found = _search_by_ids(client, rtype, ids, writer, report, every_search=every)
+            search_by_ids(client, rtype, ids, writer, report, every_search=every, answers=answers)
         for rid in ids:
-            if rid in found:
+            if rid in answers.found:
                 continue
             try:
                 resource = client.read(rtype, rid)
@@ -155,6 +153,29 @@ def land_by_ids(
                 continue
             report.fetched += 1
             writer.add_resource(resource)
+
+    return land_with(zone, conn, wh, run_id, rtype, fill, seq=seq, observed_at=observed_at)
+
+
+def land_with(
+    zone: LandingZone,
+    conn: ConnectionInfo,
+    wh: Warehouse,
+    run_id: str,
+    rtype: str,
+    fill: Callable[[LandingWriter, TypeReport], None],
+    *,
+    seq: str,
+    observed_at: datetime | None,
+) -> TypeReport:
+    """Land what ``fill`` adds to the writer (it counts into the report) as one file of ``rtype`` read by id, and
+    upsert it: the report gets the landing's and the warehouse's counts. An exception out of ``fill`` lands
+    nothing."""
+    started = time.monotonic()
+    report = TypeReport(rtype)
+    source = f"{conn.fhir_base.rstrip('/')}/{rtype}"
+    with zone.writer(conn.id, rtype, run_id, source, conn.tenant_id, observed_at, seq=seq) as writer:
+        fill(writer, report)
     landed = writer.result
     report.quarantined = landed.quarantined
     report.bytes = landed.bytes
@@ -173,7 +194,18 @@ def can_search_by_id(conn: ConnectionInfo, rtype: str, capabilities: dict[str, A
     return conn.scopes is None or conn.scopes.allows(rtype, "search")
 
 
-def _search_by_ids(
+@dataclass
+class IdSearch:
+    """What ``_id`` searches answered: the ids they returned (``found``), and the ids whose search answered in full
+    (``settled``): it ended on its own (no refusal, no foreign id, no early stop) in one page, or in pages that gave
+    a ``total`` the client checked. An id settled but not found is not on the server; one a search paged without
+    a total left out may have been skipped (an offset server with a match deleted meanwhile)."""
+
+    found: set[str] = field(default_factory=set)
+    settled: set[str] = field(default_factory=set)
+
+
+def search_by_ids(
     client: FhirClient,
     rtype: str,
     ids: list[str],
@@ -181,30 +213,33 @@ def _search_by_ids(
     report: TypeReport,
     *,
     every_search: Mapping[str, str],
-) -> set[str]:
-    """Land what ``_id`` searches return for ``ids``; returns the ids found. Each search also carries the
-    vendor's ``every_search`` parameters (``ProviderPlugin.every_search_params``: athenahealth's ``ah-practice``).
+    answers: IdSearch,
+) -> None:
+    """Land what ``_id`` searches return for ``ids``, recording into ``answers`` as they come (an exception keeps
+    what earlier chunks answered). Each search also carries the vendor's ``every_search`` parameters
+    (``ProviderPlugin.every_search_params``: athenahealth's ``ah-practice``).
 
     Batching stops for the type when the server refuses the search or answers with resources that were not
     asked for (it ignored ``_id`` and would page through its whole directory); a chunk stops paging at the
     first page that brings no new id. The reads that follow fetch whatever is still missing.
     """
-    found: set[str] = set()
     for start in range(0, len(ids), ID_BATCH):
         chunk = ids[start : start + ID_BATCH]
         wanted = set(chunk)
+        pages, counted, ended = 0, False, False
         try:
             params = [("_id", ",".join(chunk)), *every_search.items()]
             for page in client.search_pages(rtype, params, count=len(chunk)):
                 report.pages += 1
+                pages, counted, ended = pages + 1, counted or page.total is not None, page.next_url is None
                 matches = [r for r in page.resources if r.get("resourceType") == rtype]
                 if any(r.get("id") not in wanted for r in matches):
                     _log.info("%s search by _id returned ids not asked for; reading one by one instead", rtype)
-                    return found
+                    return
                 added = 0
                 for resource in matches:
-                    if resource["id"] not in found:
-                        found.add(resource["id"])
+                    if resource["id"] not in answers.found:
+                        answers.found.add(resource["id"])
                         report.fetched += 1
                         writer.add_resource(resource)
                         added += 1
@@ -218,4 +253,5 @@ def _search_by_ids(
                 raise
             _log.info("%s search by _id refused (HTTP %s); reading the rest one by one", rtype, exc.status)
             break
-    return found
+        if ended and (pages == 1 or counted):
+            answers.settled |= wanted

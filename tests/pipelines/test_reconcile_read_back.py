@@ -1,5 +1,6 @@
-"""The weekly reconciliation's read-back (BDX-31) failing for one type: the op reconciles every other type (their
-deletions tombstoned), then fails naming that type, instead of stopping at it every week."""
+"""The weekly reconciliation (BDX-31) in its op: a read-back failing for one type, or deletions it could not
+confirm, and the op reconciles every other type (their deletions tombstoned), then fails naming that type, instead
+of stopping at it every week; ids the listing lacked but the EHR still has are counted (``alive``)."""
 
 from __future__ import annotations
 
@@ -49,3 +50,50 @@ def test_a_failed_read_back_fails_the_op_after_every_type_is_reconciled_bdx31(
     after = live_counts(settings.warehouse_url, cid)
     for rtype in set(deleted):  # the types after the Patient were reconciled all the same
         assert after[rtype] == before[rtype] - deleted.count(rtype), rtype
+
+
+def _output_metadata(result: Any) -> dict[str, Any]:
+    (output,) = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    return {k: v.value for k, v in output.event_specific_data.metadata.items()}
+
+
+def test_the_op_reports_ids_kept_alive_and_fails_naming_a_type_whose_deletions_it_could_not_confirm_bdx31(
+    tmp_path: Path, http: httpx.Client, world: SyncWorld
+) -> None:
+    """The id listing skips a live Observation: the op's output and the type's materialization count it as
+    ``alive`` (kept live) beside the rows tombstoned. Then reads by id of Observations fail on a server that
+    ignores ``_id``: those deletions stay unconfirmed (the rows live), the other types are reconciled, and the op
+    fails naming Observation."""
+    settings = PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path / "state")})
+    with SandboxServer(SandboxConfig(patients=1, seed=5)) as one, DagsterInstance.ephemeral() as instance:
+        cid = connect_patient(world, one, http=http)
+        assert run_sync_now(cid, settings=settings, instance=instance).success
+        reconcile = build_definitions(settings).resolve_job_def("reconcile_deletes")
+        gone = [r for r in one.admin.mutate(delete=25, seed=3)["deleted"] if r.startswith("Observation/")]
+        before = live_counts(settings.warehouse_url, cid)
+        one.admin.settings(max_count=5)  # the listings page, and one page of the Observations' skips a match
+        one.admin.set_fault("search_silent_skip", path="/fhir/Observation", times=1)
+        result = reconcile.execute_in_process(partition_key=cid, instance=instance)
+        assert result.success and gone
+        metadata = _output_metadata(result)
+        assert metadata["alive"] == {"Observation": 1} and metadata["unconfirmed"] == {}
+        assert metadata["deleted"]["Observation"] == len(gone)
+        assert live_counts(settings.warehouse_url, cid)["Observation"] == before["Observation"] - len(gone)
+        (marked,) = [
+            e.materialization.metadata
+            for e in result.get_asset_materialization_events()
+            if e.materialization.asset_key.to_user_string() == "warehouse/Observation"
+        ]
+        assert marked["alive"].value == 1 and marked["deleted"].value == len(gone)
+
+        gone = [r for r in one.admin.mutate(delete=25, seed=4)["deleted"] if r.startswith("Observation/")]
+        before = live_counts(settings.warehouse_url, cid)
+        one.admin.settings(ignored_search_params=["_id"])  # every candidate is read by id
+        one.admin.set_fault("drop", path="/fhir/Observation/", times=None)
+        failed = reconcile.execute_in_process(partition_key=cid, instance=instance, raise_on_error=False)
+    assert not failed.success and gone
+    (failure,) = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
+    said = str(failure.step_failure_data.error)
+    assert f"confirming deletions failed for Observation (those rows kept live): Observation: {len(gone)} id(s)" in said
+    assert not any(ref.split("/")[1] in said for ref in gone)
+    assert live_counts(settings.warehouse_url, cid)["Observation"] == before["Observation"]

@@ -60,8 +60,8 @@ def _hour_of_week(context: ScheduleEvaluationContext) -> int:
 
 
 @op(
-    description="Tombstone warehouse rows whose ids the EHR no longer lists, and read back the ids it lists that "
-    "the warehouse lacks, type by type."
+    description="Tombstone warehouse rows whose ids the EHR no longer lists and, asked for again, confirms gone, "
+    "and read back the ids it lists that the warehouse lacks, type by type."
 )
 def reconcile_connection(
     context: OpExecutionContext,
@@ -72,49 +72,87 @@ def reconcile_connection(
     policy: SyncPolicyResource,
 ) -> Output[dict[str, int]]:
     connection_id = context.partition_key
-    deleted: dict[str, int] = {}
-    unlisted: dict[str, int] = {}
-    failed: dict[str, str] = {}  # types whose read-back failed (their tombstones kept): the op fails at the end
+    reports: list[ReconcileReport] = []
     with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
         for resource_type in PATIENT_TYPES:
             report = reconcile_deletes(env, connection_id, resource_type, run_id=context.run_id)
-            deleted[resource_type] = report.tombstoned
-            if report.unlisted:
-                unlisted[resource_type] = report.unlisted
-            if report.recovered is not None and report.recovered.error is not None:
-                failed[resource_type] = report.recovered.error
-            if report.tombstoned or (report.recovered is not None and report.recovered.error is None):
+            reports.append(report)
+            if _changed(report):
                 context.log_event(_materialization(connection_id, report))
+    deleted = {r.resource_type: r.tombstoned for r in reports}
     context.log.info(
-        "reconciled %s: %d rows tombstoned, %d ids listed by the EHR but not stored",
+        "reconciled %s: %d rows tombstoned, %d still on the EHR though not listed, %d unconfirmed (kept live), "
+        "%d ids listed by the EHR but not stored",
         connection_id,
         sum(deleted.values()),
-        sum(unlisted.values()),
+        sum(r.alive for r in reports),
+        sum(r.unconfirmed for r in reports),
+        sum(r.unlisted for r in reports),
     )
-    metadata = {"deleted": MetadataValue.json(deleted), "unlisted": MetadataValue.json(unlisted)}
-    if failed:
-        raise Failure(
-            description=f"reconciled {connection_id}, but reading back what the EHR lists and the warehouse lacks "
-            f"failed for {', '.join(sorted(failed))}: " + "; ".join(f"{t}: {e}" for t, e in sorted(failed.items())),
-            metadata={**metadata, "read_back_failed": MetadataValue.json(failed)},
-        )
+    metadata: dict[str, Any] = {"deleted": MetadataValue.json(deleted)}
+    for name in ("unlisted", "alive", "unconfirmed"):  # the types with any
+        metadata[name] = MetadataValue.json({r.resource_type: getattr(r, name) for r in reports if getattr(r, name)})
+    failure = _failure(connection_id, reports, metadata)
+    if failure is not None:
+        raise failure
     return Output(deleted, metadata=metadata)
 
 
+def _failure(connection_id: str, reports: list[ReconcileReport], metadata: dict[str, Any]) -> Failure | None:
+    """The op's failure, raised once every type is reconciled: types whose read-back failed (their tombstones
+    kept) or whose confirmation of deletions failed (those rows kept live); None when neither happened."""
+    failed = {r.resource_type: r.recovered.error for r in reports if r.recovered is not None and r.recovered.error}
+    unconfirmed = {r.resource_type: f"{r.unconfirmed} id(s), {r.confirm_error}" for r in reports if r.confirm_error}
+    problems = []
+    if failed:
+        problems.append(
+            f"reading back what the EHR lists and the warehouse lacks failed for {', '.join(sorted(failed))}: "
+            + "; ".join(f"{t}: {e}" for t, e in sorted(failed.items()))
+        )
+    if unconfirmed:
+        problems.append(
+            f"confirming deletions failed for {', '.join(sorted(unconfirmed))} (those rows kept live): "
+            + "; ".join(f"{t}: {e}" for t, e in sorted(unconfirmed.items()))
+        )
+    if not problems:
+        return None
+    return Failure(
+        description=f"reconciled {connection_id}, but " + "; and ".join(problems),
+        metadata={
+            **metadata,
+            "read_back_failed": MetadataValue.json(failed),
+            "confirm_failed": MetadataValue.json(unconfirmed),
+        },
+    )
+
+
+def _changed(report: ReconcileReport) -> bool:
+    """Did the reconciliation change the type's table: a tombstone, a read-back, a newer copy of one found alive?"""
+    recovered = report.recovered is not None and report.recovered.error is None
+    stored = report.checked is not None and bool(report.checked.created or report.checked.updated)
+    return bool(report.tombstoned) or recovered or stored
+
+
 def _materialization(connection_id: str, report: ReconcileReport) -> AssetMaterialization:
-    """The type's warehouse table changed: rows tombstoned, resources read back (their counts, as a sync's)."""
+    """The type's warehouse table changed: rows tombstoned, resources read back (their counts, as a sync's), and
+    the ids the listing lacked that the EHR still has (``alive``) or did not confirm gone (``unconfirmed``)."""
     metadata: dict[str, Any] = {
         "deleted": MetadataValue.int(report.tombstoned),
+        "alive": MetadataValue.int(report.alive),
+        "unconfirmed": MetadataValue.int(report.unconfirmed),
         "step": MetadataValue.text("reconcile"),
     }
     if report.recovered is not None:
         got = report.recovered
         metadata |= {"read_back": MetadataValue.int(got.fetched), "created": MetadataValue.int(got.created)}
         metadata |= {"updated": MetadataValue.int(got.updated), "not_found": MetadataValue.int(got.not_found)}
+    if report.checked is not None:
+        metadata["alive_updated"] = MetadataValue.int(report.checked.updated)
     return AssetMaterialization(
         asset_key=warehouse_key(report.resource_type),
         partition=connection_id,
-        description="Deletion reconciliation (BDX-31): rows tombstoned, and resources the searches missed read back.",
+        description="Deletion reconciliation (BDX-31): rows tombstoned once the EHR confirmed them gone, and "
+        "resources the searches missed read back.",
         metadata=metadata,
     )
 

@@ -1,0 +1,188 @@
+"""Confirming deletions before the BDX-31 reconciliation tombstones them.
+
+An id listing can skip a match without saying so (offset paging with no ``total``, a match deleted or inserted
+while it pages), and a skipped id reads exactly like a deleted one. So every id the listing lacks is asked for
+again before its row is tombstoned:
+
+- where the server declares ``search-type`` and the grant allows search (``references.can_search_by_id``), by
+  ``_id`` searches ``references.ID_BATCH`` ids at a time (a mass deletion costs a search per 50 ids): an id a
+  search returns is alive; one absent from a search that answered in full (``references.IdSearch.settled``) is
+  gone;
+- every id still undecided is read by id, at most ``CONFIRM_MAX_READS`` a type a reconciliation: 404 or 410
+  confirms the deletion, 200 shows it alive; any other answer (403, 5xx after retries, 401, an outage, the step
+  budget) leaves it unconfirmed.
+
+Copies found alive are landed and upserted like a read-back (so a newer version is stored). Only confirmed ids
+are tombstoned: an unconfirmed one stays live until a later reconciliation settles it (never the other way round,
+a live row hidden from analysts without anyone being told).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from connectors.budgets import step_budget
+from connectors.errors import (
+    EhrSyncError,
+    FhirError,
+    FhirForbiddenError,
+    FhirGoneError,
+    FhirNotFoundError,
+    FhirUnauthorizedError,
+    NeedsReauthError,
+    TransportError,
+    loggable_message,
+)
+from connectors.fhir import FhirClient
+from engine.environment import ConnectionInfo, SyncEnvironment
+from engine.references import IdSearch, can_search_by_id, land_with, search_by_ids
+from engine.reports import TypeReport
+from warehouse import LandingWriter, Warehouse, WarehouseError
+
+__all__ = ["CONFIRM_MAX_READS", "Confirmation", "confirm_deleted"]
+
+_log = logging.getLogger(__name__)
+#: Most ids one reconciliation reads one by one to confirm a type's deletions (those no ``_id`` search settled).
+#: It bounds a mass deletion on a server without ``_id`` search (or one whose searches never answer in full) to
+#: this many requests a week; the ids over it stay live, unconfirmed, and later reconciliations go on with them
+#: (the confirmed ones leave the warehouse's live ids, so each week reaches further).
+CONFIRM_MAX_READS = 1000
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """What asking the server again for the ids a listing lacked found: ``gone`` (confirmed deleted: tombstone
+    them), ``alive`` (the server still has them), ``unconfirmed`` (neither: over ``CONFIRM_MAX_READS``, refused or
+    failed), ``landed`` (the copies found alive, landed and upserted; None when nothing was landed) and ``error``
+    (the failure that left ids unconfirmed, None when only the cap did)."""
+
+    gone: list[str]
+    alive: int = 0
+    unconfirmed: int = 0
+    landed: TypeReport | None = None
+    error: str | None = None
+
+
+@dataclass
+class _Asking:
+    """The answers so far: kept whatever stops the asking, so an outage spends only what was not confirmed."""
+
+    candidates: list[str]
+    search: IdSearch = field(default_factory=IdSearch)  # what `_id` searches answered (reads add what they find)
+    read_gone: set[str] = field(default_factory=set)  # answered 404/410
+    over_cap: int = 0
+    error: str | None = None
+
+    def gone(self) -> set[str]:
+        return self.read_gone | (self.search.settled - self.search.found)
+
+    def undecided(self) -> list[str]:
+        gone = self.gone()
+        return [i for i in self.candidates if i not in self.search.found and i not in gone]
+
+
+def confirm_deleted(
+    env: SyncEnvironment,
+    conn: ConnectionInfo,
+    wh: Warehouse,
+    run_id: str,
+    rtype: str,
+    candidates: list[str],
+    listed_at: datetime | None,
+) -> Confirmation:
+    """Ask the server for each of ``candidates`` (ids of ``rtype`` the listing lacked, sorted) under the step
+    budget; the copies found are observed at ``listed_at`` (the listing's server time), like a read-back."""
+    asking = _Asking(candidates)
+    landed = None
+    try:
+        with (
+            step_budget("confirming the deletions an id listing suggests", env.step_budget_s),
+            env.fhir_client(conn) as client,
+        ):
+            batched = can_search_by_id(conn, rtype, env.capabilities(conn, client, run_id))
+
+            def fill(writer: LandingWriter, report: TypeReport) -> None:
+                _ask(client, conn, rtype, asking, writer, report, batched=batched)
+
+            landed = land_with(env.zone, conn, wh, run_id, rtype, fill, seq="reconcile-confirm", observed_at=listed_at)
+    except (EhrSyncError, WarehouseError, OSError) as exc:  # the token, the capabilities, or the upsert
+        asking.error = _describe(exc)
+    undecided = len(asking.undecided())
+    if asking.error is not None:
+        _log.warning(
+            "%s/%s: %d ids the listing lacked stay live, their deletion unconfirmed: %s",
+            conn.id,
+            rtype,
+            undecided,
+            asking.error,
+        )
+    elif asking.over_cap:
+        _log.warning(
+            "%s/%s: %d ids the listing lacked stay live, unconfirmed: over %d reads a reconciliation",
+            conn.id,
+            rtype,
+            asking.over_cap,
+            CONFIRM_MAX_READS,
+        )
+    found = landed if landed is not None and landed.fetched else None
+    return Confirmation(sorted(asking.gone()), len(asking.search.found), undecided, found, asking.error)
+
+
+def _ask(
+    client: FhirClient,
+    conn: ConnectionInfo,
+    rtype: str,
+    asking: _Asking,
+    writer: LandingWriter,
+    report: TypeReport,
+    *,
+    batched: bool,
+) -> None:
+    """``_id`` searches where ``batched``, then reads of what they left undecided; a failure stops the asking
+    (recorded, not raised: what was answered is landed and kept), but a refused token is raised (the answers so
+    far are kept in ``asking``, the copies found not landed: their rows stay live all the same)."""
+    try:
+        if batched:
+            every = conn.provider.every_search_params(conn.provider_config)  # athenahealth: ah-practice
+            search_by_ids(client, rtype, asking.candidates, writer, report, every_search=every, answers=asking.search)
+        if conn.scopes is not None and not conn.scopes.allows(rtype, "read"):
+            if asking.undecided():
+                asking.error = "the grant does not allow reading them by id (scope_not_granted)"
+            return
+        _read_each(client, rtype, asking, writer, report)
+    except (FhirUnauthorizedError, NeedsReauthError):
+        raise  # out of the client's block, which has the vault confirm the refusal; the caller records it
+    except EhrSyncError as exc:  # an outage, the step budget: the rest stay unconfirmed, what was answered lands
+        asking.error = _describe(exc)
+
+
+def _read_each(client: FhirClient, rtype: str, asking: _Asking, writer: LandingWriter, report: TypeReport) -> None:
+    """Read each undecided id, up to ``CONFIRM_MAX_READS``: 404/410 is gone, 200 alive (landed), 403 leaves that
+    one unconfirmed; any other failure raises (the asking stops)."""
+    undecided = asking.undecided()
+    asking.over_cap = max(0, len(undecided) - CONFIRM_MAX_READS)
+    for rid in undecided[:CONFIRM_MAX_READS]:
+        try:
+            resource = client.read(rtype, rid)
+        except (FhirNotFoundError, FhirGoneError):
+            asking.read_gone.add(rid)
+            continue
+        except FhirForbiddenError as exc:  # this resource, not the server: the others are still asked for
+            asking.error = asking.error or _describe(exc)
+            continue
+        if resource.get("resourceType") == rtype and resource.get("id") == rid:
+            asking.search.found.add(rid)
+            report.fetched += 1
+            writer.add_resource(resource)
+        else:  # an answer about something else confirms nothing
+            asking.error = asking.error or f"reading {rtype} by id answered a different resource"
+
+
+def _describe(exc: BaseException) -> str:
+    """The failure's code, and its HTTP status or message, without a URL: a read's URL names the resource."""
+    code = getattr(exc, "code", type(exc).__name__)
+    if isinstance(exc, FhirError):
+        return f"{code} (HTTP {exc.status})"
+    return code if isinstance(exc, TransportError) else f"{code}: {loggable_message(exc)}"
