@@ -7,13 +7,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from connectors.bulk import BulkClient, HostConcurrencyLimiter
-from connectors.bulk.files import TRUNCATION_ATTEMPTS
+from connectors.bulk.files import TRUNCATION_ATTEMPTS, file_deadline, pause_before_fetch
 from connectors.http import redact_url
+from connectors.transport import TransferDeadline
 from engine import bulk_state
 from engine.environment import ConnectionInfo, SyncEnvironment
 from warehouse import LandedFile, land_ndjson_file
@@ -50,14 +50,15 @@ def fetch_file(
     after a newline passes every byte check), up to TRUNCATION_ATTEMPTS times; still short after that, it is handed
     on: ``engine.bulk_files`` keeps what arrived and holds the type incomplete. Landing counts the lines (a separate
     counting pass was 0.8 s of CPU per 10,000-patient export, docs/PERFORMANCE.md). The file's deadline
-    (EHRSYNC_BULK_FILE_DEADLINE_S) covers its downloads together, not the landings between them."""
-    dest, spent = tmp_dir / f"{f.id}.ndjson", _Spent()
+    (EHRSYNC_BULK_FILE_DEADLINE_S) is wall time from its first attempt: the landings and the waits between its
+    fetches count, and a wait that would end past it fails the file at once (BulkFileDeadlineError)."""
+    dest, deadline = tmp_dir / f"{f.id}.ndjson", file_deadline(client.file_deadline_s)
     if f.kind != "output":
-        return FetchedFile(path=_download(env, client, job, f, dest, spent))
+        return FetchedFile(path=_download(env, client, job, f, dest, deadline))
     for attempt in range(TRUNCATION_ATTEMPTS):
         if attempt:
-            client.retry.sleep(client.retry.backoff_delay(attempt - 1))
-        landed = _land(env, conn, job, f, run_id, _download(env, client, job, f, dest, spent), landing_slots)
+            pause_before_fetch(client.retry, f.url, deadline, attempt - 1)
+        landed = _land(env, conn, job, f, run_id, _download(env, client, job, f, dest, deadline), landing_slots)
         got = landed.rows + landed.quarantined  # the file's non-blank lines, as the manifest counts them
         if f.expected_count is None or got >= f.expected_count or attempt == TRUNCATION_ATTEMPTS - 1:
             return FetchedFile(landed=landed)
@@ -73,35 +74,24 @@ def fetch_file(
     raise AssertionError("unreachable: the last attempt returns")
 
 
-@dataclass
-class _Spent:
-    """Seconds the downloads of one file took so far (its host slot held), counted against its deadline."""
-
-    seconds: float = 0.0
-
-
 def _download(
     env: SyncEnvironment,
     client: BulkClient,
     job: bulk_state.JobView,
     f: bulk_state.FileView,
     dest: Path,
-    spent: _Spent,
+    deadline: TransferDeadline | None,
 ) -> Path:
     requires_token = job.requires_access_token if job.requires_access_token is not None else True
-    with HOSTS.slot(f.url):
-        started = time.monotonic()
-        try:
-            return client.download(
-                f.url,
-                dest,
-                requires_token,
-                max_bytes=env.bulk_max_file_bytes,
-                min_free_bytes=env.min_free_disk_bytes,
-                spent_s=spent.seconds,
-            )
-        finally:
-            spent.seconds += time.monotonic() - started
+    with HOSTS.slot(f.url):  # the deadline begins with the first download, its host slot held
+        return client.download(
+            f.url,
+            dest,
+            requires_token,
+            max_bytes=env.bulk_max_file_bytes,
+            min_free_bytes=env.min_free_disk_bytes,
+            deadline=deadline,
+        )
 
 
 def _land(

@@ -18,6 +18,7 @@ from connectors.bulk.files import (
     NDJSON,
     TRUNCATION_ATTEMPTS,
     download_file,
+    file_deadline,
 )
 from connectors.bulk.kickoff import ExportLevel, kickoff_params, kickoff_url
 from connectors.bulk.manifest import BulkManifest
@@ -35,7 +36,9 @@ from connectors.errors import BulkExportError, EhrSyncError, FhirError, FhirUnau
 from connectors.fhir._session import FhirSession, SessionOptions, TokenRule
 from connectors.http import CallBudget, RetryPolicy, normalize_base_url, outbound_url_guard, redact_url, resolve_url
 from connectors.tokens import TokenSource
-from connectors.transport.bounds import BodyBounds, LowSpeedLimit, bounds_of
+from connectors.transport.bounded_client import bounds_of
+from connectors.transport.bounds import BodyBounds, LowSpeedLimit
+from connectors.transport.transfer import TransferDeadline
 
 __all__ = ["BulkClient", "BulkStatus", "ExportLevel"]
 
@@ -258,7 +261,7 @@ class BulkClient:
         max_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
         min_free_bytes: int = 0,
         attempts: int = TRUNCATION_ATTEMPTS,
-        spent_s: float = 0.0,
+        deadline: TransferDeadline | None = None,
     ) -> Path:
         """Stream one file to a temp file beside ``dest`` and rename when complete (BDX-16..19).
 
@@ -267,8 +270,10 @@ class BulkClient:
         arrives cut short (:func:`connectors.bulk.ndjson.truncation_of`) or slower than the client's ``low_speed``
         is fetched again, up to ``attempts`` times, then BulkFileTruncatedError or BulkFileTooSlowError; one over
         ``max_bytes`` (default 10 GiB; None: no limit) raises BulkFileTooLargeError; one not done within the
-        client's ``file_deadline_s`` (less ``spent_s`` earlier fetches of it took) BulkFileDeadlineError; less free
-        disk than ``min_free_bytes`` raises InsufficientDiskSpaceError. All of them leave the file resumable.
+        client's ``file_deadline_s`` BulkFileDeadlineError (``deadline``: the file's own, from
+        :func:`~connectors.bulk.files.file_deadline`, kept across fetches of the same file; by default a new one);
+        less free disk than ``min_free_bytes`` raises InsufficientDiskSpaceError. All of them leave the file
+        resumable.
         """
         try:
             return download_file(
@@ -282,8 +287,7 @@ class BulkClient:
                 attempts=attempts,
                 bounds=self.bounds,
                 low_speed=self.low_speed,
-                deadline_s=self.file_deadline_s,
-                spent_s=spent_s,
+                deadline=deadline if deadline is not None else file_deadline(self.file_deadline_s),
             )
         except FhirUnauthorizedError:
             self._unauthorized()

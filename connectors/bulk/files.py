@@ -1,6 +1,7 @@
 """One bulk file to disk, verified (BDX-16..20): token rule, gzip, expiry, byte limit, free disk, truncation, a
 low-speed limit in place of a request deadline (a file may rightly stream for hours; a server trickling it may not),
-and a generous deadline for the whole file (a server keeping it just above the low-speed limit may not either)."""
+and a generous deadline for the whole file (a server keeping it just above the low-speed limit may not either): it
+runs from the file's first attempt, waits between attempts included, and no wait is begun that would end past it."""
 
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ from connectors.errors import (
 )
 from connectors.fhir._session import FhirSession, TokenRule
 from connectors.fhir.download import Downloaded, stream_to_file, wire_allowance
-from connectors.http import redact_url
+from connectors.http import RetryPolicy, redact_url
 from connectors.transport.bounds import BodyBounds, LowSpeedLimit
+from connectors.transport.transfer import TransferDeadline
 
 __all__ = [
     "DEFAULT_FILE_DEADLINE_S",
@@ -46,8 +48,10 @@ __all__ = [
     "NDJSON",
     "TRUNCATION_ATTEMPTS",
     "download_file",
+    "file_deadline",
     "file_deadline_from_env",
     "low_speed_from_env",
+    "pause_before_fetch",
 ]
 
 logger = logging.getLogger(__name__)
@@ -95,6 +99,24 @@ def file_deadline_from_env(env: Mapping[str, str] | None = None) -> float | None
     return seconds if seconds > 0 else None
 
 
+def file_deadline(limit_s: float | None) -> TransferDeadline | None:
+    """A new deadline of ``limit_s`` (None: none) for one file, every attempt and wait together: the engine keeps
+    one per file across its fetches of it (:func:`pause_before_fetch` between them)."""
+    return None if limit_s is None else TransferDeadline(limit_s)
+
+
+def pause_before_fetch(retry: RetryPolicy, url: str, deadline: TransferDeadline | None, retry_no: int) -> None:
+    """Sleep ``retry``'s backoff for the ``retry_no``-th (0-based) fetch of ``url`` again; a wait that would end
+    past the file's ``deadline`` raises BulkFileDeadlineError now instead."""
+    delay = retry.backoff_delay(retry_no)
+    if deadline is not None:
+        try:
+            deadline.check_wait("GET", url, delay)
+        except TransferDeadlineError as exc:
+            raise _overdue(redact_url(url), deadline, exc) from exc
+    retry.sleep(delay)
+
+
 def download_file(
     session: FhirSession,
     item_url: str,
@@ -107,24 +129,25 @@ def download_file(
     attempts: int = TRUNCATION_ATTEMPTS,
     bounds: BodyBounds | None = None,
     low_speed: LowSpeedLimit | None = None,
-    deadline_s: float | None = DEFAULT_FILE_DEADLINE_S,
-    spent_s: float = 0.0,
+    deadline: TransferDeadline | None = None,
 ) -> Path:
     """Fetch ``item_url`` to ``dest``; a body cut short (:func:`truncation_of`) or arriving slower than
     ``low_speed`` is fetched again, up to ``attempts`` times, then BulkFileTruncatedError or BulkFileTooSlowError
     (never a truncated file handed on as data, never a worker held by a trickle). A refusal (403, or 401 to a request
     sent without the token) is asked once more, outside those attempts; refused twice in a row, the file has expired
     (BulkFileExpiredError). ``bounds``' deadline covers each attempt up to the answer's headers; the body has only
-    ``low_speed``. ``deadline_s`` (None: none) covers every attempt together, less ``spent_s`` already spent on the
-    same file (the engine fetching a file short of its manifest's count again): past it, BulkFileDeadlineError."""
+    ``low_speed``. ``deadline`` (None: none; begun here unless an earlier fetch of the same file began it, as the
+    engine's fetch of a file short of its manifest's count again) covers every attempt and every wait together:
+    past it, or at a wait that would end past it, BulkFileDeadlineError."""
     file_bounds = replace(bounds or BodyBounds(None, None), max_bytes=None, body_deadline=False, low_speed=low_speed)
-    if deadline_s is not None:  # one clock reading per chunk serves this, the low-speed limit and the step budget
-        file_bounds = replace(file_bounds, transfer_ends_at=file_bounds.clock() + deadline_s - spent_s)
+    if deadline is not None:  # one clock reading per chunk serves this, the low-speed limit and the step budget
+        deadline.begin()
+        file_bounds = replace(file_bounds, transfer=deadline)
     problem, slow, last_slow, tries, refused = "", 0, False, max(1, attempts), False
-    bodies = sent = 0  # bodies: attempts that got a body (truncated or too slow); sent: every request
+    bodies = sent = 0  # bodies: attempts that got a body (truncated or too slow); sent: every fetch
     while bodies < tries:
         if sent:
-            session.retry.sleep(session.retry.backoff_delay(min(sent, tries) - 1))
+            pause_before_fetch(session.retry, item_url, deadline, min(sent, tries) - 1)
         sent += 1
         try:
             got = _fetch(session, item_url, dest, requires_token, url_guard, max_bytes, min_free_bytes, file_bounds)
@@ -139,7 +162,9 @@ def download_file(
             logger.warning("bulk file arrived too slowly, fetching it again", extra={"url": redact_url(item_url)})
             continue
         except TransferDeadlineError as exc:  # no attempt is left: the deadline is every attempt's together
-            raise _overdue(redact_url(item_url), deadline_s or 0.0, sent, exc) from exc
+            if deadline is None:
+                raise
+            raise _overdue(redact_url(item_url), deadline, exc) from exc
         refused, bodies = False, bodies + 1
         cut = truncation_of(got.path, got.wire_bytes, got.declared_bytes)
         if cut is None:
@@ -150,13 +175,15 @@ def download_file(
     raise _failed(redact_url(item_url), tries, slow, problem, last_slow)
 
 
-def _overdue(url: str, deadline_s: float, sent: int, exc: TransferDeadlineError) -> BulkFileDeadlineError:
-    """A file still downloading when its deadline for every attempt together passed: a server keeping the body just
-    above the low-speed limit, or a link too slow for the file."""
+def _overdue(url: str, deadline: TransferDeadline, exc: TransferDeadlineError) -> BulkFileDeadlineError:
+    """A file not downloaded by its deadline (every attempt and wait together): a server keeping the body just above
+    the low-speed limit or asking to wait longer than is left, or a link too slow for the file. Says how many
+    attempts were sent (0 when none was) and how long the file took."""
+    made = deadline.attempts
     return BulkFileDeadlineError(
-        f"bulk file {url} was not downloaded within its {deadline_s:g} s deadline ({FILE_DEADLINE_ENV}) on "
-        f"{sent} attempt(s) ({exc}); the next run fetches it again (raise {FILE_DEADLINE_ENV} if the link is "
-        "healthy but this slow)",
+        f"bulk file {url} was not downloaded within its {deadline.limit_s:g} s deadline ({FILE_DEADLINE_ENV}): "
+        f"{made} attempt{'' if made == 1 else 's'} made in {deadline.spent_s():.1f} s ({exc}); the next run fetches "
+        f"it again (raise {FILE_DEADLINE_ENV} if the link is healthy but this slow)",
         url=url,
     )
 

@@ -201,14 +201,16 @@ class FhirSession:
 
     def _body_failed(self, call: _Call, exc: httpx.TransportError | httpx.DecodingError) -> None:
         """Wait before restarting a request whose body broke off, or raise TransportError when that is unsafe
-        (not idempotent) or the attempts are spent."""
-        plan = call.plan
+        (not idempotent) or the attempts are spent. A body whose wait timed out when a transfer's deadline had
+        passed (its reads are cut to it) fails with TransferDeadlineError, as does a wait that would end past it."""
+        plan, url = call.plan, redact_url(call.url)
+        if plan.bounds is not None and isinstance(exc, httpx.TimeoutException):
+            plan.bounds.check_transfer(call.method, url)
         if not plan.idempotent or not plan.can_retry():
             raise TransportError(
-                f"{call.method} {redact_url(call.url)} body failed after {plan.attempt + 1} attempt(s): "
-                f"{type(exc).__name__}"
+                f"{call.method} {url} body failed after {plan.attempt + 1} attempt(s): {type(exc).__name__}"
             ) from exc
-        plan.wait(plan.policy.backoff_delay(plan.attempt))
+        plan.wait(plan.policy.backoff_delay(plan.attempt), call.method, url)
 
 
 def _query(params: QueryParams | None) -> httpx.QueryParams | None:

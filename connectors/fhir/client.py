@@ -22,7 +22,8 @@ from connectors.fhir.resource_types import ID_RE, TYPE_RE
 from connectors.fhir.search import SearchPage, iter_search_pages
 from connectors.http import CallBudget, RetryPolicy, normalize_base_url, redact_url, resolve_url
 from connectors.tokens import TokenSource
-from connectors.transport.bounds import BodyBounds, bounds_of, read_capped
+from connectors.transport.bounded_client import bounds_of
+from connectors.transport.bounds import BodyBounds, read_capped
 
 __all__ = ["CreateResult", "FhirClient", "parse_location"]
 

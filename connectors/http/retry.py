@@ -63,13 +63,23 @@ class RetryPolicy:
 
     def delay_for(self, attempt: int, retry_after: str | None) -> float:
         """Delay before the next attempt: the server's Retry-After header when sane, else backoff."""
+        asked = self.asked_delay(retry_after)
+        return self.backoff_delay(attempt) if asked is None else asked
+
+    def asked_delay(self, retry_after: str | None) -> float | None:
+        """The wait a Retry-After header asks for, clamped to [min, max]; None when it asks for none usable
+        (absent, unparseable, negative, past or absurd), where :meth:`delay_for` backs off."""
         seconds = parse_retry_after(retry_after, now=self.wall_clock())
         if seconds is None and retry_after is not None:
             logger.info("ignoring unusable Retry-After, backing off", extra={"retry_after": retry_after[:64]})
-        return self.delay_from_seconds(attempt, seconds)
+        return self._clamped(seconds)
 
     def delay_from_seconds(self, attempt: int, seconds: float | None) -> float:
         """Clamp an already parsed Retry-After to [min, max]; None or absurd values fall back to backoff."""
+        clamped = self._clamped(seconds)
+        return self.backoff_delay(attempt) if clamped is None else clamped
+
+    def _clamped(self, seconds: float | None) -> float | None:
         if seconds is None or seconds < 0 or seconds > self.retry_after_absurd_s:
-            return self.backoff_delay(attempt)
+            return None
         return min(max(seconds, self.retry_after_min_s), self.retry_after_max_s)

@@ -5,10 +5,12 @@ protocol: building requests, the URL guard, redirects and mapping answers to typ
 
 from connectors.transport.attempt import AttemptTransport
 from connectors.transport.auth import BearerAuth
-from connectors.transport.bounds import BodyBounds, BoundedClient, LowSpeedLimit, bounds_of, read_capped
+from connectors.transport.bounded_client import BoundedClient, bounds_of
+from connectors.transport.bounds import BodyBounds, LowSpeedLimit, read_capped
 from connectors.transport.client import DEFAULT_TIMEOUT, EhrClient, ehr_client, ehr_transport
 from connectors.transport.plan import RequestPlan
 from connectors.transport.retrying import RetryTransport
+from connectors.transport.transfer import TransferDeadline
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -20,6 +22,7 @@ __all__ = [
     "LowSpeedLimit",
     "RequestPlan",
     "RetryTransport",
+    "TransferDeadline",
     "bounds_of",
     "ehr_client",
     "ehr_transport",

@@ -4,16 +4,16 @@ httpx's read timeout is per chunk, so a server sending one byte a second never t
 is checked between chunks against the whole request (and the active step budget, whichever ends first). A body
 that may rightly stream for hours (a Bulk file) is bounded otherwise: the deadline covers the attempt up to the
 answer's headers only, a low-speed limit makes the body keep up an average rate over each window, and a transfer
-deadline (``transfer_ends_at``, every attempt together) ends a body kept just above that rate.
+deadline (``transfer``, :mod:`.transfer`: every attempt together) ends a body kept just above that rate, and
+cuts every socket wait of the body to what is left of it.
 """
 
 from __future__ import annotations
 
-import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
@@ -28,22 +28,17 @@ from connectors.errors import (
     ConfigurationError,
     RequestDeadlineError,
     ResponseTooLargeError,
-    TransferDeadlineError,
     TransferTooSlowError,
 )
 from connectors.http.urls import redact_url
 from connectors.transport.decoding import iter_decoded
-from connectors.transport.network import deadline_transport, keeps_deadline
-
-if TYPE_CHECKING:
-    from httpx._types import CertTypes
+from connectors.transport.network import pieces_within
+from connectors.transport.transfer import TransferDeadline
 
 __all__ = [
     "BOUNDS_EXTENSION",
     "BodyBounds",
-    "BoundedClient",
     "LowSpeedLimit",
-    "bounds_of",
     "read_capped",
     "request_bounds",
 ]
@@ -52,7 +47,6 @@ BOUNDS_EXTENSION = "ehrsync.bounds"
 _BUILT_TIMEOUT = "ehrsync.built_timeout"
 _BODY_TIMEOUT = "ehrsync.body_timeout"
 _STARTED = "ehrsync.attempt_started"
-_DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's own default
 
 
 @dataclass(frozen=True)
@@ -83,8 +77,8 @@ class BodyBounds:
     #: False: the deadline ends with the answer's headers (a download that may rightly stream for hours)
     body_deadline: bool = True
     low_speed: LowSpeedLimit | None = None
-    #: When the whole transfer (every attempt of a Bulk file) must be done, on ``clock``; None: no such deadline
-    transfer_ends_at: float | None = None
+    #: The whole transfer's deadline (every attempt of a Bulk file), on ``clock``; None: no such deadline
+    transfer: TransferDeadline | None = None
 
     def __post_init__(self) -> None:
         if self.max_bytes is not None and self.max_bytes < 1:
@@ -115,20 +109,26 @@ class BodyBounds:
         request.extensions[_STARTED] = started
         ends_at = self.ends_at(started)
         if ends_at is not None:
-            left = max(ends_at - self.clock(), 0.01)
             # the timeout the request was built with, kept aside: a request sent again starts from it, not the cut
             built = request.extensions.setdefault(_BUILT_TIMEOUT, request.extensions["timeout"])
             base = timeout or httpx.Timeout(**built)
-            parts = {name: getattr(base, name) for name in ("connect", "read", "write", "pool")}
-            cut = {name: left if value is None else min(value, left) for name, value in parts.items()}
-            request.extensions["timeout"] = httpx.Timeout(**cut).as_dict()
-            if not self.body_deadline:
-                request.extensions[_BODY_TIMEOUT] = base.as_dict()
+            request.extensions["timeout"] = self._cut(base, ends_at)
+            if not self.body_deadline:  # the body's waits: cut only to the step's or the transfer's end
+                request.extensions[_BODY_TIMEOUT] = self._cut(base, self._step_or_transfer())
         return started
+
+    def _cut(self, timeout: httpx.Timeout, ends_at: float | None) -> dict[str, float | None]:
+        """``timeout`` with each wait cut to what is left until ``ends_at`` (None: as it is)."""
+        if ends_at is None:
+            return timeout.as_dict()
+        left = max(ends_at - self.clock(), 0.01)
+        parts = {name: getattr(timeout, name) for name in ("connect", "read", "write", "pool")}
+        return httpx.Timeout(**{name: left if v is None else min(v, left) for name, v in parts.items()}).as_dict()
 
     def headers_in(self, request: httpx.Request) -> None:
         """The answer's headers arrived: without ``body_deadline``, its body's reads wait as long as the request's
-        own timeouts allow again, not what was left of the deadline (httpcore reads them from the request)."""
+        own timeouts allow again, not what was left of the request deadline (httpcore reads them from the request),
+        cut only to what was left of the step budget or the transfer's deadline when the attempt began."""
         body_timeout = request.extensions.get(_BODY_TIMEOUT)
         if not self.body_deadline and body_timeout is not None:
             request.extensions["timeout"] = body_timeout
@@ -142,13 +142,18 @@ class BodyBounds:
 
     def _step_or_transfer(self) -> float | None:
         step = step_deadline() if self.within_step else None
-        return _first(None if step is None else step[0], self.transfer_ends_at)
+        return _first(None if step is None else step[0], None if self.transfer is None else self.transfer.ends_at)
 
     def check_transfer(self, method: str, url: str, received: int | None = None) -> None:
-        """Raise TransferDeadlineError once the transfer's deadline (``transfer_ends_at``) has passed."""
-        if self.transfer_ends_at is not None and self.clock() >= self.transfer_ends_at:
-            got = "" if received is None else f" ({received} bytes of this attempt received)"
-            raise TransferDeadlineError(f"{method} {redact_url(url)} was not done by its transfer deadline{got}")
+        """Raise TransferDeadlineError once the transfer's deadline (``transfer``) has passed."""
+        if self.transfer is not None:
+            self.transfer.check(method, url, received)
+
+    def check_wait(self, method: str, url: str, wait_s: float, *, asked: bool = False) -> None:
+        """Raise TransferDeadlineError now when waiting ``wait_s`` for the next attempt would end past the transfer's
+        deadline (:meth:`TransferDeadline.check_wait`)."""
+        if self.transfer is not None:
+            self.transfer.check_wait(method, url, wait_s, asked=asked)
 
     def overran(self, started: float) -> bool:
         """Whether an attempt started at ``started`` is past its deadline (or step budget) now."""
@@ -176,57 +181,6 @@ class BodyBounds:
             raise ResponseTooLargeError(_too_large(method, url, self.max_bytes, f"Content-Length {declared}"))
         if isinstance(response.stream, httpx.SyncByteStream):  # always, for the sync client's responses
             response.stream = _BoundedStream(response.stream, self, method, url, started)
-
-
-class BoundedClient(httpx.Client):
-    """An ``httpx.Client`` carrying the request bounds its owner parsed once at start (a Dagster resource, the
-    auth service's settings): calls handed only a client (SMART discovery, JWKS, token endpoints) keep to the
-    same limits as the FHIR and Bulk calls made with it, not to what the environment says when they run.
-    ``None``: none configured (read from the environment when a call needs them)."""
-
-    def __init__(self, *, bounds: BodyBounds | None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.bounds = bounds
-        if "transport" not in kwargs and not keeps_deadline(self._transport):  # httpx renamed its hooks below
-            raise RuntimeError("httpx no longer builds BoundedClient's transport through _init_transport")
-
-    # httpx builds the default transport and one per proxy (from the arguments or the environment) through these
-    # two hooks (httpx 0.28, keywords only); built here instead, by one builder (no proxy: the default transport),
-    # they keep the deadline down to the headers (connectors/transport/network.py)
-    def _init_transport(
-        self,
-        verify: ssl.SSLContext | str | bool = True,
-        cert: CertTypes | None = None,
-        trust_env: bool = True,
-        http1: bool = True,
-        http2: bool = False,
-        limits: httpx.Limits = _DEFAULT_LIMITS,
-        transport: httpx.BaseTransport | None = None,
-    ) -> httpx.BaseTransport:
-        if transport is not None:
-            return transport
-        return self._init_proxy_transport(None, verify, cert, trust_env, http1, http2, limits)
-
-    def _init_proxy_transport(
-        self,
-        proxy: httpx.Proxy | None,
-        verify: ssl.SSLContext | str | bool = True,
-        cert: CertTypes | None = None,
-        trust_env: bool = True,
-        http1: bool = True,
-        http2: bool = False,
-        limits: httpx.Limits = _DEFAULT_LIMITS,
-    ) -> httpx.BaseTransport:
-        options = {"verify": verify, "cert": cert, "trust_env": trust_env, "http1": http1, "http2": http2}
-        return deadline_transport(**options, limits=limits, proxy=proxy)
-
-
-def bounds_of(http: httpx.Client | None) -> BodyBounds:
-    """The bounds ``http`` carries; for any other client (a library caller's own) read from the environment, only
-    now: a caller that passes its own bounds never depends on the environment."""
-    if isinstance(http, BoundedClient) and http.bounds is not None:
-        return http.bounds
-    return BodyBounds.from_env()
 
 
 def request_bounds(request: httpx.Request) -> BodyBounds | None:
@@ -257,29 +211,36 @@ class _BoundedStream(httpx.SyncByteStream):
         limit, slow, clock = bounds.max_bytes, bounds.low_speed, bounds.clock
         ends_at = bounds.body_ends_at(self._started)
         window_at, window_size = clock(), 0  # the low-speed window: when it began, the bytes received by then
-        for chunk in self._inner:
-            size += len(chunk)
-            if limit is not None and size > limit:
-                raise ResponseTooLargeError(_too_large(self._method, self._url, limit, "the body"))
-            if ends_at is None and slow is None:
+        pieces = self._inner if ends_at is None or bounds.body_deadline else pieces_within(self._inner, ends_at, clock)
+        try:
+            for chunk in pieces:
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    raise ResponseTooLargeError(_too_large(self._method, self._url, limit, "the body"))
+                if ends_at is None and slow is None:
+                    yield chunk
+                    continue
+                now = clock()
+                if ends_at is not None and now > ends_at:  # the request's deadline, the step's or the transfer's
+                    check_step_budget()
+                    bounds.check_transfer(self._method, self._url, size)
+                    raise RequestDeadlineError(
+                        f"{self._method} {self._url} was still sending after {bounds.deadline_s:g} s "
+                        f"({size} bytes received; EHRSYNC_REQUEST_DEADLINE_S)"
+                    )
+                if slow is not None and now - window_at >= slow.window_s:
+                    if size - window_size < slow.bytes_per_s * (now - window_at):
+                        raise TransferTooSlowError(
+                            f"{self._method} {self._url} sent {size - window_size} bytes in {now - window_at:.1f} s, "
+                            f"below the low-speed limit of {slow.bytes_per_s:g} bytes/s ({size} bytes received)"
+                        )
+                    window_at, window_size = now, size
                 yield chunk
-                continue
-            now = clock()
-            if ends_at is not None and now > ends_at:  # the request's deadline, the step's or the transfer's
+        except httpx.TimeoutException:  # a read cut to the deadline (``pieces_within``), named as a late piece is
+            if ends_at is not None and clock() >= ends_at:
                 check_step_budget()
                 bounds.check_transfer(self._method, self._url, size)
-                raise RequestDeadlineError(
-                    f"{self._method} {self._url} was still sending after {bounds.deadline_s:g} s "
-                    f"({size} bytes received; EHRSYNC_REQUEST_DEADLINE_S)"
-                )
-            if slow is not None and now - window_at >= slow.window_s:
-                if size - window_size < slow.bytes_per_s * (now - window_at):
-                    raise TransferTooSlowError(
-                        f"{self._method} {self._url} sent {size - window_size} bytes in {now - window_at:.1f} s, "
-                        f"below the low-speed limit of {slow.bytes_per_s:g} bytes/s ({size} bytes received)"
-                    )
-                window_at, window_size = now, size
-            yield chunk
+            raise
 
     def close(self) -> None:
         self._inner.close()

@@ -25,7 +25,8 @@ import httpx
 
 from connectors.http.ratelimit import RateLimitedTransport
 from connectors.transport.attempt import AttemptTransport
-from connectors.transport.bounds import BodyBounds, BoundedClient
+from connectors.transport.bounded_client import BoundedClient
+from connectors.transport.bounds import BodyBounds
 from connectors.transport.retrying import RetryTransport
 
 __all__ = ["DEFAULT_TIMEOUT", "EhrClient", "ehr_client", "ehr_transport"]

@@ -5,7 +5,8 @@ within the read timeout, kept a request open for as long as it liked (a 100-byte
 against a 2 s deadline). The body is checked between chunks (``bounds._BoundedStream``), but headers are read
 inside httpcore. So the attempt layer publishes the attempt's deadline for its thread (:func:`attempt_deadline`)
 and the network streams of the transports ehrsync builds (:func:`deadline_transport`) cut every connect, read and
-write to what is left of it; past it they raise httpcore's own timeout, which httpx maps as usual.
+write to what is left of it; past it they raise httpcore's own timeout, which httpx maps as usual. A body whose
+reads have a deadline of their own (a Bulk file's, every attempt together) is read through :func:`pieces_within`.
 
 A caller's own ``httpx.Client`` (a library user's) keeps its transport: its headers are bounded by its read
 timeout per byte only.
@@ -22,7 +23,7 @@ from contextvars import ContextVar
 import httpcore
 import httpx
 
-__all__ = ["attempt_deadline", "deadline_transport", "keeps_deadline"]
+__all__ = ["attempt_deadline", "deadline_transport", "keeps_deadline", "pieces_within"]
 
 _Deadline = tuple[float, Callable[[], float]]
 _DEADLINE: ContextVar[_Deadline | None] = ContextVar("ehrsync_attempt_deadline", default=None)
@@ -37,6 +38,22 @@ def attempt_deadline(ends_at: float | None, clock: Callable[[], float]) -> Itera
         yield
     finally:
         _DEADLINE.reset(token)
+
+
+def pieces_within(pieces: Iterable[bytes], ends_at: float, clock: Callable[[], float]) -> Iterator[bytes]:
+    """``pieces`` (a body), each read for the next within :func:`attempt_deadline` ``ends_at``: a body's reads, outside
+    the attempt's block, would otherwise each wait the whole read timeout however little is left (a Bulk file's
+    deadline). Per piece: one context variable set and reset, no clock reading unless the socket is read."""
+    source, deadline = iter(pieces), (ends_at, clock)
+    while True:
+        token = _DEADLINE.set(deadline)
+        try:
+            piece = next(source, None)
+        finally:
+            _DEADLINE.reset(token)
+        if piece is None:
+            return
+        yield piece
 
 
 def _cut(timeout: float | None, expired: type[httpcore.TimeoutException]) -> float | None:

@@ -30,6 +30,8 @@ class RequestPlan:
     on_response: Callable[[httpx.Response], None] | None = None
     timeout: httpx.Timeout | None = None
     attempt: int = 0
+    #: the last ``attempt`` counted on the bounds' transfer deadline (a redirect followed is the same attempt)
+    counted: int = -1
 
     def extensions(self) -> dict[str, Any]:
         return {PLAN_EXTENSION: self}
@@ -37,8 +39,20 @@ class RequestPlan:
     def can_retry(self) -> bool:
         return self.attempt + 1 < self.policy.max_attempts
 
-    def wait(self, seconds: float) -> None:
-        """Sleep before the next attempt and count it."""
+    def begin(self, request: httpx.Request) -> None:
+        """Before an attempt is sent: none starts past a transfer's deadline (a Bulk file's, TransferDeadlineError),
+        and one that starts is counted on it."""
+        transfer = None if self.bounds is None else self.bounds.transfer
+        if transfer is not None:
+            transfer.check(request.method, str(request.url))
+            if self.counted < self.attempt:
+                self.counted, transfer.attempts = self.attempt, transfer.attempts + 1
+
+    def wait(self, seconds: float, method: str, url: str, *, asked: bool = False) -> None:
+        """Sleep before the next attempt of ``method url`` and count it; a wait that would end past a transfer's
+        deadline raises TransferDeadlineError instead (``asked``: the server's Retry-After asked for it)."""
+        if self.bounds is not None:
+            self.bounds.check_wait(method, url, seconds, asked=asked)
         self.policy.sleep(seconds)
         self.attempt += 1
 

@@ -76,8 +76,7 @@ class RetryTransport(PlannedTransport):
     def handle_planned(self, request: httpx.Request, plan: RequestPlan) -> httpx.Response:
         while True:
             check_step_budget()
-            if plan.bounds is not None:  # no attempt starts past a transfer's deadline (a Bulk file's)
-                plan.bounds.check_transfer(request.method, str(request.url))
+            plan.begin(request)  # no attempt starts past a transfer's deadline (a Bulk file's), each is counted
             known = unreachable_reason(origin_of(request.url))  # remembered: one attempt, no retries, fails fast
             try:
                 response = self._inner.handle_request(request)
@@ -95,16 +94,16 @@ class RetryTransport(PlannedTransport):
         unreachable = unreachable_error(request.url, plan.attempt, exc, known)
         if unreachable is not None:
             raise unreachable from exc
-        if refused_or_unresolved(exc):  # not sent: one quick retry before calling the EHR unreachable
-            plan.wait(UNREACHABLE_RETRY_S)
-            return
         url = redact_url(str(request.url))
+        if refused_or_unresolved(exc):  # not sent: one quick retry before calling the EHR unreachable
+            plan.wait(UNREACHABLE_RETRY_S, request.method, url)
+            return
         not_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))  # safe to retry even a POST
         if not (plan.idempotent or not_sent) or not plan.can_retry():
             raise _out_of_attempts(request, plan, exc, url) from exc
         delay = plan.policy.backoff_delay(plan.attempt)
         logger.warning("transport error, retrying", extra={"url": url, "delay_s": delay})
-        plan.wait(delay)
+        plan.wait(delay, request.method, url)
 
     def _settled(self, response: httpx.Response, plan: RequestPlan) -> bool:
         """Whether ``response`` is the answer; False after waiting out a retryable one (its body was read)."""
@@ -121,16 +120,12 @@ class RetryTransport(PlannedTransport):
         if kind is None or not plan.can_retry():
             return True
         policy = plan.policy
-        if kind == "throttle":
-            delay = policy.delay_for(plan.attempt, response.headers.get("Retry-After"))
-        else:
-            delay = policy.backoff_delay(plan.attempt)
-        logger.info(
-            "retryable answer, waiting",
-            extra={"url": redact_url(str(request.url)), "status": status, "delay_s": round(delay, 3)},
-        )
+        asked = policy.asked_delay(response.headers.get("Retry-After")) if kind == "throttle" else None
+        delay = policy.backoff_delay(plan.attempt) if asked is None else asked
+        url = redact_url(str(request.url))
+        logger.info("retryable answer, waiting", extra={"url": url, "status": status, "delay_s": round(delay, 3)})
         response.close()
-        plan.wait(delay)
+        plan.wait(delay, request.method, url, asked=asked is not None)  # or past a transfer's deadline: fails now
         return False
 
 

@@ -40,7 +40,7 @@ from connectors.errors import (
     TransferTooSlowError,
 )
 from connectors.fhir.download import wire_allowance
-from connectors.transport import BodyBounds, LowSpeedLimit
+from connectors.transport import BodyBounds, LowSpeedLimit, TransferDeadline
 from tests.connectors.helpers import recording_policy
 from tests.connectors.scripted import Action, Scripted, headers_a_byte_at_a_time, send
 
@@ -310,7 +310,9 @@ def test_a_file_kept_above_the_low_speed_limit_fails_at_its_deadline_naming_it(
     message = str(caught.value)
     assert caught.value.code == "bulk_file_deadline_exceeded" and caught.value.url == f"{base}/files/Patient.ndjson"
     assert message.startswith(f"bulk file {base}/files/Patient.ndjson was not downloaded within its 1.5 s deadline")
-    assert "(EHRSYNC_BULK_FILE_DEADLINE_S) on 1 attempt(s)" in message and "bytes of this attempt received" in message
+    assert (
+        "(EHRSYNC_BULK_FILE_DEADLINE_S): 1 attempt made in " in message and "bytes of this attempt received" in message
+    )
     assert "raise EHRSYNC_BULK_FILE_DEADLINE_S" in message
     assert isinstance(caught.value.__cause__, TransferDeadlineError)
     assert len(script.seen) == 1
@@ -324,7 +326,9 @@ def test_the_deadline_covers_every_attempt_of_a_file_together(server: tuple[str,
     base, script = server
     script.actions = [send(200, NDJSON[:-10]), _endless(6, 0.05), _endless(6, 0.05)]
     bulk = _bulk(base, low_speed=LowSpeedLimit(10, 0.3), file_deadline_s=3.0)  # the first attempt's time: loaded CI
-    with pytest.raises(BulkFileDeadlineError, match=r"within its 3 s deadline .* on 2 attempt\(s\)"):
+    with pytest.raises(
+        BulkFileDeadlineError, match=r"within its 3 s deadline \(EHRSYNC_BULK_FILE_DEADLINE_S\): 2 attempts made"
+    ):
         bulk.download(f"{base}/f", tmp_path / "p.ndjson", False, max_bytes=ENDLESS_CAP)
     assert len(script.seen) == 2
 
@@ -336,7 +340,7 @@ def test_a_files_headers_are_under_its_deadline_too(server: tuple[str, Scripted]
     script.actions = [_headers_a_byte_at_a_time(0.05) for _ in range(2)]
     bulk = _deadlined(base, bounds=BodyBounds(None, 30.0))
     started = time.monotonic()
-    with pytest.raises(BulkFileDeadlineError, match=r"EHRSYNC_BULK_FILE_DEADLINE_S\) on 1 attempt"):
+    with pytest.raises(BulkFileDeadlineError, match=r"EHRSYNC_BULK_FILE_DEADLINE_S\): 1 attempt made"):
         bulk.download(f"{base}/files/Patient.ndjson", tmp_path / "p.ndjson", requires_token=False)
     assert time.monotonic() - started < 10  # the headers alone take ~12 s
     assert len(script.seen) == 1
@@ -345,16 +349,106 @@ def test_a_files_headers_are_under_its_deadline_too(server: tuple[str, Scripted]
 def test_time_an_earlier_fetch_of_the_file_spent_counts_against_its_deadline(
     server: tuple[str, Scripted], tmp_path: Path
 ) -> None:
-    """The engine fetches a file short of its manifest's count again, passing what its downloads took so far: a
-    file whose deadline is spent is not asked for at all; with time left, it lands."""
+    """The engine fetches a file short of its manifest's count again with the file's deadline, begun by its first
+    fetch: one whose deadline is spent is not asked for at all, and the error says exactly that (0 attempts made,
+    the time spent, the limit, the variable; before, 'on 1 attempt(s)'); with time left, it lands."""
     base, script = server
     script.actions = [send(200, NDJSON)]
-    with pytest.raises(BulkFileDeadlineError, match="on 1 attempt"):
-        _deadlined(base).download(f"{base}/f", tmp_path / "p.ndjson", False, spent_s=DEADLINE_S)
-    assert script.seen == []
-    roomy = _bulk(base, file_deadline_s=60.0)  # time left for one small file however loaded the machine is
-    dest = roomy.download(f"{base}/f", tmp_path / "p.ndjson", False, spent_s=30.0)
-    assert dest.read_bytes() == NDJSON
+    spent = TransferDeadline(DEADLINE_S, started_at=time.monotonic() - 2 * DEADLINE_S)
+    with pytest.raises(BulkFileDeadlineError) as caught:
+        _deadlined(base).download(f"{base}/f", tmp_path / "p.ndjson", False, deadline=spent)
+    message = str(caught.value)
+    assert "within its 1.5 s deadline (EHRSYNC_BULK_FILE_DEADLINE_S): 0 attempts made in " in message, message
+    assert float(message.split("0 attempts made in ")[1].split(" s")[0]) >= 2 * DEADLINE_S, message
+    assert "the next run fetches it again (raise EHRSYNC_BULK_FILE_DEADLINE_S" in message, message
+    assert script.seen == [] and spent.attempts == 0
+    roomy = TransferDeadline(60.0, started_at=time.monotonic() - 30.0)  # time left however loaded the machine is
+    dest = _bulk(base).download(f"{base}/f", tmp_path / "p.ndjson", False, deadline=roomy)
+    assert dest.read_bytes() == NDJSON and roomy.attempts == 1
+
+
+def test_the_deadline_error_counts_every_attempt_sent_retries_included(
+    server: tuple[str, Scripted], tmp_path: Path
+) -> None:
+    """A 503 the transport waits out (its Retry-After, recorded here, well within the deadline), then an endless
+    body: two requests reached the server, and the error says 2 attempts (before, 'on 1 attempt(s)': it counted
+    the fetches of the file, not the retries within one)."""
+    base, script = server
+    script.actions = [send(503, b"", {"Retry-After": "2"}), _endless(6, 0.05)]
+    sleeps: list[float] = []
+    bulk = BulkClient(
+        f"{base}/fhir", None, retry=recording_policy(sleeps), low_speed=LowSpeedLimit(10, 0.3), file_deadline_s=3.0
+    )
+    with pytest.raises(BulkFileDeadlineError, match=r"3 s deadline \(EHRSYNC_BULK_FILE_DEADLINE_S\): 2 attempts made"):
+        bulk.download(f"{base}/f", tmp_path / "p.ndjson", False, max_bytes=ENDLESS_CAP)
+    assert len(script.seen) == 2 and sleeps == [2.0]
+
+
+def test_a_retry_after_longer_than_the_time_left_fails_the_file_at_once(
+    server: tuple[str, Scripted], tmp_path: Path
+) -> None:
+    """A 503 asking to wait 120 s with 3 s left: before, the file slept the 120 s (15 min at most) and only then
+    saw its deadline had passed; now it fails before sleeping, saying what the server asked and what was left."""
+    base, script = server
+    script.actions = [send(503, b"", {"Retry-After": "120"}), send(200, NDJSON)]
+    sleeps: list[float] = []
+    bulk = BulkClient(f"{base}/fhir", None, retry=recording_policy(sleeps), file_deadline_s=3.0)
+    with pytest.raises(BulkFileDeadlineError) as caught:
+        bulk.download(f"{base}/f", tmp_path / "p.ndjson", False)
+    message = str(caught.value)
+    assert "within its 3 s deadline (EHRSYNC_BULK_FILE_DEADLINE_S): 1 attempt made in " in message, message
+    assert "the server asked to wait 120 s and only " in message and " s were left of its transfer deadline" in message
+    assert isinstance(caught.value.__cause__, TransferDeadlineError)
+    assert sleeps == [] and len(script.seen) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_wait_before_fetching_a_cut_file_again_that_would_outlive_the_deadline_fails_at_once(
+    server: tuple[str, Scripted], tmp_path: Path
+) -> None:
+    """A body cut short is fetched again after a backoff; a backoff (10 s here) longer than what is left (3 s) is
+    not slept: the file fails at once, naming the wait."""
+    base, script = server
+    script.actions = [send(200, NDJSON[:-10]), send(200, NDJSON)]
+    sleeps: list[float] = []
+    policy = recording_policy(sleeps, backoff_start_s=10.0, backoff_cap_s=10.0, jitter=0.0)
+    bulk = BulkClient(f"{base}/fhir", None, retry=policy, file_deadline_s=3.0)
+    pattern = r"1 attempt made in .*the next attempt was due after a wait of 10 s and only \d\.\d s were left"
+    with pytest.raises(BulkFileDeadlineError, match=pattern):
+        bulk.download(f"{base}/f", tmp_path / "p.ndjson", False)
+    assert sleeps == [] and len(script.seen) == 1
+
+
+def test_a_body_stalling_mid_file_ends_at_the_deadline_not_its_read_timeout(
+    server: tuple[str, Scripted], tmp_path: Path
+) -> None:
+    """A body arriving for 4.5 s, then silent, under a 5 s file deadline and a 60 s read timeout: every read of the
+    body waits only what is left of the deadline, so the file fails at ~5 s. Before, the read waited its 60 s
+    (then a retry); a read timeout cut only when the attempt began would still end at ~9.5 s."""
+    base, script = server
+
+    def flows_then_stalls(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "application/fhir+ndjson")
+        h.end_headers()
+        try:
+            for _ in range(45):
+                h.wfile.write(NDJSON)
+                h.wfile.flush()
+                time.sleep(0.1)
+            time.sleep(60)
+        except OSError:
+            pass
+        h.close_connection = True
+
+    script.actions = [flows_then_stalls, flows_then_stalls]
+    bulk = _bulk(base, low_speed=None, file_deadline_s=5.0, timeout=httpx.Timeout(60.0))
+    started = time.monotonic()
+    with pytest.raises(BulkFileDeadlineError, match=r"5 s deadline \(EHRSYNC_BULK_FILE_DEADLINE_S\): 1 attempt made"):
+        bulk.download(f"{base}/f", tmp_path / "p.ndjson", False)
+    elapsed = time.monotonic() - started
+    assert 5.0 <= elapsed < 8.0, elapsed
+    assert len(script.seen) == 1
 
 
 def test_the_file_deadline_is_one_clock_reading_per_piece_shared_with_the_low_speed_limit() -> None:
@@ -368,7 +462,8 @@ def test_the_file_deadline_is_one_clock_reading_per_piece_shared_with_the_low_sp
         return now[0]
 
     limit = LowSpeedLimit(1, 2)
-    bounds = BodyBounds(None, None, clock=clock, body_deadline=False, low_speed=limit, transfer_ends_at=10.0)
+    transfer = TransferDeadline(10.0, clock=clock, started_at=0.0)
+    bounds = BodyBounds(None, None, clock=clock, body_deadline=False, low_speed=limit, transfer=transfer)
     response = httpx.Response(200, content=body, request=httpx.Request("GET", "https://ehr.example/f"))
     bounds.wrap(response, "GET", 0.0)
     got = []

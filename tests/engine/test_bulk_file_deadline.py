@@ -17,8 +17,9 @@ import duckdb
 import httpx
 from sqlalchemy import select
 
+from connectors.fhir import RetryPolicy
 from connectors.transport import LowSpeedLimit
-from engine import cursors, run_bulk_export
+from engine import BulkReport, cursors, run_bulk_export
 from engine.models import BulkJob, BulkJobFile
 from sandbox import SandboxServer
 from tests.engine.conftest import RequestLog
@@ -89,3 +90,89 @@ def test_files_kept_above_the_low_speed_limit_fail_at_their_deadline_and_the_nex
             assert f.expected_count is not None and f.rows == f.expected_count, (f.url, f.rows, f.expected_count)
             expected[f.resource_type] += f.rows
     assert _warehouse_rows(world) == expected
+
+
+# The deadline bounds the whole file: no wait between its attempts ends past it (a Retry-After, the backoff before the
+# engine fetches a short file again), and no read of its body waits past it. Before, the file slept such a wait out
+# and only then saw its deadline had passed, a read waited its whole read timeout, and the waits between the engine's
+# fetches were not counted at all.
+
+
+def _failed_by_deadline(world: SyncWorld, conn: str, report: BulkReport) -> str:
+    """The run failed on its files' deadlines and kept everything for the next run: the job, its files pending, the
+    cursor unmoved. Returns the run's error."""
+    assert report.status == "failed" and report.error is not None, report.error
+    assert "bulk file(s) failed; the next run resumes them" in report.error, report.error
+    assert ": bulk_file_deadline_exceeded: bulk file http" in report.error, report.error
+    assert cursors.get_mark(world.env.db, conn, cursors.bulk_stream("group", GROUP), "*") is None
+    with world.env.db.session() as session:
+        (job,) = session.scalars(select(BulkJob).where(BulkJob.connection_id == conn)).all()
+    assert any(f.state != "done" for f in _files(world, job.id))
+    return report.error
+
+
+def test_a_retry_after_longer_than_a_files_time_left_fails_it_without_waiting(
+    shared_sb: SandboxServer, world: SyncWorld, http: httpx.Client, request_log: RequestLog
+) -> None:
+    """Every file answered 503 with Retry-After 120 s against a 3 s deadline: before, each file slept the 120 s and
+    only then failed (four at a time: minutes); now each fails before the wait, saying what the server asked and
+    what was left, after its one attempt."""
+    conn = connect_backend(world, shared_sb, http=http, group_id=GROUP)
+    world.env.bulk_file_deadline_s = 3.0
+    add_fault(http, shared_sb, "503", path="/bulk/files", times=None, retry_after="120")
+    started = time.monotonic()
+    try:
+        report = run_bulk_export(world.env, conn, "asked-to-wait")
+    finally:
+        shared_sb.admin.clear_faults()
+    took = time.monotonic() - started
+    error = _failed_by_deadline(world, conn, report)
+    assert "within its 3 s deadline (EHRSYNC_BULK_FILE_DEADLINE_S): 1 attempt made in " in error, error
+    assert "the server asked to wait 120 s and only " in error and " s were left of its transfer deadline" in error
+    assert took < 60, took  # the Retry-After alone is 120 s
+    fetched = Counter(u.path for u in request_log.paths("/bulk/files"))
+    assert fetched and set(fetched.values()) == {1}, fetched
+
+
+def test_a_files_stalled_body_ends_at_its_deadline_not_at_its_read_timeout(
+    shared_sb: SandboxServer, world: SyncWorld, http: httpx.Client
+) -> None:
+    """Every file sends its headers and 64 bytes, then nothing for a minute, against a 3 s deadline and the client's
+    30 s read timeout: each body read waits only what is left of the deadline. Before, each read waited its 30 s
+    (four files at a time), then the retry found the deadline passed."""
+    conn = connect_backend(world, shared_sb, http=http, group_id=GROUP)
+    world.env.bulk_file_deadline_s = 3.0
+    add_fault(http, shared_sb, "trickle", path="/bulk/files", times=None, chunk_bytes=64, delay_s=60)
+    started = time.monotonic()
+    try:
+        report = run_bulk_export(world.env, conn, "stalled")
+    finally:
+        shared_sb.admin.clear_faults()
+    took = time.monotonic() - started
+    error = _failed_by_deadline(world, conn, report)
+    assert "within its 3 s deadline (EHRSYNC_BULK_FILE_DEADLINE_S): 1 attempt made in " in error, error
+    assert took < 45, took  # each read timeout alone is 30 s, four files at a time
+
+
+def test_the_waits_between_fetches_of_a_short_file_count_against_its_deadline(
+    shared_sb: SandboxServer, world: SyncWorld, http: httpx.Client, request_log: RequestLog
+) -> None:
+    """A file one resource short of its manifest's count is fetched again after a backoff (2.5 s, then 5 s here)
+    against a 4 s deadline: the waits count, and the one that would end past the deadline is not begun, so the file
+    fails after 2 attempts (1 on a machine slow enough to leave under 2.5 s after the first), the error saying
+    exactly how many. Before, only the downloads counted (well under a second), so all 3 fetches were made and the
+    run was partial."""
+    conn = connect_backend(world, shared_sb, http=http, group_id=GROUP)
+    world.env.bulk_file_deadline_s = 4.0
+    world.env.retry = RetryPolicy(retry_after_min_s=0.05, backoff_start_s=2.5, backoff_cap_s=10.0, jitter=0.0)
+    add_fault(http, shared_sb, "bulk_wrong_count", path="/bulk/files/", times=1)
+    report = run_bulk_export(world.env, conn, "short-and-waiting")
+    error = _failed_by_deadline(world, conn, report)
+    fetched = Counter(u.path for u in request_log.paths("/bulk/files"))
+    (short, made), *_ = fetched.most_common()
+    assert made in (1, 2) and sorted(fetched.values())[:-1] == [1] * (len(fetched) - 1), fetched
+    assert f"within its 4 s deadline (EHRSYNC_BULK_FILE_DEADLINE_S): {made} attempt{'s' if made > 1 else ''} made" in (
+        error
+    ), error
+    assert f"the next attempt was due after a wait of {2.5 * 2 ** (made - 1):g} s and only " in error, error
+    assert short in error, error
