@@ -221,7 +221,9 @@ def search_by_ids(
 
     Batching stops for the type when the server refuses the search or answers with resources that were not
     asked for (it ignored ``_id`` and would page through its whole directory); a chunk stops paging at the
-    first page that brings no new id. The reads that follow fetch whatever is still missing.
+    first page with a next link that brings no new id (its ids stay unsettled). A chunk's ids are settled only by
+    a search that ended on its own and passed the paging checks (no error OperationOutcome, not short of a total).
+    The reads that follow fetch whatever is still missing.
     """
     for start in range(0, len(ids), ID_BATCH):
         chunk = ids[start : start + ID_BATCH]
@@ -243,8 +245,10 @@ def search_by_ids(
                         report.fetched += 1
                         writer.add_resource(resource)
                         added += 1
-                if not added:
-                    break
+                if not added and page.next_url is not None:
+                    break  # a page of repeats: stop paging (the chunk stays unsettled, its reads follow)
+                # with no next link the search is left to end on its own, so its checks run (an error
+                # OperationOutcome, fewer matches than its total): only a search that passed them settles its ids
         except SearchIncompleteError:
             _log.info("%s search by _id stopped early; reading the missing ones one by one", rtype)
             continue

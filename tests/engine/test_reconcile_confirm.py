@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from engine import ReconcileReport, delete_confirm, reconcile_deletes
+from engine.environment import load_connection
 from sandbox import SandboxServer
 from tests.engine.conftest import RequestLog
 from tests.engine.helpers import SyncWorld, add_fault, connect_patient, make_environment, mutate
@@ -162,3 +163,49 @@ def test_confirming_reads_are_capped_and_the_rest_wait_for_the_next_reconciliati
     report = reconcile_deletes(other.env, conn, "Observation")
     assert report.tombstoned == len(deleted) and report.unconfirmed == 0 and _reads(request_log) == []
     assert _live(other, conn) == live - deleted
+
+
+def _confirm(world: SyncWorld, conn: str, candidates: list[str]) -> delete_confirm.Confirmation:
+    with world.env.warehouse() as wh:
+        info = load_connection(world.env.db, conn)
+        return delete_confirm.confirm_deleted(world.env, info, wh, "confirm-run", "Observation", candidates, None)
+
+
+def test_an_id_search_answering_an_error_outcome_confirms_nothing_bdx31(
+    start_sandbox: Callable[..., SandboxServer], tmp_path: Any, http: httpx.Client, request_log: RequestLog
+) -> None:
+    """The ``_id`` search's only page has no match but an error OperationOutcome (the server could not return the
+    matches, and says so): that is no answer, so the live candidate is read by id (200: alive), not tombstoned.
+    Before, the search stopped at that page without meeting the outcome and settled the id as gone."""
+    sb = start_sandbox(patients=1)
+    world = make_environment(tmp_path / "w", http=http, page_size=5)
+    conn = connect_patient(world, sb, http=http)
+    assert sync_type(world, conn, "Observation").error is None
+    alive = min(_live(world, conn))
+    add_fault(http, sb, "search_error_outcome", path=OBS, times=1)
+    request_log.clear()
+    confirmed = _confirm(world, conn, [alive])
+    assert confirmed.gone == [] and confirmed.alive == 1 and confirmed.unconfirmed == 0
+    assert len(_id_searches(request_log)) == 1 and _reads(request_log) == [alive]
+
+
+def test_an_id_search_ending_short_of_its_total_confirms_nothing_bdx31(
+    start_sandbox: Callable[..., SandboxServer], tmp_path: Any, http: httpx.Client, request_log: RequestLog
+) -> None:
+    """The ``_id`` search pages 2 at a time and its last page repeats the first match instead of the third (offset
+    paging after an update moved a match), saying the total 3: the third, skipped, is read by id and kept live.
+    Before, the page of repeats stopped the paging before the total was checked, and the third was tombstoned."""
+    sb = start_sandbox(patients=1)
+    world = make_environment(tmp_path / "w", http=http, page_size=5)
+    conn = connect_patient(world, sb, http=http)
+    assert sync_type(world, conn, "Observation").error is None
+    three = sorted(_live(world, conn))[:3]
+    sb.admin.settings(max_count=2)
+    add_fault(http, sb, "search_offset_shift", path=OBS, times=1)
+    request_log.clear()
+    try:
+        confirmed = _confirm(world, conn, three)
+    finally:
+        sb.admin.reset_settings()
+    assert confirmed.gone == [] and confirmed.alive == 3 and confirmed.unconfirmed == 0
+    assert len(_reads(request_log)) == 1
