@@ -188,10 +188,25 @@ def land_with(
 
 def can_search_by_id(conn: ConnectionInfo, rtype: str, capabilities: dict[str, Any] | None) -> bool:
     """Search only where both sides say so: the server declares ``search-type`` and the grant allows search
-    (SMART v2 separates ``r`` from ``s``). Without a CapabilityStatement, read one by one as before."""
+    (SMART v2 separates ``r`` from ``s``), and the vendor takes an ``_id`` search of the type (no parameters it
+    requires are missing). Without a CapabilityStatement, read one by one as before."""
     if capabilities is None or "search-type" not in declared_interactions(capabilities, rtype):
         return False
+    if not _id_search_meets_vendor_rules(conn, rtype):
+        return False
     return conn.scopes is None or conn.scopes.allows(rtype, "search")
+
+
+def _id_search_meets_vendor_rules(conn: ConnectionInfo, rtype: str) -> bool:
+    """An ``_id`` search (with the vendor's ``every_search_params``) satisfies one of the parameter sets the vendor
+    requires for the type (``ProviderPlugin.required_search_params``; none: any search will do). A search that
+    does not may answer with no match at all (Epic's Observation without category or code), which would read as
+    every id asked for being gone."""
+    required = conn.provider.required_search_params.get(rtype)
+    if not required:
+        return True
+    sent = {"_id", *conn.provider.every_search_params(conn.provider_config)}
+    return any(set(names) <= sent for names in required)
 
 
 @dataclass
