@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -43,9 +43,11 @@ from store._refused import (
     client_auth_refused_outcome,
     client_grant_refused,
     client_refused_outcome,
+    credential_check,
     last_answer_lost,
     refused_outcome,
 )
+from store._same_client import ClientRefusal, pause_same_client
 from store._states import check_status, fresh_after_401
 from store.crypto import TokenCipher
 from store.database import AppDatabase
@@ -81,6 +83,7 @@ class _Grant:
     after_unauthorized: bool = False
     lost_before: bool = False  # the last refresh of these tokens lost its answer (see ``_refused``)
     auth_method: str = "none"  # how the client authenticates (what to check when that is refused)
+    endpoint: str = ""  # the token endpoint asked (connections sharing it and the client share a refusal)
 
 
 def run_locked_refresh(
@@ -105,12 +108,16 @@ def run_locked_refresh(
             if outcome.writes:
                 with db.locked_session() as session:
                     outcome = apply_outcome(session, cipher, connection_id, outcome, clock)
+            if outcome.refusal is not None:  # right after: SQLite cannot lock the siblings' rows in this one
+                pause_same_client(db, connection_id, outcome.refusal, clock())
     else:
         with db.locked_session() as session:
             lock_row(session, connection_id)
             step = _prepare(session, cipher, grants, connection_id, rejected, force, clock)
             outcome = step if isinstance(step, RefreshOutcome) else _grant(step, grants, connection_id)
             outcome = apply_outcome(session, cipher, connection_id, outcome, clock)
+            if outcome.refusal is not None:  # in the same transaction
+                pause_same_client(db, connection_id, outcome.refusal, clock(), session)
     if outcome.error is not None:
         raise outcome.error
     if outcome.kept is not None and not keep_valid:
@@ -176,7 +183,8 @@ def _prepare(
             refresh_grant, endpoint, http=grants.http, client_auth=auth, refresh_token=refresh_token, clock=clock
         )
     lost = not backend and last_answer_lost(session, connection_id, basis)
-    return _Grant(call, name, current, valid_until, basis, backend and rejected is not None, lost, auth.method)
+    after_unauthorized = backend and rejected is not None
+    return _Grant(call, name, current, valid_until, basis, after_unauthorized, lost, auth.method, endpoint)
 
 
 def _client_rejected(connection_id: str, basis: int | None) -> RefreshOutcome:
@@ -241,14 +249,7 @@ def _grant(grant: _Grant, grants: GrantContext, connection_id: str) -> RefreshOu
         used = any(lost)  # an attempt of this call may have spent the refresh token, whichever failed last
         return _transient(exc, grant.name, grant.current, grant.valid_until, grant.basis, connection_id, lost=used)
     except OAuthError as exc:
-        if grant.name == "client_credentials":  # a backend connection: no patient, no refresh token
-            if client_grant_refused(exc):  # the client itself is refused, invalid_grant included
-                return client_refused_outcome(exc, connection_id, grant.basis, detail)
-        elif isinstance(exc, (InvalidGrantError, UnauthorizedClientError)):  # the refresh token or grant refused
-            return refused_outcome(exc, connection_id, grant.basis, detail, lost=grant.lost_before or any(lost))
-        elif isinstance(exc, InvalidClientError) and is_refusal(exc):  # the app's credentials refused, not the grant
-            return client_auth_refused_outcome(exc, connection_id, grant.basis, detail, grant.auth_method)
-        return RefreshOutcome(error=exc, audit=_failure(exc, detail), basis=grant.basis)
+        return _refused(exc, grant, connection_id, detail, lost=any(lost))
     if grant.after_unauthorized:
         detail["after_unauthorized"] = True
     return RefreshOutcome(
@@ -258,6 +259,29 @@ def _grant(grant: _Grant, grants: GrantContext, connection_id: str) -> RefreshOu
         basis=grant.basis,
         after_unauthorized=grant.after_unauthorized,
     )
+
+
+def _refused(
+    exc: OAuthError, grant: _Grant, connection_id: str, detail: dict[str, object], *, lost: bool
+) -> RefreshOutcome:
+    """What a token endpoint's OAuth error answer comes to (see ``_grant``). ``invalid_client`` refuses the app's
+    credentials, shared by its other connections: the outcome names the refusal so they are paused too
+    (``_same_client``)."""
+    if grant.name == "client_credentials":  # a backend connection: no patient, no refresh token
+        if not client_grant_refused(exc):
+            return RefreshOutcome(error=exc, audit=_failure(exc, detail), basis=grant.basis)
+        outcome = client_refused_outcome(exc, connection_id, grant.basis, detail)  # invalid_grant included
+    elif isinstance(exc, (InvalidGrantError, UnauthorizedClientError)):  # the refresh token or grant refused
+        return refused_outcome(exc, connection_id, grant.basis, detail, lost=grant.lost_before or lost)
+    elif isinstance(exc, InvalidClientError) and is_refusal(exc):  # the app's credentials refused, not the grant
+        outcome = client_auth_refused_outcome(exc, connection_id, grant.basis, detail, grant.auth_method)
+    else:
+        return RefreshOutcome(error=exc, audit=_failure(exc, detail), basis=grant.basis)
+    if not isinstance(exc, InvalidClientError):  # this grant's scope, assertion or permission: not the credentials
+        return outcome
+    check = credential_check(grant.auth_method)
+    refusal = ClientRefusal(grant.endpoint, grant.name, grant.auth_method, exc.error, check)
+    return replace(outcome, refusal=refusal)
 
 
 def _failure(exc: OAuthError, detail: dict[str, object]) -> tuple[str, dict[str, object]]:

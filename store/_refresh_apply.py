@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from connectors.errors import EhrSyncError, NeedsReauthError
 from connectors.smart import TokenResponse
+from store._same_client import ClientRefusal
 from store._states import AFTER_401_MARK
 from store.audit import audit_connection
 from store.crypto import TokenCipher
@@ -56,6 +57,7 @@ class RefreshOutcome:
     audit: tuple[str, dict[str, object]] | None = None  # (outcome, detail) of the token.refresh audit row
     basis: int | None = None  # the tokens row version prepare read (None: no row); apply writes only onto it
     kept: EhrSyncError | None = None  # why the still-valid current token is handed out instead of a new one
+    refusal: ClientRefusal | None = None  # the client's authentication refused: pause its siblings (``_same_client``)
 
     @property
     def writes(self) -> bool:

@@ -24,9 +24,12 @@ class RefreshLockTimeoutError(EhrSyncError):
 
 
 @contextlib.contextmanager
-def sqlite_refresh_lock(db: AppDatabase, connection_id: str) -> Iterator[None]:
+def sqlite_refresh_lock(db: AppDatabase, connection_id: str, *, timeout_s: float | None = None) -> Iterator[None]:
     """An exclusive ``flock`` per connection beside the SQLite file (every process that can open the database
-    file can open this); waits up to ``REFRESH_LOCK_TIMEOUT_S``."""
+    file can open this); waits up to ``timeout_s`` (default ``REFRESH_LOCK_TIMEOUT_S``; 0: one try,
+    ``RefreshLockTimeoutError`` when it is held)."""
+    if timeout_s is None:
+        timeout_s = REFRESH_LOCK_TIMEOUT_S
     database = db.engine.url.database
     assert database, "a SQLite app database is always a file (AppDatabase.from_url)"
     folder = Path(database).with_name(Path(database).name + ".refresh-locks")
@@ -34,10 +37,9 @@ def sqlite_refresh_lock(db: AppDatabase, connection_id: str) -> Iterator[None]:
     name = hashlib.sha256(connection_id.encode()).hexdigest()[:32]
     fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        if not take_flock(fd, exclusive=True, wait=LockWait(REFRESH_LOCK_TIMEOUT_S, 0.02, 0.02)):
+        if not take_flock(fd, exclusive=True, wait=LockWait(timeout_s, 0.02, 0.02)):
             raise RefreshLockTimeoutError(
-                f"connection {connection_id}: another process has been refreshing its token for over "
-                f"{REFRESH_LOCK_TIMEOUT_S:.0f}s"
+                f"connection {connection_id}: another process has been refreshing its token for over {timeout_s:.0f}s"
             )
         try:
             yield

@@ -51,6 +51,7 @@ __all__ = [
     "client_auth_refused_outcome",
     "client_grant_refused",
     "client_refused_outcome",
+    "credential_check",
     "last_answer_lost",
     "refused_outcome",
 ]
@@ -155,12 +156,17 @@ _CREDENTIAL_CHECKS = {
 _PUBLIC_CHECK = "that the client id is still registered and enabled at the EHR"
 
 
+def credential_check(auth_method: str) -> str:
+    """What to check when the EHR refuses the client's authentication made with ``auth_method`` (names no secret)."""
+    return _CREDENTIAL_CHECKS.get(auth_method, _PUBLIC_CHECK)
+
+
 def client_auth_refused_outcome(
     exc: OAuthError, connection_id: str, basis: int | None, detail: dict[str, object], auth_method: str
 ) -> RefreshOutcome:
     """``client_rejected`` with the reason: the token endpoint refused the client's authentication on a refresh
     (``invalid_client``). The tokens row is left as it is: the refresh token was never accepted nor used."""
-    check = _CREDENTIAL_CHECKS.get(auth_method, _PUBLIC_CHECK)
+    check = credential_check(auth_method)
     audit: dict[str, object] = {
         **detail,
         "error_code": exc.error,

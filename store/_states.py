@@ -16,7 +16,10 @@ __all__ = [
     "CLIENT_AUTH_REFUSED",
     "CLIENT_GRANT_REFUSED",
     "CLIENT_REJECTED_WINDOW",
+    "PAUSED_ACTION",
+    "RETRY_ALL_HINT",
     "RETRY_HINT",
+    "SAME_CLIENT_REFUSED",
     "check_status",
     "fresh_after_401",
 ]
@@ -28,6 +31,12 @@ CLIENT_GRANT_REFUSED = "client_grant_refused"
 CLIENT_AUTH_REFUSED = "client_auth_refused"
 #: The admin's retry of a ``client_rejected`` connection, named in every message about one.
 RETRY_HINT = "then retry it (POST /api/integrations/smart/refresh)"
+#: The audit action and ``reason`` of a connection paused, without a request, because another connection using the
+#: same client credentials had its client authentication refused (``store._same_client``).
+PAUSED_ACTION = "connection.paused"
+SAME_CLIENT_REFUSED = "same_client_refused"
+#: The admin's retry of every ``client_rejected`` connection of one provider at once.
+RETRY_ALL_HINT = "POST /api/integrations/admin/providers/{provider}/reactivate"
 
 #: Marks (in ``tokens.launch_context``) a backend token minted because its predecessor was refused with 401.
 AFTER_401_MARK = "ehrsync_minted_after_401"
@@ -57,18 +66,26 @@ def _rejection(conn: Connection) -> str:
             select(AuditEvent)
             .where(
                 AuditEvent.connection_id == conn.id,
-                AuditEvent.action == "token.refresh",
+                AuditEvent.action.in_(("token.refresh", PAUSED_ACTION)),
                 AuditEvent.outcome == "client_rejected",
             )
             .order_by(AuditEvent.id.desc())
             .limit(1)
         )
     detail = (event.detail or {}) if event is not None else {}
+    all_hint = RETRY_ALL_HINT.format(provider=conn.provider_id)
+    if detail.get("reason") == SAME_CLIENT_REFUSED:
+        return (
+            f"paused without a request: connection {detail.get('refused_connection_id')}, which uses the same client "
+            f"credentials, had its client authentication refused ({detail.get('error_code')}) at "
+            f"{detail.get('refused_at')}; check {detail.get('check') or 'the client credentials'}, then retry all "
+            f"of them ({all_hint}) or this one (POST /api/integrations/smart/refresh)"
+        )
     if detail.get("reason") == CLIENT_AUTH_REFUSED:
         return (
             f"its token endpoint refused the client's authentication on a refresh ({detail.get('error_code')}); "
-            f"check {detail.get('check') or 'the client credentials'}, {RETRY_HINT}: the patient need not "
-            "authorize again (the refresh token was kept)"
+            f"check {detail.get('check') or 'the client credentials'}, {RETRY_HINT} (or all of this provider's: "
+            f"{all_hint}): the patient need not authorize again (the refresh token was kept)"
         )
     why = "the EHR refused even a fresh token"
     if detail.get("reason") == CLIENT_GRANT_REFUSED:

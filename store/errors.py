@@ -29,7 +29,8 @@ class ClientRejectedError(NeedsReauthError):
     client_credentials grant itself (``unauthorized_client``, ``invalid_client``), or a patient connection's refresh
     was refused ``invalid_client`` (the client's authentication: secret rotated, key not registered): the EHR no
     longer accepts the client (registration, credentials, scopes or key changed). No patient action helps; an admin
-    must check the registration or credentials, then retry (``TokenVault.reactivate``)."""
+    must check the registration or credentials, then retry (``TokenVault.reactivate``). An ``invalid_client`` refusal
+    pauses the other active connections using the same credentials too (``store._same_client``)."""
 
     code = "client_rejected"
 

@@ -74,8 +74,10 @@ def refresh_idle_grants(
     Oldest first, at most ``limit`` refresh attempts (skipped connections do not count). ``now`` only sets
     the idle cut-off; the vault stamps new tokens with its own clock. One connection's failure never stops
     the others: ``invalid_grant`` or ``unauthorized_client`` lands in ``needs_reauth`` (the vault has already
-    marked the connection), ``invalid_client`` in ``client_rejected`` (marked too), anything else (network, 5xx
-    after retries, other OAuth or configuration errors) in ``failed``.
+    marked the connection), ``invalid_client`` in ``client_rejected`` (marked too, and with it the other connections
+    using the same client credentials: those later in the run are reported there too, no request sent, each counting
+    towards ``limit``), anything else (network, 5xx after retries, other OAuth or configuration errors) in
+    ``failed``.
     ``skipped`` holds connections whose provider issues no refresh tokens or is unknown.
     """
     if idle_for <= timedelta(0):
@@ -142,7 +144,11 @@ def _refresh_one(db: AppDatabase, vault: TokenVault, candidate: _Candidate, cuto
     grant."""
     cid = candidate.connection_id
     try:
-        if not _still_idle(db, cid, cutoff):
+        state = _state_now(db, cid, cutoff)
+        if state != "idle":
+            if state == ConnectionStatus.CLIENT_REJECTED:  # paused by another's refusal of the same client
+                logger.info("connection %s: paused (client_rejected) since selection; nothing sent", cid)
+                return "client_rejected"
             logger.info("connection %s: refreshed or changed since selection; left alone", cid)
             return None
         # eCW counts token calls too; a saturated budget fails this one (retried next run), never hangs the job
@@ -168,8 +174,10 @@ def _refresh_one(db: AppDatabase, vault: TokenVault, candidate: _Candidate, cuto
     return "refreshed"
 
 
-def _still_idle(db: AppDatabase, connection_id: str, cutoff: datetime) -> bool:
-    """Re-check just before refreshing: a sync may have refreshed it, or a person disabled it, meanwhile."""
+def _state_now(db: AppDatabase, connection_id: str, cutoff: datetime) -> str | None:
+    """Re-check just before refreshing: a sync may have refreshed it, or a person disabled it, meanwhile (or another
+    connection's refused client authentication paused it, ``store._same_client``). ``idle`` (refresh it),
+    ``refreshed`` (active, no longer idle), else its status now; None when it is gone."""
     stmt = (
         select(Connection.status, TokenRecord.issued_at)
         .join(TokenRecord, TokenRecord.connection_id == Connection.id)
@@ -177,7 +185,11 @@ def _still_idle(db: AppDatabase, connection_id: str, cutoff: datetime) -> bool:
     )
     with db.session() as session:
         row = session.execute(stmt).one_or_none()
-    return row is not None and row.status == ConnectionStatus.ACTIVE and row.issued_at < cutoff
+    if row is None:
+        return None
+    if row.status != ConnectionStatus.ACTIVE:
+        return str(row.status)
+    return "idle" if row.issued_at < cutoff else "refreshed"
 
 
 def _error_code(exc: Exception) -> str:

@@ -9,8 +9,8 @@ from pydantic import BaseModel, Field
 
 from auth_service.api.deps import AdminDep, CtxDep
 from auth_service.api.errors import ApiError
+from auth_service.services import client_retry, connectivity, provider_admin
 from auth_service.services import connections as conns
-from auth_service.services import connectivity, provider_admin
 from auth_service.services import purge as purges
 from auth_service.services.audit import list_events
 from auth_service.services.return_origins import ReturnToError, tenant_return_to
@@ -58,6 +58,15 @@ class RetentionRequest(BaseModel):
         ge=0,
         le=purges.MAX_RETENTION_DAYS,
         description="Days after its disconnection a connection's data is purged; null keeps it until purged.",
+    )
+
+
+class ReactivateRequest(BaseModel):
+    limit: int = Field(
+        default=client_retry.DEFAULT_LIMIT,
+        ge=1,
+        le=client_retry.MAX_LIMIT,
+        description="At most this many client_rejected connections are retried per call (oldest change first).",
     )
 
 
@@ -117,6 +126,16 @@ def disable_provider(admin: AdminDep, ctx: CtxDep, provider_id: ProviderId) -> d
 def test_provider_connection(admin: AdminDep, ctx: CtxDep, provider_id: ProviderId) -> dict[str, Any]:
     """Discovery, then a Patient read through the provider's newest active connection."""
     return connectivity.test_provider(ctx, admin.tenant_id, provider_id, admin.actor)
+
+
+@router.post("/admin/providers/{provider_id}/reactivate")
+def reactivate_provider(
+    admin: AdminDep, ctx: CtxDep, provider_id: ProviderId, body: ReactivateRequest | None = None
+) -> dict[str, Any]:
+    """After fixing the app's credentials: retry the provider's ``client_rejected`` connections, one first; 409
+    ``client_rejected`` when the EHR still refuses the client (nothing else tried), else counts by outcome."""
+    limit = body.limit if body else client_retry.DEFAULT_LIMIT
+    return client_retry.reactivate_provider(ctx, admin.tenant_id, provider_id, admin.actor, limit)
 
 
 @router.get("/admin/health")

@@ -1,0 +1,180 @@
+"""The admin's retry of every ``client_rejected`` connection of one provider config at once, after fixing the app's
+credentials (``POST /api/integrations/admin/providers/{provider}/reactivate``).
+
+One refusal of the app's client authentication pauses all of its connections (``store._same_client``); retrying
+them one by one would cost the operator N requests, and the EHR N failed authentications while the fix is not in
+place yet. So one connection is tried first: the EHR still refusing the client stops there (one failed request in
+all, 409 ``client_rejected`` naming the refusal); once it is accepted, the rest are retried, each through
+``TokenVault.reactivate`` (a patient connection refreshes with its own kept refresh token, a backend one mints; each
+active again only if that works) within the vendor's shared call budget (eCW), as a single admin refresh is. A
+connection whose refresh token the EHR now refuses ends ``needs_reauth`` (the client was accepted: the next one
+is tried first then); a busy call budget stops the run (nothing sent; call again later).
+
+At most ``limit`` connections per call (``DEFAULT_LIMIT``, at most ``MAX_LIMIT``), oldest change first: a retry
+refused again or failed moves a connection to the back, so calling again until ``remaining`` is 0 reaches them all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+
+from auth_service.services.audit import audit_event
+from auth_service.services.context import ServiceContext
+from auth_service.services.errors import EhrCallError, service_error_from
+from connectors import errors as ce
+from store.errors import ClientRejectedError
+from store.models import Connection, ConnectionStatus
+from store.rate_windows import CallBudgetBusyError
+
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "reactivate_provider"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+#: ``skipped``: no longer client_rejected when its turn came; ``not_tried``: its client id and token endpoint were
+#: refused in this run already, or the run stopped (a busy call budget) before its turn
+_OUTCOMES = ("reactivated", "still_refused", "needs_reauth", "failed", "skipped", "not_tried")
+
+
+@dataclass
+class _Run:
+    """Connection ids by outcome; ``refused``: the (client id, token endpoint) pairs the EHR refused in this run."""
+
+    ids: dict[str, list[str]] = field(default_factory=lambda: {name: [] for name in _OUTCOMES})
+    refused: set[tuple[str, str]] = field(default_factory=set)
+    accepted: bool = False  # the EHR accepted the client for one connection: the rest are worth a request
+    stopped: str | None = None  # why the run stopped before its last connection
+
+
+def _credentials(conn: Connection) -> tuple[str, str]:
+    """What the EHR authenticates: the client id at its token endpoint (see ``store._same_client``)."""
+    return conn.client_id, conn.token_endpoint or conn.fhir_base
+
+
+def _rejected(ctx: ServiceContext, tenant_id: str, provider_id: str, limit: int | None) -> Sequence[Connection]:
+    stmt = (
+        select(Connection)
+        .where(
+            Connection.tenant_id == tenant_id,
+            Connection.provider_id == provider_id,
+            Connection.status == ConnectionStatus.CLIENT_REJECTED,
+        )
+        .order_by(Connection.updated_at, Connection.id)
+        .limit(limit)
+    )
+    with ctx.db.session() as session:
+        rows = session.scalars(stmt).all()
+        session.expunge_all()
+        return rows
+
+
+def _left(ctx: ServiceContext, tenant_id: str, provider_id: str) -> int:
+    stmt = select(func.count(Connection.id)).where(
+        Connection.tenant_id == tenant_id,
+        Connection.provider_id == provider_id,
+        Connection.status == ConnectionStatus.CLIENT_REJECTED,
+    )
+    with ctx.db.session() as session:
+        return int(session.scalar(stmt) or 0)
+
+
+def _retry(ctx: ServiceContext, conn: Connection, run: _Run, actor: str) -> None:
+    """Retry one connection (``TokenVault.reactivate``) in the call budget; file its outcome (audited as an admin
+    refresh is). Before any connection was accepted, a failure is raised: the run stops at its first try."""
+    outcome, code = "reactivated", None
+    try:
+        with ctx.call_budget(conn.provider_id, conn.fhir_base):
+            ctx.vault.reactivate(conn.id)
+    except ValueError:  # no longer client_rejected (reactivated or disconnected meanwhile)
+        run.ids["skipped"].append(conn.id)
+        return
+    except ce.EhrSyncError as exc:
+        outcome, code = _outcome(exc), service_error_from(exc).code
+        _audit_retry(ctx, conn, actor, code)
+        if not run.accepted and outcome != "needs_reauth":
+            raise
+        if outcome == "still_refused":
+            run.refused.add(_credentials(conn))
+        if isinstance(exc, CallBudgetBusyError):  # nothing sent; the next ones would wait as long
+            run.stopped = f"{code} at connection {conn.id}"
+    else:
+        _audit_retry(ctx, conn, actor, None)
+    run.ids[outcome].append(conn.id)
+    run.accepted = run.accepted or outcome in ("reactivated", "needs_reauth")
+
+
+def _outcome(exc: ce.EhrSyncError) -> str:
+    if isinstance(exc, ClientRejectedError):  # the EHR refused the client again (subclass of NeedsReauthError)
+        return "still_refused"
+    if isinstance(exc, ce.NeedsReauthError):  # the patient's refresh token refused: the client itself was accepted
+        return "needs_reauth"
+    return "failed"
+
+
+def _audit_retry(ctx: ServiceContext, conn: Connection, actor: str, code: str | None) -> None:
+    detail: dict[str, Any] = {"bulk": True}  # one of a provider's retry (``provider.reactivate``)
+    if code is not None:
+        detail["error_code"] = code
+    outcome = "success" if code is None else "failure"
+    audit_event(ctx, "token.refresh", outcome, conn.tenant_id, actor, connection_id=conn.id, detail=detail)
+
+
+def _audit_run(
+    ctx: ServiceContext, tenant_id: str, provider_id: str, actor: str, run: _Run, left: int, stopped_at: str | None
+) -> None:
+    """One ``provider.reactivate`` row per call: the counts, and the connection whose first try stopped it."""
+    detail: dict[str, Any] = {"provider": provider_id, **_counts(run), "remaining": left}
+    if stopped_at is not None:
+        detail["stopped_at_connection_id"] = stopped_at
+    outcome = "stopped" if stopped_at is not None else "success"
+    audit_event(ctx, "provider.reactivate", outcome, tenant_id, actor, detail=detail)
+
+
+def _counts(run: _Run) -> dict[str, int]:
+    return {name: len(ids) for name, ids in run.ids.items()}
+
+
+def reactivate_provider(
+    ctx: ServiceContext, tenant_id: str, provider_id: str, actor: str, limit: int = DEFAULT_LIMIT
+) -> dict[str, Any]:
+    """Retry up to ``limit`` ``client_rejected`` connections of the tenant's ``provider_id`` (module docstring).
+
+    Raises ``EhrCallError`` ``client_rejected`` (409) when the EHR still refuses the client on the first try, and
+    the first try's own error when it failed otherwise (the EHR down, the call budget busy): nothing else is tried.
+    Answers the counts and ids by outcome, and ``remaining``: the provider's connections still ``client_rejected``
+    (call again while some were not tried)."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+    run = _Run()
+    candidates = _rejected(ctx, tenant_id, provider_id, limit)
+    for conn in candidates:
+        if run.stopped is not None or _credentials(conn) in run.refused:  # no second failed authentication
+            run.ids["not_tried"].append(conn.id)
+            continue
+        try:
+            _retry(ctx, conn, run, actor)
+        except ce.EhrSyncError as exc:  # the first try failed: nothing else is tried
+            left = _left(ctx, tenant_id, provider_id)
+            _audit_run(ctx, tenant_id, provider_id, actor, run, left, stopped_at=conn.id)
+            if not isinstance(exc, ClientRejectedError):
+                raise
+            raise EhrCallError(
+                f"the EHR still refuses the client of provider {provider_id!r}: connection {conn.id}, retried first, "
+                f"was refused again; nothing else was tried ({left} connection(s) still client_rejected). {exc}",
+                code="client_rejected",
+                connection_id=conn.id,
+                remaining=left,
+            ) from None
+    left = _left(ctx, tenant_id, provider_id)
+    _audit_run(ctx, tenant_id, provider_id, actor, run, left, stopped_at=None)
+    answer: dict[str, Any] = {"provider": provider_id, "selected": len(candidates), **_counts(run), "remaining": left}
+    answer["connections"] = {name: ids for name, ids in run.ids.items() if ids}
+    if run.stopped is not None:
+        answer["stopped"] = run.stopped
+    return answer

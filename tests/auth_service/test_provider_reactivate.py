@@ -1,0 +1,116 @@
+"""An app's client secret rotated at the EHR: one refused refresh pauses all of the app's connections, and one admin
+call retries them all once the provider config holds the new secret, over real sockets (the sandbox as EHR, a live
+auth service; the sandbox rotates a client's secret when the client is registered again).
+
+Before: each of the app's connections sent its own failing authentication before it was ``client_rejected``, and the
+admin retried them one by one. Now the first refusal marks the app's other active connections ``client_rejected``
+(audited ``connection.paused``, naming the refused connection) without a request; ``POST
+/api/integrations/admin/providers/{provider}/reactivate`` tries one first (still refused: 409 ``client_rejected``,
+one request, nothing changed), else reactivates the rest, at most ``limit`` per call. A connection of another provider
+config is never touched."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from tests.auth_service.ehr import patient_ids, running_service, smart_practice
+from tests.auth_service.test_admin_call_budget import _sent_paths
+from tests.auth_service.test_flows_sandbox import connect, register
+
+REFRESH = "/api/integrations/smart/refresh"
+READ = "/api/integrations/smart/test/patient"
+REACTIVATE = "/api/integrations/admin/providers/smart/reactivate"
+TOKEN = "/oauth/token"
+
+
+def _status(svc: Any, conn_id: str) -> str:
+    answer = svc.admin("GET", "/api/integrations/smart/status", params={"connection_id": conn_id}).json()
+    return str(answer["status"])
+
+
+def _events(svc: Any, action: str, conn_id: str | None = None) -> list[dict[str, Any]]:
+    params = {"connection_id": conn_id} if conn_id else {}
+    events = svc.admin("GET", "/api/integrations/admin/audit", params=params).json()
+    return [e for e in events if e["action"] == action]
+
+
+def _setup(svc: Any, sandbox: Any, client: str) -> tuple[list[str], str]:
+    """Three patient connections of the app ``client`` (client_secret_basic, secret-1) and one connection of another
+    provider config (``generic``: another app, public) at the same EHR."""
+    register(sandbox, svc, client, "confidential-symmetric", client_secret="secret-1")
+    assert svc.admin("PUT", "/api/integrations/admin/providers/smart", json={"clientSecret": "secret-1"}).is_success
+    app = [connect(sandbox, svc, client, pid) for pid in patient_ids(sandbox)[:3]]
+    assert len(set(app)) == 3
+    other = f"{client}-other"
+    register(sandbox, svc, other, "public")
+    generic = {"fhirBaseUrl": sandbox.fhir_base, "clientId": other}
+    put = svc.admin("PUT", "/api/integrations/admin/providers/generic", json=generic)
+    assert put.status_code == 200, put.text
+    assert svc.admin("POST", "/api/integrations/admin/providers/generic/enable").status_code == 200
+    login = f"{svc.base_url}/api/integrations/smart/login?tenant=t1&provider=generic"
+    return app, connect(sandbox, svc, other, patient_ids(sandbox)[0], start=login)
+
+
+def test_one_refusal_pauses_the_apps_connections_and_one_call_retries_them_all(
+    make_settings: Any, sandbox: Any
+) -> None:
+    client = f"shared-{uuid.uuid4().hex[:8]}"  # the session's sandbox keeps registered clients
+    with running_service(make_settings, sandbox, smart_practice(sandbox, client)) as svc:
+        app, other = _setup(svc, sandbox, client)
+        register(sandbox, svc, client, "confidential-symmetric", client_secret="secret-2")  # rotated at the EHR
+        sent = _sent_paths(svc)
+
+        r = svc.admin("POST", REFRESH, json={"connection_id": app[0]})
+        assert (r.status_code, r.json()["error"]) == (409, "client_rejected"), r.text
+        assert sent.count(TOKEN) == 1  # one failed authentication for the whole app
+        assert [_status(svc, cid) for cid in app] == ["client_rejected"] * 3
+        assert _status(svc, other) == "active"  # another provider config: its own credentials
+        for cid in app[1:]:
+            [paused] = _events(svc, "connection.paused", cid)
+            assert paused["outcome"] == "client_rejected"
+            assert paused["detail"]["refused_connection_id"] == app[0] and paused["detail"]["refused_at"]
+            assert "secret-1" not in str(paused) and "secret-2" not in str(paused)
+            read = svc.admin("GET", READ, params={"connection_id": cid})
+            assert (read.status_code, read.json()["error"]) == (409, "client_rejected"), read.text
+        assert sent.count(TOKEN) == 1  # their uses send nothing
+
+        early = svc.admin("POST", REACTIVATE)  # before the fix: one try, refused, nothing else tried
+        assert (early.status_code, early.json()["error"]) == (409, "client_rejected"), early.text
+        body = early.json()
+        assert "still refuses the client of provider 'smart'" in body["message"]
+        assert "nothing else was tried" in body["message"] and "invalid_client" in body["message"]
+        assert body["connection_id"] in app and body["remaining"] == 3
+        assert "secret-1" not in early.text and "secret-2" not in early.text
+        assert sent.count(TOKEN) == 2  # exactly one more request
+        assert [_status(svc, cid) for cid in app] == ["client_rejected"] * 3
+        [stopped] = _events(svc, "provider.reactivate")
+        assert stopped["outcome"] == "stopped"
+        assert stopped["detail"]["stopped_at_connection_id"] == body["connection_id"]
+
+        assert svc.admin("PUT", "/api/integrations/admin/providers/smart", json={"clientSecret": "secret-2"}).is_success
+        first = svc.admin("POST", REACTIVATE, json={"limit": 2})  # bounded: two per call here
+        assert first.status_code == 200, first.text
+        assert {k: first.json()[k] for k in ("selected", "reactivated", "still_refused", "failed", "remaining")} == {
+            "selected": 2,
+            "reactivated": 2,
+            "still_refused": 0,
+            "failed": 0,
+            "remaining": 1,
+        }
+        rest = svc.admin("POST", REACTIVATE).json()
+        assert (rest["reactivated"], rest["remaining"], rest["still_refused"], rest["failed"]) == (1, 0, 0, 0)
+        assert sorted(first.json()["connections"]["reactivated"] + rest["connections"]["reactivated"]) == sorted(app)
+        assert sent.count(TOKEN) == 5  # one refresh each, with its own kept refresh token
+        assert [_status(svc, cid) for cid in app] == ["active"] * 3
+        for cid in [*app, other]:
+            assert svc.admin("GET", READ, params={"connection_id": cid}).status_code == 200
+        nothing = svc.admin("POST", REACTIVATE).json()
+        assert (nothing["selected"], nothing["remaining"]) == (0, 0) and sent.count(TOKEN) == 5
+
+
+def test_the_limit_is_bounded(make_settings: Any, sandbox: Any) -> None:
+    with running_service(make_settings, sandbox, smart_practice(sandbox, "bounded-app")) as svc:
+        for limit in (0, 201):
+            r = svc.admin("POST", REACTIVATE, json={"limit": limit})
+            assert (r.status_code, r.json()["error"]) == (422, "validation_error"), r.text
