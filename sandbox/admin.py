@@ -134,7 +134,8 @@ def set_fault(body: Fault, request: Request) -> dict[str, Any]:
 
 @router.get("/faults")
 def list_faults(request: Request) -> list[dict[str, Any]]:
-    return [f.model_dump() for f in get_state(request).faults.list()]
+    faults = get_state(request).faults
+    return [f.model_dump() for f in faults.list()] + faults.quota_reports()
 
 
 @router.delete("/faults")

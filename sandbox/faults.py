@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandbox.body_faults import body_fault
 from sandbox.clock import Clock
+from sandbox.quota_fault import QuotaHeaders, QuotaWindow, with_headers
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ FaultKind = Literal[
     # by a next link skips its first match, and nothing on any page says so
     "trickle",  # the answer's body arrives chunk_bytes (default 1) bytes every delay_s seconds
     "huge_body",  # a 200 answer streams an endless (256 MiB) JSON body without Content-Length
+    "quota",  # quota requests per window_s, reported on every answer, 429 once spent (sandbox.quota_fault)
 ]
 #: Kinds the HTTP middleware answers itself; the others are consumed by the code they affect.
 _MIDDLEWARE_KINDS = frozenset(
@@ -72,6 +74,10 @@ class Fault(BaseModel):
     resource_type: str = "Observation"  # bulk_error_file: the type whose export fails
     #: trickle: bytes sent every delay_s (a steady pace above a low-speed limit, or the classic byte at a time)
     chunk_bytes: int = Field(default=1, ge=1, le=1024 * 1024)
+    #: quota: requests allowed per window_s (a window of up to two days: a daily quota), and how the answers say so
+    quota: int = Field(default=10, ge=0, le=1_000_000)
+    window_s: float = Field(default=60.0, gt=0, le=172_800)
+    quota_headers: QuotaHeaders = "ietf"
 
     @model_validator(mode="after")
     def _id_token_variant(self) -> Fault:
@@ -84,14 +90,30 @@ class FaultRegistry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
+        self._quotas: list[QuotaWindow] = []
 
     def add(self, fault: Fault) -> None:
         with self._lock:
+            if fault.kind == "quota":  # stays armed (``times`` ignored) until DELETE /admin/faults
+                window = QuotaWindow(fault.path, fault.method, fault.quota, fault.window_s, fault.quota_headers)
+                self._quotas.append(window)
+                return
             self._faults.append(fault.model_copy())
 
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
+            self._quotas.clear()
+
+    def quota(self, path: str, method: str | None) -> QuotaWindow | None:
+        """The first armed quota fault that counts a request to ``path``."""
+        with self._lock:
+            return next((q for q in self._quotas if q.matches(path, method)), None)
+
+    def quota_reports(self) -> list[dict[str, Any]]:
+        with self._lock:
+            quotas = list(self._quotas)
+        return [q.report() for q in quotas]
 
     def list(self) -> list[Fault]:
         with self._lock:
@@ -136,6 +158,11 @@ class FaultMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, raw_send)
             return
+        path = str(scope.get("path", ""))
+        window = None if path.startswith("/admin") else self.registry.quota(path, str(scope.get("method", "")) or None)
+        admitted, extra = (True, []) if window is None else window.admit(self.clock.timestamp())
+        if extra and admitted:  # the quota's headers on the answer, whatever else fires
+            raw_send = with_headers(raw_send, extra)
 
         async def send(message: Message) -> None:
             # Every response carries a Date from the (shiftable) server clock, unless the app set one.
@@ -146,9 +173,11 @@ class FaultMiddleware:
                 message = {**message, "headers": headers}
             await raw_send(message)
 
-        path = str(scope.get("path", ""))
         if path.startswith("/admin"):
             await self.app(scope, receive, send)
+            return
+        if not admitted:
+            await _respond(send, 429, outcome("throttled", "quota exceeded"), extra)
             return
         headers = dict(scope.get("headers") or [])
         kinds = set(_MIDDLEWARE_KINDS)

@@ -29,6 +29,7 @@ from connectors.errors import (
     InvalidGrantError,
     NeedsReauthError,
     OAuthError,
+    QuotaExhaustedError,
     TemporarilyUnavailableError,
     TransportError,
     UnauthorizedClientError,
@@ -55,6 +56,10 @@ from store.errors import ClientRejectedError, NoRefreshTokenError, RefreshDeferr
 from store.models import Connection, ConnectionKind, ConnectionStatus, TokenRecord
 from store.rate_windows import CallBudgetBusyError
 from store.tokenrows import open_field
+
+#: Nothing was sent (a busy shared call budget, the EHR's own quota spent until a far reset) or the EHR failed
+#: transiently: a still-valid token is kept, the refresh tried again on its next use.
+_TRANSIENT = (TransportError, TemporarilyUnavailableError, CallBudgetBusyError, QuotaExhaustedError)
 
 __all__ = ["RefreshLockTimeoutError", "check_status", "lock_row", "needs_refresh", "run_locked_refresh"]
 
@@ -171,7 +176,7 @@ def _prepare(
         endpoint = grants.token_endpoint(conn)
         auth = grants.client_auth(session, conn)
         scope = grants.backend_scope(session, conn) if backend else None
-    except (TransportError, TemporarilyUnavailableError, CallBudgetBusyError) as exc:
+    except _TRANSIENT as exc:
         return _transient(exc, name, current, valid_until, basis, connection_id)
     call: Callable[[], TokenResponse]
     if scope is not None:
@@ -232,7 +237,8 @@ def _grant(grant: _Grant, grants: GrantContext, connection_id: str) -> RefreshOu
     patient must authorize again; so is a backend connection's client_credentials grant refused by the token
     endpoint (any refusal, ``invalid_grant`` included: client_rejected, an admin's to fix, never a patient's), and
     a refresh whose client authentication is refused (``invalid_client``: client_rejected, the refresh token kept).
-    A call budget with no free call (``CallBudgetBusyError``: nothing was sent) is transient like a timeout."""
+    A call budget with no free call (``CallBudgetBusyError``) or the EHR's quota spent until a reset too far to wait
+    for (``QuotaExhaustedError``), nothing sent, is transient like a timeout."""
     detail: dict[str, object] = {"grant": grant.name}
     lost: list[bool] = []  # per failed attempt: was its answer lost (the request may have been used)?
 
@@ -245,7 +251,7 @@ def _grant(grant: _Grant, grants: GrantContext, connection_id: str) -> RefreshOu
 
     try:
         response = with_retry(attempt, grants.retry, grants.sleep, f"{grant.name} for connection {connection_id}")
-    except (TransportError, TemporarilyUnavailableError, CallBudgetBusyError) as exc:
+    except _TRANSIENT as exc:
         used = any(lost)  # an attempt of this call may have spent the refresh token, whichever failed last
         return _transient(exc, grant.name, grant.current, grant.valid_until, grant.basis, connection_id, lost=used)
     except OAuthError as exc:

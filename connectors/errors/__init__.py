@@ -28,7 +28,7 @@ may echo request values: log ``loggable_message(exc)`` (their ``safe_message``) 
     ├── FhirError                     a FHIR REST error response (status + OperationOutcome)
     │   ├── FhirUnauthorizedError (401), FhirForbiddenError (403), FhirNotFoundError (404),
     │   │   FhirGoneError (410), FhirPreconditionFailedError (412), FhirUnprocessableError (422),
-    │   │   RateLimitedError (429), FhirServerError (5xx)
+    │   │   RateLimitedError (429; QuotaExhaustedError), FhirServerError (5xx)
     │   ├── FhirWithoutTokenRefusedError  401 to a request sent without the token on purpose (a signed file URL)
     │   ├── SearchLinkExpiredError    a paging `next` link answered 404/410: restart from the stored mark (BDX-29)
     │   ├── SearchIncompleteError     a searchset missed matches (total > distinct received, no next; a repeated
@@ -85,6 +85,7 @@ from connectors.errors.fhir import (
     FhirUnauthorizedError,
     FhirUnprocessableError,
     FhirWithoutTokenRefusedError,
+    QuotaExhaustedError,
     RateLimitedError,
     SearchIncompleteError,
     SearchLinkExpiredError,
@@ -139,6 +140,7 @@ __all__ = [
     "InvalidScopeError",
     "NeedsReauthError",
     "OAuthError",
+    "QuotaExhaustedError",
     "RateLimitedError",
     "RequestDeadlineError",
     "ResponseTooLargeError",

@@ -100,6 +100,14 @@ class RateLimitedError(FhirError):
         self.retry_after = retry_after
 
 
+class QuotaExhaustedError(RateLimitedError):
+    """The EHR's own quota headers said no call is left until a reset further away than ehrsync waits (or past the
+    step's budget): nothing was sent. A throttle like a 429 (``retry_after``: seconds until the reset); the message
+    names the quota, the header that said so and when it resets."""
+
+    code = "quota_exhausted"
+
+
 _FHIR_STATUS: dict[int, type[FhirError]] = {
     401: FhirUnauthorizedError,
     403: FhirForbiddenError,

@@ -1,5 +1,6 @@
 """HTTP helpers shared by every connector, one job per module: wire dates and Retry-After (:mod:`.dates`), the
-retry policy (:mod:`.retry`), the vendor rate budget (:mod:`.ratelimit`) and URL rules (:mod:`.urls`).
+retry policy (:mod:`.retry`), the vendor rate budget (:mod:`.ratelimit`), the EHR's quota headers (:mod:`.quota`)
+and URL rules (:mod:`.urls`).
 
 Kept free of FHIR semantics so every connector throttles, backs off and guards tokens the same way. The
 transports and auth flow built from them live in :mod:`connectors.transport`.
@@ -12,6 +13,7 @@ from connectors.http.ratelimit import (
     RateLimiter,
     active_rate_budget,
     rate_budget,
+    rate_scope,
     spend_rate_budget,
 )
 from connectors.http.retry import RetryPolicy
@@ -39,6 +41,7 @@ __all__ = [
     "parse_instant",
     "parse_retry_after",
     "rate_budget",
+    "rate_scope",
     "redact_url",
     "resolve_url",
     "same_origin",

@@ -24,6 +24,7 @@ __all__ = [
     "RateLimiter",
     "active_rate_budget",
     "rate_budget",
+    "rate_scope",
     "spend_rate_budget",
 ]
 
@@ -82,17 +83,28 @@ class RateLimiter:
 _RATE: ContextVar[tuple[CallBudget, str] | None] = ContextVar("ehrsync_rate_budget", default=None)
 
 
+#: The key of the innermost :func:`rate_budget` block, with or without a limiter: the scope the EHR's own quota
+#: headers are kept under (:mod:`connectors.transport.quota`), so they follow the vendor's budget key.
+_SCOPE: ContextVar[str | None] = ContextVar("ehrsync_rate_scope", default=None)
+
+
 @contextmanager
 def rate_budget(limiter: CallBudget | None, key: str) -> Iterator[None]:
-    """Within this block, every EHR call (FHIR, Bulk, token endpoint) spends from ``limiter`` under ``key``."""
-    if limiter is None:
-        yield
-        return
-    token = _RATE.set((limiter, key))
+    """Within this block, every EHR call (FHIR, Bulk, token endpoint) spends from ``limiter`` under ``key`` (none
+    without one: a budget active around the block still counts them), and ``key`` scopes the EHR's quota headers."""
+    scope = _SCOPE.set(key)
+    token = None if limiter is None else _RATE.set((limiter, key))
     try:
         yield
     finally:
-        _RATE.reset(token)
+        if token is not None:
+            _RATE.reset(token)
+        _SCOPE.reset(scope)
+
+
+def rate_scope() -> str | None:
+    """The key of the innermost :func:`rate_budget` block (None outside one)."""
+    return _SCOPE.get()
 
 
 def active_rate_budget() -> bool:

@@ -37,7 +37,8 @@ class AthenaProvider(ProviderPlugin):
     base_url_template = "{fhirBaseUrl} (preview https://api.preview.platform.athenahealth.com/fhir/r4)"
     discovery_quirks = (
         "preview and production bases and credentials differ",
-        "OAuth per-minute and API per-day quotas are reported in response headers",
+        "OAuth per-minute and API per-day quotas are reported in response headers (read after every answer when in a "
+        "RateLimit / RateLimit-* / X-RateLimit-* form: connectors.transport.quota)",
     )
     auth_methods = (
         AuthMethod("client_secret_basic", (), "client_credentials"),

@@ -1,6 +1,6 @@
-"""The one way to get an httpx client for an EHR: its transport is the retry layer over the vendor rate
-budget over one bounded attempt over the network, so every call (FHIR, Bulk, SMART discovery, token
-endpoint) takes the same path.
+"""The one way to get an httpx client for an EHR: its transport is the retry layer over the EHR's reported quota
+(:mod:`.quota`) over the vendor rate budget over one bounded attempt over the network, so every call (FHIR, Bulk,
+SMART discovery, token endpoint) takes the same path.
 
 A caller may hand in its own ``httpx.Client`` (shared pools, test transports, event hooks): the layers are
 then put in front of it, and requests are still built by the caller's client (its headers, cookies and
@@ -27,6 +27,7 @@ from connectors.http.ratelimit import RateLimitedTransport
 from connectors.transport.attempt import AttemptTransport
 from connectors.transport.bounded_client import BoundedClient
 from connectors.transport.bounds import BodyBounds
+from connectors.transport.quota import QuotaTransport
 from connectors.transport.retrying import RetryTransport
 
 __all__ = ["DEFAULT_TIMEOUT", "EhrClient", "ehr_client", "ehr_transport"]
@@ -105,9 +106,10 @@ class _Owned(_Borrowed):
 
 
 def ehr_transport(inner: httpx.BaseTransport) -> httpx.BaseTransport:
-    """Retries (per the request's plan) over the rate budget over one bounded attempt over ``inner``: every
-    attempt spends a call, and its deadline starts once the budget let it go."""
-    return RetryTransport(RateLimitedTransport(AttemptTransport(inner)))
+    """Retries (per the request's plan) over the EHR's reported quota over the rate budget over one bounded
+    attempt over ``inner``: every attempt waits for a spent quota's reset (or fails, nothing sent), spends a call,
+    and its deadline starts once the budget let it go; every answer's quota headers are read on its way up."""
+    return RetryTransport(QuotaTransport(RateLimitedTransport(AttemptTransport(inner))))
 
 
 def ehr_client(http: httpx.Client | None = None, *, timeout: httpx.Timeout | float | None = None) -> EhrClient:

@@ -1,0 +1,175 @@
+"""The EHR's own quota as its answers report it (:mod:`connectors.http.quota`): the layer between the retries and
+the vendor rate budget reads the quota headers of every answer (2xx included). Once they say no call is left
+until a known reset, the next request under the same key waits for that reset (plus :data:`MARGIN_S`: servers
+round it) when it comes within the longest wait ehrsync accepts from a ``Retry-After`` (the retry policy's
+clamp, 15 min; a SMART call's request deadline when shorter), else it is refused at once with
+:class:`~connectors.errors.QuotaExhaustedError` and nothing is sent; so is one whose wait would end past the sync
+step's budget or a transfer's deadline. A later answer saying calls remain lifts the hold.
+
+Kept per process under (scope, lane, origin): scope is the key of the vendor budget the request runs under (the
+FHIR base a session spends under, :func:`connectors.http.rate_scope`; empty outside one), lane ``api`` for FHIR
+and Bulk requests and ``oauth`` for SMART/OAuth calls (token endpoint, discovery: requests without a
+:class:`~connectors.transport.plan.RequestPlan`), so an OAuth per-minute quota never holds FHIR requests nor the
+reverse, and origin the host answering (a file server's headers say nothing of the FHIR server's quota).
+The quota numbers are logged once per reset (WARNING), the first wait for it once (INFO); never a query string.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+
+from connectors.budgets import step_deadline
+from connectors.errors import QuotaExhaustedError
+from connectors.http.quota import Quota, read_quota
+from connectors.http.ratelimit import rate_scope
+from connectors.http.retry import RetryPolicy
+from connectors.http.urls import redact_url
+from connectors.transport.bounds import request_bounds
+from connectors.transport.plan import plan_of
+
+__all__ = ["MARGIN_S", "QUOTAS", "QuotaBook", "QuotaTransport", "quota_key"]
+
+logger = logging.getLogger(__name__)
+
+#: Waited past the reset a server reports (it rounds its seconds), so the first request after it is not early.
+MARGIN_S = 1.0
+_DEFAULT_POLICY = RetryPolicy()
+
+QuotaKey = tuple[str, str, str]
+
+
+@dataclass
+class _Spent:
+    until: float  # on the book's monotonic clock, the margin included
+    resets_at: datetime
+    quota: Quota
+    wait_logged: bool = False
+
+
+class QuotaBook:
+    """The quotas the EHR said are spent, by :func:`quota_key`; thread-safe. One per process: :data:`QUOTAS`."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._wall = wall
+        self._lock = threading.Lock()
+        self._spent: dict[QuotaKey, _Spent] = {}
+
+    def observe(self, key: QuotaKey, headers: httpx.Headers) -> None:
+        """Take note of what an answer's headers say about the quota under ``key`` (nothing when they say none)."""
+        quota = read_quota(headers, self._wall())
+        if quota is None:
+            return
+        if not quota.spent or quota.reset_s is None:
+            if key in self._spent:  # calls again: the hold is over
+                with self._lock:
+                    self._spent.pop(key, None)
+            return
+        until = self._clock() + quota.reset_s + MARGIN_S
+        resets_at = datetime.fromtimestamp(self._wall() + quota.reset_s, UTC)
+        with self._lock:
+            known = self._spent.get(key)
+            fresh = known is None or until > known.until + 2 * MARGIN_S  # a later reset: another window
+            self._spent[key] = _Spent(until, resets_at, quota, wait_logged=not fresh and known is not None)
+        if fresh:
+            logger.warning(
+                "the EHR's %s quota at %s is spent: 0 of %s calls remain, reset in %.0f s (%s header)",
+                _lane_name(key),
+                key[2],
+                "?" if quota.limit is None else quota.limit,
+                quota.reset_s,
+                quota.header,
+                extra={"quota_limit": quota.limit, "quota_reset_s": round(quota.reset_s, 1)},
+            )
+
+    def held(self, key: QuotaKey) -> tuple[float, _Spent] | None:
+        """Seconds left until the spent quota under ``key`` comes back, and its record; None when none is held."""
+        entry = self._spent.get(key)
+        if entry is None:
+            return None
+        left = entry.until - self._clock()
+        if left > 0:
+            return left, entry
+        with self._lock:
+            if self._spent.get(key) is entry:
+                del self._spent[key]
+        return None
+
+    def clear(self) -> None:
+        """Forget every hold (a test's sandbox port may be reused by the next one's)."""
+        with self._lock:
+            self._spent.clear()
+
+
+#: This process's book: every EHR client's layers share it.
+QUOTAS = QuotaBook()
+
+
+def quota_key(request: httpx.Request) -> QuotaKey:
+    """(scope, lane, origin) of ``request`` (module docstring)."""
+    url = request.url
+    origin = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+    return (rate_scope() or "", "api" if plan_of(request) is not None else "oauth", origin)
+
+
+def _lane_name(key: QuotaKey) -> str:
+    return "API" if key[1] == "api" else "OAuth"
+
+
+class QuotaTransport(httpx.BaseTransport):
+    """Holds or refuses a request while the EHR's quota for it is spent; notes the quota each answer reports."""
+
+    def __init__(self, inner: httpx.BaseTransport, book: QuotaBook | None = None) -> None:
+        self._inner = inner
+        self._book = QUOTAS if book is None else book
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        key = quota_key(request)
+        held = self._book.held(key)
+        if held is not None:
+            self._hold(request, key, *held)
+        response = self._inner.handle_request(request)
+        self._book.observe(key, response.headers)
+        return response
+
+    def _hold(self, request: httpx.Request, key: QuotaKey, left: float, entry: _Spent) -> None:
+        """Wait out a short reset, or raise QuotaExhaustedError (nothing sent) when it is too far away."""
+        plan = plan_of(request)
+        policy = _DEFAULT_POLICY if plan is None else plan.policy
+        url = redact_url(str(request.url))
+        cap, bound = policy.retry_after_max_s, f"the {policy.retry_after_max_s:g} s ehrsync waits for a throttle"
+        bounds = request_bounds(request) if plan is None else None
+        if bounds is not None and bounds.deadline_s is not None and bounds.deadline_s < cap:
+            cap, bound = bounds.deadline_s, f"the request's {bounds.deadline_s:g} s (EHRSYNC_REQUEST_DEADLINE_S)"
+        step = step_deadline()
+        if step is not None and step[0] - time.monotonic() < min(cap, left):
+            cap, bound = step[0] - time.monotonic(), f"what is left of {step[2]}'s {step[1]:g} s budget"
+        if left > cap:
+            raise _exhausted(request.method, url, key, left, entry, bound)
+        if plan is not None and plan.bounds is not None:
+            plan.bounds.check_wait(request.method, url, left, asked=True)
+        if not entry.wait_logged:
+            entry.wait_logged = True
+            logger.info("waiting %.1f s for the EHR's %s quota to reset", left, _lane_name(key), extra={"url": url})
+        policy.sleep(left)
+
+
+def _exhausted(method: str, url: str, key: QuotaKey, left: float, entry: _Spent, bound: str) -> QuotaExhaustedError:
+    quota = entry.quota
+    name = f"{_lane_name(key)} quota" + (f" {quota.policy!r}" if quota.policy else "")
+    size = "" if quota.limit is None else f" of {quota.limit}"
+    return QuotaExhaustedError(
+        f"{method} {url} was not sent: the EHR's {name} at {key[2]} is spent (its {quota.header} header said 0"
+        f"{size} calls remain until {entry.resets_at:%Y-%m-%dT%H:%M:%SZ}, {left:.0f} s from now), longer than "
+        f"{bound}; try again after the reset",
+        429,
+        url=url,
+        retry_after=left,
+    )

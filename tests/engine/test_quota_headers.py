@@ -1,0 +1,87 @@
+"""The EHR's own quota headers, over a real socket: the sandbox's ``quota`` fault allows N requests per window,
+says on every answer (2xx included) how many remain and when the window resets, and answers 429 once they are spent.
+ehrsync reads them after each answer: a short reset is waited for (no 429 ever provoked), a long one (a daily quota)
+fails the step at once with ``quota_exhausted`` and nothing more is sent; unusable headers change nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from connectors.transport.quota import QUOTAS
+from engine import cursors
+from tests.engine.helpers import add_fault, connect_patient
+from tests.engine.job_runs import run_sync
+
+TYPES = ["Patient", "Condition", "Observation"]
+
+
+@pytest.fixture(autouse=True)
+def _forget_quotas() -> Iterator[None]:
+    """A hold lives as long as its reset (a day here): the next test's sandbox may get this one's port."""
+    QUOTAS.clear()
+    yield
+    QUOTAS.clear()
+
+
+def _quota_report(http: httpx.Client, sb: Any) -> dict[str, Any]:
+    faults = http.get(f"{sb.base_url}/admin/faults").json()
+    return next(f for f in faults if f["kind"] == "quota")
+
+
+def _fhir_requests(request_log: Any) -> int:
+    return sum(1 for url in request_log.urls if url.path.startswith("/fhir"))
+
+
+@pytest.mark.parametrize("style", ["ietf", "x_epoch"])
+def test_short_reset_is_waited_for_and_no_429_is_provoked(world, shared_sb, http, request_log, style):
+    conn = connect_patient(world, shared_sb, http=http)
+    add_fault(http, shared_sb, "quota", path="/fhir", quota=3, window_s=2, quota_headers=style)
+    request_log.clear()
+    report = run_sync(world, conn, types=TYPES)
+    assert report.status == "completed" and report.failed_types == {}, (report.error, report.failed_types)
+    counted = _quota_report(http, shared_sb)
+    assert _fhir_requests(request_log) > 3, "the sync must need more requests than one window allows"
+    assert counted["refused"] == 0, f"ehrsync provoked {counted['refused']} 429(s) the headers warned of"
+
+
+def test_long_reset_fails_fast_sends_nothing_more_and_keeps_the_marks(world, shared_sb, http, request_log):
+    conn = connect_patient(world, shared_sb, http=http)
+    first = run_sync(world, conn, types=TYPES)
+    assert first.status == "completed", first.error
+    marks = {t: cursors.get_mark(world.env.db, conn, cursors.REST_STREAM, t) for t in TYPES}
+    add_fault(http, shared_sb, "quota", path="/fhir", quota=1, window_s=86400, quota_headers="draft")
+    report = run_sync(world, conn, types=TYPES)
+    assert report.status == "failed"
+    counted = _quota_report(http, shared_sb)
+    assert counted["requests"] == 1 and counted["refused"] == 0, counted  # the one allowed call, then nothing
+    errors = " ".join(report.failed_types.values()) or (report.error or "")
+    assert "quota_exhausted" in errors or "quota" in errors, errors
+    assert "RateLimit-Remaining header said 0 of 1 calls remain until" in errors, errors
+    assert {t: cursors.get_mark(world.env.db, conn, cursors.REST_STREAM, t) for t in TYPES} == marks
+
+
+def test_malformed_quota_headers_are_ignored(world, shared_sb, http):
+    conn = connect_patient(world, shared_sb, http=http)
+    add_fault(http, shared_sb, "quota", path="/fhir", quota=100_000, window_s=86400, quota_headers="malformed")
+    report = run_sync(world, conn, types=TYPES)
+    assert report.status == "completed" and report.failed_types == {}, (report.error, report.failed_types)
+    assert _quota_report(http, shared_sb)["requests"] > 0
+    held = [
+        QUOTAS.held((scope, lane, shared_sb.base_url))
+        for scope in ("", shared_sb.fhir_base)
+        for lane in ("api", "oauth")
+    ]
+    assert held == [None] * 4
+
+
+def test_spent_token_endpoint_quota_does_not_hold_fhir_requests(world, shared_sb, http):
+    """The token endpoint's quota (athenahealth: OAuth requests per minute) is kept apart from the FHIR API's."""
+    add_fault(http, shared_sb, "quota", path="/oauth/token", quota=1, window_s=86400, quota_headers="x")
+    conn = connect_patient(world, shared_sb, http=http)  # the code exchange spends the token endpoint's one call
+    assert QUOTAS.held(("", "oauth", shared_sb.base_url)) is not None
+    report = run_sync(world, conn, types=TYPES)
+    assert report.status == "completed" and report.failed_types == {}, (report.error, report.failed_types)
