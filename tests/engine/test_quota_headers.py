@@ -13,6 +13,8 @@ import pytest
 
 from connectors.transport.quota import QUOTAS
 from engine import cursors
+from store.errors import RefreshDeferredError
+from store.models import Connection
 from tests.engine.helpers import add_fault, connect_patient
 from tests.engine.job_runs import run_sync
 
@@ -85,3 +87,19 @@ def test_spent_token_endpoint_quota_does_not_hold_fhir_requests(world, shared_sb
     assert QUOTAS.held(("", "oauth", shared_sb.base_url)) is not None
     report = run_sync(world, conn, types=TYPES)
     assert report.status == "completed" and report.failed_types == {}, (report.error, report.failed_types)
+
+
+def test_a_refresh_held_by_a_spent_token_quota_keeps_the_valid_token_and_sends_nothing(world, shared_sb, http):
+    """A token endpoint whose quota is spent until a far reset: the vault's refresh is not sent (quota_exhausted,
+    nothing sent, transient like a busy call budget), the still-valid access token is kept and the connection stays
+    active; an admin's refresh (``keep_valid=False``) is told it was not done."""
+    add_fault(http, shared_sb, "quota", path="/oauth/token", quota=1, window_s=86400, quota_headers="ietf")
+    conn = connect_patient(world, shared_sb, http=http)  # the code exchange spends the token endpoint's one call
+    current = world.env.vault.get_access_token(conn)
+    assert world.env.vault.force_refresh(conn) == current
+    with pytest.raises(RefreshDeferredError, match="the refresh was not done"):
+        world.env.vault.force_refresh(conn, keep_valid=False)
+    counted = _quota_report(http, shared_sb)
+    assert counted["requests"] == 1 and counted["refused"] == 0, counted  # the exchange only: no refresh sent
+    with world.env.db.session() as session:
+        assert session.get(Connection, conn).status == "active"
