@@ -103,7 +103,7 @@ def _rejection(conn: Connection) -> str:
         why = f"its token endpoint refused the client_credentials grant ({detail.get('error_code')})"
     return (
         f"{why}; check the client registration (client id, key/JWKS, allowed grant and scopes), then re-enable "
-        "the connection (POST /api/integrations/smart/refresh)"
+        f"the connection (POST /api/integrations/smart/refresh; or all of this provider's: {all_hint})"
     )
 
 
