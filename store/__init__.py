@@ -1,11 +1,13 @@
 """App database and token vault (plain Python: no FastAPI, no Dagster).
 
 Public API: ``AppDatabase``, ``TokenCipher``, ``TokenVault``, ``OAuthStateStore``, ``rotate_keys``,
-``refresh_idle_grants``, ``SharedRateBudget`` and the models in ``store.models``. See docs/ARCHITECTURE.md.
+``refresh_idle_grants``, ``SharedRateBudget``, ``check_usable`` and the models in ``store.models``. See
+docs/ARCHITECTURE.md.
 """
 
 from store._grants import RetryPolicy
 from store._refresh import RefreshLockTimeoutError
+from store._states import check_usable
 from store.audit import record_audit
 from store.crypto import CipherError, TokenCipher
 from store.database import AppDatabase
@@ -31,6 +33,7 @@ __all__ = [
     "TokenVault",
     "UnknownConnectionError",
     "VaultTokenSource",
+    "check_usable",
     "client_auth_from_config",
     "load_provider_config",
     "record_audit",

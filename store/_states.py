@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.orm import object_session
+from sqlalchemy.orm import Session, object_session
 
 from connectors.errors import NeedsReauthError
 from store.errors import ClientRejectedError, TokenUndecryptableError
@@ -21,6 +21,7 @@ __all__ = [
     "RETRY_HINT",
     "SAME_CLIENT_REFUSED",
     "check_status",
+    "check_usable",
     "fresh_after_401",
 ]
 
@@ -55,6 +56,16 @@ def check_status(conn: Connection) -> None:
         )
     if conn.status != ConnectionStatus.ACTIVE:
         raise NeedsReauthError(f"connection {conn.id} is {conn.status}: a person must authorize again")
+
+
+def check_usable(session: Session, connection_id: str) -> None:
+    """Raise what a use of connection ``connection_id`` would raise now, from its stored state alone (no request to
+    the EHR): a ``client_rejected`` one says why (its client authentication refused, or paused because another
+    connection of the same app was refused, and when) and which admin call retries it (:func:`check_status`)."""
+    conn = session.scalar(select(Connection).where(Connection.id == connection_id))
+    if conn is None:
+        raise NeedsReauthError(f"no connection with id {connection_id!r}")
+    check_status(conn)
 
 
 def _rejection(conn: Connection) -> str:
@@ -92,7 +103,7 @@ def _rejection(conn: Connection) -> str:
         why = f"its token endpoint refused the client_credentials grant ({detail.get('error_code')})"
     return (
         f"{why}; check the client registration (client id, key/JWKS, allowed grant and scopes), then re-enable "
-        "the connection (POST /api/integrations/smart/refresh)"
+        f"the connection (POST /api/integrations/smart/refresh; or all of this provider's: {all_hint})"
     )
 
 

@@ -31,6 +31,7 @@ from connectors import errors as ce
 from connectors.fhir import FhirClient
 from connectors.smart import discover
 from connectors.writeback import WriteFlags, check_note_write
+from store import check_usable
 from store.models import Connection, ConnectionKind, ConnectionStatus, Tenant
 
 __all__ = ["flags_all_on", "test_note", "test_patient_read", "test_provider"]
@@ -112,9 +113,14 @@ def _audit(ctx: ServiceContext, conn: Connection, action: str, actor: str, outco
 
 
 def _fhir(ctx: ServiceContext, conn: Connection) -> FhirClient:
-    """A FHIR client for a test call through ``conn``; send through it only within ``_budget``."""
+    """A FHIR client for a test call through ``conn``; send through it only within ``_budget``. A ``client_rejected``
+    connection answers the store's explanation (why the EHR refused the client, or which connection of the same app
+    it was refused on and when, and which admin call retries it), sending nothing to the EHR."""
+    if conn.status == ConnectionStatus.CLIENT_REJECTED:
+        with ctx.db.session() as session:
+            check_usable(session, conn.id)  # raises ClientRejectedError, unless it was reactivated meanwhile
     # token_undecryptable goes on to the vault, which re-checks the stored token (active again once it opens)
-    if conn.status not in (ConnectionStatus.ACTIVE, ConnectionStatus.TOKEN_UNDECRYPTABLE):
+    elif conn.status not in (ConnectionStatus.ACTIVE, ConnectionStatus.TOKEN_UNDECRYPTABLE):
         raise ConnectionUnusableError(conn.status)
     return FhirClient(
         conn.fhir_base,

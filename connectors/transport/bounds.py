@@ -1,7 +1,9 @@
 """Bounds on one response: a byte limit on JSON bodies and an overall deadline per request.
 
 httpx's read timeout is per chunk, so a server sending one byte a second never trips it; the deadline here
-is checked between chunks against the whole request (and the active step budget, whichever ends first). A body
+is checked between chunks against the whole request (and the active step budget, whichever ends first), and every
+socket read of the body is cut to what is left of it (``network.pieces_within``: a byte sent just inside each read
+timeout no longer keeps the request a read timeout past its deadline). A body
 that may rightly stream for hours (a Bulk file) is bounded otherwise: the deadline covers the attempt up to the
 answer's headers only, a low-speed limit makes the body keep up an average rate over each window, and a transfer
 deadline (``transfer``, :mod:`.transfer`: every attempt together) ends a body kept just above that rate, and
@@ -211,7 +213,7 @@ class _BoundedStream(httpx.SyncByteStream):
         limit, slow, clock = bounds.max_bytes, bounds.low_speed, bounds.clock
         ends_at = bounds.body_ends_at(self._started)
         window_at, window_size = clock(), 0  # the low-speed window: when it began, the bytes received by then
-        pieces = self._inner if ends_at is None or bounds.body_deadline else pieces_within(self._inner, ends_at, clock)
+        pieces = self._inner if ends_at is None else pieces_within(self._inner, ends_at, clock)  # each read cut to it
         try:
             for chunk in pieces:
                 size += len(chunk)
@@ -222,12 +224,7 @@ class _BoundedStream(httpx.SyncByteStream):
                     continue
                 now = clock()
                 if ends_at is not None and now > ends_at:  # the request's deadline, the step's or the transfer's
-                    check_step_budget()
-                    bounds.check_transfer(self._method, self._url, size)
-                    raise RequestDeadlineError(
-                        f"{self._method} {self._url} was still sending after {bounds.deadline_s:g} s "
-                        f"({size} bytes received; EHRSYNC_REQUEST_DEADLINE_S)"
-                    )
+                    raise self._overdue(size)
                 if slow is not None and now - window_at >= slow.window_s:
                     if size - window_size < slow.bytes_per_s * (now - window_at):
                         raise TransferTooSlowError(
@@ -236,11 +233,22 @@ class _BoundedStream(httpx.SyncByteStream):
                         )
                     window_at, window_size = now, size
                 yield chunk
-        except httpx.TimeoutException:  # a read cut to the deadline (``pieces_within``), named as a late piece is
+        except httpx.TimeoutException as exc:  # a read cut to the deadline (``pieces_within``): named as a late piece
             if ends_at is not None and clock() >= ends_at:
-                check_step_budget()
-                bounds.check_transfer(self._method, self._url, size)
+                overdue = self._overdue(size)  # the step budget's or the transfer's end raises its own error here
+                if bounds.body_deadline:
+                    raise overdue from exc
             raise
+
+    def _overdue(self, size: int) -> RequestDeadlineError:
+        """The error of a body not done by its end: the step budget's or the transfer's (raised) when that ended
+        it, else the request deadline's."""
+        check_step_budget()
+        self._bounds.check_transfer(self._method, self._url, size)
+        return RequestDeadlineError(
+            f"{self._method} {self._url} was still sending after {self._bounds.deadline_s:g} s "
+            f"({size} bytes received; EHRSYNC_REQUEST_DEADLINE_S)"
+        )
 
     def close(self) -> None:
         self._inner.close()

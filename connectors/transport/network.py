@@ -5,8 +5,11 @@ within the read timeout, kept a request open for as long as it liked (a 100-byte
 against a 2 s deadline). The body is checked between chunks (``bounds._BoundedStream``), but headers are read
 inside httpcore. So the attempt layer publishes the attempt's deadline for its thread (:func:`attempt_deadline`)
 and the network streams of the transports ehrsync builds (:func:`deadline_transport`) cut every connect, read and
-write to what is left of it; past it they raise httpcore's own timeout, which httpx maps as usual. A body whose
-reads have a deadline of their own (a Bulk file's, every attempt together) is read through :func:`pieces_within`.
+write to what is left of it; past it they raise httpcore's own timeout, which httpx maps as usual. The body is
+read after that block, so every body with a deadline (a JSON answer's request deadline, a Bulk file's deadline for
+every attempt together, the step budget) is read through :func:`pieces_within`: otherwise each of its reads waited
+the whole read timeout cut only when the attempt began, and a byte sent just inside it kept the request open up to
+one such wait past its deadline.
 
 A caller's own ``httpx.Client`` (a library user's) keeps its transport: its headers are bounded by its read
 timeout per byte only.
@@ -42,8 +45,9 @@ def attempt_deadline(ends_at: float | None, clock: Callable[[], float]) -> Itera
 
 def pieces_within(pieces: Iterable[bytes], ends_at: float, clock: Callable[[], float]) -> Iterator[bytes]:
     """``pieces`` (a body), each read for the next within :func:`attempt_deadline` ``ends_at``: a body's reads, outside
-    the attempt's block, would otherwise each wait the whole read timeout however little is left (a Bulk file's
-    deadline). Per piece: one context variable set and reset, no clock reading unless the socket is read."""
+    the attempt's block, would otherwise each wait the whole read timeout however little is left (of the request
+    deadline, a Bulk file's deadline or the step budget). Per piece: one context variable set and reset, no clock
+    reading unless the socket is read."""
     source, deadline = iter(pieces), (ends_at, clock)
     while True:
         token = _DEADLINE.set(deadline)

@@ -116,6 +116,10 @@ def test_backend_grant_refused_for_good_is_client_rejected_until_retried_sal32_s
         events = len(_refresh_events(svc, conn_id))
         again = svc.admin("GET", READ, params={"connection_id": conn_id, "patient": pid})
         assert again.json()["error"] == "client_rejected"  # the state answers: no token request
+        said = again.json()["message"]  # why, and how to retry (before: only "connection is client_rejected")
+        assert f"is client_rejected: its token endpoint refused the client_credentials grant ({refusal}); " in said
+        assert "POST /api/integrations/smart/refresh" in said
+        assert "POST /api/integrations/admin/providers/smart/reactivate" in said
         assert len(_refresh_events(svc, conn_id)) == events
         # the fault fired once: the registration is fixed; the admin retries
         retried = svc.admin("POST", "/api/integrations/smart/refresh", json={"connection_id": conn_id})

@@ -2,9 +2,10 @@
 over real sockets (the sandbox as EHR, a live auth service).
 
 RFC 6749 §5.2: ``invalid_client`` is the client's authentication failing, the app's credentials, not the patient's
-grant. The connection is ``client_rejected`` (the admin answer 409 ``client_rejected`` saying what to check, the tenant
-health degraded), never ``needs_reauth``; its refresh token is kept; nothing more is sent to the EHR until the admin
-retries; the retry refreshes with the kept token and makes it active only once the EHR accepts the client again.
+grant. The connection is ``client_rejected`` (the admin answer 409 ``client_rejected`` saying what to check, as does
+the admin's test read of it, without a request; the tenant health degraded), never ``needs_reauth``; its refresh
+token is kept; nothing more is sent to the EHR until the admin retries; the retry refreshes with the kept token and
+makes it active only once the EHR accepts the client again.
 The patient's status page says the practice must fix it, not that the patient must sign in again."""
 
 from __future__ import annotations
@@ -73,6 +74,14 @@ def test_a_rotated_client_secret_makes_a_patient_connection_client_rejected_unti
 
         read = svc.admin("GET", READ, params={"connection_id": conn_id})
         assert (read.status_code, read.json()["error"]) == (409, "client_rejected"), read.text
+        said = read.json()["message"]  # why, and how to retry (before: only "connection is client_rejected")
+        assert said.startswith(f"connection {conn_id} is client_rejected: its token endpoint refused the client's "), (
+            said
+        )
+        assert "authentication on a refresh (invalid_client); check " in said and "client secret" in said
+        assert "POST /api/integrations/smart/refresh" in said and "need not authorize again" in said
+        assert "POST /api/integrations/admin/providers/smart/reactivate" in said
+        assert "secret-1" not in read.text and "secret-2" not in read.text
         assert sent == ["/oauth/token"]  # the state answers: nothing more sent to the EHR
 
         page = _status_page(svc, conn_id)

@@ -1,6 +1,7 @@
-"""An app's client secret rotated at the EHR: one refused refresh pauses all of the app's connections, and one admin
-call retries them all once the provider config holds the new secret, over real sockets (the sandbox as EHR, a live
-auth service; the sandbox rotates a client's secret when the client is registered again).
+"""An app's client secret rotated at the EHR: one refused refresh pauses all of the app's connections (the admin's
+test read of one says why, without a request), and one admin call retries them all once the provider config holds
+the new secret, over real sockets (the sandbox as EHR, a live auth service; the sandbox rotates a client's secret when
+the client is registered again).
 
 Before: each of the app's connections sent its own failing authentication before it was ``client_rejected``, and the
 admin retried them one by one. Now the first refusal marks the app's other active connections ``client_rejected``
@@ -73,6 +74,14 @@ def test_one_refusal_pauses_the_apps_connections_and_one_call_retries_them_all(
             assert "secret-1" not in str(paused) and "secret-2" not in str(paused)
             read = svc.admin("GET", READ, params={"connection_id": cid})
             assert (read.status_code, read.json()["error"]) == (409, "client_rejected"), read.text
+            said = read.json()[
+                "message"
+            ]  # why it was paused, and how to retry (before: "connection is client_rejected")
+            assert said.startswith(f"connection {cid} is client_rejected: paused without a request: connection "), said
+            assert f"{app[0]}, which uses the same client credentials, had its client authentication refused" in said
+            assert f"(invalid_client) at {paused['detail']['refused_at']}; check " in said
+            assert REACTIVATE in said and REFRESH in said
+            assert "secret-1" not in read.text and "secret-2" not in read.text
         assert sent.count(TOKEN) == 1  # their uses send nothing
 
         early = svc.admin("POST", REACTIVATE)  # before the fix: one try, refused, nothing else tried
