@@ -49,8 +49,9 @@ class Quota:
 
     @property
     def spent(self) -> bool:
-        """No call left, and the server said when they come back."""
-        return self.remaining == 0 and self.reset_s is not None
+        """No call left, and the server said they come back later than now (a reset of 0, or a Unix time already
+        past, says the window has already begun again: nothing to wait for)."""
+        return self.remaining == 0 and self.reset_s is not None and self.reset_s > 0
 
 
 def read_quota(headers: httpx.Headers, now_epoch: float) -> Quota | None:

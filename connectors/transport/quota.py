@@ -10,7 +10,10 @@ Kept per process under (scope, lane, origin): scope is the key of the vendor bud
 FHIR base a session spends under, :func:`connectors.http.rate_scope`; empty outside one), lane ``api`` for FHIR
 and Bulk requests and ``oauth`` for SMART/OAuth calls (token endpoint, discovery: requests without a
 :class:`~connectors.transport.plan.RequestPlan`), so an OAuth per-minute quota never holds FHIR requests nor the
-reverse, and origin the host answering (a file server's headers say nothing of the FHIR server's quota).
+reverse, and where: the origin answering an API request (a file server's headers say nothing of the FHIR server's
+quota), the URL without its query for an OAuth call (one authorization host serves many tenants' token endpoints,
+Cerner's ``/tenants/{id}/...``: one tenant's spent quota never holds another's sign-in). At most
+:data:`MAX_HOLDS` holds are kept: ended ones are dropped whenever a new one is noted, then the soonest to end.
 The quota numbers are logged once per reset (WARNING), the first wait for it once (INFO); never a query string.
 """
 
@@ -34,12 +37,15 @@ from connectors.http.urls import redact_url
 from connectors.transport.bounds import request_bounds
 from connectors.transport.plan import plan_of
 
-__all__ = ["MARGIN_S", "QUOTAS", "QuotaBook", "QuotaTransport", "quota_key"]
+__all__ = ["MARGIN_S", "MAX_HOLDS", "QUOTAS", "QuotaBook", "QuotaTransport", "quota_key"]
 
 logger = logging.getLogger(__name__)
 
 #: Waited past the reset a server reports (it rounds its seconds), so the first request after it is not early.
 MARGIN_S = 1.0
+#: The most holds one process keeps (many hosts over a long-lived process): a hold dropped only means one request
+#: more is sent, and the EHR's answer (a 429, or its headers) says so again.
+MAX_HOLDS = 1024
 _DEFAULT_POLICY = RetryPolicy()
 
 QuotaKey = tuple[str, str, str]
@@ -77,6 +83,8 @@ class QuotaBook:
         with self._lock:
             known = self._spent.get(key)
             fresh = known is None or until > known.until + 2 * MARGIN_S  # a later reset: another window
+            if known is None:
+                self._make_room()
             self._spent[key] = _Spent(until, resets_at, quota, wait_logged=not fresh and known is not None)
         if fresh:
             logger.warning(
@@ -102,6 +110,17 @@ class QuotaBook:
                 del self._spent[key]
         return None
 
+    def _make_room(self) -> None:
+        """Drop the holds that have ended, then (still full) the soonest to end; the lock is held."""
+        now = self._clock()
+        for key in [key for key, entry in self._spent.items() if entry.until <= now]:
+            del self._spent[key]
+        while len(self._spent) >= MAX_HOLDS:
+            del self._spent[min(self._spent, key=lambda key: self._spent[key].until)]
+
+    def __len__(self) -> int:
+        return len(self._spent)
+
     def clear(self) -> None:
         """Forget every hold (a test's sandbox port may be reused by the next one's)."""
         with self._lock:
@@ -115,8 +134,10 @@ QUOTAS = QuotaBook()
 def quota_key(request: httpx.Request) -> QuotaKey:
     """(scope, lane, origin) of ``request`` (module docstring)."""
     url = request.url
-    origin = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
-    return (rate_scope() or "", "api" if plan_of(request) is not None else "oauth", origin)
+    where = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+    if plan_of(request) is not None:
+        return (rate_scope() or "", "api", where)
+    return (rate_scope() or "", "oauth", where + url.path)
 
 
 def _lane_name(key: QuotaKey) -> str:

@@ -73,9 +73,9 @@ def test_malformed_quota_headers_are_ignored(world, shared_sb, http):
     assert report.status == "completed" and report.failed_types == {}, (report.error, report.failed_types)
     assert _quota_report(http, shared_sb)["requests"] > 0
     held = [
-        QUOTAS.held((scope, lane, shared_sb.base_url))
+        QUOTAS.held((scope, lane, where))
         for scope in ("", shared_sb.fhir_base)
-        for lane in ("api", "oauth")
+        for lane, where in (("api", shared_sb.base_url), ("oauth", f"{shared_sb.base_url}/oauth/token"))
     ]
     assert held == [None] * 4
 
@@ -84,7 +84,7 @@ def test_spent_token_endpoint_quota_does_not_hold_fhir_requests(world, shared_sb
     """The token endpoint's quota (athenahealth: OAuth requests per minute) is kept apart from the FHIR API's."""
     add_fault(http, shared_sb, "quota", path="/oauth/token", quota=1, window_s=86400, quota_headers="x")
     conn = connect_patient(world, shared_sb, http=http)  # the code exchange spends the token endpoint's one call
-    assert QUOTAS.held(("", "oauth", shared_sb.base_url)) is not None
+    assert QUOTAS.held(("", "oauth", f"{shared_sb.base_url}/oauth/token")) is not None
     report = run_sync(world, conn, types=TYPES)
     assert report.status == "completed" and report.failed_types == {}, (report.error, report.failed_types)
 
