@@ -8,7 +8,9 @@ all, 409 ``client_rejected`` naming the refusal); once it is accepted, the rest 
 ``TokenVault.reactivate`` (a patient connection refreshes with its own kept refresh token, a backend one mints; each
 active again only if that works) within the vendor's shared call budget (eCW), as a single admin refresh is. A
 connection whose refresh token the EHR now refuses ends ``needs_reauth`` (the client was accepted: the next one
-is tried first then); a busy call budget stops the run (nothing sent; call again later).
+is tried first then); a retry that fails transiently stops the run, the rest ``not_tried`` (call again later): a
+busy call budget (nothing sent), the EHR throttling, out of quota, unreachable or failing (each of the rest would
+send one more request to it, or wait out one more timeout).
 
 At most ``limit`` connections per call (``DEFAULT_LIMIT``, at most ``MAX_LIMIT``), oldest change first: a retry
 refused again or failed moves a connection to the back, so calling again until ``remaining`` is 0 reaches them all.
@@ -27,7 +29,7 @@ from auth_service.services.audit import audit_event
 from auth_service.services.context import ServiceContext
 from auth_service.services.errors import EhrCallError, service_error_from
 from connectors import errors as ce
-from store.errors import ClientRejectedError
+from store.errors import ClientRejectedError, RefreshDeferredError
 from store.models import Connection, ConnectionStatus
 from store.rate_windows import CallBudgetBusyError
 
@@ -101,12 +103,20 @@ def _retry(ctx: ServiceContext, conn: Connection, run: _Run, actor: str) -> None
             raise
         if outcome == "still_refused":
             run.refused.add(_credentials(conn))
-        if isinstance(exc, CallBudgetBusyError):  # nothing sent; the next ones would wait as long
+        if _transient(exc):  # the next ones would meet the same busy budget, throttle or outage
             run.stopped = f"{code} at connection {conn.id}"
     else:
         _audit_retry(ctx, conn, actor, None)
     run.ids[outcome].append(conn.id)
     run.accepted = run.accepted or outcome in ("reactivated", "needs_reauth")
+
+
+def _transient(exc: ce.EhrSyncError) -> bool:
+    """A failure of the EHR or the budget, not of this connection: a refresh not done (``RefreshDeferredError``
+    wraps the transient cause), a busy call budget, a throttle or quota, the EHR unreachable or failing."""
+    if isinstance(exc, (RefreshDeferredError, CallBudgetBusyError, ce.TransportError, ce.TemporarilyUnavailableError)):
+        return True
+    return isinstance(exc, ce.FhirError) and (exc.is_transient or isinstance(exc, ce.RateLimitedError))
 
 
 def _outcome(exc: ce.EhrSyncError) -> str:

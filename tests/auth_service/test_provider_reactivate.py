@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from tests.auth_service.ehr import patient_ids, running_service, smart_practice
+from tests.auth_service.ehr import patient_ids, running_service, sandbox_admin, smart_practice
 from tests.auth_service.test_admin_call_budget import _sent_paths
 from tests.auth_service.test_flows_sandbox import connect, register
 
@@ -123,3 +123,28 @@ def test_the_limit_is_bounded(make_settings: Any, sandbox: Any) -> None:
         for limit in (0, 201):
             r = svc.admin("POST", REACTIVATE, json={"limit": limit})
             assert (r.status_code, r.json()["error"]) == (422, "validation_error"), r.text
+
+
+def test_a_throttled_or_failing_ehr_stops_the_run(make_settings: Any, sandbox: Any) -> None:
+    """Once the client is accepted, a retry that fails because the EHR throttles (or is down) stops the run: the
+    rest are not_tried instead of each sending one more request to a throttling EHR (or waiting out a timeout)."""
+    client = f"throttled-{uuid.uuid4().hex[:8]}"
+    with running_service(make_settings, sandbox, smart_practice(sandbox, client)) as svc:
+        app, _ = _setup(svc, sandbox, client)
+        register(sandbox, svc, client, "confidential-symmetric", client_secret="secret-2")
+        assert svc.admin("POST", REFRESH, json={"connection_id": app[0]}).status_code == 409
+        assert svc.admin("PUT", "/api/integrations/admin/providers/smart", json={"clientSecret": "secret-2"}).is_success
+        # one token call allowed today, 429 after it (headers no client reads: nothing warns ehrsync beforehand)
+        fault = {"kind": "quota", "path": TOKEN, "quota": 1, "window_s": 86400, "quota_headers": "malformed"}
+        sandbox_admin(sandbox, "faults", fault)
+        sent = _sent_paths(svc)
+        try:
+            answer = svc.admin("POST", REACTIVATE)
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert (body["reactivated"], body["failed"], body["not_tried"], body["remaining"]) == (1, 1, 1, 2), body
+            assert "stopped" in body, body
+            assert body["stopped"].startswith(f"ehr_unavailable at connection {body['connections']['failed'][0]}")
+            assert sent.count(TOKEN) == 4  # the accepted one, the throttled one's three attempts; nothing more
+        finally:
+            sandbox_admin(sandbox, "faults", method="DELETE")
