@@ -10,10 +10,14 @@ from engine.writeback.config import WritebackConfig
 from store import AppDatabase
 from store.models import utcnow
 from store.outbox import NoteRecord, transition
+from store.rate_windows import CallBudgetBusyError
 
 __all__ = ["ends_note", "fail_from", "outcome_text", "outcome_unknown", "retry_later"]
 
 _MAX_REASON = 2000
+#: Answers that prove ehrsync itself withheld the request (nothing reached the EHR): the EHR's quota headers said
+#: no call is left until a reset, or the vendor's shared call budget had no free call. Not a try of the note's.
+_WITHHELD = (ce.QuotaExhaustedError, CallBudgetBusyError)
 
 
 def outcome_text(exc: ce.EhrSyncError) -> str:
@@ -44,10 +48,13 @@ def outcome_unknown(exc: ce.EhrSyncError) -> bool:
 
 def retry_later(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: ce.EhrSyncError) -> NoteRecord:
     """Back to ``pending`` after a backoff (the server's ``Retry-After`` when given), or ``failed`` when the note
-    used its attempts. Only for answers that prove nothing was stored, or with conditional create."""
+    used its attempts. Only for answers that prove nothing was stored, or with conditional create. A request
+    ehrsync withheld (``_WITHHELD``) is not counted as one of the note's tries: a daily quota spent would otherwise
+    fail the note after its 8 tries without one reaching the EHR."""
     status = getattr(exc, "status", None)
     detail = {"error_code": exc.code, "status_code": status}
-    if note.attempts >= config.max_attempts:
+    attempts = _tries(note, exc)
+    if attempts >= config.max_attempts:
         return transition(
             db,
             note,
@@ -57,11 +64,12 @@ def retry_later(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc:
             last_http_status=status,
             detail=detail,
         )
-    wait = config.backoff_s(max(note.attempts, 1), getattr(exc, "retry_after", None))
+    wait = config.backoff_s(max(attempts, 1), getattr(exc, "retry_after", None))
     note = transition(
         db,
         note,
         "pending",
+        attempts=attempts,
         maybe_stored=note.maybe_stored,  # kept for the next attempt's answer (``ends_note``)
         next_attempt_at=utcnow() + timedelta(seconds=wait),
         last_http_status=status,
@@ -73,10 +81,16 @@ def retry_later(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc:
     return note
 
 
+def _tries(note: NoteRecord, exc: ce.EhrSyncError) -> int:
+    """The note's tries, less the one counted as it went to ``sending`` (``attempt.py``) when ehrsync withheld it."""
+    withheld = isinstance(exc, _WITHHELD) and note.state == "sending" and note.attempts >= 1
+    return note.attempts - 1 if withheld else note.attempts
+
+
 def ends_note(config: WritebackConfig, note: NoteRecord, exc: ce.EhrSyncError) -> bool:
     """Whether ``retry_later``/``fail_from`` would end the note on this answer (``failed``/``blocked``) rather than
     try again: its attempts are spent, or the answer is a refusal (not transient, not throttled, not unreached)."""
-    if note.attempts >= config.max_attempts:
+    if _tries(note, exc) >= config.max_attempts:
         return True
     if isinstance(exc, ce.TransportError):
         return False
