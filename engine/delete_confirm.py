@@ -10,7 +10,8 @@ again before its row is tombstoned:
   gone;
 - every id still undecided is read by id, at most ``CONFIRM_MAX_READS`` a type a reconciliation: 404 or 410
   confirms the deletion, 200 shows it alive; any other answer (403, 5xx after retries, 401, an outage, the step
-  budget) leaves it unconfirmed.
+  budget) leaves it unconfirmed. A 403 or 5xx is about that resource: the next id is read (until
+  ``FAILED_READS_IN_A_ROW`` 5xx in a row, the server failing); the others stop the asking.
 
 Copies found alive are landed and upserted like a read-back (so a newer version is stored). Only confirmed ids
 are tombstoned: an unconfirmed one stays live until a later reconciliation settles it (never the other way round,
@@ -32,6 +33,7 @@ from connectors.errors import (
     FhirNotFoundError,
     FhirUnauthorizedError,
     NeedsReauthError,
+    RateLimitedError,
     TransportError,
     loggable_message,
 )
@@ -41,7 +43,7 @@ from engine.references import IdSearch, can_search_by_id, land_with, search_by_i
 from engine.reports import TypeReport
 from warehouse import LandingWriter, Warehouse, WarehouseError
 
-__all__ = ["CONFIRM_MAX_READS", "Confirmation", "confirm_deleted"]
+__all__ = ["CONFIRM_MAX_READS", "FAILED_READS_IN_A_ROW", "Confirmation", "confirm_deleted"]
 
 _log = logging.getLogger(__name__)
 #: Most ids one reconciliation reads one by one to confirm a type's deletions (those no ``_id`` search settled).
@@ -49,6 +51,9 @@ _log = logging.getLogger(__name__)
 #: this many requests a week; the ids over it stay live, unconfirmed, and later reconciliations go on with them
 #: (the confirmed ones leave the warehouse's live ids, so each week reaches further).
 CONFIRM_MAX_READS = 1000
+#: Reads by id that may fail with a 5xx one after another before the asking stops: a few is one bad resource or
+#: two, more is the server failing (each read already spent the client's retries).
+FAILED_READS_IN_A_ROW = 3
 
 
 @dataclass(frozen=True)
@@ -159,25 +164,41 @@ def _ask(
 
 
 def _read_each(client: FhirClient, rtype: str, asking: _Asking, writer: LandingWriter, report: TypeReport) -> None:
-    """Read each undecided id, up to ``CONFIRM_MAX_READS``: 404/410 is gone, 200 alive (landed), 403 leaves that
-    one unconfirmed; any other failure raises (the asking stops)."""
+    """Read each undecided id, up to ``CONFIRM_MAX_READS``: 404/410 is gone, 200 alive (landed); 403, or a 5xx
+    after the client's retries, leaves that one unconfirmed and the next is asked for (one resource the server
+    cannot serve must not hold back the ids after it every week), until ``FAILED_READS_IN_A_ROW`` fail one after
+    another (the server, not one resource); any other failure raises (the asking stops)."""
     undecided = asking.undecided()
     asking.over_cap = max(0, len(undecided) - CONFIRM_MAX_READS)
+    failed_in_a_row = 0
     for rid in undecided[:CONFIRM_MAX_READS]:
         try:
             resource = client.read(rtype, rid)
         except (FhirNotFoundError, FhirGoneError):
             asking.read_gone.add(rid)
+            failed_in_a_row = 0
             continue
         except FhirForbiddenError as exc:  # this resource, not the server: the others are still asked for
             asking.error = asking.error or _describe(exc)
             continue
+        except FhirError as exc:
+            failed_in_a_row += 1
+            if not _resource_failure(exc) or failed_in_a_row >= FAILED_READS_IN_A_ROW:
+                raise
+            asking.error = asking.error or _describe(exc)
+            continue
+        failed_in_a_row = 0
         if resource.get("resourceType") == rtype and resource.get("id") == rid:
             asking.search.found.add(rid)
             report.fetched += 1
             writer.add_resource(resource)
         else:  # an answer about something else confirms nothing
             asking.error = asking.error or f"reading {rtype} by id answered a different resource"
+
+
+def _resource_failure(exc: FhirError) -> bool:
+    """A 5xx answer about one resource (the client already retried it); not a throttle, which holds for all."""
+    return exc.status >= 500 and not isinstance(exc, RateLimitedError)
 
 
 def _describe(exc: BaseException) -> str:

@@ -209,3 +209,41 @@ def test_an_id_search_ending_short_of_its_total_confirms_nothing_bdx31(
         sb.admin.reset_settings()
     assert confirmed.gone == [] and confirmed.alive == 3 and confirmed.unconfirmed == 0
     assert len(_reads(request_log)) == 1
+
+
+def test_one_resource_answering_5xx_does_not_hold_back_the_ids_after_it_bdx31(
+    start_sandbox: Callable[..., SandboxServer], tmp_path: Any, http: httpx.Client
+) -> None:
+    """A read by id answered 500 every time (one resource the server cannot serve) leaves that id live and
+    unconfirmed, and the candidates after it are still read and tombstoned; before, the first such id stopped the
+    asking, every week, for every id sorted after it. ``FAILED_READS_IN_A_ROW`` 5xx in a row still stop it."""
+    sb = start_sandbox(patients=1, ignored_search_params=["_id"])
+    world = make_environment(tmp_path / "w", http=http, page_size=5)
+    conn, live, deleted = _synced_then_deleted(world, sb, http)
+    assert len(deleted) >= 2, deleted
+    first = min(deleted)
+    add_fault(http, sb, "500", path=f"{OBS}/{first}", times=None)
+    report = reconcile_deletes(world.env, conn, "Observation")
+    assert report.tombstoned == len(deleted) - 1 and report.unconfirmed == 1, report
+    assert report.confirm_error is not None and "HTTP 500" in report.confirm_error and first not in report.confirm_error
+    assert _live(world, conn) == live - deleted | {first}
+    sb.admin.clear_faults()
+    assert reconcile_deletes(world.env, conn, "Observation").tombstoned == 1
+    assert _live(world, conn) == live - deleted
+
+
+def test_reads_answering_5xx_one_after_another_stop_the_asking_bdx31(
+    start_sandbox: Callable[..., SandboxServer], tmp_path: Any, http: httpx.Client, request_log: RequestLog
+) -> None:
+    """Every read answered 500: the server is failing, not one resource; the asking stops after
+    ``FAILED_READS_IN_A_ROW`` ids (each already retried by the client), nothing is tombstoned."""
+    sb = start_sandbox(patients=1, ignored_search_params=["_id"])
+    world = make_environment(tmp_path / "w", http=http, page_size=5)
+    conn, live, deleted = _synced_then_deleted(world, sb, http)
+    assert len(deleted) > delete_confirm.FAILED_READS_IN_A_ROW, deleted
+    add_fault(http, sb, "500", path=f"{OBS}/", times=None)
+    request_log.clear()
+    report = reconcile_deletes(world.env, conn, "Observation")
+    assert report.tombstoned == 0 and report.unconfirmed == len(deleted) and report.confirm_error is not None
+    assert len(set(_reads(request_log))) == delete_confirm.FAILED_READS_IN_A_ROW
+    assert _live(world, conn) == live
