@@ -76,7 +76,10 @@ def serve(fake: FakeFhir, date_header: str = "Wed, 21 Oct 2026 07:28:00 GMT") ->
                 self.send_header(key, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):  # the client stopped reading (what some tests check)
+                self.close_connection = True
 
         def date_time_string(self, timestamp: float | None = None) -> str:
             return date_header
