@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from connectors.transport.quota import QUOTAS
 from sandbox import SandboxConfig, SandboxServer
 from tests.engine.helpers import SyncWorld, make_environment
 
@@ -89,3 +90,12 @@ def shared_sb(module_sandbox: SandboxServer) -> SandboxServer:
     """The module's sandbox with no faults armed (a test's leftover faults never leak into the next)."""
     module_sandbox.admin.clear_faults()
     return module_sandbox
+
+
+@pytest.fixture(autouse=True)
+def _forget_quotas() -> Iterator[None]:
+    """The EHR quota holds are per process and keyed by origin: a hold (a day long in the quota tests) must not
+    reach the next test, whose sandbox may get this one's port."""
+    QUOTAS.clear()
+    yield
+    QUOTAS.clear()

@@ -55,12 +55,7 @@ def test_files_kept_above_the_low_speed_limit_fail_at_their_deadline_and_the_nex
     conn = connect_backend(world, shared_sb, http=http, group_id=GROUP)
     world.env.bulk_low_speed, world.env.bulk_file_deadline_s = LOW_SPEED, DEADLINE_S
     add_fault(http, shared_sb, "trickle", path="/bulk/files", times=None, **PACE)
-    started = time.monotonic()
-    try:
-        first = run_bulk_export(world.env, conn, "kept-just-above-the-limit")
-    finally:
-        shared_sb.admin.clear_faults()
-    took = time.monotonic() - started
+    first, took = _timed_export(world, shared_sb, conn, "kept-just-above-the-limit")
     assert first.status == "failed" and first.error is not None, first.error
     assert "bulk file(s) failed; the next run resumes them" in first.error, first.error
     assert ": bulk_file_deadline_exceeded: bulk file http" in first.error, first.error
@@ -98,6 +93,16 @@ def test_files_kept_above_the_low_speed_limit_fail_at_their_deadline_and_the_nex
 # fetches were not counted at all.
 
 
+def _timed_export(world: SyncWorld, sb: SandboxServer, conn: str, run_id: str) -> tuple[BulkReport, float]:
+    """Run the export with the faults armed, then clear them whatever happens; the report and its seconds."""
+    started = time.monotonic()
+    try:
+        report = run_bulk_export(world.env, conn, run_id)
+    finally:
+        sb.admin.clear_faults()
+    return report, time.monotonic() - started
+
+
 def _failed_by_deadline(world: SyncWorld, conn: str, report: BulkReport) -> str:
     """The run failed on its files' deadlines and kept everything for the next run: the job, its files pending, the
     cursor unmoved. Returns the run's error."""
@@ -120,12 +125,7 @@ def test_a_retry_after_longer_than_a_files_time_left_fails_it_without_waiting(
     conn = connect_backend(world, shared_sb, http=http, group_id=GROUP)
     world.env.bulk_file_deadline_s = 3.0
     add_fault(http, shared_sb, "503", path="/bulk/files", times=None, retry_after="120")
-    started = time.monotonic()
-    try:
-        report = run_bulk_export(world.env, conn, "asked-to-wait")
-    finally:
-        shared_sb.admin.clear_faults()
-    took = time.monotonic() - started
+    report, took = _timed_export(world, shared_sb, conn, "asked-to-wait")
     error = _failed_by_deadline(world, conn, report)
     assert "within its 3 s deadline (EHRSYNC_BULK_FILE_DEADLINE_S): 1 attempt made in " in error, error
     assert "the server asked to wait 120 s and only " in error and " s were left of its transfer deadline" in error
@@ -143,12 +143,7 @@ def test_a_files_stalled_body_ends_at_its_deadline_not_at_its_read_timeout(
     conn = connect_backend(world, shared_sb, http=http, group_id=GROUP)
     world.env.bulk_file_deadline_s = 3.0
     add_fault(http, shared_sb, "trickle", path="/bulk/files", times=None, chunk_bytes=64, delay_s=60)
-    started = time.monotonic()
-    try:
-        report = run_bulk_export(world.env, conn, "stalled")
-    finally:
-        shared_sb.admin.clear_faults()
-    took = time.monotonic() - started
+    report, took = _timed_export(world, shared_sb, conn, "stalled")
     error = _failed_by_deadline(world, conn, report)
     assert "within its 3 s deadline (EHRSYNC_BULK_FILE_DEADLINE_S): 1 attempt made in " in error, error
     assert took < 45, took  # each read timeout alone is 30 s, four files at a time

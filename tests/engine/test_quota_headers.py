@@ -5,7 +5,6 @@ fails the step at once with ``quota_exhausted`` and nothing more is sent; unusab
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,14 +18,6 @@ from tests.engine.helpers import add_fault, connect_patient
 from tests.engine.job_runs import run_sync
 
 TYPES = ["Patient", "Condition", "Observation"]
-
-
-@pytest.fixture(autouse=True)
-def _forget_quotas() -> Iterator[None]:
-    """A hold lives as long as its reset (a day here): the next test's sandbox may get this one's port."""
-    QUOTAS.clear()
-    yield
-    QUOTAS.clear()
 
 
 def _quota_report(http: httpx.Client, sb: Any) -> dict[str, Any]:

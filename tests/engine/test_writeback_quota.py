@@ -5,26 +5,15 @@ a daily quota failed every pending note (``retries_exhausted``) after its tries,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import httpx
-import pytest
 
-from connectors.transport.quota import QUOTAS
 from engine.writeback import write_note
 from engine.writeback.config import WritebackConfig
 from store.models import utcnow
 from tests.engine.helpers import add_fault
 from tests.engine.writeback_helpers import FAST, enqueue, writable_connection
-
-
-@pytest.fixture(autouse=True)
-def _forget_quotas() -> Iterator[None]:
-    """A hold lives as long as its reset (a day here): the next test's sandbox may get this one's port."""
-    QUOTAS.clear()
-    yield
-    QUOTAS.clear()
 
 
 def _quota_requests(http: httpx.Client, sb) -> int:
