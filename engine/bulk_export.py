@@ -200,6 +200,7 @@ def _complete(
             on_complete(session)
         session.commit()
     if spec.incremental and not missed:
+        report.mark_stored = job.transaction_time
         for type_report in report.types.values():
             type_report.high_water_mark = job.transaction_time
     checkpoint("bulk.completed")

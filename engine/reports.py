@@ -100,6 +100,9 @@ class BulkReport:
     reruns: int = 0
     since: datetime | None = None
     transaction_time: datetime | None = None
+    #: The ``_since`` this run stored (the export's transactionTime, BDX-14); None when the mark was held (a partial
+    #: or failed export) or not moved (a follow-up export, BDX-15).
+    mark_stored: datetime | None = None
     files: int = 0
     error_files: int = 0
     error_outcomes: int = 0

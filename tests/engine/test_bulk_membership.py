@@ -70,6 +70,7 @@ def test_new_member_older_data_lands_removed_member_counted_rerun_idempotent_bdx
     assert stored == {"members": ["pat0", "pat1"], "removed": ["pat2"]}
     mark = cursors.get_mark(world.env.db, conn, cursors.bulk_stream("group", GROUP), "*")
     assert mark == second.transaction_time, "the main _since is the main export's transactionTime (BDX-14)"
+    assert meta["high_water_mark"].value == mark.isoformat()  # the main mark it stored, not the follow-up's
 
     request_log.clear()
     third = run_bulk_export(world.env, conn, "third")

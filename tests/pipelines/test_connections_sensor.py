@@ -18,9 +18,11 @@ from dagster._core.test_utils import create_run_for_test
 from engine import runs
 from engine.models import SyncRun
 from engine.planning import ConnectionsCursor
+from engine.run_outcome import CANCELED_PREFIX
 from engine.run_tags import CONNECTION_TAG, SOURCE_TAG, TENANT_TAG, TRIGGER_TAG
 from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME
 from pipelines.defs.connections.sensors import connections_sensor
+from pipelines.defs.sync.batch import BATCH_SYNC_JOB, BATCH_TAG, batch_run_config
 from pipelines.resources import AppDatabaseResource, RetryPolicyResource
 from store.models import Connection
 from tests.pipelines.appdb import AppDb, make_app_db, queued_run
@@ -237,3 +239,30 @@ def test_a_failed_first_sync_stays_held_as_long_as_the_operators_backoff_reaches
     _token_refreshed(app_db, cid)
     default = evaluate(dagster_instance, app_db.url, first.cursor)
     assert [r.job_name for r in default.run_requests or []] == ["full_resync"]  # past the default's 3-day horizon
+
+
+def test_a_token_refresh_during_a_batch_sync_of_a_never_synced_connection_asks_for_no_full_resync(
+    app_db: AppDb, dagster_instance: DagsterInstance
+) -> None:
+    """A connection whose first sync was canceled (not retried) is synced by the scheduler a period later, in a
+    batch run of its source. The batch refreshes its token (``updated_at`` moves) before ``last_sync_at`` is set:
+    the member is busy in that batch (no connection tag: its id is in the run config), so no full resync of its
+    whole history may be queued behind it."""
+    cid, other = app_db.add("c1"), app_db.add("c2")
+    first = evaluate(dagster_instance, app_db.url)
+    apply_partitions(dagster_instance, first)
+    canceled = create_run_for_test(
+        dagster_instance, job_name="full_resync", status=DagsterRunStatus.CANCELED, tags={CONNECTION_TAG: cid}
+    )
+    runs.ensure_run(app_db.db, cid, canceled.run_id, "full", tenant_id=app_db.tenant_id)
+    runs.fail(app_db.db, canceled.run_id, f"{CANCELED_PREFIX}run canceled")
+    create_run_for_test(
+        dagster_instance,
+        job_name=BATCH_SYNC_JOB,
+        status=DagsterRunStatus.STARTED,
+        run_config=batch_run_config([cid, other]),
+        tags={SOURCE_TAG: "epic", BATCH_TAG: "2"},
+    )
+    _token_refreshed(app_db, cid)
+    during = evaluate(dagster_instance, app_db.url, first.cursor)
+    assert [r for r in during.run_requests or [] if r.partition_key == cid] == []

@@ -13,7 +13,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 
 from ehrsync.run_now import run_sync_now
-from engine import runs
+from engine import cursors, runs
 from engine.settings import PipelineSettings
 from pipelines.definitions import build_definitions
 from sandbox import SandboxConfig, SandboxServer
@@ -242,3 +242,22 @@ def test_quarantined_bulk_lines_over_threshold_fail_the_check(
     assert result.success, result.failed_steps
     assert result.materializations["bulk/export"]["quarantined"] >= 1
     assert result.checks["bulk/export:quarantine_within_threshold"] is False
+
+
+def test_a_partial_export_reports_the_mark_it_stored_not_the_transaction_time_it_held(
+    tmp_path: Path, ehr: SandboxServer, http: httpx.Client, world: SyncWorld
+) -> None:
+    """BDX-14/22: an export whose error file names a type holds ``_since``; the materialization's
+    ``high_water_mark`` says what the run stored (nothing), not the transactionTime it did not commit."""
+    cid = connect_backend_with_config(world, ehr, http=http)
+    fault = {"kind": "bulk_error_file", "resource_type": "Observation", "times": 1}
+    http.post(f"{ehr.base_url}/admin/faults", json=fault).raise_for_status()
+    try:
+        result = run_sync_now(cid, settings=settings_for(tmp_path), instance=DagsterInstance.ephemeral())
+    finally:
+        http.delete(f"{ehr.base_url}/admin/faults").raise_for_status()
+    assert result.checks["bulk/export:export_complete"] is False
+    export = result.materializations["bulk/export"]
+    assert cursors.get_mark(world.env.db, cid, cursors.bulk_stream("system", None), "*") is None
+    assert export["high_water_mark"] == "none"
+    assert export["transaction_time"] != "none"  # what the server answered is still shown, under its own name

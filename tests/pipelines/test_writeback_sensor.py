@@ -6,13 +6,23 @@ from __future__ import annotations
 from datetime import timedelta
 
 import orjson
-from dagster import DagsterInstance, DefaultSensorStatus, SensorResult, build_sensor_context
+from dagster import (
+    DagsterInstance,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunsFilter,
+    SensorResult,
+    build_sensor_context,
+)
+from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._core.test_utils import create_run_for_test
 from sqlalchemy import update
 
 from engine.run_tags import CONNECTION_TAG, SOURCE_TAG
 from engine.writeback import write_note
 from pipelines.definitions import build_definitions
-from pipelines.defs.writeback.jobs import NOTE_OUTBOX_KEY, write_back_note
+from pipelines.defs.writeback.jobs import NOTE_OUTBOX_KEY, WRITEBACK_JOB, write_back_note
 from pipelines.defs.writeback.resources import WritebackResource
 from pipelines.defs.writeback.sensors import NOTE_TAG, note_outbox_sensor
 from store.models import NoteOutbox, utcnow
@@ -131,3 +141,46 @@ def test_a_run_for_a_version_the_note_has_left_sends_nothing(world, sandbox, htt
     left = write_note(world.env, ON.config(), taken.id, version=1)
     assert (left.state, left.version) == ("sending", taken.version)
     assert server_notes(world, conn, sandbox, taken) == []
+
+
+def _queue(instance: DagsterInstance, request: RunRequest) -> None:
+    """The run ``request`` asked for, waiting in the run queue (the per-source limit holds it back)."""
+    origin = RemoteJobOrigin(
+        repository_origin=RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("ehrsync"), "__repository__"),
+        job_name=WRITEBACK_JOB,
+    )
+    create_run_for_test(
+        instance,
+        job_name=WRITEBACK_JOB,
+        status=DagsterRunStatus.QUEUED,
+        run_config=request.run_config,
+        tags={**request.tags, "dagster/run_key": request.run_key or ""},
+        remote_job_origin=origin,
+    )
+
+
+def test_a_note_whose_run_waits_in_the_queue_is_not_asked_for_again(world, sandbox, http, dagster_instance) -> None:
+    """A run held in the queue (2 runs per EHR source) has not died: its note, still ``pending`` (or ``sending``) a
+    stalled period on, must not get a second run under a resume key, nor a third the period after."""
+    conn = writable_connection(world, sandbox, http)
+    note = enqueue(world, conn)
+    [first] = _tick(dagster_instance, world, None).run_requests or []
+    _queue(dagster_instance, first)
+    stalled_after = ON.config().stalled_after_s
+    with world.env.db.session() as session:
+        due = utcnow() - timedelta(seconds=2 * stalled_after + 60)
+        session.execute(update(NoteOutbox).where(NoteOutbox.id == note.id).values(next_attempt_at=due))
+        session.commit()
+    assert _tick(dagster_instance, world, None).run_requests == []
+    sending = transition(world.env.db, enqueue(world, conn), "sending")  # its resume run queued, then a period on
+    _age(world, sending.id, stalled_after + 60)
+    [resume] = _tick(dagster_instance, world, None).run_requests or []
+    assert resume.run_key == f"note:{sending.id}:v{sending.version}:r1"
+    _queue(dagster_instance, resume)
+    _age(world, sending.id, 2 * stalled_after + 60)
+    assert _tick(dagster_instance, world, None).run_requests == []
+    # Once the queued run has ended without moving the note (it died), the next period asks again.
+    [queued] = dagster_instance.get_runs(filters=RunsFilter(tags={NOTE_TAG: sending.id}))
+    dagster_instance.report_run_failed(queued)
+    [again] = _tick(dagster_instance, world, None).run_requests or []
+    assert again.run_key == f"note:{sending.id}:v{sending.version}:r2"

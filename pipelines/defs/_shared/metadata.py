@@ -49,7 +49,10 @@ def type_report_metadata(report: TypeReport, *, skipped: bool | None = None) -> 
 
 
 def bulk_report_metadata(report: BulkReport) -> dict[str, MetadataValue]:
-    """Metadata for a Bulk export: totals over types, the export's own facts, and a per-type table as JSON."""
+    """Metadata for a Bulk export: totals over types, the export's own facts, and a per-type table as JSON.
+
+    ``high_water_mark`` is the ``_since`` the run stored; the transactionTime of a held (partial) export is only
+    ``transaction_time``."""
     meta: dict[str, MetadataValue] = {
         name: MetadataValue.int(sum(int(getattr(r, name)) for r in report.types.values()))
         for name in ("fetched", "created", "updated", "unchanged", "deleted", "quarantined", "bytes")
@@ -63,7 +66,8 @@ def bulk_report_metadata(report: BulkReport) -> dict[str, MetadataValue]:
             "reruns": MetadataValue.int(report.reruns),
             "resumed": MetadataValue.bool(report.resumed),
             "since": MetadataValue.text(_instant(report.since)),
-            "high_water_mark": MetadataValue.text(_instant(report.transaction_time)),
+            "high_water_mark": MetadataValue.text(_instant(report.mark_stored)),  # stored, never a held one
+            "transaction_time": MetadataValue.text(_instant(report.transaction_time)),
             "duration_s": MetadataValue.float(round(float(report.duration_s), 3)),
             "status": MetadataValue.text(report.status),
             "membership_checked": MetadataValue.bool(report.membership_checked),

@@ -36,6 +36,7 @@ from pipelines.defs._shared.partitions import (
 )
 from pipelines.defs._shared.run_control import busy_among, stop_connection_runs
 from pipelines.defs.bulk.assets import BULK_EXPORT_JOB, bulk_export_job
+from pipelines.defs.sync.batch import busy_in_batches
 from pipelines.defs.sync.jobs import FULL_RESYNC_JOB, full_resync_job
 from pipelines.resources import AppDatabaseResource, RetryPolicyResource
 from store import AppDatabase
@@ -78,14 +79,15 @@ def without_held_first_syncs(
     instance: DagsterInstance, db: AppDatabase, plan: PartitionPlan, sets: PartitionSets, backoff: RetryBackoff
 ) -> PartitionPlan:
     """The plan less the first syncs asked again for a known connection (its row changed: a token refresh moves
-    ``updated_at`` too) that has a run queued or in progress, or failed runs the scheduler retries with backoff:
-    a second full resync of its whole history would follow the first, or bypass the backoff. Failures are read as
-    far back as the scheduler reads them under the operator's ``backoff`` (``streak_horizon``)."""
+    ``updated_at`` too) that has a run queued or in progress (its own, or a batch run it is a member of), or failed
+    runs the scheduler retries with backoff: a second full resync of its whole history would follow the first, or
+    bypass the backoff. Failures are read as far back as the scheduler reads them under the operator's ``backoff``
+    (``streak_horizon``)."""
     again = {c.id for c in plan.first_syncs if c.id in sets.known}
     if not again:
         return plan
     streaks = failure_streaks(db, since=datetime.now(UTC) - streak_horizon(backoff))
-    held = busy_among(instance, again) | (again & set(streaks))
+    held = busy_among(instance, again) | (again & busy_in_batches(instance)) | (again & set(streaks))
     return replace(plan, first_syncs=tuple(c for c in plan.first_syncs if c.id not in held))
 
 

@@ -1,21 +1,34 @@
 """``note_outbox_sensor``: each pending note becomes a write-back run (off by default; docs/WRITEBACK.md).
 
 The choice of notes and the run keys live in ``engine.writeback.queue``; this module turns them into
-``RunRequest``s tagged with the connection, tenant and EHR source, and keeps the cursor.
+``RunRequest``s tagged with the connection, tenant and EHR source, and keeps the cursor. A note version whose run
+still waits in the run queue (the per-source limit holds it back) is not asked for again: the queue takes that
+for a run that died, and each stalled period would add one more run of the same note behind it.
 """
 
 from datetime import UTC, datetime
 
 import orjson
-from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+from dagster import (
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunsFilter,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
 
 from engine.run_tags import run_tags
 from engine.writeback.queue import NoteRun, due_runs
-from pipelines.defs.writeback.jobs import write_back_note
+from pipelines.defs.writeback.jobs import WRITEBACK_JOB, write_back_note
 from pipelines.defs.writeback.resources import WritebackResource
 from pipelines.resources import AppDatabaseResource
 
-__all__ = ["NOTE_TAG", "decode_cursor", "note_outbox_sensor", "run_request"]
+__all__ = ["NOTE_TAG", "decode_cursor", "note_outbox_sensor", "queued_notes", "run_request"]
 
 NOTE_TAG = "ehrsync/note"
 
@@ -39,6 +52,22 @@ def run_request(run: NoteRun) -> RunRequest:
     )
 
 
+def _note_version(run: DagsterRun) -> tuple[str, int] | None:
+    """(note id, version) a write-back run was asked for, from its run config (None: not readable)."""
+    node: object = run.run_config or {}
+    for key in ("ops", "write_note_to_ehr", "config"):
+        node = node.get(key) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or not isinstance(node.get("version"), int):
+        return None
+    return str(node.get("note_id")), int(node["version"])
+
+
+def queued_notes(instance: DagsterInstance) -> set[tuple[str, int]]:
+    """(note id, version) of every write-back run waiting in the run queue (one query)."""
+    runs = instance.get_runs(filters=RunsFilter(job_name=WRITEBACK_JOB, statuses=[DagsterRunStatus.QUEUED]))
+    return {found for run in runs if (found := _note_version(run)) is not None}
+
+
 @sensor(
     name="note_outbox_sensor",
     job=write_back_note,
@@ -53,6 +82,10 @@ def note_outbox_sensor(
     with app_db.open() as db:
         runs, newest = due_runs(db, datetime.now(UTC), after=after, stalled_after_s=writeback.config().stalled_after_s)
     cursor = orjson.dumps({"after": newest.isoformat()}).decode() if newest else context.cursor
+    waiting = queued_notes(context.instance) if runs else set()
+    runs = [r for r in runs if (r.note_id, r.version) not in waiting]
     if not runs:
-        return SensorResult(skip_reason=SkipReason("no pending note is due"), cursor=cursor)
+        return SensorResult(
+            skip_reason=SkipReason("no pending note is due (or its run waits in the queue)"), cursor=cursor
+        )
     return SensorResult(run_requests=[run_request(r) for r in runs], cursor=cursor)
