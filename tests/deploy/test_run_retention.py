@@ -145,3 +145,22 @@ def test_a_cron_dagster_refuses_stops_the_code_location_naming_the_variable(tmp_
 
 def test_defaults_keep_thirty_days_and_prune_daily() -> None:
     assert PipelineSettings.from_env({}).run_retention == RunRetention(days=30, cron="15 2 * * *")
+
+
+def test_a_capped_pass_deletes_the_oldest_first_past_any_number_of_kept_newest_successes(
+    instance: DagsterInstance,
+) -> None:
+    """More runs kept as their connection's newest success than ``max_runs``, all newer than the runs that are due:
+    a pass that took the newest ``max_runs`` old runs and then skipped the kept ones deleted nothing, every pass,
+    and Dagster's storage grew without bound. The oldest due runs go first."""
+    oldest, older, old = (_sync_run(instance, "conn-a", DagsterRunStatus.FAILURE) for _ in range(3))
+    kept = [_sync_run(instance, f"conn-{n}", DagsterRunStatus.SUCCESS) for n in range(4)]
+    _age([oldest, older, old, *kept], days=45)
+
+    first = prune_finished_runs(instance, older_than=timedelta(days=30), max_runs=2)
+
+    assert first.deleted == (oldest, older)
+    second = prune_finished_runs(instance, older_than=timedelta(days=30), max_runs=2)
+    assert second.deleted == (old,)
+    assert second.kept_newest == 4
+    assert {r.run_id for r in instance.get_runs()} == set(kept)

@@ -58,6 +58,7 @@ RUN_RETENTION_JOB = "prune_dagster_runs"
 RUN_RETENTION_SCHEDULE = "prune_dagster_runs_schedule"
 PRUNE_OP = "delete_old_runs"
 FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+_PAGE = 500  # runs read per storage query while collecting what is due
 
 
 class RunRetentionConfig(Config):
@@ -92,21 +93,37 @@ def _newest_successes(instance: DagsterInstance, runs: Sequence[DagsterRun]) -> 
     return keep
 
 
+def _due_run_ids(instance: DagsterInstance, cutoff: datetime, max_runs: int) -> tuple[list[str], int]:
+    """Ids of at most ``max_runs`` finished runs last updated before ``cutoff``, oldest first, past the ones kept
+    as their job's newest success (and how many of those were passed). Paged by the storage's cursor and collected
+    before any is deleted (a deleted cursor run ends a page query), so kept runs never fill the quota: with more
+    kept runs than ``max_runs`` at the front, a pass that stopped there would delete nothing, every pass."""
+    due: list[str] = []
+    kept = 0
+    cursor: str | None = None
+    while len(due) < max_runs:
+        page = instance.get_runs(
+            RunsFilter(statuses=list(FINISHED), updated_before=cutoff), cursor=cursor, limit=_PAGE, ascending=True
+        )
+        if not page:
+            break
+        keep = _newest_successes(instance, page)
+        kept += sum(1 for run in page if run.run_id in keep)
+        due.extend(run.run_id for run in page if run.run_id not in keep)
+        cursor = page[-1].run_id
+    return due[:max_runs], kept
+
+
 def prune_finished_runs(
     instance: DagsterInstance, *, older_than: timedelta, max_runs: int, now: datetime | None = None
 ) -> PruneReport:
     """Delete finished runs last updated before ``now - older_than`` (their event logs with them), oldest first,
     at most ``max_runs``; the newest successful run of each job and partition stays."""
     cutoff = (now or datetime.now(UTC)) - older_than
-    old = instance.get_runs(RunsFilter(statuses=list(FINISHED), updated_before=cutoff), limit=max_runs)
-    keep = _newest_successes(instance, old)
-    deleted = []
-    for run in old:
-        if run.run_id in keep or run.status not in FINISHED:
-            continue
-        instance.delete_run(run.run_id)
-        deleted.append(run.run_id)
-    return PruneReport(cutoff=cutoff, deleted=tuple(deleted), kept_newest=sum(1 for r in old if r.run_id in keep))
+    due, kept = _due_run_ids(instance, cutoff, max_runs)
+    for run_id in due:  # a finished run never runs again (a re-execution is a new run)
+        instance.delete_run(run_id)
+    return PruneReport(cutoff=cutoff, deleted=tuple(due), kept_newest=kept)
 
 
 @op(name=PRUNE_OP, description="Delete finished Dagster runs, and their event logs, older than the retention.")
