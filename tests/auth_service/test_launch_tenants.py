@@ -74,6 +74,29 @@ def test_sal06_ambiguous_launch_page_names_the_problem_without_the_launch_value(
     assert clinics.transport.calls == []
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"clientId": "app", "issuer": "http://["},  # an issuer that is no URL (urlsplit refuses it)
+        {"clientId": "app", "note": {"$enc": "v1.nokid.AAAA"}},  # a "sealed" member that does not open
+    ],
+)
+def test_another_tenants_broken_provider_config_never_stops_a_clinics_launch(clinics, config) -> None:
+    """The shared launch URL reads every tenant's providers. One tenant's admin storing a ``smart`` config whose
+    issuer is no URL, or a member shaped like a sealed secret that does not open, made every launch through the
+    shared URL fail for every clinic (500 ``internal_error``; 502 telling the anonymous caller about a missing
+    encryption key); it is skipped (and logged) now, so clinic-c's launch goes on to its EHR as before."""
+    before = _launch(clinics, LAUNCH, iss=OTHER_ISSUER)
+    assert before.status_code == 503 and before.json()["error"] == "ehr_unavailable"  # at clinic-c's EHR (no network)
+    key = clinics.bootstrap("clinic-d", SMART)
+    stored = clinics.client.put("/api/integrations/admin/providers/smart", json=config, headers={"X-API-Key": key})
+    assert stored.status_code == 200, stored.text
+    clinics.transport.calls.clear()
+    after = _launch(clinics, LAUNCH, iss=OTHER_ISSUER)
+    assert (after.status_code, after.json()) == (before.status_code, before.json())
+    assert clinics.transport.calls == [f"{OTHER_ISSUER}/.well-known/smart-configuration"]
+
+
 def test_sal06_clinic_launch_url_binds_the_launch_to_its_tenant(clinics) -> None:
     """SAL-06: the clinic-specific launch URL picks its tenant among those sharing the issuer."""
     ctx = clinics.app.state.ctx
