@@ -18,6 +18,7 @@ from auth_service.services.context import ServiceContext
 from auth_service.services.errors import IssuerRefusedError, ServiceError
 from auth_service.services.profiles import enabled_provider_ids, resolve_profile
 from auth_service.services.tenants import get_practice_settings
+from connectors.errors import EhrSyncError
 from connectors.smart import is_issuer_allowed, normalize_issuer
 from store.models import Tenant
 
@@ -42,13 +43,24 @@ def _matches(ctx: ServiceContext, session: Session, wanted: str, tenant_id: str 
     found: list[tuple[str, str]] = []
     for tenant in session.scalars(query):
         for provider_id in enabled_provider_ids(session, tenant, get_practice_settings(tenant)):
-            try:
-                profile = resolve_profile(session, ctx.cipher, ctx.settings, tenant.id, provider_id)
-            except ServiceError:
-                continue
-            if wanted in (normalize_issuer(profile.issuer), normalize_issuer(profile.fhir_base)):
+            if wanted in _issuers(ctx, session, tenant.id, provider_id):
                 found.append((tenant.id, provider_id))
     return found
+
+
+def _issuers(ctx: ServiceContext, session: Session, tenant_id: str, provider_id: str) -> tuple[str, ...]:
+    """The provider's issuer and FHIR base, normalized; none when its config cannot serve a flow. The shared launch
+    URL reads every tenant's providers: one tenant's config that does not resolve (a ServiceError, a client auth its
+    vendor refuses, a sealed member that does not open) or names an issuer that is no URL is skipped, never an error
+    that stops another tenant's launch."""
+    try:
+        profile = resolve_profile(session, ctx.cipher, ctx.settings, tenant_id, provider_id)
+        return normalize_issuer(profile.issuer), normalize_issuer(profile.fhir_base)
+    except ServiceError:
+        return ()
+    except (EhrSyncError, ValueError) as exc:
+        logger.warning("EHR launch: provider %s of tenant %s skipped: %s", provider_id, tenant_id, type(exc).__name__)
+        return ()
 
 
 def _ambiguous(ctx: ServiceContext, matches: list[tuple[str, str]]) -> IssuerRefusedError:

@@ -148,7 +148,7 @@ def config_problems(provider_id: str, config: dict[str, Any], settings: Settings
     """The field errors of a known provider's config, as both the admin API and ``ehrsync auth seed`` check it: the
     vendor's schema and bounds, then (on a config that meets them) a client auth the vendor accepts, so a bad one
     is refused when stored, not at the first launch or sync. Empty when the config is fine."""
-    errors = validate_config(provider_id, config)
+    errors = _sealed_members(config) or validate_config(provider_id, config)
     if errors:
         return errors
     try:
@@ -156,6 +156,14 @@ def config_problems(provider_id: str, config: dict[str, Any], settings: Settings
     except AuthMethodNotAllowedError as exc:
         return [{"field": "config", "message": exc.message}]
     return []
+
+
+def _sealed_members(config: dict[str, Any]) -> list[dict[str, str]]:
+    """Members shaped like a sealed secret (``{"$enc": ...}``): the store's own format, opened wherever the config is
+    read (every tenant's, by the shared launch URL and the key rotation), never input. Stored, one that does not open
+    stopped the key rotation of every tenant's secrets; a secret is given as a plain string and sealed here."""
+    message = 'a value shaped like a sealed secret ({"$enc": ...}) is never input: give a secret as a plain string'
+    return [{"field": k, "message": message} for k, v in config.items() if isinstance(v, dict) and "$enc" in v]
 
 
 def upsert_provider(

@@ -8,6 +8,8 @@ import json
 import pytest
 
 from auth_service.core.keys import SigningKey, load_private_key, public_jwk
+from store import TokenCipher, load_provider_config, rotate_keys
+from store.crypto import derive_kid
 from tests.auth_service.keyutil import ec_pem, rsa_pem
 from tests.auth_service.practice import SMART
 
@@ -81,6 +83,36 @@ def test_cross_tenant_access_denied(make_app) -> None:
     assert all(e["action"] != "provider.create" for e in events)
     r = h.client.get("/api/integrations/smart/status", headers=auth(key2))
     assert r.status_code == 404 and r.json()["error"] == "not_connected"
+
+
+def test_a_tenant_cannot_store_a_sealed_looking_member_that_stops_every_tenants_key_rotation(make_app) -> None:
+    """A provider config member shaped like a sealed secret (``{"$enc": ...}``) is the store's own format: read back,
+    it is opened. Accepted from one tenant's admin (``smart`` has no vendor schema), one that does not open made the
+    key rotation fail for every tenant (``rotate_keys`` re-seals all provider configs in one transaction: none was
+    re-sealed, so the old key could never go). It is refused now (422 naming the member), and the rotation re-seals
+    the other tenant's secret."""
+    h = make_app()
+    key1, key2 = h.bootstrap("t1", SMART), h.bootstrap("t2", SMART)
+    ctx = h.app.state.ctx
+    old_key = base64.b64decode(h.settings.INTEGRATIONS_TOKEN_ENC_KEY.get_secret_value())
+    own = {"client_id": "app", "client_secret": "t1-secret"}
+    assert h.client.put("/api/integrations/admin/providers/smart", headers=auth(key1), json=own).status_code == 200
+    for forged in ({"$enc": f"v1.{derive_kid(old_key)}.AAAA"}, {"$enc": 5}, {"$enc": "x", "more": 1}):
+        r = h.client.put(
+            "/api/integrations/admin/providers/smart", headers=auth(key2), json={"client_id": "b", "note": forged}
+        )
+        assert r.status_code == 422 and r.json()["error"] == "validation_error", r.text
+        assert [f["field"] for f in r.json()["fields"]] == ["note"]
+    new_key = base64.b64encode(b"n" * 32).decode()
+    both = TokenCipher.from_env(
+        {
+            "INTEGRATIONS_TOKEN_ENC_KEY": new_key,
+            "INTEGRATIONS_TOKEN_ENC_KEYS_OLD": f"{derive_kid(old_key)}:{base64.b64encode(old_key).decode()}",
+        }
+    )
+    rotate_keys(ctx.db, both)
+    with ctx.db.session() as session:  # t1's secret opens under the new key alone
+        assert load_provider_config(session, TokenCipher(b"n" * 32), "t1", "smart")["client_secret"] == "t1-secret"
 
 
 def test_unknown_provider_and_bad_body(make_app) -> None:

@@ -75,7 +75,10 @@ def test_login_errors(guarded) -> None:
     r = h.client.get("/api/integrations/smart/login", params={"provider": "smart"})
     assert r.status_code == 400 and r.json()["error"] == "invalid_request"
     r = h.client.get("/api/integrations/smart/login", params={"tenant": "t1", "provider": "smart"})
-    assert r.status_code == 409 and r.json()["error"] == "provider_disabled"
+    assert r.status_code == 404 and r.json()["error"] == "not_found"  # anonymous: not told it is disabled
+    link = h.app.state.ctx.links.sign("t1", "u-1", ttl_seconds=600)
+    r = h.client.get("/api/integrations/smart/login", params={"link": link, "provider": "smart"})
+    assert r.status_code == 409 and r.json()["error"] == "provider_disabled"  # the tenant's own link is told
     r = h.client.get("/api/integrations/smart/login", params={"tenant": "nope", "provider": "smart"})
     assert r.status_code == 404 and r.json()["error"] == "not_found"
     r = h.client.get("/api/integrations/smart/login", params={"link": "bad.link", "provider": "smart"})
@@ -85,6 +88,31 @@ def test_login_errors(guarded) -> None:
     assert r.json()["message"] == "missing or malformed query parameter(s): launch"
     r = h.client.get("/api/integrations/smart/launch", params={"launch": "xyz"})
     assert r.status_code == 400 and r.json()["message"].endswith(": iss")
+    assert guarded.transport.calls == []
+
+
+def test_anonymous_login_tells_no_one_which_tenants_or_providers_exist(guarded) -> None:
+    """``/login?tenant=&provider=`` needs no credentials: an unknown tenant, a provider the tenant never configured
+    and one it disabled must answer alike. Before, the answers differed ("unknown tenant 'nope'" 404, "provider 'epic'
+    is not configured for this tenant" 404, 409 ``provider_disabled``), so anyone could list the tenants and their
+    disabled providers. A browser gets the same error page for all three."""
+    h = guarded(practice={"smartFhir": {**SMART["smartFhir"], "enabled": False}})
+    asked = [("nope", "smart"), ("t1", "epic"), ("t1", "smart")]
+    answers = []
+    pages = []
+    for tenant, provider in asked:
+        r = h.client.get("/api/integrations/smart/login", params={"tenant": tenant, "provider": provider})
+        answers.append((r.status_code, r.json()))
+        page = h.client.get(
+            "/api/integrations/smart/login",
+            params={"tenant": tenant, "provider": provider},
+            headers={"Accept": "text/html"},
+        )
+        pages.append((page.status_code, page.text))
+    assert answers[0][0] == 404 and answers[0][1]["error"] == "not_found"
+    assert answers[1:] == answers[:1] * 2, answers
+    assert pages[1:] == pages[:1] * 2
+    assert "nope" not in pages[0][1] and "epic" not in pages[0][1]
     assert guarded.transport.calls == []
 
 

@@ -189,7 +189,8 @@ def test_vendor_plugin_provider_with_secret(make_settings, sandbox) -> None:
         assert svc.admin("PUT", "/api/integrations/admin/providers/epic", json=config).status_code == 200
         login = f"{svc.base_url}/api/integrations/smart/login?tenant=t1&provider=epic"
         refused = svc.admin("GET", "/api/integrations/smart/login", params={"tenant": "t1", "provider": "epic"})
-        assert refused.status_code == 409 and refused.json()["error"] == "provider_disabled"
+        assert refused.status_code == 404 and refused.json()["error"] == "not_found"  # not enabled yet: not offered
+        assert svc.admin("GET", "/api/integrations/admin/providers/epic").json()["enabled"] is False
         assert svc.admin("POST", "/api/integrations/admin/providers/epic/enable").status_code == 200
         conn_id = connect(sandbox, svc, "epic-app", pid, login)
         status = svc.admin("GET", "/api/integrations/smart/status", params={"connection_id": conn_id}).json()

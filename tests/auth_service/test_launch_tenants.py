@@ -20,6 +20,7 @@ from auth_service.services.errors import IssuerRefusedError
 from auth_service.services.launch import find_launch_target
 from auth_service.services.tenants import bootstrap_tenant
 from auth_service.tenants.settings import TenantSeed
+from store import save_provider_config
 from store.models import Connection
 from tests.auth_service.conftest import NoNetwork
 from tests.auth_service.ehr import authorize_headless, patient_ids, running_service, sandbox_admin, smart_practice
@@ -72,6 +73,31 @@ def test_sal06_ambiguous_launch_page_names_the_problem_without_the_launch_value(
     assert OPAQUE_LAUNCH not in r.text and "clinic-a" not in r.text
     assert 'id="retry"' not in r.text  # only the EHR can launch again
     assert clinics.transport.calls == []
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"clientId": "app", "issuer": "http://["},  # an issuer that is no URL (urlsplit refuses it)
+        {"clientId": "app", "note": {"$enc": "v1.nokid.AAAA"}},  # a "sealed" member that does not open
+    ],
+)
+def test_another_tenants_broken_provider_config_never_stops_a_clinics_launch(clinics, config) -> None:
+    """The shared launch URL reads every tenant's providers. One tenant's admin storing a ``smart`` config whose
+    issuer is no URL, or a member shaped like a sealed secret that does not open, made every launch through the
+    shared URL fail for every clinic (500 ``internal_error``; 502 telling the anonymous caller about a missing
+    encryption key); it is skipped (and logged) now, so clinic-c's launch goes on to its EHR as before. (The admin
+    API now refuses the sealed-looking member; a row stored before that is written here as it was then.)"""
+    before = _launch(clinics, LAUNCH, iss=OTHER_ISSUER)
+    assert before.status_code == 503 and before.json()["error"] == "ehr_unavailable"  # at clinic-c's EHR (no network)
+    clinics.bootstrap("clinic-d", SMART)
+    ctx = clinics.app.state.ctx
+    with ctx.db.session() as session, session.begin():
+        save_provider_config(session, ctx.cipher, tenant_id="clinic-d", provider_id="smart", config=config)
+    clinics.transport.calls.clear()
+    after = _launch(clinics, LAUNCH, iss=OTHER_ISSUER)
+    assert (after.status_code, after.json()) == (before.status_code, before.json())
+    assert clinics.transport.calls == [f"{OTHER_ISSUER}/.well-known/smart-configuration"]
 
 
 def test_sal06_clinic_launch_url_binds_the_launch_to_its_tenant(clinics) -> None:

@@ -27,7 +27,7 @@ from auth_service.pages.rendering import render_error, templates
 from auth_service.services.callback_replay import CallbackResult, StillConnecting, replay_callback
 from auth_service.services.context import ServiceContext
 from auth_service.services.directory import load_directory
-from auth_service.services.errors import StateRefusedError, service_error_from
+from auth_service.services.errors import NotFoundError, ProviderUnusableError, StateRefusedError, service_error_from
 from auth_service.services.launch import begin_authorization, complete_authorization, find_launch_target
 from connectors.errors import EhrSyncError
 
@@ -36,6 +36,10 @@ __all__ = ["router", "safe_target"]
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/integrations/smart", tags=["smart"])
 _NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+_NOT_OFFERED = (
+    "this practice offers no sign-in with that health system here: start from the link or the EHR launch your "
+    "practice gave you"
+)
 
 
 def safe_target(value: str | None) -> str | None:
@@ -158,13 +162,28 @@ def standalone_login(
             redirect_target=redirect_target,
         )
     except EhrSyncError as exc:  # the service's refusals, and the EHR's own failures (down, no SMART config)
+        refused = exc if link else _anonymous_refusal(exc)
         if "text/html" in request.headers.get("accept", ""):  # a patient's browser: the page, not JSON
-            return render_error(request, service_error_from(exc))
-        raise
+            return render_error(request, service_error_from(refused))
+        if refused is exc:
+            raise
+        raise refused from None
     response = _redirect(request, url, sid, new)
     if target.choice is not None:
         remember_choice(response, ctx, sid, target.choice)
     return response
+
+
+def _anonymous_refusal(exc: EhrSyncError) -> EhrSyncError:
+    """A login without a connect link names its tenant in the query, unauthenticated: an unknown tenant, a provider
+    the tenant has not configured and one it disabled answer alike (``not_found``), so the answer never tells anyone
+    which tenants exist or which providers they configured. A connect link is the tenant's own (sealed by this
+    service), so its holder is told which it is."""
+    disabled = isinstance(exc, ProviderUnusableError) and exc.code == "provider_disabled"
+    if not (isinstance(exc, NotFoundError) or disabled):
+        return exc
+    logger.info("standalone login without a connect link refused (%s): answered not_found", exc.code)
+    return NotFoundError(_NOT_OFFERED)
 
 
 @router.get("/callback", summary="OAuth redirect target: consumes state, exchanges the code (SAL-13, SAL-39)")
