@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from connectors.errors import ConfigurationError
 from connectors.providers import BulkSupport, ProviderPlugin, check_provider_client_auth, get_provider
@@ -102,7 +103,26 @@ def _bounds(config: Mapping[str, Any], *, client_id: bool) -> list[dict[str, str
         value = config.get(name)
         if name in config and (not isinstance(value, str) or not 1 <= len(value.strip()) <= MAX_CLIENT_ID_LENGTH):
             errors.append({"field": name, "message": f"must be text of 1-{MAX_CLIENT_ID_LENGTH} characters"})
+    for name in _LEGACY_URLS if client_id else ():
+        if name in config and not _is_http_url(config[name]):
+            errors.append({"field": name, "message": "must be an absolute http(s) URL with a host"})
     return errors
+
+
+#: ``smart``'s legacy keys that name a server: its FHIR base and issuer (tenant settings check theirs the same way)
+_LEGACY_URLS = ("issuer", "fhirBaseUrl", "fhir_base_url", "fhir_base")
+
+
+def _is_http_url(value: Any) -> bool:
+    """An absolute http(s) URL with a host: anything else made the flows that read the config fail at launch."""
+    if not isinstance(value, str):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def validate_config(provider_id: str, config: Mapping[str, Any]) -> list[dict[str, str]]:

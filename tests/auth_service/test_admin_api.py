@@ -298,3 +298,30 @@ def test_a_config_with_a_number_that_is_not_finite_is_refused(make_app) -> None:
         content=body,
     )
     assert r.status_code == 422 and "finite" in r.text
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("issuer", "http://["),
+        ("issuer", "ehr.example.org/fhir"),
+        ("fhirBaseUrl", "ftp://ehr.example.org"),
+        ("fhir_base_url", "https://"),
+        ("issuer", 5),
+        ("fhirBaseUrl", "https://ehr.example.org:port/fhir"),
+    ],
+)
+def test_a_smart_config_naming_a_server_that_is_not_a_url_is_refused_naming_the_field(
+    make_app, field: str, value: object
+) -> None:
+    """``smart`` has no vendor schema, so an issuer or FHIR base that is not a URL was stored, and failed that
+    clinic's every launch and sync later (the tenant settings' own ``smartFhir`` URLs were already checked)."""
+    h = make_app()
+    key = h.bootstrap("t1", SMART)
+    r = h.client.put(
+        "/api/integrations/admin/providers/smart", headers=auth(key), json={"client_id": "app", field: value}
+    )
+    assert r.status_code == 422 and r.json()["error"] == "validation_error"
+    assert [f["field"] for f in r.json()["fields"]] == [field]
+    ok = {"client_id": "app", "issuer": "https://ehr.example.org/fhir", "fhirBaseUrl": "http://127.0.0.1:8080/fhir/"}
+    assert h.client.put("/api/integrations/admin/providers/smart", headers=auth(key), json=ok).status_code == 200
