@@ -22,12 +22,22 @@ def audit_event(ctx: ServiceContext, action: str, outcome: str, tenant_id: str, 
 
 
 def list_events(
-    session: Session, tenant_id: str, limit: int = 100, connection_id: str | None = None
+    session: Session,
+    tenant_id: str,
+    limit: int = 100,
+    connection_id: str | None = None,
+    *,
+    before: int | None = None,
+    action: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Newest first, only the tenant's own events."""
+    """Newest first, only the tenant's own events; ``before`` (an event id) pages back, ``action`` filters."""
     query = select(AuditEvent).where(AuditEvent.tenant_id == tenant_id)
     if connection_id:
         query = query.where(AuditEvent.connection_id == connection_id)
+    if before is not None:
+        query = query.where(AuditEvent.id < before)
+    if action:
+        query = query.where(AuditEvent.action == action)
     rows = session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit))
     return [
         {

@@ -325,3 +325,45 @@ def test_a_smart_config_naming_a_server_that_is_not_a_url_is_refused_naming_the_
     assert [f["field"] for f in r.json()["fields"]] == [field]
     ok = {"client_id": "app", "issuer": "https://ehr.example.org/fhir", "fhirBaseUrl": "http://127.0.0.1:8080/fhir/"}
     assert h.client.put("/api/integrations/admin/providers/smart", headers=auth(key), json=ok).status_code == 200
+
+
+def test_the_whole_audit_trail_pages_back_by_event_id_and_filters_by_action(make_app) -> None:
+    """The audit listing showed the newest 1,000 events at most, so anything older (a busy day, or anonymous sign-in
+    starts written into a clinic's trail) was out of reach. A full page now links the next one (``before``, an event
+    id), an ``action`` filter finds one kind of event, and another tenant's ids page nothing of this one's."""
+    h = make_app()
+    key1, key2 = h.bootstrap("t1", SMART), h.bootstrap("t2", SMART)
+    own = {"client_id": "app"}
+    assert h.client.put("/api/integrations/admin/providers/smart", headers=auth(key1), json=own).status_code == 200
+    for _ in range(3):
+        assert h.client.post("/api/integrations/admin/providers/smart/disable", headers=auth(key1)).status_code == 200
+        assert h.client.post("/api/integrations/admin/providers/smart/enable", headers=auth(key1)).status_code == 200
+    everything = h.client.get("/api/integrations/admin/audit", headers=auth(key1), params={"limit": 1000}).json()
+    assert (
+        len(everything) >= 6 and "Link" not in h.client.get("/api/integrations/admin/audit", headers=auth(key1)).headers
+    )
+
+    seen: list[int] = []
+    url: str | None = "/api/integrations/admin/audit?limit=4"
+    while url:
+        page = h.client.get(url, headers=auth(key1))
+        assert page.status_code == 200
+        seen += [e["id"] for e in page.json()]
+        url = page.links.get("next", {}).get("url")
+    assert seen == [e["id"] for e in everything]  # every event once, newest first
+
+    disables = h.client.get("/api/integrations/admin/audit", headers=auth(key1), params={"action": "provider.disable"})
+    assert [e["action"] for e in disables.json()] == ["provider.disable"] * 3
+    older = h.client.get(
+        "/api/integrations/admin/audit",
+        headers=auth(key1),
+        params={"action": "provider.disable", "before": disables.json()[0]["id"], "limit": 1},
+    )
+    assert [e["id"] for e in older.json()] == [disables.json()[1]["id"]]
+    assert 'rel="next"' in older.headers["Link"] and "action=provider.disable" in older.headers["Link"]
+    theirs = h.client.get(
+        "/api/integrations/admin/audit", headers=auth(key2), params={"before": everything[0]["id"] + 1}
+    )
+    assert all(e["id"] not in seen for e in theirs.json())
+    bad = h.client.get("/api/integrations/admin/audit", headers=auth(key1), params={"before": "0"})
+    assert bad.status_code == 422

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Body, Path, Query, Response
 from pydantic import BaseModel, Field
@@ -147,11 +148,23 @@ def health(admin: AdminDep, ctx: CtxDep) -> dict[str, Any]:
 def audit_log(
     admin: AdminDep,
     ctx: CtxDep,
+    response: Response,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     connection_id: ConnectionIdQuery = None,
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="Events older than this event id")] = None,
+    action: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z0-9_.]+$")] = None,
 ) -> list[dict[str, Any]]:
+    """Newest first; a full page links the next (``Link: <...before=ID>; rel="next"``), so the whole trail can be
+    read however many events a busy day (or anonymous sign-in starts) adds on top."""
     with ctx.db.session() as session:
-        return list_events(session, admin.tenant_id, limit=limit, connection_id=connection_id)
+        events = list_events(
+            session, admin.tenant_id, limit=limit, connection_id=connection_id, before=before, action=action
+        )
+    if len(events) == limit:
+        params = {"limit": limit, "before": events[-1]["id"], "connection_id": connection_id, "action": action}
+        query = urlencode({k: v for k, v in params.items() if v is not None})
+        response.headers["Link"] = f'</api/integrations/admin/audit?{query}>; rel="next"'
+    return events
 
 
 @router.post("/admin/backend-connections", status_code=201)
