@@ -12,6 +12,10 @@ is tried first then); a retry that fails transiently stops the run, the rest ``n
 busy call budget (nothing sent), the EHR throttling, out of quota, unreachable or failing (each of the rest would
 send one more request to it, or wait out one more timeout).
 
+A provider disabled for the tenant (``provider_disabled``: its config disabled, or not in ``enabledProviders``;
+``smart``: the tenant's ``smartFhir`` off, or its row disabled) is refused before anything is selected, sent or
+spent, as a sign-in is: its connections stay ``client_rejected`` until it is enabled again.
+
 At most ``limit`` connections per call (``DEFAULT_LIMIT``, at most ``MAX_LIMIT``), oldest change first: a retry
 refused again or failed moves a connection to the back, so calling again until ``remaining`` is 0 reaches them all.
 """
@@ -27,7 +31,8 @@ from sqlalchemy import func, select
 
 from auth_service.services.audit import audit_event
 from auth_service.services.context import ServiceContext
-from auth_service.services.errors import EhrCallError, service_error_from
+from auth_service.services.errors import EhrCallError, ProviderUnusableError, ServiceError, service_error_from
+from auth_service.services.profiles import check_provider_enabled
 from connectors import errors as ce
 from store.errors import ClientRejectedError, RefreshDeferredError
 from store.models import Connection, ConnectionStatus
@@ -57,6 +62,26 @@ class _Run:
 def _credentials(conn: Connection) -> tuple[str, str]:
     """What the EHR authenticates: the client id at its token endpoint (see ``store._same_client``)."""
     return conn.client_id, conn.token_endpoint or conn.fhir_base
+
+
+def _check_enabled(ctx: ServiceContext, tenant_id: str, provider_id: str, actor: str) -> None:
+    """Refuse (``provider_disabled``, 409; ``not_found`` without a config) a provider no flow may use now: no
+    connection is retried, no call budget spent, nothing sent; one ``provider.reactivate`` row, ``refused``."""
+    try:
+        with ctx.db.session() as session:
+            check_provider_enabled(session, tenant_id, provider_id)
+    except ServiceError as exc:
+        left = _left(ctx, tenant_id, provider_id)
+        detail: dict[str, Any] = {"provider": provider_id, "error_code": exc.code, "remaining": left}
+        audit_event(ctx, "provider.reactivate", "refused", tenant_id, actor, detail=detail)
+        if not isinstance(exc, ProviderUnusableError) or exc.code != "provider_disabled":
+            raise
+        raise ProviderUnusableError(
+            f"{exc} ({left} connection(s) still client_rejected): enable it "
+            f"(POST /api/integrations/admin/providers/{provider_id}/enable) before retrying its connections; "
+            "nothing was tried",
+            remaining=left,
+        ) from None
 
 
 def _rejected(ctx: ServiceContext, tenant_id: str, provider_id: str, limit: int | None) -> Sequence[Connection]:
@@ -155,12 +180,14 @@ def reactivate_provider(
 ) -> dict[str, Any]:
     """Retry up to ``limit`` ``client_rejected`` connections of the tenant's ``provider_id`` (module docstring).
 
-    Raises ``EhrCallError`` ``client_rejected`` (409) when the EHR still refuses the client on the first try, and
+    Raises ``ProviderUnusableError`` ``provider_disabled`` (409) when the provider is disabled (nothing tried),
+    ``EhrCallError`` ``client_rejected`` (409) when the EHR still refuses the client on the first try, and
     the first try's own error when it failed otherwise (the EHR down, the call budget busy): nothing else is tried.
     Answers the counts and ids by outcome, and ``remaining``: the provider's connections still ``client_rejected``
     (call again while some were not tried)."""
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+    _check_enabled(ctx, tenant_id, provider_id, actor)
     run = _Run()
     candidates = _rejected(ctx, tenant_id, provider_id, limit)
     for conn in candidates:

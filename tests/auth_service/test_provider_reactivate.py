@@ -148,3 +148,36 @@ def test_a_throttled_or_failing_ehr_stops_the_run(make_settings: Any, sandbox: A
             assert sent.count(TOKEN) == 4  # the accepted one, the throttled one's three attempts; nothing more
         finally:
             sandbox_admin(sandbox, "faults", method="DELETE")
+
+
+def test_a_disabled_provider_config_is_not_retried(make_settings: Any, sandbox: Any) -> None:
+    """The admin disabled the provider config (here ``smart``'s row) before retrying its paused connections: the
+    bulk retry and the one-connection retry are refused with 409 ``provider_disabled``, nothing sent to the EHR and
+    every connection left ``client_rejected``, as a sign-in is refused; enabled again, one call retries them all.
+    Before, a disabled ``smart`` row was not looked at: the retries went to the EHR and reactivated them."""
+    client = f"disabled-{uuid.uuid4().hex[:8]}"
+    with running_service(make_settings, sandbox, smart_practice(sandbox, client)) as svc:
+        app, _ = _setup(svc, sandbox, client)
+        register(sandbox, svc, client, "confidential-symmetric", client_secret="secret-2")
+        assert svc.admin("POST", REFRESH, json={"connection_id": app[0]}).status_code == 409
+        assert svc.admin("PUT", "/api/integrations/admin/providers/smart", json={"clientSecret": "secret-2"}).is_success
+        assert svc.admin("POST", "/api/integrations/admin/providers/smart/disable").status_code == 200
+        sent = _sent_paths(svc)
+
+        bulk = svc.admin("POST", REACTIVATE)
+        assert (bulk.status_code, bulk.json()["error"]) == (409, "provider_disabled"), bulk.text
+        assert "/api/integrations/admin/providers/smart/enable" in bulk.json()["message"]
+        assert bulk.json()["remaining"] == 3
+        one = svc.admin("POST", REFRESH, json={"connection_id": app[1]})
+        assert (one.status_code, one.json()["error"]) == (409, "provider_disabled"), one.text
+        assert sent == []  # not a discovery, not a token request
+        assert [_status(svc, cid) for cid in app] == ["client_rejected"] * 3
+        [refused] = _events(svc, "provider.reactivate")
+        assert refused["outcome"] == "refused" and refused["detail"]["error_code"] == "provider_disabled"
+        login = svc.admin("GET", "/api/integrations/smart/login", params={"tenant": "t1", "provider": "smart"})
+        assert (login.status_code, login.json()["error"]) == (409, "provider_disabled"), login.text
+
+        assert svc.admin("POST", "/api/integrations/admin/providers/smart/enable").status_code == 200
+        again = svc.admin("POST", REACTIVATE)
+        assert again.status_code == 200 and again.json()["reactivated"] == 3, again.text
+        assert [_status(svc, cid) for cid in app] == ["active"] * 3
