@@ -66,8 +66,10 @@ class ClientProfile:
     def auth_method(self) -> str:
         return configured_auth_method(self.config)
 
-    def client_auth(self, settings: Settings, grant: str | None = None) -> ClientAuth:
+    def client_auth(self, settings: Settings, grant: str | None = None, *, client_id: str | None = None) -> ClientAuth:
         """The ClientAuth for this client; the signing key and kid come from settings unless configured.
+        ``client_id``: authenticate as that id instead of the config's (a connection's own: the id its grant was
+        issued to, which its refresh token is bound to, RFC 6749 §6, after the operator rotated the config's).
 
         AuthMethodNotAllowedError when the vendor's plugin does not declare the method and alg for ``grant``
         (``client_credentials`` or ``authorization_code``; ``None``: for any grant)."""
@@ -81,7 +83,7 @@ class ClientProfile:
             if not _first(config, "key_id", "kid", "keyId"):
                 config["key_id"] = settings.EHR_JWT_KEY_ID
             config.setdefault("signing_alg", settings.signing_alg())
-        auth = client_auth_from_config(config, client_id=self.client_id, environ=environ)
+        auth = client_auth_from_config(config, client_id=client_id or self.client_id, environ=environ)
         check_provider_client_auth(self.provider_id, auth, grant)
         return auth
 
