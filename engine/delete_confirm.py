@@ -13,6 +13,12 @@ again before its row is tombstoned:
   budget) leaves it unconfirmed. A 403 or 5xx is about that resource: the next id is read (until
   ``FAILED_READS_IN_A_ROW`` 5xx in a row, the server failing); the others stop the asking.
 
+A grant that allows search but not read (SMART v2 ``.s`` without ``.r``) where no ``_id`` search settles an id
+(the server declares none, the vendor needs other parameters, or it answered without a total) leaves the ids
+``unconfirmable``: nothing failed, nothing was read, and every week would end the same until the grant changes. That
+is a standing condition, not a failure: the rows stay live and ``Confirmation.unconfirmable`` names the scope the
+grant lacks, so the caller reports it once per run instead of failing it.
+
 Copies found alive are landed and upserted like a read-back (so a newer version is stored). Only confirmed ids
 are tombstoned: an unconfirmed one stays live until a later reconciliation settles it (never the other way round,
 a live row hidden from analysts without anyone being told).
@@ -38,9 +44,10 @@ from connectors.errors import (
     loggable_message,
 )
 from connectors.fhir import FhirClient
+from connectors.smart import ScopeSet
 from engine.environment import ConnectionInfo, SyncEnvironment
 from engine.references import IdSearch, can_search_by_id, land_with, search_by_ids
-from engine.reports import TypeReport
+from engine.reports import SCOPE_NOT_GRANTED, TypeReport
 from warehouse import LandingWriter, Warehouse, WarehouseError
 
 __all__ = ["CONFIRM_MAX_READS", "FAILED_READS_IN_A_ROW", "Confirmation", "confirm_deleted"]
@@ -61,13 +68,15 @@ class Confirmation:
     """What asking the server again for the ids a listing lacked found: ``gone`` (confirmed deleted: tombstone
     them), ``alive`` (the server still has them), ``unconfirmed`` (neither: over ``CONFIRM_MAX_READS``, refused or
     failed), ``landed`` (the copies found alive, landed and upserted; None when nothing was landed) and ``error``
-    (the failure that left ids unconfirmed, None when only the cap did)."""
+    (the failure that left ids unconfirmed, None when only the cap did), ``unconfirmable`` (why the grant lets
+    nothing confirm the ids left, naming the scope it lacks; never a failure)."""
 
     gone: list[str]
     alive: int = 0
     unconfirmed: int = 0
     landed: TypeReport | None = None
     error: str | None = None
+    unconfirmable: str | None = None
 
 
 @dataclass
@@ -79,6 +88,7 @@ class _Asking:
     read_gone: set[str] = field(default_factory=set)  # answered 404/410
     over_cap: int = 0
     error: str | None = None
+    unconfirmable: str | None = None  # the grant allows no read by id: why (see the module docstring)
 
     def gone(self) -> set[str]:
         return self.read_gone | (self.search.settled - self.search.found)
@@ -123,6 +133,14 @@ def confirm_deleted(
             undecided,
             asking.error,
         )
+    elif asking.unconfirmable is not None:
+        _log.warning(
+            "%s/%s: %d ids the listing lacked stay live, their deletion unconfirmable: %s",
+            conn.id,
+            rtype,
+            undecided,
+            asking.unconfirmable,
+        )
     elif asking.over_cap:
         _log.warning(
             "%s/%s: %d ids the listing lacked stay live, unconfirmed: over %d reads a reconciliation",
@@ -132,7 +150,8 @@ def confirm_deleted(
             CONFIRM_MAX_READS,
         )
     found = landed if landed is not None and landed.fetched else None
-    return Confirmation(sorted(asking.gone()), len(asking.search.found), undecided, found, asking.error)
+    unconfirmable = asking.unconfirmable if asking.error is None else None
+    return Confirmation(sorted(asking.gone()), len(asking.search.found), undecided, found, asking.error, unconfirmable)
 
 
 def _ask(
@@ -154,7 +173,7 @@ def _ask(
             search_by_ids(client, rtype, asking.candidates, writer, report, every_search=every, answers=asking.search)
         if conn.scopes is not None and not conn.scopes.allows(rtype, "read"):
             if asking.undecided():
-                asking.error = "the grant does not allow reading them by id (scope_not_granted)"
+                asking.unconfirmable = _unreadable(conn.scopes, rtype, batched=batched)
             return
         _read_each(client, rtype, asking, writer, report)
     except (FhirUnauthorizedError, NeedsReauthError):
@@ -194,6 +213,17 @@ def _read_each(client: FhirClient, rtype: str, asking: _Asking, writer: LandingW
             writer.add_resource(resource)
         else:  # an answer about something else confirms nothing
             asking.error = asking.error or f"reading {rtype} by id answered a different resource"
+
+
+def _unreadable(scopes: ScopeSet, rtype: str, *, batched: bool) -> str:
+    """Why the ids left are unconfirmable: the read scope the grant lacks (in the spelling of the scope that lets
+    it search the type), and why no ``_id`` search settled them."""
+    context = next((s.context for s in scopes.resource_scopes if s.covers(rtype, "s")), "patient")
+    searches = "its _id searches did not settle them" if batched else "the EHR takes no _id search of it"
+    return (
+        f"{SCOPE_NOT_GRANTED}: the grant allows searching {rtype} but not reading it by id ({context}/{rtype}.r "
+        f"not granted) and {searches}; grant {context}/{rtype}.r (the patient authorizes again) to confirm them"
+    )
 
 
 def _resource_failure(exc: FhirError) -> bool:

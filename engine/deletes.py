@@ -4,8 +4,9 @@ An id the server's listing lacks is only a candidate: an offset-paged server tha
 match deleted or inserted while the listing pages skips a match that still exists, which reads exactly like a
 deletion. Each candidate is asked for again (``engine.delete_confirm``: ``_id`` searches in batches where the
 server has them, else reads by id, at most ``CONFIRM_MAX_READS`` a type a reconciliation) and only those confirmed
-gone are tombstoned; one found alive is landed instead, and one left unconfirmed (over the cap, or a failure)
-stays live and is counted in the report until a later reconciliation settles it.
+gone are tombstoned; one found alive is landed instead, and one left unconfirmed (over the cap, a failure, or a
+grant that allows no read by id: ``unconfirmable``) stays live and is counted in the report until a later
+reconciliation settles it.
 
 The same id listing also shows what a search skipped without saying so: an offset-paged server that gives no
 ``total`` and has a match deleted while the sync pages skips the match behind it, and the type's mark moves past
@@ -47,7 +48,9 @@ class ReconcileReport:
     them gone), ids the listing lacked that the server still has (``alive``: not tombstoned; ``checked`` is what
     landing their copies did, None when none was landed) and whose deletion could not be confirmed
     (``unconfirmed``: over ``CONFIRM_MAX_READS``, or a failure named in ``confirm_error``; not tombstoned this
-    time), ids the server lists that the warehouse lacked (``unlisted``), and what reading them back did
+    time), why none of them could be confirmed when the grant allows no read by id and no ``_id`` search settled
+    them (``unconfirmable``: the scope it lacks; a standing condition, not a failure: ``confirm_error`` stays None),
+    ids the server lists that the warehouse lacked (``unlisted``), and what reading them back did
     (``recovered``; None when none were read; its ``error`` set when reading them back failed, the tombstones
     kept: the caller reports the type as failed)."""
 
@@ -60,6 +63,7 @@ class ReconcileReport:
     unconfirmed: int = 0
     checked: TypeReport | None = None
     confirm_error: str | None = None
+    unconfirmable: str | None = None
 
 
 def reconcile_deletes(
@@ -138,6 +142,7 @@ def _tombstone_confirmed(
         unconfirmed=confirmed.unconfirmed,
         checked=confirmed.landed,
         confirm_error=confirmed.error,
+        unconfirmable=confirmed.unconfirmable,
     )
 
 

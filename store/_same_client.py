@@ -12,12 +12,14 @@ are fixed (``POST /api/integrations/admin/providers/{provider}/reactivate``; eac
 ``TokenVault.reactivate``).
 
 *Same credentials* means the same tenant and provider (the provider config row: it holds the secret or the key),
-the same client id (the one stored on the connection: the id its grant was issued to, which the store's
-resolver authenticates as) and the same token endpoint (the connection's stored one, or, when it stored none, the
-same FHIR base, whose discovery names the endpoint). Narrower than the provider config alone on purpose: a client
-id is registered per authorization server (Epic's one id is accepted at many organizations' endpoints, each with
-its own key or secret), and a connection left on an older client id may still be accepted. A connection this key
-misses is never paused wrongly: it meets the refusal itself on its next refresh.
+the same client id (the one stored on the connection: the id its grant was issued to and its refresh token is
+bound to, RFC 6749 §6, which every refresh, mint and revocation of it authenticates as, in the auth service as in
+the pipelines, even after the operator rotated the provider config's client id) and the same token endpoint (the
+connection's stored one, or, when it stored none, the same FHIR base, whose discovery names the endpoint). Narrower
+than the provider config alone on purpose: a client id is registered per authorization server (Epic's one id is
+accepted at many organizations' endpoints, each with its own key or secret), and a connection left on an older
+client id may still be accepted. A connection this key misses is never paused wrongly: it meets the refusal itself
+on its next refresh.
 
 Only ``invalid_client`` pauses others: the other refusals of a ``client_credentials`` grant (``invalid_scope``,
 ``unauthorized_client``, ``invalid_grant`` for an assertion) depend on the grant and scope that connection asks for,

@@ -21,7 +21,7 @@ from auth_service.services.errors import (
 )
 from auth_service.services.grants import keep_connection
 from auth_service.services.launch import check_allowlisted
-from auth_service.services.profiles import ClientProfile, resolve_profile
+from auth_service.services.profiles import ClientProfile, check_provider_enabled, resolve_profile
 from auth_service.services.providers_port import check_connection_kind, plugin_display_name, plugin_group_export_only
 from connectors import errors as ce
 from connectors.smart import SmartConfiguration, TokenResponse, client_credentials_grant, discover
@@ -109,9 +109,12 @@ def refresh(ctx: ServiceContext, conn: Connection, actor: str) -> dict[str, Any]
     mints again, a ``client_rejected`` patient connection refreshes with its stored refresh token; either becomes
     active again only if that works. A refresh not made (the EHR or its call budget busy, no refresh token) is an
     error naming why and until when the kept token is valid, never a 200 with the old expiry. The token calls spend
-    the vendor's shared call budget (eCW)."""
+    the vendor's shared call budget (eCW). A provider disabled for the tenant is refused first (``provider_disabled``,
+    nothing spent or sent, the connection's state unchanged)."""
     retry = reactivatable(conn.kind, conn.status)
     try:
+        with ctx.db.session() as session:  # a disabled provider: refused before any budget or request (409)
+            check_provider_enabled(session, conn.tenant_id, conn.provider_id)
         with ctx.call_budget(conn.provider_id, conn.fhir_base):
             if retry:  # the admin fixed the registration, credentials or keys: active only if the grant works
                 ctx.vault.reactivate(conn.id)

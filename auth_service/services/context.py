@@ -67,7 +67,11 @@ def build_context(settings: Settings, *, http: httpx.Client | None = None, migra
     discovery = DiscoveryCache(ttl_seconds=float(settings.DISCOVERY_CACHE_TTL_SECONDS))
 
     def resolver(session: Session, conn: Connection) -> ClientAuth:
-        return resolve_profile(session, cipher, settings, conn.tenant_id, conn.provider_id).client_auth(settings)
+        """A connection's refresh, mint and revocation authenticate as the client id it stored (the one its grant
+        was issued to), with the provider config's current credentials: as the pipelines' vault does, so every
+        process signs in alike and ``store._same_client`` pauses exactly the connections sharing a refusal."""
+        profile = resolve_profile(session, cipher, settings, conn.tenant_id, conn.provider_id)
+        return profile.client_auth(settings, client_id=conn.client_id)
 
     vault = TokenVault(db, cipher, client, discovery_cache=discovery, client_auth_resolver=resolver)
     secret = settings.INTEGRATIONS_TOKEN_ENC_KEY.get_secret_value().encode("utf-8")

@@ -36,6 +36,7 @@ __all__ = [
     "SMART_PROVIDER_ID",
     "ClientProfile",
     "check_client_auth_config",
+    "check_provider_enabled",
     "configured_auth_method",
     "enabled_provider_ids",
     "resolve_profile",
@@ -65,8 +66,10 @@ class ClientProfile:
     def auth_method(self) -> str:
         return configured_auth_method(self.config)
 
-    def client_auth(self, settings: Settings, grant: str | None = None) -> ClientAuth:
+    def client_auth(self, settings: Settings, grant: str | None = None, *, client_id: str | None = None) -> ClientAuth:
         """The ClientAuth for this client; the signing key and kid come from settings unless configured.
+        ``client_id``: authenticate as that id instead of the config's (a connection's own: the id its grant was
+        issued to, which its refresh token is bound to, RFC 6749 §6, after the operator rotated the config's).
 
         AuthMethodNotAllowedError when the vendor's plugin does not declare the method and alg for ``grant``
         (``client_credentials`` or ``authorization_code``; ``None``: for any grant)."""
@@ -80,7 +83,7 @@ class ClientProfile:
             if not _first(config, "key_id", "kid", "keyId"):
                 config["key_id"] = settings.EHR_JWT_KEY_ID
             config.setdefault("signing_alg", settings.signing_alg())
-        auth = client_auth_from_config(config, client_id=self.client_id, environ=environ)
+        auth = client_auth_from_config(config, client_id=client_id or self.client_id, environ=environ)
         check_provider_client_auth(self.provider_id, auth, grant)
         return auth
 
@@ -132,13 +135,13 @@ def _first(config: Mapping[str, Any], *names: str) -> Any:
 
 
 def enabled_provider_ids(session: Session, tenant: Tenant, practice: PracticeSettings) -> list[str]:
-    """Providers a patient may pick: enabled rows listed in ``enabledProviders``, plus ``smart`` when on."""
-    rows = session.scalars(
-        select(ProviderConfig).where(ProviderConfig.tenant_id == tenant.id, ProviderConfig.enabled.is_(True))
-    )
+    """Providers a patient may pick: enabled rows listed in ``enabledProviders``, plus ``smart`` when on (and its
+    provider-config row, if any, not disabled)."""
+    rows = session.scalars(select(ProviderConfig).where(ProviderConfig.tenant_id == tenant.id)).all()
     listed = set(practice.ehr_integrations.enabled_providers)
-    ids = [r.provider_id for r in rows if r.provider_id in listed]
-    if practice.smart_fhir.enabled and practice.smart_fhir.fhir_base_url and SMART_PROVIDER_ID not in ids:
+    ids = [r.provider_id for r in rows if r.enabled and r.provider_id in listed]
+    smart, smart_off = practice.smart_fhir, any(r.provider_id == SMART_PROVIDER_ID and not r.enabled for r in rows)
+    if smart.enabled and smart.fhir_base_url and not smart_off and SMART_PROVIDER_ID not in ids:
         ids.append(SMART_PROVIDER_ID)
     return sorted(ids)
 
@@ -193,6 +196,36 @@ def _fhir_base(provider_id: str, config: Mapping[str, Any]) -> str | None:
         ) from None
 
 
+def _check_enabled(practice: PracticeSettings, row: ProviderConfig | None, provider_id: str) -> None:
+    """``provider_disabled`` (ProviderUnusableError) unless the tenant's provider may serve a flow: ``smart`` while
+    the tenant's ``smartFhir`` is enabled and a ``smart`` provider-config row, if any, is not disabled; another
+    provider while its row is enabled and listed in ``enabledProviders`` (NotFoundError without a row)."""
+    if provider_id == SMART_PROVIDER_ID:
+        if not practice.smart_fhir.enabled:
+            raise ProviderUnusableError("the tenant's SMART on FHIR server is not enabled")
+        if row is not None and not row.enabled:
+            raise ProviderUnusableError(f"provider {provider_id!r} is disabled for this tenant (its provider config)")
+        return
+    if row is None:
+        raise NotFoundError(f"provider {provider_id!r} is not configured for this tenant")
+    if not row.enabled or provider_id not in practice.ehr_integrations.enabled_providers:
+        raise ProviderUnusableError(f"provider {provider_id!r} is disabled for this tenant")
+
+
+def check_provider_enabled(session: Session, tenant_id: str, provider_id: str) -> None:
+    """Raise what ``resolve_profile`` would for a disabled or unconfigured provider, before anything is sent: an
+    admin's retry of a disabled provider's connections is refused (409 ``provider_disabled``) as a sign-in is."""
+    from auth_service.services.tenants import get_practice_settings
+
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFoundError(f"unknown tenant {tenant_id!r}")
+    row = session.scalar(
+        select(ProviderConfig).where(ProviderConfig.tenant_id == tenant_id, ProviderConfig.provider_id == provider_id)
+    )
+    _check_enabled(get_practice_settings(tenant), row, provider_id)
+
+
 def resolve_profile(
     session: Session, cipher: TokenCipher, settings: Settings, tenant_id: str, provider_id: str
 ) -> ClientProfile:
@@ -207,17 +240,11 @@ def resolve_profile(
     row = session.scalar(
         select(ProviderConfig).where(ProviderConfig.tenant_id == tenant_id, ProviderConfig.provider_id == provider_id)
     )
+    _check_enabled(practice, row, provider_id)
     config: dict[str, Any] = decrypt_config(cipher, row) if row is not None else {}
     if provider_id == SMART_PROVIDER_ID:
         smart = practice.smart_fhir
-        if not smart.enabled:
-            raise ProviderUnusableError("the tenant's SMART on FHIR server is not enabled")
         config = {"fhir_base_url": smart.fhir_base_url, "client_id": smart.client_id, "issuer": smart.issuer, **config}
-    else:
-        if row is None:
-            raise NotFoundError(f"provider {provider_id!r} is not configured for this tenant")
-        if not row.enabled or provider_id not in practice.ehr_integrations.enabled_providers:
-            raise ProviderUnusableError(f"provider {provider_id!r} is disabled for this tenant")
     fhir_base = _fhir_base(provider_id, config)
     client_id = _first(config, "client_id", "clientId")
     if not fhir_base or not client_id:

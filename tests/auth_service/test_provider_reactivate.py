@@ -148,3 +148,87 @@ def test_a_throttled_or_failing_ehr_stops_the_run(make_settings: Any, sandbox: A
             assert sent.count(TOKEN) == 4  # the accepted one, the throttled one's three attempts; nothing more
         finally:
             sandbox_admin(sandbox, "faults", method="DELETE")
+
+
+def test_a_disabled_provider_config_is_not_retried(make_settings: Any, sandbox: Any) -> None:
+    """The admin disabled the provider config (here ``smart``'s row) before retrying its paused connections: the
+    bulk retry and the one-connection retry are refused with 409 ``provider_disabled``, nothing sent to the EHR and
+    every connection left ``client_rejected``, as a sign-in is refused; enabled again, one call retries them all.
+    Before, a disabled ``smart`` row was not looked at: the retries went to the EHR and reactivated them."""
+    client = f"disabled-{uuid.uuid4().hex[:8]}"
+    with running_service(make_settings, sandbox, smart_practice(sandbox, client)) as svc:
+        app, _ = _setup(svc, sandbox, client)
+        register(sandbox, svc, client, "confidential-symmetric", client_secret="secret-2")
+        assert svc.admin("POST", REFRESH, json={"connection_id": app[0]}).status_code == 409
+        assert svc.admin("PUT", "/api/integrations/admin/providers/smart", json={"clientSecret": "secret-2"}).is_success
+        assert svc.admin("POST", "/api/integrations/admin/providers/smart/disable").status_code == 200
+        sent = _sent_paths(svc)
+
+        bulk = svc.admin("POST", REACTIVATE)
+        assert (bulk.status_code, bulk.json()["error"]) == (409, "provider_disabled"), bulk.text
+        assert "/api/integrations/admin/providers/smart/enable" in bulk.json()["message"]
+        assert bulk.json()["remaining"] == 3
+        one = svc.admin("POST", REFRESH, json={"connection_id": app[1]})
+        assert (one.status_code, one.json()["error"]) == (409, "provider_disabled"), one.text
+        assert sent == []  # not a discovery, not a token request
+        assert [_status(svc, cid) for cid in app] == ["client_rejected"] * 3
+        [refused] = _events(svc, "provider.reactivate")
+        assert refused["outcome"] == "refused" and refused["detail"]["error_code"] == "provider_disabled"
+        login = svc.admin("GET", "/api/integrations/smart/login", params={"tenant": "t1", "provider": "smart"})
+        assert (login.status_code, login.json()["error"]) == (409, "provider_disabled"), login.text
+
+        assert svc.admin("POST", "/api/integrations/admin/providers/smart/enable").status_code == 200
+        again = svc.admin("POST", REACTIVATE)
+        assert again.status_code == 200 and again.json()["reactivated"] == 3, again.text
+        assert [_status(svc, cid) for cid in app] == ["active"] * 3
+
+
+def test_a_rotated_client_id_each_connection_refreshes_pauses_and_is_retried_as_its_own_client(
+    make_settings: Any, sandbox: Any
+) -> None:
+    """The operator rotated the provider config's client id (``old`` to ``new``, the config's credentials, here one
+    secret, registered for both): connections authorized before keep ``old``, the client their refresh tokens were
+    issued to (RFC 6749 §6). Each refreshes as its own client; a refusal of one client pauses only the connections
+    using it; the bulk retry tries each client id first once: ``new`` still refused stops its own connections
+    (``not_tried``), ``old`` fixed is accepted and its connections reactivated (before: 409, nothing else tried).
+    Before, the auth service refreshed every connection as the config's current client id: the ``old`` ones were
+    refused (``invalid_grant``: not that client's refresh token) and ended ``needs_reauth``, while the pauses
+    grouped them by the id they stored."""
+    old, new = f"old-{uuid.uuid4().hex[:8]}", f"new-{uuid.uuid4().hex[:8]}"
+    practice: dict[str, Any] = {"ehrIntegrations": {"enabledProviders": []}}
+    with running_service(make_settings, sandbox, practice) as svc:
+        for client in (old, new):
+            register(sandbox, svc, client, "confidential-symmetric", client_secret="secret-1")
+        config = {"fhirBaseUrl": sandbox.fhir_base, "clientId": old, "clientSecret": "secret-1"}
+        assert svc.admin("PUT", "/api/integrations/admin/providers/epic", json=config).status_code == 200
+        assert svc.admin("POST", "/api/integrations/admin/providers/epic/enable").status_code == 200
+        login = f"{svc.base_url}/api/integrations/smart/login?tenant=t1&provider=epic"
+        pids = patient_ids(sandbox)
+        before = [connect(sandbox, svc, old, pid, login) for pid in pids[:2]]
+        rotated = svc.admin("PUT", "/api/integrations/admin/providers/epic", json={**config, "clientId": new})
+        assert rotated.status_code == 200, rotated.text
+        after = [connect(sandbox, svc, new, pid, login) for pid in pids[2:4]]
+        for cid in [*before, *after]:  # each as the client its grant was issued to
+            r = svc.admin("POST", REFRESH, json={"connection_id": cid})
+            assert r.status_code == 200, r.text
+
+        register(sandbox, svc, new, "confidential-symmetric", client_secret="secret-2")  # the EHR refuses `new`
+        sent = _sent_paths(svc)
+        assert svc.admin("POST", REFRESH, json={"connection_id": after[0]}).json()["error"] == "client_rejected"
+        assert [_status(svc, cid) for cid in [*before, *after]] == ["active"] * 2 + ["client_rejected"] * 2
+        [paused] = _events(svc, "connection.paused", after[1])
+        assert paused["detail"]["refused_connection_id"] == after[0]
+        assert svc.admin("POST", REFRESH, json={"connection_id": before[0]}).status_code == 200  # `old` goes on
+        register(sandbox, svc, old, "confidential-symmetric", client_secret="secret-3")  # and is refused too
+        assert svc.admin("POST", REFRESH, json={"connection_id": before[0]}).json()["error"] == "client_rejected"
+        assert [_status(svc, cid) for cid in before] == ["client_rejected"] * 2
+        assert sent.count(TOKEN) == 3  # one failed authentication per client id
+
+        register(sandbox, svc, old, "confidential-symmetric", client_secret="secret-1")  # `old` fixed, `new` not
+        answer = svc.admin("POST", "/api/integrations/admin/providers/epic/reactivate")
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert sorted(body["connections"]["reactivated"]) == sorted(before), body
+        assert body["connections"]["still_refused"] == [after[0]] and body["connections"]["not_tried"] == [after[1]]
+        assert body["remaining"] == 2 and sent.count(TOKEN) == 6  # new refused once, old accepted twice
+        assert [_status(svc, cid) for cid in [*before, *after]] == ["active"] * 2 + ["client_rejected"] * 2

@@ -81,3 +81,32 @@ def test_an_epic_id_search_lacking_required_parameters_confirms_nothing_bdx31(wo
         assert wh.live_ids(conn, "Observation") == {"lab-1", "lab-2"}
     assert report.tombstoned == 1 and report.alive == 1 and report.unconfirmed == 0
     assert not any("_id" in q for q in fake.query_of("/fhir/Observation"))
+
+
+def test_a_grant_without_read_where_no_id_search_settles_leaves_the_candidates_unconfirmable_bdx31(
+    world: SyncWorld,
+) -> None:
+    """SMART v2 ``patient/Observation.s`` without ``.r`` at Epic, whose Observation search takes no ``_id`` alone:
+    nothing can confirm the candidates (no read by id is granted, no ``_id`` search asked). Both stay live and the
+    report names them ``unconfirmable`` with the scope the grant lacks, no ``confirm_error``: a standing condition
+    of the grant, not a failure. Before, ``confirm_error`` was set and the weekly reconcile op failed every run."""
+    listed = {"lab-1", "lab-2", "gone-1"}
+    fake = _epic(listed)
+    with serve(fake):
+        scope = "patient/Patient.rs patient/Observation.s launch/patient openid"
+        conn = connect_static(world, fake.fhir_base, patient_id="p1", scope=scope)
+        with world.env.db.locked_session() as session:
+            row = session.get(Connection, conn)
+            assert row is not None
+            row.provider_id = "epic"
+            session.commit()
+        assert sync_type(world, conn, "Observation").error is None
+        listed -= {"lab-2", "gone-1"}
+        report = reconcile_deletes(world.env, conn, "Observation")
+    with world.env.warehouse() as wh:
+        assert wh.live_ids(conn, "Observation") == {"lab-1", "lab-2", "gone-1"}
+    assert (report.tombstoned, report.alive, report.unconfirmed, report.confirm_error) == (0, 0, 2, None)
+    assert report.unconfirmable is not None
+    assert "patient/Observation.r not granted" in report.unconfirmable, report.unconfirmable
+    assert "the EHR takes no _id search of it" in report.unconfirmable
+    assert fake.hits("/fhir/Observation/lab-2") == fake.hits("/fhir/Observation/gone-1") == 0

@@ -97,3 +97,33 @@ def test_the_op_reports_ids_kept_alive_and_fails_naming_a_type_whose_deletions_i
     assert f"confirming deletions failed for Observation (those rows kept live): Observation: {len(gone)} id(s)" in said
     assert not any(ref.split("/")[1] in said for ref in gone)
     assert live_counts(settings.warehouse_url, cid)["Observation"] == before["Observation"]
+
+
+def test_a_grant_without_read_reports_the_type_unconfirmable_and_the_op_succeeds_bdx31(
+    tmp_path: Path, http: httpx.Client, world: SyncWorld
+) -> None:
+    """``patient/Observation.s`` without ``.r``, and a server whose ``_id`` searches settle nothing (it ignores
+    ``_id``): the deleted Observations cannot be confirmed gone, this week or any other until the grant changes.
+    They stay live; the op succeeds (the other types' deletions tombstoned), its output metadata names Observation
+    ``unconfirmable`` with the scope the grant lacks. Before, the op failed every week for it."""
+    scope = "launch/patient openid fhirUser offline_access patient/*.rs patient/Observation.s"
+    settings = PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path / "state")})
+    config = SandboxConfig(patients=1, seed=5, ignored_search_params=["_id"])
+    with SandboxServer(config) as one, DagsterInstance.ephemeral() as instance:
+        scope = scope.replace("patient/*.rs", "patient/Patient.rs patient/Condition.rs patient/Encounter.rs")
+        cid = connect_patient(world, one, http=http, scope=scope)
+        assert run_sync_now(cid, settings=settings, instance=instance).success
+        deleted = [ref.split("/")[0] for ref in one.admin.mutate(delete=25, seed=3)["deleted"]]
+        before = live_counts(settings.warehouse_url, cid)
+        assert "Observation" in deleted and set(before) & set(deleted) - {"Observation"}, (deleted, before)
+        reconcile = build_definitions(settings).resolve_job_def("reconcile_deletes")
+        result = reconcile.execute_in_process(partition_key=cid, instance=instance, raise_on_error=False)
+    assert result.success
+    metadata = _output_metadata(result)
+    (said,) = metadata["unconfirmable"].values()
+    assert list(metadata["unconfirmable"]) == ["Observation"] and "patient/Observation.r not granted" in said
+    assert metadata["unconfirmed"] == {"Observation": deleted.count("Observation")}
+    after = live_counts(settings.warehouse_url, cid)
+    assert after["Observation"] == before["Observation"]  # kept live, never tombstoned unconfirmed
+    for rtype in set(before) & set(deleted) - {"Observation"}:  # the granted types besides it
+        assert after[rtype] == before[rtype] - deleted.count(rtype), rtype

@@ -90,8 +90,17 @@ def reconcile_connection(
         sum(r.unlisted for r in reports),
     )
     metadata: dict[str, Any] = {"deleted": MetadataValue.json(deleted)}
-    for name in ("unlisted", "alive", "unconfirmed"):  # the types with any
+    for name in ("unlisted", "alive", "unconfirmed", "unconfirmable"):  # the types with any
         metadata[name] = MetadataValue.json({r.resource_type: getattr(r, name) for r in reports if getattr(r, name)})
+    for report in reports:  # a standing condition of the grant, not a failure: said once a run, the op succeeds
+        if report.unconfirmable is not None:
+            context.log.warning(
+                "%s: %d %s id(s) the EHR no longer lists stay live, their deletion unconfirmable: %s",
+                connection_id,
+                report.unconfirmed,
+                report.resource_type,
+                report.unconfirmable,
+            )
     failure = _failure(connection_id, reports, metadata)
     if failure is not None:
         raise failure
@@ -100,7 +109,8 @@ def reconcile_connection(
 
 def _failure(connection_id: str, reports: list[ReconcileReport], metadata: dict[str, Any]) -> Failure | None:
     """The op's failure, raised once every type is reconciled: types whose read-back failed (their tombstones
-    kept) or whose confirmation of deletions failed (those rows kept live); None when neither happened."""
+    kept) or whose confirmation of deletions failed (those rows kept live); None when neither happened. A type
+    whose deletions the grant lets nothing confirm (``unconfirmable``) is no failure: the output metadata says so."""
     failed = {r.resource_type: r.recovered.error for r in reports if r.recovered is not None and r.recovered.error}
     unconfirmed = {r.resource_type: f"{r.unconfirmed} id(s), {r.confirm_error}" for r in reports if r.confirm_error}
     problems = []
@@ -148,6 +158,8 @@ def _materialization(connection_id: str, report: ReconcileReport) -> AssetMateri
         metadata |= {"updated": MetadataValue.int(got.updated), "not_found": MetadataValue.int(got.not_found)}
     if report.checked is not None:
         metadata["alive_updated"] = MetadataValue.int(report.checked.updated)
+    if report.unconfirmable is not None:
+        metadata["unconfirmable"] = MetadataValue.text(report.unconfirmable)
     return AssetMaterialization(
         asset_key=warehouse_key(report.resource_type),
         partition=connection_id,
