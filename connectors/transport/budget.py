@@ -58,7 +58,7 @@ def _spend(request: httpx.Request, budget: CallBudget, key: str) -> None:
                 f"{cap:.1f} s were left of its transfer deadline; nothing was sent"
             ) from exc
         raise CallBudgetBusyError(
-            f"{request.method} {url} was not sent: the vendor's call budget has no free call for {wait:.1f} s, "
-            f"longer than {bound}; try again shortly",
+            f"{request.method} {url} was not sent: the vendor's call budget had no free call within {bound} (the "
+            f"next in {wait:.1f} s); try again shortly",
             retry_after=wait,
         ) from exc
