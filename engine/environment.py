@@ -177,6 +177,7 @@ class SyncEnvironment:
             retry=self.retry,
             rate_limit=self.rate_limiter(conn),
             rate_limit_key=conn.fhir_base,
+            client_id=conn.client_id,
             on_unauthorized=lambda: self.confirm_unauthorized(conn),
             bounds=self.bounds,
         )
@@ -196,6 +197,7 @@ class SyncEnvironment:
             retry=self.retry,
             rate_limit=self.rate_limiter(conn),
             rate_limit_key=conn.fhir_base,
+            client_id=conn.client_id,
             url_guard=self.url_guard(conn),
             on_unauthorized=lambda: self.confirm_unauthorized(conn),
             bounds=self.bounds,
@@ -245,6 +247,7 @@ class ConnectionInfo:
     granted_scopes: str | None
     # The tenant's provider config without its sealed secrets: search plans need e.g. athenahealth's practice.
     provider_config: dict[str, Any] | None = None
+    client_id: str | None = None  # the OAuth app: the EHR's quota holds are kept per app (connectors.transport.quota)
 
     @property
     def provider(self) -> ProviderPlugin:
@@ -273,6 +276,7 @@ def load_connection(db: AppDatabase, connection_id: str) -> ConnectionInfo:
             group_id=str(row.group_id) if row.group_id else None,
             granted_scopes=str(row.granted_scopes) if row.granted_scopes else None,
             provider_config=_public_config(session, str(row.tenant_id), str(row.provider_id)),
+            client_id=str(row.client_id) if row.client_id else None,
         )
     if info.status != "active":
         raise ConnectionNotSyncableError(f"connection {connection_id} is {info.status}, not active")

@@ -8,6 +8,7 @@ The window is fixed: it starts with the first request counted and restarts with 
 - ``draft``: ``RateLimit-Limit`` / ``RateLimit-Remaining`` / ``RateLimit-Reset`` (delta-seconds)
 - ``x``: ``X-RateLimit-Limit`` / ``X-RateLimit-Remaining`` / ``X-RateLimit-Reset`` (delta-seconds)
 - ``x_epoch``: the same with ``X-RateLimit-Reset`` as a Unix timestamp (the server clock's)
+- ``x_no_reset``: ``X-RateLimit-Limit`` / ``X-RateLimit-Remaining`` only: never when the calls come back
 - ``malformed``: headers no client can use (a negative or non-numeric remaining, a reset in words)
 
 Seconds to the reset are rounded up. ``GET /admin/faults`` lists each quota fault with ``requests`` (counted) and
@@ -26,7 +27,7 @@ from starlette.types import Message, Send
 
 __all__ = ["QuotaHeaders", "QuotaWindow", "with_headers"]
 
-QuotaHeaders = Literal["ietf", "draft", "x", "x_epoch", "malformed"]
+QuotaHeaders = Literal["ietf", "draft", "x", "x_epoch", "x_no_reset", "malformed"]
 Header = tuple[bytes, bytes]
 
 
@@ -87,6 +88,8 @@ class QuotaWindow:
         prefix = b"ratelimit-" if self.style == "draft" else b"x-ratelimit-"
         if self.style == "x_epoch":
             secs = str(math.ceil(now_epoch) + reset).encode()
+        if self.style == "x_no_reset":
+            return [(prefix + b"limit", quota), (prefix + b"remaining", left)]
         return [(prefix + b"limit", quota), (prefix + b"remaining", left), (prefix + b"reset", secs)]
 
     def report(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column
 
 from connectors.budgets import step_deadline
-from connectors.errors import ConfigurationError, RateLimitedError
+from connectors.errors import CallBudgetBusyError, ConfigurationError
 from connectors.http import active_rate_budget, rate_budget
 from connectors.providers import get_provider
 from store.database import AppDatabase
@@ -55,17 +55,6 @@ class RateSlot(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the budget's key
     slot: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     used: Mapped[int] = mapped_column(Integer)
-
-
-class CallBudgetBusyError(RateLimitedError):
-    """No call of the shared budget came free before the caller's deadline, so nothing was sent: a throttle like a
-    429 (the auth service answers ``ehr_unavailable``, try again shortly; a sync step fails with its mark kept and
-    the run is retried with backoff). ``retry_after``: seconds until the next slot opens."""
-
-    code = "call_budget_busy"
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message, 429, retry_after=retry_after)
 
 
 class SharedRateBudget:
@@ -98,14 +87,17 @@ class SharedRateBudget:
         self._sleep = sleep
         self._taken = itertools.count(1)
 
-    def acquire(self, key: str) -> float:
+    def acquire(self, key: str, max_wait_s: float | None = None) -> float:
         """Take one call under ``key``, waiting for the next slot while this one is spent; the seconds waited.
 
-        Raises CallBudgetBusyError as soon as the next slot would open past the deadline (``_deadline``): waiting
-        longer cannot help, and the caller learns it without sleeping to the end."""
+        Raises CallBudgetBusyError as soon as the next slot would open past the deadline (``_deadline``; the
+        request's own ``max_wait_s`` when shorter: a transfer's deadline, a SMART call's): waiting longer cannot help,
+        and the caller learns it without sleeping to the end."""
         hashed = hashlib.sha256(key.encode("utf-8")).hexdigest()
         started = self._clock()
         deadline, bound = self._deadline(started)
+        if max_wait_s is not None and started + max_wait_s < deadline:
+            deadline, bound = started + max(max_wait_s, 0.0), f"the {max(max_wait_s, 0.0):.1f} s the request may wait"
         waited = 0.0
         while True:
             now = self._clock()

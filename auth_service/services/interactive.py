@@ -1,7 +1,8 @@
 """The retry budget of admin calls a person is waiting on (test connection, test read/note, discovery).
 
 Pipelines may wait minutes for a flaky EHR; an admin clicking "test" gets ``503 ehr_unavailable`` within a few
-seconds instead: one retry, short backoff, a Retry-After clamped to 2 s, and a 10 s read timeout.
+seconds instead: one retry, short backoff, a Retry-After clamped to 2 s, and a 10 s read timeout. A throttle asking
+for longer than 2 s (and at most an hour) is not retried: its answer, with the EHR's Retry-After, comes at once.
 """
 
 from __future__ import annotations

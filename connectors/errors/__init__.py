@@ -28,7 +28,7 @@ may echo request values: log ``loggable_message(exc)`` (their ``safe_message``) 
     ├── FhirError                     a FHIR REST error response (status + OperationOutcome)
     │   ├── FhirUnauthorizedError (401), FhirForbiddenError (403), FhirNotFoundError (404),
     │   │   FhirGoneError (410), FhirPreconditionFailedError (412), FhirUnprocessableError (422),
-    │   │   RateLimitedError (429; QuotaExhaustedError), FhirServerError (5xx)
+    │   │   RateLimitedError (429; QuotaExhaustedError, CallBudgetBusyError), FhirServerError (5xx)
     │   ├── FhirWithoutTokenRefusedError  401 to a request sent without the token on purpose (a signed file URL)
     │   ├── SearchLinkExpiredError    a paging `next` link answered 404/410: restart from the stored mark (BDX-29)
     │   ├── SearchIncompleteError     a searchset missed matches (total > distinct received, no next; a repeated
@@ -76,6 +76,7 @@ from connectors.errors.bulk import (
 from connectors.errors.fhir import (
     TRANSIENT_ISSUE_CODES,
     TRANSIENT_STATUSES,
+    CallBudgetBusyError,
     FhirError,
     FhirForbiddenError,
     FhirGoneError,
@@ -119,6 +120,7 @@ __all__ = [
     "BulkFileTooSlowError",
     "BulkFileTruncatedError",
     "BulkStatusUnavailableError",
+    "CallBudgetBusyError",
     "ConfigurationError",
     "ContentTooLargeError",
     "DiscoveryError",

@@ -108,6 +108,18 @@ class QuotaExhaustedError(RateLimitedError):
     code = "quota_exhausted"
 
 
+class CallBudgetBusyError(RateLimitedError):
+    """The vendor's call budget (``connectors.http.ratelimit``: this process's, or one every process shares through
+    the app database) had no free call before the caller's deadline, so nothing was sent: a throttle like a 429 (the
+    auth service answers ``ehr_unavailable``, try again shortly; a sync step fails with its mark kept and the run is
+    retried with backoff). ``retry_after``: seconds until the next call comes free."""
+
+    code = "call_budget_busy"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, 429, retry_after=retry_after)
+
+
 _FHIR_STATUS: dict[int, type[FhirError]] = {
     401: FhirUnauthorizedError,
     403: FhirForbiddenError,

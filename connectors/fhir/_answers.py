@@ -3,6 +3,7 @@ Whether to retry it is the transport's rule (:mod:`connectors.transport.answers`
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +17,7 @@ from connectors.errors import (
     fhir_error_for_status,
 )
 from connectors.http import parse_retry_after, redact_url
-from connectors.transport.answers import CONTROL_CHARS, issue_codes, operation_outcome_of, retry_kind
+from connectors.transport.answers import CONTROL_CHARS, issue_codes, operation_outcome_of, quota_reset_s, retry_kind
 
 __all__ = [
     "CONTROL_CHARS",
@@ -72,11 +73,18 @@ def error_from_response(method: str, url: str, response: httpx.Response, *, toke
     if withheld:
         error = FhirWithoutTokenRefusedError(message, status, outcome, redact_url(url))
     elif status == 429 or (status == 503 and retry_after_header is not None):
-        error = RateLimitedError(message, status, outcome, redact_url(url), parse_retry_after(retry_after_header))
+        error = RateLimitedError(message, status, outcome, redact_url(url), _retry_after(response))
     else:
         error = fhir_error_for_status(status)(message, status, outcome, redact_url(url))
     error.diagnostics = diagnostics
     return error
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """The seconds a throttle answer says to wait: its Retry-After, or a 429's spent quota's reset, the longer."""
+    asked = parse_retry_after(response.headers.get("Retry-After"))
+    reset = quota_reset_s(response, time.time())
+    return asked if reset is None else reset if asked is None else max(asked, reset)
 
 
 def unauthorized(method: str, url: str, response: httpx.Response) -> FhirUnauthorizedError:

@@ -23,6 +23,7 @@ from connectors.http import CallBudget, RetryPolicy, is_within_base, rate_budget
 from connectors.tokens import TokenSource
 from connectors.transport import DEFAULT_TIMEOUT, BearerAuth, BodyBounds, RequestPlan, ehr_client
 from connectors.transport.decoding import ACCEPT_ENCODING
+from connectors.transport.plan import app_key
 
 __all__ = ["DEFAULT_TIMEOUT", "FhirSession", "QueryParams", "SessionOptions", "TokenRule", "operation_outcome_of"]
 
@@ -44,9 +45,11 @@ class TokenRule(enum.Enum):
 
 class SessionOptions(TypedDict, total=False):
     """What FhirClient and BulkClient pass on to their FhirSession as is: the rate budget's key (default: the
-    base), the timeouts of a client the session creates, and a callback seeing every answer (quota headers)."""
+    base), the timeouts of a client the session creates, a callback seeing every answer (quota headers), and the
+    OAuth client id the requests are made for (the EHR's quota holds are kept per app; None: not known)."""
 
     rate_limit_key: str | None
+    client_id: str | None
     timeout: httpx.Timeout | float | None
     on_response: Callable[[httpx.Response], None] | None
 
@@ -80,8 +83,10 @@ class FhirSession:
         rate_limit_key: str | None = None,
         timeout: httpx.Timeout | float | None = None,
         on_response: Callable[[httpx.Response], None] | None = None,
+        client_id: str | None = None,
     ) -> None:
         self.base = base
+        self.client_id = app_key(client_id)
         self.on_response = on_response
         self.tokens = tokens
         self.retry = retry or RetryPolicy()
@@ -147,7 +152,7 @@ class FhirSession:
             headers,
             content,
             BearerAuth(self.tokens) if self.tokens is not None and self._token_for(url, token_rule) else None,
-            RequestPlan(self.retry, idempotent, bounds, passthrough, self.on_response, timeout),
+            RequestPlan(self.retry, idempotent, bounds, passthrough, self.on_response, timeout, app=self.client_id),
             max_redirects,
             url_guard,
         )

@@ -1,6 +1,11 @@
 """A vendor's call budget (e.g. eCW: 240 calls/min per practice): token buckets, the budget active for the
 current request, and the transport that spends from it.
 
+A caller may bound the wait (``acquire(key, max_wait_s)``): when the next call under the key comes free only later,
+nothing is taken and :class:`~connectors.errors.CallBudgetBusyError` is raised at once (``retry_after``: seconds
+until it is free). The EHR layers bound it by a transfer's deadline, a SMART call's deadline and the sync step's
+budget (:mod:`connectors.transport.budget`).
+
 The active budget is a context variable so calls made by code that does not know about it (a token refresh
 inside a FHIR request, a vault minting a backend token) spend from the budget of the request they run in.
 """
@@ -16,13 +21,14 @@ from typing import Protocol
 
 import httpx
 
-from connectors.errors import ConfigurationError
+from connectors.errors import CallBudgetBusyError, ConfigurationError
 
 __all__ = [
     "CallBudget",
     "RateLimitedTransport",
     "RateLimiter",
     "active_rate_budget",
+    "current_rate_budget",
     "rate_budget",
     "rate_scope",
     "spend_rate_budget",
@@ -33,8 +39,9 @@ class CallBudget(Protocol):
     """What spends a vendor's call budget: this process's :class:`RateLimiter`, or one shared by every process
     through the app database (``store.rate_windows``, for budgets such as eCW's that count every caller)."""
 
-    def acquire(self, key: str) -> float:
-        """Block until one call under ``key`` is allowed; return the seconds waited."""
+    def acquire(self, key: str, max_wait_s: float | None = None) -> float:
+        """Block until one call under ``key`` is allowed; return the seconds waited. When that would take longer
+        than ``max_wait_s``, take nothing and raise CallBudgetBusyError at once (``retry_after``: the wait)."""
         ...
 
 
@@ -63,18 +70,29 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    def _reserve(self, key: str) -> float:
-        """Take one token now (possibly going negative) and return how long the caller must wait."""
+    def _reserve(self, key: str, max_wait_s: float | None) -> tuple[float, bool]:
+        """How long the caller must wait for one token, and whether it took it now (possibly going negative): not
+        when the wait is longer than ``max_wait_s``."""
         with self._lock:
             now = self._clock()
             tokens, stamp = self._buckets.get(key, (float(self.capacity), now))
             tokens = min(float(self.capacity), tokens + (now - stamp) * self._rate) - 1.0
+            wait = 0.0 if tokens >= 0 else -tokens / self._rate
+            if max_wait_s is not None and wait > max_wait_s:
+                return wait, False
             self._buckets[key] = (tokens, now)
-            return 0.0 if tokens >= 0 else -tokens / self._rate
+            return wait, True
 
-    def acquire(self, key: str) -> float:
-        """Block until one call under ``key`` is allowed; returns the seconds waited."""
-        wait = self._reserve(key)
+    def acquire(self, key: str, max_wait_s: float | None = None) -> float:
+        """Block until one call under ``key`` is allowed; returns the seconds waited. CallBudgetBusyError, nothing
+        taken, when that would be longer than ``max_wait_s``."""
+        wait, taken = self._reserve(key, max_wait_s)
+        if not taken:
+            raise CallBudgetBusyError(
+                f"the EHR's call budget ({self.capacity} calls per {self.per_seconds:g} s) has no free call for "
+                f"{wait:.1f} s, longer than the {max_wait_s:.1f} s the request may wait; nothing was sent",
+                retry_after=wait,
+            )
         if wait > 0:
             self._sleep(wait)
         return wait
@@ -110,6 +128,11 @@ def rate_scope() -> str | None:
 def active_rate_budget() -> bool:
     """Whether calls made here already spend from a budget (:func:`rate_budget`)."""
     return _RATE.get() is not None
+
+
+def current_rate_budget() -> tuple[CallBudget, str] | None:
+    """The budget calls made here spend from and its key (:func:`rate_budget`), None without one."""
+    return _RATE.get()
 
 
 def spend_rate_budget() -> float:

@@ -69,10 +69,18 @@ class RetryPolicy:
     def asked_delay(self, retry_after: str | None) -> float | None:
         """The wait a Retry-After header asks for, clamped to [min, max]; None when it asks for none usable
         (absent, unparseable, negative, past or absurd), where :meth:`delay_for` backs off."""
+        return self._clamped(self.asked_seconds(retry_after))
+
+    def asked_seconds(self, retry_after: str | None) -> float | None:
+        """The wait a Retry-After header asks for, not clamped: longer than ``retry_after_max_s``, it is longer than
+        ehrsync waits for a throttle. None when it asks for none usable (absent, unparseable, negative, past or
+        absurd: more than ``retry_after_absurd_s``)."""
         seconds = parse_retry_after(retry_after, now=self.wall_clock())
         if seconds is None and retry_after is not None:
             logger.info("ignoring unusable Retry-After, backing off", extra={"retry_after": retry_after[:64]})
-        return self._clamped(seconds)
+        if seconds is None or seconds < 0 or seconds > self.retry_after_absurd_s:
+            return None
+        return seconds
 
     def delay_from_seconds(self, attempt: int, seconds: float | None) -> float:
         """Clamp an already parsed Retry-After to [min, max]; None or absurd values fall back to backoff."""

@@ -33,6 +33,7 @@ from connectors.http.urls import redact_url
 from connectors.transport import DEFAULT_TIMEOUT, bounds_of, ehr_client, read_capped
 from connectors.transport.answers import json_object_text
 from connectors.transport.decoding import ACCEPT_ENCODING, with_body
+from connectors.transport.plan import APP_EXTENSION, app_key
 
 logger = logging.getLogger(__name__)
 
@@ -102,14 +103,18 @@ def post_form(
     data: Mapping[str, str],
     *,
     headers: Mapping[str, str] | None = None,
+    client_id: str | None = None,
 ) -> httpx.Response:
-    """POST ``application/x-www-form-urlencoded``; network failures become ``TransportError``.
+    """POST ``application/x-www-form-urlencoded``; network failures become ``TransportError``. ``client_id``: the
+    OAuth client it authenticates as (the EHR's quota holds are kept per app).
 
     Like every EHR call it spends from the active rate budget (vendors such as eCW count token calls in the
     same budget as FHIR calls) and is sent once: the vault retries whole grants (a refresh token may rotate).
     """
     all_headers = {"Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING, **(headers or {})}
     request = http.build_request("POST", url, data=dict(data), headers=all_headers)
+    if client_id:
+        request.extensions[APP_EXTENSION] = app_key(client_id)
     try:
         return send(http, request, f"calling {url}")
     except (ResponseTooLargeError, UnsupportedContentEncodingError) as exc:  # an answer no client can use

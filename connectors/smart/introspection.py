@@ -49,7 +49,7 @@ def introspect_token(
     if token_type_hint:
         form["token_type_hint"] = token_type_hint
     body, headers = client_auth.apply(form, audience or introspection_endpoint)
-    response = post_form(http, introspection_endpoint, body, headers=headers)
+    response = post_form(http, introspection_endpoint, body, headers=headers, client_id=client_auth.client_id)
     raise_for_oauth_error(response, "introspection")
     payload = require_json_object(response, "introspection")
     active = payload.get("active")

@@ -32,6 +32,6 @@ def revoke_token(
     if token_type_hint:
         form["token_type_hint"] = token_type_hint
     body, headers = client_auth.apply(form, audience or revocation_endpoint)
-    response = post_form(http, revocation_endpoint, body, headers=headers)
+    response = post_form(http, revocation_endpoint, body, headers=headers, client_id=client_auth.client_id)
     raise_for_oauth_error(response, "revocation")
     logger.info("revoked a %s at %s", token_type_hint or "token", revocation_endpoint)

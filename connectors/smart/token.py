@@ -226,7 +226,7 @@ def _token_request(
     what: str,
 ) -> TokenResponse:
     body, headers = client_auth.apply(form, token_endpoint)
-    response = post_form(http, token_endpoint, body, headers=headers)
+    response = post_form(http, token_endpoint, body, headers=headers, client_id=client_auth.client_id)
     raise_for_oauth_error(response, what)
     payload = require_json_object(response, what)
     return parse_token_response(payload, date_header=response.headers.get("Date"), clock=clock)

@@ -12,8 +12,17 @@ import httpx
 import orjson
 
 from connectors.errors import is_transient_answer
+from connectors.http.quota import read_quota
 
-__all__ = ["CONTROL_CHARS", "RetryKind", "issue_codes", "json_object_text", "operation_outcome_of", "retry_kind"]
+__all__ = [
+    "CONTROL_CHARS",
+    "RetryKind",
+    "issue_codes",
+    "json_object_text",
+    "operation_outcome_of",
+    "quota_reset_s",
+    "retry_kind",
+]
 
 RetryKind = Literal["throttle", "transient"]
 _JSON_OBJECT_START = re.compile(rb"\s*\{")
@@ -56,3 +65,12 @@ def retry_kind(response: httpx.Response, idempotent: bool) -> RetryKind | None:
     if is_transient_answer(status, issue_codes(operation_outcome_of(response))):
         return "transient"
     return None
+
+
+def quota_reset_s(response: httpx.Response, now_epoch: float) -> float | None:
+    """For a 429, the seconds until the calls its quota headers say are spent come back (None: they say none is
+    spent, or give no reset): how long the server itself says this request would be refused."""
+    if response.status_code != 429:
+        return None
+    quota = read_quota(response.headers, now_epoch)
+    return quota.reset_s if quota is not None and quota.spent else None

@@ -23,10 +23,10 @@ from typing import Any
 
 import httpx
 
-from connectors.http.ratelimit import RateLimitedTransport
 from connectors.transport.attempt import AttemptTransport
 from connectors.transport.bounded_client import BoundedClient
 from connectors.transport.bounds import BodyBounds
+from connectors.transport.budget import BudgetTransport
 from connectors.transport.quota import QuotaTransport
 from connectors.transport.retrying import RetryTransport
 
@@ -107,9 +107,11 @@ class _Owned(_Borrowed):
 
 def ehr_transport(inner: httpx.BaseTransport) -> httpx.BaseTransport:
     """Retries (per the request's plan) over the EHR's reported quota over the rate budget over one bounded
-    attempt over ``inner``: every attempt waits for a spent quota's reset (or fails, nothing sent), spends a call,
-    and its deadline starts once the budget let it go; every answer's quota headers are read on its way up."""
-    return RetryTransport(QuotaTransport(RateLimitedTransport(AttemptTransport(inner))))
+    attempt over ``inner``: every attempt waits for a spent quota's reset (or fails, nothing sent), spends a call
+    (or fails, nothing sent, when the wait for it would end past a transfer's deadline, a SMART call's or the step's
+    budget: :mod:`.budget`), and its deadline starts once the budget let it go; every answer's quota headers are
+    read on its way up."""
+    return RetryTransport(QuotaTransport(BudgetTransport(AttemptTransport(inner))))
 
 
 def ehr_client(http: httpx.Client | None = None, *, timeout: httpx.Timeout | float | None = None) -> EhrClient:

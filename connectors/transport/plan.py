@@ -1,9 +1,11 @@
 """What the EHR transport needs to know about one request, carried in ``request.extensions`` (as httpx
 carries its own per-request ``timeout``): the retry policy, whether a repeat is safe, the body bounds, which
-answers the caller takes as they are, and the attempt counter shared with the caller's own body retries."""
+answers the caller takes as they are, the OAuth client the request is made for, and the attempt counter shared with
+the caller's own body retries."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,9 +15,11 @@ import httpx
 from connectors.http.retry import RetryPolicy
 from connectors.transport.bounds import BodyBounds
 
-__all__ = ["PLAN_EXTENSION", "PlannedTransport", "RequestPlan", "plan_of"]
+__all__ = ["APP_EXTENSION", "PLAN_EXTENSION", "PlannedTransport", "RequestPlan", "app_key", "app_of", "plan_of"]
 
 PLAN_EXTENSION = "ehrsync.plan"
+#: The OAuth client id a plan-less request (a token grant) is made for: the EHR's quota holds are kept per app.
+APP_EXTENSION = "ehrsync.app"
 
 
 @dataclass
@@ -32,6 +36,8 @@ class RequestPlan:
     attempt: int = 0
     #: the last ``attempt`` counted on the bounds' transfer deadline (a redirect followed is the same attempt)
     counted: int = -1
+    #: the OAuth client id the request is made for ("": not known): the EHR's quota holds are kept per app
+    app: str = ""
 
     def extensions(self) -> dict[str, Any]:
         return {PLAN_EXTENSION: self}
@@ -65,6 +71,21 @@ def plan_of(request: httpx.Request) -> RequestPlan | None:
     """The plan an EHR client attached to ``request``; None for calls that only pass through (token grants)."""
     plan = request.extensions.get(PLAN_EXTENSION)
     return plan if isinstance(plan, RequestPlan) else None
+
+
+def app_key(client_id: str | None) -> str:
+    """What stands for an OAuth client id in a request: itself, or its digest when long (a registration-issued id
+    may be a multi-KB JWT, and every quota hold keeps one); "" for none."""
+    if not client_id:
+        return ""
+    return client_id if len(client_id) <= 64 else "sha256:" + hashlib.sha256(client_id.encode()).hexdigest()[:32]
+
+
+def app_of(request: httpx.Request) -> str:
+    """The OAuth client id ``request`` is made for: its plan's ``app``, else :data:`APP_EXTENSION`; "" unknown."""
+    plan = request.extensions.get(PLAN_EXTENSION)
+    app = plan.app if isinstance(plan, RequestPlan) else request.extensions.get(APP_EXTENSION, "")
+    return app if isinstance(app, str) else ""
 
 
 class PlannedTransport(httpx.BaseTransport):

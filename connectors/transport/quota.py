@@ -4,15 +4,21 @@ until a known reset, the next request under the same key waits for that reset (p
 round it) when it comes within the longest wait ehrsync accepts from a ``Retry-After`` (the retry policy's
 clamp, 15 min; a SMART call's request deadline when shorter), else it is refused at once with
 :class:`~connectors.errors.QuotaExhaustedError` and nothing is sent; so is one whose wait would end past the sync
-step's budget or a transfer's deadline. A later answer saying calls remain lifts the hold.
+step's budget or a transfer's deadline (:mod:`.waits`). A later answer saying calls remain lifts the hold.
+Headers saying no call is left without saying when they come back (a ``Remaining`` of 0 and no ``Reset``; a
+``RateLimit`` item with ``r=0`` and no ``t``) hold the key for :data:`NO_RESET_HOLD_S` (60 s: a per-minute window,
+athenahealth's OAuth quota, has come round by then) and are treated as such a reset: the next request waits for it
+or is refused; the answer after it, saying calls remain or not, lifts or renews the hold (the quota logged once).
 
-Kept per process under (scope, lane, origin): scope is the key of the vendor budget the request runs under (the
+Kept per process under (scope, lane, origin, app): scope is the key of the vendor budget the request runs under (the
 FHIR base a session spends under, :func:`connectors.http.rate_scope`; empty outside one), lane ``api`` for FHIR
 and Bulk requests and ``oauth`` for SMART/OAuth calls (token endpoint, discovery: requests without a
 :class:`~connectors.transport.plan.RequestPlan`), so an OAuth per-minute quota never holds FHIR requests nor the
 reverse, and where: the origin answering an API request (a file server's headers say nothing of the FHIR server's
 quota), the URL without its query for an OAuth call (one authorization host serves many tenants' token endpoints,
-Cerner's ``/tenants/{id}/...``: one tenant's spent quota never holds another's sign-in). At most
+Cerner's ``/tenants/{id}/...``: one tenant's spent quota never holds another's sign-in), and app the OAuth client
+the request is made for (:func:`~connectors.transport.plan.app_of`: the client id a FHIR session was given, the one
+a token grant authenticates as; empty when unknown), as quotas are granted per app. At most
 :data:`MAX_HOLDS` holds are kept: ended ones are dropped whenever a new one is noted, then the soonest to end.
 The quota numbers are logged once per reset (WARNING), the first wait for it once (INFO); never a query string.
 """
@@ -28,16 +34,15 @@ from datetime import UTC, datetime
 
 import httpx
 
-from connectors.budgets import step_deadline
 from connectors.errors import QuotaExhaustedError
 from connectors.http.quota import Quota, read_quota
 from connectors.http.ratelimit import rate_scope
 from connectors.http.retry import RetryPolicy
 from connectors.http.urls import redact_url
-from connectors.transport.bounds import request_bounds
-from connectors.transport.plan import plan_of
+from connectors.transport.plan import app_of, plan_of
+from connectors.transport.waits import wait_cap
 
-__all__ = ["MARGIN_S", "MAX_HOLDS", "QUOTAS", "QuotaBook", "QuotaTransport", "quota_key"]
+__all__ = ["MARGIN_S", "MAX_HOLDS", "NO_RESET_HOLD_S", "QUOTAS", "QuotaBook", "QuotaTransport", "quota_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +51,11 @@ MARGIN_S = 1.0
 #: The most holds one process keeps (many hosts over a long-lived process): a hold dropped only means one request
 #: more is sent, and the EHR's answer (a 429, or its headers) says so again.
 MAX_HOLDS = 1024
+#: How long headers saying no call is left, without a reset time, hold their key (module docstring).
+NO_RESET_HOLD_S = 60.0
 _DEFAULT_POLICY = RetryPolicy()
 
-QuotaKey = tuple[str, str, str]
+QuotaKey = tuple[str, str, str, str]
 
 
 @dataclass
@@ -57,6 +64,7 @@ class _Spent:
     resets_at: datetime
     quota: Quota
     wait_logged: bool = False
+    assumed: bool = False  # no reset given: held NO_RESET_HOLD_S; kept once ended (not logged again) until lifted
 
 
 class QuotaBook:
@@ -73,29 +81,23 @@ class QuotaBook:
         quota = read_quota(headers, self._wall())
         if quota is None:
             return
-        if not quota.spent or quota.reset_s is None:
-            if key in self._spent:  # calls again: the hold is over
+        assumed = quota.remaining == 0 and quota.reset_s is None
+        if not (quota.spent or assumed):
+            if key in self._spent:  # calls again (or a window already begun again): the hold is over
                 with self._lock:
                     self._spent.pop(key, None)
             return
-        until = self._clock() + quota.reset_s + MARGIN_S
-        resets_at = datetime.fromtimestamp(self._wall() + quota.reset_s, UTC)
+        reset_s = NO_RESET_HOLD_S if assumed else float(quota.reset_s or 0.0)
+        until = self._clock() + reset_s + MARGIN_S
         with self._lock:
             known = self._spent.get(key)
-            fresh = known is None or until > known.until + 2 * MARGIN_S  # a later reset: another window
+            fresh = known is None or (until > known.until + 2 * MARGIN_S and not (assumed and known.assumed))
             if known is None:
                 self._make_room()
-            self._spent[key] = _Spent(until, resets_at, quota, wait_logged=not fresh and known is not None)
+            resets_at = datetime.fromtimestamp(self._wall() + reset_s, UTC)
+            self._spent[key] = _Spent(until, resets_at, quota, not fresh and known is not None, assumed)
         if fresh:
-            logger.warning(
-                "the EHR's %s quota at %s is spent: 0 of %s calls remain, reset in %.0f s (%s header)",
-                _lane_name(key),
-                key[2],
-                "?" if quota.limit is None else quota.limit,
-                quota.reset_s,
-                quota.header,
-                extra={"quota_limit": quota.limit, "quota_reset_s": round(quota.reset_s, 1)},
-            )
+            _log_spent(key, quota, reset_s, assumed)
 
     def held(self, key: QuotaKey) -> tuple[float, _Spent] | None:
         """Seconds left until the spent quota under ``key`` comes back, and its record; None when none is held."""
@@ -105,6 +107,8 @@ class QuotaBook:
         left = entry.until - self._clock()
         if left > 0:
             return left, entry
+        if entry.assumed:  # kept, so the same answer again is not logged again; lifted by calls remaining
+            return None
         with self._lock:
             if self._spent.get(key) is entry:
                 del self._spent[key]
@@ -132,12 +136,26 @@ QUOTAS = QuotaBook()
 
 
 def quota_key(request: httpx.Request) -> QuotaKey:
-    """(scope, lane, origin) of ``request`` (module docstring)."""
+    """(scope, lane, origin, app) of ``request`` (module docstring)."""
     url = request.url
     where = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
     if plan_of(request) is not None:
-        return (rate_scope() or "", "api", where)
-    return (rate_scope() or "", "oauth", where + url.path)
+        return (rate_scope() or "", "api", where, app_of(request))
+    return (rate_scope() or "", "oauth", where + url.path, app_of(request))
+
+
+def _log_spent(key: QuotaKey, quota: Quota, reset_s: float, assumed: bool) -> None:
+    """The quota's numbers, once per reset (never a query string: ``key`` names an origin or a path)."""
+    when = f"no reset time given: held {reset_s:.0f} s" if assumed else f"reset in {reset_s:.0f} s"
+    logger.warning(
+        "the EHR's %s quota at %s is spent: 0 of %s calls remain, %s (%s header)",
+        _lane_name(key),
+        key[2],
+        "?" if quota.limit is None else quota.limit,
+        when,
+        quota.header,
+        extra={"quota_limit": quota.limit, "quota_reset_s": round(reset_s, 1), "quota_reset_given": not assumed},
+    )
 
 
 def _lane_name(key: QuotaKey) -> str:
@@ -165,14 +183,9 @@ class QuotaTransport(httpx.BaseTransport):
         plan = plan_of(request)
         policy = _DEFAULT_POLICY if plan is None else plan.policy
         url = redact_url(str(request.url))
-        cap, bound = policy.retry_after_max_s, f"the {policy.retry_after_max_s:g} s ehrsync waits for a throttle"
-        bounds = request_bounds(request) if plan is None else None
-        if bounds is not None and bounds.deadline_s is not None and bounds.deadline_s < cap:
-            cap, bound = bounds.deadline_s, f"the request's {bounds.deadline_s:g} s (EHRSYNC_REQUEST_DEADLINE_S)"
-        step = step_deadline()
-        if step is not None and step[0] - time.monotonic() < min(cap, left):
-            cap, bound = step[0] - time.monotonic(), f"what is left of {step[2]}'s {step[1]:g} s budget"
-        if left > cap:
+        throttle = f"the {policy.retry_after_max_s:g} s ehrsync waits for a throttle"
+        cap, bound = wait_cap(request, plan, policy.retry_after_max_s, throttle)
+        if cap is not None and left > cap:
             raise _exhausted(request.method, url, key, left, entry, bound)
         if plan is not None and plan.bounds is not None:
             plan.bounds.check_wait(request.method, url, left, asked=True)
@@ -186,10 +199,12 @@ def _exhausted(method: str, url: str, key: QuotaKey, left: float, entry: _Spent,
     quota = entry.quota
     name = f"{_lane_name(key)} quota" + (f" {quota.policy!r}" if quota.policy else "")
     size = "" if quota.limit is None else f" of {quota.limit}"
+    until = (
+        f"and no reset time: held {NO_RESET_HOLD_S:g} s, until" if entry.assumed else "until"
+    ) + f" {entry.resets_at:%Y-%m-%dT%H:%M:%SZ}, {left:.0f} s from now"
     return QuotaExhaustedError(
         f"{method} {url} was not sent: the EHR's {name} at {key[2]} is spent (its {quota.header} header said 0"
-        f"{size} calls remain until {entry.resets_at:%Y-%m-%dT%H:%M:%SZ}, {left:.0f} s from now), longer than "
-        f"{bound}; try again after the reset",
+        f"{size} calls remain {until}), longer than {bound}; try again after the reset",
         429,
         url=url,
         retry_after=left,

@@ -2,9 +2,13 @@
 what is worth retrying (BDX-10, BDX-32); each attempt is bounded below it (:mod:`.attempt`).
 
 Transport errors back off (a POST only when it was never sent); 429/503 wait per Retry-After (seconds or an
-HTTP-date); transient answers (408, 5xx, OperationOutcome ``transient``/``throttled``) back off when the
-request is idempotent. A refused connection or failed DNS lookup is tried twice, then the origin is
-remembered as unreachable (:mod:`connectors.budgets`) and the rest of the run fails fast.
+HTTP-date), unless the answer itself says the wait is longer than the policy's longest (``retry_after_max_s``): a
+usable Retry-After, or a 429's quota headers saying no call is left until a later reset. Such an answer is handed
+back at once (the caller's ``RateLimitedError``, its ``retry_after`` the server's): waiting the clamp out would only
+send a request the server said it will refuse. Transient answers (408, 5xx, OperationOutcome
+``transient``/``throttled``) back off when the request is idempotent. A refused connection or failed DNS lookup is
+tried twice, then the origin is remembered as unreachable (:mod:`connectors.budgets`) and the rest of the run fails
+fast.
 Requests without a :class:`~connectors.transport.plan.RequestPlan` (token grants, discovery) pass through:
 their callers retry whole grants (the token vault) and must not repeat a POST that may have been used.
 """
@@ -18,8 +22,9 @@ import httpx
 
 from connectors.budgets import check_step_budget, forget_unreachable, mark_unreachable, unreachable_reason
 from connectors.errors import EhrUnreachableError, RequestDeadlineError, TransportError
+from connectors.http.retry import RetryPolicy
 from connectors.http.urls import redact_url
-from connectors.transport.answers import CONTROL_CHARS, retry_kind
+from connectors.transport.answers import CONTROL_CHARS, quota_reset_s, retry_kind
 from connectors.transport.plan import PlannedTransport, RequestPlan
 
 __all__ = ["UNREACHABLE_ATTEMPTS", "UNREACHABLE_RETRY_S", "RetryTransport", "origin_of", "refused_or_unresolved"]
@@ -120,13 +125,28 @@ class RetryTransport(PlannedTransport):
         if kind is None or not plan.can_retry():
             return True
         policy = plan.policy
-        asked = policy.asked_delay(response.headers.get("Retry-After")) if kind == "throttle" else None
-        delay = policy.backoff_delay(plan.attempt) if asked is None else asked
         url = redact_url(str(request.url))
+        asked_s = policy.asked_seconds(response.headers.get("Retry-After")) if kind == "throttle" else None
+        said = _said_wait(response, asked_s, policy) if kind == "throttle" else None
+        if said is not None and said > policy.retry_after_max_s:
+            logger.info(
+                "throttled for longer than ehrsync waits, not retried",
+                extra={"url": url, "status": status, "retry_after_s": round(said, 1)},
+            )
+            return True
+        asked = None if asked_s is None else min(max(asked_s, policy.retry_after_min_s), policy.retry_after_max_s)
+        delay = policy.backoff_delay(plan.attempt) if asked is None else asked
         logger.info("retryable answer, waiting", extra={"url": url, "status": status, "delay_s": round(delay, 3)})
         response.close()
         plan.wait(delay, request.method, url, asked=asked is not None)  # or past a transfer's deadline: fails now
         return False
+
+
+def _said_wait(response: httpx.Response, asked: float | None, policy: RetryPolicy) -> float | None:
+    """How long a throttle answer itself says the request would be refused: its usable Retry-After (``asked``), or
+    a 429's spent quota's reset, the longer (None: it says neither)."""
+    reset = quota_reset_s(response, policy.wall_clock().timestamp())
+    return asked if reset is None else reset if asked is None else max(asked, reset)
 
 
 def _out_of_attempts(request: httpx.Request, plan: RequestPlan, exc: httpx.TransportError, url: str) -> TransportError:

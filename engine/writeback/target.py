@@ -62,6 +62,7 @@ def load_target(db: AppDatabase, note: NoteRecord, *, service_write_enabled: boo
             patient_id=row.patient_id,
             group_id=row.group_id,
             granted_scopes=row.granted_scopes,
+            client_id=row.client_id,
         )
         persona = _persona(row)
     flags = WriteFlags(

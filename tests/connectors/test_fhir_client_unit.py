@@ -486,7 +486,7 @@ def test_rate_limit_spends_one_token_per_attempt_under_the_practice_key() -> Non
     keys: list[str] = []
 
     class Spy(RateLimiter):
-        def acquire(self, key: str) -> float:
+        def acquire(self, key: str, max_wait_s: float | None = None) -> float:
             keys.append(key)
             return 0.0
 

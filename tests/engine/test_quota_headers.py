@@ -25,6 +25,11 @@ def _quota_report(http: httpx.Client, sb: Any) -> dict[str, Any]:
     return next(f for f in faults if f["kind"] == "quota")
 
 
+def _client_id(world: Any, conn: str) -> str:
+    with world.env.db.session() as session:
+        return str(session.get(Connection, conn).client_id)
+
+
 def _fhir_requests(request_log: Any) -> int:
     return sum(1 for url in request_log.urls if url.path.startswith("/fhir"))
 
@@ -64,18 +69,19 @@ def test_malformed_quota_headers_are_ignored(world, shared_sb, http):
     assert report.status == "completed" and report.failed_types == {}, (report.error, report.failed_types)
     assert _quota_report(http, shared_sb)["requests"] > 0
     held = [
-        QUOTAS.held((scope, lane, where))
+        QUOTAS.held((scope, lane, where, app))
         for scope in ("", shared_sb.fhir_base)
         for lane, where in (("api", shared_sb.base_url), ("oauth", f"{shared_sb.base_url}/oauth/token"))
+        for app in ("", _client_id(world, conn))
     ]
-    assert held == [None] * 4
+    assert held == [None] * 8
 
 
 def test_spent_token_endpoint_quota_does_not_hold_fhir_requests(world, shared_sb, http):
     """The token endpoint's quota (athenahealth: OAuth requests per minute) is kept apart from the FHIR API's."""
     add_fault(http, shared_sb, "quota", path="/oauth/token", quota=1, window_s=86400, quota_headers="x")
     conn = connect_patient(world, shared_sb, http=http)  # the code exchange spends the token endpoint's one call
-    assert QUOTAS.held(("", "oauth", f"{shared_sb.base_url}/oauth/token")) is not None
+    assert QUOTAS.held(("", "oauth", f"{shared_sb.base_url}/oauth/token", _client_id(world, conn))) is not None
     report = run_sync(world, conn, types=TYPES)
     assert report.status == "completed" and report.failed_types == {}, (report.error, report.failed_types)
 
@@ -94,3 +100,21 @@ def test_a_refresh_held_by_a_spent_token_quota_keeps_the_valid_token_and_sends_n
     assert counted["requests"] == 1 and counted["refused"] == 0, counted  # the exchange only: no refresh sent
     with world.env.db.session() as session:
         assert session.get(Connection, conn).status == "active"
+
+
+def test_one_apps_spent_quota_does_not_hold_another_apps_sync(world, shared_sb, http):
+    """Two connections of two apps (client ids) at one FHIR base: app A's sync spends the day's one call and then
+    fails ``quota_exhausted``, nothing more sent. App B's sync is not held by A's hold (quotas are granted per app):
+    its first request goes out; the sandbox, counting every app together, answers it 429 with the day's reset, which
+    fails B's request at once (no retry: the reset is longer than ehrsync waits) and holds B's later ones."""
+    conn_a = connect_patient(world, shared_sb, http=http)
+    conn_b = connect_patient(world, shared_sb, http=http)
+    add_fault(http, shared_sb, "quota", path="/fhir", quota=1, window_s=86400, quota_headers="x")
+    assert run_sync(world, conn_a, types=TYPES).status == "failed"
+    assert _quota_report(http, shared_sb)["requests"] == 1
+    report = run_sync(world, conn_b, types=TYPES)
+    assert report.status == "failed"
+    counted = _quota_report(http, shared_sb)
+    assert (counted["requests"], counted["refused"]) == (2, 1), counted
+    errors = " ".join(report.failed_types.values()) or (report.error or "")
+    assert "rate_limited" in errors or "429" in errors, errors

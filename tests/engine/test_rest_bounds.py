@@ -276,5 +276,5 @@ def test_a_saturated_shared_budget_fails_the_step_as_throttled_within_its_budget
     assert time.monotonic() - started < 30
     assert report.status == "failed" and set(report.failed_types) == {"Observation"}  # retried with backoff
     error = report.failed_types["Observation"]
-    assert "no free call within the 1.5 s budget of landing Observation" in error, error
+    assert "no free call within what is left of landing Observation's 1.5 s budget" in error, error
     assert _mark(world, conn) is None

@@ -43,3 +43,20 @@ def test_a_retry_after_longer_than_the_backoff_cap_is_honoured_up_to_a_day() -> 
     assert config.backoff_s(1, retry_after=3_600.0) == 3_600.0  # draft-note §5: honour Retry-After
     assert config.backoff_s(1, retry_after=10 * 86_400.0) == config.retry_after_cap_s == 86_400.0
     assert config.backoff_s(9) == 600.0  # no Retry-After: doubling, capped at 10 min
+
+
+def test_a_post_throttled_for_longer_than_ehrsync_waits_is_one_try_pending_until_the_retry_after(
+    world, sb, http, request_log
+) -> None:
+    """A 429 on the note's POST asking for 20 minutes (past the 15 minutes ehrsync waits for a throttle): the answer
+    is the error at once, no wait and no POST again (before: four waits of 15 minutes, five POSTs). The POST was sent,
+    so it is one of the note's tries (a withheld one would not be); the note waits the server's 20 minutes."""
+    conn = writable_connection(world, sb, http)
+    note = enqueue(world, conn)
+    sb.admin.set_fault("429", path="/fhir/DocumentReference", method="POST", times=None, retry_after="1200")
+    before = utcnow()
+    waiting = write_note(world.env, FAST, note.id)
+    assert (waiting.state, waiting.reason_code, waiting.attempts) == ("pending", "rate_limited", 1)
+    assert len(request_log.paths("/fhir/DocumentReference", "POST")) == 1
+    assert waiting.next_attempt_at is not None
+    assert before + timedelta(seconds=1190) < waiting.next_attempt_at < utcnow() + timedelta(seconds=1210)

@@ -138,3 +138,16 @@ def test_calls_outside_a_sync_spend_the_shared_budget_of_a_vendor_that_counts_ev
     with rate_budget(RateLimiter(100, 1.0), base), vendor_call_budget(db, "ecw", base, max_wait_s=10.0):
         spend_rate_budget()  # the sync's budget counts it
     assert _spent(db, base) == 3
+
+
+def test_a_caller_bounding_its_wait_is_refused_at_once_when_no_call_comes_free_within_it(db: AppDatabase) -> None:
+    """The EHR layers pass a request's own bound (a transfer's deadline, a SMART call's): a call that would come free
+    only after it is refused without waiting, nothing taken, ``retry_after`` saying when it would be free."""
+    key = f"https://ecw.example/{uuid.uuid4()}/fhir"
+    clock = _Clock(1_000_000.5)
+    budget = SharedRateBudget(db, 240, 60.0, clock=clock, sleep=clock.sleep)  # its own bound: BACKGROUND_WAIT_S
+    _saturate(db, key, budget, 400_000, 6)  # the next 15 s are spent
+    with pytest.raises(RateLimitedError, match=r"no free call within the 1.0 s the request may wait") as busy:
+        budget.acquire(key, 1.0)
+    assert clock.slept == [] and busy.value.retry_after == pytest.approx(2.0)
+    assert _spent(db, key) == 6 * budget.per_slot
