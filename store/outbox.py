@@ -4,6 +4,8 @@ States: ``pending → sending → written | failed | blocked | unknown``; a tran
 ``sending`` back to ``pending`` with a later ``next_attempt_at``. Every change is a compare-and-set on
 (state, version) committed with its audit event in one transaction, so a writer that lost a race (or was
 killed and resumed) can never move a note twice. Audit details hold ids, states and codes, never the body.
+A note whose POST may be stored waits for a connection that cannot write now in ``pending`` (reason code
+``connection_<status>``); the sensor's reads (``store.outbox_queue``) skip it until the connection is active.
 """
 
 from __future__ import annotations
@@ -30,12 +32,10 @@ __all__ = [
     "NoteInput",
     "NoteRecord",
     "StaleNoteError",
-    "due_notes",
     "enqueue_note",
     "get_note",
     "outbox_counts",
     "outbox_metadata_rows",
-    "stalled_notes",
     "transition",
 ]
 
@@ -256,28 +256,6 @@ def transition(
         assert row is not None
         session.refresh(row)
         return NoteRecord.of(row)
-
-
-def due_notes(db: AppDatabase, now: datetime, *, since: datetime | None = None, limit: int = 100) -> list[NoteRecord]:
-    """Pending notes whose time has come (due at or after ``since`` when given), oldest due first."""
-    query = select(NoteOutbox).where(NoteOutbox.state == "pending", NoteOutbox.next_attempt_at <= now)
-    if since is not None:
-        query = query.where(NoteOutbox.next_attempt_at >= since)
-    with db.session() as session:
-        rows = session.scalars(query.order_by(NoteOutbox.next_attempt_at, NoteOutbox.id).limit(limit))
-        return [NoteRecord.of(r) for r in rows]
-
-
-def stalled_notes(db: AppDatabase, before: datetime, *, limit: int = 100) -> list[NoteRecord]:
-    """Notes left in ``sending`` since before ``before``: their run died mid-attempt and must be resumed."""
-    with db.session() as session:
-        rows = session.scalars(
-            select(NoteOutbox)
-            .where(NoteOutbox.state == "sending", NoteOutbox.updated_at < before)
-            .order_by(NoteOutbox.updated_at, NoteOutbox.id)
-            .limit(limit)
-        )
-        return [NoteRecord.of(r) for r in rows]
 
 
 def outbox_counts(db: AppDatabase) -> dict[str, int]:

@@ -10,6 +10,9 @@ killed anywhere resumes from what the database says:
 - ``unknown``: reconciled by an identifier search (``reconcile``); nothing found is left for a person. A POST
   whose outcome is unknown (lost answer, 408, 5xx) goes there at once without conditional create, and with it
   once its attempts are spent: ``failed`` would claim the EHR holds nothing.
+- a connection that cannot write now: a note never sent is ``failed`` (``connection_<status>``); one whose POST may
+  be stored waits in ``pending`` (reason ``connection_<status>``) for a connection that can be active again, and the
+  sensor skips it until it is (``store.outbox_queue``); disabled or disconnected, it is ``unknown`` for a person.
 
 While the note is ``sending`` the run beats (``heartbeat``), so a live POST waiting out long ``Retry-After`` waits
 is never taken for a stalled one; a 2xx is recorded ``written`` even when another run moved the note meanwhile
@@ -39,6 +42,7 @@ from engine.writeback.target import NoteTarget, load_target
 from engine.writeback.written import record_written
 from store.models import utcnow
 from store.outbox import TERMINAL_STATES, NoteRecord, StaleNoteError, get_note, transition
+from store.outbox_queue import WAIT_STATUSES, waiting_code
 
 __all__ = ["NoteNotFoundError", "write_note"]
 
@@ -66,14 +70,9 @@ def write_note(env: SyncEnvironment, config: WritebackConfig, note_id: str, vers
     except (LookupError, ce.ConfigurationError) as exc:  # a POST that may be stored cannot be searched for now
         state = "unknown" if _may_be_stored(note) else "failed"
         return _close(env, note, state, reason_code="connection_missing", reason=str(exc))
-    status = target.connection.status
-    if status != "active" and note.state == "pending":
-        if not note.maybe_stored:
-            return _close(env, note, "failed", reason_code=f"connection_{status}", reason=None)
-        if status != "needs_reauth":  # never searchable again by itself: a person looks
-            return _close(env, note, "unknown", reason_code=f"connection_{status}", reason=None)
-        return note  # once re-authorized, a later run searches before anything else
     try:
+        if target.connection.status != "active" and note.state in ("pending", "sending"):
+            return _connection_not_active(env, note, target.connection.status)
         with env.fhir_client(target.connection) as client:
             if note.state == "unknown":
                 return reconcile(env.db, client, note)
@@ -89,6 +88,30 @@ def _may_be_stored(note: NoteRecord) -> bool:
     """Whether a POST of this note may already be in the EHR: one is under way or was (``sending``), or an earlier
     one's answer was lost (``maybe_stored``). Such a note is never failed or blocked before the search looks."""
     return note.state == "sending" or note.maybe_stored
+
+
+def _connection_not_active(env: SyncEnvironment, note: NoteRecord, status: str) -> NoteRecord:
+    """The note's connection cannot write now. Never sent: ``failed`` (``connection_<status>``). A POST that may be
+    stored waits for a connection that can be active again (``WAIT_STATUSES``: re-authorized, an admin's retry) and
+    is ``unknown`` for a person otherwise (disabled, disconnected: never searchable again by itself)."""
+    if not _may_be_stored(note):
+        return _close(env, note, "failed", reason_code=f"connection_{status}", reason=None)
+    if status not in WAIT_STATUSES:
+        return _close(env, note, "unknown", reason_code=f"connection_{status}", reason=None)
+    return _wait_for_connection(env, note, status)
+
+
+def _wait_for_connection(env: SyncEnvironment, note: NoteRecord, status: str) -> NoteRecord:
+    """``pending`` with ``maybe_stored`` and the reason ``connection_<status>`` (a ``sending`` note too: its run died or
+    met the refusal): the sensor skips it while the connection stays so, and asks for it once it is active again;
+    that run searches, or repeats the POST with If-None-Exist, before anything else (never a blind second POST)."""
+    code = waiting_code(status)
+    if note.state == "pending" and note.maybe_stored and note.reason_code == code:
+        return note  # waiting already: no new version, no new audit event
+    reason = f"waiting for the connection to be active again (it is {status}); an earlier POST may be stored"
+    return transition(
+        env.db, note, "pending", maybe_stored=True, reason_code=code, reason=reason, detail={"error_code": code}
+    )
 
 
 def _close(env: SyncEnvironment, note: NoteRecord, state: str, *, reason_code: str, reason: str | None) -> NoteRecord:
@@ -113,8 +136,8 @@ def _advance(
                 return _to_unknown(env, note, client)
             return _close(env, note, "failed", reason_code="invalid_note", reason=str(exc))
         except ce.NeedsReauthError as exc:  # the grant is gone: a person must authorize again, retrying cannot help
-            if _may_be_stored(note):  # left as it is: a run after re-authorization finds out
-                return note
+            if _may_be_stored(note):  # waits: a run once the connection is active again finds out
+                return _wait_for_connection(env, note, exc.code)
             return _close(env, note, "failed", reason_code=exc.code, reason=None)
         except ce.EhrSyncError as exc:  # the CapabilityStatement could not be read: try again later
             return retry_later(env.db, config, note, exc) if note.state == "pending" else note

@@ -10,6 +10,11 @@ that could not move the note (EHR unreachable, killed again) leaves its version 
 and Dagster never runs a run key twice, so the resume number (``:r<n>``) is what lets a later tick try again. A
 pending note still pending a stalled period after its due time (its run died before moving it) is asked for the
 same way. A run whose note has moved past the version it was asked for leaves it alone (``write_note``).
+
+A note waiting for its connection (``pending``, reason ``connection_<status>``: re-authorization, an admin's retry)
+is not asked for while the connection stays so, and is asked for on the first tick once it is ``active`` again,
+however long it waited (``store.outbox_queue.woken_notes``). Notes of active connections are read first, so notes
+that cannot be sent now never fill the ``limit`` rows of a query before them.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from sqlalchemy import select
 
 from store import AppDatabase
 from store.models import Connection
-from store.outbox import NoteRecord, due_notes, stalled_notes
+from store.outbox import NoteRecord
+from store.outbox_queue import due_notes, stalled_notes, woken_notes
 
 __all__ = ["LOOKBACK", "NoteRun", "due_runs"]
 
@@ -67,9 +73,11 @@ def due_runs(
     pending = due_notes(db, now, since=after - LOOKBACK if after else None, limit=limit)
     stalled_before = now - timedelta(seconds=stalled_after_s)
     stalled = stalled_notes(db, stalled_before, limit=limit)
-    seen = {n.id for n in pending}  # pending notes whose run died before moving them (outside the lookback too)
+    seen = {n.id for n in pending}
+    woken = [n for n in woken_notes(db, now, limit=limit) if n.id not in seen]  # their connection is active again
+    seen |= {n.id for n in woken}  # pending notes whose run died before moving them (outside the lookback too)
     overdue = [n for n in due_notes(db, stalled_before, limit=limit) if n.id not in seen]
-    notes: list[NoteRecord] = [*pending, *overdue, *stalled]
+    notes: list[NoteRecord] = [*pending, *woken, *overdue, *stalled]
     sources = _sources(db, {n.connection_id for n in notes})
     runs = [
         NoteRun(

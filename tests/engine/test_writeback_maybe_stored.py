@@ -12,7 +12,7 @@ import signal
 from engine.environment import SyncEnvironment
 from engine.writeback import write_note
 from store.models import Connection
-from store.outbox import get_note
+from store.outbox import get_note, transition
 from tests.engine.helpers import make_environment
 from tests.engine.writeback_helpers import FAST, enqueue, run_writeback_child, server_notes, writable_connection
 
@@ -136,3 +136,47 @@ def test_dwb32_a_note_that_may_be_stored_is_never_resent_once_conditional_create
     assert len(request_log.paths(DOC_POSTS, "POST")) == posts
     [doc] = server_notes(world, conn, sb, get_note(world.env.db, note_id))
     assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
+
+
+def _status(world, connection_id: str, status: str) -> None:
+    with world.env.db.session() as session:
+        session.get(Connection, connection_id).status = status
+        session.commit()
+
+
+def test_a_note_that_may_be_stored_waits_for_a_rejected_client_and_is_unknown_once_disconnected(
+    world, sb, http, request_log
+) -> None:
+    """``client_rejected`` (an admin can retry it): the note waits, ``pending`` with the reason
+    ``connection_client_rejected``, and a second run while it waits changes nothing (no new version, no event). The
+    connection disconnected meanwhile can never search for it: ``unknown`` for a person. Nothing is POSTed again."""
+    conn, note_id = _stored_then_lost(world, sb, http)
+    posts = len(request_log.paths(DOC_POSTS, "POST"))
+    _status(world, conn, "client_rejected")
+    waiting = write_note(world.env, FAST, note_id)
+    assert (waiting.state, waiting.maybe_stored, waiting.reason_code) == ("pending", True, "connection_client_rejected")
+    assert write_note(world.env, FAST, note_id).version == waiting.version
+    _status(world, conn, "disconnected")
+    gone = write_note(world.env, FAST, note_id)
+    assert (gone.state, gone.reason_code) == ("unknown", "connection_disconnected")
+    assert len(request_log.paths(DOC_POSTS, "POST")) == posts
+
+
+def test_a_note_left_sending_by_a_dead_run_is_never_left_sending_when_its_connection_cannot_write(
+    world, sb, http, request_log
+) -> None:
+    """A ``sending`` note (its POST may be stored) resumed while the connection needs re-authorization waits in
+    ``pending`` with ``maybe_stored``; resumed while the connection is disabled, it is ``unknown``. Before, both
+    stayed ``sending`` and were resumed every stalled period for ever."""
+    conn = writable_connection(world, sb, http)
+    first = transition(world.env.db, enqueue(world, conn), "sending", attempts=1)
+    second = transition(world.env.db, enqueue(world, conn), "sending", attempts=1)
+    _status(world, conn, "needs_reauth")
+    waiting = write_note(world.env, FAST, first.id)
+    assert (waiting.state, waiting.maybe_stored, waiting.reason_code) == ("pending", True, "connection_needs_reauth")
+    _status(world, conn, "disabled")
+    assert (write_note(world.env, FAST, second.id).state, get_note(world.env.db, second.id).reason_code) == (
+        "unknown",
+        "connection_disabled",
+    )
+    assert request_log.paths(DOC_POSTS, "POST") == []
