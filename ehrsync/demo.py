@@ -254,7 +254,7 @@ def _reconcile(demo: _Demo, connections: Mapping[str, str], deleted_refs: list[s
 
     total = 0
     for conn_id in connections:
-        total += run_reconcile_now(conn_id, settings=demo.settings, console_log_level="ERROR")
+        total += run_reconcile_now(conn_id, settings=demo.settings, console_log_level="ERROR").tombstoned
     if total != len(deleted_refs):
         raise DemoError(f"reconciliation tombstoned {total} resources, the EHR deleted {len(deleted_refs)}")
     return total

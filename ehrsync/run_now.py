@@ -35,7 +35,10 @@ from pipelines.defs.sync.type_assets import landing_key, landing_op_name, wareho
 from pipelines.resources import default_resources
 from store import AppDatabase
 
-__all__ = ["BatchNowResult", "SyncNowResult", "job_for", "run_batch_now", "run_reconcile_now", "run_sync_now"]
+__all__ = [
+    "BatchNowResult",
+    "ReconcileNowResult",
+    "SyncNowResult", "job_for", "run_batch_now", "run_reconcile_now", "run_sync_now"]
 
 logger = logging.getLogger(__name__)
 
@@ -168,14 +171,23 @@ def run_batch_now(
     )
 
 
+@dataclass(frozen=True)
+class ReconcileNowResult:
+    """What one reconciliation run did: rows tombstoned, and the types whose deletions the grant lets nothing
+    confirm (type → why; their rows stay live), which the op reports without failing."""
+
+    tombstoned: int
+    unconfirmable: Mapping[str, str]
+
+
 def run_reconcile_now(
     connection_id: str,
     *,
     settings: PipelineSettings | None = None,
     instance: DagsterInstance | None = None,
     console_log_level: str | None = None,
-) -> int:
-    """Run deletion reconciliation (BDX-31) for one patient connection now; returns the rows tombstoned.
+) -> ReconcileNowResult:
+    """Run deletion reconciliation (BDX-31) for one patient connection now.
 
     Same job the weekly schedule runs, so it is recorded on the instance. Raises ``ConnectionNotSyncableError``
     for a bulk or inactive connection and ``PipelineRunError`` when the run fails.
@@ -194,7 +206,16 @@ def run_reconcile_now(
         if not result.success:
             raise PipelineRunError(f"reconciliation run {result.run_id} of {connection_id} failed")
         deleted: dict[str, int] = result.output_for_node("reconcile_connection")
-        return sum(deleted.values())
+        return ReconcileNowResult(tombstoned=sum(deleted.values()), unconfirmable=_unconfirmable(result))
+
+
+def _unconfirmable(result: ExecuteInProcessResult) -> dict[str, str]:
+    """The ``unconfirmable`` output metadata of the reconcile op (``{}`` when every type could be confirmed)."""
+    for event in result.all_node_events:
+        if event.is_successful_output and event.step_output_data.metadata.get("unconfirmable") is not None:
+            value = event.step_output_data.metadata["unconfirmable"].value
+            return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+    return {}
 
 
 @dataclass(frozen=True)

@@ -96,10 +96,12 @@ def reconcile(ctx: click.Context, connection_id: str, verbose_flag: bool) -> Non
     from ehrsync.run_now import run_reconcile_now
 
     level = _quiet_unless(verbose_flag or is_verbose(ctx))
-    tombstoned = exit_on_configuration_error(
+    result = exit_on_configuration_error(
         lambda: run_reconcile_now(connection_id, settings=settings, console_log_level=level)
     )
-    click.echo(f"reconciled {connection_id}: {tombstoned} row(s) tombstoned")
+    click.echo(f"reconciled {connection_id}: {result.tombstoned} row(s) tombstoned")
+    for resource_type, why in sorted(result.unconfirmable.items()):  # rows kept live, every run until it changes
+        click.echo(f"  {resource_type}: deletions not confirmed, rows kept live: {why}")
 
 
 @click.group()

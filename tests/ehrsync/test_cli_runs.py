@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from engine import PATIENT_TYPES, REFERENCED_TYPES
-from sandbox import SandboxServer
+from sandbox import SandboxConfig, SandboxServer
 from tests.engine.helpers import SyncWorld, connect_patient
 from tests.pipelines.appdb import AppDb, make_app_db
 
@@ -140,6 +140,28 @@ def test_reconcile_tombstones_what_the_ehr_deleted_bdx31(tmp_path: Path, ehr: Sa
     assert "DEBUG" not in proc.stderr
     again = _cli(world, tmp_path, "reconcile", cid)
     assert again.returncode == 0 and again.stdout.strip() == f"reconciled {cid}: 0 row(s) tombstoned", again.stderr
+
+
+def test_reconcile_names_a_type_whose_deletions_the_grant_lets_nothing_confirm(
+    tmp_path: Path, world: SyncWorld
+) -> None:
+    """A grant with ``patient/Observation.s`` but no ``.r``, at a server that ignores ``_id``: the op succeeds and
+    keeps those rows live, and the command says so per type instead of printing only the tombstoned count (the
+    reason was in the run's log alone, which the command hides unless asked to be verbose)."""
+    http = _http(world)
+    scope = "launch/patient openid fhirUser offline_access patient/Patient.rs patient/Observation.s"
+    with SandboxServer(SandboxConfig(patients=1, seed=5, ignored_search_params=["_id"])) as one:
+        cid = connect_patient(world, one, http=http, scope=scope)
+        assert _cli(world, tmp_path, "sync", cid).returncode == 0
+        deleted = [ref.split("/")[0] for ref in one.admin.mutate(delete=25, seed=3)["deleted"]]
+        assert "Observation" in deleted
+        proc = _cli(world, tmp_path, "reconcile", cid)
+
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == f"reconciled {cid}: {deleted.count('Patient')} row(s) tombstoned"
+    assert lines[1].startswith("  Observation: deletions not confirmed, rows kept live: ")
+    assert "patient/Observation.r not granted" in lines[1] and len(lines) == 2
 
 
 @pytest.fixture
