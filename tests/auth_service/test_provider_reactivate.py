@@ -175,7 +175,8 @@ def test_a_disabled_provider_config_is_not_retried(make_settings: Any, sandbox: 
         [refused] = _events(svc, "provider.reactivate")
         assert refused["outcome"] == "refused" and refused["detail"]["error_code"] == "provider_disabled"
         login = svc.admin("GET", "/api/integrations/smart/login", params={"tenant": "t1", "provider": "smart"})
-        assert (login.status_code, login.json()["error"]) == (409, "provider_disabled"), login.text
+        # refused as a sign-in: without a connect link, the same 404 as an unknown provider (no existence leak)
+        assert (login.status_code, login.json()["error"]) == (404, "not_found"), login.text
 
         assert svc.admin("POST", "/api/integrations/admin/providers/smart/enable").status_code == 200
         again = svc.admin("POST", REACTIVATE)
