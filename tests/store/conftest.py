@@ -11,7 +11,21 @@ import pytest
 
 from store import AppDatabase, TokenCipher
 from store.models import Connection, Tenant
+from store.outbox import NoteInput
 from tests.store.tokenserver import RunningTokenServer, run_token_server
+
+#: a draft note as a host app enqueues it (tests replace what they vary)
+NOTE = NoteInput(
+    tenant_id="t1",
+    connection_id="c1",
+    idempotency_key="host-key-1",
+    patient_id="p1",
+    title="Visit",
+    content_type="text/plain; charset=utf-8",
+    body="Plan: rest.",
+    body_bytes=11,
+    produced_by="scribe v3",
+)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -13,26 +13,13 @@ from store import AppDatabase
 from store.models import AuditEvent, NoteOutbox
 from store.outbox import (
     IdempotencyConflictError,
-    NoteInput,
     StaleNoteError,
     enqueue_note,
     outbox_counts,
     outbox_metadata_rows,
     transition,
 )
-from tests.store.conftest import add_connection
-
-NOTE = NoteInput(
-    tenant_id="t1",
-    connection_id="c1",
-    idempotency_key="host-key-1",
-    patient_id="p1",
-    title="Visit",
-    content_type="text/plain; charset=utf-8",
-    body="Plan: rest.",
-    body_bytes=11,
-    produced_by="scribe v3",
-)
+from tests.store.conftest import NOTE, add_connection
 
 
 @pytest.fixture

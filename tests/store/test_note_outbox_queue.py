@@ -12,21 +12,9 @@ import pytest
 
 from store import AppDatabase
 from store.models import Connection, utcnow
-from store.outbox import NoteInput, NoteRecord, enqueue_note, transition
+from store.outbox import NoteRecord, enqueue_note, transition
 from store.outbox_queue import due_notes, stalled_notes, waiting_code, woken_notes
-from tests.store.conftest import add_connection
-
-NOTE = NoteInput(
-    tenant_id="t1",
-    connection_id="c1",
-    idempotency_key="k",
-    patient_id="p1",
-    title="Visit",
-    content_type="text/plain; charset=utf-8",
-    body="Plan: rest.",
-    body_bytes=11,
-    produced_by="scribe v3",
-)
+from tests.store.conftest import NOTE, add_connection
 
 
 @pytest.fixture
