@@ -38,7 +38,12 @@ from store import AppDatabase
 __all__ = [
     "BatchNowResult",
     "ReconcileNowResult",
-    "SyncNowResult", "job_for", "run_batch_now", "run_reconcile_now", "run_sync_now"]
+    "SyncNowResult",
+    "job_for",
+    "run_batch_now",
+    "run_reconcile_now",
+    "run_sync_now",
+]
 
 logger = logging.getLogger(__name__)
 
