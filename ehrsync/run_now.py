@@ -16,6 +16,7 @@ from typing import Any
 from dagster import AssetKey, DagsterInstance, Definitions, EventLogEntry, ExecuteInProcessResult, JobDefinition
 
 from ehrsync.dagster_instance import open_instance
+from ehrsync.reconcile_result import ReconcileNowResult, unconfirmable_of
 from ehrsync.stop_signals import keep_sigterm
 from engine import REFERENCED_TYPES, ConnectionNotSyncableError
 from engine.batch_sync import batch_sync_run_id, close_batch_rows
@@ -176,15 +177,6 @@ def run_batch_now(
     )
 
 
-@dataclass(frozen=True)
-class ReconcileNowResult:
-    """What one reconciliation run did: rows tombstoned, and the types whose deletions the grant lets nothing
-    confirm (type → why; their rows stay live), which the op reports without failing."""
-
-    tombstoned: int
-    unconfirmable: Mapping[str, str]
-
-
 def run_reconcile_now(
     connection_id: str,
     *,
@@ -211,16 +203,7 @@ def run_reconcile_now(
         if not result.success:
             raise PipelineRunError(f"reconciliation run {result.run_id} of {connection_id} failed")
         deleted: dict[str, int] = result.output_for_node("reconcile_connection")
-        return ReconcileNowResult(tombstoned=sum(deleted.values()), unconfirmable=_unconfirmable(result))
-
-
-def _unconfirmable(result: ExecuteInProcessResult) -> dict[str, str]:
-    """The ``unconfirmable`` output metadata of the reconcile op (``{}`` when every type could be confirmed)."""
-    for event in result.all_node_events:
-        if event.is_successful_output and event.step_output_data.metadata.get("unconfirmable") is not None:
-            value = event.step_output_data.metadata["unconfirmable"].value
-            return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
-    return {}
+        return ReconcileNowResult(tombstoned=sum(deleted.values()), unconfirmable=unconfirmable_of(result))
 
 
 @dataclass(frozen=True)
