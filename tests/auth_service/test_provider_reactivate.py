@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from tests.auth_service.ehr import patient_ids, running_service, sandbox_admin, smart_practice
 from tests.auth_service.test_admin_call_budget import _sent_paths
@@ -174,9 +175,12 @@ def test_a_disabled_provider_config_is_not_retried(make_settings: Any, sandbox: 
         assert [_status(svc, cid) for cid in app] == ["client_rejected"] * 3
         [refused] = _events(svc, "provider.reactivate")
         assert refused["outcome"] == "refused" and refused["detail"]["error_code"] == "provider_disabled"
-        login = svc.admin("GET", "/api/integrations/smart/login", params={"tenant": "t1", "provider": "smart"})
-        # refused as a sign-in: without a connect link, the same 404 as an unknown provider (no existence leak)
-        assert (login.status_code, login.json()["error"]) == (404, "not_found"), login.text
+        url = svc.admin("POST", "/api/integrations/connect-links", json={"user_ref": "host-user-1"}).json()["url"]
+        link = parse_qs(urlsplit(url).query)["link"][0]  # the tenant's own link is told why
+        login = svc.admin("GET", "/api/integrations/smart/login", params={"link": link, "provider": "smart"})
+        assert (login.status_code, login.json()["error"]) == (409, "provider_disabled"), login.text
+        anonymous = svc.admin("GET", "/api/integrations/smart/login", params={"tenant": "t1", "provider": "smart"})
+        assert (anonymous.status_code, anonymous.json()["error"]) == (404, "not_found"), anonymous.text  # not told
 
         assert svc.admin("POST", "/api/integrations/admin/providers/smart/enable").status_code == 200
         again = svc.admin("POST", REACTIVATE)

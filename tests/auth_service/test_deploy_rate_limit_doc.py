@@ -1,0 +1,71 @@
+"""docs/DEPLOY.md's proxy rate limit for the public sign-in entry points must cover those and nothing the host app
+calls with its API key: the host app's backend calls from one address (status, refresh, test reads, disconnect),
+so a per-address limit on its routes would answer it 503 once it made 30 calls a minute."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+
+from auth_service.api.deps import get_admin
+
+DEPLOY = Path(__file__).resolve().parents[2] / "docs" / "DEPLOY.md"
+#: ``location [modifier] path { limit_req ...`` in the doc's nginx example
+_LIMITED = re.compile(r"location\s+(=|~\*?|\^~)?\s*(\S+)\s*\{\s*limit_req\b")
+
+
+def _limited_locations() -> list[tuple[str, str]]:
+    found = [(m.group(1) or "", m.group(2)) for m in _LIMITED.finditer(DEPLOY.read_text(encoding="utf-8"))]
+    assert found, "docs/DEPLOY.md shows no rate-limited location"
+    return found
+
+
+def _matches(modifier: str, pattern: str, path: str) -> bool:
+    """Whether nginx's ``location`` (prefix, ``=`` exact, ``~``/``~*`` regex, ``^~`` prefix) takes ``path``."""
+    if modifier == "=":
+        return path == pattern
+    if modifier.startswith("~"):
+        return re.search(pattern, path, re.IGNORECASE if modifier == "~*" else 0) is not None
+    return path.startswith(pattern)
+
+
+def _needs(dependant: Dependant) -> Iterator[Callable[..., Any]]:
+    for dep in dependant.dependencies:
+        if dep.call is not None:
+            yield dep.call
+        yield from _needs(dep)
+
+
+def _routes(routes: Sequence[Any]) -> Iterator[APIRoute]:
+    """Every API route, through included routers (their own routes carry their prefix; the app adds none)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        included = getattr(route, "original_router", None)  # FastAPI's wrapper of an included router
+        if included is not None:
+            yield from _routes(included.routes)
+
+
+def _paths(make_app: Any) -> tuple[set[str], set[str]]:
+    """The app's route paths (parameters filled in), split into those needing an API key and the others."""
+    admin: set[str] = set()
+    public: set[str] = set()
+    for route in _routes(make_app().app.routes):
+        path = re.sub(r"\{[^}]+\}", "x", route.path)
+        (admin if get_admin in set(_needs(route.dependant)) else public).add(path)
+    return admin, public
+
+
+def test_the_documented_sign_in_rate_limit_spares_the_host_apps_api_key_routes(make_app) -> None:
+    admin, public = _paths(make_app)
+    locations = _limited_locations()
+    assert "/api/integrations/smart/status" in admin and "/api/integrations/smart/refresh" in admin
+    limited_admin = sorted(p for p in admin if any(_matches(m, loc, p) for m, loc in locations))
+    assert limited_admin == [], f"the doc's per-address sign-in limit also throttles the host app: {limited_admin}"
+    for entry in ("/connect", "/api/integrations/smart/login", "/api/integrations/smart/launch"):
+        assert entry in public and any(_matches(m, loc, entry) for m, loc in locations), entry
