@@ -105,11 +105,14 @@ def _bounds(config: Mapping[str, Any], *, client_id: bool) -> list[dict[str, str
             errors.append({"field": name, "message": f"must be text of 1-{MAX_CLIENT_ID_LENGTH} characters"})
     for name in _LEGACY_URLS if client_id else ():
         if name in config and not _is_http_url(config[name]):
-            errors.append({"field": name, "message": "must be an absolute http(s) URL with a host"})
+            message = "must be an absolute http(s) URL with a host"
+            if config[name] in (None, ""):  # a form's empty field: left out, the tenant's smartFhir value applies
+                message += " (leave it out to use the tenant settings' smartFhir value)"
+            errors.append({"field": name, "message": message})
     return errors
 
 
-#: ``smart``'s legacy keys that name a server: its FHIR base and issuer (tenant settings check theirs the same way)
+#: ``smart``'s legacy keys that name a server: its FHIR base and issuer (tenant settings' smartFhir URLs: scheme only)
 _LEGACY_URLS = ("issuer", "fhirBaseUrl", "fhir_base_url", "fhir_base")
 
 

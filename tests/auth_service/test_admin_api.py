@@ -325,6 +325,10 @@ def test_a_smart_config_naming_a_server_that_is_not_a_url_is_refused_naming_the_
     )
     assert r.status_code == 422 and r.json()["error"] == "validation_error"
     assert [f["field"] for f in r.json()["fields"]] == [field]
+    empty = h.client.put(
+        "/api/integrations/admin/providers/smart", headers=auth(key), json={"client_id": "app", field: ""}
+    )
+    assert empty.status_code == 422 and "leave it out" in empty.json()["fields"][0]["message"]
     ok = {"client_id": "app", "issuer": "https://ehr.example.org/fhir", "fhirBaseUrl": "http://127.0.0.1:8080/fhir/"}
     assert h.client.put("/api/integrations/admin/providers/smart", headers=auth(key), json=ok).status_code == 200
 
