@@ -87,7 +87,7 @@ def describe_provider(row: ProviderConfig, tenant: Tenant) -> dict[str, Any]:
     return {
         "provider": row.provider_id,
         "display_name": plugin_display_name(row.provider_id),
-        "enabled": row.enabled and row.provider_id in _enabled_list(tenant),
+        "enabled": _serves_sign_in(row, tenant),
         "config": _public_config(row.config),
         "field_hints": field_hints(row.provider_id),
         "updated_at": row.updated_at.isoformat(),
@@ -95,9 +95,22 @@ def describe_provider(row: ProviderConfig, tenant: Tenant) -> dict[str, Any]:
     }
 
 
+def _serves_sign_in(row: ProviderConfig, tenant: Tenant) -> bool:
+    """``enabled`` as sign-in decides it (``profiles._check_enabled``): a ``smart`` row serves while the tenant's
+    ``smartFhir`` is enabled and the row is not disabled, listed in ``enabledProviders`` or not (it was shown
+    disabled while it signed patients in); any other row while it is enabled and listed."""
+    if row.provider_id == _SMART:
+        return bool(row.enabled) and _practice(tenant).smart_fhir.enabled
+    return bool(row.enabled) and row.provider_id in _enabled_list(tenant)
+
+
+def _practice(tenant: Tenant) -> PracticeSettings:
+    return PracticeSettings.model_validate((tenant.settings or {}).get("practice_settings") or {})
+
+
 def _describe_tenant_smart(tenant: Tenant) -> dict[str, Any] | None:
     """``smart`` as the tenant's smartFhir settings define it (read-only here), or ``None`` when they do not."""
-    smart = PracticeSettings.model_validate((tenant.settings or {}).get("practice_settings") or {}).smart_fhir
+    smart = _practice(tenant).smart_fhir
     if not (smart.enabled or smart.fhir_base_url):
         return None
     config = {"fhirBaseUrl": smart.fhir_base_url, "issuer": smart.issuer, "clientId": smart.client_id}

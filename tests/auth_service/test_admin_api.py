@@ -373,3 +373,23 @@ def test_the_whole_audit_trail_pages_back_by_event_id_and_filters_by_action(make
     assert all(e["id"] not in seen for e in theirs.json())
     bad = h.client.get("/api/integrations/admin/audit", headers=auth(key1), params={"before": "0"})
     assert bad.status_code == 422
+
+
+def test_a_smart_rows_enabled_flag_says_whether_it_signs_patients_in(make_app) -> None:
+    """A ``smart`` provider-config row signs patients in while the tenant's ``smartFhir`` is enabled and the row is
+    not disabled (``profiles._check_enabled``), whether or not ``smart`` is in ``enabledProviders``. The listing
+    read ``enabledProviders`` instead, so a saved row that was never toggled showed ``enabled: false`` while it
+    signed patients in, and one under a disabled ``smartFhir`` showed ``true`` while every sign-in was refused."""
+    h = make_app()
+    key = h.bootstrap("t1", SMART)
+    saved = h.client.put("/api/integrations/admin/providers/smart", headers=auth(key), json={"client_id": "app"})
+    assert saved.status_code == 200 and saved.json()["enabled"] is True
+    listed = h.client.get("/api/integrations/admin/providers", headers=auth(key)).json()
+    assert [p["enabled"] for p in listed if p["provider"] == "smart"] == [True]
+    off = h.client.post("/api/integrations/admin/providers/smart/disable", headers=auth(key))
+    assert off.json()["enabled"] is False
+
+    off_key = h.bootstrap("t2", {"smartFhir": {**SMART["smartFhir"], "enabled": False}})
+    h.client.put("/api/integrations/admin/providers/smart", headers=auth(off_key), json={"client_id": "app"})
+    on = h.client.post("/api/integrations/admin/providers/smart/enable", headers=auth(off_key))
+    assert on.status_code == 200 and on.json()["enabled"] is False  # smartFhir is off: no sign-in is served
