@@ -21,17 +21,15 @@ from ehrsync.commands.service import auth, db, keys
 
 
 def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """This command's levels, set both ways: an earlier command in the same process (tests run several) may have
+    left them quiet, and ``basicConfig`` only acts once (it adds the one stderr handler)."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel(logging.DEBUG if verbose else logging.INFO)
     # httpcore's DEBUG trace prints every answer's headers (a redirect's signed Location, a Set-Cookie): never shown
     logging.getLogger("httpcore").setLevel(logging.INFO)
-    if not verbose:  # library chatter (plugin set-up, per-request lines) only with -v
-        for noisy in ("alembic", "httpx"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-    elif not any(isinstance(f, QuerylessRequestLines) for f in logging.getLogger("httpx").filters):
+    for noisy in ("alembic", "httpx"):  # library chatter (plugin set-up, per-request lines) only with -v
+        logging.getLogger(noisy).setLevel(logging.NOTSET if verbose else logging.WARNING)
+    if verbose and not any(isinstance(f, QuerylessRequestLines) for f in logging.getLogger("httpx").filters):
         logging.getLogger("httpx").addFilter(QuerylessRequestLines())
 
 

@@ -27,13 +27,16 @@ _ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def verbose() -> Iterator[None]:
-    httpx_logger, httpcore_logger = logging.getLogger("httpx"), logging.getLogger("httpcore")
-    levels = httpx_logger.level, httpcore_logger.level
+    """``-v``'s logging, and afterwards every logger as it was: the levels, root's handlers, httpx's filters."""
+    loggers = [logging.getLogger(name) for name in (None, "httpx", "httpcore", "alembic")]
+    levels, handlers = [lg.level for lg in loggers], list(logging.getLogger().handlers)
     _configure_logging(verbose=True)
     yield
+    httpx_logger = logging.getLogger("httpx")
     httpx_logger.filters = [f for f in httpx_logger.filters if not isinstance(f, QuerylessRequestLines)]
-    httpx_logger.setLevel(levels[0])
-    httpcore_logger.setLevel(levels[1])
+    logging.getLogger().handlers = handlers
+    for lg, level in zip(loggers, levels, strict=True):
+        lg.setLevel(level)
 
 
 def test_request_lines_keep_host_and_path_but_not_the_query(verbose: None, caplog: pytest.LogCaptureFixture) -> None:
@@ -42,6 +45,24 @@ def test_request_lines_keep_host_and_path_but_not_the_query(verbose: None, caplo
         http.get("https://ehr.example/fhir/Observation", params={"patient": "p-123", "_count": "50"})
     lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
     assert lines == ['HTTP Request: GET https://ehr.example/fhir/Observation "HTTP/1.1 200 OK"']
+
+
+def test_verbose_after_a_quiet_command_in_one_process_shows_request_lines(
+    verbose: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A command without ``-v`` quiets httpx; a later ``-v`` command in the same process (tests run several, as
+    ``tests/store/test_migration_upgrade.py`` does ``db migrate``) showed no request lines and no DEBUG all the same:
+    the quiet levels stayed (this emptied ``test_verbose_logs_hold_no_answer_headers``'s logs in CI's mixed runs)."""
+    _configure_logging(verbose=False)
+    _configure_logging(verbose=True)
+    transport = httpx.MockTransport(lambda request: httpx.Response(200))
+    with httpx.Client(transport=transport) as http:  # the levels -v set decide what caplog receives
+        http.get("https://ehr.example/fhir/metadata")
+    logging.getLogger("ehrsync.cli").debug("a debug line")
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("httpx", 'HTTP Request: GET https://ehr.example/fhir/metadata "HTTP/1.1 200 OK"'),
+        ("ehrsync.cli", "a debug line"),
+    ]
 
 
 def test_configuring_twice_adds_one_filter(verbose: None) -> None:
