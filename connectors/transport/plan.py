@@ -6,13 +6,17 @@ the caller's own body retries."""
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from connectors.budgets import step_deadline
+from connectors.errors import StepBudgetExceededError
 from connectors.http.retry import RetryPolicy
+from connectors.http.urls import redact_url
 from connectors.transport.bounds import BodyBounds
 
 __all__ = ["APP_EXTENSION", "PLAN_EXTENSION", "PlannedTransport", "RequestPlan", "app_key", "app_of", "plan_of"]
@@ -56,15 +60,33 @@ class RequestPlan:
 
     def wait(self, seconds: float, method: str, url: str, *, asked: bool = False) -> None:
         """Sleep before the next attempt of ``method url`` and count it; a wait that would end past a transfer's
-        deadline raises TransferDeadlineError instead (``asked``: the server's Retry-After asked for it)."""
+        deadline raises TransferDeadlineError instead, and one past the sync step's budget StepBudgetExceededError
+        (``asked``: the server's Retry-After asked for it): sleeping first only overshot the budget, by up to the
+        retry policy's clamp, before the same error."""
         if self.bounds is not None:
             self.bounds.check_wait(method, url, seconds, asked=asked)
+        _check_step_wait(seconds, method, url, asked=asked)
         self.policy.sleep(seconds)
         self.attempt += 1
 
     def start_attempt(self, request: httpx.Request) -> float:
         """Cut the request's timeouts to what is left of its deadline (or step budget); returns the start time."""
         return 0.0 if self.bounds is None else self.bounds.start_attempt(request, self.timeout)
+
+
+def _check_step_wait(seconds: float, method: str, url: str, *, asked: bool) -> None:
+    """Raise StepBudgetExceededError when a wait of ``seconds`` would end past the active step's budget."""
+    step = step_deadline()
+    if step is None:
+        return
+    ends_at, budget_s, name = step
+    left = ends_at - time.monotonic()
+    if seconds > left:
+        why = "the server asked to wait" if asked else "the next attempt was due after a wait of"
+        raise StepBudgetExceededError(
+            f"{name} would exceed its {budget_s:g} s budget (EHRSYNC_STEP_BUDGET_S): {method} {redact_url(url)}: "
+            f"{why} {round(seconds, 1):g} s and only {max(left, 0.0):.1f} s were left; the stored mark is kept"
+        )
 
 
 def plan_of(request: httpx.Request) -> RequestPlan | None:

@@ -18,6 +18,7 @@ from connectors.errors import (
     CallBudgetBusyError,
     QuotaExhaustedError,
     RateLimitedError,
+    StepBudgetExceededError,
     TransferDeadlineError,
 )
 from connectors.fhir import FhirClient
@@ -135,6 +136,28 @@ def test_a_429_asking_longer_than_the_clamp_fails_at_once_carrying_its_retry_aft
         client.read("Patient", patient)
     assert type(info.value) is RateLimitedError and info.value.retry_after == 1200.0
     assert sleeps == [] and len(paths) == 1
+
+
+def test_a_retry_wait_past_the_step_budget_fails_the_step_at_once(ehr, backend, sent) -> None:
+    """Retry-After 600 s, within the 900 s ehrsync waits for a throttle, inside a step with 60 s left: the step
+    fails now with its budget named and nothing sent again (before: a 600 s wait, then the same budget error, the
+    step overrunning its budget by ten times its length)."""
+    http, paths = sent
+    sleeps: list[float] = []
+    client = _client(ehr, backend, http, sleeps)
+    patient = ehr.admin.patients()[0]
+    ehr.admin.set_fault("429", path="/fhir/Patient", times=None, retry_after="600")
+    with step_budget("landing Patient", 60.0), pytest.raises(StepBudgetExceededError) as info:
+        client.read("Patient", patient)
+    assert "landing Patient would exceed its 60 s budget" in str(info.value) and "asked to wait 600 s" in str(
+        info.value
+    )
+    assert sleeps == [] and len(paths) == 1
+    ehr.admin.clear_faults()
+    ehr.admin.set_fault("429", path="/fhir/Patient", times=1, retry_after="5")
+    with step_budget("landing Patient", 60.0):
+        assert client.read("Patient", patient)["id"] == patient  # a wait that fits is still waited
+    assert sleeps == [5.0]
 
 
 def test_a_429_whose_quota_resets_later_than_ehrsync_waits_fails_at_once(ehr, backend, sent) -> None:
