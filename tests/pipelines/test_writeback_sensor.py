@@ -12,8 +12,6 @@ from dagster import (
     DefaultSensorStatus,
     RunRequest,
     RunsFilter,
-    SensorResult,
-    build_sensor_context,
 )
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.test_utils import create_run_for_test
@@ -22,24 +20,13 @@ from sqlalchemy import update
 from engine.run_tags import CONNECTION_TAG, SOURCE_TAG
 from engine.writeback import write_note
 from pipelines.definitions import build_definitions
-from pipelines.defs.writeback.jobs import NOTE_OUTBOX_KEY, WRITEBACK_JOB, write_back_note
-from pipelines.defs.writeback.resources import WritebackResource
+from pipelines.defs.writeback.jobs import NOTE_OUTBOX_KEY, WRITEBACK_JOB
 from pipelines.defs.writeback.sensors import NOTE_TAG, note_outbox_sensor
 from store.models import NoteOutbox, utcnow
 from store.outbox import get_note, transition
-from tests.engine.job_runs import world_resources
 from tests.engine.writeback_helpers import enqueue, server_notes, writable_connection
+from tests.pipelines.outbox_runs import ON, run_requested, tick_outbox
 from warehouse.note_outbox import read_note_outbox
-
-ON = WritebackResource(service_write_enabled=True, backoff_base_s=0.0, backoff_cap_s=0.0)
-
-
-def _tick(instance: DagsterInstance, world, cursor: str | None) -> SensorResult:
-    resources = {"app_db": world_resources(world)["app_db"], "writeback": ON}
-    context = build_sensor_context(instance=instance, cursor=cursor, resources=resources)
-    result = note_outbox_sensor(context)
-    assert isinstance(result, SensorResult)
-    return result
 
 
 def test_sensor_is_off_by_default_and_loaded_with_the_code_location(world) -> None:
@@ -52,7 +39,7 @@ def test_sensor_is_off_by_default_and_loaded_with_the_code_location(world) -> No
 def test_sensor_requests_one_run_per_note_version_with_a_cursor(world, sandbox, http, dagster_instance) -> None:
     conn = writable_connection(world, sandbox, http)
     first, second = enqueue(world, conn), enqueue(world, conn)
-    tick = _tick(dagster_instance, world, None)
+    tick = tick_outbox(dagster_instance, world, None)
     keys = [r.run_key for r in tick.run_requests or []]
     assert keys == [f"note:{first.id}:v1", f"note:{second.id}:v1"]
     request = (tick.run_requests or [])[0]
@@ -62,7 +49,7 @@ def test_sensor_requests_one_run_per_note_version_with_a_cursor(world, sandbox, 
     # Still pending on the next tick: the same run keys (Dagster runs a key once); a retried note is a new key.
     later = transition(world.env.db, first, "sending")
     retried = transition(world.env.db, later, "pending", next_attempt_at=utcnow() - timedelta(seconds=1))
-    tick2 = _tick(dagster_instance, world, tick.cursor)
+    tick2 = tick_outbox(dagster_instance, world, tick.cursor)
     assert sorted(r.run_key for r in tick2.run_requests or []) == sorted(
         [f"note:{first.id}:v{retried.version}", f"note:{second.id}:v1"]
     )
@@ -72,13 +59,8 @@ def test_sensor_requests_one_run_per_note_version_with_a_cursor(world, sandbox, 
 def test_one_real_write_back_run_in_process(world, sandbox, http, dagster_instance) -> None:
     conn = writable_connection(world, sandbox, http)
     note = enqueue(world, conn)
-    [request] = _tick(dagster_instance, world, None).run_requests or []
-    result = write_back_note.execute_in_process(
-        run_config=request.run_config,
-        resources={**world_resources(world), "writeback": ON},
-        instance=dagster_instance,
-        tags=request.tags,
-    )
+    [request] = tick_outbox(dagster_instance, world, None).run_requests or []
+    result = run_requested(world, dagster_instance, request)
     assert result.success
     done = get_note(world.env.db, note.id)
     assert done is not None and done.state == "written"
@@ -86,7 +68,7 @@ def test_one_real_write_back_run_in_process(world, sandbox, http, dagster_instan
     [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == NOTE_OUTBOX_KEY]
     metadata = event.materialization.metadata
     assert metadata["written"].value == 1 and metadata["pending"].value == 0
-    assert _tick(dagster_instance, world, None).run_requests == []  # nothing pending any more
+    assert tick_outbox(dagster_instance, world, None).run_requests == []  # nothing pending any more
     with world.env.warehouse() as wh:  # analysts see the outbox in the warehouse, without the note's text
         [row] = read_note_outbox(wh)
     assert (row["id"], row["state"], row["ehr_resource_id"]) == (note.id, "written", done.ehr_resource_id)
@@ -106,14 +88,14 @@ def test_a_note_left_sending_is_asked_for_again_each_stalled_period(world, sandb
     runs a run key once, so each further stalled period must be a new key or the note stays ``sending`` forever."""
     conn = writable_connection(world, sandbox, http)
     sending = transition(world.env.db, enqueue(world, conn), "sending")
-    assert _tick(dagster_instance, world, None).run_requests == []  # not stalled yet
+    assert tick_outbox(dagster_instance, world, None).run_requests == []  # not stalled yet
     stalled_after = ON.config().stalled_after_s
     _age(world, sending.id, stalled_after + 60)
-    [first] = _tick(dagster_instance, world, None).run_requests or []
+    [first] = tick_outbox(dagster_instance, world, None).run_requests or []
     assert first.run_key == f"note:{sending.id}:v{sending.version}:r1"
-    assert [r.run_key for r in _tick(dagster_instance, world, None).run_requests or []] == [first.run_key]
+    assert [r.run_key for r in tick_outbox(dagster_instance, world, None).run_requests or []] == [first.run_key]
     _age(world, sending.id, 2 * stalled_after + 60)  # that run died too: the note is still sending, same version
-    [again] = _tick(dagster_instance, world, None).run_requests or []
+    [again] = tick_outbox(dagster_instance, world, None).run_requests or []
     assert again.run_key == f"note:{sending.id}:v{sending.version}:r2"
 
 
@@ -122,7 +104,7 @@ def test_a_pending_note_whose_run_died_is_asked_for_again(world, sandbox, http, 
     same version: a stalled period after its due time it is asked for under a new key, past the cursor's lookback."""
     conn = writable_connection(world, sandbox, http)
     note = enqueue(world, conn)
-    first = _tick(dagster_instance, world, None)
+    first = tick_outbox(dagster_instance, world, None)
     assert [r.run_key for r in first.run_requests or []] == [f"note:{note.id}:v1"]
     stalled_after = ON.config().stalled_after_s
     with world.env.db.session() as session:
@@ -130,7 +112,7 @@ def test_a_pending_note_whose_run_died_is_asked_for_again(world, sandbox, http, 
         session.execute(update(NoteOutbox).where(NoteOutbox.id == note.id).values(next_attempt_at=due))
         session.commit()
     later = orjson.dumps({"after": utcnow().isoformat()}).decode()  # newer notes moved the cursor on meanwhile
-    [again] = _tick(dagster_instance, world, later).run_requests or []
+    [again] = tick_outbox(dagster_instance, world, later).run_requests or []
     assert again.run_key == f"note:{note.id}:v1:r1"
 
 
@@ -164,23 +146,23 @@ def test_a_note_whose_run_waits_in_the_queue_is_not_asked_for_again(world, sandb
     stalled period on, must not get a second run under a resume key, nor a third the period after."""
     conn = writable_connection(world, sandbox, http)
     note = enqueue(world, conn)
-    [first] = _tick(dagster_instance, world, None).run_requests or []
+    [first] = tick_outbox(dagster_instance, world, None).run_requests or []
     _queue(dagster_instance, first)
     stalled_after = ON.config().stalled_after_s
     with world.env.db.session() as session:
         due = utcnow() - timedelta(seconds=2 * stalled_after + 60)
         session.execute(update(NoteOutbox).where(NoteOutbox.id == note.id).values(next_attempt_at=due))
         session.commit()
-    assert _tick(dagster_instance, world, None).run_requests == []
+    assert tick_outbox(dagster_instance, world, None).run_requests == []
     sending = transition(world.env.db, enqueue(world, conn), "sending")  # its resume run queued, then a period on
     _age(world, sending.id, stalled_after + 60)
-    [resume] = _tick(dagster_instance, world, None).run_requests or []
+    [resume] = tick_outbox(dagster_instance, world, None).run_requests or []
     assert resume.run_key == f"note:{sending.id}:v{sending.version}:r1"
     _queue(dagster_instance, resume)
     _age(world, sending.id, 2 * stalled_after + 60)
-    assert _tick(dagster_instance, world, None).run_requests == []
+    assert tick_outbox(dagster_instance, world, None).run_requests == []
     # Once the queued run has ended without moving the note (it died), the next period asks again.
     [queued] = dagster_instance.get_runs(filters=RunsFilter(tags={NOTE_TAG: sending.id}))
     dagster_instance.report_run_failed(queued)
-    [again] = _tick(dagster_instance, world, None).run_requests or []
+    [again] = tick_outbox(dagster_instance, world, None).run_requests or []
     assert again.run_key == f"note:{sending.id}:v{sending.version}:r2"

@@ -11,31 +11,20 @@ import signal
 from datetime import timedelta
 
 import pytest
-from dagster import DagsterInstance, RunRequest, SensorResult, build_sensor_context
+from dagster import DagsterInstance, RunRequest, SensorResult
 from sqlalchemy import update
 
 from connectors.errors import NeedsReauthError
 from engine.writeback import write_note
-from pipelines.defs.writeback.jobs import write_back_note
-from pipelines.defs.writeback.resources import WritebackResource
-from pipelines.defs.writeback.sensors import note_outbox_sensor
 from store.models import Connection, NoteOutbox, utcnow
 from store.outbox import NoteRecord, get_note, transition
-from tests.engine.job_runs import world_resources
 from tests.engine.writeback_helpers import enqueue, run_writeback_child, server_notes, writable_connection
+from tests.pipelines.outbox_runs import ON, run_requested, tick_outbox
 
-ON = WritebackResource(service_write_enabled=True, backoff_base_s=0.0, backoff_cap_s=0.0)
 STALLED = ON.config().stalled_after_s
 DOC_POSTS = "/fhir/DocumentReference"
 #: One more than the sensor reads per query: before the fix these filled every row.
 BLOCKED = 101
-
-
-def _tick(instance: DagsterInstance, world, cursor: str | None = None) -> SensorResult:
-    resources = {"app_db": world_resources(world)["app_db"], "writeback": ON}
-    result = note_outbox_sensor(build_sensor_context(instance=instance, cursor=cursor, resources=resources))
-    assert isinstance(result, SensorResult)
-    return result
 
 
 def _keys(result: SensorResult) -> list[str]:
@@ -43,13 +32,8 @@ def _keys(result: SensorResult) -> list[str]:
 
 
 def _run(world, instance: DagsterInstance, request: RunRequest) -> NoteRecord:
-    """The run the sensor asked for: the real job, in-process, as the run launcher would start it."""
-    result = write_back_note.execute_in_process(
-        run_config=request.run_config,
-        resources={**world_resources(world), "writeback": ON},
-        instance=instance,
-        tags=request.tags,
-    )
+    """The run the sensor asked for, and the note as it left it."""
+    result = run_requested(world, instance, request)
     assert result.success
     note = get_note(world.env.db, request.tags["ehrsync/note"])
     assert note is not None
@@ -97,7 +81,7 @@ def test_notes_waiting_for_reauthorization_never_hide_a_due_note_of_a_healthy_co
     stuck = [_answer_lost(world, enqueue(world, blocked)) for _ in range(BLOCKED)]
     _refuse_refresh(world, sandbox, blocked, "invalid_grant")
     note = enqueue(world, healthy)
-    tick = first = _tick(dagster_instance, world)
+    tick = first = tick_outbox(dagster_instance, world)
     assert f"note:{note.id}:v1" in _keys(first)
     for _ in range(3):  # each blocked note's run (the engine call the job makes) marks it waiting
         runs = [r.run_config["ops"]["write_note_to_ehr"]["config"] for r in tick.run_requests or []]
@@ -106,14 +90,14 @@ def test_notes_waiting_for_reauthorization_never_hide_a_due_note_of_a_healthy_co
         for run in runs:
             if run["note_id"] != note.id:
                 write_note(world.env, ON.config(), run["note_id"], run["version"])
-        tick = _tick(dagster_instance, world, tick.cursor)
+        tick = tick_outbox(dagster_instance, world, tick.cursor)
         assert f"note:{note.id}:v1" in _keys(tick)
     assert _keys(tick) == [f"note:{note.id}:v1"]
     waiting = [get_note(world.env.db, n.id) for n in stuck]
     assert {(w.state, w.reason_code) for w in waiting if w} == {("pending", "connection_needs_reauth")}
     [request] = [r for r in first.run_requests or [] if r.tags["ehrsync/note"] == note.id]
     assert _run(world, dagster_instance, request).state == "written"
-    assert _tick(dagster_instance, world, first.cursor).run_requests == []
+    assert tick_outbox(dagster_instance, world, first.cursor).run_requests == []
 
 
 def test_a_note_waiting_for_reauthorization_is_not_asked_for_every_period_and_is_written_once_after(
@@ -129,20 +113,20 @@ def test_a_note_waiting_for_reauthorization_is_not_asked_for_every_period_and_is
     sandbox.admin.clear_faults()
     assert (lost.state, lost.maybe_stored) == ("pending", True)
     _refuse_refresh(world, sandbox, conn, "invalid_grant")
-    [first] = _tick(dagster_instance, world).run_requests or []
+    [first] = tick_outbox(dagster_instance, world).run_requests or []
     _run(world, dagster_instance, first)
     _shift(world, note.id, next_attempt_at=3 * STALLED + 60)  # three stalled periods on: still no run
-    assert _tick(dagster_instance, world).run_requests == []
+    assert tick_outbox(dagster_instance, world).run_requests == []
     waiting = get_note(world.env.db, note.id)
     assert waiting is not None and waiting.reason is not None and "needs_reauth" in waiting.reason
     assert (waiting.state, waiting.maybe_stored, waiting.reason_code) == ("pending", True, "connection_needs_reauth")
     _set_status(world, conn, "active")  # authorized again
-    [again] = _tick(dagster_instance, world).run_requests or []
+    [again] = tick_outbox(dagster_instance, world).run_requests or []
     assert again.run_key == f"note:{note.id}:v{waiting.version}:r3"
     done = _run(world, dagster_instance, again)
     [doc] = server_notes(world, conn, sandbox, done)
     assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
-    assert _tick(dagster_instance, world).run_requests == []
+    assert tick_outbox(dagster_instance, world).run_requests == []
 
 
 def test_a_note_left_sending_waits_for_an_admin_retry_of_a_rejected_client_then_is_written_once(
@@ -157,13 +141,13 @@ def test_a_note_left_sending_waits_for_an_admin_retry_of_a_rejected_client_then_
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     _refuse_refresh(world, sandbox, conn, "invalid_client")
     _shift(world, note.id, updated_at=STALLED + 60)  # its run died: stalled
-    [resume] = _tick(dagster_instance, world).run_requests or []
+    [resume] = tick_outbox(dagster_instance, world).run_requests or []
     waiting = _run(world, dagster_instance, resume)
     assert (waiting.state, waiting.reason_code) == ("pending", "connection_client_rejected")
     _shift(world, note.id, updated_at=2 * STALLED + 60, next_attempt_at=2 * STALLED + 60)
-    assert _tick(dagster_instance, world).run_requests == []
+    assert tick_outbox(dagster_instance, world).run_requests == []
     world.env.vault.reactivate(conn)  # the admin fixed the credentials and retried the connection
-    [again] = _tick(dagster_instance, world).run_requests or []
+    [again] = tick_outbox(dagster_instance, world).run_requests or []
     done = _run(world, dagster_instance, again)
     [doc] = server_notes(world, conn, sandbox, done)
     assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
