@@ -54,6 +54,16 @@ def _setup(svc: Any, sandbox: Any, client: str) -> tuple[list[str], str]:
     return app, connect(sandbox, svc, other, patient_ids(sandbox)[0], start=login)
 
 
+def _refused_then_fixed(svc: Any, sandbox: Any, client: str) -> list[str]:
+    """The app's connections after the EHR rotated its secret (one refusal paused them all) and the admin stored
+    the new one; returns the app's connection ids, still ``client_rejected``."""
+    app, _ = _setup(svc, sandbox, client)
+    register(sandbox, svc, client, "confidential-symmetric", client_secret="secret-2")
+    assert svc.admin("POST", REFRESH, json={"connection_id": app[0]}).status_code == 409
+    assert svc.admin("PUT", "/api/integrations/admin/providers/smart", json={"clientSecret": "secret-2"}).is_success
+    return app
+
+
 def test_one_refusal_pauses_the_apps_connections_and_one_call_retries_them_all(
     make_settings: Any, sandbox: Any
 ) -> None:
@@ -131,10 +141,7 @@ def test_a_throttled_or_failing_ehr_stops_the_run(make_settings: Any, sandbox: A
     rest are not_tried instead of each sending one more request to a throttling EHR (or waiting out a timeout)."""
     client = f"throttled-{uuid.uuid4().hex[:8]}"
     with running_service(make_settings, sandbox, smart_practice(sandbox, client)) as svc:
-        app, _ = _setup(svc, sandbox, client)
-        register(sandbox, svc, client, "confidential-symmetric", client_secret="secret-2")
-        assert svc.admin("POST", REFRESH, json={"connection_id": app[0]}).status_code == 409
-        assert svc.admin("PUT", "/api/integrations/admin/providers/smart", json={"clientSecret": "secret-2"}).is_success
+        _refused_then_fixed(svc, sandbox, client)
         # one token call allowed today, 429 after it (headers no client reads: nothing warns ehrsync beforehand)
         fault = {"kind": "quota", "path": TOKEN, "quota": 1, "window_s": 86400, "quota_headers": "malformed"}
         sandbox_admin(sandbox, "faults", fault)
@@ -158,10 +165,7 @@ def test_a_disabled_provider_config_is_not_retried(make_settings: Any, sandbox: 
     Before, a disabled ``smart`` row was not looked at: the retries went to the EHR and reactivated them."""
     client = f"disabled-{uuid.uuid4().hex[:8]}"
     with running_service(make_settings, sandbox, smart_practice(sandbox, client)) as svc:
-        app, _ = _setup(svc, sandbox, client)
-        register(sandbox, svc, client, "confidential-symmetric", client_secret="secret-2")
-        assert svc.admin("POST", REFRESH, json={"connection_id": app[0]}).status_code == 409
-        assert svc.admin("PUT", "/api/integrations/admin/providers/smart", json={"clientSecret": "secret-2"}).is_success
+        app = _refused_then_fixed(svc, sandbox, client)
         assert svc.admin("POST", "/api/integrations/admin/providers/smart/disable").status_code == 200
         sent = _sent_paths(svc)
 

@@ -61,6 +61,18 @@ def _epic(listed: set[str]) -> FakeFhir:
     return fake
 
 
+def _synced_epic_connection(world: SyncWorld, fake: FakeFhir, scope: str) -> str:
+    """A patient connection to ``fake`` under Epic's plugin (its search rules), its Observations synced."""
+    conn = connect_static(world, fake.fhir_base, patient_id="p1", scope=scope)
+    with world.env.db.locked_session() as session:
+        row = session.get(Connection, conn)
+        assert row is not None
+        row.provider_id = "epic"
+        session.commit()
+    assert sync_type(world, conn, "Observation").error is None
+    return conn
+
+
 def test_an_epic_id_search_lacking_required_parameters_confirms_nothing_bdx31(world: SyncWorld) -> None:
     """The listing lacks lab-2 (a skipped page) and gone-1 (deleted): the ``_id`` search Epic cannot answer is
     not asked; each candidate is read by id instead, lab-2 (200) stays live and gone-1 (404) is tombstoned.
@@ -68,13 +80,7 @@ def test_an_epic_id_search_lacking_required_parameters_confirms_nothing_bdx31(wo
     listed = {"lab-1", "lab-2", "gone-1"}
     fake = _epic(listed)
     with serve(fake):
-        conn = connect_static(world, fake.fhir_base, patient_id="p1", scope=SCOPE)
-        with world.env.db.locked_session() as session:
-            row = session.get(Connection, conn)
-            assert row is not None
-            row.provider_id = "epic"
-            session.commit()
-        assert sync_type(world, conn, "Observation").error is None
+        conn = _synced_epic_connection(world, fake, SCOPE)
         listed -= {"lab-2", "gone-1"}
         report = reconcile_deletes(world.env, conn, "Observation")
     with world.env.warehouse() as wh:
@@ -94,13 +100,7 @@ def test_a_grant_without_read_where_no_id_search_settles_leaves_the_candidates_u
     fake = _epic(listed)
     with serve(fake):
         scope = "patient/Patient.rs patient/Observation.s launch/patient openid"
-        conn = connect_static(world, fake.fhir_base, patient_id="p1", scope=scope)
-        with world.env.db.locked_session() as session:
-            row = session.get(Connection, conn)
-            assert row is not None
-            row.provider_id = "epic"
-            session.commit()
-        assert sync_type(world, conn, "Observation").error is None
+        conn = _synced_epic_connection(world, fake, scope)
         listed -= {"lab-2", "gone-1"}
         report = reconcile_deletes(world.env, conn, "Observation")
     with world.env.warehouse() as wh:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from ehrsync.run_now import run_sync_now
+from ehrsync.run_now import SyncNowResult, run_sync_now
 from engine import cursors, runs
 from engine.settings import PipelineSettings
 from pipelines.definitions import build_definitions
@@ -206,18 +206,25 @@ def test_a_signed_file_url_in_a_count_mismatch_stays_out_of_dagster_metadata(
     assert not [line for line in logged if "X-Amz-Signature" in line]
 
 
+def _export_with_an_observation_error_file(
+    tmp_path: Path, ehr: SandboxServer, http: httpx.Client, world: SyncWorld
+) -> tuple[str, SyncNowResult]:
+    """A backend connection's Bulk sync whose export reports an error file naming Observation (issue 10 / BDX-22)."""
+    cid = connect_backend_with_config(world, ehr, http=http)
+    fault = {"kind": "bulk_error_file", "resource_type": "Observation", "times": 1}
+    http.post(f"{ehr.base_url}/admin/faults", json=fault).raise_for_status()
+    try:
+        return cid, run_sync_now(cid, settings=settings_for(tmp_path), instance=DagsterInstance.ephemeral())
+    finally:
+        http.delete(f"{ehr.base_url}/admin/faults").raise_for_status()
+
+
 def test_error_file_naming_a_type_fails_the_export_complete_check_and_the_run(
     tmp_path: Path, ehr: SandboxServer, http: httpx.Client, world: SyncWorld
 ) -> None:
     """Issue 10 / BDX-22: a fatal outcome for Observation fails the blocking check (and so the run); the landed
     types are materialized and the run's row names the type."""
-    cid = connect_backend_with_config(world, ehr, http=http)
-    fault = {"kind": "bulk_error_file", "resource_type": "Observation", "times": 1}
-    http.post(f"{ehr.base_url}/admin/faults", json=fault).raise_for_status()
-    try:
-        result = run_sync_now(cid, settings=settings_for(tmp_path), instance=DagsterInstance.ephemeral())
-    finally:
-        http.delete(f"{ehr.base_url}/admin/faults").raise_for_status()
+    cid, result = _export_with_an_observation_error_file(tmp_path, ehr, http, world)
     assert not result.success
     assert result.checks["bulk/export:export_complete"] is False
     assert result.checks["bulk/export:no_server_errors"] is False  # issue 12: the server reported a fatal outcome
@@ -249,13 +256,7 @@ def test_a_partial_export_reports_the_mark_it_stored_not_the_transaction_time_it
 ) -> None:
     """BDX-14/22: an export whose error file names a type holds ``_since``; the materialization's
     ``high_water_mark`` says what the run stored (nothing), not the transactionTime it did not commit."""
-    cid = connect_backend_with_config(world, ehr, http=http)
-    fault = {"kind": "bulk_error_file", "resource_type": "Observation", "times": 1}
-    http.post(f"{ehr.base_url}/admin/faults", json=fault).raise_for_status()
-    try:
-        result = run_sync_now(cid, settings=settings_for(tmp_path), instance=DagsterInstance.ephemeral())
-    finally:
-        http.delete(f"{ehr.base_url}/admin/faults").raise_for_status()
+    cid, result = _export_with_an_observation_error_file(tmp_path, ehr, http, world)
     assert result.checks["bulk/export:export_complete"] is False
     export = result.materializations["bulk/export"]
     assert cursors.get_mark(world.env.db, cid, cursors.bulk_stream("system", None), "*") is None
