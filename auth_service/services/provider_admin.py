@@ -13,7 +13,7 @@ from auth_service.services.context import ServiceContext
 from auth_service.services.errors import ConfigValidationError, NotFoundError
 from auth_service.services.profiles import SMART_PROVIDER_ID, check_client_auth_config
 from auth_service.services.providers_port import field_hints, plugin, plugin_display_name, validate_config
-from auth_service.tenants.settings import PracticeSettings
+from auth_service.services.tenants import get_practice_settings
 from connectors.errors import AuthMethodNotAllowedError
 from store.audit import record_audit
 from store.models import Connection, ConnectionStatus, ProviderConfig, Tenant
@@ -100,17 +100,13 @@ def _serves_sign_in(row: ProviderConfig, tenant: Tenant) -> bool:
     ``smartFhir`` is enabled and the row is not disabled, listed in ``enabledProviders`` or not (it was shown
     disabled while it signed patients in); any other row while it is enabled and listed."""
     if row.provider_id == _SMART:
-        return bool(row.enabled) and _practice(tenant).smart_fhir.enabled
+        return bool(row.enabled) and get_practice_settings(tenant).smart_fhir.enabled
     return bool(row.enabled) and row.provider_id in _enabled_list(tenant)
-
-
-def _practice(tenant: Tenant) -> PracticeSettings:
-    return PracticeSettings.model_validate((tenant.settings or {}).get("practice_settings") or {})
 
 
 def _describe_tenant_smart(tenant: Tenant) -> dict[str, Any] | None:
     """``smart`` as the tenant's smartFhir settings define it (read-only here), or ``None`` when they do not."""
-    smart = _practice(tenant).smart_fhir
+    smart = get_practice_settings(tenant).smart_fhir
     if not (smart.enabled or smart.fhir_base_url):
         return None
     config = {"fhirBaseUrl": smart.fhir_base_url, "issuer": smart.issuer, "clientId": smart.client_id}
