@@ -9,7 +9,6 @@ transports and auth flow built from them live in :mod:`connectors.transport`.
 from connectors.http.dates import parse_http_date, parse_instant, parse_retry_after
 from connectors.http.ratelimit import (
     CallBudget,
-    RateLimitedTransport,
     RateLimiter,
     active_rate_budget,
     rate_budget,
@@ -29,7 +28,6 @@ from connectors.http.urls import (
 
 __all__ = [
     "CallBudget",
-    "RateLimitedTransport",
     "RateLimiter",
     "RetryPolicy",
     "active_rate_budget",

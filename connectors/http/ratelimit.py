@@ -1,5 +1,5 @@
 """A vendor's call budget (e.g. eCW: 240 calls/min per practice): token buckets, the budget active for the
-current request, and the transport that spends from it.
+current request (spent per attempt by :class:`connectors.transport.budget.BudgetTransport`).
 
 A caller may bound the wait (``acquire(key, max_wait_s)``): when the next call under the key comes free only later,
 nothing is taken and :class:`~connectors.errors.CallBudgetBusyError` is raised at once (``retry_after``: seconds
@@ -19,13 +19,10 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Protocol
 
-import httpx
-
 from connectors.errors import CallBudgetBusyError, ConfigurationError
 
 __all__ = [
     "CallBudget",
-    "RateLimitedTransport",
     "RateLimiter",
     "active_rate_budget",
     "current_rate_budget",
@@ -49,7 +46,7 @@ class RateLimiter:
     """Thread-safe token buckets, one per key (e.g. eCW: 240 calls/min per practice base URL).
 
     ``acquire`` blocks until a token is free. One limiter shared by the FHIR client, the bulk client and the
-    token endpoint (every EHR client's :class:`RateLimitedTransport`) keeps all of them under one budget.
+    token endpoint (every EHR client's ``BudgetTransport``) keeps all of them under one budget.
     """
 
     def __init__(
@@ -142,23 +139,3 @@ def spend_rate_budget() -> float:
         return 0.0
     limiter, key = active
     return limiter.acquire(key)
-
-
-class RateLimitedTransport(httpx.BaseTransport):
-    """Wraps a transport so every request spends one call: from ``limiter`` under ``key`` when given, else
-    from the budget active where the request is sent (:func:`rate_budget`), the EHR clients' default."""
-
-    def __init__(self, inner: httpx.BaseTransport, limiter: CallBudget | None = None, key: str = "") -> None:
-        self._inner = inner
-        self._limiter = limiter
-        self._key = key
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if self._limiter is not None:
-            self._limiter.acquire(self._key)
-        else:
-            spend_rate_budget()
-        return self._inner.handle_request(request)
-
-    def close(self) -> None:
-        self._inner.close()

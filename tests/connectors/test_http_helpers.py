@@ -10,7 +10,6 @@ import pytest
 
 from connectors.errors import ConfigurationError
 from connectors.http import (
-    RateLimitedTransport,
     RateLimiter,
     RetryPolicy,
     is_within_base,
@@ -18,10 +17,12 @@ from connectors.http import (
     parse_http_date,
     parse_instant,
     parse_retry_after,
+    rate_budget,
     redact_url,
     resolve_url,
     same_origin,
 )
+from connectors.transport.budget import BudgetTransport
 from tests.connectors.helpers import FIXED_NOW, recording_policy
 
 
@@ -161,11 +162,11 @@ def test_rate_limiter_is_thread_safe_no_overspend() -> None:
     assert max(waits) == pytest.approx(50 / 5.0)  # the 100th call waits for 50 refills at 5/s
 
 
-def test_rate_limited_transport_shares_budget_between_fhir_and_token_calls() -> None:
+def test_the_budget_transport_shares_budget_between_fhir_and_token_calls() -> None:
     clock = FakeClock()
     limiter = RateLimiter(2, 1.0, clock=clock, sleep=clock.sleep)
     inner = httpx.MockTransport(lambda r: httpx.Response(200))
-    with httpx.Client(transport=RateLimitedTransport(inner, limiter, "practice")) as client:
+    with rate_budget(limiter, "practice"), httpx.Client(transport=BudgetTransport(inner)) as client:
         client.get("https://ecw.example.org/fhir/r4/P1/Patient")
         client.post("https://ecw.example.org/oauth/token")
         client.get("https://ecw.example.org/fhir/r4/P1/Observation")
