@@ -137,12 +137,18 @@ def new_state_folder(state_dir: Path) -> None:
 
 
 def _no_tables(database: Path) -> bool:
-    """An SQLite file (opened read-only) that holds no table: never migrated, so it holds no connection or token."""
+    """An SQLite file (opened read-only) that holds no row but its migration revision: never migrated, or migrated
+    by ``ehrsync ui`` and never used, so it holds no connection or token."""
     if not database.is_file():
         return False
     try:
         with contextlib.closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)) as con:
-            return bool(con.execute("select count(*) from sqlite_master").fetchone()[0] == 0)
+            tables = [row[0] for row in con.execute("select name from sqlite_master where type = 'table'")]
+            return not any(
+                con.execute(f'select 1 from "{name}" limit 1').fetchone()
+                for name in tables
+                if name != "alembic_version"
+            )
     except sqlite3.Error:  # not an SQLite file, or unreadable: not known to be empty
         return False
 
@@ -203,9 +209,8 @@ def demo_environment(state_dir: Path) -> dict[str, str]:
     values.setdefault("INTEGRATIONS_TOKEN_ENC_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
     values["EHRSYNC_STATE_DIR"] = str(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    text = "# written by `ehrsync demo`; read by `ehrsync ui`. Holds the demo vault key: keep it private.\n" + "".join(
-        f"{k}={v}\n" for k, v in sorted(values.items())
-    )
+    header = "# written by `ehrsync demo` or `ehrsync ui`; read by both. Holds the vault key: keep it private.\n"
+    text = header + "".join(f"{k}={v}\n" for k, v in sorted(values.items()))
     write_private(env_path, text.encode())  # whole or not at all: a failed write keeps the old key
     return values
 

@@ -40,10 +40,23 @@ def run_ui(
     settings = PipelineSettings.from_env({**os.environ, **merged})  # DAGSTER_HOME, DATABASE_URL: the operator's
     if settings.database_url_variable is None and not (settings.state_dir / "app.db").exists():
         print(f"note: {state_dir} holds no demo state yet; run `make demo` first to see connections and runs")
+    _migrate_app_database(settings.database_url)
     argv, env = ui_command(settings, host=host, port=port)
     env.update(merged)
     print(f"Dagster UI on http://{host}:{port} (state {state_dir}); Ctrl-C or SIGTERM stops it")
     return run_until_stopped(argv, env, stop_after_s=stop_after_s)
+
+
+def _migrate_app_database(url: str) -> None:
+    """Bring the app database to the latest revision before the daemon's sensors read it, as ``auth serve`` does:
+    over a new folder they would otherwise fail every tick until someone ran ``ehrsync db migrate``."""
+    from store import AppDatabase
+
+    database = AppDatabase.from_url(url)
+    try:
+        database.migrate()
+    finally:
+        database.dispose()
 
 
 def _check_port(host: str, port: int) -> None:

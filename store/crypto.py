@@ -93,7 +93,11 @@ class TokenCipher:
                 '`python -c "import base64,os;print(base64.b64encode(os.urandom(32)).decode())"`'
             )
         active = _decode_key(raw, ENV_ACTIVE_KEY)
-        old: dict[str, bytes] = {}
+        if len(set(active)) == 1:  # "AAAA...=": copied from an example; the auth service refuses it too
+            raise ConfigurationError(
+                f"{ENV_ACTIVE_KEY} is a placeholder (every byte the same): generate a random 32-byte key"
+            )
+        old: dict[str, bytes] = {}  # an old key is only read (rotating away from a placeholder must work)
         for item in filter(None, (part.strip() for part in env.get(ENV_OLD_KEYS, "").split(","))):
             kid, sep, b64 = item.partition(":")
             if not sep or not kid.strip() or not b64.strip():

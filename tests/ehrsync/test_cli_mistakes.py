@@ -107,13 +107,14 @@ def test_demo_refuses_to_delete_a_folder_an_older_ehrsync_ui_was_pointed_at(tmp_
 
 def test_the_demo_may_start_in_a_new_folder_ehrsync_ui_was_run_over_first(tmp_path: Path) -> None:
     """``make ui`` before any demo says "run `make demo` first", having written its ehrsync.env, Dagster home and
-    an app database with nothing in it into the new folder: that demo must not then refuse the folder (it held
-    nothing of anyone's). A folder whose app database holds tables (a real one) is still refused."""
+    an app database migrated but with nothing in it into the new folder: that demo must not then refuse the folder
+    (it held nothing of anyone's). A folder whose app database holds a row (a real one) is still refused."""
     state = tmp_path / "var" / "demo"
     _ui_writes_its_env_file(tmp_path, state, "app.db", "dagster_home")
     check_state_dir(state, deleting=True)
     with sqlite3.connect(state / "app.db") as con:
-        con.execute("create table connections (id text primary key)")
+        con.execute("create table if not exists tenants (id text primary key)")
+        con.execute("insert into tenants (id) values ('clinic')")
     with pytest.raises(DemoError, match="not created by `ehrsync demo`"):
         check_state_dir(state, deleting=True)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -78,6 +79,10 @@ def test_ui_serves_then_ctrl_c_stops_every_process(tmp_path: Path) -> None:
         nodes = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": query}, timeout=30).json()
         keys = {"/".join(n["assetKey"]["path"]) for n in nodes["data"]["assetNodes"]}
         assert {"landing/Observation", "warehouse/Observation", "bulk/export"} <= keys
+        # a new folder's app database is migrated before the daemon's sensors read it (they failed every tick)
+        with sqlite3.connect(tmp_path / "state" / "app.db") as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"alembic_version", "connections", "note_outbox"} <= tables
         started = psutil.Process(proc.pid).children(recursive=True)
         assert len(started) >= 2, "dagster dev starts a webserver and a daemon"
 

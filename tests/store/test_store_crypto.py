@@ -72,14 +72,14 @@ def test_wrong_key_reports_unknown_kid() -> None:
         ({"INTEGRATIONS_TOKEN_ENC_KEY": base64.b64encode(b"x" * 16).decode()}, "exactly 32 bytes"),
         (
             {
-                "INTEGRATIONS_TOKEN_ENC_KEY": base64.b64encode(b"x" * 32).decode(),
+                "INTEGRATIONS_TOKEN_ENC_KEY": base64.b64encode(bytes(range(32))).decode(),
                 "INTEGRATIONS_TOKEN_ENC_KEYS_OLD": "nokid",
             },
             "INTEGRATIONS_TOKEN_ENC_KEYS_OLD entries",
         ),
         (
             {
-                "INTEGRATIONS_TOKEN_ENC_KEY": base64.b64encode(b"x" * 32).decode(),
+                "INTEGRATIONS_TOKEN_ENC_KEY": base64.b64encode(bytes(range(32))).decode(),
                 "INTEGRATIONS_TOKEN_ENC_KEYS_OLD": "old:" + base64.b64encode(b"y" * 31).decode(),
             },
             "INTEGRATIONS_TOKEN_ENC_KEYS_OLD entry 'old'",
@@ -90,6 +90,21 @@ def test_wrong_key_reports_unknown_kid() -> None:
 def test_bad_key_environment_names_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         TokenCipher.from_env(env)
+
+
+@pytest.mark.parametrize("filler", [b"\x00", b"A"])
+def test_placeholder_active_key_is_refused(filler: bytes) -> None:
+    """A key of one repeated byte (``AAAA...=`` copied from an example) is refused as the auth service refuses it;
+    as an old key it is still read, so a deployment can rotate away from one."""
+    with pytest.raises(ConfigurationError, match="INTEGRATIONS_TOKEN_ENC_KEY is a placeholder"):
+        TokenCipher.from_env({"INTEGRATIONS_TOKEN_ENC_KEY": b64(filler * 32)})
+    placeholder = filler * 32
+    sealed = TokenCipher(placeholder).encrypt("tok", **SLOT)
+    old_keys = "old:" + b64(placeholder)
+    rotated = TokenCipher.from_env(
+        {"INTEGRATIONS_TOKEN_ENC_KEY": b64(os.urandom(32)), "INTEGRATIONS_TOKEN_ENC_KEYS_OLD": old_keys}
+    )
+    assert rotated.decrypt(sealed, **SLOT) == "tok"
 
 
 def test_rotation_window_old_key_still_decrypts() -> None:
