@@ -12,7 +12,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
 
 from sqlalchemy import select
 
@@ -24,6 +23,7 @@ from connectors.errors import (
     loggable_message,
 )
 from connectors.fhir import FhirClient
+from connectors.http import resolve_url, url_problem
 from engine.environment import ConnectionInfo, SyncEnvironment
 from engine.models import SyncAttachment, utcnow
 from engine.residue import attachment_tmp_root
@@ -80,8 +80,9 @@ def content_type_allowed(content_type: str | None, allowed: tuple[str, ...]) -> 
 
 
 def absolute_url(fhir_base: str, url: str) -> str:
-    """Resolve ``Binary/1`` (relative to the FHIR base) or keep an absolute URL as given."""
-    return urljoin(fhir_base.rstrip("/") + "/", url)
+    """Resolve ``Binary/1`` (relative to the FHIR base) or keep an absolute URL as given (and one urllib cannot
+    split, for :func:`connectors.http.url_problem` to name)."""
+    return resolve_url(url, fhir_base.rstrip("/") + "/")
 
 
 @dataclass
@@ -140,6 +141,9 @@ def _store_one(
 ) -> tuple[SyncAttachment, bool]:
     """The link row, and whether it is new (False: this resource already links this URL)."""
     url = absolute_url(conn.fhir_base, ref.url)
+    problem = url_problem(url)
+    if problem is not None:  # a bad port or an unclosed "[" in the record: no retry can fetch it
+        raise AttachmentRejectedError(f"its url {problem}")
     with env.db.session() as session:
         rows = session.scalars(
             select(SyncAttachment).where(SyncAttachment.connection_id == conn.id, SyncAttachment.url == url)

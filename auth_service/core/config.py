@@ -18,6 +18,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 from auth_service.core.keys import SigningKey, load_private_key, parse_previous_keys
 from connectors.budgets import env_number
 from connectors.errors import ConfigurationError
+from connectors.http import url_problem
 from connectors.transport import BodyBounds
 from settings import AppSettings
 
@@ -32,6 +33,11 @@ def _decode_key(raw: str) -> bytes:
         return base64.b64decode(raw.strip().replace("-", "+").replace("_", "/"), validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("is not valid base64 (expected base64 of exactly 32 bytes)") from None
+
+
+def _it(problem: str | None) -> str:
+    """``: it <problem>`` after a URL rule, naming what :func:`connectors.http.url_problem` found."""
+    return f": it {problem}" if problem else ""
 
 
 def _split_list(value: Any) -> Any:
@@ -75,8 +81,9 @@ class Settings(AppSettings):
     @classmethod
     def _check_allowlist(cls, value: list[str]) -> list[str]:
         for issuer in value:
-            if not issuer.startswith(("https://", "http://")):
-                raise ValueError(f"entry {issuer!r} is not an absolute http(s) URL")
+            problem = url_problem(issuer)
+            if problem is not None:
+                raise ValueError(f"entry {issuer!r} is not an absolute http(s) URL{_it(problem)}")
         return value
 
     @field_validator("INTEGRATIONS_TOKEN_ENC_KEY")
@@ -95,15 +102,17 @@ class Settings(AppSettings):
     @field_validator("APP_BASE_URL")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")) or "?" in value or "#" in value:
-            raise ValueError("must be an absolute http(s) URL without query or fragment")
+        problem = url_problem(value)
+        if problem is not None or "?" in value or "#" in value:
+            raise ValueError(f"must be an absolute http(s) URL without query or fragment{_it(problem)}")
         return value.rstrip("/")
 
     @field_validator("DAGSTER_GRAPHQL_URL")
     @classmethod
     def _check_dagster_url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
-            raise ValueError("must be an absolute http(s) URL (the Dagster webserver's /graphql)")
+        problem = url_problem(value)
+        if problem is not None:
+            raise ValueError(f"must be an absolute http(s) URL (the Dagster webserver's /graphql){_it(problem)}")
         return value
 
     @field_validator("SMART_DEFAULT_SCOPES")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from connectors.errors import ConfigurationError
+from connectors.http import url_problem
 from connectors.providers import BulkSupport, ProviderPlugin, check_provider_client_auth, get_provider
 from connectors.providers.config import MAX_CLIENT_ID_LENGTH
 
@@ -117,15 +117,9 @@ _LEGACY_URLS = ("issuer", "fhirBaseUrl", "fhir_base_url", "fhir_base")
 
 
 def _is_http_url(value: Any) -> bool:
-    """An absolute http(s) URL with a host: anything else made the flows that read the config fail at launch."""
-    if not isinstance(value, str):
-        return False
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - a port that is not a number raises here
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    """An absolute http(s) URL with a host and a usable port: anything else made the flows that read the config fail
+    at launch."""
+    return isinstance(value, str) and url_problem(value) is None
 
 
 def validate_config(provider_id: str, config: Mapping[str, Any]) -> list[dict[str, str]]:

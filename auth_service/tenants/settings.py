@@ -11,10 +11,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from auth_service.core.return_to import ReturnToError, normalize_origin
 from connectors.errors import ConfigurationError
+from connectors.http import url_problem
 
 __all__ = [
     "MAX_SEED_BYTES",
@@ -29,6 +30,10 @@ __all__ = [
 
 #: Largest tenant seed file read: thousands of tenants with their provider configs fit well under it.
 MAX_SEED_BYTES = 16 * 1024 * 1024
+
+
+#: Validation context of a seed being written (not of settings read back): the stricter URL rules apply.
+_NEW_SEED = {"new_seed": True}
 
 
 class _Camel(BaseModel):
@@ -46,9 +51,14 @@ class SmartFhirSettings(_Camel):
 
     @field_validator("issuer", "fhir_base_url")
     @classmethod
-    def _absolute(cls, value: str | None) -> str | None:
+    def _absolute(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A new seed's URL must be one urllib can split (``http://[`` or a port past 65535 failed every launch of
+        the tenant with a 500); settings stored before that rule still load (their launch fails with a typed error)."""
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("must be an absolute http(s) URL")
+        problem = url_problem(value) if value is not None and info.context == _NEW_SEED else None
+        if problem is not None:
+            raise ValueError(f"must be an absolute http(s) URL with a host and a valid port: it {problem}")
         return value
 
 
@@ -128,7 +138,7 @@ def load_tenant_seed(path: str | Path) -> list[TenantSeed]:
 def tenant_seed(data: object, where: str) -> TenantSeed:
     """One tenant seed; a bad one is a ``ConfigurationError`` naming ``where`` and each bad field."""
     try:
-        return TenantSeed.model_validate(data)
+        return TenantSeed.model_validate(data, context=_NEW_SEED)
     except ValidationError as exc:
         fields = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ConfigurationError(f"{where}: {fields}") from None

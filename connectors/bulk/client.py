@@ -28,13 +28,13 @@ from connectors.bulk.wire import (
     BulkStatus,
     as_bulk_error,
     classify_status,
-    failed_response,
     parameters_body,
     read_bounded,
+    status_url_of,
 )
 from connectors.errors import BulkExportError, EhrSyncError, FhirError, FhirUnauthorizedError, SecurityPolicyError
 from connectors.fhir._session import FhirSession, SessionOptions, TokenRule
-from connectors.http import CallBudget, RetryPolicy, normalize_base_url, outbound_url_guard, redact_url, resolve_url
+from connectors.http import CallBudget, RetryPolicy, normalize_base_url, outbound_url_guard, redact_url
 from connectors.tokens import TokenSource
 from connectors.transport.bounded_client import bounds_of
 from connectors.transport.bounds import BodyBounds, LowSpeedLimit
@@ -120,10 +120,7 @@ class BulkClient:
 
         def handle(answer: httpx.Response) -> str:
             response = read_bounded(answer, self.bounds.max_bytes)
-            location = response.headers.get("Content-Location")
-            if response.status_code != 202 or not location:
-                raise failed_response("kick-off without a status URL (needs 202 + Content-Location):", response)
-            status_url = resolve_url(location, str(response.url))
+            status_url = status_url_of(response)
             try:  # polled with the token, so only on the FHIR server's origin: refuse now, before a job is saved
                 self._session.check_token_destination(status_url, TokenRule.REQUIRE_ORIGIN)
             except SecurityPolicyError as exc:

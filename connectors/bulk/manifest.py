@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from connectors.errors import BulkExportError
-from connectors.http import parse_instant
+from connectors.http import parse_instant, url_problem
 
 __all__ = ["BulkManifest", "ManifestItem", "parse_manifest"]
 
@@ -59,8 +58,9 @@ def _items(body: dict[str, Any], key: str, *, required: bool) -> list[ManifestIt
         if not isinstance(kind, str) or not kind:
             raise _invalid(f"{where}.type is missing")
         url = entry.get("url")
-        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
-            raise _invalid(f"{where}.url must be an absolute http(s) URL")
+        problem = url_problem(url) if isinstance(url, str) else "is not text"
+        if problem is not None or not isinstance(url, str):  # urllib's ValueError would escape every handler
+            raise _invalid(f"{where}.url must be an absolute http(s) URL: it {problem}")
         count = entry.get("count")
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
             raise _invalid(f"{where}.count must be a non-negative integer")

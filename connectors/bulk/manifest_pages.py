@@ -21,7 +21,7 @@ from connectors.errors import (
     SecurityPolicyError,
 )
 from connectors.fhir._session import FhirSession, TokenRule
-from connectors.http import redact_url, resolve_url
+from connectors.http import redact_url, resolve_checked_url
 from connectors.transport.bounds import BodyBounds
 
 __all__ = ["MAX_MANIFEST_PAGES", "ManifestPageReader", "gather_manifest_pages"]
@@ -39,7 +39,7 @@ def gather_manifest_pages(
     output, error, deleted = list(first.output), list(first.error), list(first.deleted)
     next_page, url, seen = first.next_page, first_url, {first_url}
     while next_page is not None:
-        url = resolve_url(next_page, url)
+        url = resolve_checked_url(next_page, url, f"its page {len(seen)} 'next' link", _invalid)
         if url in seen:
             raise _invalid(f"its next link {redact_url(url)} leads back to a page already read")
         if len(seen) >= MAX_MANIFEST_PAGES:

@@ -14,7 +14,7 @@ from connectors.bulk.manifest import BulkManifest, parse_manifest
 from connectors.errors import TRANSIENT_ISSUE_CODES, BulkExportError, FhirError, is_transient_answer
 from connectors.fhir._session import operation_outcome_of
 from connectors.fhir.resource_types import ID_RE
-from connectors.http import parse_http_date, parse_retry_after, redact_url
+from connectors.http import parse_http_date, parse_retry_after, redact_url, resolve_checked_url
 from connectors.transport.bounds import read_capped
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "fhir_instant",
     "parameters_body",
     "read_bounded",
+    "status_url_of",
 ]
 
 
@@ -58,6 +59,16 @@ def failed_response(what: str, response: httpx.Response) -> BulkExportError:
         operation_outcome=outcome,
         url=url,
     )
+
+
+def status_url_of(response: httpx.Response) -> str:
+    """The kick-off's absolute status URL (202 + Content-Location, BDX-05), else BulkExportError: a Content-Location
+    urllib cannot split (a bad port, an unclosed ``[``) is named here, not a bare ValueError at the first poll."""
+    location = response.headers.get("Content-Location")
+    if response.status_code != 202 or not location:
+        raise failed_response("kick-off without a status URL (needs 202 + Content-Location):", response)
+    what = "bulk kick-off Content-Location"
+    return resolve_checked_url(location, str(response.url), what, lambda m: BulkExportError(m, status=202))
 
 
 def as_bulk_error(what: str, exc: FhirError) -> BulkExportError:

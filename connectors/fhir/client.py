@@ -14,13 +14,13 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from connectors.errors import FhirError
+from connectors.errors import FhirError, SecurityPolicyError
 from connectors.fhir._exact_json import loads_exact
 from connectors.fhir._session import FhirSession, QueryParams, SessionOptions, TokenRule
 from connectors.fhir.download import Downloaded, stream_to_file
 from connectors.fhir.resource_types import ID_RE, TYPE_RE
 from connectors.fhir.search import SearchPage, iter_search_pages
-from connectors.http import CallBudget, RetryPolicy, normalize_base_url, redact_url, resolve_url
+from connectors.http import CallBudget, RetryPolicy, checked_url, normalize_base_url, redact_url, resolve_url
 from connectors.tokens import TokenSource
 from connectors.transport.bounded_client import bounds_of
 from connectors.transport.bounds import BodyBounds, read_capped
@@ -59,8 +59,12 @@ def _check_id(resource_id: str) -> None:
 
 
 def parse_location(location: str) -> tuple[str | None, str | None]:
-    """``(id, version_id)`` from a Location header: relative or absolute, with or without ``/_history/n``."""
-    segments = [s for s in urlsplit(location).path.split("/") if s]
+    """``(id, version_id)`` from a Location header: relative or absolute, with or without ``/_history/n``; one urllib
+    cannot split (an unclosed ``[``) names nothing, as a missing header, so a write that succeeded is not lost."""
+    try:
+        segments = [s for s in urlsplit(location).path.split("/") if s]
+    except ValueError:
+        return None, None
     if "_history" in segments:
         at = segments.index("_history")
         resource_id = segments[at - 1] if at >= 1 else None
@@ -232,8 +236,7 @@ class FhirClient:
         if max_bytes < 1:
             raise ValueError("max_bytes must be positive")
         target = self.url_for(url)
-        if urlsplit(target).scheme not in ("http", "https"):
-            raise ValueError("download URL must be http(s)")
+        checked_url(target, "refusing to download: the URL", SecurityPolicyError)
         return self._session.request(
             "GET",
             target,

@@ -22,7 +22,7 @@ from connectors.fhir._distinct import DistinctMatches
 from connectors.fhir._exact_json import loads_exact
 from connectors.fhir._session import FhirSession, QueryParams, TokenRule
 from connectors.fhir.outcomes import describe_outcome, is_severe, outcome_diagnostics
-from connectors.http import parse_http_date, parse_instant, redact_url, resolve_url
+from connectors.http import parse_http_date, parse_instant, redact_url, resolve_checked_url, resolve_url, url_problem
 from connectors.transport.bounds import BodyBounds, read_capped
 
 __all__ = ["SearchPage", "iter_search_pages", "parse_search_bundle"]
@@ -60,6 +60,23 @@ class SearchPage:
         return self.bundle_meta_last_updated or self.server_date
 
 
+def _link(links: dict[str, str], relation: str, url: str) -> str | None:
+    """The absolute URL of ``link[relation]``; one urllib cannot split (a bad port, an unclosed ``[``) or without a
+    host is a FhirError naming it, so the sync fails with a message, not a ValueError, before it follows it."""
+    if relation not in links:
+        return None
+    where = redact_url(url)
+    what = f"search {where}: Bundle link {relation!r}"
+    return resolve_checked_url(links[relation], url, what, lambda m: FhirError(m, 200, None, where))
+
+
+def _self_link(links: dict[str, str], url: str) -> str | None:
+    """``link[self]``, resolved, or None when absent or malformed: it is only read (which parameters the server
+    applied), never followed, so a bad one fails nothing."""
+    resolved = resolve_url(links["self"], url) if "self" in links else None
+    return resolved if resolved is not None and url_problem(resolved) is None else None
+
+
 def parse_search_bundle(url: str, body: Any, date_header: str | None) -> SearchPage:
     """Split a searchset Bundle into matches, includes and outcomes; resolve a relative ``next`` link."""
     if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
@@ -85,7 +102,7 @@ def parse_search_bundle(url: str, body: Any, date_header: str | None) -> SearchP
         for link in reversed(body.get("link") or [])  # the first link of a relation wins
         if isinstance(link, dict) and isinstance(link.get("relation"), str) and isinstance(link.get("url"), str)
     }
-    next_url = resolve_url(links["next"], url) if "next" in links else None
+    next_url = _link(links, "next", url)
     meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
     total = body.get("total")
     return SearchPage(
@@ -97,7 +114,7 @@ def parse_search_bundle(url: str, body: Any, date_header: str | None) -> SearchP
         outcomes=outcomes,
         next_url=next_url,
         total=total if isinstance(total, int) and not isinstance(total, bool) else None,
-        self_url=resolve_url(links["self"], url) if "self" in links else None,
+        self_url=_self_link(links, url),
     )
 
 

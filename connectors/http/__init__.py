@@ -17,13 +17,16 @@ from connectors.http.ratelimit import (
 )
 from connectors.http.retry import RetryPolicy
 from connectors.http.urls import (
+    checked_url,
     is_loopback_host,
     is_within_base,
     normalize_base_url,
     outbound_url_guard,
     redact_url,
+    resolve_checked_url,
     resolve_url,
     same_origin,
+    url_problem,
 )
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "RateLimiter",
     "RetryPolicy",
     "active_rate_budget",
+    "checked_url",
     "is_loopback_host",
     "is_within_base",
     "normalize_base_url",
@@ -41,7 +45,9 @@ __all__ = [
     "rate_budget",
     "rate_scope",
     "redact_url",
+    "resolve_checked_url",
     "resolve_url",
     "same_origin",
     "spend_rate_budget",
+    "url_problem",
 ]

@@ -8,16 +8,19 @@ import socket
 from collections.abc import Callable, Collection
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
-from connectors.errors import ConfigurationError, SecurityPolicyError
+from connectors.errors import ConfigurationError, EhrSyncError, SecurityPolicyError
 
 __all__ = [
+    "checked_url",
     "is_loopback_host",
     "is_within_base",
     "normalize_base_url",
     "outbound_url_guard",
     "redact_url",
+    "resolve_checked_url",
     "resolve_url",
     "same_origin",
+    "url_problem",
 ]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -33,17 +36,60 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def url_problem(url: object) -> str | None:
+    """Why ``url`` cannot be requested, or None for an absolute http(s) URL with a host and a usable port.
+
+    urllib raises a bare ValueError for an unclosed ``[`` IPv6 bracket or a port outside 1-65535, and httpx refuses
+    control characters only when the request is built: every URL from outside (settings, a server's answer, a
+    launch) is checked here first, so its caller raises its own typed error naming the field.
+    """
+    if not isinstance(url, str) or not url.strip():
+        return "is empty"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        return "contains control characters"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "has a malformed host (an unclosed or invalid [IPv6] bracket, or characters no host may hold)"
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "is not an absolute http(s) URL with a host"
+    if port == 0:
+        return "has a port that is not a number in 1-65535"
+    if any(c.isspace() for c in parts.netloc):
+        return "has spaces in its host"
+    return None
+
+
+def checked_url(url: str, what: str, error: Callable[[str], EhrSyncError] = ConfigurationError) -> str:
+    """``url`` when :func:`url_problem` finds nothing, else ``error`` raised with a message naming ``what``."""
+    problem = url_problem(url)
+    if problem is not None:
+        raise error(f"{what} {problem}: {redact_url(str(url))[:200]!r}")
+    return url
+
+
+def resolve_checked_url(
+    reference: str, against: str, what: str, error: Callable[[str], EhrSyncError] = ConfigurationError
+) -> str:
+    """:func:`resolve_url`, then :func:`checked_url`: for a URL a server names (a Location, a ``next`` link)."""
+    return checked_url(resolve_url(reference, against), what, error)
+
+
 def normalize_base_url(url: str, *, allow_http: bool = False) -> str:
     """Validate a FHIR base URL and return it without a trailing slash.
 
-    Raises ConfigurationError naming the problem: not absolute, not http(s), query/fragment present, or plain
-    http to a non-loopback host (tokens would travel in clear) unless ``allow_http``.
+    Raises ConfigurationError naming the problem: not absolute, not http(s), a malformed host or port, query/fragment
+    present, or plain http to a non-loopback host (tokens would travel in clear) unless ``allow_http``.
     """
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError("FHIR base URL is empty")
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(f"FHIR base URL must be an absolute http(s) URL, got {redact_url(url)!r}")
+    parts = urlsplit(checked_url(url.strip(), "FHIR base URL"))
+    if not parts.hostname:  # checked_url saw one: for the type checker
+        raise ConfigurationError("FHIR base URL has no host")
     if parts.query or parts.fragment:
         raise ConfigurationError("FHIR base URL must not carry a query string or fragment")
     if parts.username or parts.password:
@@ -54,7 +100,10 @@ def normalize_base_url(url: str, *, allow_http: bool = False) -> str:
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a malformed host is no origin: it matches nothing
+        return "", "", None
     scheme = parts.scheme.lower()
     try:
         port = parts.port or _DEFAULT_PORTS.get(scheme)
@@ -80,15 +129,23 @@ def is_within_base(url: str, base: str) -> bool:
 
 
 def resolve_url(reference: str, against: str) -> str:
-    """Resolve a relative URL against a request URL (or a FHIR base, treated as a directory)."""
-    if urlsplit(reference).scheme:
+    """Resolve a relative URL against a request URL (or a FHIR base, treated as a directory). A reference urllib
+    cannot split comes back as it is, for :func:`checked_url` to name."""
+    try:
+        if urlsplit(reference).scheme:
+            return reference
+        return urljoin(against, reference)
+    except ValueError:
         return reference
-    return urljoin(against, reference)
 
 
 def redact_url(url: str) -> str:
-    """The URL without query string or fragment: safe to log (queries may hold signatures or search values)."""
-    parts = urlsplit(url)
+    """The URL without query string or fragment: safe to log (queries may hold signatures or search values).
+    Never raises: a URL urllib cannot split loses everything from its first ``?`` or ``#``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split("#", 1)[0].split("?", 1)[0]
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
@@ -103,12 +160,10 @@ def outbound_url_guard(fhir_base: str, *, allowed_hosts: Collection[str] = ()) -
     def guard(url: str) -> None:
         if same_origin(url, fhir_base):
             return
+        checked_url(url, "refusing to fetch: the URL", SecurityPolicyError)
         target = urlsplit(url)
         host = (target.hostname or "").lower()
-        try:
-            port = target.port
-        except ValueError:
-            raise SecurityPolicyError(f"refusing to fetch {redact_url(url)}: its port is not a valid number") from None
+        port = target.port
         named = f"[{host}]" if ":" in host else host  # IPv6 literals keep their brackets, as in a URL
         with_port = f"{named}:{port}" if port else named
         if target.scheme in ("http", "https") and host and (named in allowed or with_port in allowed):

@@ -62,9 +62,10 @@ class ProviderConfig(BaseModel):
     def _jwks(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        checked = check_https_url(value)  # first: urllib cannot split "http://[" for its query
         if urlsplit(value).query:
             raise ValueError("jwksUrl must not carry a query string")
-        return check_https_url(value)
+        return checked
 
     @field_validator("private_key")
     @classmethod

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from connectors.http.urls import url_problem
+
 __all__ = ["ResourceIndex", "ext_value", "extensions", "is_fhir_base"]
 
 _HISTORY = re.compile(r"/_history/[^/]*$")
@@ -15,10 +17,10 @@ _TYPED = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")
 
 
 def is_fhir_base(value: Any) -> bool:
+    """An absolute http(s) URL a connection could use as its FHIR base (a bad port or ``[`` is none)."""
     if not isinstance(value, str) or len(value) > 2000 or any(c.isspace() for c in value.strip()):
         return False
-    parts = urlsplit(value.strip())
-    return parts.scheme in ("https", "http") and bool(parts.hostname)
+    return url_problem(value.strip()) is None
 
 
 def extensions(resource: Mapping[str, Any], url: str) -> list[Mapping[str, Any]]:

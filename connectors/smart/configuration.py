@@ -7,9 +7,9 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin
 
 from connectors.errors import DiscoveryError
+from connectors.http.urls import resolve_checked_url
 
 __all__ = [
     "SmartConfiguration",
@@ -41,6 +41,12 @@ def _str_list(payload: Mapping[str, Any], key: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise DiscoveryError(f"smart-configuration field {key!r} must be a list of strings")
     return list(value)
+
+
+def _endpoint(value: str, against: str, what: str) -> str:
+    """An endpoint the server named, resolved against its document; one urllib cannot split, or with no host or a
+    bad port, is a DiscoveryError naming the field (SAL-02), never a ValueError at the first call to it."""
+    return resolve_checked_url(value, against, what, DiscoveryError)
 
 
 def _opt_str(payload: Mapping[str, Any], key: str) -> str | None:
@@ -120,7 +126,7 @@ def parse_smart_configuration(
 
     def url(key: str) -> str | None:
         value = _opt_str(payload, key)
-        return urljoin(base_for_urls, value) if value else None
+        return _endpoint(value, base_for_urls, f"{fhir_base}: smart-configuration field {key!r}") if value else None
 
     token_endpoint = url("token_endpoint") or (fb.token_endpoint if fb else None)
     if not token_endpoint:
@@ -174,7 +180,8 @@ def parse_capability_statement(fhir_base: str, payload: Any) -> SmartConfigurati
                 continue
             for sub in ext.get("extension") or []:
                 if isinstance(sub, dict) and isinstance(sub.get("url"), str) and isinstance(sub.get("valueUri"), str):
-                    uris[sub["url"]] = urljoin(metadata_url(fhir_base), sub["valueUri"])
+                    where = f"{fhir_base}: /metadata oauth-uris {sub['url']!r}"
+                    uris[sub["url"]] = _endpoint(sub["valueUri"], metadata_url(fhir_base), where)
     if "token" not in uris:
         raise DiscoveryError(f"{fhir_base}: no SMART configuration and no oauth-uris token endpoint in /metadata")
     return SmartConfiguration(

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from connectors.errors import ConfigurationError, DiscoveryError
+from connectors.http.urls import checked_url
 from connectors.smart._http import get, is_outage, parse_json_body, unavailable
 from connectors.smart.configuration import (
     SmartConfiguration,
@@ -94,8 +95,7 @@ def discover(
 
     With ``allowlist``, a base that is not allow-listed is refused before any network call (SAL-41).
     """
-    if not fhir_base.startswith(("https://", "http://")):
-        raise ConfigurationError(f"FHIR base must be an absolute http(s) URL, got {fhir_base!r}")
+    checked_url(fhir_base, "FHIR base", ConfigurationError)
     if allowlist is not None:
         require_issuer_allowed(fhir_base, allowlist)
     if cache is not None:

@@ -6,13 +6,18 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 from connectors.errors import SecurityPolicyError
+from connectors.http.urls import url_problem
 
 __all__ = ["is_issuer_allowed", "normalize_issuer", "require_issuer_allowed"]
 
 
 def normalize_issuer(iss: str) -> str:
-    """Lower-case scheme and host only; path, port, query and trailing slash stay exactly as given."""
-    parts = urlsplit(iss.strip())
+    """Lower-case scheme and host only; path, port, query and trailing slash stay exactly as given. A value urllib
+    cannot split (an unclosed ``[``) is only stripped: it matches no allow-list entry and no stored issuer."""
+    try:
+        parts = urlsplit(iss.strip())
+    except ValueError:
+        return iss.strip()
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, hostport = netloc.rpartition("@")
@@ -23,11 +28,9 @@ def normalize_issuer(iss: str) -> str:
 
 
 def is_issuer_allowed(iss: str, allowlist: Iterable[str]) -> bool:
-    """Exact match after normalising only scheme/host case; a non-http(s) or hostless ``iss`` never matches."""
-    if not iss:
-        return False
-    parts = urlsplit(iss.strip())
-    if parts.scheme.lower() not in ("https", "http") or not parts.hostname:
+    """Exact match after normalising only scheme/host case; a non-http(s), hostless or malformed ``iss`` (a bad
+    port, an unclosed ``[``) never matches."""
+    if not isinstance(iss, str) or url_problem(iss.strip()) is not None:
         return False
     wanted = normalize_issuer(iss)
     return any(normalize_issuer(allowed) == wanted for allowed in allowlist if allowed)

@@ -1,0 +1,162 @@
+"""A URL urllib cannot split (an unclosed ``[``) or whose port is no number in 1-65535 raised a bare ValueError from
+urllib (or httpx.InvalidURL) wherever one entered: a FHIR base, a server's SMART endpoints (SAL-02, SAL-04), a Bulk
+kick-off's Content-Location (BDX-05), a manifest's file ``url`` (BDX-12), a Bundle's ``next`` link (BDX-29), a
+redirect's Location. Each now fails as the typed error of its place, naming the field, over a real socket."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from connectors.bulk import BulkClient
+from connectors.errors import BulkExportError, ConfigurationError, DiscoveryError, FhirError, SecurityPolicyError
+from connectors.fhir import FhirClient
+from connectors.fhir.client import parse_location
+from connectors.http import normalize_base_url, outbound_url_guard, redact_url, resolve_url, same_origin, url_problem
+from connectors.smart import discover, is_issuer_allowed, normalize_issuer
+from connectors.smart._brand_refs import is_fhir_base
+from connectors.tokens import StaticTokenSource
+from tests.connectors.helpers import TOKEN, recording_policy
+from tests.connectors.scripted import Scripted, send
+
+#: Each makes urllib raise ValueError (split or ``.port``), or names no host, or holds what httpx refuses.
+BAD_URLS = [
+    "http://[",
+    "http://[::1",
+    "https://h:99999/x",
+    "https://h:abc/x",
+    "https://h:-1/x",
+    "https:///x",
+    "https://h ost/x",
+    "https://h/x\x01y",
+]
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_url_helpers_name_a_bad_url_and_never_raise_value_error(url: str) -> None:
+    assert url_problem(url) is not None
+    with pytest.raises(ConfigurationError, match=r"FHIR base URL (is|has|contains)"):
+        normalize_base_url(url)
+    assert not is_fhir_base(url)
+    assert not is_issuer_allowed(url, [url])
+    same_origin(url, "https://h/"), same_origin("https://h/", url), normalize_issuer(url)  # no ValueError from any
+    redact_url(url), resolve_url(url, "https://h/"), parse_location(url)
+    with pytest.raises(SecurityPolicyError, match="refusing to fetch"):
+        outbound_url_guard("https://ehr.example/fhir")(url)
+
+
+def _json(body: object, headers: dict[str, str] | None = None) -> object:
+    return send(200, orjson.dumps(body), {"Content-Type": "application/json", **(headers or {})})
+
+
+_SMART = {
+    "token_endpoint": "/token",
+    "authorization_endpoint": "/authorize",
+    "capabilities": ["launch-standalone"],
+    "grant_types_supported": ["authorization_code"],
+    "code_challenge_methods_supported": ["S256"],
+}
+
+
+@pytest.mark.parametrize("field", ["token_endpoint", "authorization_endpoint", "jwks_uri", "revocation_endpoint"])
+@pytest.mark.parametrize("bad", ["http://[", "https://h:99999/x", "https://h:abc/x"])
+def test_sal02_a_bad_endpoint_in_smart_configuration_is_a_discovery_error_naming_it(
+    server: tuple[str, Scripted], field: str, bad: str
+) -> None:
+    base, script = server
+    script.actions = [_json({**_SMART, field: bad})]
+    with httpx.Client() as http, pytest.raises(DiscoveryError, match=f"smart-configuration field '{field}'"):
+        discover(f"{base}/fhir", http=http)
+
+
+def test_sal04_a_bad_oauth_uri_in_the_capability_statement_is_a_discovery_error_naming_it(
+    server: tuple[str, Scripted],
+) -> None:
+    base, script = server
+    uris = [{"url": "token", "valueUri": "https://h:abc/token"}, {"url": "authorize", "valueUri": "/authorize"}]
+    security = {"extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                               "extension": uris}]}  # fmt: skip
+    statement = {"resourceType": "CapabilityStatement", "rest": [{"security": security}]}
+    script.actions = [send(404, b""), _json(statement)]
+    with httpx.Client() as http, pytest.raises(DiscoveryError, match="oauth-uris 'token' has a port"):
+        discover(f"{base}/fhir", http=http)
+
+
+def test_a_bad_fhir_base_is_refused_before_discovery_calls_anything() -> None:
+    with httpx.Client() as http, pytest.raises(ConfigurationError, match="FHIR base has a malformed host"):
+        discover("http://[", http=http)
+
+
+@pytest.mark.parametrize("bad", ["http://[::1", "https://h:99999/status"])
+def test_bdx05_a_bad_content_location_is_a_bulk_export_error_naming_it(server: tuple[str, Scripted], bad: str) -> None:
+    base, script = server
+    script.actions = [send(202, b"", {"Content-Location": bad})]
+    bulk = BulkClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy([]))
+    with pytest.raises(BulkExportError, match=r"bulk kick-off Content-Location (has|is)"):
+        bulk.kickoff("system")
+
+
+def _manifest(base: str, **overrides: object) -> dict[str, object]:
+    return {
+        "transactionTime": "2026-11-25T09:00:00Z",
+        "request": f"{base}/fhir/$export",
+        "requiresAccessToken": True,
+        "output": [{"type": "Patient", "url": f"{base}/files/1.ndjson"}],
+        "error": [],
+        **overrides,
+    }
+
+
+@pytest.mark.parametrize("bad", ["http://[", "https://h:99999/f.ndjson", "https://h:abc/f.ndjson"])
+def test_bdx12_a_bad_file_url_in_the_manifest_is_an_invalid_manifest(server: tuple[str, Scripted], bad: str) -> None:
+    base, script = server
+    script.actions = [_json(_manifest(base, output=[{"type": "Patient", "url": bad}]))]
+    bulk = BulkClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy([]))
+    with pytest.raises(BulkExportError, match=r"output\[0\]\.url must be an absolute http\(s\) URL: it (has|is)"):
+        bulk.poll(f"{base}/status/1")
+
+
+def test_a_bad_next_link_of_a_paged_manifest_is_an_invalid_manifest(server: tuple[str, Scripted]) -> None:
+    base, script = server
+    script.actions = [_json(_manifest(base, link=[{"relation": "next", "url": "http://[::1/page2"}]))]
+    bulk = BulkClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy([]))
+    with pytest.raises(BulkExportError, match="invalid bulk manifest: its page 1 'next' link has a malformed host"):
+        bulk.wait(f"{base}/status/1", cancel_on_abandon=False)
+
+
+@pytest.mark.parametrize("bad", ["http://[", "https://h:99999/fhir/Patient?page=2", "https://h:abc/fhir/Patient"])
+def test_bdx29_a_bad_next_link_is_a_fhir_error_naming_it(server: tuple[str, Scripted], bad: str) -> None:
+    base, script = server
+    page = {"resourceType": "Bundle", "type": "searchset", "entry": [], "link": [{"relation": "next", "url": bad}]}
+    script.actions = [_json(page)]
+    client = FhirClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy([]))
+    with pytest.raises(FhirError, match=r"Bundle link 'next' (has|is)"):
+        list(client.search_pages("Patient"))
+
+
+def test_a_bad_self_link_is_ignored_as_it_is_never_followed(server: tuple[str, Scripted]) -> None:
+    base, script = server
+    page = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [],
+        "link": [{"relation": "self", "url": "http://["}],
+    }
+    script.actions = [_json(page)]
+    client = FhirClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy([]))
+    assert [p.self_url for p in client.search_pages("Patient")] == [None]
+
+
+@pytest.mark.parametrize("bad", ["http://[", "https://h:99999/x"])  # httpx itself refuses "h:abc" (TransportError)
+def test_a_bad_redirect_location_is_a_fhir_error_naming_it(
+    server: tuple[str, Scripted], tmp_path: Path, bad: str
+) -> None:
+    base, script = server
+    script.actions = [send(302, b"", {"Location": bad})]
+    client = FhirClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy([]))
+    with pytest.raises(FhirError, match=r"answered HTTP 302 with a Location that (has|is)") as info:
+        client.download(f"{base}/fhir/Binary/1", tmp_path / "body", 1000, "*/*")
+    assert info.value.status == 302
