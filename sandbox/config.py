@@ -105,6 +105,7 @@ class SandboxConfig(BaseModel):
     # file URLs signed in their query like a storage host's (S3 ``X-Amz-Signature``): a credential to keep out of logs
     bulk_signed_file_urls: bool = False
     bulk_gzip: bool = False  # BDX-17: gzip file downloads for clients sending Accept-Encoding: gzip
+    bulk_file_bom: bool = False  # every file served starts with a UTF-8 byte order mark (a .NET writer's default)
     bulk_throttle_s: float = Field(default=0.0, ge=0)  # artificial delay per patient, to observe in-progress states
     # kick-off parameters refused with 400 (Oracle Health's Bulk: the experimental `_elements` and `patient`)
     bulk_unsupported_params: tuple[str, ...] = ()

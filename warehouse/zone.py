@@ -25,6 +25,7 @@ __all__ = ["LandingZone", "land_ndjson_file"]
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 _DRAIN_BYTES = 1024 * 1024
+_BOM = b"\xef\xbb\xbf"
 
 
 class WriterOptions(TypedDict, total=False):
@@ -106,11 +107,19 @@ class LandingZone:
 
 
 def _open_maybe_gzip(path: Path) -> BinaryIO:
+    """Plain or gzip, past a leading UTF-8 byte order mark (RFC 8259 lets a parser ignore one; .NET writers put
+    one first): else the file's first resource would be quarantined as no JSON."""
     with path.open("rb") as probe:
         magic = probe.read(2)
     if magic == b"\x1f\x8b":
-        return gzip.GzipFile(path, "rb")  # type: ignore[return-value]
-    return path.open("rb")
+        return _skip_bom(gzip.GzipFile(path, "rb"))  # type: ignore[arg-type]
+    return _skip_bom(path.open("rb"))
+
+
+def _skip_bom(handle: BinaryIO) -> BinaryIO:
+    if handle.read(len(_BOM)) != _BOM:
+        handle.seek(0)
+    return handle
 
 
 def land_ndjson_file(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import zlib
 from collections.abc import Iterator
@@ -26,7 +27,8 @@ from sandbox.state import SandboxState, get_state
 
 log = logging.getLogger(__name__)
 router = APIRouter()
-_FILE_FAULTS = frozenset({"bulk_truncated", "bulk_short_body", "bulk_blank_line", "bulk_mixed_type"})
+_FILE_FAULTS = frozenset({"bulk_truncated", "bulk_short_body", "bulk_blank_line", "bulk_mixed_type", "bulk_gzip_cut"})
+_BOM = b"\xef\xbb\xbf"
 
 
 def _prefer(request: Request) -> set[str]:
@@ -200,14 +202,22 @@ def _truncate(data: bytes) -> bytes:
     return body[: start + max(1, (len(body) - start) // 2)]
 
 
-def _gzipped(path: Path, chunk: int = 1 << 20) -> Iterator[bytes]:
-    """Compress while streaming so a large file never sits in memory."""
-    packer = zlib.compressobj(1, zlib.DEFLATED, 31)
+def _chunks(path: Path, prefix: bytes, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """``prefix`` (a BOM, ``bulk_file_bom``), then the file a piece at a time: a large file never sits in memory."""
+    if prefix:
+        yield prefix
     with path.open("rb") as fh:
         while block := fh.read(chunk):
-            out = packer.compress(block)
-            if out:
-                yield out
+            yield block
+
+
+def _gzipped(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """Compress while streaming so a large file never sits in memory."""
+    packer = zlib.compressobj(1, zlib.DEFLATED, 31)
+    for block in pieces:
+        out = packer.compress(block)
+        if out:
+            yield out
     yield packer.flush()
 
 
@@ -226,15 +236,21 @@ def download(job_id: str, name: str, request: Request) -> Response:
     if name not in known or not path.is_file():
         raise FhirFailure(404, "not-found", "unknown export file")
     fault = st.faults.take(request.url.path, _FILE_FAULTS)
+    bom = _BOM if st.settings.bulk_file_bom else b""
     if fault is None:
         if st.settings.bulk_gzip and "gzip" in request.headers.get("accept-encoding", "").lower():
             return StreamingResponse(
-                _gzipped(path),
+                _gzipped(_chunks(path, bom)),
                 media_type="application/fhir+ndjson",
                 headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
             )
+        if bom:
+            return StreamingResponse(_chunks(path, bom), media_type="application/fhir+ndjson")
         return FileResponse(path, media_type="application/fhir+ndjson")
-    data = path.read_bytes()
+    data = bom + path.read_bytes()
+    if fault.kind == "bulk_gzip_cut":  # a stored .ndjson.gz cut short, served as stored: no Content-Encoding
+        packed = gzip.compress(data)
+        return Response(packed[: len(packed) // 2], media_type="application/fhir+ndjson")
     if fault.kind == "bulk_short_body":  # the server stops mid-body: fewer bytes than declared, then it hangs up
         headers = {"Content-Length": str(len(data))}
         return Response(data[: len(data) // 2], media_type="application/fhir+ndjson", headers=headers)
