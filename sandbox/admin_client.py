@@ -77,6 +77,7 @@ class SandboxAdmin:
         delay_s: float = 1.0,
         error: str | None = None,
         error_description: str | None = None,
+        processed: bool = False,
     ) -> None:
         body: dict[str, Any] = {
             "kind": kind,
@@ -90,6 +91,8 @@ class SandboxAdmin:
             body["error"] = error
         if error_description is not None:
             body["error_description"] = error_description
+        if processed:
+            body["processed"] = True
         self._call("POST", "/faults", body)
 
     def faults(self) -> list[dict[str, Any]]:

@@ -77,6 +77,8 @@ class SandboxConfig(BaseModel):
     #: (FHIR's rule), or also a warning OperationOutcome entry (``search.mode=outcome``)
     report_ignored_params: Literal["silent", "self_link", "outcome"] = "silent"
     create_bare_answer: bool = False  # DWB-33/50: a 2xx create answers with neither Location nor body
+    #: DWB-50: a 2xx create keeps its Location but its body is a gateway's HTML page, not JSON (what it says is 2xx)
+    create_html_body: bool = False
     #: resources are served (read, search, bulk output) without ``meta.lastUpdated``, optional in FHIR and left out
     #: by some servers; the server still keeps it, so ``_lastUpdated`` searches and ``_since`` work as before
     omit_last_updated: bool = False

@@ -79,6 +79,9 @@ class Fault(BaseModel):
     quota: int = Field(default=10, ge=0, le=1_000_000)
     window_s: float = Field(default=60.0, gt=0, le=172_800)
     quota_headers: QuotaHeaders = "ietf"
+    #: status kinds (422, 429, 500, 503): the app handles the request first (a create is stored), then this answer
+    #: replaces its own, as a gateway that gave up waiting on the EHR does
+    processed: bool = False
 
     @model_validator(mode="after")
     def _id_token_variant(self) -> Fault:
@@ -207,13 +210,20 @@ class FaultMiddleware:
         elif fault.kind in ("trickle", "huge_body"):
             await body_fault(fault.kind, (fault.delay_s, fault.chunk_bytes), self.app, scope, receive, send)
         else:
-            status = int(fault.kind)
-            extra = []
-            retry_after = fault.retry_after if fault.retry_after is not None else ("1" if status in (429, 503) else "")
-            if retry_after:
-                extra.append((b"retry-after", retry_after.encode()))
-            code = {429: "throttled", 422: "business-rule"}.get(status, "transient")
-            await _respond(send, status, outcome(code, f"simulated {status}"), extra)
+            if fault.processed:  # the work is done; the client hears only the gateway's answer
+                await self.app(scope, receive, _swallow)
+            await _status_answer(send, fault)
+
+
+async def _status_answer(send: Send, fault: Fault) -> None:
+    """A status fault's answer: its OperationOutcome, and Retry-After as the fault says (1 s for 429/503)."""
+    status = int(fault.kind)
+    extra = []
+    retry_after = fault.retry_after if fault.retry_after is not None else ("1" if status in (429, 503) else "")
+    if retry_after:
+        extra.append((b"retry-after", retry_after.encode()))
+    code = {429: "throttled", 422: "business-rule"}.get(status, "transient")
+    await _respond(send, status, outcome(code, f"simulated {status}"), extra)
 
 
 async def _swallow(message: Message) -> None:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from connectors.errors import FhirError, SecurityPolicyError
+from connectors.errors import FhirError, ResponseTooLargeError, SecurityPolicyError
 from connectors.fhir._exact_json import loads_exact
 from connectors.fhir._session import FhirSession, QueryParams, SessionOptions, TokenRule
 from connectors.fhir.download import Downloaded, stream_to_file
@@ -71,6 +71,19 @@ def parse_location(location: str) -> tuple[str | None, str | None]:
         version = segments[at + 1] if at + 1 < len(segments) else None
         return resource_id, version
     return (segments[-1] if segments else None), None
+
+
+def _created_body(response: httpx.Response, max_bytes: int | None) -> Any:
+    """The JSON body of a 2xx to a create, or None when it cannot be used (not JSON, e.g. a gateway's HTML page, or
+    over the byte limit). The 2xx is the answer: the server created the resource, and a body failing to parse must
+    not make the caller think otherwise (it would create it again, DWB-50); the id then comes from ``Location``."""
+    try:
+        return _json_body(response, max_bytes)
+    except (FhirError, ResponseTooLargeError) as exc:
+        logger.warning(
+            "created, but the answer's body is unusable", extra={"status": response.status_code, "why": exc.code}
+        )
+        return None
 
 
 def _json_reader(max_bytes: int | None) -> Callable[[httpx.Response], Any]:
@@ -204,7 +217,7 @@ class FhirClient:
             headers["If-None-Exist"] = if_none_exist
 
         def handle(response: httpx.Response) -> CreateResult:
-            body = _json_body(response, self.bounds.max_bytes)
+            body = _created_body(response, self.bounds.max_bytes)
             location = response.headers.get("Location") or response.headers.get("Content-Location")
             resource_id, version = parse_location(location) if location else (None, None)
             returned = body if isinstance(body, dict) and body.get("resourceType") == resource_type else None

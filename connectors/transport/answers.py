@@ -55,10 +55,13 @@ def issue_codes(outcome: Mapping[str, Any] | None) -> list[str]:
 
 
 def retry_kind(response: httpx.Response, idempotent: bool) -> RetryKind | None:
-    """``throttle`` (429/503: wait per Retry-After, even for a POST: the server did not act), ``transient``
-    (backoff, idempotent requests only) or None (fail now). Reads the body: call it on error answers only."""
+    """``throttle`` (429, or 503 with ``Retry-After``: wait per Retry-After, even for a POST: the server did not
+    act), ``transient`` (backoff, idempotent requests only) or None (fail now). A 503 without ``Retry-After`` is
+    a throttle only for idempotent requests: it is also what a gateway answers after giving up on a server that
+    went on to do the work, so a POST is not repeated on it (draft-note §5; ``RateLimitedError`` draws the same
+    line). Reads the body: call it on error answers only."""
     status = response.status_code
-    if status in (429, 503):
+    if status == 429 or (status == 503 and (idempotent or "Retry-After" in response.headers)):
         return "throttle"
     if not idempotent:
         return None
