@@ -33,9 +33,9 @@ def _check(path: Path) -> tuple[str | None, int]:
 def test_a_last_line_over_the_limit_is_never_held_in_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cut: bool
 ) -> None:
-    """BDX-20: a last line longer than any resource landing stores is left to landing, which quarantines it with its size;
-    before, it was read whole into memory (a 10 GiB one-line file: 10 GiB), prepending block to block (quadratic:
-    95 s for 128 MB)."""
+    """BDX-20: a last line longer than any resource landing stores is left to landing, which quarantines it with its
+    size; before, it was read whole into memory (a 10 GiB one-line file: 10 GiB), prepending block to block
+    (quadratic: 95 s for 128 MB)."""
     monkeypatch.setattr(ndjson, "LAST_LINE_LIMIT", 1024 * 1024, raising=False)
     body = _binary(24 * 1024 * 1024)
     path = tmp_path / "f.ndjson"
