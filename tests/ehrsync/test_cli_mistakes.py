@@ -113,8 +113,8 @@ def test_the_demo_may_start_in_a_new_folder_ehrsync_ui_was_run_over_first(tmp_pa
     _ui_writes_its_env_file(tmp_path, state, "app.db", "dagster_home")
     check_state_dir(state, deleting=True)
     with sqlite3.connect(state / "app.db") as con:
-        con.execute("create table if not exists tenants (id text primary key)")
-        con.execute("insert into tenants (id) values ('clinic')")
+        con.execute("create table if not exists letters (id text primary key)")
+        con.execute("insert into letters (id) values ('mine')")
     with pytest.raises(DemoError, match="not created by `ehrsync demo`"):
         check_state_dir(state, deleting=True)
 
