@@ -76,6 +76,9 @@ class SandboxConfig(BaseModel):
     #: how a search says it ignored parameters: not at all, a self link naming only the parameters it applied
     #: (FHIR's rule), or also a warning OperationOutcome entry (``search.mode=outcome``)
     report_ignored_params: Literal["silent", "self_link", "outcome"] = "silent"
+    #: DWB-31/33: ``If-None-Exist`` ignores ``ignored_search_params`` too (Spark, its issue #520): a condition on
+    #: ``identifier`` alone then matches every resource the token may see (200 with one, 412 with several)
+    if_none_exist_ignores_params: bool = False
     create_bare_answer: bool = False  # DWB-33/50: a 2xx create answers with neither Location nor body
     #: DWB-50: a 2xx create keeps its Location but its body is a gateway's HTML page, not JSON (what it says is 2xx)
     create_html_body: bool = False

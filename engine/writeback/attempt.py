@@ -34,6 +34,7 @@ from engine.environment import SyncEnvironment
 from engine.writeback.config import WritebackConfig
 from engine.writeback.heartbeat import heartbeat
 from engine.writeback.lookup import IdentifierLookup, find_by_identifier
+from engine.writeback.matched import confirm_match, unconfirmed
 from engine.writeback.outcomes import ends_note, fail_from, outcome_unknown, retry_later
 from engine.writeback.preflight import SendPlan, build_payload, note_bytes, plan_send
 from engine.writeback.provenance import send_provenance
@@ -206,7 +207,13 @@ def _send(
     except ce.EhrSyncError as exc:
         return _failed_send(env, config, note, plan, client, exc, posted=posted)
     checkpoint("writeback.sent")
-    written = record_written(env.db, client, note, result)  # a 2xx is proof, even after another run moved it
+    id_from = None
+    if plan.conditional:  # a 200 may be another note the condition matched (DWB-31/33): proof it is this one
+        confirmed, lookup = confirm_match(client, note, result)
+        if confirmed is None:
+            return unconfirmed(env.db, client, note, result.status, lookup)
+        id_from, result = ("search" if lookup is not None else None), confirmed
+    written = record_written(env.db, client, note, result, id_from)  # a 2xx is proof, even after another run moved it
     checkpoint("writeback.written")
     return send_provenance(env, client, written, plan.capability)  # DWB-82: optional, never fails the note
 
@@ -235,8 +242,8 @@ def _failed_send(
         return _to_unknown(env, note, client, exc)
     if note.maybe_stored and ends_note(config, note, exc):
         return _settle_maybe_stored(env, config, note, client, exc)
-    if isinstance(exc, ce.TransportError):  # the Binary's answer was lost; the note itself was not sent
-        return retry_later(env.db, config, note, exc) if plan.conditional else _to_unknown(env, note, client, exc)
+    if isinstance(exc, ce.TransportError):  # the Binary's answer was lost (or named no id): the note itself was never
+        return retry_later(env.db, config, note, exc)  # POSTed, so none can exist; a new Binary next time (DWB-18)
     return fail_from(env.db, config, note, exc)
 
 

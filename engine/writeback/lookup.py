@@ -22,7 +22,7 @@ from connectors.fhir.search import SearchPage
 from connectors.writeback.note import identifier_system
 from store.outbox import NoteRecord
 
-__all__ = ["IdentifierLookup", "find_by_identifier"]
+__all__ = ["IdentifierLookup", "carries_identifier", "find_by_identifier"]
 
 _log = logging.getLogger(__name__)
 _PARAM = "identifier"
@@ -53,6 +53,11 @@ def find_by_identifier(client: FhirClient, note: NoteRecord) -> IdentifierLookup
             return IdentifierLookup(ignored=True)
         matches.update((r["id"], r) for r in page.resources if _carries(r, system, note.draft_id))
     return IdentifierLookup(list(matches.values()))
+
+
+def carries_identifier(resource: dict[str, Any], note: NoteRecord) -> bool:
+    """Whether ``resource`` is a DocumentReference (with an id) carrying this draft's exact identifier."""
+    return _carries(resource, identifier_system(note.tenant_id), note.draft_id)
 
 
 def _carries(resource: dict[str, Any], system: str, value: str) -> bool:

@@ -12,12 +12,20 @@ from store.models import utcnow
 from store.outbox import NoteRecord, transition
 from store.rate_windows import CallBudgetBusyError
 
-__all__ = ["ends_note", "fail_from", "outcome_text", "outcome_unknown", "retry_later"]
+__all__ = ["SEVERAL_MATCHES", "ends_note", "fail_from", "outcome_text", "outcome_unknown", "retry_later"]
 
 _MAX_REASON = 2000
 #: Answers that prove ehrsync itself withheld the request (nothing reached the EHR): the EHR's quota headers said
 #: no call is left until a reset, or the vendor's shared call budget had no free call. Not a try of the note's.
 _WITHHELD = (ce.QuotaExhaustedError, CallBudgetBusyError)
+#: Reason code of a note whose conditional create was refused 412: the If-None-Exist search matched several.
+SEVERAL_MATCHES = "several_matches"
+#: What such a 412 says, and what it does not: a server ignoring ``identifier`` there matches the patient's notes.
+_SEVERAL = (
+    "the EHR found several resources matching If-None-Exist on this draft's identifier and created nothing: "
+    "notes carrying the identifier exist already, or the EHR ignores the identifier there and "
+    "matched the patient's other notes; a person must look before the note is sent again"
+)
 
 
 def outcome_text(exc: ce.EhrSyncError) -> str:
@@ -103,16 +111,9 @@ def fail_from(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: c
     if isinstance(exc, ce.FhirError) and (exc.is_transient or isinstance(exc, ce.RateLimitedError)):
         return retry_later(db, config, note, exc)
     detail = {"error_code": exc.code, "status_code": status}
+    state, code, reason = "failed", exc.code, outcome_text(exc)
     if isinstance(exc, ce.FhirForbiddenError):
-        return transition(
-            db,
-            note,
-            "blocked",
-            reason_code="WRITE_NOT_SUPPORTED (missing_scope)",
-            reason=outcome_text(exc),
-            last_http_status=status,
-            detail=detail,
-        )
-    return transition(
-        db, note, "failed", reason_code=exc.code, reason=outcome_text(exc), last_http_status=status, detail=detail
-    )
+        state, code = "blocked", "WRITE_NOT_SUPPORTED (missing_scope)"
+    elif isinstance(exc, ce.FhirPreconditionFailedError):  # 412: If-None-Exist matched several (DWB-31)
+        code, reason = SEVERAL_MATCHES, f"{_SEVERAL}: {reason}"[:_MAX_REASON]
+    return transition(db, note, state, reason_code=code, reason=reason, last_http_status=status, detail=detail)

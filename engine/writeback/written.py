@@ -30,10 +30,13 @@ ID_UNKNOWN = "id_unknown"
 _RACE_TRIES = 3
 
 
-def record_written(db: AppDatabase, client: FhirClient, note: NoteRecord, result: CreateResult) -> NoteRecord:
-    """The note ``written`` after ``result`` (a 2xx), with the id it names or the identifier search finds."""
+def record_written(
+    db: AppDatabase, client: FhirClient, note: NoteRecord, result: CreateResult, id_from: str | None = None
+) -> NoteRecord:
+    """The note ``written`` after ``result`` (a 2xx), with the id it names or the identifier search finds
+    (``id_from``: where the caller learned ``result.id``, for the audit; the answer by default)."""
     resource_id, version_id, reason = result.id, result.version_id, None
-    id_from = "answer" if resource_id else "search"
+    id_from = id_from or ("answer" if resource_id else "search")
     if resource_id is None:
         resource_id, version_id, reason = _learn_id(client, note, result.status)
     fields: dict[str, Any] = {

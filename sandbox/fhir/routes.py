@@ -206,7 +206,10 @@ async def create(resource_type: str, request: Request) -> Response:
     fhir_base = st.fhir_base(request)
     condition = request.headers.get("if-none-exist") if st.settings.conditional_create else None
     if condition:
-        q = parse_query(resource_type, parse_qsl(condition.lstrip("?")), 2, 2, strict=True)
+        pairs = parse_qsl(condition.lstrip("?"))
+        if st.settings.if_none_exist_ignores_params:  # a server dropping them here as in searches (Spark #520)
+            pairs, _ = split_ignored(pairs, st.settings.ignored_search_params)
+        q = parse_query(resource_type, pairs, 2, 2, strict=True)
         found, _ = natural_page(st.store, q, perm, None)
         if len(found) > 1:
             raise FhirFailure(412, "duplicate", "If-None-Exist matched more than one resource")

@@ -80,6 +80,13 @@ def server_notes(world: SyncWorld, connection_id: str, sandbox: SandboxLike, not
     return [r for page in client.search_pages("DocumentReference", params) for r in page.resources]
 
 
+def patient_notes(world: SyncWorld, connection_id: str, sandbox: SandboxLike) -> list[dict[str, Any]]:
+    """Every DocumentReference of the connection's patient on the EHR (whatever its identifier)."""
+    client = FhirClient(sandbox.fhir_base, world.env.vault.token_source(connection_id), http=world.env.http)
+    params = {"patient": patient_of(world, connection_id)}
+    return [r for page in client.search_pages("DocumentReference", params) for r in page.resources]
+
+
 def first_encounter(world: SyncWorld, connection_id: str, sandbox: SandboxLike) -> str:
     client = FhirClient(sandbox.fhir_base, world.env.vault.token_source(connection_id), http=world.env.http)
     patient = patient_of(world, connection_id)
