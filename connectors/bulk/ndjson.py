@@ -152,6 +152,8 @@ def truncation_of(path: Path, wire_bytes: int, declared_bytes: int | None) -> st
         if probe.read(1) == b"\n":
             return None
     last = _last_line(path, size)
+    if last is not None and len(last) == size:  # the file's only line: past its BOM, as every reader reads it
+        last = last.removeprefix(UTF8_BOM)
     if last is None or not last.rstrip(b"\r").strip():
         return None
     try:

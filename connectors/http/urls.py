@@ -8,6 +8,8 @@ import socket
 from collections.abc import Callable, Collection
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
+import httpx
+
 from connectors.errors import ConfigurationError, EhrSyncError, SecurityPolicyError
 
 __all__ = [
@@ -61,6 +63,10 @@ def url_problem(url: object) -> str | None:
         return "has a port that is not a number in 1-65535"
     if any(c.isspace() for c in parts.netloc):
         return "has spaces in its host"
+    try:  # urllib splits what httpx cannot send: an invalid punycode label (idna's ValueError), [v1.x]
+        httpx.URL(url).host  # noqa: B018 - decoding the host is what raises
+    except (httpx.InvalidURL, ValueError):
+        return "has a host no request can be sent to (an invalid internationalised name or [IP] literal)"
     return None
 
 
@@ -140,13 +146,15 @@ def resolve_url(reference: str, against: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL without query string or fragment: safe to log (queries may hold signatures or search values).
-    Never raises: a URL urllib cannot split loses everything from its first ``?`` or ``#``."""
+    """The URL without ``user:password@``, query string or fragment: safe to log (queries may hold signatures or
+    search values). Never raises: a URL urllib cannot split loses everything from its first ``?`` or ``#``."""
     try:
         parts = urlsplit(url)
     except ValueError:
-        return url.split("#", 1)[0].split("?", 1)[0]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        scheme, sep, rest = url.split("#", 1)[0].split("?", 1)[0].partition("://")
+        authority, slash, path = rest.partition("/")
+        return f"{scheme}{sep}{authority.rpartition('@')[2]}{slash}{path}" if sep else scheme
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def outbound_url_guard(fhir_base: str, *, allowed_hosts: Collection[str] = ()) -> Callable[[str], None]:

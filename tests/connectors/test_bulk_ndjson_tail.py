@@ -3,14 +3,17 @@ out, and that last resource may be large (an inline attachment). Reading it back
 
 from __future__ import annotations
 
+import gzip
 import tracemalloc
 from pathlib import Path
 
 import orjson
 import pytest
 
-from connectors.bulk import ndjson
-from connectors.bulk.ndjson import truncation_of
+from connectors.bulk import BulkClient, ndjson
+from connectors.bulk.ndjson import UTF8_BOM, truncation_of, verify_ndjson_file
+from tests.connectors.helpers import recording_policy
+from tests.connectors.scripted import Scripted, send
 
 _FIRST = b'{"resourceType":"Binary","id":"a"}\n'
 
@@ -55,3 +58,20 @@ def test_a_long_last_line_within_the_limit_is_still_judged(tmp_path: Path) -> No
     assert "middle of a resource" in (_check(path)[0] or "")
     path.write_bytes(body + b"\r")  # a single line, no newline at all, a CR after it
     assert _check(path)[0] is None
+
+
+@pytest.mark.parametrize("gzipped", [False, True], ids=["plain", "gzip-encoded"])
+def test_a_one_resource_file_with_a_byte_order_mark_and_no_final_newline_is_whole_bdx20(
+    server: tuple[str, Scripted], tmp_path: Path, gzipped: bool
+) -> None:
+    """BDX-20: a leading BOM (a .NET writer's default) and a missing final newline are each tolerated, so both at once
+    must be: the BOM was read as part of the last line, which then was no JSON, and the file was fetched again as
+    truncated, then failed every run (bulk_file_truncated) though every byte had arrived."""
+    base, script = server
+    body = UTF8_BOM + orjson.dumps({"resourceType": "Patient", "id": "p1"})
+    wire, headers = (gzip.compress(body), {"Content-Encoding": "gzip"}) if gzipped else (body, {})
+    script.actions = [send(200, wire, headers) for _ in range(3)]  # a retry would be served the same
+    bulk = BulkClient(f"{base}/fhir", None, retry=recording_policy([]))  # type: ignore[arg-type]
+    dest = bulk.download(f"{base}/files/Patient.ndjson", tmp_path / "p.ndjson", requires_token=False)
+    assert dest.read_bytes() == body and len(script.seen) == 1
+    assert verify_ndjson_file(dest, "Patient", 1).problems == []

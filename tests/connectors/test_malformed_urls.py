@@ -160,3 +160,23 @@ def test_a_bad_redirect_location_is_a_fhir_error_naming_it(
     with pytest.raises(FhirError, match=r"answered HTTP 302 with a Location that (has|is)") as info:
         client.download(f"{base}/fhir/Binary/1", tmp_path / "body", 1000, "*/*")
     assert info.value.status == 302
+
+
+@pytest.mark.parametrize("bad", ["https://alice:s3cret@h:99999/fhir", "https://alice:s3cret@[::1/fhir?x=1"])
+def test_a_bad_url_with_credentials_is_named_without_them(bad: str) -> None:
+    """The message quotes the URL, so its user:password must go like its query: before the malformed-URL rule such a
+    base was refused as "must not embed credentials" without being quoted."""
+    with pytest.raises(ConfigurationError) as info:
+        normalize_base_url(bad)
+    assert "s3cret" not in str(info.value) and "alice" not in str(info.value)
+    assert "s3cret" not in redact_url(bad) and redact_url("https://u:p@h:8443/x?q=1") == "https://h:8443/x"
+
+
+@pytest.mark.parametrize("bad", ["https://xn--a.example/fhir", "https://[v1.fe]/fhir"])
+def test_a_fhir_base_httpx_cannot_send_to_is_refused_naming_it(bad: str) -> None:
+    """urllib splits these, but httpx refuses them when it builds the request: an invalid punycode label raised
+    idna's UnicodeError (a bare ValueError) at the first call, an IPvFuture literal httpx.InvalidURL."""
+    with pytest.raises(ConfigurationError, match="FHIR base URL has a host no request can be sent to"):
+        normalize_base_url(bad)
+    with httpx.Client() as http, pytest.raises(ConfigurationError, match="FHIR base has a host no request"):
+        discover(bad, http=http)
