@@ -43,10 +43,22 @@ def _str_list(payload: Mapping[str, Any], key: str) -> list[str]:
     return list(value)
 
 
-def _endpoint(value: str, against: str, what: str) -> str:
-    """An endpoint the server named, resolved against its document; one urllib cannot split, or with no host or a
-    bad port, is a DiscoveryError naming the field (SAL-02), never a ValueError at the first call to it."""
-    return resolve_checked_url(value, against, what, DiscoveryError)
+#: Endpoints a launch cannot do without; any other the server names is optional (SAL-02).
+_NEEDED = frozenset({"token_endpoint", "authorization_endpoint", "token", "authorize"})
+
+
+def _endpoint(value: str, against: str, what: str, key: str) -> str | None:
+    """An endpoint the server named, resolved against its document. One urllib cannot split, or with no host or a
+    bad port, is a DiscoveryError naming the field (SAL-02) when a launch needs it, never a ValueError at the first
+    call to it; an optional one (revocation, introspection, registration, management, ``jwks_uri``) is left out
+    with a warning, as if absent, so an endpoint ehrsync may never call does not stop every launch."""
+    try:
+        return resolve_checked_url(value, against, what, DiscoveryError)
+    except DiscoveryError as exc:
+        if key in _NEEDED:
+            raise
+        logger.warning("SMART discovery: ignoring an unusable optional endpoint: %s", exc)
+        return None
 
 
 def _opt_str(payload: Mapping[str, Any], key: str) -> str | None:
@@ -126,7 +138,9 @@ def parse_smart_configuration(
 
     def url(key: str) -> str | None:
         value = _opt_str(payload, key)
-        return _endpoint(value, base_for_urls, f"{fhir_base}: smart-configuration field {key!r}") if value else None
+        return (
+            _endpoint(value, base_for_urls, f"{fhir_base}: smart-configuration field {key!r}", key) if value else None
+        )
 
     token_endpoint = url("token_endpoint") or (fb.token_endpoint if fb else None)
     if not token_endpoint:
@@ -181,7 +195,9 @@ def parse_capability_statement(fhir_base: str, payload: Any) -> SmartConfigurati
             for sub in ext.get("extension") or []:
                 if isinstance(sub, dict) and isinstance(sub.get("url"), str) and isinstance(sub.get("valueUri"), str):
                     where = f"{fhir_base}: /metadata oauth-uris {sub['url']!r}"
-                    uris[sub["url"]] = _endpoint(sub["valueUri"], metadata_url(fhir_base), where)
+                    resolved = _endpoint(sub["valueUri"], metadata_url(fhir_base), where, sub["url"])
+                    if resolved is not None:
+                        uris[sub["url"]] = resolved
     if "token" not in uris:
         raise DiscoveryError(f"{fhir_base}: no SMART configuration and no oauth-uris token endpoint in /metadata")
     return SmartConfiguration(

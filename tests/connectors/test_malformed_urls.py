@@ -61,7 +61,7 @@ _SMART = {
 }
 
 
-@pytest.mark.parametrize("field", ["token_endpoint", "authorization_endpoint", "jwks_uri", "revocation_endpoint"])
+@pytest.mark.parametrize("field", ["token_endpoint", "authorization_endpoint"])
 @pytest.mark.parametrize("bad", ["http://[", "https://h:99999/x", "https://h:abc/x"])
 def test_sal02_a_bad_endpoint_in_smart_configuration_is_a_discovery_error_naming_it(
     server: tuple[str, Scripted], field: str, bad: str
@@ -70,6 +70,31 @@ def test_sal02_a_bad_endpoint_in_smart_configuration_is_a_discovery_error_naming
     script.actions = [_json({**_SMART, field: bad})]
     with httpx.Client() as http, pytest.raises(DiscoveryError, match=f"smart-configuration field '{field}'"):
         discover(f"{base}/fhir", http=http)
+
+
+_OPTIONAL = [
+    "jwks_uri",
+    "revocation_endpoint",
+    "introspection_endpoint",
+    "registration_endpoint",
+    "management_endpoint",
+]
+
+
+@pytest.mark.parametrize("field", _OPTIONAL)
+@pytest.mark.parametrize("bad", ["http://[", "https://h:abc/x", "urn:ietf:params:oauth:example"])
+def test_sal02_a_bad_optional_endpoint_is_left_out_with_a_warning_and_the_launch_goes_on(
+    server: tuple[str, Scripted], field: str, bad: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An optional endpoint ehrsync may never call (registration, management) or can do without (revocation,
+    introspection, jwks_uri) stopped every launch when unusable; it is now treated as absent and logged."""
+    base, script = server
+    script.actions = [_json({**_SMART, field: bad})]
+    with httpx.Client() as http:
+        config = discover(f"{base}/fhir", http=http)
+    assert getattr(config, field) is None
+    assert config.token_endpoint == f"{base}/token" and config.authorization_endpoint == f"{base}/authorize"
+    assert f"smart-configuration field '{field}'" in caplog.text and "ignoring" in caplog.text
 
 
 def test_sal04_a_bad_oauth_uri_in_the_capability_statement_is_a_discovery_error_naming_it(
@@ -83,6 +108,18 @@ def test_sal04_a_bad_oauth_uri_in_the_capability_statement_is_a_discovery_error_
     script.actions = [send(404, b""), _json(statement)]
     with httpx.Client() as http, pytest.raises(DiscoveryError, match="oauth-uris 'token' has a port"):
         discover(f"{base}/fhir", http=http)
+
+
+def test_sal04_a_bad_optional_oauth_uri_is_left_out_and_the_launch_goes_on(server: tuple[str, Scripted]) -> None:
+    base, script = server
+    uris = [{"url": "token", "valueUri": "/token"}, {"url": "revoke", "valueUri": "https://h:abc/revoke"}]
+    security = {"extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                               "extension": uris}]}  # fmt: skip
+    statement = {"resourceType": "CapabilityStatement", "rest": [{"security": security}]}
+    script.actions = [send(404, b""), _json(statement)]
+    with httpx.Client() as http:
+        config = discover(f"{base}/fhir", http=http)
+    assert config.token_endpoint == f"{base}/token" and config.revocation_endpoint is None
 
 
 def test_a_bad_fhir_base_is_refused_before_discovery_calls_anything() -> None:
