@@ -29,17 +29,17 @@ _log = logging.getLogger(__name__)
 
 
 def outcome_lines(path: Path, unusable: list[int]) -> Iterator[dict[str, Any]]:
-    """The JSON objects of an ``error`` file; unparseable lines are logged and their numbers collected."""
+    """The OperationOutcomes of an ``error`` file; the numbers of lines that are not one (not JSON, or JSON of
+    another shape) are collected in ``unusable`` instead, so one bad line neither stops the file nor goes unseen."""
     for number, line in enumerate(iter_ndjson_lines(path), start=1):
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
             obj = None
-        if isinstance(obj, dict):
+        if isinstance(obj, dict) and obj.get("resourceType") == "OperationOutcome":
             yield obj
         else:
             unusable.append(number)
-            _log.warning("error-file line %d is not a JSON object; counted as quarantined", number)
 
 
 def deleted_ref(url: object) -> tuple[str, str] | None:
@@ -111,17 +111,18 @@ def apply_error_file(
     """Record the file's OperationOutcomes, count them, and keep the types they report as failed on its row."""
     unusable: list[int] = []
     missed: set[str] = set()
-    lines = _noting_failures(outcome_lines(path, unusable), f.resource_type, _export_types(env, job), missed)
+    candidates = _export_types(env, job)
+    lines = _noting_failures(outcome_lines(path, unusable), f.resource_type, candidates, missed)
     counts = wh.record_errors(conn.id, run_id, f.stored_source, lines)
     path.unlink(missing_ok=True)
     if unusable:
-        report.type_report("OperationOutcome").quarantined += len(unusable)
+        missed.update(_unreadable(f, unusable, candidates, report))
     report.error_files += 1
     report.error_outcomes += counts.outcomes
     for severity, n in counts.issues.items():
         report.error_issues[severity] = report.error_issues.get(severity, 0) + n
     note = bulk_state.INCOMPLETE_PREFIX + ",".join(sorted(missed)) if missed else None
-    bulk_state.update_file(env.db, f.id, state="done", rows=counts.outcomes, error=note)
+    bulk_state.update_file(env.db, f.id, state="done", rows=counts.outcomes, quarantined=len(unusable), error=note)
 
 
 def apply_deleted(
@@ -142,6 +143,22 @@ def apply_deleted(
     if bad:
         report.type_report("Bundle").quarantined += bad
     bulk_state.update_file(env.db, f.id, state="done", rows=sum(deleted.values()), quarantined=bad)
+
+
+def _unreadable(f: bulk_state.FileView, unusable: list[int], candidates: set[str], report: BulkReport) -> set[str]:
+    """An error line that cannot be read may have named a type that failed: hold the file's types (its item
+    ``type``, or the whole export) incomplete, so ``_since`` does not pass data that may never have arrived."""
+    held = incomplete_types(None, f.resource_type, candidates)
+    shown = ", ".join(map(str, unusable[:5])) + (", ..." if len(unusable) > 5 else "")
+    message = (
+        f"error file {f.stored_source}: {len(unusable)} line(s) are not OperationOutcomes (line {shown}); "
+        f"held incomplete: {', '.join(sorted(held))}"
+    )
+    _log.warning("%s", message)
+    type_report = report.type_report("OperationOutcome")
+    type_report.quarantined += len(unusable)
+    type_report.warnings.append(message)
+    return held
 
 
 def _export_types(env: SyncEnvironment, job: bulk_state.JobView) -> set[str]:

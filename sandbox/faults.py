@@ -35,6 +35,7 @@ FaultKind = Literal[
     "bulk_blank_line",
     "bulk_mixed_type",
     "bulk_error_file",  # the next export lists a fatal OperationOutcome for resource_type and omits its output
+    "bulk_error_unreadable",  # bulk_error_file, but the error line is not an OperationOutcome (default: cut short)
     "bulk_expired_files",  # the next export's files are past their expiry from the start (bulk_expired_status)
     "bulk_short_body",  # a bulk file announces its full Content-Length, sends half, and closes the connection
     "bulk_gzip_cut",  # a bulk file stored gzipped and cut short, served as stored (no Content-Encoding)
@@ -72,7 +73,8 @@ class Fault(BaseModel):
     error: str = "temporarily_unavailable"
     #: oauth_error: sent as `error_description` when given; at /oauth/token "{code}" is the code the client sent
     error_description: str | None = None
-    resource_type: str = "Observation"  # bulk_error_file: the type whose export fails
+    resource_type: str = "Observation"  # bulk_error_file, bulk_error_unreadable: the type whose export fails
+    error_line: str | None = None  # bulk_error_unreadable: the error line; None: the fatal outcome cut mid-line
     #: trickle: bytes sent every delay_s (a steady pace above a low-speed limit, or the classic byte at a time)
     chunk_bytes: int = Field(default=1, ge=1, le=1024 * 1024)
     #: quota: requests allowed per window_s (a window of up to two days: a daily quota), and how the answers say so

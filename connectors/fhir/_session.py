@@ -17,7 +17,7 @@ from typing import Any, TypedDict, TypeVar
 
 import httpx
 
-from connectors.errors import FhirError, SecurityPolicyError, TransportError
+from connectors.errors import SecurityPolicyError, TransportError
 from connectors.fhir._answers import error_from_response, operation_outcome_of, unauthorized
 from connectors.http import (
     CallBudget,
@@ -25,13 +25,13 @@ from connectors.http import (
     is_within_base,
     rate_budget,
     redact_url,
-    resolve_checked_url,
     same_origin,
 )
 from connectors.tokens import TokenSource
 from connectors.transport import DEFAULT_TIMEOUT, BearerAuth, BodyBounds, RequestPlan, ehr_client
 from connectors.transport.decoding import ACCEPT_ENCODING
 from connectors.transport.plan import app_key
+from connectors.transport.redirects import redirect_target
 
 __all__ = ["DEFAULT_TIMEOUT", "FhirSession", "QueryParams", "SessionOptions", "TokenRule", "operation_outcome_of"]
 
@@ -75,14 +75,6 @@ class _Call:
     plan: RequestPlan
     redirects_left: int
     url_guard: Callable[[str], None] | None
-
-
-def _redirect_target(location: str, request: httpx.Request, status: int) -> str:
-    """Where a redirect leads; a Location urllib cannot split or httpx cannot request (a bad port, an unclosed
-    ``[``) is a FhirError naming it, never a ValueError or httpx.InvalidURL from the next request."""
-    where = redact_url(str(request.url))
-    what = f"{where} answered HTTP {status} with a Location that"
-    return resolve_checked_url(location, str(request.url), what, lambda m: FhirError(m, status, None, where))
 
 
 class FhirSession:
@@ -211,7 +203,7 @@ class FhirSession:
                 return response
             response.close()
             call.redirects_left -= 1
-            call.url = _redirect_target(location, request, status)
+            call.url = redirect_target(location, request, status)
             call.query = None
             if call.url_guard is not None:
                 call.url_guard(call.url)

@@ -28,6 +28,7 @@ from connectors.transport.bounded_client import BoundedClient
 from connectors.transport.bounds import BodyBounds
 from connectors.transport.budget import BudgetTransport
 from connectors.transport.quota import QuotaTransport
+from connectors.transport.redirects import install_location_check, layers_sending
 from connectors.transport.retrying import RetryTransport
 
 __all__ = ["DEFAULT_TIMEOUT", "EhrClient", "ehr_client", "ehr_transport"]
@@ -86,13 +87,16 @@ class EhrClient(BoundedClient):
 
 
 class _Borrowed(httpx.BaseTransport):
-    """Sends through a caller's client (its own transport, proxies and event hooks), which the caller closes."""
+    """Sends through a caller's client (its own transport, proxies and event hooks), which the caller closes.
+    A redirect whose Location httpx cannot parse is a FhirError here, never retried (:mod:`.redirects`)."""
 
     def __init__(self, http: httpx.Client) -> None:
         self._http = http
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return self._http.send(request, stream=True, auth=None, follow_redirects=False)
+        install_location_check(self._http)
+        with layers_sending():
+            return self._http.send(request, stream=True, auth=None, follow_redirects=False)
 
     def close(self) -> None:
         """The caller owns the client."""

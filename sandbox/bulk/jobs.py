@@ -38,6 +38,7 @@ class Job:
     requires_token: bool
     folder: Path
     failed_types: list[str] = field(default_factory=list)  # fault bulk_error_file: exported as a fatal error
+    unreadable_error: bytes | None = None  # fault bulk_error_unreadable: the error line written for failed_types
     files_expired: bool = False  # fault bulk_expired_files: every file answers bulk_expired_status
     status: Status = "running"
     progress: str = "queued"
@@ -141,9 +142,15 @@ def _fail_types(job: Job) -> None:
     job.files = [f for f in job.files if f[0] not in failed]
     with (job.folder / "errors_fault.ndjson").open("wb") as fh:
         for rtype in job.failed_types:
-            issue = {"severity": "fatal", "code": "exception", "diagnostics": f"failed to export {rtype}: disk error"}
-            fh.write(orjson.dumps({"resourceType": "OperationOutcome", "issue": [issue]}) + b"\n")
+            unreadable = job.unreadable_error
+            fh.write((fatal_outcome_line(rtype) if unreadable is None else unreadable) + b"\n")
     job.error_files.append(("OperationOutcome", "errors_fault", len(job.failed_types)))
+
+
+def fatal_outcome_line(rtype: str) -> bytes:
+    """The error-file line of a type whose export failed (without its newline)."""
+    issue = {"severity": "fatal", "code": "exception", "diagnostics": f"failed to export {rtype}: disk error"}
+    return orjson.dumps({"resourceType": "OperationOutcome", "issue": [issue]})
 
 
 class TooManyJobs(Exception):

@@ -14,10 +14,11 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
-from sandbox.bulk.jobs import Job, TooManyJobs
+from sandbox.bulk.jobs import Job, TooManyJobs, fatal_outcome_line
 from sandbox.bulk.manifest import manifest_page_of
 from sandbox.bulk.params import Level, pairs_from_parameters, parse_export
 from sandbox.data.ids import ALL_TYPES, COMPARTMENT_TYPES
+from sandbox.faults import Fault
 from sandbox.fhir.access import bearer
 from sandbox.fhir.permission import Permission, permission
 from sandbox.fhir.responses import FhirFailure, fhir_response, outcome_body
@@ -82,7 +83,7 @@ async def _kickoff(request: Request, level: Level, group_id: str | None) -> Resp
     if req.patients is not None:
         patients = sorted(set(req.patients))
     types, perms = _permissions(rec, req.types, level)
-    failing = st.faults.take(request.url.path, frozenset({"bulk_error_file"}))
+    failing = st.faults.take(request.url.path, frozenset({"bulk_error_file", "bulk_error_unreadable"}))
     expired = st.faults.take(request.url.path, frozenset({"bulk_expired_files"})) is not None
     try:
         job = st.bulk.start(
@@ -96,6 +97,7 @@ async def _kickoff(request: Request, level: Level, group_id: str | None) -> Resp
             transaction_time=_instant(st),
             requires_token=st.settings.requires_access_token,
             failed_types=[failing.resource_type] if failing is not None else [],
+            unreadable_error=_unreadable_line(failing),
             files_expired=expired,
         )
     except TooManyJobs:
@@ -106,6 +108,16 @@ async def _kickoff(request: Request, level: Level, group_id: str | None) -> Resp
     location = f"{st.settings.bulk_status_base or st.base(request)}/bulk/status/{job.id}"
     body = outcome_body("informational", "export accepted", "information")
     return fhir_response(body, 202, {"Content-Location": location})
+
+
+def _unreadable_line(fault: Fault | None) -> bytes | None:
+    """Fault ``bulk_error_unreadable``: the line its error file carries instead of a readable OperationOutcome."""
+    if fault is None or fault.kind != "bulk_error_unreadable":
+        return None
+    if fault.error_line is not None:
+        return fault.error_line.encode()
+    line = fatal_outcome_line(fault.resource_type)
+    return line[: len(line) // 2]  # a writer that stopped mid-line
 
 
 def _instant(st: SandboxState) -> str:

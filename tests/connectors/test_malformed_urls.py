@@ -5,6 +5,7 @@ redirect's Location. Each now fails as the typed error of its place, naming the 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
@@ -187,16 +188,78 @@ def test_a_bad_self_link_is_ignored_as_it_is_never_followed(server: tuple[str, S
     assert [p.self_url for p in client.search_pages("Patient")] == [None]
 
 
-@pytest.mark.parametrize("bad", ["http://[", "https://h:99999/x"])  # httpx itself refuses "h:abc" (TransportError)
-def test_a_bad_redirect_location_is_a_fhir_error_naming_it(
-    server: tuple[str, Scripted], tmp_path: Path, bad: str
+#: urllib cannot split the first two; httpx itself refuses the others while it reads the answer (it used to raise
+#: httpx.RemoteProtocolError there, retried as a transport failure until "failed after 5 attempt(s)").
+BAD_LOCATIONS = ["http://[", "https://h:99999/x", "https://h:abc/x", "http://[::1", "http://[zz]/x"]
+
+
+@pytest.mark.parametrize("status", [302, 307])
+@pytest.mark.parametrize("bad", BAD_LOCATIONS)
+def test_a_bad_redirect_location_is_a_fhir_error_naming_it_at_once(
+    server: tuple[str, Scripted], tmp_path: Path, bad: str, status: int
 ) -> None:
     base, script = server
-    script.actions = [send(302, b"", {"Location": bad})]
-    client = FhirClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy([]))
-    with pytest.raises(FhirError, match=r"answered HTTP 302 with a Location that (has|is)") as info:
+    script.actions = [send(status, b"", {"Location": bad})] * 6
+    sleeps: list[float] = []
+    client = FhirClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy(sleeps))
+    with pytest.raises(FhirError, match=rf"answered HTTP {status} with a Location that .*{re.escape(bad)!s}") as info:
         client.download(f"{base}/fhir/Binary/1", tmp_path / "body", 1000, "*/*")
+    assert info.value.status == status
+    assert len(script.seen) == 1 and not sleeps, "an answer that cannot change is never retried"
+
+
+@pytest.mark.parametrize("bad", ["https://h:abc/x", "http://[zz]/x"])
+def test_a_bad_location_on_a_request_that_follows_no_redirect_is_a_fhir_error_at_once(
+    server: tuple[str, Scripted], bad: str
+) -> None:
+    """A search answered 302 (httpx read the Location even when no redirect is followed)."""
+    base, script = server
+    script.actions = [send(302, b"", {"Location": bad})] * 6
+    sleeps: list[float] = []
+    client = FhirClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy(sleeps))
+    with pytest.raises(FhirError, match=rf"answered HTTP 302 with a Location that .*{re.escape(bad)!s}") as info:
+        list(client.search_pages("Patient"))
     assert info.value.status == 302
+    assert len(script.seen) == 1 and not sleeps
+
+
+@pytest.mark.parametrize("bad", ["https://h:abc/f.ndjson", "http://[zz]/f.ndjson"])
+def test_bdx18_a_bad_redirect_location_for_a_bulk_file_fails_it_at_once(
+    server: tuple[str, Scripted], tmp_path: Path, bad: str
+) -> None:
+    """A Bulk file URL redirecting (to storage, BDX-18) to a Location no client can request: a BulkExportError
+    naming it and the 3xx, after one request."""
+    base, script = server
+    script.actions = [send(302, b"", {"Location": bad})] * 6
+    sleeps: list[float] = []
+    bulk = BulkClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy(sleeps))
+    with pytest.raises(BulkExportError, match=rf"HTTP 302 with a Location that .*{re.escape(bad)!s}"):
+        bulk.download(f"{base}/fhir/files/1.ndjson", tmp_path / "f.ndjson", requires_token=True)
+    assert len(script.seen) == 1 and not sleeps
+
+
+def test_the_location_check_leaves_the_callers_own_requests_alone(server: tuple[str, Scripted], tmp_path: Path) -> None:
+    """The check rides on the caller's client (its response hooks) but acts only on what the layers send."""
+    base, script = server
+    script.actions = [send(302, b"", {"Location": "https://h:abc/x"})] * 2
+    with httpx.Client() as http:
+        client = FhirClient(f"{base}/fhir", StaticTokenSource(TOKEN), http=http, retry=recording_policy([]))
+        with pytest.raises(FhirError, match="answered HTTP 302"):
+            client.download(f"{base}/fhir/Binary/1", tmp_path / "body", 1000, "*/*")
+        with pytest.raises(httpx.RemoteProtocolError, match="Invalid URL in location header"):
+            http.get(f"{base}/elsewhere")  # httpx's own behaviour, as before
+    assert len(script.seen) == 2
+
+
+def test_a_bad_redirect_location_in_smart_discovery_fails_at_once(server: tuple[str, Scripted]) -> None:
+    base, script = server
+    script.actions = [send(302, b"", {"Location": "http://[zz]/x"})] * 6
+    with (
+        httpx.Client() as http,
+        pytest.raises(FhirError, match="answered HTTP 302 with a Location that has a malformed"),
+    ):
+        discover(f"{base}/fhir", http=http)
+    assert len(script.seen) == 1
 
 
 @pytest.mark.parametrize("bad", ["https://alice:s3cret@h:99999/fhir", "https://alice:s3cret@[::1/fhir?x=1"])

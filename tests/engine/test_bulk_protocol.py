@@ -23,7 +23,7 @@ def _ndjson(*lines: object) -> Reply:
     return 200, {"Content-Type": "application/fhir+ndjson"}, body
 
 
-def _scripted(requires_token: bool = True) -> FakeFhir:
+def _scripted(requires_token: bool = True, error_type: str = "OperationOutcome") -> FakeFhir:
     fake = FakeFhir()
     polls = {"n": 0}
 
@@ -43,7 +43,7 @@ def _scripted(requires_token: bool = True) -> FakeFhir:
                 {"type": "Patient", "url": f"{files}/p.ndjson", "count": 2},
                 {"type": "Observation", "url": f"{files}/o.ndjson", "count": 2},  # 3 lines: more is a warning
             ],
-            "error": [{"type": "OperationOutcome", "url": f"{files}/e.ndjson"}],
+            "error": [{"type": error_type, "url": f"{files}/e.ndjson"}],
             "deleted": [{"type": "Bundle", "url": f"{files}/d.ndjson"}],
             "extension": {"https://example.org/x": True},
             "unknownField": 1,
@@ -70,7 +70,7 @@ def _scripted(requires_token: bool = True) -> FakeFhir:
             "/bulk/files/o.ndjson": lambda _p, _q: _ndjson(
                 res("Observation", "o1"), b'{"resourceType": "Observation", "id": "o2"', res("Patient", "wrong")
             ),
-            "/bulk/files/e.ndjson": lambda _p, _q: _ndjson(outcome, warning, b"not json"),
+            "/bulk/files/e.ndjson": lambda _p, _q: _ndjson(outcome, warning),
             "/bulk/files/d.ndjson": lambda _p, _q: _ndjson(deleted),
         }
     )
@@ -91,7 +91,6 @@ def test_export_lands_counts_quarantines_and_advances_since(world):
     assert report.count_mismatches == [f"{fake.base_url}/bulk/files/o.ndjson: manifest count 2, file had 3 lines"]
     assert (report.error_files, report.error_outcomes) == (1, 2)
     assert report.error_issues == {"information": 1, "warning": 1}  # BDX-22: metadata, the export is complete
-    assert report.types["OperationOutcome"].quarantined == 1  # the unparseable error line, counted not dropped
     assert cursors.get_mark(world.env.db, conn, cursors.bulk_stream("group", "g1"), "*") == tx
     # BDX-11, once per export: two group exports plus the second run's id-only membership export (BDX-15)
     assert fake.hits("/bulk/status/job1", method="DELETE") == 3
@@ -186,3 +185,22 @@ def test_error_outcome_makes_the_run_partial_and_holds_since_bdx22(world, issue,
     kickoffs = fake.query_of("/fhir/Group/g1/$export")
     assert "_since" not in kickoffs[0] and "_since" not in kickoffs[1], "the second export starts from the held mark"
     assert cursors.get_mark(world.env.db, conn, cursors.bulk_stream("group", "g1"), "*") is not None
+
+
+@pytest.mark.parametrize(("error_type", "expected"), [("OperationOutcome", "*"), ("Observation", "Observation")])
+def test_an_unreadable_error_line_holds_the_files_types_bdx22(world, error_type, expected):
+    """A line of an error file that is no OperationOutcome may have named a failed type: the types the file's
+    manifest item names (all, for ``OperationOutcome``) are held incomplete, beside the warning it also holds. It
+    used to be only counted as quarantined while ``_since`` moved on."""
+    fake = _scripted(error_type=error_type)
+    warning = {"resourceType": "OperationOutcome", "issue": [{"severity": "warning", "code": "informational"}]}
+    fake.routes["/bulk/files/e.ndjson"] = lambda _p, _q: _ndjson(warning, b"not json")
+    with serve(fake):
+        conn = connect_static(world, fake.fhir_base, kind="group", group_id="g1", scope="system/*.rs")
+        report = run_bulk_export(world.env, conn, "run-1")
+    assert report.status == "partial" and report.incomplete_types == [expected], report.error
+    assert (report.error_outcomes, report.error_issues) == (1, {"warning": 1}), "the readable outcome is recorded"
+    assert report.types["OperationOutcome"].quarantined == 1  # the unparseable error line, counted not dropped
+    assert "e.ndjson" in report.types["OperationOutcome"].warnings[0]
+    assert report.types["Patient"].created == 2, "what arrived is merged"
+    assert cursors.get_mark(world.env.db, conn, cursors.bulk_stream("group", "g1"), "*") is None

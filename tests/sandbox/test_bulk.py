@@ -205,6 +205,24 @@ def test_bulk_error_file_fault_fails_one_type_with_a_fatal_outcome(sandbox: Sand
     assert {o["type"] for o in again["output"]} == {"Patient", "Condition"} and again["error"] == []
 
 
+@pytest.mark.parametrize("error_line", [None, "garbage"])
+def test_bulk_error_unreadable_fault_writes_a_line_that_is_no_outcome(
+    sandbox: SandboxServer, token: str, error_line: str | None
+) -> None:
+    """Fault ``bulk_error_unreadable`` (BDX-13/22): as ``bulk_error_file``, but the error line cannot be read."""
+    sandbox.admin.clear_faults()
+    fault = {"kind": "bulk_error_unreadable", "resource_type": "Condition", "error_line": error_line, "times": 1}
+    httpx.post(f"{sandbox.base_url}/admin/faults", json=fault).raise_for_status()
+    manifest = run(sandbox, token, _type="Patient,Condition")
+    assert {o["type"] for o in manifest["output"]} == {"Patient"}
+    (error,) = manifest["error"]
+    (line,) = httpx.get(error["url"], headers=bearer(token)).content.splitlines()
+    if error_line is not None:
+        assert line == error_line.encode()
+    else:  # the fatal outcome for Condition, cut mid-line
+        assert line.startswith(b'{"resourceType":"OperationOutcome"') and not line.endswith(b"}")
+
+
 def test_bulk_short_body_fault_announces_more_than_it_sends(sandbox: SandboxServer, token: str) -> None:
     """Fault ``bulk_short_body`` (issue 10): Content-Length says the whole file, the connection closes at half."""
     url = run(sandbox, token, _type="Patient")["output"][0]["url"]
