@@ -77,6 +77,7 @@ class SandboxAdmin:
         delay_s: float = 1.0,
         error: str | None = None,
         error_description: str | None = None,
+        severity: str | None = None,
     ) -> None:
         body: dict[str, Any] = {
             "kind": kind,
@@ -90,6 +91,8 @@ class SandboxAdmin:
             body["error"] = error
         if error_description is not None:
             body["error_description"] = error_description
+        if severity is not None:
+            body["severity"] = severity
         self._call("POST", "/faults", body)
 
     def faults(self) -> list[dict[str, Any]]:
