@@ -92,7 +92,7 @@ def search(resource_type: str, request: Request) -> Response:
     cfg = st.settings
     params, cursor, sorted_mode = _search_request(st, request, resource_type)
     strict = _prefers(request, "handling") == "strict"
-    used, ignored = split_ignored(params, cfg.ignored_search_params, strict)
+    used, ignored = split_ignored(params, cfg.ignored_search_params, strict, cfg.refused_search_params)
     q = parse_query(resource_type, used, cfg.default_count, cfg.max_count, strict)
     if perm.filters is not None and any(not _category_granted(toks, perm.filters) for toks in q.categories):
         raise FhirFailure(403, "forbidden", "granted scopes do not cover the requested category")
