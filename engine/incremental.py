@@ -30,7 +30,7 @@ from engine.references import collect_references
 from engine.reports import NOT_SUPPORTED, SCOPE_NOT_GRANTED, TypeReport
 from engine.runs import ensure_run, record_type_counts
 from engine.search_plans import grant_narrows, plan_label, scope_allows, search_plans
-from engine.search_recovery import search_with_recovery
+from engine.search_recovery import search_plan
 from warehouse import LandedFile, LandingWriter
 from warehouse.attachments import AttachmentRef as StoredAttachment
 
@@ -242,7 +242,7 @@ def _search_plan(search: _Search, plan: dict[str, str], sink: _Sink, windows: da
     """One plan of the type; a 403 refuses that search only (an Epic category API not on the app, vendors.md
     §2): the other plans' data still lands, and the type is incomplete, so its mark is held (``_hold_mark``)."""
     try:
-        return search_with_recovery(search.client, search.resource_type, plan, sink, windows)
+        return search_plan(search.client, search.resource_type, plan, sink, windows)
     except FhirForbiddenError as exc:
         label = plan_label(search.resource_type, plan)
         sink.warn(f"{FORBIDDEN_PREFIX} {label}{_issues(exc)}, an API not on the app's registration at the EHR")

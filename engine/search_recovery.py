@@ -21,7 +21,7 @@ from connectors.errors import FhirError, SearchIncompleteError
 from connectors.fhir import FhirClient, SearchPage
 from connectors.fhir.outcomes import search_notices
 
-__all__ = ["MAX_WINDOW_SEARCHES", "PageSink", "format_instant", "search_with_recovery"]
+__all__ = ["MAX_WINDOW_SEARCHES", "PageSink", "format_instant", "search_plan", "search_with_recovery"]
 
 _log = logging.getLogger(__name__)
 MAX_WINDOW_SEARCHES = 64
@@ -78,6 +78,29 @@ def _retry(client: FhirClient, resource_type: str, params: Params, sink: PageSin
         sink.warn(f"the server refused _count={count} (HTTP {exc.status}{codes}): that retry is not possible")
         _log.info("%s retry with _count=%s refused (HTTP %s)", resource_type, count, exc.status)
     return False
+
+
+def search_plan(
+    client: FhirClient, resource_type: str, plan: dict[str, str], sink: PageSink, since: datetime | None
+) -> bool:
+    """``search_with_recovery``, and an incremental search the server refuses with 400/422 searched again without
+    ``_lastUpdated``: servers refuse it on types that lack it although declared or a vendor default (Oracle
+    Health, vendors.md §3). The whole type is a superset (upserts absorb what did not change); failing instead
+    would fail the type on every run, and no change of it would ever arrive."""
+    refused = None
+    try:
+        return search_with_recovery(client, resource_type, plan, sink, since)
+    except FhirError as exc:
+        if exc.status not in (400, 422) or "_lastUpdated" not in plan:
+            raise
+        refused = exc
+    codes = f", issues: {', '.join(refused.issue_codes)}" if refused.issue_codes else ""
+    sink.warn(
+        f"the server refused _lastUpdated on {resource_type} (HTTP {refused.status}{codes}): searched all of it instead"
+    )
+    _log.info("%s search with _lastUpdated refused (HTTP %s); searching it whole", resource_type, refused.status)
+    whole = {k: v for k, v in plan.items() if k != "_lastUpdated"}
+    return search_with_recovery(client, resource_type, whole, sink, None)
 
 
 def search_with_recovery(

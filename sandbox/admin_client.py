@@ -78,6 +78,7 @@ class SandboxAdmin:
         error: str | None = None,
         error_description: str | None = None,
         processed: bool = False,
+        severity: str | None = None,
     ) -> None:
         body: dict[str, Any] = {
             "kind": kind,
@@ -93,6 +94,8 @@ class SandboxAdmin:
             body["error_description"] = error_description
         if processed:
             body["processed"] = True
+        if severity is not None:
+            body["severity"] = severity
         self._call("POST", "/faults", body)
 
     def faults(self) -> list[dict[str, Any]]:

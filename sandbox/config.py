@@ -73,6 +73,9 @@ class SandboxConfig(BaseModel):
     ignore_sort: bool = False  # BDX-33: pretend `_sort` is unsupported
     #: DWB-33: search parameters this server does not support and ignores like unknown ones (e.g. ["identifier"])
     ignored_search_params: list[str] = Field(default_factory=list)
+    #: search parameters refused with 400 ``not-supported`` although advertised, as Oracle Health refuses
+    #: ``_lastUpdated`` on resources without it (vendors.md §3), e.g. ["_lastUpdated"]
+    refused_search_params: list[str] = Field(default_factory=list)
     #: how a search says it ignored parameters: not at all, a self link naming only the parameters it applied
     #: (FHIR's rule), or also a warning OperationOutcome entry (``search.mode=outcome``)
     report_ignored_params: Literal["silent", "self_link", "outcome"] = "silent"

@@ -42,7 +42,9 @@ FaultKind = Literal[
     "search_no_next",  # a searchset page that has a next link loses it (and says the true total)
     "search_repeat_next",  # a searchset page reached by a next link links to itself again
     "search_offset_shift",  # a page reached by a next link skips its first match and repeats the search's first
-    "search_error_outcome",  # a searchset page drops its last match and carries an error OperationOutcome entry
+    "search_error_outcome",  # a searchset page drops its last match and carries an OperationOutcome entry
+    # (code incomplete, the fault's severity: error unless told)
+    "search_moved_match",  # search_offset_shift on a server that never says a total: only the repeat shows it
     "search_deleted_shift",  # offset paging after a match already read was deleted: the first page says the whole
     # total; a page reached by a next link skips its first match and says a total one smaller
     "search_silent_skip",  # offset paging without totals after a match already read was deleted: a page reached
@@ -75,6 +77,8 @@ class Fault(BaseModel):
     error_description: str | None = None
     resource_type: str = "Observation"  # bulk_error_file, bulk_error_unreadable: the type whose export fails
     error_line: str | None = None  # bulk_error_unreadable: the error line; None: the fatal outcome cut mid-line
+    #: search_error_outcome: the outcome's severity (a server may say "incomplete" with a warning only)
+    severity: Literal["fatal", "error", "warning"] = "error"
     #: trickle: bytes sent every delay_s (a steady pace above a low-speed limit, or the classic byte at a time)
     chunk_bytes: int = Field(default=1, ge=1, le=1024 * 1024)
     #: quota: requests allowed per window_s (a window of up to two days: a daily quota), and how the answers say so

@@ -156,8 +156,10 @@ class SearchIncompleteError(FhirError):
 
     ``no_next``: fewer distinct matches than ``total`` arrived and there is no ``next`` link; ``repeated_next``: a
     ``next`` link repeats one already followed; ``repeated_page``: a page with a ``next`` link brought no new
-    match; ``error_outcome``: a page carried an ``error``/``fatal`` OperationOutcome (its diagnostics, sanitized
-    and capped, end the message: log ``safe_message``). ``received`` counts distinct matches.
+    match; ``repeated_match``: a match of an earlier page came again (offset paging over changing data, which
+    skips one for each it repeats); ``error_outcome``: a page carried an OperationOutcome saying matches are
+    missing (``error``/``fatal``, or a ``warning`` coded ``incomplete``/``too-costly``/``timeout``; its
+    diagnostics, sanitized and capped, end the message: log ``safe_message``). ``received`` counts distinct matches.
     """
 
     code = "search_incomplete"

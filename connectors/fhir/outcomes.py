@@ -1,7 +1,10 @@
 """OperationOutcome entries of a searchset (``search.mode=outcome``).
 
 An issue of severity ``error`` or ``fatal`` in a 200 searchset means the server did not return every match (e.g.
-``incomplete``, ``too-costly``): the search is incomplete. ``warning`` and ``information`` issues are notices.
+``incomplete``, ``too-costly``): the search is incomplete. So does a ``warning`` whose code says matches may be
+missing (``incomplete``, ``too-costly``, ``timeout``: e.g. "too many matches", a source that did not answer in
+time); FHIR's ``incomplete`` applies to search results whatever the severity. Other ``warning`` and
+``information`` issues are notices.
 Descriptions carry severities and issue codes only, never the diagnostics (which may echo request values, such
 as the patient): notices go into run reports that are logged. An error's diagnostics go, sanitized and capped,
 into the SearchIncompleteError's message alone (``FhirError.safe_message`` leaves them out).
@@ -15,9 +18,19 @@ from typing import Any
 from connectors.fhir._answers import outcome_diagnostics
 from connectors.transport.answers import issue_codes
 
-__all__ = ["NOTICE_PREFIX", "SEVERE", "describe_outcome", "is_severe", "outcome_diagnostics", "search_notices"]
+__all__ = [
+    "NOTICE_PREFIX",
+    "PARTIAL_CODES",
+    "SEVERE",
+    "describe_outcome",
+    "is_severe",
+    "outcome_diagnostics",
+    "search_notices",
+]
 
 SEVERE = frozenset({"error", "fatal"})
+#: Issue codes that, even at severity ``warning``, say the searchset may lack matches.
+PARTIAL_CODES = frozenset({"incomplete", "too-costly", "timeout"})
 NOTICE_PREFIX = "the server noted on the "
 MAX_CODES = 10
 
@@ -27,9 +40,17 @@ def _severities(outcome: Mapping[str, Any]) -> list[str]:
     return sorted(set(found))
 
 
+def _says_partial(issue: Any) -> bool:
+    if not isinstance(issue, dict):
+        return False
+    severity = issue.get("severity")
+    return severity in SEVERE or (severity == "warning" and issue.get("code") in PARTIAL_CODES)
+
+
 def is_severe(outcome: Mapping[str, Any]) -> bool:
-    """Whether any issue of the OperationOutcome is ``error`` or ``fatal``."""
-    return any(s in SEVERE for s in _severities(outcome))
+    """Whether the OperationOutcome says matches are missing: an ``error``/``fatal`` issue, or a ``warning``
+    one coded ``incomplete``/``too-costly``/``timeout`` (a mark moved past it would skip them for good)."""
+    return any(_says_partial(issue) for issue in outcome.get("issue") or [])
 
 
 def describe_outcome(outcome: Mapping[str, Any]) -> str:

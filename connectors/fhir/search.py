@@ -173,6 +173,8 @@ def _incomplete(first_url: str, seen: DistinctMatches, total: int | None, reason
         "no_next": f"stopped early: total {total}, received {received}, no next link",
         "repeated_next": f"paging loops: the server repeated a next link after {received} matches",
         "repeated_page": f"paging repeats: a page with a next link brought no new match after {received} matches",
+        "repeated_match": f"paging shifted: a match of an earlier page came again after {received} matches "
+        "(offset paging over changing data skips one as it repeats one)",
     }[reason]
     return SearchIncompleteError(
         f"search {redact_url(first_url)} {what}", redact_url(first_url), received=received, total=total, reason=reason
@@ -180,13 +182,13 @@ def _incomplete(first_url: str, seen: DistinctMatches, total: int | None, reason
 
 
 def _error_outcome(first_url: str, seen: DistinctMatches, total: int | None, page: SearchPage) -> SearchIncompleteError:
-    """A page's error/fatal OperationOutcome: the server says matches are missing (diagnostics end the message)."""
+    """A page's OperationOutcome saying matches are missing (``outcomes.is_severe``; diagnostics end the message)."""
     severe = [o for o in page.outcomes if is_severe(o)]
     said = "; ".join(dict.fromkeys(describe_outcome(o) for o in severe))
     diagnostics = outcome_diagnostics({"issue": [i for o in severe for i in o.get("issue") or []]})
     error = SearchIncompleteError(
-        f"search {redact_url(first_url)} returned an error OperationOutcome after {len(seen)} matches ({said})"
-        + (f": {diagnostics}" if diagnostics else ""),
+        f"search {redact_url(first_url)} returned an OperationOutcome saying matches are missing after "
+        f"{len(seen)} matches ({said})" + (f": {diagnostics}" if diagnostics else ""),
         redact_url(first_url),
         received=len(seen),
         total=total,
@@ -196,22 +198,39 @@ def _error_outcome(first_url: str, seen: DistinctMatches, total: int | None, pag
     return error
 
 
-def _count_new(seen: DistinctMatches, resources: list[dict[str, Any]]) -> int:
-    """Record a page's matches; how many were not seen before (a match without a usable id counts as new)."""
-    new = 0
+def _count_new(seen: DistinctMatches, resources: list[dict[str, Any]]) -> tuple[int, int]:
+    """Record a page's matches: (how many were not seen before, how many an earlier page already sent).
+
+    A match without a usable id counts as new; one sent twice on this page alone is neither."""
+    new, on_page = 0, set()
+    repeated = 0
     for resource in resources:
         rtype, rid = resource.get("resourceType"), resource.get("id")
         if not isinstance(rtype, str) or not isinstance(rid, str) or seen.add(rtype, rid):
             new += 1
-    return new
+        elif (rtype, rid) not in on_page:
+            repeated += 1
+        if isinstance(rtype, str) and isinstance(rid, str):
+            on_page.add((rtype, rid))
+    return new, repeated
 
 
-def _stop_reason(page: SearchPage, new: int, received: int, total: int | None, links: set[str]) -> str | None:
+def _stop_reason(
+    page: SearchPage, counts: tuple[int, int], received: int, total: int | None, links: set[str]
+) -> str | None:
+    """Why the search cannot be trusted to be whole after this page (None: go on, or it ended whole).
+
+    A match an earlier page sent coming again means the result set moved under an offset: one match was
+    skipped for each one repeated, and a server giving no ``total`` shows it no other way."""
+    new, repeated = counts
     if page.next_url is None:
-        return "no_next" if total is not None and received < total else None
-    if page.next_url in links:
+        if total is not None and received < total:
+            return "no_next"
+    elif page.next_url in links:
         return "repeated_next"
-    return "repeated_page" if page.resources and not new else None  # e.g. an offset ignored: page 1 again
+    elif page.resources and not new:
+        return "repeated_page"  # e.g. an offset ignored: page 1 again
+    return "repeated_match" if repeated else None
 
 
 def iter_search_pages(
@@ -222,8 +241,9 @@ def iter_search_pages(
     A searchset that did not return every match raises SearchIncompleteError *after* yielding every page it did
     send: the last page has no ``next`` although the largest ``total`` a page gave says more matches exist (distinct
     ``(resourceType, id)``: a server paging by offset over changing data repeats one match and skips another); a
-    page with a ``next`` link brings no new match, or a ``next`` link repeats one already followed; or a page
-    carries an ``error``/``fatal`` OperationOutcome (reason ``error_outcome``). The caller keeps what arrived but
+    match of an earlier page comes again (that same shift on a server giving no ``total``); a page with a ``next``
+    link brings no new match, or a ``next`` link repeats one already followed; or a page
+    carries an OperationOutcome saying matches are missing (reason ``error_outcome``). The caller keeps what arrived but
     must not move its mark past what did not. Memory: see :mod:`connectors.fhir._distinct` (<= 32 B a match).
     """
     url: str | None = first_url
@@ -236,12 +256,12 @@ def iter_search_pages(
     while url is not None:
         page = _fetch_page(session, url, params, bounds, first=first)
         links.add(page.url)
-        new = _count_new(seen, page.resources)
+        counts = _count_new(seen, page.resources)
         total = max(total or 0, page.total) if page.total is not None else total
         yield page
         if any(is_severe(o) for o in page.outcomes):
             raise _error_outcome(first_url, seen, total, page)
-        reason = _stop_reason(page, new, len(seen), total, links)
+        reason = _stop_reason(page, counts, len(seen), total, links)
         if reason is not None:
             raise _incomplete(first_url, seen, total, reason)
         if page.next_url is not None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from connectors.errors import SearchIncompleteError
 from connectors.fhir import FhirClient
 from connectors.fhir.search import SearchPage
 from connectors.writeback.note import identifier_system
@@ -47,11 +48,17 @@ def find_by_identifier(client: FhirClient, note: NoteRecord) -> IdentifierLookup
     system = identifier_system(note.tenant_id)
     params = {"patient": note.patient_id, _PARAM: f"{system}|{note.draft_id}"}
     matches: dict[str, dict[str, Any]] = {}  # by id: a server paging by offset may repeat a match on a later page
-    for number, page in enumerate(client.search_pages("DocumentReference", params)):
-        if _ignored(page, first=number == 0):
-            _log.warning("note %s: the EHR did not apply the identifier search; its answer is no evidence", note.id)
-            return IdentifierLookup(ignored=True)
-        matches.update((r["id"], r) for r in page.resources if _carries(r, system, note.draft_id))
+    try:
+        for number, page in enumerate(client.search_pages("DocumentReference", params)):
+            if _ignored(page, first=number == 0):
+                _log.warning("note %s: the EHR did not apply the identifier search; its answer is no evidence", note.id)
+                return IdentifierLookup(ignored=True)
+            matches.update((r["id"], r) for r in page.resources if _carries(r, system, note.draft_id))
+    except SearchIncompleteError as exc:
+        # A repeated match (offset paging over changing notes) may hide another, but what was found is the EHR's:
+        # evidence the note is there. Finding nothing in such a listing proves nothing, so that raises.
+        if exc.reason != "repeated_match" or not matches:
+            raise
     return IdentifierLookup(list(matches.values()))
 
 

@@ -59,14 +59,20 @@ def _patient_ref(value: str) -> int:
 
 
 def split_ignored(
-    params: Sequence[tuple[str, str]], ignored_names: Collection[str], strict: bool = False
+    params: Sequence[tuple[str, str]],
+    ignored_names: Collection[str],
+    strict: bool = False,
+    refused_names: Collection[str] = (),
 ) -> tuple[list[tuple[str, str]], list[str]]:
     """The parameters a search applies, and the names of those it ignores (unknown ones and ``ignored_names``, as a
-    server lacking those search parameters does); ``strict`` handling refuses an ignored one (400) instead."""
+    server lacking those search parameters does); ``strict`` handling refuses an ignored one (400) instead, and
+    ``refused_names`` are refused (400) whatever the handling."""
     used: list[tuple[str, str]] = []
     ignored: list[str] = []
     for name, value in params:
         base = name.split(":", 1)[0]
+        if base in refused_names:
+            raise FhirFailure(400, "not-supported", f"search parameter {base!r} is not supported for this resource")
         if base in ignored_names or base not in FILTERS | CONTROL:
             if strict:
                 raise FhirFailure(400, "not-supported", f"search parameter {base!r} is not supported")

@@ -15,6 +15,7 @@ from fastapi.responses import Response
 
 from sandbox.data.ids import ALL_TYPES
 from sandbox.errors import ResourceGone, ResourceNotFound
+from sandbox.faults import Fault
 from sandbox.fhir.access import bearer
 from sandbox.fhir.discovery import WRITABLE
 from sandbox.fhir.paging import sign, unsign
@@ -91,7 +92,7 @@ def search(resource_type: str, request: Request) -> Response:
     cfg = st.settings
     params, cursor, sorted_mode = _search_request(st, request, resource_type)
     strict = _prefers(request, "handling") == "strict"
-    used, ignored = split_ignored(params, cfg.ignored_search_params, strict)
+    used, ignored = split_ignored(params, cfg.ignored_search_params, strict, cfg.refused_search_params)
     q = parse_query(resource_type, used, cfg.default_count, cfg.max_count, strict)
     if perm.filters is not None and any(not _category_granted(toks, perm.filters) for toks in q.categories):
         raise FhirFailure(403, "forbidden", "granted scopes do not cover the requested category")
@@ -105,24 +106,8 @@ def search(resource_type: str, request: Request) -> Response:
     self_url = f"{fhir_base}/{resource_type}?{urlencode(used)}" if reported else str(request.url)
     links = [{"relation": "self", "url": self_url}]
     from_link = bool(request.query_params.get("_cursor"))
-    fault = _paging_fault(st, request, next_cursor is not None, from_link)
-    total: int | None = None
-    outcomes: list[dict[str, Any]] = []
-    if fault in ("search_no_next", "search_offset_shift", "search_deleted_shift"):  # the page says how many match
-        total = len(run(st.store, replace(q, count=10**9), perm, None)[0])
-    if fault == "search_no_next":  # ... but forgets the way to the rest
-        next_cursor = None
-    elif fault == "search_repeat_next":  # the next link leads back to this very page
-        links.append({"relation": "next", "url": str(request.url)})
-        next_cursor = None
-    elif fault == "search_offset_shift":  # offset paging after an update moved the first match to the end
-        page = run(st.store, replace(q, count=1), perm, None)[0] + page[1:]
-    elif fault == "search_deleted_shift" and from_link and total is not None:  # a match already read was deleted:
-        page, total = page[1:], total - 1  # offsets move up by one (this page's first is skipped), the total drops
-    elif fault == "search_silent_skip":  # the same shift on a server that never says a total: undetectable
-        page = page[1:]
-    elif fault == "search_error_outcome":  # some matches could not be returned, and the page says so
-        page, outcomes = page[:-1], [outcome_body("incomplete", "simulated: some matches could not be returned")]
+    taken = _paging_fault(st, request, next_cursor is not None, from_link)
+    page, next_cursor, total, outcomes = _faulted(taken, (run, st, q, perm), page, next_cursor, links, request)
     if next_cursor is not None:
         link = {"t": resource_type, "p": params, "c": next_cursor, "o": sorted_mode}
         nxt = sign(st.page_secret, {**link, "exp": now.timestamp() + cfg.page_link_ttl_s})
@@ -140,17 +125,52 @@ def search(resource_type: str, request: Request) -> Response:
     return fhir_response(bundle, headers={"Date": http_date(now)})
 
 
-def _paging_fault(st: SandboxState, request: Request, has_next: bool, from_link: bool) -> str | None:
+Runner = Any  # natural_page or sorted_page
+
+
+def _faulted(
+    taken: Fault | None,
+    search: tuple[Runner, SandboxState, Any, Any],
+    page: list[dict[str, Any]],
+    next_cursor: Any,
+    links: list[dict[str, str]],
+    request: Request,
+) -> tuple[list[dict[str, Any]], Any, int | None, list[dict[str, Any]]]:
+    """The page as a ``search_*`` fault has it: (matches, next cursor, total to say, outcome entries)."""
+    run, st, q, perm = search
+    fault = taken.kind if taken is not None else None
+    total: int | None = None
+    outcomes: list[dict[str, Any]] = []
+    if fault in ("search_no_next", "search_offset_shift", "search_deleted_shift"):  # the page says how many match
+        total = len(run(st.store, replace(q, count=10**9), perm, None)[0])
+    if fault == "search_no_next":  # ... but forgets the way to the rest
+        next_cursor = None
+    elif fault == "search_repeat_next":  # the next link leads back to this very page
+        links.append({"relation": "next", "url": str(request.url)})
+        next_cursor = None
+    elif fault in ("search_offset_shift", "search_moved_match"):  # offset paging after an update moved the first
+        # match to the end (search_moved_match: on a server that never says a total)
+        page = run(st.store, replace(q, count=1), perm, None)[0] + page[1:]
+    elif fault == "search_deleted_shift" and request.query_params.get("_cursor") and total is not None:
+        page, total = page[1:], total - 1  # a match already read was deleted: offsets move up, the total drops
+    elif fault == "search_silent_skip":  # the same shift on a server that never says a total: undetectable
+        page = page[1:]
+    elif fault == "search_error_outcome" and taken is not None:  # some matches could not be returned, it says so
+        said = outcome_body("incomplete", "simulated: some matches could not be returned", taken.severity)
+        page, outcomes = page[:-1], [said]
+    return page, next_cursor, total, outcomes
+
+
+def _paging_fault(st: SandboxState, request: Request, has_next: bool, from_link: bool) -> Fault | None:
     """A ``search_*`` fault, consumed only by a page it can affect: ``search_error_outcome`` and
     ``search_deleted_shift`` any page (the first one says the whole total, later ones shift and say one less),
-    ``search_no_next`` one with a next link, ``search_offset_shift`` and ``search_silent_skip`` one reached by a
-    next link, and
+    ``search_no_next`` one with a next link, ``search_offset_shift``, ``search_moved_match`` and
+    ``search_silent_skip`` one reached by a next link, and
     ``search_repeat_next`` one reached by a next link that has a next link itself."""
     kinds = {"search_error_outcome", "search_deleted_shift"}
-    kinds |= {"search_offset_shift", "search_silent_skip"} if from_link else set()
+    kinds |= {"search_offset_shift", "search_moved_match", "search_silent_skip"} if from_link else set()
     kinds |= ({"search_no_next", "search_repeat_next"} if from_link else {"search_no_next"}) if has_next else set()
-    fault = st.faults.take(request.url.path, frozenset(kinds))
-    return fault.kind if fault is not None else None
+    return st.faults.take(request.url.path, frozenset(kinds))
 
 
 def _read(st: SandboxState, request: Request, resource_type: str, resource_id: str) -> dict[str, Any]:

@@ -178,6 +178,33 @@ def test_bdx32_error_outcome_in_a_searchset_raises_after_the_page_with_diagnosti
         assert len(list(_client(Script(_json(200, body))).search_pages("Observation"))) == 1
 
 
+@pytest.mark.parametrize("code", ["incomplete", "too-costly", "timeout"])
+def test_bdx32_a_warning_saying_matches_are_missing_makes_the_search_incomplete(code: str) -> None:
+    """FHIR's ``incomplete`` (and ``too-costly``, ``timeout``) say a searchset lacks matches whatever the
+    severity; a server capping its results ("too many matches") may say so with a warning only."""
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "warning", "code": code}]}
+    body = bundle([{"resource": _obs(1)}, {"resource": outcome, "search": {"mode": "outcome"}}])
+    pages = _client(Script(_json(200, body))).search_pages("Observation")
+    assert next(pages).resources == [_obs(1)]
+    with pytest.raises(SearchIncompleteError, match="saying matches are missing") as info:
+        next(pages)
+    assert info.value.reason == "error_outcome"
+
+
+def test_bdx29_a_match_of_an_earlier_page_again_without_total_is_a_shift() -> None:
+    """Offset paging over changing data on a server that gives no ``total``: page 2 repeats o1 (moved to the end
+    by an update) and so skipped a match; the repeat alone shows it. One match sent twice on one page does not."""
+    first = bundle([{"resource": _obs(1)}, {"resource": _obs(2)}], next_url=f"{BASE}/Observation?p=2")
+    second = bundle([{"resource": _obs(4)}, {"resource": _obs(1)}], next_url=f"{BASE}/Observation?p=3")
+    pages = _client(Script(_json(200, first), _json(200, second))).search_pages("Observation")
+    assert [len(next(pages).resources), len(next(pages).resources)] == [2, 2]
+    with pytest.raises(SearchIncompleteError, match="a match of an earlier page came again") as info:
+        next(pages)
+    assert (info.value.received, info.value.total, info.value.reason) == (3, None, "repeated_match")
+    twice = bundle([{"resource": _obs(1)}, {"resource": _obs(1)}, {"resource": _obs(2)}])
+    assert len(list(_client(Script(_json(200, twice))).search_pages("Observation"))) == 1
+
+
 def test_bdx29_distinct_matches_are_counted_in_a_compact_table() -> None:
     from connectors.fhir._distinct import DistinctMatches
 

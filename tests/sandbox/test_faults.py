@@ -265,6 +265,28 @@ def test_bdx33_search_error_outcome_drops_a_match_and_says_so(sandbox: SandboxSe
     assert outcome["resource"]["issue"][0]["code"] == "incomplete"
 
 
+def test_bdx33_search_moved_match_repeats_the_first_match_and_skips_one_without_a_total(
+    sandbox: SandboxServer, token: str
+) -> None:
+    """``search_offset_shift`` on a server that never says a total: only the repeated match shows the skip."""
+    clean = [_match_ids(p) for p in _pages(sandbox, token, "/Observation", patient="pat1", _count="5")]
+    assert len(clean) >= 3
+    sandbox.admin.set_fault("search_moved_match", path="/fhir/Observation", times=1)
+    shifted = _pages(sandbox, token, "/Observation", patient="pat1", _count="5")
+    ids = [_match_ids(p) for p in shifted]
+    assert ids[0] == clean[0] and ids[1] == [clean[0][0], *clean[1][1:]] and ids[2:] == clean[2:]
+    assert all("total" not in p for p in shifted)
+
+
+def test_bdx33_search_error_outcome_may_say_so_with_a_warning(sandbox: SandboxServer, token: str) -> None:
+    sandbox.admin.set_fault("search_error_outcome", path="/fhir/Observation", times=1, severity="warning")
+    (first, *_rest) = _pages(sandbox, token, "/Observation", patient="pat1", _count="5")
+    entries = first["entry"]
+    assert isinstance(entries, list)
+    (outcome,) = [e["resource"] for e in entries if e["search"]["mode"] == "outcome"]
+    assert outcome["issue"][0]["severity"] == "warning" and outcome["issue"][0]["code"] == "incomplete"
+
+
 def test_a_fault_limited_to_a_method_leaves_the_others_alone(sandbox: SandboxServer, token: str) -> None:
     """``method``: a POST-only fault (a create's lost answer) does not fire on the same path's searches."""
     sandbox.admin.set_fault("500", path="/fhir/Patient", method="POST", times=None)
