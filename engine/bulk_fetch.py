@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from connectors.bulk import BulkClient, HostConcurrencyLimiter
-from connectors.bulk.files import TRUNCATION_ATTEMPTS, file_deadline, pause_before_fetch
+from connectors.bulk.files import TRUNCATION_ATTEMPTS, file_deadline, file_too_large, pause_before_fetch
 from connectors.http import redact_url
 from connectors.transport import TransferDeadline
 from engine import bulk_state
 from engine.environment import ConnectionInfo, SyncEnvironment
-from warehouse import LandedFile, land_ndjson_file
+from warehouse import LandedFile, LandingFileTooLargeError, land_ndjson_file
 
 __all__ = ["HOSTS", "FetchedFile", "fetch_file"]
 
@@ -103,7 +103,8 @@ def _land(
     path: Path,
     landing_slots: threading.BoundedSemaphore | None,
 ) -> LandedFile:
-    """Land the downloaded ``path`` as this file's Parquet (the same name on every attempt), then remove it."""
+    """Land the downloaded ``path`` as this file's Parquet (the same name on every attempt), then remove it. A gzip
+    file stored as is is held to EHRSYNC_BULK_MAX_FILE_BYTES once inflated, as its download's check held it."""
     try:
         with landing_slots or contextlib.nullcontext():
             return land_ndjson_file(
@@ -113,9 +114,12 @@ def _land(
                 resource_type=f.resource_type,
                 run_id=run_id,
                 source=f.stored_source,
+                max_bytes=env.bulk_max_file_bytes,
                 tenant_id=conn.tenant_id,
                 transaction_time=job.transaction_time,
                 seq=f"bulk-{f.id}",
             )
+    except LandingFileTooLargeError as exc:
+        raise file_too_large(f.url, env.bulk_max_file_bytes, " once inflated") from exc
     finally:
         path.unlink(missing_ok=True)

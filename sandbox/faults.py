@@ -39,6 +39,7 @@ FaultKind = Literal[
     "bulk_expired_files",  # the next export's files are past their expiry from the start (bulk_expired_status)
     "bulk_short_body",  # a bulk file announces its full Content-Length, sends half, and closes the connection
     "bulk_gzip_cut",  # a bulk file stored gzipped and cut short, served as stored (no Content-Encoding)
+    "bulk_gzip_bomb",  # a bulk file stored gzipped, its lines then 1 GiB of NULs (~1 MB stored), served as stored
     "search_no_next",  # a searchset page that has a next link loses it (and says the true total)
     "search_repeat_next",  # a searchset page reached by a next link links to itself again
     "search_offset_shift",  # a page reached by a next link skips its first match and repeats the search's first

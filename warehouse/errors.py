@@ -6,6 +6,7 @@ never resource content (PHI).
 
     WarehouseError
     ├── LandingError              bad writer arguments or a landing file that cannot be written
+    │   └── LandingFileTooLargeError   an NDJSON file holds (or its gzip inflates to) more than the limit
     ├── LandedFileError           a LandedFile / Parquet file that is missing or not a landing file
     ├── AttachmentError           an attachment that cannot be stored
     │   └── AttachmentIntegrityError   content does not match the expected sha256
@@ -24,6 +25,7 @@ __all__ = [
     "InvalidInputError",
     "LandedFileError",
     "LandingError",
+    "LandingFileTooLargeError",
     "SchemaVersionError",
     "WarehouseError",
     "WarehouseLockTimeoutError",
@@ -38,6 +40,11 @@ class WarehouseError(Exception):
 
 class LandingError(WarehouseError):
     """A landing writer was misconfigured or its Parquet file could not be written."""
+
+
+class LandingFileTooLargeError(LandingError):
+    """An NDJSON file to land holds more bytes than its limit, or its gzip inflates past it: nothing was landed,
+    and no more of it was inflated than the limit."""
 
 
 class LandedFileError(WarehouseError):

@@ -6,16 +6,16 @@ overwrites its own files instead of duplicating rows.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import re
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, TypedDict, Unpack
 
+from connectors.ndjson_files import open_ndjson
 from warehouse._blocks import read_blocks
 from warehouse.block_landing import BlockLandingWriter
-from warehouse.errors import InvalidInputError, LandingError
+from warehouse.errors import InvalidInputError, LandingError, LandingFileTooLargeError
 from warehouse.landed import LandedFile
 from warehouse.landing import DEFAULT_BATCH_ROWS
 from warehouse.limits import QUARANTINE_PREFIX_BYTES
@@ -25,7 +25,6 @@ __all__ = ["LandingZone", "land_ndjson_file"]
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 _DRAIN_BYTES = 1024 * 1024
-_BOM = b"\xef\xbb\xbf"
 
 
 class WriterOptions(TypedDict, total=False):
@@ -106,22 +105,6 @@ class LandingZone:
         )
 
 
-def _open_maybe_gzip(path: Path) -> BinaryIO:
-    """Plain or gzip, past a leading UTF-8 byte order mark (RFC 8259 lets a parser ignore one; .NET writers put
-    one first): else the file's first resource would be quarantined as no JSON."""
-    with path.open("rb") as probe:
-        magic = probe.read(2)
-    if magic == b"\x1f\x8b":
-        return _skip_bom(gzip.GzipFile(path, "rb"))  # type: ignore[arg-type]
-    return _skip_bom(path.open("rb"))
-
-
-def _skip_bom(handle: BinaryIO) -> BinaryIO:
-    if handle.read(len(_BOM)) != _BOM:
-        handle.seek(0)
-    return handle
-
-
 def land_ndjson_file(
     zone: LandingZone,
     path: Path | str,
@@ -130,13 +113,20 @@ def land_ndjson_file(
     resource_type: str,
     run_id: str,
     source: str,
+    max_bytes: int | None = None,
     **options: Unpack[WriterOptions],
 ) -> LandedFile:
-    """Stream a downloaded NDJSON file (plain or gzip) a block of lines at a time into the landing zone (BDX-17)."""
+    """Stream a downloaded NDJSON file (plain or gzip; past a leading UTF-8 BOM, which RFC 8259 lets a parser
+    ignore and .NET writers put first) a block of lines at a time into the landing zone (BDX-17). A file of more
+    than ``max_bytes`` (a gzip one: inflated) raises LandingFileTooLargeError and lands nothing; a gzip one is
+    inflated no further than that."""
     src = Path(path)
     if not src.is_file():
         raise LandingError(f"NDJSON file {src} does not exist")
-    with _open_maybe_gzip(src) as fh, zone.writer(connection_id, resource_type, run_id, source, **options) as w:
+    with (
+        open_ndjson(src, max_bytes, LandingFileTooLargeError) as fh,
+        zone.writer(connection_id, resource_type, run_id, source, **options) as w,
+    ):
         if not zone.block_landing:
             _feed(w, fh)
         else:  # a line over the writer's limit is never held whole either (_blocks.py)

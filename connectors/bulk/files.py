@@ -50,6 +50,7 @@ __all__ = [
     "download_file",
     "file_deadline",
     "file_deadline_from_env",
+    "file_too_large",
     "low_speed_from_env",
     "pause_before_fetch",
 ]
@@ -166,13 +167,33 @@ def download_file(
                 raise
             raise _overdue(redact_url(item_url), deadline, exc) from exc
         refused, bodies = False, bodies + 1
-        cut = truncation_of(got.path, got.wire_bytes, got.declared_bytes)
+        cut = _cut_short(got, item_url, max_bytes)
         if cut is None:
             return got.path
         problem, last_slow = cut, False
         got.path.unlink(missing_ok=True)
         logger.warning("bulk file arrived truncated, fetching it again", extra={"url": redact_url(item_url)})
     raise _failed(redact_url(item_url), tries, slow, problem, last_slow)
+
+
+def _cut_short(got: Downloaded, url: str, max_bytes: int | None) -> str | None:
+    """:func:`truncation_of` the download; a gzip file stored as is whose content inflates past ``max_bytes`` is
+    removed and fails as too large, as a ``Content-Encoding: gzip`` body inflating past it does while it arrives."""
+    try:
+        return truncation_of(got.path, got.wire_bytes, got.declared_bytes, max_bytes)
+    except ContentTooLargeError as exc:
+        got.path.unlink(missing_ok=True)
+        raise file_too_large(
+            url, max_bytes, " once its gzip content (stored as is, no Content-Encoding) is inflated"
+        ) from exc
+
+
+def file_too_large(url: str, max_bytes: int | None, how: str = "") -> BulkFileTooLargeError:
+    """The error of a file over the per-file limit (``how``: at what point it was found); the run fails, resumable."""
+    return BulkFileTooLargeError(
+        f"bulk file {redact_url(url)} is larger than the {max_bytes}-byte limit per file{how} "
+        "(EHRSYNC_BULK_MAX_FILE_BYTES); raise the limit and run again, the file is fetched then"
+    )
 
 
 def _overdue(url: str, deadline: TransferDeadline, exc: TransferDeadlineError) -> BulkFileDeadlineError:
@@ -241,10 +262,7 @@ def _fetch(
                     f"within the {max_bytes}-byte limit per file (EHRSYNC_BULK_MAX_FILE_BYTES) takes: a compressed "
                     "body that decodes to almost nothing (empty gzip members); the next run fetches it again"
                 ) from exc
-            raise BulkFileTooLargeError(
-                f"bulk file {redact_url(item_url)} is larger than the {max_bytes}-byte limit per file "
-                "(EHRSYNC_BULK_MAX_FILE_BYTES); raise the limit and run again, the file is fetched then"
-            ) from exc
+            raise file_too_large(item_url, max_bytes) from exc
 
     try:
         return session.request(

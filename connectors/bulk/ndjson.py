@@ -7,42 +7,24 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, cast
 
 import orjson
 
-__all__ = ["UTF8_BOM", "NdjsonVerification", "iter_ndjson_lines", "past_bom", "truncation_of", "verify_ndjson_file"]
+from connectors.ndjson_files import GZIP_MAGIC, UTF8_BOM, open_ndjson
 
-_GZIP_MAGIC = b"\x1f\x8b"
-#: A UTF-8 byte order mark: RFC 8259 lets a parser ignore one, and .NET writers put one first by default.
-UTF8_BOM = b"\xef\xbb\xbf"
+__all__ = ["UTF8_BOM", "NdjsonVerification", "iter_ndjson_lines", "truncation_of", "verify_ndjson_file"]
+
 _MAX_PROBLEMS = 20
 #: The longest last line without a newline that is read to judge it whole or cut: a longer one is over every
 #: resource limit landing takes (EHRSYNC_MAX_RESOURCE_BYTES is at most 256 MiB), so landing quarantines it, with its
 #: size, whatever it holds, and it is never held in memory here.
 LAST_LINE_LIMIT = 256 * 1024 * 1024 + 2
-
-
-def _open(path: Path) -> BinaryIO:
-    """Plain or gzip file (a server may serve ``.ndjson.gz`` without ``Content-Encoding``), past a leading BOM
-    (else its first line is no JSON, and an error file's first OperationOutcome would go unread)."""
-    with path.open("rb") as probe:
-        magic = probe.read(2)
-    if magic == _GZIP_MAGIC:
-        return past_bom(cast(BinaryIO, gzip.open(path, "rb")))
-    return past_bom(path.open("rb"))
-
-
-def past_bom(handle: BinaryIO) -> BinaryIO:
-    """``handle`` (at its start) moved past a UTF-8 byte order mark, if it begins with one."""
-    if handle.read(len(UTF8_BOM)) != UTF8_BOM:
-        handle.seek(0)
-    return handle
+_GZIP_PIECE = 1024 * 1024
 
 
 def iter_ndjson_lines(path: Path) -> Iterator[bytes]:
     """Yield each non-blank line as raw bytes without its line ending."""
-    with _open(path) as handle:
+    with open_ndjson(path) as handle:
         for raw in handle:
             line = raw.rstrip(b"\r\n")
             if line.strip():
@@ -76,7 +58,7 @@ def verify_ndjson_file(path: Path, expected_type: str, expected_count: int | Non
     """Check every line parses, has ``resourceType == expected_type``, and the count equals ``expected_count``."""
     lines = invalid = wrong = blank = 0
     problems: list[str] = []
-    with _open(path) as handle:
+    with open_ndjson(path) as handle:
         for number, raw in enumerate(handle, start=1):
             line = raw.rstrip(b"\r\n")
             if not line.strip():
@@ -121,24 +103,27 @@ def _last_line(path: Path, size: int, block: int = 64 * 1024) -> bytes | None:
     return b"".join(reversed(pieces))
 
 
-def _gzip_cut(path: Path) -> str | None:
-    """Why the gzip stream of ``path`` is not whole (cut short or corrupt), read through a piece at a time."""
+def _gzip_cut(path: Path, max_bytes: int | None) -> str | None:
+    """Why the gzip stream of ``path`` is not whole (cut short or corrupt), read through a piece at a time;
+    ContentTooLargeError once its content inflates past ``max_bytes`` (the rest is never inflated)."""
     try:
-        with gzip.open(path, "rb") as handle:
-            while handle.read(1024 * 1024):
+        with open_ndjson(path, max_bytes) as handle:
+            while handle.read(_GZIP_PIECE):
                 pass
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         return f"its gzip stream is cut short or corrupt ({exc})"
     return None
 
 
-def truncation_of(path: Path, wire_bytes: int, declared_bytes: int | None) -> str | None:
+def truncation_of(path: Path, wire_bytes: int, declared_bytes: int | None, max_bytes: int | None = None) -> str | None:
     """Why a downloaded NDJSON file looks cut short, or ``None`` when it looks whole.
 
     Cut short: fewer (or more) bytes arrived than the ``Content-Length`` announced, or the last line has no
     newline and is not a complete JSON value (a server that merely omits the final newline is tolerated).
     A gzip file stored as is (no ``Content-Encoding``) must hold a whole gzip stream: its ``Content-Length`` is
-    the stored file's, so a file cut in storage (or a body ending with the connection) shows only there.
+    the stored file's, so a file cut in storage (or a body ending with the connection) shows only there; its
+    content may inflate to ``max_bytes`` (the per-file limit a ``Content-Encoding`` body is held to while it
+    downloads), past which ContentTooLargeError is raised and nothing more is inflated.
     """
     if declared_bytes is not None and wire_bytes != declared_bytes:
         return f"{wire_bytes} bytes arrived of the {declared_bytes} its Content-Length announced"
@@ -146,8 +131,8 @@ def truncation_of(path: Path, wire_bytes: int, declared_bytes: int | None) -> st
     if size == 0:
         return None
     with path.open("rb") as probe:
-        if probe.read(2) == _GZIP_MAGIC:
-            return _gzip_cut(path)
+        if probe.read(2) == GZIP_MAGIC:
+            return _gzip_cut(path, max_bytes)
         probe.seek(size - 1)
         if probe.read(1) == b"\n":
             return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import logging
 import zlib
@@ -29,6 +30,10 @@ from sandbox.state import SandboxState, get_state
 log = logging.getLogger(__name__)
 router = APIRouter()
 _FILE_FAULTS = frozenset({"bulk_truncated", "bulk_short_body", "bulk_blank_line", "bulk_mixed_type", "bulk_gzip_cut"})
+_FILE_FAULTS |= {"bulk_gzip_bomb"}
+#: What ``bulk_gzip_bomb`` adds after a file's lines: 1 GiB of NUL bytes, as 1024 gzip members of 1 MiB each (RFC
+#: 1952 §2.2 lets a file hold many), about 1 MB stored.
+_BOMB_MEMBERS, _BOMB_MEMBER_BYTES = 1024, 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -223,6 +228,12 @@ def _chunks(path: Path, prefix: bytes, chunk: int = 1 << 20) -> Iterator[bytes]:
             yield block
 
 
+@functools.cache
+def _zeros_member() -> bytes:
+    """One gzip member holding ``_BOMB_MEMBER_BYTES`` NUL bytes (about 1 KB)."""
+    return gzip.compress(bytes(_BOMB_MEMBER_BYTES), 9)
+
+
 def _gzipped(pieces: Iterator[bytes]) -> Iterator[bytes]:
     """Compress while streaming so a large file never sits in memory."""
     packer = zlib.compressobj(1, zlib.DEFLATED, 31)
@@ -260,6 +271,8 @@ def download(job_id: str, name: str, request: Request) -> Response:
             return StreamingResponse(_chunks(path, bom), media_type="application/fhir+ndjson")
         return FileResponse(path, media_type="application/fhir+ndjson")
     data = bom + path.read_bytes()
+    if fault.kind == "bulk_gzip_bomb":  # a stored .ndjson.gz inflating ~1000:1, served as stored
+        return Response(gzip.compress(data) + _zeros_member() * _BOMB_MEMBERS, media_type="application/fhir+ndjson")
     if fault.kind == "bulk_gzip_cut":  # a stored .ndjson.gz cut short, served as stored: no Content-Encoding
         packed = gzip.compress(data)
         return Response(packed[: len(packed) // 2], media_type="application/fhir+ndjson")

@@ -133,6 +133,23 @@ def test_bdx07_kickoff_429_waits_per_retry_after_and_retries() -> None:
     assert sleeps == [120.0] and len(script.requests) == 2
 
 
+@pytest.mark.parametrize("patients", [None, ["Patient/a"]], ids=["GET", "POST"])
+@pytest.mark.parametrize("body", [b"", orjson.dumps(oo("transient"))], ids=["bare", "transient-outcome"])
+def test_bdx06_bdx07_kickoff_503_without_retry_after_is_sent_once(patients: list[str] | None, body: bytes) -> None:
+    """Either kick-off form answered 503 with no Retry-After fails at once as BulkExportError (status 503), one
+    request sent: a gateway answers so after giving up on an EHR that may have started the job, and a second kick-off
+    would start a second export (the engine's retry of the failed run kicks off again after its backoff). A 503
+    with Retry-After says the server did not act: waited out and sent again, as a 429 is (BDX-07)."""
+    script = Script(httpx.Response(503, content=body), _accepted())
+    with pytest.raises(BulkExportError, match="HTTP 503") as info:
+        _bulk(script).kickoff("group", group_id="g1", patients=patients)
+    assert info.value.status == 503 and len(script.requests) == 1
+    sleeps: list[float] = []
+    throttled = Script(httpx.Response(503, headers={"Retry-After": "7"}, content=body), _accepted())
+    assert _bulk(throttled, sleeps).kickoff("group", group_id="g1", patients=patients) == STATUS
+    assert sleeps == [7.0] and [r.method for r in throttled.requests] == ["POST" if patients else "GET"] * 2
+
+
 def test_bdx06_relative_content_location_is_resolved() -> None:
     script = Script(httpx.Response(202, headers={"Content-Location": "/bulk/status/job9"}))
     assert _bulk(script).kickoff("system") == "https://ehr.example.org/bulk/status/job9"

@@ -1,6 +1,7 @@
 """Bulk files whose bytes real servers shape differently from our sandbox's default, each through the production
 engine over real sockets: files that start with a UTF-8 byte order mark (``bulk_file_bom``, a .NET writer's
-default), and a file stored gzipped that arrives cut short without ``Content-Encoding`` (``bulk_gzip_cut``).
+default), a file stored gzipped that arrives cut short without ``Content-Encoding`` (``bulk_gzip_cut``), and
+one that inflates ~1000:1 (``bulk_gzip_bomb``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 from engine import cursors, run_bulk_export, runs
 from sandbox import SandboxServer
 from tests.engine.helpers import add_fault, connect_backend, content_fingerprint, make_environment
+from tests.inflation import count_inflated
 
 GROUP = "grp0"
 STREAM = cursors.bulk_stream("group", GROUP)
@@ -89,5 +91,32 @@ def test_a_stored_gzip_file_cut_on_every_attempt_fails_by_name_and_keeps_since(
     assert runs.require(world.env.db, "cut-always").status == "failed"
     assert cursors.get_mark(world.env.db, conn, STREAM, "*") is None
     sb.admin.clear_faults()
+    again = run_bulk_export(world.env, conn, "after")
+    assert again.status == "completed" and again.resumed, again.error
+
+
+@pytest.mark.parametrize("caught_by", ["download-check", "landing"])
+def test_a_stored_gzip_bomb_fails_by_name_inflating_no_more_than_the_limit_bdx17(
+    start_sandbox: Any, tmp_path: Path, http: httpx.Client, monkeypatch: pytest.MonkeyPatch, caught_by: str
+) -> None:
+    """``bulk_gzip_bomb``: a file stored gzipped, served as stored (no Content-Encoding), ~1 MB that inflates to
+    1 GiB. The download counted its compressed bytes only, so it passed the per-file limit, and the truncation
+    check and landing each inflated all of it (the file landed, its NULs quarantined as one line). Now it fails by
+    name as over EHRSYNC_BULK_MAX_FILE_BYTES, no gzip file is inflated past the limit, ``_since`` stays and the
+    next run resumes. ``landing``: with the download's check out of the way, landing holds the same limit."""
+    if caught_by == "landing":
+        monkeypatch.setattr("connectors.bulk.files.truncation_of", lambda *args, **kwargs: None)
+    sb = start_sandbox()
+    world = make_environment(tmp_path / "w", http=http)
+    world.env.bulk_max_file_bytes = limit = 4 * 1024 * 1024  # every file of the sandbox is far smaller
+    conn = connect_backend(world, sb, http=http, group_id=GROUP)
+    add_fault(http, sb, "bulk_gzip_bomb", path="/bulk/files/", times=1)
+    inflated = count_inflated(monkeypatch)
+    report = run_bulk_export(world.env, conn, "bomb")
+    assert report.status == "failed" and report.error is not None
+    assert "bulk_file_too_large" in report.error and f"{limit}-byte limit per file" in report.error
+    assert "/bulk/files/" in report.error and "EHRSYNC_BULK_MAX_FILE_BYTES" in report.error
+    assert 0 < max(inflated.values()) <= limit + 4, "no gzip file was inflated past the limit"
+    assert cursors.get_mark(world.env.db, conn, STREAM, "*") is None
     again = run_bulk_export(world.env, conn, "after")
     assert again.status == "completed" and again.resumed, again.error
