@@ -190,7 +190,9 @@ class FhirClient:
             if count < 1:
                 raise ValueError("count must be positive")
             pairs.append(("_count", str(count)))
-        return iter_search_pages(self._session, self.url_for(resource_type), pairs, bounds=self.bounds)
+        return iter_search_pages(
+            self._session, self.url_for(resource_type), pairs, bounds=self.bounds, resource_type=resource_type
+        )
 
     def create(
         self,

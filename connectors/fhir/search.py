@@ -198,17 +198,19 @@ def _error_outcome(first_url: str, seen: DistinctMatches, total: int | None, pag
     return error
 
 
-def _count_new(seen: DistinctMatches, resources: list[dict[str, Any]]) -> tuple[int, int]:
+def _count_new(seen: DistinctMatches, resources: list[dict[str, Any]], searched: str | None) -> tuple[int, int]:
     """Record a page's matches: (how many were not seen before, how many an earlier page already sent).
 
-    A match without a usable id counts as new; one sent twice on this page alone is neither."""
+    A match without a usable id counts as new; one sent twice on this page alone is neither. Only the ``searched``
+    type's matches count as repeated: an entry of another type without ``search.mode`` is a resource a match refers
+    to, which a server may send again on every page (the same Patient, the same Medication)."""
     new, on_page = 0, set()
     repeated = 0
     for resource in resources:
         rtype, rid = resource.get("resourceType"), resource.get("id")
         if not isinstance(rtype, str) or not isinstance(rid, str) or seen.add(rtype, rid):
             new += 1
-        elif (rtype, rid) not in on_page:
+        elif (rtype, rid) not in on_page and searched in (None, rtype):
             repeated += 1
         if isinstance(rtype, str) and isinstance(rid, str):
             on_page.add((rtype, rid))
@@ -234,14 +236,20 @@ def _stop_reason(
 
 
 def iter_search_pages(
-    session: FhirSession, first_url: str, params: QueryParams | None, *, bounds: BodyBounds | None = None
+    session: FhirSession,
+    first_url: str,
+    params: QueryParams | None,
+    *,
+    bounds: BodyBounds | None = None,
+    resource_type: str | None = None,
 ) -> Iterator[SearchPage]:
     """Yield pages until there is no ``next`` link; an expired link (404/410) raises SearchLinkExpiredError.
 
     A searchset that did not return every match raises SearchIncompleteError *after* yielding every page it did
     send: the last page has no ``next`` although the largest ``total`` a page gave says more matches exist (distinct
     ``(resourceType, id)``: a server paging by offset over changing data repeats one match and skips another); a
-    match of an earlier page comes again (that same shift on a server giving no ``total``); a page with a ``next``
+    match of the searched ``resource_type`` (any type when None) of an earlier page comes again (that same shift on
+    a server giving no ``total``); a page with a ``next``
     link brings no new match, or a ``next`` link repeats one already followed; or a page
     carries an OperationOutcome saying matches are missing (reason ``error_outcome``). The caller keeps what arrived but
     must not move its mark past what did not. Memory: see :mod:`connectors.fhir._distinct` (<= 32 B a match).
@@ -256,7 +264,7 @@ def iter_search_pages(
     while url is not None:
         page = _fetch_page(session, url, params, bounds, first=first)
         links.add(page.url)
-        counts = _count_new(seen, page.resources)
+        counts = _count_new(seen, page.resources, resource_type)
         total = max(total or 0, page.total) if page.total is not None else total
         yield page
         if any(is_severe(o) for o in page.outcomes):

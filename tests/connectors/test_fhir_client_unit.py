@@ -205,6 +205,17 @@ def test_bdx29_a_match_of_an_earlier_page_again_without_total_is_a_shift() -> No
     assert len(list(_client(Script(_json(200, twice))).search_pages("Observation"))) == 1
 
 
+def test_bdx29_an_entry_of_another_type_on_two_pages_is_no_shift() -> None:
+    """A server may send resources a match refers to (its Patient, a Medication) without ``search.mode``, the
+    same one on every page: they are not matches of the type search, so their repeat says nothing about offsets
+    (it made every run of a legal server incomplete). A repeated match of the searched type still does."""
+    patient = {"resourceType": "Patient", "id": "p1"}
+    first = bundle([{"resource": _obs(1)}, {"resource": patient}], next_url=f"{BASE}/Observation?p=2")
+    second = bundle([{"resource": _obs(2)}, {"resource": patient}])
+    pages = list(_client(Script(_json(200, first), _json(200, second))).search_pages("Observation"))
+    assert [[r["id"] for r in p.resources] for p in pages] == [["o1", "p1"], ["o2", "p1"]]
+
+
 def test_bdx29_distinct_matches_are_counted_in_a_compact_table() -> None:
     from connectors.fhir._distinct import DistinctMatches
 
