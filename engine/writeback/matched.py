@@ -64,7 +64,8 @@ def unconfirmed(
     reason = (
         f"the EHR answered the conditional create with HTTP {status} and a resource not shown to carry this "
         "draft's identifier (it may ignore the identifier in If-None-Exist and have matched another note); "
-        "whether it holds this note is for the identifier search (a later run searches again) or a person"
+        "whether it holds this note is for a person, or for the identifier search of a write_back_note run "
+        "launched for it"
     )
     detail = {"error_code": MATCH_UNCONFIRMED, "status_code": status}
     note = transition(
