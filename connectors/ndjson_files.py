@@ -41,11 +41,16 @@ def open_ndjson(
     if max_bytes is not None and not gzipped and path.stat().st_size > max_bytes:
         raise too_large(f"{path.name} holds {path.stat().st_size} bytes, more than the {max_bytes}-byte limit")
     handle = cast(BinaryIO, gzip.GzipFile(path, "rb")) if gzipped else path.open("rb")
-    if handle.read(len(UTF8_BOM)) != UTF8_BOM:
+    skipped = len(UTF8_BOM)
+    if handle.read(skipped) != UTF8_BOM:
         handle.seek(0)
+        skipped = 0
     if max_bytes is None or not gzipped:
         return handle
-    return cast(BinaryIO, _Inflated(handle, max_bytes, lambda: too_large(_over(path, max_bytes))))
+    if skipped > max_bytes:  # the mark counts, as a plain file's size and a Content-Encoding body's bytes hold it
+        handle.close()
+        raise too_large(_over(path, max_bytes))
+    return cast(BinaryIO, _Inflated(handle, max_bytes - skipped, lambda: too_large(_over(path, max_bytes))))
 
 
 def _over(path: Path, max_bytes: int) -> str:

@@ -36,14 +36,21 @@ def test_bdx17_a_stored_gzip_inflating_past_the_limit_stops_there(tmp_path: Path
 
 
 def test_bdx17_a_stored_gzip_exactly_at_the_limit_is_whole(tmp_path: Path) -> None:
+    """Its byte order mark counts, as a ``Content-Encoding`` body's decoded bytes and a plain file's size hold it:
+    it was skipped uncounted, so the same content stored gzipped passed 3 bytes over the limit."""
     body = UTF8_BOM + b'{"resourceType":"Patient","id":"p"}\n' * 1000
     path = tmp_path / "f.ndjson"
     path.write_bytes(gzip.compress(body))
-    assert truncation_of(path, path.stat().st_size, None, len(body) - len(UTF8_BOM)) is None
+    assert truncation_of(path, path.stat().st_size, None, len(body)) is None
     with pytest.raises(ContentTooLargeError):
-        truncation_of(path, path.stat().st_size, None, len(body) - len(UTF8_BOM) - 1)
+        truncation_of(path, path.stat().st_size, None, len(body) - 1)
     with open_ndjson(path, len(body)) as handle:  # lines read one at a time are counted too
         assert sum(1 for _ in handle) == 1000
+    with pytest.raises(ContentTooLargeError), open_ndjson(path, len(body) - 1) as handle:
+        sum(1 for _ in handle)
+    for limit in (1, 2):  # a limit smaller than the mark alone
+        with pytest.raises(ContentTooLargeError), open_ndjson(path, limit) as handle:
+            handle.read(1024)
 
 
 @pytest.mark.parametrize("encoded", [False, True], ids=["stored-gzip", "content-encoding-gzip"])
