@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 
 import httpx
@@ -34,23 +34,22 @@ _INSTALL_LOCK = threading.Lock()
 
 
 @contextmanager
-def layers_sending() -> Iterator[None]:
+def _flagged(flag: ContextVar[bool]) -> Iterator[None]:
+    token = flag.set(True)
+    try:
+        yield
+    finally:
+        flag.reset(token)
+
+
+def layers_sending() -> AbstractContextManager[None]:
     """Marks the sends of the layers: only their answers are checked."""
-    token = _LAYERS_SENDING.set(True)
-    try:
-        yield
-    finally:
-        _LAYERS_SENDING.reset(token)
+    return _flagged(_LAYERS_SENDING)
 
 
-@contextmanager
-def locations_unread() -> Iterator[None]:
+def locations_unread() -> AbstractContextManager[None]:
     """Marks sends whose caller never follows a redirect: a Location httpx cannot parse is dropped, not an error."""
-    token = _LOCATIONS_UNREAD.set(True)
-    try:
-        yield
-    finally:
-        _LOCATIONS_UNREAD.reset(token)
+    return _flagged(_LOCATIONS_UNREAD)
 
 
 def redirect_target(location: str, request: httpx.Request, status: int, refused: str | None = None) -> str:
