@@ -119,12 +119,12 @@ def land_ndjson_file(
     """Stream a downloaded NDJSON file (plain or gzip; past a leading UTF-8 BOM, which RFC 8259 lets a parser
     ignore and .NET writers put first) a block of lines at a time into the landing zone (BDX-17). A file of more
     than ``max_bytes`` (a gzip one: inflated) raises LandingFileTooLargeError and lands nothing; a gzip one is
-    inflated no further than that."""
+    inflated no further than that, nor read far past what it inflates to (``connectors.ndjson_files``)."""
     src = Path(path)
     if not src.is_file():
         raise LandingError(f"NDJSON file {src} does not exist")
     with (
-        open_ndjson(src, max_bytes, LandingFileTooLargeError) as fh,
+        open_ndjson(src, max_bytes, LandingFileTooLargeError, LandingFileTooLargeError) as fh,
         zone.writer(connection_id, resource_type, run_id, source, **options) as w,
     ):
         if not zone.block_landing:

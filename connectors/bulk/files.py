@@ -29,6 +29,7 @@ from connectors.errors import (
     FhirForbiddenError,
     FhirUnauthorizedError,
     FhirWithoutTokenRefusedError,
+    GzipPastContentError,
     TransferDeadlineError,
     TransferTooSlowError,
 )
@@ -177,10 +178,17 @@ def download_file(
 
 
 def _cut_short(got: Downloaded, url: str, max_bytes: int | None) -> str | None:
-    """:func:`truncation_of` the download; a gzip file stored as is whose content inflates past ``max_bytes`` is
-    removed and fails as too large, as a ``Content-Encoding: gzip`` body inflating past it does while it arrives."""
+    """:func:`truncation_of` the download; a gzip file stored as is whose content inflates past ``max_bytes``, or
+    whose compressed bytes run far past what they inflate to, is removed and fails as too large, as a
+    ``Content-Encoding: gzip`` body doing so does while it arrives."""
     try:
         return truncation_of(got.path, got.wire_bytes, got.declared_bytes, max_bytes)
+    except GzipPastContentError as exc:  # empty gzip members, padding: fetched again, the same bytes come
+        got.path.unlink(missing_ok=True)
+        raise BulkFileTooLargeError(
+            f"bulk file {redact_url(url)}, stored gzipped (no Content-Encoding), holds compressed bytes that inflate "
+            f"to almost nothing (empty gzip members or padding): {exc}; the next run fetches it again"
+        ) from exc
     except ContentTooLargeError as exc:
         got.path.unlink(missing_ok=True)
         raise file_too_large(

@@ -24,6 +24,7 @@ may echo request values: log ``loggable_message(exc)`` (their ``safe_message``) 
     ├── StepBudgetExceededError       a sync step outlived its overall time budget
     ├── ContentTooLargeError          a download exceeded its size cap (nothing was kept)
     │   ├── ResponseTooLargeError     a JSON body exceeded the per-response byte limit
+    │   ├── GzipPastContentError      a stored gzip file read far past what it inflates to (empty members)
     ├── UnsupportedContentEncodingError  a body compressed as ehrsync never asked (br, zstd): not decodable
     ├── FhirError                     a FHIR REST error response (status + OperationOutcome)
     │   ├── FhirUnauthorizedError (401), FhirForbiddenError (403), FhirNotFoundError (404),
@@ -50,6 +51,7 @@ from connectors.errors.base import (
     DiscoveryError,
     EhrSyncError,
     EhrUnreachableError,
+    GzipPastContentError,
     InsufficientDiskSpaceError,
     NeedsReauthError,
     RequestDeadlineError,
@@ -135,6 +137,7 @@ __all__ = [
     "FhirUnauthorizedError",
     "FhirUnprocessableError",
     "FhirWithoutTokenRefusedError",
+    "GzipPastContentError",
     "InsufficientDiskSpaceError",
     "InvalidClientError",
     "InvalidGrantError",

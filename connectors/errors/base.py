@@ -75,6 +75,11 @@ class ResponseTooLargeError(ContentTooLargeError):
     code = "response_too_large"
 
 
+class GzipPastContentError(ContentTooLargeError):
+    """A file stored gzipped whose compressed bytes run far past what they inflate to (members that inflate to
+    nothing, zero padding): gzip reads those a member or a byte at a time, ~30 min of CPU for 10 GiB."""
+
+
 class RequestDeadlineError(TransportError):
     """One request took longer than its overall deadline (e.g. a server trickling bytes): not retried."""
 

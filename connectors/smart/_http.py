@@ -34,6 +34,7 @@ from connectors.transport import DEFAULT_TIMEOUT, bounds_of, ehr_client, read_ca
 from connectors.transport.answers import json_object_text
 from connectors.transport.decoding import ACCEPT_ENCODING, with_body
 from connectors.transport.plan import APP_EXTENSION, app_key
+from connectors.transport.redirects import locations_unread
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +69,14 @@ def send(http: httpx.Client, request: httpx.Request, doing: str) -> httpx.Respon
     ``ResponseTooLargeError``; an answer still arriving, or not yet begun, at the deadline ``RequestDeadlineError``
     (a ``TransportError`` the vault does not retry).
     A step whose budget is spent (``connectors.budgets.step_budget``) sends nothing; one that runs out while the
-    answer arrives still gets it."""
+    answer arrives still gets it. A 3xx (httpx follows none by default) is the caller's to handle as any answer not
+    a 2xx, whether or not httpx can parse its Location (``locations_unread``)."""
     bounds = dataclasses.replace(bounds_of(http), within_step=False)
     check_step_budget()  # a spent step sends nothing: a grant, once sent, may rotate the refresh token
     request.extensions.update(bounds.extensions())  # the attempt layer bounds the body and cuts error answers
     try:
-        response = ehr_client(http).send(request, stream=True)
+        with locations_unread():
+            response = ehr_client(http).send(request, stream=True)
         try:
             if response.status_code >= 400:  # already read, cut at 1 MiB
                 return response

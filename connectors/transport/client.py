@@ -88,7 +88,8 @@ class EhrClient(BoundedClient):
 
 class _Borrowed(httpx.BaseTransport):
     """Sends through a caller's client (its own transport, proxies and event hooks), which the caller closes.
-    A redirect whose Location httpx cannot parse is a FhirError here, never retried (:mod:`.redirects`)."""
+    A redirect whose Location httpx cannot parse is a FhirError here, never retried; a SMART call's drops that
+    Location instead (:mod:`.redirects`)."""
 
     def __init__(self, http: httpx.Client) -> None:
         self._http = http

@@ -7,13 +7,18 @@ broken connection: the retry layer sent the same request again until "failed aft
 :func:`install_location_check` puts a response hook on the client under the layers that raises a ``FhirError``
 naming the 3xx status and the Location before httpx reads it. The hook acts only on requests the layers send
 (a context flag), so whatever else the client's owner sends with it behaves as before.
+
+A SMART call (token, discovery, introspection, revocation) follows no redirect: its caller handles a 3xx as any
+answer that is not a 2xx (an ``invalid_response``, an unusable discovery document). Within :func:`locations_unread`
+the hook drops the Location httpx cannot parse instead, so such a 3xx reaches that caller exactly as one with a
+valid Location does; as a FhirError it escaped the vault's refresh with no audit row.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 
 import httpx
@@ -21,20 +26,30 @@ import httpx
 from connectors.errors import FhirError
 from connectors.http.urls import redact_url, resolve_checked_url
 
-__all__ = ["install_location_check", "layers_sending", "redirect_target"]
+__all__ = ["install_location_check", "layers_sending", "locations_unread", "redirect_target"]
 
 _LAYERS_SENDING: ContextVar[bool] = ContextVar("ehrsync_layers_sending", default=False)
+_LOCATIONS_UNREAD: ContextVar[bool] = ContextVar("ehrsync_locations_unread", default=False)
 _INSTALL_LOCK = threading.Lock()
 
 
 @contextmanager
-def layers_sending() -> Iterator[None]:
-    """Marks the sends of the layers: only their answers are checked."""
-    token = _LAYERS_SENDING.set(True)
+def _flagged(flag: ContextVar[bool]) -> Iterator[None]:
+    token = flag.set(True)
     try:
         yield
     finally:
-        _LAYERS_SENDING.reset(token)
+        flag.reset(token)
+
+
+def layers_sending() -> AbstractContextManager[None]:
+    """Marks the sends of the layers: only their answers are checked."""
+    return _flagged(_LAYERS_SENDING)
+
+
+def locations_unread() -> AbstractContextManager[None]:
+    """Marks sends whose caller never follows a redirect: a Location httpx cannot parse is dropped, not an error."""
+    return _flagged(_LOCATIONS_UNREAD)
 
 
 def redirect_target(location: str, request: httpx.Request, status: int, refused: str | None = None) -> str:
@@ -54,13 +69,17 @@ def redirect_target(location: str, request: httpx.Request, status: int, refused:
 
 
 def _check_location(response: httpx.Response) -> None:
-    """Raise FhirError for a redirect whose Location httpx would refuse (see the module docstring)."""
+    """Raise FhirError for a redirect whose Location httpx would refuse, or drop that Location for a caller that
+    reads none (see the module docstring)."""
     if not _LAYERS_SENDING.get() or not response.has_redirect_location:
         return
     location = response.headers["Location"]
     try:
         httpx.URL(location)
     except httpx.InvalidURL as exc:
+        if _LOCATIONS_UNREAD.get():
+            del response.headers["Location"]  # httpx then builds no next request from it
+            return
         redirect_target(location, response.request, response.status_code, refused=str(exc))
 
 

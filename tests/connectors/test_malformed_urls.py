@@ -13,11 +13,27 @@ import orjson
 import pytest
 
 from connectors.bulk import BulkClient
-from connectors.errors import BulkExportError, ConfigurationError, DiscoveryError, FhirError, SecurityPolicyError
+from connectors.errors import (
+    BulkExportError,
+    ConfigurationError,
+    DiscoveryError,
+    FhirError,
+    OAuthError,
+    SecurityPolicyError,
+)
 from connectors.fhir import FhirClient
 from connectors.fhir.client import parse_location
 from connectors.http import normalize_base_url, outbound_url_guard, redact_url, resolve_url, same_origin, url_problem
-from connectors.smart import discover, is_issuer_allowed, normalize_issuer
+from connectors.smart import (
+    PublicClientAuth,
+    SecretClientAuth,
+    discover,
+    introspect_token,
+    is_issuer_allowed,
+    normalize_issuer,
+    refresh_grant,
+    revoke_token,
+)
 from connectors.smart._brand_refs import is_fhir_base
 from connectors.tokens import StaticTokenSource
 from tests.connectors.helpers import TOKEN, recording_policy
@@ -251,15 +267,41 @@ def test_the_location_check_leaves_the_callers_own_requests_alone(server: tuple[
     assert len(script.seen) == 2
 
 
-def test_a_bad_redirect_location_in_smart_discovery_fails_at_once(server: tuple[str, Scripted]) -> None:
+#: a Location httpx can parse first: a SMART call answered 3xx fares the same whichever it carries
+SMART_LOCATIONS = ["https://elsewhere.example/x", "https://h:abc/x", "http://[zz]/x"]
+
+
+@pytest.mark.parametrize("location", SMART_LOCATIONS)
+def test_sal02_smart_discovery_answered_302_is_unusable_whatever_its_location(
+    server: tuple[str, Scripted], location: str
+) -> None:
+    """A Location httpx cannot parse used to fail discovery as a FhirError (the FHIR path's) after one request."""
     base, script = server
-    script.actions = [send(302, b"", {"Location": "http://[zz]/x"})] * 6
-    with (
-        httpx.Client() as http,
-        pytest.raises(FhirError, match="answered HTTP 302 with a Location that has a malformed"),
-    ):
+    script.actions = [send(302, b"", {"Location": location})] * 6
+    with httpx.Client() as http, pytest.raises(DiscoveryError) as info:
         discover(f"{base}/fhir", http=http)
-    assert len(script.seen) == 1
+    assert str(info.value) == f"{base}/fhir: smart-configuration HTTP 302 and /metadata HTTP 302"
+    assert len(script.seen) == 2  # the well-known document, then the CapabilityStatement; neither retried
+
+
+_SMART_CALLS = {
+    "token": lambda url, http: refresh_grant(url, http=http, client_auth=SecretClientAuth("c", "s"), refresh_token="r"),
+    "revocation": lambda url, http: revoke_token(url, http=http, client_auth=SecretClientAuth("c", "s"), token="t"),
+    "introspection": lambda url, http: introspect_token(url, http=http, client_auth=PublicClientAuth("c"), token="t"),
+}
+
+
+@pytest.mark.parametrize("location", SMART_LOCATIONS)
+@pytest.mark.parametrize("call", _SMART_CALLS.keys())
+def test_sal36_an_oauth_call_answered_302_is_an_invalid_response_whatever_its_location(
+    server: tuple[str, Scripted], location: str, call: str
+) -> None:
+    base, script = server
+    script.actions = [send(302, b"", {"Location": location})] * 6
+    with httpx.Client() as http, pytest.raises(OAuthError) as info:
+        _SMART_CALLS[call](f"{base}/oauth", http)
+    assert (type(info.value), info.value.error, info.value.status) == (OAuthError, "invalid_response", 302)
+    assert str(info.value).endswith("HTTP 302 without an OAuth error body") and len(script.seen) == 1
 
 
 @pytest.mark.parametrize("bad", ["https://alice:s3cret@h:99999/fhir", "https://alice:s3cret@[::1/fhir?x=1"])

@@ -35,6 +35,7 @@ class TokenServerState:
     fail_next: list[int] = field(default_factory=list)
     #: the next token requests (any grant) answer these (status, JSON body), one each
     answer_next: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    answer_headers: dict[str, str] = field(default_factory=dict)  # headers of the ``answer_next`` answers
     trickle_s: float = 0.0  # > 0: the next token answers send their body one byte every trickle_s seconds
     issued: int = 0
     answer_scope: str | None = None  # set: every grant answers this ``scope`` (e.g. "", a blank scope)
@@ -94,7 +95,7 @@ def create_app(state: TokenServerState, base: list[str]) -> FastAPI:
                 return JSONResponse({"error": "temporarily_unavailable"}, status_code=status)
             if state.answer_next:
                 status, answer = state.answer_next.pop(0)
-                return JSONResponse(answer, status_code=status)
+                return JSONResponse(answer, status_code=status, headers=state.answer_headers)
             if state.client_secret is not None and basic_secret(request.headers.get("authorization")) != (
                 state.client_secret
             ):
