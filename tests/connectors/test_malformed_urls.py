@@ -114,15 +114,19 @@ def test_sal02_a_bad_optional_endpoint_is_left_out_with_a_warning_and_the_launch
     assert f"smart-configuration field '{field}'" in caplog.text and "ignoring" in caplog.text
 
 
+def _capability_statement(uris: list[dict[str, str]]) -> dict[str, object]:
+    """A CapabilityStatement whose SMART ``oauth-uris`` extension holds ``uris`` (SAL-04)."""
+    security = {"extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                               "extension": uris}]}  # fmt: skip
+    return {"resourceType": "CapabilityStatement", "rest": [{"security": security}]}
+
+
 def test_sal04_a_bad_oauth_uri_in_the_capability_statement_is_a_discovery_error_naming_it(
     server: tuple[str, Scripted],
 ) -> None:
     base, script = server
     uris = [{"url": "token", "valueUri": "https://h:abc/token"}, {"url": "authorize", "valueUri": "/authorize"}]
-    security = {"extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
-                               "extension": uris}]}  # fmt: skip
-    statement = {"resourceType": "CapabilityStatement", "rest": [{"security": security}]}
-    script.actions = [send(404, b""), _json(statement)]
+    script.actions = [send(404, b""), _json(_capability_statement(uris))]
     with httpx.Client() as http, pytest.raises(DiscoveryError, match="oauth-uris 'token' has a port"):
         discover(f"{base}/fhir", http=http)
 
@@ -130,10 +134,7 @@ def test_sal04_a_bad_oauth_uri_in_the_capability_statement_is_a_discovery_error_
 def test_sal04_a_bad_optional_oauth_uri_is_left_out_and_the_launch_goes_on(server: tuple[str, Scripted]) -> None:
     base, script = server
     uris = [{"url": "token", "valueUri": "/token"}, {"url": "revoke", "valueUri": "https://h:abc/revoke"}]
-    security = {"extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
-                               "extension": uris}]}  # fmt: skip
-    statement = {"resourceType": "CapabilityStatement", "rest": [{"security": security}]}
-    script.actions = [send(404, b""), _json(statement)]
+    script.actions = [send(404, b""), _json(_capability_statement(uris))]
     with httpx.Client() as http:
         config = discover(f"{base}/fhir", http=http)
     assert config.token_endpoint == f"{base}/token" and config.revocation_endpoint is None

@@ -49,6 +49,18 @@ def bundle(resources: list[dict[str, Any]], *, next_url: str | None = None, last
     return 200, {"Content-Type": "application/fhir+json"}, orjson.dumps(body)
 
 
+def document_with(attachments: list[dict[str, Any]]) -> dict[str, Any]:
+    """DocumentReference ``d1`` of ``Patient/p1`` whose content holds ``attachments``."""
+    return {
+        "resourceType": "DocumentReference",
+        "id": "d1",
+        "meta": {"lastUpdated": "2026-10-01T00:00:00Z"},
+        "status": "current",
+        "subject": {"reference": "Patient/p1"},
+        "content": [{"attachment": a} for a in attachments],
+    }
+
+
 def outcome(status: int, code: str) -> Reply:
     body = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code}]}
     return status, {"Content-Type": "application/fhir+json"}, orjson.dumps(body)

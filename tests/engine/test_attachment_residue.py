@@ -17,7 +17,7 @@ import httpx
 from engine import hold_connection
 from engine.attachments import attachments_of
 from engine.residue import ATTACHMENT_TMP_DIR, attachment_tmp_root, remove_orphans
-from tests.engine.fake_fhir import FakeFhir, Reply, bundle, serve
+from tests.engine.fake_fhir import FakeFhir, Reply, bundle, document_with, serve
 from tests.engine.helpers import SyncWorld, connect_static, make_environment
 from tests.engine.job_runs import run_sync
 
@@ -33,14 +33,7 @@ def _age(path: Path, seconds: float = 600) -> None:
 
 def _documents(fake: FakeFhir, release: threading.Event) -> FakeFhir:
     """One DocumentReference whose attachment download answers only once ``release`` is set."""
-    doc = {
-        "resourceType": "DocumentReference",
-        "id": "d1",
-        "meta": {"lastUpdated": "2026-10-01T00:00:00Z"},
-        "status": "current",
-        "subject": {"reference": "Patient/p1"},
-        "content": [{"attachment": {"url": "Binary/slow", "contentType": "text/plain"}}],
-    }
+    doc = document_with([{"url": "Binary/slow", "contentType": "text/plain"}])
 
     def slow(_path: str, _q: dict[str, list[str]]) -> Reply:
         release.wait(60)

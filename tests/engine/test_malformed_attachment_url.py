@@ -4,7 +4,7 @@ stored, against a scripted FHIR server over a real socket."""
 
 from __future__ import annotations
 
-from tests.engine.fake_fhir import FakeFhir, Reply, bundle, serve
+from tests.engine.fake_fhir import FakeFhir, Reply, bundle, document_with, serve
 from tests.engine.helpers import connect_static
 from tests.engine.job_runs import sync_type
 
@@ -12,14 +12,7 @@ from tests.engine.job_runs import sync_type
 def _documents(fake: FakeFhir) -> FakeFhir:
     def documents(_path: str, _q: dict[str, list[str]]) -> Reply:
         urls = ["Binary/ok", "http://[", "http://[::1/x", "https://h:99999/x", "https://h:abc/x"]
-        doc = {
-            "resourceType": "DocumentReference",
-            "id": "d1",
-            "meta": {"lastUpdated": "2026-10-01T00:00:00Z"},
-            "status": "current",
-            "subject": {"reference": "Patient/p1"},
-            "content": [{"attachment": {"url": url, "contentType": "text/plain"}} for url in urls],
-        }
+        doc = document_with([{"url": url, "contentType": "text/plain"} for url in urls])
         return bundle([doc], last_updated="2026-10-20T00:00:00Z")
 
     fake.routes.update(

@@ -9,7 +9,7 @@ import duckdb
 
 from engine import cursors
 from engine.attachments import attachments_of
-from tests.engine.fake_fhir import FakeFhir, Reply, bundle, outcome, serve
+from tests.engine.fake_fhir import FakeFhir, Reply, bundle, document_with, outcome, serve
 from tests.engine.helpers import connect_static
 from tests.engine.job_runs import sync_type
 
@@ -51,14 +51,7 @@ def _scripted() -> FakeFhir:
             {"url": "Binary/exe", "contentType": "application/x-msdownload"},
             {"url": "Binary/lie", "contentType": "text/plain"},
         ]
-        doc = {
-            "resourceType": "DocumentReference",
-            "id": "d1",
-            "meta": {"lastUpdated": "2026-10-01T00:00:00Z"},
-            "status": "current",
-            "subject": {"reference": "Patient/p1"},
-            "content": [{"attachment": a} for a in attachments],
-        }
+        doc = document_with(attachments)
         return bundle([doc], last_updated="2026-10-20T00:00:00Z")
 
     fake.routes.update(
