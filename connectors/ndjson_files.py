@@ -60,21 +60,16 @@ def open_ndjson(
         if max_bytes is not None and path.stat().st_size > max_bytes:
             raise too_large(f"{path.name} holds {path.stat().st_size} bytes, more than the {max_bytes}-byte limit")
         plain = path.open("rb")
-        if plain.read(len(UTF8_BOM)) != UTF8_BOM:
-            plain.seek(0)
+        _skip_bom(plain)
         return plain
     if max_bytes is None:  # a file the truncation check has passed (error, deleted and member-id files)
         handle = cast(BinaryIO, gzip.GzipFile(path, "rb"))
-        if handle.read(len(UTF8_BOM)) != UTF8_BOM:
-            handle.seek(0)
+        _skip_bom(handle)
         return handle
     compressed = _Compressed(path.open("rb"), lambda read, inflated: past_content(_ahead(path, read, inflated)))
     try:
         handle = cast(BinaryIO, gzip.GzipFile(fileobj=compressed, mode="rb"))  # it reads and seeks, no more
-        skipped = len(UTF8_BOM)
-        if handle.read(skipped) != UTF8_BOM:
-            handle.seek(0)
-            skipped = 0
+        skipped = _skip_bom(handle)
     except BaseException:
         compressed.close()
         raise
@@ -84,6 +79,14 @@ def open_ndjson(
     inflated = _Inflated(handle, compressed, max_bytes - skipped, lambda: too_large(_over(path, max_bytes)))
     compressed.inflated = inflated.inflated_bytes
     return cast(BinaryIO, inflated)
+
+
+def _skip_bom(handle: BinaryIO) -> int:
+    """Move ``handle`` past a leading UTF-8 BOM; returns the bytes skipped (0 when it holds none)."""
+    if handle.read(len(UTF8_BOM)) == UTF8_BOM:
+        return len(UTF8_BOM)
+    handle.seek(0)
+    return 0
 
 
 def _ahead(path: Path, read: int, inflated: int) -> str:
