@@ -42,6 +42,15 @@ class IdentifierLookup:
         """The one note found, or None (none, several, or no evidence)."""
         return self.matches[0] if len(self.matches) == 1 and not self.ignored else None
 
+    @property
+    def found_ref(self) -> tuple[str, str | None] | None:
+        """``(id, meta.versionId)`` of the one note found, or None."""
+        found = self.found
+        if found is None:
+            return None
+        meta = found.get("meta")
+        return str(found["id"]), meta.get("versionId") if isinstance(meta, dict) else None
+
 
 def find_by_identifier(client: FhirClient, note: NoteRecord) -> IdentifierLookup:
     """Search ``DocumentReference?patient=&identifier=`` (raises ``EhrSyncError`` when the search fails)."""

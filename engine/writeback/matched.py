@@ -12,7 +12,6 @@ is not checked: the server created a resource for this POST (DWB-33: a server ma
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from connectors import errors as ce
 from connectors.fhir import CreateResult, FhirClient
@@ -47,12 +46,9 @@ def confirm_match(
     except ce.EhrSyncError as exc:
         _log.warning("note %s: the identifier search failed (%s)", note.id, exc.code)
         return None, None
-    found = lookup.found
-    if found is None:
+    if (ref := lookup.found_ref) is None:
         return None, lookup
-    meta: Any = found.get("meta")
-    version = meta.get("versionId") if isinstance(meta, dict) else None
-    return CreateResult(result.status, str(found["id"]), None, found, version), lookup
+    return CreateResult(result.status, ref[0], None, lookup.found, ref[1]), lookup
 
 
 def unconfirmed(

@@ -45,18 +45,17 @@ def reconcile(
             reason="the EHR ignores the identifier search parameter: whether it holds this note needs a person",
             detail={"reconciled": False, "error_code": IGNORED},
         )
-    if lookup.found is not None:
-        found = lookup.found
-        meta = found.get("meta") if isinstance(found.get("meta"), dict) else {}
+    if (ref := lookup.found_ref) is not None:
+        resource_id, version_id = ref
         return transition(
             db,
             note,
             "written",
-            ehr_resource_id=str(found.get("id")),
-            ehr_version_id=(meta or {}).get("versionId"),
+            ehr_resource_id=resource_id,
+            ehr_version_id=version_id,
             reason_code=None,
             reason=None,
-            detail={"reconciled": True, "resource_id": found.get("id")},
+            detail={"reconciled": True, "resource_id": resource_id},
         )
     if len(lookup.matches) > 1:
         return transition(

@@ -58,9 +58,8 @@ def _learn_id(client: FhirClient, note: NoteRecord, status: int) -> tuple[str | 
     except ce.EhrSyncError as exc:
         why = f"the identifier search failed ({exc.code})"
     else:
-        if lookup.found is not None:
-            meta = lookup.found.get("meta") if isinstance(lookup.found.get("meta"), dict) else None
-            return str(lookup.found["id"]), (meta or {}).get("versionId"), None
+        if (ref := lookup.found_ref) is not None:
+            return *ref, None
         if lookup.ignored:
             why = "the EHR ignores the identifier search parameter"
         else:
