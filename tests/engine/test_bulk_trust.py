@@ -278,7 +278,9 @@ def test_new_members_export_with_an_error_file_keeps_them_new_bdx15(
     conn = connect_backend(world, sb, http=http, group_id=group)
     assert run_bulk_export(world.env, conn, "first").status == "completed"
     sb.admin.change_group_members(group, add=["pat1"])
-    sb.admin.mutate(update=3)  # the main `_since` export then has files: their events arm the fault after its kick-off
+    # pat0's records, so the main `_since` export has files whatever is picked: their events arm the fault after
+    # its kick-off (random records could all be pat3's, outside the group: then nothing arms it in time)
+    sb.admin.mutate(update=3, patients=["pat0"])
     armed: list[bool] = []
 
     def arm_after_the_main_kickoff(event: str, _detail: dict[str, Any]) -> None:
@@ -288,6 +290,7 @@ def test_new_members_export_with_an_error_file_keeps_them_new_bdx15(
 
     second = run_bulk_export(world.env, conn, "second", progress=arm_after_the_main_kickoff)
     assert armed and second.membership_checked and second.new_members == 1
+    assert sb.admin.faults() == [], "both firings went to this run: the id-only export's, then the new members'"
     assert second.status == "partial" and second.incomplete_types == ["Observation"]
     held = cursors.get_data(world.env.db, conn, members_stream(group), MEMBERS_KEY)
     assert held is not None and "pat1" not in held["members"], "not recorded as known"
