@@ -76,6 +76,10 @@ class SandboxConfig(BaseModel):
     #: search parameters refused with 400 ``not-supported`` although advertised, as Oracle Health refuses
     #: ``_lastUpdated`` on resources without it (vendors.md §3), e.g. ["_lastUpdated"]
     refused_search_params: list[str] = Field(default_factory=list)
+    #: per type, the parameter sets one of which every search of it must carry (a search by ``_id`` excepted), else
+    #: 400 ``required``: Epic's Observation needs patient with category or code, Oracle Health's CarePlan patient with
+    #: category (vendors.md §2, §3), e.g. {"CarePlan": [["patient", "category"]]}
+    required_search_params: dict[str, list[list[str]]] = Field(default_factory=dict)
     #: how a search says it ignored parameters: not at all, a self link naming only the parameters it applied
     #: (FHIR's rule), or also a warning OperationOutcome entry (``search.mode=outcome``)
     report_ignored_params: Literal["silent", "self_link", "outcome"] = "silent"

@@ -94,6 +94,9 @@ class ProviderPlugin(abc.ABC):
     refresh_policy: ClassVar[RefreshPolicy] = RefreshPolicy.ROTATE
     scope_style: ClassVar[ScopeStyle] = ScopeStyle.V2
     required_search_params: ClassVar[Mapping[str, tuple[tuple[str, ...], ...]]] = {}
+    #: Parameters every patient search of a type carries besides the patient, where the vendor requires them and
+    #: one value covers what ehrsync syncs (Oracle Health's CarePlan: ``category=assess-plan``, vendors.md §3).
+    fixed_search_params: ClassVar[Mapping[str, Mapping[str, str]]] = {}
     last_updated_types: ClassVar[frozenset[str]] = frozenset()
     bulk: ClassVar[BulkSupport] = BulkSupport.NONE
     #: The vendor's Bulk kick-off takes the experimental ``_elements`` and ``patient`` parameters (Oracle Health's
@@ -206,7 +209,7 @@ class ProviderPlugin(abc.ABC):
             return [dict(every)]
         if param is None:
             return []
-        return [{param: patient_id, **every}]
+        return [{param: patient_id, **self.fixed_search_params.get(resource_type, {}), **every}]
 
     def every_search_params(self, config: ProviderConfig | Mapping[str, Any] | None = None) -> dict[str, str]:
         """Parameters the vendor wants on every search of the tenant, whatever else it asks (athenahealth's

@@ -44,6 +44,10 @@ class CernerProvider(ProviderPlugin):
     token_ttl_hint = 570
     refresh_policy = RefreshPolicy.REUSE_ORIGINAL
     scope_style = ScopeStyle.V1
+    # CarePlan search needs patient + category (or _id alone) and supports only category assess-plan [doc]:
+    # docs.oracle.com/en/industries/health/millennium-platform-apis/mfrap/op-careplan-get.html
+    required_search_params = {"CarePlan": (("patient", "category"), ("_id",))}
+    fixed_search_params = {"CarePlan": {"category": "assess-plan"}}
     last_updated_types = frozenset({"Observation", "DocumentReference", "DiagnosticReport", "Encounter", "Condition"})
     bulk = BulkSupport.GROUP
     # "_elements" and "patient" are experimental parameters Oracle's Bulk does not support [doc]:

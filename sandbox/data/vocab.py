@@ -116,7 +116,11 @@ PROCEDURES = [
     cc(SNOMED, "430193006", "Medication reconciliation"),
 ]
 
-CAREPLAN_CAT = [cc(SNOMED, "734163000", "Care plan")]
+#: US Core's CarePlan category (``assess-plan``, the only one Oracle Health searches) and a SNOMED one
+CAREPLAN_CAT = [
+    cc("http://hl7.org/fhir/us/core/CodeSystem/careplan-category", "assess-plan", "Assessment and Plan of Treatment"),
+    cc(SNOMED, "734163000", "Care plan"),
+]
 CAREPLAN_ACTIVITIES = [
     cc(SNOMED, "229065009", "Exercise therapy"),
     cc(SNOMED, "226234005", "Healthy diet"),

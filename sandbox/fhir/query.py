@@ -82,6 +82,16 @@ def split_ignored(
     return used, ignored
 
 
+def check_required(resource_type: str, params: Sequence[tuple[str, str]], required: list[list[str]]) -> None:
+    """400 ``required`` unless the search carries one of the ``required`` parameter sets (or searches by ``_id``), as
+    vendors refuse a search lacking what they need for the type (Epic's Observation category, Oracle's CarePlan)."""
+    names = {name.split(":", 1)[0] for name, _ in params}
+    if not required or "_id" in names or any(set(one) <= names for one in required):
+        return
+    wanted = " or ".join("+".join(one) for one in required)
+    raise FhirFailure(400, "required", f"a {resource_type} search needs {wanted}")
+
+
 def parse_query(
     resource_type: str, params: Sequence[tuple[str, str]], default_count: int, max_count: int, strict: bool = False
 ) -> SearchQuery:

@@ -20,7 +20,7 @@ from sandbox.fhir.access import bearer
 from sandbox.fhir.discovery import WRITABLE
 from sandbox.fhir.paging import sign, unsign
 from sandbox.fhir.permission import permission
-from sandbox.fhir.query import parse_query, split_ignored, subset, without_last_updated
+from sandbox.fhir.query import check_required, parse_query, split_ignored, subset, without_last_updated
 from sandbox.fhir.responses import FhirFailure, fhir_response, http_date, outcome_body
 from sandbox.fhir.search import natural_page, sorted_page
 from sandbox.fhir.validate import check_writable
@@ -92,6 +92,7 @@ def search(resource_type: str, request: Request) -> Response:
     cfg = st.settings
     params, cursor, sorted_mode = _search_request(st, request, resource_type)
     strict = _prefers(request, "handling") == "strict"
+    check_required(resource_type, params, cfg.required_search_params.get(resource_type, []))
     used, ignored = split_ignored(params, cfg.ignored_search_params, strict, cfg.refused_search_params)
     q = parse_query(resource_type, used, cfg.default_count, cfg.max_count, strict)
     if perm.filters is not None and any(not _category_granted(toks, perm.filters) for toks in q.categories):
