@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from warehouse.sof._integers import duckdb_integer, postgres_integer
+
 __all__ = ["DIALECTS", "FastPath", "Kind", "SqlDialect", "Steps", "Typed", "quote", "sql_string"]
 
 Kind = Literal["coll", "bool", "str", "num"]
 Steps = tuple[str | int, ...]  # members and array indexes from a JSON item
-_EXACT = 2**53  # every whole number up to this is exact in a double
 
 
 @dataclass(frozen=True)
@@ -129,20 +130,8 @@ class SqlDialect:
         return f"(CASE WHEN {self.json_kind(item)} IN {self.kinds[kind]} THEN {self.cast(text, sqltype)} END)"
 
     def item_integer(self, item: str) -> str:
-        """A JSON item as BIGINT: a whole number within range, exactly; NULL for a fraction, a number past BIGINT
-        or a value of another JSON type. Never through a cast of the double, which raised "out of range" for one
-        value past BIGINT (failing the whole view), rounded 2.5 its own way on each database and dropped digits
-        past 2**53. DuckDB reads a number with a fraction or an exponent as a double: whole ones within 2**53."""
-        return self.let(
-            self.item_text(item),
-            "xi",
-            lambda t: (
-                f"(CASE {self.json_kind(item)} WHEN 'DOUBLE' THEN (CASE WHEN TRY_CAST({t} AS DOUBLE) = "
-                f"trunc(TRY_CAST({t} AS DOUBLE)) AND abs(TRY_CAST({t} AS DOUBLE)) <= {_EXACT} THEN "
-                f"CAST(TRY_CAST({t} AS DOUBLE) AS BIGINT) END) WHEN 'BIGINT' THEN TRY_CAST({t} AS BIGINT) "
-                f"WHEN 'UBIGINT' THEN TRY_CAST({t} AS BIGINT) WHEN 'HUGEINT' THEN TRY_CAST({t} AS BIGINT) END)"
-            ),
-        )
+        """A JSON item as BIGINT, exactly, or NULL (warehouse/sof/_integers.py)."""
+        return self.let(self.item_text(item), "xi", lambda t: duckdb_integer(self.json_kind(item), t))
 
     def to_json(self, sql: str) -> str:
         return f"to_json({sql})"
@@ -251,16 +240,7 @@ class _Postgres(SqlDialect):
         return f"(CASE WHEN {self.json_kind(item)} IN {self.kinds[kind]} THEN {value} END)"
 
     def item_integer(self, item: str) -> str:
-        """As DuckDB answers (see there): jsonb keeps a number's digits (its text never has an exponent), so a
-        plain integer is exact to BIGINT's range, and a whole number written with a fraction counts to 2**53."""
-        t = self.item_text(item)
-        n = f"({t})::numeric"
-        exact = f"({t} !~ '[.]' OR abs({n}) <= {_EXACT})"
-        in_range = f"{n} BETWEEN -9223372036854775808 AND 9223372036854775807"
-        return (
-            f"(CASE WHEN {self.json_kind(item)} = 'number' THEN (CASE WHEN {n} = trunc({n}) AND {exact} "
-            f"AND {in_range} THEN {n}::bigint END) END)"
-        )
+        return postgres_integer(self.json_kind(item), self.item_text(item))
 
     def item_text(self, item: str) -> str:
         return f"({item} #>> '{{}}')"
