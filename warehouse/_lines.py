@@ -21,6 +21,12 @@ _NOT_INSTANT = "not a FHIR instant (YYYY-MM-DDThh:mm:ss[.fff](Z|+hh:mm))"
 # An unescaped \u0000 inside a JSON string: PostgreSQL JSONB cannot store it, so such a line is quarantined
 # on both backends rather than failing a whole COPY later.
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+# orjson reads every JSON number as a double or a 64-bit integer and refuses one past a double's range; the rest of
+# ehrsync (the bulk file checks, the resources API) reads stored resources with it too, so such a line is kept in
+# the quarantine, named for what it is.
+_PAST_DOUBLE = (
+    "holds a number past a double's range (such as 1e400): valid JSON, but ehrsync's JSON parser cannot read it"
+)
 
 
 class LineRejected(Exception):
@@ -81,6 +87,8 @@ def parse_line(raw: bytes, resource_type: str) -> ParsedLine:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if "infinity" in exc.msg:  # 1e400 is valid JSON and a FHIR decimal: say what is wrong, not "invalid"
+            raise LineRejected(_PAST_DOUBLE) from None
         raise LineRejected(f"not valid JSON: {exc.msg}") from None
     if not isinstance(obj, dict):
         raise LineRejected(f"not a JSON object (got {type(obj).__name__})")

@@ -126,6 +126,9 @@ def test_bdx17_exception_removes_temp_and_keeps_previous_file(zone: LandingZone)
         (b'{"resourceType": "Observation", "id": "o1", "meta": {"versionId": 5}}', "versionId"),
         (b'{"resourceType": "Observation", "id": "o1", "note": [{"text": "a\\u0000b"}]}', "u0000"),
         (b'{"resourceType": "Observation", "id": "o1", "x": "\xff"}', "not valid JSON"),
+        # valid JSON (a FHIR decimal has no range), so the reason must not say "not valid JSON"
+        (b'{"resourceType": "Observation", "id": "o1", "valueQuantity": {"value": 1e400}}', "past a double's range"),
+        (b'{"resourceType": "Observation", "id": "o1", "valueQuantity": {"value": -2.5E+400}}', "past a double's"),
     ],
 )
 def test_bdx20_bad_lines_are_quarantined_not_dropped(zone: LandingZone, line: bytes, reason: str) -> None:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from warehouse.sof._integers import duckdb_integer, postgres_integer
+
 __all__ = ["DIALECTS", "FastPath", "Kind", "SqlDialect", "Steps", "Typed", "quote", "sql_string"]
 
 Kind = Literal["coll", "bool", "str", "num"]
@@ -127,6 +129,10 @@ class SqlDialect:
         sqltype = self.double if kind == "num" else self.boolean
         return f"(CASE WHEN {self.json_kind(item)} IN {self.kinds[kind]} THEN {self.cast(text, sqltype)} END)"
 
+    def item_integer(self, item: str) -> str:
+        """A JSON item as BIGINT, exactly, or NULL (warehouse/sof/_integers.py)."""
+        return self.let(self.item_text(item), "xi", lambda t: duckdb_integer(self.json_kind(item), t))
+
     def to_json(self, sql: str) -> str:
         return f"to_json({sql})"
 
@@ -232,6 +238,9 @@ class _Postgres(SqlDialect):
         )
         value = f"(CASE WHEN {text} ~ '[eE]' OR length({text}) > 300 THEN {guarded} ELSE ({text})::float8 END)"
         return f"(CASE WHEN {self.json_kind(item)} IN {self.kinds[kind]} THEN {value} END)"
+
+    def item_integer(self, item: str) -> str:
+        return postgres_integer(self.json_kind(item), self.item_text(item))
 
     def item_text(self, item: str) -> str:
         return f"({item} #>> '{{}}')"

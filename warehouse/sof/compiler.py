@@ -127,8 +127,9 @@ class _Builder:
         def value_of(item: str) -> str:
             if kind is None:
                 return item
-            value = self.d.item_value(item, kind)
-            return value if sqltype in (self.d.text, self.d.double, self.d.boolean) else self.d.cast(value, sqltype)
+            if sqltype == self.d.bigint:
+                return self.d.item_integer(item)
+            return self.d.item_value(item, kind)
 
         if t.item is not None:
             return value_of(t.item)
