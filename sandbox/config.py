@@ -64,6 +64,9 @@ class SandboxConfig(BaseModel):
     fhir_context_strings: bool = False  # SAL-16: emit fhirContext as plain reference strings (2.0 style)
     grant_scope_subset: list[str] | None = None  # SAL-21: grant only requested scopes that are in this list
     answer_v1_scopes: bool = False  # SAL-21: answer `scope` in v1 syntax
+    #: SAL-15: fields left out of every token answer, as real servers do: no `patient` (a server that keeps the
+    #: launch context to itself, or never sends it on a refresh), no `scope` (RFC 6749: "as requested"), ...
+    token_response_omit: list[str] = Field(default_factory=list)
     need_patient_banner: bool = True
     smart_style_url: str | None = None
 

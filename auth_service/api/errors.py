@@ -59,6 +59,7 @@ ERROR_CODES: dict[str, int] = {
     "validation_error": 422,
     "invalid_client": 502,
     "invalid_id_token": 502,
+    "no_patient_context": 502,
     "invalid_grant": 502,
     "token_exchange_failed": 502,
     "authorize_invalid_request": 502,

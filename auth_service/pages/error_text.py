@@ -42,6 +42,12 @@ _TEXTS: dict[str, PlainError] = {
         "Your health system did not allow the access we asked for",
         "Nothing was shared. You can try again; if it keeps happening, tell your practice.",
     ),
+    "no_patient_context": PlainError(
+        "Your health system did not say whose record to share",
+        "You signed in, but your health system's answer did not name a patient record, so nothing was shared."
+        " Try again, and choose the patient record if your health system asks; if it keeps happening, tell your"
+        " practice.",
+    ),
     "ehr_unavailable": PlainError(
         "Your health system is not answering right now",
         "Nothing was shared. Please try again in a few minutes.",

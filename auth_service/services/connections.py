@@ -24,7 +24,7 @@ from auth_service.services.launch import check_allowlisted
 from auth_service.services.profiles import ClientProfile, check_provider_enabled, resolve_profile
 from auth_service.services.providers_port import check_connection_kind, plugin_display_name, plugin_group_export_only
 from connectors import errors as ce
-from connectors.smart import SmartConfiguration, TokenResponse, client_credentials_grant, discover
+from connectors.smart import SmartConfiguration, TokenResponse, client_credentials_grant, discover, scope_for_server
 from store.models import Connection, ConnectionKind, ConnectionStatus
 from store.vault import reactivatable
 
@@ -159,7 +159,9 @@ def disconnect(ctx: ServiceContext, conn: Connection, actor: str) -> dict[str, A
 
 def _mint_backend_token(
     ctx: ServiceContext, tenant_id: str, provider_id: str, scope: str
-) -> tuple[ClientProfile, SmartConfiguration, TokenResponse]:
+) -> tuple[ClientProfile, SmartConfiguration, TokenResponse, str]:
+    """The first client_credentials token, and the scope it asked for: in v1 spelling for a v1-only server
+    (SAL-20/32: ``system/*.rs`` is ``system/*.read`` there, which knows no other)."""
     with ctx.db.session() as session:
         profile = resolve_profile(session, ctx.cipher, ctx.settings, tenant_id, provider_id)
     if profile.auth_method not in ("private_key_jwt", "client_secret_basic"):
@@ -171,13 +173,14 @@ def _mint_backend_token(
     check_allowlisted(ctx, profile.fhir_base)
     with ctx.call_budget(profile.provider_id, profile.fhir_base):  # eCW counts these calls too
         cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
+        scope = scope_for_server(scope, cfg.v1_scopes_only)
         try:
             token = client_credentials_grant(cfg.token_endpoint, http=ctx.http, client_auth=client_auth, scope=scope)
         except ce.OAuthError as exc:
             if not ce.is_refusal(exc):  # the EHR failing or throttling: 502/503 as any EHR outage
                 raise
             raise ClientGrantRefusedError(exc, _registration_checks(ctx, profile, scope)) from None
-    return profile, cfg, token
+    return profile, cfg, token, scope
 
 
 def _registration_checks(ctx: ServiceContext, profile: ClientProfile, scope: str) -> str:
@@ -207,7 +210,7 @@ def create_backend_connection(
             "(Group/{id}/$export), so a backend connection without a group could never export"
         )
     try:
-        profile, cfg, token = _mint_backend_token(ctx, tenant_id, provider_id, scope)
+        profile, cfg, token, asked = _mint_backend_token(ctx, tenant_id, provider_id, scope)
     except ce.EhrSyncError as exc:
         failure = service_error_from(exc)
         detail = {"provider": provider_id, "asked_scope": scope, "error_code": failure.code}
@@ -215,7 +218,7 @@ def create_backend_connection(
             detail["ehr_error"] = failure.details["ehr_error"]
         audit_event(ctx, "backend.create", "failure", tenant_id, actor, detail=detail)
         raise failure from None
-    granted = token.scope or scope
+    granted = token.scope or asked
     connection_id = keep_connection(
         ctx,
         profile,
@@ -223,7 +226,7 @@ def create_backend_connection(
         token,
         action="backend.create",
         actor=actor,
-        detail={"granted_scope": granted, "asked_scope": scope},
+        detail={"granted_scope": granted, "asked_scope": asked},
         kind=ConnectionKind.GROUP if group_id else ConnectionKind.BACKEND,
         group_id=group_id,
         granted_scopes=granted,

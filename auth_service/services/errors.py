@@ -40,6 +40,7 @@ __all__ = [
     "InvalidInputError",
     "IssuerRefusedError",
     "NotFoundError",
+    "PatientContextMissingError",
     "ProviderUnusableError",
     "PurgeRefusedError",
     "RefreshNotDoneError",
@@ -227,6 +228,11 @@ class AuthorizationRefusedError(
     ServiceError, codes=("authorize_failed", *(code for code, _ in CALLBACK_ERROR_CODES.values()))
 ):
     """The EHR redirected back with an OAuth error (SAL-36); ``ehr_error*`` are its sanitized words."""
+
+
+class PatientContextMissingError(ServiceError, codes=("no_patient_context",)):
+    """A patient sign-in's token answer names no patient (no ``patient``, no verified patient ``fhirUser``): the
+    connection could never sync, so it is not kept (SAL-15)."""
 
 
 class SignInInterruptedError(ServiceError, codes=("sign_in_interrupted", "interrupted_after_connecting")):

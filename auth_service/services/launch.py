@@ -32,22 +32,21 @@ from auth_service.services.errors import (
     StateRefusedError,
     service_error_from,
 )
+from auth_service.services.grant_checks import check_grant
 from auth_service.services.grants import keep_connection
 from auth_service.services.launch_target import check_allowlisted, find_launch_target
-from auth_service.services.profiles import ClientProfile, resolve_profile
+from auth_service.services.profiles import resolve_profile
 from auth_service.services.providers_port import check_connection_kind
 from connectors import errors as ce
 from connectors.smart import (
     JwtClientAuth,
-    SmartConfiguration,
     build_authorize_url,
     check_auth_method_supported,
     discover,
     exchange_code,
     new_pkce,
     normalize_issuer,
-    parse_scopes,
-    validate_id_token,
+    scope_for_server,
 )
 from store.models import ConnectionKind
 from store.states import CallbackOutcome, ConsumedState, InvalidStateError
@@ -74,13 +73,6 @@ def _launch_scopes(scopes: str, ehr_launch: bool) -> str:
     return " ".join(dict.fromkeys(words))
 
 
-def _for_server(scope: str, cfg: SmartConfiguration) -> str:
-    """v1-only servers get the request in v1 spelling, never mixed (SAL-20)."""
-    caps = set(cfg.capabilities)
-    v1_only = cfg.smart_v1 or ("permission-v1" in caps and "permission-v2" not in caps)
-    return parse_scopes(scope).to_v1().raw if v1_only else scope
-
-
 def begin_authorization(
     ctx: ServiceContext,
     *,
@@ -100,7 +92,7 @@ def begin_authorization(
         cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
     auth = profile.client_auth(ctx.settings, "authorization_code")  # the alg it really signs with (SAL-05)
     check_auth_method_supported(cfg, auth.method, auth.alg if isinstance(auth, JwtClientAuth) else None)
-    scope = _for_server(_launch_scopes(profile.scopes, ehr_launch=launch is not None), cfg)
+    scope = scope_for_server(_launch_scopes(profile.scopes, ehr_launch=launch is not None), cfg.v1_scopes_only)
     nonce = secrets.token_urlsafe(16) if "openid" in scope.split() else None
     pkce = new_pkce()
     state = ctx.states.create(
@@ -245,8 +237,8 @@ def _exchange(ctx: ServiceContext, stored: ConsumedState, code: str, link: Callb
             redirect_uri=stored.redirect_uri or ctx.settings.redirect_uri,
             code_verifier=stored.code_verifier,
         )
-    granted = token.scope if token.scope else (stored.scope or "")
-    fhir_user = _fhir_user(ctx, profile, cfg.issuer, token.id_token, granted, stored.nonce)
+    granted = token.scope if token.scope else (stored.scope or "")  # RFC 6749 §5.1: absent means as asked
+    subject = check_grant(ctx, profile, cfg, token, granted=granted, nonce=stored.nonce)  # refused: revoked
     connection_id = keep_connection(
         ctx,
         profile,
@@ -256,43 +248,12 @@ def _exchange(ctx: ServiceContext, stored: ConsumedState, code: str, link: Callb
         actor=str(stored.extra.get("user_ref") or "anonymous"),
         detail={"granted_scope": granted, "asked_scope": stored.scope},
         kind=ConnectionKind.PATIENT,
-        patient_id=token.patient,
+        patient_id=subject.patient_id,
         encounter_id=token.encounter,
-        fhir_user=fhir_user,
+        fhir_user=subject.fhir_user,
         granted_scopes=granted,
         record=link.record,
         on_saved=link.saved,
     )
     logger.info("connection %s authorized for tenant %s", connection_id, profile.tenant_id)
     return CallbackResult(connection_id, profile.tenant_id, stored.redirect_target)
-
-
-def _fhir_user(
-    ctx: ServiceContext,
-    profile: ClientProfile,
-    issuer: str | None,
-    id_token: str | None,
-    granted: str,
-    nonce: str | None,
-) -> str | None:
-    """Validate the id_token when ``openid`` was granted (SAL-33) and return its ``fhirUser``."""
-    if "openid" not in granted.split():
-        return None
-    if not id_token:
-        # OIDC says an id_token comes with 'openid'; some servers only send one with fhirUser. Without it we
-        # simply do not know the user: nothing is trusted from an identity we could not verify.
-        logger.warning("'openid' granted by %s but no id_token returned; fhirUser unknown", profile.fhir_base)
-        return None
-    # The discovered issuer comes from the EHR's own document: its OpenID configuration and keys are fetched
-    # only once it is on SMART_ISSUER_ALLOWLIST, as every other URL of the launch is (SAL-41).
-    claims = validate_id_token(
-        id_token,
-        issuer=issuer or profile.issuer,
-        client_id=profile.client_id,
-        http=ctx.http,
-        nonce=nonce,
-        cache=ctx.jwks,
-        allowlist=ctx.settings.SMART_ISSUER_ALLOWLIST,
-    )
-    value = claims.get("fhirUser") or claims.get("profile")
-    return str(value) if value else None

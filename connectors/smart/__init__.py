@@ -25,7 +25,7 @@ from connectors.smart.introspection import IntrospectionResult, introspect_token
 from connectors.smart.issuers import is_issuer_allowed, normalize_issuer, require_issuer_allowed
 from connectors.smart.pkce import PkcePair, code_challenge_for, new_pkce
 from connectors.smart.revocation import revoke_token
-from connectors.smart.scopes import ResourceScope, ScopeSet, parse_scopes
+from connectors.smart.scopes import ResourceScope, ScopeSet, parse_scopes, scope_for_server
 from connectors.smart.token import (
     DEFAULT_EXPIRES_IN,
     TokenResponse,
@@ -69,5 +69,6 @@ __all__ = [
     "refresh_grant",
     "require_issuer_allowed",
     "revoke_token",
+    "scope_for_server",
     "validate_id_token",
 ]

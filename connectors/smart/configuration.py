@@ -93,6 +93,13 @@ class SmartConfiguration:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
+    def v1_scopes_only(self) -> bool:
+        """SAL-20: a v1 server (SAL-04), or one advertising ``permission-v1`` without ``permission-v2``, is asked
+        in v1 scope spelling only."""
+        caps = set(self.capabilities)
+        return self.smart_v1 or ("permission-v1" in caps and "permission-v2" not in caps)
+
+    @property
     def supports_s256(self) -> bool:
         return "S256" in self.code_challenge_methods_supported
 

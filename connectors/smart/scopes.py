@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-__all__ = ["ResourceScope", "ScopeSet", "parse_scopes"]
+__all__ = ["ResourceScope", "ScopeSet", "parse_scopes", "scope_for_server"]
 
 _INTERACTIONS = {
     "create": "c",
@@ -156,3 +156,9 @@ def parse_scopes(scope: str | Iterable[str] | None) -> ScopeSet:
         else:
             other.append(token)
     return ScopeSet(tuple(resource), tuple(other))
+
+
+def scope_for_server(scope: str, v1_only: bool) -> str:
+    """The scope to ask a server for: in v1 spelling for a v1-only one (SAL-20, one syntax per request, never
+    mixed; ``SmartConfiguration.v1_scopes_only``), else as given. Patient launches and Backend Services alike."""
+    return parse_scopes(scope).to_v1().raw if v1_only else scope

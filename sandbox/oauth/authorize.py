@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from sandbox.config import SandboxConfig
 from sandbox.data.ids import patient_id
 from sandbox.oauth.grants import subset
-from sandbox.oauth.scopes import Grant, ScopeError, narrow
+from sandbox.oauth.scopes import Grant, ScopeError, narrow, v2_syntax_error
 from sandbox.oauth.state import AuthState, CodeGrant, Context, PendingAuthorization
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ def build_pending(
         grant = Grant.parse(params.get("scope", ""))
     except ScopeError as exc:
         raise RedirectError("invalid_scope", str(exc)) from None
+    if cfg.profile == "v1" and (refused := v2_syntax_error(grant)):
+        raise RedirectError("invalid_scope", refused)
     client = auth.clients[client_id]
     if client.allowed_scopes:
         grant = narrow(grant, Grant.parse(client.allowed_scopes))

@@ -11,7 +11,7 @@ from typing import Any
 from sandbox.config import SandboxConfig
 from sandbox.oauth.errors import OAuthFailure
 from sandbox.oauth.keys import IdTokenFault, SigningKey
-from sandbox.oauth.scopes import Grant, ScopeError, narrow, render
+from sandbox.oauth.scopes import Grant, ScopeError, narrow, render, v2_syntax_error
 from sandbox.oauth.state import AuthState, ClientRegistration, CodeGrant, Context, TokenRecord
 
 
@@ -71,6 +71,8 @@ class TokenIssuer:
             body["fhirContext"] = [ref] if self.cfg.fhir_context_strings else [{"reference": ref, "type": "Encounter"}]
         if self.cfg.smart_style_url:
             body["smart_style_url"] = self.cfg.smart_style_url
+        for name in self.cfg.token_response_omit:
+            body.pop(name, None)
         return body
 
     def authorization_code(self, client: ClientRegistration, form: Mapping[str, str]) -> dict[str, Any]:
@@ -127,6 +129,8 @@ class TokenIssuer:
             raise OAuthFailure("invalid_scope", str(exc)) from None
         if not asked.resources or any(r.context != "system" for r in asked.resources):
             raise OAuthFailure("invalid_scope", "client_credentials needs system/ scopes only")
+        if self.cfg.profile == "v1" and (refused := v2_syntax_error(asked)):
+            raise OAuthFailure("invalid_scope", refused)
         granted = narrow(asked, Grant.parse(client.allowed_scopes)) if client.allowed_scopes else asked
         granted = subset(granted, self.cfg.grant_scope_subset)
         if not granted.resources:

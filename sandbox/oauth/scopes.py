@@ -85,6 +85,13 @@ class Grant:
         return [r for r in self.resources if r.resource_type in ("*", resource_type) and perm in r.perms]
 
 
+def v2_syntax_error(grant: Grant) -> str | None:
+    """What a SMART v1 server (``profile: v1``) says of a request in v2 syntax (``.rs``, ``?category=``): it
+    knows none of it, so it refuses the scope (invalid_scope), as real v1 servers do; None when all is v1."""
+    v2 = [r.raw for r in grant.resources if not r.v1]
+    return f"this SMART v1 server knows no v2 scope syntax: {', '.join(v2)}" if v2 else None
+
+
 def narrow(requested: Grant, allowed: Grant) -> Grant:
     """The intersection of what was asked and what a client may have (SAL-32): broader asks shrink."""
     kept: list[str] = [t for t in requested.tokens if t in NON_RESOURCE]

@@ -1,0 +1,108 @@
+"""What a patient sign-in's token answer must show before its connection is kept, and what happens when it does not.
+
+The code exchange succeeded, so the EHR has issued tokens. Two checks follow: the id_token, when ``openid`` was
+granted, must verify (SAL-33); and the answer must say whose record the grant is for. Real servers may leave
+``patient`` out (SAL-15 lists it as optional context): the patient is then the signed-in user when the verified
+id_token's ``fhirUser`` is a Patient of this FHIR server, as it is for a patient signing in to their own portal.
+With neither, a connection could never sync (a REST sync searches one patient's compartment), so it is refused
+(``no_patient_context``) instead of stored "connected". A refused answer's tokens are revoked at the EHR, best
+effort, as tokens that failed to be stored are (``unstored_tokens``): never left valid there, unknown here.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from auth_service.services.context import ServiceContext
+from auth_service.services.errors import PatientContextMissingError
+from auth_service.services.profiles import ClientProfile
+from auth_service.services.unstored_tokens import revoke_unstored
+from connectors.smart import SmartConfiguration, TokenResponse, validate_id_token
+
+__all__ = ["GrantSubject", "check_grant", "patient_of_fhir_user"]
+
+logger = logging.getLogger(__name__)
+
+_PATIENT_REF = re.compile(r"^Patient/([A-Za-z0-9\-.]{1,64})$")
+
+
+@dataclass(frozen=True)
+class GrantSubject:
+    """Whom a checked grant is for: the patient whose record it opens, and the verified ``fhirUser`` (if any)."""
+
+    patient_id: str
+    fhir_user: str | None
+
+
+def check_grant(
+    ctx: ServiceContext,
+    profile: ClientProfile,
+    cfg: SmartConfiguration,
+    token: TokenResponse,
+    *,
+    granted: str,
+    nonce: str | None,
+) -> GrantSubject:
+    """The id_token verified and the patient known, or the refusal raised after the tokens are revoked."""
+    try:
+        fhir_user = _fhir_user(ctx, profile, cfg.issuer, token.id_token, granted, nonce)
+        return GrantSubject(_bound_patient(profile.fhir_base, token.patient, fhir_user), fhir_user)
+    except Exception:
+        revoke_unstored(ctx, profile, cfg, token)  # best effort, never raises: the refusal is what is answered
+        raise
+
+
+def patient_of_fhir_user(fhir_user: str | None, fhir_base: str) -> str | None:
+    """The Patient id a ``fhirUser`` names on this FHIR server (``Patient/x`` or ``{base}/Patient/x``), else None."""
+    if not fhir_user:
+        return None
+    base = fhir_base.rstrip("/") + "/"
+    relative = fhir_user[len(base) :] if fhir_user.startswith(base) else fhir_user
+    found = _PATIENT_REF.match(relative)
+    return found.group(1) if found else None
+
+
+def _bound_patient(fhir_base: str, patient: str | None, fhir_user: str | None) -> str:
+    if patient:
+        return patient
+    own = patient_of_fhir_user(fhir_user, fhir_base)
+    if own is not None:
+        logger.warning("token answer of %s names no patient; the signed-in patient (fhirUser) is taken", fhir_base)
+        return own
+    raise PatientContextMissingError(
+        "the health system's token answer names no patient ('patient' is absent and the verified fhirUser is not a"
+        " Patient of this FHIR server): a patient connection needs one, so nothing was kept"
+    )
+
+
+def _fhir_user(
+    ctx: ServiceContext,
+    profile: ClientProfile,
+    issuer: str | None,
+    id_token: str | None,
+    granted: str,
+    nonce: str | None,
+) -> str | None:
+    """Validate the id_token when ``openid`` was granted (SAL-33) and return its ``fhirUser``."""
+    if "openid" not in granted.split():
+        return None
+    if not id_token:
+        # OIDC says an id_token comes with 'openid'; some servers only send one with fhirUser. Without it we
+        # simply do not know the user: nothing is trusted from an identity we could not verify.
+        logger.warning("'openid' granted by %s but no id_token returned; fhirUser unknown", profile.fhir_base)
+        return None
+    # The discovered issuer comes from the EHR's own document: its OpenID configuration and keys are fetched
+    # only once it is on SMART_ISSUER_ALLOWLIST, as every other URL of the launch is (SAL-41).
+    claims = validate_id_token(
+        id_token,
+        issuer=issuer or profile.issuer,
+        client_id=profile.client_id,
+        http=ctx.http,
+        nonce=nonce,
+        cache=ctx.jwks,
+        allowlist=ctx.settings.SMART_ISSUER_ALLOWLIST,
+    )
+    value = claims.get("fhirUser") or claims.get("profile")
+    return str(value) if value else None

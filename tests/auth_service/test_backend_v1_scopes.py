@@ -1,0 +1,29 @@
+"""SMART Backend Services against a SMART v1 server (SAL-20, SAL-32): the client_credentials scope is asked in v1
+spelling (``system/*.read``), as a patient launch's is, since a v1 server knows no ``.rs`` and refuses it."""
+
+from __future__ import annotations
+
+from sandbox import SandboxConfig, SandboxServer
+from tests.auth_service.ehr import running_service, smart_practice
+from tests.auth_service.test_flows_sandbox import register
+
+
+def test_sal20_sal32_backend_scope_is_asked_in_v1_spelling_of_a_v1_server(make_settings) -> None:
+    with (
+        SandboxServer(SandboxConfig(patients=2, seed=5, profile="v1")) as v1,
+        running_service(make_settings, v1, smart_practice(v1, "v1-bulk")) as svc,
+    ):
+        jwks = f"{svc.base_url}/api/integrations/ehr/jwks"
+        register(v1, svc, "v1-bulk", "backend", jwks_url=jwks, allowed_scopes="system/*.read")
+        svc.admin("PUT", "/api/integrations/admin/providers/smart", json={"kid": svc.ctx.settings.EHR_JWT_KEY_ID})
+        body = {"provider": "smart", "scope": "system/Patient.rs system/Observation.rs"}
+        r = svc.admin("POST", "/api/integrations/admin/backend-connections", json=body)
+        assert r.status_code == 201, r.text  # before: 409 client_grant_refused (invalid_scope for ".rs")
+        assert set(r.json()["granted_scopes"].split()) == {"system/Patient.read", "system/Observation.read"}
+        events = svc.admin("GET", "/api/integrations/admin/audit").json()
+        created = next(e for e in events if e["action"] == "backend.create")
+        assert created["detail"]["asked_scope"] == "system/Patient.read system/Observation.read"
+        refreshed = svc.admin(
+            "POST", "/api/integrations/smart/refresh", json={"connection_id": r.json()["connection_id"]}
+        )
+        assert refreshed.status_code == 200, refreshed.text  # the next mint asks the granted v1 scope again
