@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,7 +28,7 @@ from engine.handoff import AttachmentLink, LandingHandoff, LandingSummary
 from engine.landing_retention import drop_merged
 from engine.references import collect_references
 from engine.reports import NOT_SUPPORTED, SCOPE_NOT_GRANTED, TypeReport
-from engine.runs import ensure_run, record_type_counts
+from engine.runs import continue_run, ensure_run, record_type_counts
 from engine.search_plans import grant_narrows, plan_label, scope_allows, search_plans
 from engine.search_recovery import search_plan
 from warehouse import LandedFile, LandingWriter
@@ -245,27 +245,29 @@ def _search_plan(search: _Search, plan: dict[str, str], sink: _Sink, windows: da
         return search_plan(search.client, search.resource_type, plan, sink, windows)
     except FhirForbiddenError as exc:
         label = plan_label(search.resource_type, plan)
-        sink.warn(f"{FORBIDDEN_PREFIX} {label}{_issues(exc)}, an API not on the app's registration at the EHR")
+        issues = f" (issues: {', '.join(exc.issue_codes)})" if exc.issue_codes else ""
+        sink.warn(f"{FORBIDDEN_PREFIX} {label}{issues}, an API not on the app's registration at the EHR")
         _log.warning("%s search of %s refused with 403", label, search.conn.id)
         return False
 
 
-def _issues(exc: FhirForbiddenError) -> str:
-    return f" (issues: {', '.join(exc.issue_codes)})" if exc.issue_codes else ""
-
-
-def upsert_resource_type(env: SyncEnvironment, connection_id: str, resource_type: str, run_id: str) -> TypeReport:
-    """Upsert the type's pending landing of ``run_id``, then advance the mark in the completion transaction.
+def upsert_resource_type(
+    env: SyncEnvironment, connection_id: str, resource_type: str, run_id: str, *, earlier_runs: Sequence[str] = ()
+) -> TypeReport:
+    """Upsert the type's pending landing of ``run_id`` (or of ``earlier_runs``: the runs a Dagster re-execution
+    carries on, whose landing steps it does not run again), then advance the mark in the completion transaction.
 
     Safe to repeat: a second call after success returns an empty report (the work is done); a call after a
     crash between upsert and commit upserts the same file again, which changes nothing (BDX-24).
     """
     started = time.monotonic()
     pending = cursors.get_pending(env.db, connection_id, cursors.REST_STREAM, resource_type)
-    if pending is None or pending.run_id != run_id:
-        if cursors.last_run_id(env.db, connection_id, cursors.REST_STREAM, resource_type) == run_id:
+    ours = (run_id, *earlier_runs)
+    if pending is None or pending.run_id not in ours:
+        if cursors.last_run_id(env.db, connection_id, cursors.REST_STREAM, resource_type) in ours:
             return TypeReport(resource_type)  # already upserted by this run: nothing left to do
         raise NothingLandedError(f"no landing of run {run_id} waits for {connection_id}/{resource_type}")
+    continue_run(env.db, connection_id, run_id, ours)  # a re-execution's own row, for its counts and outcome
     handoff = pending.handoff
     report = handoff.summary.report(resource_type)
     landed = [f for f in handoff.files if f.rows or f.quarantined]  # an empty page file has nothing to merge
