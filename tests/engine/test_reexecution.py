@@ -48,24 +48,30 @@ def _closed_completed(world: Any, cid: str, run_id: str) -> SyncRunRecord:
     return row
 
 
-def test_reexecuting_a_failed_upsert_merges_the_landing_of_the_failed_run(
-    world: Any, sb: Any, http: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cid = connect_patient(world, sb, http=http)
-    calls = _fail_first_call(type_assets, "upsert_resource_type", monkeypatch)
+def _fail_then_reexecute(world: Any, cid: str, types: tuple[str, ...], calls: list[str]) -> tuple[str, str]:
+    """A run of ``types`` whose step fails once (closed failed, as the run-status sensor closes it), then its
+    re-execution from failure; (first run, re-execution). Only the failed step ran again."""
     reexecution.bind(world_settings(world), world_resources(world), INCREMENTAL_SYNC_JOB)
-    keys = [landing_key("Observation"), warehouse_key("Observation")]
+    keys = [key for t in types for key in (landing_key(t), warehouse_key(t))]
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("patient_connections", [cid])
         first, failed = reexecution.run(instance, cid, keys)
         assert failed and "locked" in failed[0]
-        assert cursors.get_mark(world.env.db, cid, cursors.REST_STREAM, "Observation") is None
-        finish_sync_run(world.env.db, first, cid, succeeded=False, error="run failed")  # the run-status sensor
+        finish_sync_run(world.env.db, first, cid, succeeded=False, error="run failed")
         assert cid in failure_streaks(world.env.db)
         again, failed = reexecution.run(instance, cid, from_failure_of=first)
-        assert not failed
+        assert not failed and calls == [first, again]
+    return first, again
+
+
+def test_reexecuting_a_failed_upsert_merges_the_landing_of_the_failed_run(
+    world: Any, sb: Any, http: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The landing is not run again: the re-execution's upsert merges the first run's and moves the mark."""
+    cid = connect_patient(world, sb, http=http)
+    calls = _fail_first_call(type_assets, "upsert_resource_type", monkeypatch)
+    _, again = _fail_then_reexecute(world, cid, ("Observation",), calls)
     assert cursors.get_mark(world.env.db, cid, cursors.REST_STREAM, "Observation") is not None
-    assert calls == [first, again]  # the landing was not run again: the re-execution merged the first run's
     assert _closed_completed(world, cid, again).counts["Observation"]["created"] > 0
 
 
@@ -75,14 +81,5 @@ def test_reexecuting_a_failed_reference_step_records_the_sync(
     """The step alone runs again: without a row of its own, its success would never reach ``last_sync_at``."""
     cid = connect_patient(world, sb, http=http)
     calls = _fail_first_call(reference_assets, "sync_references", monkeypatch)
-    reexecution.bind(world_settings(world), world_resources(world), INCREMENTAL_SYNC_JOB)
-    types = ("Encounter", *REFERENCED_TYPES)
-    keys = [key for t in types for key in (landing_key(t), warehouse_key(t))]
-    with DagsterInstance.ephemeral() as instance:
-        instance.add_dynamic_partitions("patient_connections", [cid])
-        first, failed = reexecution.run(instance, cid, keys)
-        assert failed and "locked" in failed[0]
-        finish_sync_run(world.env.db, first, cid, succeeded=False, error="run failed")
-        again, failed = reexecution.run(instance, cid, from_failure_of=first)
-        assert not failed and calls == [first, again]
+    _, again = _fail_then_reexecute(world, cid, ("Encounter", *REFERENCED_TYPES), calls)
     assert _closed_completed(world, cid, again).counts["Practitioner"]["fetched"] > 0
