@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from connectors.errors import EhrUnreachableError, NeedsReauthError
 from engine import runs
 from engine.connection_lock import hold_connection
 from engine.connection_snapshots import ConnectionSnapshot, read_connection
@@ -145,13 +146,24 @@ def close_batch_rows(
 
 
 def _sync_types(env: SyncEnvironment, outcome: ConnectionOutcome, types: Sequence[str]) -> None:
-    """Each type as its two assets run it (a failed landing skips that type's upsert), then the references."""
+    """Each type as its two assets run it (a failed landing skips that type's upsert), then the references.
+
+    A type that raises fails alone, as its step would in the member's own run: the types after it still sync
+    (a type the EHR keeps failing would otherwise hold back every later type of the member for as long as it
+    fails). A grant that is no longer usable, or an EHR that cannot be reached at all, stops the member: no
+    type can be read then."""
     cid, run_id = outcome.connection_id, outcome.sync_run_id
     failures: list[str] = []
     for resource_type in types:
-        report = land_resource_type(env, cid, resource_type, run_id)
-        if report.error is None or report.incomplete:  # an incomplete search: the upsert stores what arrived
-            report = upsert_resource_type(env, cid, resource_type, run_id)
+        try:
+            report = land_resource_type(env, cid, resource_type, run_id)
+            if report.error is None or report.incomplete:  # an incomplete search: the upsert stores what arrived
+                report = upsert_resource_type(env, cid, resource_type, run_id)
+        except (NeedsReauthError, EhrUnreachableError):
+            raise
+        except Exception as exc:  # this type's failure only; its mark is where it was
+            report = TypeReport(resource_type, error=f"{type(exc).__name__}: {exc}")
+            _log.warning("batch sync of %s for connection %s failed: %s", resource_type, cid, type(exc).__name__)
         outcome.reports[resource_type] = report
         if report.error is not None:
             failures.append(f"{resource_type}: {report.error}")

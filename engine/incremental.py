@@ -1,102 +1,45 @@
 """Incremental REST sync of one resource type of one patient connection: land (search → Parquet), then upsert.
 
 Landing and upsert are two steps (two Dagster assets) joined by the *pending* landing in ``sync_cursors``.
-The mark is the server's clock at the first page (BDX-27), stored only when the upsert commits, and the next
-search asks for ``_lastUpdated=gt(mark - overlap)`` (BDX-28): duplicates are absorbed by idempotent upserts.
+The mark is the server's clock at the first page (BDX-27; never later than this host's clock: ``landing_sink``),
+stored only when the upsert commits, and the next search asks for ``_lastUpdated=gt(mark - overlap)`` (BDX-28):
+duplicates are absorbed by idempotent upserts.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from connectors.budgets import step_budget
 from connectors.errors import FhirForbiddenError, SearchLinkExpiredError
-from connectors.fhir import FhirClient, SearchPage
-from connectors.fhir.outcomes import NOTICE_PREFIX
+from connectors.fhir import FhirClient
 from engine import cursors
-from engine.attachments import ATTACHMENT_TYPES, AttachmentRef, attachment_refs, store_attachments
+from engine.attachments import ATTACHMENT_TYPES, store_attachments
 from engine.checkpoints import checkpoint
 from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
 from engine.errors import NothingLandedError
 from engine.handoff import AttachmentLink, LandingHandoff, LandingSummary
 from engine.landing_retention import drop_merged
-from engine.references import collect_references
+from engine.landing_sink import Landing, LandingSink
 from engine.reports import NOT_SUPPORTED, SCOPE_NOT_GRANTED, TypeReport
-from engine.runs import ensure_run, record_type_counts
+from engine.runs import continue_run, ensure_run, record_type_counts
 from engine.search_plans import grant_narrows, plan_label, scope_allows, search_plans
 from engine.search_recovery import search_plan
-from warehouse import LandedFile, LandingWriter
+from warehouse import LandingWriter
 from warehouse.attachments import AttachmentRef as StoredAttachment
 
 _log = logging.getLogger(__name__)
 MAX_LINK_RESTARTS = 3
-MAX_NOTICES = 5
 FORBIDDEN_PREFIX = "refused (403):"
 #: A type the grant covers only in part (Epic categories): its mark never moves, so widening the grant later finds
 #: the other searches' older data (their history before a moved mark would never be asked for).
 PARTIAL_GRANT_PREFIX = "the grant covers only part of"
-
-
-@dataclass
-class _Landing:
-    report: TypeReport
-    mark: datetime | None = None
-    references: set[str] = field(default_factory=set)
-    attachments: list[AttachmentRef] = field(default_factory=list)
-    files: list[LandedFile] = field(default_factory=list)
-
-
-@dataclass
-class _Sink:
-    """Where search pages go: the landing file, deduplicated by id, references and attachments collected.
-
-    The file is opened at the first resource: a search that finds nothing new (most types, most days) writes
-    no landing file, and its upsert step then has nothing to merge and opens no warehouse transaction."""
-
-    landing: _Landing
-    open_writer: Callable[[], LandingWriter]
-    fhir_base: str
-    resource_type: str
-    seen: set[str] = field(default_factory=set)
-    writer: LandingWriter | None = None
-
-    def add(self, page: SearchPage, first: bool) -> None:
-        landing, report = self.landing, self.landing.report
-        if first and landing.mark is None:
-            landing.mark = page.bundle_meta_last_updated or page.server_date
-        report.pages += 1
-        for resource in page.resources:
-            rid = resource.get("id")
-            if resource.get("resourceType") == self.resource_type and isinstance(rid, str):
-                if rid in self.seen:  # fan-out (Epic categories) or a recovery search can return one twice
-                    continue
-                self.seen.add(rid)
-            report.fetched += 1
-            if self.writer is None:
-                self.writer = self.open_writer()
-            if self.writer.add_resource(resource):
-                collect_references(resource, self.fhir_base, landing.references)
-                landing.attachments.extend(attachment_refs(resource))
-        checkpoint("rest.page_landed")
-
-    @property
-    def mark(self) -> datetime | None:
-        return self.landing.mark
-
-    def warn(self, message: str) -> None:
-        self.landing.report.warnings.append(message)
-
-    def notice(self, message: str) -> None:
-        """A server's notice, once per text, at most MAX_NOTICES (a server may note the same on every page)."""
-        warnings = self.landing.report.warnings
-        if message not in warnings and sum(w.startswith(NOTICE_PREFIX) for w in warnings) < MAX_NOTICES:
-            warnings.append(message)
 
 
 def land_resource_type(
@@ -158,7 +101,7 @@ def _hold_mark(
     env: SyncEnvironment,
     connection_id: str,
     resource_type: str,
-    landing: _Landing,
+    landing: Landing,
     *,
     full: bool,
     missed_attachments: int,
@@ -197,7 +140,7 @@ class _Search:
     since: datetime | None
 
 
-def _land_with_restarts(env: SyncEnvironment, search: _Search) -> _Landing:
+def _land_with_restarts(env: SyncEnvironment, search: _Search) -> Landing:
     """Land all plans into one file; an expired ``next`` link discards the partial file and restarts (BDX-29)."""
     for attempt in range(1, MAX_LINK_RESTARTS + 1):
         try:
@@ -211,20 +154,21 @@ def _land_with_restarts(env: SyncEnvironment, search: _Search) -> _Landing:
     raise AssertionError("unreachable")
 
 
-def _land_once(env: SyncEnvironment, search: _Search) -> _Landing:
+def _land_once(env: SyncEnvironment, search: _Search) -> Landing:
     conn, rtype = search.conn, search.resource_type
-    landing = _Landing(TypeReport(rtype))
+    landing = Landing(TypeReport(rtype))
     report = landing.report
     source = f"{conn.fhir_base.rstrip('/')}/{rtype}"
     windows = search.since if any("_lastUpdated" in plan for plan in search.plans) else None
     with ExitStack() as stack:  # closes (or, on an error, aborts) the file if one was opened
 
         def open_writer() -> LandingWriter:
-            # transaction_time: the first page's server time (the mark), which lifts tombstones (_sql.newer_predicate)
-            writer = env.zone.writer(conn.id, rtype, search.run_id, source, conn.tenant_id, landing.mark, seq="rest")
+            # transaction_time: the first page's server time, which lifts tombstones (_sql.newer_predicate)
+            answered = landing.answered
+            writer = env.zone.writer(conn.id, rtype, search.run_id, source, conn.tenant_id, answered, seq="rest")
             return stack.enter_context(writer)
 
-        sink = _Sink(landing, open_writer, conn.fhir_base, rtype)
+        sink = LandingSink(landing, open_writer, conn.fhir_base, rtype)
         for plan in search.plans:
             if not _search_plan(search, plan, sink, windows):
                 report.incomplete = True
@@ -238,34 +182,36 @@ def _land_once(env: SyncEnvironment, search: _Search) -> _Landing:
     return landing
 
 
-def _search_plan(search: _Search, plan: dict[str, str], sink: _Sink, windows: datetime | None) -> bool:
+def _search_plan(search: _Search, plan: dict[str, str], sink: LandingSink, windows: datetime | None) -> bool:
     """One plan of the type; a 403 refuses that search only (an Epic category API not on the app, vendors.md
     §2): the other plans' data still lands, and the type is incomplete, so its mark is held (``_hold_mark``)."""
     try:
         return search_plan(search.client, search.resource_type, plan, sink, windows)
     except FhirForbiddenError as exc:
         label = plan_label(search.resource_type, plan)
-        sink.warn(f"{FORBIDDEN_PREFIX} {label}{_issues(exc)}, an API not on the app's registration at the EHR")
+        issues = f" (issues: {', '.join(exc.issue_codes)})" if exc.issue_codes else ""
+        sink.warn(f"{FORBIDDEN_PREFIX} {label}{issues}, an API not on the app's registration at the EHR")
         _log.warning("%s search of %s refused with 403", label, search.conn.id)
         return False
 
 
-def _issues(exc: FhirForbiddenError) -> str:
-    return f" (issues: {', '.join(exc.issue_codes)})" if exc.issue_codes else ""
-
-
-def upsert_resource_type(env: SyncEnvironment, connection_id: str, resource_type: str, run_id: str) -> TypeReport:
-    """Upsert the type's pending landing of ``run_id``, then advance the mark in the completion transaction.
+def upsert_resource_type(
+    env: SyncEnvironment, connection_id: str, resource_type: str, run_id: str, *, earlier_runs: Sequence[str] = ()
+) -> TypeReport:
+    """Upsert the type's pending landing of ``run_id`` (or of ``earlier_runs``: the runs a Dagster re-execution
+    carries on, whose landing steps it does not run again), then advance the mark in the completion transaction.
 
     Safe to repeat: a second call after success returns an empty report (the work is done); a call after a
     crash between upsert and commit upserts the same file again, which changes nothing (BDX-24).
     """
     started = time.monotonic()
     pending = cursors.get_pending(env.db, connection_id, cursors.REST_STREAM, resource_type)
-    if pending is None or pending.run_id != run_id:
-        if cursors.last_run_id(env.db, connection_id, cursors.REST_STREAM, resource_type) == run_id:
+    ours = (run_id, *earlier_runs)
+    if pending is None or pending.run_id not in ours:
+        if cursors.last_run_id(env.db, connection_id, cursors.REST_STREAM, resource_type) in ours:
             return TypeReport(resource_type)  # already upserted by this run: nothing left to do
         raise NothingLandedError(f"no landing of run {run_id} waits for {connection_id}/{resource_type}")
+    continue_run(env.db, connection_id, run_id, ours)  # a re-execution's own row, for its counts and outcome
     handoff = pending.handoff
     report = handoff.summary.report(resource_type)
     landed = [f for f in handoff.files if f.rows or f.quarantined]  # an empty page file has nothing to merge

@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -84,6 +85,18 @@ def ensure_run(db: AppDatabase, connection_id: str, run_id: str, kind: str, *, t
             session.add(_queued(run_id, connection_id, kind, tenant_id))
             session.commit()
     mark_running(db, run_id)
+
+
+def continue_run(db: AppDatabase, connection_id: str, run_id: str, earlier_runs: Sequence[str]) -> None:
+    """Open the row of a run that carries on earlier runs' work (Dagster's "re-execute from failure" runs only the
+    failed steps, under a new run id): the kind and tenant of the newest earlier row, so its success is recorded
+    (``finish_sync_run`` closes only a row that exists) and a full run's re-execution stays full."""
+    with db.session() as session:
+        if session.get(SyncRun, run_id) is not None:
+            return
+        rows = (session.get(SyncRun, rid) for rid in earlier_runs)
+        kind, tenant = next(((r.kind, r.tenant_id) for r in rows if r is not None), ("incremental", None))
+    ensure_run(db, connection_id, run_id, kind, tenant_id=tenant)
 
 
 def _load(session: Session, run_id: str) -> SyncRun:

@@ -18,7 +18,7 @@ from engine.batch_sync import close_batch_rows, open_batch_rows
 from engine.retries import failure_streaks
 from pipelines.defs.sync.type_assets import landing_key, warehouse_key
 from store.models import Connection
-from tests.engine.helpers import connect_patient, sandbox_patients
+from tests.engine.helpers import add_fault, connect_patient, sandbox_patients
 from tests.engine.job_runs import world_resources, world_settings
 
 
@@ -77,3 +77,25 @@ def test_a_batch_that_dies_leaves_its_open_members_failed_for_retry(start_sandbo
     assert closed == 2
     assert set(failure_streaks(world.env.db)) == set(ids)
     assert close_batch_rows(world.env.db, "dead-run", ids, succeeded=False, error="again") == 0
+
+
+def test_a_type_the_server_keeps_failing_does_not_stop_the_members_other_types(start_sandbox, world, http):
+    """As in a member's own run, where each type is its own step: Encounter answered 500 on every request fails
+    that type (its mark held, the member retried), while the types after it still sync and move their marks. A
+    member stopped at its first failing type would never sync the types after it while the fault lasts."""
+    sb = start_sandbox(patients=2)
+    ids = [connect_patient(world, sb, http=http, patient_id=p) for p in sandbox_patients(http, sb)[:2]]
+    add_fault(http, sb, "500", path="/fhir/Encounter", times=None)
+    with DagsterInstance.ephemeral() as instance:
+        result = _batch(world, ids, instance)
+        assert not result.success
+        for cid in ids:
+            row = runs.get(world.env.db, result.sync_run_ids[cid])
+            assert row is not None and row.status == "failed" and "Encounter" in (row.error or ""), row
+            assert cursors.get_mark(world.env.db, cid, cursors.REST_STREAM, "Encounter") is None
+            for later in ("Observation", "Condition", "DocumentReference"):
+                assert cursors.get_mark(world.env.db, cid, cursors.REST_STREAM, later) is not None, (cid, later)
+            assert row.counts["Observation"]["created"] > 0
+        assert instance.get_materialized_partitions(warehouse_key("Observation")) == set(ids)
+        assert not instance.get_materialized_partitions(warehouse_key("Encounter"))
+        assert set(failure_streaks(world.env.db)) == set(ids)

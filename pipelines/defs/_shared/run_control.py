@@ -6,7 +6,7 @@ import logging
 from collections.abc import Collection
 from datetime import UTC, datetime
 
-from dagster import DagsterError, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterError, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 from dagster_shared.check import CheckError
 
 from engine.run_outcome import RunTimes
@@ -19,6 +19,7 @@ __all__ = [
     "RUNNING_STATUSES",
     "busy_among",
     "busy_connections",
+    "earlier_runs",
     "run_times",
     "stop_connection_runs",
 ]
@@ -31,6 +32,8 @@ BUSY_SCAN_PAGE_SIZE = 1000
 # Up to this many candidates are looked up one by one (one indexed tag query each); more, and one paged scan of
 # every run in progress is cheaper.
 BUSY_LOOKUP_MAX = 25
+# Re-executions of re-executions followed back at most this far (a parent pruned by retention ends the chain).
+MAX_LINEAGE = 100
 _IN_PROGRESS = [*PENDING_STATUSES, *RUNNING_STATUSES, DagsterRunStatus.CANCELING]
 
 
@@ -114,3 +117,17 @@ def run_times(instance: DagsterInstance, run_id: str) -> RunTimes:
     if record is None:
         return RunTimes()
     return RunTimes(_instant(record.start_time), _instant(record.end_time))
+
+
+def earlier_runs(instance: DagsterInstance, run: DagsterRun) -> tuple[str, ...]:
+    """The runs a re-execution carries on, newest first (empty for a first run): "Re-execute from failure" runs
+    only the failed steps, so a step may take over work an earlier run's steps left (a pending landing)."""
+    found: list[str] = []
+    parent = run.parent_run_id
+    while parent is not None and parent not in found and len(found) < MAX_LINEAGE:
+        found.append(parent)
+        record = instance.get_run_by_id(parent)
+        parent = record.parent_run_id if record is not None else None
+    if run.root_run_id is not None and run.root_run_id not in found:
+        found.append(run.root_run_id)
+    return tuple(found)

@@ -18,11 +18,12 @@ from dagster import (
     multi_asset,
 )
 
-from engine import PATIENT_TYPES, REFERENCED_TYPES, TypeReport, sync_references
+from engine import PATIENT_TYPES, REFERENCED_TYPES, TypeReport, runs, sync_references
 from pipelines.defs._shared.connection_facts import connection_metadata, step_connection
 from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs._shared.metadata import check_result, quarantine_verdict, type_report_metadata
 from pipelines.defs._shared.partitions import patient_connections_partitions
+from pipelines.defs._shared.run_control import earlier_runs
 from pipelines.defs._shared.tables import (
     ASSET_OWNERS,
     fhir_resources_metadata,
@@ -111,6 +112,9 @@ def build_reference_assets() -> AssetsDefinition:
         connection_id = context.partition_key
         with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
             who = connection_metadata(step_connection(env.db, connection_id, bulk=False))
+            earlier = earlier_runs(context.instance, context.run)
+            if earlier:  # a re-execution of this step alone: its own row, so its success is recorded
+                runs.continue_run(env.db, connection_id, context.run.run_id, earlier)
             reports = sync_references(env, connection_id, context.run.run_id)
         failed = [r for r in reports.values() if r.error is not None]
         for resource_type in REFERENCED_TYPES:

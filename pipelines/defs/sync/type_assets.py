@@ -32,6 +32,7 @@ from pipelines.defs._shared.metadata import (
     type_report_metadata,
 )
 from pipelines.defs._shared.partitions import patient_connections_partitions
+from pipelines.defs._shared.run_control import earlier_runs
 from pipelines.defs._shared.tables import (
     ASSET_OWNERS,
     fhir_resources_metadata,
@@ -195,7 +196,10 @@ def _build_warehouse(resource_type: str) -> AssetsDefinition:
         with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
             conn = step_connection(env.db, connection_id, bulk=False)
             with hold_connection(env, connection_id, context.run.run_id):
-                report = upsert_resource_type(env, connection_id, resource_type, context.run.run_id)
+                earlier = earlier_runs(context.instance, context.run)  # a re-execution takes over their landing
+                report = upsert_resource_type(
+                    env, connection_id, resource_type, context.run.run_id, earlier_runs=earlier
+                )
         raise_if_failed(report, "upsert")
         live, verdict = duplicate_check(warehouse, connection_id, resource_type)
         metadata = with_search_warnings(context, report, type_report_metadata(report))
