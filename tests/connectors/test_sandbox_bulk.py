@@ -125,7 +125,9 @@ def test_bdx19_expired_file_and_bdx20_bad_files(harness: Harness, ehr: SandboxSe
 
 
 def test_bdx07_kickoff_429_honours_retry_after(harness: Harness, ehr: SandboxServer) -> None:
-    ehr.admin.settings(bulk_max_jobs_per_client=1, bulk_throttle_s=0.5, bulk_retry_after_s=1)
+    # the running job takes ~10 s (2 s for each of 5 patients): 2.5 s was outlasted by the retried kick-offs on a
+    # loaded machine, and a retry that then got in raised nothing
+    ehr.admin.settings(bulk_max_jobs_per_client=1, bulk_throttle_s=2.0, bulk_retry_after_s=1)
     running = harness.bulk.kickoff("group", group_id=SMALL_GROUP, types=["Patient"])
     try:
         with pytest.raises(BulkExportError) as info:
@@ -137,7 +139,7 @@ def test_bdx07_kickoff_429_honours_retry_after(harness: Harness, ehr: SandboxSer
 
 
 def test_bdx09_in_progress_then_done_and_401_refresh(harness: Harness, ehr: SandboxServer) -> None:
-    ehr.admin.settings(bulk_throttle_s=0.05)
+    ehr.admin.settings(bulk_throttle_s=0.6)  # ~3 s for 5 patients (0.25 s was outlasted before the first poll)
     status_url = harness.bulk.kickoff("group", group_id=SMALL_GROUP, types=["Patient", "Observation"])
     first = harness.bulk.poll(status_url)
     assert not first.done and first.retry_after is not None

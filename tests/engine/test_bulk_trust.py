@@ -135,7 +135,9 @@ def test_abandoned_job_gets_a_delete_on_its_status_url_bdx11(
 ) -> None:
     sb = shared_sb
     conn = connect_backend(world, sb, http=http, group_id=GROUP)
-    sb.admin.settings(bulk_throttle_s=0.5)  # the export runs for a while
+    # the export runs ~6 s (3 s for each of 2 patients): at 0.5 s it was done within the second a loaded machine
+    # may take between the kick-off and the first poll, and the run completed
+    sb.admin.settings(bulk_throttle_s=3.0)
     try:
         world.env.bulk_deadline_s = 0.0  # past its deadline at the first poll
         report = run_bulk_export(world.env, conn, "too-slow")

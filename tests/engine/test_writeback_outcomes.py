@@ -223,7 +223,9 @@ def test_a_2xx_after_another_run_failed_the_note_is_still_written(world, start_s
     ehr = start_sandbox(conditional_create=False)
     conn = writable_connection(world, ehr, http)
     note = enqueue(world, conn)
-    ehr.admin.set_fault("slow", path=DOC_POSTS, times=1, delay_s=3.0)
+    # the other run's transition lands well before the 201, even on a busy CI machine: 10 s, not 3 (a 3 s stall let
+    # the 201 land first, and the transition met a written note)
+    ehr.admin.set_fault("slow", path=DOC_POSTS, times=1, delay_s=10.0)
     thread, out = _in_thread(lambda: write_note(world.env, FAST, note.id))
     sending = _wait_sending(world, note.id)
     transition(world.env.db, sending, "failed", reason_code="retries_exhausted", reason=None)

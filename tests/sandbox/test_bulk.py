@@ -134,14 +134,19 @@ def test_bdx16_requires_access_token_toggle(sandbox: SandboxServer, token: str) 
 
 
 def test_bdx07_concurrent_job_limit_429(sandbox: SandboxServer) -> None:
-    sandbox.admin.settings(bulk_max_jobs_per_client=1, bulk_throttle_s=0.05)
+    """The first job runs ~12 s (0.5 s a patient; 0.05 gave 1.25 s, which a loaded machine's next two requests
+    outlasted): the second kick-off and the poll find it running."""
+    sandbox.admin.settings(bulk_max_jobs_per_client=1, bulk_throttle_s=0.5)
     token = backend_token(sandbox)
     first = kickoff(sandbox, token, _type="Patient")
     assert first.status_code == 202
-    second = kickoff(sandbox, token, _type="Patient")
-    assert second.status_code == 429 and int(second.headers["retry-after"]) >= 1
-    progress = httpx.get(first.headers["content-location"], headers=bearer(token))
-    assert progress.status_code == 202 and progress.headers["x-progress"]
+    try:
+        second = kickoff(sandbox, token, _type="Patient")
+        assert second.status_code == 429 and int(second.headers["retry-after"]) >= 1
+        progress = httpx.get(first.headers["content-location"], headers=bearer(token))
+        assert progress.status_code == 202 and progress.headers["x-progress"]
+    finally:
+        httpx.delete(first.headers["content-location"], headers=bearer(token))
 
 
 def test_bdx11_cancel_then_404(sandbox: SandboxServer, token: str) -> None:
@@ -183,12 +188,14 @@ def test_bdx17_gzip_download_when_enabled(sandbox: SandboxServer, token: str) ->
 
 @pytest.mark.parametrize("value", ["", "0", "86400", "Wed, 21 Oct 2015 07:28:00 GMT"])
 def test_bdx10_status_retry_after_faults(sandbox: SandboxServer, token: str, value: str) -> None:
-    sandbox.admin.settings(bulk_status_retry_after=value, bulk_throttle_s=0.05)
+    sandbox.admin.settings(bulk_status_retry_after=value, bulk_throttle_s=0.5)  # running ~12 s: polled while running
     status_url = kickoff(sandbox, token, _type="Patient").headers["content-location"]
-    resp = httpx.get(status_url, headers=bearer(token))
-    assert resp.status_code == 202
-    assert resp.headers.get("retry-after") == (value or None)
-    httpx.delete(status_url, headers=bearer(token))
+    try:
+        resp = httpx.get(status_url, headers=bearer(token))
+        assert resp.status_code == 202
+        assert resp.headers.get("retry-after") == (value or None)
+    finally:
+        httpx.delete(status_url, headers=bearer(token))
 
 
 def test_bulk_error_file_fault_fails_one_type_with_a_fatal_outcome(sandbox: SandboxServer, token: str) -> None:

@@ -190,18 +190,25 @@ def test_sal33_id_token_faults(sandbox: SandboxServer, variant: str) -> None:
 
 
 def test_bdx09_polling_too_fast_gets_429_and_http_date_retry_after(sandbox: SandboxServer, token: str) -> None:
-    sandbox.admin.settings(bulk_min_poll_interval_s=5, bulk_throttle_s=0.05, bulk_retry_after_http_date=True)
+    """The job runs ~12 s (25 patients, 0.5 s each), so the first poll finds it running on a loaded machine too; the
+    date is 30 s ahead: an HTTP-date has whole seconds, so one a second ahead, stamped just before a second ticks,
+    was already past when a slow client read its clock (``bulk_retry_after_s`` 1 did that)."""
+    settings = {"bulk_min_poll_interval_s": 60, "bulk_throttle_s": 0.5, "bulk_retry_after_s": 30}
+    sandbox.admin.settings(**settings, bulk_retry_after_http_date=True)
     resp = httpx.get(
         sandbox.fhir_base + "/$export",
         params={"_type": "Patient"},
         headers={**bearer(token), "Prefer": "respond-async"},
     )
     status_url = resp.headers["content-location"]
-    first = httpx.get(status_url, headers=bearer(token))
-    assert first.status_code == 202
-    assert parsedate_to_datetime(first.headers["retry-after"]) > datetime.now(UTC)
-    second = httpx.get(status_url, headers=bearer(token))
-    assert second.status_code == 429 and second.json()["issue"][0]["code"] == "throttled"
+    try:
+        first = httpx.get(status_url, headers=bearer(token))
+        assert first.status_code == 202
+        assert parsedate_to_datetime(first.headers["retry-after"]) > datetime.now(UTC)
+        second = httpx.get(status_url, headers=bearer(token))
+        assert second.status_code == 429 and second.json()["issue"][0]["code"] == "throttled"
+    finally:
+        httpx.delete(status_url, headers=bearer(token))
 
 
 def _pages(sb: SandboxServer, token: str, path: str, **params: str) -> list[dict[str, object]]:
