@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -59,13 +60,19 @@ def test_sal33_aud_list_containing_client_id() -> None:
     assert check(make({"aud": ["other", "app"], "azp": "app"}), Idp())["aud"] == ["other", "app"]
 
 
+def _from_now(offset_s: int) -> Callable[[], int]:
+    """A time claim taken when the test runs, not when the suite is collected: a suite that runs past ten minutes
+    would otherwise find "600 s in the future" already past."""
+    return lambda: int(time.time()) + offset_s
+
+
 @pytest.mark.parametrize(
     ("claims", "message"),
     [
         ({"aud": "someone-else"}, "aud"),
         ({"iss": "https://evil.example/fhir"}, "iss"),
-        ({"exp": int(time.time()) - 120}, "expired"),
-        ({"iat": int(time.time()) + 600}, "future"),
+        ({"exp": _from_now(-120)}, "expired"),
+        ({"iat": _from_now(600)}, "future"),
         ({"nonce": "other"}, "nonce"),
         ({"exp": None}, "exp"),
         ({"aud": ["other", "app"], "azp": "other"}, "azp"),
@@ -73,6 +80,7 @@ def test_sal33_aud_list_containing_client_id() -> None:
     ids=["wrong-aud", "wrong-iss", "expired", "iat-future", "nonce", "no-exp", "azp"],
 )
 def test_sal33_claim_failures(claims: dict[str, Any], message: str) -> None:
+    claims = {name: value() if callable(value) else value for name, value in claims.items()}
     with pytest.raises(IdTokenError, match=message):
         check(make(claims), Idp())
 
