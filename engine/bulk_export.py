@@ -17,7 +17,7 @@ from connectors.bulk import WHOLE_EXPORT, BulkClient, ExportLevel
 from connectors.errors import BulkExportError, BulkExportIncompleteError, EhrSyncError, loggable_message
 from engine import bulk_members, bulk_state, cursors, runs
 from engine.bulk_files import ExportExpiredError, process_files
-from engine.bulk_jobs import BulkProgress, await_manifest, cancel_quietly, kickoff
+from engine.bulk_jobs import BulkProgress, await_manifest, cancel_quietly, kickoff, next_since
 from engine.bulk_level import export_level, require_declared_export
 from engine.bulk_members import ExportSpec, FileHandler, OnComplete
 from engine.bulk_state import JobView
@@ -182,7 +182,8 @@ def _complete(
     report: BulkReport,
     on_complete: OnComplete | None,
 ) -> None:
-    """Advance ``_since`` to the export's transactionTime in the commit that marks the job complete (BDX-14);
+    """Advance ``_since`` to the export's transactionTime (no later than this host's clock: ``next_since``) in the
+    commit that marks the job complete (BDX-14);
     a full follow-up export (BDX-15) leaves the marks alone and commits its ``on_complete`` state instead.
 
     When the job's ``error`` files report failed types (BDX-22), the job ends ``incomplete`` and the mark is
@@ -190,17 +191,22 @@ def _complete(
     """
     missed = bulk_state.incomplete_types(env.db, job.id)
     report.incomplete_types = sorted(set(report.incomplete_types) | set(missed))
+    since, clock_warning = next_since(job)
     with env.db.session() as session:
         row = bulk_state.job_row(session, job.id)
         row.status = "incomplete" if missed else "completed"
         row.error = f"incomplete for: {', '.join(missed)} (error files or short files)" if missed else None
         if spec.incremental and not missed:
-            cursors.advance(session, connection_id, spec.stream, spec.key, run_id, job.transaction_time)
+            cursors.advance(session, connection_id, spec.stream, spec.key, run_id, since)
         if on_complete is not None and not missed:  # e.g. new members stay "new" until their export is whole
             on_complete(session)
         session.commit()
     if spec.incremental and not missed:
-        report.mark_stored = job.transaction_time
+        report.mark_stored = since
         for type_report in report.types.values():
-            type_report.high_water_mark = job.transaction_time
+            type_report.high_water_mark = since
+            if clock_warning:
+                type_report.warnings.append(clock_warning)
+        if clock_warning:
+            _log.warning("bulk export of %s: %s", connection_id, clock_warning)
     checkpoint("bulk.completed")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connectors.bulk import BulkClient, BulkManifest, BulkStatus, ExportLevel
@@ -132,3 +132,28 @@ def _manifest_json(m: BulkManifest) -> dict[str, Any]:
         "deleted": items(m.deleted),
         "extension": m.extension,
     }
+
+
+#: A transactionTime later than this host's time when the kick-off was accepted shows the server's clock ahead:
+#: the next ``_since`` is then that time less this margin, which covers the kick-off's round trip.
+CLOCK_AHEAD_MARGIN = timedelta(minutes=1)
+
+
+def next_since(job: JobView) -> tuple[datetime | None, str | None]:
+    """The ``_since`` a completed job stores (BDX-14), and a warning when the server's clock was ahead (BDX-27).
+
+    The server's ``transactionTime``, unless it is later than when this host saw the kick-off accepted: a server
+    clock that ran ahead and is then set right would otherwise leave a ``_since`` past its next changes, skipped
+    for good with every run completing. A lower ``_since`` only exports some changes again.
+    """
+    stamped, accepted = job.transaction_time, job.requested_at
+    if stamped is None or accepted is None or stamped <= accepted:
+        return stamped, None
+    bounded = accepted - CLOCK_AHEAD_MARGIN
+    ahead = int((stamped - accepted).total_seconds())
+    if ahead < CLOCK_AHEAD_MARGIN.total_seconds():  # a clock a little ahead: said only when it is far ahead
+        return bounded, None
+    return bounded, (
+        f"the server's transactionTime is {ahead}s after this host saw the kick-off accepted: _since is this "
+        "host's time less a minute, so changes the server stamps once its clock is set right are still exported"
+    )
