@@ -62,7 +62,8 @@ class MembershipChange(BaseModel):
 
 class LaunchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    patient_id: str
+    #: none: a clinician's launch from outside a chart (a schedule, an in-basket), with no patient in context
+    patient_id: str | None = None
     encounter_id: str | None = None
 
 
@@ -100,7 +101,8 @@ def preapprove(body: Preapproval, request: Request) -> dict[str, str]:
 @router.post("/launch")
 def launch(body: LaunchRequest, request: Request) -> dict[str, str]:
     st = get_state(request)
-    _require_patient(st, body.patient_id)
+    if body.patient_id is not None:
+        _require_patient(st, body.patient_id)
     token = secrets.token_urlsafe(24)
     with st.auth.lock:
         st.auth.launches[token] = Context(body.patient_id, body.encounter_id)

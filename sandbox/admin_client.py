@@ -51,8 +51,8 @@ class SandboxAdmin:
     def preapprove(self, client_id: str, patient_id: str, scopes: str | None = None) -> None:
         self._call("POST", "/preapprove", {"client_id": client_id, "patient_id": patient_id, "scopes": scopes})
 
-    def launch(self, patient_id: str, encounter_id: str | None = None) -> str:
-        """An opaque single-use ``launch`` value for an EHR launch (SAL-06)."""
+    def launch(self, patient_id: str | None, encounter_id: str | None = None) -> str:
+        """An opaque single-use ``launch`` value for an EHR launch (SAL-06); ``None``: no patient in context."""
         return str(self._call("POST", "/launch", {"patient_id": patient_id, "encounter_id": encounter_id})["launch"])
 
     def ehr_launch_url(self, launch_url: str, patient_id: str, encounter_id: str | None = None) -> str:

@@ -24,7 +24,14 @@ from auth_service.services.launch import check_allowlisted
 from auth_service.services.profiles import ClientProfile, check_provider_enabled, resolve_profile
 from auth_service.services.providers_port import check_connection_kind, plugin_display_name, plugin_group_export_only
 from connectors import errors as ce
-from connectors.smart import SmartConfiguration, TokenResponse, client_credentials_grant, discover, scope_for_server
+from connectors.smart import (
+    SmartConfiguration,
+    TokenResponse,
+    client_credentials_grant,
+    discover,
+    filtered_scopes,
+    scope_for_server,
+)
 from store.models import Connection, ConnectionKind, ConnectionStatus
 from store.vault import reactivatable
 
@@ -161,7 +168,8 @@ def _mint_backend_token(
     ctx: ServiceContext, tenant_id: str, provider_id: str, scope: str
 ) -> tuple[ClientProfile, SmartConfiguration, TokenResponse, str]:
     """The first client_credentials token, and the scope it asked for: in v1 spelling for a v1-only server
-    (SAL-20/32: ``system/*.rs`` is ``system/*.read`` there, which knows no other)."""
+    (SAL-20/32: ``system/*.rs`` is ``system/*.read`` there, which knows no other). A granular scope is refused there:
+    v1 has no filters, and the whole type is wider than the admin asked."""
     with ctx.db.session() as session:
         profile = resolve_profile(session, ctx.cipher, ctx.settings, tenant_id, provider_id)
     if profile.auth_method not in ("private_key_jwt", "client_secret_basic"):
@@ -173,6 +181,13 @@ def _mint_backend_token(
     check_allowlisted(ctx, profile.fhir_base)
     with ctx.call_budget(profile.provider_id, profile.fhir_base):  # eCW counts these calls too
         cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
+        if cfg.v1_scopes_only and (granular := filtered_scopes(scope)):
+            raise InvalidInputError(
+                f"this EHR takes SMART v1 scopes only, which have no filters: {', '.join(granular)} would be asked"
+                f" as {scope_for_server(' '.join(granular), True)}, every resource of the type, wider than asked;"
+                " ask for that scope explicitly if it is meant",
+                field="scope",
+            )
         scope = scope_for_server(scope, cfg.v1_scopes_only)
         try:
             token = client_credentials_grant(cfg.token_endpoint, http=ctx.http, client_auth=client_auth, scope=scope)

@@ -4,9 +4,12 @@ The code exchange succeeded, so the EHR has issued tokens. Two checks follow: th
 granted, must verify (SAL-33); and the answer must say whose record the grant is for. Real servers may leave
 ``patient`` out (SAL-15 lists it as optional context): the patient is then the signed-in user when the verified
 id_token's ``fhirUser`` is a Patient of this FHIR server, as it is for a patient signing in to their own portal.
-With neither, a connection could never sync (a REST sync searches one patient's compartment), so it is refused
-(``no_patient_context``) instead of stored "connected". A refused answer's tokens are revoked at the EHR, best
-effort, as tokens that failed to be stored are (``unstored_tokens``): never left valid there, unknown here.
+With neither, a patient's connection could never sync (a REST sync searches one patient's compartment), so it is
+refused (``no_patient_context``) instead of stored "connected". A clinician's sign-in (the verified ``fhirUser`` a
+Practitioner) is kept without a patient: an EHR launch from outside a chart legitimately has none, and such a
+connection files notes naming their patient (persona ``user``, DWB); its REST sync says it has no patient. A refused
+answer's tokens are revoked at the EHR, best effort, as tokens that failed to be stored are (``unstored_tokens``):
+never left valid there, unknown here.
 """
 
 from __future__ import annotations
@@ -25,14 +28,14 @@ __all__ = ["GrantSubject", "check_grant", "patient_of_fhir_user"]
 
 logger = logging.getLogger(__name__)
 
-_PATIENT_REF = re.compile(r"^Patient/([A-Za-z0-9\-.]{1,64})$")
+_REF = re.compile(r"^(Patient|Practitioner)/([A-Za-z0-9\-.]{1,64})$")
 
 
 @dataclass(frozen=True)
 class GrantSubject:
     """Whom a checked grant is for: the patient whose record it opens, and the verified ``fhirUser`` (if any)."""
 
-    patient_id: str
+    patient_id: str | None  # None only for a clinician's sign-in with no patient in context
     fhir_user: str | None
 
 
@@ -56,24 +59,33 @@ def check_grant(
 
 def patient_of_fhir_user(fhir_user: str | None, fhir_base: str) -> str | None:
     """The Patient id a ``fhirUser`` names on this FHIR server (``Patient/x`` or ``{base}/Patient/x``), else None."""
+    found = _reference_on(fhir_user, fhir_base)
+    return found[1] if found is not None and found[0] == "Patient" else None
+
+
+def _reference_on(fhir_user: str | None, fhir_base: str) -> tuple[str, str] | None:
+    """``(type, id)`` of a Patient or Practitioner ``fhirUser`` on this FHIR server, else None."""
     if not fhir_user:
         return None
     base = fhir_base.rstrip("/") + "/"
     relative = fhir_user[len(base) :] if fhir_user.startswith(base) else fhir_user
-    found = _PATIENT_REF.match(relative)
-    return found.group(1) if found else None
+    found = _REF.match(relative)
+    return (found.group(1), found.group(2)) if found else None
 
 
-def _bound_patient(fhir_base: str, patient: str | None, fhir_user: str | None) -> str:
+def _bound_patient(fhir_base: str, patient: str | None, fhir_user: str | None) -> str | None:
     if patient:
         return patient
-    own = patient_of_fhir_user(fhir_user, fhir_base)
-    if own is not None:
+    user = _reference_on(fhir_user, fhir_base)
+    if user is not None and user[0] == "Patient":
         logger.warning("token answer of %s names no patient; the signed-in patient (fhirUser) is taken", fhir_base)
-        return own
+        return user[1]
+    if user is not None:  # a clinician outside a chart: no patient in context, as an EHR launch may have
+        logger.info("token answer of %s names no patient; a clinician's connection is kept without one", fhir_base)
+        return None
     raise PatientContextMissingError(
-        "the health system's token answer names no patient ('patient' is absent and the verified fhirUser is not a"
-        " Patient of this FHIR server): a patient connection needs one, so nothing was kept"
+        "the health system's token answer names no patient ('patient' is absent and the verified fhirUser is neither a"
+        " Patient nor a Practitioner of this FHIR server): a patient connection needs one, so nothing was kept"
     )
 
 

@@ -25,7 +25,7 @@ from connectors.smart.introspection import IntrospectionResult, introspect_token
 from connectors.smart.issuers import is_issuer_allowed, normalize_issuer, require_issuer_allowed
 from connectors.smart.pkce import PkcePair, code_challenge_for, new_pkce
 from connectors.smart.revocation import revoke_token
-from connectors.smart.scopes import ResourceScope, ScopeSet, parse_scopes, scope_for_server
+from connectors.smart.scopes import ResourceScope, ScopeSet, filtered_scopes, parse_scopes, scope_for_server
 from connectors.smart.token import (
     DEFAULT_EXPIRES_IN,
     TokenResponse,
@@ -58,6 +58,7 @@ __all__ = [
     "code_challenge_for",
     "discover",
     "exchange_code",
+    "filtered_scopes",
     "introspect_token",
     "is_issuer_allowed",
     "load_signing_key",

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-__all__ = ["ResourceScope", "ScopeSet", "parse_scopes", "scope_for_server"]
+__all__ = ["ResourceScope", "ScopeSet", "filtered_scopes", "parse_scopes", "scope_for_server"]
 
 _INTERACTIONS = {
     "create": "c",
@@ -162,3 +162,9 @@ def scope_for_server(scope: str, v1_only: bool) -> str:
     """The scope to ask a server for: in v1 spelling for a v1-only one (SAL-20, one syntax per request, never
     mixed; ``SmartConfiguration.v1_scopes_only``), else as given. Patient launches and Backend Services alike."""
     return parse_scopes(scope).to_v1().raw if v1_only else scope
+
+
+def filtered_scopes(scope: str) -> list[str]:
+    """The granular (``?filter``) resource scopes of ``scope``. v1 spelling has none: ``scope_for_server`` asks a
+    v1-only server for the whole type instead, wider than asked, so a caller that must not widen refuses these."""
+    return [s.raw for s in parse_scopes(scope).resource_scopes if s.filters]

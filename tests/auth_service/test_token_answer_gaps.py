@@ -82,3 +82,22 @@ def test_sal33_a_refused_id_token_revokes_the_tokens_the_exchange_got(make_setti
     issued = _tokens_of(sandbox, "idt-app")
     assert {kind for kind, _ in issued} == {"access", "refresh"}
     assert all(revoked for _, revoked in issued), issued
+
+
+def test_sal15_a_clinicians_ehr_launch_with_no_patient_in_context_is_kept(make_settings, sandbox) -> None:
+    """An EHR launch asks only ``launch``: a clinician opening the app outside a chart (a schedule) gets no patient,
+    as the spec allows. Their verified fhirUser is a Practitioner: the connection is kept without a patient as before
+    8651350 (its notes name their patient, persona ``user``; a REST sync says it has none), not refused
+    ``no_patient_context`` with a page telling a patient to pick their record, and its tokens are not revoked."""
+    scopes = "openid fhirUser offline_access user/Patient.rs user/DocumentReference.rs"
+    with running_service(make_settings, sandbox, smart_practice(sandbox, "clin-app")) as svc:
+        register(sandbox, svc, "clin-app", "public")
+        put = svc.admin("PUT", "/api/integrations/admin/providers/smart", json={"scopes": scopes})
+        assert put.status_code == 200, put.text
+        launch = sandbox_admin(sandbox, "launch", {})["launch"]  # no patient in context
+        start = f"{svc.base_url}/api/integrations/smart/launch?iss={sandbox.fhir_base}&launch={launch}"
+        conn_id = connect(sandbox, svc, "clin-app", patient_ids(sandbox)[0], start)  # before: 502 no_patient_context
+        status = svc.admin("GET", "/api/integrations/smart/status", params={"connection_id": conn_id}).json()
+        assert status["patient"] is None and status["status"] == "active", status
+        assert status["fhir_user"].endswith("/Practitioner/prac0"), status
+    assert not any(revoked for _, revoked in _tokens_of(sandbox, "clin-app"))
