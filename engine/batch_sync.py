@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from connectors.errors import EhrUnreachableError, NeedsReauthError
+from connectors.errors import EhrUnreachableError, InsufficientDiskSpaceError, NeedsReauthError, RateLimitedError
 from engine import runs
 from engine.connection_lock import hold_connection
 from engine.connection_snapshots import ConnectionSnapshot, read_connection
@@ -41,6 +41,8 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 _MAX_ERROR = 500
+# Failures no later type of the member gets past: they end its sync (each type's search would only fail again).
+_STOPS_MEMBER = (NeedsReauthError, EhrUnreachableError, RateLimitedError, InsufficientDiskSpaceError)
 
 
 def batch_sync_run_id(dagster_run_id: str, connection_id: str) -> str:
@@ -150,8 +152,9 @@ def _sync_types(env: SyncEnvironment, outcome: ConnectionOutcome, types: Sequenc
 
     A type that raises fails alone, as its step would in the member's own run: the types after it still sync
     (a type the EHR keeps failing would otherwise hold back every later type of the member for as long as it
-    fails). A grant that is no longer usable, or an EHR that cannot be reached at all, stops the member: no
-    type can be read then."""
+    fails). What no type could get past stops the member: a grant no longer usable, an EHR that cannot be
+    reached, a throttle or spent quota longer than ehrsync waits (the server said it refuses every request until
+    then: a 429 or 503 with a long Retry-After, eCW's per-practice budget), a landing disk too full."""
     cid, run_id = outcome.connection_id, outcome.sync_run_id
     failures: list[str] = []
     for resource_type in types:
@@ -159,7 +162,7 @@ def _sync_types(env: SyncEnvironment, outcome: ConnectionOutcome, types: Sequenc
             report = land_resource_type(env, cid, resource_type, run_id)
             if report.error is None or report.incomplete:  # an incomplete search: the upsert stores what arrived
                 report = upsert_resource_type(env, cid, resource_type, run_id)
-        except (NeedsReauthError, EhrUnreachableError):
+        except _STOPS_MEMBER:
             raise
         except Exception as exc:  # this type's failure only; its mark is where it was
             report = TypeReport(resource_type, error=f"{type(exc).__name__}: {exc}")

@@ -14,7 +14,7 @@ from dagster import DagsterInstance
 
 from ehrsync.run_now import BatchNowResult, run_batch_now
 from engine import cursors, runs
-from engine.batch_sync import close_batch_rows, open_batch_rows
+from engine.batch_sync import close_batch_rows, open_batch_rows, sync_connection
 from engine.retries import failure_streaks
 from pipelines.defs.sync.type_assets import landing_key, warehouse_key
 from store.models import Connection
@@ -99,3 +99,21 @@ def test_a_type_the_server_keeps_failing_does_not_stop_the_members_other_types(s
         assert instance.get_materialized_partitions(warehouse_key("Observation")) == set(ids)
         assert not instance.get_materialized_partitions(warehouse_key("Encounter"))
         assert set(failure_streaks(world.env.db)) == set(ids)
+
+
+def test_a_throttle_longer_than_ehrsync_waits_stops_the_member(start_sandbox, world, http):
+    """BDX-10: a 429 whose Retry-After (50 min) is past the longest ehrsync waits says every request is refused
+    until then. The member stops there (row failed, retried with backoff) instead of sending each later type's
+    searches to a server that said it will refuse them; the same holds for a spent quota (eCW's per-practice
+    budget), which is a RateLimitedError too. Here the throttle answers once: a member that went on would sync
+    the types after Encounter and move their marks."""
+    sb = start_sandbox(patients=1)
+    cid = connect_patient(world, sb, http=http, patient_id=sandbox_patients(http, sb)[0])
+    add_fault(http, sb, "429", path="/fhir/Encounter", retry_after="3000", times=1)
+    outcome = sync_connection(world.env, cid, "throttled-batch")
+    assert outcome.error is not None and "RateLimitedError" in outcome.error, outcome.error
+    assert cursors.get_mark(world.env.db, cid, cursors.REST_STREAM, "Patient") is not None
+    for later in ("Encounter", "Observation", "Condition", "DocumentReference"):
+        assert cursors.get_mark(world.env.db, cid, cursors.REST_STREAM, later) is None, later
+    row = runs.get(world.env.db, outcome.sync_run_id)
+    assert row is not None and row.status == "failed"

@@ -129,9 +129,9 @@ class SqlDialect:
         sqltype = self.double if kind == "num" else self.boolean
         return f"(CASE WHEN {self.json_kind(item)} IN {self.kinds[kind]} THEN {self.cast(text, sqltype)} END)"
 
-    def item_integer(self, item: str) -> str:
-        """A JSON item as BIGINT, exactly, or NULL (warehouse/sof/_integers.py)."""
-        return self.let(self.item_text(item), "xi", lambda t: duckdb_integer(self.json_kind(item), t))
+    def item_integer(self, item: str, quoted: bool = False) -> str:
+        """A JSON item as BIGINT, exactly, or NULL; ``quoted``: a string of digits too (warehouse/sof/_integers.py)."""
+        return self.let(self.item_text(item), "xi", lambda t: duckdb_integer(self.json_kind(item), t, quoted))
 
     def to_json(self, sql: str) -> str:
         return f"to_json({sql})"
@@ -239,8 +239,8 @@ class _Postgres(SqlDialect):
         value = f"(CASE WHEN {text} ~ '[eE]' OR length({text}) > 300 THEN {guarded} ELSE ({text})::float8 END)"
         return f"(CASE WHEN {self.json_kind(item)} IN {self.kinds[kind]} THEN {value} END)"
 
-    def item_integer(self, item: str) -> str:
-        return postgres_integer(self.json_kind(item), self.item_text(item))
+    def item_integer(self, item: str, quoted: bool = False) -> str:
+        return postgres_integer(self.json_kind(item), self.item_text(item), quoted)
 
     def item_text(self, item: str) -> str:
         return f"({item} #>> '{{}}')"

@@ -128,7 +128,7 @@ class _Builder:
             if kind is None:
                 return item
             if sqltype == self.d.bigint:
-                return self.d.item_integer(item)
+                return self.d.item_integer(item, quoted=col.type == "integer64")  # R5 JSON: a string
             return self.d.item_value(item, kind)
 
         if t.item is not None:
