@@ -5,7 +5,8 @@ third of a second. A batch run pays the first once for up to ``EHRSYNC_SYNC_BATC
 connection keeps what a run of its own gives it: its own ``sync_runs`` row (id :func:`batch_sync_run_id`, so the
 run-status sensor finds it again), its own cursors and connection lock, its own outcome closed by
 ``finish_sync_run`` as soon as it ends. One connection failing (any error) is recorded on its row and retried
-by ``engine.retries``; it neither stops nor rolls back the others. The steps are the ones the per-type assets
+by ``engine.retries``; it neither stops nor rolls back the others, except that one stopped by a source-wide throttle
+defers the later members at its source (``engine.batch_defer``). The steps are the ones the per-type assets
 call (``land_resource_type`` → ``upsert_resource_type`` per type, then ``sync_references``).
 """
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 
 from connectors.errors import EhrUnreachableError, InsufficientDiskSpaceError, NeedsReauthError, RateLimitedError
 from engine import runs
+from engine.batch_defer import SourceThrottle, SourceThrottles, source_key, source_throttle
 from engine.connection_lock import hold_connection
 from engine.connection_snapshots import ConnectionSnapshot, read_connection
 from engine.connection_sync import PATIENT_TYPES, sync_references
@@ -34,6 +36,7 @@ __all__ = [
     "ConnectionOutcome",
     "batch_sync_run_id",
     "close_batch_rows",
+    "defer_connection",
     "open_batch_rows",
     "sync_batch",
     "sync_connection",
@@ -62,10 +65,12 @@ class ConnectionOutcome:
     duration_s: float = 0.0
     connection: ConnectionSnapshot | None = None
     references_read: bool = False  # the reference step ran (referenced types it did not report had nothing)
+    throttle: SourceThrottle | None = None  # it stopped on a source-wide throttle, or was deferred by one
+    deferred: str | None = None  # not attempted: its source was throttled (``engine.batch_defer``)
 
     @property
     def succeeded(self) -> bool:
-        return self.error is None and self.skipped is None
+        return self.error is None and self.skipped is None and self.deferred is None
 
 
 @dataclass
@@ -75,6 +80,10 @@ class BatchOutcome:
     @property
     def failed(self) -> list[ConnectionOutcome]:
         return [c for c in self.connections if c.error is not None]
+
+    @property
+    def deferred(self) -> list[ConnectionOutcome]:
+        return [c for c in self.connections if c.deferred is not None]
 
 
 def open_batch_rows(env: SyncEnvironment, dagster_run_id: str, connection_ids: Sequence[str]) -> None:
@@ -111,11 +120,31 @@ def sync_connection(
             _sync_types(env, outcome, types)
     except Exception as exc:  # the isolation boundary: any failure belongs to this connection only
         outcome.error = f"{type(exc).__name__}: {exc}"
+        outcome.throttle = source_throttle(exc, connection_id)
         _log.warning("batch sync of connection %s failed: %s", connection_id, type(exc).__name__)
     outcome.duration_s = time.monotonic() - started
     finish_sync_run(
         env.db, outcome.sync_run_id, connection_id, succeeded=outcome.succeeded, error=_short(outcome.error)
     )
+    if outcome.throttle is not None:  # its retry waits for the time the source named, not only for the backoff
+        runs.hold_until(env.db, outcome.sync_run_id, outcome.throttle.until)
+    return outcome
+
+
+def defer_connection(
+    env: SyncEnvironment, connection_id: str, dagster_run_id: str, throttle: SourceThrottle
+) -> ConnectionOutcome:
+    """Not attempted, its source throttled: the row closed ``deferred`` until the source's time, nothing else
+    touched (cursors, landing, state); the scheduler asks for it again then (``engine.batch_defer``)."""
+    outcome = ConnectionOutcome(connection_id, batch_sync_run_id(dagster_run_id, connection_id))
+    outcome.throttle, outcome.deferred = throttle, throttle.reason()
+    try:
+        outcome.connection = read_connection(env.db, connection_id)
+    except ConnectionNotFoundError:
+        return _skip(env, outcome, "connection not found")
+    if runs.get(env.db, outcome.sync_run_id) is not None:
+        runs.hold_until(env.db, outcome.sync_run_id, throttle.until, deferred=outcome.deferred)
+    _log.info("batch sync of connection %s deferred until %s", connection_id, f"{throttle.until:%Y-%m-%dT%H:%M:%SZ}")
     return outcome
 
 
@@ -190,11 +219,19 @@ def sync_batch(
     dagster_run_id: str,
     on_done: Callable[[ConnectionOutcome], None] | None = None,
 ) -> BatchOutcome:
-    """Sync the members one after another (the batch's concurrency toward its EHR is one request at a time)."""
+    """Sync the members one after another (the batch's concurrency toward its EHR is one request at a time).
+    Once one stops on a source-wide throttle, the later members at that source are deferred, not tried."""
     open_batch_rows(env, dagster_run_id, connection_ids)
     batch = BatchOutcome()
+    throttles = SourceThrottles()
     for connection_id in connection_ids:
-        outcome = sync_connection(env, connection_id, dagster_run_id)
+        key = source_key(env.db, connection_id)
+        held = throttles.holding(key)
+        if held is not None:
+            outcome = defer_connection(env, connection_id, dagster_run_id, held)
+        else:
+            outcome = sync_connection(env, connection_id, dagster_run_id)
+            throttles.note(key, outcome.throttle)
         batch.connections.append(outcome)
         if on_done is not None:
             on_done(outcome)

@@ -31,7 +31,8 @@ class SyncRun(Base):
     connection_id: Mapped[str] = mapped_column(String(64), nullable=False)
     tenant_id: Mapped[str | None] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16), nullable=False)  # incremental | full | bulk
-    status: Mapped[str] = mapped_column(String(16), nullable=False)  # queued|running|completed|failed|abandoned
+    # queued|running|completed|failed|abandoned|deferred
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
@@ -43,6 +44,8 @@ class SyncRun(Base):
     # so that a later run closes it as abandoned only once that process is gone.
     owner_pid: Mapped[int | None] = mapped_column(Integer)
     owner_host: Mapped[str | None] = mapped_column(String(255))
+    # When the EHR said to come back (a throttle's Retry-After, a quota's reset): not asked for again before it.
+    not_before: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class SyncCursor(Base):

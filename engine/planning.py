@@ -14,7 +14,16 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from engine.connection_snapshots import ConnectionSnapshot
-from engine.scheduling import DueDecision, DueReason, FailureStreak, RetryBackoff, decide_due, decide_retry
+from engine.scheduling import (
+    DueDecision,
+    DueReason,
+    FailureStreak,
+    RetryBackoff,
+    SourceHold,
+    decide_due,
+    decide_hold,
+    decide_retry,
+)
 from engine.sync_windows import SyncWindow
 
 __all__ = [
@@ -22,6 +31,7 @@ __all__ = [
     "DueRun",
     "PartitionPlan",
     "PartitionSets",
+    "deferred_run_key",
     "drop_busy",
     "first_sync_run_key",
     "plan_due_runs",
@@ -53,6 +63,11 @@ def scheduled_run_key(connection_id: str, slot: datetime) -> str:
 def retry_run_key(connection_id: str, failed_at: datetime) -> str:
     """One retry per failure: the key names the end of the failed run it follows."""
     return f"retry:{connection_id}:{_iso(failed_at, micro=True)}"
+
+
+def deferred_run_key(connection_id: str, until: datetime) -> str:
+    """One request per deferral: the key names the time the source said to come back."""
+    return f"deferred:{connection_id}:{_iso(until, micro=True)}"
 
 
 @dataclass(frozen=True)
@@ -178,10 +193,15 @@ def _decide(
     streak: FailureStreak | None,
     backoff: RetryBackoff,
     window: SyncWindow | None,
+    hold: SourceHold | None = None,
 ) -> DueDecision:
     """The retry of a failure streak once its backoff has passed; the regular slot only when there is no
     streak or the slot began after the last failure (the slot's own run may be the one that failed: its
-    run key is spent, and asking for it again would wait for the next slot)."""
+    run key is spent, and asking for it again would wait for the next slot). Neither before a source's hold
+    ends; a deferred run once it has (its batch's run key is spent too)."""
+    held = None if hold is None else decide_hold(now, hold, window)
+    if held is not None:
+        return held
     scheduled = decide_due(
         now,
         last_sync_at=conn.last_sync_at,
@@ -203,12 +223,14 @@ def plan_due_runs(
     windows: Mapping[str, SyncWindow],
     failures: Mapping[str, FailureStreak] | None = None,
     backoff: RetryBackoff | None = None,
+    holds: Mapping[str, SourceHold] | None = None,
 ) -> tuple[list[DueRun], dict[DueReason | str, int]]:
     """The scheduled syncs and retries due at ``now``, plus a tally of why the others were not requested.
 
     Only active connections whose key is in their own partition set are considered; one that already has a run
     queued or in progress (``busy``) is left alone, so a slow sync is never stacked with another. A connection in
-    ``failures`` (its latest runs failed) is retried once its backoff has passed, before its next slot.
+    ``failures`` (its latest runs failed) is retried once its backoff has passed, before its next slot. One in
+    ``holds`` (its source said to come back later) is asked for nothing before then; deferred, it is then.
     """
     streaks = failures or {}
     policy = backoff or RetryBackoff()
@@ -220,11 +242,14 @@ def plan_due_runs(
         if conn.id in busy:
             tally["busy"] = tally.get("busy", 0) + 1
             continue
-        decision = _decide(now, conn, streaks.get(conn.id), policy, windows.get(conn.provider_id))
+        hold = (holds or {}).get(conn.id)
+        decision = _decide(now, conn, streaks.get(conn.id), policy, windows.get(conn.provider_id), hold)
         if decision.slot is None:
             tally[decision.reason] = tally.get(decision.reason, 0) + 1
             continue
-        if decision.reason is DueReason.RETRY:
+        if decision.reason is DueReason.RESUME:
+            due.append(DueRun(conn, deferred_run_key(conn.id, decision.slot), decision.slot, retry=True))
+        elif decision.reason is DueReason.RETRY:
             due.append(DueRun(conn, retry_run_key(conn.id, decision.slot), decision.slot, retry=True))
         else:
             due.append(DueRun(conn, scheduled_run_key(conn.id, decision.slot), decision.slot))

@@ -17,7 +17,7 @@ from engine.env_numbers import whole_number
 from engine.errors import PipelineConfigurationError
 from engine.models import SyncRun
 from engine.run_outcome import CANCELED_PREFIX
-from engine.scheduling import FailureStreak, RetryBackoff
+from engine.scheduling import FailureStreak, RetryBackoff, SourceHold
 from store import AppDatabase
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "RETRY_CAP_ENV",
     "backoff_from_env",
     "failure_streaks",
+    "source_holds",
     "streak_horizon",
 ]
 
@@ -105,3 +106,24 @@ def failure_streaks(db: AppDatabase, *, since: datetime | None = None) -> dict[s
     with db.session() as session:
         rows = session.execute(query).all()
     return {str(cid): FailureStreak(int(n), _aware(last)) for cid, n, last in rows if last is not None}
+
+
+def source_holds(db: AppDatabase, *, since: datetime | None = None) -> dict[str, SourceHold]:
+    """Per connection whose newest run (created after ``since``) noted when the EHR said to come back
+    (``not_before``: a batch member deferred, or stopped, by its source's throttle; ``engine.batch_defer``): that
+    time, and whether the run was deferred (never attempted). The scheduler asks for none before it."""
+    recent = SyncRun.created_at > since if since is not None else true()
+    newest = (
+        select(SyncRun.connection_id.label("cid"), func.max(SyncRun.created_at).label("at"))
+        .where(recent)
+        .group_by(SyncRun.connection_id)
+        .subquery()
+    )
+    query = (
+        select(SyncRun.connection_id, SyncRun.not_before, SyncRun.status)
+        .join(newest, (newest.c.cid == SyncRun.connection_id) & (newest.c.at == SyncRun.created_at))
+        .where(SyncRun.not_before.is_not(None))
+    )
+    with db.session() as session:
+        rows = session.execute(query).all()
+    return {str(cid): SourceHold(_aware(until), status == "deferred") for cid, until, status in rows if until}

@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 CANCELED_PREFIX = "canceled: "
 # Not ``abandoned``: a later run closes a row so only when its process is gone; should the run end after all
 # (Dagster says how it ended), that outcome replaces the guess and a success still stamps ``last_sync_at``.
-_CLOSED = ("completed", "failed")
+# ``deferred``: a batch member never attempted (its source throttled) keeps that outcome when the batch run ends.
+_CLOSED = ("completed", "failed", "deferred")
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,14 @@ from sqlalchemy.orm import Session
 from engine.models import SyncRun, utcnow
 from engine.row_views import row_view
 from store import AppDatabase
+from store.models import Connection
 
 _log = logging.getLogger(__name__)
 KINDS = ("incremental", "full", "bulk")
 # abandoned: the run's process died (killed, OOM) before closing its row; a later run of the connection that
-# completed found that process gone and closed it.
-STATUSES = ("queued", "running", "completed", "failed", "abandoned")
+# completed found that process gone and closed it. deferred: a batch member not attempted, its source throttled
+# (``engine.batch_defer``); asked for again after ``not_before``, and no failure.
+STATUSES = ("queued", "running", "completed", "failed", "abandoned", "deferred")
 
 
 class SyncRunNotFoundError(LookupError):
@@ -45,6 +47,7 @@ class SyncRunRecord:
     bytes: int
     duration_s: float | None
     error: str | None
+    not_before: datetime | None = None
 
     @classmethod
     def of(cls, row: SyncRun) -> SyncRunRecord:
@@ -96,6 +99,9 @@ def continue_run(db: AppDatabase, connection_id: str, run_id: str, earlier_runs:
             return
         rows = (session.get(SyncRun, rid) for rid in earlier_runs)
         kind, tenant = next(((r.kind, r.tenant_id) for r in rows if r is not None), ("incremental", None))
+        if tenant is None:  # the parent's row is gone (or had none): the connection's own tenant
+            conn = session.get(Connection, connection_id)
+            tenant = conn.tenant_id if conn is not None else None
     ensure_run(db, connection_id, run_id, kind, tenant_id=tenant)
 
 
@@ -179,6 +185,18 @@ def fail(
 ) -> None:
     """Mark the run failed with a log-safe reason."""
     _finish(db, run_id, "failed", counts, error, started_at=started_at, finished_at=finished_at)
+
+
+def hold_until(db: AppDatabase, run_id: str, not_before: datetime, *, deferred: str | None = None) -> None:
+    """Note when the EHR said to come back: the connection is not asked for again before it. ``deferred`` (the
+    reason): close the still queued row so, as ``deferred``, not as a failure (a batch member not attempted, its
+    source throttled; ``engine.batch_defer``)."""
+    with db.locked_session() as session:
+        row = _load(session, run_id)
+        row.not_before = not_before
+        if deferred is not None and row.status == "queued":
+            row.status, row.finished_at, row.error = "deferred", utcnow(), deferred
+        session.commit()
 
 
 def process_gone(pid: int | None, host: str | None) -> bool:

@@ -8,7 +8,9 @@ run however often the sensor ticks.
 A connection whose latest runs failed (a killed worker, an EHR outage; its first sync too) is retried with
 backoff instead of waiting for its next slot: after ``n`` consecutive failures the retry is due
 ``min(base * 2**(n - 1), cap)`` after the last one ended (``RetryBackoff``), inside the source's window,
-whichever of the retry and the regular slot comes first.
+whichever of the retry and the regular slot comes first. Neither comes before the time the EHR source said to come
+back, when the connection's newest run noted one (``SourceHold``: a batch member deferred or stopped by its source's
+throttle); a deferred member is asked for again once that time has passed.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ __all__ = [
     "DueReason",
     "FailureStreak",
     "RetryBackoff",
+    "SourceHold",
     "decide_due",
+    "decide_hold",
     "decide_retry",
     "effective_frequency",
     "slot_start",
@@ -47,6 +51,8 @@ class DueReason(StrEnum):
     NO_REFERENCE = "no_reference"
     RETRY = "retry"
     BACKING_OFF = "backing_off"
+    THROTTLED = "throttled"  # the EHR said to come back later (``SourceHold``)
+    RESUME = "resume"  # a member deferred by its source's throttle, asked for again once it has passed
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,7 @@ class DueDecision:
 
     @property
     def due(self) -> bool:
-        return self.reason in (DueReason.DUE, DueReason.RETRY)
+        return self.reason in (DueReason.DUE, DueReason.RETRY, DueReason.RESUME)
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,28 @@ class FailureStreak:
 
     failures: int
     last_failed_at: datetime
+
+
+@dataclass(frozen=True)
+class SourceHold:
+    """The connection's newest run noted when its EHR source said to come back (a throttle's Retry-After, a
+    quota's reset): nothing is asked for before ``until``; ``deferred``: that run was never attempted."""
+
+    until: datetime
+    deferred: bool = False
+
+
+def decide_hold(now: datetime, hold: SourceHold, window: SyncWindow | None) -> DueDecision | None:
+    """``THROTTLED`` before the hold ends; after it, a deferred run is due again (``RESUME``, ``slot`` = the
+    hold's end) inside the source's window; None: the hold has passed and the usual rules decide."""
+    until = hold.until if hold.until.tzinfo is not None else hold.until.replace(tzinfo=UTC)
+    if now < until:
+        return DueDecision(DueReason.THROTTLED, next_due_at=until)
+    if not hold.deferred:
+        return None
+    if window is not None and not window.contains(now):
+        return DueDecision(DueReason.OUTSIDE_WINDOW, next_due_at=until)
+    return DueDecision(DueReason.RESUME, next_due_at=until, slot=until)
 
 
 @dataclass(frozen=True)

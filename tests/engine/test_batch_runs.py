@@ -8,14 +8,18 @@ a member that fails records its own failure and is retried alone; the others com
 from __future__ import annotations
 
 from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from dagster import DagsterInstance
 
 from ehrsync.run_now import BatchNowResult, run_batch_now
 from engine import cursors, runs
 from engine.batch_sync import close_batch_rows, open_batch_rows, sync_connection
-from engine.retries import failure_streaks
+from engine.connection_snapshots import read_connections
+from engine.planning import PartitionSets, plan_due_runs
+from engine.retries import failure_streaks, source_holds
 from pipelines.defs.sync.type_assets import landing_key, warehouse_key
 from store.models import Connection
 from tests.engine.helpers import add_fault, connect_patient, sandbox_patients
@@ -117,3 +121,72 @@ def test_a_throttle_longer_than_ehrsync_waits_stops_the_member(start_sandbox, wo
         assert cursors.get_mark(world.env.db, cid, cursors.REST_STREAM, later) is None, later
     row = runs.get(world.env.db, outcome.sync_run_id)
     assert row is not None and row.status == "failed"
+
+
+def _fhir_requests(request_log) -> int:
+    return sum(1 for url in request_log.urls if url.path.startswith("/fhir"))
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "429", "retry_after": "3000", "times": None},  # a throttle past the 15 min ehrsync waits
+        {"kind": "quota", "quota": 2, "window_s": 86400, "quota_headers": "draft"},  # a daily quota spent
+    ],
+    ids=["retry_after", "quota"],
+)
+def test_a_source_wide_throttle_defers_the_batch_members_after_it(start_sandbox, world, http, request_log, fault):
+    """BDX-10, vendors.md §4: once a member stops on a throttle of its source (a 429 whose Retry-After is past what
+    ehrsync waits, the EHR's quota spent), the later members at that source are not tried: no request, no failure,
+    cursors untouched; each row is ``deferred`` until the time the source named, and the scheduler asks for them
+    again then (not before, not as failures). Before: every member sent its refused request and failed."""
+    sb = start_sandbox(patients=3)
+    ids = sorted(connect_patient(world, sb, http=http, patient_id=p) for p in sandbox_patients(http, sb)[:3])
+    first, rest = ids[0], ids[1:]
+    add_fault(http, sb, path="/fhir", **fault)
+    request_log.clear()
+    before = datetime.now(UTC)
+    with DagsterInstance.ephemeral() as instance:
+        result = _batch(world, ids, instance)
+    assert not result.success
+    db = world.env.db
+    stopped = runs.get(db, result.sync_run_ids[first])
+    assert stopped is not None and stopped.status == "failed" and stopped.not_before is not None, stopped
+    assert stopped.not_before > before + timedelta(minutes=45)  # the source's own time, not the retry backoff
+    for cid in rest:
+        row = runs.get(db, result.sync_run_ids[cid])
+        assert row is not None and row.status == "deferred", row
+        assert row.not_before == stopped.not_before and "throttled" in (row.error or ""), row
+        assert row.started_at is None and row.counts == {}
+        assert all(cursors.get_mark(db, cid, cursors.REST_STREAM, t) is None for t in ("Patient", "Observation"))
+    if fault["kind"] == "429":
+        assert _fhir_requests(request_log) == 1, "only the first member's refused request reaches the EHR"
+    assert set(failure_streaks(db)) == {first}  # the deferred ones start no failure streak
+
+    sets, conns = PartitionSets(patient=frozenset(ids)), read_connections(db)
+
+    def due_at(now: datetime) -> dict[str, str]:
+        due, _ = plan_due_runs(
+            now, conns, partitions=sets, busy=set(), windows={}, failures=failure_streaks(db), holds=source_holds(db)
+        )
+        return {d.connection.id: d.run_key for d in due}
+
+    assert due_at(datetime.now(UTC)) == {}  # nobody before the source's time, the failed member neither
+    later = due_at(stopped.not_before + timedelta(seconds=1))
+    assert set(later) == set(ids)  # then every one: the deferred ones not forgotten
+    assert all(later[cid].startswith("deferred:") for cid in rest), later  # its own run key: the batch's is spent
+    assert not later[first].startswith("deferred:"), later  # a failure: its retry (or by then its next slot)
+
+
+def test_a_throttle_defers_only_its_own_source(start_sandbox, world, http):
+    """A member at another FHIR base (another practice's server, another source) is still synced after one
+    source's throttle; only the members at the throttled base wait."""
+    sb = start_sandbox(patients=3)
+    ids = sorted(connect_patient(world, sb, http=http, patient_id=p) for p in sandbox_patients(http, sb)[:3])
+    real_base = _set_base(world, ids[2], "http://127.0.0.1:1/fhir")
+    _set_base(world, ids[2], real_base.replace("127.0.0.1", "localhost"))
+    add_fault(http, sb, "429", path="/fhir", retry_after="3000", times=1)
+    with DagsterInstance.ephemeral() as instance:
+        result = _batch(world, ids, instance)
+    statuses = [runs.get(world.env.db, result.sync_run_ids[cid]).status for cid in ids]  # type: ignore[union-attr]
+    assert statuses == ["failed", "deferred", "completed"], statuses

@@ -185,7 +185,8 @@ def test_bulk_job_saved_before_poll_and_files_tracked_bdx08(db: AppDatabase):
     assert bulk_state.find_active_job(db, "c1", stream, key) is None
 
 
-def test_load_connection_refuses_missing_and_inactive(db: AppDatabase):
+def _add_connection(db: AppDatabase, status: str) -> None:
+    """Tenant ``t1`` and its patient connection ``c1`` (provider ``generic``) in ``status``."""
     with db.session() as session:
         session.add(Tenant(id="t1", name="T", settings={}))
         session.flush()
@@ -198,10 +199,14 @@ def test_load_connection_refuses_missing_and_inactive(db: AppDatabase):
                 fhir_base="https://ehr.example.org/fhir",
                 client_id="app",
                 patient_id="p1",
-                status="needs_reauth",
+                status=status,
             )
         )
         session.commit()
+
+
+def test_load_connection_refuses_missing_and_inactive(db: AppDatabase):
+    _add_connection(db, "needs_reauth")
     with pytest.raises(ConnectionNotFoundError):
         load_connection(db, "nope")
     with pytest.raises(ConnectionNotSyncableError, match="needs_reauth"):
@@ -227,3 +232,12 @@ def test_load_connection_exposes_provider_config_without_sealed_secrets(db: AppD
         )
         session.commit()
     assert load_connection(db, "c1").provider_config == {"clientId": "app", "practiceId": "195900"}
+
+
+def test_a_re_execution_whose_parent_row_is_gone_takes_the_connections_tenant(db: AppDatabase):
+    """``continue_run``: a re-executed run whose parent's ``sync_runs`` row was pruned (or never written) still
+    records its tenant (the connection's), so the tenant's history and retention see it; before, tenant None."""
+    _add_connection(db, "active")
+    runs.continue_run(db, "c1", "child", ["pruned-parent"])
+    row = runs.require(db, "child")
+    assert (row.kind, row.tenant_id, row.status) == ("incremental", "t1", "running")

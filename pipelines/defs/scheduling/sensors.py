@@ -26,7 +26,7 @@ from dagster import (
 from engine.batch_plan import DueBatch, plan_batches
 from engine.connection_snapshots import read_connections
 from engine.planning import DueRun, drop_busy, plan_due_runs
-from engine.retries import failure_streaks, streak_horizon
+from engine.retries import failure_streaks, source_holds, streak_horizon
 from engine.run_tags import connection_run_tags
 from pipelines.defs._shared.partitions import partition_sets
 from pipelines.defs._shared.run_control import busy_among
@@ -92,9 +92,17 @@ def scheduled_syncs_sensor(
     with app_db.open() as db:
         connections = read_connections(db)
         streaks = failure_streaks(db, since=now - streak_horizon(backoff))
+        holds = source_holds(db, since=now - streak_horizon(backoff))
     # Which connections are due first; then whether those few have a run queued or in progress.
     candidates, tally = plan_due_runs(
-        now, connections, partitions=sets, busy=set(), windows=policy.windows(), failures=streaks, backoff=backoff
+        now,
+        connections,
+        partitions=sets,
+        busy=set(),
+        windows=policy.windows(),
+        failures=streaks,
+        backoff=backoff,
+        holds=holds,
     )
     busy = busy_among(context.instance, {d.connection.id for d in candidates}) if candidates else set()
     if candidates:

@@ -103,8 +103,8 @@ class _MemberChecks:
 def _record(context: OpExecutionContext, outcome: ConnectionOutcome, checks: _MemberChecks) -> None:
     """The member's per-type materializations and asset checks (types that did not fail), as its own run's assets
     would log them (``batch_checks``)."""
-    if outcome.connection is None:
-        context.log.info("connection %s not synced: %s", outcome.connection_id, outcome.skipped)
+    if outcome.connection is None or outcome.deferred is not None:
+        context.log.info("connection %s not synced: %s", outcome.connection_id, outcome.skipped or outcome.deferred)
         return
     who: dict[str, MetadataValue] = {
         **connection_metadata(outcome.connection),
@@ -137,11 +137,15 @@ def sync_connection_batch(
         batch = sync_batch(
             env, config.connection_ids, context.run.run_id, on_done=lambda o: _record(context, o, checks)
         )
-    failed = batch.failed
+    failed, deferred = batch.failed, batch.deferred
     if failed:  # the run shows red; every member's row already holds its own outcome
         raise Failure(
-            description=f"{len(failed)} of {len(batch.connections)} connections failed (each is retried alone)",
-            metadata={"failed_connections": MetadataValue.json([f.connection_id for f in failed])},
+            description=f"{len(failed)} of {len(batch.connections)} connections failed (each is retried alone)"
+            + (f", {len(deferred)} deferred: their source is throttled" if deferred else ""),
+            metadata={
+                "failed_connections": MetadataValue.json([f.connection_id for f in failed]),
+                "deferred_connections": MetadataValue.json([d.connection_id for d in deferred]),
+            },
         )
 
 
