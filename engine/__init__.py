@@ -17,8 +17,8 @@ connection is always its job (``ehrsync.run_now.run_sync_now`` runs it in-proces
   kick-off or resume, download, land, upsert, advance ``_since``; ``report.status`` says how it ended; group
   connections then export members added since the last export in full (BDX-15, ``bulk_members``)
 - ``runs``: ``create_run``, ``ensure_run``, ``continue_run``, ``mark_running``, ``complete``, ``fail``,
-  ``history``, ``get`` (``complete`` closes older runs of the connection that a killed process left open as
-  ``abandoned``)
+  ``hold_until``, ``history``, ``get`` (``complete`` closes older runs of the connection that a killed process left
+  open as ``abandoned``; ``hold_until`` notes when the source said to come back, a deferred member's row closed so)
 - ``hold_connection(env, connection_id, run_id)``: the per-connection lock every entry point for a connection
   step holds (``ConnectionBusyError`` after ``EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS``); taking it removes what
   killed runs of the connection left in the landing zone (``connection_lock``, ``residue``)

@@ -112,8 +112,8 @@ def sync_connection(
         conn = read_connection(env.db, connection_id)
     except ConnectionNotFoundError:
         return _skip(env, outcome, "connection not found")
-    if not conn.syncable or conn.is_bulk:
-        return _skip(env, outcome, f"connection is {conn.status}{' (bulk)' if conn.is_bulk else ''}")
+    if _unsyncable(conn):
+        return _skip(env, outcome, _unsyncable(conn))
     outcome.connection = conn
     try:
         with hold_connection(env, connection_id, outcome.sync_run_id):  # once for the whole connection
@@ -139,13 +139,24 @@ def defer_connection(
     outcome = ConnectionOutcome(connection_id, batch_sync_run_id(dagster_run_id, connection_id))
     outcome.throttle, outcome.deferred = throttle, throttle.reason()
     try:
-        outcome.connection = read_connection(env.db, connection_id)
+        conn = read_connection(env.db, connection_id)
     except ConnectionNotFoundError:
         return _skip(env, outcome, "connection not found")
+    if _unsyncable(conn):  # as sync_connection skips it: not deferred, it would not sync anyway
+        outcome.throttle = outcome.deferred = None
+        return _skip(env, outcome, _unsyncable(conn))
+    outcome.connection = conn
     if runs.get(env.db, outcome.sync_run_id) is not None:
         runs.hold_until(env.db, outcome.sync_run_id, throttle.until, deferred=outcome.deferred)
     _log.info("batch sync of connection %s deferred until %s", connection_id, f"{throttle.until:%Y-%m-%dT%H:%M:%SZ}")
     return outcome
+
+
+def _unsyncable(conn: ConnectionSnapshot) -> str:
+    """Why a batch does not sync the connection ("": it does)."""
+    if conn.syncable and not conn.is_bulk:
+        return ""
+    return f"connection is {conn.status}{' (bulk)' if conn.is_bulk else ''}"
 
 
 def _skip(env: SyncEnvironment, outcome: ConnectionOutcome, reason: str) -> ConnectionOutcome:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from engine.scheduling import DueReason, decide_due, effective_frequency, slot_start
+from engine.scheduling import DueReason, SourceHold, decide_due, decide_hold, effective_frequency, slot_start
 from engine.sync_windows import SyncWindow, parse_window
 
 NOW = datetime(2026, 11, 25, 23, 0, tzinfo=UTC)
@@ -97,3 +97,25 @@ def test_repeated_ticks_in_one_slot_share_the_slot_and_a_new_slot_differs() -> N
     assert first == again
     assert next_day is not None
     assert next_day > first
+
+
+_UNTIL = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("now", "deferred", "window", "reason"),
+    [
+        (_UNTIL - timedelta(seconds=1), True, None, DueReason.THROTTLED),  # the source said not yet
+        (_UNTIL - timedelta(seconds=1), False, None, DueReason.THROTTLED),  # nor the failed member's retry
+        (_UNTIL, True, None, DueReason.RESUME),  # deferred: asked for again once it has passed
+        (_UNTIL, True, "22:00-06:00", DueReason.OUTSIDE_WINDOW),  # ...inside its source's window
+        (_UNTIL, False, None, None),  # a failure's hold passed: the usual retry rules decide
+    ],
+)
+def test_a_source_hold_comes_before_slot_and_retry(
+    now: datetime, deferred: bool, window: str | None, reason: DueReason | None
+) -> None:
+    decision = decide_hold(now, SourceHold(_UNTIL, deferred), parse_window(window) if window else None)
+    assert (decision.reason if decision else None) is reason
+    if reason is DueReason.RESUME:
+        assert decision is not None and decision.slot == _UNTIL
