@@ -103,8 +103,10 @@ def sync_connection(
         conn = read_connection(env.db, connection_id)
     except ConnectionNotFoundError:
         return _skip(env, outcome, "connection not found")
-    if not conn.syncable or conn.is_bulk:
-        return _skip(env, outcome, f"connection is {conn.status}{' (bulk)' if conn.is_bulk else ''}")
+    if conn.is_bulk:
+        return _skip(env, outcome, f"connection is {conn.status} (bulk)")
+    if not conn.syncable:
+        return _skip(env, outcome, conn.not_syncable_why or conn.status)
     outcome.connection = conn
     try:
         with hold_connection(env, connection_id, outcome.sync_run_id):  # once for the whole connection
