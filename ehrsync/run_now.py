@@ -96,8 +96,8 @@ def run_sync_now(
         db = AppDatabase.from_url(resolved.database_url)
         cleanup.callback(db.dispose)
         conn = read_connection(db, connection_id)
-        if not conn.syncable:
-            raise ConnectionNotSyncableError(f"connection {connection_id} is {conn.status}, not active")
+        if conn.not_syncable_why is not None:  # refused before any run: none fails, no failure streak
+            raise ConnectionNotSyncableError(conn.not_syncable_why)
         dagster = instance or cleanup.enter_context(open_instance(resolved))
         job_name = job_for(is_bulk=conn.is_bulk, full=full)
         selection = _RunSelection(console_log_level, resource_types, resources, on_event)
@@ -194,6 +194,8 @@ def run_reconcile_now(
         db = AppDatabase.from_url(resolved.database_url)
         cleanup.callback(db.dispose)
         conn = read_connection(db, connection_id)
+        if conn.patientless:
+            raise ConnectionNotSyncableError(conn.not_syncable_why or connection_id)
         if not conn.syncable or conn.is_bulk:
             raise ConnectionNotSyncableError(
                 f"connection {connection_id} cannot be reconciled by REST ({conn.status}, bulk={conn.is_bulk})"

@@ -154,9 +154,11 @@ def defer_connection(
 
 def _unsyncable(conn: ConnectionSnapshot) -> str:
     """Why a batch does not sync the connection ("": it does)."""
-    if conn.syncable and not conn.is_bulk:
-        return ""
-    return f"connection is {conn.status}{' (bulk)' if conn.is_bulk else ''}"
+    if conn.is_bulk:
+        return f"connection is {conn.status} (bulk)"
+    if not conn.syncable:
+        return conn.not_syncable_why or conn.status
+    return ""
 
 
 def _skip(env: SyncEnvironment, outcome: ConnectionOutcome, reason: str) -> ConnectionOutcome:

@@ -17,13 +17,33 @@ from store import AppDatabase
 from store.database import database_error_text
 from store.models import Connection, Tenant
 
-__all__ = ["BULK_KINDS", "ConnectionSnapshot", "read_connection", "read_connections"]
+__all__ = [
+    "BULK_KINDS",
+    "NO_PATIENT",
+    "NO_PATIENT_WHY",
+    "ConnectionSnapshot",
+    "lacks_patient",
+    "read_connection",
+    "read_connections",
+]
 
 BULK_KINDS = frozenset({"backend", "group"})
 # Statuses that keep a partition: history stays browsable while a person re-authorizes or an admin re-enables.
 _PARTITIONED_STATUSES = frozenset({"active", "needs_reauth", "disabled", "client_rejected", "token_undecryptable"})
 # Statuses whose queued and running syncs are stopped: nobody wants them to touch the EHR any more.
 _STOPPED_STATUSES = frozenset({"disconnected", "disabled"})
+#: Why a connection never syncs by design, whatever its status: a patient-kind connection without a patient (SAL-15:
+#: a clinician's EHR launch with no patient in context) files notes naming their patient, but a REST sync searches
+#: one patient's compartment.
+NO_PATIENT = "no_patient"
+NO_PATIENT_WHY = (
+    "has no patient (a clinician's sign-in with no patient in context): it files notes, but a sync needs a patient"
+)
+
+
+def lacks_patient(kind: str, patient_id: str | None) -> bool:
+    """A patient-kind connection without a patient: never synced, never partitioned (its notes still go out)."""
+    return kind not in BULK_KINDS and not patient_id
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -46,6 +66,7 @@ class ConnectionSnapshot:
     updated_at: datetime | None = None
     last_sync_at: datetime | None = None
     tenant_name: str = ""  # the practice's name (never a patient's): run tags and metadata show it
+    patientless: bool = False  # a patient-kind connection without a patient (``lacks_patient``)
 
     @property
     def is_bulk(self) -> bool:
@@ -54,11 +75,21 @@ class ConnectionSnapshot:
 
     @property
     def keeps_partition(self) -> bool:
-        return self.status in _PARTITIONED_STATUSES
+        """Its key stays in its set: a sync may run for it, now or once a person acts (none without a patient)."""
+        return self.status in _PARTITIONED_STATUSES and not self.patientless
 
     @property
     def syncable(self) -> bool:
-        return self.status == "active"
+        return self.status == "active" and not self.patientless
+
+    @property
+    def not_syncable_why(self) -> str | None:
+        """Why no sync may run for it now, as an operator reads it (None: it may)."""
+        if self.patientless:
+            return f"connection {self.id} {NO_PATIENT_WHY}"
+        if self.status != "active":
+            return f"connection {self.id} is {self.status}, not active"
+        return None
 
     @property
     def stops_runs(self) -> bool:
@@ -77,6 +108,7 @@ class ConnectionSnapshot:
             updated_at=_aware(row.updated_at),
             last_sync_at=_aware(row.last_sync_at),
             tenant_name=tenant_name or "",
+            patientless=lacks_patient(str(row.kind), row.patient_id),
         )
 
 

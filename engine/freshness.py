@@ -47,6 +47,7 @@ class Overdue:
 class FreshnessReport:
     checked: int = 0
     not_syncing: int = 0  # needs_reauth, disabled ...: not scheduled, so never overdue here
+    no_patient: int = 0  # patient-kind connections without a patient: never synced by design (notes only)
     overdue: list[Overdue] = field(default_factory=list)
 
     @property
@@ -73,9 +74,12 @@ def find_overdue(
     """The overdue connections among ``connections`` at ``now``, worst first."""
     if now.tzinfo is None:
         raise ValueError("find_overdue needs a timezone-aware 'now'")
-    checked = not_syncing = 0
+    checked = not_syncing = no_patient = 0
     overdue: list[Overdue] = []
     for conn in connections:
+        if conn.patientless:
+            no_patient += conn.status == "active"
+            continue
         if not conn.syncable:
             not_syncing += conn.keeps_partition
             continue
@@ -88,7 +92,7 @@ def find_overdue(
         if late > timedelta(0):
             overdue.append(Overdue(conn.id, late, conn.last_sync_at, period.total_seconds() / 3600))
     overdue.sort(key=lambda o: o.overdue_by, reverse=True)
-    return FreshnessReport(checked, not_syncing, overdue)
+    return FreshnessReport(checked, not_syncing, no_patient, overdue)
 
 
 DEFAULT_GRACE_MINUTES = 60

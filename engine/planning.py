@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from engine.connection_snapshots import ConnectionSnapshot
+from engine.connection_snapshots import NO_PATIENT, ConnectionSnapshot
 from engine.scheduling import (
     DueDecision,
     DueReason,
@@ -144,7 +144,8 @@ def plan_partitions(
     Every active connection that never completed a sync and is new (in no set, the legacy one included) or
     changed since the cursor gets a first-sync request; run keys make repeats harmless. Connections that left
     (disconnected or deleted) lose their partition, and theirs, like those of disabled connections, get their
-    runs stopped. A key found in the legacy set or the wrong set is moved: no first sync, no stopped runs.
+    runs stopped. A key found in the legacy set or the wrong set is moved: no first sync, no stopped runs. A
+    connection without a patient never syncs: no key, no first sync, and its runs (write-back) are not stopped.
     """
     conns = list(connections)
     kept = [c for c in conns if c.keeps_partition]
@@ -159,7 +160,9 @@ def plan_partitions(
 
     new = wanted - sets.known
     first = tuple(c for c in conns if c.syncable and c.last_sync_at is None and (c.id in new or changed(c)))
-    stop = sorted(departed | {c.id for c in conns if c.stops_runs and changed(c)})
+    # a connection without a patient loses its key but did not leave: its write-back runs go on
+    patientless = {c.id for c in conns if c.patientless}
+    stop = sorted((departed - patientless) | {c.id for c in conns if c.stops_runs and changed(c)})
     stamps = [c.updated_at for c in conns if c.updated_at is not None]
     if cursor.updated_hwm is not None:
         stamps.append(cursor.updated_hwm)
@@ -227,7 +230,8 @@ def plan_due_runs(
 ) -> tuple[list[DueRun], dict[DueReason | str, int]]:
     """The scheduled syncs and retries due at ``now``, plus a tally of why the others were not requested.
 
-    Only active connections whose key is in their own partition set are considered; one that already has a run
+    Only active connections whose key is in their own partition set are considered (one without a patient is
+    counted as ``no_patient``: it never syncs); one that already has a run
     queued or in progress (``busy``) is left alone, so a slow sync is never stacked with another. A connection in
     ``failures`` (its latest runs failed) is retried once its backoff has passed, before its next slot. One in
     ``holds`` (its source said to come back later) is asked for nothing before then; deferred, it is then.
@@ -237,6 +241,9 @@ def plan_due_runs(
     due: list[DueRun] = []
     tally: dict[DueReason | str, int] = {}
     for conn in connections:
+        if conn.patientless and conn.status == "active":  # never synced by design: counted, so the tick says why
+            tally[NO_PATIENT] = tally.get(NO_PATIENT, 0) + 1
+            continue
         if not conn.syncable or not partitions.holds(conn):
             continue
         if conn.id in busy:

@@ -51,6 +51,7 @@ ERROR_CODES: dict[str, int] = {
     "token_undecryptable": 409,
     "provider_disabled": 409,
     "connection_inactive": 409,
+    "connection_not_syncable": 409,
     "sync_in_progress": 409,
     "bulk_not_enabled": 409,
     "connection_not_disconnected": 409,

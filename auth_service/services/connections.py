@@ -32,6 +32,7 @@ from connectors.smart import (
     filtered_scopes,
     scope_for_server,
 )
+from engine.connection_snapshots import NO_PATIENT, lacks_patient
 from store.models import Connection, ConnectionKind, ConnectionStatus
 from store.vault import reactivatable
 
@@ -93,6 +94,8 @@ def connection_status(ctx: ServiceContext, conn: Connection) -> dict[str, Any]:
         "smart_v1": conn.smart_v1,
         "created_at": _iso(conn.created_at),
         "last_sync_at": _iso(conn.last_sync_at),
+        # never synced by design (SAL-15: a clinician's sign-in with no patient in context; its notes still go out)
+        "sync_blocked": NO_PATIENT if lacks_patient(conn.kind, conn.patient_id) else None,
         "token": None
         if info is None
         else {

@@ -12,6 +12,7 @@ PHI (connector messages are already safe to show, OAuth descriptions are sanitiz
     ├── ClientGrantRefusedError                                     the EHR refused a new backend connection's client
     ├── RefreshNotDoneError                                         an admin's refresh not made; the token was kept
     ├── ConnectionUnusableError, ConnectionInactiveError            a person must act on the connection
+    ├── NotSyncableError                                            the connection never syncs, by design
     ├── SyncInProgressError, SyncRefusedError                       a sync cannot start now
     ├── PurgeRefusedError                                           a connection's data cannot be purged now
     ├── WarehouseReadError                                          synced data cannot be read now (retry)
@@ -40,6 +41,7 @@ __all__ = [
     "InvalidInputError",
     "IssuerRefusedError",
     "NotFoundError",
+    "NotSyncableError",
     "PatientContextMissingError",
     "ProviderUnusableError",
     "PurgeRefusedError",
@@ -197,6 +199,14 @@ class ConnectionInactiveError(ServiceError, codes=("connection_inactive",)):
     def __init__(self, status: str) -> None:
         hint = _INACTIVE_HINTS.get(status, "")
         super().__init__(f"connection is {status}; it must be active to sync{hint}", connectionStatus=status)
+
+
+class NotSyncableError(ServiceError, codes=("connection_not_syncable",)):
+    """A connection that never syncs by design: a patient-kind one without a patient (SAL-15: a clinician's
+    EHR launch with no patient in context) files notes, but a sync searches one patient's record. ``reason``."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message, reason=reason)
 
 
 class SyncInProgressError(ServiceError, codes=("sync_in_progress",)):

@@ -23,9 +23,15 @@ from auth_service.services.dagster_client import (
     OrchestratorUnavailableError,
     RunState,
 )
-from auth_service.services.errors import ConnectionInactiveError, NotFoundError, SyncInProgressError, SyncRefusedError
+from auth_service.services.errors import (
+    ConnectionInactiveError,
+    NotFoundError,
+    NotSyncableError,
+    SyncInProgressError,
+    SyncRefusedError,
+)
 from auth_service.services.tenants import get_practice_settings
-from engine.connection_snapshots import read_connection
+from engine.connection_snapshots import NO_PATIENT, NO_PATIENT_WHY, lacks_patient, read_connection
 from engine.models import SyncRun, utcnow
 from engine.run_tags import connection_run_tags
 from store.audit import record_audit
@@ -107,8 +113,11 @@ def _record_queued(ctx: ServiceContext, conn: Connection, run_id: str, kind: str
 def start_sync(
     ctx: ServiceContext, dagster: DagsterGraphQLClient, tenant_id: str, connection_id: str, mode: str, actor: str
 ) -> dict[str, Any]:
-    """Submit the connection's job for its partition; 409 when inactive or busy, 503 when Dagster is down."""
+    """Submit the connection's job for its partition; 409 when inactive, busy or never syncable (no patient), 503
+    when Dagster is down."""
     conn = get_connection(ctx, tenant_id, connection_id)
+    if lacks_patient(conn.kind, conn.patient_id):  # whatever its status: no sync would ever work
+        raise NotSyncableError(f"connection {NO_PATIENT_WHY}; nothing was submitted", NO_PATIENT)
     if conn.status != ConnectionStatus.ACTIVE:
         raise ConnectionInactiveError(conn.status)
     if conn.kind in BULK_KINDS:

@@ -111,13 +111,14 @@ def connections() -> None:
 
 @connections.command("list")
 def connections_list() -> None:
-    """Every connection with its status and last sync (no tokens)."""
-    from engine.connection_snapshots import read_connections
+    """Every connection with its status and last sync (no tokens); one that never syncs by design says why."""
+    from engine.connection_snapshots import NO_PATIENT, read_connections
 
     with app_database() as database:
         rows = exit_on_configuration_error(lambda: read_connections(database))
     for row in rows:
+        never = f"  sync=never ({NO_PATIENT}: notes only)" if row.patientless else ""
         click.echo(
             f"{row.id}  tenant={row.tenant_id}  provider={row.provider_id}  kind={row.kind}  "
-            f"status={row.status}  last_sync={row.last_sync_at or '-'}"
+            f"status={row.status}  last_sync={row.last_sync_at or '-'}{never}"
         )

@@ -100,4 +100,11 @@ def test_sal15_a_clinicians_ehr_launch_with_no_patient_in_context_is_kept(make_s
         status = svc.admin("GET", "/api/integrations/smart/status", params={"connection_id": conn_id}).json()
         assert status["patient"] is None and status["status"] == "active", status
         assert status["fhir_user"].endswith("/Practitioner/prac0"), status
+        assert status["sync_blocked"] == "no_patient", status  # never synced, by design: the status says so
+        # a sync of it is refused before anything reaches Dagster: no failed run, no failure streak
+        sync = svc.admin("POST", "/api/ehr/sync", json={"connectionId": conn_id})
+        assert sync.status_code == 409, sync.text
+        body = sync.json()
+        assert body["error"] == "connection_not_syncable" and body["reason"] == "no_patient", body
+        assert "has no patient" in body["message"], body
     assert not any(revoked for _, revoked in _tokens_of(sandbox, "clin-app"))

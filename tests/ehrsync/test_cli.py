@@ -31,6 +31,40 @@ def test_connections_list_after_migrate(tmp_path: Path) -> None:
     assert proc.returncode == 0 and proc.stdout == "" and "Traceback" not in proc.stderr
 
 
+def test_sal15_a_connection_without_a_patient_is_listed_as_never_syncing_and_its_sync_refused(tmp_path: Path) -> None:
+    """Before: listed like any other, and ``ehrsync sync`` launched a run that failed its every step."""
+    from store import AppDatabase
+    from store.models import Connection, Tenant
+
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}", "EHRSYNC_STATE_DIR": str(tmp_path / "state")}
+    env["INTEGRATIONS_TOKEN_ENC_KEY"] = _GOOD_KEY
+    db = AppDatabase.from_url(env["DATABASE_URL"])
+    db.migrate()
+    with db.session() as session:
+        session.add(Tenant(id="t1", name="Clinic", settings={}))
+        session.flush()
+        session.add(
+            Connection(
+                id="clin",
+                tenant_id="t1",
+                provider_id="smart",
+                fhir_base="http://x/fhir",
+                client_id="c",
+                status="active",
+            )
+        )
+        session.commit()
+    db.dispose()
+    listed = _run("connections", "list", env_extra=env)
+    assert listed.returncode == 0 and "sync=never (no_patient: notes only)" in listed.stdout, listed.stdout
+    proc = _run("sync", "clin", env_extra=env)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == (
+        "Error: connection_not_syncable: connection clin has no patient (a clinician's sign-in with no patient in "
+        "context): it files notes, but a sync needs a patient"
+    )
+
+
 def test_sandbox_mutate_against_nothing_names_the_url() -> None:
     proc = _run("sandbox", "mutate", "--url", "http://127.0.0.1:1", "--update", "1")
     assert proc.returncode == 1

@@ -32,7 +32,9 @@ class AppDb:
         last_sync: datetime | None = None,
         freq: int = 24,
         created: datetime | None = None,
+        patient: str | None = "p1",
     ) -> str:
+        """A connection; ``patient=None`` for a patient-kind one without a patient (a clinician's EHR launch)."""
         cid = cid or uuid.uuid4().hex
         now = datetime.now(UTC)
         with self.db.session() as session:
@@ -44,7 +46,7 @@ class AppDb:
                     kind=kind,
                     fhir_base="http://127.0.0.1:9/fhir",
                     client_id="client",
-                    patient_id="p1" if kind == "patient" else None,
+                    patient_id=patient if kind == "patient" else None,
                     group_id="g1" if kind == "group" else None,
                     status=status,
                     sync_frequency_hours=freq,

@@ -86,6 +86,7 @@ def freshness_verdict(report: FreshnessReport, label: str, grace: timedelta) -> 
         "checked": report.checked,
         "overdue": len(report.overdue),
         "not_syncing": report.not_syncing,
+        "no_patient": report.no_patient,  # active, but never synced by design: they file notes only
         "worst_overdue_hours": _hours(report.worst),
         "grace_minutes": int(grace.total_seconds() // 60),
         "overdue_connections": listed,

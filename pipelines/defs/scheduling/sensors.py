@@ -11,6 +11,7 @@ Due patient connections of one EHR source share runs of ``incremental_sync_batch
 Bulk connection, gets its own partitioned run as before. Members of a queued or running batch count as busy.
 """
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import orjson
@@ -24,7 +25,7 @@ from dagster import (
 )
 
 from engine.batch_plan import DueBatch, plan_batches
-from engine.connection_snapshots import read_connections
+from engine.connection_snapshots import NO_PATIENT, read_connections
 from engine.planning import DueRun, drop_busy, plan_due_runs
 from engine.retries import failure_streaks, source_holds, streak_horizon
 from engine.run_tags import connection_run_tags
@@ -41,7 +42,7 @@ from pipelines.defs.sync.batch import (
 from pipelines.defs.sync.jobs import INCREMENTAL_SYNC_JOB, incremental_sync_job
 from pipelines.resources import AppDatabaseResource, RetryPolicyResource, SyncPolicyResource
 
-__all__ = ["SCHEDULE_INTERVAL_S", "defs", "scheduled_syncs_sensor", "tick_cursor"]
+__all__ = ["SCHEDULE_INTERVAL_S", "defs", "scheduled_syncs_sensor", "skip_reason", "tick_cursor"]
 
 SCHEDULE_INTERVAL_S = 60
 
@@ -119,7 +120,16 @@ def scheduled_syncs_sensor(
         dict(sorted(tally.items())),
     )
     requests = [_request(d) for d in alone] + [_batch_request(b) for b in batches]
-    return SensorResult(run_requests=requests, cursor=tick_cursor(now, len(due), retries))
+    cursor = tick_cursor(now, len(due), retries)
+    return SensorResult(run_requests=requests, skip_reason=None if requests else skip_reason(tally), cursor=cursor)
+
+
+def skip_reason(tally: Mapping[str, int]) -> str:
+    """Why a tick requested nothing, as the UI shows it: the tally, and connections that never sync by design."""
+    text = f"no connection due; not requested: {dict(sorted(tally.items())) or 'none'}"
+    if tally.get(NO_PATIENT):
+        text += f" ({tally[NO_PATIENT]} without a patient: they file notes but never sync, by design)"
+    return text
 
 
 defs = Definitions(sensors=[scheduled_syncs_sensor])
