@@ -233,5 +233,9 @@ async def introspect(request: Request) -> Response:
 
 
 @router.get("/oauth/jwks")
+@router.get("/oauth/keys")
 def jwks(request: Request) -> JSONResponse:
-    return JSONResponse(get_state(request).keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
+    st = get_state(request)
+    if request.url.path.endswith("/keys") != st.settings.jwks_moved:  # only where the documents say they are
+        return JSONResponse({"error": "not found"}, status_code=404)
+    return JSONResponse(st.keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
