@@ -121,5 +121,6 @@ def unusable_answer_outcome(
     row): at a server that rotates, the one sent is spent, and dropping the new one would end the connection in
     ``needs_reauth`` at the next refresh. The access token and its expiry stay as they were."""
     rotated = exc.rotated_refresh_token if grant == "refresh_token" else None  # a backend grant has none to keep
+    exc.rotated_refresh_token = None  # the error is raised to callers who may log it whole: no token in it (SAL-38)
     audit = {**detail, "error_code": exc.error, "status_code": exc.status, "rotated_kept": False}
     return RefreshOutcome(error=exc, audit=("failure", audit), basis=basis, rotated_refresh_token=rotated)

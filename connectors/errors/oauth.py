@@ -59,9 +59,9 @@ class TemporarilyUnavailableError(OAuthError):
 class UnusableTokenAnswerError(OAuthError):
     """A token endpoint answered 200 but ehrsync cannot use the answer (no ``access_token``, no Bearer
     ``token_type``, an ``expires_in`` not a positive number): ``error`` is ``invalid_response``, the message names
-    the problem and never a value. The grant did happen: ``rotated_refresh_token`` is the refresh token the answer
-    carried (None: none usable), live at a server that rotates them while the one sent is used up, so a refresh
-    keeps it (never in a message or repr)."""
+    the problem and never a token. The grant did happen: ``rotated_refresh_token`` is the refresh token a refresh's
+    answer carried (None: none usable, or another grant), live at a server that rotates them while the one sent is
+    used up, so the vault keeps it (never in a message or repr; taken out before the error is raised on)."""
 
     code = "invalid_response"
 

@@ -236,7 +236,8 @@ def _token_request(
         problem = (
             f"{what}: the token endpoint's HTTP {response.status_code} answer is unusable: {exc.error_description}"
         )
-        usable = rotated if isinstance(rotated, str) and rotated else None
+        refresh = form.get("grant_type") == "refresh_token"  # only a refresh has a grant to keep it for
+        usable = rotated if refresh and isinstance(rotated, str) and rotated else None
         raise UnusableTokenAnswerError(problem, usable, response.status_code) from None
 
 

@@ -83,6 +83,7 @@ def test_sal24_an_unusable_200_refresh_answer_keeps_its_rotated_refresh_token(
     assert message == (
         f"invalid_response: refresh grant: the token endpoint's HTTP 200 answer is unusable: {PROBLEMS[variant]}"
     )
+    assert failed.value.rotated_refresh_token is None  # handed to the vault, not to whoever logs the error
     version, kept, access = _stored(db, cipher)
     assert (version, access) == (2, tokens.access_token) and kept != tokens.refresh_token
     assert status(db) == "active"
