@@ -46,6 +46,9 @@ class SandboxConfig(BaseModel):
     profile: Literal["v2", "v1"] = "v2"  # v1: CapabilityStatement only, well-known answers 404 (SAL-04)
     drop_smart_fields: list[str] = Field(default_factory=list)  # SAL-02 / SAL-03 legacy profile
     smart_issuer: str | None = None  # SAL-41 fault: smart-configuration names this issuer, not the FHIR base
+    #: SAL-33: False answers 404 at the OpenID configuration: the JWKS is named only in the smart-configuration
+    openid_configuration: bool = True
+    jwks_moved: bool = False  # SAL-33: the keys moved to /oauth/keys (both documents say so), /oauth/jwks is 404
     write_enabled: bool = True  # create on DocumentReference/Binary
     conditional_create: bool = True  # DWB-31/32: advertise and honour If-None-Exist on create (Epic does not)
     provenance_create: bool = False  # DWB-82: advertise and accept Provenance create (with write_enabled)

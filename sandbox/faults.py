@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandbox.body_faults import body_fault
 from sandbox.clock import Clock
+from sandbox.oauth.broken import BROKEN_ANSWERS
 from sandbox.quota_fault import QuotaHeaders, QuotaWindow, with_headers
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ FaultKind = Literal[
     "expired_token",
     "oauth_error",
     "id_token",
+    "token_answer",  # the next granted token answer is 200 but broken as error says (the grant itself happened)
     "bulk_410",
     "bulk_truncated",
     "bulk_wrong_count",
@@ -72,7 +74,8 @@ class Fault(BaseModel):
     times: int | None = Field(default=1, ge=1)
     retry_after: str | None = None  # seconds or an HTTP-date; "" sends no Retry-After header
     delay_s: float = Field(default=1.0, ge=0, le=60)
-    #: oauth_error: the OAuth error code to force (SAL-36); id_token: wrong_aud|expired|bad_signature|rotated_kid
+    #: oauth_error: the OAuth error code to force (SAL-36); id_token: wrong_aud|expired|bad_signature|rotated_kid;
+    #: token_answer: one of sandbox.oauth.grants.BROKEN_ANSWERS
     error: str = "temporarily_unavailable"
     #: oauth_error: sent as `error_description` when given; at /oauth/token "{code}" is the code the client sent
     error_description: str | None = None
@@ -94,6 +97,8 @@ class Fault(BaseModel):
     def _id_token_variant(self) -> Fault:
         if self.kind == "id_token" and self.error not in ("wrong_aud", "expired", "bad_signature", "rotated_kid"):
             raise ValueError("id_token faults need error = wrong_aud, expired, bad_signature or rotated_kid")
+        if self.kind == "token_answer" and self.error not in BROKEN_ANSWERS:
+            raise ValueError(f"token_answer faults need error = {' or '.join(BROKEN_ANSWERS)}")
         return self
 
 

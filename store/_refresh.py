@@ -33,11 +33,12 @@ from connectors.errors import (
     TemporarilyUnavailableError,
     TransportError,
     UnauthorizedClientError,
+    UnusableTokenAnswerError,
     is_refusal,
 )
 from connectors.smart import TokenResponse, client_credentials_grant, refresh_grant
 from store._grants import GrantContext, with_retry
-from store._refresh_apply import RefreshOutcome, apply_outcome, lock_row
+from store._refresh_apply import RefreshOutcome, apply_outcome, lock_row, unusable_answer_outcome
 from store._refresh_lock import RefreshLockTimeoutError, sqlite_refresh_lock
 from store._refused import (
     answer_lost,
@@ -254,6 +255,8 @@ def _grant(grant: _Grant, grants: GrantContext, connection_id: str) -> RefreshOu
     except _TRANSIENT as exc:
         used = any(lost)  # an attempt of this call may have spent the refresh token, whichever failed last
         return _transient(exc, grant.name, grant.current, grant.valid_until, grant.basis, connection_id, lost=used)
+    except UnusableTokenAnswerError as exc:  # a 200 answer: the grant happened, keep the refresh token it rotated to
+        return unusable_answer_outcome(exc, grant.name, grant.basis, detail)
     except OAuthError as exc:
         return _refused(exc, grant, connection_id, detail, lost=any(lost))
     if grant.after_unauthorized:

@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from connectors.errors import EhrSyncError, NeedsReauthError
+from connectors.errors import EhrSyncError, NeedsReauthError, UnusableTokenAnswerError
 from connectors.smart import TokenResponse
 from store._same_client import ClientRefusal
 from store._states import AFTER_401_MARK
 from store.audit import audit_connection
 from store.crypto import TokenCipher
 from store.models import Connection, ConnectionStatus, TokenRecord
-from store.tokenrows import open_field, write_tokens
+from store.tokenrows import keep_refresh_token, open_field, write_tokens
 
-__all__ = ["RefreshOutcome", "apply_outcome", "lock_row"]
+__all__ = ["RefreshOutcome", "apply_outcome", "lock_row", "unusable_answer_outcome"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class RefreshOutcome:
     basis: int | None = None  # the tokens row version prepare read (None: no row); apply writes only onto it
     kept: EhrSyncError | None = None  # why the still-valid current token is handed out instead of a new one
     refusal: ClientRefusal | None = None  # the client's authentication refused: pause its siblings (``_same_client``)
+    rotated_refresh_token: str | None = field(default=None, repr=False)  # store it alone: the rest was unusable
 
     @property
     def writes(self) -> bool:
@@ -101,6 +102,25 @@ def apply_outcome(
         new_row.launch_context = {**(new_row.launch_context or {}), AFTER_401_MARK: outcome.after_unauthorized}
         detail.update(rotated=bool(response.refresh_token), expires_in=response.expires_in, version=new_row.version)
         logger.info("connection %s: %s grant succeeded (version %d)", conn.id, detail.get("grant"), new_row.version)
+    if outcome.rotated_refresh_token is not None and row is not None:
+        keep_refresh_token(session, cipher, row, outcome.rotated_refresh_token, now=now)
+        detail.update(rotated_kept=True, version=row.version)
+        logger.warning(
+            "connection %s: the refresh answer was unusable; the refresh token it rotated to is kept", conn.id
+        )
     if outcome.audit is not None:
         audit_connection(session, conn, action="token.refresh", outcome=outcome.audit[0], detail=detail)
     return outcome
+
+
+def unusable_answer_outcome(
+    exc: UnusableTokenAnswerError, grant: str, basis: int | None, detail: dict[str, object]
+) -> RefreshOutcome:
+    """A 200 token answer ehrsync cannot use: the refresh fails with ``exc`` (it names the problem), but the grant
+    happened at the EHR. A refresh token the answer rotated to is stored (sealed, onto the row read, with the audit
+    row): at a server that rotates, the one sent is spent, and dropping the new one would end the connection in
+    ``needs_reauth`` at the next refresh. The access token and its expiry stay as they were."""
+    rotated = exc.rotated_refresh_token if grant == "refresh_token" else None  # a backend grant has none to keep
+    exc.rotated_refresh_token = None  # the error is raised to callers who may log it whole: no token in it (SAL-38)
+    audit = {**detail, "error_code": exc.error, "status_code": exc.status, "rotated_kept": False}
+    return RefreshOutcome(error=exc, audit=("failure", audit), basis=basis, rotated_refresh_token=rotated)

@@ -11,7 +11,7 @@ from store.crypto import ENV_OLD_KEYS, CipherError, TokenCipher, UnknownKeyIdErr
 from store.errors import TokenKeyMissingError, TokenUndecryptableError
 from store.models import Connection, TokenRecord
 
-__all__ = ["TOKEN_FIELDS", "open_field", "seal_field", "write_tokens"]
+__all__ = ["TOKEN_FIELDS", "keep_refresh_token", "open_field", "seal_field", "write_tokens"]
 
 TOKEN_FIELDS = ("access_token", "refresh_token", "id_token")
 
@@ -86,3 +86,14 @@ def write_tokens(
     conn.updated_at = now
     session.flush()
     return row
+
+
+def keep_refresh_token(
+    session: Session, cipher: TokenCipher, row: TokenRecord, refresh_token: str, *, now: datetime
+) -> None:
+    """Store a rotated refresh token alone (its answer was otherwise unusable): sealed like ``write_tokens`` seals
+    it, the row's version bumped so a refresh that read the old one writes nothing onto it."""
+    row.refresh_token_ct = seal_field(cipher, row.tenant_id, row.connection_id, "refresh_token", refresh_token)
+    row.updated_at = now
+    row.version = (row.version or 0) + 1
+    session.flush()

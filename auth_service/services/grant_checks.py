@@ -50,7 +50,7 @@ def check_grant(
 ) -> GrantSubject:
     """The id_token verified and the patient known, or the refusal raised after the tokens are revoked."""
     try:
-        fhir_user = _fhir_user(ctx, profile, cfg.issuer, token.id_token, granted, nonce)
+        fhir_user = _fhir_user(ctx, profile, cfg, token.id_token, granted, nonce)
         return GrantSubject(_bound_patient(profile.fhir_base, token.patient, fhir_user), fhir_user)
     except Exception:
         revoke_unstored(ctx, profile, cfg, token)  # best effort, never raises: the refusal is what is answered
@@ -92,7 +92,7 @@ def _bound_patient(fhir_base: str, patient: str | None, fhir_user: str | None) -
 def _fhir_user(
     ctx: ServiceContext,
     profile: ClientProfile,
-    issuer: str | None,
+    cfg: SmartConfiguration,
     id_token: str | None,
     granted: str,
     nonce: str | None,
@@ -106,10 +106,12 @@ def _fhir_user(
         logger.warning("'openid' granted by %s but no id_token returned; fhirUser unknown", profile.fhir_base)
         return None
     # The discovered issuer comes from the EHR's own document: its OpenID configuration and keys are fetched
-    # only once it is on SMART_ISSUER_ALLOWLIST, as every other URL of the launch is (SAL-41).
+    # only once it is on SMART_ISSUER_ALLOWLIST, as every other URL of the launch is (SAL-41). The same document's
+    # jwks_uri (SMART 2, with sso-openid-connect) serves when that issuer publishes no OpenID configuration.
     claims = validate_id_token(
         id_token,
-        issuer=issuer or profile.issuer,
+        issuer=cfg.issuer or profile.issuer,
+        smart_jwks_uri=cfg.jwks_uri,
         client_id=profile.client_id,
         http=ctx.http,
         nonce=nonce,

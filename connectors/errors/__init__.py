@@ -15,6 +15,7 @@ may echo request values: log ``loggable_message(exc)`` (their ``safe_message``) 
     ├── OAuthError                    an OAuth 2.0 error response (SAL-36), one subclass per code
     │   ├── AccessDeniedError, InvalidRequestError, InvalidClientError, InvalidGrantError,
     │   │   InvalidScopeError, UnauthorizedClientError, TemporarilyUnavailableError
+    │   ├── UnusableTokenAnswerError  a 200 token answer that cannot be used (keeps a rotated refresh token)
     ├── NeedsReauthError              the grant is gone: a person must authorize again (SAL-25)
     ├── TransportError                timeout, dropped connection, DNS: outcome unknown, retryable
     │   ├── EhrUnreachableError       connection refused / DNS failure twice: stop the run, do not retry for minutes
@@ -104,6 +105,7 @@ from connectors.errors.oauth import (
     OAuthError,
     TemporarilyUnavailableError,
     UnauthorizedClientError,
+    UnusableTokenAnswerError,
     client_credentials_refusal,
     is_refusal,
     oauth_error_from_response,
@@ -159,6 +161,7 @@ __all__ = [
     "TransportError",
     "UnauthorizedClientError",
     "UnsupportedContentEncodingError",
+    "UnusableTokenAnswerError",
     "WriteNotSupportedError",
     "client_credentials_refusal",
     "fhir_error_for_status",

@@ -56,6 +56,20 @@ class TemporarilyUnavailableError(OAuthError):
     code = "temporarily_unavailable"
 
 
+class UnusableTokenAnswerError(OAuthError):
+    """A token endpoint answered 200 but ehrsync cannot use the answer (no ``access_token``, no Bearer
+    ``token_type``, an ``expires_in`` not a positive number): ``error`` is ``invalid_response``, the message names
+    the problem and never a token. The grant did happen: ``rotated_refresh_token`` is the refresh token a refresh's
+    answer carried (None: none usable, or another grant), live at a server that rotates them while the one sent is
+    used up, so the vault keeps it (never in a message or repr; taken out before the error is raised on)."""
+
+    code = "invalid_response"
+
+    def __init__(self, problem: str, rotated_refresh_token: str | None, status: int | None = None) -> None:
+        super().__init__("invalid_response", problem, None, status)
+        self.rotated_refresh_token = rotated_refresh_token
+
+
 _OAUTH_ERRORS: dict[str, type[OAuthError]] = {
     cls.code: cls
     for cls in (

@@ -40,26 +40,37 @@ def _get_json(http: httpx.Client, url: str, what: str) -> dict[str, Any]:
 
 
 class JwksCache:
-    """Key sets by ``jwks_uri``; an unknown ``kid`` triggers one refetch (key rotation)."""
+    """Key sets by ``jwks_uri`` and each issuer's ``jwks_uri``, both kept ``ttl_seconds`` (a server that moves its
+    keys is read again); an unknown ``kid`` triggers one refetch of both (key rotation)."""
 
     def __init__(self, ttl_seconds: float = 3600.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._ttl = ttl_seconds
         self._clock = clock
         self._sets: dict[str, tuple[float, list[dict[str, Any]]]] = {}
-        self._jwks_uris: dict[str, str] = {}
+        self._jwks_uris: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
 
-    def jwks_uri_for(self, issuer: str, http: httpx.Client) -> str:
+    def jwks_uri_for(
+        self, issuer: str, http: httpx.Client, *, smart_jwks_uri: str | None = None, refresh: bool = False
+    ) -> str:
+        """The ``jwks_uri`` of ``{issuer}/.well-known/openid-configuration`` (SAL-33); when the issuer publishes no
+        usable OpenID document (not an outage: that is raised), the ``jwks_uri`` its SMART configuration names
+        (SMART App Launch 2: given with ``sso-openid-connect``), if the caller has one."""
         with self._lock:
             known = self._jwks_uris.get(issuer)
-        if known:
-            return known
-        config = _get_json(http, issuer.rstrip("/") + "/.well-known/openid-configuration", "openid-configuration")
-        uri = config.get("jwks_uri")
-        if not isinstance(uri, str) or not uri:
-            raise DiscoveryError(f"openid-configuration of {issuer} lacks 'jwks_uri'")
+        if known and not refresh and self._clock() - known[0] < self._ttl:
+            return known[1]
+        try:
+            uri = _openid_jwks_uri(issuer, http)
+        except DiscoveryError as exc:
+            if not smart_jwks_uri:
+                raise
+            logger.info(
+                "no usable OpenID configuration at %s (%s); using its smart-configuration jwks_uri", issuer, exc
+            )
+            uri = smart_jwks_uri
         with self._lock:
-            self._jwks_uris[issuer] = uri
+            self._jwks_uris[issuer] = (self._clock(), uri)
         return uri
 
     def keys(self, jwks_uri: str, http: httpx.Client, *, refresh: bool = False) -> list[dict[str, Any]]:
@@ -80,6 +91,14 @@ class JwksCache:
 _DEFAULT_CACHE = JwksCache()
 
 
+def _openid_jwks_uri(issuer: str, http: httpx.Client) -> str:
+    config = _get_json(http, issuer.rstrip("/") + "/.well-known/openid-configuration", "openid-configuration")
+    uri = config.get("jwks_uri")
+    if not isinstance(uri, str) or not uri:
+        raise DiscoveryError(f"openid-configuration of {issuer} lacks 'jwks_uri'")
+    return uri
+
+
 def _pick_key(keys: list[dict[str, Any]], kid: str | None, alg: str) -> dict[str, Any] | None:
     kty = "RSA" if alg.startswith("RS") else "EC"
     candidates = [
@@ -91,9 +110,10 @@ def _pick_key(keys: list[dict[str, Any]], kid: str | None, alg: str) -> dict[str
 
 
 def _signing_key(
-    id_token: str, issuer: str, http: httpx.Client, jwks_uri: str | None, cache: JwksCache
+    id_token: str, issuer: str, http: httpx.Client, jwks_uri: str | None, smart_jwks_uri: str | None, cache: JwksCache
 ) -> tuple[jwt.PyJWK, str]:
-    """The issuer's key for the token's ``kid`` and ``alg`` (asymmetric only), refetching the JWKS once."""
+    """The issuer's key for the token's ``kid`` and ``alg`` (asymmetric only), refetching the JWKS (and where it
+    is) once."""
     try:
         header = jwt.get_unverified_header(id_token)
     except jwt.PyJWTError as exc:
@@ -102,10 +122,11 @@ def _signing_key(
     if alg not in ALLOWED_ID_TOKEN_ALGS:
         raise IdTokenError(f"id_token alg {alg!r} not accepted (allowed: {', '.join(ALLOWED_ID_TOKEN_ALGS)})")
     kid = header.get("kid")
-    uri = jwks_uri or cache.jwks_uri_for(issuer, http)
+    uri = jwks_uri or cache.jwks_uri_for(issuer, http, smart_jwks_uri=smart_jwks_uri)
     jwk = _pick_key(cache.keys(uri, http), kid, alg)
     if jwk is None:
         logger.info("id_token kid not in cached JWKS of %s; refetching once", uri)
+        uri = jwks_uri or cache.jwks_uri_for(issuer, http, smart_jwks_uri=smart_jwks_uri, refresh=True)
         jwk = _pick_key(cache.keys(uri, http, refresh=True), kid, alg)
     if jwk is None:
         raise IdTokenError(f"no single signing key in the issuer's JWKS matches kid {kid!r} and alg {alg}")
@@ -148,6 +169,7 @@ def validate_id_token(
     http: httpx.Client,
     nonce: str | None = None,
     jwks_uri: str | None = None,
+    smart_jwks_uri: str | None = None,
     cache: JwksCache | None = None,
     now: float | None = None,
     leeway_s: int = DEFAULT_LEEWAY_S,
@@ -155,14 +177,14 @@ def validate_id_token(
 ) -> dict[str, Any]:
     """Verify signature, ``iss``, ``aud``, ``exp``, ``iat`` and ``nonce``; return the claims (SAL-33).
 
-    ``jwks_uri`` defaults to the one in ``{issuer}/.well-known/openid-configuration``. ``alg: none`` and
-    symmetric algorithms are always refused. With ``allowlist`` the issuer is checked before any JWKS fetch
-    (SAL-41).
+    ``jwks_uri`` defaults to the one in ``{issuer}/.well-known/openid-configuration``, else (no usable OpenID
+    document) ``smart_jwks_uri``: the one the issuer's own smart-configuration names. ``alg: none`` and
+    symmetric algorithms are always refused. With ``allowlist`` the issuer is checked before any fetch (SAL-41).
     """
     if allowlist is not None:
         require_issuer_allowed(issuer, allowlist)
     cache = cache or _DEFAULT_CACHE
-    key, alg = _signing_key(id_token, issuer, http, jwks_uri, cache)
+    key, alg = _signing_key(id_token, issuer, http, jwks_uri, smart_jwks_uri, cache)
     current = time.time() if now is None else now
     claims = _decode(id_token, key, alg, client_id=client_id, issuer=issuer, leeway_s=leeway_s)
     _check_times(claims, current, leeway_s)

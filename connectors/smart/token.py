@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from connectors.errors import OAuthError
+from connectors.errors import OAuthError, UnusableTokenAnswerError
 from connectors.http.dates import parse_http_date
 from connectors.smart._http import post_form, raise_for_oauth_error, require_json_object
 from connectors.smart.client_auth import ClientAuth
@@ -229,7 +229,16 @@ def _token_request(
     response = post_form(http, token_endpoint, body, headers=headers, client_id=client_auth.client_id)
     raise_for_oauth_error(response, what)
     payload = require_json_object(response, what)
-    return parse_token_response(payload, date_header=response.headers.get("Date"), clock=clock)
+    try:
+        return parse_token_response(payload, date_header=response.headers.get("Date"), clock=clock)
+    except OAuthError as exc:  # the grant happened: a rotated refresh token it carried is live, the old one spent
+        rotated = payload.get("refresh_token")
+        problem = (
+            f"{what}: the token endpoint's HTTP {response.status_code} answer is unusable: {exc.error_description}"
+        )
+        refresh = form.get("grant_type") == "refresh_token"  # only a refresh has a grant to keep it for
+        usable = rotated if refresh and isinstance(rotated, str) and rotated else None
+        raise UnusableTokenAnswerError(problem, usable, response.status_code) from None
 
 
 def exchange_code(

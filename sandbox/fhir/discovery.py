@@ -21,7 +21,7 @@ def smart_configuration(st: SandboxState, base: str) -> dict[str, Any]:
     fhir_base = base + "/fhir"
     doc: dict[str, Any] = {
         "issuer": st.settings.smart_issuer or fhir_base,
-        "jwks_uri": base + "/oauth/jwks",
+        "jwks_uri": jwks_uri(st, base),
         "authorization_endpoint": base + "/oauth/authorize",
         "token_endpoint": base + "/oauth/token",
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"]
@@ -79,14 +79,21 @@ def well_known(request: Request) -> Response:
     return JSONResponse(smart_configuration(st, st.base(request)))
 
 
-@router.get("/fhir/.well-known/openid-configuration")
-def openid_configuration(request: Request) -> JSONResponse:
+def jwks_uri(st: SandboxState, base: str) -> str:
+    """Where the keys are published (``jwks_moved``: a server that moved them)."""
+    return base + ("/oauth/keys" if st.settings.jwks_moved else "/oauth/jwks")
+
+
+@router.get("/fhir/.well-known/openid-configuration", response_model=None)
+def openid_configuration(request: Request) -> Response:
     st = get_state(request)
+    if not st.settings.openid_configuration:
+        return JSONResponse({"error": "not found"}, status_code=404)
     base = st.base(request)
     return JSONResponse(
         {
             "issuer": base + "/fhir",
-            "jwks_uri": base + "/oauth/jwks",
+            "jwks_uri": jwks_uri(st, base),
             "authorization_endpoint": base + "/oauth/authorize",
             "token_endpoint": base + "/oauth/token",
             "response_types_supported": ["code"],

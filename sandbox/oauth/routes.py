@@ -21,6 +21,7 @@ from sandbox.oauth.authorize import (
     redirect_url,
     validate_client,
 )
+from sandbox.oauth.broken import break_answer
 from sandbox.oauth.client_auth import authenticate_client
 from sandbox.oauth.errors import OAuthFailure
 from sandbox.oauth.grants import TokenIssuer
@@ -162,6 +163,9 @@ async def token(request: Request) -> Response:
         log.info("token request refused: %s", failure.error)
         return _error_json(failure)
     log.info("token issued to client %s (%s)", client.client_id, grant_type)
+    broken = st.faults.take("/oauth/token", frozenset({"token_answer"}))
+    if broken is not None:  # issued (a rotated refresh token is live), then answered in a form no client can use
+        body = break_answer(body, broken.error)
     return JSONResponse(body, headers=_NO_STORE)
 
 
@@ -229,5 +233,9 @@ async def introspect(request: Request) -> Response:
 
 
 @router.get("/oauth/jwks")
+@router.get("/oauth/keys")
 def jwks(request: Request) -> JSONResponse:
-    return JSONResponse(get_state(request).keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
+    st = get_state(request)
+    if request.url.path.endswith("/keys") != st.settings.jwks_moved:  # only where the documents say they are
+        return JSONResponse({"error": "not found"}, status_code=404)
+    return JSONResponse(st.keys.jwks(), headers={"Cache-Control": "public, max-age=300"})

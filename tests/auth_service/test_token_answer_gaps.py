@@ -108,3 +108,18 @@ def test_sal15_a_clinicians_ehr_launch_with_no_patient_in_context_is_kept(make_s
         assert body["error"] == "connection_not_syncable" and body["reason"] == "no_patient", body
         assert "has no patient" in body["message"], body
     assert not any(revoked for _, revoked in _tokens_of(sandbox, "clin-app"))
+
+
+def test_sal33_an_ehr_without_an_openid_configuration_verifies_the_id_token_with_its_smart_jwks_uri(
+    make_settings, sandbox
+) -> None:
+    """The EHR publishes its keys' URL only in its smart-configuration (SMART 2 ``jwks_uri``), its OpenID
+    configuration answers 404: the sign-in that grants ``openid`` connects, the id_token verified with those keys.
+    Before, every such sign-in failed ``discovery_failed``."""
+    pid = patient_ids(sandbox)[3]
+    sandbox_admin(sandbox, "settings", {"openid_configuration": False})
+    with running_service(make_settings, sandbox, smart_practice(sandbox, "no-oidc-app")) as svc:
+        register(sandbox, svc, "no-oidc-app", "public")
+        conn_id = connect(sandbox, svc, "no-oidc-app", pid)
+        status = svc.admin("GET", "/api/integrations/smart/status", params={"connection_id": conn_id}).json()
+        assert status["patient"] == pid and status["fhir_user"].endswith(f"/Patient/{pid}")

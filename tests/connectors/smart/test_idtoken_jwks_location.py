@@ -1,0 +1,69 @@
+"""Where an id_token's keys are found (SAL-33), against the sandbox over a real socket: the issuer's OpenID
+configuration names its ``jwks_uri``; a SMART server that publishes none names it only in its smart-configuration
+(SMART App Launch 2 with ``sso-openid-connect``); a server that moves its keys is read again. The issuer is checked
+against the allow-list before any of these fetches (SAL-41)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import httpx
+import pytest
+
+from connectors.errors import DiscoveryError, SecurityPolicyError
+from connectors.smart import JwksCache, discover, validate_id_token
+from sandbox import SandboxServer
+from tests.sandbox.helpers import patient_login
+
+
+def test_sal33_sal41_without_an_openid_configuration_the_smart_configuration_names_the_keys(
+    sandbox: SandboxServer,
+) -> None:
+    """The OpenID configuration answers 404: the smart-configuration's ``jwks_uri`` verifies the id_token (before,
+    every sign-in granting ``openid`` failed there). Without it there is nothing to go by; an issuer off the
+    allow-list is refused before any fetch."""
+    sandbox.admin.settings(openid_configuration=False)
+    http = httpx.Client(timeout=30)
+    cid, answer = patient_login(sandbox)
+    cfg = discover(sandbox.fhir_base, http=http)
+    assert cfg.issuer == sandbox.fhir_base and cfg.jwks_uri == sandbox.base_url + "/oauth/jwks"
+    check = partial(validate_id_token, answer["id_token"], issuer=cfg.issuer, client_id=cid, http=http)
+
+    claims = check(smart_jwks_uri=cfg.jwks_uri, cache=JwksCache(), allowlist=[sandbox.fhir_base])
+    assert claims["aud"] == cid and claims["fhirUser"]
+    with pytest.raises(DiscoveryError, match=r"openid-configuration at .* unusable \(HTTP 404\)"):
+        check(cache=JwksCache(), allowlist=[sandbox.fhir_base])
+    with pytest.raises(SecurityPolicyError, match="not on this tenant's allow-list"):
+        check(smart_jwks_uri=cfg.jwks_uri, cache=JwksCache(), allowlist=["https://ehr.example.org/fhir"])
+
+
+def test_sal33_a_moved_jwks_uri_is_read_again_once_its_cache_entry_expires(sandbox: SandboxServer) -> None:
+    """The issuer moves its keys (both documents name the new URL, the old one answers 404): once the cache's TTL
+    has passed the OpenID configuration is read again. Before, an issuer's ``jwks_uri`` was cached for good: every
+    sign-in failed until the process restarted."""
+    now = [0.0]
+    cache = JwksCache(ttl_seconds=600, clock=lambda: now[0])
+    http = httpx.Client(timeout=30)
+    cid, answer = patient_login(sandbox)
+    check = partial(validate_id_token, answer["id_token"], issuer=sandbox.fhir_base, client_id=cid, http=http)
+    assert check(cache=cache)["aud"] == cid
+
+    sandbox.admin.settings(jwks_moved=True)
+    assert httpx.get(sandbox.base_url + "/oauth/jwks").status_code == 404
+    now[0] = 601.0
+    assert check(cache=cache)["aud"] == cid
+
+
+def test_sal33_an_unknown_kid_reads_where_the_keys_are_again(sandbox: SandboxServer) -> None:
+    """Within the TTL the issuer moves its keys and signs with a new one: the unknown ``kid`` makes the one refetch
+    read the OpenID configuration again too, not only the old key set's URL (which now answers 404)."""
+    cache = JwksCache(ttl_seconds=3600, clock=lambda: 0.0)
+    http = httpx.Client(timeout=30)
+    cid, answer = patient_login(sandbox)
+    assert validate_id_token(answer["id_token"], issuer=sandbox.fhir_base, client_id=cid, http=http, cache=cache)
+
+    sandbox.admin.settings(jwks_moved=True)
+    sandbox.admin.set_fault("id_token", error="rotated_kid")
+    cid, answer = patient_login(sandbox)
+    claims = validate_id_token(answer["id_token"], issuer=sandbox.fhir_base, client_id=cid, http=http, cache=cache)
+    assert claims["aud"] == cid
