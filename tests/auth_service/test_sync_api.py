@@ -157,7 +157,8 @@ class Stack:
 
 
 def _add_connection(stack: Stack, tenant_id: str, *, kind: str = "patient", status: str = "active") -> str:
-    """A connection row without tokens (its runs fail at the EHR; the API checks come first)."""
+    """A connection row without tokens (its runs fail at the EHR; the API checks come first). A patient connection
+    has its patient: one without is refused ``no_patient`` whatever its status (``test_patientless_connections``)."""
     with stack.service.ctx.db.session() as session, session.begin():
         conn = Connection(
             tenant_id=tenant_id,
@@ -167,6 +168,7 @@ def _add_connection(stack: Stack, tenant_id: str, *, kind: str = "patient", stat
             client_id="app",
             status=status,
             group_id="g1" if kind == "group" else None,
+            patient_id="pat0" if kind == "patient" else None,
         )
         session.add(conn)
         session.flush()
