@@ -112,8 +112,8 @@ def sync_connection(
         conn = read_connection(env.db, connection_id)
     except ConnectionNotFoundError:
         return _skip(env, outcome, "connection not found")
-    if _unsyncable(conn):
-        return _skip(env, outcome, _unsyncable(conn))
+    if why := _unsyncable(conn):
+        return _skip(env, outcome, why)
     outcome.connection = conn
     try:
         with hold_connection(env, connection_id, outcome.sync_run_id):  # once for the whole connection
@@ -142,9 +142,9 @@ def defer_connection(
         conn = read_connection(env.db, connection_id)
     except ConnectionNotFoundError:
         return _skip(env, outcome, "connection not found")
-    if _unsyncable(conn):  # as sync_connection skips it: not deferred, it would not sync anyway
+    if why := _unsyncable(conn):  # as sync_connection skips it: not deferred, it would not sync anyway
         outcome.throttle = outcome.deferred = None
-        return _skip(env, outcome, _unsyncable(conn))
+        return _skip(env, outcome, why)
     outcome.connection = conn
     if runs.get(env.db, outcome.sync_run_id) is not None:
         runs.hold_until(env.db, outcome.sync_run_id, throttle.until, deferred=outcome.deferred)
