@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from connectors.bulk import incomplete_types, iter_ndjson_lines
+from connectors.bulk import incomplete_types, iter_numbered_ndjson_lines
 from connectors.fhir.resource_types import SYNCED_RESOURCE_TYPES
 from connectors.http import parse_instant
 from engine import bulk_state
@@ -28,16 +28,17 @@ TOMBSTONE_BATCH = 1000
 _log = logging.getLogger(__name__)
 
 
-def outcome_lines(path: Path, unusable: list[int]) -> Iterator[dict[str, Any]]:
-    """The OperationOutcomes of an ``error`` file; the numbers of lines that are not one (not JSON, or JSON of
-    another shape) are collected in ``unusable`` instead, so one bad line neither stops the file nor goes unseen."""
-    for number, line in enumerate(iter_ndjson_lines(path), start=1):
+def outcome_lines(path: Path, unusable: list[int]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The OperationOutcomes of an ``error`` file with their line numbers in the file; the numbers of lines that
+    are not one (not JSON, or JSON of another shape) are collected in ``unusable`` instead, so one bad line neither
+    stops the file nor goes unseen, nor shifts the numbers of the outcomes after it."""
+    for number, line in iter_numbered_ndjson_lines(path):
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
             obj = None
         if isinstance(obj, dict) and obj.get("resourceType") == "OperationOutcome":
-            yield obj
+            yield number, obj
         else:
             unusable.append(number)
 
@@ -69,7 +70,7 @@ def apply_deleted_file(
         ids = pending.pop(key)
         counts[key[0]] += wh.tombstone(conn.id, key[0], ids, key[1], tenant_id=conn.tenant_id)
 
-    for number, line in enumerate(iter_ndjson_lines(path), start=1):
+    for number, line in iter_numbered_ndjson_lines(path):
         try:
             bundle = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -168,9 +169,9 @@ def _export_types(env: SyncEnvironment, job: bulk_state.JobView) -> set[str]:
 
 
 def _noting_failures(
-    lines: Iterator[dict[str, Any]], item_type: str, candidates: set[str], missed: set[str]
-) -> Iterator[dict[str, Any]]:
+    lines: Iterator[tuple[int, dict[str, Any]]], item_type: str, candidates: set[str], missed: set[str]
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """Pass the error file's outcomes through, adding the types their ``error``/``fatal`` issues name to ``missed``."""
-    for line in lines:
-        missed.update(incomplete_types(line, item_type, candidates))
-        yield line
+    for numbered in lines:
+        missed.update(incomplete_types(numbered[1], item_type, candidates))
+        yield numbered

@@ -11,7 +11,7 @@ import orjson
 
 from warehouse.errors import InvalidInputError
 
-__all__ = ["SEVERITIES", "ErrorCounts", "OutcomeRow", "outcome_rows"]
+__all__ = ["SEVERITIES", "ErrorCounts", "OutcomeItem", "OutcomeRow", "outcome_rows"]
 
 SEVERITIES = ("fatal", "error", "warning", "information")
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
@@ -63,9 +63,20 @@ def _issue_text(issue: Mapping[str, Any]) -> str | None:
     return None
 
 
-def outcome_rows(outcomes: Iterable[Mapping[str, Any] | bytes | str], counts: ErrorCounts) -> Iterator[OutcomeRow]:
+Outcome = Mapping[str, Any] | bytes | str
+#: An outcome as its caller read it: alone (numbered by its place in the input) or with its line number in the file
+#: (a reader that skipped unusable lines keeps the numbers of the lines after them).
+OutcomeItem = Outcome | tuple[int, Outcome]
+
+
+def _numbered(outcomes: Iterable[OutcomeItem]) -> Iterator[tuple[int, Outcome]]:
+    for place, item in enumerate(outcomes, start=1):
+        yield item if isinstance(item, tuple) else (place, item)
+
+
+def outcome_rows(outcomes: Iterable[OutcomeItem], counts: ErrorCounts) -> Iterator[OutcomeRow]:
     """Yield one row per OperationOutcome (blank lines skipped, numbered like the file); update ``counts``."""
-    for line_number, item in enumerate(outcomes, start=1):
+    for line_number, item in _numbered(outcomes):
         if isinstance(item, bytes | str) and not item.strip():
             continue
         obj, text = _as_mapping(item, line_number)

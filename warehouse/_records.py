@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from warehouse._cursor import Backend, Cursor
-from warehouse._outcomes import ErrorCounts, outcome_rows
+from warehouse._outcomes import ErrorCounts, OutcomeItem, outcome_rows
 from warehouse.attachments import AttachmentRef
 from warehouse.errors import LandedFileError
 from warehouse.landed import QUARANTINE_SCHEMA, LandedFile
@@ -26,9 +26,11 @@ class Records(Backend):
         connection_id: str,
         run_id: str,
         source: str,
-        outcomes: Iterable[Mapping[str, Any] | bytes | str],
+        outcomes: Iterable[OutcomeItem],
     ) -> ErrorCounts:
-        """Store the OperationOutcomes of one bulk ``error`` file (idempotent per line); return severity counts."""
+        """Store the OperationOutcomes of one bulk ``error`` file (idempotent per line); return severity counts.
+
+        Each outcome is numbered by its place in ``outcomes`` unless it comes as ``(line number, outcome)``."""
         counts = ErrorCounts()
         now = datetime.now(UTC)
         sql = (

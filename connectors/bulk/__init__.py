@@ -3,7 +3,12 @@
 from connectors.bulk.client import BulkClient, BulkStatus, ExportLevel
 from connectors.bulk.files import DEFAULT_FILE_DEADLINE_S
 from connectors.bulk.manifest import BulkManifest, ManifestItem, parse_manifest
-from connectors.bulk.ndjson import NdjsonVerification, iter_ndjson_lines, verify_ndjson_file
+from connectors.bulk.ndjson import (
+    NdjsonVerification,
+    iter_ndjson_lines,
+    iter_numbered_ndjson_lines,
+    verify_ndjson_file,
+)
 from connectors.bulk.parallel import FileOutcome, HostConcurrencyLimiter, download_items
 from connectors.bulk.special_files import (
     WHOLE_EXPORT,
@@ -31,6 +36,7 @@ __all__ = [
     "incomplete_types",
     "iter_deleted_refs",
     "iter_ndjson_lines",
+    "iter_numbered_ndjson_lines",
     "parse_manifest",
     "summarize_error_file",
     "verify_ndjson_file",

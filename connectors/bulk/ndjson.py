@@ -12,7 +12,14 @@ import orjson
 
 from connectors.ndjson_files import GZIP_MAGIC, UTF8_BOM, open_ndjson
 
-__all__ = ["UTF8_BOM", "NdjsonVerification", "iter_ndjson_lines", "truncation_of", "verify_ndjson_file"]
+__all__ = [
+    "UTF8_BOM",
+    "NdjsonVerification",
+    "iter_ndjson_lines",
+    "iter_numbered_ndjson_lines",
+    "truncation_of",
+    "verify_ndjson_file",
+]
 
 _MAX_PROBLEMS = 20
 #: The longest last line without a newline that is read to judge it whole or cut: a longer one is over every
@@ -24,11 +31,18 @@ _GZIP_PIECE = 1024 * 1024
 
 def iter_ndjson_lines(path: Path) -> Iterator[bytes]:
     """Yield each non-blank line as raw bytes without its line ending."""
+    for _, line in iter_numbered_ndjson_lines(path):
+        yield line
+
+
+def iter_numbered_ndjson_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(line number in the file, line)`` for each non-blank line: blank lines are skipped but counted, so
+    a number an operator reads in a report points at the same line of the server's file."""
     with open_ndjson(path) as handle:
-        for raw in handle:
+        for number, raw in enumerate(handle, start=1):
             line = raw.rstrip(b"\r\n")
             if line.strip():
-                yield line
+                yield number, line
 
 
 @dataclass(frozen=True)

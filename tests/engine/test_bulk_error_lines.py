@@ -6,11 +6,15 @@ lines.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
+import orjson
 import pytest
 
 from connectors.bulk import WHOLE_EXPORT
 from engine import cursors, run_bulk_export
+from engine.bulk_special import outcome_lines
 from sandbox import SandboxServer
 from tests.engine.helpers import SyncWorld, add_fault, connect_backend
 
@@ -52,3 +56,22 @@ def test_an_unreadable_error_line_holds_since_and_the_rest_lands_bdx22(
     assert second.status == "completed", second.error
     assert second.types["Observation"].created > 0, "the next export asks again and gets the missing type"
     assert cursors.get_mark(world.env.db, conn, STREAM, "*") == second.transaction_time
+
+
+def test_error_rows_and_warnings_name_the_lines_of_the_servers_file_bdx22(world: SyncWorld, tmp_path: Path) -> None:
+    """A blank or unusable line before an outcome used to shift every number after it: ``fhir_errors.line_number``
+    counted the outcomes kept (and the warning counted non-blank lines), so an operator looking up line 2 of the
+    server's file found the wrong outcome."""
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "processing"}]}
+    path = tmp_path / "error.ndjson"
+    lines = [orjson.dumps({**outcome, "id": "a"}), b"", b"not json", orjson.dumps({**outcome, "id": "b"})]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    unusable: list[int] = []
+    with world.env.warehouse() as wh:
+        counts = wh.record_errors("c1", "r1", "error-file", outcome_lines(path, unusable))
+        with wh._read() as cur:
+            cur.execute("SELECT line_number, outcome FROM fhir_errors ORDER BY line_number")
+            rows = [(n, orjson.loads(text)["id"]) for n, text in cur.fetchmany(10)]
+    assert counts.outcomes == 2
+    assert unusable == [3], "the unusable line is named by its number in the file, blank lines counted"
+    assert rows == [(1, "a"), (4, "b")]
