@@ -92,6 +92,18 @@ class SandboxConfig(BaseModel):
     #: DWB-31/33: ``If-None-Exist`` ignores ``ignored_search_params`` too (Spark, its issue #520): a condition on
     #: ``identifier`` alone then matches every resource the token may see (200 with one, 412 with several)
     if_none_exist_ignores_params: bool = False
+    #: DWB-50: how a DocumentReference create is answered (sandbox.fhir.create_answers): "direct" 201/200; "async"
+    #: 202 + Content-Location of a status endpoint (FHIR async pattern); "accepted" a bare 202; "see_other"/"found"
+    #: 303/302 + Location of the result; "temporary_redirect"/"permanent_redirect" 307/308, nothing processed
+    create_answer: Literal[
+        "direct", "async", "accepted", "see_other", "found", "temporary_redirect", "permanent_redirect"
+    ] = "direct"
+    #: "async"/"accepted": the note is stored this long (sandbox clock) after the POST; "async": the status endpoint
+    #: answers 202 until then, and the job ends refused (422 in its batch-response entry) with create_async_rejects
+    create_async_delay_s: float = Field(default=0.0, ge=0)
+    create_async_rejects: bool = False
+    #: redirects' Location on this origin instead of the sandbox's own (another host: never followed with the token)
+    create_redirect_origin: str | None = None
     create_bare_answer: bool = False  # DWB-33/50: a 2xx create answers with neither Location nor body
     #: DWB-50: a 2xx create keeps its Location but its body is a gateway's HTML page, not JSON (what it says is 2xx)
     create_html_body: bool = False

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from starlette.requests import Request
 
+from sandbox.async_creates import AsyncCreates
 from sandbox.bulk.jobs import JobManager
 from sandbox.clock import Clock
 from sandbox.config import SandboxConfig
@@ -37,6 +38,7 @@ class SandboxState:
             self.data_dir = cfg.data_dir
             self.data_dir.mkdir(parents=True, exist_ok=True)
         self.bulk = JobManager(self.store, self.data_dir)
+        self.async_creates = AsyncCreates()  # DWB-50: creates answered 202
         self.writer = BackgroundWriter(self.store, lambda: self.settings.writer_interval_s)
         self.writer.poke()
         #: Set by SandboxServer/run_server once the socket is bound; else derived from each request.

@@ -87,3 +87,20 @@ def woken_notes(db: AppDatabase, now: datetime, *, limit: int = 100) -> list[Not
     )
     with db.session() as session:
         return [NoteRecord.of(r) for r in session.scalars(query)]
+
+
+def unknown_due(db: AppDatabase, now: datetime, reason_code: str, *, limit: int = 100) -> list[NoteRecord]:
+    """``unknown`` notes with ``reason_code`` due for another identifier search (a create the EHR accepted, 202)."""
+    query = (
+        _movable(select(NoteOutbox))
+        .where(
+            NoteOutbox.state == "unknown",
+            NoteOutbox.reason_code == reason_code,
+            NoteOutbox.next_attempt_at <= now,
+            Connection.status == ConnectionStatus.ACTIVE,
+        )
+        .order_by(NoteOutbox.next_attempt_at, NoteOutbox.id)
+        .limit(limit)
+    )
+    with db.session() as session:
+        return [NoteRecord.of(r) for r in session.scalars(query)]

@@ -30,6 +30,7 @@ may echo request values: log ``loggable_message(exc)`` (their ``safe_message``) 
     ├── FhirError                     a FHIR REST error response (status + OperationOutcome)
     │   ├── FhirUnauthorizedError (401), FhirForbiddenError (403), FhirNotFoundError (404),
     │   │   FhirGoneError (410), FhirPreconditionFailedError (412), FhirUnprocessableError (422),
+    │   │   CreateRedirectError (a create redirected where ehrsync does not follow),
     │   │   RateLimitedError (429; QuotaExhaustedError, CallBudgetBusyError), FhirServerError (5xx)
     │   ├── FhirWithoutTokenRefusedError  401 to a request sent without the token on purpose (a signed file URL)
     │   ├── SearchLinkExpiredError    a paging `next` link answered 404/410: restart from the stored mark (BDX-29)
@@ -80,6 +81,7 @@ from connectors.errors.fhir import (
     TRANSIENT_ISSUE_CODES,
     TRANSIENT_STATUSES,
     CallBudgetBusyError,
+    CreateRedirectError,
     FhirError,
     FhirForbiddenError,
     FhirGoneError,
@@ -127,6 +129,7 @@ __all__ = [
     "CallBudgetBusyError",
     "ConfigurationError",
     "ContentTooLargeError",
+    "CreateRedirectError",
     "DiscoveryError",
     "EhrSyncError",
     "EhrUnreachableError",

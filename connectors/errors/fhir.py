@@ -69,6 +69,18 @@ class FhirPreconditionFailedError(FhirError):
     code = "fhir_precondition_failed"
 
 
+class CreateRedirectError(FhirError):
+    """A create answered with a redirect ehrsync does not follow: ``Location`` leaves the FHIR base, names nothing
+    usable, or the result it points at could not be read. ``processed``: a 302/303 (the server processed the POST
+    and points at its result, so a note may be stored); a 301/307/308 says the POST was not processed."""
+
+    code = "create_redirect"
+
+    @property
+    def processed(self) -> bool:
+        return self.status in (302, 303)
+
+
 class FhirUnprocessableError(FhirError):
     code = "fhir_unprocessable"
 

@@ -5,18 +5,28 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Unpack
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
 
-from connectors.errors import FhirError, ResponseTooLargeError, SecurityPolicyError
+from connectors.errors import CreateRedirectError, EhrSyncError, FhirError, ResponseTooLargeError, SecurityPolicyError
 from connectors.fhir._exact_json import loads_exact
 from connectors.fhir._session import FhirSession, QueryParams, SessionOptions, TokenRule
+from connectors.fhir.created import (
+    MAX_HOPS,
+    REDIRECTS,
+    SEE_OTHER,
+    AsyncStatus,
+    CreateResult,
+    followed_to,
+    parse_location,
+    read_async_status,
+    result_of,
+    status_url,
+)
 from connectors.fhir.download import Downloaded, stream_to_file
 from connectors.fhir.resource_types import ID_RE, TYPE_RE
 from connectors.fhir.search import SearchPage, iter_search_pages
@@ -24,6 +34,7 @@ from connectors.http import CallBudget, RetryPolicy, checked_url, normalize_base
 from connectors.tokens import TokenSource
 from connectors.transport.bounded_client import bounds_of
 from connectors.transport.bounds import BodyBounds, read_capped
+from connectors.transport.redirects import redirect_target
 
 __all__ = ["CreateResult", "FhirClient", "parse_location"]
 
@@ -31,21 +42,6 @@ logger = logging.getLogger(__name__)
 
 _FHIR_JSON = "application/fhir+json"
 DEFAULT_COUNT = 200
-
-
-@dataclass(frozen=True)
-class CreateResult:
-    """Outcome of a create: 201 = new resource, 200 = an ``If-None-Exist`` match already existed."""
-
-    status: int
-    id: str | None
-    location: str | None
-    resource: dict[str, Any] | None
-    version_id: str | None = None
-
-    @property
-    def created(self) -> bool:
-        return self.status == 201
 
 
 def _check_type(resource_type: str) -> None:
@@ -56,21 +52,6 @@ def _check_type(resource_type: str) -> None:
 def _check_id(resource_id: str) -> None:
     if not isinstance(resource_id, str) or not ID_RE.match(resource_id):
         raise ValueError("not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)")
-
-
-def parse_location(location: str) -> tuple[str | None, str | None]:
-    """``(id, version_id)`` from a Location header: relative or absolute, with or without ``/_history/n``; one urllib
-    cannot split (an unclosed ``[``) names nothing, as a missing header, so a write that succeeded is not lost."""
-    try:
-        segments = [s for s in urlsplit(location).path.split("/") if s]
-    except ValueError:
-        return None, None
-    if "_history" in segments:
-        at = segments.index("_history")
-        resource_id = segments[at - 1] if at >= 1 else None
-        version = segments[at + 1] if at + 1 < len(segments) else None
-        return resource_id, version
-    return (segments[-1] if segments else None), None
 
 
 def _created_body(response: httpx.Response, max_bytes: int | None) -> Any:
@@ -219,27 +200,69 @@ class FhirClient:
             headers["If-None-Exist"] = if_none_exist
 
         def handle(response: httpx.Response) -> CreateResult:
+            status = response.status_code
+            if status == 202:  # accepted for later: Content-Location is a status endpoint, not the resource
+                return CreateResult(202, None, None, None, status_url=status_url(response))
+            if status in REDIRECTS:  # where it leads; followed (or refused) below
+                location = response.headers.get("Location")
+                target = redirect_target(location, response.request, status) if location else None
+                return CreateResult(status, None, target, None)
             body = _created_body(response, self.bounds.max_bytes)
             location = response.headers.get("Location") or response.headers.get("Content-Location")
-            resource_id, version = parse_location(location) if location else (None, None)
-            returned = body if isinstance(body, dict) and body.get("resourceType") == resource_type else None
-            if returned is not None:
-                resource_id = resource_id or returned.get("id")
-                meta = returned.get("meta") if isinstance(returned.get("meta"), dict) else {}
-                version = version or (meta.get("versionId") if meta else None)
-            return CreateResult(response.status_code, resource_id, location, returned, version)
+            return result_of(status, location, body, resource_type)
 
-        result = self._session.request(
-            "POST",
-            self.url_for(resource_type),
-            headers=headers,
-            content=orjson.dumps(resource),
-            idempotent=if_none_exist is not None,
-            handler=handle,
-            bounds=self.bounds,
-        )
+        url = self.url_for(resource_type)
+        for _ in range(MAX_HOPS + 1):
+            result = self._session.request(
+                "POST",
+                url,
+                headers=headers,
+                content=orjson.dumps(resource),
+                idempotent=if_none_exist is not None,
+                passthrough=lambda response: response.status_code in REDIRECTS,
+                handler=handle,
+                bounds=self.bounds,
+            )
+            if result.status not in REDIRECTS:
+                break
+            url = followed_to(result, self.fhir_base, resource_type)
+            if result.status in SEE_OTHER:
+                result = self._see_other(url, result.status, resource_type)
+                break
+        else:
+            raise CreateRedirectError(f"create {resource_type}: more than {MAX_HOPS} redirects", result.status)
         logger.info("created", extra={"resource_type": resource_type, "id": result.id, "status": result.status})
         return result
+
+    def _see_other(self, url: str, status: int, resource_type: str) -> CreateResult:
+        """GET the result a 302/303 points at: the POST was processed, this shows what it made or matched."""
+        try:
+            body = self._session.request(
+                "GET",
+                url,
+                headers={"Accept": _FHIR_JSON},
+                handler=_json_reader(self.bounds.max_bytes),
+                bounds=self.bounds,
+            )
+        except EhrSyncError as exc:
+            raise CreateRedirectError(
+                f"create {resource_type} answered HTTP {status}; reading its result failed ({exc.code})", status
+            ) from exc
+        result = result_of(status, url, body, resource_type)
+        if result.resource is None:
+            raise CreateRedirectError(f"create {resource_type} answered HTTP {status} to no {resource_type}", status)
+        return result
+
+    def async_status(self, url: str, resource_type: str) -> AsyncStatus:
+        """One answer of a 202's status endpoint (FHIR async pattern); only under the FHIR base (SAL-40)."""
+        return self._session.request(
+            "GET",
+            self.url_for(url),
+            headers={"Accept": _FHIR_JSON},
+            passthrough=lambda response: response.status_code == 202,
+            handler=lambda response: read_async_status(response, resource_type, self.bounds.max_bytes),
+            bounds=self.bounds,
+        )
 
     def download(
         self, url: str, dest: Path, max_bytes: int, accept: str, *, url_guard: Callable[[str], None] | None = None

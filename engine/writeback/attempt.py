@@ -31,6 +31,7 @@ from connectors.fhir import FhirClient
 from connectors.writeback.note import identifier_system
 from engine.checkpoints import checkpoint
 from engine.environment import SyncEnvironment
+from engine.writeback.accepted import ACCEPTED, await_accepted, recheck, still_accepted
 from engine.writeback.config import WritebackConfig
 from engine.writeback.heartbeat import heartbeat
 from engine.writeback.lookup import IdentifierLookup, find_by_identifier
@@ -76,7 +77,8 @@ def write_note(env: SyncEnvironment, config: WritebackConfig, note_id: str, vers
             return _connection_not_active(env, note, target.connection.status)
         with env.fhir_client(target.connection) as client:
             if note.state == "unknown":
-                return reconcile(env.db, client, note)
+                check = recheck if note.reason_code == ACCEPTED else lambda db, c, n, _config: reconcile(db, c, n)
+                return check(env.db, client, note, config)
             return _advance(env, config, note, target, client)
     except StaleNoteError:  # another run moved the note first (e.g. resumed it as stalled): its state stands
         _log.warning("note %s was moved by another run; leaving it as that run left it", note_id)
@@ -207,6 +209,14 @@ def _send(
     except ce.EhrSyncError as exc:
         return _failed_send(env, config, note, plan, client, exc, posted=posted)
     checkpoint("writeback.sent")
+    if result.accepted:  # 202: processed later; the status endpoint, else the identifier search, says how it ended
+        outcome = await_accepted(client, result, config)
+        note = replace(note, maybe_stored=True)
+        if outcome is None:
+            return still_accepted(env.db, client, note, config)
+        if isinstance(outcome, ce.FhirError):
+            return _failed_send(env, config, note, plan, client, outcome, posted=True)
+        result = outcome
     id_from = None
     if plan.conditional:  # a 200 may be another note the condition matched (DWB-31/33): proof it is this one
         confirmed, lookup = confirm_match(client, note, result)

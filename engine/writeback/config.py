@@ -24,6 +24,11 @@ class WritebackConfig:
     #: a note left in ``sending`` this long (its run died) is resumed by the sensor; a live run refreshes its note
     #: every quarter of this (``heartbeat``), so a slow POST is never taken for a dead one
     stalled_after_s: float = 600.0
+    #: a create answered 202 with a status endpoint (FHIR async pattern): polled at most this many times, within
+    #: this many seconds in all, every ``accepted_poll_s`` unless the server's Retry-After says otherwise
+    accepted_polls: int = 10
+    accepted_wait_s: float = 60.0
+    accepted_poll_s: float = 2.0
 
     def backoff_s(self, attempts: int, retry_after: float | None = None) -> float:
         """Seconds before the next attempt: the server's ``Retry-After`` when it gave one (honoured up to

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 from connectors.errors import SearchIncompleteError
 from connectors.fhir import FhirClient
 from connectors.fhir.search import SearchPage
+from connectors.http import redact_url
 from connectors.writeback.note import identifier_system
 from store.outbox import NoteRecord
 
@@ -27,6 +28,11 @@ __all__ = ["IdentifierLookup", "carries_identifier", "find_by_identifier"]
 
 _log = logging.getLogger(__name__)
 _PARAM = "identifier"
+#: Listings of one identifier search: the first, and again after one that came back incomplete.
+_PASSES = 3
+#: Pages one listing may take: a draft's identifier matches one note (a few on a server ignoring the parameter
+#: silently), so a listing this long, or one whose next links never end, is not one to trust.
+_MAX_PAGES = 20
 
 
 @dataclass(frozen=True)
@@ -53,22 +59,45 @@ class IdentifierLookup:
 
 
 def find_by_identifier(client: FhirClient, note: NoteRecord) -> IdentifierLookup:
-    """Search ``DocumentReference?patient=&identifier=`` (raises ``EhrSyncError`` when the search fails)."""
+    """Search ``DocumentReference?patient=&identifier=`` (raises ``EhrSyncError`` when the search fails).
+
+    A listing that came back incomplete (``SearchIncompleteError``: offset paging over changing notes repeats one
+    match and skips another, a next link loops, more than ``_MAX_PAGES`` pages) stopped where it showed, so a match
+    on a later page or the skipped one was never read: the search is made again, at most ``_PASSES`` times in all.
+    Every exact match any pass read counts (each is the EHR's own evidence); a pass that ends whole settles it. When
+    none does, the matches read stand (the note is there; a duplicate may hide), and none read proves nothing."""
     system = identifier_system(note.tenant_id)
     params = {"patient": note.patient_id, _PARAM: f"{system}|{note.draft_id}"}
     matches: dict[str, dict[str, Any]] = {}  # by id: a server paging by offset may repeat a match on a later page
-    try:
-        for number, page in enumerate(client.search_pages("DocumentReference", params)):
-            if _ignored(page, first=number == 0):
-                _log.warning("note %s: the EHR did not apply the identifier search; its answer is no evidence", note.id)
+    incomplete: SearchIncompleteError | None = None
+    for _ in range(_PASSES):
+        try:
+            if _one_pass(client, note, params, matches):
                 return IdentifierLookup(ignored=True)
-            matches.update((r["id"], r) for r in page.resources if _carries(r, system, note.draft_id))
-    except SearchIncompleteError as exc:
-        # A repeated match (offset paging over changing notes) may hide another, but what was found is the EHR's:
-        # evidence the note is there. Finding nothing in such a listing proves nothing, so that raises.
-        if exc.reason != "repeated_match" or not matches:
-            raise
+            return IdentifierLookup(list(matches.values()))
+        except SearchIncompleteError as exc:
+            _log.warning(
+                "note %s: the identifier search came back incomplete (%s); searching again", note.id, exc.reason
+            )
+            incomplete = exc
+    if not matches:
+        assert incomplete is not None
+        raise incomplete
     return IdentifierLookup(list(matches.values()))
+
+
+def _one_pass(client: FhirClient, note: NoteRecord, params: dict[str, str], matches: dict[str, Any]) -> bool:
+    """Read one whole listing into ``matches``; True when the server said it did not apply the search."""
+    system, value = identifier_system(note.tenant_id), note.draft_id
+    for number, page in enumerate(client.search_pages("DocumentReference", params)):
+        if _ignored(page, first=number == 0):
+            _log.warning("note %s: the EHR did not apply the identifier search; its answer is no evidence", note.id)
+            return True
+        matches.update((r["id"], r) for r in page.resources if _carries(r, system, value))
+        if number + 1 >= _MAX_PAGES and page.next_url is not None:
+            what, url = f"identifier search: more than {_MAX_PAGES} pages", redact_url(page.url)
+            raise SearchIncompleteError(what, url, received=len(matches), total=None, reason="too_many_pages")
+    return False
 
 
 def carries_identifier(resource: dict[str, Any], note: NoteRecord) -> bool:

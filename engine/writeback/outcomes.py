@@ -44,13 +44,16 @@ def outcome_unknown(exc: ce.EhrSyncError) -> bool:
     """Whether a failed POST may still have been stored (draft-note §5): a lost answer (timeout, reset, deadline)
     or a 408/5xx, e.g. from a gateway that gave up while the EHR stored the note. Only answers that prove nothing
     was stored are not: the EHR unreachable (nothing sent), 429 or 503 with ``Retry-After`` (throttled before any
-    work), and 4xx refusals."""
+    work), 4xx refusals, and a 301/307/308 redirect ehrsync did not follow (the POST was not processed). A 302/303
+    whose result could not be read was processed: unknown."""
     if isinstance(exc, ce.EhrUnreachableError):
         return False
     if isinstance(exc, ce.TransportError):
         return True
     if isinstance(exc, ce.RateLimitedError) or not isinstance(exc, ce.FhirError):
         return False
+    if isinstance(exc, ce.CreateRedirectError):  # a 302/303 says the POST was processed; 307/308 that it was not
+        return exc.processed
     return exc.status == 408 or exc.status >= 500
 
 

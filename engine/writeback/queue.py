@@ -13,8 +13,9 @@ same way. A run whose note has moved past the version it was asked for leaves it
 
 A note waiting for its connection (``pending``, reason ``connection_<status>``: re-authorization, an admin's retry)
 is not asked for while the connection stays so, and is asked for on the first tick once it is ``active`` again,
-however long it waited (``store.outbox_queue.woken_notes``). Notes of active connections are read first, so notes
-that cannot be sent now never fill the ``limit`` rows of a query before them.
+however long it waited (``store.outbox_queue.woken_notes``). A note the EHR accepted (202) without saying how it
+ended is asked for again when its next identifier search is due (``accepted``). Notes of active connections are read
+first, so notes that cannot be sent now never fill the ``limit`` rows of a query before them.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
+from engine.writeback.accepted import ACCEPTED
 from store import AppDatabase
 from store.models import Connection
 from store.outbox import NoteRecord
-from store.outbox_queue import due_notes, stalled_notes, woken_notes
+from store.outbox_queue import due_notes, stalled_notes, unknown_due, woken_notes
 
 __all__ = ["LOOKBACK", "NoteRun", "due_runs"]
 
@@ -77,7 +79,9 @@ def due_runs(
     woken = [n for n in woken_notes(db, now, limit=limit) if n.id not in seen]  # their connection is active again
     seen |= {n.id for n in woken}  # pending notes whose run died before moving them (outside the lookback too)
     overdue = [n for n in due_notes(db, stalled_before, limit=limit) if n.id not in seen]
-    notes: list[NoteRecord] = [*pending, *woken, *overdue, *stalled]
+    seen |= {n.id for n in overdue}  # an accepted (202) note due for its next identifier search
+    rechecks = [n for n in unknown_due(db, now, ACCEPTED, limit=limit) if n.id not in seen]
+    notes: list[NoteRecord] = [*pending, *woken, *overdue, *stalled, *rechecks]
     sources = _sources(db, {n.connection_id for n in notes})
     runs = [
         NoteRun(

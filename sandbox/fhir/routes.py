@@ -17,6 +17,7 @@ from sandbox.data.ids import ALL_TYPES
 from sandbox.errors import ResourceGone, ResourceNotFound
 from sandbox.faults import Fault
 from sandbox.fhir.access import bearer
+from sandbox.fhir.create_answers import accepted_answer, redirect_answer, settle_async, wants
 from sandbox.fhir.discovery import WRITABLE
 from sandbox.fhir.paging import sign, unsign
 from sandbox.fhir.permission import permission
@@ -91,6 +92,7 @@ def search(resource_type: str, request: Request) -> Response:
     perm = permission(rec, resource_type, "s")
     cfg = st.settings
     params, cursor, sorted_mode = _search_request(st, request, resource_type)
+    settle_async(st)  # creates accepted earlier (202) whose time has come are there now
     strict = _prefers(request, "handling") == "strict"
     check_required(resource_type, params, cfg.required_search_params.get(resource_type, []))
     used, ignored = split_ignored(params, cfg.ignored_search_params, strict, cfg.refused_search_params)
@@ -225,6 +227,11 @@ async def create(resource_type: str, request: Request) -> Response:
     if not perm.allows(body):
         raise FhirFailure(403, "forbidden", "granted scopes do not cover this patient")
     fhir_base = st.fhir_base(request)
+    mode = wants(st, request, resource_type)
+    if mode in ("temporary_redirect", "permanent_redirect"):
+        return redirect_answer(st, request, mode, None)
+    if mode in ("async", "accepted"):
+        return accepted_answer(st, request, mode, body)
     condition = request.headers.get("if-none-exist") if st.settings.conditional_create else None
     if condition:
         pairs = parse_qsl(condition.lstrip("?"))
@@ -235,10 +242,17 @@ async def create(resource_type: str, request: Request) -> Response:
         if len(found) > 1:
             raise FhirFailure(412, "duplicate", "If-None-Exist matched more than one resource")
         if found:
-            return _write_response(request, found[0], 200, fhir_base)
+            return _answer(request, mode, found[0], 200, fhir_base)
     created = st.store.create(body)
     log.info("created %s/%s", resource_type, created["id"])
-    return _write_response(request, created, 201, fhir_base)
+    return _answer(request, mode, created, 201, fhir_base)
+
+
+def _answer(request: Request, mode: str, r: dict[str, Any], status: int, fhir_base: str) -> Response:
+    """The processed create's answer: its own, or a 303/302 to it (``create_answer``)."""
+    if mode in ("see_other", "found"):
+        return redirect_answer(get_state(request), request, mode, f"{fhir_base}/{r['resourceType']}/{r['id']}")
+    return _write_response(request, r, status, fhir_base)
 
 
 def _write_response(request: Request, r: dict[str, Any], status: int, fhir_base: str) -> Response:

@@ -212,7 +212,7 @@ def test_dwb33_a_match_repeated_on_a_later_page_is_one_note_not_a_duplicate() ->
     with serve(fake), httpx.Client() as http:
         client = FhirClient(fake.fhir_base, StaticTokenSource("tok"), http=http)
         found = find_by_identifier(client, _DRAFT)  # type: ignore[arg-type]
-    assert fake.hits("/fhir/page2") == 1
+    assert fake.hits("/fhir/page2") == 3  # an incomplete listing is searched again (bounded): it may hide a match
     assert found.found is not None and found.found["id"] == "doc-1"
 
 

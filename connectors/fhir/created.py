@@ -1,0 +1,158 @@
+"""What a create's answer means, beyond 200/201 (FHIR R4 http.html "create" and "async"; RFC 9110 §15.3.3, §15.4).
+
+- 202 Accepted: the server took the request to process later (FHIR's asynchronous pattern). Nothing is known to be
+  created yet: ``Content-Location`` names a status endpoint, never the new resource (its id is not taken from it).
+  :func:`read_async_status` reads one answer of that endpoint: 202 still working, or the finished request's
+  outcome (a ``batch-response`` Bundle whose entry carries the original create's status, ``Location`` and
+  OperationOutcome; a server answering the resource itself is read as a 200 with it).
+- 303 See Other, and 302 Found (clients treat it as 303 after a POST, RFC 9110 §15.4.3): the server processed the
+  POST and points at its result, which a GET of ``Location`` shows. ``FhirClient.create`` reads it only under the
+  FHIR base (the token never leaves it, SAL-40); elsewhere it raises ``CreateRedirectError`` (processed).
+- 301, 307, 308: the POST was not processed and is to be sent to ``Location``. It is sent again there only under
+  the FHIR base (the note and the token never go to another host or path), at most ``MAX_HOPS`` times; otherwise
+  ``CreateRedirectError`` (not processed: nothing was stored).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from connectors.errors import CreateRedirectError, FhirError, fhir_error_for_status
+from connectors.fhir._exact_json import loads_exact
+from connectors.http import is_within_base, parse_retry_after, redact_url, resolve_url
+from connectors.transport.bounds import read_capped
+
+__all__ = [
+    "MAX_HOPS",
+    "REDIRECTS",
+    "SEE_OTHER",
+    "AsyncStatus",
+    "CreateResult",
+    "parse_location",
+    "read_async_status",
+    "result_of",
+]
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+SEE_OTHER = frozenset({302, 303})
+MAX_HOPS = 3
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    """Outcome of a create: 201 = new resource, 200 = an ``If-None-Exist`` match already existed, 302/303 = the
+    result a redirect pointed at (read), 202 = accepted for later processing (``status_url``: where to ask)."""
+
+    status: int
+    id: str | None
+    location: str | None
+    resource: dict[str, Any] | None
+    version_id: str | None = None
+    status_url: str | None = None
+
+    @property
+    def created(self) -> bool:
+        return self.status == 201
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == 202
+
+
+@dataclass(frozen=True)
+class AsyncStatus:
+    """One answer of an async status endpoint: ``result`` (done, 2xx), ``error`` (done, refused) or neither (still
+    working; ``retry_after``: the seconds the server asked to wait, when it said)."""
+
+    result: CreateResult | None = None
+    error: FhirError | None = None
+    retry_after: float | None = None
+
+
+def parse_location(location: str) -> tuple[str | None, str | None]:
+    """``(id, version_id)`` from a Location header: relative or absolute, with or without ``/_history/n``; one urllib
+    cannot split (an unclosed ``[``) names nothing, as a missing header, so a write that succeeded is not lost."""
+    try:
+        segments = [s for s in urlsplit(location).path.split("/") if s]
+    except ValueError:
+        return None, None
+    if "_history" in segments:
+        at = segments.index("_history")
+        resource_id = segments[at - 1] if at >= 1 else None
+        version = segments[at + 1] if at + 1 < len(segments) else None
+        return resource_id, version
+    return (segments[-1] if segments else None), None
+
+
+def result_of(status: int, location: str | None, body: Any, resource_type: str) -> CreateResult:
+    """A CreateResult from a 2xx: the id and version from ``Location`` (relative or absolute, maybe ``/_history/n``),
+    else from the body when it is a ``resource_type``."""
+    resource_id, version = parse_location(location) if location else (None, None)
+    returned = body if isinstance(body, dict) and body.get("resourceType") == resource_type else None
+    if returned is not None:
+        resource_id = resource_id or returned.get("id")
+        meta = returned.get("meta") if isinstance(returned.get("meta"), dict) else {}
+        version = version or (meta.get("versionId") if meta else None)
+    return CreateResult(status, resource_id, location, returned, version)
+
+
+def read_async_status(response: httpx.Response, resource_type: str, max_bytes: int | None) -> AsyncStatus:
+    """Read a status endpoint's 202 (working) or 2xx (done); a body it cannot read is a FhirError naming it."""
+    url = redact_url(str(response.url))
+    if response.status_code == 202:
+        return AsyncStatus(retry_after=parse_retry_after(response.headers.get("Retry-After")))
+    data = read_capped(response, max_bytes)
+    try:
+        body = loads_exact(data) if data else None
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("resourceType") == resource_type:
+        return AsyncStatus(result=result_of(200, response.headers.get("Location"), body, resource_type))
+    entry = _first_entry(body)
+    answer = entry.get("response") if entry is not None else None
+    if not isinstance(answer, dict) or not isinstance(answer.get("status"), str):
+        raise FhirError(f"async status {url} answered a body that names no outcome", response.status_code, None, url)
+    try:
+        status = int(answer["status"].split()[0])
+    except (ValueError, IndexError):
+        raise FhirError(f"async status {url} names an unreadable status", response.status_code, None, url) from None
+    location = answer.get("location") if isinstance(answer.get("location"), str) else None
+    if 200 <= status < 300:
+        return AsyncStatus(result=result_of(status, location, entry.get("resource") if entry else None, resource_type))
+    outcome = answer.get("outcome") if isinstance(answer.get("outcome"), dict) else None
+    return AsyncStatus(
+        error=fhir_error_for_status(status)(f"the accepted create ended HTTP {status} ({url})", status, outcome, url)
+    )
+
+
+def _first_entry(body: Any) -> dict[str, Any] | None:
+    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+        return None
+    if body.get("type") not in ("batch-response", "transaction-response"):
+        return None
+    entries = body.get("entry")
+    first = entries[0] if isinstance(entries, list) and entries else None
+    return first if isinstance(first, dict) else None
+
+
+def status_url(response: httpx.Response) -> str | None:
+    """A 202's status endpoint (``Content-Location``), resolved against the request URL; None when absent."""
+    where = response.headers.get("Content-Location")
+    return resolve_url(where, str(response.request.url)) if where else None
+
+
+def followed_to(result: CreateResult, base: str, resource_type: str) -> str:
+    """Where a create's redirect leads, when that is under the FHIR base ``base``; else ``CreateRedirectError``."""
+    target = result.location
+    if target is None or not is_within_base(target, base):
+        where = redact_url(target) if target else "nowhere"
+        raise CreateRedirectError(
+            f"create {resource_type} answered HTTP {result.status} to {where}, not under the FHIR base: not followed "
+            "(the note and the token stay with the FHIR server)",
+            result.status,
+        )
+    return target

@@ -1,0 +1,102 @@
+"""A create answered 202 Accepted (FHIR R4 http.html#async): processed later, so nothing is known to be stored yet.
+
+With a status endpoint (``Content-Location``) it is polled, at most ``accepted_polls`` times within
+``accepted_wait_s`` (the server's ``Retry-After`` honoured inside that bound), until it says how the create ended:
+a 2xx is the create's answer (the note is written as for a 201/200), a refusal is the create's refusal (the
+identifier search runs first, as for any note that may be stored). A 202 naming no status endpoint, one that is still
+working when the bound is reached, or one that cannot be read leaves the note ``unknown`` with the reason code
+``accepted``: it is due again for the identifier search (``recheck``: backoff, at most ``max_attempts`` checks),
+found → ``written``; a check counts as an attempt, and after the last one it stays ``unknown``
+(``accepted_unconfirmed``) for a person.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from connectors import errors as ce
+from connectors.fhir import CreateResult, FhirClient
+from engine.checkpoints import checkpoint
+from engine.writeback.config import WritebackConfig
+from engine.writeback.reconcile import reconcile
+from store import AppDatabase
+from store.models import utcnow
+from store.outbox import NoteRecord, transition
+
+__all__ = ["ACCEPTED", "ACCEPTED_UNCONFIRMED", "await_accepted", "recheck", "still_accepted"]
+
+_log = logging.getLogger(__name__)
+#: Reason code of an ``unknown`` note answered 202 whose outcome is still to be found (due for the identifier search).
+ACCEPTED = "accepted"
+#: ... and once its checks are spent: for a person.
+ACCEPTED_UNCONFIRMED = "accepted_unconfirmed"
+
+
+def await_accepted(
+    client: FhirClient, result: CreateResult, config: WritebackConfig
+) -> CreateResult | ce.FhirError | None:
+    """The accepted create's outcome: its 2xx answer, its refusal, or None when it is not known within the bounds."""
+    if result.status_url is None:
+        return None
+    deadline = time.monotonic() + config.accepted_wait_s
+    for _ in range(config.accepted_polls):
+        wait = config.accepted_poll_s
+        try:
+            status = client.async_status(result.status_url, "DocumentReference")
+        except ce.FhirError as exc:
+            if not (exc.is_transient or isinstance(exc, ce.RateLimitedError)):
+                return exc  # the status endpoint says the request failed (FHIR async "error status")
+        except ce.EhrSyncError as exc:  # off the FHIR base, unreadable, lost: the outcome is not known
+            _log.warning("async status of a note create could not be read (%s)", exc.code)
+            return None
+        else:
+            if status.result is not None or status.error is not None:
+                return status.result or status.error
+            wait = status.retry_after if status.retry_after is not None else wait
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        time.sleep(min(max(wait, 0.0), left))
+    return None
+
+
+def still_accepted(db: AppDatabase, client: FhirClient, note: NoteRecord, config: WritebackConfig) -> NoteRecord:
+    """``sending → unknown`` (``accepted``), due for a check after a backoff, then the identifier search at once."""
+    wait = config.backoff_s(1)
+    note = transition(
+        db,
+        note,
+        "unknown",
+        reason_code=ACCEPTED,
+        reason="the EHR accepted the note for later processing (HTTP 202) and has not said how it ended",
+        last_http_status=202,
+        next_attempt_at=utcnow() + timedelta(seconds=wait),
+        detail={"error_code": ACCEPTED, "status_code": 202, "recheck_in_s": round(wait, 3)},
+    )
+    checkpoint("writeback.unknown")
+    return reconcile(db, client, note)
+
+
+def recheck(db: AppDatabase, client: FhirClient, note: NoteRecord, config: WritebackConfig) -> NoteRecord:
+    """An ``accepted`` note's identifier search; not found, due again after a longer backoff, or for a person once
+    ``max_attempts`` checks found nothing."""
+    done = reconcile(db, client, note)
+    if done.state != "unknown" or done.version != note.version:
+        return done
+    if note.attempts >= config.max_attempts:  # the POSTs and the checks so far
+        reason = (
+            "the EHR accepted the note (HTTP 202); no identifier search found it: whether it holds it needs a person"
+        )
+        detail = {"error_code": ACCEPTED_UNCONFIRMED}
+        return transition(db, note, "unknown", reason_code=ACCEPTED_UNCONFIRMED, reason=reason, detail=detail)
+    wait = config.backoff_s(note.attempts + 1)
+    return transition(
+        db,
+        note,
+        "unknown",
+        attempts=note.attempts + 1,
+        next_attempt_at=utcnow() + timedelta(seconds=wait),
+        detail={"error_code": ACCEPTED, "recheck_in_s": round(wait, 3)},
+    )

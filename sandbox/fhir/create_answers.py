@@ -1,0 +1,84 @@
+"""Create answers other than 201/200 that real FHIR servers give (DWB-50), as ``create_answer`` says, for
+DocumentReference only:
+
+- ``async``: FHIR's asynchronous pattern (R4 http.html#async): 202 with ``Content-Location`` of a status endpoint
+  (``/fhir/_async/{job}``), which answers 202 until the job is done, then 200 with a ``batch-response`` Bundle whose
+  entry holds the create's own answer (201 + location + the resource, or 422 + OperationOutcome).
+- ``accepted``: a bare 202 (nothing to poll); the note is stored once its delay has passed.
+- ``see_other``/``found``: the POST is processed (a conditional create may match), answered 303/302 with
+  ``Location`` of the result, as some servers answer a conditional create that matched.
+- ``temporary_redirect``/``permanent_redirect``: 307/308 to ``DocumentReference?_moved=1`` (on
+  ``create_redirect_origin`` when set), nothing processed; a POST there is processed as ``direct``.
+
+A job is stored once the sandbox clock passes its due time, when a search or its status endpoint next looks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from sandbox.fhir.access import bearer
+from sandbox.fhir.responses import FhirFailure, fhir_response, outcome_body
+from sandbox.state import SandboxState, get_state
+
+__all__ = ["accepted_answer", "redirect_answer", "router", "settle_async", "wants"]
+
+router = APIRouter()
+_REDIRECT = {"see_other": 303, "found": 302, "temporary_redirect": 307, "permanent_redirect": 308}
+
+
+def settle_async(st: SandboxState) -> None:
+    st.async_creates.settle(st.store, st.clock.timestamp())
+
+
+def wants(st: SandboxState, request: Request, resource_type: str) -> str:
+    """The answer this create gets: ``create_answer`` for a DocumentReference not already redirected, else direct."""
+    if resource_type != "DocumentReference" or request.query_params.get("_moved"):
+        return "direct"
+    return st.settings.create_answer
+
+
+def redirect_answer(st: SandboxState, request: Request, mode: str, location: str | None) -> Response:
+    """A 3xx: to the result (``location``, 302/303) or, unprocessed, to the moved create endpoint (307/308)."""
+    origin = st.settings.create_redirect_origin
+    if location is None:
+        location = f"{st.fhir_base(request)}/DocumentReference?_moved=1"
+    if origin:
+        location = origin.rstrip("/") + location[len(st.base(request)) :]
+    return Response(status_code=_REDIRECT[mode], headers={"Location": location})
+
+
+def accepted_answer(st: SandboxState, request: Request, mode: str, body: dict[str, Any]) -> Response:
+    """202: the create is a job; ``async`` names its status endpoint, ``accepted`` nothing."""
+    cfg = st.settings
+    job_id = st.async_creates.submit(body, st.clock.timestamp() + cfg.create_async_delay_s, cfg.create_async_rejects)
+    settle_async(st)  # no delay: done at once, still answered 202
+    headers = {"Content-Location": f"{st.fhir_base(request)}/_async/{job_id}"} if mode == "async" else {}
+    return fhir_response(outcome_body("informational", "accepted", "information"), 202, headers)
+
+
+@router.get("/fhir/_async/{job_id}", response_model=None)
+def async_status(job_id: str, request: Request) -> Response:
+    st = get_state(request)
+    bearer(st, request)
+    settle_async(st)
+    job = st.async_creates.get(job_id)
+    if job is None:
+        raise FhirFailure(404, "not-found", "no such async job")
+    if not job.done:
+        return fhir_response(outcome_body("informational", "in progress", "information"), 202, {"Retry-After": "1"})
+    if job.created is None:
+        answer: dict[str, Any] = {
+            "status": "422 Unprocessable Entity",
+            "outcome": outcome_body("business-rule", "simulated: the note was refused"),
+        }
+        entry: dict[str, Any] = {"response": answer}
+    else:
+        made = job.created
+        version = made.get("meta", {}).get("versionId", "1")
+        location = f"DocumentReference/{made['id']}/_history/{version}"
+        entry = {"resource": made, "response": {"status": "201 Created", "location": location}}
+    return fhir_response({"resourceType": "Bundle", "type": "batch-response", "entry": [entry]})

@@ -1,0 +1,56 @@
+"""The identifier search behind reconciliation (DWB-32/33) over a listing that comes back incomplete: offset paging
+that repeats one match and skips another (sandbox ``search_moved_match``, real socket), and next links that never end
+(a scripted server)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from connectors.errors import SearchIncompleteError
+from connectors.fhir import FhirClient
+from connectors.tokens import StaticTokenSource
+from engine.writeback import write_note
+from engine.writeback.lookup import find_by_identifier
+from engine.writeback.preflight import build_payload
+from store.outbox import transition
+from tests.engine.fake_fhir import FakeFhir, bundle, serve
+from tests.engine.test_writeback_outcomes import _DRAFT
+from tests.engine.writeback_helpers import FAST, enqueue, server_notes, writable_connection
+
+
+def test_dwb32_a_duplicate_skipped_by_shifted_paging_is_still_found(world, start_sandbox, http) -> None:
+    """DWB-32: two notes carry the draft's identifier (one page each); the second page repeats the first match and
+    skips the other. Stopping there took the draft as written once; the search is made again and finds both:
+    ``duplicate_notes``, for a person."""
+    ehr = start_sandbox(conditional_create=False, max_count=1)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    client = FhirClient(ehr.fhir_base, world.env.vault.token_source(conn), http=world.env.http)
+    for _ in range(2):
+        client.create(build_payload(note, "preliminary"))
+    assert len(server_notes(world, conn, ehr, note)) == 2
+    lost = transition(world.env.db, note, "unknown", reason_code="response_lost", reason=None)
+    ehr.admin.set_fault("search_moved_match", path="/fhir/DocumentReference", times=1)
+    done = write_note(world.env, FAST, lost.id)
+    assert (done.state, done.reason_code) == ("failed", "duplicate_notes")
+
+
+def test_dwb32_next_links_that_never_end_are_bounded() -> None:
+    """A server whose empty pages each link to a new page: the search stops after a bounded number of pages and
+    proves nothing (it used to follow them for ever)."""
+    fake = FakeFhir()
+    served = {"n": 0}
+
+    def page(_p: str, _q: dict[str, list[str]]):  # type: ignore[no-untyped-def]
+        served["n"] += 1
+        return bundle(
+            [], next_url=f"{fake.fhir_base}/DocumentReference?page={served['n']}" if served["n"] < 500 else None
+        )
+
+    fake.routes["/fhir/DocumentReference"] = page
+    with serve(fake), httpx.Client() as http:
+        client = FhirClient(fake.fhir_base, StaticTokenSource("tok"), http=http)
+        with pytest.raises(SearchIncompleteError) as raised:
+            find_by_identifier(client, _DRAFT)  # type: ignore[arg-type]
+    assert served["n"] <= 100 and raised.value.reason == "too_many_pages"
