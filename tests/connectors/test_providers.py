@@ -269,7 +269,8 @@ def test_supports_last_updated_static_and_from_capabilities() -> None:
         ("epic", "user", "preliminary", "text/plain", False, "encounter_required"),
         ("cerner", "user", "preliminary", "text/plain; charset=utf-8", True, "draft_status_unsupported"),
         ("cerner", "user", "final", "text/plain; charset=utf-8", False, None),
-        ("cerner", "user", "final", "text/plain", False, "mime_type_unsupported"),
+        ("cerner", "user", "final", "application/pdf", False, None),  # sent with a charset (wire_content_type)
+        ("cerner", "user", "final", "image/png", False, "mime_type_unsupported"),
         ("cerner", "user", "amended", "text/plain; charset=utf-8", False, "doc_status_unsupported"),
         ("cerner", "system", "amended", "text/plain; charset=utf-8", False, None),
         ("ecw", "user", "final", "text/plain", True, "vendor_disabled"),
@@ -297,11 +298,46 @@ def test_dwb70_write_profiles(
         assert info.value.reason == reason
 
 
+@pytest.mark.parametrize(
+    ("persona", "author", "token_user", "refused"),
+    [
+        ("user", "dr-no", "Practitioner/dr-who", True),
+        ("user", "dr-no", None, True),
+        ("user", "dr-who", "https://ehr.example/r4/t/Practitioner/dr-who", False),
+        ("user", None, "Practitioner/dr-who", False),  # no author: Oracle files it as the token's user
+        ("system", "dr-no", None, False),  # system tokens name any Practitioner
+    ],
+)
+def test_dwb16_oracle_author_must_be_the_signed_in_provider(
+    persona: Persona, author: str | None, token_user: str | None, refused: bool
+) -> None:
+    """DWB-16 / draft-note §7: under provider tokens Oracle Health takes only the logged-in user as author."""
+    cerner = get_provider("cerner").write_profile
+    check = lambda: cerner.check(  # noqa: E731
+        persona=persona,
+        doc_status="final",
+        mime_type="text/plain; charset=utf-8",
+        size=10,
+        has_encounter=False,
+        author_id=author,
+        token_user=token_user,
+    )
+    if not refused:
+        check()
+        return
+    with pytest.raises(WriteNotSupportedError) as info:
+        check()
+    assert info.value.reason == "author_not_signed_in_user" and f"Practitioner/{author}" in str(info.value)
+
+
 def test_dwb70_profile_declarations() -> None:
     epic, cerner = get_provider("epic").write_profile, get_provider("cerner").write_profile
     assert epic.conditional_create is False and epic.mime_types == frozenset({"text/plain"})
     assert cerner.allowed_doc_status("user") == frozenset({"final"})
-    assert cerner.author_rule == "Practitioner only" and cerner.period_end_required
+    assert cerner.author_rule.startswith("Practitioner only") and cerner.period_end_required and cerner.inline_only
+    assert cerner.wire_content_type("application/pdf") == "application/pdf; charset=utf-8"
+    assert cerner.wire_content_type("text/plain; charset=utf-8") == "text/plain; charset=utf-8"
+    assert epic.wire_content_type("application/pdf") == "application/pdf"  # no charset rule: as the note has it
     assert get_provider("generic").write_profile.conditional_create is None  # from the CapabilityStatement
     for vendor in ("ecw", "pcc", "athena"):
         assert not get_provider(vendor).write_profile.supported
