@@ -148,6 +148,11 @@ class ProviderPlugin(abc.ABC):
         a backend (client_credentials) one, or a user/patient launch (``backend`` False). Most vendors: either."""
         return None
 
+    def launch_persona(self, config: Mapping[str, Any]) -> Persona:
+        """Whose scopes the app's launches ask for by default (``patient/``, ``user/`` or ``system/``): patient-facing
+        unless the app's registration with the vendor says otherwise (PointClickCare's appType, vendors.md §5)."""
+        return "patient"
+
     def check_client_auth(self, method: str, alg: str | None = None, *, grant: str | None = None) -> None:
         """Refuse a client auth ``method`` (with its signing ``alg`` for ``private_key_jwt``) the vendor does not
         declare for ``grant`` (``None``: for any grant), naming the vendor, the choice and what is allowed."""

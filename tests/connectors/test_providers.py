@@ -194,6 +194,33 @@ def test_write_scopes_need_enable_write_and_the_feature_flag(
     assert [s for s in scopes if s.endswith((".write", ".c"))] == expected_writes
 
 
+@pytest.mark.parametrize(
+    ("config", "persona"),
+    [
+        ({}, "user"),
+        ({"appType": "provider"}, "user"),
+        ({"appType": "patient"}, "patient"),
+        ({"appType": "bulk"}, "system"),
+    ],
+)
+def test_pointclickcare_launch_persona_follows_the_registered_app_type(config: dict[str, str], persona: str) -> None:
+    """vendors.md §5: a provider-facing app (the default) reads as its user, a bulk app as the system; only a
+    patient-facing app asks patient/ scopes (provider apps were given patient-style scopes)."""
+    pcc = get_provider("pcc")
+    assert pcc.launch_persona(config) == persona
+    scopes = pcc.default_scopes(persona=pcc.launch_persona(config))
+    assert scopes[0] == f"{persona}/Patient.read" and not any(
+        s.startswith(("patient/", "user/", "system/")) and not s.startswith(f"{persona}/") for s in scopes
+    )
+    assert ("launch/patient" in scopes) == (persona == "patient") and ("launch" in scopes) == (persona == "user")
+
+
+def test_other_vendors_launch_as_the_patient_by_default() -> None:
+    assert {p.id: p.launch_persona({}) for p in all_providers() if p.id != "pcc"} == dict.fromkeys(
+        ("epic", "cerner", "ecw", "athena", "generic"), "patient"
+    )
+
+
 def test_system_scopes_for_backend_services() -> None:
     scopes = get_provider("cerner").default_scopes(persona="system")
     assert scopes[0] == "system/Patient.read" and "openid" not in scopes and "launch/patient" not in scopes
