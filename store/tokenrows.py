@@ -6,6 +6,8 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from connectors.errors import ConfigurationError
+from connectors.providers import get_provider
 from connectors.smart import TokenResponse
 from store.crypto import ENV_OLD_KEYS, CipherError, TokenCipher, UnknownKeyIdError
 from store.errors import TokenKeyMissingError, TokenUndecryptableError
@@ -75,7 +77,7 @@ def write_tokens(
         row.scope = response.scope
         conn.granted_scopes = response.scope
     row.issued_at = response.issued_at
-    row.expires_at = response.expires_at
+    row.expires_at = _expiry(conn.provider_id, response)
     row.launch_context = {**(row.launch_context or {}), **response.launch_context()}
     row.updated_at = now
     row.version = (row.version or 0) + 1
@@ -86,6 +88,15 @@ def write_tokens(
     conn.updated_at = now
     session.flush()
     return row
+
+
+def _expiry(provider_id: str, response: TokenResponse) -> datetime:
+    """The answer's expiry, capped at the lifetime the vendor documents (``token_ttl_hint``, Oracle Health's 570 s)."""
+    try:
+        plugin = get_provider(provider_id)
+    except ConfigurationError:  # an unknown id: ``expires_in`` alone
+        return response.expires_at
+    return plugin.token_expiry(response.issued_at, response.expires_at)
 
 
 def keep_refresh_token(

@@ -156,7 +156,7 @@ def _scopes(
         configured = " ".join(str(s) for s in configured)
     base = str(configured) if configured else None
     if base is None:
-        base = plugin_default_scopes(provider_id, note=note, patient=patient)
+        base = plugin_default_scopes(provider_id, config, note=note, patient=patient)
     if base is None:
         wanted = settings.SMART_DEFAULT_SCOPES.split()
         if note:
@@ -171,10 +171,13 @@ def _scopes(
 
 
 def _is_write_scope(scope: str) -> bool:
+    """v1 ``.write``/``.*``, or v2 permissions with c, u or d; a v1 ``.read`` is not one (its ``d`` is no delete)."""
     if "/" not in scope or "." not in scope:
         return False
     perm = scope.split("?", 1)[0].rsplit(".", 1)[1]
-    return perm in ("write", "*") or any(c in perm for c in "cud")
+    if perm in ("read", "write", "*"):
+        return perm != "read"
+    return any(c in perm for c in "cud")
 
 
 def _fhir_base(provider_id: str, config: Mapping[str, Any]) -> str | None:

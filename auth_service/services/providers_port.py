@@ -41,11 +41,17 @@ def plugin_display_name(provider_id: str) -> str:
     return str(p.display_name) if p is not None else _SMART_NAME
 
 
-def plugin_default_scopes(provider_id: str, *, note: bool, patient: bool) -> str | None:
+def plugin_default_scopes(provider_id: str, config: Mapping[str, Any], *, note: bool, patient: bool) -> str | None:
+    """The vendor's default launch scopes, for the persona the app is registered as (PointClickCare's appType)."""
     p = plugin(provider_id)
     if p is None:
         return None
-    scopes = p.default_scopes(enable_write=note or patient, enable_patient_create=patient, enable_note_create=note)
+    scopes = p.default_scopes(
+        enable_write=note or patient,
+        enable_patient_create=patient,
+        enable_note_create=note,
+        persona=p.launch_persona(config),
+    )
     return " ".join(str(s) for s in scopes)
 
 

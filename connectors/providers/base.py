@@ -90,6 +90,9 @@ class ProviderPlugin(abc.ABC):
     #: ``auth_methods`` bind: a client auth outside them is refused. False where the server's own discovery
     #: decides (generic SMART servers, vendors.md §7).
     enforces_auth_methods: ClassVar[bool] = True
+    #: The longest access-token lifetime (seconds) the vendor documents (Oracle Health: 570 s, vendors.md §3):
+    #: a token is taken to expire then at the latest, whatever ``expires_in`` claims, so the early refresh holds
+    #: (``token_expiry``). None: ``expires_in`` alone decides (absent: 300 s, SAL-15).
     token_ttl_hint: ClassVar[int | None] = None
     refresh_policy: ClassVar[RefreshPolicy] = RefreshPolicy.ROTATE
     scope_style: ClassVar[ScopeStyle] = ScopeStyle.V2
@@ -147,6 +150,18 @@ class ProviderPlugin(abc.ABC):
         """Refuse a connection the app registered with the vendor cannot make (ConfigurationError saying why):
         a backend (client_credentials) one, or a user/patient launch (``backend`` False). Most vendors: either."""
         return None
+
+    def token_expiry(self, issued_at: dt.datetime, expires_at: dt.datetime) -> dt.datetime:
+        """When ehrsync takes an access token to expire: at ``expires_at`` (from ``expires_in``), but no later than
+        ``token_ttl_hint`` after issue, where the vendor documents its tokens expire sooner than it may claim."""
+        if self.token_ttl_hint is None:
+            return expires_at
+        return min(expires_at, issued_at + dt.timedelta(seconds=self.token_ttl_hint))
+
+    def launch_persona(self, config: Mapping[str, Any]) -> Persona:
+        """Whose scopes the app's launches ask for by default (``patient/``, ``user/`` or ``system/``): patient-facing
+        unless the app's registration with the vendor says otherwise (PointClickCare's appType, vendors.md §5)."""
+        return "patient"
 
     def check_client_auth(self, method: str, alg: str | None = None, *, grant: str | None = None) -> None:
         """Refuse a client auth ``method`` (with its signing ``alg`` for ``private_key_jwt``) the vendor does not

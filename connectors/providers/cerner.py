@@ -62,11 +62,14 @@ class CernerProvider(ProviderPlugin):
         ),
         encounter_required=False,
         conditional_create=False,
-        author_rule="Practitioner only",
+        author_rule="Practitioner only; under provider tokens only the signed-in user (none: the token's user)",
+        author_is_token_user=frozenset({"user"}),
         max_bytes=None,
         charset_required=True,
         period_end_required=True,
-        notes="status current only; one content entry; 'preliminary' removed, so drafts are blocked [doc]",
+        inline_only=True,
+        notes="status current only; one content entry with base64 data; 'preliminary' removed, so drafts are "
+        "blocked [doc]",
     )
     docs_checked_on = dt.date(2026, 11, 25)
     extra_field_hints = {

@@ -39,7 +39,7 @@ class EcwProvider(ProviderPlugin):
         AuthMethod("private_key_jwt", ("RS384",), "authorization_code"),
         AuthMethod("none", (), "authorization_code"),
     )
-    token_ttl_hint = 3600  # user tokens; backend tokens last 300 s [3p][verify]
+    token_ttl_hint = 3600  # user tokens; backend tokens last 300 s and say so in expires_in [3p][verify]
     refresh_policy = RefreshPolicy.ROTATE
     scope_style = ScopeStyle.V1
     bulk = BulkSupport.PATIENT

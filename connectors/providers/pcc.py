@@ -17,12 +17,16 @@ from connectors.providers.profiles import (
     AuthMethod,
     BulkSupport,
     FieldHint,
+    Persona,
     RateLimit,
     RefreshPolicy,
     ScopeStyle,
 )
 
 __all__ = ["PccProvider"]
+
+#: vendors.md §5: the app type registered in the USCDI Connector portal decides whose data a token reads.
+_APP_PERSONAS: Mapping[str, Persona] = {"provider": "user", "patient": "patient", "bulk": "system"}
 
 
 class PccProvider(ProviderPlugin):
@@ -60,10 +64,15 @@ class PccProvider(ProviderPlugin):
         ),
     }
 
+    def launch_persona(self, config: Mapping[str, Any]) -> Persona:
+        """A provider-facing app (the default app type) asks ``user/`` scopes, a patient-facing one ``patient/``,
+        a bulk data app ``system/`` (vendors.md §5); an unknown app type is the default's."""
+        return _APP_PERSONAS.get(_app_type(config), "user")
+
     def check_connection_kind(self, config: Mapping[str, Any], *, backend: bool) -> None:
         """vendors.md §5: an app is registered as patient-facing, provider-facing or bulk data; only a bulk app makes
         backend (client_credentials) connections, and a bulk app signs in no user or patient."""
-        app_type = str(config.get("appType") or config.get("app_type") or "provider")
+        app_type = _app_type(config)
         if backend and app_type != "bulk":
             raise ConfigurationError(
                 f"PointClickCare appType {app_type!r} makes no backend connection: register a bulk data app "
@@ -78,3 +87,7 @@ class PccProvider(ProviderPlugin):
         cfg = self._typed_config(config, PccConfig)
         root = cfg.fhir_base_url.rstrip("/").removesuffix(f"/fhir/R4/{cfg.pcc_tenant_id}").removesuffix("/fhir/R4")
         return f"{root}/fhir/R4/{cfg.pcc_tenant_id}"  # from the host, or from the whole base (the same base)
+
+
+def _app_type(config: Mapping[str, Any]) -> str:
+    return str(config.get("appType") or config.get("app_type") or "provider")

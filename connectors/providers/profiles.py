@@ -89,7 +89,10 @@ class FieldHint:
 class WriteProfile:
     """DWB-70: what a DocumentReference (note) create may look like for one vendor.
 
-    ``conditional_create`` None means "read it from the CapabilityStatement" (generic servers).
+    ``conditional_create`` None means "read it from the CapabilityStatement" (generic servers). ``charset_required``:
+    every attachment contentType names a charset (Oracle Health, a PDF's too), added where the note's has none.
+    ``author_is_token_user``: personas whose token's user must be the author (Oracle Health's provider tokens).
+    ``inline_only``: content goes as base64 ``data``, never as a ``Binary`` url (Oracle Health).
     """
 
     supported: bool
@@ -98,15 +101,24 @@ class WriteProfile:
     encounter_required: bool = False
     conditional_create: bool | None = False
     author_rule: str = "optional"
+    author_is_token_user: frozenset[Persona] = frozenset()
     max_bytes: int | None = None
     max_attachments: int = 1
     charset_required: bool = False
     period_end_required: bool = False
+    inline_only: bool = False
     unsupported_reason: str | None = None
     notes: str = ""
 
     def allowed_doc_status(self, persona: Persona) -> frozenset[str]:
         return self.doc_status_by_persona.get(persona, frozenset()) if self.supported else frozenset()
+
+    def wire_content_type(self, content_type: str) -> str:
+        """The attachment contentType as sent: the note's, with ``charset=utf-8`` added where the vendor wants a
+        charset on every type and it names none (Oracle Health: ``application/pdf; charset=utf-8``)."""
+        if self.charset_required and "charset=" not in content_type.lower():
+            return f"{content_type.strip()}; charset=utf-8"
+        return content_type
 
     def check(
         self,
@@ -116,8 +128,13 @@ class WriteProfile:
         mime_type: str,
         size: int,
         has_encounter: bool,
+        author_id: str | None = None,
+        token_user: str | None = None,
     ) -> None:
-        """Refuse a note before any EHR call (DWB-42) with the WRITE_NOT_SUPPORTED reason that applies."""
+        """Refuse a note before any EHR call (DWB-42) with the WRITE_NOT_SUPPORTED reason that applies.
+
+        ``author_id``: the note's Practitioner id; ``token_user``: the token's ``fhirUser`` (``Practitioner/{id}``).
+        """
         if not self.supported:
             raise WriteNotSupportedError(self.unsupported_reason or "vendor_disabled")
         if doc_status not in self.allowed_doc_status(persona):
@@ -126,12 +143,23 @@ class WriteProfile:
         base_type = mime_type.split(";", 1)[0].strip().lower()
         if base_type not in self.mime_types:
             raise WriteNotSupportedError("mime_type_unsupported", f"content type {base_type!r} is not accepted")
-        if self.charset_required and "charset=" not in mime_type.lower():
-            raise WriteNotSupportedError("mime_type_unsupported", "content type must name a charset")
+        self._check_author(persona, author_id, token_user)
         if self.encounter_required and not has_encounter:
             raise WriteNotSupportedError("encounter_required", "this EHR requires context.encounter on notes")
         if self.max_bytes is not None and size > self.max_bytes:
             raise WriteNotSupportedError("too_large", f"note of {size} bytes exceeds {self.max_bytes}")
+
+    def _check_author(self, persona: Persona, author_id: str | None, token_user: str | None) -> None:
+        """DWB-16: under these personas the EHR files a note only as the signed-in user (none named: the token's)."""
+        if persona not in self.author_is_token_user or author_id is None:
+            return
+        if (token_user or "").rstrip("/").split("/")[-2:] != ["Practitioner", author_id]:  # relative or absolute
+            signed_in = token_user or "unknown"
+            raise WriteNotSupportedError(
+                "author_not_signed_in_user",
+                f"author Practitioner/{author_id} is not the signed-in user ({signed_in}): this EHR accepts only the "
+                "user the token was issued to as a note's author under a provider token",
+            )
 
 
 NOT_SUPPORTED = WriteProfile(supported=False, unsupported_reason="vendor_disabled")

@@ -54,6 +54,9 @@ class NoteDraft:
     doc_status: str = "preliminary"
     #: a ``Binary/{id}`` created first, referenced instead of inline data (DWB-18)
     attachment_url: str | None = None
+    #: the attachment contentType as the vendor wants it spelled (Oracle Health: a charset even on a PDF); None:
+    #: ``application/pdf`` or ``text/plain; charset=utf-8``. Its media type must be the content's.
+    content_type: str | None = None
 
     def __repr__(self) -> str:  # the note text is PHI
         return f"NoteDraft(tenant_id={self.tenant_id!r}, draft_id={self.draft_id!r})"
@@ -74,11 +77,21 @@ def note_content(draft: NoteDraft) -> tuple[bytes, str]:
     if draft.pdf is not None:
         if not draft.pdf.startswith(b"%PDF-"):
             raise ConfigurationError("the PDF content does not start with %PDF-")
-        return draft.pdf, "application/pdf"
+        return draft.pdf, _spelled(draft, "application/pdf")
     if not draft.text.strip():
         raise ConfigurationError("note text is empty")
     body = draft.text if draft.text.startswith(DRAFT_BANNER) else f"{DRAFT_BANNER}\n\n{draft.text}"
-    return body.encode("utf-8"), "text/plain; charset=utf-8"
+    return body.encode("utf-8"), _spelled(draft, "text/plain; charset=utf-8")
+
+
+def _spelled(draft: NoteDraft, default: str) -> str:
+    """``draft.content_type`` when it names the content's media type, else ``default``: a spelling never changes what
+    the bytes are (a ConfigurationError for a type that does)."""
+    if draft.content_type is None:
+        return default
+    if draft.content_type.split(";", 1)[0].strip().lower() != default.split(";", 1)[0]:
+        raise ConfigurationError(f"content type {draft.content_type!r} is not the note's ({default})")
+    return draft.content_type
 
 
 def _located(draft: NoteDraft, raw: bytes) -> dict[str, str]:

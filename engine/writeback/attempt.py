@@ -129,7 +129,7 @@ def _advance(
             beating.enter_context(heartbeat(env.db, note.id, config.stalled_after_s))
         try:
             plan = plan_send(note, target, client, config)
-            build_payload(note, plan.doc_status)  # an invalid note fails here, before anything is sent
+            build_payload(note, plan.doc_status, content_type=plan.content_type)  # invalid: fails here, unsent
         except ce.WriteNotSupportedError as exc:
             if _may_be_stored(note):  # the gate closed after a POST may have been stored
                 return _to_unknown(env, note, client)  # find out, never resend
@@ -199,7 +199,7 @@ def _send(
         url = None
         if plan.via_binary:
             note, url = _binary_url(env, note, client)
-        resource = build_payload(note, plan.doc_status, url)
+        resource = build_payload(note, plan.doc_status, url, plan.content_type)
         posted = True
         result = client.create(resource, if_none_exist=identifier if plan.conditional else None)
     except ce.EhrUnreachableError as exc:  # nothing reached the server: safe to try again later

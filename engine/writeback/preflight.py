@@ -22,12 +22,14 @@ __all__ = ["SendPlan", "build_payload", "plan_send"]
 
 @dataclass(frozen=True)
 class SendPlan:
-    """How this note is sent: with ``If-None-Exist`` or not, its docStatus, inline or through a Binary."""
+    """How this note is sent: with ``If-None-Exist`` or not, its docStatus, inline or through a Binary, and the
+    attachment's contentType as the vendor takes it."""
 
     capability: WriteCapability
     conditional: bool
     doc_status: str
     via_binary: bool
+    content_type: str
 
 
 def _doc_status(note: NoteRecord, target: NoteTarget) -> str:
@@ -47,8 +49,11 @@ def note_bytes(note: NoteRecord) -> bytes | None:
         raise ConfigurationError("the stored PDF is not valid base64") from None
 
 
-def build_payload(note: NoteRecord, doc_status: str, attachment_url: str | None = None) -> dict[str, Any]:
-    """The DocumentReference for ``note``, validated with fhir.resources R4B (ConfigurationError if not)."""
+def build_payload(
+    note: NoteRecord, doc_status: str, attachment_url: str | None = None, content_type: str | None = None
+) -> dict[str, Any]:
+    """The DocumentReference for ``note``, validated with fhir.resources R4B (ConfigurationError if not);
+    ``content_type``: the attachment's as the vendor wants it spelled (``WriteProfile.wire_content_type``)."""
     draft = NoteDraft(
         tenant_id=note.tenant_id,
         draft_id=note.draft_id,
@@ -62,6 +67,7 @@ def build_payload(note: NoteRecord, doc_status: str, attachment_url: str | None 
         pdf=note_bytes(note),
         doc_status=doc_status,
         attachment_url=attachment_url,
+        content_type=content_type,
     )
     return build_document_reference(draft)
 
@@ -73,17 +79,20 @@ def plan_send(note: NoteRecord, target: NoteTarget, client: FhirClient, config: 
     statement = client.capabilities() if switches_on and flags.vendor_allows_notes else {}
     capability = check_note_write(statement, target.connection.granted_scopes or "", flags)
     doc_status = _doc_status(note, target)
+    content_type = target.profile.wire_content_type(note.content_type)
     target.profile.check(
         persona=target.persona,
         doc_status=doc_status,
-        mime_type=note.content_type,
+        mime_type=content_type,
         size=note.body_bytes,
         has_encounter=note.encounter_id is not None,
+        author_id=note.author_id,
+        token_user=target.token_user,
     )
-    via_binary = note.body_bytes > config.inline_max_bytes
+    via_binary = note.body_bytes > config.inline_max_bytes and not target.profile.inline_only
     if via_binary and not capability.binary_create:
         raise WriteNotSupportedError(
             "no_binary_create", "the note is too large to inline and Binary create is not allowed"
         )
     conditional = capability.conditional_create and target.profile.conditional_create is not False
-    return SendPlan(capability, conditional, doc_status, via_binary)
+    return SendPlan(capability, conditional, doc_status, via_binary, content_type)

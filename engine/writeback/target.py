@@ -31,6 +31,7 @@ class NoteTarget:
     connection: ConnectionInfo
     persona: Persona
     flags: WriteFlags
+    token_user: str | None  # the connection's ``fhirUser``: the only author some EHRs take under user tokens (DWB-16)
     final_opt_in: bool  # the tenant's ``allowFinalNotes``: final only with this and clinician approval (DWB-03)
 
     @property
@@ -64,11 +65,11 @@ def load_target(db: AppDatabase, note: NoteRecord, *, service_write_enabled: boo
             granted_scopes=row.granted_scopes,
             client_id=row.client_id,
         )
-        persona = _persona(row)
+        persona, token_user = _persona(row), row.fhir_user
     flags = WriteFlags(
         service_enabled=service_write_enabled,
         tenant_enabled=_flag(settings, "enableWrite"),
         note_create_enabled=_flag(settings, "enableNoteCreate"),
         vendor_allows_notes=get_provider(info.provider_id).write_profile.supported,
     )
-    return NoteTarget(info, persona, flags, final_opt_in=_flag(settings, "allowFinalNotes"))
+    return NoteTarget(info, persona, flags, token_user, final_opt_in=_flag(settings, "allowFinalNotes"))

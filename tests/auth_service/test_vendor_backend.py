@@ -10,6 +10,7 @@ import pytest
 
 from auth_service.services.connections import create_backend_connection
 from auth_service.services.errors import ServiceError
+from auth_service.services.profiles import resolve_profile
 from tests.auth_service.conftest import AppHandle
 
 TENANT = "ec2458f2-1e24-41c8-b71b-0e701af7583d"
@@ -100,3 +101,32 @@ def test_a_pointclickcare_bulk_app_signs_in_no_patient(make_app: Callable[..., A
     with pytest.raises(ServiceError) as unreachable:
         create_backend_connection(h.app.state.ctx, "t1", "pcc", "system/Patient.read", "admin")
     assert unreachable.value.code != "configuration_error" and calls  # past the app-type check, at the EHR
+
+
+@pytest.mark.parametrize(("app_type", "prefix"), [(None, "user/"), ("provider", "user/"), ("patient", "patient/")])
+def test_a_pointclickcare_launch_asks_the_scopes_of_its_app_type(
+    make_app: Callable[..., AppHandle], app_type: str | None, prefix: str
+) -> None:
+    """vendors.md §5: a provider-facing PointClickCare app (the default app type) launches with user/ scopes, a
+    patient-facing one with patient/ scopes; provider apps used to ask patient-style scopes."""
+    h = make_app(http=_refusing_transport([]), SMART_ISSUER_ALLOWLIST=f"{PCC_HOST}/fhir/R4/t-9")
+    config = {**PCC, **({"appType": app_type} if app_type else {})}
+    h.bootstrap("t1", {"ehrIntegrations": {"enabledProviders": ["pcc"], "providerConfigs": {"pcc": config}}})
+    ctx = h.app.state.ctx
+    with ctx.db.session() as session:
+        scopes = resolve_profile(session, ctx.cipher, ctx.settings, "t1", "pcc").scopes.split()
+    resource_scopes = [s for s in scopes if "/" in s and not s.startswith("launch/")]
+    assert resource_scopes and all(s.startswith(prefix) for s in resource_scopes), scopes
+
+
+def test_sal_v1_vendor_launch_keeps_its_read_scopes_with_writes_off(make_app: Callable[..., AppHandle]) -> None:
+    """A SMART v1 vendor's default launch scopes (Oracle Health: ``patient/Observation.read``) survive the filter that
+    drops write scopes while writes are off: ``.read`` was taken for a write scope (its ``d``), so a v1 launch
+    asked for no resource scope at all."""
+    h = make_app(http=_refusing_transport([]), SMART_ISSUER_ALLOWLIST=f"https://fhir-ehr.cerner.com/r4/{TENANT}")
+    h.bootstrap("t1", {"ehrIntegrations": {"enabledProviders": ["cerner"], "providerConfigs": {"cerner": CERNER}}})
+    ctx = h.app.state.ctx
+    with ctx.db.session() as session:
+        scopes = resolve_profile(session, ctx.cipher, ctx.settings, "t1", "cerner").scopes.split()
+    assert "patient/Observation.read" in scopes and "patient/Patient.read" in scopes
+    assert not any(s.endswith(".write") for s in scopes)

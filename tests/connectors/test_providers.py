@@ -194,6 +194,33 @@ def test_write_scopes_need_enable_write_and_the_feature_flag(
     assert [s for s in scopes if s.endswith((".write", ".c"))] == expected_writes
 
 
+@pytest.mark.parametrize(
+    ("config", "persona"),
+    [
+        ({}, "user"),
+        ({"appType": "provider"}, "user"),
+        ({"appType": "patient"}, "patient"),
+        ({"appType": "bulk"}, "system"),
+    ],
+)
+def test_pointclickcare_launch_persona_follows_the_registered_app_type(config: dict[str, str], persona: str) -> None:
+    """vendors.md §5: a provider-facing app (the default) reads as its user, a bulk app as the system; only a
+    patient-facing app asks patient/ scopes (provider apps were given patient-style scopes)."""
+    pcc = get_provider("pcc")
+    assert pcc.launch_persona(config) == persona
+    scopes = pcc.default_scopes(persona=pcc.launch_persona(config))
+    assert scopes[0] == f"{persona}/Patient.read" and not any(
+        s.startswith(("patient/", "user/", "system/")) and not s.startswith(f"{persona}/") for s in scopes
+    )
+    assert ("launch/patient" in scopes) == (persona == "patient") and ("launch" in scopes) == (persona == "user")
+
+
+def test_other_vendors_launch_as_the_patient_by_default() -> None:
+    assert {p.id: p.launch_persona({}) for p in all_providers() if p.id != "pcc"} == dict.fromkeys(
+        ("epic", "cerner", "ecw", "athena", "generic"), "patient"
+    )
+
+
 def test_system_scopes_for_backend_services() -> None:
     scopes = get_provider("cerner").default_scopes(persona="system")
     assert scopes[0] == "system/Patient.read" and "openid" not in scopes and "launch/patient" not in scopes
@@ -269,7 +296,8 @@ def test_supports_last_updated_static_and_from_capabilities() -> None:
         ("epic", "user", "preliminary", "text/plain", False, "encounter_required"),
         ("cerner", "user", "preliminary", "text/plain; charset=utf-8", True, "draft_status_unsupported"),
         ("cerner", "user", "final", "text/plain; charset=utf-8", False, None),
-        ("cerner", "user", "final", "text/plain", False, "mime_type_unsupported"),
+        ("cerner", "user", "final", "application/pdf", False, None),  # sent with a charset (wire_content_type)
+        ("cerner", "user", "final", "image/png", False, "mime_type_unsupported"),
         ("cerner", "user", "amended", "text/plain; charset=utf-8", False, "doc_status_unsupported"),
         ("cerner", "system", "amended", "text/plain; charset=utf-8", False, None),
         ("ecw", "user", "final", "text/plain", True, "vendor_disabled"),
@@ -297,11 +325,46 @@ def test_dwb70_write_profiles(
         assert info.value.reason == reason
 
 
+@pytest.mark.parametrize(
+    ("persona", "author", "token_user", "refused"),
+    [
+        ("user", "dr-no", "Practitioner/dr-who", True),
+        ("user", "dr-no", None, True),
+        ("user", "dr-who", "https://ehr.example/r4/t/Practitioner/dr-who", False),
+        ("user", None, "Practitioner/dr-who", False),  # no author: Oracle files it as the token's user
+        ("system", "dr-no", None, False),  # system tokens name any Practitioner
+    ],
+)
+def test_dwb16_oracle_author_must_be_the_signed_in_provider(
+    persona: Persona, author: str | None, token_user: str | None, refused: bool
+) -> None:
+    """DWB-16 / draft-note §7: under provider tokens Oracle Health takes only the logged-in user as author."""
+    cerner = get_provider("cerner").write_profile
+    check = lambda: cerner.check(  # noqa: E731
+        persona=persona,
+        doc_status="final",
+        mime_type="text/plain; charset=utf-8",
+        size=10,
+        has_encounter=False,
+        author_id=author,
+        token_user=token_user,
+    )
+    if not refused:
+        check()
+        return
+    with pytest.raises(WriteNotSupportedError) as info:
+        check()
+    assert info.value.reason == "author_not_signed_in_user" and f"Practitioner/{author}" in str(info.value)
+
+
 def test_dwb70_profile_declarations() -> None:
     epic, cerner = get_provider("epic").write_profile, get_provider("cerner").write_profile
     assert epic.conditional_create is False and epic.mime_types == frozenset({"text/plain"})
     assert cerner.allowed_doc_status("user") == frozenset({"final"})
-    assert cerner.author_rule == "Practitioner only" and cerner.period_end_required
+    assert cerner.author_rule.startswith("Practitioner only") and cerner.period_end_required and cerner.inline_only
+    assert cerner.wire_content_type("application/pdf") == "application/pdf; charset=utf-8"
+    assert cerner.wire_content_type("text/plain; charset=utf-8") == "text/plain; charset=utf-8"
+    assert epic.wire_content_type("application/pdf") == "application/pdf"  # no charset rule: as the note has it
     assert get_provider("generic").write_profile.conditional_create is None  # from the CapabilityStatement
     for vendor in ("ecw", "pcc", "athena"):
         assert not get_provider(vendor).write_profile.supported

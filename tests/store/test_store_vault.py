@@ -563,3 +563,21 @@ def test_a_token_answer_cut_off_at_the_request_deadline_is_not_asked_again(
     assert [(e.outcome, e.detail.get("error_code")) for e in events] == [
         ("transient_failure", "request_deadline_exceeded")
     ]
+
+
+@pytest.mark.parametrize(("provider_id", "lifetime"), [("cerner", 570), ("epic", 3600), ("generic", 7200)])
+def test_sal23_vendor_documented_token_lifetime_caps_expires_in(
+    db: AppDatabase, cipher: TokenCipher, provider_id: str, lifetime: int
+) -> None:
+    """vendors.md §3/§8 ``token_ttl_hint``: Oracle Health's tokens last 570 s whatever ``expires_in`` claims, so a
+    7200 s claim is stored as 570 s and refreshed early (SAL-23 20 % rule from it); a vendor with no hint keeps it."""
+    add_connection(db, fhir_base="https://ehr.example/fhir", provider_id=provider_id)
+    vault = make_vault(db, cipher)
+    answer = token("at-0", "rt-0", 7200)
+    vault.save_token_response("c1", answer)
+    with db.session() as s:
+        row = s.get(TokenRecord, "c1")
+        assert row is not None
+        stored = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
+        issued = row.issued_at if row.issued_at.tzinfo else row.issued_at.replace(tzinfo=UTC)
+    assert stored - issued == timedelta(seconds=lifetime)

@@ -1,0 +1,72 @@
+"""Oracle Health's note write profile (draft-note §7, vendors.md §3) against the sandbox EHR over a real socket:
+the author under a provider token, a charset on every attachment contentType (a PDF's too), inline data only."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import replace
+
+from engine.writeback import write_note
+from store.models import Connection
+from tests.engine.helpers import connect_backend
+from tests.engine.writeback_helpers import FAST, enqueue, server_notes, set_tenant, writable_connection
+
+DOC_POSTS = "/fhir/DocumentReference"
+PDF = b"%PDF-1.4\n" + b"0" * 200 + b"\n%%EOF"
+FINAL = {"doc_status": "final", "clinician_approved": True}
+
+
+def _signed_in(world, connection_id: str, fhir_user: str) -> None:
+    """The connection's token was issued to ``fhir_user`` (a provider launch: persona ``user``)."""
+    with world.env.db.session() as session:
+        conn = session.get(Connection, connection_id)
+        assert conn is not None
+        conn.fhir_user = fhir_user
+        session.commit()
+
+
+def _oracle_backend(world, sb, http) -> str:
+    set_tenant(world, allowFinalNotes=True)
+    scope = "system/*.rs system/DocumentReference.c system/Binary.c"
+    return connect_backend(world, sb, http=http, scope=scope, provider_id="cerner")
+
+
+def test_dwb16_oracle_author_other_than_the_signed_in_provider_is_blocked_unsent(world, sb, http, request_log) -> None:
+    """DWB-16: under a provider token Oracle Health files a note only as the signed-in user; another author is
+    refused before any EHR call with a reason naming the problem, not left for the server to reject."""
+    conn = writable_connection(world, sb, http, provider_id="cerner")
+    set_tenant(world, allowFinalNotes=True)
+    _signed_in(world, conn, f"{sb.fhir_base}/Practitioner/dr-who")
+    other = write_note(world.env, FAST, enqueue(world, conn, author_id="dr-no", **FINAL).id)
+    assert (other.state, other.reason_code) == ("blocked", "WRITE_NOT_SUPPORTED (author_not_signed_in_user)")
+    assert "Practitioner/dr-no" in (other.reason or "") and "signed-in user" in (other.reason or "")
+    assert request_log.paths(DOC_POSTS, "POST") == []
+    same = enqueue(world, conn, author_id="dr-who", **FINAL)
+    assert write_note(world.env, FAST, same.id).state == "written"
+    unnamed = enqueue(world, conn, **FINAL)  # no author: Oracle takes the token's user
+    assert write_note(world.env, FAST, unnamed.id).state == "written"
+    assert server_notes(world, conn, sb, same)[0]["author"] == [{"reference": "Practitioner/dr-who"}]
+
+
+def test_dwb17_oracle_pdf_is_sent_with_a_charset(world, sb, http, request_log) -> None:
+    """draft-note §7: Oracle Health takes PDFs, with a charset on the contentType as on every type; the PDF goes as
+    ``application/pdf; charset=utf-8`` (it was refused for want of a charset and never sent)."""
+    conn = _oracle_backend(world, sb, http)
+    note = enqueue(world, conn, pdf=PDF, patient_id=sb.admin.patients()[0], **FINAL)
+    done = write_note(world.env, FAST, note.id)
+    assert done.state == "written", done.reason
+    attachment = server_notes(world, conn, sb, note)[0]["content"][0]["attachment"]
+    assert attachment["contentType"] == "application/pdf; charset=utf-8"
+    assert base64.b64decode(attachment["data"]) == PDF
+
+
+def test_dwb18_oracle_takes_inline_data_only_never_a_binary_url(world, sb, http, request_log) -> None:
+    """draft-note §7: one content entry with base64 ``data``: a note over the inline limit still goes inline to
+    Oracle Health, never as a Binary referenced by url (which Oracle does not take), though Binary create is allowed."""
+    conn = _oracle_backend(world, sb, http)
+    note = enqueue(world, conn, text="x" * 300, patient_id=sb.admin.patients()[0], **FINAL)
+    done = write_note(world.env, replace(FAST, inline_max_bytes=100), note.id)
+    assert done.state == "written" and not done.binary_id, done.reason
+    attachment = server_notes(world, conn, sb, note)[0]["content"][0]["attachment"]
+    assert "data" in attachment and "url" not in attachment
+    assert request_log.paths("/fhir/Binary", "POST") == []
