@@ -232,13 +232,18 @@ def _token_request(
     try:
         return parse_token_response(payload, date_header=response.headers.get("Date"), clock=clock)
     except OAuthError as exc:  # the grant happened: a rotated refresh token it carried is live, the old one spent
-        rotated = payload.get("refresh_token")
-        problem = (
-            f"{what}: the token endpoint's HTTP {response.status_code} answer is unusable: {exc.error_description}"
-        )
-        refresh = form.get("grant_type") == "refresh_token"  # only a refresh has a grant to keep it for
-        usable = rotated if refresh and isinstance(rotated, str) and rotated else None
-        raise UnusableTokenAnswerError(problem, usable, response.status_code) from None
+        status = response.status_code
+        problem = f"{what}: the token endpoint's HTTP {status} answer is unusable: {exc.error_description}"
+        issued = _issued_tokens(payload)
+        if form.get("grant_type") == "refresh_token":  # only a refresh has a grant to keep its rotated token for
+            raise UnusableTokenAnswerError(problem, dict(issued).get("refresh_token"), status) from None
+        raise UnusableTokenAnswerError(problem, None, status, issued) from None  # a grant nobody keeps: to revoke
+
+
+def _issued_tokens(payload: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """``(token type, token)`` an unusable answer carried, refresh token first (SAL-34); a non-string is no token."""
+    found = ((hint, payload.get(hint)) for hint in ("refresh_token", "access_token"))
+    return tuple((hint, value) for hint, value in found if isinstance(value, str) and value)
 
 
 def exchange_code(
