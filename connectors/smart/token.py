@@ -115,17 +115,18 @@ def _lenient_str(payload: Mapping[str, Any], key: str) -> str | None:
 
 def _context_id(payload: Mapping[str, Any], key: str) -> str | None:
     """``patient``/``encounter``: the id the connection is bound to. A server writing it as a JSON number gets it as
-    text; any other type is refused (a wrong binding is worse than none)."""
+    text; a blank one is none; any other type is refused (a wrong binding is worse than none)."""
     value = payload.get(key)
     if isinstance(value, int) and not isinstance(value, bool):
         logger.warning("token response field %r is a number; taken as the id it spells", key)
         return str(value)
-    return _opt_str(payload, key)
+    text = _opt_str(payload, key)
+    return text if text and text.strip() else None
 
 
 def _expires_in(payload: Mapping[str, Any]) -> int:
     value = payload.get("expires_in")
-    if value is None:
+    if value is None or (isinstance(value, str) and not value.strip()):  # blank is absent, as a blank scope is
         return DEFAULT_EXPIRES_IN
     if isinstance(value, bool):
         raise OAuthError("invalid_response", "token response field 'expires_in' must be a number")
