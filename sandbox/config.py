@@ -59,6 +59,9 @@ class SandboxConfig(BaseModel):
     code_lifetime_s: int = Field(default=60, ge=1, le=60)
     refresh_mode: Literal["rotate", "none", "reuse_detection"] = "rotate"
     refresh_token_lifetime_s: int | None = None  # None: refresh tokens never expire
+    #: a new authorization of the same client and user (patient, fhirUser) answers the live refresh token issued
+    #: before, in its grant (family), as some EHRs do on re-authorization; False issues a new one each time
+    reissue_refresh_token: bool = False
     accept_client_secret_post: bool = False
     #: SAL-31/SAL-42: leeway on an assertion's ``exp``; 0 models a server holding ``exp <= now + 5 min`` strictly
     assertion_exp_leeway_s: float = Field(default=60.0, ge=0)

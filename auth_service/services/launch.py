@@ -35,11 +35,14 @@ from auth_service.services.errors import (
 from auth_service.services.grant_checks import check_grant
 from auth_service.services.grants import keep_connection
 from auth_service.services.launch_target import check_allowlisted, find_launch_target
-from auth_service.services.profiles import resolve_profile
+from auth_service.services.profiles import ClientProfile, resolve_profile
 from auth_service.services.providers_port import check_connection_kind
+from auth_service.services.unstored_tokens import revoke_issued
 from connectors import errors as ce
 from connectors.smart import (
     JwtClientAuth,
+    SmartConfiguration,
+    TokenResponse,
     build_authorize_url,
     check_auth_method_supported,
     discover,
@@ -222,21 +225,36 @@ def _without_secrets(error: ServiceError, *values: str) -> ServiceError:
     return EhrCallError(message, code=error.code, **error.details)
 
 
+def _code_grant(
+    ctx: ServiceContext, profile: ClientProfile, stored: ConsumedState, code: str
+) -> tuple[SmartConfiguration, TokenResponse]:
+    """Exchange the code (SAL-14). A 200 answer that cannot be used still issued a grant nobody will hold: the
+    tokens it carried are revoked at the EHR (best effort, once out of the call budget this exchange holds) before
+    its error is raised on, without them (``unstored_tokens``)."""
+    with ctx.call_budget(profile.provider_id, profile.fhir_base):  # eCW counts these calls too
+        cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
+        try:
+            return cfg, exchange_code(
+                cfg.token_endpoint,
+                http=ctx.http,
+                client_auth=profile.client_auth(ctx.settings, "authorization_code"),
+                code=code,
+                redirect_uri=stored.redirect_uri or ctx.settings.redirect_uri,
+                code_verifier=stored.code_verifier,
+            )
+        except ce.UnusableTokenAnswerError as exc:
+            unusable = exc
+    issued, unusable.issued_tokens = unusable.issued_tokens, ()
+    revoke_issued(ctx, profile, cfg, issued, "of an unusable token answer")
+    raise unusable
+
+
 def _exchange(ctx: ServiceContext, stored: ConsumedState, code: str, link: CallbackLink) -> CallbackResult:
     with ctx.db.session() as session:
         profile = resolve_profile(session, ctx.cipher, ctx.settings, stored.tenant_id, stored.provider_id)
     if normalize_issuer(profile.fhir_base) != normalize_issuer(stored.issuer):
         raise IssuerRefusedError("the provider's FHIR base changed during the authorization")
-    with ctx.call_budget(profile.provider_id, profile.fhir_base):  # eCW counts these calls too
-        cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
-        token = exchange_code(
-            cfg.token_endpoint,
-            http=ctx.http,
-            client_auth=profile.client_auth(ctx.settings, "authorization_code"),
-            code=code,
-            redirect_uri=stored.redirect_uri or ctx.settings.redirect_uri,
-            code_verifier=stored.code_verifier,
-        )
+    cfg, token = _code_grant(ctx, profile, stored, code)
     granted = token.scope if token.scope else (stored.scope or "")  # RFC 6749 §5.1: absent means as asked
     subject = check_grant(ctx, profile, cfg, token, granted=granted, nonce=stored.nonce)  # refused: revoked
     connection_id = keep_connection(

@@ -61,13 +61,22 @@ class UnusableTokenAnswerError(OAuthError):
     ``token_type``, an ``expires_in`` not a positive number): ``error`` is ``invalid_response``, the message names
     the problem and never a token. The grant did happen: ``rotated_refresh_token`` is the refresh token a refresh's
     answer carried (None: none usable, or another grant), live at a server that rotates them while the one sent is
-    used up, so the vault keeps it (never in a message or repr; taken out before the error is raised on)."""
+    used up, so the vault keeps it. ``issued_tokens`` are the ``(token type, token)`` pairs another grant's answer
+    (a code exchange, ``client_credentials``) carried, refresh token first: a grant nobody will hold, for the caller
+    to revoke (RFC 7009). Neither is ever in a message or repr; both are taken out before the error is raised on."""
 
     code = "invalid_response"
 
-    def __init__(self, problem: str, rotated_refresh_token: str | None, status: int | None = None) -> None:
+    def __init__(
+        self,
+        problem: str,
+        rotated_refresh_token: str | None,
+        status: int | None = None,
+        issued_tokens: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         super().__init__("invalid_response", problem, None, status)
         self.rotated_refresh_token = rotated_refresh_token
+        self.issued_tokens = issued_tokens
 
 
 _OAUTH_ERRORS: dict[str, type[OAuthError]] = {

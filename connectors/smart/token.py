@@ -115,17 +115,18 @@ def _lenient_str(payload: Mapping[str, Any], key: str) -> str | None:
 
 def _context_id(payload: Mapping[str, Any], key: str) -> str | None:
     """``patient``/``encounter``: the id the connection is bound to. A server writing it as a JSON number gets it as
-    text; any other type is refused (a wrong binding is worse than none)."""
+    text; a blank one is none; any other type is refused (a wrong binding is worse than none)."""
     value = payload.get(key)
     if isinstance(value, int) and not isinstance(value, bool):
         logger.warning("token response field %r is a number; taken as the id it spells", key)
         return str(value)
-    return _opt_str(payload, key)
+    text = _opt_str(payload, key)
+    return text if text and text.strip() else None
 
 
 def _expires_in(payload: Mapping[str, Any]) -> int:
     value = payload.get("expires_in")
-    if value is None:
+    if value is None or (isinstance(value, str) and not value.strip()):  # blank is absent, as a blank scope is
         return DEFAULT_EXPIRES_IN
     if isinstance(value, bool):
         raise OAuthError("invalid_response", "token response field 'expires_in' must be a number")
@@ -232,13 +233,18 @@ def _token_request(
     try:
         return parse_token_response(payload, date_header=response.headers.get("Date"), clock=clock)
     except OAuthError as exc:  # the grant happened: a rotated refresh token it carried is live, the old one spent
-        rotated = payload.get("refresh_token")
-        problem = (
-            f"{what}: the token endpoint's HTTP {response.status_code} answer is unusable: {exc.error_description}"
-        )
-        refresh = form.get("grant_type") == "refresh_token"  # only a refresh has a grant to keep it for
-        usable = rotated if refresh and isinstance(rotated, str) and rotated else None
-        raise UnusableTokenAnswerError(problem, usable, response.status_code) from None
+        status = response.status_code
+        problem = f"{what}: the token endpoint's HTTP {status} answer is unusable: {exc.error_description}"
+        issued = _issued_tokens(payload)
+        if form.get("grant_type") == "refresh_token":  # only a refresh has a grant to keep its rotated token for
+            raise UnusableTokenAnswerError(problem, dict(issued).get("refresh_token"), status) from None
+        raise UnusableTokenAnswerError(problem, None, status, issued) from None  # a grant nobody keeps: to revoke
+
+
+def _issued_tokens(payload: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """``(token type, token)`` an unusable answer carried, refresh token first (SAL-34); a non-string is no token."""
+    found = ((hint, payload.get(hint)) for hint in ("refresh_token", "access_token"))
+    return tuple((hint, value) for hint, value in found if isinstance(value, str) and value)
 
 
 def exchange_code(

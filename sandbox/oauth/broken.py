@@ -9,8 +9,8 @@ from typing import Any
 
 __all__ = ["BROKEN_ANSWERS", "break_answer"]
 
-#: How the answer is broken: a field left out, or ``expires_in`` zero or not a number.
-BROKEN_ANSWERS = ("no_token_type", "no_access_token", "expires_in_zero", "expires_in_text")
+#: How the answer is broken: a field left out, ``expires_in`` zero or not a number, or the access token a number.
+BROKEN_ANSWERS = ("no_token_type", "no_access_token", "expires_in_zero", "expires_in_text", "access_token_number")
 
 
 def break_answer(body: dict[str, Any], variant: str) -> dict[str, Any]:
@@ -24,4 +24,6 @@ def break_answer(body: dict[str, Any], variant: str) -> dict[str, Any]:
         broken["expires_in"] = 0
     elif variant == "expires_in_text":
         broken["expires_in"] = "one hour"
+    elif variant == "access_token_number":
+        broken["access_token"] = 12345
     return broken

@@ -35,7 +35,14 @@ class TokenIssuer:
         self.id_token_fault = id_token_fault
 
     def _response(
-        self, client: ClientRegistration, scope: str, ctx: Context, family: str, nonce: str | None, refresh: bool
+        self,
+        client: ClientRegistration,
+        scope: str,
+        ctx: Context,
+        family: str,
+        nonce: str | None,
+        refresh: bool,
+        reissued: str | None = None,
     ) -> dict[str, Any]:
         grant = Grant.parse(scope)
         lifetime = self.cfg.access_token_lifetime_s
@@ -46,7 +53,9 @@ class TokenIssuer:
             "expires_in": lifetime,
             "scope": render(grant, self.cfg.answer_v1_scopes),
         }
-        if refresh and (grant.has("offline_access") or grant.has("online_access")):
+        if refresh and reissued is not None:
+            body["refresh_token"] = reissued
+        elif refresh and (grant.has("offline_access") or grant.has("online_access")):
             ttl = self.cfg.refresh_token_lifetime_s
             rec = TokenRecord(
                 "refresh",
@@ -95,7 +104,13 @@ class TokenIssuer:
         verifier = form.get("code_verifier")
         if not verifier or not secrets.compare_digest(s256(verifier), grant.code_challenge):
             raise OAuthFailure("invalid_grant", "PKCE code_verifier does not match the code_challenge")
-        return self._response(client, grant.scope, grant.context, grant.family, grant.nonce, refresh=True)
+        family, reissued = grant.family, None
+        if self.cfg.reissue_refresh_token and (
+            found := self.state.live_refresh(client.client_id, grant.context, self.now)
+        ):
+            reissued, family = found[0], found[1].family  # the grant issued before, its refresh token answered again
+            grant.family = family  # a replay of this code revokes that grant
+        return self._response(client, grant.scope, grant.context, family, grant.nonce, refresh=True, reissued=reissued)
 
     def refresh_token(self, client: ClientRegistration, form: Mapping[str, str]) -> dict[str, Any]:
         token = form.get("refresh_token", "")

@@ -113,6 +113,21 @@ class AuthState:
                 if rec.family == family:
                     rec.revoked = True
 
+    def live_refresh(self, client_id: str, context: Context, now: float) -> tuple[str, TokenRecord] | None:
+        """A live, unspent refresh token of ``client_id`` for the same user (patient and fhirUser), if any."""
+        with self.lock:
+            for token, rec in self.tokens.items():
+                same_user = (rec.context.patient, rec.context.fhir_user) == (context.patient, context.fhir_user)
+                if (
+                    rec.kind == "refresh"
+                    and rec.client_id == client_id
+                    and same_user
+                    and rec.live(now)
+                    and not rec.used
+                ):
+                    return token, rec
+        return None
+
     def lookup(self, token: str, kind: Literal["access", "refresh"]) -> TokenRecord | None:
         rec = self.tokens.get(token)
         return rec if rec is not None and rec.kind == kind else None
