@@ -213,16 +213,21 @@ class FhirClient:
 
         url = self.url_for(resource_type)
         for _ in range(MAX_HOPS + 1):
-            result = self._session.request(
-                "POST",
-                url,
-                headers=headers,
-                content=orjson.dumps(resource),
-                idempotent=if_none_exist is not None,
-                passthrough=lambda response: response.status_code in REDIRECTS,
-                handler=handle,
-                bounds=self.bounds,
-            )
+            try:
+                result = self._session.request(
+                    "POST",
+                    url,
+                    headers=headers,
+                    content=orjson.dumps(resource),
+                    idempotent=if_none_exist is not None,
+                    passthrough=lambda response: response.status_code in REDIRECTS,
+                    handler=handle,
+                    bounds=self.bounds,
+                )
+            except FhirError as exc:  # a redirect whose Location cannot be requested: processed or not, by its status
+                if exc.status not in REDIRECTS or isinstance(exc, CreateRedirectError):
+                    raise
+                raise CreateRedirectError(f"create {resource_type}: {exc}", exc.status) from exc
             if result.status not in REDIRECTS:
                 break
             url = followed_to(result, self.fhir_base, resource_type)
