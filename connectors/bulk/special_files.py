@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from connectors.bulk.ndjson import iter_ndjson_lines
+from connectors.bulk.ndjson import iter_numbered_ndjson_lines
 from connectors.errors import BulkExportError
 from connectors.http import parse_instant
 
@@ -36,8 +36,8 @@ class DeletedRef:
 
 
 def _iter_resources(path: Path, resource_type: str, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, resource)`` of an NDJSON file whose every line must be a ``resource_type``."""
-    for number, line in enumerate(iter_ndjson_lines(path), start=1):
+    """``(line number in the file, resource)`` of an NDJSON file whose every line must be a ``resource_type``."""
+    for number, line in iter_numbered_ndjson_lines(path):
         try:
             resource = orjson.loads(line)
         except orjson.JSONDecodeError as exc:

@@ -213,16 +213,7 @@ class FhirClient:
 
         url = self.url_for(resource_type)
         for _ in range(MAX_HOPS + 1):
-            result = self._session.request(
-                "POST",
-                url,
-                headers=headers,
-                content=orjson.dumps(resource),
-                idempotent=if_none_exist is not None,
-                passthrough=lambda response: response.status_code in REDIRECTS,
-                handler=handle,
-                bounds=self.bounds,
-            )
+            result = self._post(url, headers, orjson.dumps(resource), if_none_exist is not None, handle)
             if result.status not in REDIRECTS:
                 break
             url = followed_to(result, self.fhir_base, resource_type)
@@ -233,6 +224,27 @@ class FhirClient:
             raise CreateRedirectError(f"create {resource_type}: more than {MAX_HOPS} redirects", result.status)
         logger.info("created", extra={"resource_type": resource_type, "id": result.id, "status": result.status})
         return result
+
+    def _post(
+        self, url: str, headers: dict[str, str], body: bytes, idempotent: bool, handle: Callable[..., CreateResult]
+    ) -> CreateResult:
+        """One POST of a create; a redirect whose Location cannot be requested is a ``CreateRedirectError`` (its
+        status says whether the POST was processed), never a plain FhirError that would read as a refusal."""
+        try:
+            return self._session.request(
+                "POST",
+                url,
+                headers=headers,
+                content=body,
+                idempotent=idempotent,
+                passthrough=lambda response: response.status_code in REDIRECTS,
+                handler=handle,
+                bounds=self.bounds,
+            )
+        except FhirError as exc:
+            if exc.status not in REDIRECTS or isinstance(exc, CreateRedirectError):
+                raise
+            raise CreateRedirectError(f"create: {exc}", exc.status) from exc
 
     def _see_other(self, url: str, status: int, resource_type: str) -> CreateResult:
         """GET the result a 302/303 points at: the POST was processed, this shows what it made or matched."""

@@ -1,5 +1,8 @@
 """A create answered 202 Accepted (FHIR R4 http.html#async): processed later, so nothing is known to be stored yet.
 
+The note goes ``unknown`` (``accepted``) at once, committed before the first poll (``still_accepted``): a run killed
+while it polls must not leave it ``sending``, which a resumed run would POST again (draft-note §6).
+
 With a status endpoint (``Content-Location``) it is polled, at most ``accepted_polls`` times within
 ``accepted_wait_s`` (the server's ``Retry-After`` honoured inside that bound), until it says how the create ended:
 a 2xx is the create's answer (the note is written as for a 201/200), a refusal is the create's refusal (the
@@ -62,9 +65,12 @@ def await_accepted(
     return None
 
 
-def still_accepted(db: AppDatabase, client: FhirClient, note: NoteRecord, config: WritebackConfig) -> NoteRecord:
-    """``sending → unknown`` (``accepted``), due for a check after a backoff, then the identifier search at once."""
-    wait = config.backoff_s(1)
+def still_accepted(db: AppDatabase, note: NoteRecord, config: WritebackConfig, *, polled: bool) -> NoteRecord:
+    """``sending → unknown`` (``accepted``), committed as soon as the 202 arrives, before any poll: a run killed while
+    it polls (``polled``: up to ``accepted_wait_s``) leaves a note the sensor searches for, never one resumed in
+    ``sending`` and POSTed again (If-None-Exist cannot see a note the EHR has not filed yet). Due for its first
+    check after a backoff, past the polling."""
+    wait = config.backoff_s(1) + (config.accepted_wait_s if polled else 0.0)
     note = transition(
         db,
         note,
@@ -72,11 +78,12 @@ def still_accepted(db: AppDatabase, client: FhirClient, note: NoteRecord, config
         reason_code=ACCEPTED,
         reason="the EHR accepted the note for later processing (HTTP 202) and has not said how it ended",
         last_http_status=202,
+        maybe_stored=True,
         next_attempt_at=utcnow() + timedelta(seconds=wait),
         detail={"error_code": ACCEPTED, "status_code": 202, "recheck_in_s": round(wait, 3)},
     )
     checkpoint("writeback.unknown")
-    return reconcile(db, client, note)
+    return note
 
 
 def recheck(db: AppDatabase, client: FhirClient, note: NoteRecord, config: WritebackConfig) -> NoteRecord:

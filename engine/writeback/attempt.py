@@ -210,10 +210,10 @@ def _send(
         return _failed_send(env, config, note, plan, client, exc, posted=posted)
     checkpoint("writeback.sent")
     if result.accepted:  # 202: processed later; the status endpoint, else the identifier search, says how it ended
+        note = still_accepted(env.db, note, config, polled=result.status_url is not None)
         outcome = await_accepted(client, result, config)
-        note = replace(note, maybe_stored=True)
-        if outcome is None:
-            return still_accepted(env.db, client, note, config)
+        if outcome is None:  # not known yet: the identifier search now, and again when due (``recheck``)
+            return reconcile(env.db, client, note)
         if isinstance(outcome, ce.FhirError):
             return _failed_send(env, config, note, plan, client, outcome, posted=True)
         result = outcome

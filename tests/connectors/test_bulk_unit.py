@@ -453,6 +453,10 @@ def test_bdx21_deleted_file_yields_tombstones(tmp_path: Path) -> None:
     path.write_bytes(b'{"resourceType":"Patient"}\n')
     with pytest.raises(BulkExportError, match="not a Bundle"):
         list(iter_deleted_refs(path, tx))
+    # the line named is the server's file's line: blank lines before it are counted, not skipped
+    path.write_bytes(orjson.dumps(without_meta) + b"\n\n\n" + b"not json\n")
+    with pytest.raises(BulkExportError, match="deleted file line 4 is not JSON"):
+        list(iter_deleted_refs(path, tx))
 
 
 def test_bdx22_error_file_summary(tmp_path: Path) -> None:

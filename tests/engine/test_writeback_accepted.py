@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from engine.writeback import write_note
 from engine.writeback.queue import due_runs
 from store.models import utcnow
@@ -121,3 +123,49 @@ def test_a_308_to_another_host_is_refused_never_reposted(world, start_sandbox, h
     done = write_note(world.env, FAST, note.id)
     assert (done.state, done.reason_code, done.last_http_status) == ("failed", "create_redirect", 308)
     assert server_notes(world, conn, ehr, note) == [] and not [u for u in request_log.urls if u.port == 9]
+
+
+class _Killed(BaseException):
+    """The run's process dying: nothing after it is committed (no ``except Exception`` catches it)."""
+
+
+def test_dwb34_a_run_killed_while_polling_a_202_never_posts_the_note_again(
+    world, start_sandbox, http, request_log, monkeypatch
+) -> None:
+    """DWB-34: the 202 is committed (``unknown``, ``accepted``) before the status endpoint is polled. A run killed
+    while it polls (up to a minute) left the note ``sending``; resumed with If-None-Exist it was POSTed again, which
+    cannot see a note the EHR has not filed yet: two notes once the job ran. Now the resumed run only searches."""
+    ehr = start_sandbox(create_answer="async", create_async_delay_s=100.0)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+
+    def die(_seconds: float) -> None:
+        raise _Killed
+
+    monkeypatch.setattr("engine.writeback.accepted.time.sleep", die)
+    with pytest.raises(_Killed):
+        write_note(world.env, POLLING, note.id)
+    monkeypatch.undo()
+    left = get_note(world.env.db, note.id)
+    assert left is not None and (left.state, left.reason_code) == ("unknown", "accepted")
+    write_note(world.env, POLLING, note.id)  # resumed (as the sensor would once it is due): searches, never POSTs
+    ehr.admin.settings(clock_shift_s=200.0)  # the EHR's job has run meanwhile
+    done = write_note(world.env, POLLING, note.id)
+    [doc] = server_notes(world, conn, ehr, note)
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+
+
+def test_a_303_whose_location_cannot_be_requested_is_unknown_never_failed(
+    world, start_sandbox, http, request_log
+) -> None:
+    """DWB-32: a 303 says the POST was processed, so a Location that cannot be requested (here a port that is no
+    number) must not make the note ``failed`` (a person would send it again: two notes); the identifier search
+    decides, and finds it."""
+    ehr = start_sandbox(create_answer="see_other", create_redirect_origin="http://127.0.0.1:notaport")
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    done = write_note(world.env, FAST, note.id)
+    [doc] = server_notes(world, conn, ehr, note)
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
