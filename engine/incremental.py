@@ -43,17 +43,27 @@ PARTIAL_GRANT_PREFIX = "the grant covers only part of"
 
 
 def land_resource_type(
-    env: SyncEnvironment, connection_id: str, resource_type: str, run_id: str, *, full: bool = False
+    env: SyncEnvironment,
+    connection_id: str,
+    resource_type: str,
+    run_id: str,
+    *,
+    full: bool = False,
+    earlier_runs: Sequence[str] = (),
 ) -> TypeReport:
     """Search the type's changes since the stored mark (everything when ``full``), land them, record as pending.
 
+    A full run's first step forgets every type's mark first (``cursors.begin_full``; ``earlier_runs``: the runs a
+    re-execution carries on), so a full sync that fails part-way is still a full sync when retried, type by type.
     Returns a report; a type the grant does not cover comes back with ``skipped_reason="scope_not_granted"``.
     Raises the connectors' typed errors (NeedsReauthError, FhirError, TransportError) when the fetch fails:
-    nothing is recorded then, and the stored mark is untouched.
+    nothing is recorded then, and the stored mark is untouched (forgotten, in a full run).
     """
     started = time.monotonic()
     conn = load_connection(env.db, connection_id)
     ensure_run(env.db, connection_id, run_id, "full" if full else "incremental", tenant_id=conn.tenant_id)
+    if full:
+        cursors.begin_full(env.db, connection_id, run_id, earlier_runs)
     report = TypeReport(resource_type)
     stored = None if full else cursors.get_mark(env.db, connection_id, cursors.REST_STREAM, resource_type)
     since = stored - env.overlap if stored is not None else None
