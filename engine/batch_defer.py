@@ -2,7 +2,8 @@
 
 A member whose sync stops on a throttle longer than ehrsync waits (``RateLimitedError``: a 429 or 503 whose
 Retry-After is past the 15 min clamp, or whose retries ran out; the EHR's quota spent until a later reset,
-``QuotaExhaustedError``; the vendor call budget without a free call, ``CallBudgetBusyError``) met a limit of the
+``QuotaExhaustedError``; the vendor call budget without a free call, ``CallBudgetBusyError``; the token endpoint's
+429 or 503 with Retry-After on the member's refresh, ``engine.token_throttle``) met a limit of the
 source, not of its own grant: the server counts the app's calls per practice, tenant or base URL. Each later member
 of the batch at the same source (same provider and FHIR base) would only send one more refused request and record
 one more failure, so it is not attempted: its cursors and state stay as they were, its row is closed

@@ -21,7 +21,7 @@ from engine.retries import failure_streaks
 from sandbox import SandboxConfig, SandboxServer
 from store.models import Connection
 from tests.engine.helpers import add_fault, connect_patient, sandbox_patients
-from tests.engine.test_batch_runs import _batch
+from tests.engine.test_batch_runs import _batch, batch_after_first
 
 
 def _connect_three(world, sb, http) -> list[str]:
@@ -48,14 +48,8 @@ def test_an_unreachable_source_defers_the_members_after_the_first(world, http, r
         origin = "https://ehr-gone.invalid"
         _move_to(world, ids, f"{origin}/fhir")
     first, rest = ids[0], ids[1:]
-    request_log.clear()
-    before = datetime.now(UTC)
-    with DagsterInstance.ephemeral() as instance:
-        result = _batch(world, ids, instance)
-    assert not result.success
+    result, stopped, before = batch_after_first(world, ids, request_log)
     db = world.env.db
-    stopped = runs.get(db, result.sync_run_ids[first])
-    assert stopped is not None and stopped.status == "failed", stopped
     assert "EhrUnreachableError" in (stopped.error or "") and "cannot reach the EHR" in (stopped.error or "")
     assert stopped.not_before is not None and stopped.not_before >= before + timedelta(seconds=DEFAULT_WAIT_S - 5)
     for cid in rest:
