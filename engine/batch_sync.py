@@ -5,9 +5,10 @@ third of a second. A batch run pays the first once for up to ``EHRSYNC_SYNC_BATC
 connection keeps what a run of its own gives it: its own ``sync_runs`` row (id :func:`batch_sync_run_id`, so the
 run-status sensor finds it again), its own cursors and connection lock, its own outcome closed by
 ``finish_sync_run`` as soon as it ends. One connection failing (any error) is recorded on its row and retried
-by ``engine.retries``; it neither stops nor rolls back the others, except that one stopped by a source-wide throttle
-defers the later members at its source (``engine.batch_defer``). The steps are the ones the per-type assets
-call (``land_resource_type`` → ``upsert_resource_type`` per type, then ``sync_references``).
+by ``engine.retries``; it neither stops nor rolls back the others, except that one stopped by a source-wide throttle,
+or by its source being unreachable, defers the later members at its source (``engine.batch_defer``). The steps are
+the ones the per-type assets call (``land_resource_type`` → ``upsert_resource_type`` per type, then
+``sync_references``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from dataclasses import dataclass, field
 
 from connectors.errors import EhrUnreachableError, InsufficientDiskSpaceError, NeedsReauthError, RateLimitedError
 from engine import runs
-from engine.batch_defer import SourceThrottle, SourceThrottles, source_key, source_throttle
+from engine.batch_defer import (
+    SourceThrottle,
+    SourceThrottles,
+    source_key,
+    source_origins,
+    source_throttle,
+    unopened_origin,
+)
 from engine.connection_lock import hold_connection
 from engine.connection_snapshots import ConnectionSnapshot, read_connection
 from engine.connection_sync import PATIENT_TYPES, sync_references
@@ -120,7 +128,7 @@ def sync_connection(
             _sync_types(env, outcome, types)
     except Exception as exc:  # the isolation boundary: any failure belongs to this connection only
         outcome.error = f"{type(exc).__name__}: {exc}"
-        outcome.throttle = source_throttle(exc, connection_id)
+        outcome.throttle = source_throttle(exc, connection_id, origins=source_origins(env.db, connection_id))
         _log.warning("batch sync of connection %s failed: %s", connection_id, type(exc).__name__)
     outcome.duration_s = time.monotonic() - started
     finish_sync_run(
@@ -195,8 +203,9 @@ def _sync_types(env: SyncEnvironment, outcome: ConnectionOutcome, types: Sequenc
     A type that raises fails alone, as its step would in the member's own run: the types after it still sync
     (a type the EHR keeps failing would otherwise hold back every later type of the member for as long as it
     fails). What no type could get past stops the member: a grant no longer usable, an EHR that cannot be
-    reached, a throttle or spent quota longer than ehrsync waits (the server said it refuses every request until
-    then: a 429 or 503 with a long Retry-After, eCW's per-practice budget), a landing disk too full."""
+    reached (no connection opened: refused, unresolved, a connect timeout), a throttle or spent quota longer than
+    ehrsync waits (the server said it refuses every request until then: a 429 or 503 with a long Retry-After, eCW's
+    per-practice budget), a landing disk too full."""
     cid, run_id = outcome.connection_id, outcome.sync_run_id
     failures: list[str] = []
     for resource_type in types:
@@ -206,7 +215,9 @@ def _sync_types(env: SyncEnvironment, outcome: ConnectionOutcome, types: Sequenc
                 report = upsert_resource_type(env, cid, resource_type, run_id)
         except _STOPS_MEMBER:
             raise
-        except Exception as exc:  # this type's failure only; its mark is where it was
+        except Exception as exc:  # this type's failure only (its mark is where it was), unless the EHR's host is
+            if unopened_origin(exc) is not None:  # unreachable (a connect timeout): every later type would fail too
+                raise
             report = TypeReport(resource_type, error=f"{type(exc).__name__}: {exc}")
             _log.warning("batch sync of %s for connection %s failed: %s", resource_type, cid, type(exc).__name__)
         outcome.reports[resource_type] = report
@@ -233,7 +244,8 @@ def sync_batch(
     on_done: Callable[[ConnectionOutcome], None] | None = None,
 ) -> BatchOutcome:
     """Sync the members one after another (the batch's concurrency toward its EHR is one request at a time).
-    Once one stops on a source-wide throttle, the later members at that source are deferred, not tried."""
+    Once one stops on a source-wide throttle or finds its source unreachable, the later members at that source are
+    deferred, not tried."""
     open_batch_rows(env, dagster_run_id, connection_ids)
     batch = BatchOutcome()
     throttles = SourceThrottles()

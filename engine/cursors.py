@@ -7,10 +7,12 @@ that commit leaves the old mark, so the rerun fetches the same changes again and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine.handoff import LandingHandoff
@@ -20,6 +22,8 @@ from store import AppDatabase
 REST_STREAM = "rest"
 # One row per connection holds references found by upserted types and not yet read (stream "refs", type "*").
 REFS_STREAM = "refs"
+# One row per connection names the full sync that last forgot its REST marks (stream "full", type "*"; ``begin_full``).
+FULL_STREAM = "full"
 
 
 def bulk_stream(level: str, group_id: str | None) -> str:
@@ -127,6 +131,29 @@ def clear_mark(db: AppDatabase, connection_id: str, stream: str, resource_type: 
             row.pending_mark = None
             row.updated_at = utcnow()
             session.commit()
+
+
+def begin_full(db: AppDatabase, connection_id: str, run_id: str, earlier_runs: Sequence[str] = ()) -> bool:
+    """Record a full sync's intent durably, once per run: forget every REST mark of the connection (a landing
+    waiting for its upsert loses its mark too), so each type is searched in full by whichever run syncs it next
+    (this one, its retry, the next scheduled or batch run) until a search of the whole type is upserted, which
+    stores a mark again. Kept only in the run's own steps, a full run that failed part-way left the types it had not
+    finished at their old marks, and its retry, incremental, never fetched what lay before them. ``earlier_runs``:
+    the runs a re-execution carries on (their intent is recorded already). Returns whether marks were forgotten."""
+    with db.locked_session() as session:
+        marker = _row(session, connection_id, FULL_STREAM, "*")
+        if (marker.pending or {}).get("run_id") in (run_id, *earlier_runs):
+            return False
+        marker.pending = {"run_id": run_id}
+        marker.updated_at = utcnow()
+        rows = session.scalars(
+            select(SyncCursor).where(SyncCursor.connection_id == connection_id, SyncCursor.stream == REST_STREAM)
+        ).all()
+        for row in rows:
+            row.high_water_mark = row.pending_mark = None
+            row.updated_at = utcnow()
+        session.commit()
+    return True
 
 
 def reset(db: AppDatabase, connection_id: str, stream: str | None = None) -> int:

@@ -33,6 +33,7 @@ from connectors.transport import BodyBounds, LowSpeedLimit
 from engine.cores import landing_slots, threads_beside
 from engine.errors import ConnectionNotFoundError, ConnectionNotSyncableError
 from engine.run_capabilities import run_capabilities
+from engine.token_throttle import ThrottleAwareTokenSource
 from store import AppDatabase, SharedRateBudget, TokenVault
 from store.models import Connection, ProviderConfig
 from warehouse import AttachmentStore, LandingZone, Warehouse, open_warehouse
@@ -172,7 +173,7 @@ class SyncEnvironment:
         """A REST client; a FhirUnauthorizedError leaving its ``with`` block is confirmed with the vault first."""
         return _EngineFhirClient(
             conn.fhir_base,
-            self.vault.token_source(conn.id),
+            ThrottleAwareTokenSource(self.vault.token_source(conn.id), conn.id),
             http=self.http,
             retry=self.retry,
             rate_limit=self.rate_limiter(conn),
@@ -192,7 +193,7 @@ class SyncEnvironment:
         a request refused with 401 after its token refresh asks the vault to confirm."""
         return BulkClient(
             conn.fhir_base,
-            self.vault.token_source(conn.id),
+            ThrottleAwareTokenSource(self.vault.token_source(conn.id), conn.id),
             http=self.http,
             retry=self.retry,
             rate_limit=self.rate_limiter(conn),

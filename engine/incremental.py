@@ -43,17 +43,23 @@ PARTIAL_GRANT_PREFIX = "the grant covers only part of"
 
 
 def land_resource_type(
-    env: SyncEnvironment, connection_id: str, resource_type: str, run_id: str, *, full: bool = False
+    env: SyncEnvironment,
+    connection_id: str,
+    resource_type: str,
+    run_id: str,
+    *,
+    full: bool = False,
+    earlier_runs: Sequence[str] = (),
 ) -> TypeReport:
     """Search the type's changes since the stored mark (everything when ``full``), land them, record as pending.
 
     Returns a report; a type the grant does not cover comes back with ``skipped_reason="scope_not_granted"``.
     Raises the connectors' typed errors (NeedsReauthError, FhirError, TransportError) when the fetch fails:
-    nothing is recorded then, and the stored mark is untouched.
-    """
+    nothing is recorded then, and the stored mark is untouched (forgotten, in a full run: ``_open_run``, which
+    ``earlier_runs``, the runs a re-execution carries on, tells not to forget them again)."""
     started = time.monotonic()
     conn = load_connection(env.db, connection_id)
-    ensure_run(env.db, connection_id, run_id, "full" if full else "incremental", tenant_id=conn.tenant_id)
+    _open_run(env, conn, run_id, full, earlier_runs)
     report = TypeReport(resource_type)
     stored = None if full else cursors.get_mark(env.db, connection_id, cursors.REST_STREAM, resource_type)
     since = stored - env.overlap if stored is not None else None
@@ -95,6 +101,14 @@ def land_resource_type(
     cursors.set_pending(env.db, connection_id, cursors.REST_STREAM, resource_type, run_id, landing.mark, handoff)
     checkpoint("rest.landed")
     return report
+
+
+def _open_run(env: SyncEnvironment, conn: ConnectionInfo, run_id: str, full: bool, earlier: Sequence[str]) -> None:
+    """Open the run's row; a full run's first step forgets every type's mark (``cursors.begin_full``; not again in a
+    re-execution of ``earlier`` runs), so a full sync that fails part-way is still a full sync when retried."""
+    ensure_run(env.db, conn.id, run_id, "full" if full else "incremental", tenant_id=conn.tenant_id)
+    if full:
+        cursors.begin_full(env.db, conn.id, run_id, earlier)
 
 
 def _hold_mark(

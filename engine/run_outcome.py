@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from engine import runs
+from engine import cursors, runs
 from engine.connection_snapshots import read_connection
 from engine.errors import ConnectionNotFoundError
 from store import AppDatabase
@@ -95,14 +95,17 @@ def record_unstarted_failure(
     failed before reaching the EHR: the vault key, the connection's lock held elsewhere). Unrecorded, such a run
     left no trace, and its run key (the slot's) was spent, so the connection waited for its next slot; recorded,
     it is retried with backoff (``engine.retries``). Only for a connection that exists and may sync; returns
-    whether a row was written (False: the run has its row already)."""
-    if runs.get(db, run_id) is not None:
-        return False
+    whether a row was written (False: the run has its row already). A failed ``full`` run's intent is recorded
+    whether or not a step began (``cursors.begin_full``, once per run): its retry searches every type in full."""
     try:
         conn = read_connection(db, connection_id)
     except ConnectionNotFoundError:
         return False
     if not conn.syncable:
+        return False
+    if full and not conn.is_bulk:
+        cursors.begin_full(db, connection_id, run_id)
+    if runs.get(db, run_id) is not None:
         return False
     kind = "bulk" if conn.is_bulk else ("full" if full else "incremental")
     runs.create_run(db, connection_id, kind, run_id=run_id, tenant_id=conn.tenant_id or None)

@@ -50,16 +50,19 @@ RetryPolicy = GrantRetryPolicy  # the store's public name for it
 def with_retry(call: Callable[[], T], policy: EhrRetryPolicy, sleep: Callable[[float], None], what: str) -> T:
     """Run ``call``; retry transient failures with backoff; re-raise the last one when attempts run out. A request
     cut off at its deadline (``EHRSYNC_REQUEST_DEADLINE_S``) is not retried here, as nowhere else: three more would
-    hold the refresh lock past its waiters' timeout."""
+    hold the refresh lock past its waiters' timeout. A 429 or 503 that said when to come back (``retry_after``:
+    its Retry-After, seconds or an HTTP-date) is asked again no sooner; one saying longer than the longest backoff
+    is raised at once (the caller defers, its refresh token kept), not asked again into the same refusal."""
     for attempt in range(policy.max_attempts):
         try:
             return call()
         except RequestDeadlineError:  # a server trickling its answer: asking again would hold the lock as long
             raise
         except TRANSIENT as exc:
-            if attempt + 1 >= policy.max_attempts:
+            asked = exc.retry_after
+            if attempt + 1 >= policy.max_attempts or (asked is not None and asked > policy.backoff_cap_s):
                 raise
-            pause = policy.backoff_delay(attempt)
+            pause = policy.backoff_delay(attempt) if asked is None else max(asked, policy.backoff_delay(attempt))
             logger.warning("%s failed transiently (%s); retry %d in %.2fs", what, exc.code, attempt + 1, pause)
             sleep(pause)
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises

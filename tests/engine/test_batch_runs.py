@@ -31,6 +31,18 @@ def _batch(world, ids: list[str], instance: DagsterInstance) -> BatchNowResult:
     return run_batch_now(ids, "generic", settings=settings, instance=instance, resources=world_resources(world))
 
 
+def batch_after_first(world, ids: list[str], request_log) -> tuple[BatchNowResult, runs.SyncRunRecord, datetime]:
+    """Run the batch from a clean request log: (its result, its first member's row, when the run began)."""
+    request_log.clear()
+    before = datetime.now(UTC)
+    with DagsterInstance.ephemeral() as instance:
+        result = _batch(world, ids, instance)
+    assert not result.success
+    stopped = runs.get(world.env.db, result.sync_run_ids[ids[0]])
+    assert stopped is not None and stopped.status == "failed", stopped
+    return result, stopped, before
+
+
 def _set_base(world, connection_id: str, base: str) -> str:
     with world.env.db.session() as session:
         conn = session.get(Connection, connection_id)
@@ -144,14 +156,9 @@ def test_a_source_wide_throttle_defers_the_batch_members_after_it(start_sandbox,
     ids = sorted(connect_patient(world, sb, http=http, patient_id=p) for p in sandbox_patients(http, sb)[:3])
     first, rest = ids[0], ids[1:]
     add_fault(http, sb, path="/fhir", **fault)
-    request_log.clear()
-    before = datetime.now(UTC)
-    with DagsterInstance.ephemeral() as instance:
-        result = _batch(world, ids, instance)
-    assert not result.success
+    result, stopped, before = batch_after_first(world, ids, request_log)
     db = world.env.db
-    stopped = runs.get(db, result.sync_run_ids[first])
-    assert stopped is not None and stopped.status == "failed" and stopped.not_before is not None, stopped
+    assert stopped.not_before is not None, stopped
     assert stopped.not_before > before + timedelta(minutes=45)  # the source's own time, not the retry backoff
     for cid in rest:
         row = runs.get(db, result.sync_run_ids[cid])

@@ -141,7 +141,7 @@ def sync_connection_batch(
     if failed:  # the run shows red; every member's row already holds its own outcome
         raise Failure(
             description=f"{len(failed)} of {len(batch.connections)} connections failed (each is retried alone)"
-            + (f", {len(deferred)} deferred: their source is throttled" if deferred else ""),
+            + (f", {len(deferred)} deferred: their source is throttled or unreachable" if deferred else ""),
             metadata={
                 "failed_connections": MetadataValue.json([f.connection_id for f in failed]),
                 "deferred_connections": MetadataValue.json([d.connection_id for d in deferred]),

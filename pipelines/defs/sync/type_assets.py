@@ -150,7 +150,10 @@ def _build_landing(resource_type: str) -> AssetsDefinition:
         with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
             conn = step_connection(env.db, connection_id, bulk=False)
             with hold_connection(env, connection_id, context.run.run_id):  # one sync of a connection at a time
-                report = land_resource_type(env, connection_id, resource_type, context.run.run_id, full=config.full)
+                earlier = earlier_runs(context.instance, context.run) if config.full else ()
+                report = land_resource_type(
+                    env, connection_id, resource_type, context.run.run_id, full=config.full, earlier_runs=earlier
+                )
         if not report.incomplete:  # an incomplete search fails the upsert step, after it stored what arrived
             raise_if_failed(report, "landing")
         context.log.info(
