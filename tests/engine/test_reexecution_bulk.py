@@ -7,6 +7,7 @@ merges what the failed run landed exactly once, and moves ``_since`` only once e
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -31,12 +32,23 @@ STREAM = cursors.bulk_stream("group", GROUP)
 KICKOFF = f"/fhir/Group/{GROUP}/$export"
 
 
+@dataclass(frozen=True)
+class Rig:
+    """A world, the module's sandbox, the request log, and an instance whose ``bulk_export`` job runs over the
+    world (production's job, the world's resources)."""
+
+    world: SyncWorld
+    sb: SandboxServer
+    http: httpx.Client
+    log: RequestLog
+    bulk: DagsterInstance
+
+
 @pytest.fixture
-def bulk(world: SyncWorld) -> Iterator[DagsterInstance]:
-    """An instance whose ``bulk_export`` job runs over ``world`` (production's job, the world's resources)."""
+def rig(world: SyncWorld, shared_sb: SandboxServer, http: httpx.Client, request_log: RequestLog) -> Iterator[Rig]:
     reexecution.bind(world_settings(world), world_resources(world), BULK_EXPORT_JOB)
     with DagsterInstance.ephemeral() as instance:
-        yield instance
+        yield Rig(world, shared_sb, http, request_log, instance)
 
 
 def _export(instance: DagsterInstance, cid: str) -> tuple[str, list[str]]:
@@ -65,18 +77,12 @@ def _clean(sb: SandboxServer, root: Any) -> list[Any]:
 
 
 @pytest.mark.parametrize("from_failure", [True, False], ids=["from-failure", "all"])
-def test_reexecution_after_a_status_poll_outage_polls_the_same_job_bdx08(
-    shared_sb: SandboxServer,
-    world: SyncWorld,
-    http: httpx.Client,
-    request_log: RequestLog,
-    bulk: DagsterInstance,
-    from_failure: bool,
-) -> None:
+def test_reexecution_after_a_status_poll_outage_polls_the_same_job_bdx08(rig: Rig, from_failure: bool) -> None:
     """The run failed polling (a 503 streak): its re-execution polls the saved status URL, no second kick-off."""
-    cid = connect_backend(world, shared_sb, http=http, group_id=GROUP)
+    world, sb, http, request_log, bulk = rig.world, rig.sb, rig.http, rig.log, rig.bulk
+    cid = connect_backend(world, sb, http=http, group_id=GROUP)
     attempts = world.env.retry.max_attempts if world.env.retry else 5
-    add_fault(http, shared_sb, "503", path="/bulk/status", times=attempts, retry_after="")
+    add_fault(http, sb, "503", path="/bulk/status", times=attempts, retry_after="")
     first, failed = _export(bulk, cid)
     assert failed and "bulk_status_unavailable" in failed[0]
     (job,) = _jobs(world, cid)
@@ -93,17 +99,12 @@ def test_reexecution_after_a_status_poll_outage_polls_the_same_job_bdx08(
 
 
 def test_reexecution_merges_what_the_failed_run_landed_exactly_once_bdx24(
-    tmp_path: Any,
-    shared_sb: SandboxServer,
-    world: SyncWorld,
-    http: httpx.Client,
-    request_log: RequestLog,
-    bulk: DagsterInstance,
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any, rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The warehouse failed while the run merged its landed files: the re-execution merges each landed file once
     without downloading it again, fetches only what was not landed, and only then moves ``_since``."""
-    cid = connect_backend(world, shared_sb, http=http, group_id=GROUP)
+    world, sb, http, request_log, bulk = rig.world, rig.sb, rig.http, rig.log, rig.bulk
+    cid = connect_backend(world, sb, http=http, group_id=GROUP)
     real_add, merged, broken = MergeGroup.add, [], [True]
 
     def add(group: MergeGroup, f: Any, landed: Any) -> None:
@@ -131,22 +132,16 @@ def test_reexecution_merges_what_the_failed_run_landed_exactly_once_bdx24(
     assert not request_log.paths(KICKOFF, method="POST")[1:] and len(request_log.paths(KICKOFF)) <= 1
     assert set(_file_states(world, job.id).values()) == {"done"}
     assert cursors.get_mark(world.env.db, cid, STREAM, "*") == _jobs(world, cid)[0].transaction_time
-    assert content_fingerprint(world.env.warehouse_target, with_connection=False) == _clean(shared_sb, tmp_path)
+    assert content_fingerprint(world.env.warehouse_target, with_connection=False) == _clean(sb, tmp_path)
     row = runs.get(world.env.db, again)
     assert row is not None and row.status == "completed"
 
 
-def test_reexecution_after_one_file_failed_fetches_only_that_file(
-    shared_sb: SandboxServer,
-    world: SyncWorld,
-    http: httpx.Client,
-    request_log: RequestLog,
-    bulk: DagsterInstance,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_reexecution_after_one_file_failed_fetches_only_that_file(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     """Files partly downloaded: one file failed (the others landed and merged); its re-execution fetches that file
     alone from the same export, and ``_since`` moves only then."""
-    cid = connect_backend(world, shared_sb, http=http, group_id=GROUP)
+    world, sb, http, request_log, bulk = rig.world, rig.sb, rig.http, rig.log, rig.bulk
+    cid = connect_backend(world, sb, http=http, group_id=GROUP)
     real_fetch, failing = bulk_files.fetch_file, []
 
     def fetch(env: Any, conn: Any, client: Any, job: Any, f: Any, *args: Any) -> Any:
@@ -172,29 +167,24 @@ def test_reexecution_after_one_file_failed_fetches_only_that_file(
     assert runs.require(world.env.db, again).counts["Condition"]["created"] > 0
 
 
-def test_reexecution_whose_status_url_is_gone_exports_again_from_the_held_since_bdx08(
-    shared_sb: SandboxServer,
-    world: SyncWorld,
-    http: httpx.Client,
-    request_log: RequestLog,
-    bulk: DagsterInstance,
-) -> None:
+def test_reexecution_whose_status_url_is_gone_exports_again_from_the_held_since_bdx08(rig: Rig) -> None:
     """The server dropped the job the failed run was polling (its status URL answers 404): the re-execution kicks
     off a new export with the ``_since`` the failed run asked from (the last completed export's), never one past
     data not received."""
-    cid = connect_backend(world, shared_sb, http=http, group_id=GROUP)
+    world, sb, http, request_log, bulk = rig.world, rig.sb, rig.http, rig.log, rig.bulk
+    cid = connect_backend(world, sb, http=http, group_id=GROUP)
     _, failed = _export(bulk, cid)
     assert not failed
     mark = cursors.get_mark(world.env.db, cid, STREAM, "*")
     assert mark is not None
-    mutate(http, shared_sb, update=3)
+    mutate(http, sb, update=3)
     attempts = world.env.retry.max_attempts if world.env.retry else 5
-    add_fault(http, shared_sb, "503", path="/bulk/status", times=attempts, retry_after="")
+    add_fault(http, sb, "503", path="/bulk/status", times=attempts, retry_after="")
     second, failed = _export(bulk, cid)
     assert failed and _jobs(world, cid)[-1].status == "polling"
     assert cursors.get_mark(world.env.db, cid, STREAM, "*") == mark
 
-    assert shared_sb.state.bulk.cancel(_jobs(world, cid)[-1].status_url.rsplit("/", 1)[-1])  # the server forgot it
+    assert sb.state.bulk.cancel(_jobs(world, cid)[-1].status_url.rsplit("/", 1)[-1])  # the server forgot it
     request_log.clear()
     again, failed = reexecution.reexecute(bulk, second, from_failure=True)
     assert not failed
