@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from connectors.errors import EhrUnreachableError, InsufficientDiskSpaceError, NeedsReauthError, RateLimitedError
@@ -44,6 +44,7 @@ __all__ = [
     "ConnectionOutcome",
     "batch_sync_run_id",
     "close_batch_rows",
+    "completed_earlier",
     "defer_connection",
     "open_batch_rows",
     "sync_batch",
@@ -233,6 +234,22 @@ def _sync_types(env: SyncEnvironment, outcome: ConnectionOutcome, types: Sequenc
         outcome.error = "; ".join(failures)
 
 
+def completed_earlier(db: AppDatabase, earlier_runs: Sequence[str], connection_ids: Sequence[str]) -> set[str]:
+    """The members a batch re-execution from failure passes over: those whose newest sync in ``earlier_runs`` (the
+    Dagster runs it carries on, newest first) completed. The batch is one op, so Dagster runs it whole again;
+    syncing the completed members again would send their requests twice to an EHR that may be throttling the
+    source. A member that failed, was deferred or never reached there is synced; so is one the newest run that
+    holds it failed, whatever an older run did."""
+    done: set[str] = set()
+    for connection_id in connection_ids:
+        newest = next(
+            (r for r in (runs.get(db, batch_sync_run_id(rid, connection_id)) for rid in earlier_runs) if r), None
+        )
+        if newest is not None and newest.status == "completed":
+            done.add(connection_id)
+    return done
+
+
 def _short(error: str | None) -> str | None:
     return error[:_MAX_ERROR] if error else None
 
@@ -242,14 +259,17 @@ def sync_batch(
     connection_ids: Sequence[str],
     dagster_run_id: str,
     on_done: Callable[[ConnectionOutcome], None] | None = None,
+    passed_over: Collection[str] = (),
 ) -> BatchOutcome:
     """Sync the members one after another (the batch's concurrency toward its EHR is one request at a time).
     Once one stops on a source-wide throttle or finds its source unreachable, the later members at that source are
-    deferred, not tried."""
-    open_batch_rows(env, dagster_run_id, connection_ids)
+    deferred, not tried. ``passed_over`` (``completed_earlier``: a re-execution from failure) are not synced and get
+    no row."""
+    members = [cid for cid in connection_ids if cid not in passed_over]
+    open_batch_rows(env, dagster_run_id, members)
     batch = BatchOutcome()
     throttles = SourceThrottles()
-    for connection_id in connection_ids:
+    for connection_id in members:
         key = source_key(env.db, connection_id)
         held = throttles.holding(key)
         if held is not None:

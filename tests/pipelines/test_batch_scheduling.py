@@ -6,11 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from dagster import (
-    DagsterEvent,
-    DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
-    build_run_status_sensor_context,
 )
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.test_utils import create_run_for_test
@@ -23,10 +20,9 @@ from engine.run_outcome import finish_sync_run
 from engine.run_tags import SOURCE_TAG
 from pipelines.defs._shared.partitions import BULK_CONNECTIONS_PARTITIONS_NAME, PATIENT_CONNECTIONS_PARTITIONS_NAME
 from pipelines.defs.sync.batch import BATCH_SYNC_JOB, BATCH_TAG, batch_connection_ids, batch_run_config
-from pipelines.defs.sync.jobs import sync_run_ended
-from pipelines.resources import AppDatabaseResource
 from tests.pipelines.appdb import AppDb
 from tests.pipelines.scheduler import evaluate_scheduled_syncs
+from tests.pipelines.test_run_status_sensors import report_batch_failure
 
 
 def _due(app_db: AppDb, instance: DagsterInstance, cid: str, provider: str, kind: str = "patient") -> str:
@@ -95,14 +91,7 @@ def test_a_failed_batch_run_closes_only_its_members_left_open(app_db: AppDb, dag
     for cid in (done, open_):
         runs.ensure_run(app_db.db, cid, batch_sync_run_id(run.run_id, cid), "incremental", tenant_id=app_db.tenant_id)
     finish_sync_run(app_db.db, batch_sync_run_id(run.run_id, done), done, succeeded=True)
-    context = build_run_status_sensor_context(
-        sensor_name="sync_run_failure",
-        dagster_event=DagsterEvent(event_type_value=DagsterEventType.RUN_FAILURE.value, job_name=BATCH_SYNC_JOB),
-        dagster_instance=dagster_instance,
-        dagster_run=run,
-        resources={"app_db": AppDatabaseResource(url=app_db.url)},
-    )
-    next(s for s in sync_run_ended if s.name == "sync_run_failure")(context)
+    report_batch_failure(app_db, dagster_instance, run)
     assert runs.get(app_db.db, batch_sync_run_id(run.run_id, done)).status == "completed"  # type: ignore[union-attr]
     assert runs.get(app_db.db, batch_sync_run_id(run.run_id, open_)).status == "failed"  # type: ignore[union-attr]
     assert app_db.last_sync_at(done) is not None and app_db.last_sync_at(open_) is None

@@ -10,24 +10,39 @@ from dagster import (
     DagsterEvent,
     DagsterEventType,
     DagsterInstance,
+    DagsterRun,
     DagsterRunStatus,
     build_run_status_sensor_context,
     job,
     op,
 )
+from dagster._core.storage.tags import RESUME_RETRY_TAG as DAGSTER_RESUME_RETRY_TAG
 from dagster._core.test_utils import create_run_for_test
 
 from engine import runs
 from engine.batch_sync import batch_sync_run_id
 from engine.retries import failure_streaks
+from engine.run_outcome import finish_sync_run
 from engine.run_tags import CONNECTION_TAG
-from pipelines.defs.sync.batch import BATCH_SYNC_JOB, batch_run_config
+from pipelines.defs.sync.batch import BATCH_SYNC_JOB, RESUME_RETRY_TAG, batch_run_config
 from pipelines.defs.sync.jobs import sync_run_ended
 from pipelines.resources import AppDatabaseResource
 from store.models import Connection
 from tests.pipelines.appdb import AppDb
 
 SENSORS = {s.name: s for s in sync_run_ended}
+
+
+def report_batch_failure(app_db: AppDb, instance: DagsterInstance, run: DagsterRun) -> None:
+    """The failure sensor's evaluation for a batch run that ended failed."""
+    context = build_run_status_sensor_context(
+        sensor_name="sync_run_failure",
+        dagster_event=DagsterEvent(event_type_value=DagsterEventType.RUN_FAILURE.value, job_name=BATCH_SYNC_JOB),
+        dagster_instance=instance,
+        dagster_run=run,
+        resources={"app_db": AppDatabaseResource(url=app_db.url)},
+    )
+    SENSORS["sync_run_failure"](context)
 
 
 @pytest.mark.parametrize(
@@ -183,15 +198,46 @@ def test_a_batch_that_failed_before_its_op_records_its_syncable_members(
         status=DagsterRunStatus.FAILURE,
         run_config=batch_run_config([good, gone]),
     )
-    context = build_run_status_sensor_context(
-        sensor_name="sync_run_failure",
-        dagster_event=DagsterEvent(event_type_value=DagsterEventType.RUN_FAILURE.value, job_name=BATCH_SYNC_JOB),
-        dagster_instance=dagster_instance,
-        dagster_run=run,
-        resources={"app_db": AppDatabaseResource(url=app_db.url)},
-    )
-    SENSORS["sync_run_failure"](context)
+    report_batch_failure(app_db, dagster_instance, run)
     assert runs.get(app_db.db, batch_sync_run_id(run.run_id, gone)) is None
     record = runs.get(app_db.db, batch_sync_run_id(run.run_id, good))
     assert record is not None and record.status == "failed" and record.kind == "incremental"
     assert set(failure_streaks(app_db.db)) == {good}
+
+
+@pytest.mark.parametrize("from_failure", [True, False], ids=["from-failure", "all"])
+def test_a_batch_reexecution_that_failed_before_its_op_records_only_the_members_it_was_to_sync(
+    app_db: AppDb, dagster_instance: DagsterInstance, from_failure: bool
+) -> None:
+    """A "Re-execute from failure" of a batch passes over the members its parent completed: when it dies before its
+    op, those are not recorded failed (no false failure streak, no retry of a member that synced); the member that
+    failed is, and a "Re-execute all" records both."""
+    done, retried = app_db.add("c1"), app_db.add("c2")
+    config = batch_run_config([done, retried])
+    parent = create_run_for_test(
+        dagster_instance, job_name=BATCH_SYNC_JOB, status=DagsterRunStatus.FAILURE, run_config=config
+    )
+    for cid, ok in ((done, True), (retried, False)):
+        row = batch_sync_run_id(parent.run_id, cid)
+        runs.ensure_run(app_db.db, cid, row, "incremental", tenant_id=app_db.tenant_id)
+        finish_sync_run(app_db.db, row, cid, succeeded=ok, error=None if ok else "x")
+    run = create_run_for_test(
+        dagster_instance,
+        job_name=BATCH_SYNC_JOB,
+        status=DagsterRunStatus.FAILURE,
+        run_config=config,
+        parent_run_id=parent.run_id,
+        root_run_id=parent.run_id,
+        tags={RESUME_RETRY_TAG: "true"} if from_failure else {},
+    )
+    report_batch_failure(app_db, dagster_instance, run)
+    passed_over = runs.get(app_db.db, batch_sync_run_id(run.run_id, done))
+    assert (passed_over is None) if from_failure else (passed_over is not None and passed_over.status == "failed")
+    record = runs.get(app_db.db, batch_sync_run_id(run.run_id, retried))
+    assert record is not None and record.status == "failed"
+    assert set(failure_streaks(app_db.db)) == ({retried} if from_failure else {done, retried})
+
+
+def test_the_resume_tag_is_dagsters() -> None:
+    """``members_done_earlier`` reads Dagster's own tag of a re-execution from failure."""
+    assert RESUME_RETRY_TAG == DAGSTER_RESUME_RETRY_TAG

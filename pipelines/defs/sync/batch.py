@@ -29,11 +29,11 @@ from dagster import (
 from pydantic import Field
 
 from engine import REFERENCED_TYPES, TypeReport
-from engine.batch_sync import ConnectionOutcome, sync_batch
+from engine.batch_sync import ConnectionOutcome, completed_earlier, sync_batch
 from engine.run_tags import KIND_TAG, SOURCE_TAG, TRIGGER_TAG
 from pipelines.defs._shared.connection_facts import connection_metadata
 from pipelines.defs._shared.environment import sync_environment
-from pipelines.defs._shared.run_control import PENDING_STATUSES, RUNNING_STATUSES
+from pipelines.defs._shared.run_control import PENDING_STATUSES, RUNNING_STATUSES, earlier_runs
 from pipelines.defs.sync.batch_checks import member_events
 from pipelines.defs.sync.reference_assets import NO_REFERENCES
 from pipelines.resources import (
@@ -43,6 +43,7 @@ from pipelines.resources import (
     SyncPolicyResource,
     WarehouseResource,
 )
+from store import AppDatabase
 
 __all__ = [
     "BATCH_OP",
@@ -54,11 +55,15 @@ __all__ = [
     "batch_run_tags",
     "busy_in_batches",
     "incremental_sync_batch_job",
+    "members_done_earlier",
 ]
 
 BATCH_SYNC_JOB = "incremental_sync_batch"
 BATCH_OP = "sync_connection_batch"
 BATCH_TAG = "ehrsync/batch"  # value: the number of connections (the ids are in the run config)
+# Dagster's tag on a "Re-execute from failure" (the UI's, and its run retries'; ``RESUME_RETRY_TAG`` in
+# ``dagster._core.storage.tags``); a "Re-execute all" does not carry it, not even from a re-execution that did.
+RESUME_RETRY_TAG = "dagster/is_resume_retry"
 
 
 class BatchConfig(Config):
@@ -90,6 +95,14 @@ def busy_in_batches(instance: DagsterInstance) -> set[str]:
         )
     )
     return {cid for run in runs for cid in batch_connection_ids(run)}
+
+
+def members_done_earlier(instance: DagsterInstance, run: DagsterRun, db: AppDatabase) -> set[str]:
+    """The members a batch run passes over: on a "Re-execute from failure", those the runs it carries on completed
+    (``engine.batch_sync.completed_earlier``); none on a first run or a "Re-execute all" (every member again)."""
+    if run.tags.get(RESUME_RETRY_TAG) != "true":
+        return set()
+    return completed_earlier(db, earlier_runs(instance, run), batch_connection_ids(run))
 
 
 @dataclass(frozen=True)
@@ -134,8 +147,15 @@ def sync_connection_batch(
 ) -> None:
     with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
         checks = _MemberChecks(warehouse, policy.quarantine_max_ratio)
+        done = members_done_earlier(context.instance, context.run, env.db)
+        if done:
+            context.log.info("re-execution from failure: %d member(s) completed earlier, not synced again", len(done))
         batch = sync_batch(
-            env, config.connection_ids, context.run.run_id, on_done=lambda o: _record(context, o, checks)
+            env,
+            config.connection_ids,
+            context.run.run_id,
+            on_done=lambda o: _record(context, o, checks),
+            passed_over=done,
         )
     failed, deferred = batch.failed, batch.deferred
     if failed:  # the run shows red; every member's row already holds its own outcome

@@ -19,7 +19,12 @@ from engine.run_outcome import CANCELED_PREFIX, RunTimes, finish_sync_run, recor
 from engine.run_tags import CONNECTION_TAG
 from pipelines.defs._shared.metadata import without_freshness
 from pipelines.defs._shared.run_control import run_times
-from pipelines.defs.sync.batch import BATCH_SYNC_JOB, batch_connection_ids, incremental_sync_batch_job
+from pipelines.defs.sync.batch import (
+    BATCH_SYNC_JOB,
+    batch_connection_ids,
+    incremental_sync_batch_job,
+    members_done_earlier,
+)
 from pipelines.defs.sync.reference_assets import build_reference_assets
 from pipelines.defs.sync.type_assets import (
     LANDING_GROUP,
@@ -95,7 +100,9 @@ def _make_run_ended_sensor(status: DagsterRunStatus) -> RunStatusSensorDefinitio
         times = run_times(context.instance, run.run_id)  # the run's own end, not this tick's
         with app_db.open() as db:
             if status is DagsterRunStatus.FAILURE:
-                _record_unstarted(db, run, connection_id, members, reason or "run failed", times)
+                done = members_done_earlier(context.instance, run, db) if members else set()
+                to_sync = [m for m in members if m not in done]  # a re-execution's own members, not those done
+                _record_unstarted(db, run, connection_id, to_sync, reason or "run failed", times)
             if members:
                 close_batch_rows(db, run.run_id, members, succeeded=succeeded, error=reason, times=times)
             if connection_id:
@@ -114,7 +121,8 @@ def _record_unstarted(
     reason: str,
     times: RunTimes,
 ) -> None:
-    """A failed sync run (or batch) that never opened its rows: record them failed, to be retried."""
+    """A failed sync run (or batch) that never opened its rows: record them failed, to be retried. ``members``: those
+    the batch was to sync (a re-execution from failure passes over the ones completed earlier: no failure of theirs)."""
     error = reason[:500]
     if members and run.job_name == BATCH_SYNC_JOB:
         for cid in members:
