@@ -130,3 +130,52 @@ def test_sal_v1_vendor_launch_keeps_its_read_scopes_with_writes_off(make_app: Ca
         scopes = resolve_profile(session, ctx.cipher, ctx.settings, "t1", "cerner").scopes.split()
     assert "patient/Observation.read" in scopes and "patient/Patient.read" in scopes
     assert not any(s.endswith(".write") for s in scopes)
+
+
+def _smart_config_transport(base: str) -> httpx.Client:
+    """An EHR whose discovery answers (SMART v1 only, as PointClickCare's US Core 3.1.1 era server)."""
+    config = {
+        "issuer": base,
+        "authorization_endpoint": f"{PCC_HOST}/oauth/authorize",
+        "token_endpoint": f"{PCC_HOST}/oauth/token",
+        "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "code_challenge_methods_supported": ["S256"],
+        "grant_types_supported": ["authorization_code", "client_credentials"],
+        "capabilities": ["launch-ehr", "launch-standalone", "client-confidential-symmetric", "permission-v1"],
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/.well-known/smart-configuration"):
+            return httpx.Response(200, json=config)
+        return httpx.Response(404)
+
+    return httpx.Client(transport=httpx.MockTransport(handler))
+
+
+@pytest.mark.parametrize("app_type", [None, "patient"])
+def test_sal07_a_pointclickcare_standalone_launch_asks_no_ehr_launch_scope(
+    make_app: Callable[..., AppHandle], app_type: str | None
+) -> None:
+    """SAL-07: a standalone launch asks ``launch/patient`` and no ``launch`` (that scope is the EHR launch's, with its
+    ``launch`` parameter). A provider-facing PointClickCare app (the default app type, ``user/`` scopes) asked both,
+    so its standalone authorize URL carried an EHR-launch scope with no launch; an EHR launch asks ``launch``."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from auth_service.services.launch import begin_authorization
+
+    base = f"{PCC_HOST}/fhir/R4/t-9"
+    h = make_app(http=_smart_config_transport(base), SMART_ISSUER_ALLOWLIST=base)
+    config = {**PCC, **({"appType": app_type} if app_type else {})}
+    h.bootstrap("t1", {"ehrIntegrations": {"enabledProviders": ["pcc"], "providerConfigs": {"pcc": config}}})
+    ctx = h.app.state.ctx
+
+    def scope(launch: str | None) -> list[str]:
+        url = begin_authorization(ctx, tenant_id="t1", provider_id="pcc", browser_session="b" * 32, launch=launch)
+        return parse_qs(urlsplit(url).query)["scope"][0].split()
+
+    standalone, ehr = scope(None), scope("opaque-launch")
+    prefix = "patient/" if app_type == "patient" else "user/"
+    assert "launch/patient" in standalone and "launch" not in standalone, standalone
+    assert "launch" in ehr and not any(s.startswith("launch/") for s in ehr), ehr
+    assert "user/Observation.read" in standalone or prefix == "patient/"
+    assert all(s.startswith(prefix) for s in standalone if s.endswith(".read")), standalone
