@@ -179,3 +179,44 @@ def test_sal07_a_pointclickcare_standalone_launch_asks_no_ehr_launch_scope(
     assert "launch" in ehr and not any(s.startswith("launch/") for s in ehr), ehr
     assert "user/Observation.read" in standalone or prefix == "patient/"
     assert all(s.startswith(prefix) for s in standalone if s.endswith(".read")), standalone
+
+
+def test_sal23_backend_connection_answers_the_expiry_it_stored(make_app: Callable[..., AppHandle]) -> None:
+    """SAL-23 / vendors.md §3: Oracle Health's tokens last 570 s whatever ``expires_in`` claims, so the stored expiry
+    is capped there; the backend connection's answer said the claimed hour while the status API and the refresh
+    said 570 s. Both now give the expiry ehrsync refreshes by."""
+    import datetime as dt
+
+    base = f"https://fhir-ehr.cerner.com/r4/{TENANT}"
+    config = {
+        "issuer": base,
+        "authorization_endpoint": "https://authorization.cerner.com/authorize",
+        "token_endpoint": "https://authorization.cerner.com/token",
+        "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "grant_types_supported": ["client_credentials"],
+        "capabilities": ["client-confidential-symmetric", "permission-v1"],
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/.well-known/smart-configuration"):
+            return httpx.Response(200, json=config)
+        if request.url.path == "/token":
+            token = {"access_token": "AT", "token_type": "Bearer", "expires_in": 3600, "scope": "system/Patient.read"}
+            return httpx.Response(200, json=token)
+        return httpx.Response(404)
+
+    h = make_app(http=httpx.Client(transport=httpx.MockTransport(handler)), SMART_ISSUER_ALLOWLIST=base)
+    key = h.bootstrap(
+        "t1", {"ehrIntegrations": {"enabledProviders": ["cerner"], "providerConfigs": {"cerner": CERNER}}}
+    )
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"provider": "cerner", "scope": "system/Patient.read", "group_id": "g-1"}
+    made = h.client.post("/api/integrations/admin/backend-connections", json=body, headers=headers)
+    assert made.status_code == 201, made.text
+    status = h.client.get(
+        "/api/integrations/smart/status", params={"connection_id": made.json()["connection_id"]}, headers=headers
+    ).json()
+    token = status["token"]
+    assert made.json()["expires_at"] == token["expires_at"]
+    lifetime = dt.datetime.fromisoformat(token["expires_at"]) - dt.datetime.fromisoformat(token["issued_at"])
+    assert lifetime == dt.timedelta(seconds=570)
