@@ -7,7 +7,10 @@ a revocation the stored tokens of the connections of the same client at the same
 ``_same_client`` uses: a token is bound to the client it was issued to, RFC 6749 §6, at one authorization server)
 are compared with the new ones: decrypted here, compared in constant time, never logged. A row that cannot be
 decrypted (altered or moved) holds nothing any process could use, so it is no reason to keep a token; one sealed
-under a key only another process has (a key rotation under way) may hold it, so it counts as holding.
+under a key only another process has (a key rotation under way) may hold it, so it counts as holding. The check is
+bounded: at most ``MAX_ROWS_CHECKED`` rows are opened (a refused sign-in is answered within the request deadline
+however many connections the client has); a client with more that none of those hold is undecided
+(``HeldTokensUndecidedError``), so nothing is revoked, as when the check fails.
 """
 
 from __future__ import annotations
@@ -24,9 +27,17 @@ from store.errors import TokenKeyMissingError, TokenUndecryptableError
 from store.models import Connection, TokenRecord
 from store.tokenrows import open_field
 
-__all__ = ["connection_holding"]
+__all__ = ["MAX_ROWS_CHECKED", "HeldTokensUndecidedError", "connection_holding"]
 
 logger = logging.getLogger(__name__)
+
+#: Stored token rows opened (two decryptions each at most) by one check.
+MAX_ROWS_CHECKED = 2000
+
+
+class HeldTokensUndecidedError(Exception):
+    """Whether a stored connection holds the tokens was not decided: the client has more connections than one check
+    opens. Nothing may be revoked then (a connection not ruled out is never ended)."""
 
 
 def connection_holding(
@@ -37,9 +48,11 @@ def connection_holding(
     client_id: str,
     token_endpoint: str,
     fhir_base: str,
+    max_rows: int = MAX_ROWS_CHECKED,
 ) -> str | None:
     """The id of a stored connection of ``client_id`` at ``token_endpoint`` (or, storing no endpoint, at
-    ``fhir_base``) whose refresh or access token is one of ``tokens``; None when none is."""
+    ``fhir_base``) whose refresh or access token is one of ``tokens``; None when none is. HeldTokensUndecidedError
+    when the first ``max_rows`` do not and there are more."""
     wanted = [token.encode() for token in tokens if token]
     if not wanted:
         return None
@@ -54,9 +67,15 @@ def connection_holding(
             ),
         )
         .order_by(Connection.id)
+        .limit(max_rows + 1)
+        .execution_options(yield_per=200)
     )
     with db.session() as session:
-        for row in session.scalars(stmt):
+        for seen, row in enumerate(session.scalars(stmt)):
+            if seen == max_rows:
+                raise HeldTokensUndecidedError(
+                    f"client has more than {max_rows} stored connections at this token endpoint: not all were checked"
+                )
             if _holds(cipher, row, wanted):
                 return row.connection_id
     return None

@@ -249,4 +249,6 @@ def create_backend_connection(
         group_id=group_id,
         granted_scopes=granted,
     )
-    return {"connection_id": connection_id, "granted_scopes": granted, "expires_at": _iso(token.expires_at)}
+    stored = ctx.vault.token_info(connection_id)  # the expiry refreshes go by (capped at the vendor's, SAL-23)
+    expires_at = stored.expires_at if stored is not None else token.expires_at
+    return {"connection_id": connection_id, "granted_scopes": granted, "expires_at": _iso(expires_at)}

@@ -66,13 +66,18 @@ logger = logging.getLogger(__name__)
 
 
 def _launch_scopes(scopes: str, ehr_launch: bool) -> str:
+    """The launch scopes of the flow, whatever the profile lists: an EHR launch asks ``launch`` (the context comes
+    with its ``launch`` parameter, SAL-06); a standalone one ``launch/patient`` and never ``launch``, an EHR-launch
+    scope with no launch to go with it (SAL-07; a provider-facing app's defaults list ``launch``)."""
     words = scopes.split()
     if ehr_launch:
         words = [w for w in words if not w.startswith("launch/")]
         if "launch" not in words:
             words.insert(0, "launch")
-    elif "launch/patient" not in words and not any(w.startswith("launch/") for w in words):
-        words.insert(0, "launch/patient")
+    else:
+        words = [w for w in words if w != "launch"]
+        if not any(w.startswith("launch/") for w in words):
+            words.insert(0, "launch/patient")
     return " ".join(dict.fromkeys(words))
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from connectors.errors import WriteNotSupportedError
+from connectors.fhir.references import reference_on
 from connectors.http import RateLimiter
 
 __all__ = [
@@ -130,10 +131,12 @@ class WriteProfile:
         has_encounter: bool,
         author_id: str | None = None,
         token_user: str | None = None,
+        fhir_base: str | None = None,
     ) -> None:
         """Refuse a note before any EHR call (DWB-42) with the WRITE_NOT_SUPPORTED reason that applies.
 
-        ``author_id``: the note's Practitioner id; ``token_user``: the token's ``fhirUser`` (``Practitioner/{id}``).
+        ``author_id``: the note's Practitioner id; ``token_user``: the token's ``fhirUser`` (``Practitioner/{id}``,
+        or absolute on ``fhir_base``, the connection's server).
         """
         if not self.supported:
             raise WriteNotSupportedError(self.unsupported_reason or "vendor_disabled")
@@ -143,17 +146,20 @@ class WriteProfile:
         base_type = mime_type.split(";", 1)[0].strip().lower()
         if base_type not in self.mime_types:
             raise WriteNotSupportedError("mime_type_unsupported", f"content type {base_type!r} is not accepted")
-        self._check_author(persona, author_id, token_user)
+        self._check_author(persona, author_id, token_user, fhir_base)
         if self.encounter_required and not has_encounter:
             raise WriteNotSupportedError("encounter_required", "this EHR requires context.encounter on notes")
         if self.max_bytes is not None and size > self.max_bytes:
             raise WriteNotSupportedError("too_large", f"note of {size} bytes exceeds {self.max_bytes}")
 
-    def _check_author(self, persona: Persona, author_id: str | None, token_user: str | None) -> None:
-        """DWB-16: under these personas the EHR files a note only as the signed-in user (none named: the token's)."""
+    def _check_author(
+        self, persona: Persona, author_id: str | None, token_user: str | None, fhir_base: str | None
+    ) -> None:
+        """DWB-16: under these personas the EHR files a note only as the signed-in user (none named: the token's):
+        the Practitioner the ``fhirUser`` names on this server, whatever its version."""
         if persona not in self.author_is_token_user or author_id is None:
             return
-        if (token_user or "").rstrip("/").split("/")[-2:] != ["Practitioner", author_id]:  # relative or absolute
+        if reference_on(token_user, fhir_base) != ("Practitioner", author_id):
             signed_in = token_user or "unknown"
             raise WriteNotSupportedError(
                 "author_not_signed_in_user",

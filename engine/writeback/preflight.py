@@ -88,6 +88,7 @@ def plan_send(note: NoteRecord, target: NoteTarget, client: FhirClient, config: 
         has_encounter=note.encounter_id is not None,
         author_id=note.author_id,
         token_user=target.token_user,
+        fhir_base=target.connection.fhir_base,
     )
     via_binary = note.body_bytes > config.inline_max_bytes and not target.profile.inline_only
     if via_binary and not capability.binary_create:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from connectors.fhir.references import reference_on
 from connectors.providers import get_provider
 from connectors.providers.profiles import Persona, WriteProfile
 from connectors.writeback import WriteFlags
@@ -42,7 +43,8 @@ class NoteTarget:
 def _persona(row: Connection) -> Persona:
     if row.kind in ("backend", "group"):
         return "system"
-    return "user" if (row.fhir_user or "").split("/")[-2:-1] == ["Practitioner"] else "patient"
+    user = reference_on(row.fhir_user, None)  # a version (``/_history/2``) names the same Practitioner
+    return "user" if user is not None and user[0] == "Practitioner" else "patient"
 
 
 def load_target(db: AppDatabase, note: NoteRecord, *, service_write_enabled: bool) -> NoteTarget:

@@ -130,3 +130,93 @@ def test_sal_v1_vendor_launch_keeps_its_read_scopes_with_writes_off(make_app: Ca
         scopes = resolve_profile(session, ctx.cipher, ctx.settings, "t1", "cerner").scopes.split()
     assert "patient/Observation.read" in scopes and "patient/Patient.read" in scopes
     assert not any(s.endswith(".write") for s in scopes)
+
+
+def _smart_config_transport(base: str) -> httpx.Client:
+    """An EHR whose discovery answers (SMART v1 only, as PointClickCare's US Core 3.1.1 era server)."""
+    config = {
+        "issuer": base,
+        "authorization_endpoint": f"{PCC_HOST}/oauth/authorize",
+        "token_endpoint": f"{PCC_HOST}/oauth/token",
+        "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "code_challenge_methods_supported": ["S256"],
+        "grant_types_supported": ["authorization_code", "client_credentials"],
+        "capabilities": ["launch-ehr", "launch-standalone", "client-confidential-symmetric", "permission-v1"],
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/.well-known/smart-configuration"):
+            return httpx.Response(200, json=config)
+        return httpx.Response(404)
+
+    return httpx.Client(transport=httpx.MockTransport(handler))
+
+
+@pytest.mark.parametrize("app_type", [None, "patient"])
+def test_sal07_a_pointclickcare_standalone_launch_asks_no_ehr_launch_scope(
+    make_app: Callable[..., AppHandle], app_type: str | None
+) -> None:
+    """SAL-07: a standalone launch asks ``launch/patient`` and no ``launch`` (that scope is the EHR launch's, with its
+    ``launch`` parameter). A provider-facing PointClickCare app (the default app type, ``user/`` scopes) asked both,
+    so its standalone authorize URL carried an EHR-launch scope with no launch; an EHR launch asks ``launch``."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from auth_service.services.launch import begin_authorization
+
+    base = f"{PCC_HOST}/fhir/R4/t-9"
+    h = make_app(http=_smart_config_transport(base), SMART_ISSUER_ALLOWLIST=base)
+    config = {**PCC, **({"appType": app_type} if app_type else {})}
+    h.bootstrap("t1", {"ehrIntegrations": {"enabledProviders": ["pcc"], "providerConfigs": {"pcc": config}}})
+    ctx = h.app.state.ctx
+
+    def scope(launch: str | None) -> list[str]:
+        url = begin_authorization(ctx, tenant_id="t1", provider_id="pcc", browser_session="b" * 32, launch=launch)
+        return parse_qs(urlsplit(url).query)["scope"][0].split()
+
+    standalone, ehr = scope(None), scope("opaque-launch")
+    prefix = "patient/" if app_type == "patient" else "user/"
+    assert "launch/patient" in standalone and "launch" not in standalone, standalone
+    assert "launch" in ehr and not any(s.startswith("launch/") for s in ehr), ehr
+    assert "user/Observation.read" in standalone or prefix == "patient/"
+    assert all(s.startswith(prefix) for s in standalone if s.endswith(".read")), standalone
+
+
+def test_sal23_backend_connection_answers_the_expiry_it_stored(make_app: Callable[..., AppHandle]) -> None:
+    """SAL-23 / vendors.md §3: Oracle Health's tokens last 570 s whatever ``expires_in`` claims, so the stored expiry
+    is capped there; the backend connection's answer said the claimed hour while the status API and the refresh
+    said 570 s. Both now give the expiry ehrsync refreshes by."""
+    import datetime as dt
+
+    base = f"https://fhir-ehr.cerner.com/r4/{TENANT}"
+    config = {
+        "issuer": base,
+        "authorization_endpoint": "https://authorization.cerner.com/authorize",
+        "token_endpoint": "https://authorization.cerner.com/token",
+        "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "grant_types_supported": ["client_credentials"],
+        "capabilities": ["client-confidential-symmetric", "permission-v1"],
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/.well-known/smart-configuration"):
+            return httpx.Response(200, json=config)
+        if request.url.path == "/token":
+            token = {"access_token": "AT", "token_type": "Bearer", "expires_in": 3600, "scope": "system/Patient.read"}
+            return httpx.Response(200, json=token)
+        return httpx.Response(404)
+
+    h = make_app(http=httpx.Client(transport=httpx.MockTransport(handler)), SMART_ISSUER_ALLOWLIST=base)
+    key = h.bootstrap(
+        "t1", {"ehrIntegrations": {"enabledProviders": ["cerner"], "providerConfigs": {"cerner": CERNER}}}
+    )
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"provider": "cerner", "scope": "system/Patient.read", "group_id": "g-1"}
+    made = h.client.post("/api/integrations/admin/backend-connections", json=body, headers=headers)
+    assert made.status_code == 201, made.text
+    status = h.client.get(
+        "/api/integrations/smart/status", params={"connection_id": made.json()["connection_id"]}, headers=headers
+    ).json()
+    token = status["token"]
+    assert made.json()["expires_at"] == token["expires_at"]
+    lifetime = dt.datetime.fromisoformat(token["expires_at"]) - dt.datetime.fromisoformat(token["issued_at"])
+    assert lifetime == dt.timedelta(seconds=570)

@@ -357,6 +357,40 @@ def test_dwb16_oracle_author_must_be_the_signed_in_provider(
     assert info.value.reason == "author_not_signed_in_user" and f"Practitioner/{author}" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("token_user", "refused"),
+    [
+        ("Practitioner/dr-who/_history/2", False),  # a versioned fhirUser names the same Practitioner
+        ("https://ehr.example/r4/t/Practitioner/dr-who/_history/2", False),
+        ("https://ehr.example/r4/t/Practitioner/dr-who/", False),
+        ("https://other.example/r4/t/Practitioner/dr-who", True),  # another server's dr-who is someone else
+        ("https://ehr.example/r4/t2/Practitioner/dr-who", True),
+        ("https://ehr.example/r4/t/Patient/dr-who", True),
+    ],
+)
+def test_dwb16_oracle_author_is_compared_with_the_signed_in_user_on_this_server(token_user: str, refused: bool) -> None:
+    """DWB-16: the signed-in user is the fhirUser's Practitioner on the connection's FHIR server: a version
+    (``/_history/2``) does not make it another user (it was refused), a Practitioner of the same id on another
+    server is not the author (it was taken for them)."""
+    cerner = get_provider("cerner").write_profile
+    check = lambda: cerner.check(  # noqa: E731
+        persona="user",
+        doc_status="final",
+        mime_type="text/plain; charset=utf-8",
+        size=10,
+        has_encounter=False,
+        author_id="dr-who",
+        token_user=token_user,
+        fhir_base="https://ehr.example/r4/t/",
+    )
+    if not refused:
+        check()
+        return
+    with pytest.raises(WriteNotSupportedError) as info:
+        check()
+    assert info.value.reason == "author_not_signed_in_user" and token_user in str(info.value)
+
+
 def test_dwb70_profile_declarations() -> None:
     epic, cerner = get_provider("epic").write_profile, get_provider("cerner").write_profile
     assert epic.conditional_create is False and epic.mime_types == frozenset({"text/plain"})

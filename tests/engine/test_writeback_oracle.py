@@ -48,6 +48,24 @@ def test_dwb16_oracle_author_other_than_the_signed_in_provider_is_blocked_unsent
     assert server_notes(world, conn, sb, same)[0]["author"] == [{"reference": "Practitioner/dr-who"}]
 
 
+def test_dwb16_oracle_signed_in_provider_read_from_a_versioned_or_foreign_fhir_user(
+    world, sb, http, request_log
+) -> None:
+    """DWB-16: a fhirUser with a version (``.../Practitioner/dr-who/_history/3``) is still the signed-in provider:
+    their own note is written (it was taken for a patient's token and blocked); a Practitioner of the same id on
+    another server is not them, so the note is blocked before sending (it used to go out)."""
+    conn = writable_connection(world, sb, http, provider_id="cerner")
+    set_tenant(world, allowFinalNotes=True)
+    _signed_in(world, conn, f"{sb.fhir_base}/Practitioner/dr-who/_history/3")
+    own = write_note(world.env, FAST, enqueue(world, conn, author_id="dr-who", **FINAL).id)
+    assert own.state == "written", own.reason
+    _signed_in(world, conn, "https://elsewhere.example/r4/Practitioner/dr-who")
+    posts = len(request_log.paths(DOC_POSTS, "POST"))
+    foreign = write_note(world.env, FAST, enqueue(world, conn, author_id="dr-who", **FINAL).id)
+    assert (foreign.state, foreign.reason_code) == ("blocked", "WRITE_NOT_SUPPORTED (author_not_signed_in_user)")
+    assert len(request_log.paths(DOC_POSTS, "POST")) == posts
+
+
 def test_dwb17_oracle_pdf_is_sent_with_a_charset(world, sb, http, request_log) -> None:
     """draft-note §7: Oracle Health takes PDFs, with a charset on the contentType as on every type; the PDF goes as
     ``application/pdf; charset=utf-8`` (it was refused for want of a charset and never sent)."""

@@ -49,3 +49,29 @@ def test_sal34_an_unknown_key_may_hold_the_token_an_altered_row_does_not(db: App
     with db.session() as s, s.begin():
         s.execute(update(TokenRecord).values(refresh_token_ct=None, access_token_ct="garbage"))
     assert _holder(db, cipher, "RT-new") is None
+
+
+def test_sal34_the_check_opens_a_bounded_number_of_rows_and_beyond_it_rules_nothing_out(
+    db: AppDatabase, cipher: TokenCipher, monkeypatch
+) -> None:
+    """Each refused sign-in decrypted every stored token of the client (10,000 connections: 20,000 decryptions in
+    the request). At most ``max_rows`` rows are opened; a client with more, none of them holding the token, is
+    undecided (HeldTokensUndecidedError: the caller revokes nothing, as when the check fails), never "not held"."""
+    import pytest
+
+    from store import held_tokens
+
+    for n in range(5):
+        _stored(db, cipher, f"c{n}")
+    opened: list[str] = []
+    real_open = held_tokens.open_field
+    monkeypatch.setattr(
+        held_tokens, "open_field", lambda c, row, f: opened.append(row.connection_id) or real_open(c, row, f)
+    )
+    kw = {"client_id": "app-1", "token_endpoint": ENDPOINT, "fhir_base": BASE}
+    assert connection_holding(db, cipher, ["RT-c1"], max_rows=3, **kw) == "c1"
+    opened.clear()
+    with pytest.raises(held_tokens.HeldTokensUndecidedError, match="more than 3"):
+        connection_holding(db, cipher, ["RT-new"], max_rows=3, **kw)
+    assert len(set(opened)) == 3
+    assert connection_holding(db, cipher, ["RT-new"], max_rows=5, **kw) is None  # all looked at: none holds it
