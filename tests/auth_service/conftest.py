@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -20,7 +20,11 @@ from auth_service.app import create_app
 from auth_service.core.config import Settings, load_settings
 from auth_service.services.tenants import bootstrap_tenant
 from auth_service.tenants.settings import TenantSeed
+from sandbox import SandboxServer
 from tests.auth_service.keyutil import enc_key, rsa_pem
+
+if TYPE_CHECKING:  # sync_stack imports ehr.py, which imports this module
+    from tests.auth_service.sync_stack import Stack
 
 
 class NoNetwork(httpx.BaseTransport):
@@ -111,3 +115,20 @@ class LiveServer:
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def stack(sandbox_session: SandboxServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The sync API's stack (auth service + ``dagster dev``), one per test module that asks for it."""
+    from tests.auth_service.sync_stack import running_stack
+
+    with running_stack(sandbox_session, tmp_path_factory.mktemp("sync_api")) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def patient_connection(stack: Stack, sandbox_session: SandboxServer) -> str:
+    """SAL-07: a patient connects through the stack's auth service (standalone launch, pre-approved at the sandbox)."""
+    from tests.auth_service.sync_stack import connect_patient
+
+    return connect_patient(stack, sandbox_session)
