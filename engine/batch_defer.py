@@ -13,11 +13,12 @@ failure (a grant needing re-authorization, a type the server refuses) defers nob
 on.
 
 An unreachable source is deferred alike: a member whose sync stopped because no connection could be opened to its
-source (connection refused, a host name that does not resolve, a connect timeout: ``EhrUnreachableError``, or a
-``TransportError`` from such a failure) at the source's FHIR base or token endpoint would be followed by every later
-member failing the same way with nothing sent or received. Those wait ``DEFAULT_WAIT_S`` (the source named no
-time). A failure after the server answered or accepted the connection (a dropped or timed-out read, a 5xx) may be one
-member's (a slow search of one patient's data) and defers nobody; so does one at another host (an attachment's).
+source (connection refused, a host name that does not resolve, a connect timeout, a failed TLS handshake, which
+httpx raises as ``ConnectError``: ``EhrUnreachableError``, or a ``TransportError`` from such a failure) at the
+source's FHIR base or token endpoint would be followed by every later member failing the same way with nothing sent
+or received. Those wait ``DEFAULT_WAIT_S`` (the source named no time). A failure after the server answered or
+accepted the connection (a dropped or timed-out read, a 5xx) may be one member's (a slow search of one patient's
+data) and defers nobody; so does one at another host (an attachment's).
 """
 
 from __future__ import annotations
