@@ -13,11 +13,12 @@ failure (a grant needing re-authorization, a type the server refuses) defers nob
 on.
 
 An unreachable source is deferred alike: a member whose sync stopped because no connection could be opened to its
-source (connection refused, a host name that does not resolve, a connect timeout: ``EhrUnreachableError``, or a
-``TransportError`` from such a failure) at the source's FHIR base or token endpoint would be followed by every later
-member failing the same way with nothing sent or received. Those wait ``DEFAULT_WAIT_S`` (the source named no
-time). A failure after the server answered or accepted the connection (a dropped or timed-out read, a 5xx) may be one
-member's (a slow search of one patient's data) and defers nobody; so does one at another host (an attachment's).
+source (connection refused, a host name that does not resolve, a connect timeout, a failed TLS handshake, which
+httpx raises as ``ConnectError``: ``EhrUnreachableError``, or a ``TransportError`` from such a failure) at the
+source's FHIR base or token endpoint would be followed by every later member failing the same way with nothing sent
+or received. Those wait ``DEFAULT_WAIT_S`` (the source named no time). A failure after the server answered or
+accepted the connection (a dropped or timed-out read, a 5xx) may be one member's (a slow search of one patient's
+data) and defers nobody; so does one at another host (an attachment's).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from store.models import Connection
 
 __all__ = [
     "DEFAULT_WAIT_S",
+    "MAX_WAIT_S",
     "SourceKey",
     "SourceThrottle",
     "SourceThrottles",
@@ -46,6 +48,10 @@ __all__ = [
 #: How long a throttle that named no time (a 429 without Retry-After whose retries ran out), or an unreachable
 #: source, holds its source.
 DEFAULT_WAIT_S = 300.0
+#: The longest a source is held, whatever it named: a Retry-After or quota reset of years (a server's mistake, or
+#: 10^14 s, past what a datetime holds) would park the source's connections for good or crash the batch. A source
+#: still refusing a day later says so again.
+MAX_WAIT_S = 86_400.0
 _CAUSE_DEPTH = 8  # ehrsync error → httpx → httpcore → OSError: bounded in case a chain loops
 
 SourceKey = tuple[str, str]  # (provider id, FHIR base without its trailing slash)
@@ -75,6 +81,7 @@ def source_throttle(
     at = now or datetime.now(UTC)
     if isinstance(exc, RateLimitedError):
         wait = exc.retry_after if exc.retry_after is not None and exc.retry_after > 0 else DEFAULT_WAIT_S
+        wait = min(wait, MAX_WAIT_S)
         return SourceThrottle(f"{exc.code}, HTTP {exc.status}", connection_id, at + timedelta(seconds=wait))
     origin = unopened_origin(exc)
     if origin is None or origin not in origins:

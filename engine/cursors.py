@@ -75,10 +75,18 @@ def set_pending(
     run_id: str,
     mark: datetime | None,
     handoff: LandingHandoff,
+    *,
+    searched_after: datetime | None = None,
 ) -> None:
-    """Record a finished landing (replacing any older one never upserted: its data is refetched anyway)."""
+    """Record a finished landing (replacing any older one never upserted: its data is refetched anyway).
+
+    ``searched_after``: the stored mark the landing's search started from. Forgotten since (``begin_full`` from the
+    run-status sensor, which holds no connection lock, while this search ran), the mark is not recorded: the
+    search covered only what changed after the old mark, and its mark would end the full re-pull asked for."""
     with db.locked_session() as session:
         row = _row(session, connection_id, stream, resource_type)
+        if searched_after is not None and row.high_water_mark is None:
+            mark = None
         row.pending_run_id = run_id
         row.pending_mark = mark
         row.pending = handoff.to_json()

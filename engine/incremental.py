@@ -53,10 +53,9 @@ def land_resource_type(
 ) -> TypeReport:
     """Search the type's changes since the stored mark (everything when ``full``), land them, record as pending.
 
-    Returns a report; a type the grant does not cover comes back with ``skipped_reason="scope_not_granted"``.
-    Raises the connectors' typed errors (NeedsReauthError, FhirError, TransportError) when the fetch fails:
-    nothing is recorded then, and the stored mark is untouched (forgotten, in a full run: ``_open_run``, which
-    ``earlier_runs``, the runs a re-execution carries on, tells not to forget them again)."""
+    Returns a report (a type the grant does not cover: ``skipped_reason="scope_not_granted"``). Raises the
+    connectors' typed errors when the fetch fails: nothing recorded, the mark untouched (forgotten in a full run:
+    ``_open_run``, ``earlier_runs``; one forgotten while the search ran stays so: ``cursors.set_pending``)."""
     started = time.monotonic()
     conn = load_connection(env.db, connection_id)
     _open_run(env, conn, run_id, full, earlier_runs)
@@ -98,7 +97,9 @@ def land_resource_type(
         references=tuple(sorted(landing.references)),
         attachments=tuple(AttachmentLink.from_json(link) for link in links),
     )
-    cursors.set_pending(env.db, connection_id, cursors.REST_STREAM, resource_type, run_id, landing.mark, handoff)
+    cursors.set_pending(
+        env.db, connection_id, cursors.REST_STREAM, resource_type, run_id, landing.mark, handoff, searched_after=stored
+    )
     checkpoint("rest.landed")
     return report
 

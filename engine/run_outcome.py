@@ -11,6 +11,7 @@ needs re-authorization) fails the run, which is then retried, and only a success
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -90,13 +91,16 @@ def record_unstarted_failure(
     full: bool,
     error: str,
     times: RunTimes | None = None,
+    earlier_runs: Sequence[str] = (),
 ) -> bool:
     """Record as failed a sync run that failed before any step opened its row (its process died at start, a step
     failed before reaching the EHR: the vault key, the connection's lock held elsewhere). Unrecorded, such a run
     left no trace, and its run key (the slot's) was spent, so the connection waited for its next slot; recorded,
     it is retried with backoff (``engine.retries``). Only for a connection that exists and may sync; returns
     whether a row was written (False: the run has its row already). A failed ``full`` run's intent is recorded
-    whether or not a step began (``cursors.begin_full``, once per run): its retry searches every type in full."""
+    whether or not a step began (``cursors.begin_full``, once per run): its retry searches every type in full.
+    ``earlier_runs``: the runs a re-execution carries on; their intent was recorded, and the marks their finished
+    types stored since are kept (forgotten again, each would be searched whole once more)."""
     try:
         conn = read_connection(db, connection_id)
     except ConnectionNotFoundError:
@@ -104,7 +108,7 @@ def record_unstarted_failure(
     if not conn.syncable:
         return False
     if full and not conn.is_bulk:
-        cursors.begin_full(db, connection_id, run_id)
+        cursors.begin_full(db, connection_id, run_id, earlier_runs)
     if runs.get(db, run_id) is not None:
         return False
     kind = "bulk" if conn.is_bulk else ("full" if full else "incremental")

@@ -106,3 +106,21 @@ def test_which_transport_failures_hold_the_source() -> None:
     read_timeout.__cause__ = httpx.ReadTimeout("slow", request=httpx.Request("GET", "https://fhir.example.org/x"))
     assert source_throttle(read_timeout, "c1", now, origins) is None
     assert source_throttle(TransportError("no cause"), "c1", now, origins) is None
+
+
+def test_a_failed_tls_handshake_with_the_source_defers_the_members_after_the_first(
+    start_sandbox, world, http, request_log
+) -> None:
+    """The source's host accepts the connection but no TLS session can be set up with it (here: it speaks plain
+    HTTP on an https base; in the field an expired or wrong certificate, a TLS-intercepting proxy): nothing was
+    sent, and every member would fail the same way, so the later members are deferred as for a refused one."""
+    sb = start_sandbox(patients=3)
+    ids = _connect_three(world, sb, http)
+    _move_to(world, ids, sb.base_url.replace("http://", "https://", 1) + "/fhir")
+    result, stopped, _ = batch_after_first(world, ids, request_log)
+    assert "no connection could be opened" not in (stopped.error or "")  # the member's own error names the cause
+    assert stopped.not_before is not None, stopped
+    for cid in ids[1:]:
+        row = runs.get(world.env.db, result.sync_run_ids[cid])
+        assert row is not None and row.status == "deferred", row
+        assert "the source is unreachable (transport_error: no connection could be opened" in (row.error or "")

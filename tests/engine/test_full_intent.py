@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from engine import cursors, runs
+from engine import cursors, incremental, runs
 from engine.run_outcome import record_unstarted_failure
 from tests.engine.helpers import SyncWorld, add_fault, connect_patient, sandbox_patients
-from tests.engine.job_runs import run_sync
+from tests.engine.job_runs import run_sync, sync_type
 
 TYPES = ["Observation", "Condition"]
 OLD_MARK = datetime(2030, 1, 1, tzinfo=UTC)  # later than every sandbox record: an incremental search finds nothing
@@ -96,3 +96,27 @@ def test_the_intent_is_recorded_once_per_run_and_not_again_by_a_re_execution(wor
     assert _mark(world, conn, "Condition") == OLD_MARK
     assert cursors.begin_full(db, conn, "full-2")  # a new full run forgets them again
     assert _mark(world, conn, "Condition") is None
+
+
+def test_a_search_in_flight_when_the_intent_is_recorded_does_not_store_its_mark(
+    start_sandbox, world, http, monkeypatch
+) -> None:
+    """The run-status sensor records a failed full run's intent (``record_unstarted_failure`` → ``begin_full``)
+    outside the connection's lock, typically while the run that made it fail ``connection_busy`` (a batch) is
+    syncing the connection. That run's type in flight had read its old mark before the marks were forgotten: its
+    landing stored a new mark after its incremental search, and the full re-pull of that type never happened."""
+    sb = start_sandbox(patients=1)
+    conn = connect_patient(world, sb, http=http, patient_id=sandbox_patients(http, sb)[0])
+    assert sync_type(world, conn, "Observation").fetched > 0
+    _set_marks(world, conn, OLD_MARK)
+    searching = incremental._land_with_restarts
+
+    def sensor_meanwhile(env, search):  # the sensor's write lands while this landing searches after OLD_MARK
+        record_unstarted_failure(world.env.db, "full-run-busy", conn, full=True, error="connection_busy")
+        return searching(env, search)
+
+    monkeypatch.setattr(incremental, "_land_with_restarts", sensor_meanwhile)
+    assert sync_type(world, conn, "Observation").error is None
+    assert _mark(world, conn, "Observation") is None  # still forgotten: the next run searches it in full
+    monkeypatch.undo()
+    assert sync_type(world, conn, "Observation").fetched > 0

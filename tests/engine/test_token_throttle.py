@@ -17,6 +17,7 @@ import pytest
 
 from connectors.errors import RateLimitedError
 from engine import runs
+from engine.batch_defer import MAX_WAIT_S, source_throttle
 from engine.retries import failure_streaks
 from store.models import Connection
 from tests.engine.helpers import add_fault, connect_patient, sandbox_patients
@@ -81,3 +82,28 @@ def test_a_throttled_token_endpoint_defers_the_batch_members_after_it(start_sand
         assert "token_endpoint_throttled, HTTP 429" in (row.error or ""), row.error
     assert _token_posts(request_log) == 1
     assert set(failure_streaks(db)) == {ids[0]}
+
+
+def test_an_absurd_retry_after_holds_the_source_for_a_day_at_most(start_sandbox, world, http, request_log):
+    """BDX-10: a token endpoint naming a Retry-After of 10^14 s (or 30 years) made the batch member's
+    ``not_before`` overflow (``OverflowError`` out of the batch's isolation boundary: the run crashed, its members
+    left open) or park the source's connections for years. The hold is capped at ``MAX_WAIT_S`` (a day)."""
+    sb = start_sandbox(patients=2)
+    ids = sorted(connect_patient(world, sb, http=http, patient_id=p) for p in sandbox_patients(http, sb)[:2])
+    add_fault(http, sb, "expired_token", path="/fhir/", times=None)
+    add_fault(http, sb, "429", path="/oauth/token", retry_after="99999999999999", times=None)
+    result, stopped, before = batch_after_first(world, ids, request_log)
+    assert "TokenEndpointThrottledError" in (stopped.error or ""), stopped.error
+    assert stopped.not_before is not None
+    assert before + timedelta(hours=23) < stopped.not_before <= datetime.now(UTC) + timedelta(seconds=MAX_WAIT_S)
+    row = runs.get(world.env.db, result.sync_run_ids[ids[1]])
+    assert row is not None and row.status == "deferred" and row.not_before == stopped.not_before, row
+
+
+def test_a_retry_after_of_years_is_read_as_a_day() -> None:
+    """A 30-year Retry-After (no overflow) held the source's connections for 30 years: never synced again."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    held = source_throttle(RateLimitedError("throttled", 429, retry_after=1e9), "c1", now)
+    assert held is not None and held.until == now + timedelta(seconds=MAX_WAIT_S)
+    named = source_throttle(RateLimitedError("throttled", 429, retry_after=7200.0), "c1", now)
+    assert named is not None and named.until == now + timedelta(hours=2)  # a time within a day is kept

@@ -19,7 +19,7 @@ from dagster import (
 from dagster._core.storage.tags import RESUME_RETRY_TAG as DAGSTER_RESUME_RETRY_TAG
 from dagster._core.test_utils import create_run_for_test
 
-from engine import runs
+from engine import cursors, runs
 from engine.batch_sync import batch_sync_run_id
 from engine.retries import failure_streaks
 from engine.run_outcome import finish_sync_run
@@ -241,3 +241,41 @@ def test_a_batch_reexecution_that_failed_before_its_op_records_only_the_members_
 def test_the_resume_tag_is_dagsters() -> None:
     """``members_done_earlier`` reads Dagster's own tag of a re-execution from failure."""
     assert RESUME_RETRY_TAG == DAGSTER_RESUME_RETRY_TAG
+
+
+def test_a_failed_re_execution_of_a_full_resync_keeps_the_marks_its_runs_stored(
+    app_db: AppDb, dagster_instance: DagsterInstance
+) -> None:
+    """BDX-28: a full resync forgets the marks once (``cursors.begin_full``, marker: the first run); a Dagster
+    "re-execute from failure" of it does not again (its steps pass ``earlier_runs``). Its failure, recorded by this
+    sensor, forgot them again: every type the runs had finished, its full search upserted, was searched whole
+    once more by the next run. The sensor passes the run's lineage too."""
+    cid = app_db.add("c1")
+    first = create_run_for_test(
+        dagster_instance, job_name="full_resync", status=DagsterRunStatus.FAILURE, tags={CONNECTION_TAG: cid}
+    )
+    assert cursors.begin_full(app_db.db, cid, first.run_id)
+    finished = datetime(2026, 1, 1, tzinfo=UTC)
+    with app_db.db.locked_session() as session:  # a type the full run (or its re-execution) finished
+        cursors.advance(session, cid, cursors.REST_STREAM, "Condition", first.run_id, finished)
+        session.commit()
+    again = create_run_for_test(
+        dagster_instance,
+        job_name="full_resync",
+        status=DagsterRunStatus.FAILURE,
+        tags={CONNECTION_TAG: cid},
+        parent_run_id=first.run_id,
+        root_run_id=first.run_id,
+    )
+    runs.ensure_run(app_db.db, cid, again.run_id, "full", tenant_id=app_db.tenant_id)
+    context = build_run_status_sensor_context(
+        sensor_name="sync_run_failure",
+        dagster_event=DagsterEvent(event_type_value=DagsterEventType.RUN_FAILURE.value, job_name="full_resync"),
+        dagster_instance=dagster_instance,
+        dagster_run=again,
+        resources={"app_db": AppDatabaseResource(url=app_db.url)},
+    )
+    SENSORS["sync_run_failure"](context)
+    assert cursors.get_mark(app_db.db, cid, cursors.REST_STREAM, "Condition") == finished
+    record = runs.get(app_db.db, again.run_id)
+    assert record is not None and record.status == "failed"

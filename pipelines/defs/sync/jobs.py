@@ -18,7 +18,7 @@ from engine.batch_sync import batch_sync_run_id, close_batch_rows
 from engine.run_outcome import CANCELED_PREFIX, RunTimes, finish_sync_run, record_unstarted_failure
 from engine.run_tags import CONNECTION_TAG
 from pipelines.defs._shared.metadata import without_freshness
-from pipelines.defs._shared.run_control import run_times
+from pipelines.defs._shared.run_control import earlier_runs, run_times
 from pipelines.defs.sync.batch import (
     BATCH_SYNC_JOB,
     batch_connection_ids,
@@ -100,9 +100,10 @@ def _make_run_ended_sensor(status: DagsterRunStatus) -> RunStatusSensorDefinitio
         times = run_times(context.instance, run.run_id)  # the run's own end, not this tick's
         with app_db.open() as db:
             if status is DagsterRunStatus.FAILURE:
+                lineage = earlier_runs(context.instance, run)  # a re-execution's: its full intent is recorded
                 done = members_done_earlier(context.instance, run, db) if members else set()
                 to_sync = [m for m in members if m not in done]  # a re-execution's own members, not those done
-                _record_unstarted(db, run, connection_id, to_sync, reason or "run failed", times)
+                _record_unstarted(db, run, connection_id, to_sync, reason or "run failed", times, lineage)
             if members:
                 close_batch_rows(db, run.run_id, members, succeeded=succeeded, error=reason, times=times)
             if connection_id:
@@ -120,16 +121,21 @@ def _record_unstarted(
     members: list[str],
     reason: str,
     times: RunTimes,
+    lineage: tuple[str, ...] = (),
 ) -> None:
     """A failed sync run (or batch) that never opened its rows: record them failed, to be retried. ``members``: those
-    the batch was to sync (a re-execution from failure passes over the ones completed earlier: no failure of theirs)."""
+    the batch was to sync (a re-execution from failure passes over the ones completed earlier: no failure of theirs).
+    ``lineage``: the runs a re-execution carries on (a full resync's marks are not forgotten again:
+    ``cursors.begin_full``)."""
     error = reason[:500]
     if members and run.job_name == BATCH_SYNC_JOB:
         for cid in members:
             record_unstarted_failure(db, batch_sync_run_id(run.run_id, cid), cid, full=False, error=error, times=times)
     if connection_id and run.job_name in _SYNC_JOBS:
         full = run.job_name == FULL_RESYNC_JOB
-        record_unstarted_failure(db, run.run_id, connection_id, full=full, error=error, times=times)
+        record_unstarted_failure(
+            db, run.run_id, connection_id, full=full, error=error, times=times, earlier_runs=lineage
+        )
 
 
 sync_run_ended = [_make_run_ended_sensor(s) for s in _ENDED]
