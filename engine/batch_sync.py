@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from connectors.errors import EhrUnreachableError, InsufficientDiskSpaceError, NeedsReauthError, RateLimitedError
 from engine import runs
@@ -44,9 +45,9 @@ __all__ = [
     "ConnectionOutcome",
     "batch_sync_run_id",
     "close_batch_rows",
-    "completed_earlier",
     "defer_connection",
     "open_batch_rows",
+    "passed_over_earlier",
     "sync_batch",
     "sync_connection",
 ]
@@ -234,20 +235,32 @@ def _sync_types(env: SyncEnvironment, outcome: ConnectionOutcome, types: Sequenc
         outcome.error = "; ".join(failures)
 
 
-def completed_earlier(db: AppDatabase, earlier_runs: Sequence[str], connection_ids: Sequence[str]) -> set[str]:
-    """The members a batch re-execution from failure passes over: those whose newest sync in ``earlier_runs`` (the
-    Dagster runs it carries on, newest first) completed. The batch is one op, so Dagster runs it whole again;
-    syncing the completed members again would send their requests twice to an EHR that may be throttling the
-    source. A member that failed, was deferred or never reached there is synced; so is one the newest run that
-    holds it failed, whatever an older run did."""
-    done: set[str] = set()
+def passed_over_earlier(
+    db: AppDatabase,
+    earlier_runs: Sequence[str],
+    connection_ids: Sequence[str],
+    *,
+    completed: bool,
+    held_at: datetime | None = None,
+) -> set[str]:
+    """The members a batch re-execution does not sync, by each one's newest sync in ``earlier_runs`` (the Dagster
+    runs it carries on, newest first). ``completed`` (a re-execution from failure): those it completed; the batch
+    is one op, so Dagster runs it whole again, and syncing them again sends their requests twice to an EHR that may
+    be throttling the source. ``held_at`` (Dagster's automatic run retry, launched the moment the run failed, by
+    no operator): those their source said not to ask before a later time (a throttle, a spent quota, unreachable:
+    ``not_before``); the scheduler asks for them then, a retry would only send them into the throttle again."""
+    skipped: set[str] = set()
     for connection_id in connection_ids:
         newest = next(
             (r for r in (runs.get(db, batch_sync_run_id(rid, connection_id)) for rid in earlier_runs) if r), None
         )
-        if newest is not None and newest.status == "completed":
-            done.add(connection_id)
-    return done
+        if newest is None:
+            continue
+        done = completed and newest.status == "completed"
+        held = held_at is not None and newest.not_before is not None and newest.not_before > held_at
+        if done or held:
+            skipped.add(connection_id)
+    return skipped
 
 
 def _short(error: str | None) -> str | None:
@@ -263,7 +276,7 @@ def sync_batch(
 ) -> BatchOutcome:
     """Sync the members one after another (the batch's concurrency toward its EHR is one request at a time).
     Once one stops on a source-wide throttle or finds its source unreachable, the later members at that source are
-    deferred, not tried. ``passed_over`` (``completed_earlier``: a re-execution from failure) are not synced and get
+    deferred, not tried. ``passed_over`` (:func:`passed_over_earlier`: a re-execution) are not synced and get
     no row."""
     members = [cid for cid in connection_ids if cid not in passed_over]
     open_batch_rows(env, dagster_run_id, members)

@@ -22,7 +22,7 @@ from dagster import (
 )
 from dagster._core.definitions.reconstruct import ReconstructableJob
 from dagster._core.execution.job_execution_result import JobExecutionResult
-from dagster._core.storage.tags import RESUME_RETRY_TAG, TAGS_TO_MAYBE_OMIT_ON_RETRY
+from dagster._core.storage.tags import RESUME_RETRY_TAG, RETRY_NUMBER_TAG, TAGS_TO_MAYBE_OMIT_ON_RETRY
 
 from engine.settings import PipelineSettings
 from pipelines.definitions import domain_definitions
@@ -80,15 +80,20 @@ def launch(
         return result.run_id, _failures(result)
 
 
-def reexecute(instance: DagsterInstance, parent_id: str, *, from_failure: bool) -> tuple[str, list[str]]:
+def reexecute(
+    instance: DagsterInstance, parent_id: str, *, from_failure: bool, retry_number: int | None = None
+) -> tuple[str, list[str]]:
     """Re-execute a run as the UI's "Re-execute from failure" / "Re-execute all" start it
     (``create_reexecuted_run`` with the parent's tags, less those Dagster omits on a retry, the resume tag on a
-    re-execution from failure, and the parent's run config): (its run id, the messages of its failed steps)."""
+    re-execution from failure, and the parent's run config): (its run id, the messages of its failed steps).
+    ``retry_number``: as the run-retry daemon starts its n-th automatic retry instead (the same, plus that tag)."""
     parent = instance.get_run_by_id(parent_id)
     assert parent is not None
     tags = {k: v for k, v in parent.tags.items() if k not in TAGS_TO_MAYBE_OMIT_ON_RETRY}
     if from_failure:
         tags[RESUME_RETRY_TAG] = "true"
+    if retry_number is not None:
+        tags[RETRY_NUMBER_TAG] = str(retry_number)
     options = ReexecutionOptions.from_failure(parent_id, instance) if from_failure else ReexecutionOptions(parent_id)
     with execute_job(
         reconstructable(sync_job),

@@ -14,14 +14,14 @@ from dagster import DagsterInstance
 
 from engine import runs
 from engine.batch_sync import batch_sync_run_id
-from engine.retries import failure_streaks
+from engine.retries import failure_streaks, source_holds
 from pipelines.defs.sync.batch import BATCH_SYNC_JOB, batch_run_config, batch_run_tags
 from pipelines.defs.sync.type_assets import warehouse_key
 from sandbox import SandboxServer
 from store.models import Connection
 from tests.engine import reexecution
 from tests.engine.conftest import RequestLog
-from tests.engine.helpers import SyncWorld, connect_patient, sandbox_patients
+from tests.engine.helpers import SyncWorld, add_fault, connect_patient, sandbox_patients
 from tests.engine.job_runs import world_resources, world_settings
 from tests.engine.test_batch_runs import _set_base
 
@@ -104,3 +104,40 @@ def test_reexecution_from_failure_follows_the_newest_run_of_each_member(
     _set_base(world, later_fails, base)
     again, failed = reexecution.reexecute(batch, everything, from_failure=True)
     assert not failed and _statuses(world, again, ids) == {first_fails: None, later_fails: "completed"}
+
+
+@pytest.mark.parametrize("operator", [False, True], ids=["automatic_retry", "operator"])
+def test_an_automatic_retry_leaves_the_members_a_throttled_source_holds_to_the_scheduler(
+    start_sandbox: type[SandboxServer],
+    world: SyncWorld,
+    http: object,
+    request_log: RequestLog,
+    batch: DagsterInstance,
+    operator: bool,
+) -> None:
+    """BDX-10: Dagster's automatic run retry (``run_retries``, ``dagster/max_retries``) re-executes from failure the
+    moment a batch fails, with no operator asking. A member stopped by its source's throttle (Retry-After past what
+    ehrsync waits) and the members deferred after it are held until the source's time: the retry does not send
+    them to the EHR again before it (no request, no row; their rows stay as they were, the scheduler asks for them
+    then). Before, the retry synced them at once, a second refused request into the throttle per retry. An
+    operator's "Re-execute from failure" still tries them at once: the operator asked."""
+    sb = start_sandbox(patients=3)  # type: ignore[call-arg]
+    ids = sorted(connect_patient(world, sb, http=http, patient_id=p) for p in sandbox_patients(http, sb)[:3])  # type: ignore[arg-type]
+    for cid in ids:
+        batch.add_dynamic_partitions("patient_connections", [cid])
+    add_fault(http, sb, "429", path="/fhir", retry_after="3000", times=None)  # type: ignore[arg-type]
+    tags = batch_run_tags("generic", len(ids), "schedule")
+    first, failed = reexecution.launch(batch, tags, run_config=batch_run_config(ids))
+    assert failed
+    assert _statuses(world, first, ids) == {ids[0]: "failed", ids[1]: "deferred", ids[2]: "deferred"}
+
+    request_log.clear()
+    retry, _ = reexecution.reexecute(batch, first, from_failure=True, retry_number=None if operator else 1)
+    sent = sum(1 for url in request_log.urls if url.path.startswith("/fhir"))
+    if operator:
+        assert sent > 0 and _statuses(world, retry, ids)[ids[0]] == "failed"
+        return
+    assert sent == 0, "the automatic retry sent held members to the throttled source"
+    assert _statuses(world, retry, ids) == dict.fromkeys(ids)
+    assert _statuses(world, first, ids) == {ids[0]: "failed", ids[1]: "deferred", ids[2]: "deferred"}
+    assert set(source_holds(world.env.db)) == set(ids), "the scheduler still asks for them at the source's time"

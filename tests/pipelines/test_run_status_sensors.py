@@ -17,14 +17,15 @@ from dagster import (
     op,
 )
 from dagster._core.storage.tags import RESUME_RETRY_TAG as DAGSTER_RESUME_RETRY_TAG
+from dagster._core.storage.tags import RETRY_NUMBER_TAG as DAGSTER_RETRY_NUMBER_TAG
 from dagster._core.test_utils import create_run_for_test
 
 from engine import cursors, runs
 from engine.batch_sync import batch_sync_run_id
-from engine.retries import failure_streaks
+from engine.retries import failure_streaks, source_holds
 from engine.run_outcome import finish_sync_run
 from engine.run_tags import CONNECTION_TAG
-from pipelines.defs.sync.batch import BATCH_SYNC_JOB, RESUME_RETRY_TAG, batch_run_config
+from pipelines.defs.sync.batch import BATCH_SYNC_JOB, RESUME_RETRY_TAG, RETRY_NUMBER_TAG, batch_run_config
 from pipelines.defs.sync.jobs import sync_run_ended
 from pipelines.resources import AppDatabaseResource
 from store.models import Connection
@@ -205,6 +206,29 @@ def test_a_batch_that_failed_before_its_op_records_its_syncable_members(
     assert set(failure_streaks(app_db.db)) == {good}
 
 
+def failed_parent_and_child(
+    app_db: AppDb, instance: DagsterInstance, outcomes: dict[str, bool], child_tags: dict[str, str]
+) -> tuple[DagsterRun, DagsterRun]:
+    """A failed batch run whose members closed with ``outcomes`` (completed or not), and a failed re-execution of
+    it with ``child_tags`` that died before its op: (parent, child)."""
+    config = batch_run_config(list(outcomes))
+    parent = create_run_for_test(instance, job_name=BATCH_SYNC_JOB, status=DagsterRunStatus.FAILURE, run_config=config)
+    for cid, ok in outcomes.items():
+        row = batch_sync_run_id(parent.run_id, cid)
+        runs.ensure_run(app_db.db, cid, row, "incremental", tenant_id=app_db.tenant_id)
+        finish_sync_run(app_db.db, row, cid, succeeded=ok, error=None if ok else "x")
+    child = create_run_for_test(
+        instance,
+        job_name=BATCH_SYNC_JOB,
+        status=DagsterRunStatus.FAILURE,
+        run_config=config,
+        parent_run_id=parent.run_id,
+        root_run_id=parent.run_id,
+        tags=child_tags,
+    )
+    return parent, child
+
+
 @pytest.mark.parametrize("from_failure", [True, False], ids=["from-failure", "all"])
 def test_a_batch_reexecution_that_failed_before_its_op_records_only_the_members_it_was_to_sync(
     app_db: AppDb, dagster_instance: DagsterInstance, from_failure: bool
@@ -213,23 +237,8 @@ def test_a_batch_reexecution_that_failed_before_its_op_records_only_the_members_
     op, those are not recorded failed (no false failure streak, no retry of a member that synced); the member that
     failed is, and a "Re-execute all" records both."""
     done, retried = app_db.add("c1"), app_db.add("c2")
-    config = batch_run_config([done, retried])
-    parent = create_run_for_test(
-        dagster_instance, job_name=BATCH_SYNC_JOB, status=DagsterRunStatus.FAILURE, run_config=config
-    )
-    for cid, ok in ((done, True), (retried, False)):
-        row = batch_sync_run_id(parent.run_id, cid)
-        runs.ensure_run(app_db.db, cid, row, "incremental", tenant_id=app_db.tenant_id)
-        finish_sync_run(app_db.db, row, cid, succeeded=ok, error=None if ok else "x")
-    run = create_run_for_test(
-        dagster_instance,
-        job_name=BATCH_SYNC_JOB,
-        status=DagsterRunStatus.FAILURE,
-        run_config=config,
-        parent_run_id=parent.run_id,
-        root_run_id=parent.run_id,
-        tags={RESUME_RETRY_TAG: "true"} if from_failure else {},
-    )
+    tags = {RESUME_RETRY_TAG: "true"} if from_failure else {}
+    _, run = failed_parent_and_child(app_db, dagster_instance, {done: True, retried: False}, tags)
     report_batch_failure(app_db, dagster_instance, run)
     passed_over = runs.get(app_db.db, batch_sync_run_id(run.run_id, done))
     assert (passed_over is None) if from_failure else (passed_over is not None and passed_over.status == "failed")
@@ -238,9 +247,29 @@ def test_a_batch_reexecution_that_failed_before_its_op_records_only_the_members_
     assert set(failure_streaks(app_db.db)) == ({retried} if from_failure else {done, retried})
 
 
-def test_the_resume_tag_is_dagsters() -> None:
-    """``members_done_earlier`` reads Dagster's own tag of a re-execution from failure."""
+def test_an_automatic_batch_retry_that_failed_before_its_op_leaves_the_held_members_rows(
+    app_db: AppDb, dagster_instance: DagsterInstance
+) -> None:
+    """BDX-10: Dagster's automatic retry of a batch passes over a member its source holds (``not_before``, a
+    throttle's time): when the retry dies before its op, no failed row is recorded for it, which would have been
+    its newest row and, holding no ``not_before``, had the scheduler retry it after the backoff, before the
+    source's time. A member the source did not hold is recorded failed as before."""
+    held, other = app_db.add("c1"), app_db.add("c2")
+    tags = {RESUME_RETRY_TAG: "true", RETRY_NUMBER_TAG: "1"}
+    parent, retry = failed_parent_and_child(app_db, dagster_instance, {held: False, other: False}, tags)
+    until = datetime.now(UTC) + timedelta(hours=1)
+    runs.hold_until(app_db.db, batch_sync_run_id(parent.run_id, held), until)
+    report_batch_failure(app_db, dagster_instance, retry)
+    assert runs.get(app_db.db, batch_sync_run_id(retry.run_id, held)) is None
+    record = runs.get(app_db.db, batch_sync_run_id(retry.run_id, other))
+    assert record is not None and record.status == "failed"
+    assert source_holds(app_db.db)[held].until == until
+
+
+def test_the_resume_and_retry_tags_are_dagsters() -> None:
+    """``members_passed_over`` reads Dagster's own tags of a re-execution from failure and of its run retries."""
     assert RESUME_RETRY_TAG == DAGSTER_RESUME_RETRY_TAG
+    assert RETRY_NUMBER_TAG == DAGSTER_RETRY_NUMBER_TAG
 
 
 def test_a_failed_re_execution_of_a_full_resync_keeps_the_marks_its_runs_stored(

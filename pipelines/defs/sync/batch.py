@@ -12,6 +12,7 @@ toward that EHR, and ``ehrsync/batch``, by which the scheduler finds the connect
 """
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from dagster import (
     Config,
@@ -29,7 +30,7 @@ from dagster import (
 from pydantic import Field
 
 from engine import REFERENCED_TYPES, TypeReport
-from engine.batch_sync import ConnectionOutcome, completed_earlier, sync_batch
+from engine.batch_sync import ConnectionOutcome, passed_over_earlier, sync_batch
 from engine.run_tags import KIND_TAG, SOURCE_TAG, TRIGGER_TAG
 from pipelines.defs._shared.connection_facts import connection_metadata
 from pipelines.defs._shared.environment import sync_environment
@@ -55,7 +56,7 @@ __all__ = [
     "batch_run_tags",
     "busy_in_batches",
     "incremental_sync_batch_job",
-    "members_done_earlier",
+    "members_passed_over",
 ]
 
 BATCH_SYNC_JOB = "incremental_sync_batch"
@@ -64,6 +65,9 @@ BATCH_TAG = "ehrsync/batch"  # value: the number of connections (the ids are in 
 # Dagster's tag on a "Re-execute from failure" (the UI's, and its run retries'; ``RESUME_RETRY_TAG`` in
 # ``dagster._core.storage.tags``); a "Re-execute all" does not carry it, not even from a re-execution that did.
 RESUME_RETRY_TAG = "dagster/is_resume_retry"
+# Dagster's tag on its automatic run retries only (the run-retry daemon: ``run_retries``, ``dagster/max_retries``;
+# ``RETRY_NUMBER_TAG``); the UI's re-executions drop it from the parent's tags.
+RETRY_NUMBER_TAG = "dagster/retry_number"
 
 
 class BatchConfig(Config):
@@ -97,12 +101,17 @@ def busy_in_batches(instance: DagsterInstance) -> set[str]:
     return {cid for run in runs for cid in batch_connection_ids(run)}
 
 
-def members_done_earlier(instance: DagsterInstance, run: DagsterRun, db: AppDatabase) -> set[str]:
-    """The members a batch run passes over: on a "Re-execute from failure", those the runs it carries on completed
-    (``engine.batch_sync.completed_earlier``); none on a first run or a "Re-execute all" (every member again)."""
-    if run.tags.get(RESUME_RETRY_TAG) != "true":
+def members_passed_over(instance: DagsterInstance, run: DagsterRun, db: AppDatabase, now: datetime) -> set[str]:
+    """The members a batch run does not sync (``engine.batch_sync.passed_over_earlier``): on a "Re-execute from
+    failure", those the runs it carries on completed; on Dagster's automatic retry, also those their source holds
+    past ``now`` (a throttle: no operator asked, the scheduler asks for them then). None on a first run or an
+    operator's "Re-execute all" (every member again)."""
+    resume, automatic = run.tags.get(RESUME_RETRY_TAG) == "true", RETRY_NUMBER_TAG in run.tags
+    if not (resume or automatic):
         return set()
-    return completed_earlier(db, earlier_runs(instance, run), batch_connection_ids(run))
+    held_at = now if automatic else None
+    ids = batch_connection_ids(run)
+    return passed_over_earlier(db, earlier_runs(instance, run), ids, completed=resume, held_at=held_at)
 
 
 @dataclass(frozen=True)
@@ -147,9 +156,9 @@ def sync_connection_batch(
 ) -> None:
     with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
         checks = _MemberChecks(warehouse, policy.quarantine_max_ratio)
-        done = members_done_earlier(context.instance, context.run, env.db)
+        done = members_passed_over(context.instance, context.run, env.db, datetime.now(UTC))
         if done:
-            context.log.info("re-execution from failure: %d member(s) completed earlier, not synced again", len(done))
+            context.log.info("re-execution: %d member(s) done earlier or held by their source, not synced", len(done))
         batch = sync_batch(
             env,
             config.connection_ids,

@@ -1,5 +1,7 @@
 """Incremental REST sync of patient connections: the per-type assets, their jobs and run bookkeeping."""
 
+from datetime import UTC, datetime
+
 from dagster import (
     AssetSelection,
     DagsterRun,
@@ -23,7 +25,7 @@ from pipelines.defs.sync.batch import (
     BATCH_SYNC_JOB,
     batch_connection_ids,
     incremental_sync_batch_job,
-    members_done_earlier,
+    members_passed_over,
 )
 from pipelines.defs.sync.reference_assets import build_reference_assets
 from pipelines.defs.sync.type_assets import (
@@ -101,7 +103,8 @@ def _make_run_ended_sensor(status: DagsterRunStatus) -> RunStatusSensorDefinitio
         with app_db.open() as db:
             if status is DagsterRunStatus.FAILURE:
                 lineage = earlier_runs(context.instance, run)  # a re-execution's: its full intent is recorded
-                done = members_done_earlier(context.instance, run, db) if members else set()
+                at = times.started_at or times.finished_at or datetime.now(UTC)  # when its op would have decided
+                done = members_passed_over(context.instance, run, db, at) if members else set()
                 to_sync = [m for m in members if m not in done]  # a re-execution's own members, not those done
                 _record_unstarted(db, run, connection_id, to_sync, reason or "run failed", times, lineage)
             if members:
@@ -124,9 +127,9 @@ def _record_unstarted(
     lineage: tuple[str, ...] = (),
 ) -> None:
     """A failed sync run (or batch) that never opened its rows: record them failed, to be retried. ``members``: those
-    the batch was to sync (a re-execution from failure passes over the ones completed earlier: no failure of theirs).
-    ``lineage``: the runs a re-execution carries on (a full resync's marks are not forgotten again:
-    ``cursors.begin_full``)."""
+    the batch was to sync: a re-execution passes over those completed earlier, an automatic retry those their source
+    holds (``members_passed_over``); no failure of theirs. ``lineage``: the runs a re-execution carries on (a full
+    resync's marks are not forgotten again: ``cursors.begin_full``)."""
     error = reason[:500]
     if members and run.job_name == BATCH_SYNC_JOB:
         for cid in members:
