@@ -52,6 +52,8 @@ FaultKind = Literal[
     # total; a page reached by a next link skips its first match and says a total one smaller
     "search_silent_skip",  # offset paging without totals after a match already read was deleted: a page reached
     # by a next link skips its first match, and nothing on any page says so
+    "search_empty_page",  # a searchset page comes back empty, its next link a fresh token for that same page (an
+    # endless cursor when armed with times None; a few, as Epic/Cerner paging sometimes sends, with a small times)
     "trickle",  # the answer's body arrives chunk_bytes (default 1) bytes every delay_s seconds
     "huge_body",  # a 200 answer streams an endless (256 MiB) JSON body without Content-Length
     "quota",  # quota requests per window_s, reported on every answer, 429 once spent (sandbox.quota_fault)

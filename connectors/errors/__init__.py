@@ -35,7 +35,7 @@ may echo request values: log ``loggable_message(exc)`` (their ``safe_message``) 
     │   ├── FhirWithoutTokenRefusedError  401 to a request sent without the token on purpose (a signed file URL)
     │   ├── SearchLinkExpiredError    a paging `next` link answered 404/410: restart from the stored mark (BDX-29)
     │   ├── SearchIncompleteError     a searchset missed matches (total > distinct received, no next; a repeated
-    │   │                             next or page; an error OperationOutcome entry)
+    │   │                             next or page; endless empty pages; an error OperationOutcome entry)
     ├── BulkExportError               a bulk job failed, expired or produced an invalid manifest/file
     │   ├── BulkFileExpiredError      file 404/410 after expiry: re-run from the same _since (BDX-19)
     │   ├── BulkFileTruncatedError    a file arrived cut short on every attempt

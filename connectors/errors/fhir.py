@@ -169,9 +169,11 @@ class SearchIncompleteError(FhirError):
     ``no_next``: fewer distinct matches than ``total`` arrived and there is no ``next`` link; ``repeated_next``: a
     ``next`` link repeats one already followed; ``repeated_page``: a page with a ``next`` link brought no new
     match; ``repeated_match``: a match of an earlier page came again (offset paging over changing data, which
-    skips one for each it repeats); ``error_outcome``: a page carried an OperationOutcome saying matches are
-    missing (``error``/``fatal``, or a ``warning`` coded ``incomplete``/``too-costly``/``timeout``; its
-    diagnostics, sanitized and capped, end the message: log ``safe_message``). ``received`` counts distinct matches.
+    skips one for each it repeats); ``empty_pages``: more than ``MAX_EMPTY_PAGES`` pages in a row brought no match
+    but a ``next`` link (a cursor that changes on every empty page, never reaching data); ``error_outcome``: a page
+    carried an OperationOutcome saying matches are missing (``error``/``fatal``, or a ``warning`` coded
+    ``incomplete``/``too-costly``/``timeout``; its diagnostics, sanitized and capped, end the message: log
+    ``safe_message``). ``received`` counts distinct matches.
     """
 
     code = "search_incomplete"

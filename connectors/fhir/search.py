@@ -25,9 +25,14 @@ from connectors.fhir.outcomes import describe_outcome, is_severe, outcome_diagno
 from connectors.http import parse_http_date, parse_instant, redact_url, resolve_checked_url, resolve_url, url_problem
 from connectors.transport.bounds import BodyBounds, read_capped
 
-__all__ = ["SearchPage", "iter_search_pages", "parse_search_bundle"]
+__all__ = ["MAX_EMPTY_PAGES", "SearchPage", "iter_search_pages", "parse_search_bundle"]
 
 logger = logging.getLogger(__name__)
+
+#: Consecutive pages with no match but a ``next`` link that are still followed: a server filtering its pages after
+#: paging them (access rules, deleted rows) sends one now and then. One more ends the search (``empty_pages``): a
+#: cursor that changes on every empty page repeats no link, and would be followed for as long as the server answers.
+MAX_EMPTY_PAGES = 5
 
 _FHIR_JSON = "application/fhir+json"
 
@@ -173,6 +178,8 @@ def _incomplete(first_url: str, seen: DistinctMatches, total: int | None, reason
         "no_next": f"stopped early: total {total}, received {received}, no next link",
         "repeated_next": f"paging loops: the server repeated a next link after {received} matches",
         "repeated_page": f"paging repeats: a page with a next link brought no new match after {received} matches",
+        "empty_pages": f"paging stalls: {MAX_EMPTY_PAGES + 1} pages in a row brought no match but a next link, "
+        f"after {received} matches",
         "repeated_match": f"paging shifted: a match of an earlier page came again after {received} matches "
         "(offset paging over changing data skips one as it repeats one)",
     }[reason]
@@ -251,7 +258,9 @@ def iter_search_pages(
     match of the searched ``resource_type`` (any type when None) of an earlier page comes again (that same shift on
     a server giving no ``total``); a page with a ``next``
     link brings no new match, or a ``next`` link repeats one already followed; or a page
-    carries an OperationOutcome saying matches are missing (reason ``error_outcome``). The caller keeps what arrived but
+    carries an OperationOutcome saying matches are missing (reason ``error_outcome``); or more than
+    ``MAX_EMPTY_PAGES`` pages in a row bring no match but a ``next`` link (``empty_pages``: a cursor that never
+    reaches data, each link new). The caller keeps what arrived but
     must not move its mark past what did not. Memory: see :mod:`connectors.fhir._distinct` (<= 32 B a match).
     """
     url: str | None = first_url
@@ -261,6 +270,7 @@ def iter_search_pages(
     # The largest ``total`` any page gave (some servers send it on the first page only). Not the latest: an offset
     # server's live total drops when a match already read is deleted, while the page behind it skipped one.
     total: int | None = None
+    empty = 0  # pages in a row with a next link and no match
     while url is not None:
         page = _fetch_page(session, url, params, bounds, first=first)
         links.add(page.url)
@@ -269,7 +279,9 @@ def iter_search_pages(
         yield page
         if any(is_severe(o) for o in page.outcomes):
             raise _error_outcome(first_url, seen, total, page)
+        empty = empty + 1 if page.next_url is not None and not page.resources else 0
         reason = _stop_reason(page, counts, len(seen), total, links)
+        reason = reason or ("empty_pages" if empty > MAX_EMPTY_PAGES else None)
         if reason is not None:
             raise _incomplete(first_url, seen, total, reason)
         if page.next_url is not None:

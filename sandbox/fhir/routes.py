@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import secrets
 from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -110,9 +111,12 @@ def search(resource_type: str, request: Request) -> Response:
     links = [{"relation": "self", "url": self_url}]
     from_link = bool(request.query_params.get("_cursor"))
     taken = _paging_fault(st, request, next_cursor is not None, from_link)
+    nonce: dict[str, str] = {}
     page, next_cursor, total, outcomes = _faulted(taken, (run, st, q, perm), page, next_cursor, links, request)
-    if next_cursor is not None:
-        link = {"t": resource_type, "p": params, "c": next_cursor, "o": sorted_mode}
+    if taken is not None and taken.kind == "search_empty_page":  # no match, and this same page again: a new token
+        page, next_cursor, nonce = [], cursor, {"n": secrets.token_urlsafe(6)}
+    if next_cursor is not None or nonce:
+        link = {"t": resource_type, "p": params, "c": next_cursor, "o": sorted_mode, **nonce}
         nxt = sign(st.page_secret, {**link, "exp": now.timestamp() + cfg.page_link_ttl_s})
         links.append({"relation": "next", "url": f"{fhir_base}/{resource_type}?_cursor={nxt}"})
     if cfg.omit_last_updated:
@@ -165,12 +169,12 @@ def _faulted(
 
 
 def _paging_fault(st: SandboxState, request: Request, has_next: bool, from_link: bool) -> Fault | None:
-    """A ``search_*`` fault, consumed only by a page it can affect: ``search_error_outcome`` and
-    ``search_deleted_shift`` any page (the first one says the whole total, later ones shift and say one less),
+    """A ``search_*`` fault, consumed only by a page it can affect: ``search_error_outcome``, ``search_empty_page``
+    and ``search_deleted_shift`` any page (the first one says the whole total, later ones shift and say one less),
     ``search_no_next`` one with a next link, ``search_offset_shift``, ``search_moved_match`` and
     ``search_silent_skip`` one reached by a next link, and
     ``search_repeat_next`` one reached by a next link that has a next link itself."""
-    kinds = {"search_error_outcome", "search_deleted_shift"}
+    kinds = {"search_error_outcome", "search_deleted_shift", "search_empty_page"}
     kinds |= {"search_offset_shift", "search_moved_match", "search_silent_skip"} if from_link else set()
     kinds |= ({"search_no_next", "search_repeat_next"} if from_link else {"search_no_next"}) if has_next else set()
     return st.faults.take(request.url.path, frozenset(kinds))

@@ -7,8 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from connectors.errors import RateLimitedError, SearchLinkExpiredError
+from connectors.errors import RateLimitedError, SearchIncompleteError, SearchLinkExpiredError
 from connectors.fhir import FhirClient
+from connectors.fhir.search import MAX_EMPTY_PAGES
 from connectors.tokens import StaticTokenSource
 from sandbox import SandboxServer
 from tests.connectors.backend_auth import BackendClient
@@ -55,6 +56,32 @@ def test_bdx29_expired_paging_link_raises_typed_error(ehr: SandboxServer, backen
     with pytest.raises(SearchLinkExpiredError) as info:
         next(pages)
     assert info.value.status in (404, 410)
+
+
+def test_bdx29_a_few_empty_pages_with_next_links_are_followed(ehr: SandboxServer, backend: BackendClient) -> None:
+    client = _client(ehr, backend, [])
+    params = {"patient": ehr.admin.patients()[0], "_count": "5"}
+    clean = _ids(client, "Observation", params)
+    ehr.admin.set_fault("search_empty_page", path="/fhir/Observation", times=MAX_EMPTY_PAGES)
+    pages = list(client.search_pages("Observation", params))
+    assert [p.resources for p in pages[:MAX_EMPTY_PAGES]] == [[]] * MAX_EMPTY_PAGES
+    assert [r["id"] for p in pages for r in p.resources] == clean
+
+
+def test_bdx29_endless_empty_pages_with_changing_next_links_stop_typed(
+    ehr: SandboxServer, backend: BackendClient
+) -> None:
+    """Each empty page's next link is new, so no link repeats: the bound on empty pages in a row ends the search
+    (the fault runs out after 200 pages, where the client before the bound went on to the data as if whole)."""
+    client = _client(ehr, backend, [])
+    ehr.admin.set_fault("search_empty_page", path="/fhir/Observation", times=200)
+    pages = []
+    with pytest.raises(SearchIncompleteError) as info:
+        for page in client.search_pages("Observation", {"_count": "5"}):
+            pages.append(page)
+    assert info.value.reason == "empty_pages" and info.value.received == 0
+    assert len(pages) == MAX_EMPTY_PAGES + 1 and len({p.next_url for p in pages}) == len(pages)
+    assert "paging stalls" in str(info.value)
 
 
 @pytest.mark.parametrize("retry_after", ["1", "", "Wed, 21 Oct 2015 07:28:00 GMT"])

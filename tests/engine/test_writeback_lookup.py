@@ -37,15 +37,17 @@ def test_dwb32_a_duplicate_skipped_by_shifted_paging_is_still_found(world, start
 
 
 def test_dwb32_next_links_that_never_end_are_bounded() -> None:
-    """A server whose empty pages each link to a new page: the search stops after a bounded number of pages and
-    proves nothing (it used to follow them for ever)."""
+    """A server whose pages each link to a new page, each with a note not carrying the draft's identifier (empty
+    ones end sooner: ``MAX_EMPTY_PAGES``): the search stops after a bounded number of pages and proves nothing (it
+    used to follow them for ever)."""
     fake = FakeFhir()
     served = {"n": 0}
 
     def page(_p: str, _q: dict[str, list[str]]):  # type: ignore[no-untyped-def]
         served["n"] += 1
+        other = {"resourceType": "DocumentReference", "id": f"other-{served['n']}"}
         return bundle(
-            [], next_url=f"{fake.fhir_base}/DocumentReference?page={served['n']}" if served["n"] < 500 else None
+            [other], next_url=f"{fake.fhir_base}/DocumentReference?page={served['n']}" if served["n"] < 500 else None
         )
 
     fake.routes["/fhir/DocumentReference"] = page

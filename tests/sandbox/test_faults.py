@@ -314,3 +314,16 @@ def test_bdx33_search_silent_skip_skips_one_match_and_says_nothing(sandbox: Sand
     ids = [_match_ids(p) for p in skipped]
     assert ids[0] == clean[0] and ids[1] == clean[1][1:] and ids[2:] == clean[2:]
     assert all("total" not in p and all(e["search"]["mode"] == "match" for e in p["entry"]) for p in skipped)
+
+
+def test_bdx33_search_empty_page_answers_no_match_and_a_new_link_to_the_same_page(
+    sandbox: SandboxServer, token: str
+) -> None:
+    """A cursor that changes on every empty page: each of ``times`` pages is empty with a next link never sent
+    before; once the fault is spent the search goes on where it was, every match there."""
+    clean = [_match_ids(p) for p in _pages(sandbox, token, "/Observation", patient="pat1", _count="5")]
+    assert len(clean) >= 2
+    sandbox.admin.set_fault("search_empty_page", path="/fhir/Observation", times=3)
+    pages = _pages(sandbox, token, "/Observation", patient="pat1", _count="5")
+    nexts = [next(link["url"] for link in p["link"] if link["relation"] == "next") for p in pages[:3]]
+    assert [_match_ids(p) for p in pages] == [[], [], [], *clean] and len(set(nexts)) == 3
