@@ -22,13 +22,15 @@ from auth_service.services.context import ServiceContext
 from auth_service.services.errors import PatientContextMissingError
 from auth_service.services.profiles import ClientProfile
 from auth_service.services.unstored_tokens import revoke_unstored
+from connectors.fhir.references import reference_on
 from connectors.smart import SmartConfiguration, TokenResponse, validate_id_token
 
 __all__ = ["GrantSubject", "check_grant", "patient_of_fhir_user"]
 
 logger = logging.getLogger(__name__)
 
-_REF = re.compile(r"^(Patient|Practitioner)/([A-Za-z0-9\-.]{1,64})$")
+_USER_TYPES = ("Patient", "Practitioner")
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -58,19 +60,19 @@ def check_grant(
 
 
 def patient_of_fhir_user(fhir_user: str | None, fhir_base: str) -> str | None:
-    """The Patient id a ``fhirUser`` names on this FHIR server (``Patient/x`` or ``{base}/Patient/x``), else None."""
+    """The Patient id a ``fhirUser`` names on this FHIR server (``Patient/x``, ``{base}/Patient/x``, either with a
+    ``/_history/v`` version), else None."""
     found = _reference_on(fhir_user, fhir_base)
     return found[1] if found is not None and found[0] == "Patient" else None
 
 
 def _reference_on(fhir_user: str | None, fhir_base: str) -> tuple[str, str] | None:
-    """``(type, id)`` of a Patient or Practitioner ``fhirUser`` on this FHIR server, else None."""
-    if not fhir_user:
+    """``(type, id)`` of a Patient or Practitioner ``fhirUser`` on this FHIR server (relative, absolute under the
+    base, or versioned: ``Patient/1/_history/2`` is Patient 1), else None. The id must be a FHIR id: it is stored."""
+    found = reference_on(fhir_user, fhir_base)
+    if found is None or found[0] not in _USER_TYPES or not _FHIR_ID.fullmatch(found[1]):
         return None
-    base = fhir_base.rstrip("/") + "/"
-    relative = fhir_user[len(base) :] if fhir_user.startswith(base) else fhir_user
-    found = _REF.match(relative)
-    return (found.group(1), found.group(2)) if found else None
+    return found
 
 
 def _bound_patient(fhir_base: str, patient: str | None, fhir_user: str | None) -> str | None:

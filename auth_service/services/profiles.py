@@ -7,6 +7,7 @@ when ``SMART_ENABLE_WRITE``, the tenant's ``enableWrite`` and the feature flag a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from auth_service.services.providers_port import (
     plugin_fhir_base,
     plugin_write_supported,
 )
+from auth_service.services.write_scopes import least_privilege_scopes
 from auth_service.tenants.settings import PracticeSettings, write_scopes_allowed
 from connectors.errors import ConfigurationError
 from connectors.smart import ClientAuth, load_signing_key
@@ -41,6 +43,8 @@ __all__ = [
     "enabled_provider_ids",
     "resolve_profile",
 ]
+
+logger = logging.getLogger(__name__)
 
 SMART_PROVIDER_ID = "smart"
 _WRITE_SCOPES = {"note": "patient/DocumentReference.c", "patient": "user/Patient.c"}
@@ -164,20 +168,17 @@ def _scopes(
         if patient:
             wanted.append(_WRITE_SCOPES["patient"])
         base = " ".join(wanted)
-    if not (note or patient):
-        # A configured or plugin list must not sneak write scopes past the flags.
-        base = " ".join(s for s in base.split() if not _is_write_scope(s))
+    # A configured or plugin list must not sneak write scopes past the flags, feature by feature (least privilege).
+    base, changed = least_privilege_scopes(base, note=note, patient=patient)
+    if changed:
+        logger.info(
+            "provider %s: scopes %s narrowed to the write features on (note=%s, patient=%s)",
+            provider_id,
+            " ".join(changed),
+            note,
+            patient,
+        )
     return base, note or patient, note
-
-
-def _is_write_scope(scope: str) -> bool:
-    """v1 ``.write``/``.*``, or v2 permissions with c, u or d; a v1 ``.read`` is not one (its ``d`` is no delete)."""
-    if "/" not in scope or "." not in scope:
-        return False
-    perm = scope.split("?", 1)[0].rsplit(".", 1)[1]
-    if perm in ("read", "write", "*"):
-        return perm != "read"
-    return any(c in perm for c in "cud")
 
 
 def _fhir_base(provider_id: str, config: Mapping[str, Any]) -> str | None:
