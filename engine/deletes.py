@@ -74,7 +74,8 @@ def reconcile_deletes(
     ``RECOVER_MAX_IDS``).
 
     The whole id listing (``_elements=id``, every page, every vendor search plan) must succeed before anything
-    is tombstoned or read: a partial listing raises and changes nothing, so an outage never reads as mass deletion.
+    is tombstoned or read: a partial listing raises and changes nothing, so an outage never reads as mass deletion
+    (nor does a listing that outlives the step budget: ``StepBudgetExceededError``).
     An outage while confirming tombstones only what was confirmed before it (``confirm_error`` says why the rest
     were not).
     Holds the connection's lock (``hold_connection``) throughout, so a reconcile never runs beside a sync of the
@@ -147,10 +148,17 @@ def _tombstone_confirmed(
 
 
 def _list_ids(env: SyncEnvironment, conn: ConnectionInfo, resource_type: str) -> tuple[set[str], datetime | None]:
-    """Every id the server lists for the type (every page of every vendor search plan) and the listing's time."""
+    """Every id the server lists for the type (every page of every vendor search plan) and the listing's time.
+
+    Under the step budget (``EHRSYNC_STEP_BUDGET_S``), like a type's landing: a server that pages on without end
+    or trickles its pages would otherwise hold the connection's lock for as long as it answers. Running out raises
+    ``StepBudgetExceededError`` before anything is tombstoned or read back: a partial listing changes nothing."""
     server_ids: set[str] = set()
     observed_at = None
-    with env.fhir_client(conn) as client:
+    with (
+        step_budget(f"listing the {resource_type} ids the server holds", env.step_budget_s),
+        env.fhir_client(conn) as client,
+    ):
         for plan in search_plans(conn, resource_type, None, ID_PAGE_SIZE):
             plan["_elements"] = "id"
             for page in client.search_pages(resource_type, plan):
