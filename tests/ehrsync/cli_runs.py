@@ -13,7 +13,7 @@ import httpx
 
 from tests.engine.helpers import SyncWorld
 
-_DROPPED = ("DATABASE_URL", "EHRSYNC_DATABASE_URL", "WAREHOUSE_URL", "DAGSTER_HOME", "EHRSYNC_HOME")
+DROPPED = ("DATABASE_URL", "EHRSYNC_DATABASE_URL", "WAREHOUSE_URL", "DAGSTER_HOME", "EHRSYNC_HOME")
 
 
 def http_of(world: SyncWorld) -> httpx.Client:
@@ -25,7 +25,7 @@ def run_cli(
     world: SyncWorld, tmp_path: Path, *args: str, env_extra: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``ehrsync ARGS`` over the world's state folder (its app database, warehouse and Dagster home)."""
-    env = {k: v for k, v in os.environ.items() if k not in _DROPPED}
+    env = {k: v for k, v in os.environ.items() if k not in DROPPED}
     env["EHRSYNC_STATE_DIR"] = str(tmp_path / "state")
     env["INTEGRATIONS_TOKEN_ENC_KEY"] = base64.b64encode(world.cipher_key).decode()
     env["EHRSYNC_SYNC_OVERLAP_SECONDS"] = "0"  # runs seconds apart: count exactly what changed

@@ -21,18 +21,18 @@ from engine.purge import PURGE_ACTION
 from sandbox import SandboxServer
 from store.models import AuditEvent, Connection
 from store.rate_windows import RateSlot
+from tests.ehrsync.cli_runs import DROPPED
 from tests.engine.helpers import SyncWorld, connect_patient
 from tests.engine.job_runs import run_sync
 from tests.running_sync import sync_holding_the_lock
 
 _ARMED = 1000
-_DROPPED = ("DATABASE_URL", "EHRSYNC_DATABASE_URL", "WAREHOUSE_URL", "DAGSTER_HOME", "EHRSYNC_HOME")
 
 
 def _cli(
     world: SyncWorld, tmp_path: Path, *args: str, answer: str | None = None, **extra: str
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in _DROPPED} | extra
+    env = {k: v for k, v in os.environ.items() if k not in DROPPED} | extra
     env["EHRSYNC_STATE_DIR"] = str(tmp_path / "state")
     env["INTEGRATIONS_TOKEN_ENC_KEY"] = base64.b64encode(world.cipher_key).decode()
     return subprocess.run(

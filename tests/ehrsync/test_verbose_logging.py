@@ -19,7 +19,7 @@ from connectors.transport import ehr_client
 from ehrsync.cli import QuerylessRequestLines, _configure_logging
 from sandbox import SandboxServer
 from tests.connectors.scripted import scripted_server, send
-from tests.ehrsync.test_cli_runs import _DROPPED
+from tests.ehrsync.cli_runs import DROPPED
 from tests.engine.helpers import SyncWorld, connect_patient, sandbox_patients
 
 _ROOT = Path(__file__).resolve().parents[2]
@@ -104,7 +104,7 @@ def test_cli_logs_each_ehr_request_once_also_when_run_twice_in_one_process(
     assert world.env.http is not None
     cids = [connect_patient(world, ehr, http=world.env.http) for _ in range(2)]
     secrets = [world.env.vault.get_access_token(cid) for cid in cids]
-    env = {k: v for k, v in os.environ.items() if k not in _DROPPED}
+    env = {k: v for k, v in os.environ.items() if k not in DROPPED}
     env["EHRSYNC_STATE_DIR"] = str(tmp_path / "state")
     env["INTEGRATIONS_TOKEN_ENC_KEY"] = base64.b64encode(world.cipher_key).decode()
     proc = subprocess.run(
