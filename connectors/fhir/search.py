@@ -30,9 +30,10 @@ __all__ = ["MAX_EMPTY_PAGES", "SearchPage", "iter_search_pages", "parse_search_b
 logger = logging.getLogger(__name__)
 
 #: Consecutive pages with no match but a ``next`` link that are still followed: a server filtering its pages after
-#: paging them (access rules, deleted rows) sends one now and then. One more ends the search (``empty_pages``): a
-#: cursor that changes on every empty page repeats no link, and would be followed for as long as the server answers.
-MAX_EMPTY_PAGES = 5
+#: paging them (Epic's post-filtered parameters, access rules, deleted rows) sends a run of them while it pages past
+#: rows its filter drops, dozens for a long record. One more ends the search (``empty_pages``): a cursor that changes
+#: on every empty page repeats no link. Generous on purpose: the step budget (``EHRSYNC_STEP_BUDGET_S``) bounds time.
+MAX_EMPTY_PAGES = 100
 
 _FHIR_JSON = "application/fhir+json"
 

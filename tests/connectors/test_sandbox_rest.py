@@ -68,6 +68,21 @@ def test_bdx29_a_few_empty_pages_with_next_links_are_followed(ehr: SandboxServer
     assert [r["id"] for p in pages for r in p.resources] == clean
 
 
+def test_bdx29_a_long_run_of_empty_pages_from_post_filtering_is_followed(
+    ehr: SandboxServer, backend: BackendClient
+) -> None:
+    """A server filtering its pages after paging them (Epic's post-filtered parameters, vendors.md; Cerner's
+    compartment filtering) sends page after empty page while it pages past rows the filter drops: 40 in a row are
+    well within what such a patient's record produces, and must be followed to the data (a bound of 5 failed the
+    type on every run, the smaller-page retry only making the run of empty pages longer)."""
+    client = _client(ehr, backend, [])
+    params = {"patient": ehr.admin.patients()[0], "_count": "5"}
+    clean = _ids(client, "Observation", params)
+    ehr.admin.set_fault("search_empty_page", path="/fhir/Observation", times=40)
+    pages = list(client.search_pages("Observation", params))
+    assert [r["id"] for p in pages for r in p.resources] == clean and len(pages) > 40
+
+
 def test_bdx29_endless_empty_pages_with_changing_next_links_stop_typed(
     ehr: SandboxServer, backend: BackendClient
 ) -> None:
