@@ -118,7 +118,10 @@ def search_with_recovery(
     _log.warning("%s; searching again", problem.safe_message)
     count = _count_of(plan)
     total = problem.total
-    again = total if total is not None and count < total <= MAX_RECOVERY_COUNT else max(count // 2, 1)
+    if problem.reason == "empty_pages":  # rows filtered out after paging: larger pages, fewer empty ones
+        again = min(count * 4, MAX_RECOVERY_COUNT)
+    else:
+        again = total if total is not None and count < total <= MAX_RECOVERY_COUNT else max(count // 2, 1)
     retry = [(k, v) for k, v in plan.items() if k != "_count"] + [("_count", str(again))]
     if _retry(client, resource_type, retry, sink):
         return True

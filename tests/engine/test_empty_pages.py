@@ -90,3 +90,30 @@ def test_bdx29_endless_empty_pages_with_changing_links_fail_the_type_and_keep_th
     searches = 2 + MAX_WINDOW_SEARCHES  # the search, its smaller-page retry, the narrower windows
     requested = len(request_log.paths(OBS))
     assert 0 < requested <= searches * (bound + 1) < ENDLESS, requested
+
+
+def test_bdx29_a_search_stalled_on_empty_pages_is_asked_again_with_larger_pages(
+    tmp_path: Path,
+    shared_sb: SandboxServer,
+    http: httpx.Client,
+    request_log: RequestLog,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Empty pages come from a server filtering its pages after paging them: smaller pages only lengthen the run of
+    empty ones, so the one-page-size retry asks larger pages (the retry halved ``_count``, as for a cut-short
+    listing). The fault ends with the first search here, so the retry recovers either way: its ``_count`` is what
+    this checks."""
+    bound = 3
+    monkeypatch.setattr(search, "MAX_EMPTY_PAGES", bound)
+    world = _world(tmp_path, "w", http)
+    conn = connect_patient(world, shared_sb, http=http)
+    add_fault(http, shared_sb, "search_empty_page", path=OBS, times=bound + 1)
+    request_log.clear()
+    try:
+        report = sync_type(world, conn, "Observation")
+    finally:
+        shared_sb.admin.clear_faults()
+    assert report.error is None and not report.incomplete, report.warnings
+    assert any("recovered" in w for w in report.warnings), report.warnings
+    counts = {int(u.params["_count"]) for u in request_log.paths(OBS) if "_count" in u.params}
+    assert 5 in counts and min(counts) >= 5 and max(counts) > 5, counts
