@@ -13,7 +13,8 @@ its spelling:
   with note write-back on and patient creation off, ``patient/*.*`` asks ``patient/*.read patient/Binary.write
   patient/DocumentReference.write patient/Provenance.write``, never write access to every type.
 
-A token the parser does not read as a resource scope but that looks like a write one is dropped.
+A token the parser does not read as a resource scope but that looks like a write one (``patient/``, ``user/`` or
+``system/``, e.g. ``patient/Patient.write?x=1``) is dropped; a vendor's own scope is kept, whatever its spelling.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ _READS = frozenset("rs")
 _WRITES = frozenset("cud")
 _NOTE_TYPES = ("Binary", "DocumentReference", "Provenance")  # Provenance: DWB-82, after a written note
 _PATIENT_TYPES = ("Patient",)
+_CONTEXTS = frozenset({"patient", "user", "system"})  # SMART resource scopes; any other is a vendor's own
 
 
 def least_privilege_scopes(scope: str, *, note: bool, patient: bool) -> tuple[str, list[str]]:
@@ -76,8 +78,9 @@ def _narrow_v1(rs: ResourceScope, creatable: tuple[str, ...], prefix: str) -> li
 
 
 def _looks_like_write(token: str) -> bool:
-    """An unparsed ``a/b.perm``: v1 ``.write``/``.*``, or a permission with c, u or d (``.read``'s d is no delete)."""
-    if "/" not in token or "." not in token:
+    """An unparsed ``patient|user|system/Type.perm``: v1 ``.write``/``.*``, or a permission with c, u or d (``.read``'s
+    d is no delete). Another context is a vendor's own scope (``athena/service/Athenanet.MDP.*``, a URL): kept."""
+    if token.split("/", 1)[0] not in _CONTEXTS or "." not in token:
         return False
     perm = token.split("?", 1)[0].rsplit(".", 1)[1]
     if perm in ("read", "write", "*"):

@@ -80,3 +80,23 @@ def test_sal18_sal20_least_privilege_scopes_per_spelling(scope: str, note: bool,
     kept, changed = least_privilege_scopes(scope, note=note, patient=patient)
     assert kept == expected
     assert changed == ([] if expected == scope else [scope])
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        "athena/service/Athenanet.MDP.*",
+        "https://vendor.example/scopes/notes.write",
+        "vendor/api.create",
+        "smart/orchestrate_launch",
+        "custom_vendor_scope",
+    ],
+)
+@pytest.mark.parametrize(("note", "patient"), [(False, False), (True, False), (False, True)])
+def test_sal18_a_vendor_custom_scope_is_no_smart_write_scope(scope: str, note: bool, patient: bool) -> None:
+    """A vendor's own scope (not ``patient/``, ``user/`` or ``system/``) is no SMART resource scope: it was dropped
+    whatever the features when its last dot-segment read like a write permission (``.*``, ``.write``, ``.create``)."""
+    assert least_privilege_scopes(f"openid {scope} patient/*.rs", note=note, patient=patient) == (
+        f"openid {scope} patient/*.rs",
+        [],
+    )
