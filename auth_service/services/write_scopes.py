@@ -19,16 +19,22 @@ A token the parser does not read as a resource scope but that looks like a write
 
 from __future__ import annotations
 
+import logging
+
 from connectors.smart import parse_scopes
 from connectors.smart.scopes import ResourceScope
 
-__all__ = ["least_privilege_scopes"]
+__all__ = ["least_privilege_scopes", "log_narrowed"]
+
+logger = logging.getLogger(__name__)
 
 _ORDER = "cruds"
 _READS = frozenset("rs")
 _WRITES = frozenset("cud")
 _NOTE_TYPES = ("Binary", "DocumentReference", "Provenance")  # Provenance: DWB-82, after a written note
 _PATIENT_TYPES = ("Patient",)
+_LOGGED: set[tuple[str, ...]] = set()  # what was said already: a profile resolves on every refresh
+_LOGGED_MAX = 1024
 _CONTEXTS = frozenset({"patient", "user", "system"})  # SMART resource scopes; any other is a vendor's own
 
 
@@ -86,3 +92,24 @@ def _looks_like_write(token: str) -> bool:
     if perm in ("read", "write", "*"):
         return perm != "read"
     return any(c in perm for c in "cud")
+
+
+def log_narrowed(tenant_id: str, provider_id: str, changed: list[str], *, note: bool, patient: bool) -> None:
+    """Say once per process (per tenant, provider and narrowing) which configured scopes were narrowed: a profile
+    resolves on every launch, connect page and token refresh, and one config mistake is one line. Names only."""
+    if not changed:
+        return
+    key = (tenant_id, provider_id, str(note), str(patient), *changed)
+    if key in _LOGGED:
+        return
+    if len(_LOGGED) >= _LOGGED_MAX:
+        _LOGGED.clear()
+    _LOGGED.add(key)
+    logger.info(
+        "tenant %s provider %s: scopes %s narrowed to the write features on (note=%s, patient=%s)",
+        tenant_id,
+        provider_id,
+        " ".join(changed),
+        note,
+        patient,
+    )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import pytest
 
+from auth_service.services import write_scopes
 from auth_service.services.profiles import resolve_profile
 from auth_service.services.write_scopes import least_privilege_scopes
 from tests.auth_service.conftest import AppHandle
@@ -100,3 +102,26 @@ def test_sal18_a_vendor_custom_scope_is_no_smart_write_scope(scope: str, note: b
         f"openid {scope} patient/*.rs",
         [],
     )
+
+
+def test_sal18_a_narrowed_list_is_logged_once_not_on_every_resolve(
+    make_app: Callable[..., AppHandle], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A profile resolves on every launch, connect page and token refresh (the vault's client resolver): a configured
+    list with a write scope no feature uses logged the same info line each time. Once per tenant, provider and
+    narrowing now, naming the tenant (which config to fix) and the scope names only."""
+    monkeypatch.setattr(write_scopes, "_LOGGED", set())  # what other tests in this process logged already
+    h = make_app(SMART_ENABLE_WRITE="true")
+    epic = {**EPIC, "scopes": ["openid", "patient/*.rs", "patient/Patient.c"]}
+    integrations = {"enabledProviders": ["epic"], "providerConfigs": {"epic": epic}}
+    h.bootstrap("t1", {"ehrIntegrations": {**integrations, "enableWrite": True, "enableNoteCreate": True}})
+    ctx = h.app.state.ctx
+    with caplog.at_level(logging.INFO, logger="auth_service"):
+        for _ in range(3):
+            with ctx.db.session() as session:
+                assert (
+                    "patient/Patient.c" not in resolve_profile(session, ctx.cipher, ctx.settings, "t1", "epic").scopes
+                )
+    lines = [r.getMessage() for r in caplog.records if "narrowed" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "t1" in lines[0] and "patient/Patient.c" in lines[0] and "epic-secret-9" not in lines[0], lines
