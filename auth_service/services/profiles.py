@@ -7,7 +7,6 @@ when ``SMART_ENABLE_WRITE``, the tenant's ``enableWrite`` and the feature flag a
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +25,7 @@ from auth_service.services.providers_port import (
     plugin_fhir_base,
     plugin_write_supported,
 )
-from auth_service.services.write_scopes import least_privilege_scopes
+from auth_service.services.write_scopes import least_privilege_scopes, log_narrowed
 from auth_service.tenants.settings import PracticeSettings, write_scopes_allowed
 from connectors.errors import ConfigurationError
 from connectors.smart import ClientAuth, load_signing_key
@@ -43,8 +42,6 @@ __all__ = [
     "enabled_provider_ids",
     "resolve_profile",
 ]
-
-logger = logging.getLogger(__name__)
 
 SMART_PROVIDER_ID = "smart"
 _WRITE_SCOPES = {"note": "patient/DocumentReference.c", "patient": "user/Patient.c"}
@@ -151,7 +148,7 @@ def enabled_provider_ids(session: Session, tenant: Tenant, practice: PracticeSet
 
 
 def _scopes(
-    settings: Settings, practice: PracticeSettings, provider_id: str, config: Mapping[str, Any]
+    settings: Settings, practice: PracticeSettings, tenant_id: str, provider_id: str, config: Mapping[str, Any]
 ) -> tuple[str, bool, bool]:
     note = write_scopes_allowed(settings.SMART_ENABLE_WRITE, practice, practice.note_create_enabled)
     patient = write_scopes_allowed(settings.SMART_ENABLE_WRITE, practice, practice.patient_create_enabled)
@@ -170,14 +167,7 @@ def _scopes(
         base = " ".join(wanted)
     # A configured or plugin list must not sneak write scopes past the flags, feature by feature (least privilege).
     base, changed = least_privilege_scopes(base, note=note, patient=patient)
-    if changed:
-        logger.info(
-            "provider %s: scopes %s narrowed to the write features on (note=%s, patient=%s)",
-            provider_id,
-            " ".join(changed),
-            note,
-            patient,
-        )
+    log_narrowed(tenant_id, provider_id, changed, note=note, patient=patient)
     return base, note or patient, note
 
 
@@ -256,7 +246,7 @@ def resolve_profile(
             f"provider {provider_id!r} needs a FHIR base URL and a client id", code="configuration_error"
         )
     check_client_auth_config(provider_id, config, settings)
-    scopes, write_allowed, note_allowed = _scopes(settings, practice, provider_id, config)
+    scopes, write_allowed, note_allowed = _scopes(settings, practice, tenant_id, provider_id, config)
     return ClientProfile(
         tenant_id=tenant_id,
         provider_id=provider_id,

@@ -13,21 +13,29 @@ its spelling:
   with note write-back on and patient creation off, ``patient/*.*`` asks ``patient/*.read patient/Binary.write
   patient/DocumentReference.write patient/Provenance.write``, never write access to every type.
 
-A token the parser does not read as a resource scope but that looks like a write one is dropped.
+A token the parser does not read as a resource scope but that looks like a write one (``patient/``, ``user/`` or
+``system/``, e.g. ``patient/Patient.write?x=1``) is dropped; a vendor's own scope is kept, whatever its spelling.
 """
 
 from __future__ import annotations
 
+import logging
+
 from connectors.smart import parse_scopes
 from connectors.smart.scopes import ResourceScope
 
-__all__ = ["least_privilege_scopes"]
+__all__ = ["least_privilege_scopes", "log_narrowed"]
+
+logger = logging.getLogger(__name__)
 
 _ORDER = "cruds"
 _READS = frozenset("rs")
 _WRITES = frozenset("cud")
 _NOTE_TYPES = ("Binary", "DocumentReference", "Provenance")  # Provenance: DWB-82, after a written note
 _PATIENT_TYPES = ("Patient",)
+_LOGGED: set[tuple[str, ...]] = set()  # what was said already: a profile resolves on every refresh
+_LOGGED_MAX = 1024
+_CONTEXTS = frozenset({"patient", "user", "system"})  # SMART resource scopes; any other is a vendor's own
 
 
 def least_privilege_scopes(scope: str, *, note: bool, patient: bool) -> tuple[str, list[str]]:
@@ -76,10 +84,32 @@ def _narrow_v1(rs: ResourceScope, creatable: tuple[str, ...], prefix: str) -> li
 
 
 def _looks_like_write(token: str) -> bool:
-    """An unparsed ``a/b.perm``: v1 ``.write``/``.*``, or a permission with c, u or d (``.read``'s d is no delete)."""
-    if "/" not in token or "." not in token:
+    """An unparsed ``patient|user|system/Type.perm``: v1 ``.write``/``.*``, or a permission with c, u or d (``.read``'s
+    d is no delete). Another context is a vendor's own scope (``athena/service/Athenanet.MDP.*``, a URL): kept."""
+    if token.split("/", 1)[0] not in _CONTEXTS or "." not in token:
         return False
     perm = token.split("?", 1)[0].rsplit(".", 1)[1]
     if perm in ("read", "write", "*"):
         return perm != "read"
     return any(c in perm for c in "cud")
+
+
+def log_narrowed(tenant_id: str, provider_id: str, changed: list[str], *, note: bool, patient: bool) -> None:
+    """Say once per process (per tenant, provider and narrowing) which configured scopes were narrowed: a profile
+    resolves on every launch, connect page and token refresh, and one config mistake is one line. Names only."""
+    if not changed:
+        return
+    key = (tenant_id, provider_id, str(note), str(patient), *changed)
+    if key in _LOGGED:
+        return
+    if len(_LOGGED) >= _LOGGED_MAX:
+        _LOGGED.clear()
+    _LOGGED.add(key)
+    logger.info(
+        "tenant %s provider %s: scopes %s narrowed to the write features on (note=%s, patient=%s)",
+        tenant_id,
+        provider_id,
+        " ".join(changed),
+        note,
+        patient,
+    )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import pytest
 
+from auth_service.services import write_scopes
 from auth_service.services.profiles import resolve_profile
 from auth_service.services.write_scopes import least_privilege_scopes
 from tests.auth_service.conftest import AppHandle
@@ -80,3 +82,46 @@ def test_sal18_sal20_least_privilege_scopes_per_spelling(scope: str, note: bool,
     kept, changed = least_privilege_scopes(scope, note=note, patient=patient)
     assert kept == expected
     assert changed == ([] if expected == scope else [scope])
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        "athena/service/Athenanet.MDP.*",
+        "https://vendor.example/scopes/notes.write",
+        "vendor/api.create",
+        "smart/orchestrate_launch",
+        "custom_vendor_scope",
+    ],
+)
+@pytest.mark.parametrize(("note", "patient"), [(False, False), (True, False), (False, True)])
+def test_sal18_a_vendor_custom_scope_is_no_smart_write_scope(scope: str, note: bool, patient: bool) -> None:
+    """A vendor's own scope (not ``patient/``, ``user/`` or ``system/``) is no SMART resource scope: it was dropped
+    whatever the features when its last dot-segment read like a write permission (``.*``, ``.write``, ``.create``)."""
+    assert least_privilege_scopes(f"openid {scope} patient/*.rs", note=note, patient=patient) == (
+        f"openid {scope} patient/*.rs",
+        [],
+    )
+
+
+def test_sal18_a_narrowed_list_is_logged_once_not_on_every_resolve(
+    make_app: Callable[..., AppHandle], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A profile resolves on every launch, connect page and token refresh (the vault's client resolver): a configured
+    list with a write scope no feature uses logged the same info line each time. Once per tenant, provider and
+    narrowing now, naming the tenant (which config to fix) and the scope names only."""
+    monkeypatch.setattr(write_scopes, "_LOGGED", set())  # what other tests in this process logged already
+    h = make_app(SMART_ENABLE_WRITE="true")
+    epic = {**EPIC, "scopes": ["openid", "patient/*.rs", "patient/Patient.c"]}
+    integrations = {"enabledProviders": ["epic"], "providerConfigs": {"epic": epic}}
+    h.bootstrap("t1", {"ehrIntegrations": {**integrations, "enableWrite": True, "enableNoteCreate": True}})
+    ctx = h.app.state.ctx
+    with caplog.at_level(logging.INFO, logger="auth_service"):
+        for _ in range(3):
+            with ctx.db.session() as session:
+                assert (
+                    "patient/Patient.c" not in resolve_profile(session, ctx.cipher, ctx.settings, "t1", "epic").scopes
+                )
+    lines = [r.getMessage() for r in caplog.records if "narrowed" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "t1" in lines[0] and "patient/Patient.c" in lines[0] and "epic-secret-9" not in lines[0], lines
