@@ -1,9 +1,15 @@
-"""One tick of the ``scheduled_syncs`` sensor against a test app database, with the resources it reads."""
+"""Ticks of the ``scheduled_syncs`` sensor and of the weekly reconcile schedule against a test app database, with the
+resources they read."""
 
 from __future__ import annotations
 
-from dagster import DagsterInstance, SensorResult, build_sensor_context
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
 
+from dagster import DagsterInstance, SensorResult, build_schedule_context, build_sensor_context
+
+from pipelines.defs.maintenance.jobs import HOURS_A_WEEK, weekly_reconcile_schedule
 from pipelines.defs.scheduling.sensors import scheduled_syncs_sensor
 from pipelines.resources import AppDatabaseResource, RetryPolicyResource, SyncPolicyResource
 from tests.pipelines.appdb import AppDb
@@ -31,3 +37,14 @@ def evaluate_scheduled_syncs(
     result = scheduled_syncs_sensor(context)
     assert isinstance(result, SensorResult)
     return result
+
+
+def weekly_reconcile_ticks(instance: DagsterInstance, app_db: AppDb, monday: datetime) -> Iterator[tuple[int, Any]]:
+    """``(hour, what the schedule returned)`` for every hourly tick of the week from ``monday``."""
+    for hour in range(HOURS_A_WEEK):
+        with build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=monday + timedelta(hours=hour),
+            resources={"app_db": AppDatabaseResource(url=app_db.url)},
+        ) as context:
+            yield hour, weekly_reconcile_schedule(context)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, RunRequest, build_schedule_context
+from dagster import DagsterInstance, RunRequest
 
 from ehrsync.run_now import run_batch_now, run_reconcile_now, run_sync_now
 from engine import ConnectionNotSyncableError
@@ -18,12 +18,10 @@ from engine.models import SyncRun
 from engine.retries import failure_streaks
 from engine.settings import PipelineSettings
 from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME
-from pipelines.defs.maintenance.jobs import HOURS_A_WEEK, weekly_reconcile_schedule
-from pipelines.resources import AppDatabaseResource
 from tests.engine.helpers import SyncWorld
 from tests.engine.job_runs import world_resources, world_settings
 from tests.pipelines.appdb import AppDb, queued_run
-from tests.pipelines.scheduler import evaluate_scheduled_syncs
+from tests.pipelines.scheduler import evaluate_scheduled_syncs, weekly_reconcile_ticks
 from tests.pipelines.test_connections_sensor import added, evaluate, removed
 
 LONG_AGO = datetime.now(UTC) - timedelta(days=3)
@@ -71,13 +69,7 @@ def test_sal15_weekly_reconcile_skips_a_patientless_connection(
     app_db.add("clinician", patient=None)
     dagster_instance_on_disk.add_dynamic_partitions(PATIENT_CONNECTIONS_PARTITIONS_NAME, ["clinician"])
     monday = datetime(2026, 11, 23, tzinfo=UTC)
-    for hour in range(HOURS_A_WEEK):
-        with build_schedule_context(
-            instance=dagster_instance_on_disk,
-            scheduled_execution_time=monday + timedelta(hours=hour),
-            resources={"app_db": AppDatabaseResource(url=app_db.url)},
-        ) as context:
-            requests = weekly_reconcile_schedule(context)
+    for _, requests in weekly_reconcile_ticks(dagster_instance_on_disk, app_db, monday):
         assert isinstance(requests, list) and not [r for r in requests if isinstance(r, RunRequest)]
 
 

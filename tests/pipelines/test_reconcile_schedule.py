@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from dagster import DagsterInstance, RunRequest, build_schedule_context
+from dagster import DagsterInstance, RunRequest
 
 from engine.run_tags import CONNECTION_TAG, TRIGGER_TAG
 from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME
-from pipelines.defs.maintenance.jobs import HOURS_A_WEEK, reconcile_hour, weekly_reconcile_schedule
-from pipelines.resources import AppDatabaseResource
+from pipelines.defs.maintenance.jobs import HOURS_A_WEEK, reconcile_hour
 from tests.pipelines.appdb import AppDb
+from tests.pipelines.scheduler import weekly_reconcile_ticks
 
 
 def test_weekly_reconcile_requests_active_patient_partitions_only(
@@ -27,13 +27,7 @@ def test_weekly_reconcile_requests_active_patient_partitions_only(
     )
     monday = datetime(2026, 11, 23, tzinfo=UTC)
     by_tick = {}
-    for hour in range(HOURS_A_WEEK):  # every hourly tick of one week
-        with build_schedule_context(
-            instance=dagster_instance_on_disk,
-            scheduled_execution_time=monday + timedelta(hours=hour),
-            resources={"app_db": AppDatabaseResource(url=app_db.url)},
-        ) as context:
-            requests = weekly_reconcile_schedule(context)
+    for hour, requests in weekly_reconcile_ticks(dagster_instance_on_disk, app_db, monday):  # every hourly tick
         assert isinstance(requests, list) and all(isinstance(r, RunRequest) for r in requests)
         if requests:
             by_tick[hour] = requests
