@@ -39,7 +39,9 @@ def test_opening_the_database_per_step_leaves_no_engine_behind(db_url: str) -> N
     dialects, cached = _live_dialects(), len(Tenant.__mapper__._compiled_cache)
     for _ in range(OPENS):
         _open_and_flush(db_url)
-    assert _live_dialects() == dialects
+    # Not one more dialect alive. Fewer can be: engines earlier tests of this worker left in the shared-engine
+    # registry or the ORM's compiled cache may be evicted meanwhile (CI saw 263 against 267).
+    assert _live_dialects() <= dialects
     assert len(Tenant.__mapper__._compiled_cache) == cached
 
 
