@@ -44,6 +44,7 @@ from warehouse.duckdb_backend import DuckDBWarehouse
 from warehouse.errors import WarehouseError
 from warehouse.note_outbox import NOTE_OUTBOX_TABLE, ensure_note_outbox_table
 from warehouse.snapshot import analyst_root, generations, publish_snapshot
+from warehouse.view_refresh import refresh_analyst_views
 
 __all__ = [
     "PURGE_ACTION",
@@ -225,11 +226,10 @@ def _purge_locked(targets: PurgeTargets, connection_id: str, tenant_id: str | No
 def _republish_snapshot(wh: Warehouse) -> None:
     """DuckDB: the analyst snapshot's generations are copies of the views, still holding the purged rows. Publish
     one without them and keep only it (an analyst session holding an older file keeps reading it until it closes)."""
-    if not isinstance(wh, DuckDBWarehouse) or not generations(analyst_root(wh.path)):
-        return
-    wh.refresh_flat_tables()
-    ensure_note_outbox_table(wh)
-    publish_snapshot(wh, (*VIEW_NAMES, NOTE_OUTBOX_TABLE), keep=1)
+    if isinstance(wh, DuckDBWarehouse) and generations(analyst_root(wh.path)):
+        refresh_analyst_views(wh)
+        ensure_note_outbox_table(wh)
+        publish_snapshot(wh, (*VIEW_NAMES, NOTE_OUTBOX_TABLE), keep=1)
 
 
 def _delete_rows(session: Session, connection_id: str, job_ids: list[str]) -> dict[str, int]:

@@ -1,7 +1,8 @@
 """Refresh the analyst views without stalling behind analysts.
 
-DuckDB: the views are dropped and recreated by the one writer (``Warehouse.refresh_flat_tables``); analysts read
-the published snapshot (``warehouse.snapshot``), never the warehouse file, so nothing of theirs is in the way.
+DuckDB: analysts read the published snapshot (``warehouse.snapshot``), never the warehouse file, so nothing of
+theirs is in the way; the one writer still replaces only views whose definition changed (the same marker, below),
+because recreating all of them cost every sync run ~0.3-0.5 s of CPU (DuckDB binds each view's query anew).
 
 PostgreSQL: analysts query the views live (MVCC: their reads never block the sync's writes). Replacing a view,
 though, needs an exclusive lock that waits for every open transaction that read it, and makes later readers queue
@@ -50,7 +51,7 @@ def _named(statements: list[str]) -> list[tuple[str, str]]:
 def refresh_analyst_views(wh: Warehouse, *, lock_timeout_s: float = 10.0) -> list[str]:
     """(Re)create the analyst views; returns the names of those created or replaced (DuckDB: all of them)."""
     if wh.dialect.name == "duckdb":
-        return wh.refresh_flat_tables()
+        return _refresh_duckdb(wh, _named(view_statements(wh.dialect)))
     if lock_timeout_s <= 0:
         raise InvalidInputError(f"lock_timeout_s must be positive, got {lock_timeout_s}")
     try:
@@ -66,6 +67,23 @@ def refresh_analyst_views(wh: Warehouse, *, lock_timeout_s: float = 10.0) -> lis
             f"an analyst view changed its columns but other objects depend on it: {exc.diag.message_detail or exc}; "
             "drop or recreate those objects, then refresh again"
         ) from exc
+
+
+def _refresh_duckdb(wh: Warehouse, named: list[tuple[str, str]]) -> list[str]:
+    """Replace (``CREATE OR REPLACE``) only the views whose stored marker differs, in dependency order, in one
+    transaction. DuckDB keeps a view as its SQL text and binds it when read, so a replaced view never breaks the
+    views reading it, and a changed column list needs no drop."""
+    with wh._write("views") as cur:
+        cur.execute(
+            "SELECT view_name, comment FROM duckdb_views() WHERE NOT internal "
+            "AND database_name = current_database() AND schema_name = current_schema()"
+        )
+        stored = {str(name): comment for name, comment in cur.fetchmany(100_000)}
+        changed = [(n, s) for n, s in named if stored.get(n) != statement_marker(s)]
+        for name, stmt in changed:
+            cur.execute(_CREATE.sub(f'CREATE OR REPLACE VIEW "{name}"', stmt, count=1))
+            cur.execute(f"COMMENT ON VIEW \"{name}\" IS '{statement_marker(stmt)}'")
+    return [name for name, _ in changed]
 
 
 def _refresh_postgres(wh: Warehouse, named: list[tuple[str, str]], lock_timeout_s: float) -> list[str]:
