@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from connectors.bulk import WHOLE_EXPORT, BulkClient, ExportLevel
-from connectors.errors import BulkExportError, BulkExportIncompleteError, EhrSyncError, loggable_message
+from connectors.errors import (
+    BulkExportBusyError,
+    BulkExportError,
+    BulkExportIncompleteError,
+    EhrSyncError,
+    loggable_message,
+)
 from engine import bulk_members, bulk_state, cursors, runs
 from engine.bulk_files import ExportExpiredError, process_files
 from engine.bulk_jobs import BulkProgress, await_manifest, cancel_quietly, kickoff, next_since
@@ -23,6 +29,7 @@ from engine.bulk_members import ExportSpec, FileHandler, OnComplete
 from engine.bulk_state import JobView
 from engine.checkpoints import checkpoint
 from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
+from engine.models import utcnow
 from engine.reports import BulkReport
 from warehouse.errors import WarehouseError
 
@@ -84,10 +91,17 @@ def run_bulk_export(
         report.error = f"{code}: {exc}"  # the server's diagnostics stay in the run's error, never in the logs
         _log.warning("bulk export of %s failed: %s: %s", connection_id, code, loggable_message(exc))
         runs.fail(env.db, run_id, report.error, _run_counts(report))
+        _note_retry_after(env, run_id, exc)
     finally:
         client.close()
         report.duration_s = time.monotonic() - started
     return report
+
+
+def _note_retry_after(env: SyncEnvironment, run_id: str, exc: Exception) -> None:
+    """BDX-07: a kick-off the EHR throttled with Retry-After: the scheduler asks for nothing before that time."""
+    if isinstance(exc, BulkExportBusyError) and exc.retry_after:
+        runs.hold_until(env.db, run_id, utcnow() + timedelta(seconds=exc.retry_after))
 
 
 def _incomplete(types: list[str]) -> BulkExportIncompleteError:

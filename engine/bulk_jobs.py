@@ -16,6 +16,7 @@ from engine.bulk_members import ExportSpec
 from engine.bulk_state import JobView
 from engine.checkpoints import checkpoint
 from engine.environment import ConnectionInfo, SyncEnvironment
+from engine.export_slots import require_free_slot
 
 BulkProgress = Callable[[str, dict[str, Any]], None]
 _log = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ def kickoff(
     spec: ExportSpec,
     since: datetime | None,
 ) -> JobView:
+    """Kick off the export and record it before anything polls it (BDX-08); a vendor with one export per client and
+    tenant is not asked while another connection's export of that slot runs (``engine.export_slots``)."""
+    require_free_slot(env.db, conn.id, conn.provider_id, conn.client_id, conn.fhir_base, env.bulk_deadline_s)
     extra = [("_elements", ",".join(spec.elements))] if spec.elements else []
     status_url = client.kickoff(
         level,

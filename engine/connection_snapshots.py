@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from connectors.errors import ConfigurationError
 from engine.errors import ConnectionNotFoundError
+from engine.export_slots import export_slot
 from store import AppDatabase
 from store.database import database_error_text
 from store.models import Connection, Tenant
@@ -67,6 +68,7 @@ class ConnectionSnapshot:
     last_sync_at: datetime | None = None
     tenant_name: str = ""  # the practice's name (never a patient's): run tags and metadata show it
     patientless: bool = False  # a patient-kind connection without a patient (``lacks_patient``)
+    export_slot: str | None = None  # a Bulk connection of a one-export-per-client vendor: its slot (run tag)
 
     @property
     def is_bulk(self) -> bool:
@@ -109,6 +111,9 @@ class ConnectionSnapshot:
             last_sync_at=_aware(row.last_sync_at),
             tenant_name=tenant_name or "",
             patientless=lacks_patient(str(row.kind), row.patient_id),
+            export_slot=export_slot(str(row.provider_id), row.client_id, str(row.fhir_base))
+            if str(row.kind) in BULK_KINDS
+            else None,
         )
 
 

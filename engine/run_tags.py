@@ -1,9 +1,11 @@
 """Run tags: every ehrsync run says which connection, tenant and EHR source it serves, and what kind it is.
 
 The UI filters on them, and ``dagster.yaml`` limits concurrent runs per ``ehrsync/source`` so a busy
-clinic's EHR is not hammered by many patients' syncs at once. Partition keys are bare connection ids (Dagster
-has no display name for a dynamic partition key, and a patient's name would be PHI), so these tags are how a
-person finds a connection's runs: the tenant's name (a practice, not a patient), the provider, the kind.
+clinic's EHR is not hammered by many patients' syncs at once, and per ``ehrsync/export_slot`` (only on Bulk runs of
+a vendor that runs one export per client and tenant: ``engine.export_slots``) to one. Partition keys are bare
+connection ids (Dagster has no display name for a dynamic partition key, and a patient's name would be PHI), so
+these tags are how a person finds a connection's runs: the tenant's name (a practice, not a patient), the
+provider, the kind.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONNECTION_TAG",
+    "EXPORT_SLOT_TAG",
     "KIND_TAG",
     "SOURCE_TAG",
     "TENANT_NAME_TAG",
@@ -30,16 +33,24 @@ TENANT_NAME_TAG: Final = "ehrsync/tenant_name"
 SOURCE_TAG: Final = "ehrsync/source"
 KIND_TAG: Final = "ehrsync/kind"
 TRIGGER_TAG: Final = "ehrsync/trigger"
+EXPORT_SLOT_TAG: Final = "ehrsync/export_slot"
 # Tag values are shown in one line of the UI; a longer tenant name is cut (it only helps a person read).
 _MAX_TAG_VALUE = 100
 
 
 def run_tags(
-    *, connection_id: str, tenant_id: str, source: str, trigger: str, tenant_name: str = "", kind: str = ""
+    *,
+    connection_id: str,
+    tenant_id: str,
+    source: str,
+    trigger: str,
+    tenant_name: str = "",
+    kind: str = "",
+    export_slot: str = "",
 ) -> dict[str, str]:
     """The tags for a run of one connection; ``trigger`` says who asked (first-sync, schedule, manual...).
 
-    ``tenant_name`` and ``kind`` are added when known (empty: left out)."""
+    ``tenant_name``, ``kind`` and ``export_slot`` are added when known (empty: left out)."""
     tags = {
         CONNECTION_TAG: connection_id,
         TENANT_TAG: tenant_id,
@@ -50,6 +61,8 @@ def run_tags(
         tags[TENANT_NAME_TAG] = " ".join(tenant_name.split())[:_MAX_TAG_VALUE]
     if kind:
         tags[KIND_TAG] = kind
+    if export_slot:
+        tags[EXPORT_SLOT_TAG] = export_slot
     return tags
 
 
@@ -62,4 +75,5 @@ def connection_run_tags(conn: ConnectionSnapshot, trigger: str) -> dict[str, str
         trigger=trigger,
         tenant_name=conn.tenant_name,
         kind=conn.kind,
+        export_slot=conn.export_slot or "",
     )

@@ -126,6 +126,9 @@ class SandboxConfig(BaseModel):
     bulk_lines_per_file: int = Field(default=50_000, ge=1)
     bulk_max_jobs_per_client: int = Field(default=2, ge=1)  # BDX-07
     bulk_retry_after_s: int = Field(default=1, ge=0)
+    # BDX-07: False: a kick-off refused for a running export says no Retry-After (Oracle Health documents only the
+    # 429 `throttled`, one running export per client and tenant)
+    bulk_busy_retry_after: bool = True
     bulk_retry_after_http_date: bool = False  # BDX-10: send Retry-After as an HTTP-date instead of seconds
     bulk_status_retry_after: str | None = None  # BDX-10 faults: verbatim Retry-After on 202 ("" = none)
     bulk_min_poll_interval_s: float = Field(default=0.0, ge=0)  # BDX-09: polling faster than this gets 429

@@ -28,6 +28,7 @@ from connectors.bulk.wire import (
     BulkStatus,
     as_bulk_error,
     classify_status,
+    kickoff_error,
     parameters_body,
     read_bounded,
     status_url_of,
@@ -148,7 +149,7 @@ class BulkClient:
             self._unauthorized()
             raise
         except FhirError as exc:
-            raise as_bulk_error("bulk kick-off failed", exc) from exc
+            raise kickoff_error(exc) from exc
         logger.info("bulk export started", extra={"level": level, "status_url": redact_url(status_url)})
         return status_url
 

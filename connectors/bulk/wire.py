@@ -11,7 +11,14 @@ import httpx
 import orjson
 
 from connectors.bulk.manifest import BulkManifest, parse_manifest
-from connectors.errors import TRANSIENT_ISSUE_CODES, BulkExportError, FhirError, is_transient_answer
+from connectors.errors import (
+    TRANSIENT_ISSUE_CODES,
+    BulkExportBusyError,
+    BulkExportError,
+    FhirError,
+    RateLimitedError,
+    is_transient_answer,
+)
 from connectors.fhir._session import operation_outcome_of
 from connectors.fhir.resource_types import ID_RE
 from connectors.http import parse_http_date, parse_retry_after, redact_url, resolve_checked_url
@@ -23,6 +30,7 @@ __all__ = [
     "classify_status",
     "failed_response",
     "fhir_instant",
+    "kickoff_error",
     "parameters_body",
     "read_bounded",
     "status_url_of",
@@ -75,6 +83,23 @@ def as_bulk_error(what: str, exc: FhirError) -> BulkExportError:
     """Re-type a FHIR error from a bulk endpoint, keeping status and OperationOutcome."""
     return BulkExportError(
         f"{what}: {exc.message}",
+        status=exc.status,
+        operation_outcome=exc.operation_outcome,
+        url=exc.url,
+        diagnostics=exc.diagnostics,
+    )
+
+
+def kickoff_error(exc: FhirError) -> BulkExportError:
+    """The kick-off's error; a throttle still answered once the retry policy's attempts are spent (BDX-07: a 429, as a
+    server limiting concurrent exports per client answers a second one) is a BulkExportBusyError keeping the wait
+    the server asked for, so the engine can note when to come back."""
+    if not isinstance(exc, RateLimitedError):
+        return as_bulk_error("bulk kick-off failed", exc)
+    return BulkExportBusyError(
+        "bulk kick-off throttled, no export was started (an EHR answers 429 to an export beyond its limit of "
+        f"concurrent exports per client, e.g. while another is running): {exc.message}",
+        retry_after=exc.retry_after,
         status=exc.status,
         operation_outcome=exc.operation_outcome,
         url=exc.url,

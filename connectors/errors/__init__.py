@@ -37,6 +37,7 @@ may echo request values: log ``loggable_message(exc)`` (their ``safe_message``) 
     │   ├── SearchIncompleteError     a searchset missed matches (total > distinct received, no next; a repeated
     │   │                             next or page; endless empty pages; an error OperationOutcome entry)
     ├── BulkExportError               a bulk job failed, expired or produced an invalid manifest/file
+    │   ├── BulkExportBusyError       kick-off refused (429) or another export of the client+tenant in flight
     │   ├── BulkFileExpiredError      file 404/410 after expiry: re-run from the same _since (BDX-19)
     │   ├── BulkFileTruncatedError    a file arrived cut short on every attempt
     │   ├── BulkFileTooSlowError      a file arrived slower than its low-speed limit on every attempt
@@ -68,6 +69,7 @@ from connectors.errors.base import (
     loggable_message,
 )
 from connectors.errors.bulk import (
+    BulkExportBusyError,
     BulkExportError,
     BulkExportIncompleteError,
     BulkFileDeadlineError,
@@ -118,6 +120,7 @@ __all__ = [
     "TRANSIENT_STATUSES",
     "AccessDeniedError",
     "AuthMethodNotAllowedError",
+    "BulkExportBusyError",
     "BulkExportError",
     "BulkExportIncompleteError",
     "BulkFileDeadlineError",

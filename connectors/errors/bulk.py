@@ -45,6 +45,19 @@ class BulkExportIncompleteError(BulkExportError):
         self.types = sorted(set(types))
 
 
+class BulkExportBusyError(BulkExportError):
+    """No export was started: the EHR answered the kick-off 429 (it limits concurrent exports per client; Oracle
+    Health allows one per client and tenant, vendors.md §3), or another connection of the same client and FHIR base
+    has an export in flight that such a vendor counts. ``retry_after``: seconds the server said to wait (None: it
+    did not say). Nothing was recorded and ``_since`` is unchanged, so a later run kicks off afresh (BDX-07)."""
+
+    code = "bulk_export_busy"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **answer: Any) -> None:
+        super().__init__(message, **answer)
+        self.retry_after = retry_after
+
+
 class BulkStatusUnavailableError(BulkExportError):
     """The status URL kept failing transiently (5xx, transport errors): the job stays resumable at that URL."""
 

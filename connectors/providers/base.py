@@ -107,6 +107,10 @@ class ProviderPlugin(abc.ABC):
     #: from a full re-export of the group (BDX-15).
     bulk_member_params: ClassVar[bool] = True
     rate_limit: ClassVar[RateLimit | None] = None
+    #: The vendor runs one Bulk export at a time per client and tenant and answers a second kick-off 429 (Oracle
+    #: Health, vendors.md §3): the runs of connections sharing a client id and FHIR base get one ``ehrsync/export_slot``
+    #: run tag that dagster.yaml limits to one run at once (``engine.export_slots``).
+    one_export_per_client: ClassVar[bool] = False
     write_profile: ClassVar[WriteProfile]
     docs_checked_on: ClassVar[dt.date]
     extra_field_hints: ClassVar[Mapping[str, FieldHint]] = {}

@@ -53,6 +53,7 @@ class CernerProvider(ProviderPlugin):
     # "_elements" and "patient" are experimental parameters Oracle's Bulk does not support [doc]:
     # docs.oracle.com/en/industries/health/millennium-platform-apis/mfbda/op-group-group_id-export-get.html
     bulk_member_params = False
+    one_export_per_client = True  # one running Bulk job per client+tenant, a second kick-off answers 429 [doc]
     rate_limit = RateLimit(10, 1.0, "client+tenant", False, "ehrsync default (429 'throttled' documented, no number)")
     write_profile = WriteProfile(
         supported=True,

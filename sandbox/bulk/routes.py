@@ -107,9 +107,8 @@ async def _kickoff(request: Request, level: Level, group_id: str | None) -> Resp
         )
     except TooManyJobs:
         retry = _retry_after(st, max(1, st.settings.bulk_retry_after_s))
-        raise FhirFailure(
-            429, "throttled", "too many concurrent exports for this client", {"Retry-After": retry}
-        ) from None
+        headers = {"Retry-After": retry} if st.settings.bulk_busy_retry_after else {}
+        raise FhirFailure(429, "throttled", "too many concurrent exports for this client", headers) from None
     location = f"{st.settings.bulk_status_base or st.base(request)}/bulk/status/{job.id}"
     body = outcome_body("informational", "export accepted", "information")
     return fhir_response(body, 202, {"Content-Location": location})

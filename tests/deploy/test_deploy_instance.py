@@ -46,7 +46,9 @@ def _limits(run_queue: dict[str, object]) -> tuple[object, object]:
     return run_queue["max_concurrent_runs"], run_queue["tag_concurrency_limits"]
 
 
-def test_the_run_queue_limits_per_source_and_per_connection_are_the_ones_shipped_for_one_machine(pg_home: Path) -> None:
+def test_the_run_queue_limits_per_source_connection_and_export_slot_are_the_ones_shipped_for_one_machine(
+    pg_home: Path,
+) -> None:
     shipped = yaml.safe_load(SHIPPED_DAGSTER_YAML.read_text())["concurrency"]["runs"]
     deploy = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())["run_coordinator"]["config"]
     assert _limits(deploy) == _limits(shipped)
@@ -56,6 +58,9 @@ def test_the_run_queue_limits_per_source_and_per_connection_are_the_ones_shipped
         limits = {limit["key"]: limit for limit in coordinator.get_run_queue_config().tag_concurrency_limits}
         assert limits["ehrsync/source"]["limit"] == 2 and limits["ehrsync/connection"]["limit"] == 1
         assert limits["ehrsync/connection"]["value"] == {"applyLimitPerUniqueValue": True}
+        # Oracle Health: one Bulk export per client and tenant (only runs of such vendors carry the tag)
+        slot = limits["ehrsync/export_slot"]
+        assert slot["limit"] == 1 and slot["value"] == {"applyLimitPerUniqueValue": True}
 
 
 def test_ehrsync_ui_opens_the_postgres_instance_and_leaves_the_operators_dagster_yaml_alone(

@@ -1,0 +1,117 @@
+"""Oracle Health runs one Bulk export per client and tenant and answers a second concurrent kick-off 429 ``throttled``
+(vendors.md §3; BDX-07). The sandbox does so with ``bulk_max_jobs_per_client=1`` (with or without Retry-After).
+
+A kick-off still throttled after the retry policy's attempts ends the run ``failed`` with ``bulk_export_busy``
+naming the throttle: no job recorded, ``_since`` unchanged, the server's Retry-After noted as the run's
+``not_before`` (the scheduler asks for nothing before it). A vendor declaring ``one_export_per_client`` gets a
+shared ``ehrsync/export_slot`` run tag, and an export started outside the daemon's queue is refused before its
+kick-off while another connection of the slot has one in progress."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from engine import cursors, run_bulk_export
+from engine.connection_snapshots import read_connection
+from engine.environment import load_connection
+from engine.models import BulkJob, SyncRun, utcnow
+from engine.run_tags import EXPORT_SLOT_TAG, connection_run_tags
+from store.models import Connection
+from tests.engine.conftest import RequestLog
+from tests.engine.helpers import SyncWorld, _add_connection, connect_backend
+
+SECOND = "grp1"
+
+
+def _sibling(world: SyncWorld, connection_id: str, **changes: Any) -> str:
+    """Another group connection of the same client at the same FHIR base (a second Oracle group of one tenant)."""
+    skip = {"id", "tenant_id", "issuer", "created_at", "updated_at"}
+    with world.env.db.session() as session:
+        row = session.get(Connection, connection_id)
+        assert row is not None
+        columns = {c.name: getattr(row, c.name) for c in Connection.__table__.columns if c.name not in skip}
+    return _add_connection(world, **{**columns, "group_id": SECOND, **changes})
+
+
+def _jobs(world: SyncWorld, connection_id: str) -> list[BulkJob]:
+    with world.env.db.session() as session:
+        return list(session.scalars(select(BulkJob).where(BulkJob.connection_id == connection_id)))
+
+
+def _run_row(world: SyncWorld, run_id: str) -> SyncRun:
+    with world.env.db.session() as session:
+        row = session.get(SyncRun, run_id)
+        assert row is not None
+        return row
+
+
+def test_bdx07_a_kick_off_throttled_by_a_running_export_fails_busy_keeps_since_and_notes_retry_after(
+    start_sandbox: Any, world: SyncWorld, http: httpx.Client, request_log: RequestLog
+) -> None:
+    sb = start_sandbox(bulk_max_jobs_per_client=1, bulk_throttle_s=3.0, bulk_retry_after_s=1)
+    first = connect_backend(world, sb, http=http, group_id="grp0")
+    second = _sibling(world, first)
+    client = world.env.bulk_client(load_connection(world.env.db, first))
+    running = client.kickoff("group", group_id="grp0", types=["Patient"])  # the export another run has going
+    try:
+        for run_id, retry_after in (("said", True), ("silent", False)):
+            sb.admin.settings(bulk_busy_retry_after=retry_after)
+            before = utcnow()
+            report = run_bulk_export(world.env, second, run_id)
+            assert report.status == "failed" and report.error is not None
+            assert report.error.startswith("bulk_export_busy: bulk kick-off throttled, no export was started")
+            assert "HTTP 429 (issues: throttled)" in report.error
+            row = _run_row(world, run_id)
+            assert row.status == "failed" and row.error == report.error
+            if retry_after:  # the server's Retry-After (1 s) is when the scheduler may ask again
+                assert row.not_before is not None
+                assert before < row.not_before.replace(tzinfo=before.tzinfo) < utcnow() + timedelta(seconds=2)
+            else:
+                assert row.not_before is None  # the retry backoff decides
+        assert not _jobs(world, second)
+        assert cursors.get_mark(world.env.db, second, cursors.bulk_stream("group", SECOND), "*") is None
+    finally:
+        client.cancel(running)
+        client.close()
+
+
+def test_bdx07_one_export_per_client_vendor_runs_share_a_slot_tag_and_an_in_process_export_waits_for_the_other(
+    start_sandbox: Any, world: SyncWorld, http: httpx.Client, request_log: RequestLog
+) -> None:
+    """Cerner group connections of one client and base share ``ehrsync/export_slot`` (dagster.yaml: one run at once);
+    another client, or a generic vendor, has none. A second export started in-process (``ehrsync sync``) while the
+    first still polls is refused before its kick-off, though the server (2 jobs per client here) would take it."""
+    sb = start_sandbox(bulk_throttle_s=1.0)
+    first = connect_backend(world, sb, http=http, group_id="grp0", provider_id="cerner")
+    second = _sibling(world, first)
+    other_client = _sibling(world, first, client_id="another-client")
+    generic = _sibling(world, first, provider_id="generic")
+    slot = connection_run_tags(read_connection(world.env.db, first), "schedule").get(EXPORT_SLOT_TAG)
+    assert slot is not None and slot.startswith("cerner-") and len(slot) <= 63
+    assert connection_run_tags(read_connection(world.env.db, second), "api")[EXPORT_SLOT_TAG] == slot
+    assert connection_run_tags(read_connection(world.env.db, other_client), "api")[EXPORT_SLOT_TAG] != slot
+    assert EXPORT_SLOT_TAG not in connection_run_tags(read_connection(world.env.db, generic), "api")
+
+    reports: list[Any] = []
+    exporting = threading.Thread(target=lambda: reports.append(run_bulk_export(world.env, first, "first")))
+    exporting.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not _jobs(world, first) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _jobs(world, first) and _jobs(world, first)[0].status == "polling"
+        busy = run_bulk_export(world.env, second, "second")
+        assert busy.status == "failed" and busy.error is not None
+        assert busy.error.startswith(f"bulk_export_busy: no export was started: connection {first} ")
+        assert not request_log.paths(f"/fhir/Group/{SECOND}/$export") and not _jobs(world, second)
+    finally:
+        exporting.join(timeout=120)
+    assert reports and reports[0].status == "completed", reports
+    again = run_bulk_export(world.env, second, "after")  # the slot is free once the first export is done
+    assert again.status == "completed", again.error
