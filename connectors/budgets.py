@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from connectors.errors import ConfigurationError, StepBudgetExceededError
 from connectors.http.ratelimit import RateLimiter, rate_budget, spend_rate_budget
@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_REQUEST_DEADLINE_S",
     "DEFAULT_STEP_BUDGET_S",
+    "MARK_KEPT",
     "UNREACHABLE_MEMO_S",
     "check_step_budget",
     "env_number",
@@ -31,6 +32,7 @@ __all__ = [
     "shared_limiter",
     "spend_rate_budget",
     "step_budget",
+    "step_budget_exceeded",
     "step_deadline",
     "unreachable_reason",
 ]
@@ -40,6 +42,8 @@ DEFAULT_REQUEST_DEADLINE_S = 120.0
 DEFAULT_STEP_BUDGET_S = 3600.0
 #: How long a refused connection / DNS failure is remembered for an origin (the rest of the run fails fast).
 UNREACHABLE_MEMO_S = 60.0
+#: What a sync step running out of its budget leaves (its message ends with it): the type's mark is where it was.
+MARK_KEPT = "the stored mark is kept"
 
 _STEP: ContextVar[_Step | None] = ContextVar("ehrsync_step_budget", default=None)
 
@@ -50,6 +54,7 @@ class _Step:
     budget_s: float
     ends_at: float
     clock: Callable[[], float]
+    kept: str = MARK_KEPT
 
 
 def env_number(name: str, default: float, *, minimum: float = 0.0, env: Mapping[str, str] | None = None) -> float:
@@ -79,12 +84,26 @@ def shared_limiter(key: str, capacity: int, per_seconds: float) -> RateLimiter:
 
 
 @contextmanager
-def step_budget(name: str, seconds: float | None, *, clock: Callable[[], float] = time.monotonic) -> Iterator[None]:
-    """Every request inside this block must finish before ``seconds`` from now (None: no step budget)."""
-    if seconds is None:
+def step_budget(
+    name: str,
+    seconds: float | None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    kept: str = MARK_KEPT,
+) -> Iterator[None]:
+    """Every request inside this block must finish before ``seconds`` from now (None: no budget of its own).
+
+    ``kept`` says what running out leaves behind (the error's message ends with it: a sync step's mark, a
+    reconcile's tombstones). Inside another step's budget, the block is a phase of that step: it ends no later
+    than that step does, named by its own ``name`` and ``kept``, so a step of several phases spends one budget."""
+    outer = _STEP.get()
+    step = None if seconds is None else _Step(name, seconds, clock() + seconds, clock, kept)
+    if outer is not None and (step is None or outer.ends_at - outer.clock() <= step.budget_s):
+        step = replace(outer, name=name, kept=kept)
+    if step is None:
         yield
         return
-    token = _STEP.set(_Step(name, seconds, clock() + seconds, clock))
+    token = _STEP.set(step)
     try:
         yield
     finally:
@@ -97,13 +116,20 @@ def step_deadline() -> tuple[float, float, str] | None:
     return None if step is None else (step.ends_at, step.budget_s, step.name)
 
 
+def step_budget_exceeded(detail: str = "", *, would: bool = False) -> StepBudgetExceededError:
+    """The active step's budget error: it ran out (``would``: a wait would end past it), ``detail`` saying how,
+    and what running out leaves (the step's ``kept``)."""
+    step = _STEP.get()
+    name, budget_s, kept = ("a step", 0.0, MARK_KEPT) if step is None else (step.name, step.budget_s, step.kept)
+    verb = "would exceed" if would else "exceeded"
+    return StepBudgetExceededError(f"{name} {verb} its {budget_s:g} s budget (EHRSYNC_STEP_BUDGET_S){detail}; {kept}")
+
+
 def check_step_budget() -> None:
     """Raise StepBudgetExceededError when the active step's budget is spent."""
     step = _STEP.get()
     if step is not None and step.clock() >= step.ends_at:
-        raise StepBudgetExceededError(
-            f"{step.name} exceeded its {step.budget_s:g} s budget (EHRSYNC_STEP_BUDGET_S); the stored mark is kept"
-        )
+        raise step_budget_exceeded()
 
 
 _unreachable_lock = threading.Lock()

@@ -108,12 +108,17 @@ def confirm_deleted(
     listed_at: datetime | None,
 ) -> Confirmation:
     """Ask the server for each of ``candidates`` (ids of ``rtype`` the listing lacked, sorted) under the step
-    budget; the copies found are observed at ``listed_at`` (the listing's server time), like a read-back."""
+    budget (within a reconcile, what is left of the type's); the copies found are observed at ``listed_at`` (the
+    listing's server time), like a read-back."""
     asking = _Asking(candidates)
     landed = None
     try:
         with (
-            step_budget("confirming the deletions an id listing suggests", env.step_budget_s),
+            step_budget(
+                f"reconciling {rtype} (confirming the deletions its listing suggests)",
+                env.step_budget_s,
+                kept=f"only the {rtype} ids confirmed gone are tombstoned, the rest stay live until the next reconcile",
+            ),
             env.fhir_client(conn) as client,
         ):
             batched = can_search_by_id(conn, rtype, env.capabilities(conn, client, run_id))

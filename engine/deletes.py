@@ -64,6 +64,9 @@ class ReconcileReport:
     checked: TypeReport | None = None
     confirm_error: str | None = None
     unconfirmable: str | None = None
+    #: Why the type was not reconciled this run (its listing failed, or an earlier type stopped the run): nothing
+    #: of it tombstoned or read back; None when it was (``engine.reconcile_run``)
+    error: str | None = None
 
 
 def reconcile_deletes(
@@ -76,6 +79,8 @@ def reconcile_deletes(
     The whole id listing (``_elements=id``, every page, every vendor search plan) must succeed before anything
     is tombstoned or read: a partial listing raises and changes nothing, so an outage never reads as mass deletion
     (nor does a listing that outlives the step budget: ``StepBudgetExceededError``).
+    The type's listing, confirmation and read-back spend one step budget together (``EHRSYNC_STEP_BUDGET_S``), as
+    a type's landing does, so a server can hold one type's reconcile (and the lock) no longer than that.
     An outage while confirming tombstones only what was confirmed before it (``confirm_error`` says why the rest
     were not).
     Holds the connection's lock (``hold_connection``) throughout, so a reconcile never runs beside a sync of the
@@ -85,8 +90,17 @@ def reconcile_deletes(
     """
     conn = load_connection(env.db, connection_id)
     run_id = run_id or f"reconcile-{uuid.uuid4().hex}"
-    with hold_connection(env, connection_id, run_id):
+    with (
+        hold_connection(env, connection_id, run_id),
+        step_budget(f"reconciling {resource_type}", env.step_budget_s, kept=retried(resource_type)),
+    ):
         return _reconcile(env, conn, resource_type, run_id)
+
+
+def retried(resource_type: str) -> str:
+    """What a reconcile of the type cut short before tombstoning leaves (the end of its budget's error message;
+    a reconcile has no mark to keep)."""
+    return f"nothing of {resource_type} was tombstoned, the next reconcile retries it"
 
 
 def _reconcile(env: SyncEnvironment, conn: ConnectionInfo, resource_type: str, run_id: str) -> ReconcileReport:
@@ -150,13 +164,13 @@ def _tombstone_confirmed(
 def _list_ids(env: SyncEnvironment, conn: ConnectionInfo, resource_type: str) -> tuple[set[str], datetime | None]:
     """Every id the server lists for the type (every page of every vendor search plan) and the listing's time.
 
-    Under the step budget (``EHRSYNC_STEP_BUDGET_S``), like a type's landing: a server that pages on without end
+    Under the type's step budget (``EHRSYNC_STEP_BUDGET_S``), like a type's landing: a server that pages on without end
     or trickles its pages would otherwise hold the connection's lock for as long as it answers. Running out raises
     ``StepBudgetExceededError`` before anything is tombstoned or read back: a partial listing changes nothing."""
     server_ids: set[str] = set()
     observed_at = None
     with (
-        step_budget(f"listing the {resource_type} ids the server holds", env.step_budget_s),
+        step_budget(f"reconciling {resource_type} (listing its ids)", env.step_budget_s, kept=retried(resource_type)),
         env.fhir_client(conn) as client,
     ):
         for plan in search_plans(conn, resource_type, None, ID_PAGE_SIZE):
@@ -199,7 +213,11 @@ def _recover(
         return replace(report, mark_cleared=True)
     try:
         with (
-            step_budget("reading back resources the searches missed", env.step_budget_s),
+            step_budget(
+                f"reconciling {rtype} (reading back the ids the searches missed)",
+                env.step_budget_s,
+                kept=f"the {rtype} tombstones are kept, the next reconcile reads back the ids again",
+            ),
             env.fhir_client(conn) as client,
         ):
             batched = can_search_by_id(conn, rtype, env.capabilities(conn, client, run_id))

@@ -13,8 +13,7 @@ from typing import Any
 
 import httpx
 
-from connectors.budgets import step_deadline
-from connectors.errors import StepBudgetExceededError
+from connectors.budgets import step_budget_exceeded, step_deadline
 from connectors.http.retry import RetryPolicy
 from connectors.http.urls import redact_url
 from connectors.transport.bounds import BodyBounds
@@ -79,13 +78,13 @@ def _check_step_wait(seconds: float, method: str, url: str, *, asked: bool) -> N
     step = step_deadline()
     if step is None:
         return
-    ends_at, budget_s, name = step
+    ends_at, _, _ = step
     left = ends_at - time.monotonic()
     if seconds > left:
         why = "the server asked to wait" if asked else "the next attempt was due after a wait of"
-        raise StepBudgetExceededError(
-            f"{name} would exceed its {budget_s:g} s budget (EHRSYNC_STEP_BUDGET_S): {method} {redact_url(url)}: "
-            f"{why} {round(seconds, 1):g} s and only {max(left, 0.0):.1f} s were left; the stored mark is kept"
+        raise step_budget_exceeded(
+            f": {method} {redact_url(url)}: {why} {round(seconds, 1):g} s and only {max(left, 0.0):.1f} s were left",
+            would=True,
         )
 
 

@@ -152,7 +152,7 @@ def _said_wait(response: httpx.Response, asked: float | None, policy: RetryPolic
 def _out_of_attempts(request: httpx.Request, plan: RequestPlan, exc: httpx.TransportError, url: str) -> TransportError:
     """The error of a request's last failed attempt. A timeout that came from the wait being cut to the request
     deadline names the deadline (as SMART calls do), not httpx's ``ReadTimeout`` (whose own 30 s never ran
-    out); cut to a spent step budget instead, the step budget's error (the stored mark is kept); to a transfer's
+    out); cut to a spent step budget instead, the step budget's error (saying what the step keeps); to a transfer's
     deadline, TransferDeadlineError."""
     bounds = plan.bounds
     if isinstance(exc, httpx.TimeoutException) and bounds is not None and bounds.attempt_overran(request):

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from connectors.budgets import forget_unreachable, rate_budget, step_budget
+from connectors.budgets import check_step_budget, forget_unreachable, rate_budget, step_budget, step_deadline
 from connectors.errors import (
     ConfigurationError,
     EhrUnreachableError,
@@ -90,6 +90,25 @@ def test_step_budget_bounds_a_request_in_flight(ehr: SandboxServer, backend: Bac
         time.sleep(0.02)
         with pytest.raises(StepBudgetExceededError):  # spent before the request: nothing is sent
             client.read("Patient", patient)
+
+
+def test_a_step_budget_inside_another_is_a_phase_of_it_and_says_what_it_keeps() -> None:
+    """A reconcile's type spends one budget over its listing, confirmation and read-back: a phase opened inside
+    it ends when the type's budget does (not its own full budget later), and running out names the phase and
+    says what the phase leaves (``kept``), not a sync's "stored mark"."""
+    now = [0.0]
+    with step_budget("reconciling Observation", 10.0, clock=lambda: now[0], kept="outer"):
+        now[0] = 8.0
+        with step_budget("reconciling Observation (confirming)", 10.0, kept="only those confirmed are tombstoned"):
+            assert step_deadline() == (10.0, 10.0, "reconciling Observation (confirming)")
+            now[0] = 10.0
+            with pytest.raises(StepBudgetExceededError) as raised:
+                check_step_budget()
+    said = str(raised.value)
+    assert said == (
+        "reconciling Observation (confirming) exceeded its 10 s budget (EHRSYNC_STEP_BUDGET_S); "
+        "only those confirmed are tombstoned"
+    ), said
 
 
 def _closed_port() -> int:

@@ -35,8 +35,9 @@ def test_a_slow_endless_id_listing_stops_at_the_step_budget_and_tombstones_nothi
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Every id its own page, each answered ``_PAGE_DELAY_S`` late (the sandbox's ``slow`` fault): the whole
-    listing needs several times the budget. It stops with ``StepBudgetExceededError`` naming the listing and the
-    setting, having asked for only part of the pages; the warehouse keeps every row, the server's deletions
+    listing needs several times the budget. It stops with ``StepBudgetExceededError`` naming the type's listing, the
+    setting and that nothing of the type was tombstoned (before: "the stored mark is kept", a sync's wording),
+    having asked for only part of the pages; the warehouse keeps every row, the server's deletions
     included. With the fault gone, the next reconciliation tombstones exactly those deletions."""
     sb = start_sandbox(patients=1)
     conn = connect_patient(world, sb, http=http)
@@ -55,7 +56,9 @@ def test_a_slow_endless_id_listing_stops_at_the_step_budget_and_tombstones_nothi
         reconcile_deletes(world.env, conn, rtype)
     assert time.monotonic() - started < pages * _PAGE_DELAY_S  # stopped well before the listing's end
     message = str(caught.value)
-    assert f"listing the {rtype} ids" in message and "EHRSYNC_STEP_BUDGET_S" in message, message
+    assert f"reconciling {rtype} (listing its ids)" in message and "EHRSYNC_STEP_BUDGET_S" in message, message
+    # a reconcile's wording, not a sync's (it has no mark): the type, nothing tombstoned, retried next time
+    assert f"nothing of {rtype} was tombstoned, the next reconcile retries it" in message and "mark" not in message
     assert 0 < len(request_log.paths(f"/fhir/{rtype}")) < pages
     assert _live_ids(world, conn, rtype) == before  # no partial listing read as deletions, nothing read back
 

@@ -21,8 +21,9 @@ from dagster import (
     op,
 )
 
-from engine import PATIENT_TYPES, ReconcileReport, reconcile_deletes
+from engine import PATIENT_TYPES, ReconcileReport
 from engine.connection_snapshots import read_connections
+from engine.reconcile_run import reconcile_types
 from engine.run_tags import run_tags
 from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME, patient_connections_partitions
@@ -72,13 +73,13 @@ def reconcile_connection(
     policy: SyncPolicyResource,
 ) -> Output[dict[str, int]]:
     connection_id = context.partition_key
-    reports: list[ReconcileReport] = []
+
+    def changed(report: ReconcileReport) -> None:
+        if _changed(report):
+            context.log_event(_materialization(connection_id, report))
+
     with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
-        for resource_type in PATIENT_TYPES:
-            report = reconcile_deletes(env, connection_id, resource_type, run_id=context.run_id)
-            reports.append(report)
-            if _changed(report):
-                context.log_event(_materialization(connection_id, report))
+        reports = reconcile_types(env, connection_id, PATIENT_TYPES, run_id=context.run_id, on_report=changed)
     deleted = {r.resource_type: r.tombstoned for r in reports}
     context.log.info(
         "reconciled %s: %d rows tombstoned, %d still on the EHR though not listed, %d unconfirmed (kept live), "
@@ -92,6 +93,7 @@ def reconcile_connection(
     metadata: dict[str, Any] = {"deleted": MetadataValue.json(deleted)}
     for name in ("unlisted", "alive", "unconfirmed", "unconfirmable"):  # the types with any
         metadata[name] = MetadataValue.json({r.resource_type: getattr(r, name) for r in reports if getattr(r, name)})
+    metadata["not_reconciled"] = MetadataValue.json({r.resource_type: r.error for r in reports if r.error})
     for report in reports:  # a standing condition of the grant, not a failure: said once a run, the op succeeds
         if report.unconfirmable is not None:
             context.log.warning(
@@ -108,12 +110,19 @@ def reconcile_connection(
 
 
 def _failure(connection_id: str, reports: list[ReconcileReport], metadata: dict[str, Any]) -> Failure | None:
-    """The op's failure, raised once every type is reconciled: types whose read-back failed (their tombstones
-    kept) or whose confirmation of deletions failed (those rows kept live); None when neither happened. A type
-    whose deletions the grant lets nothing confirm (``unconfirmable``) is no failure: the output metadata says so."""
+    """The op's failure, raised once every type is reconciled: types not reconciled (their listing failed, nothing
+    of them tombstoned, or the run stopped before them), whose read-back failed (their tombstones kept) or whose
+    confirmation of deletions failed (those rows kept live); None when none happened. A type whose deletions the
+    grant lets nothing confirm (``unconfirmable``) is no failure: the output metadata says so."""
+    skipped = {r.resource_type: r.error for r in reports if r.error}
     failed = {r.resource_type: r.recovered.error for r in reports if r.recovered is not None and r.recovered.error}
     unconfirmed = {r.resource_type: f"{r.unconfirmed} id(s), {r.confirm_error}" for r in reports if r.confirm_error}
     problems = []
+    if skipped:
+        problems.append(
+            f"{', '.join(skipped)} not reconciled (nothing of them tombstoned; the next reconcile retries them): "
+            + "; ".join(f"{t}: {e}" for t, e in skipped.items())
+        )
     if failed:
         problems.append(
             f"reading back what the EHR lists and the warehouse lacks failed for {', '.join(sorted(failed))}: "
