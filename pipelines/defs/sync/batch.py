@@ -91,14 +91,23 @@ def batch_connection_ids(run: DagsterRun) -> list[str]:
     return [str(cid) for cid in node] if isinstance(node, list) else []
 
 
-def busy_in_batches(instance: DagsterInstance) -> set[str]:
-    """Connections held by a batch run queued or in progress (one query over batch runs)."""
+def busy_in_batches(instance: DagsterInstance, db: AppDatabase) -> set[str]:
+    """Connections held by a batch run queued or in progress (one query over batch runs). A "Re-execute from
+    failure" holds only the members it will sync: those the runs it carries on completed are passed over
+    (``passed_over_earlier``, the same answer whenever it starts), and holding them too kept their scheduled syncs
+    back for as long as it waited in its source's queue, then sent them to the back of it."""
     runs = instance.get_runs(
         filters=RunsFilter(
             job_name=BATCH_SYNC_JOB, statuses=[*PENDING_STATUSES, *RUNNING_STATUSES, DagsterRunStatus.CANCELING]
         )
     )
-    return {cid for run in runs for cid in batch_connection_ids(run)}
+    busy: set[str] = set()
+    for run in runs:
+        ids = batch_connection_ids(run)
+        if run.tags.get(RESUME_RETRY_TAG) == "true":
+            ids = [c for c in ids if c not in passed_over_earlier(db, earlier_runs(instance, run), ids, completed=True)]
+        busy.update(ids)
+    return busy
 
 
 def members_passed_over(instance: DagsterInstance, run: DagsterRun, db: AppDatabase, now: datetime) -> set[str]:
