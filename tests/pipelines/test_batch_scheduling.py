@@ -23,7 +23,7 @@ from pipelines.defs._shared.run_control import RESUME_RETRY_TAG
 from pipelines.defs.sync.batch import BATCH_SYNC_JOB, BATCH_TAG, batch_connection_ids, batch_run_config
 from tests.pipelines.appdb import AppDb
 from tests.pipelines.scheduler import evaluate_scheduled_syncs
-from tests.pipelines.test_run_status_sensors import report_batch_failure
+from tests.pipelines.test_run_status_sensors import report_failure
 
 _ORIGIN = RemoteJobOrigin(  # a queued run needs one
     repository_origin=RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("ehrsync"), "__repository__"),
@@ -126,7 +126,7 @@ def test_a_failed_batch_run_closes_only_its_members_left_open(app_db: AppDb, dag
     for cid in (done, open_):
         runs.ensure_run(app_db.db, cid, batch_sync_run_id(run.run_id, cid), "incremental", tenant_id=app_db.tenant_id)
     finish_sync_run(app_db.db, batch_sync_run_id(run.run_id, done), done, succeeded=True)
-    report_batch_failure(app_db, dagster_instance, run)
+    report_failure(app_db, dagster_instance, run)
     assert runs.get(app_db.db, batch_sync_run_id(run.run_id, done)).status == "completed"  # type: ignore[union-attr]
     assert runs.get(app_db.db, batch_sync_run_id(run.run_id, open_)).status == "failed"  # type: ignore[union-attr]
     assert app_db.last_sync_at(done) is not None and app_db.last_sync_at(open_) is None

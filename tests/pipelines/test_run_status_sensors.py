@@ -35,11 +35,11 @@ from tests.pipelines.appdb import AppDb
 SENSORS = {s.name: s for s in sync_run_ended}
 
 
-def report_batch_failure(app_db: AppDb, instance: DagsterInstance, run: DagsterRun) -> None:
-    """The failure sensor's evaluation for a batch run that ended failed."""
+def report_failure(app_db: AppDb, instance: DagsterInstance, run: DagsterRun) -> None:
+    """The failure sensor's evaluation for a run (a batch's, or any job's) that ended failed."""
     context = build_run_status_sensor_context(
         sensor_name="sync_run_failure",
-        dagster_event=DagsterEvent(event_type_value=DagsterEventType.RUN_FAILURE.value, job_name=BATCH_SYNC_JOB),
+        dagster_event=DagsterEvent(event_type_value=DagsterEventType.RUN_FAILURE.value, job_name=run.job_name),
         dagster_instance=instance,
         dagster_run=run,
         resources={"app_db": AppDatabaseResource(url=app_db.url)},
@@ -200,7 +200,7 @@ def test_a_batch_that_failed_before_its_op_records_its_syncable_members(
         status=DagsterRunStatus.FAILURE,
         run_config=batch_run_config([good, gone]),
     )
-    report_batch_failure(app_db, dagster_instance, run)
+    report_failure(app_db, dagster_instance, run)
     assert runs.get(app_db.db, batch_sync_run_id(run.run_id, gone)) is None
     record = runs.get(app_db.db, batch_sync_run_id(run.run_id, good))
     assert record is not None and record.status == "failed" and record.kind == "incremental"
@@ -240,7 +240,7 @@ def test_a_batch_reexecution_that_failed_before_its_op_records_only_the_members_
     done, retried = app_db.add("c1"), app_db.add("c2")
     tags = {RESUME_RETRY_TAG: "true"} if from_failure else {}
     _, run = failed_parent_and_child(app_db, dagster_instance, {done: True, retried: False}, tags)
-    report_batch_failure(app_db, dagster_instance, run)
+    report_failure(app_db, dagster_instance, run)
     passed_over = runs.get(app_db.db, batch_sync_run_id(run.run_id, done))
     assert (passed_over is None) if from_failure else (passed_over is not None and passed_over.status == "failed")
     record = runs.get(app_db.db, batch_sync_run_id(run.run_id, retried))
@@ -260,7 +260,7 @@ def test_an_automatic_batch_retry_that_failed_before_its_op_leaves_the_held_memb
     parent, retry = failed_parent_and_child(app_db, dagster_instance, {held: False, other: False}, tags)
     until = datetime.now(UTC) + timedelta(hours=1)
     runs.hold_until(app_db.db, batch_sync_run_id(parent.run_id, held), until)
-    report_batch_failure(app_db, dagster_instance, retry)
+    report_failure(app_db, dagster_instance, retry)
     assert runs.get(app_db.db, batch_sync_run_id(retry.run_id, held)) is None
     record = runs.get(app_db.db, batch_sync_run_id(retry.run_id, other))
     assert record is not None and record.status == "failed"
@@ -292,14 +292,7 @@ def test_an_automatic_retry_of_a_connection_s_own_held_run_records_no_failure(
         parent_run_id=parent.run_id,
         root_run_id=parent.run_id,
     )
-    context = build_run_status_sensor_context(
-        sensor_name="sync_run_failure",
-        dagster_event=DagsterEvent(event_type_value=DagsterEventType.RUN_FAILURE.value, job_name="incremental_sync"),
-        dagster_instance=dagster_instance,
-        dagster_run=retry,
-        resources={"app_db": AppDatabaseResource(url=app_db.url)},
-    )
-    SENSORS["sync_run_failure"](context)
+    report_failure(app_db, dagster_instance, retry)
     assert (runs.get(app_db.db, retry.run_id) is None) is automatic
     assert (cid in source_holds(app_db.db)) is automatic
     assert failure_streaks(app_db.db)[cid].failures == (1 if automatic else 2)
@@ -336,14 +329,7 @@ def test_a_failed_re_execution_of_a_full_resync_keeps_the_marks_its_runs_stored(
         root_run_id=first.run_id,
     )
     runs.ensure_run(app_db.db, cid, again.run_id, "full", tenant_id=app_db.tenant_id)
-    context = build_run_status_sensor_context(
-        sensor_name="sync_run_failure",
-        dagster_event=DagsterEvent(event_type_value=DagsterEventType.RUN_FAILURE.value, job_name="full_resync"),
-        dagster_instance=dagster_instance,
-        dagster_run=again,
-        resources={"app_db": AppDatabaseResource(url=app_db.url)},
-    )
-    SENSORS["sync_run_failure"](context)
+    report_failure(app_db, dagster_instance, again)
     assert cursors.get_mark(app_db.db, cid, cursors.REST_STREAM, "Condition") == finished
     record = runs.get(app_db.db, again.run_id)
     assert record is not None and record.status == "failed"

@@ -37,7 +37,7 @@ def stop_if_held(
     until = run_held_until(instance, run, db, at)
     if until is not None:
         raise SourceHeldFailure(
-            description=f"{step} of connection {connection_id} not tried: its source said not before "
-            f"{until:%Y-%m-%dT%H:%M:%SZ} (a throttle, a spent quota or an unreachable host; sync_runs.not_before); "
-            "the scheduler asks for it then"
+            description=f"{step} of connection {connection_id} not tried: its source is held until "
+            f"{until:%Y-%m-%dT%H:%M:%SZ} (throttled, out of quota or unreachable, as an earlier step or run found: "
+            "see its failure; sync_runs.not_before); the scheduler asks for it then"
         )
