@@ -37,6 +37,7 @@ from engine.environment import SyncEnvironment
 from engine.errors import ConnectionNotFoundError
 from engine.incremental import land_resource_type, upsert_resource_type
 from engine.reports import TypeReport
+from engine.run_holds import newest_row
 from engine.run_outcome import CANCELED_PREFIX, RunTimes, finish_sync_run
 from store import AppDatabase
 
@@ -251,9 +252,7 @@ def passed_over_earlier(
     ``not_before``); the scheduler asks for them then, a retry would only send them into the throttle again."""
     skipped: set[str] = set()
     for connection_id in connection_ids:
-        newest = next(
-            (r for r in (runs.get(db, batch_sync_run_id(rid, connection_id)) for rid in earlier_runs) if r), None
-        )
+        newest = newest_row(db, [batch_sync_run_id(rid, connection_id) for rid in earlier_runs])
         if newest is None:
             continue
         done = completed and newest.status == "completed"

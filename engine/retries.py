@@ -110,7 +110,8 @@ def failure_streaks(db: AppDatabase, *, since: datetime | None = None) -> dict[s
 
 def source_holds(db: AppDatabase, *, since: datetime | None = None) -> dict[str, SourceHold]:
     """Per connection whose newest run (created after ``since``) noted when the EHR said to come back
-    (``not_before``: a batch member deferred, or stopped, by its source's throttle; ``engine.batch_defer``): that
+    (``not_before``: a batch member deferred, or stopped, by its source's throttle, ``engine.batch_defer``; a
+    connection's own run stopped so, ``engine.run_holds``): that
     time, and whether the run was deferred (never attempted). The scheduler asks for none before it."""
     recent = SyncRun.created_at > since if since is not None else true()
     newest = (

@@ -10,7 +10,7 @@ backoff instead of waiting for its next slot: after ``n`` consecutive failures t
 ``min(base * 2**(n - 1), cap)`` after the last one ended (``RetryBackoff``), inside the source's window,
 whichever of the retry and the regular slot comes first. Neither comes before the time the EHR source said to come
 back, when the connection's newest run noted one (``SourceHold``: a batch member deferred or stopped by its source's
-throttle); a deferred member is asked for again once that time has passed.
+throttle, or the connection's own run stopped by it); a deferred member is asked for again once that time has passed.
 """
 
 from __future__ import annotations

@@ -3,13 +3,14 @@ are not run again, so the re-executed steps must take over what the failed run l
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from dagster import DagsterInstance
 
 from engine import REFERENCED_TYPES, cursors, runs
-from engine.retries import failure_streaks
+from engine.retries import failure_streaks, source_holds
 from engine.run_outcome import finish_sync_run
 from engine.runs import SyncRunRecord
 from pipelines.defs.sync import reference_assets, type_assets
@@ -17,7 +18,8 @@ from pipelines.defs.sync.jobs import INCREMENTAL_SYNC_JOB
 from pipelines.defs.sync.type_assets import landing_key, warehouse_key
 from store.models import Connection
 from tests.engine import reexecution
-from tests.engine.helpers import connect_patient
+from tests.engine.conftest import RequestLog
+from tests.engine.helpers import add_fault, connect_patient
 from tests.engine.job_runs import world_resources, world_settings
 from warehouse import WarehouseError
 
@@ -83,3 +85,33 @@ def test_reexecuting_a_failed_reference_step_records_the_sync(
     calls = _fail_first_call(reference_assets, "sync_references", monkeypatch)
     _, again = _fail_then_reexecute(world, cid, ("Encounter", *REFERENCED_TYPES), calls)
     assert _closed_completed(world, cid, again).counts["Practitioner"]["fetched"] > 0
+
+
+def test_a_connection_s_own_run_stopped_by_its_source_s_throttle_holds_its_retries_bdx10(
+    world: Any, sb: Any, http: Any, request_log: RequestLog
+) -> None:
+    """BDX-10: a 429 whose Retry-After is past what ehrsync waits, met by a step of a connection's own run (not a
+    batch's): the step notes the time on the run's row (``not_before``, as a batch's stopped member does), the
+    run's other steps send nothing, and Dagster's automatic run retry, started the moment the run failed, sends
+    nothing before that time either (no request, no row); the scheduler asks for it then. Before, every step sent
+    its own refused request, the row noted no time (the scheduler retried after the 5 min backoff) and the
+    automatic retry went straight back into the throttle."""
+    cid = connect_patient(world, sb, http=http)
+    reexecution.bind(world_settings(world), world_resources(world), INCREMENTAL_SYNC_JOB)
+    keys = [key for t in ("Observation", "Condition") for key in (landing_key(t), warehouse_key(t))]
+    add_fault(http, sb, "429", path="/fhir", retry_after="3000", times=None)
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("patient_connections", [cid])
+        request_log.clear()
+        first, failed = reexecution.run(instance, cid, keys)
+        assert len(failed) == 2 and sum("not tried" in f for f in failed) == 1, failed
+        assert len(request_log.paths("/fhir/")) == 1, "the held step sent a request into the throttle"
+        finish_sync_run(world.env.db, first, cid, succeeded=False, error="run failed")  # the run-status sensor
+        hold = source_holds(world.env.db)[cid].until
+        assert hold > datetime.now(UTC) + timedelta(minutes=45), "the scheduler asks for nothing before it"
+
+        request_log.clear()
+        retry, failed = reexecution.reexecute(instance, first, from_failure=True, retry_number=1)
+        assert failed and all("not tried" in f for f in failed)
+        assert request_log.paths("/fhir/") == [], "the automatic retry sent requests into the throttle"
+        assert runs.get(world.env.db, retry) is None and source_holds(world.env.db)[cid].until == hold

@@ -19,10 +19,16 @@ from engine.planning import DueRun
 from engine.run_outcome import finish_sync_run
 from engine.run_tags import SOURCE_TAG
 from pipelines.defs._shared.partitions import BULK_CONNECTIONS_PARTITIONS_NAME, PATIENT_CONNECTIONS_PARTITIONS_NAME
+from pipelines.defs._shared.run_control import RESUME_RETRY_TAG
 from pipelines.defs.sync.batch import BATCH_SYNC_JOB, BATCH_TAG, batch_connection_ids, batch_run_config
 from tests.pipelines.appdb import AppDb
 from tests.pipelines.scheduler import evaluate_scheduled_syncs
-from tests.pipelines.test_run_status_sensors import report_batch_failure
+from tests.pipelines.test_run_status_sensors import report_failure
+
+_ORIGIN = RemoteJobOrigin(  # a queued run needs one
+    repository_origin=RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("ehrsync"), "__repository__"),
+    job_name=BATCH_SYNC_JOB,
+)
 
 
 def _due(app_db: AppDb, instance: DagsterInstance, cid: str, provider: str, kind: str = "patient") -> str:
@@ -60,14 +66,43 @@ def test_members_of_a_queued_batch_are_busy(app_db: AppDb, dagster_instance: Dag
         status=DagsterRunStatus.QUEUED,
         run_config=batch_run_config(ids[:2]),
         tags={SOURCE_TAG: "epic", BATCH_TAG: "2"},
-        remote_job_origin=RemoteJobOrigin(
-            repository_origin=RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("ehrsync"), "__repository__"),
-            job_name=BATCH_SYNC_JOB,
-        ),
+        remote_job_origin=_ORIGIN,
     )
     assert batch_connection_ids(run) == ids[:2]
     result = evaluate_scheduled_syncs(dagster_instance, app_db, batch_size=10)
     assert [r.partition_key for r in result.run_requests or []] == [ids[2]]
+
+
+def test_a_queued_reexecution_from_failure_holds_only_the_members_it_will_sync(
+    app_db: AppDb, dagster_instance: DagsterInstance
+) -> None:
+    """A "Re-execute from failure" of a batch passes over the members its parent completed; queued (its source's
+    run limit, a backlog), it held them busy too: their scheduled syncs waited for as long as it did, then queued
+    behind everything requested meanwhile. Only the member it will sync is busy now."""
+    done, retried = (_due(app_db, dagster_instance, f"epic-{n}", "epic") for n in range(2))
+    config = batch_run_config([done, retried])
+    parent = create_run_for_test(
+        dagster_instance, job_name=BATCH_SYNC_JOB, status=DagsterRunStatus.FAILURE, run_config=config
+    )
+    for cid, completed in ((done, True), (retried, False)):
+        row = batch_sync_run_id(parent.run_id, cid)
+        runs.ensure_run(app_db.db, cid, row, "incremental", tenant_id=app_db.tenant_id)
+        if completed:
+            runs.complete(app_db.db, row)
+        else:
+            runs.fail(app_db.db, row, "x")
+    create_run_for_test(
+        dagster_instance,
+        job_name=BATCH_SYNC_JOB,
+        status=DagsterRunStatus.QUEUED,
+        run_config=config,
+        tags={SOURCE_TAG: "epic", BATCH_TAG: "2", RESUME_RETRY_TAG: "true"},
+        parent_run_id=parent.run_id,
+        root_run_id=parent.run_id,
+        remote_job_origin=_ORIGIN,
+    )
+    result = evaluate_scheduled_syncs(dagster_instance, app_db, batch_size=10)
+    assert [r.partition_key for r in result.run_requests or []] == [done]
 
 
 def test_plan_batches_rejects_a_size_below_one() -> None:
@@ -91,7 +126,7 @@ def test_a_failed_batch_run_closes_only_its_members_left_open(app_db: AppDb, dag
     for cid in (done, open_):
         runs.ensure_run(app_db.db, cid, batch_sync_run_id(run.run_id, cid), "incremental", tenant_id=app_db.tenant_id)
     finish_sync_run(app_db.db, batch_sync_run_id(run.run_id, done), done, succeeded=True)
-    report_batch_failure(app_db, dagster_instance, run)
+    report_failure(app_db, dagster_instance, run)
     assert runs.get(app_db.db, batch_sync_run_id(run.run_id, done)).status == "completed"  # type: ignore[union-attr]
     assert runs.get(app_db.db, batch_sync_run_id(run.run_id, open_)).status == "failed"  # type: ignore[union-attr]
     assert app_db.last_sync_at(done) is not None and app_db.last_sync_at(open_) is None

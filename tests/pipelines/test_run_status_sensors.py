@@ -25,7 +25,8 @@ from engine.batch_sync import batch_sync_run_id
 from engine.retries import failure_streaks, source_holds
 from engine.run_outcome import finish_sync_run
 from engine.run_tags import CONNECTION_TAG
-from pipelines.defs.sync.batch import BATCH_SYNC_JOB, RESUME_RETRY_TAG, RETRY_NUMBER_TAG, batch_run_config
+from pipelines.defs._shared.run_control import RESUME_RETRY_TAG, RETRY_NUMBER_TAG
+from pipelines.defs.sync.batch import BATCH_SYNC_JOB, batch_run_config
 from pipelines.defs.sync.jobs import sync_run_ended
 from pipelines.resources import AppDatabaseResource
 from store.models import Connection
@@ -34,11 +35,11 @@ from tests.pipelines.appdb import AppDb
 SENSORS = {s.name: s for s in sync_run_ended}
 
 
-def report_batch_failure(app_db: AppDb, instance: DagsterInstance, run: DagsterRun) -> None:
-    """The failure sensor's evaluation for a batch run that ended failed."""
+def report_failure(app_db: AppDb, instance: DagsterInstance, run: DagsterRun) -> None:
+    """The failure sensor's evaluation for a run (a batch's, or any job's) that ended failed."""
     context = build_run_status_sensor_context(
         sensor_name="sync_run_failure",
-        dagster_event=DagsterEvent(event_type_value=DagsterEventType.RUN_FAILURE.value, job_name=BATCH_SYNC_JOB),
+        dagster_event=DagsterEvent(event_type_value=DagsterEventType.RUN_FAILURE.value, job_name=run.job_name),
         dagster_instance=instance,
         dagster_run=run,
         resources={"app_db": AppDatabaseResource(url=app_db.url)},
@@ -199,7 +200,7 @@ def test_a_batch_that_failed_before_its_op_records_its_syncable_members(
         status=DagsterRunStatus.FAILURE,
         run_config=batch_run_config([good, gone]),
     )
-    report_batch_failure(app_db, dagster_instance, run)
+    report_failure(app_db, dagster_instance, run)
     assert runs.get(app_db.db, batch_sync_run_id(run.run_id, gone)) is None
     record = runs.get(app_db.db, batch_sync_run_id(run.run_id, good))
     assert record is not None and record.status == "failed" and record.kind == "incremental"
@@ -239,7 +240,7 @@ def test_a_batch_reexecution_that_failed_before_its_op_records_only_the_members_
     done, retried = app_db.add("c1"), app_db.add("c2")
     tags = {RESUME_RETRY_TAG: "true"} if from_failure else {}
     _, run = failed_parent_and_child(app_db, dagster_instance, {done: True, retried: False}, tags)
-    report_batch_failure(app_db, dagster_instance, run)
+    report_failure(app_db, dagster_instance, run)
     passed_over = runs.get(app_db.db, batch_sync_run_id(run.run_id, done))
     assert (passed_over is None) if from_failure else (passed_over is not None and passed_over.status == "failed")
     record = runs.get(app_db.db, batch_sync_run_id(run.run_id, retried))
@@ -259,11 +260,42 @@ def test_an_automatic_batch_retry_that_failed_before_its_op_leaves_the_held_memb
     parent, retry = failed_parent_and_child(app_db, dagster_instance, {held: False, other: False}, tags)
     until = datetime.now(UTC) + timedelta(hours=1)
     runs.hold_until(app_db.db, batch_sync_run_id(parent.run_id, held), until)
-    report_batch_failure(app_db, dagster_instance, retry)
+    report_failure(app_db, dagster_instance, retry)
     assert runs.get(app_db.db, batch_sync_run_id(retry.run_id, held)) is None
     record = runs.get(app_db.db, batch_sync_run_id(retry.run_id, other))
     assert record is not None and record.status == "failed"
     assert source_holds(app_db.db)[held].until == until
+
+
+@pytest.mark.parametrize("automatic", [True, False], ids=["automatic_retry", "operator"])
+def test_an_automatic_retry_of_a_connection_s_own_held_run_records_no_failure(
+    app_db: AppDb, dagster_instance: DagsterInstance, automatic: bool
+) -> None:
+    """BDX-10: a connection's own run noted its source's time (``not_before``) and failed; Dagster's automatic
+    retry of it sends nothing before that time (its steps fail as held, ``source_hold``) and is not recorded
+    failed: a failed row would be the connection's newest, ending the hold (the scheduler retrying it after the
+    backoff, into the throttle) and lengthening its failure streak. An operator's re-execution is recorded."""
+    cid = app_db.add("c1")
+    tags = {CONNECTION_TAG: cid, RESUME_RETRY_TAG: "true", **({RETRY_NUMBER_TAG: "1"} if automatic else {})}
+    parent = create_run_for_test(
+        dagster_instance, job_name="incremental_sync", status=DagsterRunStatus.FAILURE, tags={CONNECTION_TAG: cid}
+    )
+    runs.ensure_run(app_db.db, cid, parent.run_id, "incremental", tenant_id=app_db.tenant_id)
+    until = datetime.now(UTC) + timedelta(hours=1)
+    runs.hold_until(app_db.db, parent.run_id, until)
+    finish_sync_run(app_db.db, parent.run_id, cid, succeeded=False, error="x")
+    retry = create_run_for_test(
+        dagster_instance,
+        job_name="incremental_sync",
+        status=DagsterRunStatus.FAILURE,
+        tags=tags,
+        parent_run_id=parent.run_id,
+        root_run_id=parent.run_id,
+    )
+    report_failure(app_db, dagster_instance, retry)
+    assert (runs.get(app_db.db, retry.run_id) is None) is automatic
+    assert (cid in source_holds(app_db.db)) is automatic
+    assert failure_streaks(app_db.db)[cid].failures == (1 if automatic else 2)
 
 
 def test_the_resume_and_retry_tags_are_dagsters() -> None:
@@ -297,14 +329,7 @@ def test_a_failed_re_execution_of_a_full_resync_keeps_the_marks_its_runs_stored(
         root_run_id=first.run_id,
     )
     runs.ensure_run(app_db.db, cid, again.run_id, "full", tenant_id=app_db.tenant_id)
-    context = build_run_status_sensor_context(
-        sensor_name="sync_run_failure",
-        dagster_event=DagsterEvent(event_type_value=DagsterEventType.RUN_FAILURE.value, job_name="full_resync"),
-        dagster_instance=dagster_instance,
-        dagster_run=again,
-        resources={"app_db": AppDatabaseResource(url=app_db.url)},
-    )
-    SENSORS["sync_run_failure"](context)
+    report_failure(app_db, dagster_instance, again)
     assert cursors.get_mark(app_db.db, cid, cursors.REST_STREAM, "Condition") == finished
     record = runs.get(app_db.db, again.run_id)
     assert record is not None and record.status == "failed"

@@ -16,7 +16,10 @@ __all__ = [
     "BUSY_LOOKUP_MAX",
     "BUSY_SCAN_PAGE_SIZE",
     "PENDING_STATUSES",
+    "RESUME_RETRY_TAG",
+    "RETRY_NUMBER_TAG",
     "RUNNING_STATUSES",
+    "automatic_retry",
     "busy_among",
     "busy_connections",
     "earlier_runs",
@@ -34,6 +37,12 @@ BUSY_SCAN_PAGE_SIZE = 1000
 BUSY_LOOKUP_MAX = 25
 # Re-executions of re-executions followed back at most this far (a parent pruned by retention ends the chain).
 MAX_LINEAGE = 100
+# Dagster's tag on a "Re-execute from failure" (the UI's, and its run retries'; ``RESUME_RETRY_TAG`` in
+# ``dagster._core.storage.tags``); a "Re-execute all" does not carry it, not even from a re-execution that did.
+RESUME_RETRY_TAG = "dagster/is_resume_retry"
+# Dagster's tag on its automatic run retries only (the run-retry daemon: ``run_retries``, ``dagster/max_retries``;
+# ``RETRY_NUMBER_TAG``); the UI's re-executions drop it from the parent's tags.
+RETRY_NUMBER_TAG = "dagster/retry_number"
 _IN_PROGRESS = [*PENDING_STATUSES, *RUNNING_STATUSES, DagsterRunStatus.CANCELING]
 
 
@@ -131,3 +140,9 @@ def earlier_runs(instance: DagsterInstance, run: DagsterRun) -> tuple[str, ...]:
     if run.root_run_id is not None and run.root_run_id not in found:
         found.append(run.root_run_id)
     return tuple(found)
+
+
+def automatic_retry(run: DagsterRun) -> bool:
+    """Whether Dagster's run-retry daemon started the run (no operator asked: it starts the moment its parent
+    failed), not a person's re-execution."""
+    return RETRY_NUMBER_TAG in run.tags

@@ -87,7 +87,7 @@ def without_held_first_syncs(
     if not again:
         return plan
     streaks = failure_streaks(db, since=datetime.now(UTC) - streak_horizon(backoff))
-    held = busy_among(instance, again) | (again & busy_in_batches(instance)) | (again & set(streaks))
+    held = busy_among(instance, again) | (again & busy_in_batches(instance, db)) | (again & set(streaks))
     return replace(plan, first_syncs=tuple(c for c in plan.first_syncs if c.id not in held))
 
 

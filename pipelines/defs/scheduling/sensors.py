@@ -106,8 +106,9 @@ def scheduled_syncs_sensor(
         holds=holds,
     )
     busy = busy_among(context.instance, {d.connection.id for d in candidates}) if candidates else set()
-    if candidates:
-        busy |= busy_in_batches(context.instance)  # members of queued or running batch runs
+    if candidates:  # members of queued or running batch runs (of a re-execution, those it will sync)
+        with app_db.open() as db:
+            busy |= busy_in_batches(context.instance, db)
     due = drop_busy(candidates, busy, tally)
     retries = sum(1 for d in due if d.retry)
     alone, batches = plan_batches(due, policy.sync_batch_size)

@@ -34,7 +34,13 @@ from engine.batch_sync import ConnectionOutcome, passed_over_earlier, sync_batch
 from engine.run_tags import KIND_TAG, SOURCE_TAG, TRIGGER_TAG
 from pipelines.defs._shared.connection_facts import connection_metadata
 from pipelines.defs._shared.environment import sync_environment
-from pipelines.defs._shared.run_control import PENDING_STATUSES, RUNNING_STATUSES, earlier_runs
+from pipelines.defs._shared.run_control import (
+    PENDING_STATUSES,
+    RESUME_RETRY_TAG,
+    RUNNING_STATUSES,
+    automatic_retry,
+    earlier_runs,
+)
 from pipelines.defs.sync.batch_checks import member_events
 from pipelines.defs.sync.reference_assets import NO_REFERENCES
 from pipelines.resources import (
@@ -62,12 +68,6 @@ __all__ = [
 BATCH_SYNC_JOB = "incremental_sync_batch"
 BATCH_OP = "sync_connection_batch"
 BATCH_TAG = "ehrsync/batch"  # value: the number of connections (the ids are in the run config)
-# Dagster's tag on a "Re-execute from failure" (the UI's, and its run retries'; ``RESUME_RETRY_TAG`` in
-# ``dagster._core.storage.tags``); a "Re-execute all" does not carry it, not even from a re-execution that did.
-RESUME_RETRY_TAG = "dagster/is_resume_retry"
-# Dagster's tag on its automatic run retries only (the run-retry daemon: ``run_retries``, ``dagster/max_retries``;
-# ``RETRY_NUMBER_TAG``); the UI's re-executions drop it from the parent's tags.
-RETRY_NUMBER_TAG = "dagster/retry_number"
 
 
 class BatchConfig(Config):
@@ -91,14 +91,23 @@ def batch_connection_ids(run: DagsterRun) -> list[str]:
     return [str(cid) for cid in node] if isinstance(node, list) else []
 
 
-def busy_in_batches(instance: DagsterInstance) -> set[str]:
-    """Connections held by a batch run queued or in progress (one query over batch runs)."""
+def busy_in_batches(instance: DagsterInstance, db: AppDatabase) -> set[str]:
+    """Connections held by a batch run queued or in progress (one query over batch runs). A "Re-execute from
+    failure" holds only the members it will sync: those the runs it carries on completed are passed over
+    (``passed_over_earlier``, the same answer whenever it starts), and holding them too kept their scheduled syncs
+    back for as long as it waited in its source's queue, then sent them to the back of it."""
     runs = instance.get_runs(
         filters=RunsFilter(
             job_name=BATCH_SYNC_JOB, statuses=[*PENDING_STATUSES, *RUNNING_STATUSES, DagsterRunStatus.CANCELING]
         )
     )
-    return {cid for run in runs for cid in batch_connection_ids(run)}
+    busy: set[str] = set()
+    for run in runs:
+        ids = batch_connection_ids(run)
+        if run.tags.get(RESUME_RETRY_TAG) == "true":
+            ids = [c for c in ids if c not in passed_over_earlier(db, earlier_runs(instance, run), ids, completed=True)]
+        busy.update(ids)
+    return busy
 
 
 def members_passed_over(instance: DagsterInstance, run: DagsterRun, db: AppDatabase, now: datetime) -> set[str]:
@@ -106,7 +115,7 @@ def members_passed_over(instance: DagsterInstance, run: DagsterRun, db: AppDatab
     failure", those the runs it carries on completed; on Dagster's automatic retry, also those their source holds
     past ``now`` (a throttle: no operator asked, the scheduler asks for them then). None on a first run or an
     operator's "Re-execute all" (every member again)."""
-    resume, automatic = run.tags.get(RESUME_RETRY_TAG) == "true", RETRY_NUMBER_TAG in run.tags
+    resume, automatic = run.tags.get(RESUME_RETRY_TAG) == "true", automatic_retry(run)
     if not (resume or automatic):
         return set()
     held_at = now if automatic else None

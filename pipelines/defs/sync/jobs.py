@@ -21,6 +21,7 @@ from engine.run_outcome import CANCELED_PREFIX, RunTimes, finish_sync_run, recor
 from engine.run_tags import CONNECTION_TAG
 from pipelines.defs._shared.metadata import without_freshness
 from pipelines.defs._shared.run_control import earlier_runs, run_times
+from pipelines.defs._shared.source_hold import run_held_until
 from pipelines.defs.sync.batch import (
     BATCH_SYNC_JOB,
     batch_connection_ids,
@@ -106,7 +107,9 @@ def _make_run_ended_sensor(status: DagsterRunStatus) -> RunStatusSensorDefinitio
                 at = times.started_at or times.finished_at or datetime.now(UTC)  # when its op would have decided
                 done = members_passed_over(context.instance, run, db, at) if members else set()
                 to_sync = [m for m in members if m not in done]  # a re-execution's own members, not those done
-                _record_unstarted(db, run, connection_id, to_sync, reason or "run failed", times, lineage)
+                # an automatic retry its source held sent nothing: a failed row would end the hold (source_hold)
+                alone = None if connection_id and run_held_until(context.instance, run, db, at) else connection_id
+                _record_unstarted(db, run, alone, to_sync, reason or "run failed", times, lineage)
             if members:
                 close_batch_rows(db, run.run_id, members, succeeded=succeeded, error=reason, times=times)
             if connection_id:

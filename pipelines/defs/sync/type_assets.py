@@ -7,6 +7,7 @@ patient did not grant materializes as skipped, not failed. Referenced types live
 """
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from dagster import (
     AssetCheckSpec,
@@ -22,6 +23,7 @@ from dagster import (
 from pydantic import Field
 
 from engine import PATIENT_TYPES, TypeReport, hold_connection, land_resource_type, upsert_resource_type
+from engine.run_holds import note_source_throttle
 from pipelines.defs._shared.connection_facts import connection_metadata, step_connection
 from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs._shared.metadata import (
@@ -33,6 +35,7 @@ from pipelines.defs._shared.metadata import (
 )
 from pipelines.defs._shared.partitions import patient_connections_partitions
 from pipelines.defs._shared.run_control import earlier_runs
+from pipelines.defs._shared.source_hold import stop_if_held
 from pipelines.defs._shared.tables import (
     ASSET_OWNERS,
     fhir_resources_metadata,
@@ -149,11 +152,17 @@ def _build_landing(resource_type: str) -> AssetsDefinition:
         connection_id = context.partition_key
         with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
             conn = step_connection(env.db, connection_id, bulk=False)
+            held_at = datetime.now(UTC)
+            stop_if_held(context.instance, context.run, env.db, connection_id, f"landing {resource_type}", held_at)
             with hold_connection(env, connection_id, context.run.run_id):  # one sync of a connection at a time
                 earlier = earlier_runs(context.instance, context.run) if config.full else ()
-                report = land_resource_type(
-                    env, connection_id, resource_type, context.run.run_id, full=config.full, earlier_runs=earlier
-                )
+                try:
+                    report = land_resource_type(
+                        env, connection_id, resource_type, context.run.run_id, full=config.full, earlier_runs=earlier
+                    )
+                except Exception as exc:  # a source-wide throttle holds the run's later steps and its retries
+                    note_source_throttle(env.db, context.run.run_id, connection_id, exc)
+                    raise
         if not report.incomplete:  # an incomplete search fails the upsert step, after it stored what arrived
             raise_if_failed(report, "landing")
         context.log.info(
