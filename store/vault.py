@@ -3,8 +3,7 @@
 Refresh is serialized per connection (PostgreSQL: ``SELECT ... FOR UPDATE`` on its rows; SQLite: a file lock
 per connection, so no database-wide write lock is held during the token call, see ``_refresh``); the row is
 re-read inside the lock so a refresh another process already did is reused, and new tokens are committed
-before anyone uses them (SAL-23, SAL-24). Rotating servers (eCW) therefore never see a refresh token twice, and
-keep-original servers (Cerner) keep working without a new one.
+before anyone uses them (SAL-23, SAL-24): rotating servers (eCW) never see a refresh token twice.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from sqlalchemy.orm import Session
 from connectors.errors import EhrSyncError
 from connectors.smart import DiscoveryCache, TokenResponse
 from connectors.tokens import TokenSource
+from connectors.transport.tls import default_ssl_context
 from store import _refresh
 from store._grants import ClientAuthResolver, GrantContext, RetryPolicy
 from store._undecryptable import mark_undecryptable, recover_if_decryptable
@@ -108,7 +108,7 @@ class TokenVault:
         self._db = db
         self._cipher = cipher
         self._owns_http = http is None
-        self._http = http or httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0))
+        self._http = http or httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0), verify=default_ssl_context())
         self._clock = clock or utcnow
         self._grants = GrantContext(
             cipher,

@@ -10,6 +10,7 @@ import httpx
 
 from connectors.transport.bounds import BodyBounds
 from connectors.transport.network import deadline_transport, keeps_deadline
+from connectors.transport.tls import default_ssl_context
 
 if TYPE_CHECKING:
     from httpx._types import CertTypes
@@ -58,6 +59,8 @@ class BoundedClient(httpx.Client):
         http2: bool = False,
         limits: httpx.Limits = _DEFAULT_LIMITS,
     ) -> httpx.BaseTransport:
+        if verify is True and not cert:  # the default trust store: one shared context, not a CA load per transport
+            verify = default_ssl_context(trust_env)
         options = {"verify": verify, "cert": cert, "trust_env": trust_env, "http1": http1, "http2": http2}
         return deadline_transport(**options, limits=limits, proxy=proxy)
 

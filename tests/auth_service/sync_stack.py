@@ -34,6 +34,7 @@ from auth_service.services.dagster_client import (
 from auth_service.services.tenants import bootstrap_tenant
 from auth_service.tenants.settings import TenantSeed
 from connectors.smart import discover
+from connectors.transport.tls import default_ssl_context
 from engine.models import BulkJob, SyncRun, utcnow
 from store import save_provider_config
 from store.models import Connection
@@ -358,7 +359,7 @@ def backend_connection(stack: Stack, sandbox: Any, *, group_id: str | None = Non
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-    with httpx.Client(timeout=10) as http:
+    with httpx.Client(timeout=10, verify=default_ssl_context()) as http:
         token_endpoint = discover(sandbox.fhir_base, http=http).token_endpoint
     ctx = stack.service.ctx
     with ctx.db.session() as session, session.begin():

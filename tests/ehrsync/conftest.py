@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from connectors.transport.tls import default_ssl_context
 from sandbox import SandboxConfig, SandboxServer
 from tests.engine.helpers import SyncWorld, make_environment
 
@@ -24,7 +25,7 @@ def ehr() -> Iterator[SandboxServer]:
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[SyncWorld]:
     """A state folder the CLI reads through ``EHRSYNC_STATE_DIR`` (app database, warehouse, Dagster home)."""
-    with httpx.Client(timeout=30.0) as http:
+    with httpx.Client(timeout=30.0, verify=default_ssl_context()) as http:
         made = make_environment(tmp_path / "state", http=http)
         yield made
         made.env.db.dispose()

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from connectors.transport.quota import QUOTAS
+from connectors.transport.tls import default_ssl_context
 from sandbox import SandboxConfig, SandboxServer
 from tests.engine.helpers import SyncWorld, make_environment
 
@@ -48,7 +49,7 @@ def request_log() -> RequestLog:
 
 @pytest.fixture
 def http(request_log: RequestLog) -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30.0, event_hooks={"request": [request_log]}) as client:
+    with httpx.Client(timeout=30.0, event_hooks={"request": [request_log]}, verify=default_ssl_context()) as client:
         yield client
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from connectors.errors import EhrSyncError, NeedsReauthError, TemporarilyUnavailableError
 from connectors.smart import TokenResponse, parse_token_response
 from connectors.tokens import TokenSource
+from connectors.transport.tls import default_ssl_context
 from store import (
     AppDatabase,
     RetryPolicy,
@@ -51,7 +52,7 @@ def token(
 def make_vault(db: AppDatabase, cipher: TokenCipher, **kw: Any) -> TokenVault:
     kw.setdefault("retry", RetryPolicy(attempts=3, base_delay_s=0.0))
     kw.setdefault("sleep", lambda _s: None)
-    return TokenVault(db, cipher, httpx.Client(timeout=10), **kw)
+    return TokenVault(db, cipher, httpx.Client(timeout=10, verify=default_ssl_context()), **kw)
 
 
 def seeded(db: AppDatabase, cipher: TokenCipher, server: RunningTokenServer, left: int = 30) -> TokenVault:
