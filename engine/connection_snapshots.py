@@ -67,6 +67,7 @@ class ConnectionSnapshot:
     last_sync_at: datetime | None = None
     tenant_name: str = ""  # the practice's name (never a patient's): run tags and metadata show it
     patientless: bool = False  # a patient-kind connection without a patient (``lacks_patient``)
+    reauthorized_at: datetime | None = None  # a patient's new authorization last took it over (revision 0012)
 
     @property
     def is_bulk(self) -> bool:
@@ -109,6 +110,7 @@ class ConnectionSnapshot:
             last_sync_at=_aware(row.last_sync_at),
             tenant_name=tenant_name or "",
             patientless=lacks_patient(str(row.kind), row.patient_id),
+            reauthorized_at=_aware(row.reauthorized_at),
         )
 
 
