@@ -68,7 +68,7 @@ def test_sal34_a_needs_reauth_connection_signed_into_again_is_taken_over_with_it
         conn_id = connect(sandbox, svc, client, pid)
         with svc.ctx.db.session() as session, session.begin():
             session.add(
-                SyncCursor(connection_id=conn_id, stream="rest", resource_type="Observation", high_water_mark=MARK)
+                SyncCursor(connection_id=conn_id, stream="rest", resource_type="Condition", high_water_mark=MARK)
             )
         old_access = svc.ctx.vault.get_access_token(conn_id)
         version = svc.ctx.vault.token_info(conn_id).version
