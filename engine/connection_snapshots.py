@@ -69,6 +69,7 @@ class ConnectionSnapshot:
     tenant_name: str = ""  # the practice's name (never a patient's): run tags and metadata show it
     patientless: bool = False  # a patient-kind connection without a patient (``lacks_patient``)
     export_slot: str | None = None  # a Bulk connection of a one-export-per-client vendor: its slot (run tag)
+    reauthorized_at: datetime | None = None  # a patient's new authorization last took it over (revision 0012)
 
     @property
     def is_bulk(self) -> bool:
@@ -114,6 +115,7 @@ class ConnectionSnapshot:
             export_slot=export_slot(str(row.provider_id), row.client_id, str(row.fhir_base))
             if str(row.kind) in BULK_KINDS
             else None,
+            reauthorized_at=_aware(row.reauthorized_at),
         )
 
 

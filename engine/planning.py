@@ -36,6 +36,7 @@ __all__ = [
     "first_sync_run_key",
     "plan_due_runs",
     "plan_partitions",
+    "reauthorized_run_key",
     "retry_run_key",
     "scheduled_run_key",
 ]
@@ -54,6 +55,12 @@ def first_sync_run_key(conn: ConnectionSnapshot) -> str:
     """One first sync per activation: a re-authorized connection (new ``updated_at``) gets a new one."""
     marker = conn.updated_at or conn.created_at
     return f"first-sync:{conn.id}:{_iso(marker, micro=True) if marker else 'initial'}"
+
+
+def reauthorized_run_key(conn: ConnectionSnapshot) -> str:
+    """One incremental sync per re-authorization of a connection that synced before (``reauthorized_at``)."""
+    marker = conn.reauthorized_at or conn.updated_at
+    return f"reauthorized:{conn.id}:{_iso(marker, micro=True) if marker else 'initial'}"
 
 
 def scheduled_run_key(connection_id: str, slot: datetime) -> str:
@@ -124,6 +131,7 @@ class PartitionPlan:
     remove_legacy: tuple[str, ...] = ()
     migrated: tuple[str, ...] = ()  # legacy keys moved into their new set (no first sync for them)
     first_syncs: tuple[ConnectionSnapshot, ...] = ()
+    resumes: tuple[ConnectionSnapshot, ...] = ()  # re-authorized since the cursor, synced before: incremental now
     stop_runs_of: tuple[str, ...] = ()
     cursor: ConnectionsCursor = field(default_factory=ConnectionsCursor)
 
@@ -142,9 +150,11 @@ def plan_partitions(
     """Diff connections against the partition sets: each connection's key in its own set only.
 
     Every active connection that never completed a sync and is new (in no set, the legacy one included) or
-    changed since the cursor gets a first-sync request; run keys make repeats harmless. Connections that left
-    (disconnected or deleted) lose their partition, and theirs, like those of disabled connections, get their
-    runs stopped. A key found in the legacy set or the wrong set is moved: no first sync, no stopped runs. A
+    changed since the cursor gets a first-sync request; run keys make repeats harmless. One that synced before and
+    was re-authorized since the cursor (a patient's new grant took it over) gets an incremental sync at once: its
+    marks are kept, and the scheduler's slot or a failure streak of the refused grant would make it wait. Connections
+    that left (disconnected or deleted) lose their partition, and theirs, like those of disabled connections, get
+    their runs stopped. A key found in the legacy set or the wrong set is moved: no first sync, no stopped runs. A
     connection without a patient never syncs: no key, no first sync, and its runs (write-back) are not stopped.
     """
     conns = list(connections)
@@ -160,6 +170,14 @@ def plan_partitions(
 
     new = wanted - sets.known
     first = tuple(c for c in conns if c.syncable and c.last_sync_at is None and (c.id in new or changed(c)))
+    resumes = tuple(
+        c
+        for c in conns
+        if c.syncable
+        and c.last_sync_at is not None
+        and c.reauthorized_at is not None
+        and (since is None or c.reauthorized_at >= since)
+    )
     # a connection without a patient loses its key but did not leave: its write-back runs go on
     patientless = {c.id for c in conns if c.patientless}
     stop = sorted((departed - patientless) | {c.id for c in conns if c.stops_runs and changed(c)})
@@ -177,6 +195,7 @@ def plan_partitions(
         migrated=tuple(sorted(sets.legacy & wanted)),
         departed=tuple(sorted(departed)),
         first_syncs=first,
+        resumes=resumes,
         stop_runs_of=tuple(stop),
         cursor=ConnectionsCursor(max(stamps) if stamps else None),
     )

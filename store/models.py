@@ -154,6 +154,8 @@ class Connection(Base):
     # Revision 0005: the retention clock of a disconnected connection, and when its synced data was purged.
     disconnected_at: Mapped[datetime | None] = mapped_column()
     data_purged_at: Mapped[datetime | None] = mapped_column()
+    # Revision 0012: when a patient's new authorization last took this connection over (None: never).
+    reauthorized_at: Mapped[datetime | None] = mapped_column()
 
 
 class TokenRecord(Base):

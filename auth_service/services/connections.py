@@ -8,7 +8,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from auth_service.services.audit import audit_event
 from auth_service.services.context import ServiceContext
@@ -63,14 +63,15 @@ def get_connection(ctx: ServiceContext, tenant_id: str, connection_id: str) -> C
 
 
 def latest_connection(ctx: ServiceContext, tenant_id: str, connection_id: str | None) -> Connection:
-    """An explicit connection, or the tenant's most recent active one."""
+    """An explicit connection, or the tenant's most recently authorized one not disconnected (a re-authorization
+    that took an older connection over counts as of its time)."""
     if connection_id:
         return get_connection(ctx, tenant_id, connection_id)
     with ctx.db.session() as session:
         conn = session.scalar(
             select(Connection)
             .where(Connection.tenant_id == tenant_id, Connection.status != ConnectionStatus.DISCONNECTED)
-            .order_by(Connection.created_at.desc())
+            .order_by(func.coalesce(Connection.reauthorized_at, Connection.created_at).desc())
             .limit(1)
         )
         if conn is None:
@@ -93,6 +94,8 @@ def connection_status(ctx: ServiceContext, conn: Connection) -> dict[str, Any]:
         "granted_scopes": conn.granted_scopes,
         "smart_v1": conn.smart_v1,
         "created_at": _iso(conn.created_at),
+        # when a patient's new authorization last took this connection over (reconnected; None: never)
+        "reauthorized_at": _iso(conn.reauthorized_at),
         "last_sync_at": _iso(conn.last_sync_at),
         # never synced by design (SAL-15: a clinician's sign-in with no patient in context; its notes still go out)
         "sync_blocked": NO_PATIENT if lacks_patient(conn.kind, conn.patient_id) else None,
@@ -248,7 +251,7 @@ def create_backend_connection(
         kind=ConnectionKind.GROUP if group_id else ConnectionKind.BACKEND,
         group_id=group_id,
         granted_scopes=granted,
-    )
+    ).connection_id
     stored = ctx.vault.token_info(connection_id)  # the expiry refreshes go by (capped at the vendor's, SAL-23)
     expires_at = stored.expires_at if stored is not None else token.expires_at
     return {"connection_id": connection_id, "granted_scopes": granted, "expires_at": _iso(expires_at)}

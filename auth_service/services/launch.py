@@ -262,11 +262,12 @@ def _exchange(ctx: ServiceContext, stored: ConsumedState, code: str, link: Callb
     cfg, token = _code_grant(ctx, profile, stored, code)
     granted = token.scope if token.scope else (stored.scope or "")  # RFC 6749 §5.1: absent means as asked
     subject = check_grant(ctx, profile, cfg, token, granted=granted, nonce=stored.nonce)  # refused: revoked
-    connection_id = keep_connection(
+    kept = keep_connection(
         ctx,
         profile,
         cfg,
         token,
+        reauthorize=True,
         action="authorize.complete",
         actor=str(stored.extra.get("user_ref") or "anonymous"),
         detail={"granted_scope": granted, "asked_scope": stored.scope},
@@ -278,5 +279,5 @@ def _exchange(ctx: ServiceContext, stored: ConsumedState, code: str, link: Callb
         record=link.record,
         on_saved=link.saved,
     )
-    logger.info("connection %s authorized for tenant %s", connection_id, profile.tenant_id)
-    return CallbackResult(connection_id, profile.tenant_id, stored.redirect_target)
+    logger.info("connection %s authorized for tenant %s", kept.connection_id, profile.tenant_id)
+    return CallbackResult(kept.connection_id, profile.tenant_id, stored.redirect_target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,9 +14,12 @@ from engine.planning import (
     first_sync_run_key,
     plan_due_runs,
     plan_partitions,
+    reauthorized_run_key,
     scheduled_run_key,
 )
 from engine.sync_windows import parse_window
+from pipelines.defs.connections.sensors import resume_request
+from pipelines.defs.sync.jobs import INCREMENTAL_SYNC_JOB
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
@@ -110,6 +114,25 @@ def test_synced_connection_needs_no_first_sync() -> None:
     plan = plan_partitions([conn("c1", last_sync=T0)], PartitionSets(), ConnectionsCursor())
     assert plan.add == ("c1",)
     assert plan.first_syncs == ()
+
+
+def test_a_reauthorized_connection_that_synced_before_gets_one_incremental_sync_not_a_token_refresh() -> None:
+    """A patient's new grant took the connection over (``reauthorized_at``, revision 0012): one incremental sync at
+    once, from its kept marks (no first sync: its history is in the warehouse). A token refresh moves ``updated_at``
+    only, and an earlier re-authorization before the cursor is not asked again."""
+    later = T0 + timedelta(hours=5)
+    synced = T0 - timedelta(days=3)
+    revived = replace(conn("c1", updated=later, last_sync=synced), reauthorized_at=later)
+    refreshed = replace(conn("c2", updated=later, last_sync=synced), reauthorized_at=T0 - timedelta(days=9))
+    waiting = replace(conn("c3", "needs_reauth", updated=later, last_sync=synced), reauthorized_at=later)
+    plan = plan_partitions([revived, refreshed, waiting], in_both({"c1", "c2", "c3"}), ConnectionsCursor(T0))
+    assert [c.id for c in plan.resumes] == ["c1"] and plan.first_syncs == () and plan.add == ()
+    request = resume_request(revived)
+    assert request.job_name == INCREMENTAL_SYNC_JOB and request.partition_key == "c1"
+    assert request.run_key == reauthorized_run_key(revived) == "reauthorized:c1:20261125T150000.000000Z"
+    assert request.tags["ehrsync/trigger"] == "reauthorized"
+    assert plan_partitions([revived], in_both({"c1"}), plan.cursor).resumes == (revived,)  # overlap: same run key
+    assert plan_partitions([revived], in_both({"c1"}), ConnectionsCursor(later + timedelta(hours=1))).resumes == ()
 
 
 def test_first_sync_run_key_changes_with_reactivation() -> None:

@@ -43,6 +43,13 @@ _STATUS_TEXT = {
 }
 
 
+def _status_text(conn: Connection) -> str:
+    """The status in words; an active connection a new sign-in renewed says so (and since when)."""
+    if conn.status == "active" and conn.reauthorized_at is not None:
+        return f"Reconnected {_fmt(conn.reauthorized_at)}"
+    return _STATUS_TEXT.get(conn.status, conn.status)
+
+
 def _fmt(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value is not None else "Not yet"
 
@@ -101,7 +108,7 @@ def done_page(request: Request, ctx: CtxDep) -> Response:
     context = {
         **_names(request, ctx, conn),
         "connection": conn,
-        "status_text": _STATUS_TEXT.get(conn.status, conn.status),
+        "status_text": _status_text(conn),
         "last_sync": _fmt(conn.last_sync_at),
         "scope_lines": describe_scopes(conn.granted_scopes or ""),
         # the disconnect could not make the EHR cancel the access (only a note: a forged query shows just that)

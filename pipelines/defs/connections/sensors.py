@@ -2,10 +2,11 @@
 
 A patient who authorizes appears as a new active connection: the sensor adds its key to
 ``patient_connections`` (``bulk_connections`` for backend/group) and, in the same evaluation, requests its first
-full sync. A connection that is disconnected (or deleted) loses its partition; its queued runs are cancelled and
-running ones asked to stop (disabled ones too). Keys left in the single ``connections`` set of before issue 12
-(or in the wrong set) are moved to their own set, without a first sync: their history stays, keyed by the same
-connection id.
+full sync. A patient's new authorization that took over a connection synced before asks for its incremental sync
+at once (its marks kept: only what changed meanwhile). A connection that is disconnected (or deleted) loses its
+partition; its queued runs are cancelled and running ones asked to stop (disabled ones too). Keys left in the
+single ``connections`` set of before issue 12 (or in the wrong set) are moved to their own set, without a first
+sync: their history stays, keyed by the same connection id.
 """
 
 from dataclasses import replace
@@ -24,7 +25,14 @@ from dagster import (
 )
 
 from engine.connection_snapshots import ConnectionSnapshot, read_connections
-from engine.planning import ConnectionsCursor, PartitionPlan, PartitionSets, first_sync_run_key, plan_partitions
+from engine.planning import (
+    ConnectionsCursor,
+    PartitionPlan,
+    PartitionSets,
+    first_sync_run_key,
+    plan_partitions,
+    reauthorized_run_key,
+)
 from engine.retries import failure_streaks, streak_horizon
 from engine.run_tags import connection_run_tags
 from engine.scheduling import RetryBackoff
@@ -37,11 +45,18 @@ from pipelines.defs._shared.partitions import (
 from pipelines.defs._shared.run_control import busy_among, stop_connection_runs
 from pipelines.defs.bulk.assets import BULK_EXPORT_JOB, bulk_export_job
 from pipelines.defs.sync.batch import busy_in_batches
-from pipelines.defs.sync.jobs import FULL_RESYNC_JOB, full_resync_job
+from pipelines.defs.sync.jobs import FULL_RESYNC_JOB, INCREMENTAL_SYNC_JOB, full_resync_job, incremental_sync_job
 from pipelines.resources import AppDatabaseResource, RetryPolicyResource
 from store import AppDatabase
 
-__all__ = ["connections_sensor", "defs", "first_sync_request", "partition_requests", "without_held_first_syncs"]
+__all__ = [
+    "connections_sensor",
+    "defs",
+    "first_sync_request",
+    "partition_requests",
+    "resume_request",
+    "without_held_first_syncs",
+]
 
 PartitionRequest = AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest
 
@@ -53,6 +68,16 @@ def first_sync_request(conn: ConnectionSnapshot) -> RunRequest:
         job_name=BULK_EXPORT_JOB if conn.is_bulk else FULL_RESYNC_JOB,
         partition_key=conn.id,
         tags=connection_run_tags(conn, "first-sync"),
+    )
+
+
+def resume_request(conn: ConnectionSnapshot) -> RunRequest:
+    """The incremental sync of a re-authorized patient connection: from its kept marks, not its whole record."""
+    return RunRequest(
+        run_key=reauthorized_run_key(conn),
+        job_name=INCREMENTAL_SYNC_JOB,
+        partition_key=conn.id,
+        tags=connection_run_tags(conn, "reauthorized"),
     )
 
 
@@ -82,22 +107,30 @@ def without_held_first_syncs(
     ``updated_at`` too) that has a run queued or in progress (its own, or a batch run it is a member of), or failed
     runs the scheduler retries with backoff: a second full resync of its whole history would follow the first, or
     bypass the backoff. Failures are read as far back as the scheduler reads them under the operator's ``backoff``
-    (``streak_horizon``)."""
+    (``streak_horizon``). Likewise the incremental syncs of re-authorized connections (``resumes``) that have a run
+    queued or in progress (that run uses the new grant); their failures are the refused grant's, no reason to wait."""
     again = {c.id for c in plan.first_syncs if c.id in sets.known}
-    if not again:
+    if not again and not plan.resumes:
         return plan
-    streaks = failure_streaks(db, since=datetime.now(UTC) - streak_horizon(backoff))
+    streaks = failure_streaks(db, since=datetime.now(UTC) - streak_horizon(backoff)) if again else {}
     held = busy_among(instance, again) | (again & busy_in_batches(instance, db)) | (again & set(streaks))
-    return replace(plan, first_syncs=tuple(c for c in plan.first_syncs if c.id not in held))
+    resuming = {c.id for c in plan.resumes}  # a failure streak does not hold these: it was the refused grant's
+    busy = busy_among(instance, resuming) | (resuming & busy_in_batches(instance, db)) if resuming else set()
+    return replace(
+        plan,
+        first_syncs=tuple(c for c in plan.first_syncs if c.id not in held),
+        resumes=tuple(c for c in plan.resumes if c.id not in busy),
+    )
 
 
 @sensor(
     name="connections_sensor",
     minimum_interval_seconds=30,
-    jobs=[full_resync_job, bulk_export_job],
+    jobs=[full_resync_job, bulk_export_job, incremental_sync_job],
     default_status=DefaultSensorStatus.RUNNING,
     description="Adds/removes `patient_connections` and `bulk_connections` partitions from the app database "
-    "(moving keys of the old `connections` set); first sync for new connections.",
+    "(moving keys of the old `connections` set); first sync for new connections, an incremental sync for "
+    "re-authorized ones.",
 )
 def connections_sensor(
     context: SensorEvaluationContext, app_db: AppDatabaseResource, retry: RetryPolicyResource
@@ -110,16 +143,17 @@ def connections_sensor(
     stopped = sum(stop_connection_runs(context.instance, cid) for cid in plan.stop_runs_of)
     context.log.info(
         "connections: %d known, %d partitions added, %d removed, %d moved from the old set, %d first syncs, "
-        "%d runs stopped",
+        "%d re-authorized syncs, %d runs stopped",
         len(connections),
         len(plan.add) - len(plan.migrated),
         len(plan.departed),
         len(plan.migrated),
         len(plan.first_syncs),
+        len(plan.resumes),
         stopped,
     )
     return SensorResult(
-        run_requests=[first_sync_request(c) for c in plan.first_syncs],
+        run_requests=[first_sync_request(c) for c in plan.first_syncs] + [resume_request(c) for c in plan.resumes],
         dynamic_partitions_requests=partition_requests(plan),
         cursor=plan.cursor.serialize(),
     )
