@@ -164,20 +164,6 @@ def begin_full(db: AppDatabase, connection_id: str, run_id: str, earlier_runs: S
     return True
 
 
-def reset(db: AppDatabase, connection_id: str, stream: str | None = None) -> int:
-    """Forget marks (a full resync); returns how many cursors were cleared."""
-    with db.locked_session() as session:
-        query = session.query(SyncCursor).filter(SyncCursor.connection_id == connection_id)
-        if stream is not None:
-            query = query.filter(SyncCursor.stream == stream)
-        count = 0
-        for row in query.all():
-            row.high_water_mark = None
-            count += 1
-        session.commit()
-        return count
-
-
 def get_data(db: AppDatabase, connection_id: str, stream: str, key: str) -> dict[str, Any] | None:
     """The JSON state a stream keeps in its cursor row (e.g. a group's known members, BDX-15)."""
     with db.session() as session:
