@@ -37,11 +37,19 @@ def export_slot(provider_id: str, client_id: str | None, fhir_base: str) -> str 
     return f"{provider_id}-{digest}"
 
 
+def _spellings(fhir_base: str) -> tuple[str, str]:
+    """The base with and without its trailing slash: one slot, as ``export_slot`` hashes it (a base is stored as
+    configured, so two connections of one tenant may spell it either way)."""
+    bare = fhir_base.rstrip("/")
+    return bare, bare + "/"
+
+
 def require_free_slot(
     db: AppDatabase, connection_id: str, provider_id: str, client_id: str | None, fhir_base: str, deadline_s: float
 ) -> None:
     """Raise BulkExportBusyError when another active connection of the slot has an export still polling that is
-    younger than the job deadline (an older one is past being waited for: ``EHRSYNC_BULK_DEADLINE_S``)."""
+    younger than the job deadline (an older one is past being waited for: ``bulk_deadline_s``, 24 h from its
+    kick-off)."""
     if export_slot(provider_id, client_id, fhir_base) is None:
         return
     since = utcnow() - timedelta(seconds=deadline_s)
@@ -52,7 +60,7 @@ def require_free_slot(
             .where(
                 Connection.provider_id == provider_id,
                 Connection.client_id == (client_id or ""),
-                Connection.fhir_base == fhir_base,
+                Connection.fhir_base.in_(_spellings(fhir_base)),
                 Connection.status == "active",
                 BulkJob.connection_id != connection_id,
                 BulkJob.status == "polling",

@@ -142,6 +142,21 @@ def test_every_documented_variable_is_read_somewhere() -> None:
     assert missing == []
 
 
+# Read by the test fixtures only (README, "Tests"), not a setting of ehrsync's.
+_TEST_VARIABLES = {"EHRSYNC_TEST_DATABASE_URL"}
+
+
+def test_every_ehrsync_variable_the_docs_name_has_a_configuration_row() -> None:
+    """A variable named in prose (``EHRSYNC_BULK_DEADLINE_S`` once was: the job deadline is no setting) is one an
+    operator can set: a row of a configuration table, so the tests above check its default and that it is read."""
+    rows = {name for table in (README, PIPELINES, AUTH_SERVICE, DEPLOY) for name in _rows(*table)}
+    named: dict[str, set[str]] = {}
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for name in re.findall(r"\bEHRSYNC_[A-Z0-9_]+\b", path.read_text(encoding="utf-8")):
+            named.setdefault(name, set()).add(path.name)
+    assert {n: sorted(docs) for n, docs in named.items() if n not in rows | _TEST_VARIABLES} == {}
+
+
 def test_troubleshooting_lists_exactly_the_api_codes_with_their_status() -> None:
     documented: dict[str, int] = {}
     text = (ROOT / "docs" / "TROUBLESHOOTING.md").read_text(encoding="utf-8")

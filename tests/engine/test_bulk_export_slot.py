@@ -81,6 +81,33 @@ def test_bdx07_a_kick_off_throttled_by_a_running_export_fails_busy_keeps_since_a
         client.close()
 
 
+def test_bdx07_bdx10_a_throttled_kick_off_holds_the_connection_at_most_a_day_whatever_its_retry_after(
+    start_sandbox: Any, world: SyncWorld, http: httpx.Client, request_log: RequestLog
+) -> None:
+    """A Retry-After of years (10^12 s: past what a datetime holds) or of two days (an HTTP-date) on the refused
+    kick-off: the run fails ``bulk_export_busy`` as for a short one, held at most 24 h (``MAX_WAIT_S``, as a batch
+    member's throttle): a longer time, a server's mistake, would park the connection, or crash the run's report."""
+    sb = start_sandbox(bulk_max_jobs_per_client=1, bulk_throttle_s=3.0)
+    first = connect_backend(world, sb, http=http, group_id="grp0")
+    second = _sibling(world, first)
+    client = world.env.bulk_client(load_connection(world.env.db, first))
+    running = client.kickoff("group", group_id="grp0", types=["Patient"])
+    try:
+        for run_id, seconds, http_date in (("years", 10**12, False), ("two-days", 2 * 86_400, True)):
+            sb.admin.settings(bulk_retry_after_s=seconds, bulk_retry_after_http_date=http_date)
+            report = run_bulk_export(world.env, second, run_id)
+            assert report.status == "failed" and report.error is not None
+            assert report.error.startswith("bulk_export_busy: bulk kick-off throttled"), report.error
+            held = _run_row(world, run_id).not_before
+            assert held is not None
+            now = utcnow()
+            assert now + timedelta(hours=23) < held.replace(tzinfo=now.tzinfo) <= now + timedelta(hours=24)
+        assert not _jobs(world, second)
+    finally:
+        client.cancel(running)
+        client.close()
+
+
 def test_bdx07_one_export_per_client_vendor_runs_share_a_slot_tag_and_an_in_process_export_waits_for_the_other(
     start_sandbox: Any, world: SyncWorld, http: httpx.Client, request_log: RequestLog
 ) -> None:
@@ -92,9 +119,12 @@ def test_bdx07_one_export_per_client_vendor_runs_share_a_slot_tag_and_an_in_proc
     second = _sibling(world, first)
     other_client = _sibling(world, first, client_id="another-client")
     generic = _sibling(world, first, provider_id="generic")
+    base = load_connection(world.env.db, first).fhir_base
+    slashed = _sibling(world, first, fhir_base=base.rstrip("/") + "/")  # the same base, spelt with its slash
     slot = connection_run_tags(read_connection(world.env.db, first), "schedule").get(EXPORT_SLOT_TAG)
     assert slot is not None and slot.startswith("cerner-") and len(slot) <= 63
     assert connection_run_tags(read_connection(world.env.db, second), "api")[EXPORT_SLOT_TAG] == slot
+    assert connection_run_tags(read_connection(world.env.db, slashed), "api")[EXPORT_SLOT_TAG] == slot
     assert connection_run_tags(read_connection(world.env.db, other_client), "api")[EXPORT_SLOT_TAG] != slot
     assert EXPORT_SLOT_TAG not in connection_run_tags(read_connection(world.env.db, generic), "api")
 
@@ -109,7 +139,11 @@ def test_bdx07_one_export_per_client_vendor_runs_share_a_slot_tag_and_an_in_proc
         busy = run_bulk_export(world.env, second, "second")
         assert busy.status == "failed" and busy.error is not None
         assert busy.error.startswith(f"bulk_export_busy: no export was started: connection {first} ")
+        slashed_run = run_bulk_export(world.env, slashed, "slashed")  # the tag's slot, so the check's too
+        assert slashed_run.status == "failed" and slashed_run.error is not None
+        assert slashed_run.error.startswith(f"bulk_export_busy: no export was started: connection {first} ")
         assert not request_log.paths(f"/fhir/Group/{SECOND}/$export") and not _jobs(world, second)
+        assert not _jobs(world, slashed)
     finally:
         exporting.join(timeout=120)
     assert reports and reports[0].status == "completed", reports
