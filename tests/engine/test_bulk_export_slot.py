@@ -114,7 +114,7 @@ def test_bdx07_one_export_per_client_vendor_runs_share_a_slot_tag_and_an_in_proc
     """Cerner group connections of one client and base share ``ehrsync/export_slot`` (dagster.yaml: one run at once);
     another client, or a generic vendor, has none. A second export started in-process (``ehrsync sync``) while the
     first still polls is refused before its kick-off, though the server (2 jobs per client here) would take it."""
-    sb = start_sandbox(bulk_throttle_s=1.0)
+    sb = start_sandbox(bulk_throttle_s=2.5)  # the first export polls for seconds: room for two refusals under load
     first = connect_backend(world, sb, http=http, group_id="grp0", provider_id="cerner")
     second = _sibling(world, first)
     other_client = _sibling(world, first, client_id="another-client")
