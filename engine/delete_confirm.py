@@ -46,6 +46,7 @@ from connectors.errors import (
 from connectors.fhir import FhirClient
 from connectors.smart import ScopeSet
 from engine.environment import ConnectionInfo, SyncEnvironment
+from engine.reconcile_stops import stopping_code
 from engine.references import IdSearch, can_search_by_id, land_with, search_by_ids
 from engine.reports import SCOPE_NOT_GRANTED, TypeReport
 from warehouse import LandingWriter, Warehouse, WarehouseError
@@ -77,6 +78,7 @@ class Confirmation:
     landed: TypeReport | None = None
     error: str | None = None
     unconfirmable: str | None = None
+    stopped: str | None = None  # the code of ``error`` when no later type gets past it (engine.reconcile_stops)
 
 
 @dataclass
@@ -89,6 +91,12 @@ class _Asking:
     over_cap: int = 0
     error: str | None = None
     unconfirmable: str | None = None  # the grant allows no read by id: why (see the module docstring)
+    stopped: str | None = None  # the error's code when no later type gets past it (engine.reconcile_stops)
+
+    def failed(self, exc: BaseException) -> None:
+        """Record what stopped the asking (the answers so far are kept)."""
+        self.error = _describe(exc)
+        self.stopped = stopping_code(exc)
 
     def gone(self) -> set[str]:
         return self.read_gone | (self.search.settled - self.search.found)
@@ -128,7 +136,7 @@ def confirm_deleted(
 
             landed = land_with(env.zone, conn, wh, run_id, rtype, fill, seq="reconcile-confirm", observed_at=listed_at)
     except (EhrSyncError, WarehouseError, OSError) as exc:  # the token, the capabilities, or the upsert
-        asking.error = _describe(exc)
+        asking.failed(exc)
     undecided = len(asking.undecided())
     if asking.error is not None:
         _log.warning(
@@ -156,7 +164,8 @@ def confirm_deleted(
         )
     found = landed if landed is not None and landed.fetched else None
     unconfirmable = asking.unconfirmable if asking.error is None else None
-    return Confirmation(sorted(asking.gone()), len(asking.search.found), undecided, found, asking.error, unconfirmable)
+    gone = sorted(asking.gone())
+    return Confirmation(gone, len(asking.search.found), undecided, found, asking.error, unconfirmable, asking.stopped)
 
 
 def _ask(
@@ -184,7 +193,7 @@ def _ask(
     except (FhirUnauthorizedError, NeedsReauthError):
         raise  # out of the client's block, which has the vault confirm the refusal; the caller records it
     except EhrSyncError as exc:  # an outage, the step budget: the rest stay unconfirmed, what was answered lands
-        asking.error = _describe(exc)
+        asking.failed(exc)
 
 
 def _read_each(client: FhirClient, rtype: str, asking: _Asking, writer: LandingWriter, report: TypeReport) -> None:

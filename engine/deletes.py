@@ -22,12 +22,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from connectors.budgets import step_budget
-from connectors.errors import EhrSyncError, EhrUnreachableError, NeedsReauthError, loggable_message
+from connectors.errors import EhrSyncError, loggable_message
 from engine import cursors
 from engine.connection_lock import hold_connection
 from engine.delete_confirm import Confirmation, confirm_deleted
 from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
 from engine.models import utcnow
+from engine.reconcile_stops import stopping_code
 from engine.references import can_search_by_id, land_by_ids
 from engine.reports import SCOPE_NOT_GRANTED, TypeReport
 from engine.search_plans import grant_narrows, search_plans
@@ -67,6 +68,10 @@ class ReconcileReport:
     #: Why the type was not reconciled this run (its listing failed, or an earlier type stopped the run): nothing
     #: of it tombstoned or read back; None when it was (``engine.reconcile_run``)
     error: str | None = None
+    #: The code of a failure no later type gets past (``engine.reconcile_stops``) met while confirming or reading
+    #: back, after the listing: what was confirmed gone is tombstoned and counted here, and the run stops after
+    #: this type; None when none was met
+    stopped: str | None = None
 
 
 def reconcile_deletes(
@@ -119,7 +124,7 @@ def _reconcile(env: SyncEnvironment, conn: ConnectionInfo, resource_type: str, r
         report = ReconcileReport(resource_type, unlisted=len(unlisted))
         if missing := sorted(live - server_ids):  # candidates: a listing can skip a live match without saying so
             report = _tombstone_confirmed(env, conn, wh, run_id, report, missing, observed_at)
-    if unlisted:  # the tombstones are committed: reading back is a step of its own
+    if unlisted and report.stopped is None:  # the tombstones are committed: reading back is a step of its own
         with env.warehouse() as wh:
             report = _recover(env, conn, wh, run_id, report, unlisted, observed_at)
     _log.info(
@@ -158,6 +163,7 @@ def _tombstone_confirmed(
         checked=confirmed.landed,
         confirm_error=confirmed.error,
         unconfirmable=confirmed.unconfirmable,
+        stopped=confirmed.stopped,
     )
 
 
@@ -224,12 +230,12 @@ def _recover(
             landed = land_by_ids(
                 env.zone, conn, client, wh, run_id, rtype, ids, batched=batched, seq="reconcile", observed_at=listed_at
             )
-    except (NeedsReauthError, EhrUnreachableError):
-        raise  # every further request would fail the same way
     except (EhrSyncError, WarehouseError, OSError) as exc:
-        # The tombstones are committed; the other types are still reconciled, and the job fails at the end naming
-        # this one. Raising here would stop them every week for as long as this one id cannot be read.
+        # The tombstones are committed (and counted: not raised, even when no later type gets past this failure,
+        # ``stopped``); the other types are still reconciled unless it stops the run, and the job fails at the end
+        # naming this one. Raising here would stop them every week for as long as this one id cannot be read.
         logged = loggable_message(exc)
         _log.warning("reading back %d unlisted %s of %s failed: %s", len(ids), rtype, conn.id, logged)
         landed = TypeReport(rtype, error=f"{getattr(exc, 'code', type(exc).__name__)}: {logged}")
+        return replace(report, recovered=landed, stopped=stopping_code(exc))
     return replace(report, recovered=landed)

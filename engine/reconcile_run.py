@@ -6,9 +6,9 @@ listing never reads as deletions); the types after it are still reconciled, so o
 does not hold back the others every week. Each type spends at most one step budget (``EHRSYNC_STEP_BUDGET_S``:
 listing, confirmation and read-back together), so a server can make a run spend at most one budget per type.
 
-What no later type would get past stops the run (the rest reported not reconciled): a grant no longer usable, an
-EHR that cannot be reached, a throttle longer than ehrsync waits, a landing disk too full, and the engine's own
-refusals (the connection gone or not syncable, another run holding its lock).
+What no later type would get past (``engine.reconcile_stops``) stops the run at the type that met it, in its
+listing (raised) or while confirming or reading back (``ReconcileReport.stopped``, its tombstones counted); the
+types after it are reported not reached.
 """
 
 from __future__ import annotations
@@ -16,23 +16,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from connectors.errors import (
-    EhrUnreachableError,
-    InsufficientDiskSpaceError,
-    NeedsReauthError,
-    RateLimitedError,
-    loggable_message,
-)
-from engine.batch_defer import unopened_origin
+from connectors.errors import loggable_message
 from engine.deletes import ReconcileReport, reconcile_deletes
 from engine.environment import SyncEnvironment
-from engine.errors import SyncError
+from engine.reconcile_stops import stopping_code
 
 __all__ = ["reconcile_types"]
 
 _log = logging.getLogger(__name__)
-# Failures no later type gets past (each type would only fail the same way, or wait for the lock again).
-_STOPS_RUN = (NeedsReauthError, EhrUnreachableError, RateLimitedError, InsufficientDiskSpaceError, SyncError)
 
 
 def reconcile_types(
@@ -48,15 +39,15 @@ def reconcile_types(
     type's failure; one that stops the run is reported on its type, and the types after it as not reached."""
     reports: list[ReconcileReport] = []
     for index, resource_type in enumerate(types):
-        stopped = None
         try:
             report = reconcile_deletes(env, connection_id, resource_type, run_id=run_id)
+            stop = report.stopped
         except Exception as exc:  # the isolation boundary: this type's failure only, unless nothing gets past it
             code = getattr(exc, "code", type(exc).__name__)
             report = ReconcileReport(resource_type, error=f"{code}: {loggable_message(exc)}")
             _log.warning("reconciling %s of %s failed: %s", resource_type, connection_id, report.error)
-            if isinstance(exc, _STOPS_RUN) or unopened_origin(exc) is not None:
-                stopped = f"not reached: the run stopped at {resource_type} ({code})"
+            stop = stopping_code(exc)
+        stopped = None if stop is None else f"not reached: the run stopped at {resource_type} ({stop})"
         reports.append(report)
         if on_report is not None:
             on_report(report)

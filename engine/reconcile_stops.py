@@ -1,0 +1,25 @@
+"""What stops a deletion reconciliation run (BDX-31) at the type that met it: a failure no later type gets past.
+
+Each type would only fail the same way, or wait for the lock again: a grant no longer usable, an EHR that cannot
+be reached (no connection opened to it), a throttle longer than ehrsync waits, a landing disk too full, and the
+engine's own refusals (the connection gone or not syncable, another run holding its lock). Met in a type's id
+listing, the type is not reconciled; met while confirming its deletions or reading back what the searches missed,
+what it confirmed gone is tombstoned and counted; either way the types after it are not reached this run.
+"""
+
+from __future__ import annotations
+
+from connectors.errors import EhrUnreachableError, InsufficientDiskSpaceError, NeedsReauthError, RateLimitedError
+from engine.batch_defer import unopened_origin
+from engine.errors import SyncError
+
+__all__ = ["stopping_code"]
+
+_STOPS_RUN = (NeedsReauthError, EhrUnreachableError, RateLimitedError, InsufficientDiskSpaceError, SyncError)
+
+
+def stopping_code(exc: BaseException) -> str | None:
+    """The code of ``exc`` when no later type gets past it (the run stops after this type), else None."""
+    if isinstance(exc, _STOPS_RUN) or unopened_origin(exc) is not None:
+        return str(getattr(exc, "code", type(exc).__name__))
+    return None

@@ -1,0 +1,105 @@
+"""What no later type gets past stops the weekly reconciliation (BDX-31) at the type that met it, and the report
+of that type still says what it did: a refused grant or a long throttle met while confirming a type's deletions or
+reading back what its searches missed comes after the listing, so the deletions it confirmed are tombstoned and
+counted (before, a refused grant in the read-back raised out of the type, which was then reported "not reconciled,
+nothing of it tombstoned" with 0 deleted though its rows were tombstoned; a throttle was recorded and the next
+type's listing was sent into it). Engine-level (no Dagster run): the op reports what these reports say."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+import httpx
+import pytest
+
+from connectors.errors import NeedsReauthError, RateLimitedError
+from engine import delete_confirm, deletes
+from engine.deletes import ReconcileReport
+from engine.reconcile_run import reconcile_types
+from sandbox import SandboxConfig, SandboxServer
+from tests.engine.helpers import SyncWorld, connect_patient
+from tests.engine.job_runs import sync_type
+from warehouse import open_warehouse
+
+_TYPE = "Observation"  # the type that meets the failure; the types after it must not be reached
+_AFTER = ("Condition", "MedicationRequest")  # each has deletions on the EHR (seed 3)
+_TYPES = (_TYPE, *_AFTER)  # a few patient types keep it quick; the op passes them all (PATIENT_TYPES)
+
+
+def _live(world: SyncWorld, cid: str) -> dict[str, int]:
+    wh = open_warehouse(world.env.warehouse_target)
+    try:
+        return {str(r["resource_type"]): int(r["live"]) for r in wh.summary() if r["connection_id"] == cid}
+    finally:
+        wh.close()
+
+
+def _synced_then_deleted(world: SyncWorld, sb: SandboxServer, http: httpx.Client) -> tuple[str, list[str]]:
+    """A synced patient; then deletions on the EHR (of every type in ``_TYPES``) and one Observation the
+    warehouse lost (still on the EHR: the reconcile reads it back): (connection, types of the deletions)."""
+    cid = connect_patient(world, sb, http=http)
+    for rtype in _TYPES:
+        assert sync_type(world, cid, rtype).error is None, rtype
+    refs = sb.admin.mutate(delete=40, seed=3)["deleted"]
+    deleted = [ref.split("/")[0] for ref in refs]
+    assert all(rtype in deleted for rtype in _TYPES), deleted
+    con = duckdb.connect(world.env.warehouse_target)
+    try:
+        ids = [r[0] for r in con.execute("SELECT id FROM fhir_resources WHERE resource_type = ?", [_TYPE]).fetchall()]
+        lost = min(i for i in ids if f"{_TYPE}/{i}" not in refs)
+        con.execute("DELETE FROM fhir_resources WHERE resource_type = ? AND id = ?", [_TYPE, lost])
+    finally:
+        con.close()
+    return cid, deleted
+
+
+def _stopped_at_the_type(world: SyncWorld, cid: str, before: dict[str, int], code: str) -> ReconcileReport:
+    """Reconcile ``_TYPES``: the run stops at ``_TYPE`` (``code``), whose report counts what it tombstoned; the
+    types after it are not reached, nothing of them tombstoned."""
+    by_type = {r.resource_type: r for r in reconcile_types(world.env, cid, _TYPES, run_id="reconcile-stops")}
+    after = _live(world, cid)
+    for rtype in _AFTER:
+        assert by_type[rtype].error == f"not reached: the run stopped at {_TYPE} ({code})", by_type[rtype]
+        assert after[rtype] == before[rtype], rtype
+    report = by_type[_TYPE]
+    assert report.error is None and report.stopped == code, report
+    assert report.tombstoned == before[_TYPE] - after[_TYPE], (report, before, after)
+    return report
+
+
+def test_a_grant_refused_in_a_read_back_stops_the_run_and_the_types_tombstones_are_counted_bdx31(
+    http: httpx.Client, world: SyncWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with SandboxServer(SandboxConfig(patients=1, seed=5)) as sb:
+        cid, deleted = _synced_then_deleted(world, sb, http)
+        before = _live(world, cid)
+
+        def refused(*_: Any, **__: Any) -> Any:
+            raise NeedsReauthError("the refresh token was refused (invalid_grant)")
+
+        monkeypatch.setattr(deletes, "land_by_ids", refused)
+        report = _stopped_at_the_type(world, cid, before, "needs_reauth")
+    assert report.tombstoned == deleted.count(_TYPE) > 0, report
+    assert report.recovered is not None and (report.recovered.error or "").startswith("needs_reauth"), report
+
+
+def test_a_long_throttle_while_confirming_stops_the_run_before_the_next_types_listing_bdx31(
+    http: httpx.Client, world: SyncWorld, request_log: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first ``_id`` search confirming the Observation deletions is throttled for an hour: nothing of them
+    is confirmed (all kept live), nothing read back, and no later type's listing is sent into the throttle."""
+    with SandboxServer(SandboxConfig(patients=1, seed=5)) as sb:
+        cid, _ = _synced_then_deleted(world, sb, http)
+        before = _live(world, cid)
+
+        def throttled(*_: Any, **__: Any) -> Any:
+            raise RateLimitedError("GET Observation answered HTTP 429", 429, retry_after=3600.0)
+
+        monkeypatch.setattr(delete_confirm, "search_by_ids", throttled)
+        monkeypatch.setattr(delete_confirm, "_read_each", throttled)
+        sent = len(request_log.paths("/fhir/Condition"))
+        report = _stopped_at_the_type(world, cid, before, "rate_limited")
+        assert len(request_log.paths("/fhir/Condition")) == sent
+    assert report.tombstoned == 0 and report.recovered is None, report
+    assert (report.confirm_error or "").startswith("rate_limited"), report
