@@ -2,7 +2,7 @@
 
 DuckDB: analysts read the published snapshot (``warehouse.snapshot``), never the warehouse file, so nothing of
 theirs is in the way; the one writer still replaces only views whose definition changed (the same marker, below),
-because recreating all of them cost every sync run ~0.3-0.5 s of CPU (DuckDB binds each view's query anew).
+because recreating all of them cost every refresh ~0.3 s of CPU (DuckDB binds each view's query anew).
 
 PostgreSQL: analysts query the views live (MVCC: their reads never block the sync's writes). Replacing a view,
 though, needs an exclusive lock that waits for every open transaction that read it, and makes later readers queue

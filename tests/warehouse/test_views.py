@@ -434,8 +434,8 @@ def test_a_bad_view_definition_file_is_named(
 
 
 def test_duckdb_replaces_only_views_whose_definition_changed(tmp_path: Path) -> None:
-    """As on PostgreSQL (test_analyst_views_pg.py): each sync run's refresh leaves unchanged views alone (each view
-    rebound cost a run ~0.3-0.5 s of CPU); one whose stored definition differs, or that someone replaced by hand, is
+    """As on PostgreSQL (test_analyst_views_pg.py): a refresh leaves unchanged views alone (rebinding all 22 cost
+    ~0.3 s of CPU); one whose stored definition differs, or that someone replaced by hand, is
     replaced, columns and all."""
     with open_warehouse(str(tmp_path / "wh.duckdb")) as wh:
         assert refresh_analyst_views(wh) == list(VIEW_NAMES)
