@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from engine import cursors, run_bulk_export
@@ -24,7 +25,7 @@ from engine.models import BulkJob, SyncRun, utcnow
 from engine.run_tags import EXPORT_SLOT_TAG, connection_run_tags
 from store.models import Connection
 from tests.engine.conftest import RequestLog
-from tests.engine.helpers import SyncWorld, _add_connection, connect_backend
+from tests.engine.helpers import SyncWorld, _add_connection, add_fault, connect_backend
 
 SECOND = "grp1"
 
@@ -115,3 +116,23 @@ def test_bdx07_one_export_per_client_vendor_runs_share_a_slot_tag_and_an_in_proc
     assert reports and reports[0].status == "completed", reports
     again = run_bulk_export(world.env, second, "after")  # the slot is free once the first export is done
     assert again.status == "completed", again.error
+
+
+@pytest.mark.parametrize("said", ["31536000", "100000000000000"], ids=["a_year", "past_a_datetime"])
+def test_bdx07_a_kick_off_throttled_for_longer_than_a_day_holds_the_connection_a_day(
+    shared_sb: Any, world: SyncWorld, http: httpx.Client, said: str
+) -> None:
+    """BDX-07/BDX-10: a kick-off refused 429 whose Retry-After is a year (or past what a datetime holds, a server's
+    mistake) holds the connection a day at most, as a throttle met by a REST step or a batch member does
+    (``engine.batch_defer.MAX_WAIT_S``). Before, the year was noted as ``not_before`` (the scheduler asked for
+    nothing for a year) and 10^14 s raised ``OverflowError`` out of the run, noting no hold at all."""
+    conn = connect_backend(world, shared_sb, http=http, group_id="grp0")
+    add_fault(http, shared_sb, "429", path="/fhir/Group/grp0/$export", retry_after=said, times=None)
+    before = utcnow()
+    report = run_bulk_export(world.env, conn, "throttled")
+    assert report.error is not None and report.error.startswith("bulk_export_busy: "), report.error
+    row = _run_row(world, "throttled")
+    assert row.status == "failed" and row.not_before is not None
+    until = row.not_before.replace(tzinfo=before.tzinfo)
+    assert before + timedelta(hours=23) < until <= utcnow() + timedelta(days=1)
+    assert not _jobs(world, conn)
