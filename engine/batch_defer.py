@@ -42,6 +42,7 @@ __all__ = [
     "source_key",
     "source_origins",
     "source_throttle",
+    "throttle_end",
     "unopened_origin",
 ]
 
@@ -80,15 +81,20 @@ def source_throttle(
     FHIR base and token endpoint: ``source_origins``), or None (a failure of this connection only)."""
     at = now or datetime.now(UTC)
     if isinstance(exc, RateLimitedError):
-        wait = exc.retry_after if exc.retry_after is not None and exc.retry_after > 0 else DEFAULT_WAIT_S
-        wait = min(wait, MAX_WAIT_S)
-        return SourceThrottle(f"{exc.code}, HTTP {exc.status}", connection_id, at + timedelta(seconds=wait))
+        return SourceThrottle(f"{exc.code}, HTTP {exc.status}", connection_id, throttle_end(at, exc.retry_after))
     origin = unopened_origin(exc)
     if origin is None or origin not in origins:
         return None
     code = exc.code if isinstance(exc, EhrSyncError) else "transport_error"
     kind = f"{code}: no connection could be opened to {origin}"
     return SourceThrottle(kind, connection_id, at + timedelta(seconds=DEFAULT_WAIT_S), state="unreachable")
+
+
+def throttle_end(at: datetime, retry_after: float | None) -> datetime:
+    """When a throttle met at ``at`` that named ``retry_after`` seconds ends: ``DEFAULT_WAIT_S`` when it named none,
+    at most ``MAX_WAIT_S`` (a longer time is a server's mistake, and past a datetime's range would raise)."""
+    wait = retry_after if retry_after is not None and retry_after > 0 else DEFAULT_WAIT_S
+    return at + timedelta(seconds=min(wait, MAX_WAIT_S))
 
 
 def unopened_origin(exc: BaseException) -> str | None:

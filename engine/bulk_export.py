@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from connectors.bulk import WHOLE_EXPORT, BulkClient, ExportLevel
@@ -22,7 +22,7 @@ from connectors.errors import (
     loggable_message,
 )
 from engine import bulk_members, bulk_state, cursors, runs
-from engine.batch_defer import MAX_WAIT_S
+from engine.batch_defer import throttle_end
 from engine.bulk_files import ExportExpiredError, process_files
 from engine.bulk_jobs import BulkProgress, await_manifest, cancel_quietly, kickoff, next_since
 from engine.bulk_level import export_level, require_declared_export
@@ -100,12 +100,10 @@ def run_bulk_export(
 
 
 def _note_retry_after(env: SyncEnvironment, run_id: str, exc: Exception) -> None:
-    """BDX-07: a kick-off the EHR throttled with Retry-After: the scheduler asks for nothing before that time, at
-    most a day away as a batch member's throttle (``MAX_WAIT_S``): a Retry-After of years, a server's mistake,
-    would park the connection for good, or (past what a datetime holds) raise out of the run's report."""
+    """BDX-07: a kick-off the EHR throttled with Retry-After: the scheduler asks for nothing before that time (a
+    day at most, as for any source's throttle: ``engine.batch_defer.throttle_end``)."""
     if isinstance(exc, BulkExportBusyError) and exc.retry_after:
-        wait = min(exc.retry_after, MAX_WAIT_S)
-        runs.hold_until(env.db, run_id, utcnow() + timedelta(seconds=wait))
+        runs.hold_until(env.db, run_id, throttle_end(utcnow(), exc.retry_after))
 
 
 def _incomplete(types: list[str]) -> BulkExportIncompleteError:

@@ -23,7 +23,8 @@ _log = logging.getLogger(__name__)
 KINDS = ("incremental", "full", "bulk")
 # abandoned: the run's process died (killed, OOM) before closing its row; a later run of the connection that
 # completed found that process gone and closed it. deferred: a batch member not attempted, its source throttled
-# (``engine.batch_defer``); asked for again after ``not_before``, and no failure.
+# (``engine.batch_defer``), or an automatic retry of a connection's own run that its source held (``defer``);
+# asked for again after ``not_before``, and no failure.
 STATUSES = ("queued", "running", "completed", "failed", "abandoned", "deferred")
 
 
@@ -141,6 +142,7 @@ def _finish(
     *,
     started_at: datetime | None = None,
     finished_at: datetime | None = None,
+    not_before: datetime | None = None,
 ) -> None:
     """Close the row; ``started_at``/``finished_at`` are the run's own times when the caller knows them (Dagster's
     run record), otherwise the row keeps its start and finishes now."""
@@ -148,6 +150,7 @@ def _finish(
         row = _load(session, run_id)
         now = finished_at or utcnow()
         row.status = status
+        row.not_before = not_before or row.not_before
         row.started_at = started_at or row.started_at
         row.finished_at = now
         if counts is not None:
@@ -185,6 +188,14 @@ def fail(
 ) -> None:
     """Mark the run failed with a log-safe reason."""
     _finish(db, run_id, "failed", counts, error, started_at=started_at, finished_at=finished_at)
+
+
+def defer(
+    db: AppDatabase, run_id: str, reason: str, not_before: datetime, *, finished_at: datetime | None = None
+) -> None:
+    """Close the run ``deferred`` (no failure streak) until ``not_before``, in one write: its source held it and it
+    sent nothing (an automatic retry, ``engine.run_holds``); the scheduler asks for the connection then."""
+    _finish(db, run_id, "deferred", None, reason, finished_at=finished_at, not_before=not_before)
 
 
 def hold_until(db: AppDatabase, run_id: str, not_before: datetime, *, deferred: str | None = None) -> None:

@@ -19,6 +19,7 @@ from connectors.errors import BulkExportError
 from engine import bulk_files, cursors, run_bulk_export, runs
 from engine.bulk_merge_group import MergeGroup
 from engine.models import BulkJob, BulkJobFile
+from engine.retries import source_holds
 from pipelines.defs.bulk.assets import BULK_EXPORT_JOB
 from sandbox import SandboxServer
 from tests.engine import reexecution
@@ -196,3 +197,22 @@ def test_reexecution_whose_status_url_is_gone_exports_again_from_the_held_since_
     assert cursors.get_mark(world.env.db, cid, STREAM, "*") == jobs[-1].transaction_time
     row = runs.require(world.env.db, again)
     assert row.status == "completed" and row.counts["_bulk"]["reruns"] == 1
+
+
+def test_an_automatic_retry_of_an_export_throttled_at_kick_off_sends_nothing_before_its_retry_after_bdx07(
+    rig: Rig,
+) -> None:
+    """BDX-07/BDX-10: a kick-off refused 429 with a Retry-After past what ehrsync waits notes it as the run's
+    ``not_before``; Dagster's automatic retry, started the moment the run failed, sends nothing before it (its step
+    fails as held, no row, the hold kept), as a REST run's does. Before, it kicked off again into the throttle."""
+    world, sb, http, request_log, bulk = rig.world, rig.sb, rig.http, rig.log, rig.bulk
+    cid = connect_backend(world, sb, http=http, group_id=GROUP)
+    add_fault(http, sb, "429", path=KICKOFF, retry_after="3000", times=None)
+    first, failed = _export(bulk, cid)
+    assert failed and "bulk_export_busy" in failed[0]
+    hold = source_holds(world.env.db)[cid].until
+    request_log.clear()
+    retry, failed = reexecution.reexecute(bulk, first, from_failure=True, retry_number=1)
+    assert failed and "bulk export of connection" in failed[0] and "not tried" in failed[0], failed
+    assert request_log.paths("/fhir/") == [], "the automatic retry kicked off into the throttle"
+    assert runs.get(world.env.db, retry) is None and source_holds(world.env.db)[cid].until == hold

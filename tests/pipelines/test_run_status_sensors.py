@@ -267,37 +267,6 @@ def test_an_automatic_batch_retry_that_failed_before_its_op_leaves_the_held_memb
     assert source_holds(app_db.db)[held].until == until
 
 
-@pytest.mark.parametrize("automatic", [True, False], ids=["automatic_retry", "operator"])
-def test_an_automatic_retry_of_a_connection_s_own_held_run_records_no_failure(
-    app_db: AppDb, dagster_instance: DagsterInstance, automatic: bool
-) -> None:
-    """BDX-10: a connection's own run noted its source's time (``not_before``) and failed; Dagster's automatic
-    retry of it sends nothing before that time (its steps fail as held, ``source_hold``) and is not recorded
-    failed: a failed row would be the connection's newest, ending the hold (the scheduler retrying it after the
-    backoff, into the throttle) and lengthening its failure streak. An operator's re-execution is recorded."""
-    cid = app_db.add("c1")
-    tags = {CONNECTION_TAG: cid, RESUME_RETRY_TAG: "true", **({RETRY_NUMBER_TAG: "1"} if automatic else {})}
-    parent = create_run_for_test(
-        dagster_instance, job_name="incremental_sync", status=DagsterRunStatus.FAILURE, tags={CONNECTION_TAG: cid}
-    )
-    runs.ensure_run(app_db.db, cid, parent.run_id, "incremental", tenant_id=app_db.tenant_id)
-    until = datetime.now(UTC) + timedelta(hours=1)
-    runs.hold_until(app_db.db, parent.run_id, until)
-    finish_sync_run(app_db.db, parent.run_id, cid, succeeded=False, error="x")
-    retry = create_run_for_test(
-        dagster_instance,
-        job_name="incremental_sync",
-        status=DagsterRunStatus.FAILURE,
-        tags=tags,
-        parent_run_id=parent.run_id,
-        root_run_id=parent.run_id,
-    )
-    report_failure(app_db, dagster_instance, retry)
-    assert (runs.get(app_db.db, retry.run_id) is None) is automatic
-    assert (cid in source_holds(app_db.db)) is automatic
-    assert failure_streaks(app_db.db)[cid].failures == (1 if automatic else 2)
-
-
 def test_the_resume_and_retry_tags_are_dagsters() -> None:
     """``members_passed_over`` reads Dagster's own tags of a re-execution from failure and of its run retries."""
     assert RESUME_RETRY_TAG == DAGSTER_RESUME_RETRY_TAG

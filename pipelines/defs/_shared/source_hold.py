@@ -7,15 +7,17 @@ nothing before it. An operator's re-execution is tried at once, as a batch's is 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from dagster import DagsterInstance, DagsterRun, Failure
 
+from engine import runs
 from engine.run_holds import held_until
+from engine.run_outcome import RunTimes
 from pipelines.defs._shared.run_control import automatic_retry, earlier_runs
 from store import AppDatabase
 
-__all__ = ["SourceHeldFailure", "run_held_until", "stop_if_held"]
+__all__ = ["SourceHeldFailure", "close_held_retry", "run_held_until", "stop_if_held"]
 
 
 class SourceHeldFailure(Failure):
@@ -25,9 +27,19 @@ class SourceHeldFailure(Failure):
 def run_held_until(instance: DagsterInstance, run: DagsterRun, db: AppDatabase, at: datetime) -> datetime | None:
     """The time the connection's source holds this run's sync until (None: not held): noted by one of its own
     steps, or, on an automatic retry, by the newest run it carries on (a person's re-execution is not held by
-    those)."""
-    rows = (run.run_id, *earlier_runs(instance, run)) if automatic_retry(run) else (run.run_id,)
-    return held_until(db, rows, at)
+    those). The retry's own row, opened by a step that sent nothing (a warehouse step upserting its parent's
+    landing), notes no time of its own and does not end its lineage's hold."""
+    own = held_until(db, (run.run_id,), at)
+    lineage = held_until(db, earlier_runs(instance, run), at) if automatic_retry(run) else None
+    return max((t for t in (own, lineage) if t is not None), default=None)
+
+
+def _held_message(what: str, until: datetime) -> str:
+    return (
+        f"{what} not tried: its source is held until {until:%Y-%m-%dT%H:%M:%SZ} (throttled, out of quota or "
+        "unreachable, as an earlier step or run found: see its failure; sync_runs.not_before); the scheduler asks "
+        "for it then"
+    )
 
 
 def stop_if_held(
@@ -36,8 +48,22 @@ def stop_if_held(
     """Fail the step before any request when the source holds the run (``SourceHeldFailure``, naming the time)."""
     until = run_held_until(instance, run, db, at)
     if until is not None:
-        raise SourceHeldFailure(
-            description=f"{step} of connection {connection_id} not tried: its source is held until "
-            f"{until:%Y-%m-%dT%H:%M:%SZ} (throttled, out of quota or unreachable, as an earlier step or run found: "
-            "see its failure; sync_runs.not_before); the scheduler asks for it then"
-        )
+        raise SourceHeldFailure(description=_held_message(f"{step} of connection {connection_id}", until))
+
+
+def close_held_retry(instance: DagsterInstance, run: DagsterRun, db: AppDatabase, times: RunTimes) -> bool:
+    """Close ``deferred``, with its lineage's time, the row of an automatic retry its source held to the end (its
+    landing sent nothing) that a step opened anyway (a warehouse step upserting its parent's landing): closed
+    ``failed`` with no time, as the connection's newest row it ended the hold and lengthened the failure streak.
+    A retry that met the throttle itself (its own row noted a time) failed on it, and stays so."""
+    end = times.finished_at or datetime.now(UTC)
+    record = runs.get(db, run.run_id)
+    if not automatic_retry(run) or record is None or record.status not in ("queued", "running"):
+        return False
+    if held_until(db, (run.run_id,), end) is not None:
+        return False
+    until = held_until(db, earlier_runs(instance, run), end)
+    if until is None:
+        return False
+    runs.defer(db, run.run_id, f"deferred: {_held_message('the run', until)}", until, finished_at=times.finished_at)
+    return True

@@ -7,6 +7,7 @@ blocking ``export_complete`` when a type was not exported (BDX-22), and the non-
 whenever an OperationOutcome has severity error or fatal (the run still succeeds when every type arrived).
 """
 
+from datetime import UTC, datetime
 from typing import Any
 
 from dagster import (
@@ -38,6 +39,7 @@ from pipelines.defs._shared.metadata import (
     without_freshness,
 )
 from pipelines.defs._shared.partitions import bulk_connections_partitions
+from pipelines.defs._shared.source_hold import stop_if_held
 from pipelines.defs._shared.tables import ASSET_OWNERS, fhir_resources_metadata, stored_rows
 from pipelines.defs.sync.type_assets import DUPLICATE_CHECK, duplicate_check
 from pipelines.resources import (
@@ -109,6 +111,8 @@ def bulk_export_asset(
 
     with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
         who = connection_metadata(step_connection(env.db, connection_id, bulk=True))
+        # a kick-off refused 429 noted its Retry-After: Dagster's automatic retry sends nothing before it
+        stop_if_held(context.instance, context.run, env.db, connection_id, "bulk export", datetime.now(UTC))
         with hold_connection(env, connection_id, context.run.run_id):  # one sync of a connection at a time
             report = run_bulk_export(env, connection_id, context.run.run_id, progress=progress)
             files = output_file_counts(env.db, report.job_id) if report.job_id else []

@@ -21,7 +21,7 @@ from engine.run_outcome import CANCELED_PREFIX, RunTimes, finish_sync_run, recor
 from engine.run_tags import CONNECTION_TAG
 from pipelines.defs._shared.metadata import without_freshness
 from pipelines.defs._shared.run_control import earlier_runs, run_times
-from pipelines.defs._shared.source_hold import run_held_until
+from pipelines.defs._shared.source_hold import close_held_retry, run_held_until
 from pipelines.defs.sync.batch import (
     BATCH_SYNC_JOB,
     batch_connection_ids,
@@ -110,6 +110,8 @@ def _make_run_ended_sensor(status: DagsterRunStatus) -> RunStatusSensorDefinitio
                 # an automatic retry its source held sent nothing: a failed row would end the hold (source_hold)
                 alone = None if connection_id and run_held_until(context.instance, run, db, at) else connection_id
                 _record_unstarted(db, run, alone, to_sync, reason or "run failed", times, lineage)
+                if connection_id:  # its row opened by a step that sent nothing: not a failure, the hold kept
+                    close_held_retry(context.instance, run, db, times)
             if members:
                 close_batch_rows(db, run.run_id, members, succeeded=succeeded, error=reason, times=times)
             if connection_id:
