@@ -10,10 +10,11 @@ Now the new grant is stored on the connection of the same tenant, provider, FHIR
 that FHIR server; unknown on either, nobody can tell a guardian from the patient, so a new connection is made), that
 is ``needs_reauth`` or ``active``: an active one too, since two connections of one patient and user would sync the
 same record twice, and the newer grant is the patient's latest consent (its scopes rule from now on). Its id,
-partition and sync marks stay, so the next sync is incremental; a type the new grant adds has no mark and is pulled
-whole, a type it no longer grants is skipped as before. Never one ``disconnected`` (the patient revoked it:
-connecting again makes a new one, docs/RETENTION.md), ``disabled`` (a person paused it), ``client_rejected`` or
-``token_undecryptable`` (the practice must act), nor one of another patient or user.
+partition and sync marks stay, so the next sync is incremental; a type the new grant adds, or covers more of (a
+granular scope widened), forgets its mark and is pulled whole (``engine.grant_marks``), a type it no longer grants
+is skipped as before. Never one ``disconnected`` (the patient revoked it: connecting again makes a new one,
+docs/RETENTION.md), ``disabled`` (a person paused it), ``client_rejected`` or ``token_undecryptable`` (the practice
+must act), nor one of another patient or user.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Session
 from auth_service.services.profiles import ClientProfile
 from connectors.fhir.references import reference_on
 from connectors.smart import SmartConfiguration, TokenResponse
+from engine.grant_marks import forget_widened_marks
 from store.audit import record_audit
 from store.crypto import TokenCipher
 from store.models import Connection, ConnectionKind, ConnectionStatus, utcnow
@@ -96,6 +98,7 @@ def take_over(
     ``connection.reauthorized``; returns the old tokens to revoke once committed (``store.regrant``)."""
     now = utcnow()
     previous = conn.status
+    widened = forget_widened_marks(session, conn.id, conn.granted_scopes, fields.get("granted_scopes"))
     same_client = (conn.client_id, conn.token_endpoint) == (profile.client_id, cfg.token_endpoint)
     conn.issuer = cfg.issuer or profile.issuer
     conn.client_id = profile.client_id
@@ -114,6 +117,11 @@ def take_over(
         tenant_id=conn.tenant_id,
         actor=actor,
         connection_id=conn.id,
-        detail={"provider": profile.provider_id, "previous_status": previous, "granted_scope": conn.granted_scopes},
+        detail={
+            "provider": profile.provider_id,
+            "previous_status": previous,
+            "granted_scope": conn.granted_scopes,
+            "marks_forgotten": widened,  # types the new grant covers more of: pulled whole (``engine.grant_marks``)
+        },
     )
     return old if same_client else []  # another client's tokens: only it may revoke them (RFC 7009 §2.1)
