@@ -38,6 +38,7 @@ def replace_grant(
         row.refresh_token_ct = None
         row.id_token_ct = None
         row.launch_context = {}
+        row.scope = None  # the answer's, as a new row has: absent, not the old grant's (``write_tokens``)
     write_tokens(session, cipher, conn, row, response, now=now)
     detail = {"expires_in": response.expires_in, "scope": response.scope, "replaced_grant": True}
     audit_connection(session, conn, action="token.save", outcome="success", detail=detail)

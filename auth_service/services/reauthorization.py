@@ -6,13 +6,15 @@ connection ids, notes waiting on the old one waiting for good, the old one ``nee
 clicked connect twice got two active connections syncing the same record against the EHR.
 
 Now the new grant is stored on the connection of the same tenant, provider, FHIR base and patient (the token's
-``patient``), signed in as the same user (``fhirUser``, when both know one; compared as the reference it names on
-that FHIR server), that is ``needs_reauth`` or ``active``: an active one too, since two connections of one patient
-and user would sync the same record twice, and the newer grant is the patient's latest consent (its scopes rule
-from now on). Its id, partition and sync marks stay, so the next sync is incremental; a type the new grant adds has
-no mark and is pulled whole, a type it no longer grants is skipped as before. Never one ``disconnected`` (the
-patient revoked it: connecting again makes a new one, docs/RETENTION.md), ``disabled`` (a person paused it),
-``client_rejected`` or ``token_undecryptable`` (the practice must act), nor one of another patient or user.
+``patient``), signed in as the same user (``fhirUser``, known on both sides: compared as the reference it names on
+that FHIR server; unknown on either, nobody can tell a guardian from the patient, so a new connection is made), that
+is ``needs_reauth`` or ``active``: an active one too, since two connections of one patient and user would sync the
+same record twice, and the newer grant is the patient's latest consent (its scopes rule from now on). Its id,
+partition and sync marks stay, so the next sync is incremental; a type the new grant adds, or covers more of (a
+granular scope widened), forgets its mark and is pulled whole (``engine.grant_marks``), a type it no longer grants
+is skipped as before. Never one ``disconnected`` (the patient revoked it: connecting again makes a new one,
+docs/RETENTION.md), ``disabled`` (a person paused it), ``client_rejected`` or ``token_undecryptable`` (the practice
+must act), nor one of another patient or user.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sqlalchemy.orm import Session
 from auth_service.services.profiles import ClientProfile
 from connectors.fhir.references import reference_on
 from connectors.smart import SmartConfiguration, TokenResponse
+from engine.grant_marks import forget_widened_marks
 from store.audit import record_audit
 from store.crypto import TokenCipher
 from store.models import Connection, ConnectionKind, ConnectionStatus, utcnow
@@ -37,10 +40,12 @@ TAKEOVER_STATUSES = (ConnectionStatus.ACTIVE, ConnectionStatus.NEEDS_REAUTH)
 
 
 def same_user(stored: str | None, new: str | None, fhir_base: str) -> bool:
-    """Whether two ``fhirUser`` values name the same user: true when either is unknown (no ``openid`` granted);
-    else the same ``Type/id`` on ``fhir_base`` (relative, absolute or versioned alike), or the same text."""
+    """Whether two ``fhirUser`` values name the same user: the same ``Type/id`` on ``fhir_base`` (relative, absolute
+    or versioned alike), or the same text. Never when either is unknown (no ``openid``, or no id_token answered):
+    the patient, a guardian (``RelatedPerson``) and a clinician launching into the chart all open the same Patient,
+    and a takeover revokes the old user's grant and puts the new user's token (and persona) on their connection."""
     if not stored or not new:
-        return True
+        return False
     a, b = reference_on(stored, fhir_base), reference_on(new, fhir_base)
     if a is not None and b is not None:
         return a == b
@@ -93,6 +98,7 @@ def take_over(
     ``connection.reauthorized``; returns the old tokens to revoke once committed (``store.regrant``)."""
     now = utcnow()
     previous = conn.status
+    widened = forget_widened_marks(session, conn.id, conn.granted_scopes, fields.get("granted_scopes"))
     same_client = (conn.client_id, conn.token_endpoint) == (profile.client_id, cfg.token_endpoint)
     conn.issuer = cfg.issuer or profile.issuer
     conn.client_id = profile.client_id
@@ -101,7 +107,7 @@ def take_over(
     conn.status = ConnectionStatus.ACTIVE
     conn.granted_scopes = fields.get("granted_scopes")
     conn.encounter_id = fields.get("encounter_id")
-    conn.fhir_user = fields.get("fhir_user") or conn.fhir_user
+    conn.fhir_user = fields.get("fhir_user")  # known: ``same_user``
     conn.reauthorized_at = conn.updated_at = now
     old = replace_grant(session, cipher, conn, token, now=now)
     record_audit(
@@ -111,6 +117,11 @@ def take_over(
         tenant_id=conn.tenant_id,
         actor=actor,
         connection_id=conn.id,
-        detail={"provider": profile.provider_id, "previous_status": previous, "granted_scope": conn.granted_scopes},
+        detail={
+            "provider": profile.provider_id,
+            "previous_status": previous,
+            "granted_scope": conn.granted_scopes,
+            "marks_forgotten": widened,  # types the new grant covers more of: pulled whole (``engine.grant_marks``)
+        },
     )
     return old if same_client else []  # another client's tokens: only it may revoke them (RFC 7009 §2.1)
