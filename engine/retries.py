@@ -19,6 +19,7 @@ from engine.models import SyncRun
 from engine.run_outcome import CANCELED_PREFIX
 from engine.scheduling import FailureStreak, RetryBackoff, SourceHold
 from store import AppDatabase
+from store.models import Connection
 
 __all__ = [
     "DEFAULT_BASE_S",
@@ -82,7 +83,9 @@ def failure_streaks(db: AppDatabase, *, since: datetime | None = None) -> dict[s
     A canceled run (closed ``failed`` with ``CANCELED_PREFIX``) ends a streak like a completed one: somebody
     stopped it on purpose. Open rows (queued, running) do not break a streak: a run in flight is the busy
     check's business, and a dead one is closed as abandoned later. A failed row without a finish time counts
-    from its creation.
+    from its creation. A patient's new authorization that took the connection over (``reauthorized_at``) ends a
+    streak too: the failures before it were the replaced grant's (a refused refresh token), and held its first
+    sync or the scheduler's retry for their backoff.
     """
     canceled = (SyncRun.status == "failed") & SyncRun.error.like(f"{CANCELED_PREFIX}%")
     recent = SyncRun.created_at > since if since is not None else true()
@@ -96,10 +99,12 @@ def failure_streaks(db: AppDatabase, *, since: datetime | None = None) -> dict[s
     query = (
         select(SyncRun.connection_id, func.count(), func.max(ended))
         .join(succeeded, succeeded.c.cid == SyncRun.connection_id, isouter=True)
+        .join(Connection, Connection.id == SyncRun.connection_id, isouter=True)
         .where(
             SyncRun.status == "failed",
             recent,
             (succeeded.c.ok_at.is_(None)) | (SyncRun.created_at > succeeded.c.ok_at),
+            Connection.reauthorized_at.is_(None) | (SyncRun.created_at > Connection.reauthorized_at),
         )
         .group_by(SyncRun.connection_id)
     )

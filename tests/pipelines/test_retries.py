@@ -24,6 +24,7 @@ from engine.scheduling import DueReason, FailureStreak, RetryBackoff, decide_ret
 from engine.sync_windows import parse_window
 from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME
 from pipelines.resources import RetryPolicyResource
+from store.models import Connection
 from tests.pipelines.appdb import AppDb
 from tests.pipelines.scheduler import evaluate_scheduled_syncs
 
@@ -219,3 +220,21 @@ def test_sensor_retries_a_failed_first_sync_after_its_backoff(app_db: AppDb, dag
 
     _run(app_db, cid, "completed")  # a completed run ends the streak: nothing more until the next slot
     assert not evaluate_scheduled_syncs(dagster_instance, app_db, retry=one_second).run_requests
+
+
+def test_a_reauthorization_ends_the_streak_of_the_grant_it_replaced(app_db: AppDb) -> None:
+    """A patient's new grant took the connection over (``reauthorized_at``): the failures before it were the old
+    grant's (a refused refresh token), so they neither hold its first sync (``without_held_first_syncs``) nor make
+    the scheduler wait out their backoff; a failure under the new grant starts a streak of its own."""
+    cid = app_db.add("c")
+    _run(app_db, cid, "failed")
+    _run(app_db, cid, "failed")
+    assert failure_streaks(app_db.db)[cid].failures == 2
+    with app_db.db.session() as session:
+        row = session.get(Connection, cid)
+        assert row is not None
+        row.reauthorized_at = datetime.now(UTC)  # after both failures
+        session.commit()
+    assert failure_streaks(app_db.db) == {}
+    _run(app_db, cid, "failed")
+    assert failure_streaks(app_db.db)[cid].failures == 1
