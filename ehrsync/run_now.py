@@ -187,7 +187,8 @@ def run_reconcile_now(
     """Run deletion reconciliation (BDX-31) for one patient connection now.
 
     Same job the weekly schedule runs, so it is recorded on the instance. Raises ``ConnectionNotSyncableError``
-    for a bulk or inactive connection and ``PipelineRunError`` when the run fails.
+    for a bulk or inactive connection and ``PipelineRunError`` when the run fails, naming why (the op's failure:
+    the types not reconciled).
     """
     resolved = settings or PipelineSettings.from_env()
     with ExitStack() as cleanup:
@@ -203,7 +204,8 @@ def run_reconcile_now(
         dagster = instance or cleanup.enter_context(open_instance(resolved))
         result = _execute_for_connection(dagster, resolved, RECONCILE_JOB, conn, _RunSelection(console_log_level))
         if not result.success:
-            raise PipelineRunError(f"reconciliation run {result.run_id} of {connection_id} failed")
+            why = "; ".join(_step_errors(result).values()) or "no step ran"  # the types not reconciled, and why
+            raise PipelineRunError(f"reconciliation run {result.run_id} of {connection_id} failed: {why}")
         deleted: dict[str, int] = result.output_for_node("reconcile_connection")
         return ReconcileNowResult(tombstoned=sum(deleted.values()), unconfirmable=unconfirmable_of(result))
 

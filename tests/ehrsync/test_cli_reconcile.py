@@ -69,7 +69,9 @@ def app_db(world: SyncWorld) -> Iterator[AppDb]:
         (None, None, ("not found", "no-such-connection")),
         ("backend", "active", ("cannot be reconciled", "bulk=True")),
         ("patient", "disabled", ("cannot be reconciled", "disabled")),
-        ("patient", "active", ("reconciliation run", "failed")),  # no token, EHR unreachable: the run fails
+        # no token, EHR unreachable: the run fails, and the line says which types were not reconciled and why
+        # (the op's failure; the command hides the run's log unless asked to be verbose)
+        ("patient", "active", ("reconciliation run", "failed: reconciled", "not reconciled", "Patient: ")),
     ],
     ids=["unknown", "bulk", "inactive", "failed-run"],
 )
