@@ -17,7 +17,6 @@ from functools import partial
 from typing import NoReturn, TypeVar
 
 import httpx
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from connectors.errors import EhrSyncError
@@ -30,9 +29,10 @@ from store._undecryptable import mark_undecryptable, recover_if_decryptable
 from store.audit import audit_connection, record_audit
 from store.crypto import TokenCipher
 from store.database import AppDatabase
+from store.disconnect import disconnect, find_connection
 from store.errors import TokenKeyMissingError, TokenUndecryptableError, UnknownConnectionError
 from store.models import Connection, ConnectionKind, ConnectionStatus, TokenRecord, utcnow
-from store.revocation import Revocation, revoke_at_server
+from store.revocation import Revocation
 from store.tokenrows import open_field, write_tokens
 
 __all__ = ["TokenInfo", "TokenVault", "UnknownConnectionError", "VaultTokenSource", "reactivatable"]
@@ -267,34 +267,11 @@ class TokenVault:
 
         Local deletion happens whatever the server says (the user asked to disconnect); the answer (and the
         ``token.revoke`` audit row, ``local_only`` unless revoked) says what was revoked and why not the rest.
-        Requests spend the caller's active call budget (``vendor_call_budget``): a busy one sends nothing.
+        Requests spend the caller's active call budget (``vendor_call_budget``): a busy one sends nothing. Tokens
+        stored while those were revoked (a re-authorization) are revoked too (``store.disconnect``).
         """
-        with self._db.session() as session:
-            conn = self._connection(session, connection_id)
-            row = session.get(TokenRecord, connection_id)
-            revocation = Revocation("no_tokens")
-            if row is not None:
-                revocation = revoke_at_server(self._grants, self._cipher, session, conn, row)
-        with self._db.locked_session() as session:
-            row = _refresh.lock_row(session, connection_id)
-            conn = self._connection(session, connection_id)
-            if row is not None:
-                session.delete(row)
-            conn.status = ConnectionStatus.DISCONNECTED
-            conn.updated_at = conn.disconnected_at = self._clock()  # disconnected_at: the retention clock
-            record_audit(
-                session,
-                action="token.revoke",
-                outcome="success" if revocation.revoked else "local_only",
-                tenant_id=conn.tenant_id,
-                connection_id=connection_id,
-                detail=revocation.audit_detail(),
-            )
-        return revocation
+        return disconnect(self._db, self._grants, self._cipher, self._clock, connection_id)
 
     @staticmethod
     def _connection(session: Session, connection_id: str) -> Connection:
-        conn = session.scalar(select(Connection).where(Connection.id == connection_id))
-        if conn is None:
-            raise UnknownConnectionError(f"no connection with id {connection_id!r}")
-        return conn
+        return find_connection(session, connection_id)

@@ -19,9 +19,10 @@ must act), nor one of another patient or user.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
-from sqlalchemy import case, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from auth_service.services.profiles import ClientProfile
@@ -55,11 +56,13 @@ def same_user(stored: str | None, new: str | None, fhir_base: str) -> bool:
 def find_replaced(session: Session, profile: ClientProfile, fields: dict[str, Any]) -> Connection | None:
     """The connection a new patient grant (``fields``: what it would store) takes over, locked; None: make one.
 
-    Several may match (made before this rule, or by sign-ins racing it): the ``active`` one first, then the one
-    changed last (``updated_at``), then the greatest id, so the same one is picked every time."""
+    Several may match (made before this rule): the ``active`` one first, then the one changed last
+    (``updated_at``), then the greatest id, so the same one is picked every time. Sign-ins of one patient racing
+    each other (two tabs) are serialized first (``_serialize``), so the second finds the connection the first made."""
     patient_id = fields.get("patient_id")
     if fields.get("kind") != ConnectionKind.PATIENT or not patient_id:
         return None  # a clinician's sign-in with no patient in context names no record to take over
+    _serialize(session, profile, str(patient_id))
     query = (
         select(Connection)
         .where(
@@ -81,6 +84,17 @@ def find_replaced(session: Session, profile: ClientProfile, fields: dict[str, An
         if same_user(conn.fhir_user, fields.get("fhir_user"), profile.fhir_base):
             return conn
     return None
+
+
+def _serialize(session: Session, profile: ClientProfile, patient_id: str) -> None:
+    """PostgreSQL: a transaction-scoped advisory lock on the patient at this provider and FHIR base, held until the
+    callback's transaction ends. ``FOR UPDATE`` locks no row when there is no connection yet, so two callbacks at
+    once would each make one. SQLite's ``BEGIN IMMEDIATE`` already serializes every writer."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    name = "\x1f".join((profile.tenant_id, profile.provider_id, profile.fhir_base, patient_id))
+    key = int.from_bytes(hashlib.sha256(f"ehrsync-signin\x1f{name}".encode()).digest()[:8], "big", signed=True)
+    session.execute(select(func.pg_advisory_xact_lock(key)))
 
 
 def take_over(
