@@ -135,9 +135,7 @@ def clear_mark(db: AppDatabase, connection_id: str, stream: str, resource_type: 
     with db.locked_session() as session:
         row = session.get(SyncCursor, (connection_id, stream, resource_type), with_for_update=True)
         if row is not None and (row.high_water_mark is not None or row.pending_mark is not None):
-            row.high_water_mark = None
-            row.pending_mark = None
-            row.updated_at = utcnow()
+            forget_marks(row)
             session.commit()
 
 
@@ -158,10 +156,15 @@ def begin_full(db: AppDatabase, connection_id: str, run_id: str, earlier_runs: S
             select(SyncCursor).where(SyncCursor.connection_id == connection_id, SyncCursor.stream == REST_STREAM)
         ).all()
         for row in rows:
-            row.high_water_mark = row.pending_mark = None
-            row.updated_at = utcnow()
+            forget_marks(row)
         session.commit()
     return True
+
+
+def forget_marks(row: SyncCursor) -> None:
+    """Forget ``row``'s mark and a waiting landing's (in the caller's transaction): its type is searched whole."""
+    row.high_water_mark = row.pending_mark = None
+    row.updated_at = utcnow()
 
 
 def get_data(db: AppDatabase, connection_id: str, stream: str, key: str) -> dict[str, Any] | None:

@@ -5,7 +5,7 @@ SMART v2 granular scope such as ``patient/Condition.rs?category=problem-list-ite
 search itself; SAL-21) the mark moved on over the part shown, so when a patient's new authorization takes the
 connection over with a grant that covers more of the type (``auth_service.services.reauthorization``), an
 incremental search from that mark would never fetch the rest that is older than it: silent loss. Those types forget
-their mark (and a waiting landing's, as ``cursors.clear_mark`` does) and are searched whole by the next run. A type
+their mark (and a waiting landing's: ``cursors.forget_marks``) and are searched whole by the next run. A type
 the old grant covered whole (or any type, when its scopes were unknown: the sync then follows no grant) keeps its mark.
 """
 
@@ -15,8 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from connectors.smart import ScopeSet, parse_scopes
-from engine.cursors import REST_STREAM
-from engine.models import SyncCursor, utcnow
+from engine.cursors import REST_STREAM, forget_marks
+from engine.models import SyncCursor
 
 __all__ = ["forget_widened_marks", "widens"]
 
@@ -51,7 +51,6 @@ def forget_widened_marks(
     forgotten = []
     for row in rows:
         if (row.high_water_mark or row.pending_mark) and widens(old_scopes, new_scopes, row.resource_type):
-            row.high_water_mark = row.pending_mark = None
-            row.updated_at = utcnow()
+            forget_marks(row)
             forgotten.append(row.resource_type)
     return sorted(forgotten)
