@@ -110,12 +110,13 @@ def without_held_first_syncs(
     (``streak_horizon``). Likewise the incremental syncs of re-authorized connections (``resumes``) that have a run
     queued or in progress (that run uses the new grant); their failures are the refused grant's, no reason to wait."""
     again = {c.id for c in plan.first_syncs if c.id in sets.known}
-    if not again and not plan.resumes:
-        return plan
-    streaks = failure_streaks(db, since=datetime.now(UTC) - streak_horizon(backoff)) if again else {}
-    held = busy_among(instance, again) | (again & busy_in_batches(instance, db)) | (again & set(streaks))
     resuming = {c.id for c in plan.resumes}  # a failure streak does not hold these: it was the refused grant's
-    busy = busy_among(instance, resuming) | (resuming & busy_in_batches(instance, db)) if resuming else set()
+    if not again and not resuming:
+        return plan
+    asked = again | resuming  # one lookup of runs in flight and of batches for both
+    busy = busy_among(instance, asked) | (asked & busy_in_batches(instance, db))
+    streaks = failure_streaks(db, since=datetime.now(UTC) - streak_horizon(backoff)) if again else {}
+    held = (again & busy) | (again & set(streaks))
     return replace(
         plan,
         first_syncs=tuple(c for c in plan.first_syncs if c.id not in held),
