@@ -24,9 +24,8 @@ def default_ssl_context(trust_env: bool = True) -> ssl.SSLContext:
     """What ``httpx.create_ssl_context(verify=True, trust_env=trust_env)`` builds (``SSL_CERT_FILE`` /
     ``SSL_CERT_DIR`` when ``trust_env``, else certifi's bundle), built once per distinct setting and reused.
     Callers must not change it (no ``load_cert_chain``: a client certificate needs a context of its own)."""
-    key = (trust_env, os.environ.get("SSL_CERT_FILE") or None, os.environ.get("SSL_CERT_DIR") or None)
-    if not trust_env:
-        key = (False, None, None)
+    env = os.environ if trust_env else {}
+    key = (trust_env, env.get("SSL_CERT_FILE") or None, env.get("SSL_CERT_DIR") or None)
     with _LOCK:
         context = _CONTEXTS.get(key)
         if context is None:
