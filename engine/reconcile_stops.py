@@ -1,7 +1,8 @@
 """What stops a deletion reconciliation run (BDX-31) at the type that met it: a failure no later type gets past.
 
 Each type would only fail the same way, or wait for the lock again: a grant no longer usable, an EHR that cannot
-be reached (no connection opened to it), a throttle longer than ehrsync waits, a landing disk too full, and the
+be reached (no connection opened to it), a throttle longer than ehrsync waits, a landing disk too full, another
+process refreshing the grant for longer than a refresh takes (each type would wait the 300 s again), and the
 engine's own refusals (the connection gone or not syncable, another run holding its lock). Met in a type's id
 listing, the type is not reconciled; met while confirming its deletions or reading back what the searches missed,
 what it confirmed gone is tombstoned and counted; either way the types after it are not reached this run.
@@ -12,10 +13,18 @@ from __future__ import annotations
 from connectors.errors import EhrUnreachableError, InsufficientDiskSpaceError, NeedsReauthError, RateLimitedError
 from engine.batch_defer import unopened_origin
 from engine.errors import SyncError
+from store import RefreshLockTimeoutError
 
 __all__ = ["stopping_code"]
 
-_STOPS_RUN = (NeedsReauthError, EhrUnreachableError, RateLimitedError, InsufficientDiskSpaceError, SyncError)
+_STOPS_RUN = (
+    NeedsReauthError,
+    EhrUnreachableError,
+    RateLimitedError,
+    InsufficientDiskSpaceError,
+    RefreshLockTimeoutError,
+    SyncError,
+)
 
 
 def stopping_code(exc: BaseException) -> str | None:

@@ -13,11 +13,12 @@ import duckdb
 import httpx
 import pytest
 
-from connectors.errors import NeedsReauthError, RateLimitedError
+from connectors.errors import EhrSyncError, NeedsReauthError, RateLimitedError
 from engine import delete_confirm, deletes
 from engine.deletes import ReconcileReport
 from engine.reconcile_run import reconcile_types
 from sandbox import SandboxConfig, SandboxServer
+from store import RefreshLockTimeoutError
 from tests.engine.helpers import SyncWorld, connect_patient
 from tests.engine.job_runs import sync_type
 from warehouse import open_warehouse
@@ -68,20 +69,30 @@ def _stopped_at_the_type(world: SyncWorld, cid: str, before: dict[str, int], cod
     return report
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [
+        NeedsReauthError("the refresh token was refused (invalid_grant)"),
+        # another process has held the grant's refresh lock past 300 s: each later type would wait 300 s again
+        RefreshLockTimeoutError("connection c: another process has been refreshing its token for over 300s"),
+    ],
+    ids=["grant-refused", "refresh-lock-timeout"],
+)
 def test_a_grant_refused_in_a_read_back_stops_the_run_and_the_types_tombstones_are_counted_bdx31(
-    http: httpx.Client, world: SyncWorld, monkeypatch: pytest.MonkeyPatch
+    failure: EhrSyncError, http: httpx.Client, world: SyncWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    code = failure.code
     with SandboxServer(SandboxConfig(patients=1, seed=5)) as sb:
         cid, deleted = _synced_then_deleted(world, sb, http)
         before = _live(world, cid)
 
         def refused(*_: Any, **__: Any) -> Any:
-            raise NeedsReauthError("the refresh token was refused (invalid_grant)")
+            raise failure
 
         monkeypatch.setattr(deletes, "land_by_ids", refused)
-        report = _stopped_at_the_type(world, cid, before, "needs_reauth")
+        report = _stopped_at_the_type(world, cid, before, code)
     assert report.tombstoned == deleted.count(_TYPE) > 0, report
-    assert report.recovered is not None and (report.recovered.error or "").startswith("needs_reauth"), report
+    assert report.recovered is not None and (report.recovered.error or "").startswith(code), report
 
 
 def test_a_long_throttle_while_confirming_stops_the_run_before_the_next_types_listing_bdx31(
