@@ -39,7 +39,7 @@ from engine.incremental import land_resource_type, upsert_resource_type
 from engine.reports import TypeReport
 from engine.run_holds import newest_row
 from engine.run_outcome import CANCELED_PREFIX, RunTimes, finish_sync_run
-from store import AppDatabase
+from store import AppDatabase, RefreshLockTimeoutError
 
 __all__ = [
     "BatchOutcome",
@@ -55,8 +55,15 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 _MAX_ERROR = 500
-# Failures no later type of the member gets past: they end its sync (each type's search would only fail again).
-_STOPS_MEMBER = (NeedsReauthError, EhrUnreachableError, RateLimitedError, InsufficientDiskSpaceError)
+# Failures no later type of the member gets past: they end its sync (each type's search would only fail again,
+# or, for another process refreshing the grant past the refresh lock's 300 s, wait those 300 s again).
+_STOPS_MEMBER = (
+    NeedsReauthError,
+    EhrUnreachableError,
+    RateLimitedError,
+    InsufficientDiskSpaceError,
+    RefreshLockTimeoutError,
+)
 
 
 def batch_sync_run_id(dagster_run_id: str, connection_id: str) -> str:

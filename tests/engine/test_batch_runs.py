@@ -15,12 +15,13 @@ import pytest
 from dagster import DagsterInstance
 
 from ehrsync.run_now import BatchNowResult, run_batch_now
-from engine import cursors, runs
+from engine import batch_sync, cursors, runs
 from engine.batch_sync import close_batch_rows, open_batch_rows, sync_connection
 from engine.connection_snapshots import read_connections
 from engine.planning import PartitionSets, plan_due_runs
 from engine.retries import failure_streaks, source_holds
 from pipelines.defs.sync.type_assets import landing_key, warehouse_key
+from store import RefreshLockTimeoutError
 from store.models import Connection
 from tests.engine.helpers import add_fault, connect_patient, sandbox_patients
 from tests.engine.job_runs import world_resources, world_settings
@@ -131,6 +132,31 @@ def test_a_throttle_longer_than_ehrsync_waits_stops_the_member(start_sandbox, wo
     assert cursors.get_mark(world.env.db, cid, cursors.REST_STREAM, "Patient") is not None
     for later in ("Encounter", "Observation", "Condition", "DocumentReference"):
         assert cursors.get_mark(world.env.db, cid, cursors.REST_STREAM, later) is None, later
+    row = runs.get(world.env.db, outcome.sync_run_id)
+    assert row is not None and row.status == "failed"
+
+
+def test_another_process_refreshing_the_grant_past_the_lock_timeout_stops_the_member(
+    start_sandbox, world, http, monkeypatch
+):
+    """Another process has held the grant's refresh lock past its 300 s (``RefreshLockTimeoutError``): each later
+    type would wait those 300 s again, holding the connection's lock, so the member stops at the type that met it
+    (row failed, retried with backoff), as for a refused grant."""
+    sb = start_sandbox(patients=1)
+    cid = connect_patient(world, sb, http=http, patient_id=sandbox_patients(http, sb)[0])
+    tried: list[str] = []
+    land = batch_sync.land_resource_type
+
+    def waited_out(env, connection_id, resource_type, run_id):
+        tried.append(resource_type)
+        if resource_type == "Encounter":
+            raise RefreshLockTimeoutError(f"connection {connection_id}: another process has been refreshing ...")
+        return land(env, connection_id, resource_type, run_id)
+
+    monkeypatch.setattr(batch_sync, "land_resource_type", waited_out)
+    outcome = sync_connection(world.env, cid, "refresh-lock-batch")
+    assert outcome.error is not None and "RefreshLockTimeoutError" in outcome.error, outcome.error
+    assert tried[-1] == "Encounter", tried
     row = runs.get(world.env.db, outcome.sync_run_id)
     assert row is not None and row.status == "failed"
 
