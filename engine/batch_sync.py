@@ -7,8 +7,7 @@ run-status sensor finds it again), its own cursors and connection lock, its own 
 ``finish_sync_run`` as soon as it ends. One connection failing (any error) is recorded on its row and retried
 by ``engine.retries``; it neither stops nor rolls back the others, except that one stopped by a source-wide throttle,
 or by its source being unreachable, defers the later members at its source (``engine.batch_defer``). The steps are
-the ones the per-type assets call (``land_resource_type`` → ``upsert_resource_type`` per type, then
-``sync_references``).
+the per-type assets' (``land_resource_type`` → ``upsert_resource_type`` per type, then ``sync_references``).
 """
 
 from __future__ import annotations
@@ -55,8 +54,7 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 _MAX_ERROR = 500
-# Failures no later type of the member gets past: they end its sync (each type's search would only fail again,
-# or, for another process refreshing the grant past the refresh lock's 300 s, wait those 300 s again).
+# Failures no later type of the member gets past: they end its sync (``_sync_types`` says why).
 _STOPS_MEMBER = (
     NeedsReauthError,
     EhrUnreachableError,
@@ -210,12 +208,12 @@ def close_batch_rows(
 def _sync_types(env: SyncEnvironment, outcome: ConnectionOutcome, types: Sequence[str]) -> None:
     """Each type as its two assets run it (a failed landing skips that type's upsert), then the references.
 
-    A type that raises fails alone, as its step would in the member's own run: the types after it still sync
-    (a type the EHR keeps failing would otherwise hold back every later type of the member for as long as it
-    fails). What no type could get past stops the member: a grant no longer usable, an EHR that cannot be
-    reached (no connection opened: refused, unresolved, a connect timeout), a throttle or spent quota longer than
-    ehrsync waits (the server said it refuses every request until then: a 429 or 503 with a long Retry-After, eCW's
-    per-practice budget), a landing disk too full."""
+    A type that raises fails alone, as its step would in the member's own run: the types after it still sync (a
+    type the EHR keeps failing would otherwise hold back the member's later types). What no type could get past
+    stops the member: a grant no longer usable, an EHR that cannot be reached (no connection opened: refused,
+    unresolved, a connect timeout), a throttle or spent quota longer than ehrsync waits (the server said it refuses
+    every request until then: a 429 or 503 with a long Retry-After, eCW's per-practice budget), a landing disk too
+    full, another process refreshing the grant past the refresh lock's 300 s (each type would wait them again)."""
     cid, run_id = outcome.connection_id, outcome.sync_run_id
     failures: list[str] = []
     for resource_type in types:
