@@ -16,6 +16,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from connectors.smart import parse_pem_private_key
+
 __all__ = ["SigningKey", "build_jwks", "load_private_key", "parse_previous_keys", "public_jwk"]
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -36,11 +38,11 @@ def load_private_key(value: str) -> PrivateKey:
         if not path.is_file():
             raise ValueError("EHR_JWT_PRIVATE_KEY is neither PEM text nor a path to a readable PEM file")
         try:
-            text = path.read_text(encoding="ascii")
+            text = path.read_text(encoding="ascii").strip()
         except (OSError, UnicodeDecodeError):  # binary or unreadable: named by its variable, like any bad key
             raise ValueError(f"EHR_JWT_PRIVATE_KEY: {path} is not a readable PEM file (ASCII text)") from None
     try:
-        key = serialization.load_pem_private_key(text.encode("ascii"), password=None)
+        key = parse_pem_private_key(text.encode("ascii"))
     except (ValueError, TypeError):
         raise ValueError("EHR_JWT_PRIVATE_KEY is not a readable unencrypted PEM private key") from None
     if isinstance(key, rsa.RSAPrivateKey):

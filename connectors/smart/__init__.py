@@ -12,6 +12,7 @@ from connectors.smart.client_auth import (
     SecretClientAuth,
     build_client_assertion,
     load_signing_key,
+    parse_pem_private_key,
 )
 from connectors.smart.discovery import (
     DiscoveryCache,
@@ -64,6 +65,7 @@ __all__ = [
     "load_signing_key",
     "new_pkce",
     "normalize_issuer",
+    "parse_pem_private_key",
     "parse_scopes",
     "parse_smart_configuration",
     "parse_token_response",
