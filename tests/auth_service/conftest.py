@@ -21,7 +21,8 @@ from auth_service.core.config import Settings, load_settings
 from auth_service.services.tenants import bootstrap_tenant
 from auth_service.tenants.settings import TenantSeed
 from sandbox import SandboxServer
-from tests.auth_service.keyutil import enc_key, rsa_pem
+from tests.auth_service.keyutil import enc_key, service_rsa_pem
+from tests.fixtures.app_db import copy_migrated_sqlite
 
 if TYPE_CHECKING:  # sync_stack imports ehr.py, which imports this module
     from tests.auth_service.sync_stack import Stack
@@ -41,6 +42,7 @@ class NoNetwork(httpx.BaseTransport):
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
+        copy_migrated_sqlite(tmp_path / "app.db")
         values: dict[str, Any] = {
             "INTEGRATIONS_TOKEN_ENC_KEY": enc_key(),
             "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
@@ -48,7 +50,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "EHRSYNC_STATE_DIR": str(tmp_path / "state"),
             "APP_BASE_URL": "http://testserver",
             "SMART_ISSUER_ALLOWLIST": "https://ehr.example/fhir",
-            "EHR_JWT_PRIVATE_KEY": rsa_pem(),
+            "EHR_JWT_PRIVATE_KEY": service_rsa_pem(),
             "EHR_JWT_KEY_ID": "kid-1",
         }
         values.update(overrides)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import os
 
 from cryptography.hazmat.primitives import serialization
@@ -18,6 +19,13 @@ def rsa_pem(bits: int = 2048) -> str:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode("ascii")
+
+
+@functools.cache
+def service_rsa_pem() -> str:
+    """The default ``EHR_JWT_PRIVATE_KEY`` of a test's settings: one per test process (generating a 2048-bit key
+    costs ~60 ms of CPU). A test about keys makes its own with ``rsa_pem()``."""
+    return rsa_pem()
 
 
 def ec_pem(curve: ec.EllipticCurve | None = None) -> str:

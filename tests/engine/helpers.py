@@ -39,6 +39,7 @@ from connectors.smart import (
 from engine import SyncEnvironment
 from store import AppDatabase, TokenCipher, TokenVault
 from store.models import Connection, Tenant
+from tests.fixtures.app_db import copy_migrated_sqlite
 from warehouse import AttachmentStore, LandingZone
 
 # Same rules as production (Retry-After honoured, backoff, attempts), shorter floors so fault tests stay fast.
@@ -115,6 +116,8 @@ def make_environment(
     knobs.setdefault("rate_limits", False)
     knobs.setdefault("retry", FAST_RETRY)
     root.mkdir(parents=True, exist_ok=True)
+    if migrate and app_db_url is None:
+        copy_migrated_sqlite(root / "app.db")
     db = AppDatabase.from_url(app_db_url or f"sqlite:///{root / 'app.db'}")
     if migrate:
         db.migrate()

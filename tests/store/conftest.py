@@ -12,6 +12,7 @@ import pytest
 from store import AppDatabase, TokenCipher
 from store.models import Connection, Tenant
 from store.outbox import NoteInput
+from tests.fixtures.app_db import copy_migrated_sqlite
 from tests.store.tokenserver import RunningTokenServer, run_token_server
 
 #: a draft note as a host app enqueues it (tests replace what they vary)
@@ -36,7 +37,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def db(db_url: str) -> Iterator[AppDatabase]:
+def db(db_url: str, tmp_path: Path) -> Iterator[AppDatabase]:
+    if db_url.startswith("sqlite:"):
+        copy_migrated_sqlite(tmp_path / "app.db")
     database = AppDatabase.from_url(db_url)
     database.migrate()
     yield database
