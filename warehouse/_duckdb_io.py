@@ -7,9 +7,9 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow.parquet as pq
@@ -22,14 +22,17 @@ __all__ = [
     "DuckCursor",
     "append_slices",
     "chunk_ranges",
+    "configured",
     "connect",
     "out_of_memory",
     "path_literal",
     "roll_back",
     "temporary_setting",
+    "when_unlocked",
 ]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 # Rows per row group of what a writer appends. DuckDB holds a transaction's appended rows uncompressed in memory up
 # to a whole row group (122,880 rows by default, ~90 MB of FHIR JSON); a quarter of that merged the same files
 # with ~5 s less CPU per 10,000-patient export and 10-30 MB less peak (docs/PERFORMANCE.md). A multiple of 2,048.
@@ -99,16 +102,27 @@ def connect(
 ) -> duckdb.DuckDBPyConnection:
     """Open ``path``; a lock held by a process outside ehrsync's lock file (an analyst's session, a CLI: DuckDB's
     IOException) is retried with jittered backoff, logged every ``log_every_s``, until ``timeout_s``."""
+    return when_unlocked(path, lambda: configured(_open(path, config, read_only=read_only)), timeout_s, log_every_s)
+
+
+def configured(conn: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Every connection's session settings: UTC timestamps, and no progress bar (a library never draws on stdout)."""
+    conn.execute("SET TimeZone = 'UTC'")
+    conn.execute("SET enable_progress_bar = false")
+    return conn
+
+
+def when_unlocked(path: Path, open_: Callable[[], T], timeout_s: float, log_every_s: float) -> T:
+    """``open_()`` (opening or attaching ``path``), retried while another process outside ehrsync's lock file
+    holds DuckDB's own lock on it (an IOException naming the lock), with jittered backoff, logged every
+    ``log_every_s``; ``WarehouseLockTimeoutError`` after ``timeout_s``."""
     started = time.monotonic()
     deadline = started + timeout_s
     next_log = started + log_every_s
     delay = 0.01
     while True:
         try:
-            conn = _open(path, config, read_only=read_only)
-            conn.execute("SET TimeZone = 'UTC'")
-            conn.execute("SET enable_progress_bar = false")  # a library never draws on stdout
-            return conn
+            return open_()
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise
