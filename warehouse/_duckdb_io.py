@@ -24,6 +24,7 @@ __all__ = [
     "chunk_ranges",
     "configured",
     "connect",
+    "execute_or_close",
     "out_of_memory",
     "path_literal",
     "roll_back",
@@ -152,9 +153,15 @@ def _open(path: Path, config: dict[str, str], *, read_only: bool) -> duckdb.Duck
     if read_only:
         return duckdb.connect(str(path), read_only=True, config=dict(config))
     conn = duckdb.connect(":memory:", config={"temp_directory": f"{path}.tmp", **config})
+    attach = f"ATTACH {path_literal(path)} AS {WRITER_CATALOG} (ROW_GROUP_SIZE {WRITER_ROW_GROUP_ROWS})"
+    return execute_or_close(conn, attach, f"USE {WRITER_CATALOG}")
+
+
+def execute_or_close(conn: duckdb.DuckDBPyConnection, *statements: str) -> duckdb.DuckDBPyConnection:
+    """Run ``statements`` on ``conn``; one that fails closes ``conn`` (letting go of the files it attached)."""
     try:
-        conn.execute(f"ATTACH {path_literal(path)} AS {WRITER_CATALOG} (ROW_GROUP_SIZE {WRITER_ROW_GROUP_ROWS})")
-        conn.execute(f"USE {WRITER_CATALOG}")
+        for statement in statements:
+            conn.execute(statement)
     except BaseException:
         conn.close()
         raise

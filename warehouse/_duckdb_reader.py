@@ -23,7 +23,7 @@ from pathlib import Path
 
 import duckdb
 
-from warehouse._duckdb_io import WRITER_CATALOG, configured, path_literal, when_unlocked
+from warehouse._duckdb_io import WRITER_CATALOG, configured, execute_or_close, path_literal, when_unlocked
 
 __all__ = ["read_attached"]
 
@@ -87,10 +87,4 @@ def read_attached(
     except BaseException:
         conn.close()  # the file is let go with the instance
         raise
-    try:
-        conn.execute(f"USE {_BASE_CATALOG}")
-        conn.execute(f"DETACH {WRITER_CATALOG}")
-    except BaseException:
-        conn.close()
-        raise
-    _give_back(key, conn)
+    _give_back(key, execute_or_close(conn, f"USE {_BASE_CATALOG}", f"DETACH {WRITER_CATALOG}"))
