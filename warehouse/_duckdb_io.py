@@ -7,9 +7,9 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow.parquet as pq
@@ -22,14 +22,18 @@ __all__ = [
     "DuckCursor",
     "append_slices",
     "chunk_ranges",
+    "configured",
     "connect",
+    "execute_or_close",
     "out_of_memory",
     "path_literal",
     "roll_back",
     "temporary_setting",
+    "when_unlocked",
 ]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 # Rows per row group of what a writer appends. DuckDB holds a transaction's appended rows uncompressed in memory up
 # to a whole row group (122,880 rows by default, ~90 MB of FHIR JSON); a quarter of that merged the same files
 # with ~5 s less CPU per 10,000-patient export and 10-30 MB less peak (docs/PERFORMANCE.md). A multiple of 2,048.
@@ -99,16 +103,27 @@ def connect(
 ) -> duckdb.DuckDBPyConnection:
     """Open ``path``; a lock held by a process outside ehrsync's lock file (an analyst's session, a CLI: DuckDB's
     IOException) is retried with jittered backoff, logged every ``log_every_s``, until ``timeout_s``."""
+    return when_unlocked(path, lambda: configured(_open(path, config, read_only=read_only)), timeout_s, log_every_s)
+
+
+def configured(conn: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Every connection's session settings: UTC timestamps, and no progress bar (a library never draws on stdout)."""
+    conn.execute("SET TimeZone = 'UTC'")
+    conn.execute("SET enable_progress_bar = false")
+    return conn
+
+
+def when_unlocked(path: Path, open_: Callable[[], T], timeout_s: float, log_every_s: float) -> T:
+    """``open_()`` (opening or attaching ``path``), retried while another process outside ehrsync's lock file
+    holds DuckDB's own lock on it (an IOException naming the lock), with jittered backoff, logged every
+    ``log_every_s``; ``WarehouseLockTimeoutError`` after ``timeout_s``."""
     started = time.monotonic()
     deadline = started + timeout_s
     next_log = started + log_every_s
     delay = 0.01
     while True:
         try:
-            conn = _open(path, config, read_only=read_only)
-            conn.execute("SET TimeZone = 'UTC'")
-            conn.execute("SET enable_progress_bar = false")  # a library never draws on stdout
-            return conn
+            return open_()
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise
@@ -138,9 +153,15 @@ def _open(path: Path, config: dict[str, str], *, read_only: bool) -> duckdb.Duck
     if read_only:
         return duckdb.connect(str(path), read_only=True, config=dict(config))
     conn = duckdb.connect(":memory:", config={"temp_directory": f"{path}.tmp", **config})
+    attach = f"ATTACH {path_literal(path)} AS {WRITER_CATALOG} (ROW_GROUP_SIZE {WRITER_ROW_GROUP_ROWS})"
+    return execute_or_close(conn, attach, f"USE {WRITER_CATALOG}")
+
+
+def execute_or_close(conn: duckdb.DuckDBPyConnection, *statements: str) -> duckdb.DuckDBPyConnection:
+    """Run ``statements`` on ``conn``; one that fails closes ``conn`` (letting go of the files it attached)."""
     try:
-        conn.execute(f"ATTACH {path_literal(path)} AS {WRITER_CATALOG} (ROW_GROUP_SIZE {WRITER_ROW_GROUP_ROWS})")
-        conn.execute(f"USE {WRITER_CATALOG}")
+        for statement in statements:
+            conn.execute(statement)
     except BaseException:
         conn.close()
         raise

@@ -30,6 +30,7 @@ from warehouse._duckdb_io import (
     roll_back,
     temporary_setting,
 )
+from warehouse._duckdb_reader import read_attached
 from warehouse._filelock import LOCK_LOG_EVERY_S, file_lock
 from warehouse.errors import (
     InvalidInputError,
@@ -214,14 +215,15 @@ class DuckDBWarehouse(Warehouse):
         if self._held is not None:  # inside batch(): this process holds the only connection (and the lock)
             yield DuckCursor(self._held)
             return
-        with file_lock(
-            self._lock_path, exclusive=False, timeout_s=self.lock_timeout_s, log_every_s=self.lock_log_every_s
+        with (
+            file_lock(
+                self._lock_path, exclusive=False, timeout_s=self.lock_timeout_s, log_every_s=self.lock_log_every_s
+            ),
+            read_attached(
+                self.path, self._config, timeout_s=self.lock_timeout_s, log_every_s=self.lock_log_every_s
+            ) as conn,
         ):
-            conn = self._connect(read_only=True)
-            try:
-                yield DuckCursor(conn)
-            finally:
-                conn.close()
+            yield DuckCursor(conn)
 
     def _row_ranges(self, meta: pq.FileMetaData) -> list[tuple[int, int] | None]:
         """Bounded memory whatever the file (a server decides how large a bulk file and its resources are): the

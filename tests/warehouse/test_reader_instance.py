@@ -1,0 +1,80 @@
+"""DuckDB reads attach the file to an in-memory instance the thread keeps (``warehouse._duckdb_reader``).
+
+Opening a DuckDB file builds a whole instance (about 14 ms of CPU); a per-connection sync run read the warehouse
+once per type for its duplicate-keys checks (BDX-24) and paid that each time. The file must still be let go after
+every read (a writer in another process opens it at once), and a read that fails or nests must not disturb the next.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.warehouse.conftest import land, resource
+from warehouse import LandingZone
+from warehouse.duckdb_backend import DuckDBWarehouse
+
+
+def _stored(tmp_path: Path, zone: LandingZone) -> DuckDBWarehouse:
+    wh = DuckDBWarehouse(tmp_path / "wh.duckdb")
+    wh.upsert(land(zone, [resource(f"o{i}") for i in range(3)]))
+    return wh
+
+
+def test_reads_in_one_thread_share_one_instance(
+    tmp_path: Path, zone: LandingZone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wh = _stored(tmp_path, zone)
+    opened: list[str] = []
+    real = duckdb.connect
+
+    def counting(database: str = ":memory:", *args: object, **kwargs: object) -> duckdb.DuckDBPyConnection:
+        opened.append(str(database))
+        return real(database, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(duckdb, "connect", counting)
+    for _ in range(10):
+        assert wh.key_counts("c1", "Observation").live == 3
+    assert len(opened) <= 1  # at most the thread's first read opens one; the others attach to it
+    wh.close()
+
+
+def _write_at_once(path: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+    """Another process opening the file read-write directly (DuckDB's own lock, no wait)."""
+    try:
+        duckdb.connect(path).execute("CREATE TABLE IF NOT EXISTS other_process (a INTEGER)").close()
+        queue.put("wrote")
+    except duckdb.Error as exc:
+        queue.put(f"refused: {exc}")
+
+
+def _other_process_writes(path: Path) -> str:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_write_at_once, args=(str(path), queue))
+    proc.start()
+    proc.join(60)
+    return str(queue.get(timeout=5))
+
+
+def test_a_read_lets_go_of_the_file(tmp_path: Path, zone: LandingZone) -> None:
+    wh = _stored(tmp_path, zone)
+    assert wh.key_counts("c1").live == 3
+    assert _other_process_writes(wh.path) == "wrote"
+    wh.close()
+
+
+def test_a_failed_read_and_a_nested_read_leave_the_next_read_whole(tmp_path: Path, zone: LandingZone) -> None:
+    wh = _stored(tmp_path, zone)
+    with pytest.raises(duckdb.CatalogException), wh._read() as cur:
+        cur.execute("SELECT * FROM no_such_table")
+    with wh._read() as outer:
+        outer.execute("SELECT count(*) FROM fhir_resources")
+        assert wh.key_counts("c1").live == 3  # a read inside a read
+        assert outer.fetchone() == (3,)
+    assert len(wh.live_ids("c1", "Observation")) == 3
+    assert _other_process_writes(wh.path) == "wrote"
+    wh.close()
