@@ -1,4 +1,4 @@
-"""A DuckDB read: the warehouse file attached read-only to an in-memory database kept open by the thread.
+"""A DuckDB read: the warehouse file attached read-only to an in-memory database kept open between reads.
 
 Opening a DuckDB file builds a whole database instance, about 14 ms of CPU each time; attaching the file to an
 instance already open costs under 1 ms. A per-connection sync run reads the warehouse once per type for its
@@ -7,9 +7,12 @@ detached after every read, so DuckDB's lock on it is held exactly as long as bef
 as a plain read-only connection does (the same catalog name as the writer's, UTC, no progress bar, the
 warehouse's memory limit, threads and temporary directory).
 
-Each thread keeps at most one idle instance (the last one it read through): a nested read, or a read of another
-file or configuration, opens its own. A read that raises closes its instance instead of keeping it, so no state
-of a failed statement is carried into the next read; a forked child never uses its parent's instance.
+The process keeps at most ``MAX_IDLE`` idle instances, whichever thread read through them: each holds DuckDB's
+worker and I/O threads (9 with ``threads=2``) and a few MB, so one per thread of a pool (the auth service's 40)
+kept hundreds of threads and 150 MB. A read takes an idle one opened with its configuration, or opens its own (a
+nested read, concurrent reads); a read that raises closes its instance instead of giving it back, so no state of
+a failed statement is carried into the next read. Every idle instance is closed before the process forks: the
+child's copy has none of DuckDB's threads, and destroying it there crashed the child (SIGSEGV).
 """
 
 from __future__ import annotations
@@ -25,38 +28,41 @@ import duckdb
 
 from warehouse._duckdb_io import WRITER_CATALOG, configured, execute_or_close, path_literal, when_unlocked
 
-__all__ = ["read_attached"]
+__all__ = ["MAX_IDLE", "read_attached"]
 
+MAX_IDLE = 2  # two files or configurations read in turn each keep theirs
 _BASE_CATALOG = "memory"  # an in-memory database's own catalog, the default again before the detach
+_Key = tuple[tuple[str, str], ...]  # the configuration an instance was opened with
+_lock = threading.Lock()
+_idle: list[tuple[_Key, duckdb.DuckDBPyConnection]] = []  # oldest first
 
 
-class _Idle(threading.local):
-    """This thread's idle instance and what it was opened with (key: its configuration), and the process."""
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.key: tuple[tuple[str, str], ...] | None = None
-        self.conn: duckdb.DuckDBPyConnection | None = None
-
-
-_idle = _Idle()
+def _take(key: _Key) -> duckdb.DuckDBPyConnection | None:
+    """An idle instance opened with ``key`` (it is then in use until given back), or None."""
+    with _lock:
+        for index, (opened_with, conn) in enumerate(_idle):
+            if opened_with == key:
+                del _idle[index]
+                return conn
+    return None
 
 
-def _take(key: tuple[tuple[str, str], ...]) -> duckdb.DuckDBPyConnection | None:
-    """This thread's idle instance when it was opened with ``key`` (it is then in use until given back)."""
-    if _idle.pid != os.getpid():  # forked: the parent's instance is not this process's to use or close
-        _idle.pid, _idle.key, _idle.conn = os.getpid(), None, None
-    if _idle.conn is None or _idle.key != key:
-        return None
-    conn, _idle.conn, _idle.key = _idle.conn, None, None
-    return conn
+def _give_back(key: _Key, conn: duckdb.DuckDBPyConnection) -> None:
+    """Keep ``conn`` idle, closing the oldest idle instances past ``MAX_IDLE``."""
+    with _lock:
+        _idle.append((key, conn))
+        while len(_idle) > MAX_IDLE:
+            _idle.pop(0)[1].close()
 
 
-def _give_back(key: tuple[tuple[str, str], ...], conn: duckdb.DuckDBPyConnection) -> None:
-    """Keep ``conn`` as this thread's idle instance, closing the one it replaces."""
-    if _idle.conn is not None:
-        _idle.conn.close()
-    _idle.key, _idle.conn = key, conn
+def _close_idle_before_fork() -> None:
+    """Close every idle instance and hold the lock until the fork is done (none is given back meanwhile)."""
+    _lock.acquire()
+    while _idle:
+        _idle.pop()[1].close()
+
+
+os.register_at_fork(before=_close_idle_before_fork, after_in_parent=_lock.release, after_in_child=_lock.release)
 
 
 def _attach(conn: duckdb.DuckDBPyConnection, path: Path) -> None:

@@ -8,6 +8,8 @@ every read (a writer in another process opens it at once), and a read that fails
 from __future__ import annotations
 
 import multiprocessing as mp
+import threading
+import time
 from pathlib import Path
 
 import duckdb
@@ -77,4 +79,76 @@ def test_a_failed_read_and_a_nested_read_leave_the_next_read_whole(tmp_path: Pat
         assert outer.fetchone() == (3,)
     assert len(wh.live_ids("c1", "Observation")) == 3
     assert _other_process_writes(wh.path) == "wrote"
+    wh.close()
+
+
+def _read_in_child(wh: DuckDBWarehouse, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+    queue.put(wh.key_counts("c1").live)
+
+
+def test_a_forked_child_reads_after_its_parent_kept_instances(tmp_path: Path, zone: LandingZone) -> None:
+    """A process that read (an instance kept idle, in this thread and in another one still alive) then forks: the
+    child must live and read. Its copy of an instance has none of DuckDB's threads, so destroying it crashed it
+    (SIGSEGV, at the fork itself for another thread's instance)."""
+    wh = _stored(tmp_path, zone)
+    assert wh.key_counts("c1").live == 3
+    done, release = threading.Event(), threading.Event()
+
+    def reader() -> None:
+        wh.key_counts("c1")
+        done.set()
+        release.wait(60)
+
+    other = threading.Thread(target=reader, daemon=True)
+    other.start()
+    try:
+        assert done.wait(60)
+        ctx = mp.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_read_in_child, args=(wh, queue))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+        assert queue.get(timeout=5) == 3
+    finally:
+        release.set()
+        other.join(60)
+    assert wh.key_counts("c1").live == 3  # the parent reads on
+    wh.close()
+
+
+def _os_threads() -> int:
+    return sum(1 for _ in Path("/proc/self/task").iterdir())
+
+
+def test_a_pool_of_reading_threads_keeps_few_instances(tmp_path: Path, zone: LandingZone) -> None:
+    """Threads of a pool that each read once (the auth service's request threads) keep at most two idle
+    instances between them, not one each: an instance holds DuckDB's worker and I/O threads (9 with threads=2)
+    and a few MB, so 40 request threads kept 360 threads and 150 MB until they ended."""
+    wh = _stored(tmp_path, zone)
+    before = _os_threads()
+    probe = duckdb.connect(":memory:", config={"threads": wh._config["threads"]})
+    per_instance = max(_os_threads() - before, 1)
+    probe.close()
+    gate = threading.Barrier(8)
+    release = threading.Event()
+
+    def reader() -> None:
+        gate.wait(60)  # all at once: each opens its own instance
+        wh.key_counts("c1")
+        release.wait(60)
+
+    threads = [threading.Thread(target=reader, daemon=True) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while _os_threads() - before > 8 + 3 * per_instance and time.monotonic() < deadline:
+            time.sleep(0.05)  # the readers finish theirs
+        time.sleep(0.5)
+        assert _os_threads() - before <= 8 + 3 * per_instance
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(60)
     wh.close()
