@@ -17,6 +17,7 @@ child's copy has none of DuckDB's threads, and destroying it there crashed the c
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import threading
@@ -62,7 +63,14 @@ def _close_idle_before_fork() -> None:
         _idle.pop()[1].close()
 
 
+def _close_idle() -> None:
+    _close_idle_before_fork()
+    _lock.release()
+
+
 os.register_at_fork(before=_close_idle_before_fork, after_in_parent=_lock.release, after_in_child=_lock.release)
+# At exit, before the interpreter tears ``duckdb`` down: an instance freed after it is reported leaked on stderr.
+atexit.register(_close_idle)
 
 
 def _attach(conn: duckdb.DuckDBPyConnection, path: Path) -> None:
