@@ -27,6 +27,7 @@ from connectors.http import resolve_url, url_problem
 from engine.environment import ConnectionInfo, SyncEnvironment
 from engine.models import SyncAttachment, utcnow
 from engine.residue import attachment_tmp_root
+from store import RefreshLockTimeoutError
 from warehouse.errors import WarehouseError
 
 ATTACHMENT_TYPES = ("DocumentReference", "DiagnosticReport")
@@ -101,7 +102,8 @@ def store_attachments(
     env: SyncEnvironment, conn: ConnectionInfo, client: FhirClient, refs: list[AttachmentRef]
 ) -> AttachmentOutcome:
     """Download and link every attachment not already stored; failures are counted, not raised, except those
-    that stop the whole landing (re-authorization needed, step budget spent, EHR unreachable)."""
+    that stop the whole landing (re-authorization needed, step budget spent, EHR unreachable, another process
+    refreshing the grant past the refresh lock's 300 s)."""
     outcome = AttachmentOutcome()
     # Under the state directory, per connection: a killed run's partial downloads are removed by the connection's
     # next run (``residue.remove_orphans``), and the finished file moves into the store on the state directory's disk.
@@ -115,7 +117,7 @@ def store_attachments(
                 outcome.links.append(
                     {"url": row.url, "sha256": row.sha256, "size": row.size, "content_type": row.content_type}
                 )
-            except (NeedsReauthError, StepBudgetExceededError, EhrUnreachableError):
+            except (NeedsReauthError, StepBudgetExceededError, EhrUnreachableError, RefreshLockTimeoutError):
                 raise  # the whole landing stops: nothing recorded, the mark untouched, the next run fetches again
             except (EhrSyncError, WarehouseError, OSError) as exc:
                 outcome.failed += 1

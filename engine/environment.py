@@ -34,7 +34,7 @@ from engine.cores import landing_slots, threads_beside
 from engine.errors import ConnectionNotFoundError, ConnectionNotSyncableError
 from engine.run_capabilities import run_capabilities
 from engine.token_throttle import ThrottleAwareTokenSource
-from store import AppDatabase, SharedRateBudget, TokenVault
+from store import AppDatabase, RefreshLockTimeoutError, SharedRateBudget, TokenVault
 from store.models import Connection, ProviderConfig
 from warehouse import AttachmentStore, LandingZone, Warehouse, open_warehouse
 
@@ -163,7 +163,7 @@ class SyncEnvironment:
     def _fetch_capabilities(conn: ConnectionInfo, client: FhirClient) -> dict[str, Any] | None:
         try:
             return client.capabilities()
-        except (NeedsReauthError, EhrUnreachableError):
+        except (NeedsReauthError, EhrUnreachableError, RefreshLockTimeoutError):
             raise
         except EhrSyncError as exc:
             _log.info("no usable CapabilityStatement at %s (%s); using vendor defaults", conn.id, exc.code)

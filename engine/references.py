@@ -35,6 +35,7 @@ from connectors.fhir.capability import declared_interactions
 from engine import cursors
 from engine.environment import ConnectionInfo, SyncEnvironment
 from engine.reports import TypeReport
+from store import RefreshLockTimeoutError
 from warehouse import LandingWriter, LandingZone, Warehouse
 from warehouse.errors import WarehouseError
 
@@ -106,8 +107,8 @@ def _fetch_all(
         try:
             batched = can_search_by_id(conn, rtype, capabilities)
             reports[rtype] = land_by_ids(env.zone, conn, client, wh, run_id, rtype, ids, batched=batched)
-        except (NeedsReauthError, EhrUnreachableError):
-            raise  # every further request would fail the same way: the run stops
+        except (NeedsReauthError, EhrUnreachableError, RefreshLockTimeoutError):
+            raise  # every further request would fail (or wait the refresh lock's 300 s) the same way: the run stops
         except (EhrSyncError, WarehouseError, OSError) as exc:
             _log.warning("reading referenced %s of %s failed: %s", rtype, conn.id, loggable_message(exc))
             reports[rtype] = TypeReport(rtype, error=f"{getattr(exc, 'code', type(exc).__name__)}: {exc}")
