@@ -5,9 +5,9 @@ Plain Python (pyarrow, duckdb, psycopg, orjson); imports no other ehrsync packag
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
+from connectors.lazy_exports import lazy_exports
 from warehouse._memory import configure_streaming_memory
 
 configure_streaming_memory()  # before anything imports pyarrow: Arrow reads its pool's name once, at load
@@ -113,10 +113,4 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> object:
-    """``from warehouse import X`` imports ``X``'s own module only (and keeps it here for the next lookup)."""
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOMES[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _HOMES)
