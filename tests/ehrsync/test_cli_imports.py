@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 _KEY = "t4JTv4brtHtzKipfTJdayl_rg659i4mCNwc8JnvbEhk="
-_HEAVY = ("pyarrow", "duckdb", "dagster", "pipelines")
+_HEAVY = ("pyarrow", "duckdb", "dagster", "pipelines", "fastapi", "httpx")
 
 
 def _loaded_after(code: str, tmp_path: Path) -> dict[str, object]:
@@ -30,12 +30,22 @@ def _loaded_after(code: str, tmp_path: Path) -> dict[str, object]:
 
 
 @pytest.mark.parametrize(
-    "module", ["engine.connection_snapshots", "engine.errors", "store.database", "store.models", "warehouse.errors"]
+    "module",
+    [
+        "engine.connection_snapshots",
+        "engine.errors",
+        "store.database",  # ``ehrsync db migrate``: no vault, no token refresh over httpx
+        "store.models",
+        "warehouse.errors",
+        "sandbox.cli",  # ``ehrsync sandbox mutate``: an HTTP client, not the sandbox's FastAPI app
+    ],
 )
 def test_importing_one_module_does_not_load_the_whole_engine(tmp_path: Path, module: str) -> None:
     """The package ``__init__``s export their names on first use (PEP 562), so reading one module of a package
     no longer imports every other (``engine`` imported the bulk exporter, the warehouse and the plugins)."""
-    assert _loaded_after(f"import {module}", tmp_path)["loaded"] == []
+    loaded = _loaded_after(f"import {module}", tmp_path)["loaded"]
+    # connections carry their vendor's export slot (the provider plugins, which parse URLs with httpx)
+    assert loaded == (["httpx"] if module in ("engine.connection_snapshots", "sandbox.cli") else [])
 
 
 def test_the_public_names_still_import_from_the_packages(tmp_path: Path) -> None:
@@ -74,4 +84,24 @@ def test_an_unknown_connection_is_named_before_dagster_loads(tmp_path: Path, com
     )
     ran = _loaded_after(code, tmp_path)
     assert "Error: connection_not_found: connection 'conn-1' not found" in str(ran["stderr"])
-    assert not {"dagster", "pipelines", "duckdb"} & set(ran["loaded"]), ran["loaded"]  # (settings still read pyarrow)
+    assert not {"dagster", "pipelines", "duckdb", "fastapi"} & set(ran["loaded"]), ran[
+        "loaded"
+    ]  # (settings still read pyarrow)
+
+
+def test_a_demo_state_it_may_not_delete_is_named_before_the_demo_loads(tmp_path: Path) -> None:
+    """``ehrsync demo --state <someone's folder>``: refused (``check_state_dir``) before the sandbox app and
+    Dagster are imported."""
+    precious = tmp_path / "clinic-data"
+    precious.mkdir()
+    (precious / "export.csv").write_text("kept")
+    code = (
+        "from ehrsync.cli import main\n"
+        "try:\n"
+        f"    main(['demo', '--state', {str(precious)!r}, '--patients', '2', '--connect', '1'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 1, exc.code"
+    )
+    ran = _loaded_after(code, tmp_path)
+    assert "is not empty and was not created by `ehrsync demo`" in str(ran["stderr"])
+    assert ran["loaded"] == ["httpx"] and (precious / "export.csv").read_text() == "kept"
