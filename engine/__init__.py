@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import warehouse  # noqa: F401  # first: sets Arrow's pool before any engine module loads pyarrow
 from connectors.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
