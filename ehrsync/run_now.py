@@ -18,9 +18,9 @@ from dagster import AssetKey, DagsterInstance, Definitions, EventLogEntry, Execu
 from ehrsync.dagster_instance import open_instance
 from ehrsync.reconcile_result import ReconcileNowResult, unconfirmable_of
 from ehrsync.stop_signals import keep_sigterm
-from engine import REFERENCED_TYPES, ConnectionNotSyncableError
+from engine import REFERENCED_TYPES
 from engine.batch_sync import batch_sync_run_id, close_batch_rows
-from engine.connection_snapshots import ConnectionSnapshot, read_connection
+from engine.connection_snapshots import ConnectionSnapshot, reconcilable_connection, syncable_connection
 from engine.errors import PipelineRunError
 from engine.run_outcome import finish_sync_run
 from engine.run_tags import connection_run_tags
@@ -95,9 +95,7 @@ def run_sync_now(
     with ExitStack() as cleanup:
         db = AppDatabase.from_url(resolved.database_url)
         cleanup.callback(db.dispose)
-        conn = read_connection(db, connection_id)
-        if conn.not_syncable_why is not None:  # refused before any run: none fails, no failure streak
-            raise ConnectionNotSyncableError(conn.not_syncable_why)
+        conn = syncable_connection(db, connection_id)
         dagster = instance or cleanup.enter_context(open_instance(resolved))
         job_name = job_for(is_bulk=conn.is_bulk, full=full)
         selection = _RunSelection(console_log_level, resource_types, resources, on_event)
@@ -194,13 +192,7 @@ def run_reconcile_now(
     with ExitStack() as cleanup:
         db = AppDatabase.from_url(resolved.database_url)
         cleanup.callback(db.dispose)
-        conn = read_connection(db, connection_id)
-        if conn.patientless:
-            raise ConnectionNotSyncableError(conn.not_syncable_why or connection_id)
-        if not conn.syncable or conn.is_bulk:
-            raise ConnectionNotSyncableError(
-                f"connection {connection_id} cannot be reconciled by REST ({conn.status}, bulk={conn.is_bulk})"
-            )
+        conn = reconcilable_connection(db, connection_id)
         dagster = instance or cleanup.enter_context(open_instance(resolved))
         result = _execute_for_connection(dagster, resolved, RECONCILE_JOB, conn, _RunSelection(console_log_level))
         if not result.success:

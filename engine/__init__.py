@@ -27,25 +27,33 @@ Typed errors (``engine.errors``) derive from ``connectors.errors.EhrSyncError``.
 tests is described in ``engine.checkpoints``.
 """
 
-from engine import runs
-from engine.bulk_export import run_bulk_export
-from engine.checkpoints import CRASH_ENV
-from engine.connection_lock import ConnectionBusyError, hold_connection
-from engine.connection_sync import PATIENT_TYPES, sync_references
-from engine.deletes import ReconcileReport, reconcile_deletes
-from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
-from engine.errors import ConnectionNotFoundError, ConnectionNotSyncableError, NothingLandedError, SyncError
-from engine.incremental import land_resource_type, upsert_resource_type
-from engine.references import REFERENCED_TYPES
-from engine.reports import (
-    NOT_SUPPORTED,
-    SCOPE_NOT_GRANTED,
-    BulkReport,
-    LandingReport,
-    TypeReport,
-    UpsertReport,
-)
-from engine.runs import SyncRunRecord
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import warehouse  # noqa: F401  # first: sets Arrow's pool before any engine module loads pyarrow
+from connectors.lazy_exports import lazy_exports
+
+if TYPE_CHECKING:
+    from engine import runs
+    from engine.bulk_export import run_bulk_export
+    from engine.checkpoints import CRASH_ENV
+    from engine.connection_lock import ConnectionBusyError, hold_connection
+    from engine.connection_sync import PATIENT_TYPES, sync_references
+    from engine.deletes import ReconcileReport, reconcile_deletes
+    from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
+    from engine.errors import ConnectionNotFoundError, ConnectionNotSyncableError, NothingLandedError, SyncError
+    from engine.incremental import land_resource_type, upsert_resource_type
+    from engine.references import REFERENCED_TYPES
+    from engine.reports import (
+        NOT_SUPPORTED,
+        SCOPE_NOT_GRANTED,
+        BulkReport,
+        LandingReport,
+        TypeReport,
+        UpsertReport,
+    )
+    from engine.runs import SyncRunRecord
 
 __all__ = [
     "CRASH_ENV",
@@ -75,3 +83,37 @@ __all__ = [
     "sync_references",
     "upsert_resource_type",
 ]
+
+# Each public name's module, imported on first use (PEP 562): a command that reads one engine module
+# (``engine.connection_snapshots`` for ``ehrsync connections list``) does not load pyarrow, DuckDB and the plugins.
+_HOMES = {
+    "runs": "",  # the submodule itself
+    "run_bulk_export": "engine.bulk_export",
+    "CRASH_ENV": "engine.checkpoints",
+    "ConnectionBusyError": "engine.connection_lock",
+    "hold_connection": "engine.connection_lock",
+    "PATIENT_TYPES": "engine.connection_sync",
+    "sync_references": "engine.connection_sync",
+    "ReconcileReport": "engine.deletes",
+    "reconcile_deletes": "engine.deletes",
+    "ConnectionInfo": "engine.environment",
+    "SyncEnvironment": "engine.environment",
+    "load_connection": "engine.environment",
+    "ConnectionNotFoundError": "engine.errors",
+    "ConnectionNotSyncableError": "engine.errors",
+    "NothingLandedError": "engine.errors",
+    "SyncError": "engine.errors",
+    "land_resource_type": "engine.incremental",
+    "upsert_resource_type": "engine.incremental",
+    "REFERENCED_TYPES": "engine.references",
+    "NOT_SUPPORTED": "engine.reports",
+    "SCOPE_NOT_GRANTED": "engine.reports",
+    "BulkReport": "engine.reports",
+    "LandingReport": "engine.reports",
+    "TypeReport": "engine.reports",
+    "UpsertReport": "engine.reports",
+    "SyncRunRecord": "engine.runs",
+}
+
+
+__getattr__ = lazy_exports(__name__, _HOMES)

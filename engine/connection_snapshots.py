@@ -12,7 +12,7 @@ from sqlalchemy import inspect, select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from connectors.errors import ConfigurationError
-from engine.errors import ConnectionNotFoundError
+from engine.errors import ConnectionNotFoundError, ConnectionNotSyncableError
 from engine.export_slots import export_slot
 from store import AppDatabase
 from store.database import database_error_text
@@ -26,6 +26,8 @@ __all__ = [
     "lacks_patient",
     "read_connection",
     "read_connections",
+    "reconcilable_connection",
+    "syncable_connection",
 ]
 
 BULK_KINDS = frozenset({"backend", "group"})
@@ -153,3 +155,24 @@ def read_connection(db: AppDatabase, connection_id: str) -> ConnectionSnapshot:
     if snapshot is None:
         raise ConnectionNotFoundError(f"connection {connection_id!r} not found")
     return snapshot
+
+
+def syncable_connection(db: AppDatabase, connection_id: str) -> ConnectionSnapshot:
+    """The connection a sync may run for, or the typed refusal (not found, not syncable) before any run starts;
+    ``ehrsync sync`` asks before it loads Dagster, ``run_sync_now`` again before it runs."""
+    conn = read_connection(db, connection_id)
+    if conn.not_syncable_why is not None:  # refused before any run: none fails, no failure streak
+        raise ConnectionNotSyncableError(conn.not_syncable_why)
+    return conn
+
+
+def reconcilable_connection(db: AppDatabase, connection_id: str) -> ConnectionSnapshot:
+    """The patient connection deletions may be reconciled for (BDX-31), or the typed refusal (as above)."""
+    conn = read_connection(db, connection_id)
+    if conn.patientless:
+        raise ConnectionNotSyncableError(conn.not_syncable_why or connection_id)
+    if not conn.syncable or conn.is_bulk:
+        raise ConnectionNotSyncableError(
+            f"connection {connection_id} cannot be reconciled by REST ({conn.status}, bulk={conn.is_bulk})"
+        )
+    return conn

@@ -5,12 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import uvicorn
-
 from sandbox.admin_client import SandboxAdmin
-from sandbox.app import create_app, state_of
-from sandbox.config import SandboxConfig
-from sandbox.server import bind_socket
 
 
 def run_server(
@@ -23,8 +18,15 @@ def run_server(
 ) -> None:
     """Serve the sandbox until interrupted. Plain HTTP, so only loopback hosts are accepted (SAL-37).
 
-    Extra keyword arguments are any other ``SandboxConfig`` fields (e.g. ``refresh_mode="none"``).
+    Extra keyword arguments are any other ``SandboxConfig`` fields (e.g. ``refresh_mode="none"``). The server's
+    imports (FastAPI, uvicorn) are here: ``mutate`` needs only an HTTP client.
     """
+    import uvicorn
+
+    from sandbox.app import create_app, state_of
+    from sandbox.config import SandboxConfig
+    from sandbox.server import bind_socket
+
     cfg = SandboxConfig(patients=patients, port=port, seed=seed, host=host, auto_approve=auto_approve, **settings)
     sock = bind_socket(cfg.host, cfg.port)
     bound_host, bound_port = sock.getsockname()[:2]

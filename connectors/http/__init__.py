@@ -6,28 +6,35 @@ Kept free of FHIR semantics so every connector throttles, backs off and guards t
 transports and auth flow built from them live in :mod:`connectors.transport`.
 """
 
-from connectors.http.dates import parse_http_date, parse_instant, parse_retry_after
-from connectors.http.ratelimit import (
-    CallBudget,
-    RateLimiter,
-    active_rate_budget,
-    rate_budget,
-    rate_scope,
-    spend_rate_budget,
-)
-from connectors.http.retry import RetryPolicy
-from connectors.http.urls import (
-    checked_url,
-    is_loopback_host,
-    is_within_base,
-    normalize_base_url,
-    outbound_url_guard,
-    redact_url,
-    resolve_checked_url,
-    resolve_url,
-    same_origin,
-    url_problem,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from connectors.lazy_exports import lazy_exports
+
+if TYPE_CHECKING:
+    from connectors.http.dates import parse_http_date, parse_instant, parse_retry_after
+    from connectors.http.ratelimit import (
+        CallBudget,
+        RateLimiter,
+        active_rate_budget,
+        rate_budget,
+        rate_scope,
+        spend_rate_budget,
+    )
+    from connectors.http.retry import RetryPolicy
+    from connectors.http.urls import (
+        checked_url,
+        is_loopback_host,
+        is_within_base,
+        normalize_base_url,
+        outbound_url_guard,
+        redact_url,
+        resolve_checked_url,
+        resolve_url,
+        same_origin,
+        url_problem,
+    )
 
 __all__ = [
     "CallBudget",
@@ -51,3 +58,29 @@ __all__ = [
     "spend_rate_budget",
     "url_problem",
 ]
+
+# Each public name's module, imported on first use (``connectors.lazy_exports``).
+_HOMES = {
+    "parse_http_date": "connectors.http.dates",
+    "parse_instant": "connectors.http.dates",
+    "parse_retry_after": "connectors.http.dates",
+    "CallBudget": "connectors.http.ratelimit",
+    "RateLimiter": "connectors.http.ratelimit",
+    "active_rate_budget": "connectors.http.ratelimit",
+    "rate_budget": "connectors.http.ratelimit",
+    "rate_scope": "connectors.http.ratelimit",
+    "spend_rate_budget": "connectors.http.ratelimit",
+    "RetryPolicy": "connectors.http.retry",
+    "checked_url": "connectors.http.urls",
+    "is_loopback_host": "connectors.http.urls",
+    "is_within_base": "connectors.http.urls",
+    "normalize_base_url": "connectors.http.urls",
+    "outbound_url_guard": "connectors.http.urls",
+    "redact_url": "connectors.http.urls",
+    "resolve_checked_url": "connectors.http.urls",
+    "resolve_url": "connectors.http.urls",
+    "same_origin": "connectors.http.urls",
+    "url_problem": "connectors.http.urls",
+}
+
+__getattr__ = lazy_exports(__name__, _HOMES)

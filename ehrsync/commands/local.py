@@ -49,7 +49,7 @@ def demo(
     ctx: click.Context, state_dir: Path, patients: int, connect: int, keep: bool, sandbox_port: int, auth_port: int
 ) -> None:
     """Sandbox EHR -> authorize -> sync -> Parquet -> DuckDB, then change records and sync incrementally."""
-    from ehrsync.demo import DemoError, run_demo
+    from ehrsync.demo_setup import DemoError, check_state_dir
     from sandbox import SandboxError
 
     if connect > patients:  # the demo would connect fewer patients than it says and check the wrong count
@@ -57,6 +57,10 @@ def demo(
     if not is_verbose(ctx):
         logging.getLogger().setLevel(logging.WARNING)  # the demo prints its own progress; -v shows every log
     try:
+        # run_demo's first check, here before its imports (the sandbox's app, Dagster): a mistyped --state is named
+        check_state_dir(state_dir, deleting=not keep)
+        from ehrsync.demo import run_demo
+
         code = run_demo(
             state_dir, patients=patients, connect=connect, keep=keep, sandbox_port=sandbox_port, auth_port=auth_port
         )

@@ -40,6 +40,21 @@ def _run_settings() -> PipelineSettings:
     return PipelineSettings.from_env()
 
 
+def _refuse_before_dagster(settings: PipelineSettings, connection_id: str, *, reconcile: bool) -> None:
+    """An unknown or unsyncable connection is named (the same ``Error:`` line the run would give) before Dagster
+    and the pipelines are loaded: seconds of CPU for a typo otherwise."""
+    from engine.connection_snapshots import reconcilable_connection, syncable_connection
+    from store import AppDatabase
+
+    database = AppDatabase.from_url(settings.database_url)
+    try:
+        exit_on_configuration_error(
+            lambda: (reconcilable_connection if reconcile else syncable_connection)(database, connection_id)
+        )
+    finally:
+        database.dispose()
+
+
 @click.command()
 @click.argument("connection_id")
 @click.option("--full", is_flag=True, help="Full resync instead of incremental.")
@@ -53,6 +68,7 @@ def sync(ctx: click.Context, connection_id: str, full: bool, verbose_flag: bool)
     analyst views are refreshed (the ``analyst_views`` job; on DuckDB a new read-only snapshot for analysts).
     """
     settings = _run_settings()
+    _refuse_before_dagster(settings, connection_id, reconcile=False)
     from ehrsync.progress import SyncProgress, summary_lines, type_rows
     from ehrsync.run_now import run_sync_now
 
@@ -93,6 +109,7 @@ def reconcile(ctx: click.Context, connection_id: str, verbose_flag: bool) -> Non
     The same job the weekly schedule runs, now; Bulk connections learn deletions from their exports instead.
     """
     settings = _run_settings()
+    _refuse_before_dagster(settings, connection_id, reconcile=True)
     from ehrsync.run_now import run_reconcile_now
 
     level = _quiet_unless(verbose_flag or is_verbose(ctx))

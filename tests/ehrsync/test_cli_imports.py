@@ -1,0 +1,107 @@
+"""Each ``ehrsync`` command loads only what it uses (issue 14): ``connections list`` used to load pyarrow, DuckDB,
+httpx and the whole engine (eager package ``__init__``s), and ``sync`` of a mistyped id loaded Dagster and the
+pipelines before naming it: a second of CPU and 50-100 MB per command, in every test that starts one.
+
+Checked by what a fresh interpreter has in ``sys.modules``, not by timing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+_KEY = "t4JTv4brtHtzKipfTJdayl_rg659i4mCNwc8JnvbEhk="
+_HEAVY = ("pyarrow", "duckdb", "dagster", "pipelines", "fastapi", "httpx")
+
+
+def _loaded_after(code: str, tmp_path: Path) -> dict[str, object]:
+    """Run ``code`` in a fresh interpreter; which of ``_HEAVY`` it loaded, and what it printed to stderr."""
+    script = f"{code}\nimport json, sys\nprint(json.dumps([m for m in {_HEAVY!r} if m in sys.modules]))"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "EHRSYNC_DATABASE_URL", "WAREHOUSE_URL")}
+    env.update(EHRSYNC_STATE_DIR=str(tmp_path / "state"), INTEGRATIONS_TOKEN_ENC_KEY=_KEY)
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'app.db'}"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return {"loaded": json.loads(proc.stdout.strip().splitlines()[-1]), "stderr": proc.stderr}
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "engine.connection_snapshots",
+        "engine.errors",
+        "store.database",  # ``ehrsync db migrate``: no vault, no token refresh over httpx
+        "store.models",
+        "warehouse.errors",
+        "sandbox.cli",  # ``ehrsync sandbox mutate``: an HTTP client, not the sandbox's FastAPI app
+    ],
+)
+def test_importing_one_module_does_not_load_the_whole_engine(tmp_path: Path, module: str) -> None:
+    """The package ``__init__``s export their names on first use (PEP 562), so reading one module of a package
+    no longer imports every other (``engine`` imported the bulk exporter, the warehouse and the plugins)."""
+    loaded = _loaded_after(f"import {module}", tmp_path)["loaded"]
+    # connections carry their vendor's export slot (the provider plugins, which parse URLs with httpx)
+    assert loaded == (["httpx"] if module in ("engine.connection_snapshots", "sandbox.cli") else [])
+
+
+def test_the_public_names_still_import_from_the_packages(tmp_path: Path) -> None:
+    """``from engine import runs, run_bulk_export, ...`` works as before, each name from its own module."""
+    code = (
+        "import engine, store, warehouse, connectors.fhir, connectors.smart, connectors.transport, connectors.bulk\n"
+        "for package in (engine, store, warehouse, connectors.fhir, connectors.smart, connectors.transport,"
+        " connectors.bulk):\n"
+        "    for name in package.__all__:\n"
+        "        assert getattr(package, name) is not None, (package, name)\n"
+        "from engine import runs, run_bulk_export, SyncRunRecord\n"
+        "assert runs.SyncRunRecord is SyncRunRecord and run_bulk_export.__module__ == 'engine.bulk_export'\n"
+        "try:\n"
+        "    engine.no_such_name\n"
+        "except AttributeError as exc:\n"
+        "    assert 'no_such_name' in str(exc)\n"
+        "else:\n"
+        "    raise AssertionError('engine.no_such_name resolved')"
+    )
+    assert "pyarrow" in _loaded_after(code, tmp_path)["loaded"]
+
+
+@pytest.mark.parametrize("command", ["sync", "reconcile"])
+def test_an_unknown_connection_is_named_before_dagster_loads(tmp_path: Path, command: str) -> None:
+    """``ehrsync sync conn-1`` used to import Dagster and every pipeline definition before finding no conn-1."""
+    code = (
+        "from store import AppDatabase\n"
+        "import os\n"
+        "AppDatabase.from_url(os.environ['DATABASE_URL']).migrate()\n"
+        "import sys\n"
+        "from ehrsync.cli import main\n"
+        "try:\n"
+        f"    main([{command!r}, 'conn-1'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 1, exc.code"
+    )
+    ran = _loaded_after(code, tmp_path)
+    assert "Error: connection_not_found: connection 'conn-1' not found" in str(ran["stderr"])
+    assert not {"dagster", "pipelines", "duckdb", "fastapi"} & set(ran["loaded"]), ran[
+        "loaded"
+    ]  # (settings still read pyarrow)
+
+
+def test_a_demo_state_it_may_not_delete_is_named_before_the_demo_loads(tmp_path: Path) -> None:
+    """``ehrsync demo --state <someone's folder>``: refused (``check_state_dir``) before the sandbox app and
+    Dagster are imported."""
+    precious = tmp_path / "clinic-data"
+    precious.mkdir()
+    (precious / "export.csv").write_text("kept")
+    code = (
+        "from ehrsync.cli import main\n"
+        "try:\n"
+        f"    main(['demo', '--state', {str(precious)!r}, '--patients', '2', '--connect', '1'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 1, exc.code"
+    )
+    ran = _loaded_after(code, tmp_path)
+    assert "is not empty and was not created by `ehrsync demo`" in str(ran["stderr"])
+    assert ran["loaded"] == ["httpx"] and (precious / "export.csv").read_text() == "kept"
