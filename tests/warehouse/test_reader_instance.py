@@ -152,3 +152,38 @@ def test_a_pool_of_reading_threads_keeps_few_instances(tmp_path: Path, zone: Lan
         for thread in threads:
             thread.join(60)
     wh.close()
+
+
+def test_concurrent_reads_open_at_most_two_instances_of_their_own(tmp_path: Path, zone: LandingZone) -> None:
+    """Eight reads at once (the auth service's request threads): two read through instances of their own, the rest
+    through plain connections, which share DuckDB's one cached database of the file (one memory limit, one set of
+    threads), as every read did before. Each read opening its own instance made eight memory limits and 72 threads."""
+    wh = _stored(tmp_path, zone)
+    before = _os_threads()
+    probe = duckdb.connect(":memory:", config={"threads": wh._config["threads"]})
+    per_instance = max(_os_threads() - before, 1)
+    probe.close()
+    inside, release = threading.Barrier(9), threading.Event()
+    counts: list[int] = []
+
+    def reader() -> None:
+        with wh._read() as cursor:
+            cursor.execute("SELECT count(*) FROM fhir_resources")
+            row = cursor.fetchone()
+            counts.append(int(row[0]) if row else -1)
+            inside.wait(60)  # all eight hold their read
+            release.wait(60)
+
+    threads = [threading.Thread(target=reader, daemon=True) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        inside.wait(60)
+        assert _os_threads() - before <= 8 + 3 * per_instance + 2
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(60)
+    assert counts == [3] * 8
+    assert wh.key_counts("c1").live == 3
+    wh.close()
