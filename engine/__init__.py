@@ -116,4 +116,4 @@ _HOMES = {
 }
 
 
-__getattr__ = lazy_exports(__name__, _HOMES)
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)

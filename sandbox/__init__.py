@@ -38,9 +38,19 @@ _HOMES = {
 
 
 def __getattr__(name: str) -> object:
-    """``from sandbox import X`` imports ``X``'s own module only (and keeps it here for the next lookup)."""
+    """``from sandbox import X`` imports ``X``'s own module only (and keeps it here for the next lookup); an
+    ``AttributeError`` while that module loads comes out as an ``ImportError`` ("cannot import name" would drop it)."""
     if name not in _HOMES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOMES[name]), name)
+    try:
+        module = importlib.import_module(_HOMES[name])
+    except AttributeError as exc:
+        raise ImportError(f"{_HOMES[name]} failed to load: {exc}", name=_HOMES[name]) from exc
+    value = getattr(module, name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    """The public names before their first use too (``help()``, completion), as eager imports listed them."""
+    return sorted({*globals(), *_HOMES})

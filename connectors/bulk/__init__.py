@@ -73,4 +73,4 @@ _HOMES = {
     "summarize_error_file": "connectors.bulk.special_files",
 }
 
-__getattr__ = lazy_exports(__name__, _HOMES)
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)

@@ -47,4 +47,4 @@ _HOMES = {
     "parse_retry_after": "connectors.http",
 }
 
-__getattr__ = lazy_exports(__name__, _HOMES)
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)

@@ -83,4 +83,4 @@ _HOMES = {
     "url_problem": "connectors.http.urls",
 }
 
-__getattr__ = lazy_exports(__name__, _HOMES)
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)

@@ -124,4 +124,4 @@ _HOMES = {
     "refresh_grant": "connectors.smart.token",
 }
 
-__getattr__ = lazy_exports(__name__, _HOMES)
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)

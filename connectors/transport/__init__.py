@@ -54,4 +54,4 @@ _HOMES = {
     "TransferDeadline": "connectors.transport.transfer",
 }
 
-__getattr__ = lazy_exports(__name__, _HOMES)
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)
