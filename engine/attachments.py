@@ -19,6 +19,7 @@ from connectors.errors import (
     EhrSyncError,
     EhrUnreachableError,
     NeedsReauthError,
+    RateLimitedError,
     StepBudgetExceededError,
     loggable_message,
 )
@@ -117,7 +118,13 @@ def store_attachments(
                 outcome.links.append(
                     {"url": row.url, "sha256": row.sha256, "size": row.size, "content_type": row.content_type}
                 )
-            except (NeedsReauthError, StepBudgetExceededError, EhrUnreachableError, RefreshLockTimeoutError):
+            except (
+                NeedsReauthError,
+                StepBudgetExceededError,
+                EhrUnreachableError,
+                RateLimitedError,
+                RefreshLockTimeoutError,
+            ):
                 raise  # the whole landing stops: nothing recorded, the mark untouched, the next run fetches again
             except (EhrSyncError, WarehouseError, OSError) as exc:
                 outcome.failed += 1

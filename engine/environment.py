@@ -24,6 +24,7 @@ from connectors.errors import (
     EhrUnreachableError,
     FhirUnauthorizedError,
     NeedsReauthError,
+    RateLimitedError,
 )
 from connectors.fhir import CallBudget, FhirClient, RetryPolicy
 from connectors.http import outbound_url_guard
@@ -150,9 +151,9 @@ class SyncEnvironment:
     def capabilities(
         self, conn: ConnectionInfo, client: FhirClient, run_id: str | None = None
     ) -> dict[str, Any] | None:
-        """The server's CapabilityStatement, fetched once per base per run; ``None`` when the server has none
-        usable (then the vendor's defaults decide, e.g. which types support ``_lastUpdated``). With ``run_id``
-        the run's steps in this process share it: Dagster builds an environment per step."""
+        """The server's CapabilityStatement, fetched once per base per run; ``None`` when it has none usable (the
+        vendor's defaults decide then), but what each later request would meet too raises (a refused grant, an
+        unreachable host, a long throttle). With ``run_id`` the run's steps in this process share it."""
         if conn.fhir_base not in self._capabilities:
             fetch = functools.partial(self._fetch_capabilities, conn, client)
             found = fetch() if run_id is None else run_capabilities(conn.fhir_base, run_id, fetch)
@@ -163,7 +164,7 @@ class SyncEnvironment:
     def _fetch_capabilities(conn: ConnectionInfo, client: FhirClient) -> dict[str, Any] | None:
         try:
             return client.capabilities()
-        except (NeedsReauthError, EhrUnreachableError, RefreshLockTimeoutError):
+        except (NeedsReauthError, EhrUnreachableError, RateLimitedError, RefreshLockTimeoutError):
             raise
         except EhrSyncError as exc:
             _log.info("no usable CapabilityStatement at %s (%s); using vendor defaults", conn.id, exc.code)
@@ -207,10 +208,9 @@ class SyncEnvironment:
         )
 
     def confirm_unauthorized(self, conn: ConnectionInfo) -> None:
-        """A request of ``conn`` still got 401 after its one token refresh (FhirUnauthorizedError). For a
-        backend/group connection whose token was re-acquired because of that 401, the vault marks it
-        ``client_rejected`` and raises ClientRejectedError ("check the client registration"); a patient
-        connection is left to its next token refresh."""
+        """A request of ``conn`` still got 401 after its one token refresh (FhirUnauthorizedError). For a backend
+        or group connection whose token was re-acquired because of that 401, the vault marks it ``client_rejected``
+        and raises ClientRejectedError ("check the client registration"); a patient one waits for its next refresh."""
         if conn.kind in _BACKEND_KINDS:
             self.vault.confirm_unauthorized(conn.id)
 

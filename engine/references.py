@@ -27,6 +27,7 @@ from connectors.errors import (
     FhirNotFoundError,
     FhirUnauthorizedError,
     NeedsReauthError,
+    RateLimitedError,
     SearchIncompleteError,
     loggable_message,
 )
@@ -107,7 +108,7 @@ def _fetch_all(
         try:
             batched = can_search_by_id(conn, rtype, capabilities)
             reports[rtype] = land_by_ids(env.zone, conn, client, wh, run_id, rtype, ids, batched=batched)
-        except (NeedsReauthError, EhrUnreachableError, RefreshLockTimeoutError):
+        except (NeedsReauthError, EhrUnreachableError, RateLimitedError, RefreshLockTimeoutError):
             raise  # every further request would fail (or wait the refresh lock's 300 s) the same way: the run stops
         except (EhrSyncError, WarehouseError, OSError) as exc:
             _log.warning("reading referenced %s of %s failed: %s", rtype, conn.id, loggable_message(exc))

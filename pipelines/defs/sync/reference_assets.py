@@ -19,6 +19,7 @@ from dagster import (
 )
 
 from engine import PATIENT_TYPES, REFERENCED_TYPES, TypeReport, runs, sync_references
+from engine.run_holds import note_source_throttle
 from pipelines.defs._shared.connection_facts import connection_metadata, step_connection
 from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs._shared.metadata import check_result, quarantine_verdict, type_report_metadata
@@ -115,7 +116,11 @@ def build_reference_assets() -> AssetsDefinition:
             earlier = earlier_runs(context.instance, context.run)
             if earlier:  # a re-execution of this step alone: its own row, so its success is recorded
                 runs.continue_run(env.db, connection_id, context.run.run_id, earlier)
-            reports = sync_references(env, connection_id, context.run.run_id)
+            try:
+                reports = sync_references(env, connection_id, context.run.run_id)
+            except Exception as exc:  # a source-wide throttle holds the run's retries, as a type step's does
+                note_source_throttle(env.db, context.run.run_id, connection_id, exc)
+                raise
         failed = [r for r in reports.values() if r.error is not None]
         for resource_type in REFERENCED_TYPES:
             report = reports.get(resource_type) or TypeReport(resource_type, skipped_reason=NO_REFERENCES)
