@@ -4,7 +4,6 @@ sync world the code location can open (the same state folder and vault key)."""
 from __future__ import annotations
 
 import base64
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,25 +11,15 @@ import httpx
 import pytest
 from dagster import DagsterInstance
 
-from store import AppDatabase
 from tests.engine.helpers import SyncWorld, make_environment
+from tests.fixtures.app_db import copy_migrated_sqlite
 from tests.pipelines.appdb import AppDb, make_app_db
 
 
-@pytest.fixture(scope="session")
-def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One migrated SQLite app database; each test gets a copy (migrating per test costs about a second)."""
-    path = tmp_path_factory.mktemp("appdb") / "template.db"
-    db = AppDatabase.from_url(f"sqlite:///{path}")
-    db.migrate()
-    db.dispose()
-    return path
-
-
 @pytest.fixture
-def app_db(tmp_path: Path, migrated_sqlite_template: Path) -> Iterator[AppDb]:
+def app_db(tmp_path: Path) -> Iterator[AppDb]:
     target = tmp_path / "app.db"
-    shutil.copyfile(migrated_sqlite_template, target)
+    copy_migrated_sqlite(target)
     appdb = make_app_db(f"sqlite:///{target}", migrated=True)
     yield appdb
     appdb.db.dispose()

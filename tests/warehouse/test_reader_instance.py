@@ -121,15 +121,22 @@ def _os_threads() -> int:
     return sum(1 for _ in Path("/proc/self/task").iterdir())
 
 
+def _threads_per_instance(wh: DuckDBWarehouse) -> int:
+    """OS threads one DuckDB instance of ``wh``'s configuration starts (its workers and I/O threads)."""
+    before = _os_threads()
+    probe = duckdb.connect(":memory:", config={"threads": wh._config["threads"]})
+    per_instance = max(_os_threads() - before, 1)
+    probe.close()
+    return per_instance
+
+
 def test_a_pool_of_reading_threads_keeps_few_instances(tmp_path: Path, zone: LandingZone) -> None:
     """Threads of a pool that each read once (the auth service's request threads) keep at most two idle
     instances between them, not one each: an instance holds DuckDB's worker and I/O threads (9 with threads=2)
     and a few MB, so 40 request threads kept 360 threads and 150 MB until they ended."""
     wh = _stored(tmp_path, zone)
     before = _os_threads()
-    probe = duckdb.connect(":memory:", config={"threads": wh._config["threads"]})
-    per_instance = max(_os_threads() - before, 1)
-    probe.close()
+    per_instance = _threads_per_instance(wh)
     gate = threading.Barrier(8)
     release = threading.Event()
 
@@ -160,9 +167,7 @@ def test_concurrent_reads_open_at_most_two_instances_of_their_own(tmp_path: Path
     threads), as every read did before. Each read opening its own instance made eight memory limits and 72 threads."""
     wh = _stored(tmp_path, zone)
     before = _os_threads()
-    probe = duckdb.connect(":memory:", config={"threads": wh._config["threads"]})
-    per_instance = max(_os_threads() - before, 1)
-    probe.close()
+    per_instance = _threads_per_instance(wh)
     inside, release = threading.Barrier(9), threading.Event()
     counts: list[int] = []
 
