@@ -25,7 +25,6 @@ from typing import Any
 import duckdb
 import httpx
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from auth_service.core.config import Settings, load_settings
 from auth_service.services.dagster_client import (
@@ -40,6 +39,7 @@ from store import save_provider_config
 from store.models import Connection
 from tests.auth_service.ehr import Service, authorize_headless, patient_ids, running_service, sandbox_admin
 from tests.auth_service.keyutil import enc_key, rsa_pem
+from tests.fixtures.client_keys import backend_client_key
 from warehouse._filelock import file_lock
 
 SYNC = "/api/ehr/sync"
@@ -343,7 +343,7 @@ def backend_connection(stack: Stack, sandbox: Any, *, group_id: str | None = Non
     """A SMART Backend Services client registered at the sandbox, its key in the provider config (as in
     production, so the Dagster run's vault can sign its assertion) and a ``backend`` connection row."""
     client_id = f"backend-{uuid.uuid4().hex[:10]}"
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key = backend_client_key()
     kid = uuid.uuid4().hex[:8]
     numbers = key.public_key().public_numbers()
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import httpx
 import jwt
-from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+
+from tests.fixtures.client_keys import backend_client_key
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -22,7 +23,7 @@ class BackendClient:
         self.client_id = client_id or f"backend-{uuid.uuid4().hex[:8]}"
         self.scope = scope
         self.token_url = f"{sandbox.base_url}/oauth/token"
-        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self._key = backend_client_key()
         jwk = json.loads(RSAAlgorithm.to_jwk(self._key.public_key()))
         jwk.update({"kid": "test-k1", "alg": "RS384", "use": "sig"})
         sandbox.admin.register_client(self.client_id, "backend", jwks={"keys": [jwk]})

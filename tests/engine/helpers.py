@@ -40,6 +40,7 @@ from engine import SyncEnvironment
 from store import AppDatabase, TokenCipher, TokenVault
 from store.models import Connection, Tenant
 from tests.fixtures.app_db import copy_migrated_sqlite
+from tests.fixtures.client_keys import backend_client_key
 from warehouse import AttachmentStore, LandingZone
 
 # Same rules as production (Retry-After honoured, backoff, attempts), shorter floors so fault tests stay fast.
@@ -236,7 +237,7 @@ def connect_backend(
     """Register a backend client with a fresh RS384 key (JWKS inline) and store a ``group`` connection (or a
     ``backend`` one when ``group_id`` is None). The vault mints tokens with client_credentials on demand."""
     client_id = f"backend-{uuid.uuid4().hex[:10]}"
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key = backend_client_key()
     kid = uuid.uuid4().hex[:8]
     register_backend_client(http, sandbox, client_id, backend_jwk(key.public_key(), kid))
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())

@@ -11,12 +11,12 @@ import uuid
 
 import httpx
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from connectors.smart import discover
 from store import TokenCipher, save_provider_config
 from store.models import Connection
 from tests.engine.helpers import SandboxLike, SyncWorld
+from tests.fixtures.client_keys import backend_client_key
 
 
 def _b64(n: int) -> str:
@@ -29,7 +29,7 @@ def connect_backend_with_config(
     """Register a backend client (RS384 JWKS) in the sandbox, store its key in the provider config and add a
     ``backend`` connection; returns the connection id."""
     client_id = f"backend-{uuid.uuid4().hex[:10]}"
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key = backend_client_key()
     kid = uuid.uuid4().hex[:8]
     numbers = key.public_key().public_numbers()
     jwk = {"kty": "RSA", "kid": kid, "alg": "RS384", "use": "sig", "n": _b64(numbers.n), "e": _b64(numbers.e)}
