@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import ssl
 import time
 from collections.abc import Collection
 from typing import Any
@@ -21,13 +23,19 @@ class AssertionRejected(Exception):
     """The assertion is unacceptable; the message names the failed check (never the assertion itself)."""
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context for JWKS fetches: httpx builds one per call otherwise, loading the CA bundle each time."""
+    return httpx.create_ssl_context()
+
+
 def _jwks(client: ClientRegistration, jku: str | None) -> dict[str, Any]:
     if jku is not None and jku != client.jwks_url:
         raise AssertionRejected("jku does not match the registered JWKS URL")
     if client.jwks is not None and client.jwks_url is None:
         return client.jwks
     try:
-        resp = httpx.get(str(client.jwks_url), timeout=5.0)
+        resp = httpx.get(str(client.jwks_url), timeout=5.0, verify=_tls_context())
         resp.raise_for_status()
         data = resp.json()
     except (httpx.HTTPError, ValueError) as exc:

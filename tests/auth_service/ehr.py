@@ -14,13 +14,16 @@ from auth_service.app import create_app
 from auth_service.core.keys import build_jwks
 from auth_service.services.tenants import bootstrap_tenant
 from auth_service.tenants.settings import TenantSeed
+from connectors.transport.tls import default_ssl_context
 from tests.auth_service.conftest import LiveServer
 
 CALLBACK = "/api/integrations/smart/callback"
 
 
 def sandbox_admin(sandbox: Any, path: str, payload: dict[str, Any] | None = None, method: str = "POST") -> Any:
-    r = httpx.request(method, f"{sandbox.base_url}/admin/{path}", json=payload, timeout=10)
+    r = httpx.request(
+        method, f"{sandbox.base_url}/admin/{path}", json=payload, timeout=10, verify=default_ssl_context()
+    )
     assert r.status_code < 300, f"sandbox admin {path}: {r.status_code} {r.text}"
     return r.json() if r.content else None
 
@@ -53,7 +56,14 @@ class Service:
         return self.base_url + CALLBACK
 
     def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.request(method, self.base_url + path, headers={"X-API-Key": self.api_key}, timeout=30, **kwargs)
+        return httpx.request(
+            method,
+            self.base_url + path,
+            headers={"X-API-Key": self.api_key},
+            timeout=30,
+            **kwargs,
+            verify=default_ssl_context(),
+        )
 
     def jwks(self) -> dict[str, Any]:
         return build_jwks(self.ctx.settings.signing_key(), [])

@@ -59,7 +59,9 @@ def _graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> d
     webserver once answered 500 to ``stopSensor`` while the daemon wrote the same SQLite storage, without a log
     line (a transient lock on the instance's SQLite files, not an answer about ehrsync)."""
     for attempt in range(5):
-        r = httpx.post(url, json={"query": query, "variables": variables or {}}, timeout=60)
+        r = httpx.post(
+            url, json={"query": query, "variables": variables or {}}, timeout=60, verify=default_ssl_context()
+        )
         if r.status_code < 500 or attempt == 4:
             break
         time.sleep(1 + attempt)
@@ -149,7 +151,9 @@ class Stack:
 
     def api(self, method: str, path: str, key: str | None = None, **kwargs: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {key or self.service.api_key}"}
-        return httpx.request(method, self.service.base_url + path, headers=headers, timeout=30, **kwargs)
+        return httpx.request(
+            method, self.service.base_url + path, headers=headers, timeout=30, **kwargs, verify=default_ssl_context()
+        )
 
 
 def add_connection(stack: Stack, tenant_id: str, *, kind: str = "patient", status: str = "active") -> str:

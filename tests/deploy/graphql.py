@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 
+from connectors.transport.tls import default_ssl_context
+
 RUNS = """
 query Runs {
   runsOrError(limit: 200) {
@@ -37,7 +39,9 @@ class Run:
 
 
 def _post(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    answer = httpx.post(url, json={"query": query, "variables": variables or {}}, timeout=10)
+    answer = httpx.post(
+        url, json={"query": query, "variables": variables or {}}, timeout=10, verify=default_ssl_context()
+    )
     answer.raise_for_status()
     body: dict[str, Any] = answer.json()
     if body.get("errors"):

@@ -15,6 +15,7 @@ import jwt
 import orjson
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from connectors.transport.tls import default_ssl_context
 from sandbox import SandboxServer
 
 REDIRECT = "http://127.0.0.1:9/callback"
@@ -47,7 +48,9 @@ def authorize_params(sb: SandboxServer, client_id: str, scope: str, challenge: s
 
 
 def authorize(sb: SandboxServer, params: dict[str, str]) -> httpx.Response:
-    return httpx.get(sb.base_url + "/oauth/authorize?" + urlencode(params), follow_redirects=False)
+    return httpx.get(
+        sb.base_url + "/oauth/authorize?" + urlencode(params), follow_redirects=False, verify=default_ssl_context()
+    )
 
 
 def query_of(resp: httpx.Response) -> dict[str, str]:
@@ -79,7 +82,7 @@ def exchange(sb: SandboxServer, client_id: str, code: str, verifier: str | None,
     if verifier is not None:
         form["code_verifier"] = verifier
     form.update(extra)
-    return httpx.post(sb.base_url + "/oauth/token", data=form)
+    return httpx.post(sb.base_url + "/oauth/token", data=form, verify=default_ssl_context())
 
 
 def rsa_key() -> tuple[Any, dict[str, Any]]:
@@ -127,7 +130,7 @@ def backend_token_response(
         "client_assertion_type": ASSERTION_TYPE,
         "client_assertion": assertion(sb, cid, key, jwk, **overrides),
     }
-    return httpx.post(sb.base_url + "/oauth/token", data=form)
+    return httpx.post(sb.base_url + "/oauth/token", data=form, verify=default_ssl_context())
 
 
 def backend_token(sb: SandboxServer, scope: str = "system/*.rs") -> str:
@@ -157,14 +160,18 @@ def kickoff(
 ) -> httpx.Response:
     h = {**bearer(token), **(ASYNC if headers is None else headers)}
     if method == "POST":
-        return httpx.post(sb.fhir_base + path, headers=h, content=orjson.dumps(body))
-    return httpx.get(sb.fhir_base + path, headers=h, params=params)
+        return httpx.post(sb.fhir_base + path, headers=h, content=orjson.dumps(body), verify=default_ssl_context())
+    return httpx.get(sb.fhir_base + path, headers=h, params=params, verify=default_ssl_context())
 
 
 def wait(status_url: str, token: str, timeout_s: float = 30) -> httpx.Response:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        resp = httpx.get(status_url, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
+        resp = httpx.get(
+            status_url,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            verify=default_ssl_context(),
+        )
         if resp.status_code != 202:
             return resp
         assert "Retry-After" in resp.headers
@@ -183,6 +190,6 @@ def run(sb: SandboxServer, token: str, **kw: Any) -> dict[str, Any]:
 
 def lines(url: str, token: str | None) -> list[dict[str, Any]]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    resp = httpx.get(url, headers=headers)
+    resp = httpx.get(url, headers=headers, verify=default_ssl_context())
     assert resp.status_code == 200, resp.text
     return [orjson.loads(line) for line in resp.content.splitlines()]
