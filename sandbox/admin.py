@@ -146,6 +146,13 @@ def clear_faults(request: Request) -> dict[str, str]:
     return {"status": "cleared"}
 
 
+@router.post("/faults/release")
+def release_held(request: Request) -> dict[str, str]:
+    """Requests a ``slow`` fault is holding go on now; the faults stay armed (a clear releases them too)."""
+    get_state(request).faults.release()
+    return {"status": "released"}
+
+
 @router.post("/mutate")
 def mutate_now(body: MutateRequest, request: Request) -> dict[str, list[str]]:
     st = get_state(request)

@@ -105,6 +105,10 @@ class SandboxAdmin:
     def clear_faults(self) -> None:
         self._call("DELETE", "/faults")
 
+    def release_held(self) -> None:
+        """Requests a ``slow`` fault is holding go on now; the armed faults stay."""
+        self._call("POST", "/faults/release")
+
     def mutate(
         self,
         create: int = 0,

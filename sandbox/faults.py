@@ -109,6 +109,7 @@ class FaultRegistry:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
         self._quotas: list[QuotaWindow] = []
+        self._releases = 0  # held ``slow`` requests go on when this changes (``release``)
 
     def add(self, fault: Fault) -> None:
         with self._lock:
@@ -119,9 +120,22 @@ class FaultRegistry:
             self._faults.append(fault.model_copy())
 
     def clear(self) -> None:
+        """Disarm every fault, and release the requests a ``slow`` fault is holding."""
         with self._lock:
-            self._faults.clear()
-            self._quotas.clear()
+            self._faults, self._quotas = [], []
+            self._releases += 1
+
+    def release(self) -> None:
+        """The requests ``slow`` faults hold go on now (``POST /admin/faults/release``); the faults stay armed."""
+        with self._lock:
+            self._releases += 1
+
+    async def hold(self, delay_s: float) -> None:
+        """A ``slow`` fault's wait: ``delay_s``, or less when released (a test holds a request while it acts)."""
+        clock = asyncio.get_running_loop().time
+        released, ends = self._releases, clock() + delay_s
+        while (left := ends - clock()) > 0 and self._releases == released:  # an int's read is atomic
+            await asyncio.sleep(min(left, 0.05))
 
     def quota(self, path: str, method: str | None) -> QuotaWindow | None:
         """The first armed quota fault that counts a request to ``path``."""
@@ -209,7 +223,7 @@ class FaultMiddleware:
             return
         log.info("fault %s fired on %s", fault.kind, path)
         if fault.kind == "slow":
-            await asyncio.sleep(fault.delay_s)
+            await self.registry.hold(fault.delay_s)
             await self.app(scope, receive, send)
         elif fault.kind == "drop":
             await _drop(raw_send)

@@ -16,6 +16,11 @@ if TYPE_CHECKING:
 
 __all__ = ["purge"]
 
+#: How long ``--disconnect`` waits for a free call of a vendor's shared call budget (eCW) before deleting the tokens
+#: without revoking them (and saying so): an operator at a terminal, not a browser, but not a background job either.
+#: ``--budget-wait`` sets another (a script that would rather not wait, or an operator who would rather wait longer).
+DISCONNECT_BUDGET_WAIT_S = 60.0
+
 
 @click.command()
 @click.argument("connection_id")
@@ -25,7 +30,16 @@ __all__ = ["purge"]
     is_flag=True,
     help="Disconnect the connection first if it is not (revokes its tokens at the EHR), then purge.",
 )
-def purge(connection_id: str, yes: bool, disconnect: bool) -> None:
+@click.option(
+    "--budget-wait",
+    type=click.FloatRange(0.0, 3600.0),
+    default=DISCONNECT_BUDGET_WAIT_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --disconnect: how long to wait for a free call of a vendor's call budget shared with the syncs "
+    "(eClinicalWorks) before deleting the tokens without revoking them at the EHR (and saying so).",
+)
+def purge(connection_id: str, yes: bool, disconnect: bool, budget_wait: float) -> None:
     """Remove everything synced for CONNECTION_ID: landing files, warehouse rows (the analyst views follow at once),
     attachments only it references, and its sync state. The connection row, its run history and the audit trail
     stay. Only a disconnected connection is purged (an active one would be filled again by its next sync): pass
@@ -53,7 +67,7 @@ def purge(connection_id: str, yes: bool, disconnect: bool) -> None:
             )
         if active:
             bounds = settings.limits.request_bounds()
-            exit_on_configuration_error(lambda: _disconnect(db, connection_id, bounds))
+            exit_on_configuration_error(lambda: _disconnect(db, connection_id, bounds, budget_wait))
         wait = settings.limits.lock_wait_s
         duckdb = settings.limits.duckdb
         targets = PurgeTargets.at(db, settings.state_dir, settings.warehouse_url, lock_wait_s=wait, duckdb=duckdb)
@@ -81,12 +95,7 @@ def _purge_after(disconnected: bool, connection_id: str, action: Callable[[], Pu
         ) from None
 
 
-#: How long ``--disconnect`` waits for a free call of a vendor's shared call budget (eCW) before deleting the tokens
-#: without revoking them (and saying so): an operator at a terminal, not a browser, but not a background job either.
-DISCONNECT_BUDGET_WAIT_S = 60.0
-
-
-def _disconnect(db: AppDatabase, connection_id: str, bounds: BodyBounds) -> None:
+def _disconnect(db: AppDatabase, connection_id: str, bounds: BodyBounds, budget_wait_s: float) -> None:
     """Revoke at the EHR where it offers revocation (SAL-34), delete the tokens, mark the connection disconnected.
     The discovery and revocation calls keep to the request bounds the settings read and spend the vendor's shared
     call budget (eCW) like every other caller; the line printed says whether the tokens were revoked, and why not."""
@@ -103,7 +112,7 @@ def _disconnect(db: AppDatabase, connection_id: str, bounds: BodyBounds) -> None
     with BoundedClient(bounds=bounds, timeout=httpx.Timeout(30.0, connect=10.0)) as http:
         vault = TokenVault(db, TokenCipher.from_env(), http)
         try:
-            with vendor_call_budget(db, provider_id, fhir_base, max_wait_s=DISCONNECT_BUDGET_WAIT_S):
+            with vendor_call_budget(db, provider_id, fhir_base, max_wait_s=budget_wait_s):
                 revocation = vault.disconnect(connection_id)
         finally:
             vault.close()

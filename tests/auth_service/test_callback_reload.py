@@ -28,8 +28,9 @@ from tests.auth_service.test_flows_sandbox import register
 LOGIN = "/api/integrations/smart/login?tenant=t1&provider=smart"
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 # The reload waits 2 s for the first request's answer before it says so, and must have done so before that answer
-# comes: 10 s, not 5, leaves a busy CI machine time to send and serve the reload first.
-TOKEN_DELAY_S = 10.0
+# comes: the sandbox holds the token request (up to its longest delay) until the test has the reload's answer, then
+# releases it (a fixed 5 s, then 10 s, had to guess how long a busy CI machine takes to send and serve the reload).
+TOKEN_DELAY_S = 60.0
 ARMED = 10  # firings of the slow fault: the firings left tell how many token requests reached the sandbox
 
 
@@ -81,6 +82,8 @@ def reload_while_slow(svc: Service, sandbox: Any, client_id: str) -> None:
                 waiting.headers["cache-control"] == "no-store" and waiting.headers["referrer-policy"] == "no-referrer"
             )
             assert "took too long" not in waiting.text and "error-code" not in waiting.text
+            assert worker.is_alive()  # the token request is still held: the reload was answered while it ran
+            sandbox_admin(sandbox, "faults/release")
             worker.join(timeout=60)
             assert first and first[0].status_code == 303 and first[0].headers["location"] == "/connect/done"
 

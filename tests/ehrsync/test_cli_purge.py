@@ -16,7 +16,6 @@ import duckdb
 from sqlalchemy import select
 
 from connectors.providers import get_provider
-from ehrsync.commands.purge import DISCONNECT_BUDGET_WAIT_S
 from engine.purge import PURGE_ACTION
 from sandbox import SandboxServer
 from store.models import AuditEvent, Connection
@@ -27,6 +26,8 @@ from tests.engine.job_runs import run_sync
 from tests.running_sync import sync_holding_the_lock
 
 _ARMED = 1000
+#: ``--budget-wait`` where the eCW budget is taken: more than one of its 2.5 s slots, far below the 60 s default
+_BUDGET_WAIT_S = 6.0
 
 
 def _cli(
@@ -114,18 +115,21 @@ def test_purge_disconnect_revokes_within_the_ecw_call_budget_and_says_when_it_di
     slices = min(24, limit.capacity)
     slot_s, per_slot = limit.window_s / slices, limit.capacity // slices
     first, key = int(time.time() // slot_s), hashlib.sha256(ehr.fhir_base.encode()).hexdigest()
-    # busy well past the command's wait (it waits DISCONNECT_BUDGET_WAIT_S slot by slot, then gives up), with room
-    # for the CLI to start slowly on a loaded machine: a margin of a few seconds let the revocation through then
-    spent = int((DISCONNECT_BUDGET_WAIT_S + 600) / slot_s) + 1
+    # busy well past the command's wait (it waits --budget-wait slot by slot, then gives up), with room for the CLI
+    # to start slowly on a loaded machine: a margin of a few seconds let the revocation through then
+    spent = int((_BUDGET_WAIT_S + 600) / slot_s) + 1
     with world.env.db.session() as s, s.begin():
         s.add_all(RateSlot(key=key, slot=first + i, used=per_slot) for i in range(spent))
     ehr.admin.set_fault("slow", delay_s=0, times=_ARMED)  # counts every request the EHR gets from now on
     try:
-        purged = _cli(world, tmp_path, "purge", cid, "--disconnect", "--yes")
+        started = time.monotonic()
+        purged = _cli(world, tmp_path, "purge", cid, "--disconnect", "--yes", "--budget-wait", f"{_BUDGET_WAIT_S:g}")
+        took = time.monotonic() - started
         left = [f["times"] for f in ehr.admin.faults()]
     finally:
         ehr.admin.clear_faults()
     assert left == [_ARMED], left  # nothing was sent outside the budget: no discovery, no revocation
+    assert took >= _BUDGET_WAIT_S, took  # it waited for a free call as long as it was told before giving up
 
     assert purged.returncode == 0, purged.stderr
     assert f"disconnected {cid}: the tokens were deleted here but NOT revoked at the EHR" in purged.stdout

@@ -130,6 +130,10 @@ def test_dwb50_an_id_that_cannot_be_learned_is_written_as_id_unknown(world, star
     assert any("id_unknown" in r.getMessage() for r in caplog.records)
 
 
+#: How long the sandbox may hold a POST the test releases once it has acted: the sandbox's longest delay
+_HELD_S = 60.0
+
+
 def _in_thread(call: Any) -> tuple[threading.Thread, dict[str, NoteRecord]]:
     out: dict[str, NoteRecord] = {}
     thread = threading.Thread(target=lambda: out.setdefault("done", call()))
@@ -179,12 +183,14 @@ def test_a_2xx_after_another_run_moved_the_note_to_unknown_is_still_written(worl
     ehr = start_sandbox(conditional_create=False)
     conn = writable_connection(world, ehr, http)
     note = enqueue(world, conn)
-    # the other run (a transition and a search) ends well before the 201, even on a busy CI machine: 10 s, not 5
-    ehr.admin.set_fault("slow", path=DOC_POSTS, times=1, delay_s=10.0)
+    # the sandbox holds the POST until the other run (a transition and a search) has ended, then lets it go on
+    ehr.admin.set_fault("slow", path=DOC_POSTS, times=1, delay_s=_HELD_S)
     thread, out = _in_thread(lambda: write_note(world.env, FAST, note.id))
     sending = _wait_sending(world, note.id)
     other = transition(world.env.db, sending, "unknown", reason_code="response_lost", reason=None)
     assert write_note(world.env, FAST, other.id).state == "unknown"  # the other run's search: not stored yet
+    assert thread.is_alive()  # the POST is still held: the 201 comes after the other run
+    ehr.admin.release_held()
     thread.join(30)
     [doc] = server_notes(world, conn, ehr, note)
     final = get_note(world.env.db, note.id)
@@ -223,12 +229,14 @@ def test_a_2xx_after_another_run_failed_the_note_is_still_written(world, start_s
     ehr = start_sandbox(conditional_create=False)
     conn = writable_connection(world, ehr, http)
     note = enqueue(world, conn)
-    # the other run's transition lands well before the 201, even on a busy CI machine: 10 s, not 3 (a 3 s stall let
-    # the 201 land first, and the transition met a written note)
-    ehr.admin.set_fault("slow", path=DOC_POSTS, times=1, delay_s=10.0)
+    # the sandbox holds the POST until the other run's transition has landed, then lets it go on (a fixed 3 s stall
+    # let the 201 land first on a busy machine, and the transition met a written note)
+    ehr.admin.set_fault("slow", path=DOC_POSTS, times=1, delay_s=_HELD_S)
     thread, out = _in_thread(lambda: write_note(world.env, FAST, note.id))
     sending = _wait_sending(world, note.id)
     transition(world.env.db, sending, "failed", reason_code="retries_exhausted", reason=None)
+    assert thread.is_alive()  # the POST is still held: the 201 comes after the transition
+    ehr.admin.release_held()
     thread.join(30)
     [doc] = server_notes(world, conn, ehr, note)
     final = get_note(world.env.db, note.id)

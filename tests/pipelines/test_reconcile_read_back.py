@@ -10,15 +10,17 @@ from typing import Any
 import duckdb
 import httpx
 import pytest
-from dagster import DagsterInstance
+from dagster import DagsterInstance, Definitions, JobDefinition
 
 from connectors.errors import FhirServerError
 from ehrsync.run_now import run_sync_now
 from engine import deletes
 from engine.settings import PipelineSettings
-from pipelines.definitions import build_definitions
+from pipelines.definitions import build_definitions, domain_definitions
+from pipelines.defs.maintenance.jobs import RECONCILE_JOB
+from pipelines.resources import EhrHttpResource, default_resources
 from sandbox import SandboxConfig, SandboxServer
-from tests.engine.helpers import SyncWorld, connect_patient
+from tests.engine.helpers import FAST_RETRY, SyncWorld, connect_patient
 from tests.pipelines.test_end_to_end import live_counts
 
 
@@ -52,6 +54,24 @@ def test_a_failed_read_back_fails_the_op_after_every_type_is_reconciled_bdx31(
         assert after[rtype] == before[rtype] - deleted.count(rtype), rtype
 
 
+def _fast_retrying_reconcile(settings: PipelineSettings) -> JobDefinition:
+    """The reconcile job ``build_definitions(settings)`` binds, its EHR client retrying a dropped request after
+    0.05 s, not 2 s (``EhrHttpResource.retry_min_s``, ``retry_cap_s``): the same retries, without waiting 30 s for
+    each request the test has the EHR drop every time."""
+    resources = default_resources(settings)
+    bound = resources["ehr_http"]  # Dagster binds a resource's constructor fields (not a model_copy's): name them
+    assert isinstance(bound, EhrHttpResource)
+    resources["ehr_http"] = EhrHttpResource(
+        fetch_allowed_hosts=bound.fetch_allowed_hosts,
+        max_response_bytes=bound.max_response_bytes,
+        request_deadline_s=bound.request_deadline_s,
+        retry_min_s=FAST_RETRY.retry_after_min_s,
+        retry_cap_s=FAST_RETRY.backoff_cap_s,
+    )
+    defs = Definitions.merge(*domain_definitions(settings), Definitions(resources=resources))
+    return defs.resolve_job_def(RECONCILE_JOB)
+
+
 def _output_metadata(result: Any) -> dict[str, Any]:
     (output,) = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
     return {k: v.value for k, v in output.event_specific_data.metadata.items()}
@@ -68,7 +88,7 @@ def test_the_op_reports_ids_kept_alive_and_fails_naming_a_type_whose_deletions_i
     with SandboxServer(SandboxConfig(patients=1, seed=5)) as one, DagsterInstance.ephemeral() as instance:
         cid = connect_patient(world, one, http=http)
         assert run_sync_now(cid, settings=settings, instance=instance).success
-        reconcile = build_definitions(settings).resolve_job_def("reconcile_deletes")
+        reconcile = _fast_retrying_reconcile(settings)
         gone = [r for r in one.admin.mutate(delete=25, seed=3)["deleted"] if r.startswith("Observation/")]
         before = live_counts(settings.warehouse_url, cid)
         one.admin.settings(max_count=5)  # the listings page, and one page of the Observations' skips a match

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 
@@ -74,6 +75,31 @@ def test_slow_response(sandbox: SandboxServer, token: str) -> None:
     start = time.monotonic()
     assert _get(sandbox, token).status_code == 200
     assert time.monotonic() - start >= 0.6
+
+
+def test_a_held_slow_request_goes_on_when_released_and_the_fault_stays_armed(
+    sandbox: SandboxServer, token: str
+) -> None:
+    """``POST /admin/faults/release`` lets a request a ``slow`` fault holds go on before its ``delay_s`` (a test acts
+    while it is held, then releases it); the fault's other firings stay armed, and a clear releases too."""
+    sandbox.admin.set_fault("slow", delay_s=60, times=3)
+    with ThreadPoolExecutor(2) as pool:
+        started = time.monotonic()
+        held = pool.submit(_get, sandbox, token)
+        while sandbox.admin.faults()[0]["times"] == 3:  # the request reached the fault: it is held now
+            assert time.monotonic() - started < 30 and not held.done()
+            time.sleep(0.02)
+        time.sleep(0.3)
+        assert not held.done()  # held, not answered
+        sandbox.admin.release_held()
+        assert held.result(timeout=30).status_code == 200 and time.monotonic() - started < 30
+        assert sandbox.admin.faults()[0]["times"] == 2
+        again = pool.submit(_get, sandbox, token)
+        while sandbox.admin.faults()[0]["times"] == 2:  # held again; then a clear lets it go on too
+            assert time.monotonic() - started < 30
+            time.sleep(0.02)
+        sandbox.admin.clear_faults()
+        assert again.result(timeout=30).status_code == 200 and time.monotonic() - started < 45
 
 
 def test_dropped_connection_without_response(sandbox: SandboxServer, token: str) -> None:
