@@ -11,11 +11,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import QueuePool
 
 from connectors.errors import ConfigurationError
 from settings.locations import app_database_url_problem, normalise_database_url
 from store._engines import shared_engine
+from store._sqlite_pool import SQLITE_POOL_SIZE, guard_sqlite_pool
 
 __all__ = ["AppDatabase", "database_error_text"]
 
@@ -48,14 +49,18 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def _sqlite_engine(url: str, echo: bool) -> Engine:
+def _sqlite_engine(url: str, path: str, echo: bool) -> Engine:
+    """A pool of reused connections (``store._sqlite_pool`` says what guards them); never a wait for one."""
     engine = create_engine(
         url,
         echo=echo,
-        poolclass=NullPool,
+        poolclass=QueuePool,
+        pool_size=SQLITE_POOL_SIZE,
+        max_overflow=-1,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
     )
     _configure_sqlite(engine)
+    guard_sqlite_pool(engine, path)
     return engine
 
 
@@ -86,9 +91,10 @@ class AppDatabase:
             raise ConfigurationError(f"app database URL: {problem}")
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
-            assert parsed.database is not None
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            return cls(shared_engine(url, echo, lambda: _sqlite_engine(url, echo)))
+            path = parsed.database
+            assert path is not None
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            return cls(shared_engine(url, echo, lambda: _sqlite_engine(url, path, echo)))
         return cls(
             shared_engine(
                 url, echo, lambda: create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5)
@@ -130,7 +136,7 @@ class AppDatabase:
         to drop or alter a column, and dropping ``tenants`` or ``connections`` with foreign keys on would cascade
         and delete every row that references them. ``PRAGMA foreign_key_check`` before the commit refuses a
         migration that left a dangling reference. The pragma only takes effect outside a transaction, so it is
-        set on the driver connection before ``BEGIN``.
+        set on the driver connection before ``BEGIN``; the connection is closed after, never returned to the pool.
         """
         with self.engine.connect() as conn:
             sqlite = self.dialect == "sqlite"
@@ -142,8 +148,8 @@ class AppDatabase:
                     if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
                         raise ConfigurationError("a migration left rows that reference missing rows; rolled back")
             finally:
-                if sqlite:
-                    conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
+                if sqlite:  # closed, not pooled: no later session may get a connection with foreign keys off
+                    conn.invalidate()
 
     def migrate(self, revision: str = "head") -> None:
         """Alembic upgrade (to head by default) using the migrations shipped in this package."""
