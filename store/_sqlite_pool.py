@@ -8,7 +8,8 @@ Pooling them brings three hazards a connection per session never had, each guard
   there; a checkout in another process than the connection's opener opens a new one (a fork from C code).
 - **the file replaced or deleted** (``ehrsync demo`` deletes its state folder; a test copies a database in): an
   idle connection still holds the old file, and a write through it would be lost unseen. Every checkout compares
-  the path's device and inode with those the connection opened; on a difference the pool's connections are
+  the device and inode at the path SQLite opened (``PRAGMA database_list``: absolute, also for a ``file:`` URI
+  URL) with those the connection opened; on a difference the pool's connections are
   closed (SQLite skips the WAL checkpoint and deletion for a file that moved, so the new file's WAL is untouched)
   and a new one is opened.
 - **other processes**: the pool rolls back a connection as it returns (SQLAlchemy's reset on return), so an idle
@@ -42,17 +43,19 @@ def _file_identity(path: str) -> tuple[int, int] | None:
     return found.st_dev, found.st_ino
 
 
-def guard_sqlite_pool(engine: Engine, path: str) -> None:
-    """Refuse, at checkout, a pooled connection of another process or of a file no longer at ``path``."""
+def guard_sqlite_pool(engine: Engine) -> None:
+    """Refuse, at checkout, a pooled connection of another process or of a file no longer where it opened it."""
     _GUARDED.add(engine)
 
     @event.listens_for(engine, "connect")
-    def _note_opener(_dbapi_connection: Any, record: Any) -> None:
-        record.info[_OPENED_BY] = (os.getpid(), _file_identity(path))
+    def _note_opener(dbapi_connection: Any, record: Any) -> None:
+        # The file SQLite opened, as it resolved it: the URL's path may be relative or a ``file:`` URI.
+        path = next(row[2] for row in dbapi_connection.execute("PRAGMA database_list") if row[1] == "main")
+        record.info[_OPENED_BY] = (os.getpid(), path, _file_identity(path))
 
     @event.listens_for(engine, "checkout")
     def _check_opener(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        pid, identity = record.info.get(_OPENED_BY, (None, None))
+        pid, path, identity = record.info.get(_OPENED_BY, (None, "", None))
         if pid != os.getpid():
             _INHERITED.append(dbapi_connection)
             record.dbapi_connection = proxy.dbapi_connection = None  # dropped unclosed: the parent's to close

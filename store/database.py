@@ -49,7 +49,7 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def _sqlite_engine(url: str, path: str, echo: bool) -> Engine:
+def _sqlite_engine(url: str, echo: bool) -> Engine:
     """A pool of reused connections (``store._sqlite_pool`` says what guards them); never a wait for one."""
     engine = create_engine(
         url,
@@ -60,7 +60,7 @@ def _sqlite_engine(url: str, path: str, echo: bool) -> Engine:
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
     )
     _configure_sqlite(engine)
-    guard_sqlite_pool(engine, path)
+    guard_sqlite_pool(engine)
     return engine
 
 
@@ -94,7 +94,7 @@ class AppDatabase:
             path = parsed.database
             assert path is not None
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            return cls(shared_engine(url, echo, lambda: _sqlite_engine(url, path, echo)))
+            return cls(shared_engine(url, echo, lambda: _sqlite_engine(url, echo)))
         return cls(
             shared_engine(
                 url, echo, lambda: create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5)

@@ -176,6 +176,26 @@ def test_a_replaced_database_file_is_opened_again_and_nothing_written_is_lost(db
         assert s.execute(text("SELECT count(*) FROM sqlite_master")).scalar() == 0
 
 
+def test_a_uri_filename_url_is_pooled_as_a_plain_path_is(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sqlite:///file:...?uri=true`` (SQLite's URI filenames) worked with a connection per session; the pool's
+    file check stat'ed the URI text, found no such file and refused every connection ("This connection is
+    closed"). The check now reads the file SQLite opened (``PRAGMA database_list``)."""
+    monkeypatch.chdir(tmp_path)  # from_url makes the URI's "folder" relative to the working directory
+    db = AppDatabase.from_url(f"sqlite:///file:{path}?mode=rw&uri=true")
+    opened: list[object] = []
+    event.listen(db.engine, "connect", lambda conn, _record: opened.append(conn))
+    try:
+        _add_tenant(db, "by uri")
+        assert _tenant_names(db) == ["by uri"]
+        assert len(opened) == 1
+        _replace_file(path, "replacement")  # the file check still applies
+        assert _tenant_names(db) == ["replacement"]
+    finally:
+        db.dispose()
+
+
 def test_dispose_and_eviction_close_the_pooled_connections(db: AppDatabase, path: Path, tmp_path: Path) -> None:
     _add_tenant(db)
     assert Path(f"{path}-wal").exists()  # an idle pooled connection keeps the WAL
@@ -193,7 +213,7 @@ def test_a_connection_opened_by_another_process_is_set_aside_unclosed(db: AppDat
     """A child forked by C code (no ``os.register_at_fork`` hook ran) still never uses its parent's connection."""
     _add_tenant(db)
     parent = db.engine.pool._pool.queue[0]  # type: ignore[attr-defined]
-    parent.info[_OPENED_BY] = (-1, parent.info[_OPENED_BY][1])
+    parent.info[_OPENED_BY] = (-1, *parent.info[_OPENED_BY][1:])
     first = parent.dbapi_connection
     with db.session() as s:
         assert s.connection().connection.dbapi_connection is not first
