@@ -151,6 +151,15 @@ def _wait_sending(world, note_id: str) -> NoteRecord:
     raise AssertionError("the note never became sending in 60 s")
 
 
+def _wait_held(ehr) -> None:
+    """Until the sandbox holds the POST (its one-shot ``slow`` fault is spent): a note is ``sending`` before its POST
+    leaves, so a release (or the other run's search) may otherwise reach the sandbox first on a busy machine."""
+    deadline = time.monotonic() + 60
+    while ehr.admin.faults():
+        assert time.monotonic() < deadline, "the POST never reached the sandbox in 60 s"
+        time.sleep(0.05)
+
+
 def _asked_while(world, thread: threading.Thread, note_id: str, *, stalled_after_s: float) -> list[str]:
     """The sensor's run keys for ``note_id`` while ``thread`` (a live attempt) runs: what it would resume."""
     asked: list[str] = []
@@ -184,9 +193,10 @@ def test_a_2xx_after_another_run_moved_the_note_to_unknown_is_still_written(worl
     conn = writable_connection(world, ehr, http)
     note = enqueue(world, conn)
     # the sandbox holds the POST until the other run (a transition and a search) has ended, then lets it go on
-    ehr.admin.set_fault("slow", path=DOC_POSTS, times=1, delay_s=_HELD_S)
+    ehr.admin.set_fault("slow", path=DOC_POSTS, method="POST", times=1, delay_s=_HELD_S)
     thread, out = _in_thread(lambda: write_note(world.env, FAST, note.id))
     sending = _wait_sending(world, note.id)
+    _wait_held(ehr)
     other = transition(world.env.db, sending, "unknown", reason_code="response_lost", reason=None)
     assert write_note(world.env, FAST, other.id).state == "unknown"  # the other run's search: not stored yet
     assert thread.is_alive()  # the POST is still held: the 201 comes after the other run
@@ -231,9 +241,10 @@ def test_a_2xx_after_another_run_failed_the_note_is_still_written(world, start_s
     note = enqueue(world, conn)
     # the sandbox holds the POST until the other run's transition has landed, then lets it go on (a fixed 3 s stall
     # let the 201 land first on a busy machine, and the transition met a written note)
-    ehr.admin.set_fault("slow", path=DOC_POSTS, times=1, delay_s=_HELD_S)
+    ehr.admin.set_fault("slow", path=DOC_POSTS, method="POST", times=1, delay_s=_HELD_S)
     thread, out = _in_thread(lambda: write_note(world.env, FAST, note.id))
     sending = _wait_sending(world, note.id)
+    _wait_held(ehr)
     transition(world.env.db, sending, "failed", reason_code="retries_exhausted", reason=None)
     assert thread.is_alive()  # the POST is still held: the 201 comes after the transition
     ehr.admin.release_held()
