@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,6 +23,16 @@ __all__ = ["purge"]
 DISCONNECT_BUDGET_WAIT_S = 60.0
 
 
+class _Seconds(click.FloatRange):
+    """0-3600 s; "nan" too is refused here (every comparison with NaN is false, so ``FloatRange`` let it through)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if math.isnan(seconds):
+            self.fail(f"{value!r} is not a number of seconds.", param, ctx)
+        return seconds
+
+
 @click.command()
 @click.argument("connection_id")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
@@ -32,7 +43,7 @@ DISCONNECT_BUDGET_WAIT_S = 60.0
 )
 @click.option(
     "--budget-wait",
-    type=click.FloatRange(0.0, 3600.0),
+    type=_Seconds(0.0, 3600.0),
     default=DISCONNECT_BUDGET_WAIT_S,
     show_default=True,
     metavar="SECONDS",

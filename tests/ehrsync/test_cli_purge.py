@@ -99,6 +99,15 @@ def test_purge_of_an_unknown_connection_is_one_line(tmp_path: Path, world: SyncW
     _one_line_error(_cli(world, tmp_path, "purge", "no-such-connection", "--yes"), "not found", "no-such-connection")
 
 
+def test_purge_refuses_a_budget_wait_that_is_not_a_number_of_seconds(tmp_path: Path, world: SyncWorld) -> None:
+    """``--budget-wait nan`` passed click's range check (NaN compares false) and reached the eCW budget, which
+    refused it with a message naming SharedRateBudget, not the option (or, for another vendor, went unused)."""
+    for bad in ("nan", "-1", "inf", "abc"):
+        proc = _cli(world, tmp_path, "purge", "some-connection", "--disconnect", "--yes", "--budget-wait", bad)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert "Invalid value for '--budget-wait'" in proc.stderr, proc.stderr
+
+
 def test_purge_disconnect_revokes_within_the_ecw_call_budget_and_says_when_it_did_not(
     tmp_path: Path, ehr: SandboxServer, world: SyncWorld
 ) -> None:
