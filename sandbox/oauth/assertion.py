@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import ssl
 import time
 from collections.abc import Collection
@@ -23,9 +24,14 @@ class AssertionRejected(Exception):
     """The assertion is unacceptable; the message names the failed check (never the assertion itself)."""
 
 
-@functools.cache
 def _tls_context() -> ssl.SSLContext:
-    """One TLS context for JWKS fetches: httpx builds one per call otherwise, loading the CA bundle each time."""
+    """One TLS context per trust setting for JWKS fetches: httpx builds one per call otherwise, loading the CA
+    bundle each time. ``SSL_CERT_FILE``/``SSL_CERT_DIR`` are read at each fetch, as httpx would."""
+    return _tls_context_for(os.environ.get("SSL_CERT_FILE") or None, os.environ.get("SSL_CERT_DIR") or None)
+
+
+@functools.cache
+def _tls_context_for(_cert_file: str | None, _cert_dir: str | None) -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
