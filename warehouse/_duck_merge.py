@@ -12,16 +12,19 @@ load whose rows are all new it is read from the file with no join at all.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
+
+import pyarrow as pa
 
 from warehouse import _sql
 from warehouse._duckdb_io import DuckCursor, temporary_setting
-from warehouse.errors import LandedFileError
+from warehouse.errors import InvalidInputError, LandedFileError
 from warehouse.landed import LandedFile
 
-__all__ = ["merge_chunk", "stage_winners"]
+__all__ = ["merge_chunk", "stage_ids", "stage_winners"]
 
 # BDX-24 within one file: the newest lastUpdated wins, then the highest numeric versionId, then the later line.
 _WINNER_ORDER = _sql.winner_order("version_id", "file_row_number")
@@ -30,6 +33,7 @@ _PARQUET = "read_parquet(%s, file_row_number = true)"
 _KEPT = tuple(c for c in _sql.STAGE_COLUMNS if c != "content_hash")
 _HASH = _sql.DUCKDB.hash_expr("resource_json")
 # The stored rows of one (connection, type): DuckDB's zone maps skip the other row groups. Params: both.
+_ID_CHUNK = 50_000  # tombstone ids staged per statement
 _STORED = "(SELECT * FROM fhir_resources WHERE connection_id = %s AND resource_type = %s)"
 
 
@@ -158,3 +162,21 @@ def merge_chunk(
         for part in slices:
             cur.execute(_append_sql(hashed, part), (landed_at, path))
     return inserted, updated, distinct
+
+
+def stage_ids(cur: DuckCursor, connection_id: str, resource_type: str, ids: Iterable[str]) -> None:
+    """Stage ``ids`` in ``_tomb`` for a purge or delete: each once, in Arrow chunks (bulk, not a statement per id)."""
+    cur.execute("CREATE OR REPLACE TEMP TABLE _tomb (connection_id VARCHAR, resource_type VARCHAR, id VARCHAR)")
+    it = iter(ids)
+    while chunk := list(islice(it, _ID_CHUNK)):
+        if not all(isinstance(i, str) and i for i in chunk):
+            raise InvalidInputError("tombstone ids must be non-empty strings")
+        cur.conn.register("_ids_chunk", pa.table({"id": pa.array(chunk, type=pa.string())}))
+        try:
+            cur.conn.execute(
+                "INSERT INTO _tomb SELECT DISTINCT ?, ?, c.id FROM _ids_chunk c "
+                "WHERE NOT EXISTS (SELECT 1 FROM _tomb t WHERE t.id = c.id)",
+                [connection_id, resource_type],
+            )
+        finally:
+            cur.conn.unregister("_ids_chunk")

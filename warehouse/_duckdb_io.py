@@ -1,5 +1,6 @@
-"""DuckDB plumbing below ``DuckDBWarehouse``: the cursor adapter, opening the file while another process holds
-it, a setting changed for a few statements, and cutting a landed file into merge chunks of whole row groups."""
+"""DuckDB plumbing below ``DuckDBWarehouse``: the cursor adapter, opening or attaching the file while another
+process holds it, a setting changed for a few statements, and cutting a landed file into merge chunks of whole row
+groups."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -98,12 +100,12 @@ def roll_back(conn: duckdb.DuckDBPyConnection, memory_limit: str) -> None:
     conn.execute(f"SET memory_limit = '{memory_limit}'")
 
 
-def connect(
-    path: Path, config: dict[str, str], *, read_only: bool, timeout_s: float, log_every_s: float
-) -> duckdb.DuckDBPyConnection:
-    """Open ``path``; a lock held by a process outside ehrsync's lock file (an analyst's session, a CLI: DuckDB's
-    IOException) is retried with jittered backoff, logged every ``log_every_s``, until ``timeout_s``."""
-    return when_unlocked(path, lambda: configured(_open(path, config, read_only=read_only)), timeout_s, log_every_s)
+def connect(path: Path, config: dict[str, str], *, timeout_s: float, log_every_s: float) -> duckdb.DuckDBPyConnection:
+    """Open ``path`` read-only (a writer attaches it: ``_duckdb_writer``); a lock held by a process outside
+    ehrsync's lock file (an analyst's session, a CLI: DuckDB's IOException) is retried with jittered backoff,
+    logged every ``log_every_s``, until ``timeout_s``."""
+    opened = partial(duckdb.connect, str(path), read_only=True, config=dict(config))
+    return when_unlocked(path, lambda: configured(opened()), timeout_s, log_every_s)
 
 
 def configured(conn: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
@@ -142,19 +144,6 @@ def when_unlocked(path: Path, open_: Callable[[], T], timeout_s: float, log_ever
                 next_log = now + log_every_s
             time.sleep(min(delay * (0.5 + random.random()), max(next_log - now, 0.01)))
             delay = min(delay * 2, 1.0)
-
-
-def _open(path: Path, config: dict[str, str], *, read_only: bool) -> duckdb.DuckDBPyConnection:
-    """A reader's plain connection, or a writer's: ``path`` attached with ``WRITER_ROW_GROUP_ROWS`` (an option
-    DuckDB takes only when attaching, and does not keep in the file) to an in-memory database as the default
-    catalog, with the temporary directory a plain connection would use. The catalog has a fixed name: the file's
-    own name may be one DuckDB reserves (``main``, ``temp``, ``system``) or the in-memory database's (``memory``);
-    nothing stored in the file names its catalog, so a plain connection reads what the writer wrote."""
-    if read_only:
-        return duckdb.connect(str(path), read_only=True, config=dict(config))
-    conn = duckdb.connect(":memory:", config={"temp_directory": f"{path}.tmp", **config})
-    attach = f"ATTACH {path_literal(path)} AS {WRITER_CATALOG} (ROW_GROUP_SIZE {WRITER_ROW_GROUP_ROWS})"
-    return execute_or_close(conn, attach, f"USE {WRITER_CATALOG}")
 
 
 def execute_or_close(conn: duckdb.DuckDBPyConnection, *statements: str) -> duckdb.DuckDBPyConnection:

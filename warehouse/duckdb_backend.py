@@ -1,7 +1,8 @@
 """DuckDB warehouse: short-lived connections under an inter-process file lock.
 
-Several Dagster run processes upsert into one file: each write takes ``<db>.lock`` exclusively, opens
-DuckDB, commits and closes, so the DuckDB write lock is held only for the length of one upsert. A lock held
+Several Dagster run processes upsert into one file: each write takes ``<db>.lock`` exclusively, attaches the
+file (``_duckdb_writer``), commits and detaches it, so the DuckDB write lock is held only for the length of one
+upsert. A lock held
 by a process outside ehrsync (DuckDB's IOException) is retried with backoff until the timeout.
 """
 
@@ -10,27 +11,25 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable, Iterator
-from itertools import islice
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from warehouse import _sql
 from warehouse._cursor import Cursor
-from warehouse._duck_merge import merge_chunk, stage_winners
+from warehouse._duck_merge import merge_chunk, stage_ids, stage_winners
 from warehouse._duckdb_io import (
     APPEND_BYTES,
     DuckCursor,
     append_slices,
     chunk_ranges,
-    connect,
     out_of_memory,
     roll_back,
     temporary_setting,
 )
 from warehouse._duckdb_reader import read_attached
+from warehouse._duckdb_writer import Writing, write_attached
 from warehouse._filelock import LOCK_LOG_EVERY_S, file_lock
 from warehouse.errors import (
     InvalidInputError,
@@ -48,7 +47,6 @@ __all__ = ["DEFAULT_MEMORY_LIMIT", "DuckDBWarehouse"]
 logger = logging.getLogger(__name__)
 DEFAULT_MEMORY_LIMIT = "128MB"  # DuckDB memory_limit of each connection (EHRSYNC_DUCKDB_MEMORY_LIMIT)
 LEAN_MEMORY_MIN_MIB = 16  # ``lean_memory`` never goes below this (nor below EHRSYNC_DUCKDB_MEMORY_LIMIT's floor)
-_ID_CHUNK = 50_000
 _MIB = 1024 * 1024
 
 
@@ -87,6 +85,7 @@ class DuckDBWarehouse(Warehouse):
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._closed = False
         self._held: duckdb.DuckDBPyConnection | None = None
+        self._writing: Writing | None = None  # the held batch's: spoiled by a failed write, even one handled
         self._in_transaction = False
         if upsert_chunk_rows < 1 or upsert_chunk_bytes < 1:
             raise InvalidInputError("upsert_chunk_rows and upsert_chunk_bytes must be at least 1")
@@ -100,15 +99,6 @@ class DuckDBWarehouse(Warehouse):
         with self._write("schema") as cur:
             self._create_schema(cur)
 
-    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
-        return connect(
-            self.path,
-            self._config,
-            read_only=read_only,
-            timeout_s=self.lock_timeout_s,
-            log_every_s=self.lock_log_every_s,
-        )
-
     def _check_open(self) -> None:
         if self._closed:
             raise WarehouseTargetError("the warehouse is closed")
@@ -117,8 +107,8 @@ class DuckDBWarehouse(Warehouse):
     def batch(self) -> Iterator[None]:
         """Hold the write lock and one connection across many writes (re-entrant).
 
-        Closing a DuckDB connection checkpoints its log into the database file; doing that once per landed file
-        cost about 40 % of a 10,000-patient export (docs/PERFORMANCE.md). Other processes wait for the lock.
+        Letting go of the file (``_duckdb_writer``) checkpoints DuckDB's log into it; doing that once per landed
+        file cost about 40 % of a 10,000-patient export (docs/PERFORMANCE.md). Other processes wait for the lock.
         """
         self._check_open()
         if self._held is not None:
@@ -126,19 +116,23 @@ class DuckDBWarehouse(Warehouse):
             return
         if self.read_only:
             raise WarehouseTargetError(f"warehouse {self.path.name} was opened read-only")
-        with file_lock(
-            self._lock_path,
-            exclusive=True,
-            timeout_s=self.lock_timeout_s,
-            log_every_s=self.lock_log_every_s,
-            owner=self.owner,
+        with (
+            file_lock(
+                self._lock_path,
+                exclusive=True,
+                timeout_s=self.lock_timeout_s,
+                log_every_s=self.lock_log_every_s,
+                owner=self.owner,
+            ),
+            write_attached(
+                self.path, self._config, timeout_s=self.lock_timeout_s, log_every_s=self.lock_log_every_s
+            ) as writing,
         ):
-            self._held = self._connect(read_only=False)
+            self._held, self._writing = writing.conn, writing
             try:
                 yield
             finally:
-                held, self._held = self._held, None
-                held.close()
+                self._held = self._writing = None
 
     @property
     def in_transaction(self) -> bool:
@@ -189,22 +183,28 @@ class DuckDBWarehouse(Warehouse):
             conn.begin()
             try:
                 yield DuckCursor(conn)
-            except duckdb.OutOfMemoryException as exc:
+            except BaseException as exc:
+                self._spoil()
                 roll_back(conn, self._limit_now)
-                raise self._memory_error(lock_key, exc) from exc
-            except BaseException:
-                roll_back(conn, self._limit_now)
+                if isinstance(exc, duckdb.OutOfMemoryException):
+                    raise self._memory_error(lock_key, exc) from exc
                 raise
             try:
                 conn.commit()
-            except duckdb.OutOfMemoryException as exc:
-                raise self._memory_error(f"the commit of {lock_key}", exc) from exc
-            except duckdb.TransactionException as exc:
+            except BaseException as exc:
+                self._spoil()
                 # A commit writes the transaction's rows out and can run out of the limit itself ("Failed to
                 # commit: failed to pin block ..."); DuckDB has then rolled the transaction back.
-                if not out_of_memory(exc):
-                    raise
-                raise self._memory_error(f"the commit of {lock_key}", exc) from exc
+                if isinstance(exc, duckdb.OutOfMemoryException) or (
+                    isinstance(exc, duckdb.TransactionException) and out_of_memory(exc)
+                ):
+                    raise self._memory_error(f"the commit of {lock_key}", exc) from exc
+                raise
+
+    def _spoil(self) -> None:
+        """The held batch's instance is closed at its end, not kept for the next one (``_duckdb_writer``)."""
+        if self._writing is not None:
+            self._writing.spoiled = True
 
     def _memory_error(self, where: str, exc: duckdb.Error) -> WarehouseMemoryError:
         return WarehouseMemoryError(f"DuckDB ran out of its memory limit ({self._limit_now}) in {where}: {exc}")
@@ -213,7 +213,11 @@ class DuckDBWarehouse(Warehouse):
     def _read(self) -> Iterator[Cursor]:
         self._check_open()
         if self._held is not None:  # inside batch(): this process holds the only connection (and the lock)
-            yield DuckCursor(self._held)
+            try:
+                yield DuckCursor(self._held)
+            except BaseException:
+                self._spoil()
+                raise
             return
         with (
             file_lock(
@@ -280,20 +284,7 @@ class DuckDBWarehouse(Warehouse):
 
     def _stage_ids(self, cur: Cursor, connection_id: str, resource_type: str, ids: Iterable[str]) -> None:
         assert isinstance(cur, DuckCursor)
-        cur.execute("CREATE OR REPLACE TEMP TABLE _tomb (connection_id VARCHAR, resource_type VARCHAR, id VARCHAR)")
-        it = iter(ids)
-        while chunk := list(islice(it, _ID_CHUNK)):
-            if not all(isinstance(i, str) and i for i in chunk):
-                raise InvalidInputError("tombstone ids must be non-empty strings")
-            cur.conn.register("_ids_chunk", pa.table({"id": pa.array(chunk, type=pa.string())}))
-            try:
-                cur.conn.execute(
-                    "INSERT INTO _tomb SELECT DISTINCT ?, ?, c.id FROM _ids_chunk c "
-                    "WHERE NOT EXISTS (SELECT 1 FROM _tomb t WHERE t.id = c.id)",
-                    [connection_id, resource_type],
-                )
-            finally:
-                cur.conn.unregister("_ids_chunk")
+        stage_ids(cur, connection_id, resource_type, ids)
 
     def close(self) -> None:
         self._closed = True

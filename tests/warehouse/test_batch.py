@@ -3,17 +3,27 @@ file at every close, which dominated bulk time), with the same results and the s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-import duckdb
 import pyarrow.parquet as pq
 import pytest
 
 from tests.warehouse.conftest import land, resource
-from warehouse import LandedFile, LandingZone, UpsertStats, Warehouse, WarehouseMemoryError, open_warehouse
+from warehouse import (
+    LandedFile,
+    LandingZone,
+    UpsertStats,
+    Warehouse,
+    WarehouseMemoryError,
+    duckdb_backend,
+    open_warehouse,
+)
+from warehouse._duckdb_writer import Writing
 from warehouse.duckdb_backend import DuckDBWarehouse
 
 
@@ -34,14 +44,14 @@ def test_batch_gives_the_same_rows_as_separate_writes(wh: Warehouse, zone: Landi
 
 def test_duckdb_batch_opens_one_connection(tmp_path: Path, zone: LandingZone, monkeypatch: pytest.MonkeyPatch) -> None:
     wh = DuckDBWarehouse(tmp_path / "wh.duckdb")
-    opened: list[bool] = []
-    real = DuckDBWarehouse._connect
+    opened: list[Path] = []
+    real = duckdb_backend.write_attached
 
-    def counting(self: DuckDBWarehouse, read_only: bool) -> duckdb.DuckDBPyConnection:
-        opened.append(read_only)
-        return real(self, read_only)
+    def counting(path: Path, *args: Any, **kwargs: Any) -> contextlib.AbstractContextManager[Writing]:
+        opened.append(path)
+        return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(DuckDBWarehouse, "_connect", counting)
+    monkeypatch.setattr(duckdb_backend, "write_attached", counting)
     files = _files(zone, 4)
     with wh.batch(), wh.batch():  # re-entrant
         for f in files:
@@ -49,7 +59,7 @@ def test_duckdb_batch_opens_one_connection(tmp_path: Path, zone: LandingZone, mo
         deleted_at = files[0].max_last_updated
         assert deleted_at is not None
         wh.tombstone("c1", "Observation", ["o0-0"], deleted_at=deleted_at)
-    assert opened == [False]
+    assert opened == [wh.path]
     for f in files:
         wh.upsert(f)
     assert len(opened) == 1 + len(files)

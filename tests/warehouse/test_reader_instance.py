@@ -16,6 +16,7 @@ import duckdb
 import pytest
 
 from tests.warehouse.conftest import land, resource
+from tests.warehouse.other_process import in_child, other_process_writes
 from warehouse import LandingZone
 from warehouse.duckdb_backend import DuckDBWarehouse
 
@@ -26,46 +27,19 @@ def _stored(tmp_path: Path, zone: LandingZone) -> DuckDBWarehouse:
     return wh
 
 
-def test_reads_in_one_thread_share_one_instance(
-    tmp_path: Path, zone: LandingZone, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_reads_in_one_thread_share_one_instance(tmp_path: Path, zone: LandingZone, opened: list[str]) -> None:
     wh = _stored(tmp_path, zone)
-    opened: list[str] = []
-    real = duckdb.connect
-
-    def counting(database: str = ":memory:", *args: object, **kwargs: object) -> duckdb.DuckDBPyConnection:
-        opened.append(str(database))
-        return real(database, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(duckdb, "connect", counting)
+    opened.clear()
     for _ in range(10):
         assert wh.key_counts("c1", "Observation").live == 3
     assert len(opened) <= 1  # at most the thread's first read opens one; the others attach to it
     wh.close()
 
 
-def _write_at_once(path: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]
-    """Another process opening the file read-write directly (DuckDB's own lock, no wait)."""
-    try:
-        duckdb.connect(path).execute("CREATE TABLE IF NOT EXISTS other_process (a INTEGER)").close()
-        queue.put("wrote")
-    except duckdb.Error as exc:
-        queue.put(f"refused: {exc}")
-
-
-def _other_process_writes(path: Path) -> str:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_write_at_once, args=(str(path), queue))
-    proc.start()
-    proc.join(60)
-    return str(queue.get(timeout=5))
-
-
 def test_a_read_lets_go_of_the_file(tmp_path: Path, zone: LandingZone) -> None:
     wh = _stored(tmp_path, zone)
     assert wh.key_counts("c1").live == 3
-    assert _other_process_writes(wh.path) == "wrote"
+    assert other_process_writes(wh.path) == "wrote, saw 3"
     wh.close()
 
 
@@ -78,7 +52,7 @@ def test_a_failed_read_and_a_nested_read_leave_the_next_read_whole(tmp_path: Pat
         assert wh.key_counts("c1").live == 3  # a read inside a read
         assert outer.fetchone() == (3,)
     assert len(wh.live_ids("c1", "Observation")) == 3
-    assert _other_process_writes(wh.path) == "wrote"
+    assert other_process_writes(wh.path) == "wrote, saw 3"
     wh.close()
 
 
@@ -103,13 +77,7 @@ def test_a_forked_child_reads_after_its_parent_kept_instances(tmp_path: Path, zo
     other.start()
     try:
         assert done.wait(60)
-        ctx = mp.get_context("fork")
-        queue = ctx.Queue()
-        child = ctx.Process(target=_read_in_child, args=(wh, queue))
-        child.start()
-        child.join(60)
-        assert child.exitcode == 0
-        assert queue.get(timeout=5) == 3
+        assert in_child("fork", _read_in_child, wh) == 3
     finally:
         release.set()
         other.join(60)
