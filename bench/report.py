@@ -118,6 +118,7 @@ def table(results: dict[str, Any]) -> str:
             ("bulk: resources upserted", f"{e['resources_upserted']:,} in {e['files']} files"),
             ("bulk: ehrsync kickoff -> upsert done", f"{e['seconds']:.1f} s = {e['resources_per_s']:,.0f} res/s"),
             ("bulk: sandbox generation (to manifest)", _s(e["server_generation_s"])),
+            ("bulk: ehrsync CPU (own process, all threads)", _s(e.get("cpu_s"))),
             (
                 "bulk: ehrsync peak RSS (own process)",
                 f"{e['peak_rss_mb']:.0f} MB (at start {e['rss_at_start_mb']:.0f})",
