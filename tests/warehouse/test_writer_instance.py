@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import re
+import resource as resource_module
+import signal
 from pathlib import Path
 
 import duckdb
@@ -17,7 +19,7 @@ import pytest
 
 from tests.warehouse.conftest import land, resource
 from tests.warehouse.other_process import in_child, other_process_writes
-from warehouse import LandingZone, WarehouseMemoryError, _duckdb_writer, duckdb_backend
+from warehouse import LandingZone, WarehouseMemoryError, _duckdb_io, _duckdb_writer, duckdb_backend
 from warehouse._duck_merge import merge_chunk
 from warehouse.duckdb_backend import DuckDBWarehouse
 
@@ -183,4 +185,68 @@ def test_an_idle_instance_keeps_no_memory_its_batch_freed(tmp_path: Path, zone: 
         _duckdb_writer._pool.close_idle()
         kept.append(idle - _rss_mib())
     assert min(kept) < 20, kept
+    wh.close()
+
+
+def _batch_on_a_full_disk(path: str, landing: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+    """A batch whose writes committed, then the disk fills (a file size limit): DuckDB's checkpoint at the detach
+    cannot write the file."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+    wh, zone = DuckDBWarehouse(path), LandingZone(Path(landing))
+    landed = land(zone, (resource(f"o{i}", note="x" * 300) for i in range(5_000)))
+    try:
+        with wh.batch():
+            wh.upsert(landed)
+            resource_module.setrlimit(resource_module.RLIMIT_FSIZE, (Path(path).stat().st_size, -1))
+    except Exception as exc:
+        queue.put(type(exc).__name__)
+    finally:
+        resource_module.setrlimit(resource_module.RLIMIT_FSIZE, (-1, -1))
+    queue.put(len(wh.live_ids("c1", "Observation")))  # the disk has room again: the next open replays the log
+
+
+def test_a_detach_that_cannot_checkpoint_raises_a_typed_error_and_loses_nothing(tmp_path: Path) -> None:
+    """A full disk at the detach (DuckDB: "CHECKPOINT during DETACH failed"): the caller gets a
+    ``WarehouseCheckpointError`` (a ``WarehouseError`` the engine reports), not DuckDB's IOException, and the
+    batch's committed rows are all there once the file is opened again."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    args = (str(tmp_path / "wh.duckdb"), str(tmp_path / "landing"), queue)
+    proc = ctx.Process(target=_batch_on_a_full_disk, args=args)
+    proc.start()
+    proc.join(120)
+    assert proc.exitcode == 0
+    assert queue.get(timeout=5) == "WarehouseCheckpointError"
+    assert queue.get(timeout=5) == 5_000
+
+
+class _InterruptedAfterClose:
+    """The batch's connection, an interrupt (Ctrl-C, Dagster terminating the run) arriving as its close returns."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
+        self._conn = conn
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+    def close(self) -> None:
+        self._conn.close()
+        raise KeyboardInterrupt
+
+
+def test_an_interrupt_as_a_batch_ends_lets_go_of_the_file(
+    tmp_path: Path, zone: LandingZone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupt between the batch's last statement and the detach: the instance is closed then, so the file is
+    not left attached here once ``<db>.lock`` is let go (another process opens it at once), even while the
+    interrupt's traceback is still held (a run reporting its failure)."""
+    wh = DuckDBWarehouse(tmp_path / "wh.duckdb")
+    real = _duckdb_io.configured
+    monkeypatch.setattr(_duckdb_writer, "configured", lambda conn: _InterruptedAfterClose(real(conn)))
+    with pytest.raises(KeyboardInterrupt) as interrupted, wh.batch():
+        wh.upsert(land(zone, [resource("o1")]))
+    assert interrupted.traceback is not None
+    assert other_process_writes(wh.path) == "wrote, saw 1"
+    monkeypatch.setattr(_duckdb_writer, "configured", real)
+    assert wh.upsert(land(zone, [resource("o2")], run_id="r2")).inserted == 1
     wh.close()
