@@ -8,9 +8,10 @@ the instance did, so another process opens the file as soon as a batch ends.
 Nothing of one batch reaches the next. The batch runs on a connection of its own to the instance, closed before
 the detach: its session settings (UTC, no progress bar, the catalog in use), temporary tables, registered views,
 prepared statements and any transaction left open go with it. Global settings (the memory limit, the disabled
-optimizers, threads...) belong to the instance: each one ehrsync sets or configures is checked on return, and an
-instance whose settings are not the configured ones is closed, never kept. A batch that failed (an error, an
-out-of-memory, even one the caller handled) closes its instance too. What the batch freed is flushed from DuckDB's
+optimizers, threads...) belong to the instance, as do the databases attached: each setting ehrsync sets or
+configures is checked on return, and an instance whose settings are not the configured ones, or that has a database
+attached besides its own, is closed, never kept. A batch that failed (an error, an out-of-memory, even one the
+caller handled) closes its instance too. What the batch freed is flushed from DuckDB's
 allocator at the detach, as a close did. One idle instance per process: a writer is serialized by the file lock
 anyway.
 """
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 # opened with: each is checked on return (tests/warehouse/test_writer_instance.py finds every ``SET`` in warehouse/).
 _FLUSH = "allocator_bulk_deallocation_flush_threshold"  # freeing more than this at once flushes the allocator
 CHECKED_SETTINGS = ("TimeZone", _FLUSH, "disabled_optimizers", "enable_progress_bar", "memory_limit")
+# Databases attached besides an in-memory instance's own (``memory``).
+_OTHERS = "SELECT count(*) FROM duckdb_databases() WHERE NOT internal AND database_name <> 'memory'"
 _pool = InstancePool(max_idle=1)
 _configured: dict[Key, tuple[tuple[str, str], ...]] = {}  # each configuration's settings as a new instance has them
 
@@ -71,7 +74,11 @@ def _attach(instance: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 
 def _reusable(instance: duckdb.DuckDBPyConnection, key: Key) -> bool:
-    """Whether the instance's checked settings are still the configured ones (else it is closed, not kept)."""
+    """Whether the instance's checked settings are still the configured ones and it has no database attached but
+    its own (else it is closed, not kept: an ``ATTACH`` is the instance's, and would hold its file while idle)."""
+    if instance.execute(_OTHERS).fetchone() != (0,):
+        logger.debug("closing a DuckDB writer instance its batch attached other databases to")
+        return False
     expected = _configured[key]
     now = _settings(instance, tuple(name for name, _ in expected))
     if now != expected:

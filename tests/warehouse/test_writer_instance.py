@@ -84,6 +84,23 @@ def test_a_setting_changed_in_a_batch_is_the_configured_one_in_the_next(tmp_path
     wh.close()
 
 
+def test_a_database_a_batch_attached_is_not_kept_attached(tmp_path: Path) -> None:
+    """``ATTACH`` is the instance's, not the batch connection's: a file a batch attached (and left attached) must
+    not stay attached, and locked, in the idle instance after the batch (another process opens it at once)."""
+    wh = DuckDBWarehouse(tmp_path / "wh.duckdb")
+    other = tmp_path / "other.duckdb"
+    with wh.batch():
+        assert wh._held is not None
+        wh._held.execute(f"ATTACH '{other}' AS other_db")
+        wh._held.execute("CREATE TABLE other_db.fhir_resources (a INTEGER)")
+    assert other_process_writes(other) == "wrote, saw 0"
+    with wh.batch():
+        assert wh._held is not None
+        names = wh._held.execute("SELECT database_name FROM duckdb_databases() WHERE NOT internal").fetchall()
+        assert sorted(names) == [("ehrsync_warehouse",), ("memory",)]
+    wh.close()
+
+
 def test_what_a_batch_creates_on_its_connection_is_gone_in_the_next(tmp_path: Path) -> None:
     wh = DuckDBWarehouse(tmp_path / "wh.duckdb")
     with wh.batch():
