@@ -11,6 +11,7 @@ import multiprocessing as mp
 import re
 import resource as resource_module
 import signal
+import threading
 from pathlib import Path
 
 import duckdb
@@ -266,4 +267,45 @@ def test_an_interrupt_as_a_batch_ends_lets_go_of_the_file(
     assert other_process_writes(wh.path) == "wrote, saw 1"
     monkeypatch.setattr(_duckdb_writer, "configured", real)
     assert wh.upsert(land(zone, [resource("o2")], run_id="r2")).inserted == 1
+    wh.close()
+
+
+def _open_and_write_in_child(path: str, landing: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+    try:
+        wh = DuckDBWarehouse(path, lock_timeout_s=60)
+        queue.put(wh.upsert(land(LandingZone(Path(landing)), [resource("child")], run_id="child")).inserted)
+    except Exception as exc:
+        queue.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_a_child_forked_while_a_thread_writes_gets_a_typed_error(tmp_path: Path, zone: LandingZone) -> None:
+    """DuckDB's record of the files this process has attached is copied into a forked child, the file another
+    thread was writing still in it: the child cannot attach that file, and says so with a typed error naming
+    the cause instead of DuckDB's ResourceInUseException (the parent's batch is unharmed)."""
+    wh = DuckDBWarehouse(tmp_path / "wh.duckdb")
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with wh.batch():
+            wh.upsert(land(zone, [resource("o1")]))
+            inside.set()
+            release.wait(60)
+            wh.upsert(land(zone, [resource("o2")], run_id="r2"))
+
+    writer = threading.Thread(target=hold)
+    writer.start()
+    assert inside.wait(60)
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_open_and_write_in_child, args=(str(wh.path), str(tmp_path / "child-landing"), queue))
+    try:
+        child.start()  # forked inside the batch; it waits for <db>.lock until the parent's batch ends
+    finally:
+        release.set()
+        writer.join(60)
+    child.join(60)
+    assert child.exitcode == 0
+    answer = queue.get(timeout=5)
+    assert str(answer).startswith("WarehouseTargetError: DuckDB file wh.duckdb is already attached in this process:")
+    assert len(wh.live_ids("c1", "Observation")) == 2
     wh.close()
