@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow.parquet as pq
 
-from warehouse.errors import WarehouseLockTimeoutError
+from warehouse.errors import WarehouseLockTimeoutError, WarehouseTargetError
 from warehouse.limits import large_row_bytes
 
 __all__ = [
@@ -118,7 +118,8 @@ def configured(conn: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
 def when_unlocked(path: Path, open_: Callable[[], T], timeout_s: float, log_every_s: float) -> T:
     """``open_()`` (opening or attaching ``path``), retried while another process outside ehrsync's lock file
     holds DuckDB's own lock on it (an IOException naming the lock), with jittered backoff, logged every
-    ``log_every_s``; ``WarehouseLockTimeoutError`` after ``timeout_s``."""
+    ``log_every_s``; ``WarehouseLockTimeoutError`` after ``timeout_s``. A file this process has attached already
+    (a connection of its own; in a forked child, the parent's) is ``WarehouseTargetError``."""
     started = time.monotonic()
     deadline = started + timeout_s
     next_log = started + log_every_s
@@ -126,6 +127,12 @@ def when_unlocked(path: Path, open_: Callable[[], T], timeout_s: float, log_ever
     while True:
         try:
             return open_()
+        except duckdb.ResourceInUseException as exc:  # DuckDB's record of the files open in this process
+            raise WarehouseTargetError(
+                f"DuckDB file {path.name} is already attached in this process: by a connection of its own, or, in "
+                f"a process forked while another of its threads had it open, by the parent's (copied into the "
+                f"child): {exc}"
+            ) from exc
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise

@@ -8,9 +8,10 @@ the instance did, so another process opens the file as soon as a batch ends.
 Nothing of one batch reaches the next. The batch runs on a connection of its own to the instance, closed before
 the detach: its session settings (UTC, no progress bar, the catalog in use), temporary tables, registered views,
 prepared statements and any transaction left open go with it. Global settings (the memory limit, the disabled
-optimizers, threads...) belong to the instance: each one ehrsync sets or configures is checked on return, and an
-instance whose settings are not the configured ones is closed, never kept. A batch that failed (an error, an
-out-of-memory, even one the caller handled) closes its instance too. What the batch freed is flushed from DuckDB's
+optimizers, threads...) belong to the instance, as do the databases attached: each setting ehrsync sets or
+configures is checked on return, and an instance whose settings are not the configured ones, or that has a database
+attached besides its own, is closed, never kept. A batch that failed (an error, an out-of-memory, even one the
+caller handled) closes its instance too. What the batch freed is flushed from DuckDB's
 allocator at the detach, as a close did. One idle instance per process: a writer is serialized by the file lock
 anyway.
 """
@@ -28,6 +29,7 @@ import duckdb
 
 from warehouse._duckdb_io import WRITER_CATALOG, WRITER_ROW_GROUP_ROWS, configured, path_literal, when_unlocked
 from warehouse._duckdb_pool import InstancePool, Key
+from warehouse.errors import WarehouseCheckpointError
 
 __all__ = ["CHECKED_SETTINGS", "Writing", "write_attached"]
 
@@ -36,6 +38,8 @@ logger = logging.getLogger(__name__)
 # opened with: each is checked on return (tests/warehouse/test_writer_instance.py finds every ``SET`` in warehouse/).
 _FLUSH = "allocator_bulk_deallocation_flush_threshold"  # freeing more than this at once flushes the allocator
 CHECKED_SETTINGS = ("TimeZone", _FLUSH, "disabled_optimizers", "enable_progress_bar", "memory_limit")
+# Databases attached besides an in-memory instance's own (``memory``).
+_OTHERS = "SELECT count(*) FROM duckdb_databases() WHERE NOT internal AND database_name <> 'memory'"
 _pool = InstancePool(max_idle=1)
 _configured: dict[Key, tuple[tuple[str, str], ...]] = {}  # each configuration's settings as a new instance has them
 
@@ -70,7 +74,11 @@ def _attach(instance: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 
 def _reusable(instance: duckdb.DuckDBPyConnection, key: Key) -> bool:
-    """Whether the instance's checked settings are still the configured ones (else it is closed, not kept)."""
+    """Whether the instance's checked settings are still the configured ones and it has no database attached but
+    its own (else it is closed, not kept: an ``ATTACH`` is the instance's, and would hold its file while idle)."""
+    if instance.execute(_OTHERS).fetchone() != (0,):
+        logger.debug("closing a DuckDB writer instance its batch attached other databases to")
+        return False
     expected = _configured[key]
     now = _settings(instance, tuple(name for name, _ in expected))
     if now != expected:
@@ -90,40 +98,41 @@ def write_attached(path: Path, config: dict[str, str], *, timeout_s: float, log_
     key = tuple(sorted(settings.items()))
     instance = _pool.take(key, partial(_open, key, settings))
     assert instance is not None  # the writers' pool has no cap on instances in use
+    keep: Key | None = None  # set only once the file is detached and the instance found reusable
     try:
         when_unlocked(path, partial(_attach, instance, path), timeout_s, log_every_s)
         writing = Writing(configured(instance.cursor()))
-    except BaseException:
-        _pool.give_back(instance)  # the file is let go with the instance
-        raise
-    try:
-        writing.conn.execute(f"USE {WRITER_CATALOG}")
-        yield writing
-    except BaseException:
-        writing.spoiled = True
-        raise
+        try:
+            writing.conn.execute(f"USE {WRITER_CATALOG}")
+            yield writing
+        except BaseException:
+            writing.spoiled = True
+            raise
+        finally:
+            writing.conn.close()  # first: the batch's connection keeps the instance, and so the file, open
+        if not writing.spoiled:
+            keep = _detach(instance, key, path)
     finally:
-        writing.conn.close()  # first: the batch's connection keeps the instance, and so the file, open
-        if writing.spoiled:
-            _pool.give_back(instance)
-    if not writing.spoiled:
-        _detach_and_keep(instance, key)
+        # Anything but a clean detach (an error, an interrupt between two statements) closes the instance, which
+        # lets go of the file before the caller lets go of ``<db>.lock``.
+        _pool.give_back(instance, keep)
 
 
-def _detach_and_keep(instance: duckdb.DuckDBPyConnection, key: Key) -> None:
-    """Detach the file (DuckDB checkpoints it and lets go of its lock), then keep the instance idle if its
-    settings are the configured ones."""
+def _detach(instance: duckdb.DuckDBPyConnection, key: Key, path: Path) -> Key | None:
+    """Detach the file (DuckDB checkpoints it and lets go of its lock); ``key`` when the instance's settings are
+    still the configured ones (it is kept idle), else None (it is closed)."""
+    # DuckDB's worker threads keep what a batch freed cached in the allocator (~50 MB after merging 40,000
+    # resources) as long as the instance lives; flushed at the detach, it goes back to the system as at a close.
+    instance.execute(f"SET {_FLUSH} = '0B'")
     try:
-        # DuckDB's worker threads keep what a batch freed cached in the allocator (~50 MB after merging 40,000
-        # resources) as long as the instance lives; flushed at the detach, it goes back to the system as at a close.
-        instance.execute(f"SET {_FLUSH} = '0B'")
         instance.execute(f"DETACH {WRITER_CATALOG}")
-        instance.execute(f"RESET {_FLUSH}")
-    except BaseException:
-        _pool.give_back(instance)
-        raise
+    except duckdb.Error as exc:  # a close swallowed it; the batch's commits are in the log, nothing is lost
+        raise WarehouseCheckpointError(
+            f"DuckDB could not write the batch's committed changes into {path.name} when letting go of it (is the "
+            f"disk full?); they are kept in {path.name}.wal and applied the next time the file is opened: {exc}"
+        ) from exc
     try:
-        keep = _reusable(instance, key)
+        instance.execute(f"RESET {_FLUSH}")
+        return key if _reusable(instance, key) else None
     except duckdb.Error:  # the batch is done and the file let go: the instance is only not kept
-        keep = False
-    _pool.give_back(instance, key if keep else None)
+        return None

@@ -14,6 +14,7 @@ never resource content (PHI).
     ├── WarehouseTargetError      an unusable ``open_warehouse`` target (unknown scheme, missing read-only file)
     ├── SchemaVersionError        the database was created by a newer ehrsync
     ├── WarehouseLockTimeoutError the inter-process write lock (or DuckDB's own file lock) was not granted in time
+    ├── WarehouseCheckpointError  committed writes could not be written into the DuckDB file (kept in its log)
     └── WarehouseMemoryError      the database engine hit its memory limit (DuckDB ``memory_limit``)
 """
 
@@ -27,6 +28,7 @@ __all__ = [
     "LandingError",
     "LandingFileTooLargeError",
     "SchemaVersionError",
+    "WarehouseCheckpointError",
     "WarehouseError",
     "WarehouseLockTimeoutError",
     "WarehouseMemoryError",
@@ -77,6 +79,11 @@ class SchemaVersionError(WarehouseError):
 
 class WarehouseLockTimeoutError(WarehouseError):
     """Another process held the warehouse write lock for longer than the configured timeout."""
+
+
+class WarehouseCheckpointError(WarehouseError):
+    """DuckDB could not write a batch's committed changes into the file when letting go of it (a full disk): they
+    stay in its ``.wal`` log and are applied the next time the file is opened."""
 
 
 class WarehouseMemoryError(WarehouseError):

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import re
+import resource as resource_module
+import signal
+import threading
 from pathlib import Path
 
 import duckdb
@@ -17,7 +20,7 @@ import pytest
 
 from tests.warehouse.conftest import land, resource
 from tests.warehouse.other_process import in_child, other_process_writes
-from warehouse import LandingZone, WarehouseMemoryError, _duckdb_writer, duckdb_backend
+from warehouse import LandingZone, WarehouseMemoryError, _duckdb_io, _duckdb_writer, duckdb_backend
 from warehouse._duck_merge import merge_chunk
 from warehouse.duckdb_backend import DuckDBWarehouse
 
@@ -79,6 +82,23 @@ def test_a_setting_changed_in_a_batch_is_the_configured_one_in_the_next(tmp_path
         wh._held.execute(change)
     assert _settings(wh) == configured
     assert wh.key_counts("c1").live == 0  # the next batch writes the warehouse's catalog: its tables are there
+    wh.close()
+
+
+def test_a_database_a_batch_attached_is_not_kept_attached(tmp_path: Path) -> None:
+    """``ATTACH`` is the instance's, not the batch connection's: a file a batch attached (and left attached) must
+    not stay attached, and locked, in the idle instance after the batch (another process opens it at once)."""
+    wh = DuckDBWarehouse(tmp_path / "wh.duckdb")
+    other = tmp_path / "other.duckdb"
+    with wh.batch():
+        assert wh._held is not None
+        wh._held.execute(f"ATTACH '{other}' AS other_db")
+        wh._held.execute("CREATE TABLE other_db.fhir_resources (a INTEGER)")
+    assert other_process_writes(other) == "wrote, saw 0"
+    with wh.batch():
+        assert wh._held is not None
+        names = wh._held.execute("SELECT database_name FROM duckdb_databases() WHERE NOT internal").fetchall()
+        assert sorted(names) == [("ehrsync_warehouse",), ("memory",)]
     wh.close()
 
 
@@ -183,4 +203,109 @@ def test_an_idle_instance_keeps_no_memory_its_batch_freed(tmp_path: Path, zone: 
         _duckdb_writer._pool.close_idle()
         kept.append(idle - _rss_mib())
     assert min(kept) < 20, kept
+    wh.close()
+
+
+def _batch_on_a_full_disk(path: str, landing: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+    """A batch whose writes committed, then the disk fills (a file size limit): DuckDB's checkpoint at the detach
+    cannot write the file."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+    wh, zone = DuckDBWarehouse(path), LandingZone(Path(landing))
+    landed = land(zone, (resource(f"o{i}", note="x" * 300) for i in range(5_000)))
+    try:
+        with wh.batch():
+            wh.upsert(landed)
+            resource_module.setrlimit(resource_module.RLIMIT_FSIZE, (Path(path).stat().st_size, -1))
+    except Exception as exc:
+        queue.put(type(exc).__name__)
+    finally:
+        resource_module.setrlimit(resource_module.RLIMIT_FSIZE, (-1, -1))
+    queue.put(len(wh.live_ids("c1", "Observation")))  # the disk has room again: the next open replays the log
+
+
+def test_a_detach_that_cannot_checkpoint_raises_a_typed_error_and_loses_nothing(tmp_path: Path) -> None:
+    """A full disk at the detach (DuckDB: "CHECKPOINT during DETACH failed"): the caller gets a
+    ``WarehouseCheckpointError`` (a ``WarehouseError`` the engine reports), not DuckDB's IOException, and the
+    batch's committed rows are all there once the file is opened again."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    args = (str(tmp_path / "wh.duckdb"), str(tmp_path / "landing"), queue)
+    proc = ctx.Process(target=_batch_on_a_full_disk, args=args)
+    proc.start()
+    proc.join(120)
+    assert proc.exitcode == 0
+    assert queue.get(timeout=5) == "WarehouseCheckpointError"
+    assert queue.get(timeout=5) == 5_000
+
+
+class _InterruptedAfterClose:
+    """The batch's connection, an interrupt (Ctrl-C, Dagster terminating the run) arriving as its close returns."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
+        self._conn = conn
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+    def close(self) -> None:
+        self._conn.close()
+        raise KeyboardInterrupt
+
+
+def test_an_interrupt_as_a_batch_ends_lets_go_of_the_file(
+    tmp_path: Path, zone: LandingZone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupt between the batch's last statement and the detach: the instance is closed then, so the file is
+    not left attached here once ``<db>.lock`` is let go (another process opens it at once), even while the
+    interrupt's traceback is still held (a run reporting its failure)."""
+    wh = DuckDBWarehouse(tmp_path / "wh.duckdb")
+    real = _duckdb_io.configured
+    monkeypatch.setattr(_duckdb_writer, "configured", lambda conn: _InterruptedAfterClose(real(conn)))
+    with pytest.raises(KeyboardInterrupt) as interrupted, wh.batch():
+        wh.upsert(land(zone, [resource("o1")]))
+    assert interrupted.traceback is not None
+    assert other_process_writes(wh.path) == "wrote, saw 1"
+    monkeypatch.setattr(_duckdb_writer, "configured", real)
+    assert wh.upsert(land(zone, [resource("o2")], run_id="r2")).inserted == 1
+    wh.close()
+
+
+def _open_and_write_in_child(path: str, landing: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+    try:
+        wh = DuckDBWarehouse(path, lock_timeout_s=60)
+        queue.put(wh.upsert(land(LandingZone(Path(landing)), [resource("child")], run_id="child")).inserted)
+    except Exception as exc:
+        queue.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_a_child_forked_while_a_thread_writes_gets_a_typed_error(tmp_path: Path, zone: LandingZone) -> None:
+    """DuckDB's record of the files this process has attached is copied into a forked child, the file another
+    thread was writing still in it: the child cannot attach that file, and says so with a typed error naming
+    the cause instead of DuckDB's ResourceInUseException (the parent's batch is unharmed)."""
+    wh = DuckDBWarehouse(tmp_path / "wh.duckdb")
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with wh.batch():
+            wh.upsert(land(zone, [resource("o1")]))
+            inside.set()
+            release.wait(60)
+            wh.upsert(land(zone, [resource("o2")], run_id="r2"))
+
+    writer = threading.Thread(target=hold)
+    writer.start()
+    assert inside.wait(60)
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_open_and_write_in_child, args=(str(wh.path), str(tmp_path / "child-landing"), queue))
+    try:
+        child.start()  # forked inside the batch; it waits for <db>.lock until the parent's batch ends
+    finally:
+        release.set()
+        writer.join(60)
+    child.join(60)
+    assert child.exitcode == 0
+    answer = queue.get(timeout=5)
+    assert str(answer).startswith("WarehouseTargetError: DuckDB file wh.duckdb is already attached in this process:")
+    assert len(wh.live_ids("c1", "Observation")) == 2
     wh.close()
