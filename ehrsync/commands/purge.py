@@ -23,6 +23,9 @@ __all__ = ["purge"]
 DISCONNECT_BUDGET_WAIT_S = 60.0
 
 
+_UNSET = (click.core.ParameterSource.DEFAULT, None)
+
+
 class _Seconds(click.FloatRange):
     """0-3600 s; "nan" too is refused here (every comparison with NaN is false, so ``FloatRange`` let it through)."""
 
@@ -56,6 +59,8 @@ def purge(connection_id: str, yes: bool, disconnect: bool, budget_wait: float) -
     stay. Only a disconnected connection is purged (an active one would be filled again by its next sync): pass
     --disconnect to disconnect it first. Safe to run again after an interruption. See docs/RETENTION.md.
     """
+    if not disconnect and click.get_current_context().get_parameter_source("budget_wait") not in _UNSET:
+        raise click.UsageError("--budget-wait applies only with --disconnect (the wait before revoking at the EHR)")
     from engine.purge import PurgeTargets, purge_connection, purge_subject
     from engine.settings import PipelineSettings
     from store.models import ConnectionStatus

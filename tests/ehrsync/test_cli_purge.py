@@ -108,6 +108,13 @@ def test_purge_refuses_a_budget_wait_that_is_not_a_number_of_seconds(tmp_path: P
         assert "Invalid value for '--budget-wait'" in proc.stderr, proc.stderr
 
 
+def test_purge_refuses_a_budget_wait_without_disconnect(tmp_path: Path, world: SyncWorld) -> None:
+    """``--budget-wait`` only shapes ``--disconnect``'s revocation: given alone it was accepted and ignored."""
+    proc = _cli(world, tmp_path, "purge", "some-connection", "--yes", "--budget-wait", "5")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "--budget-wait applies only with --disconnect" in proc.stderr, proc.stderr
+
+
 def test_purge_disconnect_revokes_within_the_ecw_call_budget_and_says_when_it_did_not(
     tmp_path: Path, ehr: SandboxServer, world: SyncWorld
 ) -> None:
