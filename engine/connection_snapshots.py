@@ -28,6 +28,7 @@ __all__ = [
     "read_connections",
     "reconcilable_connection",
     "syncable_connection",
+    "unreadable_database_error",
 ]
 
 BULK_KINDS = frozenset({"backend", "group"})
@@ -121,7 +122,7 @@ class ConnectionSnapshot:
         )
 
 
-def _unreadable(db: AppDatabase, exc: Exception) -> ConfigurationError:
+def unreadable_database_error(db: AppDatabase, exc: Exception) -> ConfigurationError:
     """A typed error for a database that cannot be read: not migrated (say how to fix it) or unreachable."""
     try:
         migrated = inspect(db.engine).has_table(Connection.__tablename__)
@@ -140,7 +141,7 @@ def read_connections(db: AppDatabase) -> list[ConnectionSnapshot]:
             rows = session.execute(query.order_by(Connection.id)).all()
             return [ConnectionSnapshot.of(row, name) for row, name in rows]
     except (OperationalError, ProgrammingError) as exc:
-        raise _unreadable(db, exc) from exc
+        raise unreadable_database_error(db, exc) from exc
 
 
 def read_connection(db: AppDatabase, connection_id: str) -> ConnectionSnapshot:
@@ -151,7 +152,7 @@ def read_connection(db: AppDatabase, connection_id: str) -> ConnectionSnapshot:
             tenant = session.get(Tenant, row.tenant_id) if row is not None and row.tenant_id is not None else None
             snapshot = ConnectionSnapshot.of(row, tenant.name if tenant else None) if row is not None else None
     except (OperationalError, ProgrammingError) as exc:
-        raise _unreadable(db, exc) from exc
+        raise unreadable_database_error(db, exc) from exc
     if snapshot is None:
         raise ConnectionNotFoundError(f"connection {connection_id!r} not found")
     return snapshot

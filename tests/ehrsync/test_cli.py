@@ -234,6 +234,15 @@ def test_setting_error_names_its_variable(tmp_path: Path, args: list[str], env: 
         )
 
 
+def test_a_database_never_migrated_says_to_migrate_it_in_every_command(tmp_path: Path) -> None:
+    """A fresh state folder's empty app database: ``purge`` answered "no such table: connections" where
+    ``connections list`` says to run ``ehrsync db migrate``; every command now says the latter."""
+    env = _case_env(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'empty.db'}")
+    for args in (["connections", "list"], ["purge", "c1", "--yes"], ["sync", "c1"], ["reconcile", "c1"]):
+        proc = _run(*args, env_extra=env)
+        _one_line_failure(proc, "run `ehrsync db migrate` first")
+
+
 def test_unreadable_app_database_is_one_form_in_every_command(tmp_path: Path) -> None:
     """TROUBLESHOOTING's row: every command says ``configuration_error: app database error (...): check
     DATABASE_URL`` for a database it cannot reach (engine reads and the CLI's own alike)."""
