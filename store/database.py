@@ -26,6 +26,9 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
+SQLITE_WAL_SIZE_LIMIT = 4 * 1024 * 1024  # bytes
+
+
 def _configure_sqlite(engine: Engine) -> None:
     """WAL + busy timeout, foreign keys on, and transactions begun by us so ``BEGIN IMMEDIATE`` is possible.
 
@@ -41,6 +44,9 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # Pooled connections stay open, so the last close no longer deletes the -wal file: past a checkpoint it is
+        # cut back to this size instead of keeping the size of the largest transaction ever written.
+        cursor.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_SIZE_LIMIT}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

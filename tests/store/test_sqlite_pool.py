@@ -260,3 +260,19 @@ def test_a_forked_child_never_uses_or_closes_its_parents_connections(db: AppData
     _add_tenant(db, "parent again")  # the parent's pooled connection still works
     assert set(used) <= parents
     assert _tenant_names(db) == ["child", "parent", "parent again"]
+
+
+def test_the_wal_file_is_cut_back_after_a_large_transaction(db: AppDatabase, path: Path) -> None:
+    """With pooled connections open, the last close no longer deletes the -wal file; after a large transaction it
+    is cut back to ``SQLITE_WAL_SIZE_LIMIT`` once checkpointed (a long-lived daemon's file stayed at its peak)."""
+    from store.database import SQLITE_WAL_SIZE_LIMIT
+
+    with db.session() as s:
+        s.execute(text("CREATE TABLE big (b BLOB)"))
+        rows = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 24) "
+        s.execute(text(rows + "INSERT INTO big SELECT randomblob(1048576) FROM n"))
+        s.commit()
+    wal = path.with_name(path.name + "-wal")
+    assert wal.stat().st_size > 3 * SQLITE_WAL_SIZE_LIMIT  # the transaction went through the WAL
+    _add_tenant(db)  # the big commit's checkpoint copied the WAL back; the next write restarts it, cut to the limit
+    assert wal.stat().st_size <= SQLITE_WAL_SIZE_LIMIT
