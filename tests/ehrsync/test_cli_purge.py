@@ -145,7 +145,9 @@ def test_purge_disconnect_revokes_within_the_ecw_call_budget_and_says_when_it_di
     finally:
         ehr.admin.clear_faults()
     assert left == [_ARMED], left  # nothing was sent outside the budget: no discovery, no revocation
-    assert took >= _BUDGET_WAIT_S, took  # it waited for a free call as long as it was told before giving up
+    # it waited for a free call before giving up: slot by slot until the next slot would open past --budget-wait
+    # (SharedRateBudget.acquire stops then, as waiting longer cannot help), so at least the wait less one slot
+    assert took >= _BUDGET_WAIT_S - slot_s, took
 
     assert purged.returncode == 0, purged.stderr
     assert f"disconnected {cid}: the tokens were deleted here but NOT revoked at the EHR" in purged.stdout
