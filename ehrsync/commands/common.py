@@ -85,18 +85,11 @@ def database_url() -> str:
 
 @contextmanager
 def app_database() -> Iterator[AppDatabase]:
-    """The app database of ``database_url()`` for one command, its connections closed when the command ends; a
-    database that cannot be read is a ``ConfigurationError`` (not migrated: says to run ``ehrsync db migrate``)."""
-    from sqlalchemy.exc import OperationalError, ProgrammingError
-
+    """The app database of ``database_url()`` for one command, its connections closed when the command ends."""
     from store import AppDatabase
 
     database = AppDatabase.from_url(database_url())
     try:
         yield database
-    except (OperationalError, ProgrammingError) as exc:  # a fresh state folder's database: say to migrate it
-        from engine.connection_snapshots import unreadable_database_error
-
-        raise unreadable_database_error(database, exc) from exc
     finally:
         database.dispose()

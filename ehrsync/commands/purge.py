@@ -12,7 +12,7 @@ from ehrsync.commands.common import app_database, exit_on_configuration_error, o
 
 if TYPE_CHECKING:
     from connectors.transport import BodyBounds
-    from engine.purge import PurgeReport
+    from engine.purge import PurgeReport, PurgeSubject
     from store import AppDatabase
 
 __all__ = ["purge"]
@@ -61,13 +61,13 @@ def purge(connection_id: str, yes: bool, disconnect: bool, budget_wait: float) -
     """
     if not disconnect and click.get_current_context().get_parameter_source("budget_wait") not in _UNSET:
         raise click.UsageError("--budget-wait applies only with --disconnect (the wait before revoking at the EHR)")
-    from engine.purge import PurgeTargets, purge_connection, purge_subject
+    from engine.purge import PurgeTargets, purge_connection
     from engine.settings import PipelineSettings
     from store.models import ConnectionStatus
 
     settings = exit_on_configuration_error(PipelineSettings.from_env)
     with app_database() as db:
-        subject = exit_on_configuration_error(lambda: purge_subject(db, connection_id))
+        subject = exit_on_configuration_error(lambda: _subject(db, connection_id))
         active = subject.status != ConnectionStatus.DISCONNECTED
         if active and not disconnect:
             raise click.ClickException(
@@ -133,3 +133,17 @@ def _disconnect(db: AppDatabase, connection_id: str, bounds: BodyBounds, budget_
         finally:
             vault.close()
     click.echo(f"disconnected {connection_id}: {revocation.describe()}")
+
+
+def _subject(db: AppDatabase, connection_id: str) -> PurgeSubject:
+    """The connection to purge; a database that cannot be read says why as ``connections list`` does (never
+    migrated: run ``ehrsync db migrate`` first) instead of "no such table: connections"."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from engine.connection_snapshots import unreadable_database_error
+    from engine.purge import purge_subject
+
+    try:
+        return purge_subject(db, connection_id)
+    except (OperationalError, ProgrammingError) as exc:
+        raise unreadable_database_error(db, exc) from exc
