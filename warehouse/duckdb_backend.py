@@ -84,7 +84,6 @@ class DuckDBWarehouse(Warehouse):
         self._limit_now = memory_limit  # the limit in force: the configured one, or ``lean_memory``'s
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._closed = False
-        self._held: duckdb.DuckDBPyConnection | None = None
         self._writing: Writing | None = None  # the held batch's: spoiled by a failed write, even one handled
         self._in_transaction = False
         if upsert_chunk_rows < 1 or upsert_chunk_bytes < 1:
@@ -98,6 +97,11 @@ class DuckDBWarehouse(Warehouse):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._write("schema") as cur:
             self._create_schema(cur)
+
+    @property
+    def _held(self) -> duckdb.DuckDBPyConnection | None:
+        """The held batch's connection (``batch``), or None outside one."""
+        return self._writing.conn if self._writing is not None else None
 
     def _check_open(self) -> None:
         if self._closed:
@@ -128,11 +132,11 @@ class DuckDBWarehouse(Warehouse):
                 self.path, self._config, timeout_s=self.lock_timeout_s, log_every_s=self.lock_log_every_s
             ) as writing,
         ):
-            self._held, self._writing = writing.conn, writing
+            self._writing = writing
             try:
                 yield
             finally:
-                self._held = self._writing = None
+                self._writing = None
 
     @property
     def in_transaction(self) -> bool:
