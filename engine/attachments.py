@@ -17,9 +17,6 @@ from sqlalchemy import select
 
 from connectors.errors import (
     EhrSyncError,
-    EhrUnreachableError,
-    NeedsReauthError,
-    RateLimitedError,
     StepBudgetExceededError,
     loggable_message,
 )
@@ -27,8 +24,8 @@ from connectors.fhir import FhirClient
 from connectors.http import resolve_url, url_problem
 from engine.environment import ConnectionInfo, SyncEnvironment
 from engine.models import SyncAttachment, utcnow
+from engine.request_stops import EVERY_REQUEST_WOULD_MEET
 from engine.residue import attachment_tmp_root
-from store import RefreshLockTimeoutError
 from warehouse.errors import WarehouseError
 
 ATTACHMENT_TYPES = ("DocumentReference", "DiagnosticReport")
@@ -118,13 +115,7 @@ def store_attachments(
                 outcome.links.append(
                     {"url": row.url, "sha256": row.sha256, "size": row.size, "content_type": row.content_type}
                 )
-            except (
-                NeedsReauthError,
-                StepBudgetExceededError,
-                EhrUnreachableError,
-                RateLimitedError,
-                RefreshLockTimeoutError,
-            ):
+            except (*EVERY_REQUEST_WOULD_MEET, StepBudgetExceededError):
                 raise  # the whole landing stops: nothing recorded, the mark untouched, the next run fetches again
             except (EhrSyncError, WarehouseError, OSError) as exc:
                 outcome.failed += 1

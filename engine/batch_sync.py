@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from connectors.errors import EhrUnreachableError, InsufficientDiskSpaceError, NeedsReauthError, RateLimitedError
+from connectors.errors import InsufficientDiskSpaceError
 from engine import runs
 from engine.batch_defer import (
     SourceThrottle,
@@ -36,9 +36,10 @@ from engine.environment import SyncEnvironment
 from engine.errors import ConnectionNotFoundError
 from engine.incremental import land_resource_type, upsert_resource_type
 from engine.reports import TypeReport
+from engine.request_stops import EVERY_REQUEST_WOULD_MEET
 from engine.run_holds import newest_row
 from engine.run_outcome import CANCELED_PREFIX, RunTimes, finish_sync_run
-from store import AppDatabase, RefreshLockTimeoutError
+from store import AppDatabase
 
 __all__ = [
     "BatchOutcome",
@@ -55,13 +56,7 @@ __all__ = [
 _log = logging.getLogger(__name__)
 _MAX_ERROR = 500
 # Failures no later type of the member gets past: they end its sync (``_sync_types`` says why).
-_STOPS_MEMBER = (
-    NeedsReauthError,
-    EhrUnreachableError,
-    RateLimitedError,
-    InsufficientDiskSpaceError,
-    RefreshLockTimeoutError,
-)
+_STOPS_MEMBER = (*EVERY_REQUEST_WOULD_MEET, InsufficientDiskSpaceError)
 
 
 def batch_sync_run_id(dagster_run_id: str, connection_id: str) -> str:

@@ -21,10 +21,7 @@ from connectors.bulk.files import DEFAULT_MAX_FILE_BYTES, file_deadline_from_env
 from connectors.errors import (
     ConfigurationError,
     EhrSyncError,
-    EhrUnreachableError,
     FhirUnauthorizedError,
-    NeedsReauthError,
-    RateLimitedError,
 )
 from connectors.fhir import CallBudget, FhirClient, RetryPolicy
 from connectors.http import outbound_url_guard
@@ -33,9 +30,10 @@ from connectors.smart import ScopeSet, parse_scopes
 from connectors.transport import BodyBounds, LowSpeedLimit
 from engine.cores import landing_slots, threads_beside
 from engine.errors import ConnectionNotFoundError, ConnectionNotSyncableError
+from engine.request_stops import EVERY_REQUEST_WOULD_MEET
 from engine.run_capabilities import run_capabilities
 from engine.token_throttle import ThrottleAwareTokenSource
-from store import AppDatabase, RefreshLockTimeoutError, SharedRateBudget, TokenVault
+from store import AppDatabase, SharedRateBudget, TokenVault
 from store.models import Connection, ProviderConfig
 from warehouse import AttachmentStore, LandingZone, Warehouse, open_warehouse
 
@@ -164,7 +162,7 @@ class SyncEnvironment:
     def _fetch_capabilities(conn: ConnectionInfo, client: FhirClient) -> dict[str, Any] | None:
         try:
             return client.capabilities()
-        except (NeedsReauthError, EhrUnreachableError, RateLimitedError, RefreshLockTimeoutError):
+        except EVERY_REQUEST_WOULD_MEET:
             raise
         except EhrSyncError as exc:
             _log.info("no usable CapabilityStatement at %s (%s); using vendor defaults", conn.id, exc.code)

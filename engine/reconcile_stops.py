@@ -10,21 +10,14 @@ what it confirmed gone is tombstoned and counted; either way the types after it 
 
 from __future__ import annotations
 
-from connectors.errors import EhrUnreachableError, InsufficientDiskSpaceError, NeedsReauthError, RateLimitedError
+from connectors.errors import InsufficientDiskSpaceError
 from engine.batch_defer import unopened_origin
 from engine.errors import SyncError
-from store import RefreshLockTimeoutError
+from engine.request_stops import EVERY_REQUEST_WOULD_MEET
 
 __all__ = ["stopping_code"]
 
-_STOPS_RUN = (
-    NeedsReauthError,
-    EhrUnreachableError,
-    RateLimitedError,
-    InsufficientDiskSpaceError,
-    RefreshLockTimeoutError,
-    SyncError,
-)
+_STOPS_RUN = (*EVERY_REQUEST_WOULD_MEET, InsufficientDiskSpaceError, SyncError)
 
 
 def stopping_code(exc: BaseException) -> str | None:

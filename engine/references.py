@@ -21,13 +21,10 @@ from typing import Any
 from connectors.budgets import step_budget
 from connectors.errors import (
     EhrSyncError,
-    EhrUnreachableError,
     FhirError,
     FhirGoneError,
     FhirNotFoundError,
     FhirUnauthorizedError,
-    NeedsReauthError,
-    RateLimitedError,
     SearchIncompleteError,
     loggable_message,
 )
@@ -36,7 +33,7 @@ from connectors.fhir.capability import declared_interactions
 from engine import cursors
 from engine.environment import ConnectionInfo, SyncEnvironment
 from engine.reports import TypeReport
-from store import RefreshLockTimeoutError
+from engine.request_stops import EVERY_REQUEST_WOULD_MEET
 from warehouse import LandingWriter, LandingZone, Warehouse
 from warehouse.errors import WarehouseError
 
@@ -108,7 +105,7 @@ def _fetch_all(
         try:
             batched = can_search_by_id(conn, rtype, capabilities)
             reports[rtype] = land_by_ids(env.zone, conn, client, wh, run_id, rtype, ids, batched=batched)
-        except (NeedsReauthError, EhrUnreachableError, RateLimitedError, RefreshLockTimeoutError):
+        except EVERY_REQUEST_WOULD_MEET:
             raise  # every further request would fail (or wait the refresh lock's 300 s) the same way: the run stops
         except (EhrSyncError, WarehouseError, OSError) as exc:
             _log.warning("reading referenced %s of %s failed: %s", rtype, conn.id, loggable_message(exc))

@@ -1,0 +1,16 @@
+"""Failures every later request of a run would meet the same way, so the work that met one stops there.
+
+A grant no longer usable, an EHR that cannot be reached, a throttle longer than ehrsync waits (BDX-10), or another
+process refreshing the grant past the refresh lock's 300 s (each later request would wait it again). One tuple, so
+the places that let these through (the CapabilityStatement read, referenced types, attachments, a batch member, a
+reconcile run) cannot drift apart: each adds only what is its own.
+"""
+
+from __future__ import annotations
+
+from connectors.errors import EhrUnreachableError, NeedsReauthError, RateLimitedError
+from store import RefreshLockTimeoutError
+
+__all__ = ["EVERY_REQUEST_WOULD_MEET"]
+
+EVERY_REQUEST_WOULD_MEET = (NeedsReauthError, EhrUnreachableError, RateLimitedError, RefreshLockTimeoutError)
