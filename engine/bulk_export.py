@@ -100,9 +100,11 @@ def run_bulk_export(
 
 
 def _note_retry_after(env: SyncEnvironment, run_id: str, exc: Exception) -> None:
-    """BDX-07: a kick-off the EHR throttled with Retry-After: the scheduler asks for nothing before that time (a
-    day at most, as for any source's throttle: ``engine.batch_defer.throttle_end``)."""
-    if isinstance(exc, BulkExportBusyError) and exc.retry_after:
+    """BDX-07: a kick-off the EHR throttled (429, or 503 with Retry-After): the scheduler asks for nothing before
+    the time it named, or ``DEFAULT_WAIT_S`` when it named none (a day at most), as for a REST step's throttle
+    (``engine.batch_defer.throttle_end``); before, a silent 429 noted nothing and Dagster's automatic retry kicked
+    off into it at once. A refusal of ehrsync's own (the export slot busy: no answer) notes none."""
+    if isinstance(exc, BulkExportBusyError) and (exc.status is not None or exc.retry_after):
         runs.hold_until(env.db, run_id, throttle_end(utcnow(), exc.retry_after))
 
 

@@ -2,10 +2,10 @@
 (vendors.md §3; BDX-07). The sandbox does so with ``bulk_max_jobs_per_client=1`` (with or without Retry-After).
 
 A kick-off still throttled after the retry policy's attempts ends the run ``failed`` with ``bulk_export_busy``
-naming the throttle: no job recorded, ``_since`` unchanged, the server's Retry-After noted as the run's
-``not_before`` (the scheduler asks for nothing before it). A vendor declaring ``one_export_per_client`` gets a
-shared ``ehrsync/export_slot`` run tag, and an export started outside the daemon's queue is refused before its
-kick-off while another connection of the slot has one in progress."""
+naming the throttle: no job recorded, ``_since`` unchanged, the server's Retry-After (5 min when it named none, as
+for a REST throttle) noted as the run's ``not_before`` (the scheduler asks for nothing before it). A vendor
+declaring ``one_export_per_client`` gets a shared ``ehrsync/export_slot`` run tag, and an export started outside
+the daemon's queue is refused before its kick-off while another connection of the slot has one in progress."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from engine import cursors, run_bulk_export
+from engine.batch_defer import DEFAULT_WAIT_S
 from engine.connection_snapshots import read_connection
 from engine.environment import load_connection
 from engine.models import BulkJob, SyncRun, utcnow
@@ -71,11 +72,13 @@ def test_bdx07_a_kick_off_throttled_by_a_running_export_fails_busy_keeps_since_a
             assert "HTTP 429 (issues: throttled)" in report.error
             row = _run_row(world, run_id)
             assert row.status == "failed" and row.error == report.error
+            assert row.not_before is not None  # the scheduler (and an automatic retry) asks for nothing before it
+            held = row.not_before.replace(tzinfo=before.tzinfo)
             if retry_after:  # the server's Retry-After (1 s) is when the scheduler may ask again
-                assert row.not_before is not None
-                assert before < row.not_before.replace(tzinfo=before.tzinfo) < utcnow() + timedelta(seconds=2)
-            else:
-                assert row.not_before is None  # the retry backoff decides
+                assert before < held < utcnow() + timedelta(seconds=2)
+            else:  # it named no time: held as a REST step's silent throttle is (before, nothing: straight back)
+                wait = timedelta(seconds=DEFAULT_WAIT_S)
+                assert before + wait <= held <= utcnow() + wait, (before, held)
         assert not _jobs(world, second)
         assert cursors.get_mark(world.env.db, second, cursors.bulk_stream("group", SECOND), "*") is None
     finally:
