@@ -46,7 +46,7 @@ from connectors.errors import (
 from connectors.fhir import FhirClient
 from connectors.smart import ScopeSet
 from engine.environment import ConnectionInfo, SyncEnvironment
-from engine.reconcile_stops import stopping_code
+from engine.reconcile_stops import RunStop, run_stop
 from engine.references import IdSearch, can_search_by_id, land_with, search_by_ids
 from engine.reports import SCOPE_NOT_GRANTED, TypeReport
 from warehouse import LandingWriter, Warehouse, WarehouseError
@@ -78,7 +78,7 @@ class Confirmation:
     landed: TypeReport | None = None
     error: str | None = None
     unconfirmable: str | None = None
-    stopped: str | None = None  # the code of ``error`` when no later type gets past it (engine.reconcile_stops)
+    stopped: RunStop | None = None  # ``error`` when no later type gets past it (engine.reconcile_stops)
 
 
 @dataclass
@@ -91,12 +91,12 @@ class _Asking:
     over_cap: int = 0
     error: str | None = None
     unconfirmable: str | None = None  # the grant allows no read by id: why (see the module docstring)
-    stopped: str | None = None  # the error's code when no later type gets past it (engine.reconcile_stops)
+    stopped: RunStop | None = None  # the error when no later type gets past it (engine.reconcile_stops)
 
     def failed(self, exc: BaseException) -> None:
         """Record what stopped the asking (the answers so far are kept)."""
         self.error = _describe(exc)
-        self.stopped = stopping_code(exc)
+        self.stopped = run_stop(exc)
 
     def gone(self) -> set[str]:
         return self.read_gone | (self.search.settled - self.search.found)

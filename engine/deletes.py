@@ -28,7 +28,7 @@ from engine.connection_lock import hold_connection
 from engine.delete_confirm import Confirmation, confirm_deleted
 from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
 from engine.models import utcnow
-from engine.reconcile_stops import stopping_code
+from engine.reconcile_stops import RunStop, run_stop
 from engine.references import can_search_by_id, land_by_ids
 from engine.reports import SCOPE_NOT_GRANTED, TypeReport
 from engine.search_plans import grant_narrows, search_plans
@@ -68,10 +68,10 @@ class ReconcileReport:
     #: Why the type was not reconciled this run (its listing failed, or an earlier type stopped the run): nothing
     #: of it tombstoned or read back; None when it was (``engine.reconcile_run``)
     error: str | None = None
-    #: The code of a failure no later type gets past (``engine.reconcile_stops``) met while confirming or reading
-    #: back, after the listing: what was confirmed gone is tombstoned and counted here, and the run stops after
-    #: this type; None when none was met
-    stopped: str | None = None
+    #: A failure no later type gets past (``engine.reconcile_stops``) met while confirming or reading back, after
+    #: the listing: what was confirmed gone is tombstoned and counted here, and the run stops after this type; None
+    #: when none was met
+    stopped: RunStop | None = None
 
 
 def reconcile_deletes(
@@ -237,5 +237,5 @@ def _recover(
         logged = loggable_message(exc)
         _log.warning("reading back %d unlisted %s of %s failed: %s", len(ids), rtype, conn.id, logged)
         landed = TypeReport(rtype, error=f"{getattr(exc, 'code', type(exc).__name__)}: {logged}")
-        return replace(report, recovered=landed, stopped=stopping_code(exc))
+        return replace(report, recovered=landed, stopped=run_stop(exc))
     return replace(report, recovered=landed)

@@ -8,7 +8,10 @@ listing, confirmation and read-back together), so a server can make a run spend 
 
 What no later type would get past (``engine.reconcile_stops``) stops the run at the type that met it, in its
 listing (raised) or while confirming or reading back (``ReconcileReport.stopped``, its tombstones counted); the
-types after it are reported not reached.
+types after it are reported not reached. When that failure is a throttle of the whole source (a long Retry-After,
+a spent quota, an unreachable EHR: ``engine.batch_defer``), its time is noted on the connection's newest
+``sync_runs`` row (``engine.run_holds.note_connection_throttle``), so the scheduler and the next reconcile send
+nothing before it, as for a sync's landing step.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from collections.abc import Callable, Sequence
 from connectors.errors import loggable_message
 from engine.deletes import ReconcileReport, reconcile_deletes
 from engine.environment import SyncEnvironment
-from engine.reconcile_stops import stopping_code
+from engine.reconcile_stops import run_stop
+from engine.run_holds import note_connection_throttle
 
 __all__ = ["reconcile_types"]
 
@@ -47,12 +51,13 @@ def reconcile_types(
             report = ReconcileReport(resource_type, error=f"{code}: {loggable_message(exc)}")
             # info: the run's failure names every such type and why (``ehrsync reconcile``'s one error line)
             _log.info("reconciling %s of %s failed: %s", resource_type, connection_id, report.error)
-            stop = stopping_code(exc)
-        stopped = None if stop is None else f"not reached: the run stopped at {resource_type} ({stop})"
+            stop = run_stop(exc)
         reports.append(report)
         if on_report is not None:
             on_report(report)
-        if stopped is not None:
+        if stop is not None:
+            note_connection_throttle(env.db, connection_id, stop.cause)
+            stopped = f"not reached: the run stopped at {resource_type} ({stop.code})"
             reports += [ReconcileReport(t, error=stopped) for t in types[index + 1 :]]
             break
     return reports

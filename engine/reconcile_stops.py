@@ -10,18 +10,29 @@ what it confirmed gone is tombstoned and counted; either way the types after it 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from connectors.errors import InsufficientDiskSpaceError
 from engine.batch_defer import unopened_origin
 from engine.errors import SyncError
 from engine.request_stops import EVERY_REQUEST_WOULD_MEET
 
-__all__ = ["stopping_code"]
+__all__ = ["RunStop", "run_stop"]
 
 _STOPS_RUN = (*EVERY_REQUEST_WOULD_MEET, InsufficientDiskSpaceError, SyncError)
 
 
-def stopping_code(exc: BaseException) -> str | None:
-    """The code of ``exc`` when no later type gets past it (the run stops after this type), else None."""
+@dataclass(frozen=True)
+class RunStop:
+    """A failure no later type gets past: its ``code`` (what the reports name) and the failure itself, whose
+    source-wide throttle, when it is one, the run notes (``engine.run_holds.note_connection_throttle``)."""
+
+    code: str
+    cause: BaseException
+
+
+def run_stop(exc: BaseException) -> RunStop | None:
+    """``exc`` as a :class:`RunStop` when no later type gets past it (the run stops after this type), else None."""
     if isinstance(exc, _STOPS_RUN) or unopened_origin(exc) is not None:
-        return str(getattr(exc, "code", type(exc).__name__))
+        return RunStop(str(getattr(exc, "code", type(exc).__name__)), exc)
     return None

@@ -4,7 +4,7 @@
 the world's resources: its app database and vault (cipher key, test clients), landing zone, warehouse, and its
 HTTP client (request log, timeouts), fast retries and no vendor call budget. ``types`` materializes only those
 types' assets (and the referenced resources). ``sync_type`` is one type the way its two steps run it, for tests
-of one type that need no run.
+of one type that need no run. ``run_reconcile`` is the weekly deletion reconciliation job over the world.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from dagster import DagsterInstance
+from dagster import DagsterInstance, Definitions, ExecuteInProcessResult
 
 from ehrsync.run_now import SyncNowResult, run_sync_now
 from engine import (
@@ -32,6 +32,9 @@ from engine import (
 from engine.reports import COUNT_FIELDS
 from engine.runs import SyncRunRecord
 from engine.settings import PipelineSettings
+from pipelines.definitions import domain_definitions
+from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME
+from pipelines.defs.maintenance.jobs import RECONCILE_JOB
 from pipelines.defs.sync.reference_assets import NO_REFERENCES, REFERENCES_STEP
 from pipelines.resources import (
     AppDatabaseResource,
@@ -39,6 +42,7 @@ from pipelines.resources import (
     LandingZoneResource,
     SyncPolicyResource,
     WarehouseResource,
+    default_resources,
 )
 from store import AppDatabase, TokenCipher, TokenVault
 from tests.engine.helpers import FAST_RETRY, ClientRegistry, SyncWorld
@@ -157,6 +161,16 @@ def run_sync(
             console_log_level=console_log_level,
         )
     return SyncRun(result, runs.get(world.env.db, result.run_id), type_reports(result))
+
+
+def run_reconcile(world: SyncWorld, connection_id: str, instance: DagsterInstance) -> ExecuteInProcessResult:
+    """The reconcile job in-process over ``world`` (its resources: step budget, fast retries)."""
+    settings = world_settings(world)
+    resources = {**default_resources(settings), **world_resources(world)}
+    defs = Definitions.merge(*domain_definitions(settings), Definitions(resources=resources))
+    job = defs.resolve_job_def(RECONCILE_JOB)
+    instance.add_dynamic_partitions(PATIENT_CONNECTIONS_PARTITIONS_NAME, [connection_id])
+    return job.execute_in_process(partition_key=connection_id, instance=instance, raise_on_error=False)
 
 
 def sync_type(world: SyncWorld, connection_id: str, resource_type: str, *, full: bool = False) -> TypeReport:

@@ -7,6 +7,7 @@ type's listing was sent into it). Engine-level (no Dagster run): the op reports 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -17,6 +18,7 @@ from connectors.errors import EhrSyncError, NeedsReauthError, RateLimitedError
 from engine import delete_confirm, deletes
 from engine.deletes import ReconcileReport
 from engine.reconcile_run import reconcile_types
+from engine.run_holds import connection_held_until
 from sandbox import SandboxConfig, SandboxServer
 from store import RefreshLockTimeoutError
 from tests.engine.helpers import SyncWorld, connect_patient
@@ -64,7 +66,7 @@ def _stopped_at_the_type(world: SyncWorld, cid: str, before: dict[str, int], cod
         assert by_type[rtype].error == f"not reached: the run stopped at {_TYPE} ({code})", by_type[rtype]
         assert after[rtype] == before[rtype], rtype
     report = by_type[_TYPE]
-    assert report.error is None and report.stopped == code, report
+    assert report.error is None and report.stopped is not None and report.stopped.code == code, report
     assert report.tombstoned == before[_TYPE] - after[_TYPE], (report, before, after)
     return report
 
@@ -99,7 +101,9 @@ def test_a_long_throttle_while_confirming_stops_the_run_before_the_next_types_li
     http: httpx.Client, world: SyncWorld, request_log: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first ``_id`` search confirming the Observation deletions is throttled for an hour: nothing of them
-    is confirmed (all kept live), nothing read back, and no later type's listing is sent into the throttle."""
+    is confirmed (all kept live), nothing read back, and no later type's listing is sent into the throttle; the
+    hour is noted on the connection's newest ``sync_runs`` row, as one met in a listing is (the scheduler and the
+    next reconcile honour it)."""
     with SandboxServer(SandboxConfig(patients=1, seed=5)) as sb:
         cid, _ = _synced_then_deleted(world, sb, http)
         before = _live(world, cid)
@@ -114,3 +118,5 @@ def test_a_long_throttle_while_confirming_stops_the_run_before_the_next_types_li
         assert len(request_log.paths("/fhir/Condition")) == sent
     assert report.tombstoned == 0 and report.recovered is None, report
     assert (report.confirm_error or "").startswith("rate_limited"), report
+    held = connection_held_until(world.env.db, cid, datetime.now(UTC) + timedelta(minutes=55))
+    assert held is not None, "the hour the source named is not noted"

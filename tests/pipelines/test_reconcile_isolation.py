@@ -8,29 +8,15 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from dagster import DagsterInstance, Definitions, ExecuteInProcessResult
+from dagster import DagsterInstance, ExecuteInProcessResult
 
 from engine import PATIENT_TYPES
-from pipelines.definitions import domain_definitions
-from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME
-from pipelines.defs.maintenance.jobs import RECONCILE_JOB
-from pipelines.resources import default_resources
 from sandbox import SandboxConfig, SandboxServer
 from tests.engine.helpers import SyncWorld, connect_patient
-from tests.engine.job_runs import sync_type, world_resources, world_settings
+from tests.engine.job_runs import run_reconcile, sync_type
 from tests.pipelines.test_end_to_end import live_counts
 
 _BUDGET_S = 3.0  # each type's: the trickled Patient listing spends it, the types after it each have their own
-
-
-def _reconcile(world: SyncWorld, connection_id: str, instance: DagsterInstance) -> ExecuteInProcessResult:
-    """The reconcile job in-process over ``world`` (its resources: step budget, fast retries)."""
-    settings = world_settings(world)
-    resources = {**default_resources(settings), **world_resources(world)}
-    defs = Definitions.merge(*domain_definitions(settings), Definitions(resources=resources))
-    job = defs.resolve_job_def(RECONCILE_JOB)
-    instance.add_dynamic_partitions(PATIENT_CONNECTIONS_PARTITIONS_NAME, [connection_id])
-    return job.execute_in_process(partition_key=connection_id, instance=instance, raise_on_error=False)
 
 
 def _failure_metadata(result: ExecuteInProcessResult) -> tuple[str, dict[str, Any]]:
@@ -57,7 +43,7 @@ def test_a_type_whose_listing_fails_fails_alone_and_the_others_are_reconciled_bd
         one.admin.set_fault("trickle", path="/fhir/Patient", delay_s=0.5, times=None)
         one.admin.set_fault("500", path="/fhir/Encounter", times=None)
         world.env.step_budget_s = _BUDGET_S
-        result = _reconcile(world, cid, instance)
+        result = run_reconcile(world, cid, instance)
     assert not result.success
     said, metadata = _failure_metadata(result)
     assert "reconciling Patient" in said and "step_budget_exceeded" in said, said

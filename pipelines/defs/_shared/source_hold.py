@@ -2,7 +2,9 @@
 
 A step of an ``incremental_sync`` run stopped by a source-wide throttle notes the time on the run's row; the
 run's later steps, and Dagster's automatic retry of the run (started the moment it failed, by no operator), send
-nothing before it. An operator's re-execution is tried at once, as a batch's is (the operator asked).
+nothing before it. An operator's re-execution is tried at once, as a batch's is (the operator asked). A deletion
+reconciliation run, which has no row of its own, honours the hold of the connection's newest row: the one the
+scheduler reads (``stop_if_connection_held``).
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ from datetime import UTC, datetime
 from dagster import DagsterInstance, DagsterRun, Failure
 
 from engine import runs
-from engine.run_holds import held_until
+from engine.run_holds import connection_held_until, held_until
 from engine.run_outcome import RunTimes
 from pipelines.defs._shared.run_control import automatic_retry, earlier_runs
 from store import AppDatabase
 
-__all__ = ["SourceHeldFailure", "close_held_retry", "run_held_until", "stop_if_held"]
+__all__ = ["SourceHeldFailure", "close_held_retry", "run_held_until", "stop_if_connection_held", "stop_if_held"]
 
 
 class SourceHeldFailure(Failure):
@@ -34,11 +36,10 @@ def run_held_until(instance: DagsterInstance, run: DagsterRun, db: AppDatabase, 
     return max((t for t in (own, lineage) if t is not None), default=None)
 
 
-def _held_message(what: str, until: datetime) -> str:
+def _held_message(what: str, until: datetime, then: str = "the scheduler asks for it then") -> str:
     return (
         f"{what} not tried: its source is held until {until:%Y-%m-%dT%H:%M:%SZ} (throttled, out of quota or "
-        "unreachable, as an earlier step or run found: see its failure; sync_runs.not_before); the scheduler asks "
-        "for it then"
+        f"unreachable, as an earlier step or run found: see its failure; sync_runs.not_before); {then}"
     )
 
 
@@ -49,6 +50,14 @@ def stop_if_held(
     until = run_held_until(instance, run, db, at)
     if until is not None:
         raise SourceHeldFailure(description=_held_message(f"{step} of connection {connection_id}", until))
+
+
+def stop_if_connection_held(db: AppDatabase, connection_id: str, what: str, then: str, at: datetime) -> None:
+    """Fail before any request when the connection's newest run noted a hold still to come (``SourceHeldFailure``
+    naming the time, and ``then``: when it is tried again)."""
+    until = connection_held_until(db, connection_id, at)
+    if until is not None:
+        raise SourceHeldFailure(description=_held_message(f"{what} of connection {connection_id}", until, then))
 
 
 def close_held_retry(instance: DagsterInstance, run: DagsterRun, db: AppDatabase, times: RunTimes) -> bool:

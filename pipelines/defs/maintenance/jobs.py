@@ -28,6 +28,7 @@ from engine.run_tags import run_tags
 from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME, patient_connections_partitions
 from pipelines.defs._shared.schedules import in_process_job, running_utc_schedule, tick_day
+from pipelines.defs._shared.source_hold import stop_if_connection_held
 from pipelines.defs.sync.type_assets import warehouse_key
 from pipelines.resources import (
     AppDatabaseResource,
@@ -48,6 +49,7 @@ __all__ = [
 
 RECONCILE_JOB = "reconcile_deletes"
 HOURS_A_WEEK = 7 * 24
+_HELD_THEN = "nothing was reconciled or tombstoned; the next weekly reconcile (or `ehrsync reconcile` after then) tries"
 
 
 def reconcile_hour(connection_id: str) -> int:
@@ -79,6 +81,8 @@ def reconcile_connection(
             context.log_event(_materialization(connection_id, report))
 
     with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
+        # a throttle the source named (noted by a sync, or by an earlier reconcile): asking now is only refused
+        stop_if_connection_held(env.db, connection_id, "reconciliation", _HELD_THEN, datetime.now(UTC))
         reports = reconcile_types(env, connection_id, PATIENT_TYPES, run_id=context.run_id, on_report=changed)
     deleted = {r.resource_type: r.tombstoned for r in reports}
     context.log.info(

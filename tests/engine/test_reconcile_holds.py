@@ -1,0 +1,52 @@
+"""The weekly deletion reconciliation (BDX-31) and its source's throttle (vendors.md §4, BDX-10), through the real
+job over a sandbox: a reconcile that meets a throttle longer than ehrsync waits notes the time the source named on
+the connection's newest ``sync_runs`` row (a reconcile has none of its own), as a sync's landing step does, so the
+scheduler asks for nothing before it; and a reconcile of a connection so held sends nothing, failing "held until".
+Before, the reconcile noted no hold and was sent into one the source had already named."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from dagster import DagsterInstance
+
+from engine import runs
+from engine.retries import source_holds
+from tests.engine.conftest import RequestLog
+from tests.engine.helpers import SyncWorld, add_fault, connect_patient, sandbox_patients
+from tests.engine.job_runs import run_reconcile, sync_type
+
+
+def _fhir_requests(request_log: RequestLog) -> int:
+    return sum(1 for url in request_log.urls if url.path.startswith("/fhir"))
+
+
+def test_a_reconcile_notes_the_throttle_it_meets_and_the_next_one_sends_nothing_into_it_bdx10(
+    start_sandbox, world: SyncWorld, http: httpx.Client, request_log: RequestLog
+) -> None:
+    sb = start_sandbox(patients=1)
+    cid = connect_patient(world, sb, http=http, patient_id=sandbox_patients(http, sb)[0])
+    assert sync_type(world, cid, "Patient").error is None  # the connection's newest sync_runs row
+    (synced,) = runs.history(world.env.db, cid)
+    assert synced.not_before is None
+    add_fault(http, sb, "429", path="/fhir/Patient", retry_after="3000", times=None)  # 50 min: past what ehrsync waits
+    before = datetime.now(UTC)
+    with DagsterInstance.ephemeral() as instance:
+        met = run_reconcile(world, cid, instance)
+        assert not met.success
+        noted = runs.get(world.env.db, synced.id)
+        assert noted is not None and noted.not_before is not None, noted
+        until = noted.not_before.replace(tzinfo=UTC)
+        assert before + timedelta(minutes=45) < until <= datetime.now(UTC) + timedelta(minutes=50), until
+        assert source_holds(world.env.db)[cid].until == until  # what the scheduler honours
+
+        request_log.clear()
+        held = run_reconcile(world, cid, instance)
+    assert not held.success
+    assert _fhir_requests(request_log) == 0, request_log.urls  # before: the listing was sent into the throttle
+    (failure,) = [e for e in held.all_events if e.event_type_value == "STEP_FAILURE"]
+    said = str(failure.step_failure_data.user_failure_data.description)
+    assert f"reconciliation of connection {cid} not tried: its source is held until {until:%Y-%m-%dT%H:%M:%SZ}" in (
+        said
+    ), said
