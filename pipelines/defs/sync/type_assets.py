@@ -26,6 +26,7 @@ from engine import PATIENT_TYPES, TypeReport, hold_connection, land_resource_typ
 from engine.run_holds import note_source_throttle
 from pipelines.defs._shared.connection_facts import connection_metadata, step_connection
 from pipelines.defs._shared.environment import sync_environment
+from pipelines.defs._shared.lock_stops import stop_if_lock_waited_out
 from pipelines.defs._shared.metadata import (
     CheckVerdict,
     check_result,
@@ -154,6 +155,7 @@ def _build_landing(resource_type: str) -> AssetsDefinition:
             conn = step_connection(env.db, connection_id, bulk=False)
             held_at = datetime.now(UTC)
             stop_if_held(context.instance, context.run, env.db, connection_id, f"landing {resource_type}", held_at)
+            stop_if_lock_waited_out(context.instance, context.run.run_id, f"landing {resource_type} of {connection_id}")
             with hold_connection(env, connection_id, context.run.run_id):  # one sync of a connection at a time
                 earlier = earlier_runs(context.instance, context.run) if config.full else ()
                 try:
