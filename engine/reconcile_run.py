@@ -10,8 +10,8 @@ What no later type would get past (``engine.reconcile_stops``) stops the run at 
 listing (raised) or while confirming or reading back (``ReconcileReport.stopped``, its tombstones counted); the
 types after it are reported not reached. When that failure is a throttle of the whole source (a long Retry-After,
 a spent quota, an unreachable EHR: ``engine.batch_defer``), its time is noted on the connection's newest
-``sync_runs`` row (``engine.run_holds.note_connection_throttle``), so the scheduler and the next reconcile send
-nothing before it, as for a sync's landing step.
+``sync_runs`` row (``engine.run_holds.note_connection_throttle``), so the scheduler and the next weekly
+reconcile send nothing before it, as for a sync's landing step.
 """
 
 from __future__ import annotations

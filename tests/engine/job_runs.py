@@ -10,7 +10,7 @@ of one type that need no run. ``run_reconcile`` is the weekly deletion reconcili
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -163,14 +163,19 @@ def run_sync(
     return SyncRun(result, runs.get(world.env.db, result.run_id), type_reports(result))
 
 
-def run_reconcile(world: SyncWorld, connection_id: str, instance: DagsterInstance) -> ExecuteInProcessResult:
-    """The reconcile job in-process over ``world`` (its resources: step budget, fast retries)."""
+def run_reconcile(
+    world: SyncWorld, connection_id: str, instance: DagsterInstance, *, tags: Mapping[str, str] | None = None
+) -> ExecuteInProcessResult:
+    """The reconcile job in-process over ``world`` (its resources: step budget, fast retries), with ``tags`` (who
+    launched it: the weekly schedule's, ``ehrsync reconcile``'s)."""
     settings = world_settings(world)
     resources = {**default_resources(settings), **world_resources(world)}
     defs = Definitions.merge(*domain_definitions(settings), Definitions(resources=resources))
     job = defs.resolve_job_def(RECONCILE_JOB)
     instance.add_dynamic_partitions(PATIENT_CONNECTIONS_PARTITIONS_NAME, [connection_id])
-    return job.execute_in_process(partition_key=connection_id, instance=instance, raise_on_error=False)
+    return job.execute_in_process(
+        partition_key=connection_id, instance=instance, raise_on_error=False, tags=dict(tags or {})
+    )
 
 
 def sync_type(world: SyncWorld, connection_id: str, resource_type: str, *, full: bool = False) -> TypeReport:

@@ -1,21 +1,27 @@
 """The weekly deletion reconciliation (BDX-31) and its source's throttle (vendors.md §4, BDX-10), through the real
 job over a sandbox: a reconcile that meets a throttle longer than ehrsync waits notes the time the source named on
 the connection's newest ``sync_runs`` row (a reconcile has none of its own), as a sync's landing step does, so the
-scheduler asks for nothing before it; and a reconcile of a connection so held sends nothing, failing "held until".
-Before, the reconcile noted no hold and was sent into one the source had already named."""
+scheduler asks for nothing before it; and the weekly reconcile of a connection so held sends nothing, failing
+"held until". Before, the reconcile noted no hold and was sent into one the source had already named. A person's
+reconcile (``ehrsync reconcile``, a launch from the Dagster UI) is tried at once, as a person's sync is."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 from dagster import DagsterInstance
 
 from engine import runs
 from engine.retries import source_holds
+from engine.run_tags import TRIGGER_TAG
+from pipelines.defs.maintenance.jobs import RECONCILE_TRIGGER
 from tests.engine.conftest import RequestLog
 from tests.engine.helpers import SyncWorld, add_fault, connect_patient, sandbox_patients
 from tests.engine.job_runs import run_reconcile, sync_type
+
+_WEEKLY = {TRIGGER_TAG: RECONCILE_TRIGGER}  # what the weekly schedule tags its runs with
 
 
 def _fhir_requests(request_log: RequestLog) -> int:
@@ -42,7 +48,7 @@ def test_a_reconcile_notes_the_throttle_it_meets_and_the_next_one_sends_nothing_
         assert source_holds(world.env.db)[cid].until == until  # what the scheduler honours
 
         request_log.clear()
-        held = run_reconcile(world, cid, instance)
+        held = run_reconcile(world, cid, instance, tags=_WEEKLY)
     assert not held.success
     assert _fhir_requests(request_log) == 0, request_log.urls  # before: the listing was sent into the throttle
     (failure,) = [e for e in held.all_events if e.event_type_value == "STEP_FAILURE"]
@@ -50,3 +56,22 @@ def test_a_reconcile_notes_the_throttle_it_meets_and_the_next_one_sends_nothing_
     assert f"reconciliation of connection {cid} not tried: its source is held until {until:%Y-%m-%dT%H:%M:%SZ}" in (
         said
     ), said
+
+
+@pytest.mark.parametrize("tags", [{TRIGGER_TAG: "manual"}, {}], ids=["ehrsync_reconcile", "ui_launch"])
+def test_a_persons_reconcile_is_tried_at_once_whatever_the_hold_bdx31(
+    start_sandbox, world: SyncWorld, http: httpx.Client, request_log: RequestLog, tags: dict[str, str]
+) -> None:
+    """An operator asking for a reconcile while the connection's newest row holds a time still to come: it lists
+    ids and reconciles (before: refused "held until" for up to a day, though TROUBLESHOOTING.md says an operator's
+    run is not held, and `ehrsync reconcile` had no way to ask sooner)."""
+    sb = start_sandbox(patients=1)
+    cid = connect_patient(world, sb, http=http, patient_id=sandbox_patients(http, sb)[0])
+    assert sync_type(world, cid, "Patient").error is None
+    (synced,) = runs.history(world.env.db, cid)
+    runs.hold_until(world.env.db, synced.id, datetime.now(UTC) + timedelta(hours=1))
+    request_log.clear()
+    with DagsterInstance.ephemeral() as instance:
+        asked = run_reconcile(world, cid, instance, tags=tags)
+    assert asked.success, [e.step_failure_data for e in asked.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert _fhir_requests(request_log) > 0, "nothing was asked of the EHR"

@@ -4,7 +4,7 @@ A step of an ``incremental_sync`` run stopped by a source-wide throttle notes th
 run's later steps, and Dagster's automatic retry of the run (started the moment it failed, by no operator), send
 nothing before it. An operator's re-execution is tried at once, as a batch's is (the operator asked). A deletion
 reconciliation run, which has no row of its own, honours the hold of the connection's newest row: the one the
-scheduler reads (``stop_if_connection_held``).
+scheduler reads (``stop_if_connection_held``), unless a person asked for it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dagster import DagsterInstance, DagsterRun, Failure
 from engine import runs
 from engine.run_holds import connection_held_until, held_until
 from engine.run_outcome import RunTimes
+from engine.run_tags import TRIGGER_TAG
 from pipelines.defs._shared.run_control import automatic_retry, earlier_runs
 from store import AppDatabase
 
@@ -52,10 +53,15 @@ def stop_if_held(
         raise SourceHeldFailure(description=_held_message(f"{step} of connection {connection_id}", until))
 
 
-def stop_if_connection_held(db: AppDatabase, connection_id: str, what: str, then: str, at: datetime) -> None:
+def stop_if_connection_held(
+    run: DagsterRun, scheduled: str, db: AppDatabase, connection_id: str, what: str, then: str, at: datetime
+) -> None:
     """Fail before any request when the connection's newest run noted a hold still to come (``SourceHeldFailure``
-    naming the time, and ``then``: when it is tried again)."""
-    until = connection_held_until(db, connection_id, at)
+    naming the time, and ``then``: when it is tried again); only a run no person asked for: its schedule's (its
+    ``ehrsync/trigger`` is ``scheduled``, not a re-execution) or Dagster's automatic retry. A person's run
+    (``ehrsync reconcile``, a launch or re-execution from the UI) is tried at once, as a person's sync is."""
+    by_schedule = run.parent_run_id is None and run.tags.get(TRIGGER_TAG) == scheduled
+    until = connection_held_until(db, connection_id, at) if by_schedule or automatic_retry(run) else None
     if until is not None:
         raise SourceHeldFailure(description=_held_message(f"{what} of connection {connection_id}", until, then))
 

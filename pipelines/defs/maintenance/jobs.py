@@ -41,6 +41,7 @@ from pipelines.resources import (
 __all__ = [
     "HOURS_A_WEEK",
     "RECONCILE_JOB",
+    "RECONCILE_TRIGGER",
     "defs",
     "reconcile_deletes_job",
     "reconcile_hour",
@@ -48,8 +49,12 @@ __all__ = [
 ]
 
 RECONCILE_JOB = "reconcile_deletes"
+RECONCILE_TRIGGER = "reconcile"  # the weekly schedule's ``ehrsync/trigger``: no person asked for the run
 HOURS_A_WEEK = 7 * 24
-_HELD_THEN = "nothing was reconciled or tombstoned; the next weekly reconcile (or `ehrsync reconcile` after then) tries"
+_HELD_THEN = (
+    "nothing was reconciled or tombstoned; the next weekly reconcile tries (`ehrsync reconcile` or a re-execution "
+    "from the Dagster UI tries at once)"
+)
 
 
 def reconcile_hour(connection_id: str) -> int:
@@ -82,7 +87,10 @@ def reconcile_connection(
 
     with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
         # a throttle the source named (noted by a sync, or by an earlier reconcile): asking now is only refused
-        stop_if_connection_held(env.db, connection_id, "reconciliation", _HELD_THEN, datetime.now(UTC))
+        now = datetime.now(UTC)
+        stop_if_connection_held(
+            context.run, RECONCILE_TRIGGER, env.db, connection_id, "reconciliation", _HELD_THEN, now
+        )
         reports = reconcile_types(env, connection_id, PATIENT_TYPES, run_id=context.run_id, on_report=changed)
     deleted = {r.resource_type: r.tombstoned for r in reports}
     context.log.info(
@@ -207,7 +215,7 @@ def weekly_reconcile_schedule(context: ScheduleEvaluationContext, app_db: AppDat
             run_key=f"reconcile:{conn.id}:{day}",
             partition_key=conn.id,
             tags=run_tags(
-                connection_id=conn.id, tenant_id=conn.tenant_id, source=conn.provider_id, trigger="reconcile"
+                connection_id=conn.id, tenant_id=conn.tenant_id, source=conn.provider_id, trigger=RECONCILE_TRIGGER
             ),
         )
         for conn in connections
