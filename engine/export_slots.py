@@ -128,7 +128,12 @@ def _claim(db: AppDatabase, slot: str, conn: ConnectionInfo, run_id: str, ttl: t
         with db.locked_session() as session:  # SQLite: BEGIN IMMEDIATE, so the read and the insert are one
             held = session.get(ExportSlotClaim, slot)
             if held is not None and (process_gone(held.owner_pid, held.owner_host) or held.claimed_at < utcnow() - ttl):
-                _log.info("export slot %s: taking over the claim of run %s (its process is gone)", slot, held.run_id)
+                _log.info(
+                    "export slot %s: taking over the claim of run %s (its process is gone, or it is older than any "
+                    "kick-off lasts)",
+                    slot,
+                    held.run_id,
+                )
                 session.execute(
                     delete(ExportSlotClaim).where(ExportSlotClaim.slot == slot, ExportSlotClaim.token == held.token)
                 )
