@@ -46,41 +46,27 @@ def kickoff(
             patients=list(spec.patients) or None,
             extra_params=extra,
         )
-        job = _save(env, conn, client, run_id, level, group_id, spec, since, status_url)
+        params: dict[str, Any] = {"_type": ",".join(spec.types), "_since": since.isoformat() if since else None}
+        if spec.patients:
+            params["patient"] = list(spec.patients)
+        if spec.elements:
+            params["_elements"] = list(spec.elements)
+        job = bulk_state.save_job(
+            env.db,
+            connection_id=conn.id,
+            run_id=run_id,
+            stream=spec.stream,
+            type_key=spec.key,
+            level=level,
+            group_id=group_id,
+            types=spec.types,
+            since=since,
+            kickoff_url=client.kickoff_url(level, group_id),
+            status_url=status_url,
+            params=params,
+        )
     checkpoint("bulk.kicked_off")
     return job
-
-
-def _save(
-    env: SyncEnvironment,
-    conn: ConnectionInfo,
-    client: BulkClient,
-    run_id: str,
-    level: ExportLevel,
-    group_id: str | None,
-    spec: ExportSpec,
-    since: datetime | None,
-    status_url: str,
-) -> JobView:
-    params: dict[str, Any] = {"_type": ",".join(spec.types), "_since": since.isoformat() if since else None}
-    if spec.patients:
-        params["patient"] = list(spec.patients)
-    if spec.elements:
-        params["_elements"] = list(spec.elements)
-    return bulk_state.save_job(
-        env.db,
-        connection_id=conn.id,
-        run_id=run_id,
-        stream=spec.stream,
-        type_key=spec.key,
-        level=level,
-        group_id=group_id,
-        types=spec.types,
-        since=since,
-        kickoff_url=client.kickoff_url(level, group_id),
-        status_url=status_url,
-        params=params,
-    )
 
 
 def await_manifest(
