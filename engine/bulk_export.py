@@ -24,7 +24,8 @@ from connectors.errors import (
 from engine import bulk_members, bulk_state, cursors, runs
 from engine.batch_defer import throttle_end
 from engine.bulk_files import ExportExpiredError, process_files
-from engine.bulk_jobs import BulkProgress, await_manifest, cancel_quietly, kickoff, next_since
+from engine.bulk_job_ends import cancel_quietly
+from engine.bulk_jobs import BulkProgress, await_manifest, kickoff, next_since
 from engine.bulk_level import export_level, require_declared_export
 from engine.bulk_members import ExportSpec, FileHandler, OnComplete
 from engine.bulk_state import JobView

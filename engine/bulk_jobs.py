@@ -4,30 +4,22 @@ and cancelling (``DELETE``, BDX-11) only jobs ehrsync abandons: a polling hiccup
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from connectors.bulk import BulkClient, BulkManifest, BulkStatus, ExportLevel
-from connectors.errors import BulkExportError, BulkStatusUnavailableError, EhrSyncError, SecurityPolicyError
+from connectors.bulk import BulkClient, BulkStatus, ExportLevel
+from connectors.errors import BulkExportError, BulkStatusUnavailableError, SecurityPolicyError
 from engine import bulk_state
+from engine.bulk_job_ends import record_manifest, record_refusal
 from engine.bulk_members import ExportSpec
 from engine.bulk_state import JobView
 from engine.checkpoints import checkpoint
 from engine.environment import ConnectionInfo, SyncEnvironment
-from engine.export_slots import require_free_slot
+from engine.export_slot_orphans import free_orphaned_exports
+from engine.export_slots import claim_slot
 
 BulkProgress = Callable[[str, dict[str, Any]], None]
-_log = logging.getLogger(__name__)
-
-
-def cancel_quietly(client: BulkClient, job: JobView) -> None:
-    """BDX-11: ``DELETE`` the status URL once landed or abandoned, so the server may free the files."""
-    try:
-        client.cancel(job.status_url)
-    except EhrSyncError as exc:
-        _log.info("could not delete the status URL of bulk job %s: %s", job.id, exc.code)
 
 
 def kickoff(
@@ -41,36 +33,38 @@ def kickoff(
     since: datetime | None,
 ) -> JobView:
     """Kick off the export and record it before anything polls it (BDX-08); a vendor with one export per client and
-    tenant is not asked while another connection's export of that slot runs (``engine.export_slots``)."""
-    require_free_slot(env.db, conn.id, conn.provider_id, conn.client_id, conn.fhir_base, env.bulk_deadline_s)
-    extra = [("_elements", ",".join(spec.elements))] if spec.elements else []
-    status_url = client.kickoff(
-        level,
-        group_id=group_id,
-        types=spec.types or None,
-        since=since,
-        patients=list(spec.patients) or None,
-        extra_params=extra,
-    )
-    params: dict[str, Any] = {"_type": ",".join(spec.types), "_since": since.isoformat() if since else None}
-    if spec.patients:
-        params["patient"] = list(spec.patients)
-    if spec.elements:
-        params["_elements"] = list(spec.elements)
-    job = bulk_state.save_job(
-        env.db,
-        connection_id=conn.id,
-        run_id=run_id,
-        stream=spec.stream,
-        type_key=spec.key,
-        level=level,
-        group_id=group_id,
-        types=spec.types,
-        since=since,
-        kickoff_url=client.kickoff_url(level, group_id),
-        status_url=status_url,
-        params=params,
-    )
+    tenant is not asked while another kick-off or export of that slot is under way (``engine.export_slots``): the
+    slot is claimed for the kick-off, atomically across processes, and the saved job holds it after."""
+    free_orphaned_exports(env, conn, run_id)
+    with claim_slot(env, conn, run_id):
+        extra = [("_elements", ",".join(spec.elements))] if spec.elements else []
+        status_url = client.kickoff(
+            level,
+            group_id=group_id,
+            types=spec.types or None,
+            since=since,
+            patients=list(spec.patients) or None,
+            extra_params=extra,
+        )
+        params: dict[str, Any] = {"_type": ",".join(spec.types), "_since": since.isoformat() if since else None}
+        if spec.patients:
+            params["patient"] = list(spec.patients)
+        if spec.elements:
+            params["_elements"] = list(spec.elements)
+        job = bulk_state.save_job(
+            env.db,
+            connection_id=conn.id,
+            run_id=run_id,
+            stream=spec.stream,
+            type_key=spec.key,
+            level=level,
+            group_id=group_id,
+            types=spec.types,
+            since=since,
+            kickoff_url=client.kickoff_url(level, group_id),
+            status_url=status_url,
+            params=params,
+        )
     checkpoint("bulk.kicked_off")
     return job
 
@@ -92,27 +86,10 @@ def await_manifest(
         bulk_state.set_job_status(env.db, job.id, "failed", str(exc))
         raise
     except BulkExportError as exc:
-        if exc.status in (404, 410):
-            bulk_state.set_job_status(env.db, job.id, "abandoned", "status URL gone")
+        if record_refusal(env, client, job, exc):
             return None
-        bulk_state.set_job_status(env.db, job.id, "failed", str(exc))
-        cancel_quietly(client, job)  # BDX-11: an abandoned job (deadline, invalid manifest, failed) is deleted
-        raise
-    files = [
-        bulk_state.ManifestFile(kind, item.type, item.url, item.count)
-        for kind, items in (("output", manifest.output), ("error", manifest.error), ("deleted", manifest.deleted))
-        for item in items
-    ]
-    bulk_state.save_manifest(
-        env.db,
-        job.id,
-        transaction_time=manifest.transaction_time,
-        requires_access_token=manifest.requires_access_token,
-        manifest=_manifest_json(manifest),
-        files=files,
-    )
-    checkpoint("bulk.manifest_saved")
-    return bulk_state.find_job(env.db, job.id)
+        raise  # BDX-11: an abandoned job (deadline, invalid manifest, failed) was deleted
+    return record_manifest(env, job, manifest)
 
 
 def _deadline_left(env: SyncEnvironment, job: JobView) -> float:
@@ -121,21 +98,6 @@ def _deadline_left(env: SyncEnvironment, job: JobView) -> float:
         return env.bulk_deadline_s
     elapsed = (datetime.now(UTC) - job.requested_at.astimezone(UTC)).total_seconds()
     return max(0.0, env.bulk_deadline_s - max(0.0, elapsed))
-
-
-def _manifest_json(m: BulkManifest) -> dict[str, Any]:
-    def items(xs: list[Any]) -> list[dict[str, Any]]:
-        return [{"type": i.type, "url": i.url, "count": i.count} for i in xs]
-
-    return {
-        "transactionTime": m.transaction_time.isoformat(),
-        "request": m.request,
-        "requiresAccessToken": m.requires_access_token,
-        "output": items(m.output),
-        "error": items(m.error),
-        "deleted": items(m.deleted),
-        "extension": m.extension,
-    }
 
 
 #: A transactionTime later than this host's time when the kick-off was accepted shows the server's clock ahead:

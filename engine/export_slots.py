@@ -3,25 +3,41 @@
 
 Connections of one client id at one FHIR base (the tenant is in Oracle's base) share a slot. Their runs carry the
 slot as the ``ehrsync/export_slot`` run tag, which dagster.yaml limits to one run at once, so the daemon's queue
-never starts two of them together. Runs started outside that queue (``ehrsync sync`` in-process) are checked at
-kick-off instead: an export of the same slot still ``polling`` (running on the EHR) makes this one stop before
-asking, with BulkExportBusyError naming it. Other vendors have no slot: neither tag nor check.
+never starts two of them together. Runs started outside that queue (``ehrsync sync`` in-process) are kept apart at
+kick-off instead (``claim_slot``): the kick-off first claims the slot, a row keyed on it (``ExportSlotClaim``) that
+one process at a time can insert, and gives it back once the job is saved, when the job, ``polling`` (running on
+the EHR), holds the slot in its turn; while either is held, another connection's kick-off stops before asking, with
+BulkExportBusyError naming what holds it. A claim whose process is gone, or older than any kick-off lasts, is
+taken over. Other vendors have no slot: neither tag nor claim.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from connectors.errors import BulkExportBusyError, ConfigurationError
+from connectors.fhir import RetryPolicy
 from connectors.providers import get_provider
-from engine.models import BulkJob, utcnow
+from engine.environment import ConnectionInfo, SyncEnvironment
+from engine.models import BulkJob, ExportSlotClaim, utcnow
+from engine.runs import process_gone
 from store import AppDatabase
 from store.models import Connection
 
-__all__ = ["export_slot", "require_free_slot"]
+__all__ = ["SlotExport", "claim_slot", "export_slot", "slot_exports"]
+
+_log = logging.getLogger(__name__)
 
 
 def export_slot(provider_id: str, client_id: str | None, fhir_base: str) -> str | None:
@@ -44,33 +60,102 @@ def _spellings(fhir_base: str) -> tuple[str, str]:
     return bare, bare + "/"
 
 
-def require_free_slot(
-    db: AppDatabase, connection_id: str, provider_id: str, client_id: str | None, fhir_base: str, deadline_s: float
-) -> None:
-    """Raise BulkExportBusyError when another active connection of the slot has an export still polling that is
-    younger than the job deadline (an older one is past being waited for: ``bulk_deadline_s``, 24 h from its
-    kick-off)."""
-    if export_slot(provider_id, client_id, fhir_base) is None:
-        return
+@dataclass(frozen=True)
+class SlotExport:
+    """An export of another connection of the slot still ``polling``: it holds the slot."""
+
+    job_id: str
+    connection_id: str
+
+
+def slot_exports(db: AppDatabase, conn: ConnectionInfo, deadline_s: float) -> list[SlotExport]:
+    """The exports of other active connections of ``conn``'s slot still polling that are younger than the job deadline
+    (an older one is past being waited for: ``bulk_deadline_s``, 24 h from its kick-off)."""
     since = utcnow() - timedelta(seconds=deadline_s)
     with db.session() as session:
-        busy = session.execute(
+        rows = session.execute(
             select(BulkJob.id, BulkJob.connection_id)
             .join(Connection, Connection.id == BulkJob.connection_id)
             .where(
-                Connection.provider_id == provider_id,
-                Connection.client_id == (client_id or ""),
-                Connection.fhir_base.in_(_spellings(fhir_base)),
+                Connection.provider_id == conn.provider_id,
+                Connection.client_id == (conn.client_id or ""),
+                Connection.fhir_base.in_(_spellings(conn.fhir_base)),
                 Connection.status == "active",
-                BulkJob.connection_id != connection_id,
+                BulkJob.connection_id != conn.id,
                 BulkJob.status == "polling",
                 BulkJob.requested_at > since,
             )
-            .limit(1)
-        ).first()
-    if busy is not None:
-        raise BulkExportBusyError(
-            f"no export was started: connection {busy.connection_id} of the same client and FHIR base has export "
-            f"{busy.id} in progress, and {provider_id} runs one export per client and tenant at a time (a second "
-            "kick-off would be answered 429); _since is unchanged and a later run exports"
-        )
+            .order_by(BulkJob.requested_at)
+        ).all()
+    return [SlotExport(row.id, row.connection_id) for row in rows]
+
+
+def claim_ttl(policy: RetryPolicy | None) -> timedelta:
+    """Longer than any kick-off lasts (its attempts, each waiting at most the longest Retry-After waited, BDX-10, and
+    sent within the request deadline): a claim older than this is a crashed taker's on another host."""
+    policy = policy or RetryPolicy()
+    return timedelta(seconds=policy.max_attempts * (policy.retry_after_max_s + 600.0))
+
+
+@contextmanager
+def claim_slot(env: SyncEnvironment, conn: ConnectionInfo, run_id: str) -> Iterator[None]:
+    """Hold ``conn``'s export slot for a kick-off (nothing for a vendor without slots): BulkExportBusyError, before
+    any request, while another kick-off of the slot is under way or another connection's export of it polls."""
+    slot = export_slot(conn.provider_id, conn.client_id, conn.fhir_base)
+    if slot is None:
+        yield
+        return
+    token = _claim(env.db, slot, conn, run_id, claim_ttl(env.retry))
+    try:
+        # Read after the claim is in: a job saved before its own claim was given back is seen here.
+        exports = slot_exports(env.db, conn, env.bulk_deadline_s)
+        if exports:
+            raise _busy(conn.provider_id, f"connection {exports[0].connection_id}", f"export {exports[0].job_id}")
+        yield
+    finally:
+        with env.db.locked_session() as session:
+            session.execute(delete(ExportSlotClaim).where(ExportSlotClaim.slot == slot, ExportSlotClaim.token == token))
+            session.commit()
+
+
+def _claim(db: AppDatabase, slot: str, conn: ConnectionInfo, run_id: str, ttl: timedelta) -> str:
+    """Insert the slot's claim row, or raise BulkExportBusyError naming the live claim that holds it; a claim whose
+    process is known gone (``engine.runs.process_gone``), or older than ``ttl``, is deleted first (by its own token,
+    so of two processes taking it over only one wins the insert)."""
+    token = uuid.uuid4().hex
+    dialect = postgresql if db.dialect == "postgresql" else sqlite
+    for _ in range(2):
+        with db.locked_session() as session:  # SQLite: BEGIN IMMEDIATE, so the read and the insert are one
+            held = session.get(ExportSlotClaim, slot)
+            if held is not None and (process_gone(held.owner_pid, held.owner_host) or held.claimed_at < utcnow() - ttl):
+                _log.info(
+                    "export slot %s: taking over the claim of run %s (its process is gone, or it is older than any "
+                    "kick-off lasts)",
+                    slot,
+                    held.run_id,
+                )
+                session.execute(
+                    delete(ExportSlotClaim).where(ExportSlotClaim.slot == slot, ExportSlotClaim.token == held.token)
+                )
+            elif held is not None:
+                raise _busy(conn.provider_id, f"connection {held.connection_id}", f"a kick-off (run {held.run_id})")
+            row = {"slot": slot, "token": token, "connection_id": conn.id, "run_id": run_id}
+            owner = {"owner_pid": os.getpid(), "owner_host": socket.gethostname(), "claimed_at": utcnow()}
+            inserted = session.execute(
+                dialect.insert(ExportSlotClaim)
+                .values(**row, **owner)
+                .on_conflict_do_nothing()
+                .returning(ExportSlotClaim.token)
+            ).first()
+            session.commit()
+        if inserted is not None:
+            return token
+    raise _busy(conn.provider_id, "another connection", "a kick-off")
+
+
+def _busy(provider_id: str, who: str, what: str) -> BulkExportBusyError:
+    return BulkExportBusyError(
+        f"no export was started: {who} of the same client and FHIR base has {what} in progress, and {provider_id} "
+        "runs one export per client and tenant at a time (a second kick-off would be answered 429); _since is "
+        "unchanged and a later run exports"
+    )

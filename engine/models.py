@@ -15,7 +15,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from store.models import Base, utcnow
 from store.models import UTCDateTime as UtcDateTime
 
-__all__ = ["BulkJob", "BulkJobFile", "SyncAttachment", "SyncCursor", "SyncRun", "utcnow"]
+__all__ = ["BulkJob", "BulkJobFile", "ExportSlotClaim", "SyncAttachment", "SyncCursor", "SyncRun", "utcnow"]
 
 
 class SyncRun(Base):
@@ -95,6 +95,22 @@ class BulkJob(Base):
     manifest: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False, default=utcnow)
+
+
+class ExportSlotClaim(Base):
+    """A kick-off under way on an export slot (``engine.export_slots``), taken before the ``$export`` request and given
+    back once its job is saved (the ``polling`` job then holds the slot) or the kick-off failed. The primary key
+    makes the claim atomic across processes; the owner names who took it, so a crashed taker's claim is not kept."""
+
+    __tablename__ = "export_slot_claims"
+
+    slot: Mapped[str] = mapped_column(String(80), primary_key=True)  # engine.export_slots.export_slot's value
+    token: Mapped[str] = mapped_column(String(32), nullable=False)  # this claim's own (given back by it only)
+    connection_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    run_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    owner_pid: Mapped[int] = mapped_column(Integer, nullable=False)
+    owner_host: Mapped[str] = mapped_column(String(255), nullable=False)
+    claimed_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False, default=utcnow)
 
 
 class BulkJobFile(Base):

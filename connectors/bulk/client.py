@@ -47,20 +47,20 @@ logger = logging.getLogger(__name__)
 
 
 class BulkClient:
-    """Runs Bulk Data exports against one FHIR base. Status/file URLs must share the base's origin to get
-    the token (SAL-40); files with ``requiresAccessToken=false`` are fetched with no token, from the base's
-    origin or any public https host (``url_guard``, by default :func:`connectors.http.outbound_url_guard`, vets
-    each file URL and redirect, so a manifest cannot point the workers at internal services).
+    """Runs Bulk Data exports against one FHIR base. Status/file URLs must share the base's origin to get the token
+    (SAL-40); files with ``requiresAccessToken=false`` are fetched with no token, from the base's origin or any public
+    https host (``url_guard``, by default :func:`connectors.http.outbound_url_guard`, vets each file URL and redirect,
+    so a manifest cannot point the workers at internal services).
 
-    ``bounds`` (default: those ``http`` carries, :func:`~connectors.transport.bounds_of`) caps the kick-off,
-    status (manifest) and cancel bodies and the time of each of those requests, as for FHIR REST. File downloads
-    keep their own per-file byte limit, and the deadline covers them only up to the answer's headers: a multi-GB
-    file legitimately streams for longer than any per-request deadline, so its body has a low-speed limit instead.
+    ``bounds`` (default: those ``http`` carries, :func:`~connectors.transport.bounds_of`) caps the kick-off, status
+    (manifest) and cancel bodies and the time of each of those requests, as for FHIR REST. File downloads keep their
+    own per-file byte limit, and the deadline covers them only up to the answer's headers: a multi-GB file
+    legitimately streams for longer than any per-request deadline, so its body has a low-speed limit instead.
     ``low_speed`` (default :data:`~connectors.bulk.files.DEFAULT_LOW_SPEED`; None: none) is that limit, and
     ``file_deadline_s`` (default :data:`~connectors.bulk.files.DEFAULT_FILE_DEADLINE_S`, 24 h; None: none) bounds
-    each file's download, every attempt together.
-    ``on_unauthorized`` is called when a request still got 401 after its one token refresh, before the
-    FhirUnauthorizedError propagates; it may raise instead (the engine's vault marks a rejected client).
+    each file's download, every attempt together. ``on_unauthorized`` is called when a request still got 401 after
+    its one token refresh, before the FhirUnauthorizedError propagates; it may raise instead (the engine's vault
+    marks a rejected client).
     """
 
     def __init__(
@@ -154,11 +154,9 @@ class BulkClient:
         return status_url
 
     def poll(self, status_url: str) -> BulkStatus:
-        """One status request classified per the BDX-09 table; a failed job raises BulkExportError.
-
-        The manifest is a JSON body like any other: over the byte limit it raises ResponseTooLargeError, past
-        the request deadline RequestDeadlineError; neither touches the job, so it stays resumable at this URL.
-        """
+        """One status request classified per the BDX-09 table; a failed job raises BulkExportError. The manifest is a
+        JSON body like any other: over the byte limit it raises ResponseTooLargeError, past the request deadline
+        RequestDeadlineError; neither touches the job, so it stays resumable at this URL."""
 
         def handle(response: httpx.Response) -> BulkStatus:
             return classify_status(read_bounded(response, self.bounds.max_bytes), now=self.retry.wall_clock())
@@ -177,6 +175,19 @@ class BulkClient:
             self._unauthorized()
             raise
 
+    def check(self, status_url: str, *, cancel_on_abandon: bool = True) -> BulkManifest | BulkStatus:
+        """One status request: the whole manifest (every page) once complete, else the status still in progress; a
+        failed job raises BulkExportError (an unusable manifest's job is cancelled first, unless told not to)."""
+        try:
+            status = self.poll(status_url)
+            if status.done and status.manifest is not None:
+                return gather_manifest_pages(status.manifest, status_url, self._manifest_page_reader())
+        except BulkExportError as exc:
+            if exc.status == 200 and cancel_on_abandon:  # unusable manifest: free the server's storage
+                self._cancel_quietly(status_url)
+            raise
+        return status
+
     def wait(
         self,
         status_url: str,
@@ -185,23 +196,16 @@ class BulkClient:
         *,
         cancel_on_abandon: bool = True,
     ) -> BulkManifest:
-        """Poll until complete; past ``deadline_s`` (or on an invalid manifest) cancel the job and raise.
-
-        A streak of transient answers longer than the retry policy raises BulkStatusUnavailableError and
-        never cancels: the job is likely alive and the caller resumes it at the same URL later.
-        """
+        """Poll until complete; past ``deadline_s`` (or on an invalid manifest) cancel the job and raise. A streak of
+        transient answers longer than the retry policy raises BulkStatusUnavailableError and never cancels: the job is
+        likely alive and the caller resumes it at the same URL later."""
         policy = self.retry
         started = policy.monotonic()
         pacer = PollPacer(policy, status_url)
         while True:
-            try:
-                status = self.poll(status_url)
-                if status.done and status.manifest is not None:
-                    return gather_manifest_pages(status.manifest, status_url, self._manifest_page_reader())
-            except BulkExportError as exc:
-                if exc.status == 200 and cancel_on_abandon:  # unusable manifest: free the server's storage
-                    self._cancel_quietly(status_url)
-                raise
+            status = self.check(status_url, cancel_on_abandon=cancel_on_abandon)
+            if isinstance(status, BulkManifest):
+                return status
             if on_progress is not None:
                 on_progress(status)
             delay = pacer.next_delay(status)
@@ -263,15 +267,14 @@ class BulkClient:
     ) -> Path:
         """Stream one file to a temp file beside ``dest`` and rename when complete (BDX-16..19).
 
-        Bearer only when ``requires_token`` (and then only on the base's origin); gzip accepted; a retry
-        restarts the file; 404/410 raise BulkFileExpiredError (re-run from the same ``_since``). A file that
-        arrives cut short (:func:`connectors.bulk.ndjson.truncation_of`) or slower than the client's ``low_speed``
-        is fetched again, up to ``attempts`` times, then BulkFileTruncatedError or BulkFileTooSlowError; one over
-        ``max_bytes`` (default 10 GiB; None: no limit) raises BulkFileTooLargeError; one not done within the
-        client's ``file_deadline_s`` BulkFileDeadlineError (``deadline``: the file's own, from
-        :func:`~connectors.bulk.files.file_deadline`, kept across fetches of the same file; by default a new one);
-        less free disk than ``min_free_bytes`` raises InsufficientDiskSpaceError. All of them leave the file
-        resumable.
+        Bearer only when ``requires_token`` (and then only on the base's origin); gzip accepted; a retry restarts the
+        file; 404/410 raise BulkFileExpiredError (re-run from the same ``_since``). A file that arrives cut short
+        (:func:`connectors.bulk.ndjson.truncation_of`) or slower than the client's ``low_speed`` is fetched again, up
+        to ``attempts`` times, then BulkFileTruncatedError or BulkFileTooSlowError; one over ``max_bytes`` (default
+        10 GiB; None: no limit) raises BulkFileTooLargeError; one not done within the client's ``file_deadline_s``
+        BulkFileDeadlineError (``deadline``: the file's own, from :func:`~connectors.bulk.files.file_deadline`, kept
+        across fetches of the same file; by default a new one); less free disk than ``min_free_bytes`` raises
+        InsufficientDiskSpaceError. All of them leave the file resumable.
         """
         try:
             return download_file(

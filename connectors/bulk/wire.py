@@ -15,7 +15,9 @@ from connectors.errors import (
     TRANSIENT_ISSUE_CODES,
     BulkExportBusyError,
     BulkExportError,
+    CallBudgetBusyError,
     FhirError,
+    QuotaExhaustedError,
     RateLimitedError,
     is_transient_answer,
 )
@@ -97,13 +99,24 @@ def kickoff_error(exc: FhirError) -> BulkExportError:
     if not isinstance(exc, RateLimitedError):
         return as_bulk_error("bulk kick-off failed", exc)
     return BulkExportBusyError(
-        "bulk kick-off throttled, no export was started (an EHR answers 429 to an export beyond its limit of "
-        f"concurrent exports per client, e.g. while another is running): {exc.message}",
+        f"bulk kick-off throttled, no export was started ({_throttle_named(exc)}): {exc.message}",
         retry_after=exc.retry_after,
         status=exc.status,
         operation_outcome=exc.operation_outcome,
         url=exc.url,
         diagnostics=exc.diagnostics,
+    )
+
+
+def _throttle_named(exc: RateLimitedError) -> str:
+    """What throttled the kick-off, by the status really answered (a 503 with Retry-After is a throttle too), or that
+    nothing was sent (a spent quota, the call budget): the message names no status the server never gave."""
+    if isinstance(exc, QuotaExhaustedError | CallBudgetBusyError):
+        return "not sent: no call was left to make"
+    answered = f"{exc.status} with Retry-After" if exc.status == 503 else str(exc.status)
+    return (
+        f"the EHR answered {answered}, as an EHR does to an export beyond its limit of concurrent exports per client, "
+        "e.g. while another is running, or while it is overloaded"
     )
 
 

@@ -23,7 +23,7 @@ from connectors.bulk import (
     parse_manifest,
     verify_ndjson_file,
 )
-from connectors.errors import BulkExportError, BulkFileExpiredError, SecurityPolicyError
+from connectors.errors import BulkExportBusyError, BulkExportError, BulkFileExpiredError, SecurityPolicyError
 from connectors.tokens import StaticTokenSource
 from tests.connectors.helpers import BASE, TOKEN, Script, oo, recording_policy
 
@@ -148,6 +148,18 @@ def test_bdx06_bdx07_kickoff_503_without_retry_after_is_sent_once(patients: list
     throttled = Script(httpx.Response(503, headers={"Retry-After": "7"}, content=body), _accepted())
     assert _bulk(throttled, sleeps).kickoff("group", group_id="g1", patients=patients) == STATUS
     assert sleeps == [7.0] and [r.method for r in throttled.requests] == ["POST" if patients else "GET"] * 2
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_bdx07_a_kickoff_still_throttled_names_the_status_the_server_answered(status: int) -> None:
+    """A kick-off still throttled once the attempts are spent is BulkExportBusyError naming the status the server
+    really answered: a 503 with Retry-After is a throttle as a 429 is, but its message said "429" too."""
+    script = Script(*[lambda _r: httpx.Response(status, headers={"Retry-After": "1"})] * 10)
+    with pytest.raises(BulkExportBusyError) as info:
+        _bulk(script, max_attempts=2).kickoff("group", group_id="g1")
+    other = 503 if status == 429 else 429
+    assert info.value.status == status and f"answered HTTP {status}" in str(info.value)
+    assert str(other) not in str(info.value), str(info.value)
 
 
 def test_bdx06_relative_content_location_is_resolved() -> None:
