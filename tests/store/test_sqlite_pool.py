@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import event, func, select, text
 
 from store import AppDatabase
-from store._engines import MAX_SHARED_ENGINES
-from store._sqlite_pool import _INHERITED, _OPENED_BY, SQLITE_POOL_SIZE
+from store._engines import _INHERITED, MAX_SHARED_ENGINES
+from store._sqlite_pool import _OPENED_BY, SQLITE_POOL_SIZE
 from store.models import Tenant
 from tests.fixtures.app_db import copy_migrated_sqlite
 
