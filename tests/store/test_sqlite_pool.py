@@ -182,7 +182,7 @@ def test_a_uri_filename_url_is_pooled_as_a_plain_path_is(
     """``sqlite:///file:...?uri=true`` (SQLite's URI filenames) worked with a connection per session; the pool's
     file check stat'ed the URI text, found no such file and refused every connection ("This connection is
     closed"). The check now reads the file SQLite opened (``PRAGMA database_list``)."""
-    monkeypatch.chdir(tmp_path)  # from_url makes the URI's "folder" relative to the working directory
+    monkeypatch.chdir(tmp_path)  # from_url made the URI's "folder" relative to it (tests/store/test_sqlite_uri.py)
     db = AppDatabase.from_url(f"sqlite:///file:{path}?mode=rw&uri=true")
     opened: list[object] = []
     event.listen(db.engine, "connect", lambda conn, _record: opened.append(conn))
