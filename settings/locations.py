@@ -7,10 +7,12 @@ stops the process with a message naming its variable (``DATABASE_URL: ...``, ``E
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import unquote
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.util import asbool
 
-__all__ = ["app_database_url_problem", "normalise_database_url", "state_dir_problem"]
+__all__ = ["app_database_url_problem", "normalise_database_url", "sqlite_database_file", "state_dir_problem"]
 
 
 def normalise_database_url(url: str) -> str:
@@ -30,8 +32,11 @@ def app_database_url_problem(url: str) -> str | None:
         return f"not a valid SQLAlchemy URL ({type(exc).__name__})"
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        if not parsed.database or parsed.database == ":memory:":
-            return "the app database must be a SQLite file (in-memory databases cannot be shared)"
+        try:
+            if sqlite_database_file(parsed) is None:
+                return "the app database must be a SQLite file (in-memory databases cannot be shared)"
+        except ValueError as exc:
+            return str(exc)
         return None
     if backend == "postgresql":
         if parsed.get_driver_name() != "psycopg":
@@ -41,6 +46,24 @@ def app_database_url_problem(url: str) -> str | None:
         f"unsupported app database backend {backend!r}: use sqlite:///path/to/app.db "
         "or postgresql+psycopg://user@host/db"
     )
+
+
+def sqlite_database_file(url: URL) -> Path | None:
+    """The file a SQLite URL names, as SQLite reads it (``None``: in memory). With ``?uri=true`` a ``file:`` name is
+    an SQLite URI filename (``file:app.db``, ``file:/abs/app.db``, ``file:///abs/app.db``, %-escapes), never a
+    folder named ``file:``; ``ValueError`` for a URI naming another host."""
+    name = url.database or ""
+    if asbool(url.query.get("uri", False)) and name.startswith("file:"):
+        if url.query.get("mode") == "memory":
+            return None
+        name = name[len("file:") :].partition("#")[0]
+        if name.startswith("//"):
+            host, _, path = name[2:].partition("/")
+            if host not in ("", "localhost"):
+                raise ValueError("a SQLite file: URI names another host; only a local file can be used")
+            name = "/" + path
+        name = unquote(name)
+    return None if name in ("", ":memory:") else Path(name)
 
 
 def state_dir_problem(value: str) -> str | None:

@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 from connectors.errors import EhrSyncError
 from connectors.filelock import LockWait, release_flock, take_flock
@@ -30,9 +29,9 @@ def sqlite_refresh_lock(db: AppDatabase, connection_id: str, *, timeout_s: float
     ``RefreshLockTimeoutError`` when it is held)."""
     if timeout_s is None:
         timeout_s = REFRESH_LOCK_TIMEOUT_S
-    database = db.engine.url.database
-    assert database, "a SQLite app database is always a file (AppDatabase.from_url)"
-    folder = Path(database).with_name(Path(database).name + ".refresh-locks")
+    database = db.sqlite_file
+    assert database is not None, "a SQLite app database is always a file (AppDatabase.from_url)"
+    folder = database.with_name(database.name + ".refresh-locks")
     folder.mkdir(exist_ok=True)
     name = hashlib.sha256(connection_id.encode()).hexdigest()[:32]
     fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)

@@ -3,9 +3,9 @@
 A new connection per session (open, four PRAGMAs, a WAL checkpoint at the last close) was ~8% of a sync's CPU.
 Pooling them brings three hazards a connection per session never had, each guarded here:
 
-- **fork**: SQLite forbids using (or closing) a connection in a child forked after it was opened. A child swaps
-  each pool for an empty one at fork and keeps the parent's pool referenced, so its connections are never closed
-  there; a checkout in another process than the connection's opener opens a new one (a fork from C code).
+- **fork**: SQLite forbids using (or closing) a connection in a child forked after it was opened. A child gets an
+  empty pool at fork, as every engine does (``store._engines``); here, a checkout in another process than the
+  connection's opener sets it aside unclosed and opens a new one (a fork from C code runs no at-fork hook).
 - **the file replaced or deleted** (``ehrsync demo`` deletes its state folder; a test copies a database in): an
   idle connection still holds the old file, and a write through it would be lost unseen. Every checkout compares
   the device and inode at the path SQLite opened (``PRAGMA database_list``: absolute, also for a ``file:`` URI
@@ -19,20 +19,19 @@ Pooling them brings three hazards a connection per session never had, each guard
 from __future__ import annotations
 
 import os
-import weakref
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy.exc import DisconnectionError
 
+from store._engines import set_aside_inherited
+
 __all__ = ["SQLITE_POOL_SIZE", "guard_sqlite_pool"]
 
 # Idle connections a process keeps per app database; more sessions at once open more (closed on return).
 SQLITE_POOL_SIZE = 5
 _OPENED_BY = "ehrsync_opened_by"
-_GUARDED: weakref.WeakSet[Engine] = weakref.WeakSet()
-_INHERITED: list[Any] = []  # a forked child's copies of its parent's pools and connections: never used or closed
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:
@@ -45,7 +44,6 @@ def _file_identity(path: str) -> tuple[int, int] | None:
 
 def guard_sqlite_pool(engine: Engine) -> None:
     """Refuse, at checkout, a pooled connection of another process or of a file no longer where it opened it."""
-    _GUARDED.add(engine)
 
     @event.listens_for(engine, "connect")
     def _note_opener(dbapi_connection: Any, record: Any) -> None:
@@ -57,20 +55,10 @@ def guard_sqlite_pool(engine: Engine) -> None:
     def _check_opener(dbapi_connection: Any, record: Any, proxy: Any) -> None:
         pid, path, identity = record.info.get(_OPENED_BY, (None, "", None))
         if pid != os.getpid():
-            _INHERITED.append(dbapi_connection)
+            set_aside_inherited(dbapi_connection)
             record.dbapi_connection = proxy.dbapi_connection = None  # dropped unclosed: the parent's to close
             raise DisconnectionError("a pooled SQLite connection of another process")
         if identity is None or identity != _file_identity(path):
             error = DisconnectionError("the SQLite app database file was replaced or deleted")
             error.invalidate_pool = True  # every idle connection holds the old file
             raise error
-
-
-def _forget_pools_in_child() -> None:
-    """After ``fork``, in the child: new empty pools; the parent's stay referenced so nothing closes them here."""
-    for engine in list(_GUARDED):
-        _INHERITED.append(engine.pool)
-        engine.dispose(close=False)
-
-
-os.register_at_fork(after_in_child=_forget_pools_in_child)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
 from connectors.errors import ConfigurationError
-from settings.locations import app_database_url_problem, normalise_database_url
+from settings.locations import app_database_url_problem, normalise_database_url, sqlite_database_file
 from store._engines import shared_engine
 from store._sqlite_pool import SQLITE_POOL_SIZE, guard_sqlite_pool
 
@@ -97,15 +97,21 @@ class AppDatabase:
             raise ConfigurationError(f"app database URL: {problem}")
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
-            path = parsed.database
+            path = sqlite_database_file(parsed)
             assert path is not None
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            if parsed.query.get("mode") not in ("ro", "rw"):  # SQLite may create the file: make its folder
+                path.parent.mkdir(parents=True, exist_ok=True)
             return cls(shared_engine(url, echo, lambda: _sqlite_engine(url, echo)))
         return cls(
             shared_engine(
                 url, echo, lambda: create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5)
             )
         )
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite file this database is (as SQLite resolves a ``file:`` URI), ``None`` on PostgreSQL."""
+        return sqlite_database_file(self.engine.url) if self.dialect == "sqlite" else None
 
     @property
     def dialect(self) -> str:

@@ -84,12 +84,29 @@ def database_url() -> str:
 
 
 @contextmanager
-def app_database() -> Iterator[AppDatabase]:
-    """The app database of ``database_url()`` for one command, its connections closed when the command ends."""
+def app_database(*, existing: bool = False, url: str | None = None) -> Iterator[AppDatabase]:
+    """The app database of ``url`` (default ``database_url()``) for one command, its connections closed when the
+    command ends. ``existing``, for a command that only reads it first: a SQLite file that is not there is named
+    (run ``ehrsync db migrate`` first) instead of made empty, with its folder, by opening it."""
     from store import AppDatabase
 
-    database = AppDatabase.from_url(database_url())
+    url = url or database_url()
+    if existing:
+        exit_on_configuration_error(lambda: _refuse_missing_sqlite_file(url))
+    database = AppDatabase.from_url(url)
     try:
         yield database
     finally:
         database.dispose()
+
+
+def _refuse_missing_sqlite_file(url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    from connectors.errors import ConfigurationError
+    from settings.locations import normalise_database_url, sqlite_database_file
+
+    parsed = make_url(normalise_database_url(url))
+    path = sqlite_database_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+    if path is not None and not path.exists():
+        raise ConfigurationError(f"no app database at {path}: run `ehrsync db migrate` first")

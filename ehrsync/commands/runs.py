@@ -44,15 +44,11 @@ def _refuse_before_dagster(settings: PipelineSettings, connection_id: str, *, re
     """An unknown or unsyncable connection is named (the same ``Error:`` line the run would give) before Dagster
     and the pipelines are loaded: seconds of CPU for a typo otherwise."""
     from engine.connection_snapshots import reconcilable_connection, syncable_connection
-    from store import AppDatabase
 
-    database = AppDatabase.from_url(settings.database_url)
-    try:
+    with app_database(existing=True, url=settings.database_url) as database:
         exit_on_configuration_error(
             lambda: (reconcilable_connection if reconcile else syncable_connection)(database, connection_id)
         )
-    finally:
-        database.dispose()
 
 
 @click.command()
@@ -131,7 +127,7 @@ def connections_list() -> None:
     """Every connection with its status and last sync (no tokens); one that never syncs by design says why."""
     from engine.connection_snapshots import NO_PATIENT, read_connections
 
-    with app_database() as database:
+    with app_database(existing=True) as database:
         rows = exit_on_configuration_error(lambda: read_connections(database))
     for row in rows:
         never = f"  sync=never ({NO_PATIENT}: notes only)" if row.patientless else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -237,10 +238,22 @@ def test_setting_error_names_its_variable(tmp_path: Path, args: list[str], env: 
 def test_a_database_never_migrated_says_to_migrate_it_in_every_command(tmp_path: Path) -> None:
     """A fresh state folder's empty app database: ``purge`` answered "no such table: connections" where
     ``connections list`` says to run ``ehrsync db migrate``; every command now says the latter."""
+    sqlite3.connect(tmp_path / "empty.db").close()  # a file with no tables
     env = _case_env(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'empty.db'}")
     for args in (["connections", "list"], ["purge", "c1", "--yes"], ["sync", "c1"], ["reconcile", "c1"]):
         proc = _run(*args, env_extra=env)
         _one_line_failure(proc, "run `ehrsync db migrate` first")
+
+
+def test_a_command_that_reads_the_app_database_makes_none(tmp_path: Path) -> None:
+    """A fresh state folder: ``connections list``, ``purge``, ``sync`` and ``reconcile`` made the folder and an
+    empty ``app.db`` by opening it, then said to migrate it. They now say so and make nothing."""
+    state = tmp_path / "state"
+    env = _case_env(tmp_path, EHRSYNC_STATE_DIR=str(state), DATABASE_URL=f"sqlite:///{state / 'app.db'}")
+    for args in (["connections", "list"], ["purge", "c1", "--yes"], ["sync", "c1"], ["reconcile", "c1"]):
+        proc = _run(*args, env_extra=env)
+        _one_line_failure(proc, f"no app database at {state / 'app.db'}: run `ehrsync db migrate` first")
+        assert not state.exists(), args
 
 
 def test_unreadable_app_database_is_one_form_in_every_command(tmp_path: Path) -> None:

@@ -62,18 +62,19 @@ def test_the_engines_kept_are_bounded(tmp_path: object) -> None:
     assert AppDatabase.from_url(urls[0]).engine is not engines[0]  # the oldest were forgotten
 
 
-def _child_engine_id(url: str, queue: mp.Queue[int]) -> None:
-    queue.put(id(AppDatabase.from_url(url).engine))
+def _child_pool_id(url: str, queue: mp.Queue[int]) -> None:
+    queue.put(id(AppDatabase.from_url(url).engine.pool))
 
 
-def test_a_forked_child_builds_its_own_engine(db_url: str) -> None:
-    """A parent's pooled connections must never be shared with a forked child (two processes, one socket)."""
-    parent = AppDatabase.from_url(db_url).engine
+def test_a_forked_child_gets_its_own_pool(db_url: str) -> None:
+    """A parent's pooled connections must never be shared with a forked child (two processes, one socket): the
+    child may keep the engine, never its pool (``tests/store/test_engine_fork.py`` checks the connections)."""
+    parent = AppDatabase.from_url(db_url).engine.pool
     ctx = mp.get_context("fork")
     queue: mp.Queue[int] = ctx.Queue()
-    child = ctx.Process(target=_child_engine_id, args=(db_url, queue))
+    child = ctx.Process(target=_child_pool_id, args=(db_url, queue))
     child.start()
     child_id = queue.get(timeout=60)
     child.join(60)
     assert child.exitcode == 0
-    assert child_id != id(parent)  # memory is copied by fork: the same id would be the parent's engine
+    assert child_id != id(parent)  # memory is copied by fork: the same id would be the parent's pool

@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import event, func, select, text
 
 from store import AppDatabase
-from store._engines import MAX_SHARED_ENGINES
-from store._sqlite_pool import _INHERITED, _OPENED_BY, SQLITE_POOL_SIZE
+from store._engines import _INHERITED, MAX_SHARED_ENGINES
+from store._sqlite_pool import _OPENED_BY, SQLITE_POOL_SIZE
 from store.models import Tenant
 from tests.fixtures.app_db import copy_migrated_sqlite
 
@@ -182,7 +182,7 @@ def test_a_uri_filename_url_is_pooled_as_a_plain_path_is(
     """``sqlite:///file:...?uri=true`` (SQLite's URI filenames) worked with a connection per session; the pool's
     file check stat'ed the URI text, found no such file and refused every connection ("This connection is
     closed"). The check now reads the file SQLite opened (``PRAGMA database_list``)."""
-    monkeypatch.chdir(tmp_path)  # from_url makes the URI's "folder" relative to the working directory
+    monkeypatch.chdir(tmp_path)  # from_url made the URI's "folder" relative to it (tests/store/test_sqlite_uri.py)
     db = AppDatabase.from_url(f"sqlite:///file:{path}?mode=rw&uri=true")
     opened: list[object] = []
     event.listen(db.engine, "connect", lambda conn, _record: opened.append(conn))

@@ -72,6 +72,9 @@ def test_sqlite_wal_busy_timeout_and_foreign_keys(tmp_path: Path) -> None:
     [
         ("sqlite://", "SQLite file"),
         ("sqlite:///:memory:", "SQLite file"),
+        ("sqlite:///file::memory:?uri=true", "SQLite file"),
+        ("sqlite:///file:app.db?mode=memory&uri=true", "SQLite file"),
+        ("sqlite:///file://elsewhere/app.db?uri=true", "another host"),
         ("mysql://u@h/db", "unsupported"),
         ("postgresql+psycopg2://u@h/db", "psycopg 3"),
         ("::::", "not a valid"),
