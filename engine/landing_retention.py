@@ -30,6 +30,7 @@ from engine.connection_lock import ConnectionBusyError, connection_lock
 from engine.errors import HandoffError
 from engine.handoff import LandingHandoff, landed_from_json
 from engine.models import BulkJob, BulkJobFile, SyncCursor, utcnow
+from engine.setting_defaults import DEFAULT_LANDING_RETENTION_DAYS, MAX_LANDING_RETENTION_DAYS
 from store import AppDatabase
 from warehouse.landed import LandedFile, quarantine_path_for
 
@@ -43,8 +44,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-DEFAULT_LANDING_RETENTION_DAYS = 7
-MAX_LANDING_RETENTION_DAYS = 3650
 _HOLDER = "landing-retention"
 
 

@@ -84,9 +84,22 @@ def test_an_unknown_connection_is_named_before_dagster_loads(tmp_path: Path, com
     )
     ran = _loaded_after(code, tmp_path)
     assert "Error: connection_not_found: connection 'conn-1' not found" in str(ran["stderr"])
-    assert not {"dagster", "pipelines", "duckdb", "fastapi"} & set(ran["loaded"]), ran[
-        "loaded"
-    ]  # (settings still read pyarrow)
+    assert not {"dagster", "pipelines", "duckdb", "fastapi", "pyarrow"} & set(ran["loaded"]), ran["loaded"]
+
+
+def test_reading_the_settings_loads_no_warehouse_and_no_http_client(tmp_path: Path) -> None:
+    """``PipelineSettings.from_env`` runs first in ``ehrsync sync``, ``reconcile``, ``purge``, ``ui`` and every Dagster
+    process: it imported the run environment (the warehouse with pyarrow, httpx, the provider plugins, the app
+    database's models) for a few default numbers, 0.7 s of CPU per process (docs/PERFORMANCE.md, start-up imports)."""
+    code = (
+        "from engine.settings import PipelineSettings\n"
+        "settings = PipelineSettings.from_env()\n"
+        "assert settings.limits.bulk_low_speed is not None and settings.landing_retention_days == 7"
+    )
+    loaded = _loaded_after(code, tmp_path)["loaded"]
+    assert loaded == [], loaded
+    code = "import sys, engine.settings\nassert 'engine.models' not in sys.modules and 'store' not in sys.modules"
+    _loaded_after(code, tmp_path)
 
 
 def test_a_demo_state_it_may_not_delete_is_named_before_the_demo_loads(tmp_path: Path) -> None:
