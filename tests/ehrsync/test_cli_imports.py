@@ -44,8 +44,9 @@ def test_importing_one_module_does_not_load_the_whole_engine(tmp_path: Path, mod
     """The package ``__init__``s export their names on first use (PEP 562), so reading one module of a package
     no longer imports every other (``engine`` imported the bulk exporter, the warehouse and the plugins)."""
     loaded = _loaded_after(f"import {module}", tmp_path)["loaded"]
-    # connections carry their vendor's export slot (the provider plugins, which parse URLs with httpx)
-    assert loaded == (["httpx"] if module in ("engine.connection_snapshots", "sandbox.cli") else [])
+    # the sandbox's admin client is an httpx client; connections carry their vendor's export slot (the provider
+    # plugins), whose URL rule loads httpx only when it checks a URL (``connections list`` checks none)
+    assert loaded == (["httpx"] if module == "sandbox.cli" else [])
 
 
 def test_the_public_names_still_import_from_the_packages(tmp_path: Path) -> None:
@@ -144,3 +145,30 @@ def test_bad_auth_set_up_input_is_refused_before_the_service_loads(tmp_path: Pat
         "assert not [m for m in late if m in sys.modules], [m for m in late if m in sys.modules]"
     )
     assert named in str(_loaded_after(code, tmp_path)["stderr"])
+
+
+def test_connections_list_loads_no_http_client(tmp_path: Path) -> None:
+    """``ehrsync connections list`` names each connection's export slot (a vendor plugin's rule) and checks no URL:
+    the plugins' URL module imported httpx (0.1 s of CPU) at load for a check it makes only on a URL."""
+    code = (
+        "import os\n"
+        "from store import AppDatabase\n"
+        "from store.models import Connection, Tenant\n"
+        "db = AppDatabase.from_url(os.environ['DATABASE_URL'])\n"
+        "db.migrate()\n"
+        "with db.session() as session:\n"
+        "    session.add(Tenant(id='t1', name='Clinic', settings={}))\n"
+        "    session.flush()\n"
+        "    for cid, provider, kind in (('c1', 'cerner', 'backend'), ('c2', 'smart', 'patient')):\n"
+        "        session.add(Connection(id=cid, tenant_id='t1', provider_id=provider, fhir_base='http://x/fhir',\n"
+        "                               client_id='c', status='active', kind=kind))\n"
+        "    session.commit()\n"
+        "db.dispose()\n"
+        "from ehrsync.cli import main\n"
+        "try:\n"
+        "    main(['connections', 'list'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code"
+    )
+    ran = _loaded_after(code, tmp_path)
+    assert ran["loaded"] == [], ran
