@@ -30,13 +30,10 @@ from engine.connection_lock import ConnectionBusyError, connection_lock
 from engine.errors import HandoffError
 from engine.handoff import LandingHandoff, landed_from_json
 from engine.models import BulkJob, BulkJobFile, SyncCursor, utcnow
-from engine.setting_defaults import DEFAULT_LANDING_RETENTION_DAYS, MAX_LANDING_RETENTION_DAYS
 from store import AppDatabase
 from warehouse.landed import LandedFile, quarantine_path_for
 
 __all__ = [
-    "DEFAULT_LANDING_RETENTION_DAYS",
-    "MAX_LANDING_RETENTION_DAYS",
     "LandingPruneReport",
     "drop_merged",
     "needed_landing_files",

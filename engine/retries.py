@@ -1,4 +1,4 @@
-"""Retries of failed syncs: each connection's failure streak from ``sync_runs`` and the backoff policy.
+"""Retries of failed syncs: each connection's failure streak from ``sync_runs`` (the backoff: ``engine.retry_backoff``).
 
 The ``scheduled_syncs`` sensor reads the streaks each tick and hands them to ``plan_due_runs``, which asks
 for a retry once ``RetryBackoff.delay(n)`` has passed since the n-th consecutive failure ended. The policy
@@ -12,19 +12,12 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select, true
 
 from engine.models import SyncRun
-from engine.retry_backoff import DEFAULT_BASE_S, DEFAULT_CAP_S, MAX_S, RETRY_BASE_ENV, RETRY_CAP_ENV, backoff_from_env
 from engine.run_outcome import CANCELED_PREFIX
 from engine.scheduling import FailureStreak, RetryBackoff, SourceHold
 from store import AppDatabase
 from store.models import Connection
 
 __all__ = [
-    "DEFAULT_BASE_S",
-    "DEFAULT_CAP_S",
-    "MAX_S",
-    "RETRY_BASE_ENV",
-    "RETRY_CAP_ENV",
-    "backoff_from_env",
     "failure_streaks",
     "source_holds",
     "streak_horizon",

@@ -13,14 +13,10 @@ from pathlib import Path
 import httpx
 
 from connectors.bulk.file_limits import (
-    DEFAULT_FILE_DEADLINE_S,
-    DEFAULT_LOW_SPEED,
     DEFAULT_MAX_FILE_BYTES,
     FILE_DEADLINE_ENV,
     LOW_SPEED_RATE_ENV,
     LOW_SPEED_WINDOW_ENV,
-    file_deadline_from_env,
-    low_speed_from_env,
 )
 from connectors.bulk.ndjson import truncation_of
 from connectors.bulk.wire import as_bulk_error
@@ -42,23 +38,16 @@ from connectors.errors import (
 from connectors.fhir._session import FhirSession, TokenRule
 from connectors.fhir.download import Downloaded, stream_to_file, wire_allowance
 from connectors.http import RetryPolicy, redact_url
-from connectors.transport.bounds import BodyBounds, LowSpeedLimit
+from connectors.transport.bounds import BodyBounds
+from connectors.transport.low_speed import LowSpeedLimit
 from connectors.transport.transfer import TransferDeadline
 
 __all__ = [
-    "DEFAULT_FILE_DEADLINE_S",
-    "DEFAULT_LOW_SPEED",
-    "DEFAULT_MAX_FILE_BYTES",
-    "FILE_DEADLINE_ENV",
-    "LOW_SPEED_RATE_ENV",
-    "LOW_SPEED_WINDOW_ENV",
     "NDJSON",
     "TRUNCATION_ATTEMPTS",
     "download_file",
     "file_deadline",
-    "file_deadline_from_env",
     "file_too_large",
-    "low_speed_from_env",
     "pause_before_fetch",
 ]
 

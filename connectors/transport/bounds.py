@@ -41,7 +41,6 @@ from connectors.transport.transfer import TransferDeadline
 __all__ = [
     "BOUNDS_EXTENSION",
     "BodyBounds",
-    "LowSpeedLimit",
     "read_capped",
     "request_bounds",
 ]
