@@ -1,19 +1,23 @@
 """CLI-callable set-up: seed tenants from a JSON file, create a tenant with its first admin API key, load a
-tenant's brands directory from a file."""
+tenant's brands directory from a file.
+
+The input is checked before the service's settings, database and vault are imported (at the top: the seed's
+schema and the brands' limit only): ``ehrsync auth seed`` of a bad file or ``bootstrap`` of a bad id is refused
+for a fraction of the CPU (issue 14, tests/ehrsync/test_cli_imports.py).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from auth_service.core.config import Settings, load_settings
-from auth_service.services.brand_admin import check_bundle, load_brands
-from auth_service.services.context import build_context
-from auth_service.services.provider_admin import config_problems, known_provider
-from auth_service.services.tenants import BootstrapResult, bootstrap_tenant, upsert_tenant
 from auth_service.tenants.settings import TenantSeed, load_tenant_seed, tenant_seed
 from connectors.errors import ConfigurationError
 from connectors.smart.brands import MAX_BUNDLE_BYTES, BrandsBundleError
-from store.models import Tenant
+
+if TYPE_CHECKING:
+    from auth_service.core.config import Settings
+    from auth_service.services.tenants import BootstrapResult
 
 __all__ = ["bootstrap_admin", "load_brands_file", "load_tenants_file"]
 
@@ -21,6 +25,8 @@ __all__ = ["bootstrap_admin", "load_brands_file", "load_tenants_file"]
 def _check_provider_configs(path: str | Path, seeds: list[TenantSeed], settings: Settings) -> None:
     """Each seeded ``providerConfigs`` entry as the admin API checks one (the vendor's schema, the bounds, its client
     auth method): a bad one is named now, not at the first patient's launch or the first sync."""
+    from auth_service.services.provider_admin import config_problems, known_provider
+
     problems: list[str] = []
     for seed in seeds:
         for provider_id, config in seed.practice_settings.ehr_integrations.provider_configs.items():
@@ -38,6 +44,10 @@ def _check_provider_configs(path: str | Path, seeds: list[TenantSeed], settings:
 def load_tenants_file(path: str | Path, settings: Settings | None = None) -> list[str]:
     """``ehrsync auth seed FILE``: upsert every tenant in a seed file; returns their ids."""
     seeds = load_tenant_seed(path)  # a bad file is named before any database work
+    from auth_service.core.config import load_settings
+    from auth_service.services.context import build_context
+    from auth_service.services.tenants import upsert_tenant
+
     settings = settings or load_settings()
     _check_provider_configs(path, seeds, settings)
     ctx = build_context(settings)
@@ -50,6 +60,10 @@ def load_tenants_file(path: str | Path, settings: Settings | None = None) -> lis
 
 def load_brands_file(tenant_id: str, source: str, path: str | Path, settings: Settings | None = None) -> int:
     """``ehrsync auth brands``: load a SMART brands bundle file as the tenant's directory ``source``."""
+    from auth_service.core.config import load_settings
+    from auth_service.services.brand_admin import check_bundle, load_brands
+    from auth_service.services.context import build_context
+
     file = Path(path)
     if file.stat().st_size > MAX_BUNDLE_BYTES:  # never read a file the parser would refuse anyway
         raise BrandsBundleError([f"{file} is over the {MAX_BUNDLE_BYTES}-byte limit"])
@@ -67,6 +81,11 @@ def bootstrap_admin(
     """``ehrsync auth bootstrap --tenant ID --name NAME``: create the tenant if needed and a new API key."""
     where = f"--tenant {tenant_id[:80]!r} --name {name[:80]!r}"
     seed = tenant_seed({"id": tenant_id, "name": name}, where)  # a bad id or name is named before any database work
+    from auth_service.core.config import load_settings
+    from auth_service.services.context import build_context
+    from auth_service.services.tenants import bootstrap_tenant
+    from store.models import Tenant
+
     ctx = build_context(settings or load_settings())
     try:
         with ctx.db.session() as session, session.begin():

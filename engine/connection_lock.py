@@ -23,13 +23,15 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from connectors.filelock import LockWait, holder_stamp, read_holder, release_flock, take_flock, write_holder
 from engine.env_numbers import whole_number
-from engine.environment import SyncEnvironment
 from engine.errors import SyncError
-from engine.residue import remove_orphans
 from warehouse import lock_owner
+
+if TYPE_CHECKING:  # the settings read the lock wait without loading a run's environment (issue 14)
+    from engine.environment import SyncEnvironment
 
 __all__ = [
     "DEFAULT_LOCK_WAIT_S",
@@ -146,5 +148,7 @@ def hold_connection(env: SyncEnvironment, connection_id: str, run_id: str) -> It
         lock_owner(f"run {run_id} of connection {connection_id}"),  # named by the warehouse's lock file too
     ):
         if took:
+            from engine.residue import remove_orphans  # the app database's models: not for the settings' lock wait
+
             remove_orphans(env.db, env.zone.root, connection_id)
         yield

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from connectors.budgets import DEFAULT_STEP_BUDGET_S, env_number, shared_limiter
 from connectors.bulk import BulkClient
-from connectors.bulk.files import DEFAULT_MAX_FILE_BYTES, file_deadline_from_env, low_speed_from_env
+from connectors.bulk.file_limits import file_deadline_from_env, low_speed_from_env
 from connectors.errors import (
     ConfigurationError,
     EhrSyncError,
@@ -32,6 +32,11 @@ from engine.cores import landing_slots, threads_beside
 from engine.errors import ConnectionNotFoundError, ConnectionNotSyncableError
 from engine.request_stops import EVERY_REQUEST_WOULD_MEET
 from engine.run_capabilities import run_capabilities
+from engine.setting_defaults import (
+    DEFAULT_BULK_MAX_FILE_BYTES,
+    DEFAULT_BULK_MERGE_GROUP_BYTES,
+    DEFAULT_MIN_FREE_DISK_BYTES,
+)
 from engine.token_throttle import ThrottleAwareTokenSource
 from store import AppDatabase, SharedRateBudget, TokenVault
 from store.models import Connection, ProviderConfig
@@ -39,9 +44,6 @@ from warehouse import AttachmentStore, LandingZone, Warehouse, open_warehouse
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_BULK_MAX_FILE_BYTES = DEFAULT_MAX_FILE_BYTES  # 10 GiB per bulk file (EHRSYNC_BULK_MAX_FILE_BYTES)
-DEFAULT_MIN_FREE_DISK_BYTES = 1024**3  # downloads stop while less than 1 GiB is free (EHRSYNC_MIN_FREE_DISK_BYTES)
-DEFAULT_BULK_MERGE_GROUP_BYTES = 256 * 1024 * 1024  # landed Bulk files per transaction (EHRSYNC_BULK_MERGE_GROUP_BYTES)
 _BACKEND_KINDS = frozenset({"backend", "group"})  # client_credentials connections: a 401 may mean client_rejected
 DEFAULT_ATTACHMENT_TYPES = (
     "text/",

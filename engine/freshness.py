@@ -13,11 +13,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
-from engine.connection_snapshots import ConnectionSnapshot
 from engine.env_numbers import whole_number
 from engine.scheduling import effective_frequency
 from engine.sync_windows import SyncWindow
+
+if TYPE_CHECKING:  # the settings read the grace without loading the app database's models (issue 14)
+    from engine.connection_snapshots import ConnectionSnapshot
 
 __all__ = [
     "DEFAULT_GRACE_MINUTES",

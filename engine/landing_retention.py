@@ -34,8 +34,6 @@ from store import AppDatabase
 from warehouse.landed import LandedFile, quarantine_path_for
 
 __all__ = [
-    "DEFAULT_LANDING_RETENTION_DAYS",
-    "MAX_LANDING_RETENTION_DAYS",
     "LandingPruneReport",
     "drop_merged",
     "needed_landing_files",
@@ -43,8 +41,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-DEFAULT_LANDING_RETENTION_DAYS = 7
-MAX_LANDING_RETENTION_DAYS = 3650
 _HOLDER = "landing-retention"
 
 

@@ -1,20 +1,16 @@
-"""Retries of failed syncs: each connection's failure streak from ``sync_runs`` and the backoff policy.
+"""Retries of failed syncs: each connection's failure streak from ``sync_runs`` (the backoff: ``engine.retry_backoff``).
 
 The ``scheduled_syncs`` sensor reads the streaks each tick and hands them to ``plan_due_runs``, which asks
 for a retry once ``RetryBackoff.delay(n)`` has passed since the n-th consecutive failure ended. The policy
-comes from ``EHRSYNC_RETRY_BASE_SECONDS`` (default 300) and ``EHRSYNC_RETRY_CAP_SECONDS`` (default 21600), read
-once by ``engine.settings`` and handed to the sensor as the ``retry`` resource.
+(``engine.retry_backoff``) is read once by ``engine.settings`` and handed to the sensor as the ``retry`` resource.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, true
 
-from engine.env_numbers import whole_number
-from engine.errors import PipelineConfigurationError
 from engine.models import SyncRun
 from engine.run_outcome import CANCELED_PREFIX
 from engine.scheduling import FailureStreak, RetryBackoff, SourceHold
@@ -22,36 +18,10 @@ from store import AppDatabase
 from store.models import Connection
 
 __all__ = [
-    "DEFAULT_BASE_S",
-    "DEFAULT_CAP_S",
-    "MAX_S",
-    "RETRY_BASE_ENV",
-    "RETRY_CAP_ENV",
-    "backoff_from_env",
     "failure_streaks",
     "source_holds",
     "streak_horizon",
 ]
-
-RETRY_BASE_ENV = "EHRSYNC_RETRY_BASE_SECONDS"
-RETRY_CAP_ENV = "EHRSYNC_RETRY_CAP_SECONDS"
-DEFAULT_BASE_S = 300
-DEFAULT_CAP_S = 6 * 3600
-MAX_S = 7 * 24 * 3600
-
-
-def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
-    return whole_number(env, name, default, 1, MAX_S, "seconds")
-
-
-def backoff_from_env(env: Mapping[str, str]) -> RetryBackoff:
-    """The retry backoff from ``env`` (``engine.settings`` passes the settings' values); a malformed value raises
-    naming the variable."""
-    base = _seconds(env, RETRY_BASE_ENV, DEFAULT_BASE_S)
-    cap = _seconds(env, RETRY_CAP_ENV, max(DEFAULT_CAP_S, base))
-    if cap < base:
-        raise PipelineConfigurationError(f"{RETRY_CAP_ENV}={cap} is below {RETRY_BASE_ENV}={base}")
-    return RetryBackoff(base=timedelta(seconds=base), cap=timedelta(seconds=cap))
 
 
 def _aware(moment: datetime) -> datetime:

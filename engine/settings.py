@@ -15,32 +15,34 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from connectors.budgets import (
-    DEFAULT_MAX_RESPONSE_BYTES,
-    DEFAULT_REQUEST_DEADLINE_S,
-    DEFAULT_STEP_BUDGET_S,
-    env_number,
+from connectors.budgets import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_DEADLINE_S, DEFAULT_STEP_BUDGET_S, env_number
+from connectors.bulk.file_limits import (
+    DEFAULT_FILE_DEADLINE_S,
+    DEFAULT_LOW_SPEED,
+    LOW_SPEED_WINDOW_ENV,
+    file_deadline_from_env,
+    low_speed_from_env,
 )
-from connectors.bulk import DEFAULT_FILE_DEADLINE_S
-from connectors.bulk.files import DEFAULT_LOW_SPEED, LOW_SPEED_WINDOW_ENV, file_deadline_from_env, low_speed_from_env
 from connectors.errors import ConfigurationError
-from connectors.transport import BodyBounds, LowSpeedLimit
+from connectors.transport.low_speed import LowSpeedLimit
 from engine.analyst_settings import AnalystSettings
 from engine.batch_size import DEFAULT_BATCH_SIZE, batch_size_from_env
 from engine.connection_lock import DEFAULT_LOCK_WAIT_S, lock_wait_seconds
 from engine.env_numbers import whole_number
-from engine.environment import (
-    DEFAULT_BULK_MAX_FILE_BYTES,
-    DEFAULT_BULK_MERGE_GROUP_BYTES,
-    DEFAULT_MIN_FREE_DISK_BYTES,
-)
 from engine.errors import PipelineConfigurationError
 from engine.freshness import DEFAULT_GRACE_MINUTES, grace_minutes_from_env
-from engine.landing_retention import DEFAULT_LANDING_RETENTION_DAYS, MAX_LANDING_RETENTION_DAYS
-from engine.retries import backoff_from_env
+from engine.retry_backoff import backoff_from_env
 from engine.run_retention import RunRetention
 from engine.scheduling import RetryBackoff
+from engine.setting_defaults import (
+    DEFAULT_BULK_MAX_FILE_BYTES,
+    DEFAULT_BULK_MERGE_GROUP_BYTES,
+    DEFAULT_LANDING_RETENTION_DAYS,
+    DEFAULT_MIN_FREE_DISK_BYTES,
+    landing_retention_days,
+)
 from engine.sync_windows import SyncWindow, parse_sync_windows
 from engine.warehouse_settings import (
     DEFAULT_DUCKDB_MEMORY_LIMIT,
@@ -52,6 +54,9 @@ from engine.warehouse_settings import (
 from settings import DEFAULT_STATE_DIR, AppSettings, load_app_settings
 from warehouse.errors import InvalidInputError
 from warehouse.limits import DEFAULT_MAX_RESOURCE_BYTES, MAX_RESOURCE_ENV, max_resource_bytes
+
+if TYPE_CHECKING:  # reading the settings loads no httpx, pyarrow or DuckDB (tests/ehrsync/test_cli_imports.py)
+    from connectors.transport import BodyBounds
 
 __all__ = [
     "DEFAULT_STATE_DIR",
@@ -170,6 +175,8 @@ class EngineLimits:
 
     def request_bounds(self) -> BodyBounds:
         """What bounds each request to the EHR: the JSON answer's size and the request's overall deadline."""
+        from connectors.transport import BodyBounds
+
         return BodyBounds(self.max_response_bytes, self.request_deadline_s)
 
     @property
@@ -198,13 +205,6 @@ def _overlap_seconds(env: Mapping[str, str]) -> int:
 def _idle_days(env: Mapping[str, str]) -> int:
     what = "days; grants lapse after about 90 days unused"
     return whole_number(env, "EHRSYNC_KEEPALIVE_IDLE_DAYS", 7, 1, MAX_KEEPALIVE_IDLE_DAYS, what)
-
-
-def _landing_retention_days(env: Mapping[str, str]) -> int:
-    """``EHRSYNC_LANDING_RETENTION_DAYS``: days merged landing files are kept (0: removed once their merge commits)."""
-    what = "days; 0: each landing file goes once its merge commits"
-    name = "EHRSYNC_LANDING_RETENTION_DAYS"
-    return whole_number(env, name, DEFAULT_LANDING_RETENTION_DAYS, 0, MAX_LANDING_RETENTION_DAYS, what)
 
 
 def _fetch_hosts(env: Mapping[str, str]) -> tuple[str, ...]:
@@ -276,7 +276,7 @@ class PipelineSettings:
             sync_batch_size=batch_size_from_env(env),
             keepalive_idle_days=_idle_days(env),
             freshness_grace_minutes=grace_minutes_from_env(env),
-            landing_retention_days=_landing_retention_days(env),
+            landing_retention_days=landing_retention_days(env),
             run_retention=RunRetention.parse(env),
             analyst=AnalystSettings.parse(env),
             write_enabled=app.SMART_ENABLE_WRITE,

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from engine.env_numbers import whole_number
-from engine.environment import DEFAULT_BULK_MERGE_GROUP_BYTES
 from engine.errors import PipelineConfigurationError
+from engine.setting_defaults import DEFAULT_BULK_MERGE_GROUP_BYTES
 from warehouse.errors import InvalidInputError
 from warehouse.limits import memory_mib
 

@@ -8,7 +8,7 @@ from typing import Any
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from connectors.bulk.files import DEFAULT_LOW_SPEED
+from connectors.bulk.file_limits import DEFAULT_LOW_SPEED
 from connectors.transport import LowSpeedLimit
 from warehouse import AttachmentStore, LandingZone
 

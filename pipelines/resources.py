@@ -26,7 +26,7 @@ from connectors.errors import ConfigurationError
 from connectors.fhir import RetryPolicy
 from connectors.transport import BodyBounds, BoundedClient
 from engine.batch_size import DEFAULT_BATCH_SIZE
-from engine.retries import DEFAULT_BASE_S, DEFAULT_CAP_S, MAX_S, RETRY_BASE_ENV, RETRY_CAP_ENV
+from engine.retry_backoff import DEFAULT_BASE_S, DEFAULT_CAP_S, MAX_S, RETRY_BASE_ENV, RETRY_CAP_ENV
 from engine.scheduling import RetryBackoff
 from engine.settings import PipelineSettings
 from engine.sync_windows import SyncWindow, parse_sync_windows

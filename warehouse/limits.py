@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from warehouse.errors import InvalidInputError
+
+if TYPE_CHECKING:  # only annotations: the settings read the limit without loading pyarrow (issue 14)
+    import pyarrow.parquet as pq
 
 __all__ = [
     "DEFAULT_MAX_RESOURCE_BYTES",

@@ -8,7 +8,7 @@ from connectors.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
     from connectors.bulk.client import BulkClient, BulkStatus, ExportLevel
-    from connectors.bulk.files import DEFAULT_FILE_DEADLINE_S
+    from connectors.bulk.file_limits import DEFAULT_FILE_DEADLINE_S
     from connectors.bulk.manifest import BulkManifest, ManifestItem, parse_manifest
     from connectors.bulk.ndjson import (
         NdjsonVerification,
@@ -54,7 +54,7 @@ _HOMES = {
     "BulkClient": "connectors.bulk.client",
     "BulkStatus": "connectors.bulk.client",
     "ExportLevel": "connectors.bulk.client",
-    "DEFAULT_FILE_DEADLINE_S": "connectors.bulk.files",
+    "DEFAULT_FILE_DEADLINE_S": "connectors.bulk.file_limits",
     "BulkManifest": "connectors.bulk.manifest",
     "ManifestItem": "connectors.bulk.manifest",
     "parse_manifest": "connectors.bulk.manifest",

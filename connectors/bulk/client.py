@@ -11,15 +11,8 @@ from typing import Unpack
 
 import httpx
 
-from connectors.bulk.files import (
-    DEFAULT_FILE_DEADLINE_S,
-    DEFAULT_LOW_SPEED,
-    DEFAULT_MAX_FILE_BYTES,
-    NDJSON,
-    TRUNCATION_ATTEMPTS,
-    download_file,
-    file_deadline,
-)
+from connectors.bulk.file_limits import DEFAULT_FILE_DEADLINE_S, DEFAULT_LOW_SPEED, DEFAULT_MAX_FILE_BYTES
+from connectors.bulk.files import NDJSON, TRUNCATION_ATTEMPTS, download_file, file_deadline
 from connectors.bulk.kickoff import ExportLevel, kickoff_params, kickoff_url
 from connectors.bulk.manifest import BulkManifest
 from connectors.bulk.manifest_pages import ManifestPageReader, gather_manifest_pages
@@ -38,7 +31,8 @@ from connectors.fhir._session import FhirSession, SessionOptions, TokenRule
 from connectors.http import CallBudget, RetryPolicy, normalize_base_url, outbound_url_guard, redact_url
 from connectors.tokens import TokenSource
 from connectors.transport.bounded_client import bounds_of
-from connectors.transport.bounds import BodyBounds, LowSpeedLimit
+from connectors.transport.bounds import BodyBounds
+from connectors.transport.low_speed import LowSpeedLimit
 from connectors.transport.transfer import TransferDeadline
 
 __all__ = ["BulkClient", "BulkStatus", "ExportLevel"]
@@ -52,15 +46,15 @@ class BulkClient:
     https host (``url_guard``, by default :func:`connectors.http.outbound_url_guard`, vets each file URL and redirect,
     so a manifest cannot point the workers at internal services).
 
-    ``bounds`` (default: those ``http`` carries, :func:`~connectors.transport.bounds_of`) caps the kick-off, status
-    (manifest) and cancel bodies and the time of each of those requests, as for FHIR REST. File downloads keep their
-    own per-file byte limit, and the deadline covers them only up to the answer's headers: a multi-GB file
-    legitimately streams for longer than any per-request deadline, so its body has a low-speed limit instead.
-    ``low_speed`` (default :data:`~connectors.bulk.files.DEFAULT_LOW_SPEED`; None: none) is that limit, and
-    ``file_deadline_s`` (default :data:`~connectors.bulk.files.DEFAULT_FILE_DEADLINE_S`, 24 h; None: none) bounds
-    each file's download, every attempt together. ``on_unauthorized`` is called when a request still got 401 after
-    its one token refresh, before the FhirUnauthorizedError propagates; it may raise instead (the engine's vault
-    marks a rejected client).
+    ``bounds`` (default: those ``http`` carries, :func:`~connectors.transport.bounds_of`) caps the kick-off,
+    status (manifest) and cancel bodies and the time of each of those requests, as for FHIR REST. File downloads
+    keep their own per-file byte limit, and the deadline covers them only up to the answer's headers: a multi-GB
+    file legitimately streams for longer than any per-request deadline, so its body has a low-speed limit instead.
+    ``low_speed`` (default :data:`~connectors.bulk.file_limits.DEFAULT_LOW_SPEED`; None: none) is that limit, and
+    ``file_deadline_s`` (default :data:`~connectors.bulk.file_limits.DEFAULT_FILE_DEADLINE_S`, 24 h; None: none) bounds
+    each file's download, every attempt together.
+    ``on_unauthorized`` is called when a request still got 401 after its one token refresh, before the
+    FhirUnauthorizedError propagates; it may raise instead (the engine's vault marks a rejected client).
     """
 
     def __init__(

@@ -6,15 +6,18 @@ runs from the file's first attempt, waits between attempts included, and no wait
 from __future__ import annotations
 
 import logging
-import math
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import httpx
 
-from connectors.budgets import env_number
+from connectors.bulk.file_limits import (
+    DEFAULT_MAX_FILE_BYTES,
+    FILE_DEADLINE_ENV,
+    LOW_SPEED_RATE_ENV,
+    LOW_SPEED_WINDOW_ENV,
+)
 from connectors.bulk.ndjson import truncation_of
 from connectors.bulk.wire import as_bulk_error
 from connectors.errors import (
@@ -23,7 +26,6 @@ from connectors.errors import (
     BulkFileTooLargeError,
     BulkFileTooSlowError,
     BulkFileTruncatedError,
-    ConfigurationError,
     ContentTooLargeError,
     FhirError,
     FhirForbiddenError,
@@ -36,23 +38,16 @@ from connectors.errors import (
 from connectors.fhir._session import FhirSession, TokenRule
 from connectors.fhir.download import Downloaded, stream_to_file, wire_allowance
 from connectors.http import RetryPolicy, redact_url
-from connectors.transport.bounds import BodyBounds, LowSpeedLimit
+from connectors.transport.bounds import BodyBounds
+from connectors.transport.low_speed import LowSpeedLimit
 from connectors.transport.transfer import TransferDeadline
 
 __all__ = [
-    "DEFAULT_FILE_DEADLINE_S",
-    "DEFAULT_LOW_SPEED",
-    "DEFAULT_MAX_FILE_BYTES",
-    "FILE_DEADLINE_ENV",
-    "LOW_SPEED_RATE_ENV",
-    "LOW_SPEED_WINDOW_ENV",
     "NDJSON",
     "TRUNCATION_ATTEMPTS",
     "download_file",
     "file_deadline",
-    "file_deadline_from_env",
     "file_too_large",
-    "low_speed_from_env",
     "pause_before_fetch",
 ]
 
@@ -61,44 +56,7 @@ logger = logging.getLogger(__name__)
 NDJSON = "application/fhir+ndjson"
 #: How many times one file is fetched when it keeps arriving cut short (or too slowly).
 TRUNCATION_ATTEMPTS = 3
-#: The most one file may hold, decoded (EHRSYNC_BULK_MAX_FILE_BYTES in the engine): a library caller that names no
-#: limit still gets one, on disk and on the wire.
-DEFAULT_MAX_FILE_BYTES = 10 * 1024**3
-#: A file body averaging under 1 KiB/s over two minutes is cut off and fetched again (curl's ``--speed-limit``
-#: and ``--speed-time``); a body sending nothing at all is the read timeout's.
-DEFAULT_LOW_SPEED = LowSpeedLimit(bytes_per_s=1024.0, window_s=120.0)
-LOW_SPEED_RATE_ENV = "EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S"
-LOW_SPEED_WINDOW_ENV = "EHRSYNC_BULK_LOW_SPEED_WINDOW_S"
 _SLOW_VARIABLES = f"{LOW_SPEED_RATE_ENV} over {LOW_SPEED_WINDOW_ENV}"
-#: The most one file's download may take, every attempt together (curl's ``--max-time`` beside its speed limit):
-#: 24 h, in which a file at the 10 GiB limit (DEFAULT_MAX_FILE_BYTES) arrives at 121 KiB/s (about 1 Mbit/s), so a
-#: healthy link, even a slow one, never meets it; a server trickling just above 1 KiB/s is cut off after ~85 MiB,
-#: not after the 121 days it takes to reach 10 GiB.
-DEFAULT_FILE_DEADLINE_S = 86400.0
-FILE_DEADLINE_ENV = "EHRSYNC_BULK_FILE_DEADLINE_S"
-
-
-def low_speed_from_env(env: Mapping[str, str] | None = None) -> LowSpeedLimit | None:
-    """The low-speed limit ``env`` (else ``os.environ``) sets: ``EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S`` (0 turns it
-    off) averaged over ``EHRSYNC_BULK_LOW_SPEED_WINDOW_S``, each defaulting to :data:`DEFAULT_LOW_SPEED`'s; a bad
-    value is a ConfigurationError naming it."""
-    rate = env_number(LOW_SPEED_RATE_ENV, DEFAULT_LOW_SPEED.bytes_per_s, minimum=-math.inf, env=env)
-    if rate < 0:
-        raw = (os.environ if env is None else env).get(LOW_SPEED_RATE_ENV, "").strip()
-        raise ConfigurationError(f"{LOW_SPEED_RATE_ENV} must be 0 (no limit) or a positive number, got {raw[:40]!r}")
-    window = env_number(LOW_SPEED_WINDOW_ENV, DEFAULT_LOW_SPEED.window_s, env=env)
-    return LowSpeedLimit(rate, window) if rate > 0 else None
-
-
-def file_deadline_from_env(env: Mapping[str, str] | None = None) -> float | None:
-    """``EHRSYNC_BULK_FILE_DEADLINE_S`` of ``env`` (else ``os.environ``): seconds one file's download may take,
-    every attempt together (default :data:`DEFAULT_FILE_DEADLINE_S`; 0: no limit, None); a bad value is a
-    ConfigurationError naming it."""
-    seconds = env_number(FILE_DEADLINE_ENV, DEFAULT_FILE_DEADLINE_S, minimum=-math.inf, env=env)
-    if seconds < 0:
-        raw = (os.environ if env is None else env).get(FILE_DEADLINE_ENV, "").strip()
-        raise ConfigurationError(f"{FILE_DEADLINE_ENV} must be 0 (no limit) or a positive number, got {raw[:40]!r}")
-    return seconds if seconds > 0 else None
 
 
 def file_deadline(limit_s: float | None) -> TransferDeadline | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from connectors.bulk.client import BulkClient
-from connectors.bulk.files import DEFAULT_MAX_FILE_BYTES
+from connectors.bulk.file_limits import DEFAULT_MAX_FILE_BYTES
 from connectors.bulk.manifest import ManifestItem
 from connectors.errors import EhrSyncError
 

@@ -8,8 +8,6 @@ import socket
 from collections.abc import Callable, Collection
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
-import httpx
-
 from connectors.errors import ConfigurationError, EhrSyncError, SecurityPolicyError
 
 __all__ = [
@@ -63,6 +61,8 @@ def url_problem(url: object) -> str | None:
         return "has a port that is not a number in 1-65535"
     if any(c.isspace() for c in parts.netloc):
         return "has spaces in its host"
+    import httpx  # here: a command reading connections (their providers' URL rules) loads no HTTP client
+
     try:  # urllib splits what httpx cannot send: an invalid punycode label (idna's ValueError), [v1.x]
         httpx.URL(url).host  # noqa: B018 - decoding the host is what raises
     except (httpx.InvalidURL, ValueError):

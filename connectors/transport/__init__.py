@@ -13,8 +13,9 @@ if TYPE_CHECKING:
     from connectors.transport.attempt import AttemptTransport
     from connectors.transport.auth import BearerAuth
     from connectors.transport.bounded_client import BoundedClient, bounds_of
-    from connectors.transport.bounds import BodyBounds, LowSpeedLimit, read_capped
+    from connectors.transport.bounds import BodyBounds, read_capped
     from connectors.transport.client import DEFAULT_TIMEOUT, EhrClient, ehr_client, ehr_transport
+    from connectors.transport.low_speed import LowSpeedLimit
     from connectors.transport.plan import RequestPlan
     from connectors.transport.retrying import RetryTransport
     from connectors.transport.transfer import TransferDeadline
@@ -43,7 +44,7 @@ _HOMES = {
     "BoundedClient": "connectors.transport.bounded_client",
     "bounds_of": "connectors.transport.bounded_client",
     "BodyBounds": "connectors.transport.bounds",
-    "LowSpeedLimit": "connectors.transport.bounds",
+    "LowSpeedLimit": "connectors.transport.low_speed",
     "read_capped": "connectors.transport.bounds",
     "DEFAULT_TIMEOUT": "connectors.transport.client",
     "EhrClient": "connectors.transport.client",

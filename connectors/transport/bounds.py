@@ -34,13 +34,13 @@ from connectors.errors import (
 )
 from connectors.http.urls import redact_url
 from connectors.transport.decoding import iter_decoded
+from connectors.transport.low_speed import LowSpeedLimit
 from connectors.transport.network import pieces_within
 from connectors.transport.transfer import TransferDeadline
 
 __all__ = [
     "BOUNDS_EXTENSION",
     "BodyBounds",
-    "LowSpeedLimit",
     "read_capped",
     "request_bounds",
 ]
@@ -49,20 +49,6 @@ BOUNDS_EXTENSION = "ehrsync.bounds"
 _BUILT_TIMEOUT = "ehrsync.built_timeout"
 _BODY_TIMEOUT = "ehrsync.body_timeout"
 _STARTED = "ehrsync.attempt_started"
-
-
-@dataclass(frozen=True)
-class LowSpeedLimit:
-    """A body averaging fewer than ``bytes_per_s`` bytes on the wire over ``window_s`` is cut off, as curl's
-    ``--speed-limit``/``--speed-time`` do: the bound for a download too long for any deadline. A body that stops
-    altogether is the read timeout's."""
-
-    bytes_per_s: float
-    window_s: float
-
-    def __post_init__(self) -> None:
-        if not (self.bytes_per_s > 0 and self.window_s > 0):
-            raise ConfigurationError("a low-speed limit needs a positive rate and a positive window")
 
 
 @dataclass(frozen=True)

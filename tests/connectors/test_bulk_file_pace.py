@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from connectors.bulk import BulkClient, download_items
-from connectors.bulk.files import (
+from connectors.bulk.file_limits import (
     DEFAULT_FILE_DEADLINE_S,
     DEFAULT_LOW_SPEED,
     DEFAULT_MAX_FILE_BYTES,

@@ -44,8 +44,9 @@ def test_importing_one_module_does_not_load_the_whole_engine(tmp_path: Path, mod
     """The package ``__init__``s export their names on first use (PEP 562), so reading one module of a package
     no longer imports every other (``engine`` imported the bulk exporter, the warehouse and the plugins)."""
     loaded = _loaded_after(f"import {module}", tmp_path)["loaded"]
-    # connections carry their vendor's export slot (the provider plugins, which parse URLs with httpx)
-    assert loaded == (["httpx"] if module in ("engine.connection_snapshots", "sandbox.cli") else [])
+    # the sandbox's admin client is an httpx client; connections carry their vendor's export slot (the provider
+    # plugins), whose URL rule loads httpx only when it checks a URL (``connections list`` checks none)
+    assert loaded == (["httpx"] if module == "sandbox.cli" else [])
 
 
 def test_the_public_names_still_import_from_the_packages(tmp_path: Path) -> None:
@@ -84,9 +85,22 @@ def test_an_unknown_connection_is_named_before_dagster_loads(tmp_path: Path, com
     )
     ran = _loaded_after(code, tmp_path)
     assert "Error: connection_not_found: connection 'conn-1' not found" in str(ran["stderr"])
-    assert not {"dagster", "pipelines", "duckdb", "fastapi"} & set(ran["loaded"]), ran[
-        "loaded"
-    ]  # (settings still read pyarrow)
+    assert not {"dagster", "pipelines", "duckdb", "fastapi", "pyarrow"} & set(ran["loaded"]), ran["loaded"]
+
+
+def test_reading_the_settings_loads_no_warehouse_and_no_http_client(tmp_path: Path) -> None:
+    """``PipelineSettings.from_env`` runs first in ``ehrsync sync``, ``reconcile``, ``purge``, ``ui`` and every Dagster
+    process: it imported the run environment (the warehouse with pyarrow, httpx, the provider plugins, the app
+    database's models) for a few default numbers, 0.7 s of CPU per process (docs/PERFORMANCE.md, start-up imports)."""
+    code = (
+        "from engine.settings import PipelineSettings\n"
+        "settings = PipelineSettings.from_env()\n"
+        "assert settings.limits.bulk_low_speed is not None and settings.landing_retention_days == 7"
+    )
+    loaded = _loaded_after(code, tmp_path)["loaded"]
+    assert loaded == [], loaded
+    code = "import sys, engine.settings\nassert 'engine.models' not in sys.modules and 'store' not in sys.modules"
+    _loaded_after(code, tmp_path)
 
 
 def test_a_demo_state_it_may_not_delete_is_named_before_the_demo_loads(tmp_path: Path) -> None:
@@ -105,3 +119,56 @@ def test_a_demo_state_it_may_not_delete_is_named_before_the_demo_loads(tmp_path:
     ran = _loaded_after(code, tmp_path)
     assert "is not empty and was not created by `ehrsync demo`" in str(ran["stderr"])
     assert ran["loaded"] == ["httpx"] and (precious / "export.csv").read_text() == "kept"
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["auth", "seed", "{seed}"], "entry 0: id: Field required"),
+        (["auth", "bootstrap", "--tenant", "bad id!", "--name", "x"], "id: String should match pattern"),
+    ],
+)
+def test_bad_auth_set_up_input_is_refused_before_the_service_loads(tmp_path: Path, args: list[str], named: str) -> None:
+    """``ehrsync auth seed`` of a malformed file and ``bootstrap`` of a malformed id imported the service's settings,
+    database layer (SQLAlchemy), vault and provider plugins before checking: 0.6 s of CPU for a typo."""
+    seed = tmp_path / "seed.json"
+    seed.write_text('[{"bad": 1}]')
+    argv = [arg.format(seed=seed) for arg in args]
+    code = (
+        "import sys\n"
+        "from ehrsync.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 1, exc.code\n"
+        "late = ('sqlalchemy', 'alembic', 'store', 'cryptography', 'auth_service.core.config')\n"
+        "assert not [m for m in late if m in sys.modules], [m for m in late if m in sys.modules]"
+    )
+    assert named in str(_loaded_after(code, tmp_path)["stderr"])
+
+
+def test_connections_list_loads_no_http_client(tmp_path: Path) -> None:
+    """``ehrsync connections list`` names each connection's export slot (a vendor plugin's rule) and checks no URL:
+    the plugins' URL module imported httpx (0.1 s of CPU) at load for a check it makes only on a URL."""
+    code = (
+        "import os\n"
+        "from store import AppDatabase\n"
+        "from store.models import Connection, Tenant\n"
+        "db = AppDatabase.from_url(os.environ['DATABASE_URL'])\n"
+        "db.migrate()\n"
+        "with db.session() as session:\n"
+        "    session.add(Tenant(id='t1', name='Clinic', settings={}))\n"
+        "    session.flush()\n"
+        "    for cid, provider, kind in (('c1', 'cerner', 'backend'), ('c2', 'smart', 'patient')):\n"
+        "        session.add(Connection(id=cid, tenant_id='t1', provider_id=provider, fhir_base='http://x/fhir',\n"
+        "                               client_id='c', status='active', kind=kind))\n"
+        "    session.commit()\n"
+        "db.dispose()\n"
+        "from ehrsync.cli import main\n"
+        "try:\n"
+        "    main(['connections', 'list'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code"
+    )
+    ran = _loaded_after(code, tmp_path)
+    assert ran["loaded"] == [], ran

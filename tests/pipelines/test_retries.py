@@ -17,7 +17,8 @@ from engine import runs
 from engine.connection_snapshots import ConnectionSnapshot
 from engine.errors import PipelineConfigurationError
 from engine.planning import PartitionSets, plan_due_runs, retry_run_key
-from engine.retries import backoff_from_env, failure_streaks
+from engine.retries import failure_streaks
+from engine.retry_backoff import backoff_from_env
 from engine.run_outcome import CANCELED_PREFIX
 from engine.run_tags import TRIGGER_TAG
 from engine.scheduling import DueReason, FailureStreak, RetryBackoff, decide_retry

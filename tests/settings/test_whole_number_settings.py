@@ -15,9 +15,9 @@ import pytest
 from engine.batch_size import MAX_BATCH_SIZE
 from engine.errors import PipelineConfigurationError
 from engine.freshness import MAX_GRACE_MINUTES
-from engine.landing_retention import MAX_LANDING_RETENTION_DAYS
-from engine.retries import MAX_S
+from engine.retry_backoff import MAX_S
 from engine.run_retention import MAX_RUN_RETENTION_DAYS
+from engine.setting_defaults import MAX_LANDING_RETENTION_DAYS
 from engine.settings import MAX_KEEPALIVE_IDLE_DAYS, PipelineSettings
 
 # variable, an accepted value, where the settings keep it, the value read, the inclusive bounds

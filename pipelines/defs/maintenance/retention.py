@@ -20,10 +20,11 @@ from dagster import (
 )
 from pydantic import Field
 
-from engine.landing_retention import MAX_LANDING_RETENTION_DAYS, prune_landing
+from engine.landing_retention import prune_landing
 from engine.purge import PurgeTargets
 from engine.retention import purge_due
 from engine.run_tags import TRIGGER_TAG
+from engine.setting_defaults import MAX_LANDING_RETENTION_DAYS
 from pipelines.defs._shared.schedules import in_process_job, running_utc_schedule, tick_day
 from pipelines.resources import AppDatabaseResource, LandingZoneResource, WarehouseResource
 

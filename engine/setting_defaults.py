@@ -1,0 +1,33 @@
+"""Defaults of engine settings used by modules that are heavy to import (a run's environment, landing
+retention), and the landing retention's reader: kept apart so reading the settings (``engine.settings``, every
+``ehrsync`` command and Dagster process) loads none of those modules, which bring the warehouse (pyarrow,
+DuckDB), httpx and the app database's models (issue 14)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from connectors.bulk.file_limits import DEFAULT_MAX_FILE_BYTES
+from engine.env_numbers import whole_number
+
+__all__ = [
+    "DEFAULT_BULK_MAX_FILE_BYTES",
+    "DEFAULT_BULK_MERGE_GROUP_BYTES",
+    "DEFAULT_LANDING_RETENTION_DAYS",
+    "DEFAULT_MIN_FREE_DISK_BYTES",
+    "MAX_LANDING_RETENTION_DAYS",
+    "landing_retention_days",
+]
+
+DEFAULT_BULK_MAX_FILE_BYTES = DEFAULT_MAX_FILE_BYTES  # 10 GiB per bulk file (EHRSYNC_BULK_MAX_FILE_BYTES)
+DEFAULT_MIN_FREE_DISK_BYTES = 1024**3  # downloads stop while less than 1 GiB is free (EHRSYNC_MIN_FREE_DISK_BYTES)
+DEFAULT_BULK_MERGE_GROUP_BYTES = 256 * 1024 * 1024  # landed Bulk files per transaction (EHRSYNC_BULK_MERGE_GROUP_BYTES)
+DEFAULT_LANDING_RETENTION_DAYS = 7  # merged landing files kept (EHRSYNC_LANDING_RETENTION_DAYS)
+MAX_LANDING_RETENTION_DAYS = 3650
+
+
+def landing_retention_days(env: Mapping[str, str]) -> int:
+    """``EHRSYNC_LANDING_RETENTION_DAYS``: days merged landing files are kept (0: removed once their merge commits)."""
+    what = "days; 0: each landing file goes once its merge commits"
+    name = "EHRSYNC_LANDING_RETENTION_DAYS"
+    return whole_number(env, name, DEFAULT_LANDING_RETENTION_DAYS, 0, MAX_LANDING_RETENTION_DAYS, what)
