@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from connectors.errors import ConfigurationError
 from engine.errors import ConnectionNotFoundError, ConnectionNotSyncableError
-from engine.export_slots import export_slot
+from engine.export_slot_tags import export_slot
 from store import AppDatabase
 from store.database import database_error_text
 from store.models import Connection, Tenant

@@ -24,7 +24,8 @@ from engine.bulk_job_ends import record_manifest, record_refusal
 from engine.connection_lock import ConnectionBusyError, connection_lock
 from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
 from engine.errors import SyncError
-from engine.export_slots import SlotExport, export_slot, slot_exports
+from engine.export_slot_tags import export_slot
+from engine.export_slots import SlotExport, slot_exports
 from engine.models import SyncRun
 from engine.runs import process_gone
 from store import AppDatabase

@@ -13,7 +13,6 @@ taken over. Other vendors have no slot: neither tag nor claim.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
@@ -26,31 +25,18 @@ from datetime import timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from connectors.errors import BulkExportBusyError, ConfigurationError
+from connectors.errors import BulkExportBusyError
 from connectors.fhir import RetryPolicy
-from connectors.providers import get_provider
 from engine.environment import ConnectionInfo, SyncEnvironment
+from engine.export_slot_tags import export_slot
 from engine.models import BulkJob, ExportSlotClaim, utcnow
 from engine.runs import process_gone
 from store import AppDatabase
 from store.models import Connection
 
-__all__ = ["SlotExport", "claim_slot", "export_slot", "slot_exports"]
+__all__ = ["SlotExport", "claim_slot", "slot_exports"]
 
 _log = logging.getLogger(__name__)
-
-
-def export_slot(provider_id: str, client_id: str | None, fhir_base: str) -> str | None:
-    """The slot's run tag value, ``<provider>-<16 hex>`` (a hash: a client id may be a multi-KB JWT and a base URL
-    holds characters a tag value may not), or None when the vendor allows concurrent exports."""
-    try:
-        one_at_a_time = get_provider(provider_id).one_export_per_client
-    except ConfigurationError:  # an unknown provider fails where it is used, naming the known ones
-        return None
-    if not one_at_a_time:
-        return None
-    digest = hashlib.sha256(f"{client_id or ''}\n{fhir_base.rstrip('/')}".encode()).hexdigest()[:16]
-    return f"{provider_id}-{digest}"
 
 
 def _spellings(fhir_base: str) -> tuple[str, str]:
