@@ -12,7 +12,13 @@ from urllib.parse import unquote
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.util import asbool
 
-__all__ = ["app_database_url_problem", "normalise_database_url", "sqlite_database_file", "state_dir_problem"]
+__all__ = [
+    "app_database_url_problem",
+    "normalise_database_url",
+    "sqlite_database_file",
+    "sqlite_uri_mode",
+    "state_dir_problem",
+]
 
 
 def normalise_database_url(url: str) -> str:
@@ -48,13 +54,36 @@ def app_database_url_problem(url: str) -> str | None:
     )
 
 
+# The query arguments SQLAlchemy's pysqlite dialect gives the driver; with ``uri=true`` it appends every other one to
+# the name it passes SQLite (``?cache=private``), SQLite's URI parameters.
+_DRIVER_ARGUMENTS = frozenset(
+    {"uri", "timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements"}
+)
+
+
+def sqlite_uri_mode(url: URL) -> str | None:
+    """The ``mode`` SQLite opens a SQLite URL's ``file:`` URI name with (``ro``, ``rw``, ``rwc``, ``memory``), or
+    ``None``: no ``file:`` URI (SQLAlchemy then drops a ``mode`` in the URL), or no mode given (``rwc``)."""
+    if asbool(url.query.get("uri", False)) and (url.database or "").startswith("file:"):
+        mode = url.query.get("mode")
+        return mode if isinstance(mode, str) else None
+    return None
+
+
 def sqlite_database_file(url: URL) -> Path | None:
     """The file a SQLite URL names, as SQLite reads it (``None``: in memory). With ``?uri=true`` a ``file:`` name is
     an SQLite URI filename (``file:app.db``, ``file:/abs/app.db``, ``file:///abs/app.db``, %-escapes), never a
-    folder named ``file:``; ``ValueError`` for a URI naming another host."""
+    folder named ``file:``; ``ValueError`` for a URI naming another host, or for URI parameters on another name
+    (SQLite would open a file named ``app.db?cache=private``)."""
     name = url.database or ""
-    if asbool(url.query.get("uri", False)) and name.startswith("file:"):
-        if url.query.get("mode") == "memory":
+    uri = asbool(url.query.get("uri", False))
+    if uri and not name.startswith("file:") and (extra := sorted(set(url.query) - _DRIVER_ARGUMENTS)):
+        raise ValueError(
+            f"SQLite URI parameters ({', '.join(extra)}) need a file: URI name "
+            "(sqlite:///file:/path/to/app.db?...&uri=true); on a plain path SQLite makes them part of the file name"
+        )
+    if uri and name.startswith("file:"):
+        if sqlite_uri_mode(url) == "memory":
             return None
         name = name[len("file:") :].partition("#")[0]
         if name.startswith("//"):

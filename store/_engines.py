@@ -7,13 +7,14 @@ built for each Dagster step or sensor tick and disposed after therefore stayed a
 and type memos: a long-lived syncing process kept one more engine per run. ``AppDatabase.dispose`` still closes
 the shared engine's pooled connections (SQLAlchemy opens a fresh pool on next use), so nothing idles open.
 
-**Fork** (a Dagster run worker, ``multiprocessing``): a child inherits every engine's pool, and with it the
-parent's sockets and SQLite handles; two processes on one PostgreSQL socket corrupt the protocol state of both, and
-SQLite forbids a connection's use (or close) after a fork. So in the child every engine this module built, also
-one no longer shared but still held by an ``AppDatabase``, gets a new empty pool (SQLAlchemy's
-``dispose(close=False)``); the parent's pools stay referenced there, so no finalizer closes their connections. A
-fork from C code runs no at-fork hook: the next lookup here does the same, and the SQLite pool also refuses, at
-checkout, a connection another process opened (``store._sqlite_pool``).
+**Fork** (``os.fork``, ``multiprocessing``'s fork or forkserver start; ehrsync itself forks none: Dagster starts
+run workers and multiprocess steps as new interpreters, and ehrsync's jobs run their steps in process): a child
+inherits every engine's pool, and with it the parent's sockets and SQLite handles; two processes on one PostgreSQL
+socket corrupt the protocol state of both, and SQLite forbids a connection's use (or close) after a fork. So in the
+child every engine this module built, also one no longer shared but still held by an ``AppDatabase``, gets a new
+empty pool (SQLAlchemy's ``dispose(close=False)``); the parent's pools stay referenced there, so no finalizer
+closes their connections. A fork from C code runs no at-fork hook: the next lookup here does the same, and the
+SQLite pool also refuses, at checkout, a connection another process opened (``store._sqlite_pool``).
 """
 
 from __future__ import annotations

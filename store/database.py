@@ -14,7 +14,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
 from connectors.errors import ConfigurationError
-from settings.locations import app_database_url_problem, normalise_database_url, sqlite_database_file
+from settings.locations import (
+    app_database_url_problem,
+    normalise_database_url,
+    sqlite_database_file,
+    sqlite_uri_mode,
+)
 from store._engines import shared_engine
 from store._sqlite_pool import SQLITE_POOL_SIZE, guard_sqlite_pool
 
@@ -99,7 +104,7 @@ class AppDatabase:
         if parsed.get_backend_name() == "sqlite":
             path = sqlite_database_file(parsed)
             assert path is not None
-            if parsed.query.get("mode") not in ("ro", "rw"):  # SQLite may create the file: make its folder
+            if sqlite_uri_mode(parsed) not in ("ro", "rw"):  # SQLite may create the file: make its folder
                 path.parent.mkdir(parents=True, exist_ok=True)
             return cls(shared_engine(url, echo, lambda: _sqlite_engine(url, echo)))
         return cls(

@@ -1,4 +1,4 @@
-"""A child forked with an ``AppDatabase`` open (a Dagster run worker, ``multiprocessing``) never uses or closes
+"""A child forked with an ``AppDatabase`` open (``os.fork``, ``multiprocessing``'s fork start) never uses or closes
 its parent's pooled connections, on either dialect (``store._engines``): two processes on one PostgreSQL socket
 corrupt the protocol state of both, and SQLite forbids a connection's use after a fork."""
 

@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import pytest
 
+from connectors.errors import ConfigurationError
 from store import AppDatabase
 from store._refresh_lock import sqlite_refresh_lock
 from store.models import Tenant
@@ -63,3 +64,33 @@ def test_a_read_only_uri_makes_no_folder(cwd: Path, tmp_path: Path) -> None:
     AppDatabase.from_url(f"sqlite:///file:{tmp_path / 'missing' / 'app.db'}?mode=ro&uri=true")
     assert not (tmp_path / "missing").exists()
     assert _names(cwd) == []
+
+
+def test_a_mode_on_a_plain_file_name_is_ignored_as_sqlalchemy_ignores_it(cwd: Path, tmp_path: Path) -> None:
+    """Without ``uri=true`` SQLAlchemy drops ``mode=ro`` (with a warning) and SQLite makes the file: its folder
+    must be made too. ``from_url`` read the mode anyway, made no folder, and the database could not be opened."""
+    path = tmp_path / "new folder" / "app.db"
+    with pytest.warns(Warning, match="mode"):  # SQLAlchemy's, when it builds the engine
+        db = AppDatabase.from_url(f"sqlite:///{path}?mode=ro")
+    try:
+        db.migrate()
+    finally:
+        db.dispose()
+    assert _names(path.parent) == ["app.db"]
+    assert _names(cwd) == []
+
+
+def test_uri_parameters_on_a_plain_file_name_are_refused(tmp_path: Path) -> None:
+    """``uri=true`` on a name that is no ``file:`` URI: SQLAlchemy pastes the URI parameters into the name, so
+    SQLite made a file called ``app.db?cache=private``, and every command that looks for ``app.db`` first said
+    "no app database" even after ``ehrsync db migrate``. The URL is refused, naming the form to use."""
+    with pytest.raises(ConfigurationError, match=r"\(cache\) need a file: URI"):
+        AppDatabase.from_url(f"sqlite:///{tmp_path / 'app.db'}?uri=true&cache=private")
+    assert list(tmp_path.iterdir()) == []
+    db = AppDatabase.from_url(f"sqlite:///{tmp_path / 'app.db'}?uri=true&timeout=5")  # driver arguments only
+    try:
+        db.migrate()
+    finally:
+        db.dispose()
+    assert (tmp_path / "app.db").exists()
+    assert [name for name in _names(tmp_path) if "?" in name] == []
