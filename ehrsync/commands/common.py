@@ -121,4 +121,5 @@ def _refuse_missing_sqlite_file(url: str) -> None:
     parsed = make_url(normalise_database_url(url))
     path = sqlite_database_file(parsed) if parsed.get_backend_name() == "sqlite" else None
     if path is not None and not path.exists():
-        raise ConfigurationError(f"no app database at {path}: run `ehrsync db migrate` first")
+        # absolute, as SQLite resolves it from the working folder (``~`` included: SQLite does not expand it)
+        raise ConfigurationError(f"no app database at {path.absolute()}: run `ehrsync db migrate` first")

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 
-def _run(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _run(
+    *args: str, env_extra: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run(
-        [sys.executable, "-m", "ehrsync.cli", *args], capture_output=True, text=True, timeout=120, env=env
+        [sys.executable, "-m", "ehrsync.cli", *args], capture_output=True, text=True, timeout=120, env=env, cwd=cwd
     )
 
 
@@ -254,6 +256,15 @@ def test_a_command_that_reads_the_app_database_makes_none(tmp_path: Path) -> Non
         proc = _run(*args, env_extra=env)
         _one_line_failure(proc, f"no app database at {state / 'app.db'}: run `ehrsync db migrate` first")
         assert not state.exists(), args
+
+
+def test_a_missing_app_database_is_named_by_its_absolute_path(tmp_path: Path) -> None:
+    """A relative URL (``sqlite:///state/app.db``) names the file SQLite would open, from the working folder, so the
+    operator looks in the right place."""
+    env = _case_env(tmp_path, DATABASE_URL="sqlite:///state/app.db")
+    proc = _run("connections", "list", env_extra=env, cwd=tmp_path)
+    _one_line_failure(proc, f"no app database at {tmp_path.resolve() / 'state' / 'app.db'}: run `ehrsync db migrate`")
+    assert not (tmp_path / "state").exists()
 
 
 def test_unreadable_app_database_is_one_form_in_every_command(tmp_path: Path) -> None:
