@@ -110,9 +110,12 @@ def kickoff_error(exc: FhirError) -> BulkExportError:
 
 def _throttle_named(exc: RateLimitedError) -> str:
     """What throttled the kick-off, by the status really answered (a 503 with Retry-After is a throttle too), or that
-    nothing was sent (a spent quota, the call budget): the message names no status the server never gave."""
+    nothing was sent (a spent quota, the call budget, or any other throttle met before it, e.g. the token endpoint's:
+    only a plain RateLimitedError is the kick-off's own answer): the message names no status the server never gave."""
     if isinstance(exc, QuotaExhaustedError | CallBudgetBusyError):
         return "not sent: no call was left to make"
+    if type(exc) is not RateLimitedError:
+        return f"not sent: {exc.code}"
     answered = f"{exc.status} with Retry-After" if exc.status == 503 else str(exc.status)
     return (
         f"the EHR answered {answered}, as an EHR does to an export beyond its limit of concurrent exports per client, "

@@ -23,7 +23,13 @@ from connectors.bulk import (
     parse_manifest,
     verify_ndjson_file,
 )
-from connectors.errors import BulkExportBusyError, BulkExportError, BulkFileExpiredError, SecurityPolicyError
+from connectors.errors import (
+    BulkExportBusyError,
+    BulkExportError,
+    BulkFileExpiredError,
+    RateLimitedError,
+    SecurityPolicyError,
+)
 from connectors.tokens import StaticTokenSource
 from tests.connectors.helpers import BASE, TOKEN, Script, oo, recording_policy
 
@@ -160,6 +166,38 @@ def test_bdx07_a_kickoff_still_throttled_names_the_status_the_server_answered(st
     other = 503 if status == 429 else 429
     assert info.value.status == status and f"answered HTTP {status}" in str(info.value)
     assert str(other) not in str(info.value), str(info.value)
+
+
+class _TokenEndpointThrottledError(RateLimitedError):
+    """As ``engine.token_throttle.TokenEndpointThrottledError`` (connectors do not import the engine)."""
+
+    code = "token_endpoint_throttled"
+
+
+class _ThrottledTokenSource:
+    """The engine's token source when the token endpoint throttled the grant (``engine.token_throttle``)."""
+
+    def get_token(self) -> str:
+        raise _TokenEndpointThrottledError(
+            "the token endpoint throttled the token refresh (HTTP 429)", 429, retry_after=9
+        )
+
+    def refresh_after_unauthorized(self, rejected: str) -> str:
+        return self.get_token()
+
+
+def test_bdx07_a_kickoff_whose_token_request_was_throttled_says_it_was_not_sent() -> None:
+    """The token endpoint throttled the grant, so the kick-off never reached the EHR: the message says it was not
+    sent and names no answer of the EHR's to an export (before: "the EHR answered 429, as an EHR does to an export
+    beyond its limit of concurrent exports per client"); the wait is kept, so the run still notes its hold."""
+    script = Script()
+    client = BulkClient(BASE, _ThrottledTokenSource(), http=script.client(), retry=recording_policy([]))
+    with pytest.raises(BulkExportBusyError) as info:
+        client.kickoff("group", group_id="g1")
+    message = str(info.value)
+    assert "not sent" in message and "token_endpoint_throttled" in message, message
+    assert "the EHR answered" not in message and "beyond its limit" not in message, message
+    assert info.value.retry_after == 9 and script.requests == []
 
 
 def test_bdx06_relative_content_location_is_resolved() -> None:
