@@ -27,11 +27,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from connectors.errors import BulkExportBusyError
 from connectors.fhir import RetryPolicy
+from connectors.transport import bounds_of
 from engine.environment import ConnectionInfo, SyncEnvironment
 from engine.export_slot_tags import export_slot
 from engine.models import BulkJob, ExportSlotClaim, utcnow
 from engine.runs import process_gone
-from store import AppDatabase
+from store import REFRESH_LOCK_TIMEOUT_S, AppDatabase
 from store.models import Connection
 
 __all__ = ["SlotExport", "claim_slot", "slot_exports"]
@@ -76,11 +77,14 @@ def slot_exports(db: AppDatabase, conn: ConnectionInfo, deadline_s: float) -> li
     return [SlotExport(row.id, row.connection_id) for row in rows]
 
 
-def claim_ttl(policy: RetryPolicy | None) -> timedelta:
-    """Longer than any kick-off lasts (its attempts, each waiting at most the longest Retry-After waited, BDX-10, and
-    sent within the request deadline): a claim older than this is a crashed taker's on another host."""
+def claim_ttl(policy: RetryPolicy | None, request_deadline_s: float | None) -> timedelta:
+    """Longer than any kick-off lasts, so a claim older than this is a crashed taker's on another host: each attempt
+    waits at most the longest Retry-After waited (BDX-10) and the grant's refresh lock, then sends a token request
+    and the kick-off, each within the request deadline (EHRSYNC_REQUEST_DEADLINE_S; none: counted as 10 min)."""
     policy = policy or RetryPolicy()
-    return timedelta(seconds=policy.max_attempts * (policy.retry_after_max_s + 600.0))
+    request_s = request_deadline_s if request_deadline_s is not None else 600.0
+    attempt_s = policy.retry_after_max_s + REFRESH_LOCK_TIMEOUT_S + 2 * request_s + 60.0
+    return timedelta(seconds=policy.max_attempts * attempt_s)
 
 
 @contextmanager
@@ -91,7 +95,8 @@ def claim_slot(env: SyncEnvironment, conn: ConnectionInfo, run_id: str) -> Itera
     if slot is None:
         yield
         return
-    token = _claim(env.db, slot, conn, run_id, claim_ttl(env.retry))
+    ttl = claim_ttl(env.retry, (env.bounds or bounds_of(env.http)).deadline_s)
+    token = _claim(env.db, slot, conn, run_id, ttl)
     try:
         # Read after the claim is in: a job saved before its own claim was given back is seen here.
         exports = slot_exports(env.db, conn, env.bulk_deadline_s)

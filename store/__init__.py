@@ -14,6 +14,7 @@ from connectors.lazy_exports import lazy_exports
 if TYPE_CHECKING:
     from store._grants import RetryPolicy
     from store._refresh import RefreshLockTimeoutError
+    from store._refresh_lock import REFRESH_LOCK_TIMEOUT_S
     from store._states import check_usable
     from store.audit import record_audit
     from store.crypto import CipherError, TokenCipher
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from store.vault import TokenInfo, TokenVault, UnknownConnectionError, VaultTokenSource
 
 __all__ = [
+    "REFRESH_LOCK_TIMEOUT_S",
     "AppDatabase",
     "CipherError",
     "ConsumedState",
@@ -54,6 +56,7 @@ __all__ = [
 _HOMES = {
     "RetryPolicy": "store._grants",
     "RefreshLockTimeoutError": "store._refresh",
+    "REFRESH_LOCK_TIMEOUT_S": "store._refresh_lock",
     "check_usable": "store._states",
     "record_audit": "store.audit",
     "CipherError": "store.crypto",

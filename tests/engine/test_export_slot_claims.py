@@ -8,12 +8,14 @@ the EHR had finished that export long before."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +24,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from connectors.transport import bounds_of
 from engine import cursors, run_bulk_export, runs
 from engine.bulk_jobs import kickoff
 from engine.bulk_members import ExportSpec
@@ -187,4 +190,27 @@ def test_bdx07_a_live_claim_refuses_and_a_dead_processs_claim_is_taken_over(
         session.commit()
     taken = run_bulk_export(world.env, second, "taken-over")
     assert taken.status == "completed", taken.error
+    assert len(_kickoffs(request_log)) == 1
+
+
+def test_bdx07_another_hosts_claim_lives_as_long_as_a_kick_off_may_under_the_request_deadline(
+    shared_sb: Any, world: SyncWorld, http: httpx.Client, request_log: RequestLog
+) -> None:
+    """A claim of another host (its process cannot be checked) is taken over only once older than any kick-off may
+    last. With EHRSYNC_REQUEST_DEADLINE_S raised to an hour, a token request and the kick-off may each take an hour
+    per attempt: a 3-hour-old claim is still a live kick-off's, while a default-deadline export would take it."""
+    first, second = _pair(world, shared_sb, http)
+    conn = load_connection(world.env.db, first)
+    slot = export_slot(conn.provider_id, conn.client_id, conn.fhir_base)
+    assert slot is not None
+    aged = {"connection_id": first, "run_id": "elsewhere", "owner_host": "another-host", "owner_pid": 1}
+    with world.env.db.session() as session:
+        session.add(ExportSlotClaim(slot=slot, token="t" * 32, claimed_at=utcnow() - timedelta(hours=3), **aged))
+        session.commit()
+    world.env.bounds = dataclasses.replace(world.env.bounds or bounds_of(world.env.http), deadline_s=3600.0)
+    busy = run_bulk_export(world.env, second, "long-deadline")
+    assert busy.error is not None and "has a kick-off (run elsewhere) in progress" in busy.error, busy.error
+    assert not _kickoffs(request_log)
+    world.env.bounds = dataclasses.replace(world.env.bounds, deadline_s=120.0)
+    assert run_bulk_export(world.env, second, "default-deadline").status == "completed"
     assert len(_kickoffs(request_log)) == 1
