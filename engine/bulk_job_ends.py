@@ -26,9 +26,10 @@ def cancel_quietly(client: BulkClient, job: JobView) -> None:
         _log.info("could not delete the status URL of bulk job %s: %s", job.id, exc.code)
 
 
-def record_manifest(env: SyncEnvironment, job: JobView, manifest: BulkManifest) -> JobView:
+def record_manifest(env: SyncEnvironment, job: JobView, manifest: BulkManifest, *, still: str | None = None) -> JobView:
     """Store the complete export's manifest and one row per file: the job moves to ``downloading`` and its
-    connection's next run downloads the files (none is fetched or deleted here)."""
+    connection's next run downloads the files (none is fetched or deleted here). ``still``: only if the job's status
+    is still that (``bulk_state.JobMovedOnError`` otherwise)."""
     files = [
         bulk_state.ManifestFile(kind, item.type, item.url, item.count)
         for kind, items in (("output", manifest.output), ("error", manifest.error), ("deleted", manifest.deleted))
@@ -41,19 +42,23 @@ def record_manifest(env: SyncEnvironment, job: JobView, manifest: BulkManifest) 
         requires_access_token=manifest.requires_access_token,
         manifest=_manifest_json(manifest),
         files=files,
+        still=still,
     )
     checkpoint("bulk.manifest_saved")
     return bulk_state.find_job(env.db, job.id)
 
 
-def record_refusal(env: SyncEnvironment, client: BulkClient, job: JobView, exc: BulkExportError) -> bool:
+def record_refusal(
+    env: SyncEnvironment, client: BulkClient, job: JobView, exc: BulkExportError, *, still: str | None = None
+) -> bool:
     """The server says the job is over without a manifest: 404/410 (the status URL is gone) ends it ``abandoned``
     and returns True (a new export may start from the same ``_since``); any other failure ends it ``failed`` and
-    deletes its status URL (BDX-11: the server may free what it holds), returning False."""
+    deletes its status URL (BDX-11: the server may free what it holds), returning False. ``still``: as for
+    ``record_manifest``."""
     if exc.status in (404, 410):
-        bulk_state.set_job_status(env.db, job.id, "abandoned", "status URL gone")
+        bulk_state.set_job_status(env.db, job.id, "abandoned", "status URL gone", still=still)
         return True
-    bulk_state.set_job_status(env.db, job.id, "failed", str(exc))
+    bulk_state.set_job_status(env.db, job.id, "failed", str(exc), still=still)
     cancel_quietly(client, job)
     return False
 

@@ -134,6 +134,20 @@ def save_job(
         return _job_view(row)
 
 
+class JobMovedOnError(Exception):
+    """The job is no longer in the status its recorder read (``still``): another run recorded it first."""
+
+
+def _job_for_update(session: Session, job_id: str, still: str | None) -> BulkJob:
+    """The job's row, locked when ``still`` asks that its status not have moved on since it was read."""
+    job = session.get(BulkJob, job_id, with_for_update=still is not None)
+    if job is None:
+        raise LookupError(f"bulk job {job_id} vanished")
+    if still is not None and job.status != still:
+        raise JobMovedOnError(f"bulk job {job_id} is {job.status}, no longer {still}")
+    return job
+
+
 def save_manifest(
     db: AppDatabase,
     job_id: str,
@@ -142,12 +156,12 @@ def save_manifest(
     requires_access_token: bool,
     manifest: dict[str, Any],
     files: list[ManifestFile],
+    still: str | None = None,
 ) -> None:
-    """Store the manifest and one row per file, and move the job to ``downloading``, in one commit."""
+    """Store the manifest and one row per file, and move the job to ``downloading``, in one commit (JobMovedOnError,
+    nothing stored, when ``still`` is given and the job's status is no longer it)."""
     with db.locked_session() as session:
-        job = session.get(BulkJob, job_id)
-        if job is None:
-            raise LookupError(f"bulk job {job_id} vanished")
+        job = _job_for_update(session, job_id, still)
         job.transaction_time = transaction_time
         job.requires_access_token = requires_access_token
         job.manifest = manifest
@@ -176,11 +190,13 @@ def save_manifest(
         session.commit()
 
 
-def set_job_status(db: AppDatabase, job_id: str, status: str, error: str | None = None) -> None:
+def set_job_status(
+    db: AppDatabase, job_id: str, status: str, error: str | None = None, *, still: str | None = None
+) -> None:
+    """Set the job's status (JobMovedOnError, nothing changed, when ``still`` is given and the status is no longer
+    it)."""
     with db.locked_session() as session:
-        job = session.get(BulkJob, job_id)
-        if job is None:
-            raise LookupError(f"bulk job {job_id} vanished")
+        job = _job_for_update(session, job_id, still)
         job.status = status
         job.error = error
         job.updated_at = utcnow()

@@ -74,7 +74,7 @@ def _ask_once(env: SyncEnvironment, export: SlotExport) -> None:
     try:
         answer = client.check(job.status_url, cancel_on_abandon=False)
         if isinstance(answer, BulkManifest):
-            record_manifest(env, job, answer)
+            record_manifest(env, job, answer, still="polling")
             _log.info(
                 "export slot: export %s of connection %s was complete on the EHR with nobody polling it; its manifest "
                 "is saved and that connection's next run downloads its files",
@@ -86,7 +86,7 @@ def _ask_once(env: SyncEnvironment, export: SlotExport) -> None:
     except BulkExportError as exc:
         if exc.status is None:
             return
-        gone = record_refusal(env, client, job, exc)
+        gone = record_refusal(env, client, job, exc, still="polling")
         _log.info(
             "export slot: export %s of connection %s, which nobody polled, is over on the EHR (HTTP %s): %s; that "
             "connection's next run exports again from its _since",
@@ -101,5 +101,7 @@ def _ask_once(env: SyncEnvironment, export: SlotExport) -> None:
         _log.info(
             "export slot: could not ask about export %s of connection %s: %s", job.id, export.connection_id, exc.code
         )
+    except bulk_state.JobMovedOnError:  # a run of that connection (another host's) recorded it while we asked
+        _log.info("export slot: export %s of connection %s was recorded by its own run", job.id, export.connection_id)
     finally:
         client.close()

@@ -24,8 +24,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from connectors.bulk import BulkClient
 from connectors.transport import bounds_of
-from engine import cursors, run_bulk_export, runs
+from engine import bulk_state, cursors, run_bulk_export, runs
 from engine.bulk_jobs import kickoff
 from engine.bulk_members import ExportSpec
 from engine.bulk_state import JobView, find_job
@@ -214,3 +215,26 @@ def test_bdx07_another_hosts_claim_lives_as_long_as_a_kick_off_may_under_the_req
     world.env.bounds = dataclasses.replace(world.env.bounds, deadline_s=120.0)
     assert run_bulk_export(world.env, second, "default-deadline").status == "completed"
     assert len(_kickoffs(request_log)) == 1
+
+
+def test_bdx07_an_answer_about_an_export_its_own_run_recorded_meanwhile_changes_nothing(
+    start_sandbox: Any, world: SyncWorld, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe asks about a job nobody seemed to poll; while it asks, the job's own run (on another host, which
+    the probe cannot see) finishes it. The probe's answer must not move the completed job back to ``downloading``
+    (its files would be fetched and merged again, and a finished job reopened)."""
+    sb = start_sandbox(bulk_throttle_s=1.0)
+    first, second = _pair(world, sb, http)
+    job = _crashed_export(world, first)
+    _wait_done(world, first, job)
+    real_check = BulkClient.check
+
+    def finished_elsewhere(self: BulkClient, url: str, **kwargs: Any) -> Any:
+        answer = real_check(self, url, **kwargs)
+        if url == job.status_url:
+            bulk_state.set_job_status(world.env.db, job.id, "completed")  # the owner's run, meanwhile
+        return answer
+
+    monkeypatch.setattr(BulkClient, "check", finished_elsewhere)
+    assert run_bulk_export(world.env, second, "after").status == "completed"
+    assert find_job(world.env.db, job.id).status == "completed"
