@@ -104,7 +104,7 @@ class ExportSlotClaim(Base):
 
     __tablename__ = "export_slot_claims"
 
-    slot: Mapped[str] = mapped_column(String(80), primary_key=True)  # engine.export_slots.export_slot's value
+    slot: Mapped[str] = mapped_column(String(80), primary_key=True)  # engine.export_slot_tags.export_slot's value
     token: Mapped[str] = mapped_column(String(32), nullable=False)  # this claim's own (given back by it only)
     connection_id: Mapped[str] = mapped_column(String(64), nullable=False)
     run_id: Mapped[str] = mapped_column(String(64), nullable=False)
