@@ -10,6 +10,7 @@ from pydantic import Field
 
 from connectors.bulk.file_limits import DEFAULT_LOW_SPEED
 from connectors.transport import LowSpeedLimit
+from engine.setting_defaults import DEFAULT_LANDING_RETENTION_DAYS, MAX_LANDING_RETENTION_DAYS
 from warehouse import AttachmentStore, LandingZone
 
 __all__ = ["LandingZoneResource", "unset_field"]
@@ -55,7 +56,10 @@ class LandingZoneResource(ConfigurableResource["LandingZoneResource"]):
     max_resource_bytes: int | None = unset_field("Largest resource landed (EHRSYNC_MAX_RESOURCE_BYTES).", ge=1024)
     lock_wait_s: float | None = unset_field("Wait for a busy connection (EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS).", ge=0)
     retention_days: int = Field(
-        default=7, ge=0, le=3650, description="Days merged landing files are kept (EHRSYNC_LANDING_RETENTION_DAYS)."
+        default=DEFAULT_LANDING_RETENTION_DAYS,
+        ge=0,
+        le=MAX_LANDING_RETENTION_DAYS,
+        description="Days merged landing files are kept (EHRSYNC_LANDING_RETENTION_DAYS).",
     )
 
     def limits(self) -> dict[str, Any]:
