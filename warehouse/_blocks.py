@@ -9,7 +9,7 @@ reader of ``warehouse/zone.py`` reported for it), in file order with the blocks 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -56,7 +56,7 @@ def _prefix(line: bytes, limit: int) -> bytes:
     return line[: min(limit, QUARANTINE_PREFIX_BYTES)]
 
 
-def _split(buf: bytes, end: int, first_line: int, limit: int) -> Block:
+def _split(buf: bytes | bytearray, end: int, first_line: int, limit: int) -> Block:
     """The whole lines of ``buf[:end]`` (``end`` just after a newline) as one block."""
     # zero-copy over ``buf`` (pa.array() of a memoryview copied it through a builder: ~35 MB more peak RSS)
     bounds = pa.py_buffer(struct.pack("<qq", 0, end - 1))
@@ -71,22 +71,82 @@ def _split(buf: bytes, end: int, first_line: int, limit: int) -> Block:
     return Block(first_line, lines, oversize)
 
 
+class _ReadBuffer:
+    """One buffer a file is read into, reused block after block: the partial line a block leaves is moved to its
+    front, instead of a new ``bytes`` per read and another for it joined to the carried line (issue 14: each a
+    few MiB that glibc serves from a fragmenting heap). Safe to reuse only because ``_split`` copies the lines
+    out of it (``tests/warehouse/test_read_buffer.py`` compares every landed row with its source line)."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh = fh
+        self._readinto: Callable[[memoryview], int | None] | None = getattr(fh, "readinto", None)
+        self.data = bytearray(READ_BYTES)
+        self.filled = 0  # bytes of ``data`` that hold the file's content: the carried line, then the last read
+
+    def _make_room(self) -> None:
+        """Room for at least half a read after the carried bytes: twice the buffer when a long line outgrows it
+        (doubling keeps the copies of a line held whole linear in its length), back to a read's size after it."""
+        kept, size = self.filled, len(self.data)
+        if size - kept < max(1, READ_BYTES // 2):
+            size = max(kept + READ_BYTES, 2 * size)
+        elif size > 2 * READ_BYTES and kept + READ_BYTES < size // 4:
+            size = kept + READ_BYTES
+        else:
+            return
+        grown = bytearray(size)
+        grown[:kept] = memoryview(self.data)[:kept]
+        self.data = grown
+
+    def fill(self) -> int:
+        """Read up to READ_BYTES after the carried bytes; returns the bytes read (0 at the end of the file)."""
+        self._make_room()
+        kept = self.filled
+        with memoryview(self.data) as view:
+            want = min(len(view) - kept, READ_BYTES)
+            if self._readinto is not None:
+                got = self._readinto(view[kept : kept + want]) or 0
+            else:  # a reader without readinto (not an io object)
+                chunk = self._fh.read(want)
+                got = len(chunk)
+                view[kept : kept + got] = chunk
+        self.filled = kept + got
+        return got
+
+    def keep_from(self, start: int) -> None:
+        """Keep ``data[start:filled]`` (a partial line) at the front for the next read."""
+        kept = self.filled - start
+        if kept and start:
+            with memoryview(self.data) as view:
+                view[:kept] = view[start : self.filled]
+        self.filled = kept
+
+    def keep(self, rest: bytes) -> None:
+        """Hold ``rest`` (read past an over-long line) at the front instead of what was there."""
+        if len(rest) > len(self.data):
+            self.data = bytearray(len(rest) + READ_BYTES)
+        self.data[: len(rest)] = rest
+        self.filled = len(rest)
+
+
 def read_blocks(fh: BinaryIO, limit: int) -> Iterator[Block | Oversize]:
     """Every line of ``fh`` in order; ``limit`` is the longest line held whole (resource + CRLF)."""
-    carry = b""
+    buf = _ReadBuffer(fh)
     line_no = 1
-    while chunk := fh.read(READ_BYTES):
-        buf = carry + chunk if carry else chunk
-        end = buf.rfind(b"\n") + 1
+    while buf.fill():
+        end = buf.data.rfind(b"\n", 0, buf.filled) + 1
         if end:
-            block = _split(buf, end, line_no, limit)
+            block = _split(buf.data, end, line_no, limit)  # a copy: ``buf`` is free again once it returns
             line_no += len(block.lines)
             yield block
-        carry = buf[end:]
-        if len(carry) >= limit:
-            over, carry = _drain(fh, carry, line_no, limit)
+        if buf.filled - end >= limit:
+            with memoryview(buf.data) as view:
+                over, rest = _drain(fh, view[end : buf.filled], line_no, limit)
+            buf.keep(rest)
             yield over
             line_no += 1
+        else:
+            buf.keep_from(end)
+    carry = bytes(buf.data[: buf.filled])
     end = carry.rfind(b"\n") + 1  # what followed the last over-long line
     if end:
         block = _split(carry, end, line_no, limit)
@@ -99,10 +159,10 @@ def read_blocks(fh: BinaryIO, limit: int) -> Iterator[Block | Oversize]:
         yield _split(carry + b"\n", len(carry) + 1, line_no, limit)
 
 
-def _drain(fh: BinaryIO, head: bytes, line_no: int, limit: int) -> tuple[Oversize, bytes]:
+def _drain(fh: BinaryIO, head: memoryview, line_no: int, limit: int) -> tuple[Oversize, bytes]:
     """Read past an over-long line whose first ``len(head) >= limit`` bytes are read, never holding it whole;
     returns it and the bytes read after its newline."""
-    prefix, size, tail = _prefix(head, limit), len(head), head[-DRAIN_BYTES:]
+    prefix, size, tail = bytes(head[: min(limit, QUARANTINE_PREFIX_BYTES)]), len(head), bytes(head[-DRAIN_BYTES:])
     while True:
         chunk = fh.read(READ_BYTES)
         if not chunk:
