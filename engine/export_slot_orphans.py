@@ -17,10 +17,11 @@ import logging
 
 from sqlalchemy import select
 
-from connectors.bulk import BulkManifest
+from connectors.bulk import BulkClient, BulkManifest
 from connectors.errors import BulkExportError, BulkStatusUnavailableError, EhrSyncError
 from engine import bulk_state
 from engine.bulk_job_ends import record_manifest, record_refusal
+from engine.bulk_state import JobView
 from engine.connection_lock import ConnectionBusyError, connection_lock
 from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
 from engine.errors import SyncError
@@ -72,6 +73,18 @@ def _ask_once(env: SyncEnvironment, export: SlotExport) -> None:
         return
     client = env.bulk_client(owner)
     try:
+        _ask_and_record(env, client, job, export)
+    except bulk_state.JobMovedOnError:  # a run of that connection (another host's) recorded it while we asked
+        _log.info("export slot: export %s of connection %s was recorded by its own run", job.id, export.connection_id)
+    finally:
+        client.close()
+
+
+def _ask_and_record(env: SyncEnvironment, client: BulkClient, job: JobView, export: SlotExport) -> None:
+    """The status request and its answer recorded, only while the job is still ``polling``: a record found moot
+    raises JobMovedOnError, from the answer's branch or the refusal's handler alike (a sibling ``except`` clause
+    would not catch it there)."""
+    try:
         answer = client.check(job.status_url, cancel_on_abandon=False)
         if isinstance(answer, BulkManifest):
             record_manifest(env, job, answer, still="polling")
@@ -101,7 +114,3 @@ def _ask_once(env: SyncEnvironment, export: SlotExport) -> None:
         _log.info(
             "export slot: could not ask about export %s of connection %s: %s", job.id, export.connection_id, exc.code
         )
-    except bulk_state.JobMovedOnError:  # a run of that connection (another host's) recorded it while we asked
-        _log.info("export slot: export %s of connection %s was recorded by its own run", job.id, export.connection_id)
-    finally:
-        client.close()

@@ -217,24 +217,30 @@ def test_bdx07_another_hosts_claim_lives_as_long_as_a_kick_off_may_under_the_req
     assert len(_kickoffs(request_log)) == 1
 
 
+@pytest.mark.parametrize("ehr_side", ["finished", "gone"])
 def test_bdx07_an_answer_about_an_export_its_own_run_recorded_meanwhile_changes_nothing(
-    start_sandbox: Any, world: SyncWorld, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+    start_sandbox: Any, world: SyncWorld, http: httpx.Client, monkeypatch: pytest.MonkeyPatch, ehr_side: str
 ) -> None:
     """The probe asks about a job nobody seemed to poll; while it asks, the job's own run (on another host, which
     the probe cannot see) finishes it. The probe's answer must not move the completed job back to ``downloading``
-    (its files would be fetched and merged again, and a finished job reopened)."""
+    (its files would be fetched and merged again, and a finished job reopened), nor to ``abandoned``; and the
+    answer found moot must not fail the probing run (before, a 404 found moot escaped the probe: the run failed)."""
     sb = start_sandbox(bulk_throttle_s=1.0)
     first, second = _pair(world, sb, http)
     job = _crashed_export(world, first)
     _wait_done(world, first, job)
+    if ehr_side == "gone":
+        client = world.env.bulk_client(load_connection(world.env.db, first))
+        client.cancel(job.status_url)
+        client.close()
     real_check = BulkClient.check
 
     def finished_elsewhere(self: BulkClient, url: str, **kwargs: Any) -> Any:
-        answer = real_check(self, url, **kwargs)
         if url == job.status_url:
             bulk_state.set_job_status(world.env.db, job.id, "completed")  # the owner's run, meanwhile
-        return answer
+        return real_check(self, url, **kwargs)
 
     monkeypatch.setattr(BulkClient, "check", finished_elsewhere)
-    assert run_bulk_export(world.env, second, "after").status == "completed"
+    after = run_bulk_export(world.env, second, "after")
+    assert after.status == "completed", after.error
     assert find_job(world.env.db, job.id).status == "completed"
