@@ -111,17 +111,18 @@ def claim_slot(env: SyncEnvironment, conn: ConnectionInfo, run_id: str) -> Itera
 
 def _claim(db: AppDatabase, slot: str, conn: ConnectionInfo, run_id: str, ttl: timedelta) -> str:
     """Insert the slot's claim row, or raise BulkExportBusyError naming the live claim that holds it; a claim whose
-    process is known gone (``engine.runs.process_gone``), or older than ``ttl``, is deleted first (by its own token,
-    so of two processes taking it over only one wins the insert)."""
+    process is known gone (``engine.runs.process_gone``), or past the expiry its taker set (``ttl`` after its claim, by
+    the taker's own settings: another host's deadline may be longer than this one's), is deleted first (by its own
+    token, so of two processes taking it over only one wins the insert)."""
     token = uuid.uuid4().hex
     dialect = postgresql if db.dialect == "postgresql" else sqlite
     for _ in range(2):
         with db.locked_session() as session:  # SQLite: BEGIN IMMEDIATE, so the read and the insert are one
             held = session.get(ExportSlotClaim, slot)
-            if held is not None and (process_gone(held.owner_pid, held.owner_host) or held.claimed_at < utcnow() - ttl):
+            if held is not None and (process_gone(held.owner_pid, held.owner_host) or held.expires_at < utcnow()):
                 _log.info(
-                    "export slot %s: taking over the claim of run %s (its process is gone, or it is older than any "
-                    "kick-off lasts)",
+                    "export slot %s: taking over the claim of run %s (its process is gone, or it is past the time any "
+                    "kick-off of its taker could last)",
                     slot,
                     held.run_id,
                 )
@@ -131,7 +132,9 @@ def _claim(db: AppDatabase, slot: str, conn: ConnectionInfo, run_id: str, ttl: t
             elif held is not None:
                 raise _busy(conn.provider_id, f"connection {held.connection_id}", f"a kick-off (run {held.run_id})")
             row = {"slot": slot, "token": token, "connection_id": conn.id, "run_id": run_id}
-            owner = {"owner_pid": os.getpid(), "owner_host": socket.gethostname(), "claimed_at": utcnow()}
+            now = utcnow()
+            owner = {"owner_pid": os.getpid(), "owner_host": socket.gethostname(), "claimed_at": now}
+            owner["expires_at"] = now + ttl
             inserted = session.execute(
                 dialect.insert(ExportSlotClaim)
                 .values(**row, **owner)

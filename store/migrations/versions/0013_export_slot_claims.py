@@ -1,7 +1,8 @@
 """Export slot claims (``engine.export_slots``): a kick-off under way on a vendor's one-export-per-client slot.
 
 Before, two processes could both find the slot free and both kick off (the second answered 429). A claim row, keyed
-on the slot, is inserted before the ``$export`` request and deleted once its job is saved or the kick-off failed.
+on the slot, is inserted before the ``$export`` request and deleted once its job is saved or the kick-off failed;
+its taker sets when it may be taken over (``expires_at``), from its own settings.
 
 Revision ID: 0013
 Revises: 0012
@@ -28,6 +29,7 @@ def upgrade() -> None:
         sa.Column("owner_pid", sa.Integer(), nullable=False),
         sa.Column("owner_host", sa.String(255), nullable=False),
         sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("slot"),
     )
 
