@@ -39,6 +39,7 @@ __all__ = [
     "SourceKey",
     "SourceThrottle",
     "SourceThrottles",
+    "rate_limit_in",
     "source_key",
     "source_origins",
     "source_throttle",
@@ -95,6 +96,17 @@ def throttle_end(at: datetime, retry_after: float | None) -> datetime:
     at most ``MAX_WAIT_S`` (a longer time is a server's mistake, and past a datetime's range would raise)."""
     wait = retry_after if retry_after is not None and retry_after > 0 else DEFAULT_WAIT_S
     return at + timedelta(seconds=min(wait, MAX_WAIT_S))
+
+
+def rate_limit_in(exc: BaseException) -> RateLimitedError | None:
+    """The throttle ``exc`` was raised from (``raise ... from``), when one was: a Bulk file's 429 re-typed as a
+    ``BulkExportError`` keeps the ``RateLimitedError`` with its Retry-After as its cause."""
+    cause: BaseException | None = exc
+    for _ in range(_CAUSE_DEPTH):
+        if cause is None or isinstance(cause, RateLimitedError):
+            return cause
+        cause = cause.__cause__
+    return None
 
 
 def unopened_origin(exc: BaseException) -> str | None:

@@ -22,7 +22,7 @@ from connectors.errors import (
     loggable_message,
 )
 from engine import bulk_members, bulk_state, cursors, runs
-from engine.batch_defer import throttle_end
+from engine.batch_defer import rate_limit_in, throttle_end
 from engine.bulk_files import ExportExpiredError, process_files
 from engine.bulk_job_ends import cancel_quietly
 from engine.bulk_jobs import BulkProgress, await_manifest, kickoff, next_since
@@ -33,6 +33,7 @@ from engine.checkpoints import checkpoint
 from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
 from engine.models import utcnow
 from engine.reports import BulkReport
+from engine.run_holds import note_hold, note_source_throttle
 from warehouse.errors import WarehouseError
 
 _log = logging.getLogger(__name__)
@@ -93,20 +94,25 @@ def run_bulk_export(
         report.error = f"{code}: {exc}"  # the server's diagnostics stay in the run's error, never in the logs
         _log.warning("bulk export of %s failed: %s: %s", connection_id, code, loggable_message(exc))
         runs.fail(env.db, run_id, report.error, _run_counts(report))
-        _note_retry_after(env, run_id, exc)
+        _note_retry_after(env, run_id, connection_id, exc)
     finally:
         client.close()
         report.duration_s = time.monotonic() - started
     return report
 
 
-def _note_retry_after(env: SyncEnvironment, run_id: str, exc: Exception) -> None:
-    """BDX-07: a kick-off the EHR throttled (429, or 503 with Retry-After): the scheduler asks for nothing before
-    the time it named, or ``DEFAULT_WAIT_S`` when it named none (a day at most), as for a REST step's throttle
-    (``engine.batch_defer.throttle_end``); before, a silent 429 noted nothing and Dagster's automatic retry kicked
-    off into it at once. A refusal of ehrsync's own (the export slot busy: no answer) notes none."""
-    if isinstance(exc, BulkExportBusyError) and (exc.status is not None or exc.retry_after):
-        runs.hold_until(env.db, run_id, throttle_end(utcnow(), exc.retry_after))
+def _note_retry_after(env: SyncEnvironment, run_id: str, connection_id: str, exc: Exception) -> None:
+    """BDX-07/BDX-10: a kick-off the EHR throttled (429, or 503 with Retry-After): the scheduler asks for nothing
+    before the time it named, or ``DEFAULT_WAIT_S`` when it named none (a day at most), as for a REST step's
+    throttle (``engine.batch_defer.throttle_end``); before, a silent 429 noted nothing and Dagster's automatic retry
+    kicked off into it at once. A refusal of ehrsync's own (the export slot busy: no answer) notes none. Any other
+    source-wide stop (a long throttle on the CapabilityStatement read or a file download, an unreachable source)
+    notes its hold as a REST step's does (``engine.run_holds.note_source_throttle``); a hold is never shortened."""
+    if isinstance(exc, BulkExportBusyError):
+        if exc.status is not None or exc.retry_after:
+            note_hold(env.db, run_id, throttle_end(utcnow(), exc.retry_after))
+        return
+    note_source_throttle(env.db, run_id, connection_id, rate_limit_in(exc) or exc)
 
 
 def _incomplete(types: list[str]) -> BulkExportIncompleteError:

@@ -19,14 +19,22 @@ from typing import Any
 import orjson
 
 from connectors.bulk import BulkClient
-from connectors.errors import BulkExportError, BulkFileExpiredError, EhrSyncError, NeedsReauthError
+from connectors.errors import (
+    BulkExportError,
+    BulkFileExpiredError,
+    EhrSyncError,
+    NeedsReauthError,
+    RateLimitedError,
+)
 from engine import bulk_file_counts, bulk_state
+from engine.batch_defer import rate_limit_in, throttle_end
 from engine.bulk_fetch import FetchedFile, fetch_file
 from engine.bulk_merge_group import MergeGroup
 from engine.bulk_special import apply_deleted, apply_error_file
 from engine.checkpoints import checkpoint
 from engine.environment import ConnectionInfo, SyncEnvironment
 from engine.handoff import landed_from_json, landed_to_json
+from engine.models import utcnow
 from engine.reports import BulkReport
 from warehouse import LandedFile, Warehouse
 from warehouse.errors import WarehouseError
@@ -72,11 +80,19 @@ class _Failures:
 
     messages: list[str] = field(default_factory=list)
     diagnostics: list[str | None] = field(default_factory=list)  # the server's: kept out of the logs
+    #: The longest throttle a download met (a 429/503 past what ehrsync waits): the run's error is raised from it,
+    #: so the run notes the source's hold as a kick-off's or a REST step's throttle does (BDX-10).
+    throttle: RateLimitedError | None = None
 
     def add(self, env: SyncEnvironment, f: bulk_state.FileView, exc: Exception) -> None:
         self.messages.append(f"{f.resource_type}: {getattr(exc, 'code', type(exc).__name__)}: {exc}")
         self.diagnostics.append(getattr(exc, "diagnostics", None))
         bulk_state.update_file(env.db, f.id, attempts=f.attempts + 1, error=str(exc)[:2000])
+        met, at = rate_limit_in(exc), utcnow()
+        if met is not None and (
+            self.throttle is None or throttle_end(at, met.retry_after) > throttle_end(at, self.throttle.retry_after)
+        ):
+            self.throttle = met
 
     def raise_any(self, report: BulkReport) -> None:
         if self.messages:
@@ -84,7 +100,7 @@ class _Failures:
             raise BulkExportError(
                 f"{len(self.messages)} bulk file(s) failed; the next run resumes them: {self.messages[0]}",
                 diagnostics=self.diagnostics[0],
-            )
+            ) from self.throttle
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ Before a kick-off, a run asks the EHR once about each such job of its slot, with
 is recorded as the job's own run would record it: complete, the manifest is saved (the job moves to
 ``downloading``, and its connection's next run downloads the files: none is fetched or deleted here); gone
 (404/410), ``abandoned``; failed, ``failed`` and its status URL deleted (BDX-11). Each frees the slot. Still in
-progress, or no answer, the job keeps holding it: the EHR still counts that export.
+progress, or no answer, the job keeps holding it: the EHR still counts that export. So does a job whose grant's
+token is due a refresh another process is making: the probe does not wait for it (up to the refresh lock's 300 s)
+while it holds that connection's lock, which that connection's own run waits 30 s for.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from engine.export_slot_tags import export_slot
 from engine.export_slots import SlotExport, slot_exports
 from engine.models import SyncRun
 from engine.runs import process_gone
-from store import AppDatabase
+from store import AppDatabase, RefreshLockTimeoutError
 
 __all__ = ["free_orphaned_exports"]
 
@@ -85,6 +87,9 @@ def _ask_and_record(env: SyncEnvironment, client: BulkClient, job: JobView, expo
     raises JobMovedOnError, from the answer's branch or the refusal's handler alike (a sibling ``except`` clause
     would not catch it there)."""
     try:
+        # the grant's token, refreshed now if due, without waiting on another process's refresh: that wait (up to
+        # the refresh lock's 300 s) would hold this connection's lock, and its own run fails connection_busy
+        env.vault.get_access_token(export.connection_id, wait_for_lock=False)
         answer = client.check(job.status_url, cancel_on_abandon=False)
         if isinstance(answer, BulkManifest):
             record_manifest(env, job, answer, still="polling")
@@ -109,6 +114,12 @@ def _ask_and_record(env: SyncEnvironment, client: BulkClient, job: JobView, expo
             "its status URL is gone, the job is abandoned"
             if gone
             else "it failed; the job is failed and its status URL deleted (DELETE, Bulk Data)",
+        )
+    except RefreshLockTimeoutError:  # the job keeps the slot, as for no answer; a later kick-off asks again
+        _log.info(
+            "export slot: export %s of connection %s not asked about: its grant is being refreshed",
+            job.id,
+            export.connection_id,
         )
     except EhrSyncError as exc:
         _log.info(

@@ -24,7 +24,14 @@ from engine.batch_defer import SourceThrottle, source_origins, source_throttle
 from engine.runs import SyncRunRecord
 from store import AppDatabase
 
-__all__ = ["connection_held_until", "held_until", "newest_row", "note_connection_throttle", "note_source_throttle"]
+__all__ = [
+    "connection_held_until",
+    "held_until",
+    "newest_row",
+    "note_connection_throttle",
+    "note_hold",
+    "note_source_throttle",
+]
 
 
 def newest_row(db: AppDatabase, row_ids: Sequence[str]) -> SyncRunRecord | None:
@@ -59,9 +66,17 @@ def note_source_throttle(db: AppDatabase, run_id: str, connection_id: str, exc: 
     """When ``exc`` (a step's failure) holds for the connection's whole source (``engine.batch_defer``: a throttle,
     a spent quota, an unreachable host), note its time on the run's row; returns it (None: the step's own)."""
     throttle = source_throttle(exc, connection_id, origins=source_origins(db, connection_id))
-    if throttle is not None and runs.get(db, run_id) is not None:
-        runs.hold_until(db, run_id, throttle.until)
+    if throttle is not None:
+        note_hold(db, run_id, throttle.until)
     return throttle
+
+
+def note_hold(db: AppDatabase, run_id: str, until: datetime) -> None:
+    """Note ``until`` as the run's ``not_before``, unless the row already holds it longer (a hold is never
+    shortened: the source's longest word stands). A run without a row has nowhere to note it."""
+    row = runs.get(db, run_id)
+    if row is not None and _held(row, until) is None:
+        runs.hold_until(db, run_id, until)
 
 
 def note_connection_throttle(db: AppDatabase, connection_id: str, exc: BaseException) -> SourceThrottle | None:

@@ -102,12 +102,14 @@ def run_locked_refresh(
     force: bool,
     clock: Callable[[], datetime],
     keep_valid: bool = True,
+    wait_for_lock: bool = True,
 ) -> str:
     """Refresh (or mint, for backend connections) unless another process already did; errors are raised after
     the status and audit changes are committed. ``keep_valid`` False: a refresh that was not made although the
-    current token is still valid (transient failure, no refresh token) raises why instead of answering that token."""
+    current token is still valid (transient failure, no refresh token) raises why instead of answering that token.
+    ``wait_for_lock`` False: another process refreshing the grant raises ``RefreshLockTimeoutError`` at once."""
     if db.dialect == "sqlite":
-        with sqlite_refresh_lock(db, connection_id):
+        with sqlite_refresh_lock(db, connection_id, timeout_s=None if wait_for_lock else 0):
             with db.session() as session:
                 step = _prepare(session, cipher, grants, connection_id, rejected, force, clock)
             outcome = step if isinstance(step, RefreshOutcome) else _grant(step, grants, connection_id)
@@ -118,7 +120,7 @@ def run_locked_refresh(
                 pause_same_client(db, connection_id, outcome.refusal, clock())
     else:
         with db.locked_session() as session:
-            lock_row(session, connection_id)
+            lock_row(session, connection_id, wait=wait_for_lock)
             step = _prepare(session, cipher, grants, connection_id, rejected, force, clock)
             outcome = step if isinstance(step, RefreshOutcome) else _grant(step, grants, connection_id)
             outcome = apply_outcome(session, cipher, connection_id, outcome, clock)

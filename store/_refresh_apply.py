@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from connectors.errors import EhrSyncError, NeedsReauthError, UnusableTokenAnswerError
 from connectors.smart import TokenResponse
+from store._refresh_lock import RefreshLockTimeoutError
 from store._same_client import ClientRefusal
 from store._states import AFTER_401_MARK
 from store.audit import audit_connection
@@ -26,22 +28,29 @@ from store.tokenrows import keep_refresh_token, open_field, write_tokens
 __all__ = ["RefreshOutcome", "apply_outcome", "lock_row", "unusable_answer_outcome"]
 
 logger = logging.getLogger(__name__)
+_LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL: NOWAIT met a lock
 
 
-def lock_row(session: Session, connection_id: str) -> TokenRecord | None:
+def lock_row(session: Session, connection_id: str, *, wait: bool = True) -> TokenRecord | None:
     """Lock the connection row, then return its tokens row, both ``FOR UPDATE`` for this transaction.
 
     The connection row always exists, so the lock also serializes the first token of a connection (a
-    backend mint), when there is no tokens row to lock yet. SQLite already holds the write lock.
+    backend mint), when there is no tokens row to lock yet. SQLite already holds the write lock. ``wait`` False
+    (PostgreSQL): ``NOWAIT``, ``RefreshLockTimeoutError`` at once when another transaction holds either row.
     """
-    session.execute(select(Connection.id).where(Connection.id == connection_id).with_for_update())
-    stmt = (
-        select(TokenRecord)
-        .where(TokenRecord.connection_id == connection_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return session.scalars(stmt).one_or_none()
+    try:
+        session.execute(select(Connection.id).where(Connection.id == connection_id).with_for_update(nowait=not wait))
+        stmt = (
+            select(TokenRecord)
+            .where(TokenRecord.connection_id == connection_id)
+            .with_for_update(nowait=not wait)
+            .execution_options(populate_existing=True)
+        )
+        return session.scalars(stmt).one_or_none()
+    except OperationalError as exc:
+        if wait or getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+            raise
+        raise RefreshLockTimeoutError(f"connection {connection_id}: another transaction holds its token") from exc
 
 
 @dataclass(frozen=True)

@@ -141,10 +141,12 @@ class TokenVault:
         audit_connection(session, conn, action="token.save", outcome="success", detail=detail)
 
     # -- handing out -------------------------------------------------------------------------------------
-    def get_access_token(self, connection_id: str) -> str:
-        """A usable access token; refreshes first when < 20 % of the lifetime or < 60 s is left (SAL-23)."""
+    def get_access_token(self, connection_id: str, *, wait_for_lock: bool = True) -> str:
+        """A usable access token; refreshes first when < 20 % of the lifetime or < 60 s is left (SAL-23).
+        ``wait_for_lock`` False: when another process is refreshing the grant, ``RefreshLockTimeoutError`` at once
+        instead of waiting up to ``REFRESH_LOCK_TIMEOUT_S`` (work that may as well not happen now)."""
         token = self._decrypting(connection_id, lambda: self._current_token(connection_id))
-        return token if token is not None else self.refresh(connection_id)
+        return token if token is not None else self.refresh(connection_id, wait_for_lock=wait_for_lock)
 
     def _current_token(self, connection_id: str) -> str | None:
         """The stored access token while it is fresh enough, else None (a refresh is due)."""
@@ -177,10 +179,23 @@ class TokenVault:
 
     # -- refreshing --------------------------------------------------------------------------------------
     def refresh(
-        self, connection_id: str, *, rejected: str | None = None, force: bool = False, keep_valid: bool = True
+        self,
+        connection_id: str,
+        *,
+        rejected: str | None = None,
+        force: bool = False,
+        keep_valid: bool = True,
+        wait_for_lock: bool = True,
     ) -> str:
         """Refresh under the cross-process lock unless another process already did; see module docstring."""
-        run = partial(_refresh.run_locked_refresh, self._db, self._cipher, self._grants, clock=self._clock)
+        run = partial(
+            _refresh.run_locked_refresh,
+            self._db,
+            self._cipher,
+            self._grants,
+            clock=self._clock,
+            wait_for_lock=wait_for_lock,
+        )
         return self._decrypting(
             connection_id, lambda: run(connection_id, rejected=rejected, force=force, keep_valid=keep_valid)
         )

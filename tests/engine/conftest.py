@@ -79,6 +79,13 @@ def world(tmp_path: Path, http: httpx.Client) -> SyncWorld:
     return make_environment(tmp_path / "world", http=http)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def slot_world(request: pytest.FixtureRequest, tmp_path: Path, http: httpx.Client) -> SyncWorld:
+    """A world on each app database (SQLite, and a throwaway PostgreSQL): locks differ between them."""
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    return make_environment(tmp_path / "world", http=http, app_db_url=url)
+
+
 @pytest.fixture(scope="module")
 def module_sandbox() -> Iterator[SandboxServer]:
     """One sandbox per test module for tests that neither mutate data nor need start-up settings."""

@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,13 +35,7 @@ from engine.export_slots import claim_slot, claim_ttl
 from engine.models import ExportSlotClaim, SyncRun, utcnow
 from store.models import Connection
 from tests.engine.conftest import RequestLog
-from tests.engine.helpers import SyncWorld, _add_connection, connect_backend, make_environment
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def slot_world(request: pytest.FixtureRequest, tmp_path: Path, http: httpx.Client) -> SyncWorld:
-    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    return make_environment(tmp_path / "world", http=http, app_db_url=url)
+from tests.engine.helpers import SyncWorld, _add_connection, connect_backend
 
 
 def _pair(world: SyncWorld, sb: Any, http: httpx.Client) -> tuple[str, str]:
