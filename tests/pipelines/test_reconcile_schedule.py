@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from dagster import DagsterInstance, RunRequest
 from dagster._core.storage.tags import RUN_KEY_TAG
 from dagster._core.test_utils import create_run_for_test
@@ -14,6 +15,7 @@ from engine import runs
 from engine.run_tags import CONNECTION_TAG, TRIGGER_TAG
 from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME
 from pipelines.defs.maintenance.jobs import HOURS_A_WEEK, RECONCILE_JOB, reconcile_hour
+from pipelines.defs.maintenance.reconcile_slots import HELD_TAG
 from tests.pipelines.appdb import AppDb
 from tests.pipelines.scheduler import weekly_reconcile_ticks
 
@@ -72,20 +74,25 @@ def test_a_connection_held_at_its_hour_is_asked_for_once_the_hold_ends(
     assert asked == {first_after: [(cid, f"reconcile:{cid}:{slot:%Y%m%d}", "reconcile")]}
 
 
-def test_a_hold_met_by_the_hours_own_run_asks_for_no_second_run(
-    app_db: AppDb, dagster_instance_on_disk: DagsterInstance
+@pytest.mark.parametrize("sent", [True, False], ids=["met_in_the_run", "held_before_any_request"])
+def test_a_hold_after_the_hour_asks_again_only_if_the_hours_run_sent_nothing(
+    app_db: AppDb, dagster_instance_on_disk: DagsterInstance, sent: bool
 ) -> None:
-    """Not held at its hour, the connection's run was asked for; the hold it (or a sync) met after the hour, once
-    ended, asks for none again: Dagster's run-key dedup of a schedule holds only within one tick."""
+    """Not held at its hour, the connection's run was asked for. A hold it (or a sync) met after the hour, once
+    ended, asks for no second run (Dagster's run-key dedup of a schedule holds only within one tick); but when
+    the hold came before the run sent anything (it waited in the queue: failed `not tried`, tagged), the slot is
+    asked for again, with its run key, once the hold ends."""
     cid, slot = _early_in_the_week(app_db, dagster_instance_on_disk)
     row = app_db.add_sync_row(cid, slot - timedelta(hours=2))
     asked = []
     for hour, requests in weekly_reconcile_ticks(dagster_instance_on_disk, app_db, MONDAY):
         asked += [(hour, r.run_key) for r in requests]
         for request in requests:  # the daemon's run of the request, which then meets the source's throttle
-            create_run_for_test(dagster_instance_on_disk, job_name=RECONCILE_JOB, tags={RUN_KEY_TAG: request.run_key})
+            tags = {RUN_KEY_TAG: str(request.run_key)} | ({} if sent else {HELD_TAG: "true"})
+            create_run_for_test(dagster_instance_on_disk, job_name=RECONCILE_JOB, tags=tags)
             runs.hold_until(app_db.db, row, slot + timedelta(hours=3, minutes=30))
-    assert asked == [(reconcile_hour(cid), f"reconcile:{cid}:{slot:%Y%m%d}")]
+    key = f"reconcile:{cid}:{slot:%Y%m%d}"
+    assert asked == [(reconcile_hour(cid), key)] + ([] if sent else [(reconcile_hour(cid) + 4, key)])
 
 
 def test_ten_thousand_connections_are_spread_over_the_week() -> None:

@@ -29,8 +29,15 @@ from engine.run_tags import run_tags
 from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME, patient_connections_partitions
 from pipelines.defs._shared.schedules import in_process_job, running_utc_schedule
-from pipelines.defs._shared.source_hold import stop_if_connection_held
-from pipelines.defs.maintenance.reconcile_slots import HOURS_A_WEEK, due_slots, reconcile_hour, run_key, unrequested
+from pipelines.defs._shared.source_hold import SourceHeldFailure, stop_if_connection_held
+from pipelines.defs.maintenance.reconcile_slots import (
+    HELD_TAG,
+    HOURS_A_WEEK,
+    due_slots,
+    reconcile_hour,
+    run_key,
+    unrequested,
+)
 from pipelines.defs.sync.type_assets import warehouse_key
 from pipelines.resources import (
     AppDatabaseResource,
@@ -53,8 +60,8 @@ __all__ = [
 RECONCILE_JOB = "reconcile_deletes"
 RECONCILE_TRIGGER = "reconcile"  # the weekly schedule's ``ehrsync/trigger``: no person asked for the run
 _HELD_THEN = (
-    "nothing was reconciled or tombstoned; the next weekly reconcile tries (`ehrsync reconcile` or a re-execution "
-    "from the Dagster UI tries at once)"
+    "nothing was reconciled or tombstoned; the weekly schedule asks for it again once the hold ends (`ehrsync "
+    "reconcile` or a re-execution from the Dagster UI tries at once)"
 )
 
 
@@ -85,9 +92,13 @@ def reconcile_connection(
     with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
         # a throttle the source named (noted by a sync, or by an earlier reconcile): asking now is only refused
         now = datetime.now(UTC)
-        stop_if_connection_held(
-            context.run, RECONCILE_TRIGGER, env.db, connection_id, "reconciliation", _HELD_THEN, now
-        )
+        try:
+            stop_if_connection_held(
+                context.run, RECONCILE_TRIGGER, env.db, connection_id, "reconciliation", _HELD_THEN, now
+            )
+        except SourceHeldFailure:  # the schedule asks again for its slot once the hold ends
+            context.instance.add_run_tags(context.run_id, {HELD_TAG: "true"})
+            raise
         reports = reconcile_types(env, connection_id, PATIENT_TYPES, run_id=context.run_id, on_report=changed)
     deleted = {r.resource_type: r.tombstoned for r in reports}
     context.log.info(
