@@ -62,7 +62,11 @@ def test_a_reconcile_notes_the_throttle_it_meets_and_the_next_one_sends_nothing_
     ), said
 
 
-@pytest.mark.parametrize("tags", [{TRIGGER_TAG: "manual"}, {}], ids=["ehrsync_reconcile", "ui_launch"])
+@pytest.mark.parametrize(
+    "tags",
+    [{TRIGGER_TAG: "manual"}, {}, {HELD_TAG: "true"}],
+    ids=["ehrsync_reconcile", "ui_launch", "ui_launch_of_a_held_runs_tags"],
+)
 def test_a_persons_reconcile_is_tried_at_once_whatever_the_hold_bdx31(
     start_sandbox, world: SyncWorld, http: httpx.Client, request_log: RequestLog, tags: dict[str, str]
 ) -> None:
@@ -77,5 +81,7 @@ def test_a_persons_reconcile_is_tried_at_once_whatever_the_hold_bdx31(
     request_log.clear()
     with DagsterInstance.ephemeral() as instance:
         asked = run_reconcile(world, cid, instance, tags=tags)
+        said = instance.get_runs()[0].tags
+    assert said.get(HELD_TAG, "false") == "false"  # it tried: the schedule does not ask for its slot again
     assert asked.success, [e.step_failure_data for e in asked.all_events if e.event_type_value == "STEP_FAILURE"]
     assert _fhir_requests(request_log) > 0, "nothing was asked of the EHR"

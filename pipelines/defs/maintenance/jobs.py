@@ -46,6 +46,7 @@ from pipelines.resources import (
     SyncPolicyResource,
     WarehouseResource,
 )
+from store import AppDatabase
 
 __all__ = [
     "HOURS_A_WEEK",
@@ -71,6 +72,19 @@ def _tick(context: ScheduleEvaluationContext) -> datetime:
     return tick.replace(minute=0, second=0, microsecond=0)
 
 
+def _stop_if_held(context: OpExecutionContext, db: AppDatabase, connection_id: str, now: datetime) -> None:
+    """Fail a run no person asked for while its source is held, tagged ``ehrsync/held`` ``true`` so the schedule
+    asks for its slot again once the hold ends; a run that goes on says ``false`` (a retry or re-execution of a
+    held run carries its tags)."""
+    try:
+        stop_if_connection_held(context.run, RECONCILE_TRIGGER, db, connection_id, "reconciliation", _HELD_THEN, now)
+    except SourceHeldFailure:
+        context.instance.add_run_tags(context.run_id, {HELD_TAG: "true"})
+        raise
+    if context.run.tags.get(HELD_TAG) == "true":
+        context.instance.add_run_tags(context.run_id, {HELD_TAG: "false"})
+
+
 @op(
     description="Tombstone warehouse rows whose ids the EHR no longer lists and, asked for again, confirms gone, "
     "and read back the ids it lists that the warehouse lacks, type by type."
@@ -92,13 +106,7 @@ def reconcile_connection(
     with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
         # a throttle the source named (noted by a sync, or by an earlier reconcile): asking now is only refused
         now = datetime.now(UTC)
-        try:
-            stop_if_connection_held(
-                context.run, RECONCILE_TRIGGER, env.db, connection_id, "reconciliation", _HELD_THEN, now
-            )
-        except SourceHeldFailure:  # the schedule asks again for its slot once the hold ends
-            context.instance.add_run_tags(context.run_id, {HELD_TAG: "true"})
-            raise
+        _stop_if_held(context, env.db, connection_id, now)
         reports = reconcile_types(env, connection_id, PATIENT_TYPES, run_id=context.run_id, on_report=changed)
     deleted = {r.resource_type: r.tombstoned for r in reports}
     context.log.info(

@@ -70,4 +70,4 @@ def unrequested(instance: DagsterInstance, job_name: str, keys: Iterable[str]) -
     if not wanted:
         return wanted
     runs = instance.get_runs(RunsFilter(job_name=job_name, tags={RUN_KEY_TAG: sorted(wanted)}))
-    return wanted - {run.tags.get(RUN_KEY_TAG) for run in runs if HELD_TAG not in run.tags}
+    return wanted - {run.tags.get(RUN_KEY_TAG) for run in runs if run.tags.get(HELD_TAG) != "true"}
