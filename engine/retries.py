@@ -19,6 +19,7 @@ from store.models import Connection
 
 __all__ = [
     "failure_streaks",
+    "holds_ended",
     "source_holds",
     "streak_horizon",
 ]
@@ -103,3 +104,17 @@ def source_holds(db: AppDatabase, *, since: datetime | None = None) -> dict[str,
     with db.session() as session:
         rows = session.execute(query).all()
     return {str(cid): SourceHold(_aware(until), status == "deferred") for cid, until, status in rows if until}
+
+
+def holds_ended(db: AppDatabase, start: datetime, end: datetime) -> dict[str, datetime]:
+    """Per connection with a row whose ``not_before`` fell in ``(start, end]`` (a hold of its source that ended
+    then, unless a newer one holds it still: ``source_holds``), the latest such time. Any row, not only the
+    newest: a sync started once the hold ended is the newest row by the time it is asked."""
+    query = (
+        select(SyncRun.connection_id, func.max(SyncRun.not_before))
+        .where(SyncRun.not_before > start, SyncRun.not_before <= end)
+        .group_by(SyncRun.connection_id)
+    )
+    with db.session() as session:
+        rows = session.execute(query).all()
+    return {str(cid): _aware(until) for cid, until in rows if until is not None}

@@ -2,8 +2,9 @@
 job over a sandbox: a reconcile that meets a throttle longer than ehrsync waits notes the time the source named on
 the connection's newest ``sync_runs`` row (a reconcile has none of its own), as a sync's landing step does, so the
 scheduler asks for nothing before it; and the weekly reconcile of a connection so held sends nothing, failing
-"held until". Before, the reconcile noted no hold and was sent into one the source had already named. A person's
-reconcile (``ehrsync reconcile``, a launch from the Dagster UI) is tried at once, as a person's sync is."""
+"held until", tagged ``ehrsync/held`` (the schedule asks for its slot again once the hold ends). Before, the
+reconcile noted no hold and was sent into one the source had already named. A person's reconcile (``ehrsync
+reconcile``, a launch from the Dagster UI) is tried at once, as a person's sync is."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from engine import runs
 from engine.retries import source_holds
 from engine.run_tags import TRIGGER_TAG
 from pipelines.defs.maintenance.jobs import RECONCILE_TRIGGER
+from pipelines.defs.maintenance.reconcile_slots import HELD_TAG
 from tests.engine.conftest import RequestLog
 from tests.engine.helpers import SyncWorld, add_fault, connect_patient, sandbox_patients
 from tests.engine.job_runs import run_reconcile, sync_type
@@ -49,6 +51,8 @@ def test_a_reconcile_notes_the_throttle_it_meets_and_the_next_one_sends_nothing_
 
         request_log.clear()
         held = run_reconcile(world, cid, instance, tags=_WEEKLY)
+        tags = {r.run_id: r.tags for r in instance.get_runs()}
+    assert HELD_TAG not in tags[met.run_id] and tags[held.run_id][HELD_TAG] == "true"  # the schedule asks again
     assert not held.success
     assert _fhir_requests(request_log) == 0, request_log.urls  # before: the listing was sent into the throttle
     (failure,) = [e for e in held.all_events if e.event_type_value == "STEP_FAILURE"]
@@ -58,7 +62,11 @@ def test_a_reconcile_notes_the_throttle_it_meets_and_the_next_one_sends_nothing_
     ), said
 
 
-@pytest.mark.parametrize("tags", [{TRIGGER_TAG: "manual"}, {}], ids=["ehrsync_reconcile", "ui_launch"])
+@pytest.mark.parametrize(
+    "tags",
+    [{TRIGGER_TAG: "manual"}, {}, {HELD_TAG: "true"}],
+    ids=["ehrsync_reconcile", "ui_launch", "ui_launch_of_a_held_runs_tags"],
+)
 def test_a_persons_reconcile_is_tried_at_once_whatever_the_hold_bdx31(
     start_sandbox, world: SyncWorld, http: httpx.Client, request_log: RequestLog, tags: dict[str, str]
 ) -> None:
@@ -73,5 +81,7 @@ def test_a_persons_reconcile_is_tried_at_once_whatever_the_hold_bdx31(
     request_log.clear()
     with DagsterInstance.ephemeral() as instance:
         asked = run_reconcile(world, cid, instance, tags=tags)
+        said = instance.get_runs()[0].tags
+    assert said.get(HELD_TAG, "false") == "false"  # it tried: the schedule does not ask for its slot again
     assert asked.success, [e.step_failure_data for e in asked.all_events if e.event_type_value == "STEP_FAILURE"]
     assert _fhir_requests(request_log) > 0, "nothing was asked of the EHR"

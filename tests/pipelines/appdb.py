@@ -11,6 +11,7 @@ from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobO
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.test_utils import create_run_for_test
 
+from engine.models import SyncRun
 from engine.run_tags import CONNECTION_TAG
 from store import AppDatabase
 from store.models import Connection, Tenant
@@ -65,6 +66,27 @@ class AppDb:
             row.status = status
             row.updated_at = datetime.now(UTC)
             session.commit()
+
+    def add_sync_row(self, cid: str, created: datetime, not_before: datetime | None = None) -> str:
+        """A finished ``sync_runs`` row of ``cid`` created at ``created``, holding its source until ``not_before``."""
+        row_id = uuid.uuid4().hex
+        status = "failed" if not_before is not None else "completed"
+        with self.db.session() as session:
+            session.add(
+                SyncRun(
+                    id=row_id,
+                    connection_id=cid,
+                    kind="incremental",
+                    status=status,
+                    created_at=created,
+                    started_at=created,
+                    finished_at=created,
+                    counts={},
+                    not_before=not_before,
+                )
+            )
+            session.commit()
+        return row_id
 
     def last_sync_at(self, cid: str) -> datetime | None:
         with self.db.session() as session:

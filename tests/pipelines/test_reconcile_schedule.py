@@ -6,11 +6,16 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from dagster import DagsterInstance, RunRequest
+from dagster._core.storage.tags import RUN_KEY_TAG
+from dagster._core.test_utils import create_run_for_test
 
+from engine import runs
 from engine.run_tags import CONNECTION_TAG, TRIGGER_TAG
 from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME
-from pipelines.defs.maintenance.jobs import HOURS_A_WEEK, reconcile_hour
+from pipelines.defs.maintenance.jobs import HOURS_A_WEEK, RECONCILE_JOB, reconcile_hour
+from pipelines.defs.maintenance.reconcile_slots import HELD_TAG
 from tests.pipelines.appdb import AppDb
 from tests.pipelines.scheduler import weekly_reconcile_ticks
 
@@ -38,6 +43,56 @@ def test_weekly_reconcile_requests_active_patient_partitions_only(
     assert (request.partition_key, request.run_key) == (patient, f"reconcile:patient:{day}")
     assert request.tags[CONNECTION_TAG] == patient
     assert request.tags[TRIGGER_TAG] == "reconcile"
+
+
+MONDAY = datetime(2026, 11, 23, tzinfo=UTC)
+
+
+def _early_in_the_week(app_db: AppDb, instance: DagsterInstance) -> tuple[str, datetime]:
+    """A partitioned patient connection whose hour of the week leaves a day of the week after it, and that hour."""
+    cid = next(f"held-{i}" for i in range(1000) if reconcile_hour(f"held-{i}") < HOURS_A_WEEK - 24)
+    app_db.add(cid)
+    instance.add_dynamic_partitions(PATIENT_CONNECTIONS_PARTITIONS_NAME, [cid])
+    return cid, MONDAY + timedelta(hours=reconcile_hour(cid))
+
+
+def test_a_connection_held_at_its_hour_is_asked_for_once_the_hold_ends(
+    app_db: AppDb, dagster_instance_on_disk: DagsterInstance
+) -> None:
+    """BDX-31: held at its hour (its newest row's not_before still to come), no run that would fail `not tried`;
+    at the first tick after the hold ends, one run with that hour's run key, though a sync started after the hold
+    ended is the newest row by then (before, the connection waited for its hour next week: two weeks)."""
+    cid, slot = _early_in_the_week(app_db, dagster_instance_on_disk)
+    app_db.add_sync_row(cid, slot - timedelta(hours=2), not_before=slot + timedelta(hours=5, minutes=30))
+    asked = {}
+    for hour, requests in weekly_reconcile_ticks(dagster_instance_on_disk, app_db, MONDAY):
+        if requests:
+            asked[hour] = [(r.partition_key, r.run_key, r.tags[TRIGGER_TAG]) for r in requests]
+        if MONDAY + timedelta(hours=hour) == slot + timedelta(hours=5):  # the scheduler's sync once the hold ends
+            app_db.add_sync_row(cid, slot + timedelta(hours=5, minutes=40))
+    first_after = reconcile_hour(cid) + 6
+    assert asked == {first_after: [(cid, f"reconcile:{cid}:{slot:%Y%m%d}", "reconcile")]}
+
+
+@pytest.mark.parametrize("sent", [True, False], ids=["met_in_the_run", "held_before_any_request"])
+def test_a_hold_after_the_hour_asks_again_only_if_the_hours_run_sent_nothing(
+    app_db: AppDb, dagster_instance_on_disk: DagsterInstance, sent: bool
+) -> None:
+    """Not held at its hour, the connection's run was asked for. A hold it (or a sync) met after the hour, once
+    ended, asks for no second run (Dagster's run-key dedup of a schedule holds only within one tick); but when
+    the hold came before the run sent anything (it waited in the queue: failed `not tried`, tagged), the slot is
+    asked for again, with its run key, once the hold ends."""
+    cid, slot = _early_in_the_week(app_db, dagster_instance_on_disk)
+    row = app_db.add_sync_row(cid, slot - timedelta(hours=2))
+    asked = []
+    for hour, requests in weekly_reconcile_ticks(dagster_instance_on_disk, app_db, MONDAY):
+        asked += [(hour, r.run_key) for r in requests]
+        for request in requests:  # the daemon's run of the request, which then meets the source's throttle
+            tags = {RUN_KEY_TAG: str(request.run_key)} | ({} if sent else {HELD_TAG: "true"})
+            create_run_for_test(dagster_instance_on_disk, job_name=RECONCILE_JOB, tags=tags)
+            runs.hold_until(app_db.db, row, slot + timedelta(hours=3, minutes=30))
+    key = f"reconcile:{cid}:{slot:%Y%m%d}"
+    assert asked == [(reconcile_hour(cid), key)] + ([] if sent else [(reconcile_hour(cid) + 4, key)])
 
 
 def test_ten_thousand_connections_are_spread_over_the_week() -> None:

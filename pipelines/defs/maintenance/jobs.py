@@ -2,11 +2,11 @@
 
 Patient connections only: Bulk connections learn deletions from the export's ``deleted`` files. Each connection
 has its own hour of the week (``reconcile_hour``), so the week's runs are spread over 168 hourly ticks: queued all at
-one tick, 10,000 of them would count as busy and hold back every connection's scheduled sync for hours.
+one tick, 10,000 of them would count as busy and hold back every connection's scheduled sync for hours. One whose
+source is held at its hour is asked for once the hold ends, within the week (``reconcile_slots``).
 """
 
-import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dagster import (
@@ -24,11 +24,20 @@ from dagster import (
 from engine import PATIENT_TYPES, ReconcileReport
 from engine.connection_snapshots import read_connections
 from engine.reconcile_run import reconcile_types
+from engine.retries import holds_ended, source_holds
 from engine.run_tags import run_tags
 from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME, patient_connections_partitions
-from pipelines.defs._shared.schedules import in_process_job, running_utc_schedule, tick_day
-from pipelines.defs._shared.source_hold import stop_if_connection_held
+from pipelines.defs._shared.schedules import in_process_job, running_utc_schedule
+from pipelines.defs._shared.source_hold import SourceHeldFailure, stop_if_connection_held
+from pipelines.defs.maintenance.reconcile_slots import (
+    HELD_TAG,
+    HOURS_A_WEEK,
+    due_slots,
+    reconcile_hour,
+    run_key,
+    unrequested,
+)
 from pipelines.defs.sync.type_assets import warehouse_key
 from pipelines.resources import (
     AppDatabaseResource,
@@ -37,6 +46,7 @@ from pipelines.resources import (
     SyncPolicyResource,
     WarehouseResource,
 )
+from store import AppDatabase
 
 __all__ = [
     "HOURS_A_WEEK",
@@ -50,21 +60,29 @@ __all__ = [
 
 RECONCILE_JOB = "reconcile_deletes"
 RECONCILE_TRIGGER = "reconcile"  # the weekly schedule's ``ehrsync/trigger``: no person asked for the run
-HOURS_A_WEEK = 7 * 24
 _HELD_THEN = (
-    "nothing was reconciled or tombstoned; the next weekly reconcile tries (`ehrsync reconcile` or a re-execution "
-    "from the Dagster UI tries at once)"
+    "nothing was reconciled or tombstoned; the weekly schedule asks for it again once the hold ends (`ehrsync "
+    "reconcile` or a re-execution from the Dagster UI tries at once)"
 )
 
 
-def reconcile_hour(connection_id: str) -> int:
-    """The connection's hour of the week (0 = Monday 00:00 UTC): the same every week, spread evenly by its id."""
-    return int.from_bytes(hashlib.sha256(connection_id.encode("utf-8")).digest()[:8], "big") % HOURS_A_WEEK
-
-
-def _hour_of_week(context: ScheduleEvaluationContext) -> int:
+def _tick(context: ScheduleEvaluationContext) -> datetime:
+    """The tick's hour (now's, for a test or a manual evaluation)."""
     tick = (context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC)
-    return tick.weekday() * 24 + tick.hour
+    return tick.replace(minute=0, second=0, microsecond=0)
+
+
+def _stop_if_held(context: OpExecutionContext, db: AppDatabase, connection_id: str, now: datetime) -> None:
+    """Fail a run no person asked for while its source is held, tagged ``ehrsync/held`` ``true`` so the schedule
+    asks for its slot again once the hold ends; a run that goes on says ``false`` (a retry or re-execution of a
+    held run carries its tags)."""
+    try:
+        stop_if_connection_held(context.run, RECONCILE_TRIGGER, db, connection_id, "reconciliation", _HELD_THEN, now)
+    except SourceHeldFailure:
+        context.instance.add_run_tags(context.run_id, {HELD_TAG: "true"})
+        raise
+    if context.run.tags.get(HELD_TAG) == "true":
+        context.instance.add_run_tags(context.run_id, {HELD_TAG: "false"})
 
 
 @op(
@@ -88,9 +106,7 @@ def reconcile_connection(
     with sync_environment(app_db, landing, warehouse, ehr_http, policy) as env:
         # a throttle the source named (noted by a sync, or by an earlier reconcile): asking now is only refused
         now = datetime.now(UTC)
-        stop_if_connection_held(
-            context.run, RECONCILE_TRIGGER, env.db, connection_id, "reconciliation", _HELD_THEN, now
-        )
+        _stop_if_held(context, env.db, connection_id, now)
         reports = reconcile_types(env, connection_id, PATIENT_TYPES, run_id=context.run_id, on_report=changed)
     deleted = {r.resource_type: r.tombstoned for r in reports}
     context.log.info(
@@ -203,23 +219,29 @@ reconcile_deletes_job = in_process_job(
     cron_schedule="0 * * * *",
     job=reconcile_deletes_job,
     description="Hourly: a reconciliation run for each active patient connection whose hour of the week this is "
-    "(each connection once a week, spread over the week).",
+    "(each connection once a week, spread over the week); one whose source was held then, once the hold ends.",
 )
 def weekly_reconcile_schedule(context: ScheduleEvaluationContext, app_db: AppDatabaseResource) -> list[RunRequest]:
     keys = set(context.instance.get_dynamic_partitions(PATIENT_CONNECTIONS_PARTITIONS_NAME))
-    day, hour = tick_day(context), _hour_of_week(context)
+    tick = _tick(context)
     with app_db.open() as db:
-        connections = read_connections(db)
+        connections = {c.id: c for c in read_connections(db) if c.syncable and not c.is_bulk and c.id in keys}
+        holds, ended = source_holds(db), holds_ended(db, tick - timedelta(hours=1), tick)
+    due = due_slots(connections, tick, holds, ended)
+    late = unrequested(context.instance, RECONCILE_JOB, (run_key(c, s) for c, s in due.items() if s != tick))
     return [
         RunRequest(
-            run_key=f"reconcile:{conn.id}:{day}",
-            partition_key=conn.id,
+            run_key=run_key(cid, slot),
+            partition_key=cid,
             tags=run_tags(
-                connection_id=conn.id, tenant_id=conn.tenant_id, source=conn.provider_id, trigger=RECONCILE_TRIGGER
+                connection_id=cid,
+                tenant_id=connections[cid].tenant_id,
+                source=connections[cid].provider_id,
+                trigger=RECONCILE_TRIGGER,
             ),
         )
-        for conn in connections
-        if conn.syncable and not conn.is_bulk and conn.id in keys and reconcile_hour(conn.id) == hour
+        for cid, slot in due.items()
+        if slot == tick or run_key(cid, slot) in late
     ]
 
 

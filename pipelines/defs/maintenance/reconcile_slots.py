@@ -1,0 +1,73 @@
+"""Which connections the weekly reconcile schedule asks for at a tick, and for which weekly slot (BDX-31).
+
+Each connection has its hour of the week (its slot). At its slot a connection whose source is held (its newest
+``sync_runs`` row notes a ``not_before`` still to come, ``engine.run_holds``) is not asked for: the run would only
+fail ``not tried``. It is asked for instead at the first tick after a hold that ran past the slot ended, before
+its next slot, with the slot's run key, unless a run of that key exists already (the slot's run was asked for and
+met the hold later), one held before any request aside (tagged ``ehrsync/held``: the hold came between the tick
+and the run's start, as a run waits in the queue). Dagster's schedule run-key dedup is per tick, so that one query
+of the instance, for every connection a hold released this hour at once, keeps it to one run a slot. Stateless:
+schedules have no cursor, so the slot is read back from the tick's time and the holds from ``sync_runs``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+
+from dagster import DagsterInstance, RunsFilter
+from dagster._core.storage.tags import RUN_KEY_TAG
+
+from engine.scheduling import SourceHold
+
+__all__ = ["HELD_TAG", "HOURS_A_WEEK", "due_slots", "last_slot", "reconcile_hour", "run_key", "unrequested"]
+
+HOURS_A_WEEK = 7 * 24
+HELD_TAG = "ehrsync/held"  # on a reconcile run its source's hold stopped before any request
+_HOUR = timedelta(hours=1)
+
+
+def reconcile_hour(connection_id: str) -> int:
+    """The connection's hour of the week (0 = Monday 00:00 UTC): the same every week, spread evenly by its id."""
+    return int.from_bytes(hashlib.sha256(connection_id.encode("utf-8")).digest()[:8], "big") % HOURS_A_WEEK
+
+
+def last_slot(connection_id: str, tick: datetime) -> datetime:
+    """The start of the connection's hour of the week at or before ``tick`` (within the week up to it)."""
+    hour = tick.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    now = hour.weekday() * 24 + hour.hour
+    return hour - timedelta(hours=(now - reconcile_hour(connection_id)) % HOURS_A_WEEK)
+
+
+def run_key(connection_id: str, slot: datetime) -> str:
+    """The slot's run key: the same for the run asked at the slot and for one asked after a hold that missed it."""
+    return f"reconcile:{connection_id}:{slot:%Y%m%d}"
+
+
+def due_slots(
+    connection_ids: Iterable[str], tick: datetime, holds: Mapping[str, SourceHold], ended: Mapping[str, datetime]
+) -> dict[str, datetime]:
+    """Per connection due at ``tick``, its slot: its slot is this tick's hour, or a hold that ran past its slot
+    ended within the hour up to ``tick`` (``ended``: ``engine.retries.holds_ended``); never while its newest row
+    holds it (``holds``: ``engine.retries.source_holds``)."""
+    due = {}
+    for cid in connection_ids:
+        hold = holds.get(cid)
+        if hold is not None and hold.until > tick:
+            continue
+        slot = last_slot(cid, tick)
+        released = ended.get(cid)
+        if slot == tick or (released is not None and released > slot and tick - _HOUR < released <= tick):
+            due[cid] = slot
+    return due
+
+
+def unrequested(instance: DagsterInstance, job_name: str, keys: Iterable[str]) -> set[str]:
+    """Of ``keys``, those no run of ``job_name`` carries yet but runs held before any request (``HELD_TAG``):
+    one query of the instance for them all."""
+    wanted = set(keys)
+    if not wanted:
+        return wanted
+    runs = instance.get_runs(RunsFilter(job_name=job_name, tags={RUN_KEY_TAG: sorted(wanted)}))
+    return wanted - {run.tags.get(RUN_KEY_TAG) for run in runs if run.tags.get(HELD_TAG) != "true"}
