@@ -7,7 +7,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from dagster import DagsterInstance, RunRequest
+from dagster import DagsterInstance, DagsterRunStatus, RunRequest
 from dagster._core.storage.tags import RUN_KEY_TAG
 from dagster._core.test_utils import create_run_for_test
 
@@ -18,6 +18,8 @@ from pipelines.defs.maintenance.jobs import HOURS_A_WEEK, RECONCILE_JOB, reconci
 from pipelines.defs.maintenance.reconcile_slots import HELD_TAG
 from tests.pipelines.appdb import AppDb
 from tests.pipelines.scheduler import weekly_reconcile_ticks
+
+FAILURE, NOT_STARTED = DagsterRunStatus.FAILURE, DagsterRunStatus.NOT_STARTED
 
 
 def test_weekly_reconcile_requests_active_patient_partitions_only(
@@ -89,10 +91,30 @@ def test_a_hold_after_the_hour_asks_again_only_if_the_hours_run_sent_nothing(
         asked += [(hour, r.run_key) for r in requests]
         for request in requests:  # the daemon's run of the request, which then meets the source's throttle
             tags = {RUN_KEY_TAG: str(request.run_key)} | ({} if sent else {HELD_TAG: "true"})
-            create_run_for_test(dagster_instance_on_disk, job_name=RECONCILE_JOB, tags=tags)
+            create_run_for_test(dagster_instance_on_disk, job_name=RECONCILE_JOB, tags=tags, status=FAILURE)
             runs.hold_until(app_db.db, row, slot + timedelta(hours=3, minutes=30))
     key = f"reconcile:{cid}:{slot:%Y%m%d}"
     assert asked == [(reconcile_hour(cid), key)] + ([] if sent else [(reconcile_hour(cid) + 4, key)])
+
+
+def test_a_held_runs_automatic_retry_still_queued_when_the_hold_ends_is_no_second_run_of_the_slot(
+    app_db: AppDb, dagster_instance_on_disk: DagsterInstance
+) -> None:
+    """BDX-31: Dagster's automatic retry of a run held before any request copies its tags (``ehrsync/held=true``
+    and the run key). Still queued when the hold ends, it has met nothing yet and will reconcile once it starts:
+    the slot is not asked for a second time (before, the retry and a new run both reconciled the connection)."""
+    cid, slot = _early_in_the_week(app_db, dagster_instance_on_disk)
+    row = app_db.add_sync_row(cid, slot - timedelta(hours=2))
+    asked = []
+    for hour, requests in weekly_reconcile_ticks(dagster_instance_on_disk, app_db, MONDAY):
+        asked += [(hour, r.run_key) for r in requests]
+        for request in requests:  # held before any request, and its retry not started yet (the run queue)
+            tags = {RUN_KEY_TAG: str(request.run_key), HELD_TAG: "true"}
+            create_run_for_test(dagster_instance_on_disk, job_name=RECONCILE_JOB, tags=tags, status=FAILURE)
+            retry = tags | {"dagster/retry_number": "1"}
+            create_run_for_test(dagster_instance_on_disk, job_name=RECONCILE_JOB, tags=retry, status=NOT_STARTED)
+            runs.hold_until(app_db.db, row, slot + timedelta(hours=3, minutes=30))
+    assert asked == [(reconcile_hour(cid), f"reconcile:{cid}:{slot:%Y%m%d}")]
 
 
 def test_ten_thousand_connections_are_spread_over_the_week() -> None:

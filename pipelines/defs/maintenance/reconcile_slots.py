@@ -64,10 +64,12 @@ def due_slots(
 
 
 def unrequested(instance: DagsterInstance, job_name: str, keys: Iterable[str]) -> set[str]:
-    """Of ``keys``, those no run of ``job_name`` carries yet but runs held before any request (``HELD_TAG``):
-    one query of the instance for them all."""
+    """Of ``keys``, those no run of ``job_name`` carries yet but runs held before any request (``HELD_TAG``, on a
+    finished run: an automatic retry not yet finished carries its held parent's tags, yet reconciles once it
+    starts after the hold): one query of the instance for them all."""
     wanted = set(keys)
     if not wanted:
         return wanted
     runs = instance.get_runs(RunsFilter(job_name=job_name, tags={RUN_KEY_TAG: sorted(wanted)}))
-    return wanted - {run.tags.get(RUN_KEY_TAG) for run in runs if run.tags.get(HELD_TAG) != "true"}
+    held = {run.run_id for run in runs if run.tags.get(HELD_TAG) == "true" and run.is_finished}
+    return wanted - {run.tags.get(RUN_KEY_TAG) for run in runs if run.run_id not in held}
