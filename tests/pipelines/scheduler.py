@@ -40,11 +40,16 @@ def evaluate_scheduled_syncs(
 
 
 def weekly_reconcile_ticks(instance: DagsterInstance, app_db: AppDb, monday: datetime) -> Iterator[tuple[int, Any]]:
-    """``(hour, what the schedule returned)`` for every hourly tick of the week from ``monday``."""
+    """``(hour, what the schedule returned)`` for every hourly tick of the week from ``monday``.
+
+    Each tick's context is handed the test's instance itself: Dagster's context would open a new one from its
+    reference at every tick (as the daemon does), re-reading the Alembic scripts of its three storages each time,
+    ~80 ms of a ~130 ms tick; the storage, and so what the schedule reads, is the same."""
     for hour in range(HOURS_A_WEEK):
         with build_schedule_context(
             instance=instance,
             scheduled_execution_time=monday + timedelta(hours=hour),
             resources={"app_db": AppDatabaseResource(url=app_db.url)},
         ) as context:
+            context._instance = instance  # type: ignore[assignment]  # Dagster's slot for the instance it opens
             yield hour, weekly_reconcile_schedule(context)
