@@ -83,8 +83,7 @@ def note_connection_throttle(db: AppDatabase, connection_id: str, exc: BaseExcep
     """As :func:`note_source_throttle`, for work without a row of its own (a reconcile): the time is noted on the
     connection's newest row, unless that already holds it longer; returns the throttle (None: ``exc`` is not
     one). A connection with no row yet has nowhere to note it."""
-    throttle = source_throttle(exc, connection_id, origins=source_origins(db, connection_id))
     newest = _connection_newest(db, connection_id)
-    if throttle is not None and newest is not None and _held(newest, throttle.until) is None:
-        runs.hold_until(db, newest.id, throttle.until)
-    return throttle
+    if newest is None:
+        return source_throttle(exc, connection_id, origins=source_origins(db, connection_id))
+    return note_source_throttle(db, newest.id, connection_id, exc)

@@ -19,7 +19,7 @@ from dagster import (
     schedule,
 )
 
-__all__ = ["in_process_job", "running_utc_schedule", "tick_day"]
+__all__ = ["in_process_job", "running_utc_schedule", "tick_day", "tick_hour"]
 
 
 def in_process_job(
@@ -48,7 +48,12 @@ def running_utc_schedule(
     )
 
 
+def tick_hour(context: ScheduleEvaluationContext) -> datetime:
+    """The UTC hour of the tick being evaluated (now's, for a test or a manual evaluation)."""
+    tick = (context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC)
+    return tick.replace(minute=0, second=0, microsecond=0)
+
+
 def tick_day(context: ScheduleEvaluationContext) -> str:
     """The UTC day (``YYYYMMDD``) of the tick being evaluated (now, for a test or a manual evaluation)."""
-    tick = context.scheduled_execution_time or datetime.now(UTC)
-    return f"{tick.astimezone(UTC):%Y%m%d}"
+    return f"{tick_hour(context):%Y%m%d}"

@@ -28,7 +28,7 @@ from engine.retries import holds_ended, source_holds
 from engine.run_tags import run_tags
 from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME, patient_connections_partitions
-from pipelines.defs._shared.schedules import in_process_job, running_utc_schedule
+from pipelines.defs._shared.schedules import in_process_job, running_utc_schedule, tick_hour
 from pipelines.defs._shared.source_hold import SourceHeldFailure, stop_if_connection_held
 from pipelines.defs.maintenance.reconcile_slots import (
     HELD_TAG,
@@ -64,12 +64,6 @@ _HELD_THEN = (
     "nothing was reconciled or tombstoned; the weekly schedule asks for it again once the hold ends (`ehrsync "
     "reconcile` or a re-execution from the Dagster UI tries at once)"
 )
-
-
-def _tick(context: ScheduleEvaluationContext) -> datetime:
-    """The tick's hour (now's, for a test or a manual evaluation)."""
-    tick = (context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC)
-    return tick.replace(minute=0, second=0, microsecond=0)
 
 
 def _stop_if_held(context: OpExecutionContext, db: AppDatabase, connection_id: str, now: datetime) -> None:
@@ -223,7 +217,7 @@ reconcile_deletes_job = in_process_job(
 )
 def weekly_reconcile_schedule(context: ScheduleEvaluationContext, app_db: AppDatabaseResource) -> list[RunRequest]:
     keys = set(context.instance.get_dynamic_partitions(PATIENT_CONNECTIONS_PARTITIONS_NAME))
-    tick = _tick(context)
+    tick = tick_hour(context)
     with app_db.open() as db:
         connections = {c.id: c for c in read_connections(db) if c.syncable and not c.is_bulk and c.id in keys}
         holds, ended = source_holds(db), holds_ended(db, tick - timedelta(hours=1), tick)
