@@ -105,6 +105,12 @@ class SandboxConfig(BaseModel):
     #: answers 202 until then, and the job ends refused (422 in its batch-response entry) with create_async_rejects
     create_async_delay_s: float = Field(default=0.0, ge=0)
     create_async_rejects: bool = False
+    #: the types whose creates get ``create_answer`` (a Binary created before its note, DWB-18, too)
+    create_answer_types: list[str] = Field(default_factory=lambda: ["DocumentReference"])
+    #: "async": how its status endpoint answers. "batch" 202 then a batch-response (FHIR); "lost" 404 for every job
+    #: (a poll reaching a node that does not know the job, a status URL that expired); "outcome" 200 with an
+    #: informational OperationOutcome while the job runs, instead of 202 (names no outcome of the create)
+    create_async_status: Literal["batch", "lost", "outcome"] = "batch"
     #: redirects' Location on this origin instead of the sandbox's own (another host: never followed with the token)
     create_redirect_origin: str | None = None
     create_bare_answer: bool = False  # DWB-33/50: a 2xx create answers with neither Location nor body

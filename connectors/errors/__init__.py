@@ -31,6 +31,7 @@ may echo request values: log ``loggable_message(exc)`` (their ``safe_message``) 
     │   ├── FhirUnauthorizedError (401), FhirForbiddenError (403), FhirNotFoundError (404),
     │   │   FhirGoneError (410), FhirPreconditionFailedError (412), FhirUnprocessableError (422),
     │   │   CreateRedirectError (a create redirected where ehrsync does not follow),
+    │   │   AsyncStatusUnreadableError (a 202's status endpoint answered 2xx naming no outcome),
     │   │   RateLimitedError (429; QuotaExhaustedError, CallBudgetBusyError), FhirServerError (5xx)
     │   ├── FhirWithoutTokenRefusedError  401 to a request sent without the token on purpose (a signed file URL)
     │   ├── SearchLinkExpiredError    a paging `next` link answered 404/410: restart from the stored mark (BDX-29)
@@ -82,6 +83,7 @@ from connectors.errors.bulk import (
 from connectors.errors.fhir import (
     TRANSIENT_ISSUE_CODES,
     TRANSIENT_STATUSES,
+    AsyncStatusUnreadableError,
     CallBudgetBusyError,
     CreateRedirectError,
     FhirError,
@@ -119,6 +121,7 @@ __all__ = [
     "TRANSIENT_ISSUE_CODES",
     "TRANSIENT_STATUSES",
     "AccessDeniedError",
+    "AsyncStatusUnreadableError",
     "AuthMethodNotAllowedError",
     "BulkExportBusyError",
     "BulkExportError",

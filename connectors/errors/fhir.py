@@ -81,6 +81,13 @@ class CreateRedirectError(FhirError):
         return self.status in (302, 303)
 
 
+class AsyncStatusUnreadableError(FhirError):
+    """An async status endpoint answered 2xx with a body naming no outcome (not a ``batch-response``, not the
+    resource): the request's outcome is not known from it, and it is no refusal (FHIR R4 async.html)."""
+
+    code = "async_status_unreadable"
+
+
 class FhirUnprocessableError(FhirError):
     code = "fhir_unprocessable"
 

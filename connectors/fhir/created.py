@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from connectors.errors import CreateRedirectError, FhirError, fhir_error_for_status
+from connectors.errors import AsyncStatusUnreadableError, CreateRedirectError, FhirError, fhir_error_for_status
 from connectors.fhir._exact_json import loads_exact
 from connectors.http import is_within_base, parse_retry_after, redact_url, resolve_url
 from connectors.transport.bounds import read_capped
@@ -101,7 +101,8 @@ def result_of(status: int, location: str | None, body: Any, resource_type: str) 
 
 
 def read_async_status(response: httpx.Response, resource_type: str, max_bytes: int | None) -> AsyncStatus:
-    """Read a status endpoint's 202 (working) or 2xx (done); a body it cannot read is a FhirError naming it."""
+    """Read a status endpoint's 202 (working) or 2xx (done); a body naming no outcome is an
+    ``AsyncStatusUnreadableError`` (the outcome is not known from it: no refusal)."""
     url = redact_url(str(response.url))
     if response.status_code == 202:
         return AsyncStatus(retry_after=parse_retry_after(response.headers.get("Retry-After")))
@@ -115,11 +116,15 @@ def read_async_status(response: httpx.Response, resource_type: str, max_bytes: i
     entry = _first_entry(body)
     answer = entry.get("response") if entry is not None else None
     if not isinstance(answer, dict) or not isinstance(answer.get("status"), str):
-        raise FhirError(f"async status {url} answered a body that names no outcome", response.status_code, None, url)
+        raise AsyncStatusUnreadableError(
+            f"async status {url} answered a body that names no outcome", response.status_code, None, url
+        )
     try:
         status = int(answer["status"].split()[0])
     except (ValueError, IndexError):
-        raise FhirError(f"async status {url} names an unreadable status", response.status_code, None, url) from None
+        raise AsyncStatusUnreadableError(
+            f"async status {url} names an unreadable status", response.status_code, None, url
+        ) from None
     location = answer.get("location") if isinstance(answer.get("location"), str) else None
     if 200 <= status < 300:
         return AsyncStatus(result=result_of(status, location, entry.get("resource") if entry else None, resource_type))

@@ -4,13 +4,14 @@ The note goes ``unknown`` (``accepted``) at once, committed before the first pol
 while it polls must not leave it ``sending``, which a resumed run would POST again (draft-note §6).
 
 With a status endpoint (``Content-Location``) it is polled, at most ``accepted_polls`` times within
-``accepted_wait_s`` (the server's ``Retry-After`` honoured inside that bound), until it says how the create ended:
-a 2xx is the create's answer (the note is written as for a 201/200), a refusal is the create's refusal (the
-identifier search runs first, as for any note that may be stored). A 202 naming no status endpoint, one that is still
-working when the bound is reached, or one that cannot be read leaves the note ``unknown`` with the reason code
-``accepted``: it is due again for the identifier search (``recheck``: backoff, at most ``max_attempts`` checks),
-found → ``written``; a check counts as an attempt, and after the last one it stays ``unknown``
-(``accepted_unconfirmed``) for a person.
+``accepted_wait_s`` (the server's ``Retry-After``, seconds or HTTP-date, honoured inside that bound; the transport's
+own retry waits too), until it says how the create ended: a 2xx is the create's answer (the note is written as for a
+201/200), a refusal is the create's refusal (the identifier search runs first, as for any note that may be stored).
+A 202 naming no status endpoint, one still working when the bound is reached (or asking to wait past it), one that
+cannot be read, or one answering about the poll rather than the create (404/410: the job unknown there; 401/403/405;
+a 2xx naming no outcome) leaves the note ``unknown`` with the reason code ``accepted``: it is due again for the
+identifier search (``recheck``: backoff, at most ``max_attempts`` checks), found → ``written``; a check counts as an
+attempt, and after the last one it stays ``unknown`` (``accepted_unconfirmed``) for a person.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from datetime import timedelta
 
 from connectors import errors as ce
+from connectors.budgets import step_budget
 from connectors.fhir import CreateResult, FhirClient
 from engine.checkpoints import checkpoint
 from engine.writeback.config import WritebackConfig
@@ -35,34 +37,59 @@ _log = logging.getLogger(__name__)
 ACCEPTED = "accepted"
 #: ... and once its checks are spent: for a person.
 ACCEPTED_UNCONFIRMED = "accepted_unconfirmed"
+#: Error statuses of a status endpoint about the poll, not the create: the job unknown there, or not shown to us.
+_ABOUT_THE_POLL = frozenset({401, 403, 404, 405, 410})
+_KEPT = "the note stays unknown (accepted) for the identifier search"
 
 
 def await_accepted(
-    client: FhirClient, result: CreateResult, config: WritebackConfig
+    client: FhirClient, result: CreateResult, config: WritebackConfig, resource_type: str = "DocumentReference"
 ) -> CreateResult | ce.FhirError | None:
-    """The accepted create's outcome: its 2xx answer, its refusal, or None when it is not known within the bounds."""
+    """The accepted create's outcome: its 2xx answer, its refusal, or None when it is not known within the bounds.
+
+    ``accepted_wait_s`` bounds the polling as a whole, the transport's own waits included (a status endpoint's 503
+    asking for 10 min is not waited out by a retry below: the poll ends, the identifier search settles it)."""
     if result.status_url is None:
         return None
+    try:
+        with step_budget("polling an accepted create", config.accepted_wait_s, kept=_KEPT):
+            return _poll(client, result.status_url, config, resource_type)
+    except ce.EhrSyncError as exc:  # past the bound, off the FHIR base, unreachable, unreadable: not known
+        _log.warning("async status of a %s create did not say how it ended (%s)", resource_type, exc.code)
+        return None
+
+
+def _poll(
+    client: FhirClient, url: str, config: WritebackConfig, resource_type: str
+) -> CreateResult | ce.FhirError | None:
     deadline = time.monotonic() + config.accepted_wait_s
-    for _ in range(config.accepted_polls):
+    for poll in range(config.accepted_polls):
         wait = config.accepted_poll_s
         try:
-            status = client.async_status(result.status_url, "DocumentReference")
+            status = client.async_status(url, resource_type)
         except ce.FhirError as exc:
             if not (exc.is_transient or isinstance(exc, ce.RateLimitedError)):
-                return exc  # the status endpoint says the request failed (FHIR async "error status")
-        except ce.EhrSyncError as exc:  # off the FHIR base, unreadable, lost: the outcome is not known
-            _log.warning("async status of a note create could not be read (%s)", exc.code)
-            return None
+                return exc if _ends_the_create(exc) else None
+            wait = exc.retry_after if exc.retry_after is not None else wait
         else:
             if status.result is not None or status.error is not None:
                 return status.result or status.error
             wait = status.retry_after if status.retry_after is not None else wait
         left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        time.sleep(min(max(wait, 0.0), left))
+        if left <= 0 or wait > left or poll + 1 == config.accepted_polls:
+            break  # asked to wait past the bound, or no poll left: the identifier search, not a wasted sleep
+        time.sleep(max(wait, 0.0))
     return None
+
+
+def _ends_the_create(exc: ce.FhirError) -> bool:
+    """Whether a status endpoint's error is the request's own failure (FHIR async "error status"), not one about the
+    poll: an answer naming no outcome (``AsyncStatusUnreadableError``), a job the endpoint does not know (404/410:
+    another node, an expired URL) or will not show this client (401/403/405) says nothing of the create."""
+    if isinstance(exc, ce.AsyncStatusUnreadableError) or exc.status in _ABOUT_THE_POLL:
+        _log.warning("async status answered HTTP %s, which says nothing of the create (%s)", exc.status, exc.code)
+        return False
+    return True
 
 
 def still_accepted(db: AppDatabase, note: NoteRecord, config: WritebackConfig, *, polled: bool) -> NoteRecord:

@@ -175,8 +175,11 @@ def _to_unknown(
     return reconcile(env.db, client, note, lookup)
 
 
-def _binary_url(env: SyncEnvironment, note: NoteRecord, client: FhirClient) -> tuple[NoteRecord, str]:
-    """Create the Binary once (DWB-18); its id is stored so a resumed attempt references the same one."""
+def _binary_url(
+    env: SyncEnvironment, config: WritebackConfig, note: NoteRecord, client: FhirClient
+) -> tuple[NoteRecord, str]:
+    """Create the Binary once (DWB-18); its id is stored so a resumed attempt references the same one. A 202 is
+    polled as the note's is; not known within the bound, the attempt goes back to ``pending`` (a new Binary next)."""
     if note.binary_id:
         return note, f"Binary/{note.binary_id}"
     pdf = note_bytes(note)
@@ -184,6 +187,13 @@ def _binary_url(env: SyncEnvironment, note: NoteRecord, client: FhirClient) -> t
     content_type = "application/pdf" if pdf is not None else "text/plain; charset=utf-8"
     binary = {"resourceType": "Binary", "contentType": content_type, "data": base64.b64encode(raw).decode("ascii")}
     created = client.create(binary)
+    if created.accepted:
+        outcome = await_accepted(client, created, config, "Binary")
+        if isinstance(outcome, ce.FhirError):
+            raise outcome  # refused: the note itself was never POSTed
+        if outcome is None:
+            raise ce.TransportError("the server accepted the Binary for later and did not say how it ended")
+        created = outcome
     if not created.id:
         raise ce.TransportError("the server created the Binary but named no id")
     note = transition(env.db, note, "sending", binary_id=created.id, detail={"binary_created": True})
@@ -198,7 +208,7 @@ def _send(
     try:
         url = None
         if plan.via_binary:
-            note, url = _binary_url(env, note, client)
+            note, url = _binary_url(env, config, note, client)
         resource = build_payload(note, plan.doc_status, url, plan.content_type)
         posted = True
         result = client.create(resource, if_none_exist=identifier if plan.conditional else None)

@@ -1,9 +1,11 @@
-"""Create answers other than 201/200 that real FHIR servers give (DWB-50), as ``create_answer`` says, for
-DocumentReference only:
+"""Create answers other than 201/200 that real FHIR servers give (DWB-50), as ``create_answer`` says, for the types
+of ``create_answer_types`` (DocumentReference unless told):
 
 - ``async``: FHIR's asynchronous pattern (R4 http.html#async): 202 with ``Content-Location`` of a status endpoint
   (``/fhir/_async/{job}``), which answers 202 until the job is done, then 200 with a ``batch-response`` Bundle whose
   entry holds the create's own answer (201 + location + the resource, or 422 + OperationOutcome).
+  ``create_async_status`` ``lost``: the endpoint answers 404 for every job; ``outcome``: 200 with an informational
+  OperationOutcome while the job runs (no batch-response: it names no outcome of the create).
 - ``accepted``: a bare 202 (nothing to poll); the note is stored once its delay has passed.
 - ``see_other``/``found``: the POST is processed (a conditional create may match), answered 303/302 with
   ``Location`` of the result, as some servers answer a conditional create that matched.
@@ -35,8 +37,9 @@ def settle_async(st: SandboxState) -> None:
 
 
 def wants(st: SandboxState, request: Request, resource_type: str) -> str:
-    """The answer this create gets: ``create_answer`` for a DocumentReference not already redirected, else direct."""
-    if resource_type != "DocumentReference" or request.query_params.get("_moved"):
+    """The answer this create gets: ``create_answer`` for a type of ``create_answer_types`` not already redirected,
+    else direct."""
+    if resource_type not in st.settings.create_answer_types or request.query_params.get("_moved"):
         return "direct"
     return st.settings.create_answer
 
@@ -45,7 +48,7 @@ def redirect_answer(st: SandboxState, request: Request, mode: str, location: str
     """A 3xx: to the result (``location``, 302/303) or, unprocessed, to the moved create endpoint (307/308)."""
     origin = st.settings.create_redirect_origin
     if location is None:
-        location = f"{st.fhir_base(request)}/DocumentReference?_moved=1"
+        location = f"{st.fhir_base(request)}/{request.url.path.rstrip('/').rsplit('/', 1)[-1]}?_moved=1"
     if origin:
         location = origin.rstrip("/") + location[len(st.base(request)) :]
     return Response(status_code=_REDIRECT[mode], headers={"Location": location})
@@ -66,10 +69,11 @@ def async_status(job_id: str, request: Request) -> Response:
     bearer(st, request)
     settle_async(st)
     job = st.async_creates.get(job_id)
-    if job is None:
+    if job is None or st.settings.create_async_status == "lost":
         raise FhirFailure(404, "not-found", "no such async job")
     if not job.done:
-        return fhir_response(outcome_body("informational", "in progress", "information"), 202, {"Retry-After": "1"})
+        working = 200 if st.settings.create_async_status == "outcome" else 202
+        return fhir_response(outcome_body("informational", "in progress", "information"), working, {"Retry-After": "1"})
     if job.created is None:
         answer: dict[str, Any] = {
             "status": "422 Unprocessable Entity",
@@ -79,6 +83,6 @@ def async_status(job_id: str, request: Request) -> Response:
     else:
         made = job.created
         version = made.get("meta", {}).get("versionId", "1")
-        location = f"DocumentReference/{made['id']}/_history/{version}"
+        location = f"{made['resourceType']}/{made['id']}/_history/{version}"
         entry = {"resource": made, "response": {"status": "201 Created", "location": location}}
     return fhir_response({"resourceType": "Bundle", "type": "batch-response", "entry": [entry]})

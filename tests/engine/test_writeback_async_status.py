@@ -1,0 +1,104 @@
+"""A create answered 202 whose status endpoint does not answer as FHIR's async pattern says (R4 async.html), against
+the sandbox EHR over a real socket: a poll asked to wait past the polling bound, a status endpoint that does not know
+the job (404) or answers a body naming no outcome, and a Binary (DWB-18) accepted for later."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from engine.writeback import write_note
+from store.outbox import get_note
+from tests.engine.helpers import connect_backend
+from tests.engine.writeback_helpers import FAST, enqueue, server_notes, set_tenant, writable_connection
+
+DOC_POSTS = "/fhir/DocumentReference"
+STATUS = "/fhir/_async/"
+#: Polls that do not wait long, within a short bound.
+POLLING = replace(FAST, accepted_poll_s=0.2, accepted_wait_s=3.0)
+
+
+def test_dwb50_a_status_endpoint_asking_to_wait_past_the_bound_is_not_waited_for(
+    world, start_sandbox, http, request_log
+) -> None:
+    """DWB-50: the status endpoint answers 503 with Retry-After 40 s, longer than the 3 s the polling may take. The
+    transport's own retry waited it out (up to 15 min a wait, 5 tries) while the note sat in ``unknown``; now the
+    poll stops at the bound and the identifier search settles it (the EHR filed the note at once): written."""
+    ehr = start_sandbox(create_answer="async")
+    ehr.admin.set_fault("503", path=STATUS, retry_after="40", times=1)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    started = time.monotonic()
+    done = write_note(world.env, POLLING, note.id)
+    assert time.monotonic() - started < 30  # 40 s and more before
+    [doc] = server_notes(world, conn, ehr, note)
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+
+
+def test_dwb34_a_status_endpoint_that_does_not_know_the_job_is_no_refusal(
+    world, start_sandbox, http, request_log
+) -> None:
+    """DWB-34: a 404 from the status endpoint says nothing of the create (the job is unknown where the poll landed, or
+    its URL expired); read as the create's refusal, the note was ``failed`` while the EHR was still filing it, and a
+    person would send it again. Now it is ``unknown`` (``accepted``), and a later identifier search finds it."""
+    ehr = start_sandbox(create_answer="async", create_async_status="lost", create_async_delay_s=100.0)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    first = write_note(world.env, POLLING, note.id)
+    assert (first.state, first.reason_code) == ("unknown", "accepted"), first.reason
+    ehr.admin.settings(clock_shift_s=200.0)  # the EHR's job has run meanwhile
+    done = write_note(world.env, POLLING, note.id)
+    [doc] = server_notes(world, conn, ehr, note)
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+
+
+def test_dwb34_a_status_answer_naming_no_outcome_is_no_refusal(world, start_sandbox, http, request_log) -> None:
+    """DWB-34: the status endpoint answers 200 with an informational OperationOutcome while the job runs (no
+    batch-response, no note): the create's outcome is not known, so the note is ``unknown`` (``accepted``), never
+    ``failed`` with HTTP 200; a later identifier search finds it."""
+    ehr = start_sandbox(create_answer="async", create_async_status="outcome", create_async_delay_s=100.0)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    first = write_note(world.env, POLLING, note.id)
+    assert (first.state, first.reason_code) == ("unknown", "accepted"), first.reason
+    ehr.admin.settings(clock_shift_s=200.0)
+    done = write_note(world.env, POLLING, note.id)
+    [doc] = server_notes(world, conn, ehr, note)
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+
+
+def test_dwb18_50_a_binary_accepted_for_later_is_polled_and_referenced(world, start_sandbox, http, request_log) -> None:
+    """DWB-18/50: the Binary created before the note is answered 202 with a status endpoint. It was taken for an
+    answer naming no id: the note went back to ``pending`` and each try made another Binary. Now the status endpoint
+    is polled: one Binary, referenced by the one note."""
+    ehr = start_sandbox(create_answer="async", create_answer_types=["Binary"], create_async_delay_s=0.5)
+    set_tenant(world)  # a backend client: the sandbox lets patient tokens create no Binary
+    conn = connect_backend(world, ehr, http=http, scope="system/*.rs system/DocumentReference.c system/Binary.c")
+    pdf = b"%PDF-1.4\n" + b"0" * 200 + b"\n%%EOF"
+    note = enqueue(world, conn, pdf=pdf, patient_id=ehr.admin.patients()[0])
+    done = write_note(world.env, replace(POLLING, inline_max_bytes=100), note.id)
+    assert done.state == "written" and done.binary_id, done.reason
+    [doc] = server_notes(world, conn, ehr, note)
+    assert doc["content"][0]["attachment"]["url"] == f"Binary/{done.binary_id}"
+    assert len(request_log.paths("/fhir/Binary", "POST")) == 1
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+    stored = get_note(world.env.db, note.id)
+    assert stored is not None and stored.state == "written"
+
+
+def test_dwb51_an_error_status_with_the_jobs_outcome_is_the_creates_refusal(
+    world, start_sandbox, http, request_log
+) -> None:
+    """DWB-51: FHIR's async "error status": the status endpoint answers 422 with a business-rule OperationOutcome,
+    the request's own failure. The identifier search finds nothing: failed with the server's reason, never resent."""
+    ehr = start_sandbox(create_answer="async", create_async_delay_s=100.0)
+    ehr.admin.set_fault("422", path=STATUS, times=None)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    done = write_note(world.env, POLLING, note.id)
+    assert (done.state, done.last_http_status) == ("failed", 422)
+    assert "simulated 422" in (done.reason or "")
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
