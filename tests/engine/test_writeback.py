@@ -15,10 +15,10 @@ from connectors.writeback import DRAFT_BANNER, DRAFT_LABEL
 from engine.writeback import write_note
 from store.models import AuditEvent
 from store.outbox import get_note
-from tests.engine.helpers import connect_backend
 from tests.engine.writeback_helpers import (
     FAST,
     NOTE_TEXT,
+    binary_pdf_note,
     enqueue,
     first_encounter,
     server_notes,
@@ -212,10 +212,7 @@ def test_dwb03_final_needs_the_tenant_opt_in_and_clinician_approval(world, sb, h
 
 def test_dwb18_large_note_goes_through_a_binary_created_first(world, sb, http, request_log) -> None:
     """DWB-18: content over the inline limit is a Binary, referenced by url, where the server allows Binary create."""
-    set_tenant(world)  # a backend client: the sandbox lets patient tokens create no Binary
-    conn = connect_backend(world, sb, http=http, scope="system/*.rs system/DocumentReference.c system/Binary.c")
-    pdf = b"%PDF-1.4\n" + b"0" * 200 + b"\n%%EOF"
-    note = enqueue(world, conn, pdf=pdf, patient_id=sb.admin.patients()[0])
+    conn, note = binary_pdf_note(world, sb, http)
     done = write_note(world.env, replace(FAST, inline_max_bytes=100), note.id)
     assert done.state == "written" and done.binary_id, done.reason
     [doc] = server_notes(world, conn, sb, note)

@@ -9,8 +9,7 @@ from dataclasses import replace
 
 from engine.writeback import write_note
 from store.outbox import get_note
-from tests.engine.helpers import connect_backend
-from tests.engine.writeback_helpers import FAST, enqueue, server_notes, set_tenant, writable_connection
+from tests.engine.writeback_helpers import FAST, binary_pdf_note, enqueue, server_notes, writable_connection
 
 DOC_POSTS = "/fhir/DocumentReference"
 STATUS = "/fhir/_async/"
@@ -75,10 +74,7 @@ def test_dwb18_50_a_binary_accepted_for_later_is_polled_and_referenced(world, st
     answer naming no id: the note went back to ``pending`` and each try made another Binary. Now the status endpoint
     is polled: one Binary, referenced by the one note."""
     ehr = start_sandbox(create_answer="async", create_answer_types=["Binary"], create_async_delay_s=0.5)
-    set_tenant(world)  # a backend client: the sandbox lets patient tokens create no Binary
-    conn = connect_backend(world, ehr, http=http, scope="system/*.rs system/DocumentReference.c system/Binary.c")
-    pdf = b"%PDF-1.4\n" + b"0" * 200 + b"\n%%EOF"
-    note = enqueue(world, conn, pdf=pdf, patient_id=ehr.admin.patients()[0])
+    conn, note = binary_pdf_note(world, ehr, http)
     done = write_note(world.env, replace(POLLING, inline_max_bytes=100), note.id)
     assert done.state == "written" and done.binary_id, done.reason
     [doc] = server_notes(world, conn, ehr, note)

@@ -18,7 +18,7 @@ from engine import CRASH_ENV
 from engine.writeback import WritebackConfig
 from store.models import Tenant
 from store.outbox import NoteInput, NoteRecord, enqueue_note
-from tests.engine.helpers import PATIENT_SCOPE, SandboxLike, SyncWorld, connect_patient
+from tests.engine.helpers import PATIENT_SCOPE, SandboxLike, SyncWorld, connect_backend, connect_patient
 
 WRITE_SCOPE = f"{PATIENT_SCOPE} patient/DocumentReference.c patient/Encounter.rs"
 ON = {"enableWrite": True, "enableNoteCreate": True}
@@ -41,6 +41,15 @@ def writable_connection(world: SyncWorld, sandbox: SandboxLike, http: httpx.Clie
     set_tenant(world)
     kwargs.setdefault("scope", WRITE_SCOPE)
     return connect_patient(world, sandbox, http=http, **kwargs)
+
+
+def binary_pdf_note(world: SyncWorld, sandbox: SandboxLike, http: httpx.Client) -> tuple[str, NoteRecord]:
+    """A backend connection allowed to create Binary (the sandbox lets patient tokens create none) and a PDF note
+    over 100 bytes: with ``inline_max_bytes=100`` it goes through a Binary created first (DWB-18)."""
+    set_tenant(world)
+    conn = connect_backend(world, sandbox, http=http, scope="system/*.rs system/DocumentReference.c system/Binary.c")
+    pdf = b"%PDF-1.4\n" + b"0" * 200 + b"\n%%EOF"
+    return conn, enqueue(world, conn, pdf=pdf, patient_id=sandbox.admin.patients()[0])
 
 
 def patient_of(world: SyncWorld, connection_id: str) -> str:
