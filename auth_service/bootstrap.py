@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from auth_service.tenants.settings import TenantSeed, load_tenant_seed, tenant_seed
 from connectors.errors import ConfigurationError
-from connectors.smart.brands import MAX_BUNDLE_BYTES, BrandsBundleError
+from connectors.smart.brands import MAX_BUNDLE_BYTES, BrandsBundleError, directory_name_problem, parse_brands_bundle
 
 if TYPE_CHECKING:
     from auth_service.core.config import Settings
@@ -60,14 +60,16 @@ def load_tenants_file(path: str | Path, settings: Settings | None = None) -> lis
 
 def load_brands_file(tenant_id: str, source: str, path: str | Path, settings: Settings | None = None) -> int:
     """``ehrsync auth brands``: load a SMART brands bundle file as the tenant's directory ``source``."""
-    from auth_service.core.config import load_settings
-    from auth_service.services.brand_admin import check_bundle, load_brands
-    from auth_service.services.context import build_context
-
+    if problem := directory_name_problem(source):
+        raise ConfigurationError(problem)
     file = Path(path)
     if file.stat().st_size > MAX_BUNDLE_BYTES:  # never read a file the parser would refuse anyway
         raise BrandsBundleError([f"{file} is over the {MAX_BUNDLE_BYTES}-byte limit"])
-    bundle = check_bundle(source, file.read_bytes())  # a bad file is named before any database work
+    bundle = parse_brands_bundle(file.read_bytes())  # a bad file is named before the service (its database) loads
+    from auth_service.core.config import load_settings
+    from auth_service.services.brand_admin import load_brands
+    from auth_service.services.context import build_context
+
     ctx = build_context(settings or load_settings())
     try:
         return int(load_brands(ctx, tenant_id, source, bundle, actor="cli")["brands"])

@@ -83,7 +83,7 @@ def sqlite_database_file(url: URL) -> Path | None:
             "(sqlite:///file:/path/to/app.db?...&uri=true); on a plain path SQLite makes them part of the file name"
         )
     if uri and name.startswith("file:"):
-        if sqlite_uri_mode(url) == "memory":
+        if sqlite_uri_mode(url) == "memory" or url.query.get("vfs") == "memdb":  # memdb: a named in-memory database
             return None
         name = name[len("file:") :].partition("#")[0]
         if name.startswith("//"):

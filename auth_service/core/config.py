@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
@@ -186,12 +185,6 @@ class Settings(AppSettings):
         if self.SESSION_COOKIE_SECURE is not None:
             return self.SESSION_COOKIE_SECURE
         return self.APP_BASE_URL.startswith("https://")
-
-    @property
-    def sqlite_path(self) -> Path | None:
-        prefix = "sqlite:///"
-        url = self.database_url
-        return Path(url[len(prefix) :]) if url.startswith(prefix) else None
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from auth_service.services.audit import record_audit
 from auth_service.services.context import ServiceContext
 from auth_service.services.directory import reachable_brands
 from auth_service.services.errors import ConfigValidationError, InvalidInputError, NotFoundError
-from connectors.smart.brands import BrandsBundle, BrandsBundleError, parse_brands_bundle
+from connectors.smart.brands import (
+    BrandsBundle,
+    BrandsBundleError,
+    directory_name_problem,
+    parse_brands_bundle,
+)
 from store.brand_directories import BrandDirectory, delete_directory, list_directories, save_directory
 from store.models import Tenant
 
-__all__ = ["SOURCE_PATTERN", "check_bundle", "delete_brands", "list_brands", "load_brands"]
-
-SOURCE_PATTERN = r"^[a-z0-9_.-]{1,64}$"
+__all__ = ["check_bundle", "delete_brands", "list_brands", "load_brands"]
 
 
 def _summary(ctx: ServiceContext, row: BrandDirectory) -> dict[str, Any]:
@@ -30,8 +32,8 @@ def _summary(ctx: ServiceContext, row: BrandDirectory) -> dict[str, Any]:
 
 def check_bundle(source: str, raw: bytes) -> BrandsBundle:
     """The directory name and the parsed bundle, or a ``ServiceError`` naming each problem (no database work)."""
-    if not re.fullmatch(SOURCE_PATTERN, source):
-        raise InvalidInputError(f"directory name {source[:80]!r} must be 1-64 of a-z, 0-9, '_', '.', '-'")
+    if problem := directory_name_problem(source):
+        raise InvalidInputError(problem)
     try:
         return parse_brands_bundle(raw)
     except BrandsBundleError as exc:

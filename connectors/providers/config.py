@@ -6,8 +6,6 @@ import re
 from typing import Literal
 from urllib.parse import urlsplit
 
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from connectors.errors import ConfigurationError
@@ -72,6 +70,10 @@ class ProviderConfig(BaseModel):
     def _pem(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
             return None
+        # cryptography loads here, when a key is checked: listing connections needs only the vendors' rules
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
         try:
             key = load_pem_private_key(value.get_secret_value().encode(), password=None)
         except (ValueError, TypeError):

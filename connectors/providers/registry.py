@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from connectors.errors import ConfigurationError
 from connectors.providers.athena import AthenaProvider
@@ -12,7 +13,9 @@ from connectors.providers.ecw import EcwProvider
 from connectors.providers.epic import EpicProvider
 from connectors.providers.generic import GenericProvider
 from connectors.providers.pcc import PccProvider
-from connectors.smart import ClientAuth, JwtClientAuth
+
+if TYPE_CHECKING:  # the client-auth module loads PyJWT and cryptography: only a check of a client's auth needs them
+    from connectors.smart import ClientAuth
 
 __all__ = ["TENANT_SMART_PROVIDER_ID", "all_providers", "check_provider_client_auth", "get_provider"]
 
@@ -55,5 +58,7 @@ def check_provider_client_auth(provider_id: str, auth: ClientAuth, grant: str | 
     plugin = _PROVIDERS.get(provider_id)
     if plugin is None:
         return
+    from connectors.smart import JwtClientAuth
+
     alg = auth.alg if isinstance(auth, JwtClientAuth) else None
     plugin.check_client_auth(auth.method, alg, grant=grant)

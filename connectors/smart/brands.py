@@ -11,6 +11,7 @@ Argonaut ``brand-logo`` / ``patient-access-*`` extensions. All of that is accept
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,15 +20,19 @@ from connectors.errors import ConfigurationError
 from connectors.smart._brand_refs import ResourceIndex, ext_value, extensions, is_fhir_base
 
 __all__ = [
+    "DIRECTORY_NAME_PATTERN",
     "MAX_BUNDLE_BYTES",
     "MAX_BUNDLE_ENTRIES",
     "Brand",
     "BrandPortal",
     "BrandsBundle",
     "BrandsBundleError",
+    "directory_name_problem",
     "parse_brands_bundle",
 ]
 
+#: The name a tenant gives a loaded bundle (its connect-page directory); loading the same name again replaces it.
+DIRECTORY_NAME_PATTERN = r"^[a-z0-9_.-]{1,64}$"
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024
 MAX_BUNDLE_ENTRIES = 20_000
 _MAX_PROBLEMS = 20
@@ -49,6 +54,13 @@ class BrandsBundleError(ConfigurationError):
         more = f" (and {len(problems) - len(shown)} more)" if len(problems) > len(shown) else ""
         super().__init__("brands bundle rejected: " + "; ".join(shown) + more)
         self.problems = shown
+
+
+def directory_name_problem(source: str) -> str | None:
+    """What is wrong with ``source`` as a directory name, or None: checked before a bundle is read or stored."""
+    if re.fullmatch(DIRECTORY_NAME_PATTERN, source):
+        return None
+    return f"directory name {source[:80]!r} must be 1-64 of a-z, 0-9, '_', '.', '-'"
 
 
 @dataclass(frozen=True)

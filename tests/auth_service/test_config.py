@@ -40,7 +40,6 @@ def test_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.SMART_ISSUER_ALLOWLIST == ["https://a.example/fhir", "https://b.example/r4/"]
     # the one app-database default every ehrsync process shares (was var/auth_service/app.db here only)
     assert s.database_url == f"sqlite:///{Path('var/demo').resolve() / 'app.db'}"
-    assert s.sqlite_path == Path("var/demo").resolve() / "app.db"
     assert s.redirect_uri == "http://127.0.0.1:8000/api/integrations/smart/callback"
 
 

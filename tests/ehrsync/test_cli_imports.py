@@ -126,11 +126,14 @@ def test_a_demo_state_it_may_not_delete_is_named_before_the_demo_loads(tmp_path:
     [
         (["auth", "seed", "{seed}"], "entry 0: id: Field required"),
         (["auth", "bootstrap", "--tenant", "bad id!", "--name", "x"], "id: String should match pattern"),
+        (["auth", "brands", "--tenant", "t1", "--source", "regional", "{seed}"], "brands bundle rejected"),
+        (["auth", "brands", "--tenant", "t1", "--source", "Bad Name", "{seed}"], "directory name 'Bad Name'"),
     ],
 )
 def test_bad_auth_set_up_input_is_refused_before_the_service_loads(tmp_path: Path, args: list[str], named: str) -> None:
-    """``ehrsync auth seed`` of a malformed file and ``bootstrap`` of a malformed id imported the service's settings,
-    database layer (SQLAlchemy), vault and provider plugins before checking: 0.6 s of CPU for a typo."""
+    """``ehrsync auth seed`` or ``auth brands`` of a malformed file (or directory name) and ``bootstrap`` of a
+    malformed id imported the service's settings, database layer (SQLAlchemy), vault and provider plugins before
+    checking: 0.6 s of CPU for a typo."""
     seed = tmp_path / "seed.json"
     seed.write_text('[{"bad": 1}]')
     argv = [arg.format(seed=seed) for arg in args]
@@ -147,9 +150,10 @@ def test_bad_auth_set_up_input_is_refused_before_the_service_loads(tmp_path: Pat
     assert named in str(_loaded_after(code, tmp_path)["stderr"])
 
 
-def test_connections_list_loads_no_http_client(tmp_path: Path) -> None:
+def test_connections_list_loads_no_http_client_and_no_signing(tmp_path: Path) -> None:
     """``ehrsync connections list`` names each connection's export slot (a vendor plugin's rule) and checks no URL:
-    the plugins' URL module imported httpx (0.1 s of CPU) at load for a check it makes only on a URL."""
+    the plugins' URL module imported httpx (0.1 s of CPU) at load for a check it makes only on a URL, and the plugin
+    registry and configuration models imported PyJWT and cryptography (~35 ms) for checks of a client's key."""
     code = (
         "import os\n"
         "from store import AppDatabase\n"
@@ -168,7 +172,10 @@ def test_connections_list_loads_no_http_client(tmp_path: Path) -> None:
         "try:\n"
         "    main(['connections', 'list'])\n"
         "except SystemExit as exc:\n"
-        "    assert exc.code == 0, exc.code"
+        "    assert exc.code == 0, exc.code\n"
+        "import sys\n"
+        "signing = [m for m in ('jwt', 'cryptography') if m in sys.modules]\n"
+        "assert not signing, signing"
     )
     ran = _loaded_after(code, tmp_path)
     assert ran["loaded"] == [], ran

@@ -74,6 +74,9 @@ def test_sqlite_wal_busy_timeout_and_foreign_keys(tmp_path: Path) -> None:
         ("sqlite:///:memory:", "SQLite file"),
         ("sqlite:///file::memory:?uri=true", "SQLite file"),
         ("sqlite:///file:app.db?mode=memory&uri=true", "SQLite file"),
+        # SQLite's memdb VFS keeps the whole database in memory under a file-like name: nothing reaches the disk
+        ("sqlite:///file:app.db?vfs=memdb&uri=true", "SQLite file"),
+        ("sqlite:///file:/tmp/app.db?vfs=memdb&uri=true&cache=shared", "SQLite file"),
         ("sqlite:///file://elsewhere/app.db?uri=true", "another host"),
         ("mysql://u@h/db", "unsupported"),
         ("postgresql+psycopg2://u@h/db", "psycopg 3"),
