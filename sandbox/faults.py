@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sandbox.body_faults import body_fault
 from sandbox.clock import Clock
 from sandbox.oauth.broken import BROKEN_ANSWERS
+from sandbox.oauth.keys import ID_TOKEN_FAULTS
 from sandbox.quota_fault import QuotaHeaders, QuotaWindow, with_headers
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class Fault(BaseModel):
     times: int | None = Field(default=1, ge=1)
     retry_after: str | None = None  # seconds or an HTTP-date; "" sends no Retry-After header
     delay_s: float = Field(default=1.0, ge=0, le=60)
-    #: oauth_error: the OAuth error code to force (SAL-36); id_token: wrong_aud|expired|bad_signature|rotated_kid;
+    #: oauth_error: the OAuth error code to force (SAL-36); id_token: one of sandbox.oauth.keys.ID_TOKEN_FAULTS;
     #: token_answer: one of sandbox.oauth.grants.BROKEN_ANSWERS
     error: str = "temporarily_unavailable"
     #: oauth_error: sent as `error_description` when given; at /oauth/token "{code}" is the code the client sent
@@ -97,10 +98,9 @@ class Fault(BaseModel):
 
     @model_validator(mode="after")
     def _id_token_variant(self) -> Fault:
-        if self.kind == "id_token" and self.error not in ("wrong_aud", "expired", "bad_signature", "rotated_kid"):
-            raise ValueError("id_token faults need error = wrong_aud, expired, bad_signature or rotated_kid")
-        if self.kind == "token_answer" and self.error not in BROKEN_ANSWERS:
-            raise ValueError(f"token_answer faults need error = {' or '.join(BROKEN_ANSWERS)}")
+        for kind, variants in (("id_token", ID_TOKEN_FAULTS), ("token_answer", BROKEN_ANSWERS)):
+            if self.kind == kind and self.error not in variants:
+                raise ValueError(f"{kind} faults need error = {' or '.join(variants)}")
         return self
 
 

@@ -11,7 +11,11 @@ its spelling:
   it for a v1-only server anyway), else dropped; ``.*`` becomes ``.read`` on a type no feature writes.
 - a wildcard type (``patient/*.*``, ``user/*.cruds``) keeps its read part and gets a write scope per needed type:
   with note write-back on and patient creation off, ``patient/*.*`` asks ``patient/*.read patient/Binary.write
-  patient/DocumentReference.write patient/Provenance.write``, never write access to every type.
+  patient/DocumentReference.write patient/Provenance.write``, never write access to every type. A v2 wildcard's
+  ``?filter`` goes only onto a type that has every parameter it filters on (FHIR R4 search parameters): with both
+  features on, ``patient/*.cruds?category=clinical-note`` asks ``patient/*.rs?category=clinical-note
+  patient/DocumentReference.c?category=clinical-note`` and no create on Binary, Provenance or Patient, which have no
+  ``category`` (``patient/Binary.c?category=...`` means nothing, and the unfiltered scope is more than configured).
 
 A token the parser does not read as a resource scope but that looks like a write one (``patient/``, ``user/`` or
 ``system/``, e.g. ``patient/Patient.write?x=1``) is dropped; a vendor's own scope is kept, whatever its spelling.
@@ -20,6 +24,7 @@ A token the parser does not read as a resource scope but that looks like a write
 from __future__ import annotations
 
 import logging
+import re
 
 from connectors.smart import parse_scopes
 from connectors.smart.scopes import ResourceScope
@@ -36,6 +41,18 @@ _PATIENT_TYPES = ("Patient",)
 _LOGGED: set[tuple[str, ...]] = set()  # what was said already: a profile resolves on every refresh
 _LOGGED_MAX = 1024
 _CONTEXTS = frozenset({"patient", "user", "system"})  # SMART resource scopes; any other is a vendor's own
+#: FHIR R4 search parameters every resource has, and (space-separated) those of each type ehrsync creates
+_COMMON_PARAMS = frozenset({"_id", "_lastUpdated", "_profile", "_security", "_source", "_tag"})
+_SEARCH_PARAMS: dict[str, str] = {
+    "Binary": "",
+    "DocumentReference": "authenticator author category contenttype custodian date description encounter event"
+    " facility format identifier language location patient period related relatesto relation relationship"
+    " security-label setting status subject type",
+    "Provenance": "agent agent-role agent-type entity location patient recorded signature-type target when",
+    "Patient": "active address address-city address-country address-postalcode address-state address-use birthdate"
+    " death-date deceased email family gender general-practitioner given identifier language link name organization"
+    " phone phonetic telecom",
+}
 
 
 def least_privilege_scopes(scope: str, *, note: bool, patient: bool) -> tuple[str, list[str]]:
@@ -67,10 +84,18 @@ def _narrow(token: str, creatable: tuple[str, ...]) -> list[str]:
     reads = "".join(c for c in _ORDER if c in rs.interactions & _READS)
     if rs.resource_type == "*":
         out = [f"{prefix}*.{reads}{suffix}"] if reads else []
-        return out + [f"{prefix}{t}.c{suffix}" for t in creatable if "c" in rs.interactions]
+        wanted = (t for t in creatable if "c" in rs.interactions and _filters_apply(t, rs.filters))
+        return out + [f"{prefix}{t}.c{suffix}" for t in wanted]
     create = "c" if rs.resource_type in creatable and "c" in rs.interactions else ""
     letters = "".join(c for c in _ORDER if c in create + reads)
     return [f"{prefix}{rs.resource_type}.{letters}{suffix}"] if letters else []
+
+
+def _filters_apply(resource_type: str, filters: tuple[tuple[str, str], ...]) -> bool:
+    """Whether ``resource_type`` has every search parameter a wildcard's filter names (``category:text`` and the
+    chained ``patient.name`` are ``category`` and ``patient``)."""
+    names = {re.split(r"[:.]", name, maxsplit=1)[0] for name, _ in filters}
+    return names <= _COMMON_PARAMS | set(_SEARCH_PARAMS.get(resource_type, "").split())
 
 
 def _narrow_v1(rs: ResourceScope, creatable: tuple[str, ...], prefix: str) -> list[str]:

@@ -175,7 +175,7 @@ def validate_id_token(
     leeway_s: int = DEFAULT_LEEWAY_S,
     allowlist: Iterable[str] | None = None,
 ) -> dict[str, Any]:
-    """Verify signature, ``iss``, ``aud``, ``exp``, ``iat`` and ``nonce``; return the claims (SAL-33).
+    """Verify signature, ``iss``, ``aud`` (and ``azp``), ``exp``, ``iat`` and ``nonce``; return the claims (SAL-33).
 
     ``jwks_uri`` defaults to the one in ``{issuer}/.well-known/openid-configuration``, else (no usable OpenID
     document) ``smart_jwks_uri``: the one the issuer's own smart-configuration names. ``alg: none`` and
@@ -188,12 +188,20 @@ def validate_id_token(
     current = time.time() if now is None else now
     claims = _decode(id_token, key, alg, client_id=client_id, issuer=issuer, leeway_s=leeway_s)
     _check_times(claims, current, leeway_s)
-    aud = claims["aud"]
-    if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") not in (None, client_id):
-        raise IdTokenError("id_token azp is not our client_id")
+    _check_azp(claims, client_id)
     if nonce is not None and claims.get("nonce") != nonce:
         raise IdTokenError("id_token nonce does not match the one sent")
     return claims
+
+
+def _check_azp(claims: dict[str, Any], client_id: str) -> None:
+    """OpenID Connect Core 3.1.3.7: several audiences need an ``azp``, and an ``azp`` must be our client_id (a token
+    issued to another party that lists us too is not our sign-in)."""
+    aud, azp = claims["aud"], claims.get("azp")
+    if azp is None and isinstance(aud, list) and len(aud) > 1:
+        raise IdTokenError("id_token has several audiences but no azp naming our client_id")
+    if azp is not None and azp != client_id:
+        raise IdTokenError("id_token azp is not our client_id")
 
 
 def _check_times(claims: dict[str, Any], now: float, leeway_s: int) -> None:

@@ -14,6 +14,7 @@ from connectors.errors import OAuthError, UnusableTokenAnswerError
 from connectors.http.dates import parse_http_date
 from connectors.smart._http import post_form, raise_for_oauth_error, require_json_object
 from connectors.smart.client_auth import ClientAuth
+from connectors.smart.token_fields import context_id, fhir_context, granted_scope, lenient_str, opt_str, patient_banner
 
 __all__ = [
     "DEFAULT_EXPIRES_IN",
@@ -94,36 +95,6 @@ class TokenResponse:
         return ctx
 
 
-def _opt_str(payload: Mapping[str, Any], key: str) -> str | None:
-    value = payload.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise OAuthError("invalid_response", f"token response field {key!r} must be a string")
-    return value
-
-
-def _lenient_str(payload: Mapping[str, Any], key: str) -> str | None:
-    """An optional field that does not decide the grant (launch context, scope, style): a value of the wrong type is
-    dropped with a warning, not a refused answer, which would throw away the rotated refresh token it carries."""
-    value = payload.get(key)
-    if value is None or isinstance(value, str):
-        return value
-    logger.warning("token response field %r is a %s, not a string; ignored", key, type(value).__name__)
-    return None
-
-
-def _context_id(payload: Mapping[str, Any], key: str) -> str | None:
-    """``patient``/``encounter``: the id the connection is bound to. A server writing it as a JSON number gets it as
-    text; a blank one is none; any other type is refused (a wrong binding is worse than none)."""
-    value = payload.get(key)
-    if isinstance(value, int) and not isinstance(value, bool):
-        logger.warning("token response field %r is a number; taken as the id it spells", key)
-        return str(value)
-    text = _opt_str(payload, key)
-    return text if text and text.strip() else None
-
-
 def _expires_in(payload: Mapping[str, Any]) -> int:
     value = payload.get("expires_in")
     if value is None or (isinstance(value, str) and not value.strip()):  # blank is absent, as a blank scope is
@@ -140,33 +111,6 @@ def _expires_in(payload: Mapping[str, Any]) -> int:
         logger.warning("token response expires_in %d s is beyond a year; taken as %d s", seconds, MAX_EXPIRES_IN)
         return MAX_EXPIRES_IN
     return seconds
-
-
-def _granted_scope(payload: Mapping[str, Any]) -> str | None:
-    """The granted ``scope``; a blank one is none (RFC 6749 §5.1: absent means the scope asked for)."""
-    raw = payload.get("scope")
-    if isinstance(raw, list) and all(isinstance(s, str) for s in raw):  # some servers send the scopes as a list
-        raw = " ".join(raw)
-    scope = _lenient_str({"scope": raw}, "scope")
-    return scope if scope is not None and scope.strip() else None
-
-
-def _fhir_context(value: Any) -> tuple[dict[str, Any], ...]:
-    """SAL-16: 2.1+ sends objects, 2.0 sent plain reference strings; both become objects."""
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        logger.warning("token response field 'fhirContext' is a %s, not an array; ignored", type(value).__name__)
-        return ()
-    items: list[dict[str, Any]] = []
-    for item in value:
-        if isinstance(item, str):
-            items.append({"reference": item})
-        elif isinstance(item, dict):
-            items.append(dict(item))
-        else:  # the others still stand (_lenient_str says why)
-            logger.warning("a fhirContext item is a %s, not an object or reference; ignored", type(item).__name__)
-    return tuple(items)
 
 
 def _issued_at(date_header: str | None, now: datetime) -> datetime:
@@ -195,22 +139,21 @@ def parse_token_response(
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
         raise OAuthError("invalid_response", f"unsupported token_type {token_type!r} (expected Bearer)")
     expires_in = _expires_in(payload)
-    banner = payload.get("need_patient_banner")
     issued_at = _issued_at(date_header, clock())
     return TokenResponse(
         access_token=access_token,
         token_type="Bearer",  # noqa: S106 - the scheme name, not a secret
         expires_in=expires_in,
-        scope=_granted_scope(payload),
-        refresh_token=_opt_str(payload, "refresh_token") or None,
-        id_token=_opt_str(payload, "id_token") or None,
-        patient=_context_id(payload, "patient"),
-        encounter=_context_id(payload, "encounter"),
-        fhir_context=_fhir_context(payload.get("fhirContext")),
-        need_patient_banner=banner if isinstance(banner, bool) else None,
-        smart_style_url=_lenient_str(payload, "smart_style_url"),
-        intent=_lenient_str(payload, "intent"),
-        tenant=_lenient_str(payload, "tenant"),
+        scope=granted_scope(payload),
+        refresh_token=opt_str(payload, "refresh_token") or None,
+        id_token=opt_str(payload, "id_token") or None,
+        patient=context_id(payload, "patient"),
+        encounter=context_id(payload, "encounter"),
+        fhir_context=fhir_context(payload.get("fhirContext")),
+        need_patient_banner=patient_banner(payload),
+        smart_style_url=lenient_str(payload, "smart_style_url"),
+        intent=lenient_str(payload, "intent"),
+        tenant=lenient_str(payload, "tenant"),
         extra={k: v for k, v in payload.items() if k not in _KNOWN},
         issued_at=issued_at,
         expires_at=issued_at + timedelta(seconds=expires_in),

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-IdTokenFault = Literal["wrong_aud", "expired", "bad_signature", "rotated_kid"]
+#: multi_aud_no_azp / multi_aud_foreign_azp: ``aud`` names our client and another one, with no ``azp`` or with the
+#: other one as ``azp`` (OpenID Connect Core 3.1.3.7: a client must then refuse the token)
+IdTokenFault = Literal[
+    "wrong_aud", "expired", "bad_signature", "rotated_kid", "multi_aud_no_azp", "multi_aud_foreign_azp"
+]
+ID_TOKEN_FAULTS: tuple[str, ...] = get_args(IdTokenFault)
 
 
 def _new_key() -> rsa.RSAPrivateKey:
@@ -50,6 +55,10 @@ class SigningKey:
         }
         if nonce is not None:
             claims["nonce"] = nonce
+        if fault in ("multi_aud_no_azp", "multi_aud_foreign_azp"):
+            claims["aud"] = [client_id, "another-app"]
+            if fault == "multi_aud_foreign_azp":
+                claims["azp"] = "another-app"
         if fault == "rotated_kid":
             self.rotate()
         key = _new_key() if fault == "bad_signature" else self._key

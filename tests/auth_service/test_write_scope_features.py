@@ -72,6 +72,23 @@ def test_sal_patient_create_on_note_off_asks_no_document_write(make_app: Callabl
         ("patient/*.*", False, False, "patient/*.read"),
         ("user/*.cruds", False, True, "user/*.rs user/Patient.c"),
         ("user/*.write", False, False, ""),
+        # a filtered wildcard: its filter goes only onto a type it can filter (Binary, Provenance, Patient have no
+        # category: no create scope for them, neither a nonsense filtered one nor a wider unfiltered one)
+        (
+            "patient/*.cruds?category=clinical-note",
+            True,
+            True,
+            "patient/*.rs?category=clinical-note patient/DocumentReference.c?category=clinical-note",
+        ),
+        ("patient/*.cruds?category=clinical-note", False, True, "patient/*.rs?category=clinical-note"),
+        ("user/*.c?_tag=ai", False, True, "user/Patient.c?_tag=ai"),  # a parameter every type has
+        (
+            "user/*.cs?patient=p1&category=x",
+            True,
+            False,
+            "user/*.s?patient=p1&category=x user/DocumentReference.c?patient=p1&category=x",
+        ),
+        ("user/*.c?gender=male", True, True, "user/Patient.c?gender=male"),
         # unparsed but write-looking: dropped
         ("patient/Patient.write?x=1", True, True, ""),
         ("launch/patient", False, False, "launch/patient"),

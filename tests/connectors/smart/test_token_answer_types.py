@@ -1,0 +1,85 @@
+"""Token answer fields of the wrong JSON type or spelling (SAL-15, SAL-21), against the sandbox over a real socket
+(the ``token_answer`` fault): a code exchange answered 200 with the field as a real server may send it.
+
+- ``scope`` a number, an object or a list holding a non-string: before, read as absent, i.e. "granted as asked"
+  (RFC 6749 §5.1), a grant the server never stated; now the answer is unusable (``invalid_response``, naming
+  ``scope``), its tokens handed back to revoke.
+- ``need_patient_banner`` the text ``"false"``: before, dropped silently (the launch context lost it); SMART says
+  a boolean, so the two spellings a server writes it in (``"true"``/``"false"``, any case) are read as the boolean.
+- ``patient`` padded with spaces: before, kept as sent (every later search named a patient id with spaces); a
+  FHIR id has no spaces, so the id it spells is taken. One that is no FHIR id at all (``Patient/pat1``) makes the
+  answer unusable, naming ``patient``, never its value."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from connectors.errors import OAuthError, UnusableTokenAnswerError
+from connectors.smart import PublicClientAuth, TokenResponse, exchange_code, parse_token_response
+from sandbox import SandboxServer
+from tests.sandbox.helpers import REDIRECT, authorize, authorize_params, pkce, public_client, query_of
+
+_SCOPE = "launch/patient offline_access patient/*.rs"
+
+
+def _exchange(ehr: SandboxServer, variant: str) -> TokenResponse:
+    """A patient sign-in whose token answer the sandbox sends as ``variant`` says."""
+    cid = public_client(ehr)
+    ehr.admin.preapprove(cid, "pat1")
+    verifier, challenge = pkce()
+    code = query_of(authorize(ehr, authorize_params(ehr, cid, _SCOPE, challenge)))["code"]
+    ehr.admin.set_fault("token_answer", path="/oauth/token", error=variant)
+    with httpx.Client(timeout=30) as http:
+        return exchange_code(
+            ehr.base_url + "/oauth/token",
+            http=http,
+            client_auth=PublicClientAuth(cid),
+            code=code,
+            redirect_uri=REDIRECT,
+            code_verifier=verifier,
+        )
+
+
+@pytest.mark.parametrize("variant", ["scope_number", "scope_object", "scope_list_number"])
+def test_sal21_a_scope_of_the_wrong_type_is_no_grant_as_asked(ehr: SandboxServer, variant: str) -> None:
+    with pytest.raises(UnusableTokenAnswerError, match=r"'scope' .* not a space-separated string") as info:
+        _exchange(ehr, variant)
+    assert info.value.error == "invalid_response"
+    assert dict(info.value.issued_tokens).keys() == {"access_token", "refresh_token"}  # to revoke (SAL-34)
+
+
+def test_sal21_a_scope_list_of_strings_still_reads_and_a_blank_scope_is_still_as_asked() -> None:
+    base = {"access_token": "AT", "token_type": "Bearer"}
+    assert parse_token_response({**base, "scope": ["openid", "patient/*.rs"]}).scope == "openid patient/*.rs"
+    assert parse_token_response({**base, "scope": " "}).scope is None
+
+
+def test_sal15_need_patient_banner_as_text_is_the_boolean_it_spells(ehr: SandboxServer) -> None:
+    token = _exchange(ehr, "banner_text")
+    assert token.need_patient_banner is False
+    assert token.launch_context()["need_patient_banner"] is False
+
+
+@pytest.mark.parametrize(("sent", "read"), [(" TRUE ", True), ("False", False), ("yes", None), (1, None)])
+def test_sal15_need_patient_banner_spellings(sent: object, read: bool | None) -> None:
+    """Only the two spellings of a boolean are read; anything else is no answer (logged), never a refused grant."""
+    token = parse_token_response({"access_token": "AT", "token_type": "Bearer", "need_patient_banner": sent})
+    assert token.need_patient_banner is read
+
+
+def test_sal15_a_padded_patient_id_is_the_id_it_spells(ehr: SandboxServer) -> None:
+    token = _exchange(ehr, "patient_padded")
+    assert token.patient == "pat1" and token.launch_context()["patient"] == "pat1"
+
+
+def test_sal15_a_patient_that_is_no_fhir_id_makes_the_answer_unusable(ehr: SandboxServer) -> None:
+    with pytest.raises(UnusableTokenAnswerError, match=r"'patient' is not a FHIR id") as info:
+        _exchange(ehr, "patient_reference")
+    assert "pat1" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["a b", "x" * 65, "Patient/1", "é1"])
+def test_sal15_an_encounter_that_is_no_fhir_id_is_refused_too(value: str) -> None:
+    with pytest.raises(OAuthError, match=r"'encounter' is not a FHIR id"):
+        parse_token_response({"access_token": "AT", "token_type": "Bearer", "encounter": value})
