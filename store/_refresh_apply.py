@@ -11,12 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from connectors.errors import EhrSyncError, NeedsReauthError, UnusableTokenAnswerError
 from connectors.smart import TokenResponse
+from store import _refresh_lock
 from store._refresh_lock import RefreshLockTimeoutError
 from store._same_client import ClientRefusal
 from store._states import AFTER_401_MARK
@@ -28,17 +29,23 @@ from store.tokenrows import keep_refresh_token, open_field, write_tokens
 __all__ = ["RefreshOutcome", "apply_outcome", "lock_row", "unusable_answer_outcome"]
 
 logger = logging.getLogger(__name__)
-_LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL: NOWAIT met a lock
+_LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL: NOWAIT met a lock, or lock_timeout ran out
 
 
 def lock_row(session: Session, connection_id: str, *, wait: bool = True) -> TokenRecord | None:
     """Lock the connection row, then return its tokens row, both ``FOR UPDATE`` for this transaction.
 
     The connection row always exists, so the lock also serializes the first token of a connection (a
-    backend mint), when there is no tokens row to lock yet. SQLite already holds the write lock. ``wait`` False
-    (PostgreSQL): ``NOWAIT``, ``RefreshLockTimeoutError`` at once when another transaction holds either row.
+    backend mint), when there is no tokens row to lock yet. SQLite already holds the write lock. On PostgreSQL
+    the wait is bounded as SQLite's refresh lock is (``REFRESH_LOCK_TIMEOUT_S``, then ``RefreshLockTimeoutError``),
+    and ``wait`` False is ``NOWAIT``: ``RefreshLockTimeoutError`` at once when another transaction holds either row.
     """
+    postgres = session.get_bind().dialect.name == "postgresql"
+    timeout_s = _refresh_lock.REFRESH_LOCK_TIMEOUT_S
     try:
+        if postgres and wait:  # only these two locks: later statements of the transaction (writing a rotated
+            # refresh token) must not fail on a timeout after the EHR has answered
+            session.execute(text(f"SET LOCAL lock_timeout = '{max(1, round(timeout_s * 1000))}ms'"))
         session.execute(select(Connection.id).where(Connection.id == connection_id).with_for_update(nowait=not wait))
         stmt = (
             select(TokenRecord)
@@ -46,11 +53,15 @@ def lock_row(session: Session, connection_id: str, *, wait: bool = True) -> Toke
             .with_for_update(nowait=not wait)
             .execution_options(populate_existing=True)
         )
-        return session.scalars(stmt).one_or_none()
+        row = session.scalars(stmt).one_or_none()
     except OperationalError as exc:
-        if wait or getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+        if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
             raise
-        raise RefreshLockTimeoutError(f"connection {connection_id}: another transaction holds its token") from exc
+        held = f"has held its token for over {timeout_s:.0f}s" if wait else "holds its token"
+        raise RefreshLockTimeoutError(f"connection {connection_id}: another transaction {held}") from exc
+    if postgres and wait:
+        session.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
+    return row
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from connectors.errors import EhrSyncError, NeedsReauthError, TemporarilyUnavailableError
 from connectors.smart import TokenResponse, parse_token_response
@@ -532,18 +533,34 @@ def test_a_failing_discovery_keeps_a_still_valid_token(db: AppDatabase, cipher: 
     assert audits == ["transient_failure"]
 
 
-def test_sqlite_refresh_lock_held_too_long_is_a_typed_error(
-    tmp_path: Path, cipher: TokenCipher, token_server: RunningTokenServer, monkeypatch: pytest.MonkeyPatch
+@contextmanager
+def _refresh_held_elsewhere(db: AppDatabase, connection_id: str) -> Iterator[None]:
+    """Another process refreshing ``connection_id``, as far as this one can tell: SQLite's refresh lock file, or
+    PostgreSQL's row locks held by a transaction of another connection."""
+    if db.dialect == "sqlite":
+        with _refresh_lock.sqlite_refresh_lock(db, connection_id):
+            yield
+        return
+    with db.locked_session() as session:
+        lock_row(session, connection_id)
+        yield
+
+
+def test_refresh_lock_held_too_long_is_a_typed_error(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    db = AppDatabase.from_url(f"sqlite:///{tmp_path / 'app.db'}")
-    db.migrate()
+    """A refresh waits for another process's refresh of the same grant at most ``REFRESH_LOCK_TIMEOUT_S``, then
+    ``RefreshLockTimeoutError`` names the connection: on PostgreSQL it waited on the row lock without limit."""
     vault = seeded(db, cipher, token_server)
-    monkeypatch.setattr(_refresh_lock, "REFRESH_LOCK_TIMEOUT_S", 0.2)
-    with _refresh_lock.sqlite_refresh_lock(db, "c1"), pytest.raises(RefreshLockTimeoutError, match="c1"):
-        vault.force_refresh("c1")  # another process is (as far as this one can tell) stuck refreshing c1
+    monkeypatch.setattr(_refresh_lock, "REFRESH_LOCK_TIMEOUT_S", 0.5)
+    with _refresh_held_elsewhere(db, "c1"), pytest.raises(RefreshLockTimeoutError, match="c1"):
+        vault.force_refresh("c1")
     assert token_server.state.count("refresh_token") == 0
     assert vault.force_refresh("c1") == "at-1"  # the lock released, the next refresh goes through
-    db.dispose()
+    if db.dialect == "postgresql":  # the bound covered the lock's wait only, not the rest of the transaction
+        with db.locked_session() as session:
+            lock_row(session, "c1")
+            assert session.execute(text("SHOW lock_timeout")).scalar() == "0"
 
 
 def test_a_token_answer_cut_off_at_the_request_deadline_is_not_asked_again(
