@@ -31,7 +31,7 @@ from engine.landing_sink import Landing, LandingSink
 from engine.reports import NOT_SUPPORTED, SCOPE_NOT_GRANTED, TypeReport
 from engine.runs import continue_run, ensure_run, note_full, record_type_counts
 from engine.search_plans import grant_narrows, plan_label, scope_allows, search_plans
-from engine.search_recovery import search_plan
+from engine.search_recovery import ENDLESS_PREFIX, search_plan
 from warehouse import LandingWriter
 from warehouse.attachments import AttachmentRef as StoredAttachment
 
@@ -146,7 +146,8 @@ def _hold_mark(
     They may be older than this run's mark, so it is never stored. An incremental run keeps the stored mark;
     a full run (or a type without a mark) clears it, as an older mark would skip them: the next run searches
     the whole type. An unrecovered search also fails the type (``search_incomplete``), as does a search the
-    server refused with 403 while the type's other searches landed (``search_forbidden``): data was not received.
+    server refused with 403 while the type's other searches landed (``search_forbidden``), and one given up on an
+    endless cursor of empty pages (``search_endless_paging``): data was not received.
     """
     report = landing.report
     landing.mark = None
@@ -156,8 +157,11 @@ def _hold_mark(
     if missed_attachments:
         report.warnings.append(f"{missed_attachments} attachment(s) not stored; {kept}")
     refused = [w.removeprefix(FORBIDDEN_PREFIX).strip() for w in report.warnings if w.startswith(FORBIDDEN_PREFIX)]
+    endless = [w.removeprefix(ENDLESS_PREFIX).strip() for w in report.warnings if w.startswith(ENDLESS_PREFIX)]
     if refused:
         report.error = f"search_forbidden: the server refused {'; '.join(refused)}; what arrived is stored; {kept}"
+    elif endless:
+        report.error = f"search_endless_paging: {endless[0]}; what arrived is stored; {kept}"
     elif report.incomplete:
         report.error = f"search_incomplete: the {resource_type} search stopped early and was not recovered; {kept}"
     _log.warning("%s of %s not fully received; %s", resource_type, connection_id, kept)

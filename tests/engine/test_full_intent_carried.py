@@ -8,26 +8,26 @@ sockets, through production's Dagster job.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import httpx
 
-from engine import cursors
 from engine.run_outcome import record_unstarted_failure
+from sandbox import SandboxServer
 from tests.engine.helpers import SyncWorld, add_fault, connect_patient, sandbox_patients
-from tests.engine.job_runs import run_sync
-
-TYPES = ["Observation", "Condition"]
-OLD_MARK = datetime(2030, 1, 1, tzinfo=UTC)  # later than every sandbox record: an incremental search finds nothing
+from tests.engine.job_runs import SyncRun, run_sync
+from tests.engine.test_full_intent import OLD_MARK, TYPES, _mark, _set_marks
 
 
-def _mark(world: SyncWorld, conn: str, rtype: str) -> datetime | None:
-    return cursors.get_mark(world.env.db, conn, cursors.REST_STREAM, rtype)
-
-
-def _set_marks(world: SyncWorld, conn: str, mark: datetime) -> None:
-    with world.env.db.locked_session() as session:
-        for rtype in TYPES:
-            cursors.advance(session, conn, cursors.REST_STREAM, rtype, "earlier-run", mark)
-        session.commit()
+def _failed_full_resync(world: SyncWorld, sb: SandboxServer, http: httpx.Client, failing: str) -> tuple[str, SyncRun]:
+    """A first sync of ``TYPES``, then a full resync of them while the EHR answers 500 to every ``failing`` request:
+    the connection and the first run."""
+    conn = connect_patient(world, sb, http=http, patient_id=sandbox_patients(http, sb)[0])
+    first = run_sync(world, conn, types=TYPES)
+    assert first.status == "completed" and first.types["Practitioner"].fetched > 0, first.error
+    add_fault(http, sb, "500", path=f"/fhir/{failing}", times=None)
+    failed = run_sync(world, conn, types=TYPES, full=True)
+    assert failed.status == "failed" and set(failed.failed_types) == {failing}, failed.failed_types
+    sb.admin.clear_faults()
+    return conn, first
 
 
 def test_bdx28_a_full_run_limited_to_some_types_forgets_only_their_marks(start_sandbox, world, http) -> None:
@@ -53,14 +53,7 @@ def test_bdx28_the_retry_that_finishes_a_full_resync_is_recorded_full_and_reread
     """The full resync fails on Observation; its retry (an incremental run, as the scheduler asks for) searches
     Observation in full: its row says ``full``, and it re-reads the references stored already, as the full run
     would have. The run after that is ``incremental`` again and reads none."""
-    sb = start_sandbox(patients=1)
-    conn = connect_patient(world, sb, http=http, patient_id=sandbox_patients(http, sb)[0])
-    first = run_sync(world, conn, types=TYPES)
-    assert first.status == "completed" and first.types["Practitioner"].fetched > 0, first.error
-    add_fault(http, sb, "500", path="/fhir/Observation", times=None)
-    failed = run_sync(world, conn, types=TYPES, full=True)
-    assert failed.status == "failed" and set(failed.failed_types) == {"Observation"}, failed.failed_types
-    sb.admin.clear_faults()
+    conn, first = _failed_full_resync(world, start_sandbox(patients=1), http, "Observation")
 
     request_log.clear()
     retry = run_sync(world, conn, types=TYPES)
@@ -80,14 +73,7 @@ def test_bdx28_a_full_resync_whose_reference_step_failed_has_its_retry_reread_th
 ) -> None:
     """Every clinical type of the full resync completes, its reference step fails (the EHR answers 500 to every
     Practitioner request): the retry re-reads the Practitioners still queued although they are stored already."""
-    sb = start_sandbox(patients=1)
-    conn = connect_patient(world, sb, http=http, patient_id=sandbox_patients(http, sb)[0])
-    first = run_sync(world, conn, types=TYPES)
-    assert first.status == "completed" and first.types["Practitioner"].fetched > 0, first.error
-    add_fault(http, sb, "500", path="/fhir/Practitioner", times=None)
-    failed = run_sync(world, conn, types=TYPES, full=True)
-    assert failed.status == "failed" and set(failed.failed_types) == {"Practitioner"}, failed.failed_types
-    sb.admin.clear_faults()
+    conn, first = _failed_full_resync(world, start_sandbox(patients=1), http, "Practitioner")
 
     request_log.clear()
     retry = run_sync(world, conn, types=TYPES)
