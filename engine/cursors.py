@@ -114,11 +114,14 @@ def advance(
     """Store the new mark and clear the pending landing, inside the caller's transaction.
 
     A ``None`` mark (the server sent neither ``meta.lastUpdated`` nor ``Date``) keeps the old one: the next run
-    then refetches from there, which costs bandwidth but never loses a change.
+    then refetches from there, which costs bandwidth but never loses a change. A REST mark stored spends a full
+    run's owed search of the type (``begin_full``): only a whole search stores one while it is owed.
     """
     row = _row(session, connection_id, stream, resource_type)
     if mark is not None:
         row.high_water_mark = mark
+        if stream == REST_STREAM:  # a whole search of an owed type upserted: the full run's intent for it is spent
+            _spend(session, connection_id, resource_type)
     row.last_run_id = run_id
     row.pending_run_id = None
     row.pending_mark = None
@@ -139,26 +142,73 @@ def clear_mark(db: AppDatabase, connection_id: str, stream: str, resource_type: 
             session.commit()
 
 
-def begin_full(db: AppDatabase, connection_id: str, run_id: str, earlier_runs: Sequence[str] = ()) -> bool:
-    """Record a full sync's intent durably, once per run: forget every REST mark of the connection (a landing
-    waiting for its upsert loses its mark too), so each type is searched in full by whichever run syncs it next
-    (this one, its retry, the next scheduled or batch run) until a search of the whole type is upserted, which
-    stores a mark again. Kept only in the run's own steps, a full run that failed part-way left the types it had not
-    finished at their old marks, and its retry, incremental, never fetched what lay before them. ``earlier_runs``:
-    the runs a re-execution carries on (their intent is recorded already). Returns whether marks were forgotten."""
+def begin_full(
+    db: AppDatabase, connection_id: str, run_id: str, types: Sequence[str], earlier_runs: Sequence[str] = ()
+) -> bool:
+    """Record a full sync's intent durably, once per run: forget the REST marks of ``types`` (the types the run was
+    asked for; a landing waiting for its upsert loses its mark too; the other types keep theirs), so each is searched
+    in full by whichever run syncs it next (this one, its retry, the next scheduled or batch run) until a search of
+    the whole type is upserted, which stores a mark again. Kept only in the run's own steps, a full run that failed
+    part-way left the types it had not finished at their old marks, and its retry, incremental, never fetched what
+    lay before them. The marker also names the types still owed (``owes_full``: the run that searches one is a full
+    run) and owes a re-read of the queued references (``owes_reference_refresh``). ``earlier_runs``: the runs a
+    re-execution carries on (their intent is recorded already). Returns whether marks were forgotten."""
     with db.locked_session() as session:
         marker = _row(session, connection_id, FULL_STREAM, "*")
-        if (marker.pending or {}).get("run_id") in (run_id, *earlier_runs):
+        intent = dict(marker.pending or {})
+        if intent.get("run_id") in (run_id, *earlier_runs):
             return False
-        marker.pending = {"run_id": run_id}
+        owed = sorted(set(intent.get("owed", [])) | set(types))  # an earlier full run's unfinished types stay owed
+        marker.pending = {"run_id": run_id, "owed": owed, "refs": True}
         marker.updated_at = utcnow()
         rows = session.scalars(
-            select(SyncCursor).where(SyncCursor.connection_id == connection_id, SyncCursor.stream == REST_STREAM)
+            select(SyncCursor).where(
+                SyncCursor.connection_id == connection_id,
+                SyncCursor.stream == REST_STREAM,
+                SyncCursor.resource_type.in_(list(types)),
+            )
         ).all()
         for row in rows:
             forget_marks(row)
         session.commit()
     return True
+
+
+def _intent(db: AppDatabase, connection_id: str) -> dict[str, Any]:
+    with db.session() as session:
+        marker = session.get(SyncCursor, (connection_id, FULL_STREAM, "*"))
+        return dict(marker.pending or {}) if marker is not None else {}
+
+
+def owes_full(db: AppDatabase, connection_id: str, resource_type: str) -> bool:
+    """Whether a full run's search of the whole type is still owed (``begin_full``; spent by ``advance``)."""
+    return resource_type in _intent(db, connection_id).get("owed", [])
+
+
+def owes_reference_refresh(db: AppDatabase, connection_id: str) -> bool:
+    """Whether a full run's re-read of the queued references (stored or not) is still owed."""
+    return bool(_intent(db, connection_id).get("refs"))
+
+
+def _spend(session: Session, connection_id: str, resource_type: str | None) -> None:
+    """Mark a full run's owed search of ``resource_type`` done (None: its reference re-read), in the caller's
+    transaction."""
+    marker = session.get(SyncCursor, (connection_id, FULL_STREAM, "*"), with_for_update=True)
+    if marker is None:
+        return
+    intent = dict(marker.pending or {})
+    owed = [t for t in intent.get("owed", []) if t != resource_type]
+    refs = bool(intent.get("refs")) and resource_type is not None
+    if owed != intent.get("owed", []) or refs != bool(intent.get("refs")):
+        marker.pending = {**intent, "owed": owed, "refs": refs}
+        marker.updated_at = utcnow()
+
+
+def reference_refresh_done(db: AppDatabase, connection_id: str) -> None:
+    """Spend the owed re-read of references: every queued one was read again (or none was queued)."""
+    with db.locked_session() as session:
+        _spend(session, connection_id, None)
+        session.commit()
 
 
 def forget_marks(row: SyncCursor) -> None:

@@ -22,15 +22,16 @@ from connectors.fhir import FhirClient
 from engine import cursors
 from engine.attachments import ATTACHMENT_TYPES, store_attachments
 from engine.checkpoints import checkpoint
+from engine.connection_sync import rest_types
 from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
 from engine.errors import NothingLandedError
 from engine.handoff import AttachmentLink, LandingHandoff, LandingSummary
 from engine.landing_retention import drop_merged
 from engine.landing_sink import Landing, LandingSink
 from engine.reports import NOT_SUPPORTED, SCOPE_NOT_GRANTED, TypeReport
-from engine.runs import continue_run, ensure_run, record_type_counts
+from engine.runs import continue_run, ensure_run, note_full, record_type_counts
 from engine.search_plans import grant_narrows, plan_label, scope_allows, search_plans
-from engine.search_recovery import search_plan
+from engine.search_recovery import ENDLESS_PREFIX, search_plan
 from warehouse import LandingWriter
 from warehouse.attachments import AttachmentRef as StoredAttachment
 
@@ -50,30 +51,30 @@ def land_resource_type(
     *,
     full: bool = False,
     earlier_runs: Sequence[str] = (),
+    full_types: Sequence[str] | None = None,
 ) -> TypeReport:
     """Search the type's changes since the stored mark (everything when ``full``), land them, record as pending.
 
     Returns a report (a type the grant does not cover: ``skipped_reason="scope_not_granted"``). Raises the
     connectors' typed errors when the fetch fails: nothing recorded, the mark untouched (forgotten in a full run:
-    ``_open_run``, ``earlier_runs``; one forgotten while the search ran stays so: ``cursors.set_pending``)."""
+    ``_open_run``, ``earlier_runs``, ``full_types``; one forgotten while the search ran stays so:
+    ``cursors.set_pending``)."""
     started = time.monotonic()
     conn = load_connection(env.db, connection_id)
-    _open_run(env, conn, run_id, full, earlier_runs)
-    report = TypeReport(resource_type)
-    stored = None if full else cursors.get_mark(env.db, connection_id, cursors.REST_STREAM, resource_type)
+    stored = _open_run(env, conn, run_id, full, earlier_runs, full_types, resource_type)
     since = stored - env.overlap if stored is not None else None
     allowed = scope_allows(conn, resource_type)
     plans = search_plans(conn, resource_type, since, env.page_size) if allowed else []
     if not plans:
         # Recorded like a landing so the upsert step completes it uniformly; the mark stays where it was.
-        report.skipped_reason = (
-            NOT_SUPPORTED if allowed and not grant_narrows(conn, resource_type) else SCOPE_NOT_GRANTED
-        )
+        reason = NOT_SUPPORTED if allowed and not grant_narrows(conn, resource_type) else SCOPE_NOT_GRANTED
+        report = TypeReport(resource_type, skipped_reason=reason)
         _log.info("skipping %s for %s: %s", resource_type, connection_id, report.skipped_reason)
         skipped = LandingHandoff(summary=LandingSummary.of(report))
         cursors.set_pending(env.db, connection_id, cursors.REST_STREAM, resource_type, run_id, None, skipped)
         return report
     links: list[dict[str, Any]] = []
+    _carry_full(env, conn, resource_type, run_id, stored is None and not full)
     with env.fhir_client(conn) as client, step_budget(f"landing {resource_type}", env.step_budget_s):
         if since is not None:  # only an incremental search needs to know whether _lastUpdated works
             plans = search_plans(conn, resource_type, since, env.page_size, env.capabilities(conn, client, run_id))
@@ -104,12 +105,31 @@ def land_resource_type(
     return report
 
 
-def _open_run(env: SyncEnvironment, conn: ConnectionInfo, run_id: str, full: bool, earlier: Sequence[str]) -> None:
-    """Open the run's row; a full run's first step forgets every type's mark (``cursors.begin_full``; not again in a
-    re-execution of ``earlier`` runs), so a full sync that fails part-way is still a full sync when retried."""
+def _open_run(
+    env: SyncEnvironment,
+    conn: ConnectionInfo,
+    run_id: str,
+    full: bool,
+    earlier: Sequence[str],
+    full_types: Sequence[str] | None,
+    resource_type: str,
+) -> datetime | None:
+    """Open the run's row and return the type's stored mark (None in a full run). A full run's first step forgets
+    the marks of the types it was asked for (``full_types``; None: every type; ``cursors.begin_full``, not again in
+    a re-execution of ``earlier`` runs), so a full sync that fails part-way is still a full sync when retried."""
     ensure_run(env.db, conn.id, run_id, "full" if full else "incremental", tenant_id=conn.tenant_id)
     if full:
-        cursors.begin_full(env.db, conn.id, run_id, earlier)
+        cursors.begin_full(env.db, conn.id, run_id, rest_types(full_types), earlier)
+        return None
+    return cursors.get_mark(env.db, conn.id, cursors.REST_STREAM, resource_type)
+
+
+def _carry_full(env: SyncEnvironment, conn: ConnectionInfo, resource_type: str, run_id: str, whole: bool) -> None:
+    """An incremental run searching a type whole that a full run still owes (its retry, the next scheduled or batch
+    run) does the full run's work: its row says ``full`` (and its reference step re-reads what is queued). A type
+    the grant covers in part is searched whole every time (its mark never moves): that owes nothing."""
+    if whole and not grant_narrows(conn, resource_type) and cursors.owes_full(env.db, conn.id, resource_type):
+        note_full(env.db, run_id)
 
 
 def _hold_mark(
@@ -126,7 +146,8 @@ def _hold_mark(
     They may be older than this run's mark, so it is never stored. An incremental run keeps the stored mark;
     a full run (or a type without a mark) clears it, as an older mark would skip them: the next run searches
     the whole type. An unrecovered search also fails the type (``search_incomplete``), as does a search the
-    server refused with 403 while the type's other searches landed (``search_forbidden``): data was not received.
+    server refused with 403 while the type's other searches landed (``search_forbidden``), and one given up on an
+    endless cursor of empty pages (``search_endless_paging``): data was not received.
     """
     report = landing.report
     landing.mark = None
@@ -136,8 +157,11 @@ def _hold_mark(
     if missed_attachments:
         report.warnings.append(f"{missed_attachments} attachment(s) not stored; {kept}")
     refused = [w.removeprefix(FORBIDDEN_PREFIX).strip() for w in report.warnings if w.startswith(FORBIDDEN_PREFIX)]
+    endless = [w.removeprefix(ENDLESS_PREFIX).strip() for w in report.warnings if w.startswith(ENDLESS_PREFIX)]
     if refused:
         report.error = f"search_forbidden: the server refused {'; '.join(refused)}; what arrived is stored; {kept}"
+    elif endless:
+        report.error = f"search_endless_paging: {endless[0]}; what arrived is stored; {kept}"
     elif report.incomplete:
         report.error = f"search_incomplete: the {resource_type} search stopped early and was not recovered; {kept}"
     _log.warning("%s of %s not fully received; %s", resource_type, connection_id, kept)

@@ -17,6 +17,7 @@ from datetime import datetime
 
 from engine import cursors, runs
 from engine.connection_snapshots import read_connection
+from engine.connection_sync import rest_types
 from engine.errors import ConnectionNotFoundError
 from store import AppDatabase
 from store.models import Connection
@@ -92,13 +93,15 @@ def record_unstarted_failure(
     error: str,
     times: RunTimes | None = None,
     earlier_runs: Sequence[str] = (),
+    full_types: Sequence[str] | None = None,
 ) -> bool:
     """Record as failed a sync run that failed before any step opened its row (its process died at start, a step
     failed before reaching the EHR: the vault key, the connection's lock held elsewhere). Unrecorded, such a run
     left no trace, and its run key (the slot's) was spent, so the connection waited for its next slot; recorded,
     it is retried with backoff (``engine.retries``). Only for a connection that exists and may sync; returns
     whether a row was written (False: the run has its row already). A failed ``full`` run's intent is recorded
-    whether or not a step began (``cursors.begin_full``, once per run): its retry searches every type in full.
+    whether or not a step began (``cursors.begin_full``, once per run): its retry searches in full every type it
+    was asked for (``full_types``: the run's selection; None: every type).
     ``earlier_runs``: the runs a re-execution carries on; their intent was recorded, and the marks their finished
     types stored since are kept (forgotten again, each would be searched whole once more)."""
     try:
@@ -108,7 +111,7 @@ def record_unstarted_failure(
     if not conn.syncable:
         return False
     if full and not conn.is_bulk:
-        cursors.begin_full(db, connection_id, run_id, earlier_runs)
+        cursors.begin_full(db, connection_id, run_id, rest_types(full_types), earlier_runs)
     if runs.get(db, run_id) is not None:
         return False
     kind = "bulk" if conn.is_bulk else ("full" if full else "incremental")

@@ -106,6 +106,16 @@ def continue_run(db: AppDatabase, connection_id: str, run_id: str, earlier_runs:
     ensure_run(db, connection_id, run_id, kind, tenant_id=tenant)
 
 
+def note_full(db: AppDatabase, run_id: str) -> None:
+    """Record an incremental run as ``full``: it searched in whole a type a failed full run still owed (its retry,
+    the next scheduled or batch run), so the row says what the run did."""
+    with db.locked_session() as session:
+        row = _load(session, run_id)
+        if row.kind == "incremental":
+            row.kind = "full"
+            session.commit()
+
+
 def _load(session: Session, run_id: str) -> SyncRun:
     row = session.get(SyncRun, run_id)
     if row is None:

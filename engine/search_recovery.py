@@ -7,7 +7,9 @@ that cannot page), else with smaller pages (skipped when the server refuses that
 when the search is incremental (the server supports ``_lastUpdated``), the window from the stored mark to this
 run's mark split into narrower ``ge``/``lt`` windows (as many as ``total`` suggests) until every window
 completes, within a bounded number of searches. What cannot be recovered is reported, and the caller keeps the
-stored mark so the next run asks again.
+stored mark so the next run asks again. A second search of the plan that stalls on empty pages (a ``next`` link on
+every page and no match, ``empty_pages``) shows an endless cursor: no window is tried (each would walk the same
+hundred-odd empty pages, ~6,600 requests in all), and the plan fails at once (``ENDLESS_PREFIX``).
 """
 
 from __future__ import annotations
@@ -21,13 +23,23 @@ from connectors.errors import FhirError, SearchIncompleteError
 from connectors.fhir import FhirClient, SearchPage
 from connectors.fhir.outcomes import search_notices
 
-__all__ = ["MAX_WINDOW_SEARCHES", "PageSink", "format_instant", "search_plan", "search_with_recovery"]
+__all__ = [
+    "ENDLESS_PREFIX",
+    "MAX_WINDOW_SEARCHES",
+    "PageSink",
+    "format_instant",
+    "search_plan",
+    "search_with_recovery",
+]
 
 _log = logging.getLogger(__name__)
 MAX_WINDOW_SEARCHES = 64
 MAX_RECOVERY_COUNT = 1000  # the largest one-page retry asked for (servers cap _count anyway)
 MAX_SPLIT = 8
 MIN_WINDOW = timedelta(milliseconds=2)
+#: Starts the warning of a plan given up on an endless cursor (``engine.incremental`` fails the type with it).
+ENDLESS_PREFIX = "endless paging:"
+EMPTY_PAGES = "empty_pages"
 Params = list[tuple[str, str]]
 
 
@@ -63,20 +75,33 @@ def _search(client: FhirClient, resource_type: str, params: Params, sink: PageSi
     return None
 
 
-def _retry(client: FhirClient, resource_type: str, params: Params, sink: PageSink) -> bool:
-    """The same search again with another ``_count``; a server refusing that ``_count`` (400/422: over its
-    maximum) only means this retry is not possible, so the caller goes on to narrower windows."""
+def _retry(client: FhirClient, resource_type: str, params: Params, sink: PageSink) -> str | None:
+    """The same search again with another ``_count``: None when it recovered, else why not (the reason it stopped,
+    or ``refused``: a server refusing that ``_count`` (400/422: over its maximum) only means this retry is not
+    possible, so the caller goes on to narrower windows)."""
     count = dict(params).get("_count")
     try:
-        if _search(client, resource_type, params, sink) is None:
+        problem = _search(client, resource_type, params, sink)
+        if problem is None:
             sink.warn(f"recovered: searched {resource_type} again with _count={count}")
-            return True
+            return None
+        return problem.reason
     except FhirError as exc:
         if exc.status not in (400, 422):
             raise
         codes = f", issues: {', '.join(exc.issue_codes)}" if exc.issue_codes else ""
         sink.warn(f"the server refused _count={count} (HTTP {exc.status}{codes}): that retry is not possible")
         _log.info("%s retry with _count=%s refused (HTTP %s)", resource_type, count, exc.status)
+    return "refused"
+
+
+def _endless(sink: PageSink, resource_type: str) -> bool:
+    """Give the plan up: a second search stalled on empty pages, each with a new ``next`` link (False)."""
+    sink.warn(
+        f"{ENDLESS_PREFIX} the {resource_type} search sent page after page with no match and a new next link, "
+        "twice (also with another page size): an endless cursor, not searched again in narrower windows"
+    )
+    _log.warning("%s search stalls on an endless cursor of empty pages; giving it up", resource_type)
     return False
 
 
@@ -118,19 +143,23 @@ def search_with_recovery(
     _log.warning("%s; searching again", problem.safe_message)
     count = _count_of(plan)
     total = problem.total
-    if problem.reason == "empty_pages":  # rows filtered out after paging: larger pages, fewer empty ones
+    if problem.reason == EMPTY_PAGES:  # rows filtered out after paging: larger pages, fewer empty ones
         again = min(count * 4, MAX_RECOVERY_COUNT)
     else:
         again = total if total is not None and count < total <= MAX_RECOVERY_COUNT else max(count // 2, 1)
     retry = [(k, v) for k, v in plan.items() if k != "_count"] + [("_count", str(again))]
-    if _retry(client, resource_type, retry, sink):
+    retried = _retry(client, resource_type, retry, sink)
+    if retried is None:
         return True
+    stalls = [problem.reason, retried].count(EMPTY_PAGES)
+    if stalls > 1:
+        return _endless(sink, resource_type)
     upper = sink.mark
     if since is None or upper is None or upper <= since:
         sink.warn(f"not recovered: {resource_type} kept stopping early; the next run asks for it again")
         return False
     base = [(k, v) for k, v in plan.items() if k not in ("_count", "_lastUpdated")] + [("_count", str(count))]
-    return _windows(client, resource_type, base, sink, (since, upper), _parts(total, count))
+    return _windows(client, resource_type, base, sink, (since, upper), _parts(total, count), stalls)
 
 
 def _parts(total: int | None, count: int) -> int:
@@ -147,8 +176,10 @@ def _windows(
     sink: PageSink,
     span: tuple[datetime, datetime],
     parts: int,
+    stalls: int,
 ) -> bool:
-    """Search ``span`` in ``parts`` windows, splitting any that stop early (at most MAX_WINDOW_SEARCHES)."""
+    """Search ``span`` in ``parts`` windows, splitting any that stop early (at most MAX_WINDOW_SEARCHES); a window
+    that stalls on empty pages after ``stalls`` earlier searches of the plan did ends them (``_endless``)."""
     count = _count_of(dict(base))
     stack = _split(span[0], span[1], parts)
     searches = 0
@@ -159,6 +190,9 @@ def _windows(
         problem = _search(client, resource_type, base + window, sink)
         if problem is None:
             continue
+        stalls += problem.reason == EMPTY_PAGES
+        if stalls > 1:
+            return _endless(sink, resource_type)
         pieces = _parts(problem.total, count)
         if searches + len(stack) + pieces > MAX_WINDOW_SEARCHES or hi - lo <= MIN_WINDOW:
             sink.warn(

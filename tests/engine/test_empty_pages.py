@@ -3,7 +3,8 @@
 A server may send a page with no match and a ``next`` link now and then: a few are followed and the sync ends
 whole. One whose cursor changes on every empty page (the sandbox's ``search_empty_page`` armed for good) repeats no
 link, so only a bound on empty pages in a row ends it: the search fails as incomplete, typed, with what arrived
-stored and the stored mark untouched, after a bounded number of requests (the recovery searches included).
+stored and the stored mark untouched, after a bounded number of requests: a second search stalling so (the
+larger-page retry) shows an endless cursor, and no narrower window is tried (``search_endless_paging``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from engine.search_recovery import MAX_WINDOW_SEARCHES
 from sandbox import SandboxServer
 from tests.engine.conftest import RequestLog
 from tests.engine.helpers import SyncWorld, add_fault, connect_patient, content_fingerprint, make_environment
-from tests.engine.job_runs import run_sync, sync_type
+from tests.engine.job_runs import SyncRun, run_sync, sync_type
 
 OBS = "/fhir/Observation"
 #: Far more empty pages than any bounded client asks for: the code before the bound followed them all, then
@@ -38,6 +39,19 @@ def _observations(world: SyncWorld) -> list[tuple[Any, ...]]:
     return [
         row for row in content_fingerprint(world.env.warehouse_target, with_connection=False) if row[0] == "Observation"
     ]
+
+
+def _sync_under_empty_pages(
+    world: SyncWorld, conn: str, sb: SandboxServer, http: httpx.Client, log: RequestLog, times: int | None
+) -> SyncRun:
+    """Observation synced while its searches answer empty pages, each with a fresh next link (``times`` pages;
+    None: for good); the request log holds that run's requests alone."""
+    add_fault(http, sb, "search_empty_page", path=OBS, times=times)
+    log.clear()
+    try:
+        return run_sync(world, conn, types=["Observation"])
+    finally:
+        sb.admin.clear_faults()
 
 
 def _mark(world: SyncWorld, conn: str) -> datetime | None:
@@ -65,7 +79,9 @@ def test_bdx29_endless_empty_pages_with_changing_links_fail_the_type_and_keep_th
     request_log: RequestLog,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The bound lowered to 5 here, so the recovery's many searches stay a few hundred requests."""
+    """The bound lowered to 5 here. The search and its larger-page retry both stall: an endless cursor, so the type
+    fails at once (``search_endless_paging``), without the 64 narrower windows that each walked the same empty
+    pages (``(2 + 64) * (bound + 1)`` requests before)."""
     bound = 5
     monkeypatch.setattr(search, "MAX_EMPTY_PAGES", bound)
     world = _world(tmp_path, "w", http)
@@ -75,21 +91,33 @@ def test_bdx29_endless_empty_pages_with_changing_links_fail_the_type_and_keep_th
     assert first.status == "completed" and stored is not None
     landed = _observations(world)
     shared_sb.admin.mutate(update=3, seed=7)  # changes the next search would have to bring
-    add_fault(http, shared_sb, "search_empty_page", path=OBS, times=ENDLESS)
-    request_log.clear()
-    try:
-        report = run_sync(world, conn, types=["Observation"])
-    finally:
-        shared_sb.admin.clear_faults()
+    report = _sync_under_empty_pages(world, conn, shared_sb, http, request_log, ENDLESS)
     obs = report.types["Observation"]
-    assert report.status == "failed" and "search_incomplete" in report.failed_types["Observation"], report.error
+    assert report.status == "failed", report.error
+    assert "search_endless_paging" in report.failed_types["Observation"], report.failed_types
+    assert "endless cursor" in report.failed_types["Observation"]
     assert obs.incomplete and obs.high_water_mark is None
     assert any("paging stalls" in w for w in obs.warnings), obs.warnings
     assert _mark(world, conn) == stored  # the cursor did not move past the changes that never arrived
     assert _observations(world) == landed
-    searches = 2 + MAX_WINDOW_SEARCHES  # the search, its smaller-page retry, the narrower windows
     requested = len(request_log.paths(OBS))
-    assert 0 < requested <= searches * (bound + 1) < ENDLESS, requested
+    assert 0 < requested <= 2 * (bound + 1), requested  # the search and its larger-page retry, no window
+
+
+def test_bdx29_an_endless_cursor_at_the_real_bound_costs_two_searches_not_sixty_six(
+    tmp_path: Path, shared_sb: SandboxServer, http: httpx.Client, request_log: RequestLog
+) -> None:
+    """``MAX_EMPTY_PAGES`` as shipped, the fault armed for good: before, the search, its retry and 64 windows each
+    walked ``MAX_EMPTY_PAGES + 1`` pages (~6,600 requests) before the type failed."""
+    world = _world(tmp_path, "w", http)
+    conn = connect_patient(world, shared_sb, http=http)
+    assert run_sync(world, conn, types=["Observation"]).status == "completed"
+    stored = _mark(world, conn)
+    report = _sync_under_empty_pages(world, conn, shared_sb, http, request_log, None)
+    requested = len(request_log.paths(OBS))
+    assert requested <= 2 * (MAX_EMPTY_PAGES + 1) < (2 + MAX_WINDOW_SEARCHES) * (MAX_EMPTY_PAGES + 1), requested
+    assert report.status == "failed" and "search_endless_paging" in report.failed_types["Observation"]
+    assert _mark(world, conn) == stored
 
 
 def test_bdx29_a_search_stalled_on_empty_pages_is_asked_again_with_larger_pages(

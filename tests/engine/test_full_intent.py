@@ -88,13 +88,13 @@ def test_the_intent_is_recorded_once_per_run_and_not_again_by_a_re_execution(wor
     conn = connect_patient(world, sb, http=http, patient_id=sandbox_patients(http, sb)[0])
     db = world.env.db
     _set_marks(world, conn, OLD_MARK)
-    assert cursors.begin_full(db, conn, "full-1")
+    assert cursors.begin_full(db, conn, "full-1", TYPES)
     assert _mark(world, conn, "Condition") is None
     _set_marks(world, conn, OLD_MARK)  # as Condition's upsert in that run stores a mark
-    assert not cursors.begin_full(db, conn, "full-1")
-    assert not cursors.begin_full(db, conn, "re-execution", earlier_runs=("full-1",))
+    assert not cursors.begin_full(db, conn, "full-1", TYPES)
+    assert not cursors.begin_full(db, conn, "re-execution", TYPES, earlier_runs=("full-1",))
     assert _mark(world, conn, "Condition") == OLD_MARK
-    assert cursors.begin_full(db, conn, "full-2")  # a new full run forgets them again
+    assert cursors.begin_full(db, conn, "full-2", TYPES)  # a new full run forgets them again
     assert _mark(world, conn, "Condition") is None
 
 

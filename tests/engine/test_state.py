@@ -122,9 +122,9 @@ def test_cursor_moves_only_on_advance_bdx27(db: AppDatabase):
         cursors.advance(session, "c1", cursors.REST_STREAM, "Observation", "r2", None)
         session.commit()
     assert cursors.get_mark(db, "c1", cursors.REST_STREAM, "Observation") == mark
-    assert cursors.begin_full(db, "c1", "r3") is True  # a full run forgets the marks, once per run
+    assert cursors.begin_full(db, "c1", "r3", ["Observation"]) is True  # a full run forgets the marks, once per run
     assert cursors.get_mark(db, "c1", cursors.REST_STREAM, "Observation") is None
-    assert cursors.begin_full(db, "c1", "r3") is False
+    assert cursors.begin_full(db, "c1", "r3", ["Observation"]) is False
 
 
 def test_pending_row_written_before_the_handoff_version_is_still_read(db: AppDatabase):

@@ -20,7 +20,7 @@ from dagster._core.storage.tags import RESUME_RETRY_TAG as DAGSTER_RESUME_RETRY_
 from dagster._core.storage.tags import RETRY_NUMBER_TAG as DAGSTER_RETRY_NUMBER_TAG
 from dagster._core.test_utils import create_run_for_test
 
-from engine import cursors, runs
+from engine import PATIENT_TYPES, cursors, runs
 from engine.batch_sync import batch_sync_run_id
 from engine.retries import failure_streaks, source_holds
 from engine.run_outcome import finish_sync_run
@@ -284,7 +284,7 @@ def test_a_failed_re_execution_of_a_full_resync_keeps_the_marks_its_runs_stored(
     first = create_run_for_test(
         dagster_instance, job_name="full_resync", status=DagsterRunStatus.FAILURE, tags={CONNECTION_TAG: cid}
     )
-    assert cursors.begin_full(app_db.db, cid, first.run_id)
+    assert cursors.begin_full(app_db.db, cid, first.run_id, PATIENT_TYPES)
     finished = datetime(2026, 1, 1, tzinfo=UTC)
     with app_db.db.locked_session() as session:  # a type the full run (or its re-execution) finished
         cursors.advance(session, cid, cursors.REST_STREAM, "Condition", first.run_id, finished)

@@ -34,6 +34,7 @@ from pipelines.defs.sync.type_assets import (
     WAREHOUSE_GROUP,
     build_type_assets,
     landing_op_name,
+    selected_types,
     warehouse_key,
 )
 from pipelines.resources import AppDatabaseResource
@@ -141,8 +142,9 @@ def _record_unstarted(
             record_unstarted_failure(db, batch_sync_run_id(run.run_id, cid), cid, full=False, error=error, times=times)
     if connection_id and run.job_name in _SYNC_JOBS:
         full = run.job_name == FULL_RESYNC_JOB
+        chosen = selected_types(run) if full else None
         record_unstarted_failure(
-            db, run.run_id, connection_id, full=full, error=error, times=times, earlier_runs=lineage
+            db, run.run_id, connection_id, full=full, error=error, times=times, earlier_runs=lineage, full_types=chosen
         )
 
 

@@ -15,6 +15,7 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     Config,
+    DagsterRun,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -64,6 +65,7 @@ __all__ = [
     "landing_key",
     "landing_op_name",
     "raise_if_failed",
+    "selected_types",
     "warehouse_key",
 ]
 
@@ -90,6 +92,15 @@ def warehouse_key(resource_type: str) -> AssetKey:
 def landing_op_name(resource_type: str) -> str:
     """The op name Dagster derives from ``landing/<Type>`` (run config is keyed by it)."""
     return f"{LANDING_GROUP}__{resource_type}"
+
+
+def selected_types(run: DagsterRun) -> list[str] | None:
+    """The types whose landing a run was asked for (an asset selection in the UI, ``run_sync_now``'s
+    ``resource_types``); None: every type. A full run forgets the marks of these types only."""
+    chosen = run.asset_selection
+    if chosen is None:
+        return None
+    return sorted(key.path[-1] for key in chosen if len(key.path) == 2 and key.path[0] == LANDING_GROUP)
 
 
 def raise_if_failed(report: TypeReport, step: str) -> None:
@@ -160,7 +171,13 @@ def _build_landing(resource_type: str) -> AssetsDefinition:
                 earlier = earlier_runs(context.instance, context.run) if config.full else ()
                 try:
                     report = land_resource_type(
-                        env, connection_id, resource_type, context.run.run_id, full=config.full, earlier_runs=earlier
+                        env,
+                        connection_id,
+                        resource_type,
+                        context.run.run_id,
+                        full=config.full,
+                        earlier_runs=earlier,
+                        full_types=selected_types(context.run),  # a limited full run forgets only theirs
                     )
                 except Exception as exc:  # a source-wide throttle holds the run's later steps and its retries
                     note_source_throttle(env.db, context.run.run_id, connection_id, exc)
