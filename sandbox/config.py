@@ -109,8 +109,9 @@ class SandboxConfig(BaseModel):
     create_answer_types: list[str] = Field(default_factory=lambda: ["DocumentReference"])
     #: "async": how its status endpoint answers. "batch" 202 then a batch-response (FHIR); "lost" 404 for every job
     #: (a poll reaching a node that does not know the job, a status URL that expired); "outcome" 200 with an
-    #: informational OperationOutcome while the job runs, instead of 202 (names no outcome of the create)
-    create_async_status: Literal["batch", "lost", "outcome"] = "batch"
+    #: informational OperationOutcome while the job runs, instead of 202 (names no outcome of the create); "moved"
+    #: 307 to the job's status on another node; "gateway" 400 with an HTML page (a proxy refusing the poll)
+    create_async_status: Literal["batch", "lost", "outcome", "moved", "gateway"] = "batch"
     #: redirects' Location on this origin instead of the sandbox's own (another host: never followed with the token)
     create_redirect_origin: str | None = None
     create_bare_answer: bool = False  # DWB-33/50: a 2xx create answers with neither Location nor body

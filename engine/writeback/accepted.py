@@ -9,9 +9,10 @@ own retry waits too), until it says how the create ended: a 2xx is the create's 
 201/200), a refusal is the create's refusal (the identifier search runs first, as for any note that may be stored).
 A 202 naming no status endpoint, one still working when the bound is reached (or asking to wait past it), one that
 cannot be read, or one answering about the poll rather than the create (404/410: the job unknown there; 401/403/405;
-a 2xx naming no outcome) leaves the note ``unknown`` with the reason code ``accepted``: it is due again for the
-identifier search (``recheck``: backoff, at most ``max_attempts`` checks), found → ``written``; a check counts as an
-attempt, and after the last one it stays ``unknown`` (``accepted_unconfirmed``) for a person.
+a 2xx naming no outcome; a redirect; an error with no OperationOutcome) leaves the note ``unknown`` with the reason
+code ``accepted``: it is due again for the identifier search (``recheck``: backoff, at most ``max_attempts``
+checks), found → ``written``; a check counts as an attempt, and after the last one it stays ``unknown``
+(``accepted_unconfirmed``) for a person.
 """
 
 from __future__ import annotations
@@ -83,10 +84,13 @@ def _poll(
 
 
 def _ends_the_create(exc: ce.FhirError) -> bool:
-    """Whether a status endpoint's error is the request's own failure (FHIR async "error status"), not one about the
-    poll: an answer naming no outcome (``AsyncStatusUnreadableError``), a job the endpoint does not know (404/410:
-    another node, an expired URL) or will not show this client (401/403/405) says nothing of the create."""
-    if isinstance(exc, ce.AsyncStatusUnreadableError) or exc.status in _ABOUT_THE_POLL:
+    """Whether a status endpoint's error is the request's own failure: FHIR async's "error status", a 4xx/5xx with
+    an OperationOutcome. Anything else is about the poll and says nothing of the create: an answer naming no outcome
+    (``AsyncStatusUnreadableError``), a redirect (not followed: a job pinned to another node), a page with no
+    OperationOutcome (a proxy refusing the poll), a job the endpoint does not know (404/410: another node, an
+    expired URL) or will not show this client (401/403/405)."""
+    refusal = 400 <= exc.status < 600 and exc.operation_outcome is not None
+    if not refusal or isinstance(exc, ce.AsyncStatusUnreadableError) or exc.status in _ABOUT_THE_POLL:
         _log.warning("async status answered HTTP %s, which says nothing of the create (%s)", exc.status, exc.code)
         return False
     return True

@@ -5,7 +5,9 @@ of ``create_answer_types`` (DocumentReference unless told):
   (``/fhir/_async/{job}``), which answers 202 until the job is done, then 200 with a ``batch-response`` Bundle whose
   entry holds the create's own answer (201 + location + the resource, or 422 + OperationOutcome).
   ``create_async_status`` ``lost``: the endpoint answers 404 for every job; ``outcome``: 200 with an informational
-  OperationOutcome while the job runs (no batch-response: it names no outcome of the create).
+  OperationOutcome while the job runs (no batch-response: it names no outcome of the create); ``moved``: 307 to
+  the job's status on another node (``?node=2``, which answers as ``batch``), as a load balancer pinning a job does;
+  ``gateway``: 400 with an HTML page and no OperationOutcome, as a proxy in front of it refusing the poll does.
 - ``accepted``: a bare 202 (nothing to poll); the note is stored once its delay has passed.
 - ``see_other``/``found``: the POST is processed (a conditional create may match), answered 303/302 with
   ``Location`` of the result, as some servers answer a conditional create that matched.
@@ -69,10 +71,15 @@ def async_status(job_id: str, request: Request) -> Response:
     bearer(st, request)
     settle_async(st)
     job = st.async_creates.get(job_id)
-    if job is None or st.settings.create_async_status == "lost":
+    mode = st.settings.create_async_status
+    if job is None or mode == "lost":
         raise FhirFailure(404, "not-found", "no such async job")
+    if mode == "moved" and not request.query_params.get("node"):
+        return Response(status_code=307, headers={"Location": f"{st.fhir_base(request)}/_async/{job_id}?node=2"})
+    if mode == "gateway":
+        return Response(b"<html><body>400 Bad Request</body></html>", 400, media_type="text/html")
     if not job.done:
-        working = 200 if st.settings.create_async_status == "outcome" else 202
+        working = 200 if mode == "outcome" else 202
         return fhir_response(outcome_body("informational", "in progress", "information"), working, {"Retry-After": "1"})
     if job.created is None:
         answer: dict[str, Any] = {

@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+import pytest
+
 from engine.writeback import write_note
 from store.outbox import get_note
 from tests.engine.writeback_helpers import FAST, binary_pdf_note, enqueue, server_notes, writable_connection
@@ -15,6 +17,8 @@ DOC_POSTS = "/fhir/DocumentReference"
 STATUS = "/fhir/_async/"
 #: Polls that do not wait long, within a short bound.
 POLLING = replace(FAST, accepted_poll_s=0.2, accepted_wait_s=3.0)
+#: ... within a bound a loaded machine cannot reach, for a test whose answer must come from the status endpoint.
+ANSWERED = replace(POLLING, accepted_wait_s=30.0)
 
 
 def test_dwb50_a_status_endpoint_asking_to_wait_past_the_bound_is_not_waited_for(
@@ -41,28 +45,37 @@ def test_dwb34_a_status_endpoint_that_does_not_know_the_job_is_no_refusal(
     """DWB-34: a 404 from the status endpoint says nothing of the create (the job is unknown where the poll landed, or
     its URL expired); read as the create's refusal, the note was ``failed`` while the EHR was still filing it, and a
     person would send it again. Now it is ``unknown`` (``accepted``), and a later identifier search finds it."""
-    ehr = start_sandbox(create_answer="async", create_async_status="lost", create_async_delay_s=100.0)
-    conn = writable_connection(world, ehr, http)
-    note = enqueue(world, conn)
-    first = write_note(world.env, POLLING, note.id)
-    assert (first.state, first.reason_code) == ("unknown", "accepted"), first.reason
-    ehr.admin.settings(clock_shift_s=200.0)  # the EHR's job has run meanwhile
-    done = write_note(world.env, POLLING, note.id)
-    [doc] = server_notes(world, conn, ehr, note)
-    assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
-    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+    _unknown_then_found_by_the_search(world, start_sandbox, http, request_log, "lost")
 
 
 def test_dwb34_a_status_answer_naming_no_outcome_is_no_refusal(world, start_sandbox, http, request_log) -> None:
     """DWB-34: the status endpoint answers 200 with an informational OperationOutcome while the job runs (no
     batch-response, no note): the create's outcome is not known, so the note is ``unknown`` (``accepted``), never
     ``failed`` with HTTP 200; a later identifier search finds it."""
-    ehr = start_sandbox(create_answer="async", create_async_status="outcome", create_async_delay_s=100.0)
+    _unknown_then_found_by_the_search(world, start_sandbox, http, request_log, "outcome")
+
+
+@pytest.mark.parametrize("status_mode", ["moved", "gateway"])
+def test_dwb34_a_status_answer_that_is_no_fhir_error_status_is_no_refusal(
+    world, start_sandbox, http, request_log, status_mode
+) -> None:
+    """DWB-34: FHIR's async "error status" is a 4xx/5xx with an OperationOutcome. A 307 to the job's status on another
+    node (``moved``), or a proxy's 400 HTML page (``gateway``), says nothing of the create: it was taken for the
+    create's refusal, and the note ``failed`` (HTTP 307/400) while the EHR was still filing it. Now it is ``unknown``
+    (``accepted``), and a later identifier search finds it."""
+    _unknown_then_found_by_the_search(world, start_sandbox, http, request_log, status_mode)
+
+
+def _unknown_then_found_by_the_search(world, start_sandbox, http, request_log, status_mode: str) -> None:
+    """A create answered 202 whose status endpoint answers as ``status_mode`` while the EHR files the note 100 s
+    later: ``unknown`` (``accepted``) after the polling, then ``written`` by the identifier search, POSTed once."""
+    ehr = start_sandbox(create_answer="async", create_async_status=status_mode, create_async_delay_s=100.0)
     conn = writable_connection(world, ehr, http)
     note = enqueue(world, conn)
     first = write_note(world.env, POLLING, note.id)
     assert (first.state, first.reason_code) == ("unknown", "accepted"), first.reason
-    ehr.admin.settings(clock_shift_s=200.0)
+    assert len(request_log.paths(STATUS, "GET")) >= 1  # the status endpoint was asked
+    ehr.admin.settings(clock_shift_s=200.0)  # the EHR's job has run meanwhile
     done = write_note(world.env, POLLING, note.id)
     [doc] = server_notes(world, conn, ehr, note)
     assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
@@ -75,7 +88,7 @@ def test_dwb18_50_a_binary_accepted_for_later_is_polled_and_referenced(world, st
     is polled: one Binary, referenced by the one note."""
     ehr = start_sandbox(create_answer="async", create_answer_types=["Binary"], create_async_delay_s=0.5)
     conn, note = binary_pdf_note(world, ehr, http)
-    done = write_note(world.env, replace(POLLING, inline_max_bytes=100), note.id)
+    done = write_note(world.env, replace(ANSWERED, inline_max_bytes=100), note.id)
     assert done.state == "written" and done.binary_id, done.reason
     [doc] = server_notes(world, conn, ehr, note)
     assert doc["content"][0]["attachment"]["url"] == f"Binary/{done.binary_id}"
@@ -94,7 +107,7 @@ def test_dwb51_an_error_status_with_the_jobs_outcome_is_the_creates_refusal(
     ehr.admin.set_fault("422", path=STATUS, times=None)
     conn = writable_connection(world, ehr, http)
     note = enqueue(world, conn)
-    done = write_note(world.env, POLLING, note.id)
+    done = write_note(world.env, ANSWERED, note.id)
     assert (done.state, done.last_http_status) == ("failed", 422)
     assert "simulated 422" in (done.reason or "")
     assert len(request_log.paths(DOC_POSTS, "POST")) == 1
