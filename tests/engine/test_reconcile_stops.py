@@ -58,13 +58,12 @@ def _live(world: SyncWorld, cid: str) -> dict[str, int]:
 
 def _synced_then_deleted(world: SyncWorld, sb: SandboxServer, http: httpx.Client) -> tuple[str, list[str]]:
     """A synced patient; then deletions on the EHR (of every type in ``_TYPES``) and one Observation the
-    warehouse lost (still on the EHR: the reconcile reads it back): (connection, types of the deletions)."""
+    warehouse lost (still on the EHR: the reconcile reads it back): (connection, ``Type/id`` of the deletions)."""
     cid = connect_patient(world, sb, http=http)
     for rtype in _TYPES:
         assert sync_type(world, cid, rtype).error is None, rtype
     refs = sb.admin.mutate(delete=40, seed=3)["deleted"]
-    deleted = [ref.split("/")[0] for ref in refs]
-    assert all(rtype in deleted for rtype in _TYPES), deleted
+    assert all(deleted_of(refs, rtype) for rtype in _TYPES), refs
     con = duckdb.connect(world.env.warehouse_target)
     try:
         ids = [r[0] for r in con.execute("SELECT id FROM fhir_resources WHERE resource_type = ?", [_TYPE]).fetchall()]
@@ -72,7 +71,12 @@ def _synced_then_deleted(world: SyncWorld, sb: SandboxServer, http: httpx.Client
         con.execute("DELETE FROM fhir_resources WHERE resource_type = ? AND id = ?", [_TYPE, lost])
     finally:
         con.close()
-    return cid, deleted
+    return cid, refs
+
+
+def deleted_of(refs: list[str], rtype: str) -> set[str]:
+    """The ids of ``rtype`` among the deletions' ``Type/id``."""
+    return {ref.split("/", 1)[1] for ref in refs if ref.split("/", 1)[0] == rtype}
 
 
 def _stopped_at_the_type(world: SyncWorld, cid: str, before: dict[str, int], code: str) -> ReconcileReport:
@@ -111,7 +115,7 @@ def test_a_grant_refused_in_a_read_back_stops_the_run_and_the_types_tombstones_a
 
         monkeypatch.setattr(deletes, "land_by_ids", refused)
         report = _stopped_at_the_type(world, cid, before, code)
-    assert report.tombstoned == deleted.count(_TYPE) > 0, report
+    assert report.tombstoned == len(deleted_of(deleted, _TYPE)) > 0, report
     assert report.recovered is not None and (report.recovered.error or "").startswith(code), report
 
 
@@ -206,7 +210,7 @@ def test_a_sync_error_of_one_type_is_recorded_on_it_and_the_next_types_are_recon
     assert after[_TYPE] == before[_TYPE]  # nothing of it tombstoned
     for rtype in _AFTER:
         assert by_type[rtype].error is None and by_type[rtype].stopped is None, by_type[rtype]
-        assert by_type[rtype].tombstoned == deleted.count(rtype) == before[rtype] - after[rtype] > 0, rtype
+        assert by_type[rtype].tombstoned == len(deleted_of(deleted, rtype)) == before[rtype] - after[rtype] > 0, rtype
 
 
 def test_a_connection_disabled_mid_run_stops_it_at_the_next_type_bdx31(http: httpx.Client, world: SyncWorld) -> None:
