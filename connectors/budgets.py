@@ -25,6 +25,7 @@ __all__ = [
     "MARK_KEPT",
     "UNREACHABLE_MEMO_S",
     "check_step_budget",
+    "check_step_wait",
     "env_number",
     "forget_unreachable",
     "mark_unreachable",
@@ -130,6 +131,21 @@ def check_step_budget() -> None:
     step = _STEP.get()
     if step is not None and step.clock() >= step.ends_at:
         raise step_budget_exceeded()
+
+
+def check_step_wait(seconds: float, what: str, *, asked: bool) -> None:
+    """Raise the active step's budget error when a wait of ``seconds`` before ``what`` (a retry of a request, a
+    token grant) would end past it (``asked``: the server's Retry-After asked for it): sleeping first would only
+    overshoot the budget before the same error. Every retry wait of a step follows this one rule."""
+    step = _STEP.get()
+    if step is None:
+        return
+    left = step.ends_at - step.clock()
+    if seconds > left:
+        why = "the server asked to wait" if asked else "the next attempt was due after a wait of"
+        raise step_budget_exceeded(
+            f": {what}: {why} {round(seconds, 1):g} s and only {max(left, 0.0):.1f} s were left", would=True
+        )
 
 
 _unreachable_lock = threading.Lock()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from store.models import Base, utcnow
@@ -25,6 +25,14 @@ class SyncRun(Base):
     __table_args__ = (
         Index("ix_sync_runs_connection_created", "connection_id", "created_at"),
         Index("ix_sync_runs_connection_status_created", "connection_id", "status", "created_at"),
+        # the hourly read of the holds that ended (``engine.retries.holds_ended``); revision 0014
+        Index(
+            "ix_sync_runs_not_before",
+            "not_before",
+            "connection_id",
+            sqlite_where=text("not_before IS NOT NULL"),
+            postgresql_where=text("not_before IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

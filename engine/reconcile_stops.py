@@ -6,6 +6,10 @@ process refreshing the grant for longer than a refresh takes (each type would wa
 engine's own refusals (the connection gone or not syncable, another run holding its lock). Met in a type's id
 listing, the type is not reconciled; met while confirming its deletions or reading back what the searches missed,
 what it confirmed gone is tombstoned and counted; either way the types after it are not reached this run.
+
+Any other failure is the type's own and is recorded on it, the next type running: a ``SyncError`` too (a landing
+of that type, its handoff), the step budget, a 5xx or a dropped read. Only the engine's refusals named above stop
+the run, not every ``SyncError``: one type's failure must not leave every later type's deletions live for a week.
 """
 
 from __future__ import annotations
@@ -14,12 +18,18 @@ from dataclasses import dataclass
 
 from connectors.errors import InsufficientDiskSpaceError
 from engine.batch_defer import unopened_origin
-from engine.errors import SyncError
+from engine.connection_lock import ConnectionBusyError
+from engine.errors import ConnectionNotFoundError, ConnectionNotSyncableError
 from engine.request_stops import EVERY_REQUEST_WOULD_MEET
+from warehouse import LandingDiskFullError
 
 __all__ = ["RunStop", "run_stop"]
 
-_STOPS_RUN = (*EVERY_REQUEST_WOULD_MEET, InsufficientDiskSpaceError, SyncError)
+#: the connection gone or not syncable, or another run holding its lock: every later type would meet it again
+_REFUSES_EVERY_TYPE = (ConnectionNotFoundError, ConnectionNotSyncableError, ConnectionBusyError)
+#: a landing disk too full: a Bulk download's free-space check, or a landing file's write refused (ENOSPC)
+_DISK_FULL = (InsufficientDiskSpaceError, LandingDiskFullError)
+_STOPS_RUN = (*EVERY_REQUEST_WOULD_MEET, *_DISK_FULL, *_REFUSES_EVERY_TYPE)
 
 
 @dataclass(frozen=True)

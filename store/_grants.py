@@ -10,7 +10,14 @@ from typing import TypeVar
 import httpx
 from sqlalchemy.orm import Session
 
-from connectors.errors import ConfigurationError, RequestDeadlineError, TemporarilyUnavailableError, TransportError
+from connectors.budgets import check_step_wait
+from connectors.errors import (
+    ConfigurationError,
+    RequestDeadlineError,
+    StepBudgetExceededError,
+    TemporarilyUnavailableError,
+    TransportError,
+)
 from connectors.http import RetryPolicy as EhrRetryPolicy
 from connectors.providers import check_provider_client_auth
 from connectors.smart import ClientAuth, DiscoveryCache, SmartConfiguration, discover
@@ -52,7 +59,9 @@ def with_retry(call: Callable[[], T], policy: EhrRetryPolicy, sleep: Callable[[f
     cut off at its deadline (``EHRSYNC_REQUEST_DEADLINE_S``) is not retried here, as nowhere else: three more would
     hold the refresh lock past its waiters' timeout. A 429 or 503 that said when to come back (``retry_after``:
     its Retry-After, seconds or an HTTP-date) is asked again no sooner; one saying longer than the longest backoff
-    is raised at once (the caller defers, its refresh token kept), not asked again into the same refusal."""
+    is raised at once (the caller defers, its refresh token kept), not asked again into the same refusal. A wait is
+    spent from the sync step the call runs in (``EHRSYNC_STEP_BUDGET_S``): one its budget cannot cover raises the
+    step's ``StepBudgetExceededError`` unslept, as a request's own retry waits do (``check_step_wait``)."""
     for attempt in range(policy.max_attempts):
         try:
             return call()
@@ -63,6 +72,10 @@ def with_retry(call: Callable[[], T], policy: EhrRetryPolicy, sleep: Callable[[f
             if attempt + 1 >= policy.max_attempts or (asked is not None and asked > policy.backoff_cap_s):
                 raise
             pause = policy.backoff_delay(attempt) if asked is None else max(asked, policy.backoff_delay(attempt))
+            try:
+                check_step_wait(pause, what, asked=asked is not None)
+            except StepBudgetExceededError as over:
+                raise over from exc
             logger.warning("%s failed transiently (%s); retry %d in %.2fs", what, exc.code, attempt + 1, pause)
             sleep(pause)
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises

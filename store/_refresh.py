@@ -30,14 +30,14 @@ from connectors.errors import (
     NeedsReauthError,
     OAuthError,
     QuotaExhaustedError,
-    TemporarilyUnavailableError,
+    StepBudgetExceededError,
     TransportError,
     UnauthorizedClientError,
     UnusableTokenAnswerError,
     is_refusal,
 )
 from connectors.smart import TokenResponse, client_credentials_grant, refresh_grant
-from store._grants import GrantContext, with_retry
+from store._grants import TRANSIENT, GrantContext, with_retry
 from store._refresh_apply import RefreshOutcome, apply_outcome, lock_row, unusable_answer_outcome
 from store._refresh_lock import RefreshLockTimeoutError, sqlite_refresh_lock
 from store._refused import (
@@ -58,9 +58,10 @@ from store.models import Connection, ConnectionKind, ConnectionStatus, TokenReco
 from store.rate_windows import CallBudgetBusyError
 from store.tokenrows import open_field
 
-#: Nothing was sent (a busy shared call budget, the EHR's own quota spent until a far reset) or the EHR failed
-#: transiently: a still-valid token is kept, the refresh tried again on its next use.
-_TRANSIENT = (TransportError, TemporarilyUnavailableError, CallBudgetBusyError, QuotaExhaustedError)
+#: Nothing was sent (a busy shared call budget, the EHR's own quota spent until a far reset), the EHR failed
+#: transiently (``_grants.TRANSIENT``), or the wait before asking again is past the sync step's budget
+#: (``_grants.with_retry``): a still-valid token is kept, the refresh tried again on its next use; else it is raised.
+_TRANSIENT = (*TRANSIENT, CallBudgetBusyError, QuotaExhaustedError, StepBudgetExceededError)
 
 __all__ = ["RefreshLockTimeoutError", "check_status", "lock_row", "needs_refresh", "run_locked_refresh"]
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -10,9 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from warehouse._hashes import content_hashes
+from warehouse.errors import LandingDiskFullError
 from warehouse.landed import LANDING_FILE_SCHEMA, QUARANTINE_SCHEMA, LandedFile
 
-__all__ = ["FileMeta", "assemble", "landing_table", "open_parquet", "quarantine_table"]
+__all__ = ["FileMeta", "assemble", "landing_table", "open_parquet", "quarantine_table", "writing"]
+
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})  # no space left; the user's quota there spent
 
 _TS = pa.timestamp("us", tz="UTC")
 # Dictionary-encode only the columns that repeat: for unique ids and documents the dictionary is pure cost
@@ -98,3 +105,19 @@ def open_parquet(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
             write_statistics=_STATISTICS_COLUMNS,
         )
     return pq.ParquetWriter(path, schema, compression="zstd")
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Writes of the landing file ``path``: a full disk or spent quota is a ``LandingDiskFullError`` naming the
+    file (Arrow's own error names none), so the caller stops instead of sending every later write to the same
+    disk; any other failure passes unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL:
+            raise
+        raise LandingDiskFullError(
+            f"the disk is full: could not write landing file {path} ({os.strerror(exc.errno)}); free space under "
+            f"{path.parent} and run again (the half-written file is deleted, earlier landings are untouched)"
+        ) from exc

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from warehouse._blocks import Block, Oversize
-from warehouse._landing_tables import assemble, open_parquet
+from warehouse._landing_tables import assemble, open_parquet, writing
 from warehouse._vector_checks import check_block
 from warehouse.landed import LANDING_FILE_SCHEMA
 from warehouse.landing import BATCH_BYTES, LandingWriter
@@ -122,9 +122,10 @@ class BlockLandingWriter(LandingWriter):
         """Write the row group being built."""
         if not self._group:
             return
-        if self._writer is None:
-            self._writer = open_parquet(self._tmp, LANDING_FILE_SCHEMA)
-        self._writer.write_table(pa.concat_tables(self._group))
+        with writing(self._final):
+            if self._writer is None:
+                self._writer = open_parquet(self._tmp, LANDING_FILE_SCHEMA)
+            self._writer.write_table(pa.concat_tables(self._group))
         self._rows += self._group_rows
         self._group, self._group_rows, self._group_bytes = [], 0, 0
 

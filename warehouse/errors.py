@@ -6,7 +6,8 @@ never resource content (PHI).
 
     WarehouseError
     ├── LandingError              bad writer arguments or a landing file that cannot be written
-    │   └── LandingFileTooLargeError   an NDJSON file holds (or its gzip inflates to) more than the limit
+    │   ├── LandingFileTooLargeError   an NDJSON file holds (or its gzip inflates to) more than the limit
+    │   └── LandingDiskFullError       the landing folder's disk (or the user's quota there) is full
     ├── LandedFileError           a LandedFile / Parquet file that is missing or not a landing file
     ├── AttachmentError           an attachment that cannot be stored
     │   └── AttachmentIntegrityError   content does not match the expected sha256
@@ -25,6 +26,7 @@ __all__ = [
     "AttachmentIntegrityError",
     "InvalidInputError",
     "LandedFileError",
+    "LandingDiskFullError",
     "LandingError",
     "LandingFileTooLargeError",
     "SchemaVersionError",
@@ -47,6 +49,14 @@ class LandingError(WarehouseError):
 class LandingFileTooLargeError(LandingError):
     """An NDJSON file to land holds more bytes than its limit, or its gzip inflates past it: nothing was landed,
     and no more of it was inflated than the limit."""
+
+
+class LandingDiskFullError(LandingError):
+    """A landing file could not be written because its disk is full (ENOSPC) or the user's quota there is spent
+    (EDQUOT): the message names the file, the half-written file is deleted, and an earlier landing is untouched.
+    Every later write to the same folder would fail alike, so callers stop there instead of going on."""
+
+    code = "landing_disk_full"
 
 
 class LandedFileError(WarehouseError):

@@ -22,9 +22,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from warehouse._landing_tables import FileMeta, landing_table, open_parquet, quarantine_table
+from warehouse._landing_tables import FileMeta, landing_table, open_parquet, quarantine_table, writing
 from warehouse._lines import LineRejected, check_resource, parse_line, reject_nul_escape
-from warehouse.errors import InvalidInputError, LandingError
+from warehouse.errors import InvalidInputError, LandingDiskFullError, LandingError
 from warehouse.landed import LANDING_FILE_SCHEMA, QUARANTINE_SCHEMA, LandedFile, quarantine_path_for
 from warehouse.limits import LARGE_ROW_BYTES, MAX_RESOURCE_ENV, QUARANTINE_PREFIX_BYTES, max_resource_bytes
 
@@ -219,9 +219,10 @@ class LandingWriter:
         if n == 0 and self._writer is not None:
             return
         table = landing_table(self._meta, self._ids, self._last_updated, self._version_ids, self._json)
-        if self._writer is None:
-            self._writer = open_parquet(self._tmp, LANDING_FILE_SCHEMA)
-        self._writer.write_table(table)
+        with writing(self._final):
+            if self._writer is None:
+                self._writer = open_parquet(self._tmp, LANDING_FILE_SCHEMA)
+            self._writer.write_table(table)
         self._rows += n
         self._ids, self._last_updated, self._version_ids, self._json = [], [], [], []
         self._json_bytes = 0
@@ -229,9 +230,10 @@ class LandingWriter:
     def _flush_quarantine(self) -> None:
         if not self._q_rows:
             return
-        if self._q_writer is None:
-            self._q_writer = open_parquet(self._quarantine_tmp, QUARANTINE_SCHEMA)
-        self._q_writer.write_table(quarantine_table(self._meta, self._q_rows))
+        with writing(self._quarantine_final):
+            if self._q_writer is None:
+                self._q_writer = open_parquet(self._quarantine_tmp, QUARANTINE_SCHEMA)
+            self._q_writer.write_table(quarantine_table(self._meta, self._q_rows))
         self._q_rows, self._q_bytes = [], 0
 
     def finish(self) -> LandedFile:
@@ -241,9 +243,14 @@ class LandingWriter:
             self._flush()  # also writes an empty file with the schema when nothing landed
             self._flush_quarantine()
             assert self._writer is not None
-            self._writer.close()
+            with writing(self._final):  # the footer: a full disk can refuse it too
+                self._writer.close()
             if self._q_writer is not None:
-                self._q_writer.close()
+                with writing(self._quarantine_final):
+                    self._q_writer.close()
+        except LandingDiskFullError:
+            self.abort()
+            raise
         except (OSError, pa.ArrowException) as exc:
             self.abort()
             raise LandingError(f"could not write landing file {self._final.name}: {exc}") from exc

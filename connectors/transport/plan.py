@@ -6,14 +6,13 @@ the caller's own body retries."""
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from connectors.budgets import step_budget_exceeded, step_deadline
+from connectors.budgets import check_step_wait
 from connectors.http.retry import RetryPolicy
 from connectors.http.urls import redact_url
 from connectors.transport.bounds import BodyBounds
@@ -64,28 +63,13 @@ class RequestPlan:
         retry policy's clamp, before the same error."""
         if self.bounds is not None:
             self.bounds.check_wait(method, url, seconds, asked=asked)
-        _check_step_wait(seconds, method, url, asked=asked)
+        check_step_wait(seconds, f"{method} {redact_url(url)}", asked=asked)
         self.policy.sleep(seconds)
         self.attempt += 1
 
     def start_attempt(self, request: httpx.Request) -> float:
         """Cut the request's timeouts to what is left of its deadline (or step budget); returns the start time."""
         return 0.0 if self.bounds is None else self.bounds.start_attempt(request, self.timeout)
-
-
-def _check_step_wait(seconds: float, method: str, url: str, *, asked: bool) -> None:
-    """Raise StepBudgetExceededError when a wait of ``seconds`` would end past the active step's budget."""
-    step = step_deadline()
-    if step is None:
-        return
-    ends_at, _, _ = step
-    left = ends_at - time.monotonic()
-    if seconds > left:
-        why = "the server asked to wait" if asked else "the next attempt was due after a wait of"
-        raise step_budget_exceeded(
-            f": {method} {redact_url(url)}: {why} {round(seconds, 1):g} s and only {max(left, 0.0):.1f} s were left",
-            would=True,
-        )
 
 
 def plan_of(request: httpx.Request) -> RequestPlan | None:

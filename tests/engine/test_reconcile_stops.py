@@ -14,13 +14,31 @@ import duckdb
 import httpx
 import pytest
 
-from connectors.errors import EhrSyncError, NeedsReauthError, RateLimitedError
+from connectors.errors import (
+    EhrSyncError,
+    FhirError,
+    InsufficientDiskSpaceError,
+    NeedsReauthError,
+    RateLimitedError,
+    StepBudgetExceededError,
+    TransportError,
+)
 from engine import delete_confirm, deletes
+from engine.connection_lock import ConnectionBusyError
 from engine.deletes import ReconcileReport
+from engine.errors import (
+    ConnectionNotFoundError,
+    ConnectionNotSyncableError,
+    HandoffError,
+    NothingLandedError,
+    SyncError,
+)
 from engine.reconcile_run import reconcile_types
+from engine.reconcile_stops import run_stop
 from engine.run_holds import connection_held_until
 from sandbox import SandboxConfig, SandboxServer
 from store import RefreshLockTimeoutError
+from store.models import Connection
 from tests.engine.helpers import SyncWorld, connect_patient
 from tests.engine.job_runs import sync_type
 from warehouse import open_warehouse
@@ -40,13 +58,12 @@ def _live(world: SyncWorld, cid: str) -> dict[str, int]:
 
 def _synced_then_deleted(world: SyncWorld, sb: SandboxServer, http: httpx.Client) -> tuple[str, list[str]]:
     """A synced patient; then deletions on the EHR (of every type in ``_TYPES``) and one Observation the
-    warehouse lost (still on the EHR: the reconcile reads it back): (connection, types of the deletions)."""
+    warehouse lost (still on the EHR: the reconcile reads it back): (connection, ``Type/id`` of the deletions)."""
     cid = connect_patient(world, sb, http=http)
     for rtype in _TYPES:
         assert sync_type(world, cid, rtype).error is None, rtype
     refs = sb.admin.mutate(delete=40, seed=3)["deleted"]
-    deleted = [ref.split("/")[0] for ref in refs]
-    assert all(rtype in deleted for rtype in _TYPES), deleted
+    assert all(deleted_of(refs, rtype) for rtype in _TYPES), refs
     con = duckdb.connect(world.env.warehouse_target)
     try:
         ids = [r[0] for r in con.execute("SELECT id FROM fhir_resources WHERE resource_type = ?", [_TYPE]).fetchall()]
@@ -54,7 +71,12 @@ def _synced_then_deleted(world: SyncWorld, sb: SandboxServer, http: httpx.Client
         con.execute("DELETE FROM fhir_resources WHERE resource_type = ? AND id = ?", [_TYPE, lost])
     finally:
         con.close()
-    return cid, deleted
+    return cid, refs
+
+
+def deleted_of(refs: list[str], rtype: str) -> set[str]:
+    """The ids of ``rtype`` among the deletions' ``Type/id``."""
+    return {ref.split("/", 1)[1] for ref in refs if ref.split("/", 1)[0] == rtype}
 
 
 def _stopped_at_the_type(world: SyncWorld, cid: str, before: dict[str, int], code: str) -> ReconcileReport:
@@ -93,7 +115,7 @@ def test_a_grant_refused_in_a_read_back_stops_the_run_and_the_types_tombstones_a
 
         monkeypatch.setattr(deletes, "land_by_ids", refused)
         report = _stopped_at_the_type(world, cid, before, code)
-    assert report.tombstoned == deleted.count(_TYPE) > 0, report
+    assert report.tombstoned == len(deleted_of(deleted, _TYPE)) > 0, report
     assert report.recovered is not None and (report.recovered.error or "").startswith(code), report
 
 
@@ -120,3 +142,92 @@ def test_a_long_throttle_while_confirming_stops_the_run_before_the_next_types_li
     assert (report.confirm_error or "").startswith("rate_limited"), report
     held = connection_held_until(world.env.db, cid, datetime.now(UTC) + timedelta(minutes=55))
     assert held is not None, "the hour the source named is not noted"
+
+
+class _TypesOwnError(SyncError):
+    """A sync error about one type's work (not the connection gone, refused or locked): the next type is unaffected."""
+
+    code = "types_own_error"
+
+
+def _unopened() -> TransportError:
+    """What the client raises when no connection could be opened to the EHR (refused, unresolved)."""
+    try:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=httpx.Request("GET", "https://ehr.example"))
+    except httpx.ConnectError as exc:
+        failure = TransportError("GET https://ehr.example/fhir/Observation failed: connection refused")
+        failure.__cause__ = exc
+        return failure
+
+
+@pytest.mark.parametrize(
+    ("failure", "stops"),
+    [
+        (NeedsReauthError("the refresh token was refused (invalid_grant)"), True),
+        (RateLimitedError("GET Observation answered HTTP 429", 429, retry_after=3600.0), True),
+        (RefreshLockTimeoutError("another process has been refreshing its token for over 300s"), True),
+        (InsufficientDiskSpaceError("the landing folder has 1 MB free, 512 MB wanted"), True),
+        (_unopened(), True),
+        (ConnectionNotFoundError("connection 'c' not found"), True),
+        (ConnectionNotSyncableError("connection c is disabled, not active"), True),
+        (ConnectionBusyError("connection c is held by run r (pid 1)"), True),
+        (_TypesOwnError("Observation: something of this type only"), False),
+        (NothingLandedError("no landing of run r waits for c/Observation"), False),
+        (HandoffError("landing handoff.warnings must hold strings"), False),
+        (StepBudgetExceededError("reconciling Observation ran out of its step budget"), False),
+        (FhirError("GET Observation answered HTTP 500", 500), False),
+        (TransportError("GET Observation failed: read timeout"), False),
+        (OSError("not this type's disk"), False),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
+)
+def test_what_stops_a_reconcile_run_and_what_is_one_types_own_bdx31(failure: BaseException, stops: bool) -> None:
+    """The run stops at a grant no longer usable, a throttle holding the source, an EHR no connection opens to, a
+    full landing disk, or the connection gone, not syncable or locked (every later type would meet it again); any
+    other failure, a ``SyncError`` included, is the type's own: recorded on it, and the next type runs."""
+    assert (run_stop(failure) is not None) is stops
+
+
+def test_a_sync_error_of_one_type_is_recorded_on_it_and_the_next_types_are_reconciled_bdx31(
+    http: httpx.Client, world: SyncWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, any ``SyncError`` stopped the run: the types after it were reported not reached, their deletions
+    left live for another week."""
+    with SandboxServer(SandboxConfig(patients=1, seed=5)) as sb:
+        cid, deleted = _synced_then_deleted(world, sb, http)
+        before = _live(world, cid)
+        listing = deletes._list_ids
+
+        def failing_for_the_type(env: Any, conn: Any, rtype: str) -> Any:
+            if rtype == _TYPE:
+                raise _TypesOwnError(f"{rtype}: something of this type only")
+            return listing(env, conn, rtype)
+
+        monkeypatch.setattr(deletes, "_list_ids", failing_for_the_type)
+        by_type = {r.resource_type: r for r in reconcile_types(world.env, cid, _TYPES, run_id="reconcile-own")}
+    after = _live(world, cid)
+    assert (by_type[_TYPE].error or "").startswith("types_own_error: "), by_type[_TYPE]
+    assert after[_TYPE] == before[_TYPE]  # nothing of it tombstoned
+    for rtype in _AFTER:
+        assert by_type[rtype].error is None and by_type[rtype].stopped is None, by_type[rtype]
+        assert by_type[rtype].tombstoned == len(deleted_of(deleted, rtype)) == before[rtype] - after[rtype] > 0, rtype
+
+
+def test_a_connection_disabled_mid_run_stops_it_at_the_next_type_bdx31(http: httpx.Client, world: SyncWorld) -> None:
+    """The other side: the connection no longer syncable (an admin disabled it between two types) is met by every
+    later type, so the run stops at the first that meets it."""
+    with SandboxServer(SandboxConfig(patients=1, seed=5)) as sb:
+        cid, _ = _synced_then_deleted(world, sb, http)
+
+        def disable(report: ReconcileReport) -> None:
+            if report.resource_type == _TYPE:
+                with world.env.db.session() as session, session.begin():
+                    row = session.get(Connection, cid)
+                    assert row is not None
+                    row.status = "disabled"
+
+        reports = reconcile_types(world.env, cid, _TYPES, run_id="reconcile-disabled", on_report=disable)
+    first, met, last = reports
+    assert first.error is None, first
+    assert (met.error or "").startswith("connection_not_syncable: "), met
+    assert last.error == f"not reached: the run stopped at {_AFTER[0]} (connection_not_syncable)", last
