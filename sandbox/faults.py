@@ -53,6 +53,7 @@ FaultKind = Literal[
     # total; a page reached by a next link skips its first match and says a total one smaller
     "search_silent_skip",  # offset paging without totals after a match already read was deleted: a page reached
     # by a next link skips its first match, and nothing on any page says so
+    "search_overlap",  # a page reached by a next link first repeats the previous page's last (pages overlap by one)
     "search_empty_page",  # a searchset page comes back empty, its next link a fresh token for that same page (an
     # endless cursor when armed with times None; a few, as Epic/Cerner paging sometimes sends, with a small times)
     "trickle",  # the answer's body arrives chunk_bytes (default 1) bytes every delay_s seconds
@@ -170,12 +171,8 @@ class FaultRegistry:
 
 
 def outcome(code: str, diagnostics: str, severity: str = "error") -> bytes:
-    return orjson.dumps(
-        {
-            "resourceType": "OperationOutcome",
-            "issue": [{"severity": severity, "code": code, "diagnostics": diagnostics}],
-        }
-    )
+    issue = {"severity": severity, "code": code, "diagnostics": diagnostics}
+    return orjson.dumps({"resourceType": "OperationOutcome", "issue": [issue]})
 
 
 class FaultMiddleware:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Unpack
@@ -14,6 +14,7 @@ import orjson
 
 from connectors.errors import CreateRedirectError, EhrSyncError, FhirError, ResponseTooLargeError, SecurityPolicyError
 from connectors.fhir._exact_json import loads_exact
+from connectors.fhir._query import DEFAULT_COUNT, check_type, query_pairs
 from connectors.fhir._session import FhirSession, QueryParams, SessionOptions, TokenRule
 from connectors.fhir.created import (
     MAX_HOPS,
@@ -28,7 +29,7 @@ from connectors.fhir.created import (
     status_url,
 )
 from connectors.fhir.download import Downloaded, stream_to_file
-from connectors.fhir.resource_types import ID_RE, TYPE_RE
+from connectors.fhir.resource_types import ID_RE
 from connectors.fhir.search import SearchPage, iter_search_pages
 from connectors.http import CallBudget, RetryPolicy, checked_url, normalize_base_url, redact_url, resolve_url
 from connectors.tokens import TokenSource
@@ -41,12 +42,6 @@ __all__ = ["CreateResult", "FhirClient", "parse_location"]
 logger = logging.getLogger(__name__)
 
 _FHIR_JSON = "application/fhir+json"
-DEFAULT_COUNT = 200
-
-
-def _check_type(resource_type: str) -> None:
-    if not isinstance(resource_type, str) or not TYPE_RE.match(resource_type):
-        raise ValueError(f"not a FHIR resource type: {resource_type!r}")
 
 
 def _check_id(resource_id: str) -> None:
@@ -148,7 +143,7 @@ class FhirClient:
         return body
 
     def read(self, resource_type: str, resource_id: str) -> dict[str, Any]:
-        _check_type(resource_type)
+        check_type(resource_type)
         _check_id(resource_id)
         url = self.url_for(f"{resource_type}/{resource_id}")
         body = self._session.request(
@@ -165,12 +160,8 @@ class FhirClient:
 
         ``_count`` (BDX-26, default 200) is added unless ``params`` has one; the server may return fewer.
         """
-        _check_type(resource_type)
-        pairs = list(params.items()) if isinstance(params, Mapping) else list(params or [])
-        if count is not None and not any(name == "_count" for name, _ in pairs):
-            if count < 1:
-                raise ValueError("count must be positive")
-            pairs.append(("_count", str(count)))
+        check_type(resource_type)
+        pairs = query_pairs(params, count)
         return iter_search_pages(
             self._session, self.url_for(resource_type), pairs, bounds=self.bounds, resource_type=resource_type
         )
@@ -190,7 +181,7 @@ class FhirClient:
         resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
         if not isinstance(resource_type, str):
             raise ValueError("resource has no resourceType")
-        _check_type(resource_type)
+        check_type(resource_type)
         headers = {"Accept": _FHIR_JSON, "Content-Type": f"{_FHIR_JSON}; charset=utf-8"}
         if prefer_representation:
             headers["Prefer"] = "return=representation"

@@ -250,6 +250,7 @@ def iter_search_pages(
     *,
     bounds: BodyBounds | None = None,
     resource_type: str | None = None,
+    stop_at_repeat: bool = True,
 ) -> Iterator[SearchPage]:
     """Yield pages until there is no ``next`` link; an expired link (404/410) raises SearchLinkExpiredError.
 
@@ -263,6 +264,8 @@ def iter_search_pages(
     ``MAX_EMPTY_PAGES`` pages in a row bring no match but a ``next`` link (``empty_pages``: a cursor that never
     reaches data, each link new). The caller keeps what arrived but
     must not move its mark past what did not. Memory: see :mod:`connectors.fhir._distinct` (<= 32 B a match).
+    ``stop_at_repeat`` False (a lookup, which has no mark to guard): a repeated match does not stop the paging; the
+    search raises ``repeated_match`` at its end unless the largest ``total`` shows every match arrived.
     """
     url: str | None = first_url
     first = True
@@ -271,7 +274,7 @@ def iter_search_pages(
     # The largest ``total`` any page gave (some servers send it on the first page only). Not the latest: an offset
     # server's live total drops when a match already read is deleted, while the page behind it skipped one.
     total: int | None = None
-    empty = 0  # pages in a row with a next link and no match
+    empty, repeated = 0, False  # pages in a row with a next link and no match; a match came again (read on)
     while url is not None:
         page = _fetch_page(session, url, params, bounds, first=first)
         links.add(page.url)
@@ -283,9 +286,13 @@ def iter_search_pages(
         empty = empty + 1 if page.next_url is not None and not page.resources else 0
         reason = _stop_reason(page, counts, len(seen), total, links)
         reason = reason or ("empty_pages" if empty > MAX_EMPTY_PAGES else None)
+        if reason == "repeated_match" and not stop_at_repeat:
+            reason, repeated = None, True
         if reason is not None:
             raise _incomplete(first_url, seen, total, reason)
         if page.next_url is not None:
             links.add(page.next_url)
         url = page.next_url
         first = False
+    if repeated and (total is None or len(seen) < total):
+        raise _incomplete(first_url, seen, total, "repeated_match")

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from connectors.errors import SearchIncompleteError
 from connectors.fhir import FhirClient
+from connectors.fhir.listing import read_to_end
 from connectors.fhir.search import SearchPage
 from connectors.http import redact_url
 from connectors.writeback.note import identifier_system
@@ -61,9 +62,10 @@ class IdentifierLookup:
 def find_by_identifier(client: FhirClient, note: NoteRecord) -> IdentifierLookup:
     """Search ``DocumentReference?patient=&identifier=`` (raises ``EhrSyncError`` when the search fails).
 
-    A listing that came back incomplete (``SearchIncompleteError``: offset paging over changing notes repeats one
-    match and skips another, a next link loops, more than ``_MAX_PAGES`` pages) stopped where it showed, so a match
-    on a later page or the skipped one was never read: the search is made again, at most ``_PASSES`` times in all.
+    Each pass reads every page (``read_to_end``): a match repeated on a later page is the same note, read on past
+    (pages that overlap by one, or offset paging over changing notes). A listing that came back incomplete
+    (``SearchIncompleteError``: a match came again with no ``total`` showing none was skipped, a next link loops,
+    more than ``_MAX_PAGES`` pages) may have missed a match: the search is made again, at most ``_PASSES`` times.
     Every exact match any pass read counts (each is the EHR's own evidence); a pass that ends whole settles it. When
     none does, the matches read stand (the note is there; a duplicate may hide), and none read proves nothing."""
     system = identifier_system(note.tenant_id)
@@ -89,7 +91,7 @@ def find_by_identifier(client: FhirClient, note: NoteRecord) -> IdentifierLookup
 def _one_pass(client: FhirClient, note: NoteRecord, params: dict[str, str], matches: dict[str, Any]) -> bool:
     """Read one whole listing into ``matches``; True when the server said it did not apply the search."""
     system, value = identifier_system(note.tenant_id), note.draft_id
-    for number, page in enumerate(client.search_pages("DocumentReference", params)):
+    for number, page in enumerate(read_to_end(client, "DocumentReference", params)):
         if _ignored(page, first=number == 0):
             _log.warning("note %s: the EHR did not apply the identifier search; its answer is no evidence", note.id)
             return True

@@ -24,7 +24,7 @@ from sandbox.fhir.paging import sign, unsign
 from sandbox.fhir.permission import permission
 from sandbox.fhir.query import check_required, parse_query, split_ignored, subset, without_last_updated
 from sandbox.fhir.responses import FhirFailure, fhir_response, http_date, outcome_body
-from sandbox.fhir.search import natural_page, sorted_page
+from sandbox.fhir.search import natural_page, previous_last, sorted_page
 from sandbox.fhir.validate import check_writable
 from sandbox.state import SandboxState, get_state
 
@@ -112,7 +112,8 @@ def search(resource_type: str, request: Request) -> Response:
     from_link = bool(request.query_params.get("_cursor"))
     taken = _paging_fault(st, request, next_cursor is not None, from_link)
     nonce: dict[str, str] = {}
-    page, next_cursor, total, outcomes = _faulted(taken, (run, st, q, perm), page, next_cursor, links, request)
+    searched = (run, st, q, perm, cursor)
+    page, next_cursor, total, outcomes = _faulted(taken, searched, page, next_cursor, links, request)
     if taken is not None and taken.kind == "search_empty_page":  # no match, and this same page again: a new token
         page, next_cursor, nonce = [], cursor, {"n": secrets.token_urlsafe(6)}
     if next_cursor is not None or nonce:
@@ -137,14 +138,14 @@ Runner = Any  # natural_page or sorted_page
 
 def _faulted(
     taken: Fault | None,
-    search: tuple[Runner, SandboxState, Any, Any],
+    search: tuple[Runner, SandboxState, Any, Any, Any],
     page: list[dict[str, Any]],
     next_cursor: Any,
     links: list[dict[str, str]],
     request: Request,
 ) -> tuple[list[dict[str, Any]], Any, int | None, list[dict[str, Any]]]:
     """The page as a ``search_*`` fault has it: (matches, next cursor, total to say, outcome entries)."""
-    run, st, q, perm = search
+    run, st, q, perm, cursor = search
     fault = taken.kind if taken is not None else None
     total: int | None = None
     outcomes: list[dict[str, Any]] = []
@@ -160,6 +161,8 @@ def _faulted(
         page = run(st.store, replace(q, count=1), perm, None)[0] + page[1:]
     elif fault == "search_deleted_shift" and request.query_params.get("_cursor") and total is not None:
         page, total = page[1:], total - 1  # a match already read was deleted: offsets move up, the total drops
+    elif fault == "search_overlap":  # pages that overlap by one: the previous page's last match comes first again
+        page = previous_last(st.store, q, cursor) + page
     elif fault == "search_silent_skip":  # the same shift on a server that never says a total: undetectable
         page = page[1:]
     elif fault == "search_error_outcome" and taken is not None:  # some matches could not be returned, it says so
@@ -171,11 +174,13 @@ def _faulted(
 def _paging_fault(st: SandboxState, request: Request, has_next: bool, from_link: bool) -> Fault | None:
     """A ``search_*`` fault, consumed only by a page it can affect: ``search_error_outcome``, ``search_empty_page``
     and ``search_deleted_shift`` any page (the first one says the whole total, later ones shift and say one less),
-    ``search_no_next`` one with a next link, ``search_offset_shift``, ``search_moved_match`` and
-    ``search_silent_skip`` one reached by a next link, and
+    ``search_no_next`` one with a next link, ``search_offset_shift``, ``search_moved_match``,
+    ``search_silent_skip`` and ``search_overlap`` one reached by a next link, and
     ``search_repeat_next`` one reached by a next link that has a next link itself."""
     kinds = {"search_error_outcome", "search_deleted_shift", "search_empty_page"}
-    kinds |= {"search_offset_shift", "search_moved_match", "search_silent_skip"} if from_link else set()
+    kinds |= (
+        {"search_offset_shift", "search_moved_match", "search_silent_skip", "search_overlap"} if from_link else set()
+    )
     kinds |= ({"search_no_next", "search_repeat_next"} if from_link else {"search_no_next"}) if has_next else set()
     return st.faults.take(request.url.path, frozenset(kinds))
 

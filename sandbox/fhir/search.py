@@ -11,6 +11,7 @@ from typing import Any
 
 from sandbox.data.ids import SHARED_TYPES, parse_id
 from sandbox.data.store import DataStore
+from sandbox.errors import ResourceGone, ResourceNotFound
 from sandbox.fhir.permission import Permission
 from sandbox.fhir.query import SearchQuery, matches
 from sandbox.fhir.responses import FhirFailure
@@ -90,3 +91,14 @@ def sorted_page(
     page = [found[rid] for _, rid, _ in chosen if rid in found]
     more = len(keys) > q.count
     return page, ([chosen[-1][0], chosen[-1][1]] if more and chosen else None)
+
+
+def previous_last(store: DataStore, q: SearchQuery, cursor: Cursor | None) -> list[Resource]:
+    """The match a paging cursor was taken after (the previous page's last: both kinds of cursor end with its id),
+    or none when there is no cursor or it is gone since (the ``search_overlap`` fault sends it again)."""
+    if not cursor:
+        return []
+    try:
+        return [store.read(q.resource_type, str(cursor[-1]))]
+    except (ResourceGone, ResourceNotFound):
+        return []

@@ -246,6 +246,7 @@ def _observations(world: SyncWorld) -> list[tuple[Any, ...]]:
     [
         ("search_offset_shift", 1, {}),
         ("search_moved_match", 1, {}),
+        ("search_overlap", 1, {}),
         ("search_error_outcome", 1, {}),
         ("search_error_outcome", 1, {"severity": "warning"}),
         ("search_deleted_shift", 2, {}),
@@ -255,7 +256,8 @@ def test_sandbox_fault_once_is_recovered_with_everything_stored_bdx29_bdx32(
     tmp_path: Any, shared_sb: SandboxServer, http: httpx.Client, kind: str, times: int, options: dict[str, str]
 ) -> None:
     """BDX-29/BDX-32 against the sandbox: one shifted page (a match repeated, one skipped; said by ``total``, or
-    on a server without totals by the repeat alone), one page that drops a match and carries an outcome saying
+    on a server without totals by the repeat alone), one page overlapping the one before (a match repeated, none
+    skipped: the sync still stops there, it cannot tell), one page that drops a match and carries an outcome saying
     so (severity error, or only warning ``incomplete``), or a page shifted by a deletion whose total drops by
     one (the first page said the whole total); the run searches again and stores exactly a clean run's rows."""
     clean_world = _sandbox_world(tmp_path, "clean", http)

@@ -1,6 +1,6 @@
 """The identifier search behind reconciliation (DWB-32/33) over a listing that comes back incomplete: offset paging
-that repeats one match and skips another (sandbox ``search_moved_match``, real socket), and next links that never end
-(a scripted server)."""
+that repeats one match and skips another (sandbox ``search_moved_match``, real socket), pages that always overlap by
+one (``search_overlap``), and next links that never end (a scripted server)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from engine.writeback.preflight import build_payload
 from store.outbox import transition
 from tests.engine.fake_fhir import FakeFhir, bundle, serve
 from tests.engine.test_writeback_outcomes import _DRAFT
-from tests.engine.writeback_helpers import FAST, enqueue, server_notes, writable_connection
+from tests.engine.writeback_helpers import FAST, enqueue, patient_notes, server_notes, writable_connection
+
+DOC = "/fhir/DocumentReference"
 
 
 def test_dwb32_a_duplicate_skipped_by_shifted_paging_is_still_found(world, start_sandbox, http) -> None:
@@ -34,6 +36,24 @@ def test_dwb32_a_duplicate_skipped_by_shifted_paging_is_still_found(world, start
     ehr.admin.set_fault("search_moved_match", path="/fhir/DocumentReference", times=1)
     done = write_note(world.env, FAST, lost.id)
     assert (done.state, done.reason_code) == ("failed", "duplicate_notes")
+
+
+def test_dwb32_33_a_note_on_page_three_of_pages_that_always_overlap_is_found(world, start_sandbox, http) -> None:
+    """DWB-32/33: a server ignoring the identifier parameter silently (the patient's other notes come back, one a
+    page) whose pages always overlap by one entry. The lost note is on page 3 or later; every pass used to stop at
+    page 2 (a match came again), so it stayed ``unknown`` for a person. The lookup reads every page, takes the
+    repeated entry for the same note (not a duplicate) and finds it: ``written`` with its id."""
+    ehr = start_sandbox(conditional_create=False, ignored_search_params=["identifier"], max_count=1)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)  # the patient's notes the sandbox holds come first in its order
+    ehr.admin.set_fault("drop_response", path=DOC, method="POST", times=1)  # stored, answer lost
+    ehr.admin.set_fault("search_overlap", path=DOC, times=None)
+    done = write_note(world.env, FAST, note.id)
+    ehr.admin.clear_faults()
+    ehr.admin.settings(ignored_search_params=[])  # so the checks below can search
+    [doc] = server_notes(world, conn, ehr, note)
+    assert [d["id"] for d in patient_notes(world, conn, ehr)].index(doc["id"]) >= 2  # page 3 or later (one a page)
+    assert (done.state, done.ehr_resource_id, done.reason_code) == ("written", doc["id"], None)
 
 
 def test_dwb32_next_links_that_never_end_are_bounded() -> None:

@@ -311,6 +311,21 @@ def test_bdx33_search_moved_match_repeats_the_first_match_and_skips_one_without_
     assert all("total" not in p for p in shifted)
 
 
+def test_bdx33_search_overlap_repeats_the_previous_pages_last_match_and_skips_none(
+    sandbox: SandboxServer, token: str
+) -> None:
+    """Pages that overlap by one (armed with ``times`` None: every page reached by a next link, as some servers
+    always page): each starts with the page before's last match again; nothing is skipped and no total is said."""
+    clean = [_match_ids(p) for p in _pages(sandbox, token, "/Observation", patient="pat1", _count="5")]
+    assert len(clean) >= 3
+    sandbox.admin.set_fault("search_overlap", path="/fhir/Observation", times=None)
+    overlapping = _pages(sandbox, token, "/Observation", patient="pat1", _count="5")
+    ids = [_match_ids(p) for p in overlapping]
+    assert len(ids) == len(clean) and ids[0] == clean[0]
+    assert all(ids[n] == [clean[n - 1][-1], *clean[n]] for n in range(1, len(clean)))
+    assert all("total" not in p for p in overlapping)
+
+
 def test_bdx33_search_error_outcome_may_say_so_with_a_warning(sandbox: SandboxServer, token: str) -> None:
     sandbox.admin.set_fault("search_error_outcome", path="/fhir/Observation", times=1, severity="warning")
     (first, *_rest) = _pages(sandbox, token, "/Observation", patient="pat1", _count="5")
