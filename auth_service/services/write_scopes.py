@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import re
 
+from connectors.fhir.resource_types import COMMON_SEARCH_PARAMS
 from connectors.smart import parse_scopes
 from connectors.smart.scopes import ResourceScope
 
@@ -41,8 +42,7 @@ _PATIENT_TYPES = ("Patient",)
 _LOGGED: set[tuple[str, ...]] = set()  # what was said already: a profile resolves on every refresh
 _LOGGED_MAX = 1024
 _CONTEXTS = frozenset({"patient", "user", "system"})  # SMART resource scopes; any other is a vendor's own
-#: FHIR R4 search parameters every resource has, and (space-separated) those of each type ehrsync creates
-_COMMON_PARAMS = frozenset({"_id", "_lastUpdated", "_profile", "_security", "_source", "_tag"})
+#: FHIR R4 search parameters (space-separated) of each type ehrsync creates, besides those every resource has
 _SEARCH_PARAMS: dict[str, str] = {
     "Binary": "",
     "DocumentReference": "authenticator author category contenttype custodian date description encounter event"
@@ -95,7 +95,7 @@ def _filters_apply(resource_type: str, filters: tuple[tuple[str, str], ...]) -> 
     """Whether ``resource_type`` has every search parameter a wildcard's filter names (``category:text`` and the
     chained ``patient.name`` are ``category`` and ``patient``)."""
     names = {re.split(r"[:.]", name, maxsplit=1)[0] for name, _ in filters}
-    return names <= _COMMON_PARAMS | set(_SEARCH_PARAMS.get(resource_type, "").split())
+    return names <= COMMON_SEARCH_PARAMS | set(_SEARCH_PARAMS.get(resource_type, "").split())
 
 
 def _narrow_v1(rs: ResourceScope, creatable: tuple[str, ...], prefix: str) -> list[str]:

@@ -1,6 +1,12 @@
 """Note write-back: the pre-flight write gate (draft-note §4) and the DocumentReference builder (§2, §8)."""
 
-from connectors.writeback.gate import WriteCapability, WriteFlags, check_note_write, scopes_allow_note_create
+from connectors.writeback.gate import (
+    WriteCapability,
+    WriteFlags,
+    check_note_write,
+    scopes_allow_binary_create,
+    scopes_allow_note_create,
+)
 from connectors.writeback.note import DRAFT_BANNER, DRAFT_LABEL, NoteDraft, build_document_reference
 
 __all__ = [
@@ -11,5 +17,6 @@ __all__ = [
     "WriteFlags",
     "build_document_reference",
     "check_note_write",
+    "scopes_allow_binary_create",
     "scopes_allow_note_create",
 ]

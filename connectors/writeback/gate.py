@@ -14,12 +14,20 @@ from urllib.parse import unquote
 
 from connectors.errors import WriteNotSupportedError
 from connectors.fhir.capability import interactions_of, server_resources
+from connectors.fhir.resource_types import COMMON_SEARCH_PARAMS
 from connectors.writeback.provenance import scopes_allow_provenance_create
 
-__all__ = ["WriteCapability", "WriteFlags", "check_note_write", "scopes_allow_note_create"]
+__all__ = [
+    "WriteCapability",
+    "WriteFlags",
+    "check_note_write",
+    "scopes_allow_binary_create",
+    "scopes_allow_note_create",
+]
 
 _V1_RE = re.compile(r"^(patient|user|system)/(DocumentReference|\*)\.(write|\*)$")
 _V2_RE = re.compile(r"^(patient|user|system)/(DocumentReference|\*)\.(c?r?u?d?s?)(\?(.+))?$")
+_BINARY_RE = re.compile(r"^(patient|user|system)/(Binary|\*)\.(write|\*|c?r?u?d?s?)(\?(.+))?$")
 _CLINICAL_NOTE = "clinical-note"
 
 
@@ -38,7 +46,7 @@ class WriteCapability:
     """What the server advertises for DocumentReference (recorded per DWB-40)."""
 
     conditional_create: bool
-    binary_create: bool
+    binary_create: bool  # advertised by the server and covered by the granted scopes (DWB-18, DWB-41)
     supported_profiles: tuple[str, ...]
     provenance_create: bool = False  # DWB-82: advertised by the server and covered by the granted scopes
 
@@ -59,6 +67,20 @@ def scopes_allow_note_create(granted: str) -> bool:
             return True
         m = _V2_RE.match(scope)
         if m and "c" in m.group(3) and (m.group(5) is None or _category_filter_ok(m.group(5))):
+            return True
+    return False
+
+
+def scopes_allow_binary_create(granted: str) -> bool:
+    """True when a granted scope lets us create a Binary (v1 ``.write``/``.*``, v2 with ``c``). A granular filter
+    counts only on parameters every resource has: Binary has no other, so ``patient/*.c?category=clinical-note``
+    covers none (least privilege asks no Binary create for it), and its create would be refused 403."""
+    for scope in granted.split():
+        m = _BINARY_RE.match(scope)
+        if not m or not (m.group(3) in ("write", "*") or "c" in m.group(3)):
+            continue
+        names = {re.split(r"[:.=]", part, maxsplit=1)[0] for part in (m.group(5) or "").split("&") if part}
+        if names <= COMMON_SEARCH_PARAMS:
             return True
     return False
 
@@ -85,7 +107,9 @@ def check_note_write(
     binary, provenance = resources.get("Binary"), resources.get("Provenance")
     return WriteCapability(
         conditional_create=doc_ref.get("conditionalCreate") is True,
-        binary_create=binary is not None and "create" in interactions_of(binary),
+        binary_create=binary is not None
+        and "create" in interactions_of(binary)
+        and scopes_allow_binary_create(granted_scopes),
         supported_profiles=tuple(str(p) for p in doc_ref.get("supportedProfile") or []),
         provenance_create=provenance is not None
         and "create" in interactions_of(provenance)

@@ -93,7 +93,9 @@ def plan_send(note: NoteRecord, target: NoteTarget, client: FhirClient, config: 
     via_binary = note.body_bytes > config.inline_max_bytes and not target.profile.inline_only
     if via_binary and not capability.binary_create:
         raise WriteNotSupportedError(
-            "no_binary_create", "the note is too large to inline and Binary create is not allowed"
+            "no_binary_create",
+            "the note is too large to inline and Binary create is not allowed: the server's CapabilityStatement"
+            " does not offer it or the granted scopes do not cover it",
         )
     conditional = capability.conditional_create and target.profile.conditional_create is not False
     return SendPlan(capability, conditional, doc_status, via_binary, content_type)

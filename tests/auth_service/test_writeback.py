@@ -16,6 +16,7 @@ from connectors.writeback import (
     WriteFlags,
     build_document_reference,
     check_note_write,
+    scopes_allow_binary_create,
     scopes_allow_note_create,
 )
 
@@ -132,3 +133,24 @@ def test_note_builder_rejects_bad_input(kwargs: dict[str, Any], needle: str) -> 
     base: dict[str, Any] = {"tenant_id": "t", "draft_id": "d", "patient_id": "p", "text": "x"}
     with pytest.raises(ConfigurationError, match=needle):
         build_document_reference(NoteDraft(**{**base, **kwargs}))
+
+
+@pytest.mark.parametrize(
+    ("granted", "allowed"),
+    [
+        ("user/*.write", True),
+        ("patient/Binary.*", True),
+        ("system/Binary.c", True),
+        ("patient/*.cruds?_tag=http://x|y", True),
+        ("patient/DocumentReference.c patient/*.rs", False),
+        ("patient/*.cruds?category=clinical-note", False),
+        ("patient/Binary.rs", False),
+        ("patient/Binary.c?category:text=note", False),
+    ],
+)
+def test_dwb18_41_binary_create_needs_a_granted_scope_covering_it(granted: str, allowed: bool) -> None:
+    """DWB-18/41: Binary create counts only when the granted scopes cover it (a filter only on parameters every
+    resource has): before, the CapabilityStatement alone decided, and the Binary POST was refused 403."""
+    assert scopes_allow_binary_create(granted) is allowed
+    cap = check_note_write(capability(["create"], binary=True), f"user/DocumentReference.c {granted}", ON)
+    assert cap.binary_create is allowed

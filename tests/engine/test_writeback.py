@@ -15,6 +15,7 @@ from connectors.writeback import DRAFT_BANNER, DRAFT_LABEL
 from engine.writeback import write_note
 from store.models import AuditEvent
 from store.outbox import get_note
+from tests.engine.helpers import connect_backend
 from tests.engine.writeback_helpers import (
     FAST,
     NOTE_TEXT,
@@ -264,3 +265,20 @@ def test_a_grant_the_ehr_no_longer_honours_fails_the_note_without_sending(world,
     done = write_note(world.env, FAST, note.id)
     assert (done.state, done.reason_code) == ("failed", "needs_reauth")
     assert request_log.paths(DOC_POSTS, "POST") == []
+
+
+def test_dwb18_41_a_large_note_without_binary_create_granted_is_blocked_before_any_post(
+    world, sb, http, request_log
+) -> None:
+    """DWB-18/41: the server advertises Binary create but the granted scopes do not cover it (least privilege asks
+    none for ``*.cruds?category=clinical-note``, which Binary has no parameter of): the note is blocked
+    ``no_binary_create`` naming the scopes, and nothing is POSTed. Before, the Binary POST was refused 403 and the
+    note blocked ``missing_scope``, as if DocumentReference create were missing."""
+    set_tenant(world)
+    conn = connect_backend(world, sb, http=http, scope="system/*.rs system/DocumentReference.c")
+    pdf = b"%PDF-1.4\n" + b"0" * 200 + b"\n%%EOF"
+    note = enqueue(world, conn, pdf=pdf, patient_id=sb.admin.patients()[0])
+    done = write_note(world.env, replace(FAST, inline_max_bytes=100), note.id)
+    assert (done.state, done.reason_code) == ("blocked", "WRITE_NOT_SUPPORTED (no_binary_create)")
+    assert done.reason is not None and "granted scopes" in done.reason
+    assert request_log.paths("/fhir/Binary", "POST") == [] and request_log.paths(DOC_POSTS, "POST") == []
