@@ -11,7 +11,13 @@ import hashlib
 from connectors.errors import ConfigurationError
 from connectors.providers import get_provider
 
-__all__ = ["export_slot"]
+__all__ = ["export_slot", "slot_base"]
+
+
+def slot_base(fhir_base: str) -> str:
+    """The FHIR base as a slot knows it: with or without its trailing slash, one base (a base is stored as
+    configured, so two connections of one tenant may spell it either way)."""
+    return fhir_base.rstrip("/")
 
 
 def export_slot(provider_id: str, client_id: str | None, fhir_base: str) -> str | None:
@@ -23,5 +29,5 @@ def export_slot(provider_id: str, client_id: str | None, fhir_base: str) -> str 
         return None
     if not one_at_a_time:
         return None
-    digest = hashlib.sha256(f"{client_id or ''}\n{fhir_base.rstrip('/')}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{client_id or ''}\n{slot_base(fhir_base)}".encode()).hexdigest()[:16]
     return f"{provider_id}-{digest}"

@@ -29,7 +29,7 @@ from connectors.errors import BulkExportBusyError
 from connectors.fhir import RetryPolicy
 from connectors.transport import bounds_of
 from engine.environment import ConnectionInfo, SyncEnvironment
-from engine.export_slot_tags import export_slot
+from engine.export_slot_tags import export_slot, slot_base
 from engine.models import BulkJob, ExportSlotClaim, utcnow
 from engine.runs import process_gone
 from store import REFRESH_LOCK_TIMEOUT_S, AppDatabase
@@ -41,9 +41,8 @@ _log = logging.getLogger(__name__)
 
 
 def _spellings(fhir_base: str) -> tuple[str, str]:
-    """The base with and without its trailing slash: one slot, as ``export_slot`` hashes it (a base is stored as
-    configured, so two connections of one tenant may spell it either way)."""
-    bare = fhir_base.rstrip("/")
+    """The base with and without its trailing slash: the stored spellings of one slot's base (``slot_base``)."""
+    bare = slot_base(fhir_base)
     return bare, bare + "/"
 
 
