@@ -1,13 +1,14 @@
 """Incremental syncs of many patient connections of one EHR source in one run, each isolated (issue 14).
 
-A Dagster run costs seconds before the first request; an incremental sync with nothing changed costs about a
-third of a second. A batch run pays the first once for up to ``EHRSYNC_SYNC_BATCH_SIZE`` connections. Each
-connection keeps what a run of its own gives it: its own ``sync_runs`` row (id :func:`batch_sync_run_id`, so the
-run-status sensor finds it again), its own cursors and connection lock, its own outcome closed by
-``finish_sync_run`` as soon as it ends. One connection failing (any error) is recorded on its row and retried
-by ``engine.retries``; it neither stops nor rolls back the others, except that one stopped by a source-wide throttle,
-or by its source being unreachable, defers the later members at its source (``engine.batch_defer``). The steps are
-the per-type assets' (``land_resource_type`` → ``upsert_resource_type`` per type, then ``sync_references``).
+A Dagster run costs seconds before the first request, an incremental sync with nothing changed about a third of a
+second: a batch run pays the first once for up to ``EHRSYNC_SYNC_BATCH_SIZE`` connections. Each connection keeps
+what a run of its own gives it: its own ``sync_runs`` row (id :func:`batch_sync_run_id`, so the run-status sensor
+finds it again), its own cursors and connection lock, its own outcome closed by ``finish_sync_run`` as soon as it
+ends. One connection failing (any error) is recorded on its row and retried by ``engine.retries``; it neither stops
+nor rolls back the others, except that one stopped by a source-wide throttle, or by its source being unreachable,
+defers the later members at its source (``engine.batch_defer``), and one stopped by a landing disk too full stops
+the batch (``engine.batch_stop``). The steps are the per-type assets' (``land_resource_type`` →
+``upsert_resource_type`` per type, then ``sync_references``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from connectors.errors import InsufficientDiskSpaceError
 from engine import runs
 from engine.batch_defer import (
     SourceThrottle,
@@ -29,6 +29,7 @@ from engine.batch_defer import (
     source_throttle,
     unopened_origin,
 )
+from engine.batch_stop import not_tried, short_error, stops_batch
 from engine.connection_lock import hold_connection
 from engine.connection_snapshots import ConnectionSnapshot, read_connection
 from engine.connection_sync import PATIENT_TYPES, sync_references
@@ -36,7 +37,7 @@ from engine.environment import SyncEnvironment
 from engine.errors import ConnectionNotFoundError
 from engine.incremental import land_resource_type, upsert_resource_type
 from engine.reports import TypeReport
-from engine.request_stops import EVERY_REQUEST_WOULD_MEET
+from engine.request_stops import EVERY_REQUEST_WOULD_MEET, LANDING_DISK_FULL
 from engine.run_holds import newest_row
 from engine.run_outcome import CANCELED_PREFIX, RunTimes, finish_sync_run
 from store import AppDatabase
@@ -54,9 +55,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-_MAX_ERROR = 500
 # Failures no later type of the member gets past: they end its sync (``_sync_types`` says why).
-_STOPS_MEMBER = (*EVERY_REQUEST_WOULD_MEET, InsufficientDiskSpaceError)
+_STOPS_MEMBER = (*EVERY_REQUEST_WOULD_MEET, *LANDING_DISK_FULL)
 
 
 def batch_sync_run_id(dagster_run_id: str, connection_id: str) -> str:
@@ -78,6 +78,7 @@ class ConnectionOutcome:
     references_read: bool = False  # the reference step ran (referenced types it did not report had nothing)
     throttle: SourceThrottle | None = None  # it stopped on a source-wide throttle, or was deferred by one
     deferred: str | None = None  # not attempted: its source was throttled (``engine.batch_defer``)
+    stops_batch: str | None = None  # it met a landing disk too full: no later member is tried (``engine.batch_stop``)
 
     @property
     def succeeded(self) -> bool:
@@ -132,10 +133,11 @@ def sync_connection(
     except Exception as exc:  # the isolation boundary: any failure belongs to this connection only
         outcome.error = f"{type(exc).__name__}: {exc}"
         outcome.throttle = source_throttle(exc, connection_id, origins=source_origins(env.db, connection_id))
+        outcome.stops_batch = stops_batch(exc)
         _log.warning("batch sync of connection %s failed: %s", connection_id, type(exc).__name__)
     outcome.duration_s = time.monotonic() - started
     finish_sync_run(
-        env.db, outcome.sync_run_id, connection_id, succeeded=outcome.succeeded, error=_short(outcome.error)
+        env.db, outcome.sync_run_id, connection_id, succeeded=outcome.succeeded, error=short_error(outcome.error)
     )
     if outcome.throttle is not None:  # its retry waits for the time the source named, not only for the backoff
         runs.hold_until(env.db, outcome.sync_run_id, outcome.throttle.until)
@@ -194,7 +196,7 @@ def close_batch_rows(
     run's verdict; rows each member's sync already closed keep their own outcome. Returns rows changed."""
     return sum(
         finish_sync_run(
-            db, batch_sync_run_id(dagster_run_id, cid), cid, succeeded=succeeded, error=_short(error), times=times
+            db, batch_sync_run_id(dagster_run_id, cid), cid, succeeded=succeeded, error=short_error(error), times=times
         )
         for cid in connection_ids
     )
@@ -262,10 +264,6 @@ def passed_over_earlier(
     return skipped
 
 
-def _short(error: str | None) -> str | None:
-    return error[:_MAX_ERROR] if error else None
-
-
 def sync_batch(
     env: SyncEnvironment,
     connection_ids: Sequence[str],
@@ -273,22 +271,26 @@ def sync_batch(
     on_done: Callable[[ConnectionOutcome], None] | None = None,
     passed_over: Collection[str] = (),
 ) -> BatchOutcome:
-    """Sync the members one after another (the batch's concurrency toward its EHR is one request at a time).
-    Once one stops on a source-wide throttle or finds its source unreachable, the later members at that source are
-    deferred, not tried. ``passed_over`` (:func:`passed_over_earlier`: a re-execution) are not synced and get
-    no row."""
+    """Sync the members one after another (the batch's concurrency toward its EHR is one request at a time). Once
+    one stops on a source-wide throttle or finds its source unreachable, the later members at that source are
+    deferred, not tried; once one meets a landing disk too full, no later member is tried. ``passed_over``
+    (:func:`passed_over_earlier`: a re-execution) are not synced and get no row."""
     members = [cid for cid in connection_ids if cid not in passed_over]
     open_batch_rows(env, dagster_run_id, members)
     batch = BatchOutcome()
     throttles = SourceThrottles()
+    stopped: tuple[str, str] | None = None  # the member that met a full landing disk, and why
     for connection_id in members:
         key = source_key(env.db, connection_id)
-        held = throttles.holding(key)
-        if held is not None:
+        if stopped is not None:  # every later member would land on the same full disk
+            outcome = ConnectionOutcome(connection_id, batch_sync_run_id(dagster_run_id, connection_id))
+            outcome.error = not_tried(env.db, outcome.sync_run_id, connection_id, *stopped)
+        elif (held := throttles.holding(key)) is not None:
             outcome = defer_connection(env, connection_id, dagster_run_id, held)
         else:
             outcome = sync_connection(env, connection_id, dagster_run_id)
             throttles.note(key, outcome.throttle)
+            stopped = (connection_id, outcome.stops_batch) if outcome.stops_batch else None
         batch.connections.append(outcome)
         if on_done is not None:
             on_done(outcome)

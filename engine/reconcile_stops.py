@@ -16,20 +16,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from connectors.errors import InsufficientDiskSpaceError
 from engine.batch_defer import unopened_origin
 from engine.connection_lock import ConnectionBusyError
 from engine.errors import ConnectionNotFoundError, ConnectionNotSyncableError
-from engine.request_stops import EVERY_REQUEST_WOULD_MEET
-from warehouse import LandingDiskFullError
+from engine.request_stops import EVERY_REQUEST_WOULD_MEET, LANDING_DISK_FULL
 
 __all__ = ["RunStop", "run_stop"]
 
 #: the connection gone or not syncable, or another run holding its lock: every later type would meet it again
 _REFUSES_EVERY_TYPE = (ConnectionNotFoundError, ConnectionNotSyncableError, ConnectionBusyError)
-#: a landing disk too full: a Bulk download's free-space check, or a landing file's write refused (ENOSPC)
-_DISK_FULL = (InsufficientDiskSpaceError, LandingDiskFullError)
-_STOPS_RUN = (*EVERY_REQUEST_WOULD_MEET, *_DISK_FULL, *_REFUSES_EVERY_TYPE)
+_STOPS_RUN = (*EVERY_REQUEST_WOULD_MEET, *LANDING_DISK_FULL, *_REFUSES_EVERY_TYPE)
 
 
 @dataclass(frozen=True)

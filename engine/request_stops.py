@@ -8,9 +8,13 @@ reconcile run) cannot drift apart: each adds only what is its own.
 
 from __future__ import annotations
 
-from connectors.errors import EhrUnreachableError, NeedsReauthError, RateLimitedError
+from connectors.errors import EhrUnreachableError, InsufficientDiskSpaceError, NeedsReauthError, RateLimitedError
 from store import RefreshLockTimeoutError
+from warehouse import LandingDiskFullError
 
-__all__ = ["EVERY_REQUEST_WOULD_MEET"]
+__all__ = ["EVERY_REQUEST_WOULD_MEET", "LANDING_DISK_FULL"]
 
 EVERY_REQUEST_WOULD_MEET = (NeedsReauthError, EhrUnreachableError, RateLimitedError, RefreshLockTimeoutError)
+#: A landing disk too full: a landing file's write refused (ENOSPC, EDQUOT) or a Bulk download's free-space check.
+#: Every later landing of the run meets it too (a reconcile's types, a batch's members: ``engine.batch_stop``).
+LANDING_DISK_FULL = (InsufficientDiskSpaceError, LandingDiskFullError)

@@ -135,7 +135,8 @@ def _record(context: OpExecutionContext, outcome: ConnectionOutcome, checks: _Me
     """The member's per-type materializations and asset checks (types that did not fail), as its own run's assets
     would log them (``batch_checks``)."""
     if outcome.connection is None or outcome.deferred is not None:
-        context.log.info("connection %s not synced: %s", outcome.connection_id, outcome.skipped or outcome.deferred)
+        why = outcome.skipped or outcome.deferred or outcome.error  # error: not tried, the batch stopped
+        context.log.info("connection %s not synced: %s", outcome.connection_id, (why or "")[:300])
         return
     who: dict[str, MetadataValue] = {
         **connection_metadata(outcome.connection),
@@ -176,10 +177,12 @@ def sync_connection_batch(
             passed_over=done,
         )
     failed, deferred = batch.failed, batch.deferred
+    stopping = [c for c in batch.connections if c.stops_batch]  # a landing disk too full (``engine.batch_stop``)
     if failed:  # the run shows red; every member's row already holds its own outcome
         raise Failure(
             description=f"{len(failed)} of {len(batch.connections)} connections failed (each is retried alone)"
-            + (f", {len(deferred)} deferred: their source is throttled or unreachable" if deferred else ""),
+            + (f", {len(deferred)} deferred: their source is throttled or unreachable" if deferred else "")
+            + "".join(f"; stopped: {s.stops_batch} (the members after {s.connection_id} not tried)" for s in stopping),
             metadata={
                 "failed_connections": MetadataValue.json([f.connection_id for f in failed]),
                 "deferred_connections": MetadataValue.json([d.connection_id for d in deferred]),
