@@ -40,11 +40,16 @@ def lenient_str(payload: Mapping[str, Any], key: str) -> str | None:
     return None
 
 
+_CONTEXT_TYPES = {"patient": "Patient", "encounter": "Encounter"}
+
+
 def context_id(payload: Mapping[str, Any], key: str) -> str | None:
     """``patient``/``encounter``: the FHIR id the connection is bound to. A JSON number is taken as the id it
-    spells, surrounding spaces are dropped (an id has none: the id is plain), a blank one is none; anything else
-    that is no FHIR id (1-64 of ``A-Z a-z 0-9 - .``: a reference ``Patient/x``, another type) is refused, as a
-    wrong binding is worse than none and would only fail later, as a search the server refuses."""
+    spells, surrounding spaces are dropped (an id has none: the id is plain), a relative reference of the field's
+    own type (``Patient/x``, which some servers send and which searched as ``patient=Patient/x`` before) is the id
+    it names, a blank one is none; anything else that is no FHIR id (1-64 of ``A-Z a-z 0-9 - .``, or another
+    type's reference) is refused, as a wrong binding is worse than none and would only fail later, as a search the
+    server refuses."""
     value = payload.get(key)
     if isinstance(value, int) and not isinstance(value, bool):
         logger.warning("token response field %r is a number; taken as the id it spells", key)
@@ -55,6 +60,10 @@ def context_id(payload: Mapping[str, Any], key: str) -> str | None:
     if text != text.strip():
         logger.warning("token response field %r has surrounding spaces; taken without them", key)
         text = text.strip()
+    kind, _, named = text.partition("/")
+    if kind == _CONTEXT_TYPES.get(key) and ID_RE.match(named):
+        logger.warning("token response field %r is a %s reference; taken as the id it names", key, kind)
+        text = named
     if not ID_RE.match(text):
         raise OAuthError("invalid_response", f"token response field {key!r} is not a FHIR id (1-64 of A-Z a-z 0-9 - .)")
     return text

@@ -7,8 +7,10 @@
 - ``need_patient_banner`` the text ``"false"``: before, dropped silently (the launch context lost it); SMART says
   a boolean, so the two spellings a server writes it in (``"true"``/``"false"``, any case) are read as the boolean.
 - ``patient`` padded with spaces: before, kept as sent (every later search named a patient id with spaces); a
-  FHIR id has no spaces, so the id it spells is taken. One that is no FHIR id at all (``Patient/pat1``) makes the
-  answer unusable, naming ``patient``, never its value."""
+  FHIR id has no spaces, so the id it spells is taken; so is the id a reference of its own type names
+  (``Patient/pat1``: it searched as ``patient=Patient/pat1`` before, which servers accept, so refusing it would
+  break a sign-in that worked). One that is no FHIR id at all makes the answer unusable, naming ``patient``, never
+  its value."""
 
 from __future__ import annotations
 
@@ -73,13 +75,24 @@ def test_sal15_a_padded_patient_id_is_the_id_it_spells(ehr: SandboxServer) -> No
     assert token.patient == "pat1" and token.launch_context()["patient"] == "pat1"
 
 
-def test_sal15_a_patient_that_is_no_fhir_id_makes_the_answer_unusable(ehr: SandboxServer) -> None:
-    with pytest.raises(UnusableTokenAnswerError, match=r"'patient' is not a FHIR id") as info:
-        _exchange(ehr, "patient_reference")
-    assert "pat1" not in str(info.value)
+def test_sal15_a_patient_sent_as_its_reference_is_the_id_it_names(ehr: SandboxServer) -> None:
+    token = _exchange(ehr, "patient_reference")
+    assert token.patient == "pat1" and token.launch_context()["patient"] == "pat1"
+
+
+@pytest.mark.parametrize("value", ["a b", "x" * 65, "Encounter/1", "Patient/a b", "Patient/1/_history/2", "é1"])
+def test_sal15_a_patient_that_is_no_fhir_id_makes_the_answer_unusable(value: str) -> None:
+    with pytest.raises(OAuthError, match=r"'patient' is not a FHIR id") as info:
+        parse_token_response({"access_token": "AT", "token_type": "Bearer", "patient": value})
+    assert value not in str(info.value)
 
 
 @pytest.mark.parametrize("value", ["a b", "x" * 65, "Patient/1", "é1"])
 def test_sal15_an_encounter_that_is_no_fhir_id_is_refused_too(value: str) -> None:
     with pytest.raises(OAuthError, match=r"'encounter' is not a FHIR id"):
         parse_token_response({"access_token": "AT", "token_type": "Bearer", "encounter": value})
+
+
+def test_sal15_an_encounter_sent_as_its_reference_is_the_id_it_names() -> None:
+    token = parse_token_response({"access_token": "AT", "token_type": "Bearer", "encounter": "Encounter/e-1.2"})
+    assert token.encounter == "e-1.2"
