@@ -115,13 +115,14 @@ def advance(
 
     A ``None`` mark (the server sent neither ``meta.lastUpdated`` nor ``Date``) keeps the old one: the next run
     then refetches from there, which costs bandwidth but never loses a change. A REST mark stored spends a full
-    run's owed search of the type (``begin_full``): only a whole search stores one while it is owed.
+    run's owed search of the type (``begin_full``): only a whole search stores one while it is owed. The marker row
+    is locked before the type's row, the order ``begin_full`` takes them in (PostgreSQL: else a deadlock).
     """
+    if mark is not None and stream == REST_STREAM:  # a whole search of an owed type upserted: its intent is spent
+        _spend(session, connection_id, resource_type)
     row = _row(session, connection_id, stream, resource_type)
     if mark is not None:
         row.high_water_mark = mark
-        if stream == REST_STREAM:  # a whole search of an owed type upserted: the full run's intent for it is spent
-            _spend(session, connection_id, resource_type)
     row.last_run_id = run_id
     row.pending_run_id = None
     row.pending_mark = None

@@ -7,9 +7,11 @@ that cannot page), else with smaller pages (skipped when the server refuses that
 when the search is incremental (the server supports ``_lastUpdated``), the window from the stored mark to this
 run's mark split into narrower ``ge``/``lt`` windows (as many as ``total`` suggests) until every window
 completes, within a bounded number of searches. What cannot be recovered is reported, and the caller keeps the
-stored mark so the next run asks again. A second search of the plan that stalls on empty pages (a ``next`` link on
-every page and no match, ``empty_pages``) shows an endless cursor: no window is tried (each would walk the same
-hundred-odd empty pages, ~6,600 requests in all), and the plan fails at once (``ENDLESS_PREFIX``).
+stored mark so the next run asks again. A search of the plan that stalls on empty pages (a ``next`` link on every
+page and no match, ``empty_pages``) after an earlier one did, in a narrower window or where no window can be
+searched, shows an endless cursor: the plan fails at once (``ENDLESS_PREFIX``), not after 64 windows each walking
+the same hundred-odd empty pages (~6,600 requests). The larger-page retry stalling again proves nothing alone: a
+server may cap ``_count`` (FHIR R4 search), so its pages were no larger, and one narrower window is still tried.
 """
 
 from __future__ import annotations
@@ -96,10 +98,11 @@ def _retry(client: FhirClient, resource_type: str, params: Params, sink: PageSin
 
 
 def _endless(sink: PageSink, resource_type: str) -> bool:
-    """Give the plan up: a second search stalled on empty pages, each with a new ``next`` link (False)."""
+    """Give the plan up: another search stalled on empty pages, each with a new ``next`` link (False)."""
     sink.warn(
         f"{ENDLESS_PREFIX} the {resource_type} search sent page after page with no match and a new next link, "
-        "twice (also with another page size): an endless cursor, not searched again in narrower windows"
+        "again when searched once more (with larger pages, in a narrower _lastUpdated window): an endless cursor, "
+        "not searched again"
     )
     _log.warning("%s search stalls on an endless cursor of empty pages; giving it up", resource_type)
     return False
@@ -152,10 +155,10 @@ def search_with_recovery(
     if retried is None:
         return True
     stalls = [problem.reason, retried].count(EMPTY_PAGES)
-    if stalls > 1:
-        return _endless(sink, resource_type)
     upper = sink.mark
     if since is None or upper is None or upper <= since:
+        if stalls > 1:  # no window to try: the search and its retry are all there is
+            return _endless(sink, resource_type)
         sink.warn(f"not recovered: {resource_type} kept stopping early; the next run asks for it again")
         return False
     base = [(k, v) for k, v in plan.items() if k not in ("_count", "_lastUpdated")] + [("_count", str(count))]
@@ -179,7 +182,7 @@ def _windows(
     stalls: int,
 ) -> bool:
     """Search ``span`` in ``parts`` windows, splitting any that stop early (at most MAX_WINDOW_SEARCHES); a window
-    that stalls on empty pages after ``stalls`` earlier searches of the plan did ends them (``_endless``)."""
+    that stalls on empty pages after an earlier search of the plan did (``stalls``) ends them (``_endless``)."""
     count = _count_of(dict(base))
     stack = _split(span[0], span[1], parts)
     searches = 0

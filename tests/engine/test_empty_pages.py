@@ -3,12 +3,14 @@
 A server may send a page with no match and a ``next`` link now and then: a few are followed and the sync ends
 whole. One whose cursor changes on every empty page (the sandbox's ``search_empty_page`` armed for good) repeats no
 link, so only a bound on empty pages in a row ends it: the search fails as incomplete, typed, with what arrived
-stored and the stored mark untouched, after a bounded number of requests: a second search stalling so (the
-larger-page retry) shows an endless cursor, and no narrower window is tried (``search_endless_paging``).
+stored and the stored mark untouched, after a bounded number of requests: the search, its larger-page retry and
+one narrower window stalling so show an endless cursor, and no other window is tried (``search_endless_paging``).
+The retry alone proves nothing: a server capping ``_count`` sends it the same pages.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -79,9 +81,9 @@ def test_bdx29_endless_empty_pages_with_changing_links_fail_the_type_and_keep_th
     request_log: RequestLog,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The bound lowered to 5 here. The search and its larger-page retry both stall: an endless cursor, so the type
-    fails at once (``search_endless_paging``), without the 64 narrower windows that each walked the same empty
-    pages (``(2 + 64) * (bound + 1)`` requests before)."""
+    """The bound lowered to 5 here. The search, its larger-page retry and the first narrower window all stall: an
+    endless cursor, so the type fails at once (``search_endless_paging``), without the other narrower windows that
+    each walked the same empty pages (``(2 + 64) * (bound + 1)`` requests before)."""
     bound = 5
     monkeypatch.setattr(search, "MAX_EMPTY_PAGES", bound)
     world = _world(tmp_path, "w", http)
@@ -101,10 +103,10 @@ def test_bdx29_endless_empty_pages_with_changing_links_fail_the_type_and_keep_th
     assert _mark(world, conn) == stored  # the cursor did not move past the changes that never arrived
     assert _observations(world) == landed
     requested = len(request_log.paths(OBS))
-    assert 0 < requested <= 2 * (bound + 1), requested  # the search and its larger-page retry, no window
+    assert 0 < requested <= 3 * (bound + 1), requested  # the search, its larger-page retry, one window
 
 
-def test_bdx29_an_endless_cursor_at_the_real_bound_costs_two_searches_not_sixty_six(
+def test_bdx29_an_endless_cursor_at_the_real_bound_costs_three_searches_not_sixty_six(
     tmp_path: Path, shared_sb: SandboxServer, http: httpx.Client, request_log: RequestLog
 ) -> None:
     """``MAX_EMPTY_PAGES`` as shipped, the fault armed for good: before, the search, its retry and 64 windows each
@@ -115,7 +117,7 @@ def test_bdx29_an_endless_cursor_at_the_real_bound_costs_two_searches_not_sixty_
     stored = _mark(world, conn)
     report = _sync_under_empty_pages(world, conn, shared_sb, http, request_log, None)
     requested = len(request_log.paths(OBS))
-    assert requested <= 2 * (MAX_EMPTY_PAGES + 1) < (2 + MAX_WINDOW_SEARCHES) * (MAX_EMPTY_PAGES + 1), requested
+    assert requested <= 3 * (MAX_EMPTY_PAGES + 1) < (2 + MAX_WINDOW_SEARCHES) * (MAX_EMPTY_PAGES + 1), requested
     assert report.status == "failed" and "search_endless_paging" in report.failed_types["Observation"]
     assert _mark(world, conn) == stored
 
@@ -145,3 +147,34 @@ def test_bdx29_a_search_stalled_on_empty_pages_is_asked_again_with_larger_pages(
     assert any("recovered" in w for w in report.warnings), report.warnings
     counts = {int(u.params["_count"]) for u in request_log.paths(OBS) if "_count" in u.params}
     assert 5 in counts and min(counts) >= 5 and max(counts) > 5, counts
+
+
+def test_bdx29_a_stall_again_at_a_server_capped_page_size_still_tries_a_narrower_window(
+    tmp_path: Path,
+    start_sandbox: Callable[..., SandboxServer],
+    http: httpx.Client,
+    request_log: RequestLog,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server may send fewer matches than ``_count`` asks (FHIR R4 search: it "is not bound to return the number
+    requested"; the AI Application Suite caps it, vendors.md §3): the larger-page retry gets the same pages, so a
+    server filtering its pages after paging them stalls again on the same rows. That is no proof of an endless
+    cursor: a narrower ``_lastUpdated`` window holds fewer filtered rows, and here it completes. Before, the second
+    stall failed the type with ``search_endless_paging`` and the changes were never received."""
+    bound = 5
+    monkeypatch.setattr(search, "MAX_EMPTY_PAGES", bound)
+    sb = start_sandbox(patients=1, max_count=5)  # the page size asked for: a retry's larger _count gets 5 too
+    world = _world(tmp_path, "w", http)
+    conn = connect_patient(world, sb, http=http)
+    assert run_sync(world, conn, types=["Observation"]).status == "completed"
+    stored = _mark(world, conn)
+    sb.admin.mutate(update=3, seed=7)
+    clean = _world(tmp_path, "clean", http)
+    # the search and its retry each walk bound + 1 empty pages; the first window finds the data
+    report = _sync_under_empty_pages(world, conn, sb, http, request_log, 2 * (bound + 1))
+    obs = report.types["Observation"]
+    assert report.status == "completed", report.failed_types
+    assert not obs.incomplete and any("narrower _lastUpdated windows" in w for w in obs.warnings), obs.warnings
+    assert stored is not None and (_mark(world, conn) or stored) > stored
+    assert sync_type(clean, connect_patient(clean, sb, http=http), "Observation").error is None
+    assert _observations(world) == _observations(clean)
