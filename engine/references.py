@@ -33,7 +33,7 @@ from connectors.fhir.capability import declared_interactions
 from engine import cursors
 from engine.environment import ConnectionInfo, SyncEnvironment
 from engine.reports import TypeReport
-from engine.request_stops import EVERY_REQUEST_WOULD_MEET
+from engine.request_stops import EVERY_REQUEST_WOULD_MEET, LANDING_DISK_FULL
 from warehouse import LandingWriter, LandingZone, Warehouse
 from warehouse.errors import WarehouseError
 
@@ -105,8 +105,9 @@ def _fetch_all(
         try:
             batched = can_search_by_id(conn, rtype, capabilities)
             reports[rtype] = land_by_ids(env.zone, conn, client, wh, run_id, rtype, ids, batched=batched)
-        except EVERY_REQUEST_WOULD_MEET:
-            raise  # every further request would fail (or wait the refresh lock's 300 s) the same way: the run stops
+        except (*EVERY_REQUEST_WOULD_MEET, *LANDING_DISK_FULL):
+            raise  # every further request would fail (or wait the refresh lock's 300 s), every landing meet the full
+            # disk, the same way: the run stops (a batch too, ``engine.batch_stop``); this type's references stay queued
         except (EhrSyncError, WarehouseError, OSError) as exc:
             _log.warning("reading referenced %s of %s failed: %s", rtype, conn.id, loggable_message(exc))
             reports[rtype] = TypeReport(rtype, error=f"{getattr(exc, 'code', type(exc).__name__)}: {exc}")

@@ -19,6 +19,7 @@ import pytest
 from connectors.errors import InsufficientDiskSpaceError
 from engine import cursors, runs
 from engine.connection_sync import PATIENT_TYPES
+from engine.references import REFERENCED_TYPES
 from sandbox import SandboxConfig, SandboxServer
 from tests.engine.helpers import connect_patient, sandbox_patients
 from tests.engine.test_batch_runs import batch_after_first
@@ -73,3 +74,32 @@ def test_what_stops_a_batch(failure: BaseException, stops: bool) -> None:
     from engine.batch_stop import stops_batch
 
     assert (stops_batch(failure) is not None) is stops
+
+
+def test_a_full_landing_disk_met_reading_references_stops_the_batch_too(world, http, request_log, monkeypatch) -> None:
+    """The disk fills up at the member's last step, reading its references (``engine.references``): that step
+    caught a ``LandingDiskFullError`` per referenced type as the type's own failure, so the member went on into
+    each later referenced type and the batch into each later member, every one searching the EHR and failing on
+    the same disk. Now it stops there as a clinical type's landing does: one referenced type searched, the later
+    members not tried (their rows ``not tried: the landing disk is full``), the references left queued."""
+    real = pq.ParquetWriter.write_table
+
+    def full_for_references(self: pq.ParquetWriter, *args: Any, **kwargs: Any) -> Any:
+        if set(Path(str(self.where)).parts) & set(REFERENCED_TYPES):
+            raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+        return real(self, *args, **kwargs)
+
+    with SandboxServer(SandboxConfig(patients=2, seed=11)) as sb:
+        ids = sorted(connect_patient(world, sb, http=http, patient_id=p) for p in sandbox_patients(http, sb)[:2])
+        first, later = ids
+        monkeypatch.setattr(pq.ParquetWriter, "write_table", full_for_references)
+        result, stopped, _ = batch_after_first(world, ids, request_log)
+        fhir = f"{sb.base_url}/fhir/"
+    said = stopped.error or ""
+    assert "LandingDiskFullError" in said and "the disk is full" in said, said
+    searched = [str(u).removeprefix(fhir).split("?")[0].split("/")[0] for u in request_log.urls if fhir in str(u)]
+    assert len({t for t in searched if t in REFERENCED_TYPES}) == 1, searched
+    row = runs.get(world.env.db, result.sync_run_ids[later])
+    assert row is not None and row.status == "failed", row
+    assert row.error is not None and row.error.startswith("not tried: the landing disk is full"), row.error
+    assert cursors.queued_references(world.env.db, first), "the references not read must stay queued"
