@@ -120,9 +120,10 @@ def still_accepted(db: AppDatabase, note: NoteRecord, config: WritebackConfig, *
 def recheck(db: AppDatabase, client: FhirClient, note: NoteRecord, config: WritebackConfig) -> NoteRecord:
     """An ``accepted`` note's identifier search; not found, due again after a longer backoff, or for a person once
     ``max_attempts`` checks found nothing."""
-    done = reconcile(db, client, note)
-    if done.state != "unknown" or done.version != note.version:
+    done = reconcile(db, client, note, config)
+    if done.state != "unknown" or done.reason_code != ACCEPTED:  # found, duplicates, search ignored: settled so
         return done
+    note = done  # may say its search ran out of time (``reconcile``): checked again all the same, within the bound
     if note.attempts >= config.max_attempts:  # the POSTs and the checks so far
         reason = (
             "the EHR accepted the note (HTTP 202); no identifier search found it: whether it holds it needs a person"
