@@ -21,7 +21,6 @@ is never taken for a stalled one; a 2xx is recorded ``written`` even when anothe
 
 from __future__ import annotations
 
-import base64
 import logging
 from contextlib import ExitStack
 from dataclasses import replace
@@ -32,12 +31,13 @@ from connectors.writeback.note import identifier_system
 from engine.checkpoints import checkpoint
 from engine.environment import SyncEnvironment
 from engine.writeback.accepted import ACCEPTED, await_accepted, recheck, still_accepted
+from engine.writeback.binary import binary_url
 from engine.writeback.config import WritebackConfig
 from engine.writeback.heartbeat import heartbeat
 from engine.writeback.lookup import IdentifierLookup, find_by_identifier
 from engine.writeback.matched import confirm_match, unconfirmed
 from engine.writeback.outcomes import ends_note, fail_from, outcome_unknown, retry_later
-from engine.writeback.preflight import SendPlan, build_payload, note_bytes, plan_send
+from engine.writeback.preflight import SendPlan, build_payload, plan_send
 from engine.writeback.provenance import send_provenance
 from engine.writeback.reconcile import reconcile
 from engine.writeback.target import NoteTarget, load_target
@@ -177,31 +177,6 @@ def _to_unknown(
     return reconcile(env.db, client, note, config, lookup)
 
 
-def _binary_url(
-    env: SyncEnvironment, config: WritebackConfig, note: NoteRecord, client: FhirClient
-) -> tuple[NoteRecord, str]:
-    """Create the Binary once (DWB-18); its id is stored so a resumed attempt references the same one. A 202 is
-    polled as the note's is; not known within the bound, the attempt goes back to ``pending`` (a new Binary next)."""
-    if note.binary_id:
-        return note, f"Binary/{note.binary_id}"
-    pdf = note_bytes(note)
-    raw = pdf if pdf is not None else note.body.encode("utf-8")
-    content_type = "application/pdf" if pdf is not None else "text/plain; charset=utf-8"
-    binary = {"resourceType": "Binary", "contentType": content_type, "data": base64.b64encode(raw).decode("ascii")}
-    created = client.create(binary)
-    if created.accepted:
-        outcome = await_accepted(client, created, config, "Binary")
-        if isinstance(outcome, ce.FhirError):
-            raise outcome  # refused: the note itself was never POSTed
-        if outcome is None:
-            raise ce.TransportError("the server accepted the Binary for later and did not say how it ended")
-        created = outcome
-    if not created.id:
-        raise ce.TransportError("the server created the Binary but named no id")
-    note = transition(env.db, note, "sending", binary_id=created.id, detail={"binary_created": True})
-    return note, f"Binary/{created.id}"
-
-
 def _send(
     env: SyncEnvironment, config: WritebackConfig, note: NoteRecord, plan: SendPlan, client: FhirClient
 ) -> NoteRecord:
@@ -210,7 +185,10 @@ def _send(
     try:
         url = None
         if plan.via_binary:
-            note, url = _binary_url(env, config, note, client)
+            note, url_or_error = binary_url(env, config, note, client)  # ``note`` as each of its steps left it
+            if isinstance(url_or_error, ce.EhrSyncError):
+                raise url_or_error
+            url = url_or_error
         resource = build_payload(note, plan.doc_status, url, plan.content_type)
         posted = True
         result = client.create(resource, if_none_exist=identifier if plan.conditional else None)
@@ -266,8 +244,8 @@ def _failed_send(
         return _to_unknown(env, config, note, client, exc)
     if note.maybe_stored and ends_note(config, note, exc):
         return _settle_maybe_stored(env, config, note, client, exc)
-    if isinstance(exc, ce.TransportError):  # the Binary's answer was lost (or named no id): the note itself was never
-        return retry_later(env.db, config, note, exc)  # POSTed, so none can exist; a new Binary next time (DWB-18)
+    if isinstance(exc, ce.TransportError):  # the Binary not known yet (answer lost, no id, a job pending): the note
+        return retry_later(env.db, config, note, exc)  # itself was never POSTed, so none can exist (``binary``)
     return fail_from(env.db, config, note, exc)
 
 

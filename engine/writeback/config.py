@@ -21,6 +21,8 @@ class WritebackConfig:
     #: longer is waited a day, then asked again
     retry_after_cap_s: float = 86_400.0
     inline_max_bytes: int = 1_000_000
+    #: Binaries a note may POST in all (a lost answer, a 202 job gone or refused): each may be left in the EHR
+    binary_posts_max: int = 3
     #: a note left in ``sending`` this long (its run died) is resumed by the sensor; a live run refreshes its note
     #: every quarter of this (``heartbeat``), so a slow POST is never taken for a dead one
     stalled_after_s: float = 600.0
