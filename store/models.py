@@ -289,6 +289,8 @@ class NoteOutbox(Base):
     ehr_resource_id: Mapped[str | None] = mapped_column(String(64))
     ehr_version_id: Mapped[str | None] = mapped_column(String(64))
     binary_id: Mapped[str | None] = mapped_column(String(64))
+    binary_status_url: Mapped[str | None] = mapped_column(Text)  # 0015: the Binary's 202 job, asked again on resume
+    binary_posts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # 0015: Binary POSTs, bounded
     prompt_version: Mapped[str | None] = mapped_column(String(100))  # DWB-83 provenance (revision 0008)
     source_resources: Mapped[list[str] | None] = mapped_column(JSON)  # DWB-83: "Encounter/1", ... (ids, no text)
     provenance_id: Mapped[str | None] = mapped_column(String(64))  # DWB-82: the EHR's Provenance, once created

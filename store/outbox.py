@@ -140,6 +140,8 @@ class NoteRecord:
     ehr_resource_id: str | None
     ehr_version_id: str | None
     binary_id: str | None
+    binary_status_url: str | None
+    binary_posts: int
     prompt_version: str | None
     source_resources: list[str] | None
     provenance_id: str | None

@@ -24,11 +24,10 @@ A token the parser does not read as a resource scope but that looks like a write
 from __future__ import annotations
 
 import logging
-import re
 
-from connectors.fhir.resource_types import COMMON_SEARCH_PARAMS
 from connectors.smart import parse_scopes
 from connectors.smart.scopes import ResourceScope
+from connectors.writeback.scope_filters import filters_apply
 
 __all__ = ["least_privilege_scopes", "log_narrowed"]
 
@@ -42,17 +41,6 @@ _PATIENT_TYPES = ("Patient",)
 _LOGGED: set[tuple[str, ...]] = set()  # what was said already: a profile resolves on every refresh
 _LOGGED_MAX = 1024
 _CONTEXTS = frozenset({"patient", "user", "system"})  # SMART resource scopes; any other is a vendor's own
-#: FHIR R4 search parameters (space-separated) of each type ehrsync creates, besides those every resource has
-_SEARCH_PARAMS: dict[str, str] = {
-    "Binary": "",
-    "DocumentReference": "authenticator author category contenttype custodian date description encounter event"
-    " facility format identifier language location patient period related relatesto relation relationship"
-    " security-label setting status subject type",
-    "Provenance": "agent agent-role agent-type entity location patient recorded signature-type target when",
-    "Patient": "active address address-city address-country address-postalcode address-state address-use birthdate"
-    " death-date deceased email family gender general-practitioner given identifier language link name organization"
-    " phone phonetic telecom",
-}
 
 
 def least_privilege_scopes(scope: str, *, note: bool, patient: bool) -> tuple[str, list[str]]:
@@ -84,18 +72,11 @@ def _narrow(token: str, creatable: tuple[str, ...]) -> list[str]:
     reads = "".join(c for c in _ORDER if c in rs.interactions & _READS)
     if rs.resource_type == "*":
         out = [f"{prefix}*.{reads}{suffix}"] if reads else []
-        wanted = (t for t in creatable if "c" in rs.interactions and _filters_apply(t, rs.filters))
+        wanted = (t for t in creatable if "c" in rs.interactions and filters_apply(t, (name for name, _ in rs.filters)))
         return out + [f"{prefix}{t}.c{suffix}" for t in wanted]
     create = "c" if rs.resource_type in creatable and "c" in rs.interactions else ""
     letters = "".join(c for c in _ORDER if c in create + reads)
     return [f"{prefix}{rs.resource_type}.{letters}{suffix}"] if letters else []
-
-
-def _filters_apply(resource_type: str, filters: tuple[tuple[str, str], ...]) -> bool:
-    """Whether ``resource_type`` has every search parameter a wildcard's filter names (``category:text`` and the
-    chained ``patient.name`` are ``category`` and ``patient``)."""
-    names = {re.split(r"[:.]", name, maxsplit=1)[0] for name, _ in filters}
-    return names <= COMMON_SEARCH_PARAMS | set(_SEARCH_PARAMS.get(resource_type, "").split())
 
 
 def _narrow_v1(rs: ResourceScope, creatable: tuple[str, ...], prefix: str) -> list[str]:

@@ -6,6 +6,7 @@ from connectors.writeback.gate import (
     check_note_write,
     scopes_allow_binary_create,
     scopes_allow_note_create,
+    scopes_allow_provenance_create,
 )
 from connectors.writeback.note import DRAFT_BANNER, DRAFT_LABEL, NoteDraft, build_document_reference
 
@@ -19,4 +20,5 @@ __all__ = [
     "check_note_write",
     "scopes_allow_binary_create",
     "scopes_allow_note_create",
+    "scopes_allow_provenance_create",
 ]

@@ -14,8 +14,7 @@ from urllib.parse import unquote
 
 from connectors.errors import WriteNotSupportedError
 from connectors.fhir.capability import interactions_of, server_resources
-from connectors.fhir.resource_types import COMMON_SEARCH_PARAMS
-from connectors.writeback.provenance import scopes_allow_provenance_create
+from connectors.writeback.scope_filters import query_applies
 
 __all__ = [
     "WriteCapability",
@@ -23,11 +22,12 @@ __all__ = [
     "check_note_write",
     "scopes_allow_binary_create",
     "scopes_allow_note_create",
+    "scopes_allow_provenance_create",
 ]
 
 _V1_RE = re.compile(r"^(patient|user|system)/(DocumentReference|\*)\.(write|\*)$")
 _V2_RE = re.compile(r"^(patient|user|system)/(DocumentReference|\*)\.(c?r?u?d?s?)(\?(.+))?$")
-_BINARY_RE = re.compile(r"^(patient|user|system)/(Binary|\*)\.(write|\*|c?r?u?d?s?)(\?(.+))?$")
+_CREATE_RE = re.compile(r"^(patient|user|system)/([A-Za-z]+|\*)\.(write|\*|c?r?u?d?s?)(\?(.+))?$")
 _CLINICAL_NOTE = "clinical-note"
 
 
@@ -71,18 +71,30 @@ def scopes_allow_note_create(granted: str) -> bool:
     return False
 
 
-def scopes_allow_binary_create(granted: str) -> bool:
-    """True when a granted scope lets us create a Binary (v1 ``.write``/``.*``, v2 with ``c``). A granular filter
-    counts only on parameters every resource has: Binary has no other, so ``patient/*.c?category=clinical-note``
-    covers none (least privilege asks no Binary create for it), and its create would be refused 403."""
+def _scopes_allow_create(granted: str, resource_type: str) -> bool:
+    """True when a granted scope lets us create ``resource_type`` (v1 ``.write``/``.*``, v2 with ``c``, on the type or
+    ``*``). A granular filter counts only on parameters the type has (``query_applies``, the rule the scopes asked
+    for follow): ``patient/*.c?category=clinical-note`` covers no Binary or Provenance, whose create it would only
+    have refused 403."""
     for scope in granted.split():
-        m = _BINARY_RE.match(scope)
-        if not m or not (m.group(3) in ("write", "*") or "c" in m.group(3)):
+        m = _CREATE_RE.match(scope)
+        if not m or m.group(2) not in (resource_type, "*"):
             continue
-        names = {re.split(r"[:.=]", part, maxsplit=1)[0] for part in (m.group(5) or "").split("&") if part}
-        if names <= COMMON_SEARCH_PARAMS:
+        if (m.group(3) in ("write", "*") or "c" in m.group(3)) and query_applies(resource_type, m.group(5)):
             return True
     return False
+
+
+def scopes_allow_binary_create(granted: str) -> bool:
+    """True when a granted scope covers Binary create (DWB-18/41): Binary has no parameter of its own, so any
+    filter but one on the parameters every resource has covers none."""
+    return _scopes_allow_create(granted, "Binary")
+
+
+def scopes_allow_provenance_create(granted: str) -> bool:
+    """True when a granted scope covers Provenance create (DWB-82): a filter on a parameter Provenance lacks
+    (``category``) covers none, so no Provenance POST is sent that could only be refused."""
+    return _scopes_allow_create(granted, "Provenance")
 
 
 def check_note_write(

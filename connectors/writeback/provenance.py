@@ -7,7 +7,6 @@ model version only, never note text.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,11 +16,10 @@ from pydantic import ValidationError
 
 from connectors.errors import ConfigurationError
 
-__all__ = ["ProvenanceDraft", "build_provenance", "scopes_allow_provenance_create"]
+__all__ = ["ProvenanceDraft", "build_provenance"]
 
 _PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 _DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
-_SCOPE_RE = re.compile(r"^(patient|user|system)/(Provenance|\*)\.(write|\*|c?r?u?d?s?)(\?.+)?$")
 
 
 @dataclass(frozen=True)
@@ -34,15 +32,6 @@ class ProvenanceDraft:
     prompt_version: str | None
     reviewer_practitioner_id: str | None
     recorded: datetime
-
-
-def scopes_allow_provenance_create(granted: str) -> bool:
-    """True when a granted scope lets us create a Provenance (v1 ``.write``/``.*`` or v2 with ``c``)."""
-    for scope in granted.split():
-        m = _SCOPE_RE.match(scope)
-        if m and (m.group(3) in ("write", "*") or "c" in m.group(3)):
-            return True
-    return False
 
 
 def _agent(code: str, display: str, who: dict[str, str]) -> dict[str, Any]:

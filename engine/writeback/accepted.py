@@ -31,7 +31,15 @@ from store import AppDatabase
 from store.models import utcnow
 from store.outbox import NoteRecord, transition
 
-__all__ = ["ACCEPTED", "ACCEPTED_UNCONFIRMED", "await_accepted", "recheck", "still_accepted"]
+__all__ = [
+    "ACCEPTED",
+    "ACCEPTED_UNCONFIRMED",
+    "await_accepted",
+    "ends_the_create",
+    "poll_job",
+    "recheck",
+    "still_accepted",
+]
 
 _log = logging.getLogger(__name__)
 #: Reason code of an ``unknown`` note answered 202 whose outcome is still to be found (due for the identifier search).
@@ -50,11 +58,18 @@ def await_accepted(
 
     ``accepted_wait_s`` bounds the polling as a whole, the transport's own waits included (a status endpoint's 503
     asking for 10 min is not waited out by a retry below: the poll ends, the identifier search settles it)."""
-    if result.status_url is None:
-        return None
+    outcome = None if result.status_url is None else poll_job(client, result.status_url, config, resource_type)
+    return None if isinstance(outcome, ce.FhirError) and not ends_the_create(outcome) else outcome
+
+
+def poll_job(
+    client: FhirClient, url: str, config: WritebackConfig, resource_type: str
+) -> CreateResult | ce.FhirError | None:
+    """``await_accepted`` for a status URL, an error of the endpoint returned as it is (``ends_the_create`` says
+    whether it is the create's own; 404/410 say the job is not known there)."""
     try:
         with step_budget("polling an accepted create", config.accepted_wait_s, kept=_KEPT):
-            return _poll(client, result.status_url, config, resource_type)
+            return _poll(client, url, config, resource_type)
     except ce.EhrSyncError as exc:  # past the bound, off the FHIR base, unreachable, unreadable: not known
         _log.warning("async status of a %s create did not say how it ended (%s)", resource_type, exc.code)
         return None
@@ -70,7 +85,7 @@ def _poll(
             status = client.async_status(url, resource_type)
         except ce.FhirError as exc:
             if not (exc.is_transient or isinstance(exc, ce.RateLimitedError)):
-                return exc if _ends_the_create(exc) else None
+                return exc
             wait = exc.retry_after if exc.retry_after is not None else wait
         else:
             if status.result is not None or status.error is not None:
@@ -83,7 +98,7 @@ def _poll(
     return None
 
 
-def _ends_the_create(exc: ce.FhirError) -> bool:
+def ends_the_create(exc: ce.FhirError) -> bool:
     """Whether a status endpoint's error is the request's own failure: FHIR async's "error status", a 4xx/5xx with
     an OperationOutcome. Anything else is about the poll and says nothing of the create: an answer naming no outcome
     (``AsyncStatusUnreadableError``), a redirect (not followed: a job pinned to another node), a page with no
@@ -120,9 +135,10 @@ def still_accepted(db: AppDatabase, note: NoteRecord, config: WritebackConfig, *
 def recheck(db: AppDatabase, client: FhirClient, note: NoteRecord, config: WritebackConfig) -> NoteRecord:
     """An ``accepted`` note's identifier search; not found, due again after a longer backoff, or for a person once
     ``max_attempts`` checks found nothing."""
-    done = reconcile(db, client, note)
-    if done.state != "unknown" or done.version != note.version:
+    done = reconcile(db, client, note, config)
+    if done.state != "unknown" or done.reason_code != ACCEPTED:  # found, duplicates, search ignored: settled so
         return done
+    note = done  # may say its search ran out of time (``reconcile``): checked again all the same, within the bound
     if note.attempts >= config.max_attempts:  # the POSTs and the checks so far
         reason = (
             "the EHR accepted the note (HTTP 202); no identifier search found it: whether it holds it needs a person"

@@ -21,7 +21,6 @@ is never taken for a stalled one; a 2xx is recorded ``written`` even when anothe
 
 from __future__ import annotations
 
-import base64
 import logging
 from contextlib import ExitStack
 from dataclasses import replace
@@ -32,12 +31,13 @@ from connectors.writeback.note import identifier_system
 from engine.checkpoints import checkpoint
 from engine.environment import SyncEnvironment
 from engine.writeback.accepted import ACCEPTED, await_accepted, recheck, still_accepted
+from engine.writeback.binary import binary_url
 from engine.writeback.config import WritebackConfig
 from engine.writeback.heartbeat import heartbeat
 from engine.writeback.lookup import IdentifierLookup, find_by_identifier
 from engine.writeback.matched import confirm_match, unconfirmed
 from engine.writeback.outcomes import ends_note, fail_from, outcome_unknown, retry_later
-from engine.writeback.preflight import SendPlan, build_payload, note_bytes, plan_send
+from engine.writeback.preflight import SendPlan, build_payload, plan_send
 from engine.writeback.provenance import send_provenance
 from engine.writeback.reconcile import reconcile
 from engine.writeback.target import NoteTarget, load_target
@@ -77,7 +77,7 @@ def write_note(env: SyncEnvironment, config: WritebackConfig, note_id: str, vers
             return _connection_not_active(env, note, target.connection.status)
         with env.fhir_client(target.connection) as client:
             if note.state == "unknown":
-                check = recheck if note.reason_code == ACCEPTED else lambda db, c, n, _config: reconcile(db, c, n)
+                check = recheck if note.reason_code == ACCEPTED else reconcile
                 return check(env.db, client, note, config)
             return _advance(env, config, note, target, client)
     except StaleNoteError:  # another run moved the note first (e.g. resumed it as stalled): its state stands
@@ -132,11 +132,11 @@ def _advance(
             build_payload(note, plan.doc_status, content_type=plan.content_type)  # invalid: fails here, unsent
         except ce.WriteNotSupportedError as exc:
             if _may_be_stored(note):  # the gate closed after a POST may have been stored
-                return _to_unknown(env, note, client)  # find out, never resend
+                return _to_unknown(env, config, note, client)  # find out, never resend
             return _close(env, note, "blocked", reason_code=f"WRITE_NOT_SUPPORTED ({exc.reason})", reason=str(exc))
         except ce.ConfigurationError as exc:
             if _may_be_stored(note):  # a POST may be stored: find out, never fail it blind
-                return _to_unknown(env, note, client)
+                return _to_unknown(env, config, note, client)
             return _close(env, note, "failed", reason_code="invalid_note", reason=str(exc))
         except ce.NeedsReauthError as exc:  # the grant is gone: a person must authorize again, retrying cannot help
             if _may_be_stored(note):  # waits: a run once the connection is active again finds out
@@ -145,14 +145,15 @@ def _advance(
         except ce.EhrSyncError as exc:  # the CapabilityStatement could not be read: try again later
             return retry_later(env.db, config, note, exc) if note.state == "pending" else note
         if note.state == "pending" and note.maybe_stored and not plan.conditional:
-            return _to_unknown(env, note, client)  # If-None-Exist gone since the POST that may be stored: never resend
+            # If-None-Exist gone since the POST that may be stored: never resend
+            return _to_unknown(env, config, note, client)
         if note.state == "pending":
             attempt = note.attempts + 1
             note = transition(env.db, note, "sending", attempts=attempt, detail={"attempt": attempt})
             checkpoint("writeback.sending")
             beating.enter_context(heartbeat(env.db, note.id, config.stalled_after_s))  # a slow live POST too
         elif not plan.conditional:  # resumed in ``sending`` without If-None-Exist: a repeat could duplicate
-            return _to_unknown(env, note, client)
+            return _to_unknown(env, config, note, client)
         else:  # resumed: the killed run's POST may have been stored (kept if this one leaves for ``pending``)
             note = replace(note, maybe_stored=True)
         return _send(env, config, note, plan, client)
@@ -160,6 +161,7 @@ def _advance(
 
 def _to_unknown(
     env: SyncEnvironment,
+    config: WritebackConfig,
     note: NoteRecord,
     client: FhirClient,
     exc: ce.EhrSyncError | None = None,
@@ -172,32 +174,7 @@ def _to_unknown(
     fields = {"last_http_status": status} if status is not None else {}
     note = transition(env.db, note, "unknown", reason_code="response_lost", reason=None, detail=detail, **fields)
     checkpoint("writeback.unknown")
-    return reconcile(env.db, client, note, lookup)
-
-
-def _binary_url(
-    env: SyncEnvironment, config: WritebackConfig, note: NoteRecord, client: FhirClient
-) -> tuple[NoteRecord, str]:
-    """Create the Binary once (DWB-18); its id is stored so a resumed attempt references the same one. A 202 is
-    polled as the note's is; not known within the bound, the attempt goes back to ``pending`` (a new Binary next)."""
-    if note.binary_id:
-        return note, f"Binary/{note.binary_id}"
-    pdf = note_bytes(note)
-    raw = pdf if pdf is not None else note.body.encode("utf-8")
-    content_type = "application/pdf" if pdf is not None else "text/plain; charset=utf-8"
-    binary = {"resourceType": "Binary", "contentType": content_type, "data": base64.b64encode(raw).decode("ascii")}
-    created = client.create(binary)
-    if created.accepted:
-        outcome = await_accepted(client, created, config, "Binary")
-        if isinstance(outcome, ce.FhirError):
-            raise outcome  # refused: the note itself was never POSTed
-        if outcome is None:
-            raise ce.TransportError("the server accepted the Binary for later and did not say how it ended")
-        created = outcome
-    if not created.id:
-        raise ce.TransportError("the server created the Binary but named no id")
-    note = transition(env.db, note, "sending", binary_id=created.id, detail={"binary_created": True})
-    return note, f"Binary/{created.id}"
+    return reconcile(env.db, client, note, config, lookup)
 
 
 def _send(
@@ -208,7 +185,10 @@ def _send(
     try:
         url = None
         if plan.via_binary:
-            note, url = _binary_url(env, config, note, client)
+            note, url_or_error = binary_url(env, config, note, client)  # ``note`` as each of its steps left it
+            if isinstance(url_or_error, ce.EhrSyncError):
+                raise url_or_error
+            url = url_or_error
         resource = build_payload(note, plan.doc_status, url, plan.content_type)
         posted = True
         result = client.create(resource, if_none_exist=identifier if plan.conditional else None)
@@ -223,17 +203,19 @@ def _send(
         note = still_accepted(env.db, note, config, polled=result.status_url is not None)
         outcome = await_accepted(client, result, config)
         if outcome is None:  # not known yet: the identifier search now, and again when due (``recheck``)
-            return reconcile(env.db, client, note)
+            return reconcile(env.db, client, note, config)
         if isinstance(outcome, ce.FhirError):
             return _failed_send(env, config, note, plan, client, outcome, posted=True)
         result = outcome
     id_from = None
     if plan.conditional:  # a 200 may be another note the condition matched (DWB-31/33): proof it is this one
-        confirmed, lookup = confirm_match(client, note, result)
+        confirmed, lookup = confirm_match(client, note, result, config)
         if confirmed is None:
-            return unconfirmed(env.db, client, note, result.status, lookup)
+            return unconfirmed(env.db, client, note, config, result.status, lookup)
         id_from, result = ("search" if lookup is not None else None), confirmed
-    written = record_written(env.db, client, note, result, id_from)  # a 2xx is proof, even after another run moved it
+    written = record_written(
+        env.db, client, note, result, config, id_from
+    )  # a 2xx is proof, even after another run moved it
     checkpoint("writeback.written")
     return send_provenance(env, client, written, plan.capability)  # DWB-82: optional, never fails the note
 
@@ -259,11 +241,11 @@ def _failed_send(
             # the identifier makes the next try find this one; until a search says otherwise it may be stored
             return retry_later(env.db, config, replace(note, maybe_stored=True), exc)
         _log.warning("note %s: the POST's outcome is unknown (%s); reconciling, never resent", note.id, exc.code)
-        return _to_unknown(env, note, client, exc)
+        return _to_unknown(env, config, note, client, exc)
     if note.maybe_stored and ends_note(config, note, exc):
         return _settle_maybe_stored(env, config, note, client, exc)
-    if isinstance(exc, ce.TransportError):  # the Binary's answer was lost (or named no id): the note itself was never
-        return retry_later(env.db, config, note, exc)  # POSTed, so none can exist; a new Binary next time (DWB-18)
+    if isinstance(exc, ce.TransportError):  # the Binary not known yet (answer lost, no id, a job pending): the note
+        return retry_later(env.db, config, note, exc)  # itself was never POSTed, so none can exist (``binary``)
     return fail_from(env.db, config, note, exc)
 
 
@@ -275,7 +257,7 @@ def _settle_maybe_stored(
     note again. The identifier search decides first: only a search the server applied that finds nothing lets the
     answer stand; otherwise the note is ``unknown`` and reconciled (found: ``written``)."""
     try:
-        lookup = find_by_identifier(client, note)
+        lookup = find_by_identifier(client, note, config)
     except ce.EhrSyncError:
         lookup = None
     if lookup is not None and not lookup.ignored and not lookup.matches:
@@ -284,4 +266,4 @@ def _settle_maybe_stored(
             if isinstance(exc, ce.TransportError)
             else fail_from(env.db, config, note, exc)
         )
-    return _to_unknown(env, note, client, exc, lookup)
+    return _to_unknown(env, config, note, client, exc, lookup)

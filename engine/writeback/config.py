@@ -21,6 +21,8 @@ class WritebackConfig:
     #: longer is waited a day, then asked again
     retry_after_cap_s: float = 86_400.0
     inline_max_bytes: int = 1_000_000
+    #: Binaries a note may POST in all (a lost answer, a 202 job gone or refused): each may be left in the EHR
+    binary_posts_max: int = 3
     #: a note left in ``sending`` this long (its run died) is resumed by the sensor; a live run refreshes its note
     #: every quarter of this (``heartbeat``), so a slow POST is never taken for a dead one
     stalled_after_s: float = 600.0
@@ -29,6 +31,9 @@ class WritebackConfig:
     accepted_polls: int = 10
     accepted_wait_s: float = 60.0
     accepted_poll_s: float = 2.0
+    #: an identifier search (``lookup``: up to 3 passes of up to 20 pages) ends within this many seconds in all, the
+    #: request deadline of each page and the transport's waits included; past it the note stays ``unknown``
+    lookup_wait_s: float = 300.0
 
     def backoff_s(self, attempts: int, retry_after: float | None = None) -> float:
         """Seconds before the next attempt: the server's ``Retry-After`` when it gave one (honoured up to

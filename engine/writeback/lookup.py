@@ -17,15 +17,17 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from connectors.errors import SearchIncompleteError
+from connectors.budgets import step_budget
+from connectors.errors import SearchIncompleteError, StepBudgetExceededError
 from connectors.fhir import FhirClient
 from connectors.fhir.listing import read_to_end
 from connectors.fhir.search import SearchPage
 from connectors.http import redact_url
 from connectors.writeback.note import identifier_system
+from engine.writeback.config import WritebackConfig
 from store.outbox import NoteRecord
 
-__all__ = ["IdentifierLookup", "carries_identifier", "find_by_identifier"]
+__all__ = ["LOOKUP_KEPT", "IdentifierLookup", "carries_identifier", "find_by_identifier"]
 
 _log = logging.getLogger(__name__)
 _PARAM = "identifier"
@@ -34,6 +36,8 @@ _PASSES = 3
 #: Pages one listing may take: a draft's identifier matches one note (a few on a server ignoring the parameter
 #: silently), so a listing this long, or one whose next links never end, is not one to trust.
 _MAX_PAGES = 20
+#: What a lookup running out of its time budget leaves (the end of its error's message).
+LOOKUP_KEPT = "the note stays unknown: never sent again blindly, never failed on no evidence"
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class IdentifierLookup:
         return str(found["id"]), meta.get("versionId") if isinstance(meta, dict) else None
 
 
-def find_by_identifier(client: FhirClient, note: NoteRecord) -> IdentifierLookup:
+def find_by_identifier(client: FhirClient, note: NoteRecord, config: WritebackConfig) -> IdentifierLookup:
     """Search ``DocumentReference?patient=&identifier=`` (raises ``EhrSyncError`` when the search fails).
 
     Each pass reads every page (``read_to_end``): a match repeated on a later page is the same note, read on past
@@ -67,10 +71,27 @@ def find_by_identifier(client: FhirClient, note: NoteRecord) -> IdentifierLookup
     (``SearchIncompleteError``: a match came again with no ``total`` showing none was skipped, a next link loops,
     more than ``_MAX_PAGES`` pages) may have missed a match: the search is made again, at most ``_PASSES`` times.
     Every exact match any pass read counts (each is the EHR's own evidence); a pass that ends whole settles it. When
-    none does, the matches read stand (the note is there; a duplicate may hide), and none read proves nothing."""
+    none does, the matches read stand (the note is there; a duplicate may hide), and none read proves nothing.
+
+    ``config.lookup_wait_s`` bounds the whole lookup, every pass and page and the transport's waits (a server
+    trickling its pages would otherwise hold the run for passes x pages x the request deadline): running out is
+    as a pass that did not end (``StepBudgetExceededError`` when no match was read)."""
     system = identifier_system(note.tenant_id)
     params = {"patient": note.patient_id, _PARAM: f"{system}|{note.draft_id}"}
     matches: dict[str, dict[str, Any]] = {}  # by id: a server paging by offset may repeat a match on a later page
+    try:
+        with step_budget("the identifier search", config.lookup_wait_s, kept=LOOKUP_KEPT):
+            return _passes(client, note, params, matches)
+    except StepBudgetExceededError:
+        if not matches:
+            raise
+        _log.warning("note %s: the identifier search ran out of time; the matches it read stand", note.id)
+        return IdentifierLookup(list(matches.values()))
+
+
+def _passes(
+    client: FhirClient, note: NoteRecord, params: dict[str, str], matches: dict[str, dict[str, Any]]
+) -> IdentifierLookup:
     incomplete: SearchIncompleteError | None = None
     for _ in range(_PASSES):
         try:

@@ -16,6 +16,7 @@ import logging
 from connectors import errors as ce
 from connectors.fhir import CreateResult, FhirClient
 from engine.checkpoints import checkpoint
+from engine.writeback.config import WritebackConfig
 from engine.writeback.lookup import IdentifierLookup, carries_identifier, find_by_identifier
 from engine.writeback.reconcile import reconcile
 from store import AppDatabase
@@ -29,7 +30,7 @@ MATCH_UNCONFIRMED = "match_unconfirmed"
 
 
 def confirm_match(
-    client: FhirClient, note: NoteRecord, result: CreateResult
+    client: FhirClient, note: NoteRecord, result: CreateResult, config: WritebackConfig
 ) -> tuple[CreateResult | None, IdentifierLookup | None]:
     """``(result, None)`` when ``result`` (a conditional create's 2xx) names this draft's note; else the identifier
     search's ``(its result, lookup)`` when it finds the note, or ``(None, lookup)`` (``lookup`` None: it failed)."""
@@ -42,7 +43,7 @@ def confirm_match(
         result.status,
     )
     try:
-        lookup = find_by_identifier(client, note)
+        lookup = find_by_identifier(client, note, config)
     except ce.EhrSyncError as exc:
         _log.warning("note %s: the identifier search failed (%s)", note.id, exc.code)
         return None, None
@@ -52,7 +53,12 @@ def confirm_match(
 
 
 def unconfirmed(
-    db: AppDatabase, client: FhirClient, note: NoteRecord, status: int, lookup: IdentifierLookup | None
+    db: AppDatabase,
+    client: FhirClient,
+    note: NoteRecord,
+    config: WritebackConfig,
+    status: int,
+    lookup: IdentifierLookup | None,
 ) -> NoteRecord:
     """``sending → unknown`` (``MATCH_UNCONFIRMED``) after ``confirm_match`` found no proof, then the identifier
     reconciliation with the search already made (``lookup``); never ``written`` with the answer's id, never POSTed
@@ -68,7 +74,7 @@ def unconfirmed(
         db, note, "unknown", reason_code=MATCH_UNCONFIRMED, reason=reason, last_http_status=status, detail=detail
     )
     checkpoint("writeback.unknown")
-    return reconcile(db, client, note, lookup)
+    return reconcile(db, client, note, config, lookup)
 
 
 def _names_the_draft(note: NoteRecord, result: CreateResult) -> bool:

@@ -2,7 +2,8 @@
 
 Only notes carrying the draft's exact identifier count (``lookup``). Found once: ``written`` with the id the server
 gave it. Found several times: ``failed`` (a duplicate exists; a person must look). Not found, or the search failed:
-left ``unknown`` for a person; never sent again blindly. A server that did not apply the identifier search
+left ``unknown`` for a person; never sent again blindly (a search out of its time budget, ``lookup_wait_s``, says
+so in the note's ``reason``). A server that did not apply the identifier search
 (it ignores the parameter) cannot reconcile at all: the note stays ``unknown`` with the reason code
 ``identifier_search_ignored``, never ``written`` or ``failed`` on such evidence.
 """
@@ -13,6 +14,7 @@ import logging
 
 from connectors import errors as ce
 from connectors.fhir import FhirClient
+from engine.writeback.config import WritebackConfig
 from engine.writeback.lookup import IdentifierLookup, find_by_identifier
 from store import AppDatabase
 from store.outbox import NoteRecord, transition
@@ -25,12 +27,18 @@ IGNORED = "identifier_search_ignored"
 
 
 def reconcile(
-    db: AppDatabase, client: FhirClient, note: NoteRecord, lookup: IdentifierLookup | None = None
+    db: AppDatabase,
+    client: FhirClient,
+    note: NoteRecord,
+    config: WritebackConfig,
+    lookup: IdentifierLookup | None = None,
 ) -> NoteRecord:
     """Settle an ``unknown`` note by its identifier search (``lookup``: one already made for this note)."""
     if lookup is None:
         try:
-            lookup = find_by_identifier(client, note)
+            lookup = find_by_identifier(client, note, config)
+        except ce.StepBudgetExceededError as exc:
+            return _out_of_time(db, note, config, exc)
         except ce.EhrSyncError as exc:
             _log.warning("note %s: reconciling search failed (%s); left unknown", note.id, exc.code)
             return note
@@ -68,3 +76,18 @@ def reconcile(
         )
     _log.warning("note %s: not found by identifier; left unknown for a person", note.id)
     return note
+
+
+def _out_of_time(
+    db: AppDatabase, note: NoteRecord, config: WritebackConfig, exc: ce.StepBudgetExceededError
+) -> NoteRecord:
+    """Still ``unknown`` (its reason code kept: ``accepted`` is still searched again by itself), the ``reason`` saying
+    the search ran out of time: nothing was learned, so nothing is written, failed or sent again."""
+    _log.warning("note %s: the identifier search ran out of its time budget; left unknown", note.id)
+    reason = (
+        f"the identifier search did not end within its {config.lookup_wait_s:g} s budget (a slow EHR): whether "
+        "the EHR holds this note is not known yet; it is never sent again blindly"
+    )
+    if note.reason == reason:  # said already: a repeated search adds no event
+        return note
+    return transition(db, note, "unknown", reason=reason, detail={"reconciled": False, "error_code": exc.code})

@@ -18,6 +18,7 @@ from typing import Any
 
 from connectors import errors as ce
 from connectors.fhir import CreateResult, FhirClient
+from engine.writeback.config import WritebackConfig
 from engine.writeback.lookup import find_by_identifier
 from store import AppDatabase
 from store.outbox import NoteRecord, StaleNoteError, get_note, transition
@@ -31,14 +32,19 @@ _RACE_TRIES = 3
 
 
 def record_written(
-    db: AppDatabase, client: FhirClient, note: NoteRecord, result: CreateResult, id_from: str | None = None
+    db: AppDatabase,
+    client: FhirClient,
+    note: NoteRecord,
+    result: CreateResult,
+    config: WritebackConfig,
+    id_from: str | None = None,
 ) -> NoteRecord:
     """The note ``written`` after ``result`` (a 2xx), with the id it names or the identifier search finds
     (``id_from``: where the caller learned ``result.id``, for the audit; the answer by default)."""
     resource_id, version_id, reason = result.id, result.version_id, None
     id_from = id_from or ("answer" if resource_id else "search")
     if resource_id is None:
-        resource_id, version_id, reason = _learn_id(client, note, result.status)
+        resource_id, version_id, reason = _learn_id(client, note, result.status, config)
     fields: dict[str, Any] = {
         "ehr_resource_id": resource_id,
         "ehr_version_id": version_id,
@@ -51,10 +57,12 @@ def record_written(
     return _commit(db, note, fields, detail)
 
 
-def _learn_id(client: FhirClient, note: NoteRecord, status: int) -> tuple[str | None, str | None, str | None]:
+def _learn_id(
+    client: FhirClient, note: NoteRecord, status: int, config: WritebackConfig
+) -> tuple[str | None, str | None, str | None]:
     """``(id, version, None)`` found by the identifier search, else ``(None, None, why)``."""
     try:
-        lookup = find_by_identifier(client, note)
+        lookup = find_by_identifier(client, note, config)
     except ce.EhrSyncError as exc:
         why = f"the identifier search failed ({exc.code})"
     else:

@@ -19,6 +19,7 @@ from connectors.writeback import (
     scopes_allow_binary_create,
     scopes_allow_note_create,
 )
+from connectors.writeback.gate import scopes_allow_provenance_create
 
 ON = WriteFlags(service_enabled=True, tenant_enabled=True, note_create_enabled=True)
 
@@ -154,3 +155,30 @@ def test_dwb18_41_binary_create_needs_a_granted_scope_covering_it(granted: str, 
     assert scopes_allow_binary_create(granted) is allowed
     cap = check_note_write(capability(["create"], binary=True), f"user/DocumentReference.c {granted}", ON)
     assert cap.binary_create is allowed
+
+
+@pytest.mark.parametrize(
+    ("granted", "allowed"),
+    [
+        ("user/*.write", True),
+        ("patient/Provenance.c", True),
+        ("patient/*.cruds?_tag=http://x|y", True),
+        ("patient/*.c?patient=Patient/1", True),
+        ("patient/*.cruds?category=clinical-note", False),
+        ("patient/*.c?category:text=note&patient=1", False),
+        ("patient/Provenance.rs", False),
+    ],
+)
+def test_dwb82_41_provenance_create_follows_the_filter_rule_of_the_scopes_asked(granted: str, allowed: bool) -> None:
+    """DWB-82/41: a filter covers Provenance only on parameters Provenance has (as Binary, and as the scopes a launch
+    asks for): ``patient/*.c?category=...`` was read as covering it, and its create could only be refused 403."""
+    assert scopes_allow_provenance_create(granted) is allowed
+    resources = capability(["create"])["rest"][0]["resource"] + [
+        {"type": "Provenance", "interaction": [{"code": "create"}]}
+    ]
+    cap = check_note_write(
+        {"resourceType": "CapabilityStatement", "rest": [{"mode": "server", "resource": resources}]},
+        f"user/DocumentReference.c {granted}",
+        ON,
+    )
+    assert cap.provenance_create is allowed

@@ -111,3 +111,43 @@ def test_dwb51_an_error_status_with_the_jobs_outcome_is_the_creates_refusal(
     assert (done.state, done.last_http_status) == ("failed", 422)
     assert "simulated 422" in (done.reason or "")
     assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+
+
+def test_dwb18_50_a_binary_still_pending_is_asked_again_never_posted_again(
+    world, start_sandbox, http, request_log
+) -> None:
+    """DWB-18/50: the Binary is answered 202 and its job runs past the polling bound, try after try. Each try POSTed a
+    new Binary (up to 8 holding the note's text, unreferenced in the EHR); now its status URL is kept with the note
+    and each try asks that job again: one Binary, referenced by the one note once the job has run."""
+    ehr = start_sandbox(create_answer="async", create_answer_types=["Binary"], create_async_delay_s=100.0)
+    conn, note = binary_pdf_note(world, ehr, http)
+    config = replace(POLLING, inline_max_bytes=100, accepted_wait_s=1.0)
+    for _ in range(2):
+        waiting = write_note(world.env, config, note.id)
+        assert (waiting.state, waiting.binary_id) == ("pending", None), waiting.reason
+    assert len(request_log.paths("/fhir/Binary", "POST")) == 1
+    assert waiting.reason_code == "binary_pending" and waiting.binary_status_url
+    ehr.admin.settings(clock_shift_s=200.0)  # the EHR's job has run meanwhile
+    done = write_note(world.env, replace(config, accepted_wait_s=30.0), note.id)
+    assert done.state == "written" and done.binary_id, done.reason
+    [doc] = server_notes(world, conn, ehr, note)
+    assert doc["content"][0]["attachment"]["url"] == f"Binary/{done.binary_id}"
+    assert len(request_log.paths("/fhir/Binary", "POST")) == 1
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+
+
+def test_dwb18_50_binaries_whose_status_url_is_gone_are_bounded(world, start_sandbox, http, request_log) -> None:
+    """DWB-18/50: the status endpoint of an accepted Binary answers 404 (the job not known there, its URL expired):
+    the URL is forgotten and a new Binary may follow, but at most ``binary_posts_max`` in all; then the note is
+    ``failed`` (``binary_not_created``) without the note ever POSTed. Before, every try made one more Binary."""
+    ehr = start_sandbox(
+        create_answer="async", create_answer_types=["Binary"], create_async_delay_s=100.0, create_async_status="lost"
+    )
+    _conn, note = binary_pdf_note(world, ehr, http)
+    config = replace(POLLING, inline_max_bytes=100, binary_posts_max=2, max_attempts=5)
+    done = write_note(world.env, config, note.id)
+    while done.state == "pending":
+        done = write_note(world.env, config, note.id)
+    assert (done.state, done.reason_code) == ("failed", "binary_not_created"), done.reason
+    assert len(request_log.paths("/fhir/Binary", "POST")) == 2
+    assert request_log.paths(DOC_POSTS, "POST") == []

@@ -1,8 +1,11 @@
 """The identifier search behind reconciliation (DWB-32/33) over a listing that comes back incomplete: offset paging
 that repeats one match and skips another (sandbox ``search_moved_match``, real socket), pages that always overlap by
-one (``search_overlap``), and next links that never end (a scripted server)."""
+one (``search_overlap``), next links that never end (a scripted server), and pages trickled (``trickle``)."""
 
 from __future__ import annotations
+
+import time
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -74,5 +77,32 @@ def test_dwb32_next_links_that_never_end_are_bounded() -> None:
     with serve(fake), httpx.Client() as http:
         client = FhirClient(fake.fhir_base, StaticTokenSource("tok"), http=http)
         with pytest.raises(SearchIncompleteError) as raised:
-            find_by_identifier(client, _DRAFT)  # type: ignore[arg-type]
+            find_by_identifier(client, _DRAFT, FAST)  # type: ignore[arg-type]
     assert served["n"] <= 100 and raised.value.reason == "too_many_pages"
+
+
+def test_dwb32_a_trickled_identifier_search_ends_within_its_budget_and_leaves_the_note_unknown(
+    world, start_sandbox, http, request_log
+) -> None:
+    """DWB-32: the EHR trickles its search answers (a byte every 0.5 s). The lookup had no bound of its own: 3 passes
+    x 20 pages x the request deadline (120 s), hours holding the run. Now ``lookup_wait_s`` bounds it: the note stays
+    ``unknown`` (its reason code kept, the reason naming the budget), never failed or sent again, and a later
+    search finds it: written once."""
+    ehr = start_sandbox(conditional_create=False)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    client = FhirClient(ehr.fhir_base, world.env.vault.token_source(conn), http=world.env.http)
+    client.create(build_payload(note, "preliminary"))  # stored; its answer was lost
+    lost = transition(world.env.db, note, "unknown", reason_code="response_lost", reason=None)
+    ehr.admin.set_fault("trickle", path=DOC, method="GET", times=None, delay_s=0.5)
+    started = time.monotonic()
+    first = write_note(world.env, replace(FAST, lookup_wait_s=2.0), lost.id)
+    assert time.monotonic() - started < 60  # the request deadline alone allowed 120 s a page
+    assert (first.state, first.reason_code) == ("unknown", "response_lost")
+    assert "within its 2 s budget" in (first.reason or "")
+    assert write_note(world.env, replace(FAST, lookup_wait_s=2.0), lost.id).version == first.version  # said once
+    ehr.admin.clear_faults()
+    done = write_note(world.env, FAST, lost.id)
+    [doc] = server_notes(world, conn, ehr, note)
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
+    assert len(request_log.paths(DOC, "POST")) == 1

@@ -227,7 +227,7 @@ def test_dwb33_a_match_repeated_on_a_later_page_is_one_note_not_a_duplicate() ->
     fake.routes["/fhir/page2"] = lambda _p, _q: bundle([_OURS])
     with serve(fake), httpx.Client() as http:
         client = FhirClient(fake.fhir_base, StaticTokenSource("tok"), http=http)
-        found = find_by_identifier(client, _DRAFT)  # type: ignore[arg-type]
+        found = find_by_identifier(client, _DRAFT, FAST)  # type: ignore[arg-type]
     assert fake.hits("/fhir/page2") == 3  # an incomplete listing is searched again (bounded): it may hide a match
     assert found.found is not None and found.found["id"] == "doc-1"
 
@@ -298,6 +298,6 @@ def test_dwb33_a_routine_warning_about_something_else_does_not_void_the_identifi
             "names-it": {"code": "processing", "diagnostics": "Unknown search parameter: identifier"},
         }.items():
             fake.routes["/fhir/DocumentReference"] = answer(warning)
-            found[name] = find_by_identifier(client, _DRAFT)  # type: ignore[arg-type]
+            found[name] = find_by_identifier(client, _DRAFT, FAST)  # type: ignore[arg-type]
     assert found["routine"].found is not None and not found["routine"].ignored
     assert found["not-supported"].ignored and found["names-it"].ignored

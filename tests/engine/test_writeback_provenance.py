@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from engine.writeback import write_note
@@ -71,6 +72,20 @@ def test_dwb82_server_without_provenance_create_gets_none_and_the_note_is_writte
 def test_dwb82_scopes_without_provenance_create_send_none(world, start_sandbox, http, request_log) -> None:
     ehr = start_sandbox(provenance_create=True)
     conn = writable_connection(world, ehr, http)
+    done = write_note(world.env, FAST, enqueue(world, conn).id)
+    assert (done.state, done.provenance_id) == ("written", None)
+    assert request_log.paths(PROV_POSTS, "POST") == []
+
+
+@pytest.mark.parametrize("wildcard", ["patient/*.c?category=clinical-note", "patient/*.cruds?category:text=note"])
+def test_dwb82_41_a_wildcard_filtered_on_a_parameter_provenance_lacks_sends_none(
+    world, start_sandbox, http, request_log, wildcard
+) -> None:
+    """DWB-82/41: the only scope reaching Provenance is a wildcard filtered on ``category``, which no Provenance has:
+    it covers none (the rule the scopes asked for, and Binary create, follow). It was read as covering Provenance,
+    and a Provenance POST went out only to be refused 403 (a warning on every note). Now none is sent."""
+    ehr = start_sandbox(provenance_create=True)
+    conn = writable_connection(world, ehr, http, scope=f"{WRITE_SCOPE} {wildcard}")
     done = write_note(world.env, FAST, enqueue(world, conn).id)
     assert (done.state, done.provenance_id) == ("written", None)
     assert request_log.paths(PROV_POSTS, "POST") == []

@@ -1,0 +1,112 @@
+"""The Binary a large note references (DWB-18): created once, resumed rather than created again, and bounded.
+
+A Binary holds the note's text (PHI). One the note does not reference is left in the EHR for good: ehrsync cannot
+find it again. So:
+
+- its id, once known, is stored with the note (``binary_id``): a resumed attempt references the same one;
+- a Binary POST answered 202 (FHIR async) has its status URL stored (``binary_status_url``), committed before the
+  first poll: a later try, or a run resumed after a kill, asks that same job again (``poll_job``) instead of
+  POSTing another Binary while the first may still be filed. Only once that job is known failed (refused: the
+  note goes as any refusal does) or its status URL is gone (404/410: the job is not known there any more; a new
+  Binary on the next try) is the URL forgotten;
+- every Binary POST is counted before it is sent (``binary_posts``, committed first, so a killed run's counts
+  too): after ``binary_posts_max`` none is sent again and the note is ``failed`` (``binary_not_created``), the note
+  itself never having been POSTed.
+
+What can still be left behind, at most ``binary_posts_max`` Binaries a note: one whose answer was lost (or named no
+id), one a status URL gone for good was filing, one still being filed when the note's attempts run out.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from connectors import errors as ce
+from connectors.fhir import CreateResult, FhirClient
+from engine.environment import SyncEnvironment
+from engine.writeback.accepted import ends_the_create, poll_job
+from engine.writeback.config import WritebackConfig
+from engine.writeback.preflight import note_bytes
+from store.outbox import NoteRecord, transition
+
+__all__ = ["BINARY_NOT_CREATED", "BinaryLimitError", "BinaryPendingError", "binary_url"]
+
+#: Reason code of a note failed because its Binaries may not be POSTed again (``binary_posts_max``).
+BINARY_NOT_CREATED = "binary_not_created"
+#: Status endpoint answers saying the job is not known there: the URL is forgotten, a new Binary may follow.
+_GONE = frozenset({404, 410})
+
+
+class BinaryPendingError(ce.TransportError):
+    """The EHR accepted the Binary for later and has not said yet how it ended: the note tries again later."""
+
+    code = "binary_pending"
+
+
+class BinaryLimitError(ce.EhrSyncError):
+    """The note POSTed as many Binaries as it may (``binary_posts_max``): none is sent again."""
+
+    code = BINARY_NOT_CREATED
+
+
+def binary_url(
+    env: SyncEnvironment, config: WritebackConfig, note: NoteRecord, client: FhirClient
+) -> tuple[NoteRecord, str | ce.EhrSyncError]:
+    """The note as it now is (each step below is committed), and ``Binary/{id}`` or the error to handle as a create's
+    (``BinaryPendingError`` while an accepted Binary is not settled, ``BinaryLimitError`` past the bound)."""
+    if note.binary_id:
+        return note, f"Binary/{note.binary_id}"
+    if note.binary_status_url is None:
+        if note.binary_posts >= config.binary_posts_max:
+            return note, BinaryLimitError(
+                f"{note.binary_posts} Binaries were POSTed for this note and none was confirmed (answers lost, or "
+                "jobs the EHR accepted for later gone or refused); no more is sent, as each may be left in the EHR"
+            )
+        posts = note.binary_posts + 1  # counted, and committed, before it is sent: a killed run's POST counts too
+        note = transition(env.db, note, note.state, binary_posts=posts, detail={"binary_post": posts})
+        try:
+            created = client.create(_binary(note))
+        except ce.EhrSyncError as exc:
+            return note, exc
+        if not created.accepted:
+            return _created(env, note, created)
+        if created.status_url is None:
+            return note, BinaryPendingError("the server accepted the Binary for later and named no status endpoint")
+        note = transition(env.db, note, note.state, binary_status_url=created.status_url, detail={"binary_job": 202})
+    return _settle_job(env, config, note, client)
+
+
+def _binary(note: NoteRecord) -> dict[str, str]:
+    pdf = note_bytes(note)
+    raw = pdf if pdf is not None else note.body.encode("utf-8")
+    content_type = "application/pdf" if pdf is not None else "text/plain; charset=utf-8"
+    return {"resourceType": "Binary", "contentType": content_type, "data": base64.b64encode(raw).decode("ascii")}
+
+
+def _settle_job(
+    env: SyncEnvironment, config: WritebackConfig, note: NoteRecord, client: FhirClient
+) -> tuple[NoteRecord, str | ce.EhrSyncError]:
+    """Ask the accepted Binary's status endpoint how it ended: created, refused, gone, or not known yet."""
+    assert note.binary_status_url is not None
+    outcome = poll_job(client, note.binary_status_url, config, "Binary")
+    if isinstance(outcome, CreateResult):
+        return _created(env, note, outcome)
+    gone = isinstance(outcome, ce.FhirError) and outcome.status in _GONE
+    if isinstance(outcome, ce.FhirError) and (gone or ends_the_create(outcome)):
+        detail = {"binary_job": "gone" if gone else "refused", "status_code": outcome.status}
+        note = transition(env.db, note, note.state, binary_status_url=None, detail=detail)
+        if not gone:
+            return note, outcome  # refused: the note itself was never POSTed
+        return note, BinaryPendingError(f"the Binary's status endpoint no longer knows its job (HTTP {outcome.status})")
+    return note, BinaryPendingError("the server accepted the Binary for later and has not said yet how it ended")
+
+
+def _created(env: SyncEnvironment, note: NoteRecord, created: CreateResult) -> tuple[NoteRecord, str | ce.EhrSyncError]:
+    if not created.id:
+        if note.binary_status_url is not None:
+            note = transition(env.db, note, note.state, binary_status_url=None, detail={"binary_job": "no_id"})
+        return note, ce.TransportError("the server created the Binary but named no id")
+    note = transition(
+        env.db, note, note.state, binary_id=created.id, binary_status_url=None, detail={"binary_created": True}
+    )
+    return note, f"Binary/{created.id}"
