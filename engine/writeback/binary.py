@@ -5,7 +5,8 @@ find it again. So:
 
 - its id, once known, is stored with the note (``binary_id``): a resumed attempt references the same one;
 - a Binary POST answered 202 (FHIR async) has its status URL stored (``binary_status_url``), committed before the
-  first poll: a later try, or a run resumed after a kill, asks that same job again (``poll_job``) instead of
+  first poll: a later try, or a run resumed after a kill (with conditional create: without it a note resumed in
+  ``sending`` is ``unknown``, searched for), asks that same job again (``poll_job``) instead of
   POSTing another Binary while the first may still be filed. Only once that job is known failed (refused: the
   note goes as any refusal does) or its status URL is gone (404/410: the job is not known there any more; a new
   Binary on the next try) is the URL forgotten;
