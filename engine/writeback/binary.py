@@ -5,13 +5,15 @@ find it again. So:
 
 - its id, once known, is stored with the note (``binary_id``): a resumed attempt references the same one;
 - a Binary POST answered 202 (FHIR async) has its status URL stored (``binary_status_url``), committed before the
-  first poll: a later try, or a run resumed after a kill, asks that same job again (``poll_job``) instead of
+  first poll: a later try, or a run resumed after a kill (with conditional create: without it a note resumed in
+  ``sending`` is ``unknown``, searched for), asks that same job again (``poll_job``) instead of
   POSTing another Binary while the first may still be filed. Only once that job is known failed (refused: the
   note goes as any refusal does) or its status URL is gone (404/410: the job is not known there any more; a new
   Binary on the next try) is the URL forgotten;
 - every Binary POST is counted before it is sent (``binary_posts``, committed first, so a killed run's counts
-  too): after ``binary_posts_max`` none is sent again and the note is ``failed`` (``binary_not_created``), the note
-  itself never having been POSTed.
+  too), and uncounted when its answer proves none was created (``outcome_unknown``: 429, a refusal, the EHR not
+  reached, a request ehrsync withheld): after ``binary_posts_max`` none is sent again and the note is ``failed``
+  (``binary_not_created``), the note itself never having been POSTed.
 
 What can still be left behind, at most ``binary_posts_max`` Binaries a note: one whose answer was lost (or named no
 id), one a status URL gone for good was filing, one still being filed when the note's attempts run out.
@@ -26,6 +28,7 @@ from connectors.fhir import CreateResult, FhirClient
 from engine.environment import SyncEnvironment
 from engine.writeback.accepted import ends_the_create, poll_job
 from engine.writeback.config import WritebackConfig
+from engine.writeback.outcomes import outcome_unknown
 from engine.writeback.preflight import note_bytes
 from store.outbox import NoteRecord, transition
 
@@ -67,6 +70,8 @@ def binary_url(
         try:
             created = client.create(_binary(note))
         except ce.EhrSyncError as exc:
+            if not outcome_unknown(exc):  # refused, throttled, withheld, unreached: no Binary was created
+                note = transition(env.db, note, note.state, binary_posts=posts - 1, detail={"binary_post": "none"})
             return note, exc
         if not created.accepted:
             return _created(env, note, created)

@@ -151,3 +151,23 @@ def test_dwb18_50_binaries_whose_status_url_is_gone_are_bounded(world, start_san
     assert (done.state, done.reason_code) == ("failed", "binary_not_created"), done.reason
     assert len(request_log.paths("/fhir/Binary", "POST")) == 2
     assert request_log.paths(DOC_POSTS, "POST") == []
+
+
+def test_dwb18_a_binary_post_throttled_creates_nothing_and_is_not_counted(
+    world, start_sandbox, http, request_log
+) -> None:
+    """DWB-18, draft-note §5: a Binary POST answered 429 created nothing, so it does not count towards
+    ``binary_posts_max``. Counted, two throttled tries failed the note ``binary_not_created`` (its reason claiming
+    Binaries may be left in the EHR) where a throttled note waits for its next try."""
+    ehr = start_sandbox()
+    conn, note = binary_pdf_note(world, ehr, http)
+    config = replace(FAST, inline_max_bytes=100, binary_posts_max=2, max_attempts=5)
+    ehr.admin.set_fault("429", path="/fhir/Binary", method="POST", times=None, retry_after="0")
+    for _ in range(2):
+        waiting = write_note(world.env, config, note.id)
+        assert (waiting.state, waiting.last_http_status, waiting.binary_posts) == ("pending", 429, 0), waiting.reason
+    ehr.admin.clear_faults()
+    done = write_note(world.env, config, note.id)
+    assert done.state == "written" and done.binary_id, done.reason
+    assert done.binary_posts == 1
+    assert len(server_notes(world, conn, ehr, note)) == 1
