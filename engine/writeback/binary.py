@@ -15,8 +15,12 @@ find it again. So:
   reached, a request ehrsync withheld): after ``binary_posts_max`` none is sent again and the note is ``failed``
   (``binary_not_created``), the note itself never having been POSTed.
 
+A status URL off the FHIR base is never asked (the token stays on the base, SAL-40): the note fails at once
+(``binary_status_off_base``).
+
 What can still be left behind, at most ``binary_posts_max`` Binaries a note: one whose answer was lost (or named no
-id), one a status URL gone for good was filing, one still being filed when the note's attempts run out.
+id), one a status URL gone for good was filing, one still being filed when the note's attempts run out, one an
+off-base status URL names.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import base64
 
 from connectors import errors as ce
 from connectors.fhir import CreateResult, FhirClient
+from connectors.http import is_within_base, redact_url
 from engine.environment import SyncEnvironment
 from engine.writeback.accepted import ends_the_create, poll_job
 from engine.writeback.config import WritebackConfig
@@ -32,10 +37,19 @@ from engine.writeback.outcomes import outcome_unknown
 from engine.writeback.preflight import note_bytes
 from store.outbox import NoteRecord, transition
 
-__all__ = ["BINARY_NOT_CREATED", "BinaryLimitError", "BinaryPendingError", "binary_url"]
+__all__ = [
+    "BINARY_NOT_CREATED",
+    "BINARY_STATUS_OFF_BASE",
+    "BinaryLimitError",
+    "BinaryPendingError",
+    "BinaryStatusOffBaseError",
+    "binary_url",
+]
 
 #: Reason code of a note failed because its Binaries may not be POSTed again (``binary_posts_max``).
 BINARY_NOT_CREATED = "binary_not_created"
+#: Reason code of a note failed because its accepted Binary's status endpoint is off the FHIR base.
+BINARY_STATUS_OFF_BASE = "binary_status_off_base"
 #: Status endpoint answers saying the job is not known there: the URL is forgotten, a new Binary may follow.
 _GONE = frozenset({404, 410})
 
@@ -44,6 +58,13 @@ class BinaryPendingError(ce.TransportError):
     """The EHR accepted the Binary for later and has not said yet how it ended: the note tries again later."""
 
     code = "binary_pending"
+
+
+class BinaryStatusOffBaseError(ce.EhrSyncError):
+    """An accepted Binary's status endpoint is off the FHIR base: never asked (the token stays on the base), so
+    the note fails at once rather than trying, attempt after attempt, a job it can never hear the end of."""
+
+    code = BINARY_STATUS_OFF_BASE
 
 
 class BinaryLimitError(ce.EhrSyncError):
@@ -77,6 +98,12 @@ def binary_url(
             return _created(env, note, created)
         if created.status_url is None:
             return note, BinaryPendingError("the server accepted the Binary for later and named no status endpoint")
+        if not is_within_base(client.url_for(created.status_url), client.fhir_base):
+            return note, BinaryStatusOffBaseError(
+                f"the EHR accepted the Binary for later at a status endpoint off its FHIR base "
+                f"({redact_url(created.status_url)}), which is not asked with the token (SAL-40): how it ends cannot "
+                "be known, so the note is not sent; the Binary may still be filed in the EHR, unreferenced"
+            )
         note = transition(env.db, note, note.state, binary_status_url=created.status_url, detail={"binary_job": 202})
     return _settle_job(env, config, note, client)
 

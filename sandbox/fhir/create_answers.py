@@ -8,6 +8,7 @@ of ``create_answer_types`` (DocumentReference unless told):
   OperationOutcome while the job runs (no batch-response: it names no outcome of the create); ``moved``: 307 to
   the job's status on another node (``?node=2``, which answers as ``batch``), as a load balancer pinning a job does;
   ``gateway``: 400 with an HTML page and no OperationOutcome, as a proxy in front of it refusing the poll does.
+  With ``create_redirect_origin`` set, ``Content-Location`` names that origin: a status endpoint off the FHIR base.
 - ``accepted``: a bare 202 (nothing to poll); the note is stored once its delay has passed.
 - ``see_other``/``found``: the POST is processed (a conditional create may match), answered 303/302 with
   ``Location`` of the result, as some servers answer a conditional create that matched.
@@ -61,7 +62,10 @@ def accepted_answer(st: SandboxState, request: Request, mode: str, body: dict[st
     cfg = st.settings
     job_id = st.async_creates.submit(body, st.clock.timestamp() + cfg.create_async_delay_s, cfg.create_async_rejects)
     settle_async(st)  # no delay: done at once, still answered 202
-    headers = {"Content-Location": f"{st.fhir_base(request)}/_async/{job_id}"} if mode == "async" else {}
+    location = f"{st.fhir_base(request)}/_async/{job_id}"
+    if cfg.create_redirect_origin:  # a status endpoint on another origin, off the FHIR base
+        location = cfg.create_redirect_origin.rstrip("/") + location[len(st.base(request)) :]
+    headers = {"Content-Location": location} if mode == "async" else {}
     return fhir_response(outcome_body("informational", "accepted", "information"), 202, headers)
 
 

@@ -153,6 +153,28 @@ def test_dwb18_50_binaries_whose_status_url_is_gone_are_bounded(world, start_san
     assert request_log.paths(DOC_POSTS, "POST") == []
 
 
+def test_dwb18_50_a_binary_whose_status_endpoint_is_off_the_base_fails_the_note_at_once(
+    world, start_sandbox, http, request_log
+) -> None:
+    """DWB-18/50, SAL-40: an accepted Binary's status endpoint on another origin is never asked (the token stays on
+    the FHIR base), so how the job ends cannot be known: the note fails at once, ``binary_status_off_base``, never
+    POSTed. Before, each try counted it a job not settled yet, one attempt after another, until ``retries_exhausted``
+    with a reason saying the EHR "has not said yet how it ended"."""
+    ehr = start_sandbox(
+        create_answer="async",
+        create_answer_types=["Binary"],
+        create_async_delay_s=100.0,
+        create_redirect_origin="https://status.elsewhere.example",
+    )
+    _conn, note = binary_pdf_note(world, ehr, http)
+    done = write_note(world.env, replace(POLLING, inline_max_bytes=100), note.id)
+    assert (done.state, done.reason_code) == ("failed", "binary_status_off_base"), done.reason
+    assert done.reason and "status.elsewhere.example" in done.reason and "unreferenced" in done.reason
+    assert done.binary_status_url is None and done.binary_posts == 1
+    assert len(request_log.paths("/fhir/Binary", "POST")) == 1
+    assert request_log.paths(DOC_POSTS, "POST") == []
+
+
 def test_dwb18_a_binary_post_throttled_creates_nothing_and_is_not_counted(
     world, start_sandbox, http, request_log
 ) -> None:
