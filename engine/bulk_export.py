@@ -217,7 +217,9 @@ def _complete(
     missed = bulk_state.incomplete_types(env.db, job.id)
     report.incomplete_types = sorted(set(report.incomplete_types) | set(missed))
     since, clock_warning = next_since(job)
-    with env.db.session() as session:
+    # The write lock before the first read (SQLite BEGIN IMMEDIATE): a writer committing between the job's read and
+    # its write would otherwise fail this commit at once with "database is locked" (as ``upsert_resource_type``).
+    with env.db.locked_session() as session:
         row = bulk_state.job_row(session, job.id)
         row.status = "incomplete" if missed else "completed"
         row.error = f"incomplete for: {', '.join(missed)} (error files or short files)" if missed else None

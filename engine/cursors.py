@@ -130,6 +130,27 @@ def advance(
     row.updated_at = utcnow()
 
 
+def complete_landing(
+    session: Session, connection_id: str, resource_type: str, run_id: str, landed_by: str
+) -> datetime | None:
+    """``advance`` a REST type past the landing of run ``landed_by`` just upserted; returns the mark stored.
+
+    The mark is the one the row holds under this transaction's lock, not the one read before the files were
+    merged: what forgets marks holds no connection lock (``begin_full`` from the run-status sensor, ``clear_mark``
+    from a reconciliation, a widened grant), and a mark it forgot meanwhile, stored again, would spend the full
+    run's owed search of the type (the full re-pull asked for never happening) or skip what was missed. A landing
+    of another run that replaced this one is left for its own upsert: its files were not merged here."""
+    _marker(session, connection_id)  # the order ``begin_full`` locks in: the marker row, then the type's
+    row = _row(session, connection_id, REST_STREAM, resource_type)
+    if row.pending_run_id != landed_by:
+        row.last_run_id = run_id
+        row.updated_at = utcnow()
+        return None
+    mark = row.pending_mark
+    advance(session, connection_id, REST_STREAM, resource_type, run_id, mark)
+    return mark
+
+
 def clear_mark(db: AppDatabase, connection_id: str, stream: str, resource_type: str) -> None:
     """Forget one type's mark (its next run searches everything): a full run that missed data must not leave
     an older mark behind, since what it missed may be older than that mark. A landing still waiting for its upsert
@@ -194,7 +215,7 @@ def owes_reference_refresh(db: AppDatabase, connection_id: str) -> bool:
 def _spend(session: Session, connection_id: str, resource_type: str | None) -> None:
     """Mark a full run's owed search of ``resource_type`` done (None: its reference re-read), in the caller's
     transaction."""
-    marker = session.get(SyncCursor, (connection_id, FULL_STREAM, "*"), with_for_update=True)
+    marker = _marker(session, connection_id)
     if marker is None:
         return
     intent = dict(marker.pending or {})
@@ -203,6 +224,11 @@ def _spend(session: Session, connection_id: str, resource_type: str | None) -> N
     if owed != intent.get("owed", []) or refs != bool(intent.get("refs")):
         marker.pending = {**intent, "owed": owed, "refs": refs}
         marker.updated_at = utcnow()
+
+
+def _marker(session: Session, connection_id: str) -> SyncCursor | None:
+    """The connection's full-run marker row (``begin_full``), row-locked on PostgreSQL."""
+    return session.get(SyncCursor, (connection_id, FULL_STREAM, "*"), with_for_update=True)
 
 
 def reference_refresh_done(db: AppDatabase, connection_id: str) -> None:

@@ -265,12 +265,12 @@ def upsert_resource_type(
             for link in links:
                 wh.record_attachment(connection_id, link.url, _attachment_ref(env, link))
     checkpoint("rest.upserted")
-    report.high_water_mark = pending.mark
     report.duration_s = time.monotonic() - started + handoff.summary.duration_s
     # A read-modify-write of shared rows: take the write lock before the first read (SQLite BEGIN IMMEDIATE),
-    # or a writer committing in between fails this commit at once with "database is locked".
+    # or a writer committing in between fails this commit at once with "database is locked". The mark stored is
+    # the landing's as it stands under the lock (forgotten meanwhile: none; ``cursors.complete_landing``).
     with env.db.locked_session() as session:
-        cursors.advance(session, connection_id, cursors.REST_STREAM, resource_type, run_id, pending.mark)
+        report.high_water_mark = cursors.complete_landing(session, connection_id, resource_type, run_id, pending.run_id)
         cursors.add_references(session, connection_id, list(handoff.references))
         record_type_counts(session, run_id, resource_type, report.as_metadata())
         session.commit()
