@@ -106,8 +106,9 @@ def _fetch_all(
             batched = can_search_by_id(conn, rtype, capabilities)
             reports[rtype] = land_by_ids(env.zone, conn, client, wh, run_id, rtype, ids, batched=batched)
         except (*EVERY_REQUEST_WOULD_MEET, *LANDING_DISK_FULL):
-            raise  # every further request would fail (or wait the refresh lock's 300 s), every landing meet the full
-            # disk, the same way: the run stops (a batch too, ``engine.batch_stop``); this type's references stay queued
+            # every further request would fail (or wait the refresh lock's 300 s), every landing meet the full disk,
+            # the same way: the run stops (a batch too, ``engine.batch_stop``); this type's references stay queued
+            raise
         except (EhrSyncError, WarehouseError, OSError) as exc:
             _log.warning("reading referenced %s of %s failed: %s", rtype, conn.id, loggable_message(exc))
             reports[rtype] = TypeReport(rtype, error=f"{getattr(exc, 'code', type(exc).__name__)}: {exc}")

@@ -43,8 +43,9 @@ def lock_row(session: Session, connection_id: str, *, wait: bool = True) -> Toke
     postgres = session.get_bind().dialect.name == "postgresql"
     timeout_s = _refresh_lock.REFRESH_LOCK_TIMEOUT_S
     try:
-        if postgres and wait:  # only these two locks: later statements of the transaction (writing a rotated
-            # refresh token) must not fail on a timeout after the EHR has answered
+        # the timeout covers only these two locks: later statements of the transaction (writing a rotated refresh
+        # token) must not fail on a timeout after the EHR has answered (reset below)
+        if postgres and wait:
             session.execute(text(f"SET LOCAL lock_timeout = '{max(1, round(timeout_s * 1000))}ms'"))
         session.execute(select(Connection.id).where(Connection.id == connection_id).with_for_update(nowait=not wait))
         stmt = (

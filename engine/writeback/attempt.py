@@ -213,9 +213,8 @@ def _send(
         if confirmed is None:
             return unconfirmed(env.db, client, note, config, result.status, lookup)
         id_from, result = ("search" if lookup is not None else None), confirmed
-    written = record_written(
-        env.db, client, note, result, config, id_from
-    )  # a 2xx is proof, even after another run moved it
+    # a 2xx is proof, even after another run moved it
+    written = record_written(env.db, client, note, result, config, id_from)
     checkpoint("writeback.written")
     return send_provenance(env, client, written, plan.capability)  # DWB-82: optional, never fails the note
 
@@ -244,8 +243,10 @@ def _failed_send(
         return _to_unknown(env, config, note, client, exc)
     if note.maybe_stored and ends_note(config, note, exc):
         return _settle_maybe_stored(env, config, note, client, exc)
-    if isinstance(exc, ce.TransportError):  # the Binary not known yet (answer lost, no id, a job pending): the note
-        return retry_later(env.db, config, note, exc)  # itself was never POSTed, so none can exist (``binary``)
+    if isinstance(exc, ce.TransportError):
+        # the Binary not known yet (answer lost, no id, a job pending): the note itself was never POSTed, so none
+        # can exist (``binary``)
+        return retry_later(env.db, config, note, exc)
     return fail_from(env.db, config, note, exc)
 
 
