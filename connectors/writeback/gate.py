@@ -7,7 +7,7 @@ asked for does not matter (DWB-41).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -25,9 +25,8 @@ __all__ = [
     "scopes_allow_provenance_create",
 ]
 
-_V1_RE = re.compile(r"^(patient|user|system)/(DocumentReference|\*)\.(write|\*)$")
-_V2_RE = re.compile(r"^(patient|user|system)/(DocumentReference|\*)\.(c?r?u?d?s?)(\?(.+))?$")
-_CREATE_RE = re.compile(r"^(patient|user|system)/([A-Za-z]+|\*)\.(write|\*|c?r?u?d?s?)(\?(.+))?$")
+#: A resource scope: v1 ``.write``/``.*`` or v2 ``.cruds`` letters, on a type or ``*``, and a v2 filter's query.
+_SCOPE_RE = re.compile(r"^(patient|user|system)/([A-Za-z]+|\*)\.(write|\*|c?r?u?d?s?)(\?(.+))?$")
 _CLINICAL_NOTE = "clinical-note"
 
 
@@ -60,29 +59,33 @@ def _category_filter_ok(query: str) -> bool:
     return True
 
 
-def scopes_allow_note_create(granted: str) -> bool:
-    """True when a granted scope lets us create a DocumentReference (v1 ``.write``/``.*`` or v2 ``.c``)."""
+def _creating(granted: str, resource_type: str) -> Iterator[tuple[bool, str | None]]:
+    """``(v1, query)`` of each granted scope that creates ``resource_type`` (v1 ``.write``/``.*``, v2 with ``c``, on
+    the type or ``*``); ``query`` is its filter, None when it has none."""
     for scope in granted.split():
-        if _V1_RE.match(scope):
-            return True
-        m = _V2_RE.match(scope)
-        if m and "c" in m.group(3) and (m.group(5) is None or _category_filter_ok(m.group(5))):
-            return True
-    return False
+        m = _SCOPE_RE.match(scope)
+        if not m or m.group(2) not in (resource_type, "*"):
+            continue
+        v1 = m.group(3) in ("write", "*")
+        if v1 or "c" in m.group(3):
+            yield v1, m.group(5)
+
+
+def scopes_allow_note_create(granted: str) -> bool:
+    """True when a granted scope lets us create a DocumentReference: v1 ``.write``/``.*`` with no filter, or v2
+    ``.c`` with none or one to clinical notes (``_category_filter_ok``)."""
+    return any(
+        query is None or (not v1 and _category_filter_ok(query))
+        for v1, query in _creating(granted, "DocumentReference")
+    )
 
 
 def _scopes_allow_create(granted: str, resource_type: str) -> bool:
-    """True when a granted scope lets us create ``resource_type`` (v1 ``.write``/``.*``, v2 with ``c``, on the type or
-    ``*``). A granular filter counts only on parameters the type has (``query_applies``, the rule the scopes asked
-    for follow): ``patient/*.c?category=clinical-note`` covers no Binary or Provenance, whose create it would only
-    have refused 403."""
-    for scope in granted.split():
-        m = _CREATE_RE.match(scope)
-        if not m or m.group(2) not in (resource_type, "*"):
-            continue
-        if (m.group(3) in ("write", "*") or "c" in m.group(3)) and query_applies(resource_type, m.group(5)):
-            return True
-    return False
+    """True when a granted scope lets us create ``resource_type`` (``_creating``). A granular filter counts only on
+    parameters the type has (``query_applies``, the rule the scopes asked for follow):
+    ``patient/*.c?category=clinical-note`` covers no Binary or Provenance, whose create it would only have refused
+    403."""
+    return any(query_applies(resource_type, query) for _, query in _creating(granted, resource_type))
 
 
 def scopes_allow_binary_create(granted: str) -> bool:
