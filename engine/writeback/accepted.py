@@ -48,17 +48,20 @@ ACCEPTED = "accepted"
 ACCEPTED_UNCONFIRMED = "accepted_unconfirmed"
 #: Error statuses of a status endpoint about the poll, not the create: the job unknown there, or not shown to us.
 _ABOUT_THE_POLL = frozenset({401, 403, 404, 405, 410})
-_KEPT = "the note stays unknown (accepted) for the identifier search"
+#: What a poll out of its time leaves (the end of its error's message, which ``poll_job`` catches): a note's create
+#: is left to the identifier search, a Binary's to its job asked again on the next try (``binary``).
+_KEPT = "how the create ended is left to a later check"
 
 
 def await_accepted(
-    client: FhirClient, result: CreateResult, config: WritebackConfig, resource_type: str = "DocumentReference"
+    client: FhirClient, result: CreateResult, config: WritebackConfig
 ) -> CreateResult | ce.FhirError | None:
-    """The accepted create's outcome: its 2xx answer, its refusal, or None when it is not known within the bounds.
+    """The accepted note create's outcome (a Binary's: ``poll_job``): its 2xx answer, its refusal, or None when it
+    is not known within the bounds.
 
     ``accepted_wait_s`` bounds the polling as a whole, the transport's own waits included (a status endpoint's 503
     asking for 10 min is not waited out by a retry below: the poll ends, the identifier search settles it)."""
-    outcome = None if result.status_url is None else poll_job(client, result.status_url, config, resource_type)
+    outcome = None if result.status_url is None else poll_job(client, result.status_url, config, "DocumentReference")
     return None if isinstance(outcome, ce.FhirError) and not ends_the_create(outcome) else outcome
 
 
