@@ -10,7 +10,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 #: multi_aud_no_azp / multi_aud_foreign_azp: ``aud`` names our client and another one, with no ``azp`` or with the
-#: other one as ``azp`` (OpenID Connect Core 3.1.3.7: a client must then refuse the token)
+#: other one as ``azp`` (OpenID Connect Core 3.1.3.7: a client refuses the foreign ``azp``; the current errata set
+#: no longer asks for an ``azp`` when there are several audiences, so the first is accepted: SAL-33)
 IdTokenFault = Literal[
     "wrong_aud", "expired", "bad_signature", "rotated_kid", "multi_aud_no_azp", "multi_aud_foreign_azp"
 ]
