@@ -8,12 +8,7 @@ from auth_service.services.audit import record_audit
 from auth_service.services.context import ServiceContext
 from auth_service.services.directory import reachable_brands
 from auth_service.services.errors import ConfigValidationError, InvalidInputError, NotFoundError
-from connectors.smart.brands import (
-    BrandsBundle,
-    BrandsBundleError,
-    directory_name_problem,
-    parse_brands_bundle,
-)
+from connectors.smart.brands import BrandsBundle, BrandsBundleError, directory_name_problem, parse_brands_bundle
 from store.brand_directories import BrandDirectory, delete_directory, list_directories, save_directory
 from store.models import Tenant
 
