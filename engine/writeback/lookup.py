@@ -92,6 +92,8 @@ def find_by_identifier(client: FhirClient, note: NoteRecord, config: WritebackCo
 def _passes(
     client: FhirClient, note: NoteRecord, params: dict[str, str], matches: dict[str, dict[str, Any]]
 ) -> IdentifierLookup:
+    """Up to ``_PASSES`` listings into ``matches`` (kept by the caller: a budget running out keeps what was read);
+    the first whole one settles it, else the matches read stand, or the last ``SearchIncompleteError`` if none."""
     incomplete: SearchIncompleteError | None = None
     for _ in range(_PASSES):
         try:
