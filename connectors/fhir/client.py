@@ -256,6 +256,10 @@ class FhirClient:
             raise CreateRedirectError(f"create {resource_type} answered HTTP {status} to no {resource_type}", status)
         return result
 
+    def check_async_status_url(self, url: str) -> None:
+        """``SecurityPolicyError`` now when ``async_status`` would refuse ``url``: off the FHIR base (SAL-40)."""
+        self._session.check_token_destination(self.url_for(url), TokenRule.REQUIRE_BASE)
+
     def async_status(self, url: str, resource_type: str) -> AsyncStatus:
         """One answer of a 202's status endpoint (FHIR async pattern); only under the FHIR base (SAL-40)."""
         return self._session.request(

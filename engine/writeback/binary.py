@@ -29,7 +29,7 @@ import base64
 
 from connectors import errors as ce
 from connectors.fhir import CreateResult, FhirClient
-from connectors.http import is_within_base, redact_url
+from connectors.http import redact_url
 from engine.environment import SyncEnvironment
 from engine.writeback.accepted import ends_the_create, poll_job
 from engine.writeback.config import WritebackConfig
@@ -98,7 +98,9 @@ def binary_url(
             return _created(env, note, created)
         if created.status_url is None:
             return note, BinaryPendingError("the server accepted the Binary for later and named no status endpoint")
-        if not is_within_base(client.url_for(created.status_url), client.fhir_base):
+        try:
+            client.check_async_status_url(created.status_url)
+        except ce.SecurityPolicyError:
             return note, BinaryStatusOffBaseError(
                 f"the EHR accepted the Binary for later at a status endpoint off its FHIR base "
                 f"({redact_url(created.status_url)}), which is not asked with the token (SAL-40): how it ends cannot "
