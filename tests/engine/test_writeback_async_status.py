@@ -82,6 +82,15 @@ def _unknown_then_found_by_the_search(world, start_sandbox, http, request_log, s
     assert len(request_log.paths(DOC_POSTS, "POST")) == 1
 
 
+def _one_note_referencing_one_binary(world, conn, ehr, note, done, request_log) -> None:
+    """``done`` is written: one Binary POSTed, one note POSTed, the one note on the EHR referencing that Binary."""
+    assert done.state == "written" and done.binary_id, done.reason
+    [doc] = server_notes(world, conn, ehr, note)
+    assert doc["content"][0]["attachment"]["url"] == f"Binary/{done.binary_id}"
+    assert len(request_log.paths("/fhir/Binary", "POST")) == 1
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+
+
 def test_dwb18_50_a_binary_accepted_for_later_is_polled_and_referenced(world, start_sandbox, http, request_log) -> None:
     """DWB-18/50: the Binary created before the note is answered 202 with a status endpoint. It was taken for an
     answer naming no id: the note went back to ``pending`` and each try made another Binary. Now the status endpoint
@@ -89,11 +98,7 @@ def test_dwb18_50_a_binary_accepted_for_later_is_polled_and_referenced(world, st
     ehr = start_sandbox(create_answer="async", create_answer_types=["Binary"], create_async_delay_s=0.5)
     conn, note = binary_pdf_note(world, ehr, http)
     done = write_note(world.env, replace(ANSWERED, inline_max_bytes=100), note.id)
-    assert done.state == "written" and done.binary_id, done.reason
-    [doc] = server_notes(world, conn, ehr, note)
-    assert doc["content"][0]["attachment"]["url"] == f"Binary/{done.binary_id}"
-    assert len(request_log.paths("/fhir/Binary", "POST")) == 1
-    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+    _one_note_referencing_one_binary(world, conn, ehr, note, done, request_log)
     stored = get_note(world.env.db, note.id)
     assert stored is not None and stored.state == "written"
 
@@ -129,11 +134,7 @@ def test_dwb18_50_a_binary_still_pending_is_asked_again_never_posted_again(
     assert waiting.reason_code == "binary_pending" and waiting.binary_status_url
     ehr.admin.settings(clock_shift_s=200.0)  # the EHR's job has run meanwhile
     done = write_note(world.env, replace(config, accepted_wait_s=30.0), note.id)
-    assert done.state == "written" and done.binary_id, done.reason
-    [doc] = server_notes(world, conn, ehr, note)
-    assert doc["content"][0]["attachment"]["url"] == f"Binary/{done.binary_id}"
-    assert len(request_log.paths("/fhir/Binary", "POST")) == 1
-    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+    _one_note_referencing_one_binary(world, conn, ehr, note, done, request_log)
 
 
 def test_dwb18_50_binaries_whose_status_url_is_gone_are_bounded(world, start_sandbox, http, request_log) -> None:
