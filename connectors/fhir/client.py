@@ -154,16 +154,22 @@ class FhirClient:
         return body
 
     def search_pages(
-        self, resource_type: str, params: QueryParams | None = None, *, count: int | None = DEFAULT_COUNT
+        self,
+        resource_type: str,
+        params: QueryParams | None = None,
+        *,
+        count: int | None = DEFAULT_COUNT,
+        stop_at_repeat: bool = True,
     ) -> Iterator[SearchPage]:
         """Stream search result pages following ``link[next]`` exactly as given (BDX-29).
 
         ``_count`` (BDX-26, default 200) is added unless ``params`` has one; the server may return fewer.
+        ``stop_at_repeat`` False: a lookup (DWB-32/33, no mark to guard) reads past a repeated match to the end.
         """
         check_type(resource_type)
-        pairs = query_pairs(params, count)
+        url, pairs = self.url_for(resource_type), query_pairs(params, count)
         return iter_search_pages(
-            self._session, self.url_for(resource_type), pairs, bounds=self.bounds, resource_type=resource_type
+            self._session, url, pairs, bounds=self.bounds, resource_type=resource_type, stop_at_repeat=stop_at_repeat
         )
 
     def create(

@@ -20,7 +20,6 @@ from urllib.parse import parse_qsl, urlsplit
 from connectors.budgets import step_budget
 from connectors.errors import SearchIncompleteError, StepBudgetExceededError
 from connectors.fhir import FhirClient
-from connectors.fhir.listing import read_to_end
 from connectors.fhir.search import SearchPage
 from connectors.http import redact_url
 from connectors.writeback.note import identifier_system
@@ -66,7 +65,7 @@ class IdentifierLookup:
 def find_by_identifier(client: FhirClient, note: NoteRecord, config: WritebackConfig) -> IdentifierLookup:
     """Search ``DocumentReference?patient=&identifier=`` (raises ``EhrSyncError`` when the search fails).
 
-    Each pass reads every page (``read_to_end``): a match repeated on a later page is the same note, read on past
+    Each pass reads every page (``stop_at_repeat=False``): a match repeated on a later page is the same note, read past
     (pages that overlap by one, or offset paging over changing notes). A listing that came back incomplete
     (``SearchIncompleteError``: a match came again with no ``total`` showing none was skipped, a next link loops,
     more than ``_MAX_PAGES`` pages) may have missed a match: the search is made again, at most ``_PASSES`` times.
@@ -114,7 +113,7 @@ def _passes(
 def _one_pass(client: FhirClient, note: NoteRecord, params: dict[str, str], matches: dict[str, Any]) -> bool:
     """Read one whole listing into ``matches``; True when the server said it did not apply the search."""
     system, value = identifier_system(note.tenant_id), note.draft_id
-    for number, page in enumerate(read_to_end(client, "DocumentReference", params)):
+    for number, page in enumerate(client.search_pages("DocumentReference", params, stop_at_repeat=False)):
         if _ignored(page, first=number == 0):
             _log.warning("note %s: the EHR did not apply the identifier search; its answer is no evidence", note.id)
             return True

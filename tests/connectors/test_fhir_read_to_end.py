@@ -1,5 +1,6 @@
-"""A lookup's search read to its end (``connectors.fhir.listing.read_to_end``, DWB-32/33): a match repeated on a
-later page (pages that overlap by one) does not stop it, while the sync's pager still stops there (BDX-29)."""
+"""A lookup's search read to its end (``FhirClient.search_pages`` with ``stop_at_repeat=False``, DWB-32/33): a
+match repeated on a later page (pages that overlap by one) does not stop it, while the sync's pager still stops
+there (BDX-29)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ import pytest
 
 from connectors.errors import SearchIncompleteError
 from connectors.fhir import FhirClient
-from connectors.fhir.listing import read_to_end
 from connectors.tokens import StaticTokenSource
 from tests.connectors.helpers import BASE, TOKEN, Script, bundle
+
+
+def read_to_end(client: FhirClient, resource_type: str, params: dict[str, str] | None = None) -> Any:
+    """The lookup's pager: every page, a repeated match read past."""
+    return client.search_pages(resource_type, params, stop_at_repeat=False)
 
 
 def _client(script: Script) -> FhirClient:
