@@ -110,12 +110,16 @@ def _resource_key(c: Compiles, node: Call, ctx: Typed) -> Typed:
 
 
 def _reference_key(c: Compiles, node: Call, ctx: Typed) -> Typed:
-    """The id part of ``reference``: ``Patient/1``, ``https://ehr/fhir/Patient/1/_history/2`` -> ``1``."""
+    """The id part of ``reference``: ``Patient/1``, ``https://ehr/fhir/Patient/1/_history/2``,
+    ``Patient/1?_format=json`` -> ``1``. A query string or fragment is not part of the id, and a reference with
+    a query before any ``Type/id`` (a conditional reference, ``Patient?identifier=...``) names no id: NULL."""
     _arity(c, node, 0, 1)
     target = _type_name(c, node) if node.args else "[A-Za-z]+"
     refs = c.coll(c.compile(Member(node.base, "reference"), ctx))
     text = c.scalar(refs, "str")
-    return Typed("str", c.d.regex_group(text, f"(?:^|/){target}/([^/]+)(?:/_history/[^/]*)?$", 1))
+    # the match ends at the end or at ``?``/``#`` (never ``.*`` after it: RE2's dot skips newlines, PostgreSQL's not)
+    pattern = f"^(?:[^?#]*/)?{target}/([^/?#]+)(?:/_history/[^/?#]*)?(?:$|[?#])"
+    return Typed("str", c.d.regex_group(text, pattern, 1))
 
 
 def _iif(c: Compiles, node: Call, ctx: Typed) -> Typed:
