@@ -122,12 +122,14 @@ class SqlDialect:
         return f"CAST({sql} AS {sqltype})"
 
     def item_value(self, item: str, kind: Kind) -> str:
-        """A JSON item as a SQL scalar of ``kind``; NULL when the item is of another JSON type."""
+        """A JSON item as a SQL scalar of ``kind``; NULL when the item is of another JSON type. A number is a
+        DOUBLE plus ``0.0``: that turns ``-0.0`` (and ``-1e-400``) into the positive zero PostgreSQL answers, whose
+        JSONB stores numbers as ``numeric``, which has no negative zero."""
         text = self.item_text(item)
         if kind == "str":
             return text
-        sqltype = self.double if kind == "num" else self.boolean
-        return f"(CASE WHEN {self.json_kind(item)} IN {self.kinds[kind]} THEN {self.cast(text, sqltype)} END)"
+        value = f"{self.cast(text, self.double)} + 0.0" if kind == "num" else self.cast(text, self.boolean)
+        return f"(CASE WHEN {self.json_kind(item)} IN {self.kinds[kind]} THEN {value} END)"
 
     def item_integer(self, item: str, quoted: bool = False) -> str:
         """A JSON item as BIGINT, exactly, or NULL; ``quoted``: a string of digits too (warehouse/sof/_integers.py)."""
