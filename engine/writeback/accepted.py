@@ -51,6 +51,8 @@ _ABOUT_THE_POLL = frozenset({401, 403, 404, 405, 410})
 #: What a poll out of its time leaves (the end of its error's message, which ``poll_job`` catches): a note's create
 #: is left to the identifier search, a Binary's to its job asked again on the next try (``binary``).
 _KEPT = "how the create ended is left to a later check"
+#: What bounds the polling (its budget error names it): the write-back's own setting, not a sync step's budget.
+_SETTING = "accepted_wait_s of the writeback resource"
 
 
 def await_accepted(
@@ -71,7 +73,7 @@ def poll_job(
     """``await_accepted`` for a status URL, an error of the endpoint returned as it is (``ends_the_create`` says
     whether it is the create's own; 404/410 say the job is not known there)."""
     try:
-        with step_budget("polling an accepted create", config.accepted_wait_s, kept=_KEPT):
+        with step_budget("polling an accepted create", config.accepted_wait_s, kept=_KEPT, setting=_SETTING):
             return _poll(client, url, config, resource_type)
     except ce.EhrSyncError as exc:  # past the bound, off the FHIR base, unreachable, unreadable: not known
         _log.warning("async status of a %s create did not say how it ended (%s)", resource_type, exc.code)

@@ -10,7 +10,7 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from connectors.errors import SearchIncompleteError
+from connectors.errors import SearchIncompleteError, StepBudgetExceededError
 from connectors.fhir import FhirClient
 from connectors.tokens import StaticTokenSource
 from engine.writeback import write_note
@@ -106,3 +106,18 @@ def test_dwb32_a_trickled_identifier_search_ends_within_its_budget_and_leaves_th
     [doc] = server_notes(world, conn, ehr, note)
     assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
     assert len(request_log.paths(DOC, "POST")) == 1
+
+
+def test_a_lookup_out_of_time_names_lookup_wait_s_not_the_sync_step_budget(world, start_sandbox, http) -> None:
+    """A trickled identifier search runs out of ``lookup_wait_s``: its error named ``EHRSYNC_STEP_BUDGET_S`` (the
+    sync step's budget, which bounds no lookup), so an operator raising it changed nothing. It names the
+    write-back's own setting now."""
+    ehr = start_sandbox(conditional_create=False)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    client = FhirClient(ehr.fhir_base, world.env.vault.token_source(conn), http=world.env.http)
+    ehr.admin.set_fault("trickle", path=DOC, method="GET", times=None, delay_s=0.5)
+    with pytest.raises(StepBudgetExceededError) as raised:
+        find_by_identifier(client, note, replace(FAST, lookup_wait_s=1.0))
+    said = str(raised.value)
+    assert "its 1 s budget (lookup_wait_s of the writeback resource)" in said and "EHRSYNC" not in said, said
