@@ -26,7 +26,7 @@ from connectors.budgets import step_budget
 from connectors.fhir import CreateResult, FhirClient
 from engine.checkpoints import checkpoint
 from engine.writeback.config import WritebackConfig
-from engine.writeback.reconcile import reconcile
+from engine.writeback.reconcile import Searched, reconcile, search
 from store import AppDatabase
 from store.models import utcnow
 from store.outbox import NoteRecord, transition
@@ -53,6 +53,7 @@ _ABOUT_THE_POLL = frozenset({401, 403, 404, 405, 410})
 _KEPT = "how the create ended is left to a later check"
 #: What bounds the polling (its budget error names it): the write-back's own setting, not a sync step's budget.
 _SETTING = "accepted_wait_s of the writeback resource"
+_ACCEPTED_202, _FOR_A_PERSON = "the EHR accepted the note (HTTP 202)", ": whether it holds it needs a person"
 
 
 def await_accepted(
@@ -140,15 +141,13 @@ def still_accepted(db: AppDatabase, note: NoteRecord, config: WritebackConfig, *
 def recheck(db: AppDatabase, client: FhirClient, note: NoteRecord, config: WritebackConfig) -> NoteRecord:
     """An ``accepted`` note's identifier search; not found, due again after a longer backoff, or for a person once
     ``max_attempts`` checks found nothing."""
-    done = reconcile(db, client, note, config)
+    lookup = search(client, note, config)
+    done = reconcile(db, client, note, config, lookup)
     if done.state != "unknown" or done.reason_code != ACCEPTED:  # found, duplicates, search ignored: settled so
         return done
     note = done  # may say its search ran out of time (``reconcile``): checked again all the same, within the bound
     if note.attempts >= config.max_attempts:  # the POSTs and the checks so far
-        reason = (
-            "the EHR accepted the note (HTTP 202); no identifier search found it: whether it holds it needs a person"
-        )
-        detail = {"error_code": ACCEPTED_UNCONFIRMED}
+        reason, detail = _unconfirmed(lookup, config)
         return transition(db, note, "unknown", reason_code=ACCEPTED_UNCONFIRMED, reason=reason, detail=detail)
     wait = config.backoff_s(note.attempts + 1)
     return transition(
@@ -159,3 +158,17 @@ def recheck(db: AppDatabase, client: FhirClient, note: NoteRecord, config: Write
         next_attempt_at=utcnow() + timedelta(seconds=wait),
         detail={"error_code": ACCEPTED, "recheck_in_s": round(wait, 3)},
     )
+
+
+def _unconfirmed(lookup: Searched, config: WritebackConfig) -> tuple[str, dict[str, str]]:
+    """The reason and audit detail of an accepted note whose checks are spent, saying what its last search did: one
+    out of time, or failed, looked at nothing, and "no search found it" alone reads as "the EHR does not hold it"."""
+    detail = {"error_code": ACCEPTED_UNCONFIRMED}
+    if isinstance(lookup, ce.StepBudgetExceededError):
+        last = f"the last one did not end within its {config.lookup_wait_s:g} s budget (lookup_wait_s)"
+    elif isinstance(lookup, ce.EhrSyncError):
+        last = f"the last one failed ({lookup.code})"
+    else:
+        return f"{_ACCEPTED_202}; no identifier search found it{_FOR_A_PERSON}", detail
+    reason = f"{_ACCEPTED_202} and its identifier searches did not find it, {last}{_FOR_A_PERSON}"
+    return reason, detail | {"search_error": lookup.code}

@@ -41,7 +41,9 @@ class WritebackResource(ConfigurableResource["WritebackResource"]):
     )
     accepted_wait_s: float = _wait(_DEFAULTS.accepted_wait_s, "Seconds a 202's status endpoint is polled in all.")
     accepted_poll_s: float = _wait(_DEFAULTS.accepted_poll_s, "Least seconds between two polls of a status endpoint.")
-    lookup_wait_s: float = _wait(_DEFAULTS.lookup_wait_s, "Seconds one note's identifier searches of a run take.")
+    lookup_wait_s: float = _wait(
+        _DEFAULTS.lookup_wait_s, "Seconds one note's identifier search in a run may take in all."
+    )
 
     def config(self) -> WritebackConfig:
         return WritebackConfig(**{f.name: getattr(self, f.name) for f in fields(WritebackConfig)})
