@@ -4,9 +4,10 @@ The note goes ``unknown`` (``accepted``) at once, committed before the first pol
 while it polls must not leave it ``sending``, which a resumed run would POST again (draft-note §6).
 
 With a status endpoint (``Content-Location``) it is polled, at most ``accepted_polls`` times within
-``accepted_wait_s`` (the server's ``Retry-After``, seconds or HTTP-date, honoured inside that bound; the transport's
-own retry waits too), until it says how the create ended: a 2xx is the create's answer (the note is written as for a
-201/200), a refusal is the create's refusal (the identifier search runs first, as for any note that may be stored).
+``accepted_wait_s``, ``accepted_poll_s`` apart at least (the server's longer ``Retry-After``, seconds or HTTP-date,
+honoured inside that bound; the transport's own retry waits too), until it says how the create ended: a 2xx is the
+create's answer (the note is written as for a 201/200), a refusal is the create's refusal (the identifier search
+runs first, as for any note that may be stored).
 A 202 naming no status endpoint, one still working when the bound is reached (or asking to wait past it), one that
 cannot be read, or one answering about the poll rather than the create (404/410: the job unknown there; 401/403/405;
 a 2xx naming no outcome; a redirect; an error with no OperationOutcome) leaves the note ``unknown`` with the reason
@@ -84,23 +85,25 @@ def poll_job(
 def _poll(
     client: FhirClient, url: str, config: WritebackConfig, resource_type: str
 ) -> CreateResult | ce.FhirError | None:
+    """The polls: ``accepted_poll_s`` apart at least, longer when the server's Retry-After asks (a ``Retry-After: 0``
+    would otherwise spend every poll back to back, the job no further along)."""
     deadline = time.monotonic() + config.accepted_wait_s
     for poll in range(config.accepted_polls):
-        wait = config.accepted_poll_s
         try:
             status = client.async_status(url, resource_type)
         except ce.FhirError as exc:
             if not (exc.is_transient or isinstance(exc, ce.RateLimitedError)):
                 return exc
-            wait = exc.retry_after if exc.retry_after is not None else wait
+            asked = exc.retry_after
         else:
             if status.result is not None or status.error is not None:
                 return status.result or status.error
-            wait = status.retry_after if status.retry_after is not None else wait
+            asked = status.retry_after
+        wait = max(asked or 0.0, config.accepted_poll_s)
         left = deadline - time.monotonic()
         if left <= 0 or wait > left or poll + 1 == config.accepted_polls:
             break  # asked to wait past the bound, or no poll left: the identifier search, not a wasted sleep
-        time.sleep(max(wait, 0.0))
+        time.sleep(wait)
     return None
 
 
