@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_REQUEST_DEADLINE_S",
     "DEFAULT_STEP_BUDGET_S",
     "MARK_KEPT",
+    "STEP_SETTING",
     "UNREACHABLE_MEMO_S",
     "check_step_budget",
     "check_step_wait",
@@ -45,6 +46,8 @@ DEFAULT_STEP_BUDGET_S = 3600.0
 UNREACHABLE_MEMO_S = 60.0
 #: What a sync step running out of its budget leaves (its message ends with it): the type's mark is where it was.
 MARK_KEPT = "the stored mark is kept"
+#: The setting that bounds a sync step (its budget error names it, so an operator knows what to raise).
+STEP_SETTING = "EHRSYNC_STEP_BUDGET_S"
 
 _STEP: ContextVar[_Step | None] = ContextVar("ehrsync_step_budget", default=None)
 
@@ -56,6 +59,7 @@ class _Step:
     ends_at: float
     clock: Callable[[], float]
     kept: str = MARK_KEPT
+    setting: str = STEP_SETTING
 
 
 def env_number(name: str, default: float, *, minimum: float = 0.0, env: Mapping[str, str] | None = None) -> float:
@@ -91,14 +95,17 @@ def step_budget(
     *,
     clock: Callable[[], float] = time.monotonic,
     kept: str = MARK_KEPT,
+    setting: str = STEP_SETTING,
 ) -> Iterator[None]:
     """Every request inside this block must finish before ``seconds`` from now (None: no budget of its own).
 
     ``kept`` says what running out leaves behind (the error's message ends with it: a sync step's mark, a
-    reconcile's tombstones). Inside another step's budget, the block is a phase of that step: it ends no later
-    than that step does, named by its own ``name`` and ``kept``, so a step of several phases spends one budget."""
+    reconcile's tombstones); ``setting`` names what sets ``seconds`` (the message names it: a write-back wait is
+    no sync step's budget). Inside another step's budget, the block is a phase of that step: it ends no later
+    than that step does, named by its own ``name`` and ``kept``, so a step of several phases spends one budget (the
+    outer step's ``setting`` then bounds it, and is the one named)."""
     outer = _STEP.get()
-    step = None if seconds is None else _Step(name, seconds, clock() + seconds, clock, kept)
+    step = None if seconds is None else _Step(name, seconds, clock() + seconds, clock, kept, setting)
     if outer is not None and (step is None or outer.ends_at - outer.clock() <= step.budget_s):
         step = replace(outer, name=name, kept=kept)
     if step is None:
@@ -121,9 +128,12 @@ def step_budget_exceeded(detail: str = "", *, would: bool = False) -> StepBudget
     """The active step's budget error: it ran out (``would``: a wait would end past it), ``detail`` saying how,
     and what running out leaves (the step's ``kept``)."""
     step = _STEP.get()
-    name, budget_s, kept = ("a step", 0.0, MARK_KEPT) if step is None else (step.name, step.budget_s, step.kept)
+    if step is None:
+        step = _Step("a step", 0.0, 0.0, time.monotonic)
     verb = "would exceed" if would else "exceeded"
-    return StepBudgetExceededError(f"{name} {verb} its {budget_s:g} s budget (EHRSYNC_STEP_BUDGET_S){detail}; {kept}")
+    return StepBudgetExceededError(
+        f"{step.name} {verb} its {step.budget_s:g} s budget ({step.setting}){detail}; {step.kept}"
+    )
 
 
 def check_step_budget() -> None:

@@ -112,6 +112,9 @@ class SandboxConfig(BaseModel):
     #: informational OperationOutcome while the job runs, instead of 202 (names no outcome of the create); "moved"
     #: 307 to the job's status on another node; "gateway" 400 with an HTML page (a proxy refusing the poll)
     create_async_status: Literal["batch", "lost", "outcome", "moved", "gateway"] = "batch"
+    #: "async": the Retry-After of the status endpoint's answer while the job runs, verbatim: "0" (poll again at
+    #: once, as some servers say), an HTTP-date, or "" for none
+    create_async_retry_after: str = "1"
     #: redirects' Location on this origin instead of the sandbox's own (another host: never followed with the token)
     create_redirect_origin: str | None = None
     create_bare_answer: bool = False  # DWB-33/50: a 2xx create answers with neither Location nor body

@@ -8,6 +8,7 @@ API answers, each with its HTTP status.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,8 @@ import pytest
 from auth_service.api.errors import ERROR_CODES
 from auth_service.core.config import Settings
 from engine.settings import PipelineSettings
+from engine.writeback import WritebackConfig
+from pipelines.defs.writeback.resources import WritebackResource
 from settings import DEFAULT_STATE_DIR, ENGINE_VARIABLES, AppSettings, load_app_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,6 +143,21 @@ def test_every_documented_variable_is_read_somewhere() -> None:
     documented = {name for table in (README, PIPELINES, AUTH_SERVICE, DEPLOY) for name in _rows(*table)}
     missing = sorted(n for n in documented - _READ_BY_LIBRARIES if not re.search(rf"\b{n}\b", source))
     assert missing == []
+
+
+def test_every_writeback_setting_has_a_row_with_the_codes_default() -> None:
+    """Every field of the ``writeback`` resource (and so of ``WritebackConfig``) has a row in docs/WRITEBACK.md's
+    settings table, with the default the engine applies: ``lookup_wait_s`` and two others were settings no operator
+    could find or set."""
+    rows: dict[str, str | None] = {}
+    for line in _section("docs/WRITEBACK.md", "### Settings (the `writeback` resource)").splitlines():
+        if line.startswith("| `"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+            names, values = re.findall(r"`([a-z_]+)`", cells[0]), re.findall(r"`([^`]*)`", cells[1])
+            rows.update((name, values[i] if i < len(values) else None) for i, name in enumerate(names))
+    defaults = {name: _text(getattr(WritebackConfig(), name)) for name in WritebackResource.model_fields}
+    assert set(WritebackResource.model_fields) == {f.name for f in dataclasses.fields(WritebackConfig)}
+    assert rows == defaults
 
 
 # Read by the test fixtures only (README, "Tests"), not a setting of ehrsync's.

@@ -4,9 +4,10 @@ The note goes ``unknown`` (``accepted``) at once, committed before the first pol
 while it polls must not leave it ``sending``, which a resumed run would POST again (draft-note §6).
 
 With a status endpoint (``Content-Location``) it is polled, at most ``accepted_polls`` times within
-``accepted_wait_s`` (the server's ``Retry-After``, seconds or HTTP-date, honoured inside that bound; the transport's
-own retry waits too), until it says how the create ended: a 2xx is the create's answer (the note is written as for a
-201/200), a refusal is the create's refusal (the identifier search runs first, as for any note that may be stored).
+``accepted_wait_s``, ``accepted_poll_s`` apart at least (the server's longer ``Retry-After``, seconds or HTTP-date,
+honoured inside that bound; the transport's own retry waits too), until it says how the create ended: a 2xx is the
+create's answer (the note is written as for a 201/200), a refusal is the create's refusal (the identifier search
+runs first, as for any note that may be stored).
 A 202 naming no status endpoint, one still working when the bound is reached (or asking to wait past it), one that
 cannot be read, or one answering about the poll rather than the create (404/410: the job unknown there; 401/403/405;
 a 2xx naming no outcome; a redirect; an error with no OperationOutcome) leaves the note ``unknown`` with the reason
@@ -26,7 +27,7 @@ from connectors.budgets import step_budget
 from connectors.fhir import CreateResult, FhirClient
 from engine.checkpoints import checkpoint
 from engine.writeback.config import WritebackConfig
-from engine.writeback.reconcile import reconcile
+from engine.writeback.reconcile import Searched, reconcile, search
 from store import AppDatabase
 from store.models import utcnow
 from store.outbox import NoteRecord, transition
@@ -51,6 +52,9 @@ _ABOUT_THE_POLL = frozenset({401, 403, 404, 405, 410})
 #: What a poll out of its time leaves (the end of its error's message, which ``poll_job`` catches): a note's create
 #: is left to the identifier search, a Binary's to its job asked again on the next try (``binary``).
 _KEPT = "how the create ended is left to a later check"
+#: What bounds the polling (its budget error names it): the write-back's own setting, not a sync step's budget.
+_SETTING = "accepted_wait_s of the writeback resource"
+_ACCEPTED_202, _FOR_A_PERSON = "the EHR accepted the note (HTTP 202)", ": whether it holds it needs a person"
 
 
 def await_accepted(
@@ -71,7 +75,7 @@ def poll_job(
     """``await_accepted`` for a status URL, an error of the endpoint returned as it is (``ends_the_create`` says
     whether it is the create's own; 404/410 say the job is not known there)."""
     try:
-        with step_budget("polling an accepted create", config.accepted_wait_s, kept=_KEPT):
+        with step_budget("polling an accepted create", config.accepted_wait_s, kept=_KEPT, setting=_SETTING):
             return _poll(client, url, config, resource_type)
     except ce.EhrSyncError as exc:  # past the bound, off the FHIR base, unreachable, unreadable: not known
         _log.warning("async status of a %s create did not say how it ended (%s)", resource_type, exc.code)
@@ -81,23 +85,25 @@ def poll_job(
 def _poll(
     client: FhirClient, url: str, config: WritebackConfig, resource_type: str
 ) -> CreateResult | ce.FhirError | None:
+    """The polls: ``accepted_poll_s`` apart at least, longer when the server's Retry-After asks (a ``Retry-After: 0``
+    would otherwise spend every poll back to back, the job no further along)."""
     deadline = time.monotonic() + config.accepted_wait_s
     for poll in range(config.accepted_polls):
-        wait = config.accepted_poll_s
         try:
             status = client.async_status(url, resource_type)
         except ce.FhirError as exc:
             if not (exc.is_transient or isinstance(exc, ce.RateLimitedError)):
                 return exc
-            wait = exc.retry_after if exc.retry_after is not None else wait
+            asked = exc.retry_after
         else:
             if status.result is not None or status.error is not None:
                 return status.result or status.error
-            wait = status.retry_after if status.retry_after is not None else wait
+            asked = status.retry_after
+        wait = max(asked or 0.0, config.accepted_poll_s)
         left = deadline - time.monotonic()
         if left <= 0 or wait > left or poll + 1 == config.accepted_polls:
             break  # asked to wait past the bound, or no poll left: the identifier search, not a wasted sleep
-        time.sleep(max(wait, 0.0))
+        time.sleep(wait)
     return None
 
 
@@ -138,15 +144,13 @@ def still_accepted(db: AppDatabase, note: NoteRecord, config: WritebackConfig, *
 def recheck(db: AppDatabase, client: FhirClient, note: NoteRecord, config: WritebackConfig) -> NoteRecord:
     """An ``accepted`` note's identifier search; not found, due again after a longer backoff, or for a person once
     ``max_attempts`` checks found nothing."""
-    done = reconcile(db, client, note, config)
+    lookup = search(client, note, config)
+    done = reconcile(db, client, note, config, lookup)
     if done.state != "unknown" or done.reason_code != ACCEPTED:  # found, duplicates, search ignored: settled so
         return done
     note = done  # may say its search ran out of time (``reconcile``): checked again all the same, within the bound
     if note.attempts >= config.max_attempts:  # the POSTs and the checks so far
-        reason = (
-            "the EHR accepted the note (HTTP 202); no identifier search found it: whether it holds it needs a person"
-        )
-        detail = {"error_code": ACCEPTED_UNCONFIRMED}
+        reason, detail = _unconfirmed(lookup, config)
         return transition(db, note, "unknown", reason_code=ACCEPTED_UNCONFIRMED, reason=reason, detail=detail)
     wait = config.backoff_s(note.attempts + 1)
     return transition(
@@ -157,3 +161,17 @@ def recheck(db: AppDatabase, client: FhirClient, note: NoteRecord, config: Write
         next_attempt_at=utcnow() + timedelta(seconds=wait),
         detail={"error_code": ACCEPTED, "recheck_in_s": round(wait, 3)},
     )
+
+
+def _unconfirmed(lookup: Searched, config: WritebackConfig) -> tuple[str, dict[str, str]]:
+    """The reason and audit detail of an accepted note whose checks are spent, saying what its last search did: one
+    out of time, or failed, looked at nothing, and "no search found it" alone reads as "the EHR does not hold it"."""
+    detail = {"error_code": ACCEPTED_UNCONFIRMED}
+    if isinstance(lookup, ce.StepBudgetExceededError):
+        last = f"the last one did not end within its {config.lookup_wait_s:g} s budget (lookup_wait_s)"
+    elif isinstance(lookup, ce.EhrSyncError):
+        last = f"the last one failed ({lookup.code})"
+    else:
+        return f"{_ACCEPTED_202}; no identifier search found it{_FOR_A_PERSON}", detail
+    reason = f"{_ACCEPTED_202} and its identifier searches did not find it, {last}{_FOR_A_PERSON}"
+    return reason, detail | {"search_error": lookup.code}

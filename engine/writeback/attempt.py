@@ -34,12 +34,12 @@ from engine.writeback.accepted import ACCEPTED, await_accepted, recheck, still_a
 from engine.writeback.binary import binary_url
 from engine.writeback.config import WritebackConfig
 from engine.writeback.heartbeat import heartbeat
-from engine.writeback.lookup import IdentifierLookup, find_by_identifier
+from engine.writeback.lookup import IdentifierLookup
 from engine.writeback.matched import confirm_match, unconfirmed
 from engine.writeback.outcomes import ends_note, fail_from, outcome_unknown, retry_later
 from engine.writeback.preflight import SendPlan, build_payload, plan_send
 from engine.writeback.provenance import send_provenance
-from engine.writeback.reconcile import reconcile
+from engine.writeback.reconcile import Searched, reconcile, search
 from engine.writeback.target import NoteTarget, load_target
 from engine.writeback.written import record_written
 from store.models import utcnow
@@ -165,10 +165,10 @@ def _to_unknown(
     note: NoteRecord,
     client: FhirClient,
     exc: ce.EhrSyncError | None = None,
-    lookup: IdentifierLookup | None = None,
+    lookup: Searched | None = None,
 ) -> NoteRecord:
     """``sending → unknown`` (the POST may have been stored), then the identifier search (``reconcile``; ``lookup``:
-    one already made)."""
+    one already made, or how it failed: not made again)."""
     status = getattr(exc, "status", None)
     detail = {"error_code": exc.code, "status_code": status} if exc is not None else None
     fields = {"last_http_status": status} if status is not None else {}
@@ -257,11 +257,8 @@ def _settle_maybe_stored(
     a killed run sent it): ``failed``/``blocked`` would claim the EHR holds nothing, and a person would write the
     note again. The identifier search decides first: only a search the server applied that finds nothing lets the
     answer stand; otherwise the note is ``unknown`` and reconciled (found: ``written``)."""
-    try:
-        lookup = find_by_identifier(client, note, config)
-    except ce.EhrSyncError:
-        lookup = None
-    if lookup is not None and not lookup.ignored and not lookup.matches:
+    lookup = search(client, note, config)  # failed or out of time: handed on as it is, never searched again
+    if isinstance(lookup, IdentifierLookup) and not lookup.ignored and not lookup.matches:
         return (
             retry_later(env.db, config, note, exc)
             if isinstance(exc, ce.TransportError)

@@ -27,7 +27,8 @@ class WritebackConfig:
     #: every quarter of this (``heartbeat``), so a slow POST is never taken for a dead one
     stalled_after_s: float = 600.0
     #: a create answered 202 with a status endpoint (FHIR async pattern): polled at most this many times, within
-    #: this many seconds in all, every ``accepted_poll_s`` unless the server's Retry-After says otherwise
+    #: this many seconds in all, ``accepted_poll_s`` apart at least (the server's Retry-After may ask longer, not
+    #: shorter: a ``Retry-After: 0`` would spend every poll back to back)
     accepted_polls: int = 10
     accepted_wait_s: float = 60.0
     accepted_poll_s: float = 2.0

@@ -37,6 +37,8 @@ _PASSES = 3
 _MAX_PAGES = 20
 #: What a lookup running out of its time budget leaves (the end of its error's message).
 LOOKUP_KEPT = "the note stays unknown: never sent again blindly, never failed on no evidence"
+#: What bounds a lookup (its budget error names it): the write-back's own setting, not a sync step's budget.
+_SETTING = "lookup_wait_s of the writeback resource"
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ def find_by_identifier(client: FhirClient, note: NoteRecord, config: WritebackCo
     params = {"patient": note.patient_id, _PARAM: f"{system}|{note.draft_id}"}
     matches: dict[str, dict[str, Any]] = {}  # by id: a server paging by offset may repeat a match on a later page
     try:
-        with step_budget("the identifier search", config.lookup_wait_s, kept=LOOKUP_KEPT):
+        with step_budget("the identifier search", config.lookup_wait_s, kept=LOOKUP_KEPT, setting=_SETTING):
             return _passes(client, note, params, matches)
     except StepBudgetExceededError:
         if not matches:

@@ -17,8 +17,8 @@ from connectors import errors as ce
 from connectors.fhir import CreateResult, FhirClient
 from engine.checkpoints import checkpoint
 from engine.writeback.config import WritebackConfig
-from engine.writeback.lookup import IdentifierLookup, carries_identifier, find_by_identifier
-from engine.writeback.reconcile import reconcile
+from engine.writeback.lookup import carries_identifier
+from engine.writeback.reconcile import Searched, reconcile, search
 from store import AppDatabase
 from store.outbox import NoteRecord, transition
 
@@ -31,9 +31,10 @@ MATCH_UNCONFIRMED = "match_unconfirmed"
 
 def confirm_match(
     client: FhirClient, note: NoteRecord, result: CreateResult, config: WritebackConfig
-) -> tuple[CreateResult | None, IdentifierLookup | None]:
+) -> tuple[CreateResult | None, Searched | None]:
     """``(result, None)`` when ``result`` (a conditional create's 2xx) names this draft's note; else the identifier
-    search's ``(its result, lookup)`` when it finds the note, or ``(None, lookup)`` (``lookup`` None: it failed)."""
+    search's ``(its result, lookup)`` when it finds the note, or ``(None, lookup)`` (``lookup``: how it failed when
+    it did, for ``unconfirmed`` to settle the note by, never searching again)."""
     if result.created or _names_the_draft(note, result):
         return result, None
     _log.warning(
@@ -42,11 +43,10 @@ def confirm_match(
         note.id,
         result.status,
     )
-    try:
-        lookup = find_by_identifier(client, note, config)
-    except ce.EhrSyncError as exc:
-        _log.warning("note %s: the identifier search failed (%s)", note.id, exc.code)
-        return None, None
+    lookup = search(client, note, config)
+    if isinstance(lookup, ce.EhrSyncError):
+        _log.warning("note %s: the identifier search failed (%s)", note.id, lookup.code)
+        return None, lookup
     if (ref := lookup.found_ref) is None:
         return None, lookup
     return CreateResult(result.status, ref[0], None, lookup.found, ref[1]), lookup
@@ -58,7 +58,7 @@ def unconfirmed(
     note: NoteRecord,
     config: WritebackConfig,
     status: int,
-    lookup: IdentifierLookup | None,
+    lookup: Searched | None,
 ) -> NoteRecord:
     """``sending → unknown`` (``MATCH_UNCONFIRMED``) after ``confirm_match`` found no proof, then the identifier
     reconciliation with the search already made (``lookup``); never ``written`` with the answer's id, never POSTed

@@ -11,6 +11,7 @@ so in the note's ``reason``). A server that did not apply the identifier search
 from __future__ import annotations
 
 import logging
+from typing import TypeAlias
 
 from connectors import errors as ce
 from connectors.fhir import FhirClient
@@ -19,11 +20,23 @@ from engine.writeback.lookup import IdentifierLookup, find_by_identifier
 from store import AppDatabase
 from store.outbox import NoteRecord, transition
 
-__all__ = ["IGNORED", "reconcile"]
+__all__ = ["IGNORED", "Searched", "reconcile", "search"]
 
 _log = logging.getLogger(__name__)
 #: Reason code of an ``unknown`` note whose EHR ignores the identifier search parameter.
 IGNORED = "identifier_search_ignored"
+#: An identifier search's answer, or why it gave none (out of time: ``StepBudgetExceededError``).
+Searched: TypeAlias = IdentifierLookup | ce.EhrSyncError
+
+
+def search(client: FhirClient, note: NoteRecord, config: WritebackConfig) -> Searched:
+    """The note's identifier search (``find_by_identifier``), its failure returned rather than raised: a caller that
+    searched hands either to ``reconcile``, which never searches a second time in the run (each search may take
+    ``lookup_wait_s``, and one that ran out of it or failed says nothing a repeat at once would change)."""
+    try:
+        return find_by_identifier(client, note, config)
+    except ce.EhrSyncError as exc:
+        return exc
 
 
 def reconcile(
@@ -31,17 +44,17 @@ def reconcile(
     client: FhirClient,
     note: NoteRecord,
     config: WritebackConfig,
-    lookup: IdentifierLookup | None = None,
+    lookup: Searched | None = None,
 ) -> NoteRecord:
-    """Settle an ``unknown`` note by its identifier search (``lookup``: one already made for this note)."""
+    """Settle an ``unknown`` note by its identifier search (``lookup``: one already made for this note in this run,
+    or how it failed)."""
     if lookup is None:
-        try:
-            lookup = find_by_identifier(client, note, config)
-        except ce.StepBudgetExceededError as exc:
-            return _out_of_time(db, note, config, exc)
-        except ce.EhrSyncError as exc:
-            _log.warning("note %s: reconciling search failed (%s); left unknown", note.id, exc.code)
-            return note
+        lookup = search(client, note, config)
+    if isinstance(lookup, ce.StepBudgetExceededError):
+        return _out_of_time(db, note, config, lookup)
+    if isinstance(lookup, ce.EhrSyncError):
+        _log.warning("note %s: reconciling search failed (%s); left unknown", note.id, lookup.code)
+        return note
     if lookup.ignored:
         if note.reason_code == IGNORED:  # said already: a repeated search adds no event
             return note

@@ -8,7 +8,9 @@ of ``create_answer_types`` (DocumentReference unless told):
   OperationOutcome while the job runs (no batch-response: it names no outcome of the create); ``moved``: 307 to
   the job's status on another node (``?node=2``, which answers as ``batch``), as a load balancer pinning a job does;
   ``gateway``: 400 with an HTML page and no OperationOutcome, as a proxy in front of it refusing the poll does.
-  With ``create_redirect_origin`` set, ``Content-Location`` names that origin: a status endpoint off the FHIR base.
+  While a job runs its status endpoint says ``Retry-After: 1``, or ``create_async_retry_after`` verbatim (``0``: poll
+  again at once; an HTTP-date; empty: none). With ``create_redirect_origin`` set, ``Content-Location`` names that
+  origin: a status endpoint off the FHIR base.
 - ``accepted``: a bare 202 (nothing to poll); the note is stored once its delay has passed.
 - ``see_other``/``found``: the POST is processed (a conditional create may match), answered 303/302 with
   ``Location`` of the result, as some servers answer a conditional create that matched.
@@ -84,7 +86,9 @@ def async_status(job_id: str, request: Request) -> Response:
         return Response(b"<html><body>400 Bad Request</body></html>", 400, media_type="text/html")
     if not job.done:
         working = 200 if mode == "outcome" else 202
-        return fhir_response(outcome_body("informational", "in progress", "information"), working, {"Retry-After": "1"})
+        wait = st.settings.create_async_retry_after
+        headers = {"Retry-After": wait} if wait else {}
+        return fhir_response(outcome_body("informational", "in progress", "information"), working, headers)
     if job.created is None:
         answer: dict[str, Any] = {
             "status": "422 Unprocessable Entity",

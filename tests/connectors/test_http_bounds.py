@@ -111,6 +111,25 @@ def test_a_step_budget_inside_another_is_a_phase_of_it_and_says_what_it_keeps() 
     ), said
 
 
+def test_a_budget_set_by_another_setting_names_that_setting() -> None:
+    """A write-back wait is bounded by its own setting (``lookup_wait_s``), not ``EHRSYNC_STEP_BUDGET_S``: its
+    budget error named the sync step's variable, sending an operator to raise the wrong one. Inside a shorter
+    outer step, the outer step bounds it, and its setting is the one named."""
+    now = [0.0]
+    with step_budget("the identifier search", 300.0, clock=lambda: now[0], kept="unknown", setting="lookup_wait_s"):
+        now[0] = 300.0
+        with pytest.raises(StepBudgetExceededError) as own:
+            check_step_budget()
+    assert str(own.value) == "the identifier search exceeded its 300 s budget (lookup_wait_s); unknown", own.value
+    now[0] = 0.0
+    outer_step = step_budget("landing Observation", 5.0, clock=lambda: now[0])
+    with outer_step, step_budget("the identifier search", 300.0, kept="unknown", setting="lookup_wait_s"):
+        now[0] = 5.0
+        with pytest.raises(StepBudgetExceededError) as outer:
+            check_step_budget()
+    assert "its 5 s budget (EHRSYNC_STEP_BUDGET_S)" in str(outer.value), outer.value
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -194,3 +194,20 @@ def test_dwb18_a_binary_post_throttled_creates_nothing_and_is_not_counted(
     assert done.state == "written" and done.binary_id, done.reason
     assert done.binary_posts == 1
     assert len(server_notes(world, conn, ehr, note)) == 1
+
+
+@pytest.mark.parametrize("retry_after", ["0", "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_dwb50_a_status_endpoint_saying_retry_after_0_is_not_polled_back_to_back(
+    world, start_sandbox, http, request_log, retry_after
+) -> None:
+    """DWB-50: the status endpoint answers 202 with ``Retry-After: 0`` (or a date past) while the job runs. Taken at
+    its word, all 10 polls went back to back, the job no further along, and the bound was never used. Now the polls
+    are ``accepted_poll_s`` apart at least: within 3 s, 1 s apart, 4 polls at most; the note is ``unknown``
+    (``accepted``), for the identifier search."""
+    ehr = start_sandbox(create_answer="async", create_async_delay_s=10_000.0, create_async_retry_after=retry_after)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    done = write_note(world.env, replace(FAST, accepted_poll_s=1.0, accepted_wait_s=3.0), note.id)
+    assert (done.state, done.reason_code) == ("unknown", "accepted"), done.reason
+    assert 1 <= len(request_log.paths(STATUS, "GET")) <= 4
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1

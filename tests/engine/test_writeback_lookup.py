@@ -10,7 +10,7 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from connectors.errors import SearchIncompleteError
+from connectors.errors import SearchIncompleteError, StepBudgetExceededError
 from connectors.fhir import FhirClient
 from connectors.tokens import StaticTokenSource
 from engine.writeback import write_note
@@ -106,3 +106,60 @@ def test_dwb32_a_trickled_identifier_search_ends_within_its_budget_and_leaves_th
     [doc] = server_notes(world, conn, ehr, note)
     assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
     assert len(request_log.paths(DOC, "POST")) == 1
+
+
+def test_a_lookup_out_of_time_names_lookup_wait_s_not_the_sync_step_budget(world, start_sandbox, http) -> None:
+    """A trickled identifier search runs out of ``lookup_wait_s``: its error named ``EHRSYNC_STEP_BUDGET_S`` (the
+    sync step's budget, which bounds no lookup), so an operator raising it changed nothing. It names the
+    write-back's own setting now."""
+    ehr = start_sandbox(conditional_create=False)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    client = FhirClient(ehr.fhir_base, world.env.vault.token_source(conn), http=world.env.http)
+    ehr.admin.set_fault("trickle", path=DOC, method="GET", times=None, delay_s=0.5)
+    with pytest.raises(StepBudgetExceededError) as raised:
+        find_by_identifier(client, note, replace(FAST, lookup_wait_s=1.0))
+    said = str(raised.value)
+    assert "its 1 s budget (lookup_wait_s of the writeback resource)" in said and "EHRSYNC" not in said, said
+
+
+def test_a_run_whose_identifier_search_ran_out_of_time_does_not_search_again(
+    world, start_sandbox, http, request_log
+) -> None:
+    """A conditional POST stored with its answer lost, then refused (422): the identifier search decides first, and
+    the EHR trickles it past ``lookup_wait_s``. The run then searched a second time to reconcile the note it had just
+    made ``unknown``: two lookups, up to 2 x ``lookup_wait_s`` (5 min each). Now the one search's outcome settles it:
+    ``unknown``, the reason naming the budget, one search in the run."""
+    ehr = start_sandbox()
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    ehr.admin.set_fault("drop_response", path=DOC, method="POST", times=None)  # stored, answer lost
+    assert write_note(world.env, FAST, note.id).maybe_stored
+    ehr.admin.clear_faults()
+    ehr.admin.set_fault("422", path=DOC, method="POST", times=None)
+    ehr.admin.set_fault("trickle", path=DOC, method="GET", times=None, delay_s=0.5)
+    request_log.clear()
+    done = write_note(world.env, replace(FAST, lookup_wait_s=1.0), note.id)
+    assert (done.state, done.reason_code) == ("unknown", "response_lost")
+    assert "within its 1 s budget" in (done.reason or "")
+    assert len([url for url in request_log.paths(DOC) if "identifier" in str(url.params)]) == 1
+    assert len(request_log.paths(DOC, "POST")) == 1
+
+
+def test_an_accepted_note_whose_last_search_ran_out_of_time_does_not_say_no_search_found_it(
+    world, start_sandbox, http
+) -> None:
+    """A bare 202 on its last check, whose identifier search the EHR trickles past ``lookup_wait_s``: it is left for
+    a person (``accepted_unconfirmed``), and its reason said "no identifier search found it", as if the EHR had been
+    searched and did not hold it. It says the last search did not end within its budget now."""
+    ehr = start_sandbox(create_answer="accepted", create_async_delay_s=10_000.0)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    config = replace(FAST, max_attempts=1, lookup_wait_s=1.0)
+    first = write_note(world.env, config, note.id)  # POSTed (its one attempt), searched: not filed yet
+    assert (first.state, first.reason_code) == ("unknown", "accepted")
+    ehr.admin.set_fault("trickle", path=DOC, method="GET", times=None, delay_s=0.5)
+    last = write_note(world.env, config, note.id)
+    assert (last.state, last.reason_code) == ("unknown", "accepted_unconfirmed")
+    assert "did not end within its 1 s budget" in (last.reason or ""), last.reason
+    assert "no identifier search found it" not in (last.reason or "")

@@ -271,3 +271,25 @@ def test_an_unreachable_app_database_is_one_clear_error_in_every_sensor(dagster_
         text = str(raised.value)
         assert text.startswith("app database error") and "DATABASE_URL" in text, text
         assert "hunter2" not in text and "sqlalche.me" not in text
+
+
+def test_the_writeback_waits_are_settings_and_a_wait_that_is_no_positive_number_is_refused() -> None:
+    """``accepted_wait_s``, ``lookup_wait_s``, ``binary_posts_max`` (and the polls' count and interval) were fixed in
+    the engine: the resource had no field for them. Now they reach the run's config, and a zero, negative or
+    infinite wait is refused as the resource is built, naming the field."""
+    chosen = {"accepted_wait_s": 30.0, "lookup_wait_s": 45.0, "binary_posts_max": 2, "accepted_polls": 4}
+    config = WritebackResource(**chosen, accepted_poll_s=0.5, retry_after_cap_s=3600.0).config()
+    assert (config.accepted_wait_s, config.lookup_wait_s, config.binary_posts_max, config.accepted_polls) == (
+        30.0,
+        45.0,
+        2,
+        4,
+    )
+    assert (config.accepted_poll_s, config.retry_after_cap_s) == (0.5, 3600.0)
+    for field in ("accepted_wait_s", "lookup_wait_s", "accepted_poll_s", "stalled_after_s", "retry_after_cap_s"):
+        for bad in (0.0, -1.0, float("inf"), float("nan")):
+            with pytest.raises(ValidationError, match=field):
+                WritebackResource(**{field: bad})
+    for field in ("binary_posts_max", "accepted_polls"):
+        with pytest.raises(ValidationError, match=field):
+            WritebackResource(**{field: 0})

@@ -1,6 +1,9 @@
-"""The write-back's own settings as a Dagster resource: the service-wide switch and the retry bounds."""
+"""The write-back's own settings as a Dagster resource: the service-wide switch, the retry bounds and the waits."""
 
 from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
 
 from dagster import ConfigurableResource
 from pydantic import Field
@@ -12,23 +15,35 @@ __all__ = ["WritebackResource"]
 _DEFAULTS = WritebackConfig()
 
 
+def _wait(default: float, description: str) -> Any:
+    """A wait in seconds: positive and finite (a zero or negative one is refused naming the field as the resource is
+    built: a zero ``lookup_wait_s`` would end every identifier search before its first page)."""
+    return Field(default=default, gt=0, allow_inf_nan=False, description=description)
+
+
 class WritebackResource(ConfigurableResource["WritebackResource"]):
     """``service_write_enabled`` is ``SMART_ENABLE_WRITE`` (read once with the settings); off, every note is
-    ``blocked`` with ``WRITE_NOT_SUPPORTED (vendor_disabled)`` and nothing is sent."""
+    ``blocked`` with ``WRITE_NOT_SUPPORTED (vendor_disabled)`` and nothing is sent. The rest is
+    ``engine.writeback.WritebackConfig``, field for field (docs/WRITEBACK.md, "Settings")."""
 
     service_write_enabled: bool = Field(default=False, description="SMART_ENABLE_WRITE")
     max_attempts: int = Field(default=_DEFAULTS.max_attempts, ge=1, le=50)
-    backoff_base_s: float = Field(default=_DEFAULTS.backoff_base_s, ge=0)
-    backoff_cap_s: float = Field(default=_DEFAULTS.backoff_cap_s, ge=0)
+    backoff_base_s: float = Field(default=_DEFAULTS.backoff_base_s, ge=0, allow_inf_nan=False)
+    backoff_cap_s: float = Field(default=_DEFAULTS.backoff_cap_s, ge=0, allow_inf_nan=False)
+    retry_after_cap_s: float = _wait(_DEFAULTS.retry_after_cap_s, "Longest Retry-After (or quota reset) honoured.")
     inline_max_bytes: int = Field(default=_DEFAULTS.inline_max_bytes, ge=1)
-    stalled_after_s: float = Field(default=_DEFAULTS.stalled_after_s, gt=0)
+    binary_posts_max: int = Field(
+        default=_DEFAULTS.binary_posts_max, ge=1, le=50, description="Binary POSTs a note may make in all (DWB-18)."
+    )
+    stalled_after_s: float = _wait(_DEFAULTS.stalled_after_s, "A note unmoved in sending this long is resumed.")
+    accepted_polls: int = Field(
+        default=_DEFAULTS.accepted_polls, ge=1, le=1000, description="Polls of a 202's status endpoint at most."
+    )
+    accepted_wait_s: float = _wait(_DEFAULTS.accepted_wait_s, "Seconds a 202's status endpoint is polled in all.")
+    accepted_poll_s: float = _wait(_DEFAULTS.accepted_poll_s, "Least seconds between two polls of a status endpoint.")
+    lookup_wait_s: float = _wait(
+        _DEFAULTS.lookup_wait_s, "Seconds one note's identifier search in a run may take in all."
+    )
 
     def config(self) -> WritebackConfig:
-        return WritebackConfig(
-            service_write_enabled=self.service_write_enabled,
-            max_attempts=self.max_attempts,
-            backoff_base_s=self.backoff_base_s,
-            backoff_cap_s=self.backoff_cap_s,
-            inline_max_bytes=self.inline_max_bytes,
-            stalled_after_s=self.stalled_after_s,
-        )
+        return WritebackConfig(**{f.name: getattr(self, f.name) for f in fields(WritebackConfig)})
