@@ -29,6 +29,8 @@ POINTS = (
     "purge.files_removed",  # a purge removed the landing and attachment files, the warehouse rows not yet
     "purge.warehouse_purged",  # a purge deleted the warehouse rows, the sync state and completion not yet
     "writeback.sending",  # a note's pending -> sending committed, its POST not yet made
+    "writeback.binary_job",  # an accepted Binary's status URL committed, its job about to be polled
+    "writeback.posting",  # the note's DocumentReference POST recorded (doc_posted), not yet sent
     "writeback.sent",  # the EHR answered the POST, written not yet committed
     "writeback.written",  # sending -> written committed
     "writeback.unknown",  # sending -> unknown committed (answer lost), not yet reconciled

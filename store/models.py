@@ -10,18 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-    false,
-)
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -296,5 +285,8 @@ class NoteOutbox(Base):
     provenance_id: Mapped[str | None] = mapped_column(String(64))  # DWB-82: the EHR's Provenance, once created
     # 0009: an earlier POST of this note may have been stored, so a later refusal must not end it ``failed`` unsearched
     maybe_stored: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # 0016: this attempt's DocumentReference POST may have left (committed just before it is sent, reset as each
+    # attempt starts): a note resumed in ``sending`` without it was never POSTed, so it is sent, not searched for
+    doc_posted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

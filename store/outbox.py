@@ -146,6 +146,7 @@ class NoteRecord:
     source_resources: list[str] | None
     provenance_id: str | None
     maybe_stored: bool
+    doc_posted: bool
     created_at: datetime
     updated_at: datetime
 

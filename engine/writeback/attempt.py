@@ -5,8 +5,11 @@ killed anywhere resumes from what the database says:
 
 - ``pending``: nothing was sent. The gates run; a "no" is ``blocked``. Then ``pending → sending`` commits, and
   only then is the note POSTed.
-- ``sending``: a POST may have gone out. With conditional create the POST is repeated (``If-None-Exist`` on the
-  business identifier makes a repeat find the first note); without it the note goes to ``unknown``.
+- ``sending``: a POST may have gone out once ``doc_posted`` is committed, just before the DocumentReference POST
+  (``store.outbox.transition``, after any Binary is settled). With it (or ``maybe_stored``), conditional create
+  repeats the POST (``If-None-Exist`` on the business identifier makes a repeat find the first note); without it the
+  note goes to ``unknown``. Without either the note was never POSTed (a run killed while polling its Binary's job, or
+  before the POST): it goes on as a first try would (the same Binary job, then one POST), never to ``unknown``.
 - ``unknown``: reconciled by an identifier search (``reconcile``); nothing found is left for a person. A POST
   whose outcome is unknown (lost answer, 408, 5xx) goes there at once without conditional create, and with it
   once its attempts are spent: ``failed`` would claim the EHR holds nothing.
@@ -88,9 +91,10 @@ def write_note(env: SyncEnvironment, config: WritebackConfig, note_id: str, vers
 
 
 def _may_be_stored(note: NoteRecord) -> bool:
-    """Whether a POST of this note may already be in the EHR: one is under way or was (``sending``), or an earlier
-    one's answer was lost (``maybe_stored``). Such a note is never failed or blocked before the search looks."""
-    return note.state == "sending" or note.maybe_stored
+    """Whether a POST of this note may already be in the EHR: this attempt's left or was about to (``sending`` with
+    ``doc_posted``), or an earlier one's answer was lost (``maybe_stored``). Such a note is never failed or blocked
+    before the search looks; a ``sending`` note whose DocumentReference was never POSTed is as a ``pending`` one."""
+    return note.maybe_stored or (note.state == "sending" and note.doc_posted)
 
 
 def _connection_not_active(env: SyncEnvironment, note: NoteRecord, status: str) -> NoteRecord:
@@ -149,13 +153,15 @@ def _advance(
             return _to_unknown(env, config, note, client)
         if note.state == "pending":
             attempt = note.attempts + 1
-            note = transition(env.db, note, "sending", attempts=attempt, detail={"attempt": attempt})
+            note = transition(env.db, note, "sending", attempts=attempt, doc_posted=False, detail={"attempt": attempt})
             checkpoint("writeback.sending")
             beating.enter_context(heartbeat(env.db, note.id, config.stalled_after_s))  # a slow live POST too
-        elif not plan.conditional:  # resumed in ``sending`` without If-None-Exist: a repeat could duplicate
-            return _to_unknown(env, config, note, client)
-        else:  # resumed: the killed run's POST may have been stored (kept if this one leaves for ``pending``)
-            note = replace(note, maybe_stored=True)
+        elif _may_be_stored(note):  # resumed in ``sending``: the killed run's POST may have been stored
+            if not plan.conditional:  # without If-None-Exist a repeat could duplicate
+                return _to_unknown(env, config, note, client)
+            note = replace(note, maybe_stored=True)  # kept if this one leaves for ``pending``
+        # else resumed with its DocumentReference never POSTed (no ``doc_posted``): it goes on as a first try would,
+        # asking the same Binary job again (``binary_status_url``), then POSTing once
         return _send(env, config, note, plan, client)
 
 
@@ -182,14 +188,21 @@ def _send(
 ) -> NoteRecord:
     identifier = f"identifier={identifier_system(note.tenant_id)}|{note.draft_id}"
     posted = False
+    maybe_stored = note.maybe_stored  # a resumed note's (``_advance``): the Binary's steps read the row, without it
     try:
         url = None
         if plan.via_binary:
             note, url_or_error = binary_url(env, config, note, client)  # ``note`` as each of its steps left it
+            note = replace(note, maybe_stored=note.maybe_stored or maybe_stored)
             if isinstance(url_or_error, ce.EhrSyncError):
                 raise url_or_error
             url = url_or_error
         resource = build_payload(note, plan.doc_status, url, plan.content_type)
+        # committed before it leaves: a run killed from here on may have POSTed it (a resumed one searches for it)
+        note = transition(
+            env.db, note, "sending", doc_posted=True, maybe_stored=note.maybe_stored, detail={"doc_post": note.attempts}
+        )
+        checkpoint("writeback.posting")
         posted = True
         result = client.create(resource, if_none_exist=identifier if plan.conditional else None)
     except ce.EhrUnreachableError as exc:  # nothing reached the server: safe to try again later

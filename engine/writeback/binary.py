@@ -5,8 +5,8 @@ find it again. So:
 
 - its id, once known, is stored with the note (``binary_id``): a resumed attempt references the same one;
 - a Binary POST answered 202 (FHIR async) has its status URL stored (``binary_status_url``), committed before the
-  first poll: a later try, or a run resumed after a kill (with conditional create: without it a note resumed in
-  ``sending`` is ``unknown``, searched for), asks that same job again (``poll_job``) instead of
+  first poll: a later try, or a run resumed after a kill (the note itself never POSTed, ``doc_posted`` unset, so with
+  or without conditional create), asks that same job again (``poll_job``) instead of
   POSTing another Binary while the first may still be filed. Only once that job is known failed (refused: the
   note goes as any refusal does) or its status URL is gone (404/410: the job is not known there any more; a new
   Binary on the next try) is the URL forgotten;
@@ -30,6 +30,7 @@ import base64
 from connectors import errors as ce
 from connectors.fhir import CreateResult, FhirClient
 from connectors.http import redact_url
+from engine.checkpoints import checkpoint
 from engine.environment import SyncEnvironment
 from engine.writeback.accepted import ends_the_create, poll_job
 from engine.writeback.config import WritebackConfig
@@ -122,6 +123,7 @@ def _settle_job(
 ) -> tuple[NoteRecord, str | ce.EhrSyncError]:
     """Ask the accepted Binary's status endpoint how it ended: created, refused, gone, or not known yet."""
     assert note.binary_status_url is not None
+    checkpoint("writeback.binary_job")
     outcome = poll_job(client, note.binary_status_url, config, "Binary")
     if isinstance(outcome, CreateResult):
         return _created(env, note, outcome)

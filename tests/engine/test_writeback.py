@@ -119,7 +119,7 @@ def test_dwb32_33_without_conditional_create_a_lost_answer_is_unknown_then_recon
     [doc] = server_notes(world, conn, ehr, note)
     assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
     states = [e.outcome for e in _transitions(world, note.id)]
-    assert states == ["sending", "unknown", "written"]
+    assert states == ["sending", "sending", "unknown", "written"]  # the second: its POST recorded (``doc_posted``)
 
 
 def test_without_conditional_create_a_note_not_found_stays_unknown_for_a_person(world, start_sandbox, http) -> None:
@@ -229,7 +229,8 @@ def test_every_attempt_is_audited_without_note_text_or_phi(world, sb, http) -> N
     note = enqueue(world, conn)
     write_note(world.env, FAST, note.id)
     events = _transitions(world, note.id)
-    assert [e.outcome for e in events] == ["sending", "written"]
+    assert [e.outcome for e in events] == ["sending", "sending", "written"]
+    assert (events[0].detail["attempt"], events[1].detail["doc_post"]) == (1, 1)  # its POST recorded before it left
     with world.env.db.session() as session:
         dumped = repr([(e.action, e.detail) for e in session.scalars(select(AuditEvent))])
     assert NOTE_TEXT not in dumped and "Follow-up visit" not in dumped and note.patient_id not in dumped

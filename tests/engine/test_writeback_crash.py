@@ -22,6 +22,8 @@ DOC_POSTS = "/fhir/DocumentReference"
     ("crash_at", "conditional", "fault", "left_in"),
     [
         ("writeback.sending", True, None, "sending"),  # committed sending, POST not made
+        ("writeback.sending", False, None, "sending"),  # ... without conditional create: never POSTed, so sent once
+        ("writeback.posting", True, None, "sending"),  # the POST recorded, not made: repeated with If-None-Exist
         ("writeback.sent", True, None, "sending"),  # the EHR stored it and answered; written not committed
         ("writeback.written", True, None, "written"),  # everything committed
         ("writeback.sent", False, None, "sending"),  # stored, no conditional create: resumed by search, not resent
@@ -54,14 +56,15 @@ def test_kill_at_each_transition_then_resume_gives_exactly_one_note(
 
 
 def test_killed_after_sending_without_conditional_create_is_never_resent(tmp_path, start_sandbox, http) -> None:
-    """DWB-32: killed before the POST on a server without If-None-Exist: the resumed run cannot know, so it only
-    searches (nothing found: unknown, for a person) and never POSTs a possible duplicate."""
+    """DWB-32: killed once its POST was recorded (``doc_posted``), before it left, on a server without If-None-Exist:
+    the resumed run cannot tell it from a POST whose answer was lost, so it only searches (nothing found: unknown, for
+    a person) and never POSTs a possible duplicate. Killed before that record it was never POSTed: sent once (above)."""
     ehr = start_sandbox(conditional_create=False)
     root = tmp_path / "world"
     world = make_environment(root, http=http)
     conn = writable_connection(world, ehr, http)
     note = enqueue(world, conn)
-    killed = run_writeback_child(root, world, note.id, "writeback.sending")
+    killed = run_writeback_child(root, world, note.id, "writeback.posting")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     resumed = write_note(world.env, FAST, note.id)
     assert resumed.state == "unknown" and server_notes(world, conn, ehr, note) == []

@@ -165,12 +165,12 @@ def test_a_note_that_may_be_stored_waits_for_a_rejected_client_and_is_unknown_on
 def test_a_note_left_sending_by_a_dead_run_is_never_left_sending_when_its_connection_cannot_write(
     world, sb, http, request_log
 ) -> None:
-    """A ``sending`` note (its POST may be stored) resumed while the connection needs re-authorization waits in
-    ``pending`` with ``maybe_stored``; resumed while the connection is disabled, it is ``unknown``. Before, both
-    stayed ``sending`` and were resumed every stalled period for ever."""
+    """A ``sending`` note whose POST may be stored (``doc_posted``) resumed while the connection needs
+    re-authorization waits in ``pending`` with ``maybe_stored``; resumed while the connection is disabled, it is
+    ``unknown``. Before, both stayed ``sending`` and were resumed every stalled period for ever."""
     conn = writable_connection(world, sb, http)
-    first = transition(world.env.db, enqueue(world, conn), "sending", attempts=1)
-    second = transition(world.env.db, enqueue(world, conn), "sending", attempts=1)
+    first = transition(world.env.db, enqueue(world, conn), "sending", attempts=1, doc_posted=True)
+    second = transition(world.env.db, enqueue(world, conn), "sending", attempts=1, doc_posted=True)
     _status(world, conn, "needs_reauth")
     waiting = write_note(world.env, FAST, first.id)
     assert (waiting.state, waiting.maybe_stored, waiting.reason_code) == ("pending", True, "connection_needs_reauth")
@@ -179,4 +179,18 @@ def test_a_note_left_sending_by_a_dead_run_is_never_left_sending_when_its_connec
         "unknown",
         "connection_disabled",
     )
+    assert request_log.paths(DOC_POSTS, "POST") == []
+
+
+def test_a_note_left_sending_before_its_post_was_recorded_is_failed_when_its_connection_cannot_write(
+    world, sb, http, request_log
+) -> None:
+    """A ``sending`` note whose DocumentReference was never POSTed (no ``doc_posted``: its run died before, e.g.
+    polling its Binary's job) is as a note never sent: its connection disabled, it is ``failed``
+    (``connection_disabled``), which a person may send again. Before, it was ``unknown`` for a person to search."""
+    conn = writable_connection(world, sb, http)
+    left = transition(world.env.db, enqueue(world, conn), "sending", attempts=1)
+    _status(world, conn, "disabled")
+    done = write_note(world.env, FAST, left.id)
+    assert (done.state, done.reason_code, done.maybe_stored) == ("failed", "connection_disabled", False)
     assert request_log.paths(DOC_POSTS, "POST") == []

@@ -80,7 +80,7 @@ def test_dwb32_33_a_server_saying_it_ignored_the_identifier_cannot_reconcile(
     assert (done.state, done.ehr_resource_id, done.reason_code) == ("unknown", None, "identifier_search_ignored")
     again = write_note(world.env, FAST, note.id)
     assert (again.state, again.version) == ("unknown", done.version)
-    assert [e.outcome for e in _events(world, note.id)] == ["sending", "unknown", "unknown"]
+    assert [e.outcome for e in _events(world, note.id)] == ["sending", "sending", "unknown", "unknown"]
 
 
 @pytest.mark.parametrize(("fault", "retry_after"), [("drop_response", None), ("500", None), ("503", "")])
@@ -142,10 +142,11 @@ def _in_thread(call: Any) -> tuple[threading.Thread, dict[str, NoteRecord]]:
 
 
 def _wait_sending(world, note_id: str) -> NoteRecord:
+    """The note once its POST is recorded (``doc_posted``): the version that POST leaves at, for another run to move."""
     deadline = time.monotonic() + 60  # by the clock, not a count of short sleeps: a busy machine oversleeps them
     while time.monotonic() < deadline:
         current = get_note(world.env.db, note_id)
-        if current is not None and current.state == "sending":
+        if current is not None and current.state == "sending" and current.doc_posted:
             return current
         time.sleep(0.05)
     raise AssertionError("the note never became sending in 60 s")
@@ -206,7 +207,7 @@ def test_a_2xx_after_another_run_moved_the_note_to_unknown_is_still_written(worl
     final = get_note(world.env.db, note.id)
     assert final is not None and (final.state, final.ehr_resource_id) == ("written", doc["id"])
     assert out["done"].state == "written"
-    assert [e.outcome for e in _events(world, note.id)] == ["sending", "unknown", "written"]
+    assert [e.outcome for e in _events(world, note.id)] == ["sending", "sending", "unknown", "written"]
     assert _events(world, note.id)[-1].detail["moved_by_other_run"] == "unknown"
 
 

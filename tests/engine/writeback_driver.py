@@ -2,7 +2,10 @@
 
 ``EHRSYNC_SYNC_CRASH_AT=writeback.<point>`` SIGKILLs it at that transition (engine/checkpoints.py).
 
-    python -m tests.engine.writeback_driver ROOT CIPHER_KEY_HEX TENANT_ID NOTE_ID
+    python -m tests.engine.writeback_driver ROOT CIPHER_KEY_HEX TENANT_ID NOTE_ID [INLINE_MAX_BYTES]
+
+``INLINE_MAX_BYTES``: notes over it go through a Binary created first (DWB-18), polled for a short while when the
+EHR accepts it for later.
 
 Prints the note's final state as one JSON line when it survives.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -23,10 +27,11 @@ from tests.engine.writeback_helpers import FAST
 
 def main(argv: list[str]) -> int:
     root, key_hex, tenant_id, note_id = argv[:4]
+    config = FAST if len(argv) < 5 else replace(FAST, inline_max_bytes=int(argv[4]), accepted_poll_s=0.2)
     logging.basicConfig(level=logging.WARNING)
     with httpx.Client(timeout=30.0) as http:
         world = make_environment(Path(root), http=http, cipher_key=bytes.fromhex(key_hex), tenant_id=tenant_id)
-        note = write_note(world.env, FAST, note_id)
+        note = write_note(world.env, config, note_id)
     sys.stdout.write(orjson.dumps({"state": note.state}).decode() + "\n")
     return 0
 

@@ -105,9 +105,12 @@ def first_encounter(world: SyncWorld, connection_id: str, sandbox: SandboxLike) 
     raise AssertionError(f"the sandbox has no Encounter for patient {patient}")
 
 
-def run_writeback_child(root: Path, world, note_id: str, crash_at: str) -> subprocess.CompletedProcess[str]:
-    """``tests.engine.writeback_driver`` in a real process, SIGKILLed at the checkpoint ``crash_at``."""
+def run_writeback_child(
+    root: Path, world, note_id: str, crash_at: str, inline_max_bytes: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``tests.engine.writeback_driver`` in a real process, SIGKILLed at the checkpoint ``crash_at``
+    (``inline_max_bytes``: notes over it go through a Binary)."""
     env = {**{k: v for k, v in os.environ.items() if k != CRASH_ENV}, CRASH_ENV: crash_at}
     cmd = [sys.executable, "-m", "tests.engine.writeback_driver", str(root), world.cipher_key.hex()]
-    cmd += [world.tenant_id, note_id]
+    cmd += [world.tenant_id, note_id, *([str(inline_max_bytes)] if inline_max_bytes is not None else [])]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
