@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from engine.handoff import LandingHandoff
@@ -59,11 +60,18 @@ def last_run_id(db: AppDatabase, connection_id: str, stream: str, resource_type:
 
 def _row(session: Session, connection_id: str, stream: str, resource_type: str) -> SyncCursor:
     """The cursor row, row-locked on PostgreSQL (``FOR UPDATE``) so concurrent read-modify-writes of it, such as
-    two runs queueing references, serialize instead of losing one side (SQLite: the caller's write lock)."""
-    row = session.get(SyncCursor, (connection_id, stream, resource_type), with_for_update=True)
-    if row is None:
-        row = SyncCursor(connection_id=connection_id, stream=stream, resource_type=resource_type, updated_at=utcnow())
-        session.add(row)
+    two runs queueing references, serialize instead of losing one side (SQLite: the caller's write lock).
+
+    A missing row is made with INSERT ... ON CONFLICT DO NOTHING, then read and locked: of two transactions making
+    it at once (two first ``begin_full``s), the second waits for the first's commit and then locks the row it made.
+    A plain insert failed on the primary key there (PostgreSQL)."""
+    key = (connection_id, stream, resource_type)
+    row = session.get(SyncCursor, key, with_for_update=True)
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    values = {"connection_id": connection_id, "stream": stream, "resource_type": resource_type}
+    while row is None:  # again only if a purge of the connection deleted the row another made, in between
+        session.execute(dialect.insert(SyncCursor).values(**values, updated_at=utcnow()).on_conflict_do_nothing())
+        row = session.get(SyncCursor, key, with_for_update=True)
     return row
 
 

@@ -188,13 +188,13 @@ class SyncEnvironment:
         """The SSRF check for URLs the server names (bulk files, attachments), with the operator's exceptions."""
         return outbound_url_guard(conn.fhir_base, allowed_hosts=self.fetch_allowed_hosts)
 
-    def bulk_client(self, conn: ConnectionInfo) -> BulkClient:
+    def bulk_client(self, conn: ConnectionInfo, *, wait_for_lock: bool = True) -> BulkClient:
         """Bounded like the REST client (EHRSYNC_MAX_RESPONSE_BYTES / EHRSYNC_REQUEST_DEADLINE_S on kick-off,
         status and cancel; files: the deadline up to their headers, then ``bulk_low_speed``, ``bulk_file_deadline_s``);
-        a request refused with 401 after its token refresh asks the vault to confirm."""
+        a request refused with 401 after its token refresh asks the vault to confirm. ``wait_for_lock``: the vault's."""
         return BulkClient(
             conn.fhir_base,
-            ThrottleAwareTokenSource(self.vault.token_source(conn.id), conn.id),
+            ThrottleAwareTokenSource(self.vault.token_source(conn.id, wait_for_lock=wait_for_lock), conn.id),
             http=self.http,
             retry=self.retry,
             rate_limit=self.rate_limiter(conn),

@@ -9,8 +9,9 @@ is recorded as the job's own run would record it: complete, the manifest is save
 ``downloading``, and its connection's next run downloads the files: none is fetched or deleted here); gone
 (404/410), ``abandoned``; failed, ``failed`` and its status URL deleted (BDX-11). Each frees the slot. Still in
 progress, or no answer, the job keeps holding it: the EHR still counts that export. So does a job whose grant's
-token is due a refresh another process is making: the probe does not wait for it (up to the refresh lock's 300 s)
-while it holds that connection's lock, which that connection's own run waits 30 s for.
+token is due a refresh another process is making, or whose status request is answered 401 while another process
+refreshes the grant: the probe does not wait for that refresh (up to the refresh lock's 300 s) while it holds that
+connection's lock, which that connection's own run waits 30 s for.
 """
 
 from __future__ import annotations
@@ -73,7 +74,9 @@ def _ask_once(env: SyncEnvironment, export: SlotExport) -> None:
         owner = load_connection(env.db, export.connection_id)
     except SyncError:
         return
-    client = env.bulk_client(owner)
+    # the grant's token, refreshed when due or after a 401, without waiting on another process's refresh: that wait
+    # (up to the refresh lock's 300 s) would hold this connection's lock, and its own run fails connection_busy
+    client = env.bulk_client(owner, wait_for_lock=False)
     try:
         _ask_and_record(env, client, job, export)
     except bulk_state.JobMovedOnError:  # a run of that connection (another host's) recorded it while we asked
@@ -87,9 +90,6 @@ def _ask_and_record(env: SyncEnvironment, client: BulkClient, job: JobView, expo
     raises JobMovedOnError, from the answer's branch or the refusal's handler alike (a sibling ``except`` clause
     would not catch it there)."""
     try:
-        # the grant's token, refreshed now if due, without waiting on another process's refresh: that wait (up to
-        # the refresh lock's 300 s) would hold this connection's lock, and its own run fails connection_busy
-        env.vault.get_access_token(export.connection_id, wait_for_lock=False)
         answer = client.check(job.status_url, cancel_on_abandon=False)
         if isinstance(answer, BulkManifest):
             record_manifest(env, job, answer, still="polling")

@@ -7,8 +7,9 @@ never starts two of them together. Runs started outside that queue (``ehrsync sy
 kick-off instead (``claim_slot``): the kick-off first claims the slot, a row keyed on it (``ExportSlotClaim``) that
 one process at a time can insert, and gives it back once the job is saved, when the job, ``polling`` (running on
 the EHR), holds the slot in its turn; while either is held, another connection's kick-off stops before asking, with
-BulkExportBusyError naming what holds it. A claim whose process is gone, or older than any kick-off lasts, is
-taken over. Other vendors have no slot: neither tag nor claim.
+BulkExportBusyError naming what holds it. A claim whose process is gone, or whose lease its taker stopped renewing
+(``engine.export_slot_lease``: another host's process cannot be checked), is taken over. Other vendors have no
+slot: neither tag nor claim.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from connectors.errors import BulkExportBusyError
 from connectors.fhir import RetryPolicy
 from connectors.transport import bounds_of
 from engine.environment import ConnectionInfo, SyncEnvironment
+from engine.export_slot_lease import CLAIM_LEASE, renewed
 from engine.export_slot_tags import export_slot, slot_base
 from engine.models import BulkJob, ExportSlotClaim, utcnow
 from engine.runs import process_gone
@@ -77,7 +79,7 @@ def slot_exports(db: AppDatabase, conn: ConnectionInfo, deadline_s: float) -> li
 
 
 def claim_ttl(policy: RetryPolicy | None, request_deadline_s: float | None) -> timedelta:
-    """Longer than any kick-off lasts, so a claim older than this is a crashed taker's on another host: each attempt
+    """Longer than any kick-off lasts, so no renewal moves a claim's lease past this after its claim: each attempt
     waits at most the longest Retry-After waited (BDX-10) and the grant's refresh lock, then sends a token request
     and the kick-off, each within the request deadline (EHRSYNC_REQUEST_DEADLINE_S; none: counted as 10 min)."""
     policy = policy or RetryPolicy()
@@ -87,31 +89,36 @@ def claim_ttl(policy: RetryPolicy | None, request_deadline_s: float | None) -> t
 
 
 @contextmanager
-def claim_slot(env: SyncEnvironment, conn: ConnectionInfo, run_id: str) -> Iterator[None]:
+def claim_slot(
+    env: SyncEnvironment, conn: ConnectionInfo, run_id: str, *, lease: timedelta = CLAIM_LEASE
+) -> Iterator[None]:
     """Hold ``conn``'s export slot for a kick-off (nothing for a vendor without slots): BulkExportBusyError, before
-    any request, while another kick-off of the slot is under way or another connection's export of it polls."""
+    any request, while another kick-off of the slot is under way or another connection's export of it polls. The
+    claim is a ``lease`` renewed while the kick-off runs (``engine.export_slot_lease``), for ``claim_ttl`` at most."""
     slot = export_slot(conn.provider_id, conn.client_id, conn.fhir_base)
     if slot is None:
         yield
         return
     ttl = claim_ttl(env.retry, (env.bounds or bounds_of(env.http)).deadline_s)
-    token = _claim(env.db, slot, conn, run_id, ttl)
+    until = utcnow() + ttl
+    token = _claim(env.db, slot, conn, run_id, min(lease, ttl))
     try:
-        # Read after the claim is in: a job saved before its own claim was given back is seen here.
-        exports = slot_exports(env.db, conn, env.bulk_deadline_s)
-        if exports:
-            raise _busy(conn.provider_id, f"connection {exports[0].connection_id}", f"export {exports[0].job_id}")
-        yield
+        with renewed(env.db, slot, token, lease, until):
+            # Read after the claim is in: a job saved before its own claim was given back is seen here.
+            exports = slot_exports(env.db, conn, env.bulk_deadline_s)
+            if exports:
+                raise _busy(conn.provider_id, f"connection {exports[0].connection_id}", f"export {exports[0].job_id}")
+            yield
     finally:
         with env.db.locked_session() as session:
             session.execute(delete(ExportSlotClaim).where(ExportSlotClaim.slot == slot, ExportSlotClaim.token == token))
             session.commit()
 
 
-def _claim(db: AppDatabase, slot: str, conn: ConnectionInfo, run_id: str, ttl: timedelta) -> str:
-    """Insert the slot's claim row, or raise BulkExportBusyError naming the live claim that holds it; a claim whose
-    process is known gone (``engine.runs.process_gone``), or past the expiry its taker set (``ttl`` after its claim, by
-    the taker's own settings: another host's deadline may be longer than this one's), is deleted first (by its own
+def _claim(db: AppDatabase, slot: str, conn: ConnectionInfo, run_id: str, lease: timedelta) -> str:
+    """Insert the slot's claim row, expiring a ``lease`` after, or raise BulkExportBusyError naming the live claim that
+    holds it; a claim whose process is known gone (``engine.runs.process_gone``), or past the expiry its taker set
+    and renews (by the taker's own settings: another host's may differ from this one's), is deleted first (by its own
     token, so of two processes taking it over only one wins the insert)."""
     token = uuid.uuid4().hex
     dialect = postgresql if db.dialect == "postgresql" else sqlite
@@ -120,8 +127,8 @@ def _claim(db: AppDatabase, slot: str, conn: ConnectionInfo, run_id: str, ttl: t
             held = session.get(ExportSlotClaim, slot)
             if held is not None and (process_gone(held.owner_pid, held.owner_host) or held.expires_at < utcnow()):
                 _log.info(
-                    "export slot %s: taking over the claim of run %s (its process is gone, or it is past the time any "
-                    "kick-off of its taker could last)",
+                    "export slot %s: taking over the claim of run %s (its process is gone, or its taker stopped "
+                    "renewing it)",
                     slot,
                     held.run_id,
                 )
@@ -133,7 +140,7 @@ def _claim(db: AppDatabase, slot: str, conn: ConnectionInfo, run_id: str, ttl: t
             row = {"slot": slot, "token": token, "connection_id": conn.id, "run_id": run_id}
             now = utcnow()
             owner = {"owner_pid": os.getpid(), "owner_host": socket.gethostname(), "claimed_at": now}
-            owner["expires_at"] = now + ttl
+            owner["expires_at"] = now + lease
             inserted = session.execute(
                 dialect.insert(ExportSlotClaim)
                 .values(**row, **owner)

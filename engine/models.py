@@ -119,8 +119,8 @@ class ExportSlotClaim(Base):
     owner_pid: Mapped[int] = mapped_column(Integer, nullable=False)
     owner_host: Mapped[str] = mapped_column(String(255), nullable=False)
     claimed_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False, default=utcnow)
-    # Past this, a live process of another host cannot still be kicking off: set by the taker, from its own request
-    # deadline and retry settings (``engine.export_slots.claim_ttl``), so hosts configured apart agree.
+    # Past this, the claim is taken over: its taker sets it a lease ahead and renews it while it kicks off
+    # (``engine.export_slot_lease``), up to its own ``engine.export_slots.claim_ttl``, so hosts configured apart agree.
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
 
 

@@ -147,26 +147,31 @@ class AppDatabase:
 
     @contextmanager
     def migration_connection(self) -> Iterator[Connection]:
-        """One transaction for a migration run (``migrate`` and ``alembic`` itself, store/migrations/env.py).
+        """The connection of a migration run (``migrate`` and ``alembic`` itself, store/migrations/env.py).
 
-        On SQLite, foreign keys are off while it runs: Alembic's batch mode rebuilds a table (copy, drop, rename)
-        to drop or alter a column, and dropping ``tenants`` or ``connections`` with foreign keys on would cascade
-        and delete every row that references them. ``PRAGMA foreign_key_check`` before the commit refuses a
-        migration that left a dangling reference. The pragma only takes effect outside a transaction, so it is
-        set on the driver connection before ``BEGIN``; the connection is closed after, never returned to the pool.
+        On PostgreSQL, Alembic begins the run's one transaction itself (env.py's ``begin_transaction``), so that a
+        migration can step out of it for what PostgreSQL runs only outside a transaction (``autocommit_block``:
+        revision 0014's ``CREATE INDEX CONCURRENTLY``); in a transaction begun here, Alembic cannot.
+
+        On SQLite, the run's one transaction is begun here, with foreign keys off while it runs: Alembic's batch
+        mode rebuilds a table (copy, drop, rename) to drop or alter a column, and dropping ``tenants`` or
+        ``connections`` with foreign keys on would cascade and delete every row that references them. ``PRAGMA
+        foreign_key_check`` before the commit refuses a migration that left a dangling reference. The pragma only
+        takes effect outside a transaction, so it is set on the driver connection before ``BEGIN``; the connection
+        is closed after, never returned to the pool.
         """
         with self.engine.connect() as conn:
-            sqlite = self.dialect == "sqlite"
-            if sqlite:
-                conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+            if self.dialect != "sqlite":
+                yield conn
+                return
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
             try:
                 with conn.begin():
                     yield conn
-                    if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                    if conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
                         raise ConfigurationError("a migration left rows that reference missing rows; rolled back")
-            finally:
-                if sqlite:  # closed, not pooled: no later session may get a connection with foreign keys off
-                    conn.invalidate()
+            finally:  # closed, not pooled: no later session may get a connection with foreign keys off
+                conn.invalidate()
 
     def migrate(self, revision: str = "head") -> None:
         """Alembic upgrade (to head by default) using the migrations shipped in this package."""

@@ -74,16 +74,17 @@ class TokenInfo:
 class VaultTokenSource:
     """``connectors.tokens.TokenSource`` backed by the vault for one connection."""
 
-    def __init__(self, vault: TokenVault, connection_id: str) -> None:
+    def __init__(self, vault: TokenVault, connection_id: str, *, wait_for_lock: bool = True) -> None:
         self._vault = vault
         self.connection_id = connection_id
+        self._wait = wait_for_lock
 
     def get_token(self) -> str:
-        return self._vault.get_access_token(self.connection_id)
+        return self._vault.get_access_token(self.connection_id, wait_for_lock=self._wait)
 
     def refresh_after_unauthorized(self, rejected: str) -> str:
         """After a 401: refresh once (unless another process already did) or raise ``NeedsReauthError``."""
-        return self._vault.refresh(self.connection_id, rejected=rejected)
+        return self._vault.refresh(self.connection_id, rejected=rejected, wait_for_lock=self._wait)
 
     def __repr__(self) -> str:
         return f"VaultTokenSource(connection_id={self.connection_id!r})"
@@ -158,9 +159,10 @@ class TokenVault:
                 return open_field(self._cipher, row, "access_token")
         return None
 
-    def token_source(self, connection_id: str) -> TokenSource:
-        """What ``FhirClient``/``BulkClient`` take: refreshes near expiry and once after a 401."""
-        return VaultTokenSource(self, connection_id)
+    def token_source(self, connection_id: str, *, wait_for_lock: bool = True) -> TokenSource:
+        """What ``FhirClient``/``BulkClient`` take: refreshes near expiry and once after a 401. ``wait_for_lock``
+        False: either refresh raises ``RefreshLockTimeoutError`` at once while another process refreshes the grant."""
+        return VaultTokenSource(self, connection_id, wait_for_lock=wait_for_lock)
 
     def token_info(self, connection_id: str) -> TokenInfo | None:
         with self._db.session() as session:

@@ -73,3 +73,31 @@ def test_bdx07_the_probe_does_not_wait_for_another_processs_refresh_of_the_orpha
     assert reports[0].error.startswith(f"bulk_export_busy: no export was started: connection {first}")
     assert find_job(world.env.db, job.id).status == "polling"  # it keeps the slot, as for no answer
     assert not request_log.paths(urlsplit(job.status_url).path)  # not asked this time
+
+
+def test_bdx07_a_401_on_the_probes_status_request_does_not_wait_for_another_processs_refresh(
+    start_sandbox: Any, slot_world: SyncWorld, http: httpx.Client, request_log: RequestLog
+) -> None:
+    """The grant's token is fresh, so the probe's token needs no refresh, but the EHR answers its status request 401
+    (the token was revoked there): the one refresh after a 401 must not wait for another process's refresh of that
+    grant either (before, it waited the refresh lock's 300 s, for good on PostgreSQL, holding the other connection's
+    lock). The probe skips the question this time, and the job keeps the slot."""
+    world = slot_world
+    sb = start_sandbox(bulk_throttle_s=6.0)
+    first, second = _pair(world, sb, http)
+    job = _crashed_export(world, first)
+    status_path = urlsplit(job.status_url).path
+    sb.admin.set_fault("expired_token", path=status_path, times=1)
+    request_log.clear()
+    reports: list[Any] = []
+    with _refreshing_elsewhere(world, first):
+        probing = threading.Thread(target=lambda: reports.append(run_bulk_export(world.env, second, "probe")))
+        probing.start()
+        probing.join(timeout=90)
+        returned = not probing.is_alive()
+    probing.join(timeout=300)
+    assert returned, "the probe's refresh after a 401 waited for another process's refresh of the grant"
+    assert len(request_log.paths(status_path)) == 1  # asked once, answered 401; not asked again
+    assert reports and reports[0].error is not None
+    assert reports[0].error.startswith(f"bulk_export_busy: no export was started: connection {first}")
+    assert find_job(world.env.db, job.id).status == "polling"

@@ -1,0 +1,111 @@
+"""A kick-off's claim of an export slot (BDX-07) is a lease its taker renews (``engine.export_slot_lease``).
+
+Another host's process cannot be checked, so its claim is taken over only once past its expiry. Before, the taker
+set that once, past the longest a kick-off may last (``claim_ttl``: about 2 h with the defaults), and a kick-off
+killed on another host held the slot that long. Now it expires a lease after the taker's last renewal: while the
+taker lives, its claim outlives any one lease; killed, its claim is taken over a lease later."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from engine import run_bulk_export
+from engine.environment import load_connection
+from engine.export_slot_lease import renewed
+from engine.export_slot_tags import export_slot
+from engine.models import ExportSlotClaim, utcnow
+from tests.engine.conftest import RequestLog
+from tests.engine.helpers import SyncWorld
+from tests.engine.test_export_slot_claims import _kickoffs, _pair
+
+LEASE_S = 10.0  # renewed every second: a loaded machine still renews many times within a lease
+
+_TAKER = """
+import sys, time
+from datetime import timedelta
+from pathlib import Path
+from engine import export_slots
+from engine.environment import load_connection
+from tests.engine.helpers import make_environment
+
+root, url, tenant, connection_id, lease_s = sys.argv[1:]
+world = make_environment(Path(root), app_db_url=url or None, migrate=False, tenant_id=tenant)
+conn = load_connection(world.env.db, connection_id)
+export_slots.socket.gethostname = lambda: "another-host"  # its claim names a host this one cannot check
+with export_slots.claim_slot(world.env, conn, "elsewhere", lease=timedelta(seconds=float(lease_s))):
+    print("claimed", flush=True)
+    time.sleep(600)  # a kick-off under way, until killed
+"""
+
+
+def _claim(world: SyncWorld, slot: str) -> ExportSlotClaim | None:
+    with world.env.db.session() as session:
+        return session.get(ExportSlotClaim, slot)
+
+
+def _until_past(moment: Any) -> None:
+    deadline = time.monotonic() + 120
+    while utcnow() <= moment:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+def test_bdx07_another_hosts_claim_lives_while_renewed_and_is_taken_over_a_lease_after_its_taker_died(
+    shared_sb: Any, slot_world: SyncWorld, http: httpx.Client, request_log: RequestLog, tmp_path: Path
+) -> None:
+    world = slot_world
+    first, second = _pair(world, shared_sb, http)
+    conn = load_connection(world.env.db, first)
+    slot = export_slot(conn.provider_id, conn.client_id, conn.fhir_base)
+    assert slot is not None
+    url = "" if world.env.db.dialect == "sqlite" else world.env.db.engine.url.render_as_string(hide_password=False)
+    args = [str(tmp_path / "world"), url, world.tenant_id, first, str(LEASE_S)]
+    taker = subprocess.Popen([sys.executable, "-c", _TAKER, *args], stdout=subprocess.PIPE, text=True)
+    try:
+        assert taker.stdout is not None and taker.stdout.readline().strip() == "claimed"
+        claim = _claim(world, slot)
+        assert claim is not None and claim.owner_host == "another-host"
+        assert claim.expires_at - claim.claimed_at == timedelta(seconds=LEASE_S)  # before: claim_ttl, ~2 h
+        _until_past(claim.expires_at)  # its first lease is over: renewed, the claim still holds the slot
+        renewed = _claim(world, slot)
+        assert renewed is not None and renewed.token == claim.token and renewed.expires_at > utcnow()
+        busy = run_bulk_export(world.env, second, "while-renewed")
+        assert busy.error is not None and "has a kick-off (run elsewhere) in progress" in busy.error, busy.error
+    finally:
+        taker.send_signal(signal.SIGKILL)  # the kick-off's process dies on its host; its claim stays
+        taker.wait(60)
+    last = _claim(world, slot)
+    assert last is not None
+    assert last.expires_at <= utcnow() + timedelta(seconds=LEASE_S)
+    _until_past(last.expires_at)
+    assert not _kickoffs(request_log)
+    taken = run_bulk_export(world.env, second, "a-lease-later")
+    assert taken.status == "completed", taken.error
+    assert len(_kickoffs(request_log)) == 1
+
+
+def test_bdx07_a_claims_lease_is_renewed_no_further_than_its_takers_longest_kick_off(slot_world: SyncWorld) -> None:
+    """Renewals stop at ``claim_ttl`` after the claim (``until``): a taker stuck past any kick-off's length (its
+    kick-off hung, its renewing thread alive) frees the slot then, as it did before leases."""
+    db = slot_world.env.db
+    now = utcnow()
+    until = now + timedelta(seconds=2)
+    owner = {"connection_id": "c", "run_id": "r", "owner_pid": os.getpid(), "owner_host": "h", "claimed_at": now}
+    with db.session() as session:
+        session.add(ExportSlotClaim(slot="s", token="t" * 32, expires_at=now + timedelta(seconds=1), **owner))
+        session.commit()
+    with renewed(db, "s", "t" * 32, timedelta(seconds=LEASE_S), until):
+        deadline = time.monotonic() + 60
+        while (claim := _claim(slot_world, "s")) is not None and claim.expires_at != until:
+            assert claim.expires_at <= until and time.monotonic() < deadline, claim.expires_at
+            time.sleep(0.1)
+    assert claim is not None and claim.expires_at == until
