@@ -293,3 +293,15 @@ def test_the_writeback_waits_are_settings_and_a_wait_that_is_no_positive_number_
     for field in ("binary_posts_max", "accepted_polls"):
         with pytest.raises(ValidationError, match=field):
             WritebackResource(**{field: 0})
+
+
+def test_a_writeback_wait_past_a_year_is_refused_naming_the_field() -> None:
+    """A wait of 1e12 s (finite, above 0) was accepted: the next-attempt time it gives is past year 9999, so a 202's
+    ``accepted_wait_s`` raised OverflowError before the note left ``sending`` (a resumed run would POST it again,
+    which If-None-Exist cannot stop for a note not filed yet), and a retry's backoff crashed the run. Every wait is
+    at most a year now, refused naming the field as the resource is built."""
+    waits = ("backoff_base_s", "backoff_cap_s", "retry_after_cap_s", "stalled_after_s", "accepted_wait_s")
+    for field in (*waits, "accepted_poll_s", "lookup_wait_s"):
+        with pytest.raises(ValidationError, match=field):
+            WritebackResource(**{field: 1e12})
+        assert getattr(WritebackResource(**{field: 366 * 86_400.0}).config(), field) == 366 * 86_400.0
