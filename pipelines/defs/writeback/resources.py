@@ -27,9 +27,12 @@ def _wait(default: float, description: str) -> Any:
 class WritebackResource(ConfigurableResource["WritebackResource"]):
     """``service_write_enabled`` is ``SMART_ENABLE_WRITE`` (read once with the settings); off, every note is
     ``blocked`` with ``WRITE_NOT_SUPPORTED (vendor_disabled)`` and nothing is sent. The rest is
-    ``engine.writeback.WritebackConfig``, field for field (docs/WRITEBACK.md, "Settings")."""
+    ``engine.writeback.WritebackConfig``, field for field (docs/WRITEBACK.md, "Settings").
 
-    service_write_enabled: bool = Field(default=False, description="SMART_ENABLE_WRITE")
+    The switch has no default: a run's config for this resource replaces the one it was built with as a whole, and a
+    default would turn writing off for that run unsaid (its note ``blocked``); it must be stated there."""
+
+    service_write_enabled: bool = Field(description="SMART_ENABLE_WRITE (stated in a run's config too)")
     max_attempts: int = Field(default=_DEFAULTS.max_attempts, ge=1, le=50)
     backoff_base_s: float = Field(default=_DEFAULTS.backoff_base_s, ge=0, le=_LONGEST_S, allow_inf_nan=False)
     backoff_cap_s: float = Field(default=_DEFAULTS.backoff_cap_s, ge=0, le=_LONGEST_S, allow_inf_nan=False)
