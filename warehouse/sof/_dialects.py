@@ -122,9 +122,8 @@ class SqlDialect:
         return f"CAST({sql} AS {sqltype})"
 
     def item_value(self, item: str, kind: Kind) -> str:
-        """A JSON item as a SQL scalar of ``kind``; NULL when the item is of another JSON type. A number is a
-        DOUBLE plus ``0.0``: that turns ``-0.0`` (and ``-1e-400``) into the positive zero PostgreSQL answers, whose
-        JSONB stores numbers as ``numeric``, which has no negative zero."""
+        """A JSON item as a SQL scalar of ``kind``; NULL when the item is of another JSON type. A number is a DOUBLE
+        plus ``0.0``: ``-0.0`` (or ``-1e-400``) is the positive zero of PostgreSQL's JSONB ``numeric``, as there."""
         text = self.item_text(item)
         if kind == "str":
             return text
