@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, EnvVar, build_sensor_context
+from dagster import DagsterInstance, DagsterInvalidConfigError, Definitions, EnvVar, build_sensor_context, job, op
 from pydantic import ValidationError
 
 from connectors.errors import ConfigurationError, ResponseTooLargeError
@@ -263,7 +263,7 @@ def test_an_unreachable_app_database_is_one_clear_error_in_every_sensor(dagster_
         port = sock.getsockname()[1]
     app_db = AppDatabaseResource(url=f"postgresql+psycopg://ehrsync:hunter2@127.0.0.1:{port}/app", connect_timeout_s=2)
     for tick, resources in (
-        (note_outbox_sensor, {"app_db": app_db, "writeback": WritebackResource()}),
+        (note_outbox_sensor, {"app_db": app_db, "writeback": WritebackResource(service_write_enabled=False)}),
         (connections_sensor, {"app_db": app_db, "retry": RetryPolicyResource()}),
     ):
         with pytest.raises(ConfigurationError) as raised:
@@ -278,7 +278,9 @@ def test_the_writeback_waits_are_settings_and_a_wait_that_is_no_positive_number_
     the engine: the resource had no field for them. Now they reach the run's config, and a zero, negative or
     infinite wait is refused as the resource is built, naming the field."""
     chosen = {"accepted_wait_s": 30.0, "lookup_wait_s": 45.0, "binary_posts_max": 2, "accepted_polls": 4}
-    config = WritebackResource(**chosen, accepted_poll_s=0.5, retry_after_cap_s=3600.0).config()
+    config = WritebackResource(
+        **chosen, service_write_enabled=False, accepted_poll_s=0.5, retry_after_cap_s=3600.0
+    ).config()
     assert (config.accepted_wait_s, config.lookup_wait_s, config.binary_posts_max, config.accepted_polls) == (
         30.0,
         45.0,
@@ -289,7 +291,50 @@ def test_the_writeback_waits_are_settings_and_a_wait_that_is_no_positive_number_
     for field in ("accepted_wait_s", "lookup_wait_s", "accepted_poll_s", "stalled_after_s", "retry_after_cap_s"):
         for bad in (0.0, -1.0, float("inf"), float("nan")):
             with pytest.raises(ValidationError, match=field):
-                WritebackResource(**{field: bad})
+                WritebackResource(service_write_enabled=False, **{field: bad})
     for field in ("binary_posts_max", "accepted_polls"):
         with pytest.raises(ValidationError, match=field):
-            WritebackResource(**{field: 0})
+            WritebackResource(service_write_enabled=False, **{field: 0})
+
+
+def test_a_writeback_wait_past_a_year_is_refused_naming_the_field() -> None:
+    """A wait of 1e12 s (finite, above 0) was accepted: the next-attempt time it gives is past year 9999, so a 202's
+    ``accepted_wait_s`` raised OverflowError before the note left ``sending`` (a resumed run would POST it again,
+    which If-None-Exist cannot stop for a note not filed yet), and a retry's backoff crashed the run. Every wait is
+    at most a year now, refused naming the field as the resource is built."""
+    waits = ("backoff_base_s", "backoff_cap_s", "retry_after_cap_s", "stalled_after_s", "accepted_wait_s")
+    for field in (*waits, "accepted_poll_s", "lookup_wait_s"):
+        with pytest.raises(ValidationError, match=field):
+            WritebackResource(service_write_enabled=False, **{field: 1e12})
+        assert (
+            getattr(WritebackResource(service_write_enabled=False, **{field: 366 * 86_400.0}).config(), field)
+            == 366 * 86_400.0
+        )
+
+
+def test_a_run_config_for_the_writeback_resource_must_state_the_switch() -> None:
+    """A run's config for the ``writeback`` resource (docs/WRITEBACK.md, "Settings": Launchpad) replaces the
+    configuration it was built with as a whole: one setting only (``lookup_wait_s``) and ``service_write_enabled``
+    fell back to false, silently, so the run ``blocked`` its note as ``vendor_disabled`` while SMART_ENABLE_WRITE was
+    on. The switch must be stated there now: leaving it out is a config error naming it."""
+    seen: list[bool] = []
+
+    @op
+    def read_switch(writeback: WritebackResource) -> None:
+        seen.append(writeback.config().service_write_enabled)
+
+    @job
+    def one_op() -> None:
+        read_switch()
+
+    on = Definitions(jobs=[one_op], resources={"writeback": WritebackResource(service_write_enabled=True)})
+    on.get_job_def("one_op").execute_in_process()
+    assert seen == [True]
+    with pytest.raises(DagsterInvalidConfigError, match="service_write_enabled"):
+        on.get_job_def("one_op").execute_in_process(
+            run_config={"resources": {"writeback": {"config": {"lookup_wait_s": 600.0}}}}
+        )
+    assert seen == [True]
+    chosen = {"service_write_enabled": True, "lookup_wait_s": 600.0}
+    on.get_job_def("one_op").execute_in_process(run_config={"resources": {"writeback": {"config": chosen}}})
+    assert seen == [True, True]

@@ -13,23 +13,29 @@ from engine.writeback import WritebackConfig
 __all__ = ["WritebackResource"]
 
 _DEFAULTS = WritebackConfig()
+#: The longest wait a setting may give (a year): a next-attempt time past year 9999 raises OverflowError, and after a
+#: 202 that left the note in ``sending``, for a resumed run to POST again.
+_LONGEST_S = 366 * 86_400.0
 
 
 def _wait(default: float, description: str) -> Any:
-    """A wait in seconds: positive and finite (a zero or negative one is refused naming the field as the resource is
-    built: a zero ``lookup_wait_s`` would end every identifier search before its first page)."""
-    return Field(default=default, gt=0, allow_inf_nan=False, description=description)
+    """A wait in seconds: above 0 and at most a year (a zero or negative one is refused naming the field as the
+    resource is built: a zero ``lookup_wait_s`` would end every identifier search before its first page)."""
+    return Field(default=default, gt=0, le=_LONGEST_S, allow_inf_nan=False, description=description)
 
 
 class WritebackResource(ConfigurableResource["WritebackResource"]):
     """``service_write_enabled`` is ``SMART_ENABLE_WRITE`` (read once with the settings); off, every note is
     ``blocked`` with ``WRITE_NOT_SUPPORTED (vendor_disabled)`` and nothing is sent. The rest is
-    ``engine.writeback.WritebackConfig``, field for field (docs/WRITEBACK.md, "Settings")."""
+    ``engine.writeback.WritebackConfig``, field for field (docs/WRITEBACK.md, "Settings").
 
-    service_write_enabled: bool = Field(default=False, description="SMART_ENABLE_WRITE")
+    The switch has no default: a run's config for this resource replaces the one it was built with as a whole, and a
+    default would turn writing off for that run unsaid (its note ``blocked``); it must be stated there."""
+
+    service_write_enabled: bool = Field(description="SMART_ENABLE_WRITE (stated in a run's config too)")
     max_attempts: int = Field(default=_DEFAULTS.max_attempts, ge=1, le=50)
-    backoff_base_s: float = Field(default=_DEFAULTS.backoff_base_s, ge=0, allow_inf_nan=False)
-    backoff_cap_s: float = Field(default=_DEFAULTS.backoff_cap_s, ge=0, allow_inf_nan=False)
+    backoff_base_s: float = Field(default=_DEFAULTS.backoff_base_s, ge=0, le=_LONGEST_S, allow_inf_nan=False)
+    backoff_cap_s: float = Field(default=_DEFAULTS.backoff_cap_s, ge=0, le=_LONGEST_S, allow_inf_nan=False)
     retry_after_cap_s: float = _wait(_DEFAULTS.retry_after_cap_s, "Longest Retry-After (or quota reset) honoured.")
     inline_max_bytes: int = Field(default=_DEFAULTS.inline_max_bytes, ge=1)
     binary_posts_max: int = Field(
