@@ -5,6 +5,7 @@ committed apart from the migration's version: the migration run again must still
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Iterator
@@ -95,3 +96,34 @@ def test_the_migration_run_again_after_an_interrupted_or_unrecorded_build_ends_w
     assert _index_valid(db) == [True]
     columns = {ix["name"]: ix["column_names"] for ix in sa.inspect(db.engine).get_indexes("sync_runs")}
     assert columns[_INDEX] == ["not_before", "connection_id"], columns
+
+
+def test_the_sql_script_alembic_writes_offline_builds_the_index_on_a_database_at_0013(
+    at_0013: AppDatabase, postgres_url: str
+) -> None:
+    """``alembic upgrade 0013:0014 --sql`` (a script for a DBA to review and run) cannot look at the database, so
+    the revision may not query it for an invalid leftover (before: AttributeError, no script at all); run statement
+    by statement as psql does, the script ends with one valid index and the version at 0014."""
+    from alembic import command
+    from alembic.config import Config
+
+    from store.database import _MIGRATIONS
+
+    script = io.StringIO()
+    cfg = Config(output_buffer=script)
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", postgres_url)
+    command.upgrade(cfg, "0013:0014", sql=True)
+    chunks = [
+        "\n".join(line for line in c.splitlines() if not line.startswith("--")) for c in script.getvalue().split(";\n")
+    ]
+    statements = [chunk.strip() for chunk in chunks if chunk.strip()]
+    with at_0013.engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        raw.autocommit = True
+        for statement in statements:
+            raw.execute(statement)
+    assert _index_valid(at_0013) == [True]
+    with at_0013.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one() == "0014"

@@ -8,7 +8,8 @@ On PostgreSQL it is built ``CONCURRENTLY``, outside the migration run's transact
 before it is committed first): a plain ``CREATE INDEX`` made every write to ``sync_runs`` (each run's start and end)
 wait while it waited for open transactions and built. Such a build is committed apart from this revision's version,
 and one that failed leaves an invalid index of the name, so a run again drops an invalid one and builds only if none
-is there (``IF NOT EXISTS``). A database already at this revision has the same index, built the plain way.
+is there (``IF NOT EXISTS``); a script written offline (``alembic upgrade --sql``) cannot look, so it drops any index
+of the name first. A database already at this revision has the same index, built the plain way.
 
 Revision ID: 0014
 Revises: 0013
@@ -37,7 +38,9 @@ def upgrade() -> None:
         op.create_index(_INDEX, "sync_runs", ["not_before", "connection_id"], sqlite_where=_NOTED)
         return
     with op.get_context().autocommit_block():
-        if op.get_bind().execute(_INVALID, {"name": _INDEX}).first() is not None:  # a concurrent build that failed
+        if op.get_context().as_sql:  # a script (alembic --sql) cannot look first: it drops whatever is there
+            op.drop_index(_INDEX, table_name="sync_runs", postgresql_concurrently=True, if_exists=True)
+        elif op.get_bind().execute(_INVALID, {"name": _INDEX}).first() is not None:  # a concurrent build that failed
             op.drop_index(_INDEX, table_name="sync_runs", postgresql_concurrently=True)
         op.create_index(
             _INDEX,
