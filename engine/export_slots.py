@@ -119,7 +119,8 @@ def _claim(db: AppDatabase, slot: str, conn: ConnectionInfo, run_id: str, lease:
     """Insert the slot's claim row, expiring a ``lease`` after, or raise BulkExportBusyError naming the live claim that
     holds it; a claim whose process is known gone (``engine.runs.process_gone``), or past the expiry its taker set
     and renews (by the taker's own settings: another host's may differ from this one's), is deleted first (by its own
-    token, so of two processes taking it over only one wins the insert)."""
+    token and the expiry read, so of two processes taking it over only one wins the insert, and a renewal landing
+    in between keeps the claim: the insert then finds it and the next pass answers busy)."""
     token = uuid.uuid4().hex
     dialect = postgresql if db.dialect == "postgresql" else sqlite
     for _ in range(2):
@@ -132,8 +133,13 @@ def _claim(db: AppDatabase, slot: str, conn: ConnectionInfo, run_id: str, lease:
                     slot,
                     held.run_id,
                 )
+                # only as read: a renewal landing in between (PostgreSQL reads without a lock) keeps its claim
                 session.execute(
-                    delete(ExportSlotClaim).where(ExportSlotClaim.slot == slot, ExportSlotClaim.token == held.token)
+                    delete(ExportSlotClaim).where(
+                        ExportSlotClaim.slot == slot,
+                        ExportSlotClaim.token == held.token,
+                        ExportSlotClaim.expires_at <= held.expires_at,
+                    )
                 )
             elif held is not None:
                 raise _busy(conn.provider_id, f"connection {held.connection_id}", f"a kick-off (run {held.run_id})")

@@ -17,14 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from sqlalchemy import event, update
 
+from connectors.errors import BulkExportBusyError
 from engine import run_bulk_export
 from engine.environment import load_connection
 from engine.export_slot_lease import renewed
 from engine.export_slot_tags import export_slot
+from engine.export_slots import claim_slot
 from engine.models import ExportSlotClaim, utcnow
 from tests.engine.conftest import RequestLog
-from tests.engine.helpers import SyncWorld
+from tests.engine.helpers import SyncWorld, make_environment
 from tests.engine.test_export_slot_claims import _kickoffs, _pair
 
 LEASE_S = 10.0  # renewed every second: a loaded machine still renews many times within a lease
@@ -109,3 +113,44 @@ def test_bdx07_a_claims_lease_is_renewed_no_further_than_its_takers_longest_kick
             assert claim.expires_at <= until and time.monotonic() < deadline, claim.expires_at
             time.sleep(0.1)
     assert claim is not None and claim.expires_at == until
+
+
+def test_bdx07_a_claim_renewed_between_a_takeovers_read_and_its_delete_is_kept(
+    shared_sb: Any, postgres_url: str, tmp_path: Path, http: httpx.Client, request_log: RequestLog
+) -> None:
+    """PostgreSQL reads the expired claim without a lock, so its taker's renewal can land before the takeover's
+    DELETE. Before, that DELETE went by token alone and removed the renewed claim: two live kick-offs of one slot.
+    Now it also needs the expiry it read, so the renewed claim stays and the second kick-off is refused busy."""
+    world = make_environment(tmp_path / "world", http=http, app_db_url=postgres_url)
+    first, second = _pair(world, shared_sb, http)
+    conn = load_connection(world.env.db, second)
+    slot = export_slot(conn.provider_id, conn.client_id, conn.fhir_base)
+    assert slot is not None
+    now = utcnow()
+    owner = {"connection_id": first, "run_id": "stalled", "owner_pid": 1, "owner_host": "another-host"}
+    with world.env.db.session() as session:
+        session.add(ExportSlotClaim(slot=slot, token="t" * 32, claimed_at=now, expires_at=now, **owner))
+        session.commit()
+    renewals: list[str] = []
+
+    def renew_first(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("DELETE FROM EXPORT_SLOT_CLAIMS") and not renewals:
+            renewals.append(statement)  # the stalled taker's renewal lands just before the takeover's delete
+            with world.env.db.engine.connect() as other:
+                other.execute(
+                    update(ExportSlotClaim)
+                    .where(ExportSlotClaim.token == "t" * 32)
+                    .values(expires_at=utcnow() + timedelta(minutes=5))
+                )
+                other.commit()
+
+    event.listen(world.env.db.engine, "before_cursor_execute", renew_first)
+    try:
+        with pytest.raises(BulkExportBusyError, match="run stalled"), claim_slot(world.env, conn, "taker"):
+            pass
+    finally:
+        event.remove(world.env.db.engine, "before_cursor_execute", renew_first)
+    assert renewals
+    kept = _claim(world, slot)
+    assert kept is not None and kept.token == "t" * 32 and kept.run_id == "stalled"
+    assert not _kickoffs(request_log)
