@@ -12,10 +12,24 @@ class EhrSyncError(Exception):
     #: HTTP-date, read by ``connectors.http.parse_retry_after``), on an error made from a 429 or 503 answer that
     #: carried a usable one; None otherwise. Unclamped: each caller bounds it for its own use.
     retry_after: float | None = None
+    _after_lost_answer = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    @property
+    def after_lost_answer(self) -> bool:
+        """Whether an earlier try of the request this error ends may have been processed, its answer lost (a timeout,
+        a dropped connection, a 5xx the transport retried, a body cut off; set by ``FhirSession.request``, or on the
+        error this one was raised from): the error is the last try's alone and proves nothing of that one, so a create
+        retried with If-None-Exist may be stored however it ends."""
+        cause = self.__cause__
+        return self._after_lost_answer or (isinstance(cause, EhrSyncError) and cause.after_lost_answer)
+
+    @after_lost_answer.setter
+    def after_lost_answer(self, value: bool) -> None:
+        self._after_lost_answer = value
 
 
 class ConfigurationError(EhrSyncError):

@@ -17,7 +17,7 @@ from typing import Any, TypedDict, TypeVar
 
 import httpx
 
-from connectors.errors import SecurityPolicyError, TransportError
+from connectors.errors import EhrSyncError, SecurityPolicyError, TransportError
 from connectors.fhir._answers import error_from_response, operation_outcome_of, unauthorized
 from connectors.http import (
     CallBudget,
@@ -165,23 +165,37 @@ class FhirSession:
             url_guard,
         )
         with rate_budget(self.rate_limit, self.rate_limit_key):
-            while True:
-                response = self._send(call, token_rule)
-                try:
-                    if response.status_code == 401 and call.auth is not None:  # its one refresh did not help
-                        response.read()
-                        raise unauthorized(method, call.url, response)
-                    if response.is_success or (passthrough is not None and passthrough(response)):
-                        try:
-                            return handler(response)
-                        except (httpx.TransportError, httpx.DecodingError) as exc:
-                            self._body_failed(call, exc)
-                            continue
+            try:
+                return self._exchange(call, handler, passthrough, token_rule)
+            except EhrSyncError as exc:  # the last try's error: an earlier try may have been processed (the plan)
+                exc.after_lost_answer = exc.after_lost_answer or call.plan.unanswered
+                raise
+
+    def _exchange(
+        self,
+        call: _Call,
+        handler: Callable[[httpx.Response], T],
+        passthrough: Callable[[httpx.Response], bool] | None,
+        token_rule: TokenRule,
+    ) -> T:
+        """``request``'s tries: the handler's answer, or the typed error of the last try."""
+        while True:
+            response = self._send(call, token_rule)
+            try:
+                if response.status_code == 401 and call.auth is not None:  # its one refresh did not help
                     response.read()
-                    withheld = self.tokens is not None and call.auth is None
-                    raise error_from_response(method, call.url, response, token_withheld=withheld)
-                finally:
-                    response.close()
+                    raise unauthorized(call.method, call.url, response)
+                if response.is_success or (passthrough is not None and passthrough(response)):
+                    try:
+                        return handler(response)
+                    except (httpx.TransportError, httpx.DecodingError) as exc:
+                        self._body_failed(call, exc)
+                        continue
+                response.read()
+                withheld = self.tokens is not None and call.auth is None
+                raise error_from_response(call.method, call.url, response, token_withheld=withheld)
+            finally:
+                response.close()
 
     def _send(self, call: _Call, token_rule: TokenRule) -> httpx.Response:
         """Send ``call`` through the layers, following GET redirects it allows (re-vetting each target)."""
@@ -223,6 +237,7 @@ class FhirSession:
             raise TransportError(
                 f"{call.method} {url} body failed after {plan.attempt + 1} attempt(s): {type(exc).__name__}"
             ) from exc
+        plan.unanswered = True  # an answer began: the request was processed, whatever its restart answers
         plan.wait(plan.policy.backoff_delay(plan.attempt), call.method, url)
 
 

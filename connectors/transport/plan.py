@@ -40,6 +40,8 @@ class RequestPlan:
     counted: int = -1
     #: the OAuth client id the request is made for ("": not known): the EHR's quota holds are kept per app
     app: str = ""
+    #: an attempt may have been processed and its answer was lost (``EhrSyncError.after_lost_answer``)
+    unanswered: bool = False
 
     def extensions(self) -> dict[str, Any]:
         return {PLAN_EXTENSION: self}

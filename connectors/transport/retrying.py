@@ -104,6 +104,7 @@ class RetryTransport(PlannedTransport):
             plan.wait(UNREACHABLE_RETRY_S, request.method, url)
             return
         not_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))  # safe to retry even a POST
+        plan.unanswered = plan.unanswered or not not_sent  # sent, its answer lost: however a retry ends, it may count
         if not (plan.idempotent or not_sent) or not plan.can_retry():
             raise _out_of_attempts(request, plan, exc, url) from exc
         delay = plan.policy.backoff_delay(plan.attempt)
@@ -124,6 +125,8 @@ class RetryTransport(PlannedTransport):
             raise
         if kind is None or not plan.can_retry():
             return True
+        if not (status == 429 or (status == 503 and "Retry-After" in response.headers)):  # not "nothing was done"
+            plan.unanswered = True  # a 5xx retried (a gateway may have given up on a server that did the work)
         policy = plan.policy
         url = redact_url(str(request.url))
         asked_s = policy.asked_seconds(response.headers.get("Retry-After")) if kind == "throttle" else None

@@ -205,12 +205,13 @@ def _send(
         checkpoint("writeback.posting")
         posted = True
         result = client.create(resource, if_none_exist=identifier if plan.conditional else None)
-    except ce.EhrUnreachableError as exc:  # nothing reached the server: safe to try again later
+    except ce.EhrUnreachableError as exc:  # this try reached nothing: safe to try again later
+        note = _lost_before(note, exc, posted)
         if note.maybe_stored and ends_note(config, note, exc):
             return _settle_maybe_stored(env, config, note, client, exc)
         return retry_later(env.db, config, note, exc)
     except ce.EhrSyncError as exc:
-        return _failed_send(env, config, note, plan, client, exc, posted=posted)
+        return _failed_send(env, config, _lost_before(note, exc, posted), plan, client, exc, posted=posted)
     checkpoint("writeback.sent")
     if result.accepted:  # 202: processed later; the status endpoint, else the identifier search, says how it ended
         note = still_accepted(env.db, note, config, polled=result.status_url is not None)
@@ -230,6 +231,12 @@ def _send(
     written = record_written(env.db, client, note, result, config, id_from)
     checkpoint("writeback.written")
     return send_provenance(env, client, written, plan.capability)  # DWB-82: optional, never fails the note
+
+
+def _lost_before(note: NoteRecord, exc: ce.EhrSyncError, posted: bool) -> NoteRecord:
+    """``maybe_stored`` when the POST's error is its last try's and an earlier try's answer was lost (the transport
+    retries a create with If-None-Exist): that try may be stored whatever the last one says (429, 422, unreachable)."""
+    return replace(note, maybe_stored=True) if posted and exc.after_lost_answer else note
 
 
 def _failed_send(

@@ -21,6 +21,7 @@ from connectors.fhir import FhirClient
 from connectors.tokens import StaticTokenSource
 from connectors.transport.retrying import UNREACHABLE_RETRY_S
 from tests.connectors.helpers import recording_policy
+from tests.connectors.scripted import QuietServer
 
 
 class _Patient(BaseHTTPRequestHandler):
@@ -121,4 +122,40 @@ def test_an_ehr_that_comes_back_is_used_at_once_within_the_memo_window() -> None
         if server is not None:
             server.shutdown()
             server.server_close()
+        forget_unreachable(origin)
+
+
+class _StoresThenGoesDown(BaseHTTPRequestHandler):
+    """A create the EHR takes, then it goes down before answering: the server stops listening, the connection
+    closes unanswered, and a retry's connection is refused."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.shutdown()  # a handler thread of its own (ThreadingHTTPServer): serve_forever ends
+        self.server.server_close()  # nothing listens on the port any more
+        self.close_connection = True  # and this request is left unanswered
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+def test_a_create_whose_retry_finds_the_ehr_gone_says_its_first_try_may_be_stored() -> None:
+    """DWB-34: a conditional create (retried by the transport) sent, its answer lost, then its retry refused: the
+    error is EhrUnreachableError (this try reached nothing), and it says an earlier try may have been processed
+    (``after_lost_answer``): before, nothing did, and the write-back took "unreachable" as "nothing sent"."""
+    port = _free_port()
+    origin = f"http://127.0.0.1:{port}"
+    server = QuietServer(("127.0.0.1", port), _StoresThenGoesDown)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = FhirClient(f"{origin}/fhir", StaticTokenSource("t"), retry=recording_policy([]))
+    note = {"resourceType": "DocumentReference", "status": "current"}
+    try:
+        with pytest.raises(EhrUnreachableError) as info:
+            client.create(note, if_none_exist="identifier=urn:x|1")
+        assert info.value.after_lost_answer
+        forget_unreachable(origin)
+        with pytest.raises(EhrUnreachableError) as never_sent:  # refused from the first try: nothing may be stored
+            client.create(note, if_none_exist="identifier=urn:x|1")
+        assert not never_sent.value.after_lost_answer
+    finally:
         forget_unreachable(origin)

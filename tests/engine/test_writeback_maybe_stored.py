@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import signal
 
+import pytest
+
 from engine.environment import SyncEnvironment
 from engine.writeback import write_note
 from store.models import Connection
@@ -31,6 +33,28 @@ def test_dwb34_a_refusal_after_a_stored_post_whose_answer_was_lost_is_written_no
     done = write_note(world.env, FAST, note.id)
     [doc] = server_notes(world, conn, sb, note)
     assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
+
+
+@pytest.mark.parametrize("kind", ["422", "429"])
+def test_dwb34_a_retry_inside_one_post_answered_no_after_its_lost_answer_still_counts_as_maybe_stored(
+    world, sb, http, request_log, kind
+) -> None:
+    """One conditional POST, retried by the transport: its first try is stored and its answer lost, its second is
+    refused (422) or throttled on every try left (429). The second answer says nothing of the first.
+    Before, the note took it as its whole outcome: ``failed`` with the 422 (the EHR holding the note, a person would
+    write it again), or ``pending`` without ``maybe_stored`` (later failed or sent unconditionally, unsearched). Now
+    the search looks first: the 422 ends ``written`` with the stored note; the 429 is tried again, ``maybe_stored``."""
+    conn = writable_connection(world, sb, http)
+    note = enqueue(world, conn)
+    sb.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=1)  # stored, the answer lost
+    sb.admin.set_fault(kind, path=DOC_POSTS, method="POST", times=None, retry_after="0")
+    done = write_note(world.env, FAST, note.id)
+    assert len(request_log.paths(DOC_POSTS, "POST")) > 1  # one create: its first try and the transport's retries
+    [doc] = server_notes(world, conn, sb, note)
+    if kind == "422":
+        assert (done.state, done.ehr_resource_id) == ("written", doc["id"]), done.reason
+    else:
+        assert (done.state, done.maybe_stored) == ("pending", True), done.reason
 
 
 def test_dwb34_a_refusal_after_a_post_lost_before_the_ehr_stored_it_stands(world, sb, http) -> None:
