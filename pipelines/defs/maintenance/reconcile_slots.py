@@ -4,10 +4,11 @@ Each connection has its hour of the week (its slot). At its slot a connection wh
 ``sync_runs`` row notes a ``not_before`` still to come, ``engine.run_holds``) is not asked for: the run would only
 fail ``not tried``. It is asked for instead at the first tick after a hold that ran past the slot ended, before
 its next slot, with the slot's run key, unless a run of that key exists already (the slot's run was asked for and
-met the hold later), one held before any request aside (tagged ``ehrsync/held``: the hold came between the tick
-and the run's start, as a run waits in the queue). Dagster's schedule run-key dedup is per tick, so that one query
-of the instance, for every connection a hold released this hour at once, keeps it to one run a slot. Stateless:
-schedules have no cursor, so the slot is read back from the tick's time and the holds from ``sync_runs``.
+met the hold later), one held aside (tagged ``ehrsync/held``: the hold came between the tick and the run's start,
+as a run waits in the queue, or a throttle of its source stopped it partway, its later types not reached).
+Dagster's schedule run-key dedup is per tick, so that one query of the instance, for every connection a hold
+released this hour at once, keeps it to one run a slot. Stateless: schedules have no cursor, so the slot is read
+back from the tick's time and the holds from ``sync_runs``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from engine.scheduling import SourceHold
 __all__ = ["HELD_TAG", "HOURS_A_WEEK", "due_slots", "last_slot", "reconcile_hour", "run_key", "unrequested"]
 
 HOURS_A_WEEK = 7 * 24
-HELD_TAG = "ehrsync/held"  # on a reconcile run its source's hold stopped before any request
+HELD_TAG = "ehrsync/held"  # on a reconcile run its source's hold stopped before any request, or partway
 _HOUR = timedelta(hours=1)
 
 
@@ -64,7 +65,7 @@ def due_slots(
 
 
 def unrequested(instance: DagsterInstance, job_name: str, keys: Iterable[str]) -> set[str]:
-    """Of ``keys``, those no run of ``job_name`` carries yet but runs held before any request (``HELD_TAG``, on a
+    """Of ``keys``, those no run of ``job_name`` carries yet but runs held (``HELD_TAG``, on a
     finished run: an automatic retry not yet finished carries its held parent's tags, yet reconciles once it
     starts after the hold): one query of the instance for them all."""
     wanted = set(keys)
