@@ -11,7 +11,8 @@ listing (raised) or while confirming or reading back (``ReconcileReport.stopped`
 types after it are reported not reached. When that failure is a throttle of the whole source (a long Retry-After,
 a spent quota, an unreachable EHR: ``engine.batch_defer``), its time is noted on the connection's newest
 ``sync_runs`` row (``engine.run_holds.note_connection_throttle``), so the scheduler and the next weekly
-reconcile send nothing before it, as for a sync's landing step.
+reconcile send nothing before it, as for a sync's landing step; ``on_hold`` is told, so the weekly schedule can
+ask for the week's run again once it ends (the types not reached would otherwise wait a week more).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from connectors.errors import loggable_message
+from engine.batch_defer import SourceThrottle
 from engine.deletes import ReconcileReport, reconcile_deletes
 from engine.environment import SyncEnvironment
 from engine.reconcile_stops import run_stop
@@ -37,10 +39,12 @@ def reconcile_types(
     *,
     run_id: str,
     on_report: Callable[[ReconcileReport], None] | None = None,
+    on_hold: Callable[[SourceThrottle], None] | None = None,
 ) -> list[ReconcileReport]:
     """Reconcile each of ``types`` (``engine.deletes.reconcile_deletes``), one report each in order, ``error``
-    set on those not reconciled; ``on_report`` is called with each type's report as it ends. Never raises for a
-    type's failure; one that stops the run is reported on its type, and the types after it as not reached."""
+    set on those not reconciled; ``on_report`` is called with each type's report as it ends, ``on_hold`` with the
+    source-wide throttle that stopped the run, if one did. Never raises for a type's failure; one that stops the
+    run is reported on its type, and the types after it as not reached."""
     reports: list[ReconcileReport] = []
     for index, resource_type in enumerate(types):
         try:
@@ -56,7 +60,9 @@ def reconcile_types(
         if on_report is not None:
             on_report(report)
         if stop is not None:
-            note_connection_throttle(env.db, connection_id, stop.cause)
+            throttle = note_connection_throttle(env.db, connection_id, stop.cause)
+            if throttle is not None and on_hold is not None:
+                on_hold(throttle)
             stopped = f"not reached: the run stopped at {resource_type} ({stop.code})"
             reports += [ReconcileReport(t, error=stopped) for t in types[index + 1 :]]
             break

@@ -9,15 +9,17 @@ request into the throttle the EHR had named."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from engine import run_bulk_export
 from engine.batch_defer import MAX_WAIT_S
-from engine.models import SyncRun, utcnow
-from tests.engine.helpers import SyncWorld, add_fault, connect_backend
+from engine.models import BulkJob, SyncRun, utcnow
+from tests.engine.helpers import SyncWorld, add_fault, connect_backend, make_environment
 
 
 def _not_before(world: SyncWorld, run_id: str) -> Any:
@@ -60,3 +62,28 @@ def test_bdx10_a_throttled_capability_read_notes_the_hold_capped_and_never_short
     again = run_bulk_export(world.env, conn, "metadata-throttled")  # the same row, failing again
     assert again.status == "failed", again
     assert _not_before(world, "metadata-throttled") == until
+
+
+def test_bdx10_a_later_manifest_page_throttled_past_the_clamp_notes_the_hold(
+    start_sandbox: Any, tmp_path: Path, http: httpx.Client
+) -> None:
+    """A later page of a paged manifest throttled past the clamp fails the run ``bulk_status_unavailable`` (the
+    job stays ``polling``, resumed by the next run), and the page's Retry-After, its cause, is noted as the run's
+    hold. (The status URL's own 429 is no failure: it is paced within the run, "poll slower", BDX-09.)"""
+    sb = start_sandbox(bulk_manifest_page_size=2, bulk_lines_per_file=5)
+    world = make_environment(tmp_path / "w", http=http)
+    conn = connect_backend(world, sb, http=http, group_id="grp0")
+    add_fault(http, sb, "503", path="/bulk/status/", retry_after="", times=None)  # a hiccup: the job is saved
+    assert run_bulk_export(world.env, conn, "saved").status == "failed"
+    with world.env.db.session() as session:
+        (job,) = session.execute(select(BulkJob)).scalars().all()
+        assert job.status == "polling" and job.status_url is not None
+        status_path = httpx.URL(job.status_url).path
+    sb.admin.clear_faults()
+    add_fault(http, sb, "429", path=f"{status_path}/page/", retry_after="3600", times=None)
+    before = utcnow()
+    report = run_bulk_export(world.env, conn, "page-throttled")
+    assert report.error is not None and report.error.startswith("bulk_status_unavailable"), report.error
+    until = _not_before(world, "page-throttled")
+    assert until is not None, "the manifest page's Retry-After was lost: no hold noted"
+    assert before + timedelta(minutes=59) < until <= utcnow() + timedelta(hours=1)

@@ -15,7 +15,7 @@ from engine import runs
 from engine.run_tags import CONNECTION_TAG, TRIGGER_TAG
 from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME
 from pipelines.defs.maintenance.jobs import HOURS_A_WEEK, RECONCILE_JOB, reconcile_hour
-from pipelines.defs.maintenance.reconcile_slots import HELD_TAG
+from pipelines.defs.maintenance.reconcile_slots import HELD_TAG, MAX_HELD_RUNS
 from tests.pipelines.appdb import AppDb
 from tests.pipelines.scheduler import weekly_reconcile_ticks
 
@@ -115,6 +115,25 @@ def test_a_held_runs_automatic_retry_still_queued_when_the_hold_ends_is_no_secon
             create_run_for_test(dagster_instance_on_disk, job_name=RECONCILE_JOB, tags=retry, status=NOT_STARTED)
             runs.hold_until(app_db.db, row, slot + timedelta(hours=3, minutes=30))
     assert asked == [(reconcile_hour(cid), f"reconcile:{cid}:{slot:%Y%m%d}")]
+
+
+def test_a_slot_held_again_and_again_is_asked_for_at_most_max_held_runs_times_a_week(
+    app_db: AppDb, dagster_instance_on_disk: DagsterInstance
+) -> None:
+    """A source down or throttling all week: each run of the slot is stopped by it (tagged held) and notes a new
+    hold that ends within the hour. The slot is asked for ``MAX_HELD_RUNS`` times in all, then waits for next
+    week (before, at every tick after each hold: a Dagster run an hour, all week, for each of its connections)."""
+    cid, slot = _early_in_the_week(app_db, dagster_instance_on_disk)
+    row = app_db.add_sync_row(cid, slot - timedelta(hours=2))
+    asked = []
+    for hour, requests in weekly_reconcile_ticks(dagster_instance_on_disk, app_db, MONDAY):
+        asked += [hour for _ in requests]
+        for request in requests:  # stopped by its source (an unreachable EHR: 5 min), before or after a request
+            tags = {RUN_KEY_TAG: str(request.run_key), HELD_TAG: "true"}
+            create_run_for_test(dagster_instance_on_disk, job_name=RECONCILE_JOB, tags=tags, status=FAILURE)
+            runs.hold_until(app_db.db, row, MONDAY + timedelta(hours=hour, minutes=5))
+    first = reconcile_hour(cid)
+    assert asked == [first + n for n in range(MAX_HELD_RUNS)]
 
 
 def test_ten_thousand_connections_are_spread_over_the_week() -> None:

@@ -3,9 +3,11 @@
 Patient connections only: Bulk connections learn deletions from the export's ``deleted`` files. Each connection
 has its own hour of the week (``reconcile_hour``), so the week's runs are spread over 168 hourly ticks: queued all at
 one tick, 10,000 of them would count as busy and hold back every connection's scheduled sync for hours. One whose
-source is held at its hour is asked for once the hold ends, within the week (``reconcile_slots``).
+source is held at its hour, or whose run a throttle of its source stopped partway, is asked for once the hold ends,
+within the week (``reconcile_slots``).
 """
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,8 +22,10 @@ from dagster import (
     ScheduleEvaluationContext,
     op,
 )
+from dagster._core.storage.tags import RUN_KEY_TAG
 
 from engine import PATIENT_TYPES, ReconcileReport
+from engine.batch_defer import SourceThrottle
 from engine.connection_snapshots import read_connections
 from engine.reconcile_run import reconcile_types
 from engine.retries import holds_ended, source_holds
@@ -79,6 +83,18 @@ def _stop_if_held(context: OpExecutionContext, db: AppDatabase, connection_id: s
         context.instance.add_run_tags(context.run_id, {HELD_TAG: "false"})
 
 
+def _tag_held_partway(context: OpExecutionContext) -> Callable[[SourceThrottle], None]:
+    """Tag a week's run (one carrying its slot's run key) that a throttle of its source stopped partway
+    ``ehrsync/held`` ``true``, as one held before any request is: the schedule asks for its slot again once the
+    hold ends, so the types it did not reach wait hours, not another week (their deletions stayed live)."""
+
+    def held(_throttle: SourceThrottle) -> None:
+        if context.run.tags.get(RUN_KEY_TAG):
+            context.instance.add_run_tags(context.run_id, {HELD_TAG: "true"})
+
+    return held
+
+
 @op(
     description="Tombstone warehouse rows whose ids the EHR no longer lists and, asked for again, confirms gone, "
     "and read back the ids it lists that the warehouse lacks, type by type."
@@ -101,7 +117,14 @@ def reconcile_connection(
         # a throttle the source named (noted by a sync, or by an earlier reconcile): asking now is only refused
         now = datetime.now(UTC)
         _stop_if_held(context, env.db, connection_id, now)
-        reports = reconcile_types(env, connection_id, PATIENT_TYPES, run_id=context.run_id, on_report=changed)
+        reports = reconcile_types(
+            env,
+            connection_id,
+            PATIENT_TYPES,
+            run_id=context.run_id,
+            on_report=changed,
+            on_hold=_tag_held_partway(context),
+        )
     deleted = {r.resource_type: r.tombstoned for r in reports}
     context.log.info(
         "reconciled %s: %d rows tombstoned, %d still on the EHR though not listed, %d unconfirmed (kept live), "

@@ -4,15 +4,17 @@ Each connection has its hour of the week (its slot). At its slot a connection wh
 ``sync_runs`` row notes a ``not_before`` still to come, ``engine.run_holds``) is not asked for: the run would only
 fail ``not tried``. It is asked for instead at the first tick after a hold that ran past the slot ended, before
 its next slot, with the slot's run key, unless a run of that key exists already (the slot's run was asked for and
-met the hold later), one held before any request aside (tagged ``ehrsync/held``: the hold came between the tick
-and the run's start, as a run waits in the queue). Dagster's schedule run-key dedup is per tick, so that one query
-of the instance, for every connection a hold released this hour at once, keeps it to one run a slot. Stateless:
-schedules have no cursor, so the slot is read back from the tick's time and the holds from ``sync_runs``.
+met the hold later), one held aside (tagged ``ehrsync/held``: the hold came between the tick and the run's start,
+as a run waits in the queue, or a throttle of its source stopped it partway, its later types not reached).
+Dagster's schedule run-key dedup is per tick, so that one query of the instance, for every connection a hold
+released this hour at once, keeps it to one run a slot. Stateless: schedules have no cursor, so the slot is read
+back from the tick's time and the holds from ``sync_runs``.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
@@ -21,10 +23,23 @@ from dagster._core.storage.tags import RUN_KEY_TAG
 
 from engine.scheduling import SourceHold
 
-__all__ = ["HELD_TAG", "HOURS_A_WEEK", "due_slots", "last_slot", "reconcile_hour", "run_key", "unrequested"]
+__all__ = [
+    "HELD_TAG",
+    "HOURS_A_WEEK",
+    "MAX_HELD_RUNS",
+    "due_slots",
+    "last_slot",
+    "reconcile_hour",
+    "run_key",
+    "unrequested",
+]
 
 HOURS_A_WEEK = 7 * 24
-HELD_TAG = "ehrsync/held"  # on a reconcile run its source's hold stopped before any request
+HELD_TAG = "ehrsync/held"  # on a reconcile run its source's hold stopped before any request, or partway
+#: The held runs of one slot after which it is not asked for again that week: a source down or throttling all
+#: week (each run stopped by it notes a hold of its own, 5 min for an unreachable EHR) would otherwise have its
+#: slot asked for at nearly every hourly tick, a Dagster run each, for every connection of that source.
+MAX_HELD_RUNS = 6
 _HOUR = timedelta(hours=1)
 
 
@@ -64,12 +79,14 @@ def due_slots(
 
 
 def unrequested(instance: DagsterInstance, job_name: str, keys: Iterable[str]) -> set[str]:
-    """Of ``keys``, those no run of ``job_name`` carries yet but runs held before any request (``HELD_TAG``, on a
-    finished run: an automatic retry not yet finished carries its held parent's tags, yet reconciles once it
-    starts after the hold): one query of the instance for them all."""
+    """Of ``keys``, those no run of ``job_name`` carries yet but runs held (``HELD_TAG``, on a finished run: an
+    automatic retry not yet finished carries its held parent's tags, yet reconciles once it starts after the hold),
+    fewer than ``MAX_HELD_RUNS`` of them: one query of the instance for them all."""
     wanted = set(keys)
     if not wanted:
         return wanted
     runs = instance.get_runs(RunsFilter(job_name=job_name, tags={RUN_KEY_TAG: sorted(wanted)}))
     held = {run.run_id for run in runs if run.tags.get(HELD_TAG) == "true" and run.is_finished}
-    return wanted - {run.tags.get(RUN_KEY_TAG) for run in runs if run.run_id not in held}
+    spent = Counter(run.tags.get(RUN_KEY_TAG) for run in runs if run.run_id in held)
+    taken = {run.tags.get(RUN_KEY_TAG) for run in runs if run.run_id not in held}
+    return {key for key in wanted - taken if spent[key] < MAX_HELD_RUNS}
