@@ -17,16 +17,19 @@ from connectors.fhir._exact_json import loads_exact
 from connectors.fhir._query import DEFAULT_COUNT, check_type, query_pairs
 from connectors.fhir._session import FhirSession, QueryParams, SessionOptions, TokenRule
 from connectors.fhir.created import (
+    FHIR_JSON,
     MAX_HOPS,
     REDIRECTS,
     SEE_OTHER,
     AsyncStatus,
     CreateResult,
+    create_headers,
     followed_to,
     parse_location,
     read_async_status,
     result_of,
     status_url,
+    unanswered,
 )
 from connectors.fhir.download import Downloaded, stream_to_file
 from connectors.fhir.resource_types import ID_RE
@@ -40,8 +43,6 @@ from connectors.transport.redirects import redirect_target
 __all__ = ["CreateResult", "FhirClient", "parse_location"]
 
 logger = logging.getLogger(__name__)
-
-_FHIR_JSON = "application/fhir+json"
 
 
 def _check_id(resource_id: str) -> None:
@@ -132,7 +133,7 @@ class FhirClient:
         body = self._session.request(
             "GET",
             self.url_for("metadata"),
-            headers={"Accept": _FHIR_JSON},
+            headers={"Accept": FHIR_JSON},
             handler=_json_reader(self.bounds.max_bytes),
             bounds=self.bounds,
         )
@@ -147,7 +148,7 @@ class FhirClient:
         _check_id(resource_id)
         url = self.url_for(f"{resource_type}/{resource_id}")
         body = self._session.request(
-            "GET", url, headers={"Accept": _FHIR_JSON}, handler=_json_reader(self.bounds.max_bytes), bounds=self.bounds
+            "GET", url, headers={"Accept": FHIR_JSON}, handler=_json_reader(self.bounds.max_bytes), bounds=self.bounds
         )
         if not isinstance(body, dict) or body.get("resourceType") != resource_type:
             raise FhirError(f"read {redact_url(url)} did not return a {resource_type}", 200, None, redact_url(url))
@@ -188,19 +189,14 @@ class FhirClient:
         if not isinstance(resource_type, str):
             raise ValueError("resource has no resourceType")
         check_type(resource_type)
-        headers = {"Accept": _FHIR_JSON, "Content-Type": f"{_FHIR_JSON}; charset=utf-8"}
-        if prefer_representation:
-            headers["Prefer"] = "return=representation"
-        if if_none_exist is not None:
-            if not if_none_exist or "\n" in if_none_exist or "\r" in if_none_exist:
-                raise ValueError("if_none_exist must be a non-empty single-line search query")
-            headers["If-None-Exist"] = if_none_exist
+        headers, lost = create_headers(if_none_exist, prefer_representation=prefer_representation), [False]
 
         def handle(response: httpx.Response) -> CreateResult:
             status = response.status_code
             if status == 202:  # accepted for later: Content-Location is a status endpoint, not the resource
                 return CreateResult(202, None, None, None, status_url=status_url(response))
             if status in REDIRECTS:  # where it leads; followed (or refused) below
+                lost[0] = lost[0] or unanswered(response)  # a hop's lost answer: the next hop's error says nothing
                 location = response.headers.get("Location")
                 target = redirect_target(location, response.request, status) if location else None
                 return CreateResult(status, None, target, None)
@@ -209,16 +205,20 @@ class FhirClient:
             return result_of(status, location, body, resource_type)
 
         url = self.url_for(resource_type)
-        for _ in range(MAX_HOPS + 1):
-            result = self._post(url, headers, orjson.dumps(resource), if_none_exist is not None, handle)
-            if result.status not in REDIRECTS:
-                break
-            url = followed_to(result, self.fhir_base, resource_type)
-            if result.status in SEE_OTHER:
-                result = self._see_other(url, result.status, resource_type)
-                break
-        else:
-            raise CreateRedirectError(f"create {resource_type}: more than {MAX_HOPS} redirects", result.status)
+        try:
+            for _ in range(MAX_HOPS + 1):
+                result = self._post(url, headers, orjson.dumps(resource), if_none_exist is not None, handle)
+                if result.status not in REDIRECTS:
+                    break
+                url = followed_to(result, self.fhir_base, resource_type)
+                if result.status in SEE_OTHER:
+                    result = self._see_other(url, result.status, resource_type)
+                    break
+            else:
+                raise CreateRedirectError(f"create {resource_type}: more than {MAX_HOPS} redirects", result.status)
+        except EhrSyncError as exc:  # an earlier hop's try may be stored (EhrSyncError.after_lost_answer)
+            exc.after_lost_answer = exc.after_lost_answer or lost[0]
+            raise
         logger.info("created", extra={"resource_type": resource_type, "id": result.id, "status": result.status})
         return result
 
@@ -249,7 +249,7 @@ class FhirClient:
             body = self._session.request(
                 "GET",
                 url,
-                headers={"Accept": _FHIR_JSON},
+                headers={"Accept": FHIR_JSON},
                 handler=_json_reader(self.bounds.max_bytes),
                 bounds=self.bounds,
             )
@@ -271,7 +271,7 @@ class FhirClient:
         return self._session.request(
             "GET",
             self.url_for(url),
-            headers={"Accept": _FHIR_JSON},
+            headers={"Accept": FHIR_JSON},
             passthrough=lambda response: response.status_code == 202,
             handler=lambda response: read_async_status(response, resource_type, self.bounds.max_bytes),
             bounds=self.bounds,

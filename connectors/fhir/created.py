@@ -10,7 +10,8 @@
   FHIR base (the token never leaves it, SAL-40); elsewhere it raises ``CreateRedirectError`` (processed).
 - 301, 307, 308: the POST was not processed and is to be sent to ``Location``. It is sent again there only under
   the FHIR base (the note and the token never go to another host or path), at most ``MAX_HOPS`` times; otherwise
-  ``CreateRedirectError`` (not processed: nothing was stored).
+  ``CreateRedirectError`` (not processed: nothing was stored). The redirect's own request may have had a try whose
+  answer was lost (:func:`unanswered`): the follow-up's error then carries ``after_lost_answer`` too.
 """
 
 from __future__ import annotations
@@ -25,18 +26,23 @@ from connectors.errors import AsyncStatusUnreadableError, CreateRedirectError, F
 from connectors.fhir._exact_json import loads_exact
 from connectors.http import is_within_base, parse_retry_after, redact_url, resolve_url
 from connectors.transport.bounds import read_capped
+from connectors.transport.plan import plan_of
 
 __all__ = [
+    "FHIR_JSON",
     "MAX_HOPS",
     "REDIRECTS",
     "SEE_OTHER",
     "AsyncStatus",
     "CreateResult",
+    "create_headers",
     "parse_location",
     "read_async_status",
     "result_of",
+    "unanswered",
 ]
 
+FHIR_JSON = "application/fhir+json"
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 SEE_OTHER = frozenset({302, 303})
 MAX_HOPS = 3
@@ -161,3 +167,23 @@ def followed_to(result: CreateResult, base: str, resource_type: str) -> str:
             result.status,
         )
     return target
+
+
+def create_headers(if_none_exist: str | None, *, prefer_representation: bool) -> dict[str, str]:
+    """A create's headers: FHIR JSON, ``Prefer: return=representation`` when asked, ``If-None-Exist`` when given (a
+    single-line search query, else ValueError: a line break would forge headers)."""
+    headers = {"Accept": FHIR_JSON, "Content-Type": f"{FHIR_JSON}; charset=utf-8"}
+    if prefer_representation:
+        headers["Prefer"] = "return=representation"
+    if if_none_exist is not None:
+        if not if_none_exist or "\n" in if_none_exist or "\r" in if_none_exist:
+            raise ValueError("if_none_exist must be a non-empty single-line search query")
+        headers["If-None-Exist"] = if_none_exist
+    return headers
+
+
+def unanswered(response: httpx.Response) -> bool:
+    """Whether an earlier try of the request ``response`` answers may have been processed, its answer lost (the
+    plan's ``unanswered``): a redirect's follow-up is a new request, so ``FhirClient.create`` carries this over."""
+    plan = plan_of(response.request)
+    return plan is not None and plan.unanswered

@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from connectors.errors import FhirPreconditionFailedError, FhirUnprocessableError, TransportError
+from connectors.errors import (
+    CreateRedirectError,
+    FhirError,
+    FhirPreconditionFailedError,
+    FhirUnprocessableError,
+    TransportError,
+)
 from connectors.fhir import FhirClient
 from connectors.tokens import MintingTokenSource
 from sandbox import SandboxServer
@@ -83,3 +89,26 @@ def test_dwb_429_on_create_is_waited_out(ehr: SandboxServer, client: FhirClient)
     ehr.admin.set_fault("429", path="/fhir/DocumentReference", times=1, retry_after="3")
     assert client.create(_note(patient, key)).status == 201
     assert _count(client, key) == 1
+
+
+@pytest.mark.parametrize("moved_to", ["the FHIR base", "another host"])
+def test_dwb34_a_create_whose_lost_answer_came_before_a_307_says_so_whatever_the_redirect_ends_in(
+    ehr: SandboxServer, client: FhirClient, moved_to: str
+) -> None:
+    """DWB-34: a conditional create whose first try's answer is lost, its retry answered 307: the follow-up POST to
+    ``Location`` is a new request, and its 412 (here) or the redirect's refusal (off the base) says nothing of that
+    first try. Before, its error did not carry ``after_lost_answer`` (a fresh request's), so the write-back took the
+    refusal as the note's whole outcome; now it does, and the note is searched for first."""
+    patient, key = ehr.admin.patients()[0], uuid.uuid4().hex
+    client.create(_note(patient, key))
+    client.create(_note(patient, key))  # two notes carrying the identifier: the follow-up's If-None-Exist is 412
+    elsewhere = {"create_redirect_origin": "http://127.0.0.1:9"} if moved_to == "another host" else {}
+    ehr.admin.settings(create_answer="temporary_redirect", **elsewhere)
+    ehr.admin.set_fault("drop_response", path="/fhir/DocumentReference", method="POST", times=1)
+    with pytest.raises(FhirError) as info:
+        client.create(_note(patient, key), if_none_exist=f"identifier={SYSTEM}|{key}")
+    expected = CreateRedirectError if elsewhere else FhirPreconditionFailedError
+    assert isinstance(info.value, expected) and info.value.after_lost_answer
+    with pytest.raises(expected) as never_lost:  # every answer heard: nothing said of an earlier try
+        client.create(_note(patient, key), if_none_exist=f"identifier={SYSTEM}|{key}")
+    assert not never_lost.value.after_lost_answer
