@@ -118,10 +118,11 @@ def step_budget(
         _STEP.reset(token)
 
 
-def step_deadline() -> tuple[float, float, str] | None:
-    """``(ends_at, budget_s, step name)`` of the active step budget, on the ``time.monotonic`` clock."""
+def step_deadline() -> tuple[float, float, str, str] | None:
+    """``(ends_at, budget_s, step name, setting)`` of the active step budget, on the ``time.monotonic`` clock
+    (``setting``: what sets the budget, for an error's message: a write-back wait is no sync step's budget)."""
     step = _STEP.get()
-    return None if step is None else (step.ends_at, step.budget_s, step.name)
+    return None if step is None else (step.ends_at, step.budget_s, step.name, step.setting)
 
 
 def step_budget_exceeded(detail: str = "", *, would: bool = False) -> StepBudgetExceededError:

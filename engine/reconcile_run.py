@@ -43,8 +43,9 @@ def reconcile_types(
 ) -> list[ReconcileReport]:
     """Reconcile each of ``types`` (``engine.deletes.reconcile_deletes``), one report each in order, ``error``
     set on those not reconciled; ``on_report`` is called with each type's report as it ends, ``on_hold`` with the
-    source-wide throttle that stopped the run, if one did. Never raises for a type's failure; one that stops the
-    run is reported on its type, and the types after it as not reached."""
+    source-wide throttle that stopped the run, if one did and its time was noted (not on a connection with no
+    row). Never raises for a type's failure; one that stops the run is reported on its type, and the types after
+    it as not reached."""
     reports: list[ReconcileReport] = []
     for index, resource_type in enumerate(types):
         try:

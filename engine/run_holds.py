@@ -82,8 +82,6 @@ def note_hold(db: AppDatabase, run_id: str, until: datetime) -> None:
 def note_connection_throttle(db: AppDatabase, connection_id: str, exc: BaseException) -> SourceThrottle | None:
     """As :func:`note_source_throttle`, for work without a row of its own (a reconcile): the time is noted on the
     connection's newest row, unless that already holds it longer; returns the throttle (None: ``exc`` is not
-    one). A connection with no row yet has nowhere to note it."""
+    one, or the connection has no row yet, nowhere to note it: no hold of it will end for the scheduler to see)."""
     newest = _connection_newest(db, connection_id)
-    if newest is None:
-        return source_throttle(exc, connection_id, origins=source_origins(db, connection_id))
-    return note_source_throttle(db, newest.id, connection_id, exc)
+    return None if newest is None else note_source_throttle(db, newest.id, connection_id, exc)

@@ -120,10 +120,10 @@ class SharedRateBudget:
         deadline, bound = started + self.max_wait_s, f"{self.max_wait_s:g} s"
         step = step_deadline()
         if step is not None:
-            ends_at, budget_s, name = step
+            ends_at, budget_s, name, setting = step
             step_end = started + (ends_at - time.monotonic())
             if step_end < deadline:
-                deadline, bound = step_end, f"the {budget_s:g} s budget of {name} (EHRSYNC_STEP_BUDGET_S)"
+                deadline, bound = step_end, f"the {budget_s:g} s budget of {name} ({setting})"
         return deadline, bound
 
     def _take(self, hashed: str, slot: int) -> bool:

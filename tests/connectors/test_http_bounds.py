@@ -12,7 +12,14 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from connectors.budgets import check_step_budget, forget_unreachable, rate_budget, step_budget, step_deadline
+from connectors.budgets import (
+    STEP_SETTING,
+    check_step_budget,
+    forget_unreachable,
+    rate_budget,
+    step_budget,
+    step_deadline,
+)
 from connectors.errors import (
     ConfigurationError,
     EhrUnreachableError,
@@ -100,7 +107,7 @@ def test_a_step_budget_inside_another_is_a_phase_of_it_and_says_what_it_keeps() 
     with step_budget("reconciling Observation", 10.0, clock=lambda: now[0], kept="outer"):
         now[0] = 8.0
         with step_budget("reconciling Observation (confirming)", 10.0, kept="only those confirmed are tombstoned"):
-            assert step_deadline() == (10.0, 10.0, "reconciling Observation (confirming)")
+            assert step_deadline() == (10.0, 10.0, "reconciling Observation (confirming)", STEP_SETTING)
             now[0] = 10.0
             with pytest.raises(StepBudgetExceededError) as raised:
                 check_step_budget()

@@ -122,6 +122,26 @@ def test_a_weeks_reconcile_its_throttle_stopped_partway_is_asked_for_again_once_
     assert tags.get(HELD_TAG) == "true"
 
 
+def test_a_weeks_reconcile_of_a_connection_with_no_sync_row_is_not_tagged_held_bdx31(
+    start_sandbox, world: SyncWorld, http: httpx.Client
+) -> None:
+    """A connection never synced (no ``sync_runs`` row: its first sync not yet started) has nowhere to note the
+    throttle its week's run met partway, so no hold of it ever ends for the schedule to ask for the slot again:
+    the run is not tagged ``ehrsync/held=true`` (before, it was, though nothing would ever ask again). Nothing is
+    lost: with nothing synced there is nothing to tombstone, and the first sync reads every type."""
+    sb = start_sandbox(patients=1)
+    cid = connect_patient(world, sb, http=http, patient_id=sandbox_patients(http, sb)[0])
+    assert runs.history(world.env.db, cid) == []
+    add_fault(http, sb, "429", path="/fhir/Observation", retry_after="3000", times=None)
+    key = run_key(cid, last_slot(cid, datetime.now(UTC)))
+    with DagsterInstance.ephemeral() as instance:
+        met = run_reconcile(world, cid, instance, tags=_WEEKLY | {RUN_KEY_TAG: key})
+        tags = instance.get_run_by_id(met.run_id).tags  # type: ignore[union-attr]
+    assert "Observation" in _output_metadata(met, "not_reconciled")  # stopped there, by the source's throttle
+    assert runs.history(world.env.db, cid) == []  # nowhere to note it
+    assert tags.get(HELD_TAG, "false") == "false", tags
+
+
 def _next_hour(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
 

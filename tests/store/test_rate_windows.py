@@ -118,6 +118,23 @@ def test_a_background_wait_ends_with_the_sync_step_that_runs_it(db: AppDatabase)
     assert clock.slept == pytest.approx([2.0])
 
 
+def test_a_wait_ended_by_a_budget_another_setting_sets_names_that_setting(db: AppDatabase) -> None:
+    """A write-back's identifier search is bounded by the writeback resource's ``lookup_wait_s`` (its step budget
+    says so, ``setting=``): a shared call budget that has no call free before it ends names that setting. Before,
+    it named ``EHRSYNC_STEP_BUDGET_S`` for any step's budget, sending an operator to raise one that bounds no
+    lookup."""
+    key = f"https://ecw.example/{uuid.uuid4()}/fhir"
+    clock = _Clock(1_000_000.5)
+    background = SharedRateBudget(db, 240, 60.0, clock=clock, sleep=clock.sleep)
+    _saturate(db, key, background, 400_000, 6)
+    lookup = step_budget("the identifier search", 3.0, setting="lookup_wait_s of the writeback resource")
+    with lookup, pytest.raises(RateLimitedError) as raised:
+        background.acquire(key)
+    said = str(raised.value)
+    assert "the 3 s budget of the identifier search (lookup_wait_s of the writeback resource)" in said, said
+    assert "EHRSYNC_STEP_BUDGET_S" not in said, said
+
+
 def _spent(db: AppDatabase, key: str) -> int:
     hashed = hashlib.sha256(key.encode()).hexdigest()
     with db.session() as session:
