@@ -253,7 +253,8 @@ def _failed_send(
 
     A POST that may have been stored (``outcome_unknown``: lost answer, 408, 5xx) is retried only with
     ``If-None-Exist`` and while attempts are left; otherwise it is ``unknown`` (never ``failed``: the EHR may hold
-    it). So ``failed`` only follows answers proving nothing was stored (429, 503 with ``Retry-After``, 4xx)."""
+    it). So ``failed`` only follows answers proving nothing was stored (429, 503 with ``Retry-After``, 4xx). A grant
+    refused (``NeedsReauthError``) when a POST may be stored waits for re-authorization, as in ``_advance``."""
     if posted and outcome_unknown(exc):
         retryable = isinstance(exc, ce.TransportError) or (isinstance(exc, ce.FhirError) and exc.is_transient)
         if plan.conditional and retryable and note.attempts < config.max_attempts:
@@ -261,6 +262,8 @@ def _failed_send(
             return retry_later(env.db, config, replace(note, maybe_stored=True), exc)
         _log.warning("note %s: the POST's outcome is unknown (%s); reconciling, never resent", note.id, exc.code)
         return _to_unknown(env, config, note, client, exc)
+    if note.maybe_stored and isinstance(exc, ce.NeedsReauthError):  # as in ``_advance``: no search can look now
+        return _wait_for_connection(env, note, exc.code)
     if note.maybe_stored and ends_note(config, note, exc):
         return _settle_maybe_stored(env, config, note, client, exc)
     if isinstance(exc, ce.TransportError):
@@ -278,6 +281,8 @@ def _settle_maybe_stored(
     note again. The identifier search decides first: only a search the server applied that finds nothing lets the
     answer stand; otherwise the note is ``unknown`` and reconciled (found: ``written``)."""
     lookup = search(client, note, config)  # failed or out of time: handed on as it is, never searched again
+    if isinstance(lookup, ce.NeedsReauthError):  # it can look once the grant is back: wait for it, not for a person
+        return _wait_for_connection(env, note, lookup.code)
     if isinstance(lookup, IdentifierLookup) and not lookup.ignored and not lookup.matches:
         return (
             retry_later(env.db, config, note, exc)

@@ -218,3 +218,47 @@ def test_a_note_left_sending_before_its_post_was_recorded_is_failed_when_its_con
     done = write_note(world.env, FAST, left.id)
     assert (done.state, done.reason_code, done.maybe_stored) == ("failed", "connection_disabled", False)
     assert request_log.paths(DOC_POSTS, "POST") == []
+
+
+@pytest.mark.parametrize("lost", ["an earlier attempt", "this POST's first try"])
+def test_dwb34_a_grant_refused_during_the_post_of_a_note_that_may_be_stored_waits_then_finds_it(
+    world, sb, http, request_log, lost
+) -> None:
+    """The note's POST may be stored (an earlier attempt's answer lost, or this POST's first try's, the transport's
+    retry then answered 401); the retry's token refresh is refused (``invalid_grant``): the connection needs
+    re-authorization. Before, the write-back searched at once with the refused grant, and the search failing left
+    the note ``unknown`` for a person (who might write it again). Now it waits as ``_advance`` makes it wait:
+    ``pending``, ``maybe_stored``, ``connection_needs_reauth``; once re-authorized, one run finds the stored note."""
+    if lost == "an earlier attempt":
+        conn, note_id = _stored_then_lost(world, sb, http)
+    else:
+        conn = writable_connection(world, sb, http)
+        note_id = enqueue(world, conn).id
+        sb.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=1)  # stored, the answer lost
+    sb.admin.set_fault("expired_token", path=DOC_POSTS, method="POST", times=None)
+    sb.admin.set_fault("oauth_error", path="/oauth/token", times=None, error="invalid_grant")
+    waiting = write_note(world.env, FAST, note_id)
+    assert (waiting.state, waiting.maybe_stored, waiting.reason_code) == ("pending", True, "connection_needs_reauth")
+    assert write_note(world.env, FAST, note_id).version == waiting.version  # waits: nothing sent, nothing moved
+    sb.admin.clear_faults()
+    _status(world, conn, "active")  # re-authorized (the grant's access token still works on the sandbox)
+    done = write_note(world.env, FAST, note_id)
+    [doc] = server_notes(world, conn, sb, get_note(world.env.db, note_id))
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"]), done.reason
+
+
+def test_dwb34_a_refusal_whose_search_finds_the_grant_refused_waits_then_finds_the_note(world, sb, http) -> None:
+    """A note that may be stored is refused (422); the identifier search that must look first is answered 401 and the
+    refresh refused. Before, the search's failure left the note ``unknown`` for a person; now it waits for the
+    re-authorization (``pending``, ``maybe_stored``), and then one run finds the stored note."""
+    conn, note_id = _stored_then_lost(world, sb, http)
+    sb.admin.set_fault("422", path=DOC_POSTS, method="POST", times=1)
+    sb.admin.set_fault("expired_token", path=DOC_POSTS, method="GET", times=None)  # the identifier search
+    sb.admin.set_fault("oauth_error", path="/oauth/token", times=None, error="invalid_grant")
+    waiting = write_note(world.env, FAST, note_id)
+    assert (waiting.state, waiting.maybe_stored, waiting.reason_code) == ("pending", True, "connection_needs_reauth")
+    sb.admin.clear_faults()
+    _status(world, conn, "active")
+    done = write_note(world.env, FAST, note_id)
+    [doc] = server_notes(world, conn, sb, get_note(world.env.db, note_id))
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"]), done.reason
