@@ -4,7 +4,8 @@ Patient connections only: Bulk connections learn deletions from the export's ``d
 has its own hour of the week (``reconcile_hour``), so the week's runs are spread over 168 hourly ticks: queued all at
 one tick, 10,000 of them would count as busy and hold back every connection's scheduled sync for hours. One whose
 source is held at its hour, or whose run a throttle of its source stopped partway, is asked for once the hold ends,
-within the week (``reconcile_slots``).
+within the week, and one whose run found the connection busy (a sync holding its lock) at the next tick
+(``reconcile_slots``).
 """
 
 from collections.abc import Callable
@@ -25,7 +26,6 @@ from dagster import (
 from dagster._core.storage.tags import RUN_KEY_TAG
 
 from engine import PATIENT_TYPES, ReconcileReport
-from engine.batch_defer import SourceThrottle
 from engine.connection_snapshots import read_connections
 from engine.reconcile_run import reconcile_types
 from engine.retries import holds_ended, source_holds
@@ -35,8 +35,11 @@ from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAM
 from pipelines.defs._shared.schedules import in_process_job, running_utc_schedule, tick_hour
 from pipelines.defs._shared.source_hold import SourceHeldFailure, stop_if_connection_held
 from pipelines.defs.maintenance.reconcile_slots import (
+    BUSY,
+    HELD_ASIDE,
     HELD_TAG,
     HOURS_A_WEEK,
+    busy_slots,
     due_slots,
     reconcile_hour,
     run_key,
@@ -79,18 +82,19 @@ def _stop_if_held(context: OpExecutionContext, db: AppDatabase, connection_id: s
     except SourceHeldFailure:
         context.instance.add_run_tags(context.run_id, {HELD_TAG: "true"})
         raise
-    if context.run.tags.get(HELD_TAG) == "true":
+    if context.run.tags.get(HELD_TAG) in HELD_ASIDE:
         context.instance.add_run_tags(context.run_id, {HELD_TAG: "false"})
 
 
-def _tag_held_partway(context: OpExecutionContext) -> Callable[[SourceThrottle], None]:
-    """Tag a week's run (one carrying its slot's run key) that a throttle of its source stopped partway
-    ``ehrsync/held`` ``true``, as one held before any request is: the schedule asks for its slot again once the
-    hold ends, so the types it did not reach wait hours, not another week (their deletions stayed live)."""
+def _tag_held_partway(context: OpExecutionContext, value: str) -> Callable[..., None]:
+    """Tag a week's run (one carrying its slot's run key) stopped partway ``ehrsync/held`` ``value``: ``true``
+    (a throttle of its source), as one held before any request is: the schedule asks for its slot again once the
+    hold ends; ``busy`` (another run, a sync, holding the connection's lock): at the next tick. The types it did
+    not reach wait hours, not another week (their deletions stayed live)."""
 
-    def held(_throttle: SourceThrottle) -> None:
+    def held(*_why: object) -> None:
         if context.run.tags.get(RUN_KEY_TAG):
-            context.instance.add_run_tags(context.run_id, {HELD_TAG: "true"})
+            context.instance.add_run_tags(context.run_id, {HELD_TAG: value})
 
     return held
 
@@ -123,7 +127,8 @@ def reconcile_connection(
             PATIENT_TYPES,
             run_id=context.run_id,
             on_report=changed,
-            on_hold=_tag_held_partway(context),
+            on_hold=_tag_held_partway(context, "true"),
+            on_busy=_tag_held_partway(context, BUSY),
         )
     deleted = {r.resource_type: r.tombstoned for r in reports}
     context.log.info(
@@ -244,7 +249,7 @@ def weekly_reconcile_schedule(context: ScheduleEvaluationContext, app_db: AppDat
     with app_db.open() as db:
         connections = {c.id: c for c in read_connections(db) if c.syncable and not c.is_bulk and c.id in keys}
         holds, ended = source_holds(db), holds_ended(db, tick - timedelta(hours=1), tick)
-    due = due_slots(connections, tick, holds, ended)
+    due = due_slots(connections, tick, holds, ended, busy_slots(context.instance, RECONCILE_JOB, tick))
     late = unrequested(context.instance, RECONCILE_JOB, (run_key(c, s) for c, s in due.items() if s != tick))
     return [
         RunRequest(
