@@ -1,7 +1,7 @@
 """A week's deletion reconciliation (BDX-31) asked for again within its week, through the real job over a
 sandbox and the real weekly schedule: a run that found the connection busy (another run, a sync, holding its
 lock: ``connection_busy``) is asked for again at the next hourly tick, as one a throttle of its source stopped is
-once the hold ends."""
+once the hold ends; and a run asked for again reconciles only the types the week's earlier runs did not finish."""
 
 from __future__ import annotations
 
@@ -17,12 +17,14 @@ import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, build_schedule_context
 from dagster._core.storage.tags import RUN_KEY_TAG
 
+from engine import runs
 from engine.connection_lock import LOCK_WAIT_ENV
 from engine.run_tags import TRIGGER_TAG
 from pipelines.defs.maintenance.jobs import RECONCILE_TRIGGER, weekly_reconcile_schedule
 from pipelines.defs.maintenance.reconcile_slots import HELD_TAG, last_slot, run_key
 from pipelines.resources import AppDatabaseResource
-from tests.engine.helpers import SyncWorld, connect_patient, sandbox_patients
+from tests.engine.conftest import RequestLog
+from tests.engine.helpers import SyncWorld, add_fault, connect_patient, sandbox_patients
 from tests.engine.job_runs import run_reconcile, sync_type
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,3 +95,31 @@ def test_a_weeks_reconcile_that_found_the_connection_busy_is_asked_for_again_at_
         again = run_reconcile(world, cid, instance, tags=_WEEKLY | {RUN_KEY_TAG: key})  # the lock is free now
         assert again.success
         assert _asked(world, instance, tick + timedelta(hours=1)) == []  # reconciled: not asked again
+
+
+def test_a_weeks_reconcile_asked_for_again_reconciles_only_the_types_not_finished_bdx31(
+    start_sandbox, world: SyncWorld, http: httpx.Client, request_log: RequestLog
+) -> None:
+    """The week's run reconciles Patient and Encounter, then a 50-minute throttle stops it at Observation. Asked
+    for again once the hold ends (same run key), the run lists Observation and the types after it, not Patient or
+    Encounter again: each ask spent calls on the types already done, against a quota that runs out at the same
+    type up to ``MAX_HELD_RUNS`` times. A type reconciled earlier in the same week stays so (its tombstones and
+    read-backs are stored); next week's run lists every type again."""
+    sb = start_sandbox(patients=1)
+    cid = connect_patient(world, sb, http=http, patient_id=sandbox_patients(http, sb)[0])
+    assert sync_type(world, cid, "Patient").error is None
+    add_fault(http, sb, "429", path="/fhir/Observation", retry_after="3000", times=None)
+    key = run_key(cid, last_slot(cid, datetime.now(UTC)))
+    with DagsterInstance.ephemeral() as instance:
+        met = run_reconcile(world, cid, instance, tags=_WEEKLY | {RUN_KEY_TAG: key})
+        assert not met.success and "Encounter" not in _failure_metadata(met, "not_reconciled")
+        sb.admin.clear_faults()
+        (row,) = runs.history(world.env.db, cid)
+        runs.hold_until(world.env.db, row.id, datetime.now(UTC) - timedelta(seconds=1))  # the hold has ended
+        request_log.clear()
+        again = run_reconcile(world, cid, instance, tags=_WEEKLY | {RUN_KEY_TAG: key})
+    assert again.success, [e.step_failure_data for e in again.all_events if e.event_type_value == "STEP_FAILURE"]
+    paths = {url.path.split("/")[2] for url in request_log.urls if url.path.startswith("/fhir/")}
+    assert "Observation" in paths and not paths & {"Patient", "Encounter"}, paths
+    said = again.output_for_node("reconcile_connection")
+    assert "Patient" not in said and "Observation" in said, said  # ``deleted``: the types this run reconciled

@@ -5,7 +5,8 @@ has its own hour of the week (``reconcile_hour``), so the week's runs are spread
 one tick, 10,000 of them would count as busy and hold back every connection's scheduled sync for hours. One whose
 source is held at its hour, or whose run a throttle of its source stopped partway, is asked for once the hold ends,
 within the week, and one whose run found the connection busy (a sync holding its lock) at the next tick
-(``reconcile_slots``).
+(``reconcile_slots``); such a run reconciles only the types the week's earlier runs did not finish
+(``reconcile_resume``).
 """
 
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME, patient_connections_partitions
 from pipelines.defs._shared.schedules import in_process_job, running_utc_schedule, tick_hour
 from pipelines.defs._shared.source_hold import SourceHeldFailure, stop_if_connection_held
+from pipelines.defs.maintenance.reconcile_resume import reconciled_earlier
 from pipelines.defs.maintenance.reconcile_slots import (
     BUSY,
     HELD_ASIDE,
@@ -99,6 +101,17 @@ def _tag_held_partway(context: OpExecutionContext, value: str) -> Callable[..., 
     return held
 
 
+def _reconciled_earlier(context: OpExecutionContext, connection_id: str) -> set[str]:
+    """The types earlier runs of this week's slot finished (``reconcile_resume``): this run does not list them
+    again."""
+    done = reconciled_earlier(context.instance, context.run, RECONCILE_JOB, RECONCILE_TRIGGER)
+    if done:
+        context.log.info(
+            "%s: %s reconciled earlier this week by this slot's runs", connection_id, ", ".join(sorted(done))
+        )
+    return done
+
+
 @op(
     description="Tombstone warehouse rows whose ids the EHR no longer lists and, asked for again, confirms gone, "
     "and read back the ids it lists that the warehouse lacks, type by type."
@@ -121,10 +134,11 @@ def reconcile_connection(
         # a throttle the source named (noted by a sync, or by an earlier reconcile): asking now is only refused
         now = datetime.now(UTC)
         _stop_if_held(context, env.db, connection_id, now)
+        done = _reconciled_earlier(context, connection_id)
         reports = reconcile_types(
             env,
             connection_id,
-            PATIENT_TYPES,
+            [t for t in PATIENT_TYPES if t not in done],
             run_id=context.run_id,
             on_report=changed,
             on_hold=_tag_held_partway(context, "true"),
@@ -140,7 +154,10 @@ def reconcile_connection(
         sum(r.unconfirmed for r in reports),
         sum(r.unlisted for r in reports),
     )
-    metadata: dict[str, Any] = {"deleted": MetadataValue.json(deleted)}
+    metadata: dict[str, Any] = {
+        "deleted": MetadataValue.json(deleted),
+        "reconciled_earlier": MetadataValue.json(sorted(done)),
+    }
     for name in ("unlisted", "alive", "unconfirmed", "unconfirmable"):  # the types with any
         metadata[name] = MetadataValue.json({r.resource_type: getattr(r, name) for r in reports if getattr(r, name)})
     metadata["not_reconciled"] = MetadataValue.json({r.resource_type: r.error for r in reports if r.error})
