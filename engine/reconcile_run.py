@@ -12,7 +12,9 @@ types after it are reported not reached. When that failure is a throttle of the 
 a spent quota, an unreachable EHR: ``engine.batch_defer``), its time is noted on the connection's newest
 ``sync_runs`` row (``engine.run_holds.note_connection_throttle``), so the scheduler and the next weekly
 reconcile send nothing before it, as for a sync's landing step; ``on_hold`` is told, so the weekly schedule can
-ask for the week's run again once it ends (the types not reached would otherwise wait a week more).
+ask for the week's run again once it ends (the types not reached would otherwise wait a week more). A run that
+another run holding the connection's lock stopped (``ConnectionBusyError``: a sync of it) tells ``on_busy``, so
+the schedule can ask again soon for the same reason.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Callable, Sequence
 
 from connectors.errors import loggable_message
 from engine.batch_defer import SourceThrottle
+from engine.connection_lock import ConnectionBusyError
 from engine.deletes import ReconcileReport, reconcile_deletes
 from engine.environment import SyncEnvironment
 from engine.reconcile_stops import run_stop
@@ -40,12 +43,13 @@ def reconcile_types(
     run_id: str,
     on_report: Callable[[ReconcileReport], None] | None = None,
     on_hold: Callable[[SourceThrottle], None] | None = None,
+    on_busy: Callable[[], None] | None = None,
 ) -> list[ReconcileReport]:
     """Reconcile each of ``types`` (``engine.deletes.reconcile_deletes``), one report each in order, ``error``
     set on those not reconciled; ``on_report`` is called with each type's report as it ends, ``on_hold`` with the
     source-wide throttle that stopped the run, if one did and its time was noted (not on a connection with no
-    row). Never raises for a type's failure; one that stops the run is reported on its type, and the types after
-    it as not reached."""
+    row), ``on_busy`` when another run holding the connection's lock (a sync) stopped it. Never raises for a
+    type's failure; one that stops the run is reported on its type, and the types after it as not reached."""
     reports: list[ReconcileReport] = []
     for index, resource_type in enumerate(types):
         try:
@@ -64,6 +68,8 @@ def reconcile_types(
             throttle = note_connection_throttle(env.db, connection_id, stop.cause)
             if throttle is not None and on_hold is not None:
                 on_hold(throttle)
+            if isinstance(stop.cause, ConnectionBusyError) and on_busy is not None:
+                on_busy()
             stopped = f"not reached: the run stopped at {resource_type} ({stop.code})"
             reports += [ReconcileReport(t, error=stopped) for t in types[index + 1 :]]
             break

@@ -8,14 +8,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunRequest
-from dagster._core.storage.tags import RUN_KEY_TAG
+from dagster._core.storage.tags import PARTITION_NAME_TAG, RUN_KEY_TAG
 from dagster._core.test_utils import create_run_for_test
 
 from engine import runs
 from engine.run_tags import CONNECTION_TAG, TRIGGER_TAG
 from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME
 from pipelines.defs.maintenance.jobs import HOURS_A_WEEK, RECONCILE_JOB, reconcile_hour
-from pipelines.defs.maintenance.reconcile_slots import HELD_TAG, MAX_HELD_RUNS
+from pipelines.defs.maintenance.reconcile_slots import BUSY, HELD_TAG, MAX_HELD_RUNS
 from tests.pipelines.appdb import AppDb
 from tests.pipelines.scheduler import weekly_reconcile_ticks
 
@@ -134,6 +134,25 @@ def test_a_slot_held_again_and_again_is_asked_for_at_most_max_held_runs_times_a_
             runs.hold_until(app_db.db, row, MONDAY + timedelta(hours=hour, minutes=5))
     first = reconcile_hour(cid)
     assert asked == [first + n for n in range(MAX_HELD_RUNS)]
+
+
+def test_a_slot_found_busy_is_asked_for_at_the_next_tick_at_most_max_held_runs_times_a_week(
+    app_db: AppDb, dagster_instance_on_disk: DagsterInstance
+) -> None:
+    """BDX-31: each run of the slot finds the connection's lock held by a sync (``connection_busy``, tagged
+    ``ehrsync/held=busy``): with no hold to wait for, the slot is asked for again at the next tick, with its run
+    key, ``MAX_HELD_RUNS`` runs in all, then waits for next week (before, the first such run was the week's: every
+    type of the connection waited for next week's hour)."""
+    cid, slot = _early_in_the_week(app_db, dagster_instance_on_disk)
+    app_db.add_sync_row(cid, slot - timedelta(hours=2))
+    asked = []
+    for hour, requests in weekly_reconcile_ticks(dagster_instance_on_disk, app_db, MONDAY):
+        asked += [(hour, r.run_key) for r in requests]
+        for request in requests:  # the daemon's run of the request, stopped at once: a sync holds the connection
+            tags = {RUN_KEY_TAG: str(request.run_key), HELD_TAG: BUSY, PARTITION_NAME_TAG: cid}
+            create_run_for_test(dagster_instance_on_disk, job_name=RECONCILE_JOB, tags=tags, status=FAILURE)
+    key = f"reconcile:{cid}:{slot:%Y%m%d}"
+    assert asked == [(reconcile_hour(cid) + n, key) for n in range(MAX_HELD_RUNS)]
 
 
 def test_ten_thousand_connections_are_spread_over_the_week() -> None:

@@ -4,7 +4,9 @@ Patient connections only: Bulk connections learn deletions from the export's ``d
 has its own hour of the week (``reconcile_hour``), so the week's runs are spread over 168 hourly ticks: queued all at
 one tick, 10,000 of them would count as busy and hold back every connection's scheduled sync for hours. One whose
 source is held at its hour, or whose run a throttle of its source stopped partway, is asked for once the hold ends,
-within the week (``reconcile_slots``).
+within the week, and one whose run found the connection busy (a sync holding its lock) at the next tick
+(``reconcile_slots``); such a run reconciles only the types the week's earlier runs did not finish
+(``reconcile_resume``).
 """
 
 from collections.abc import Callable
@@ -25,7 +27,6 @@ from dagster import (
 from dagster._core.storage.tags import RUN_KEY_TAG
 
 from engine import PATIENT_TYPES, ReconcileReport
-from engine.batch_defer import SourceThrottle
 from engine.connection_snapshots import read_connections
 from engine.reconcile_run import reconcile_types
 from engine.retries import holds_ended, source_holds
@@ -34,9 +35,13 @@ from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAME, patient_connections_partitions
 from pipelines.defs._shared.schedules import in_process_job, running_utc_schedule, tick_hour
 from pipelines.defs._shared.source_hold import SourceHeldFailure, stop_if_connection_held
+from pipelines.defs.maintenance.reconcile_resume import reconciled_earlier
 from pipelines.defs.maintenance.reconcile_slots import (
+    BUSY,
+    HELD_ASIDE,
     HELD_TAG,
     HOURS_A_WEEK,
+    busy_slots,
     due_slots,
     reconcile_hour,
     run_key,
@@ -79,20 +84,32 @@ def _stop_if_held(context: OpExecutionContext, db: AppDatabase, connection_id: s
     except SourceHeldFailure:
         context.instance.add_run_tags(context.run_id, {HELD_TAG: "true"})
         raise
-    if context.run.tags.get(HELD_TAG) == "true":
+    if context.run.tags.get(HELD_TAG) in HELD_ASIDE:
         context.instance.add_run_tags(context.run_id, {HELD_TAG: "false"})
 
 
-def _tag_held_partway(context: OpExecutionContext) -> Callable[[SourceThrottle], None]:
-    """Tag a week's run (one carrying its slot's run key) that a throttle of its source stopped partway
-    ``ehrsync/held`` ``true``, as one held before any request is: the schedule asks for its slot again once the
-    hold ends, so the types it did not reach wait hours, not another week (their deletions stayed live)."""
+def _tag_held_partway(context: OpExecutionContext, value: str) -> Callable[..., None]:
+    """Tag a week's run (one carrying its slot's run key) stopped partway ``ehrsync/held`` ``value``: ``true``
+    (a throttle of its source), as one held before any request is: the schedule asks for its slot again once the
+    hold ends; ``busy`` (another run, a sync, holding the connection's lock): at the next tick. The types it did
+    not reach wait hours, not another week (their deletions stayed live)."""
 
-    def held(_throttle: SourceThrottle) -> None:
+    def held(*_why: object) -> None:
         if context.run.tags.get(RUN_KEY_TAG):
-            context.instance.add_run_tags(context.run_id, {HELD_TAG: "true"})
+            context.instance.add_run_tags(context.run_id, {HELD_TAG: value})
 
     return held
+
+
+def _reconciled_earlier(context: OpExecutionContext, connection_id: str) -> set[str]:
+    """The types earlier runs of this week's slot finished (``reconcile_resume``): this run does not list them
+    again."""
+    done = reconciled_earlier(context.instance, context.run, RECONCILE_JOB, RECONCILE_TRIGGER)
+    if done:
+        context.log.info(
+            "%s: %s reconciled earlier this week by this slot's runs", connection_id, ", ".join(sorted(done))
+        )
+    return done
 
 
 @op(
@@ -117,13 +134,15 @@ def reconcile_connection(
         # a throttle the source named (noted by a sync, or by an earlier reconcile): asking now is only refused
         now = datetime.now(UTC)
         _stop_if_held(context, env.db, connection_id, now)
+        done = _reconciled_earlier(context, connection_id)
         reports = reconcile_types(
             env,
             connection_id,
-            PATIENT_TYPES,
+            [t for t in PATIENT_TYPES if t not in done],
             run_id=context.run_id,
             on_report=changed,
-            on_hold=_tag_held_partway(context),
+            on_hold=_tag_held_partway(context, "true"),
+            on_busy=_tag_held_partway(context, BUSY),
         )
     deleted = {r.resource_type: r.tombstoned for r in reports}
     context.log.info(
@@ -135,7 +154,10 @@ def reconcile_connection(
         sum(r.unconfirmed for r in reports),
         sum(r.unlisted for r in reports),
     )
-    metadata: dict[str, Any] = {"deleted": MetadataValue.json(deleted)}
+    metadata: dict[str, Any] = {
+        "deleted": MetadataValue.json(deleted),
+        "reconciled_earlier": MetadataValue.json(sorted(done)),
+    }
     for name in ("unlisted", "alive", "unconfirmed", "unconfirmable"):  # the types with any
         metadata[name] = MetadataValue.json({r.resource_type: getattr(r, name) for r in reports if getattr(r, name)})
     metadata["not_reconciled"] = MetadataValue.json({r.resource_type: r.error for r in reports if r.error})
@@ -244,7 +266,7 @@ def weekly_reconcile_schedule(context: ScheduleEvaluationContext, app_db: AppDat
     with app_db.open() as db:
         connections = {c.id: c for c in read_connections(db) if c.syncable and not c.is_bulk and c.id in keys}
         holds, ended = source_holds(db), holds_ended(db, tick - timedelta(hours=1), tick)
-    due = due_slots(connections, tick, holds, ended)
+    due = due_slots(connections, tick, holds, ended, busy_slots(context.instance, RECONCILE_JOB, tick))
     late = unrequested(context.instance, RECONCILE_JOB, (run_key(c, s) for c, s in due.items() if s != tick))
     return [
         RunRequest(

@@ -5,7 +5,10 @@ Each connection has its hour of the week (its slot). At its slot a connection wh
 fail ``not tried``. It is asked for instead at the first tick after a hold that ran past the slot ended, before
 its next slot, with the slot's run key, unless a run of that key exists already (the slot's run was asked for and
 met the hold later), one held aside (tagged ``ehrsync/held``: the hold came between the tick and the run's start,
-as a run waits in the queue, or a throttle of its source stopped it partway, its later types not reached).
+as a run waits in the queue, or a throttle of its source stopped it partway, its later types not reached). A
+slot whose run another run holding the connection's lock stopped (``connection_busy``: a sync of it, say one the
+scheduler asked for as a hold ended; tagged ``ehrsync/held=busy``) is asked for again at the next tick, as long as
+no newer run of the slot exists. Either way, at most ``MAX_HELD_RUNS`` runs held aside a slot, a week.
 Dagster's schedule run-key dedup is per tick, so that one query of the instance, for every connection a hold
 released this hour at once, keeps it to one run a slot. Stateless: schedules have no cursor, so the slot is read
 back from the tick's time and the holds from ``sync_runs``.
@@ -18,15 +21,18 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
-from dagster import DagsterInstance, RunsFilter
-from dagster._core.storage.tags import RUN_KEY_TAG
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster._core.storage.tags import PARTITION_NAME_TAG, RUN_KEY_TAG
 
 from engine.scheduling import SourceHold
 
 __all__ = [
+    "BUSY",
+    "HELD_ASIDE",
     "HELD_TAG",
     "HOURS_A_WEEK",
     "MAX_HELD_RUNS",
+    "busy_slots",
     "due_slots",
     "last_slot",
     "reconcile_hour",
@@ -36,6 +42,8 @@ __all__ = [
 
 HOURS_A_WEEK = 7 * 24
 HELD_TAG = "ehrsync/held"  # on a reconcile run its source's hold stopped before any request, or partway
+BUSY = "busy"  # HELD_TAG's value on a week's run stopped by another run holding the connection's lock
+HELD_ASIDE = ("true", BUSY)  # HELD_TAG's values on a run whose slot the schedule asks for again (else "false")
 #: The held runs of one slot after which it is not asked for again that week: a source down or throttling all
 #: week (each run stopped by it notes a hold of its own, 5 min for an unreachable EHR) would otherwise have its
 #: slot asked for at nearly every hourly tick, a Dagster run each, for every connection of that source.
@@ -61,11 +69,17 @@ def run_key(connection_id: str, slot: datetime) -> str:
 
 
 def due_slots(
-    connection_ids: Iterable[str], tick: datetime, holds: Mapping[str, SourceHold], ended: Mapping[str, datetime]
+    connection_ids: Iterable[str],
+    tick: datetime,
+    holds: Mapping[str, SourceHold],
+    ended: Mapping[str, datetime],
+    busy: Mapping[str, datetime] | None = None,
 ) -> dict[str, datetime]:
     """Per connection due at ``tick``, its slot: its slot is this tick's hour, or a hold that ran past its slot
-    ended within the hour up to ``tick`` (``ended``: ``engine.retries.holds_ended``); never while its newest row
-    holds it (``holds``: ``engine.retries.source_holds``)."""
+    ended within the hour up to ``tick`` (``ended``: ``engine.retries.holds_ended``), or a run of its slot found
+    the connection busy (``busy``: :func:`busy_slots`); never while its newest row holds it (``holds``:
+    ``engine.retries.source_holds``)."""
+    busy = busy or {}
     due = {}
     for cid in connection_ids:
         hold = holds.get(cid)
@@ -73,7 +87,8 @@ def due_slots(
             continue
         slot = last_slot(cid, tick)
         released = ended.get(cid)
-        if slot == tick or (released is not None and released > slot and tick - _HOUR < released <= tick):
+        hold_ended = released is not None and released > slot and tick - _HOUR < released <= tick
+        if slot == tick or hold_ended or busy.get(cid) == slot:
             due[cid] = slot
     return due
 
@@ -86,7 +101,22 @@ def unrequested(instance: DagsterInstance, job_name: str, keys: Iterable[str]) -
     if not wanted:
         return wanted
     runs = instance.get_runs(RunsFilter(job_name=job_name, tags={RUN_KEY_TAG: sorted(wanted)}))
-    held = {run.run_id for run in runs if run.tags.get(HELD_TAG) == "true" and run.is_finished}
+    held = {run.run_id for run in runs if run.tags.get(HELD_TAG) in HELD_ASIDE and run.is_finished}
     spent = Counter(run.tags.get(RUN_KEY_TAG) for run in runs if run.run_id in held)
     taken = {run.tags.get(RUN_KEY_TAG) for run in runs if run.run_id not in held}
     return {key for key in wanted - taken if spent[key] < MAX_HELD_RUNS}
+
+
+def busy_slots(instance: DagsterInstance, job_name: str, tick: datetime) -> dict[str, datetime]:
+    """Per connection, its slot of the week up to ``tick`` when a run of that slot failed finding the connection
+    busy (tagged ``ehrsync/held=busy``): one query of the instance, for the runs of the week's hours only."""
+    since = tick - timedelta(hours=HOURS_A_WEEK)
+    wanted = RunsFilter(
+        job_name=job_name, tags={HELD_TAG: BUSY}, statuses=[DagsterRunStatus.FAILURE], created_after=since
+    )
+    busy = {}
+    for run in instance.get_runs(wanted):
+        cid = run.tags.get(PARTITION_NAME_TAG)
+        if cid is not None and run.tags.get(RUN_KEY_TAG) == run_key(cid, slot := last_slot(cid, tick)):
+            busy[cid] = slot
+    return busy

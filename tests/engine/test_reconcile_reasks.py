@@ -1,0 +1,125 @@
+"""A week's deletion reconciliation (BDX-31) asked for again within its week, through the real job over a
+sandbox and the real weekly schedule: a run that found the connection busy (another run, a sync, holding its
+lock: ``connection_busy``) is asked for again at the next hourly tick, as one a throttle of its source stopped is
+once the hold ends; and a run asked for again reconciles only the types the week's earlier runs did not finish."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from dagster import DagsterInstance, ExecuteInProcessResult, build_schedule_context
+from dagster._core.storage.tags import RUN_KEY_TAG
+
+from engine import runs
+from engine.connection_lock import LOCK_WAIT_ENV
+from engine.run_tags import TRIGGER_TAG
+from pipelines.defs.maintenance.jobs import RECONCILE_TRIGGER, weekly_reconcile_schedule
+from pipelines.defs.maintenance.reconcile_slots import HELD_TAG, last_slot, run_key
+from pipelines.resources import AppDatabaseResource
+from tests.engine.conftest import RequestLog
+from tests.engine.helpers import SyncWorld, add_fault, connect_patient, sandbox_patients
+from tests.engine.job_runs import run_reconcile, sync_type
+
+REPO = Path(__file__).resolve().parents[2]
+_WEEKLY = {TRIGGER_TAG: RECONCILE_TRIGGER}  # what the weekly schedule tags its runs with
+
+
+@contextmanager
+def _synced_elsewhere(world: SyncWorld, connection_id: str) -> Iterator[None]:
+    """Another process (a sync) holding the connection's lock (tests/engine/residue_driver.py)."""
+    root = str(world.env.zone.root)
+    cmd = [sys.executable, "-m", "tests.engine.residue_driver", "hold", root, connection_id, "run-syncing"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held", proc.stderr
+        yield
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _asked(world: SyncWorld, instance: DagsterInstance, tick: datetime) -> list[tuple[str | None, str | None]]:
+    """What the real weekly schedule asks for at ``tick``: (partition, run key) per request."""
+    resources = {"app_db": AppDatabaseResource(url=world.env.db.engine.url.render_as_string(hide_password=False))}
+    with build_schedule_context(instance=instance, scheduled_execution_time=tick, resources=resources) as context:
+        asked = weekly_reconcile_schedule(context)
+    assert isinstance(asked, list)
+    return [(r.partition_key, r.run_key) for r in asked]
+
+
+def _next_hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+
+
+def _failure_metadata(result: ExecuteInProcessResult, name: str) -> dict[str, str]:
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    value = failure.step_failure_data.user_failure_data.metadata[name].value
+    assert isinstance(value, dict)
+    return value
+
+
+def test_a_weeks_reconcile_that_found_the_connection_busy_is_asked_for_again_at_the_next_tick_bdx31(
+    start_sandbox, world: SyncWorld, http: httpx.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync holds the connection's lock when the week's run starts: it stops at Patient (``connection_busy``),
+    every later type not reached. The real schedule's next hourly tick asks for the slot again with its run key.
+    Before, the run was not tagged held (not a throttle), its key counted as taken, and every type of the
+    connection waited for next week's hour: deletions live two weeks."""
+    sb = start_sandbox(patients=1)
+    cid = connect_patient(world, sb, http=http, patient_id=sandbox_patients(http, sb)[0])
+    assert sync_type(world, cid, "Patient").error is None
+    monkeypatch.setenv(LOCK_WAIT_ENV, "0")
+    tick = _next_hour(datetime.now(UTC))
+    if last_slot(cid, tick) == tick:  # the slot's own tick asks for it anyway: look at the tick after
+        tick += timedelta(hours=1)
+    key = run_key(cid, last_slot(cid, tick))
+    with DagsterInstance.local_temp(tempdir=str(tmp_path)) as instance:  # a schedule's context needs its ref
+        with _synced_elsewhere(world, cid):
+            met = run_reconcile(world, cid, instance, tags=_WEEKLY | {RUN_KEY_TAG: key})
+        assert not met.success
+        stopped = _failure_metadata(met, "not_reconciled")
+        assert stopped["Patient"].startswith("connection_busy"), stopped
+        assert stopped["Encounter"] == "not reached: the run stopped at Patient (connection_busy)", stopped
+        tags = instance.get_run_by_id(met.run_id).tags  # type: ignore[union-attr]
+        asked = _asked(world, instance, tick)
+        assert asked == [(cid, key)]
+        assert tags.get(HELD_TAG) == "busy", tags
+
+        again = run_reconcile(world, cid, instance, tags=_WEEKLY | {RUN_KEY_TAG: key})  # the lock is free now
+        assert again.success
+        assert _asked(world, instance, tick + timedelta(hours=1)) == []  # reconciled: not asked again
+
+
+def test_a_weeks_reconcile_asked_for_again_reconciles_only_the_types_not_finished_bdx31(
+    start_sandbox, world: SyncWorld, http: httpx.Client, request_log: RequestLog
+) -> None:
+    """The week's run reconciles Patient and Encounter, then a 50-minute throttle stops it at Observation. Asked
+    for again once the hold ends (same run key), the run lists Observation and the types after it, not Patient or
+    Encounter again: each ask spent calls on the types already done, against a quota that runs out at the same
+    type up to ``MAX_HELD_RUNS`` times. A type reconciled earlier in the same week stays so (its tombstones and
+    read-backs are stored); next week's run lists every type again."""
+    sb = start_sandbox(patients=1)
+    cid = connect_patient(world, sb, http=http, patient_id=sandbox_patients(http, sb)[0])
+    assert sync_type(world, cid, "Patient").error is None
+    add_fault(http, sb, "429", path="/fhir/Observation", retry_after="3000", times=None)
+    key = run_key(cid, last_slot(cid, datetime.now(UTC)))
+    with DagsterInstance.ephemeral() as instance:
+        met = run_reconcile(world, cid, instance, tags=_WEEKLY | {RUN_KEY_TAG: key})
+        assert not met.success and "Encounter" not in _failure_metadata(met, "not_reconciled")
+        sb.admin.clear_faults()
+        (row,) = runs.history(world.env.db, cid)
+        runs.hold_until(world.env.db, row.id, datetime.now(UTC) - timedelta(seconds=1))  # the hold has ended
+        request_log.clear()
+        again = run_reconcile(world, cid, instance, tags=_WEEKLY | {RUN_KEY_TAG: key})
+    assert again.success, [e.step_failure_data for e in again.all_events if e.event_type_value == "STEP_FAILURE"]
+    paths = {url.path.split("/")[2] for url in request_log.urls if url.path.startswith("/fhir/")}
+    assert "Observation" in paths and not paths & {"Patient", "Encounter"}, paths
+    said = again.output_for_node("reconcile_connection")
+    assert "Patient" not in said and "Observation" in said, said  # ``deleted``: the types this run reconciled
