@@ -147,6 +147,8 @@ def _advance(
                 return _wait_for_connection(env, note, exc.code)
             return _close(env, note, "failed", reason_code=exc.code, reason=None)
         except ce.EhrSyncError as exc:  # the CapabilityStatement could not be read: try again later
+            if note.state == "pending" and note.maybe_stored and note.attempts >= config.max_attempts:
+                return _settle_maybe_stored(env, config, note, client, exc)  # spent (e.g. waited): search, never fail
             return retry_later(env.db, config, note, exc) if note.state == "pending" else note
         if note.state == "pending" and note.maybe_stored and not plan.conditional:
             # If-None-Exist gone since the POST that may be stored: never resend

@@ -8,6 +8,7 @@ the first POST was stored. The same holds for a note resumed after a run was kil
 from __future__ import annotations
 
 import signal
+from dataclasses import replace
 
 import pytest
 
@@ -260,5 +261,28 @@ def test_dwb34_a_refusal_whose_search_finds_the_grant_refused_waits_then_finds_t
     sb.admin.clear_faults()
     _status(world, conn, "active")
     done = write_note(world.env, FAST, note_id)
+    [doc] = server_notes(world, conn, sb, get_note(world.env.db, note_id))
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"]), done.reason
+
+
+def test_dwb34_a_note_that_waited_on_its_last_attempt_is_searched_not_failed_when_the_server_is_down(
+    world, sb, http
+) -> None:
+    """The last attempt's POST is stored, its answer lost, and the transport's retry meets a refused grant: the note
+    waits (its attempts spent). Re-authorized, the woken run cannot read the CapabilityStatement (503). Before, that
+    "try again later" ended it ``failed`` (``retries_exhausted``) while the EHR held it: a person would write it
+    again. Now the identifier search decides first, as after any answer that would end a note that may be stored."""
+    last = replace(FAST, max_attempts=1)
+    conn = writable_connection(world, sb, http)
+    note_id = enqueue(world, conn).id
+    sb.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=1)  # stored, the answer lost
+    sb.admin.set_fault("expired_token", path=DOC_POSTS, method="POST", times=None)
+    sb.admin.set_fault("oauth_error", path="/oauth/token", times=None, error="invalid_grant")
+    waiting = write_note(world.env, last, note_id)
+    assert (waiting.state, waiting.maybe_stored, waiting.attempts) == ("pending", True, 1)
+    sb.admin.clear_faults()
+    _status(world, conn, "active")
+    sb.admin.set_fault("503", path="/fhir/metadata", times=None)
+    done = write_note(world.env, last, note_id)
     [doc] = server_notes(world, conn, sb, get_note(world.env.db, note_id))
     assert (done.state, done.ehr_resource_id) == ("written", doc["id"]), done.reason
