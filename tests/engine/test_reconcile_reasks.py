@@ -17,14 +17,15 @@ import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, build_schedule_context
 from dagster._core.storage.tags import RUN_KEY_TAG
 
-from engine import runs
+from engine import PATIENT_TYPES, runs
 from engine.connection_lock import LOCK_WAIT_ENV
 from engine.run_tags import TRIGGER_TAG
 from pipelines.defs.maintenance.jobs import RECONCILE_TRIGGER, weekly_reconcile_schedule
 from pipelines.defs.maintenance.reconcile_slots import HELD_TAG, last_slot, run_key
 from pipelines.resources import AppDatabaseResource
+from store.models import Connection
 from tests.engine.conftest import RequestLog
-from tests.engine.helpers import SyncWorld, add_fault, connect_patient, sandbox_patients
+from tests.engine.helpers import PATIENT_SCOPE, SyncWorld, add_fault, connect_patient, sandbox_patients
 from tests.engine.job_runs import run_reconcile, sync_type
 
 REPO = Path(__file__).resolve().parents[2]
@@ -123,3 +124,40 @@ def test_a_weeks_reconcile_asked_for_again_reconciles_only_the_types_not_finishe
     assert "Observation" in paths and not paths & {"Patient", "Encounter"}, paths
     said = again.output_for_node("reconcile_connection")
     assert "Patient" not in said and "Observation" in said, said  # ``deleted``: the types this run reconciled
+
+
+def _set_granted_scopes(world: SyncWorld, connection_id: str, scope: str) -> None:
+    """The connection's stored grant, as a (re-)authorization stores the token response's ``scope``."""
+    with world.env.db.session() as session:
+        row = session.get(Connection, connection_id)
+        assert row is not None
+        row.granted_scopes = scope
+        session.commit()
+
+
+def test_a_type_the_grant_left_out_is_reconciled_when_asked_for_again_after_the_grant_widened_bdx31(
+    start_sandbox, world: SyncWorld, http: httpx.Client, request_log: RequestLog
+) -> None:
+    """The week's run skips Encounter, which the grant does not cover (no error: a standing condition), then a
+    throttle stops it at Observation. The patient authorizes again, Encounter granted, and the hold ends: the slot's
+    run asked for again lists Encounter. Before, the first run's ``deleted`` named Encounter with no error, so it
+    counted as reconciled that week and was skipped: its deletions stayed live another week."""
+    sb = start_sandbox(patients=1)
+    cid = connect_patient(world, sb, http=http, patient_id=sandbox_patients(http, sb)[0])
+    assert sync_type(world, cid, "Patient").error is None
+    granted = " ".join(f"patient/{t}.rs" for t in PATIENT_TYPES if t != "Encounter")
+    _set_granted_scopes(world, cid, f"launch/patient openid fhirUser offline_access {granted}")
+    add_fault(http, sb, "429", path="/fhir/Observation", retry_after="3000", times=None)
+    key = run_key(cid, last_slot(cid, datetime.now(UTC)))
+    with DagsterInstance.ephemeral() as instance:
+        met = run_reconcile(world, cid, instance, tags=_WEEKLY | {RUN_KEY_TAG: key})
+        assert not met.success and "Encounter" not in _failure_metadata(met, "not_reconciled")
+        sb.admin.clear_faults()
+        _set_granted_scopes(world, cid, PATIENT_SCOPE)  # authorized again: every type
+        (row,) = runs.history(world.env.db, cid)
+        runs.hold_until(world.env.db, row.id, datetime.now(UTC) - timedelta(seconds=1))  # the hold has ended
+        request_log.clear()
+        again = run_reconcile(world, cid, instance, tags=_WEEKLY | {RUN_KEY_TAG: key})
+    assert again.success, [e.step_failure_data for e in again.all_events if e.event_type_value == "STEP_FAILURE"]
+    paths = {url.path.split("/")[2] for url in request_log.urls if url.path.startswith("/fhir/")}
+    assert "Encounter" in paths and "Patient" not in paths, paths

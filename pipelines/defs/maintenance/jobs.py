@@ -161,6 +161,7 @@ def reconcile_connection(
     for name in ("unlisted", "alive", "unconfirmed", "unconfirmable"):  # the types with any
         metadata[name] = MetadataValue.json({r.resource_type: getattr(r, name) for r in reports if getattr(r, name)})
     metadata["not_reconciled"] = MetadataValue.json({r.resource_type: r.error for r in reports if r.error})
+    metadata["skipped"] = MetadataValue.json({r.resource_type: r.skipped_reason for r in reports if r.skipped_reason})
     for report in reports:  # a standing condition of the grant, not a failure: said once a run, the op succeeds
         if report.unconfirmable is not None:
             context.log.warning(

@@ -10,8 +10,10 @@ Safe, because a type's reconcile stands on its own: what it tombstoned (confirme
 it cleared is stored when it ends, and no other type's reconcile reads it. A type finished earlier in the week is
 as reconciled as it would be had the run not stopped: a deletion after it is next week's, as for any type reconciled
 at its hour. The record is the earlier run's step failure metadata (``deleted`` names every type the run was given;
-``not_reconciled``, ``read_back_failed`` and ``confirm_failed`` those it did not finish), so a run the retention
-job pruned, or one held before any request, finishes nothing: its types are reconciled again. A person's run (the
+``not_reconciled``, ``read_back_failed`` and ``confirm_failed`` those it did not finish, ``skipped`` those the
+grant did not cover, which a grant widened since lets be listed), so a run the retention job pruned, one held
+before any request, or one whose record lacks an entry (an older op's), finishes nothing: its types are reconciled
+again. A person's run (the
 CLI, a launch or re-execution from the UI) reconciles every type, as asked.
 """
 
@@ -27,22 +29,27 @@ from pipelines.defs._shared.run_control import automatic_retry
 
 __all__ = ["NOT_FINISHED", "finished_types", "reconciled_earlier"]
 
-#: The failure metadata entries naming the types a run did not finish (each a JSON mapping keyed by type).
-NOT_FINISHED = ("not_reconciled", "read_back_failed", "confirm_failed")
+#: The failure metadata entries naming the types a run did not finish (each a JSON mapping keyed by type):
+#: failed, or skipped on purpose (``skipped``: the grant did not cover the type; it may since).
+NOT_FINISHED = ("not_reconciled", "read_back_failed", "confirm_failed", "skipped")
 
 
 def finished_types(metadata: Mapping[str, object]) -> set[str]:
     """The types a run's failure metadata says it reconciled to the end: given (``deleted``) and not named as
-    unfinished (:data:`NOT_FINISHED`); none when the entries are not there (a failure before the types ran)."""
-    given = _json_keys(metadata.get("deleted"))
-    for name in NOT_FINISHED:
-        given -= _json_keys(metadata.get(name))
-    return given
+    unfinished (:data:`NOT_FINISHED`); none unless every one of those entries is there as a mapping (a failure
+    before the types ran; an op that wrote fewer, or named them otherwise: a type it did not finish must not pass
+    for finished)."""
+    entries = [_json_keys(metadata.get(name)) for name in ("deleted", *NOT_FINISHED)]
+    if any(keys is None for keys in entries):
+        return set()
+    given, *unfinished = (keys or set() for keys in entries)
+    return given.difference(*unfinished)
 
 
-def _json_keys(entry: object) -> set[str]:
-    value = getattr(entry, "value", None)  # a JSON metadata value: the mapping of type to count or error
-    return {str(key) for key in value} if isinstance(value, dict) else set()
+def _json_keys(entry: object) -> set[str] | None:
+    """The keys of a JSON metadata value's mapping (type to count or error); None when it is not one."""
+    value = getattr(entry, "value", None)
+    return {str(key) for key in value} if isinstance(value, dict) else None
 
 
 def reconciled_earlier(instance: DagsterInstance, run: DagsterRun, job_name: str, scheduled: str) -> set[str]:
