@@ -182,14 +182,14 @@ def _failure(connection_id: str, reports: list[ReconcileReport], metadata: dict[
     of them tombstoned, or the run stopped before them), whose read-back failed (their tombstones kept) or whose
     confirmation of deletions failed (those rows kept live); None when none happened. A type whose deletions the
     grant lets nothing confirm (``unconfirmable``) is no failure: the output metadata says so."""
-    skipped = {r.resource_type: r.error for r in reports if r.error}
+    unreconciled = {r.resource_type: r.error for r in reports if r.error}
     failed = {r.resource_type: r.recovered.error for r in reports if r.recovered is not None and r.recovered.error}
     unconfirmed = {r.resource_type: f"{r.unconfirmed} id(s), {r.confirm_error}" for r in reports if r.confirm_error}
     problems = []
-    if skipped:
+    if unreconciled:
         problems.append(
-            f"{', '.join(skipped)} not reconciled (nothing of them tombstoned; the next reconcile retries them): "
-            + "; ".join(f"{t}: {e}" for t, e in skipped.items())
+            f"{', '.join(unreconciled)} not reconciled (nothing of them tombstoned; the next reconcile retries them): "
+            + "; ".join(f"{t}: {e}" for t, e in unreconciled.items())
         )
     if failed:
         problems.append(
