@@ -175,8 +175,8 @@ def _to_unknown(
     exc: ce.EhrSyncError | None = None,
     lookup: Searched | None = None,
 ) -> NoteRecord:
-    """``sending → unknown`` (the POST may have been stored), then the identifier search (``reconcile``; ``lookup``:
-    one already made, or how it failed: not made again)."""
+    """``sending`` (or ``pending`` after a POST that may be stored) ``→ unknown``, then the identifier search
+    (``reconcile``; ``lookup``: one already made, or how it failed: not made again)."""
     status = getattr(exc, "status", None)
     detail = {"error_code": exc.code, "status_code": status} if exc is not None else None
     fields = {"last_http_status": status} if status is not None else {}
