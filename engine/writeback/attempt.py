@@ -3,8 +3,9 @@
 Every transition is committed (``store.outbox.transition``) before the network call it guards, so a process
 killed anywhere resumes from what the database says:
 
-- ``pending``: nothing was sent. The gates run; a "no" is ``blocked``. Then ``pending → sending`` commits, and
-  only then is the note POSTed.
+- ``pending``: nothing was sent, unless ``maybe_stored`` says an earlier POST may be stored (then it is never sent
+  without ``If-None-Exist`` or a search first). The gates run; a "no" is ``blocked``. Then ``pending → sending``
+  commits, and only then is the note POSTed.
 - ``sending``: a POST may have gone out once ``doc_posted`` is committed, just before the DocumentReference POST
   (``store.outbox.transition``, after any Binary is settled). With it (or ``maybe_stored``), conditional create
   repeats the POST (``If-None-Exist`` on the business identifier makes a repeat find the first note); without it the
