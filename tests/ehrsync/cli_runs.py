@@ -21,15 +21,12 @@ def http_of(world: SyncWorld) -> httpx.Client:
     return world.env.http
 
 
-def run_cli(
-    world: SyncWorld, tmp_path: Path, *args: str, env_extra: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
+def run_cli(world: SyncWorld, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``ehrsync ARGS`` over the world's state folder (its app database, warehouse and Dagster home)."""
     env = {k: v for k, v in os.environ.items() if k not in DROPPED}
     env["EHRSYNC_STATE_DIR"] = str(tmp_path / "state")
     env["INTEGRATIONS_TOKEN_ENC_KEY"] = base64.b64encode(world.cipher_key).decode()
     env["EHRSYNC_SYNC_OVERLAP_SECONDS"] = "0"  # runs seconds apart: count exactly what changed
-    env.update(env_extra or {})
     return subprocess.run(
         [sys.executable, "-m", "ehrsync.cli", *args], capture_output=True, text=True, timeout=300, env=env
     )

@@ -1,6 +1,7 @@
 """``ehrsync reconcile`` as an operator runs it, against the sandbox (issue 11): it tombstones what the EHR deleted
 (BDX-31) and says how many rows; every refusal is one line and a non-zero exit code. ``ehrsync sync``:
-test_cli_runs.py.
+test_cli_runs.py, so the first sync here (what there is to reconcile) runs in-process, the same job over the same
+state folder.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import pytest
 from sandbox import SandboxConfig, SandboxServer
 from tests.ehrsync.cli_runs import http_of, one_line_error, run_cli
 from tests.engine.helpers import SyncWorld, connect_patient
+from tests.engine.job_runs import run_sync
 from tests.pipelines.appdb import AppDb, make_app_db
 
 
 def test_reconcile_tombstones_what_the_ehr_deleted_bdx31(tmp_path: Path, ehr: SandboxServer, world: SyncWorld) -> None:
     http = http_of(world)
     cid = connect_patient(world, ehr, http=http)
-    assert run_cli(world, tmp_path, "sync", cid).returncode == 0
+    assert run_sync(world, cid).status == "completed"
     deleted = http.post(f"{ehr.base_url}/admin/mutate", json={"delete": 2, "seed": 3})
     deleted.raise_for_status()
     assert len(deleted.json()["deleted"]) == 2
@@ -43,7 +45,7 @@ def test_reconcile_names_a_type_whose_deletions_the_grant_lets_nothing_confirm(
     scope = "launch/patient openid fhirUser offline_access patient/Patient.rs patient/Observation.s"
     with SandboxServer(SandboxConfig(patients=1, seed=5, ignored_search_params=["_id"])) as one:
         cid = connect_patient(world, one, http=http, scope=scope)
-        assert run_cli(world, tmp_path, "sync", cid).returncode == 0
+        assert run_sync(world, cid).status == "completed"
         deleted = [ref.split("/")[0] for ref in one.admin.mutate(delete=25, seed=3)["deleted"]]
         assert "Observation" in deleted
         proc = run_cli(world, tmp_path, "reconcile", cid)
