@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 import psycopg
 import pyarrow as pa
@@ -20,8 +21,8 @@ import pytest
 
 from tests.pgserver import PgServer, create_database
 from tests.warehouse.conftest import resource
-from warehouse import LandedFile, read_landed_file
-from warehouse._pg_chunks import BATCH_ROWS, byte_chunks, losing_rows
+from warehouse import LandedFile, _pg_chunks, read_landed_file
+from warehouse._pg_chunks import BATCH_ROWS, byte_chunks, check_keys, losing_rows
 from warehouse.errors import LandedFileError
 from warehouse.landed import LANDING_SCHEMA
 from warehouse.postgres_backend import PostgresWarehouse, psycopg_conninfo
@@ -163,3 +164,29 @@ def test_copy_text_keeps_every_character_and_the_hash_matches_the_server(tmp_pat
     assert rows[0][1] == doc and rows[0][2] is True
     assert rows[1][1]["id"] == "e2" and rows[1][2] is True
     assert rows[0][3] == datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_the_key_checks_of_many_files_open_one_duckdb_instance(tmp_path: Path, monkeypatch: Any) -> None:
+    """Each PostgreSQL upsert of a landed file runs ``check_keys`` and ``losing_rows``; each opened an in-memory
+    DuckDB (~12 ms of CPU) before, two per file and type of every sync. Now one is kept idle between files; a check
+    that raises closes its instance, and the next opens a fresh one and answers as before."""
+    opened: list[str] = []
+    connect = duckdb.connect
+
+    def counting(database: str = ":memory:", *args: Any, **kwargs: Any) -> duckdb.DuckDBPyConnection:
+        opened.append(database)
+        return connect(database, *args, **kwargs)
+
+    _pg_chunks.close_idle()
+    monkeypatch.setattr(duckdb, "connect", counting)
+    for n in range(5):
+        landed = _write(tmp_path / f"f{n}.parquet", [_padded("a", T1), _padded("a", T2), _padded(f"b{n}")])
+        check_keys(Path(landed.path), "c1", "Observation")
+        assert losing_rows(Path(landed.path)) == [0]
+    assert opened == [":memory:"]  # before: ten
+    with pytest.raises(duckdb.IOException):
+        losing_rows(tmp_path / "missing.parquet")
+    assert losing_rows(Path(landed.path)) == [0]
+    assert opened == [":memory:"] * 2
+    with pytest.raises(LandedFileError, match="another connection"):
+        check_keys(Path(landed.path), "c2", "Observation")
