@@ -13,8 +13,7 @@ at its hour. The record is the earlier run's step failure metadata (``deleted`` 
 ``not_reconciled``, ``read_back_failed`` and ``confirm_failed`` those it did not finish, ``skipped`` those the
 grant did not cover, which a grant widened since lets be listed), so a run the retention job pruned, one held
 before any request, or one whose record lacks an entry (an older op's), finishes nothing: its types are reconciled
-again. A person's run (the
-CLI, a launch or re-execution from the UI) reconciles every type, as asked.
+again. A person's run (the CLI, a launch or re-execution from the UI) reconciles every type, as asked.
 """
 
 from __future__ import annotations
