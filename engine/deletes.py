@@ -67,7 +67,7 @@ class ReconcileReport:
     unconfirmable: str | None = None
     #: Why the type was not reconciled on purpose (``scope_not_granted``: the grant covers none or only part of it,
     #: so a listing would read the rest as deletions); not a failure, yet not reconciled either: a run asked for again
-    #: after the grant widened lists it (``pipelines/defs/maintenance/reconcile_resume.py``). None when it was
+    #: after the grant widened lists it (``pipelines/defs/maintenance/reconcile_resume.py``). None when not skipped
     skipped_reason: str | None = None
     #: Why the type was not reconciled this run (its listing failed, or an earlier type stopped the run): nothing
     #: of it tombstoned or read back; None when it was (``engine.reconcile_run``)
