@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from warehouse import _sql
+from warehouse._duckdb_io import configured
 from warehouse._duckdb_pool import InstancePool
 from warehouse.errors import LandedFileError
 from warehouse.landed import LANDING_SCHEMA
@@ -40,9 +41,7 @@ def close_idle() -> None:
 
 
 def _open() -> duckdb.DuckDBPyConnection:
-    conn = duckdb.connect(":memory:", config=dict(_CONFIG))
-    conn.execute("SET enable_progress_bar = false")
-    return conn
+    return configured(duckdb.connect(":memory:", config=dict(_CONFIG)))  # the session settings every reader's has
 
 
 @contextlib.contextmanager
