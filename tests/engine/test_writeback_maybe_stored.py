@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 
 from engine.environment import SyncEnvironment
-from engine.writeback import write_note
+from engine.writeback import WritebackConfig, write_note
 from store.models import Connection
 from store.outbox import get_note, transition
 from tests.engine.helpers import make_environment
@@ -131,21 +131,34 @@ def _stored_then_lost(world, sb, http) -> tuple[str, str]:
     return conn, note.id
 
 
+def _status(world, connection_id: str, status: str) -> None:
+    with world.env.db.session() as session:
+        session.get(Connection, connection_id).status = status
+        session.commit()
+
+
+def _reauthorized_then_found(
+    world, sb, conn: str, note_id: str, config: WritebackConfig = FAST, *, fault: tuple[str, str] | None = None
+) -> None:
+    """The grant is back (the sandbox's faults cleared, the connection ``active`` again; then ``fault``, a kind and a
+    path, armed when given): one run finds the stored note, ``written`` with its id."""
+    sb.admin.clear_faults()
+    _status(world, conn, "active")
+    if fault is not None:
+        sb.admin.set_fault(fault[0], path=fault[1], times=None)
+    done = write_note(world.env, config, note_id)
+    [doc] = server_notes(world, conn, sb, get_note(world.env.db, note_id))
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"]), done.reason
+
+
 def test_dwb34_a_note_that_may_be_stored_waits_out_a_grant_that_is_gone(world, sb, http) -> None:
     """The connection needs re-authorization before the retry: the note is neither failed (the EHR may hold it)
     nor sent; once the grant is back, the next run finds the stored note: ``written``, one note on the EHR."""
     conn, note_id = _stored_then_lost(world, sb, http)
-    with world.env.db.session() as session:
-        session.get(Connection, conn).status = "needs_reauth"
-        session.commit()
+    _status(world, conn, "needs_reauth")
     left = write_note(world.env, FAST, note_id)
     assert (left.state, left.maybe_stored) == ("pending", True)
-    with world.env.db.session() as session:
-        session.get(Connection, conn).status = "active"
-        session.commit()
-    done = write_note(world.env, FAST, note_id)
-    [doc] = server_notes(world, conn, sb, get_note(world.env.db, note_id))
-    assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
+    _reauthorized_then_found(world, sb, conn, note_id)
 
 
 def test_dwb32_a_note_that_may_be_stored_is_never_resent_once_conditional_create_is_gone(
@@ -161,12 +174,6 @@ def test_dwb32_a_note_that_may_be_stored_is_never_resent_once_conditional_create
     assert len(request_log.paths(DOC_POSTS, "POST")) == posts
     [doc] = server_notes(world, conn, sb, get_note(world.env.db, note_id))
     assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
-
-
-def _status(world, connection_id: str, status: str) -> None:
-    with world.env.db.session() as session:
-        session.get(Connection, connection_id).status = status
-        session.commit()
 
 
 def test_a_note_that_may_be_stored_waits_for_a_rejected_client_and_is_unknown_once_disconnected(
@@ -241,11 +248,7 @@ def test_dwb34_a_grant_refused_during_the_post_of_a_note_that_may_be_stored_wait
     waiting = write_note(world.env, FAST, note_id)
     assert (waiting.state, waiting.maybe_stored, waiting.reason_code) == ("pending", True, "connection_needs_reauth")
     assert write_note(world.env, FAST, note_id).version == waiting.version  # waits: nothing sent, nothing moved
-    sb.admin.clear_faults()
-    _status(world, conn, "active")  # re-authorized (the grant's access token still works on the sandbox)
-    done = write_note(world.env, FAST, note_id)
-    [doc] = server_notes(world, conn, sb, get_note(world.env.db, note_id))
-    assert (done.state, done.ehr_resource_id) == ("written", doc["id"]), done.reason
+    _reauthorized_then_found(world, sb, conn, note_id)  # the grant's access token still works on the sandbox
 
 
 def test_dwb34_a_refusal_whose_search_finds_the_grant_refused_waits_then_finds_the_note(world, sb, http) -> None:
@@ -258,11 +261,7 @@ def test_dwb34_a_refusal_whose_search_finds_the_grant_refused_waits_then_finds_t
     sb.admin.set_fault("oauth_error", path="/oauth/token", times=None, error="invalid_grant")
     waiting = write_note(world.env, FAST, note_id)
     assert (waiting.state, waiting.maybe_stored, waiting.reason_code) == ("pending", True, "connection_needs_reauth")
-    sb.admin.clear_faults()
-    _status(world, conn, "active")
-    done = write_note(world.env, FAST, note_id)
-    [doc] = server_notes(world, conn, sb, get_note(world.env.db, note_id))
-    assert (done.state, done.ehr_resource_id) == ("written", doc["id"]), done.reason
+    _reauthorized_then_found(world, sb, conn, note_id)
 
 
 def test_dwb34_a_note_that_waited_on_its_last_attempt_is_searched_not_failed_when_the_server_is_down(
@@ -280,9 +279,4 @@ def test_dwb34_a_note_that_waited_on_its_last_attempt_is_searched_not_failed_whe
     sb.admin.set_fault("oauth_error", path="/oauth/token", times=None, error="invalid_grant")
     waiting = write_note(world.env, last, note_id)
     assert (waiting.state, waiting.maybe_stored, waiting.attempts) == ("pending", True, 1)
-    sb.admin.clear_faults()
-    _status(world, conn, "active")
-    sb.admin.set_fault("503", path="/fhir/metadata", times=None)
-    done = write_note(world.env, last, note_id)
-    [doc] = server_notes(world, conn, sb, get_note(world.env.db, note_id))
-    assert (done.state, done.ehr_resource_id) == ("written", doc["id"]), done.reason
+    _reauthorized_then_found(world, sb, conn, note_id, last, fault=("503", "/fhir/metadata"))
