@@ -44,8 +44,7 @@ def confirm_match(
         result.status,
     )
     lookup = search(client, note, config)
-    if isinstance(lookup, ce.EhrSyncError):
-        _log.warning("note %s: the identifier search failed (%s)", note.id, lookup.code)
+    if isinstance(lookup, ce.EhrSyncError):  # logged by ``reconcile``, which ``unconfirmed`` hands it to
         return None, lookup
     if (ref := lookup.found_ref) is None:
         return None, lookup

@@ -4,8 +4,10 @@ and a Binary create whose answer is lost before the note itself is sent (DWB-18/
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
+import pytest
 from sqlalchemy import select
 
 from engine.writeback import write_note
@@ -62,6 +64,26 @@ def test_dwb31_33_a_conditional_create_answered_with_another_note_is_never_writt
     last = _events(world, note.id)[-1]
     assert last.outcome == "unknown" and last.detail["error_code"] == "match_unconfirmed"
     assert other["id"] not in str(last.detail) and "Follow-up" not in str(last.detail)
+
+
+@pytest.mark.parametrize("fault", ["500", "trickle"])
+def test_an_unconfirmed_match_whose_search_fails_logs_that_once(world, start_sandbox, http, caplog, fault) -> None:
+    """A conditional create answered with another note (200); the identifier search that must decide then fails
+    (the EHR answering 500) or runs out of ``lookup_wait_s`` (trickled). Before, the warning of that one failed
+    search was logged twice, once where it failed (``confirm_match``) and once by the reconciliation it was handed
+    to, so an operator counting failed searches saw two. Now it is logged once."""
+    ehr = start_sandbox(patients=4, seed=7, **IGNORES_IDENTIFIER)
+    conn = _patient_with_notes(world, ehr, http, 1)
+    note = enqueue(world, conn)
+    ehr.admin.set_fault(fault, path=DOC_POSTS, method="GET", times=None, delay_s=0.5)
+    caplog.set_level(logging.WARNING, logger="engine.writeback")
+    done = write_note(world.env, replace(FAST, lookup_wait_s=1.0), note.id)
+    assert (done.state, done.reason_code) == ("unknown", "match_unconfirmed")
+    said = [
+        r.getMessage() for r in caplog.records if r.name.startswith("engine.writeback") and note.id in r.getMessage()
+    ]
+    searched = [m for m in said if "search" in m and "decides" not in m]
+    assert len(searched) == 1, said
 
 
 def test_dwb31_33_a_200_naming_another_note_only_by_location_is_not_trusted(world, start_sandbox, http) -> None:
