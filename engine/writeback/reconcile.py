@@ -3,9 +3,9 @@
 Only notes carrying the draft's exact identifier count (``lookup``). Found once: ``written`` with the id the server
 gave it. Found several times: ``failed`` (a duplicate exists; a person must look). Not found, or the search failed:
 left ``unknown`` for a person; never sent again blindly (a search out of its time budget, ``lookup_wait_s``, says
-so in the note's ``reason``). A server that did not apply the identifier search
-(it ignores the parameter) cannot reconcile at all: the note stays ``unknown`` with the reason code
-``identifier_search_ignored``, never ``written`` or ``failed`` on such evidence.
+so in the note's ``reason``, after the reason it had, until a later search ends). A server that did not apply the
+identifier search (it ignores the parameter) cannot reconcile at all: the note stays ``unknown`` with the reason
+code ``identifier_search_ignored``, never ``written`` or ``failed`` on such evidence.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ _log = logging.getLogger(__name__)
 IGNORED = "identifier_search_ignored"
 #: An identifier search's answer, or why it gave none (out of time: ``StepBudgetExceededError``).
 Searched: TypeAlias = IdentifierLookup | ce.EhrSyncError
+#: How the part of a note's ``reason`` saying its search ran out of time begins (after the reason it had).
+_OUT_OF_TIME = "the identifier search did not end within its "
 
 
 def search(client: FhirClient, note: NoteRecord, config: WritebackConfig) -> Searched:
@@ -88,19 +90,31 @@ def reconcile(
             detail={"reconciled": True, "matches": len(lookup.matches)},
         )
     _log.warning("note %s: not found by identifier; left unknown for a person", note.id)
+    if (kept := _before_out_of_time(note.reason)) != note.reason:  # this search ended: it no longer ran out of time
+        return transition(db, note, "unknown", reason=kept, detail={"reconciled": False})
     return note
 
 
 def _out_of_time(
     db: AppDatabase, note: NoteRecord, config: WritebackConfig, exc: ce.StepBudgetExceededError
 ) -> NoteRecord:
-    """Still ``unknown`` (its reason code kept: ``accepted`` is still searched again by itself), the ``reason`` saying
-    the search ran out of time: nothing was learned, so nothing is written, failed or sent again."""
+    """Still ``unknown`` (its reason code kept: ``accepted`` is still searched again by itself), the ``reason`` it had
+    followed by the search running out of time: nothing was learned, so nothing is written, failed or sent again.
+    A later search that ends takes that part off again (``reconcile``)."""
     _log.warning("note %s: the identifier search ran out of its time budget; left unknown", note.id)
-    reason = (
-        f"the identifier search did not end within its {config.lookup_wait_s:g} s budget (a slow EHR): whether "
-        "the EHR holds this note is not known yet; it is never sent again blindly"
+    said = (
+        f"{_OUT_OF_TIME}{config.lookup_wait_s:g} s budget (a slow EHR): whether the EHR holds this note is not known "
+        "yet; it is never sent again blindly"
     )
+    kept = _before_out_of_time(note.reason)
+    reason = f"{kept}; {said}" if kept else said
     if note.reason == reason:  # said already: a repeated search adds no event
         return note
     return transition(db, note, "unknown", reason=reason, detail={"reconciled": False, "error_code": exc.code})
+
+
+def _before_out_of_time(reason: str | None) -> str | None:
+    """``reason`` without the part a search out of time added (``_out_of_time``): the note's own reason, or None."""
+    if reason is None or _OUT_OF_TIME not in reason:
+        return reason
+    return reason.split(_OUT_OF_TIME, 1)[0].removesuffix("; ") or None

@@ -163,3 +163,23 @@ def test_an_accepted_note_whose_last_search_ran_out_of_time_does_not_say_no_sear
     assert (last.state, last.reason_code) == ("unknown", "accepted_unconfirmed")
     assert "did not end within its 1 s budget" in (last.reason or ""), last.reason
     assert "no identifier search found it" not in (last.reason or "")
+
+
+def test_an_accepted_note_whose_search_ends_again_no_longer_says_it_ran_out_of_time(world, start_sandbox, http) -> None:
+    """A bare 202 whose second check's identifier search the EHR trickles past ``lookup_wait_s``: the reason says so.
+    The third check's search ends and finds nothing (the EHR has not filed it yet). Before, the reason still said the
+    search did not end within its budget (a slow EHR), which no longer held; now it is the accepted note's own again,
+    and the note is still searched again by itself."""
+    ehr = start_sandbox(create_answer="accepted", create_async_delay_s=10_000.0)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    config = replace(FAST, max_attempts=3, lookup_wait_s=1.0)
+    first = write_note(world.env, config, note.id)  # POSTed, searched: not filed yet
+    assert (first.state, first.reason_code) == ("unknown", "accepted")
+    ehr.admin.set_fault("trickle", path=DOC, method="GET", times=None, delay_s=0.5)
+    slow = write_note(world.env, config, note.id)
+    assert "did not end within its 1 s budget" in (slow.reason or ""), slow.reason
+    ehr.admin.clear_faults()
+    done = write_note(world.env, config, note.id)
+    assert (done.state, done.reason_code, done.attempts) == ("unknown", "accepted", 3)
+    assert done.reason == first.reason, done.reason
