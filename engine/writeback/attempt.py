@@ -16,7 +16,8 @@ killed anywhere resumes from what the database says:
   once its attempts are spent: ``failed`` would claim the EHR holds nothing.
 - a connection that cannot write now: a note never sent is ``failed`` (``connection_<status>``); one whose POST may
   be stored waits in ``pending`` (reason ``connection_<status>``) for a connection that can be active again, and the
-  sensor skips it until it is (``store.outbox_queue``); disabled or disconnected, it is ``unknown`` for a person.
+  sensor skips it until it is (``store.outbox_queue``); disabled or disconnected, it is ``unknown`` for a person. A
+  token this process lacks the key of leaves any note ``pending``, naming the key (``waiting``).
 
 While the note is ``sending`` the run beats (``heartbeat``), so a live POST waiting out long ``Retry-After`` waits
 is never taken for a stalled one; a 2xx is recorded ``written`` even when another run moved the note meanwhile
@@ -45,10 +46,12 @@ from engine.writeback.preflight import SendPlan, build_payload, plan_send
 from engine.writeback.provenance import send_provenance
 from engine.writeback.reconcile import Searched, reconcile, search
 from engine.writeback.target import NoteTarget, load_target
+from engine.writeback.waiting import wait_for_connection, wait_for_grant, wait_for_key
 from engine.writeback.written import record_written
+from store.errors import TokenKeyMissingError
 from store.models import utcnow
 from store.outbox import TERMINAL_STATES, NoteRecord, StaleNoteError, get_note, transition
-from store.outbox_queue import WAIT_STATUSES, waiting_code
+from store.outbox_queue import WAIT_STATUSES
 
 __all__ = ["NoteNotFoundError", "write_note"]
 
@@ -106,20 +109,7 @@ def _connection_not_active(env: SyncEnvironment, note: NoteRecord, status: str) 
         return _close(env, note, "failed", reason_code=f"connection_{status}", reason=None)
     if status not in WAIT_STATUSES:
         return _close(env, note, "unknown", reason_code=f"connection_{status}", reason=None)
-    return _wait_for_connection(env, note, status)
-
-
-def _wait_for_connection(env: SyncEnvironment, note: NoteRecord, status: str) -> NoteRecord:
-    """``pending`` with ``maybe_stored`` and the reason ``connection_<status>`` (a ``sending`` note too: its run died or
-    met the refusal): the sensor skips it while the connection stays so, and asks for it once it is active again;
-    that run searches, or repeats the POST with If-None-Exist, before anything else (never a blind second POST)."""
-    code = waiting_code(status)
-    if note.state == "pending" and note.maybe_stored and note.reason_code == code:
-        return note  # waiting already: no new version, no new audit event
-    reason = f"waiting for the connection to be active again (it is {status}); an earlier POST may be stored"
-    return transition(
-        env.db, note, "pending", maybe_stored=True, reason_code=code, reason=reason, detail={"error_code": code}
-    )
+    return wait_for_connection(env.db, note, status)
 
 
 def _close(env: SyncEnvironment, note: NoteRecord, state: str, *, reason_code: str, reason: str | None) -> NoteRecord:
@@ -143,9 +133,11 @@ def _advance(
             if _may_be_stored(note):  # a POST may be stored: find out, never fail it blind
                 return _to_unknown(env, config, note, client)
             return _close(env, note, "failed", reason_code="invalid_note", reason=str(exc))
+        except TokenKeyMissingError as exc:  # this process lacks the token's key: a process with it sends the note
+            return wait_for_key(env.db, config, note, exc, maybe_stored=_may_be_stored(note))
         except ce.NeedsReauthError as exc:  # the grant is gone: a person must authorize again, retrying cannot help
             if _may_be_stored(note):  # waits: a run once the connection is active again finds out
-                return _wait_for_connection(env, note, exc.code)
+                return wait_for_grant(env.db, config, note, exc)
             return _close(env, note, "failed", reason_code=exc.code, reason=None)
         except ce.EhrSyncError as exc:  # the CapabilityStatement could not be read: try again later
             if note.state == "pending" and note.maybe_stored and note.attempts >= config.max_attempts:
@@ -265,8 +257,10 @@ def _failed_send(
             return retry_later(env.db, config, replace(note, maybe_stored=True), exc)
         _log.warning("note %s: the POST's outcome is unknown (%s); reconciling, never resent", note.id, exc.code)
         return _to_unknown(env, config, note, client, exc)
+    if isinstance(exc, TokenKeyMissingError):  # as in ``_advance``: a process with the key goes on
+        return wait_for_key(env.db, config, note, exc, maybe_stored=note.maybe_stored)
     if note.maybe_stored and isinstance(exc, ce.NeedsReauthError):  # as in ``_advance``: no search can look now
-        return _wait_for_connection(env, note, exc.code)
+        return wait_for_grant(env.db, config, note, exc)
     if note.maybe_stored and ends_note(config, note, exc):
         return _settle_maybe_stored(env, config, note, client, exc)
     if isinstance(exc, ce.TransportError):
@@ -285,7 +279,7 @@ def _settle_maybe_stored(
     answer stand; otherwise the note is ``unknown`` and reconciled (found: ``written``)."""
     lookup = search(client, note, config)  # failed or out of time: handed on as it is, never searched again
     if isinstance(lookup, ce.NeedsReauthError):  # it can look once the grant is back: wait for it, not for a person
-        return _wait_for_connection(env, note, lookup.code)
+        return wait_for_grant(env.db, config, note, lookup)
     if isinstance(lookup, IdentifierLookup) and not lookup.ignored and not lookup.matches:
         return (
             retry_later(env.db, config, note, exc)

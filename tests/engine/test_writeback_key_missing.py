@@ -1,0 +1,72 @@
+"""A write-back run in a process without the key a connection's token is sealed under (``TokenKeyMissingError``: a
+worker deployed without ``INTEGRATIONS_TOKEN_ENC_KEYS_OLD`` during a rotation), against the sandbox over a real socket
+and a real SQLite app database shared with a process that has the key.
+
+As for syncs, the connection's status is not changed (another process may well hold the key). The note is neither
+failed nor lost: it waits ``pending`` with the reason code the syncs' error carries (``token_undecryptable``) and a
+reason naming the key id and the setting, never a token; once a process has the key, it is sent (or, when an
+earlier POST may be stored, found) once."""
+
+from __future__ import annotations
+
+import os
+
+from engine.writeback import write_note
+from engine.writeback.queue import due_runs
+from store.crypto import ENV_OLD_KEYS, derive_kid
+from store.models import Connection, utcnow
+from store.outbox import get_note
+from tests.engine.helpers import make_environment
+from tests.engine.writeback_helpers import FAST, enqueue, server_notes, writable_connection
+
+DOC_POSTS = "/fhir/DocumentReference"
+
+
+def _keyless(tmp_path, world, http):
+    """The world's app database, opened by a process configured with another key only."""
+    other = os.urandom(32)
+    return make_environment(tmp_path / "world", http=http, cipher_key=other, tenant_id=world.tenant_id, migrate=False)
+
+
+def _waits_for_the_key(world, keyless, conn: str, note_id: str, *, maybe_stored: bool) -> None:
+    waiting = write_note(keyless.env, FAST, note_id)
+    assert (waiting.state, waiting.maybe_stored, waiting.reason_code) == (
+        "pending",
+        maybe_stored,
+        "token_undecryptable",
+    )
+    reason = waiting.reason or ""
+    assert derive_kid(world.cipher_key) in reason and ENV_OLD_KEYS in reason, reason
+    assert world.env.vault.get_access_token(conn) not in reason
+    assert write_note(keyless.env, FAST, note_id).version == waiting.version  # a run meeting it again changes nothing
+    with world.env.db.session() as session:
+        assert session.get(Connection, conn).status == "active"  # as for syncs: the process, not the connection
+    runs, _ = due_runs(world.env.db, utcnow(), after=None, stalled_after_s=600.0)
+    assert note_id in {run.note_id for run in runs}  # the sensor asks for it: a process with the key sends it
+
+
+def test_a_note_never_sent_waits_for_the_missing_key_then_is_written_once(tmp_path, world, sb, http, request_log):
+    """Before, the note was ``failed`` (``token_undecryptable``, no reason) by a process lacking the key: ended for a
+    person to send again, while its connection looked healthy. Now it waits, named, and is written once."""
+    conn = writable_connection(world, sb, http)
+    note = enqueue(world, conn)
+    _waits_for_the_key(world, _keyless(tmp_path, world, http), conn, note.id, maybe_stored=False)
+    assert request_log.paths(DOC_POSTS, "POST") == []
+    done = write_note(world.env, FAST, note.id)  # a process with the key
+    [doc] = server_notes(world, conn, sb, note)
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"]), done.reason
+
+
+def test_a_note_that_may_be_stored_waits_for_the_missing_key_then_is_found(tmp_path, world, sb, http) -> None:
+    """An earlier POST stored with its answer lost. Before, the keyless run made it wait for its connection to be
+    ``active`` again (``connection_token_undecryptable``, "it is token_undecryptable") while the connection was
+    ``active``, naming neither the key nor the setting. Now the reason names them; then one run finds the note."""
+    conn = writable_connection(world, sb, http)
+    note = enqueue(world, conn)
+    sb.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=None)  # stored, the answer lost
+    assert write_note(world.env, FAST, note.id).maybe_stored
+    sb.admin.clear_faults()
+    _waits_for_the_key(world, _keyless(tmp_path, world, http), conn, note.id, maybe_stored=True)
+    done = write_note(world.env, FAST, note.id)
+    [doc] = server_notes(world, conn, sb, get_note(world.env.db, note.id))
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"]), done.reason
