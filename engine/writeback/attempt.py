@@ -137,7 +137,7 @@ def _advance(
             return wait_for_key(env.db, config, note, exc, maybe_stored=_may_be_stored(note))
         except ce.NeedsReauthError as exc:  # the grant is gone: a person must authorize again, retrying cannot help
             if _may_be_stored(note):  # waits: a run once the connection is active again finds out
-                return wait_for_grant(env.db, config, note, exc)
+                return wait_for_connection(env.db, note, exc.code)
             return _close(env, note, "failed", reason_code=exc.code, reason=None)
         except ce.EhrSyncError as exc:  # the CapabilityStatement could not be read: try again later
             if note.state == "pending" and note.maybe_stored and note.attempts >= config.max_attempts:
@@ -260,7 +260,7 @@ def _failed_send(
     if isinstance(exc, TokenKeyMissingError):  # as in ``_advance``: a process with the key goes on
         return wait_for_key(env.db, config, note, exc, maybe_stored=note.maybe_stored)
     if note.maybe_stored and isinstance(exc, ce.NeedsReauthError):  # as in ``_advance``: no search can look now
-        return wait_for_grant(env.db, config, note, exc)
+        return wait_for_connection(env.db, note, exc.code)
     if note.maybe_stored and ends_note(config, note, exc):
         return _settle_maybe_stored(env, config, note, client, exc)
     if isinstance(exc, ce.TransportError):
