@@ -13,12 +13,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from engine.handoff import LandingHandoff
 from engine.models import SyncCursor, utcnow
 from store import AppDatabase
+from store.upserts import conflict_insert
 
 REST_STREAM = "rest"
 # One row per connection holds references found by upserted types and not yet read (stream "refs", type "*").
@@ -67,10 +67,10 @@ def _row(session: Session, connection_id: str, stream: str, resource_type: str) 
     A plain insert failed on the primary key there (PostgreSQL)."""
     key = (connection_id, stream, resource_type)
     row = session.get(SyncCursor, key, with_for_update=True)
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    insert = conflict_insert(session.get_bind().dialect.name, SyncCursor)
     values = {"connection_id": connection_id, "stream": stream, "resource_type": resource_type}
     while row is None:  # again only if a purge of the connection deleted the row another made, in between
-        session.execute(dialect.insert(SyncCursor).values(**values, updated_at=utcnow()).on_conflict_do_nothing())
+        session.execute(insert.values(**values, updated_at=utcnow()).on_conflict_do_nothing())
         row = session.get(SyncCursor, key, with_for_update=True)
     return row
 

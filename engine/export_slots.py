@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from connectors.errors import BulkExportBusyError
 from connectors.fhir import RetryPolicy
@@ -36,6 +35,7 @@ from engine.models import BulkJob, ExportSlotClaim, utcnow
 from engine.runs import process_gone
 from store import REFRESH_LOCK_TIMEOUT_S, AppDatabase
 from store.models import Connection
+from store.upserts import conflict_insert
 
 __all__ = ["SlotExport", "claim_slot", "slot_exports"]
 
@@ -122,7 +122,6 @@ def _claim(db: AppDatabase, slot: str, conn: ConnectionInfo, run_id: str, lease:
     token and the expiry read, so of two processes taking it over only one wins the insert, and a renewal landing
     in between keeps the claim: the insert then finds it and the next pass answers busy)."""
     token = uuid.uuid4().hex
-    dialect = postgresql if db.dialect == "postgresql" else sqlite
     for _ in range(2):
         with db.locked_session() as session:  # SQLite: BEGIN IMMEDIATE, so the read and the insert are one
             held = session.get(ExportSlotClaim, slot)
@@ -148,7 +147,7 @@ def _claim(db: AppDatabase, slot: str, conn: ConnectionInfo, run_id: str, lease:
             owner = {"owner_pid": os.getpid(), "owner_host": socket.gethostname(), "claimed_at": now}
             owner["expires_at"] = now + lease
             inserted = session.execute(
-                dialect.insert(ExportSlotClaim)
+                conflict_insert(db.dialect, ExportSlotClaim)
                 .values(**row, **owner)
                 .on_conflict_do_nothing()
                 .returning(ExportSlotClaim.token)

@@ -22,10 +22,9 @@ import hashlib
 import itertools
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import cast
 
-from sqlalchemy import BigInteger, Integer, String, delete
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import BigInteger, Integer, String, Table, delete
 from sqlalchemy.orm import Mapped, mapped_column
 
 from connectors.budgets import step_deadline
@@ -34,6 +33,7 @@ from connectors.http import active_rate_budget, rate_budget
 from connectors.providers import get_provider
 from store.database import AppDatabase
 from store.models import Base
+from store.upserts import conflict_insert
 
 __all__ = ["BACKGROUND_WAIT_S", "CallBudgetBusyError", "RateSlot", "SharedRateBudget", "vendor_call_budget"]
 
@@ -127,14 +127,17 @@ class SharedRateBudget:
         return deadline, bound
 
     def _take(self, hashed: str, slot: int) -> bool:
-        dialect = postgresql if self._db.dialect == "postgresql" else sqlite
-        table = RateSlot.__table__
-        insert: Any = dialect.insert(table).values(key=hashed, slot=slot, used=1)
-        statement = insert.on_conflict_do_update(
-            index_elements=[table.c.key, table.c.slot],
-            set_={"used": table.c.used + 1},
-            where=table.c.used < self.per_slot,
-        ).returning(table.c.used)
+        table = cast(Table, RateSlot.__table__)  # typed as any FromClause; a declarative class's is its Table
+        statement = (
+            conflict_insert(self._db.dialect, table)
+            .values(key=hashed, slot=slot, used=1)
+            .on_conflict_do_update(
+                index_elements=[table.c.key, table.c.slot],
+                set_={"used": table.c.used + 1},
+                where=table.c.used < self.per_slot,
+            )
+            .returning(table.c.used)
+        )
         with self._db.session() as session:
             taken = session.execute(statement).scalar_one_or_none() is not None
             if next(self._taken) % _PRUNE_EVERY == 0:

@@ -154,3 +154,43 @@ def test_bdx07_a_claim_renewed_between_a_takeovers_read_and_its_delete_is_kept(
     kept = _claim(world, slot)
     assert kept is not None and kept.token == "t" * 32 and kept.run_id == "stalled"
     assert not _kickoffs(request_log)
+
+
+def test_bdx07_a_renewal_failing_with_a_non_database_error_is_retried_and_the_claim_lives_on(
+    slot_world: SyncWorld, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, the renewing thread caught only SQLAlchemy's errors: any other (an OSError from the database's file, a
+    driver error SQLAlchemy does not wrap) ended it silently, and the kick-off ran on a claim nobody renewed, taken
+    over by another kick-off a lease later. Now the failure is logged by type and the next renewal lands."""
+    db = slot_world.env.db
+    lease = timedelta(seconds=1)  # renewed every 0.1 s
+    now = utcnow()
+    owner = {"connection_id": "c", "run_id": "r", "owner_pid": os.getpid(), "owner_host": "h", "claimed_at": now}
+    with db.session() as session:
+        session.add(ExportSlotClaim(slot="s", token="t" * 32, expires_at=now + lease, **owner))
+        session.commit()
+    renewals: list[str] = []
+
+    def fail_first(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE EXPORT_SLOT_CLAIMS"):
+            renewals.append(statement)
+            if len(renewals) == 1:
+                raise OSError("disk I/O error")  # not an SQLAlchemyError: SQLAlchemy passes it on unwrapped
+
+    event.listen(db.engine, "before_cursor_execute", fail_first)
+    try:
+        with (
+            caplog.at_level("WARNING", "engine.export_slot_lease"),
+            renewed(db, "s", "t" * 32, lease, now + 10 * lease),
+        ):
+            deadline = time.monotonic() + 60
+            while len(renewals) < 3:  # the failed renewal, then two that landed
+                assert time.monotonic() < deadline, "no renewal after the failed one: the renewing thread died"
+                time.sleep(0.05)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", fail_first)
+    claim = _claim(slot_world, "s")
+    assert claim is not None and claim.expires_at > now + lease  # moved on by the renewals after the failure
+    failures = [r.getMessage() for r in caplog.records if "could not renew" in r.getMessage()]
+    assert len(failures) == 1 and "(OSError)" in failures[0], failures
+    assert "t" * 32 not in caplog.text and "disk I/O" not in caplog.text
