@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +23,7 @@ from engine.run_tags import TRIGGER_TAG
 from pipelines.defs.maintenance.jobs import RECONCILE_TRIGGER, weekly_reconcile_schedule
 from pipelines.defs.maintenance.reconcile_slots import HELD_TAG, last_slot, run_key
 from pipelines.resources import AppDatabaseResource
+from sandbox import SandboxServer
 from store.models import Connection
 from tests.engine.conftest import RequestLog
 from tests.engine.helpers import PATIENT_SCOPE, SyncWorld, add_fault, connect_patient, sandbox_patients
@@ -59,6 +60,33 @@ def _next_hour(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
 
 
+def _connected(
+    start_sandbox: Callable[..., SandboxServer], world: SyncWorld, http: httpx.Client
+) -> tuple[SandboxServer, str]:
+    """A sandbox of one patient, connected and its Patient synced (a reconcile has rows to look at)."""
+    sb = start_sandbox(patients=1)
+    cid = connect_patient(world, sb, http=http, patient_id=sandbox_patients(http, sb)[0])
+    assert sync_type(world, cid, "Patient").error is None
+    return sb, cid
+
+
+def _throttled_at_observation(
+    start_sandbox: Callable[..., SandboxServer], world: SyncWorld, http: httpx.Client
+) -> tuple[SandboxServer, str, str]:
+    """A connected patient whose EHR answers every Observation request 429, Retry-After 50 minutes (a week's run
+    stops there, its source held), and the run key of the connection's slot this week."""
+    sb, cid = _connected(start_sandbox, world, http)
+    add_fault(http, sb, "429", path="/fhir/Observation", retry_after="3000", times=None)
+    return sb, cid, run_key(cid, last_slot(cid, datetime.now(UTC)))
+
+
+def _hold_ends(world: SyncWorld, sb: SandboxServer, connection_id: str) -> None:
+    """The throttle is over: the EHR answers again and the hold noted on the connection's row has ended."""
+    sb.admin.clear_faults()
+    (row,) = runs.history(world.env.db, connection_id)
+    runs.hold_until(world.env.db, row.id, datetime.now(UTC) - timedelta(seconds=1))
+
+
 def _failure_metadata(result: ExecuteInProcessResult, name: str) -> dict[str, str]:
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     value = failure.step_failure_data.user_failure_data.metadata[name].value
@@ -73,9 +101,7 @@ def test_a_weeks_reconcile_that_found_the_connection_busy_is_asked_for_again_at_
     every later type not reached. The real schedule's next hourly tick asks for the slot again with its run key.
     Before, the run was not tagged held (not a throttle), its key counted as taken, and every type of the
     connection waited for next week's hour: deletions live two weeks."""
-    sb = start_sandbox(patients=1)
-    cid = connect_patient(world, sb, http=http, patient_id=sandbox_patients(http, sb)[0])
-    assert sync_type(world, cid, "Patient").error is None
+    _, cid = _connected(start_sandbox, world, http)
     monkeypatch.setenv(LOCK_WAIT_ENV, "0")
     tick = _next_hour(datetime.now(UTC))
     if last_slot(cid, tick) == tick:  # the slot's own tick asks for it anyway: look at the tick after
@@ -106,17 +132,11 @@ def test_a_weeks_reconcile_asked_for_again_reconciles_only_the_types_not_finishe
     Encounter again: each ask spent calls on the types already done, against a quota that runs out at the same
     type up to ``MAX_HELD_RUNS`` times. A type reconciled earlier in the same week stays so (its tombstones and
     read-backs are stored); next week's run lists every type again."""
-    sb = start_sandbox(patients=1)
-    cid = connect_patient(world, sb, http=http, patient_id=sandbox_patients(http, sb)[0])
-    assert sync_type(world, cid, "Patient").error is None
-    add_fault(http, sb, "429", path="/fhir/Observation", retry_after="3000", times=None)
-    key = run_key(cid, last_slot(cid, datetime.now(UTC)))
+    sb, cid, key = _throttled_at_observation(start_sandbox, world, http)
     with DagsterInstance.ephemeral() as instance:
         met = run_reconcile(world, cid, instance, tags=_WEEKLY | {RUN_KEY_TAG: key})
         assert not met.success and "Encounter" not in _failure_metadata(met, "not_reconciled")
-        sb.admin.clear_faults()
-        (row,) = runs.history(world.env.db, cid)
-        runs.hold_until(world.env.db, row.id, datetime.now(UTC) - timedelta(seconds=1))  # the hold has ended
+        _hold_ends(world, sb, cid)
         request_log.clear()
         again = run_reconcile(world, cid, instance, tags=_WEEKLY | {RUN_KEY_TAG: key})
     assert again.success, [e.step_failure_data for e in again.all_events if e.event_type_value == "STEP_FAILURE"]
@@ -142,20 +162,14 @@ def test_a_type_the_grant_left_out_is_reconciled_when_asked_for_again_after_the_
     throttle stops it at Observation. The patient authorizes again, Encounter granted, and the hold ends: the slot's
     run asked for again lists Encounter. Before, the first run's ``deleted`` named Encounter with no error, so it
     counted as reconciled that week and was skipped: its deletions stayed live another week."""
-    sb = start_sandbox(patients=1)
-    cid = connect_patient(world, sb, http=http, patient_id=sandbox_patients(http, sb)[0])
-    assert sync_type(world, cid, "Patient").error is None
+    sb, cid, key = _throttled_at_observation(start_sandbox, world, http)
     granted = " ".join(f"patient/{t}.rs" for t in PATIENT_TYPES if t != "Encounter")
     _set_granted_scopes(world, cid, f"launch/patient openid fhirUser offline_access {granted}")
-    add_fault(http, sb, "429", path="/fhir/Observation", retry_after="3000", times=None)
-    key = run_key(cid, last_slot(cid, datetime.now(UTC)))
     with DagsterInstance.ephemeral() as instance:
         met = run_reconcile(world, cid, instance, tags=_WEEKLY | {RUN_KEY_TAG: key})
         assert not met.success and "Encounter" not in _failure_metadata(met, "not_reconciled")
-        sb.admin.clear_faults()
         _set_granted_scopes(world, cid, PATIENT_SCOPE)  # authorized again: every type
-        (row,) = runs.history(world.env.db, cid)
-        runs.hold_until(world.env.db, row.id, datetime.now(UTC) - timedelta(seconds=1))  # the hold has ended
+        _hold_ends(world, sb, cid)
         request_log.clear()
         again = run_reconcile(world, cid, instance, tags=_WEEKLY | {RUN_KEY_TAG: key})
     assert again.success, [e.step_failure_data for e in again.all_events if e.event_type_value == "STEP_FAILURE"]
