@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_LOCK_WAIT_S",
     "LOCK_WAIT_ENV",
     "ConnectionBusyError",
+    "busy_holder",
     "connection_lock",
     "hold_connection",
     "lock_path",
@@ -104,6 +105,24 @@ def _acquire(path: Path, connection_id: str, run_id: str, wait_s: float) -> int:
         )
     write_holder(fd, {"run_id": run_id, **holder_stamp()})
     return fd
+
+
+def busy_holder(landing_root: Path, connection_id: str) -> str | None:
+    """Who holds the connection's lock now, as ``ConnectionBusyError`` names them; None when it is free. The test a
+    run's entry point makes, without waiting and without holding the lock: a shared lock, let go at once (a sync
+    starting meanwhile waits milliseconds), and no holder note written. For a schedule that should not ask for a
+    run that would only find the connection busy (the weekly reconcile's)."""
+    try:
+        fd = os.open(lock_path(landing_root, connection_id), os.O_RDONLY)
+    except FileNotFoundError:
+        return None  # never locked
+    try:
+        if take_flock(fd, exclusive=False, wait=LockWait(0.0)):
+            release_flock(fd)
+            return None
+        return _holder(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

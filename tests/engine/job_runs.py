@@ -113,6 +113,12 @@ def world_resources(world: SyncWorld) -> dict[str, Any]:
     }
 
 
+def schedule_resources(world: SyncWorld) -> dict[str, Any]:
+    """The resources the weekly reconcile schedule reads, for ``world``: its app database, and its landing zone,
+    whose lock files say which connections a run holds."""
+    return {"app_db": AppDatabaseResource(url=world_url(world)), "landing": world_resources(world)["landing"]}
+
+
 @dataclass
 class SyncRun:
     """One finished run: Dagster's result, the ``sync_runs`` row as the run closed it, and per-type reports."""

@@ -22,10 +22,9 @@ from engine.retries import source_holds
 from engine.run_tags import TRIGGER_TAG
 from pipelines.defs.maintenance.jobs import RECONCILE_TRIGGER, weekly_reconcile_schedule
 from pipelines.defs.maintenance.reconcile_slots import HELD_TAG, last_slot, run_key
-from pipelines.resources import AppDatabaseResource
 from tests.engine.conftest import RequestLog
 from tests.engine.helpers import SyncWorld, add_fault, connect_patient, sandbox_patients
-from tests.engine.job_runs import run_reconcile, sync_type
+from tests.engine.job_runs import run_reconcile, schedule_resources, sync_type
 
 _WEEKLY = {TRIGGER_TAG: RECONCILE_TRIGGER}  # what the weekly schedule tags its runs with
 
@@ -111,7 +110,7 @@ def test_a_weeks_reconcile_its_throttle_stopped_partway_is_asked_for_again_once_
         assert row.not_before is not None, "the throttle was not noted"
         tick = _next_hour(row.not_before.replace(tzinfo=UTC))
         with build_schedule_context(
-            instance=instance, scheduled_execution_time=tick, resources={"app_db": _app_db(world)}
+            instance=instance, scheduled_execution_time=tick, resources=schedule_resources(world)
         ) as context:
             asked = weekly_reconcile_schedule(context)
         tags = instance.get_run_by_id(met.run_id).tags  # type: ignore[union-attr]
@@ -144,10 +143,6 @@ def test_a_weeks_reconcile_of_a_connection_with_no_sync_row_is_not_tagged_held_b
 
 def _next_hour(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-
-
-def _app_db(world: SyncWorld) -> AppDatabaseResource:
-    return AppDatabaseResource(url=world.env.db.engine.url.render_as_string(hide_password=False))
 
 
 def _output_metadata(result: ExecuteInProcessResult, name: str) -> dict[str, str]:

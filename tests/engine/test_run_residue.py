@@ -21,6 +21,7 @@ from engine import run_bulk_export, runs
 from engine.connection_lock import (
     LOCK_WAIT_ENV,
     ConnectionBusyError,
+    busy_holder,
     connection_lock,
     hold_connection,
     lock_path,
@@ -165,6 +166,23 @@ def test_a_waiting_caller_gets_the_lock_when_it_is_released(tmp_path: Path) -> N
     assert order == ["first holds", "first releases", "second holds"]
     with connection_lock(tmp_path, "c2", "run-3", wait_s=0):  # another connection is never blocked
         pass
+
+
+def test_busy_holder_names_who_holds_the_connection_and_takes_nothing(world: SyncWorld, holder) -> None:
+    """The weekly reconcile schedule's test (``busy_holder``): None for a connection never locked (no lock file
+    made) or let go; the holder's run and pid while another process holds it, without waiting; and the probe
+    leaves neither the lock taken nor the holder's note changed."""
+    root = world.env.zone.root
+    assert busy_holder(root, "c1") is None and not lock_path(root, "c1").exists()
+    proc = holder("c1", "run-elsewhere")
+    note = lock_path(root, "c1").read_bytes()
+    assert f"run run-elsewhere (pid {proc.pid} " in str(busy_holder(root, "c1"))
+    assert lock_path(root, "c1").read_bytes() == note
+    proc.kill()
+    proc.wait(timeout=10)
+    assert busy_holder(root, "c1") is None
+    with connection_lock(root, "c1", "run-next", wait_s=0):  # the probe let go of its shared lock
+        assert busy_holder(root, "c1") is not None  # this process holds it now: as busy for a run
 
 
 def test_the_warehouse_lock_file_names_the_run_of_a_connection_step(world: SyncWorld) -> None:

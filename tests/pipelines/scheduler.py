@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from dagster import DagsterInstance, SensorResult, build_schedule_context, build_sensor_context
 
 from pipelines.defs.maintenance.jobs import HOURS_A_WEEK, weekly_reconcile_schedule
 from pipelines.defs.scheduling.sensors import scheduled_syncs_sensor
-from pipelines.resources import AppDatabaseResource, RetryPolicyResource, SyncPolicyResource
+from pipelines.resources import AppDatabaseResource, LandingZoneResource, RetryPolicyResource, SyncPolicyResource
 from tests.pipelines.appdb import AppDb
 
 
@@ -44,12 +45,15 @@ def weekly_reconcile_ticks(instance: DagsterInstance, app_db: AppDb, monday: dat
 
     Each tick's context is handed the test's instance itself: Dagster's context would open a new one from its
     reference at every tick (as the daemon does), re-reading the Alembic scripts of its three storages each time,
-    ~80 ms of a ~130 ms tick; the storage, and so what the schedule reads, is the same."""
+    ~80 ms of a ~130 ms tick; the storage, and so what the schedule reads, is the same. The landing zone, whose
+    lock files say which connections a run holds, is a folder beside the app database: no connection is busy."""
+    root = Path(str(app_db.db.engine.url.database)).parent / "landing"
+    landing = LandingZoneResource(root=str(root), attachments_root=str(root.parent / "attachments"))
     for hour in range(HOURS_A_WEEK):
         with build_schedule_context(
             instance=instance,
             scheduled_execution_time=monday + timedelta(hours=hour),
-            resources={"app_db": AppDatabaseResource(url=app_db.url)},
+            resources={"app_db": AppDatabaseResource(url=app_db.url), "landing": landing},
         ) as context:
             context._instance = instance  # type: ignore[assignment]  # Dagster's slot for the instance it opens
             yield hour, weekly_reconcile_schedule(context)

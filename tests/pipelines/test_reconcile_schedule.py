@@ -140,9 +140,11 @@ def test_a_slot_found_busy_is_asked_for_at_the_next_tick_at_most_max_held_runs_t
     app_db: AppDb, dagster_instance_on_disk: DagsterInstance
 ) -> None:
     """BDX-31: each run of the slot finds the connection's lock held by a sync (``connection_busy``, tagged
-    ``ehrsync/held=busy``): with no hold to wait for, the slot is asked for again at the next tick, with its run
-    key, ``MAX_HELD_RUNS`` runs in all, then waits for next week (before, the first such run was the week's: every
-    type of the connection waited for next week's hour)."""
+    ``ehrsync/held=busy``), though each tick found it free (no lock held here: a sync that starts between the tick
+    and the run's start): with no hold to wait for, the slot is asked for again at the next tick, with its run key,
+    ``MAX_HELD_RUNS`` runs in all, then waits for next week (before, the first such run was the week's: every type
+    of the connection waited for next week's hour). While a tick finds it busy, no run is asked for
+    (``tests/engine/test_reconcile_reasks.py``)."""
     cid, slot = _early_in_the_week(app_db, dagster_instance_on_disk)
     app_db.add_sync_row(cid, slot - timedelta(hours=2))
     asked = []

@@ -4,8 +4,8 @@ Patient connections only: Bulk connections learn deletions from the export's ``d
 has its own hour of the week (``reconcile_hour``), so the week's runs are spread over 168 hourly ticks: queued all at
 one tick, 10,000 of them would count as busy and hold back every connection's scheduled sync for hours. One whose
 source is held at its hour, or whose run a throttle of its source stopped partway, is asked for once the hold ends,
-within the week, and one whose run found the connection busy (a sync holding its lock) at the next tick
-(``reconcile_slots``); such a run reconciles only the types the week's earlier runs did not finish
+within the week, and one whose run found the connection busy (a sync holding its lock) at the first tick that
+finds it free (``reconcile_slots``); such a run reconciles only the types the week's earlier runs did not finish
 (``reconcile_resume``).
 """
 
@@ -42,6 +42,7 @@ from pipelines.defs.maintenance.reconcile_slots import (
     HELD_TAG,
     HOURS_A_WEEK,
     busy_slots,
+    defer_busy,
     due_slots,
     reconcile_hour,
     run_key,
@@ -259,16 +260,22 @@ reconcile_deletes_job = in_process_job(
     cron_schedule="0 * * * *",
     job=reconcile_deletes_job,
     description="Hourly: a reconciliation run for each active patient connection whose hour of the week this is "
-    "(each connection once a week, spread over the week); one whose source was held then, once the hold ends.",
+    "(each connection once a week, spread over the week); one whose source was held then, once the hold ends; one "
+    "whose run found the connection busy, once it is free.",
 )
-def weekly_reconcile_schedule(context: ScheduleEvaluationContext, app_db: AppDatabaseResource) -> list[RunRequest]:
+def weekly_reconcile_schedule(
+    context: ScheduleEvaluationContext, app_db: AppDatabaseResource, landing: LandingZoneResource
+) -> list[RunRequest]:
     keys = set(context.instance.get_dynamic_partitions(PATIENT_CONNECTIONS_PARTITIONS_NAME))
     tick = tick_hour(context)
     with app_db.open() as db:
         connections = {c.id: c for c in read_connections(db) if c.syncable and not c.is_bulk and c.id in keys}
         holds, ended = source_holds(db), holds_ended(db, tick - timedelta(hours=1), tick)
-    due = due_slots(connections, tick, holds, ended, busy_slots(context.instance, RECONCILE_JOB, tick))
+    busy = busy_slots(context.instance, RECONCILE_JOB, tick)
+    due = due_slots(connections, tick, holds, ended, busy)
     late = unrequested(context.instance, RECONCILE_JOB, (run_key(c, s) for c, s in due.items() if s != tick))
+    asked = {c: s for c, s in due.items() if s == tick or run_key(c, s) in late}
+    asked = defer_busy(asked, busy, landing.zone().root, context.log)  # busy still: no run, none of the cap spent
     return [
         RunRequest(
             run_key=run_key(cid, slot),
@@ -280,8 +287,7 @@ def weekly_reconcile_schedule(context: ScheduleEvaluationContext, app_db: AppDat
                 trigger=RECONCILE_TRIGGER,
             ),
         )
-        for cid, slot in due.items()
-        if slot == tick or run_key(cid, slot) in late
+        for cid, slot in asked.items()
     ]
 
 

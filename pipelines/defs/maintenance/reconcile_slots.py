@@ -7,8 +7,10 @@ its next slot, with the slot's run key, unless a run of that key exists already 
 met the hold later), one held aside (tagged ``ehrsync/held``: the hold came between the tick and the run's start,
 as a run waits in the queue, or a throttle of its source stopped it partway, its later types not reached). A
 slot whose run another run holding the connection's lock stopped (``connection_busy``: a sync of it, say one the
-scheduler asked for as a hold ended; tagged ``ehrsync/held=busy``) is asked for again at the next tick, as long as
-no newer run of the slot exists. Either way, at most ``MAX_HELD_RUNS`` runs held aside a slot, a week.
+scheduler asked for as a hold ended; tagged ``ehrsync/held=busy``) is asked for again at the first tick that finds
+the connection free (``engine.connection_lock.busy_holder``, the lock the run would take), as long as no newer run of
+the slot exists: while it is busy no run is asked for, so a sync of many hours spends neither runs nor the cap.
+Either way, at most ``MAX_HELD_RUNS`` runs held aside a slot, a week.
 Dagster's schedule run-key dedup is per tick, so that one query of the instance, for every connection a hold
 released this hour at once, keeps it to one run a slot. Stateless: schedules have no cursor, so the slot is read
 back from the tick's time and the holds from ``sync_runs``.
@@ -17,13 +19,16 @@ back from the tick's time and the holds from ``sync_runs``.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.storage.tags import PARTITION_NAME_TAG, RUN_KEY_TAG
 
+from engine.connection_lock import busy_holder
 from engine.scheduling import SourceHold
 
 __all__ = [
@@ -33,6 +38,7 @@ __all__ = [
     "HOURS_A_WEEK",
     "MAX_HELD_RUNS",
     "busy_slots",
+    "defer_busy",
     "due_slots",
     "last_slot",
     "reconcile_hour",
@@ -120,3 +126,24 @@ def busy_slots(instance: DagsterInstance, job_name: str, tick: datetime) -> dict
         if cid is not None and run.tags.get(RUN_KEY_TAG) == run_key(cid, slot := last_slot(cid, tick)):
             busy[cid] = slot
     return busy
+
+
+def defer_busy(
+    asked: Mapping[str, datetime], busy: Mapping[str, datetime], landing_root: Path, log: logging.Logger
+) -> dict[str, datetime]:
+    """Of the slots ``asked`` at a tick, those to ask for now: not a slot a run of which found the connection busy
+    (``busy``: :func:`busy_slots`) while the connection is busy still. Asked for now, its run would only find it
+    busy again (a Dagster run, and one of the slot's ``MAX_HELD_RUNS``, for nothing: a sync of more than six hours
+    spent the week's asks); deferred, it is asked for at the first tick that finds the connection free
+    (``busy_slots`` still names it), and the tick's log says so. The lock is tried only for the slots found busy,
+    not for every connection at its hour."""
+    now = {}
+    for cid, slot in asked.items():
+        holder = busy_holder(landing_root, cid) if busy.get(cid) == slot else None
+        if holder is None:
+            now[cid] = slot
+        else:
+            log.info(
+                "reconcile of %s (%s) deferred: the connection is busy, %s holds it", cid, run_key(cid, slot), holder
+            )
+    return now
