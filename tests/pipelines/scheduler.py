@@ -40,6 +40,11 @@ def evaluate_scheduled_syncs(
     return result
 
 
+def landing_root(app_db: AppDb) -> Path:
+    """The landing zone ``weekly_reconcile_ticks`` hands the schedule: a folder beside the app database."""
+    return Path(str(app_db.db.engine.url.database)).parent / "landing"
+
+
 def weekly_reconcile_ticks(instance: DagsterInstance, app_db: AppDb, monday: datetime) -> Iterator[tuple[int, Any]]:
     """``(hour, what the schedule returned)`` for every hourly tick of the week from ``monday``.
 
@@ -47,7 +52,7 @@ def weekly_reconcile_ticks(instance: DagsterInstance, app_db: AppDb, monday: dat
     reference at every tick (as the daemon does), re-reading the Alembic scripts of its three storages each time,
     ~80 ms of a ~130 ms tick; the storage, and so what the schedule reads, is the same. The landing zone, whose
     lock files say which connections a run holds, is a folder beside the app database: no connection is busy."""
-    root = Path(str(app_db.db.engine.url.database)).parent / "landing"
+    root = landing_root(app_db)
     landing = LandingZoneResource(root=str(root), attachments_root=str(root.parent / "attachments"))
     for hour in range(HOURS_A_WEEK):
         with build_schedule_context(

@@ -17,9 +17,9 @@ from pipelines.defs._shared.partitions import PATIENT_CONNECTIONS_PARTITIONS_NAM
 from pipelines.defs.maintenance.jobs import HOURS_A_WEEK, RECONCILE_JOB, reconcile_hour
 from pipelines.defs.maintenance.reconcile_slots import BUSY, HELD_TAG, MAX_HELD_RUNS
 from tests.pipelines.appdb import AppDb
-from tests.pipelines.scheduler import weekly_reconcile_ticks
+from tests.pipelines.scheduler import landing_root, weekly_reconcile_ticks
 
-FAILURE, NOT_STARTED = DagsterRunStatus.FAILURE, DagsterRunStatus.NOT_STARTED
+FAILURE, NOT_STARTED, SUCCESS = DagsterRunStatus.FAILURE, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.SUCCESS
 
 
 def test_weekly_reconcile_requests_active_patient_partitions_only(
@@ -155,6 +155,32 @@ def test_a_slot_found_busy_is_asked_for_at_the_next_tick_at_most_max_held_runs_t
             create_run_for_test(dagster_instance_on_disk, job_name=RECONCILE_JOB, tags=tags, status=FAILURE)
     key = f"reconcile:{cid}:{slot:%Y%m%d}"
     assert asked == [(reconcile_hour(cid) + n, key) for n in range(MAX_HELD_RUNS)]
+
+
+def test_a_lock_file_the_tick_cannot_read_costs_no_other_connection_its_weeks_run(
+    app_db: AppDb, dagster_instance_on_disk: DagsterInstance
+) -> None:
+    """The tick tries the lock of a slot found busy (``busy_holder``); an error reading the lock folder (here a
+    file where ``.locks`` should be; a stale NFS handle or a permission in a deployment) asks for the slot, its
+    run waiting for the lock as before the test. Before, it raised: the tick failed, and with it the week's run
+    of the connection whose hour that tick is, not asked for again that week."""
+    cid, _ = _early_in_the_week(app_db, dagster_instance_on_disk)
+    other = next(f"next-{i}" for i in range(10_000) if reconcile_hour(f"next-{i}") == reconcile_hour(cid) + 1)
+    app_db.add(other)
+    dagster_instance_on_disk.add_dynamic_partitions(PATIENT_CONNECTIONS_PARTITIONS_NAME, [other])
+    locks = landing_root(app_db) / ".locks"
+    locks.parent.mkdir(parents=True, exist_ok=True)
+    locks.write_text("not a folder")
+    asked = []
+    for hour, requests in weekly_reconcile_ticks(dagster_instance_on_disk, app_db, MONDAY):
+        asked += [(hour, r.partition_key) for r in requests]
+        for request in requests:  # cid's run finds the connection busy; other's reconciles
+            tags = {RUN_KEY_TAG: str(request.run_key), PARTITION_NAME_TAG: str(request.partition_key)}
+            busy, status = ({HELD_TAG: BUSY}, FAILURE) if request.partition_key == cid else ({}, SUCCESS)
+            create_run_for_test(dagster_instance_on_disk, job_name=RECONCILE_JOB, tags=tags | busy, status=status)
+    first = reconcile_hour(cid)
+    assert (first + 1, other) in asked, asked
+    assert [hour for hour, asked_cid in asked if asked_cid == cid] == [first + n for n in range(MAX_HELD_RUNS)]
 
 
 def test_ten_thousand_connections_are_spread_over_the_week() -> None:

@@ -139,7 +139,7 @@ def defer_busy(
     not for every connection at its hour."""
     now = {}
     for cid, slot in asked.items():
-        holder = busy_holder(landing_root, cid) if busy.get(cid) == slot else None
+        holder = _tried_lock(landing_root, cid, log) if busy.get(cid) == slot else None
         if holder is None:
             now[cid] = slot
         else:
@@ -147,3 +147,19 @@ def defer_busy(
                 "reconcile of %s (%s) deferred: the connection is busy, %s holds it", cid, run_key(cid, slot), holder
             )
     return now
+
+
+def _tried_lock(landing_root: Path, connection_id: str, log: logging.Logger) -> str | None:
+    """``busy_holder``, or None (asked for: its run waits for the lock, as before the test) when the lock file
+    cannot be read (a stale NFS handle, no permission): raised, it would fail the whole tick, and with it the
+    week's run of every connection whose hour this is."""
+    try:
+        return busy_holder(landing_root, connection_id)
+    except OSError as exc:
+        log.warning(
+            "reconcile of %s: could not try the connection's lock (%s: %s); asked for, its run waits for the lock",
+            connection_id,
+            type(exc).__name__,
+            exc,
+        )
+        return None
