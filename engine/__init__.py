@@ -38,10 +38,11 @@ if TYPE_CHECKING:
     from engine import runs
     from engine.bulk_export import run_bulk_export
     from engine.checkpoints import CRASH_ENV
+    from engine.connection_info import ConnectionInfo, load_connection
     from engine.connection_lock import ConnectionBusyError, hold_connection
     from engine.connection_sync import PATIENT_TYPES, sync_references
     from engine.deletes import ReconcileReport, reconcile_deletes
-    from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
+    from engine.environment import SyncEnvironment
     from engine.errors import ConnectionNotFoundError, ConnectionNotSyncableError, NothingLandedError, SyncError
     from engine.incremental import land_resource_type, upsert_resource_type
     from engine.references import REFERENCED_TYPES
@@ -90,15 +91,15 @@ _HOMES = {
     "runs": "",  # the submodule itself
     "run_bulk_export": "engine.bulk_export",
     "CRASH_ENV": "engine.checkpoints",
+    "ConnectionInfo": "engine.connection_info",
+    "load_connection": "engine.connection_info",
     "ConnectionBusyError": "engine.connection_lock",
     "hold_connection": "engine.connection_lock",
     "PATIENT_TYPES": "engine.connection_sync",
     "sync_references": "engine.connection_sync",
     "ReconcileReport": "engine.deletes",
     "reconcile_deletes": "engine.deletes",
-    "ConnectionInfo": "engine.environment",
     "SyncEnvironment": "engine.environment",
-    "load_connection": "engine.environment",
     "ConnectionNotFoundError": "engine.errors",
     "ConnectionNotSyncableError": "engine.errors",
     "NothingLandedError": "engine.errors",

@@ -22,7 +22,8 @@ from connectors.errors import (
 )
 from connectors.fhir import FhirClient
 from connectors.http import resolve_url, url_problem
-from engine.environment import ConnectionInfo, SyncEnvironment
+from engine.connection_info import ConnectionInfo
+from engine.environment import SyncEnvironment
 from engine.models import SyncAttachment, utcnow
 from engine.request_stops import EVERY_REQUEST_WOULD_MEET
 from engine.residue import attachment_tmp_root

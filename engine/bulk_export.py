@@ -30,7 +30,8 @@ from engine.bulk_level import export_level, require_declared_export
 from engine.bulk_members import ExportSpec, FileHandler, OnComplete
 from engine.bulk_state import JobView
 from engine.checkpoints import checkpoint
-from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
+from engine.connection_info import ConnectionInfo, load_connection
+from engine.environment import SyncEnvironment
 from engine.models import utcnow
 from engine.reports import BulkReport
 from engine.run_holds import note_hold, note_source_throttle

@@ -15,7 +15,8 @@ from connectors.bulk.files import TRUNCATION_ATTEMPTS, file_deadline, file_too_l
 from connectors.http import redact_url
 from connectors.transport import TransferDeadline
 from engine import bulk_state
-from engine.environment import ConnectionInfo, SyncEnvironment
+from engine.connection_info import ConnectionInfo
+from engine.environment import SyncEnvironment
 from warehouse import LandedFile, LandingFileTooLargeError, land_ndjson_file
 
 __all__ = ["HOSTS", "FetchedFile", "fetch_file"]

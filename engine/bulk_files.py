@@ -32,7 +32,8 @@ from engine.bulk_fetch import FetchedFile, fetch_file
 from engine.bulk_merge_group import MergeGroup
 from engine.bulk_special import apply_deleted, apply_error_file
 from engine.checkpoints import checkpoint
-from engine.environment import ConnectionInfo, SyncEnvironment
+from engine.connection_info import ConnectionInfo
+from engine.environment import SyncEnvironment
 from engine.handoff import landed_from_json, landed_to_json
 from engine.models import utcnow
 from engine.reports import BulkReport

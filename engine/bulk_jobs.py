@@ -15,7 +15,8 @@ from engine.bulk_job_ends import record_manifest, record_refusal
 from engine.bulk_members import ExportSpec
 from engine.bulk_state import JobView
 from engine.checkpoints import checkpoint
-from engine.environment import ConnectionInfo, SyncEnvironment
+from engine.connection_info import ConnectionInfo
+from engine.environment import SyncEnvironment
 from engine.export_slot_orphans import free_orphaned_exports
 from engine.export_slots import claim_slot
 

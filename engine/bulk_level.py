@@ -13,7 +13,7 @@ from typing import Any
 
 from connectors.bulk import ExportLevel
 from connectors.providers import BulkSupport
-from engine.environment import ConnectionInfo
+from engine.connection_info import ConnectionInfo
 from engine.errors import ConnectionNotSyncableError
 
 __all__ = ["declares_system_export", "export_level", "require_declared_export"]

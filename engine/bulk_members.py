@@ -26,7 +26,8 @@ from connectors.bulk import BulkClient, iter_ndjson_lines
 from connectors.errors import BulkExportError, BulkFileExpiredError
 from engine import bulk_state, cursors
 from engine.bulk_files import ExportExpiredError
-from engine.environment import ConnectionInfo, SyncEnvironment
+from engine.connection_info import ConnectionInfo
+from engine.environment import SyncEnvironment
 from engine.reports import BulkReport
 
 MEMBERS_KEY = "members"

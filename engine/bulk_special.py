@@ -20,7 +20,8 @@ from connectors.bulk import incomplete_types, iter_numbered_ndjson_lines
 from connectors.fhir.resource_types import SYNCED_RESOURCE_TYPES
 from connectors.http import parse_instant
 from engine import bulk_state
-from engine.environment import ConnectionInfo, SyncEnvironment
+from engine.connection_info import ConnectionInfo
+from engine.environment import SyncEnvironment
 from engine.reports import BulkReport
 from warehouse import Warehouse
 

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 
 from connectors.fhir import SYNCED_RESOURCE_TYPES, patient_search_param
 from engine import cursors, runs
+from engine.connection_info import load_connection
 from engine.connection_lock import hold_connection
-from engine.environment import SyncEnvironment, load_connection
+from engine.environment import SyncEnvironment
 from engine.references import fetch_references
 from engine.reports import TypeReport
 from warehouse import Warehouse

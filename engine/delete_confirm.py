@@ -45,7 +45,8 @@ from connectors.errors import (
 )
 from connectors.fhir import FhirClient
 from connectors.smart import ScopeSet
-from engine.environment import ConnectionInfo, SyncEnvironment
+from engine.connection_info import ConnectionInfo
+from engine.environment import SyncEnvironment
 from engine.reconcile_stops import RunStop, run_stop
 from engine.references import IdSearch, can_search_by_id, land_with, search_by_ids
 from engine.reports import SCOPE_NOT_GRANTED, TypeReport

@@ -24,9 +24,10 @@ from datetime import datetime
 from connectors.budgets import step_budget
 from connectors.errors import EhrSyncError, loggable_message
 from engine import cursors
+from engine.connection_info import ConnectionInfo, load_connection
 from engine.connection_lock import hold_connection
 from engine.delete_confirm import Confirmation, confirm_deleted
-from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
+from engine.environment import SyncEnvironment
 from engine.models import utcnow
 from engine.reconcile_stops import RunStop, run_stop
 from engine.references import can_search_by_id, land_by_ids

@@ -1,4 +1,4 @@
-"""Everything a sync needs, built once per run, and the connection facts it reads from the app database."""
+"""Everything a sync needs, built once per run (the connection facts it reads: ``engine.connection_info``)."""
 
 from __future__ import annotations
 
@@ -12,24 +12,16 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from connectors.budgets import DEFAULT_STEP_BUDGET_S, env_number, shared_limiter
 from connectors.bulk import BulkClient
 from connectors.bulk.file_limits import file_deadline_from_env, low_speed_from_env
-from connectors.errors import (
-    ConfigurationError,
-    EhrSyncError,
-    FhirUnauthorizedError,
-)
+from connectors.errors import EhrSyncError, FhirUnauthorizedError
 from connectors.fhir import CallBudget, FhirClient, RetryPolicy
 from connectors.http import outbound_url_guard
-from connectors.providers import ProviderPlugin, get_provider
-from connectors.smart import ScopeSet, parse_scopes
 from connectors.transport import BodyBounds, LowSpeedLimit
+from engine.connection_info import ConnectionInfo
 from engine.cores import landing_slots, threads_beside
-from engine.errors import ConnectionNotFoundError, ConnectionNotSyncableError
 from engine.request_stops import EVERY_REQUEST_WOULD_MEET
 from engine.run_capabilities import run_capabilities
 from engine.setting_defaults import (
@@ -39,7 +31,6 @@ from engine.setting_defaults import (
 )
 from engine.token_throttle import ThrottleAwareTokenSource
 from store import AppDatabase, SharedRateBudget, TokenVault
-from store.models import Connection, ProviderConfig
 from warehouse import AttachmentStore, LandingZone, Warehouse, open_warehouse
 
 _log = logging.getLogger(__name__)
@@ -231,70 +222,3 @@ class _EngineFhirClient(FhirClient):
                 self._on_unauthorized()
         finally:
             super().__exit__(exc_type, exc, tb)
-
-
-@dataclass(frozen=True)
-class ConnectionInfo:
-    """The facts of one ``connections`` row a sync needs, detached from the ORM session."""
-
-    id: str
-    tenant_id: str | None
-    provider_id: str
-    kind: str
-    fhir_base: str
-    status: str
-    patient_id: str | None
-    group_id: str | None
-    granted_scopes: str | None
-    # The tenant's provider config without its sealed secrets: search plans need e.g. athenahealth's practice.
-    provider_config: dict[str, Any] | None = None
-    client_id: str | None = None  # the OAuth app: the EHR's quota holds are kept per app (connectors.transport.quota)
-
-    @property
-    def provider(self) -> ProviderPlugin:
-        return get_provider(self.provider_id)
-
-    @property
-    def scopes(self) -> ScopeSet | None:
-        """The scopes the server granted, or ``None`` when unknown (then nothing is filtered)."""
-        return parse_scopes(self.granted_scopes) if self.granted_scopes else None
-
-
-def load_connection(db: AppDatabase, connection_id: str) -> ConnectionInfo:
-    """Read the connection; refuse one that must not sync (needs_reauth, disabled, disconnected)."""
-    with db.session() as session:
-        row = session.get(Connection, connection_id)
-        if row is None:
-            raise ConnectionNotFoundError(f"connection {connection_id!r} not found")
-        info = ConnectionInfo(
-            id=str(row.id),
-            tenant_id=str(row.tenant_id) if row.tenant_id is not None else None,
-            provider_id=str(row.provider_id),
-            kind=str(row.kind),
-            fhir_base=str(row.fhir_base),
-            status=str(row.status),
-            patient_id=str(row.patient_id) if row.patient_id else None,
-            group_id=str(row.group_id) if row.group_id else None,
-            granted_scopes=str(row.granted_scopes) if row.granted_scopes else None,
-            provider_config=_public_config(session, str(row.tenant_id), str(row.provider_id)),
-            client_id=str(row.client_id) if row.client_id else None,
-        )
-    if info.status != "active":
-        raise ConnectionNotSyncableError(f"connection {connection_id} is {info.status}, not active")
-    return info
-
-
-def _public_config(session: Session, tenant_id: str, provider_id: str) -> dict[str, Any] | None:
-    """Non-secret members of the provider config that the vendor's config schema knows; sealed (``{"$enc": ...}``)
-    members are never opened here. The store keeps members of its own (``key_id``, ``jku``, ``auth_method``) that a
-    vendor schema refusing unknown fields would reject, failing every search plan built from the config."""
-    row = session.scalar(
-        select(ProviderConfig).where(ProviderConfig.tenant_id == tenant_id, ProviderConfig.provider_id == provider_id)
-    )
-    if row is None:
-        return None
-    public = {k: v for k, v in (row.config or {}).items() if not (isinstance(v, dict) and "$enc" in v)}
-    try:
-        return get_provider(provider_id).schema_members(public)
-    except ConfigurationError:  # an unknown provider fails where it is used, naming the known ones
-        return public

@@ -25,8 +25,9 @@ from connectors.errors import BulkExportError, BulkStatusUnavailableError, EhrSy
 from engine import bulk_state
 from engine.bulk_job_ends import record_manifest, record_refusal
 from engine.bulk_state import JobView
+from engine.connection_info import ConnectionInfo, load_connection
 from engine.connection_lock import ConnectionBusyError, connection_lock
-from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
+from engine.environment import SyncEnvironment
 from engine.errors import SyncError
 from engine.export_slot_tags import export_slot
 from engine.export_slots import SlotExport, slot_exports

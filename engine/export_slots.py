@@ -28,7 +28,8 @@ from sqlalchemy import delete, select
 from connectors.errors import BulkExportBusyError
 from connectors.fhir import RetryPolicy
 from connectors.transport import bounds_of
-from engine.environment import ConnectionInfo, SyncEnvironment
+from engine.connection_info import ConnectionInfo
+from engine.environment import SyncEnvironment
 from engine.export_slot_lease import CLAIM_LEASE, renewed
 from engine.export_slot_tags import export_slot, slot_base
 from engine.models import BulkJob, ExportSlotClaim, utcnow

@@ -22,8 +22,9 @@ from connectors.fhir import FhirClient
 from engine import cursors
 from engine.attachments import ATTACHMENT_TYPES, store_attachments
 from engine.checkpoints import checkpoint
+from engine.connection_info import ConnectionInfo, load_connection
 from engine.connection_sync import rest_types
-from engine.environment import ConnectionInfo, SyncEnvironment, load_connection
+from engine.environment import SyncEnvironment
 from engine.errors import NothingLandedError
 from engine.handoff import AttachmentLink, LandingHandoff, LandingSummary
 from engine.landing_retention import drop_merged

@@ -31,7 +31,8 @@ from connectors.errors import (
 from connectors.fhir import FhirClient
 from connectors.fhir.capability import declared_interactions
 from engine import cursors
-from engine.environment import ConnectionInfo, SyncEnvironment
+from engine.connection_info import ConnectionInfo
+from engine.environment import SyncEnvironment
 from engine.reports import TypeReport
 from engine.request_stops import EVERY_REQUEST_WOULD_MEET, LANDING_DISK_FULL
 from warehouse import LandingWriter, LandingZone, Warehouse

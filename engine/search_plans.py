@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from engine.environment import ConnectionInfo
+from engine.connection_info import ConnectionInfo
 from engine.errors import ConnectionNotSyncableError
 from engine.search_recovery import format_instant
 

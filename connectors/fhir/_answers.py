@@ -1,13 +1,15 @@
-"""Reading an EHR's answer: its OperationOutcome, the diagnostics for the error message and the typed FhirError.
-Whether to retry it is the transport's rule (:mod:`connectors.transport.answers`), re-exported here."""
+"""Reading an EHR's answer: its JSON body within the byte limit, its OperationOutcome, the diagnostics for the error
+message and the typed FhirError. Whether to retry it is the transport's rule (:mod:`connectors.transport.answers`),
+re-exported here."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
+import orjson
 
 from connectors.errors import (
     FhirError,
@@ -16,13 +18,17 @@ from connectors.errors import (
     RateLimitedError,
     fhir_error_for_status,
 )
+from connectors.fhir._exact_json import loads_exact
 from connectors.http import parse_retry_after, redact_url
 from connectors.transport.answers import CONTROL_CHARS, issue_codes, operation_outcome_of, quota_reset_s, retry_kind
+from connectors.transport.bounds import read_capped
 
 __all__ = [
     "CONTROL_CHARS",
     "DIAGNOSTICS_MAX_CHARS",
     "error_from_response",
+    "json_body",
+    "json_reader",
     "operation_outcome_of",
     "outcome_diagnostics",
     "retry_kind",
@@ -94,3 +100,19 @@ def unauthorized(method: str, url: str, response: httpx.Response) -> FhirUnautho
         operation_outcome_of(response),
         redact_url(url),
     )
+
+
+def json_reader(max_bytes: int | None) -> Callable[[httpx.Response], Any]:
+    """A handler parsing the body as JSON, refusing more than ``max_bytes`` decoded bytes."""
+    return lambda response: json_body(response, max_bytes)
+
+
+def json_body(response: httpx.Response, max_bytes: int | None = None) -> Any:
+    data = read_capped(response, max_bytes)
+    if not data:
+        return None
+    try:
+        return loads_exact(data)
+    except orjson.JSONDecodeError as exc:
+        url = redact_url(str(response.url))
+        raise FhirError(f"{url} returned a body that is not JSON", response.status_code, None, url) from exc

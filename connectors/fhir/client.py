@@ -1,8 +1,8 @@
-"""FHIR R4 REST client: capabilities, read, paged search, create (conditional), binary download."""
+"""FHIR R4 REST client: capabilities, read, paged search, create (conditional; sent by ``_create.py``), binary
+download."""
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,26 +10,19 @@ from types import TracebackType
 from typing import Any, Unpack
 
 import httpx
-import orjson
 
-from connectors.errors import CreateRedirectError, EhrSyncError, FhirError, ResponseTooLargeError, SecurityPolicyError
-from connectors.fhir._exact_json import loads_exact
+from connectors.errors import FhirError, SecurityPolicyError
+from connectors.fhir._answers import json_reader
+from connectors.fhir._create import send_create
 from connectors.fhir._query import DEFAULT_COUNT, check_type, query_pairs
 from connectors.fhir._session import FhirSession, QueryParams, SessionOptions, TokenRule
 from connectors.fhir.created import (
     FHIR_JSON,
-    MAX_HOPS,
-    REDIRECTS,
-    SEE_OTHER,
     AsyncStatus,
     CreateResult,
     create_headers,
-    followed_to,
     parse_location,
     read_async_status,
-    result_of,
-    status_url,
-    unanswered,
 )
 from connectors.fhir.download import Downloaded, stream_to_file
 from connectors.fhir.resource_types import ID_RE
@@ -37,46 +30,14 @@ from connectors.fhir.search import SearchPage, iter_search_pages
 from connectors.http import CallBudget, RetryPolicy, checked_url, normalize_base_url, redact_url, resolve_url
 from connectors.tokens import TokenSource
 from connectors.transport.bounded_client import bounds_of
-from connectors.transport.bounds import BodyBounds, read_capped
-from connectors.transport.redirects import redirect_target
+from connectors.transport.bounds import BodyBounds
 
 __all__ = ["CreateResult", "FhirClient", "parse_location"]
-
-logger = logging.getLogger(__name__)
 
 
 def _check_id(resource_id: str) -> None:
     if not isinstance(resource_id, str) or not ID_RE.match(resource_id):
         raise ValueError("not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)")
-
-
-def _created_body(response: httpx.Response, max_bytes: int | None) -> Any:
-    """The JSON body of a 2xx to a create, or None when it cannot be used (not JSON, e.g. a gateway's HTML page, or
-    over the byte limit). The 2xx is the answer: the server created the resource, and a body failing to parse must
-    not make the caller think otherwise (it would create it again, DWB-50); the id then comes from ``Location``."""
-    try:
-        return _json_body(response, max_bytes)
-    except (FhirError, ResponseTooLargeError) as exc:
-        logger.warning(
-            "created, but the answer's body is unusable", extra={"status": response.status_code, "why": exc.code}
-        )
-        return None
-
-
-def _json_reader(max_bytes: int | None) -> Callable[[httpx.Response], Any]:
-    """A handler parsing the body as JSON, refusing more than ``max_bytes`` decoded bytes."""
-    return lambda response: _json_body(response, max_bytes)
-
-
-def _json_body(response: httpx.Response, max_bytes: int | None = None) -> Any:
-    data = read_capped(response, max_bytes)
-    if not data:
-        return None
-    try:
-        return loads_exact(data)
-    except orjson.JSONDecodeError as exc:
-        url = redact_url(str(response.url))
-        raise FhirError(f"{url} returned a body that is not JSON", response.status_code, None, url) from exc
 
 
 class FhirClient:
@@ -134,7 +95,7 @@ class FhirClient:
             "GET",
             self.url_for("metadata"),
             headers={"Accept": FHIR_JSON},
-            handler=_json_reader(self.bounds.max_bytes),
+            handler=json_reader(self.bounds.max_bytes),
             bounds=self.bounds,
         )
         if not isinstance(body, dict) or body.get("resourceType") != "CapabilityStatement":
@@ -148,7 +109,7 @@ class FhirClient:
         _check_id(resource_id)
         url = self.url_for(f"{resource_type}/{resource_id}")
         body = self._session.request(
-            "GET", url, headers={"Accept": FHIR_JSON}, handler=_json_reader(self.bounds.max_bytes), bounds=self.bounds
+            "GET", url, headers={"Accept": FHIR_JSON}, handler=json_reader(self.bounds.max_bytes), bounds=self.bounds
         )
         if not isinstance(body, dict) or body.get("resourceType") != resource_type:
             raise FhirError(f"read {redact_url(url)} did not return a {resource_type}", 200, None, redact_url(url))
@@ -183,84 +144,23 @@ class FhirClient:
         """POST a resource; with ``if_none_exist`` the server dedups (DWB-31) and retries are safe.
 
         Without it the request is not retried after a lost response (DWB-32): a TransportError means the
-        outcome is unknown and the caller must reconcile.
+        outcome is unknown and the caller must reconcile. Redirects and 202s: :mod:`connectors.fhir.created`.
         """
         resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
         if not isinstance(resource_type, str):
             raise ValueError("resource has no resourceType")
         check_type(resource_type)
-        headers, lost = create_headers(if_none_exist, prefer_representation=prefer_representation), [False]
-
-        def handle(response: httpx.Response) -> CreateResult:
-            status = response.status_code
-            if status == 202:  # accepted for later: Content-Location is a status endpoint, not the resource
-                return CreateResult(202, None, None, None, status_url=status_url(response))
-            if status in REDIRECTS:  # where it leads; followed (or refused) below
-                lost[0] = lost[0] or unanswered(response)  # a hop's lost answer: the next hop's error says nothing
-                location = response.headers.get("Location")
-                target = redirect_target(location, response.request, status) if location else None
-                return CreateResult(status, None, target, None)
-            body = _created_body(response, self.bounds.max_bytes)
-            location = response.headers.get("Location") or response.headers.get("Content-Location")
-            return result_of(status, location, body, resource_type)
-
-        url = self.url_for(resource_type)
-        try:
-            for _ in range(MAX_HOPS + 1):
-                result = self._post(url, headers, orjson.dumps(resource), if_none_exist is not None, handle)
-                if result.status not in REDIRECTS:
-                    break
-                url = followed_to(result, self.fhir_base, resource_type)
-                if result.status in SEE_OTHER:
-                    result = self._see_other(url, result.status, resource_type)
-                    break
-            else:
-                raise CreateRedirectError(f"create {resource_type}: more than {MAX_HOPS} redirects", result.status)
-        except EhrSyncError as exc:  # an earlier hop's try may be stored (EhrSyncError.after_lost_answer)
-            exc.after_lost_answer = exc.after_lost_answer or lost[0]
-            raise
-        logger.info("created", extra={"resource_type": resource_type, "id": result.id, "status": result.status})
-        return result
-
-    def _post(
-        self, url: str, headers: dict[str, str], body: bytes, idempotent: bool, handle: Callable[..., CreateResult]
-    ) -> CreateResult:
-        """One POST of a create; a redirect whose Location cannot be requested is a ``CreateRedirectError`` (its
-        status says whether the POST was processed), never a plain FhirError that would read as a refusal."""
-        try:
-            return self._session.request(
-                "POST",
-                url,
-                headers=headers,
-                content=body,
-                idempotent=idempotent,
-                passthrough=lambda response: response.status_code in REDIRECTS,
-                handler=handle,
-                bounds=self.bounds,
-            )
-        except FhirError as exc:
-            if exc.status not in REDIRECTS or isinstance(exc, CreateRedirectError):
-                raise
-            raise CreateRedirectError(f"create: {exc}", exc.status) from exc
-
-    def _see_other(self, url: str, status: int, resource_type: str) -> CreateResult:
-        """GET the result a 302/303 points at: the POST was processed, this shows what it made or matched."""
-        try:
-            body = self._session.request(
-                "GET",
-                url,
-                headers={"Accept": FHIR_JSON},
-                handler=_json_reader(self.bounds.max_bytes),
-                bounds=self.bounds,
-            )
-        except EhrSyncError as exc:
-            raise CreateRedirectError(
-                f"create {resource_type} answered HTTP {status}; reading its result failed ({exc.code})", status
-            ) from exc
-        result = result_of(status, url, body, resource_type)
-        if result.resource is None:
-            raise CreateRedirectError(f"create {resource_type} answered HTTP {status} to no {resource_type}", status)
-        return result
+        headers = create_headers(if_none_exist, prefer_representation=prefer_representation)
+        return send_create(
+            self._session,
+            self.url_for(resource_type),
+            resource,
+            headers,
+            base=self.fhir_base,
+            bounds=self.bounds,
+            resource_type=resource_type,
+            idempotent=if_none_exist is not None,
+        )
 
     def check_async_status_url(self, url: str) -> None:
         """``SecurityPolicyError`` now when ``async_status`` would refuse ``url``: off the FHIR base (SAL-40)."""

@@ -10,7 +10,7 @@ from connectors.fhir.references import reference_on
 from connectors.providers import get_provider
 from connectors.providers.profiles import Persona, WriteProfile
 from connectors.writeback import WriteFlags
-from engine.environment import ConnectionInfo
+from engine.connection_info import ConnectionInfo
 from store import AppDatabase
 from store.models import Connection, Tenant
 from store.outbox import NoteRecord

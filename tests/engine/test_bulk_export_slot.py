@@ -21,8 +21,8 @@ from sqlalchemy import select
 
 from engine import cursors, run_bulk_export
 from engine.batch_defer import DEFAULT_WAIT_S
+from engine.connection_info import load_connection
 from engine.connection_snapshots import read_connection
-from engine.environment import load_connection
 from engine.models import BulkJob, SyncRun, utcnow
 from engine.run_tags import EXPORT_SLOT_TAG, connection_run_tags
 from store.models import Connection

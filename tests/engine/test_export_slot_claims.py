@@ -27,7 +27,7 @@ from engine import bulk_state, cursors, run_bulk_export, runs
 from engine.bulk_jobs import kickoff
 from engine.bulk_members import ExportSpec
 from engine.bulk_state import JobView, find_job
-from engine.environment import load_connection
+from engine.connection_info import load_connection
 from engine.export_slot_tags import export_slot
 from engine.models import ExportSlotClaim, SyncRun, utcnow
 from store.models import Connection

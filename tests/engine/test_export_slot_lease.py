@@ -22,7 +22,7 @@ from sqlalchemy import event, update
 
 from connectors.errors import BulkExportBusyError
 from engine import run_bulk_export
-from engine.environment import load_connection
+from engine.connection_info import load_connection
 from engine.export_slot_lease import renewed
 from engine.export_slot_tags import export_slot
 from engine.export_slots import claim_slot
@@ -38,7 +38,7 @@ import sys, time
 from datetime import timedelta
 from pathlib import Path
 from engine import export_slots
-from engine.environment import load_connection
+from engine.connection_info import load_connection
 from tests.engine.helpers import make_environment
 
 root, url, tenant, connection_id, lease_s = sys.argv[1:]

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from engine import ReconcileReport, delete_confirm, reconcile_deletes
-from engine.environment import load_connection
+from engine.connection_info import load_connection
 from sandbox import SandboxServer
 from tests.engine.conftest import RequestLog
 from tests.engine.helpers import SyncWorld, add_fault, connect_patient, make_environment, mutate

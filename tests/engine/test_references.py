@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from engine import references
-from engine.environment import load_connection
+from engine.connection_info import load_connection
 from engine.references import ID_BATCH, fetch_references
 from store.crypto import TokenCipher
 from store.models import Connection

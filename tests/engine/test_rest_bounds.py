@@ -24,7 +24,8 @@ from connectors.budgets import forget_unreachable
 from connectors.errors import EhrUnreachableError
 from connectors.fhir import RetryPolicy
 from engine import cursors, runs
-from engine.environment import SyncEnvironment, load_connection
+from engine.connection_info import load_connection
+from engine.environment import SyncEnvironment
 from sandbox import SandboxServer
 from store import SharedRateBudget
 from store.models import Connection

@@ -16,7 +16,7 @@ from alembic.config import Config
 from sqlalchemy import inspect
 
 from engine import bulk_state, cursors, runs
-from engine.environment import load_connection
+from engine.connection_info import load_connection
 from engine.errors import ConnectionNotFoundError, ConnectionNotSyncableError
 from engine.handoff import HandoffError, LandingHandoff
 from engine.models import SyncCursor, SyncRun

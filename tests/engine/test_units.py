@@ -9,7 +9,8 @@ import pytest
 
 from engine.attachments import absolute_url, attachment_refs, content_type_allowed
 from engine.bulk_special import deleted_ref as _deleted_ref
-from engine.environment import DEFAULT_ATTACHMENT_TYPES, ConnectionInfo
+from engine.connection_info import ConnectionInfo
+from engine.environment import DEFAULT_ATTACHMENT_TYPES
 from engine.incremental import search_plans
 from engine.references import collect_references
 from engine.reports import TypeReport

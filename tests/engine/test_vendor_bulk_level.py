@@ -12,7 +12,7 @@ import pytest
 from engine import run_bulk_export
 from engine.bulk_export import export_level
 from engine.bulk_level import declares_system_export
-from engine.environment import ConnectionInfo
+from engine.connection_info import ConnectionInfo
 from engine.errors import ConnectionNotSyncableError
 from store.models import Connection
 from tests.engine.fake_fhir import FakeFhir, Reply, outcome, serve

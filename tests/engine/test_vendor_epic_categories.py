@@ -12,7 +12,7 @@ import pytest
 
 from connectors.smart import parse_scopes
 from engine import cursors
-from engine.environment import ConnectionInfo
+from engine.connection_info import ConnectionInfo
 from engine.incremental import search_plans
 from store.models import Connection
 from tests.engine.fake_fhir import FakeFhir, Reply, bundle, outcome, serve
