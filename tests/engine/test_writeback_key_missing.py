@@ -106,3 +106,31 @@ def test_notes_waiting_for_the_key_do_not_hide_later_notes_from_the_sensor(tmp_p
     assert later.id in {
         run.note_id for run in due_runs(world.env.db, overdue, after=cursor, stalled_after_s=600.0, limit=2)[0]
     }
+
+
+def test_an_accepted_note_is_not_given_up_by_a_process_without_the_key(tmp_path, world, start_sandbox, http) -> None:
+    """A bare 202 (the EHR files the note later): the note is ``unknown`` (``accepted``), due for identifier searches,
+    each one of its ``max_attempts`` checks. Before, a run in a process lacking the token's key counted a check it
+    could not make, so a few such runs left the note ``accepted_unconfirmed``, for a person, never searched again,
+    though the EHR held it. Now such a run counts nothing and says why in the reason (the key id and the setting); a
+    process with the key checks it as before, the reason its own again, and finds it once filed."""
+    ehr = start_sandbox(create_answer="accepted", create_async_delay_s=100.0)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    first = write_note(world.env, FAST, note.id)
+    assert (first.state, first.reason_code) == ("unknown", "accepted")
+    keyless = _keyless(tmp_path, world, http)
+    for _ in range(FAST.max_attempts + 1):
+        waiting = write_note(keyless.env, FAST, note.id)
+    assert (waiting.state, waiting.reason_code, waiting.attempts) == ("unknown", "accepted", first.attempts)
+    reason = waiting.reason or ""
+    assert derive_kid(world.cipher_key) in reason and ENV_OLD_KEYS in reason, reason
+    assert world.env.vault.get_access_token(conn) not in reason
+    runs, _ = due_runs(world.env.db, utcnow(), after=None, stalled_after_s=600.0)
+    assert note.id in {run.note_id for run in runs}
+    checked = write_note(world.env, FAST, note.id)  # not filed yet: a check, counted
+    assert (checked.state, checked.reason, checked.attempts) == ("unknown", first.reason, first.attempts + 1)
+    ehr.admin.settings(clock_shift_s=200.0)  # the EHR's job has run meanwhile
+    done = write_note(world.env, FAST, note.id)
+    [doc] = server_notes(world, conn, ehr, get_note(world.env.db, note.id))
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"]), done.reason
