@@ -13,13 +13,14 @@ cannot be read, or one answering about the poll rather than the create (404/410:
 a 2xx naming no outcome; a redirect; an error with no OperationOutcome) leaves the note ``unknown`` with the reason
 code ``accepted``: it is due again for the identifier search (``recheck``: backoff, at most ``max_attempts``
 checks), found → ``written``; a check counts as an attempt, and after the last one it stays ``unknown``
-(``accepted_unconfirmed``) for a person.
+(``accepted_unconfirmed``) for a person. A run in a process lacking the token's key makes no check and counts none.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 from connectors import errors as ce
@@ -29,6 +30,7 @@ from engine.checkpoints import checkpoint
 from engine.writeback.config import WritebackConfig
 from engine.writeback.reconcile import Searched, reconcile, search
 from store import AppDatabase
+from store.errors import TokenKeyMissingError
 from store.models import utcnow
 from store.outbox import NoteRecord, transition
 
@@ -55,6 +57,9 @@ _KEPT = "how the create ended is left to a later check"
 #: What bounds the polling (its budget error names it): the write-back's own setting, not a sync step's budget.
 _SETTING = "accepted_wait_s of the writeback resource"
 _ACCEPTED_202, _FOR_A_PERSON = "the EHR accepted the note (HTTP 202)", ": whether it holds it needs a person"
+#: An accepted note's own reason (``still_accepted``), and what a check this process could not make adds to it.
+_STILL = "the EHR accepted the note for later processing (HTTP 202) and has not said how it ended"
+_NO_KEY = "; its identifier search was not made here, not counted as a check: "
 
 
 def await_accepted(
@@ -131,7 +136,7 @@ def still_accepted(db: AppDatabase, note: NoteRecord, config: WritebackConfig, *
         note,
         "unknown",
         reason_code=ACCEPTED,
-        reason="the EHR accepted the note for later processing (HTTP 202) and has not said how it ended",
+        reason=_STILL,
         last_http_status=202,
         maybe_stored=True,
         next_attempt_at=utcnow() + timedelta(seconds=wait),
@@ -145,6 +150,10 @@ def recheck(db: AppDatabase, client: FhirClient, note: NoteRecord, config: Write
     """An ``accepted`` note's identifier search; not found, due again after a longer backoff, or for a person once
     ``max_attempts`` checks found nothing."""
     lookup = search(client, note, config)
+    if isinstance(lookup, TokenKeyMissingError):  # this process lacks the token's key: a process with it checks
+        return _key_missing(db, config, note, lookup)
+    if _NO_KEY in (note.reason or ""):  # a process with the key searched: the reason is the note's own again
+        note = replace(note, reason=_STILL)
     done = reconcile(db, client, note, config, lookup)
     if done.state != "unknown" or done.reason_code != ACCEPTED:  # found, duplicates, search ignored: settled so
         return done
@@ -158,8 +167,24 @@ def recheck(db: AppDatabase, client: FhirClient, note: NoteRecord, config: Write
         note,
         "unknown",
         attempts=note.attempts + 1,
+        reason=note.reason,
         next_attempt_at=utcnow() + timedelta(seconds=wait),
         detail={"error_code": ACCEPTED, "recheck_in_s": round(wait, 3)},
+    )
+
+
+def _key_missing(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: TokenKeyMissingError) -> NoteRecord:
+    """A check this process cannot make (the token's key is missing here, ``engine.writeback.waiting``): not counted
+    (counted, a few such runs would leave the note for a person, never searched again, while the EHR may hold it),
+    due again after ``backoff_cap_s`` (each such run puts it off again, so it never heads the sensor's reads), and
+    the reason names the key id and the setting (never a token)."""
+    return transition(
+        db,
+        note,
+        "unknown",
+        reason=f"{_STILL}{_NO_KEY}{exc}",
+        next_attempt_at=utcnow() + timedelta(seconds=config.backoff_cap_s),
+        detail={"error_code": exc.code, "key_id": exc.key_id},
     )
 
 

@@ -52,18 +52,16 @@ def wait_for_key(
 ) -> NoteRecord:
     """``pending`` (``maybe_stored`` kept: a later run searches or repeats with If-None-Exist first), the reason the
     vault's message, due again after ``backoff_cap_s``; its tries unchanged (nothing new reached the EHR). A run
-    meeting the same missing key again changes nothing (no new version, no audit event): the sensor asks for an
-    overdue note again every stalled period, so a process given the key sends it without anyone asking."""
-    reason, code = str(exc), exc.code
-    if note.state == "pending" and note.reason_code == code and note.reason == reason:
-        return note
+    meeting the same missing key again puts it off once more (a new version: the next run's key): left due as it
+    was, such notes would head every read of the sensor (longest due first, ``limit`` rows) for as long as the key
+    is missing, and no note due after them would be asked for. A process given the key sends it unasked."""
     return transition(
         db,
         note,
         "pending",
         maybe_stored=maybe_stored,
-        reason_code=code,
-        reason=reason,
+        reason_code=exc.code,
+        reason=str(exc),
         next_attempt_at=utcnow() + timedelta(seconds=config.backoff_cap_s),
-        detail={"error_code": code, "key_id": exc.key_id},
+        detail={"error_code": exc.code, "key_id": exc.key_id},
     )

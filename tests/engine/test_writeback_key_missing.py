@@ -10,6 +10,7 @@ earlier POST may be stored, found) once."""
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 from engine.writeback import write_note
 from engine.writeback.queue import due_runs
@@ -38,7 +39,15 @@ def _waits_for_the_key(world, keyless, conn: str, note_id: str, *, maybe_stored:
     reason = waiting.reason or ""
     assert derive_kid(world.cipher_key) in reason and ENV_OLD_KEYS in reason, reason
     assert world.env.vault.get_access_token(conn) not in reason
-    assert write_note(keyless.env, FAST, note_id).version == waiting.version  # a run meeting it again changes nothing
+    again = write_note(keyless.env, FAST, note_id)  # a run meeting it again: put off once more, nothing else
+    assert again.next_attempt_at >= waiting.next_attempt_at
+    assert (again.state, again.reason_code, again.reason, again.attempts, again.maybe_stored) == (
+        "pending",
+        waiting.reason_code,
+        waiting.reason,
+        waiting.attempts,
+        maybe_stored,
+    )
     with world.env.db.session() as session:
         assert session.get(Connection, conn).status == "active"  # as for syncs: the process, not the connection
     runs, _ = due_runs(world.env.db, utcnow(), after=None, stalled_after_s=600.0)
@@ -69,4 +78,59 @@ def test_a_note_that_may_be_stored_waits_for_the_missing_key_then_is_found(tmp_p
     _waits_for_the_key(world, _keyless(tmp_path, world, http), conn, note.id, maybe_stored=True)
     done = write_note(world.env, FAST, note.id)
     [doc] = server_notes(world, conn, sb, get_note(world.env.db, note.id))
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"]), done.reason
+
+
+def test_notes_waiting_for_the_key_do_not_hide_later_notes_from_the_sensor(tmp_path, world, sb, http) -> None:
+    """The sensor reads at most ``limit`` due notes, the longest due first. Two notes wait for the key (``limit`` 2
+    stands for 100); their runs keep landing in the keyless process. Before, such a run left the note as it was: due
+    since the first wait, it stayed first in every read, so a note enqueued later was never asked for (however long
+    the sensor ticked) while the key was missing, though a process able to open its token could have sent it. Now each
+    such run puts the note off ``backoff_cap_s`` again, behind it."""
+    conn = writable_connection(world, sb, http)
+    keyless = _keyless(tmp_path, world, http)
+    waiting = [enqueue(world, conn) for _ in range(2)]
+    for note in waiting:
+        write_note(keyless.env, FAST, note.id)
+    later = enqueue(world, conn)
+    cursor, asked = None, []
+    for _ in range(3):  # the sensor's ticks; each run it requests lands in the keyless process
+        runs, cursor = due_runs(world.env.db, utcnow(), after=cursor, stalled_after_s=600.0, limit=2)
+        asked.append({run.note_id for run in runs})
+        if later.id in asked[-1]:
+            break
+        for run in runs:
+            assert write_note(keyless.env, FAST, run.note_id).state == "pending"
+    assert asked[0] == {n.id for n in waiting} and len(asked) == 2 and later.id in asked[1], asked  # the 2nd tick
+    overdue = utcnow() + timedelta(hours=1)  # the stalled-period reads too: still not hidden
+    assert later.id in {
+        run.note_id for run in due_runs(world.env.db, overdue, after=cursor, stalled_after_s=600.0, limit=2)[0]
+    }
+
+
+def test_an_accepted_note_is_not_given_up_by_a_process_without_the_key(tmp_path, world, start_sandbox, http) -> None:
+    """A bare 202 (the EHR files the note later): the note is ``unknown`` (``accepted``), due for identifier searches,
+    each one of its ``max_attempts`` checks. Before, a run in a process lacking the token's key counted a check it
+    could not make, so a few such runs left the note ``accepted_unconfirmed``, for a person, never searched again,
+    though the EHR held it. Now such a run counts nothing and says why in the reason (the key id and the setting); a
+    process with the key checks it as before, the reason its own again, and finds it once filed."""
+    ehr = start_sandbox(create_answer="accepted", create_async_delay_s=100.0)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    first = write_note(world.env, FAST, note.id)
+    assert (first.state, first.reason_code) == ("unknown", "accepted")
+    keyless = _keyless(tmp_path, world, http)
+    for _ in range(FAST.max_attempts + 1):
+        waiting = write_note(keyless.env, FAST, note.id)
+    assert (waiting.state, waiting.reason_code, waiting.attempts) == ("unknown", "accepted", first.attempts)
+    reason = waiting.reason or ""
+    assert derive_kid(world.cipher_key) in reason and ENV_OLD_KEYS in reason, reason
+    assert world.env.vault.get_access_token(conn) not in reason
+    runs, _ = due_runs(world.env.db, utcnow(), after=None, stalled_after_s=600.0)
+    assert note.id in {run.note_id for run in runs}
+    checked = write_note(world.env, FAST, note.id)  # not filed yet: a check, counted
+    assert (checked.state, checked.reason, checked.attempts) == ("unknown", first.reason, first.attempts + 1)
+    ehr.admin.settings(clock_shift_s=200.0)  # the EHR's job has run meanwhile
+    done = write_note(world.env, FAST, note.id)
+    [doc] = server_notes(world, conn, ehr, get_note(world.env.db, note.id))
     assert (done.state, done.ehr_resource_id) == ("written", doc["id"]), done.reason
