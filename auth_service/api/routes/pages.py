@@ -6,7 +6,6 @@ the health system, and links back to the host app only on an origin the tenant a
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 from datetime import datetime
@@ -15,10 +14,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from auth_service.api.connect_cookies import read_choice
-from auth_service.api.deps import CONNECTION_COOKIE, CtxDep, browser_session, csrf_token
+from auth_service.api.connect_cookies import read_choice, read_connection_id
+from auth_service.api.deps import CtxDep, browser_session, csrf_token
 from auth_service.api.errors import ApiError
-from auth_service.core.links import InvalidLinkError
 from auth_service.core.return_to import ReturnToError, check_return_to
 from auth_service.pages.rendering import render_error, templates
 from auth_service.pages.scope_text import describe_scopes
@@ -55,19 +53,12 @@ def _fmt(value: datetime | None) -> str:
 
 
 def _session_connection(request: Request, ctx: ServiceContext) -> Connection:
-    """The connection this browser created (signed cookie bound to the session id)."""
-    marker = request.cookies.get(CONNECTION_COOKIE)
-    sid = browser_session(request) or ""
-    if not marker or not sid:
-        raise ApiError("not_connected", "no connection was made in this browser")
-    try:
-        claims = ctx.sessions.verify(marker)
-    except InvalidLinkError:
-        raise ApiError("not_connected", "no connection was made in this browser") from None
-    if not hmac.compare_digest(claims.user_ref, hashlib.sha256(sid.encode()).hexdigest()):
+    """The connection this browser created (its sealed cookie, bound to the session id)."""
+    connection_id = read_connection_id(request, ctx)
+    if connection_id is None:
         raise ApiError("not_connected", "no connection was made in this browser")
     with ctx.db.session() as session:
-        conn = session.get(Connection, claims.tenant_id)
+        conn = session.get(Connection, connection_id)
         if conn is None:
             raise ApiError("not_connected", "the connection no longer exists")
         session.expunge(conn)

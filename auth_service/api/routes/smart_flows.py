@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Annotated
@@ -11,13 +10,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from auth_service.api.connect_cookies import ConnectChoice, remember_choice
+from auth_service.api.connect_cookies import ConnectChoice, remember_choice, remember_connection
 from auth_service.api.deps import (
-    CONNECTION_COOKIE,
     CtxDep,
     browser_session,
     ensure_browser_session,
-    set_cookie,
     set_session_cookie,
 )
 from auth_service.api.errors import ApiError
@@ -217,8 +214,7 @@ def _connected(request: Request, ctx: ServiceContext, result: CallbackResult) ->
     """Away from the URL with the code (SAL-39), with the cookie naming the connection this browser made."""
     response = RedirectResponse(result.redirect_target or "/connect/done", status_code=303, headers=_NO_STORE)
     sid = browser_session(request) or ""
-    marker = ctx.sessions.sign(result.connection_id, hashlib.sha256(sid.encode()).hexdigest(), ttl_seconds=86400)
-    set_cookie(response, ctx, CONNECTION_COOKIE, marker, max_age=86400)
+    remember_connection(response, ctx, sid, result.connection_id)
     return response
 
 
