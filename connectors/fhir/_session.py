@@ -146,11 +146,11 @@ class FhirSession:
         reading the body (dropped connection, bad gzip) restarts the request here when ``idempotent``.
         Everything else becomes a typed FhirError carrying the OperationOutcome, its body read only up to the error
         answers' bound (``decoding.error_answer``, 1 MiB): a 3xx not followed too, which a download's body limits
-        (none on the answer, the caller caps what it writes) would otherwise let grow in memory as long as it lasts. ``max_redirects`` > 0
-        follows GET redirects (signed file URLs); the token is dropped as soon as a redirect leaves the FHIR
-        base (SAL-40). ``url_guard`` vets the URL and every redirect target before anything is sent there (it
-        raises to refuse, e.g. internal addresses named by a resource). ``bounds`` caps the body's bytes and
-        the time of each attempt. Token calls made meanwhile spend from the same rate budget.
+        (none on the answer, the caller caps what it writes) would otherwise let grow in memory as long as it lasts.
+        ``max_redirects`` > 0 follows GET redirects (signed file URLs); the token is dropped as soon as a redirect
+        leaves the FHIR base (SAL-40). ``url_guard`` vets the URL and every redirect target before anything is sent
+        there (it raises to refuse, e.g. internal addresses named by a resource). ``bounds`` caps the body's bytes
+        and the time of each attempt. Token calls made meanwhile spend from the same rate budget.
         """
         if url_guard is not None:
             url_guard(url)
