@@ -43,6 +43,7 @@ from connectors.transport.redirects import redirect_target
 __all__ = ["CreateResult", "FhirClient", "parse_location"]
 
 logger = logging.getLogger(__name__)
+Guard = Callable[[str], None] | None  # vets a URL before anything is sent there (raises to refuse)
 
 
 def _check_id(resource_id: str) -> None:
@@ -278,12 +279,10 @@ class FhirClient:
         )
 
     def download(
-        self, url: str, dest: Path, max_bytes: int, accept: str, *, url_guard: Callable[[str], None] | None = None
+        self, url: str, dest: Path, max_bytes: int, accept: str, *, url_guard: Guard = None, min_free_bytes: int = 0
     ) -> Downloaded:
-        """Stream ``url`` (relative to the base, or absolute) into ``dest``; token only under the FHIR base.
-
-        ``url_guard`` (e.g. :func:`connectors.http.outbound_url_guard`) vets the URL and each redirect first.
-        """
+        """Stream ``url`` (relative to the base, or absolute) into ``dest``, a token only under the base; ``url_guard``
+        vets it and each redirect first; less free disk than ``min_free_bytes`` is InsufficientDiskSpaceError."""
         if max_bytes < 1:
             raise ValueError("max_bytes must be positive")
         target = self.url_for(url)
@@ -293,7 +292,7 @@ class FhirClient:
             target,
             headers={"Accept": accept, "Accept-Encoding": "gzip"},
             token_rule=TokenRule.IF_WITHIN_BASE,
-            handler=lambda response: stream_to_file(response, dest, max_bytes),
+            handler=lambda response: stream_to_file(response, dest, max_bytes, min_free_bytes=min_free_bytes),
             max_redirects=5,
             url_guard=url_guard,
             bounds=self.bounds.without_byte_limit(),  # stream_to_file applies the caller's cap
