@@ -25,7 +25,7 @@ from connectors.http import resolve_url, url_problem
 from engine.connection_info import ConnectionInfo
 from engine.environment import SyncEnvironment
 from engine.models import SyncAttachment, utcnow
-from engine.request_stops import EVERY_REQUEST_WOULD_MEET
+from engine.request_stops import EVERY_REQUEST_WOULD_MEET, LANDING_DISK_FULL
 from engine.residue import attachment_tmp_root
 from warehouse.errors import WarehouseError
 
@@ -102,7 +102,7 @@ def store_attachments(
 ) -> AttachmentOutcome:
     """Download and link every attachment not already stored; failures are counted, not raised, except those
     that stop the whole landing (re-authorization needed, step budget spent, EHR unreachable, another process
-    refreshing the grant past the refresh lock's 300 s)."""
+    refreshing the grant past the refresh lock's 300 s, less free disk than ``EHRSYNC_MIN_FREE_DISK_BYTES``)."""
     outcome = AttachmentOutcome()
     # Under the state directory, per connection: a killed run's partial downloads are removed by the connection's
     # next run (``residue.remove_orphans``), and the finished file moves into the store on the state directory's disk.
@@ -116,7 +116,7 @@ def store_attachments(
                 outcome.links.append(
                     {"url": row.url, "sha256": row.sha256, "size": row.size, "content_type": row.content_type}
                 )
-            except (*EVERY_REQUEST_WOULD_MEET, StepBudgetExceededError):
+            except (*EVERY_REQUEST_WOULD_MEET, *LANDING_DISK_FULL, StepBudgetExceededError):
                 raise  # the whole landing stops: nothing recorded, the mark untouched, the next run fetches again
             except (EhrSyncError, WarehouseError, OSError) as exc:
                 outcome.failed += 1
@@ -166,6 +166,7 @@ def _store_one(
         max_bytes=env.attachment_max_bytes,
         accept=accept,
         url_guard=env.url_guard(conn),
+        min_free_bytes=env.min_free_disk_bytes,  # the store shares the state directory's disk (landing, app database)
     )
     try:
         ctype = downloaded.content_type or ref.content_type

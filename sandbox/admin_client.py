@@ -79,6 +79,7 @@ class SandboxAdmin:
         error_description: str | None = None,
         processed: bool = False,
         severity: str | None = None,
+        body_status: int | None = None,
     ) -> None:
         body: dict[str, Any] = {
             "kind": kind,
@@ -96,6 +97,8 @@ class SandboxAdmin:
             body["processed"] = True
         if severity is not None:
             body["severity"] = severity
+        if body_status is not None:
+            body["body_status"] = body_status
         self._call("POST", "/faults", body)
 
     def faults(self) -> list[dict[str, Any]]:

@@ -18,12 +18,20 @@ _CHUNK = 64 * 1024
 
 
 async def body_fault(
-    kind: str, pace: tuple[float, int], app: ASGIApp, scope: Scope, receive: Receive, send: Send
+    kind: str,
+    pace: tuple[float, int],
+    app: ASGIApp,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    status: int = 200,
 ) -> None:
     """``trickle``: the app's own answer, its body ``pace`` = (``delay_s``, ``chunk_bytes``): that many bytes every
-    ``delay_s``; ``huge_body``: an endless Bundle."""
+    ``delay_s``; ``huge_body``: an endless Bundle answered with ``status`` (a 3xx without a Location: an answer no
+    client follows, whose body is all it says)."""
     if kind == "huge_body":
-        await _while_connected(receive, _huge(send))
+        await _while_connected(receive, _huge(send, status))
         return
     start: Message | None = None
     body = bytearray()
@@ -65,9 +73,9 @@ async def _trickle(send: Send, start: Message, body: bytes, delay_s: float, chun
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _huge(send: Send) -> None:
+async def _huge(send: Send, status: int) -> None:
     headers = [(b"content-type", b"application/fhir+json")]  # no Content-Length: the client must count
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     opening = b'{"resourceType":"Bundle","type":"searchset","entry":['
     await send({"type": "http.response.body", "body": opening, "more_body": True})
     item = b'{"resource":{"resourceType":"Observation","id":"x","status":"final"}},'

@@ -57,7 +57,7 @@ FaultKind = Literal[
     "search_empty_page",  # a searchset page comes back empty, its next link a fresh token for that same page (an
     # endless cursor when armed with times None; a few, as Epic/Cerner paging sometimes sends, with a small times)
     "trickle",  # the answer's body arrives chunk_bytes (default 1) bytes every delay_s seconds
-    "huge_body",  # a 200 answer streams an endless (256 MiB) JSON body without Content-Length
+    "huge_body",  # an answer (200 unless body_status says) streams an endless (256 MiB) JSON body, no Content-Length
     "quota",  # quota requests per window_s, reported on every answer, 429 once spent (sandbox.quota_fault)
 ]
 #: Kinds the HTTP middleware answers itself; the others are consumed by the code they affect.
@@ -89,6 +89,9 @@ class Fault(BaseModel):
     severity: Literal["fatal", "error", "warning"] = "error"
     #: trickle: bytes sent every delay_s (a steady pace above a low-speed limit, or the classic byte at a time)
     chunk_bytes: int = Field(default=1, ge=1, le=1024 * 1024)
+    #: huge_body: the answer's status; a 3xx is one without a Location (300 Multiple Choices, 304): neither data
+    #: nor a redirect a client can follow, its endless body an error page
+    body_status: int = Field(default=200, ge=200, le=599)
     #: quota: requests allowed per window_s (a window of up to two days: a daily quota), and how the answers say so
     quota: int = Field(default=10, ge=0, le=1_000_000)
     window_s: float = Field(default=60.0, gt=0, le=172_800)
@@ -233,7 +236,8 @@ class FaultMiddleware:
         elif fault.kind == "bulk_410":
             await _respond(send, 410, outcome("expired", "bulk file expired"), [])
         elif fault.kind in ("trickle", "huge_body"):
-            await body_fault(fault.kind, (fault.delay_s, fault.chunk_bytes), self.app, scope, receive, send)
+            pace = (fault.delay_s, fault.chunk_bytes)
+            await body_fault(fault.kind, pace, self.app, scope, receive, send, status=fault.body_status)
         else:
             if fault.processed:  # the work is done; the client hears only the gateway's answer
                 await self.app(scope, receive, _swallow)

@@ -29,7 +29,7 @@ from connectors.http import (
 )
 from connectors.tokens import TokenSource
 from connectors.transport import DEFAULT_TIMEOUT, BearerAuth, BodyBounds, RequestPlan, ehr_client
-from connectors.transport.decoding import ACCEPT_ENCODING
+from connectors.transport.decoding import ACCEPT_ENCODING, error_answer
 from connectors.transport.plan import app_key
 from connectors.transport.redirects import redirect_target
 
@@ -144,11 +144,13 @@ class FhirSession:
 
         Retries happen below (:class:`~connectors.transport.RetryTransport`); a ``handler`` that fails while
         reading the body (dropped connection, bad gzip) restarts the request here when ``idempotent``.
-        Everything else becomes a typed FhirError carrying the OperationOutcome. ``max_redirects`` > 0
-        follows GET redirects (signed file URLs); the token is dropped as soon as a redirect leaves the FHIR
-        base (SAL-40). ``url_guard`` vets the URL and every redirect target before anything is sent there (it
-        raises to refuse, e.g. internal addresses named by a resource). ``bounds`` caps the body's bytes and
-        the time of each attempt. Token calls made meanwhile spend from the same rate budget.
+        Everything else becomes a typed FhirError carrying the OperationOutcome, its body read only up to the error
+        answers' bound (``decoding.error_answer``, 1 MiB): a 3xx not followed too, which a download's body limits
+        (none on the answer, the caller caps what it writes) would otherwise let grow in memory as long as it lasts.
+        ``max_redirects`` > 0 follows GET redirects (signed file URLs); the token is dropped as soon as a redirect
+        leaves the FHIR base (SAL-40). ``url_guard`` vets the URL and every redirect target before anything is sent
+        there (it raises to refuse, e.g. internal addresses named by a resource). ``bounds`` caps the body's bytes
+        and the time of each attempt. Token calls made meanwhile spend from the same rate budget.
         """
         if url_guard is not None:
             url_guard(url)
@@ -191,9 +193,9 @@ class FhirSession:
                     except (httpx.TransportError, httpx.DecodingError) as exc:
                         self._body_failed(call, exc)
                         continue
-                response.read()
+                answer = error_answer(response) if response.status_code < 400 else response  # 4xx/5xx: read, cut
                 withheld = self.tokens is not None and call.auth is None
-                raise error_from_response(call.method, call.url, response, token_withheld=withheld)
+                raise error_from_response(call.method, call.url, answer, token_withheld=withheld)
             finally:
                 response.close()
 

@@ -34,6 +34,8 @@ from connectors.transport.bounds import BodyBounds
 
 __all__ = ["CreateResult", "FhirClient", "parse_location"]
 
+Guard = Callable[[str], None] | None  # vets a URL before anything is sent there (raises to refuse)
+
 
 def _check_id(resource_id: str) -> None:
     if not isinstance(resource_id, str) or not ID_RE.match(resource_id):
@@ -178,12 +180,10 @@ class FhirClient:
         )
 
     def download(
-        self, url: str, dest: Path, max_bytes: int, accept: str, *, url_guard: Callable[[str], None] | None = None
+        self, url: str, dest: Path, max_bytes: int, accept: str, *, url_guard: Guard = None, min_free_bytes: int = 0
     ) -> Downloaded:
-        """Stream ``url`` (relative to the base, or absolute) into ``dest``; token only under the FHIR base.
-
-        ``url_guard`` (e.g. :func:`connectors.http.outbound_url_guard`) vets the URL and each redirect first.
-        """
+        """Stream ``url`` (relative to the base, or absolute) into ``dest``, a token only under the base; ``url_guard``
+        vets it and each redirect first; less free disk than ``min_free_bytes`` is InsufficientDiskSpaceError."""
         if max_bytes < 1:
             raise ValueError("max_bytes must be positive")
         target = self.url_for(url)
@@ -193,7 +193,7 @@ class FhirClient:
             target,
             headers={"Accept": accept, "Accept-Encoding": "gzip"},
             token_rule=TokenRule.IF_WITHIN_BASE,
-            handler=lambda response: stream_to_file(response, dest, max_bytes),
+            handler=lambda response: stream_to_file(response, dest, max_bytes, min_free_bytes=min_free_bytes),
             max_redirects=5,
             url_guard=url_guard,
             bounds=self.bounds.without_byte_limit(),  # stream_to_file applies the caller's cap
