@@ -89,8 +89,7 @@ class Fault(BaseModel):
     severity: Literal["fatal", "error", "warning"] = "error"
     #: trickle: bytes sent every delay_s (a steady pace above a low-speed limit, or the classic byte at a time)
     chunk_bytes: int = Field(default=1, ge=1, le=1024 * 1024)
-    #: huge_body: the answer's status; a 3xx is one without a Location (300 Multiple Choices, 304): neither data
-    #: nor a redirect a client can follow, its endless body an error page
+    #: huge_body: the answer's status (a 3xx has no Location: neither data nor a redirect a client can follow)
     body_status: int = Field(default=200, ge=200, le=599)
     #: quota: requests allowed per window_s (a window of up to two days: a daily quota), and how the answers say so
     quota: int = Field(default=10, ge=0, le=1_000_000)
