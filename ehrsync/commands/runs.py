@@ -129,6 +129,8 @@ def connections_list() -> None:
 
     with app_database(existing=True) as database:
         rows = exit_on_configuration_error(lambda: read_connections(database))
+    if not rows:  # said on stderr, so a script reading stdout still gets an empty list
+        click.echo("no connections yet: one is made when a patient connects (or by `ehrsync demo`)", err=True)
     for row in rows:
         never = f"  sync=never ({NO_PATIENT}: notes only)" if row.patientless else ""
         click.echo(

@@ -32,6 +32,7 @@ def test_connections_list_after_migrate(tmp_path: Path) -> None:
     assert _run("db", "migrate", env_extra=env).returncode == 0
     proc = _run("connections", "list", env_extra=env)
     assert proc.returncode == 0 and proc.stdout == "" and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("no connections yet"), proc.stderr  # before: nothing at all, as if it had hung
 
 
 def test_sal15_a_connection_without_a_patient_is_listed_as_never_syncing_and_its_sync_refused(tmp_path: Path) -> None:
