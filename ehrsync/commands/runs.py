@@ -130,7 +130,8 @@ def connections_list() -> None:
     with app_database(existing=True) as database:
         rows = exit_on_configuration_error(lambda: read_connections(database))
     if not rows:  # said on stderr, so a script reading stdout still gets an empty list
-        click.echo("no connections yet: one is made when a patient connects (or by `ehrsync demo`)", err=True)
+        made_by = "the auth service makes them: a patient's sign-in, an admin's backend connection"
+        click.echo(f"no connections yet ({made_by})", err=True)
     for row in rows:
         never = f"  sync=never ({NO_PATIENT}: notes only)" if row.patientless else ""
         click.echo(
