@@ -7,11 +7,20 @@ rotation every patient who had connected in the last day got "not_connected" on 
 
 from __future__ import annotations
 
-import httpx
-from fastapi import FastAPI
+import hashlib
+import json
+import time
 
+import httpx
+from fastapi import FastAPI, Response
+
+from auth_service.api.connect_cookies import CHOICE_COOKIE, ConnectChoice, remember_choice, remember_connection
+from auth_service.api.deps import CONNECTION_COOKIE, SESSION_COOKIE
 from auth_service.app import create_app
+from auth_service.services.tenants import bootstrap_tenant
+from auth_service.tenants.settings import TenantSeed
 from store import TokenCipher, rotate_keys
+from store.models import Connection
 from tests.auth_service.conftest import LiveServer
 from tests.auth_service.ehr import patient_ids, running_service, sandbox_admin, smart_practice
 from tests.auth_service.keyutil import enc_key
@@ -49,3 +58,51 @@ def test_connection_cookie_survives_a_key_rotation(make_settings, sandbox) -> No
         assert done.status_code == 200, done.text
         ask = browser.get("/connect/disconnect")
         assert ask.status_code == 200 and "Yes, disconnect" in ask.text, ask.text
+
+
+def test_the_connection_cookie_opens_only_for_its_browser_and_purpose(make_settings) -> None:
+    """Sealed, the marker still names a connection only for the session it was made in, only until it expires,
+    and no other sealed value of the patient pages (the choice cookie, a connect link) passes for it."""
+
+    def factory(base_url: str) -> FastAPI:
+        return create_app(make_settings(APP_BASE_URL=base_url))
+
+    with LiveServer(factory) as server:
+        ctx = server.app.state.ctx
+        with ctx.db.session() as session, session.begin():
+            bootstrap_tenant(session, TenantSeed.model_validate({"id": "t1", "name": "Clinic"}), ctx.cipher)
+            conn = Connection(tenant_id="t1", provider_id="smart", fhir_base="https://ehr.example/fhir", client_id="a")
+            session.add(conn)
+            session.flush()
+            conn_id = conn.id
+        mine, other = "m" * 43, "o" * 43
+        marker, choice = Response(), Response()
+        remember_connection(marker, ctx, mine, conn_id)
+        remember_choice(choice, ctx, mine, ConnectChoice("t1", "smart", None, None))
+        owner = hashlib.sha256(mine.encode()).hexdigest()
+        expired = json.dumps({"c": conn_id, "exp": int(time.time()) - 5})
+        cases = {
+            "this browser": (mine, _set_cookie(marker, CONNECTION_COOKIE), 200),
+            "another browser": (other, _set_cookie(marker, CONNECTION_COOKIE), 404),
+            "expired": (
+                mine,
+                ctx.cipher.encrypt(expired, tenant_id="", owner_id=owner, field="connection-marker"),
+                404,
+            ),
+            "choice cookie": (mine, _set_cookie(choice, CHOICE_COOKIE), 404),
+            "connect link": (mine, ctx.links.sign(conn_id, owner, 600), 404),
+        }
+        for name, (sid, value, status) in cases.items():
+            with httpx.Client(base_url=server.base_url, cookies={SESSION_COOKIE: sid, CONNECTION_COOKIE: value}) as b:
+                for page in ("/connect/done", "/connect/disconnect"):
+                    r = b.get(page)
+                    assert r.status_code == status, (name, page, r.status_code, r.text)
+                    assert status == 200 or "not_connected" in r.text, (name, page, r.text)
+
+
+def _set_cookie(response: Response, name: str) -> str:
+    """The value the response sets for cookie ``name``."""
+    for header in response.headers.getlist("set-cookie"):
+        if header.startswith(f"{name}="):
+            return header.split(";", 1)[0].split("=", 1)[1]
+    raise AssertionError(f"{name} was not set")
