@@ -1,8 +1,10 @@
 """Attachments (DocumentReference.content.attachment, DiagnosticReport.presentedForm) fetched once, capped,
 type-checked and stored content-addressed beside the Parquet; ``sync_attachments`` links resource → copy.
 
-A failed attachment is counted and logged, never fatal to the type: the resource itself is already landed, and
-the type's mark is held so the next run fetches the resource and retries the attachment.
+A failed attachment is counted and logged, not fatal to the type: the resource itself is already landed, and
+the type's mark is held so the next run fetches the resource and retries the attachment. What every later
+download would meet too (a grant no longer usable, an unreachable EHR, less free disk than the reserve) stops the
+type's landing instead, its mark untouched (``store_attachments``).
 """
 
 from __future__ import annotations

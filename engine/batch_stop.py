@@ -1,8 +1,9 @@
 """What stops a whole batch run (``engine.batch_sync``): a failure every later member would meet, whatever its source.
 
 A landing disk too full (a landing file's write refused ENOSPC or EDQUOT, ``warehouse.LandingDiskFullError``; a
-Bulk download's free-space check, ``InsufficientDiskSpaceError``) is this machine's, not the EHR's: every member
-lands on the same disk. The member that met it stops there (its later types would meet it too) and the batch does:
+Bulk or attachment download's free-space check, ``InsufficientDiskSpaceError``) is this machine's, not the EHR's:
+every member lands on the same disk. The member that met it stops there (its later types would meet it too) and the
+batch does:
 the later members are not tried (no request, cursors and landing untouched), their rows closed ``failed`` naming
 the disk and the member that met it, so each is retried with backoff once there is room. Trying them in turn would
 send each one's searches to the EHR only to fail each on the same disk.

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 import jwt
@@ -21,6 +22,11 @@ logger = logging.getLogger(__name__)
 
 ALLOWED_ID_TOKEN_ALGS = ("RS256", "RS384", "ES384")
 DEFAULT_LEEWAY_S = 60
+#: Most key sets (and issuers' ``jwks_uri``) a JwksCache holds. One per EHR issuer signing users in within the TTL: a
+#: multi-tenant auth service serves tens of EHRs, well under it; past it the least recently used is dropped and read
+#: again when needed (one GET, as after the TTL). It bounds memory when an issuer names a new ``jwks_uri`` every time.
+JWKS_CACHE_MAX_ENTRIES = 64
+_V = TypeVar("_V")
 
 
 class IdTokenError(SecurityPolicyError):
@@ -39,16 +45,61 @@ def _get_json(http: httpx.Client, url: str, what: str) -> dict[str, Any]:
     return payload
 
 
+class _Recent(Generic[_V]):
+    """At most ``cap`` values, each kept ``ttl`` seconds: an expired one is dropped when read and when any value is
+    stored, and past ``cap`` the least recently used goes. Thread-safe."""
+
+    def __init__(self, ttl: float, cap: int, clock: Callable[[], float]) -> None:
+        self._ttl, self._cap, self._clock = ttl, cap, clock
+        self._entries: OrderedDict[str, tuple[float, _V]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def get(self, key: str) -> _V | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if self._clock() - entry[0] >= self._ttl:
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def put(self, key: str, value: _V) -> None:
+        with self._lock:
+            now = self._clock()
+            for stale in [k for k, (at, _) in self._entries.items() if now - at >= self._ttl]:
+                del self._entries[stale]
+            self._entries[key] = (now, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._cap:
+                self._entries.popitem(last=False)
+
+
 class JwksCache:
     """Key sets by ``jwks_uri`` and each issuer's ``jwks_uri``, both kept ``ttl_seconds`` (a server that moves its
-    keys is read again); an unknown ``kid`` triggers one refetch of both (key rotation)."""
+    keys is read again); an unknown ``kid`` triggers one refetch of both (key rotation). Each holds at most
+    ``max_entries`` (:data:`JWKS_CACHE_MAX_ENTRIES`), expired ones dropped, so the auth service's memory stays
+    bounded however many ``jwks_uri`` issuers name."""
 
-    def __init__(self, ttl_seconds: float = 3600.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self._ttl = ttl_seconds
-        self._clock = clock
-        self._sets: dict[str, tuple[float, list[dict[str, Any]]]] = {}
-        self._jwks_uris: dict[str, tuple[float, str]] = {}
-        self._lock = threading.Lock()
+    def __init__(
+        self,
+        ttl_seconds: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_entries: int = JWKS_CACHE_MAX_ENTRIES,
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be positive")
+        self._sets: _Recent[list[dict[str, Any]]] = _Recent(ttl_seconds, max_entries, clock)
+        self._jwks_uris: _Recent[str] = _Recent(ttl_seconds, max_entries, clock)
+
+    def held(self) -> tuple[int, int]:
+        """How many issuers' ``jwks_uri`` and key sets are held now."""
+        return len(self._jwks_uris), len(self._sets)
 
     def jwks_uri_for(
         self, issuer: str, http: httpx.Client, *, smart_jwks_uri: str | None = None, refresh: bool = False
@@ -56,10 +107,9 @@ class JwksCache:
         """The ``jwks_uri`` of ``{issuer}/.well-known/openid-configuration`` (SAL-33); when the issuer publishes no
         usable OpenID document (not an outage: that is raised), the ``jwks_uri`` its SMART configuration names
         (SMART App Launch 2: given with ``sso-openid-connect``), if the caller has one."""
-        with self._lock:
-            known = self._jwks_uris.get(issuer)
-        if known and not refresh and self._clock() - known[0] < self._ttl:
-            return known[1]
+        known = None if refresh else self._jwks_uris.get(issuer)
+        if known is not None:
+            return known
         try:
             uri = _openid_jwks_uri(issuer, http)
         except DiscoveryError as exc:
@@ -69,22 +119,19 @@ class JwksCache:
                 "no usable OpenID configuration at %s (%s); using its smart-configuration jwks_uri", issuer, exc
             )
             uri = smart_jwks_uri
-        with self._lock:
-            self._jwks_uris[issuer] = (self._clock(), uri)
+        self._jwks_uris.put(issuer, uri)
         return uri
 
     def keys(self, jwks_uri: str, http: httpx.Client, *, refresh: bool = False) -> list[dict[str, Any]]:
-        with self._lock:
-            entry = self._sets.get(jwks_uri)
-        if entry and not refresh and self._clock() - entry[0] < self._ttl:
-            return entry[1]
+        known = None if refresh else self._sets.get(jwks_uri)
+        if known is not None:
+            return known
         payload = _get_json(http, jwks_uri, "JWKS")
         keys = payload.get("keys")
         if not isinstance(keys, list):
             raise DiscoveryError(f"JWKS at {jwks_uri} has no 'keys' array")
         found = [k for k in keys if isinstance(k, dict)]
-        with self._lock:
-            self._sets[jwks_uri] = (self._clock(), found)
+        self._sets.put(jwks_uri, found)
         return found
 
 

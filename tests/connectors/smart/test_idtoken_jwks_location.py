@@ -12,6 +12,7 @@ import pytest
 
 from connectors.errors import DiscoveryError, SecurityPolicyError
 from connectors.smart import JwksCache, discover, validate_id_token
+from connectors.smart.idtoken import JWKS_CACHE_MAX_ENTRIES
 from sandbox import SandboxServer
 from tests.sandbox.helpers import patient_login
 
@@ -67,3 +68,50 @@ def test_sal33_an_unknown_kid_reads_where_the_keys_are_again(sandbox: SandboxSer
     cid, answer = patient_login(sandbox)
     claims = validate_id_token(answer["id_token"], issuer=sandbox.fhir_base, client_id=cid, http=http, cache=cache)
     assert claims["aud"] == cid
+
+
+def test_sal33_the_key_sets_held_stay_bounded_however_many_jwks_uris_are_named(sandbox: SandboxServer) -> None:
+    """Sign-ins naming a new ``jwks_uri`` each time (an allow-listed issuer that changes it, many issuers of a
+    multi-tenant auth service) leave at most ``JWKS_CACHE_MAX_ENTRIES`` key sets held: the least recently used goes,
+    and expired ones are dropped when another is stored. Before, every key set was kept for good, each up to the
+    response limit: the auth service's memory grew with every such sign-in."""
+    now = [0.0]
+    cache = JwksCache(ttl_seconds=600, clock=lambda: now[0])
+    http = httpx.Client(timeout=30)
+    cid, answer = patient_login(sandbox)
+    jwks = sandbox.base_url + "/oauth/jwks"
+
+    def check(uri: str) -> dict[str, object]:
+        return validate_id_token(
+            answer["id_token"], issuer=sandbox.fhir_base, client_id=cid, http=http, cache=cache, jwks_uri=uri
+        )
+
+    for n in range(1, JWKS_CACHE_MAX_ENTRIES + 20):
+        check(f"{jwks}?n={n}")
+        check(f"{jwks}?n=0")  # read often: the most recently used
+    assert cache.held() == (0, JWKS_CACHE_MAX_ENTRIES)
+
+    sandbox.admin.settings(jwks_moved=True)  # /oauth/jwks answers 404: only what is held still verifies
+    assert check(f"{jwks}?n=0")["aud"] == cid
+    assert check(f"{jwks}?n={JWKS_CACHE_MAX_ENTRIES + 19}")["aud"] == cid
+    with pytest.raises(DiscoveryError, match=r"JWKS at .* unusable \(HTTP 404\)"):
+        check(f"{jwks}?n=1")  # the least recently used went
+
+    now[0] = 601.0  # every entry expired: the next one stored drops them
+    assert check(sandbox.base_url + "/oauth/keys")["aud"] == cid
+    assert cache.held() == (0, 1)
+
+
+def test_sal33_the_issuers_jwks_uris_held_stay_bounded(sandbox: SandboxServer) -> None:
+    """Where each issuer's keys are is held for at most ``JWKS_CACHE_MAX_ENTRIES`` issuers too (a multi-tenant auth
+    service's many EHRs; here issuers without an OpenID configuration, so their smart-configuration ``jwks_uri``)."""
+    cache = JwksCache(ttl_seconds=600, clock=lambda: 0.0)
+    http = httpx.Client(timeout=30)
+    jwks = sandbox.base_url + "/oauth/jwks"
+    for n in range(JWKS_CACHE_MAX_ENTRIES + 5):
+        assert cache.jwks_uri_for(f"{sandbox.base_url}/tenant{n}", http, smart_jwks_uri=f"{jwks}?n={n}")
+    assert cache.held() == (JWKS_CACHE_MAX_ENTRIES, 0)
+    assert (
+        cache.jwks_uri_for(f"{sandbox.base_url}/tenant{JWKS_CACHE_MAX_ENTRIES + 4}", http)
+        == f"{jwks}?n={JWKS_CACHE_MAX_ENTRIES + 4}"
+    )
