@@ -87,6 +87,15 @@ def _refused_for_room(folder: Path, url: str) -> Iterator[None]:
         ) from exc
 
 
+def _open_part(dest: Path, min_free_bytes: int, url: str) -> tuple[int, Path]:
+    """The open temporary file beside ``dest`` the body is written to, once the free-space check passed."""
+    with _refused_for_room(dest.parent, url):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        check_free_disk(dest.parent, min_free_bytes, url)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    return fd, Path(tmp_name)
+
+
 def stream_to_file(
     response: httpx.Response,
     dest: Path,
@@ -110,13 +119,9 @@ def stream_to_file(
     plain = "Content-Encoding" not in response.headers
     if max_bytes is not None and plain and declared and declared.isdigit() and int(declared) > max_bytes:
         raise ContentTooLargeError(f"{url}: Content-Length {declared} exceeds the {max_bytes}-byte cap")
-    with _refused_for_room(dest.parent, url):
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        check_free_disk(dest.parent, min_free_bytes, url)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    fd, tmp = _open_part(dest, min_free_bytes, url)
     digest = None if scratch else hashlib.sha256()
     size = checked = 0
-    tmp = Path(tmp_name)
     try:
         with _refused_for_room(dest.parent, url), os.fdopen(fd, "wb", buffering=WRITE_BUFFER_BYTES) as out:
             for chunk in iter_decoded(response, max_wire_bytes=wire_allowance(max_bytes)):
