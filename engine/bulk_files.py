@@ -37,6 +37,7 @@ from engine.environment import SyncEnvironment
 from engine.handoff import landed_from_json, landed_to_json
 from engine.models import utcnow
 from engine.reports import BulkReport
+from engine.request_stops import LANDING_DISK_FULL
 from warehouse import LandedFile, Warehouse
 from warehouse.errors import WarehouseError
 
@@ -77,19 +78,25 @@ class _WarehouseTurn:
 
 @dataclass
 class _Failures:
-    """Files whose download or landing failed: the next run resumes them; the first one names the error."""
+    """Files whose download or landing failed: the next run resumes them; the first one names the error (a full
+    landing disk's is the run's own)."""
 
     messages: list[str] = field(default_factory=list)
     diagnostics: list[str | None] = field(default_factory=list)  # the server's: kept out of the logs
     #: The longest throttle a download met (a 429/503 past what ehrsync waits): the run's error is raised from it,
     #: so the run notes the source's hold as a kick-off's or a REST step's throttle does (BDX-10).
     throttle: RateLimitedError | None = None
+    #: A landing disk too full (a download's write or free-space check, a Parquet write): every later file would
+    #: land on the same disk, so none is fetched after it and the run fails with it (the file's own error).
+    disk_full: Exception | None = None
 
     def add(self, env: SyncEnvironment, f: bulk_state.FileView, exc: Exception) -> None:
         self.messages.append(f"{f.resource_type}: {getattr(exc, 'code', type(exc).__name__)}: {exc}")
         self.diagnostics.append(getattr(exc, "diagnostics", None))
         bulk_state.update_file(env.db, f.id, attempts=f.attempts + 1, error=str(exc)[:2000])
         met, at = rate_limit_in(exc), utcnow()
+        if isinstance(exc, LANDING_DISK_FULL) and self.disk_full is None:
+            self.disk_full = exc
         if met is not None and (
             self.throttle is None or throttle_end(at, met.retry_after) > throttle_end(at, self.throttle.retry_after)
         ):
@@ -98,6 +105,8 @@ class _Failures:
     def raise_any(self, report: BulkReport) -> None:
         if self.messages:
             report.failed_files = len(self.messages)
+            if self.disk_full is not None:
+                raise self.disk_full
             raise BulkExportError(
                 f"{len(self.messages)} bulk file(s) failed; the next run resumes them: {self.messages[0]}",
                 diagnostics=self.diagnostics[0],
@@ -149,9 +158,10 @@ def process_files(
                 else:
                     to_fetch.append(f)
             with ThreadPoolExecutor(max_workers=env.bulk_concurrency, thread_name_prefix="bulk-sync") as pool:
-                slots = threading.BoundedSemaphore(max(1, env.bulk_landing_concurrency))
-                futures: dict[Future[FetchedFile], bulk_state.FileView] = {
-                    pool.submit(fetch_file, env, conn, client, job, f, run_id, tmp_dir, slots): f for f in to_fetch
+                slots, full = threading.BoundedSemaphore(max(1, env.bulk_landing_concurrency)), threading.Event()
+                futures: dict[Future[FetchedFile | None], bulk_state.FileView] = {
+                    pool.submit(_fetch_unless_full, full, env, conn, client, job, f, run_id, tmp_dir, slots): f
+                    for f in to_fetch
                 }
                 try:
                     _apply_as_done(run, futures, failures, progress)
@@ -164,14 +174,26 @@ def process_files(
     failures.raise_any(report)
 
 
+def _fetch_unless_full(full: threading.Event, *args: Any) -> FetchedFile | None:
+    """``fetch_file(*args)``, or None (not fetched: no request, the file stays pending) once a download has met a
+    landing disk too full; set by the worker that met it, so no later file is fetched whatever the threads' timing."""
+    if full.is_set():
+        return None
+    try:
+        return fetch_file(*args)
+    except LANDING_DISK_FULL:
+        full.set()
+        raise
+
+
 def _apply_as_done(
     run: _FileRun,
-    futures: dict[Future[FetchedFile], bulk_state.FileView],
+    futures: dict[Future[FetchedFile | None], bulk_state.FileView],
     failures: _Failures,
     progress: Callable[[str, dict[str, Any]], None] | None,
 ) -> None:
     """Apply each fetched file as soon as it is ready; give the warehouse back while downloads are slow."""
-    pending: set[Future[FetchedFile]] = set(futures)
+    pending: set[Future[FetchedFile | None]] = set(futures)
     while pending:
         done, pending = wait(pending, timeout=run.env.bulk_idle_release_s, return_when=FIRST_COMPLETED)
         if not done:  # downloads are slow: merge what has landed, then let other writers have the warehouse
@@ -188,6 +210,8 @@ def _apply_as_done(
                 raise
             except (EhrSyncError, WarehouseError, OSError) as exc:
                 failures.add(run.env, f, exc)
+                continue
+            if fetched is None:  # not fetched after a full landing disk (``_fetch_unless_full``)
                 continue
             _apply(run, f, fetched)
             if progress is not None:

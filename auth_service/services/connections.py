@@ -25,6 +25,7 @@ from auth_service.services.profiles import ClientProfile, check_provider_enabled
 from auth_service.services.providers_port import check_connection_kind, plugin_display_name, plugin_group_export_only
 from connectors import errors as ce
 from connectors.smart import (
+    ClientAuth,
     SmartConfiguration,
     TokenResponse,
     client_credentials_grant,
@@ -170,12 +171,10 @@ def disconnect(ctx: ServiceContext, conn: Connection, actor: str) -> dict[str, A
     return answer
 
 
-def _mint_backend_token(
-    ctx: ServiceContext, tenant_id: str, provider_id: str, scope: str
-) -> tuple[ClientProfile, SmartConfiguration, TokenResponse, str]:
-    """The first client_credentials token, and the scope it asked for: in v1 spelling for a v1-only server
-    (SAL-20/32: ``system/*.rs`` is ``system/*.read`` there, which knows no other). A granular scope is refused there:
-    v1 has no filters, and the whole type is wider than the admin asked."""
+def _backend_profile(ctx: ServiceContext, tenant_id: str, provider_id: str) -> tuple[ClientProfile, ClientAuth]:
+    """The tenant's configuration of ``provider_id`` for backend services and its client authentication, or the
+    ServiceError saying what is missing or wrong (not configured, disabled, incomplete, not a backend app, an issuer
+    off the allowlist); nothing is sent to the EHR."""
     with ctx.db.session() as session:
         profile = resolve_profile(session, ctx.cipher, ctx.settings, tenant_id, provider_id)
     if profile.auth_method not in ("private_key_jwt", "client_secret_basic"):
@@ -183,8 +182,17 @@ def _mint_backend_token(
             "backend services need private_key_jwt or client_secret_basic", code="configuration_error"
         )
     check_connection_kind(provider_id, profile.config, backend=True)  # e.g. PointClickCare: a bulk app only
-    client_auth = profile.client_auth(ctx.settings, "client_credentials")  # refused before any EHR call
+    client_auth = profile.client_auth(ctx.settings, "client_credentials")
     check_allowlisted(ctx, profile.fhir_base)
+    return profile, client_auth
+
+
+def _mint_backend_token(
+    ctx: ServiceContext, profile: ClientProfile, client_auth: ClientAuth, scope: str
+) -> tuple[SmartConfiguration, TokenResponse, str]:
+    """The first client_credentials token, and the scope it asked for: in v1 spelling for a v1-only server
+    (SAL-20/32: ``system/*.rs`` is ``system/*.read`` there, which knows no other). A granular scope is refused there:
+    v1 has no filters, and the whole type is wider than the admin asked."""
     with ctx.call_budget(profile.provider_id, profile.fhir_base):  # eCW counts these calls too
         cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
         if cfg.v1_scopes_only and (granular := filtered_scopes(scope)):
@@ -201,7 +209,7 @@ def _mint_backend_token(
             if not ce.is_refusal(exc):  # the EHR failing or throttling: 502/503 as any EHR outage
                 raise
             raise ClientGrantRefusedError(exc, _registration_checks(ctx, profile, scope)) from None
-    return profile, cfg, token, scope
+    return cfg, token, scope
 
 
 def _registration_checks(ctx: ServiceContext, profile: ClientProfile, scope: str) -> str:
@@ -222,16 +230,17 @@ def create_backend_connection(
 ) -> dict[str, Any]:
     """SMART Backend Services (SAL-32): mint a client_credentials token now and keep minting before expiry.
 
-    A vendor that exports only at Group level needs ``group_id``: refused before any EHR call (BDX-01)."""
-    if not group_id and plugin_group_export_only(provider_id):
-        detail = {"provider": provider_id, "asked_scope": scope, "error_code": "invalid_request"}
-        audit_event(ctx, "backend.create", "failure", tenant_id, actor, detail=detail)
-        raise InvalidInputError(
-            f"give 'group_id': {plugin_display_name(provider_id)} exports Bulk data only at Group level "
-            "(Group/{id}/$export), so a backend connection without a group could never export"
-        )
+    A vendor that exports only at Group level needs ``group_id``: refused before any EHR call (BDX-01), but after
+    the tenant's configuration of the provider is checked, so an admin learns the root cause (the provider not
+    configured, disabled or incomplete) first, not a group id that would only lead to it."""
     try:
-        profile, cfg, token, asked = _mint_backend_token(ctx, tenant_id, provider_id, scope)
+        profile, client_auth = _backend_profile(ctx, tenant_id, provider_id)
+        if not group_id and plugin_group_export_only(provider_id):
+            raise InvalidInputError(
+                f"give 'group_id': {plugin_display_name(provider_id)} exports Bulk data only at Group level "
+                "(Group/{id}/$export), so a backend connection without a group could never export"
+            )
+        cfg, token, asked = _mint_backend_token(ctx, profile, client_auth, scope)
     except ce.EhrSyncError as exc:
         failure = service_error_from(exc)
         detail = {"provider": provider_id, "asked_scope": scope, "error_code": failure.code}

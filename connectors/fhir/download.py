@@ -6,11 +6,13 @@ A reader never sees a half-written file: the destination appears only once the b
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,8 @@ logger = logging.getLogger(__name__)
 WRITE_BUFFER_BYTES = 1024 * 1024
 #: How often (in written bytes) a download re-checks the free disk space it must leave.
 DISK_CHECK_EVERY = 16 * 1024 * 1024
+#: A write refused for want of room: no space left on the device, or the user's quota there spent.
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def wire_allowance(max_bytes: int | None) -> int | None:
@@ -67,6 +71,31 @@ def check_free_disk(folder: Path, reserve: int, what: str) -> None:
         )
 
 
+@contextlib.contextmanager
+def _refused_for_room(folder: Path, url: str) -> Iterator[None]:
+    """A write into ``folder`` refused ENOSPC or EDQUOT (the reserve set to 0, or another process filling the disk
+    between two checks) is InsufficientDiskSpaceError naming the folder, as the free-space check's is: every later
+    download would meet the same disk, so the landing stops instead of counting it as one file's failure."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL:
+            raise
+        raise InsufficientDiskSpaceError(
+            f"the disk is full: could not write {url} under {folder} ({os.strerror(exc.errno)}); free space there "
+            "and run again, the download resumes (EHRSYNC_MIN_FREE_DISK_BYTES is the free space downloads leave)"
+        ) from exc
+
+
+def _open_part(dest: Path, min_free_bytes: int, url: str) -> tuple[int, Path]:
+    """The open temporary file beside ``dest`` the body is written to, once the free-space check passed."""
+    with _refused_for_room(dest.parent, url):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        check_free_disk(dest.parent, min_free_bytes, url)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    return fd, Path(tmp_name)
+
+
 def stream_to_file(
     response: httpx.Response,
     dest: Path,
@@ -80,7 +109,8 @@ def stream_to_file(
     The cap applies to decoded bytes, inflated a bounded piece at a time (``iter_decoded``), so a small gzip
     body can expand neither without bound on disk nor in memory; the bytes on the wire are capped at
     :func:`wire_allowance` of it. With ``min_free_bytes``, the free disk space is
-    checked before and while writing (InsufficientDiskSpaceError). A ``scratch`` file (a Bulk file landed and
+    checked before and while writing (InsufficientDiskSpaceError; a write the disk refuses for room is one too,
+    its partial file removed). A ``scratch`` file (a Bulk file landed and
     deleted right after; a crash discards it) is neither hashed nor synced to disk: those cost a tenth of a Bulk
     export's CPU (docs/PERFORMANCE.md).
     """
@@ -89,14 +119,11 @@ def stream_to_file(
     plain = "Content-Encoding" not in response.headers
     if max_bytes is not None and plain and declared and declared.isdigit() and int(declared) > max_bytes:
         raise ContentTooLargeError(f"{url}: Content-Length {declared} exceeds the {max_bytes}-byte cap")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    check_free_disk(dest.parent, min_free_bytes, url)
+    fd, tmp = _open_part(dest, min_free_bytes, url)
     digest = None if scratch else hashlib.sha256()
     size = checked = 0
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb", buffering=WRITE_BUFFER_BYTES) as out:
+        with _refused_for_room(dest.parent, url), os.fdopen(fd, "wb", buffering=WRITE_BUFFER_BYTES) as out:
             for chunk in iter_decoded(response, max_wire_bytes=wire_allowance(max_bytes)):
                 size += len(chunk)
                 if max_bytes is not None and size > max_bytes:

@@ -220,3 +220,49 @@ def test_sal23_backend_connection_answers_the_expiry_it_stored(make_app: Callabl
     assert made.json()["expires_at"] == token["expires_at"]
     lifetime = dt.datetime.fromisoformat(token["expires_at"]) - dt.datetime.fromisoformat(token["issued_at"])
     assert lifetime == dt.timedelta(seconds=570)
+
+
+@pytest.mark.parametrize(
+    ("practice", "error", "status"),
+    [
+        (
+            {"ehrIntegrations": {"enabledProviders": ["cerner"], "providerConfigs": {"cerner": CERNER}}},
+            "not_found",
+            404,
+        ),
+        (
+            {"ehrIntegrations": {"enabledProviders": [], "providerConfigs": {"epic": {"clientId": "c"}}}},
+            "provider_disabled",
+            409,
+        ),
+        (
+            {"ehrIntegrations": {"enabledProviders": ["epic"], "providerConfigs": {"epic": {"clientId": "c"}}}},
+            "configuration_error",
+            409,
+        ),
+    ],
+    ids=["no-epic-config", "epic-not-enabled", "epic-without-a-fhir-base"],
+)
+def test_a_backend_connection_to_a_provider_not_configured_says_so_before_asking_for_a_group(
+    make_app: Callable[..., AppHandle], practice: dict[str, object], error: str, status: int
+) -> None:
+    """Epic exports only at Group level, but on a tenant where Epic is not configured (no config, not enabled, or
+    incomplete) that is the root cause the admin is told first, not a missing ``group_id``: before, the API asked
+    for ``group_id``, and only once given said Epic was not configured. Nothing is sent to any EHR."""
+    calls: list[str] = []
+    h = make_app(http=_refusing_transport(calls))
+    key = h.bootstrap("t1", practice)
+    body = {"provider": "epic", "scope": "system/Patient.read"}
+    r = h.client.post(
+        "/api/integrations/admin/backend-connections", json=body, headers={"Authorization": f"Bearer {key}"}
+    )
+    answer = r.json()
+    assert r.status_code == status and "group_id" not in answer["message"], r.text
+    assert "'epic'" in answer["message"] and answer["error"] == error, r.text
+    with_group = h.client.post(
+        "/api/integrations/admin/backend-connections",
+        json={**body, "group_id": "g-1"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert (with_group.status_code, with_group.json()) == (r.status_code, answer)  # the same answer either way
+    assert calls == []

@@ -3,7 +3,7 @@
 - a manifest ``error`` file reporting a failed type holds ``_since`` and the next run fetches the type (BDX-22/14);
 - a streak of failing status polls leaves the job resumable at the same status URL (BDX-08/09);
 - a truncated file is fetched again instead of quarantining its cut line (BDX-20);
-- a file over the byte limit, or a disk below its reserve, fails that file and resumes once fixed.
+- a file over the byte limit fails that file, a disk below its reserve the run; each resumes once fixed.
 """
 
 from __future__ import annotations
