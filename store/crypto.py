@@ -19,7 +19,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from connectors.errors import ConfigurationError, EhrSyncError
 
-__all__ = ["ENV_ACTIVE_KEY", "ENV_OLD_KEYS", "CipherError", "TokenCipher", "UnknownKeyIdError", "derive_kid"]
+__all__ = [
+    "ENV_ACTIVE_KEY",
+    "ENV_OLD_KEYS",
+    "CipherError",
+    "TokenCipher",
+    "UnknownKeyIdError",
+    "derive_kid",
+    "parse_old_keys",
+]
 
 ENV_ACTIVE_KEY = "INTEGRATIONS_TOKEN_ENC_KEY"
 ENV_OLD_KEYS = "INTEGRATIONS_TOKEN_ENC_KEYS_OLD"
@@ -56,6 +64,17 @@ def _decode_key(value: str, variable: str) -> bytes:
     if len(key) != 32:
         raise ConfigurationError(f"{variable} must be base64 of exactly 32 bytes (AES-256), got {len(key)} bytes")
     return key
+
+
+def parse_old_keys(value: str) -> dict[str, bytes]:
+    """The keys of ``INTEGRATIONS_TOKEN_ENC_KEYS_OLD`` (``kid:b64,...``) by the operator's label."""
+    old: dict[str, bytes] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        kid, sep, b64 = item.partition(":")
+        if not sep or not kid.strip() or not b64.strip():
+            raise ConfigurationError(f"{ENV_OLD_KEYS} entries must look like 'kid:base64key' (comma-separated)")
+        old[kid.strip()] = _decode_key(b64, f"{ENV_OLD_KEYS} entry {kid.strip()!r}")
+    return old
 
 
 def _aad(kid: str, tenant_id: str, owner_id: str, field: str) -> bytes:
@@ -97,13 +116,8 @@ class TokenCipher:
             raise ConfigurationError(
                 f"{ENV_ACTIVE_KEY} is a placeholder (every byte the same): generate a random 32-byte key"
             )
-        old: dict[str, bytes] = {}  # an old key is only read (rotating away from a placeholder must work)
-        for item in filter(None, (part.strip() for part in env.get(ENV_OLD_KEYS, "").split(","))):
-            kid, sep, b64 = item.partition(":")
-            if not sep or not kid.strip() or not b64.strip():
-                raise ConfigurationError(f"{ENV_OLD_KEYS} entries must look like 'kid:base64key' (comma-separated)")
-            old[kid.strip()] = _decode_key(b64, f"{ENV_OLD_KEYS} entry {kid.strip()!r}")
-        return cls(active, old_keys=old)
+        # an old key is only read (rotating away from a placeholder must work)
+        return cls(active, old_keys=parse_old_keys(env.get(ENV_OLD_KEYS, "")))
 
     @classmethod
     def generate_key(cls) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 from dataclasses import dataclass
 from typing import Annotated
@@ -21,7 +19,6 @@ __all__ = [
     "AdminDep",
     "CtxDep",
     "browser_session",
-    "csrf_token",
     "ensure_browser_session",
     "get_ctx",
     "set_cookie",
@@ -109,8 +106,3 @@ def set_cookie(response: Response, ctx: ServiceContext, name: str, value: str, m
         secure=ctx.settings.cookie_secure,
         path="/",
     )
-
-
-def csrf_token(ctx: ServiceContext, sid: str) -> str:
-    key = ctx.settings.INTEGRATIONS_TOKEN_ENC_KEY.get_secret_value().encode()
-    return hmac.new(key, b"csrf:" + sid.encode(), hashlib.sha256).hexdigest()

@@ -4,7 +4,8 @@ A cursor is ``base64url(JSON).base64url(HMAC-SHA256)`` under a key derived from 
 purpose only. It carries the last key of the page it continues and the query it belongs to (tenant, connection,
 type filter), so a cursor that was altered, or replayed against another connection, type or tenant, is refused
 instead of silently paging something else. It never expires: a key is a position, valid as long as ordering is.
-Rotating ``INTEGRATIONS_TOKEN_ENC_KEY`` invalidates outstanding cursors (the caller starts again).
+A cursor is signed with the active key and verified under the old keys too, so a host app paging through a
+connection during a key rotation goes on; one signed under a key no longer listed is refused (start again).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import binascii
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = ["MAX_CURSOR_CHARS", "CursorSigner", "InvalidCursorError", "PageQuery"]
@@ -46,8 +48,9 @@ def _unb64(text: str) -> bytes:
 class CursorSigner:
     """Signs and verifies cursors; ``purpose`` separates this key from the service's other HMAC keys."""
 
-    def __init__(self, secret: bytes, purpose: str = "page-cursor") -> None:
-        self._key = hmac.new(secret, f"ehrsync:{purpose}".encode(), hashlib.sha256).digest()
+    def __init__(self, secret: bytes, purpose: str = "page-cursor", *, old_secrets: Sequence[bytes] = ()) -> None:
+        derived = [hmac.new(s, f"ehrsync:{purpose}".encode(), hashlib.sha256).digest() for s in (secret, *old_secrets)]
+        self._key, self._keys = derived[0], derived
 
     def encode(self, query: PageQuery, after: tuple[str, str]) -> str:
         claims = {
@@ -65,7 +68,7 @@ class CursorSigner:
         payload, sep, sig = cursor.partition(".")
         if len(cursor) > MAX_CURSOR_CHARS or not cursor.isascii() or not sep or not payload or not sig:
             raise InvalidCursorError("'cursor' is malformed: pass the nextCursor of the previous page unchanged")
-        if not hmac.compare_digest(self._sig(payload), sig):
+        if not any(hmac.compare_digest(self._sig(payload, key), sig) for key in self._keys):
             raise InvalidCursorError("'cursor' was altered or is not one of this service's cursors")
         try:
             claims = json.loads(_unb64(payload))
@@ -81,5 +84,5 @@ class CursorSigner:
             raise InvalidCursorError("'cursor' belongs to another query (connectionId or resourceType differ)")
         return after[0], after[1]
 
-    def _sig(self, payload: str) -> str:
-        return _b64(hmac.new(self._key, payload.encode("ascii"), hashlib.sha256).digest())
+    def _sig(self, payload: str, key: bytes | None = None) -> str:
+        return _b64(hmac.new(key or self._key, payload.encode("ascii"), hashlib.sha256).digest())

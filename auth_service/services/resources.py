@@ -9,6 +9,7 @@ bad ``limit``, ``resourceType`` or ``cursor`` is a 400 ``invalid_request`` namin
 from __future__ import annotations
 
 import re
+from base64 import b64encode, urlsafe_b64encode
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,7 @@ from engine.resource_listing import (
     WarehouseUnavailableError,
     list_resources,
 )
+from store.crypto import parse_old_keys
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "ResourceQuery", "list_connection_resources", "parse_query"]
 
@@ -98,10 +100,20 @@ def _item(item: ListedResource) -> dict[str, Any]:
     }
 
 
+def _cursor_signer(ctx: ServiceContext) -> CursorSigner:
+    """Signs under the active key (its text, as set) and verifies under the old keys too, so a rotation does not cut
+    a host app's paging short. An old key is tried in both base64 alphabets the documented generators print
+    (standard, URL-safe): the text it was set as while it was active."""
+    listed = ctx.settings.INTEGRATIONS_TOKEN_ENC_KEYS_OLD
+    old = parse_old_keys(listed.get_secret_value()).values() if listed is not None else ()
+    active = ctx.settings.INTEGRATIONS_TOKEN_ENC_KEY.get_secret_value().encode("utf-8")
+    return CursorSigner(active, old_secrets=[enc(key) for key in old for enc in (b64encode, urlsafe_b64encode)])
+
+
 def list_connection_resources(ctx: ServiceContext, tenant_id: str, query: ResourceQuery) -> dict[str, Any]:
     """One page of the connection's live resources in ``(resourceType, id)`` order, and ``nextCursor``."""
     conn = get_connection(ctx, tenant_id, query.connection_id)  # not_connected for another tenant's connection
-    signer = CursorSigner(ctx.settings.INTEGRATIONS_TOKEN_ENC_KEY.get_secret_value().encode("utf-8"))
+    signer = _cursor_signer(ctx)
     bound = PageQuery(tenant_id, conn.id, query.resource_type)
     try:
         after = signer.decode(query.cursor, bound) if query.cursor is not None else None

@@ -14,7 +14,8 @@ from typing import Any
 
 import httpx
 
-from auth_service.api.deps import CONNECTION_COOKIE, SESSION_COOKIE, csrf_token
+from auth_service.api.browser_seal import csrf_token
+from auth_service.api.deps import CONNECTION_COOKIE, SESSION_COOKIE
 from connectors.smart import discover
 from store.models import TokenRecord
 from store.tokenrows import open_field

@@ -6,7 +6,6 @@ the health system, and links back to the host app only on an origin the tenant a
 
 from __future__ import annotations
 
-import hmac
 import logging
 from datetime import datetime
 from typing import Annotated, Any
@@ -14,8 +13,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from auth_service.api.browser_seal import csrf_matches, csrf_token
 from auth_service.api.connect_cookies import read_choice, read_connection_id
-from auth_service.api.deps import CtxDep, browser_session, csrf_token
+from auth_service.api.deps import CtxDep, browser_session
 from auth_service.api.errors import ApiError
 from auth_service.core.return_to import ReturnToError, check_return_to
 from auth_service.pages.rendering import render_error, templates
@@ -137,8 +137,8 @@ def disconnect_page(
     try:
         conn = _session_connection(request, ctx)
         sid = browser_session(request) or ""
-        # bytes: compare_digest raises TypeError on non-ASCII str, and the form value is the browser's text
-        if conn.id != connection_id or not hmac.compare_digest(csrf.encode(), csrf_token(ctx, sid).encode()):
+        # sealed, bound to this session and to the disconnect: it still opens after a vault key rotation
+        if conn.id != connection_id or not csrf_matches(ctx, sid, csrf):
             raise ApiError("invalid_request", "this disconnect request did not come from the status page")
     except ApiError as exc:
         return render_error(request, exc)

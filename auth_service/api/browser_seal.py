@@ -1,0 +1,82 @@
+"""Values a patient's browser carries back to us, sealed with the vault cipher and bound to its sign-in session.
+
+Sealed rather than HMAC-signed under the active key, they open under any key still listed in
+``INTEGRATIONS_TOKEN_ENC_KEYS_OLD``, so ``ehrsync keys rotate`` breaks no flow a browser is in the middle of (the
+done and disconnect pages, the disconnect form). The associated data binds each value to the browser's session id
+(hashed) and to its purpose (``field``), so one value never passes for another. A value that is carried but does
+not open is logged once, at warning, with its cause's category and never the value or what it names: an operator
+can then tell a key removed too early from a browser whose session ended. No value at all stays silent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+
+from auth_service.services.context import ServiceContext
+from store.crypto import ENV_OLD_KEYS, CipherError, UnknownKeyIdError
+
+__all__ = ["csrf_matches", "csrf_token", "open_sealed", "owner_of", "refused", "seal"]
+
+logger = logging.getLogger(__name__)
+
+_CSRF = "csrf:{purpose}"
+
+
+def owner_of(sid: str) -> str:
+    """The session id as bound into a sealed value (hashed: the sid itself is a bearer secret)."""
+    return hashlib.sha256(sid.encode()).hexdigest()
+
+
+def seal(ctx: ServiceContext, sid: str, field: str, plain: str) -> str:
+    return ctx.cipher.encrypt(plain, tenant_id="", owner_id=owner_of(sid), field=field)
+
+
+def refused(what: str, cause: str) -> None:
+    """The one log line of a browser value that did not open: what it is and why, never the value."""
+    logger.warning("%s was refused: %s", what, cause)
+
+
+def open_sealed(ctx: ServiceContext, sid: str | None, value: str | None, *, field: str, what: str) -> str | None:
+    """The plaintext of ``value`` sealed for ``field`` in this browser session, or ``None`` (logged unless absent)."""
+    if not value:
+        return None
+    if not sid:
+        refused(what, "the browser has no sign-in session any more (its ehrsync_sid cookie ended)")
+        return None
+    try:
+        kid = ctx.cipher.key_id_of(value) if value.isascii() else None
+    except CipherError:
+        kid = None
+    if kid is None:
+        refused(what, "malformed (not a sealed value of this service)")
+        return None
+    try:
+        return ctx.cipher.decrypt(value, tenant_id="", owner_id=owner_of(sid), field=field)
+    except UnknownKeyIdError:
+        refused(what, f"sealed under key id {kid[:64]!r}, which is not configured (removed from {ENV_OLD_KEYS}?)")
+    except CipherError:
+        refused(what, "bound to another browser session, or altered")
+    return None
+
+
+def csrf_token(ctx: ServiceContext, sid: str, purpose: str = "disconnect") -> str:
+    """The form token of ``purpose`` in this browser session: it opens under old keys after a rotation."""
+    return seal(ctx, sid, _CSRF.format(purpose=purpose), purpose)
+
+
+def csrf_matches(ctx: ServiceContext, sid: str, token: str, purpose: str = "disconnect") -> bool:
+    """Whether ``token`` is this session's form token of ``purpose`` (logged when it is not)."""
+    what = f"the {purpose} form's csrf token"
+    if len(token) == 64 and token.isascii() and "." not in token:  # HMAC hex of an earlier version: active key only
+        key = ctx.settings.INTEGRATIONS_TOKEN_ENC_KEY.get_secret_value().encode()
+        legacy = hmac.new(key, b"csrf:" + sid.encode(), hashlib.sha256).hexdigest()
+        if hmac.compare_digest(token, legacy):
+            return True
+        refused(what, "in the earlier HMAC format and not valid under the active key (made before a key rotation?)")
+        return False
+    if not token:
+        refused(what, "missing")
+        return False
+    return open_sealed(ctx, sid, token, field=_CSRF.format(purpose=purpose), what=what) == purpose
