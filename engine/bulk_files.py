@@ -38,6 +38,7 @@ from engine.handoff import landed_from_json, landed_to_json
 from engine.models import utcnow
 from engine.reports import BulkReport
 from engine.request_stops import LANDING_DISK_FULL
+from engine.run_holds import note_source_throttle
 from warehouse import LandedFile, Warehouse
 from warehouse.errors import WarehouseError
 
@@ -87,7 +88,8 @@ class _Failures:
     #: so the run notes the source's hold as a kick-off's or a REST step's throttle does (BDX-10).
     throttle: RateLimitedError | None = None
     #: A landing disk too full (a download's write or free-space check, a Parquet write): every later file would
-    #: land on the same disk, so none is fetched after it and the run fails with it (the file's own error).
+    #: land on the same disk, so none is fetched after it and the run fails with it (the file's own error; a
+    #: ``throttle`` met too is noted on the run's row by ``process_files``, as the run's error no longer carries it).
     disk_full: Exception | None = None
 
     def add(self, env: SyncEnvironment, f: bulk_state.FileView, exc: Exception) -> None:
@@ -171,6 +173,8 @@ def process_files(
                     raise
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+    if failures.disk_full is not None and failures.throttle is not None:  # the disk's error is raised without it
+        note_source_throttle(env.db, run_id, conn.id, failures.throttle)  # BDX-10: the source's hold still stands
     failures.raise_any(report)
 
 

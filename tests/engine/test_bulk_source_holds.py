@@ -87,3 +87,23 @@ def test_bdx10_a_later_manifest_page_throttled_past_the_clamp_notes_the_hold(
     until = _not_before(world, "page-throttled")
     assert until is not None, "the manifest page's Retry-After was lost: no hold noted"
     assert before + timedelta(minutes=59) < until <= utcnow() + timedelta(hours=1)
+
+
+def test_bdx10_a_file_throttled_past_the_clamp_keeps_its_hold_when_a_full_disk_fails_the_run(
+    shared_sb: Any, world: SyncWorld, http: httpx.Client
+) -> None:
+    """The first file meets a 429 of an hour, the next a landing disk below its reserve: the run fails
+    ``insufficient_disk_space`` (the disk is what to fix), and still notes the hour the source named. Before, the
+    disk's error replaced the file failures' ``BulkExportError`` raised from the throttle, so the hold was lost and
+    the next run (once the disk was freed, or Dagster's automatic retry) asked the throttled source at once."""
+    conn = connect_backend(world, shared_sb, http=http, group_id="grp0")
+    world.env.bulk_concurrency = 1  # the files in order: the throttled one first, then the disk's
+    add_fault(http, shared_sb, "429", path="/bulk/files", retry_after="3600", times=1)
+    world.env.min_free_disk_bytes = 1 << 60  # an exabyte: no disk has that much free
+    before = utcnow()
+    report = run_bulk_export(world.env, conn, "throttled-then-full")
+    assert report.status == "failed" and (report.error or "").startswith("insufficient_disk_space"), report.error
+    assert report.failed_files == 2, report  # the throttled file, then the disk's: no later file fetched
+    until = _not_before(world, "throttled-then-full")
+    assert until is not None, "the file's Retry-After was lost behind the full disk: no hold noted"
+    assert before + timedelta(minutes=59) < until <= utcnow() + timedelta(hours=1)
