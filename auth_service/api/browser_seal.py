@@ -4,8 +4,12 @@ Sealed rather than HMAC-signed under the active key, they open under any key sti
 ``INTEGRATIONS_TOKEN_ENC_KEYS_OLD``, so ``ehrsync keys rotate`` breaks no flow a browser is in the middle of (the
 done and disconnect pages, the disconnect form). The associated data binds each value to the browser's session id
 (hashed) and to its purpose (``field``), so one value never passes for another. A value that is carried but does
-not open is logged once, at warning, with its cause's category and never the value or what it names: an operator
-can then tell a key removed too early from a browser whose session ended. No value at all stays silent.
+not open is logged once, with its cause's category and never the value or what it names. Only a cause the operator
+must act on is a warning: a key id not configured (an old key removed too early). A cookie's other causes are info:
+a browser whose session ended, or that holds a day-long cookie of an earlier session (AES-GCM cannot tell that
+from an altered one, and an altered cookie harms only its sender), is ordinary, and as warnings they would hide
+that one. A refused form token is a warning whatever the cause: the page's own cookie opened in this session, so
+a token that does not is the forged request the token is there to stop. No value at all stays silent.
 """
 
 from __future__ import annotations
@@ -33,31 +37,35 @@ def seal(ctx: ServiceContext, sid: str, field: str, plain: str) -> str:
     return ctx.cipher.encrypt(plain, tenant_id="", owner_id=owner_of(sid), field=field)
 
 
-def refused(what: str, cause: str) -> None:
+def refused(what: str, cause: str, level: int = logging.INFO) -> None:
     """The one log line of a browser value that did not open: what it is and why, never the value."""
-    logger.warning("%s was refused: %s", what, cause)
+    logger.log(level, "%s was refused: %s", what, cause)
 
 
-def open_sealed(ctx: ServiceContext, sid: str | None, value: str | None, *, field: str, what: str) -> str | None:
-    """The plaintext of ``value`` sealed for ``field`` in this browser session, or ``None`` (logged unless absent)."""
+def open_sealed(
+    ctx: ServiceContext, sid: str | None, value: str | None, *, field: str, what: str, level: int = logging.INFO
+) -> str | None:
+    """The plaintext of ``value`` sealed for ``field`` in this browser session, or ``None``: logged unless absent, at
+    ``level``, except a key id not configured, always a warning (the operator's to mend)."""
     if not value:
         return None
     if not sid:
-        refused(what, "the browser has no sign-in session any more (its ehrsync_sid cookie ended)")
+        refused(what, "the browser has no sign-in session any more (its ehrsync_sid cookie ended)", level)
         return None
     try:
         kid = ctx.cipher.key_id_of(value) if value.isascii() else None
     except CipherError:
         kid = None
     if kid is None:
-        refused(what, "malformed (not a sealed value of this service)")
+        refused(what, "malformed (not a sealed value of this service)", level)
         return None
     try:
         return ctx.cipher.decrypt(value, tenant_id="", owner_id=owner_of(sid), field=field)
     except UnknownKeyIdError:
-        refused(what, f"sealed under key id {kid[:64]!r}, which is not configured (removed from {ENV_OLD_KEYS}?)")
+        cause = f"sealed under key id {kid[:64]!r}, which is not configured (removed from {ENV_OLD_KEYS}?)"
+        refused(what, cause, logging.WARNING)
     except CipherError:
-        refused(what, "bound to another browser session, or altered")
+        refused(what, "bound to another browser session, or altered", level)
     return None
 
 
@@ -67,16 +75,18 @@ def csrf_token(ctx: ServiceContext, sid: str, purpose: str = "disconnect") -> st
 
 
 def csrf_matches(ctx: ServiceContext, sid: str, token: str, purpose: str = "disconnect") -> bool:
-    """Whether ``token`` is this session's form token of ``purpose`` (logged when it is not)."""
+    """Whether ``token`` is this session's form token of ``purpose`` (a warning when it is not)."""
     what = f"the {purpose} form's csrf token"
     if len(token) == 64 and token.isascii() and "." not in token:  # HMAC hex of an earlier version: active key only
         key = ctx.settings.INTEGRATIONS_TOKEN_ENC_KEY.get_secret_value().encode()
         legacy = hmac.new(key, b"csrf:" + sid.encode(), hashlib.sha256).hexdigest()
         if hmac.compare_digest(token, legacy):
             return True
-        refused(what, "in the earlier HMAC format and not valid under the active key (made before a key rotation?)")
+        cause = "in the earlier HMAC format and not valid under the active key (made before a key rotation?)"
+        refused(what, cause, logging.WARNING)
         return False
     if not token:
-        refused(what, "missing")
+        refused(what, "missing", logging.WARNING)
         return False
-    return open_sealed(ctx, sid, token, field=_CSRF.format(purpose=purpose), what=what) == purpose
+    field = _CSRF.format(purpose=purpose)
+    return open_sealed(ctx, sid, token, field=field, what=what, level=logging.WARNING) == purpose
