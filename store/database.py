@@ -60,11 +60,36 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+class _RowValuesHidden(logging.Filter):
+    """SQLAlchemy's DEBUG logs each fetched row (``Row %r``): the app database's rows hold note text (the outbox),
+    connect claims and sealed tokens, and logs hold no PHI or secrets. The row's values are dropped, the line kept.
+    On ``sqlalchemy.engine.Engine``, the logger of every engine (``echo`` too: it wraps the same logger)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Row %r":
+            record.msg, record.args = "Row (values hidden)", ()
+        return True
+
+
+def _hide_row_values() -> None:
+    sql_logger = logging.getLogger("sqlalchemy.engine.Engine")
+    if not any(isinstance(f, _RowValuesHidden) for f in sql_logger.filters):
+        sql_logger.addFilter(_RowValuesHidden())
+
+
+def _create_engine(url: str, echo: bool, **options: Any) -> Engine:
+    """``hide_parameters``: SQLAlchemy's statement log (``sqlalchemy.engine`` at INFO, what an operator turns on to
+    see the SQL) and its errors' text (``StatementError``) would show each statement's parameters, among them a
+    draft note's text; they show the statements only."""
+    _hide_row_values()
+    return create_engine(url, echo=echo, hide_parameters=True, **options)
+
+
 def _sqlite_engine(url: str, echo: bool) -> Engine:
     """A pool of reused connections (``store._sqlite_pool`` says what guards them); never a wait for one."""
-    engine = create_engine(
+    engine = _create_engine(
         url,
-        echo=echo,
+        echo,
         poolclass=QueuePool,
         pool_size=SQLITE_POOL_SIZE,
         max_overflow=-1,
@@ -108,9 +133,7 @@ class AppDatabase:
                 path.parent.mkdir(parents=True, exist_ok=True)
             return cls(shared_engine(url, echo, lambda: _sqlite_engine(url, echo)))
         return cls(
-            shared_engine(
-                url, echo, lambda: create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5)
-            )
+            shared_engine(url, echo, lambda: _create_engine(url, echo, pool_pre_ping=True, pool_size=5, max_overflow=5))
         )
 
     @property
