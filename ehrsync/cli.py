@@ -29,29 +29,10 @@ def _configure_logging(verbose: bool) -> None:
     logging.getLogger("httpcore").setLevel(logging.INFO)
     for noisy in ("alembic", "httpx"):  # library chatter (plugin set-up, per-request lines) only with -v
         logging.getLogger(noisy).setLevel(logging.NOTSET if verbose else logging.WARNING)
-    if verbose and not any(isinstance(f, QuerylessRequestLines) for f in logging.getLogger("httpx").filters):
-        logging.getLogger("httpx").addFilter(QuerylessRequestLines())
+    if verbose:  # also for clients ehrsync did not build (an EhrClient installs it itself)
+        from connectors.transport.request_lines import install_queryless_request_lines
 
-
-class QuerylessRequestLines(logging.Filter):
-    """httpx logs each request with its whole URL; with ``-v`` the lines keep only scheme, host and path, as
-    every ehrsync log line does (``connectors.http.redact_url``): queries carry search values (``patient=``) and
-    signed file URLs their signatures."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any(_is_url(arg) for arg in record.args):
-            from connectors.http import redact_url
-
-            record.args = tuple(redact_url(str(arg)) if _is_url(arg) else arg for arg in record.args)
-        return True
-
-
-def _is_url(value: object) -> bool:
-    """An ``httpx.URL``, or one already turned into text (the auth service's redacting record factory does that
-    to every argument before logger filters run)."""
-    if type(value).__name__ == "URL" and type(value).__module__.startswith("httpx"):
-        return True
-    return isinstance(value, str) and value.startswith(("http://", "https://"))
+        install_queryless_request_lines()
 
 
 class _OneLineErrors(click.Group):

@@ -29,6 +29,7 @@ from connectors.transport.bounds import BodyBounds
 from connectors.transport.budget import BudgetTransport
 from connectors.transport.quota import QuotaTransport
 from connectors.transport.redirects import install_location_check, layers_sending
+from connectors.transport.request_lines import install_queryless_request_lines
 from connectors.transport.retrying import RetryTransport
 
 __all__ = ["DEFAULT_TIMEOUT", "EhrClient", "ehr_client", "ehr_transport"]
@@ -77,6 +78,7 @@ class EhrClient(BoundedClient):
     def __init__(self, *, bounds: BodyBounds | None, transport: httpx.BaseTransport, **kwargs: Any) -> None:
         super().__init__(bounds=bounds, transport=_MarkRepeat(transport), **kwargs)
         logging.getLogger("httpx").addFilter(_DROP_LAYERS_REPEAT)  # a filter the logger holds is not added again
+        install_queryless_request_lines()  # httpx's lines keep no query (search values, signed URLs' signatures)
 
     def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         token = _REPEAT_DUE.set(False)

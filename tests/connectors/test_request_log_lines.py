@@ -12,6 +12,7 @@ import pytest
 from connectors.fhir import FhirClient
 from connectors.tokens import StaticTokenSource
 from connectors.transport import ehr_client
+from connectors.transport.request_lines import QuerylessRequestLines
 from tests.connectors.helpers import recording_policy
 from tests.connectors.scripted import scripted_server, send
 
@@ -58,3 +59,21 @@ def test_a_followed_redirect_logs_each_hop_once(caplog: pytest.LogCaptureFixture
         f'HTTP Request: GET {url}/fhir/Binary/b1 "HTTP/1.1 302 Found"',
         f'HTTP Request: GET {url}/store/b1 "HTTP/1.1 200 OK"',
     ]
+
+
+def test_request_lines_of_the_ehr_layers_keep_no_query_in_any_process(caplog: pytest.LogCaptureFixture) -> None:
+    """A Dagster run, the auth service or a host app that turns httpx's INFO on (no ``ehrsync -v``, which installs
+    the filter for the CLI) logged each request's whole URL: search values and a pre-signed file link's signature.
+    An ``EhrClient`` puts the filter on the ``httpx`` logger itself."""
+    httpx_logger = logging.getLogger("httpx")
+    kept = list(httpx_logger.filters)
+    httpx_logger.filters = [f for f in kept if not isinstance(f, QuerylessRequestLines)]  # as a fresh process
+    try:
+        with scripted_server() as (url, script):
+            script.actions += [send(200, b"bytes")]
+            with httpx.Client(timeout=10) as http, caplog.at_level(logging.INFO, logger="httpx"):
+                signed = f"{url}/store/b1?X-Amz-Signature=s3cr3t&patient=p-123"
+                assert ehr_client(http).get(signed).content == b"bytes"
+    finally:
+        httpx_logger.filters = kept + [f for f in httpx_logger.filters if f not in kept]
+    assert _lines(caplog) == [f'HTTP Request: GET {url}/store/b1 "HTTP/1.1 200 OK"']

@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from connectors.transport import ehr_client
-from ehrsync.cli import QuerylessRequestLines, _configure_logging
+from connectors.transport.request_lines import QuerylessRequestLines
+from ehrsync.cli import _configure_logging
 from sandbox import SandboxServer
 from tests.connectors.scripted import scripted_server, send
 from tests.ehrsync.cli_runs import DROPPED
