@@ -2,6 +2,11 @@
 
 Envelope: ``v1.<kid>.<base64url(nonce ‖ ciphertext+tag)>``. The associated data binds the envelope to
 its tenant, connection (or other owner) and field, so a ciphertext copied to another row fails to open.
+
+``VaultKeys`` is the one parse of the key variables: the cipher and every HMAC key of the auth service (page
+cursors, earlier-format links and cookies) derive from the keys' bytes, so how a key's text was set (alphabet,
+a trailing newline of a mounted secret) never matters. A placeholder old key (every byte the same: public) opens
+stored values only, so a rotation away from it works; values presented from outside never open under it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import os
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -23,9 +29,14 @@ __all__ = [
     "ENV_ACTIVE_KEY",
     "ENV_OLD_KEYS",
     "CipherError",
+    "PlaceholderKeyError",
     "TokenCipher",
     "UnknownKeyIdError",
+    "VaultKeys",
+    "decode_key",
     "derive_kid",
+    "is_placeholder",
+    "key_texts",
     "parse_old_keys",
 ]
 
@@ -50,12 +61,35 @@ class UnknownKeyIdError(CipherError):
         self.kid = kid
 
 
+class PlaceholderKeyError(CipherError):
+    """A value presented from outside (a browser, an API caller) is sealed under a placeholder key: anyone can
+    seal with it, so it proves nothing. Stored values still open under it (``TokenCipher.decrypt``)."""
+
+    def __init__(self, message: str, kid: str) -> None:
+        super().__init__(message)
+        self.kid = kid
+
+
+def is_placeholder(key: bytes) -> bool:
+    """Every byte the same (``AAAA...=``, 32 zero bytes): copied from an example, known to anyone."""
+    return len(set(key)) <= 1
+
+
+def key_texts(key: bytes) -> tuple[bytes, ...]:
+    """The key as base64 text in the alphabets the documented generators print, standard first: the secret an
+    HMAC key derives from. Made from the key's bytes, so how its text was set (a trailing newline) never matters;
+    the standard text is what a key set without whitespace always gave (earlier values still verify)."""
+    standard, urlsafe = base64.b64encode(key), base64.urlsafe_b64encode(key)
+    return (standard,) if standard == urlsafe else (standard, urlsafe)
+
+
 def derive_kid(key: bytes) -> str:
     """Stable, non-secret key id: first 8 hex digits of SHA-256(key)."""
     return hashlib.sha256(key).hexdigest()[:8]
 
 
-def _decode_key(value: str, variable: str) -> bytes:
+def decode_key(value: str, variable: str) -> bytes:
+    """32 bytes from base64 text (either alphabet, surrounding whitespace ignored), or an error naming ``variable``."""
     try:
         # standard or URL-safe alphabet: README and TROUBLESHOOTING show one generator each
         key = base64.b64decode(value.strip().replace("-", "+").replace("_", "/"), validate=True)
@@ -73,8 +107,60 @@ def parse_old_keys(value: str) -> dict[str, bytes]:
         kid, sep, b64 = item.partition(":")
         if not sep or not kid.strip() or not b64.strip():
             raise ConfigurationError(f"{ENV_OLD_KEYS} entries must look like 'kid:base64key' (comma-separated)")
-        old[kid.strip()] = _decode_key(b64, f"{ENV_OLD_KEYS} entry {kid.strip()!r}")
+        old[kid.strip()] = decode_key(b64, f"{ENV_OLD_KEYS} entry {kid.strip()!r}")
     return old
+
+
+@dataclass(frozen=True, repr=False)
+class VaultKeys:
+    """The vault keys as configured, parsed once: what the cipher and every HMAC key derive from."""
+
+    active: bytes
+    old: Mapping[str, bytes]  # by the operator's label
+    # the active key's text exactly as set: earlier versions keyed their HMACs on it, so values they signed (page
+    # cursors, earlier-format links and cookies) still verify; verification only, never a signing key
+    active_as_set: bytes = b""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> VaultKeys:
+        """Active key from ``INTEGRATIONS_TOKEN_ENC_KEY`` (never a placeholder); old ones from ``..._KEYS_OLD``."""
+        env = os.environ if environ is None else environ
+        raw = env.get(ENV_ACTIVE_KEY, "")
+        if not raw.strip():
+            raise ConfigurationError(
+                f"{ENV_ACTIVE_KEY} is not set: generate one with "
+                '`python -c "import base64,os;print(base64.b64encode(os.urandom(32)).decode())"`'
+            )
+        active = decode_key(raw, ENV_ACTIVE_KEY)
+        if is_placeholder(active):  # "AAAA...=": copied from an example; the auth service refuses it too
+            raise ConfigurationError(
+                f"{ENV_ACTIVE_KEY} is a placeholder (every byte the same): generate a random 32-byte key"
+            )
+        # an old key may be one (rotating away from a placeholder must work): it opens stored values only
+        return cls(active, parse_old_keys(env.get(ENV_OLD_KEYS, "")), raw.encode("utf-8"))
+
+    def cipher(self) -> TokenCipher:
+        return TokenCipher(self.active, old_keys=self.old)
+
+    @property
+    def placeholder_kids(self) -> tuple[str, ...]:
+        """Key ids of the placeholder old keys (non-secret), for the start-up warning."""
+        return tuple(sorted({derive_kid(key) for key in self.old.values() if is_placeholder(key)}))
+
+    @property
+    def active_texts(self) -> tuple[bytes, ...]:
+        """HMAC secrets of the active key: the first signs, each verifies (``key_texts``, then the text as set)."""
+        return tuple(dict.fromkeys([*key_texts(self.active), *filter(None, [self.active_as_set])]))
+
+    @property
+    def verifying_texts(self) -> tuple[bytes, ...]:
+        """HMAC secrets a value signed before a rotation may carry: the active key's, then each old key's that
+        is not a placeholder (one anyone can sign with proves nothing)."""
+        old = [text for key in self.old.values() if not is_placeholder(key) for text in key_texts(key)]
+        return tuple(dict.fromkeys([*self.active_texts, *old]))
+
+    def __repr__(self) -> str:
+        return f"VaultKeys(active={derive_kid(self.active)!r}, old={sorted(self.old)!r})"
 
 
 def _aad(kid: str, tenant_id: str, owner_id: str, field: str) -> bytes:
@@ -91,12 +177,18 @@ class TokenCipher:
             raise ConfigurationError("token encryption key must be exactly 32 bytes (AES-256)")
         self._active_kid = active_kid or derive_kid(active_key)
         self._keys: dict[str, AESGCM] = {}
+        self._placeholders: set[str] = set()
         for kid, key in (old_keys or {}).items():
             if len(key) != 32:
                 raise ConfigurationError(f"old token encryption key {kid!r} must be exactly 32 bytes")
             # envelopes name the key id it had while active: its derived id, whatever label the operator gave it
             self._keys[kid] = self._keys[derive_kid(key)] = AESGCM(key)
+            if is_placeholder(key):
+                self._placeholders |= {kid, derive_kid(key)}
         self._keys[self._active_kid] = AESGCM(active_key)
+        self._placeholders.discard(self._active_kid)
+        if is_placeholder(active_key):  # only built directly (from_env refuses it): tests, a value's forger
+            self._placeholders.add(self._active_kid)
         for kid in self._keys:
             if not kid or "." in kid or len(kid) > 64:
                 raise ConfigurationError(f"token key id {kid!r} must be 1-64 characters without '.'")
@@ -104,20 +196,7 @@ class TokenCipher:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TokenCipher:
         """Active key from ``INTEGRATIONS_TOKEN_ENC_KEY``; old ones from ``..._KEYS_OLD`` (``kid:b64,...``)."""
-        env = os.environ if environ is None else environ
-        raw = env.get(ENV_ACTIVE_KEY, "").strip()
-        if not raw:
-            raise ConfigurationError(
-                f"{ENV_ACTIVE_KEY} is not set: generate one with "
-                '`python -c "import base64,os;print(base64.b64encode(os.urandom(32)).decode())"`'
-            )
-        active = _decode_key(raw, ENV_ACTIVE_KEY)
-        if len(set(active)) == 1:  # "AAAA...=": copied from an example; the auth service refuses it too
-            raise ConfigurationError(
-                f"{ENV_ACTIVE_KEY} is a placeholder (every byte the same): generate a random 32-byte key"
-            )
-        # an old key is only read (rotating away from a placeholder must work)
-        return cls(active, old_keys=parse_old_keys(env.get(ENV_OLD_KEYS, "")))
+        return VaultKeys.from_env(environ).cipher()
 
     @classmethod
     def generate_key(cls) -> str:
@@ -152,6 +231,15 @@ class TokenCipher:
         except (InvalidTag, ValueError, binascii.Error) as exc:
             raise CipherError(f"ciphertext for {field!r} failed authentication (tampered or moved)") from exc
         return plain.decode("utf-8")
+
+    def open_presented(self, envelope: str, *, tenant_id: str, owner_id: str, field: str) -> str:
+        """``decrypt`` for a value presented from outside (a browser's cookie or form, a link): one sealed under
+        a placeholder key is refused with ``PlaceholderKeyError``, whatever it holds."""
+        kid = self.key_id_of(envelope)
+        if kid in self._placeholders:
+            message = f"value for {field!r} is sealed under key id {kid!r}, a placeholder key anyone can seal with"
+            raise PlaceholderKeyError(message, kid)
+        return self.decrypt(envelope, tenant_id=tenant_id, owner_id=owner_id, field=field)
 
     def key_id_of(self, envelope: str) -> str:
         return self._split(envelope)[0]

@@ -5,7 +5,8 @@ Sealed rather than HMAC-signed under the active key, they open under any key sti
 done and disconnect pages, the disconnect form). The associated data binds each value to the browser's session id
 (hashed) and to its purpose (``field``), so one value never passes for another. A value that is carried but does
 not open is logged once, with its cause's category and never the value or what it names. Only a cause the operator
-must act on is a warning: a key id not configured (an old key removed too early). A cookie's other causes are info:
+must act on is a warning: a key id not configured (an old key removed too early), or a placeholder key (a value
+anyone can seal: never accepted, see ``store.crypto.PlaceholderKeyError``). A cookie's other causes are info:
 a browser whose session ended, or that holds a day-long cookie of an earlier session (AES-GCM cannot tell that
 from an altered one, and an altered cookie harms only its sender), is ordinary, and as warnings they would hide
 that one. A refused form token is a warning whatever the cause: the page's own cookie opened in this session, so
@@ -18,10 +19,11 @@ import hashlib
 import hmac
 import logging
 
+from auth_service.core.links import ConnectLinkClaims, LinkKeyError
 from auth_service.services.context import ServiceContext
-from store.crypto import ENV_OLD_KEYS, CipherError, UnknownKeyIdError
+from store.crypto import ENV_OLD_KEYS, CipherError, PlaceholderKeyError, UnknownKeyIdError
 
-__all__ = ["csrf_matches", "csrf_token", "open_sealed", "owner_of", "refused", "seal"]
+__all__ = ["csrf_matches", "csrf_token", "open_link", "open_sealed", "owner_of", "refused", "seal"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +62,35 @@ def open_sealed(
         refused(what, "malformed (not a sealed value of this service)", level)
         return None
     try:
-        return ctx.cipher.decrypt(value, tenant_id="", owner_id=owner_of(sid), field=field)
+        return ctx.cipher.open_presented(value, tenant_id="", owner_id=owner_of(sid), field=field)
     except UnknownKeyIdError:
-        cause = f"sealed under key id {kid[:64]!r}, which is not configured (removed from {ENV_OLD_KEYS}?)"
-        refused(what, cause, logging.WARNING)
+        refused(what, _not_configured(kid), logging.WARNING)
+    except PlaceholderKeyError:
+        refused(what, _placeholder(kid), logging.WARNING)
     except CipherError:
         refused(what, "bound to another browser session, or altered", level)
     return None
+
+
+def _not_configured(kid: str) -> str:
+    return f"sealed under key id {kid[:64]!r}, which is not configured (removed from {ENV_OLD_KEYS}?)"
+
+
+def _placeholder(kid: str) -> str:
+    return f"sealed under key id {kid[:64]!r}, a placeholder key listed in {ENV_OLD_KEYS} that anyone can seal with"
+
+
+def open_link(ctx: ServiceContext, link: str) -> ConnectLinkClaims:
+    """``ctx.links.verify`` for a route that a patient's link reaches: a link sealed under a key the service will
+    not open it with is logged once here, at warning with the key id (never the link, its tenant or user). Not in
+    ``verify``: the error page verifies the browser's link again to offer "Try again", which would log twice."""
+    try:
+        return ctx.links.verify(link)
+    except LinkKeyError as exc:
+        refused(
+            "a connect link", _placeholder(exc.kid) if exc.placeholder else _not_configured(exc.kid), logging.WARNING
+        )
+        raise
 
 
 def csrf_token(ctx: ServiceContext, sid: str, purpose: str = "disconnect") -> str:
@@ -78,10 +102,9 @@ def csrf_matches(ctx: ServiceContext, sid: str, token: str, purpose: str = "disc
     """Whether ``token`` is this session's form token of ``purpose`` (a warning when it is not)."""
     what = f"the {purpose} form's csrf token"
     if len(token) == 64 and token.isascii() and "." not in token:  # HMAC hex of an earlier version: active key only
-        key = ctx.settings.INTEGRATIONS_TOKEN_ENC_KEY.get_secret_value().encode()
-        legacy = hmac.new(key, b"csrf:" + sid.encode(), hashlib.sha256).hexdigest()
-        if hmac.compare_digest(token, legacy):
-            return True
+        for key in ctx.keys.active_texts:  # from the key's bytes: its text as set never matters
+            if hmac.compare_digest(token, hmac.new(key, b"csrf:" + sid.encode(), hashlib.sha256).hexdigest()):
+                return True
         cause = "in the earlier HMAC format and not valid under the active key (made before a key rotation?)"
         refused(what, cause, logging.WARNING)
         return False

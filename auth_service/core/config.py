@@ -7,8 +7,6 @@ and the Dagster code location resolve it (``DATABASE_URL``, else ``EHRSYNC_DATAB
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
@@ -20,18 +18,11 @@ from connectors.errors import ConfigurationError
 from connectors.http import url_problem
 from connectors.transport import BodyBounds
 from settings import AppSettings
+from store.crypto import ENV_ACTIVE_KEY, decode_key, is_placeholder
 
 __all__ = ["Settings", "load_settings"]
 
 _DEFAULT_SCOPES = "openid fhirUser launch/patient offline_access patient/*.rs"
-
-
-def _decode_key(raw: str) -> bytes:
-    """Standard or URL-safe base64 (both generators are documented), the format ``TokenCipher`` reads."""
-    try:
-        return base64.b64decode(raw.strip().replace("-", "+").replace("_", "/"), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("is not valid base64 (expected base64 of exactly 32 bytes)") from None
 
 
 def _it(problem: str | None) -> str:
@@ -91,10 +82,11 @@ class Settings(AppSettings):
         raw = value.get_secret_value()
         if not raw.strip():
             raise ValueError("is empty")
-        decoded = _decode_key(raw)
-        if len(decoded) != 32:
-            raise ValueError("must decode (base64) to exactly 32 bytes")
-        if len(set(decoded)) == 1:  # 32 zero bytes, "AAAA...=": a placeholder copied from an example
+        try:  # the one parse the cipher and every HMAC key of the service use (store.crypto.VaultKeys)
+            decoded = decode_key(raw, ENV_ACTIVE_KEY)
+        except ConfigurationError as exc:
+            raise ValueError(str(exc).removeprefix(f"{ENV_ACTIVE_KEY} ")) from None
+        if is_placeholder(decoded):  # 32 zero bytes, "AAAA...=": a placeholder copied from an example
             raise ValueError("is a placeholder (every byte the same): generate a random 32-byte key")
         return value
 

@@ -8,13 +8,24 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["ConnectLinkClaims", "InvalidLinkError", "LinkSigner"]
+__all__ = ["ConnectLinkClaims", "InvalidLinkError", "LinkKeyError", "LinkSigner"]
 
 
 class InvalidLinkError(ValueError):
     """The link is malformed, tampered with or expired (the message says which, never the link)."""
+
+
+class LinkKeyError(InvalidLinkError):
+    """The link is sealed under a key this service will not open it with: one no longer configured, or a
+    placeholder (``kid`` names it: an operator's to mend or to notice, never a secret)."""
+
+    def __init__(self, message: str, kid: str, *, placeholder: bool = False) -> None:
+        super().__init__(message)
+        self.kid = kid
+        self.placeholder = placeholder
 
 
 @dataclass(frozen=True)
@@ -35,10 +46,13 @@ def _unb64(text: str) -> bytes:
 
 
 class LinkSigner:
-    """Signs and verifies ``payload.signature`` tokens (HMAC-SHA256 over a purpose-specific derived key)."""
+    """Signs and verifies ``payload.signature`` tokens (HMAC-SHA256 over a purpose-specific derived key).
 
-    def __init__(self, secret: bytes, purpose: str = "connect-link") -> None:
-        self._key = hmac.new(secret, f"ehrsync:{purpose}".encode(), hashlib.sha256).digest()
+    ``old_secrets`` verify only (the other base64 alphabet of the same key: ``store.crypto.key_texts``)."""
+
+    def __init__(self, secret: bytes, purpose: str = "connect-link", *, old_secrets: Sequence[bytes] = ()) -> None:
+        derived = [hmac.new(s, f"ehrsync:{purpose}".encode(), hashlib.sha256).digest() for s in (secret, *old_secrets)]
+        self._key, self._keys = derived[0], derived
 
     def sign(self, tenant_id: str, user_ref: str, ttl_seconds: int, now: float | None = None) -> str:
         issued = int(now if now is not None else time.time())
@@ -51,7 +65,7 @@ class LinkSigner:
         # Browser input: non-ASCII text would crash the HMAC comparison (TypeError) instead of failing it.
         if not token.isascii() or not sep or not payload or not sig:
             raise InvalidLinkError("connect link is malformed")
-        if not hmac.compare_digest(self._sig(payload), sig):
+        if not any(hmac.compare_digest(self._sig(payload, key), sig) for key in self._keys):
             raise InvalidLinkError("connect link signature is invalid")
         try:
             claims = json.loads(_unb64(payload))
@@ -62,5 +76,5 @@ class LinkSigner:
             raise InvalidLinkError("connect link has expired")
         return result
 
-    def _sig(self, payload: str) -> str:
-        return _b64(hmac.new(self._key, payload.encode("ascii"), hashlib.sha256).digest())
+    def _sig(self, payload: str, key: bytes | None = None) -> str:
+        return _b64(hmac.new(key or self._key, payload.encode("ascii"), hashlib.sha256).digest())

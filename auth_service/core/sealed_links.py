@@ -2,7 +2,8 @@
 
 A link is ``v1.<kid>.<base64url(nonce ‖ ciphertext+tag)>``: the vault's envelope (``store.crypto``), with the
 app's key material and associated data of its own, so a link can never be replayed as a stored secret or the
-reverse, and links sealed before a key rotation open while the old key is still listed. Links of the earlier
+reverse, and links sealed before a key rotation open while the old key is still listed (never one sealed under a
+placeholder key: ``LinkKeyError``, which names the key id for the route to log). Links of the earlier
 HMAC-signed format (``payload.signature``, claims readable) are still accepted until they expire: they live
 at most ``CONNECT_LINK_TTL_SECONDS`` (24 hours at most), and no new one is issued.
 """
@@ -13,8 +14,8 @@ import json
 import secrets
 import time
 
-from auth_service.core.links import ConnectLinkClaims, InvalidLinkError, LinkSigner
-from store.crypto import CipherError, TokenCipher, UnknownKeyIdError
+from auth_service.core.links import ConnectLinkClaims, InvalidLinkError, LinkKeyError, LinkSigner
+from store.crypto import CipherError, PlaceholderKeyError, TokenCipher, UnknownKeyIdError
 
 __all__ = ["MAX_LINK_CHARS", "ConnectLinks"]
 
@@ -54,9 +55,12 @@ class ConnectLinks:
         if token.count(".") == 1:
             return self._legacy.verify(token, now=now)
         try:
-            plain = self._cipher.decrypt(token, tenant_id="", owner_id=_OWNER, field=_FIELD)
-        except UnknownKeyIdError:
-            raise InvalidLinkError("connect link was sealed with a key this service no longer has") from None
+            plain = self._cipher.open_presented(token, tenant_id="", owner_id=_OWNER, field=_FIELD)
+        except UnknownKeyIdError as exc:
+            raise LinkKeyError("connect link was sealed with a key this service no longer has", exc.kid) from None
+        except PlaceholderKeyError as exc:
+            message = "connect link was sealed with a placeholder key, which anyone can seal with"
+            raise LinkKeyError(message, exc.kid, placeholder=True) from None
         except CipherError:
             raise InvalidLinkError("connect link is malformed or was altered") from None
         try:

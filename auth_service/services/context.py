@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -13,7 +14,7 @@ from auth_service.core.links import LinkSigner
 from auth_service.core.sealed_links import ConnectLinks
 from connectors.smart import ClientAuth, DiscoveryCache, JwksCache
 from connectors.transport import BoundedClient
-from store.crypto import TokenCipher
+from store.crypto import ENV_OLD_KEYS, TokenCipher, VaultKeys
 from store.database import AppDatabase
 from store.models import Connection
 from store.rate_windows import vendor_call_budget
@@ -22,11 +23,14 @@ from store.vault import TokenVault
 
 __all__ = ["ServiceContext", "build_context"]
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class ServiceContext:
     settings: Settings
     db: AppDatabase
+    keys: VaultKeys  # parsed once: the cipher and every HMAC key derive from these bytes, never the key text
     cipher: TokenCipher
     http: httpx.Client
     discovery: DiscoveryCache
@@ -56,8 +60,10 @@ def build_context(settings: Settings, *, http: httpx.Client | None = None, migra
 
     environ = {"INTEGRATIONS_TOKEN_ENC_KEY": settings.INTEGRATIONS_TOKEN_ENC_KEY.get_secret_value()}
     if settings.INTEGRATIONS_TOKEN_ENC_KEYS_OLD is not None:
-        environ["INTEGRATIONS_TOKEN_ENC_KEYS_OLD"] = settings.INTEGRATIONS_TOKEN_ENC_KEYS_OLD.get_secret_value()
-    cipher = TokenCipher.from_env(environ)
+        environ[ENV_OLD_KEYS] = settings.INTEGRATIONS_TOKEN_ENC_KEYS_OLD.get_secret_value()
+    keys = VaultKeys.from_env(environ)
+    _warn_placeholders(keys)
+    cipher = keys.cipher()
     db = AppDatabase.from_url(settings.database_url)
     if migrate:
         db.migrate()
@@ -74,16 +80,29 @@ def build_context(settings: Settings, *, http: httpx.Client | None = None, migra
         return profile.client_auth(settings, client_id=conn.client_id)
 
     vault = TokenVault(db, cipher, client, discovery_cache=discovery, client_auth_resolver=resolver)
-    secret = settings.INTEGRATIONS_TOKEN_ENC_KEY.get_secret_value().encode("utf-8")
+    secret, *also = keys.active_texts  # earlier-format links and cookies: the active key only, as before
     return ServiceContext(
         settings=settings,
         db=db,
+        keys=keys,
         cipher=cipher,
         http=client,
         discovery=discovery,
         jwks=JwksCache(),
         states=OAuthStateStore(db, cipher, ttl=timedelta(seconds=settings.OAUTH_STATE_TTL_SECONDS)),
         vault=vault,
-        links=ConnectLinks(cipher, LinkSigner(secret, "connect-link")),
-        sessions=LinkSigner(secret, "browser-session"),
+        links=ConnectLinks(cipher, LinkSigner(secret, "connect-link", old_secrets=also)),
+        sessions=LinkSigner(secret, "browser-session", old_secrets=also),
     )
+
+
+def _warn_placeholders(keys: VaultKeys) -> None:
+    """A placeholder old key (public) is fine for a rotation away from it, not for long: say so at start-up."""
+    for kid in keys.placeholder_kids:
+        logger.warning(
+            "%s lists a placeholder key (every byte the same; key id %s): it still opens stored tokens so "
+            "`ehrsync keys rotate` can re-seal them, but it is never accepted for cookies, connect links, csrf "
+            "tokens or page cursors (anyone can seal with it); remove it once the rotation has finished",
+            ENV_OLD_KEYS,
+            kid,
+        )

@@ -9,7 +9,6 @@ bad ``limit``, ``resourceType`` or ``cursor`` is a 400 ``invalid_request`` namin
 from __future__ import annotations
 
 import re
-from base64 import b64encode, urlsafe_b64encode
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,7 +25,6 @@ from engine.resource_listing import (
     WarehouseUnavailableError,
     list_resources,
 )
-from store.crypto import parse_old_keys
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "ResourceQuery", "list_connection_resources", "parse_query"]
 
@@ -101,13 +99,11 @@ def _item(item: ListedResource) -> dict[str, Any]:
 
 
 def _cursor_signer(ctx: ServiceContext) -> CursorSigner:
-    """Signs under the active key (its text, as set) and verifies under the old keys too, so a rotation does not cut
-    a host app's paging short. An old key is tried in both base64 alphabets the documented generators print
-    (standard, URL-safe): the text it was set as while it was active."""
-    listed = ctx.settings.INTEGRATIONS_TOKEN_ENC_KEYS_OLD
-    old = parse_old_keys(listed.get_secret_value()).values() if listed is not None else ()
-    active = ctx.settings.INTEGRATIONS_TOKEN_ENC_KEY.get_secret_value().encode("utf-8")
-    return CursorSigner(active, old_secrets=[enc(key) for key in old for enc in (b64encode, urlsafe_b64encode)])
+    """Signs under the active key and verifies under the old keys too, so a rotation does not cut a host app's
+    paging short. Each key's secret is its base64 text made from its bytes (either alphabet the documented
+    generators print), so a key set with a trailing newline matches after its rotation; never a placeholder's."""
+    signing, *verifying = ctx.keys.verifying_texts
+    return CursorSigner(signing, old_secrets=verifying)
 
 
 def list_connection_resources(ctx: ServiceContext, tenant_id: str, query: ResourceQuery) -> dict[str, Any]:
