@@ -103,12 +103,25 @@ def decode_key(value: str, variable: str) -> bytes:
 def parse_old_keys(value: str) -> dict[str, bytes]:
     """The keys of ``INTEGRATIONS_TOKEN_ENC_KEYS_OLD`` (``kid:b64,...``) by the operator's label."""
     old: dict[str, bytes] = {}
-    for item in filter(None, (part.strip() for part in value.split(","))):
+    for position, item in enumerate(filter(None, (part.strip() for part in value.split(","))), start=1):
         kid, sep, b64 = item.partition(":")
         if not sep or not kid.strip() or not b64.strip():
             raise ConfigurationError(f"{ENV_OLD_KEYS} entries must look like 'kid:base64key' (comma-separated)")
+        if _is_key_text(kid):  # ``base64key:kid`` reversed: named by position, as the label would print the key
+            raise ConfigurationError(
+                f"{ENV_OLD_KEYS} entry {position}: its label is a base64 key; entries look like 'kid:base64key', "
+                "the label (a short name of your choice) first"
+            )
         old[kid.strip()] = decode_key(b64, f"{ENV_OLD_KEYS} entry {kid.strip()!r}")
     return old
+
+
+def _is_key_text(text: str) -> bool:
+    try:
+        decode_key(text, "")
+    except ConfigurationError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, repr=False)

@@ -136,3 +136,16 @@ def test_old_key_under_an_operator_label_still_decrypts() -> None:
     stranger = TokenCipher(os.urandom(32)).encrypt("tok", **SLOT)  # a key nobody configured is still refused
     with pytest.raises(CipherError, match="unknown key id"):
         rotated.decrypt(stranger, **SLOT)
+
+
+@pytest.mark.parametrize("order", ["reversed", "key as label"])
+def test_an_old_key_entry_with_a_key_for_its_label_is_refused_without_the_key(order: str) -> None:
+    """``base64key:kid`` (the README's order reversed) or ``keyA:keyB``: the label is a key. Before, the reversed
+    entry's error printed it (``entry '<the key>' is not valid base64``) on the CLI and in the service's start-up
+    error, and ``keyA:keyB`` was accepted with key A silently unused (and shown as a label in reprs)."""
+    key, other = b64(os.urandom(32)), b64(os.urandom(32))
+    entry = {"reversed": f"{key}:old", "key as label": f"{key}:{other}"}[order]
+    env = {"INTEGRATIONS_TOKEN_ENC_KEY": b64(os.urandom(32)), "INTEGRATIONS_TOKEN_ENC_KEYS_OLD": f"a:{other}, {entry}"}
+    with pytest.raises(ConfigurationError, match="INTEGRATIONS_TOKEN_ENC_KEYS_OLD entry 2: its label is a") as info:
+        TokenCipher.from_env(env)
+    assert key not in str(info.value) and key.rstrip("=") not in str(info.value)
