@@ -14,6 +14,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandbox.body_faults import body_fault
 from sandbox.clock import Clock
+from sandbox.drop_fault import drop
+from sandbox.echo_fault import echo_answer
 from sandbox.oauth.broken import BROKEN_ANSWERS
 from sandbox.oauth.keys import ID_TOKEN_FAULTS
 from sandbox.quota_fault import QuotaHeaders, QuotaWindow, with_headers
@@ -59,12 +61,13 @@ FaultKind = Literal[
     "trickle",  # the answer's body arrives chunk_bytes (default 1) bytes every delay_s seconds
     "huge_body",  # an answer (200 unless body_status says) streams an endless (256 MiB) JSON body, no Content-Length
     "quota",  # quota requests per window_s, reported on every answer, 429 once spent (sandbox.quota_fault)
+    "echo",  # a body_status error answer repeating the request (headers, query, body, patient): sandbox.echo_fault
 ]
 #: Kinds the HTTP middleware answers itself; the others are consumed by the code they affect.
 _MIDDLEWARE_KINDS = frozenset(
     {"422", "429", "500", "503", "slow", "drop", "drop_response", "expired_token", "bulk_410"}
 )
-_MIDDLEWARE_KINDS |= {"trickle", "huge_body"}  # body faults (sandbox.body_faults)
+_MIDDLEWARE_KINDS |= {"trickle", "huge_body", "echo"}  # sandbox.body_faults, sandbox.echo_fault
 
 
 class Fault(BaseModel):
@@ -81,7 +84,8 @@ class Fault(BaseModel):
     #: oauth_error: the OAuth error code to force (SAL-36); id_token: one of sandbox.oauth.keys.ID_TOKEN_FAULTS;
     #: token_answer: one of sandbox.oauth.grants.BROKEN_ANSWERS
     error: str = "temporarily_unavailable"
-    #: oauth_error: sent as `error_description` when given; at /oauth/token "{code}" is the code the client sent
+    #: oauth_error: sent as `error_description` when given; at /oauth/token "{code}" is the code the client sent;
+    #: search_error_outcome: the outcome's diagnostics when given (a server quoting the patient, say)
     error_description: str | None = None
     resource_type: str = "Observation"  # bulk_error_file, bulk_error_unreadable: the type whose export fails
     error_line: str | None = None  # bulk_error_unreadable: the error line; None: the fatal outcome cut mid-line
@@ -89,8 +93,9 @@ class Fault(BaseModel):
     severity: Literal["fatal", "error", "warning"] = "error"
     #: trickle: bytes sent every delay_s (a steady pace above a low-speed limit, or the classic byte at a time)
     chunk_bytes: int = Field(default=1, ge=1, le=1024 * 1024)
-    #: huge_body: the answer's status (a 3xx has no Location: neither data nor a redirect a client can follow)
+    #: huge_body, echo: the answer's status (a 3xx has no Location: neither data nor a redirect a client can follow)
     body_status: int = Field(default=200, ge=200, le=599)
+    echo_as: Literal["html", "outcome", "oauth"] = "html"  # echo: the answer's shape (its code: ``error``)
     #: quota: requests allowed per window_s (a window of up to two days: a daily quota), and how the answers say so
     quota: int = Field(default=10, ge=0, le=1_000_000)
     window_s: float = Field(default=60.0, gt=0, le=172_800)
@@ -225,15 +230,17 @@ class FaultMiddleware:
             await self.registry.hold(fault.delay_s)
             await self.app(scope, receive, send)
         elif fault.kind == "drop":
-            await _drop(raw_send)
+            await drop(raw_send)
         elif fault.kind == "drop_response":
             await self.app(scope, receive, _swallow)
-            await _drop(raw_send)
+            await drop(raw_send)
         elif fault.kind == "expired_token":
             extra = [(b"www-authenticate", b'Bearer error="invalid_token", error_description="token expired"')]
             await _respond(send, 401, outcome("expired", "access token expired"), extra)
         elif fault.kind == "bulk_410":
             await _respond(send, 410, outcome("expired", "bulk file expired"), [])
+        elif fault.kind == "echo":
+            await echo_answer(scope, receive, send, status=fault.body_status, shape=fault.echo_as, code=fault.error)
         elif fault.kind in ("trickle", "huge_body"):
             pace = (fault.delay_s, fault.chunk_bytes)
             await body_fault(fault.kind, pace, self.app, scope, receive, send, status=fault.body_status)
@@ -262,39 +269,3 @@ async def _respond(send: Send, status: int, body: bytes, extra: list[tuple[bytes
     headers = [(b"content-type", b"application/fhir+json"), (b"content-length", str(len(body)).encode()), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-def _find_transport(send: Any, depth: int = 0) -> Any:
-    """uvicorn's transport behind ``send``: its bound method, possibly wrapped in Starlette closures."""
-    if depth > 6 or send is None:
-        return None
-    transport = getattr(getattr(send, "__self__", None), "transport", None)
-    if transport is not None:
-        return transport
-    for cell in getattr(send, "__closure__", None) or ():
-        try:
-            inner = cell.cell_contents
-        except ValueError:  # empty cell
-            continue
-        if callable(inner):
-            found = _find_transport(inner, depth + 1)
-            if found is not None:
-                return found
-    return None
-
-
-async def _drop(send: Send) -> None:
-    """Close the TCP connection without any response bytes.
-
-    uvicorn answers 500 when an app fails before responding, so we reach its transport (through the bound
-    ``send`` of its request cycle, unwrapping Starlette's closures) and abort it; if that is not available
-    (another server), we start a response and abort it, which clients also see as a dropped connection.
-    """
-    transport = _find_transport(send)
-    if transport is not None and hasattr(transport, "abort"):
-        transport.abort()
-        await asyncio.sleep(0.01)  # let uvicorn see the disconnect, so it does not try to answer
-        return
-    start: Message = {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]}
-    await send(start)
-    raise ConnectionAbortedError("simulated dropped connection")

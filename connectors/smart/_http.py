@@ -10,10 +10,13 @@ as long as the server kept sending."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from base64 import b64decode
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qs, unquote
 
 import httpx
 import orjson
@@ -156,11 +159,40 @@ def raise_for_oauth_error(response: httpx.Response, what: str) -> None:
     raise error
 
 
+#: Form fields of a token, revocation or introspection request that carry a credential or a grant.
+_SECRET_FIELDS = ("code", "code_verifier", "refresh_token", "client_secret", "client_assertion", "token", "assertion")
+
+
+def sent_secrets(request: httpx.Request) -> list[str]:
+    """The credentials ``request`` carried: its secret form fields and its ``Authorization`` (whole, and a Basic
+    one's decoded secret), longest first. An error answer may repeat any of them (a token endpoint's ``invalid_grant``
+    quoting the refresh token or code, a gateway's page echoing the headers)."""
+    form = parse_qs(request.content.decode("utf-8", "replace")) if request.content else {}
+    found = [v for name in _SECRET_FIELDS for v in form.get(name, [])]
+    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    if credential:
+        found.append(credential)
+        if scheme.lower() == "basic":
+            with contextlib.suppress(ValueError):
+                found += [unquote(part) for part in b64decode(credential).decode().split(":", 1)[1:]]
+    return sorted({v for v in found if len(v) >= 6}, key=len, reverse=True)
+
+
+def without_secrets(text: str | None, secrets: list[str]) -> str | None:
+    """``text`` with each of ``secrets`` replaced by ``[REDACTED]``."""
+    for secret in secrets if text else ():
+        text = text.replace(secret, "[REDACTED]") if text else text
+    return text
+
+
 def _oauth_error(response: httpx.Response, what: str) -> OAuthError:
     payload = parse_json_body(response)
     status = response.status_code
     failing = is_outage(status)
     if isinstance(payload, dict) and payload.get("error"):
+        description = payload.get("error_description")
+        if isinstance(description, str):  # never keep a credential the EHR repeats in its words
+            payload = {**payload, "error_description": without_secrets(description, sent_secrets(response.request))}
         error = oauth_error_from_response(payload, status)
         if failing and not isinstance(error, TemporarilyUnavailableError):
             return TemporarilyUnavailableError(

@@ -29,15 +29,17 @@ _SEVERAL = (
 
 
 def outcome_text(exc: ce.EhrSyncError) -> str:
-    """The server's OperationOutcome, as text a person can act on (codes, diagnostics, expressions)."""
+    """The server's OperationOutcome as the note's reason: each issue's severity, code and expressions (the
+    elements it names). Never its diagnostics or details text: servers quote the refused request there (the
+    note's text, the patient's name, the token sent), and the reason is stored and answered by the admin API."""
     outcome = getattr(exc, "operation_outcome", None) or {}
     parts: list[str] = []
     for issue in outcome.get("issue", []) if isinstance(outcome, dict) else []:
         if isinstance(issue, dict):
             where = ",".join(str(e) for e in issue.get("expression") or [])
-            text = f"{issue.get('code', '')}: {issue.get('diagnostics', '')}".strip(": ")
+            text = " ".join(str(issue.get(k)) for k in ("severity", "code") if issue.get(k))
             parts.append(f"{text} [{where}]" if where else text)
-    return ("; ".join(parts) or str(exc))[:_MAX_REASON]
+    return ("; ".join(p for p in parts if p) or ce.loggable_message(exc))[:_MAX_REASON]
 
 
 def outcome_unknown(exc: ce.EhrSyncError) -> bool:

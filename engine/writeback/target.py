@@ -25,6 +25,13 @@ def _flag(settings: Mapping[str, Any], name: str) -> bool:
     return any(isinstance(settings.get(s), Mapping) and settings[s].get(name) is True for s in _SECTIONS)
 
 
+def _practice_settings(stored: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The tenant's ``practice_settings`` (``Tenant.settings`` holds the seed format, ``{"practice_settings": {...}}``,
+    as ``auth_service.services.tenants`` writes and reads it); a row without them has every switch off."""
+    practice = (stored or {}).get("practice_settings")
+    return practice if isinstance(practice, Mapping) else {}
+
+
 @dataclass(frozen=True)
 class NoteTarget:
     """The facts one attempt needs, read from the app database before any EHR call."""
@@ -54,7 +61,7 @@ def load_target(db: AppDatabase, note: NoteRecord, *, service_write_enabled: boo
         tenant = session.get(Tenant, note.tenant_id)
         if row is None or tenant is None or row.tenant_id != note.tenant_id:
             raise LookupError(f"note {note.id}'s connection or tenant no longer exists")
-        settings = dict(tenant.settings or {})
+        settings = _practice_settings(tenant.settings)
         info = ConnectionInfo(
             id=row.id,
             tenant_id=row.tenant_id,

@@ -166,7 +166,8 @@ def _faulted(
     elif fault == "search_silent_skip":  # the same shift on a server that never says a total: undetectable
         page = page[1:]
     elif fault == "search_error_outcome" and taken is not None:  # some matches could not be returned, it says so
-        said = outcome_body("incomplete", "simulated: some matches could not be returned", taken.severity)
+        diagnostics = taken.error_description or "simulated: some matches could not be returned"
+        said = outcome_body("incomplete", diagnostics, taken.severity)
         page, outcomes = page[:-1], [said]
     return page, next_cursor, total, outcomes
 

@@ -41,7 +41,7 @@ def test_dwb50_51_a_202_whose_job_is_refused_fails_with_the_outcome(world, start
     note = enqueue(world, conn)
     done = write_note(world.env, POLLING, note.id)
     assert (done.state, done.last_http_status) == ("failed", 422)
-    assert "refused" in (done.reason or "") and server_notes(world, conn, ehr, note) == []
+    assert done.reason == "error business-rule" and server_notes(world, conn, ehr, note) == [], done.reason
     assert len(request_log.paths(DOC_POSTS, "POST")) == 1
 
 

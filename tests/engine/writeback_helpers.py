@@ -33,7 +33,7 @@ def set_tenant(world: SyncWorld, **switches: Any) -> None:
     with world.env.db.session() as session:
         tenant = session.get(Tenant, world.tenant_id)
         assert tenant is not None
-        tenant.settings = {"smartFhir": {**ON, **switches}}
+        tenant.settings = {"practice_settings": {"smartFhir": {**ON, **switches}}}  # the seed format, as stored
         session.commit()
 
 

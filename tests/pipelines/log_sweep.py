@@ -32,7 +32,7 @@ OPERATOR_LEVELS = {
 #: Everything at DEBUG, the libraries too (SQLAlchemy's result rows, httpcore's headers): what "log it all" gives.
 EVERYTHING_AT_DEBUG = {"": logging.DEBUG, **dict.fromkeys(OPERATOR_LEVELS, logging.DEBUG)}
 #: Stages served by the auth service's threads while the test's clients (browser, host app) run in the main thread.
-AUTH_SERVICE_STAGES = frozenset({"setup", "connect", "refresh", "backend", "note"})
+AUTH_SERVICE_STAGES = frozenset({"setup", "connect", "refresh", "backend", "note", "readback"})
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
@@ -57,6 +57,8 @@ class SweepHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if self.stage in AUTH_SERVICE_STAGES and record.threadName == "MainThread" and record.name.startswith("http"):
             return  # the test's own browser and host app (httpx in this thread); the service serves other threads
+        if record.threadName.startswith("sandbox-") and record.name.startswith("uvicorn"):
+            return  # the EHR's own access log (the sandbox's server thread): what the EHR logs is not ehrsync's
         parts = [record.getMessage()]
         if record.exc_info:
             parts.append(self._formatter.formatException(record.exc_info))
@@ -156,6 +158,16 @@ class TokenEndpointRecorder:
 def connect_through_pages(browser: httpx.Client, link_url: str, patient_id: str, choice: str) -> dict[str, str]:
     """The patient's browser: connect page → health system → sandbox consent (picks the patient) → callback →
     done page. Returns the state and code it carried (they are secrets the logs must not hold)."""
+    carried, done = consent_then_callback(browser, link_url, patient_id, choice)
+    assert done.status_code == 303 and done.headers["location"] == "/connect/done", done.text[:300]
+    assert browser.get("/connect/done").status_code == 200
+    return carried
+
+
+def consent_then_callback(
+    browser: httpx.Client, link_url: str, patient_id: str, choice: str
+) -> tuple[dict[str, str], httpx.Response]:
+    """``connect_through_pages`` up to the auth service's answer to the callback, whatever it is."""
     page = browser.get(link_url)
     assert page.status_code == 200, page.text[:300]
     offered = re.findall(r'name="choice" value="([^"]+)"', page.text)
@@ -176,10 +188,7 @@ def connect_through_pages(browser: httpx.Client, link_url: str, patient_id: str,
     assert approved.status_code == 302, approved.text[:300]
     callback = approved.headers["location"]
     code = parse_qs(urlsplit(callback).query)["code"][0]
-    done = browser.get(callback)
-    assert done.status_code == 303 and done.headers["location"] == "/connect/done", done.text[:300]
-    assert browser.get("/connect/done").status_code == 200
-    return {"state": state, "code": code}
+    return {"state": state, "code": code}, browser.get(callback)
 
 
 def patient_phi(patient: dict[str, Any]) -> dict[str, str]:

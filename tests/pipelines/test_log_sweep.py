@@ -30,6 +30,8 @@ from ehrsync.run_now import run_sync_now
 from engine.settings import PipelineSettings
 from pipelines.definitions import build_definitions
 from sandbox import SandboxConfig, SandboxServer
+from store import AppDatabase
+from store.outbox import get_note
 from tests.auth_service.ehr import Service, patient_ids, running_service, sandbox_admin
 from tests.auth_service.keyutil import enc_key, rsa_pem
 from tests.fixtures.app_db import copy_migrated_sqlite
@@ -166,6 +168,10 @@ def dagster_stages(logs: SweepHandler, ids: dict[str, str]) -> None:
         config = {"ops": {"write_note_to_ehr": {"config": {"note_id": ids["note"], "version": 1}}}}
         written = job.execute_in_process(run_config=config, instance=instance)
         assert written.success
+        db = AppDatabase.from_url(settings.database_url)
+        note = get_note(db, ids["note"])
+        db.dispose()
+        assert note is not None and note.state == "written", note  # the text went to the EHR: its lines are swept
         event_log(logs, instance, written.run_id)
 
 
