@@ -109,8 +109,8 @@ def stream_to_file(
     The cap applies to decoded bytes, inflated a bounded piece at a time (``iter_decoded``), so a small gzip
     body can expand neither without bound on disk nor in memory; the bytes on the wire are capped at
     :func:`wire_allowance` of it. With ``min_free_bytes``, the free disk space is
-    checked before and while writing (InsufficientDiskSpaceError; a write the disk refuses for room is one too,
-    its partial file removed). A ``scratch`` file (a Bulk file landed and
+    checked before and while writing (InsufficientDiskSpaceError; a write or the final rename the disk refuses for
+    room is one too, its partial file removed). A ``scratch`` file (a Bulk file landed and
     deleted right after; a crash discards it) is neither hashed nor synced to disk: those cost a tenth of a Bulk
     export's CPU (docs/PERFORMANCE.md).
     """
@@ -123,21 +123,22 @@ def stream_to_file(
     digest = None if scratch else hashlib.sha256()
     size = checked = 0
     try:
-        with _refused_for_room(dest.parent, url), os.fdopen(fd, "wb", buffering=WRITE_BUFFER_BYTES) as out:
-            for chunk in iter_decoded(response, max_wire_bytes=wire_allowance(max_bytes)):
-                size += len(chunk)
-                if max_bytes is not None and size > max_bytes:
-                    raise ContentTooLargeError(f"{url}: body exceeds the {max_bytes}-byte cap")
-                if size - checked >= DISK_CHECK_EVERY:
-                    checked = size
-                    check_free_disk(dest.parent, min_free_bytes, url)
-                if digest is not None:
-                    digest.update(chunk)
-                out.write(chunk)
-            out.flush()
-            if not scratch:
-                os.fsync(out.fileno())
-        tmp.replace(dest)
+        with _refused_for_room(dest.parent, url):
+            with os.fdopen(fd, "wb", buffering=WRITE_BUFFER_BYTES) as out:
+                for chunk in iter_decoded(response, max_wire_bytes=wire_allowance(max_bytes)):
+                    size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
+                        raise ContentTooLargeError(f"{url}: body exceeds the {max_bytes}-byte cap")
+                    if size - checked >= DISK_CHECK_EVERY:
+                        checked = size
+                        check_free_disk(dest.parent, min_free_bytes, url)
+                    if digest is not None:
+                        digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                if not scratch:
+                    os.fsync(out.fileno())
+            tmp.replace(dest)  # a rename too can want room: a new block for the folder's entries
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

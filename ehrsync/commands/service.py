@@ -70,16 +70,24 @@ def keys_rotate() -> None:
 
     Keep the previous key in INTEGRATIONS_TOKEN_ENC_KEYS_OLD (``kid:base64``) until this finishes.
     """
-    from store import TokenCipher, rotate_keys
+    from store import rotate_keys
+    from store.crypto import ENV_OLD_KEYS, VaultKeys
 
-    def _rotate() -> int:
-        cipher = TokenCipher.from_env()  # a bad key is named before any database work
+    def _rotate() -> tuple[int, tuple[str, ...]]:
+        vault_keys = VaultKeys.from_env()  # a bad key is named before any database work
         with app_database() as database:
             database.migrate()
-            return rotate_keys(database, cipher)
+            return rotate_keys(database, vault_keys.cipher()), vault_keys.placeholder_kids
 
-    count = exit_on_configuration_error(_rotate)
+    count, placeholders = exit_on_configuration_error(_rotate)
     click.echo(f"re-encrypted {count} value(s) with the active key")
+    for kid in placeholders:  # the pipelines never warn of one, and the operator is here now (key id only)
+        click.echo(
+            f"reminder: {ENV_OLD_KEYS} still lists a placeholder key (every byte the same; key id {kid}), which "
+            "anyone can seal with: this rotation re-sealed every stored value under the active key, so remove it "
+            "once nothing is sealed under it (no process still runs with it as its active key), then restart",
+            err=True,
+        )
 
 
 @click.group()
