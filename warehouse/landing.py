@@ -248,6 +248,10 @@ class LandingWriter:
             if self._q_writer is not None:
                 with writing(self._quarantine_final):
                     self._q_writer.close()
+            with writing(self._final):  # a rename can be refused for room too (the folder needs a new block)
+                self._tmp.replace(self._final)
+                if self._q_writer is not None:
+                    self._quarantine_tmp.replace(self._quarantine_final)
         except LandingDiskFullError:
             self.abort()
             raise
@@ -255,10 +259,8 @@ class LandingWriter:
             self.abort()
             raise LandingError(f"could not write landing file {self._final.name}: {exc}") from exc
         self._closed = True
-        self._tmp.replace(self._final)
         quarantine_path: Path | None = None
         if self._q_writer is not None:
-            self._quarantine_tmp.replace(self._quarantine_final)
             quarantine_path = self._quarantine_final
         else:
             self._quarantine_final.unlink(missing_ok=True)

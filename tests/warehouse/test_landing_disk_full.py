@@ -50,3 +50,27 @@ def test_a_full_disk_is_named_and_nothing_half_written_is_left(
     assert raised.value.code == "landing_disk_full"
     assert not tmp.is_symlink() and not tmp.exists()  # the half-written file is deleted
     assert final.read_bytes() == b"an earlier landing"
+
+
+def test_a_rename_refused_for_room_is_a_full_disk_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The finished file's rename into place can be refused ENOSPC (its folder needs a new block). Before, that was a
+    bare ``OSError`` outside the writer's mapping and clean-up: the half-landed temporary file stayed behind. The
+    kernel cannot be made to refuse a rename here without mounting a filesystem, so this one rename raises what it
+    would; every write before it is real."""
+    zone = LandingZone(tmp_path / "landing")
+    final = zone.path_for("c1", "Observation", "run-1", "s1")
+    real_replace = Path.replace
+
+    def refused(self: Path, target: Any) -> Path:
+        if Path(target) == final:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", refused)
+    with (
+        pytest.raises(LandingDiskFullError, match="the disk is full: could not write landing file"),
+        zone.writer("c1", "Observation", "run-1", "https://ehr.example/fhir/Observation", seq="s1") as writer,
+    ):
+        writer.add_resource(_observation(1))
+    assert not final.exists()
+    assert [p.name for p in final.parent.iterdir()] == []  # no temporary file left behind
