@@ -3,8 +3,9 @@ type-checked and stored content-addressed beside the Parquet; ``sync_attachments
 
 A failed attachment is counted and logged, not fatal to the type: the resource itself is already landed, and
 the type's mark is held so the next run fetches the resource and retries the attachment. What every later
-download would meet too (a grant no longer usable, an unreachable EHR, less free disk than the reserve) stops the
-type's landing instead, its mark untouched (``store_attachments``).
+download would meet too (a grant no longer usable, an unreachable EHR, less free disk than the reserve, a disk that
+refuses the download or the move into the store for room) stops the type's landing instead, its mark untouched
+(``store_attachments``).
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ def store_attachments(
 ) -> AttachmentOutcome:
     """Download and link every attachment not already stored; failures are counted, not raised, except those
     that stop the whole landing (re-authorization needed, step budget spent, EHR unreachable, another process
-    refreshing the grant past the refresh lock's 300 s, less free disk than ``EHRSYNC_MIN_FREE_DISK_BYTES``)."""
+    refreshing the grant past the refresh lock's 300 s, less free disk than ``EHRSYNC_MIN_FREE_DISK_BYTES``, a disk
+    refusing the download or the store's move for room)."""
     outcome = AttachmentOutcome()
     # Under the state directory, per connection: a killed run's partial downloads are removed by the connection's
     # next run (``residue.remove_orphans``), and the finished file moves into the store on the state directory's disk.

@@ -15,7 +15,7 @@ from warehouse import LandingDiskFullError
 __all__ = ["EVERY_REQUEST_WOULD_MEET", "LANDING_DISK_FULL"]
 
 EVERY_REQUEST_WOULD_MEET = (NeedsReauthError, EhrUnreachableError, RateLimitedError, RefreshLockTimeoutError)
-#: A landing disk too full: a landing file's write refused (ENOSPC, EDQUOT) or a Bulk or attachment download's
-#: free-space check (EHRSYNC_MIN_FREE_DISK_BYTES).
+#: A landing disk too full: a landing file's write, a download's write or an attachment's move into the store refused
+#: (ENOSPC, EDQUOT), or a Bulk or attachment download's free-space check (EHRSYNC_MIN_FREE_DISK_BYTES).
 #: Every later landing of the run meets it too (a reconcile's types, a batch's members: ``engine.batch_stop``).
 LANDING_DISK_FULL = (InsufficientDiskSpaceError, LandingDiskFullError)

@@ -6,21 +6,26 @@ blob; ``put_file`` moves (never copies twice) so large attachments are never hel
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
+import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from warehouse.errors import AttachmentError, AttachmentIntegrityError, InvalidInputError
+from warehouse.errors import AttachmentError, AttachmentIntegrityError, InvalidInputError, LandingDiskFullError
 
 __all__ = ["AttachmentRef", "AttachmentStore"]
 
 logger = logging.getLogger(__name__)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})  # no space left; the user's quota there spent
 
 
 @dataclass(frozen=True)
@@ -70,18 +75,42 @@ class AttachmentStore:
             src.unlink()
             logger.debug("attachment %s already stored", sha)
             return AttachmentRef(sha, size, content_type, dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            src.replace(dest)
-        except OSError:
-            # Different filesystem: copy beside the destination, then rename atomically.
-            staging = dest.with_name(f".{sha}.{uuid.uuid4().hex[:8]}.tmp")
+        with self._refused_for_room(sha):
+            dest.parent.mkdir(parents=True, exist_ok=True)
             try:
-                shutil.copyfile(src, staging)
-                staging.replace(dest)
+                src.replace(dest)
             except OSError as exc:
-                staging.unlink(missing_ok=True)
-                raise AttachmentError(f"could not store attachment {sha}: {exc}") from exc
-            src.unlink()
+                if exc.errno in _DISK_FULL:  # the same disk, full: a copy would need more room still
+                    raise
+                self._copy_into_place(src, dest, sha)
         logger.info("stored attachment %s (%d bytes)", sha, size)
         return AttachmentRef(sha, size, content_type, dest)
+
+    @staticmethod
+    def _copy_into_place(src: Path, dest: Path, sha: str) -> None:
+        """Different filesystem: copy beside the destination, then rename atomically."""
+        staging = dest.with_name(f".{sha}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            shutil.copyfile(src, staging)
+            staging.replace(dest)
+        except OSError as exc:
+            staging.unlink(missing_ok=True)
+            if exc.errno in _DISK_FULL:
+                raise
+            raise AttachmentError(f"could not store attachment {sha}: {exc}") from exc
+        src.unlink()
+
+    @contextmanager
+    def _refused_for_room(self, sha: str) -> Iterator[None]:
+        """The store refusing a move, copy or folder for room (ENOSPC, EDQUOT) is ``LandingDiskFullError``, as a
+        landing file's write is: the store shares the state directory's disk, and every later attachment (and
+        landing) would meet it too, so the caller stops instead of fetching them."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in _DISK_FULL:
+                raise
+            raise LandingDiskFullError(
+                f"the disk is full: could not store attachment {sha} under {self.root} ({os.strerror(exc.errno)}); "
+                "free space there and run again (nothing of it is kept, earlier attachments are untouched)"
+            ) from exc

@@ -7,7 +7,7 @@ never resource content (PHI).
     WarehouseError
     ├── LandingError              bad writer arguments or a landing file that cannot be written
     │   ├── LandingFileTooLargeError   an NDJSON file holds (or its gzip inflates to) more than the limit
-    │   └── LandingDiskFullError       the landing folder's disk (or the user's quota there) is full
+    │   └── LandingDiskFullError       the landing folder's (or attachment store's) disk or quota is full
     ├── LandedFileError           a LandedFile / Parquet file that is missing or not a landing file
     ├── AttachmentError           an attachment that cannot be stored
     │   └── AttachmentIntegrityError   content does not match the expected sha256
@@ -52,8 +52,9 @@ class LandingFileTooLargeError(LandingError):
 
 
 class LandingDiskFullError(LandingError):
-    """A landing file could not be written because its disk is full (ENOSPC) or the user's quota there is spent
-    (EDQUOT): the message names the file, the half-written file is deleted, and an earlier landing is untouched.
+    """A landing file could not be written (or an attachment moved into the store) because its disk is full (ENOSPC)
+    or the user's quota there is spent (EDQUOT): the message names the file, the half-written file is deleted, and an
+    earlier landing is untouched.
     Every later write to the same folder would fail alike, so callers stop there instead of going on."""
 
     code = "landing_disk_full"

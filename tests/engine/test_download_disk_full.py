@@ -42,6 +42,7 @@ from sandbox import SandboxServer
 from tests.engine.conftest import RequestLog
 from tests.engine.helpers import SyncWorld, connect_backend, connect_patient, sandbox_patients
 from tests.engine.job_runs import sync_type
+from warehouse import LandingDiskFullError
 
 _DEV_FULL = Path("/dev/full")
 _GROUP = "grp0"
@@ -99,6 +100,48 @@ def _renames_of_parts_refused_for_room(monkeypatch: pytest.MonkeyPatch) -> None:
         real(src, dst, **kwargs)
 
     monkeypatch.setattr(os, "replace", replace)
+
+
+def _moves_into_the_store_refused_for_room(monkeypatch: pytest.MonkeyPatch, store: Path) -> None:
+    """A rename into the attachment store fails as a full disk fails it (the folder's entries need a new block); the
+    copy the store falls back to then meets the same full disk at its own rename."""
+    real = os.replace
+
+    def replace(src: Any, dst: Any, **kwargs: Any) -> None:
+        if Path(store) in Path(dst).parents:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src), None, str(dst))
+        real(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def test_an_attachment_the_store_refuses_for_room_stops_the_landing_and_the_next_run_stores_it(
+    shared_sb: SandboxServer,
+    world: SyncWorld,
+    http: httpx.Client,
+    request_log: RequestLog,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The download landed, but moving it into the store (``warehouse.AttachmentStore.put_file``) is refused for room:
+    the disk-full error a landing file's write gets, not one attachment's failure (every later attachment would be
+    fetched only to meet the same disk). Before, it was counted and the next attachment was fetched."""
+    patient = sandbox_patients(http, shared_sb)[0]
+    conn = connect_patient(world, shared_sb, http=http, patient_id=patient)
+    world.env.min_free_disk_bytes = 0
+    _moves_into_the_store_refused_for_room(monkeypatch, world.env.attachments.root)
+    request_log.clear()
+    with pytest.raises(LandingDiskFullError, match="the disk is full") as raised:
+        sync_type(world, conn, "DocumentReference")
+    said = str(raised.value)
+    assert "No space left on device" in said and str(world.env.attachments.root) in said and "run again" in said
+    assert len(request_log.paths("/fhir/Binary/")) == 1  # the first attachment stopped the landing
+    assert cursors.get_mark(world.env.db, conn, cursors.REST_STREAM, "DocumentReference") is None
+    assert _stored(world, conn) == 0
+    assert not [p for p in world.env.attachments.root.rglob("*") if p.is_file()]  # no staging copy left behind
+
+    monkeypatch.undo()
+    again = sync_type(world, conn, "DocumentReference")
+    assert again.error is None and again.attachments > 0 and again.attachments_failed == 0, again
 
 
 @pytest.mark.parametrize("refused", ["write", "rename"])
