@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import re
 from base64 import b64decode
 from collections.abc import Mapping
 from typing import Any
@@ -178,11 +179,32 @@ def sent_secrets(request: httpx.Request) -> list[str]:
     return sorted({v for v in found if len(v) >= 6}, key=len, reverse=True)
 
 
+#: Characters a form body or a URL carries as they are (RFC 3986 unreserved): every other one may come back
+#: percent-encoded, or escaped by a JSON text the EHR quotes the request in.
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _any_encoding(secret: str) -> str:
+    """A pattern for ``secret`` as an EHR may repeat it: decoded, as its form body carried it (``%2B``, ``%2b``, a
+    space as ``+``) or inside a JSON text of its own (``\\/``, ``\\u002b``), in any mix."""
+    parts = []
+    for char in secret:
+        if char in _UNRESERVED:
+            parts.append(re.escape(char))
+            continue
+        forms = [re.escape(char), "".join(f"%{b:02x}" for b in char.encode()), rf"\\u{ord(char):04x}"]
+        forms += [r"\\/"] if char == "/" else [r"\+"] if char == " " else []
+        parts.append("(?:" + "|".join(forms) + ")")
+    return "".join(parts)
+
+
 def without_secrets(text: str | None, secrets: list[str]) -> str | None:
-    """``text`` with each of ``secrets`` replaced by ``[REDACTED]``."""
-    for secret in secrets if text else ():
-        text = text.replace(secret, "[REDACTED]") if text else text
-    return text
+    """``text`` with each of ``secrets``, in any encoding it may come back in (``_any_encoding``), replaced by
+    ``[REDACTED]``. Hex digits match in either case (``%2b``, ``\\u002B``), and so the secret's letters: a string
+    equal to a secret but for case is redacted too, never a secret left for its case."""
+    if not text or not secrets:
+        return text
+    return re.sub("|".join(_any_encoding(s) for s in secrets), "[REDACTED]", text, flags=re.IGNORECASE)
 
 
 def _oauth_error(response: httpx.Response, what: str) -> OAuthError:
