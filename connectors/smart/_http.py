@@ -10,14 +10,11 @@ as long as the server kept sending."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import re
-from base64 import b64decode
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
 import httpx
 import orjson
@@ -33,6 +30,7 @@ from connectors.errors import (
     oauth_error_from_response,
 )
 from connectors.http.dates import parse_retry_after
+from connectors.http.echoes import authorization_secrets, without_secrets
 from connectors.http.urls import redact_url
 from connectors.transport import DEFAULT_TIMEOUT, bounds_of, ehr_client, read_capped
 from connectors.transport.answers import json_object_text
@@ -166,45 +164,11 @@ _SECRET_FIELDS = ("code", "code_verifier", "refresh_token", "client_secret", "cl
 
 def sent_secrets(request: httpx.Request) -> list[str]:
     """The credentials ``request`` carried: its secret form fields and its ``Authorization`` (whole, and a Basic
-    one's decoded secret), longest first. An error answer may repeat any of them (a token endpoint's ``invalid_grant``
-    quoting the refresh token or code, a gateway's page echoing the headers)."""
+    one's decoded secret). An error answer may repeat any of them (a token endpoint's ``invalid_grant`` quoting the
+    refresh token or code, a gateway's page echoing the headers)."""
     form = parse_qs(request.content.decode("utf-8", "replace")) if request.content else {}
     found = [v for name in _SECRET_FIELDS for v in form.get(name, [])]
-    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
-    if credential:
-        found.append(credential)
-        if scheme.lower() == "basic":
-            with contextlib.suppress(ValueError):
-                found += [unquote(part) for part in b64decode(credential).decode().split(":", 1)[1:]]
-    return sorted({v for v in found if len(v) >= 6}, key=len, reverse=True)
-
-
-#: Characters a form body or a URL carries as they are (RFC 3986 unreserved): every other one may come back
-#: percent-encoded, or escaped by a JSON text the EHR quotes the request in.
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-
-
-def _any_encoding(secret: str) -> str:
-    """A pattern for ``secret`` as an EHR may repeat it: decoded, as its form body carried it (``%2B``, ``%2b``, a
-    space as ``+``) or inside a JSON text of its own (``\\/``, ``\\u002b``), in any mix."""
-    parts = []
-    for char in secret:
-        if char in _UNRESERVED:
-            parts.append(re.escape(char))
-            continue
-        forms = [re.escape(char), "".join(f"%{b:02x}" for b in char.encode()), rf"\\u{ord(char):04x}"]
-        forms += [r"\\/"] if char == "/" else [r"\+"] if char == " " else []
-        parts.append("(?:" + "|".join(forms) + ")")
-    return "".join(parts)
-
-
-def without_secrets(text: str | None, secrets: list[str]) -> str | None:
-    """``text`` with each of ``secrets``, in any encoding it may come back in (``_any_encoding``), replaced by
-    ``[REDACTED]``. Hex digits match in either case (``%2b``, ``\\u002B``), and so the secret's letters: a string
-    equal to a secret but for case is redacted too, never a secret left for its case."""
-    if not text or not secrets:
-        return text
-    return re.sub("|".join(_any_encoding(s) for s in secrets), "[REDACTED]", text, flags=re.IGNORECASE)
+    return found + authorization_secrets(request.headers.get("authorization", ""))
 
 
 def _oauth_error(response: httpx.Response, what: str) -> OAuthError:
