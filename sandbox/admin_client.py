@@ -80,6 +80,7 @@ class SandboxAdmin:
         processed: bool = False,
         severity: str | None = None,
         body_status: int | None = None,
+        echo_as: str | None = None,
     ) -> None:
         body: dict[str, Any] = {
             "kind": kind,
@@ -99,6 +100,8 @@ class SandboxAdmin:
             body["severity"] = severity
         if body_status is not None:
             body["body_status"] = body_status
+        if echo_as is not None:
+            body["echo_as"] = echo_as
         self._call("POST", "/faults", body)
 
     def faults(self) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from connectors.errors import (
 )
 from connectors.fhir._exact_json import loads_exact
 from connectors.http import parse_retry_after, redact_url
+from connectors.http.echoes import request_credentials, without_secrets
 from connectors.transport.answers import CONTROL_CHARS, issue_codes, operation_outcome_of, quota_reset_s, retry_kind
 from connectors.transport.bounds import read_capped
 
@@ -38,11 +39,15 @@ __all__ = [
 DIAGNOSTICS_MAX_CHARS = 300
 
 
-def outcome_diagnostics(outcome: Mapping[str, Any] | None, limit: int = DIAGNOSTICS_MAX_CHARS) -> str | None:
-    """The issues' ``diagnostics`` (or ``details.text``) as one line: control characters stripped, capped.
+def outcome_diagnostics(
+    outcome: Mapping[str, Any] | None, limit: int = DIAGNOSTICS_MAX_CHARS, *, sent: list[str] | None = None
+) -> str | None:
+    """The issues' ``diagnostics`` (or ``details.text``) as one line: control characters stripped, ``sent`` (the
+    request's credentials) replaced by ``[REDACTED]`` before it is capped.
 
     Servers may echo request values here, so this goes into exception messages (shown to the operator who
-    owns the data) but the connectors never log it.
+    owns the data) but the connectors never log it. A server quoting the request's headers quotes its access
+    token too, and an exception message is kept (a run's failure): never with the token.
     """
     texts: list[str] = []
     for issue in (outcome or {}).get("issue", []):
@@ -53,7 +58,7 @@ def outcome_diagnostics(outcome: Mapping[str, Any] | None, limit: int = DIAGNOST
         if not isinstance(text, str) and isinstance(details, dict):
             text = details.get("text")
         if isinstance(text, str):
-            cleaned = " ".join(CONTROL_CHARS.sub(" ", text).split())
+            cleaned = " ".join(CONTROL_CHARS.sub(" ", without_secrets(text, sent or []) or "").split())
             if cleaned and cleaned not in texts:
                 texts.append(cleaned)
     if not texts:
@@ -69,7 +74,7 @@ def error_from_response(method: str, url: str, response: httpx.Response, *, toke
     status = response.status_code
     codes = issue_codes(outcome)
     detail = f" (issues: {', '.join(codes)})" if codes else ""
-    diagnostics = outcome_diagnostics(outcome)
+    diagnostics = outcome_diagnostics(outcome, sent=request_credentials(response))
     said = f": {diagnostics}" if diagnostics else ""
     withheld = status == 401 and token_withheld
     note = " to a request sent without the access token (not required there, or a redirect left the FHIR server)"

@@ -10,13 +10,11 @@ as long as the server kept sending."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-from base64 import b64decode
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
 import httpx
 import orjson
@@ -32,6 +30,7 @@ from connectors.errors import (
     oauth_error_from_response,
 )
 from connectors.http.dates import parse_retry_after
+from connectors.http.echoes import authorization_secrets, without_secrets
 from connectors.http.urls import redact_url
 from connectors.transport import DEFAULT_TIMEOUT, bounds_of, ehr_client, read_capped
 from connectors.transport.answers import json_object_text
@@ -165,24 +164,11 @@ _SECRET_FIELDS = ("code", "code_verifier", "refresh_token", "client_secret", "cl
 
 def sent_secrets(request: httpx.Request) -> list[str]:
     """The credentials ``request`` carried: its secret form fields and its ``Authorization`` (whole, and a Basic
-    one's decoded secret), longest first. An error answer may repeat any of them (a token endpoint's ``invalid_grant``
-    quoting the refresh token or code, a gateway's page echoing the headers)."""
+    one's decoded secret). An error answer may repeat any of them (a token endpoint's ``invalid_grant`` quoting the
+    refresh token or code, a gateway's page echoing the headers)."""
     form = parse_qs(request.content.decode("utf-8", "replace")) if request.content else {}
     found = [v for name in _SECRET_FIELDS for v in form.get(name, [])]
-    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
-    if credential:
-        found.append(credential)
-        if scheme.lower() == "basic":
-            with contextlib.suppress(ValueError):
-                found += [unquote(part) for part in b64decode(credential).decode().split(":", 1)[1:]]
-    return sorted({v for v in found if len(v) >= 6}, key=len, reverse=True)
-
-
-def without_secrets(text: str | None, secrets: list[str]) -> str | None:
-    """``text`` with each of ``secrets`` replaced by ``[REDACTED]``."""
-    for secret in secrets if text else ():
-        text = text.replace(secret, "[REDACTED]") if text else text
-    return text
+    return found + authorization_secrets(request.headers.get("authorization", ""))
 
 
 def _oauth_error(response: httpx.Response, what: str) -> OAuthError:
