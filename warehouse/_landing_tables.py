@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,13 +11,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from warehouse._disk_full import disk_full_named
 from warehouse._hashes import content_hashes
-from warehouse.errors import LandingDiskFullError
 from warehouse.landed import LANDING_FILE_SCHEMA, QUARANTINE_SCHEMA, LandedFile
 
 __all__ = ["FileMeta", "assemble", "landing_table", "open_parquet", "quarantine_table", "writing"]
 
-_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})  # no space left; the user's quota there spent
 
 _TS = pa.timestamp("us", tz="UTC")
 # Dictionary-encode only the columns that repeat: for unique ids and documents the dictionary is pure cost
@@ -112,12 +109,10 @@ def writing(path: Path) -> Iterator[None]:
     """Writes of the landing file ``path``: a full disk or spent quota is a ``LandingDiskFullError`` naming the
     file (Arrow's own error names none), so the caller stops instead of sending every later write to the same
     disk; any other failure passes unchanged."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno not in _DISK_FULL:
-            raise
-        raise LandingDiskFullError(
-            f"the disk is full: could not write landing file {path} ({os.strerror(exc.errno)}); free space under "
+    with disk_full_named(
+        lambda why: (
+            f"the disk is full: could not write landing file {path} ({why}); free space under "
             f"{path.parent} and run again (the half-written file is deleted, earlier landings are untouched)"
-        ) from exc
+        )
+    ):
+        yield

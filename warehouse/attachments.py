@@ -6,10 +6,8 @@ blob; ``put_file`` moves (never copies twice) so large attachments are never hel
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
-import os
 import re
 import shutil
 import uuid
@@ -18,14 +16,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from warehouse.errors import AttachmentError, AttachmentIntegrityError, InvalidInputError, LandingDiskFullError
+from warehouse._disk_full import disk_full_named, is_disk_full
+from warehouse.errors import AttachmentError, AttachmentIntegrityError, InvalidInputError
 
 __all__ = ["AttachmentRef", "AttachmentStore"]
 
 logger = logging.getLogger(__name__)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
-_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})  # no space left; the user's quota there spent
 
 
 @dataclass(frozen=True)
@@ -80,7 +78,7 @@ class AttachmentStore:
             try:
                 src.replace(dest)
             except OSError as exc:
-                if exc.errno in _DISK_FULL:  # the same disk, full: a copy would need more room still
+                if is_disk_full(exc):  # the same disk, full: a copy would need more room still
                     raise
                 self._copy_into_place(src, dest, sha)
         logger.info("stored attachment %s (%d bytes)", sha, size)
@@ -95,7 +93,7 @@ class AttachmentStore:
             staging.replace(dest)
         except OSError as exc:
             staging.unlink(missing_ok=True)
-            if exc.errno in _DISK_FULL:
+            if is_disk_full(exc):
                 raise
             raise AttachmentError(f"could not store attachment {sha}: {exc}") from exc
         src.unlink()
@@ -105,12 +103,10 @@ class AttachmentStore:
         """The store refusing a move, copy or folder for room (ENOSPC, EDQUOT) is ``LandingDiskFullError``, as a
         landing file's write is: the store shares the state directory's disk, and every later attachment (and
         landing) would meet it too, so the caller stops instead of fetching them."""
-        try:
-            yield
-        except OSError as exc:
-            if exc.errno not in _DISK_FULL:
-                raise
-            raise LandingDiskFullError(
-                f"the disk is full: could not store attachment {sha} under {self.root} ({os.strerror(exc.errno)}); "
+        with disk_full_named(
+            lambda why: (
+                f"the disk is full: could not store attachment {sha} under {self.root} ({why}); "
                 "free space there and run again (nothing of it is kept, earlier attachments are untouched)"
-            ) from exc
+            )
+        ):
+            yield
