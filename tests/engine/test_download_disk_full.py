@@ -90,29 +90,28 @@ def _watch_parts(monkeypatch: pytest.MonkeyPatch, full: Callable[[Path], bool] =
     return parts
 
 
-def _renames_of_parts_refused_for_room(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The ``.part`` file's rename onto the download's name fails as a full ext4 fails it; other renames run."""
+def _renames_refused_for_room(monkeypatch: pytest.MonkeyPatch, refused: Callable[[Path, Path], bool]) -> None:
+    """Each rename ``refused(src, dst)`` picks fails as a full ext4 fails it (the folder's entries need a new block);
+    every other rename runs."""
     real = os.replace
 
     def replace(src: Any, dst: Any, **kwargs: Any) -> None:
-        if str(src).endswith(".part"):
+        if refused(Path(src), Path(dst)):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src), None, str(dst))
         real(src, dst, **kwargs)
 
     monkeypatch.setattr(os, "replace", replace)
+
+
+def _renames_of_parts_refused_for_room(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``.part`` file's rename onto the download's name is refused for room."""
+    _renames_refused_for_room(monkeypatch, lambda src, dst: src.name.endswith(".part"))
 
 
 def _moves_into_the_store_refused_for_room(monkeypatch: pytest.MonkeyPatch, store: Path) -> None:
-    """A rename into the attachment store fails as a full disk fails it (the folder's entries need a new block); the
-    copy the store falls back to then meets the same full disk at its own rename."""
-    real = os.replace
-
-    def replace(src: Any, dst: Any, **kwargs: Any) -> None:
-        if Path(store) in Path(dst).parents:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src), None, str(dst))
-        real(src, dst, **kwargs)
-
-    monkeypatch.setattr(os, "replace", replace)
+    """A rename into the attachment store is refused for room; the copy the store falls back to then meets the same
+    full disk at its own rename."""
+    _renames_refused_for_room(monkeypatch, lambda src, dst: Path(store) in dst.parents)
 
 
 def test_an_attachment_the_store_refuses_for_room_stops_the_landing_and_the_next_run_stores_it(
