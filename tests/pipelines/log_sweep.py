@@ -1,7 +1,7 @@
 """What the whole-flow log sweep needs: every log record captured as an operator's handler would see it, the
 secrets read off the sandbox's token endpoint as they cross the wire, and a patient's browser on the real pages.
 
-Used by ``tests/pipelines/test_log_sweep.py`` only.
+Used by ``tests/pipelines/test_log_sweep.py`` and ``test_log_sweep_failures.py``.
 """
 
 from __future__ import annotations
@@ -12,10 +12,16 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
+
+from sandbox import SandboxConfig, SandboxServer
+from tests.auth_service.keyutil import enc_key, rsa_pem
+from tests.fixtures.app_db import copy_migrated_sqlite
 
 #: What an operator turns on to debug ehrsync: its own packages at DEBUG, libraries at INFO (httpx's request lines,
 #: uvicorn's access log, SQLAlchemy's statement echo, Dagster's own messages).
@@ -205,3 +211,31 @@ def patient_phi(patient: dict[str, Any]) -> dict[str, str]:
         "phone": patient["telecom"][0]["value"],
         "MRN": patient["identifier"][0]["value"],
     }
+
+
+@contextmanager
+def recorded_sandbox_server() -> Iterator[tuple[SandboxServer, Wire]]:
+    """A sandbox whose token endpoint's traffic is recorded (``Wire``): the secrets the sweep looks for."""
+    wire = Wire()
+    server = SandboxServer(SandboxConfig(patients=2, seed=11))
+    server.app.add_middleware(TokenEndpointRecorder, wire=wire)
+    with server:
+        yield server, wire
+
+
+def sweep_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """One process environment for both halves (auth service and pipelines), as a deployment shares it."""
+    copy_migrated_sqlite(tmp_path / "state" / "app.db")
+    values = {
+        "EHRSYNC_STATE_DIR": str(tmp_path / "state"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'state' / 'app.db'}",
+        "INTEGRATIONS_TOKEN_ENC_KEY": enc_key(),
+        "EHR_JWT_PRIVATE_KEY": rsa_pem(),
+        "EHR_JWT_KEY_ID": "sweep-kid",
+        "SMART_ENABLE_WRITE": "true",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    for name in ("DAGSTER_HOME", "WAREHOUSE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return values

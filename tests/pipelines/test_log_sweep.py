@@ -29,21 +29,20 @@ from auth_service.core.config import load_settings
 from ehrsync.run_now import run_sync_now
 from engine.settings import PipelineSettings
 from pipelines.definitions import build_definitions
-from sandbox import SandboxConfig, SandboxServer
+from sandbox import SandboxServer
 from store import AppDatabase
 from store.outbox import get_note
 from tests.auth_service.ehr import Service, patient_ids, running_service, sandbox_admin
-from tests.auth_service.keyutil import enc_key, rsa_pem
-from tests.fixtures.app_db import copy_migrated_sqlite
 from tests.pipelines.log_sweep import (
     EVERYTHING_AT_DEBUG,
     OPERATOR_LEVELS,
     SweepHandler,
-    TokenEndpointRecorder,
     Wire,
     capture,
     connect_through_pages,
     patient_phi,
+    recorded_sandbox_server,
+    sweep_environment,
 )
 
 NOTE_TEXT = "Assessment: Zanthoxylum rash resolving. Plan: recheck in 3 weeks, sweep-note-7f3."
@@ -53,30 +52,13 @@ BACKEND_CLIENT = "sweep-bulk"
 
 @pytest.fixture
 def recorded_sandbox() -> Iterator[tuple[SandboxServer, Wire]]:
-    wire = Wire()
-    server = SandboxServer(SandboxConfig(patients=2, seed=11))
-    server.app.add_middleware(TokenEndpointRecorder, wire=wire)
-    with server:
-        yield server, wire
+    with recorded_sandbox_server() as recorded:
+        yield recorded
 
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """One process environment for both halves, as a deployment shares it."""
-    copy_migrated_sqlite(tmp_path / "state" / "app.db")
-    values = {
-        "EHRSYNC_STATE_DIR": str(tmp_path / "state"),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'state' / 'app.db'}",
-        "INTEGRATIONS_TOKEN_ENC_KEY": enc_key(),
-        "EHR_JWT_PRIVATE_KEY": rsa_pem(),
-        "EHR_JWT_KEY_ID": "sweep-kid",
-        "SMART_ENABLE_WRITE": "true",
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    for name in ("DAGSTER_HOME", "WAREHOUSE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    return values
+    return sweep_environment(tmp_path, monkeypatch)
 
 
 def practice(fhir_base: str) -> dict[str, Any]:
