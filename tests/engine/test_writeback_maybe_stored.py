@@ -137,6 +137,13 @@ def _status(world, connection_id: str, status: str) -> None:
         session.commit()
 
 
+def _grant_refused_at(sb, method: str) -> None:
+    """Every ``method`` request to DocumentReference is answered 401, and the refresh it makes is refused
+    (``invalid_grant``): the connection needs re-authorization."""
+    sb.admin.set_fault("expired_token", path=DOC_POSTS, method=method, times=None)
+    sb.admin.set_fault("oauth_error", path="/oauth/token", times=None, error="invalid_grant")
+
+
 def _reauthorized_then_found(
     world, sb, conn: str, note_id: str, config: WritebackConfig = FAST, *, fault: tuple[str, str] | None = None
 ) -> None:
@@ -243,8 +250,7 @@ def test_dwb34_a_grant_refused_during_the_post_of_a_note_that_may_be_stored_wait
         conn = writable_connection(world, sb, http)
         note_id = enqueue(world, conn).id
         sb.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=1)  # stored, the answer lost
-    sb.admin.set_fault("expired_token", path=DOC_POSTS, method="POST", times=None)
-    sb.admin.set_fault("oauth_error", path="/oauth/token", times=None, error="invalid_grant")
+    _grant_refused_at(sb, "POST")
     waiting = write_note(world.env, FAST, note_id)
     assert (waiting.state, waiting.maybe_stored, waiting.reason_code) == ("pending", True, "connection_needs_reauth")
     assert write_note(world.env, FAST, note_id).version == waiting.version  # waits: nothing sent, nothing moved
@@ -257,8 +263,7 @@ def test_dwb34_a_refusal_whose_search_finds_the_grant_refused_waits_then_finds_t
     re-authorization (``pending``, ``maybe_stored``), and then one run finds the stored note."""
     conn, note_id = _stored_then_lost(world, sb, http)
     sb.admin.set_fault("422", path=DOC_POSTS, method="POST", times=1)
-    sb.admin.set_fault("expired_token", path=DOC_POSTS, method="GET", times=None)  # the identifier search
-    sb.admin.set_fault("oauth_error", path="/oauth/token", times=None, error="invalid_grant")
+    _grant_refused_at(sb, "GET")  # the identifier search
     waiting = write_note(world.env, FAST, note_id)
     assert (waiting.state, waiting.maybe_stored, waiting.reason_code) == ("pending", True, "connection_needs_reauth")
     _reauthorized_then_found(world, sb, conn, note_id)
@@ -275,8 +280,7 @@ def test_dwb34_a_note_that_waited_on_its_last_attempt_is_searched_not_failed_whe
     conn = writable_connection(world, sb, http)
     note_id = enqueue(world, conn).id
     sb.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=1)  # stored, the answer lost
-    sb.admin.set_fault("expired_token", path=DOC_POSTS, method="POST", times=None)
-    sb.admin.set_fault("oauth_error", path="/oauth/token", times=None, error="invalid_grant")
+    _grant_refused_at(sb, "POST")
     waiting = write_note(world.env, last, note_id)
     assert (waiting.state, waiting.maybe_stored, waiting.attempts) == ("pending", True, 1)
     _reauthorized_then_found(world, sb, conn, note_id, last, fault=("503", "/fhir/metadata"))
