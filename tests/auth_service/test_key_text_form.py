@@ -20,10 +20,10 @@ from auth_service.api.browser_seal import owner_of
 from auth_service.api.deps import CONNECTION_COOKIE, SESSION_COOKIE
 from auth_service.core.links import LinkSigner
 from store import TokenCipher, rotate_keys
-from store.models import Connection
 from tests.auth_service import test_resources_api as resources_api
 from tests.auth_service.conftest import AppHandle
 from tests.auth_service.keyutil import enc_key
+from tests.auth_service.practice import add_connection
 from tests.auth_service.test_resources_api import OBSERVATIONS, PATH, World
 
 world = resources_api.world  # the fixture: a DuckDB and a PostgreSQL warehouse with synced rows
@@ -70,10 +70,7 @@ def test_earlier_format_links_and_cookies_verify_whatever_the_key_text(
     handle = make_app(INTEGRATIONS_TOKEN_ENC_KEY=_as_set(key, form))
     handle.bootstrap("t1")
     with handle.app.state.ctx.db.session() as session, session.begin():
-        conn = Connection(tenant_id="t1", provider_id="smart", fhir_base="https://ehr.example/fhir", client_id="a")
-        session.add(conn)
-        session.flush()
-        conn_id = conn.id
+        conn_id = add_connection(session)
     for n, text in enumerate([key, _as_set(key, form)]):  # what the earlier version keyed its HMACs on
         secret = text.encode()
         link = LinkSigner(secret, "connect-link").sign("t1", "user", ttl_seconds=600)

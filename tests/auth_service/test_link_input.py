@@ -19,6 +19,7 @@ from auth_service.services.tenants import bootstrap_tenant
 from auth_service.tenants.settings import TenantSeed
 from store.models import Connection
 from tests.auth_service.conftest import LiveServer
+from tests.auth_service.practice import add_connection
 
 BAD_LINKS = ["é.abc", "abc.é", "ü", "payload.sig\u2028", "\x00.\x00"]
 
@@ -53,10 +54,7 @@ def test_non_ascii_csrf_on_disconnect_is_rejected_not_a_500(make_settings: Calla
         ctx = server.app.state.ctx
         with ctx.db.session() as session, session.begin():
             bootstrap_tenant(session, TenantSeed.model_validate({"id": "t1", "name": "Clinic"}), ctx.cipher)
-            conn = Connection(tenant_id="t1", provider_id="smart", fhir_base="https://ehr.example/fhir", client_id="a")
-            session.add(conn)
-            session.flush()
-            conn_id = conn.id
+            conn_id = add_connection(session)
         sid = "s" * 43
         marker = ctx.sessions.sign(conn_id, hashlib.sha256(sid.encode()).hexdigest(), ttl_seconds=600)
         cookies = {SESSION_COOKIE: sid, CONNECTION_COOKIE: marker}

@@ -25,10 +25,10 @@ from auth_service.app import create_app
 from auth_service.services.tenants import bootstrap_tenant
 from auth_service.tenants.settings import TenantSeed
 from store import TokenCipher, rotate_keys
-from store.models import Connection
 from tests.auth_service.conftest import LiveServer
 from tests.auth_service.ehr import patient_ids, running_service, sandbox_admin, smart_practice
 from tests.auth_service.keyutil import enc_key
+from tests.auth_service.practice import add_connection
 
 
 def _sign_in(browser: httpx.Client, base_url: str) -> None:
@@ -76,10 +76,7 @@ def test_the_connection_cookie_opens_only_for_its_browser_and_purpose(make_setti
         ctx = server.app.state.ctx
         with ctx.db.session() as session, session.begin():
             bootstrap_tenant(session, TenantSeed.model_validate({"id": "t1", "name": "Clinic"}), ctx.cipher)
-            conn = Connection(tenant_id="t1", provider_id="smart", fhir_base="https://ehr.example/fhir", client_id="a")
-            session.add(conn)
-            session.flush()
-            conn_id = conn.id
+            conn_id = add_connection(session)
         mine, other = "m" * 43, "o" * 43
         marker, choice = Response(), Response()
         remember_connection(marker, ctx, mine, conn_id)

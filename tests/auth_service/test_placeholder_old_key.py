@@ -30,6 +30,7 @@ from store.crypto import derive_kid
 from store.models import Connection, TokenRecord
 from tests.auth_service.conftest import AppHandle
 from tests.auth_service.keyutil import enc_key
+from tests.auth_service.practice import add_connection
 from tests.auth_service.test_patient_cookie_rotation import _set_cookie
 
 PLACEHOLDER = bytes(32)  # "AAAA...A=": the key an example or an old demo shipped
@@ -52,10 +53,7 @@ def _rotated_away_from_placeholder(
     ctx = handle.app.state.ctx
     api_key = handle.bootstrap("t1")
     with ctx.db.session() as session, session.begin():
-        conn = Connection(tenant_id="t1", provider_id="smart", fhir_base="https://ehr.example/fhir", client_id="a")
-        session.add(conn)
-        session.flush()
-        conn_id = conn.id
+        conn_id = add_connection(session)
     body = {"access_token": "AT", "token_type": "Bearer", "expires_in": 3600, "refresh_token": "RT"}
     TokenVault(ctx.db, TokenCipher(PLACEHOLDER)).save_token_response(conn_id, parse_token_response(body))
     assert ctx.vault.get_access_token(conn_id) == "AT"  # stored under the placeholder: still opens
