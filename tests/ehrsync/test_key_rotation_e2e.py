@@ -40,14 +40,7 @@ def test_rotated_keys_keep_syncing_and_the_old_key_can_go(tmp_path: Path, sandbo
         conn = connect_patient(before, sandbox, http=http)
         assert run_sync(before, conn).status == "completed"
 
-        env = {
-            **os.environ,
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
-            "INTEGRATIONS_TOKEN_ENC_KEY": _b64(new_key),
-            "INTEGRATIONS_TOKEN_ENC_KEYS_OLD": f"{derive_kid(old_key)}:{_b64(old_key)}",
-        }
-        command = [sys.executable, "-m", "ehrsync.cli", "keys", "rotate"]
-        rotated = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        rotated = _rotate(tmp_path, new_key, f"{derive_kid(old_key)}:{_b64(old_key)}")
         assert rotated.returncode == 0, rotated.stderr
         assert "re-encrypted" in rotated.stdout and "Traceback" not in rotated.stderr
         assert "placeholder" not in rotated.stderr  # a real old key: no reminder
@@ -77,14 +70,7 @@ def test_rotating_away_from_a_placeholder_key_reminds_to_remove_it_naming_its_ke
             session, TokenCipher(placeholder), tenant_id=world.tenant_id, provider_id="smart", config=config
         )
         session.commit()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
-        "INTEGRATIONS_TOKEN_ENC_KEY": _b64(new_key),
-        "INTEGRATIONS_TOKEN_ENC_KEYS_OLD": f"demo:{_b64(placeholder)}",
-    }
-    command = [sys.executable, "-m", "ehrsync.cli", "keys", "rotate"]
-    rotated = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    rotated = _rotate(tmp_path, new_key, f"demo:{_b64(placeholder)}")
     assert rotated.returncode == 0 and rotated.stdout == "re-encrypted 1 value(s) with the active key\n", rotated
     reminders = [line for line in rotated.stderr.splitlines() if line.startswith("reminder: ")]
     assert len(reminders) == 1, rotated.stderr  # the log lines (migration, rotation) go to stderr too
@@ -96,3 +82,15 @@ def test_rotating_away_from_a_placeholder_key_reminds_to_remove_it_naming_its_ke
         assert (
             load_provider_config(session, TokenCipher(new_key), world.tenant_id, "smart")["client_secret"] == "s3cret"
         )
+
+
+def _rotate(tmp_path: Path, new_key: bytes, old_keys: str) -> subprocess.CompletedProcess[str]:
+    """``ehrsync keys rotate`` as an operator runs it, over the app database in ``tmp_path``."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+        "INTEGRATIONS_TOKEN_ENC_KEY": _b64(new_key),
+        "INTEGRATIONS_TOKEN_ENC_KEYS_OLD": old_keys,
+    }
+    command = [sys.executable, "-m", "ehrsync.cli", "keys", "rotate"]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
