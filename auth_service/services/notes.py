@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from auth_service.services.connections import get_connection
 from auth_service.services.context import ServiceContext
 from auth_service.services.errors import ConnectionUnusableError, InvalidInputError, NotFoundError, ServiceError
 from connectors.writeback.note import NOTE_TYPES, identifier_system
@@ -92,19 +93,9 @@ def _patient(conn: Connection, requested: str | None) -> str:
     return requested
 
 
-def _connection(ctx: ServiceContext, tenant_id: str, connection_id: str) -> Connection:
-    """The tenant's connection; another tenant's is simply not found (as in ``connections.get_connection``)."""
-    with ctx.db.session() as session:
-        conn = session.get(Connection, connection_id)
-        if conn is None or conn.tenant_id != tenant_id:
-            raise NotFoundError("no such connection for this tenant", code="not_connected")
-        session.expunge(conn)
-        return conn
-
-
 def submit_note(ctx: ServiceContext, tenant_id: str, sub: NoteSubmission, actor: str) -> tuple[dict[str, Any], bool]:
     """Store the note ``pending`` (True) or return the note its key already made (False)."""
-    conn = _connection(ctx, tenant_id, sub.connection_id)
+    conn = get_connection(ctx, tenant_id, sub.connection_id)  # another tenant's is simply not found
     if conn.status == ConnectionStatus.DISCONNECTED:
         raise ConnectionUnusableError(conn.status)
     if sub.note_type not in NOTE_TYPES:
