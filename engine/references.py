@@ -30,6 +30,7 @@ from connectors.errors import (
 )
 from connectors.fhir import FhirClient
 from connectors.fhir.capability import declared_interactions
+from connectors.fhir.resource_types import SYNCED_RESOURCE_TYPES, patient_search_param
 from engine import cursors
 from engine.connection_info import ConnectionInfo
 from engine.environment import SyncEnvironment
@@ -38,7 +39,8 @@ from engine.request_stops import EVERY_REQUEST_WOULD_MEET, LANDING_DISK_FULL
 from warehouse import LandingWriter, LandingZone, Warehouse
 from warehouse.errors import WarehouseError
 
-REFERENCED_TYPES = ("Practitioner", "Organization", "Location", "Medication")
+# The synced types outside the patient compartment (connectors' one list): shared reference data, read by id.
+REFERENCED_TYPES: tuple[str, ...] = tuple(t for t in SYNCED_RESOURCE_TYPES if patient_search_param(t) is None)
 ID_BATCH = 50  # ids per `_id` search: ~2 KB of query string, under every server's URL limit
 # A search refused with one of these falls back to reads for the rest of the type (the server cannot do it).
 _SEARCH_UNSUPPORTED = frozenset({400, 403, 404, 405, 422, 501})
