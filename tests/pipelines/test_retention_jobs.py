@@ -17,6 +17,7 @@ from sqlalchemy import select
 from engine import hold_connection, land_resource_type
 from engine.purge import PURGE_ACTION
 from engine.retention import RETENTION_ACTOR
+from engine.run_tags import TRIGGER_TAG
 from engine.settings import PipelineSettings
 from pipelines.definitions import build_definitions
 from pipelines.defs._shared.environment import sync_environment
@@ -123,6 +124,7 @@ def test_retention_schedules_run_by_default_once_a_day() -> None:
         assert schedule.default_status == DefaultScheduleStatus.RUNNING
         request = schedule.evaluate_tick(build_schedule_context(scheduled_execution_time=tick)).run_requests
         assert request is not None and [r.run_key for r in request] == [f"{job}:20261203"]
+        assert [r.tags[TRIGGER_TAG] for r in request] == ["retention"]
 
 
 def test_the_step_environment_carries_the_landing_retention(world: SyncWorld) -> None:

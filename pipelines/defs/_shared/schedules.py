@@ -12,6 +12,7 @@ from dagster import (
     JobDefinition,
     OpDefinition,
     PartitionsDefinition,
+    RunRequest,
     ScheduleDefinition,
     ScheduleEvaluationContext,
     in_process_executor,
@@ -19,7 +20,9 @@ from dagster import (
     schedule,
 )
 
-__all__ = ["in_process_job", "running_utc_schedule", "tick_day", "tick_hour"]
+from engine.run_tags import TRIGGER_TAG
+
+__all__ = ["daily_schedule", "in_process_job", "running_utc_schedule", "tick_day", "tick_hour"]
 
 
 def in_process_job(
@@ -46,6 +49,18 @@ def running_utc_schedule(
         default_status=DefaultScheduleStatus.RUNNING,
         description=description,
     )
+
+
+def daily_schedule(
+    *, name: str, cron_schedule: str, job: JobDefinition, description: str, run_key: str, trigger: str
+) -> ScheduleDefinition:
+    """A running UTC schedule asking for one run of ``job`` a day: run key ``<run_key>:<YYYYMMDD>`` (the tick's
+    day, so a tick the daemon retries asks for no second run), tagged with its ``trigger``."""
+
+    def _once_a_day(context: ScheduleEvaluationContext) -> RunRequest:
+        return RunRequest(run_key=f"{run_key}:{tick_day(context)}", tags={TRIGGER_TAG: trigger})
+
+    return running_utc_schedule(name=name, cron_schedule=cron_schedule, job=job, description=description)(_once_a_day)
 
 
 def tick_hour(context: ScheduleEvaluationContext) -> datetime:

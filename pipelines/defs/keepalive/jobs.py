@@ -14,15 +14,12 @@ from dagster import (
     MetadataValue,
     OpExecutionContext,
     Output,
-    RunRequest,
-    ScheduleEvaluationContext,
     op,
 )
 from pydantic import Field
 
-from engine.run_tags import TRIGGER_TAG
 from engine.settings import MAX_KEEPALIVE_IDLE_DAYS
-from pipelines.defs._shared.schedules import in_process_job, running_utc_schedule, tick_day
+from pipelines.defs._shared.schedules import daily_schedule, in_process_job
 from pipelines.resources import AppDatabaseResource, EhrHttpResource, SyncPolicyResource
 from store import refresh_idle_grants
 
@@ -92,14 +89,13 @@ keep_grants_alive = in_process_job(
 )
 
 
-@running_utc_schedule(
+refresh_idle_grants_schedule = daily_schedule(
     name="refresh_idle_grants",
     cron_schedule="30 4 * * *",
     job=keep_grants_alive,
     description="Daily 04:30 UTC: refresh grants idle longer than EHRSYNC_KEEPALIVE_IDLE_DAYS.",
+    run_key="keepalive",
+    trigger="keepalive",
 )
-def refresh_idle_grants_schedule(context: ScheduleEvaluationContext) -> RunRequest:
-    return RunRequest(run_key=f"keepalive:{tick_day(context)}", tags={TRIGGER_TAG: "keepalive"})
-
 
 defs = Definitions(jobs=[keep_grants_alive], schedules=[refresh_idle_grants_schedule])

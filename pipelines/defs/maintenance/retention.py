@@ -14,8 +14,6 @@ from dagster import (
     MetadataValue,
     OpExecutionContext,
     Output,
-    RunRequest,
-    ScheduleEvaluationContext,
     op,
 )
 from pydantic import Field
@@ -23,9 +21,8 @@ from pydantic import Field
 from engine.landing_retention import prune_landing
 from engine.purge import PurgeTargets
 from engine.retention import purge_due
-from engine.run_tags import TRIGGER_TAG
 from engine.setting_defaults import MAX_LANDING_RETENTION_DAYS
-from pipelines.defs._shared.schedules import in_process_job, running_utc_schedule, tick_day
+from pipelines.defs._shared.schedules import daily_schedule, in_process_job
 from pipelines.resources import AppDatabaseResource, LandingZoneResource, WarehouseResource
 
 __all__ = [
@@ -112,25 +109,22 @@ prune_landing_files_job = in_process_job(
 )
 
 
-@running_utc_schedule(
+daily_data_retention = daily_schedule(
     name="daily_data_retention",
     cron_schedule="15 2 * * *",
     job=purge_expired_connections_job,
     description="Daily 02:15 UTC: purge connections disconnected longer than their tenant's retention period.",
+    run_key=DATA_RETENTION_JOB,
+    trigger="retention",
 )
-def daily_data_retention(context: ScheduleEvaluationContext) -> RunRequest:
-    return RunRequest(run_key=f"{DATA_RETENTION_JOB}:{tick_day(context)}", tags={TRIGGER_TAG: "retention"})
-
-
-@running_utc_schedule(
+daily_landing_retention = daily_schedule(
     name="daily_landing_retention",
     cron_schedule="45 2 * * *",
     job=prune_landing_files_job,
     description="Daily 02:45 UTC: delete merged landing files older than EHRSYNC_LANDING_RETENTION_DAYS.",
+    run_key=LANDING_RETENTION_JOB,
+    trigger="retention",
 )
-def daily_landing_retention(context: ScheduleEvaluationContext) -> RunRequest:
-    return RunRequest(run_key=f"{LANDING_RETENTION_JOB}:{tick_day(context)}", tags={TRIGGER_TAG: "retention"})
-
 
 defs = Definitions(
     jobs=[purge_expired_connections_job, prune_landing_files_job],
