@@ -13,6 +13,7 @@ from dagster import DagsterInstance, DefaultScheduleStatus, RunRequest, build_sc
 from engine.connection_snapshots import ConnectionSnapshot
 from engine.errors import PipelineConfigurationError
 from engine.freshness import closed_span, find_overdue
+from engine.run_tags import TRIGGER_TAG
 from engine.settings import PipelineSettings
 from engine.sync_windows import parse_window
 from pipelines.definitions import build_definitions
@@ -128,7 +129,9 @@ def test_the_grace_comes_from_the_settings(tmp_path: Path, app_db: AppDb) -> Non
 
 def test_the_schedule_is_on_by_default_and_asks_one_run_per_tick() -> None:
     assert freshness_schedule.default_status == DefaultScheduleStatus.RUNNING
+    assert freshness_schedule.execution_timezone == "UTC"
     tick = datetime(2026, 12, 3, 12, 15, tzinfo=UTC)
     request = freshness_schedule(build_schedule_context(scheduled_execution_time=tick))
     assert isinstance(request, RunRequest)
     assert request.run_key == "freshness:20261203T1215"
+    assert request.tags[TRIGGER_TAG] == "freshness"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster import (
     DefaultScheduleStatus,
@@ -22,7 +22,10 @@ from dagster import (
 
 from engine.run_tags import TRIGGER_TAG
 
-__all__ = ["daily_schedule", "in_process_job", "running_utc_schedule", "tick_day", "tick_hour"]
+if TYPE_CHECKING:  # an asset job (``define_asset_job``) before Definitions resolve it; Dagster exports no name for it
+    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+__all__ = ["daily_schedule", "in_process_job", "running_utc_schedule", "tick_day", "tick_hour", "tick_minute"]
 
 
 def in_process_job(
@@ -38,7 +41,7 @@ def in_process_job(
 
 
 def running_utc_schedule(
-    *, name: str, cron_schedule: str, job: JobDefinition, description: str
+    *, name: str, cron_schedule: str, job: JobDefinition | UnresolvedAssetJobDefinition, description: str
 ) -> Callable[[Callable[..., Any]], ScheduleDefinition]:
     """``@schedule`` running by default (no one has to switch it on) with its cron in UTC."""
     return schedule(
@@ -72,3 +75,9 @@ def tick_hour(context: ScheduleEvaluationContext) -> datetime:
 def tick_day(context: ScheduleEvaluationContext) -> str:
     """The UTC day (``YYYYMMDD``) of the tick being evaluated (now, for a test or a manual evaluation)."""
     return f"{tick_hour(context):%Y%m%d}"
+
+
+def tick_minute(context: ScheduleEvaluationContext) -> str:
+    """The UTC minute (``YYYYMMDDTHHMM``) of the tick being evaluated: the run key of a schedule that runs more often
+    than hourly (now's, for a test or a manual evaluation)."""
+    return f"{(context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC):%Y%m%dT%H%M}"

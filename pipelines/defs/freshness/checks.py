@@ -20,14 +20,12 @@ from dagster import (
     AssetKey,
     AssetSelection,
     ConfigurableResource,
-    DefaultScheduleStatus,
     Definitions,
     RunRequest,
     ScheduleEvaluationContext,
     asset_check,
     define_asset_job,
     in_process_executor,
-    schedule,
 )
 from pydantic import Field
 
@@ -36,6 +34,7 @@ from engine.freshness import DEFAULT_GRACE_MINUTES, MAX_GRACE_MINUTES, Freshness
 from engine.run_tags import TRIGGER_TAG
 from engine.settings import PipelineSettings
 from pipelines.defs._shared.metadata import FRESHNESS_CHECK
+from pipelines.defs._shared.schedules import running_utc_schedule, tick_minute
 from pipelines.defs.bulk.assets import BULK_EXPORT_KEY
 from pipelines.defs.sync.type_assets import warehouse_key
 from pipelines.resources import AppDatabaseResource, SyncPolicyResource
@@ -135,17 +134,14 @@ freshness_job = define_asset_job(
 )
 
 
-@schedule(
+@running_utc_schedule(
     name="sync_freshness_checks",
     cron_schedule="*/15 * * * *",
     job=freshness_job,
-    execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.RUNNING,
     description="Every 15 minutes: are connections overdue for their schedule?",
 )
 def freshness_schedule(context: ScheduleEvaluationContext) -> RunRequest:
-    tick = context.scheduled_execution_time or datetime.now(UTC)
-    return RunRequest(run_key=f"freshness:{tick.astimezone(UTC):%Y%m%dT%H%M}", tags={TRIGGER_TAG: "freshness"})
+    return RunRequest(run_key=f"freshness:{tick_minute(context)}", tags={TRIGGER_TAG: "freshness"})
 
 
 defs = Definitions(

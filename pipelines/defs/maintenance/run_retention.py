@@ -41,7 +41,7 @@ from engine.errors import PipelineConfigurationError
 from engine.run_retention import CRON_ENV, MAX_RUN_RETENTION_DAYS, RunRetention
 from engine.run_tags import TRIGGER_TAG
 from engine.settings import PipelineSettings
-from pipelines.defs._shared.schedules import running_utc_schedule
+from pipelines.defs._shared.schedules import running_utc_schedule, tick_minute
 
 __all__ = [
     "FINISHED",
@@ -178,7 +178,6 @@ def run_retention_defs(settings: PipelineSettings) -> Definitions:
         f"{retention.days} days (EHRSYNC_RUN_RETENTION_DAYS).",
     )
     def _schedule(context: ScheduleEvaluationContext) -> RunRequest:
-        tick = (context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC)
-        return RunRequest(run_key=f"prune-runs:{tick:%Y%m%dT%H%M}", tags={TRIGGER_TAG: "retention"})
+        return RunRequest(run_key=f"prune-runs:{tick_minute(context)}", tags={TRIGGER_TAG: "retention"})
 
     return Definitions(jobs=[prune_job], schedules=[_schedule])
