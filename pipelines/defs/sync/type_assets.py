@@ -24,6 +24,7 @@ from dagster import (
 from pydantic import Field
 
 from engine import PATIENT_TYPES, TypeReport, hold_connection, land_resource_type, upsert_resource_type
+from engine.connection_snapshots import ConnectionSnapshot
 from engine.run_holds import note_source_throttle
 from pipelines.defs._shared.connection_facts import connection_metadata, step_connection
 from pipelines.defs._shared.environment import sync_environment
@@ -112,15 +113,18 @@ def raise_if_failed(report: TypeReport, step: str) -> None:
         )
 
 
-def with_search_warnings(
-    context: AssetExecutionContext, report: TypeReport, metadata: dict[str, MetadataValue]
+def step_metadata(
+    context: AssetExecutionContext, report: TypeReport, conn: ConnectionSnapshot
 ) -> dict[str, MetadataValue]:
-    """Add ``incomplete``/``warnings`` (a searchset that stopped early, how it was recovered) and log them."""
+    """What a type step's materialization tells: the report's counts, ``incomplete``/``warnings`` (a searchset that
+    stopped early, how it was recovered; logged too) and who the partition is."""
+    metadata = type_report_metadata(report)
     if report.warnings or report.incomplete:
         metadata["incomplete"] = MetadataValue.bool(report.incomplete)
         metadata["warnings"] = MetadataValue.json(list(report.warnings))
         for warning in report.warnings:
             context.log.warning("%s: %s", report.resource_type, warning)
+    metadata.update(connection_metadata(conn))
     return metadata
 
 
@@ -193,8 +197,7 @@ def _build_landing(resource_type: str) -> AssetsDefinition:
             f" (skipped: {report.skipped_reason})" if report.skipped_reason else "",
         )
         verdict = quarantine_verdict(report.fetched, report.quarantined, policy.quarantine_max_ratio)
-        metadata = with_search_warnings(context, report, type_report_metadata(report))
-        metadata.update(connection_metadata(conn))
+        metadata = step_metadata(context, report, conn)
         metadata.update(row_count(max(report.fetched - report.quarantined, 0)))  # rows landed by this run
         return MaterializeResult(metadata=metadata, check_results=[check_result(QUARANTINE_CHECK, verdict)])
 
@@ -233,8 +236,7 @@ def _build_warehouse(resource_type: str) -> AssetsDefinition:
                 )
         raise_if_failed(report, "upsert")
         live, verdict = duplicate_check(warehouse, connection_id, resource_type)
-        metadata = with_search_warnings(context, report, type_report_metadata(report))
-        metadata.update(connection_metadata(conn))
+        metadata = step_metadata(context, report, conn)
         metadata.update(stored_rows(live))  # rows of this connection and type stored now (tombstones not counted)
         return MaterializeResult(metadata=metadata, check_results=[check_result(DUPLICATE_CHECK, verdict)])
 
