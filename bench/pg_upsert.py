@@ -19,7 +19,6 @@ Run alone: ``.venv/bin/python bench/pg_upsert.py --pg-rows 100000`` (a throwaway
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import sys
 import time
@@ -152,17 +151,6 @@ def _raw_payload(batch: pa.RecordBatch) -> bytes:
     return "\n".join(lines.to_pylist()).encode() + b"\n"
 
 
-@contextlib.contextmanager
-def _postgres(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    from tests.pgserver import create_database, throwaway_postgres
-
-    with throwaway_postgres() as server:
-        yield create_database(server, "bench_pg_upsert")
-
-
 def _checksum(dsn: str) -> str:
     with psycopg.connect(psycopg_conninfo(dsn)) as conn:
         row = conn.execute(
@@ -179,7 +167,9 @@ def run_pg_upsert_bench(workdir: Path, *, rows: int, postgres_url: str | None = 
     write_landed(stored, ((n, 1) for n in range(rows)), templates, rows)
     write_landed(batch, _batch_rows(rows), templates, rows)
     out: dict[str, Any] = {"rows": rows, "mix": {"updated": UPDATED, "unchanged": UNCHANGED, "new": NEW}}
-    with _postgres(postgres_url) as url, open_warehouse(url) as wh:
+    from tests.pgserver import given_or_throwaway_database
+
+    with given_or_throwaway_database(postgres_url, "bench_pg_upsert") as url, open_warehouse(url) as wh:
         started = time.perf_counter()
         first = wh.upsert(landed(stored, rows))
         out["initial_load"] = _rate(rows, time.perf_counter() - started, first)

@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -38,17 +37,6 @@ def _write_ndjson(path: Path, rows: int, version: int) -> None:
                 )
                 + b"\n"
             )
-
-
-@contextlib.contextmanager
-def _postgres(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    from tests.pgserver import create_database, throwaway_postgres
-
-    with throwaway_postgres() as server:
-        yield create_database(server, "bench")
 
 
 def _rate(label: str, rows: int, seconds: float) -> None:
@@ -84,7 +72,9 @@ def main() -> None:
     targets = [("duckdb", str(tmp / "bench.duckdb"))]
     with contextlib.ExitStack() as stack:
         if not args.skip_postgres:
-            targets.append(("postgres", stack.enter_context(_postgres(args.postgres_url))))
+            from tests.pgserver import given_or_throwaway_database
+
+            targets.append(("postgres", stack.enter_context(given_or_throwaway_database(args.postgres_url, "bench"))))
         for name, target in targets:
             with open_warehouse(target) as wh:
                 for label, lf in (("insert", landed[0]), ("replay", landed[0]), ("update", landed[1])):

@@ -160,6 +160,17 @@ def create_database(server: PgServer, name: str) -> str:
     return server.url(name)
 
 
+@contextlib.contextmanager
+def given_or_throwaway_database(url: str | None, name: str) -> Iterator[str]:
+    """``url`` when one is given (a benchmark's ``--postgres-url``), else database ``name`` on a throwaway server
+    that lives as long as the block."""
+    if url:
+        yield url
+        return
+    with throwaway_postgres() as server:
+        yield create_database(server, name)
+
+
 def drop_database(server: PgServer, name: str) -> None:
     """Drop a test's database, ending any connection still open to it (a pooled engine's). Each database copies
     the template (~8 MB); dropped when its test ends, its files are mostly gone before the kernel writes them back,
