@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import httpx
 import jwt
 
 from connectors.errors import DiscoveryError, SecurityPolicyError
+from connectors.recent import RecentCache
 from connectors.smart._http import get, is_outage, parse_json_body, unavailable
 from connectors.smart.issuers import require_issuer_allowed
 
@@ -26,7 +25,6 @@ DEFAULT_LEEWAY_S = 60
 #: multi-tenant auth service serves tens of EHRs, well under it; past it the least recently used is dropped and read
 #: again when needed (one GET, as after the TTL). It bounds memory when an issuer names a new ``jwks_uri`` every time.
 JWKS_CACHE_MAX_ENTRIES = 64
-_V = TypeVar("_V")
 
 
 class IdTokenError(SecurityPolicyError):
@@ -45,41 +43,6 @@ def _get_json(http: httpx.Client, url: str, what: str) -> dict[str, Any]:
     return payload
 
 
-class _Recent(Generic[_V]):
-    """At most ``cap`` values, each kept ``ttl`` seconds: an expired one is dropped when read and when any value is
-    stored, and past ``cap`` the least recently used goes. Thread-safe."""
-
-    def __init__(self, ttl: float, cap: int, clock: Callable[[], float]) -> None:
-        self._ttl, self._cap, self._clock = ttl, cap, clock
-        self._entries: OrderedDict[str, tuple[float, _V]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
-
-    def get(self, key: str) -> _V | None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            if self._clock() - entry[0] >= self._ttl:
-                del self._entries[key]
-                return None
-            self._entries.move_to_end(key)
-            return entry[1]
-
-    def put(self, key: str, value: _V) -> None:
-        with self._lock:
-            now = self._clock()
-            for stale in [k for k, (at, _) in self._entries.items() if now - at >= self._ttl]:
-                del self._entries[stale]
-            self._entries[key] = (now, value)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._cap:
-                self._entries.popitem(last=False)
-
-
 class JwksCache:
     """Key sets by ``jwks_uri`` and each issuer's ``jwks_uri``, both kept ``ttl_seconds`` (a server that moves its
     keys is read again); an unknown ``kid`` triggers one refetch of both (key rotation). Each holds at most
@@ -94,8 +57,8 @@ class JwksCache:
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be positive")
-        self._sets: _Recent[list[dict[str, Any]]] = _Recent(ttl_seconds, max_entries, clock)
-        self._jwks_uris: _Recent[str] = _Recent(ttl_seconds, max_entries, clock)
+        self._sets: RecentCache[list[dict[str, Any]]] = RecentCache(ttl_seconds, max_entries, clock)
+        self._jwks_uris: RecentCache[str] = RecentCache(ttl_seconds, max_entries, clock)
 
     def held(self) -> tuple[int, int]:
         """How many issuers' ``jwks_uri`` and key sets are held now."""
