@@ -15,7 +15,7 @@ from connectors.recent import RecentCache
 from connectors.smart._http import get, is_outage, parse_json_body, unavailable
 from connectors.smart.issuers import require_issuer_allowed
 
-__all__ = ["ALLOWED_ID_TOKEN_ALGS", "IdTokenError", "JwksCache", "validate_id_token"]
+__all__ = ["ALLOWED_ID_TOKEN_ALGS", "JWKS_MAX_KEYS", "IdTokenError", "JwksCache", "validate_id_token"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,10 @@ DEFAULT_LEEWAY_S = 60
 #: multi-tenant auth service serves tens of EHRs, well under it; past it the least recently used is dropped and read
 #: again when needed (one GET, as after the TTL). It bounds memory when an issuer names a new ``jwks_uri`` every time.
 JWKS_CACHE_MAX_ENTRIES = 64
+#: Most keys one JWKS may list. An issuer publishes its current key and the few it is rotating to or from (Epic,
+#: Oracle Health: a handful); a key set as large as the response limit allows (~64 MiB, hundreds of thousands of
+#: keys) would be held by the cache (64 sets) and searched on every sign-in, so a longer one is refused naming it.
+JWKS_MAX_KEYS = 100
 
 
 class IdTokenError(SecurityPolicyError):
@@ -93,6 +97,11 @@ class JwksCache:
         keys = payload.get("keys")
         if not isinstance(keys, list):
             raise DiscoveryError(f"JWKS at {jwks_uri} has no 'keys' array")
+        if len(keys) > JWKS_MAX_KEYS:
+            raise DiscoveryError(
+                f"JWKS at {jwks_uri} lists {len(keys)} keys, more than the {JWKS_MAX_KEYS} ehrsync accepts from one"
+                " issuer (JWKS_MAX_KEYS): the issuer should prune its retired keys"
+            )
         found = [k for k in keys if isinstance(k, dict)]
         self._sets.put(jwks_uri, found)
         return found
