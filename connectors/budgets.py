@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 
 from connectors.errors import ConfigurationError, StepBudgetExceededError
 from connectors.http.ratelimit import RateLimiter, rate_budget, spend_rate_budget
+from connectors.recent import RecentCache
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -36,6 +37,7 @@ __all__ = [
     "step_budget",
     "step_budget_exceeded",
     "step_deadline",
+    "unreachable_held",
     "unreachable_reason",
 ]
 
@@ -159,28 +161,27 @@ def check_step_wait(seconds: float, what: str, *, asked: bool) -> None:
         )
 
 
-_unreachable_lock = threading.Lock()
-_unreachable: dict[str, tuple[float, str]] = {}
+#: The most origins the memo holds: a Bulk manifest may name files on thousands of hosts (no token: any public
+#: https host), each refusing; past it the least recently marked or read is forgotten (its next request is tried
+#: again, twice, before failing). Expired entries are dropped whenever one is marked.
+UNREACHABLE_MEMO_MAX = 1024
+_unreachable: RecentCache[str] = RecentCache(UNREACHABLE_MEMO_S, UNREACHABLE_MEMO_MAX, time.monotonic)
 
 
 def mark_unreachable(origin: str, reason: str) -> None:
     """Remember that ``origin`` refused or did not resolve, so the rest of the run fails fast."""
-    with _unreachable_lock:
-        _unreachable[origin] = (time.monotonic() + UNREACHABLE_MEMO_S, reason)
+    _unreachable.put(origin, reason)
 
 
 def forget_unreachable(origin: str) -> None:
-    with _unreachable_lock:
-        _unreachable.pop(origin, None)
+    _unreachable.pop(origin)
 
 
 def unreachable_reason(origin: str) -> str | None:
     """Why ``origin`` was found unreachable within the last ``UNREACHABLE_MEMO_S`` seconds, else None."""
-    with _unreachable_lock:
-        entry = _unreachable.get(origin)
-        if entry is None:
-            return None
-        if time.monotonic() >= entry[0]:
-            del _unreachable[origin]
-            return None
-        return entry[1]
+    return _unreachable.get(origin)
+
+
+def unreachable_held() -> int:
+    """How many origins the memo holds now (at most :data:`UNREACHABLE_MEMO_MAX`)."""
+    return len(_unreachable)

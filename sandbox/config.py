@@ -49,6 +49,9 @@ class SandboxConfig(BaseModel):
     #: SAL-33: False answers 404 at the OpenID configuration: the JWKS is named only in the smart-configuration
     openid_configuration: bool = True
     jwks_moved: bool = False  # SAL-33: the keys moved to /oauth/keys (both documents say so), /oauth/jwks is 404
+    #: SAL-33: the JWKS also lists this many retired keys (the current key's material, kids ``retired-N``), as a
+    #: server that never prunes its key set does
+    jwks_extra_keys: int = Field(default=0, ge=0, le=100_000)
     write_enabled: bool = True  # create on DocumentReference/Binary
     conditional_create: bool = True  # DWB-31/32: advertise and honour If-None-Exist on create (Epic does not)
     provenance_create: bool = False  # DWB-82: advertise and accept Provenance create (with write_enabled)

@@ -14,7 +14,7 @@ import httpx
 from connectors.bulk.file_limits import DEFAULT_FILE_DEADLINE_S, DEFAULT_LOW_SPEED, DEFAULT_MAX_FILE_BYTES
 from connectors.bulk.files import NDJSON, TRUNCATION_ATTEMPTS, download_file, file_deadline
 from connectors.bulk.kickoff import ExportLevel, kickoff_params, kickoff_url
-from connectors.bulk.manifest import BulkManifest
+from connectors.bulk.manifest import MAX_MANIFEST_FILES, BulkManifest
 from connectors.bulk.manifest_pages import ManifestPageReader, gather_manifest_pages
 from connectors.bulk.pacing import PollPacer
 from connectors.bulk.wire import (
@@ -52,7 +52,8 @@ class BulkClient:
     file legitimately streams for longer than any per-request deadline, so its body has a low-speed limit instead.
     ``low_speed`` (default :data:`~connectors.bulk.file_limits.DEFAULT_LOW_SPEED`; None: none) is that limit, and
     ``file_deadline_s`` (default :data:`~connectors.bulk.file_limits.DEFAULT_FILE_DEADLINE_S`, 24 h; None: none) bounds
-    each file's download, every attempt together.
+    each file's download, every attempt together. A manifest listing more than ``max_manifest_files`` files
+    (default :data:`~connectors.bulk.manifest.MAX_MANIFEST_FILES`) is invalid: the job is cancelled.
     ``on_unauthorized`` is called when a request still got 401 after its one token refresh, before the
     FhirUnauthorizedError propagates; it may raise instead (the engine's vault marks a rejected client).
     """
@@ -71,9 +72,10 @@ class BulkClient:
         low_speed: LowSpeedLimit | None = DEFAULT_LOW_SPEED,
         file_deadline_s: float | None = DEFAULT_FILE_DEADLINE_S,
         on_unauthorized: Callable[[], None] | None = None,
+        max_manifest_files: int = MAX_MANIFEST_FILES,
         **options: Unpack[SessionOptions],
     ) -> None:
-        self.bounds = bounds or bounds_of(http)
+        self.bounds, self.max_manifest_files = bounds or bounds_of(http), max_manifest_files
         self.low_speed, self.file_deadline_s = low_speed, file_deadline_s
         self._on_unauthorized = on_unauthorized
         self.fhir_base = normalize_base_url(fhir_base, allow_http=allow_http)
@@ -175,7 +177,9 @@ class BulkClient:
         try:
             status = self.poll(status_url)
             if status.done and status.manifest is not None:
-                return gather_manifest_pages(status.manifest, status_url, self._manifest_page_reader())
+                return gather_manifest_pages(
+                    status.manifest, status_url, self._manifest_page_reader(), self.max_manifest_files
+                )
         except BulkExportError as exc:
             if exc.status == 200 and cancel_on_abandon:  # unusable manifest: free the server's storage
                 self._cancel_quietly(status_url)

@@ -9,7 +9,13 @@ from typing import Any
 from connectors.errors import BulkExportError
 from connectors.http import parse_instant, url_problem
 
-__all__ = ["BulkManifest", "ManifestItem", "parse_manifest"]
+__all__ = ["MAX_MANIFEST_FILES", "BulkManifest", "ManifestItem", "files_over_limit", "parse_manifest"]
+
+#: The most files (``output``, ``error`` and ``deleted`` together, every page) ehrsync lands from one export. Each
+#: costs a download, two app-database commits, a landing file and ~4 KB of memory while the manifest is stored
+#: (docs/PERFORMANCE.md, "Bulk manifests of many files"): a 64 MiB manifest of tiny files (~1.3 million) needed
+#: gigabytes before its first download. 20,000 files of 1,000 resources (HAPI's default) is 20 million resources.
+MAX_MANIFEST_FILES = 20_000
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,16 @@ class BulkManifest:
 
 def _invalid(reason: str) -> BulkExportError:
     return BulkExportError(f"invalid bulk manifest: {reason}", status=200)
+
+
+def files_over_limit(files: int, limit: int = MAX_MANIFEST_FILES) -> BulkExportError | None:
+    """The invalid-manifest error for a manifest listing more than ``limit`` files, else None."""
+    if files <= limit:
+        return None
+    return _invalid(
+        f"it lists {files} files, more than the {limit} ehrsync lands from one export (MAX_MANIFEST_FILES): export"
+        " fewer types or patients per job, or have the server write larger files"
+    )
 
 
 def _items(body: dict[str, Any], key: str, *, required: bool) -> list[ManifestItem]:
@@ -102,6 +118,9 @@ def parse_manifest(body: Any, *, later_page: bool = False) -> BulkManifest:
     extension = body.get("extension")
     if extension is not None and not isinstance(extension, dict):
         raise _invalid("'extension' must be an object")
+    listed = sum(len(v) for v in (body.get(k) for k in ("output", "error", "deleted")) if isinstance(v, list))
+    if (too_many := files_over_limit(listed)) is not None:  # before an item of a huge list is built
+        raise too_many
     return BulkManifest(
         transaction_time=transaction_time,
         request=request,

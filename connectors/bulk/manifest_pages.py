@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 import httpx
 import orjson
 
-from connectors.bulk.manifest import BulkManifest, parse_manifest
+from connectors.bulk.manifest import MAX_MANIFEST_FILES, BulkManifest, files_over_limit, parse_manifest
 from connectors.bulk.wire import as_bulk_error, read_bounded
 from connectors.errors import (
     BulkExportError,
@@ -31,14 +31,21 @@ MAX_MANIFEST_PAGES = 1000
 
 
 def gather_manifest_pages(
-    first: BulkManifest, first_url: str, fetch_page: Callable[[str], BulkManifest]
+    first: BulkManifest,
+    first_url: str,
+    fetch_page: Callable[[str], BulkManifest],
+    max_files: int = MAX_MANIFEST_FILES,
 ) -> BulkManifest:
     """``first`` with the files of every page its ``next`` links lead to. Pages must agree on ``transactionTime``
-    and ``requiresAccessToken``; a link that repeats a page, or more than :data:`MAX_MANIFEST_PAGES` pages, is an
-    invalid manifest (BulkExportError with status 200, like any other)."""
+    and ``requiresAccessToken``; a link that repeats a page, more than :data:`MAX_MANIFEST_PAGES` pages, or more than
+    ``max_files`` files on them all is an invalid manifest (BulkExportError with status 200, like any other)."""
     output, error, deleted = list(first.output), list(first.error), list(first.deleted)
     next_page, url, seen = first.next_page, first_url, {first_url}
-    while next_page is not None:
+    while True:
+        if (too_many := files_over_limit(len(output) + len(error) + len(deleted), max_files)) is not None:
+            raise too_many
+        if next_page is None:
+            break
         url = resolve_checked_url(next_page, url, f"its page {len(seen)} 'next' link", _invalid)
         if url in seen:
             raise _invalid(f"its next link {redact_url(url)} leads back to a page already read")

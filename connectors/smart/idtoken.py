@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import httpx
 import jwt
 
 from connectors.errors import DiscoveryError, SecurityPolicyError
+from connectors.recent import RecentCache
 from connectors.smart._http import get, is_outage, parse_json_body, unavailable
 from connectors.smart.issuers import require_issuer_allowed
 
-__all__ = ["ALLOWED_ID_TOKEN_ALGS", "IdTokenError", "JwksCache", "validate_id_token"]
+__all__ = ["ALLOWED_ID_TOKEN_ALGS", "JWKS_MAX_KEYS", "IdTokenError", "JwksCache", "validate_id_token"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +25,10 @@ DEFAULT_LEEWAY_S = 60
 #: multi-tenant auth service serves tens of EHRs, well under it; past it the least recently used is dropped and read
 #: again when needed (one GET, as after the TTL). It bounds memory when an issuer names a new ``jwks_uri`` every time.
 JWKS_CACHE_MAX_ENTRIES = 64
-_V = TypeVar("_V")
+#: Most keys one JWKS may list. An issuer publishes its current key and the few it is rotating to or from (Epic,
+#: Oracle Health: a handful); a key set as large as the response limit allows (~64 MiB, hundreds of thousands of
+#: keys) would be held by the cache (64 sets) and searched on every sign-in, so a longer one is refused naming it.
+JWKS_MAX_KEYS = 100
 
 
 class IdTokenError(SecurityPolicyError):
@@ -45,41 +47,6 @@ def _get_json(http: httpx.Client, url: str, what: str) -> dict[str, Any]:
     return payload
 
 
-class _Recent(Generic[_V]):
-    """At most ``cap`` values, each kept ``ttl`` seconds: an expired one is dropped when read and when any value is
-    stored, and past ``cap`` the least recently used goes. Thread-safe."""
-
-    def __init__(self, ttl: float, cap: int, clock: Callable[[], float]) -> None:
-        self._ttl, self._cap, self._clock = ttl, cap, clock
-        self._entries: OrderedDict[str, tuple[float, _V]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
-
-    def get(self, key: str) -> _V | None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            if self._clock() - entry[0] >= self._ttl:
-                del self._entries[key]
-                return None
-            self._entries.move_to_end(key)
-            return entry[1]
-
-    def put(self, key: str, value: _V) -> None:
-        with self._lock:
-            now = self._clock()
-            for stale in [k for k, (at, _) in self._entries.items() if now - at >= self._ttl]:
-                del self._entries[stale]
-            self._entries[key] = (now, value)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._cap:
-                self._entries.popitem(last=False)
-
-
 class JwksCache:
     """Key sets by ``jwks_uri`` and each issuer's ``jwks_uri``, both kept ``ttl_seconds`` (a server that moves its
     keys is read again); an unknown ``kid`` triggers one refetch of both (key rotation). Each holds at most
@@ -94,8 +61,8 @@ class JwksCache:
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be positive")
-        self._sets: _Recent[list[dict[str, Any]]] = _Recent(ttl_seconds, max_entries, clock)
-        self._jwks_uris: _Recent[str] = _Recent(ttl_seconds, max_entries, clock)
+        self._sets: RecentCache[list[dict[str, Any]]] = RecentCache(ttl_seconds, max_entries, clock)
+        self._jwks_uris: RecentCache[str] = RecentCache(ttl_seconds, max_entries, clock)
 
     def held(self) -> tuple[int, int]:
         """How many issuers' ``jwks_uri`` and key sets are held now."""
@@ -130,6 +97,11 @@ class JwksCache:
         keys = payload.get("keys")
         if not isinstance(keys, list):
             raise DiscoveryError(f"JWKS at {jwks_uri} has no 'keys' array")
+        if len(keys) > JWKS_MAX_KEYS:
+            raise DiscoveryError(
+                f"JWKS at {jwks_uri} lists {len(keys)} keys, more than the {JWKS_MAX_KEYS} ehrsync accepts from one"
+                " issuer (JWKS_MAX_KEYS): the issuer should prune its retired keys"
+            )
         found = [k for k in keys if isinstance(k, dict)]
         self._sets.put(jwks_uri, found)
         return found

@@ -238,4 +238,7 @@ def jwks(request: Request) -> JSONResponse:
     st = get_state(request)
     if request.url.path.endswith("/keys") != st.settings.jwks_moved:  # only where the documents say they are
         return JSONResponse({"error": "not found"}, status_code=404)
-    return JSONResponse(st.keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
+    body = st.keys.jwks()
+    current = body["keys"][0]
+    body["keys"] += [{**current, "kid": f"retired-{n}"} for n in range(st.settings.jwks_extra_keys)]
+    return JSONResponse(body, headers={"Cache-Control": "public, max-age=300"})

@@ -12,7 +12,7 @@ import pytest
 
 from connectors.errors import DiscoveryError, SecurityPolicyError
 from connectors.smart import JwksCache, discover, validate_id_token
-from connectors.smart.idtoken import JWKS_CACHE_MAX_ENTRIES
+from connectors.smart.idtoken import JWKS_CACHE_MAX_ENTRIES, JWKS_MAX_KEYS
 from sandbox import SandboxServer
 from tests.sandbox.helpers import patient_login
 
@@ -115,3 +115,21 @@ def test_sal33_the_issuers_jwks_uris_held_stay_bounded(sandbox: SandboxServer) -
         cache.jwks_uri_for(f"{sandbox.base_url}/tenant{JWKS_CACHE_MAX_ENTRIES + 4}", http)
         == f"{jwks}?n={JWKS_CACHE_MAX_ENTRIES + 4}"
     )
+
+
+def test_sal33_a_key_set_longer_than_jwks_max_keys_is_refused_naming_its_jwks_uri(sandbox: SandboxServer) -> None:
+    """An issuer whose JWKS lists more than ``JWKS_MAX_KEYS`` keys (one that never prunes them, or one filling the
+    response limit) is refused with a DiscoveryError naming its ``jwks_uri``, and nothing is held. Before, the whole
+    set was kept in the cache (up to 64 such sets) and searched on every sign-in. At the cap it still verifies."""
+    http = httpx.Client(timeout=30)
+    cid, answer = patient_login(sandbox)
+    check = partial(validate_id_token, answer["id_token"], issuer=sandbox.fhir_base, client_id=cid, http=http)
+    sandbox.admin.settings(jwks_extra_keys=JWKS_MAX_KEYS - 1)
+    assert check(cache=JwksCache())["aud"] == cid
+
+    sandbox.admin.settings(jwks_extra_keys=5000)
+    cache = JwksCache()
+    jwks = sandbox.base_url + "/oauth/jwks"
+    with pytest.raises(DiscoveryError, match=rf"JWKS at {jwks} lists 5001 keys, more than the {JWKS_MAX_KEYS}"):
+        check(cache=cache)
+    assert cache.held() == (1, 0)

@@ -11,6 +11,7 @@ import pytest
 
 from connectors.errors import ConfigurationError, DiscoveryError, SecurityPolicyError, TransportError
 from connectors.smart import DiscoveryCache, check_auth_method_supported, discover
+from connectors.smart.discovery_cache import DISCOVERY_CACHE_MAX_ENTRIES
 
 BASE = "https://ehr.example/tenant-1/fhir/r4"
 
@@ -189,3 +190,30 @@ def test_sal41_discovery_refuses_unlisted_base_before_network() -> None:
     assert seen == []
     routes = {f"{BASE}/.well-known/smart-configuration": httpx.Response(200, json=FULL)}
     assert discover(BASE, http=client(routes), allowlist=[BASE]).token_endpoint == FULL["token_endpoint"]
+
+
+def test_sal01_the_configurations_held_stay_bounded_however_many_issuers_are_met() -> None:
+    """A long-lived auth service discovering many FHIR bases holds at most ``DISCOVERY_CACHE_MAX_ENTRIES``
+    configurations (least recently used dropped), and an expired one goes when another is stored even if never read
+    again. Before, each was dropped only when its own base was read after the TTL: every issuer ever met stayed."""
+    now = [0.0]
+    seen: list[str] = []
+    http = httpx.Client(
+        transport=httpx.MockTransport(lambda r: (seen.append(str(r.url)), httpx.Response(200, json=FULL))[1])
+    )
+    cache = DiscoveryCache(ttl_seconds=3600, clock=lambda: now[0])
+    bases = [f"https://ehr{n}.example/fhir" for n in range(DISCOVERY_CACHE_MAX_ENTRIES + 50)]
+    for base in bases:
+        discover(base, http=http, cache=cache)
+        discover(bases[0], http=http, cache=cache)  # read often: the most recently used
+    assert len(cache) == DISCOVERY_CACHE_MAX_ENTRIES
+    assert len(seen) == len(bases)
+    discover(bases[0], http=http, cache=cache)
+    discover(bases[-1], http=http, cache=cache)
+    assert len(seen) == len(bases)  # both still held
+    discover(bases[1], http=http, cache=cache)
+    assert len(seen) == len(bases) + 1  # the least recently used went
+
+    now[0] = 3600.0  # every entry expired: the next one stored drops them
+    discover("https://other.example/fhir", http=http, cache=cache)
+    assert len(cache) == 1
