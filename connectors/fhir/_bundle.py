@@ -57,18 +57,47 @@ def _self_link(links: dict[str, str], url: str) -> str | None:
     return resolved if resolved is not None and url_problem(resolved) is None else None
 
 
-def parse_search_bundle(url: str, body: Any, date_header: str | None) -> SearchPage:
-    """Split a searchset Bundle into matches, includes and outcomes; resolve a relative ``next`` link."""
-    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
-        kind = body.get("resourceType") if isinstance(body, dict) else type(body).__name__
-        raise FhirError(f"search {redact_url(url)} returned {kind!r}, expected a Bundle", 200, None, redact_url(url))
+def _json_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, bool):
+        return "boolean"
+    return "number" if isinstance(value, int | float) else "string" if isinstance(value, str) else "null"
+
+
+def _malformed(url: str, what: str) -> FhirError:
+    where = redact_url(url)
+    return FhirError(f"search {where} returned a Bundle whose {what}", 200, None, where)
+
+
+def _array(body: dict[str, Any], name: str, url: str) -> list[Any]:
+    """``Bundle.<name>`` (absent or null: none). FHIR's JSON writes a repeating element as an array even with one
+    item; a bare object (a naive XML-to-JSON converter's) read as none dropped the page's one match, or its ``next``
+    link, and the mark moved past them: it is a FhirError naming the element instead."""
+    value = body.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _malformed(url, f"Bundle.{name} is a JSON {_json_kind(value)}, not an array")
+    return value
+
+
+def _entries(body: dict[str, Any], url: str) -> tuple[list[dict[str, Any]], ...]:
+    """(matches, includes, outcomes). An entry with no ``resource`` holds nothing to land; one that is not an
+    object, or whose ``resource`` is not one, holds what cannot be read: a FhirError, never skipped unseen."""
     resources: list[dict[str, Any]] = []
     included: list[dict[str, Any]] = []
     outcomes: list[dict[str, Any]] = []
-    for entry in body.get("entry") or []:
-        if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
+    for i, entry in enumerate(_array(body, "entry", url)):
+        if not isinstance(entry, dict):
+            raise _malformed(url, f"Bundle.entry[{i}] is a JSON {_json_kind(entry)}, not an object")
+        resource = entry.get("resource")
+        if resource is None:
             continue
-        resource: dict[str, Any] = entry["resource"]
+        if not isinstance(resource, dict):
+            raise _malformed(url, f"Bundle.entry[{i}].resource is a JSON {_json_kind(resource)}, not an object")
         search = entry.get("search") if isinstance(entry.get("search"), dict) else {}
         mode = search.get("mode") if search else None
         if mode == "outcome" or (mode is None and resource.get("resourceType") == "OperationOutcome"):
@@ -77,11 +106,34 @@ def parse_search_bundle(url: str, body: Any, date_header: str | None) -> SearchP
             included.append(resource)
         else:
             resources.append(resource)
-    links = {
-        link["relation"]: link["url"]
-        for link in reversed(body.get("link") or [])  # the first link of a relation wins
-        if isinstance(link, dict) and isinstance(link.get("relation"), str) and isinstance(link.get("url"), str)
-    }
+    return resources, included, outcomes
+
+
+def _links(body: dict[str, Any], url: str) -> dict[str, str]:
+    """``Bundle.link`` by relation in lower case (RFC 8288 compares relation types case-insensitively and FHIR R4's
+    ``relation`` is a plain string: a server's ``Next`` is the next page), the first link of a relation winning. A
+    ``next`` link without a URL string is a FhirError: read as no link, it ended the paging as if complete."""
+    links: dict[str, str] = {}
+    for i, link in enumerate(_array(body, "link", url)):
+        if not isinstance(link, dict) or not isinstance(link.get("relation"), str):
+            continue
+        relation, target = link["relation"].lower(), link.get("url")
+        if relation in links:
+            continue
+        if isinstance(target, str):
+            links[relation] = target
+        elif relation == "next":
+            raise _malformed(url, f"Bundle.link[{i}] (next) has a url that is a JSON {_json_kind(target)}")
+    return links
+
+
+def parse_search_bundle(url: str, body: Any, date_header: str | None) -> SearchPage:
+    """Split a searchset Bundle into matches, includes and outcomes; resolve a relative ``next`` link."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+        kind = body.get("resourceType") if isinstance(body, dict) else type(body).__name__
+        raise FhirError(f"search {redact_url(url)} returned {kind!r}, expected a Bundle", 200, None, redact_url(url))
+    resources, included, outcomes = _entries(body, url)
+    links = _links(body, url)
     next_url = _link(links, "next", url)
     meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
     total = body.get("total")
