@@ -81,6 +81,7 @@ class SandboxAdmin:
         severity: str | None = None,
         body_status: int | None = None,
         echo_as: str | None = None,
+        shape: str | None = None,
     ) -> None:
         body: dict[str, Any] = {
             "kind": kind,
@@ -102,6 +103,8 @@ class SandboxAdmin:
             body["body_status"] = body_status
         if echo_as is not None:
             body["echo_as"] = echo_as
+        if shape is not None:
+            body["shape"] = shape
         self._call("POST", "/faults", body)
 
     def faults(self) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from sandbox.echo_fault import echo_answer
 from sandbox.oauth.broken import BROKEN_ANSWERS
 from sandbox.oauth.keys import ID_TOKEN_FAULTS
 from sandbox.quota_fault import QuotaHeaders, QuotaWindow, with_headers
+from sandbox.shape_fault import SearchShape
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ FaultKind = Literal[
     "search_overlap",  # a page reached by a next link first repeats the previous page's last (pages overlap by one)
     "search_empty_page",  # a searchset page comes back empty, its next link a fresh token for that same page (an
     # endless cursor when armed with times None; a few, as Epic/Cerner paging sometimes sends, with a small times)
+    "search_shape",  # a searchset page written as ``shape`` says (sandbox.shape_fault): one-element arrays as bare
+    # objects, or link relations spelt with a capital
     "trickle",  # the answer's body arrives chunk_bytes (default 1) bytes every delay_s seconds
     "huge_body",  # an answer (200 unless body_status says) streams an endless (256 MiB) JSON body, no Content-Length
     "quota",  # quota requests per window_s, reported on every answer, 429 once spent (sandbox.quota_fault)
@@ -95,6 +98,7 @@ class Fault(BaseModel):
     chunk_bytes: int = Field(default=1, ge=1, le=1024 * 1024)
     #: huge_body, echo: the answer's status (a 3xx has no Location: neither data nor a redirect a client can follow)
     body_status: int = Field(default=200, ge=200, le=599)
+    shape: SearchShape = "single_objects"  # search_shape: how the page is written (sandbox.shape_fault)
     echo_as: Literal["html", "outcome", "oauth"] = "html"  # echo: the answer's shape (its code: ``error``)
     #: quota: requests allowed per window_s (a window of up to two days: a daily quota), and how the answers say so
     quota: int = Field(default=10, ge=0, le=1_000_000)

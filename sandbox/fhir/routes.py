@@ -26,6 +26,7 @@ from sandbox.fhir.query import check_required, parse_query, split_ignored, subse
 from sandbox.fhir.responses import FhirFailure, fhir_response, http_date, outcome_body
 from sandbox.fhir.search import natural_page, previous_last, sorted_page
 from sandbox.fhir.validate import check_writable
+from sandbox.shape_fault import reshape_searchset
 from sandbox.state import SandboxState, get_state
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,8 @@ def search(resource_type: str, request: Request) -> Response:
         bundle["entry"].append({"resource": warning, "search": {"mode": "outcome"}})
     if total is not None:
         bundle["total"] = total
+    if taken is not None and taken.kind == "search_shape":  # sandbox.shape_fault
+        bundle = reshape_searchset(bundle, taken.shape)
     return fhir_response(bundle, headers={"Date": http_date(now)})
 
 
@@ -173,12 +176,12 @@ def _faulted(
 
 
 def _paging_fault(st: SandboxState, request: Request, has_next: bool, from_link: bool) -> Fault | None:
-    """A ``search_*`` fault, consumed only by a page it can affect: ``search_error_outcome``, ``search_empty_page``
-    and ``search_deleted_shift`` any page (the first one says the whole total, later ones shift and say one less),
-    ``search_no_next`` one with a next link, ``search_offset_shift``, ``search_moved_match``,
+    """A ``search_*`` fault, consumed only by a page it can affect: ``search_error_outcome``, ``search_empty_page``,
+    ``search_shape`` and ``search_deleted_shift`` any page (the first one says the whole total, later ones shift and
+    say one less), ``search_no_next`` one with a next link, ``search_offset_shift``, ``search_moved_match``,
     ``search_silent_skip`` and ``search_overlap`` one reached by a next link, and
     ``search_repeat_next`` one reached by a next link that has a next link itself."""
-    kinds = {"search_error_outcome", "search_deleted_shift", "search_empty_page"}
+    kinds = {"search_error_outcome", "search_deleted_shift", "search_empty_page", "search_shape"}
     kinds |= (
         {"search_offset_shift", "search_moved_match", "search_silent_skip", "search_overlap"} if from_link else set()
     )

@@ -368,3 +368,20 @@ def test_bdx33_search_empty_page_answers_no_match_and_a_new_link_to_the_same_pag
     pages = _pages(sandbox, token, "/Observation", patient="pat1", _count="5")
     nexts = [next(link["url"] for link in p["link"] if link["relation"] == "next") for p in pages[:3]]
     assert [_match_ids(p) for p in pages] == [[], [], [], *clean] and len(set(nexts)) == 3
+
+
+def test_search_shape_writes_one_element_arrays_as_objects_or_capitalises_relations(
+    sandbox: SandboxServer, token: str
+) -> None:
+    """``search_shape`` (sandbox.shape_fault): ``single_objects`` sends a page of one match with ``entry`` (and a
+    lone ``link``) as bare objects; ``relation_case`` spells the relations ``Self``/``Next``."""
+    url = sandbox.fhir_base + "/Observation"
+    sandbox.admin.set_fault("search_shape", path="/fhir/Observation", times=2, shape="single_objects")
+    one = httpx.get(url, params={"_id": "obs1-1"}, headers=bearer(token), timeout=10).json()
+    assert one["entry"]["resource"]["id"] == "obs1-1" and one["link"]["relation"] == "self"
+    paged = httpx.get(url, params={"patient": "pat1", "_count": "1"}, headers=bearer(token), timeout=10).json()
+    assert isinstance(paged["entry"], dict) and isinstance(paged["link"], list)  # self and next: still an array
+    sandbox.admin.set_fault("search_shape", path="/fhir/Observation", times=1, shape="relation_case")
+    cased = httpx.get(url, params={"patient": "pat1", "_count": "5"}, headers=bearer(token), timeout=10).json()
+    assert [link["relation"] for link in cased["link"]] == ["Self", "Next"]
+    assert len(_match_ids(cased)) == 5
