@@ -6,10 +6,12 @@ server's 500 page prints the query string (``patient=``, a pre-signed URL's sign
 the request was about and quote the text it refused. A client must never log or keep such an answer as it came.
 
 ``echo_as`` picks the shape: ``html`` (a ``text/html`` error page), ``outcome`` (an OperationOutcome, the echo in
-its diagnostics, ``error`` its issue code) or ``oauth`` (an RFC 6749 error body, ``error`` its code, the echo its
-``error_description``). The echo holds the method, path and query, every request header, the body as sent, the
-text of any base64 attachment in it, and the names of the patients it refers to (``patient=``/``subject=``
-values, ``Patient/<id>`` references in the body).
+its diagnostics, ``error`` its issue code) or an OAuth error body: ``oauth`` (RFC 6749's, ``error`` its code, the echo
+its ``error_description``), or one a careless server sends, where the echo is the ``error`` itself
+(``oauth_error``), the query of its ``error_uri`` (``oauth_uri``) or the one item of an ``error_description`` that
+is a JSON array, not a string (``oauth_list``). The echo holds the method, path and query, every request header,
+the body as sent, the text of any base64 attachment in it, and the names of the patients it refers to
+(``patient=``/``subject=`` values, ``Patient/<id>`` references in the body).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import binascii
 import html
 import re
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 import orjson
 from starlette.types import Receive, Scope, Send
@@ -39,8 +41,8 @@ async def echo_answer(scope: Scope, receive: Receive, send: Send, *, status: int
     if shape == "html":
         page = f"<html><head><title>{status} Error</title></head><body><h1>{status} Error</h1><pre>"
         payload, kind = (page + html.escape(text) + "</pre></body></html>").encode(), b"text/html; charset=utf-8"
-    elif shape == "oauth":
-        payload, kind = orjson.dumps({"error": code, "error_description": text}), b"application/json"
+    elif shape.startswith("oauth"):
+        payload, kind = orjson.dumps(_oauth_body(shape, code, text)), b"application/json"
     else:
         issue = {"severity": "error", "code": code, "diagnostics": text}
         payload = orjson.dumps({"resourceType": "OperationOutcome", "issue": [issue]})
@@ -48,6 +50,14 @@ async def echo_answer(scope: Scope, receive: Receive, send: Send, *, status: int
     headers = [(b"content-type", kind), (b"content-length", str(len(payload)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
+
+
+def _oauth_body(shape: str, code: str, text: str) -> dict[str, Any]:
+    if shape == "oauth_error":
+        return {"error": text}
+    if shape == "oauth_uri":
+        return {"error": code, "error_uri": f"https://ehr.example/oauth-errors?request={quote(text, safe='')}"}
+    return {"error": code, "error_description": [text] if shape == "oauth_list" else text}
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
 from auth_service.tenants.settings import PracticeSettings, TenantSeed, load_tenant_seed
 from store.audit import record_audit
@@ -60,6 +61,7 @@ def upsert_tenant(session: Session, seed: TenantSeed, cipher: TokenCipher, actor
     else:
         tenant.name = seed.name
         tenant.settings = settings
+        flag_modified(tenant, "settings")  # an equal value is written too: ``1 == True``, but only ``true`` is a switch
         action = "tenant.update"
     session.flush()
     for provider_id, config in provider_configs.items():

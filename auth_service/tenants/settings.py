@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from auth_service.core.return_to import ReturnToError, normalize_origin
 from connectors.errors import ConfigurationError
 from connectors.http import url_problem
+from connectors.tenant_switches import FINAL_NOTES, switch_problem
 
 __all__ = [
     "MAX_SEED_BYTES",
@@ -38,9 +40,25 @@ _NEW_SEED = {"new_seed": True}
 
 class _Camel(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
+    #: This section's switches (aliases): a new seed's are JSON true or false (``_switches``).
+    switches: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switches(cls, data: Any, info: ValidationInfo) -> Any:
+        """A new seed's switch that is not true or false is refused, naming it and the value's type: pydantic reads
+        ``"yes"`` or ``1`` as true, and ``allowFinalNotes`` (kept as given) was stored whatever it was, then read as
+        off by the write-back. Settings stored before this rule still load (the write-back holds a note on one)."""
+        if info.context != _NEW_SEED or not isinstance(data, Mapping):
+            return data
+        problems = [switch_problem(name, data[name]) for name in cls.switches if name in data]
+        if any(problems):
+            raise ValueError("; ".join(p for p in problems if p))
+        return data
 
 
 class SmartFhirSettings(_Camel):
+    switches = ("enabled", "enableWrite", "enablePatientCreate", "enableNoteCreate", FINAL_NOTES)
     enabled: bool = False
     issuer: str | None = None
     fhir_base_url: str | None = Field(default=None, alias="fhirBaseUrl")
@@ -63,6 +81,7 @@ class SmartFhirSettings(_Camel):
 
 
 class EhrIntegrationsSettings(_Camel):
+    switches = ("enableWrite", "enablePatientCreate", "enableNoteCreate", "enableBulkExport", FINAL_NOTES)
     enabled_providers: list[str] = Field(default_factory=list, alias="enabledProviders")
     provider_configs: dict[str, dict[str, Any]] = Field(default_factory=dict, alias="providerConfigs")
     enable_write: bool = Field(default=False, alias="enableWrite")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -171,15 +172,41 @@ def sent_secrets(request: httpx.Request) -> list[str]:
     return found + authorization_secrets(request.headers.get("authorization", ""))
 
 
+#: RFC 6749 §5.2: ``error`` is NQSCHAR (printable ASCII but ``"`` and ``\``; registered codes are short), ``error_uri``
+#: a URI-reference of ``%x21 / %x23-5B / %x5D-7E`` (no space). Bounds: the longest code seen is far under 64.
+_ERROR_CODE = re.compile(r"[\x20\x21\x23-\x5B\x5D-\x7E]{1,64}")
+_ERROR_URI = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]{1,512}")
+#: The ``error`` shown for one that is not RFC 6749 shaped or holds a request credential (still a refusal).
+MALFORMED_ERROR = "malformed_error"
+
+
+def _shaped(value: object, pattern: re.Pattern[str], secrets: list[str]) -> str | None:
+    """``value`` when it is a string of ``pattern`` holding none of ``secrets``; else None (an echo, not a code)."""
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        return None
+    return value if without_secrets(value, secrets) == value else None
+
+
+def _safe_error_body(payload: Mapping[str, Any], request: httpx.Request) -> dict[str, Any]:
+    """The error body's three fields as they may be kept (a server may echo the request in any of them): ``error``
+    and ``error_uri`` only RFC 6749 shaped and without a credential of the request (else ``MALFORMED_ERROR`` and
+    none), ``error_description`` a string with those credentials redacted (anything else: none). No other field
+    is kept."""
+    secrets = sent_secrets(request)
+    description = payload.get("error_description")
+    return {
+        "error": _shaped(payload.get("error"), _ERROR_CODE, secrets) or MALFORMED_ERROR,
+        "error_description": without_secrets(description, secrets) if isinstance(description, str) else None,
+        "error_uri": _shaped(payload.get("error_uri"), _ERROR_URI, secrets),
+    }
+
+
 def _oauth_error(response: httpx.Response, what: str) -> OAuthError:
     payload = parse_json_body(response)
     status = response.status_code
     failing = is_outage(status)
     if isinstance(payload, dict) and payload.get("error"):
-        description = payload.get("error_description")
-        if isinstance(description, str):  # never keep a credential the EHR repeats in its words
-            payload = {**payload, "error_description": without_secrets(description, sent_secrets(response.request))}
-        error = oauth_error_from_response(payload, status)
+        error = oauth_error_from_response(_safe_error_body(payload, response.request), status)
         if failing and not isinstance(error, TemporarilyUnavailableError):
             return TemporarilyUnavailableError(
                 "temporarily_unavailable",

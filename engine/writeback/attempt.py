@@ -46,7 +46,7 @@ from engine.writeback.preflight import SendPlan, build_payload, plan_send
 from engine.writeback.provenance import send_provenance
 from engine.writeback.reconcile import Searched, reconcile, search
 from engine.writeback.target import NoteTarget, load_target
-from engine.writeback.waiting import wait_for_connection, wait_for_grant, wait_for_key
+from engine.writeback.waiting import wait_for_connection, wait_for_grant, wait_for_key, wait_for_setting
 from engine.writeback.written import record_written
 from store.errors import TokenKeyMissingError
 from store.models import utcnow
@@ -82,6 +82,8 @@ def write_note(env: SyncEnvironment, config: WritebackConfig, note_id: str, vers
     try:
         if target.connection.status != "active" and note.state in ("pending", "sending"):
             return _connection_not_active(env, note, target.connection.status)
+        if target.setting_problem is not None and note.state != "unknown":  # a search needs no switch
+            return wait_for_setting(env.db, config, note, target.setting_problem, maybe_stored=_may_be_stored(note))
         with env.fhir_client(target.connection) as client:
             if note.state == "unknown":
                 check = recheck if note.reason_code == ACCEPTED else reconcile

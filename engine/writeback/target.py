@@ -4,32 +4,49 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from connectors.fhir.references import reference_on
 from connectors.providers import get_provider
 from connectors.providers.profiles import Persona, WriteProfile
+from connectors.tenant_switches import FINAL_NOTES, json_kind, switch_problem
 from connectors.writeback import WriteFlags
 from engine.connection_info import ConnectionInfo
 from store import AppDatabase
 from store.models import Connection, Tenant
 from store.outbox import NoteRecord
 
-__all__ = ["NoteTarget", "load_target"]
+__all__ = ["TENANT_SETTING_INVALID", "NoteTarget", "load_target"]
 
 _SECTIONS = ("smartFhir", "ehrIntegrations")
+#: The reason code of a note held for a tenant switch that is neither true nor false (``waiting.wait_for_setting``).
+TENANT_SETTING_INVALID = "tenant_setting_invalid"
 
 
-def _flag(settings: Mapping[str, Any], name: str) -> bool:
-    """A tenant switch is on when either section of ``practice_settings`` turns it on (as the auth service reads)."""
-    return any(isinstance(settings.get(s), Mapping) and settings[s].get(name) is True for s in _SECTIONS)
+@dataclass(frozen=True)
+class _Switch:
+    """A tenant switch as stored: on when either section says ``true``; else ``problem`` names the first value that
+    is neither ``true`` nor ``false`` (no answer: the note is held), and without one it is off."""
+
+    on: bool
+    problem: str | None = None
 
 
-def _practice_settings(stored: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    """The tenant's ``practice_settings`` (``Tenant.settings`` holds the seed format, ``{"practice_settings": {...}}``,
-    as ``auth_service.services.tenants`` writes and reads it); a row without them has every switch off."""
-    practice = (stored or {}).get("practice_settings")
-    return practice if isinstance(practice, Mapping) else {}
+def _switch(stored: object, name: str) -> _Switch:
+    if not isinstance(stored, Mapping):
+        return _Switch(False, f"the tenant's settings must be an object, got {json_kind(stored)}")
+    practice = stored.get("practice_settings") or {}  # none at all: every switch off, as the auth service reads it
+    if not isinstance(practice, Mapping):
+        return _Switch(False, f"practice_settings must be an object, got {json_kind(practice)}")
+    problems = []
+    for section in (s for s in _SECTIONS if s in practice):
+        values = practice[section]
+        if not isinstance(values, Mapping):
+            problems.append(f"practice_settings.{section} must be an object, got {json_kind(values)}")
+        elif values.get(name, False) is True:
+            return _Switch(True)
+        elif (problem := switch_problem(f"practice_settings.{section}.{name}", values.get(name, False))) is not None:
+            problems.append(problem)
+    return _Switch(False, problems[0] if problems else None)
 
 
 @dataclass(frozen=True)
@@ -41,6 +58,8 @@ class NoteTarget:
     flags: WriteFlags
     token_user: str | None  # the connection's ``fhirUser``: the only author some EHRs take under user tokens (DWB-16)
     final_opt_in: bool  # the tenant's ``allowFinalNotes``: final only with this and clinician approval (DWB-03)
+    #: A switch this note's answer hangs on that is neither true nor false (``None``: every one it needs is readable)
+    setting_problem: str | None = None
 
     @property
     def profile(self) -> WriteProfile:
@@ -54,6 +73,19 @@ def _persona(row: Connection) -> Persona:
     return "user" if user is not None and user[0] == "Practitioner" else "patient"
 
 
+def _setting_problem(note: NoteRecord, flags: WriteFlags, switches: Mapping[str, _Switch]) -> str | None:
+    """The unreadable switch this note's answer depends on. None when every switch it needs is readable, or when the
+    answer is "no" whatever the bad value says (another switch is off: the gate blocks it with that reason). A final
+    note with its clinician's approval needs ``allowFinalNotes`` too (without the approval it is blocked anyway)."""
+    needed = ["enableWrite", "enableNoteCreate"]
+    if note.doc_status == "final" and note.clinician_approved:
+        needed.append(FINAL_NOTES)
+    closed = not (flags.service_enabled and flags.vendor_allows_notes)
+    if closed or any(not switches[n].on and switches[n].problem is None for n in needed):
+        return None
+    return next((switches[n].problem for n in needed if switches[n].problem is not None), None)
+
+
 def load_target(db: AppDatabase, note: NoteRecord, *, service_write_enabled: bool) -> NoteTarget:
     """The note's connection and tenant as they are now (a switch turned off since enqueueing counts)."""
     with db.session() as session:
@@ -61,7 +93,7 @@ def load_target(db: AppDatabase, note: NoteRecord, *, service_write_enabled: boo
         tenant = session.get(Tenant, note.tenant_id)
         if row is None or tenant is None or row.tenant_id != note.tenant_id:
             raise LookupError(f"note {note.id}'s connection or tenant no longer exists")
-        settings = _practice_settings(tenant.settings)
+        switches = {n: _switch(tenant.settings or {}, n) for n in ("enableWrite", "enableNoteCreate", FINAL_NOTES)}
         info = ConnectionInfo(
             id=row.id,
             tenant_id=row.tenant_id,
@@ -77,8 +109,9 @@ def load_target(db: AppDatabase, note: NoteRecord, *, service_write_enabled: boo
         persona, token_user = _persona(row), row.fhir_user
     flags = WriteFlags(
         service_enabled=service_write_enabled,
-        tenant_enabled=_flag(settings, "enableWrite"),
-        note_create_enabled=_flag(settings, "enableNoteCreate"),
+        tenant_enabled=switches["enableWrite"].on,
+        note_create_enabled=switches["enableNoteCreate"].on,
         vendor_allows_notes=get_provider(info.provider_id).write_profile.supported,
     )
-    return NoteTarget(info, persona, flags, token_user, final_opt_in=_flag(settings, "allowFinalNotes"))
+    problem = _setting_problem(note, flags, switches)
+    return NoteTarget(info, persona, flags, token_user, switches[FINAL_NOTES].on, problem)

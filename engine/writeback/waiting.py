@@ -9,6 +9,11 @@
   with the syncs' error code (``token_undecryptable``) and its message as the reason, naming the key id and the
   setting (never a token), sent or searched for by the first run in a process that has the key
   (``wait_for_key``), whether or not it was ever sent.
+- A tenant switch the note's answer hangs on (``enableWrite``, ``enableNoteCreate``, ``allowFinalNotes`` for an
+  approved final note) is stored as neither ``true`` nor ``false`` (``"true"``, ``"yes"``, ``1``, ``null``: a row
+  written before seeds were checked, or edited by hand). Read as off, the note would be blocked as if the tenant had
+  said no; read as on, sent on a guess. It waits instead, the reason naming the setting and the value's JSON type
+  (``wait_for_setting``), and goes on as usual once the setting is fixed.
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ from datetime import timedelta
 
 from connectors import errors as ce
 from engine.writeback.config import WritebackConfig
+from engine.writeback.target import TENANT_SETTING_INVALID
 from store import AppDatabase
 from store.errors import TokenKeyMissingError
 from store.models import utcnow
 from store.outbox import NoteRecord, transition
 from store.outbox_queue import waiting_code
 
-__all__ = ["wait_for_connection", "wait_for_grant", "wait_for_key"]
+__all__ = ["wait_for_connection", "wait_for_grant", "wait_for_key", "wait_for_setting"]
 
 
 def wait_for_grant(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: ce.NeedsReauthError) -> NoteRecord:
@@ -64,4 +70,23 @@ def wait_for_key(
         reason=str(exc),
         next_attempt_at=utcnow() + timedelta(seconds=config.backoff_cap_s),
         detail={"error_code": exc.code, "key_id": exc.key_id},
+    )
+
+
+def wait_for_setting(
+    db: AppDatabase, config: WritebackConfig, note: NoteRecord, problem: str, *, maybe_stored: bool
+) -> NoteRecord:
+    """``pending`` with ``tenant_setting_invalid`` and ``problem`` as the reason, due again after ``backoff_cap_s``, its
+    tries and ``maybe_stored`` kept (nothing reached the EHR): as ``wait_for_key``, each run meeting the bad setting
+    puts it off again, so held notes never head the sensor's reads."""
+    reason = f"{problem}; the note waits until the setting is fixed"
+    return transition(
+        db,
+        note,
+        "pending",
+        maybe_stored=maybe_stored,
+        reason_code=TENANT_SETTING_INVALID,
+        reason=reason,
+        next_attempt_at=utcnow() + timedelta(seconds=config.backoff_cap_s),
+        detail={"error_code": TENANT_SETTING_INVALID},
     )

@@ -98,6 +98,14 @@ def test_write_scopes_need_all_three_flags(make_settings) -> None:
         ('{"id": "bad id!", "name": "x"}', "entry 0: id"),
         ('{"id": "a", "name": "x", "practice_settings": {"smartFhir": {"fhirBaseUrl": "ftp://x"}}}', "fhirBaseUrl"),
         ('[{"id": "a", "name": "x"}, {"name": "no id"}]', "entry 1: id"),
+        (
+            '{"id": "a", "name": "x", "practice_settings": {"smartFhir": {"allowFinalNotes": "true"}}}',
+            "smartFhir: Value error, allowFinalNotes must be true or false, got a string",
+        ),
+        (
+            '{"id": "a", "name": "x", "practice_settings": {"ehrIntegrations": {"enableBulkExport": 1}}}',
+            "enableBulkExport must be true or false, got a number",
+        ),
     ],
 )
 def test_bad_seed_files_name_the_problem(tmp_path, content: str, needle: str) -> None:
@@ -136,5 +144,32 @@ def test_a_seeded_provider_config_is_checked_as_the_admin_api_checks_one(
     try:
         with ctx.db.session() as s:
             assert s.query(ProviderConfig).count() == 0  # nothing stored
+    finally:
+        ctx.close()
+
+
+def test_a_seed_rewrites_a_stored_switch_equal_in_python_only(make_settings, tmp_path) -> None:
+    """A row holding ``"allowFinalNotes": 1`` (edited by hand: the write-back holds final notes on it) seeded again
+    with ``true``: before, SQLAlchemy compared the two settings, found them equal (``1 == True``) and wrote nothing,
+    so the operator's fix never reached the row."""
+    from sqlalchemy.orm.attributes import flag_modified
+
+    from store.models import Tenant
+
+    seed = {"id": "clinic-1", "name": "One", "practice_settings": {"smartFhir": {"allowFinalNotes": True}}}
+    path = tmp_path / "seed.json"
+    path.write_text(json.dumps(seed))
+    settings = make_settings()
+    assert load_tenants_file(path, settings) == ["clinic-1"]
+    ctx = build_context(settings)
+    try:
+        with ctx.db.session() as s, s.begin():
+            tenant = s.get(Tenant, "clinic-1")
+            tenant.settings["practice_settings"]["smartFhir"]["allowFinalNotes"] = 1  # the hand edit
+            flag_modified(tenant, "settings")
+        assert load_tenants_file(path, settings) == ["clinic-1"]
+        with ctx.db.session() as s:
+            stored = s.get(Tenant, "clinic-1").settings["practice_settings"]["smartFhir"]["allowFinalNotes"]
+        assert stored is True, stored
     finally:
         ctx.close()

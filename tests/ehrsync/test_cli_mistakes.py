@@ -351,6 +351,27 @@ def test_a_bad_seed_file_is_one_line_naming_it(tmp_path: Path, content: bytes, n
 
 
 @pytest.mark.parametrize(
+    ("section", "switch", "value", "kind"),
+    [
+        ("smartFhir", "allowFinalNotes", "true", "a string"),
+        ("ehrIntegrations", "allowFinalNotes", "yes", "a string"),
+        ("ehrIntegrations", "enableWrite", 1, "a number"),
+        ("smartFhir", "enableNoteCreate", None, "null"),
+    ],
+)
+def test_a_seeded_switch_that_is_not_true_or_false_is_one_line_naming_it(
+    tmp_path: Path, section: str, switch: str, value: object, kind: str
+) -> None:
+    """Before, ``allowFinalNotes`` was stored whatever it was (and the write-back read it as off), ``"yes"`` or ``1``
+    were read as true, and ``null`` was refused in pydantic's words, without the value's type."""
+    seed = tmp_path / "seed.json"
+    seed.write_text(json.dumps({"id": "clinic-1", "name": "One", "practice_settings": {section: {switch: value}}}))
+    proc = _run(tmp_path, "auth", "seed", str(seed))
+    _one_line_failure(proc, f"practice_settings.{section}", f"{switch} must be true or false, got {kind}")
+    assert not (tmp_path / "state" / "app.db").exists()
+
+
+@pytest.mark.parametrize(
     ("tenant", "name", "names"),
     [
         ("clinic 1", "Clinic", "--tenant 'clinic 1' --name 'Clinic': id: String should match pattern"),
