@@ -21,7 +21,6 @@ from sqlalchemy import select
 from connectors.errors import (
     EhrSyncError,
     StepBudgetExceededError,
-    loggable_message,
 )
 from connectors.fhir import FhirClient
 from connectors.http import resolve_url, url_problem
@@ -130,7 +129,7 @@ def store_attachments(
                     ref.resource_type,
                     ref.resource_id,
                     conn.id,
-                    loggable_message(exc),
+                    exc,
                 )
     return outcome
 

@@ -11,7 +11,6 @@ send each one's searches to the EHR only to fail each on the same disk.
 
 from __future__ import annotations
 
-from connectors.errors import loggable_message
 from engine.request_stops import LANDING_DISK_FULL
 from engine.run_outcome import finish_sync_run
 from store import AppDatabase
@@ -33,7 +32,7 @@ def stops_batch(exc: BaseException) -> str | None:
     """Why no later member of the batch is tried after ``exc`` (its code and message), else None."""
     if not isinstance(exc, LANDING_DISK_FULL):
         return None
-    return f"{getattr(exc, 'code', type(exc).__name__)}: {loggable_message(exc)}"
+    return f"{getattr(exc, 'code', type(exc).__name__)}: {exc}"
 
 
 def not_tried(db: AppDatabase, sync_run_id: str, connection_id: str, met_by: str, why: str) -> str:

@@ -19,7 +19,6 @@ from connectors.errors import (
     BulkExportError,
     BulkExportIncompleteError,
     EhrSyncError,
-    loggable_message,
 )
 from engine import bulk_members, bulk_state, cursors, runs
 from engine.batch_defer import rate_limit_in, throttle_end
@@ -92,8 +91,8 @@ def run_bulk_export(
     except (EhrSyncError, WarehouseError, OSError) as exc:
         report.status = "failed"
         code = getattr(exc, "code", type(exc).__name__)
-        report.error = f"{code}: {exc}"  # the server's diagnostics stay in the run's error, never in the logs
-        _log.warning("bulk export of %s failed: %s: %s", connection_id, code, loggable_message(exc))
+        report.error = f"{code}: {exc}"
+        _log.warning("bulk export of %s failed: %s: %s", connection_id, code, exc)
         runs.fail(env.db, run_id, report.error, _run_counts(report))
         _note_retry_after(env, run_id, connection_id, exc)
     finally:

@@ -83,7 +83,6 @@ class _Failures:
     landing disk's is the run's own)."""
 
     messages: list[str] = field(default_factory=list)
-    diagnostics: list[str | None] = field(default_factory=list)  # the server's: kept out of the logs
     #: The longest throttle a download met (a 429/503 past what ehrsync waits): the run's error is raised from it,
     #: so the run notes the source's hold as a kick-off's or a REST step's throttle does (BDX-10).
     throttle: RateLimitedError | None = None
@@ -94,7 +93,6 @@ class _Failures:
 
     def add(self, env: SyncEnvironment, f: bulk_state.FileView, exc: Exception) -> None:
         self.messages.append(f"{f.resource_type}: {getattr(exc, 'code', type(exc).__name__)}: {exc}")
-        self.diagnostics.append(getattr(exc, "diagnostics", None))
         bulk_state.update_file(env.db, f.id, attempts=f.attempts + 1, error=str(exc)[:2000])
         met, at = rate_limit_in(exc), utcnow()
         if isinstance(exc, LANDING_DISK_FULL) and self.disk_full is None:
@@ -110,8 +108,7 @@ class _Failures:
             if self.disk_full is not None:
                 raise self.disk_full
             raise BulkExportError(
-                f"{len(self.messages)} bulk file(s) failed; the next run resumes them: {self.messages[0]}",
-                diagnostics=self.diagnostics[0],
+                f"{len(self.messages)} bulk file(s) failed; the next run resumes them: {self.messages[0]}"
             ) from self.throttle
 
 

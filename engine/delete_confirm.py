@@ -41,7 +41,6 @@ from connectors.errors import (
     NeedsReauthError,
     RateLimitedError,
     TransportError,
-    loggable_message,
 )
 from connectors.fhir import FhirClient
 from connectors.smart import ScopeSet
@@ -251,4 +250,4 @@ def _describe(exc: BaseException) -> str:
     code = getattr(exc, "code", type(exc).__name__)
     if isinstance(exc, FhirError):
         return f"{code} (HTTP {exc.status})"
-    return code if isinstance(exc, TransportError) else f"{code}: {loggable_message(exc)}"
+    return code if isinstance(exc, TransportError) else f"{code}: {exc}"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from connectors.budgets import step_budget
-from connectors.errors import EhrSyncError, loggable_message
+from connectors.errors import EhrSyncError
 from engine import cursors
 from engine.connection_info import ConnectionInfo, load_connection
 from engine.connection_lock import hold_connection
@@ -239,8 +239,7 @@ def _recover(
         # The tombstones are committed (and counted: not raised, even when no later type gets past this failure,
         # ``stopped``); the other types are still reconciled unless it stops the run, and the job fails at the end
         # naming this one. Raising here would stop them every week for as long as this one id cannot be read.
-        logged = loggable_message(exc)
-        _log.warning("reading back %d unlisted %s of %s failed: %s", len(ids), rtype, conn.id, logged)
-        landed = TypeReport(rtype, error=f"{getattr(exc, 'code', type(exc).__name__)}: {logged}")
+        _log.warning("reading back %d unlisted %s of %s failed: %s", len(ids), rtype, conn.id, exc)
+        landed = TypeReport(rtype, error=f"{getattr(exc, 'code', type(exc).__name__)}: {exc}")
         return replace(report, recovered=landed, stopped=run_stop(exc))
     return replace(report, recovered=landed)

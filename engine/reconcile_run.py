@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from connectors.errors import loggable_message
 from engine.batch_defer import SourceThrottle
 from engine.connection_lock import ConnectionBusyError
 from engine.deletes import ReconcileReport, reconcile_deletes
@@ -57,7 +56,7 @@ def reconcile_types(
             stop = report.stopped
         except Exception as exc:  # the isolation boundary: this type's failure only, unless nothing gets past it
             code = getattr(exc, "code", type(exc).__name__)
-            report = ReconcileReport(resource_type, error=f"{code}: {loggable_message(exc)}")
+            report = ReconcileReport(resource_type, error=f"{code}: {exc}")
             # info: the run's failure names every such type and why (``ehrsync reconcile``'s one error line)
             _log.info("reconciling %s of %s failed: %s", resource_type, connection_id, report.error)
             stop = run_stop(exc)

@@ -26,7 +26,6 @@ from connectors.errors import (
     FhirNotFoundError,
     FhirUnauthorizedError,
     SearchIncompleteError,
-    loggable_message,
 )
 from connectors.fhir import FhirClient
 from connectors.fhir.capability import declared_interactions
@@ -113,7 +112,7 @@ def _fetch_all(
             # the same way: the run stops (a batch too, ``engine.batch_stop``); this type's references stay queued
             raise
         except (EhrSyncError, WarehouseError, OSError) as exc:
-            _log.warning("reading referenced %s of %s failed: %s", rtype, conn.id, loggable_message(exc))
+            _log.warning("reading referenced %s of %s failed: %s", rtype, conn.id, exc)
             reports[rtype] = TypeReport(rtype, error=f"{getattr(exc, 'code', type(exc).__name__)}: {exc}")
             continue
         cursors.dequeue_references(env.db, conn.id, {f"{rtype}/{i}" for i in ids})

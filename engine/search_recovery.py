@@ -142,8 +142,8 @@ def search_with_recovery(
     problem = _search(client, resource_type, list(plan.items()), sink)
     if problem is None:
         return True
-    sink.warn(problem.safe_message)  # no server diagnostics: warnings are logged
-    _log.warning("%s; searching again", problem.safe_message)
+    sink.warn(problem.message)  # no server diagnostics (none in any message): warnings are logged
+    _log.warning("%s; searching again", problem.message)
     count = _count_of(plan)
     total = problem.total
     if problem.reason == EMPTY_PAGES:  # rows filtered out after paging: larger pages, fewer empty ones

@@ -11,7 +11,9 @@ its ``error_description``), or one a careless server sends, where the echo is th
 (``oauth_error``), the query of its ``error_uri`` (``oauth_uri``) or the one item of an ``error_description`` that
 is a JSON array, not a string (``oauth_list``). The echo holds the method, path and query, every request header,
 the body as sent, the text of any base64 attachment in it, and the names of the patients it refers to
-(``patient=``/``subject=`` values, ``Patient/<id>`` references in the body).
+(``patient=``/``subject=`` values, ``Patient/<id>`` references in the body), and ``said`` (the fault's
+``error_description``: what the server adds of its own, e.g. the name of the patient a system-level request never
+named) right after the request line.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ _PATIENT_REF = re.compile(r"Patient/([A-Za-z0-9\-.]{1,64})")
 _ATTACHMENT = re.compile(rb'"data"\s*:\s*"([A-Za-z0-9+/=]+)"')
 
 
-async def echo_answer(scope: Scope, receive: Receive, send: Send, *, status: int, shape: str, code: str) -> None:
-    """Answer ``status`` in ``shape`` (``html``, ``outcome``, ``oauth``), repeating the request."""
+async def echo_answer(
+    scope: Scope, receive: Receive, send: Send, *, status: int, shape: str, code: str, said: str | None = None
+) -> None:
+    """Answer ``status`` in ``shape`` (``html``, ``outcome``, ``oauth``), repeating the request (and ``said``)."""
     body = await _read_body(receive)
-    text = _echo(scope, body)
+    text = _echo(scope, body, said)
     if shape == "html":
         page = f"<html><head><title>{status} Error</title></head><body><h1>{status} Error</h1><pre>"
         payload, kind = (page + html.escape(text) + "</pre></body></html>").encode(), b"text/html; charset=utf-8"
@@ -72,11 +76,12 @@ async def _read_body(receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
-def _echo(scope: Scope, body: bytes) -> str:
+def _echo(scope: Scope, body: bytes, said: str | None) -> str:
     query = scope.get("query_string", b"").decode("latin-1")
     # The request's own values first (a server saying what it refused), then the headers: an answer cut short
     # still repeats the secrets.
     lines = [f"{scope.get('method', '')} {scope.get('path', '')}{'?' + unquote(query) if query else ''}"]
+    lines += [said] if said else []
     lines += [f"patient: {n}" for n in _patient_names(scope, query, body)]
     lines += [f"attachment text: {t}" for t in _attachment_texts(body)]
     headers = dict(scope.get("headers") or [])

@@ -88,7 +88,8 @@ class Fault(BaseModel):
     #: token_answer: one of sandbox.oauth.grants.BROKEN_ANSWERS
     error: str = "temporarily_unavailable"
     #: oauth_error: sent as `error_description` when given; at /oauth/token "{code}" is the code the client sent;
-    #: search_error_outcome: the outcome's diagnostics when given (a server quoting the patient, say)
+    #: search_error_outcome: the outcome's diagnostics when given (a server quoting the patient, say); echo: a line
+    #: the echo adds after the request line (the server's own words, e.g. naming a patient the request did not)
     error_description: str | None = None
     resource_type: str = "Observation"  # bulk_error_file, bulk_error_unreadable: the type whose export fails
     error_line: str | None = None  # bulk_error_unreadable: the error line; None: the fatal outcome cut mid-line
@@ -245,7 +246,8 @@ class FaultMiddleware:
         elif fault.kind == "bulk_410":
             await _respond(send, 410, outcome("expired", "bulk file expired"), [])
         elif fault.kind == "echo":
-            await echo_answer(scope, receive, send, status=fault.body_status, shape=fault.echo_as, code=fault.error)
+            shape, said = fault.echo_as, fault.error_description
+            await echo_answer(scope, receive, send, status=fault.body_status, shape=shape, code=fault.error, said=said)
         elif fault.kind in ("trickle", "huge_body"):
             pace = (fault.delay_s, fault.chunk_bytes)
             await body_fault(fault.kind, pace, self.app, scope, receive, send, status=fault.body_status)

@@ -120,7 +120,7 @@ class ManifestPageReader:
 
 def _unavailable(exc: FhirError) -> BulkStatusUnavailableError:
     bulk = as_bulk_error("bulk manifest page kept failing transiently; the next run reads the manifest again", exc)
-    return BulkStatusUnavailableError(bulk.message, status=bulk.status, url=bulk.url, diagnostics=bulk.diagnostics)
+    return BulkStatusUnavailableError(bulk.message, status=bulk.status, url=bulk.url)
 
 
 def _invalid(reason: str) -> BulkExportError:

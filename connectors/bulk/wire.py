@@ -25,6 +25,7 @@ from connectors.fhir._session import operation_outcome_of
 from connectors.fhir.resource_types import ID_RE
 from connectors.http import parse_http_date, parse_retry_after, redact_url, resolve_checked_url
 from connectors.transport.bounds import read_capped
+from connectors.transport.issues import issue_summary
 
 __all__ = [
     "BulkStatus",
@@ -60,8 +61,8 @@ def fhir_instant(value: datetime) -> str:
 
 def failed_response(what: str, response: httpx.Response) -> BulkExportError:
     outcome = operation_outcome_of(response)
-    codes = [str(i.get("code")) for i in (outcome or {}).get("issue", []) if isinstance(i, dict)]
-    detail = f" (issues: {', '.join(codes)})" if codes else ""
+    issues = issue_summary(outcome)  # never the diagnostics: the message is logged and kept as the run's error
+    detail = f" (issues: {issues})" if issues else ""
     url = redact_url(str(response.url))
     return BulkExportError(
         f"{what} {url} answered HTTP {response.status_code}{detail}",
@@ -88,7 +89,6 @@ def as_bulk_error(what: str, exc: FhirError) -> BulkExportError:
         status=exc.status,
         operation_outcome=exc.operation_outcome,
         url=exc.url,
-        diagnostics=exc.diagnostics,
     )
 
 
@@ -104,7 +104,6 @@ def kickoff_error(exc: FhirError) -> BulkExportError:
         status=exc.status,
         operation_outcome=exc.operation_outcome,
         url=exc.url,
-        diagnostics=exc.diagnostics,
     )
 
 

@@ -3,9 +3,9 @@
 One module per family (:mod:`.base`, :mod:`.oauth`, :mod:`.fhir`, :mod:`.bulk`), all importable from here.
 Callers catch what they mean (a refused refresh is not a timeout), never a bare ``Exception``.
 Every error carries what the server said (OAuth ``error`` fields or the FHIR ``OperationOutcome``)
-but never a token, code, secret or any resource content: messages are safe to log, except that a FhirError's
-message (and a BulkExportError's) ends with the server's OperationOutcome diagnostics (sanitized, capped), which
-may echo request values: log ``loggable_message(exc)`` (their ``safe_message``) instead.
+but never a token, code, secret or any resource content: messages are safe to log. Of an OperationOutcome a message
+says each issue's severity, code, expression and ``details.coding`` codes (``connectors.transport.issues``), never its
+diagnostics or details text, which servers fill with the request they refused (the patient's name, a search value).
 
     EhrSyncError
     ├── ConfigurationError            bad local configuration (provider config, keys, URLs)
@@ -67,7 +67,6 @@ from connectors.errors.base import (
     TransportError,
     UnsupportedContentEncodingError,
     WriteNotSupportedError,
-    loggable_message,
 )
 from connectors.errors.bulk import (
     BulkExportBusyError,
@@ -176,6 +175,5 @@ __all__ = [
     "fhir_error_for_status",
     "is_refusal",
     "is_transient_answer",
-    "loggable_message",
     "oauth_error_from_response",
 ]

@@ -130,25 +130,3 @@ class InsufficientDiskSpaceError(EhrSyncError):
     """Free disk space under the landing zone fell below EHRSYNC_MIN_FREE_DISK_BYTES: downloads stop, resumable."""
 
     code = "insufficient_disk_space"
-
-
-class ServerMessageMixin:
-    """For errors whose message ends with the server's OperationOutcome diagnostics (``diagnostics``)."""
-
-    message: str
-    diagnostics: str | None
-
-    @property
-    def safe_message(self) -> str:
-        """The message without the server's diagnostics: what a log line may carry."""
-        if self.diagnostics and self.message.endswith(f": {self.diagnostics}"):
-            return self.message[: -len(self.diagnostics) - 2]
-        return self.message
-
-
-def loggable_message(exc: BaseException) -> str:
-    """What a log line may say about ``exc``: its message, without the server's OperationOutcome diagnostics
-    that ``FhirError`` and ``BulkExportError`` messages end with (``ServerMessageMixin.safe_message``). The
-    diagnostics are the server's own text and may echo request values (a patient id, a search value), and logs
-    never hold PHI; the message of every other ehrsync error is safe to log as it is."""
-    return exc.safe_message if isinstance(exc, ServerMessageMixin) else str(exc)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from connectors.errors.base import ContentTooLargeError, EhrSyncError, ServerMessageMixin
+from connectors.errors.base import ContentTooLargeError, EhrSyncError
 
 
-class BulkExportError(ServerMessageMixin, EhrSyncError):
+class BulkExportError(EhrSyncError):
     """A bulk job failed; ``status``/``operation_outcome`` say what the server answered, when it did."""
 
     code = "bulk_export_error"
@@ -20,15 +20,11 @@ class BulkExportError(ServerMessageMixin, EhrSyncError):
         status: int | None = None,
         operation_outcome: Mapping[str, Any] | None = None,
         url: str | None = None,
-        diagnostics: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.operation_outcome = dict(operation_outcome) if operation_outcome else None
         self.url = url
-        #: The server's OperationOutcome diagnostics when they end the message (as FhirError): kept in the run's
-        #: error, never logged (they may echo request values).
-        self.diagnostics = diagnostics
 
 
 class BulkFileExpiredError(BulkExportError):

@@ -5,16 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from connectors.errors.base import EhrSyncError, ServerMessageMixin
+from connectors.errors.base import EhrSyncError
 
 
-class FhirError(ServerMessageMixin, EhrSyncError):
+class FhirError(EhrSyncError):
     """A FHIR REST error: HTTP status plus the server's OperationOutcome when it sent one."""
 
     code = "fhir_error"
-    #: The OperationOutcome's diagnostics, sanitized and capped (also at the end of the message); may echo
-    #: request values, so loggers use ``safe_message`` instead of the message.
-    diagnostics: str | None = None
 
     def __init__(
         self,
@@ -179,8 +176,8 @@ class SearchIncompleteError(FhirError):
     skips one for each it repeats); ``empty_pages``: more than ``MAX_EMPTY_PAGES`` pages in a row brought no match
     but a ``next`` link (a cursor that changes on every empty page, never reaching data); ``error_outcome``: a page
     carried an OperationOutcome saying matches are missing (``error``/``fatal``, or a ``warning`` coded
-    ``incomplete``/``too-costly``/``timeout``; its diagnostics, sanitized and capped, end the message: log
-    ``safe_message``). ``received`` counts distinct matches.
+    ``incomplete``/``too-costly``/``timeout``; the message says its severities and codes, never its diagnostics).
+    ``received`` counts distinct matches.
     """
 
     code = "search_incomplete"

@@ -6,8 +6,8 @@ missing (``incomplete``, ``too-costly``, ``timeout``: e.g. "too many matches", a
 time); FHIR's ``incomplete`` applies to search results whatever the severity. Other ``warning`` and
 ``information`` issues are notices.
 Descriptions carry severities and issue codes only, never the diagnostics (which may echo request values, such
-as the patient): notices go into run reports that are logged. An error's diagnostics go, sanitized and capped,
-into the SearchIncompleteError's message alone (``FhirError.safe_message`` leaves them out).
+as the patient): notices go into run reports that are logged, and an error outcome's description into the
+SearchIncompleteError's message, which is logged and kept as the run's error.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from connectors.fhir._answers import outcome_diagnostics
 from connectors.transport.answers import issue_codes
 
 __all__ = [
@@ -24,7 +23,6 @@ __all__ = [
     "SEVERE",
     "describe_outcome",
     "is_severe",
-    "outcome_diagnostics",
     "search_notices",
 ]
 

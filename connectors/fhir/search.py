@@ -20,7 +20,7 @@ from connectors.fhir._bundle import SearchPage, parse_search_bundle
 from connectors.fhir._distinct import DistinctMatches
 from connectors.fhir._exact_json import loads_exact
 from connectors.fhir._session import FhirSession, QueryParams, TokenRule
-from connectors.fhir.outcomes import describe_outcome, is_severe, outcome_diagnostics
+from connectors.fhir.outcomes import describe_outcome, is_severe
 from connectors.http import redact_url
 from connectors.transport.bounds import BodyBounds, read_capped
 
@@ -103,20 +103,17 @@ def _incomplete(first_url: str, seen: DistinctMatches, total: int | None, reason
 
 
 def _error_outcome(first_url: str, seen: DistinctMatches, total: int | None, page: SearchPage) -> SearchIncompleteError:
-    """A page's OperationOutcome saying matches are missing (``outcomes.is_severe``; diagnostics end the message)."""
-    severe = [o for o in page.outcomes if is_severe(o)]
-    said = "; ".join(dict.fromkeys(describe_outcome(o) for o in severe))
-    diagnostics = outcome_diagnostics({"issue": [i for o in severe for i in o.get("issue") or []]})
-    error = SearchIncompleteError(
+    """A page's OperationOutcome saying matches are missing (``outcomes.is_severe``): its severities and codes, never
+    its diagnostics (a server may quote the patient there, and this message is logged and kept)."""
+    said = "; ".join(dict.fromkeys(describe_outcome(o) for o in page.outcomes if is_severe(o)))
+    return SearchIncompleteError(
         f"search {redact_url(first_url)} returned an OperationOutcome saying matches are missing after "
-        f"{len(seen)} matches ({said})" + (f": {diagnostics}" if diagnostics else ""),
+        f"{len(seen)} matches ({said})",
         redact_url(first_url),
         received=len(seen),
         total=total,
         reason="error_outcome",
     )
-    error.diagnostics = diagnostics
-    return error
 
 
 def _count_new(seen: DistinctMatches, resources: list[dict[str, Any]], searched: str | None) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """Taking a request's own credentials out of an EHR's words about it. Servers repeat the refused request in their
-error answers (an OAuth ``error_description`` quoting the refresh token, an OperationOutcome's diagnostics quoting
-the ``Authorization`` header), and those words are kept: in an error's message, a run's failure, an admin answer."""
+error answers (an OAuth ``error_description`` quoting the refresh token or code), and those words are kept: in an
+error's message, an admin answer. An OperationOutcome's diagnostics are never kept (``connectors.transport.issues``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import re
 from base64 import b64decode
 from urllib.parse import unquote
 
-import httpx
-
-__all__ = ["authorization_secrets", "request_credentials", "without_secrets"]
+__all__ = ["authorization_secrets", "without_secrets"]
 
 #: Shorter values are not looked for: a few characters match ordinary words, and redacting them says nothing.
 MIN_SECRET_CHARS = 6
@@ -29,15 +27,6 @@ def authorization_secrets(header: str) -> list[str]:
         with contextlib.suppress(ValueError):
             found += [unquote(part) for part in b64decode(credential).decode().split(":", 1)[1:]]
     return found
-
-
-def request_credentials(response: httpx.Response) -> list[str]:
-    """The credentials of the request ``response`` answers: its ``Authorization`` (none when it has no request)."""
-    try:
-        request = response.request
-    except RuntimeError:  # a response built without its request
-        return []
-    return authorization_secrets(request.headers.get("authorization", ""))
 
 
 def _any_encoding(secret: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from connectors import errors as ce
+from connectors.transport.issues import issue_summary
 from engine.checkpoints import checkpoint
 from engine.writeback.config import WritebackConfig
 from store import AppDatabase
@@ -29,17 +30,11 @@ _SEVERAL = (
 
 
 def outcome_text(exc: ce.EhrSyncError) -> str:
-    """The server's OperationOutcome as the note's reason: each issue's severity, code and expressions (the
-    elements it names). Never its diagnostics or details text: servers quote the refused request there (the
-    note's text, the patient's name, the token sent), and the reason is stored and answered by the admin API."""
-    outcome = getattr(exc, "operation_outcome", None) or {}
-    parts: list[str] = []
-    for issue in outcome.get("issue", []) if isinstance(outcome, dict) else []:
-        if isinstance(issue, dict):
-            where = ",".join(str(e) for e in issue.get("expression") or [])
-            text = " ".join(str(issue.get(k)) for k in ("severity", "code") if issue.get(k))
-            parts.append(f"{text} [{where}]" if where else text)
-    return ("; ".join(p for p in parts if p) or ce.loggable_message(exc))[:_MAX_REASON]
+    """The server's OperationOutcome as the note's reason: each issue's severity, code, expressions (the elements it
+    names) and ``details.coding`` codes (``connectors.transport.issues``, as in every error message). Never its
+    diagnostics or details text: servers quote the refused request there (the note's text, the patient's name, the
+    token sent), and the reason is stored and answered by the admin API."""
+    return (issue_summary(getattr(exc, "operation_outcome", None)) or str(exc))[:_MAX_REASON]
 
 
 def outcome_unknown(exc: ce.EhrSyncError) -> bool:

@@ -13,6 +13,7 @@ import time
 import zlib
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -110,10 +111,12 @@ def test_connection_reset_is_retried(server: tuple[str, Scripted]) -> None:
     assert len(script.seen) == 2
 
 
-def _outcome(code: str, diagnostics: str | None = None) -> bytes:
-    issue: dict[str, str] = {"severity": "error", "code": code}
+def _outcome(code: str, diagnostics: str | None = None, expression: str | None = None) -> bytes:
+    issue: dict[str, Any] = {"severity": "error", "code": code}
     if diagnostics is not None:
         issue["diagnostics"] = diagnostics
+    if expression is not None:
+        issue["expression"] = [expression]
     return orjson.dumps({"resourceType": "OperationOutcome", "issue": [issue]})
 
 
@@ -133,18 +136,24 @@ def test_retry_policy_and_is_transient_agree(server: tuple[str, Scripted], statu
     assert info.value.is_transient == (status in (408, 429, 500, 502, 503, 504) or code in ("transient", "lock-error"))
 
 
-def test_operation_outcome_diagnostics_are_sanitized_and_capped(server: tuple[str, Scripted]) -> None:
+def test_operation_outcome_diagnostics_never_reach_the_error_and_its_expression_is_sanitized_and_capped(
+    server: tuple[str, Scripted],
+) -> None:
+    """The error names the issue and the element it is about, never the server's diagnostics (they may quote the
+    patient); what it keeps of the server's words carries no control characters and is capped."""
     base, script = server
-    noisy = "bad\x1b[31m date\r\nInjected: line\u202e" + "x" * 1000
-    script.actions = [send(400, _outcome("invalid", noisy), {"Content-Type": "application/fhir+json"})]
+    noisy = "Patient.birth\x1b[31mDate\r\nInjected: line\u202e" + "x" * 1000
+    said = _outcome("invalid", "no patient Jane Doe born 1970-01-01", noisy)
+    script.actions = [send(400, said, {"Content-Type": "application/fhir+json"})]
     client = FhirClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy([]))
     with pytest.raises(FhirError) as info:
         client.read("Patient", "p1")
     message = str(info.value)
-    assert "answered HTTP 400 (issues: invalid): bad [31m date Injected: line x" in message
+    assert message.startswith(f"GET {base}/fhir/Patient/p1 answered HTTP 400 (issues: error invalid at Patient.birth")
+    assert "[31mDate Injected: line x" in message and len(message) < len(base) + 220, message
     assert not any(ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F or ch == "\u202e" for ch in message)
-    assert info.value.diagnostics is not None and len(info.value.diagnostics) == 300
-    assert info.value.safe_message == f"GET {base}/fhir/Patient/p1 answered HTTP 400 (issues: invalid)"
+    assert "Jane" not in message and "1970" not in message
+    assert info.value.operation_outcome is not None  # the whole answer stays on the error, for code to read
 
 
 def test_gzip_download_inflates_a_bounded_piece_at_a_time(server: tuple[str, Scripted], tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Bulk exports against a scripted server (issue 10): a file short of its manifest ``count`` holds ``_since``
 (BDX-20/14), a proxy's bare 5xx while polling is a hiccup not a failed job (BDX-09), and the server's
-OperationOutcome diagnostics stay in the run's error, never in the logs."""
+OperationOutcome diagnostics reach neither the run's error nor the logs (its issue codes do)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from tests.engine.helpers import SyncWorld, connect_static
 TX = "2026-10-20T10:00:00Z"
 STREAM = cursors.bulk_stream("group", "g1")
 MARKER = "PHI-MARKER-Jane-Doe-1970"
+#: Epic's system for its numbered error codes (sent in an issue's ``details.coding``).
+EPIC_ERRORS = "urn:oid:1.2.840.114350.1.13.0.1.7.2.657369"
 
 
 def _res(rtype: str, rid: str) -> bytes:
@@ -143,14 +145,15 @@ def test_500_with_a_fatal_outcome_is_a_failed_job_and_is_deleted_bdx09(world: Sy
     assert fake.hits("/bulk/files/p.ndjson") == 0
 
 
-def test_kickoff_diagnostics_reach_the_run_error_and_no_log_record(
+def test_kickoff_diagnostics_reach_neither_the_run_error_nor_a_log_record(
     world: SyncWorld, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Issue 10: OperationOutcome diagnostics may echo PHI; they are kept in report.error, never logged."""
-    outcome = {
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": "error", "code": "invalid", "diagnostics": f"unknown patient {MARKER}"}],
-    }
+    """Issue 10: OperationOutcome diagnostics and details text may echo PHI: the run's error (logged, shown in
+    Dagster) keeps the issue's severity, code, expression and ``details.coding`` codes (Epic numbers its errors)."""
+    coding = {"system": EPIC_ERRORS, "code": "59008", "display": f"no such patient {MARKER}"}
+    issue = {"severity": "error", "code": "invalid", "diagnostics": f"unknown patient {MARKER}"}
+    issue |= {"expression": ["Parameters.parameter[0]"], "details": {"coding": [coding], "text": MARKER}}
+    outcome = {"resourceType": "OperationOutcome", "issue": [issue]}
     fake = _server()
     body = orjson.dumps(outcome)
     fake.routes["/fhir/Group/g1/$export"] = lambda _p, _q: (400, {"Content-Type": "application/fhir+json"}, body)
@@ -159,7 +162,9 @@ def test_kickoff_diagnostics_reach_the_run_error_and_no_log_record(
         conn = _connect(world, fake)
         report = run_bulk_export(world.env, conn, "refused")
     assert report.status == "failed" and report.error is not None
-    assert MARKER in report.error and "bulk kick-off failed" in report.error
+    assert "bulk kick-off failed" in report.error and MARKER not in report.error
+    said = f"HTTP 400 (issues: error invalid at Parameters.parameter[0] [{EPIC_ERRORS}|59008])"
+    assert report.error.endswith(said), report.error
     assert any("bulk kick-off failed" in r.getMessage() for r in caplog.records), "the failure is still logged"
     leaked = [r.getMessage() for r in caplog.records if MARKER in r.getMessage() or MARKER in str(r.__dict__)]
     assert leaked == []

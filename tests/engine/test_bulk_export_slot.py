@@ -69,7 +69,7 @@ def test_bdx07_a_kick_off_throttled_by_a_running_export_fails_busy_keeps_since_a
             report = run_bulk_export(world.env, second, run_id)
             assert report.status == "failed" and report.error is not None
             assert report.error.startswith("bulk_export_busy: bulk kick-off throttled, no export was started")
-            assert "HTTP 429 (issues: throttled)" in report.error
+            assert "HTTP 429 (issues: error throttled)" in report.error
             row = _run_row(world, run_id)
             assert row.status == "failed" and row.error == report.error
             assert row.not_before is not None  # the scheduler (and an automatic retry) asks for nothing before it

@@ -6,14 +6,16 @@ every request header (the Authorization), the query (``patient=``, a signed file
 token request's code, verifier, refresh token, client assertion; a note's text) and the patient's name. Driven
 here: a code exchange answered 400 ``invalid_grant`` echoing the request; a backend connection's
 client_credentials refused ``invalid_client`` echoing the assertion; REST searches answered by a proxy's 400 page
-and an application server's 500 page (retried until spent) both echoing the request, and a searchset whose error
-OperationOutcome quotes the patient; a Bulk status answered 400 with an OperationOutcome echoing the request, and a
-signed Bulk file URL answered by an echoing 500 page; a note's write-back refused 422 with an OperationOutcome
+and an application server's 500 page (retried until spent) both echoing the request, a search refused 400 with an
+OperationOutcome whose diagnostics echo the request and name the patient, and a searchset whose error
+OperationOutcome quotes the patient; a Bulk kick-off refused 400 with an OperationOutcome quoting the patient, a Bulk
+status answered 400 with an OperationOutcome echoing the request, and a signed Bulk file URL answered by an echoing
+500 page; a note's write-back refused 422 with an OperationOutcome
 echoing the note's text and the patient; a token refresh answered ``invalid_grant`` echoing the refresh token.
 
 Swept: every log record at an operator's levels, the Dagster runs' event logs (failure events, tracebacks and
-metadata, as the UI shows them), and what the admin API answers about it all (its error answers, the audit trail,
-the connection's status, the note's reason, the sync runs).
+metadata, as the UI shows them), what ``ehrsync sync`` prints of the failing runs, and what the admin API answers
+about it all (its error answers, the audit trail, the connection's status, the note's reason, the sync runs).
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from typing import Any
 
 import httpx
 import pytest
-from dagster import DagsterInstance
+from dagster import DagsterInstance, EventLogEntry
 
 from auth_service.core.config import load_settings
-from ehrsync.run_now import run_sync_now
+from ehrsync.progress import SyncProgress, summary_lines, type_rows
+from ehrsync.run_now import SyncNowResult, run_sync_now
 from engine.settings import PipelineSettings
 from pipelines.definitions import build_definitions
 from pipelines.resources import EhrHttpResource, default_resources
@@ -131,6 +134,24 @@ def fast_http(settings: PipelineSettings) -> dict[str, Any]:
     return {"ehr_http": EhrHttpResource(**{f: getattr(bound, f) for f in fields}, retry_min_s=0.05, retry_cap_s=0.2)}
 
 
+def cli_output(logs: SweepHandler, result: SyncNowResult, events: list[EventLogEntry]) -> None:
+    """What ``ehrsync sync`` prints of a failing run: its progress lines, the table and the failure it exits with."""
+    lines: list[str] = []
+    progress = SyncProgress(lines.append)
+    for entry in events:
+        progress(entry)
+    lines += summary_lines(
+        type_rows(result.materializations, result.step_errors),
+        run_id=result.run_id,
+        job_name=result.job_name,
+        success=result.success,
+        failed_steps=result.failed_steps,
+    )
+    lines.append(f"run {result.run_id} failed steps: {', '.join(result.failed_steps)}")
+    logs.add(logs.stage, "ehrsync sync output", "\n".join(lines))
+    logs.add(logs.stage, "run_sync_now step errors", repr(result.step_errors))
+
+
 def failing_runs(sandbox: SandboxServer, logs: SweepHandler, ids: dict[str, str], phi: dict[str, str]) -> None:
     """A REST sync, two Bulk exports and the note's write-back, each the real job in-process, each refused."""
     settings = PipelineSettings.from_env()
@@ -140,12 +161,26 @@ def failing_runs(sandbox: SandboxServer, logs: SweepHandler, ids: dict[str, str]
         echo(sandbox, "/fhir/Observation", 500, "html", times=None)  # an app server's 500 page, retried until spent
         quoted = f"results for {phi['given name']} {phi['family name']} (born {phi['birthDate']}) are incomplete"
         fault(sandbox, "search_error_outcome", "/fhir/Condition", times=None, error_description=quoted)
-        synced = run_sync_now(ids["patient"], settings=settings, instance=instance, resources=fast_http(settings))
-        assert not synced.success and len(synced.failed_steps) >= 3, synced.failed_steps
-        logs.add("sync", "run_sync_now step errors", repr(synced.step_errors))
+        echo(sandbox, "/fhir/Procedure", 400, "outcome", error="invalid", times=None)  # diagnostics name the patient
+        printed: list[str] = []
+        synced = run_sync_now(
+            ids["patient"], settings=settings, instance=instance, resources=fast_http(settings), on_event=printed.append
+        )
+        assert not synced.success and len(synced.failed_steps) >= 4, synced.failed_steps
+        assert "landing__Procedure" in synced.failed_steps, synced.failed_steps
+        cli_output(logs, synced, printed)
         event_log(logs, instance, synced.run_id)
         clear_faults(sandbox)
         logs.stage = "bulk"
+        echo(sandbox, "/fhir/$export", 400, "outcome", error="invalid", error_description=quoted, times=None)
+        printed = []
+        bulk = run_sync_now(
+            ids["backend"], settings=settings, instance=instance, resources=fast_http(settings), on_event=printed.append
+        )
+        assert not bulk.success, bulk.failed_steps
+        cli_output(logs, bulk, printed)
+        event_log(logs, instance, bulk.run_id)
+        clear_faults(sandbox)
         echo(sandbox, "/bulk/status/", 400, "outcome", error="processing", times=None)
         bulk = run_sync_now(ids["backend"], settings=settings, instance=instance, resources=fast_http(settings))
         assert not bulk.success, bulk.failed_steps
@@ -218,7 +253,7 @@ def test_no_token_code_secret_or_phi_in_any_log_record_of_the_failure_paths(
 
 #: Least records of ehrsync's own loggers per stage, and of the runs' event logs: a capture that broke fails here.
 MIN_OWN = {"connect": 2, "backend": 1, "sync": 10, "bulk": 2, "writeback": 1, "refresh": 1}
-MIN_EVENTS = {"sync": 50, "bulk": 10, "writeback": 5}
+MIN_EVENTS = {"sync": 50, "bulk": 15, "writeback": 5}
 
 
 def check_echoes_were_answered(logs: SweepHandler) -> None:
@@ -227,9 +262,11 @@ def check_echoes_were_answered(logs: SweepHandler) -> None:
     assert all(own[s] >= n for s, n in MIN_OWN.items()), own
     assert all(events[s] >= n for s, n in MIN_EVENTS.items()), events
     fired = [r.text for r in logs.records if r.logger == "sandbox.faults" and "fault echo fired" in r.text]
-    assert len(fired) >= 8, fired
+    assert len(fired) >= 10, fired
     failures = [r.text for r in logs.records if r.logger == "dagster event log" and "STEP_FAILURE" in r.text]
-    assert len(failures) >= 4, json.dumps(failures)[:2000]
+    assert len(failures) >= 6, json.dumps(failures)[:2000]
+    cli = [r.text for r in logs.records if r.logger == "ehrsync sync output"]
+    assert len(cli) == 2 and all("failed:" in text for text in cli), cli
 
 
 OWN = ("auth_service", "connectors", "engine", "pipelines", "store", "warehouse", "settings", "ehrsync")

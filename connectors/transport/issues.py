@@ -1,0 +1,70 @@
+"""What ehrsync may say of an EHR's OperationOutcome: each issue's severity, code, the elements it names
+(``expression``, else the deprecated ``location``) and its ``details.coding`` codes (Epic numbers its errors there,
+e.g. ``urn:oid:1.2.840.114350.1.13.0.1.7.2.657369|59008``). Never ``diagnostics`` or ``details.text``: servers fill
+them with the request they refused (the patient's name, a search value, a note's text, the token sent), and the
+summary goes into error messages that reach logs, Dagster's event log, the CLI and stored run errors and note
+reasons. The full OperationOutcome stays on the exception (``operation_outcome``) for code that needs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from connectors.transport.answers import CONTROL_CHARS
+
+__all__ = ["MAX_ISSUES", "issue_summary"]
+
+#: Issues described; more are counted (``and 3 more issues``).
+MAX_ISSUES = 10
+_MAX_PARTS = 5  # expressions or codings per issue
+_MAX_VALUE = 120  # characters of one code, system or expression
+
+
+def _value(raw: Any) -> str | None:
+    """A server string fit for a message: control characters gone, whitespace collapsed, capped."""
+    if not isinstance(raw, str):
+        return None
+    text = " ".join(CONTROL_CHARS.sub(" ", raw).split())
+    return text[:_MAX_VALUE] or None
+
+
+def _listed(values: list[str], more: int) -> str:
+    return ", ".join(values) + (f" and {more} more" if more > 0 else "")
+
+
+def _codings(details: Any) -> list[str]:
+    """``system|code`` (or ``code``) of each ``details.coding``; its display text is left out with ``details.text``."""
+    codings = details.get("coding") if isinstance(details, dict) else None
+    found: list[str] = []
+    for coding in codings if isinstance(codings, list) else []:
+        code = _value(coding.get("code")) if isinstance(coding, dict) else None
+        if code:
+            system = _value(coding.get("system"))
+            found.append(f"{system}|{code}" if system else code)
+    return found
+
+
+def _issue(issue: Mapping[str, Any]) -> str:
+    """``error invalid at Patient.birthDate [urn:oid:1.2.840.114350.1.13.0.1.7.2.657369|59008]``."""
+    said = " ".join(v for v in (_value(issue.get("severity")), _value(issue.get("code"))) if v) or "issue"
+    named = issue.get("expression") or issue.get("location")
+    where = [v for v in map(_value, named) if v] if isinstance(named, list) else []
+    if where:
+        said += f" at {_listed(where[:_MAX_PARTS], len(where) - _MAX_PARTS)}"
+    codings = list(dict.fromkeys(_codings(issue.get("details"))))
+    if codings:
+        said += f" [{_listed(codings[:_MAX_PARTS], len(codings) - _MAX_PARTS)}]"
+    return said
+
+
+def issue_summary(outcome: Mapping[str, Any] | None) -> str | None:
+    """The issues as one line, ``; ``-separated and deduplicated (None when the outcome has none)."""
+    issues = (outcome or {}).get("issue")
+    described = (
+        list(dict.fromkeys(_issue(i) for i in issues if isinstance(i, dict))) if isinstance(issues, list) else []
+    )
+    if not described:
+        return None
+    more = len(described) - MAX_ISSUES
+    return "; ".join(described[:MAX_ISSUES]) + (f"; and {more} more issues" if more > 0 else "")

@@ -1,0 +1,83 @@
+"""What an error says of the server's OperationOutcome (``connectors.transport.issues``): each issue's severity,
+code, expression (else location) and ``details.coding`` codes; never its diagnostics or details text, which servers
+fill with the refused request (a patient's name, a search value). Error messages reach logs, Dagster's event log,
+the CLI and stored run errors, so they are safe to log whole."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from connectors.errors import FhirNotFoundError
+from connectors.fhir import FhirClient
+from connectors.tokens import StaticTokenSource
+from connectors.transport.issues import MAX_ISSUES, issue_summary
+from tests.connectors.helpers import BASE, TOKEN, Script, recording_policy
+
+SAID = "no Patient named Jane Doe born 1970-01-01"
+EPIC_ERRORS = "urn:oid:1.2.840.114350.1.13.0.1.7.2.657369"
+
+
+def _outcome(*issues: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "OperationOutcome", "issue": list(issues)}
+
+
+def test_a_fhir_error_names_the_issue_never_the_servers_diagnostics() -> None:
+    coding = {"system": EPIC_ERRORS, "code": "59008", "display": SAID}
+    issue = {
+        "severity": "error",
+        "code": "not-found",
+        "diagnostics": SAID,
+        "details": {"coding": [coding], "text": SAID},
+    }
+    answer = httpx.Response(
+        404, content=orjson.dumps(_outcome(issue)), headers={"Content-Type": "application/fhir+json"}
+    )
+    client = FhirClient(BASE, StaticTokenSource(TOKEN), http=Script(answer).client(), retry=recording_policy([]))
+    with pytest.raises(FhirNotFoundError) as info:
+        client.read("Patient", "p1")
+    said = f"GET {BASE}/Patient/p1 answered HTTP 404 (issues: error not-found [{EPIC_ERRORS}|59008])"
+    assert str(info.value) == said
+    assert info.value.operation_outcome == _outcome(issue)  # the whole answer stays on the error, for code
+
+
+@pytest.mark.parametrize(
+    ("issue", "said"),
+    [
+        (
+            {"severity": "error", "code": "invalid", "expression": ["Patient.birthDate"]},
+            "error invalid at Patient.birthDate",
+        ),
+        (
+            {"severity": "error", "code": "invalid", "location": ["/f:Patient/f:birthDate"]},
+            "error invalid at /f:Patient/f:birthDate",
+        ),
+        (
+            {"severity": "fatal", "code": "processing", "details": {"coding": [{"code": "MSG_NO_MATCH"}]}},
+            "fatal processing [MSG_NO_MATCH]",
+        ),
+        ({"code": "invalid", "details": {"text": SAID, "coding": [{"display": SAID}]}}, "invalid"),
+        ({"diagnostics": SAID}, "issue"),
+        ({"severity": "error", "code": "invalid\x1b[31m\u202e", "expression": "Patient.name"}, "error invalid [31m"),
+    ],
+    ids=["expression", "location", "coding-without-system", "details-text-and-display-left-out", "nothing-else", "odd"],
+)
+def test_each_issue_says_severity_code_expression_and_coding_codes(issue: dict[str, Any], said: str) -> None:
+    assert issue_summary(_outcome(issue)) == said
+
+
+def test_many_issues_are_deduplicated_and_capped() -> None:
+    same = {"severity": "error", "code": "invalid", "diagnostics": SAID}
+    assert issue_summary(_outcome(same, {**same, "diagnostics": "other words"})) == "error invalid"
+    many = [{"severity": "error", "code": f"code-{n}"} for n in range(MAX_ISSUES + 3)]
+    assert issue_summary(_outcome(*many)).endswith("error code-9; and 3 more issues")  # type: ignore[union-attr]
+    long = {"severity": "error", "code": "invalid", "expression": ["x" * 1000]}
+    assert len(issue_summary(_outcome(long)) or "") < 200
+
+
+@pytest.mark.parametrize("outcome", [None, {}, {"issue": "not a list"}, _outcome("not an issue")])
+def test_an_outcome_without_issues_says_nothing(outcome: dict[str, Any] | None) -> None:
+    assert issue_summary(outcome) is None
