@@ -136,7 +136,7 @@ def _run_counts(report: BulkReport) -> dict[str, Any]:
         "incomplete_types": report.incomplete_types,
         "reruns": report.reruns,
         "resumed": report.resumed,
-        "count_mismatches": len(report.count_mismatches),
+        "count_mismatches": report.count_mismatched,
         "membership_checked": report.membership_checked,
         "new_members": report.new_members,
         "removed_members": report.removed_members,

@@ -233,7 +233,7 @@ def _apply(run: _FileRun, f: bulk_state.FileView, fetched: FetchedFile) -> None:
         checkpoint("bulk.file_landed")
         run.turn.take()  # after recording the landing: a lock timeout here loses no work, the next run merges it
         if f.expected_count is not None and got != f.expected_count:
-            report.count_mismatches.append(bulk_file_counts.count_mismatch(f.url, f.expected_count, got))
+            report.note_count_mismatch(bulk_file_counts.count_mismatch(f.url, f.expected_count, got))
         run.group.add(f, fetched.landed)
     elif fetched.path is not None and f.kind == "error":
         run.turn.take()

@@ -26,6 +26,7 @@ from engine.request_stops import EVERY_REQUEST_WOULD_MEET
 from engine.run_capabilities import run_capabilities
 from engine.setting_defaults import (
     DEFAULT_BULK_MAX_FILE_BYTES,
+    DEFAULT_BULK_MAX_FILES,
     DEFAULT_BULK_MERGE_GROUP_BYTES,
     DEFAULT_MIN_FREE_DISK_BYTES,
 )
@@ -74,6 +75,8 @@ class SyncEnvironment:
     bulk_merge_group_bytes: int = DEFAULT_BULK_MERGE_GROUP_BYTES
     bulk_deadline_s: float = 86400.0
     bulk_max_reruns: int = 2
+    # A manifest listing more files is invalid and its job cancelled (EHRSYNC_BULK_MAX_FILES, parsed at start).
+    bulk_max_files: int = DEFAULT_BULK_MAX_FILES
     # One bulk file larger than this fails (resumable once raised); a download keeps this much disk free.
     bulk_max_file_bytes: int = field(
         default_factory=lambda: int(env_number("EHRSYNC_BULK_MAX_FILE_BYTES", DEFAULT_BULK_MAX_FILE_BYTES))
@@ -181,7 +184,8 @@ class SyncEnvironment:
 
     def bulk_client(self, conn: ConnectionInfo, *, wait_for_lock: bool = True) -> BulkClient:
         """Bounded like the REST client (EHRSYNC_MAX_RESPONSE_BYTES / EHRSYNC_REQUEST_DEADLINE_S on kick-off,
-        status and cancel; files: the deadline up to their headers, then ``bulk_low_speed``, ``bulk_file_deadline_s``);
+        status and cancel; files: the deadline up to their headers, then ``bulk_low_speed``, ``bulk_file_deadline_s``;
+        a manifest of more than ``bulk_max_files`` files is invalid);
         a request refused with 401 after its token refresh asks the vault to confirm. ``wait_for_lock``: the vault's."""
         return BulkClient(
             conn.fhir_base,
@@ -196,6 +200,7 @@ class SyncEnvironment:
             bounds=self.bounds,
             low_speed=self.bulk_low_speed,
             file_deadline_s=self.bulk_file_deadline_s,
+            max_manifest_files=self.bulk_max_files,
         )
 
     def confirm_unauthorized(self, conn: ConnectionInfo) -> None:

@@ -4,10 +4,26 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 SCOPE_NOT_GRANTED = "scope_not_granted"
 NOT_SUPPORTED = "not_supported"
+
+
+#: Files a run names whose line count differs from its manifest ``count`` (BDX-20), in its report and its check's
+#: metadata; the rest are counted ("and N more"). A manifest may list up to EHRSYNC_BULK_MAX_FILES files: naming
+#: 20,000 of them was ~3 MB of Dagster metadata for one run.
+MAX_NAMED_MISMATCHES = 100
+
+
+def named_at_most(items: list[_T], total: int) -> list[_T | str]:
+    """The first :data:`MAX_NAMED_MISMATCHES` of ``items`` and, when ``total`` is more, ``"and N more"``."""
+    named: list[_T | str] = list(items[:MAX_NAMED_MISMATCHES])
+    if total > len(named):
+        named.append(f"and {total - len(named)} more")
+    return named
 
 
 #: The additive counters of a TypeReport: summed by ``absorb`` and reported as run metadata.
@@ -110,7 +126,9 @@ class BulkReport:
     failed_files: int = 0
     # Types the manifest's error files report as failed (``*``: a failure naming no type): the run is partial.
     incomplete_types: list[str] = field(default_factory=list)
+    # Files whose line count differs from the manifest's (BDX-20): all counted, the first MAX_NAMED_MISMATCHES named.
     count_mismatches: list[str] = field(default_factory=list)
+    count_mismatched: int = 0
     types: dict[str, TypeReport] = field(default_factory=dict)
     error: str | None = None
     duration_s: float = 0.0
@@ -130,12 +148,24 @@ class BulkReport:
         self.error_outcomes += other.error_outcomes
         self.failed_files += other.failed_files
         self.reruns += other.reruns
-        self.count_mismatches.extend(other.count_mismatches)
+        for line in other.count_mismatches:
+            self.note_count_mismatch(line)
+        self.count_mismatched += other.count_mismatched - len(other.count_mismatches)
         self.incomplete_types = sorted(set(self.incomplete_types) | set(other.incomplete_types))
         for severity, n in other.error_issues.items():
             self.error_issues[severity] = self.error_issues.get(severity, 0) + n
         for rtype, tr in other.types.items():
             self.type_report(rtype).absorb(tr)
+
+    def note_count_mismatch(self, line: str) -> None:
+        """Count one file whose lines differ from its manifest ``count``; name it among the first ones only."""
+        self.count_mismatched += 1
+        if len(self.count_mismatches) < MAX_NAMED_MISMATCHES:
+            self.count_mismatches.append(line)
+
+    def named_count_mismatches(self) -> list[str]:
+        """The files named, then ``"and N more"`` when more were counted."""
+        return named_at_most(self.count_mismatches, self.count_mismatched)
 
     def type_report(self, resource_type: str) -> TypeReport:
         return self.types.setdefault(resource_type, TypeReport(resource_type))

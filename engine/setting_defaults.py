@@ -7,19 +7,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from connectors.bulk.file_limits import DEFAULT_MAX_FILE_BYTES
+from connectors.bulk.file_limits import DEFAULT_MAX_FILE_BYTES, MAX_FILES_ENV, MAX_MANIFEST_FILES
 from engine.env_numbers import whole_number
 
 __all__ = [
+    "DEFAULT_BULK_MAX_FILES",
     "DEFAULT_BULK_MAX_FILE_BYTES",
     "DEFAULT_BULK_MERGE_GROUP_BYTES",
     "DEFAULT_LANDING_RETENTION_DAYS",
     "DEFAULT_MIN_FREE_DISK_BYTES",
     "MAX_LANDING_RETENTION_DAYS",
+    "bulk_max_files",
     "landing_retention_days",
 ]
 
 DEFAULT_BULK_MAX_FILE_BYTES = DEFAULT_MAX_FILE_BYTES  # 10 GiB per bulk file (EHRSYNC_BULK_MAX_FILE_BYTES)
+DEFAULT_BULK_MAX_FILES = MAX_MANIFEST_FILES  # files one Bulk export lands (EHRSYNC_BULK_MAX_FILES)
 DEFAULT_MIN_FREE_DISK_BYTES = 1024**3  # downloads stop while less than 1 GiB is free (EHRSYNC_MIN_FREE_DISK_BYTES)
 DEFAULT_BULK_MERGE_GROUP_BYTES = 256 * 1024 * 1024  # landed Bulk files per transaction (EHRSYNC_BULK_MERGE_GROUP_BYTES)
 DEFAULT_LANDING_RETENTION_DAYS = 7  # merged landing files kept (EHRSYNC_LANDING_RETENTION_DAYS)
@@ -31,3 +34,11 @@ def landing_retention_days(env: Mapping[str, str]) -> int:
     what = "days; 0: each landing file goes once its merge commits"
     name = "EHRSYNC_LANDING_RETENTION_DAYS"
     return whole_number(env, name, DEFAULT_LANDING_RETENTION_DAYS, 0, MAX_LANDING_RETENTION_DAYS, what)
+
+
+def bulk_max_files(env: Mapping[str, str]) -> int:
+    """``EHRSYNC_BULK_MAX_FILES``: the most files one Bulk export's manifest may list (more is an invalid manifest,
+    the job cancelled); a whole number of at least 1. An operator raises it for a larger export, at ~4 KB of memory
+    a file while its manifest is stored (docs/PERFORMANCE.md, "Bulk manifests of many files")."""
+    what = "files one Bulk export's manifest may list"
+    return whole_number(env, MAX_FILES_ENV, DEFAULT_BULK_MAX_FILES, 1, None, what)

@@ -38,9 +38,11 @@ from engine.run_retention import RunRetention
 from engine.scheduling import RetryBackoff
 from engine.setting_defaults import (
     DEFAULT_BULK_MAX_FILE_BYTES,
+    DEFAULT_BULK_MAX_FILES,
     DEFAULT_BULK_MERGE_GROUP_BYTES,
     DEFAULT_LANDING_RETENTION_DAYS,
     DEFAULT_MIN_FREE_DISK_BYTES,
+    bulk_max_files,
     landing_retention_days,
 )
 from engine.sync_windows import SyncWindow, parse_sync_windows
@@ -72,8 +74,6 @@ __all__ = [
 # Grants lapse after about 90 days unused (eCW refresh tokens, Oracle Health offline_access): stay below that.
 MAX_KEEPALIVE_IDLE_DAYS = 89
 _HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*(?::\d{1,5})?")
-
-
 RESPONSE_BYTES_ENV = "EHRSYNC_MAX_RESPONSE_BYTES"
 
 
@@ -152,6 +152,7 @@ class EngineLimits:
     duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT  # the warehouse's (engine.warehouse_settings)
     duckdb_threads: int | None = None  # None: see engine.warehouse_settings
     bulk_merge_group_bytes: int = DEFAULT_BULK_MERGE_GROUP_BYTES
+    bulk_max_files: int = DEFAULT_BULK_MAX_FILES  # files one export's manifest may list (EHRSYNC_BULK_MAX_FILES)
 
     @classmethod
     def parse(cls, env: Mapping[str, str]) -> EngineLimits:
@@ -171,6 +172,7 @@ class EngineLimits:
             duckdb_memory_limit=duckdb_memory_limit(env),
             duckdb_threads=duckdb_threads(env),
             bulk_merge_group_bytes=bulk_merge_group_bytes(env),
+            bulk_max_files=bulk_max_files(env),
         )
 
     def request_bounds(self) -> BodyBounds:

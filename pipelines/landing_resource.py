@@ -29,6 +29,7 @@ class LandingZoneResource(ConfigurableResource["LandingZoneResource"]):
     # None: the engine's default (``SyncEnvironment``); ``default_resources`` sets them from the settings.
     step_budget_s: float | None = unset_field("Seconds one type's landing may take (EHRSYNC_STEP_BUDGET_S).", gt=0)
     bulk_max_file_bytes: int | None = unset_field("Largest bulk file downloaded (EHRSYNC_BULK_MAX_FILE_BYTES).", gt=0)
+    bulk_max_files: int | None = unset_field("Most files one Bulk export lands (EHRSYNC_BULK_MAX_FILES).", ge=1)
     bulk_merge_group_bytes: int | None = unset_field(
         "Landed Bulk files merged per warehouse transaction (EHRSYNC_BULK_MERGE_GROUP_BYTES).", ge=1
     )
@@ -64,7 +65,14 @@ class LandingZoneResource(ConfigurableResource["LandingZoneResource"]):
 
     def limits(self) -> dict[str, Any]:
         """The limits set here, as ``SyncEnvironment`` keyword arguments."""
-        names = ("step_budget_s", "bulk_max_file_bytes", "bulk_merge_group_bytes", "min_free_disk_bytes", "lock_wait_s")
+        names = (
+            "step_budget_s",
+            "bulk_max_file_bytes",
+            "bulk_max_files",
+            "bulk_merge_group_bytes",
+            "min_free_disk_bytes",
+            "lock_wait_s",
+        )
         found = {name: value for name in names if (value := getattr(self, name)) is not None}
         rate, window = self.bulk_low_speed_bytes_per_s, self.bulk_low_speed_window_s
         if rate is not None or window is not None:

@@ -222,6 +222,7 @@ def default_resources(settings: PipelineSettings) -> dict[str, ConfigurableResou
             attachments_root=str(settings.attachments_dir),
             step_budget_s=limits.step_budget_s,
             bulk_max_file_bytes=limits.bulk_max_file_bytes,
+            bulk_max_files=limits.bulk_max_files,
             bulk_merge_group_bytes=limits.bulk_merge_group_bytes,
             min_free_disk_bytes=limits.min_free_disk_bytes,
             bulk_low_speed_bytes_per_s=limits.bulk_low_speed.bytes_per_s if limits.bulk_low_speed else 0.0,

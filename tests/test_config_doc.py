@@ -102,6 +102,7 @@ def _engine_defaults() -> dict[str, Any]:
         "EHRSYNC_STEP_BUDGET_S": lambda: lim.step_budget_s,
         "EHRSYNC_REQUEST_DEADLINE_S": lambda: lim.request_deadline_s,
         "EHRSYNC_BULK_MAX_FILE_BYTES": lambda: lim.bulk_max_file_bytes,
+        "EHRSYNC_BULK_MAX_FILES": lambda: lim.bulk_max_files,
         "EHRSYNC_MIN_FREE_DISK_BYTES": lambda: lim.min_free_disk_bytes,
         "EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S": lambda: low.bytes_per_s,
         "EHRSYNC_BULK_LOW_SPEED_WINDOW_S": lambda: low.window_s,

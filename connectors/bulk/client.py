@@ -52,8 +52,8 @@ class BulkClient:
     file legitimately streams for longer than any per-request deadline, so its body has a low-speed limit instead.
     ``low_speed`` (default :data:`~connectors.bulk.file_limits.DEFAULT_LOW_SPEED`; None: none) is that limit, and
     ``file_deadline_s`` (default :data:`~connectors.bulk.file_limits.DEFAULT_FILE_DEADLINE_S`, 24 h; None: none) bounds
-    each file's download, every attempt together. A manifest listing more than ``max_manifest_files`` files
-    (default :data:`~connectors.bulk.manifest.MAX_MANIFEST_FILES`) is invalid: the job is cancelled.
+    each file's download, every attempt together. A manifest listing more than ``max_manifest_files`` files (default
+    :data:`~connectors.bulk.manifest.MAX_MANIFEST_FILES`; EHRSYNC_BULK_MAX_FILES) is invalid: the job is cancelled.
     ``on_unauthorized`` is called when a request still got 401 after its one token refresh, before the
     FhirUnauthorizedError propagates; it may raise instead (the engine's vault marks a rejected client).
     """
@@ -155,7 +155,8 @@ class BulkClient:
         RequestDeadlineError; neither touches the job, so it stays resumable at this URL."""
 
         def handle(response: httpx.Response) -> BulkStatus:
-            return classify_status(read_bounded(response, self.bounds.max_bytes), now=self.retry.wall_clock())
+            answer = read_bounded(response, self.bounds.max_bytes)
+            return classify_status(answer, now=self.retry.wall_clock(), max_files=self.max_manifest_files)
 
         try:
             return self._session.request(
@@ -214,7 +215,7 @@ class BulkClient:
             policy.sleep(delay)
 
     def _manifest_page_reader(self) -> Callable[[str], BulkManifest]:
-        reader = ManifestPageReader(self._session, self.bounds, self._file_guard)
+        reader = ManifestPageReader(self._session, self.bounds, self._file_guard, self.max_manifest_files)
 
         def read(url: str) -> BulkManifest:
             try:

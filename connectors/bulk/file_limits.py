@@ -18,6 +18,8 @@ __all__ = [
     "FILE_DEADLINE_ENV",
     "LOW_SPEED_RATE_ENV",
     "LOW_SPEED_WINDOW_ENV",
+    "MAX_FILES_ENV",
+    "MAX_MANIFEST_FILES",
     "file_deadline_from_env",
     "low_speed_from_env",
 ]
@@ -36,6 +38,10 @@ LOW_SPEED_WINDOW_ENV = "EHRSYNC_BULK_LOW_SPEED_WINDOW_S"
 #: not after the 121 days it takes to reach 10 GiB.
 DEFAULT_FILE_DEADLINE_S = 86400.0
 FILE_DEADLINE_ENV = "EHRSYNC_BULK_FILE_DEADLINE_S"
+#: The most files (``output``, ``error`` and ``deleted`` together, every page) one export lands unless told otherwise
+#: (EHRSYNC_BULK_MAX_FILES in the engine; ``connectors.bulk.manifest`` says what each file costs).
+MAX_MANIFEST_FILES = 20_000
+MAX_FILES_ENV = "EHRSYNC_BULK_MAX_FILES"
 
 
 def low_speed_from_env(env: Mapping[str, str] | None = None) -> LowSpeedLimit | None:

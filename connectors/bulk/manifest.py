@@ -6,16 +6,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from connectors.bulk.file_limits import MAX_FILES_ENV, MAX_MANIFEST_FILES
 from connectors.errors import BulkExportError
 from connectors.http import parse_instant, url_problem
 
 __all__ = ["MAX_MANIFEST_FILES", "BulkManifest", "ManifestItem", "files_over_limit", "parse_manifest"]
 
-#: The most files (``output``, ``error`` and ``deleted`` together, every page) ehrsync lands from one export. Each
-#: costs a download, two app-database commits, a landing file and ~4 KB of memory while the manifest is stored
+#: MAX_MANIFEST_FILES is the default of the most files one export lands (EHRSYNC_BULK_MAX_FILES). Each costs a
+#: download, two app-database commits, a landing file and ~4 KB of memory while the manifest is stored
 #: (docs/PERFORMANCE.md, "Bulk manifests of many files"): a 64 MiB manifest of tiny files (~1.3 million) needed
-#: gigabytes before its first download. 20,000 files of 1,000 resources (HAPI's default) is 20 million resources.
-MAX_MANIFEST_FILES = 20_000
+#: gigabytes before its first download. 20,000 files of 1,000 resources (HAPI's default) is 20 million resources; a
+#: larger export of a big health system needs the setting raised.
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,9 @@ def files_over_limit(files: int, limit: int = MAX_MANIFEST_FILES) -> BulkExportE
     if files <= limit:
         return None
     return _invalid(
-        f"it lists {files} files, more than the {limit} ehrsync lands from one export (MAX_MANIFEST_FILES): export"
-        " fewer types or patients per job, or have the server write larger files"
+        f"it lists {files} files, more than the {limit} ehrsync lands from one export ({MAX_FILES_ENV}): raise"
+        f" {MAX_FILES_ENV} to land an export this large (each file costs ~4 KB of memory while the manifest is"
+        " stored), or export fewer types or patients per job, or have the server write larger files"
     )
 
 
@@ -101,9 +103,10 @@ def _next_page(body: dict[str, Any]) -> str | None:
     return None
 
 
-def parse_manifest(body: Any, *, later_page: bool = False) -> BulkManifest:
+def parse_manifest(body: Any, *, later_page: bool = False, max_files: int = MAX_MANIFEST_FILES) -> BulkManifest:
     """Validate a decoded manifest; raises BulkExportError naming the first problem. A ``later_page`` (reached by a
-    ``next`` link) may leave out ``request``, which the first page names."""
+    ``next`` link) may leave out ``request``, which the first page names. More than ``max_files`` files is invalid
+    (:func:`files_over_limit`), counted before any item is built."""
     if not isinstance(body, dict):
         raise _invalid("body is not a JSON object")
     transaction_time = parse_instant(body.get("transactionTime"))
@@ -119,7 +122,7 @@ def parse_manifest(body: Any, *, later_page: bool = False) -> BulkManifest:
     if extension is not None and not isinstance(extension, dict):
         raise _invalid("'extension' must be an object")
     listed = sum(len(v) for v in (body.get(k) for k in ("output", "error", "deleted")) if isinstance(v, list))
-    if (too_many := files_over_limit(listed)) is not None:  # before an item of a huge list is built
+    if (too_many := files_over_limit(listed, max_files)) is not None:  # before an item of a huge list is built
         raise too_many
     return BulkManifest(
         transaction_time=transaction_time,

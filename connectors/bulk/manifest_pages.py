@@ -77,6 +77,7 @@ class ManifestPageReader:
     session: FhirSession
     bounds: BodyBounds
     url_guard: Callable[[str], None]
+    max_files: int = MAX_MANIFEST_FILES  # on any one page; ``gather_manifest_pages`` holds all pages together to it
     _read: int = 0
 
     def __call__(self, url: str) -> BulkManifest:
@@ -112,7 +113,7 @@ class ManifestPageReader:
             raise _invalid(too_many) from exc
         self._read += len(body)
         try:
-            return parse_manifest(orjson.loads(body), later_page=True)
+            return parse_manifest(orjson.loads(body), later_page=True, max_files=self.max_files)
         except orjson.JSONDecodeError as exc:
             url = redact_url(str(response.url))
             raise BulkExportError("bulk manifest page is not JSON", status=200, url=url) from exc

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import orjson
 
-from connectors.bulk.manifest import BulkManifest, parse_manifest
+from connectors.bulk.manifest import MAX_MANIFEST_FILES, BulkManifest, parse_manifest
 from connectors.errors import (
     TRANSIENT_ISSUE_CODES,
     BulkExportBusyError,
@@ -128,8 +128,9 @@ def _reports_failure(issues: list[Any]) -> bool:
     return bool(failing) and not any(i.get("code") in TRANSIENT_ISSUE_CODES for i in failing)
 
 
-def classify_status(response: httpx.Response, now: datetime) -> BulkStatus:
-    """Map a (read) status response to the BDX-09 table; a failed job raises BulkExportError."""
+def classify_status(response: httpx.Response, now: datetime, max_files: int = MAX_MANIFEST_FILES) -> BulkStatus:
+    """Map a (read) status response to the BDX-09 table; a failed job raises BulkExportError, and so does a
+    manifest of more than ``max_files`` files (an invalid one)."""
     status = response.status_code
     retry_after = parse_retry_after(response.headers.get("Retry-After"), now=now)
     if status == 200:
@@ -137,7 +138,7 @@ def classify_status(response: httpx.Response, now: datetime) -> BulkStatus:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:
             raise BulkExportError("bulk manifest is not JSON", status=200, url=redact_url(str(response.url))) from exc
-        manifest = parse_manifest(body)
+        manifest = parse_manifest(body, max_files=max_files)
         return BulkStatus(True, manifest=manifest, expires=parse_http_date(response.headers.get("Expires")))
     if status == 202:
         progress = response.headers.get("X-Progress")

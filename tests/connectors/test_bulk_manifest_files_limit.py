@@ -8,15 +8,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import httpx
 import pytest
 
-from connectors.bulk import BulkClient, parse_manifest
+from connectors.bulk import BulkClient, BulkManifest, parse_manifest
 from connectors.bulk.manifest import MAX_MANIFEST_FILES
 from connectors.errors import BulkExportError
-from connectors.tokens import MintingTokenSource
+from connectors.tokens import MintingTokenSource, StaticTokenSource
 from sandbox import SandboxServer
 from tests.connectors.backend_auth import BackendClient
-from tests.connectors.helpers import recording_policy
+from tests.connectors.helpers import BASE, TOKEN, Script, recording_policy
+
+STATUS = "https://ehr.example.org/bulk/status/job1"
 
 
 def _manifest(files: int) -> dict[str, Any]:
@@ -36,8 +39,8 @@ def test_bdx12_a_manifest_of_more_files_than_the_limit_is_invalid_naming_it() ->
     assert len(parse_manifest(_manifest(MAX_MANIFEST_FILES)).output) == MAX_MANIFEST_FILES - 1
     with pytest.raises(
         BulkExportError,
-        match=rf"lists {MAX_MANIFEST_FILES + 1} files, more than the "
-        rf"{MAX_MANIFEST_FILES} ehrsync lands from one export \(MAX_MANIFEST_FILES\)",
+        match=rf"lists {MAX_MANIFEST_FILES + 1} files, more than the {MAX_MANIFEST_FILES} ehrsync lands from one "
+        r"export \(EHRSYNC_BULK_MAX_FILES\): raise EHRSYNC_BULK_MAX_FILES to land an export this large",
     ) as info:
         parse_manifest(_manifest(MAX_MANIFEST_FILES + 1))
     assert info.value.status == 200  # an invalid manifest, like any other: the job is cancelled
@@ -56,3 +59,27 @@ def test_bdx12_a_sandbox_export_of_more_files_than_the_client_lands_is_cancelled
     with pytest.raises(BulkExportError) as info:
         bulk.poll(status_url)
     assert info.value.status == 404
+
+
+def test_bdx12_a_raised_limit_lands_more_files_than_the_default_on_the_first_page_and_a_later_one() -> None:
+    """A client given a limit above the default (EHRSYNC_BULK_MAX_FILES raised for a big health system's export)
+    gathers a manifest of more files than the default, on its first page and on a later page alike, and still
+    refuses one past its own limit. Before, every page was held to the default 20,000 whatever the client was
+    given (the status answer and each later page were parsed with the constant): the limit could only be lowered."""
+    over = MAX_MANIFEST_FILES + 5
+    first = {**_manifest(over), "link": [{"relation": "next", "url": f"{STATUS}/page/2"}]}
+    later = {key: value for key, value in _manifest(over).items() if key != "request"}  # a later page may omit it
+    script = Script(httpx.Response(200, json=first), httpx.Response(200, json=later))
+    bulk = BulkClient(
+        BASE, StaticTokenSource(TOKEN), http=script.client(), retry=recording_policy([]), max_manifest_files=2 * over
+    )
+    manifest = bulk.check(STATUS)
+    assert isinstance(manifest, BulkManifest) and len(manifest.output) + len(manifest.deleted) == 2 * over
+
+    script = Script(httpx.Response(200, json=first), httpx.Response(200, json=later), httpx.Response(202))
+    bulk = BulkClient(
+        BASE, StaticTokenSource(TOKEN), http=script.client(), retry=recording_policy([]), max_manifest_files=over + 1
+    )
+    with pytest.raises(BulkExportError, match=rf"lists {2 * over} files, more than the {over + 1} ehrsync"):
+        bulk.check(STATUS)
+    assert script.requests[-1].method == "DELETE"  # an invalid manifest: the job is cancelled

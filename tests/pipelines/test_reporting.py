@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from engine import BulkReport, TypeReport
@@ -85,3 +86,34 @@ def test_bulk_report_metadata_sums_types() -> None:
     assert meta["files"].value == 3
     assert meta["job_id"].value == "j1"
     assert set(meta["per_type"].value) == {"Patient", "Observation"}  # type: ignore[arg-type]
+
+
+def test_manifest_counts_verdict_names_at_most_100_mismatched_files_bdx20() -> None:
+    """An export of up to EHRSYNC_BULK_MAX_FILES files may have thousands whose count is off: the check names the
+    first 100 and says how many more (``mismatched`` counts them all). Before, every one was named: 20,000 entries
+    were ~3 MB of Dagster metadata for one run."""
+    files = [FileCount(f"https://x/{n}.ndjson", "Observation", 5, 4) for n in range(250)]
+    verdict = manifest_counts_verdict([FileCount("https://x/ok.ndjson", "Patient", 1, 1), *files])
+    assert not verdict.passed and verdict.metadata["mismatched"] == 250
+    named = verdict.metadata["mismatches"]
+    assert len(named) == 101 and named[-1] == "and 150 more"
+    assert named[0] == {"url": "https://x/0.ndjson", "type": "Observation", "manifest_count": 5, "lines": 4}
+    assert named[99]["url"] == "https://x/99.ndjson"
+    exactly = manifest_counts_verdict(files[:100]).metadata["mismatches"]
+    assert len(exactly) == 100 and "more" not in str(exactly[-1])
+
+
+def test_a_bulk_reports_count_mismatches_name_at_most_100_files_and_count_them_all_bdx20() -> None:
+    """The report (and the check metadata built from it) names the first 100 files whose count is off, a follow-up
+    export's (BDX-15) included, and counts every one."""
+    report, follow_up = BulkReport(run_id="r", connection_id="c"), BulkReport(run_id="r", connection_id="c")
+    for n in range(90):
+        report.note_count_mismatch(f"https://x/{n}.ndjson: manifest count 2, file had 3 lines")
+    for n in range(90, 250):
+        follow_up.note_count_mismatch(f"https://x/{n}.ndjson: manifest count 2, file had 3 lines")
+    assert (len(follow_up.count_mismatches), follow_up.count_mismatched) == (100, 160)
+    report.absorb(follow_up)
+    assert (len(report.count_mismatches), report.count_mismatched) == (100, 250)
+    named = report.named_count_mismatches()
+    assert named[-1] == "and 150 more" and named[99].startswith("https://x/99.ndjson")
+    assert len(orjson.dumps(named)) < 10_000

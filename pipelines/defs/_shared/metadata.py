@@ -10,7 +10,7 @@ from typing import Any
 from dagster import AssetCheckKey, AssetCheckResult, AssetKey, AssetSelection, MetadataValue
 
 from engine.bulk_file_counts import FileCount
-from engine.reports import COUNT_FIELDS, BulkReport, TypeReport
+from engine.reports import COUNT_FIELDS, MAX_NAMED_MISMATCHES, BulkReport, TypeReport, named_at_most
 
 __all__ = [
     "FRESHNESS_CHECK",
@@ -129,14 +129,17 @@ def duplicate_keys_verdict(rows: int, distinct_keys: int) -> CheckVerdict:
 
 
 def manifest_counts_verdict(files: list[FileCount]) -> CheckVerdict:
-    """BDX-20: every file's line count equals the manifest ``count`` when the server gave one."""
+    """BDX-20: every file's line count equals the manifest ``count`` when the server gave one. The first 100
+    mismatched files are named (``mismatches``, then ``"and N more"``); ``mismatched`` counts them all."""
     mismatched = [f for f in files if f.expected is not None and f.expected != f.actual]
     unchecked = sum(1 for f in files if f.expected is None)
     meta: dict[str, Any] = {"files": len(files), "mismatched": len(mismatched), "without_count": unchecked}
     if mismatched:
-        meta["mismatches"] = [
-            {"url": f.url, "type": f.resource_type, "manifest_count": f.expected, "lines": f.actual} for f in mismatched
+        named = [
+            {"url": f.url, "type": f.resource_type, "manifest_count": f.expected, "lines": f.actual}
+            for f in mismatched[:MAX_NAMED_MISMATCHES]
         ]
+        meta["mismatches"] = named_at_most(named, len(mismatched))
     return CheckVerdict(
         not mismatched,
         f"{len(files) - len(mismatched)} of {len(files)} files match their manifest count",

@@ -121,10 +121,11 @@ def bulk_export_asset(
         raise Failure(description=f"bulk export of {connection_id} failed: {report.error}", metadata=metadata)
     manifest = manifest_counts_verdict(files)
     if report.count_mismatches:  # the engine's own comparison (files of a resumed run included)
-        manifest = CheckVerdict(False, manifest.description, {**manifest.metadata, "engine": report.count_mismatches})
+        engine = report.named_count_mismatches()  # at most 100 named, then "and N more"
+        manifest = CheckVerdict(False, manifest.description, {**manifest.metadata, "engine": engine})
     fetched = sum(r.fetched for r in report.types.values())
     quarantined = sum(r.quarantined for r in report.types.values())
-    metadata["count_mismatches"] = MetadataValue.int(len(report.count_mismatches))
+    metadata["count_mismatches"] = MetadataValue.int(report.count_mismatched)
     live, duplicates = duplicate_check(warehouse, connection_id)
     metadata.update(stored_rows(live))  # every live row of the connection (all types) after this export
     return MaterializeResult(
