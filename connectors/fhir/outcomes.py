@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from connectors.transport.answers import issue_codes
+from connectors.transport.answers import issue_codes, issues_of
 
 __all__ = [
     "NOTICE_PREFIX",
@@ -34,7 +34,7 @@ MAX_CODES = 10
 
 
 def _severities(outcome: Mapping[str, Any]) -> list[str]:
-    found = [str(i.get("severity")) for i in outcome.get("issue") or [] if isinstance(i, dict)]
+    found = [str(i.get("severity")) for i in issues_of(outcome)]
     return sorted(set(found))
 
 
@@ -48,7 +48,7 @@ def _says_partial(issue: Any) -> bool:
 def is_severe(outcome: Mapping[str, Any]) -> bool:
     """Whether the OperationOutcome says matches are missing: an ``error``/``fatal`` issue, or a ``warning``
     one coded ``incomplete``/``too-costly``/``timeout`` (a mark moved past it would skip them for good)."""
-    return any(_says_partial(issue) for issue in outcome.get("issue") or [])
+    return any(_says_partial(issue) for issue in issues_of(outcome))
 
 
 def describe_outcome(outcome: Mapping[str, Any]) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from connectors.transport.answers import CONTROL_CHARS
+from connectors.transport.answers import CONTROL_CHARS, issues_of
 
 __all__ = ["MAX_ISSUES", "issue_summary"]
 
@@ -60,10 +60,7 @@ def _issue(issue: Mapping[str, Any]) -> str:
 
 def issue_summary(outcome: Mapping[str, Any] | None) -> str | None:
     """The issues as one line, ``; ``-separated and deduplicated (None when the outcome has none)."""
-    issues = (outcome or {}).get("issue")
-    described = (
-        list(dict.fromkeys(_issue(i) for i in issues if isinstance(i, dict))) if isinstance(issues, list) else []
-    )
+    described = list(dict.fromkeys(_issue(i) for i in issues_of(outcome)))
     if not described:
         return None
     more = len(described) - MAX_ISSUES
