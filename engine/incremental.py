@@ -19,6 +19,7 @@ from typing import Any
 from connectors.budgets import step_budget
 from connectors.errors import FhirForbiddenError, SearchLinkExpiredError
 from connectors.fhir import FhirClient
+from connectors.transport.issues import codes_said
 from engine import cursors
 from engine.attachments import ATTACHMENT_TYPES, store_attachments
 from engine.checkpoints import checkpoint
@@ -229,7 +230,8 @@ def _search_plan(search: _Search, plan: dict[str, str], sink: LandingSink, windo
         return search_plan(search.client, search.resource_type, plan, sink, windows)
     except FhirForbiddenError as exc:
         label = plan_label(search.resource_type, plan)
-        issues = f" (issues: {', '.join(exc.issue_codes)})" if exc.issue_codes else ""
+        said = codes_said(exc.operation_outcome)  # cleaned, capped: this warning is logged
+        issues = f" (issues: {said})" if said else ""
         sink.warn(f"{FORBIDDEN_PREFIX} {label}{issues}, an API not on the app's registration at the EHR")
         _log.warning("%s search of %s refused with 403", label, search.conn.id)
         return False

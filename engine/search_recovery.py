@@ -24,6 +24,7 @@ from typing import Protocol
 from connectors.errors import FhirError, SearchIncompleteError
 from connectors.fhir import FhirClient, SearchPage
 from connectors.fhir.outcomes import search_notices
+from connectors.transport.issues import codes_said
 
 __all__ = [
     "ENDLESS_PREFIX",
@@ -91,7 +92,8 @@ def _retry(client: FhirClient, resource_type: str, params: Params, sink: PageSin
     except FhirError as exc:
         if exc.status not in (400, 422):
             raise
-        codes = f", issues: {', '.join(exc.issue_codes)}" if exc.issue_codes else ""
+        said = codes_said(exc.operation_outcome)  # cleaned, capped: this warning is logged
+        codes = f", issues: {said}" if said else ""
         sink.warn(f"the server refused _count={count} (HTTP {exc.status}{codes}): that retry is not possible")
         _log.info("%s retry with _count=%s refused (HTTP %s)", resource_type, count, exc.status)
     return "refused"
@@ -122,7 +124,8 @@ def search_plan(
         if exc.status not in (400, 422) or "_lastUpdated" not in plan:
             raise
         refused = exc
-    codes = f", issues: {', '.join(refused.issue_codes)}" if refused.issue_codes else ""
+    said = codes_said(refused.operation_outcome)  # cleaned, capped: this warning is logged
+    codes = f", issues: {said}" if said else ""
     sink.warn(
         f"the server refused _lastUpdated on {resource_type} (HTTP {refused.status}{codes}): searched all of it instead"
     )

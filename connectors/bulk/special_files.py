@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +15,7 @@ import orjson
 from connectors.bulk.ndjson import iter_numbered_ndjson_lines
 from connectors.errors import BulkExportError
 from connectors.http import parse_instant
+from connectors.transport.answers import issues_of
 
 __all__ = [
     "WHOLE_EXPORT",
@@ -87,10 +88,9 @@ def summarize_error_file(path: Path) -> ErrorFileSummary:
     codes: Counter[str] = Counter()
     for _number, outcome in _iter_resources(path, "OperationOutcome", "error file"):
         outcomes += 1
-        for issue in outcome.get("issue") or []:
-            if isinstance(issue, dict):
-                severities[str(issue.get("severity", "error"))] += 1
-                codes[str(issue.get("code", "unknown"))] += 1
+        for issue in issues_of(outcome):
+            severities[str(issue.get("severity", "error"))] += 1
+            codes[str(issue.get("code", "unknown"))] += 1
     return ErrorFileSummary(outcomes, dict(severities), dict(codes))
 
 
@@ -100,7 +100,7 @@ _FAILING = frozenset({"error", "fatal"})
 _WORD_RE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 
 
-def _texts(issue: dict[str, Any]) -> Iterator[str]:
+def _texts(issue: Mapping[str, Any]) -> Iterator[str]:
     """The issue's fields that may name a resource type: expression/location first, then details, diagnostics."""
     for key in ("expression", "location"):
         values = issue.get(key)
@@ -129,8 +129,8 @@ def incomplete_types(line: object, item_type: str, candidates: Collection[str]) 
     if not isinstance(line, dict) or line.get("resourceType") != "OperationOutcome":
         return fallback
     found: set[str] = set()
-    for issue in line.get("issue") or []:
-        if not isinstance(issue, dict) or str(issue.get("severity", "error")) not in _FAILING:
+    for issue in issues_of(line):
+        if str(issue.get("severity", "error")) not in _FAILING:
             continue
         named = {w for text in _texts(issue) for w in _WORD_RE.findall(text) if w in candidates}
         found |= named or fallback

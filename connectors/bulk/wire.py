@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +24,7 @@ from connectors.errors import (
 from connectors.fhir._session import operation_outcome_of
 from connectors.fhir.resource_types import ID_RE
 from connectors.http import parse_http_date, parse_retry_after, redact_url, resolve_checked_url
+from connectors.transport.answers import issues_of
 from connectors.transport.bounds import read_capped
 from connectors.transport.issues import issue_summary
 
@@ -122,9 +123,9 @@ def _throttle_named(exc: RateLimitedError) -> str:
     )
 
 
-def _reports_failure(issues: list[Any]) -> bool:
+def _reports_failure(issues: list[Mapping[str, Any]]) -> bool:
     """The OperationOutcome has ``error``/``fatal`` issues and none of them says the failure is transient."""
-    failing = [i for i in issues if isinstance(i, dict) and i.get("severity") in ("error", "fatal")]
+    failing = [i for i in issues if i.get("severity") in ("error", "fatal")]
     return bool(failing) and not any(i.get("code") in TRANSIENT_ISSUE_CODES for i in failing)
 
 
@@ -145,8 +146,8 @@ def classify_status(response: httpx.Response, now: datetime, max_files: int = MA
         return BulkStatus(False, progress=progress[:100] if progress else None, retry_after=retry_after)
     if status == 429 or (status == 503 and "Retry-After" in response.headers):
         return BulkStatus(False, retry_after=retry_after, throttled=True)
-    issues = (operation_outcome_of(response) or {}).get("issue", [])
-    codes = [str(i.get("code")) for i in issues if isinstance(i, dict)]
+    issues = issues_of(operation_outcome_of(response))
+    codes = [str(i.get("code")) for i in issues]
     # One rule for transient answers (connectors.errors): a proxy's bare 502/503/504/408 is a hiccup, the job
     # is alive. A 500 whose OperationOutcome reports non-transient error/fatal issues is the server saying the
     # job failed (BDX-09).

@@ -28,9 +28,8 @@ class FhirError(EhrSyncError):
     @property
     def issue_codes(self) -> list[str]:
         """``issue[].code`` values of the OperationOutcome (empty when none was sent)."""
-        if not self.operation_outcome:
-            return []
-        return [str(i.get("code")) for i in self.operation_outcome.get("issue", []) if isinstance(i, dict)]
+        issues = (self.operation_outcome or {}).get("issue")  # a server's malformed answer: null, not a list
+        return [str(i.get("code")) for i in issues if isinstance(i, dict)] if isinstance(issues, list) else []
 
     @property
     def is_transient(self) -> bool:

@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from connectors.transport.answers import issue_codes
+from connectors.transport.answers import issues_of
+from connectors.transport.issues import codes_said, values_said
 
 __all__ = [
     "NOTICE_PREFIX",
@@ -30,12 +31,10 @@ SEVERE = frozenset({"error", "fatal"})
 #: Issue codes that, even at severity ``warning``, say the searchset may lack matches.
 PARTIAL_CODES = frozenset({"incomplete", "too-costly", "timeout"})
 NOTICE_PREFIX = "the server noted on the "
-MAX_CODES = 10
 
 
 def _severities(outcome: Mapping[str, Any]) -> list[str]:
-    found = [str(i.get("severity")) for i in outcome.get("issue") or [] if isinstance(i, dict)]
-    return sorted(set(found))
+    return sorted({str(i.get("severity")) for i in issues_of(outcome)})
 
 
 def _says_partial(issue: Any) -> bool:
@@ -48,14 +47,15 @@ def _says_partial(issue: Any) -> bool:
 def is_severe(outcome: Mapping[str, Any]) -> bool:
     """Whether the OperationOutcome says matches are missing: an ``error``/``fatal`` issue, or a ``warning``
     one coded ``incomplete``/``too-costly``/``timeout`` (a mark moved past it would skip them for good)."""
-    return any(_says_partial(issue) for issue in outcome.get("issue") or [])
+    return any(_says_partial(issue) for issue in issues_of(outcome))
 
 
 def describe_outcome(outcome: Mapping[str, Any]) -> str:
-    """``severity warning; issues: processing, informational`` (distinct, at most MAX_CODES codes; no diagnostics)."""
-    codes = list(dict.fromkeys(issue_codes(outcome)))
-    shown = ", ".join(codes[:MAX_CODES]) + (f" and {len(codes) - MAX_CODES} more" if len(codes) > MAX_CODES else "")
-    return f"severity {', '.join(_severities(outcome)) or 'none'}; issues: {shown or 'none'}"
+    """``severity warning; issues: processing, informational``: distinct, no diagnostics, and the server's words as
+    :mod:`connectors.transport.issues` keeps them (control characters gone, each value and the count capped), for a
+    description is logged and goes into a SearchIncompleteError's message."""
+    codes = codes_said(outcome)
+    return f"severity {values_said(_severities(outcome)) or 'none'}; issues: {codes or 'none'}"
 
 
 def search_notices(resource_type: str, outcomes: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -18,6 +18,7 @@ __all__ = [
     "CONTROL_CHARS",
     "RetryKind",
     "issue_codes",
+    "issues_of",
     "json_object_text",
     "operation_outcome_of",
     "quota_reset_s",
@@ -49,9 +50,16 @@ def operation_outcome_of(response: httpx.Response) -> dict[str, Any] | None:
     return None
 
 
+def issues_of(outcome: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+    """The OperationOutcome's issues that are objects: none when ``issue`` is missing, null or not a list (a server's
+    malformed answer is still a typed error, never a TypeError)."""
+    issues = (outcome or {}).get("issue")
+    return [i for i in issues if isinstance(i, Mapping)] if isinstance(issues, list) else []
+
+
 def issue_codes(outcome: Mapping[str, Any] | None) -> list[str]:
     """The ``code`` of every issue of an OperationOutcome (none without one)."""
-    return [str(i.get("code")) for i in (outcome or {}).get("issue", []) if isinstance(i, dict)]
+    return [str(i.get("code")) for i in issues_of(outcome)]
 
 
 def retry_kind(response: httpx.Response, idempotent: bool) -> RetryKind | None:

@@ -8,12 +8,12 @@ reasons. The full OperationOutcome stays on the exception (``operation_outcome``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from connectors.transport.answers import CONTROL_CHARS
+from connectors.transport.answers import CONTROL_CHARS, issues_of
 
-__all__ = ["MAX_ISSUES", "issue_summary"]
+__all__ = ["MAX_ISSUES", "codes_said", "issue_summary", "values_said"]
 
 #: Issues described; more are counted (``and 3 more issues``).
 MAX_ISSUES = 10
@@ -31,6 +31,18 @@ def _value(raw: Any) -> str | None:
 
 def _listed(values: list[str], more: int) -> str:
     return ", ".join(values) + (f" and {more} more" if more > 0 else "")
+
+
+def values_said(values: Iterable[Any]) -> str | None:
+    """Distinct server strings (issue codes, severities) as one line fit for a message: each cleaned and capped as
+    in :func:`issue_summary`, at most ``MAX_ISSUES`` of them and a count of the rest (None when there are none)."""
+    found = list(dict.fromkeys(v for v in map(_value, values) if v))
+    return _listed(found[:MAX_ISSUES], len(found) - MAX_ISSUES) or None
+
+
+def codes_said(outcome: Mapping[str, Any] | None) -> str | None:
+    """The issues' distinct codes as one line (``invalid, not-supported``), for messages that name codes only."""
+    return values_said(i.get("code") for i in issues_of(outcome))
 
 
 def _codings(details: Any) -> list[str]:
@@ -60,10 +72,7 @@ def _issue(issue: Mapping[str, Any]) -> str:
 
 def issue_summary(outcome: Mapping[str, Any] | None) -> str | None:
     """The issues as one line, ``; ``-separated and deduplicated (None when the outcome has none)."""
-    issues = (outcome or {}).get("issue")
-    described = (
-        list(dict.fromkeys(_issue(i) for i in issues if isinstance(i, dict))) if isinstance(issues, list) else []
-    )
+    described = list(dict.fromkeys(_issue(i) for i in issues_of(outcome)))
     if not described:
         return None
     more = len(described) - MAX_ISSUES

@@ -11,11 +11,12 @@ import httpx
 import orjson
 import pytest
 
-from connectors.errors import FhirNotFoundError
+from connectors.bulk import BulkClient, incomplete_types, summarize_error_file
+from connectors.errors import BulkExportError, FhirError, FhirNotFoundError
 from connectors.fhir import FhirClient
 from connectors.tokens import StaticTokenSource
 from connectors.transport.issues import MAX_ISSUES, issue_summary
-from tests.connectors.helpers import BASE, TOKEN, Script, recording_policy
+from tests.connectors.helpers import BASE, TOKEN, Script, bundle, recording_policy
 
 SAID = "no Patient named Jane Doe born 1970-01-01"
 EPIC_ERRORS = "urn:oid:1.2.840.114350.1.13.0.1.7.2.657369"
@@ -23,6 +24,14 @@ EPIC_ERRORS = "urn:oid:1.2.840.114350.1.13.0.1.7.2.657369"
 
 def _outcome(*issues: dict[str, Any]) -> dict[str, Any]:
     return {"resourceType": "OperationOutcome", "issue": list(issues)}
+
+
+def _answer(status: int, body: object) -> httpx.Response:
+    return httpx.Response(status, content=orjson.dumps(body), headers={"Content-Type": "application/fhir+json"})
+
+
+def _fhir(script: Script) -> FhirClient:
+    return FhirClient(BASE, StaticTokenSource(TOKEN), http=script.client(), retry=recording_policy([]))
 
 
 def test_a_fhir_error_names_the_issue_never_the_servers_diagnostics() -> None:
@@ -81,3 +90,24 @@ def test_many_issues_are_deduplicated_and_capped() -> None:
 @pytest.mark.parametrize("outcome", [None, {}, {"issue": "not a list"}, _outcome("not an issue")])
 def test_an_outcome_without_issues_says_nothing(outcome: dict[str, Any] | None) -> None:
     assert issue_summary(outcome) is None
+
+
+@pytest.mark.parametrize("issue", [None, 5, True], ids=["null", "number", "boolean"])
+def test_an_outcome_whose_issue_is_not_a_list_is_a_typed_error_never_a_type_error(issue: object, tmp_path: Any) -> None:
+    """A server's malformed OperationOutcome (``"issue": null``) is read as one without issues wherever ehrsync
+    looks at its issues (the retry rule, the error's codes, a searchset's outcomes, a Bulk status, an error file):
+    before, iterating it raised a TypeError out of the request instead of the typed error naming the answer."""
+    outcome = {"resourceType": "OperationOutcome", "issue": issue}
+    with pytest.raises(FhirError) as info:
+        _fhir(Script(_answer(400, outcome))).read("Patient", "p1")
+    assert str(info.value) == f"GET {BASE}/Patient/p1 answered HTTP 400" and info.value.issue_codes == []
+    page = bundle([{"resource": {"resourceType": "Observation", "id": "o1"}}, {"resource": outcome}])
+    page["entry"][1]["search"] = {"mode": "outcome"}
+    assert len(list(_fhir(Script(_answer(200, page))).search_pages("Observation"))) == 1
+    bulk = BulkClient(BASE, StaticTokenSource(TOKEN), http=Script(_answer(404, outcome)).client())
+    with pytest.raises(BulkExportError, match=r"answered HTTP 404$"):
+        bulk.poll(f"{BASE}/bulk/status/job1")
+    assert incomplete_types(outcome, "Observation", {"Observation"}) == set()
+    errors = tmp_path / "errors.ndjson"
+    errors.write_bytes(orjson.dumps(outcome) + b"\n")
+    assert summarize_error_file(errors).outcomes == 1
