@@ -121,12 +121,16 @@ def incomplete_types(line: object, item_type: str, candidates: Collection[str]) 
     """The resource types an ``error``-file line says were not (fully) exported; empty when it reports no failure.
 
     An ``error``/``fatal`` issue is attributed to the ``candidates`` (the export's types) its expression,
-    location, details or diagnostics name; one that names none, and a line that is not an OperationOutcome, to
-    the manifest item's ``type`` when that is not OperationOutcome, else to ``{WHOLE_EXPORT}``.
-    ``information``/``warning`` issues are metadata and yield nothing.
+    location, details or diagnostics name; one that names none, a line that is not an OperationOutcome, and one
+    whose ``issue`` (1..* in FHIR) is missing, empty or holds something other than objects (it may have said a type
+    failed: nothing can tell), to the manifest item's ``type`` when that is not OperationOutcome, else to
+    ``{WHOLE_EXPORT}``. ``information``/``warning`` issues are metadata and yield nothing.
     """
     fallback = {item_type} if item_type and item_type != "OperationOutcome" else {WHOLE_EXPORT}
     if not isinstance(line, dict) or line.get("resourceType") != "OperationOutcome":
+        return fallback
+    issues = line.get("issue")
+    if not isinstance(issues, list) or not issues or not all(isinstance(i, Mapping) for i in issues):
         return fallback
     found: set[str] = set()
     for issue in issues_of(line):

@@ -530,6 +530,16 @@ def test_bdx22_error_file_summary(tmp_path: Path) -> None:
     assert summary.by_code["processing"] == 1
 
 
+@pytest.mark.parametrize("issue", [None, [], "failed", ["Observation failed"], [{"severity": "warning"}, 3]])
+def test_bdx22_an_error_line_whose_issues_cannot_be_read_holds_its_types(issue: object) -> None:
+    """``issue`` is 1..* objects: an error-file OperationOutcome without readable issues may have said a type failed,
+    so the item's type (else the whole export) is held incomplete, as for a line that is no OperationOutcome at all;
+    before, it counted as reporting no failure and ``_since`` could pass data that never arrived."""
+    line = {"resourceType": "OperationOutcome", "issue": issue}
+    assert incomplete_types(line, "Condition", {"Observation", "Condition"}) == {"Condition"}
+    assert incomplete_types(line, "OperationOutcome", {"Observation"}) == {WHOLE_EXPORT}
+
+
 def _oo(**issue: Any) -> dict[str, Any]:
     return {"resourceType": "OperationOutcome", "issue": [issue]}
 
