@@ -13,12 +13,13 @@ from typing import Any
 
 from connectors.transport.answers import CONTROL_CHARS, issues_of
 
-__all__ = ["MAX_ISSUES", "codes_said", "issue_summary", "values_said"]
+__all__ = ["MAX_ISSUES", "MAX_SUMMARY", "codes_said", "issue_summary", "values_said"]
 
 #: Issues described; more are counted (``and 3 more issues``).
 MAX_ISSUES = 10
 _MAX_PARTS = 5  # expressions or codings per issue
 _MAX_VALUE = 120  # characters of one code, system or expression
+MAX_SUMMARY = 1_000  # characters of the whole summary: it is one clause of an error message, not a report
 
 
 def _value(raw: Any) -> str | None:
@@ -76,4 +77,5 @@ def issue_summary(outcome: Mapping[str, Any] | None) -> str | None:
     if not described:
         return None
     more = len(described) - MAX_ISSUES
-    return "; ".join(described[:MAX_ISSUES]) + (f"; and {more} more issues" if more > 0 else "")
+    said = "; ".join(described[:MAX_ISSUES]) + (f"; and {more} more issues" if more > 0 else "")
+    return said if len(said) <= MAX_SUMMARY else said[: MAX_SUMMARY - 1] + "…"

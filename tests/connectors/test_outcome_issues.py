@@ -15,7 +15,7 @@ from connectors.bulk import BulkClient, incomplete_types, summarize_error_file
 from connectors.errors import BulkExportError, FhirError, FhirNotFoundError
 from connectors.fhir import FhirClient
 from connectors.tokens import StaticTokenSource
-from connectors.transport.issues import MAX_ISSUES, issue_summary
+from connectors.transport.issues import MAX_ISSUES, MAX_SUMMARY, issue_summary
 from tests.connectors.helpers import BASE, TOKEN, Script, bundle, recording_policy
 
 SAID = "no Patient named Jane Doe born 1970-01-01"
@@ -85,6 +85,22 @@ def test_many_issues_are_deduplicated_and_capped() -> None:
     assert issue_summary(_outcome(*many)).endswith("error code-9; and 3 more issues")  # type: ignore[union-attr]
     long = {"severity": "error", "code": "invalid", "expression": ["x" * 1000]}
     assert len(issue_summary(_outcome(long)) or "") < 200
+
+
+def test_the_whole_summary_is_capped_however_wide_each_issue_is() -> None:
+    """Each value is capped, but ten issues of five expressions and five codings each made ~20k characters of one
+    error message (and of every log line and Dagster event that carries it)."""
+    wide = [
+        {
+            "severity": "error",
+            "code": f"code-{n}",
+            "expression": [f"{n}-{k}-" + "x" * 200 for k in range(5)],
+            "details": {"coding": [{"system": "s" * 200, "code": f"{n}-{k}"} for k in range(5)]},
+        }
+        for n in range(MAX_ISSUES)
+    ]
+    said = issue_summary(_outcome(*wide)) or ""
+    assert said.startswith("error code-0 at 0-0-") and said.endswith("…") and len(said) == MAX_SUMMARY
 
 
 @pytest.mark.parametrize("outcome", [None, {}, {"issue": "not a list"}, _outcome("not an issue")])
