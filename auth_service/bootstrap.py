@@ -85,15 +85,15 @@ def bootstrap_admin(
     seed = tenant_seed({"id": tenant_id, "name": name}, where)  # a bad id or name is named before any database work
     from auth_service.core.config import load_settings
     from auth_service.services.context import build_context
-    from auth_service.services.tenants import bootstrap_tenant
+    from auth_service.services.tenants import bootstrap_existing, bootstrap_tenant
     from store.models import Tenant
 
     ctx = build_context(settings or load_settings())
     try:
         with ctx.db.session() as session, session.begin():
             existing = session.get(Tenant, tenant_id)
-            if existing is not None:
-                seed = TenantSeed.model_validate({"id": tenant_id, "name": name, **(existing.settings or {})})
+            if existing is not None:  # its settings kept as stored: never read back loosely and rewritten
+                return bootstrap_existing(session, existing, seed.name, key_name)
             return bootstrap_tenant(session, seed, ctx.cipher, key_name)
     finally:
         ctx.close()

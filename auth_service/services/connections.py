@@ -177,6 +177,7 @@ def _backend_profile(ctx: ServiceContext, tenant_id: str, provider_id: str) -> t
     off the allowlist); nothing is sent to the EHR."""
     with ctx.db.session() as session:
         profile = resolve_profile(session, ctx.cipher, ctx.settings, tenant_id, provider_id)
+    profile.check_settings()  # scopes never asked on a guess at a tenant switch
     if profile.auth_method not in ("private_key_jwt", "client_secret_basic"):
         raise ProviderUnusableError(
             "backend services need private_key_jwt or client_secret_basic", code="configuration_error"

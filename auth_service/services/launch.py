@@ -94,6 +94,7 @@ def begin_authorization(
     """Store a fresh state + PKCE verifier and return the EHR's authorize URL."""
     with ctx.db.session() as session:
         profile = resolve_profile(session, ctx.cipher, ctx.settings, tenant_id, provider_id)
+    profile.check_settings()  # scopes never asked on a guess at a tenant switch
     check_connection_kind(provider_id, profile.config, backend=False)  # e.g. a PointClickCare bulk app signs in no one
     check_allowlisted(ctx, profile.fhir_base)
     with ctx.call_budget(profile.provider_id, profile.fhir_base):  # eCW counts discovery too

@@ -18,6 +18,7 @@ from auth_service.services.context import ServiceContext
 from auth_service.services.errors import IssuerRefusedError, ServiceError
 from auth_service.services.profiles import enabled_provider_ids, resolve_profile
 from auth_service.services.tenants import get_practice_settings
+from auth_service.tenants.settings import TenantSettingInvalidError
 from connectors.errors import EhrSyncError
 from connectors.smart import is_issuer_allowed, normalize_issuer
 from store.models import Tenant
@@ -42,7 +43,12 @@ def _matches(ctx: ServiceContext, session: Session, wanted: str, tenant_id: str 
         query = query.where(Tenant.id == tenant_id)
     found: list[tuple[str, str]] = []
     for tenant in session.scalars(query):
-        for provider_id in enabled_provider_ids(session, tenant, get_practice_settings(tenant)):
+        try:
+            practice = get_practice_settings(tenant)
+        except TenantSettingInvalidError as exc:  # one tenant's bad row never stops another tenant's launch
+            logger.warning("EHR launch: tenant %s skipped: %s", tenant.id, exc.message)
+            continue
+        for provider_id in enabled_provider_ids(session, tenant, practice):
             if wanted in _issuers(ctx, session, tenant.id, provider_id):
                 found.append((tenant.id, provider_id))
     return found

@@ -7,6 +7,7 @@ when ``SMART_ENABLE_WRITE``, the tenant's ``enableWrite`` and the feature flag a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,7 @@ from auth_service.services.providers_port import (
     plugin_write_supported,
 )
 from auth_service.services.write_scopes import least_privilege_scopes, log_narrowed
-from auth_service.tenants.settings import PracticeSettings, write_scopes_allowed
+from auth_service.tenants.settings import PracticeSettings, TenantSettingInvalidError, write_scopes_allowed
 from connectors.errors import ConfigurationError
 from connectors.smart import ClientAuth, load_signing_key
 from store.crypto import TokenCipher
@@ -44,6 +45,7 @@ __all__ = [
 ]
 
 SMART_PROVIDER_ID = "smart"
+logger = logging.getLogger(__name__)
 _WRITE_SCOPES = {"note": "patient/DocumentReference.c", "patient": "user/Patient.c"}
 
 
@@ -62,6 +64,14 @@ class ClientProfile:
     note_write_allowed: bool
     vendor_allows_notes: bool
     config: Mapping[str, Any] = field(repr=False)
+    #: A tenant write switch the write scopes hang on, stored as neither true nor false: ``scopes`` ask no write
+    #: access, and a flow that asks for scopes refuses to start (``check_settings``); refreshes go on as before.
+    setting_problem: str | None = None
+
+    def check_settings(self) -> None:
+        """TenantSettingInvalidError (409 ``configuration_error``) naming the setting the scopes hang on, if any."""
+        if self.setting_problem is not None:
+            raise TenantSettingInvalidError(self.setting_problem)
 
     @property
     def auth_method(self) -> str:
@@ -142,16 +152,40 @@ def enabled_provider_ids(session: Session, tenant: Tenant, practice: PracticeSet
     listed = set(practice.ehr_integrations.enabled_providers)
     ids = [r.provider_id for r in rows if r.enabled and r.provider_id in listed]
     smart, smart_off = practice.smart_fhir, any(r.provider_id == SMART_PROVIDER_ID and not r.enabled for r in rows)
-    if smart.enabled and smart.fhir_base_url and not smart_off and SMART_PROVIDER_ID not in ids:
+    if smart.fhir_base_url and not smart_off and SMART_PROVIDER_ID not in ids and _smart_on(tenant.id, practice):
         ids.append(SMART_PROVIDER_ID)
     return sorted(ids)
 
 
+def _smart_on(tenant_id: str, practice: PracticeSettings) -> bool:
+    """``smartFhir.enabled`` for a list of providers: one stored as neither true nor false leaves ``smart`` off the
+    list (never granted on a guess), logged naming the setting; choosing it is refused naming it."""
+    problem = practice.setting_problem("enabled")
+    if problem is not None:
+        logger.warning("provider smart of tenant %s left out: %s", tenant_id, problem)
+        return False
+    return practice.said_true("enabled")
+
+
+def _write_allowed(settings: Settings, practice: PracticeSettings, feature: str, problems: list[str]) -> bool:
+    """``write_scopes_allowed``; a switch it hangs on stored as neither true nor false: no (``problems`` names it)."""
+    try:
+        return write_scopes_allowed(settings.SMART_ENABLE_WRITE, practice, feature)
+    except TenantSettingInvalidError as exc:
+        problems.append(exc.message)
+        return False
+
+
 def _scopes(
-    settings: Settings, practice: PracticeSettings, tenant_id: str, provider_id: str, config: Mapping[str, Any]
+    settings: Settings,
+    practice: PracticeSettings,
+    tenant_id: str,
+    provider_id: str,
+    config: Mapping[str, Any],
+    problems: list[str],
 ) -> tuple[str, bool, bool]:
-    note = write_scopes_allowed(settings.SMART_ENABLE_WRITE, practice, practice.note_create_enabled)
-    patient = write_scopes_allowed(settings.SMART_ENABLE_WRITE, practice, practice.patient_create_enabled)
+    note = _write_allowed(settings, practice, "enableNoteCreate", problems)
+    patient = _write_allowed(settings, practice, "enablePatientCreate", problems)
     configured = config.get("scopes")
     if isinstance(configured, list):
         configured = " ".join(str(s) for s in configured)
@@ -195,7 +229,7 @@ def _check_enabled(practice: PracticeSettings, row: ProviderConfig | None, provi
     the tenant's ``smartFhir`` is enabled and a ``smart`` provider-config row, if any, is not disabled; another
     provider while its row is enabled and listed in ``enabledProviders`` (NotFoundError without a row)."""
     if provider_id == SMART_PROVIDER_ID:
-        if not practice.smart_fhir.enabled:
+        if not practice.switches_on("enabled"):
             raise ProviderUnusableError("the tenant's SMART on FHIR server is not enabled")
         if row is not None and not row.enabled:
             raise ProviderUnusableError(f"provider {provider_id!r} is disabled for this tenant (its provider config)")
@@ -246,7 +280,8 @@ def resolve_profile(
             f"provider {provider_id!r} needs a FHIR base URL and a client id", code="configuration_error"
         )
     check_client_auth_config(provider_id, config, settings)
-    scopes, write_allowed, note_allowed = _scopes(settings, practice, tenant_id, provider_id, config)
+    problems: list[str] = []
+    scopes, write_allowed, note_allowed = _scopes(settings, practice, tenant_id, provider_id, config, problems)
     return ClientProfile(
         tenant_id=tenant_id,
         provider_id=provider_id,
@@ -259,4 +294,5 @@ def resolve_profile(
         note_write_allowed=note_allowed,
         vendor_allows_notes=plugin_write_supported(provider_id),
         config=config,
+        setting_problem=problems[0] if problems else None,
     )

@@ -100,20 +100,22 @@ def _serves_sign_in(row: ProviderConfig, tenant: Tenant) -> bool:
     ``smartFhir`` is enabled and the row is not disabled, listed in ``enabledProviders`` or not (it was shown
     disabled while it signed patients in); any other row while it is enabled and listed."""
     if row.provider_id == _SMART:
-        return bool(row.enabled) and get_practice_settings(tenant).smart_fhir.enabled
+        return bool(row.enabled) and get_practice_settings(tenant).said_true("enabled")
     return bool(row.enabled) and row.provider_id in _enabled_list(tenant)
 
 
 def _describe_tenant_smart(tenant: Tenant) -> dict[str, Any] | None:
     """``smart`` as the tenant's smartFhir settings define it (read-only here), or ``None`` when they do not."""
-    smart = get_practice_settings(tenant).smart_fhir
-    if not (smart.enabled or smart.fhir_base_url):
+    practice = get_practice_settings(tenant)
+    smart, enabled, problem = practice.smart_fhir, practice.said_true("enabled"), practice.setting_problem("enabled")
+    if not (enabled or problem or smart.fhir_base_url):
         return None
     config = {"fhirBaseUrl": smart.fhir_base_url, "issuer": smart.issuer, "clientId": smart.client_id}
     return {
         "provider": _SMART,
         "display_name": plugin_display_name(_SMART),
-        "enabled": smart.enabled and bool(smart.fhir_base_url),
+        "enabled": enabled and bool(smart.fhir_base_url),
+        **({"setting_problem": problem} if problem else {}),
         "config": {k: v for k, v in config.items() if v is not None},
         "field_hints": {},
         "updated_at": tenant.updated_at.isoformat(),

@@ -273,6 +273,6 @@ def _require_bulk_enabled(ctx: ServiceContext, tenant_id: str) -> None:
     """Every Bulk export, whichever endpoint asked for it, needs the tenant's ``enableBulkExport`` flag."""
     with ctx.db.session() as session:
         tenant = session.get(Tenant, tenant_id)
-        enabled = tenant is not None and get_practice_settings(tenant).ehr_integrations.enable_bulk_export
+        enabled = tenant is not None and get_practice_settings(tenant).switches_on("enableBulkExport")
     if not enabled:
         raise SyncRefusedError("the tenant's ehrIntegrations.enableBulkExport flag is off")

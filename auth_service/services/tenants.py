@@ -12,7 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
-from auth_service.tenants.settings import PracticeSettings, TenantSeed, load_tenant_seed
+from auth_service.tenants.settings import PracticeSettings, TenantSeed, load_tenant_seed, stored_practice_settings
+from connectors.tenant_switches import stored_problems
 from store.audit import record_audit
 from store.crypto import TokenCipher
 from store.models import ApiKey, Tenant
@@ -20,6 +21,7 @@ from store.provider_configs import save_provider_config
 
 __all__ = [
     "BootstrapResult",
+    "bootstrap_existing",
     "bootstrap_tenant",
     "create_api_key",
     "get_practice_settings",
@@ -36,6 +38,8 @@ _KEY_PREFIX = "ehs_"
 class BootstrapResult:
     tenant_id: str
     api_key: str  # shown once; only its hash is stored
+    #: An existing tenant's stored switches that are neither true nor false (kept as stored; shown as warnings).
+    setting_problems: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"BootstrapResult(tenant_id={self.tenant_id!r})"
@@ -78,7 +82,8 @@ def upsert_tenant(session: Session, seed: TenantSeed, cipher: TokenCipher, actor
 
 
 def get_practice_settings(tenant: Tenant) -> PracticeSettings:
-    return PracticeSettings.model_validate((tenant.settings or {}).get("practice_settings") or {})
+    """The tenant's settings as stored; read its switches with ``switches_on`` (``stored_practice_settings``)."""
+    return stored_practice_settings(tenant.settings or {})
 
 
 def create_api_key(session: Session, tenant_id: str, name: str = "admin", actor: str = "bootstrap") -> str:
@@ -108,6 +113,20 @@ def bootstrap_tenant(
     """Create/update the tenant and mint an admin API key for it (the first key has to come from somewhere)."""
     upsert_tenant(session, seed, cipher, actor="bootstrap")
     return BootstrapResult(seed.id, create_api_key(session, seed.id, key_name))
+
+
+def bootstrap_existing(session: Session, tenant: Tenant, name: str, key_name: str = "admin") -> BootstrapResult:
+    """A new admin API key for a tenant that exists, renamed to ``name``; its settings are kept byte for byte. They
+    used to be read back loosely and rewritten: a stored ``"yes"`` became ``true`` (a switch turned on that the
+    tenant never clearly turned on) and a ``"maybe"`` stopped the command with a traceback. A switch neither true
+    nor false is reported instead (``setting_problems``): the seed (``ehrsync auth seed``) is the way to fix it."""
+    if tenant.name != name:
+        tenant.name = name
+        record_audit(
+            session, tenant_id=tenant.id, actor="bootstrap", action="tenant.update", outcome="success", detail={}
+        )
+    key = create_api_key(session, tenant.id, key_name)
+    return BootstrapResult(tenant.id, key, tuple(stored_problems(tenant.settings or {})))
 
 
 def seed_tenants(session: Session, cipher: TokenCipher, path: str | Path) -> list[str]:

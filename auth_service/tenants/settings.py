@@ -12,12 +12,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from auth_service.core.return_to import ReturnToError, normalize_origin
 from connectors.errors import ConfigurationError
 from connectors.http import url_problem
-from connectors.tenant_switches import FINAL_NOTES, switch_problem
+from connectors.tenant_switches import FINAL_NOTES, all_on, read_switch, switch_problem
 
 __all__ = [
     "MAX_SEED_BYTES",
@@ -25,7 +34,9 @@ __all__ = [
     "PracticeSettings",
     "SmartFhirSettings",
     "TenantSeed",
+    "TenantSettingInvalidError",
     "load_tenant_seed",
+    "stored_practice_settings",
     "tenant_seed",
     "write_scopes_allowed",
 ]
@@ -36,6 +47,15 @@ MAX_SEED_BYTES = 16 * 1024 * 1024
 
 #: Validation context of a seed being written (not of settings read back): the stricter URL rules apply.
 _NEW_SEED = {"new_seed": True}
+#: Validation context of settings read back from a tenant's row: a switch that is not a boolean is left out of the
+#: model (pydantic would read ``"yes"`` as on and refuse ``"maybe"``), and read by ``PracticeSettings.switches_on``.
+_STORED = {"stored": True}
+
+
+class TenantSettingInvalidError(ConfigurationError):
+    """A decision of the service hangs on a tenant setting stored in a shape ehrsync does not guess at (a switch
+    neither true nor false, connectors/tenant_switches.py): the message names the setting, never its value. 409
+    ``configuration_error``: an operator fixes the row (``ehrsync auth seed``)."""
 
 
 class _Camel(BaseModel):
@@ -49,8 +69,10 @@ class _Camel(BaseModel):
         """A new seed's switch that is not true or false is refused, naming it and the value's type: pydantic reads
         ``"yes"`` or ``1`` as true, and ``allowFinalNotes`` (kept as given) was stored whatever it was, then read as
         off by the write-back. Settings stored before this rule still load (the write-back holds a note on one)."""
-        if info.context != _NEW_SEED or not isinstance(data, Mapping):
+        if info.context not in (_NEW_SEED, _STORED) or not isinstance(data, Mapping):
             return data
+        if info.context == _STORED:  # read by ``PracticeSettings.switches_on``, from the row as it is
+            return {k: v for k, v in data.items() if k not in cls.switches or isinstance(v, bool)}
         problems = [switch_problem(name, data[name]) for name in cls.switches if name in data]
         if any(problems):
             raise ValueError("; ".join(p for p in problems if p))
@@ -104,17 +126,34 @@ class PracticeSettings(_Camel):
         except ReturnToError as exc:
             raise ValueError(str(exc).replace("return_to", "each origin")) from None
 
-    @property
-    def tenant_write_enabled(self) -> bool:
-        return self.smart_fhir.enable_write or self.ehr_integrations.enable_write
+    #: The tenant row's ``settings`` these were read from (``stored_practice_settings``); None: built from a seed.
+    _stored: object = PrivateAttr(default=None)
 
-    @property
-    def note_create_enabled(self) -> bool:
-        return self.smart_fhir.enable_note_create or self.ehr_integrations.enable_note_create
+    def switches_on(self, *names: str) -> bool:
+        """Whether every switch of ``names`` is on, by the write-back's rule (connectors/tenant_switches.py): a switch
+        is on when a section says ``true``. A stored one that is neither true nor false (``"yes"``, ``null``) is not
+        read as on (it would grant what the tenant did not clearly grant) nor as off (it would refuse what it may
+        have granted): unless another of ``names`` is off anyway, ``TenantSettingInvalidError`` names it."""
+        on, problem = all_on(read_switch(self._read_from(), name) for name in names)
+        if problem is not None:
+            raise TenantSettingInvalidError(f"the tenant's {problem}; fix the setting (ehrsync auth seed)")
+        return on
 
-    @property
-    def patient_create_enabled(self) -> bool:
-        return self.smart_fhir.enable_patient_create or self.ehr_integrations.enable_patient_create
+    def said_true(self, name: str) -> bool:
+        """Whether a section says ``true`` for ``name`` (no error: for a decision ``switches_on`` already checked)."""
+        return read_switch(self._read_from(), name).on
+
+    def _read_from(self) -> object:
+        return self._stored if self._stored is not None else {"practice_settings": self.model_dump(by_alias=True)}
+
+    def setting_problem(self, *names: str) -> str | None:
+        """What ``switches_on(*names)`` would refuse with (None: it answers), for the places that list rather than
+        decide (a provider left off a list is not granted either)."""
+        try:
+            self.switches_on(*names)
+        except TenantSettingInvalidError as exc:
+            return exc.message
+        return None
 
 
 class TenantSeed(_Camel):
@@ -123,9 +162,25 @@ class TenantSeed(_Camel):
     practice_settings: PracticeSettings = Field(default_factory=PracticeSettings)
 
 
-def write_scopes_allowed(service_write: bool, practice: PracticeSettings, feature: bool) -> bool:
-    """Write scopes are requested only when the service switch, the tenant switch and the feature are all on."""
-    return service_write and practice.tenant_write_enabled and feature
+def write_scopes_allowed(service_write: bool, practice: PracticeSettings, feature: str) -> bool:
+    """Write scopes are requested only when the service switch, the tenant's ``enableWrite`` and the feature's
+    switch (``enableNoteCreate``, ``enablePatientCreate``) are all on (``TenantSettingInvalidError`` when the answer
+    hangs on a switch stored as neither true nor false)."""
+    return service_write and practice.switches_on("enableWrite", feature)
+
+
+def stored_practice_settings(stored: object) -> PracticeSettings:
+    """A tenant row's ``settings`` as the service reads them. Switches are read by ``switches_on`` from the row as it
+    is; any other value the model refuses is a ``TenantSettingInvalidError`` naming the field (never its value), not
+    an uncaught ``ValidationError`` (a 500 with a stack)."""
+    practice = stored.get("practice_settings") if isinstance(stored, Mapping) else None
+    try:
+        settings = PracticeSettings.model_validate(practice or {}, context=_STORED)
+    except ValidationError as exc:
+        fields = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise TenantSettingInvalidError(f"the tenant's practice_settings are invalid: {fields}") from None
+    settings._stored = stored
+    return settings
 
 
 def load_tenant_seed(path: str | Path) -> list[TenantSeed]:

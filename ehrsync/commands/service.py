@@ -35,6 +35,8 @@ def auth_bootstrap(tenant_id: str, name: str) -> None:
 
     result = exit_on_configuration_error(lambda: bootstrap_admin(tenant_id, name))
     click.echo(f"tenant: {result.tenant_id}\napi key (shown once): {result.api_key}")
+    for problem in result.setting_problems:  # kept as stored; named (never the value) where the service uses it
+        click.echo(f"warning: tenant {result.tenant_id}: {problem}; fix it with ehrsync auth seed", err=True)
 
 
 @auth.command("seed")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from connectors.fhir.references import reference_on
 from connectors.providers import get_provider
 from connectors.providers.profiles import Persona, WriteProfile
-from connectors.tenant_switches import FINAL_NOTES, json_kind, switch_problem
+from connectors.tenant_switches import FINAL_NOTES, TenantSwitch, all_on, read_switch
 from connectors.writeback import WriteFlags
 from engine.connection_info import ConnectionInfo
 from store import AppDatabase
@@ -17,36 +17,8 @@ from store.outbox import NoteRecord
 
 __all__ = ["TENANT_SETTING_INVALID", "NoteTarget", "load_target"]
 
-_SECTIONS = ("smartFhir", "ehrIntegrations")
 #: The reason code of a note held for a tenant switch that is neither true nor false (``waiting.wait_for_setting``).
 TENANT_SETTING_INVALID = "tenant_setting_invalid"
-
-
-@dataclass(frozen=True)
-class _Switch:
-    """A tenant switch as stored: on when either section says ``true``; else ``problem`` names the first value that
-    is neither ``true`` nor ``false`` (no answer: the note is held), and without one it is off."""
-
-    on: bool
-    problem: str | None = None
-
-
-def _switch(stored: object, name: str) -> _Switch:
-    if not isinstance(stored, Mapping):
-        return _Switch(False, f"the tenant's settings must be an object, got {json_kind(stored)}")
-    practice = stored.get("practice_settings") or {}  # none at all: every switch off, as the auth service reads it
-    if not isinstance(practice, Mapping):
-        return _Switch(False, f"practice_settings must be an object, got {json_kind(practice)}")
-    problems = []
-    for section in (s for s in _SECTIONS if s in practice):
-        values = practice[section]
-        if not isinstance(values, Mapping):
-            problems.append(f"practice_settings.{section} must be an object, got {json_kind(values)}")
-        elif values.get(name, False) is True:
-            return _Switch(True)
-        elif (problem := switch_problem(f"practice_settings.{section}.{name}", values.get(name, False))) is not None:
-            problems.append(problem)
-    return _Switch(False, problems[0] if problems else None)
 
 
 @dataclass(frozen=True)
@@ -73,17 +45,16 @@ def _persona(row: Connection) -> Persona:
     return "user" if user is not None and user[0] == "Practitioner" else "patient"
 
 
-def _setting_problem(note: NoteRecord, flags: WriteFlags, switches: Mapping[str, _Switch]) -> str | None:
+def _setting_problem(note: NoteRecord, flags: WriteFlags, switches: Mapping[str, TenantSwitch]) -> str | None:
     """The unreadable switch this note's answer depends on. None when every switch it needs is readable, or when the
     answer is "no" whatever the bad value says (another switch is off: the gate blocks it with that reason). A final
     note with its clinician's approval needs ``allowFinalNotes`` too (without the approval it is blocked anyway)."""
     needed = ["enableWrite", "enableNoteCreate"]
     if note.doc_status == "final" and note.clinician_approved:
         needed.append(FINAL_NOTES)
-    closed = not (flags.service_enabled and flags.vendor_allows_notes)
-    if closed or any(not switches[n].on and switches[n].problem is None for n in needed):
+    if not (flags.service_enabled and flags.vendor_allows_notes):
         return None
-    return next((switches[n].problem for n in needed if switches[n].problem is not None), None)
+    return all_on(switches[n] for n in needed)[1]
 
 
 def load_target(db: AppDatabase, note: NoteRecord, *, service_write_enabled: bool) -> NoteTarget:
@@ -93,7 +64,7 @@ def load_target(db: AppDatabase, note: NoteRecord, *, service_write_enabled: boo
         tenant = session.get(Tenant, note.tenant_id)
         if row is None or tenant is None or row.tenant_id != note.tenant_id:
             raise LookupError(f"note {note.id}'s connection or tenant no longer exists")
-        switches = {n: _switch(tenant.settings or {}, n) for n in ("enableWrite", "enableNoteCreate", FINAL_NOTES)}
+        switches = {n: read_switch(tenant.settings or {}, n) for n in ("enableWrite", "enableNoteCreate", FINAL_NOTES)}
         info = ConnectionInfo(
             id=row.id,
             tenant_id=row.tenant_id,

@@ -84,11 +84,11 @@ def test_write_scopes_need_all_three_flags(make_settings) -> None:
             assert "patient/DocumentReference.c" in smart.scopes.split()
     finally:
         ctx.close()
-    practice = PracticeSettings.model_validate({"smartFhir": {"enableWrite": True}})
-    assert write_scopes_allowed(True, practice, True)
-    assert not write_scopes_allowed(False, practice, True)
-    assert not write_scopes_allowed(True, practice, False)
-    assert not write_scopes_allowed(True, PracticeSettings(), True)
+    practice = PracticeSettings.model_validate({"smartFhir": {"enableWrite": True, "enableNoteCreate": True}})
+    assert write_scopes_allowed(True, practice, "enableNoteCreate")
+    assert not write_scopes_allowed(False, practice, "enableNoteCreate")
+    assert not write_scopes_allowed(True, practice, "enablePatientCreate")
+    assert not write_scopes_allowed(True, PracticeSettings(), "enableNoteCreate")
 
 
 @pytest.mark.parametrize(
