@@ -57,3 +57,21 @@ def test_what_fhir_allows_is_still_read_as_before() -> None:
     page = parse_search_bundle(URL, _page(entry=[{"fullUrl": "urn:uuid:x"}, {"resource": OBS}], link=links), None)
     assert [r["id"] for r in page.resources] == ["o1"]
     assert page.next_url == "https://ehr.example/fhir/Observation?page=2"
+
+
+def test_an_unmarked_entry_of_another_type_is_an_include_of_a_type_search() -> None:
+    """R4 ``Bundle.entry.search.mode`` is 0..1: a Patient or Medication sent with none beside the matches of an
+    Observation search is an include. Marked ``match``, or with no type searched, it stays a match (landed, or
+    quarantined as of the wrong type: seen, never dropped); an OperationOutcome stays an outcome."""
+    patient, outcome = {"resourceType": "Patient", "id": "p1"}, {"resourceType": "OperationOutcome", "issue": []}
+    entries = [
+        {"resource": OBS},
+        {"resource": patient},
+        {"resource": {"resourceType": "Medication", "id": "m1"}, "search": {"mode": "match"}},
+        {"resource": outcome},
+    ]
+    page = parse_search_bundle(URL, _page(entry=entries), None, "Observation")
+    assert [r["id"] for r in page.resources] == ["o1", "m1"]
+    assert page.included == [patient] and page.outcomes == [outcome]
+    untyped = parse_search_bundle(URL, _page(entry=entries), None)
+    assert [r["id"] for r in untyped.resources] == ["o1", "p1", "m1"] and untyped.included == []
