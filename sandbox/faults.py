@@ -42,6 +42,7 @@ FaultKind = Literal[
     "bulk_mixed_type",
     "bulk_error_file",  # the next export lists a fatal OperationOutcome for resource_type and omits its output
     "bulk_error_unreadable",  # bulk_error_file, but the error line is not an OperationOutcome (default: cut short)
+    "bulk_deleted_shape",  # the next deleted file downloaded writes each Bundle's one entry as a bare object
     "bulk_expired_files",  # the next export's files are past their expiry from the start (bulk_expired_status)
     "bulk_short_body",  # a bulk file announces its full Content-Length, sends half, and closes the connection
     "bulk_gzip_cut",  # a bulk file stored gzipped and cut short, served as stored (no Content-Encoding)

@@ -11,16 +11,21 @@
   Medication of ``medicationReference``), once a page, in entries with no ``search`` at all: legal (R4
   ``Bundle.entry.search`` and its ``mode`` are 0..1), as servers send what a match refers to, or an ``_include``,
   without saying so.
+
+The ``bulk_deleted_shape`` fault writes a Bulk ``deleted`` file the same naive way (``bare_deleted_entries``): each
+Bundle's one DELETE entry comes as the bare object instead of a one-element array.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
+import orjson
+
 from sandbox.data.store import DataStore
 from sandbox.errors import SandboxError
 
-__all__ = ["SearchShape", "reshape_searchset"]
+__all__ = ["SearchShape", "bare_deleted_entries", "reshape_searchset"]
 
 SearchShape = Literal["single_objects", "relation_case", "unmarked_others"]
 _REFERRING = ("subject", "patient", "medicationReference")
@@ -60,3 +65,14 @@ def _referred(entries: list[dict[str, Any]], store: DataStore) -> list[dict[str,
         except SandboxError:
             continue
     return referred
+
+
+def bare_deleted_entries(data: bytes) -> bytes:
+    """A ``deleted`` file's NDJSON with each Bundle's one-element ``entry`` written as the bare object."""
+    lines = []
+    for line in data.splitlines():
+        bundle = orjson.loads(line) if line.strip() else None
+        if isinstance(bundle, dict) and isinstance(bundle.get("entry"), list) and len(bundle["entry"]) == 1:
+            line = orjson.dumps({**bundle, "entry": bundle["entry"][0]})
+        lines.append(line)
+    return b"".join(line + b"\n" for line in lines)
