@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from connectors.errors import FhirError
+from connectors.fhir.outcomes import describe_outcome
 from connectors.http import parse_http_date, parse_instant, redact_url, resolve_checked_url, resolve_url, url_problem
 
 __all__ = ["SearchPage", "parse_search_bundle"]
@@ -136,12 +137,22 @@ def _links(body: dict[str, Any], url: str) -> dict[str, str]:
     return links
 
 
+def _not_a_bundle(url: str, body: Any) -> FhirError:
+    """A 200 that is no Bundle. An OperationOutcome (a server answering an error with 200) is kept on the error and
+    described by its severities and issue codes (``describe_outcome``: never its diagnostics, which may quote the
+    patient), so the run says why and ``issue_codes``/``is_transient`` read it as they do an error status's."""
+    where = redact_url(url)
+    kind = body.get("resourceType") if isinstance(body, dict) else type(body).__name__
+    outcome = body if isinstance(body, dict) and kind == "OperationOutcome" else None
+    said = f" ({describe_outcome(outcome)})" if outcome is not None else ""
+    return FhirError(f"search {where} returned {kind!r}, expected a Bundle{said}", 200, outcome, where)
+
+
 def parse_search_bundle(url: str, body: Any, date_header: str | None, resource_type: str | None = None) -> SearchPage:
     """Split a searchset Bundle into matches, includes and outcomes; resolve a relative ``next`` link.
     ``resource_type``: the type searched (None: a search of any type, where every unmarked entry is a match)."""
     if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
-        kind = body.get("resourceType") if isinstance(body, dict) else type(body).__name__
-        raise FhirError(f"search {redact_url(url)} returned {kind!r}, expected a Bundle", 200, None, redact_url(url))
+        raise _not_a_bundle(url, body)
     resources, included, outcomes = _entries(body, url, resource_type)
     links = _links(body, url)
     next_url = _link(links, "next", url)
