@@ -56,10 +56,27 @@ def deleted_ref(url: object) -> tuple[str, str] | None:
     return parts[-2], parts[-1]
 
 
+def _delete_entries(bundle: dict[str, Any], number: int, connection_id: str) -> tuple[list[dict[str, Any]], int]:
+    """A ``deleted`` line's entries that can be read, and how many cannot: an ``entry`` that is not an array (a
+    bare object for one item, as a naive XML-to-JSON converter writes it) refuses the whole line, an entry that is
+    not an object itself. Read as no entry, their deletions were dropped with nothing counted."""
+    entries = bundle.get("entry")
+    if entries is None:
+        return [], 0
+    if not isinstance(entries, list):
+        _log.warning("deleted-file line %d of connection %s: Bundle.entry is not an array", number, connection_id)
+        return [], 1
+    readable = [e for e in entries if isinstance(e, dict)]
+    if len(readable) < len(entries):
+        _log.warning("deleted-file line %d of connection %s: an entry is not an object", number, connection_id)
+    return readable, len(entries) - len(readable)
+
+
 def apply_deleted_file(
     wh: Warehouse, conn: ConnectionInfo, path: Path, transaction_time: datetime
 ) -> tuple[dict[str, int], int]:
-    """Tombstone every DELETE entry; returns (tombstones per type, lines that were not usable Bundles).
+    """Tombstone every DELETE entry; returns (tombstones per type, what could not be used: lines that are not
+    Bundles, or whose ``entry`` is not an array, and entries that are not objects or name no ``Type/id``).
 
     ``deleted_at`` is the Bundle's ``meta.lastUpdated`` when present, else the export's ``transactionTime``.
     """
@@ -83,8 +100,10 @@ def apply_deleted_file(
         meta = bundle.get("meta") if isinstance(bundle.get("meta"), dict) else {}
         when = parse_instant(meta.get("lastUpdated")) if meta else None
         when = when or transaction_time
-        for entry in bundle.get("entry") or []:
-            request = entry.get("request") if isinstance(entry, dict) else None
+        entries, unreadable = _delete_entries(bundle, number, conn.id)
+        bad += unreadable
+        for entry in entries:
+            request = entry.get("request")
             if not isinstance(request, dict) or str(request.get("method", "")).upper() != "DELETE":
                 continue
             ref = deleted_ref(request.get("url"))

@@ -4,8 +4,8 @@ They are not in the patient compartment, so search by ``patient`` cannot find th
 references found keeps the warehouse joinable without pulling a whole directory. Where the server declares
 ``search-type`` for the type and the granted scopes allow search, ids are asked for ``ID_BATCH`` at a time with
 ``_id=a,b,c`` (one request instead of one per id); any id the search did not return is then read on its own, so
-a server that ignores the list, hides a match or refuses the search costs requests, never data, and a missing
-target is still told apart (``not_found``).
+a server that ignores the list, hides a match, refuses the search or answers it unreadably costs requests, never
+data, and a missing target is still told apart (``not_found``).
 """
 
 from __future__ import annotations
@@ -237,7 +237,8 @@ def search_by_ids(
     what earlier chunks answered). Each search also carries the vendor's ``every_search`` parameters
     (``ProviderPlugin.every_search_params``: athenahealth's ``ah-practice``).
 
-    Batching stops for the type when the server refuses the search or answers with resources that were not
+    Batching stops for the type when the server refuses the search, answers with a page that is no readable
+    searchset (a FhirError of a 200: ``entry`` a bare object, BDX-29), or answers with resources that were not
     asked for (it ignored ``_id`` and would page through its whole directory); a chunk stops paging at the
     first page with a next link that brings no new id (its ids stay unsettled). A chunk's ids are settled only by
     a search that ended on its own and passed the paging checks (no error OperationOutcome, not short of a total).
@@ -271,9 +272,12 @@ def search_by_ids(
             _log.info("%s search by _id stopped early; reading the missing ones one by one", rtype)
             continue
         except FhirError as exc:
-            if isinstance(exc, FhirUnauthorizedError) or exc.status not in _SEARCH_UNSUPPORTED:
+            if isinstance(exc, FhirUnauthorizedError) or exc.status not in _SEARCH_UNSUPPORTED | {200}:
                 raise
-            _log.info("%s search by _id refused (HTTP %s); reading the rest one by one", rtype, exc.status)
+            # 200: an answer that is no readable searchset (not a Bundle, ``entry`` a bare object): no evidence
+            _log.info(
+                "%s search by _id refused or unreadable (HTTP %s); reading the rest one by one", rtype, exc.status
+            )
             break
         if ended and (pages == 1 or counted):
             answers.settled |= wanted

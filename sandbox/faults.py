@@ -42,6 +42,7 @@ FaultKind = Literal[
     "bulk_mixed_type",
     "bulk_error_file",  # the next export lists a fatal OperationOutcome for resource_type and omits its output
     "bulk_error_unreadable",  # bulk_error_file, but the error line is not an OperationOutcome (default: cut short)
+    "bulk_deleted_shape",  # the next deleted file downloaded writes each Bundle's one entry as a bare object
     "bulk_expired_files",  # the next export's files are past their expiry from the start (bulk_expired_status)
     "bulk_short_body",  # a bulk file announces its full Content-Length, sends half, and closes the connection
     "bulk_gzip_cut",  # a bulk file stored gzipped and cut short, served as stored (no Content-Encoding)
@@ -60,7 +61,7 @@ FaultKind = Literal[
     "search_empty_page",  # a searchset page comes back empty, its next link a fresh token for that same page (an
     # endless cursor when armed with times None; a few, as Epic/Cerner paging sometimes sends, with a small times)
     "search_shape",  # a searchset page written as ``shape`` says (sandbox.shape_fault): one-element arrays as bare
-    # objects, or link relations spelt with a capital
+    # objects, link relations spelt with a capital, or what the matches refer to in entries without search.mode
     "trickle",  # the answer's body arrives chunk_bytes (default 1) bytes every delay_s seconds
     "huge_body",  # an answer (200 unless body_status says) streams an endless (256 MiB) JSON body, no Content-Length
     "quota",  # quota requests per window_s, reported on every answer, 429 once spent (sandbox.quota_fault)

@@ -7,18 +7,31 @@
   of one match then holds an ``entry`` that is an object, and a client reading ``entry`` as a list finds nothing.
 - ``relation_case``: link relations spelt with a capital (``Self``, ``Next``). RFC 8288 compares relation types
   case-insensitively, and FHIR R4's ``Bundle.link.relation`` is a plain string naming one.
+- ``unmarked_others``: after the matches, the resources they refer to (the Patient of ``subject``/``patient``, the
+  Medication of ``medicationReference``), once a page, in entries with no ``search`` at all: legal (R4
+  ``Bundle.entry.search`` and its ``mode`` are 0..1), as servers send what a match refers to, or an ``_include``,
+  without saying so.
+
+The ``bulk_deleted_shape`` fault writes a Bulk ``deleted`` file the same naive way (``bare_deleted_entries``): each
+Bundle's one DELETE entry comes as the bare object instead of a one-element array.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-__all__ = ["SearchShape", "reshape_searchset"]
+import orjson
 
-SearchShape = Literal["single_objects", "relation_case"]
+from sandbox.data.store import DataStore
+from sandbox.errors import SandboxError
+
+__all__ = ["SearchShape", "bare_deleted_entries", "reshape_searchset"]
+
+SearchShape = Literal["single_objects", "relation_case", "unmarked_others"]
+_REFERRING = ("subject", "patient", "medicationReference")
 
 
-def reshape_searchset(bundle: dict[str, Any], shape: SearchShape) -> dict[str, Any]:
+def reshape_searchset(bundle: dict[str, Any], shape: SearchShape, store: DataStore) -> dict[str, Any]:
     """The searchset ``bundle`` as ``shape`` writes it (a new dict; the entries themselves are not copied)."""
     reshaped = dict(bundle)
     if shape == "single_objects":
@@ -26,7 +39,40 @@ def reshape_searchset(bundle: dict[str, Any], shape: SearchShape) -> dict[str, A
             value = reshaped.get(key)
             if isinstance(value, list) and len(value) == 1:
                 reshaped[key] = value[0]
-    else:
+    elif shape == "relation_case":
         links = reshaped.get("link") or []
         reshaped["link"] = [{**link, "relation": str(link.get("relation", "")).capitalize()} for link in links]
+    else:
+        entries = list(reshaped.get("entry") or [])
+        reshaped["entry"] = entries + _referred(entries, store)
     return reshaped
+
+
+def _referred(entries: list[dict[str, Any]], store: DataStore) -> list[dict[str, Any]]:
+    """Entries (no ``search``) of what the matches refer to, each once, those the store still holds."""
+    refs: dict[str, str] = {}  # reference -> its fullUrl (the match's base)
+    for entry in entries:
+        resource, base = entry.get("resource") or {}, str(entry.get("fullUrl", "")).rsplit("/", 2)[0]
+        for name in _REFERRING:
+            target = resource.get(name)
+            if isinstance(target, dict) and isinstance(target.get("reference"), str):
+                refs.setdefault(target["reference"], f"{base}/{target['reference']}")
+    referred = []
+    for ref, full_url in refs.items():
+        rtype, _, rid = ref.partition("/")
+        try:
+            referred.append({"fullUrl": full_url, "resource": store.read(rtype, rid)})
+        except SandboxError:
+            continue
+    return referred
+
+
+def bare_deleted_entries(data: bytes) -> bytes:
+    """A ``deleted`` file's NDJSON with each Bundle's one-element ``entry`` written as the bare object."""
+    lines = []
+    for line in data.splitlines():
+        bundle = orjson.loads(line) if line.strip() else None
+        if isinstance(bundle, dict) and isinstance(bundle.get("entry"), list) and len(bundle["entry"]) == 1:
+            line = orjson.dumps({**bundle, "entry": bundle["entry"][0]})
+        lines.append(line)
+    return b"".join(line + b"\n" for line in lines)

@@ -88,14 +88,16 @@ def _items(body: dict[str, Any], key: str, *, required: bool) -> list[ManifestIt
 
 
 def _next_page(body: dict[str, Any]) -> str | None:
-    """The ``url`` of the ``link`` whose ``relation`` is ``next``, if any (relative URLs are resolved by the caller)."""
+    """The ``url`` of the ``link`` whose ``relation`` is ``next`` in any case (RFC 8288 compares relation types
+    case-insensitively: a ``Next`` read as none ended the manifest early), if any (the caller resolves it)."""
     links = body.get("link")
     if links is None:
         return None
     if not isinstance(links, list) or not all(isinstance(link, dict) for link in links):
         raise _invalid("'link' must be an array of objects")
     for link in links:
-        if link.get("relation") == "next":
+        relation = link.get("relation")
+        if isinstance(relation, str) and relation.lower() == "next":
             url = link.get("url")
             if not isinstance(url, str) or not url.strip():
                 raise _invalid("the 'next' link has no url")

@@ -53,12 +53,19 @@ def _article(word: str) -> str:
 
 
 def iter_deleted_refs(path: Path, transaction_time: datetime) -> Iterator[DeletedRef]:
-    """Yield ``DELETE`` entries of the transaction Bundles in a ``deleted`` file; malformed lines raise."""
+    """Yield ``DELETE`` entries of the transaction Bundles in a ``deleted`` file; malformed lines raise (an
+    ``entry`` that is not an array, a bare object for one item, or an entry that is not an object, too: read as no
+    entry, its deletions were dropped unseen)."""
     for number, bundle in _iter_resources(path, "Bundle", "deleted file"):
         meta = bundle.get("meta") if isinstance(bundle.get("meta"), dict) else {}
         deleted_at = (parse_instant(meta.get("lastUpdated")) if meta else None) or transaction_time
-        for entry in bundle.get("entry") or []:
-            request = entry.get("request") if isinstance(entry, dict) else None
+        entries = bundle.get("entry")
+        if entries is not None and not isinstance(entries, list):
+            raise BulkExportError(f"deleted file line {number}: Bundle.entry is not an array")
+        for i, entry in enumerate(entries or []):
+            if not isinstance(entry, dict):
+                raise BulkExportError(f"deleted file line {number}: Bundle.entry[{i}] is not an object")
+            request = entry.get("request")
             if not isinstance(request, dict) or request.get("method") != "DELETE":
                 continue
             url = str(request.get("url") or "").split("?", 1)[0].strip("/")

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from connectors.errors import FhirError
+from connectors.fhir.outcomes import describe_outcome
 from connectors.http import parse_http_date, parse_instant, redact_url, resolve_checked_url, resolve_url, url_problem
 
 __all__ = ["SearchPage", "parse_search_bundle"]
@@ -16,8 +17,10 @@ __all__ = ["SearchPage", "parse_search_bundle"]
 class SearchPage:
     """One searchset Bundle page.
 
-    ``resources`` are the matches only; ``included`` holds ``search.mode=include`` entries and ``outcomes``
-    any OperationOutcome entries (an error/fatal one makes the search incomplete; the others are notices).
+    ``resources`` are the matches only; ``included`` holds ``search.mode=include`` entries, and on a search of one
+    type the entries of another type with no ``search.mode`` (R4: 0..1; a server sends so the Patient the matches
+    refer to, or an ``_include``); ``outcomes`` any OperationOutcome entries (an error/fatal one makes the search
+    incomplete; the others are notices).
     ``bundle_meta_last_updated`` and ``server_date`` come from the server's clock: the caller takes its
     high-water mark from the first page (BDX-27). ``total`` never decides when paging stops (BDX-29); it only
     shows a search that ended short of it.
@@ -84,9 +87,11 @@ def _array(body: dict[str, Any], name: str, url: str) -> list[Any]:
     return value
 
 
-def _entries(body: dict[str, Any], url: str) -> tuple[list[dict[str, Any]], ...]:
+def _entries(body: dict[str, Any], url: str, searched: str | None) -> tuple[list[dict[str, Any]], ...]:
     """(matches, includes, outcomes). An entry with no ``resource`` holds nothing to land; one that is not an
-    object, or whose ``resource`` is not one, holds what cannot be read: a FhirError, never skipped unseen."""
+    object, or whose ``resource`` is not one, holds what cannot be read: a FhirError, never skipped unseen. An
+    entry with no mode whose resource is of a type other than the ``searched`` one cannot be a match of it: an
+    include (landed as a match it was quarantined, as of the wrong type, and counted toward ``total``)."""
     resources: list[dict[str, Any]] = []
     included: list[dict[str, Any]] = []
     outcomes: list[dict[str, Any]] = []
@@ -102,11 +107,16 @@ def _entries(body: dict[str, Any], url: str) -> tuple[list[dict[str, Any]], ...]
         mode = search.get("mode") if search else None
         if mode == "outcome" or (mode is None and resource.get("resourceType") == "OperationOutcome"):
             outcomes.append(resource)
-        elif mode == "include":
+        elif mode == "include" or (mode is None and _other_type(resource, searched)):
             included.append(resource)
         else:
             resources.append(resource)
     return resources, included, outcomes
+
+
+def _other_type(resource: dict[str, Any], searched: str | None) -> bool:
+    rtype = resource.get("resourceType")
+    return searched is not None and isinstance(rtype, str) and rtype != searched
 
 
 def _links(body: dict[str, Any], url: str) -> dict[str, str]:
@@ -127,12 +137,23 @@ def _links(body: dict[str, Any], url: str) -> dict[str, str]:
     return links
 
 
-def parse_search_bundle(url: str, body: Any, date_header: str | None) -> SearchPage:
-    """Split a searchset Bundle into matches, includes and outcomes; resolve a relative ``next`` link."""
+def _not_a_bundle(url: str, body: Any) -> FhirError:
+    """A 200 that is no Bundle. An OperationOutcome (a server answering an error with 200) is kept on the error and
+    described by its severities and issue codes (``describe_outcome``: never its diagnostics, which may quote the
+    patient), so the run says why and ``issue_codes``/``is_transient`` read it as they do an error status's."""
+    where = redact_url(url)
+    kind = body.get("resourceType") if isinstance(body, dict) else type(body).__name__
+    outcome = body if isinstance(body, dict) and kind == "OperationOutcome" else None
+    said = f" ({describe_outcome(outcome)})" if outcome is not None else ""
+    return FhirError(f"search {where} returned {kind!r}, expected a Bundle{said}", 200, outcome, where)
+
+
+def parse_search_bundle(url: str, body: Any, date_header: str | None, resource_type: str | None = None) -> SearchPage:
+    """Split a searchset Bundle into matches, includes and outcomes; resolve a relative ``next`` link.
+    ``resource_type``: the type searched (None: a search of any type, where every unmarked entry is a match)."""
     if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
-        kind = body.get("resourceType") if isinstance(body, dict) else type(body).__name__
-        raise FhirError(f"search {redact_url(url)} returned {kind!r}, expected a Bundle", 200, None, redact_url(url))
-    resources, included, outcomes = _entries(body, url)
+        raise _not_a_bundle(url, body)
+    resources, included, outcomes = _entries(body, url, resource_type)
     links = _links(body, url)
     next_url = _link(links, "next", url)
     meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}

@@ -55,7 +55,12 @@ def _read_page(response: httpx.Response, max_bytes: int | None = None) -> tuple[
 
 
 def _fetch_page(
-    session: FhirSession, url: str, params: QueryParams | None, bounds: BodyBounds | None, first: bool
+    session: FhirSession,
+    url: str,
+    params: QueryParams | None,
+    bounds: BodyBounds | None,
+    first: bool,
+    resource_type: str | None,
 ) -> SearchPage:
     """One page; after the first, an expired link (404/410) is a SearchLinkExpiredError (BDX-29)."""
     max_bytes = bounds.max_bytes if bounds is not None else None
@@ -78,7 +83,7 @@ def _fetch_page(
             exc.operation_outcome,
             exc.url,
         ) from exc
-    page = parse_search_bundle(sent_url, body, date_header)
+    page = parse_search_bundle(sent_url, body, date_header, resource_type)
     logger.debug(
         "search page",
         extra={"url": redact_url(sent_url), "matches": len(page.resources), "has_next": bool(page.next_url)},
@@ -120,8 +125,9 @@ def _count_new(seen: DistinctMatches, resources: list[dict[str, Any]], searched:
     """Record a page's matches: (how many were not seen before, how many an earlier page already sent).
 
     A match without a usable id counts as new; one sent twice on this page alone is neither. Only the ``searched``
-    type's matches count as repeated: an entry of another type without ``search.mode`` is a resource a match refers
-    to, which a server may send again on every page (the same Patient, the same Medication)."""
+    type's matches count as repeated: an entry of another type without ``search.mode`` (a resource a match refers
+    to, which a server may send again on every page) is an include of a type search (``parse_search_bundle``),
+    and of a search of any type (``searched`` None) it may be the same Patient, the same Medication, on each page."""
     new, on_page = 0, set()
     repeated = 0
     for resource in resources:
@@ -186,7 +192,7 @@ def iter_search_pages(
     total: int | None = None
     empty, repeated = 0, False  # pages in a row with a next link and no match; a match came again (read on)
     while url is not None:
-        page = _fetch_page(session, url, params, bounds, first=first)
+        page = _fetch_page(session, url, params, bounds, first=first, resource_type=resource_type)
         links.add(page.url)
         counts = _count_new(seen, page.resources, resource_type)
         total = max(total or 0, page.total) if page.total is not None else total

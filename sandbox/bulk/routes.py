@@ -25,10 +25,12 @@ from sandbox.fhir.permission import Permission, permission
 from sandbox.fhir.responses import FhirFailure, fhir_response, outcome_body
 from sandbox.oauth.scopes import Grant
 from sandbox.oauth.state import TokenRecord
+from sandbox.shape_fault import bare_deleted_entries
 from sandbox.state import SandboxState, get_state
 
 log = logging.getLogger(__name__)
 router = APIRouter()
+_DELETED_FAULT = frozenset({"bulk_deleted_shape"})  # only a ``deleted`` file takes it (sandbox.shape_fault)
 _FILE_FAULTS = frozenset({"bulk_truncated", "bulk_short_body", "bulk_blank_line", "bulk_mixed_type", "bulk_gzip_cut"})
 _FILE_FAULTS |= {"bulk_gzip_bomb"}
 #: What ``bulk_gzip_bomb`` adds after a file's lines: 1 GiB of NUL bytes, as 1024 gzip members of 1 MiB each (RFC
@@ -257,6 +259,8 @@ def download(job_id: str, name: str, request: Request) -> Response:
     known = {n for _, n, _ in job.files + job.error_files + job.deleted_files}
     if name not in known or not path.is_file():
         raise FhirFailure(404, "not-found", "unknown export file")
+    if name in {n for _, n, _ in job.deleted_files} and st.faults.take(request.url.path, _DELETED_FAULT):
+        return Response(bare_deleted_entries(path.read_bytes()), media_type="application/fhir+ndjson")
     fault = st.faults.take(request.url.path, _FILE_FAULTS)
     bom = _BOM if st.settings.bulk_file_bom else b""
     if fault is None:

@@ -132,7 +132,7 @@ def search(resource_type: str, request: Request) -> Response:
     if total is not None:
         bundle["total"] = total
     if taken is not None and taken.kind == "search_shape":  # sandbox.shape_fault
-        bundle = reshape_searchset(bundle, taken.shape)
+        bundle = reshape_searchset(bundle, taken.shape, st.store)
     return fhir_response(bundle, headers={"Date": http_date(now)})
 
 

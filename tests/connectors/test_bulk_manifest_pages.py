@@ -61,6 +61,14 @@ def test_bdx12_manifest_pages_are_gathered_following_relative_and_absolute_next_
     assert all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r in script.requests)
 
 
+def test_bdx12_a_next_link_spelt_with_a_capital_is_followed() -> None:
+    """RFC 8288 compares relation types case-insensitively (as the REST search's paging does, BDX-29): a ``Next``
+    read as no link ended the manifest at its first page, and ``_since`` moved past the files of the others."""
+    links = [{"relation": "Self", "url": STATUS}, {"relation": "Next", "url": f"{STATUS}/page/2"}]
+    script = Script(_page(["o1"], link=links), _page(["o2"]))
+    assert [i.url for i in _bulk(script).wait(STATUS).output] == [f"{FILES}/o1.ndjson", f"{FILES}/o2.ndjson"]
+
+
 def test_bdx12_a_later_page_may_leave_out_request_and_error() -> None:
     later: dict[str, Any] = {
         "transactionTime": TX,

@@ -509,6 +509,27 @@ def test_bdx21_deleted_file_yields_tombstones(tmp_path: Path) -> None:
         list(iter_deleted_refs(path, tx))
 
 
+@pytest.mark.parametrize(
+    ("entry", "named"),
+    [
+        ({"request": {"method": "DELETE", "url": "Patient/p9"}}, r"line 2: Bundle\.entry is not an array"),
+        ([{"request": {"method": "DELETE", "url": "Patient/p9"}}, "Patient/p8"], r"line 2: Bundle\.entry\[1\] is not"),
+    ],
+    ids=["entry_object", "entry_string"],
+)
+def test_bdx21_a_deleted_line_whose_entries_cannot_be_read_raises(tmp_path: Path, entry: object, named: str) -> None:
+    """A one-item ``entry`` sent as the bare object, or an entry that is not an object, is a malformed line (as a
+    line that is not a Bundle is), never read as a Bundle holding no deletion."""
+    from connectors.bulk import iter_deleted_refs
+
+    tx = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    fine = {"resourceType": "Bundle", "type": "transaction", "entry": []}
+    path = tmp_path / "del.ndjson"
+    path.write_bytes(orjson.dumps(fine) + b"\n" + orjson.dumps({**fine, "entry": entry}) + b"\n")
+    with pytest.raises(BulkExportError, match=named):
+        list(iter_deleted_refs(path, tx))
+
+
 def test_bdx22_error_file_summary(tmp_path: Path) -> None:
     from connectors.bulk import summarize_error_file
 

@@ -213,7 +213,18 @@ def test_bdx29_an_entry_of_another_type_on_two_pages_is_no_shift() -> None:
     first = bundle([{"resource": _obs(1)}, {"resource": patient}], next_url=f"{BASE}/Observation?p=2")
     second = bundle([{"resource": _obs(2)}, {"resource": patient}])
     pages = list(_client(Script(_json(200, first), _json(200, second))).search_pages("Observation"))
-    assert [[r["id"] for r in p.resources] for p in pages] == [["o1", "p1"], ["o2", "p1"]]
+    assert [[r["id"] for r in p.resources] for p in pages] == [["o1"], ["o2"]]
+    assert [[r["id"] for r in p.included] for p in pages] == [["p1"], ["p1"]]  # an include, not a match
+
+
+def test_bdx29_an_unmarked_entry_of_another_type_does_not_count_toward_total() -> None:
+    """``total`` counts matches (R4): a Patient sent beside one Observation of a total of 2 does not make the
+    search look whole."""
+    patient = {"resourceType": "Patient", "id": "p1"}
+    short = bundle([{"resource": _obs(1)}, {"resource": patient}]) | {"total": 2}
+    with pytest.raises(SearchIncompleteError) as info:
+        list(_client(Script(_json(200, short))).search_pages("Observation"))
+    assert (info.value.reason, info.value.received, info.value.total) == ("no_next", 1, 2)
 
 
 def test_bdx29_distinct_matches_are_counted_in_a_compact_table() -> None:

@@ -83,6 +83,21 @@ def test_deleted_file_entries_become_tombstones_bdx21(start_sandbox, world, http
             assert rid not in wh.live_ids(conn, rtype)
 
 
+def test_bdx21_a_deleted_line_whose_entry_is_a_bare_object_is_quarantined_not_dropped(start_sandbox, world, http):
+    """A ``deleted`` file whose Bundles write their one DELETE entry as the bare object (``bulk_deleted_shape``, a
+    naive XML-to-JSON converter): each such line is refused as malformed and quarantined, as a line that is not a
+    Bundle is, never read as a Bundle without entries (its deletions dropped with nothing to show for it)."""
+    sb = start_sandbox(patients=2)
+    conn = connect_backend(world, sb, http=http, group_id="grp0")
+    assert run_bulk_export(world.env, conn, "first").status == "completed"
+    changes = mutate(http, sb, delete=3)
+    add_fault(http, sb, "bulk_deleted_shape", times=1)
+    report = run_bulk_export(world.env, conn, "second")
+    assert report.status == "completed", report.error
+    assert sum(r.deleted for r in report.types.values()) == 0  # nothing read from the refused lines
+    assert report.types["Bundle"].quarantined == len(changes["deleted"]) == 3
+
+
 def test_bdx21_a_resource_recreated_on_a_server_without_last_updated_is_live_again(start_sandbox, world, http):
     """A server that never sends ``meta.lastUpdated``: a resource an export's ``deleted`` file tombstoned, then
     re-created under its id, is live again once a later export (its ``transactionTime`` after the deletion) lists

@@ -42,8 +42,9 @@ def _capability(interactions: list[dict[str, str]]) -> bytes:
 def _server(
     ids_on_server: set[str], *, interactions: list[dict[str, str]] = SEARCH_TYPE, search: str = "honours"
 ) -> FakeFhir:
-    """``search``: ``honours`` the id list, ``ignores`` it (empty result), ``refuses`` it (400) or ``lists`` the
-    whole directory page by page whatever was asked."""
+    """``search``: ``honours`` the id list, ``ignores`` it (empty result), ``refuses`` it (400), ``lists`` the
+    whole directory page by page whatever was asked, or writes its one match as a ``bare`` object (a naive
+    XML-to-JSON converter's ``entry``: not a FHIR JSON Bundle)."""
     fake = FakeFhir()
 
     def search_route(_p: str, query: dict[str, list[str]]) -> Reply:
@@ -54,6 +55,9 @@ def _server(
         if search == "lists":
             return bundle([_practitioner("someone-else")], next_url=f"{fake.base_url}/fhir/directory-page-2")
         asked = query["_id"][0].split(",")
+        if search == "bare":
+            page = {"resourceType": "Bundle", "type": "searchset", "entry": {"resource": _practitioner(asked[0])}}
+            return 200, {"Content-Type": "application/fhir+json"}, orjson.dumps(page)
         return bundle([_practitioner(i) for i in asked if i in ids_on_server])
 
     def read_route(path: str, _q: dict[str, list[str]]) -> Reply:
@@ -114,6 +118,16 @@ def test_a_server_listing_its_whole_directory_is_not_paged_through(world: SyncWo
         report = _fetch(world, fake, sorted(present))
     assert len(_searches(fake)) == 1 and fake.hits("/fhir/directory-page-2") == 0
     assert _reads(fake) == sorted(present) and report.fetched == report.created == 60
+
+
+def test_an_id_search_answer_that_cannot_be_read_falls_back_to_reads(world: SyncWorld) -> None:
+    """A page that is no readable searchset (``entry`` a bare object, BDX-29) says nothing about the ids: they are
+    read one by one, as when the search is refused, instead of failing the type (its references queued for good)."""
+    present = {f"pr{i:03d}" for i in range(60)}
+    with serve(_server(present, search="bare")) as fake:
+        report = _fetch(world, fake, sorted(present))
+    assert report.error is None and report.fetched == report.created == 60
+    assert _reads(fake) == sorted(present) and len(_searches(fake)) == 1  # not asked again for the next batch
 
 
 def test_no_search_without_search_type_in_the_capability_statement(world: SyncWorld) -> None:

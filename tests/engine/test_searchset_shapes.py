@@ -53,3 +53,22 @@ def test_a_next_link_spelt_with_a_capital_is_followed_bdx29(start_sandbox: Any, 
     whole = sync_type(world, conn, "Observation", full=True)
     assert whole.error is None and whole.fetched == shaped.fetched > 20
     assert whole.created == 0  # the capitalised paging had landed every Observation already
+
+
+def test_entries_of_other_types_without_search_mode_are_not_matches_nor_quarantined(
+    start_sandbox: Any, tmp_path: Any, http: Any
+) -> None:
+    """A server sending on each page the Patient and Medication the matches refer to, with no ``search.mode``
+    (legal: R4 ``search`` is 0..1): they are read as includes, neither landed as matches of the searched type nor
+    quarantined (which failed the 1%-quarantine check of every run on such a server), BDX-29."""
+    sb = start_sandbox(patients=1)
+    world = make_environment(tmp_path / "others", http=http, page_size=2)
+    conn = connect_patient(world, sb, http=http)
+    add_fault(http, sb, "search_shape", path="/fhir/MedicationRequest", times=None, shape="unmarked_others")
+    shaped = sync_type(world, conn, "MedicationRequest")
+    assert shaped.error is None and shaped.pages > 1, (shaped.error, shaped.pages)
+    assert shaped.quarantined == 0 and shaped.fetched == shaped.created
+
+    sb.admin.clear_faults()
+    whole = sync_type(world, conn, "MedicationRequest", full=True)
+    assert whole.error is None and whole.fetched == shaped.fetched and whole.created == 0

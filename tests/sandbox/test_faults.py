@@ -385,3 +385,22 @@ def test_search_shape_writes_one_element_arrays_as_objects_or_capitalises_relati
     cased = httpx.get(url, params={"patient": "pat1", "_count": "5"}, headers=bearer(token), timeout=10).json()
     assert [link["relation"] for link in cased["link"]] == ["Self", "Next"]
     assert len(_match_ids(cased)) == 5
+
+
+def test_search_shape_unmarked_others_adds_what_the_matches_refer_to_without_search_mode(
+    sandbox: SandboxServer, token: str
+) -> None:
+    """``unmarked_others``: the matches as before, then the Patient (and any Medication) they refer to, once a page,
+    as the resource the server holds, in entries with no ``search`` (legal: R4 ``Bundle.entry.search`` is 0..1)."""
+    sandbox.admin.set_fault("search_shape", path="/fhir/MedicationRequest", times=1, shape="unmarked_others")
+    url = sandbox.fhir_base + "/MedicationRequest"
+    page = httpx.get(url, params={"patient": "pat1"}, headers=bearer(token), timeout=10).json()
+    matches = [e for e in page["entry"] if "search" in e]
+    others = [e for e in page["entry"] if "search" not in e]
+    assert matches and all(e["search"]["mode"] == "match" for e in matches)
+    kinds = {e["resource"]["resourceType"] for e in others}
+    assert kinds == {"Patient", "Medication"} and len(others) == len({e["fullUrl"] for e in others})
+    patient = next(e for e in others if e["resource"]["resourceType"] == "Patient")
+    assert patient["fullUrl"] == f"{sandbox.fhir_base}/Patient/pat1" and patient["resource"]["id"] == "pat1"
+    clean = httpx.get(url, params={"patient": "pat1"}, headers=bearer(token), timeout=10).json()
+    assert all("search" in e for e in clean["entry"])  # the fault was spent
