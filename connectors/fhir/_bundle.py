@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from connectors.errors import FhirError
-from connectors.fhir.outcomes import describe_outcome
 from connectors.http import parse_http_date, parse_instant, redact_url, resolve_checked_url, resolve_url, url_problem
+from connectors.transport.issues import issue_summary
 
 __all__ = ["SearchPage", "parse_search_bundle"]
 
@@ -139,12 +139,14 @@ def _links(body: dict[str, Any], url: str) -> dict[str, str]:
 
 def _not_a_bundle(url: str, body: Any) -> FhirError:
     """A 200 that is no Bundle. An OperationOutcome (a server answering an error with 200) is kept on the error and
-    described by its severities and issue codes (``describe_outcome``: never its diagnostics, which may quote the
-    patient), so the run says why and ``issue_codes``/``is_transient`` read it as they do an error status's."""
+    described as error statuses are (``issue_summary``: severity, code, expression, coding codes, never its
+    diagnostics, which may quote the patient), so the run says why and ``issue_codes``/``is_transient`` read it as
+    they do an error status's."""
     where = redact_url(url)
     kind = body.get("resourceType") if isinstance(body, dict) else type(body).__name__
     outcome = body if isinstance(body, dict) and kind == "OperationOutcome" else None
-    said = f" ({describe_outcome(outcome)})" if outcome is not None else ""
+    summary = issue_summary(outcome) if outcome is not None else None
+    said = f" (issues: {summary})" if summary else ""
     return FhirError(f"search {where} returned {kind!r}, expected a Bundle{said}", 200, outcome, where)
 
 

@@ -86,13 +86,14 @@ def test_a_200_operation_outcome_instead_of_a_bundle_keeps_its_severity_and_code
     ehr: SandboxServer, backend: BackendClient
 ) -> None:
     """A server answering a search 200 with an OperationOutcome (the sandbox ``echo`` fault: its diagnostics quote
-    the request and the patient): the error says its severity and issue codes, and keeps the outcome (``issue_codes``,
-    ``is_transient``), never its diagnostics. Before, it said only ``'OperationOutcome', expected a Bundle``."""
+    the request and the patient): the error says its issues as an error status's do (severity, code, expression,
+    coding codes), and keeps the outcome (``issue_codes``, ``is_transient``), never its diagnostics. Before, it
+    said only ``'OperationOutcome', expected a Bundle``."""
     client = FhirClient(ehr.fhir_base, StaticTokenSource(backend.mint()), retry=recording_policy([]))
     ehr.admin.set_fault("echo", path="/fhir/Encounter", body_status=200, echo_as="outcome", error="too-costly")
     with pytest.raises(FhirError) as info:
         list(client.search_pages("Encounter", {"patient": "pat0"}))
     error = info.value
-    assert "returned 'OperationOutcome', expected a Bundle (severity error; issues: too-costly)" in str(error)
+    assert "returned 'OperationOutcome', expected a Bundle (issues: error too-costly)" in str(error)
     assert error.status == 200 and error.issue_codes == ["too-costly"]
     assert "pat0" not in str(error) and "GET /fhir/Encounter" not in str(error)  # no diagnostics, redacted URL
