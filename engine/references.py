@@ -254,7 +254,8 @@ def search_by_ids(
                 report.pages += 1
                 pages, counted, ended = pages + 1, counted or page.total is not None, page.next_url is None
                 matches = [r for r in page.resources if r.get("resourceType") == rtype]
-                if any(r.get("id") not in wanted for r in matches):
+                # an id that is no string (a JSON array: unhashable) is no id asked for either
+                if any(not isinstance(r.get("id"), str) or r["id"] not in wanted for r in matches):
                     _log.info("%s search by _id returned ids not asked for; reading one by one instead", rtype)
                     return
                 added = 0

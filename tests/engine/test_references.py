@@ -43,8 +43,8 @@ def _server(
     ids_on_server: set[str], *, interactions: list[dict[str, str]] = SEARCH_TYPE, search: str = "honours"
 ) -> FakeFhir:
     """``search``: ``honours`` the id list, ``ignores`` it (empty result), ``refuses`` it (400), ``lists`` the
-    whole directory page by page whatever was asked, or writes its one match as a ``bare`` object (a naive
-    XML-to-JSON converter's ``entry``: not a FHIR JSON Bundle)."""
+    whole directory page by page whatever was asked, writes its one match as a ``bare`` object (a naive
+    XML-to-JSON converter's ``entry``: not a FHIR JSON Bundle), or gives its one match an ``array_id``."""
     fake = FakeFhir()
 
     def search_route(_p: str, query: dict[str, list[str]]) -> Reply:
@@ -58,6 +58,8 @@ def _server(
         if search == "bare":
             page = {"resourceType": "Bundle", "type": "searchset", "entry": {"resource": _practitioner(asked[0])}}
             return 200, {"Content-Type": "application/fhir+json"}, orjson.dumps(page)
+        if search == "array_id":
+            return bundle([{**_practitioner(asked[0]), "id": [asked[0]]}])
         return bundle([_practitioner(i) for i in asked if i in ids_on_server])
 
     def read_route(path: str, _q: dict[str, list[str]]) -> Reply:
@@ -128,6 +130,17 @@ def test_an_id_search_answer_that_cannot_be_read_falls_back_to_reads(world: Sync
         report = _fetch(world, fake, sorted(present))
     assert report.error is None and report.fetched == report.created == 60
     assert _reads(fake) == sorted(present) and len(_searches(fake)) == 1  # not asked again for the next batch
+
+
+def test_an_id_search_match_whose_id_is_not_a_string_falls_back_to_reads(world: SyncWorld) -> None:
+    """A match whose ``id`` is a JSON array is no id asked for: the ids are read one by one. Before, testing it
+    against the set of ids asked for raised TypeError (unhashable), a traceback out of the references step (and out
+    of a reconciliation's delete confirmation) instead of a fallback."""
+    present = {f"pr{i:03d}" for i in range(60)}
+    with serve(_server(present, search="array_id")) as fake:
+        report = _fetch(world, fake, sorted(present))
+    assert report.error is None and report.fetched == report.created == 60
+    assert _reads(fake) == sorted(present) and len(_searches(fake)) == 1
 
 
 def test_no_search_without_search_type_in_the_capability_statement(world: SyncWorld) -> None:
