@@ -102,6 +102,7 @@ from connectors.errors.fhir import (
     is_transient_answer,
 )
 from connectors.errors.oauth import (
+    MALFORMED_ERROR,
     AccessDeniedError,
     InvalidClientError,
     InvalidGrantError,
@@ -117,6 +118,7 @@ from connectors.errors.oauth import (
 )
 
 __all__ = [
+    "MALFORMED_ERROR",
     "TRANSIENT_ISSUE_CODES",
     "TRANSIENT_STATUSES",
     "AccessDeniedError",

@@ -111,6 +111,12 @@ _CLIENT_CREDENTIALS_REFUSALS = {
     "access_denied": "the EHR denied this client access",
 }
 _UNDEFINED_REFUSAL = "the EHR refused the grant with a code RFC 6749 does not define (see the vendor's documentation)"
+#: The ``error`` kept for a refusal whose own code is not RFC 6749 shaped or repeats a credential of the request.
+MALFORMED_ERROR = "malformed_error"
+_CLIENT_CREDENTIALS_REFUSALS[MALFORMED_ERROR] = (
+    "the EHR refused the grant with an error code not in RFC 6749's form, not shown (servers may repeat the request "
+    "there): see the EHR's own log of this client's token requests"
+)
 #: Answers that are not a refusal of the client: a throttle (408/429 with an OAuth body), or no usable answer.
 _NOT_REFUSALS = frozenset({"temporarily_unavailable", "server_error", "invalid_response"})
 

@@ -22,6 +22,7 @@ import orjson
 
 from connectors.budgets import check_step_budget
 from connectors.errors import (
+    MALFORMED_ERROR,
     OAuthError,
     RequestDeadlineError,
     ResponseTooLargeError,
@@ -176,8 +177,6 @@ def sent_secrets(request: httpx.Request) -> list[str]:
 #: a URI-reference of ``%x21 / %x23-5B / %x5D-7E`` (no space). Bounds: the longest code seen is far under 64.
 _ERROR_CODE = re.compile(r"[\x20\x21\x23-\x5B\x5D-\x7E]{1,64}")
 _ERROR_URI = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]{1,512}")
-#: The ``error`` shown for one that is not RFC 6749 shaped or holds a request credential (still a refusal).
-MALFORMED_ERROR = "malformed_error"
 
 
 def _shaped(value: object, pattern: re.Pattern[str], secrets: list[str]) -> str | None:

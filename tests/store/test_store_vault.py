@@ -260,8 +260,9 @@ def test_a_backend_grant_refused_with_a_vendor_code_names_it_on_one_line(
     db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
 ) -> None:
     """Any refusal makes a backend connection client_rejected, a vendor's own ``error`` too: that code is repeated in
-    the run's error and on every later use, so it is kept to one printable line and capped like its description
-    (before, only two known codes could get there; now a code with a line break or 2,000 characters did as it was)."""
+    the run's error and on every later use, so one that is not RFC 6749 shaped (a line break, 2,000 characters: it
+    may be an echo of the request) is replaced by ``malformed_error`` and said in words, never shown; a shaped
+    vendor code is kept as sent (the test below)."""
     add_backend_connection(db, cipher, token_server.fhir_base, token_endpoint=token_server.token_endpoint)
     vault = make_vault(db, cipher)
     assert vault.get_access_token("c1") == "at-1"
@@ -272,12 +273,25 @@ def test_a_backend_grant_refused_with_a_vendor_code_names_it_on_one_line(
         vault.get_access_token("c1")
     for message in (str(refused.value), str(later.value)):
         assert "\n" not in message and "x" * 64 not in message, message
-        assert "(client_blocked SEE-ADMIN xxx" in message, message
-    assert "a code RFC 6749 does not define" in str(refused.value)
+        assert "(malformed_error)" in message and "SEE-ADMIN" not in message, message
+    assert "an error code not in RFC 6749's form, not shown" in str(refused.value)
     with db.session() as s:
         event = s.scalars(select(AuditEvent).where(AuditEvent.outcome == "client_rejected")).one()
-    assert str(event.detail["error_code"]).startswith("client_blocked SEE-ADMIN x")
-    assert len(str(event.detail["error_code"])) <= 64
+    assert event.detail["error_code"] == "malformed_error"
+
+
+def test_a_backend_grant_refused_with_a_shaped_vendor_code_keeps_it(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
+) -> None:
+    """A vendor's own code in RFC 6749's form (printable, at most 64 characters) is kept: the admin looks it up."""
+    add_backend_connection(db, cipher, token_server.fhir_base, token_endpoint=token_server.token_endpoint)
+    vault = make_vault(db, cipher)
+    assert vault.get_access_token("c1") == "at-1"
+    token_server.state.client_refusal = (400, {"error": "client_blocked SEE-ADMIN 42"})
+    with pytest.raises(ClientRejectedError) as refused:
+        vault.force_refresh("c1")
+    assert "(client_blocked SEE-ADMIN 42)" in str(refused.value)
+    assert "a code RFC 6749 does not define" in str(refused.value)
 
 
 def test_a_backend_grant_failing_with_an_invalid_grant_body_on_a_5xx_is_not_a_refusal(
