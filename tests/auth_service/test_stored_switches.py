@@ -11,6 +11,7 @@ the value); a list leaves the provider off; a decision another switch already cl
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,7 +20,8 @@ import pytest
 from sqlalchemy.orm.attributes import flag_modified
 
 from store.models import Connection, Tenant
-from tests.auth_service.ehr import Service, running_service, smart_practice
+from tests.auth_service.ehr import Service, patient_ids, running_service, sandbox_admin, smart_practice
+from tests.auth_service.test_patient_cookie_rotation import _sign_in
 
 LOGIN = "/api/integrations/smart/login?tenant=t1&provider=smart"
 KINDS = [("maybe", "a string"), (None, "null"), ("yes", "a string"), (1, "a number")]
@@ -109,3 +111,36 @@ def test_one_tenants_unreadable_row_never_stops_another_tenants_ehr_launch(make_
         r = httpx.get(f"{svc.base_url}/api/integrations/smart/launch", params={"iss": sandbox.fhir_base, "launch": "x"})
         assert r.status_code == 302, r.text  # t1's launch, as if t0 had no SMART server
         assert r.headers["location"].startswith(sandbox.base_url), r.headers["location"]
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [{"enabled": v} for v, _ in KINDS] + [{"allowedReturnOrigins": "https://host.example"}],
+    ids=["maybe", "null", "yes", "one", "origins-not-a-list"],
+)
+def test_a_connected_patients_pages_never_hang_on_an_unreadable_setting(
+    make_settings, sandbox, stored: dict[str, Any]
+) -> None:
+    """The done and disconnect pages only name the health system and offer a way back: a stored setting they do not
+    decide on never refuses them. Before, a ``smartFhir.enabled`` of ``"yes"`` or ``1`` (which had signed the patient
+    in) made both a 409 page, as ``null`` or ``"maybe"`` did (a 500 before that), and an ``allowedReturnOrigins``
+    the service cannot read a 409: the patient could neither see the connection nor disconnect it in the browser."""
+    pid = patient_ids(sandbox)[0]
+    practice = smart_practice(sandbox, "pages-app")
+    with running_service(make_settings, sandbox, practice) as svc:
+        client = {"client_id": "pages-app", "client_type": "public", "redirect_uris": [svc.redirect_uri]}
+        sandbox_admin(sandbox, "clients", client)
+        sandbox_admin(sandbox, "preapprove", {"client_id": "pages-app", "patient_id": pid})
+        with httpx.Client(base_url=svc.base_url, timeout=30, headers={"Accept": "text/html"}) as browser:
+            _sign_in(browser, svc.base_url)
+            origins = {k: v for k, v in stored.items() if k == "allowedReturnOrigins"}
+            smart = {**practice["smartFhir"], **{k: v for k, v in stored.items() if k == "enabled"}}
+            _store(svc, {"smartFhir": smart, **origins})
+            done = browser.get("/connect/done")
+            assert done.status_code == 200 and "Connected" in done.text, (done.status_code, done.text)
+            page = browser.get("/connect/disconnect")
+            assert page.status_code == 200, (page.status_code, page.text)
+            fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', page.text))
+            r = browser.post("/connect/disconnect", data=fields, follow_redirects=False)
+            assert r.status_code == 303 and r.headers["location"].startswith("/connect/done"), r.text
+            assert "Disconnected" in browser.get("/connect/done").text

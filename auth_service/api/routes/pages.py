@@ -25,6 +25,8 @@ from auth_service.services.context import ServiceContext
 from auth_service.services.errors import ServiceError
 from auth_service.services.profiles import resolve_profile
 from auth_service.services.tenants import get_practice_settings
+from auth_service.tenants.settings import TenantSettingInvalidError
+from connectors.errors import ConfigurationError
 from store.models import Connection, Tenant
 
 __all__ = ["render_error", "router", "templates"]
@@ -73,11 +75,15 @@ def _names(request: Request, ctx: ServiceContext, conn: Connection) -> dict[str,
     with ctx.db.session() as session:
         tenant = session.get(Tenant, conn.tenant_id)
         tenant_name = tenant.name if tenant is not None else "Your practice"
-        origins = get_practice_settings(tenant).allowed_return_origins if tenant is not None else []
+        try:  # an unreadable stored setting never keeps a patient from the status page or from disconnecting
+            origins = get_practice_settings(tenant).allowed_return_origins if tenant is not None else []
+        except TenantSettingInvalidError as exc:
+            logger.warning("done page of tenant %s: no return link: %s", conn.tenant_id, exc.message)
+            origins = []
         try:
             profile = resolve_profile(session, ctx.cipher, ctx.settings, conn.tenant_id, conn.provider_id)
             system_name = profile.display_name
-        except ServiceError:
+        except (ServiceError, ConfigurationError):  # a name only: no flow hangs on it (a switch neither true nor false)
             system_name = "your health system"
     return_url = None
     if choice is not None and choice.return_to:
