@@ -241,7 +241,8 @@ class SigningKey(Base):
 class NoteOutbox(Base):
     """A draft note waiting to be written back to the EHR (revision 0007; states in ``store.outbox``).
 
-    ``body`` (note text, or base64 PDF) is PHI: only this table holds it, never an audit event or the warehouse.
+    ``body`` (note text, or base64 PDF) and ``outcome_issues`` (the EHR's words refusing it) are PHI: only this table
+    holds them, never an audit event, a log or the warehouse.
     ``version`` grows with every state change, so a run key of id + version names one attempt.
     """
 
@@ -288,5 +289,7 @@ class NoteOutbox(Base):
     # 0016: this attempt's DocumentReference POST may have left (committed just before it is sent, reset as each
     # attempt starts): a note resumed in ``sending`` without it was never POSTed, so it is sent, not searched for
     doc_posted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # 0017: the refusal's OperationOutcome with its diagnostics (PHI, as ``body``; connectors.transport.issue_record)
+    outcome_issues: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

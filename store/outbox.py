@@ -112,7 +112,7 @@ class NoteInput:
 
 @dataclass(frozen=True)
 class NoteRecord:
-    """One outbox row as read; ``body`` stays out of ``repr`` and out of ``metadata()``."""
+    """One outbox row as read; ``body``, ``title`` and ``outcome_issues`` stay out of ``repr`` and ``metadata()``."""
 
     id: str
     tenant_id: str
@@ -147,6 +147,7 @@ class NoteRecord:
     provenance_id: str | None
     maybe_stored: bool
     doc_posted: bool
+    outcome_issues: dict[str, Any] | None  # PHI (the EHR's words refusing the note): never in ``metadata()``
     created_at: datetime
     updated_at: datetime
 
@@ -229,12 +230,14 @@ def transition(
     actor: str = "writeback",
     **fields: Any,
 ) -> NoteRecord:
-    """Move ``note`` (as read) to ``to_state`` and set ``fields``, with its audit event, in one commit.
+    """Move ``note`` (as read) to ``to_state`` and set ``fields``, with its audit event, in one commit. The EHR's
+    refusal (``outcome_issues``) describes the step that stored it: any later step clears it unless it sets it.
 
     Raises ``StaleNoteError`` when the row is no longer at ``note``'s state and version."""
     if to_state not in STATES:
         raise ValueError(f"unknown outbox state {to_state!r}")
-    values = {**fields, "state": to_state, "version": NoteOutbox.version + 1, "updated_at": utcnow()}
+    values = {"outcome_issues": None, **fields, "state": to_state, "version": NoteOutbox.version + 1}
+    values["updated_at"] = utcnow()
     with db.session() as session:
         moved = session.execute(
             update(NoteOutbox)

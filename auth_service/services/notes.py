@@ -26,6 +26,7 @@ __all__ = [
     "NoteSubmission",
     "admin_test_note_key",
     "describe",
+    "note_outcome",
     "note_state",
     "submit_note",
 ]
@@ -128,15 +129,35 @@ def submit_note(ctx: ServiceContext, tenant_id: str, sub: NoteSubmission, actor:
     return describe(record), created
 
 
-def note_state(ctx: ServiceContext, tenant_id: str, note_id: str) -> dict[str, Any]:
+def _note(ctx: ServiceContext, tenant_id: str, note_id: str) -> NoteRecord:
     record = get_note(ctx.db, note_id, tenant_id)
     if record is None:
         raise NotFoundError("no such note for this tenant")
-    return describe(record)
+    return record
+
+
+def note_state(ctx: ServiceContext, tenant_id: str, note_id: str) -> dict[str, Any]:
+    return describe(_note(ctx, tenant_id, note_id))
+
+
+def note_outcome(ctx: ServiceContext, tenant_id: str, note_id: str) -> dict[str, Any]:
+    """What the EHR said refusing the note, its ``diagnostics`` included (``store.models.NoteOutbox.outcome_issues``):
+    PHI like the note's text, so answered only here, for the person who fixes this one note, never in ``describe``
+    (polled by host apps, which may log it)."""
+    record = _note(ctx, tenant_id, note_id)
+    kept = record.outcome_issues or {}
+    return {
+        "noteId": record.id,
+        "state": record.state,
+        "reasonCode": record.reason_code,
+        "lastHttpStatus": record.last_http_status,
+        "issues": list(kept.get("issues") or []),
+        "omittedIssues": int(kept.get("omitted") or 0),
+    }
 
 
 def describe(record: NoteRecord) -> dict[str, Any]:
-    """The API's view of a note: state and ids, never its text or title."""
+    """The API's view of a note: state and ids, never its text, title or the EHR's diagnostics (``note_outcome``)."""
     return {
         "noteId": record.id,
         "connectionId": record.connection_id,
@@ -148,6 +169,7 @@ def describe(record: NoteRecord) -> dict[str, Any]:
         "identifier": {"system": identifier_system(record.tenant_id), "value": record.draft_id},
         "reasonCode": record.reason_code,
         "reason": record.reason,
+        "outcomeIssues": len((record.outcome_issues or {}).get("issues") or []),  # read at .../outcome
         "lastHttpStatus": record.last_http_status,
         "ehrResourceId": record.ehr_resource_id,
         "ehrVersionId": record.ehr_version_id,

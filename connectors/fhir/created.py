@@ -25,6 +25,7 @@ import httpx
 from connectors.errors import AsyncStatusUnreadableError, CreateRedirectError, FhirError, fhir_error_for_status
 from connectors.fhir._exact_json import loads_exact
 from connectors.http import is_within_base, parse_retry_after, redact_url, resolve_url
+from connectors.transport.answers import outcome_without_credentials
 from connectors.transport.bounds import read_capped
 from connectors.transport.plan import plan_of
 
@@ -134,7 +135,8 @@ def read_async_status(response: httpx.Response, resource_type: str, max_bytes: i
     location = answer.get("location") if isinstance(answer.get("location"), str) else None
     if 200 <= status < 300:
         return AsyncStatus(result=result_of(status, location, entry.get("resource") if entry else None, resource_type))
-    outcome = answer.get("outcome") if isinstance(answer.get("outcome"), dict) else None
+    said = answer.get("outcome")  # the job's OperationOutcome, maybe quoting the poll's own token
+    outcome = outcome_without_credentials(said, response) if isinstance(said, dict) else None
     return AsyncStatus(
         error=fhir_error_for_status(status)(f"the accepted create ended HTTP {status} ({url})", status, outcome, url)
     )

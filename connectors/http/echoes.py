@@ -1,15 +1,17 @@
 """Taking a request's own credentials out of an EHR's words about it. Servers repeat the refused request in their
-error answers (an OAuth ``error_description`` quoting the refresh token or code), and those words are kept: in an
-error's message, an admin answer. An OperationOutcome's diagnostics are never kept (``connectors.transport.issues``)."""
+error answers (an OAuth ``error_description`` quoting the refresh token or code, an OperationOutcome's diagnostics
+quoting the ``Authorization`` header), and those words are kept: in an error's message, an admin answer, a refused
+note's outbox row. Messages never keep an OperationOutcome's diagnostics (``connectors.transport.issues``)."""
 
 from __future__ import annotations
 
 import contextlib
 import re
 from base64 import b64decode
+from typing import Any
 from urllib.parse import unquote
 
-__all__ = ["authorization_secrets", "without_secrets"]
+__all__ = ["authorization_secrets", "json_without_secrets", "without_secrets"]
 
 #: Shorter values are not looked for: a few characters match ordinary words, and redacting them says nothing.
 MIN_SECRET_CHARS = 6
@@ -52,3 +54,14 @@ def without_secrets(text: str | None, secrets: list[str]) -> str | None:
     if not text or not wanted:
         return text
     return re.sub("|".join(_any_encoding(s) for s in wanted), "[REDACTED]", text, flags=re.IGNORECASE)
+
+
+def json_without_secrets(value: Any, secrets: list[str]) -> Any:
+    """A parsed JSON value (an OperationOutcome) with ``without_secrets`` applied to every string in it, keys kept."""
+    if isinstance(value, str):
+        return without_secrets(value, secrets)
+    if isinstance(value, list):
+        return [json_without_secrets(item, secrets) for item in value]
+    if isinstance(value, dict):
+        return {key: json_without_secrets(item, secrets) for key, item in value.items()}
+    return value

@@ -12,6 +12,7 @@ import httpx
 import orjson
 
 from connectors.errors import is_transient_answer
+from connectors.http.echoes import authorization_secrets, json_without_secrets
 from connectors.http.quota import read_quota
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "issues_of",
     "json_object_text",
     "operation_outcome_of",
+    "outcome_without_credentials",
     "quota_reset_s",
     "retry_kind",
 ]
@@ -38,7 +40,8 @@ def json_object_text(body: bytes) -> bool:
 
 
 def operation_outcome_of(response: httpx.Response) -> dict[str, Any] | None:
-    """The OperationOutcome in a (read) response body, or None (empty bodies happen, e.g. Epic 403s)."""
+    """The OperationOutcome in a (read) response body, or None (empty bodies happen, e.g. Epic 403s); without the
+    request's own credentials (``outcome_without_credentials``)."""
     if not json_object_text(response.content):
         return None
     try:
@@ -46,7 +49,7 @@ def operation_outcome_of(response: httpx.Response) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
-        return body
+        return outcome_without_credentials(body, response)
     return None
 
 
@@ -55,6 +58,20 @@ def issues_of(outcome: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
     malformed answer is still a typed error, never a TypeError)."""
     issues = (outcome or {}).get("issue")
     return [i for i in issues if isinstance(i, Mapping)] if isinstance(issues, list) else []
+
+
+def outcome_without_credentials(outcome: dict[str, Any], response: httpx.Response) -> dict[str, Any]:
+    """``outcome`` with the credential of the request ``response`` answers (its ``Authorization``: the bearer token,
+    a Basic secret) replaced by ``[REDACTED]`` in every string, in any encoding (``connectors.http.echoes``). Servers
+    quote the refused request in ``diagnostics``, headers included, and a refused note keeps them (its outbox row):
+    the token never reaches that row, nor any code holding the error's ``operation_outcome``."""
+    try:
+        request = response.request
+    except RuntimeError:  # a response built without its request (tests): no credential to look for
+        return outcome
+    secrets = authorization_secrets(request.headers.get("authorization", ""))
+    cleaned: dict[str, Any] = json_without_secrets(outcome, secrets) if secrets else outcome
+    return cleaned
 
 
 def issue_codes(outcome: Mapping[str, Any] | None) -> list[str]:

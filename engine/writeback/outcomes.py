@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from connectors import errors as ce
+from connectors.transport.issue_record import issue_record
 from connectors.transport.issues import issue_summary
 from engine.checkpoints import checkpoint
 from engine.writeback.config import WritebackConfig
@@ -13,7 +15,15 @@ from store.models import utcnow
 from store.outbox import NoteRecord, transition
 from store.rate_windows import CallBudgetBusyError
 
-__all__ = ["SEVERAL_MATCHES", "ends_note", "fail_from", "outcome_text", "outcome_unknown", "retry_later"]
+__all__ = [
+    "SEVERAL_MATCHES",
+    "ends_note",
+    "fail_from",
+    "outcome_issues",
+    "outcome_text",
+    "outcome_unknown",
+    "retry_later",
+]
 
 _MAX_REASON = 2000
 #: Answers that prove ehrsync itself withheld the request (nothing reached the EHR): the EHR's quota headers said
@@ -35,6 +45,13 @@ def outcome_text(exc: ce.EhrSyncError) -> str:
     diagnostics or details text: servers quote the refused request there (the note's text, the patient's name, the
     token sent), and the reason is stored and answered by the admin API."""
     return (issue_summary(getattr(exc, "operation_outcome", None)) or str(exc))[:_MAX_REASON]
+
+
+def outcome_issues(exc: ce.EhrSyncError) -> dict[str, Any] | None:
+    """The server's OperationOutcome as the note's row keeps it for the person who fixes the note (draft-note §5:
+    ``issue[].code/diagnostics/expression``): diagnostics included, the request's credentials already removed
+    (``connectors.transport.issue_record``). Only for the row: never logged, audited or published."""
+    return issue_record(getattr(exc, "operation_outcome", None))
 
 
 def outcome_unknown(exc: ce.EhrSyncError) -> bool:
@@ -69,6 +86,7 @@ def retry_later(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc:
             "failed",
             reason_code="retries_exhausted",
             reason=outcome_text(exc),
+            outcome_issues=outcome_issues(exc),
             last_http_status=status,
             detail=detail,
         )
@@ -106,7 +124,8 @@ def ends_note(config: WritebackConfig, note: NoteRecord, exc: ce.EhrSyncError) -
 
 
 def fail_from(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: ce.EhrSyncError) -> NoteRecord:
-    """An answer from the server: transient → retry later; 403 → blocked; anything else → failed with its text."""
+    """An answer from the server: transient → retry later; 403 → blocked; anything else → failed with its text. A
+    blocked or failed note keeps the answer's OperationOutcome issues (``outcome_issues``) in its row."""
     status = getattr(exc, "status", None)
     if isinstance(exc, ce.FhirError) and (exc.is_transient or isinstance(exc, ce.RateLimitedError)):
         return retry_later(db, config, note, exc)
@@ -116,4 +135,7 @@ def fail_from(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: c
         state, code = "blocked", "WRITE_NOT_SUPPORTED (missing_scope)"
     elif isinstance(exc, ce.FhirPreconditionFailedError):  # 412: If-None-Exist matched several (DWB-31)
         code, reason = SEVERAL_MATCHES, f"{_SEVERAL}: {reason}"[:_MAX_REASON]
-    return transition(db, note, state, reason_code=code, reason=reason, last_http_status=status, detail=detail)
+    issues = outcome_issues(exc)
+    return transition(
+        db, note, state, reason_code=code, reason=reason, outcome_issues=issues, last_http_status=status, detail=detail
+    )

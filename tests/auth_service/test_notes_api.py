@@ -158,3 +158,32 @@ def test_dwb83_bad_provenance_fields_are_refused_naming_the_field(make_app, fiel
     handle, key, _, conn = _world(make_app)
     answer = handle.client.post(PATH, json=_body(conn, **{field: value}), headers={"X-API-Key": key})
     assert answer.status_code in (400, 422) and field in answer.text and "Traceback" not in answer.text
+
+
+def test_dwb51_the_ehrs_words_refusing_a_note_are_answered_only_at_its_outcome(make_app) -> None:
+    """DWB-51: a refused note's OperationOutcome issues (diagnostics quoting the patient) are answered by
+    ``GET .../{id}/outcome`` to the note's tenant only; the state answer, which host apps poll and may log, counts
+    them and never carries their words."""
+    handle, key_a, key_b, conn = _world(make_app)
+    note = handle.client.post(PATH, json=_body(conn), headers={"X-API-Key": key_a}).json()
+    said = "Patient Jane Doe: the note 'Assessment: stable' names an encounter this patient never had"
+    issue = {"severity": "error", "code": "business-rule", "expression": ["DocumentReference.context"],
+             "codings": ["urn:oid:1.2.3|59008"], "diagnostics": said, "truncated": False}  # fmt: skip
+    kept = {"issues": [issue], "omitted": 2}
+    empty = handle.client.get(f"{PATH}/{note['noteId']}/outcome", headers={"X-API-Key": key_a})
+    assert empty.status_code == 200 and (empty.json()["issues"], empty.json()["omittedIssues"]) == ([], 0)
+    with handle.app.state.ctx.db.session() as session, session.begin():
+        row = session.get(NoteOutbox, note["noteId"])
+        assert row is not None
+        row.state, row.reason_code, row.last_http_status, row.outcome_issues = "failed", "fhir_unprocessable", 422, kept
+    state = handle.client.get(f"{PATH}/{note['noteId']}", headers={"X-API-Key": key_a})
+    assert state.json()["outcomeIssues"] == 1 and "Jane Doe" not in state.text and "diagnostics" not in state.text
+    outcome = handle.client.get(f"{PATH}/{note['noteId']}/outcome", headers={"X-API-Key": key_a})
+    assert outcome.status_code == 200 and outcome.headers["cache-control"] == "no-store"
+    assert outcome.json() == {
+        "noteId": note["noteId"], "state": "failed", "reasonCode": "fhir_unprocessable", "lastHttpStatus": 422,
+        "issues": kept["issues"], "omittedIssues": 2,
+    }  # fmt: skip
+    other = handle.client.get(f"{PATH}/{note['noteId']}/outcome", headers={"X-API-Key": key_b})
+    assert other.status_code == 404 and "Jane Doe" not in other.text
+    assert handle.client.get(f"{PATH}/{note['noteId']}/outcome").status_code == 401

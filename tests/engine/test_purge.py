@@ -14,6 +14,7 @@ import duckdb
 import orjson
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy import text as sql_text
 
 from engine import ConnectionBusyError, ConnectionNotFoundError
 from engine.checkpoints import CRASH_ENV
@@ -266,21 +267,27 @@ def _note(world: SyncWorld, connection_id: str, key: str) -> str:
     return record.id
 
 
-def test_purge_keeps_draft_note_metadata_but_never_their_text(world, shared_sb, http):
-    """A purged connection's notes lose body, title and server reason; a waiting one can never be sent now."""
+def test_dwb51_purge_keeps_draft_note_metadata_but_never_their_text(world, shared_sb, http):
+    """A purged connection's notes lose body, title, server reason and the refusal's OperationOutcome issues kept
+    with diagnostics (DWB-51); a waiting one can never be sent now."""
     conn = _synced(world, shared_sb, http)
     waiting, written = _note(world, conn, "k-waiting"), _note(world, conn, "k-written")
+    refused = _note(world, conn, "k-refused")
+    issues = {"issues": [{"severity": "error", "code": "invalid", "diagnostics": "Jane Doe: Private clinical text"}]}
     with world.env.db.session() as s:
         s.execute(update(NoteOutbox).where(NoteOutbox.id == written).values(state="written", reason="ok: stored"))
+        s.execute(update(NoteOutbox).where(NoteOutbox.id == refused).values(state="failed", outcome_issues=issues))
         s.commit()
     world.env.vault.revoke_and_delete(conn)
 
     report = purge_connection(PurgeTargets.of(world.env), conn)
 
-    assert report.counts()["notes_closed"] == 1 and report.counts()["notes_redacted"] == 2
+    assert report.counts()["notes_closed"] == 1 and report.counts()["notes_redacted"] == 3
     with world.env.db.session() as s:
         rows = {n.id: n for n in s.scalars(select(NoteOutbox).where(NoteOutbox.connection_id == conn))}
-    assert {(r.body, r.title, r.reason) for r in rows.values()} == {("", "", None)}
+    assert [(r.body, r.title, r.reason, r.outcome_issues) for r in rows.values()] == [("", "", None, None)] * 3
+    with world.env.db.engine.connect() as c:  # SQL NULL, not JSON 'null': a second purge finds nothing to blank
+        assert c.execute(sql_text("SELECT count(*) FROM note_outbox WHERE outcome_issues IS NOT NULL")).scalar() == 0
     assert rows[waiting].state == "failed" and rows[waiting].reason_code == PURGED_REASON
     assert rows[waiting].version == 2 and rows[written].state == "written" and rows[written].body_bytes == 21
     assert set(purge_connection(PurgeTargets.of(world.env), conn).counts().values()) == {0}

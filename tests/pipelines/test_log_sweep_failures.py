@@ -201,8 +201,9 @@ def failing_runs(sandbox: SandboxServer, logs: SweepHandler, ids: dict[str, str]
         clear_faults(sandbox)
 
 
-def refused_refresh_and_readback(svc: Service, sandbox: SandboxServer, logs: SweepHandler, ids: dict[str, str]) -> None:
-    """A refresh refused ``invalid_grant`` echoing the refresh token; then what the admin API says of it all."""
+def refused_refresh_and_readback(svc: Service, sandbox: SandboxServer, logs: SweepHandler, ids: dict[str, str]) -> str:
+    """A refresh refused ``invalid_grant`` echoing the refresh token; then what the admin API says of it all. Returns
+    the note's ``/outcome`` answer: the EHR's own words refusing it (PHI on purpose, so never swept as a log)."""
     logs.stage = "refresh"
     echo(sandbox, "/oauth/token", 400, "oauth", error="invalid_grant")
     refused = svc.admin("POST", "/api/integrations/smart/refresh", json={"connection_id": ids["patient"]})
@@ -214,18 +215,23 @@ def refused_refresh_and_readback(svc: Service, sandbox: SandboxServer, logs: Swe
     answered(logs, "connection status", status)
     note = svc.admin("GET", f"/api/ehr/notes/{ids['note']}")
     assert note.json()["state"] == "failed" and note.json()["lastHttpStatus"] == 422, note.text  # the EHR refused it
+    assert note.json()["outcomeIssues"] == 1, note.text
     answered(logs, "note", note)
+    outcome = svc.admin("GET", f"/api/ehr/notes/{ids['note']}/outcome")
+    assert outcome.status_code == 200, outcome.text
     audit = svc.admin("GET", "/api/integrations/admin/audit", params={"limit": 1000})
     assert len(audit.json()) >= 5, audit.text
     answered(logs, "audit", audit)
     for connection in ids["patient"], ids["backend"]:
         answered(logs, "sync runs", svc.admin("GET", "/api/ehr/sync", params={"connectionId": connection}))
+    return outcome.text
 
 
 def test_no_token_code_secret_or_phi_in_any_log_record_of_the_failure_paths(
     recorded_sandbox: tuple[SandboxServer, Wire], env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SAL-38 and DWB-62 over every record, run event and admin answer of the refused calls of one flow."""
+    """SAL-38 and DWB-62 over every record, run event and admin answer of the refused calls of one flow; DWB-51: the
+    refused note's ``/outcome`` answer alone holds the EHR's diagnostics, without any credential."""
     sandbox, wire = recorded_sandbox
     found: dict[str, str] = {"vault key": env["INTEGRATIONS_TOKEN_ENC_KEY"]}
     found["signing key"] = "".join(env["EHR_JWT_PRIVATE_KEY"].splitlines()[1:3])
@@ -237,7 +243,7 @@ def test_no_token_code_secret_or_phi_in_any_log_record_of_the_failure_paths(
         monkeypatch.setattr(logging, "_logRecordFactory", logging.LogRecord)  # a Dagster process's records
         failing_runs(sandbox, logs, ids, phi)
         monkeypatch.setattr(logging, "_logRecordFactory", service_factory)
-        refused_refresh_and_readback(svc, sandbox, logs, ids)
+        outcome = refused_refresh_and_readback(svc, sandbox, logs, ids)
     assert {"code", "code_verifier", "client_assertion", "refresh_token", "authorization"} <= wire.seen.keys()
     issued = {f"sandbox-issued {rec.kind} token": t for t, rec in sandbox.state.auth.tokens.items()}
     wired = {f"{name} #{i}": v for name, values in wire.seen.items() for i, v in enumerate(sorted(values))}
@@ -249,6 +255,9 @@ def test_no_token_code_secret_or_phi_in_any_log_record_of_the_failure_paths(
         | {("signed file URL", r.stage, r.logger) for r in logs.records if SIGNATURE.search(r.text)}
     )
     assert leaks == [], leaks
+    # DWB-51: the note's own record of the refusal holds the EHR's words (the patient, the note) and no credential
+    assert phi_in(phi["family name"], outcome) and "[REDACTED]" in outcome, outcome[:2000]
+    assert [name for name, v in secret_values.items() if v[:40] in outcome] == []
 
 
 #: Least records of ehrsync's own loggers per stage, and of the runs' event logs: a capture that broke fails here.

@@ -32,7 +32,23 @@ def _note(state: str) -> dict[str, object]:
 def test_0016_marks_notes_left_sending_as_maybe_posted(db_url: str) -> None:
     db = AppDatabase.from_url(db_url)
     db.migrate("0015")
-    with db.session() as s:  # the tables 0016 leaves alone, as their head models write them
+    _tenant_and_connection(db)
+    with db.engine.begin() as conn:
+        for state in ("pending", "sending", "unknown", "written"):
+            conn.execute(sa.insert(_NOTES).values(**_note(state)))
+
+    db.migrate()
+
+    with db.session() as s:
+        posted = {row.state: row.doc_posted for row in s.scalars(sa.select(NoteOutbox))}
+    assert posted == {"pending": False, "sending": True, "unknown": False, "written": False}
+    db.dispose()
+
+
+def _tenant_and_connection(db: AppDatabase) -> None:
+    """The tenant and connection the notes belong to (tables later revisions leave alone), as the head models write
+    them."""
+    with db.session() as s:
         s.add(Tenant(id="t1", name="T"))
         s.flush()
         s.add(
@@ -46,13 +62,3 @@ def test_0016_marks_notes_left_sending_as_maybe_posted(db_url: str) -> None:
             )
         )
         s.commit()
-    with db.engine.begin() as conn:
-        for state in ("pending", "sending", "unknown", "written"):
-            conn.execute(sa.insert(_NOTES).values(**_note(state)))
-
-    db.migrate()
-
-    with db.session() as s:
-        posted = {row.state: row.doc_posted for row in s.scalars(sa.select(NoteOutbox))}
-    assert posted == {"pending": False, "sending": True, "unknown": False, "written": False}
-    db.dispose()

@@ -3,6 +3,7 @@
 Tenant-scoped like ``/api/ehr/sync``: the API key names the tenant, a connection of another tenant is not found.
 ``POST`` answers 201 for a new note and 200 for a replay of the same idempotency key (the same note); the same
 key with a different note is 409 ``idempotency_conflict``. The note is written to the EHR later, by Dagster.
+``GET .../{id}`` answers its state (no PHI); ``GET .../{id}/outcome`` the EHR's words refusing it (PHI).
 """
 
 from __future__ import annotations
@@ -83,3 +84,13 @@ def note_state(
 ) -> dict[str, Any]:
     """The note's state (``pending``, ``sending``, ``written``, ``failed``, ``blocked``, ``unknown``), no text."""
     return notes.note_state(ctx, admin.tenant_id, note_id)
+
+
+@router.get("/api/ehr/notes/{note_id}/outcome")
+def note_outcome(
+    admin: AdminDep, ctx: CtxDep, note_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[a-f0-9]+$")]
+) -> dict[str, Any]:
+    """What the EHR said refusing the note (DWB-51): each OperationOutcome issue's severity, code, expression,
+    ``details.coding`` codes and ``diagnostics`` (the server's words: they may quote the patient and the note, so
+    they are PHI; the request's token is removed). Kept while the note stays as refused; empty otherwise."""
+    return notes.note_outcome(ctx, admin.tenant_id, note_id)
