@@ -162,7 +162,12 @@ def apply_deleted(
     for rtype, n in deleted.items():
         report.type_report(rtype).deleted += n
     if bad:
-        report.type_report("Bundle").quarantined += bad
+        bundles = report.type_report("Bundle")
+        bundles.quarantined += bad
+        bundles.warnings.append(
+            f"deleted file {f.stored_source}: {bad} line(s) or entries could not be read, their deletions not applied "
+            "(the weekly reconcile_deletes finds ids the EHR no longer lists)"
+        )
     bulk_state.update_file(env.db, f.id, state="done", rows=sum(deleted.values()), quarantined=bad)
 
 

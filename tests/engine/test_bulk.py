@@ -86,7 +86,8 @@ def test_deleted_file_entries_become_tombstones_bdx21(start_sandbox, world, http
 def test_bdx21_a_deleted_line_whose_entry_is_a_bare_object_is_quarantined_not_dropped(start_sandbox, world, http):
     """A ``deleted`` file whose Bundles write their one DELETE entry as the bare object (``bulk_deleted_shape``, a
     naive XML-to-JSON converter): each such line is refused as malformed and quarantined, as a line that is not a
-    Bundle is, never read as a Bundle without entries (its deletions dropped with nothing to show for it)."""
+    Bundle is, never read as a Bundle without entries (its deletions dropped with nothing to show for it), and the
+    run's Bundle report warns that those deletions were not applied."""
     sb = start_sandbox(patients=2)
     conn = connect_backend(world, sb, http=http, group_id="grp0")
     assert run_bulk_export(world.env, conn, "first").status == "completed"
@@ -96,6 +97,8 @@ def test_bdx21_a_deleted_line_whose_entry_is_a_bare_object_is_quarantined_not_dr
     assert report.status == "completed", report.error
     assert sum(r.deleted for r in report.types.values()) == 0  # nothing read from the refused lines
     assert report.types["Bundle"].quarantined == len(changes["deleted"]) == 3
+    (warning,) = report.types["Bundle"].warnings  # said where a person reads the run, not only counted
+    assert "3 line(s) or entries could not be read, their deletions not applied" in warning
 
 
 def test_bdx21_a_resource_recreated_on_a_server_without_last_updated_is_live_again(start_sandbox, world, http):
