@@ -153,6 +153,8 @@ class SandboxConfig(BaseModel):
     bulk_omit_count: bool = False  # BDX-13 flag
     # file URLs signed in their query like a storage host's (S3 ``X-Amz-Signature``): a credential to keep out of logs
     bulk_signed_file_urls: bool = False
+    # how the manifest names its files: absolute URLs, or `/bulk/files/...` / relative to the manifest page's URL
+    bulk_file_url_form: Literal["absolute", "path", "relative"] = "absolute"
     bulk_gzip: bool = False  # BDX-17: gzip file downloads for clients sending Accept-Encoding: gzip
     bulk_file_bom: bool = False  # every file served starts with a UTF-8 byte order mark (a .NET writer's default)
     bulk_throttle_s: float = Field(default=0.0, ge=0)  # artificial delay per patient, to observe in-progress states

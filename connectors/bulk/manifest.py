@@ -8,7 +8,7 @@ from typing import Any
 
 from connectors.bulk.file_limits import MAX_FILES_ENV, MAX_MANIFEST_FILES
 from connectors.errors import BulkExportError
-from connectors.http import parse_instant, url_problem
+from connectors.http import parse_instant, resolve_url, url_problem
 
 __all__ = ["MAX_MANIFEST_FILES", "BulkManifest", "ManifestItem", "files_over_limit", "parse_manifest"]
 
@@ -59,7 +59,10 @@ def files_over_limit(files: int, limit: int = MAX_MANIFEST_FILES) -> BulkExportE
     )
 
 
-def _items(body: dict[str, Any], key: str, *, required: bool) -> list[ManifestItem]:
+def _items(body: dict[str, Any], key: str, *, required: bool, base_url: str | None) -> list[ManifestItem]:
+    """The items of ``key``; a ``url`` written as a reference (``/files/p.ndjson``, ``files/p.ndjson``) is resolved
+    against ``base_url``, the URL the manifest page was read from (RFC 3986 §5): Bulk Data 1.0 calls it "the path to
+    the file", 2.0 "the absolute path to the file". Refused as invalid, such a manifest failed every run."""
     raw = body.get(key)
     if raw is None:
         if required:
@@ -76,9 +79,12 @@ def _items(body: dict[str, Any], key: str, *, required: bool) -> list[ManifestIt
         if not isinstance(kind, str) or not kind:
             raise _invalid(f"{where}.type is missing")
         url = entry.get("url")
+        if isinstance(url, str) and base_url is not None:
+            url = resolve_url(url.strip(), base_url)
         problem = url_problem(url) if isinstance(url, str) else "is not text"
         if problem is not None or not isinstance(url, str):  # urllib's ValueError would escape every handler
-            raise _invalid(f"{where}.url must be an absolute http(s) URL: it {problem}")
+            against = "" if base_url is None else " once resolved against the manifest's URL"
+            raise _invalid(f"{where}.url must be an http(s) URL{against}: it {problem}")
         count = entry.get("count")
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
             raise _invalid(f"{where}.count must be a non-negative integer")
@@ -105,10 +111,13 @@ def _next_page(body: dict[str, Any]) -> str | None:
     return None
 
 
-def parse_manifest(body: Any, *, later_page: bool = False, max_files: int = MAX_MANIFEST_FILES) -> BulkManifest:
+def parse_manifest(
+    body: Any, *, later_page: bool = False, max_files: int = MAX_MANIFEST_FILES, base_url: str | None = None
+) -> BulkManifest:
     """Validate a decoded manifest; raises BulkExportError naming the first problem. A ``later_page`` (reached by a
     ``next`` link) may leave out ``request``, which the first page names. More than ``max_files`` files is invalid
-    (:func:`files_over_limit`), counted before any item is built."""
+    (:func:`files_over_limit`), counted before any item is built. File URLs are resolved against ``base_url`` (the
+    page's own URL); without one, each must be an absolute URL."""
     if not isinstance(body, dict):
         raise _invalid("body is not a JSON object")
     transaction_time = parse_instant(body.get("transactionTime"))
@@ -130,9 +139,9 @@ def parse_manifest(body: Any, *, later_page: bool = False, max_files: int = MAX_
         transaction_time=transaction_time,
         request=request,
         requires_access_token=requires,
-        output=_items(body, "output", required=not later_page),
-        error=_items(body, "error", required=not later_page),
-        deleted=_items(body, "deleted", required=False),
+        output=_items(body, "output", required=not later_page, base_url=base_url),
+        error=_items(body, "error", required=not later_page, base_url=base_url),
+        deleted=_items(body, "deleted", required=False, base_url=base_url),
         extension=extension,
         next_page=_next_page(body),
     )

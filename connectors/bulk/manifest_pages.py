@@ -113,7 +113,8 @@ class ManifestPageReader:
             raise _invalid(too_many) from exc
         self._read += len(body)
         try:
-            return parse_manifest(orjson.loads(body), later_page=True, max_files=self.max_files)
+            page = orjson.loads(body)
+            return parse_manifest(page, later_page=True, max_files=self.max_files, base_url=str(response.url))
         except orjson.JSONDecodeError as exc:
             url = redact_url(str(response.url))
             raise BulkExportError("bulk manifest page is not JSON", status=200, url=url) from exc

@@ -139,7 +139,7 @@ def classify_status(response: httpx.Response, now: datetime, max_files: int = MA
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:
             raise BulkExportError("bulk manifest is not JSON", status=200, url=redact_url(str(response.url))) from exc
-        manifest = parse_manifest(body, max_files=max_files)
+        manifest = parse_manifest(body, max_files=max_files, base_url=str(response.url))
         return BulkStatus(True, manifest=manifest, expires=parse_http_date(response.headers.get("Expires")))
     if status == 202:
         progress = response.headers.get("X-Progress")
