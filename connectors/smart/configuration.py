@@ -131,6 +131,16 @@ def missing_required_fields(payload: Mapping[str, Any]) -> list[str]:
     return missing
 
 
+def _smart_1_document(payload: Mapping[str, Any], capabilities: list[str]) -> bool:
+    """A SMART App Launch 1.0 server's file (read with its CapabilityStatement, which 1.0 also required): no
+    ``capabilities``, or no ``grant_types_supported`` (required, with ``code_challenge_methods_supported``, only since
+    2.0) and no ``permission-v2`` (a 2.0 capability). Such a server is v1 as SAL-04's are: scopes in v1 syntax (SAL-20),
+    S256 not advertised (SAL-03; ehrsync still sends it)."""
+    if "capabilities" not in payload:
+        return True
+    return "grant_types_supported" not in payload and "permission-v2" not in capabilities
+
+
 def parse_smart_configuration(
     fhir_base: str, payload: Any, fallback: SmartConfiguration | None = None
 ) -> SmartConfiguration:
@@ -183,8 +193,7 @@ def parse_smart_configuration(
         management_endpoint=url("management_endpoint") or (fb.management_endpoint if fb else None),
         issuer=_opt_str(payload, "issuer"),
         jwks_uri=url("jwks_uri"),
-        # no advertised capabilities: nothing says the server speaks v2 scopes, so ask in v1 syntax (SAL-20)
-        smart_v1=fb is not None and "capabilities" not in payload,
+        smart_v1=fb is not None and _smart_1_document(payload, capabilities),
         raw={**payload, **({"oauth-uris-fallback": dict(fb.raw.get("oauth-uris", {}))} if fb else {})},
     )
 

@@ -48,3 +48,23 @@ def test_sal02_complete_document_needs_no_metadata(sandbox: SandboxServer, caplo
         cfg = discover(sandbox.fhir_base, http=http)
     assert not cfg.smart_v1 and "oauth-uris-fallback" not in cfg.raw
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize(
+    ("profile", "dropped", "smart_v1"),
+    [
+        ("v1_well_known", [], True),  # SMART 1.0's file: 1.0 capabilities, no grant types, no PKCE methods
+        ("v2", ["grant_types_supported"], False),  # a 2.x file lacking a field it requires: it says permission-v2
+    ],
+)
+def test_sal03_sal04_a_document_without_grant_types_is_smart_1_unless_it_says_permission_v2(
+    sandbox: SandboxServer, profile: str, dropped: list[str], smart_v1: bool
+) -> None:
+    """SMART 2.0 made ``grant_types_supported`` and ``code_challenge_methods_supported`` required; a file without
+    the first and without the 2.0 capability ``permission-v2`` is a 1.0 server's: v1 as SAL-04's are (v1 scopes, no
+    S256 advertised needed; ehrsync still sends S256). Before, its ``capabilities`` made it 2.x: launch refused."""
+    sandbox.admin.settings(profile=profile, drop_smart_fields=dropped)
+    with httpx.Client(timeout=10) as http:
+        cfg = discover(sandbox.fhir_base, http=http)
+    assert cfg.smart_v1 is smart_v1 and cfg.v1_scopes_only is smart_v1
+    assert cfg.require_user_launch() == sandbox.fhir_base.removesuffix(SERVER_ROOT_SUFFIX) + "/oauth/authorize"
