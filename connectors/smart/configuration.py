@@ -62,11 +62,17 @@ def _endpoint(value: str, against: str, what: str, key: str) -> str | None:
 
 
 def _opt_str(payload: Mapping[str, Any], key: str) -> str | None:
+    """A string field; absent, null or blank is none. A templated file may write what is not set up as "": that is
+    no endpoint, so a needed one is completed from the CapabilityStatement as a missing one is (``_named``) and an
+    optional one is left out (warned), as an unusable one is (SAL-02)."""
     value = payload.get(key)
     if value is None:
         return None
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str):
         raise DiscoveryError(f"smart-configuration field {key!r} must be a non-empty string")
+    if not value.strip():
+        logger.warning("SMART discovery: smart-configuration field %r is blank; taken as absent", key)
+        return None
     return value
 
 
@@ -117,16 +123,22 @@ class SmartConfiguration:
         return self.authorization_endpoint
 
 
+def _named(payload: Mapping[str, Any], key: str) -> bool:
+    """Whether the file gives ``key`` a value (a blank string is none: ``_opt_str``)."""
+    value = payload.get(key)
+    return bool(value.strip()) if isinstance(value, str) else bool(value)
+
+
 def missing_required_fields(payload: Mapping[str, Any]) -> list[str]:
     """Required SAL-02 fields a smart-configuration lacks (``authorization_endpoint`` only for user launches)."""
-    missing = [] if payload.get("token_endpoint") else ["token_endpoint"]
+    missing = [] if _named(payload, "token_endpoint") else ["token_endpoint"]
     missing += [key for key in ("capabilities", "grant_types_supported") if key not in payload]
     grants = payload.get("grant_types_supported")
     caps = payload.get("capabilities")
     user_launch = (isinstance(grants, list) and "authorization_code" in grants) or (
         isinstance(caps, list) and any(isinstance(c, str) and c.startswith("launch-") for c in caps)
     )
-    if not payload.get("authorization_endpoint") and (user_launch or "grant_types_supported" in missing):
+    if not _named(payload, "authorization_endpoint") and (user_launch or "grant_types_supported" in missing):
         missing.append("authorization_endpoint")
     return missing
 

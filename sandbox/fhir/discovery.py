@@ -69,6 +69,7 @@ def smart_configuration(st: SandboxState, base: str) -> dict[str, Any]:
     }
     for field in st.settings.drop_smart_fields:
         doc.pop(field, None)
+    doc.update(dict.fromkeys(st.settings.blank_smart_fields, ""))
     return doc
 
 

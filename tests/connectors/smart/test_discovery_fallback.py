@@ -68,3 +68,33 @@ def test_sal03_sal04_a_document_without_grant_types_is_smart_1_unless_it_says_pe
         cfg = discover(sandbox.fhir_base, http=http)
     assert cfg.smart_v1 is smart_v1 and cfg.v1_scopes_only is smart_v1
     assert cfg.require_user_launch() == sandbox.fhir_base.removesuffix(SERVER_ROOT_SUFFIX) + "/oauth/authorize"
+
+
+@pytest.mark.parametrize(
+    "blank",
+    [
+        ["revocation_endpoint", "introspection_endpoint", "management_endpoint"],
+        ["registration_endpoint"],
+        ["issuer", "jwks_uri"],
+        ["token_endpoint"],
+        ["authorization_endpoint"],
+    ],
+)
+def test_sal02_a_field_written_as_an_empty_string_is_absent(
+    sandbox: SandboxServer, blank: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A templated smart-configuration may write what is not set up as "". That is no endpoint: an optional one is
+    left out (with a warning), as an unusable one is, and a needed one is completed from the CapabilityStatement, as
+    a missing one is. Before, "" failed discovery (``must be a non-empty string``), so every launch and refresh at
+    that server failed, even where the CapabilityStatement had been fetched to fill the gap."""
+    sandbox.admin.settings(blank_smart_fields=blank)
+    root = sandbox.fhir_base.removesuffix(SERVER_ROOT_SUFFIX)
+    with httpx.Client(timeout=10) as http, caplog.at_level(logging.WARNING, logger="connectors.smart"):
+        cfg = discover(sandbox.fhir_base, http=http)
+    assert cfg.token_endpoint == root + "/oauth/token"
+    assert cfg.require_user_launch() == root + "/oauth/authorize"
+    for field in blank:
+        if field not in ("token_endpoint", "authorization_endpoint"):
+            assert getattr(cfg, field) is None, field
+    assert not cfg.smart_v1 and "S256" in cfg.code_challenge_methods_supported
+    assert blank[0] in caplog.text
