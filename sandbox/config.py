@@ -43,8 +43,12 @@ class SandboxConfig(BaseModel):
     data_dir: Path | None = None  # bulk files; a temporary folder when None
 
     # discovery
-    profile: Literal["v2", "v1"] = "v2"  # v1: CapabilityStatement only, well-known answers 404 (SAL-04)
+    #: v1: CapabilityStatement only, well-known answers 404 (SAL-04); v1_well_known: a SMART 1.0 server, the
+    #: CapabilityStatement and a 1.0-shaped well-known file (sandbox.fhir.smart_v1_document); both refuse v2 scopes
+    profile: Literal["v2", "v1", "v1_well_known"] = "v2"
     drop_smart_fields: list[str] = Field(default_factory=list)  # SAL-02 / SAL-03 legacy profile
+    #: SAL-02: fields the smart-configuration writes as "" (a templated file leaving what is not set up blank)
+    blank_smart_fields: list[str] = Field(default_factory=list)
     smart_issuer: str | None = None  # SAL-41 fault: smart-configuration names this issuer, not the FHIR base
     #: SAL-33: False answers 404 at the OpenID configuration: the JWKS is named only in the smart-configuration
     openid_configuration: bool = True

@@ -62,11 +62,17 @@ def _endpoint(value: str, against: str, what: str, key: str) -> str | None:
 
 
 def _opt_str(payload: Mapping[str, Any], key: str) -> str | None:
+    """A string field; absent, null or blank is none. A templated file may write what is not set up as "": that is
+    no endpoint, so a needed one is completed from the CapabilityStatement as a missing one is (``_named``) and an
+    optional one is left out (warned), as an unusable one is (SAL-02)."""
     value = payload.get(key)
     if value is None:
         return None
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str):
         raise DiscoveryError(f"smart-configuration field {key!r} must be a non-empty string")
+    if not value.strip():
+        logger.warning("SMART discovery: smart-configuration field %r is blank; taken as absent", key)
+        return None
     return value
 
 
@@ -117,18 +123,34 @@ class SmartConfiguration:
         return self.authorization_endpoint
 
 
+def _named(payload: Mapping[str, Any], key: str) -> bool:
+    """Whether the file gives ``key`` a value (a blank string is none: ``_opt_str``)."""
+    value = payload.get(key)
+    return bool(value.strip()) if isinstance(value, str) else bool(value)
+
+
 def missing_required_fields(payload: Mapping[str, Any]) -> list[str]:
     """Required SAL-02 fields a smart-configuration lacks (``authorization_endpoint`` only for user launches)."""
-    missing = [] if payload.get("token_endpoint") else ["token_endpoint"]
+    missing = [] if _named(payload, "token_endpoint") else ["token_endpoint"]
     missing += [key for key in ("capabilities", "grant_types_supported") if key not in payload]
     grants = payload.get("grant_types_supported")
     caps = payload.get("capabilities")
     user_launch = (isinstance(grants, list) and "authorization_code" in grants) or (
         isinstance(caps, list) and any(isinstance(c, str) and c.startswith("launch-") for c in caps)
     )
-    if not payload.get("authorization_endpoint") and (user_launch or "grant_types_supported" in missing):
+    if not _named(payload, "authorization_endpoint") and (user_launch or "grant_types_supported" in missing):
         missing.append("authorization_endpoint")
     return missing
+
+
+def _smart_1_document(payload: Mapping[str, Any], capabilities: list[str]) -> bool:
+    """A SMART App Launch 1.0 server's file (read with its CapabilityStatement, which 1.0 also required): no
+    ``capabilities``, or no ``grant_types_supported`` (required, with ``code_challenge_methods_supported``, only since
+    2.0) and no ``permission-v2`` (a 2.0 capability). Such a server is v1 as SAL-04's are: scopes in v1 syntax (SAL-20),
+    S256 not advertised (SAL-03; ehrsync still sends it)."""
+    if "capabilities" not in payload:
+        return True
+    return "grant_types_supported" not in payload and "permission-v2" not in capabilities
 
 
 def parse_smart_configuration(
@@ -183,8 +205,7 @@ def parse_smart_configuration(
         management_endpoint=url("management_endpoint") or (fb.management_endpoint if fb else None),
         issuer=_opt_str(payload, "issuer"),
         jwks_uri=url("jwks_uri"),
-        # no advertised capabilities: nothing says the server speaks v2 scopes, so ask in v1 syntax (SAL-20)
-        smart_v1=fb is not None and "capabilities" not in payload,
+        smart_v1=fb is not None and _smart_1_document(payload, capabilities),
         raw={**payload, **({"oauth-uris-fallback": dict(fb.raw.get("oauth-uris", {}))} if fb else {})},
     )
 

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from sandbox.data.ids import ALL_TYPES
 from sandbox.data.timefmt import instant_of
 from sandbox.fhir.responses import fhir_response, outcome_body
+from sandbox.fhir.smart_v1_document import smart_1_document
 from sandbox.state import SandboxState, get_state
 
 router = APIRouter()
@@ -68,6 +69,7 @@ def smart_configuration(st: SandboxState, base: str) -> dict[str, Any]:
     }
     for field in st.settings.drop_smart_fields:
         doc.pop(field, None)
+    doc.update(dict.fromkeys(st.settings.blank_smart_fields, ""))
     return doc
 
 
@@ -76,7 +78,8 @@ def well_known(request: Request) -> Response:
     st = get_state(request)
     if st.settings.profile == "v1":
         return fhir_response(outcome_body("not-found", "SMART v1 server: see the CapabilityStatement"), 404)
-    return JSONResponse(smart_configuration(st, st.base(request)))
+    doc = smart_configuration(st, st.base(request))
+    return JSONResponse(smart_1_document(doc) if st.settings.profile == "v1_well_known" else doc)
 
 
 def jwks_uri(st: SandboxState, base: str) -> str:

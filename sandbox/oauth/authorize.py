@@ -62,7 +62,7 @@ def build_pending(
         grant = Grant.parse(params.get("scope", ""))
     except ScopeError as exc:
         raise RedirectError("invalid_scope", str(exc)) from None
-    if cfg.profile == "v1" and (refused := v2_syntax_error(grant)):
+    if cfg.profile != "v2" and (refused := v2_syntax_error(grant)):
         raise RedirectError("invalid_scope", refused)
     client = auth.clients[client_id]
     if client.allowed_scopes:

@@ -144,7 +144,7 @@ class TokenIssuer:
             raise OAuthFailure("invalid_scope", str(exc)) from None
         if not asked.resources or any(r.context != "system" for r in asked.resources):
             raise OAuthFailure("invalid_scope", "client_credentials needs system/ scopes only")
-        if self.cfg.profile == "v1" and (refused := v2_syntax_error(asked)):
+        if self.cfg.profile != "v2" and (refused := v2_syntax_error(asked)):
             raise OAuthFailure("invalid_scope", refused)
         granted = narrow(asked, Grant.parse(client.allowed_scopes)) if client.allowed_scopes else asked
         granted = subset(granted, self.cfg.grant_scope_subset)

@@ -86,8 +86,9 @@ class Grant:
 
 
 def v2_syntax_error(grant: Grant) -> str | None:
-    """What a SMART v1 server (``profile: v1``) says of a request in v2 syntax (``.rs``, ``?category=``): it
-    knows none of it, so it refuses the scope (invalid_scope), as real v1 servers do; None when all is v1."""
+    """What a SMART v1 server (``profile: v1`` or ``v1_well_known``) says of a request in v2 syntax (``.rs``,
+    ``?category=``): it knows none of it, so it refuses the scope (invalid_scope), as real v1 servers do; None when
+    all is v1."""
     v2 = [r.raw for r in grant.resources if not r.v1]
     return f"this SMART v1 server knows no v2 scope syntax: {', '.join(v2)}" if v2 else None
 

@@ -71,3 +71,19 @@ def test_sal33_openid_configuration_and_jwks(sandbox: SandboxServer) -> None:
     key = jwks["keys"][0]
     assert key["kty"] == "RSA" and key["alg"] == "RS256" and key["kid"]
     assert "d" not in key  # public members only
+
+
+def test_sal04_v1_well_known_profile_serves_a_smart_1_document_beside_the_capability_statement(
+    sandbox: SandboxServer,
+) -> None:
+    sandbox.admin.settings(profile="v1_well_known")
+    doc = httpx.get(sandbox.fhir_base + "/.well-known/smart-configuration").json()
+    assert doc["authorization_endpoint"] == sandbox.base_url + "/oauth/authorize"
+    assert doc["token_endpoint"] == sandbox.base_url + "/oauth/token"
+    for field in ("grant_types_supported", "code_challenge_methods_supported", "issuer", "jwks_uri"):
+        assert field not in doc  # SMART 2.0 additions
+    assert "launch-standalone" in doc["capabilities"]
+    assert not {"permission-v1", "permission-v2", "client-confidential-asymmetric"} & set(doc["capabilities"])
+    assert "patient/*.read" in doc["scopes_supported"] and "patient/*.rs" not in doc["scopes_supported"]
+    cap = httpx.get(sandbox.fhir_base + "/metadata").json()
+    assert any(e["url"].endswith("oauth-uris") for e in cap["rest"][0]["security"]["extension"])

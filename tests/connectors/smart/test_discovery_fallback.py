@@ -48,3 +48,53 @@ def test_sal02_complete_document_needs_no_metadata(sandbox: SandboxServer, caplo
         cfg = discover(sandbox.fhir_base, http=http)
     assert not cfg.smart_v1 and "oauth-uris-fallback" not in cfg.raw
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize(
+    ("profile", "dropped", "smart_v1"),
+    [
+        ("v1_well_known", [], True),  # SMART 1.0's file: 1.0 capabilities, no grant types, no PKCE methods
+        ("v2", ["grant_types_supported"], False),  # a 2.x file lacking a field it requires: it says permission-v2
+    ],
+)
+def test_sal03_sal04_a_document_without_grant_types_is_smart_1_unless_it_says_permission_v2(
+    sandbox: SandboxServer, profile: str, dropped: list[str], smart_v1: bool
+) -> None:
+    """SMART 2.0 made ``grant_types_supported`` and ``code_challenge_methods_supported`` required; a file without
+    the first and without the 2.0 capability ``permission-v2`` is a 1.0 server's: v1 as SAL-04's are (v1 scopes, no
+    S256 advertised needed; ehrsync still sends S256). Before, its ``capabilities`` made it 2.x: launch refused."""
+    sandbox.admin.settings(profile=profile, drop_smart_fields=dropped)
+    with httpx.Client(timeout=10) as http:
+        cfg = discover(sandbox.fhir_base, http=http)
+    assert cfg.smart_v1 is smart_v1 and cfg.v1_scopes_only is smart_v1
+    assert cfg.require_user_launch() == sandbox.fhir_base.removesuffix(SERVER_ROOT_SUFFIX) + "/oauth/authorize"
+
+
+@pytest.mark.parametrize(
+    "blank",
+    [
+        ["revocation_endpoint", "introspection_endpoint", "management_endpoint"],
+        ["registration_endpoint"],
+        ["issuer", "jwks_uri"],
+        ["token_endpoint"],
+        ["authorization_endpoint"],
+    ],
+)
+def test_sal02_a_field_written_as_an_empty_string_is_absent(
+    sandbox: SandboxServer, blank: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A templated smart-configuration may write what is not set up as "". That is no endpoint: an optional one is
+    left out (with a warning), as an unusable one is, and a needed one is completed from the CapabilityStatement, as
+    a missing one is. Before, "" failed discovery (``must be a non-empty string``), so every launch and refresh at
+    that server failed, even where the CapabilityStatement had been fetched to fill the gap."""
+    sandbox.admin.settings(blank_smart_fields=blank)
+    root = sandbox.fhir_base.removesuffix(SERVER_ROOT_SUFFIX)
+    with httpx.Client(timeout=10) as http, caplog.at_level(logging.WARNING, logger="connectors.smart"):
+        cfg = discover(sandbox.fhir_base, http=http)
+    assert cfg.token_endpoint == root + "/oauth/token"
+    assert cfg.require_user_launch() == root + "/oauth/authorize"
+    for field in blank:
+        if field not in ("token_endpoint", "authorization_endpoint"):
+            assert getattr(cfg, field) is None, field
+    assert not cfg.smart_v1 and "S256" in cfg.code_challenge_methods_supported
+    assert blank[0] in caplog.text
