@@ -59,6 +59,15 @@ def files_over_limit(files: int, limit: int = MAX_MANIFEST_FILES) -> BulkExportE
     )
 
 
+def _resolved(reference: str, base_url: str) -> str:
+    """``reference`` resolved against ``base_url``; an empty one (which resolves to the page itself, RFC 3986 §5.2)
+    or one holding control characters (urllib drops tabs and newlines first: ``/<tab>/evil.example`` would name
+    another host) is left as written, for :func:`url_problem` to refuse as it did before references resolved."""
+    if not reference or any(ord(c) < 0x20 or ord(c) == 0x7F for c in reference):
+        return reference
+    return resolve_url(reference, base_url)
+
+
 def _items(body: dict[str, Any], key: str, *, required: bool, base_url: str | None) -> list[ManifestItem]:
     """The items of ``key``; a ``url`` written as a reference (``/files/p.ndjson``, ``files/p.ndjson``) is resolved
     against ``base_url``, the URL the manifest page was read from (RFC 3986 §5): Bulk Data 1.0 calls it "the path to
@@ -80,7 +89,7 @@ def _items(body: dict[str, Any], key: str, *, required: bool, base_url: str | No
             raise _invalid(f"{where}.type is missing")
         url = entry.get("url")
         if isinstance(url, str) and base_url is not None:
-            url = resolve_url(url.strip(), base_url)
+            url = _resolved(url.strip(), base_url)
         problem = url_problem(url) if isinstance(url, str) else "is not text"
         if problem is not None or not isinstance(url, str):  # urllib's ValueError would escape every handler
             against = "" if base_url is None else " once resolved against the manifest's URL"

@@ -77,3 +77,31 @@ def test_bdx12_a_file_reference_resolves_against_the_page_it_came_on_and_must_th
     body["output"] = [{"type": "Patient", "url": "s3://bucket/e.ndjson"}]
     with pytest.raises(BulkExportError, match=r"output\[0\]\.url .* once resolved against the manifest's URL"):
         parse_manifest(body, base_url=page)
+
+
+@pytest.mark.parametrize(
+    ("written", "problem"),
+    [
+        ("", "is empty"),
+        ("   ", "is empty"),
+        ("/files/p\n.ndjson", "contains control characters"),
+        ("/\t/evil.example/x", "contains control characters"),
+    ],
+)
+def test_bdx12_an_empty_file_reference_or_one_with_control_characters_is_invalid_not_resolved(
+    written: str, problem: str
+) -> None:
+    """An empty ``url`` resolves (RFC 3986 §5.2) to the manifest page itself, and urllib drops tabs and newlines
+    before resolving (``/\\t/evil.example/x`` became ``https://evil.example/x``, another origin): resolved, the status
+    URL was downloaded as a file, or a URL other than the one written was. Both were refused before references were
+    resolved; they still are, naming the item and the problem."""
+    body = {
+        "transactionTime": "2026-11-25T09:00:00Z",
+        "request": "https://ehr.example.org/fhir/$export",
+        "requiresAccessToken": True,
+        "output": [{"type": "Patient", "url": "/files/a.ndjson"}],
+        "error": [],
+        "deleted": [{"type": "Bundle", "url": written}],
+    }
+    with pytest.raises(BulkExportError, match=rf"deleted\[0\]\.url must be an http\(s\) URL.*: it {problem}"):
+        parse_manifest(body, base_url="https://ehr.example.org/fhir/bulk/status/j1")
