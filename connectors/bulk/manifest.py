@@ -94,6 +94,8 @@ def _items(body: dict[str, Any], key: str, *, required: bool, base_url: str | No
         if problem is not None or not isinstance(url, str):  # urllib's ValueError would escape every handler
             against = "" if base_url is None else " once resolved against the manifest's URL"
             raise _invalid(f"{where}.url must be an http(s) URL{against}: it {problem}")
+        if base_url is not None and url.split("#", 1)[0] == base_url.split("#", 1)[0]:
+            raise _invalid(f"{where}.url names the manifest page itself, not a file")  # a bare '#x' resolves so
         count = entry.get("count")
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
             raise _invalid(f"{where}.count must be a non-negative integer")

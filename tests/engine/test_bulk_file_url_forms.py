@@ -105,3 +105,18 @@ def test_bdx12_an_empty_file_reference_or_one_with_control_characters_is_invalid
     }
     with pytest.raises(BulkExportError, match=rf"deleted\[0\]\.url must be an http\(s\) URL.*: it {problem}"):
         parse_manifest(body, base_url="https://ehr.example.org/fhir/bulk/status/j1")
+
+
+@pytest.mark.parametrize("written", ["#files", "https://ehr.example.org/fhir/bulk/status/j1", "j1#part"])
+def test_bdx12_a_file_reference_naming_the_manifest_page_itself_is_invalid(written: str) -> None:
+    """A fragment-only reference resolves (RFC 3986 §5.2) to the page it came on: that page is the manifest, never a
+    file, and downloading it would land the manifest's JSON as NDJSON of the item's type."""
+    body = {
+        "transactionTime": "2026-11-25T09:00:00Z",
+        "request": "https://ehr.example.org/fhir/$export",
+        "requiresAccessToken": True,
+        "output": [{"type": "Patient", "url": written}],
+        "error": [],
+    }
+    with pytest.raises(BulkExportError, match=r"output\[0\]\.url names the manifest page itself, not a file"):
+        parse_manifest(body, base_url="https://ehr.example.org/fhir/bulk/status/j1")
