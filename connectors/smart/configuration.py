@@ -145,12 +145,15 @@ def missing_required_fields(payload: Mapping[str, Any]) -> list[str]:
 
 def _smart_1_document(payload: Mapping[str, Any], capabilities: list[str]) -> bool:
     """A SMART App Launch 1.0 server's file (read with its CapabilityStatement, which 1.0 also required): no
-    ``capabilities``, or no ``grant_types_supported`` (required, with ``code_challenge_methods_supported``, only since
-    2.0) and no ``permission-v2`` (a 2.0 capability). Such a server is v1 as SAL-04's are: scopes in v1 syntax (SAL-20),
-    S256 not advertised (SAL-03; ehrsync still sends it)."""
+    ``capabilities``, or none of what only 2.0 requires: no ``grant_types_supported``, no
+    ``code_challenge_methods_supported`` and no ``permission-v2`` (a 2.0 capability). Such a server is v1 as SAL-04's
+    are: scopes in v1 syntax (SAL-20), S256 not advertised (SAL-03; ehrsync still sends it). A 2.x server leaving out
+    one of those fields (servers in the wild omit ``grant_types_supported`` or the ``permission-v*`` codes) but naming
+    another stays 2.x: taken for v1, it would be asked without the granular scopes its vendor plugin relies on."""
     if "capabilities" not in payload:
         return True
-    return "grant_types_supported" not in payload and "permission-v2" not in capabilities
+    v2_marks = ("grant_types_supported" in payload, "code_challenge_methods_supported" in payload)
+    return not any(v2_marks) and "permission-v2" not in capabilities
 
 
 def parse_smart_configuration(

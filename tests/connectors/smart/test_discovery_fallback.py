@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from connectors.smart import discover
+from connectors.smart.configuration import parse_smart_configuration
 from sandbox import SandboxServer
 
 SERVER_ROOT_SUFFIX = "/fhir"
@@ -68,6 +69,32 @@ def test_sal03_sal04_a_document_without_grant_types_is_smart_1_unless_it_says_pe
         cfg = discover(sandbox.fhir_base, http=http)
     assert cfg.smart_v1 is smart_v1 and cfg.v1_scopes_only is smart_v1
     assert cfg.require_user_launch() == sandbox.fhir_base.removesuffix(SERVER_ROOT_SUFFIX) + "/oauth/authorize"
+
+
+@pytest.mark.parametrize(
+    ("kept", "smart_v1"),
+    [
+        ({}, True),  # 1.0's shape: none of what 2.0 requires
+        ({"code_challenge_methods_supported": ["S256"]}, False),  # 2.x without grant types nor permission-v*
+        ({"grant_types_supported": ["authorization_code"]}, False),
+    ],
+)
+def test_sal04_sal20_one_field_only_2_0_requires_keeps_a_file_2_x(kept: dict[str, list[str]], smart_v1: bool) -> None:
+    """Servers in the wild leave out ``grant_types_supported`` or the ``permission-v*`` codes: a file naming
+    ``code_challenge_methods_supported`` (or grant types) is a 2.x server's, asked in v2 scopes as its plugin says,
+    not taken for 1.0 (which would drop the granular scopes, e.g. Epic's Observation categories)."""
+    base = "https://ehr.example.org/fhir"
+    complete = {
+        "authorization_endpoint": base + "/authorize",
+        "token_endpoint": base + "/token",
+        "grant_types_supported": ["authorization_code"],
+        "code_challenge_methods_supported": ["S256"],
+        "capabilities": ["launch-standalone"],
+    }
+    fallback = parse_smart_configuration(base, complete)  # what the CapabilityStatement fills in
+    payload = {"token_endpoint": base + "/token", "capabilities": ["launch-standalone", "client-public"], **kept}
+    cfg = parse_smart_configuration(base, payload, fallback=fallback)
+    assert cfg.smart_v1 is smart_v1 and cfg.v1_scopes_only is smart_v1
 
 
 @pytest.mark.parametrize(
