@@ -9,11 +9,12 @@ the request was about and quote the text it refused. A client must never log or 
 its diagnostics, ``error`` its issue code) or an OAuth error body: ``oauth`` (RFC 6749's, ``error`` its code, the echo
 its ``error_description``), or one a careless server sends, where the echo is the ``error`` itself
 (``oauth_error``), the query of its ``error_uri`` (``oauth_uri``) or the one item of an ``error_description`` that
-is a JSON array, not a string (``oauth_list``). The echo holds the method, path and query, every request header,
-the body as sent, the text of any base64 attachment in it, and the names of the patients it refers to
-(``patient=``/``subject=`` values, ``Patient/<id>`` references in the body), and ``said`` (the fault's
-``error_description``: what the server adds of its own, e.g. the name of the patient a system-level request never
-named) right after the request line.
+is a JSON array, not a string (``oauth_list``); ``outcome_deep`` is ``outcome`` with an ``extension`` nested
+``DEEP_LEVELS`` arrays deep (as deep as a JSON parser such as orjson reads, far past Python's recursion limit).
+The echo holds the method, path and query, every request header, the body as sent, the text of any base64
+attachment in it, and the names of the patients it refers to (``patient=``/``subject=`` values, ``Patient/<id>``
+references in the body), and ``said`` (the fault's ``error_description``: what the server adds of its own, e.g. the
+name of the patient a system-level request never named) right after the request line.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ from starlette.types import Receive, Scope, Send
 
 from sandbox.errors import SandboxError
 
-__all__ = ["echo_answer"]
+__all__ = ["DEEP_LEVELS", "echo_answer"]
+
+#: ``outcome_deep``: arrays nested in its ``extension`` (orjson reads 1,024 levels; Python recurses about 1,000 deep)
+DEEP_LEVELS = 1000
 
 _PATIENT_REF = re.compile(r"Patient/([A-Za-z0-9\-.]{1,64})")
 _ATTACHMENT = re.compile(rb'"data"\s*:\s*"([A-Za-z0-9+/=]+)"')
@@ -50,6 +54,8 @@ async def echo_answer(
     else:
         issue = {"severity": "error", "code": code, "diagnostics": text}
         payload = orjson.dumps({"resourceType": "OperationOutcome", "issue": [issue]})
+        if shape == "outcome_deep":  # written by hand: orjson writes only 254 levels
+            payload = payload[:-1] + b',"extension":' + b"[" * DEEP_LEVELS + b"]" * DEEP_LEVELS + b"}"
         kind = b"application/fhir+json"
     headers = [(b"content-type", kind), (b"content-length", str(len(payload)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})

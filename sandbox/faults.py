@@ -102,7 +102,7 @@ class Fault(BaseModel):
     body_status: int = Field(default=200, ge=200, le=599)
     shape: SearchShape = "single_objects"  # search_shape: how the page is written (sandbox.shape_fault)
     #: echo: the answer's shape (its code: ``error``; sandbox.echo_fault names where each puts the echo)
-    echo_as: Literal["html", "outcome", "oauth", "oauth_error", "oauth_uri", "oauth_list"] = "html"
+    echo_as: Literal["html", "outcome", "outcome_deep", "oauth", "oauth_error", "oauth_uri", "oauth_list"] = "html"
     #: quota: requests allowed per window_s (a window of up to two days: a daily quota), and how the answers say so
     quota: int = Field(default=10, ge=0, le=1_000_000)
     window_s: float = Field(default=60.0, gt=0, le=172_800)

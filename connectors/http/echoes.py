@@ -57,11 +57,20 @@ def without_secrets(text: str | None, secrets: list[str]) -> str | None:
 
 
 def json_without_secrets(value: Any, secrets: list[str]) -> Any:
-    """A parsed JSON value (an OperationOutcome) with ``without_secrets`` applied to every string in it, keys kept."""
-    if isinstance(value, str):
-        return without_secrets(value, secrets)
-    if isinstance(value, list):
-        return [json_without_secrets(item, secrets) for item in value]
-    if isinstance(value, dict):
-        return {key: json_without_secrets(item, secrets) for key, item in value.items()}
-    return value
+    """A parsed JSON value (an OperationOutcome) with ``without_secrets`` applied to every string in it, keys kept;
+    ``value`` itself unchanged. Walked with a list of what is left, not by recursion: a server's JSON may nest as deep
+    as the parser reads (orjson: 1,024 levels), past Python's recursion limit, and must still be a typed error."""
+    top: list[Any] = [value]
+    left: list[tuple[Any, Any]] = [(top, 0)]  # (container copy, key or index) whose value is still the server's
+    while left:
+        into, key = left.pop()
+        item = into[key]
+        if isinstance(item, str):
+            into[key] = without_secrets(item, secrets)
+        elif isinstance(item, list):
+            into[key] = items = list(item)
+            left.extend((items, index) for index in range(len(items)))
+        elif isinstance(item, dict):
+            into[key] = fields = dict(item)
+            left.extend((fields, name) for name in fields)
+    return top[0]

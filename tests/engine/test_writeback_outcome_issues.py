@@ -103,3 +103,22 @@ def test_dwb51_issue_record_bounds_what_it_keeps() -> None:
     assert len(first["diagnostics"]) == MAX_VALUE and first["diagnostics"].endswith("…")
     assert second["expression"] == ["DocumentReference.subject"] and second["codings"] == ["urn:oid:1.2.3|59008"]
     assert issue_record({"resourceType": "OperationOutcome", "issue": []}) is None and issue_record(None) is None
+
+
+def test_dwb51_an_outcome_nested_past_pythons_recursion_limit_still_fails_the_note_with_its_words(
+    world, sb, http
+) -> None:
+    """DWB-51: a 422 whose OperationOutcome nests an ``extension`` 1,000 arrays deep (orjson reads it; Python
+    recursion stops at about 1,000 frames) is the note's refusal, its token removed, not a RecursionError that
+    leaves the note ``sending`` for a later run to search for."""
+    conn = writable_connection(world, sb, http)
+    note = enqueue(world, conn)
+    sb.admin.set_fault(
+        "echo", path=DOC_POSTS, method="POST", times=None, body_status=422, echo_as="outcome_deep", error="invalid"
+    )
+    done = write_note(world.env, FAST, note.id)
+    assert (done.state, done.last_http_status, done.reason_code) == ("failed", 422, "fhir_unprocessable")
+    assert done.outcome_issues is not None
+    [issue] = done.outcome_issues["issues"]
+    assert issue["code"] == "invalid" and "authorization: Bearer [REDACTED]" in issue["diagnostics"], issue
+    assert not any(token in issue["diagnostics"] for token in _access_tokens(sb))
