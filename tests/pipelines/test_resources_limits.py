@@ -38,6 +38,7 @@ def test_default_resources_carry_the_parsed_settings_so_steps_read_no_environmen
             "EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS": "3",
             "EHRSYNC_KEEPALIVE_IDLE_DAYS": "5",
             "EHRSYNC_RETRY_BASE_SECONDS": "60",
+            "EHRSYNC_BULK_MAX_FILES": "50000",
         }
     )
     resources = default_resources(settings)
@@ -52,6 +53,7 @@ def test_default_resources_carry_the_parsed_settings_so_steps_read_no_environmen
         "lock_wait_s": 3.0,
         "bulk_low_speed": LowSpeedLimit(512.0, 30.0),
         "bulk_file_deadline_s": 3600.0,
+        "bulk_max_files": 50000,
     }
     off = PipelineSettings.from_env(
         {

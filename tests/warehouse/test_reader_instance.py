@@ -17,7 +17,7 @@ import pytest
 
 from tests.warehouse.conftest import land, resource
 from tests.warehouse.other_process import in_child, other_process_writes
-from warehouse import LandingZone
+from warehouse import LandingZone, _duckdb_reader, _duckdb_writer, _pg_chunks
 from warehouse.duckdb_backend import DuckDBWarehouse
 
 
@@ -103,6 +103,8 @@ def test_a_pool_of_reading_threads_keeps_few_instances(tmp_path: Path, zone: Lan
     instances between them, not one each: an instance holds DuckDB's worker and I/O threads (9 with threads=2)
     and a few MB, so 40 request threads kept 360 threads and 150 MB until they ended."""
     wh = _stored(tmp_path, zone)
+    for pool in (_duckdb_reader._pool, _duckdb_writer._pool, _pg_chunks._pool):
+        pool.close_idle()  # instances earlier tests of this worker left idle are not this test's to count
     before = _os_threads()
     per_instance = _threads_per_instance(wh)
     gate = threading.Barrier(8)
