@@ -49,6 +49,9 @@ class SandboxConfig(BaseModel):
     drop_smart_fields: list[str] = Field(default_factory=list)  # SAL-02 / SAL-03 legacy profile
     #: SAL-02: fields the smart-configuration writes as "" (a templated file leaving what is not set up blank)
     blank_smart_fields: list[str] = Field(default_factory=list)
+    #: SAL-02/04: fields the smart-configuration writes as null, after the profile shaped it (a server serialising
+    #: its whole configuration object, the fields it does not set included)
+    null_smart_fields: list[str] = Field(default_factory=list)
     smart_issuer: str | None = None  # SAL-41 fault: smart-configuration names this issuer, not the FHIR base
     #: SAL-33: False answers 404 at the OpenID configuration: the JWKS is named only in the smart-configuration
     openid_configuration: bool = True

@@ -124,7 +124,8 @@ class SmartConfiguration:
 
 
 def _named(payload: Mapping[str, Any], key: str) -> bool:
-    """Whether the file gives ``key`` a value (a blank string is none: ``_opt_str``)."""
+    """Whether the file gives ``key`` a value (a blank string, ``null`` or an empty list is none: RFC 8414 omits a
+    claim with zero elements)."""
     value = payload.get(key)
     return bool(value.strip()) if isinstance(value, str) else bool(value)
 
@@ -132,7 +133,7 @@ def _named(payload: Mapping[str, Any], key: str) -> bool:
 def missing_required_fields(payload: Mapping[str, Any]) -> list[str]:
     """Required SAL-02 fields a smart-configuration lacks (``authorization_endpoint`` only for user launches)."""
     missing = [] if _named(payload, "token_endpoint") else ["token_endpoint"]
-    missing += [key for key in ("capabilities", "grant_types_supported") if key not in payload]
+    missing += [key for key in ("capabilities", "grant_types_supported") if payload.get(key) is None]
     grants = payload.get("grant_types_supported")
     caps = payload.get("capabilities")
     user_launch = (isinstance(grants, list) and "authorization_code" in grants) or (
@@ -149,10 +150,12 @@ def _smart_1_document(payload: Mapping[str, Any], capabilities: list[str]) -> bo
     ``code_challenge_methods_supported`` and no ``permission-v2`` (a 2.0 capability). Such a server is v1 as SAL-04's
     are: scopes in v1 syntax (SAL-20), S256 not advertised (SAL-03; ehrsync still sends it). A 2.x server leaving out
     one of those fields (servers in the wild omit ``grant_types_supported`` or the ``permission-v*`` codes) but naming
-    another stays 2.x: taken for v1, it would be asked without the granular scopes its vendor plugin relies on."""
-    if "capabilities" not in payload:
+    another stays 2.x: taken for v1, it would be asked without the granular scopes its vendor plugin relies on. A
+    field written ``null`` or ``[]`` names nothing (a 1.0 server serialising its whole configuration object so writes
+    the 2.0 fields)."""
+    if payload.get("capabilities") is None:
         return True
-    v2_marks = ("grant_types_supported" in payload, "code_challenge_methods_supported" in payload)
+    v2_marks = (_named(payload, "grant_types_supported"), _named(payload, "code_challenge_methods_supported"))
     return not any(v2_marks) and "permission-v2" not in capabilities
 
 
@@ -179,7 +182,7 @@ def parse_smart_configuration(
         raise DiscoveryError(f"{fhir_base}: smart-configuration lacks required field 'token_endpoint'")
     capabilities = _str_list(payload, "capabilities")
     authorization_endpoint = url("authorization_endpoint") or (fb.authorization_endpoint if fb else None)
-    if "grant_types_supported" in payload:
+    if payload.get("grant_types_supported") is not None:  # null: not written (a serialised object's unset field)
         grant_types = _str_list(payload, "grant_types_supported")
     elif fb is not None:
         grant_types = ["authorization_code"] if authorization_endpoint else []
@@ -188,7 +191,7 @@ def parse_smart_configuration(
     user_launch = "authorization_code" in grant_types or any(c.startswith("launch-") for c in capabilities)
     if user_launch and not authorization_endpoint:
         raise DiscoveryError(f"{fhir_base}: smart-configuration lacks required field 'authorization_endpoint'")
-    if "capabilities" not in payload and fb is None:
+    if payload.get("capabilities") is None and fb is None:
         raise DiscoveryError(f"{fhir_base}: smart-configuration lacks required field 'capabilities'")
     return SmartConfiguration(
         fhir_base=fhir_base,

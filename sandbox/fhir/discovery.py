@@ -79,7 +79,8 @@ def well_known(request: Request) -> Response:
     if st.settings.profile == "v1":
         return fhir_response(outcome_body("not-found", "SMART v1 server: see the CapabilityStatement"), 404)
     doc = smart_configuration(st, st.base(request))
-    return JSONResponse(smart_1_document(doc) if st.settings.profile == "v1_well_known" else doc)
+    shaped = smart_1_document(doc) if st.settings.profile == "v1_well_known" else doc
+    return JSONResponse({**shaped, **dict.fromkeys(st.settings.null_smart_fields)})
 
 
 def jwks_uri(st: SandboxState, base: str) -> str:

@@ -170,7 +170,8 @@ def test_bdx12_a_bad_file_url_in_the_manifest_is_an_invalid_manifest(server: tup
     base, script = server
     script.actions = [_json(_manifest(base, output=[{"type": "Patient", "url": bad}]))]
     bulk = BulkClient(f"{base}/fhir", StaticTokenSource(TOKEN), retry=recording_policy([]))
-    with pytest.raises(BulkExportError, match=r"output\[0\]\.url must be an absolute http\(s\) URL: it (has|is)"):
+    said = r"output\[0\]\.url must be an http\(s\) URL once resolved against the manifest's URL: it (has|is)"
+    with pytest.raises(BulkExportError, match=said):
         bulk.poll(f"{base}/status/1")
 
 

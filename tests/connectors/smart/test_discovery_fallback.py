@@ -125,3 +125,29 @@ def test_sal02_a_field_written_as_an_empty_string_is_absent(
             assert getattr(cfg, field) is None, field
     assert not cfg.smart_v1 and "S256" in cfg.code_challenge_methods_supported
     assert blank[0] in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("profile", "nulled", "smart_v1"),
+    [
+        ("v1_well_known", ["grant_types_supported", "code_challenge_methods_supported"], True),
+        ("v1_well_known", ["code_challenge_methods_supported"], True),
+        ("v1_well_known", ["capabilities"], True),
+        ("v2", ["grant_types_supported"], False),  # it says permission-v2 and S256: 2.x still
+    ],
+)
+def test_sal02_sal04_a_field_written_as_null_is_absent(
+    sandbox: SandboxServer, profile: str, nulled: list[str], smart_v1: bool
+) -> None:
+    """A server serialising its whole configuration object writes the fields it does not set as ``null``: a SMART
+    1.0 server so writes the 2.0 fields. ``null`` names nothing: a required field so written is completed from the
+    CapabilityStatement as a missing one is, and it marks no 2.0 server. Before, a ``null``
+    ``grant_types_supported`` counted as present (no CapabilityStatement read) and a ``null``
+    ``code_challenge_methods_supported`` as a 2.0 mark: the 1.0 server was taken for 2.x, every patient launch
+    refused ('lacks S256') and v2 scopes would have been asked."""
+    sandbox.admin.settings(profile=profile, null_smart_fields=nulled)
+    with httpx.Client(timeout=10) as http:
+        cfg = discover(sandbox.fhir_base, http=http)
+    assert cfg.smart_v1 is smart_v1 and cfg.v1_scopes_only is smart_v1
+    assert cfg.require_user_launch() == sandbox.fhir_base.removesuffix(SERVER_ROOT_SUFFIX) + "/oauth/authorize"
+    assert "authorization_code" in cfg.grant_types_supported
