@@ -62,6 +62,10 @@ class SandboxConfig(BaseModel):
     write_enabled: bool = True  # create on DocumentReference/Binary
     conditional_create: bool = True  # DWB-31/32: advertise and honour If-None-Exist on create (Epic does not)
     provenance_create: bool = False  # DWB-82: advertise and accept Provenance create (with write_enabled)
+    #: DWB-40: how the CapabilityStatement lays out ``rest`` (R4 allows several: client and server, or "behaviors
+    #: under different configuration settings"): "one" server entry; "client_first" a ``mode: client`` entry before
+    #: it; "read_only_after" a second server entry after it describing every type read and search only
+    capability_rests: Literal["one", "client_first", "read_only_after"] = "one"
 
     # OAuth
     auto_approve: bool = False

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from connectors.errors import WriteNotSupportedError
-from connectors.fhir.capability import interactions_of, server_resources
+from connectors.fhir.capability import declared_interactions, described, interactions_of
 from connectors.writeback.scope_filters import query_applies
 
 __all__ = [
@@ -107,26 +107,26 @@ def check_note_write(
 ) -> WriteCapability:
     """Return what the server supports, or raise ``WriteNotSupportedError`` with the DWB-42 ``reason``.
 
-    Order matters: a disabled tenant answers ``vendor_disabled`` without looking further (DWB-43).
+    Order matters: a disabled tenant answers ``vendor_disabled`` without looking further (DWB-43). A type described
+    in several server ``rest`` entries (``connectors.fhir.capability``) may be created when any of them declares
+    create; conditional create is trusted only when every entry declaring create says so (If-None-Exist sent to a
+    configuration that ignores it would let a repeated POST duplicate the note).
     """
     if not (flags.service_enabled and flags.tenant_enabled and flags.note_create_enabled and flags.vendor_allows_notes):
         raise WriteNotSupportedError("vendor_disabled", "note write-back is disabled for this tenant or vendor")
-    resources = {str(r.get("type")): r for r in server_resources(capabilities)}
-    doc_ref = resources.get("DocumentReference")
-    if doc_ref is None or "create" not in interactions_of(doc_ref):
+    creating = [r for r in described(capabilities, "DocumentReference") if "create" in interactions_of(r)]
+    if not creating:
         raise WriteNotSupportedError(
             "no_create_interaction", "the server's CapabilityStatement does not allow DocumentReference create"
         )
     if not scopes_allow_note_create(granted_scopes):
         raise WriteNotSupportedError("missing_scope", "the granted scopes do not include DocumentReference create")
-    binary, provenance = resources.get("Binary"), resources.get("Provenance")
+    profiles = (str(p) for r in described(capabilities, "DocumentReference") for p in r.get("supportedProfile") or [])
     return WriteCapability(
-        conditional_create=doc_ref.get("conditionalCreate") is True,
-        binary_create=binary is not None
-        and "create" in interactions_of(binary)
+        conditional_create=all(r.get("conditionalCreate") is True for r in creating),
+        binary_create="create" in declared_interactions(capabilities, "Binary")
         and scopes_allow_binary_create(granted_scopes),
-        supported_profiles=tuple(str(p) for p in doc_ref.get("supportedProfile") or []),
-        provenance_create=provenance is not None
-        and "create" in interactions_of(provenance)
+        supported_profiles=tuple(dict.fromkeys(profiles)),
+        provenance_create="create" in declared_interactions(capabilities, "Provenance")
         and scopes_allow_provenance_create(granted_scopes),
     )

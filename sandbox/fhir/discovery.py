@@ -163,7 +163,8 @@ def metadata(request: Request) -> Response:
         "format": ["application/fhir+json", "json"],
         "software": {"name": "ehrsync sandbox"},
         "implementation": {"description": "ehrsync local SMART on FHIR sandbox", "url": base + "/fhir"},
-        "rest": [
+        "rest": _rests(
+            st,
             {
                 "mode": "server",
                 "security": {"service": [service], "extension": [oauth_uris]},
@@ -174,7 +175,18 @@ def metadata(request: Request) -> Response:
                 "operation": [
                     {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}
                 ],
-            }
-        ],
+            },
+        ),
     }
     return fhir_response(body)
+
+
+def _rests(st: SandboxState, server: dict[str, Any]) -> list[dict[str, Any]]:
+    """``rest`` as ``capability_rests`` lays it out: the server entry alone, after a client one, or before a second
+    server entry describing every type read and search only (the writes this sandbox takes are the first's)."""
+    layout = st.settings.capability_rests
+    if layout == "client_first":
+        return [{"mode": "client", "resource": [_resource_entry(t, False) for t in ALL_TYPES]}, server]
+    if layout == "read_only_after":
+        return [server, {"mode": "server", "resource": [_resource_entry(t, False) for t in ALL_TYPES]}]
+    return [server]

@@ -99,6 +99,28 @@ def test_dwb40_records_capabilities() -> None:
     assert not cap.conditional_create and not cap.binary_create
 
 
+def _rests(*entries: dict[str, Any]) -> dict[str, Any]:
+    """A CapabilityStatement whose ``rest`` entries are the given ones, each a server's unless it says its mode."""
+    return {"resourceType": "CapabilityStatement", "rest": [{"mode": "server", **e} for e in entries]}
+
+
+def test_dwb40_31_every_server_rest_entry_counts_and_conditional_create_needs_all_that_create() -> None:
+    """R4 repeats ``rest`` (cpb-9 forbids a type twice only within one entry): DocumentReference create and Binary
+    create declared in any server entry count, a client entry never does; conditional create only when every
+    entry declaring create says so (a configuration ignoring If-None-Exist would let a repeat duplicate)."""
+    doc = {"type": "DocumentReference", "interaction": [{"code": "create"}], "conditionalCreate": True}
+    read_only = {"type": "DocumentReference", "interaction": [{"code": "read"}], "supportedProfile": ["urn:p"]}
+    binary = {"type": "Binary", "interaction": [{"code": "create"}]}
+    cap = check_note_write(_rests({"resource": [doc]}, {"resource": [read_only, binary]}), "user/*.write", ON)
+    assert (cap.conditional_create, cap.binary_create, cap.supported_profiles) == (True, True, ("urn:p",))
+    unconditional = {**doc, "conditionalCreate": False}
+    cap = check_note_write(_rests({"resource": [doc]}, {"resource": [unconditional]}), "user/*.write", ON)
+    assert not cap.conditional_create
+    with pytest.raises(WriteNotSupportedError) as info:
+        check_note_write(_rests({"mode": "client", "resource": [doc]}, {"resource": [read_only]}), "user/*.write", ON)
+    assert info.value.reason == "no_create_interaction"
+
+
 def test_note_builder_draft_fields() -> None:
     draft = NoteDraft(
         tenant_id="t1",
