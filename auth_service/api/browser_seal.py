@@ -10,14 +10,17 @@ anyone can seal: never accepted, see ``store.crypto.PlaceholderKeyError``). A co
 a browser whose session ended, or that holds a day-long cookie of an earlier session (AES-GCM cannot tell that
 from an altered one, and an altered cookie harms only its sender), is ordinary, and as warnings they would hide
 that one. A refused form token is a warning whatever the cause: the page's own cookie opened in this session, so
-a token that does not is the forged request the token is there to stop. No value at all stays silent.
+a token that does not is the forged request the token is there to stop; only one past its own expiry
+(:data:`CSRF_MAX_AGE_S`: a form left open that long) is info. No value at all stays silent.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
+import time
 
 from auth_service.core.links import ConnectLinkClaims, LinkKeyError
 from auth_service.services.context import ServiceContext
@@ -28,6 +31,11 @@ __all__ = ["csrf_matches", "csrf_token", "open_link", "open_sealed", "owner_of",
 logger = logging.getLogger(__name__)
 
 _CSRF = "csrf:{purpose}"
+
+#: How long a form's csrf token is accepted after the page that carries it was rendered: its own bound, shorter than
+#: the day-long connection cookie the form also needs, so a token that leaks (a saved page, a screenshot) is soon
+#: worthless. A form left open longer is refused like a bad token; opening the page again gives a fresh one.
+CSRF_MAX_AGE_S = 3600
 
 
 def owner_of(sid: str) -> str:
@@ -93,9 +101,16 @@ def open_link(ctx: ServiceContext, link: str) -> ConnectLinkClaims:
         raise
 
 
+def _now() -> float:
+    """This host's time, read for a csrf token's expiry (a seam a test moves forward: the age is all it reads)."""
+    return time.time()
+
+
 def csrf_token(ctx: ServiceContext, sid: str, purpose: str = "disconnect") -> str:
-    """The form token of ``purpose`` in this browser session: it opens under old keys after a rotation."""
-    return seal(ctx, sid, _CSRF.format(purpose=purpose), purpose)
+    """The form token of ``purpose`` in this browser session, good for :data:`CSRF_MAX_AGE_S`: it opens under old
+    keys after a rotation."""
+    claims = {"p": purpose, "exp": int(_now()) + CSRF_MAX_AGE_S}
+    return seal(ctx, sid, _CSRF.format(purpose=purpose), json.dumps(claims))
 
 
 def csrf_matches(ctx: ServiceContext, sid: str, token: str, purpose: str = "disconnect") -> bool:
@@ -112,4 +127,21 @@ def csrf_matches(ctx: ServiceContext, sid: str, token: str, purpose: str = "disc
         refused(what, "missing", logging.WARNING)
         return False
     field = _CSRF.format(purpose=purpose)
-    return open_sealed(ctx, sid, token, field=field, what=what, level=logging.WARNING) == purpose
+    plain = open_sealed(ctx, sid, token, field=field, what=what, level=logging.WARNING)
+    return plain is not None and _unexpired(plain, purpose, what)
+
+
+def _unexpired(plain: str, purpose: str, what: str) -> bool:
+    """An opened token's claims: its purpose, and an expiry not yet past (one of an earlier version carries none)."""
+    try:
+        claims = json.loads(plain)
+    except ValueError:
+        claims = None
+    if not isinstance(claims, dict) or claims.get("p") != purpose or not isinstance(claims.get("exp"), int):
+        cause = "without an expiry (made by an earlier version?)" if plain == purpose else "malformed claims"
+        refused(what, cause, logging.WARNING)
+        return False
+    if claims["exp"] < _now():
+        refused(what, f"expired (a form is good for {CSRF_MAX_AGE_S} s after its page was opened)")
+        return False
+    return True
