@@ -6,7 +6,9 @@ done and disconnect pages, the disconnect form). The associated data binds each 
 (hashed) and to its purpose (``field``), so one value never passes for another. A value that is carried but does
 not open is logged once, with its cause's category and never the value or what it names. Only a cause the operator
 must act on is a warning: a key id not configured (an old key removed too early), or a placeholder key (a value
-anyone can seal: never accepted, see ``store.crypto.PlaceholderKeyError``). A cookie's other causes are info:
+anyone can seal: never accepted, see ``store.crypto.PlaceholderKeyError``), and only the first time in a while for
+its key id (``auth_service.core.key_warnings``: a forged value names any key id, so unbounded it could flood the
+warning level). A cookie's other causes are info:
 a browser whose session ended, or that holds a day-long cookie of an earlier session (AES-GCM cannot tell that
 from an altered one, and an altered cookie harms only its sender), is ordinary, and as warnings they would hide
 that one. A refused form token is a warning whatever the cause: the page's own cookie opened in this session, so
@@ -22,6 +24,7 @@ import json
 import logging
 import time
 
+from auth_service.core.key_warnings import WARN_EVERY_S
 from auth_service.core.links import ConnectLinkClaims, LinkKeyError
 from auth_service.services.context import ServiceContext
 from store.crypto import ENV_OLD_KEYS, CipherError, PlaceholderKeyError, UnknownKeyIdError
@@ -56,7 +59,7 @@ def open_sealed(
     ctx: ServiceContext, sid: str | None, value: str | None, *, field: str, what: str, level: int = logging.INFO
 ) -> str | None:
     """The plaintext of ``value`` sealed for ``field`` in this browser session, or ``None``: logged unless absent, at
-    ``level``, except a key id not configured, always a warning (the operator's to mend)."""
+    ``level``, except a key id not configured or a placeholder's, a warning bounded per key id (``_key_refused``)."""
     if not value:
         return None
     if not sid:
@@ -72,12 +75,21 @@ def open_sealed(
     try:
         return ctx.cipher.open_presented(value, tenant_id="", owner_id=owner_of(sid), field=field)
     except UnknownKeyIdError:
-        refused(what, _not_configured(kid), logging.WARNING)
+        _key_refused(ctx, what, _not_configured(kid), kid)
     except PlaceholderKeyError:
-        refused(what, _placeholder(kid), logging.WARNING)
+        _key_refused(ctx, what, _placeholder(kid), kid)
     except CipherError:
         refused(what, "bound to another browser session, or altered", level)
     return None
+
+
+def _key_refused(ctx: ServiceContext, what: str, cause: str, kid: str) -> None:
+    """A refusal for its key id: a warning the operator must act on, but one a forged value triggers at will, so
+    bounded per key id (``ctx.key_warnings``: once in ``WARN_EVERY_S``), info in between."""
+    level = ctx.key_warnings.level(kid[:64])
+    if level == logging.WARNING:
+        cause += f"; repeats of this key id are logged at info for {WARN_EVERY_S / 60:.0f} minutes"
+    refused(what, cause, level)
 
 
 def _not_configured(kid: str) -> str:
@@ -90,13 +102,14 @@ def _placeholder(kid: str) -> str:
 
 def open_link(ctx: ServiceContext, link: str) -> ConnectLinkClaims:
     """``ctx.links.verify`` for a route that a patient's link reaches: a link sealed under a key the service will
-    not open it with is logged once here, at warning with the key id (never the link, its tenant or user). Not in
+    not open it with is logged once here, with the key id (never the link, its tenant or user), at warning bounded
+    per key id as for a cookie (``_key_refused``). Not in
     ``verify``: the error page verifies the browser's link again to offer "Try again", which would log twice."""
     try:
         return ctx.links.verify(link)
     except LinkKeyError as exc:
-        refused(
-            "a connect link", _placeholder(exc.kid) if exc.placeholder else _not_configured(exc.kid), logging.WARNING
+        _key_refused(
+            ctx, "a connect link", _placeholder(exc.kid) if exc.placeholder else _not_configured(exc.kid), exc.kid
         )
         raise
 
