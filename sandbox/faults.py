@@ -16,6 +16,7 @@ from sandbox.body_faults import body_fault
 from sandbox.clock import Clock
 from sandbox.drop_fault import drop
 from sandbox.echo_fault import echo_answer
+from sandbox.gateway_fault import gateway_answer
 from sandbox.oauth.broken import BROKEN_ANSWERS
 from sandbox.oauth.keys import ID_TOKEN_FAULTS
 from sandbox.quota_fault import QuotaHeaders, QuotaWindow, with_headers
@@ -66,12 +67,14 @@ FaultKind = Literal[
     "huge_body",  # an answer (200 unless body_status says) streams an endless (256 MiB) JSON body, no Content-Length
     "quota",  # quota requests per window_s, reported on every answer, 429 once spent (sandbox.quota_fault)
     "echo",  # a body_status error answer repeating the request (headers, query, body, patient): sandbox.echo_fault
+    "proxy_page",  # a gateway's HTML page answered body_status (200 unless told), the app never asked
+    "body_cut",  # the app's own answer, its body cut to its first half (Content-Length to match): sandbox.gateway_fault
 ]
 #: Kinds the HTTP middleware answers itself; the others are consumed by the code they affect.
 _MIDDLEWARE_KINDS = frozenset(
     {"422", "429", "500", "503", "slow", "drop", "drop_response", "expired_token", "bulk_410"}
 )
-_MIDDLEWARE_KINDS |= {"trickle", "huge_body", "echo"}  # sandbox.body_faults, sandbox.echo_fault
+_MIDDLEWARE_KINDS |= {"trickle", "huge_body", "echo", "proxy_page", "body_cut"}  # body_faults, echo/gateway_fault
 
 
 class Fault(BaseModel):
@@ -98,7 +101,7 @@ class Fault(BaseModel):
     severity: Literal["fatal", "error", "warning"] = "error"
     #: trickle: bytes sent every delay_s (a steady pace above a low-speed limit, or the classic byte at a time)
     chunk_bytes: int = Field(default=1, ge=1, le=1024 * 1024)
-    #: huge_body, echo: the answer's status (a 3xx has no Location: neither data nor a redirect a client can follow)
+    #: huge_body, echo, proxy_page: the answer's status (a 3xx without Location: neither data nor a redirect)
     body_status: int = Field(default=200, ge=200, le=599)
     shape: SearchShape = "single_objects"  # search_shape: how the page is written (sandbox.shape_fault)
     #: echo: the answer's shape (its code: ``error``; sandbox.echo_fault names where each puts the echo)
@@ -223,11 +226,9 @@ class FaultMiddleware:
             await _respond(send, 429, outcome("throttled", "quota exceeded"), extra)
             return
         headers = dict(scope.get("headers") or [])
-        kinds = set(_MIDDLEWARE_KINDS)
+        kinds = set(_MIDDLEWARE_KINDS if path.startswith("/bulk/files/") else _MIDDLEWARE_KINDS - {"bulk_410"})
         if not headers.get(b"authorization", b"").lower().startswith(b"bearer "):
             kinds.discard("expired_token")
-        if not path.startswith("/bulk/files/"):
-            kinds.discard("bulk_410")
         fault = self.registry.take(path, frozenset(kinds), str(scope.get("method", "")) or None)
         if fault is None:
             await self.app(scope, receive, send)
@@ -249,6 +250,8 @@ class FaultMiddleware:
         elif fault.kind == "echo":
             shape, said = fault.echo_as, fault.error_description
             await echo_answer(scope, receive, send, status=fault.body_status, shape=shape, code=fault.error, said=said)
+        elif fault.kind in ("proxy_page", "body_cut"):
+            await gateway_answer(fault.kind, fault.body_status, self.app, scope, receive, send)
         elif fault.kind in ("trickle", "huge_body"):
             pace = (fault.delay_s, fault.chunk_bytes)
             await body_fault(fault.kind, pace, self.app, scope, receive, send, status=fault.body_status)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from sqlalchemy.orm import Session
 
 from auth_service.core.config import Settings
+from auth_service.core.key_warnings import KeyIdWarnings
 from auth_service.core.links import LinkSigner
 from auth_service.core.sealed_links import ConnectLinks
 from connectors.smart import ClientAuth, DiscoveryCache, JwksCache
@@ -39,6 +40,8 @@ class ServiceContext:
     vault: TokenVault
     links: ConnectLinks
     sessions: LinkSigner
+    #: the level of a refusal naming a key id not configured: a warning bounded per key id (forged values name any)
+    key_warnings: KeyIdWarnings = field(default_factory=KeyIdWarnings)
 
     def close(self) -> None:
         self.http.close()

@@ -33,8 +33,10 @@ class PollPacer:
         if status.transient:
             self.transients += 1
             if self.transients >= policy.max_attempts:
+                why = f": {status.note}" if status.note else ""
                 raise BulkStatusUnavailableError(
-                    f"bulk status kept failing transiently ({self.transients} times); the next run polls it again",
+                    f"bulk status kept failing transiently ({self.transients} times{why}); the job is kept and the "
+                    "next run polls it again",
                     url=redact_url(self.status_url),
                 )
             return policy.backoff_delay(self.transients - 1)

@@ -52,6 +52,16 @@ class BulkStatus:
     expires: datetime | None = None
     throttled: bool = False
     transient: bool = False
+    #: why a ``transient`` answer is one, when the status alone does not say (a 200 that is no manifest at all)
+    note: str | None = None
+
+
+#: A 200 whose body is not a JSON object: far likelier a proxy's or gateway's own page served 200, or a body cut in
+#: transit, than the server's considered manifest, so the job is polled again, never cancelled for it.
+UNREADABLE_200 = (
+    "the status URL answered 200 with a body that is not a JSON object (a proxy's or gateway's page, or a body cut "
+    "short), not a manifest"
+)
 
 
 def fhir_instant(value: datetime) -> str:
@@ -130,15 +140,18 @@ def _reports_failure(issues: list[Mapping[str, Any]]) -> bool:
 
 
 def classify_status(response: httpx.Response, now: datetime, max_files: int = MAX_MANIFEST_FILES) -> BulkStatus:
-    """Map a (read) status response to the BDX-09 table; a failed job raises BulkExportError, and so does a
-    manifest of more than ``max_files`` files (an invalid one)."""
+    """Map a (read) status response to the BDX-09 table; a failed job raises BulkExportError, and so does a JSON
+    object that is no valid manifest, or one of more than ``max_files`` files (an invalid one). A 200 that is not a
+    JSON object at all is ``transient`` (:data:`UNREADABLE_200`)."""
     status = response.status_code
     retry_after = parse_retry_after(response.headers.get("Retry-After"), now=now)
     if status == 200:
         try:
             body = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise BulkExportError("bulk manifest is not JSON", status=200, url=redact_url(str(response.url))) from exc
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict):
+            return BulkStatus(False, retry_after=retry_after, transient=True, note=UNREADABLE_200)
         manifest = parse_manifest(body, max_files=max_files, base_url=str(response.url))
         return BulkStatus(True, manifest=manifest, expires=parse_http_date(response.headers.get("Expires")))
     if status == 202:

@@ -249,10 +249,16 @@ def test_bdx09_other_errors_fail_the_job_with_outcome(response: httpx.Response) 
         httpx.Response(504),
         httpx.Response(408),
         httpx.Response(500),
+        httpx.Response(200, content=b"<html>please try again later</html>", headers={"Content-Type": "text/html"}),
+        httpx.Response(200, content=orjson.dumps(_manifest())[:40]),
+        httpx.Response(200, content=b"[]"),
+        httpx.Response(200),
     ],
+    ids=["502", "503", "504", "408", "500", "200-html", "200-cut", "200-array", "200-empty"],
 )
 def test_bdx09_infrastructure_errors_are_polling_hiccups(response: httpx.Response) -> None:
-    """Issue 10: a proxy's 502/503/504/408 (and a bare 500) is transient per connectors.errors.is_transient_answer."""
+    """Issue 10: a proxy's 502/503/504/408 (and a bare 500) is transient per connectors.errors.is_transient_answer;
+    so is a 200 that is not a JSON object (a gateway's page served 200, a body cut short): no manifest at all."""
     status = _bulk(Script(response)).poll(STATUS)
     assert status.transient and not status.done
 

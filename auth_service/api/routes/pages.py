@@ -145,7 +145,11 @@ def disconnect_page(
         sid = browser_session(request) or ""
         # sealed, bound to this session and to the disconnect: it still opens after a vault key rotation
         if conn.id != connection_id or not csrf_matches(ctx, sid, csrf):
-            raise ApiError("invalid_request", "this disconnect request did not come from the status page")
+            raise ApiError(
+                "invalid_request",
+                "this disconnect request did not come from the status page, or its form was open for more than an hour:"
+                " open the page again",
+            )
     except ApiError as exc:
         return render_error(request, exc)
     if confirm != "yes":
