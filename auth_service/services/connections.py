@@ -22,7 +22,12 @@ from auth_service.services.errors import (
 from auth_service.services.grants import keep_connection
 from auth_service.services.launch import check_allowlisted
 from auth_service.services.profiles import ClientProfile, check_provider_enabled, resolve_profile
-from auth_service.services.providers_port import check_connection_kind, plugin_display_name, plugin_group_export_only
+from auth_service.services.providers_port import (
+    check_connection_kind,
+    plugin_display_name,
+    plugin_group_export_only,
+    plugin_wildcard_scopes,
+)
 from connectors import errors as ce
 from connectors.smart import (
     ClientAuth,
@@ -240,6 +245,12 @@ def create_backend_connection(
             raise InvalidInputError(
                 f"give 'group_id': {plugin_display_name(provider_id)} exports Bulk data only at Group level "
                 "(Group/{id}/$export), so a backend connection without a group could never export"
+            )
+        if wildcards := plugin_wildcard_scopes(provider_id, scope):
+            raise InvalidInputError(
+                f"{plugin_display_name(provider_id)} takes no wildcard scopes ({', '.join(wildcards)}): list each "
+                "resource type, e.g. system/Patient.read system/Observation.read",
+                field="scope",
             )
         cfg, token, asked = _mint_backend_token(ctx, profile, client_auth, scope)
     except ce.EhrSyncError as exc:
