@@ -31,8 +31,10 @@ from auth_service.services.providers_port import (
 from connectors import errors as ce
 from connectors.smart import (
     ClientAuth,
+    JwtClientAuth,
     SmartConfiguration,
     TokenResponse,
+    check_auth_method_supported,
     client_credentials_grant,
     discover,
     filtered_scopes,
@@ -196,11 +198,15 @@ def _backend_profile(ctx: ServiceContext, tenant_id: str, provider_id: str) -> t
 def _mint_backend_token(
     ctx: ServiceContext, profile: ClientProfile, client_auth: ClientAuth, scope: str
 ) -> tuple[SmartConfiguration, TokenResponse, str]:
-    """The first client_credentials token, and the scope it asked for: in v1 spelling for a v1-only server
+    """The first client_credentials token, and the scope it asked for, once discovery shows the server advertises the
+    client's auth method and alg (SAL-05; ConfigurationError otherwise): in v1 spelling for a v1-only server
     (SAL-20/32: ``system/*.rs`` is ``system/*.read`` there, which knows no other). A granular scope is refused there:
     v1 has no filters, and the whole type is wider than the admin asked."""
     with ctx.call_budget(profile.provider_id, profile.fhir_base):  # eCW counts these calls too
         cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
+        # SAL-05: the method and the alg the client really signs with, advertised, or refused here at setup
+        alg = client_auth.alg if isinstance(client_auth, JwtClientAuth) else None
+        check_auth_method_supported(cfg, client_auth.method, alg)
         if cfg.v1_scopes_only and (granular := filtered_scopes(scope)):
             raise InvalidInputError(
                 f"this EHR takes SMART v1 scopes only, which have no filters: {', '.join(granular)} would be asked"
