@@ -22,12 +22,19 @@ from auth_service.services.errors import (
 from auth_service.services.grants import keep_connection
 from auth_service.services.launch import check_allowlisted
 from auth_service.services.profiles import ClientProfile, check_provider_enabled, resolve_profile
-from auth_service.services.providers_port import check_connection_kind, plugin_display_name, plugin_group_export_only
+from auth_service.services.providers_port import (
+    check_connection_kind,
+    plugin_display_name,
+    plugin_group_export_only,
+    plugin_wildcard_scopes,
+)
 from connectors import errors as ce
 from connectors.smart import (
     ClientAuth,
+    JwtClientAuth,
     SmartConfiguration,
     TokenResponse,
+    check_auth_method_supported,
     client_credentials_grant,
     discover,
     filtered_scopes,
@@ -191,11 +198,15 @@ def _backend_profile(ctx: ServiceContext, tenant_id: str, provider_id: str) -> t
 def _mint_backend_token(
     ctx: ServiceContext, profile: ClientProfile, client_auth: ClientAuth, scope: str
 ) -> tuple[SmartConfiguration, TokenResponse, str]:
-    """The first client_credentials token, and the scope it asked for: in v1 spelling for a v1-only server
+    """The first client_credentials token, and the scope it asked for, once discovery shows the server advertises the
+    client's auth method and alg (SAL-05; ConfigurationError otherwise): in v1 spelling for a v1-only server
     (SAL-20/32: ``system/*.rs`` is ``system/*.read`` there, which knows no other). A granular scope is refused there:
     v1 has no filters, and the whole type is wider than the admin asked."""
     with ctx.call_budget(profile.provider_id, profile.fhir_base):  # eCW counts these calls too
         cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
+        # SAL-05: the method and the alg the client really signs with, advertised, or refused here at setup
+        alg = client_auth.alg if isinstance(client_auth, JwtClientAuth) else None
+        check_auth_method_supported(cfg, client_auth.method, alg)
         if cfg.v1_scopes_only and (granular := filtered_scopes(scope)):
             raise InvalidInputError(
                 f"this EHR takes SMART v1 scopes only, which have no filters: {', '.join(granular)} would be asked"
@@ -240,6 +251,12 @@ def create_backend_connection(
             raise InvalidInputError(
                 f"give 'group_id': {plugin_display_name(provider_id)} exports Bulk data only at Group level "
                 "(Group/{id}/$export), so a backend connection without a group could never export"
+            )
+        if wildcards := plugin_wildcard_scopes(provider_id, scope):
+            raise InvalidInputError(
+                f"{plugin_display_name(provider_id)} takes no wildcard scopes ({', '.join(wildcards)}): list each "
+                "resource type, e.g. system/Patient.read system/Observation.read",
+                field="scope",
             )
         cfg, token, asked = _mint_backend_token(ctx, profile, client_auth, scope)
     except ce.EhrSyncError as exc:

@@ -10,6 +10,7 @@ from connectors.errors import ConfigurationError
 from connectors.http import url_problem
 from connectors.providers import BulkSupport, ProviderPlugin, check_provider_client_auth, get_provider
 from connectors.providers.config import MAX_CLIENT_ID_LENGTH
+from connectors.smart.scopes import parse_scopes
 
 __all__ = [
     "check_connection_kind",
@@ -19,6 +20,7 @@ __all__ = [
     "plugin_display_name",
     "plugin_fhir_base",
     "plugin_group_export_only",
+    "plugin_wildcard_scopes",
     "plugin_write_supported",
     "validate_config",
 ]
@@ -81,6 +83,19 @@ def plugin_group_export_only(provider_id: str) -> bool:
     """The vendor exports Bulk data only at Group level (Oracle Health, Epic, athenahealth: vendors.md §1)."""
     p = plugin(provider_id)
     return p is not None and p.bulk is BulkSupport.GROUP
+
+
+def plugin_wildcard_scopes(provider_id: str, scope: str) -> list[str]:
+    """The wildcard resource scopes of ``scope`` (``system/*.read``, ``system/Observation.*``) where the vendor takes
+    none and refuses the request (Oracle Health: each type listed explicitly, vendors.md §3); else none."""
+    p = plugin(provider_id)
+    if p is None or p.wildcard_scopes:
+        return []
+    return [s.raw for s in parse_scopes(scope).resource_scopes if s.resource_type == "*" or _any_permission(s.raw)]
+
+
+def _any_permission(raw: str) -> bool:
+    return raw.split("?", 1)[0].endswith(".*")
 
 
 def plugin_write_supported(provider_id: str) -> bool:

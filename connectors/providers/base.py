@@ -96,6 +96,8 @@ class ProviderPlugin(abc.ABC):
     token_ttl_hint: ClassVar[int | None] = None
     refresh_policy: ClassVar[RefreshPolicy] = RefreshPolicy.ROTATE
     scope_style: ClassVar[ScopeStyle] = ScopeStyle.V2
+    #: False: the vendor takes no wildcard scope (``system/*.read``, ``.*``), only each type listed (Oracle Health, §3).
+    wildcard_scopes: ClassVar[bool] = True
     required_search_params: ClassVar[Mapping[str, tuple[tuple[str, ...], ...]]] = {}
     #: Parameters every patient search of a type carries besides the patient, where the vendor requires them and
     #: one value covers what ehrsync syncs (Oracle Health's CarePlan: ``category=assess-plan``, vendors.md §3).

@@ -44,6 +44,7 @@ class CernerProvider(ProviderPlugin):
     token_ttl_hint = 570
     refresh_policy = RefreshPolicy.REUSE_ORIGINAL
     scope_style = ScopeStyle.V1
+    wildcard_scopes = False  # system/Observation.read style, each resource listed explicitly, no * [doc]
     # CarePlan search needs patient + category (or _id alone) and supports only category assess-plan [doc]:
     # docs.oracle.com/en/industries/health/millennium-platform-apis/mfrap/op-careplan-get.html
     required_search_params = {"CarePlan": (("patient", "category"), ("_id",))}

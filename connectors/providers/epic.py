@@ -62,6 +62,7 @@ class EpicProvider(ProviderPlugin):
         conditional_create=False,
         author_rule="optional; without author the note files under the app's background user",
         max_bytes=1_000_000,
+        inline_only=True,  # text/plain as base64 data only (draft-note §7 [3p]): never a Binary referenced by url
         notes="status must be current; only the first attachment is kept; no If-None-Exist [3p][verify]",
     )
     docs_checked_on = dt.date(2026, 11, 25)

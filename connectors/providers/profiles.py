@@ -93,7 +93,7 @@ class WriteProfile:
     ``conditional_create`` None means "read it from the CapabilityStatement" (generic servers). ``charset_required``:
     every attachment contentType names a charset (Oracle Health, a PDF's too), added where the note's has none.
     ``author_is_token_user``: personas whose token's user must be the author (Oracle Health's provider tokens).
-    ``inline_only``: content goes as base64 ``data``, never as a ``Binary`` url (Oracle Health).
+    ``inline_only``: content goes as base64 ``data``, never as a ``Binary`` url (Oracle Health, Epic).
     """
 
     supported: bool

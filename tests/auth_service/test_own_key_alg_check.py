@@ -53,3 +53,26 @@ def test_sal05_service_key_alg_the_server_does_not_advertise_is_refused_before_t
         login = f"{svc.base_url}/api/integrations/smart/login?tenant=t1&provider=smart"
         r = httpx.get(login, timeout=30, follow_redirects=False)
         assert r.status_code >= 400 and "ES384" in r.text, r.text
+
+
+def test_sal05_backend_connection_signing_an_alg_the_server_does_not_advertise_is_refused_at_setup(
+    make_settings, sandbox
+) -> None:
+    """A backend connection is set up as a launch is: the EC service key signs ES384, which an RS384-only server does
+    not list, so creating the connection is refused (409 ``configuration_error`` naming the alg) before its first
+    token call; before, the assertion was sent and the EHR's refusal read as a registration problem
+    (``client_grant_refused``)."""
+    sandbox_admin(sandbox, "settings", {"assertion_algs": ["RS384"]})
+    service_key = {"EHR_JWT_PRIVATE_KEY": ec_pem(), "EHR_JWT_KEY_ID": "svc-ec"}
+    with running_service(make_settings, sandbox, smart_practice(sandbox, "ec-bulk"), **service_key) as svc:
+        jwks = f"{svc.base_url}/api/integrations/ehr/jwks"
+        register(sandbox, svc, "ec-bulk", "backend", jwks_url=jwks, allowed_scopes="system/*.rs")
+        assert svc.admin("PUT", "/api/integrations/admin/providers/smart", json={"kid": "svc-ec"}).status_code == 200
+        body = {"provider": "smart", "scope": "system/Patient.rs"}
+        r = svc.admin("POST", "/api/integrations/admin/backend-connections", json=body)
+        assert r.status_code == 409, r.text
+        assert r.json()["error"] == "configuration_error" and "ES384" in r.json()["message"], r.text
+        events = svc.admin("GET", "/api/integrations/admin/audit").json()
+        failed = next(e for e in events if e["action"] == "backend.create")
+        assert failed["outcome"] == "failure" and failed["detail"]["error_code"] == "configuration_error"
+        assert not [rec for rec in sandbox.state.auth.tokens.values() if rec.client_id == "ec-bulk"]

@@ -63,6 +63,28 @@ def test_bdx01_an_empty_group_id_is_no_group(make_app: Callable[..., AppHandle])
     assert calls == []
 
 
+@pytest.mark.parametrize("wildcard", ["system/*.read", "system/Observation.*", "system/*.rs"])
+def test_an_oracle_backend_connection_asking_a_wildcard_scope_is_refused_naming_it(
+    make_app: Callable[..., AppHandle], wildcard: str
+) -> None:
+    """vendors.md §3: Oracle Health takes each resource listed explicitly (no ``*``) [doc]; a backend connection
+    asking a wildcard is refused (400 naming the scope) before any discovery or token call, not sent for the EHR to
+    refuse as if the app's registration were wrong."""
+    calls: list[str] = []
+    h = make_app(http=_refusing_transport(calls), SMART_ISSUER_ALLOWLIST=f"https://fhir-ehr.cerner.com/r4/{TENANT}")
+    practice = {"ehrIntegrations": {"enabledProviders": ["cerner"], "providerConfigs": {"cerner": CERNER}}}
+    headers = {"Authorization": f"Bearer {h.bootstrap('t1', practice)}"}
+    body = {"provider": "cerner", "scope": f"system/Patient.read {wildcard}", "group_id": "g-1"}
+    r = h.client.post("/api/integrations/admin/backend-connections", json=body, headers=headers)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_request" and wildcard in r.json()["message"]
+    assert "system/Patient.read" not in r.json()["message"].split("list each")[0]
+    assert calls == []
+    events = h.client.get("/api/integrations/admin/audit", headers=headers).json()
+    refused = next(e for e in events if e["action"] == "backend.create")
+    assert refused["outcome"] == "failure" and refused["detail"]["error_code"] == "invalid_request"
+
+
 PCC_HOST = "https://connect.pcc.example"
 PCC = {"fhirBaseUrl": PCC_HOST, "clientId": "c", "clientSecret": "s", "pccTenantId": "t-9"}
 
