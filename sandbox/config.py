@@ -132,6 +132,9 @@ class SandboxConfig(BaseModel):
     #: redirects' Location on this origin instead of the sandbox's own (another host: never followed with the token)
     create_redirect_origin: str | None = None
     create_bare_answer: bool = False  # DWB-33/50: a 2xx create answers with neither Location nor body
+    #: DWB-50: a 2xx create answers as some servers do: a Location without /_history, no body; the version
+    #: only in its ETag
+    create_unversioned_location: bool = False
     #: DWB-50: a 2xx create keeps its Location but its body is a gateway's HTML page, not JSON (what it says is 2xx)
     create_html_body: bool = False
     #: resources are served (read, search, bulk output) without ``meta.lastUpdated``, optional in FHIR and left out

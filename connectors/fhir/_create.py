@@ -72,7 +72,7 @@ def send_create(
             return CreateResult(status, None, target, None)
         body = _created_body(response, bounds.max_bytes)
         location = response.headers.get("Location") or response.headers.get("Content-Location")
-        return result_of(status, location, body, resource_type)
+        return result_of(status, location, body, resource_type, response.headers.get("ETag"))
 
     try:
         for _ in range(MAX_HOPS + 1):

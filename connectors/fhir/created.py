@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -95,16 +96,28 @@ def parse_location(location: str) -> tuple[str | None, str | None]:
     return (segments[-1] if segments else None), None
 
 
-def result_of(status: int, location: str | None, body: Any, resource_type: str) -> CreateResult:
+_ETAG = re.compile(r'(?:W/)?"([A-Za-z0-9\-.]{1,64})"')
+
+
+def version_of_etag(etag: str | None) -> str | None:
+    """The version an ``ETag`` names (FHIR R4 §3.1.0.8: ``W/"3"``; a strong ``"3"`` read the same), else None."""
+    match = _ETAG.fullmatch(etag.strip()) if etag else None
+    return match.group(1) if match else None
+
+
+def result_of(
+    status: int, location: str | None, body: Any, resource_type: str, etag: str | None = None
+) -> CreateResult:
     """A CreateResult from a 2xx: the id and version from ``Location`` (relative or absolute, maybe ``/_history/n``),
-    else from the body when it is a ``resource_type``."""
+    else from the body when it is a ``resource_type``, and the version else from ``ETag`` (a server may answer a
+    create with a ``Location`` without ``/_history`` and no body: the version was lost, so a Provenance named none)."""
     resource_id, version = parse_location(location) if location else (None, None)
     returned = body if isinstance(body, dict) and body.get("resourceType") == resource_type else None
     if returned is not None:
         resource_id = resource_id or returned.get("id")
         meta = returned.get("meta") if isinstance(returned.get("meta"), dict) else {}
         version = version or (meta.get("versionId") if meta else None)
-    return CreateResult(status, resource_id, location, returned, version)
+    return CreateResult(status, resource_id, location, returned, version or version_of_etag(etag))
 
 
 def read_async_status(response: httpx.Response, resource_type: str, max_bytes: int | None) -> AsyncStatus:

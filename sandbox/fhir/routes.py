@@ -278,6 +278,9 @@ def _write_response(request: Request, r: dict[str, Any], status: int, fhir_base:
     prefer = _prefers(request, "return")
     if get_state(request).settings.create_bare_answer:  # a server (or gateway) naming neither id nor body
         return Response(status_code=status)
+    if get_state(request).settings.create_unversioned_location:
+        unversioned = {**_version_headers(r), "Location": f"{fhir_base}/{r['resourceType']}/{r['id']}"}
+        return Response(status_code=status, headers=unversioned)
     if get_state(request).settings.create_html_body:  # a gateway's page in place of the FHIR answer's body
         return Response(b"<html><body><h1>Created</h1></body></html>", status, headers, media_type="text/html")
     if prefer == "minimal":

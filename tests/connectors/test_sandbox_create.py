@@ -112,3 +112,18 @@ def test_dwb34_a_create_whose_lost_answer_came_before_a_307_says_so_whatever_the
     with pytest.raises(expected) as never_lost:  # every answer heard: nothing said of an earlier try
         client.create(_note(patient, key), if_none_exist=f"identifier={SYSTEM}|{key}")
     assert not never_lost.value.after_lost_answer
+
+
+def test_dwb50_a_create_answered_with_an_unversioned_location_and_no_body_takes_its_version_from_the_etag(
+    ehr: SandboxServer, client: FhirClient
+) -> None:
+    """A server may answer a create 201 with ``Location: .../DocumentReference/<id>`` (no ``/_history``)
+    and no body; the version is in the ``ETag`` (``W/"1"``, FHIR R4 §3.1.0.8). Before, it was lost, so the note's row
+    held no version and its Provenance named the DocumentReference unversioned."""
+    ehr.admin.settings(create_unversioned_location=True)
+    try:
+        created = client.create(_note(ehr.admin.patients()[0], uuid.uuid4().hex))
+    finally:
+        ehr.admin.settings(create_unversioned_location=False)
+    assert created.status == 201 and created.id and created.resource is None
+    assert created.version_id == "1"
