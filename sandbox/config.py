@@ -171,6 +171,7 @@ class SandboxConfig(BaseModel):
     bulk_file_url_form: Literal["absolute", "path", "relative"] = "absolute"
     bulk_gzip: bool = False  # BDX-17: gzip file downloads for clients sending Accept-Encoding: gzip
     bulk_file_bom: bool = False  # every file served starts with a UTF-8 byte order mark (a .NET writer's default)
+    bulk_manifest_bom: bool = False  # every manifest page starts with a UTF-8 BOM, served text/plain (.NET defaults)
     bulk_throttle_s: float = Field(default=0.0, ge=0)  # artificial delay per patient, to observe in-progress states
     # kick-off parameters refused with 400 (Oracle Health's Bulk: the experimental `_elements` and `patient`)
     bulk_unsupported_params: tuple[str, ...] = ()

@@ -24,6 +24,7 @@ from connectors.errors import (
 from connectors.fhir._session import operation_outcome_of
 from connectors.fhir.resource_types import ID_RE
 from connectors.http import parse_http_date, parse_retry_after, redact_url, resolve_checked_url
+from connectors.ndjson_files import UTF8_BOM
 from connectors.transport.answers import issues_of
 from connectors.transport.bounds import read_capped
 from connectors.transport.issues import issue_summary
@@ -142,12 +143,13 @@ def _reports_failure(issues: list[Mapping[str, Any]]) -> bool:
 def classify_status(response: httpx.Response, now: datetime, max_files: int = MAX_MANIFEST_FILES) -> BulkStatus:
     """Map a (read) status response to the BDX-09 table; a failed job raises BulkExportError, and so does a JSON
     object that is no valid manifest, or one of more than ``max_files`` files (an invalid one). A 200 that is not a
-    JSON object at all is ``transient`` (:data:`UNREADABLE_200`)."""
+    JSON object at all is ``transient`` (:data:`UNREADABLE_200`); a leading UTF-8 BOM (a .NET writer's default) is
+    no part of the JSON, not a sign of that."""
     status = response.status_code
     retry_after = parse_retry_after(response.headers.get("Retry-After"), now=now)
     if status == 200:
         try:
-            body = orjson.loads(response.content)
+            body = orjson.loads(response.content.removeprefix(UTF8_BOM))  # RFC 8259 §8.1: a BOM may be ignored
         except orjson.JSONDecodeError:
             body = None
         if not isinstance(body, dict):

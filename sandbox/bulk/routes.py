@@ -202,7 +202,10 @@ def manifest_page(job_id: str, page: int, request: Request) -> Response:
 def _manifest_response(st: SandboxState, request: Request, job: Job, page: int) -> Response:
     expires = datetime.fromtimestamp(_expires(st, job), UTC)
     body = orjson.dumps(manifest_page_of(st, request, job, page))
-    return Response(body, media_type="application/json", headers={"Expires": format_datetime(expires, usegmt=True)})
+    media_type = "application/json"
+    if st.settings.bulk_manifest_bom:
+        body, media_type = _BOM + body, "text/plain; charset=utf-8"
+    return Response(body, media_type=media_type, headers={"Expires": format_datetime(expires, usegmt=True)})
 
 
 @router.delete("/bulk/status/{job_id}", response_model=None)

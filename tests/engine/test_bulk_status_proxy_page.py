@@ -59,3 +59,19 @@ def test_bdx09_a_200_that_keeps_being_no_json_object_fails_the_run_by_name_and_t
     assert again.status == "completed" and again.resumed and again.job_id == first.job_id, again.error
     assert len(request_log.paths(KICK_OFF)) == 1, "the same export, resumed at its status URL"
     assert cursors.get_mark(world.env.db, conn, STREAM, "*") is not None
+
+
+@pytest.mark.parametrize("paged", [False, True], ids=["one-page", "paged"])
+def test_bdx09_a_manifest_starting_with_a_byte_order_mark_served_text_plain_is_read_not_polled_again(
+    paged: bool, start_sandbox: Any, world: SyncWorld, http: httpx.Client, request_log: RequestLog
+) -> None:
+    """RFC 8259 lets a parser ignore a BOM, and a .NET writer's defaults put one first (served ``text/plain``): the
+    manifest is the server's whole answer, read at the first complete poll. Before, it was 'not a JSON object', polled
+    again as a gateway's page until the run failed bulk_status_unavailable, and so at every run until the deadline."""
+    sb = start_sandbox(bulk_manifest_bom=True, bulk_manifest_page_size=2 if paged else None, bulk_lines_per_file=5)
+    conn = connect_backend(world, sb, http=http, group_id=GROUP)
+    request_log.clear()
+    report = run_bulk_export(world.env, conn, "bom-manifest")
+    assert report.status == "completed", report.error
+    assert len(request_log.paths(KICK_OFF)) == 1, "no second kick-off"
+    assert cursors.get_mark(world.env.db, conn, STREAM, "*") is not None
