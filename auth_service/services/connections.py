@@ -195,13 +195,26 @@ def _backend_profile(ctx: ServiceContext, tenant_id: str, provider_id: str) -> t
     return profile, client_auth
 
 
+def _refuse_wildcards(provider_id: str, scope: str, given: str | None = None) -> None:
+    """InvalidInputError naming the wildcard scopes of ``scope`` (as the EHR would be asked them, ``given`` the
+    admin's spelling when it differs) where the vendor takes none (Oracle Health, vendors.md §3)."""
+    if wildcards := plugin_wildcard_scopes(provider_id, scope):
+        spelt = f" (this EHR takes SMART v1 scopes only: {given!r} would be asked as {scope!r})" if given else ""
+        raise InvalidInputError(
+            f"{plugin_display_name(provider_id)} takes no wildcard scopes ({', '.join(wildcards)}){spelt}: list "
+            "each resource type and its permissions, e.g. system/Patient.read system/Observation.read",
+            field="scope",
+        )
+
+
 def _mint_backend_token(
     ctx: ServiceContext, profile: ClientProfile, client_auth: ClientAuth, scope: str
 ) -> tuple[SmartConfiguration, TokenResponse, str]:
     """The first client_credentials token, and the scope it asked for, once discovery shows the server advertises the
     client's auth method and alg (SAL-05; ConfigurationError otherwise): in v1 spelling for a v1-only server
     (SAL-20/32: ``system/*.rs`` is ``system/*.read`` there, which knows no other). A granular scope is refused there:
-    v1 has no filters, and the whole type is wider than the admin asked."""
+    v1 has no filters, and the whole type is wider than the admin asked; a scope that becomes a wildcard there
+    (``.cruds`` is ``.*``) is refused where the vendor takes none."""
     with ctx.call_budget(profile.provider_id, profile.fhir_base):  # eCW counts these calls too
         cfg = discover(profile.fhir_base, http=ctx.http, cache=ctx.discovery)
         # SAL-05: the method and the alg the client really signs with, advertised, or refused here at setup
@@ -214,7 +227,10 @@ def _mint_backend_token(
                 " ask for that scope explicitly if it is meant",
                 field="scope",
             )
-        scope = scope_for_server(scope, cfg.v1_scopes_only)
+        asked = scope_for_server(scope, cfg.v1_scopes_only)
+        if asked != scope:  # a v1-only EHR is asked system/X.cruds as system/X.*, a wildcard where none is taken
+            _refuse_wildcards(profile.provider_id, asked, given=scope)
+        scope = asked
         try:
             token = client_credentials_grant(cfg.token_endpoint, http=ctx.http, client_auth=client_auth, scope=scope)
         except ce.OAuthError as exc:
@@ -252,12 +268,7 @@ def create_backend_connection(
                 f"give 'group_id': {plugin_display_name(provider_id)} exports Bulk data only at Group level "
                 "(Group/{id}/$export), so a backend connection without a group could never export"
             )
-        if wildcards := plugin_wildcard_scopes(provider_id, scope):
-            raise InvalidInputError(
-                f"{plugin_display_name(provider_id)} takes no wildcard scopes ({', '.join(wildcards)}): list each "
-                "resource type, e.g. system/Patient.read system/Observation.read",
-                field="scope",
-            )
+        _refuse_wildcards(provider_id, scope)
         cfg, token, asked = _mint_backend_token(ctx, profile, client_auth, scope)
     except ce.EhrSyncError as exc:
         failure = service_error_from(exc)
