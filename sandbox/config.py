@@ -135,6 +135,9 @@ class SandboxConfig(BaseModel):
     #: DWB-50: a 2xx create answers as some servers do: a Location without /_history, no body; the version
     #: only in its ETag
     create_unversioned_location: bool = False
+    #: DWB-50: a 2xx create answers as a server keeping no versions behind a framework hashing each answer's body
+    #: into its ETag (Rack::ETag): a Location without /_history, the resource without meta, ETag W/"<MD5 of the body>"
+    create_hashed_etag: bool = False
     #: DWB-50: a 2xx create keeps its Location but its body is a gateway's HTML page, not JSON (what it says is 2xx)
     create_html_body: bool = False
     #: resources are served (read, search, bulk output) without ``meta.lastUpdated``, optional in FHIR and left out

@@ -11,7 +11,8 @@ import httpx
 import orjson
 
 from connectors.errors import CreateRedirectError, EhrSyncError, FhirError, ResponseTooLargeError
-from connectors.fhir._answers import json_body, json_reader
+from connectors.fhir._answers import json_reader
+from connectors.fhir._exact_json import loads_exact
 from connectors.fhir._session import FhirSession
 from connectors.fhir.created import (
     FHIR_JSON,
@@ -24,7 +25,7 @@ from connectors.fhir.created import (
     status_url,
     unanswered,
 )
-from connectors.transport.bounds import BodyBounds
+from connectors.transport.bounds import BodyBounds, read_capped
 from connectors.transport.redirects import redirect_target
 
 __all__ = ["send_create"]
@@ -33,17 +34,18 @@ __all__ = ["send_create"]
 logger = logging.getLogger("connectors.fhir.client")
 
 
-def _created_body(response: httpx.Response, max_bytes: int | None) -> Any:
+def _created_body(response: httpx.Response, max_bytes: int | None) -> tuple[Any, bool]:
     """The JSON body of a 2xx to a create, or None when it cannot be used (not JSON, e.g. a gateway's HTML page, or
-    over the byte limit). The 2xx is the answer: the server created the resource, and a body failing to parse must
-    not make the caller think otherwise (it would create it again, DWB-50); the id then comes from ``Location``."""
+    over the byte limit), and whether any body came. The 2xx is the answer: the server created the resource, and a
+    body failing to parse must not make the caller think otherwise (it would create it again, DWB-50); the id then
+    comes from ``Location``."""
     try:
-        return json_body(response, max_bytes)
-    except (FhirError, ResponseTooLargeError) as exc:
-        logger.warning(
-            "created, but the answer's body is unusable", extra={"status": response.status_code, "why": exc.code}
-        )
-        return None
+        data = read_capped(response, max_bytes)
+        return (loads_exact(data) if data else None), bool(data)
+    except (ValueError, ResponseTooLargeError) as exc:
+        why = exc.code if isinstance(exc, ResponseTooLargeError) else FhirError.code  # as json_body's refusal
+        logger.warning("created, but the answer's body is unusable", extra={"status": response.status_code, "why": why})
+        return None, True
 
 
 def send_create(
@@ -70,9 +72,12 @@ def send_create(
             location = response.headers.get("Location")
             target = redirect_target(location, response.request, status) if location else None
             return CreateResult(status, None, target, None)
-        body = _created_body(response, bounds.max_bytes)
+        body, said = _created_body(response, bounds.max_bytes)
         location = response.headers.get("Location") or response.headers.get("Content-Location")
-        return result_of(status, location, body, resource_type, response.headers.get("ETag"))
+        # the ETag only of an answer without a body: with one, a framework may have made it a hash of that body
+        # (Rack::ETag), no version; a body that is the resource says its version itself
+        etag = None if said else response.headers.get("ETag")
+        return result_of(status, location, body, resource_type, etag)
 
     try:
         for _ in range(MAX_HOPS + 1):

@@ -109,8 +109,9 @@ def result_of(
     status: int, location: str | None, body: Any, resource_type: str, etag: str | None = None
 ) -> CreateResult:
     """A CreateResult from a 2xx: the id and version from ``Location`` (relative or absolute, maybe ``/_history/n``),
-    else from the body when it is a ``resource_type``, and the version else from ``ETag`` (a server may answer a
-    create with a ``Location`` without ``/_history`` and no body: the version was lost, so a Provenance named none)."""
+    else from the body when it is a ``resource_type``, and the version else from ``etag`` (a server may answer a
+    create with a ``Location`` without ``/_history`` and no body: the version was lost, so a Provenance named none;
+    the caller passes the ETag only of an answer without a body, whose ETag a framework may have made its hash)."""
     resource_id, version = parse_location(location) if location else (None, None)
     returned = body if isinstance(body, dict) and body.get("resourceType") == resource_type else None
     if returned is not None:

@@ -22,8 +22,10 @@ A job is stored once the sandbox clock passes its due time, when a search or its
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -31,7 +33,7 @@ from sandbox.fhir.access import bearer
 from sandbox.fhir.responses import FhirFailure, fhir_response, outcome_body
 from sandbox.state import SandboxState, get_state
 
-__all__ = ["accepted_answer", "redirect_answer", "router", "settle_async", "wants"]
+__all__ = ["accepted_answer", "hashed_etag_answer", "redirect_answer", "router", "settle_async", "wants"]
 
 router = APIRouter()
 _REDIRECT = {"see_other": 303, "found": 302, "temporary_redirect": 307, "permanent_redirect": 308}
@@ -69,6 +71,16 @@ def accepted_answer(st: SandboxState, request: Request, mode: str, body: dict[st
         location = cfg.create_redirect_origin.rstrip("/") + location[len(st.base(request)) :]
     headers = {"Content-Location": location} if mode == "async" else {}
     return fhir_response(outcome_body("informational", "accepted", "information"), 202, headers)
+
+
+def hashed_etag_answer(r: dict[str, Any], status: int, fhir_base: str) -> Response:
+    """``create_hashed_etag``: a server keeping no versions, behind a framework that makes every answer's ETag a hash
+    of its body (Rails' Rack::ETag: ``W/"<MD5>"``): a ``Location`` without ``/_history``, the resource without
+    ``meta``, and an ETag naming no version."""
+    body = orjson.dumps({k: v for k, v in r.items() if k != "meta"})
+    digest = hashlib.md5(body, usedforsecurity=False).hexdigest()
+    headers = {"Location": f"{fhir_base}/{r['resourceType']}/{r['id']}", "ETag": f'W/"{digest}"'}
+    return Response(body, status, headers, media_type="application/fhir+json")
 
 
 @router.get("/fhir/_async/{job_id}", response_model=None)

@@ -18,7 +18,7 @@ from sandbox.data.ids import ALL_TYPES
 from sandbox.errors import ResourceGone, ResourceNotFound
 from sandbox.faults import Fault
 from sandbox.fhir.access import bearer
-from sandbox.fhir.create_answers import accepted_answer, redirect_answer, settle_async, wants
+from sandbox.fhir.create_answers import accepted_answer, hashed_etag_answer, redirect_answer, settle_async, wants
 from sandbox.fhir.discovery import WRITABLE
 from sandbox.fhir.paging import sign, unsign
 from sandbox.fhir.permission import permission
@@ -281,6 +281,8 @@ def _write_response(request: Request, r: dict[str, Any], status: int, fhir_base:
     if get_state(request).settings.create_unversioned_location:
         unversioned = {**_version_headers(r), "Location": f"{fhir_base}/{r['resourceType']}/{r['id']}"}
         return Response(status_code=status, headers=unversioned)
+    if get_state(request).settings.create_hashed_etag:  # a framework's hash of the body as its ETag
+        return hashed_etag_answer(r, status, fhir_base)
     if get_state(request).settings.create_html_body:  # a gateway's page in place of the FHIR answer's body
         return Response(b"<html><body><h1>Created</h1></body></html>", status, headers, media_type="text/html")
     if prefer == "minimal":

@@ -127,3 +127,19 @@ def test_dwb50_a_create_answered_with_an_unversioned_location_and_no_body_takes_
         ehr.admin.settings(create_unversioned_location=False)
     assert created.status == 201 and created.id and created.resource is None
     assert created.version_id == "1"
+
+
+def test_dwb50_the_etag_of_a_create_answered_with_a_body_is_not_taken_for_its_version(
+    ehr: SandboxServer, client: FhirClient
+) -> None:
+    """A server keeping no versions, behind a framework that hashes each answer's body into its ETag (Rails'
+    Rack::ETag: ``W/"<MD5>"``), answers a create with an unversioned ``Location`` and the resource without ``meta``.
+    The ETag names the body, not a version: taken for one, the Provenance targeted ``/_history/<hash>``, a version
+    that does not exist. The ETag counts only when no body came back (the body, when sent, says the version)."""
+    ehr.admin.settings(create_hashed_etag=True)
+    try:
+        created = client.create(_note(ehr.admin.patients()[0], uuid.uuid4().hex))
+    finally:
+        ehr.admin.settings(create_hashed_etag=False)
+    assert created.status == 201 and created.id and created.resource is not None
+    assert created.version_id is None
