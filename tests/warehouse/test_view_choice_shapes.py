@@ -1,0 +1,93 @@
+"""Analyst view columns for FHIR R4 shapes real servers send that the sandbox's synthetic data does not: a value,
+onset or time that the flat view showed as NULL although the resource carries it.
+
+- Observation: ``valueQuantity.comparator`` was dropped (a result ``<0.01`` read as exactly ``0.01``), and a
+  ``valueRange``, ``valueDateTime``, ``valuePeriod``, ``valueRatio``, ``valueTime`` or ``valueSampledData`` left
+  every value column NULL, as if there were no value. Now ``value_comparator``, ``value_type``,
+  ``value_range_low``/``_high`` and ``value_date_time`` show them.
+- Condition: ``onsetAge``/``onsetRange`` (and a period without start) left ``onset`` NULL with no trace, and
+  ``abatementBoolean``/``abatementAge`` left ``abatement`` NULL. Now ``onset_type``, ``onset_age``,
+  ``onset_age_unit`` and ``abatement_type`` show them.
+- Procedure: ``performedPeriod`` without start, ``performedAge``, ``performedRange``: now ``performed_end`` and
+  ``performed_type``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.warehouse.conftest import land, resource
+from warehouse import LandingZone, Warehouse
+
+SUBJECT = {"reference": "Patient/p1"}
+CODE = {"coding": [{"system": "http://loinc.org", "code": "2160-0"}]}
+
+
+def _rows(wh: Warehouse, view: str, columns: str) -> dict[str, dict[str, Any]]:
+    return {r["id"]: r for r in wh.iter_rows(f"SELECT id, {columns} FROM {view}")}
+
+
+def _obs(rid: str, **value: Any) -> dict[str, Any]:
+    return resource(rid, status="final", subject=SUBJECT, code=CODE, **value)
+
+
+def test_an_observation_value_in_any_form_is_visible(wh: Warehouse, zone: LandingZone) -> None:
+    observations = [
+        _obs("lt", valueQuantity={"value": 0.01, "comparator": "<", "unit": "mg/dL"}),
+        _obs("range", valueRange={"low": {"value": 1}, "high": {"value": 5}}),
+        _obs("when", valueDateTime="2020-05"),
+        _obs("period", valuePeriod={"start": "2020", "end": "2021"}),
+        _obs("ratio", valueRatio={"numerator": {"value": 1}, "denominator": {"value": 128}}),
+        _obs("time", valueTime="10:30:00"),
+        _obs("none"),
+    ]
+    wh.upsert(land(zone, observations))
+    wh.refresh_flat_tables()
+    cols = "value_type, value_quantity, value_comparator, value_range_low, value_range_high, value_date_time"
+    got = {k: tuple(v.values())[1:] for k, v in _rows(wh, "observation", cols).items()}
+    assert got == {
+        "lt": ("Quantity", 0.01, "<", None, None, None),
+        "range": ("Range", None, None, 1.0, 5.0, None),
+        "when": ("dateTime", None, None, None, None, "2020-05"),
+        "period": ("Period", None, None, None, None, "2020"),
+        "ratio": ("Ratio", None, None, None, None, None),
+        "time": ("time", None, None, None, None, None),
+        "none": (None, None, None, None, None, None),
+    }
+
+
+def test_a_condition_onset_or_abatement_in_any_form_is_visible(wh: Warehouse, zone: LandingZone) -> None:
+    conditions = [
+        resource("age", resource_type="Condition", onsetAge={"value": 45, "unit": "yr", "code": "a"}),
+        resource("range", resource_type="Condition", onsetRange={"low": {"value": 40}}, abatementBoolean=True),
+        resource("end-only", resource_type="Condition", onsetPeriod={"end": "2020-03"}),
+        resource("date", resource_type="Condition", onsetDateTime="2019", abatementDateTime="2020-01"),
+    ]
+    wh.upsert(land(zone, conditions, resource_type="Condition"))
+    wh.refresh_flat_tables()
+    cols = "onset, onset_type, onset_age, onset_age_unit, abatement, abatement_type"
+    got = {k: tuple(v.values())[1:] for k, v in _rows(wh, "condition", cols).items()}
+    assert got == {
+        "age": (None, "Age", 45.0, "a", None, None),
+        "range": (None, "Range", None, None, None, "boolean"),
+        "end-only": (None, "Period", None, None, None, None),
+        "date": ("2019", "dateTime", None, None, "2020-01", "dateTime"),
+    }
+
+
+def test_a_procedure_time_in_any_form_is_visible(wh: Warehouse, zone: LandingZone) -> None:
+    procedures = [
+        resource("end-only", resource_type="Procedure", performedPeriod={"end": "2020"}),
+        resource("both", resource_type="Procedure", performedPeriod={"start": "2020-01", "end": "2020-02"}),
+        resource("age", resource_type="Procedure", performedAge={"value": 4}),
+    ]
+    wh.upsert(land(zone, procedures, resource_type="Procedure"))
+    wh.refresh_flat_tables()
+    got = {
+        k: tuple(v.values())[1:] for k, v in _rows(wh, "procedure", "performed, performed_end, performed_type").items()
+    }
+    assert got == {
+        "end-only": (None, "2020", "Period"),
+        "both": ("2020-01", "2020-02", "Period"),
+        "age": (None, None, "Age"),
+    }
