@@ -10,6 +10,9 @@ onset or time that the flat view showed as NULL although the resource carries it
   ``onset_age_unit`` and ``abatement_type`` show them.
 - Procedure: ``performedPeriod`` without start, ``performedAge``, ``performedRange``: now ``performed_end`` and
   ``performed_type``.
+- MedicationRequest whose ``medicationReference`` points at a ``contained`` Medication (``#m1``): the drug's code
+  was nowhere in the views. Now ``medication_code``/``medication_display`` and ``medication_request_coding`` show
+  the contained Medication's code.
 """
 
 from __future__ import annotations
@@ -91,3 +94,34 @@ def test_a_procedure_time_in_any_form_is_visible(wh: Warehouse, zone: LandingZon
         "both": ("2020-01", "2020-02", "Period"),
         "age": (None, None, "Age"),
     }
+
+
+def test_a_contained_medication_gives_the_medication_code(wh: Warehouse, zone: LandingZone) -> None:
+    aspirin = {
+        "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1191", "display": "Aspirin"}]
+    }
+    other = {"resourceType": "Medication", "id": "m2", "code": {"text": "other"}}
+    requests = [
+        resource(
+            "contained",
+            resource_type="MedicationRequest",
+            contained=[{"resourceType": "Medication", "id": "m1", "code": aspirin}],
+            medicationReference={"reference": "#m1"},
+        ),
+        resource("external", resource_type="MedicationRequest", medicationReference={"reference": "Medication/9"}),
+        resource(  # two contained Medications: which one is meant is not guessed
+            "two",
+            resource_type="MedicationRequest",
+            contained=[{"resourceType": "Medication", "id": "m1", "code": aspirin}, other],
+            medicationReference={"reference": "#m2"},
+        ),
+    ]
+    wh.upsert(land(zone, requests, resource_type="MedicationRequest"))
+    wh.refresh_flat_tables()
+    got = {
+        k: tuple(v.values())[1:]
+        for k, v in _rows(wh, "medication_request", "medication_code, medication_display").items()
+    }
+    assert got == {"contained": ("1191", "Aspirin"), "external": (None, None), "two": (None, None)}
+    codings = [tuple(r.values()) for r in wh.iter_rows("SELECT id, code FROM medication_request_coding")]
+    assert codings == [("contained", "1191")]
