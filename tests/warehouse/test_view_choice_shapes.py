@@ -13,6 +13,9 @@ onset or time that the flat view showed as NULL although the resource carries it
 - MedicationRequest whose ``medicationReference`` points at a ``contained`` Medication (``#m1``): the drug's code
   was nowhere in the views. Now ``medication_code``/``medication_display`` and ``medication_request_coding`` show
   the contained Medication's code.
+- Observation components: only ``valueQuantity`` was read; a component answered in ``valueCodeableConcept``,
+  ``valueString``, ``valueInteger`` or ``valueBoolean`` (questionnaire-style panels) showed no value. Now the
+  same value columns as ``observation`` (without the Range/dateTime ones) show them.
 """
 
 from __future__ import annotations
@@ -125,3 +128,33 @@ def test_a_contained_medication_gives_the_medication_code(wh: Warehouse, zone: L
     assert got == {"contained": ("1191", "Aspirin"), "external": (None, None), "two": (None, None)}
     codings = [tuple(r.values()) for r in wh.iter_rows("SELECT id, code FROM medication_request_coding")]
     assert codings == [("contained", "1191")]
+
+
+def test_an_observation_component_value_in_any_form_is_visible(wh: Warehouse, zone: LandingZone) -> None:
+    def comp(**value: Any) -> dict[str, Any]:
+        return {"code": CODE, **value}
+
+    components = [
+        comp(valueQuantity={"value": 5, "comparator": ">", "unit": "mg"}),
+        comp(
+            valueCodeableConcept={
+                "coding": [{"system": "http://loinc.org", "code": "LA6568-5", "display": "Not at all"}]
+            }
+        ),
+        comp(valueString="mild"),
+        comp(valueInteger=3),
+        comp(valueBoolean=False),
+        comp(valueRatio={"numerator": {"value": 1}}),
+    ]
+    wh.upsert(land(zone, [_obs("panel", component=components)]))
+    wh.refresh_flat_tables()
+    cols = "value_type, value_quantity, value_comparator, value_string, value_code, value_integer, value_boolean"
+    got = sorted(tuple(r.values()) for r in wh.iter_rows(f"SELECT {cols} FROM observation_component"))
+    assert got == [
+        ("CodeableConcept", None, None, "Not at all", "LA6568-5", None, None),
+        ("Quantity", 5.0, ">", None, None, None, None),
+        ("Ratio", None, None, None, None, None, None),
+        ("boolean", None, None, None, None, None, False),
+        ("integer", None, None, None, None, 3, None),
+        ("string", None, None, "mild", None, None, None),
+    ]
