@@ -16,6 +16,9 @@ onset or time that the flat view showed as NULL although the resource carries it
 - Observation components: only ``valueQuantity`` was read; a component answered in ``valueCodeableConcept``,
   ``valueString``, ``valueInteger`` or ``valueBoolean`` (questionnaire-style panels) showed no value. Now the
   same value columns as ``observation`` (without the Range/dateTime ones) show them.
+- MedicationRequest referencing a Medication resource (``Medication/123``, usual at Epic): the synced Medication
+  had no view and the request no id to join on, so the drug's code was not in the flat tables. Now
+  ``medication_request.medication_id`` joins ``medication`` and ``medication_coding``.
 """
 
 from __future__ import annotations
@@ -158,3 +161,27 @@ def test_an_observation_component_value_in_any_form_is_visible(wh: Warehouse, zo
         ("integer", None, None, None, None, 3, None),
         ("string", None, None, "mild", None, None, None),
     ]
+
+
+def test_a_referenced_medication_s_code_is_reachable_from_the_request(wh: Warehouse, zone: LandingZone) -> None:
+    rxnorm = "http://www.nlm.nih.gov/research/umls/rxnorm"
+    med = resource(
+        "m9",
+        resource_type="Medication",
+        code={"coding": [{"system": "urn:oid:1.2.3", "code": "local-7"}, {"system": rxnorm, "code": "1191"}]},
+    )
+    request = resource(
+        "r1",
+        resource_type="MedicationRequest",
+        medicationReference={"reference": "https://ehr.example/fhir/Medication/m9", "display": "aspirin 81 mg"},
+    )
+    wh.upsert(land(zone, [med], resource_type="Medication"))
+    wh.upsert(land(zone, [request], resource_type="MedicationRequest", run_id="r2"))
+    wh.refresh_flat_tables()
+    sql = (
+        "SELECT r.id, r.medication_id, m.code AS first_code, c.code AS rxnorm FROM medication_request r"
+        " JOIN medication m ON m.connection_id = r.connection_id AND m.id = r.medication_id"
+        " JOIN medication_coding c ON c.connection_id = m.connection_id AND c.id = m.id"
+        f" WHERE c.system = '{rxnorm}'"
+    )
+    assert [tuple(r.values()) for r in wh.iter_rows(sql)] == [("r1", "m9", "local-7", "1191")]
