@@ -46,14 +46,19 @@ VIEW: dict[str, Any] = {
                 {"name": "code", "path": "code.coding.first().code", "type": "code"},
                 {"name": "display", "path": "(code.coding.first().display | code.text).first()", "type": "string"},
                 {"name": "value", "path": "value.ofType(Quantity).value", "type": "decimal"},
+                {"name": "has_value", "path": "value.ofType(Quantity).exists()", "type": "boolean"},
+                {"name": "has_code", "path": "code.coding.first().exists()", "type": "boolean"},
             ]
         }
     ],
 }
 EXPECTED = [
-    {"id": "arrays", "status": "amended", "category": None, "code": "c1", "display": None, "value": 7.5},
-    {"id": "lone", "status": None, "category": "lab", "code": "x", "display": "X", "value": None},
-    {"id": "plain", "status": "final", "category": "vital-signs", "code": "a", "display": "Text", "value": 2.0},
+    {"id": "arrays", "status": "amended", "category": None, "code": "c1", "display": None, "value": 7.5}
+    | {"has_value": True, "has_code": True},
+    {"id": "lone", "status": None, "category": "lab", "code": "x", "display": "X", "value": None}
+    | {"has_value": False, "has_code": True},
+    {"id": "plain", "status": "final", "category": "vital-signs", "code": "a", "display": "Text", "value": 2.0}
+    | {"has_value": True, "has_code": True},
 ]
 
 

@@ -17,6 +17,7 @@ __all__ = ["call_function"]
 class Compiles(Protocol):
     d: SqlDialect
     resource_key: str
+    fast: _fast.FastPaths
 
     def compile(self, node: Node, ctx: Typed) -> Typed: ...
     def coll(self, t: Typed) -> Typed: ...
@@ -43,9 +44,14 @@ def _where(c: Compiles, node: Call, ctx: Typed) -> Typed:
 
 
 def _exists(c: Compiles, node: Call, ctx: Typed) -> Typed:
+    """``exists()`` of a single-valued lookup chain (``value.ofType(Quantity).exists()``) is the lookup's
+    presence, guarded like any fast path: on DuckDB it reads the row's one shared parse, not a parse per call."""
     _arity(c, node, 0, 1)
-    coll = _where(c, node, ctx) if node.args else c.coll(_input(c, node, ctx))
-    return Typed("bool", f"({c.d.length(coll.sql)} > 0)")
+    if node.args:
+        return Typed("bool", f"({c.d.length(_where(c, node, ctx).sql)} > 0)")
+    t = _input(c, node, ctx)
+    general = f"({c.d.length(c.coll(t).sql)} > 0)"
+    return Typed("bool", c.fast.guarded(t, lambda v: f"({v} IS NOT NULL)", general))
 
 
 def _empty(c: Compiles, node: Call, ctx: Typed) -> Typed:
