@@ -13,6 +13,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sandbox.asgi_capture import captured_answer
+
 HUGE_BODY_BYTES = 256 * 1024 * 1024
 _CHUNK = 64 * 1024
 
@@ -33,19 +35,9 @@ async def body_fault(
     if kind == "huge_body":
         await _while_connected(receive, _huge(send, status))
         return
-    start: Message | None = None
-    body = bytearray()
-
-    async def capture(message: Message) -> None:
-        nonlocal start
-        if message["type"] == "http.response.start":
-            start = message
-        elif message["type"] == "http.response.body":
-            body.extend(message.get("body", b""))
-
-    await app(scope, receive, capture)
+    start, body = await captured_answer(app, scope, receive)
     if start is not None:
-        await _while_connected(receive, _trickle(send, start, bytes(body), *pace))
+        await _while_connected(receive, _trickle(send, start, body, *pace))
 
 
 async def _while_connected(receive: Receive, sending: Coroutine[Any, Any, None]) -> None:

@@ -9,7 +9,9 @@ the kind.
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from sandbox.asgi_capture import captured_answer
 
 __all__ = ["PROXY_PAGE", "gateway_answer"]
 
@@ -26,21 +28,11 @@ async def gateway_answer(kind: str, status: int, app: ASGIApp, scope: Scope, rec
     if kind == "proxy_page":
         await _send(send, status, [(b"content-type", b"text/html; charset=utf-8")], PROXY_PAGE)
         return
-    start: Message | None = None
-    body = bytearray()
-
-    async def capture(message: Message) -> None:
-        nonlocal start
-        if message["type"] == "http.response.start":
-            start = message
-        elif message["type"] == "http.response.body":
-            body.extend(message.get("body", b""))
-
-    await app(scope, receive, capture)
+    start, body = await captured_answer(app, scope, receive)
     if start is None:
         return
     headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length", b"content-encoding")]
-    await _send(send, int(start["status"]), headers, bytes(body[: len(body) // 2]))
+    await _send(send, int(start["status"]), headers, body[: len(body) // 2])
 
 
 async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
