@@ -8,8 +8,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import orjson
 
+from connectors.fhir import FhirClient
 from connectors.http import RetryPolicy
+from connectors.tokens import StaticTokenSource
 
 BASE = "https://ehr.example.org/fhir/r4"
 TOKEN = "tok-AAA"
@@ -62,3 +65,18 @@ def bundle(
 
 def oo(code: str = "processing") -> dict[str, Any]:
     return {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code}]}
+
+
+def outcome(*issues: dict[str, Any]) -> dict[str, Any]:
+    """An OperationOutcome of ``issues`` as given (malformed ones included)."""
+    return {"resourceType": "OperationOutcome", "issue": list(issues)}
+
+
+def fhir_answer(status: int, body: object) -> httpx.Response:
+    """A scripted answer with ``body`` as FHIR JSON."""
+    return httpx.Response(status, content=orjson.dumps(body), headers={"Content-Type": "application/fhir+json"})
+
+
+def scripted_fhir(script: Script) -> FhirClient:
+    """A FhirClient of ``BASE`` over ``script``, its token ``TOKEN``, retries recorded, never slept."""
+    return FhirClient(BASE, StaticTokenSource(TOKEN), http=script.client(), retry=recording_policy([]))

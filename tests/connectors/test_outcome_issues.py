@@ -17,21 +17,12 @@ from connectors.fhir import FhirClient
 from connectors.tokens import StaticTokenSource
 from connectors.transport.issues import MAX_ISSUES, MAX_SUMMARY, issue_summary
 from tests.connectors.helpers import BASE, TOKEN, Script, bundle, recording_policy
+from tests.connectors.helpers import fhir_answer as _answer
+from tests.connectors.helpers import outcome as _outcome
+from tests.connectors.helpers import scripted_fhir as _fhir
 
 SAID = "no Patient named Jane Doe born 1970-01-01"
 EPIC_ERRORS = "urn:oid:1.2.840.114350.1.13.0.1.7.2.657369"
-
-
-def _outcome(*issues: dict[str, Any]) -> dict[str, Any]:
-    return {"resourceType": "OperationOutcome", "issue": list(issues)}
-
-
-def _answer(status: int, body: object) -> httpx.Response:
-    return httpx.Response(status, content=orjson.dumps(body), headers={"Content-Type": "application/fhir+json"})
-
-
-def _fhir(script: Script) -> FhirClient:
-    return FhirClient(BASE, StaticTokenSource(TOKEN), http=script.client(), retry=recording_policy([]))
 
 
 def test_a_fhir_error_names_the_issue_never_the_servers_diagnostics() -> None:

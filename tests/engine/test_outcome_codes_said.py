@@ -4,31 +4,16 @@ those messages is logged (Dagster's event log too) and kept in the run's report.
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
-import orjson
 import pytest
 
 from connectors.errors import SearchIncompleteError
-from connectors.fhir import FhirClient, SearchPage
+from connectors.fhir import SearchPage
 from connectors.fhir.outcomes import search_notices
-from connectors.tokens import StaticTokenSource
 from engine.search_recovery import search_plan
-from tests.connectors.helpers import BASE, TOKEN, Script, bundle, recording_policy
-
-
-def _outcome(*issues: dict[str, Any]) -> dict[str, Any]:
-    return {"resourceType": "OperationOutcome", "issue": list(issues)}
-
-
-def _answer(status: int, body: object) -> httpx.Response:
-    return httpx.Response(status, content=orjson.dumps(body), headers={"Content-Type": "application/fhir+json"})
-
-
-def _fhir(script: Script) -> FhirClient:
-    return FhirClient(BASE, StaticTokenSource(TOKEN), http=script.client(), retry=recording_policy([]))
-
+from tests.connectors.helpers import Script, bundle
+from tests.connectors.helpers import fhir_answer as _answer
+from tests.connectors.helpers import outcome as _outcome
+from tests.connectors.helpers import scripted_fhir as _fhir
 
 #: A server's issue code with a line of its own, a terminal escape and a megabyte's worth of text.
 ODD_CODE = "invalid\nERROR forged log line\x1b[31m\u202e" + "x" * 5000
