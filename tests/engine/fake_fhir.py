@@ -66,6 +66,28 @@ def outcome(status: int, code: str) -> Reply:
     return status, {"Content-Type": "application/fhir+json"}, orjson.dumps(body)
 
 
+def group_export(files: list[str], file_reply: Callable[[str], Reply], transaction_time: str) -> FakeFhir:
+    """A server whose Group ``g1`` export lists one Patient file per name in ``files`` (manifest ``count`` 1 each),
+    each answered by ``file_reply(name)``; kick-off, status and its DELETE at ``/bulk/status/j``."""
+    fake = FakeFhir()
+
+    def status(_p: str, _q: dict[str, list[str]]) -> Reply:
+        items = [{"type": "Patient", "url": f"{fake.base_url}/bulk/files/{n}.ndjson", "count": 1} for n in files]
+        manifest = {"transactionTime": transaction_time, "request": f"{fake.fhir_base}/Group/g1/$export"}
+        body = {**manifest, "requiresAccessToken": True, "output": items, "error": []}
+        return 200, {"Content-Type": "application/json"}, orjson.dumps(body)
+
+    fake.routes.update(
+        {
+            "/fhir/Group/g1/$export": lambda _p, _q: (202, {"Content-Location": f"{fake.base_url}/bulk/status/j"}, b""),
+            "GET /bulk/status/j": status,
+            "DELETE /bulk/status/j": lambda _p, _q: (202, {}, b""),
+            **{f"/bulk/files/{n}.ndjson": (lambda _p, _q, n=n: file_reply(n)) for n in files},
+        }
+    )
+    return fake
+
+
 @contextmanager
 def serve(fake: FakeFhir, date_header: str = "Wed, 21 Oct 2026 07:28:00 GMT") -> Iterator[FakeFhir]:
     class Handler(BaseHTTPRequestHandler):

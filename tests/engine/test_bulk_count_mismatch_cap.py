@@ -8,7 +8,7 @@ import orjson
 
 from engine import run_bulk_export
 from engine.reports import MAX_NAMED_MISMATCHES
-from tests.engine.fake_fhir import FakeFhir, Reply, serve
+from tests.engine.fake_fhir import FakeFhir, Reply, group_export, serve
 from tests.engine.helpers import SyncWorld, connect_static
 
 FILES = MAX_NAMED_MISMATCHES + 3
@@ -21,23 +21,7 @@ def _file(n: int) -> Reply:
 
 
 def _server() -> FakeFhir:
-    fake = FakeFhir()
-
-    def status(_p: str, _q: dict[str, list[str]]) -> Reply:
-        items = [{"type": "Patient", "url": f"{fake.base_url}/bulk/files/{n}.ndjson", "count": 1} for n in range(FILES)]
-        body = {"transactionTime": "2026-10-20T10:00:00Z", "request": f"{fake.fhir_base}/Group/g1/$export"}
-        body |= {"requiresAccessToken": True, "output": items, "error": []}
-        return 200, {"Content-Type": "application/json"}, orjson.dumps(body)
-
-    fake.routes.update(
-        {
-            "/fhir/Group/g1/$export": lambda _p, _q: (202, {"Content-Location": f"{fake.base_url}/bulk/status/j"}, b""),
-            "GET /bulk/status/j": status,
-            "DELETE /bulk/status/j": lambda _p, _q: (202, {}, b""),
-            **{f"/bulk/files/{n}.ndjson": (lambda _p, _q, n=n: _file(n)) for n in range(FILES)},
-        }
-    )
-    return fake
+    return group_export([str(n) for n in range(FILES)], lambda name: _file(int(name)), "2026-10-20T10:00:00Z")
 
 
 def test_a_run_names_at_most_100_files_whose_count_is_off_and_counts_them_all_bdx20(world: SyncWorld) -> None:

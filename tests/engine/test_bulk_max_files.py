@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from engine import cursors, run_bulk_export
 from engine.models import BulkJob, BulkJobFile
-from tests.engine.fake_fhir import FakeFhir, Reply, serve
+from tests.engine.fake_fhir import FakeFhir, Reply, group_export, serve
 from tests.engine.helpers import connect_static, make_environment
 
 TX = "2026-10-20T10:00:00Z"
@@ -28,23 +28,7 @@ def _file(name: str) -> Reply:
 
 def _server() -> FakeFhir:
     """A group export whose manifest lists three files of one Patient each."""
-    fake = FakeFhir()
-
-    def status(_p: str, _q: dict[str, list[str]]) -> Reply:
-        items = [{"type": "Patient", "url": f"{fake.base_url}/bulk/files/{n}.ndjson", "count": 1} for n in FILES]
-        manifest = {"transactionTime": TX, "request": f"{fake.fhir_base}/Group/g1/$export"}
-        body = {**manifest, "requiresAccessToken": True, "output": items, "error": []}
-        return 200, {"Content-Type": "application/json"}, orjson.dumps(body)
-
-    fake.routes.update(
-        {
-            "/fhir/Group/g1/$export": lambda _p, _q: (202, {"Content-Location": f"{fake.base_url}/bulk/status/j"}, b""),
-            "GET /bulk/status/j": status,
-            "DELETE /bulk/status/j": lambda _p, _q: (202, {}, b""),
-            **{f"/bulk/files/{n}.ndjson": (lambda _p, _q, n=n: _file(n)) for n in FILES},
-        }
-    )
-    return fake
+    return group_export(list(FILES), _file, TX)
 
 
 def test_bdx12_a_manifest_over_bulk_max_files_fails_the_run_naming_it_then_lands_once_raised(
