@@ -121,6 +121,21 @@ def test_a_contained_medication_gives_the_medication_code(wh: Warehouse, zone: L
             contained=[{"resourceType": "Medication", "id": "m1", "code": aspirin}, other],
             medicationReference={"reference": "#m2"},
         ),
+        resource(  # the one contained Medication is not what the reference names: its code is not the drug
+            "elsewhere",
+            resource_type="MedicationRequest",
+            contained=[
+                {"resourceType": "Medication", "id": "m1", "code": aspirin},
+                {"resourceType": "Organization", "id": "m2"},
+            ],
+            medicationReference={"reference": "#m2", "display": "Given"},
+        ),
+        resource(
+            "dangling",
+            resource_type="MedicationRequest",
+            contained=[{"resourceType": "Medication", "id": "m1", "code": aspirin}],
+            medicationReference={"reference": "#m9"},
+        ),
     ]
     wh.upsert(land(zone, requests, resource_type="MedicationRequest"))
     wh.refresh_flat_tables()
@@ -128,7 +143,13 @@ def test_a_contained_medication_gives_the_medication_code(wh: Warehouse, zone: L
         k: tuple(v.values())[1:]
         for k, v in _rows(wh, "medication_request", "medication_code, medication_display").items()
     }
-    assert got == {"contained": ("1191", "Aspirin"), "external": (None, None), "two": (None, None)}
+    assert got == {
+        "contained": ("1191", "Aspirin"),
+        "external": (None, None),
+        "two": (None, None),
+        "elsewhere": (None, "Given"),
+        "dangling": (None, None),
+    }
     codings = [tuple(r.values()) for r in wh.iter_rows("SELECT id, code FROM medication_request_coding")]
     assert codings == [("contained", "1191")]
 
