@@ -128,7 +128,7 @@ def test_a_weeks_reconcile_that_found_the_connection_busy_is_asked_for_again_at_
     connection waited for next week's hour: deletions live two weeks."""
     _, cid = _connected(start_sandbox, world, http)
     monkeypatch.setenv(LOCK_WAIT_ENV, "0")
-    [tick] = _ticks_of_one_slot(cid, 1)
+    tick, later = _ticks_of_one_slot(cid, 2)  # ``later`` is not the connection's own hour either (a new slot)
     key = run_key(cid, last_slot(cid, tick))
     with DagsterInstance.local_temp(tempdir=str(tmp_path)) as instance:  # a schedule's context needs its ref
         with _synced_elsewhere(world, cid):
@@ -144,7 +144,7 @@ def test_a_weeks_reconcile_that_found_the_connection_busy_is_asked_for_again_at_
 
         again = run_reconcile(world, cid, instance, tags=_WEEKLY | {RUN_KEY_TAG: key})  # the lock is free now
         assert again.success
-        assert _asked(world, instance, tick + timedelta(hours=1)) == []  # reconciled: not asked again
+        assert _asked(world, instance, later) == []  # reconciled: not asked again
 
 
 def test_a_reconcile_found_busy_is_deferred_without_a_run_until_the_connection_is_free_bdx31(
@@ -161,7 +161,7 @@ def test_a_reconcile_found_busy_is_deferred_without_a_run_until_the_connection_i
     ``MAX_HELD_RUNS`` of them the slot was asked for no more, and the week's deletions stayed live two weeks."""
     _, cid = _connected(start_sandbox, world, http)
     monkeypatch.setenv(LOCK_WAIT_ENV, "0")
-    *busy_ticks, free_tick = _ticks_of_one_slot(cid, MAX_HELD_RUNS + 2)
+    *busy_ticks, free_tick, later = _ticks_of_one_slot(cid, MAX_HELD_RUNS + 3)
     key = run_key(cid, last_slot(cid, free_tick))
     log = _TickLog()
     spent = []  # the runs the ticks asked for while the connection was busy, each run as the daemon would
@@ -177,7 +177,7 @@ def test_a_reconcile_found_busy_is_deferred_without_a_run_until_the_connection_i
         assert spent == []
         assert len(deferred) == len(busy_ticks) and "run-syncing" in deferred[0] and key in deferred[0], deferred
         assert run_reconcile(world, cid, instance, tags=_WEEKLY | {RUN_KEY_TAG: key}).success
-        assert _asked(world, instance, free_tick + timedelta(hours=1)) == []  # reconciled: not asked again
+        assert _asked(world, instance, later) == []  # reconciled: not asked again
 
 
 def test_a_weeks_reconcile_asked_for_again_reconciles_only_the_types_not_finished_bdx31(
