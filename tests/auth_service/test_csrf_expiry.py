@@ -14,17 +14,13 @@ import time
 
 import httpx
 import pytest
-from fastapi import FastAPI, Response
+from fastapi import Response
 
 from auth_service.api import browser_seal
 from auth_service.api.browser_seal import seal
 from auth_service.api.connect_cookies import remember_connection
 from auth_service.api.deps import CONNECTION_COOKIE, SESSION_COOKIE
-from auth_service.app import create_app
-from auth_service.services.tenants import bootstrap_tenant
-from auth_service.tenants.settings import TenantSeed
-from tests.auth_service.conftest import LiveServer
-from tests.auth_service.practice import add_connection
+from tests.auth_service.practice import live_clinic
 
 SID = "s" * 43
 
@@ -38,14 +34,7 @@ def _form(browser: httpx.Client) -> dict[str, str]:
 def test_a_disconnect_form_older_than_its_tokens_expiry_is_refused_and_a_fresh_one_passes(
     make_settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def factory(base_url: str) -> FastAPI:
-        return create_app(make_settings(APP_BASE_URL=base_url))
-
-    with LiveServer(factory) as server:
-        ctx = server.app.state.ctx
-        with ctx.db.session() as session, session.begin():
-            bootstrap_tenant(session, TenantSeed.model_validate({"id": "t1", "name": "Clinic"}), ctx.cipher)
-            conn_id = add_connection(session)
+    with live_clinic(make_settings) as (server, ctx, conn_id):
         marker = Response()
         remember_connection(marker, ctx, SID, conn_id)
         cookie = marker.headers["set-cookie"].split(";", 1)[0].split("=", 1)[1]

@@ -15,11 +15,9 @@ from fastapi import FastAPI
 from auth_service.api.deps import CONNECTION_COOKIE, SESSION_COOKIE
 from auth_service.app import create_app
 from auth_service.core.links import InvalidLinkError, LinkSigner
-from auth_service.services.tenants import bootstrap_tenant
-from auth_service.tenants.settings import TenantSeed
 from store.models import Connection
 from tests.auth_service.conftest import LiveServer
-from tests.auth_service.practice import add_connection
+from tests.auth_service.practice import live_clinic
 
 BAD_LINKS = ["é.abc", "abc.é", "ü", "payload.sig\u2028", "\x00.\x00"]
 
@@ -47,14 +45,7 @@ def test_non_ascii_links_get_a_typed_error_over_http(make_settings: Callable[...
 def test_non_ascii_csrf_on_disconnect_is_rejected_not_a_500(make_settings: Callable[..., Any]) -> None:
     """The patient's disconnect form: a forged csrf value of any text is refused with the error page."""
 
-    def factory(base_url: str) -> FastAPI:
-        return create_app(make_settings(APP_BASE_URL=base_url))
-
-    with LiveServer(factory) as server:
-        ctx = server.app.state.ctx
-        with ctx.db.session() as session, session.begin():
-            bootstrap_tenant(session, TenantSeed.model_validate({"id": "t1", "name": "Clinic"}), ctx.cipher)
-            conn_id = add_connection(session)
+    with live_clinic(make_settings) as (server, ctx, conn_id):
         sid = "s" * 43
         marker = ctx.sessions.sign(conn_id, hashlib.sha256(sid.encode()).hexdigest(), ttl_seconds=600)
         cookies = {SESSION_COOKIE: sid, CONNECTION_COOKIE: marker}

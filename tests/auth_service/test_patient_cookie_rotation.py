@@ -22,13 +22,11 @@ from auth_service.api.browser_seal import seal
 from auth_service.api.connect_cookies import CHOICE_COOKIE, ConnectChoice, remember_choice, remember_connection
 from auth_service.api.deps import CONNECTION_COOKIE, SESSION_COOKIE
 from auth_service.app import create_app
-from auth_service.services.tenants import bootstrap_tenant
-from auth_service.tenants.settings import TenantSeed
 from store import TokenCipher, rotate_keys
 from tests.auth_service.conftest import LiveServer
 from tests.auth_service.ehr import patient_ids, running_service, sandbox_admin, smart_practice
 from tests.auth_service.keyutil import enc_key
-from tests.auth_service.practice import add_connection
+from tests.auth_service.practice import live_clinic
 
 
 def _sign_in(browser: httpx.Client, base_url: str) -> None:
@@ -69,14 +67,7 @@ def test_the_connection_cookie_opens_only_for_its_browser_and_purpose(make_setti
     """Sealed, the marker still names a connection only for the session it was made in, only until it expires,
     and no other sealed value of the patient pages (the choice cookie, a connect link) passes for it."""
 
-    def factory(base_url: str) -> FastAPI:
-        return create_app(make_settings(APP_BASE_URL=base_url))
-
-    with LiveServer(factory) as server:
-        ctx = server.app.state.ctx
-        with ctx.db.session() as session, session.begin():
-            bootstrap_tenant(session, TenantSeed.model_validate({"id": "t1", "name": "Clinic"}), ctx.cipher)
-            conn_id = add_connection(session)
+    with live_clinic(make_settings) as (server, ctx, conn_id):
         mine, other = "m" * 43, "o" * 43
         marker, choice = Response(), Response()
         remember_connection(marker, ctx, mine, conn_id)
