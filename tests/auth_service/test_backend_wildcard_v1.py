@@ -8,7 +8,7 @@ from collections.abc import Callable
 import httpx
 
 from tests.auth_service.conftest import AppHandle
-from tests.auth_service.test_vendor_backend import CERNER, TENANT
+from tests.auth_service.test_vendor_backend import CERNER, ORACLE_BASE, ORACLE_V1_BACKEND_CONFIG
 
 
 def test_an_oracle_scope_a_v1_only_ehr_would_be_asked_as_a_wildcard_is_refused_before_the_token_call(
@@ -18,15 +18,7 @@ def test_an_oracle_scope_a_v1_only_ehr_would_be_asked_as_a_wildcard_is_refused_b
     ``system/Observation.*``, which it refuses; the connection is refused (400 naming both spellings) after
     discovery and before the grant. Before, the set-up check read only the given spelling, so the grant was sent with
     ``system/Observation.*`` and the EHR's refusal reported as an app-registration problem."""
-    base = f"https://fhir-ehr.cerner.com/r4/{TENANT}"
-    config = {
-        "issuer": base,
-        "authorization_endpoint": "https://authorization.cerner.com/authorize",
-        "token_endpoint": "https://authorization.cerner.com/token",
-        "token_endpoint_auth_methods_supported": ["client_secret_basic"],
-        "grant_types_supported": ["client_credentials"],
-        "capabilities": ["client-confidential-symmetric", "permission-v1"],
-    }
+    base, config = ORACLE_BASE, dict(ORACLE_V1_BACKEND_CONFIG)
     tokens: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:

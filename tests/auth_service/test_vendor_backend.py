@@ -15,6 +15,16 @@ from tests.auth_service.conftest import AppHandle
 
 TENANT = "ec2458f2-1e24-41c8-b71b-0e701af7583d"
 CERNER = {"fhirBaseUrl": "https://fhir-ehr.cerner.com", "clientId": "c", "clientSecret": "s", "tenantId": TENANT}
+ORACLE_BASE = f"https://fhir-ehr.cerner.com/r4/{TENANT}"
+#: An Oracle Health smart-configuration as a v1-only EHR serves it to a backend client with a client secret.
+ORACLE_V1_BACKEND_CONFIG = {
+    "issuer": ORACLE_BASE,
+    "authorization_endpoint": "https://authorization.cerner.com/authorize",
+    "token_endpoint": "https://authorization.cerner.com/token",
+    "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+    "grant_types_supported": ["client_credentials"],
+    "capabilities": ["client-confidential-symmetric", "permission-v1"],
+}
 
 
 def _refusing_transport(calls: list[str]) -> httpx.Client:
@@ -209,15 +219,7 @@ def test_sal23_backend_connection_answers_the_expiry_it_stored(make_app: Callabl
     said 570 s. Both now give the expiry ehrsync refreshes by."""
     import datetime as dt
 
-    base = f"https://fhir-ehr.cerner.com/r4/{TENANT}"
-    config = {
-        "issuer": base,
-        "authorization_endpoint": "https://authorization.cerner.com/authorize",
-        "token_endpoint": "https://authorization.cerner.com/token",
-        "token_endpoint_auth_methods_supported": ["client_secret_basic"],
-        "grant_types_supported": ["client_credentials"],
-        "capabilities": ["client-confidential-symmetric", "permission-v1"],
-    }
+    base, config = ORACLE_BASE, dict(ORACLE_V1_BACKEND_CONFIG)
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/.well-known/smart-configuration"):
