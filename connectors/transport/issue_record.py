@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from connectors.transport.answers import CONTROL_CHARS
+from connectors.transport.answers import issues_of
+from connectors.transport.issues import cleaned, coding_codes
 
 __all__ = ["MAX_ISSUES", "MAX_PARTS", "MAX_VALUE", "issue_record"]
 
@@ -30,31 +31,16 @@ MAX_VALUE = 1000
 
 def _text(raw: Any) -> str | None:
     """A server string as kept: control characters gone, whitespace collapsed, at most ``MAX_VALUE`` characters."""
-    if not isinstance(raw, str):
-        return None
-    text = " ".join(CONTROL_CHARS.sub(" ", raw).split())
-    return (text[: MAX_VALUE - 1] + "…" if len(text) > MAX_VALUE else text) or None
+    return cleaned(raw, MAX_VALUE, cut_mark="…")
 
 
 def _texts(raw: Any) -> list[str]:
     return [t for t in map(_text, raw) if t] if isinstance(raw, list) else []
 
 
-def _codings(details: Any) -> list[str]:
-    """``system|code`` (or ``code``) of each ``details.coding`` (Epic numbers its errors there)."""
-    codings = details.get("coding") if isinstance(details, dict) else None
-    found: list[str] = []
-    for coding in codings if isinstance(codings, list) else []:
-        code = _text(coding.get("code")) if isinstance(coding, dict) else None
-        if code:
-            system = _text(coding.get("system"))
-            found.append(f"{system}|{code}" if system else code)
-    return list(dict.fromkeys(found))
-
-
 def _issue(issue: Mapping[str, Any]) -> dict[str, Any]:
     where = _texts(issue.get("expression")) or _texts(issue.get("location"))
-    codings = _codings(issue.get("details"))
+    codings = coding_codes(issue.get("details"), _text)  # Epic numbers its errors there
     return {
         "severity": _text(issue.get("severity")),
         "code": _text(issue.get("code")),
@@ -67,8 +53,7 @@ def _issue(issue: Mapping[str, Any]) -> dict[str, Any]:
 
 def issue_record(outcome: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """``{"issues": [...], "omitted": N}`` for an OperationOutcome with issues, else None (nothing to keep)."""
-    issues = (outcome or {}).get("issue")
-    found = [_issue(i) for i in issues if isinstance(i, dict)] if isinstance(issues, list) else []
+    found = [_issue(i) for i in issues_of(outcome)]
     if not found:
         return None
     return {"issues": found[:MAX_ISSUES], "omitted": len(found) - len(found[:MAX_ISSUES])}

@@ -8,12 +8,12 @@ reasons. The full OperationOutcome stays on the exception (``operation_outcome``
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from connectors.transport.answers import CONTROL_CHARS, issues_of
 
-__all__ = ["MAX_ISSUES", "MAX_SUMMARY", "codes_said", "issue_summary", "values_said"]
+__all__ = ["MAX_ISSUES", "MAX_SUMMARY", "cleaned", "codes_said", "coding_codes", "issue_summary", "values_said"]
 
 #: Issues described; more are counted (``and 3 more issues``).
 MAX_ISSUES = 10
@@ -22,12 +22,20 @@ _MAX_VALUE = 120  # characters of one code, system or expression
 MAX_SUMMARY = 1_000  # characters of the whole summary: it is one clause of an error message, not a report
 
 
-def _value(raw: Any) -> str | None:
-    """A server string fit for a message: control characters gone, whitespace collapsed, capped."""
+def cleaned(raw: Any, limit: int, *, cut_mark: str = "") -> str | None:
+    """A server string fit to keep: control characters gone, whitespace collapsed, at most ``limit`` characters (a
+    cut one ends with ``cut_mark``); None for anything but a non-blank string."""
     if not isinstance(raw, str):
         return None
     text = " ".join(CONTROL_CHARS.sub(" ", raw).split())
-    return text[:_MAX_VALUE] or None
+    if len(text) > limit:
+        text = text[: limit - len(cut_mark)] + cut_mark
+    return text or None
+
+
+def _value(raw: Any) -> str | None:
+    """A server string fit for a message."""
+    return cleaned(raw, _MAX_VALUE)
 
 
 def _listed(values: list[str], more: int) -> str:
@@ -46,16 +54,17 @@ def codes_said(outcome: Mapping[str, Any] | None) -> str | None:
     return values_said(i.get("code") for i in issues_of(outcome))
 
 
-def _codings(details: Any) -> list[str]:
-    """``system|code`` (or ``code``) of each ``details.coding``; its display text is left out with ``details.text``."""
+def coding_codes(details: Any, value: Callable[[Any], str | None] = _value) -> list[str]:
+    """Distinct ``system|code`` (or ``code``) of each ``details.coding``, each part read by ``value``; its display
+    text is left out with ``details.text``."""
     codings = details.get("coding") if isinstance(details, dict) else None
     found: list[str] = []
     for coding in codings if isinstance(codings, list) else []:
-        code = _value(coding.get("code")) if isinstance(coding, dict) else None
+        code = value(coding.get("code")) if isinstance(coding, dict) else None
         if code:
-            system = _value(coding.get("system"))
+            system = value(coding.get("system"))
             found.append(f"{system}|{code}" if system else code)
-    return found
+    return list(dict.fromkeys(found))
 
 
 def _issue(issue: Mapping[str, Any]) -> str:
@@ -65,7 +74,7 @@ def _issue(issue: Mapping[str, Any]) -> str:
     where = [v for v in map(_value, named) if v] if isinstance(named, list) else []
     if where:
         said += f" at {_listed(where[:_MAX_PARTS], len(where) - _MAX_PARTS)}"
-    codings = list(dict.fromkeys(_codings(issue.get("details"))))
+    codings = coding_codes(issue.get("details"))
     if codings:
         said += f" [{_listed(codings[:_MAX_PARTS], len(codings) - _MAX_PARTS)}]"
     return said
