@@ -16,6 +16,7 @@ __all__ = [
     "all_on",
     "json_kind",
     "read_switch",
+    "section_switches",
     "stored_problems",
     "switch_problem",
 ]
@@ -27,6 +28,11 @@ SECTIONS = ("smartFhir", "ehrIntegrations")
 #: Switches only one section declares (``smartFhir.enabled``, ``ehrIntegrations.enableBulkExport``).
 _ONLY_IN = {"enabled": ("smartFhir",), "enableBulkExport": ("ehrIntegrations",)}
 _SWITCHES = ("enabled", "enableWrite", "enablePatientCreate", "enableNoteCreate", "enableBulkExport", FINAL_NOTES)
+
+
+def section_switches(section: str) -> tuple[str, ...]:
+    """The switches ``section`` (one of ``SECTIONS``) may hold, in one order for every reader and the seed model."""
+    return tuple(n for n in _SWITCHES if section in _ONLY_IN.get(n, SECTIONS))
 
 
 def json_kind(value: object) -> str:
@@ -100,7 +106,7 @@ def stored_problems(stored: object) -> list[str]:
         if not isinstance(values, Mapping):
             problems.append(f"practice_settings.{section} must be an object, got {json_kind(values)}")
             continue
-        for name in (n for n in _SWITCHES if n in values and section in _ONLY_IN.get(n, SECTIONS)):
+        for name in (n for n in section_switches(section) if n in values):
             if (problem := switch_problem(f"practice_settings.{section}.{name}", values[name])) is not None:
                 problems.append(problem)
     return problems

@@ -26,7 +26,7 @@ from pydantic import (
 from auth_service.core.return_to import ReturnToError, normalize_origin
 from connectors.errors import ConfigurationError
 from connectors.http import url_problem
-from connectors.tenant_switches import FINAL_NOTES, all_on, read_switch, switch_problem
+from connectors.tenant_switches import all_on, read_switch, section_switches, switch_problem
 
 __all__ = [
     "MAX_SEED_BYTES",
@@ -80,7 +80,7 @@ class _Camel(BaseModel):
 
 
 class SmartFhirSettings(_Camel):
-    switches = ("enabled", "enableWrite", "enablePatientCreate", "enableNoteCreate", FINAL_NOTES)
+    switches = section_switches("smartFhir")
     enabled: bool = False
     issuer: str | None = None
     fhir_base_url: str | None = Field(default=None, alias="fhirBaseUrl")
@@ -103,7 +103,7 @@ class SmartFhirSettings(_Camel):
 
 
 class EhrIntegrationsSettings(_Camel):
-    switches = ("enableWrite", "enablePatientCreate", "enableNoteCreate", "enableBulkExport", FINAL_NOTES)
+    switches = section_switches("ehrIntegrations")
     enabled_providers: list[str] = Field(default_factory=list, alias="enabledProviders")
     provider_configs: dict[str, dict[str, Any]] = Field(default_factory=dict, alias="providerConfigs")
     enable_write: bool = Field(default=False, alias="enableWrite")
