@@ -90,10 +90,19 @@ class FieldHint:
 class WriteProfile:
     """DWB-70: what a DocumentReference (note) create may look like for one vendor.
 
-    ``conditional_create`` None means "read it from the CapabilityStatement" (generic servers). ``charset_required``:
-    every attachment contentType names a charset (Oracle Health, a PDF's too), added where the note's has none.
-    ``author_is_token_user``: personas whose token's user must be the author (Oracle Health's provider tokens).
-    ``inline_only``: content goes as base64 ``data``, never as a ``Binary`` url (Oracle Health, Epic).
+    Checked before any EHR call by :meth:`check` (``engine.writeback.preflight``; a "no" blocks the note unsent):
+    ``doc_status_by_persona``, ``mime_types`` (``mime_type_unsupported``), ``encounter_required``
+    (``encounter_required``), ``author_is_token_user`` (``author_not_signed_in_user``: personas whose token's user
+    must be the author, Oracle Health's provider tokens), ``max_bytes`` (``too_large``). Shaping the request:
+    ``conditional_create`` (None: read it from the CapabilityStatement, generic servers); ``charset_required`` (every
+    attachment contentType names a charset, a PDF's too, added where the note's has none: Oracle Health);
+    ``inline_only`` (content goes as base64 ``data``, never as a ``Binary`` url: Oracle Health, Epic).
+
+    Declared facts no code reads, because ``connectors.writeback.note.build_document_reference`` meets them for every
+    vendor: ``max_attachments`` (it always sends exactly one ``content`` entry, DWB-17) and ``period_end_required``
+    (it always sends ``context.period`` with ``end``, the note's time, DWB-14). ``author_rule`` is prose for people
+    (e.g. Epic's background user when no author is named): its checkable parts are the builder's (``author`` is only
+    ever a ``Practitioner/{id}``, never the model) and ``author_is_token_user``'s. ``notes`` is prose too.
     """
 
     supported: bool
@@ -145,12 +154,23 @@ class WriteProfile:
             raise WriteNotSupportedError(reason, f"docStatus {doc_status!r} is not accepted for {persona} tokens")
         base_type = mime_type.split(";", 1)[0].strip().lower()
         if base_type not in self.mime_types:
-            raise WriteNotSupportedError("mime_type_unsupported", f"content type {base_type!r} is not accepted")
+            raise WriteNotSupportedError("mime_type_unsupported", self._mime_problem(base_type))
         self._check_author(persona, author_id, token_user, fhir_base)
         if self.encounter_required and not has_encounter:
-            raise WriteNotSupportedError("encounter_required", "this EHR requires context.encounter on notes")
+            raise WriteNotSupportedError(
+                "encounter_required",
+                "this EHR files a note only on a visit (context.encounter): submit the note again with the "
+                "`encounter` id of the visit it documents, an Encounter of the same patient (never an invented one)",
+            )
         if self.max_bytes is not None and size > self.max_bytes:
             raise WriteNotSupportedError("too_large", f"note of {size} bytes exceeds {self.max_bytes}")
+
+    def _mime_problem(self, base_type: str) -> str:
+        """What to change for a content type the vendor refuses: the types it takes, and text where it takes text
+        (a note is text or a PDF)."""
+        accepted = ", ".join(sorted(self.mime_types)) or "none"
+        hint = " (submit the note as `text` instead of a PDF)" if "text/plain" in self.mime_types else ""
+        return f"content type {base_type!r} is not accepted by this EHR, which takes {accepted}{hint}"
 
     def _check_author(
         self, persona: Persona, author_id: str | None, token_user: str | None, fhir_base: str | None
