@@ -8,7 +8,7 @@ from connectors.writeback.gate import (
     scopes_allow_note_create,
     scopes_allow_provenance_create,
 )
-from connectors.writeback.note import DRAFT_BANNER, DRAFT_LABEL, NoteDraft, build_document_reference
+from connectors.writeback.note import DRAFT_BANNER, DRAFT_LABEL, NoteDraft, build_document_reference, text_attachment
 
 __all__ = [
     "DRAFT_BANNER",
@@ -21,4 +21,5 @@ __all__ = [
     "scopes_allow_binary_create",
     "scopes_allow_note_create",
     "scopes_allow_provenance_create",
+    "text_attachment",
 ]

@@ -18,7 +18,15 @@ from pydantic import ValidationError
 
 from connectors.errors import ConfigurationError
 
-__all__ = ["DRAFT_BANNER", "DRAFT_LABEL", "NOTE_TYPES", "NoteDraft", "build_document_reference", "note_content"]
+__all__ = [
+    "DRAFT_BANNER",
+    "DRAFT_LABEL",
+    "NOTE_TYPES",
+    "NoteDraft",
+    "build_document_reference",
+    "note_content",
+    "text_attachment",
+]
 
 DRAFT_BANNER = "DRAFT - AI generated; requires clinician review"
 DRAFT_LABEL = "DRAFT - AI Generated Note"
@@ -80,8 +88,14 @@ def note_content(draft: NoteDraft) -> tuple[bytes, str]:
         return draft.pdf, _spelled(draft, "application/pdf")
     if not draft.text.strip():
         raise ConfigurationError("note text is empty")
-    body = draft.text if draft.text.startswith(DRAFT_BANNER) else f"{DRAFT_BANNER}\n\n{draft.text}"
-    return body.encode("utf-8"), _spelled(draft, "text/plain; charset=utf-8")
+    return text_attachment(draft.text), _spelled(draft, "text/plain; charset=utf-8")
+
+
+def text_attachment(text: str) -> bytes:
+    """A text note's attachment as sent: opened by the banner (DWB-80) unless it already is; its size is what a
+    vendor's size limit counts, not the submitted text's."""
+    body = text if text.startswith(DRAFT_BANNER) else f"{DRAFT_BANNER}\n\n{text}"
+    return body.encode("utf-8")
 
 
 def _spelled(draft: NoteDraft, default: str) -> str:

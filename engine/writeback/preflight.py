@@ -12,7 +12,13 @@ from typing import Any
 
 from connectors.errors import ConfigurationError, WriteNotSupportedError
 from connectors.fhir import FhirClient
-from connectors.writeback import NoteDraft, WriteCapability, build_document_reference, check_note_write
+from connectors.writeback import (
+    NoteDraft,
+    WriteCapability,
+    build_document_reference,
+    check_note_write,
+    text_attachment,
+)
 from engine.writeback.config import WritebackConfig
 from engine.writeback.target import NoteTarget
 from store.outbox import NoteRecord
@@ -49,6 +55,14 @@ def note_bytes(note: NoteRecord) -> bytes | None:
         raise ConfigurationError("the stored PDF is not valid base64") from None
 
 
+def attachment_size(note: NoteRecord) -> int:
+    """The attachment's bytes as sent: a text note's include the banner the builder opens it with (DWB-80), which
+    the size the note was submitted with does not count; a PDF's are its stored size."""
+    if note.content_type == "application/pdf":
+        return note.body_bytes
+    return len(text_attachment(note.body))
+
+
 def build_payload(
     note: NoteRecord, doc_status: str, attachment_url: str | None = None, content_type: str | None = None
 ) -> dict[str, Any]:
@@ -80,17 +94,18 @@ def plan_send(note: NoteRecord, target: NoteTarget, client: FhirClient, config: 
     capability = check_note_write(statement, target.connection.granted_scopes or "", flags)
     doc_status = _doc_status(note, target)
     content_type = target.profile.wire_content_type(note.content_type)
+    size = attachment_size(note)
     target.profile.check(
         persona=target.persona,
         doc_status=doc_status,
         mime_type=content_type,
-        size=note.body_bytes,
+        size=size,
         has_encounter=note.encounter_id is not None,
         author_id=note.author_id,
         token_user=target.token_user,
         fhir_base=target.connection.fhir_base,
     )
-    via_binary = note.body_bytes > config.inline_max_bytes and not target.profile.inline_only
+    via_binary = size > config.inline_max_bytes and not target.profile.inline_only
     if via_binary and not capability.binary_create:
         raise WriteNotSupportedError(
             "no_binary_create",

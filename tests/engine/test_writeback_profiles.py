@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from connectors.fhir import FhirClient
+from connectors.writeback import DRAFT_BANNER
 from engine.writeback import write_note
 from tests.engine.helpers import SandboxLike, SyncWorld, connect_backend
 from tests.engine.writeback_helpers import FAST, enqueue, server_notes, set_tenant
@@ -84,3 +85,20 @@ def test_dwb14_17_70_71_oracle_note_has_period_end_and_one_content_entry(world, 
     assert len(stored) == 1 and len(stored[0]["content"]) == 1
     assert stored[0]["context"]["period"]["end"] == stored[0]["date"]
     assert len(request_log.paths("/fhir/DocumentReference", "POST")) == 1
+
+
+def test_dwb70_epic_size_limit_counts_the_banner_the_note_is_sent_with(world, sb, http, request_log) -> None:
+    """draft-note §7/§8: Epic's limit (``max_bytes``) is on the attachment as sent, which the builder opens with the
+    draft banner (DWB-80). A text note that fits only without the banner is blocked ``too_large`` before any
+    request (it was checked without the banner, then sent over the limit); one that fits with it is written."""
+    conn, patient, encounter = _epic(world, sb, http)
+    overhead = len(f"{DRAFT_BANNER}\n\n".encode())
+    limit = 1_000_000  # Epic's profile
+    request_log.clear()
+    over = enqueue(world, conn, text="x" * (limit - overhead + 1), patient_id=patient, encounter_id=encounter)
+    done = write_note(world.env, FAST, over.id)
+    assert (done.state, done.reason_code) == ("blocked", "WRITE_NOT_SUPPORTED (too_large)"), done.reason
+    assert _posts(request_log) == 0 and done.attempts == 0
+    fits = enqueue(world, conn, text="x" * (limit - overhead), patient_id=patient, encounter_id=encounter)
+    written = write_note(world.env, FAST, fits.id)
+    assert written.state == "written", written.reason
