@@ -69,12 +69,20 @@ FaultKind = Literal[
     "echo",  # a body_status error answer repeating the request (headers, query, body, patient): sandbox.echo_fault
     "proxy_page",  # a gateway's HTML page answered body_status (200 unless told), the app never asked
     "body_cut",  # the app's own answer, its body cut to its first half (Content-Length to match): sandbox.gateway_fault
+    "bom",  # the app's own answer (errors too), a UTF-8 byte order mark before its body: sandbox.gateway_fault
 ]
 #: Kinds the HTTP middleware answers itself; the others are consumed by the code they affect.
 _MIDDLEWARE_KINDS = frozenset(
     {"422", "429", "500", "503", "slow", "drop", "drop_response", "expired_token", "bulk_410"}
 )
-_MIDDLEWARE_KINDS |= {"trickle", "huge_body", "echo", "proxy_page", "body_cut"}  # body_faults, echo/gateway_fault
+_MIDDLEWARE_KINDS |= {
+    "trickle",
+    "huge_body",
+    "echo",
+    "proxy_page",
+    "body_cut",
+    "bom",
+}  # body_faults, echo/gateway_fault
 
 
 class Fault(BaseModel):
@@ -250,7 +258,7 @@ class FaultMiddleware:
         elif fault.kind == "echo":
             shape, said = fault.echo_as, fault.error_description
             await echo_answer(scope, receive, send, status=fault.body_status, shape=shape, code=fault.error, said=said)
-        elif fault.kind in ("proxy_page", "body_cut"):
+        elif fault.kind in ("proxy_page", "body_cut", "bom"):
             await gateway_answer(fault.kind, fault.body_status, self.app, scope, receive, send)
         elif fault.kind in ("trickle", "huge_body"):
             pace = (fault.delay_s, fault.chunk_bytes)

@@ -22,7 +22,7 @@ from connectors.errors import (
 )
 from connectors.fhir._session import FhirSession, TokenRule
 from connectors.http import redact_url, resolve_checked_url
-from connectors.ndjson_files import UTF8_BOM
+from connectors.transport.answers import json_text
 from connectors.transport.bounds import BodyBounds
 
 __all__ = ["MAX_MANIFEST_PAGES", "ManifestPageReader", "gather_manifest_pages"]
@@ -114,7 +114,7 @@ class ManifestPageReader:
             raise _invalid(too_many) from exc
         self._read += len(body)
         try:
-            page = orjson.loads(body.removeprefix(UTF8_BOM))  # RFC 8259 §8.1: a BOM may be ignored (as by the status)
+            page = orjson.loads(json_text(body))  # RFC 8259 §8.1: a BOM may be ignored (as by the status)
             return parse_manifest(page, later_page=True, max_files=self.max_files, base_url=str(response.url))
         except orjson.JSONDecodeError as exc:
             url = redact_url(str(response.url))

@@ -24,8 +24,7 @@ from connectors.errors import (
 from connectors.fhir._session import operation_outcome_of
 from connectors.fhir.resource_types import ID_RE
 from connectors.http import parse_http_date, parse_retry_after, redact_url, resolve_checked_url
-from connectors.ndjson_files import UTF8_BOM
-from connectors.transport.answers import issues_of
+from connectors.transport.answers import issues_of, json_text
 from connectors.transport.bounds import read_capped
 from connectors.transport.issues import issue_summary
 
@@ -149,7 +148,7 @@ def classify_status(response: httpx.Response, now: datetime, max_files: int = MA
     retry_after = parse_retry_after(response.headers.get("Retry-After"), now=now)
     if status == 200:
         try:
-            body = orjson.loads(response.content.removeprefix(UTF8_BOM))  # RFC 8259 §8.1: a BOM may be ignored
+            body = orjson.loads(json_text(response.content))  # RFC 8259 §8.1: a BOM may be ignored
         except orjson.JSONDecodeError:
             body = None
         if not isinstance(body, dict):

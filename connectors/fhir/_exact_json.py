@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from connectors.transport.answers import json_text
+
 __all__ = ["loads_exact"]
 
 # A JSON number at the start of a value (after ``:``, ``[`` or ``,``) that a double or int64 might not give back as
@@ -54,7 +56,9 @@ def _int(text: str) -> Any:
 
 def loads_exact(data: bytes) -> Any:
     """``orjson.loads(data)`` (and its ``JSONDecodeError`` for text that is not JSON), with every number it would
-    not give back as written kept as an ``orjson.Fragment`` of the server's text."""
+    not give back as written kept as an ``orjson.Fragment`` of the server's text; a leading BOM is ignored
+    (``json_text``)."""
+    data = json_text(data)
     value = orjson.loads(data)
     if not any(_changes(m.group(1)) for m in _SUSPECT.finditer(data)):
         return value

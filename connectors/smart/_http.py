@@ -35,7 +35,7 @@ from connectors.http.dates import parse_retry_after
 from connectors.http.echoes import authorization_secrets, without_secrets
 from connectors.http.urls import redact_url
 from connectors.transport import DEFAULT_TIMEOUT, bounds_of, ehr_client, read_capped
-from connectors.transport.answers import json_object_text
+from connectors.transport.answers import json_object_text, json_text
 from connectors.transport.decoding import ACCEPT_ENCODING, with_body
 from connectors.transport.plan import APP_EXTENSION, app_key
 from connectors.transport.redirects import locations_unread
@@ -56,12 +56,12 @@ __all__ = [
 
 
 def parse_json_body(response: httpx.Response) -> Any:
-    """Parse a body as JSON whatever its ``Content-Type`` says; ``None`` when it is not a JSON object (every SMART
-    and OAuth document is one; ``json_object_text``)."""
+    """Parse a body as JSON whatever its ``Content-Type`` says, past a leading BOM (``json_text``); ``None`` when it
+    is not a JSON object (every SMART and OAuth document is one; ``json_object_text``)."""
     if not json_object_text(response.content):
         return None
     try:
-        return orjson.loads(response.content)
+        return orjson.loads(json_text(response.content))
     except orjson.JSONDecodeError:
         return None
 

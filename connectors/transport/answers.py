@@ -14,6 +14,7 @@ import orjson
 from connectors.errors import is_transient_answer
 from connectors.http.echoes import authorization_secrets, json_without_secrets
 from connectors.http.quota import read_quota
+from connectors.ndjson_files import UTF8_BOM
 
 __all__ = [
     "CONTROL_CHARS",
@@ -21,6 +22,7 @@ __all__ = [
     "issue_codes",
     "issues_of",
     "json_object_text",
+    "json_text",
     "operation_outcome_of",
     "outcome_without_credentials",
     "quota_reset_s",
@@ -33,10 +35,17 @@ _JSON_OBJECT_START = re.compile(rb"\s*\{")
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]+")
 
 
+def json_text(body: bytes) -> bytes:
+    """``body`` past a leading UTF-8 byte order mark: the JSON text every reader of an EHR's answer parses. RFC 8259
+    §8.1 lets a parser ignore one, and .NET-based FHIR servers and gateways write one first; orjson refuses it ("BOM
+    is not supported"), so without this a whole valid answer read as no JSON at all."""
+    return body.removeprefix(UTF8_BOM)
+
+
 def json_object_text(body: bytes) -> bool:
-    """Whether ``body`` may be a JSON object (its first non-space byte is ``{``): an empty body or a proxy's HTML
-    page is never handed to orjson, whose parser reserves ~12x its input."""
-    return _JSON_OBJECT_START.match(body) is not None
+    """Whether ``body`` may be a JSON object (its first non-space byte, past a BOM, is ``{``): an empty body or a
+    proxy's HTML page is never handed to orjson, whose parser reserves ~12x its input."""
+    return _JSON_OBJECT_START.match(json_text(body)) is not None
 
 
 def operation_outcome_of(response: httpx.Response) -> dict[str, Any] | None:
@@ -45,7 +54,7 @@ def operation_outcome_of(response: httpx.Response) -> dict[str, Any] | None:
     if not json_object_text(response.content):
         return None
     try:
-        body = orjson.loads(response.content)
+        body = orjson.loads(json_text(response.content))
     except orjson.JSONDecodeError:
         return None
     if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
