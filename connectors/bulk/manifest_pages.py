@@ -9,7 +9,13 @@ from dataclasses import dataclass, replace
 import httpx
 import orjson
 
-from connectors.bulk.manifest import MAX_MANIFEST_FILES, BulkManifest, files_over_limit, parse_manifest
+from connectors.bulk.manifest import (
+    MAX_MANIFEST_FILES,
+    BulkManifest,
+    files_over_limit,
+    page_objects_over_limit,
+    parse_manifest,
+)
 from connectors.bulk.wire import as_bulk_error, read_bounded
 from connectors.errors import (
     BulkExportError,
@@ -137,6 +143,8 @@ class ManifestPageReader:
         except ResponseTooLargeError as exc:
             too_many = f"its later pages together exceed the {limit}-byte limit (EHRSYNC_MAX_RESPONSE_BYTES)"
             raise _invalid(too_many) from exc
+        if (too_many_files := page_objects_over_limit(body, self.max_files)) is not None:  # before decoding it
+            raise too_many_files
         try:
             page = orjson.loads(body.removeprefix(UTF8_BOM))  # RFC 8259 §8.1: a BOM may be ignored (as by the status)
         except orjson.JSONDecodeError:
