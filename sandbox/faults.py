@@ -92,6 +92,9 @@ class Fault(BaseModel):
 
     kind: FaultKind
     path: str | None = None
+    #: a part the path must also contain, where its prefix is not known in advance: ``/page/`` is a later page of a
+    #: paged Bulk manifest (``/bulk/status/{job}/page/{n}``), whatever the job's id
+    path_contains: str | None = None
     method: Literal["GET", "POST", "PUT", "DELETE"] | None = None  # None: any; e.g. POST alone, not its searches
     times: int | None = Field(default=1, ge=1)
     retry_after: str | None = None  # seconds or an HTTP-date; "" sends no Retry-After header
@@ -184,6 +187,8 @@ class FaultRegistry:
                 if kinds is not None and fault.kind not in kinds:
                     continue
                 if fault.path and not path.startswith(fault.path):
+                    continue
+                if fault.path_contains and fault.path_contains not in path:
                     continue
                 if fault.method and method and fault.method != method:
                     continue

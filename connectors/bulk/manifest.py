@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -9,8 +10,17 @@ from typing import Any
 from connectors.bulk.file_limits import MAX_FILES_ENV, MAX_MANIFEST_FILES
 from connectors.errors import BulkExportError
 from connectors.http import parse_instant, resolve_url, url_problem
+from connectors.ndjson_files import UTF8_BOM
 
-__all__ = ["MAX_MANIFEST_FILES", "BulkManifest", "ManifestItem", "files_over_limit", "parse_manifest"]
+__all__ = [
+    "MAX_MANIFEST_FILES",
+    "OBJECTS_PER_FILE",
+    "BulkManifest",
+    "ManifestItem",
+    "files_over_limit",
+    "page_objects_over_limit",
+    "parse_manifest",
+]
 
 #: MAX_MANIFEST_FILES is the default of the most files one export lands (EHRSYNC_BULK_MAX_FILES). Each costs a
 #: download, two app-database commits, a landing file and ~4 KB of memory while the manifest is stored
@@ -56,6 +66,35 @@ def files_over_limit(files: int, limit: int = MAX_MANIFEST_FILES) -> BulkExportE
         f"it lists {files} files, more than the {limit} ehrsync lands from one export ({MAX_FILES_ENV}): raise"
         f" {MAX_FILES_ENV} to land an export this large (each file costs ~4 KB of memory while the manifest is"
         " stored), or export fewer types or patients per job, or have the server write larger files"
+    )
+
+
+#: The most JSON objects (``{``, counted before decoding) a manifest page may hold for each file the limit allows: an
+#: item is one object, and its ``extension`` a few more; the page's own object and its ``link`` entries come on top
+#: (:data:`PAGE_OBJECTS_SLACK`). Decoding costs ~500 bytes of memory an object: a 61 MiB page of a million tiny items
+#: took ~540 MB before the file count refused it; at the default limit this bound decodes at most ~160,000 (~85 MB).
+#: A byte cap would not do: legal items run from ~100 bytes to several KB (signed URLs, extensions).
+OBJECTS_PER_FILE = 8
+PAGE_OBJECTS_SLACK = 64
+_JSON_OBJECT_START = re.compile(rb"[ \t\r\n]*\{")
+
+
+def page_objects_over_limit(body: bytes, limit: int = MAX_MANIFEST_FILES) -> BulkExportError | None:
+    """The invalid-manifest error for a page (``body``, raw) holding more JSON objects than ``limit`` files could,
+    counted without decoding it (``bytes.count``, no allocation), else None. A ``{`` inside a string counts too: an
+    over-count, which the per-file allowance absorbs (a file URL has no raw ``{``, RFC 3986). A body that does not
+    begin as a JSON object (a gateway's HTML page with its styles) is left to the decoder, which finds it no object."""
+    allowed = OBJECTS_PER_FILE * limit + PAGE_OBJECTS_SLACK
+    if len(body) <= allowed or _JSON_OBJECT_START.match(body[:4096].removeprefix(UTF8_BOM)) is None:
+        return None
+    objects = body.count(b"{")
+    if objects <= allowed:
+        return None
+    return _invalid(
+        f"a page of it holds {objects} JSON objects, more than {allowed}, what the {limit} files ehrsync lands from"
+        f" one export ({MAX_FILES_ENV}) could need ({OBJECTS_PER_FILE} each, extensions included): it lists too many"
+        f" files, refused before decoding it (~500 bytes of memory an object); raise {MAX_FILES_ENV} to land an"
+        " export this large, or export fewer types or patients per job, or have the server write larger files"
     )
 
 

@@ -9,7 +9,13 @@ from dataclasses import dataclass, replace
 import httpx
 import orjson
 
-from connectors.bulk.manifest import MAX_MANIFEST_FILES, BulkManifest, files_over_limit, parse_manifest
+from connectors.bulk.manifest import (
+    MAX_MANIFEST_FILES,
+    BulkManifest,
+    files_over_limit,
+    page_objects_over_limit,
+    parse_manifest,
+)
 from connectors.bulk.wire import as_bulk_error, read_bounded
 from connectors.errors import (
     BulkExportError,
@@ -29,6 +35,12 @@ __all__ = ["MAX_MANIFEST_PAGES", "ManifestPageReader", "gather_manifest_pages"]
 
 #: The most pages one manifest may span: a server whose ``next`` links never end is refused, not followed forever.
 MAX_MANIFEST_PAGES = 1000
+#: Why a later page answering 200 with no JSON object is asked again (as the status URL is, ``wire.UNREADABLE_200``):
+#: far likelier a proxy's or gateway's page, or a body cut in transit, than the server's considered answer.
+UNREADABLE_PAGE = (
+    "it answered 200 with a body that is not a JSON object (a proxy's or gateway's page, or a body cut short), "
+    "not a manifest page"
+)
 
 
 def gather_manifest_pages(
@@ -71,8 +83,9 @@ class ManifestPageReader:
     (a link elsewhere is an invalid manifest), every link vetted by ``url_guard``, and all later pages together held
     to ``bounds.max_bytes`` (EHRSYNC_MAX_RESPONSE_BYTES), the limit one manifest had before it could be paged.
 
-    A transient answer (429, 5xx, a ``transient`` OperationOutcome) after the retries is BulkStatusUnavailableError:
-    the job stays resumable and the next run reads every page again. A page that is gone (404/410) or otherwise
+    A transient answer (429, 5xx, a ``transient`` OperationOutcome, or a 200 that is no JSON object) after the
+    retries is BulkStatusUnavailableError: the job stays resumable and the next run reads every page again (nothing of
+    the earlier pages is recorded before the last page is read). A page that is gone (404/410) or otherwise
     refused makes the manifest invalid. FhirUnauthorizedError propagates (the client's 401 handling)."""
 
     session: FhirSession
@@ -82,10 +95,26 @@ class ManifestPageReader:
     _read: int = 0
 
     def __call__(self, url: str) -> BulkManifest:
+        """Page ``url``; a 200 that is no JSON object is asked again within the retry policy's attempts, as a poll of
+        the status URL is (:class:`~connectors.bulk.pacing.PollPacer`), then BulkStatusUnavailableError."""
         try:
             self.session.check_token_destination(url, TokenRule.REQUIRE_ORIGIN)
         except SecurityPolicyError as exc:
             raise _invalid(f"its next link {redact_url(url)} is on another origin than the FHIR server") from exc
+        policy, unreadable = self.session.retry, 0
+        while (page := self._read_page(url)) is None:
+            unreadable += 1
+            if unreadable >= policy.max_attempts:
+                raise BulkStatusUnavailableError(
+                    f"bulk manifest page {redact_url(url)} kept failing transiently ({unreadable} times: "
+                    f"{UNREADABLE_PAGE}); the job is kept and the next run reads the manifest again",
+                    url=redact_url(url),
+                )
+            policy.sleep(policy.backoff_delay(unreadable - 1))
+        return page
+
+    def _read_page(self, url: str) -> BulkManifest | None:
+        """One request for page ``url``: the page, or None for a 200 that is no JSON object."""
         try:
             return self.session.request(
                 "GET",
@@ -105,20 +134,25 @@ class ManifestPageReader:
                 raise _unavailable(exc) from exc
             raise _invalid(f"page {redact_url(url)} answered HTTP {exc.status}") from exc
 
-    def _parse(self, response: httpx.Response) -> BulkManifest:
+    def _parse(self, response: httpx.Response) -> BulkManifest | None:
+        """The page, or None when its body is no JSON object (a gateway's page, a body cut short): not counted against
+        the later pages' byte limit, since it is no part of the manifest."""
         limit = self.bounds.max_bytes
         try:
             body = read_bounded(response, None if limit is None else limit - self._read).content
         except ResponseTooLargeError as exc:
             too_many = f"its later pages together exceed the {limit}-byte limit (EHRSYNC_MAX_RESPONSE_BYTES)"
             raise _invalid(too_many) from exc
-        self._read += len(body)
+        if (too_many_files := page_objects_over_limit(body, self.max_files)) is not None:  # before decoding it
+            raise too_many_files
         try:
             page = orjson.loads(json_text(body))  # RFC 8259 §8.1: a BOM may be ignored (as by the status)
-            return parse_manifest(page, later_page=True, max_files=self.max_files, base_url=str(response.url))
-        except orjson.JSONDecodeError as exc:
-            url = redact_url(str(response.url))
-            raise BulkExportError("bulk manifest page is not JSON", status=200, url=url) from exc
+        except orjson.JSONDecodeError:
+            page = None
+        if not isinstance(page, dict):
+            return None
+        self._read += len(body)
+        return parse_manifest(page, later_page=True, max_files=self.max_files, base_url=str(response.url))
 
 
 def _unavailable(exc: FhirError) -> BulkStatusUnavailableError:

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import orjson
 
-from connectors.bulk.manifest import MAX_MANIFEST_FILES, BulkManifest, parse_manifest
+from connectors.bulk.manifest import MAX_MANIFEST_FILES, BulkManifest, page_objects_over_limit, parse_manifest
 from connectors.errors import (
     TRANSIENT_ISSUE_CODES,
     BulkExportBusyError,
@@ -141,12 +141,15 @@ def _reports_failure(issues: list[Mapping[str, Any]]) -> bool:
 
 def classify_status(response: httpx.Response, now: datetime, max_files: int = MAX_MANIFEST_FILES) -> BulkStatus:
     """Map a (read) status response to the BDX-09 table; a failed job raises BulkExportError, and so does a JSON
-    object that is no valid manifest, or one of more than ``max_files`` files (an invalid one). A 200 that is not a
-    JSON object at all is ``transient`` (:data:`UNREADABLE_200`); a leading UTF-8 BOM (a .NET writer's default) is
-    no part of the JSON, not a sign of that."""
+    object that is no valid manifest, or one of more than ``max_files`` files (an invalid one; one holding more JSON
+    objects than those files could is refused before it is decoded: ``manifest.page_objects_over_limit``). A 200 that
+    is not a JSON object at all is ``transient`` (:data:`UNREADABLE_200`); a leading UTF-8 BOM (a .NET writer's
+    default) is no part of the JSON, not a sign of that."""
     status = response.status_code
     retry_after = parse_retry_after(response.headers.get("Retry-After"), now=now)
     if status == 200:
+        if (too_many := page_objects_over_limit(response.content, max_files)) is not None:  # before decoding it
+            raise too_many
         try:
             body = orjson.loads(json_text(response.content))  # RFC 8259 §8.1: a BOM may be ignored
         except orjson.JSONDecodeError:
