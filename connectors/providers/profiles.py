@@ -163,7 +163,18 @@ class WriteProfile:
                 "`encounter` id of the visit it documents, an Encounter of the same patient (never an invented one)",
             )
         if self.max_bytes is not None and size > self.max_bytes:
-            raise WriteNotSupportedError("too_large", f"note of {size} bytes exceeds {self.max_bytes}")
+            raise WriteNotSupportedError("too_large", self._size_problem(size, self.max_bytes))
+
+    @staticmethod
+    def _size_problem(size: int, max_bytes: int) -> str:
+        """What to change for a note over the vendor's limit: ``size`` is its attachment as sent, which for a text
+        note counts the draft banner (DWB-80) the submitter did not write, so the shortfall is said in bytes."""
+        over = size - max_bytes
+        return (
+            f"the note's attachment as sent is {size} bytes (a text note's with the draft banner it is opened with), "
+            f"over this EHR's limit of {max_bytes}: submit it again at least {over} byte{'s' if over > 1 else ''} "
+            "shorter, or as several notes"
+        )
 
     def _mime_problem(self, base_type: str) -> str:
         """What to change for a content type the vendor refuses: the types it takes, and text where it takes text

@@ -30,6 +30,7 @@ import base64
 from connectors import errors as ce
 from connectors.fhir import CreateResult, FhirClient
 from connectors.http import redact_url
+from connectors.writeback import text_attachment
 from engine.checkpoints import checkpoint
 from engine.environment import SyncEnvironment
 from engine.writeback.accepted import ends_the_create, poll_job
@@ -112,8 +113,10 @@ def binary_url(
 
 
 def _binary(note: NoteRecord) -> dict[str, str]:
+    """The Binary holding the attachment as the DocumentReference describes it (its ``size`` and ``hash``): the PDF,
+    or the text opened by the AI-draft banner (DWB-80, ``text_attachment``), never the text alone."""
     pdf = note_bytes(note)
-    raw = pdf if pdf is not None else note.body.encode("utf-8")
+    raw = pdf if pdf is not None else text_attachment(note.body)
     content_type = "application/pdf" if pdf is not None else "text/plain; charset=utf-8"
     return {"resourceType": "Binary", "contentType": content_type, "data": base64.b64encode(raw).decode("ascii")}
 

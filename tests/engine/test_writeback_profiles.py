@@ -98,6 +98,9 @@ def test_dwb70_epic_size_limit_counts_the_banner_the_note_is_sent_with(world, sb
     over = enqueue(world, conn, text="x" * (limit - overhead + 1), patient_id=patient, encounter_id=encounter)
     done = write_note(world.env, FAST, over.id)
     assert (done.state, done.reason_code) == ("blocked", "WRITE_NOT_SUPPORTED (too_large)"), done.reason
+    # the reason says why a text under the limit is over it, and by how much to shorten it (it said "note of
+    # 1000001 bytes", a size the submitter never sent)
+    assert "draft banner" in (done.reason or "") and "1 byte shorter" in (done.reason or ""), done.reason
     assert _posts(request_log) == 0 and done.attempts == 0
     fits = enqueue(world, conn, text="x" * (limit - overhead), patient_id=patient, encounter_id=encounter)
     written = write_note(world.env, FAST, fits.id)
