@@ -151,7 +151,7 @@ class WriteProfile:
             raise WriteNotSupportedError(self.unsupported_reason or "vendor_disabled")
         if doc_status not in self.allowed_doc_status(persona):
             reason = "draft_status_unsupported" if doc_status == "preliminary" else "doc_status_unsupported"
-            raise WriteNotSupportedError(reason, f"docStatus {doc_status!r} is not accepted for {persona} tokens")
+            raise WriteNotSupportedError(reason, self._status_problem(persona, doc_status))
         base_type = mime_type.split(";", 1)[0].strip().lower()
         if base_type not in self.mime_types:
             raise WriteNotSupportedError("mime_type_unsupported", self._mime_problem(base_type))
@@ -164,6 +164,25 @@ class WriteProfile:
             )
         if self.max_bytes is not None and size > self.max_bytes:
             raise WriteNotSupportedError("too_large", self._size_problem(size, self.max_bytes))
+
+    def _status_problem(self, persona: Persona, doc_status: str) -> str:
+        """What to change for a docStatus the vendor refuses under this token: the statuses it takes, and for a draft
+        the only way such an EHR files it (never made final by ehrsync, DWB-03)."""
+        accepted = sorted(self.allowed_doc_status(persona))
+        if not accepted:
+            others = sorted(p for p in self.doc_status_by_persona if self.allowed_doc_status(p))
+            return f"this EHR files no note under {persona} tokens: write through a connection whose token is " + (
+                " or ".join(others) or "none"
+            )
+        said = f"docStatus {doc_status!r} is not accepted for {persona} tokens by this EHR, which takes " + ", ".join(
+            repr(status) for status in accepted
+        )
+        if doc_status == "preliminary" and "final" in accepted:
+            said += (
+                ": it cannot hold a draft; submit the note again as `final` once a clinician approved it "
+                "(`clinicianApproved`), with the tenant's `allowFinalNotes` on"
+            )
+        return said
 
     @staticmethod
     def _size_problem(size: int, max_bytes: int) -> str:

@@ -428,3 +428,31 @@ def test_tenant_smart_server_resolves_to_the_generic_plugin() -> None:
 
     assert get_provider(TENANT_SMART_PROVIDER_ID).id == "generic"
     assert all(p.id != TENANT_SMART_PROVIDER_ID for p in all_providers())
+
+
+@pytest.mark.parametrize(
+    ("persona", "doc_status", "said"),
+    [
+        (
+            "user",
+            "preliminary",
+            "docStatus 'preliminary' is not accepted for user tokens by this EHR, which takes 'final': it cannot hold "
+            "a draft; submit the note again as `final` once a clinician approved it (`clinicianApproved`), with the "
+            "tenant's `allowFinalNotes` on",
+        ),
+        ("user", "amended", "docStatus 'amended' is not accepted for user tokens by this EHR, which takes 'final'"),
+        (
+            "patient",
+            "final",
+            "this EHR files no note under patient tokens: write through a connection whose token is system or user",
+        ),
+    ],
+)
+def test_dwb70_a_refused_doc_status_says_what_the_ehr_takes(persona: Persona, doc_status: str, said: str) -> None:
+    """Oracle Health's profile: a block reason names the statuses the EHR takes under the token and, for a draft, the
+    only way such an EHR files it (before, it named only the refused status)."""
+    with pytest.raises(WriteNotSupportedError) as info:
+        get_provider("cerner").write_profile.check(
+            persona=persona, doc_status=doc_status, mime_type="text/plain; charset=utf-8", size=1, has_encounter=True
+        )
+    assert info.value.message == said

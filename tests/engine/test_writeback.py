@@ -188,10 +188,15 @@ def test_expired_token_is_refreshed_through_the_vault(world, sb, http) -> None:
 
 
 def test_dwb02_vendor_that_rejects_preliminary_blocks_the_draft(world, sb, http, request_log) -> None:
-    """DWB-02: Oracle Health's profile accepts no preliminary notes: blocked, never silently made final."""
+    """DWB-02: Oracle Health's profile accepts no preliminary notes: blocked, never silently made final; the reason
+    names what it takes and how such an EHR files a note (approved, final, the tenant opted in)."""
     conn = writable_connection(world, sb, http, provider_id="cerner")
     done = write_note(world.env, FAST, enqueue(world, conn).id)
     assert (done.state, done.reason_code) == ("blocked", "WRITE_NOT_SUPPORTED (draft_status_unsupported)")
+    assert (
+        done.reason
+        == "this EHR files no note under patient tokens: write through a connection whose token is system or user"
+    )
     assert request_log.paths(DOC_POSTS, "POST") == []
 
 
