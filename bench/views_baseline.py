@@ -1,6 +1,7 @@
 """BASELINE for ``bench/views.py``: the hand-written JSON-path extraction the analyst views used before they were
-SQL-on-FHIR ViewDefinitions (``git show bb23eb4^:warehouse/views.py``), for the same columns and SQL types as
-today's ``patient`` and ``observation`` views.
+SQL-on-FHIR ViewDefinitions (``git show bb23eb4^:warehouse/views.py``), for the same columns, in the same order
+and with the same SQL types as today's ``patient`` and ``observation`` views (columns added to a view since are
+added here too, or the compiled/baseline ratio compares unequal work: ``tests/bench/test_views_bench_smoke.py``).
 
 It is a yardstick, not a second implementation: it reads ``#>>`` / ``json_extract_string`` paths straight off the
 stored JSON with no FHIRPath semantics (no multi-value check, no flattening of unexpected arrays), which is the
@@ -19,16 +20,27 @@ _C0 = ("coding", 0)
 
 @dataclass(frozen=True)
 class Col:
-    """One output column: the first present of ``paths`` as ``kind`` (text, num, int, bool, ref:<Type>)."""
+    """One output column: the first present of ``paths`` as ``kind`` (text, num, int, bool, ref:<Type>), or for
+    ``form`` the tag of the first present path (a choice element's ``[x]`` form: ``valueQuantity`` → ``Quantity``)."""
 
     kind: str
     paths: tuple[Path, ...]
+    tags: tuple[str, ...] = ()
 
 
 def _t(*paths: Path) -> Col:
     return Col("text", paths)
 
 
+def _form(element: str, *tags: str) -> Col:
+    """Which ``element[x]`` form is present, tested in ``tags`` order (``valueString`` is tag ``string``)."""
+    return Col("form", tuple((element + t[0].upper() + t[1:],) for t in tags), tags)
+
+
+_VALUE_FORMS = (
+    "Quantity", "CodeableConcept", "string", "boolean", "integer", "Range", "Ratio", "SampledData", "time", "dateTime",
+    "Period",
+)  # fmt: skip
 _OBS: dict[str, Col] = {
     "patient_id": Col("ref:Patient", (("subject", "reference"),)),
     "encounter_id": Col("ref:Encounter", (("encounter", "reference"),)),
@@ -43,7 +55,14 @@ _OBS: dict[str, Col] = {
     "value_code": _t(("valueCodeableConcept", *_C0, "code")),
     "value_boolean": Col("bool", (("valueBoolean",),)),
     "value_integer": Col("int", (("valueInteger",),)),
+    "value_type": _form("value", *_VALUE_FORMS),
+    "value_comparator": _t(("valueQuantity", "comparator")),
+    "value_range_low": Col("num", (("valueRange", "low", "value"),)),
+    "value_range_high": Col("num", (("valueRange", "high", "value"),)),
+    "value_date_time": _t(("valueDateTime",), ("valuePeriod", "start")),
     "effective": _t(("effectiveDateTime",), ("effectiveInstant",), ("effectivePeriod", "start")),
+    "effective_end": _t(("effectivePeriod", "end")),
+    "effective_type": _form("effective", "dateTime", "instant", "Period", "Timing"),
     "issued": _t(("issued",)),
     "reference_range_low": Col("num", (("referenceRange", 0, "low", "value"),)),
     "reference_range_high": Col("num", (("referenceRange", 0, "high", "value"),)),
@@ -93,7 +112,16 @@ def _one(dialect: str, kind: str, path: Path) -> str:
     return f"CAST({value} AS BIGINT)" if kind == "int" else value
 
 
+def _present(dialect: str, path: Path) -> str:
+    if dialect == "duckdb":
+        return f"json_extract(r.resource, '{_duck_path(path)}') IS NOT NULL"
+    return f"(r.resource #> '{_pg_path(path)}') IS NOT NULL"
+
+
 def _column(dialect: str, col: Col) -> str:
+    if col.kind == "form":
+        whens = " ".join(f"WHEN {_present(dialect, p)} THEN '{t}'" for p, t in zip(col.paths, col.tags, strict=True))
+        return f"CASE {whens} END"
     kind = "text" if col.kind.startswith("ref:") else col.kind
     options = [_one(dialect, kind, p) for p in col.paths]
     sql = options[0] if len(options) == 1 else f"COALESCE({', '.join(options)})"

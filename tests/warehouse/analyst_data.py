@@ -213,6 +213,18 @@ def _b_clinical() -> dict[str, list[Resource]]:
                 patient=pat,
                 category=["food"],
                 code=_cc((SNOMED, "91935009", "Peanut allergy"), ("urn:ehr-b:allergy", "PNT", "Peanut")),
+                onsetAge={"value": 2, "unit": "years", "system": "http://unitsofmeasure.org", "code": "a"},
+                reaction=[
+                    {
+                        "severity": "severe",
+                        "onset": "2024-08-14",
+                        "manifestation": [
+                            _cc((SNOMED, "39579001", "Anaphylaxis")),
+                            _cc((SNOMED, "126485001", "Urticaria")),
+                        ],
+                    },
+                    {"severity": "mild", "manifestation": [_cc((SNOMED, "418290006", "Itching"))]},
+                ],
             )
         ],
         "CarePlan": [_r("CarePlan", "b-cp1", status="active", intent="plan", subject=pat)],

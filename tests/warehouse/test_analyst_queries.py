@@ -56,6 +56,7 @@ def test_the_doc_has_every_question() -> None:
         "out-of",
         "active-conditions",
         "medications",
+        "severe-allergic-reactions",
         "encounters-per-month",
         "distinct-people",
     ):
@@ -98,6 +99,8 @@ def test_known_answers(analyst_pair: tuple[Warehouse, Warehouse]) -> None:
     assert traced == [("conn-a/pat0", "conn-a", "pat0"), ("conn-a/pat0", "conn-b", "b-pat1")]
     links = [(r["connection_id"], r["identifier_value"]) for r in duck.iter_rows(_under("distinct-people", 2))]
     assert links == [("conn-a", SHARED_MRN), ("conn-b", SHARED_MRN)]
+    severe = [(r["id"], r["reaction_index"], r["manifestation_code"]) for r in duck.iter_rows(_under("severe"))]
+    assert severe == [("b-alg1", 0, "126485001"), ("b-alg1", 0, "39579001")]  # one reaction, two manifestations
 
 
 def test_doc_queries_answer_the_same_on_the_analyst_snapshot(analyst_pair: tuple[Warehouse, Warehouse]) -> None:

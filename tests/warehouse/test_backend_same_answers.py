@@ -1,8 +1,9 @@
 """One input, both backends: DuckDB and PostgreSQL store and serve the same answers for values a type system could
 mangle (ids that look like numbers, instants with offsets, many-digit decimals, huge integers, unicode), for one id
 under two resource types, for late older versions (equal lastUpdated, numeric versionIds), and for deletion then
-re-creation (with lastUpdated, and without it: answered before, at and after the deletion); every stored row and
-every analyst view row is compared."""
+re-creation (with lastUpdated, and without it: answered before, at and after the deletion), and for the shapes
+read by later columns and views (an effective period with only its end, effectiveTiming, onsetAge, allergy
+reactions and their manifestations); every stored row and every analyst view row is compared."""
 
 from __future__ import annotations
 
@@ -59,7 +60,33 @@ def _steps() -> list[tuple[str, list[dict[str, Any]]]]:
         ("Observation", [_observation("00123", None, "4", valueString="late")], DELETED_AT - timedelta(hours=1)),
         ("Observation", [_observation("00123", None, "4", valueString="late")], DELETED_AT),
         ("Observation", [_observation("00123", None, "4", valueString="back")], DELETED_AT + timedelta(microseconds=1)),
+        # times and reactions in the forms the flat columns read since: period end, Timing, onsetAge, manifestations
+        (
+            "Observation",
+            [
+                _observation("end", T1, "1", effectivePeriod={"end": T1}),
+                _observation("timing", T1, "1", effectiveTiming={"event": [T1, T2]}),
+            ],
+        ),
+        ("DiagnosticReport", [resource("007", T1, "1", resource_type="DiagnosticReport", effectivePeriod={"end": T2})]),
+        ("AllergyIntolerance", [_allergy()]),
     ]
+
+
+def _allergy() -> dict[str, Any]:
+    sct = "http://snomed.info/sct"
+    reactions = [
+        {
+            "manifestation": [
+                {"coding": [{"system": sct, "code": "126485001", "display": "Ürtikaria ✓"}]},
+                {"text": "x"},
+            ]
+        },
+        {"severity": "severe", "onset": T1, "substance": {"text": "Erdnuß"}, "manifestation": [{"coding": []}]},
+    ]
+    return resource(
+        "007", T1, "1", resource_type="AllergyIntolerance", patient=SUBJECT, onsetAge={"value": 0.5}, reaction=reactions
+    )
 
 
 def _run(wh: Warehouse, zone: LandingZone) -> list[object]:
@@ -109,7 +136,7 @@ def test_duckdb_and_postgres_give_the_same_answers(tmp_path: Path, postgres_url:
     # the late, older versions (steps 2 and 3) changed nothing; the tombstone marked one row and placed one
     assert duck[0][2:5] == [UpsertStats(1, 0, 1), UpsertStats(1, 0, 1), 2]
     # 00123 (no lastUpdated): answered before or at its deletion, it stays deleted; answered after, it is back
-    assert duck[0][6:] == [1, UpsertStats(0, 0, 1), UpsertStats(0, 0, 1), UpsertStats(0, 1, 0)]
+    assert duck[0][6:10] == [1, UpsertStats(0, 0, 1), UpsertStats(0, 0, 1), UpsertStats(0, 1, 0)]
     for table, rows in duck[1].items():
         if table == "fhir_resources":  # JSONB re-renders the text: compare the parsed documents
             rows = [(*r[:-1], json.loads(r[-1]) if r[-1] else None) for r in rows]
@@ -118,7 +145,8 @@ def test_duckdb_and_postgres_give_the_same_answers(tmp_path: Path, postgres_url:
         else:
             assert rows == pg[1][table], table
     observation = {r[5]: r for r in duck[1]["observation"]}  # columns: provenance (5), then id
-    assert set(observation) == {"007", "1e5", "00123", "gone"}
+    assert set(observation) == {"007", "1e5", "00123", "gone", "end", "timing"}
+    assert len(duck[1]["allergy_intolerance_reaction"]) == 3  # a row per manifestation
     assert '"back"' in str(next(r for r in duck[1]["fhir_resources"] if r[1] == "00123")[-1])
 
 

@@ -19,6 +19,11 @@ onset or time that the flat view showed as NULL although the resource carries it
 - MedicationRequest referencing a Medication resource (``Medication/123``, usual at Epic): the synced Medication
   had no view and the request no id to join on, so the drug's code was not in the flat tables. Now
   ``medication_request.medication_id`` joins ``medication`` and ``medication_coding``.
+- Observation and DiagnosticReport ``effectivePeriod`` with only its end (``effective`` NULL, the time nowhere),
+  Observation ``effectiveTiming``: now ``effective_end`` and ``effective_type``.
+- AllergyIntolerance ``onset[x]`` and ``reaction`` (manifestations, severity) were in no view: now
+  ``allergy_intolerance.onset``/``onset_type``/``onset_age``/``onset_age_unit`` and the child view
+  ``allergy_intolerance_reaction`` (one row per manifestation of each reaction).
 """
 
 from __future__ import annotations
@@ -206,3 +211,94 @@ def test_a_referenced_medication_s_code_is_reachable_from_the_request(wh: Wareho
         f" WHERE c.system = '{rxnorm}'"
     )
     assert [tuple(r.values()) for r in wh.iter_rows(sql)] == [("r1", "m9", "local-7", "1191")]
+
+
+def test_an_observation_or_report_time_in_any_form_is_visible(wh: Warehouse, zone: LandingZone) -> None:
+    observations = [
+        _obs("end-only", effectivePeriod={"end": "2020-03-01"}),
+        _obs("both", effectivePeriod={"start": "2020-01", "end": "2020-02"}),
+        _obs("timing", effectiveTiming={"event": ["2021-05-01T08:00:00Z", "2021-05-02T08:00:00Z"]}),
+        _obs("instant", effectiveInstant="2022-01-01T10:00:00.123Z"),
+        _obs("date", effectiveDateTime="2019"),
+        _obs("none"),
+    ]
+    reports = [
+        resource("end-only", resource_type="DiagnosticReport", effectivePeriod={"end": "2020-03"}),
+        resource("date", resource_type="DiagnosticReport", effectiveDateTime="2019-05"),
+    ]
+    wh.upsert(land(zone, observations))
+    wh.upsert(land(zone, reports, resource_type="DiagnosticReport", run_id="r2"))
+    wh.refresh_flat_tables()
+    got = {
+        k: tuple(v.values())[1:]
+        for k, v in _rows(wh, "observation", "effective, effective_end, effective_type").items()
+    }
+    assert got == {
+        "end-only": (None, "2020-03-01", "Period"),
+        "both": ("2020-01", "2020-02", "Period"),
+        "timing": (None, None, "Timing"),
+        "instant": ("2022-01-01T10:00:00.123Z", None, "instant"),
+        "date": ("2019", None, "dateTime"),
+        "none": (None, None, None),
+    }
+    got = {
+        k: tuple(v.values())[1:]
+        for k, v in _rows(wh, "diagnostic_report", "effective, effective_end, effective_type").items()
+    }
+    assert got == {"end-only": (None, "2020-03", "Period"), "date": ("2019-05", None, "dateTime")}
+
+
+def _allergy(rid: str, **fields: Any) -> dict[str, Any]:
+    return resource(rid, resource_type="AllergyIntolerance", patient=SUBJECT, **fields)
+
+
+def test_an_allergy_onset_in_any_form_is_visible(wh: Warehouse, zone: LandingZone) -> None:
+    allergies = [
+        _allergy("date", onsetDateTime="2010-06"),
+        _allergy("age", onsetAge={"value": 3, "unit": "years", "system": "http://unitsofmeasure.org", "code": "a"}),
+        _allergy("end-only", onsetPeriod={"end": "2012"}),
+        _allergy("range", onsetRange={"low": {"value": 2}, "high": {"value": 4}}),
+        _allergy("text", onsetString="childhood"),
+        _allergy("none"),
+    ]
+    wh.upsert(land(zone, allergies, resource_type="AllergyIntolerance"))
+    wh.refresh_flat_tables()
+    cols = "onset, onset_type, onset_age, onset_age_unit"
+    got = {k: tuple(v.values())[1:] for k, v in _rows(wh, "allergy_intolerance", cols).items()}
+    assert got == {
+        "date": ("2010-06", "dateTime", None, None),
+        "age": (None, "Age", 3.0, "a"),
+        "end-only": (None, "Period", None, None),
+        "range": (None, "Range", None, None),
+        "text": ("childhood", "string", None, None),
+        "none": (None, None, None, None),
+    }
+
+
+def test_every_allergy_reaction_and_manifestation_is_a_row(wh: Warehouse, zone: LandingZone) -> None:
+    snomed = "http://snomed.info/sct"
+    hives = {"coding": [{"system": snomed, "code": "126485001", "display": "Urticaria"}]}
+    wheeze = {"coding": [{"system": snomed, "code": "56018004"}], "text": "Wheezing"}
+    reactions = [
+        {"manifestation": [hives, wheeze], "severity": "moderate", "onset": "2015-04-01", "description": "after lunch"},
+        {
+            "manifestation": [{"text": "Anaphylaxis"}],
+            "severity": "severe",
+            "substance": {"coding": [{"system": snomed, "code": "256349002", "display": "Peanut"}]},
+            "exposureRoute": {"coding": [{"system": snomed, "code": "26643006"}]},
+        },
+        {"severity": "mild"},  # manifestation is 1..* in R4; a server that omits it still shows the reaction
+    ]
+    wh.upsert(land(zone, [_allergy("a1", reaction=reactions), _allergy("a2")], resource_type="AllergyIntolerance"))
+    wh.refresh_flat_tables()
+    cols = (
+        "id, patient_id, reaction_index, severity, onset, substance_code, substance_display, exposure_route,"
+        " description, manifestation_system, manifestation_code, manifestation_display"
+    )
+    got = sorted(tuple(r.values()) for r in wh.iter_rows(f"SELECT {cols} FROM allergy_intolerance_reaction"))
+    assert got == [
+        ("a1", "p1", 0, "moderate", "2015-04-01", None, None, None, "after lunch", snomed, "126485001", "Urticaria"),
+        ("a1", "p1", 0, "moderate", "2015-04-01", None, None, None, "after lunch", snomed, "56018004", "Wheezing"),
+        ("a1", "p1", 1, "severe", None, "256349002", "Peanut", "26643006", None, None, None, "Anaphylaxis"),
+        ("a1", "p1", 2, "mild", None, None, None, None, None, None, None, None),
+    ]
