@@ -108,7 +108,7 @@ def _open_run(env: SyncEnvironment, conn: ConnectionInfo, report: BulkReport, st
     backoff). An export this connection kicked off keeps its job and file state, resumed by the next allowed run;
     its mark is untouched."""
     runs.ensure_run(env.db, conn.id, report.run_id, "bulk", tenant_id=conn.tenant_id)
-    refusal = bulk_refusal(env.db, conn)
+    refusal = bulk_refusal(env.db, conn.id, conn.tenant_id)
     if refusal is None:
         return True
     report.status, report.error = "failed", f"{refusal.code}: {refusal}"

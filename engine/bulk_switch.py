@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from connectors.errors import ConfigurationError
 from connectors.tenant_switches import read_switch
-from engine.connection_info import ConnectionInfo
 from engine.errors import BulkExportNotEnabledError, TenantSettingInvalidError
 from store import AppDatabase
 from store.models import Tenant
@@ -26,15 +25,17 @@ _WHERE = f"practice_settings.ehrIntegrations.{BULK_SWITCH}"
 _FIX = f"set {_WHERE} to true in the tenant's seed file and run `ehrsync auth seed FILE`"
 
 
-def bulk_refusal(db: AppDatabase, conn: ConnectionInfo) -> ConfigurationError | None:
-    """Why no Bulk export may start for ``conn`` now (None: its tenant's switch is ``true``), read as it is now:
-    a switch turned off since the last run counts. The refusal says that nothing was sent and how to allow it."""
+def bulk_refusal(db: AppDatabase, connection_id: str, tenant_id: str | None) -> ConfigurationError | None:
+    """Why no Bulk export may start for the connection of ``tenant_id`` now (None: its tenant's switch is
+    ``true``), read as it is now: a switch turned off since the last run counts. The refusal says that nothing was
+    sent and how to allow it. A leaf of the engine (no connectors beyond the switch rule): ``ehrsync sync`` asks
+    it before it loads Dagster."""
     with db.session() as session:
-        tenant = session.get(Tenant, conn.tenant_id) if conn.tenant_id else None
+        tenant = session.get(Tenant, tenant_id) if tenant_id else None
         stored = None if tenant is None else (tenant.settings or {})
     if stored is None:
         return BulkExportNotEnabledError(
-            f"Bulk export refused: connection {conn.id}'s tenant {conn.tenant_id!r} has no row in the app database,"
+            f"Bulk export refused: connection {connection_id}'s tenant {tenant_id!r} has no row in the app database,"
             f" so nobody turned {_WHERE} on; nothing was sent to the EHR. To allow it, {_FIX}"
         )
     switch = read_switch(stored, BULK_SWITCH)
@@ -45,7 +46,7 @@ def bulk_refusal(db: AppDatabase, conn: ConnectionInfo) -> ConfigurationError | 
         )
     if not switch.on:
         return BulkExportNotEnabledError(
-            f"Bulk export is off for tenant {conn.tenant_id} ({_WHERE} is not true); nothing was sent to the EHR."
+            f"Bulk export is off for tenant {tenant_id} ({_WHERE} is not true); nothing was sent to the EHR."
             f" To allow it, {_FIX}"
         )
     return None

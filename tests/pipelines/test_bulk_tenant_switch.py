@@ -1,0 +1,58 @@
+"""The real ``bulk_export`` Dagster job in-process (as the schedule, the Dagster UI and ``ehrsync sync`` run it) for a
+tenant that has not turned ``ehrIntegrations.enableBulkExport`` on: before, it kicked off an export of every
+patient; now the run fails naming the switch and its fix, no request reaches the EHR, and its ``sync_runs`` row is
+a failure with no hold (the scheduler retries it with its backoff, never at once)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from dagster import DagsterInstance
+
+from ehrsync.run_now import run_sync_now
+from engine import runs
+from engine.settings import PipelineSettings
+from sandbox import SandboxConfig, SandboxServer
+from store.models import Tenant
+from tests.engine.helpers import SyncWorld
+from tests.pipelines.backend import connect_backend_with_config
+
+
+@pytest.fixture(scope="module")
+def ehr() -> Iterator[SandboxServer]:
+    with SandboxServer(SandboxConfig(patients=2, seed=11)) as server:
+        yield server
+
+
+def test_the_bulk_job_of_a_tenant_with_bulk_export_off_fails_naming_the_switch_and_sends_nothing(
+    tmp_path: Path, ehr: SandboxServer, http: httpx.Client, world: SyncWorld
+) -> None:
+    cid = connect_backend_with_config(world, ehr, http=http)
+    with world.env.db.session() as session:
+        tenant = session.get(Tenant, world.tenant_id)
+        assert tenant is not None
+        tenant.settings = {"practice_settings": {"ehrIntegrations": {"enableBulkExport": False}}}
+        session.commit()
+    # tripwires: a token request, a kick-off or a CapabilityStatement read would each spend one
+    tripwires = [urlsplit(ehr.fhir_base).path, "/oauth"]
+    for path in tripwires:
+        http.post(f"{ehr.base_url}/admin/faults", json={"kind": "500", "path": path, "times": 1}).raise_for_status()
+    try:
+        settings = PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path / "state")})
+        result = run_sync_now(cid, settings=settings, instance=DagsterInstance.ephemeral())
+        armed = sorted(f["path"] for f in http.get(f"{ehr.base_url}/admin/faults").json() if f.get("kind") == "500")
+    finally:
+        http.delete(f"{ehr.base_url}/admin/faults").raise_for_status()
+
+    assert armed == sorted(tripwires), "no request reached the EHR"
+    assert (result.job_name, result.success, result.failed_steps) == ("bulk_export", False, ("bulk__export",))
+    why = " ".join(result.step_errors.values())
+    assert "bulk_not_enabled" in why and "practice_settings.ehrIntegrations.enableBulkExport" in why, why
+    assert "ehrsync auth seed FILE" in why, why
+    record = runs.get(world.env.db, result.run_id)
+    assert record is not None and record.status == "failed" and record.not_before is None
+    assert (record.error or "").startswith("bulk_not_enabled: "), record.error
