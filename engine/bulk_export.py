@@ -28,6 +28,7 @@ from engine.bulk_jobs import BulkProgress, await_manifest, kickoff, next_since
 from engine.bulk_level import export_level, require_declared_export
 from engine.bulk_members import ExportSpec, FileHandler, OnComplete
 from engine.bulk_state import JobView
+from engine.bulk_switch import bulk_refusal
 from engine.checkpoints import checkpoint
 from engine.connection_info import ConnectionInfo, load_connection
 from engine.environment import SyncEnvironment
@@ -49,19 +50,19 @@ def run_bulk_export(
 ) -> BulkReport:
     """Run (or resume) the connection's export of ``types`` (all when ``None``) and land it.
 
-    Returns the report; ``report.status`` is ``completed``, ``partial`` (the manifest's error files report
-    failed types: ``report.incomplete_types``, ``_since`` held) or ``failed`` (with ``error``). A failed run
-    keeps its job and file state, so the next call resumes it. Only ConnectionNotFoundError /
-    ConnectionNotSyncableError (nothing could start: the connection is missing, or not a Bulk connection) raise; a
-    server that declares no system-level export is a failed report, recorded like any other failure.
+    Returns the report: ``completed``, ``partial`` (error files report failed types: ``incomplete_types``, ``_since``
+    held) or ``failed`` (``error``; its job and file state kept, so the next call resumes it). Only
+    ConnectionNotFoundError / ConnectionNotSyncableError raise (missing, or not Bulk). A tenant whose switch is off
+    (``engine.bulk_switch``: nothing sent) or a server declaring no system-level export is a failed report.
     """
     started = time.monotonic()
     conn = load_connection(env.db, connection_id)
     level, group_id = export_level(conn)
     type_list = sorted(set(types)) if types else []
     spec = ExportSpec(cursors.bulk_stream(level, group_id), cursors.bulk_type_key(type_list), type_list)
-    runs.ensure_run(env.db, connection_id, run_id, "bulk", tenant_id=conn.tenant_id)
     report = BulkReport(run_id=run_id, connection_id=connection_id)
+    if not _open_run(env, conn, report, started):  # the tenant's switch said no: recorded, nothing sent
+        return report
     client = env.bulk_client(conn)
 
     def run(spec: ExportSpec, into: BulkReport, on_files: FileHandler | None, done: OnComplete | None) -> JobView:
@@ -99,6 +100,22 @@ def run_bulk_export(
         client.close()
         report.duration_s = time.monotonic() - started
     return report
+
+
+def _open_run(env: SyncEnvironment, conn: ConnectionInfo, report: BulkReport, started: float) -> bool:
+    """Open the run's row; False when the tenant's switch says no (``engine.bulk_switch``). The run then fails
+    naming it and notes no hold (turned on, the next run may go; until then the scheduler retries with its
+    backoff). An export this connection kicked off keeps its job and file state, resumed by the next allowed run;
+    its mark is untouched."""
+    runs.ensure_run(env.db, conn.id, report.run_id, "bulk", tenant_id=conn.tenant_id)
+    refusal = bulk_refusal(env.db, conn.id, conn.tenant_id)
+    if refusal is None:
+        return True
+    report.status, report.error = "failed", f"{refusal.code}: {refusal}"
+    _log.warning("bulk export of %s refused: %s", conn.id, report.error)
+    runs.fail(env.db, report.run_id, report.error, _run_counts(report))
+    report.duration_s = time.monotonic() - started
+    return False
 
 
 def _note_retry_after(env: SyncEnvironment, run_id: str, connection_id: str, exc: Exception) -> None:

@@ -43,3 +43,17 @@ class PipelineRunError(EhrSyncError):
     """A run started on request (``ehrsync sync``, the demo) failed; details are in the run's logs and UI."""
 
     code = "pipeline_run_failed"
+
+
+class BulkExportNotEnabledError(ConfigurationError):
+    """The connection's tenant has not turned on ``ehrIntegrations.enableBulkExport`` (or has no row): no Bulk
+    export starts, whatever asked for it (the scheduler, ``ehrsync sync``, the Dagster UI, the sync API)."""
+
+    code = "bulk_not_enabled"
+
+
+class TenantSettingInvalidError(ConfigurationError):
+    """A decision hangs on a tenant switch stored neither true nor false (``connectors.tenant_switches``): it is
+    read neither as on nor as off; the message names the setting, never its value."""
+
+    code = "tenant_setting_invalid"

@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ehrsync.commands.common import app_database, check_signing_key, exit_on_configuration_error, is_verbose
+from ehrsync.commands.common import (
+    app_database,
+    check_signing_key,
+    exit_on_configuration_error,
+    is_verbose,
+    one_line,
+)
 
 if TYPE_CHECKING:
     from engine.settings import PipelineSettings
@@ -42,13 +48,17 @@ def _run_settings() -> PipelineSettings:
 
 def _refuse_before_dagster(settings: PipelineSettings, connection_id: str, *, reconcile: bool) -> None:
     """An unknown or unsyncable connection is named (the same ``Error:`` line the run would give) before Dagster
-    and the pipelines are loaded: seconds of CPU for a typo otherwise."""
+    and the pipelines are loaded: seconds of CPU for a typo otherwise. So is a Bulk connection whose tenant has not
+    turned Bulk export on (the run would fail on it before any request, its reason lost in the table's note)."""
+    from engine.bulk_switch import bulk_refusal
     from engine.connection_snapshots import reconcilable_connection, syncable_connection
 
     with app_database(existing=True, url=settings.database_url) as database:
-        exit_on_configuration_error(
+        conn = exit_on_configuration_error(
             lambda: (reconcilable_connection if reconcile else syncable_connection)(database, connection_id)
         )
+        if conn.is_bulk and (refusal := bulk_refusal(database, conn.id, conn.tenant_id or None)) is not None:
+            raise click.ClickException(one_line(refusal))
 
 
 @click.command()

@@ -41,6 +41,7 @@ from store import AppDatabase, TokenCipher, TokenVault
 from store.models import Connection, Tenant
 from tests.fixtures.app_db import copy_migrated_sqlite
 from tests.fixtures.client_keys import backend_client_key
+from tests.fixtures.tenant_settings import bulk_allowed
 from warehouse import AttachmentStore, LandingZone
 
 # Same rules as production (Retry-After honoured, backoff, attempts), shorter floors so fault tests stay fast.
@@ -137,7 +138,7 @@ def make_environment(
     if tenant_id is None:
         tenant_id = uuid.uuid4().hex
         with db.session() as session:
-            session.add(Tenant(id=tenant_id, name="Test practice", settings={}))
+            session.add(Tenant(id=tenant_id, name="Test practice", settings=bulk_allowed()))
             session.commit()
     return SyncWorld(env, clients, tenant_id, key)
 

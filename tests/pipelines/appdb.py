@@ -15,6 +15,7 @@ from engine.models import SyncRun
 from engine.run_tags import CONNECTION_TAG
 from store import AppDatabase
 from store.models import Connection, Tenant
+from tests.fixtures.tenant_settings import bulk_allowed
 
 
 @dataclass
@@ -102,7 +103,7 @@ def make_app_db(url: str, *, migrated: bool = False) -> AppDb:
         db.migrate()
     tenant_id = uuid.uuid4().hex
     with db.session() as session:
-        session.add(Tenant(id=tenant_id, name="Test practice", settings={}))
+        session.add(Tenant(id=tenant_id, name="Test practice", settings=bulk_allowed()))
         session.commit()
     return AppDb(url, db, tenant_id)
 
