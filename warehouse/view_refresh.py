@@ -18,6 +18,7 @@ import re
 
 import psycopg
 
+from warehouse._cursor import Cursor
 from warehouse.errors import InvalidInputError, WarehouseError
 from warehouse.merge import Warehouse
 from warehouse.views import view_statements
@@ -88,8 +89,9 @@ def _refresh_duckdb(wh: Warehouse, named: list[tuple[str, str]]) -> list[str]:
 
 def _refresh_postgres(wh: Warehouse, named: list[tuple[str, str]], lock_timeout_s: float) -> list[str]:
     """Only views whose stored marker differs are replaced, by ``CREATE OR REPLACE`` (views reading them stay);
-    when a change renames, drops or retypes a column, every view is dropped (dependants first) and recreated.
-    One transaction under ``lock_timeout``: it all happens, or nothing does."""
+    when a change renames, drops or retypes a column, every view is dropped (dependants first) and recreated with
+    the grants it had (an analyst role granted SELECT keeps it). One transaction under ``lock_timeout``: it all
+    happens, or nothing does."""
     with wh._write("views") as cur:
         cur.execute(f"SET LOCAL lock_timeout = '{max(int(lock_timeout_s * 1000), 1)}ms'")
         cur.execute(
@@ -107,11 +109,32 @@ def _refresh_postgres(wh: Warehouse, named: list[tuple[str, str]], lock_timeout_
                 cur.execute(_CREATE.sub(f'CREATE OR REPLACE VIEW "{name}"', stmt, count=1))
         except (psycopg.errors.InvalidTableDefinition, psycopg.errors.FeatureNotSupported):
             cur.execute("ROLLBACK TO SAVEPOINT ehrsync_views")  # a column renamed, dropped or retyped
+            grants = _grants(cur, [name for name, _ in named])
             for name, _ in reversed(named):
                 cur.execute(f'DROP VIEW IF EXISTS "{name}"')
             for _, stmt in named:
                 cur.execute(stmt)
+            for grant in grants:
+                cur.execute(grant)
             changed = named
         for name, stmt in changed:
             cur.execute(f"COMMENT ON VIEW \"{name}\" IS '{statement_marker(stmt)}'")
     return [name for name, _ in changed]
+
+
+def _grants(cur: Cursor, names: list[str]) -> list[str]:
+    """``GRANT`` statements giving back what the views ``names`` of this schema grant today (to roles other than
+    the owner, PUBLIC included): a dropped view loses its privileges, and a read-only analyst role with them."""
+    cur.execute(
+        "SELECT format('GRANT %%s ON %%I TO %%s%%s', a.privilege_type, c.relname, "
+        "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END, "
+        "CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) "
+        "FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) AS a LEFT JOIN pg_roles r ON r.oid = a.grantee "
+        "WHERE c.relkind = 'v' AND c.relnamespace = to_regnamespace(current_schema()) AND c.relname = ANY(%s) "
+        "AND a.grantee <> c.relowner AND (a.grantee = 0 OR r.oid IS NOT NULL) ORDER BY 1",
+        (names,),
+    )
+    grants: list[str] = []
+    while rows := cur.fetchmany(1000):
+        grants += (str(row[0]) for row in rows)
+    return grants

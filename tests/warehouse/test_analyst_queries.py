@@ -14,7 +14,8 @@ import duckdb
 import pytest
 
 from tests.warehouse.analyst_data import SHARED_MRN, analyst_pair
-from warehouse import VIEW_NAMES, Warehouse
+from tests.warehouse.conftest import land, resource
+from warehouse import VIEW_NAMES, LandingZone, Warehouse
 from warehouse.duckdb_backend import DuckDBWarehouse
 from warehouse.snapshot import publish_snapshot
 
@@ -123,3 +124,53 @@ def test_doc_queries_answer_the_same_on_the_analyst_snapshot(analyst_pair: tuple
     with duckdb.connect() as mem:  # any session reads the Parquet files, nothing is locked
         from_parquet = mem.execute(f"SELECT count(*) FROM read_parquet('{parquet}')").fetchone()
     assert from_parquet == (len(list(duck.iter_rows("SELECT id FROM observation"))),)
+
+
+def _timed(rid: str, category: str, code: str, value: float, **time: Any) -> dict[str, Any]:
+    coded = {"coding": [{"system": "http://loinc.org", "code": code}]}
+    return resource(
+        rid,
+        status="final",
+        category=[{"coding": [{"code": category}]}],
+        code=coded,
+        subject={"reference": "Patient/p1"},
+        valueQuantity={"value": value, "unit": "u"},
+        **time,
+    )
+
+
+def test_latest_queries_place_a_time_sent_as_a_period_end(wh: Warehouse, zone: LandingZone) -> None:
+    """The doc's "latest" queries order by COALESCE(effective, effective_end), as its table notes tell analysts
+    to: a newer result sent as an effectivePeriod with only its end (effective NULL) is the latest, not the
+    oldest, and a blood-pressure panel sent so is found."""
+    bp = {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]}
+    systolic = {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]}
+    panels = [
+        resource(
+            rid,
+            status="final",
+            category=[{"coding": [{"code": "vital-signs"}]}],
+            code=bp,
+            subject={"reference": "Patient/p1"},
+            component=[{"code": systolic, "valueQuantity": {"value": value}}],
+            **time,
+        )
+        for rid, value, time in (
+            ("bp-old", 110, {"effectiveDateTime": "2024-01-05"}),
+            ("bp-new", 150, {"effectivePeriod": {"end": "2025-06-01"}}),
+        )
+    ]
+    observations = [
+        _timed("lab-old", "laboratory", "2160-0", 1.0, effectiveDateTime="2024-01-05"),
+        _timed("lab-new", "laboratory", "2160-0", 2.0, effectivePeriod={"end": "2025-06-01"}),
+        _timed("hr-old", "vital-signs", "8867-4", 60.0, effectiveDateTime="2024-01-05"),
+        _timed("hr-new", "vital-signs", "8867-4", 80.0, effectivePeriod={"end": "2025-06-01"}),
+        *panels,
+    ]
+    wh.upsert(land(zone, observations))
+    wh.refresh_flat_tables()
+    for fragment, value in (("creatinine", "creatinine"), ("every-lab", "value_quantity")):
+        assert [r[value] for r in wh.iter_rows(_under(fragment))] == [2.0], fragment
+    vitals = [(r["code"], r["value_quantity"]) for r in wh.iter_rows(_under("vital"))]
+    assert vitals == [("8867-4", 80.0)]
+    assert [r["systolic"] for r in wh.iter_rows(_under("blood-pressure"))] == [150.0]

@@ -4,6 +4,7 @@ check on both backends."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -47,6 +48,43 @@ def test_an_incompatible_older_view_is_dropped_and_recreated(pg: Warehouse, post
         con.execute("CREATE VIEW observation AS SELECT 1 AS something_else")
     assert refresh_analyst_views(pg) == list(VIEW_NAMES)
     assert "patient_id" in dict(describe_views(pg, ["observation"])[0].columns)
+
+
+def _readable_as(url: str, role: str) -> dict[str, bool]:
+    """Which analyst views ``role`` may SELECT from."""
+    with psycopg.connect(psycopg_conninfo(url), autocommit=True) as con:
+        cur = con.execute(
+            "SELECT name, has_table_privilege(%s, quote_ident(name), 'SELECT') FROM unnest(%s::text[]) AS name",
+            (role, list(VIEW_NAMES)),
+        )
+        return {str(n): bool(ok) for n, ok in cur.fetchall()}
+
+
+def test_an_analyst_role_keeps_its_grants_when_the_views_are_recreated(pg: Warehouse, postgres_url: str) -> None:
+    """docs/ANALYSTS.md's read-only role: a refresh that has to drop and recreate every view (a column inserted,
+    renamed or dropped: an upgrade) gives each view back the grants it had (before, an analyst granted as the doc
+    said got "permission denied" on every view), and the default privileges the doc asks for cover a view new in
+    the upgrade."""
+    granted, defaulted = (f"analyst_{uuid.uuid4().hex[:8]}" for _ in range(2))
+    refresh_analyst_views(pg)
+    with psycopg.connect(psycopg_conninfo(postgres_url), autocommit=True) as con:
+        con.execute('DROP VIEW "allergy_intolerance_reaction"')  # a view the upgrade brings
+        for role in (granted, defaulted):
+            con.execute(f'CREATE ROLE "{role}"')
+            con.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
+        con.execute(f'ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO "{defaulted}"')
+        con.execute(f'GRANT SELECT, INSERT ON "patient" TO "{granted}" WITH GRANT OPTION')
+        con.execute('DROP VIEW "observation"')
+        con.execute('CREATE VIEW "observation" AS SELECT 1 AS something_else')  # an older, incompatible one
+        con.execute(f'GRANT SELECT ON "observation" TO "{granted}", PUBLIC')
+    assert refresh_analyst_views(pg) == list(VIEW_NAMES)  # every view dropped and recreated
+    kept = _readable_as(postgres_url, granted)
+    assert kept == {name: name != "allergy_intolerance_reaction" for name in VIEW_NAMES}
+    assert _readable_as(postgres_url, defaulted) == dict.fromkeys(VIEW_NAMES, True)
+    assert _readable_as(postgres_url, "public")["observation"]
+    with psycopg.connect(psycopg_conninfo(postgres_url), autocommit=True) as con:
+        privilege = "SELECT has_table_privilege(%s, 'patient', 'INSERT WITH GRANT OPTION')"
+        assert con.execute(privilege, (granted,)).fetchone() == (True,)
 
 
 def test_a_long_analyst_transaction_does_not_hang_the_refresh(pg: Warehouse, postgres_url: str) -> None:
