@@ -30,3 +30,6 @@ class Typed:
     item: str | None = None
     jsonpath: tuple[str, str] | None = None  # PostgreSQL: (JSON item, lax path) the collection was queried with
     fast: FastPath | None = None
+    # (kind, SQL scalar, NULL = empty) equal to a collection of at most one item of that kind (``iif()`` of
+    # literals): what a consumer wanting that kind may read instead of the collection (warehouse/sof/_fast.py)
+    scalar: tuple[Kind, str] | None = None
