@@ -22,17 +22,20 @@ RESOURCES: list[dict[str, Any]] = [
         "category": [{"coding": [{"code": "vital-signs"}]}],
         "code": {"coding": [{"code": "a"}, {"code": "b", "display": "B"}], "text": "Text"},
         "valueQuantity": {"value": 2},
+        "flags": [False, True],  # the iif criteria below: a collection whose first item is false
     },
     {  # lone objects where FHIR has arrays: first() of one object is that object
         "id": "lone",
         "category": {"coding": {"code": "lab"}},
         "code": {"coding": {"code": "x", "display": "X"}},
+        "flags": True,
     },
     {  # arrays where FHIR has one value: navigation flattens them
         "id": "arrays",
         "status": ["amended"],
         "code": [{"coding": [{"code": "c1"}]}, {"coding": [{"code": "c2", "display": "C2"}]}],
         "valueQuantity": [{"value": 7.5}],
+        "flags": "yes",  # not a boolean: true in a criterion
     },
 ]
 VIEW: dict[str, Any] = {
@@ -117,3 +120,66 @@ def test_single_paths_compile_to_one_lookup(dialect: Dialect) -> None:
         assert 'json_extract("resource", [\'$."status"\'' in sql and 'r."_sof_lookups"[' in sql
     else:
         assert '(r."resource" #> \'{"code","coding",0,"code"}\')' in sql
+
+
+# iif() whose branches are literals (or getResourceKey(), or another such iif) carries a plain CASE of them; the
+# same iif with every branch ``(x | {})`` (the same collection, but built) takes the general SQL.
+IIF_COLUMNS: list[tuple[str, str, str | None]] = [
+    ("chain", "iif(status = 'final', {final}, iif(status.exists(), {other}, iif(flags, {flagged}, {{}})))", "string"),
+    ("no_else", "iif(flags, {quoted})", "string"),
+    ("empty_criterion", "iif({{}}, {a}, {b})", "code"),
+    ("many_criterion", "iif(code.coding.code, {a}, {b})", "string"),
+    ("key", "iif(flags.first(), {key}, {none})", "id"),
+    ("boolean", "iif(value.ofType(Quantity).exists(), {true}, {false})", "boolean"),
+    ("other_kind", "iif(flags, {true_text}, {false_text})", "boolean"),
+    ("untyped", "iif(status.exists(), {a}, {b})", None),
+    ("compared", "iif(status.exists(), {a}, {b}) = 'a'", "boolean"),
+    ("negated", "iif(flags, {true}, {{}}).not()", "boolean"),
+    ("text_negated", "iif(status.exists(), {a}).not()", "boolean"),
+]
+LITERALS = {
+    "final": "'final'",
+    "other": "'other'",
+    "flagged": "'flagged'",
+    "quoted": "'O\\'Brien \"ü\" \\\\'",
+    "a": "'a'",
+    "b": "'b'",
+    "key": "getResourceKey()",
+    "none": "'none'",
+    "true": "true",
+    "false": "false",
+    "true_text": "'true'",
+    "false_text": "'false'",
+}
+
+
+def _iif_view(built: bool) -> dict[str, Any]:
+    branches = {k: f"({v} | {{}})" if built else v for k, v in LITERALS.items()}
+    columns = [{"name": "id", "path": "getResourceKey()", "type": "id"}]
+    for name, path, fhir_type in IIF_COLUMNS:
+        columns.append({"name": name, "path": path.format(**branches)} | ({"type": fhir_type} if fhir_type else {}))
+    columns.append({"name": "listed", "path": "iif(status.exists(), 'x', {})", "collection": True})
+    where = [{"path": "iif(flags.exists(), true, false)"}]
+    return {"resource": "Observation", "select": [{"column": columns}], "where": where}
+
+
+def test_iif_of_literals_gives_the_general_answer(run: tuple[Dialect, Any]) -> None:
+    dialect, execute = run
+    fast, general = (compile_view(load_view_definition(_iif_view(b)), dialect).sql for b in (False, True))
+    assert fast != general
+    rows = execute(f"SELECT * FROM ({fast}) v ORDER BY id")
+    assert rows == execute(f"SELECT * FROM ({general}) v ORDER BY id")
+    assert [(r["id"], r["chain"], r["no_else"], r["key"]) for r in rows] == [
+        ("arrays", "other", 'O\'Brien "ü" \\', "arrays"),
+        ("lone", "flagged", 'O\'Brien "ü" \\', "lone"),
+        ("plain", "final", None, "none"),
+    ]
+
+
+@pytest.mark.parametrize("dialect", [DUCKDB, POSTGRES], ids=["duckdb", "postgres"])
+def test_iif_of_literals_compiles_to_case(dialect: Dialect) -> None:
+    """No collection is built for a literal branch: the column is the CASE of the literals."""
+    sql = compile_view(load_view_definition(_iif_view(False)), dialect).sql
+    chain = sql[: sql.index('AS "chain"')]
+    assert "THEN 'final' ELSE (CASE WHEN" in chain and "'flagged' ELSE NULL END)" in chain
+    assert "to_json('final')" not in chain and "jsonb_build_array('final')" not in chain

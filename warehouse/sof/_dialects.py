@@ -9,36 +9,11 @@ empty collection (SQL's three-valued AND/OR/NOT is FHIRPath's).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
 from warehouse.sof._integers import duckdb_integer, postgres_integer
+from warehouse.sof._values import FastPath, Kind, Steps, Typed
 
 __all__ = ["DIALECTS", "FastPath", "Kind", "SqlDialect", "Steps", "Typed", "quote", "sql_string"]
-
-Kind = Literal["coll", "bool", "str", "num"]
-Steps = tuple[str | int, ...]  # members and array indexes from a JSON item
-
-
-@dataclass(frozen=True)
-class FastPath:
-    """Lookup chains equal to a collection when the data has the expected shape (warehouse/sof/_fast.py):
-    one chain, or several concatenated (``first``: only the first present of them is meant)."""
-
-    alts: tuple[tuple[str, Steps], ...]
-    first: bool = False
-
-
-@dataclass(frozen=True)
-class Typed:
-    """A compiled FHIRPath value. ``item`` is set when the collection is known to be exactly one JSON item
-    (the resource, a forEach element), which lets navigation skip the per-element loop."""
-
-    kind: Kind
-    sql: str
-    item: str | None = None
-    jsonpath: tuple[str, str] | None = None  # PostgreSQL: (JSON item, lax path) the collection was queried with
-    fast: FastPath | None = None
 
 
 def sql_string(text: str) -> str:

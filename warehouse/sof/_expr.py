@@ -56,6 +56,8 @@ class ExprCompiler:
             return f"CAST({t.sql} AS {sqltype})"
         if t.item is not None:
             return self.d.item_value(t.item, kind)
+        if t.scalar is not None and t.scalar[0] == kind:
+            return t.scalar[1]
         general = self.d.let(
             t.sql,
             self.var(),
@@ -69,6 +71,8 @@ class ExprCompiler:
             return t.sql
         if t.kind != "coll":
             return f"({t.sql} IS NOT NULL OR NULL)"
+        if t.scalar is not None:
+            return self.truth(Typed(*t.scalar))
 
         def test(c: str) -> str:
             first = self.d.first(c)

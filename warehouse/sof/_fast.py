@@ -13,6 +13,12 @@ the shape of the data the lookup walks through, per row and cheaply:
 When every check holds, the lookup is exactly the FHIRPath result (at most one item, so no multi-value error is
 possible); when one fails, the row takes the general SQL (``CASE WHEN checks THEN lookup ELSE general END``). A
 union of such paths followed by ``first()`` (``(a | b).first()``) is the first present lookup, ``COALESCE``.
+
+``iif(criterion, a, b)`` whose branches are SQL scalars of one kind (literals, ``getResourceKey()``, another such
+``iif``) or empty (``{}``, no ``b``) is at most one item, so the collection the general SQL builds for every branch
+(``[to_json('Quantity')]``) is only ever read back as that scalar: ``CASE WHEN criterion THEN a ELSE b END`` is
+carried beside it (``Typed.scalar``) for a column or operator wanting that kind. Only strings and booleans: the
+round trip through JSON leaves them unchanged, where a number may come back as another value (``-0``, infinity).
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from warehouse.sof._dialects import FastPath, SqlDialect, Steps, Typed, sql_string
+from warehouse.sof._dialects import FastPath, Kind, SqlDialect, Steps, Typed, sql_string
 
-__all__ = ["SHARED_COLUMN", "FastPaths", "at_index", "member", "union"]
+__all__ = ["SCALAR_KINDS", "SHARED_COLUMN", "FastPaths", "at_index", "iif", "member", "union"]
+
+SCALAR_KINDS: tuple[Kind, ...] = ("str", "bool")  # the kinds a collection may carry as ``Typed.scalar``
 
 SHARED_COLUMN = 'r."_sof_lookups"'  # a column the compiler adds to the source row (DuckDB)
 
@@ -62,6 +70,22 @@ def union(left: Typed, right: Typed, result: Typed) -> Typed:
     if left.fast is None or right.fast is None:
         return result
     return replace(result, fast=FastPath(left.fast.alts + right.fast.alts))
+
+
+def iif(criterion: str, branches: list[Typed | None], result: Typed) -> Typed:
+    """``result`` (the general ``iif``) carrying the ``CASE`` of its branches (None: empty) when each is a
+    string or each a boolean scalar, or empty."""
+    scalars: list[tuple[Kind, str] | None] = []
+    for t in branches:
+        scalar = None if t is None else (t.kind, t.sql) if t.kind != "coll" else t.scalar
+        if t is not None and (scalar is None or scalar[0] not in SCALAR_KINDS):
+            return result
+        scalars.append(scalar)
+    kinds = {s[0] for s in scalars if s is not None}
+    if len(kinds) != 1:
+        return result
+    then, other = (("NULL" if s is None else s[1]) for s in scalars)
+    return replace(result, scalar=(kinds.pop(), f"(CASE WHEN ({criterion}) IS TRUE THEN {then} ELSE {other} END)"))
 
 
 class FastPaths:

@@ -133,8 +133,11 @@ def _iif(c: Compiles, node: Call, ctx: Typed) -> Typed:
     if node.base is not None:
         raise c.fail("iif() must be called on its own")
     cond = c.truth(c.compile(node.args[0], ctx))
-    branches = [c.coll(c.compile(a, ctx)).sql for a in node.args[1:]] + [c.d.empty]
-    return Typed("coll", f"(CASE WHEN ({cond}) IS TRUE THEN {branches[0]} ELSE {branches[1]} END)")
+    compiled = [c.compile(a, ctx) for a in node.args[1:]]
+    branches = [c.coll(t).sql for t in compiled] + [c.d.empty]
+    general = Typed("coll", f"(CASE WHEN ({cond}) IS TRUE THEN {branches[0]} ELSE {branches[1]} END)")
+    scalars = [None if a == Literal(None) else t for a, t in zip(node.args[1:], compiled, strict=True)]
+    return _fast.iif(cond, [*scalars, None][:2], general)
 
 
 def _string_test(sql: Callable[[str, str], str]) -> Callable[[Compiles, Call, Typed], Typed]:

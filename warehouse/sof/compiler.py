@@ -133,6 +133,8 @@ class _Builder:
 
         if t.item is not None:
             return value_of(t.item)
+        if t.scalar is not None and t.scalar[0] == kind and sqltype != self.d.bigint:
+            return self.d.cast(t.scalar[1], sqltype)  # at most one item: no multi-value error possible
         problem = f"column {col.name!r} yields more than one value; mark it collection: true or narrow its path"
         general = self.d.let(
             t.sql,
