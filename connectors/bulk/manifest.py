@@ -69,32 +69,36 @@ def files_over_limit(files: int, limit: int = MAX_MANIFEST_FILES) -> BulkExportE
     )
 
 
-#: The most JSON objects (``{``, counted before decoding) a manifest page may hold for each file the limit allows: an
-#: item is one object, and its ``extension`` a few more; the page's own object and its ``link`` entries come on top
-#: (:data:`PAGE_OBJECTS_SLACK`). Decoding costs ~500 bytes of memory an object: a 61 MiB page of a million tiny items
-#: took ~540 MB before the file count refused it; at the default limit this bound decodes at most ~160,000 (~85 MB).
-#: A byte cap would not do: legal items run from ~100 bytes to several KB (signed URLs, extensions).
+#: The most JSON objects and arrays (``{`` and ``[``, counted before decoding) a manifest page may hold for each file
+#: the limit allows: an item is one object, and its ``extension`` a few more; the page's own object, its lists and its
+#: ``link`` entries come on top (:data:`PAGE_OBJECTS_SLACK`). Decoding costs ~500 bytes of memory an object (an empty
+#: array ~60): a 61 MiB page of a million tiny items took ~540 MB before the file count refused it; at the default
+#: limit this bound decodes at most ~160,000 (~85 MB). Arrays count too: ``"output": [[], [], ...]`` decoded to ~50x
+#: its bytes. A byte cap would not do: legal items run from ~100 bytes to several KB (signed URLs, extensions).
 OBJECTS_PER_FILE = 8
 PAGE_OBJECTS_SLACK = 64
 _JSON_OBJECT_START = re.compile(rb"[ \t\r\n]*\{")
 
 
 def page_objects_over_limit(body: bytes, limit: int = MAX_MANIFEST_FILES) -> BulkExportError | None:
-    """The invalid-manifest error for a page (``body``, raw) holding more JSON objects than ``limit`` files could,
-    counted without decoding it (``bytes.count``, no allocation), else None. A ``{`` inside a string counts too: an
-    over-count, which the per-file allowance absorbs (a file URL has no raw ``{``, RFC 3986). A body that does not
-    begin as a JSON object (a gateway's HTML page with its styles) is left to the decoder, which finds it no object."""
+    """The invalid-manifest error for a page (``body``, raw) holding more JSON objects and arrays than ``limit`` files
+    could, counted without decoding it (``bytes.count``, no allocation), else None. A ``{`` or ``[`` inside a string
+    counts too: an over-count, which the per-file allowance absorbs (a file URL has no raw ``{`` or ``[``, RFC 3986).
+    A body that does not begin as a JSON object (a gateway's HTML page with its styles) is no manifest: the callers
+    treat it as such without decoding it (``json_object_text``)."""
     allowed = OBJECTS_PER_FILE * limit + PAGE_OBJECTS_SLACK
-    if len(body) <= allowed or _JSON_OBJECT_START.match(body[:4096].removeprefix(UTF8_BOM)) is None:
+    start = len(UTF8_BOM) if body.startswith(UTF8_BOM) else 0
+    if len(body) <= allowed or _JSON_OBJECT_START.match(body, start) is None:  # leading whitespace of any length
         return None
-    objects = body.count(b"{")
+    objects = body.count(b"{") + body.count(b"[")
     if objects <= allowed:
         return None
     return _invalid(
-        f"a page of it holds {objects} JSON objects, more than {allowed}, what the {limit} files ehrsync lands from"
-        f" one export ({MAX_FILES_ENV}) could need ({OBJECTS_PER_FILE} each, extensions included): it lists too many"
-        f" files, refused before decoding it (~500 bytes of memory an object); raise {MAX_FILES_ENV} to land an"
-        " export this large, or export fewer types or patients per job, or have the server write larger files"
+        f"a page of it holds {objects} JSON objects and arrays, more than {allowed}, what the {limit} files ehrsync"
+        f" lands from one export ({MAX_FILES_ENV}) could need ({OBJECTS_PER_FILE} each, extensions included): it"
+        f" lists too many files, refused before decoding it (~500 bytes of memory an object); raise {MAX_FILES_ENV}"
+        " to land an export this large, or export fewer types or patients per job, or have the server write larger"
+        " files"
     )
 
 
