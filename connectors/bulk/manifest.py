@@ -9,7 +9,7 @@ from typing import Any
 
 from connectors.bulk.file_limits import MAX_FILES_ENV, MAX_MANIFEST_FILES
 from connectors.errors import BulkExportError
-from connectors.http import parse_instant, resolve_url, url_problem
+from connectors.http import has_control_characters, parse_instant, resolve_url, url_problem
 from connectors.ndjson_files import UTF8_BOM
 
 __all__ = [
@@ -106,7 +106,7 @@ def _resolved(reference: str, base_url: str) -> str:
     """``reference`` resolved against ``base_url``; an empty one (which resolves to the page itself, RFC 3986 §5.2)
     or one holding control characters (urllib drops tabs and newlines first: ``/<tab>/evil.example`` would name
     another host) is left as written, for :func:`url_problem` to refuse as it did before references resolved."""
-    if not reference or any(ord(c) < 0x20 or ord(c) == 0x7F for c in reference):
+    if not reference or has_control_characters(reference):
         return reference
     return resolve_url(reference, base_url)
 
@@ -123,6 +123,7 @@ def _items(body: dict[str, Any], key: str, *, required: bool, base_url: str | No
     if not isinstance(raw, list):
         raise _invalid(f"{key!r} must be an array")
     items: list[ManifestItem] = []
+    page = None if base_url is None else base_url.split("#", 1)[0]
     for index, entry in enumerate(raw):
         where = f"{key}[{index}]"
         if not isinstance(entry, dict):
@@ -137,7 +138,7 @@ def _items(body: dict[str, Any], key: str, *, required: bool, base_url: str | No
         if problem is not None or not isinstance(url, str):  # urllib's ValueError would escape every handler
             against = "" if base_url is None else " once resolved against the manifest's URL"
             raise _invalid(f"{where}.url must be an http(s) URL{against}: it {problem}")
-        if base_url is not None and url.split("#", 1)[0] == base_url.split("#", 1)[0]:
+        if page is not None and url.split("#", 1)[0] == page:
             raise _invalid(f"{where}.url names the manifest page itself, not a file")  # a bare '#x' resolves so
         count = entry.get("count")
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
