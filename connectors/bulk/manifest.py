@@ -15,6 +15,7 @@ from connectors.ndjson_files import UTF8_BOM
 __all__ = [
     "MAX_MANIFEST_FILES",
     "OBJECTS_PER_FILE",
+    "VALUES_PER_FILE",
     "BulkManifest",
     "ManifestItem",
     "files_over_limit",
@@ -76,30 +77,38 @@ def files_over_limit(files: int, limit: int = MAX_MANIFEST_FILES) -> BulkExportE
 #: limit this bound decodes at most ~160,000 (~85 MB). Arrays count too: ``"output": [[], [], ...]`` decoded to ~50x
 #: its bytes. A byte cap would not do: legal items run from ~100 bytes to several KB (signed URLs, extensions).
 OBJECTS_PER_FILE = 8
+#: The most commas (one between any two values of an array or members of an object) a page may hold for each file:
+#: an item has ~3, its extension a few more, a signed URL rarely any raw. Without it ``"output": ["ab", "ab", ...]``
+#: or a list of numbers, no object among them, decoded to ~20-25x its bytes (the parser's reserve and a Python object
+#: a value) before the file count refused it; at the default limit it decodes at most ~1.3 million values (~70 MB).
+VALUES_PER_FILE = 64
 PAGE_OBJECTS_SLACK = 64
 _JSON_OBJECT_START = re.compile(rb"[ \t\r\n]*\{")
 
 
 def page_objects_over_limit(body: bytes, limit: int = MAX_MANIFEST_FILES) -> BulkExportError | None:
-    """The invalid-manifest error for a page (``body``, raw) holding more JSON objects and arrays than ``limit`` files
-    could, counted without decoding it (``bytes.count``, no allocation), else None. A ``{`` or ``[`` inside a string
-    counts too: an over-count, which the per-file allowance absorbs (a file URL has no raw ``{`` or ``[``, RFC 3986).
-    A body that does not begin as a JSON object (a gateway's HTML page with its styles) is no manifest: the callers
-    treat it as such without decoding it (``json_object_text``)."""
-    allowed = OBJECTS_PER_FILE * limit + PAGE_OBJECTS_SLACK
+    """The invalid-manifest error for a page (``body``, raw) holding more JSON objects and arrays, or more values,
+    than ``limit`` files could, counted without decoding it (``bytes.count``, no allocation), else None. A ``{``,
+    ``[`` or ``,`` inside a string counts too: an over-count, which the per-file allowance absorbs (a file URL has no
+    raw ``{`` or ``[``, RFC 3986). A body that does not begin as a JSON object (a gateway's HTML page with its
+    styles) is no manifest: the callers treat it as such without decoding it (``json_object_text``)."""
     start = len(UTF8_BOM) if body.startswith(UTF8_BOM) else 0
-    if len(body) <= allowed or _JSON_OBJECT_START.match(body, start) is None:  # leading whitespace of any length
+    if _JSON_OBJECT_START.match(body, start) is None:  # leading whitespace of any length
         return None
-    objects = body.count(b"{") + body.count(b"[")
-    if objects <= allowed:
-        return None
-    return _invalid(
-        f"a page of it holds {objects} JSON objects and arrays, more than {allowed}, what the {limit} files ehrsync"
-        f" lands from one export ({MAX_FILES_ENV}) could need ({OBJECTS_PER_FILE} each, extensions included): it"
-        f" lists too many files, refused before decoding it (~500 bytes of memory an object); raise {MAX_FILES_ENV}"
-        " to land an export this large, or export fewer types or patients per job, or have the server write larger"
-        " files"
-    )
+    for what, per_file, chars in (
+        ("JSON objects and arrays", OBJECTS_PER_FILE, (b"{", b"[")),
+        ("JSON values (counted by the commas between them)", VALUES_PER_FILE, (b",",)),
+    ):
+        allowed = per_file * limit + PAGE_OBJECTS_SLACK
+        if len(body) <= allowed or (found := sum(body.count(c) for c in chars)) <= allowed:
+            continue
+        return _invalid(
+            f"a page of it holds {found} {what}, more than {allowed}, what the {limit} files ehrsync lands from one"
+            f" export ({MAX_FILES_ENV}) could need ({per_file} each, extensions included): it lists too many files,"
+            f" refused before decoding it (~500 bytes of memory an object); raise {MAX_FILES_ENV} to land an export"
+            " this large, or export fewer types or patients per job, or have the server write larger files"
+        )
+    return None
 
 
 def _resolved(reference: str, base_url: str) -> str:

@@ -143,3 +143,30 @@ def test_bdx12_a_page_of_many_json_values_in_any_shape_is_never_decoded(
     finally:
         tracemalloc.stop()
     assert peak < 4 * len(body), f"peak {peak / 2**20:.0f} MiB for a {len(body) / 2**20:.0f} MiB page"
+
+
+@pytest.mark.parametrize("value", [b'"ab"', b"1000", b"1.5"], ids=["strings", "numbers", "floats"])
+@pytest.mark.parametrize("paged", [False, True], ids=["first-page", "later-page"])
+def test_bdx12_a_page_of_more_values_than_the_limit_could_need_is_refused_before_it_is_decoded(
+    value: bytes, paged: bool
+) -> None:
+    """No object or array among them: 100,000 strings or numbers in ``output`` decoded to ~20-25x the page before the
+    file count refused them. A client landing at most 1,000 files allows 64 commas a file (64,064): refused unread."""
+    body = _MANIFEST_HEAD + b",".join([value] * 100_000) + b"]}"
+    answers = [httpx.Response(200, content=body)]
+    if paged:
+        answers.insert(0, httpx.Response(200, content=_page(1, next_url=f"{STATUS}/page/2")))
+    script = Script(*answers, httpx.Response(202))
+    client = BulkClient(
+        BASE, StaticTokenSource(TOKEN), http=script.client(), retry=recording_policy([]), max_manifest_files=1000
+    )
+    values = r"invalid bulk manifest: a page of it holds 100\d\d\d JSON values \(counted by the commas between them\), "
+    tracemalloc.start()
+    try:
+        with pytest.raises(BulkExportError, match=values + r"more than 64064, what the 1000 files .* raise EHRSYNC"):
+            client.check(STATUS)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert script.requests[-1].method == "DELETE"  # invalid: the job is cancelled
+    assert peak < 4 * len(body), f"peak {peak / 2**20:.1f} MiB for a {len(body) / 2**20:.1f} MiB page"
