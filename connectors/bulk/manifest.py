@@ -9,12 +9,13 @@ from typing import Any
 
 from connectors.bulk.file_limits import MAX_FILES_ENV, MAX_MANIFEST_FILES
 from connectors.errors import BulkExportError
-from connectors.http import parse_instant, resolve_url, url_problem
+from connectors.http import has_control_characters, parse_instant, resolve_url, url_problem
 from connectors.ndjson_files import UTF8_BOM
 
 __all__ = [
     "MAX_MANIFEST_FILES",
     "OBJECTS_PER_FILE",
+    "VALUES_PER_FILE",
     "BulkManifest",
     "ManifestItem",
     "files_over_limit",
@@ -69,40 +70,52 @@ def files_over_limit(files: int, limit: int = MAX_MANIFEST_FILES) -> BulkExportE
     )
 
 
-#: The most JSON objects (``{``, counted before decoding) a manifest page may hold for each file the limit allows: an
-#: item is one object, and its ``extension`` a few more; the page's own object and its ``link`` entries come on top
-#: (:data:`PAGE_OBJECTS_SLACK`). Decoding costs ~500 bytes of memory an object: a 61 MiB page of a million tiny items
-#: took ~540 MB before the file count refused it; at the default limit this bound decodes at most ~160,000 (~85 MB).
-#: A byte cap would not do: legal items run from ~100 bytes to several KB (signed URLs, extensions).
+#: The most JSON objects and arrays (``{`` and ``[``, counted before decoding) a manifest page may hold for each file
+#: the limit allows: an item is one object, and its ``extension`` a few more; the page's own object, its lists and its
+#: ``link`` entries come on top (:data:`PAGE_OBJECTS_SLACK`). Decoding costs ~500 bytes of memory an object (an empty
+#: array ~60): a 61 MiB page of a million tiny items took ~540 MB before the file count refused it; at the default
+#: limit this bound decodes at most ~160,000 (~85 MB). Arrays count too: ``"output": [[], [], ...]`` decoded to ~50x
+#: its bytes. A byte cap would not do: legal items run from ~100 bytes to several KB (signed URLs, extensions).
 OBJECTS_PER_FILE = 8
+#: The most commas (one between any two values of an array or members of an object) a page may hold for each file:
+#: an item has ~3, its extension a few more, a signed URL rarely any raw. Without it ``"output": ["ab", "ab", ...]``
+#: or a list of numbers, no object among them, decoded to ~20-25x its bytes (the parser's reserve and a Python object
+#: a value) before the file count refused it; at the default limit it decodes at most ~1.3 million values (~70 MB).
+VALUES_PER_FILE = 64
 PAGE_OBJECTS_SLACK = 64
 _JSON_OBJECT_START = re.compile(rb"[ \t\r\n]*\{")
 
 
 def page_objects_over_limit(body: bytes, limit: int = MAX_MANIFEST_FILES) -> BulkExportError | None:
-    """The invalid-manifest error for a page (``body``, raw) holding more JSON objects than ``limit`` files could,
-    counted without decoding it (``bytes.count``, no allocation), else None. A ``{`` inside a string counts too: an
-    over-count, which the per-file allowance absorbs (a file URL has no raw ``{``, RFC 3986). A body that does not
-    begin as a JSON object (a gateway's HTML page with its styles) is left to the decoder, which finds it no object."""
-    allowed = OBJECTS_PER_FILE * limit + PAGE_OBJECTS_SLACK
-    if len(body) <= allowed or _JSON_OBJECT_START.match(body[:4096].removeprefix(UTF8_BOM)) is None:
+    """The invalid-manifest error for a page (``body``, raw) holding more JSON objects and arrays, or more values,
+    than ``limit`` files could, counted without decoding it (``bytes.count``, no allocation), else None. A ``{``,
+    ``[`` or ``,`` inside a string counts too: an over-count, which the per-file allowance absorbs (a file URL has no
+    raw ``{`` or ``[``, RFC 3986). A body that does not begin as a JSON object (a gateway's HTML page with its
+    styles) is no manifest: the callers treat it as such without decoding it (``json_object_text``)."""
+    start = len(UTF8_BOM) if body.startswith(UTF8_BOM) else 0
+    if _JSON_OBJECT_START.match(body, start) is None:  # leading whitespace of any length
         return None
-    objects = body.count(b"{")
-    if objects <= allowed:
-        return None
-    return _invalid(
-        f"a page of it holds {objects} JSON objects, more than {allowed}, what the {limit} files ehrsync lands from"
-        f" one export ({MAX_FILES_ENV}) could need ({OBJECTS_PER_FILE} each, extensions included): it lists too many"
-        f" files, refused before decoding it (~500 bytes of memory an object); raise {MAX_FILES_ENV} to land an"
-        " export this large, or export fewer types or patients per job, or have the server write larger files"
-    )
+    for what, per_file, chars in (
+        ("JSON objects and arrays", OBJECTS_PER_FILE, (b"{", b"[")),
+        ("JSON values (counted by the commas between them)", VALUES_PER_FILE, (b",",)),
+    ):
+        allowed = per_file * limit + PAGE_OBJECTS_SLACK
+        if len(body) <= allowed or (found := sum(body.count(c) for c in chars)) <= allowed:
+            continue
+        return _invalid(
+            f"a page of it holds {found} {what}, more than {allowed}, what the {limit} files ehrsync lands from one"
+            f" export ({MAX_FILES_ENV}) could need ({per_file} each, extensions included): it lists too many files,"
+            f" refused before decoding it (~500 bytes of memory an object); raise {MAX_FILES_ENV} to land an export"
+            " this large, or export fewer types or patients per job, or have the server write larger files"
+        )
+    return None
 
 
 def _resolved(reference: str, base_url: str) -> str:
     """``reference`` resolved against ``base_url``; an empty one (which resolves to the page itself, RFC 3986 §5.2)
     or one holding control characters (urllib drops tabs and newlines first: ``/<tab>/evil.example`` would name
     another host) is left as written, for :func:`url_problem` to refuse as it did before references resolved."""
-    if not reference or any(ord(c) < 0x20 or ord(c) == 0x7F for c in reference):
+    if not reference or has_control_characters(reference):
         return reference
     return resolve_url(reference, base_url)
 
@@ -119,6 +132,7 @@ def _items(body: dict[str, Any], key: str, *, required: bool, base_url: str | No
     if not isinstance(raw, list):
         raise _invalid(f"{key!r} must be an array")
     items: list[ManifestItem] = []
+    page = None if base_url is None else base_url.split("#", 1)[0]
     for index, entry in enumerate(raw):
         where = f"{key}[{index}]"
         if not isinstance(entry, dict):
@@ -133,7 +147,7 @@ def _items(body: dict[str, Any], key: str, *, required: bool, base_url: str | No
         if problem is not None or not isinstance(url, str):  # urllib's ValueError would escape every handler
             against = "" if base_url is None else " once resolved against the manifest's URL"
             raise _invalid(f"{where}.url must be an http(s) URL{against}: it {problem}")
-        if base_url is not None and url.split("#", 1)[0] == base_url.split("#", 1)[0]:
+        if page is not None and url.split("#", 1)[0] == page:
             raise _invalid(f"{where}.url names the manifest page itself, not a file")  # a bare '#x' resolves so
         count = entry.get("count")
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):

@@ -28,7 +28,7 @@ from connectors.errors import (
 )
 from connectors.fhir._session import FhirSession, TokenRule
 from connectors.http import redact_url, resolve_checked_url
-from connectors.transport.answers import json_text
+from connectors.transport.answers import json_object_text, json_text
 from connectors.transport.bounds import BodyBounds
 
 __all__ = ["MAX_MANIFEST_PAGES", "ManifestPageReader", "gather_manifest_pages"]
@@ -145,8 +145,8 @@ class ManifestPageReader:
             raise _invalid(too_many) from exc
         if (too_many_files := page_objects_over_limit(body, self.max_files)) is not None:  # before decoding it
             raise too_many_files
-        try:
-            page = orjson.loads(json_text(body))  # RFC 8259 §8.1: a BOM may be ignored (as by the status)
+        try:  # a body that does not begin as an object (a JSON array, a gateway's page) is never decoded
+            page = orjson.loads(json_text(body)) if json_object_text(body) else None  # RFC 8259 §8.1: BOM ignored
         except orjson.JSONDecodeError:
             page = None
         if not isinstance(page, dict):

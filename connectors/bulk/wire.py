@@ -24,7 +24,7 @@ from connectors.errors import (
 from connectors.fhir._session import operation_outcome_of
 from connectors.fhir.resource_types import ID_RE
 from connectors.http import parse_http_date, parse_retry_after, redact_url, resolve_checked_url
-from connectors.transport.answers import issues_of, json_text
+from connectors.transport.answers import issues_of, json_object_text, json_text
 from connectors.transport.bounds import read_capped
 from connectors.transport.issues import issue_summary
 
@@ -150,8 +150,8 @@ def classify_status(response: httpx.Response, now: datetime, max_files: int = MA
     if status == 200:
         if (too_many := page_objects_over_limit(response.content, max_files)) is not None:  # before decoding it
             raise too_many
-        try:
-            body = orjson.loads(json_text(response.content))  # RFC 8259 §8.1: a BOM may be ignored
+        try:  # a body that does not begin as an object (a JSON array, a gateway's page) is never decoded
+            body = orjson.loads(json_text(response.content)) if json_object_text(response.content) else None
         except orjson.JSONDecodeError:
             body = None
         if not isinstance(body, dict):

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from connectors.http.retry import RetryPolicy
     from connectors.http.urls import (
         checked_url,
+        has_control_characters,
         is_loopback_host,
         is_within_base,
         normalize_base_url,
@@ -42,6 +43,7 @@ __all__ = [
     "RetryPolicy",
     "active_rate_budget",
     "checked_url",
+    "has_control_characters",
     "is_loopback_host",
     "is_within_base",
     "normalize_base_url",
@@ -72,6 +74,7 @@ _HOMES = {
     "spend_rate_budget": "connectors.http.ratelimit",
     "RetryPolicy": "connectors.http.retry",
     "checked_url": "connectors.http.urls",
+    "has_control_characters": "connectors.http.urls",
     "is_loopback_host": "connectors.http.urls",
     "is_within_base": "connectors.http.urls",
     "normalize_base_url": "connectors.http.urls",

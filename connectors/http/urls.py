@@ -3,7 +3,9 @@ be logged, and which server-named URLs may be fetched at all (no internal addres
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
 import socket
 from collections.abc import Callable, Collection
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
@@ -12,6 +14,7 @@ from connectors.errors import ConfigurationError, EhrSyncError, SecurityPolicyEr
 
 __all__ = [
     "checked_url",
+    "has_control_characters",
     "is_loopback_host",
     "is_within_base",
     "normalize_base_url",
@@ -24,6 +27,10 @@ __all__ = [
 ]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+#: ASCII control characters (C0 and DEL): httpx refuses a URL holding one, and urllib drops tabs and newlines.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+#: The longest URL httpx sends (``httpx._urlparse.MAX_URL_LENGTH``).
+MAX_URL_CHARS = 65_536
 
 
 def is_loopback_host(host: str) -> bool:
@@ -36,6 +43,14 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def has_control_characters(text: str) -> bool:
+    """Whether ``text`` holds an ASCII control character (C0 or DEL). One pass in C (``isprintable`` for ASCII text,
+    a compiled class otherwise): a manifest of 20,000 signed URLs of ~2 KB each took seconds a character at a time."""
+    if text.isascii() and text.isprintable():  # for ASCII, printable is exactly "no C0 or DEL"
+        return False
+    return _CONTROL_CHARACTERS.search(text) is not None
+
+
 def url_problem(url: object) -> str | None:
     """Why ``url`` cannot be requested, or None for an absolute http(s) URL with a host and a usable port.
 
@@ -45,8 +60,10 @@ def url_problem(url: object) -> str | None:
     """
     if not isinstance(url, str) or not url.strip():
         return "is empty"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+    if has_control_characters(url):
         return "contains control characters"
+    if len(url) > MAX_URL_CHARS:
+        return f"is longer than the {MAX_URL_CHARS} characters an HTTP request may carry"
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -61,10 +78,17 @@ def url_problem(url: object) -> str | None:
         return "has a port that is not a number in 1-65535"
     if any(c.isspace() for c in parts.netloc):
         return "has spaces in its host"
+    return _authority_problem(parts.scheme, parts.netloc)
+
+
+@functools.lru_cache(maxsize=256)
+def _authority_problem(scheme: str, netloc: str) -> str | None:
+    """What httpx finds wrong with an authority urllib split, or None. Only the authority is parsed (what httpx would
+    refuse in the rest is refused above), once per host: the files of one manifest share a few."""
     import httpx  # here: a command reading connections (their providers' URL rules) loads no HTTP client
 
     try:  # urllib splits what httpx cannot send: an invalid punycode label (idna's ValueError), [v1.x]
-        httpx.URL(url).host  # noqa: B018 - decoding the host is what raises
+        httpx.URL(f"{scheme}://{netloc}/").host  # noqa: B018 - decoding the host is what raises
     except (httpx.InvalidURL, ValueError):
         return "has a host no request can be sent to (an invalid internationalised name or [IP] literal)"
     return None

@@ -16,7 +16,7 @@ import pytest
 
 from connectors.bulk import BulkClient, BulkManifest
 from connectors.bulk.manifest import MAX_MANIFEST_FILES
-from connectors.errors import BulkExportError
+from connectors.errors import BulkExportError, BulkStatusUnavailableError
 from connectors.tokens import MintingTokenSource, StaticTokenSource
 from sandbox import SandboxServer
 from tests.connectors.backend_auth import BackendClient
@@ -24,8 +24,8 @@ from tests.connectors.helpers import BASE, TOKEN, Script, recording_policy
 
 STATUS = "https://ehr.example.org/bulk/status/job1"
 REFUSED = (
-    r"invalid bulk manifest: a page of it holds \d+ JSON objects, more than {allowed}, what the {limit} files ehrsync "
-    r"lands from one export \(EHRSYNC_BULK_MAX_FILES\) could need .* raise EHRSYNC_BULK_MAX_FILES to land an export"
+    r"invalid bulk manifest: a page of it holds \d+ JSON objects and arrays, more than {allowed}, what the {limit} "
+    r"files ehrsync lands from one export \(EHRSYNC_BULK_MAX_FILES\) could need .* raise EHRSYNC_BULK_MAX_FILES to land"
 )
 
 
@@ -103,3 +103,70 @@ def test_bdx12_a_sandbox_page_of_more_objects_than_the_limit_could_need_is_refus
     with pytest.raises(BulkExportError) as info:
         bulk.poll(status_url)
     assert info.value.status == 404
+
+
+_TINY = 300_000
+_MANIFEST_HEAD = b'{"transactionTime":"2024-01-01T00:00:00Z","request":"x","requiresAccessToken":true,"output":['
+
+
+@pytest.mark.parametrize(
+    ("body", "refused"),
+    [
+        (_MANIFEST_HEAD + b",".join([b"[]"] * _TINY) + b"]}", True),  # arrays, not objects: as costly to decode
+        (b" " * 5000 + _MANIFEST_HEAD + b",".join([b"{}"] * _TINY) + b"]}", True),  # legal leading whitespace
+        (b"[" + b",".join([b"{}"] * _TINY) + b"]", False),  # a JSON array is no manifest: never decoded
+    ],
+    ids=["arrays-in-a-manifest", "after-4-KiB-of-whitespace", "a-json-array"],
+)
+@pytest.mark.parametrize("paged", [False, True], ids=["first-page", "later-page"])
+def test_bdx12_a_page_of_many_json_values_in_any_shape_is_never_decoded(
+    body: bytes, refused: bool, paged: bool
+) -> None:
+    """The bound holds whatever the page's shape: 300,000 empty arrays in ``output``, or objects after more than 4 KiB
+    of whitespace, decoded to ~50× the page before the bound counted them; a JSON array body (no manifest, asked
+    again as a hiccup) was decoded on every attempt. Now each stays within 4× the page's bytes."""
+    answers = [httpx.Response(200, content=body) for _ in range(6)]
+    if paged:
+        answers.insert(0, httpx.Response(200, content=_page(1, next_url=f"{STATUS}/page/2")))
+    client = _client(Script(*answers, httpx.Response(202)))
+    tracemalloc.start()
+    try:
+        if refused:
+            with pytest.raises(BulkExportError, match=REFUSED.format(allowed=160064, limit=MAX_MANIFEST_FILES)):
+                client.check(STATUS)
+        elif paged:
+            with pytest.raises(BulkStatusUnavailableError, match="not a JSON object"):
+                client.check(STATUS)
+        else:
+            assert client.poll(STATUS).transient
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * len(body), f"peak {peak / 2**20:.0f} MiB for a {len(body) / 2**20:.0f} MiB page"
+
+
+@pytest.mark.parametrize("value", [b'"ab"', b"1000", b"1.5"], ids=["strings", "numbers", "floats"])
+@pytest.mark.parametrize("paged", [False, True], ids=["first-page", "later-page"])
+def test_bdx12_a_page_of_more_values_than_the_limit_could_need_is_refused_before_it_is_decoded(
+    value: bytes, paged: bool
+) -> None:
+    """No object or array among them: 100,000 strings or numbers in ``output`` decoded to ~20-25x the page before the
+    file count refused them. A client landing at most 1,000 files allows 64 commas a file (64,064): refused unread."""
+    body = _MANIFEST_HEAD + b",".join([value] * 100_000) + b"]}"
+    answers = [httpx.Response(200, content=body)]
+    if paged:
+        answers.insert(0, httpx.Response(200, content=_page(1, next_url=f"{STATUS}/page/2")))
+    script = Script(*answers, httpx.Response(202))
+    client = BulkClient(
+        BASE, StaticTokenSource(TOKEN), http=script.client(), retry=recording_policy([]), max_manifest_files=1000
+    )
+    values = r"invalid bulk manifest: a page of it holds 100\d\d\d JSON values \(counted by the commas between them\), "
+    tracemalloc.start()
+    try:
+        with pytest.raises(BulkExportError, match=values + r"more than 64064, what the 1000 files .* raise EHRSYNC"):
+            client.check(STATUS)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert script.requests[-1].method == "DELETE"  # invalid: the job is cancelled
+    assert peak < 4 * len(body), f"peak {peak / 2**20:.1f} MiB for a {len(body) / 2**20:.1f} MiB page"
