@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from connectors.bulk import ExportLevel
+from connectors.fhir.capability import server_rests
 from connectors.providers import BulkSupport
 from engine.connection_info import ConnectionInfo
 from engine.errors import ConnectionNotSyncableError
@@ -39,9 +40,7 @@ def export_level(conn: ConnectionInfo) -> tuple[ExportLevel, str | None]:
 
 def declares_system_export(capabilities: Mapping[str, Any]) -> bool:
     """Whether a CapabilityStatement declares the system-level ``export`` operation (``rest.operation``)."""
-    for rest in capabilities.get("rest") or []:
-        if not isinstance(rest, dict) or rest.get("mode", "server") != "server":
-            continue
+    for rest in server_rests(capabilities):
         for operation in rest.get("operation") or []:
             if not isinstance(operation, dict):
                 continue

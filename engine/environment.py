@@ -161,7 +161,7 @@ class SyncEnvironment:
         except EVERY_REQUEST_WOULD_MEET:
             raise
         except EhrSyncError as exc:
-            _log.info("no usable CapabilityStatement at %s (%s); using vendor defaults", conn.id, exc.code)
+            _log.warning("no usable CapabilityStatement for %s (%s: %s); using vendor defaults", conn.id, exc.code, exc)
             return None
 
     def fhir_client(self, conn: ConnectionInfo) -> FhirClient:

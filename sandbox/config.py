@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sandbox.fhir.capability_variants import CapabilityVariant
+
 SMART_FIELDS = (
     "issuer",
     "jwks_uri",
@@ -66,6 +68,9 @@ class SandboxConfig(BaseModel):
     #: under different configuration settings"): "one" server entry; "client_first" a ``mode: client`` entry before
     #: it; "read_only_after" a second server entry after it describing every type read and search only
     capability_rests: Literal["one", "client_first", "read_only_after"] = "one"
+    #: the CapabilityStatement as other servers write theirs, after ``capability_rests`` (legal variants, and two
+    #: illegal ones ehrsync must refuse by name): sandbox.fhir.capability_variants
+    capability_variants: list[CapabilityVariant] = Field(default_factory=list)
 
     # OAuth
     auto_approve: bool = False

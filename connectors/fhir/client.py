@@ -16,6 +16,7 @@ from connectors.fhir._answers import json_reader
 from connectors.fhir._create import send_create
 from connectors.fhir._query import DEFAULT_COUNT, check_type, query_pairs
 from connectors.fhir._session import FhirSession, QueryParams, SessionOptions, TokenRule
+from connectors.fhir.capability import statement_problem
 from connectors.fhir.created import (
     FHIR_JSON,
     AsyncStatus,
@@ -100,8 +101,11 @@ class FhirClient:
             handler=json_reader(self.bounds.max_bytes),
             bounds=self.bounds,
         )
-        if not isinstance(body, dict) or body.get("resourceType") != "CapabilityStatement":
-            raise FhirError("metadata did not return a CapabilityStatement", 200, None, self.url_for("metadata"))
+        problem = statement_problem(body)
+        if problem is not None or not isinstance(body, dict):  # a named refusal, never read as declaring nothing
+            raise FhirError(
+                f"metadata did not return a CapabilityStatement: {problem}", 200, None, self.url_for("metadata")
+            )
         with self._lock:
             self._capabilities = body
         return body

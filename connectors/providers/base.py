@@ -14,6 +14,7 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import ValidationError
 
 from connectors.errors import AuthMethodNotAllowedError, ConfigurationError
+from connectors.fhir.capability import declares_search_param
 from connectors.fhir.resource_types import SYNCED_RESOURCE_TYPES, patient_search_param
 from connectors.providers.config import ProviderConfig
 from connectors.providers.profiles import (
@@ -266,7 +267,7 @@ class ProviderPlugin(abc.ABC):
         With the server's CapabilityStatement, it decides (vendors change); without it, the vendor default.
         """
         if capabilities is not None:
-            return _declares_last_updated(capabilities, resource_type)
+            return declares_search_param(capabilities, resource_type, "_lastUpdated")
         return resource_type in self.last_updated_types
 
 
@@ -277,17 +278,3 @@ def _describe(method: AuthMethod) -> str:
 
 def _instant(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _declares_last_updated(capabilities: Mapping[str, Any], resource_type: str) -> bool:
-    for rest in capabilities.get("rest") or []:
-        if not isinstance(rest, dict) or rest.get("mode", "server") != "server":
-            continue
-        common = {p.get("name") for p in rest.get("searchParam") or [] if isinstance(p, dict)}
-        if "_lastUpdated" in common:
-            return True
-        for resource in rest.get("resource") or []:
-            if isinstance(resource, dict) and resource.get("type") == resource_type:
-                names = {p.get("name") for p in resource.get("searchParam") or [] if isinstance(p, dict)}
-                return "_lastUpdated" in names
-    return False

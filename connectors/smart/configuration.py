@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.errors import DiscoveryError
+from connectors.fhir.capability import statement_problem
 from connectors.http.urls import resolve_checked_url
 
 __all__ = [
@@ -218,8 +219,9 @@ def parse_smart_configuration(
 
 def parse_capability_statement(fhir_base: str, payload: Any) -> SmartConfiguration:
     """Read the SMART v1 ``oauth-uris`` extension from ``rest.security`` (SAL-04)."""
-    if not isinstance(payload, dict) or payload.get("resourceType") != "CapabilityStatement":
-        raise DiscoveryError(f"{fhir_base}: /metadata is not a CapabilityStatement")
+    problem = statement_problem(payload)
+    if problem is not None or not isinstance(payload, dict):
+        raise DiscoveryError(f"{fhir_base}: /metadata is not a CapabilityStatement: {problem}")
     uris: dict[str, str] = {}
     for rest in payload.get("rest") or []:
         security = rest.get("security") if isinstance(rest, dict) else None

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from sandbox.data.ids import ALL_TYPES
 from sandbox.data.timefmt import instant_of
+from sandbox.fhir.capability_variants import apply_variants
 from sandbox.fhir.responses import fhir_response, outcome_body
 from sandbox.fhir.smart_v1_document import smart_1_document
 from sandbox.state import SandboxState, get_state
@@ -178,7 +179,7 @@ def metadata(request: Request) -> Response:
             },
         ),
     }
-    return fhir_response(body)
+    return fhir_response(apply_variants(body, st.settings.capability_variants))
 
 
 def _rests(st: SandboxState, server: dict[str, Any]) -> list[dict[str, Any]]:

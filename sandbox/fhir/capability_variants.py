@@ -1,0 +1,99 @@
+"""``capability_variants``: the sandbox's CapabilityStatement written as other servers write theirs.
+
+Legal variants (FHIR R4 allows each; ehrsync must read them as the default statement):
+
+- ``params_in_later_entry``: the first server ``rest`` entry describes each type without ``searchParam``; a second
+  server entry after it describes each type ``search-type`` with the search parameters (cpb-9 forbids describing a
+  type twice only within one entry).
+- ``unprefixed_params``: each search parameter named without its leading ``_`` (``lastUpdated``), the standard one
+  identified by its ``definition`` canonical with a version (``.../SearchParameter/Resource-lastUpdated|4.0.1``).
+- ``common_params``: the types carry no ``searchParam``; the parameters are listed once at ``rest.searchParam``.
+- ``decorated``: extensions and extra elements at every level, ``kind: capability``, ``fhirVersion`` 4.0.0, an XML
+  first ``format`` list, no ``software``/``implementation``, a ``resource`` entry with no ``interaction`` and no
+  ``searchParam``, the system export named otherwise and identified by its versioned canonical only.
+
+Illegal variants (ehrsync must refuse them by name, never read them as a statement declaring nothing):
+
+- ``bare_objects``: each one-element array (``rest``, ``operation``, ``interaction`` ...) as the bare object, as a
+  naive XML-to-JSON converter writes it (FHIR JSON writes a repeating element as an array even with one item).
+- ``not_an_object``: the statement wrapped in a JSON array.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+__all__ = ["CapabilityVariant", "apply_variants"]
+
+CapabilityVariant = Literal[
+    "params_in_later_entry", "unprefixed_params", "common_params", "decorated", "bare_objects", "not_an_object"
+]
+_SP = "http://hl7.org/fhir/SearchParameter/Resource-"
+_EXT = [{"url": "http://example.org/fhir/StructureDefinition/vendor-note", "valueString": "sandbox variant"}]
+
+
+def apply_variants(body: dict[str, Any], variants: list[CapabilityVariant]) -> Any:
+    """``body`` (the default statement, one server ``rest`` entry) as the ``variants`` write it, in order."""
+    out: Any = body
+    for variant in variants:
+        out = _apply(out, variant)
+    return out
+
+
+def _apply(body: Any, variant: CapabilityVariant) -> Any:
+    if variant == "not_an_object":
+        return [body]
+    if variant == "bare_objects":
+        return _bare(body)
+    server = next(r for r in body["rest"] if r.get("mode") == "server")
+    if variant == "params_in_later_entry":
+        later = [
+            {"type": r["type"], "interaction": [{"code": "search-type"}], "searchParam": r.pop("searchParam")}
+            for r in server["resource"]
+            if r.get("searchParam")
+        ]
+        body["rest"].append({"mode": "server", "resource": later})
+    elif variant == "unprefixed_params":
+        for resource in server["resource"]:
+            resource["searchParam"] = [_unprefixed(p) for p in resource.get("searchParam") or []]
+    elif variant == "common_params":
+        params = {p["name"]: p for r in server["resource"] for p in r.pop("searchParam", None) or []}
+        server["searchParam"] = list(params.values())
+    else:
+        _decorate(body, server)
+    return body
+
+
+def _unprefixed(param: dict[str, Any]) -> dict[str, Any]:
+    name = str(param["name"])
+    if not name.startswith("_"):
+        return param
+    return {**param, "name": name[1:], "definition": f"{_SP}{name[1:]}|4.0.1"}
+
+
+def _decorate(body: dict[str, Any], server: dict[str, Any]) -> None:
+    body.pop("software", None)
+    body.pop("implementation", None)
+    body.update(kind="capability", fhirVersion="4.0.0", format=["xml", "application/fhir+json"], extension=_EXT)
+    body["text"] = {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">sandbox</div>'}
+    server["extension"] = _EXT
+    server["documentation"] = "variant"
+    for resource in server["resource"]:
+        resource["extension"] = _EXT
+        resource["versioning"] = "versioned"
+        for entry in [*(resource.get("interaction") or []), *(resource.get("searchParam") or [])]:
+            entry["extension"] = _EXT
+    server["resource"].append({"type": "Basic", "profile": "http://hl7.org/fhir/StructureDefinition/Basic"})
+    server["operation"] = [
+        {"name": "bulk-data-export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export|2.0.0"}
+    ]
+
+
+def _bare(value: Any) -> Any:
+    """Every one-element array written as its one item, at every depth."""
+    if isinstance(value, list):
+        items = [_bare(v) for v in value]
+        return items[0] if len(items) == 1 and isinstance(items[0], dict) else items
+    if isinstance(value, dict):
+        return {k: _bare(v) for k, v in value.items()}
+    return value

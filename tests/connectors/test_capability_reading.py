@@ -1,0 +1,69 @@
+"""The CapabilityStatement readers over the ways FHIR R4 lets a server write what they look for, and the ways it
+does not (``connectors.fhir.capability``; the sandbox serves such variants: tests/engine/test_capability_variants)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from connectors.errors import DiscoveryError
+from connectors.fhir.capability import declares_search_param, statement_problem
+from connectors.smart.configuration import parse_capability_statement
+
+_LAST_UPDATED = "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"
+
+
+def _statement(*rests: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "CapabilityStatement", "status": "active", "kind": "instance", "rest": list(rests)}
+
+
+@pytest.mark.parametrize(
+    ("param", "declared"),
+    [
+        ({"name": "_lastUpdated", "type": "date"}, True),
+        ({"name": "lastUpdated", "type": "date"}, True),
+        ({"name": "modified", "type": "date", "definition": _LAST_UPDATED}, True),
+        ({"name": "modified", "type": "date", "definition": f"{_LAST_UPDATED}|4.0.1"}, True),
+        ({"name": "date", "type": "date"}, False),
+    ],
+    ids=["name", "name-without-underscore", "definition", "versioned-definition", "another-parameter"],
+)
+def test_bdx26_last_updated_is_declared_by_name_or_by_definition(param: dict[str, str], declared: bool) -> None:
+    statement = _statement({"mode": "server", "resource": [{"type": "Observation", "searchParam": [param]}]})
+    assert declares_search_param(statement, "Observation", "_lastUpdated") is declared
+
+
+def test_bdx26_last_updated_counts_in_any_server_entry_describing_the_type_never_in_a_client_one() -> None:
+    """Before, the first server entry describing the type decided alone (a later one declaring it was never read)."""
+    bare = {"type": "Observation", "interaction": [{"code": "read"}]}
+    searched = {"type": "Observation", "searchParam": [{"name": "_lastUpdated", "type": "date"}]}
+    later = _statement({"mode": "server", "resource": [bare]}, {"mode": "server", "resource": [searched]})
+    assert declares_search_param(later, "Observation", "_lastUpdated") is True
+    client = _statement({"mode": "client", "resource": [searched]}, {"mode": "server", "resource": [bare]})
+    assert declares_search_param(client, "Observation", "_lastUpdated") is False
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (_statement({"mode": "server"}) | {"rest": {"mode": "server"}}, "CapabilityStatement.rest is an object"),
+        (_statement({"mode": "server", "operation": {"name": "export"}}), "rest[0].operation is an object"),
+        (_statement({"resource": [{"type": "Patient", "interaction": {"code": "read"}}]}), "interaction is an object"),
+        (_statement({"security": [{"service": []}]}), "rest[0].security is an array, not an object"),
+        (_statement({"resource": ["Patient"]}), "resource[0] is a string, not an object"),
+        ([_statement()], "the body is an array, not a JSON object"),
+        ({"resourceType": "OperationOutcome"}, "'OperationOutcome', not a CapabilityStatement"),
+    ],
+    ids=["rest", "operation", "interaction", "security", "resource-item", "array-body", "another-resource"],
+)
+def test_bdx26_what_is_not_a_capability_statement_in_fhir_json_is_named(body: Any, named: str) -> None:
+    problem = statement_problem(body)
+    assert problem is not None and named in problem
+
+
+def test_sal04_a_legal_statement_has_no_problem_and_a_security_list_is_refused_by_discovery_not_crashed_on() -> None:
+    """Before, ``rest.security`` sent as an array raised AttributeError out of SMART v1 discovery."""
+    assert statement_problem(_statement({"mode": "server", "security": {"extension": []}, "resource": []})) is None
+    with pytest.raises(DiscoveryError, match="security is an array"):
+        parse_capability_statement("https://ehr.example/fhir", _statement({"security": [{"extension": []}]}))
