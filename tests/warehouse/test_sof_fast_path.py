@@ -320,9 +320,11 @@ def shapes(request: pytest.FixtureRequest) -> Iterator[tuple[Dialect, Any]]:
 def test_iif_case_answers_as_the_general_sql_over_many_shapes(shapes: tuple[Dialect, Any], seed: int) -> None:
     dialect, execute = shapes
     fast_views, built_views = _property_views(seed)
-    for fast_view, built_view in zip(fast_views, built_views, strict=True):
+    for n, (fast_view, built_view) in enumerate(zip(fast_views, built_views, strict=True)):
         compile_args: dict[str, Any] = {"extra_columns": ("id",), "id_column": "tenant_id"}  # tenant NULL: no key
         fast = compile_view(load_view_definition(fast_view), dialect, **compile_args).sql
         built = compile_view(load_view_definition(built_view), dialect, **compile_args).sql
         assert fast != built
-        assert _outcome(execute, fast) == _outcome(execute, built), (fast_view, built_view)
+        outcome = _outcome(execute, fast)
+        assert outcome == _outcome(execute, built), (fast_view, built_view)
+        assert n > 1 or (isinstance(outcome, list) and len(outcome) >= len(SHAPES))  # rows, not an error
