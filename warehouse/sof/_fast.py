@@ -14,11 +14,12 @@ When every check holds, the lookup is exactly the FHIRPath result (at most one i
 possible); when one fails, the row takes the general SQL (``CASE WHEN checks THEN lookup ELSE general END``). A
 union of such paths followed by ``first()`` (``(a | b).first()``) is the first present lookup, ``COALESCE``.
 
-``iif(criterion, a, b)`` whose branches are SQL scalars of one kind (literals, ``getResourceKey()``, another such
-``iif``) or empty (``{}``, no ``b``) is at most one item, so the collection the general SQL builds for every branch
-(``[to_json('Quantity')]``) is only ever read back as that scalar: ``CASE WHEN criterion THEN a ELSE b END`` is
-carried beside it (``Typed.scalar``) for a column or operator wanting that kind. Only strings and booleans: the
-round trip through JSON leaves them unchanged, where a number may come back as another value (``-0``, infinity).
+``iif(criterion, a, b)`` whose branches are SQL scalars of one kind (literals, ``getResourceKey()``, ``exists()``,
+``&``: any value compiled as a scalar, or another such ``iif``) or empty (``{}``, no ``b``) is at most one item, so
+the collection the general SQL builds for every branch (``[to_json('Quantity')]``) is only ever read back as that
+scalar: ``CASE WHEN criterion THEN a ELSE b END`` is carried beside it (``Typed.scalar``) for a column or operator
+wanting that kind. Only strings and booleans: the round trip through JSON leaves them unchanged, where a number may
+come back as another value (``-0``, infinity).
 """
 
 from __future__ import annotations
