@@ -16,11 +16,10 @@ import argparse
 import io
 import random
 import sys
-import time
-from collections.abc import Callable
 
 import orjson
 
+from bench.timing import least_cpu_s
 from warehouse._blocks import Block, read_blocks
 from warehouse._vector_checks import check_block
 
@@ -61,16 +60,6 @@ def long_lines(count: int, seed: int = 1) -> bytes:
     return out.getvalue()
 
 
-def _cpu(work: Callable[[], object], repeat: int) -> float:
-    """The least CPU time of ``repeat`` runs (the machine is shared: the minimum is the least disturbed)."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.process_time()
-        work()
-        best = min(best, time.process_time() - start)
-    return best
-
-
 def measure(lines: int, repeat: int) -> dict[str, float]:
     """CPU seconds of each variant over the same blocks, and the data's size in MB."""
     data = long_lines(lines)
@@ -81,14 +70,14 @@ def measure(lines: int, repeat: int) -> dict[str, float]:
         for block in blocks:
             check_block(block, "Observation", _MAX_LINE)
 
-    results = {"mb": len(data) / 1e6, "orjson_loads_s": _cpu(lambda: [orjson.loads(r) for r in raw], repeat)}
-    results["checks_s"] = _cpu(checks, repeat)
+    results = {"mb": len(data) / 1e6, "orjson_loads_s": least_cpu_s(lambda: [orjson.loads(r) for r in raw], repeat)}
+    results["checks_s"] = least_cpu_s(checks, repeat)
     limit = sys.getrecursionlimit()
     raised = max(limit, RAISED_LIMIT)
     results["raised_limit"] = raised
     sys.setrecursionlimit(raised)
     try:
-        results["checks_raised_limit_s"] = _cpu(checks, repeat)
+        results["checks_raised_limit_s"] = least_cpu_s(checks, repeat)
     finally:
         sys.setrecursionlimit(limit)
     return results

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 
+from bench.timing import least_cpu_s
 from connectors.bulk.manifest import parse_manifest
 
 PAGE = "https://ehr.example.org/fhir/bulk/status/job1"
@@ -43,24 +42,15 @@ def manifest(files: int, url_bytes: int, *, relative: bool) -> dict[str, Any]:
     }
 
 
-def _cpu(work: Callable[[], object], repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.process_time()
-        work()
-        best = min(best, time.process_time() - started)
-    return best
-
-
 def measure(files: int, url_bytes: int, repeat: int) -> dict[str, float]:
     """Least CPU seconds of each step, and the page's size in MB."""
     absolute, relative = manifest(files, url_bytes, relative=False), manifest(files, url_bytes, relative=True)
     raw = orjson.dumps(absolute)
     return {
         "mb": len(raw) / 1e6,
-        "loads_s": _cpu(lambda: orjson.loads(raw), repeat),
-        "absolute_s": _cpu(lambda: parse_manifest(absolute, base_url=PAGE), repeat),
-        "relative_s": _cpu(lambda: parse_manifest(relative, base_url=PAGE), repeat),
+        "loads_s": least_cpu_s(lambda: orjson.loads(raw), repeat),
+        "absolute_s": least_cpu_s(lambda: parse_manifest(absolute, base_url=PAGE), repeat),
+        "relative_s": least_cpu_s(lambda: parse_manifest(relative, base_url=PAGE), repeat),
     }
 
 
