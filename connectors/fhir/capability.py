@@ -111,8 +111,8 @@ def _element_problem(element: Mapping[str, Any], kind: str, path: str) -> str | 
             return f"{where} is {_a(value)}, not an array (FHIR JSON writes a repeating element as one)"
         for index, item in enumerate(value):
             at = f"{where}[{index}]"
-            if name == "supportedProfile":
-                if not isinstance(item, str):
+            if name == "supportedProfile":  # null: an item with an extension but no value (its _supportedProfile)
+                if item is not None and not isinstance(item, str):
                     return f"{at} is {_a(item)}, not a string"
             elif not isinstance(item, Mapping):
                 return f"{at} is {_a(item)}, not an object"

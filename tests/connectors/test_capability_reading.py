@@ -10,6 +10,7 @@ import pytest
 from connectors.errors import DiscoveryError
 from connectors.fhir.capability import declares_search_param, statement_problem
 from connectors.smart.configuration import parse_capability_statement
+from connectors.writeback import WriteFlags, check_note_write
 
 _LAST_UPDATED = "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"
 
@@ -67,3 +68,23 @@ def test_sal04_a_legal_statement_has_no_problem_and_a_security_list_is_refused_b
     assert statement_problem(_statement({"mode": "server", "security": {"extension": []}, "resource": []})) is None
     with pytest.raises(DiscoveryError, match="security is an array"):
         parse_capability_statement("https://ehr.example/fhir", _statement({"security": [{"extension": []}]}))
+
+
+def test_bdx26_dwb40_a_primitive_array_holding_null_beside_its_extension_is_fhir_json() -> None:
+    """FHIR JSON writes ``null`` in an array of primitives where an item has an extension but no value (its
+    ``_supportedProfile`` twin carries the extension). Before, such a statement was refused as not FHIR JSON: the
+    run fell back to the vendor's defaults, a note waited until it failed and SMART v1 discovery failed; and the
+    null was taken for a profile named ``None``."""
+    profiled = {
+        "type": "DocumentReference",
+        "interaction": [{"code": "create"}],
+        "supportedProfile": [None, "http://hl7.org/fhir/us/core/StructureDefinition/us-core-documentreference"],
+        "_supportedProfile": [{"extension": [{"url": "http://example.org/why", "valueString": "no value"}]}, None],
+    }
+    statement = _statement({"mode": "server", "resource": [profiled]})
+    assert statement_problem(statement) is None
+    on = WriteFlags(service_enabled=True, tenant_enabled=True, note_create_enabled=True)
+    assert check_note_write(statement, "patient/DocumentReference.c", on).supported_profiles == (
+        "http://hl7.org/fhir/us/core/StructureDefinition/us-core-documentreference",
+    )
+    assert statement_problem(_statement({"mode": "server", "resource": [profiled | {"supportedProfile": [{}]}]}))
