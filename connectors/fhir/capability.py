@@ -68,9 +68,10 @@ def declared_interactions(capabilities: Mapping[str, Any], resource_type: str) -
 
 def declares_search_param(capabilities: Mapping[str, Any], resource_type: str, code: str) -> bool:
     """Whether a server ``rest`` entry declares the standard parameter ``code`` (``_lastUpdated``) for the type:
-    at ``rest.searchParam`` (every type) or in any entry describing the type. A parameter counts by its name, with
-    or without the leading ``_``, or by its ``definition`` canonical (a ``|version`` suffix ignored)."""
-    bare = code.lstrip("_")
+    at ``rest.searchParam`` (every type) or in any entry describing the type. A parameter counts by its name, or by
+    its ``definition`` canonical (a ``|version`` suffix ignored); by its name without the leading ``_`` only when
+    no ``definition`` names another parameter (a server's own ``lastUpdated`` is not the standard one)."""
+    bare = code.removeprefix("_")
     canonical = _STANDARD_PARAM + bare
     params = [p for rest in server_rests(capabilities) for p in rest.get("searchParam") or []]
     params += [p for resource in described(capabilities, resource_type) for p in resource.get("searchParam") or []]
@@ -78,7 +79,8 @@ def declares_search_param(capabilities: Mapping[str, Any], resource_type: str, c
         if not isinstance(param, Mapping):
             continue
         definition = str(param.get("definition") or "").split("|", 1)[0]
-        if str(param.get("name") or "").lstrip("_") == bare or definition == canonical:
+        name = str(param.get("name") or "")
+        if name == code or definition == canonical or (name == bare and not definition):
             return True
     return False
 

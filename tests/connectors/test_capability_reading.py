@@ -13,6 +13,8 @@ from connectors.smart.configuration import parse_capability_statement
 from connectors.writeback import WriteFlags, check_note_write
 
 _LAST_UPDATED = "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"
+#: A server's own parameter named ``lastUpdated`` (a type-specific one: no ``_``), defined as something else.
+_VENDOR_LAST_UPDATED = "http://ehr.example/fhir/SearchParameter/Observation-result-last-updated"
 
 
 def _statement(*rests: dict[str, Any]) -> dict[str, Any]:
@@ -27,10 +29,21 @@ def _statement(*rests: dict[str, Any]) -> dict[str, Any]:
         ({"name": "modified", "type": "date", "definition": _LAST_UPDATED}, True),
         ({"name": "modified", "type": "date", "definition": f"{_LAST_UPDATED}|4.0.1"}, True),
         ({"name": "date", "type": "date"}, False),
+        ({"name": "lastUpdated", "type": "date", "definition": _VENDOR_LAST_UPDATED}, False),
     ],
-    ids=["name", "name-without-underscore", "definition", "versioned-definition", "another-parameter"],
+    ids=[
+        "name",
+        "name-without-underscore",
+        "definition",
+        "versioned-definition",
+        "another-parameter",
+        "the-servers-own-lastUpdated",
+    ],
 )
 def test_bdx26_last_updated_is_declared_by_name_or_by_definition(param: dict[str, str], declared: bool) -> None:
+    """A name without the ``_`` counts unless its ``definition`` names another parameter: a server's own
+    ``lastUpdated`` is not ``_lastUpdated`` (before, it counted, and every incremental search sent ``_lastUpdated``
+    to a server that had not declared it: refused, or ignored, each run)."""
     statement = _statement({"mode": "server", "resource": [{"type": "Observation", "searchParam": [param]}]})
     assert declares_search_param(statement, "Observation", "_lastUpdated") is declared
 
