@@ -101,3 +101,24 @@ def test_bdx26_dwb40_a_primitive_array_holding_null_beside_its_extension_is_fhir
         "http://hl7.org/fhir/us/core/StructureDefinition/us-core-documentreference",
     )
     assert statement_problem(_statement({"mode": "server", "resource": [profiled | {"supportedProfile": [{}]}]}))
+
+
+def test_sal04_discovery_reads_oauth_uris_past_a_bare_object_in_an_element_it_does_not_read() -> None:
+    """SMART v1 discovery reads ``rest.security`` only: a bare object elsewhere (a type's one ``interaction``) is
+    for the sync's readers to refuse (they fall back to the vendor's defaults), not a reason to refuse sign-in.
+    Before, the whole statement was checked: such a server, which connected before, could no longer be connected."""
+    oauth = {
+        "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+        "extension": [
+            {"url": "token", "valueUri": "https://ehr.example/oauth/token"},
+            {"url": "authorize", "valueUri": "https://ehr.example/oauth/authorize"},
+        ],
+    }
+    security = {"extension": [oauth]}
+    odd = _statement({"mode": "server", "security": security, "resource": [{"type": "Patient", "interaction": {}}]})
+    assert statement_problem(odd) is not None
+    found = parse_capability_statement("https://ehr.example/fhir", odd)
+    assert found.token_endpoint == "https://ehr.example/oauth/token" and found.smart_v1
+    bare = _statement({"mode": "server", "security": {"extension": oauth}})
+    with pytest.raises(DiscoveryError, match=r"rest\[0\].security.extension is an object, not an array"):
+        parse_capability_statement("https://ehr.example/fhir", bare)
