@@ -16,8 +16,8 @@ __all__ = [
     "declares_search_param",
     "described",
     "interactions_of",
-    "server_resources",
     "security_problem",
+    "server_resources",
     "server_rests",
     "statement_problem",
 ]
