@@ -16,6 +16,7 @@ __all__ = [
     "declares_search_param",
     "described",
     "interactions_of",
+    "security_problem",
     "server_resources",
     "server_rests",
     "statement_problem",
@@ -33,6 +34,8 @@ _ARRAYS = {
 }
 #: The single (object) children the readers go into: ``rest.security`` holds the SMART oauth-uris extension.
 _OBJECTS = {"rest": ("security",)}
+#: What SMART v1 discovery reads (``rest.security``'s extensions): the rest is no reason to refuse a sign-in.
+_SECURITY_ARRAYS = {"CapabilityStatement": ("rest",), "security": ("extension",), "extension": ("extension",)}
 
 
 def server_rests(capabilities: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -68,9 +71,10 @@ def declared_interactions(capabilities: Mapping[str, Any], resource_type: str) -
 
 def declares_search_param(capabilities: Mapping[str, Any], resource_type: str, code: str) -> bool:
     """Whether a server ``rest`` entry declares the standard parameter ``code`` (``_lastUpdated``) for the type:
-    at ``rest.searchParam`` (every type) or in any entry describing the type. A parameter counts by its name, with
-    or without the leading ``_``, or by its ``definition`` canonical (a ``|version`` suffix ignored)."""
-    bare = code.lstrip("_")
+    at ``rest.searchParam`` (every type) or in any entry describing the type. A parameter counts by its name, or by
+    its ``definition`` canonical (a ``|version`` suffix ignored); by its name without the leading ``_`` only when
+    no ``definition`` names another parameter (a server's own ``lastUpdated`` is not the standard one)."""
+    bare = code.removeprefix("_")
     canonical = _STANDARD_PARAM + bare
     params = [p for rest in server_rests(capabilities) for p in rest.get("searchParam") or []]
     params += [p for resource in described(capabilities, resource_type) for p in resource.get("searchParam") or []]
@@ -78,7 +82,8 @@ def declares_search_param(capabilities: Mapping[str, Any], resource_type: str, c
         if not isinstance(param, Mapping):
             continue
         definition = str(param.get("definition") or "").split("|", 1)[0]
-        if str(param.get("name") or "").lstrip("_") == bare or definition == canonical:
+        name = str(param.get("name") or "")
+        if name == code or definition == canonical or (name == bare and not definition):
             return True
     return False
 
@@ -88,21 +93,32 @@ def statement_problem(body: Any) -> str | None:
     element the readers go through (``rest``, its ``resource``/``searchParam``/``operation``, a resource's
     ``interaction``...) written other than as an array of objects (FHIR JSON writes a repeating element as an array
     even with one item; a naive XML-to-JSON converter writes the bare object)."""
+    return _problem(body, _ARRAYS)
+
+
+def security_problem(body: Any) -> str | None:
+    """``statement_problem`` limited to what SMART v1 discovery reads: ``rest`` and its ``security`` extensions."""
+    return _problem(body, _SECURITY_ARRAYS)
+
+
+def _problem(body: Any, arrays: Mapping[str, tuple[str, ...]]) -> str | None:
     if not isinstance(body, Mapping):
         return f"the body is {_a(body)}, not a JSON object"
     if body.get("resourceType") != "CapabilityStatement":
         return f"the body is a {str(body.get('resourceType'))[:40]!r}, not a CapabilityStatement"
-    return _element_problem(body, "CapabilityStatement", "CapabilityStatement")
+    return _element_problem(body, "CapabilityStatement", "CapabilityStatement", arrays)
 
 
-def _element_problem(element: Mapping[str, Any], kind: str, path: str) -> str | None:
+def _element_problem(
+    element: Mapping[str, Any], kind: str, path: str, arrays: Mapping[str, tuple[str, ...]]
+) -> str | None:
     for name in _OBJECTS.get(kind, ()):
         value = element.get(name)
         if value is not None and not isinstance(value, Mapping):
             return f"{path}.{name} is {_a(value)}, not an object"
-        if value is not None and (found := _element_problem(value, name, f"{path}.{name}")):
+        if value is not None and (found := _element_problem(value, name, f"{path}.{name}", arrays)):
             return found
-    for name in _ARRAYS.get(kind, ()):
+    for name in arrays.get(kind, ()):
         value = element.get(name)
         if value is None:
             continue
@@ -111,12 +127,12 @@ def _element_problem(element: Mapping[str, Any], kind: str, path: str) -> str | 
             return f"{where} is {_a(value)}, not an array (FHIR JSON writes a repeating element as one)"
         for index, item in enumerate(value):
             at = f"{where}[{index}]"
-            if name == "supportedProfile":
-                if not isinstance(item, str):
+            if name == "supportedProfile":  # null: an item with an extension but no value (its _supportedProfile)
+                if item is not None and not isinstance(item, str):
                     return f"{at} is {_a(item)}, not a string"
             elif not isinstance(item, Mapping):
                 return f"{at} is {_a(item)}, not an object"
-            elif found := _element_problem(item, name, at):
+            elif found := _element_problem(item, name, at, arrays):
                 return found
     return None
 

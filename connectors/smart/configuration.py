@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.errors import DiscoveryError
-from connectors.fhir.capability import statement_problem
+from connectors.fhir.capability import security_problem
 from connectors.http.urls import resolve_checked_url
 
 __all__ = [
@@ -218,8 +218,9 @@ def parse_smart_configuration(
 
 
 def parse_capability_statement(fhir_base: str, payload: Any) -> SmartConfiguration:
-    """Read the SMART v1 ``oauth-uris`` extension from ``rest.security`` (SAL-04)."""
-    problem = statement_problem(payload)
+    """Read the SMART v1 ``oauth-uris`` extension from ``rest.security`` (SAL-04); a statement refused only for
+    what this reads (the sync's readers refuse the rest, and fall back to the vendor's defaults)."""
+    problem = security_problem(payload)
     if problem is not None or not isinstance(payload, dict):
         raise DiscoveryError(f"{fhir_base}: /metadata is not a CapabilityStatement: {problem}")
     uris: dict[str, str] = {}

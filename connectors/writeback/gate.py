@@ -121,7 +121,8 @@ def check_note_write(
         )
     if not scopes_allow_note_create(granted_scopes):
         raise WriteNotSupportedError("missing_scope", "the granted scopes do not include DocumentReference create")
-    profiles = (str(p) for r in described(capabilities, "DocumentReference") for p in r.get("supportedProfile") or [])
+    described_doc = described(capabilities, "DocumentReference")
+    profiles = (p for r in described_doc for p in r.get("supportedProfile") or [] if isinstance(p, str))
     return WriteCapability(
         conditional_create=all(r.get("conditionalCreate") is True for r in creating),
         binary_create="create" in declared_interactions(capabilities, "Binary")

@@ -10,8 +10,11 @@ import pytest
 from connectors.errors import DiscoveryError
 from connectors.fhir.capability import declares_search_param, statement_problem
 from connectors.smart.configuration import parse_capability_statement
+from connectors.writeback import WriteFlags, check_note_write
 
 _LAST_UPDATED = "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"
+#: A server's own parameter named ``lastUpdated`` (a type-specific one: no ``_``), defined as something else.
+_VENDOR_LAST_UPDATED = "http://ehr.example/fhir/SearchParameter/Observation-result-last-updated"
 
 
 def _statement(*rests: dict[str, Any]) -> dict[str, Any]:
@@ -26,10 +29,21 @@ def _statement(*rests: dict[str, Any]) -> dict[str, Any]:
         ({"name": "modified", "type": "date", "definition": _LAST_UPDATED}, True),
         ({"name": "modified", "type": "date", "definition": f"{_LAST_UPDATED}|4.0.1"}, True),
         ({"name": "date", "type": "date"}, False),
+        ({"name": "lastUpdated", "type": "date", "definition": _VENDOR_LAST_UPDATED}, False),
     ],
-    ids=["name", "name-without-underscore", "definition", "versioned-definition", "another-parameter"],
+    ids=[
+        "name",
+        "name-without-underscore",
+        "definition",
+        "versioned-definition",
+        "another-parameter",
+        "the-servers-own-lastUpdated",
+    ],
 )
 def test_bdx26_last_updated_is_declared_by_name_or_by_definition(param: dict[str, str], declared: bool) -> None:
+    """A name without the ``_`` counts unless its ``definition`` names another parameter: a server's own
+    ``lastUpdated`` is not ``_lastUpdated`` (before, it counted, and every incremental search sent ``_lastUpdated``
+    to a server that had not declared it: refused, or ignored, each run)."""
     statement = _statement({"mode": "server", "resource": [{"type": "Observation", "searchParam": [param]}]})
     assert declares_search_param(statement, "Observation", "_lastUpdated") is declared
 
@@ -67,3 +81,44 @@ def test_sal04_a_legal_statement_has_no_problem_and_a_security_list_is_refused_b
     assert statement_problem(_statement({"mode": "server", "security": {"extension": []}, "resource": []})) is None
     with pytest.raises(DiscoveryError, match="security is an array"):
         parse_capability_statement("https://ehr.example/fhir", _statement({"security": [{"extension": []}]}))
+
+
+def test_bdx26_dwb40_a_primitive_array_holding_null_beside_its_extension_is_fhir_json() -> None:
+    """FHIR JSON writes ``null`` in an array of primitives where an item has an extension but no value (its
+    ``_supportedProfile`` twin carries the extension). Before, such a statement was refused as not FHIR JSON: the
+    run fell back to the vendor's defaults, a note waited until it failed and SMART v1 discovery failed; and the
+    null was taken for a profile named ``None``."""
+    profiled = {
+        "type": "DocumentReference",
+        "interaction": [{"code": "create"}],
+        "supportedProfile": [None, "http://hl7.org/fhir/us/core/StructureDefinition/us-core-documentreference"],
+        "_supportedProfile": [{"extension": [{"url": "http://example.org/why", "valueString": "no value"}]}, None],
+    }
+    statement = _statement({"mode": "server", "resource": [profiled]})
+    assert statement_problem(statement) is None
+    on = WriteFlags(service_enabled=True, tenant_enabled=True, note_create_enabled=True)
+    assert check_note_write(statement, "patient/DocumentReference.c", on).supported_profiles == (
+        "http://hl7.org/fhir/us/core/StructureDefinition/us-core-documentreference",
+    )
+    assert statement_problem(_statement({"mode": "server", "resource": [profiled | {"supportedProfile": [{}]}]}))
+
+
+def test_sal04_discovery_reads_oauth_uris_past_a_bare_object_in_an_element_it_does_not_read() -> None:
+    """SMART v1 discovery reads ``rest.security`` only: a bare object elsewhere (a type's one ``interaction``) is
+    for the sync's readers to refuse (they fall back to the vendor's defaults), not a reason to refuse sign-in.
+    Before, the whole statement was checked: such a server, which connected before, could no longer be connected."""
+    oauth = {
+        "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+        "extension": [
+            {"url": "token", "valueUri": "https://ehr.example/oauth/token"},
+            {"url": "authorize", "valueUri": "https://ehr.example/oauth/authorize"},
+        ],
+    }
+    security = {"extension": [oauth]}
+    odd = _statement({"mode": "server", "security": security, "resource": [{"type": "Patient", "interaction": {}}]})
+    assert statement_problem(odd) is not None
+    found = parse_capability_statement("https://ehr.example/fhir", odd)
+    assert found.token_endpoint == "https://ehr.example/oauth/token" and found.smart_v1
+    bare = _statement({"mode": "server", "security": {"extension": oauth}})
+    with pytest.raises(DiscoveryError, match=r"rest\[0\].security.extension is an object, not an array"):
+        parse_capability_statement("https://ehr.example/fhir", bare)
