@@ -144,8 +144,6 @@ def _advance(
         except ce.EhrSyncError as exc:  # the CapabilityStatement could not be read: try again later
             if note.state == "pending" and note.maybe_stored and note.attempts >= config.max_attempts:
                 return _settle_maybe_stored(env, config, note, client, exc)  # spent (e.g. waited): search, never fail
-            if note.state == "pending" and not note.maybe_stored and _answered_unusable(exc):
-                note = replace(note, attempts=note.attempts + 1)  # a try: else a lasting answer waits for ever
             return retry_later(env.db, config, note, exc) if note.state == "pending" else note
         if note.state == "pending" and note.maybe_stored and not plan.conditional:
             # If-None-Exist gone since the POST that may be stored: never resend
@@ -162,12 +160,6 @@ def _advance(
         # else resumed with its DocumentReference never POSTed (no ``doc_posted``): it goes on as a first try would,
         # asking the same Binary job again (``binary_status_url``), then POSTing once
         return _send(env, config, note, plan, client)
-
-
-def _answered_unusable(exc: ce.EhrSyncError) -> bool:
-    """The server answered ``/metadata`` and the answer is unusable (not a CapabilityStatement in FHIR JSON, a
-    404): unlike an outage or a throttle, it may last, so each read counts as a try of the note."""
-    return isinstance(exc, ce.FhirError) and not exc.is_transient and not isinstance(exc, ce.RateLimitedError)
 
 
 def _to_unknown(

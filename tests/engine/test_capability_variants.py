@@ -110,21 +110,3 @@ def test_dwb40_a_note_meets_a_statement_with_bare_objects_as_an_unreadable_state
     done = write_note(world.env, FAST, enqueue(world, conn).id)
     assert (done.state, done.reason_code) == ("pending", "fhir_error"), (done.state, done.reason_code, done.reason)
     assert request_log.paths("/fhir/DocumentReference", "POST") == []
-
-
-def test_dwb40_a_note_meeting_a_statement_that_stays_unusable_ends_failed_naming_it_after_its_tries(
-    world: SyncWorld, start_sandbox: Any, http: httpx.Client, request_log: Any
-) -> None:
-    """Each read of a statement the server answers but that is not FHIR JSON counts as one of the note's tries
-    (its backoff doubling); once they are spent the note is ``failed`` (``retries_exhausted``) naming the element.
-    Before, no try was counted: the note waited ``pending`` for ever, its ``/metadata`` asked every 30 s."""
-    sb = start_sandbox(capability_variants=["bare_objects"])
-    conn = writable_connection(world, sb, http)
-    note_id = enqueue(world, conn).id
-    runs = [write_note(world.env, FAST, note_id) for _ in range(FAST.max_attempts + 2)]
-    assert [r.attempts for r in runs[: FAST.max_attempts - 1]] == list(range(1, FAST.max_attempts))
-    done = runs[-1]
-    assert (done.state, done.reason_code) == ("failed", "retries_exhausted"), (done.state, done.reason_code)
-    assert done.reason and "is an object, not an array" in done.reason
-    assert len(request_log.paths("/fhir/metadata")) == FAST.max_attempts
-    assert request_log.paths("/fhir/DocumentReference", "POST") == []
