@@ -95,3 +95,22 @@ def test_dwb40_an_ehr_whose_metadata_fails_holds_the_note_untried_and_sends_it_o
     done = write_note(world.env, CONFIG, note.id)
     assert (done.state, done.attempts, done.reason) == ("written", 1, None)
     assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+
+
+def test_dwb40_a_throttled_capability_statement_read_waits_at_least_the_retry_after(
+    world, start_sandbox, http, request_log
+) -> None:
+    """A ``/metadata`` answering 429 with a ``Retry-After`` longer than the doubling's next wait: waited (the
+    server's word), the note's tries untouched, and the next hold in a row still doubles from there up to the cap."""
+    sb = start_sandbox()
+    conn = writable_connection(world, sb, http)
+    note = enqueue(world, conn)
+    sb.admin.set_fault("429", path=METADATA, times=None, retry_after="3600")
+    held = write_note(world.env, CONFIG, note.id)
+    assert (held.state, held.attempts, held.reason_code) == ("pending", 0, "rate_limited"), held.reason
+    assert round(_wait_of(held)) == 3600
+    _pass_until_due(world, held)
+    sb.admin.clear_faults()
+    sb.admin.set_fault("500", path=METADATA, times=None)
+    again = write_note(world.env, CONFIG, note.id)
+    assert (again.state, again.attempts) == ("pending", 0) and round(_wait_of(again)) == CONFIG.backoff_cap_s
