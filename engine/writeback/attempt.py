@@ -46,7 +46,13 @@ from engine.writeback.preflight import SendPlan, build_payload, plan_send
 from engine.writeback.provenance import send_provenance
 from engine.writeback.reconcile import Searched, reconcile, search
 from engine.writeback.target import NoteTarget, load_target
-from engine.writeback.waiting import wait_for_connection, wait_for_grant, wait_for_key, wait_for_setting
+from engine.writeback.waiting import (
+    wait_for_connection,
+    wait_for_grant,
+    wait_for_key,
+    wait_for_setting,
+    wait_for_statement,
+)
 from engine.writeback.written import record_written
 from store.errors import TokenKeyMissingError
 from store.models import utcnow
@@ -144,7 +150,7 @@ def _advance(
         except ce.EhrSyncError as exc:  # the CapabilityStatement could not be read: try again later
             if note.state == "pending" and note.maybe_stored and note.attempts >= config.max_attempts:
                 return _settle_maybe_stored(env, config, note, client, exc)  # spent (e.g. waited): search, never fail
-            return retry_later(env.db, config, note, exc) if note.state == "pending" else note
+            return wait_for_statement(env.db, config, note, exc) if note.state == "pending" else note
         if note.state == "pending" and note.maybe_stored and not plan.conditional:
             # If-None-Exist gone since the POST that may be stored: never resend
             return _to_unknown(env, config, note, client)

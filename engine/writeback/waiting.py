@@ -14,14 +14,22 @@
   written before seeds were checked, or edited by hand). Read as off, the note would be blocked as if the tenant had
   said no; read as on, sent on a guess. It waits instead, the reason naming the setting and the value's JSON type
   (``wait_for_setting``), and goes on as usual once the setting is fixed.
+- The EHR's CapabilityStatement cannot be read before anything is sent (an outage, a 5xx, a statement that is not
+  FHIR JSON): the note waits, its tries not counted (a long outage must never fail a note), each consecutive hold
+  twice as long as the last up to ``backoff_cap_s``, the reason saying why (``wait_for_statement``). It is never
+  given up by itself, not even for a statement that stays unreadable (a server may mend it; giving a note up is a
+  person's call), and each hold is logged as a warning with the error code for the operator.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from connectors import errors as ce
+from engine.checkpoints import checkpoint
 from engine.writeback.config import WritebackConfig
+from engine.writeback.outcomes import outcome_text
 from engine.writeback.target import TENANT_SETTING_INVALID
 from store import AppDatabase
 from store.errors import TokenKeyMissingError
@@ -29,7 +37,19 @@ from store.models import utcnow
 from store.outbox import NoteRecord, transition
 from store.outbox_queue import waiting_code
 
-__all__ = ["wait_for_connection", "wait_for_grant", "wait_for_key", "wait_for_setting"]
+__all__ = [
+    "STATEMENT_UNREAD",
+    "wait_for_connection",
+    "wait_for_grant",
+    "wait_for_key",
+    "wait_for_setting",
+    "wait_for_statement",
+]
+
+_log = logging.getLogger(__name__)
+#: How the reason of a note held by its pre-flight begins (``wait_for_statement``): how a run knows its last hold
+STATEMENT_UNREAD = "the EHR's CapabilityStatement could not be read"
+_MAX_REASON = 2000
 
 
 def wait_for_grant(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: ce.NeedsReauthError) -> NoteRecord:
@@ -90,3 +110,48 @@ def wait_for_setting(
         next_attempt_at=utcnow() + timedelta(seconds=config.backoff_cap_s),
         detail={"error_code": TENANT_SETTING_INVALID},
     )
+
+
+def wait_for_statement(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: ce.EhrSyncError) -> NoteRecord:
+    """A ``pending`` note whose CapabilityStatement read failed (``exc``) before anything was sent: ``pending`` again,
+    its tries and ``maybe_stored`` kept, the reason naming the error's code and its cleaned text (``outcome_text``:
+    never an OperationOutcome's diagnostics), due after ``_statement_wait``. Counted as a try, a long outage would
+    fail notes never sent; waiting ``backoff_s(1)`` each time, as before, a note asked the EHR every 30 s for ever."""
+    status = getattr(exc, "status", None)
+    wait = _statement_wait(config, note, getattr(exc, "retry_after", None))
+    reason = f"{STATEMENT_UNREAD} ({exc.code}: {outcome_text(exc)}): the note is sent once it can be"
+    if len(reason) > _MAX_REASON:
+        reason = f"{reason[: _MAX_REASON - 1]}…"
+    _log.warning(
+        "note %s waits %.0f s: the EHR's CapabilityStatement could not be read (%s, HTTP %s)",
+        note.id,
+        wait,
+        exc.code,
+        status,
+    )
+    note = transition(
+        db,
+        note,
+        "pending",
+        maybe_stored=note.maybe_stored,
+        next_attempt_at=utcnow() + timedelta(seconds=wait),
+        last_http_status=status,
+        reason_code=exc.code,
+        reason=reason,
+        detail={"error_code": exc.code, "status_code": status, "retry_in_s": round(wait, 3)},
+    )
+    checkpoint("writeback.pending")
+    return note
+
+
+def _statement_wait(config: WritebackConfig, note: NoteRecord, retry_after: float | None) -> float:
+    """The first hold waits as a retry of the note would (``backoff_s`` of its tries); each next one twice the last
+    hold's wait (read from the note: ``next_attempt_at - updated_at``, both set by that hold), up to
+    ``backoff_cap_s``. The server's ``Retry-After`` (up to ``retry_after_cap_s``) is waited at least."""
+    wait = config.backoff_s(max(note.attempts, 1))
+    if (note.reason or "").startswith(STATEMENT_UNREAD):
+        waited = round((note.next_attempt_at - note.updated_at).total_seconds(), 3)
+        wait = max(wait, min(2 * waited, config.backoff_cap_s))
+    if retry_after is not None and retry_after >= 0:
+        wait = max(wait, config.backoff_s(1, retry_after))
+    return wait

@@ -3,6 +3,7 @@ and one real run of the ``write_back_note`` job in-process against the sandbox (
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import orjson
@@ -166,3 +167,26 @@ def test_a_note_whose_run_waits_in_the_queue_is_not_asked_for_again(world, sandb
     dagster_instance.report_run_failed(queued)
     [again] = tick_outbox(dagster_instance, world, None).run_requests or []
     assert again.run_key == f"note:{sending.id}:v{sending.version}:r2"
+
+
+def test_a_note_held_by_an_unreadable_capability_statement_is_told_in_the_run(
+    world, sandbox, http, dagster_instance
+) -> None:
+    """The operator sees why the run's note waits: the run's output metadata carries the note's reason and when it is
+    due again, and the run logs a warning with the error code. Before, the metadata said ``pending`` and
+    ``fhir_server_error`` only, nothing was logged, and the note's reason was empty."""
+    conn = writable_connection(world, sandbox, http)
+    note = enqueue(world, conn)
+    sandbox.admin.set_fault("500", path="/fhir/metadata", times=None)
+    [request] = tick_outbox(dagster_instance, world, None).run_requests or []
+    result = run_requested(world, dagster_instance, request)
+    assert result.success
+    held = get_note(world.env.db, note.id)
+    assert held is not None and held.state == "pending" and held.attempts == 0
+    [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    metadata = output.step_output_data.metadata
+    assert metadata["reason"].value == held.reason
+    assert metadata["reason"].value.startswith("the EHR's CapabilityStatement could not be read (fhir_server_error")
+    assert metadata["next_attempt_at"].value == held.next_attempt_at.isoformat()
+    warned = [e.user_message for e in dagster_instance.all_logs(result.run_id) if e.level == logging.WARNING]
+    assert any(note.id in m and "fhir_server_error" in m for m in warned), warned

@@ -66,6 +66,9 @@ def write_back_note_op(
         copied = publish_outbox(env)  # the analysts' draft_note_outbox table (metadata only)
     if note.version != config.version:
         context.log.info("note %s: v%d -> %s v%d", note.id, config.version, note.state, note.version)
+    held = note.state == "pending" and note.reason is not None  # statement unread, key missing, a bad setting ...
+    if held:  # ehrsync's own words why it waits (a failed note's reason may echo the server's: not shown here)
+        context.log.warning("note %s waits (%s) until %s", note.id, note.reason_code, note.next_attempt_at.isoformat())
     context.log_event(AssetMaterialization(NOTE_OUTBOX_KEY, metadata=_counts_metadata(counts)))
     return Output(
         note.state,
@@ -74,6 +77,8 @@ def write_back_note_op(
             "state": MetadataValue.text(note.state),
             "attempts": MetadataValue.int(note.attempts),
             "reason_code": MetadataValue.text(note.reason_code or ""),
+            "reason": MetadataValue.text((note.reason or "") if held else ""),
+            "next_attempt_at": MetadataValue.text(note.next_attempt_at.isoformat() if note.state == "pending" else ""),
             "ehr_resource_id": MetadataValue.text(note.ehr_resource_id or ""),
             "draft_note_outbox_rows": MetadataValue.int(copied if copied is not None else -1),
         },

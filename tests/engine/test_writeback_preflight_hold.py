@@ -1,0 +1,116 @@
+"""A note whose pre-flight cannot read the EHR's CapabilityStatement (an outage, a 5xx, a statement that is not FHIR
+JSON), against the sandbox over a real socket and a real SQLite app database.
+
+Nothing was sent, so the note stays ``pending`` and its tries are not counted (a long outage never fails a note);
+consecutive such holds wait twice as long each time up to ``backoff_cap_s``, and the note's ``reason`` says why it
+waits. Before, every hold waited ``backoff_s(1)`` (30 s) with no reason: a new version, audit event, run and
+``/metadata`` request every 30 s (~2,900 a day per note) for as long as the statement stayed unreadable."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from engine.writeback import WritebackConfig, write_note
+from store.models import NoteOutbox, utcnow
+from store.outbox import NoteRecord, get_note
+from tests.engine.writeback_helpers import enqueue, writable_connection
+
+CONFIG = WritebackConfig(service_write_enabled=True, backoff_base_s=30.0, backoff_cap_s=600.0, max_attempts=3)
+METADATA = "/fhir/metadata"
+DOC_POSTS = "/fhir/DocumentReference"
+#: the waits of eight consecutive holds: doubling from the base, then the cap
+WAITS = [30.0, 60.0, 120.0, 240.0, 480.0, 600.0, 600.0, 600.0]
+
+
+def _wait_of(note: NoteRecord) -> float:
+    return (note.next_attempt_at - note.updated_at).total_seconds()
+
+
+def _pass_until_due(world, note: NoteRecord) -> None:
+    """Let the note's wait pass: ``updated_at`` and ``next_attempt_at`` as far in the past as its wait, plus 1 s."""
+    shift = note.next_attempt_at - utcnow() + timedelta(seconds=1)
+    with world.env.db.session() as session:
+        session.execute(
+            update(NoteOutbox)
+            .where(NoteOutbox.id == note.id)
+            .values(updated_at=note.updated_at - shift, next_attempt_at=note.next_attempt_at - shift)
+        )
+        session.commit()
+
+
+def _held_over_due_times(world, request_log, note_id: str, expected_code: str) -> NoteRecord:
+    """Eight due times: each run reads ``/metadata`` once and puts the note off twice as long as the last (to the
+    cap); a run before it is due again sends nothing and writes no version."""
+    waits = []
+    note = get_note(world.env.db, note_id)
+    assert note is not None
+    for _ in WAITS:
+        asked = len(request_log.paths(METADATA, "GET"))
+        held = write_note(world.env, CONFIG, note.id)
+        assert (held.state, held.attempts, held.reason_code) == ("pending", 0, expected_code), held.reason
+        assert len(request_log.paths(METADATA, "GET")) > asked  # this due time read the statement
+        waits.append(round(_wait_of(held), 1))
+        asked = len(request_log.paths(METADATA, "GET"))
+        early = write_note(world.env, CONFIG, note.id)  # not due: nothing asked, nothing written
+        assert early.version == held.version and len(request_log.paths(METADATA, "GET")) == asked
+        _pass_until_due(world, held)
+        note = held
+    assert waits == WAITS
+    assert request_log.paths(DOC_POSTS, "POST") == []
+    return note
+
+
+def test_dwb40_a_statement_that_is_not_fhir_json_puts_the_note_off_longer_each_time_and_says_why(
+    world, start_sandbox, http, request_log, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``rest`` sent as a bare object: the note waits, its reason naming the statement and the problem (no
+    diagnostics), and each hold is logged as a warning with the error code for the operator."""
+    sb = start_sandbox(capability_variants=["bare_objects"])
+    conn = writable_connection(world, sb, http)
+    note = enqueue(world, conn)
+    with caplog.at_level("WARNING", logger="engine.writeback"):
+        held = _held_over_due_times(world, request_log, note.id, "fhir_error")
+    reason = held.reason or ""
+    assert reason.startswith("the EHR's CapabilityStatement could not be read (fhir_error: "), reason
+    assert "rest is an object, not an array" in reason and reason.endswith("the note is sent once it can be"), reason
+    warned = [r for r in caplog.records if r.levelname == "WARNING" and note.id in r.getMessage()]
+    assert len(warned) == len(WAITS) and "fhir_error" in warned[0].getMessage()
+
+
+def test_dwb40_an_ehr_whose_metadata_fails_holds_the_note_untried_and_sends_it_once_it_answers(
+    world, start_sandbox, http, request_log
+) -> None:
+    """A ``/metadata`` answering 500 for a long while: the note is never failed (its tries untouched), and the first
+    due time after the EHR answers again sends it, once."""
+    sb = start_sandbox()
+    conn = writable_connection(world, sb, http)
+    note = enqueue(world, conn)
+    sb.admin.set_fault("500", path=METADATA, times=None)
+    held = _held_over_due_times(world, request_log, note.id, "fhir_server_error")
+    assert (held.reason or "").startswith("the EHR's CapabilityStatement could not be read (fhir_server_error: ")
+    sb.admin.clear_faults()
+    done = write_note(world.env, CONFIG, note.id)
+    assert (done.state, done.attempts, done.reason) == ("written", 1, None)
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+
+
+def test_dwb40_a_throttled_capability_statement_read_waits_at_least_the_retry_after(
+    world, start_sandbox, http, request_log
+) -> None:
+    """A ``/metadata`` answering 429 with a ``Retry-After`` longer than the doubling's next wait: waited (the
+    server's word), the note's tries untouched, and the next hold in a row still doubles from there up to the cap."""
+    sb = start_sandbox()
+    conn = writable_connection(world, sb, http)
+    note = enqueue(world, conn)
+    sb.admin.set_fault("429", path=METADATA, times=None, retry_after="3600")
+    held = write_note(world.env, CONFIG, note.id)
+    assert (held.state, held.attempts, held.reason_code) == ("pending", 0, "rate_limited"), held.reason
+    assert round(_wait_of(held)) == 3600
+    _pass_until_due(world, held)
+    sb.admin.clear_faults()
+    sb.admin.set_fault("500", path=METADATA, times=None)
+    again = write_note(world.env, CONFIG, note.id)
+    assert (again.state, again.attempts) == ("pending", 0) and round(_wait_of(again)) == CONFIG.backoff_cap_s
