@@ -119,7 +119,7 @@ def wait_for_statement(db: AppDatabase, config: WritebackConfig, note: NoteRecor
     fail notes never sent; waiting ``backoff_s(1)`` each time, as before, a note asked the EHR every 30 s for ever."""
     status = getattr(exc, "status", None)
     wait = _statement_wait(config, note, getattr(exc, "retry_after", None))
-    reason = f"{STATEMENT_UNREAD} ({exc.code}: {outcome_text(exc)}): the note is sent once it can be"
+    reason = f"{STATEMENT_UNREAD} ({exc.code}: {_said(exc)}): the note is sent once it can be"
     if len(reason) > _MAX_REASON:
         reason = f"{reason[: _MAX_REASON - 1]}…"
     _log.warning(
@@ -142,6 +142,17 @@ def wait_for_statement(db: AppDatabase, config: WritebackConfig, note: NoteRecor
     )
     checkpoint("writeback.pending")
     return note
+
+
+def _said(exc: ce.EhrSyncError) -> str:
+    """What the reason says of ``exc``: ``outcome_text``, or for a token refresh the read set off and the token
+    endpoint refused, its ``error`` code alone (RFC 6749 shaped, credential-free): its ``error_description`` is the
+    server's own words, which may name the patient (docs/ARCHITECTURE.md), and the reason is answered by the admin
+    API and shown in the run's output metadata."""
+    if isinstance(exc, ce.OAuthError):
+        status = f" (HTTP {exc.status})" if exc.status else ""
+        return f"the token endpoint answered {exc.error}{status}"
+    return outcome_text(exc)
 
 
 def _statement_wait(config: WritebackConfig, note: NoteRecord, retry_after: float | None) -> float:

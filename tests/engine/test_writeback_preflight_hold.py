@@ -114,3 +114,22 @@ def test_dwb40_a_throttled_capability_statement_read_waits_at_least_the_retry_af
     sb.admin.set_fault("500", path=METADATA, times=None)
     again = write_note(world.env, CONFIG, note.id)
     assert (again.state, again.attempts) == ("pending", 0) and round(_wait_of(again)) == CONFIG.backoff_cap_s
+
+
+def test_dwb40_a_refused_token_refresh_before_the_statement_is_held_without_the_token_endpoints_words(
+    world, start_sandbox, http
+) -> None:
+    """``/metadata`` answers 401, and the refresh it sets off is refused with an ``error_description`` naming the
+    patient (the server's own words): the note is held, its reason naming the OAuth ``error`` only. Before, the
+    reason carried the description, shown by ``GET /api/ehr/notes/{id}`` and the run's output metadata (DWB-62)."""
+    sb = start_sandbox()
+    conn = writable_connection(world, sb, http)
+    note = enqueue(world, conn)
+    said = "results for Jane Q Patient (born 1970-01-01) are incomplete"
+    sb.admin.set_fault("expired_token", path=METADATA, times=None)
+    sb.admin.set_fault("oauth_error", path="/oauth/token", times=None, error="invalid_request", error_description=said)
+    held = write_note(world.env, CONFIG, note.id)
+    assert (held.state, held.attempts, held.reason_code) == ("pending", 0, "invalid_request"), held.reason
+    reason = held.reason or ""
+    assert reason.startswith("the EHR's CapabilityStatement could not be read (invalid_request: "), reason
+    assert "Jane" not in reason and "1970" not in reason, reason
