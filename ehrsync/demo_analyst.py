@@ -17,11 +17,12 @@ if TYPE_CHECKING:
 __all__ = ["EXAMPLE_QUERY", "analyst_summary", "python_query_command", "refresh_analyst_views"]
 
 # Latest creatinine per patient: one row per connection and patient (a person synced through two connections
-# stays two rows, each traceable to its source).
-EXAMPLE_QUERY = """SELECT patient_id, value_quantity AS creatinine, unit, effective, connection_id
+# stays two rows, each traceable to its source); a time sent as a period with only its end counts (docs/ANALYSTS.md).
+EXAMPLE_QUERY = """SELECT patient_id, value_quantity AS creatinine, unit,
+  COALESCE(effective, effective_end) AS effective, connection_id
 FROM observation
 WHERE code = '2160-0' AND value_quantity IS NOT NULL
-QUALIFY row_number() OVER (PARTITION BY connection_id, patient_id ORDER BY effective DESC) = 1
+QUALIFY row_number() OVER (PARTITION BY connection_id, patient_id ORDER BY COALESCE(effective, effective_end) DESC) = 1
 ORDER BY patient_id, connection_id"""
 
 
