@@ -224,7 +224,19 @@ def _b_clinical() -> dict[str, list[Resource]]:
                         ],
                     },
                     {"severity": "mild", "manifestation": [_cc((SNOMED, "418290006", "Itching"))]},
+                    {  # coded first in the EHR's own system: found by its SNOMED CT code in the coding view only
+                        "severity": "moderate",
+                        "onset": "2025-02",
+                        "substance": _cc((SNOMED, "762952008", "Peanut")),
+                        "manifestation": [
+                            _cc(
+                                ("urn:ehr-b:reaction", "ANA", "Anaphylactic reaction"),
+                                (SNOMED, "39579001", "Anaphylaxis"),
+                            ),
+                        ],
+                    },
                 ],
+                lastReactionOccurrence="2025-02",
             )
         ],
         "CarePlan": [_r("CarePlan", "b-cp1", status="active", intent="plan", subject=pat)],

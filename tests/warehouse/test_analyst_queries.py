@@ -58,6 +58,7 @@ def test_the_doc_has_every_question() -> None:
         "active-conditions",
         "medications",
         "severe-allergic-reactions",
+        "anaphylaxis",
         "encounters-per-month",
         "distinct-people",
     ):
@@ -102,6 +103,10 @@ def test_known_answers(analyst_pair: tuple[Warehouse, Warehouse]) -> None:
     assert links == [("conn-a", SHARED_MRN), ("conn-b", SHARED_MRN)]
     severe = [(r["id"], r["reaction_index"], r["manifestation_code"]) for r in duck.iter_rows(_under("severe"))]
     assert severe == [("b-alg1", 0, "126485001"), ("b-alg1", 0, "39579001")]  # one reaction, two manifestations
+    anaphylaxis = [
+        (r["id"], r["reaction_index"], r["manifestation_code"]) for r in duck.iter_rows(_under("anaphylaxis"))
+    ]
+    assert anaphylaxis == [("b-alg1", 0, "39579001"), ("b-alg1", 2, "ANA")]  # reaction 2: SNOMED CT is its 2nd coding
 
 
 def test_doc_queries_answer_the_same_on_the_analyst_snapshot(analyst_pair: tuple[Warehouse, Warehouse]) -> None:

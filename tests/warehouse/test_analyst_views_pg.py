@@ -4,18 +4,23 @@ check on both backends."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
 
 from tests.warehouse.conftest import land, resource
 from warehouse import VIEW_NAMES, LandingZone, Warehouse, open_warehouse
+from warehouse._sql import POSTGRES
 from warehouse.postgres_backend import psycopg_conninfo
 from warehouse.snapshot import describe_views
+from warehouse.sof import compile_view, load_view_definition
 from warehouse.view_checks import patient_references
 from warehouse.view_refresh import AnalystViewsBusyError, refresh_analyst_views
+from warehouse.views import PROVENANCE_COLUMNS, VIEWDEF_DIR
 
 pytestmark = pytest.mark.postgres
 
@@ -48,6 +53,48 @@ def test_an_incompatible_older_view_is_dropped_and_recreated(pg: Warehouse, post
         con.execute("CREATE VIEW observation AS SELECT 1 AS something_else")
     assert refresh_analyst_views(pg) == list(VIEW_NAMES)
     assert "patient_id" in dict(describe_views(pg, ["observation"])[0].columns)
+
+
+# columns a release added to views analysts already had: each goes at the END of its view
+_ADDED = {
+    "allergy_intolerance": {"last_reaction_occurrence"},
+    "allergy_intolerance_reaction": {"manifestation_index", "substance_system", "exposure_route_system"},
+}
+
+
+def _without(select: list[dict[str, Any]], names: set[str]) -> list[dict[str, Any]]:
+    out = []
+    for node in select:
+        node = {**node, "column": [c for c in node.get("column", []) if c["name"] not in names]}
+        node["select"] = _without(node.get("select", []), names)
+        if node["column"] or node["select"] or "forEach" in node or "forEachOrNull" in node:
+            out.append(node)
+    return out
+
+
+def test_columns_added_at_the_end_replace_the_views_in_place(pg: Warehouse, postgres_url: str) -> None:
+    """Views as the previous release made them (today's definitions without ``_ADDED``), each read by an analyst's
+    own view: the upgrade replaces them with ``CREATE OR REPLACE`` (new columns last), so the analyst's views stay.
+    A column inserted before existing ones would need every view dropped, which the analyst's views forbid."""
+    refresh_analyst_views(pg)
+    with psycopg.connect(psycopg_conninfo(postgres_url), autocommit=True) as con:
+        for name, added in _ADDED.items():
+            raw = json.loads((VIEWDEF_DIR / f"{name}.json").read_text())
+            old = compile_view(
+                load_view_definition({**raw, "select": _without(raw["select"], added)}),
+                POSTGRES,
+                extra_columns=PROVENANCE_COLUMNS,
+            )
+            con.execute(f'DROP VIEW "{name}"')
+            con.execute(f'CREATE VIEW "{name}" AS {old.sql}')
+            con.execute(f'CREATE VIEW "mine_{name}" AS SELECT id, patient_id FROM "{name}"')
+        con.execute('DROP VIEW "allergy_intolerance_reaction_coding"')  # new in the upgrade
+    assert sorted(refresh_analyst_views(pg)) == sorted([*_ADDED, "allergy_intolerance_reaction_coding"])
+    with psycopg.connect(psycopg_conninfo(postgres_url), autocommit=True) as con:
+        for name, added in _ADDED.items():
+            assert con.execute(f'SELECT count(*) FROM "mine_{name}"').fetchone() == (0,)
+            columns = [c for c, _ in describe_views(pg, [name])[0].columns]
+            assert set(columns[-len(added) :]) == added, name
 
 
 def _readable_as(url: str, role: str) -> dict[str, bool]:

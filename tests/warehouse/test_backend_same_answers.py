@@ -3,7 +3,8 @@ mangle (ids that look like numbers, instants with offsets, many-digit decimals, 
 under two resource types, for late older versions (equal lastUpdated, numeric versionIds), and for deletion then
 re-creation (with lastUpdated, and without it: answered before, at and after the deletion), and for the shapes
 read by later columns and views (an effective period with only its end, effectiveTiming, onsetAge, allergy
-reactions and their manifestations); every stored row and every analyst view row is compared."""
+reactions, every coding of their manifestations, lastReactionOccurrence); every stored row and every analyst view
+row is compared."""
 
 from __future__ import annotations
 
@@ -80,12 +81,26 @@ def _allergy() -> dict[str, Any]:
             "manifestation": [
                 {"coding": [{"system": sct, "code": "126485001", "display": "Ürtikaria ✓"}]},
                 {"text": "x"},
-            ]
+                {"coding": [{"system": "urn:ehr:lokal", "code": "ANA-1"}, {"system": sct, "code": "39579001"}]},
+            ],
+            "exposureRoute": {"coding": [{"system": sct, "code": "26643006"}]},
         },
-        {"severity": "severe", "onset": T1, "substance": {"text": "Erdnuß"}, "manifestation": [{"coding": []}]},
+        {
+            "severity": "severe",
+            "onset": T1,
+            "substance": {"coding": [{"system": "urn:ehr:stoff", "code": "00123"}], "text": "Erdnuß"},
+            "manifestation": [{"coding": []}],
+        },
     ]
     return resource(
-        "007", T1, "1", resource_type="AllergyIntolerance", patient=SUBJECT, onsetAge={"value": 0.5}, reaction=reactions
+        "007",
+        T1,
+        "1",
+        resource_type="AllergyIntolerance",
+        patient=SUBJECT,
+        onsetAge={"value": 0.5},
+        lastReactionOccurrence=T1,
+        reaction=reactions,
     )
 
 
@@ -146,7 +161,16 @@ def test_duckdb_and_postgres_give_the_same_answers(tmp_path: Path, postgres_url:
             assert rows == pg[1][table], table
     observation = {r[5]: r for r in duck[1]["observation"]}  # columns: provenance (5), then id
     assert set(observation) == {"007", "1e5", "00123", "gone", "end", "timing"}
-    assert len(duck[1]["allergy_intolerance_reaction"]) == 3  # a row per manifestation
+    reactions = duck[1]["allergy_intolerance_reaction"]  # a row per manifestation, then per coding of one
+    assert len(reactions) == 4 and len(duck[1]["allergy_intolerance_reaction_coding"]) == 3
+    # provenance (5), id, patient_id, reaction_index ... the columns added last: manifestation_index, the systems
+    assert sorted((r[-3:] for r in reactions), key=repr) == [
+        (0, "urn:ehr:stoff", None),
+        (0, None, "http://snomed.info/sct"),
+        (1, None, "http://snomed.info/sct"),
+        (2, None, "http://snomed.info/sct"),
+    ]
+    assert [r[-1] for r in duck[1]["allergy_intolerance"]] == [T1]  # last_reaction_occurrence, as sent
     assert '"back"' in str(next(r for r in duck[1]["fhir_resources"] if r[1] == "00123")[-1])
 
 

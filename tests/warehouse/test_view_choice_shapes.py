@@ -24,6 +24,11 @@ onset or time that the flat view showed as NULL although the resource carries it
 - AllergyIntolerance ``onset[x]`` and ``reaction`` (manifestations, severity) were in no view: now
   ``allergy_intolerance.onset``/``onset_type``/``onset_age``/``onset_age_unit`` and the child view
   ``allergy_intolerance_reaction`` (one row per manifestation of each reaction).
+- AllergyIntolerance reactions: only a manifestation's first coding was shown, so a reaction coded first in a local
+  system was missed by a SNOMED CT filter; ``substance_code`` and ``exposure_route`` had no system (a code is
+  ambiguous across systems), and ``lastReactionOccurrence`` was in no view. Now ``allergy_intolerance_reaction_coding``
+  (every coding of every manifestation, joined by ``reaction_index`` and ``manifestation_index``),
+  ``substance_system``, ``exposure_route_system`` and ``allergy_intolerance.last_reaction_occurrence``.
 """
 
 from __future__ import annotations
@@ -276,7 +281,7 @@ def test_an_allergy_onset_in_any_form_is_visible(wh: Warehouse, zone: LandingZon
 
 
 def test_every_allergy_reaction_and_manifestation_is_a_row(wh: Warehouse, zone: LandingZone) -> None:
-    snomed = "http://snomed.info/sct"
+    snomed, route = "http://snomed.info/sct", "http://terminology.hl7.org/CodeSystem/route"
     hives = {"coding": [{"system": snomed, "code": "126485001", "display": "Urticaria"}]}
     wheeze = {"coding": [{"system": snomed, "code": "56018004"}], "text": "Wheezing"}
     reactions = [
@@ -285,7 +290,7 @@ def test_every_allergy_reaction_and_manifestation_is_a_row(wh: Warehouse, zone: 
             "manifestation": [{"text": "Anaphylaxis"}],
             "severity": "severe",
             "substance": {"coding": [{"system": snomed, "code": "256349002", "display": "Peanut"}]},
-            "exposureRoute": {"coding": [{"system": snomed, "code": "26643006"}]},
+            "exposureRoute": {"coding": [{"system": route, "code": "PO"}, {"system": snomed, "code": "26643006"}]},
         },
         {"severity": "mild"},  # manifestation is 1..* in R4; a server that omits it still shows the reaction
     ]
@@ -293,12 +298,56 @@ def test_every_allergy_reaction_and_manifestation_is_a_row(wh: Warehouse, zone: 
     wh.refresh_flat_tables()
     cols = (
         "id, patient_id, reaction_index, severity, onset, substance_code, substance_display, exposure_route,"
-        " description, manifestation_system, manifestation_code, manifestation_display"
+        " description, manifestation_system, manifestation_code, manifestation_display, manifestation_index,"
+        " substance_system, exposure_route_system"
     )
     got = sorted(tuple(r.values()) for r in wh.iter_rows(f"SELECT {cols} FROM allergy_intolerance_reaction"))
+    hives_row = ("a1", "p1", 0, "moderate", "2015-04-01", None, None, None, "after lunch", snomed, "126485001")
+    wheeze_row = ("a1", "p1", 0, "moderate", "2015-04-01", None, None, None, "after lunch", snomed, "56018004")
     assert got == [
-        ("a1", "p1", 0, "moderate", "2015-04-01", None, None, None, "after lunch", snomed, "126485001", "Urticaria"),
-        ("a1", "p1", 0, "moderate", "2015-04-01", None, None, None, "after lunch", snomed, "56018004", "Wheezing"),
-        ("a1", "p1", 1, "severe", None, "256349002", "Peanut", "26643006", None, None, None, "Anaphylaxis"),
-        ("a1", "p1", 2, "mild", None, None, None, None, None, None, None, None),
+        (*hives_row, "Urticaria", 0, None, None),
+        (*wheeze_row, "Wheezing", 1, None, None),
+        ("a1", "p1", 1, "severe", None, "256349002", "Peanut", "PO", None, None, None, "Anaphylaxis", 0, snomed, route),
+        ("a1", "p1", 2, "mild", None, None, None, None, None, None, None, None, 0, None, None),
     ]
+
+
+def test_every_coding_of_a_manifestation_is_a_row(wh: Warehouse, zone: LandingZone) -> None:
+    """A manifestation coded first in the EHR's own system and then in SNOMED CT: the reaction view shows the local
+    code, the coding view every coding, so a SNOMED CT filter finds the reaction; and the allergy's
+    ``lastReactionOccurrence`` is a column."""
+    snomed, local = "http://snomed.info/sct", "urn:ehr:reaction"
+    anaphylaxis = {
+        "coding": [
+            {"system": local, "code": "ANA", "display": "Anaphylactic reaction"},
+            {"system": snomed, "code": "39579001", "display": "Anaphylaxis"},
+        ]
+    }
+    hives = {"coding": [{"system": snomed, "code": "126485001"}]}
+    reactions = [
+        {"manifestation": [{"text": "flushing"}]},
+        {"manifestation": [hives, anaphylaxis]},
+        {"severity": "mild"},
+    ]
+    allergy = _allergy("a1", reaction=reactions, lastReactionOccurrence="2024-08-14T09:30:00+02:00")
+    wh.upsert(land(zone, [allergy, _allergy("a2")], resource_type="AllergyIntolerance"))
+    wh.refresh_flat_tables()
+    cols = "id, patient_id, reaction_index, manifestation_index, system, code, display"
+    got = sorted(tuple(r.values()) for r in wh.iter_rows(f"SELECT {cols} FROM allergy_intolerance_reaction_coding"))
+    assert got == [
+        ("a1", "p1", 1, 0, snomed, "126485001", None),
+        ("a1", "p1", 1, 1, snomed, "39579001", "Anaphylaxis"),
+        ("a1", "p1", 1, 1, local, "ANA", "Anaphylactic reaction"),
+    ]
+    found = wh.iter_rows(
+        "SELECT r.id, r.reaction_index, r.manifestation_code FROM allergy_intolerance_reaction r "
+        "JOIN allergy_intolerance_reaction_coding c ON c.connection_id = r.connection_id AND c.id = r.id "
+        "AND c.reaction_index = r.reaction_index AND c.manifestation_index = r.manifestation_index "
+        f"WHERE c.system = '{snomed}' AND c.code = '39579001'"
+    )
+    assert [tuple(r.values()) for r in found] == [("a1", 1, "ANA")]
+    last = _rows(wh, "allergy_intolerance", "last_reaction_occurrence")
+    assert {k: v["last_reaction_occurrence"] for k, v in last.items()} == {
+        "a1": "2024-08-14T09:30:00+02:00",
+        "a2": None,
+    }
