@@ -58,6 +58,7 @@ ERROR_CODES: dict[str, int] = {
     "connection_busy": 409,
     "idempotency_conflict": 409,
     "validation_error": 422,
+    "note_not_accepted": 422,
     "invalid_client": 502,
     "invalid_id_token": 502,
     "no_patient_context": 502,

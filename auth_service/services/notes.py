@@ -15,7 +15,10 @@ from typing import Any
 from auth_service.services.connections import get_connection
 from auth_service.services.context import ServiceContext
 from auth_service.services.errors import ConnectionUnusableError, InvalidInputError, NotFoundError, ServiceError
+from auth_service.services.providers_port import plugin_write_profile
+from connectors.errors import WriteNotSupportedError
 from connectors.writeback.note import NOTE_TYPES, identifier_system
+from connectors.writeback.vendor_check import check_against_profile, persona_of
 from store.models import Connection, ConnectionKind, ConnectionStatus
 from store.outbox import IdempotencyConflictError, NoteInput, NoteRecord, enqueue_note, get_note
 
@@ -23,6 +26,7 @@ __all__ = [
     "MAX_PDF_BYTES",
     "MAX_SOURCES",
     "NoteConflictError",
+    "NoteNotAcceptedError",
     "NoteSubmission",
     "admin_test_note_key",
     "describe",
@@ -39,6 +43,24 @@ MAX_SOURCES = 100
 
 class NoteConflictError(ServiceError, codes=("idempotency_conflict",)):
     """The idempotency key already named a different note: the host app reused a key."""
+
+
+class NoteNotAcceptedError(ServiceError, codes=("note_not_accepted",)):
+    """The connection's EHR would refuse this note as submitted (its vendor's write profile, DWB-70): the write-back
+    run would block it unsent. Told at submission, with the ``reasonCode`` and words the run would store; ``field``
+    is the request's field to change."""
+
+    def __init__(self, exc: WriteNotSupportedError, *, field: str, vendor: str) -> None:
+        super().__init__(str(exc), reason=exc.reason, reasonCode=exc.reason_code, field=field, vendor=vendor)
+
+
+#: The request field each profile reason asks to change (the rest are about the content: ``text``/``pdfBase64``).
+_REASON_FIELDS = {
+    "draft_status_unsupported": "docStatus",
+    "doc_status_unsupported": "docStatus",
+    "encounter_required": "encounter",
+    "author_not_signed_in_user": "author",
+}
 
 
 @dataclass(frozen=True)
@@ -94,6 +116,34 @@ def _patient(conn: Connection, requested: str | None) -> str:
     return requested
 
 
+def _check_vendor(conn: Connection, sub: NoteSubmission, content_type: str, body: str, size: int) -> None:
+    """Refuse now a note the connection's vendor will certainly refuse: the write-back run's own profile check
+    (``check_against_profile``) on what cannot change after submission, the vendor's profile, the note and the
+    connection's token (its persona; its user, where known, for the author). The run checks again before sending,
+    after the tenant's switches and the server's CapabilityStatement; a vendor with no note write at all is left to
+    it (blocked ``vendor_disabled``, as a switch turned off)."""
+    profile = plugin_write_profile(conn.provider_id)
+    if profile is None or not profile.supported:
+        return
+    try:
+        check_against_profile(
+            profile,
+            persona=persona_of(conn.kind, conn.fhir_user),
+            content_type=content_type,
+            body=body,
+            body_bytes=size,
+            doc_status=sub.doc_status,
+            encounter_id=sub.encounter,
+            author_id=sub.author if conn.fhir_user else None,
+            token_user=conn.fhir_user,
+            fhir_base=conn.fhir_base,
+        )
+    except WriteNotSupportedError as exc:
+        content_field = "text" if sub.text is not None else "pdfBase64"
+        field = _REASON_FIELDS.get(exc.reason, content_field)
+        raise NoteNotAcceptedError(exc, field=field, vendor=conn.provider_id) from None
+
+
 def submit_note(ctx: ServiceContext, tenant_id: str, sub: NoteSubmission, actor: str) -> tuple[dict[str, Any], bool]:
     """Store the note ``pending`` (True) or return the note its key already made (False)."""
     conn = get_connection(ctx, tenant_id, sub.connection_id)  # another tenant's is simply not found
@@ -104,11 +154,13 @@ def submit_note(ctx: ServiceContext, tenant_id: str, sub: NoteSubmission, actor:
     if sub.doc_status == "final" and not sub.clinician_approved:
         raise InvalidInputError("a 'final' note needs 'clinicianApproved': true", field="docStatus")
     body, content_type, size = _content(sub)
+    patient = _patient(conn, sub.patient)
+    _check_vendor(conn, sub, content_type, body, size)
     note = NoteInput(
         tenant_id=tenant_id,
         connection_id=conn.id,
         idempotency_key=sub.idempotency_key,
-        patient_id=_patient(conn, sub.patient),
+        patient_id=patient,
         title=sub.title.strip(),
         content_type=content_type,
         body=body,

@@ -10,6 +10,7 @@ from connectors.errors import ConfigurationError
 from connectors.http import url_problem
 from connectors.providers import BulkSupport, ProviderPlugin, check_provider_client_auth, get_provider
 from connectors.providers.config import MAX_CLIENT_ID_LENGTH
+from connectors.providers.profiles import WriteProfile
 from connectors.smart.scopes import parse_scopes
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "plugin_fhir_base",
     "plugin_group_export_only",
     "plugin_wildcard_scopes",
+    "plugin_write_profile",
     "plugin_write_supported",
     "validate_config",
 ]
@@ -104,6 +106,15 @@ def plugin_write_supported(provider_id: str) -> bool:
     if p is None:
         return True
     return p.write_profile.supported
+
+
+def plugin_write_profile(provider_id: str) -> WriteProfile | None:
+    """The write profile the write-back run checks a note against (``smart``: the generic server's, as there);
+    ``None`` for an unknown id, whose notes the run cannot send at all."""
+    try:
+        return get_provider(provider_id).write_profile
+    except ConfigurationError:
+        return None
 
 
 #: A stored config holds a client id, a secret or key (a PEM is ~3 KiB) and a few URLs: far less than this.

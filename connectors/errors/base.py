@@ -82,6 +82,12 @@ class WriteNotSupportedError(EhrSyncError):
         super().__init__(message or f"write not supported: {reason}")
         self.reason = reason
 
+    @property
+    def reason_code(self) -> str:
+        """A blocked note's ``reasonCode``, e.g. ``WRITE_NOT_SUPPORTED (encounter_required)``: the write-back run stores
+        it and ``POST /api/ehr/notes`` answers it for a note refused at submission."""
+        return f"{self.code} ({self.reason})"
+
 
 class ResponseTooLargeError(ContentTooLargeError):
     """A JSON body (search page, read, CapabilityStatement) went past the per-response byte limit."""

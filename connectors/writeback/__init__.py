@@ -9,6 +9,7 @@ from connectors.writeback.gate import (
     scopes_allow_provenance_create,
 )
 from connectors.writeback.note import DRAFT_BANNER, DRAFT_LABEL, NoteDraft, build_document_reference, text_attachment
+from connectors.writeback.vendor_check import attachment_size, check_against_profile, persona_of
 
 __all__ = [
     "DRAFT_BANNER",
@@ -16,8 +17,11 @@ __all__ = [
     "NoteDraft",
     "WriteCapability",
     "WriteFlags",
+    "attachment_size",
     "build_document_reference",
+    "check_against_profile",
     "check_note_write",
+    "persona_of",
     "scopes_allow_binary_create",
     "scopes_allow_note_create",
     "scopes_allow_provenance_create",

@@ -136,7 +136,7 @@ def _advance(
         except ce.WriteNotSupportedError as exc:
             if _may_be_stored(note):  # the gate closed after a POST may have been stored
                 return _to_unknown(env, config, note, client)  # find out, never resend
-            return _close(env, note, "blocked", reason_code=f"WRITE_NOT_SUPPORTED ({exc.reason})", reason=str(exc))
+            return _close(env, note, "blocked", reason_code=exc.reason_code, reason=str(exc))
         except ce.ConfigurationError as exc:
             if _may_be_stored(note):  # a POST may be stored: find out, never fail it blind
                 return _to_unknown(env, config, note, client)

@@ -16,8 +16,8 @@ from connectors.writeback import (
     NoteDraft,
     WriteCapability,
     build_document_reference,
+    check_against_profile,
     check_note_write,
-    text_attachment,
 )
 from engine.writeback.config import WritebackConfig
 from engine.writeback.target import NoteTarget
@@ -55,14 +55,6 @@ def note_bytes(note: NoteRecord) -> bytes | None:
         raise ConfigurationError("the stored PDF is not valid base64") from None
 
 
-def attachment_size(note: NoteRecord) -> int:
-    """The attachment's bytes as sent: a text note's include the banner the builder opens it with (DWB-80), which
-    the size the note was submitted with does not count; a PDF's are its stored size."""
-    if note.content_type == "application/pdf":
-        return note.body_bytes
-    return len(text_attachment(note.body))
-
-
 def build_payload(
     note: NoteRecord, doc_status: str, attachment_url: str | None = None, content_type: str | None = None
 ) -> dict[str, Any]:
@@ -93,14 +85,14 @@ def plan_send(note: NoteRecord, target: NoteTarget, client: FhirClient, config: 
     statement = client.capabilities() if switches_on and flags.vendor_allows_notes else {}
     capability = check_note_write(statement, target.connection.granted_scopes or "", flags)
     doc_status = _doc_status(note, target)
-    content_type = target.profile.wire_content_type(note.content_type)
-    size = attachment_size(note)
-    target.profile.check(
+    content_type, size = check_against_profile(  # the auth service runs the same check at submission
+        target.profile,
         persona=target.persona,
+        content_type=note.content_type,
+        body=note.body,
+        body_bytes=note.body_bytes,
         doc_status=doc_status,
-        mime_type=content_type,
-        size=size,
-        has_encounter=note.encounter_id is not None,
+        encounter_id=note.encounter_id,
         author_id=note.author_id,
         token_user=target.token_user,
         fhir_base=target.connection.fhir_base,

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from connectors.fhir.references import reference_on
 from connectors.providers import get_provider
 from connectors.providers.profiles import Persona, WriteProfile
 from connectors.tenant_switches import FINAL_NOTES, TenantSwitch, all_on, read_switch
-from connectors.writeback import WriteFlags
+from connectors.writeback import WriteFlags, persona_of
 from engine.connection_info import ConnectionInfo
 from store import AppDatabase
 from store.models import Connection, Tenant
@@ -36,13 +35,6 @@ class NoteTarget:
     @property
     def profile(self) -> WriteProfile:
         return self.connection.provider.write_profile
-
-
-def _persona(row: Connection) -> Persona:
-    if row.kind in ("backend", "group"):
-        return "system"
-    user = reference_on(row.fhir_user, None)  # a version (``/_history/2``) names the same Practitioner
-    return "user" if user is not None and user[0] == "Practitioner" else "patient"
 
 
 def _setting_problem(note: NoteRecord, flags: WriteFlags, switches: Mapping[str, TenantSwitch]) -> str | None:
@@ -77,7 +69,7 @@ def load_target(db: AppDatabase, note: NoteRecord, *, service_write_enabled: boo
             granted_scopes=row.granted_scopes,
             client_id=row.client_id,
         )
-        persona, token_user = _persona(row), row.fhir_user
+        persona, token_user = persona_of(row.kind, row.fhir_user), row.fhir_user
     flags = WriteFlags(
         service_enabled=service_write_enabled,
         tenant_enabled=switches["enableWrite"].on,

@@ -2,7 +2,8 @@
 
 Tenant-scoped like ``/api/ehr/sync``: the API key names the tenant, a connection of another tenant is not found.
 ``POST`` answers 201 for a new note and 200 for a replay of the same idempotency key (the same note); the same
-key with a different note is 409 ``idempotency_conflict``. The note is written to the EHR later, by Dagster.
+key with a different note is 409 ``idempotency_conflict``; a note the connection's vendor will never take is 422
+``note_not_accepted``. The note is written to the EHR later, by Dagster.
 ``GET .../{id}`` answers its state (no PHI); ``GET .../{id}/outcome`` the EHR's words refusing it (PHI).
 """
 
@@ -55,7 +56,13 @@ class NoteRequest(BaseModel):
 
 @router.post("/api/ehr/notes", status_code=201)
 def submit_note(admin: AdminDep, ctx: CtxDep, body: NoteRequest, response: Response) -> dict[str, Any]:
-    """Store the note ``pending``; a replay of its idempotency key answers 200 with the same note."""
+    """Store the note ``pending``; a replay of its idempotency key answers 200 with the same note.
+
+    Errors: 400 ``invalid_request`` (``field`` names the bad one), 422 ``validation_error`` (``fields``), 409
+    ``idempotency_conflict``, 422 ``note_not_accepted``: the connection's EHR will never take the note as sent (its
+    vendor's write profile: a PDF or no ``encounter`` for Epic, a draft for Oracle Health, another author than the
+    signed-in clinician, over the size limit); ``reason``, ``reasonCode`` and ``message`` are what the write-back run
+    would store, ``field`` the one to change; nothing is stored."""
     submission = notes.NoteSubmission(
         connection_id=body.connectionId,
         idempotency_key=body.idempotencyKey,

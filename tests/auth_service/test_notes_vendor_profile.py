@@ -1,0 +1,132 @@
+"""``POST /api/ehr/notes`` refuses at submission a note the connection's vendor will certainly refuse (DWB-70).
+
+The vendor's write profile (``connectors/providers/profiles.py``) decides from the note and the connection alone:
+Epic takes text/plain only and files a note only on a visit, Oracle Health takes no draft and, under a provider
+token, only the signed-in user as author, each vendor has a size limit counted with the draft banner. Such a note
+was stored ``pending`` and only its write-back run said ``blocked``; now it is 422 ``note_not_accepted`` with the
+reason code and words the run stores, and nothing is stored. The run keeps its own check (engine tests).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from connectors.providers.epic import EpicProvider
+from connectors.writeback import DRAFT_BANNER
+from store.models import Connection, NoteOutbox
+from tests.auth_service.conftest import AppHandle
+
+PATH = "/api/ehr/notes"
+PDF = base64.b64encode(b"%PDF-1.4\n%%EOF").decode()
+
+
+def _world(make_app: Any, provider: str, kind: str, fhir_user: str | None = None) -> tuple[AppHandle, str, str]:
+    handle = make_app()
+    key = handle.bootstrap("ta")
+    with handle.app.state.ctx.db.session() as session, session.begin():
+        conn = Connection(
+            tenant_id="ta",
+            provider_id=provider,
+            kind=kind,
+            fhir_base="https://ehr.example/fhir",
+            client_id="a",
+            patient_id="pat-1" if kind == "patient" else None,
+            fhir_user=fhir_user,
+        )
+        session.add(conn)
+        session.flush()
+        conn_id = conn.id
+    return handle, key, conn_id
+
+
+def _post(handle: AppHandle, key: str, conn: str, **changes: Any) -> Any:
+    body = {
+        "connectionId": conn,
+        "idempotencyKey": "host-note-0001",
+        "title": "Follow-up",
+        "text": "Assessment: stable.",
+        "producedBy": "scribe-model v3",
+        "patient": "pat-1",
+        "encounter": "enc-9",
+    } | changes
+    return handle.client.post(PATH, json={k: v for k, v in body.items() if v is not None}, headers={"X-API-Key": key})
+
+
+def _stored(handle: AppHandle) -> int:
+    with handle.app.state.ctx.db.session() as session:
+        return int(session.scalar(select(func.count()).select_from(NoteOutbox)) or 0)
+
+
+def _refused(answer: Any, reason: str, field: str) -> dict[str, Any]:
+    assert answer.status_code == 422, answer.text
+    body: dict[str, Any] = answer.json()
+    assert body["error"] == "note_not_accepted" and body["reason"] == reason, body
+    assert body["reasonCode"] == f"WRITE_NOT_SUPPORTED ({reason})" and body["field"] == field, body
+    return body
+
+
+@pytest.mark.parametrize(
+    ("provider", "kind", "fhir_user", "changes", "reason", "field", "words"),
+    [
+        ("epic", "backend", None, {"text": None, "pdfBase64": PDF}, "mime_type_unsupported", "pdfBase64", "text/plain"),
+        ("epic", "backend", None, {"encounter": None}, "encounter_required", "encounter", "`encounter` id"),
+        ("epic", "patient", None, {}, "draft_status_unsupported", "docStatus", "no note under patient tokens"),
+        ("cerner", "backend", None, {}, "draft_status_unsupported", "docStatus", "as `final` once a clinician"),
+        (
+            "cerner",
+            "patient",
+            "Practitioner/pract-1",
+            {"docStatus": "final", "clinicianApproved": True, "author": "pract-2"},
+            "author_not_signed_in_user",
+            "author",
+            "Practitioner/pract-2 is not the signed-in user",
+        ),
+    ],
+)
+def test_dwb70_a_note_the_vendor_refuses_is_422_at_submission_and_not_stored(
+    make_app, provider, kind, fhir_user, changes, reason, field, words
+) -> None:
+    handle, key, conn = _world(make_app, provider, kind, fhir_user)
+    body = _refused(_post(handle, key, conn, **changes), reason, field)
+    assert words in body["message"] and body["vendor"] == provider, body
+    assert _stored(handle) == 0
+
+
+@pytest.mark.parametrize(
+    ("provider", "kind", "fhir_user", "changes"),
+    [
+        ("epic", "backend", None, {}),  # text on a visit
+        ("cerner", "backend", None, {"docStatus": "final", "clinicianApproved": True, "text": None, "pdfBase64": PDF}),
+        ("cerner", "patient", "Practitioner/pract-1", {"docStatus": "final", "clinicianApproved": True}),
+        (
+            "cerner",
+            "patient",
+            "Practitioner/pract-1/_history/3",
+            {"docStatus": "final", "clinicianApproved": True, "author": "pract-1"},
+        ),
+    ],
+)
+def test_dwb70_a_note_the_vendor_takes_is_stored_pending(make_app, provider, kind, fhir_user, changes) -> None:
+    handle, key, conn = _world(make_app, provider, kind, fhir_user)
+    answer = _post(handle, key, conn, **changes)
+    assert answer.status_code == 201 and answer.json()["state"] == "pending", answer.text
+    assert _stored(handle) == 1
+
+
+def test_dwb70_the_size_limit_counts_the_draft_banner_at_submission(make_app, monkeypatch) -> None:
+    """No shipped profile's limit is reachable through the request's own bounds (100,000 characters, a 5 MB PDF),
+    so Epic's is lowered here: a text that fits only without the banner is refused, one that fits with it is taken."""
+    limit = 2_000
+    monkeypatch.setattr(EpicProvider, "write_profile", dataclasses.replace(EpicProvider.write_profile, max_bytes=limit))
+    handle, key, conn = _world(make_app, "epic", "backend")
+    overhead = len(f"{DRAFT_BANNER}\n\n".encode())
+    body = _refused(_post(handle, key, conn, text="x" * (limit - overhead + 1)), "too_large", "text")
+    assert "draft banner" in body["message"] and "1 byte shorter" in body["message"], body
+    assert _stored(handle) == 0
+    fits = _post(handle, key, conn, text="x" * (limit - overhead))
+    assert fits.status_code == 201, fits.text
