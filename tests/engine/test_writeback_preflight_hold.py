@@ -16,9 +16,9 @@ from sqlalchemy import update
 
 from engine.writeback import WritebackConfig, write_note
 from store.models import NoteOutbox, utcnow
-from store.outbox import NoteRecord, get_note
+from store.outbox import NoteRecord, get_note, transition
 from store.outbox_queue import due_notes
-from tests.engine.writeback_helpers import enqueue, writable_connection
+from tests.engine.writeback_helpers import enqueue, server_notes, writable_connection
 
 CONFIG = WritebackConfig(service_write_enabled=True, backoff_base_s=30.0, backoff_cap_s=600.0, max_attempts=3)
 METADATA = "/fhir/metadata"
@@ -172,3 +172,52 @@ def test_dwb40_with_a_zero_backoff_base_a_held_note_still_asks_less_and_less_oft
     assert len(waits) <= 11 and len(request_log.paths(METADATA, "GET")) == len(waits)
     last = get_note(world.env.db, note.id)
     assert last is not None and last.version == note.version + len(waits)
+
+
+@pytest.mark.parametrize("maybe_stored", [False, True])
+def test_dwb40_a_resumed_note_never_posted_waits_for_the_statement_as_a_pending_one(
+    world, start_sandbox, http, request_log, caplog: pytest.LogCaptureFixture, maybe_stored
+) -> None:
+    """A note left ``sending`` before its DocumentReference POST was recorded (no ``doc_posted``: its run died), and
+    the statement cannot be read: held ``pending`` as a pending note is, its reason saying why, a warning logged,
+    ``maybe_stored`` kept (an earlier try stored, its answer lost: the next POST carries If-None-Exist and finds it).
+    Before, it was returned unchanged, no reason, no warning: asked for again every ``stalled_after_s`` without end."""
+    sb = start_sandbox()
+    conn = writable_connection(world, sb, http)
+    note = enqueue(world, conn)
+    if maybe_stored:  # the first try stored, its answer lost on every try of the transport
+        sb.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=None)
+        note = write_note(world.env, replace(CONFIG, backoff_base_s=0.0, backoff_cap_s=0.0), note.id)
+        assert (note.state, note.maybe_stored, note.attempts) == ("pending", True, 1), note.reason
+        sb.admin.clear_faults()
+    attempt = note.attempts + 1  # that run went to ``sending`` and died before its POST
+    resumed = transition(world.env.db, note, "sending", attempts=attempt, doc_posted=False)
+    posts = len(request_log.paths(DOC_POSTS, "POST"))
+    sb.admin.set_fault("500", path=METADATA, times=None)
+    with caplog.at_level("WARNING", logger="engine.writeback"):
+        held = write_note(world.env, CONFIG, resumed.id)
+    assert (held.state, held.attempts, held.maybe_stored) == ("pending", attempt, maybe_stored), held.reason
+    assert (held.reason or "").startswith("the EHR's CapabilityStatement could not be read (fhir_server_error: ")
+    assert round(_wait_of(held)) == CONFIG.backoff_s(attempt)
+    assert any(note.id in r.getMessage() and "fhir_server_error" in r.getMessage() for r in caplog.records)
+    sb.admin.clear_faults()
+    assert write_note(world.env, CONFIG, held.id).version == held.version  # not due yet: nothing asked
+    _pass_until_due(world, held)
+    done = write_note(world.env, CONFIG, held.id)
+    [doc] = server_notes(world, conn, sb, note)
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"]), done.reason
+    assert len(request_log.paths(DOC_POSTS, "POST")) == posts + 1
+
+
+def test_dwb32_40_a_resumed_note_whose_post_was_recorded_is_not_held_or_sent_while_the_statement_cannot_be_read(
+    world, start_sandbox, http, request_log
+) -> None:
+    """With ``doc_posted`` the POST may be in the EHR: the unreadable statement leaves it ``sending`` as it was (a run
+    resumes it as stalled, with If-None-Exist or the identifier search), never held as unsent, never POSTed."""
+    sb = start_sandbox()
+    note = enqueue(world, writable_connection(world, sb, http))
+    resumed = transition(world.env.db, note, "sending", attempts=1, doc_posted=True)
+    sb.admin.set_fault("500", path=METADATA, times=None)
+    left = write_note(world.env, CONFIG, resumed.id)
+    assert (left.state, left.version, left.doc_posted) == ("sending", resumed.version, True)
+    assert request_log.paths(DOC_POSTS, "POST") == []
