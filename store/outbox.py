@@ -233,11 +233,18 @@ def transition(
     """Move ``note`` (as read) to ``to_state`` and set ``fields``, with its audit event, in one commit. The EHR's
     refusal (``outcome_issues``) describes the step that stored it: any later step clears it unless it sets it.
 
+    ``updated_at`` is now unless ``fields`` gives it (a hold measured from it: ``waiting.wait_for_statement``).
+
     Raises ``StaleNoteError`` when the row is no longer at ``note``'s state and version."""
     if to_state not in STATES:
         raise ValueError(f"unknown outbox state {to_state!r}")
-    values = {"outcome_issues": None, **fields, "state": to_state, "version": NoteOutbox.version + 1}
-    values["updated_at"] = utcnow()
+    values = {
+        "outcome_issues": None,
+        "updated_at": utcnow(),
+        **fields,
+        "state": to_state,
+        "version": NoteOutbox.version + 1,
+    }
     with db.session() as session:
         moved = session.execute(
             update(NoteOutbox)

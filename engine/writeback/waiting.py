@@ -16,9 +16,10 @@
   (``wait_for_setting``), and goes on as usual once the setting is fixed.
 - The EHR's CapabilityStatement cannot be read before anything is sent (an outage, a 5xx, a statement that is not
   FHIR JSON): the note waits, its tries not counted (a long outage must never fail a note), each consecutive hold
-  twice as long as the last up to ``backoff_cap_s``, the reason saying why (``wait_for_statement``). It is never
-  given up by itself, not even for a statement that stays unreadable (a server may mend it; giving a note up is a
-  person's call), and each hold is logged as a warning with the error code for the operator.
+  twice as long as the last up to ``backoff_cap_s``, never less than ``HOLD_MIN_S``, the reason saying why
+  (``wait_for_statement``). A ``sending`` note resumed before its DocumentReference POST was recorded (``unposted``)
+  waits so too. It is never given up by itself, not even for a statement that stays unreadable (a server may mend
+  it; giving a note up is a person's call), and each hold is logged as a warning with the error code for the operator.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ from store.outbox import NoteRecord, transition
 from store.outbox_queue import waiting_code
 
 __all__ = [
+    "HOLD_MIN_S",
     "STATEMENT_UNREAD",
+    "unposted",
     "wait_for_connection",
     "wait_for_grant",
     "wait_for_key",
@@ -50,6 +53,18 @@ _log = logging.getLogger(__name__)
 #: How the reason of a note held by its pre-flight begins (``wait_for_statement``): how a run knows its last hold
 STATEMENT_UNREAD = "the EHR's CapabilityStatement could not be read"
 _MAX_REASON = 2000
+#: The least a CapabilityStatement hold waits, and where its doubling starts when ``backoff_base_s`` is less (0 is
+#: allowed: counted retries stop after ``max_attempts``, these holds never do): the write-back sensor's interval
+#: (``pipelines/defs/writeback/sensors.py``). Doubling a 0 s wait stayed 0 s: a run, a version and a ``/metadata``
+#: read per note on every tick, for ever.
+HOLD_MIN_S = 30.0
+
+
+def unposted(note: NoteRecord) -> bool:
+    """Nothing of the note's current attempt can be in the EHR: ``pending``, or ``sending`` before its DocumentReference
+    POST was recorded (``doc_posted``; a run killed before it, or while polling its Binary's job). Such a note can be
+    held in ``pending`` as it is, ``maybe_stored`` kept for an earlier attempt's POST; one with ``doc_posted`` never."""
+    return note.state == "pending" or (note.state == "sending" and not note.doc_posted)
 
 
 def wait_for_grant(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: ce.NeedsReauthError) -> NoteRecord:
@@ -113,7 +128,7 @@ def wait_for_setting(
 
 
 def wait_for_statement(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: ce.EhrSyncError) -> NoteRecord:
-    """A ``pending`` note whose CapabilityStatement read failed (``exc``) before anything was sent: ``pending`` again,
+    """An ``unposted`` note whose CapabilityStatement read failed (``exc``) before anything was sent: ``pending`` again,
     its tries and ``maybe_stored`` kept, the reason naming the error's code and its cleaned text (``outcome_text``:
     never an OperationOutcome's diagnostics), due after ``_statement_wait``. Counted as a try, a long outage would
     fail notes never sent; waiting ``backoff_s(1)`` each time, as before, a note asked the EHR every 30 s for ever."""
@@ -129,12 +144,14 @@ def wait_for_statement(db: AppDatabase, config: WritebackConfig, note: NoteRecor
         exc.code,
         status,
     )
+    now = utcnow()  # the hold's ``updated_at`` too: its wait is read back exactly (``_statement_wait``)
     note = transition(
         db,
         note,
         "pending",
         maybe_stored=note.maybe_stored,
-        next_attempt_at=utcnow() + timedelta(seconds=wait),
+        updated_at=now,
+        next_attempt_at=now + timedelta(seconds=wait),
         last_http_status=status,
         reason_code=exc.code,
         reason=reason,
@@ -158,11 +175,12 @@ def _said(exc: ce.EhrSyncError) -> str:
 def _statement_wait(config: WritebackConfig, note: NoteRecord, retry_after: float | None) -> float:
     """The first hold waits as a retry of the note would (``backoff_s`` of its tries); each next one twice the last
     hold's wait (read from the note: ``next_attempt_at - updated_at``, both set by that hold), up to
-    ``backoff_cap_s``. The server's ``Retry-After`` (up to ``retry_after_cap_s``) is waited at least."""
-    wait = config.backoff_s(max(note.attempts, 1))
+    ``backoff_cap_s``; none less than ``HOLD_MIN_S``. The server's ``Retry-After`` (up to ``retry_after_cap_s``) is
+    waited at least."""
+    wait = max(config.backoff_s(max(note.attempts, 1)), HOLD_MIN_S)
     if (note.reason or "").startswith(STATEMENT_UNREAD):
         waited = round((note.next_attempt_at - note.updated_at).total_seconds(), 3)
-        wait = max(wait, min(2 * waited, config.backoff_cap_s))
+        wait = max(wait, min(2 * waited, max(config.backoff_cap_s, HOLD_MIN_S)))
     if retry_after is not None and retry_after >= 0:
         wait = max(wait, config.backoff_s(1, retry_after))
     return wait

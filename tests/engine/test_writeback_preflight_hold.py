@@ -8,6 +8,7 @@ waits. Before, every hold waited ``backoff_s(1)`` (30 s) with no reason: a new v
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -15,8 +16,9 @@ from sqlalchemy import update
 
 from engine.writeback import WritebackConfig, write_note
 from store.models import NoteOutbox, utcnow
-from store.outbox import NoteRecord, get_note
-from tests.engine.writeback_helpers import enqueue, writable_connection
+from store.outbox import NoteRecord, get_note, transition
+from store.outbox_queue import due_notes
+from tests.engine.writeback_helpers import enqueue, server_notes, writable_connection
 
 CONFIG = WritebackConfig(service_write_enabled=True, backoff_base_s=30.0, backoff_cap_s=600.0, max_attempts=3)
 METADATA = "/fhir/metadata"
@@ -36,6 +38,20 @@ def _pass_until_due(world, note: NoteRecord) -> None:
         session.execute(
             update(NoteOutbox)
             .where(NoteOutbox.id == note.id)
+            .values(updated_at=note.updated_at - shift, next_attempt_at=note.next_attempt_at - shift)
+        )
+        session.commit()
+
+
+def _time_passes(world, note_id: str, seconds: float) -> None:
+    """``seconds`` pass for the note: its ``updated_at`` and ``next_attempt_at`` that much earlier."""
+    note = get_note(world.env.db, note_id)
+    assert note is not None
+    shift = timedelta(seconds=seconds)
+    with world.env.db.session() as session:
+        session.execute(
+            update(NoteOutbox)
+            .where(NoteOutbox.id == note_id)
             .values(updated_at=note.updated_at - shift, next_attempt_at=note.next_attempt_at - shift)
         )
         session.commit()
@@ -133,3 +149,75 @@ def test_dwb40_a_refused_token_refresh_before_the_statement_is_held_without_the_
     reason = held.reason or ""
     assert reason.startswith("the EHR's CapabilityStatement could not be read (invalid_request: "), reason
     assert "Jane" not in reason and "1970" not in reason, reason
+
+
+def test_dwb40_with_a_zero_backoff_base_a_held_note_still_asks_less_and_less_often(
+    world, start_sandbox, http, request_log
+) -> None:
+    """``backoff_base_s = 0`` (allowed: counted retries that do not wait): over an hour of the sensor's 30 s ticks the
+    holds wait 30 s (``HOLD_MIN_S``), then twice as long each time up to the cap: 10 runs. Before, each hold waited
+    0 s and doubling 0 stayed 0: a run, a note version, an audit event and a ``/metadata`` read on every tick, for
+    ever (120 an hour per note)."""
+    config = replace(CONFIG, backoff_base_s=0.0)
+    sb = start_sandbox(capability_variants=["bare_objects"])  # unreadable, one GET per read (no transport retry)
+    note = enqueue(world, writable_connection(world, sb, http))
+    waits = []
+    for _ in range(120):  # an hour of the write-back sensor's ticks
+        if note.id in {n.id for n in due_notes(world.env.db, utcnow())}:  # the sensor asks for a run
+            held = write_note(world.env, config, note.id)
+            assert (held.state, held.attempts, held.reason_code) == ("pending", 0, "fhir_error"), held.reason
+            waits.append(round(_wait_of(held)))
+        _time_passes(world, note.id, 30.0)
+    assert waits[:6] == [30, 60, 120, 240, 480, 600] and set(waits[6:]) == {600}, waits
+    assert len(waits) <= 11 and len(request_log.paths(METADATA, "GET")) == len(waits)
+    last = get_note(world.env.db, note.id)
+    assert last is not None and last.version == note.version + len(waits)
+
+
+@pytest.mark.parametrize("maybe_stored", [False, True])
+def test_dwb40_a_resumed_note_never_posted_waits_for_the_statement_as_a_pending_one(
+    world, start_sandbox, http, request_log, caplog: pytest.LogCaptureFixture, maybe_stored
+) -> None:
+    """A note left ``sending`` before its DocumentReference POST was recorded (no ``doc_posted``: its run died), and
+    the statement cannot be read: held ``pending`` as a pending note is, its reason saying why, a warning logged,
+    ``maybe_stored`` kept (an earlier try stored, its answer lost: the next POST carries If-None-Exist and finds it).
+    Before, it was returned unchanged, no reason, no warning: asked for again every ``stalled_after_s`` without end."""
+    sb = start_sandbox()
+    conn = writable_connection(world, sb, http)
+    note = enqueue(world, conn)
+    if maybe_stored:  # the first try stored, its answer lost on every try of the transport
+        sb.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=None)
+        note = write_note(world.env, replace(CONFIG, backoff_base_s=0.0, backoff_cap_s=0.0), note.id)
+        assert (note.state, note.maybe_stored, note.attempts) == ("pending", True, 1), note.reason
+        sb.admin.clear_faults()
+    attempt = note.attempts + 1  # that run went to ``sending`` and died before its POST
+    resumed = transition(world.env.db, note, "sending", attempts=attempt, doc_posted=False)
+    posts = len(request_log.paths(DOC_POSTS, "POST"))
+    sb.admin.set_fault("500", path=METADATA, times=None)
+    with caplog.at_level("WARNING", logger="engine.writeback"):
+        held = write_note(world.env, CONFIG, resumed.id)
+    assert (held.state, held.attempts, held.maybe_stored) == ("pending", attempt, maybe_stored), held.reason
+    assert (held.reason or "").startswith("the EHR's CapabilityStatement could not be read (fhir_server_error: ")
+    assert round(_wait_of(held)) == CONFIG.backoff_s(attempt)
+    assert any(note.id in r.getMessage() and "fhir_server_error" in r.getMessage() for r in caplog.records)
+    sb.admin.clear_faults()
+    assert write_note(world.env, CONFIG, held.id).version == held.version  # not due yet: nothing asked
+    _pass_until_due(world, held)
+    done = write_note(world.env, CONFIG, held.id)
+    [doc] = server_notes(world, conn, sb, note)
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"]), done.reason
+    assert len(request_log.paths(DOC_POSTS, "POST")) == posts + 1
+
+
+def test_dwb32_40_a_resumed_note_whose_post_was_recorded_is_not_held_or_sent_while_the_statement_cannot_be_read(
+    world, start_sandbox, http, request_log
+) -> None:
+    """With ``doc_posted`` the POST may be in the EHR: the unreadable statement leaves it ``sending`` as it was (a run
+    resumes it as stalled, with If-None-Exist or the identifier search), never held as unsent, never POSTed."""
+    sb = start_sandbox()
+    note = enqueue(world, writable_connection(world, sb, http))
+    resumed = transition(world.env.db, note, "sending", attempts=1, doc_posted=True)
+    sb.admin.set_fault("500", path=METADATA, times=None)
+    left = write_note(world.env, CONFIG, resumed.id)
+    assert (left.state, left.version, left.doc_posted) == ("sending", resumed.version, True)
+    assert request_log.paths(DOC_POSTS, "POST") == []
