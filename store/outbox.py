@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -176,8 +176,13 @@ def _replay(existing: NoteOutbox, digest: str) -> NoteRecord:
     return NoteRecord.of(existing)
 
 
-def enqueue_note(db: AppDatabase, note: NoteInput, *, actor: str) -> tuple[NoteRecord, bool]:
+def enqueue_note(
+    db: AppDatabase, note: NoteInput, *, actor: str, admit: Callable[[], None] | None = None
+) -> tuple[NoteRecord, bool]:
     """Store ``note`` as ``pending`` (True) or return the note its key already made (False); never a second one.
+
+    ``admit`` runs only for a note its key has not stored (its exception refuses it, nothing stored): a replay
+    answers the stored note whatever a check added since would say of it (the auth service's vendor check).
 
     The draft's business identifier (DWB-30) is a UUIDv4 chosen here, before any attempt, and reused by all.
     SQLite takes its write lock first (``BEGIN IMMEDIATE``), so racing requests queue; PostgreSQL's unique
@@ -188,6 +193,8 @@ def enqueue_note(db: AppDatabase, note: NoteInput, *, actor: str) -> tuple[NoteR
             existing = _by_key(session, note.tenant_id, note.idempotency_key)
             if existing is not None:
                 return _replay(existing, digest), False
+            if admit is not None:
+                admit()
             fields = asdict(note) | {"source_resources": list(note.source_resources or []) or None}
             row = NoteOutbox(**fields, request_hash=digest, draft_id=str(uuid.uuid4()), state="pending")
             session.add(row)

@@ -154,13 +154,11 @@ def submit_note(ctx: ServiceContext, tenant_id: str, sub: NoteSubmission, actor:
     if sub.doc_status == "final" and not sub.clinician_approved:
         raise InvalidInputError("a 'final' note needs 'clinicianApproved': true", field="docStatus")
     body, content_type, size = _content(sub)
-    patient = _patient(conn, sub.patient)
-    _check_vendor(conn, sub, content_type, body, size)
     note = NoteInput(
         tenant_id=tenant_id,
         connection_id=conn.id,
         idempotency_key=sub.idempotency_key,
-        patient_id=patient,
+        patient_id=_patient(conn, sub.patient),
         title=sub.title.strip(),
         content_type=content_type,
         body=body,
@@ -175,7 +173,10 @@ def submit_note(ctx: ServiceContext, tenant_id: str, sub: NoteSubmission, actor:
         source_resources=tuple(dict.fromkeys(sub.source_resources)) if sub.source_resources else None,
     )
     try:
-        record, created = enqueue_note(ctx.db, note, actor=actor)
+        # the vendor check admits a new note only: a replay answers the stored note, as its key promised
+        record, created = enqueue_note(
+            ctx.db, note, actor=actor, admit=lambda: _check_vendor(conn, sub, content_type, body, size)
+        )
     except IdempotencyConflictError as exc:
         raise NoteConflictError(str(exc), idempotencyKey=sub.idempotency_key) from None
     return describe(record), created

@@ -130,3 +130,27 @@ def test_dwb70_the_size_limit_counts_the_draft_banner_at_submission(make_app, mo
     assert _stored(handle) == 0
     fits = _post(handle, key, conn, text="x" * (limit - overhead))
     assert fits.status_code == 201, fits.text
+
+
+def test_dwb70_a_replay_of_a_stored_note_answers_it_even_when_its_vendor_now_refuses_such_notes(
+    make_app, monkeypatch
+) -> None:
+    """The idempotency key's promise: a replay answers the note it stored. A note stored before ehrsync checked the
+    vendor at submission (or before a vendor's profile got stricter) is replayed by a host app whose first answer
+    was lost; it was answered 422 ``note_not_accepted`` with "nothing was stored", so the host app could not learn
+    its note's id or state. A new key with the same note is still refused, and another note under the key is 409."""
+    lenient = dataclasses.replace(EpicProvider.write_profile, encounter_required=False)
+    monkeypatch.setattr(EpicProvider, "write_profile", lenient)
+    handle, key, conn = _world(make_app, "epic", "backend")
+    first = _post(handle, key, conn, encounter=None)
+    assert first.status_code == 201, first.text
+    monkeypatch.undo()  # Epic's profile as shipped: a note without a visit is refused
+    replay = _post(handle, key, conn, encounter=None)
+    assert replay.status_code == 200, replay.text
+    assert replay.json()["noteId"] == first.json()["noteId"] and _stored(handle) == 1
+    _refused(
+        _post(handle, key, conn, encounter=None, idempotencyKey="host-note-0002"), "encounter_required", "encounter"
+    )
+    other = _post(handle, key, conn, encounter=None, text="Another note.")
+    assert other.status_code == 409 and other.json()["error"] == "idempotency_conflict", other.text
+    assert _stored(handle) == 1

@@ -193,7 +193,9 @@ def test_patient(
 
 @router.post("/smart/test/note", status_code=201)
 def test_note(admin: AdminDep, ctx: CtxDep, body: NoteRequest) -> dict[str, Any]:
-    """Through the write gate: 409 ``WRITE_NOT_SUPPORTED`` when flags, scopes or metadata forbid it."""
+    """Through the write gate: 409 ``WRITE_NOT_SUPPORTED`` when flags, scopes or metadata forbid it; 422
+    ``note_not_accepted`` when the connection's vendor never takes such a note (``POST /api/ehr/notes``'s check: a
+    draft with no visit, e.g. Epic and Oracle Health). The same test note again answers the note it stored."""
     conn = conns.latest_connection(ctx, admin.tenant_id, body.connection_id)
     return connectivity.test_note(ctx, conn, admin.actor, body.text, body.patient)
 

@@ -62,7 +62,8 @@ def submit_note(admin: AdminDep, ctx: CtxDep, body: NoteRequest, response: Respo
     ``idempotency_conflict``, 422 ``note_not_accepted``: the connection's EHR will never take the note as sent (its
     vendor's write profile: a PDF or no ``encounter`` for Epic, a draft for Oracle Health, another author than the
     signed-in clinician, over the size limit); ``reason``, ``reasonCode`` and ``message`` are what the write-back run
-    would store, ``field`` the one to change; nothing is stored."""
+    would store, ``field`` the one to change; nothing is stored (checked for a new note only: a replayed key
+    answers the note it stored)."""
     submission = notes.NoteSubmission(
         connection_id=body.connectionId,
         idempotency_key=body.idempotencyKey,
