@@ -5,5 +5,6 @@ pytest_plugins = [
     "tests.fixtures.dagster_context",
     "tests.fixtures.http",
     "tests.fixtures.postgres",
+    "tests.fixtures.refused_ports",
     "tests.fixtures.sandbox",
 ]

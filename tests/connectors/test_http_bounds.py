@@ -5,7 +5,6 @@ OperationOutcome diagnostics in the error message."""
 from __future__ import annotations
 
 import logging
-import socket
 import time
 
 import httpx
@@ -137,14 +136,8 @@ def test_a_budget_set_by_another_setting_names_that_setting() -> None:
     assert "its 5 s budget (EHRSYNC_STEP_BUDGET_S)" in str(outer.value), outer.value
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def test_connection_refused_fails_fast_and_is_remembered() -> None:
-    base = f"http://127.0.0.1:{_closed_port()}/fhir"
+def test_connection_refused_fails_fast_and_is_remembered(refused_port: int) -> None:
+    base = f"http://127.0.0.1:{refused_port}/fhir"
     sleeps: list[float] = []
     client = FhirClient(base, StaticTokenSource("t"), retry=recording_policy(sleeps))
     try:

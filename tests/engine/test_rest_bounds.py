@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import socket
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -138,18 +137,12 @@ def test_incremental_early_stop_is_recovered_with_last_updated_windows(
     assert _mark(world, conn) == obs.high_water_mark
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_unreachable_ehr_fails_each_step_within_seconds_with_one_line(
-    tmp_path: Path, http: httpx.Client, caplog: pytest.LogCaptureFixture
+    refused_port: int, tmp_path: Path, http: httpx.Client, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The first step finds the host refusing connections; the next step fails at once with the same line
     (the whole job through Dagster: tests/pipelines/test_unreachable_run.py)."""
-    base = f"http://127.0.0.1:{_closed_port()}"
+    base = f"http://127.0.0.1:{refused_port}"
     world = make_environment(tmp_path / "w", http=http, retry=RetryPolicy())  # real backoff: minutes per type before
     conn = connect_static(world, f"{base}/fhir", patient_id="p1")
     caplog.set_level(logging.INFO)

@@ -4,7 +4,6 @@ noted the source held (``engine.run_holds``), so they do not try it again."""
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -16,14 +15,10 @@ from engine.settings import PipelineSettings
 from tests.engine.helpers import SyncWorld, connect_static
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def test_unreachable_ehr_fails_every_landing_step_within_seconds(tmp_path: Path, world: SyncWorld) -> None:
-    base = f"http://127.0.0.1:{_closed_port()}"
+def test_unreachable_ehr_fails_every_landing_step_within_seconds(
+    refused_port: int, tmp_path: Path, world: SyncWorld
+) -> None:
+    base = f"http://127.0.0.1:{refused_port}"
     cid = connect_static(world, f"{base}/fhir", patient_id="p1")
     settings = PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path / "state")})
     started = time.monotonic()
