@@ -10,8 +10,9 @@ killed anywhere resumes from what the database says:
   (``store.outbox.transition``, after any Binary is settled). With it (or ``maybe_stored``), conditional create
   repeats the POST (``If-None-Exist`` on the business identifier makes a repeat find the first note); without it the
   note goes to ``unknown``. Without either the note was never POSTed (a run killed while polling its Binary's job, or
-  before the POST): it goes on as a first try would (the same Binary job, then one POST), never to ``unknown``; a
-  CapabilityStatement it cannot read holds it in ``pending`` as one (``waiting.unposted``).
+  before the POST): it goes on as a first try would (the same Binary job, then one POST), never to ``unknown``. A
+  CapabilityStatement it cannot read holds either in ``pending`` (``waiting.wait_for_statement``), ``maybe_stored``
+  set when ``doc_posted`` is: only repeated with ``If-None-Exist`` or searched for.
 - ``unknown``: reconciled by an identifier search (``reconcile``); nothing found is left for a person. A POST
   whose outcome is unknown (lost answer, 408, 5xx) goes there at once without conditional create, and with it
   once its attempts are spent: ``failed`` would claim the EHR holds nothing.
@@ -48,7 +49,6 @@ from engine.writeback.provenance import send_provenance
 from engine.writeback.reconcile import Searched, reconcile, search
 from engine.writeback.target import NoteTarget, load_target
 from engine.writeback.waiting import (
-    unposted,
     wait_for_connection,
     wait_for_grant,
     wait_for_key,
@@ -150,9 +150,10 @@ def _advance(
                 return wait_for_connection(env.db, note, exc.code)
             return _close(env, note, "failed", reason_code=exc.code, reason=None)
         except ce.EhrSyncError as exc:  # the CapabilityStatement could not be read: try again later
-            if unposted(note) and note.maybe_stored and note.attempts >= config.max_attempts:
+            note = replace(note, maybe_stored=_may_be_stored(note))  # ``doc_posted``: held as one that may be stored
+            if note.maybe_stored and note.attempts >= config.max_attempts:
                 return _settle_maybe_stored(env, config, note, client, exc)  # spent (e.g. waited): search, never fail
-            return wait_for_statement(env.db, config, note, exc) if unposted(note) else note  # doc_posted: as stalled
+            return wait_for_statement(env.db, config, note, exc)
         if note.state == "pending" and note.maybe_stored and not plan.conditional:
             # If-None-Exist gone since the POST that may be stored: never resend
             return _to_unknown(env, config, note, client)

@@ -17,9 +17,10 @@
 - The EHR's CapabilityStatement cannot be read before anything is sent (an outage, a 5xx, a statement that is not
   FHIR JSON): the note waits, its tries not counted (a long outage must never fail a note), each consecutive hold
   twice as long as the last up to ``backoff_cap_s``, never less than ``HOLD_MIN_S``, the reason saying why
-  (``wait_for_statement``). A ``sending`` note resumed before its DocumentReference POST was recorded (``unposted``)
-  waits so too. It is never given up by itself, not even for a statement that stays unreadable (a server may mend
-  it; giving a note up is a person's call), and each hold is logged as a warning with the error code for the operator.
+  (``wait_for_statement``). A resumed ``sending`` note waits so too, with ``maybe_stored`` when its DocumentReference
+  POST was recorded (``doc_posted``: it may be in the EHR). It is never given up by itself, not even for a statement
+  that stays unreadable (a server may mend it; giving a note up is a person's call), and each hold is logged as a
+  warning with the error code for the operator.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from store.outbox_queue import waiting_code
 __all__ = [
     "HOLD_MIN_S",
     "STATEMENT_UNREAD",
-    "unposted",
     "wait_for_connection",
     "wait_for_grant",
     "wait_for_key",
@@ -58,13 +58,6 @@ _MAX_REASON = 2000
 #: (``pipelines/defs/writeback/sensors.py``). Doubling a 0 s wait stayed 0 s: a run, a version and a ``/metadata``
 #: read per note on every tick, for ever.
 HOLD_MIN_S = 30.0
-
-
-def unposted(note: NoteRecord) -> bool:
-    """Nothing of the note's current attempt can be in the EHR: ``pending``, or ``sending`` before its DocumentReference
-    POST was recorded (``doc_posted``; a run killed before it, or while polling its Binary's job). Such a note can be
-    held in ``pending`` as it is, ``maybe_stored`` kept for an earlier attempt's POST; one with ``doc_posted`` never."""
-    return note.state == "pending" or (note.state == "sending" and not note.doc_posted)
 
 
 def wait_for_grant(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: ce.NeedsReauthError) -> NoteRecord:
@@ -128,9 +121,10 @@ def wait_for_setting(
 
 
 def wait_for_statement(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: ce.EhrSyncError) -> NoteRecord:
-    """An ``unposted`` note whose CapabilityStatement read failed (``exc``) before anything was sent: ``pending`` again,
-    its tries and ``maybe_stored`` kept, the reason naming the error's code and its cleaned text (``outcome_text``:
-    never an OperationOutcome's diagnostics), due after ``_statement_wait``. Counted as a try, a long outage would
+    """A note whose CapabilityStatement read failed (``exc``) before anything more was sent: ``pending`` (a resumed
+    ``sending`` one too, ``maybe_stored`` set by the caller when its POST may be stored), its tries and
+    ``maybe_stored`` kept, the reason naming the error's code and its cleaned text (``outcome_text``: never an
+    OperationOutcome's diagnostics), due after ``_statement_wait``. Counted as a try, a long outage would
     fail notes never sent; waiting ``backoff_s(1)`` each time, as before, a note asked the EHR every 30 s for ever."""
     status = getattr(exc, "status", None)
     wait = _statement_wait(config, note, getattr(exc, "retry_after", None))

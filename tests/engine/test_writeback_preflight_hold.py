@@ -209,15 +209,38 @@ def test_dwb40_a_resumed_note_never_posted_waits_for_the_statement_as_a_pending_
     assert len(request_log.paths(DOC_POSTS, "POST")) == posts + 1
 
 
-def test_dwb32_40_a_resumed_note_whose_post_was_recorded_is_not_held_or_sent_while_the_statement_cannot_be_read(
-    world, start_sandbox, http, request_log
+@pytest.mark.parametrize("spent", [False, True])
+def test_dwb32_40_a_resumed_note_whose_post_was_recorded_waits_as_maybe_stored_and_is_written_once(
+    world, start_sandbox, http, request_log, caplog: pytest.LogCaptureFixture, spent
 ) -> None:
-    """With ``doc_posted`` the POST may be in the EHR: the unreadable statement leaves it ``sending`` as it was (a run
-    resumes it as stalled, with If-None-Exist or the identifier search), never held as unsent, never POSTed."""
+    """With ``doc_posted`` the POST may be in the EHR (here it is: its run was killed after it): the unreadable
+    statement holds it ``pending`` with ``maybe_stored`` (so it is only POSTed again with If-None-Exist, or searched
+    for), its reason and a warning saying why; tries spent, it is searched for at once. Before, it was left
+    ``sending`` unchanged, no reason, no warning, asked for every ``stalled_after_s`` for ever and, tries spent, never
+    searched for while the statement stayed unreadable."""
+    config = replace(CONFIG, max_attempts=1) if spent else CONFIG
     sb = start_sandbox()
-    note = enqueue(world, writable_connection(world, sb, http))
-    resumed = transition(world.env.db, note, "sending", attempts=1, doc_posted=True)
+    conn = writable_connection(world, sb, http)
+    note = enqueue(world, conn)
+    sb.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=None)  # stored, its answer lost
+    stored = write_note(world.env, replace(CONFIG, backoff_base_s=0.0, backoff_cap_s=0.0), note.id)
+    assert (stored.state, stored.maybe_stored) == ("pending", True), stored.reason
+    sb.admin.clear_faults()
+    # the state a run killed just after that POST leaves: ``sending``, ``doc_posted``, nothing else known
+    resumed = transition(world.env.db, stored, "sending", attempts=1, doc_posted=True, maybe_stored=False)
+    posts = len(request_log.paths(DOC_POSTS, "POST"))
     sb.admin.set_fault("500", path=METADATA, times=None)
-    left = write_note(world.env, CONFIG, resumed.id)
-    assert (left.state, left.version, left.doc_posted) == ("sending", resumed.version, True)
-    assert request_log.paths(DOC_POSTS, "POST") == []
+    with caplog.at_level("WARNING", logger="engine.writeback"):
+        left = write_note(world.env, config, resumed.id)
+    assert len(request_log.paths(DOC_POSTS, "POST")) == posts  # never POSTed while the statement is unread
+    if spent:  # the identifier search finds it
+        assert left.state == "written", left.reason
+    else:
+        assert (left.state, left.maybe_stored, left.attempts) == ("pending", True, 1), left.reason
+        assert (left.reason or "").startswith("the EHR's CapabilityStatement could not be read (fhir_server_error: ")
+        assert any(note.id in r.getMessage() and "fhir_server_error" in r.getMessage() for r in caplog.records)
+        sb.admin.clear_faults()
+        _pass_until_due(world, left)
+        left = write_note(world.env, config, left.id)
+    [doc] = server_notes(world, conn, sb, note)
+    assert (left.state, left.ehr_resource_id) == ("written", doc["id"]), left.reason
