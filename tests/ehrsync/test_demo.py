@@ -134,7 +134,7 @@ def test_demo_hint_is_a_command_that_works_without_the_duckdb_cli(
     with duckdb.connect(str(snapshot)) as con:
         con.execute(
             "CREATE TABLE observation AS SELECT 'pat0' AS patient_id, 1.4 AS value_quantity, 'mg/dL' AS unit, "
-            "'2024-01-02' AS effective, 'c1' AS connection_id, '2160-0' AS code"
+            "'2024-01-02' AS effective, NULL AS effective_end, 'c1' AS connection_id, '2160-0' AS code"
         )
     result = SimpleNamespace(current=snapshot, tables={"observation": {"dagster/row_count": 1}})
     analyst_summary(str(tmp_path / "warehouse.duckdb"), result)  # type: ignore[arg-type]
