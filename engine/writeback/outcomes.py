@@ -16,6 +16,7 @@ from store.outbox import NoteRecord, transition
 from store.rate_windows import CallBudgetBusyError
 
 __all__ = [
+    "MAX_REASON",
     "SEVERAL_MATCHES",
     "ends_note",
     "fail_from",
@@ -25,7 +26,8 @@ __all__ = [
     "retry_later",
 ]
 
-_MAX_REASON = 2000
+#: The longest reason a note stores (characters).
+MAX_REASON = 2000
 #: Answers that prove ehrsync itself withheld the request (nothing reached the EHR): the EHR's quota headers said
 #: no call is left until a reset, or the vendor's shared call budget had no free call. Not a try of the note's.
 _WITHHELD = (ce.QuotaExhaustedError, CallBudgetBusyError)
@@ -44,7 +46,7 @@ def outcome_text(exc: ce.EhrSyncError) -> str:
     names) and ``details.coding`` codes (``connectors.transport.issues``, as in every error message). Never its
     diagnostics or details text: servers quote the refused request there (the note's text, the patient's name, the
     token sent), and the reason is stored and answered by the admin API."""
-    return (issue_summary(getattr(exc, "operation_outcome", None)) or str(exc))[:_MAX_REASON]
+    return (issue_summary(getattr(exc, "operation_outcome", None)) or str(exc))[:MAX_REASON]
 
 
 def outcome_issues(exc: ce.EhrSyncError) -> dict[str, Any] | None:
@@ -134,7 +136,7 @@ def fail_from(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: c
     if isinstance(exc, ce.FhirForbiddenError):
         state, code = "blocked", "WRITE_NOT_SUPPORTED (missing_scope)"
     elif isinstance(exc, ce.FhirPreconditionFailedError):  # 412: If-None-Exist matched several (DWB-31)
-        code, reason = SEVERAL_MATCHES, f"{_SEVERAL}: {reason}"[:_MAX_REASON]
+        code, reason = SEVERAL_MATCHES, f"{_SEVERAL}: {reason}"[:MAX_REASON]
     issues = outcome_issues(exc)
     return transition(
         db, note, state, reason_code=code, reason=reason, outcome_issues=issues, last_http_status=status, detail=detail

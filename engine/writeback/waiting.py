@@ -31,7 +31,7 @@ from datetime import timedelta
 from connectors import errors as ce
 from engine.checkpoints import checkpoint
 from engine.writeback.config import WritebackConfig
-from engine.writeback.outcomes import outcome_text
+from engine.writeback.outcomes import MAX_REASON, outcome_text
 from engine.writeback.target import TENANT_SETTING_INVALID
 from store import AppDatabase
 from store.errors import TokenKeyMissingError
@@ -52,7 +52,6 @@ __all__ = [
 _log = logging.getLogger(__name__)
 #: How the reason of a note held by its pre-flight begins (``wait_for_statement``): how a run knows its last hold
 STATEMENT_UNREAD = "the EHR's CapabilityStatement could not be read"
-_MAX_REASON = 2000
 #: The least a CapabilityStatement hold waits, and where its doubling starts when ``backoff_base_s`` is less (0 is
 #: allowed: counted retries stop after ``max_attempts``, these holds never do): the write-back sensor's interval
 #: (``pipelines/defs/writeback/sensors.py``). Doubling a 0 s wait stayed 0 s: a run, a version and a ``/metadata``
@@ -129,8 +128,8 @@ def wait_for_statement(db: AppDatabase, config: WritebackConfig, note: NoteRecor
     status = getattr(exc, "status", None)
     wait = _statement_wait(config, note, getattr(exc, "retry_after", None))
     reason = f"{STATEMENT_UNREAD} ({exc.code}: {_said(exc)}): the note is sent once it can be"
-    if len(reason) > _MAX_REASON:
-        reason = f"{reason[: _MAX_REASON - 1]}…"
+    if len(reason) > MAX_REASON:
+        reason = f"{reason[: MAX_REASON - 1]}…"
     _log.warning(
         "note %s waits %.0f s: the EHR's CapabilityStatement could not be read (%s, HTTP %s)",
         note.id,
