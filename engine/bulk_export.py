@@ -20,6 +20,7 @@ from connectors.errors import (
     BulkExportIncompleteError,
     EhrSyncError,
 )
+from connectors.fhir.capability import SYSTEM_EXPORT
 from engine import bulk_members, bulk_state, cursors, runs
 from engine.batch_defer import rate_limit_in, throttle_end
 from engine.bulk_files import ExportExpiredError, process_files
@@ -73,7 +74,7 @@ def run_bulk_export(
     try:
         if level == "system":
             with env.fhir_client(conn) as fhir:
-                require_declared_export(conn, level, env.capabilities(conn, fhir, run_id))
+                require_declared_export(conn, level, env.capabilities(conn, fhir, run_id, reads=SYSTEM_EXPORT))
         main = run(spec, report, None, None)
         if report.incomplete_types:
             raise _incomplete(report.incomplete_types)

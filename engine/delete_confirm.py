@@ -43,6 +43,7 @@ from connectors.errors import (
     TransportError,
 )
 from connectors.fhir import FhirClient
+from connectors.fhir.capability import INTERACTIONS
 from connectors.smart import ScopeSet
 from engine.connection_info import ConnectionInfo
 from engine.environment import SyncEnvironment
@@ -129,7 +130,7 @@ def confirm_deleted(
             ),
             env.fhir_client(conn) as client,
         ):
-            batched = can_search_by_id(conn, rtype, env.capabilities(conn, client, run_id))
+            batched = can_search_by_id(conn, rtype, env.capabilities(conn, client, run_id, reads=INTERACTIONS))
 
             def fill(writer: LandingWriter, report: TypeReport) -> None:
                 _ask(client, conn, rtype, asking, writer, report, batched=batched)

@@ -23,6 +23,7 @@ from datetime import datetime
 
 from connectors.budgets import step_budget
 from connectors.errors import EhrSyncError
+from connectors.fhir.capability import INTERACTIONS
 from engine import cursors
 from engine.connection_info import ConnectionInfo, load_connection
 from engine.connection_lock import hold_connection
@@ -231,7 +232,7 @@ def _recover(
             ),
             env.fhir_client(conn) as client,
         ):
-            batched = can_search_by_id(conn, rtype, env.capabilities(conn, client, run_id))
+            batched = can_search_by_id(conn, rtype, env.capabilities(conn, client, run_id, reads=INTERACTIONS))
             landed = land_by_ids(
                 env.zone, conn, client, wh, run_id, rtype, ids, batched=batched, seq="reconcile", observed_at=listed_at
             )

@@ -18,6 +18,7 @@ from connectors.bulk import BulkClient
 from connectors.bulk.file_limits import file_deadline_from_env, low_speed_from_env
 from connectors.errors import EhrSyncError, FhirUnauthorizedError
 from connectors.fhir import CallBudget, FhirClient, RetryPolicy
+from connectors.fhir.capability import Reads, statement_problem
 from connectors.http import outbound_url_guard
 from connectors.transport import BodyBounds, LowSpeedLimit
 from engine.connection_info import ConnectionInfo
@@ -143,16 +144,27 @@ class SyncEnvironment:
         return self._limiters[conn.fhir_base]
 
     def capabilities(
-        self, conn: ConnectionInfo, client: FhirClient, run_id: str | None = None
+        self, conn: ConnectionInfo, client: FhirClient, run_id: str | None = None, *, reads: Reads
     ) -> dict[str, Any] | None:
-        """The server's CapabilityStatement, fetched once per base per run; ``None`` when it has none usable (the
-        vendor's defaults decide then), but what each later request would meet too raises (a refused grant, an
-        unreachable host, a long throttle). With ``run_id`` the run's steps in this process share it."""
+        """The server's CapabilityStatement, fetched once per base per run; ``None`` when it has none usable by the
+        reader ``reads`` describes (the vendor's defaults decide then; a slip in an element that reader never goes
+        through is no reason), but what each later request would meet too raises (a refused grant, an unreachable
+        host, a long throttle). With ``run_id`` the run's steps in this process share it."""
         if conn.fhir_base not in self._capabilities:
             fetch = functools.partial(self._fetch_capabilities, conn, client)
             found = fetch() if run_id is None else run_capabilities(conn.fhir_base, run_id, fetch)
             self._capabilities[conn.fhir_base] = found
-        return self._capabilities[conn.fhir_base]
+        statement = self._capabilities[conn.fhir_base]
+        problem = statement_problem(statement, reads) if statement is not None else None
+        if problem is None:
+            return statement
+        _log.warning(
+            "the CapabilityStatement of %s cannot be read for %s (%s); using vendor defaults",
+            conn.id,
+            reads.what,
+            problem,
+        )
+        return None
 
     @staticmethod
     def _fetch_capabilities(conn: ConnectionInfo, client: FhirClient) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ from typing import Any
 from connectors.budgets import step_budget
 from connectors.errors import FhirForbiddenError, SearchLinkExpiredError
 from connectors.fhir import FhirClient
+from connectors.fhir.capability import SEARCH_PARAMS
 from connectors.transport.issues import codes_said
 from engine import cursors
 from engine.attachments import ATTACHMENT_TYPES, store_attachments
@@ -79,7 +80,8 @@ def land_resource_type(
     _carry_full(env, conn, resource_type, run_id, stored is None and not full)
     with env.fhir_client(conn) as client, step_budget(f"landing {resource_type}", env.step_budget_s):
         if since is not None:  # only an incremental search needs to know whether _lastUpdated works
-            plans = search_plans(conn, resource_type, since, env.page_size, env.capabilities(conn, client, run_id))
+            statement = env.capabilities(conn, client, run_id, reads=SEARCH_PARAMS)
+            plans = search_plans(conn, resource_type, since, env.page_size, statement)
         landing = _land_with_restarts(env, _Search(conn, client, resource_type, run_id, plans, since))
         report = landing.report
         missed = 0

@@ -28,7 +28,7 @@ from connectors.errors import (
     SearchIncompleteError,
 )
 from connectors.fhir import FhirClient
-from connectors.fhir.capability import declared_interactions
+from connectors.fhir.capability import INTERACTIONS, declared_interactions
 from connectors.fhir.resource_types import SYNCED_RESOURCE_TYPES, patient_search_param
 from engine import cursors
 from engine.connection_info import ConnectionInfo
@@ -102,7 +102,7 @@ def _fetch_all(
     by_type: dict[str, list[str]],
 ) -> dict[str, TypeReport]:
     reports: dict[str, TypeReport] = {}
-    capabilities = env.capabilities(conn, client, run_id)
+    capabilities = env.capabilities(conn, client, run_id, reads=INTERACTIONS)
     for rtype, ids in by_type.items():
         try:
             batched = can_search_by_id(conn, rtype, capabilities)

@@ -3,15 +3,23 @@
 R4's ``rest`` repeats (a client entry beside the server's, or several server entries: "behaviors under different
 configuration settings"), and cpb-9 forbids describing a type twice only within one entry: so a type may be
 described in several server entries, and every one of them counts. ``statement_problem`` names what makes a body
-no CapabilityStatement in FHIR JSON (a repeating element sent as a bare object), which the readers would otherwise
-take for a statement declaring nothing."""
+no CapabilityStatement in FHIR JSON for one reader (a repeating element it goes through sent as a bare object),
+which that reader would otherwise take for a statement declaring nothing; a slip in an element the reader never
+goes through is no reason to refuse it (real servers ship them, e.g. a type's one ``operation`` as an object)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "INTERACTIONS",
+    "NOTE_WRITE",
+    "SEARCH_PARAMS",
+    "SECURITY",
+    "SYSTEM_EXPORT",
+    "Reads",
     "declared_interactions",
     "declares_search_param",
     "described",
@@ -24,18 +32,43 @@ __all__ = [
 
 #: The standard search parameters' canonical (FHIR R4 ``SearchParameter/Resource-lastUpdated``...), by code.
 _STANDARD_PARAM = "http://hl7.org/fhir/SearchParameter/Resource-"
-#: Where the readers look, per element: the repeating (array) children FHIR JSON always writes as arrays.
-_ARRAYS = {
-    "CapabilityStatement": ("rest",),
-    "rest": ("resource", "searchParam", "operation"),
-    "resource": ("interaction", "searchParam", "operation", "supportedProfile"),
-    "security": ("extension",),
-    "extension": ("extension",),
-}
-#: The single (object) children the readers go into: ``rest.security`` holds the SMART oauth-uris extension.
-_OBJECTS = {"rest": ("security",)}
-#: What SMART v1 discovery reads (``rest.security``'s extensions): the rest is no reason to refuse a sign-in.
-_SECURITY_ARRAYS = {"CapabilityStatement": ("rest",), "security": ("extension",), "extension": ("extension",)}
+
+
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: one per reader
+class Reads:
+    """What one reader of the statement goes through, so it is refused only for a slip there: per element kind,
+    its repeating (array) children FHIR JSON always writes as arrays, and its single (object) children."""
+
+    #: Named in the refusal: "the CapabilityStatement cannot be read for <what>".
+    what: str
+    arrays: Mapping[str, tuple[str, ...]]
+    objects: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The reader takes ``mode: server`` entries only (``server_rests``): a client entry's slips are not its own.
+    server_only: bool = True
+
+
+_REST = {"CapabilityStatement": ("rest",)}
+#: ``declares_search_param``: ``rest.searchParam`` and the searchParam of the entries describing the type.
+SEARCH_PARAMS = Reads(
+    "its search parameters", _REST | {"rest": ("resource", "searchParam"), "resource": ("searchParam",)}
+)
+#: ``declared_interactions`` (``search-type`` before a batched ``_id`` search).
+INTERACTIONS = Reads("its interactions", _REST | {"rest": ("resource",), "resource": ("interaction",)})
+#: ``engine.bulk_level.declares_system_export``: ``rest.operation``.
+SYSTEM_EXPORT = Reads("its system operations", _REST | {"rest": ("operation",)})
+#: ``connectors.writeback.check_note_write``: each type's interactions and supported profiles.
+NOTE_WRITE = Reads(
+    "DocumentReference create", _REST | {"rest": ("resource",), "resource": ("interaction", "supportedProfile")}
+)
+#: SMART v1 discovery (SAL-04): the oauth-uris extension in ``rest.security``, of every ``rest`` entry.
+SECURITY = Reads(
+    "its security",
+    _REST | {"security": ("extension",), "extension": ("extension",)},
+    {"rest": ("security",)},
+    server_only=False,
+)
+#: Nothing past the body itself: what makes it no CapabilityStatement for any reader (``FhirClient.capabilities``).
+_BODY = Reads("anything", {})
 
 
 def server_rests(capabilities: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -88,37 +121,32 @@ def declares_search_param(capabilities: Mapping[str, Any], resource_type: str, c
     return False
 
 
-def statement_problem(body: Any) -> str | None:
-    """What makes ``body`` no CapabilityStatement in FHIR JSON, or None: not an object, another resource, or an
-    element the readers go through (``rest``, its ``resource``/``searchParam``/``operation``, a resource's
-    ``interaction``...) written other than as an array of objects (FHIR JSON writes a repeating element as an array
-    even with one item; a naive XML-to-JSON converter writes the bare object)."""
-    return _problem(body, _ARRAYS)
-
-
-def security_problem(body: Any) -> str | None:
-    """``statement_problem`` limited to what SMART v1 discovery reads: ``rest`` and its ``security`` extensions."""
-    return _problem(body, _SECURITY_ARRAYS)
-
-
-def _problem(body: Any, arrays: Mapping[str, tuple[str, ...]]) -> str | None:
+def statement_problem(body: Any, reads: Reads | None = None) -> str | None:
+    """What makes ``body`` no CapabilityStatement in FHIR JSON for the reader ``reads`` describes, or None: not an
+    object, another resource, or an element that reader goes through (``rest``, its ``resource``/``searchParam``/
+    ``operation``, a resource's ``interaction``...) written other than as an array of objects (FHIR JSON writes a
+    repeating element as an array even with one item; a naive XML-to-JSON converter writes the bare object).
+    Without ``reads``, the body only."""
     if not isinstance(body, Mapping):
         return f"the body is {_a(body)}, not a JSON object"
     if body.get("resourceType") != "CapabilityStatement":
         return f"the body is a {str(body.get('resourceType'))[:40]!r}, not a CapabilityStatement"
-    return _element_problem(body, "CapabilityStatement", "CapabilityStatement", arrays)
+    return _element_problem(body, "CapabilityStatement", "CapabilityStatement", reads or _BODY)
 
 
-def _element_problem(
-    element: Mapping[str, Any], kind: str, path: str, arrays: Mapping[str, tuple[str, ...]]
-) -> str | None:
-    for name in _OBJECTS.get(kind, ()):
+def security_problem(body: Any) -> str | None:
+    """``statement_problem`` limited to what SMART v1 discovery reads: ``rest`` and its ``security`` extensions."""
+    return statement_problem(body, SECURITY)
+
+
+def _element_problem(element: Mapping[str, Any], kind: str, path: str, reads: Reads) -> str | None:
+    for name in reads.objects.get(kind, ()):
         value = element.get(name)
         if value is not None and not isinstance(value, Mapping):
             return f"{path}.{name} is {_a(value)}, not an object"
-        if value is not None and (found := _element_problem(value, name, f"{path}.{name}", arrays)):
+        if value is not None and (found := _element_problem(value, name, f"{path}.{name}", reads)):
             return found
-    for name in arrays.get(kind, ()):
+    for name in reads.arrays.get(kind, ()):
         value = element.get(name)
         if value is None:
             continue
@@ -126,15 +154,19 @@ def _element_problem(
         if not isinstance(value, list):
             return f"{where} is {_a(value)}, not an array (FHIR JSON writes a repeating element as one)"
         for index, item in enumerate(value):
-            at = f"{where}[{index}]"
-            if name == "supportedProfile":  # null: an item with an extension but no value (its _supportedProfile)
-                if item is not None and not isinstance(item, str):
-                    return f"{at} is {_a(item)}, not a string"
-            elif not isinstance(item, Mapping):
-                return f"{at} is {_a(item)}, not an object"
-            elif found := _element_problem(item, name, at, arrays):
+            if found := _item_problem(item, name, f"{where}[{index}]", reads):
                 return found
     return None
+
+
+def _item_problem(item: Any, name: str, at: str, reads: Reads) -> str | None:
+    if name == "supportedProfile":  # null: an item with an extension but no value (its _supportedProfile)
+        return None if item is None or isinstance(item, str) else f"{at} is {_a(item)}, not a string"
+    if not isinstance(item, Mapping):
+        return f"{at} is {_a(item)}, not an object"
+    if name == "rest" and reads.server_only and item.get("mode", "server") != "server":
+        return None  # a client entry: the server readers never go into it
+    return _element_problem(item, name, at, reads)
 
 
 def _a(value: Any) -> str:

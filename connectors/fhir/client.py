@@ -90,7 +90,9 @@ class FhirClient:
         return resolve_url(path, self.fhir_base + "/")
 
     def capabilities(self, *, refresh: bool = False) -> dict[str, Any]:
-        """The CapabilityStatement (``GET [base]/metadata``), cached for the life of the client."""
+        """The CapabilityStatement (``GET [base]/metadata``), cached for the life of the client. Refused here only when
+        the body is no CapabilityStatement at all: each reader refuses a slip in the elements it goes through
+        (``connectors.fhir.capability.statement_problem`` with its ``Reads``), never for one elsewhere."""
         with self._lock:
             if self._capabilities is not None and not refresh:
                 return self._capabilities
@@ -101,7 +103,7 @@ class FhirClient:
             handler=json_reader(self.bounds.max_bytes),
             bounds=self.bounds,
         )
-        problem = statement_problem(body)
+        problem = statement_problem(body)  # the body only: each reader checks its own elements
         if problem is not None or not isinstance(body, dict):  # a named refusal, never read as declaring nothing
             raise FhirError(
                 f"metadata did not return a CapabilityStatement: {problem}", 200, None, self.url_for("metadata")

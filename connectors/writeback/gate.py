@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from connectors.errors import WriteNotSupportedError
-from connectors.fhir.capability import declared_interactions, described, interactions_of
+from connectors.errors import FhirError, WriteNotSupportedError
+from connectors.fhir.capability import NOTE_WRITE, declared_interactions, described, interactions_of, statement_problem
 from connectors.writeback.scope_filters import query_applies
 
 __all__ = [
@@ -110,10 +110,14 @@ def check_note_write(
     Order matters: a disabled tenant answers ``vendor_disabled`` without looking further (DWB-43). A type described
     in several server ``rest`` entries (``connectors.fhir.capability``) may be created when any of them declares
     create; conditional create is trusted only when every entry declaring create says so (If-None-Exist sent to a
-    configuration that ignores it would let a repeated POST duplicate the note).
+    configuration that ignores it would let a repeated POST duplicate the note). A slip in what this reads (a type's
+    ``interaction`` or ``supportedProfile`` sent as a bare object) is a ``FhirError`` naming it, as an unreadable
+    statement is (the note waits: the server may mend it), never read as declaring no create; one elsewhere is not.
     """
     if not (flags.service_enabled and flags.tenant_enabled and flags.note_create_enabled and flags.vendor_allows_notes):
         raise WriteNotSupportedError("vendor_disabled", "note write-back is disabled for this tenant or vendor")
+    if problem := statement_problem(capabilities, NOTE_WRITE):
+        raise FhirError(f"the CapabilityStatement cannot be read for {NOTE_WRITE.what}: {problem}", 200)
     creating = [r for r in described(capabilities, "DocumentReference") if "create" in interactions_of(r)]
     if not creating:
         raise WriteNotSupportedError(

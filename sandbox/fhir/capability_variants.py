@@ -11,23 +11,45 @@ Legal variants (FHIR R4 allows each; ehrsync must read them as the default state
 - ``decorated``: extensions and extra elements at every level, ``kind: capability``, ``fhirVersion`` 4.0.0, an XML
   first ``format`` list, no ``software``/``implementation``, a ``resource`` entry with no ``interaction`` and no
   ``searchParam``, the system export named otherwise and identified by its versioned canonical only.
+- ``no_system_export``: no system ``rest.operation`` (a server exporting only patients and groups).
+- ``unread_slips``: bare objects and other JSON kinds, as real servers ship them, only where no reader of ehrsync
+  goes: a type's one ``operation`` as the bare object, ``implementation`` as an array, ``messaging`` and
+  ``document`` as bare objects, ``rest.compartment`` as a bare string, a ``mode: client`` entry's one ``resource``
+  as the bare object. Each reader reads such a statement as the default one.
 
 Illegal variants (ehrsync must refuse them by name, never read them as a statement declaring nothing):
 
 - ``bare_objects``: each one-element array (``rest``, ``operation``, ``interaction`` ...) as the bare object, as a
   naive XML-to-JSON converter writes it (FHIR JSON writes a repeating element as an array even with one item).
 - ``not_an_object``: the statement wrapped in a JSON array.
+- ``bare_common_param``: one common ``rest.searchParam`` (``_lastUpdated``) as the bare object: refused by the
+  search-parameter reader only.
+- ``bare_system_operation``: the one system ``rest.operation`` (export) as the bare object: refused by the Bulk-level
+  reader only.
+- ``bare_profile``: DocumentReference's one ``supportedProfile`` as a bare string: refused by the write gate only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 __all__ = ["CapabilityVariant", "apply_variants"]
 
 CapabilityVariant = Literal[
-    "params_in_later_entry", "unprefixed_params", "common_params", "decorated", "bare_objects", "not_an_object"
+    "params_in_later_entry",
+    "unprefixed_params",
+    "common_params",
+    "decorated",
+    "no_system_export",
+    "unread_slips",
+    "bare_objects",
+    "not_an_object",
+    "bare_common_param",
+    "bare_system_operation",
+    "bare_profile",
 ]
+_US_CORE_DOC = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-documentreference"
 _SP = "http://hl7.org/fhir/SearchParameter/Resource-"
 _EXT = [{"url": "http://example.org/fhir/StructureDefinition/vendor-note", "valueString": "sandbox variant"}]
 
@@ -46,7 +68,9 @@ def _apply(body: Any, variant: CapabilityVariant) -> Any:
     if variant == "bare_objects":
         return _bare(body)
     server = next(r for r in body["rest"] if r.get("mode") == "server")
-    if variant == "params_in_later_entry":
+    if variant in _SLIPS:
+        _SLIPS[variant](body, server)
+    elif variant == "params_in_later_entry":
         later = [
             {"type": r["type"], "interaction": [{"code": "search-type"}], "searchParam": r.pop("searchParam")}
             for r in server["resource"]
@@ -62,6 +86,32 @@ def _apply(body: Any, variant: CapabilityVariant) -> Any:
     else:
         _decorate(body, server)
     return body
+
+
+def _unread_slips(body: dict[str, Any], server: dict[str, Any]) -> None:
+    for resource in server["resource"]:
+        if len(resource.get("operation") or []) == 1:
+            resource["operation"] = resource["operation"][0]
+    body["implementation"] = [body.get("implementation") or {"description": "sandbox"}]
+    body["messaging"] = {"documentation": "no messaging"}
+    body["document"] = {"mode": "producer", "profile": "http://example.org/fhir/StructureDefinition/doc"}
+    server["compartment"] = "http://hl7.org/fhir/CompartmentDefinition/patient"
+    body["rest"].append({"mode": "client", "resource": {"type": "Patient", "interaction": {"code": "read"}}})
+
+
+def _bare_profile(_body: dict[str, Any], server: dict[str, Any]) -> None:
+    for resource in server["resource"]:
+        if resource["type"] == "DocumentReference":
+            resource["supportedProfile"] = _US_CORE_DOC
+
+
+_SLIPS: dict[str, Callable[[dict[str, Any], dict[str, Any]], None]] = {
+    "no_system_export": lambda _body, server: server.pop("operation", None),
+    "unread_slips": _unread_slips,
+    "bare_common_param": lambda _body, server: server.update(searchParam={"name": "_lastUpdated", "type": "date"}),
+    "bare_system_operation": lambda _body, server: server.update(operation=server["operation"][0]),
+    "bare_profile": _bare_profile,
+}
 
 
 def _unprefixed(param: dict[str, Any]) -> dict[str, Any]:

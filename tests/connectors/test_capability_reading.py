@@ -8,7 +8,16 @@ from typing import Any
 import pytest
 
 from connectors.errors import DiscoveryError
-from connectors.fhir.capability import declares_search_param, statement_problem
+from connectors.fhir.capability import (
+    INTERACTIONS,
+    NOTE_WRITE,
+    SEARCH_PARAMS,
+    SECURITY,
+    SYSTEM_EXPORT,
+    Reads,
+    declares_search_param,
+    statement_problem,
+)
 from connectors.smart.configuration import parse_capability_statement
 from connectors.writeback import WriteFlags, check_note_write
 
@@ -59,26 +68,67 @@ def test_bdx26_last_updated_counts_in_any_server_entry_describing_the_type_never
 
 
 @pytest.mark.parametrize(
-    ("body", "named"),
+    ("body", "reads", "named"),
     [
-        (_statement({"mode": "server"}) | {"rest": {"mode": "server"}}, "CapabilityStatement.rest is an object"),
-        (_statement({"mode": "server", "operation": {"name": "export"}}), "rest[0].operation is an object"),
-        (_statement({"resource": [{"type": "Patient", "interaction": {"code": "read"}}]}), "interaction is an object"),
-        (_statement({"security": [{"service": []}]}), "rest[0].security is an array, not an object"),
-        (_statement({"resource": ["Patient"]}), "resource[0] is a string, not an object"),
-        ([_statement()], "the body is an array, not a JSON object"),
-        ({"resourceType": "OperationOutcome"}, "'OperationOutcome', not a CapabilityStatement"),
+        (
+            _statement({"mode": "server"}) | {"rest": {"mode": "server"}},
+            SEARCH_PARAMS,
+            "CapabilityStatement.rest is an",
+        ),
+        (_statement({"mode": "server", "operation": {"name": "export"}}), SYSTEM_EXPORT, "rest[0].operation is an"),
+        (_statement({"resource": [{"type": "Patient", "interaction": {"code": "read"}}]}), INTERACTIONS, "interaction"),
+        (_statement({"security": [{"service": []}]}), SECURITY, "rest[0].security is an array, not an object"),
+        (_statement({"resource": ["Patient"]}), NOTE_WRITE, "resource[0] is a string, not an object"),
+        ([_statement()], None, "the body is an array, not a JSON object"),
+        ({"resourceType": "OperationOutcome"}, None, "'OperationOutcome', not a CapabilityStatement"),
     ],
     ids=["rest", "operation", "interaction", "security", "resource-item", "array-body", "another-resource"],
 )
-def test_bdx26_what_is_not_a_capability_statement_in_fhir_json_is_named(body: Any, named: str) -> None:
-    problem = statement_problem(body)
+def test_bdx26_what_is_not_a_capability_statement_in_fhir_json_is_named(
+    body: Any, reads: Reads | None, named: str
+) -> None:
+    problem = statement_problem(body, reads)
     assert problem is not None and named in problem
+
+
+@pytest.mark.parametrize(
+    ("rest", "refused_by"),
+    [
+        ({"searchParam": {"name": "_lastUpdated"}}, {SEARCH_PARAMS}),
+        ({"operation": {"name": "export"}}, {SYSTEM_EXPORT}),
+        ({"resource": [{"type": "Patient", "searchParam": {"name": "_id"}}]}, {SEARCH_PARAMS}),
+        ({"resource": [{"type": "Patient", "interaction": {"code": "read"}}]}, {INTERACTIONS, NOTE_WRITE}),
+        ({"resource": [{"type": "DocumentReference", "supportedProfile": "urn:p"}]}, {NOTE_WRITE}),
+        ({"resource": [{"type": "Patient", "operation": {"name": "everything"}}]}, set()),
+        ({"security": [{"service": []}]}, {SECURITY}),
+        ({"compartment": "http://hl7.org/fhir/CompartmentDefinition/patient"}, set()),
+        ({"mode": "client", "resource": {"type": "Patient"}}, set()),
+    ],
+    ids=[
+        "rest-param",
+        "rest-operation",
+        "param",
+        "interaction",
+        "profile",
+        "type-op",
+        "security",
+        "compartment",
+        "client",
+    ],
+)
+def test_bdx01_bdx26_dwb40_sal04_each_reader_refuses_a_slip_only_in_what_it_reads(rest: Any, refused_by: Any) -> None:
+    """Before, every reader but SMART v1 discovery refused the statement for a slip in any element any of them read,
+    a type's ``operation`` (which none reads) and ``rest.security`` (only discovery reads it) included."""
+    body = _statement({"mode": "server", **rest}) | {"implementation": [{}], "messaging": {}, "document": {}}
+    readers = {SEARCH_PARAMS, INTERACTIONS, SYSTEM_EXPORT, NOTE_WRITE, SECURITY}
+    assert {r for r in readers if statement_problem(body, r) is not None} == refused_by
+    assert statement_problem(body) is None  # the body itself is a CapabilityStatement
 
 
 def test_sal04_a_legal_statement_has_no_problem_and_a_security_list_is_refused_by_discovery_not_crashed_on() -> None:
     """Before, ``rest.security`` sent as an array raised AttributeError out of SMART v1 discovery."""
-    assert statement_problem(_statement({"mode": "server", "security": {"extension": []}, "resource": []})) is None
+    legal = _statement({"mode": "server", "security": {"extension": []}, "resource": []})
+    assert all(statement_problem(legal, r) is None for r in (SEARCH_PARAMS, INTERACTIONS, SYSTEM_EXPORT, NOTE_WRITE))
     with pytest.raises(DiscoveryError, match="security is an array"):
         parse_capability_statement("https://ehr.example/fhir", _statement({"security": [{"extension": []}]}))
 
@@ -95,12 +145,14 @@ def test_bdx26_dwb40_a_primitive_array_holding_null_beside_its_extension_is_fhir
         "_supportedProfile": [{"extension": [{"url": "http://example.org/why", "valueString": "no value"}]}, None],
     }
     statement = _statement({"mode": "server", "resource": [profiled]})
-    assert statement_problem(statement) is None
+    assert statement_problem(statement, NOTE_WRITE) is None
     on = WriteFlags(service_enabled=True, tenant_enabled=True, note_create_enabled=True)
     assert check_note_write(statement, "patient/DocumentReference.c", on).supported_profiles == (
         "http://hl7.org/fhir/us/core/StructureDefinition/us-core-documentreference",
     )
-    assert statement_problem(_statement({"mode": "server", "resource": [profiled | {"supportedProfile": [{}]}]}))
+    assert statement_problem(
+        _statement({"mode": "server", "resource": [profiled | {"supportedProfile": [{}]}]}), NOTE_WRITE
+    )
 
 
 def test_sal04_discovery_reads_oauth_uris_past_a_bare_object_in_an_element_it_does_not_read() -> None:
@@ -116,7 +168,7 @@ def test_sal04_discovery_reads_oauth_uris_past_a_bare_object_in_an_element_it_do
     }
     security = {"extension": [oauth]}
     odd = _statement({"mode": "server", "security": security, "resource": [{"type": "Patient", "interaction": {}}]})
-    assert statement_problem(odd) is not None
+    assert statement_problem(odd, INTERACTIONS) is not None
     found = parse_capability_statement("https://ehr.example/fhir", odd)
     assert found.token_endpoint == "https://ehr.example/oauth/token" and found.smart_v1
     bare = _statement({"mode": "server", "security": {"extension": oauth}})

@@ -11,7 +11,14 @@ import httpx
 import pytest
 
 from connectors.errors import DiscoveryError, FhirError
-from connectors.fhir.capability import declared_interactions
+from connectors.fhir.capability import (
+    INTERACTIONS,
+    NOTE_WRITE,
+    SEARCH_PARAMS,
+    SYSTEM_EXPORT,
+    Reads,
+    declared_interactions,
+)
 from connectors.smart.discovery import discover
 from connectors.writeback import WriteFlags, check_note_write
 from engine.bulk_level import declares_system_export
@@ -25,12 +32,14 @@ from tests.engine.writeback_helpers import FAST, enqueue, writable_connection
 LEGAL = ["params_in_later_entry", "unprefixed_params", "common_params", "decorated"]
 ILLEGAL = {"bare_objects": "is an object, not an array", "not_an_object": "not a JSON object"}
 _ON = WriteFlags(service_enabled=True, tenant_enabled=True, note_create_enabled=True)
+#: Every reader of the statement in the sync and the write gate (SMART v1 discovery: its own test below).
+_READERS = (SEARCH_PARAMS, INTERACTIONS, SYSTEM_EXPORT, NOTE_WRITE)
 
 
-def _statement(world: SyncWorld, conn_id: str) -> tuple[Any, dict[str, Any] | None]:
+def _statement(world: SyncWorld, conn_id: str, reads: Reads = SEARCH_PARAMS) -> tuple[Any, dict[str, Any] | None]:
     conn = load_connection(world.env.db, conn_id)
     with world.env.fhir_client(conn) as client:
-        return conn, world.env.capabilities(conn, client)
+        return conn, world.env.capabilities(conn, client, reads=reads)
 
 
 @pytest.mark.parametrize("variant", LEGAL)
@@ -42,8 +51,9 @@ def test_bdx01_bdx26_dwb40_a_legal_statement_decides_as_the_default_one_does(
     were named without their ``_`` (identified by their definition canonical), read as having no ``_lastUpdated``:
     every run searched the type whole."""
     sb = start_sandbox(capability_variants=[variant])
-    conn, caps = _statement(world, connect_patient(world, sb, http=http))
-    assert caps is not None
+    conn_id = connect_patient(world, sb, http=http)
+    conn, caps = _statement(world, conn_id)
+    assert caps is not None and all(_statement(world, conn_id, reads)[1] is not None for reads in _READERS)
     assert conn.provider.supports_last_updated("Observation", caps) is True
     assert declares_system_export(caps) is True
     assert "search-type" in declared_interactions(caps, "Practitioner")
@@ -74,16 +84,18 @@ def test_bdx26_an_incremental_run_searches_since_the_mark_whatever_way_last_upda
 def test_bdx26_dwb40_a_statement_that_is_not_fhir_json_is_refused_by_name(
     world: SyncWorld, start_sandbox: Any, http: httpx.Client, caplog: pytest.LogCaptureFixture, variant: str
 ) -> None:
-    """The client refuses it naming what is wrong; the run logs that and goes on with the vendor's defaults (as
-    for any unusable statement). Before, one-element arrays sent as bare objects read as a statement declaring
-    nothing: no ``_lastUpdated``, no export, no create (a note blocked as if the server forbade it)."""
+    """Every reader refuses it naming what is wrong (a body that is no JSON object: the client already); the run
+    logs that and goes on with the vendor's defaults (as for any unusable statement). Before, one-element arrays sent
+    as bare objects read as a statement declaring nothing: no ``_lastUpdated``, no export, no create (a note blocked
+    as if the server forbade it)."""
     sb = start_sandbox(capability_variants=[variant])
     conn_id = connect_patient(world, sb, http=http)
     conn = load_connection(world.env.db, conn_id)
-    with world.env.fhir_client(conn) as client, pytest.raises(FhirError, match=ILLEGAL[variant]):
-        client.capabilities()
+    if variant == "not_an_object":
+        with world.env.fhir_client(conn) as client, pytest.raises(FhirError, match=ILLEGAL[variant]):
+            client.capabilities()
     with caplog.at_level(logging.WARNING, logger="engine"):
-        assert _statement(world, conn_id)[1] is None
+        assert all(_statement(world, conn_id, reads)[1] is None for reads in _READERS)
     assert any(ILLEGAL[variant] in r.getMessage() for r in caplog.records), caplog.records
 
 

@@ -53,7 +53,7 @@ def test_reading_referenced_types_stops_at_the_first_type(failure: Exception, mo
 
     monkeypatch.setattr(references, "land_by_ids", land)
     monkeypatch.setattr(references, "can_search_by_id", lambda *_: False)
-    env = SimpleNamespace(capabilities=lambda *_: None, zone=None, db=None)
+    env = SimpleNamespace(capabilities=lambda *_, **__: None, zone=None, db=None)
     by_type = {"Practitioner": ["p1"], "Organization": ["o1"], "Location": ["l1"]}
     with pytest.raises(type(failure)):
         references._fetch_all(env, SimpleNamespace(id="c1"), None, None, "run", by_type)  # type: ignore[arg-type]
