@@ -95,8 +95,10 @@ def test_bdx26_dwb40_a_statement_that_is_not_fhir_json_is_refused_by_name(
         with world.env.fhir_client(conn) as client, pytest.raises(FhirError, match=ILLEGAL[variant]):
             client.capabilities()
     with caplog.at_level(logging.WARNING, logger="engine"):
-        assert all(_statement(world, conn_id, reads)[1] is None for reads in _READERS)
+        assert all(_statement(world, conn_id, reads)[1] is None for reads in [*_READERS, SEARCH_PARAMS])
     assert any(ILLEGAL[variant] in r.getMessage() for r in caplog.records), caplog.records
+    if variant == "bare_objects":  # each reader says so once (a run asks per type)
+        assert sum("for its search parameters" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_sal04_smart_v1_discovery_reads_a_decorated_statement_and_refuses_bare_objects_by_name(
