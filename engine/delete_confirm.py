@@ -130,10 +130,10 @@ def confirm_deleted(
             ),
             env.fhir_client(conn) as client,
         ):
-            batched = can_search_by_id(conn, rtype, env.capabilities(conn, client, run_id, reads=INTERACTIONS))
+            by_id = can_search_by_id(conn, rtype, env.capabilities(conn, client, run_id, reads=INTERACTIONS.of(rtype)))
 
             def fill(writer: LandingWriter, report: TypeReport) -> None:
-                _ask(client, conn, rtype, asking, writer, report, batched=batched)
+                _ask(client, conn, rtype, asking, writer, report, batched=by_id)
 
             landed = land_with(env.zone, conn, wh, run_id, rtype, fill, seq="reconcile-confirm", observed_at=listed_at)
     except (EhrSyncError, WarehouseError, OSError) as exc:  # the token, the capabilities, or the upsert

@@ -232,9 +232,9 @@ def _recover(
             ),
             env.fhir_client(conn) as client,
         ):
-            batched = can_search_by_id(conn, rtype, env.capabilities(conn, client, run_id, reads=INTERACTIONS))
+            by_id = can_search_by_id(conn, rtype, env.capabilities(conn, client, run_id, reads=INTERACTIONS.of(rtype)))
             landed = land_by_ids(
-                env.zone, conn, client, wh, run_id, rtype, ids, batched=batched, seq="reconcile", observed_at=listed_at
+                env.zone, conn, client, wh, run_id, rtype, ids, batched=by_id, seq="reconcile", observed_at=listed_at
             )
     except (EhrSyncError, WarehouseError, OSError) as exc:
         # The tombstones are committed (and counted: not raised, even when no later type gets past this failure,

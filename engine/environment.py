@@ -110,7 +110,7 @@ class SyncEnvironment:
     duckdb_threads: int | None = None
     _limiters: dict[str, CallBudget] = field(default_factory=dict, repr=False)
     _capabilities: dict[str, dict[str, Any] | None] = field(default_factory=dict, repr=False)
-    _refused_reads: set[tuple[str, str]] = field(default_factory=set, repr=False)  # (base, reader) warned of
+    _refused_reads: set[tuple[str, str, str]] = field(default_factory=set, repr=False)  # (base, reader, slip) warned
 
     @contextmanager
     def warehouse(self) -> Iterator[Warehouse]:
@@ -159,9 +159,10 @@ class SyncEnvironment:
         problem = statement_problem(statement, reads) if statement is not None else None
         if problem is None:
             return statement
-        if (conn.fhir_base, reads.what) in self._refused_reads:  # warned once: a run asks per type
+        refused = (conn.fhir_base, reads.what, problem)  # each slip once: a run asks per type
+        if refused in self._refused_reads:
             return None
-        self._refused_reads.add((conn.fhir_base, reads.what))
+        self._refused_reads.add(refused)
         _log.warning(
             "the CapabilityStatement of %s cannot be read for %s (%s); using vendor defaults",
             conn.id,

@@ -80,8 +80,7 @@ def land_resource_type(
     _carry_full(env, conn, resource_type, run_id, stored is None and not full)
     with env.fhir_client(conn) as client, step_budget(f"landing {resource_type}", env.step_budget_s):
         if since is not None:  # only an incremental search needs to know whether _lastUpdated works
-            statement = env.capabilities(conn, client, run_id, reads=SEARCH_PARAMS)
-            plans = search_plans(conn, resource_type, since, env.page_size, statement)
+            plans = _declared_plans(env, conn, client, resource_type, run_id, since)
         landing = _land_with_restarts(env, _Search(conn, client, resource_type, run_id, plans, since))
         report = landing.report
         missed = 0
@@ -107,6 +106,15 @@ def land_resource_type(
     )
     checkpoint("rest.landed")
     return report
+
+
+def _declared_plans(
+    env: SyncEnvironment, conn: ConnectionInfo, client: FhirClient, resource_type: str, run_id: str, since: datetime
+) -> list[dict[str, str]]:
+    """The type's searches since ``since``, with ``_lastUpdated`` where the server's statement declares it for the
+    type (a slip in another type's entry is not this search's: ``SEARCH_PARAMS.of``)."""
+    statement = env.capabilities(conn, client, run_id, reads=SEARCH_PARAMS.of(resource_type))
+    return search_plans(conn, resource_type, since, env.page_size, statement)
 
 
 def _open_run(

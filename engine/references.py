@@ -102,10 +102,11 @@ def _fetch_all(
     by_type: dict[str, list[str]],
 ) -> dict[str, TypeReport]:
     reports: dict[str, TypeReport] = {}
-    capabilities = env.capabilities(conn, client, run_id, reads=INTERACTIONS)
     for rtype, ids in by_type.items():
         try:
-            batched = can_search_by_id(conn, rtype, capabilities)
+            batched = can_search_by_id(
+                conn, rtype, env.capabilities(conn, client, run_id, reads=INTERACTIONS.of(rtype))
+            )
             reports[rtype] = land_by_ids(env.zone, conn, client, wh, run_id, rtype, ids, batched=batched)
         except (*EVERY_REQUEST_WOULD_MEET, *LANDING_DISK_FULL):
             # every further request would fail (or wait the refresh lock's 300 s), every landing meet the full disk,

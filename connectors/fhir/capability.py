@@ -5,12 +5,13 @@ configuration settings"), and cpb-9 forbids describing a type twice only within 
 described in several server entries, and every one of them counts. ``statement_problem`` names what makes a body
 no CapabilityStatement in FHIR JSON for one reader (a repeating element it goes through sent as a bare object),
 which that reader would otherwise take for a statement declaring nothing; a slip in an element the reader never
-goes through is no reason to refuse it (real servers ship them, e.g. a type's one ``operation`` as an object)."""
+goes through is no reason to refuse it (real servers ship them, e.g. a type's one ``operation`` as an object), nor
+is one in the entry of a type it does not read (``Reads.of``: the search of Observation reads Observation's)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = [
@@ -34,7 +35,7 @@ __all__ = [
 _STANDARD_PARAM = "http://hl7.org/fhir/SearchParameter/Resource-"
 
 
-@dataclass(frozen=True, eq=False)  # compared and hashed by identity: one per reader
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity (``of`` makes a new one each time)
 class Reads:
     """What one reader of the statement goes through, so it is refused only for a slip there: per element kind,
     its repeating (array) children FHIR JSON always writes as arrays, and its single (object) children."""
@@ -45,20 +46,30 @@ class Reads:
     objects: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: The reader takes ``mode: server`` entries only (``server_rests``): a client entry's slips are not its own.
     server_only: bool = True
+    #: The types whose ``rest.resource`` entries the reader goes into (``None``: every type): another type's slip
+    #: (its one ``interaction`` or ``searchParam`` as a bare object) is not its own.
+    types: frozenset[str] | None = None
+
+    def of(self, *types: str) -> Reads:
+        """This reader as it reads ``types`` only (the search parameters of the type a run searches...)."""
+        return replace(self, types=frozenset(types))
 
 
 _REST = {"CapabilityStatement": ("rest",)}
-#: ``declares_search_param``: ``rest.searchParam`` and the searchParam of the entries describing the type.
+#: ``declares_search_param``: ``rest.searchParam`` and the searchParam of the entries describing the type (``.of``).
 SEARCH_PARAMS = Reads(
     "its search parameters", _REST | {"rest": ("resource", "searchParam"), "resource": ("searchParam",)}
 )
-#: ``declared_interactions`` (``search-type`` before a batched ``_id`` search).
+#: ``declared_interactions`` (``search-type`` before a batched ``_id`` search), of the type searched (``.of``).
 INTERACTIONS = Reads("its interactions", _REST | {"rest": ("resource",), "resource": ("interaction",)})
 #: ``engine.bulk_level.declares_system_export``: ``rest.operation``.
 SYSTEM_EXPORT = Reads("its system operations", _REST | {"rest": ("operation",)})
-#: ``connectors.writeback.check_note_write``: each type's interactions and supported profiles.
+#: ``connectors.writeback.check_note_write``: DocumentReference's interactions and supported profiles (Binary's and
+#: Provenance's interactions: ``INTERACTIONS.of("Binary", "Provenance")``).
 NOTE_WRITE = Reads(
-    "DocumentReference create", _REST | {"rest": ("resource",), "resource": ("interaction", "supportedProfile")}
+    "DocumentReference create",
+    _REST | {"rest": ("resource",), "resource": ("interaction", "supportedProfile")},
+    types=frozenset({"DocumentReference"}),
 )
 #: SMART v1 discovery (SAL-04): the oauth-uris extension in ``rest.security``, of every ``rest`` entry.
 SECURITY = Reads(
@@ -166,7 +177,13 @@ def _item_problem(item: Any, name: str, at: str, reads: Reads) -> str | None:
         return f"{at} is {_a(item)}, not an object"
     if name == "rest" and reads.server_only and item.get("mode", "server") != "server":
         return None  # a client entry: the server readers never go into it
+    if name == "resource" and reads.types is not None and not _one_of(item.get("type"), reads.types):
+        return None  # another type's entry: ``described`` never goes into it
     return _element_problem(item, name, at, reads)
+
+
+def _one_of(value: Any, types: frozenset[str]) -> bool:
+    return isinstance(value, str) and value in types  # a list as ``type`` describes no type (and is unhashable)
 
 
 def _a(value: Any) -> str:

@@ -13,7 +13,14 @@ from typing import Any
 from urllib.parse import unquote
 
 from connectors.errors import FhirError, WriteNotSupportedError
-from connectors.fhir.capability import NOTE_WRITE, declared_interactions, described, interactions_of, statement_problem
+from connectors.fhir.capability import (
+    INTERACTIONS,
+    NOTE_WRITE,
+    declared_interactions,
+    described,
+    interactions_of,
+    statement_problem,
+)
 from connectors.writeback.scope_filters import query_applies
 
 __all__ = [
@@ -24,6 +31,9 @@ __all__ = [
     "scopes_allow_note_create",
     "scopes_allow_provenance_create",
 ]
+
+#: The other types whose interactions the gate reads (Binary for a large note, Provenance beside it).
+_EXTRA_TYPES = INTERACTIONS.of("Binary", "Provenance")
 
 #: A resource scope: v1 ``.write``/``.*`` or v2 ``.cruds`` letters, on a type or ``*``, and a v2 filter's query.
 _SCOPE_RE = re.compile(r"^(patient|user|system)/([A-Za-z]+|\*)\.(write|\*|c?r?u?d?s?)(\?(.+))?$")
@@ -110,13 +120,14 @@ def check_note_write(
     Order matters: a disabled tenant answers ``vendor_disabled`` without looking further (DWB-43). A type described
     in several server ``rest`` entries (``connectors.fhir.capability``) may be created when any of them declares
     create; conditional create is trusted only when every entry declaring create says so (If-None-Exist sent to a
-    configuration that ignores it would let a repeated POST duplicate the note). A slip in what this reads (a type's
-    ``interaction`` or ``supportedProfile`` sent as a bare object) is a ``FhirError`` naming it, as an unreadable
-    statement is (the note waits: the server may mend it), never read as declaring no create; one elsewhere is not.
+    configuration that ignores it would let a repeated POST duplicate the note). A slip in what this reads
+    (DocumentReference's ``interaction`` or ``supportedProfile``, Binary's or Provenance's ``interaction``, sent as a
+    bare object) is a ``FhirError`` naming it, as an unreadable statement is (the note waits: the server may mend
+    it), never read as declaring no create; one elsewhere (another type's) is not.
     """
     if not (flags.service_enabled and flags.tenant_enabled and flags.note_create_enabled and flags.vendor_allows_notes):
         raise WriteNotSupportedError("vendor_disabled", "note write-back is disabled for this tenant or vendor")
-    if problem := statement_problem(capabilities, NOTE_WRITE):
+    if problem := statement_problem(capabilities, NOTE_WRITE) or statement_problem(capabilities, _EXTRA_TYPES):
         raise FhirError(f"the CapabilityStatement cannot be read for {NOTE_WRITE.what}: {problem}", 200)
     creating = [r for r in described(capabilities, "DocumentReference") if "create" in interactions_of(r)]
     if not creating:

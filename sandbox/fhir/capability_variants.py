@@ -27,6 +27,9 @@ Illegal variants (ehrsync must refuse them by name, never read them as a stateme
 - ``bare_system_operation``: the one system ``rest.operation`` (export) as the bare object: refused by the Bulk-level
   reader only.
 - ``bare_profile``: DocumentReference's one ``supportedProfile`` as a bare string: refused by the write gate only.
+- ``other_type_slips``: Location's ``interaction`` and ``searchParam`` as one bare object each and its one
+  ``supportedProfile`` as a bare string, Organization's ``searchParam`` as one bare object: refused by the readers
+  of those types only (never by the write gate, nor by the search of another type).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ CapabilityVariant = Literal[
     "bare_common_param",
     "bare_system_operation",
     "bare_profile",
+    "other_type_slips",
 ]
 _US_CORE_DOC = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-documentreference"
 _SP = "http://hl7.org/fhir/SearchParameter/Resource-"
@@ -105,12 +109,23 @@ def _bare_profile(_body: dict[str, Any], server: dict[str, Any]) -> None:
             resource["supportedProfile"] = _US_CORE_DOC
 
 
+def _other_type_slips(_body: dict[str, Any], server: dict[str, Any]) -> None:
+    for resource in server["resource"]:
+        if resource["type"] == "Location":
+            resource["interaction"] = {"code": "read"}
+            resource["searchParam"] = {"name": "_lastUpdated", "type": "date"}
+            resource["supportedProfile"] = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-location"
+        if resource["type"] == "Organization":
+            resource["searchParam"] = {"name": "_id", "type": "token"}
+
+
 _SLIPS: dict[str, Callable[[dict[str, Any], dict[str, Any]], None]] = {
     "no_system_export": lambda _body, server: server.pop("operation", None),
     "unread_slips": _unread_slips,
     "bare_common_param": lambda _body, server: server.update(searchParam={"name": "_lastUpdated", "type": "date"}),
     "bare_system_operation": lambda _body, server: server.update(operation=server["operation"][0]),
     "bare_profile": _bare_profile,
+    "other_type_slips": _other_type_slips,
 }
 
 

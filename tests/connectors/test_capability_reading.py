@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from connectors.errors import DiscoveryError
+from connectors.errors import DiscoveryError, FhirError
 from connectors.fhir.capability import (
     INTERACTIONS,
     NOTE_WRITE,
@@ -97,7 +97,8 @@ def test_bdx26_what_is_not_a_capability_statement_in_fhir_json_is_named(
         ({"searchParam": {"name": "_lastUpdated"}}, {SEARCH_PARAMS}),
         ({"operation": {"name": "export"}}, {SYSTEM_EXPORT}),
         ({"resource": [{"type": "Patient", "searchParam": {"name": "_id"}}]}, {SEARCH_PARAMS}),
-        ({"resource": [{"type": "Patient", "interaction": {"code": "read"}}]}, {INTERACTIONS, NOTE_WRITE}),
+        ({"resource": [{"type": "Patient", "interaction": {"code": "read"}}]}, {INTERACTIONS}),
+        ({"resource": [{"type": "DocumentReference", "interaction": {"code": "create"}}]}, {INTERACTIONS, NOTE_WRITE}),
         ({"resource": [{"type": "DocumentReference", "supportedProfile": "urn:p"}]}, {NOTE_WRITE}),
         ({"resource": [{"type": "Patient", "operation": {"name": "everything"}}]}, set()),
         ({"security": [{"service": []}]}, {SECURITY}),
@@ -109,6 +110,7 @@ def test_bdx26_what_is_not_a_capability_statement_in_fhir_json_is_named(
         "rest-operation",
         "param",
         "interaction",
+        "note-interaction",
         "profile",
         "type-op",
         "security",
@@ -123,6 +125,26 @@ def test_bdx01_bdx26_dwb40_sal04_each_reader_refuses_a_slip_only_in_what_it_read
     readers = {SEARCH_PARAMS, INTERACTIONS, SYSTEM_EXPORT, NOTE_WRITE, SECURITY}
     assert {r for r in readers if statement_problem(body, r) is not None} == refused_by
     assert statement_problem(body) is None  # the body itself is a CapabilityStatement
+
+
+@pytest.mark.parametrize(
+    ("slipped", "held"), [("Patient", False), ("Location", False), ("Binary", True), ("Provenance", True)]
+)
+def test_dwb40_the_write_gate_is_held_by_a_slip_only_in_the_types_it_reads(slipped: str, held: bool) -> None:
+    """DocumentReference's entry and Binary's and Provenance's interactions: a slip there holds the note (a named
+    ``FhirError``), another type's (its one interaction or profile sent bare) does not. Before, any type's did."""
+    doc = {"type": "DocumentReference", "interaction": [{"code": "create"}]}
+    odd = {"type": slipped, "interaction": {"code": "create"}, "supportedProfile": "urn:p"}
+    statement = _statement({"mode": "server", "resource": [doc, odd]})
+    on = WriteFlags(service_enabled=True, tenant_enabled=True, note_create_enabled=True)
+    if held:
+        with pytest.raises(FhirError, match=r"DocumentReference create: .*resource\[1\]\.interaction is an object"):
+            check_note_write(statement, "patient/DocumentReference.c", on)
+    else:
+        assert not check_note_write(statement, "patient/DocumentReference.c", on).binary_create
+    # the sync's interaction reader refuses it for the slipped type's ``_id`` search only
+    assert statement_problem(statement, INTERACTIONS.of(slipped)) is not None
+    assert statement_problem(statement, INTERACTIONS.of("Observation")) is None
 
 
 def test_sal04_a_legal_statement_has_no_problem_and_a_security_list_is_refused_by_discovery_not_crashed_on() -> None:

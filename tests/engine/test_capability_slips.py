@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.fhir.capability import SEARCH_PARAMS, SYSTEM_EXPORT
+from connectors.fhir.capability import INTERACTIONS, SEARCH_PARAMS, SYSTEM_EXPORT
 from connectors.smart.discovery import discover
 from engine import run_bulk_export
 from engine.connection_info import load_connection
@@ -150,3 +150,42 @@ def test_sal04_smart_v1_discovery_reads_past_slips_in_what_the_sync_reads(
     for variants in (["unread_slips"], ["bare_common_param", "bare_system_operation"]):
         sb = start_sandbox(profile="v1", capability_variants=variants)
         assert discover(sb.fhir_base, http=http).token_endpoint.endswith("/oauth/token")
+
+
+def test_bdx26_a_slip_in_another_types_entry_keeps_each_types_own_reading(
+    world: SyncWorld, start_sandbox: Any, http: httpx.Client, request_log: RequestLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Location's ``interaction`` and ``searchParam`` (and Organization's) as bare objects: Observation is still
+    searched since the mark and referenced patients in one ``_id`` batch; only the slipped types' own readers refuse,
+    naming each slip once. Before,
+    the search-parameter and interaction readers refused the statement for every type (searched whole, read one by
+    one), though none of them reads Location's entry."""
+    sb = start_sandbox(patients=1, capability_variants=["other_type_slips"])
+    conn_id = connect_patient(world, sb, http=http)
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        searches = _searches_since(world, conn_id, http, sb, request_log)
+    assert searches and all(_LAST_UPDATED in s.params for s in searches), searches
+    assert not [r for r in caplog.records if "CapabilityStatement" in r.getMessage()], caplog.records
+    conn, wanted = load_connection(world.env.db, conn_id), sandbox_patients(http, sb)[:1]
+    request_log.clear()
+    with world.env.fhir_client(conn) as client, world.env.warehouse() as wh:
+        assert fetch_references(world.env, conn, client, wh, "run-1", [f"Patient/{p}" for p in wanted])["Patient"]
+    assert [u.params.get("_id") for u in request_log.paths("/fhir/Patient")] == [",".join(wanted)]
+    with world.env.fhir_client(conn) as client, caplog.at_level(logging.WARNING, logger="engine"):
+        for _ in range(2):  # each slip named once, Organization's beside Location's
+            for reads in (SEARCH_PARAMS.of("Location"), INTERACTIONS.of("Location"), SEARCH_PARAMS.of("Organization")):
+                assert world.env.capabilities(conn, client, reads=reads) is None
+    named = [r.getMessage() for r in caplog.records if "cannot be read for its" in r.getMessage()]
+    assert len(named) == 3 and len({m.split("(CapabilityStatement.", 1)[1] for m in named}) == 3, named
+
+
+def test_dwb40_a_slip_in_another_types_entry_lets_a_note_be_written(
+    world: SyncWorld, start_sandbox: Any, http: httpx.Client, request_log: RequestLog
+) -> None:
+    """The write gate reads DocumentReference's entry (and Binary's, Provenance's interactions): Location's slips
+    are not its own. Before, the note was held ``pending`` (``fhir_error``) for as long as the server shipped them."""
+    sb = start_sandbox(capability_variants=["other_type_slips"])
+    conn = writable_connection(world, sb, http)
+    done = write_note(world.env, FAST, enqueue(world, conn).id)
+    assert done.state == "written", (done.state, done.reason_code, done.reason)
+    assert len(request_log.paths("/fhir/DocumentReference", "POST")) == 1
