@@ -159,13 +159,15 @@ class SyncEnvironment:
         problem = statement_problem(statement, reads) if statement is not None else None
         if problem is None:
             return statement
-        refused = (conn.fhir_base, reads.what, problem)  # each slip once: a run asks per type
+        refused = (conn.fhir_base, reads.what, problem)  # each slip once (a run asks per type), named with the base
         if refused in self._refused_reads:
             return None
         self._refused_reads.add(refused)
         _log.warning(
-            "the CapabilityStatement of %s cannot be read for %s (%s); using vendor defaults",
+            "the CapabilityStatement of %s (FHIR base %s) cannot be read for %s (%s); using vendor defaults for every"
+            " connection of that base in this step",
             conn.id,
+            conn.fhir_base,
             reads.what,
             problem,
         )

@@ -177,6 +177,8 @@ def test_bdx26_a_slip_in_another_types_entry_keeps_each_types_own_reading(
                 assert world.env.capabilities(conn, client, reads=reads) is None
     named = [r.getMessage() for r in caplog.records if "cannot be read for its" in r.getMessage()]
     assert len(named) == 3 and len({m.split("(CapabilityStatement.", 1)[1] for m in named}) == 3, named
+    # once per base: a batch's other connections of that base are named by it
+    assert all(f"(FHIR base {sb.fhir_base})" in m for m in named), named
 
 
 def test_dwb40_a_slip_in_another_types_entry_lets_a_note_be_written(
