@@ -8,12 +8,13 @@
   (the ciphertext may be fine, another process may hold the key), so nothing else tells the operator: the note waits
   with the syncs' error code (``token_undecryptable``) and its message as the reason, naming the key id and the
   setting (never a token), sent or searched for by the first run in a process that has the key
-  (``wait_for_key``), whether or not it was ever sent.
+  (``wait_for_key``), whether or not it was ever sent. Each run meeting it puts it off ``backoff_cap_s`` again, never
+  less than ``HOLD_MIN_S`` (``held_until``).
 - A tenant switch the note's answer hangs on (``enableWrite``, ``enableNoteCreate``, ``allowFinalNotes`` for an
   approved final note) is stored as neither ``true`` nor ``false`` (``"true"``, ``"yes"``, ``1``, ``null``: a row
   written before seeds were checked, or edited by hand). Read as off, the note would be blocked as if the tenant had
   said no; read as on, sent on a guess. It waits instead, the reason naming the setting and the value's JSON type
-  (``wait_for_setting``), and goes on as usual once the setting is fixed.
+  (``wait_for_setting``), put off as a note waiting for a key is, and goes on as usual once the setting is fixed.
 - The EHR's CapabilityStatement cannot be read before anything is sent (an outage, a 5xx, a statement that is not
   FHIR JSON): the note waits, its tries not counted (a long outage must never fail a note), each consecutive hold
   twice as long as the last up to ``backoff_cap_s``, never less than ``HOLD_MIN_S``, the reason saying why
@@ -26,7 +27,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from connectors import errors as ce
 from engine.checkpoints import checkpoint
@@ -42,6 +43,7 @@ from store.outbox_queue import waiting_code
 __all__ = [
     "HOLD_MIN_S",
     "STATEMENT_UNREAD",
+    "held_until",
     "wait_for_connection",
     "wait_for_grant",
     "wait_for_key",
@@ -57,6 +59,15 @@ STATEMENT_UNREAD = "the EHR's CapabilityStatement could not be read"
 #: (``pipelines/defs/writeback/sensors.py``). Doubling a 0 s wait stayed 0 s: a run, a version and a ``/metadata``
 #: read per note on every tick, for ever.
 HOLD_MIN_S = 30.0
+
+
+def held_until(config: WritebackConfig) -> tuple[datetime, datetime]:
+    """The ``updated_at`` and ``next_attempt_at`` of a note held for a missing token key or a tenant setting: due
+    again after ``backoff_cap_s``, never less than ``HOLD_MIN_S``. Such holds never end by themselves: with a cap of
+    0 each run left the note due at once, a new version, an audit event and a run on every sensor tick, for as long
+    as the key or the setting stayed so."""
+    now = utcnow()
+    return now, now + timedelta(seconds=max(config.backoff_cap_s, HOLD_MIN_S))
 
 
 def wait_for_grant(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: ce.NeedsReauthError) -> NoteRecord:
@@ -84,10 +95,12 @@ def wait_for_key(
     db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: TokenKeyMissingError, *, maybe_stored: bool
 ) -> NoteRecord:
     """``pending`` (``maybe_stored`` kept: a later run searches or repeats with If-None-Exist first), the reason the
-    vault's message, due again after ``backoff_cap_s``; its tries unchanged (nothing new reached the EHR). A run
-    meeting the same missing key again puts it off once more (a new version: the next run's key): left due as it
-    was, such notes would head every read of the sensor (longest due first, ``limit`` rows) for as long as the key
-    is missing, and no note due after them would be asked for. A process given the key sends it unasked."""
+    vault's message, due again after ``backoff_cap_s``, at least ``HOLD_MIN_S`` (``held_until``); its tries
+    unchanged (nothing new reached the EHR). A run meeting the same missing key again puts it off once
+    more (a new version: the next run's key): left due as it was, such notes would head every read of the sensor
+    (longest due first, ``limit`` rows) for as long as the key is missing, and no note due after them would be asked
+    for. A process given the key sends it unasked."""
+    now, due = held_until(config)
     return transition(
         db,
         note,
@@ -95,7 +108,8 @@ def wait_for_key(
         maybe_stored=maybe_stored,
         reason_code=exc.code,
         reason=str(exc),
-        next_attempt_at=utcnow() + timedelta(seconds=config.backoff_cap_s),
+        updated_at=now,
+        next_attempt_at=due,
         detail={"error_code": exc.code, "key_id": exc.key_id},
     )
 
@@ -103,10 +117,11 @@ def wait_for_key(
 def wait_for_setting(
     db: AppDatabase, config: WritebackConfig, note: NoteRecord, problem: str, *, maybe_stored: bool
 ) -> NoteRecord:
-    """``pending`` with ``tenant_setting_invalid`` and ``problem`` as the reason, due again after ``backoff_cap_s``, its
-    tries and ``maybe_stored`` kept (nothing reached the EHR): as ``wait_for_key``, each run meeting the bad setting
-    puts it off again, so held notes never head the sensor's reads."""
+    """``pending`` with ``tenant_setting_invalid`` and ``problem`` as the reason, due again as ``wait_for_key`` is, its
+    tries and ``maybe_stored`` kept (nothing reached the EHR): as ``wait_for_key``, each
+    run meeting the bad setting puts it off again, so held notes never head the sensor's reads."""
     reason = f"{problem}; the note waits until the setting is fixed"
+    now, due = held_until(config)
     return transition(
         db,
         note,
@@ -114,7 +129,8 @@ def wait_for_setting(
         maybe_stored=maybe_stored,
         reason_code=TENANT_SETTING_INVALID,
         reason=reason,
-        next_attempt_at=utcnow() + timedelta(seconds=config.backoff_cap_s),
+        updated_at=now,
+        next_attempt_at=due,
         detail={"error_code": TENANT_SETTING_INVALID},
     )
 
