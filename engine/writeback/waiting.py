@@ -22,11 +22,16 @@
   POST was recorded (``doc_posted``: it may be in the EHR). It is never given up by itself, not even for a statement
   that stays unreadable (a server may mend it; giving a note up is a person's call), and each hold is logged as a
   warning with the error code for the operator.
+
+A ``sending`` note held before its DocumentReference POST gives back the try counted as it went to ``sending``
+(``_tries_kept``): the run that sends it counts it again. Kept, a run that died before its POST on the last try
+left the note reading 9 tries of 8 once it was sent.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from connectors import errors as ce
@@ -70,6 +75,16 @@ def held_until(config: WritebackConfig) -> tuple[datetime, datetime]:
     return now, now + timedelta(seconds=max(config.backoff_cap_s, HOLD_MIN_S))
 
 
+def _tries_kept(note: NoteRecord) -> int:
+    """The note's tries as a hold leaves them: a ``sending`` note whose DocumentReference was never POSTed (no
+    ``doc_posted``: its run died before the POST, or this one stops before it) gives back the try counted as it went
+    to ``sending`` (``attempt.py``), as a request ehrsync withheld does (``outcomes``): the run that sends it counts
+    it again."""
+    return (
+        note.attempts - 1 if note.state == "sending" and not note.doc_posted and note.attempts >= 1 else note.attempts
+    )
+
+
 def wait_for_grant(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: ce.NeedsReauthError) -> NoteRecord:
     """A note whose POST may be stored met a grant it cannot use (``exc``): the key missing here
     (``wait_for_key``), or the connection's refusal (``wait_for_connection``)."""
@@ -87,7 +102,14 @@ def wait_for_connection(db: AppDatabase, note: NoteRecord, status: str) -> NoteR
         return note  # waiting already: no new version, no new audit event
     reason = f"waiting for the connection to be active again (it is {status}); an earlier POST may be stored"
     return transition(
-        db, note, "pending", maybe_stored=True, reason_code=code, reason=reason, detail={"error_code": code}
+        db,
+        note,
+        "pending",
+        attempts=_tries_kept(note),
+        maybe_stored=True,
+        reason_code=code,
+        reason=reason,
+        detail={"error_code": code},
     )
 
 
@@ -95,8 +117,8 @@ def wait_for_key(
     db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: TokenKeyMissingError, *, maybe_stored: bool
 ) -> NoteRecord:
     """``pending`` (``maybe_stored`` kept: a later run searches or repeats with If-None-Exist first), the reason the
-    vault's message, due again after ``backoff_cap_s``, at least ``HOLD_MIN_S`` (``held_until``); its tries
-    unchanged (nothing new reached the EHR). A run meeting the same missing key again puts it off once
+    vault's message, due again after ``backoff_cap_s``, at least ``HOLD_MIN_S`` (``held_until``); its tries not
+    counted (``_tries_kept``: nothing new reached the EHR). A run meeting the same missing key again puts it off once
     more (a new version: the next run's key): left due as it was, such notes would head every read of the sensor
     (longest due first, ``limit`` rows) for as long as the key is missing, and no note due after them would be asked
     for. A process given the key sends it unasked."""
@@ -105,6 +127,7 @@ def wait_for_key(
         db,
         note,
         "pending",
+        attempts=_tries_kept(note),
         maybe_stored=maybe_stored,
         reason_code=exc.code,
         reason=str(exc),
@@ -118,7 +141,7 @@ def wait_for_setting(
     db: AppDatabase, config: WritebackConfig, note: NoteRecord, problem: str, *, maybe_stored: bool
 ) -> NoteRecord:
     """``pending`` with ``tenant_setting_invalid`` and ``problem`` as the reason, due again as ``wait_for_key`` is, its
-    tries and ``maybe_stored`` kept (nothing reached the EHR): as ``wait_for_key``, each
+    tries not counted (``_tries_kept``) and ``maybe_stored`` kept (nothing reached the EHR): as ``wait_for_key``, each
     run meeting the bad setting puts it off again, so held notes never head the sensor's reads."""
     reason = f"{problem}; the note waits until the setting is fixed"
     now, due = held_until(config)
@@ -126,6 +149,7 @@ def wait_for_setting(
         db,
         note,
         "pending",
+        attempts=_tries_kept(note),
         maybe_stored=maybe_stored,
         reason_code=TENANT_SETTING_INVALID,
         reason=reason,
@@ -142,6 +166,7 @@ def wait_for_statement(db: AppDatabase, config: WritebackConfig, note: NoteRecor
     OperationOutcome's diagnostics), due after ``_statement_wait``. Counted as a try, a long outage would
     fail notes never sent; waiting ``backoff_s(1)`` each time, as before, a note asked the EHR every 30 s for ever."""
     status = getattr(exc, "status", None)
+    note = replace(note, attempts=_tries_kept(note))  # as the hold leaves them: its wait starts from them too
     wait = _statement_wait(config, note, getattr(exc, "retry_after", None))
     reason = f"{STATEMENT_UNREAD} ({exc.code}: {_said(exc)}): the note is sent once it can be"
     if len(reason) > MAX_REASON:
@@ -158,6 +183,7 @@ def wait_for_statement(db: AppDatabase, config: WritebackConfig, note: NoteRecor
         db,
         note,
         "pending",
+        attempts=note.attempts,
         maybe_stored=note.maybe_stored,
         updated_at=now,
         next_attempt_at=now + timedelta(seconds=wait),

@@ -4,15 +4,24 @@ socket. The run is a real process SIGKILLed at an engine checkpoint (``tests.eng
 
 from __future__ import annotations
 
+import os
 import signal
 from dataclasses import replace
 
 import pytest
 
 from engine.writeback import write_note
-from store.outbox import get_note
+from store.outbox import get_note, transition
 from tests.engine.helpers import make_environment
-from tests.engine.writeback_helpers import FAST, binary_pdf_note, run_writeback_child, server_notes
+from tests.engine.writeback_helpers import (
+    FAST,
+    binary_pdf_note,
+    due_now,
+    enqueue,
+    run_writeback_child,
+    server_notes,
+    writable_connection,
+)
 
 DOC_POSTS = "/fhir/DocumentReference"
 BINARY_POSTS = "/fhir/Binary"
@@ -86,3 +95,35 @@ def test_dwb32_a_note_whose_post_was_recorded_is_searched_for_never_sent_again(
         assert resumed.state == "written" and [d["id"] for d in found] == [resumed.ehr_resource_id]
     else:
         assert (resumed.state, resumed.reason_code, found) == ("unknown", "response_lost", [])
+
+
+@pytest.mark.parametrize("hold", ["statement_unread", "key_missing"])
+def test_a_last_try_killed_before_its_post_then_held_is_counted_once(
+    tmp_path, world, sb, http, request_log, hold
+) -> None:
+    """A run SIGKILLed on the note's last try (FAST: the 3rd of 3) after ``sending`` and before its POST; the resumed
+    run cannot go on (``/metadata`` answering 500, or a process without the token's key) and holds the note. The dead
+    run's try POSTed nothing: the hold gives it back, and the run that sends the note counts it again: 3 of 3, one
+    POST. Before, the hold kept it and the sending run counted one more: 4 of 3 (9 of 8 with the defaults)."""
+    last = FAST.max_attempts
+    conn = writable_connection(world, sb, http)
+    note = transition(world.env.db, enqueue(world, conn), "pending", attempts=last - 1)  # its earlier tries refused
+    killed = run_writeback_child(tmp_path / "world", world, note.id, "writeback.sending")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    left = get_note(world.env.db, note.id)
+    assert left is not None and (left.state, left.attempts, left.doc_posted) == ("sending", last, False)
+    if hold == "statement_unread":
+        sb.admin.set_fault("500", path="/fhir/metadata", times=None)
+        held = write_note(world.env, FAST, note.id)
+        sb.admin.clear_faults()
+    else:
+        keyless = make_environment(
+            tmp_path / "world", http=http, cipher_key=os.urandom(32), tenant_id=world.tenant_id, migrate=False
+        )
+        held = write_note(keyless.env, FAST, note.id)
+    assert (held.state, held.attempts) == ("pending", last - 1), held.reason
+    due_now(world, note.id)
+    done = write_note(world.env, FAST, note.id)
+    [doc] = server_notes(world, conn, sb, note)
+    assert (done.state, done.ehr_resource_id, done.attempts) == ("written", doc["id"], last), done.reason
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
