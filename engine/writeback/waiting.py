@@ -19,9 +19,10 @@
   FHIR JSON): the note waits, its tries not counted (a long outage must never fail a note), each consecutive hold
   twice as long as the last up to ``backoff_cap_s``, never less than ``HOLD_MIN_S``, the reason saying why
   (``wait_for_statement``). A resumed ``sending`` note waits so too, with ``maybe_stored`` when its DocumentReference
-  POST was recorded (``doc_posted``: it may be in the EHR). It is never given up by itself, not even for a statement
-  that stays unreadable (a server may mend it; giving a note up is a person's call), and each hold is logged as a
-  warning with the error code for the operator.
+  POST was recorded (``doc_posted``: it may be in the EHR), its reason then saying it is sent again only with
+  If-None-Exist or searched for. It is never given up by itself, not even for a statement that stays unreadable (a
+  server may mend it; giving a note up is a person's call), and each hold is logged as a warning with the error code
+  for the operator.
 
 A ``sending`` note held before its DocumentReference POST gives back the try counted as it went to ``sending``
 (``_tries_kept``): the run that sends it counts it again. Kept, a run that died before its POST on the last try
@@ -64,6 +65,14 @@ STATEMENT_UNREAD = "the EHR's CapabilityStatement could not be read"
 #: (``pipelines/defs/writeback/sensors.py``). Doubling a 0 s wait stayed 0 s: a run, a version and a ``/metadata``
 #: read per note on every tick, for ever.
 HOLD_MIN_S = 30.0
+#: What a statement hold's reason says comes next: for a note never sent, and for one an earlier POST of which may be
+#: stored (``maybe_stored``), which is never sent again without If-None-Exist and is searched for when it must not be
+#: (the server dropped conditional create) or its tries are spent.
+_NEXT = "the note is sent once it can be"
+_NEXT_STORED = (
+    "an earlier POST of the note may be stored, so once it can be the note is sent again with If-None-Exist (which "
+    "finds the stored one) or searched for by its identifier"
+)
 
 
 def held_until(config: WritebackConfig) -> tuple[datetime, datetime]:
@@ -168,7 +177,7 @@ def wait_for_statement(db: AppDatabase, config: WritebackConfig, note: NoteRecor
     status = getattr(exc, "status", None)
     note = replace(note, attempts=_tries_kept(note))  # as the hold leaves them: its wait starts from them too
     wait = _statement_wait(config, note, getattr(exc, "retry_after", None))
-    reason = f"{STATEMENT_UNREAD} ({exc.code}: {_said(exc)}): the note is sent once it can be"
+    reason = f"{STATEMENT_UNREAD} ({exc.code}: {_said(exc)}): {_NEXT_STORED if note.maybe_stored else _NEXT}"
     if len(reason) > MAX_REASON:
         reason = f"{reason[: MAX_REASON - 1]}…"
     _log.warning(
