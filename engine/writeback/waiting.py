@@ -25,7 +25,7 @@
   for the operator.
 
 A ``sending`` note held before its DocumentReference POST gives back the try counted as it went to ``sending``
-(``_tries_kept``): the run that sends it counts it again. Kept, a run that died before its POST on the last try
+(``tries_kept``): the run that sends it counts it again. Kept, a run that died before its POST on the last try
 left the note reading 9 tries of 8 once it was sent.
 """
 
@@ -50,6 +50,7 @@ __all__ = [
     "HOLD_MIN_S",
     "STATEMENT_UNREAD",
     "held_until",
+    "tries_kept",
     "wait_for_connection",
     "wait_for_grant",
     "wait_for_key",
@@ -84,7 +85,7 @@ def held_until(config: WritebackConfig) -> tuple[datetime, datetime]:
     return now, now + timedelta(seconds=max(config.backoff_cap_s, HOLD_MIN_S))
 
 
-def _tries_kept(note: NoteRecord) -> int:
+def tries_kept(note: NoteRecord) -> int:
     """The note's tries as a hold leaves them: a ``sending`` note whose DocumentReference was never POSTed (no
     ``doc_posted``: its run died before the POST, or this one stops before it) gives back the try counted as it went
     to ``sending`` (``attempt.py``), as a request ehrsync withheld does (``outcomes``): the run that sends it counts
@@ -114,7 +115,7 @@ def wait_for_connection(db: AppDatabase, note: NoteRecord, status: str) -> NoteR
         db,
         note,
         "pending",
-        attempts=_tries_kept(note),
+        attempts=tries_kept(note),
         maybe_stored=True,
         reason_code=code,
         reason=reason,
@@ -127,7 +128,7 @@ def wait_for_key(
 ) -> NoteRecord:
     """``pending`` (``maybe_stored`` kept: a later run searches or repeats with If-None-Exist first), the reason the
     vault's message, due again after ``backoff_cap_s``, at least ``HOLD_MIN_S`` (``held_until``); its tries not
-    counted (``_tries_kept``: nothing new reached the EHR). A run meeting the same missing key again puts it off once
+    counted (``tries_kept``: nothing new reached the EHR). A run meeting the same missing key again puts it off once
     more (a new version: the next run's key): left due as it was, such notes would head every read of the sensor
     (longest due first, ``limit`` rows) for as long as the key is missing, and no note due after them would be asked
     for. A process given the key sends it unasked."""
@@ -136,7 +137,7 @@ def wait_for_key(
         db,
         note,
         "pending",
-        attempts=_tries_kept(note),
+        attempts=tries_kept(note),
         maybe_stored=maybe_stored,
         reason_code=exc.code,
         reason=str(exc),
@@ -150,7 +151,7 @@ def wait_for_setting(
     db: AppDatabase, config: WritebackConfig, note: NoteRecord, problem: str, *, maybe_stored: bool
 ) -> NoteRecord:
     """``pending`` with ``tenant_setting_invalid`` and ``problem`` as the reason, due again as ``wait_for_key`` is, its
-    tries not counted (``_tries_kept``) and ``maybe_stored`` kept (nothing reached the EHR): as ``wait_for_key``, each
+    tries not counted (``tries_kept``) and ``maybe_stored`` kept (nothing reached the EHR): as ``wait_for_key``, each
     run meeting the bad setting puts it off again, so held notes never head the sensor's reads."""
     reason = f"{problem}; the note waits until the setting is fixed"
     now, due = held_until(config)
@@ -158,7 +159,7 @@ def wait_for_setting(
         db,
         note,
         "pending",
-        attempts=_tries_kept(note),
+        attempts=tries_kept(note),
         maybe_stored=maybe_stored,
         reason_code=TENANT_SETTING_INVALID,
         reason=reason,
@@ -175,7 +176,7 @@ def wait_for_statement(db: AppDatabase, config: WritebackConfig, note: NoteRecor
     OperationOutcome's diagnostics), due after ``_statement_wait``. Counted as a try, a long outage would
     fail notes never sent; waiting ``backoff_s(1)`` each time, as before, a note asked the EHR every 30 s for ever."""
     status = getattr(exc, "status", None)
-    note = replace(note, attempts=_tries_kept(note))  # as the hold leaves them: its wait starts from them too
+    note = replace(note, attempts=tries_kept(note))  # as the hold leaves them: its wait starts from them too
     wait = _statement_wait(config, note, getattr(exc, "retry_after", None))
     reason = f"{STATEMENT_UNREAD} ({exc.code}: {_said(exc)}): {_NEXT_STORED if note.maybe_stored else _NEXT}"
     if len(reason) > MAX_REASON:

@@ -127,3 +127,30 @@ def test_a_last_try_killed_before_its_post_then_held_is_counted_once(
     [doc] = server_notes(world, conn, sb, note)
     assert (done.state, done.ehr_resource_id, done.attempts) == ("written", doc["id"], last), done.reason
     assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+
+
+def test_a_last_try_that_may_be_stored_killed_before_its_post_waits_for_the_statement(
+    tmp_path, world, sb, http, request_log
+) -> None:
+    """As above, an earlier try's answer lost (``maybe_stored``): the last try, killed before its POST, POSTed
+    nothing, so the note's tries are not spent and ``/metadata`` answering 500 holds it (its try given back) as it
+    holds a note never sent; once the statement reads, one POST with If-None-Exist: 3 of 3. Before, the resumed run
+    took the dead try as spent and ran the identifier search at once; finding nothing, it failed the note
+    (``retries_exhausted``) on the statement's 500, an outage failing a note that had a try left."""
+    last = FAST.max_attempts
+    conn = writable_connection(world, sb, http)
+    note = transition(world.env.db, enqueue(world, conn), "pending", attempts=last - 1, maybe_stored=True)
+    killed = run_writeback_child(tmp_path / "world", world, note.id, "writeback.sending")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    left = get_note(world.env.db, note.id)
+    assert left is not None and (left.state, left.attempts, left.doc_posted) == ("sending", last, False)
+    sb.admin.set_fault("500", path="/fhir/metadata", times=None)
+    held = write_note(world.env, FAST, note.id)
+    sb.admin.clear_faults()
+    assert (held.state, held.attempts, held.maybe_stored) == ("pending", last - 1, True), held.reason
+    assert request_log.paths(DOC_POSTS) == []  # not searched for: its tries are not spent
+    due_now(world, note.id)
+    done = write_note(world.env, FAST, note.id)
+    [doc] = server_notes(world, conn, sb, note)
+    assert (done.state, done.ehr_resource_id, done.attempts) == ("written", doc["id"], last), done.reason
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
