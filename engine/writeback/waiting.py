@@ -171,10 +171,11 @@ def wait_for_setting(
 
 def wait_for_statement(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: ce.EhrSyncError) -> NoteRecord:
     """A note whose CapabilityStatement read failed (``exc``) before anything more was sent: ``pending`` (a resumed
-    ``sending`` one too, ``maybe_stored`` set by the caller when its POST may be stored), its tries and
-    ``maybe_stored`` kept, the reason naming the error's code and its cleaned text (``outcome_text``: never an
-    OperationOutcome's diagnostics), due after ``_statement_wait``. Counted as a try, a long outage would
-    fail notes never sent; waiting ``backoff_s(1)`` each time, as before, a note asked the EHR every 30 s for ever."""
+    ``sending`` one too, ``maybe_stored`` set by the caller when its POST may be stored), its tries (less a
+    ``sending`` one's never POSTed, ``tries_kept``) and ``maybe_stored`` kept, the reason naming the error's code
+    and its cleaned text (``outcome_text``: never an OperationOutcome's diagnostics), due after
+    ``_statement_wait``. Counted as a try, a long outage would fail notes never sent; waiting ``backoff_s(1)`` each
+    time, as before, a note asked the EHR every 30 s for ever."""
     status = getattr(exc, "status", None)
     note = replace(note, attempts=tries_kept(note))  # as the hold leaves them: its wait starts from them too
     wait = _statement_wait(config, note, getattr(exc, "retry_after", None))
