@@ -29,6 +29,7 @@ from connectors.fhir import CreateResult, FhirClient
 from engine.checkpoints import checkpoint
 from engine.writeback.config import WritebackConfig
 from engine.writeback.reconcile import Searched, reconcile, search
+from engine.writeback.waiting import held_until
 from store import AppDatabase
 from store.errors import TokenKeyMissingError
 from store.models import utcnow
@@ -176,14 +177,16 @@ def recheck(db: AppDatabase, client: FhirClient, note: NoteRecord, config: Write
 def _key_missing(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: TokenKeyMissingError) -> NoteRecord:
     """A check this process cannot make (the token's key is missing here, ``engine.writeback.waiting``): not counted
     (counted, a few such runs would leave the note for a person, never searched again, while the EHR may hold it),
-    due again after ``backoff_cap_s`` (each such run puts it off again, so it never heads the sensor's reads), and
-    the reason names the key id and the setting (never a token)."""
+    due again after ``backoff_cap_s``, at least 30 s (``waiting.held_until``; each such run puts it off again, so it
+    never heads the sensor's reads), and the reason names the key id and the setting (never a token)."""
+    now, due = held_until(config)
     return transition(
         db,
         note,
         "unknown",
         reason=f"{_STILL}{_NO_KEY}{exc}",
-        next_attempt_at=utcnow() + timedelta(seconds=config.backoff_cap_s),
+        updated_at=now,
+        next_attempt_at=due,
         detail={"error_code": exc.code, "key_id": exc.key_id},
     )
 

@@ -49,6 +49,7 @@ from engine.writeback.provenance import send_provenance
 from engine.writeback.reconcile import Searched, reconcile, search
 from engine.writeback.target import NoteTarget, load_target
 from engine.writeback.waiting import (
+    tries_kept,
     wait_for_connection,
     wait_for_grant,
     wait_for_key,
@@ -151,7 +152,7 @@ def _advance(
             return _close(env, note, "failed", reason_code=exc.code, reason=None)
         except ce.EhrSyncError as exc:  # the CapabilityStatement could not be read: try again later
             note = replace(note, maybe_stored=_may_be_stored(note))  # ``doc_posted``: held as one that may be stored
-            if note.maybe_stored and note.attempts >= config.max_attempts:
+            if note.maybe_stored and tries_kept(note) >= config.max_attempts:  # a try that POSTed nothing is not spent
                 return _settle_maybe_stored(env, config, note, client, exc)  # spent (e.g. waited): search, never fail
             return wait_for_statement(env.db, config, note, exc)
         if note.state == "pending" and note.maybe_stored and not plan.conditional:
@@ -166,8 +167,7 @@ def _advance(
             if not plan.conditional:  # without If-None-Exist a repeat could duplicate
                 return _to_unknown(env, config, note, client)
             note = replace(note, maybe_stored=True)  # kept if this one leaves for ``pending``
-        # else resumed with its DocumentReference never POSTed (no ``doc_posted``): it goes on as a first try would,
-        # asking the same Binary job again (``binary_status_url``), then POSTing once
+        # else resumed, never POSTed (no ``doc_posted``): on as a first try (the same Binary job, then one POST)
         return _send(env, config, note, plan, client)
 
 

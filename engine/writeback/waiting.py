@@ -8,25 +8,32 @@
   (the ciphertext may be fine, another process may hold the key), so nothing else tells the operator: the note waits
   with the syncs' error code (``token_undecryptable``) and its message as the reason, naming the key id and the
   setting (never a token), sent or searched for by the first run in a process that has the key
-  (``wait_for_key``), whether or not it was ever sent.
+  (``wait_for_key``), whether or not it was ever sent. Each run meeting it puts it off ``backoff_cap_s`` again, never
+  less than ``HOLD_MIN_S`` (``held_until``).
 - A tenant switch the note's answer hangs on (``enableWrite``, ``enableNoteCreate``, ``allowFinalNotes`` for an
   approved final note) is stored as neither ``true`` nor ``false`` (``"true"``, ``"yes"``, ``1``, ``null``: a row
   written before seeds were checked, or edited by hand). Read as off, the note would be blocked as if the tenant had
   said no; read as on, sent on a guess. It waits instead, the reason naming the setting and the value's JSON type
-  (``wait_for_setting``), and goes on as usual once the setting is fixed.
+  (``wait_for_setting``), put off as a note waiting for a key is, and goes on as usual once the setting is fixed.
 - The EHR's CapabilityStatement cannot be read before anything is sent (an outage, a 5xx, a statement that is not
   FHIR JSON): the note waits, its tries not counted (a long outage must never fail a note), each consecutive hold
   twice as long as the last up to ``backoff_cap_s``, never less than ``HOLD_MIN_S``, the reason saying why
   (``wait_for_statement``). A resumed ``sending`` note waits so too, with ``maybe_stored`` when its DocumentReference
-  POST was recorded (``doc_posted``: it may be in the EHR). It is never given up by itself, not even for a statement
-  that stays unreadable (a server may mend it; giving a note up is a person's call), and each hold is logged as a
-  warning with the error code for the operator.
+  POST was recorded (``doc_posted``: it may be in the EHR), its reason then saying it is sent again only with
+  If-None-Exist or searched for. It is never given up by itself, not even for a statement that stays unreadable (a
+  server may mend it; giving a note up is a person's call), and each hold is logged as a warning with the error code
+  for the operator.
+
+A ``sending`` note held before its DocumentReference POST gives back the try counted as it went to ``sending``
+(``tries_kept``): the run that sends it counts it again. Kept, a run that died before its POST on the last try
+left the note reading 9 tries of 8 once it was sent.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 from connectors import errors as ce
 from engine.checkpoints import checkpoint
@@ -42,6 +49,8 @@ from store.outbox_queue import waiting_code
 __all__ = [
     "HOLD_MIN_S",
     "STATEMENT_UNREAD",
+    "held_until",
+    "tries_kept",
     "wait_for_connection",
     "wait_for_grant",
     "wait_for_key",
@@ -57,6 +66,33 @@ STATEMENT_UNREAD = "the EHR's CapabilityStatement could not be read"
 #: (``pipelines/defs/writeback/sensors.py``). Doubling a 0 s wait stayed 0 s: a run, a version and a ``/metadata``
 #: read per note on every tick, for ever.
 HOLD_MIN_S = 30.0
+#: What a statement hold's reason says comes next: for a note never sent, and for one an earlier POST of which may be
+#: stored (``maybe_stored``), which is never sent again without If-None-Exist and is searched for when it must not be
+#: (the server dropped conditional create) or its tries are spent.
+_NEXT = "the note is sent once it can be"
+_NEXT_STORED = (
+    "an earlier POST of the note may be stored, so once it can be the note is sent again with If-None-Exist (which "
+    "finds the stored one) or searched for by its identifier"
+)
+
+
+def held_until(config: WritebackConfig) -> tuple[datetime, datetime]:
+    """The ``updated_at`` and ``next_attempt_at`` of a note held for a missing token key or a tenant setting: due
+    again after ``backoff_cap_s``, never less than ``HOLD_MIN_S``. Such holds never end by themselves: with a cap of
+    0 each run left the note due at once, a new version, an audit event and a run on every sensor tick, for as long
+    as the key or the setting stayed so."""
+    now = utcnow()
+    return now, now + timedelta(seconds=max(config.backoff_cap_s, HOLD_MIN_S))
+
+
+def tries_kept(note: NoteRecord) -> int:
+    """The note's tries as a hold leaves them: a ``sending`` note whose DocumentReference was never POSTed (no
+    ``doc_posted``: its run died before the POST, or this one stops before it) gives back the try counted as it went
+    to ``sending`` (``attempt.py``), as a request ehrsync withheld does (``outcomes``): the run that sends it counts
+    it again."""
+    return (
+        note.attempts - 1 if note.state == "sending" and not note.doc_posted and note.attempts >= 1 else note.attempts
+    )
 
 
 def wait_for_grant(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: ce.NeedsReauthError) -> NoteRecord:
@@ -76,7 +112,14 @@ def wait_for_connection(db: AppDatabase, note: NoteRecord, status: str) -> NoteR
         return note  # waiting already: no new version, no new audit event
     reason = f"waiting for the connection to be active again (it is {status}); an earlier POST may be stored"
     return transition(
-        db, note, "pending", maybe_stored=True, reason_code=code, reason=reason, detail={"error_code": code}
+        db,
+        note,
+        "pending",
+        attempts=tries_kept(note),
+        maybe_stored=True,
+        reason_code=code,
+        reason=reason,
+        detail={"error_code": code},
     )
 
 
@@ -84,18 +127,22 @@ def wait_for_key(
     db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: TokenKeyMissingError, *, maybe_stored: bool
 ) -> NoteRecord:
     """``pending`` (``maybe_stored`` kept: a later run searches or repeats with If-None-Exist first), the reason the
-    vault's message, due again after ``backoff_cap_s``; its tries unchanged (nothing new reached the EHR). A run
-    meeting the same missing key again puts it off once more (a new version: the next run's key): left due as it
-    was, such notes would head every read of the sensor (longest due first, ``limit`` rows) for as long as the key
-    is missing, and no note due after them would be asked for. A process given the key sends it unasked."""
+    vault's message, due again after ``backoff_cap_s``, at least ``HOLD_MIN_S`` (``held_until``); its tries not
+    counted (``tries_kept``: nothing new reached the EHR). A run meeting the same missing key again puts it off once
+    more (a new version: the next run's key): left due as it was, such notes would head every read of the sensor
+    (longest due first, ``limit`` rows) for as long as the key is missing, and no note due after them would be asked
+    for. A process given the key sends it unasked."""
+    now, due = held_until(config)
     return transition(
         db,
         note,
         "pending",
+        attempts=tries_kept(note),
         maybe_stored=maybe_stored,
         reason_code=exc.code,
         reason=str(exc),
-        next_attempt_at=utcnow() + timedelta(seconds=config.backoff_cap_s),
+        updated_at=now,
+        next_attempt_at=due,
         detail={"error_code": exc.code, "key_id": exc.key_id},
     )
 
@@ -103,31 +150,36 @@ def wait_for_key(
 def wait_for_setting(
     db: AppDatabase, config: WritebackConfig, note: NoteRecord, problem: str, *, maybe_stored: bool
 ) -> NoteRecord:
-    """``pending`` with ``tenant_setting_invalid`` and ``problem`` as the reason, due again after ``backoff_cap_s``, its
-    tries and ``maybe_stored`` kept (nothing reached the EHR): as ``wait_for_key``, each run meeting the bad setting
-    puts it off again, so held notes never head the sensor's reads."""
+    """``pending`` with ``tenant_setting_invalid`` and ``problem`` as the reason, due again as ``wait_for_key`` is, its
+    tries not counted (``tries_kept``) and ``maybe_stored`` kept (nothing reached the EHR): as ``wait_for_key``, each
+    run meeting the bad setting puts it off again, so held notes never head the sensor's reads."""
     reason = f"{problem}; the note waits until the setting is fixed"
+    now, due = held_until(config)
     return transition(
         db,
         note,
         "pending",
+        attempts=tries_kept(note),
         maybe_stored=maybe_stored,
         reason_code=TENANT_SETTING_INVALID,
         reason=reason,
-        next_attempt_at=utcnow() + timedelta(seconds=config.backoff_cap_s),
+        updated_at=now,
+        next_attempt_at=due,
         detail={"error_code": TENANT_SETTING_INVALID},
     )
 
 
 def wait_for_statement(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: ce.EhrSyncError) -> NoteRecord:
     """A note whose CapabilityStatement read failed (``exc``) before anything more was sent: ``pending`` (a resumed
-    ``sending`` one too, ``maybe_stored`` set by the caller when its POST may be stored), its tries and
-    ``maybe_stored`` kept, the reason naming the error's code and its cleaned text (``outcome_text``: never an
-    OperationOutcome's diagnostics), due after ``_statement_wait``. Counted as a try, a long outage would
-    fail notes never sent; waiting ``backoff_s(1)`` each time, as before, a note asked the EHR every 30 s for ever."""
+    ``sending`` one too, ``maybe_stored`` set by the caller when its POST may be stored), its tries (less a
+    ``sending`` one's never POSTed, ``tries_kept``) and ``maybe_stored`` kept, the reason naming the error's code
+    and its cleaned text (``outcome_text``: never an OperationOutcome's diagnostics), due after
+    ``_statement_wait``. Counted as a try, a long outage would fail notes never sent; waiting ``backoff_s(1)`` each
+    time, as before, a note asked the EHR every 30 s for ever."""
     status = getattr(exc, "status", None)
+    note = replace(note, attempts=tries_kept(note))  # as the hold leaves them: its wait starts from them too
     wait = _statement_wait(config, note, getattr(exc, "retry_after", None))
-    reason = f"{STATEMENT_UNREAD} ({exc.code}: {_said(exc)}): the note is sent once it can be"
+    reason = f"{STATEMENT_UNREAD} ({exc.code}: {_said(exc)}): {_NEXT_STORED if note.maybe_stored else _NEXT}"
     if len(reason) > MAX_REASON:
         reason = f"{reason[: MAX_REASON - 1]}…"
     _log.warning(
@@ -142,6 +194,7 @@ def wait_for_statement(db: AppDatabase, config: WritebackConfig, note: NoteRecor
         db,
         note,
         "pending",
+        attempts=note.attempts,
         maybe_stored=note.maybe_stored,
         updated_at=now,
         next_attempt_at=now + timedelta(seconds=wait),

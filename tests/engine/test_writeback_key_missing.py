@@ -14,11 +14,12 @@ from datetime import timedelta
 
 from engine.writeback import write_note
 from engine.writeback.queue import due_runs
+from engine.writeback.waiting import HOLD_MIN_S
 from store.crypto import ENV_OLD_KEYS, derive_kid
 from store.models import Connection, utcnow
 from store.outbox import get_note
 from tests.engine.helpers import make_environment
-from tests.engine.writeback_helpers import FAST, enqueue, server_notes, writable_connection
+from tests.engine.writeback_helpers import FAST, due_now, enqueue, held_s, server_notes, writable_connection
 
 DOC_POSTS = "/fhir/DocumentReference"
 
@@ -39,6 +40,9 @@ def _waits_for_the_key(world, keyless, conn: str, note_id: str, *, maybe_stored:
     reason = waiting.reason or ""
     assert derive_kid(world.cipher_key) in reason and ENV_OLD_KEYS in reason, reason
     assert world.env.vault.get_access_token(conn) not in reason
+    # put off HOLD_MIN_S at least though FAST's backoff_cap_s is 0 (before: due at once, a run every sensor tick)
+    assert held_s(waiting) >= HOLD_MIN_S and write_note(keyless.env, FAST, note_id).version == waiting.version
+    due_now(world, note_id)
     again = write_note(keyless.env, FAST, note_id)  # a run meeting it again: put off once more, nothing else
     assert again.next_attempt_at >= waiting.next_attempt_at
     assert (again.state, again.reason_code, again.reason, again.attempts, again.maybe_stored) == (
@@ -50,6 +54,7 @@ def _waits_for_the_key(world, keyless, conn: str, note_id: str, *, maybe_stored:
     )
     with world.env.db.session() as session:
         assert session.get(Connection, conn).status == "active"  # as for syncs: the process, not the connection
+    due_now(world, note_id)
     runs, _ = due_runs(world.env.db, utcnow(), after=None, stalled_after_s=600.0)
     assert note_id in {run.note_id for run in runs}  # the sensor asks for it: a process with the key sends it
 
@@ -92,6 +97,7 @@ def test_notes_waiting_for_the_key_do_not_hide_later_notes_from_the_sensor(tmp_p
     waiting = [enqueue(world, conn) for _ in range(2)]
     for note in waiting:
         write_note(keyless.env, FAST, note.id)
+        due_now(world, note.id)  # their hold has passed: due before the note enqueued now
     later = enqueue(world, conn)
     cursor, asked = None, []
     for _ in range(3):  # the sensor's ticks; each run it requests lands in the keyless process
@@ -123,9 +129,11 @@ def test_an_accepted_note_is_not_given_up_by_a_process_without_the_key(tmp_path,
     for _ in range(FAST.max_attempts + 1):
         waiting = write_note(keyless.env, FAST, note.id)
     assert (waiting.state, waiting.reason_code, waiting.attempts) == ("unknown", "accepted", first.attempts)
+    assert held_s(waiting) >= HOLD_MIN_S  # FAST's backoff_cap_s is 0: before, due again at once
     reason = waiting.reason or ""
     assert derive_kid(world.cipher_key) in reason and ENV_OLD_KEYS in reason, reason
     assert world.env.vault.get_access_token(conn) not in reason
+    due_now(world, note.id)
     runs, _ = due_runs(world.env.db, utcnow(), after=None, stalled_after_s=600.0)
     assert note.id in {run.note_id for run in runs}
     checked = write_note(world.env, FAST, note.id)  # not filed yet: a check, counted

@@ -23,6 +23,8 @@ from tests.engine.writeback_helpers import enqueue, server_notes, writable_conne
 CONFIG = WritebackConfig(service_write_enabled=True, backoff_base_s=30.0, backoff_cap_s=600.0, max_attempts=3)
 METADATA = "/fhir/metadata"
 DOC_POSTS = "/fhir/DocumentReference"
+#: How the reason of a held note that may be stored ends (before: "the note is sent once it can be", as if unsent)
+AGAIN_OR_SEARCHED = "sent again with If-None-Exist (which finds the stored one) or searched for by its identifier"
 #: the waits of eight consecutive holds: doubling from the base, then the cap
 WAITS = [30.0, 60.0, 120.0, 240.0, 480.0, 600.0, 600.0, 600.0]
 
@@ -179,9 +181,12 @@ def test_dwb40_a_resumed_note_never_posted_waits_for_the_statement_as_a_pending_
     world, start_sandbox, http, request_log, caplog: pytest.LogCaptureFixture, maybe_stored
 ) -> None:
     """A note left ``sending`` before its DocumentReference POST was recorded (no ``doc_posted``: its run died), and
-    the statement cannot be read: held ``pending`` as a pending note is, its reason saying why, a warning logged,
-    ``maybe_stored`` kept (an earlier try stored, its answer lost: the next POST carries If-None-Exist and finds it).
-    Before, it was returned unchanged, no reason, no warning: asked for again every ``stalled_after_s`` without end."""
+    the statement cannot be read: held ``pending`` as a pending note is, its reason saying why (``maybe_stored``:
+    that it is sent again only with If-None-Exist, or searched for), a warning logged,
+    ``maybe_stored`` kept (an earlier try stored, its answer lost: the next POST carries If-None-Exist and finds it),
+    and the try the dead run counted given back: it POSTed nothing, and the next try counts it again. Before, it was
+    returned unchanged, no reason, no warning: asked for again every ``stalled_after_s`` without end; then, held, it
+    kept that try, so the note read one try more than were made (9 of 8 after a last try that died unsent)."""
     sb = start_sandbox()
     conn = writable_connection(world, sb, http)
     note = enqueue(world, conn)
@@ -196,16 +201,18 @@ def test_dwb40_a_resumed_note_never_posted_waits_for_the_statement_as_a_pending_
     sb.admin.set_fault("500", path=METADATA, times=None)
     with caplog.at_level("WARNING", logger="engine.writeback"):
         held = write_note(world.env, CONFIG, resumed.id)
-    assert (held.state, held.attempts, held.maybe_stored) == ("pending", attempt, maybe_stored), held.reason
-    assert (held.reason or "").startswith("the EHR's CapabilityStatement could not be read (fhir_server_error: ")
-    assert round(_wait_of(held)) == CONFIG.backoff_s(attempt)
+    assert (held.state, held.attempts, held.maybe_stored) == ("pending", attempt - 1, maybe_stored), held.reason
+    reason = held.reason or ""
+    assert reason.startswith("the EHR's CapabilityStatement could not be read (fhir_server_error: "), reason
+    assert reason.endswith(AGAIN_OR_SEARCHED if maybe_stored else "the note is sent once it can be"), reason
+    assert round(_wait_of(held)) == CONFIG.backoff_s(max(attempt - 1, 1))
     assert any(note.id in r.getMessage() and "fhir_server_error" in r.getMessage() for r in caplog.records)
     sb.admin.clear_faults()
     assert write_note(world.env, CONFIG, held.id).version == held.version  # not due yet: nothing asked
     _pass_until_due(world, held)
     done = write_note(world.env, CONFIG, held.id)
     [doc] = server_notes(world, conn, sb, note)
-    assert (done.state, done.ehr_resource_id) == ("written", doc["id"]), done.reason
+    assert (done.state, done.ehr_resource_id, done.attempts) == ("written", doc["id"], attempt), done.reason
     assert len(request_log.paths(DOC_POSTS, "POST")) == posts + 1
 
 
@@ -238,6 +245,7 @@ def test_dwb32_40_a_resumed_note_whose_post_was_recorded_waits_as_maybe_stored_a
     else:
         assert (left.state, left.maybe_stored, left.attempts) == ("pending", True, 1), left.reason
         assert (left.reason or "").startswith("the EHR's CapabilityStatement could not be read (fhir_server_error: ")
+        assert (left.reason or "").endswith(AGAIN_OR_SEARCHED), left.reason  # before: "... sent once it can be"
         assert any(note.id in r.getMessage() and "fhir_server_error" in r.getMessage() for r in caplog.records)
         sb.admin.clear_faults()
         _pass_until_due(world, left)

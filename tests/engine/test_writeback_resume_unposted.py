@@ -4,15 +4,26 @@ socket. The run is a real process SIGKILLed at an engine checkpoint (``tests.eng
 
 from __future__ import annotations
 
+import os
 import signal
 from dataclasses import replace
 
 import pytest
 
 from engine.writeback import write_note
-from store.outbox import get_note
+from store.models import Connection
+from store.outbox import get_note, transition
 from tests.engine.helpers import make_environment
-from tests.engine.writeback_helpers import FAST, binary_pdf_note, run_writeback_child, server_notes
+from tests.engine.writeback_helpers import (
+    FAST,
+    binary_pdf_note,
+    due_now,
+    enqueue,
+    run_writeback_child,
+    server_notes,
+    set_tenant,
+    writable_connection,
+)
 
 DOC_POSTS = "/fhir/DocumentReference"
 BINARY_POSTS = "/fhir/Binary"
@@ -86,3 +97,87 @@ def test_dwb32_a_note_whose_post_was_recorded_is_searched_for_never_sent_again(
         assert resumed.state == "written" and [d["id"] for d in found] == [resumed.ehr_resource_id]
     else:
         assert (resumed.state, resumed.reason_code, found) == ("unknown", "response_lost", [])
+
+
+def _hold(tmp_path, world, sb, http, conn: str, note_id: str, hold: str):
+    """The resumed run meeting ``hold``, what it leaves; then the hold is ended (connection active, setting fixed)."""
+    if hold == "statement_unread":
+        sb.admin.set_fault("500", path="/fhir/metadata", times=None)
+        held = write_note(world.env, FAST, note_id)
+        sb.admin.clear_faults()
+    elif hold == "key_missing":
+        keyless = make_environment(
+            tmp_path / "world", http=http, cipher_key=os.urandom(32), tenant_id=world.tenant_id, migrate=False
+        )
+        held = write_note(keyless.env, FAST, note_id)
+    elif hold == "tenant_setting":
+        set_tenant(world, enableWrite="true")  # neither true nor false
+        held = write_note(world.env, FAST, note_id)
+        set_tenant(world)
+    else:
+        _connection_status(world, conn, "needs_reauth")
+        held = write_note(world.env, FAST, note_id)
+        _connection_status(world, conn, "active")
+    return held
+
+
+def _connection_status(world, conn: str, status: str) -> None:
+    with world.env.db.session() as session:
+        row = session.get(Connection, conn)
+        assert row is not None
+        row.status = status
+        session.commit()
+
+
+@pytest.mark.parametrize("hold", ["statement_unread", "key_missing", "tenant_setting", "connection"])
+def test_a_last_try_killed_before_its_post_then_held_is_counted_once(
+    tmp_path, world, sb, http, request_log, hold
+) -> None:
+    """A run SIGKILLed on the note's last try (FAST: the 3rd of 3) after ``sending`` and before its POST; the resumed
+    run cannot go on (``/metadata`` answering 500, a process without the token's key, a tenant switch stored as a
+    string, or, for a note an earlier POST of which may be stored, its connection needing a new authorization) and
+    holds the note. The dead run's try POSTed nothing: the hold gives it back, and the run that sends the note counts
+    it again: 3 of 3, one POST. Before, the hold kept it and the sending run counted one more: 4 of 3 (9 of 8 with
+    the defaults)."""
+    last = FAST.max_attempts
+    conn = writable_connection(world, sb, http)
+    maybe_stored = hold == "connection"  # only such a note waits for its connection (one never sent is failed)
+    note = transition(world.env.db, enqueue(world, conn), "pending", attempts=last - 1, maybe_stored=maybe_stored)
+    killed = run_writeback_child(tmp_path / "world", world, note.id, "writeback.sending")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    left = get_note(world.env.db, note.id)
+    assert left is not None and (left.state, left.attempts, left.doc_posted) == ("sending", last, False)
+    held = _hold(tmp_path, world, sb, http, conn, note.id, hold)
+    assert (held.state, held.attempts, held.maybe_stored) == ("pending", last - 1, maybe_stored), held.reason
+    due_now(world, note.id)
+    done = write_note(world.env, FAST, note.id)
+    [doc] = server_notes(world, conn, sb, note)
+    assert (done.state, done.ehr_resource_id, done.attempts) == ("written", doc["id"], last), done.reason
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+
+
+def test_a_last_try_that_may_be_stored_killed_before_its_post_waits_for_the_statement(
+    tmp_path, world, sb, http, request_log
+) -> None:
+    """As above, an earlier try's answer lost (``maybe_stored``): the last try, killed before its POST, POSTed
+    nothing, so the note's tries are not spent and ``/metadata`` answering 500 holds it (its try given back) as it
+    holds a note never sent; once the statement reads, one POST with If-None-Exist: 3 of 3. Before, the resumed run
+    took the dead try as spent and ran the identifier search at once; finding nothing, it failed the note
+    (``retries_exhausted``) on the statement's 500, an outage failing a note that had a try left."""
+    last = FAST.max_attempts
+    conn = writable_connection(world, sb, http)
+    note = transition(world.env.db, enqueue(world, conn), "pending", attempts=last - 1, maybe_stored=True)
+    killed = run_writeback_child(tmp_path / "world", world, note.id, "writeback.sending")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    left = get_note(world.env.db, note.id)
+    assert left is not None and (left.state, left.attempts, left.doc_posted) == ("sending", last, False)
+    sb.admin.set_fault("500", path="/fhir/metadata", times=None)
+    held = write_note(world.env, FAST, note.id)
+    sb.admin.clear_faults()
+    assert (held.state, held.attempts, held.maybe_stored) == ("pending", last - 1, True), held.reason
+    assert request_log.paths(DOC_POSTS) == []  # not searched for: its tries are not spent
+    due_now(world, note.id)
+    done = write_note(world.env, FAST, note.id)
+    [doc] = server_notes(world, conn, sb, note)
+    assert (done.state, done.ehr_resource_id, done.attempts) == ("written", doc["id"], last), done.reason
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1

@@ -16,8 +16,18 @@ import pytest
 from sqlalchemy.orm.attributes import flag_modified
 
 from engine.writeback import write_note
+from engine.writeback.waiting import HOLD_MIN_S
 from store.models import Tenant
-from tests.engine.writeback_helpers import FAST, ON, enqueue, server_notes, set_tenant, writable_connection
+from tests.engine.writeback_helpers import (
+    FAST,
+    ON,
+    due_now,
+    enqueue,
+    held_s,
+    server_notes,
+    set_tenant,
+    writable_connection,
+)
 
 DOC_POSTS = "/fhir/DocumentReference"
 KINDS = [("true", "a string"), ("yes", "a string"), (1, "a number"), (None, "null"), ([True], "an array")]
@@ -34,12 +44,17 @@ def _store(world, practice: Any) -> None:
 
 
 def _held(world, note_id: str, setting: str, kind: str) -> None:
+    """Held, put off ``HOLD_MIN_S`` at least although FAST's ``backoff_cap_s`` is 0 (before: due at once, a run, a
+    version and an audit event on every sensor tick), put off again by a run once due; left due."""
     held = write_note(world.env, FAST, note_id)
     assert (held.state, held.reason_code, held.attempts) == ("pending", "tenant_setting_invalid", 0), held.reason
     assert f"practice_settings.{setting} must be true or false, got {kind}" in (held.reason or ""), held.reason
+    assert held_s(held) >= HOLD_MIN_S and write_note(world.env, FAST, note_id).version == held.version
+    due_now(world, note_id)
     again = write_note(world.env, FAST, note_id)  # a second run meeting it: put off again, nothing else
     assert (again.state, again.reason, again.attempts) == ("pending", held.reason, 0)
     assert again.version == held.version + 1 and again.next_attempt_at >= held.next_attempt_at
+    due_now(world, note_id)
 
 
 @pytest.mark.parametrize(("value", "kind"), KINDS)

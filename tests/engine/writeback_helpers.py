@@ -7,17 +7,19 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import update
 
 from connectors.fhir import FhirClient
 from connectors.writeback.note import identifier_system
 from engine import CRASH_ENV
 from engine.writeback import WritebackConfig
-from store.models import Tenant
-from store.outbox import NoteInput, NoteRecord, enqueue_note
+from store.models import NoteOutbox, Tenant, utcnow
+from store.outbox import NoteInput, NoteRecord, enqueue_note, get_note
 from tests.engine.helpers import PATIENT_SCOPE, SandboxLike, SyncWorld, connect_backend, connect_patient
 
 WRITE_SCOPE = f"{PATIENT_SCOPE} patient/DocumentReference.c patient/Encounter.rs"
@@ -50,6 +52,25 @@ def binary_pdf_note(world: SyncWorld, sandbox: SandboxLike, http: httpx.Client) 
     conn = connect_backend(world, sandbox, http=http, scope="system/*.rs system/DocumentReference.c system/Binary.c")
     pdf = b"%PDF-1.4\n" + b"0" * 200 + b"\n%%EOF"
     return conn, enqueue(world, conn, pdf=pdf, patient_id=sandbox.admin.patients()[0])
+
+
+def held_s(note: NoteRecord) -> float:
+    """How long the hold that left ``note`` puts it off (its ``next_attempt_at`` less its ``updated_at``)."""
+    return (note.next_attempt_at - note.updated_at).total_seconds()
+
+
+def due_now(world: SyncWorld, note_id: str) -> None:
+    """The note's wait has passed: its ``updated_at`` and ``next_attempt_at`` as far back as it had left, plus 1 s."""
+    note = get_note(world.env.db, note_id)
+    assert note is not None
+    shift = max(note.next_attempt_at - utcnow(), timedelta(0)) + timedelta(seconds=1)
+    with world.env.db.session() as session:
+        session.execute(
+            update(NoteOutbox)
+            .where(NoteOutbox.id == note_id)
+            .values(updated_at=note.updated_at - shift, next_attempt_at=note.next_attempt_at - shift)
+        )
+        session.commit()
 
 
 def patient_of(world: SyncWorld, connection_id: str) -> str:
