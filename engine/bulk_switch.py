@@ -7,10 +7,15 @@ the write-back needs ``enableWrite``. The auth service's sync API checked it and
 CapabilityStatement, no kick-off, no poll of an export already kicked off).
 The switch is read by the one rule of ``connectors.tenant_switches``: on only when stored ``true``; left out or
 ``false``: off; anything else neither on nor off, a ``tenant_setting_invalid`` refusal naming it. A connection
-whose tenant has no row is refused as the sync API refuses it: nobody said yes.
+whose tenant has no row is refused as the sync API refuses it: nobody said yes. The scheduler asks ``bulk_refusals``
+(one query for every due Bulk connection's tenant) so that it requests no run it knows is refused.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import select
 
 from connectors.errors import ConfigurationError
 from connectors.tenant_switches import read_switch
@@ -18,10 +23,11 @@ from engine.errors import BulkExportNotEnabledError, TenantSettingInvalidError
 from store import AppDatabase
 from store.models import Tenant
 
-__all__ = ["BULK_SWITCH", "bulk_refusal"]
+__all__ = ["BULK_SWITCH", "BULK_SWITCH_PATH", "bulk_refusal", "bulk_refusals"]
 
 BULK_SWITCH = "enableBulkExport"
-_WHERE = f"practice_settings.ehrIntegrations.{BULK_SWITCH}"
+#: Where the switch is stored, as operators and the scheduler's tick name it.
+BULK_SWITCH_PATH = _WHERE = f"practice_settings.ehrIntegrations.{BULK_SWITCH}"
 _FIX = f"set {_WHERE} to true in the tenant's seed file and run `ehrsync auth seed FILE`"
 
 
@@ -33,6 +39,25 @@ def bulk_refusal(db: AppDatabase, connection_id: str, tenant_id: str | None) -> 
     with db.session() as session:
         tenant = session.get(Tenant, tenant_id) if tenant_id else None
         stored = None if tenant is None else (tenant.settings or {})
+    return _refusal(connection_id, tenant_id, stored)
+
+
+def bulk_refusals(db: AppDatabase, tenants: Mapping[str, str | None]) -> dict[str, ConfigurationError]:
+    """``bulk_refusal`` of each connection of ``tenants`` (connection id -> its tenant's id), only the refused ones,
+    from one query of their tenants' settings: the scheduler asks every tick for its due Bulk connections (a thousand
+    connections are one query, not a thousand)."""
+    wanted = {t for t in tenants.values() if t}
+    stored: dict[str, object] = {}
+    if wanted:
+        with db.session() as session:
+            rows = session.execute(select(Tenant.id, Tenant.settings).where(Tenant.id.in_(sorted(wanted))))
+            stored = {str(tid): settings or {} for tid, settings in rows}
+    refused = {cid: _refusal(cid, tid, stored.get(tid) if tid else None) for cid, tid in tenants.items()}
+    return {cid: refusal for cid, refusal in refused.items() if refusal is not None}
+
+
+def _refusal(connection_id: str, tenant_id: str | None, stored: object) -> ConfigurationError | None:
+    """The one rule: ``stored`` is the tenant row's ``settings`` (None: no row)."""
     if stored is None:
         return BulkExportNotEnabledError(
             f"Bulk export refused: connection {connection_id}'s tenant {tenant_id!r} has no row in the app database,"

@@ -1,0 +1,132 @@
+"""The ``scheduled_syncs`` sensor and the tenant's ``ehrIntegrations.enableBulkExport`` (engine.bulk_due).
+
+Before, a due Bulk connection of a tenant that had turned Bulk export off got a run at every slot and every retry of
+its backoff (up to every 6 h), each failing ``bulk_not_enabled`` with nothing sent: failed runs and alerts for a
+tenant who chose it. Now the tick requests none, says why (the count and the setting, no tenant or patient), and asks
+again at the first tick once the switch is on. A switch neither true nor false is a misconfiguration: its run is still
+requested, to fail naming the setting. The tenants' settings are read in one query per tick, however many are due.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from dagster import DagsterInstance
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm.attributes import flag_modified
+
+from pipelines.defs._shared.partitions import BULK_CONNECTIONS_PARTITIONS_NAME, PATIENT_CONNECTIONS_PARTITIONS_NAME
+from store.models import Connection, Tenant
+from tests.fixtures.tenant_settings import bulk_allowed
+from tests.pipelines.appdb import AppDb
+from tests.pipelines.scheduler import evaluate_scheduled_syncs
+
+_SETTING = "practice_settings.ehrIntegrations.enableBulkExport"
+_LEFT_OUT = object()
+
+
+def set_bulk_switch(app_db: AppDb, value: object, tenant_id: str | None = None) -> None:
+    """The tenant's stored ``ehrIntegrations.enableBulkExport`` (``_LEFT_OUT``: the section without it)."""
+    with app_db.db.session() as session:
+        tenant = session.get(Tenant, tenant_id or app_db.tenant_id)
+        assert tenant is not None
+        section = {} if value is _LEFT_OUT else {"enableBulkExport": value}
+        tenant.settings = {"practice_settings": {"ehrIntegrations": section}}
+        flag_modified(tenant, "settings")
+        session.commit()
+
+
+def _due(app_db: AppDb, instance: DagsterInstance, cid: str, kind: str = "backend") -> str:
+    app_db.add(cid, kind=kind, last_sync=datetime.now(UTC) - timedelta(days=3))
+    instance.add_dynamic_partitions(
+        BULK_CONNECTIONS_PARTITIONS_NAME if kind != "patient" else PATIENT_CONNECTIONS_PARTITIONS_NAME, [cid]
+    )
+    return cid
+
+
+def _requested(result: Any) -> dict[str, str]:
+    return {r.partition_key: r.job_name for r in result.run_requests or []}
+
+
+@pytest.mark.parametrize("value", [False, _LEFT_OUT], ids=["false", "left-out"])
+def test_a_due_bulk_connection_of_a_tenant_with_bulk_off_gets_no_run_and_the_tick_says_why(
+    app_db: AppDb, dagster_instance: DagsterInstance, value: object
+) -> None:
+    _due(app_db, dagster_instance, "bulk-a")
+    _due(app_db, dagster_instance, "bulk-b", kind="group")
+    set_bulk_switch(app_db, value)
+
+    skipped = evaluate_scheduled_syncs(dagster_instance, app_db)
+    assert not skipped.run_requests
+    assert skipped.skip_reason is not None
+    why = skipped.skip_reason.skip_message or ""
+    assert (
+        "'bulk_not_enabled': 2" in why and f"2 due Bulk connection(s) not requested: their tenant's {_SETTING}" in why
+    )
+    assert app_db.tenant_id not in why, "counts and the setting, no tenant named"
+
+    set_bulk_switch(app_db, True)  # turned on again: the very next tick asks for both
+    again = evaluate_scheduled_syncs(dagster_instance, app_db)
+    assert _requested(again) == {"bulk-a": "bulk_export", "bulk-b": "bulk_export"}
+
+
+def test_other_connections_are_requested_in_the_same_tick(app_db: AppDb, dagster_instance: DagsterInstance) -> None:
+    _due(app_db, dagster_instance, "bulk-off")
+    _due(app_db, dagster_instance, "patient", kind="patient")
+    set_bulk_switch(app_db, False)
+    assert _requested(evaluate_scheduled_syncs(dagster_instance, app_db)) == {"patient": "incremental_sync"}
+
+
+@pytest.mark.parametrize("value", ["yes", None, 1], ids=["string", "null", "number"])
+def test_a_switch_neither_true_nor_false_still_gets_its_run_and_a_warning(
+    app_db: AppDb, dagster_instance: DagsterInstance, value: object, capfd: pytest.CaptureFixture[str]
+) -> None:
+    _due(app_db, dagster_instance, "bulk-odd")
+    set_bulk_switch(app_db, value)
+    result = evaluate_scheduled_syncs(dagster_instance, app_db)
+    assert _requested(result) == {"bulk-odd": "bulk_export"}, "a misconfiguration stays visible: its run fails by name"
+    warned = [line for line in capfd.readouterr().err.splitlines() if "neither true nor false" in line]
+    assert warned and "WARNING" in warned[0] and "1 Bulk connection(s)" in warned[0] and _SETTING in warned[0], warned
+
+
+@contextmanager
+def _tenant_setting_reads() -> Iterator[list[str]]:
+    """Every SQL statement that reads a tenant's ``settings`` column, on any engine (the sensor opens its own)."""
+    seen: list[str] = []
+
+    def spy(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "tenants.settings" in statement:
+            seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", spy)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", spy)
+
+
+def test_the_tick_reads_every_due_bulk_connections_tenant_in_one_query(
+    app_db: AppDb, dagster_instance: DagsterInstance
+) -> None:
+    other = "other-practice"
+    with app_db.db.session() as session:
+        session.add(Tenant(id=other, name="Other practice", settings=bulk_allowed()))
+        session.commit()
+    for n in range(30):
+        _due(app_db, dagster_instance, f"bulk-{n:02d}")
+    set_bulk_switch(app_db, False)
+    with app_db.db.session() as session:  # a third of them move to a tenant that allows Bulk export
+        for n in range(0, 30, 3):
+            row = session.get(Connection, f"bulk-{n:02d}")
+            assert row is not None
+            row.tenant_id = other
+        session.commit()
+    with _tenant_setting_reads() as reads:
+        result = evaluate_scheduled_syncs(dagster_instance, app_db)
+    assert set(_requested(result)) == {f"bulk-{n:02d}" for n in range(0, 30, 3)}
+    assert len(reads) == 1, reads
