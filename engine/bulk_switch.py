@@ -13,9 +13,10 @@ whose tenant has no row is refused as the sync API refuses it: nobody said yes. 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
 
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 
 from connectors.errors import ConfigurationError
 from connectors.tenant_switches import read_switch
@@ -36,24 +37,37 @@ def bulk_refusal(db: AppDatabase, connection_id: str, tenant_id: str | None) -> 
     ``true``), read as it is now: a switch turned off since the last run counts. The refusal says that nothing was
     sent and how to allow it. A leaf of the engine (no connectors beyond the switch rule): ``ehrsync sync`` asks
     it before it loads Dagster."""
-    with db.session() as session:
-        tenant = session.get(Tenant, tenant_id) if tenant_id else None
-        stored = None if tenant is None else (tenant.settings or {})
-    return _refusal(connection_id, tenant_id, stored)
+    return bulk_refusals(db, {connection_id: tenant_id}).get(connection_id)
 
 
 def bulk_refusals(db: AppDatabase, tenants: Mapping[str, str | None]) -> dict[str, ConfigurationError]:
     """``bulk_refusal`` of each connection of ``tenants`` (connection id -> its tenant's id), only the refused ones,
     from one query of their tenants' settings: the scheduler asks every tick for its due Bulk connections (a thousand
     connections are one query, not a thousand)."""
-    wanted = {t for t in tenants.values() if t}
-    stored: dict[str, object] = {}
-    if wanted:
-        with db.session() as session:
-            rows = session.execute(select(Tenant.id, Tenant.settings).where(Tenant.id.in_(sorted(wanted))))
-            stored = {str(tid): settings or {} for tid, settings in rows}
+    stored = _stored_settings(db, {t for t in tenants.values() if t})
     refused = {cid: _refusal(cid, tid, stored.get(tid) if tid else None) for cid, tid in tenants.items()}
     return {cid: refusal for cid, refusal in refused.items() if refusal is not None}
+
+
+#: A tenant row whose ``settings`` do not parse as JSON (a hand edit of an SQLite database): neither on nor off.
+_NOT_JSON = object()
+
+
+def _stored_settings(db: AppDatabase, tenant_ids: Iterable[str]) -> dict[str, object]:
+    """Each tenant's ``settings`` (those with a row), parsed row by row from their text: one row that is not JSON is
+    that tenant's refusal (``_NOT_JSON``), never an error that stops the scheduler's tick for every tenant."""
+    wanted = sorted(set(tenant_ids))
+    if not wanted:
+        return {}
+    with db.session() as session:
+        rows = session.execute(select(Tenant.id, cast(Tenant.settings, Text)).where(Tenant.id.in_(wanted))).all()
+    stored: dict[str, object] = {}
+    for tid, text in rows:
+        try:
+            stored[str(tid)] = (json.loads(text) if text is not None else None) or {}
+        except ValueError:
+            stored[str(tid)] = _NOT_JSON
+    return stored
 
 
 def _refusal(connection_id: str, tenant_id: str | None, stored: object) -> ConfigurationError | None:
@@ -62,6 +76,12 @@ def _refusal(connection_id: str, tenant_id: str | None, stored: object) -> Confi
         return BulkExportNotEnabledError(
             f"Bulk export refused: connection {connection_id}'s tenant {tenant_id!r} has no row in the app database,"
             f" so nobody turned {_WHERE} on; nothing was sent to the EHR. To allow it, {_FIX}"
+        )
+    if stored is _NOT_JSON:
+        return TenantSettingInvalidError(
+            f"Bulk export neither allowed nor refused: tenant {tenant_id}'s stored settings are not JSON (a hand-edited"
+            f" row), so {_WHERE} cannot be read; nothing was sent to the EHR. Fix the row: {_FIX}"
+            " (or false to keep Bulk export off)"
         )
     switch = read_switch(stored, BULK_SWITCH)
     if switch.problem is not None:

@@ -16,14 +16,16 @@ from typing import Any
 
 import pytest
 from dagster import DagsterInstance
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm.attributes import flag_modified
 
+from engine.bulk_switch import bulk_refusal
+from engine.errors import TenantSettingInvalidError
 from pipelines.defs._shared.partitions import BULK_CONNECTIONS_PARTITIONS_NAME, PATIENT_CONNECTIONS_PARTITIONS_NAME
 from store.models import Connection, Tenant
 from tests.fixtures.tenant_settings import bulk_allowed
-from tests.pipelines.appdb import AppDb
+from tests.pipelines.appdb import AppDb, make_app_db
 from tests.pipelines.scheduler import evaluate_scheduled_syncs
 
 _SETTING = "practice_settings.ehrIntegrations.enableBulkExport"
@@ -130,3 +132,62 @@ def test_the_tick_reads_every_due_bulk_connections_tenant_in_one_query(
         result = evaluate_scheduled_syncs(dagster_instance, app_db)
     assert set(_requested(result)) == {f"bulk-{n:02d}" for n in range(0, 30, 3)}
     assert len(reads) == 1, reads
+
+
+def _unreadable_tenant(app_db: AppDb, tenant_id: str) -> None:
+    """A tenant row whose ``settings`` are not JSON (a hand edit of an SQLite app database)."""
+    with app_db.db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO tenants (id, name, settings, created_at, updated_at)"
+                " VALUES (:t, 'Edited', '{enableBulkExport: true', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            ),
+            {"t": tenant_id},
+        )
+
+
+def test_a_tenant_row_that_is_not_json_stops_no_other_connection_and_its_run_fails_by_name(
+    app_db: AppDb, dagster_instance: DagsterInstance, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Before, the tick's one query of the tenants' settings raised ``JSONDecodeError`` for the whole tick: no run for
+    any tenant, every minute, until the row was fixed. Now that tenant's connection is requested as a switch neither
+    true nor false is (warned), every other one as usual, and its run fails ``tenant_setting_invalid`` naming it."""
+    _unreadable_tenant(app_db, "edited")
+    _due(app_db, dagster_instance, "patient", kind="patient")
+    _due(app_db, dagster_instance, "bulk-ok")
+    set_bulk_switch(app_db, True)
+    _due(app_db, dagster_instance, "bulk-edited")
+    with app_db.db.session() as session:
+        row = session.get(Connection, "bulk-edited")
+        assert row is not None
+        row.tenant_id = "edited"
+        session.commit()
+
+    result = evaluate_scheduled_syncs(dagster_instance, app_db)
+    assert set(_requested(result)) == {"patient", "bulk-ok", "bulk-edited"}
+    assert any("1 Bulk connection(s)" in line for line in capfd.readouterr().err.splitlines())
+    refusal = bulk_refusal(app_db.db, "bulk-edited", "edited")
+    assert isinstance(refusal, TenantSettingInvalidError), refusal
+    assert (
+        "not JSON" in refusal.message
+        and _SETTING in refusal.message
+        and "enableBulkExport: true" not in refusal.message
+    )
+
+
+@pytest.mark.postgres
+def test_the_switch_is_read_alike_on_a_postgres_app_database(
+    postgres_url: str, dagster_instance: DagsterInstance
+) -> None:
+    """The settings are read as text and parsed row by row: PostgreSQL's ``json`` column reads so too."""
+    appdb = make_app_db(postgres_url)
+    try:
+        _due(appdb, dagster_instance, "bulk-on")
+        assert _requested(evaluate_scheduled_syncs(dagster_instance, appdb)) == {"bulk-on": "bulk_export"}
+        set_bulk_switch(appdb, False)
+        assert not evaluate_scheduled_syncs(dagster_instance, appdb).run_requests
+        set_bulk_switch(appdb, "yes")
+        refusal = bulk_refusal(appdb.db, "bulk-on", appdb.tenant_id)
+        assert isinstance(refusal, TenantSettingInvalidError) and "got a string" in refusal.message, refusal
+    finally:
+        appdb.db.dispose()
