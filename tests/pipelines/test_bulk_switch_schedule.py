@@ -9,6 +9,7 @@ requested, to fail naming the setting. The tenants' settings are read in one que
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -191,3 +192,37 @@ def test_the_switch_is_read_alike_on_a_postgres_app_database(
         assert isinstance(refusal, TenantSettingInvalidError) and "got a string" in refusal.message, refusal
     finally:
         appdb.db.dispose()
+
+
+@contextmanager
+def _settings_read_fails() -> Iterator[list[str]]:
+    """The database refuses every read of a tenant's ``settings`` ("database is locked", as SQLite answers a read
+    while ``ehrsync auth seed`` commits), on any engine: a fault of the real database driver, not of our code."""
+    seen: list[str] = []
+
+    def fail(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "tenants.settings" in statement:
+            seen.append(statement)
+            raise sqlite3.OperationalError("database is locked")
+
+    event.listen(Engine, "before_cursor_execute", fail)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", fail)
+
+
+def test_a_database_error_reading_the_switches_neither_fails_the_tick_nor_skips_a_connection(
+    app_db: AppDb, dagster_instance: DagsterInstance, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Before, the error left the sensor: a failed tick with a traceback, no run for any connection. The switch
+    read is the scheduler's courtesy, the run's own check is the rule: the tick requests every due run as before
+    this check existed, and warns naming the database error (each Bulk run reads its switch and fails by name)."""
+    _due(app_db, dagster_instance, "patient", kind="patient")
+    _due(app_db, dagster_instance, "bulk-a")
+    with _settings_read_fails() as reads:
+        result = evaluate_scheduled_syncs(dagster_instance, app_db)
+    assert reads, "the fault was armed on the switch read"
+    assert _requested(result) == {"patient": "incremental_sync", "bulk-a": "bulk_export"}
+    warned = [line for line in capfd.readouterr().err.splitlines() if "could not be read" in line]
+    assert warned and "WARNING" in warned[0] and "database is locked" in warned[0] and _SETTING in warned[0], warned

@@ -27,8 +27,8 @@ from dagster import (
 )
 
 from engine.batch_plan import DueBatch, plan_batches
-from engine.bulk_due import bulk_off_note, bulk_tenants, drop_bulk_refused
-from engine.bulk_switch import BULK_SWITCH_PATH, bulk_refusals
+from engine.bulk_due import bulk_off_note, drop_bulk_refused, read_bulk_refusals
+from engine.bulk_switch import BULK_SWITCH_PATH
 from engine.connection_snapshots import NO_PATIENT, read_connections
 from engine.planning import DueRun, drop_busy, plan_due_runs
 from engine.retries import failure_streaks, source_holds, streak_horizon
@@ -119,7 +119,9 @@ def scheduled_syncs_sensor(
         with app_db.open() as db:
             busy |= busy_in_batches(context.instance, db)
             # the due Bulk connections' tenant switches, in one query: a run the switch refuses is not requested
-            refusals = bulk_refusals(db, bulk_tenants(candidates))
+            refusals, unread = read_bulk_refusals(db, candidates)
+        if unread:  # a database error: every due run is requested, each checks its own switch (engine.bulk_due)
+            context.log.warning("%s", unread)
         candidates, invalid = drop_bulk_refused(candidates, refusals, tally)
     if invalid:  # requested anyway: a misconfiguration, kept where failures are watched (engine.bulk_due)
         context.log.warning(_INVALID, invalid, BULK_SWITCH_PATH)
