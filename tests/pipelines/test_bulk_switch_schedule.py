@@ -226,3 +226,28 @@ def test_a_database_error_reading_the_switches_neither_fails_the_tick_nor_skips_
     assert _requested(result) == {"patient": "incremental_sync", "bulk-a": "bulk_export"}
     warned = [line for line in capfd.readouterr().err.splitlines() if "could not be read" in line]
     assert warned and "WARNING" in warned[0] and "database is locked" in warned[0] and _SETTING in warned[0], warned
+
+
+def test_connections_the_switch_refuses_cost_no_lookup_of_their_runs(
+    app_db: AppDb, dagster_instance_on_disk: DagsterInstance
+) -> None:
+    """Refused, they stay due at every tick (no failed run starts a backoff): before, each tick looked up the runs in
+    flight of each (one Dagster query apiece up to 25, a scan of every run in progress past that), every minute for
+    as long as the switch is off. Now they are left out first; only the connections still due are looked up."""
+    instance = dagster_instance_on_disk
+    for n in range(10):
+        _due(app_db, instance, f"bulk-{n}")
+    set_bulk_switch(app_db, False)
+    seen: list[str] = []
+
+    def spy(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "run_tags" in statement:
+            seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", spy)
+    try:
+        result = evaluate_scheduled_syncs(instance, app_db)
+    finally:
+        event.remove(Engine, "before_cursor_execute", spy)
+    assert not result.run_requests
+    assert seen == [], f"{len(seen)} lookups of runs for connections that get none"

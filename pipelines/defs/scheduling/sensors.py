@@ -113,16 +113,19 @@ def scheduled_syncs_sensor(
         backoff=backoff,
         holds=holds,
     )
-    busy = busy_among(context.instance, {d.connection.id for d in candidates}) if candidates else set()
+    busy: set[str] = set()
     invalid = 0
-    if candidates:  # members of queued or running batch runs (of a re-execution, those it will sync)
+    if candidates:
         with app_db.open() as db:
-            busy |= busy_in_batches(context.instance, db)
-            # the due Bulk connections' tenant switches, in one query: a run the switch refuses is not requested
+            # the due Bulk connections' tenant switches, in one query: a run the switch refuses is not requested,
+            # and its connection (due at every tick while the switch is off) is not looked up in the run queue
             refusals, unread = read_bulk_refusals(db, candidates)
+            candidates, invalid = drop_bulk_refused(candidates, refusals, tally)
+            # members of queued or running batch runs (of a re-execution, those it will sync)
+            busy = busy_in_batches(context.instance, db) if candidates else set()
         if unread:  # a database error: every due run is requested, each checks its own switch (engine.bulk_due)
             context.log.warning("%s", unread)
-        candidates, invalid = drop_bulk_refused(candidates, refusals, tally)
+    busy |= busy_among(context.instance, {d.connection.id for d in candidates}) if candidates else set()
     if invalid:  # requested anyway: a misconfiguration, kept where failures are watched (engine.bulk_due)
         context.log.warning(_INVALID, invalid, BULK_SWITCH_PATH)
     due = drop_busy(candidates, busy, tally)
