@@ -9,8 +9,8 @@ A switch stored neither true nor false (``tenant_setting_invalid``) is a misconf
 is still requested, so it fails naming the setting where failures are watched (the run list, alerts), at the
 backoff's pace, until someone fixes the row. The database failing that read asks for every due run as if the
 switches were on (warned, naming the error): this check only spares runs, each run reads its switch itself and
-fails by name, and the tick's other connections are not held back by it. Manual runs (the Dagster UI, ``ehrsync sync``) are not planned here:
-they fail by name.
+fails by name, and the tick's other connections are not held back by it. Manual runs (the Dagster UI,
+``ehrsync sync``) are not planned here: they fail by name.
 """
 
 from __future__ import annotations
