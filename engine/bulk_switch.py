@@ -7,10 +7,16 @@ the write-back needs ``enableWrite``. The auth service's sync API checked it and
 CapabilityStatement, no kick-off, no poll of an export already kicked off).
 The switch is read by the one rule of ``connectors.tenant_switches``: on only when stored ``true``; left out or
 ``false``: off; anything else neither on nor off, a ``tenant_setting_invalid`` refusal naming it. A connection
-whose tenant has no row is refused as the sync API refuses it: nobody said yes.
+whose tenant has no row is refused as the sync API refuses it: nobody said yes. The scheduler asks ``bulk_refusals``
+(one query for every due Bulk connection's tenant) so that it requests no run it knows is refused.
 """
 
 from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+
+from sqlalchemy import Text, cast, select
 
 from connectors.errors import ConfigurationError
 from connectors.tenant_switches import read_switch
@@ -18,10 +24,11 @@ from engine.errors import BulkExportNotEnabledError, TenantSettingInvalidError
 from store import AppDatabase
 from store.models import Tenant
 
-__all__ = ["BULK_SWITCH", "bulk_refusal"]
+__all__ = ["BULK_SWITCH", "BULK_SWITCH_PATH", "bulk_refusal", "bulk_refusals"]
 
 BULK_SWITCH = "enableBulkExport"
-_WHERE = f"practice_settings.ehrIntegrations.{BULK_SWITCH}"
+#: Where the switch is stored, as operators and the scheduler's tick name it.
+BULK_SWITCH_PATH = _WHERE = f"practice_settings.ehrIntegrations.{BULK_SWITCH}"
 _FIX = f"set {_WHERE} to true in the tenant's seed file and run `ehrsync auth seed FILE`"
 
 
@@ -30,13 +37,51 @@ def bulk_refusal(db: AppDatabase, connection_id: str, tenant_id: str | None) -> 
     ``true``), read as it is now: a switch turned off since the last run counts. The refusal says that nothing was
     sent and how to allow it. A leaf of the engine (no connectors beyond the switch rule): ``ehrsync sync`` asks
     it before it loads Dagster."""
+    return bulk_refusals(db, {connection_id: tenant_id}).get(connection_id)
+
+
+def bulk_refusals(db: AppDatabase, tenants: Mapping[str, str | None]) -> dict[str, ConfigurationError]:
+    """``bulk_refusal`` of each connection of ``tenants`` (connection id -> its tenant's id), only the refused ones,
+    from one query of their tenants' settings: the scheduler asks every tick for its due Bulk connections (a thousand
+    connections are one query, not a thousand)."""
+    stored = _stored_settings(db, {t for t in tenants.values() if t})
+    refused = {cid: _refusal(cid, tid, stored.get(tid) if tid else None) for cid, tid in tenants.items()}
+    return {cid: refusal for cid, refusal in refused.items() if refusal is not None}
+
+
+#: A tenant row whose ``settings`` do not parse as JSON (a hand edit of an SQLite database): neither on nor off.
+_NOT_JSON = object()
+
+
+def _stored_settings(db: AppDatabase, tenant_ids: Iterable[str]) -> dict[str, object]:
+    """Each tenant's ``settings`` (those with a row), parsed row by row from their text: one row that is not JSON is
+    that tenant's refusal (``_NOT_JSON``), never an error that stops the scheduler's tick for every tenant."""
+    wanted = sorted(set(tenant_ids))
+    if not wanted:
+        return {}
     with db.session() as session:
-        tenant = session.get(Tenant, tenant_id) if tenant_id else None
-        stored = None if tenant is None else (tenant.settings or {})
+        rows = session.execute(select(Tenant.id, cast(Tenant.settings, Text)).where(Tenant.id.in_(wanted))).all()
+    stored: dict[str, object] = {}
+    for tid, text in rows:
+        try:
+            stored[str(tid)] = (json.loads(text) if text is not None else None) or {}
+        except ValueError:
+            stored[str(tid)] = _NOT_JSON
+    return stored
+
+
+def _refusal(connection_id: str, tenant_id: str | None, stored: object) -> ConfigurationError | None:
+    """The one rule: ``stored`` is the tenant row's ``settings`` (None: no row)."""
     if stored is None:
         return BulkExportNotEnabledError(
             f"Bulk export refused: connection {connection_id}'s tenant {tenant_id!r} has no row in the app database,"
             f" so nobody turned {_WHERE} on; nothing was sent to the EHR. To allow it, {_FIX}"
+        )
+    if stored is _NOT_JSON:
+        return TenantSettingInvalidError(
+            f"Bulk export neither allowed nor refused: tenant {tenant_id}'s stored settings are not JSON (a hand-edited"
+            f" row), so {_WHERE} cannot be read; nothing was sent to the EHR. Fix the row: {_FIX}"
+            " (or false to keep Bulk export off)"
         )
     switch = read_switch(stored, BULK_SWITCH)
     if switch.problem is not None:

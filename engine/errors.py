@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from connectors.errors import ConfigurationError, EhrSyncError
+from connectors.errors import TenantSettingInvalidError as TenantSettingInvalidError  # the auth service's too
 
 
 class SyncError(EhrSyncError):
@@ -50,10 +51,3 @@ class BulkExportNotEnabledError(ConfigurationError):
     export starts, whatever asked for it (the scheduler, ``ehrsync sync``, the Dagster UI, the sync API)."""
 
     code = "bulk_not_enabled"
-
-
-class TenantSettingInvalidError(ConfigurationError):
-    """A decision hangs on a tenant switch stored neither true nor false (``connectors.tenant_switches``): it is
-    read neither as on nor as off; the message names the setting, never its value."""
-
-    code = "tenant_setting_invalid"

@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from auth_service.core.return_to import ReturnToError, normalize_origin
-from connectors.errors import ConfigurationError
+from connectors.errors import ConfigurationError, TenantSettingInvalidError
 from connectors.http import url_problem
 from connectors.tenant_switches import all_on, read_switch, section_switches, switch_problem
 
@@ -50,12 +50,6 @@ _NEW_SEED = {"new_seed": True}
 #: Validation context of settings read back from a tenant's row: a switch that is not a boolean is left out of the
 #: model (pydantic would read ``"yes"`` as on and refuse ``"maybe"``), and read by ``PracticeSettings.switches_on``.
 _STORED = {"stored": True}
-
-
-class TenantSettingInvalidError(ConfigurationError):
-    """A decision of the service hangs on a tenant setting stored in a shape ehrsync does not guess at (a switch
-    neither true nor false, connectors/tenant_switches.py): the message names the setting, never its value. 409
-    ``configuration_error``: an operator fixes the row (``ehrsync auth seed``)."""
 
 
 class _Camel(BaseModel):

@@ -10,6 +10,7 @@ diagnostics or details text, which servers fill with the request they refused (t
     EhrSyncError
     ├── ConfigurationError            bad local configuration (provider config, keys, URLs)
     │   ├── AuthMethodNotAllowedError  a client auth method / alg the vendor's plugin does not declare
+    │   ├── TenantSettingInvalidError  a tenant switch stored neither true nor false (engine and auth service alike)
     ├── DiscoveryError                SMART configuration / CapabilityStatement unusable (SAL-02)
     ├── SecurityPolicyError           issuer not allow-listed, token sent to a foreign host (SAL-06, SAL-40)
     ├── OAuthError                    an OAuth 2.0 error response (SAL-36), one subclass per code
@@ -62,6 +63,7 @@ from connectors.errors.base import (
     ResponseTooLargeError,
     SecurityPolicyError,
     StepBudgetExceededError,
+    TenantSettingInvalidError,
     TransferDeadlineError,
     TransferTooSlowError,
     TransportError,
@@ -166,6 +168,7 @@ __all__ = [
     "SecurityPolicyError",
     "StepBudgetExceededError",
     "TemporarilyUnavailableError",
+    "TenantSettingInvalidError",
     "TransferDeadlineError",
     "TransferTooSlowError",
     "TransportError",

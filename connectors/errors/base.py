@@ -41,6 +41,16 @@ class AuthMethodNotAllowedError(ConfigurationError):
     the message names the vendor, what was chosen and what is allowed."""
 
 
+class TenantSettingInvalidError(ConfigurationError):
+    """A decision hangs on a tenant switch stored neither true nor false (``connectors.tenant_switches``): it is read
+    neither as on nor as off; the message names the setting and the value's JSON type, never the value. The engine
+    records it by this code (a Bulk run that fails ``tenant_setting_invalid``); the auth service answers it 409
+    ``configuration_error``, as every configuration problem that is not one of its own codes
+    (``auth_service.services.errors.service_error_from``). An operator fixes the row (``ehrsync auth seed``)."""
+
+    code = "tenant_setting_invalid"
+
+
 class DiscoveryError(EhrSyncError):
     code = "discovery_error"
 

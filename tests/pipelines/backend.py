@@ -27,7 +27,7 @@ def connect_backend_with_config(
     world: SyncWorld, sandbox: SandboxLike, *, http: httpx.Client, provider_id: str = "generic"
 ) -> str:
     """Register a backend client (RS384 JWKS) in the sandbox, store its key in the provider config and add a
-    ``backend`` connection; returns the connection id."""
+    ``backend`` connection; returns the connection id. ``world.env`` (the engine without Dagster) holds the key too."""
     client_id = f"backend-{uuid.uuid4().hex[:10]}"
     key = backend_client_key()
     kid = uuid.uuid4().hex[:8]
@@ -62,4 +62,5 @@ def connect_backend_with_config(
             )
         )
         session.commit()
+    world.clients.save_backend_key(client_id, pem.encode(), kid)  # the engine's own test world can run it too
     return connection_id

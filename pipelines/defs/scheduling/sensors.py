@@ -9,6 +9,8 @@ within minutes rather than at the next slot; each failure is retried once (the r
 Due patient connections of one EHR source share runs of ``incremental_sync_batch`` (at most
 ``EHRSYNC_SYNC_BATCH_SIZE`` each, run key from the members' own keys: ``engine.batch_plan``); a lone one, and every
 Bulk connection, gets its own partitioned run as before. Members of a queued or running batch count as busy.
+A due Bulk connection whose tenant has turned Bulk export off gets no run (it would fail ``bulk_not_enabled``,
+sending nothing): counted, and named with the setting in the tick's log and skip reason (``engine.bulk_due``).
 """
 
 from collections.abc import Mapping
@@ -25,6 +27,8 @@ from dagster import (
 )
 
 from engine.batch_plan import DueBatch, plan_batches
+from engine.bulk_due import bulk_off_note, drop_bulk_refused, read_bulk_refusals
+from engine.bulk_switch import BULK_SWITCH_PATH
 from engine.connection_snapshots import NO_PATIENT, read_connections
 from engine.planning import DueRun, drop_busy, plan_due_runs
 from engine.retries import failure_streaks, source_holds, streak_horizon
@@ -45,6 +49,10 @@ from pipelines.resources import AppDatabaseResource, RetryPolicyResource, SyncPo
 __all__ = ["SCHEDULE_INTERVAL_S", "defs", "scheduled_syncs_sensor", "skip_reason", "tick_cursor"]
 
 SCHEDULE_INTERVAL_S = 60
+_INVALID = (
+    "scheduled syncs: %d Bulk connection(s) requested although their tenant's %s is neither true nor false: each"
+    " run fails tenant_setting_invalid naming it until the setting is fixed"
+)
 
 
 def tick_cursor(evaluated_at: datetime, requested: int, retries: int = 0) -> str:
@@ -105,20 +113,32 @@ def scheduled_syncs_sensor(
         backoff=backoff,
         holds=holds,
     )
-    busy = busy_among(context.instance, {d.connection.id for d in candidates}) if candidates else set()
-    if candidates:  # members of queued or running batch runs (of a re-execution, those it will sync)
+    busy: set[str] = set()
+    invalid = 0
+    if candidates:
         with app_db.open() as db:
-            busy |= busy_in_batches(context.instance, db)
+            # the due Bulk connections' tenant switches, in one query: a run the switch refuses is not requested,
+            # and its connection (due at every tick while the switch is off) is not looked up in the run queue
+            refusals, unread = read_bulk_refusals(db, candidates)
+            candidates, invalid = drop_bulk_refused(candidates, refusals, tally)
+            # members of queued or running batch runs (of a re-execution, those it will sync)
+            busy = busy_in_batches(context.instance, db) if candidates else set()
+        if unread:  # a database error: every due run is requested, each checks its own switch (engine.bulk_due)
+            context.log.warning("%s", unread)
+    busy |= busy_among(context.instance, {d.connection.id for d in candidates}) if candidates else set()
+    if invalid:  # requested anyway: a misconfiguration, kept where failures are watched (engine.bulk_due)
+        context.log.warning(_INVALID, invalid, BULK_SWITCH_PATH)
     due = drop_busy(candidates, busy, tally)
     retries = sum(1 for d in due if d.retry)
     alone, batches = plan_batches(due, policy.sync_batch_size)
     context.log.info(
-        "scheduled syncs: %d due (%d retries) in %d runs (%d batches); not requested: %s",
+        "scheduled syncs: %d due (%d retries) in %d runs (%d batches); not requested: %s%s",
         len(due),
         retries,
         len(alone) + len(batches),
         len(batches),
         dict(sorted(tally.items())),
+        bulk_off_note(tally),
     )
     requests = [_request(d) for d in alone] + [_batch_request(b) for b in batches]
     cursor = tick_cursor(now, len(due), retries)
@@ -127,10 +147,10 @@ def scheduled_syncs_sensor(
 
 def skip_reason(tally: Mapping[str, int]) -> str:
     """Why a tick requested nothing, as the UI shows it: the tally, and connections that never sync by design."""
-    text = f"no connection due; not requested: {dict(sorted(tally.items())) or 'none'}"
+    text = f"no run requested; not requested: {dict(sorted(tally.items())) or 'none'}"
     if tally.get(NO_PATIENT):
         text += f" ({tally[NO_PATIENT]} without a patient: they file notes but never sync, by design)"
-    return text
+    return text + bulk_off_note(tally)
 
 
 defs = Definitions(sensors=[scheduled_syncs_sensor])
