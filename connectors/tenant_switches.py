@@ -66,7 +66,7 @@ def read_switch(stored: object, name: str) -> TenantSwitch:
     """The switch ``name`` of a tenant's stored settings (the whole ``settings`` JSON of its row). No
     ``practice_settings`` at all, or a section or switch left out: off."""
     if not isinstance(stored, Mapping):
-        return TenantSwitch(False, f"the tenant's settings must be an object, got {json_kind(stored)}")
+        return TenantSwitch(False, f"settings must be an object, got {json_kind(stored)}")
     practice = stored.get("practice_settings") or {}
     if not isinstance(practice, Mapping):
         return TenantSwitch(False, f"practice_settings must be an object, got {json_kind(practice)}")
@@ -96,7 +96,7 @@ def stored_problems(stored: object) -> list[str]:
     """Every switch of a tenant's stored settings that is neither true nor false (and a part that is not an object),
     named with the value's JSON type: what ``ehrsync auth bootstrap`` reports of a tenant it leaves as stored."""
     if not isinstance(stored, Mapping):
-        return [f"the tenant's settings must be an object, got {json_kind(stored)}"]
+        return [f"settings must be an object, got {json_kind(stored)}"]
     practice = stored.get("practice_settings") or {}
     if not isinstance(practice, Mapping):
         return [f"practice_settings must be an object, got {json_kind(practice)}"]
