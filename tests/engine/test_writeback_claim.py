@@ -1,5 +1,6 @@
 """How a write-back run claims a note (draft-note §6): a compare-and-set on (state, version), committed before any
-request, on SQLite and on a throwaway PostgreSQL. Two runs that both read the note ``pending`` never both send it."""
+write request (after the CapabilityStatement read), on SQLite and on a throwaway PostgreSQL. Two runs that both
+read the note ``pending`` never both send it."""
 
 from __future__ import annotations
 
