@@ -205,9 +205,8 @@ def _send(
             url = url_or_error
         resource = build_payload(note, plan.doc_status, url, plan.content_type)
         # committed before it leaves: a run killed from here on may have POSTed it (a resumed one searches for it)
-        note = transition(
-            env.db, note, "sending", doc_posted=True, maybe_stored=note.maybe_stored, detail={"doc_post": note.attempts}
-        )
+        posting = plan.post_detail(note.attempts)  # DWB-20: fields the vendor's profile rewrote, by name
+        note = transition(env.db, note, "sending", doc_posted=True, maybe_stored=note.maybe_stored, detail=posting)
         checkpoint("writeback.posting")
         posted = True
         result = client.create(resource, if_none_exist=identifier if plan.conditional else None)

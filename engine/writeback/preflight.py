@@ -29,13 +29,19 @@ __all__ = ["SendPlan", "build_payload", "plan_send"]
 @dataclass(frozen=True)
 class SendPlan:
     """How this note is sent: with ``If-None-Exist`` or not, its docStatus, inline or through a Binary, and the
-    attachment's contentType as the vendor takes it."""
+    attachment's contentType as the vendor takes it. ``rewritten``: the fields the vendor's write profile changed
+    from what the host app gave (DWB-20), by name only, for the audit event of the POST."""
 
     capability: WriteCapability
     conditional: bool
     doc_status: str
     via_binary: bool
     content_type: str
+    rewritten: tuple[str, ...] = ()
+
+    def post_detail(self, attempt: int) -> dict[str, Any]:
+        """The audit detail recorded as the DocumentReference POST leaves: its attempt, and any rewritten fields."""
+        return {"doc_post": attempt} | ({"rewritten": list(self.rewritten)} if self.rewritten else {})
 
 
 def _doc_status(note: NoteRecord, target: NoteTarget) -> str:
@@ -105,4 +111,5 @@ def plan_send(note: NoteRecord, target: NoteTarget, client: FhirClient, config: 
             " does not offer it or the granted scopes do not cover it",
         )
     conditional = capability.conditional_create and target.profile.conditional_create is not False
-    return SendPlan(capability, conditional, doc_status, via_binary, content_type)
+    rewritten = ("content.attachment.contentType",) if content_type != note.content_type else ()  # a charset added
+    return SendPlan(capability, conditional, doc_status, via_binary, content_type, rewritten)

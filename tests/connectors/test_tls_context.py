@@ -1,6 +1,6 @@
 """Clients share one TLS context per trust setting (connectors/transport/tls.py) and still verify: a server whose
 certificate the default store does not hold is refused, and ``SSL_CERT_FILE`` (honoured as httpx honours it) is
-read when it changes, not frozen by the first client of the process."""
+read when it changes, not frozen by the first client of the process; a server below TLS 1.2 is refused."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import datetime
 import http.server
 import ssl
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,3 +88,37 @@ def test_clients_share_one_context_that_still_refuses_an_unknown_certificate(
     with BoundedClient(bounds=None, verify=own, trust_env=False) as given:
         assert given._transport._pool._ssl_context is own  # type: ignore[attr-defined]
         assert given.get(url).text == "ok"
+
+
+@pytest.fixture
+def tls_1_1_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A server that speaks TLS 1.1 at most (an old EHR or proxy), its certificate trusted through ``SSL_CERT_FILE``."""
+    cert_file, key_file = _self_signed(tmp_path)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL 3 refuses TLS 1.1 above security level 0
+    context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    with warnings.catch_warnings():  # naming TLS 1.1 is deprecated: the point here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.maximum_version = ssl.TLSVersion.TLSv1_1
+    context.load_cert_chain(cert_file, key_file)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"https://localhost:{server.server_address[1]}/", cert_file
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_sal37_the_shared_context_refuses_a_server_below_tls_1_2(
+    tls_1_1_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SAL-37: every EHR, token and Dagster client speaks TLS 1.2 or newer: a server offering TLS 1.1 at most is
+    refused during the handshake, though its certificate is trusted."""
+    url, cert_file = tls_1_1_server
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+    assert default_ssl_context().minimum_version >= ssl.TLSVersion.TLSv1_2
+    with BoundedClient(bounds=None) as client, pytest.raises(httpx.ConnectError) as refused:
+        client.get(url)
+    assert "CERTIFICATE_VERIFY_FAILED" not in str(refused.value), refused.value

@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 from dataclasses import replace
 
+from sqlalchemy import select
+
 from engine.writeback import write_note
-from store.models import Connection
+from store.models import AuditEvent, Connection
 from tests.engine.helpers import connect_backend
 from tests.engine.writeback_helpers import FAST, enqueue, server_notes, set_tenant, writable_connection
 
@@ -88,3 +90,23 @@ def test_dwb18_oracle_takes_inline_data_only_never_a_binary_url(world, sb, http,
     attachment = server_notes(world, conn, sb, note)[0]["content"][0]["attachment"]
     assert "data" in attachment and "url" not in attachment
     assert request_log.paths("/fhir/Binary", "POST") == []
+
+
+def _audit_details(world, note_id: str) -> list[dict]:
+    with world.env.db.session() as session:
+        events = session.scalars(select(AuditEvent).where(AuditEvent.action == "note.transition")).all()
+        return [dict(e.detail) for e in events if e.detail.get("note_id") == note_id]
+
+
+def test_dwb20_a_field_the_vendor_profile_rewrites_is_audited_by_name_only(world, sb, http, request_log) -> None:
+    """DWB-20: Oracle Health's profile rewrites the attachment contentType (a charset added, DWB-17); the audit event
+    recorded as the POST leaves names that field, and only its name (no value, no note text). A note sent as the
+    host app gave it (a text note, already with a charset) has no rewrite in its audit."""
+    conn = _oracle_backend(world, sb, http)
+    pdf = enqueue(world, conn, pdf=PDF, patient_id=sb.admin.patients()[0], **FINAL)
+    text = enqueue(world, conn, patient_id=sb.admin.patients()[0], **FINAL)
+    assert write_note(world.env, FAST, pdf.id).state == write_note(world.env, FAST, text.id).state == "written"
+    [posted] = [d for d in _audit_details(world, pdf.id) if "doc_post" in d]
+    assert posted["rewritten"] == ["content.attachment.contentType"]
+    assert "charset" not in repr(_audit_details(world, pdf.id)) and "pdf" not in repr(_audit_details(world, pdf.id))
+    assert all("rewritten" not in d for d in _audit_details(world, text.id))

@@ -173,8 +173,9 @@ def _asked_while(world, thread: threading.Thread, note_id: str, *, stalled_after
 
 
 def test_a_live_slow_post_is_never_taken_for_a_stalled_one(world, start_sandbox, http) -> None:
-    """A POST alive longer than ``stalled_after_s`` (e.g. waiting out Retry-After) keeps its note fresh: the sensor's
-    query never asks for it again meanwhile, and the note ends written once."""
+    """DWB-60: a POST alive longer than ``stalled_after_s`` (e.g. waiting out Retry-After) keeps its note fresh (the
+    claim's lease, renewed by the heartbeat): the sensor's query never asks for it again meanwhile, and the note ends
+    written once."""
     ehr = start_sandbox(conditional_create=False)
     conn = writable_connection(world, ehr, http)
     note = enqueue(world, conn)

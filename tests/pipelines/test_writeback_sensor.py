@@ -58,6 +58,7 @@ def test_sensor_requests_one_run_per_note_version_with_a_cursor(world, sandbox, 
 
 
 def test_one_real_write_back_run_in_process(world, sandbox, http, dagster_instance) -> None:
+    """DWB-60: the sensor asks for a run of the pending note; the Dagster op writes it, and nothing is left pending."""
     conn = writable_connection(world, sandbox, http)
     note = enqueue(world, conn)
     [request] = tick_outbox(dagster_instance, world, None).run_requests or []
@@ -85,8 +86,10 @@ def _age(world, note_id: str, seconds: float) -> None:
 
 
 def test_a_note_left_sending_is_asked_for_again_each_stalled_period(world, sandbox, http, dagster_instance) -> None:
-    """A resumed run that cannot move the note (EHR unreachable, killed again) leaves its version as it was; Dagster
-    runs a run key once, so each further stalled period must be a new key or the note stays ``sending`` forever."""
+    """DWB-60: a claim's lease ends with its run: a note left ``sending`` is asked for once it has not moved for
+    ``stalled_after_s``. A resumed run that cannot move the note (EHR unreachable, killed again) leaves its version
+    as it was; Dagster runs a run key once, so each further stalled period must be a new key or the note stays
+    ``sending`` forever."""
     conn = writable_connection(world, sandbox, http)
     sending = transition(world.env.db, enqueue(world, conn), "sending")
     assert tick_outbox(dagster_instance, world, None).run_requests == []  # not stalled yet

@@ -64,6 +64,8 @@ def test_racing_requests_with_one_key_make_one_note(outbox_db: AppDatabase) -> N
 
 
 def test_transitions_are_compare_and_set_and_audited(outbox_db: AppDatabase) -> None:
+    """DWB-60: a move is a compare-and-set on (state, version), the claim of a note included: a writer holding an
+    older version moves nothing (SQLite and PostgreSQL); each move commits with its audit event."""
     note, _ = enqueue_note(outbox_db, NOTE, actor="test")
     sending = transition(outbox_db, note, "sending", attempts=1)
     assert (sending.state, sending.version, sending.attempts) == ("sending", 2, 1)
