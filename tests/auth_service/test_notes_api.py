@@ -187,3 +187,26 @@ def test_dwb51_the_ehrs_words_refusing_a_note_are_answered_only_at_its_outcome(m
     other = handle.client.get(f"{PATH}/{note['noteId']}/outcome", headers={"X-API-Key": key_b})
     assert other.status_code == 404 and "Jane Doe" not in other.text
     assert handle.client.get(f"{PATH}/{note['noteId']}/outcome").status_code == 401
+
+
+def test_dwb63_retry_is_tenant_scoped_and_refuses_a_pending_note_naming_its_state(make_app) -> None:
+    """``POST .../{id}/retry``: another tenant's note is 404 (as for every note route), a pending one is 409
+    ``note_not_retryable`` naming ``pending``; a failed one is retried (its body optional, unknown fields 422)."""
+    from store.outbox import get_note, transition
+
+    handle, key_a, key_b, conn = _world(make_app)
+    note = handle.client.post(PATH, json=_body(conn), headers={"X-API-Key": key_a}).json()
+    url = f"{PATH}/{note['noteId']}/retry"
+    assert handle.client.post(url, headers={"X-API-Key": key_b}).json()["error"] == "not_found"
+    assert handle.client.post(f"{PATH}/0a1b/retry", headers={"X-API-Key": key_a}).status_code == 404
+    pending = handle.client.post(url, headers={"X-API-Key": key_a})
+    assert pending.status_code == 409 and pending.json()["state"] == "pending", pending.text
+    db = handle.app.state.ctx.db
+    record = get_note(db, note["noteId"])
+    assert record is not None
+    transition(db, transition(db, record, "sending"), "failed", reason_code="fhir_unprocessable")
+    assert handle.client.post(url, headers={"X-API-Key": key_b}).status_code == 404  # still not theirs
+    odd = handle.client.post(url, json={"confirm": True}, headers={"X-API-Key": key_a})
+    assert odd.status_code == 422 and odd.json()["error"] == "validation_error", odd.text
+    done = handle.client.post(url, headers={"X-API-Key": key_a})
+    assert done.status_code == 200 and done.json()["state"] == "pending" and done.json()["version"] == 4
