@@ -195,9 +195,15 @@ def test_dwb63_a_412_several_matches_stays_maybe_stored_when_retried(world, sb, 
     assert _read(world, note.id).maybe_stored
 
 
-def test_dwb63_a_retry_racing_a_run_never_moves_the_note_the_run_claimed(world, sb, http, api) -> None:
+def test_dwb63_a_retry_racing_a_run_never_moves_the_note_the_run_claimed(slot_world, sb, http, tmp_path) -> None:
     """A run claims the note (``sending``) between the retry's read and its move: the retry's versioned move finds
-    it moved, reads it again and is refused naming ``sending``; the run's state stands."""
+    it moved, reads it again and is refused naming ``sending``; the run's state stands (SQLite and PostgreSQL)."""
+    world = slot_world
+    with notes_api(world, tmp_path / "app_state") as api:
+        _race(world, sb, http, api)
+
+
+def _race(world: SyncWorld, sb: Any, http: Any, api: NotesApi) -> None:
     conn = writable_connection(world, sb, http)
     note = _left(world, conn, "unknown", "response_lost")
     claimed: list[NoteRecord] = []

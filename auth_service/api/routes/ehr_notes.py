@@ -97,7 +97,8 @@ def note_state(
 
 class RetryRequest(BaseModel):
     """A person's retry (DWB-63). ``confirmNotInEhr``: they looked in the patient's chart and the note is not
-    there (required when the EHR ignores the identifier search); ``requestedBy``: who asked, for the audit."""
+    there (required when the EHR ignores the identifier search); ``requestedBy``: who asked, for the audit (an id,
+    e.g. the clinician's Practitioner id or the host app's user id; never a patient's)."""
 
     model_config = ConfigDict(extra="forbid")
 
