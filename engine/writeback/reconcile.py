@@ -1,8 +1,9 @@
 """Find out whether a note whose answer was lost reached the EHR (DWB-32/33): search by its business identifier.
 
 Only notes carrying the draft's exact identifier count (``lookup``). Found once: ``written`` with the id the server
-gave it. Found several times: ``failed`` (a duplicate exists; a person must look). Not found, or the search failed:
-left ``unknown`` for a person; never sent again blindly (a search out of its time budget, ``lookup_wait_s``, says
+gave it, even when a person's retry put the note back ``pending`` while the search ran (DWB-63). Found several
+times: ``failed`` (a duplicate exists; a person must look). Not found, or the search failed: left ``unknown`` for a
+person; never sent again blindly (a search out of its time budget, ``lookup_wait_s``, says
 so in the note's ``reason``, after the reason it had, until a later search ends). A server that did not apply the
 identifier search (it ignores the parameter) cannot reconcile at all: the note stays ``unknown`` with the reason
 code ``identifier_search_ignored``, never ``written`` or ``failed`` on such evidence.
@@ -18,7 +19,7 @@ from connectors.fhir import FhirClient
 from engine.writeback.config import WritebackConfig
 from engine.writeback.lookup import IdentifierLookup, find_by_identifier
 from store import AppDatabase
-from store.outbox import NoteRecord, transition
+from store.outbox import NoteRecord, StaleNoteError, get_note, transition
 
 __all__ = ["IGNORED", "Searched", "reconcile", "search"]
 
@@ -69,17 +70,7 @@ def reconcile(
             detail={"reconciled": False, "error_code": IGNORED},
         )
     if (ref := lookup.found_ref) is not None:
-        resource_id, version_id = ref
-        return transition(
-            db,
-            note,
-            "written",
-            ehr_resource_id=resource_id,
-            ehr_version_id=version_id,
-            reason_code=None,
-            reason=None,
-            detail={"reconciled": True, "resource_id": resource_id},
-        )
+        return _found(db, note, *ref)
     if len(lookup.matches) > 1:
         return transition(
             db,
@@ -93,6 +84,34 @@ def reconcile(
     if (kept := _before_out_of_time(note.reason)) != note.reason:  # this search ended: it no longer ran out of time
         return transition(db, note, "unknown", reason=kept, detail={"reconciled": False})
     return note
+
+
+def _found(db: AppDatabase, note: NoteRecord, resource_id: str, version_id: str | None) -> NoteRecord:
+    """``written`` with the id the search found. A person's retry (DWB-63) may have put the note back ``pending``
+    while the search ran: the search is proof the EHR holds it, so it is ``written`` all the same (the retry's run
+    would otherwise send it again, a second copy when the person confirmed it absent)."""
+
+    def written(read: NoteRecord, **extra: bool) -> NoteRecord:
+        detail = {"reconciled": True, "resource_id": resource_id, **extra}
+        return transition(
+            db,
+            read,
+            "written",
+            ehr_resource_id=resource_id,
+            ehr_version_id=version_id,
+            reason_code=None,
+            reason=None,
+            detail=detail,
+        )
+
+    try:
+        return written(note)
+    except StaleNoteError:
+        moved = get_note(db, note.id)
+        if moved is None or moved.state != "pending":  # a run took it meanwhile: its state stands
+            raise
+    _log.warning("note %s: found in the EHR while a retry made it pending; written all the same", note.id)
+    return written(moved, moved_by_retry=True)
 
 
 def _out_of_time(

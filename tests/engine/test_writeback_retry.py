@@ -223,3 +223,33 @@ def _race(world: SyncWorld, sb: Any, http: Any, api: NotesApi) -> None:
     [run] = claimed
     assert (_read(world, note.id).state, _read(world, note.id).version) == ("sending", run.version)
     assert _retry_events(world, note.id) == []
+
+
+def test_dwb63_a_note_found_while_a_confirmed_retry_moved_it_is_written_never_posted_again(
+    world, start_sandbox, http, request_log, api
+) -> None:
+    """A run's identifier search finds the note whose answer was lost (no conditional create), and a person's retry
+    with ``confirmNotInEhr`` moves it to ``pending`` just before the run records it ``written``. Before, the run's
+    proof was dropped (its move was stale) and the next run POSTed the note again: two copies in the chart."""
+    ehr = start_sandbox(conditional_create=False)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    ehr.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=1)  # stored, the answer lost
+    retried: list[int] = []
+
+    def retry_first(conn_: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        moving = statement.lstrip().upper().startswith("UPDATE NOTE_OUTBOX") and "written" in repr(parameters)
+        if moving and not retried:  # the run found the note and is about to record it: the person's retry wins
+            retried.append(api.retry(note.id, {"confirmNotInEhr": True}).status_code)
+
+    event.listen(world.env.db.engine, "before_cursor_execute", retry_first)
+    try:
+        found = write_note(world.env, FAST, note.id)
+    finally:
+        event.remove(world.env.db.engine, "before_cursor_execute", retry_first)
+    assert retried == [200]
+    [doc] = server_notes(world, conn, ehr, note)
+    assert (found.state, found.ehr_resource_id) == ("written", doc["id"])
+    again = write_note(world.env, FAST, note.id)
+    assert again.state == "written" and len(server_notes(world, conn, ehr, note)) == 1
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
