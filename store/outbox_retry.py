@@ -27,7 +27,7 @@ __all__ = ["RETRYABLE_STATES", "RetryRefusedError", "retry_note"]
 
 #: The states a person may retry: the ones the write-back leaves for a person (WRITEBACK.md §3).
 RETRYABLE_STATES = frozenset({"failed", "blocked", "unknown"})
-# Reason codes the write-back stores (engine/writeback; tests/store/test_outbox_retry.py checks they match).
+# Reason codes the write-back stores (engine/writeback; tests/engine/test_writeback_retry.py checks they match).
 DUPLICATES = "duplicate_notes"  # engine.writeback.reconcile: several notes carry the draft's identifier
 SEARCH_IGNORED = "identifier_search_ignored"  # engine.writeback.reconcile.IGNORED
 ACCEPTED = "accepted"  # engine.writeback.accepted.ACCEPTED: searched again by itself while checks are left
@@ -89,10 +89,11 @@ def retry_note(
 ) -> NoteRecord | None:
     """Move the note to ``pending`` for a person (None: no such note for ``tenant_id``); ``RetryRefusedError`` when
     it may not be. Its tries (``attempts`` and ``binary_posts``: a Binary left behind is no note in the chart)
-    restart at 0, its reason, reason code, HTTP status and the EHR's refusal are cleared (the audit keeps them),
-    and it is due now. ``confirm_not_in_ehr``: the person checked the chart; the note is sent as one never sent
-    (still with If-None-Exist where the EHR offers it). The audit event names ``actor`` and ``requested_by``,
-    the state and reason code it left (``reason_before``), never the note's text."""
+    restart at 0, its reason, reason code, HTTP status and the EHR's refusal are cleared (the audit keeps the codes
+    and statuses of the moves that set them, never the EHR's words), and it is due now. ``confirm_not_in_ehr``: the
+    person checked the chart; the note is sent as one never sent (still with If-None-Exist where the EHR offers it).
+    The audit event names ``actor`` and ``requested_by``, the state and reason code it left (``reason_before``),
+    never the note's text."""
     for race in range(_RACES):
         note = get_note(db, note_id, tenant_id)
         if note is None:
