@@ -210,3 +210,27 @@ def test_dwb63_retry_is_tenant_scoped_and_refuses_a_pending_note_naming_its_stat
     assert odd.status_code == 422 and odd.json()["error"] == "validation_error", odd.text
     done = handle.client.post(url, headers={"X-API-Key": key_a})
     assert done.status_code == 200 and done.json()["state"] == "pending" and done.json()["version"] == 4
+
+
+@pytest.mark.parametrize("requested_by", ["Patient/pat-1", "https://ehr.example/fhir/Patient/pat-1"])
+def test_dwb63_a_retry_requested_by_a_patient_reference_is_refused_never_audited(make_app, requested_by: str) -> None:
+    """``requestedBy`` is written to the audit, which never holds PHI (DWB-62): a patient's reference (what a
+    patient-facing host app would send as its user's id, the ``fhirUser``) is 422 naming the field, nothing moved."""
+    from sqlalchemy import select
+
+    from store.models import AuditEvent
+    from store.outbox import get_note, transition
+
+    handle, key_a, _key_b, conn = _world(make_app)
+    note = handle.client.post(PATH, json=_body(conn), headers={"X-API-Key": key_a}).json()
+    db = handle.app.state.ctx.db
+    record = get_note(db, note["noteId"])
+    assert record is not None
+    failed = transition(db, transition(db, record, "sending"), "failed", reason_code="fhir_unprocessable")
+    url = f"{PATH}/{note['noteId']}/retry"
+    refused = handle.client.post(url, json={"requestedBy": requested_by}, headers={"X-API-Key": key_a})
+    assert refused.status_code == 422 and refused.json()["error"] == "validation_error", refused.text
+    assert "requestedBy" in refused.text
+    assert get_note(db, note["noteId"]).version == failed.version  # type: ignore[union-attr]
+    with db.session() as session:
+        assert not [e for e in session.scalars(select(AuditEvent)) if "Patient/" in repr(e.detail)]

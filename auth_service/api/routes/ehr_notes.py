@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from auth_service.api.deps import AdminDep, CtxDep
 from auth_service.services import notes
@@ -104,6 +104,14 @@ class RetryRequest(BaseModel):
 
     confirmNotInEhr: bool = False
     requestedBy: Annotated[str | None, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:@/-]+$")] = None
+
+    @field_validator("requestedBy")
+    @classmethod
+    def _not_a_patient(cls, value: str | None) -> str | None:
+        """The audit never holds PHI (DWB-62): a patient's reference (a patient app's ``fhirUser``) is refused."""
+        if value is not None and "/Patient/" in f"/{value}":
+            raise ValueError("requestedBy names a Patient, and the audit never holds a patient's id: leave it out")
+        return value
 
 
 @router.post("/api/ehr/notes/{note_id}/retry")
