@@ -226,12 +226,16 @@ def _race(world: SyncWorld, sb: Any, http: Any, api: NotesApi) -> None:
 
 
 def test_dwb63_a_note_found_while_a_confirmed_retry_moved_it_is_written_never_posted_again(
-    world, start_sandbox, http, request_log, api
+    slot_world, start_sandbox, http, request_log, tmp_path
 ) -> None:
     """A run's identifier search finds the note whose answer was lost (no conditional create), and a person's retry
     with ``confirmNotInEhr`` moves it to ``pending`` just before the run records it ``written``. Before, the run's
     proof was dropped (its move was stale) and the next run POSTed the note again: two copies in the chart."""
-    ehr = start_sandbox(conditional_create=False)
+    with notes_api(slot_world, tmp_path / "app_state") as api:
+        _found_while_retried(slot_world, start_sandbox(conditional_create=False), http, request_log, api)
+
+
+def _found_while_retried(world: SyncWorld, ehr: Any, http: Any, request_log: Any, api: NotesApi) -> None:
     conn = writable_connection(world, ehr, http)
     note = enqueue(world, conn)
     ehr.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=1)  # stored, the answer lost
