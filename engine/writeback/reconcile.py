@@ -1,10 +1,10 @@
 """Find out whether a note whose answer was lost reached the EHR (DWB-32/33): search by its business identifier.
 
 Only notes carrying the draft's exact identifier count (``lookup``). Found once: ``written`` with the id the server
-gave it, even when a person's retry put the note back ``pending`` while the search ran (DWB-63). Found several
-times: ``failed`` (a duplicate exists; a person must look). Not found, or the search failed: left ``unknown`` for a
-person; never sent again blindly (a search out of its time budget, ``lookup_wait_s``, says
-so in the note's ``reason``, after the reason it had, until a later search ends). A server that did not apply the
+gave it. Found several times: ``failed`` (a duplicate exists; a person must look). Either stands even when a
+person's retry put the note back ``pending`` while the search ran (DWB-63). Not found, or the search failed: left
+``unknown`` for a person; never sent again blindly (a search out of its time budget, ``lookup_wait_s``, says so in
+the note's ``reason``, after the reason it had, until a later search ends). A server that did not apply the
 identifier search (it ignores the parameter) cannot reconcile at all: the note stays ``unknown`` with the reason
 code ``identifier_search_ignored``, never ``written`` or ``failed`` on such evidence.
 """
@@ -12,7 +12,7 @@ code ``identifier_search_ignored``, never ``written`` or ``failed`` on such evid
 from __future__ import annotations
 
 import logging
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from connectors import errors as ce
 from connectors.fhir import FhirClient
@@ -70,15 +70,25 @@ def reconcile(
             detail={"reconciled": False, "error_code": IGNORED},
         )
     if (ref := lookup.found_ref) is not None:
-        return _found(db, note, *ref)
+        resource_id, version_id = ref
+        return _settled(
+            db,
+            note,
+            "written",
+            {"reconciled": True, "resource_id": resource_id},
+            ehr_resource_id=resource_id,
+            ehr_version_id=version_id,
+            reason_code=None,
+            reason=None,
+        )
     if len(lookup.matches) > 1:
-        return transition(
+        return _settled(
             db,
             note,
             "failed",
+            {"reconciled": True, "matches": len(lookup.matches)},
             reason_code="duplicate_notes",
             reason=f"{len(lookup.matches)} notes carry this draft's identifier",
-            detail={"reconciled": True, "matches": len(lookup.matches)},
         )
     _log.warning("note %s: not found by identifier; left unknown for a person", note.id)
     if (kept := _before_out_of_time(note.reason)) != note.reason:  # this search ended: it no longer ran out of time
@@ -86,32 +96,19 @@ def reconcile(
     return note
 
 
-def _found(db: AppDatabase, note: NoteRecord, resource_id: str, version_id: str | None) -> NoteRecord:
-    """``written`` with the id the search found. A person's retry (DWB-63) may have put the note back ``pending``
-    while the search ran: the search is proof the EHR holds it, so it is ``written`` all the same (the retry's run
-    would otherwise send it again, a second copy when the person confirmed it absent)."""
-
-    def written(read: NoteRecord, **extra: bool) -> NoteRecord:
-        detail = {"reconciled": True, "resource_id": resource_id, **extra}
-        return transition(
-            db,
-            read,
-            "written",
-            ehr_resource_id=resource_id,
-            ehr_version_id=version_id,
-            reason_code=None,
-            reason=None,
-            detail=detail,
-        )
-
+def _settled(db: AppDatabase, note: NoteRecord, state: str, detail: dict[str, Any], **fields: Any) -> NoteRecord:
+    """``written`` or ``failed`` (``duplicate_notes``) on what the search found. A person's retry (DWB-63) may have
+    put the note back ``pending`` while the search ran: what it found is proof of what the EHR holds, so it stands
+    all the same (the retry's run would otherwise send the note again: one copy more in the chart when the person
+    confirmed it absent)."""
     try:
-        return written(note)
+        return transition(db, note, state, detail=detail, **fields)
     except StaleNoteError:
         moved = get_note(db, note.id)
         if moved is None or moved.state != "pending":  # a run took it meanwhile: its state stands
             raise
-    _log.warning("note %s: found in the EHR while a retry made it pending; written all the same", note.id)
-    return written(moved, moved_by_retry=True)
+    _log.warning("note %s: found in the EHR while a retry made it pending; %s all the same", note.id, state)
+    return transition(db, moved, state, detail=detail | {"moved_by_retry": True}, **fields)
 
 
 def _out_of_time(

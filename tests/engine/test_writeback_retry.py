@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select
 
+from connectors.fhir import FhirClient
 from engine.writeback import write_note
 from engine.writeback.accepted import ACCEPTED
 from engine.writeback.outcomes import SEVERAL_MATCHES
+from engine.writeback.preflight import build_payload
 from engine.writeback.reconcile import IGNORED
 from store import outbox_retry
 from store.models import AuditEvent
@@ -257,3 +259,33 @@ def _found_while_retried(world: SyncWorld, ehr: Any, http: Any, request_log: Any
     again = write_note(world.env, FAST, note.id)
     assert again.state == "written" and len(server_notes(world, conn, ehr, note)) == 1
     assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+
+
+def test_dwb63_duplicates_found_while_a_confirmed_retry_moved_the_note_stand(
+    world, start_sandbox, http, request_log, api
+) -> None:
+    """As above with two copies of the note in the EHR: the search's ``duplicate_notes`` stands over the retry's
+    ``pending``. Before, the next run POSTed a third copy (no conditional create, the person's confirmation)."""
+    ehr = start_sandbox(conditional_create=False)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    client = FhirClient(ehr.fhir_base, world.env.vault.token_source(conn), http=world.env.http)
+    for _ in range(2):
+        client.create(build_payload(note, "preliminary"))
+    lost = transition(world.env.db, note, "unknown", reason_code="response_lost", reason=None)
+    retried: list[int] = []
+
+    def retry_first(conn_: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        moving = statement.lstrip().upper().startswith("UPDATE NOTE_OUTBOX") and "failed" in repr(parameters)
+        if moving and not retried:  # the run found the copies and is about to record it: the person's retry wins
+            retried.append(api.retry(note.id, {"confirmNotInEhr": True}).status_code)
+
+    event.listen(world.env.db.engine, "before_cursor_execute", retry_first)
+    try:
+        found = write_note(world.env, FAST, lost.id)
+    finally:
+        event.remove(world.env.db.engine, "before_cursor_execute", retry_first)
+    assert retried == [200]
+    assert (found.state, found.reason_code) == ("failed", "duplicate_notes")
+    assert write_note(world.env, FAST, note.id).state == "failed"
+    assert len(server_notes(world, conn, ehr, note)) == 2 == len(request_log.paths(DOC_POSTS, "POST"))  # the setup's
