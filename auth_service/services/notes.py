@@ -21,17 +21,20 @@ from connectors.writeback.note import NOTE_TYPES, identifier_system
 from connectors.writeback.vendor_check import check_against_profile, persona_of
 from store.models import Connection, ConnectionKind, ConnectionStatus
 from store.outbox import IdempotencyConflictError, NoteInput, NoteRecord, enqueue_note, get_note
+from store.outbox_retry import RetryRefusedError, retry_note
 
 __all__ = [
     "MAX_PDF_BYTES",
     "MAX_SOURCES",
     "NoteConflictError",
     "NoteNotAcceptedError",
+    "NoteRetryRefusedError",
     "NoteSubmission",
     "admin_test_note_key",
     "describe",
     "note_outcome",
     "note_state",
+    "retry",
     "submit_note",
 ]
 
@@ -52,6 +55,15 @@ class NoteNotAcceptedError(ServiceError, codes=("note_not_accepted",)):
 
     def __init__(self, exc: WriteNotSupportedError, *, field: str, vendor: str) -> None:
         super().__init__(str(exc), reason=exc.reason, reasonCode=exc.reason_code, field=field, vendor=vendor)
+
+
+class NoteRetryRefusedError(
+    ServiceError, codes=("note_not_retryable", "note_duplicated_in_ehr", "confirm_not_in_ehr_required")
+):
+    """A person's retry refused (DWB-63, ``store.outbox_retry``): ``state`` and ``reasonCode`` are the note's."""
+
+    def __init__(self, exc: RetryRefusedError) -> None:
+        super().__init__(str(exc), code=exc.code, state=exc.state, reasonCode=exc.reason_code)
 
 
 #: The request field each profile reason asks to change (the rest are about the content: ``text``/``pdfBase64``).
@@ -191,6 +203,22 @@ def _note(ctx: ServiceContext, tenant_id: str, note_id: str) -> NoteRecord:
 
 def note_state(ctx: ServiceContext, tenant_id: str, note_id: str) -> dict[str, Any]:
     return describe(_note(ctx, tenant_id, note_id))
+
+
+def retry(
+    ctx: ServiceContext, tenant_id: str, note_id: str, actor: str, *, confirm: bool, requested_by: str | None
+) -> dict[str, Any]:
+    """A person's retry of a ``failed``/``blocked``/``unknown`` note (DWB-63): ``pending`` again, due now; its
+    write-back run is the sensor's, as for any pending note (``store.outbox_retry`` says what is refused and why)."""
+    try:
+        record = retry_note(
+            ctx.db, note_id, tenant_id, actor=actor, confirm_not_in_ehr=confirm, requested_by=requested_by
+        )
+    except RetryRefusedError as exc:
+        raise NoteRetryRefusedError(exc) from None
+    if record is None:
+        raise NotFoundError("no such note for this tenant")
+    return describe(record)
 
 
 def note_outcome(ctx: ServiceContext, tenant_id: str, note_id: str) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """Find out whether a note whose answer was lost reached the EHR (DWB-32/33): search by its business identifier.
 
 Only notes carrying the draft's exact identifier count (``lookup``). Found once: ``written`` with the id the server
-gave it. Found several times: ``failed`` (a duplicate exists; a person must look). Not found, or the search failed:
-left ``unknown`` for a person; never sent again blindly (a search out of its time budget, ``lookup_wait_s``, says
-so in the note's ``reason``, after the reason it had, until a later search ends). A server that did not apply the
+gave it. Found several times: ``failed`` (a duplicate exists; a person must look). Either stands even when a
+person's retry put the note back ``pending`` while the search ran (DWB-63). Not found, or the search failed: left
+``unknown`` for a person; never sent again blindly (a search out of its time budget, ``lookup_wait_s``, says so in
+the note's ``reason``, after the reason it had, until a later search ends). A server that did not apply the
 identifier search (it ignores the parameter) cannot reconcile at all: the note stays ``unknown`` with the reason
 code ``identifier_search_ignored``, never ``written`` or ``failed`` on such evidence.
 """
@@ -11,14 +12,14 @@ code ``identifier_search_ignored``, never ``written`` or ``failed`` on such evid
 from __future__ import annotations
 
 import logging
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from connectors import errors as ce
 from connectors.fhir import FhirClient
 from engine.writeback.config import WritebackConfig
 from engine.writeback.lookup import IdentifierLookup, find_by_identifier
 from store import AppDatabase
-from store.outbox import NoteRecord, transition
+from store.outbox import NoteRecord, StaleNoteError, get_note, transition
 
 __all__ = ["IGNORED", "Searched", "reconcile", "search"]
 
@@ -70,29 +71,44 @@ def reconcile(
         )
     if (ref := lookup.found_ref) is not None:
         resource_id, version_id = ref
-        return transition(
+        return _settled(
             db,
             note,
             "written",
+            {"reconciled": True, "resource_id": resource_id},
             ehr_resource_id=resource_id,
             ehr_version_id=version_id,
             reason_code=None,
             reason=None,
-            detail={"reconciled": True, "resource_id": resource_id},
         )
     if len(lookup.matches) > 1:
-        return transition(
+        return _settled(
             db,
             note,
             "failed",
+            {"reconciled": True, "matches": len(lookup.matches)},
             reason_code="duplicate_notes",
             reason=f"{len(lookup.matches)} notes carry this draft's identifier",
-            detail={"reconciled": True, "matches": len(lookup.matches)},
         )
     _log.warning("note %s: not found by identifier; left unknown for a person", note.id)
     if (kept := _before_out_of_time(note.reason)) != note.reason:  # this search ended: it no longer ran out of time
         return transition(db, note, "unknown", reason=kept, detail={"reconciled": False})
     return note
+
+
+def _settled(db: AppDatabase, note: NoteRecord, state: str, detail: dict[str, Any], **fields: Any) -> NoteRecord:
+    """``written`` or ``failed`` (``duplicate_notes``) on what the search found. A person's retry (DWB-63) may have
+    put the note back ``pending`` while the search ran: what it found is proof of what the EHR holds, so it stands
+    all the same (the retry's run would otherwise send the note again: one copy more in the chart when the person
+    confirmed it absent)."""
+    try:
+        return transition(db, note, state, detail=detail, **fields)
+    except StaleNoteError:
+        moved = get_note(db, note.id)
+        if moved is None or moved.state != "pending":  # a run took it meanwhile: its state stands
+            raise
+    _log.warning("note %s: found in the EHR while a retry made it pending; %s all the same", note.id, state)
+    return transition(db, moved, state, detail=detail | {"moved_by_retry": True}, **fields)
 
 
 def _out_of_time(

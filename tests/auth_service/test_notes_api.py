@@ -187,3 +187,50 @@ def test_dwb51_the_ehrs_words_refusing_a_note_are_answered_only_at_its_outcome(m
     other = handle.client.get(f"{PATH}/{note['noteId']}/outcome", headers={"X-API-Key": key_b})
     assert other.status_code == 404 and "Jane Doe" not in other.text
     assert handle.client.get(f"{PATH}/{note['noteId']}/outcome").status_code == 401
+
+
+def test_dwb63_retry_is_tenant_scoped_and_refuses_a_pending_note_naming_its_state(make_app) -> None:
+    """``POST .../{id}/retry``: another tenant's note is 404 (as for every note route), a pending one is 409
+    ``note_not_retryable`` naming ``pending``; a failed one is retried (its body optional, unknown fields 422)."""
+    from store.outbox import get_note, transition
+
+    handle, key_a, key_b, conn = _world(make_app)
+    note = handle.client.post(PATH, json=_body(conn), headers={"X-API-Key": key_a}).json()
+    url = f"{PATH}/{note['noteId']}/retry"
+    assert handle.client.post(url, headers={"X-API-Key": key_b}).json()["error"] == "not_found"
+    assert handle.client.post(f"{PATH}/0a1b/retry", headers={"X-API-Key": key_a}).status_code == 404
+    pending = handle.client.post(url, headers={"X-API-Key": key_a})
+    assert pending.status_code == 409 and pending.json()["state"] == "pending", pending.text
+    db = handle.app.state.ctx.db
+    record = get_note(db, note["noteId"])
+    assert record is not None
+    transition(db, transition(db, record, "sending"), "failed", reason_code="fhir_unprocessable")
+    assert handle.client.post(url, headers={"X-API-Key": key_b}).status_code == 404  # still not theirs
+    odd = handle.client.post(url, json={"confirm": True}, headers={"X-API-Key": key_a})
+    assert odd.status_code == 422 and odd.json()["error"] == "validation_error", odd.text
+    done = handle.client.post(url, headers={"X-API-Key": key_a})
+    assert done.status_code == 200 and done.json()["state"] == "pending" and done.json()["version"] == 4
+
+
+@pytest.mark.parametrize("requested_by", ["Patient/pat-1", "https://ehr.example/fhir/Patient/pat-1"])
+def test_dwb63_a_retry_requested_by_a_patient_reference_is_refused_never_audited(make_app, requested_by: str) -> None:
+    """``requestedBy`` is written to the audit, which never holds PHI (DWB-62): a patient's reference (what a
+    patient-facing host app would send as its user's id, the ``fhirUser``) is 422 naming the field, nothing moved."""
+    from sqlalchemy import select
+
+    from store.models import AuditEvent
+    from store.outbox import get_note, transition
+
+    handle, key_a, _key_b, conn = _world(make_app)
+    note = handle.client.post(PATH, json=_body(conn), headers={"X-API-Key": key_a}).json()
+    db = handle.app.state.ctx.db
+    record = get_note(db, note["noteId"])
+    assert record is not None
+    failed = transition(db, transition(db, record, "sending"), "failed", reason_code="fhir_unprocessable")
+    url = f"{PATH}/{note['noteId']}/retry"
+    refused = handle.client.post(url, json={"requestedBy": requested_by}, headers={"X-API-Key": key_a})
+    assert refused.status_code == 422 and refused.json()["error"] == "validation_error", refused.text
+    assert "requestedBy" in refused.text
+    assert get_note(db, note["noteId"]).version == failed.version  # type: ignore[union-attr]
+    with db.session() as session:
+        assert not [e for e in session.scalars(select(AuditEvent)) if "Patient/" in repr(e.detail)]

@@ -4,7 +4,8 @@ Tenant-scoped like ``/api/ehr/sync``: the API key names the tenant, a connection
 ``POST`` answers 201 for a new note and 200 for a replay of the same idempotency key (the same note); the same
 key with a different note is 409 ``idempotency_conflict``; a note the connection's vendor will never take is 422
 ``note_not_accepted``. The note is written to the EHR later, by Dagster.
-``GET .../{id}`` answers its state (no PHI); ``GET .../{id}/outcome`` the EHR's words refusing it (PHI).
+``GET .../{id}`` answers its state (no PHI); ``GET .../{id}/outcome`` the EHR's words refusing it (PHI);
+``POST .../{id}/retry`` is a person's retry of a note left ``failed``, ``blocked`` or ``unknown`` (DWB-63).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from auth_service.api.deps import AdminDep, CtxDep
 from auth_service.services import notes
@@ -92,6 +93,47 @@ def note_state(
 ) -> dict[str, Any]:
     """The note's state (``pending``, ``sending``, ``written``, ``failed``, ``blocked``, ``unknown``), no text."""
     return notes.note_state(ctx, admin.tenant_id, note_id)
+
+
+class RetryRequest(BaseModel):
+    """A person's retry (DWB-63). ``confirmNotInEhr``: they looked in the patient's chart and the note is not
+    there (required when the EHR ignores the identifier search); ``requestedBy``: who asked, for the audit (an id,
+    e.g. the clinician's Practitioner id or the host app's user id; never a patient's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    confirmNotInEhr: bool = False
+    requestedBy: Annotated[str | None, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:@/-]+$")] = None
+
+    @field_validator("requestedBy")
+    @classmethod
+    def _not_a_patient(cls, value: str | None) -> str | None:
+        """The audit never holds PHI (DWB-62): a patient's reference (a patient app's ``fhirUser``) is refused."""
+        if value is not None and "/Patient/" in f"/{value}":
+            raise ValueError("requestedBy names a Patient, and the audit never holds a patient's id: leave it out")
+        return value
+
+
+@router.post("/api/ehr/notes/{note_id}/retry")
+def retry_note(
+    admin: AdminDep,
+    ctx: CtxDep,
+    note_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[a-f0-9]+$")],
+    body: RetryRequest | None = None,
+) -> dict[str, Any]:
+    """Put a ``failed``, ``blocked`` or ``unknown`` note back to ``pending``, due now, with its full tries: the
+    Dagster write-back sends it as any pending note (every gate again; a note that may be in the EHR only with
+    ``If-None-Exist`` or after its identifier search). Answers the note (200), ``version`` bumped.
+
+    Errors: 404 ``not_found`` (also another tenant's note); 409 ``note_not_retryable`` (``state`` names it:
+    ``pending``, ``sending`` or ``written``, e.g. a second click; or ``unknown`` ``accepted``, which ehrsync still
+    searches for by itself), 409 ``note_duplicated_in_ehr`` (``duplicate_notes``: a person removes the copies in
+    the EHR; never sent again), 409 ``confirm_not_in_ehr_required`` (``identifier_search_ignored``: ehrsync cannot
+    look, so the person must say ``confirmNotInEhr``)."""
+    asked = body or RetryRequest()
+    return notes.retry(
+        ctx, admin.tenant_id, note_id, admin.actor, confirm=asked.confirmNotInEhr, requested_by=asked.requestedBy
+    )
 
 
 @router.get("/api/ehr/notes/{note_id}/outcome")
