@@ -3,9 +3,9 @@
 Every transition is committed (``store.outbox.transition``) before the network call it guards, so a process
 killed anywhere resumes from what the database says:
 
-- ``pending``: nothing was sent, unless ``maybe_stored`` says an earlier POST may be stored (then it is never sent
-  without ``If-None-Exist`` or a search first). The gates run; a "no" is ``blocked``. Then ``pending → sending``
-  commits, and only then is the note POSTed.
+- ``pending``: nothing was sent, unless ``maybe_stored`` says an earlier POST may be stored (then it is searched for
+  instead of sent when If-None-Exist is gone or its tries are spent, ``waiting.search_first``). The gates run; a
+  "no" is ``blocked``. Then ``pending → sending`` commits, and only then is the note POSTed.
 - ``sending``: a POST may have gone out once ``doc_posted`` is committed, just before the DocumentReference POST
   (``store.outbox.transition``, after any Binary is settled). With it (or ``maybe_stored``), conditional create
   repeats the POST (``If-None-Exist`` on the business identifier makes a repeat find the first note); without it the
@@ -49,6 +49,7 @@ from engine.writeback.provenance import send_provenance
 from engine.writeback.reconcile import Searched, reconcile, search
 from engine.writeback.target import NoteTarget, load_target
 from engine.writeback.waiting import (
+    search_first,
     tries_kept,
     wait_for_connection,
     wait_for_grant,
@@ -155,8 +156,7 @@ def _advance(
             if note.maybe_stored and tries_kept(note) >= config.max_attempts:  # a try that POSTed nothing is not spent
                 return _settle_maybe_stored(env, config, note, client, exc)  # spent (e.g. waited): search, never fail
             return wait_for_statement(env.db, config, note, exc)
-        if note.state == "pending" and note.maybe_stored and not plan.conditional:
-            # If-None-Exist gone since the POST that may be stored: never resend
+        if note.state == "pending" and search_first(config, note, plan.conditional):  # no blind or extra POST
             return _to_unknown(env, config, note, client)
         if note.state == "pending":
             attempt = note.attempts + 1

@@ -284,3 +284,33 @@ def test_dwb34_a_note_that_waited_on_its_last_attempt_is_searched_not_failed_whe
     waiting = write_note(world.env, last, note_id)
     assert (waiting.state, waiting.maybe_stored, waiting.attempts) == ("pending", True, 1)
     _reauthorized_then_found(world, sb, conn, note_id, last, fault=("503", "/fhir/metadata"))
+
+
+@pytest.mark.parametrize("lost", ["drop_response", "drop"])
+def test_dwb34_a_note_that_waited_with_its_tries_spent_is_searched_never_posted_again(
+    world, sb, http, request_log, lost
+) -> None:
+    """Every try's answer but the last is lost (``drop_response``: the first try stored the note; ``drop``: nothing
+    reached the EHR); the last try's POST is answered 401 and the refresh refused: the note waits for its connection
+    with its tries spent. Before, the run once the connection was active again POSTed it once more, ``attempts`` 4
+    of ``max_attempts`` 3 (docs/WRITEBACK.md "at most N tries"). Now that run searches at once, no POST: found,
+    ``written``; not found, ``unknown`` for a person (as when the last try's own answer is lost)."""
+    conn = writable_connection(world, sb, http)
+    note_id = enqueue(world, conn).id
+    sb.admin.set_fault(lost, path=DOC_POSTS, method="POST", times=None)
+    for _ in range(FAST.max_attempts - 1):
+        assert write_note(world.env, FAST, note_id).state == "pending"
+    sb.admin.clear_faults()
+    _grant_refused_at(sb, "POST")
+    waiting = write_note(world.env, FAST, note_id)
+    assert (waiting.state, waiting.reason_code, waiting.attempts) == ("pending", "connection_needs_reauth", 3)
+    sb.admin.clear_faults()
+    _status(world, conn, "active")
+    posts = len(request_log.paths(DOC_POSTS, "POST"))
+    done = write_note(world.env, FAST, note_id)
+    assert (len(request_log.paths(DOC_POSTS, "POST")), done.attempts) == (posts, FAST.max_attempts)
+    stored = server_notes(world, conn, sb, done)
+    if lost == "drop_response":
+        assert (done.state, done.ehr_resource_id) == ("written", stored[0]["id"]), done.reason
+    else:
+        assert (done.state, done.reason_code, stored) == ("unknown", "response_lost", []), done.reason
