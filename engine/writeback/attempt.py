@@ -157,7 +157,7 @@ def _advance(
                 return _settle_maybe_stored(env, config, note, client, exc)  # spent (e.g. waited): search, never fail
             return wait_for_statement(env.db, config, note, exc)
         if note.state == "pending" and search_first(config, note, plan.conditional):  # no blind or extra POST
-            return _to_unknown(env, config, note, client)
+            return _settle_maybe_stored(env, config, note, client, None)
         if note.state == "pending":
             attempt = note.attempts + 1
             note = transition(env.db, note, "sending", attempts=attempt, doc_posted=False, detail={"attempt": attempt})
@@ -281,16 +281,17 @@ def _failed_send(
 
 
 def _settle_maybe_stored(
-    env: SyncEnvironment, config: WritebackConfig, note: NoteRecord, client: FhirClient, exc: ce.EhrSyncError
+    env: SyncEnvironment, config: WritebackConfig, note: NoteRecord, client: FhirClient, exc: ce.EhrSyncError | None
 ) -> NoteRecord:
-    """A refusal, or retries spent, after an earlier POST of this note may have been stored (its answer was lost, or
-    a killed run sent it): ``failed``/``blocked`` would claim the EHR holds nothing, and a person would write the
-    note again. The identifier search decides first: only a search the server applied that finds nothing lets the
-    answer stand; otherwise the note is ``unknown`` and reconciled (found: ``written``)."""
+    """A refusal (``exc``), or retries spent, after an earlier POST of this note may have been stored (its answer was
+    lost, or a killed run sent it): ``failed``/``blocked`` would claim the EHR holds nothing, and a person would write
+    the note again. The identifier search decides first: only a search the server applied that finds nothing lets the
+    answer stand; otherwise (or with no answer, ``search_first``) the note is ``unknown`` and reconciled (found:
+    ``written``). A search the grant's refusal stopped waits for it, never ``unknown`` for a person."""
     lookup = search(client, note, config)  # failed or out of time: handed on as it is, never searched again
     if isinstance(lookup, ce.NeedsReauthError):  # it can look once the grant is back: wait for it, not for a person
         return wait_for_grant(env.db, config, note, lookup)
-    if isinstance(lookup, IdentifierLookup) and not lookup.ignored and not lookup.matches:
+    if exc is not None and isinstance(lookup, IdentifierLookup) and not lookup.ignored and not lookup.matches:
         return (
             retry_later(env.db, config, note, exc)
             if isinstance(exc, ce.TransportError)

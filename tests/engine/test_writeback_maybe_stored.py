@@ -314,3 +314,37 @@ def test_dwb34_a_note_that_waited_with_its_tries_spent_is_searched_never_posted_
         assert (done.state, done.ehr_resource_id) == ("written", stored[0]["id"]), done.reason
     else:
         assert (done.state, done.reason_code, stored) == ("unknown", "response_lost", []), done.reason
+
+
+@pytest.mark.parametrize("why", ["tries spent", "If-None-Exist gone"])
+def test_dwb34_a_note_searched_instead_of_posted_waits_when_its_search_finds_the_grant_refused(
+    world, sb, http, request_log, why
+) -> None:
+    """A ``pending`` note that may be stored is searched for instead of POSTed (``search_first``): its tries spent
+    (the last POST answered 401, the refresh refused, then re-authorized) or If-None-Exist no longer advertised. That
+    search is answered 401 and the refresh refused. Before, the note was ``unknown`` (``response_lost``) before the
+    search looked, and the refused search left it so, for a person, though no search could look until the grant was
+    back. Now it waits for the connection (``pending``, ``maybe_stored``, ``connection_needs_reauth``) as after any
+    search a refused grant stopped; once re-authorized, one run finds the stored note. Nothing is POSTed again."""
+    env = world.env
+    if why == "tries spent":
+        conn = writable_connection(world, sb, http)
+        note_id = enqueue(world, conn).id
+        sb.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=None)  # stored, the answers lost
+        for _ in range(FAST.max_attempts - 1):
+            assert write_note(env, FAST, note_id).state == "pending"
+        sb.admin.clear_faults()
+        _grant_refused_at(sb, "POST")
+        assert write_note(env, FAST, note_id).attempts == FAST.max_attempts
+        sb.admin.clear_faults()
+        _status(world, conn, "active")
+    else:
+        conn, note_id = _stored_then_lost(world, sb, http)
+        sb.admin.settings(conditional_create=False)
+        env = SyncEnvironment(**{**vars(world.env), "_capabilities": {}})  # a later run reads the new statement
+    posts = len(request_log.paths(DOC_POSTS, "POST"))
+    _grant_refused_at(sb, "GET")  # the identifier search
+    waiting = write_note(env, FAST, note_id)
+    assert (waiting.state, waiting.maybe_stored, waiting.reason_code) == ("pending", True, "connection_needs_reauth")
+    _reauthorized_then_found(world, sb, conn, note_id)
+    assert len(request_log.paths(DOC_POSTS, "POST")) == posts
