@@ -154,7 +154,7 @@ def _advance(
         except ce.EhrSyncError as exc:  # the CapabilityStatement could not be read: try again later
             note = replace(note, maybe_stored=_may_be_stored(note))  # ``doc_posted``: held as one that may be stored
             if note.maybe_stored and tries_kept(note) >= config.max_attempts:  # a try that POSTed nothing is not spent
-                return _settle_maybe_stored(env, config, note, client, exc)  # spent (e.g. waited): search, never fail
+                return _settle_maybe_stored(env, config, note, client, None)  # spent: as search_first, no answer
             return wait_for_statement(env.db, config, note, exc)
         if note.state == "pending" and search_first(config, note, plan.conditional):  # no blind or extra POST
             return _settle_maybe_stored(env, config, note, client, None)

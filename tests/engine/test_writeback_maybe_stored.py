@@ -348,3 +348,32 @@ def test_dwb34_a_note_searched_instead_of_posted_waits_when_its_search_finds_the
     assert (waiting.state, waiting.maybe_stored, waiting.reason_code) == ("pending", True, "connection_needs_reauth")
     _reauthorized_then_found(world, sb, conn, note_id)
     assert len(request_log.paths(DOC_POSTS, "POST")) == posts
+
+
+@pytest.mark.parametrize("statement", ["read", "503"])
+def test_dwb34_a_note_woken_with_its_tries_spent_and_found_nowhere_ends_alike_whatever_metadata_answers(
+    world, sb, http, request_log, statement
+) -> None:
+    """Every try's answer but the last is lost, nothing reached the EHR (``drop``); the last try's POST is answered
+    401, the refresh refused; re-authorized, the woken run reads the CapabilityStatement (``read``) or meets a 503
+    there. Its tries are spent, so it is searched for, found nowhere: ``unknown`` for a person (``search_first``).
+    Before, the 503 made the outcome ``failed`` (``retries_exhausted``, the reason the statement's 503): the
+    statement read, a note no different was ``unknown``; the woken run makes no try for an answer to stand."""
+    conn = writable_connection(world, sb, http)
+    note_id = enqueue(world, conn).id
+    sb.admin.set_fault("drop", path=DOC_POSTS, method="POST", times=None)
+    for _ in range(FAST.max_attempts - 1):
+        assert write_note(world.env, FAST, note_id).state == "pending"
+    sb.admin.clear_faults()
+    _grant_refused_at(sb, "POST")
+    assert write_note(world.env, FAST, note_id).reason_code == "connection_needs_reauth"
+    sb.admin.clear_faults()
+    _status(world, conn, "active")
+    if statement == "503":
+        sb.admin.set_fault("503", path="/fhir/metadata", times=None)
+    posts = len(request_log.paths(DOC_POSTS, "POST"))
+    fresh = SyncEnvironment(**{**vars(world.env), "_capabilities": {}})  # the woken run reads the statement
+    done = write_note(fresh, FAST, note_id)
+    assert (done.state, done.reason_code, done.attempts) == ("unknown", "response_lost", FAST.max_attempts)
+    assert len(request_log.paths(DOC_POSTS, "POST")) == posts
+    assert server_notes(world, conn, sb, done) == []
