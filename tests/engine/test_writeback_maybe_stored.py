@@ -377,3 +377,19 @@ def test_dwb34_a_note_woken_with_its_tries_spent_and_found_nowhere_ends_alike_wh
     assert (done.state, done.reason_code, done.attempts) == ("unknown", "response_lost", FAST.max_attempts)
     assert len(request_log.paths(DOC_POSTS, "POST")) == posts
     assert server_notes(world, conn, sb, done) == []
+
+
+def test_dwb34_a_note_resumed_after_its_last_post_left_is_never_failed_when_metadata_fails(
+    world, sb, http, request_log
+) -> None:
+    """A run was killed after recording its last try's POST (``sending``, ``doc_posted``, ``max_attempts`` 1), which
+    the EHR had not filed when the resumed run's search looked; that run cannot read the CapabilityStatement (503).
+    Before, the 503 was taken as the last answer, the search finding nothing let it stand: ``failed``
+    (``retries_exhausted``) though that POST may be stored. Now ``unknown`` for a person, never POSTed again."""
+    last = replace(FAST, max_attempts=1)
+    conn = writable_connection(world, sb, http)
+    left = transition(world.env.db, enqueue(world, conn), "sending", attempts=1, doc_posted=True)
+    sb.admin.set_fault("503", path="/fhir/metadata", times=None)
+    done = write_note(world.env, last, left.id)
+    assert (done.state, done.reason_code, done.attempts) == ("unknown", "response_lost", 1), done.reason
+    assert request_log.paths(DOC_POSTS, "POST") == []
