@@ -346,6 +346,8 @@ def test_dwb34_a_note_searched_instead_of_posted_waits_when_its_search_finds_the
     _grant_refused_at(sb, "GET")  # the identifier search
     waiting = write_note(env, FAST, note_id)
     assert (waiting.state, waiting.maybe_stored, waiting.reason_code) == ("pending", True, "connection_needs_reauth")
+    with world.env.db.session() as session:  # the sensor skips the note until the connection is active again
+        assert session.get(Connection, conn).status == "needs_reauth"
     _reauthorized_then_found(world, sb, conn, note_id)
     assert len(request_log.paths(DOC_POSTS, "POST")) == posts
 
