@@ -3,9 +3,9 @@
 Every transition is committed (``store.outbox.transition``) before the network call it guards, so a process
 killed anywhere resumes from what the database says:
 
-- ``pending``: nothing was sent, unless ``maybe_stored`` says an earlier POST may be stored (then it is never sent
-  without ``If-None-Exist`` or a search first). The gates run; a "no" is ``blocked``. Then ``pending → sending``
-  commits, and only then is the note POSTed.
+- ``pending``: nothing was sent, unless ``maybe_stored`` says an earlier POST may be stored (then it is searched for
+  instead of sent when If-None-Exist is gone or its tries are spent, ``waiting.search_first``). The gates run; a
+  "no" is ``blocked``. Then ``pending → sending`` commits, and only then is the note POSTed.
 - ``sending``: a POST may have gone out once ``doc_posted`` is committed, just before the DocumentReference POST
   (``store.outbox.transition``, after any Binary is settled). With it (or ``maybe_stored``), conditional create
   repeats the POST (``If-None-Exist`` on the business identifier makes a repeat find the first note); without it the
@@ -49,6 +49,7 @@ from engine.writeback.provenance import send_provenance
 from engine.writeback.reconcile import Searched, reconcile, search
 from engine.writeback.target import NoteTarget, load_target
 from engine.writeback.waiting import (
+    search_first,
     tries_kept,
     wait_for_connection,
     wait_for_grant,
@@ -153,11 +154,10 @@ def _advance(
         except ce.EhrSyncError as exc:  # the CapabilityStatement could not be read: try again later
             note = replace(note, maybe_stored=_may_be_stored(note))  # ``doc_posted``: held as one that may be stored
             if note.maybe_stored and tries_kept(note) >= config.max_attempts:  # a try that POSTed nothing is not spent
-                return _settle_maybe_stored(env, config, note, client, exc)  # spent (e.g. waited): search, never fail
+                return _settle_maybe_stored(env, config, note, client, None)  # spent: as search_first, no answer
             return wait_for_statement(env.db, config, note, exc)
-        if note.state == "pending" and note.maybe_stored and not plan.conditional:
-            # If-None-Exist gone since the POST that may be stored: never resend
-            return _to_unknown(env, config, note, client)
+        if note.state == "pending" and search_first(config, note, plan.conditional):  # no blind or extra POST
+            return _settle_maybe_stored(env, config, note, client, None)
         if note.state == "pending":
             attempt = note.attempts + 1
             note = transition(env.db, note, "sending", attempts=attempt, doc_posted=False, detail={"attempt": attempt})
@@ -281,16 +281,17 @@ def _failed_send(
 
 
 def _settle_maybe_stored(
-    env: SyncEnvironment, config: WritebackConfig, note: NoteRecord, client: FhirClient, exc: ce.EhrSyncError
+    env: SyncEnvironment, config: WritebackConfig, note: NoteRecord, client: FhirClient, exc: ce.EhrSyncError | None
 ) -> NoteRecord:
-    """A refusal, or retries spent, after an earlier POST of this note may have been stored (its answer was lost, or
-    a killed run sent it): ``failed``/``blocked`` would claim the EHR holds nothing, and a person would write the
-    note again. The identifier search decides first: only a search the server applied that finds nothing lets the
-    answer stand; otherwise the note is ``unknown`` and reconciled (found: ``written``)."""
+    """A refusal (``exc``), or retries spent, after an earlier POST of this note may have been stored (its answer was
+    lost, or a killed run sent it): ``failed``/``blocked`` would claim the EHR holds nothing, and a person would write
+    the note again. The identifier search decides first: only a search the server applied that finds nothing lets the
+    answer stand; otherwise (or with no answer, ``search_first``) the note is ``unknown`` and reconciled (found:
+    ``written``). A search the grant's refusal stopped waits for it, never ``unknown`` for a person."""
     lookup = search(client, note, config)  # failed or out of time: handed on as it is, never searched again
     if isinstance(lookup, ce.NeedsReauthError):  # it can look once the grant is back: wait for it, not for a person
         return wait_for_grant(env.db, config, note, lookup)
-    if isinstance(lookup, IdentifierLookup) and not lookup.ignored and not lookup.matches:
+    if exc is not None and isinstance(lookup, IdentifierLookup) and not lookup.ignored and not lookup.matches:
         return (
             retry_later(env.db, config, note, exc)
             if isinstance(exc, ce.TransportError)

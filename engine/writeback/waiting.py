@@ -2,7 +2,8 @@
 
 - Its connection cannot write (``needs_reauth``, ``client_rejected``, ``token_undecryptable``) and an earlier POST may
   be stored: it waits for the connection (``wait_for_connection``); the sensor skips it until the connection is
-  ``active`` again (``store.outbox_queue``), then a run searches for it or repeats the POST with If-None-Exist.
+  ``active`` again (``store.outbox_queue``), then a run searches for it or repeats the POST with If-None-Exist
+  (searches, when its tries are spent: ``search_first``).
 - This process lacks the key the connection's token is sealed under (``TokenKeyMissingError``: a worker deployed
   without ``INTEGRATIONS_TOKEN_ENC_KEYS_OLD`` during a rotation). As for syncs, the connection's status is not changed
   (the ciphertext may be fine, another process may hold the key), so nothing else tells the operator: the note waits
@@ -50,6 +51,7 @@ __all__ = [
     "HOLD_MIN_S",
     "STATEMENT_UNREAD",
     "held_until",
+    "search_first",
     "tries_kept",
     "wait_for_connection",
     "wait_for_grant",
@@ -93,6 +95,19 @@ def tries_kept(note: NoteRecord) -> int:
     return (
         note.attempts - 1 if note.state == "sending" and not note.doc_posted and note.attempts >= 1 else note.attempts
     )
+
+
+def search_first(config: WritebackConfig, note: NoteRecord, conditional: bool) -> bool:
+    """Whether a ``pending`` note is searched for by its identifier (``unknown``, then ``reconcile``) instead of
+    POSTed: an earlier POST of it may be stored (``maybe_stored``) and If-None-Exist is gone (a repeat could
+    duplicate it) or its tries are spent. A hold keeps the tries (``tries_kept``) and the POST refused for its grant
+    counted as one, so a note refused on its last try wakes with none left; before, the run once its connection was
+    active again POSTed it once more (``max_attempts`` + 1 tries, docs/WRITEBACK.md §3). Not counting a POST refused
+    401 would not keep that promise: the 401 proves that POST stored nothing, not an earlier one whose answer was
+    lost, nor a first try of the same POST the transport repeated, so a note could still wake with its tries spent.
+    The search never POSTs: found, ``written``; not found, ``unknown`` for a person, as when a last try's own answer
+    is lost; stopped by a refused grant, the note waits for it again (``attempt._settle_maybe_stored``)."""
+    return note.maybe_stored and (not conditional or note.attempts >= config.max_attempts)
 
 
 def wait_for_grant(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: ce.NeedsReauthError) -> NoteRecord:

@@ -284,3 +284,114 @@ def test_dwb34_a_note_that_waited_on_its_last_attempt_is_searched_not_failed_whe
     waiting = write_note(world.env, last, note_id)
     assert (waiting.state, waiting.maybe_stored, waiting.attempts) == ("pending", True, 1)
     _reauthorized_then_found(world, sb, conn, note_id, last, fault=("503", "/fhir/metadata"))
+
+
+@pytest.mark.parametrize("lost", ["drop_response", "drop"])
+def test_dwb34_a_note_that_waited_with_its_tries_spent_is_searched_never_posted_again(
+    world, sb, http, request_log, lost
+) -> None:
+    """Every try's answer but the last is lost (``drop_response``: the first try stored the note; ``drop``: nothing
+    reached the EHR); the last try's POST is answered 401 and the refresh refused: the note waits for its connection
+    with its tries spent. Before, the run once the connection was active again POSTed it once more, ``attempts`` 4
+    of ``max_attempts`` 3 (docs/WRITEBACK.md "at most N tries"). Now that run searches at once, no POST: found,
+    ``written``; not found, ``unknown`` for a person (as when the last try's own answer is lost)."""
+    conn = writable_connection(world, sb, http)
+    note_id = enqueue(world, conn).id
+    sb.admin.set_fault(lost, path=DOC_POSTS, method="POST", times=None)
+    for _ in range(FAST.max_attempts - 1):
+        assert write_note(world.env, FAST, note_id).state == "pending"
+    sb.admin.clear_faults()
+    _grant_refused_at(sb, "POST")
+    waiting = write_note(world.env, FAST, note_id)
+    assert (waiting.state, waiting.reason_code, waiting.attempts) == ("pending", "connection_needs_reauth", 3)
+    sb.admin.clear_faults()
+    _status(world, conn, "active")
+    posts = len(request_log.paths(DOC_POSTS, "POST"))
+    done = write_note(world.env, FAST, note_id)
+    assert (len(request_log.paths(DOC_POSTS, "POST")), done.attempts) == (posts, FAST.max_attempts)
+    stored = server_notes(world, conn, sb, done)
+    if lost == "drop_response":
+        assert (done.state, done.ehr_resource_id) == ("written", stored[0]["id"]), done.reason
+    else:
+        assert (done.state, done.reason_code, stored) == ("unknown", "response_lost", []), done.reason
+
+
+@pytest.mark.parametrize("why", ["tries spent", "If-None-Exist gone"])
+def test_dwb34_a_note_searched_instead_of_posted_waits_when_its_search_finds_the_grant_refused(
+    world, sb, http, request_log, why
+) -> None:
+    """A ``pending`` note that may be stored is searched for instead of POSTed (``search_first``): its tries spent
+    (the last POST answered 401, the refresh refused, then re-authorized) or If-None-Exist no longer advertised. That
+    search is answered 401 and the refresh refused. Before, the note was ``unknown`` (``response_lost``) before the
+    search looked, and the refused search left it so, for a person, though no search could look until the grant was
+    back. Now it waits for the connection (``pending``, ``maybe_stored``, ``connection_needs_reauth``) as after any
+    search a refused grant stopped; once re-authorized, one run finds the stored note. Nothing is POSTed again."""
+    env = world.env
+    if why == "tries spent":
+        conn = writable_connection(world, sb, http)
+        note_id = enqueue(world, conn).id
+        sb.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=None)  # stored, the answers lost
+        for _ in range(FAST.max_attempts - 1):
+            assert write_note(env, FAST, note_id).state == "pending"
+        sb.admin.clear_faults()
+        _grant_refused_at(sb, "POST")
+        assert write_note(env, FAST, note_id).attempts == FAST.max_attempts
+        sb.admin.clear_faults()
+        _status(world, conn, "active")
+    else:
+        conn, note_id = _stored_then_lost(world, sb, http)
+        sb.admin.settings(conditional_create=False)
+        env = SyncEnvironment(**{**vars(world.env), "_capabilities": {}})  # a later run reads the new statement
+    posts = len(request_log.paths(DOC_POSTS, "POST"))
+    _grant_refused_at(sb, "GET")  # the identifier search
+    waiting = write_note(env, FAST, note_id)
+    assert (waiting.state, waiting.maybe_stored, waiting.reason_code) == ("pending", True, "connection_needs_reauth")
+    with world.env.db.session() as session:  # the sensor skips the note until the connection is active again
+        assert session.get(Connection, conn).status == "needs_reauth"
+    _reauthorized_then_found(world, sb, conn, note_id)
+    assert len(request_log.paths(DOC_POSTS, "POST")) == posts
+
+
+@pytest.mark.parametrize("statement", ["read", "503"])
+def test_dwb34_a_note_woken_with_its_tries_spent_and_found_nowhere_ends_alike_whatever_metadata_answers(
+    world, sb, http, request_log, statement
+) -> None:
+    """Every try's answer but the last is lost, nothing reached the EHR (``drop``); the last try's POST is answered
+    401, the refresh refused; re-authorized, the woken run reads the CapabilityStatement (``read``) or meets a 503
+    there. Its tries are spent, so it is searched for, found nowhere: ``unknown`` for a person (``search_first``).
+    Before, the 503 made the outcome ``failed`` (``retries_exhausted``, the reason the statement's 503): the
+    statement read, a note no different was ``unknown``; the woken run makes no try for an answer to stand."""
+    conn = writable_connection(world, sb, http)
+    note_id = enqueue(world, conn).id
+    sb.admin.set_fault("drop", path=DOC_POSTS, method="POST", times=None)
+    for _ in range(FAST.max_attempts - 1):
+        assert write_note(world.env, FAST, note_id).state == "pending"
+    sb.admin.clear_faults()
+    _grant_refused_at(sb, "POST")
+    assert write_note(world.env, FAST, note_id).reason_code == "connection_needs_reauth"
+    sb.admin.clear_faults()
+    _status(world, conn, "active")
+    if statement == "503":
+        sb.admin.set_fault("503", path="/fhir/metadata", times=None)
+    posts = len(request_log.paths(DOC_POSTS, "POST"))
+    fresh = SyncEnvironment(**{**vars(world.env), "_capabilities": {}})  # the woken run reads the statement
+    done = write_note(fresh, FAST, note_id)
+    assert (done.state, done.reason_code, done.attempts) == ("unknown", "response_lost", FAST.max_attempts)
+    assert len(request_log.paths(DOC_POSTS, "POST")) == posts
+    assert server_notes(world, conn, sb, done) == []
+
+
+def test_dwb34_a_note_resumed_after_its_last_post_left_is_never_failed_when_metadata_fails(
+    world, sb, http, request_log
+) -> None:
+    """A run was killed after recording its last try's POST (``sending``, ``doc_posted``, ``max_attempts`` 1), which
+    the EHR had not filed when the resumed run's search looked; that run cannot read the CapabilityStatement (503).
+    Before, the 503 was taken as the last answer, the search finding nothing let it stand: ``failed``
+    (``retries_exhausted``) though that POST may be stored. Now ``unknown`` for a person, never POSTed again."""
+    last = replace(FAST, max_attempts=1)
+    conn = writable_connection(world, sb, http)
+    left = transition(world.env.db, enqueue(world, conn), "sending", attempts=1, doc_posted=True)
+    sb.admin.set_fault("503", path="/fhir/metadata", times=None)
+    done = write_note(world.env, last, left.id)
+    assert (done.state, done.reason_code, done.attempts) == ("unknown", "response_lost", 1), done.reason
+    assert request_log.paths(DOC_POSTS, "POST") == []
