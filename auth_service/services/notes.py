@@ -18,7 +18,7 @@ from auth_service.services.errors import ConnectionUnusableError, InvalidInputEr
 from auth_service.services.providers_port import plugin_write_profile
 from connectors.errors import WriteNotSupportedError
 from connectors.writeback.note import NOTE_TYPES, identifier_system
-from connectors.writeback.vendor_check import check_against_profile, persona_of
+from connectors.writeback.vendor_check import check_against_profile, check_vendor_writes_notes, persona_of
 from store.models import Connection, ConnectionKind, ConnectionStatus
 from store.outbox import IdempotencyConflictError, NoteInput, NoteRecord, enqueue_note, get_note
 
@@ -56,6 +56,7 @@ class NoteNotAcceptedError(ServiceError, codes=("note_not_accepted",)):
 
 #: The request field each profile reason asks to change (the rest are about the content: ``text``/``pdfBase64``).
 _REASON_FIELDS = {
+    "vendor_disabled": "connectionId",  # a vendor with no FHIR note write: no note through this connection
     "draft_status_unsupported": "docStatus",
     "doc_status_unsupported": "docStatus",
     "encounter_required": "encounter",
@@ -117,15 +118,16 @@ def _patient(conn: Connection, requested: str | None) -> str:
 
 
 def _check_vendor(conn: Connection, sub: NoteSubmission, content_type: str, body: str, size: int) -> None:
-    """Refuse now a note the connection's vendor will certainly refuse: the write-back run's own profile check
-    (``check_against_profile``) on what cannot change after submission, the vendor's profile, the note and the
-    connection's token (its persona; its user, where known, for the author). The run checks again before sending,
-    after the tenant's switches and the server's CapabilityStatement; a vendor with no note write at all is left to
-    it (blocked ``vendor_disabled``, as a switch turned off)."""
+    """Refuse now a note the connection's vendor will certainly refuse: the write-back run's own profile checks on what
+    cannot change after submission, the vendor's profile, the note and the connection's token (its persona; its
+    user, where known, for the author). A vendor with no FHIR note write at all (``check_vendor_writes_notes``) is
+    refused whatever the note: the run blocks it before any switch or the server's CapabilityStatement is read. The
+    run checks again before sending, after the tenant's switches and the CapabilityStatement."""
     profile = plugin_write_profile(conn.provider_id)
-    if profile is None or not profile.supported:
+    if profile is None:
         return
     try:
+        check_vendor_writes_notes(profile.supported)
         check_against_profile(
             profile,
             persona=persona_of(conn.kind, conn.fhir_user),

@@ -86,6 +86,18 @@ def _refused(answer: Any, reason: str, field: str) -> dict[str, Any]:
             "author",
             "Practitioner/pract-2 is not the signed-in user",
         ),
+        # no FHIR note write at all (draft-note §7): every note, whatever the server's CapabilityStatement says
+        ("ecw", "backend", None, {}, "vendor_disabled", "connectionId", "writes no note to this EHR vendor"),
+        ("athena", "patient", None, {}, "vendor_disabled", "connectionId", "whatever the server's Capability"),
+        (
+            "pcc",
+            "backend",
+            None,
+            {"docStatus": "final", "clinicianApproved": True},
+            "vendor_disabled",
+            "connectionId",
+            "",
+        ),
     ],
 )
 def test_dwb70_a_note_the_vendor_refuses_is_422_at_submission_and_not_stored(
