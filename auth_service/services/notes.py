@@ -18,7 +18,7 @@ from auth_service.services.errors import ConnectionUnusableError, InvalidInputEr
 from auth_service.services.providers_port import plugin_write_profile
 from connectors.errors import WriteNotSupportedError
 from connectors.writeback.note import NOTE_TYPES, identifier_system
-from connectors.writeback.vendor_check import check_against_profile, check_vendor_writes_notes, persona_of
+from connectors.writeback.vendor_check import PDF, check_against_profile, check_vendor_writes_notes, persona_of
 from store.models import Connection, ConnectionKind, ConnectionStatus
 from store.outbox import IdempotencyConflictError, NoteInput, NoteRecord, enqueue_note, get_note
 
@@ -35,7 +35,8 @@ __all__ = [
     "submit_note",
 ]
 
-#: The largest PDF accepted (decoded); text notes are bounded by the request model.
+#: The largest PDF ehrsync stores (decoded), a generic server's limit too; text notes are bounded by the request
+#: model. A larger one is told the vendor's refusal first where its vendor would refuse it (``_refuse_large_pdf``).
 MAX_PDF_BYTES = 5_000_000
 #: The most source resources one note may name (DWB-83); duplicates are dropped, order kept.
 MAX_SOURCES = 100
@@ -99,11 +100,33 @@ def _content(sub: NoteSubmission) -> tuple[str, str, int]:
         raw = base64.b64decode(sub.pdf_base64 or "", validate=True)
     except binascii.Error:
         raise InvalidInputError("'pdfBase64' is not valid base64", field="pdfBase64") from None
-    if len(raw) > MAX_PDF_BYTES:
-        raise InvalidInputError(f"'pdfBase64' decodes to more than {MAX_PDF_BYTES} bytes", field="pdfBase64")
     if not raw.startswith(b"%PDF-"):
         raise InvalidInputError("'pdfBase64' is not a PDF (no %PDF- header)", field="pdfBase64")
-    return base64.b64encode(raw).decode("ascii"), "application/pdf", len(raw)
+    return base64.b64encode(raw).decode("ascii"), PDF, len(raw)
+
+
+def _decoded_size(b64: str) -> int | None:
+    """The bytes base64 ``b64`` decodes to, from its length alone (None: not padded base64), so a PDF over the limit
+    is measured without decoding it."""
+    if len(b64) % 4:
+        return None
+    tail = b64[-2:]  # "=" pads only the last two characters
+    return len(b64) // 4 * 3 - (len(tail) - len(tail.rstrip("=")))
+
+
+def _refuse_large_pdf(conn: Connection, sub: NoteSubmission) -> None:
+    """A PDF over ``MAX_PDF_BYTES``: the vendor's refusal where it would refuse it (its ``too_large`` with its own
+    limit, or another reason, as the run would store), else ehrsync's own limit, by name and in bytes."""
+    size = _decoded_size(sub.pdf_base64 or "")
+    if size is None:
+        raise InvalidInputError("'pdfBase64' is not valid base64", field="pdfBase64")
+    if size <= MAX_PDF_BYTES:
+        return
+    _check_vendor(conn, sub, PDF, "", size)
+    raise InvalidInputError(
+        f"'pdfBase64' decodes to {size} bytes, over the {MAX_PDF_BYTES} bytes ehrsync takes for a PDF note",
+        field="pdfBase64",
+    )
 
 
 def _patient(conn: Connection, requested: str | None) -> str:
@@ -155,6 +178,8 @@ def submit_note(ctx: ServiceContext, tenant_id: str, sub: NoteSubmission, actor:
         raise InvalidInputError(f"'noteType' must be one of {sorted(NOTE_TYPES)}", field="noteType")
     if sub.doc_status == "final" and not sub.clinician_approved:
         raise InvalidInputError("a 'final' note needs 'clinicianApproved': true", field="docStatus")
+    if sub.pdf_base64 is not None:
+        _refuse_large_pdf(conn, sub)
     body, content_type, size = _content(sub)
     note = NoteInput(
         tenant_id=tenant_id,

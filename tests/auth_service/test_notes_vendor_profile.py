@@ -166,3 +166,37 @@ def test_dwb70_a_replay_of_a_stored_note_answers_it_even_when_its_vendor_now_ref
     other = _post(handle, key, conn, encounter=None, text="Another note.")
     assert other.status_code == 409 and other.json()["error"] == "idempotency_conflict", other.text
     assert _stored(handle) == 1
+
+
+def _pdf_of(size: int) -> str:
+    return base64.b64encode(b"%PDF-1.4\n" + b"0" * (size - 9)).decode()
+
+
+@pytest.mark.parametrize("size", [5_000_001, 6_000_000])
+def test_a_pdf_over_the_vendors_limit_is_refused_by_name_with_that_limit(make_app, size) -> None:
+    """A generic server takes a PDF up to 5,000,000 bytes, ehrsync's own limit too. A PDF just over it was 400
+    ``invalid_request`` in ehrsync's words, and a larger one a 422 ``validation_error`` counting base64 characters:
+    never the vendor's limit, nor what the run would store (``too_large``). Now both are the run's refusal."""
+    handle, key, conn = _world(make_app, "generic", "backend")
+    answer = _post(handle, key, conn, text=None, pdfBase64=_pdf_of(size))
+    body = _refused(answer, "too_large", "pdfBase64")
+    assert f"is {size} bytes" in body["message"] and "this EHR's limit of 5000000" in body["message"], body
+    assert body["vendor"] == "generic" and _stored(handle) == 0
+
+
+def test_a_pdf_the_vendor_refuses_anyway_is_told_so_whatever_its_size(make_app) -> None:
+    """Epic takes no PDF: a PDF over ehrsync's limit is told that first, as the run would (not to make it smaller)."""
+    handle, key, conn = _world(make_app, "epic", "backend")
+    _refused(_post(handle, key, conn, text=None, pdfBase64=_pdf_of(6_000_000)), "mime_type_unsupported", "pdfBase64")
+
+
+def test_a_pdf_over_ehrsyncs_limit_for_a_vendor_with_none_names_ehrsyncs(make_app) -> None:
+    """Oracle Health declares no size limit: ehrsync's own (5,000,000 bytes, what it stores) refuses it, by name."""
+    handle, key, conn = _world(make_app, "cerner", "backend")
+    final = {"docStatus": "final", "clinicianApproved": True, "text": None}
+    answer = _post(handle, key, conn, pdfBase64=_pdf_of(6_000_000), **final)
+    assert answer.status_code == 400, answer.text
+    body = answer.json()
+    assert (body["error"], body["field"]) == ("invalid_request", "pdfBase64"), body
+    assert "6000000 bytes" in body["message"] and "5000000" in body["message"], body
+    assert _post(handle, key, conn, pdfBase64=_pdf_of(5_000_000), **final).status_code == 201

@@ -17,6 +17,7 @@ from tests.engine.helpers import SyncWorld, connect_backend
 from tests.engine.writeback_helpers import FAST, enqueue, set_tenant
 
 PDF = b"%PDF-1.4\n" + b"0" * 200 + b"\n%%EOF"
+LARGE_PDF = b"%PDF-1.4\n" + b"0" * (5_000_001 - 9)  # one byte over ehrsync's limit and a generic server's
 SCOPE = "system/*.rs system/DocumentReference.c system/Binary.c"
 
 
@@ -26,6 +27,7 @@ SCOPE = "system/*.rs system/DocumentReference.c system/Binary.c"
         ("epic", {}, "encounter_required"),  # Epic files a note only on a visit
         ("epic", {"pdf": PDF, "encounter": True}, "mime_type_unsupported"),  # and takes text/plain only
         ("cerner", {}, "draft_status_unsupported"),  # Oracle Health takes no draft
+        ("generic", {"pdf": LARGE_PDF}, "too_large"),  # a generic server takes a PDF up to 5,000,000 bytes
     ],
 )
 def test_dwb70_submission_refuses_a_note_with_the_reason_its_run_stores(
@@ -35,7 +37,9 @@ def test_dwb70_submission_refuses_a_note_with_the_reason_its_run_stores(
     conn = connect_backend(world, sb, http=http, scope=SCOPE, provider_id=provider)
     patient = sb.admin.patients()[0]
     encounter = "enc-1" if note.get("encounter") else None
-    stored = enqueue(world, conn, patient_id=patient, encounter_id=encounter, **({"pdf": PDF} if "pdf" in note else {}))
+    stored = enqueue(
+        world, conn, patient_id=patient, encounter_id=encounter, **({"pdf": note["pdf"]} if "pdf" in note else {})
+    )
     ran = write_note(world.env, FAST, stored.id)
     assert (ran.state, ran.reason_code) == ("blocked", f"WRITE_NOT_SUPPORTED ({reason})"), ran.reason
 
