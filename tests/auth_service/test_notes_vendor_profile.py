@@ -131,7 +131,7 @@ def test_dwb70_a_note_the_vendor_takes_is_stored_pending(make_app, provider, kin
 
 
 def test_dwb70_the_size_limit_counts_the_draft_banner_at_submission(make_app, monkeypatch) -> None:
-    """No shipped profile's limit is reachable through the request's own bounds (100,000 characters, a 5 MB PDF),
+    """No shipped profile's limit is reachable by a text note (at most 100,000 characters; PDFs: the tests below),
     so Epic's is lowered here: a text that fits only without the banner is refused, one that fits with it is taken."""
     limit = 2_000
     monkeypatch.setattr(EpicProvider, "write_profile", dataclasses.replace(EpicProvider.write_profile, max_bytes=limit))
@@ -173,7 +173,7 @@ def _pdf_of(size: int) -> str:
 
 
 @pytest.mark.parametrize("size", [5_000_001, 6_000_000])
-def test_a_pdf_over_the_vendors_limit_is_refused_by_name_with_that_limit(make_app, size) -> None:
+def test_dwb70_a_pdf_over_the_vendors_limit_is_refused_by_name_with_that_limit(make_app, size) -> None:
     """A generic server takes a PDF up to 5,000,000 bytes, ehrsync's own limit too. A PDF just over it was 400
     ``invalid_request`` in ehrsync's words, and a larger one a 422 ``validation_error`` counting base64 characters:
     never the vendor's limit, nor what the run would store (``too_large``). Now both are the run's refusal."""
@@ -184,13 +184,13 @@ def test_a_pdf_over_the_vendors_limit_is_refused_by_name_with_that_limit(make_ap
     assert body["vendor"] == "generic" and _stored(handle) == 0
 
 
-def test_a_pdf_the_vendor_refuses_anyway_is_told_so_whatever_its_size(make_app) -> None:
+def test_dwb70_a_pdf_the_vendor_refuses_anyway_is_told_so_whatever_its_size(make_app) -> None:
     """Epic takes no PDF: a PDF over ehrsync's limit is told that first, as the run would (not to make it smaller)."""
     handle, key, conn = _world(make_app, "epic", "backend")
     _refused(_post(handle, key, conn, text=None, pdfBase64=_pdf_of(6_000_000)), "mime_type_unsupported", "pdfBase64")
 
 
-def test_a_pdf_over_ehrsyncs_limit_for_a_vendor_with_none_names_ehrsyncs(make_app) -> None:
+def test_dwb70_a_pdf_over_ehrsyncs_limit_for_a_vendor_with_none_names_ehrsyncs(make_app) -> None:
     """Oracle Health declares no size limit: ehrsync's own (5,000,000 bytes, what it stores) refuses it, by name."""
     handle, key, conn = _world(make_app, "cerner", "backend")
     final = {"docStatus": "final", "clinicianApproved": True, "text": None}

@@ -62,7 +62,7 @@ def test_dwb70_submission_refuses_a_note_with_the_reason_its_run_stores(
     ("provider", "switches"),
     [("ecw", {}), ("athena", {}), ("pcc", {}), ("ecw", {"enableWrite": False})],
 )
-def test_a_vendor_with_no_fhir_note_write_is_refused_at_submission_as_its_run_blocks_it(
+def test_dwb70_a_vendor_with_no_fhir_note_write_is_refused_at_submission_as_its_run_blocks_it(
     world: SyncWorld, sb, http, request_log, tmp_path: Path, provider: str, switches: dict
 ) -> None:
     """athenahealth, eClinicalWorks and PointClickCare declare no FHIR note write (draft-note §7, ``NOT_SUPPORTED``):
