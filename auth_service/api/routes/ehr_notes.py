@@ -40,7 +40,7 @@ class NoteRequest(BaseModel):
     title: Annotated[str, Field(min_length=1, max_length=200)]
     text: Annotated[str | None, Field(min_length=1, max_length=100_000)] = None
     # no max_length: the service measures a PDF over its limit (notes.MAX_PDF_BYTES) and names whose limit it
-    # passes, the vendor's (422 note_not_accepted, too_large) or ehrsync's (400); the body is read whole either way
+    # passes, the vendor's (422 note_not_accepted, too_large) or ehrsync's (400); the body is bounded by BodyLimit
     pdfBase64: Annotated[str | None, Field(min_length=8)] = None
     producedBy: Annotated[str, Field(min_length=1, max_length=200, description="The model or tool that drafted it")]
     noteType: Annotated[str, Field(pattern=r"^\d{4,5}-\d$", description="LOINC note type")] = "11506-3"
