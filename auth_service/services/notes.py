@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,9 @@ __all__ = [
 MAX_PDF_BYTES = 5_000_000
 #: The most source resources one note may name (DWB-83); duplicates are dropped, order kept.
 MAX_SOURCES = 100
+#: A character outside the standard base64 alphabet (``=`` is checked apart: padding, at the end only).
+_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/]")
+_CHAR_NAMES = {"\n": "a line break", "\r": "a line break", " ": "a space", "\t": "a tab", "=": "'=' padding"}
 
 
 class NoteConflictError(ServiceError, codes=("idempotency_conflict",)):
@@ -96,6 +100,7 @@ def _content(sub: NoteSubmission) -> tuple[str, str, int]:
         if not sub.text.strip():
             raise InvalidInputError("'text' is empty", field="text")
         return sub.text, "text/plain; charset=utf-8", len(sub.text.encode("utf-8"))
+    _refuse_not_base64(sub.pdf_base64 or "")
     try:
         raw = base64.b64decode(sub.pdf_base64 or "", validate=True)
     except binascii.Error:
@@ -105,21 +110,42 @@ def _content(sub: NoteSubmission) -> tuple[str, str, int]:
     return base64.b64encode(raw).decode("ascii"), PDF, len(raw)
 
 
-def _decoded_size(b64: str) -> int | None:
-    """The bytes base64 ``b64`` decodes to, from its length alone (None: not padded base64), so a PDF over the limit
-    is measured without decoding it."""
-    if len(b64) % 4:
-        return None
-    tail = b64[-2:]  # "=" pads only the last two characters
-    return len(b64) // 4 * 3 - (len(tail) - len(tail.rstrip("=")))
+def _refuse_not_base64(b64: str) -> None:
+    """``b64`` is what ``b64decode(validate=True)`` takes (the standard alphabet, ``=`` padding at the end only,
+    whole groups of 4), else the first thing that is not, by position: checked without decoding."""
+    padding = _padding(b64, 3)
+    if bad := _NOT_BASE64.search(b64, 0, len(b64) - padding):  # no copy of a string of up to 32 MiB
+        char = _CHAR_NAMES.get(bad.group(), repr(bad.group()))
+        problem = f"{char} at character {bad.start() + 1}"
+    elif padding > 2 or len(b64) % 4:
+        problem = "more than two '=' at its end" if padding > 2 else f"{len(b64)} characters, not groups of 4"
+    else:
+        return
+    raise InvalidInputError(
+        f"'pdfBase64' is not valid base64: {problem} (A-Z, a-z, 0-9, '+' and '/', '=' padding at the end only; no "
+        "line breaks or spaces)",
+        field="pdfBase64",
+    )
+
+
+def _decoded_size(b64: str) -> int:
+    """The bytes valid base64 ``b64`` decodes to, from its length alone, so a PDF over the limit is measured without
+    decoding it."""
+    return len(b64) // 4 * 3 - _padding(b64, 2)
+
+
+def _padding(b64: str, most: int) -> int:
+    """How many of the last ``most`` characters of ``b64`` are ``=``."""
+    tail = b64[-most:]
+    return len(tail) - len(tail.rstrip("="))
 
 
 def _refuse_large_pdf(conn: Connection, sub: NoteSubmission) -> None:
     """A PDF over ``MAX_PDF_BYTES``: the vendor's refusal where it would refuse it (its ``too_large`` with its own
-    limit, or another reason, as the run would store), else ehrsync's own limit, by name and in bytes."""
+    limit, or another reason, as the run would store), else ehrsync's own limit, by name and in bytes. Only base64
+    is measured: a line break counted as data would make a PDF under every limit "too large"."""
+    _refuse_not_base64(sub.pdf_base64 or "")
     size = _decoded_size(sub.pdf_base64 or "")
-    if size is None:
-        raise InvalidInputError("'pdfBase64' is not valid base64", field="pdfBase64")
     if size <= MAX_PDF_BYTES:
         return
     _check_vendor(conn, sub, PDF, "", size)

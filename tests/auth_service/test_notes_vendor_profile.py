@@ -172,7 +172,7 @@ def _pdf_of(size: int) -> str:
     return base64.b64encode(b"%PDF-1.4\n" + b"0" * (size - 9)).decode()
 
 
-@pytest.mark.parametrize("size", [5_000_001, 6_000_000])
+@pytest.mark.parametrize("size", [5_000_001, 5_000_002, 6_000_000, 6_000_001])  # no, one and two "=" pads
 def test_dwb70_a_pdf_over_the_vendors_limit_is_refused_by_name_with_that_limit(make_app, size) -> None:
     """A generic server takes a PDF up to 5,000,000 bytes, ehrsync's own limit too. A PDF just over it was 400
     ``invalid_request`` in ehrsync's words, and a larger one a 422 ``validation_error`` counting base64 characters:
@@ -200,3 +200,32 @@ def test_dwb70_a_pdf_over_ehrsyncs_limit_for_a_vendor_with_none_names_ehrsyncs(m
     assert (body["error"], body["field"]) == ("invalid_request", "pdfBase64"), body
     assert "6000000 bytes" in body["message"] and "5000000" in body["message"], body
     assert _post(handle, key, conn, pdfBase64=_pdf_of(5_000_000), **final).status_code == 201
+
+
+def _wrapped(b64: str) -> str:
+    """MIME's base64: a line break every 76 characters (and at the end, to a whole number of 4 characters)."""
+    lines = "\n".join(b64[i : i + 76] for i in range(0, len(b64), 76)) + "\n"
+    return lines + "\n" * (-len(lines) % 4)
+
+
+@pytest.mark.parametrize(
+    ("encoded", "problem"),
+    [
+        # 4,990,000 bytes, under every limit, but its line breaks count as 5,055,6xx bytes by length alone
+        (_wrapped(_pdf_of(4_990_000)), "a line break at character 77"),
+        # url-safe base64 ('-', '_'): as long as the standard one, the size is right but it is not base64 at all
+        (_pdf_of(6_000_000).replace("+", "-").replace("/", "_")[:-8] + "-_-_-_-_", "'-' at character"),
+    ],
+)
+def test_dwb70_a_pdf_that_is_not_base64_is_told_so_whatever_its_length(make_app, encoded, problem) -> None:
+    """A PDF over ehrsync's limit is measured from its base64 length, not decoded; a string that is no base64 (line
+    breaks, a url-safe alphabet) was measured too: 422 ``too_large`` for a PDF under every limit, or "shorten it" for
+    one the decoder refuses anyway, so the host app shortened it to learn only then that it was never base64. Now it
+    is 400 ``invalid_request`` naming the first character that is not base64, as a short one is."""
+    handle, key, conn = _world(make_app, "generic", "backend")
+    answer = _post(handle, key, conn, text=None, pdfBase64=encoded)
+    assert answer.status_code == 400, answer.text
+    body = answer.json()
+    assert (body["error"], body["field"]) == ("invalid_request", "pdfBase64"), body
+    assert "not valid base64" in body["message"] and problem in body["message"], body
+    assert _stored(handle) == 0
