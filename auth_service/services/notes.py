@@ -204,7 +204,7 @@ def submit_note(ctx: ServiceContext, tenant_id: str, sub: NoteSubmission, actor:
         raise InvalidInputError(f"'noteType' must be one of {sorted(NOTE_TYPES)}", field="noteType")
     if sub.doc_status == "final" and not sub.clinician_approved:
         raise InvalidInputError("a 'final' note needs 'clinicianApproved': true", field="docStatus")
-    if sub.pdf_base64 is not None:
+    if sub.pdf_base64 is not None and sub.text is None:  # both: ``_content`` says to give one
         _refuse_large_pdf(conn, sub)
     body, content_type, size = _content(sub)
     note = NoteInput(

@@ -229,3 +229,12 @@ def test_dwb70_a_pdf_that_is_not_base64_is_told_so_whatever_its_length(make_app,
     assert (body["error"], body["field"]) == ("invalid_request", "pdfBase64"), body
     assert "not valid base64" in body["message"] and problem in body["message"], body
     assert _stored(handle) == 0
+
+
+def test_dwb70_a_large_pdf_beside_a_text_is_told_to_give_one_of_them(make_app) -> None:
+    """A note with both ``text`` and ``pdfBase64`` is refused for that, whatever the PDF's size: the PDF's size
+    (``too_large``, "submit it again shorter") named a problem that shortening does not fix."""
+    handle, key, conn = _world(make_app, "generic", "backend")
+    answer = _post(handle, key, conn, pdfBase64=_pdf_of(6_000_000))  # and the default text
+    assert answer.status_code == 400, answer.text
+    assert (answer.json()["field"], answer.json()["message"]) == ("text", "give exactly one of 'text' or 'pdfBase64'")
