@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI, Request, Response
 
+from auth_service.api.body_limit import BodyLimit
 from auth_service.api.errors import install_error_handlers, unexpected_error_response
 from auth_service.api.routes import (
     admin,
@@ -83,6 +84,7 @@ def create_app(
     app.state.jwks = build_jwks(settings.signing_key(), settings.previous_public_keys())
     app.state.html_error_renderer = pages.render_error
     install_error_handlers(app)
+    app.add_middleware(BodyLimit)  # every body bounded: FastAPI reads it whole before the API key is checked
     app.middleware("http")(_security_headers)
     for router in (smart_flows.router, admin.router, ehr_sync.router, ehr_resources.router, jwks.router, pages.router):
         app.include_router(router)

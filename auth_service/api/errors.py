@@ -43,6 +43,7 @@ ERROR_CODES: dict[str, int] = {
     "scope_denied": 403,
     "not_found": 404,
     "not_connected": 404,
+    "request_too_large": 413,
     "write_not_supported": 409,
     "needs_reauth": 409,
     "client_rejected": 409,
@@ -98,6 +99,8 @@ def http_status(error: ServiceError) -> int:
 
 
 _SMART_FLOWS = "/api/integrations/smart/"
+#: Starlette's and FastAPI's own HTTP errors (no route, wrong method, a body past ``BodyLimit``) by code
+_HTTP_CODES = {401: "unauthorized", 404: "not_found", 405: "invalid_request", 413: "request_too_large"}
 #: routes a patient's browser opens: their errors are the error page when the browser asks for HTML
 _PAGES = ("/connect", "/api/integrations/smart/callback")
 _BROWSER_FLOWS = (*_PAGES, "/api/integrations/smart/launch", "/api/integrations/smart/login")
@@ -172,7 +175,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        code = {401: "unauthorized", 404: "not_found", 405: "invalid_request"}.get(exc.status_code, "invalid_request")
+        code = _HTTP_CODES.get(exc.status_code, "invalid_request")
         page = _page(request, ApiError(code, str(exc.detail)), _PAGES)  # a browser on a patient page: a page
         if page is not None:
             page.status_code = exc.status_code

@@ -15,10 +15,11 @@ from typing import Any
 from auth_service.services.connections import get_connection
 from auth_service.services.context import ServiceContext
 from auth_service.services.errors import ConnectionUnusableError, InvalidInputError, NotFoundError, ServiceError
+from auth_service.services.pdf_base64 import decoded_size, refuse_not_base64
 from auth_service.services.providers_port import plugin_write_profile
 from connectors.errors import WriteNotSupportedError
 from connectors.writeback.note import NOTE_TYPES, identifier_system
-from connectors.writeback.vendor_check import check_against_profile, persona_of
+from connectors.writeback.vendor_check import PDF, check_against_profile, check_vendor_writes_notes, persona_of
 from store.models import Connection, ConnectionKind, ConnectionStatus
 from store.outbox import IdempotencyConflictError, NoteInput, NoteRecord, enqueue_note, get_note
 from store.outbox_retry import RetryRefusedError, retry_note
@@ -38,7 +39,8 @@ __all__ = [
     "submit_note",
 ]
 
-#: The largest PDF accepted (decoded); text notes are bounded by the request model.
+#: The largest PDF ehrsync stores (decoded), a generic server's limit too; text notes are bounded by the request
+#: model. A larger one is told the vendor's refusal first where its vendor would refuse it (``_refuse_large_pdf``).
 MAX_PDF_BYTES = 5_000_000
 #: The most source resources one note may name (DWB-83); duplicates are dropped, order kept.
 MAX_SOURCES = 100
@@ -68,6 +70,7 @@ class NoteRetryRefusedError(
 
 #: The request field each profile reason asks to change (the rest are about the content: ``text``/``pdfBase64``).
 _REASON_FIELDS = {
+    "vendor_disabled": "connectionId",  # a vendor with no FHIR note write: no note through this connection
     "draft_status_unsupported": "docStatus",
     "doc_status_unsupported": "docStatus",
     "encounter_required": "encounter",
@@ -106,15 +109,29 @@ def _content(sub: NoteSubmission) -> tuple[str, str, int]:
         if not sub.text.strip():
             raise InvalidInputError("'text' is empty", field="text")
         return sub.text, "text/plain; charset=utf-8", len(sub.text.encode("utf-8"))
+    refuse_not_base64(sub.pdf_base64 or "")
     try:
         raw = base64.b64decode(sub.pdf_base64 or "", validate=True)
     except binascii.Error:
         raise InvalidInputError("'pdfBase64' is not valid base64", field="pdfBase64") from None
-    if len(raw) > MAX_PDF_BYTES:
-        raise InvalidInputError(f"'pdfBase64' decodes to more than {MAX_PDF_BYTES} bytes", field="pdfBase64")
     if not raw.startswith(b"%PDF-"):
         raise InvalidInputError("'pdfBase64' is not a PDF (no %PDF- header)", field="pdfBase64")
-    return base64.b64encode(raw).decode("ascii"), "application/pdf", len(raw)
+    return base64.b64encode(raw).decode("ascii"), PDF, len(raw)
+
+
+def _refuse_large_pdf(conn: Connection, sub: NoteSubmission) -> None:
+    """A PDF over ``MAX_PDF_BYTES``: the vendor's refusal where it would refuse it (its ``too_large`` with its own
+    limit, or another reason, as the run would store), else ehrsync's own limit, by name and in bytes. Only base64
+    is measured: a line break counted as data would make a PDF under every limit "too large"."""
+    refuse_not_base64(sub.pdf_base64 or "")
+    size = decoded_size(sub.pdf_base64 or "")
+    if size <= MAX_PDF_BYTES:
+        return
+    _check_vendor(conn, sub, PDF, "", size)
+    raise InvalidInputError(
+        f"'pdfBase64' decodes to {size} bytes, over the {MAX_PDF_BYTES} bytes ehrsync takes for a PDF note",
+        field="pdfBase64",
+    )
 
 
 def _patient(conn: Connection, requested: str | None) -> str:
@@ -129,15 +146,16 @@ def _patient(conn: Connection, requested: str | None) -> str:
 
 
 def _check_vendor(conn: Connection, sub: NoteSubmission, content_type: str, body: str, size: int) -> None:
-    """Refuse now a note the connection's vendor will certainly refuse: the write-back run's own profile check
-    (``check_against_profile``) on what cannot change after submission, the vendor's profile, the note and the
-    connection's token (its persona; its user, where known, for the author). The run checks again before sending,
-    after the tenant's switches and the server's CapabilityStatement; a vendor with no note write at all is left to
-    it (blocked ``vendor_disabled``, as a switch turned off)."""
+    """Refuse now a note the connection's vendor will certainly refuse: the write-back run's own profile checks on what
+    cannot change after submission, the vendor's profile, the note and the connection's token (its persona; its
+    user, where known, for the author). A vendor with no FHIR note write at all (``check_vendor_writes_notes``) is
+    refused whatever the note: the run blocks it before any switch or the server's CapabilityStatement is read. The
+    run checks again before sending, after the tenant's switches and the CapabilityStatement."""
     profile = plugin_write_profile(conn.provider_id)
-    if profile is None or not profile.supported:
+    if profile is None:
         return
     try:
+        check_vendor_writes_notes(profile.supported)
         check_against_profile(
             profile,
             persona=persona_of(conn.kind, conn.fhir_user),
@@ -165,6 +183,8 @@ def submit_note(ctx: ServiceContext, tenant_id: str, sub: NoteSubmission, actor:
         raise InvalidInputError(f"'noteType' must be one of {sorted(NOTE_TYPES)}", field="noteType")
     if sub.doc_status == "final" and not sub.clinician_approved:
         raise InvalidInputError("a 'final' note needs 'clinicianApproved': true", field="docStatus")
+    if sub.pdf_base64 is not None and sub.text is None:  # both: ``_content`` says to give one
+        _refuse_large_pdf(conn, sub)
     body, content_type, size = _content(sub)
     note = NoteInput(
         tenant_id=tenant_id,

@@ -16,6 +16,7 @@ from connectors.fhir.references import reference_on
 from connectors.http import RateLimiter
 
 __all__ = [
+    "NO_NOTE_WRITE",
     "AuthMethod",
     "BulkSupport",
     "FieldHint",
@@ -27,6 +28,15 @@ __all__ = [
 ]
 
 Persona = Literal["patient", "user", "system"]
+
+#: Why every note to a vendor whose write profile is not ``supported`` is refused (athenahealth, eClinicalWorks,
+#: PointClickCare: no FHIR note write documented, draft-note §7): decided before the server is asked, so no
+#: CapabilityStatement can change it. The write-back run stores it and ``POST /api/ehr/notes`` answers it.
+NO_NOTE_WRITE = (
+    "ehrsync writes no note to this EHR vendor: its write profile declares no FHIR note write (draft-note §7), so "
+    "every note through this connection is refused before its server is asked, whatever the server's "
+    "CapabilityStatement says; file the note in the EHR another way"
+)
 
 
 class RefreshPolicy(enum.Enum):
@@ -148,7 +158,7 @@ class WriteProfile:
         or absolute on ``fhir_base``, the connection's server).
         """
         if not self.supported:
-            raise WriteNotSupportedError(self.unsupported_reason or "vendor_disabled")
+            raise WriteNotSupportedError(self.unsupported_reason or "vendor_disabled", NO_NOTE_WRITE)
         if doc_status not in self.allowed_doc_status(persona):
             reason = "draft_status_unsupported" if doc_status == "preliminary" else "doc_status_unsupported"
             raise WriteNotSupportedError(reason, self._status_problem(persona, doc_status))

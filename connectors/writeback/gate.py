@@ -22,6 +22,7 @@ from connectors.fhir.capability import (
     statement_problem,
 )
 from connectors.writeback.scope_filters import query_applies
+from connectors.writeback.vendor_check import check_vendor_writes_notes
 
 __all__ = [
     "WriteCapability",
@@ -117,16 +118,21 @@ def check_note_write(
 ) -> WriteCapability:
     """Return what the server supports, or raise ``WriteNotSupportedError`` with the DWB-42 ``reason``.
 
-    Order matters: a disabled tenant answers ``vendor_disabled`` without looking further (DWB-43). A type described
-    in several server ``rest`` entries (``connectors.fhir.capability``) may be created when any of them declares
-    create; conditional create is trusted only when every entry declaring create says so (If-None-Exist sent to a
-    configuration that ignores it would let a repeated POST duplicate the note). A slip in what this reads
-    (DocumentReference's ``interaction`` or ``supportedProfile``, Binary's or Provenance's ``interaction``, sent as a
-    bare object) is a ``FhirError`` naming it, as an unreadable statement is (the note waits: the server may mend
-    it), never read as declaring no create; one elsewhere (another type's) is not.
+    Order matters: a vendor whose write profile declares no note write answers ``vendor_disabled`` first, in words
+    naming the vendor's profile (``check_vendor_writes_notes``: the one answer that never changes), then a switch
+    turned off, in the switches' words (DWB-43), neither looking further. A type described in several server
+    ``rest`` entries (``connectors.fhir.capability``) may be created when any of them declares create; conditional
+    create is trusted only when every entry declaring create says so (If-None-Exist sent to a configuration that
+    ignores it would let a repeated POST duplicate the note). A slip in what this reads (DocumentReference's
+    ``interaction`` or ``supportedProfile``, Binary's or Provenance's ``interaction``, sent as a bare object) is a
+    ``FhirError`` naming it, as an unreadable statement is (the note waits: the server may mend it), never read as
+    declaring no create; one elsewhere (another type's) is not.
     """
-    if not (flags.service_enabled and flags.tenant_enabled and flags.note_create_enabled and flags.vendor_allows_notes):
-        raise WriteNotSupportedError("vendor_disabled", "note write-back is disabled for this tenant or vendor")
+    check_vendor_writes_notes(flags.vendor_allows_notes)
+    if not (flags.service_enabled and flags.tenant_enabled and flags.note_create_enabled):
+        raise WriteNotSupportedError(
+            "vendor_disabled", "note write-back is switched off for this tenant or service-wide"
+        )
     if problem := statement_problem(capabilities, NOTE_WRITE) or statement_problem(capabilities, _EXTRA_TYPES):
         raise FhirError(f"the CapabilityStatement cannot be read for {NOTE_WRITE.what}: {problem}", 200)
     creating = [r for r in described(capabilities, "DocumentReference") if "create" in interactions_of(r)]

@@ -7,14 +7,23 @@ check before sending (``engine.writeback.preflight``, the source of truth) and t
 
 from __future__ import annotations
 
+from connectors.errors import WriteNotSupportedError
 from connectors.fhir.references import reference_on
-from connectors.providers.profiles import Persona, WriteProfile
+from connectors.providers.profiles import NO_NOTE_WRITE, Persona, WriteProfile
 from connectors.writeback.note import text_attachment
 
-__all__ = ["PDF", "attachment_size", "check_against_profile", "persona_of"]
+__all__ = ["PDF", "attachment_size", "check_against_profile", "check_vendor_writes_notes", "persona_of"]
 
 #: The stored content type of a PDF note (a text note's is ``text/plain; charset=utf-8``).
 PDF = "application/pdf"
+
+
+def check_vendor_writes_notes(vendor_allows_notes: bool) -> None:
+    """``WriteNotSupportedError`` (``vendor_disabled``, ``NO_NOTE_WRITE``) for a vendor whose write profile declares no
+    FHIR note write: checked first, before any switch and before the CapabilityStatement is read (DWB-43), so this
+    one answer, the same whatever the tenant or the server says, is both the run's and the submission's."""
+    if not vendor_allows_notes:
+        raise WriteNotSupportedError("vendor_disabled", NO_NOTE_WRITE)
 
 
 def persona_of(kind: str, fhir_user: str | None) -> Persona:

@@ -3,7 +3,7 @@
 Tenant-scoped like ``/api/ehr/sync``: the API key names the tenant, a connection of another tenant is not found.
 ``POST`` answers 201 for a new note and 200 for a replay of the same idempotency key (the same note); the same
 key with a different note is 409 ``idempotency_conflict``; a note the connection's vendor will never take is 422
-``note_not_accepted``. The note is written to the EHR later, by Dagster.
+``note_not_accepted`` (a vendor with no FHIR note write: every note). The note is written to the EHR later, by Dagster.
 ``GET .../{id}`` answers its state (no PHI); ``GET .../{id}/outcome`` the EHR's words refusing it (PHI);
 ``POST .../{id}/retry`` is a person's retry of a note left ``failed``, ``blocked`` or ``unknown`` (DWB-63).
 """
@@ -22,8 +22,6 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["notes"])
 _ID = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9\-.]+$")
-# base64 of MAX_PDF_BYTES, plus padding; the decoded size is checked again by the service
-_MAX_PDF_CHARS = (notes.MAX_PDF_BYTES + 2) // 3 * 4
 # DWB-83: a FHIR relative reference ("Encounter/1"); ids only, never text
 _SOURCE = Annotated[str, Field(max_length=130, pattern=r"^[A-Z][A-Za-z]{1,63}/[A-Za-z0-9\-.]{1,64}$")]
 
@@ -42,7 +40,9 @@ class NoteRequest(BaseModel):
     author: Annotated[str | None, _ID] = None  # the reviewing clinician's Practitioner id (DWB-16)
     title: Annotated[str, Field(min_length=1, max_length=200)]
     text: Annotated[str | None, Field(min_length=1, max_length=100_000)] = None
-    pdfBase64: Annotated[str | None, Field(min_length=8, max_length=_MAX_PDF_CHARS)] = None
+    # no max_length: the service measures a PDF over its limit (notes.MAX_PDF_BYTES) and names whose limit it
+    # passes, the vendor's (422 note_not_accepted, too_large) or ehrsync's (400); the body is bounded by BodyLimit
+    pdfBase64: Annotated[str | None, Field(min_length=8)] = None
     producedBy: Annotated[str, Field(min_length=1, max_length=200, description="The model or tool that drafted it")]
     noteType: Annotated[str, Field(pattern=r"^\d{4,5}-\d$", description="LOINC note type")] = "11506-3"
     docStatus: Literal["preliminary", "final"] = "preliminary"
@@ -59,12 +59,14 @@ class NoteRequest(BaseModel):
 def submit_note(admin: AdminDep, ctx: CtxDep, body: NoteRequest, response: Response) -> dict[str, Any]:
     """Store the note ``pending``; a replay of its idempotency key answers 200 with the same note.
 
-    Errors: 400 ``invalid_request`` (``field`` names the bad one), 422 ``validation_error`` (``fields``), 409
-    ``idempotency_conflict``, 422 ``note_not_accepted``: the connection's EHR will never take the note as sent (its
-    vendor's write profile: a PDF or no ``encounter`` for Epic, a draft for Oracle Health, another author than the
-    signed-in clinician, over the size limit); ``reason``, ``reasonCode`` and ``message`` are what the write-back run
-    would store, ``field`` the one to change; nothing is stored (checked for a new note only: a replayed key
-    answers the note it stored)."""
+    Errors: 400 ``invalid_request`` (``field`` names the bad one; a PDF over ehrsync's 5,000,000 bytes its vendor
+    would otherwise take), 422 ``validation_error`` (``fields``), 409 ``idempotency_conflict``, 422
+    ``note_not_accepted``: the connection's EHR will never take the note as sent (its vendor's write profile: no
+    FHIR note write at all for athenahealth, eClinicalWorks and PointClickCare, ``field`` ``connectionId``; a PDF or
+    no ``encounter`` for Epic, a draft for Oracle Health, another author than the signed-in clinician, over the
+    vendor's size limit, named); ``reason``, ``reasonCode`` and ``message`` are what the write-back run would
+    store, ``field`` the one to change; nothing is stored (checked for a new note only: a replayed key answers the
+    note it stored)."""
     submission = notes.NoteSubmission(
         connection_id=body.connectionId,
         idempotency_key=body.idempotencyKey,
