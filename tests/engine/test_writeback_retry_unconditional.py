@@ -71,7 +71,7 @@ def _copies(world: SyncWorld, conn: str, ehr: Any, note: NoteRecord) -> int:
 def test_dwb63_a_confirmed_retry_where_if_none_exist_ignores_the_identifier_writes_the_note_once(
     world, start_sandbox, http, request_log, api, others: int, left: tuple[str, str, int]
 ) -> None:
-    """The condition matched the patient's other note(s): a plain retry sends If-None-Exist again and ends as
+    """DWB-31: the condition matched the patient's other note(s): a plain retry sends If-None-Exist again and ends as
     before, nothing written; the person's confirmed retry sends the note once without it: one copy, ``written``,
     audited ``unconditional`` (no PHI), and the flag does not outlive that attempt."""
     ehr = start_sandbox(patients=4, seed=7, **IGNORES_IDENTIFIER)
