@@ -107,6 +107,7 @@ def _if_none_exist_ignored(db: AppDatabase, note: NoteRecord) -> bool:
     events = (
         select(AuditEvent.detail)
         .where(AuditEvent.connection_id == note.connection_id, AuditEvent.action == "note.transition")
+        .where(AuditEvent.created_at >= note.created_at)  # none of this note's are older: the scan ends there
         .order_by(AuditEvent.id.desc())
         .execution_options(yield_per=200)
     )

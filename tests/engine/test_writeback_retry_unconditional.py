@@ -10,6 +10,7 @@ to the unconditional POST is only searched for, never POSTed again blindly.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,9 @@ from engine.writeback import write_note
 from engine.writeback.lookup import carries_identifier
 from store.models import AuditEvent
 from store.outbox import NoteRecord, get_note
-from tests.engine.helpers import SyncWorld
+from tests.engine.helpers import SyncWorld, make_environment
 from tests.engine.retry_api import NotesApi, notes_api
-from tests.engine.writeback_helpers import FAST, enqueue, patient_notes, writable_connection
+from tests.engine.writeback_helpers import FAST, enqueue, patient_notes, run_writeback_child, writable_connection
 
 DOC_POSTS = "/fhir/DocumentReference"
 #: A server that ignores the identifier parameter in searches and in If-None-Exist alike (Spark).
@@ -146,3 +147,29 @@ def test_dwb63_a_lost_answer_to_the_unconditional_post_is_never_resent_blind(
     after = write_note(world.env, FAST, note.id)
     assert (after.state, after.reason_code) == ("failed", "several_matches")
     assert request_log.posts_conditional(DOC_POSTS) == [True, False, True] and _copies(world, conn, ehr, note) == 1
+
+
+@pytest.mark.parametrize(("crash_at", "stored"), [("writeback.posting", False), ("writeback.sent", True)])
+def test_dwb63_a_run_killed_during_the_unconditional_post_is_resumed_by_a_search_never_a_post(
+    tmp_path, start_sandbox, http, request_log, crash_at: str, stored: bool
+) -> None:
+    """The run sending the confirmed retry's unconditional POST is SIGKILLed once the POST is recorded (before it
+    leaves, or after the EHR stored it): the resumed run cannot tell, and without If-None-Exist no resend is safe, so
+    it searches (the draft's exact identifier: found, ``written``; not found, ``unknown``), never POSTs again."""
+    ehr = start_sandbox(patients=4, seed=7, **IGNORES_IDENTIFIER)
+    root = tmp_path / "world"
+    world = make_environment(root, http=http)
+    conn = _patient_with(world, ehr, http, lambda n: n == 1)
+    note = enqueue(world, conn)
+    assert write_note(world.env, FAST, note.id).reason_code == "match_unconfirmed"
+    with notes_api(world, tmp_path / "app_state") as api:
+        assert api.retry(note.id, {"confirmNotInEhr": True}).status_code == 200
+    killed = run_writeback_child(root, world, note.id, crash_at)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    left = _read(world, note.id)
+    assert (left.state, left.doc_posted, left.send_unconditional) == ("sending", True, True)
+    request_log.clear()  # what the resumed run sends (the killed child's requests are not logged here)
+    resumed = write_note(world.env, FAST, note.id)
+    assert request_log.paths(DOC_POSTS, "POST") == []
+    assert _copies(world, conn, ehr, note) == int(stored) and not resumed.send_unconditional
+    assert (resumed.state, resumed.reason_code) == (("written", None) if stored else ("unknown", "response_lost"))
