@@ -21,9 +21,8 @@ killed anywhere resumes from what the database says:
   sensor skips it until it is (``store.outbox_queue``); disabled or disconnected, it is ``unknown`` for a person. A
   token this process lacks the key of leaves any note ``pending``, naming the key (``waiting``).
 
-While the note is ``sending`` the run beats (``heartbeat``), so a live POST waiting out long ``Retry-After`` waits
-is never taken for a stalled one; a 2xx is recorded ``written`` even when another run moved the note meanwhile
-(``written``).
+While the note is ``sending`` the run beats (``heartbeat``), so a live POST waiting out long ``Retry-After``
+waits is never taken for a stalled one; a 2xx is ``written`` even when another run moved the note (``written``).
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ from engine.writeback.matched import confirm_match, unconfirmed
 from engine.writeback.outcomes import ends_note, fail_from, outcome_unknown, retry_later
 from engine.writeback.preflight import SendPlan, build_payload, plan_send
 from engine.writeback.provenance import send_provenance
-from engine.writeback.reconcile import Searched, reconcile, search
+from engine.writeback.reconcile import Searched, found_first, reconcile, search
 from engine.writeback.target import NoteTarget, load_target
 from engine.writeback.waiting import (
     tries_kept,
@@ -158,6 +157,8 @@ def _advance(
         if note.state == "pending" and note.maybe_stored and not plan.conditional:
             # If-None-Exist gone since the POST that may be stored: never resend
             return _to_unknown(env, config, note, client)
+        if plan.unconditional and not _may_be_stored(note) and (found := found_first(env.db, client, note, config)):
+            return found  # a person confirmed it absent, yet it carries the draft's identifier there: no copy
         if note.state == "pending":
             attempt = note.attempts + 1
             note = transition(env.db, note, "sending", attempts=attempt, doc_posted=False, detail={"attempt": attempt})

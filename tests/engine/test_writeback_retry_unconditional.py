@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from connectors.fhir import FhirClient
 from engine.writeback import write_note
 from engine.writeback.lookup import carries_identifier
+from engine.writeback.preflight import build_payload
 from store.models import AuditEvent
 from store.outbox import NoteRecord, get_note
 from tests.engine.helpers import SyncWorld, make_environment
@@ -116,6 +118,31 @@ def test_dwb63_a_search_reported_ignored_after_the_match_still_counts_as_the_evi
     done = write_note(world.env, FAST, note.id)
     assert done.state == "written" and _copies(world, conn, ehr, note) == 1
     assert request_log.posts_conditional(DOC_POSTS) == [True, False]
+
+
+@pytest.mark.parametrize("copies", [1, 2])
+def test_dwb63_a_wrongly_confirmed_retry_finds_the_note_by_its_identifier_and_never_posts_a_copy(
+    world, start_sandbox, http, request_log, api, copies: int
+) -> None:
+    """DWB-31: the note is in the EHR (as after an earlier answer lost while the EHR's search had not indexed it yet) and the
+    person, missing it in the chart, confirms it absent: a person's word is no proof, so the exact-identifier search
+    made just before the unconditional POST finds it (the server ignores the parameter silently; only notes carrying
+    the draft's identifier count): ``written`` with its id (``failed`` ``duplicate_notes`` with two), nothing POSTed.
+    Before, the POST without If-None-Exist filed one copy more."""
+    ehr = start_sandbox(patients=4, seed=7, **IGNORES_IDENTIFIER)
+    conn = _patient_with(world, ehr, http, lambda n: n == 1)
+    note = enqueue(world, conn)
+    assert write_note(world.env, FAST, note.id).reason_code == "match_unconfirmed"
+    client = FhirClient(ehr.fhir_base, world.env.vault.token_source(conn), http=world.env.http)
+    stored = [client.create(build_payload(note, note.doc_status)).id for _ in range(copies)]
+    assert api.retry(note.id, {"confirmNotInEhr": True}).status_code == 200
+    request_log.clear()
+    done = write_note(world.env, FAST, note.id)
+    assert request_log.paths(DOC_POSTS, "POST") == [] and _copies(world, conn, ehr, note) == copies
+    if copies == 1:
+        assert (done.state, done.ehr_resource_id, done.send_unconditional) == ("written", stored[0], False)
+    else:
+        assert (done.state, done.reason_code, done.send_unconditional) == ("failed", "duplicate_notes", False)
 
 
 @pytest.mark.parametrize(
