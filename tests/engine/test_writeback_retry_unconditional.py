@@ -124,11 +124,11 @@ def test_dwb63_a_search_reported_ignored_after_the_match_still_counts_as_the_evi
 def test_dwb63_a_wrongly_confirmed_retry_finds_the_note_by_its_identifier_and_never_posts_a_copy(
     world, start_sandbox, http, request_log, api, copies: int
 ) -> None:
-    """DWB-31: the note is in the EHR (as after an earlier answer lost while the EHR's search had not indexed it yet) and the
-    person, missing it in the chart, confirms it absent: a person's word is no proof, so the exact-identifier search
-    made just before the unconditional POST finds it (the server ignores the parameter silently; only notes carrying
-    the draft's identifier count): ``written`` with its id (``failed`` ``duplicate_notes`` with two), nothing POSTed.
-    Before, the POST without If-None-Exist filed one copy more."""
+    """DWB-31: the note is in the EHR (as after an earlier answer lost while the EHR's search had not indexed it
+    yet) and the person, missing it in the chart, confirms it absent: a person's word is no proof, so the
+    exact-identifier search made just before the unconditional POST finds it (the server ignores the parameter
+    silently; only notes carrying the draft's identifier count): ``written`` with its id (``failed``
+    ``duplicate_notes`` with two), nothing POSTed. Before, the POST without If-None-Exist filed one copy more."""
     ehr = start_sandbox(patients=4, seed=7, **IGNORES_IDENTIFIER)
     conn = _patient_with(world, ehr, http, lambda n: n == 1)
     note = enqueue(world, conn)
