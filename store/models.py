@@ -291,5 +291,7 @@ class NoteOutbox(Base):
     doc_posted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # 0017: the refusal's OperationOutcome with its diagnostics (PHI, as ``body``; connectors.transport.issue_record)
     outcome_issues: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # 0018: a person's confirmed retry where If-None-Exist ignores the identifier: the next POST goes without it
+    send_unconditional: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -148,6 +148,7 @@ class NoteRecord:
     maybe_stored: bool
     doc_posted: bool
     outcome_issues: dict[str, Any] | None  # PHI (the EHR's words refusing the note): never in ``metadata()``
+    send_unconditional: bool  # the next POST without If-None-Exist (``store.outbox_retry``; cleared by ``transition``)
     created_at: datetime
     updated_at: datetime
 
@@ -239,6 +240,8 @@ def transition(
 ) -> NoteRecord:
     """Move ``note`` (as read) to ``to_state`` and set ``fields``, with its audit event, in one commit. The EHR's
     refusal (``outcome_issues``) describes the step that stored it: any later step clears it unless it sets it.
+    ``send_unconditional`` holds for the one attempt a person's retry gave it: any move out of ``pending`` and
+    ``sending`` (written, failed, blocked, unknown: the attempt ended) clears it unless it sets it.
 
     ``updated_at`` is now unless ``fields`` gives it (a hold measured from it: ``waiting.wait_for_statement``).
 
@@ -247,6 +250,7 @@ def transition(
         raise ValueError(f"unknown outbox state {to_state!r}")
     values = {
         "outcome_issues": None,
+        **({} if to_state in ("pending", "sending") else {"send_unconditional": False}),
         "updated_at": utcnow(),
         **fields,
         "state": to_state,

@@ -12,15 +12,27 @@ A retry never risks a second copy of the note in the patient's chart. A note tha
 it only with ``If-None-Exist``, or searches for it by its identifier first (found: ``written``; not found: still
 ``unknown``, never POSTed blindly), exactly as for any such note. Only the person's ``confirm_not_in_ehr`` (they
 looked in the chart, it is not there) lets a run POST it as a note never sent; it is required where ehrsync cannot
-look itself (``identifier_search_ignored``). Refused by name: a note with several copies in the EHR
-(``duplicate_notes``: a person removes them there), and an ``accepted`` note the EHR is still processing (202)
-while ehrsync still searches for it by itself (a resend could meet the late original).
+look itself (``identifier_search_ignored``).
+
+An EHR that ignores ``identifier`` in ``If-None-Exist`` (Spark, its issue #520) matches the patient's other notes
+there, so a note sent with it can never be written (``match_unconfirmed`` with one other note, a 412
+``several_matches`` with several). When the person confirms the note is not in the chart and the note's own evidence
+shows that behaviour (``_if_none_exist_ignored``), its next POST goes without ``If-None-Exist``
+(``send_unconditional``; ``engine.writeback.preflight``), once: ``store.outbox.transition`` clears it as that attempt
+ends, and a retry without the confirmation clears it. A lost answer to that POST makes the note ``maybe_stored``, and
+without If-None-Exist the run only searches for it (never a second blind POST).
+
+Refused by name: a note with several copies in the EHR (``duplicate_notes``: a person removes them there), and an
+``accepted`` note the EHR is still processing (202) while ehrsync still searches for it by itself (a resend could
+meet the late original).
 """
 
 from __future__ import annotations
 
+from sqlalchemy import select
+
 from store.database import AppDatabase
-from store.models import utcnow
+from store.models import AuditEvent, utcnow
 from store.outbox import NoteRecord, StaleNoteError, get_note, transition
 
 __all__ = ["RETRYABLE_STATES", "RetryRefusedError", "retry_note"]
@@ -32,6 +44,9 @@ DUPLICATES = "duplicate_notes"  # engine.writeback.reconcile: several notes carr
 SEARCH_IGNORED = "identifier_search_ignored"  # engine.writeback.reconcile.IGNORED
 ACCEPTED = "accepted"  # engine.writeback.accepted.ACCEPTED: searched again by itself while checks are left
 SEVERAL_MATCHES = "several_matches"  # engine.writeback.outcomes: If-None-Exist matched several (412)
+MATCH_UNCONFIRMED = "match_unconfirmed"  # engine.writeback.matched: If-None-Exist matched a note not shown to be it
+#: Answers to this note's conditional create showing the EHR's If-None-Exist matched notes other than this draft's.
+_MATCHED_OTHERS = frozenset({MATCH_UNCONFIRMED, SEVERAL_MATCHES})
 #: Reads and moves tried when a run moves the note between the read and the move (each re-checks the refusals).
 _RACES = 5
 
@@ -78,6 +93,35 @@ def _may_be_in_ehr(note: NoteRecord) -> bool:
     return note.state == "unknown" or note.maybe_stored or note.reason_code == SEVERAL_MATCHES
 
 
+def _if_none_exist_ignored(db: AppDatabase, note: NoteRecord) -> bool:
+    """Whether this note's own answers show its EHR's If-None-Exist ignoring the identifier: the reason it is left
+    with is ``match_unconfirmed`` or ``several_matches``, or it is ``identifier_search_ignored`` and that search
+    followed a ``match_unconfirmed`` since the note's last retry (the search's reason replaces the match's; its audit
+    event keeps it). ``identifier_search_ignored`` alone is no such evidence: any lost answer on a server ignoring the
+    parameter in searches ends so, and where that server's If-None-Exist does apply it, it is the only guard left
+    against a second copy should the person have missed the note in the chart."""
+    if note.reason_code in _MATCHED_OTHERS:
+        return True
+    if note.reason_code != SEARCH_IGNORED:
+        return False
+    events = (
+        select(AuditEvent.detail)
+        .where(AuditEvent.connection_id == note.connection_id, AuditEvent.action == "note.transition")
+        .where(AuditEvent.created_at >= note.created_at)  # none of this note's are older: the scan ends there
+        .order_by(AuditEvent.id.desc())
+        .execution_options(yield_per=200)
+    )
+    with db.session() as session:
+        for detail in session.scalars(events):
+            if detail.get("note_id") != note.id:
+                continue
+            if detail.get("retry"):  # the evidence of an earlier retry's attempts was weighed by that retry
+                return False
+            if detail.get("error_code") in _MATCHED_OTHERS:
+                return True
+    return False
+
+
 def retry_note(
     db: AppDatabase,
     note_id: str,
@@ -91,18 +135,21 @@ def retry_note(
     it may not be. Its tries (``attempts`` and ``binary_posts``: a Binary left behind is no note in the chart)
     restart at 0, its reason, reason code, HTTP status and the EHR's refusal are cleared (the audit keeps the codes
     and statuses of the moves that set them, never the EHR's words), and it is due now. ``confirm_not_in_ehr``: the
-    person checked the chart; the note is sent as one never sent (still with If-None-Exist where the EHR offers it).
+    person checked the chart; the note is sent as one never sent (with If-None-Exist where the EHR offers it, unless
+    its If-None-Exist was seen ignoring the identifier: then the next POST goes without it, ``send_unconditional``).
     The audit event names ``actor`` and ``requested_by``, the state and reason code it left (``reason_before``),
-    never the note's text."""
+    whether the next POST is ``unconditional``, never the note's text."""
     for race in range(_RACES):
         note = get_note(db, note_id, tenant_id)
         if note is None:
             return None
         _refuse(note, confirm_not_in_ehr)
+        unconditional = confirm_not_in_ehr and _if_none_exist_ignored(db, note)
         detail = {
             "retry": True,
             "requested_by": requested_by,
             "confirmed_not_in_ehr": confirm_not_in_ehr,
+            "unconditional": unconditional,
             "reason_before": note.reason_code,
             "attempts_before": note.attempts,
         }
@@ -120,6 +167,7 @@ def retry_note(
                 reason=None,
                 last_http_status=None,
                 maybe_stored=_may_be_in_ehr(note) and not confirm_not_in_ehr,
+                send_unconditional=unconditional,
             )
         except StaleNoteError:  # a run moved it between the read and the move: read it again, refuse or retry
             if race + 1 == _RACES:

@@ -21,9 +21,8 @@ killed anywhere resumes from what the database says:
   sensor skips it until it is (``store.outbox_queue``); disabled or disconnected, it is ``unknown`` for a person. A
   token this process lacks the key of leaves any note ``pending``, naming the key (``waiting``).
 
-While the note is ``sending`` the run beats (``heartbeat``), so a live POST waiting out long ``Retry-After`` waits
-is never taken for a stalled one; a 2xx is recorded ``written`` even when another run moved the note meanwhile
-(``written``).
+While the note is ``sending`` the run beats (``heartbeat``), so a live POST waiting out long ``Retry-After``
+waits is never taken for a stalled one; a 2xx is ``written`` even when another run moved the note (``written``).
 """
 
 from __future__ import annotations
@@ -41,18 +40,17 @@ from engine.writeback.accepted import ACCEPTED, await_accepted, recheck, still_a
 from engine.writeback.binary import binary_url
 from engine.writeback.config import WritebackConfig
 from engine.writeback.heartbeat import heartbeat
-from engine.writeback.lookup import IdentifierLookup
 from engine.writeback.matched import confirm_match, unconfirmed
-from engine.writeback.outcomes import ends_note, fail_from, outcome_unknown, retry_later
+from engine.writeback.outcomes import ends_note, retry_later
 from engine.writeback.preflight import SendPlan, build_payload, plan_send
 from engine.writeback.provenance import send_provenance
-from engine.writeback.reconcile import Searched, reconcile, search
+from engine.writeback.reconcile import found_first, reconcile
 from engine.writeback.target import NoteTarget, load_target
+from engine.writeback.unsure import failed_send, lost_before, may_be_stored, settle_maybe_stored, to_unknown
 from engine.writeback.waiting import (
     search_first,
     tries_kept,
     wait_for_connection,
-    wait_for_grant,
     wait_for_key,
     wait_for_setting,
     wait_for_statement,
@@ -87,13 +85,13 @@ def write_note(env: SyncEnvironment, config: WritebackConfig, note_id: str, vers
     try:
         target = load_target(env.db, note, service_write_enabled=config.service_write_enabled)
     except (LookupError, ce.ConfigurationError) as exc:  # a POST that may be stored cannot be searched for now
-        state = "unknown" if _may_be_stored(note) else "failed"
+        state = "unknown" if may_be_stored(note) else "failed"
         return _close(env, note, state, reason_code="connection_missing", reason=str(exc))
     try:
         if target.connection.status != "active" and note.state in ("pending", "sending"):
             return _connection_not_active(env, note, target.connection.status)
         if target.setting_problem is not None and note.state != "unknown":  # a search needs no switch
-            return wait_for_setting(env.db, config, note, target.setting_problem, maybe_stored=_may_be_stored(note))
+            return wait_for_setting(env.db, config, note, target.setting_problem, maybe_stored=may_be_stored(note))
         with env.fhir_client(target.connection) as client:
             if note.state == "unknown":
                 check = recheck if note.reason_code == ACCEPTED else reconcile
@@ -106,18 +104,11 @@ def write_note(env: SyncEnvironment, config: WritebackConfig, note_id: str, vers
         return current
 
 
-def _may_be_stored(note: NoteRecord) -> bool:
-    """Whether a POST of this note may already be in the EHR: this attempt's left or was about to (``sending`` with
-    ``doc_posted``), or an earlier one's answer was lost (``maybe_stored``). Such a note is never failed or blocked
-    before the search looks; a ``sending`` note whose DocumentReference was never POSTed is as a ``pending`` one."""
-    return note.maybe_stored or (note.state == "sending" and note.doc_posted)
-
-
 def _connection_not_active(env: SyncEnvironment, note: NoteRecord, status: str) -> NoteRecord:
     """The note's connection cannot write now. Never sent: ``failed`` (``connection_<status>``). A POST that may be
     stored waits for a connection that can be active again (``WAIT_STATUSES``: re-authorized, an admin's retry) and
     is ``unknown`` for a person otherwise (disabled, disconnected: never searchable again by itself)."""
-    if not _may_be_stored(note):
+    if not may_be_stored(note):
         return _close(env, note, "failed", reason_code=f"connection_{status}", reason=None)
     if status not in WAIT_STATUSES:
         return _close(env, note, "unknown", reason_code=f"connection_{status}", reason=None)
@@ -138,55 +129,39 @@ def _advance(
             plan = plan_send(note, target, client, config)
             build_payload(note, plan.doc_status, content_type=plan.content_type)  # invalid: fails here, unsent
         except ce.WriteNotSupportedError as exc:
-            if _may_be_stored(note):  # the gate closed after a POST may have been stored
-                return _to_unknown(env, config, note, client)  # find out, never resend
+            if may_be_stored(note):  # the gate closed after a POST may have been stored
+                return to_unknown(env, config, note, client)  # find out, never resend
             return _close(env, note, "blocked", reason_code=exc.reason_code, reason=str(exc))
         except ce.ConfigurationError as exc:
-            if _may_be_stored(note):  # a POST may be stored: find out, never fail it blind
-                return _to_unknown(env, config, note, client)
+            if may_be_stored(note):  # a POST may be stored: find out, never fail it blind
+                return to_unknown(env, config, note, client)
             return _close(env, note, "failed", reason_code="invalid_note", reason=str(exc))
         except TokenKeyMissingError as exc:  # this process lacks the token's key: a process with it sends the note
-            return wait_for_key(env.db, config, note, exc, maybe_stored=_may_be_stored(note))
+            return wait_for_key(env.db, config, note, exc, maybe_stored=may_be_stored(note))
         except ce.NeedsReauthError as exc:  # the grant is gone: a person must authorize again, retrying cannot help
-            if _may_be_stored(note):  # waits: a run once the connection is active again finds out
+            if may_be_stored(note):  # waits: a run once the connection is active again finds out
                 return wait_for_connection(env.db, note, exc.code)
             return _close(env, note, "failed", reason_code=exc.code, reason=None)
         except ce.EhrSyncError as exc:  # the CapabilityStatement could not be read: try again later
-            note = replace(note, maybe_stored=_may_be_stored(note))  # ``doc_posted``: held as one that may be stored
+            note = replace(note, maybe_stored=may_be_stored(note))  # ``doc_posted``: held as one that may be stored
             if note.maybe_stored and tries_kept(note) >= config.max_attempts:  # a try that POSTed nothing is not spent
-                return _settle_maybe_stored(env, config, note, client, None)  # spent: as search_first, no answer
+                return settle_maybe_stored(env, config, note, client, None)  # spent: as search_first, no answer
             return wait_for_statement(env.db, config, note, exc)
         if note.state == "pending" and search_first(config, note, plan.conditional):  # no blind or extra POST
-            return _settle_maybe_stored(env, config, note, client, None)
+            return settle_maybe_stored(env, config, note, client, None)
+        if plan.unconditional and not may_be_stored(note) and (found := found_first(env.db, client, note, config)):
+            return found  # a person confirmed it absent, yet it carries the draft's identifier there: no copy
         if note.state == "pending":
             attempt = note.attempts + 1
             note = transition(env.db, note, "sending", attempts=attempt, doc_posted=False, detail={"attempt": attempt})
             checkpoint("writeback.sending")
             beating.enter_context(heartbeat(env.db, note.id, config.stalled_after_s))  # a slow live POST too
-        elif _may_be_stored(note):  # resumed in ``sending``: the killed run's POST may have been stored
+        elif may_be_stored(note):  # resumed in ``sending``: the killed run's POST may have been stored
             if not plan.conditional:  # without If-None-Exist a repeat could duplicate
-                return _to_unknown(env, config, note, client)
+                return to_unknown(env, config, note, client)
             note = replace(note, maybe_stored=True)  # kept if this one leaves for ``pending``
         # else resumed, never POSTed (no ``doc_posted``): on as a first try (the same Binary job, then one POST)
         return _send(env, config, note, plan, client)
-
-
-def _to_unknown(
-    env: SyncEnvironment,
-    config: WritebackConfig,
-    note: NoteRecord,
-    client: FhirClient,
-    exc: ce.EhrSyncError | None = None,
-    lookup: Searched | None = None,
-) -> NoteRecord:
-    """``sending`` (or ``pending`` after a POST that may be stored) ``→ unknown``, then the identifier search
-    (``reconcile``; ``lookup``: one already made, or how it failed: not made again)."""
-    status = getattr(exc, "status", None)
-    detail = {"error_code": exc.code, "status_code": status} if exc is not None else None
-    fields = {"last_http_status": status} if status is not None else {}
-    note = transition(env.db, note, "unknown", reason_code="response_lost", reason=None, detail=detail, **fields)
-    checkpoint("writeback.unknown")
-    return reconcile(env.db, client, note, config, lookup)
 
 
 def _send(
@@ -211,12 +186,12 @@ def _send(
         posted = True
         result = client.create(resource, if_none_exist=identifier if plan.conditional else None)
     except ce.EhrUnreachableError as exc:  # this try reached nothing: safe to try again later
-        note = _lost_before(note, exc, posted)
+        note = lost_before(note, exc, posted)
         if note.maybe_stored and ends_note(config, note, exc):
-            return _settle_maybe_stored(env, config, note, client, exc)
+            return settle_maybe_stored(env, config, note, client, exc)
         return retry_later(env.db, config, note, exc)
     except ce.EhrSyncError as exc:
-        return _failed_send(env, config, _lost_before(note, exc, posted), plan, client, exc, posted=posted)
+        return failed_send(env, config, lost_before(note, exc, posted), plan, client, exc, posted=posted)
     checkpoint("writeback.sent")
     if result.accepted:  # 202: processed later; the status endpoint, else the identifier search, says how it ended
         note = still_accepted(env.db, note, config, polled=result.status_url is not None)
@@ -224,7 +199,7 @@ def _send(
         if outcome is None:  # not known yet: the identifier search now, and again when due (``recheck``)
             return reconcile(env.db, client, note, config)
         if isinstance(outcome, ce.FhirError):
-            return _failed_send(env, config, note, plan, client, outcome, posted=True)
+            return failed_send(env, config, note, plan, client, outcome, posted=True)
         result = outcome
     id_from = None
     if plan.conditional:  # a 200 may be another note the condition matched (DWB-31/33): proof it is this one
@@ -236,65 +211,3 @@ def _send(
     written = record_written(env.db, client, note, result, config, id_from)
     checkpoint("writeback.written")
     return send_provenance(env, client, written, plan.capability)  # DWB-82: optional, never fails the note
-
-
-def _lost_before(note: NoteRecord, exc: ce.EhrSyncError, posted: bool) -> NoteRecord:
-    """``maybe_stored`` when the POST's error is its last try's and an earlier try's answer was lost (the transport
-    retries a create with If-None-Exist): that try may be stored whatever the last one says (429, 422, unreachable)."""
-    return replace(note, maybe_stored=True) if posted and exc.after_lost_answer else note
-
-
-def _failed_send(
-    env: SyncEnvironment,
-    config: WritebackConfig,
-    note: NoteRecord,
-    plan: SendPlan,
-    client: FhirClient,
-    exc: ce.EhrSyncError,
-    *,
-    posted: bool,
-) -> NoteRecord:
-    """After a failed POST: retry later, ``unknown`` + reconcile, or what ``fail_from`` makes of the answer.
-
-    A POST that may have been stored (``outcome_unknown``: lost answer, 408, 5xx) is retried only with
-    ``If-None-Exist`` and while attempts are left; otherwise it is ``unknown`` (never ``failed``: the EHR may hold
-    it). So ``failed`` only follows answers proving nothing was stored (429, 503 with ``Retry-After``, 4xx). A grant
-    refused (``NeedsReauthError``) when a POST may be stored waits for re-authorization, as in ``_advance``."""
-    if posted and outcome_unknown(exc):
-        retryable = isinstance(exc, ce.TransportError) or (isinstance(exc, ce.FhirError) and exc.is_transient)
-        if plan.conditional and retryable and note.attempts < config.max_attempts:
-            # the identifier makes the next try find this one; until a search says otherwise it may be stored
-            return retry_later(env.db, config, replace(note, maybe_stored=True), exc)
-        _log.warning("note %s: the POST's outcome is unknown (%s); reconciling, never resent", note.id, exc.code)
-        return _to_unknown(env, config, note, client, exc)
-    if isinstance(exc, TokenKeyMissingError):  # as in ``_advance``: a process with the key goes on
-        return wait_for_key(env.db, config, note, exc, maybe_stored=note.maybe_stored)
-    if note.maybe_stored and isinstance(exc, ce.NeedsReauthError):  # as in ``_advance``: no search can look now
-        return wait_for_connection(env.db, note, exc.code)
-    if note.maybe_stored and ends_note(config, note, exc):
-        return _settle_maybe_stored(env, config, note, client, exc)
-    if isinstance(exc, ce.TransportError):
-        # the Binary not known yet (answer lost, no id, a job pending): the note itself was never POSTed, so none
-        # can exist (``binary``)
-        return retry_later(env.db, config, note, exc)
-    return fail_from(env.db, config, note, exc)
-
-
-def _settle_maybe_stored(
-    env: SyncEnvironment, config: WritebackConfig, note: NoteRecord, client: FhirClient, exc: ce.EhrSyncError | None
-) -> NoteRecord:
-    """A refusal (``exc``), or retries spent, after an earlier POST of this note may have been stored (its answer was
-    lost, or a killed run sent it): ``failed``/``blocked`` would claim the EHR holds nothing, and a person would write
-    the note again. The identifier search decides first: only a search the server applied that finds nothing lets the
-    answer stand; otherwise (or with no answer, ``search_first``) the note is ``unknown`` and reconciled (found:
-    ``written``). A search the grant's refusal stopped waits for it, never ``unknown`` for a person."""
-    lookup = search(client, note, config)  # failed or out of time: handed on as it is, never searched again
-    if isinstance(lookup, ce.NeedsReauthError):  # it can look once the grant is back: wait for it, not for a person
-        return wait_for_grant(env.db, config, note, lookup)
-    if exc is not None and isinstance(lookup, IdentifierLookup) and not lookup.ignored and not lookup.matches:
-        return (
-            retry_later(env.db, config, note, exc)
-            if isinstance(exc, ce.TransportError)
-            else fail_from(env.db, config, note, exc)
-        )
-    return _to_unknown(env, config, note, client, exc, lookup)

@@ -30,7 +30,8 @@ __all__ = ["SendPlan", "build_payload", "plan_send"]
 class SendPlan:
     """How this note is sent: with ``If-None-Exist`` or not, its docStatus, inline or through a Binary, and the
     attachment's contentType as the vendor takes it. ``rewritten``: the fields the vendor's write profile changed
-    from what the host app gave (DWB-20), by name only, for the audit event of the POST."""
+    from what the host app gave (DWB-20), by name only, for the audit event of the POST. ``unconditional``: sent
+    without If-None-Exist the server offers, as a person's confirmed retry asked (``NoteRecord.send_unconditional``)."""
 
     capability: WriteCapability
     conditional: bool
@@ -38,10 +39,13 @@ class SendPlan:
     via_binary: bool
     content_type: str
     rewritten: tuple[str, ...] = ()
+    unconditional: bool = False
 
     def post_detail(self, attempt: int) -> dict[str, Any]:
-        """The audit detail recorded as the DocumentReference POST leaves: its attempt, and any rewritten fields."""
-        return {"doc_post": attempt} | ({"rewritten": list(self.rewritten)} if self.rewritten else {})
+        """The audit detail recorded as the DocumentReference POST leaves: its attempt, any rewritten fields, and
+        ``unconditional`` when If-None-Exist was left out at a person's confirmed retry."""
+        rewritten = {"rewritten": list(self.rewritten)} if self.rewritten else {}
+        return {"doc_post": attempt} | rewritten | ({"unconditional": True} if self.unconditional else {})
 
 
 def _doc_status(note: NoteRecord, target: NoteTarget) -> str:
@@ -110,6 +114,10 @@ def plan_send(note: NoteRecord, target: NoteTarget, client: FhirClient, config: 
             "the note is too large to inline and Binary create is not allowed: the server's CapabilityStatement"
             " does not offer it or the granted scopes do not cover it",
         )
-    conditional = capability.conditional_create and target.profile.conditional_create is not False
+    offered = capability.conditional_create and target.profile.conditional_create is not False
+    # a person confirmed the note absent where If-None-Exist ignores its identifier (store.outbox_retry): without it
+    unconditional = offered and note.send_unconditional
     rewritten = ("content.attachment.contentType",) if content_type != note.content_type else ()  # a charset added
-    return SendPlan(capability, conditional, doc_status, via_binary, content_type, rewritten)
+    return SendPlan(
+        capability, offered and not unconditional, doc_status, via_binary, content_type, rewritten, unconditional
+    )

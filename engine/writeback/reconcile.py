@@ -21,7 +21,7 @@ from engine.writeback.lookup import IdentifierLookup, find_by_identifier
 from store import AppDatabase
 from store.outbox import NoteRecord, StaleNoteError, get_note, transition
 
-__all__ = ["IGNORED", "Searched", "reconcile", "search"]
+__all__ = ["IGNORED", "Searched", "found_first", "reconcile", "search"]
 
 _log = logging.getLogger(__name__)
 #: Reason code of an ``unknown`` note whose EHR ignores the identifier search parameter.
@@ -40,6 +40,19 @@ def search(client: FhirClient, note: NoteRecord, config: WritebackConfig) -> Sea
         return find_by_identifier(client, note, config)
     except ce.EhrSyncError as exc:
         return exc
+
+
+def found_first(db: AppDatabase, client: FhirClient, note: NoteRecord, config: WritebackConfig) -> NoteRecord | None:
+    """Before a POST without If-None-Exist (a person's confirmed retry, ``send_unconditional``): the identifier
+    search, since a person's word that the note is not in the chart is no proof and nothing else would stop a copy.
+    Notes carrying the draft's exact identifier are proof (even from a server ignoring the parameter silently) and
+    settle it as ``reconcile`` does: one, ``written``; several, ``duplicate_notes``; never POSTed. None (send it, as
+    the person confirmed): none read, a search the server said it ignored, or one that failed or ran out of time."""
+    lookup = search(client, note, config)
+    if isinstance(lookup, ce.EhrSyncError) or not lookup.matches:
+        return None
+    _log.warning("note %s: confirmed absent, yet the identifier search found it; not sent again", note.id)
+    return reconcile(db, client, note, config, lookup)
 
 
 def reconcile(

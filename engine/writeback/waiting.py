@@ -106,7 +106,7 @@ def search_first(config: WritebackConfig, note: NoteRecord, conditional: bool) -
     401 would not keep that promise: the 401 proves that POST stored nothing, not an earlier one whose answer was
     lost, nor a first try of the same POST the transport repeated, so a note could still wake with its tries spent.
     The search never POSTs: found, ``written``; not found, ``unknown`` for a person, as when a last try's own answer
-    is lost; stopped by a refused grant, the note waits for it again (``attempt._settle_maybe_stored``)."""
+    is lost; stopped by a refused grant, the note waits for it again (``unsure.settle_maybe_stored``)."""
     return note.maybe_stored and (not conditional or note.attempts >= config.max_attempts)
 
 

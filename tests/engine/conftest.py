@@ -23,11 +23,13 @@ class RequestLog:
         self.urls: list[httpx.URL] = []
         self.methods: list[str] = []
         self.bearer: list[bool] = []
+        self.conditional: list[bool] = []  # did it carry If-None-Exist?
 
     def __call__(self, request: httpx.Request) -> None:
         self.urls.append(request.url)
         self.methods.append(request.method)
         self.bearer.append("authorization" in request.headers)
+        self.conditional.append("if-none-exist" in request.headers)
 
     def paths(self, prefix: str, method: str = "GET") -> list[httpx.URL]:
         return [u for u, m in zip(self.urls, self.methods, strict=True) if u.path.startswith(prefix) and m == method]
@@ -36,10 +38,16 @@ class RequestLog:
         """For each request under ``prefix``: did it carry an Authorization header?"""
         return [b for u, b in zip(self.urls, self.bearer, strict=True) if u.path.startswith(prefix)]
 
+    def posts_conditional(self, prefix: str) -> list[bool]:
+        """For each POST under ``prefix``: did it carry If-None-Exist?"""
+        sent = zip(self.urls, self.methods, self.conditional, strict=True)
+        return [c for u, m, c in sent if u.path.startswith(prefix) and m == "POST"]
+
     def clear(self) -> None:
         self.urls.clear()
         self.methods.clear()
         self.bearer.clear()
+        self.conditional.clear()
 
 
 @pytest.fixture

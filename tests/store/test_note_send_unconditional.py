@@ -1,0 +1,58 @@
+"""DWB-31/63, on SQLite and PostgreSQL: ``send_unconditional`` (a person's confirmed retry where the EHR's
+If-None-Exist ignores the identifier) holds for one attempt only. Only a confirmed retry with that evidence in the
+note's own answers sets it; a retry without the confirmation clears it; any move ending the attempt clears it."""
+
+from __future__ import annotations
+
+import pytest
+
+from store import AppDatabase
+from store.outbox import NoteRecord, enqueue_note, transition
+from store.outbox_retry import retry_note
+from tests.store.conftest import NOTE, add_connection
+
+
+@pytest.fixture
+def note(db: AppDatabase) -> NoteRecord:
+    add_connection(db, fhir_base="https://ehr.example/fhir")
+    return enqueue_note(db, NOTE, actor="test")[0]
+
+
+def _left(db: AppDatabase, note: NoteRecord, state: str, code: str, **detail: object) -> NoteRecord:
+    sending = transition(db, note, "sending", attempts=1)
+    return transition(db, sending, state, reason_code=code, detail={"error_code": code, **detail})
+
+
+def _retry(db: AppDatabase, note: NoteRecord, confirmed: bool) -> NoteRecord:
+    moved = retry_note(db, note.id, note.tenant_id, actor="test", confirm_not_in_ehr=confirmed)
+    assert moved is not None and moved.state == "pending"
+    return moved
+
+
+def test_dwb63_the_flag_lasts_one_attempt_and_a_plain_retry_clears_it(db: AppDatabase, note: NoteRecord) -> None:
+    retried = _retry(db, _left(db, note, "unknown", "match_unconfirmed"), confirmed=True)
+    assert retried.send_unconditional and not retried.maybe_stored
+    sending = transition(db, retried, "sending", attempts=1)
+    posting = transition(db, sending, "sending", doc_posted=True)  # kept while its attempt lasts (a resumed run too)
+    waiting = transition(db, posting, "pending", attempts=1)  # e.g. a 429: nothing stored, the same attempt again
+    assert sending.send_unconditional and posting.send_unconditional and waiting.send_unconditional
+    for state in ("unknown", "failed", "blocked", "written"):
+        ended = transition(db, transition(db, waiting, "sending"), state)
+        assert not ended.send_unconditional, state
+        waiting = transition(db, transition(db, ended, "sending", send_unconditional=True), "pending")
+    failed = transition(db, transition(db, waiting, "sending"), "failed", reason_code="several_matches")
+    assert not _retry(db, transition(db, failed, "failed", send_unconditional=True), confirmed=False).send_unconditional
+
+
+def test_dwb63_an_ignored_search_counts_only_after_a_match_since_the_last_retry(
+    db: AppDatabase, note: NoteRecord
+) -> None:
+    """``identifier_search_ignored`` after a lost answer is no evidence of If-None-Exist ignoring the identifier;
+    after a ``match_unconfirmed`` (audited before the search replaced its reason code) it is; a retry since resets."""
+    lost = _left(db, note, "unknown", "response_lost")
+    ignored = transition(db, lost, "unknown", reason_code="identifier_search_ignored")
+    plain = _retry(db, ignored, confirmed=True)
+    assert not plain.send_unconditional
+    matched = transition(db, transition(db, plain, "sending"), "unknown", detail={"error_code": "match_unconfirmed"})
+    ignored = transition(db, matched, "unknown", reason_code="identifier_search_ignored")
+    assert _retry(db, ignored, confirmed=True).send_unconditional
