@@ -149,8 +149,10 @@ def read_connection(db: AppDatabase, connection_id: str) -> ConnectionSnapshot:
     try:
         with db.session() as session:
             row = session.get(Connection, connection_id)
-            tenant = session.get(Tenant, row.tenant_id) if row is not None and row.tenant_id is not None else None
-            snapshot = ConnectionSnapshot.of(row, tenant.name if tenant else None) if row is not None else None
+            # the tenant's name only: its settings are the Bulk switch's to read (engine.bulk_switch), which names
+            # a hand-edited row that is not JSON; loading the whole row here raised a bare JSONDecodeError first
+            name = session.scalar(select(Tenant.name).where(Tenant.id == row.tenant_id)) if row is not None else None
+            snapshot = ConnectionSnapshot.of(row, name) if row is not None else None
     except (OperationalError, ProgrammingError) as exc:
         raise unreadable_database_error(db, exc) from exc
     if snapshot is None:

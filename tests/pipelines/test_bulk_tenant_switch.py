@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from dagster import DagsterInstance
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from ehrsync.run_now import run_sync_now
 from engine import run_bulk_export, runs
@@ -125,3 +125,25 @@ def test_an_export_kicked_off_before_bulk_went_off_is_not_scheduled_while_off_an
     resumed = run_sync_now(cid, settings=settings, instance=instance)
     assert resumed.success, resumed.step_errors
     assert _jobs(world, cid) == [(kicked[0][0], "completed")], "the saved export is finished, no second kick-off"
+
+
+def test_the_bulk_job_of_a_tenant_whose_settings_are_not_json_fails_naming_the_row(
+    tmp_path: Path, ehr: SandboxServer, http: httpx.Client, world: SyncWorld
+) -> None:
+    """A hand edit of an SQLite app database (docs/TROUBLESHOOTING.md, ``tenant_setting_invalid``): before, reading
+    the connection loaded the tenant's whole row for its name and raised a bare ``JSONDecodeError`` before the run
+    (and in the job's first step); now the run is made and fails naming the tenant's row, its row ``failed``."""
+    cid = connect_backend_with_config(world, ehr, http=http)
+    with world.env.db.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE tenants SET settings = '{enableBulkExport: true' WHERE id = :t"), {"t": world.tenant_id}
+        )
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(BULK_CONNECTIONS_PARTITIONS_NAME, [cid])
+    settings = PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path / "state")})
+    result = run_sync_now(cid, settings=settings, instance=instance)
+    assert (result.job_name, result.success, result.failed_steps) == ("bulk_export", False, ("bulk__export",))
+    record = runs.get(world.env.db, result.run_id)
+    assert record is not None and record.status == "failed", record
+    assert (record.error or "").startswith("tenant_setting_invalid: "), record.error
+    assert "stored settings are not JSON" in (record.error or "") and world.tenant_id in (record.error or "")
