@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 from sqlalchemy.orm.attributes import flag_modified
 
 from auth_service.tenants.settings import PracticeSettings, TenantSeed, load_tenant_seed, stored_practice_settings
@@ -54,7 +54,8 @@ def upsert_tenant(session: Session, seed: TenantSeed, cipher: TokenCipher, actor
 
     Secrets in provider configs are encrypted like tokens, so they never sit in the tenant's settings JSON.
     """
-    tenant = session.get(Tenant, seed.id)
+    # the stored settings are replaced unread: a hand-edited row that is not JSON is what a re-seed fixes
+    tenant = session.get(Tenant, seed.id, options=[defer(Tenant.settings)])
     practice = seed.practice_settings.model_dump(by_alias=True, mode="json")
     provider_configs = practice.get("ehrIntegrations", {}).pop("providerConfigs", {}) or {}
     settings = {"practice_settings": practice}

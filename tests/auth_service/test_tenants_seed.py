@@ -173,3 +173,28 @@ def test_a_seed_rewrites_a_stored_switch_equal_in_python_only(make_settings, tmp
         assert stored is True, stored
     finally:
         ctx.close()
+
+
+def test_a_seed_replaces_stored_settings_that_are_not_json(make_settings, tmp_path) -> None:
+    """docs/TROUBLESHOOTING.md's fix for ``tenant_setting_invalid`` ("stored settings are not JSON", a hand edit of an
+    SQLite app database) is ``ehrsync auth seed FILE``: before, the seed loaded the old row to replace it and failed
+    with a bare ``JSONDecodeError``, so the documented fix could not be applied; now it writes the seed's settings."""
+    from sqlalchemy import text
+
+    from store.models import Tenant
+
+    seed = {"id": "clinic-1", "name": "One", "practice_settings": {"ehrIntegrations": {"enableBulkExport": True}}}
+    path = tmp_path / "seed.json"
+    path.write_text(json.dumps(seed))
+    settings = make_settings()
+    assert load_tenants_file(path, settings) == ["clinic-1"]
+    ctx = build_context(settings)
+    try:
+        with ctx.db.engine.begin() as conn:  # the hand edit
+            conn.execute(text("UPDATE tenants SET settings = '{enableBulkExport: true' WHERE id = 'clinic-1'"))
+        assert load_tenants_file(path, settings) == ["clinic-1"]
+        with ctx.db.session() as s:
+            stored = s.get(Tenant, "clinic-1").settings["practice_settings"]["ehrIntegrations"]["enableBulkExport"]
+        assert stored is True, stored
+    finally:
+        ctx.close()
