@@ -78,6 +78,20 @@ def test_a_due_bulk_connection_of_a_tenant_with_bulk_off_gets_no_run_and_the_tic
     assert _requested(again) == {"bulk-a": "bulk_export", "bulk-b": "bulk_export"}
 
 
+def test_the_skip_reason_names_each_tally_by_its_code(app_db: AppDb, dagster_instance: DagsterInstance) -> None:
+    """docs/PIPELINES.md: a tick that requests nothing says why, by the tally's codes (``not_yet``,
+    ``bulk_not_enabled``, ...). Before, the scheduler's own reasons showed as Python reprs beside the Bulk switch's
+    plain code: ``{'bulk_not_enabled': 1, <DueReason.NOT_YET: 'not_yet'>: 1}`` in the UI and the tick's log."""
+    _due(app_db, dagster_instance, "bulk-off")
+    app_db.add("bulk-recent", kind="backend", last_sync=datetime.now(UTC) - timedelta(minutes=5))
+    dagster_instance.add_dynamic_partitions(BULK_CONNECTIONS_PARTITIONS_NAME, ["bulk-recent"])
+    set_bulk_switch(app_db, False)
+    skipped = evaluate_scheduled_syncs(dagster_instance, app_db)
+    assert not skipped.run_requests and skipped.skip_reason is not None
+    why = skipped.skip_reason.skip_message or ""
+    assert "not requested: {'bulk_not_enabled': 1, 'not_yet': 1}" in why and "DueReason" not in why, why
+
+
 def test_other_connections_are_requested_in_the_same_tick(app_db: AppDb, dagster_instance: DagsterInstance) -> None:
     _due(app_db, dagster_instance, "bulk-off")
     _due(app_db, dagster_instance, "patient", kind="patient")

@@ -137,7 +137,7 @@ def scheduled_syncs_sensor(
         retries,
         len(alone) + len(batches),
         len(batches),
-        dict(sorted(tally.items())),
+        _codes(tally),
         bulk_off_note(tally),
     )
     requests = [_request(d) for d in alone] + [_batch_request(b) for b in batches]
@@ -145,9 +145,14 @@ def scheduled_syncs_sensor(
     return SensorResult(run_requests=requests, skip_reason=None if requests else skip_reason(tally), cursor=cursor)
 
 
+def _codes(tally: Mapping[str, int]) -> dict[str, int]:
+    """The tally by its plain codes (``not_yet``...): its ``DueReason`` keys would print as Python reprs."""
+    return {str(reason): n for reason, n in sorted(tally.items())}
+
+
 def skip_reason(tally: Mapping[str, int]) -> str:
     """Why a tick requested nothing, as the UI shows it: the tally, and connections that never sync by design."""
-    text = f"no run requested; not requested: {dict(sorted(tally.items())) or 'none'}"
+    text = f"no run requested; not requested: {_codes(tally) or 'none'}"
     if tally.get(NO_PATIENT):
         text += f" ({tally[NO_PATIENT]} without a patient: they file notes but never sync, by design)"
     return text + bulk_off_note(tally)
