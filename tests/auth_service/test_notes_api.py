@@ -234,3 +234,22 @@ def test_dwb63_a_retry_requested_by_a_patient_reference_is_refused_never_audited
     assert get_note(db, note["noteId"]).version == failed.version  # type: ignore[union-attr]
     with db.session() as session:
         assert not [e for e in session.scalars(select(AuditEvent)) if "Patient/" in repr(e.detail)]
+
+
+@pytest.mark.parametrize("confirm", [1, "true", "yes", "on"])
+def test_dwb63_confirm_not_in_ehr_takes_only_json_true(make_app, confirm: object) -> None:
+    """``confirmNotInEhr`` lets a note that may be in the chart be sent again: only the JSON ``true`` a person's
+    action sends says so; a ``1`` or a string (a host app's form field passed through) is 422, nothing moved."""
+    from store.outbox import get_note, transition
+
+    handle, key_a, _key_b, conn = _world(make_app)
+    note = handle.client.post(PATH, json=_body(conn), headers={"X-API-Key": key_a}).json()
+    db = handle.app.state.ctx.db
+    record = get_note(db, note["noteId"])
+    assert record is not None
+    failed = transition(db, transition(db, record, "sending"), "failed", reason_code="fhir_unprocessable")
+    url = f"{PATH}/{note['noteId']}/retry"
+    refused = handle.client.post(url, json={"confirmNotInEhr": confirm}, headers={"X-API-Key": key_a})
+    assert refused.status_code == 422 and refused.json()["error"] == "validation_error", refused.text
+    assert "confirmNotInEhr" in refused.text
+    assert get_note(db, note["noteId"]).version == failed.version  # type: ignore[union-attr]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from auth_service.api.deps import AdminDep, CtxDep
 from auth_service.services import notes
@@ -104,7 +104,7 @@ class RetryRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    confirmNotInEhr: bool = False
+    confirmNotInEhr: StrictBool = False  # a person's explicit JSON true: never 1, "true" or "yes" from a form
     requestedBy: Annotated[str | None, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:@/-]+$")] = None
 
     @field_validator("requestedBy")
