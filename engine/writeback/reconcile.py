@@ -17,15 +17,19 @@ from typing import Any, TypeAlias
 from connectors import errors as ce
 from connectors.fhir import FhirClient
 from engine.writeback.config import WritebackConfig
+from engine.writeback.fallback import DetailsLookup, drops_identifier, find_by_details, unclaimed
 from engine.writeback.lookup import IdentifierLookup, find_by_identifier
 from store import AppDatabase
 from store.outbox import NoteRecord, StaleNoteError, get_note, transition
 
-__all__ = ["IGNORED", "Searched", "reconcile", "search"]
+__all__ = ["BY_DETAILS", "IGNORED", "Searched", "reconcile", "search"]
 
 _log = logging.getLogger(__name__)
 #: Reason code of an ``unknown`` note whose EHR ignores the identifier search parameter.
 IGNORED = "identifier_search_ignored"
+#: The ``by`` of the audit detail of a note settled by the patient, type and date search (DWB-32/33).
+BY_DETAILS = "patient_type_date"
+_FALLBACK = {False: "none_found", True: "undecided"}
 #: An identifier search's answer, or why it gave none (out of time: ``StepBudgetExceededError``).
 Searched: TypeAlias = IdentifierLookup | ce.EhrSyncError
 #: How the part of a note's ``reason`` saying its search ran out of time begins (after the reason it had).
@@ -58,17 +62,12 @@ def reconcile(
     if isinstance(lookup, ce.EhrSyncError):
         _log.warning("note %s: reconciling search failed (%s); left unknown", note.id, lookup.code)
         return note
-    if lookup.ignored:
-        if note.reason_code == IGNORED:  # said already: a repeated search adds no event
-            return note
-        return transition(
-            db,
-            note,
-            "unknown",
-            reason_code=IGNORED,
-            reason="the EHR ignores the identifier search parameter: whether it holds this note needs a person",
-            detail={"reconciled": False, "error_code": IGNORED},
-        )
+    if lookup.ignored or (not lookup.matches and drops_identifier(db, note)):
+        details = find_by_details(client, note, config)  # DWB-32/33: the identifier cannot decide
+        if details is not None and details.decided and (matches := unclaimed(db, note, details.matches)):
+            return _by_details(db, note, matches)
+        if lookup.ignored:
+            return _ignored(db, note, details)
     if (ref := lookup.found_ref) is not None:
         resource_id, version_id = ref
         return _settled(
@@ -94,6 +93,43 @@ def reconcile(
     if (kept := _before_out_of_time(note.reason)) != note.reason:  # this search ended: it no longer ran out of time
         return transition(db, note, "unknown", reason=kept, detail={"reconciled": False})
     return note
+
+
+def _by_details(db: AppDatabase, note: NoteRecord, matches: list[dict[str, Any]]) -> NoteRecord:
+    """``written`` with the one note the patient, type and date search found exactly, ``failed`` for several."""
+    if len(matches) > 1:
+        reason = f"{len(matches)} notes match this draft's patient, type, date and content"
+        detail = {"reconciled": True, "matches": len(matches), "by": BY_DETAILS}
+        return _settled(db, note, "failed", detail, reason_code="duplicate_notes", reason=reason)
+    resource_id, meta = str(matches[0]["id"]), matches[0].get("meta")
+    return _settled(
+        db,
+        note,
+        "written",
+        {"reconciled": True, "resource_id": resource_id, "by": BY_DETAILS},
+        ehr_resource_id=resource_id,
+        ehr_version_id=meta.get("versionId") if isinstance(meta, dict) else None,
+        reason_code=None,
+        reason=None,
+    )
+
+
+def _ignored(db: AppDatabase, note: NoteRecord, details: DetailsLookup | None) -> NoteRecord:
+    """``unknown`` (``IGNORED``) for a person: the identifier search was ignored and the fallback found nothing it
+    could count (never sent again: even a "none" the server showed it applied every parameter for is a search)."""
+    if details is None:
+        said = "it declares no patient, type and date search to look by instead"
+    elif not details.decided:
+        said = "the search by patient, type and date did not end whole"
+    elif details.applied:
+        said = "the search by patient, type and date, every parameter applied, found no note matching it exactly"
+    else:
+        said = "the search by patient, type and date (not shown applied as asked) found no note matching it exactly"
+    reason = f"the EHR ignores the identifier search parameter and {said}: whether it holds this note needs a person"
+    if note.reason_code == IGNORED and note.reason == reason:  # said already: a repeated search adds no event
+        return note
+    detail = {"reconciled": False, "error_code": IGNORED, "fallback": _FALLBACK[details is None or not details.decided]}
+    return transition(db, note, "unknown", reason_code=IGNORED, reason=reason, detail=detail)
 
 
 def _settled(db: AppDatabase, note: NoteRecord, state: str, detail: dict[str, Any], **fields: Any) -> NoteRecord:

@@ -1,0 +1,184 @@
+"""DWB-32/33: a lost note the identifier cannot find (the server ignores the identifier search, or drops the
+identifier it was sent) is found by patient, type and date, counted only when it matches exactly what was sent;
+against the sandbox EHR over a real socket."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from connectors.fhir import FhirClient
+from engine.writeback import write_note
+from engine.writeback.fallback import same_note
+from engine.writeback.preflight import build_payload
+from engine.writeback.reconcile import BY_DETAILS, IGNORED
+from store.models import NoteOutbox
+from store.outbox import NoteRecord, get_note
+from tests.engine.writeback_helpers import FAST, enqueue, first_encounter, patient_notes, writable_connection
+
+DOC_POSTS = "/fhir/DocumentReference"
+#: An EHR like Oracle Health as DWB-33 has it: the identifier dropped on create, its search ignored (said so in the
+#: self link), the patient/type/date/encounter search declared and applied (the sandbox's default).
+DROPPING = {
+    "conditional_create": False,
+    "create_drops_fields": ["identifier"],
+    "ignored_search_params": ["identifier"],
+    "report_ignored_params": "self_link",
+}
+
+
+def _client(world, conn: str, ehr) -> FhirClient:
+    return FhirClient(ehr.fhir_base, world.env.vault.token_source(conn), http=world.env.http)
+
+
+def _sent(note: NoteRecord, **changes: Any) -> dict[str, Any]:
+    """The DocumentReference ehrsync sends for ``note`` (``changes``: top-level elements replaced)."""
+    return {**build_payload(note, "preliminary"), **changes}
+
+
+def _ours(world, conn: str, ehr, note: NoteRecord) -> list[dict[str, Any]]:
+    """The patient's notes on the EHR that are exactly this one (none carries an identifier here)."""
+    return [r for r in patient_notes(world, conn, ehr) if same_note(r, note, _sent(note))]
+
+
+def _same_second(world, note: NoteRecord, other: NoteRecord) -> NoteRecord:
+    """``note`` created at ``other``'s time (two drafts of one visit, filed together)."""
+    with world.env.db.session() as session:
+        session.execute(update(NoteOutbox).where(NoteOutbox.id == note.id).values(created_at=other.created_at))
+        session.commit()
+    moved = get_note(world.env.db, note.id)
+    assert moved is not None
+    return moved
+
+
+@pytest.mark.parametrize("with_encounter", [False, True])
+def test_dwb32_33_a_lost_note_stored_without_its_identifier_is_written_by_patient_type_and_date(
+    world, start_sandbox, http, request_log, with_encounter
+) -> None:
+    """DWB-32/33: the POST stored the note without its identifier and its answer was lost; the identifier search is
+    ignored. The patient, type and date search finds it (one exact match among the patient's notes, less the one
+    another draft of the same text was written as): ``written`` with its id, never POSTed again."""
+    ehr = start_sandbox(**DROPPING)
+    conn = writable_connection(world, ehr, http)
+    extra = {"encounter_id": first_encounter(world, conn, ehr)} if with_encounter else {}
+    other = write_note(world.env, FAST, enqueue(world, conn, **extra).id)  # another draft, the same text
+    assert other.state == "written"
+    note = _same_second(world, enqueue(world, conn, **extra), other)
+    ehr.admin.set_fault("drop_response", path=DOC_POSTS, times=1)  # stored, answer lost
+    done = write_note(world.env, FAST, note.id)
+    found = _ours(world, conn, ehr, note)  # in the same second both drafts are the same to the search: the one
+    [doc] = [r for r in found if r["id"] != other.ehr_resource_id]  # another note was written as is not this one
+    assert len(found) == 2
+    assert "identifier" not in doc  # the EHR dropped it: the identifier search could never have found it
+    assert (done.state, done.ehr_resource_id, done.reason_code) == ("written", doc["id"], None)
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 2  # the other note's and this one's: no resend
+
+
+def test_dwb32_33_the_same_instant_in_another_offset_and_precision_is_the_note(world, start_sandbox, http) -> None:
+    """DWB-32: a server may keep the date in its own offset with milliseconds; the same instant is the same date.
+    (The note is put in the EHR as such a server keeps it; the note's own POST is lost before it is stored.)"""
+    ehr = start_sandbox(**DROPPING)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    at = note.created_at.astimezone(UTC).replace(microsecond=0)
+    shifted = (at - timedelta(hours=5)).strftime("%Y-%m-%dT%H:%M:%S.000-05:00")
+    stored = _client(world, conn, ehr).create(_sent(note, date=shifted))
+    ehr.admin.set_fault("drop", path=DOC_POSTS, times=1)
+    done = write_note(world.env, FAST, note.id)
+    assert (done.state, done.ehr_resource_id) == ("written", stored.id)
+
+
+@pytest.mark.parametrize("near_miss", ["one_second_later", "other_content", "other_encounter_none"])
+def test_dwb32_33_a_near_miss_is_not_the_note_and_none_found_is_never_resent(
+    world, start_sandbox, http, request_log, near_miss
+) -> None:
+    """DWB-32/33: the note's POST was lost before the EHR stored it; the EHR holds another note of the same patient
+    and type one second apart, or at the same instant with other content, or at the same instant with an encounter
+    this note has not. None is this note: it stays ``unknown`` (``identifier_search_ignored``) for a person, never
+    ``written`` with the other's id, never sent again, and a later run adds no event."""
+    ehr = start_sandbox(**DROPPING)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    sent = _sent(note)
+    if near_miss == "one_second_later":
+        later = note.created_at.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
+        other = _sent(note, date=later.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    elif near_miss == "other_content":
+        other = build_payload(replace(note, body=note.body + " Also walks daily."), "preliminary")
+    else:
+        encounter = {"encounter": [{"reference": f"Encounter/{first_encounter(world, conn, ehr)}"}]}
+        other = _sent(note, context={**sent["context"], **encounter})
+    _client(world, conn, ehr).create(other)
+    ehr.admin.set_fault("drop", path=DOC_POSTS, times=1)  # lost before the EHR stored anything
+    done = write_note(world.env, FAST, note.id)
+    assert (done.state, done.ehr_resource_id, done.reason_code) == ("unknown", None, IGNORED)
+    assert done.reason is not None and "every parameter applied, found no note" in done.reason
+    posts = len(request_log.paths(DOC_POSTS, "POST"))
+    again = write_note(world.env, FAST, note.id)
+    assert (again.state, again.version) == ("unknown", done.version)
+    assert len(request_log.paths(DOC_POSTS, "POST")) == posts == 2  # the other note's and the lost one: no resend
+    assert _ours(world, conn, ehr, note) == []
+
+
+def test_dwb32_33_two_exact_matches_fail_the_note_as_a_duplicate(world, start_sandbox, http) -> None:
+    """DWB-32: two notes in the EHR that are both exactly this one (an earlier try stored it too): ``failed``
+    (``duplicate_notes``) for a person, never ``written`` with either id."""
+    ehr = start_sandbox(**DROPPING)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    for _ in range(2):
+        _client(world, conn, ehr).create(_sent(note))
+    ehr.admin.set_fault("drop", path=DOC_POSTS, times=1)
+    done = write_note(world.env, FAST, note.id)
+    assert (done.state, done.reason_code, done.ehr_resource_id) == ("failed", "duplicate_notes", None)
+
+
+def test_dwb32_a_server_not_declaring_the_fallback_parameters_leaves_the_note_for_a_person(
+    world, start_sandbox, http
+) -> None:
+    """DWB-32: no ``date``/``type`` search declared for DocumentReference: the fallback is not made; the note, stored,
+    stays ``unknown`` (``identifier_search_ignored``) as before."""
+    ehr = start_sandbox(**DROPPING, document_search_params=[])
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    ehr.admin.set_fault("drop_response", path=DOC_POSTS, times=1)
+    done = write_note(world.env, FAST, note.id)
+    assert (done.state, done.reason_code) == ("unknown", IGNORED)
+    assert done.reason is not None and "declares no patient, type and date search" in done.reason
+    assert len(_ours(world, conn, ehr, note)) == 1
+
+
+@pytest.mark.parametrize(
+    ("date", "counts"),
+    [
+        ("{z}", True),
+        ("{z_ms}", True),
+        ("{plus2}", True),
+        ("{z_frac}", False),  # a fraction other than zero: not the whole second sent
+        ("{minute}", False),  # no seconds: less than was sent
+        ("{day}", False),
+        ("{z_next}", False),
+    ],
+)
+def test_dwb32_the_date_counts_only_as_the_same_instant(world, start_sandbox, http, date: str, counts: bool) -> None:
+    """DWB-32: the precision rule, over the note as ehrsync builds it."""
+    ehr = start_sandbox(**DROPPING)
+    note = enqueue(world, writable_connection(world, ehr, http))
+    sent = _sent(note)
+    at = datetime.fromisoformat(str(sent["date"]).replace("Z", "+00:00"))
+    forms = {
+        "z": sent["date"],
+        "z_ms": at.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "plus2": (at + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S+02:00"),
+        "z_frac": at.strftime("%Y-%m-%dT%H:%M:%S.250Z"),
+        "minute": at.strftime("%Y-%m-%dT%H:%MZ"),
+        "day": at.strftime("%Y-%m-%d"),
+        "z_next": (at + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    resource = {**sent, "id": "doc-1", "date": date.format(**forms)}
+    assert same_note(resource, note, sent) is counts
+    assert BY_DETAILS == "patient_type_date"
