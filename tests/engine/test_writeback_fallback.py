@@ -15,9 +15,9 @@ from connectors.fhir import FhirClient
 from engine.writeback import write_note
 from engine.writeback.fallback import same_note
 from engine.writeback.preflight import build_payload
-from engine.writeback.reconcile import BY_DETAILS, IGNORED
-from store.models import NoteOutbox
-from store.outbox import NoteRecord, get_note
+from engine.writeback.reconcile import BY_DETAILS, IGNORED, reconcile
+from store.models import Connection, NoteOutbox
+from store.outbox import NoteRecord, get_note, transition
 from tests.engine.writeback_helpers import FAST, enqueue, first_encounter, patient_notes, writable_connection
 
 DOC_POSTS = "/fhir/DocumentReference"
@@ -182,3 +182,23 @@ def test_dwb32_the_date_counts_only_as_the_same_instant(world, start_sandbox, ht
     resource = {**sent, "id": "doc-1", "date": date.format(**forms)}
     assert same_note(resource, note, sent) is counts
     assert BY_DETAILS == "patient_type_date"
+
+
+@pytest.mark.parametrize(("provider", "state"), [("cerner", "written"), ("generic", "unknown")])
+def test_dwb33_a_vendor_declared_to_drop_identifier_is_searched_by_patient_type_and_date(
+    world, start_sandbox, http, provider: str, state: str
+) -> None:
+    """DWB-33: the EHR applies the identifier search but stored the note without its identifier, so the search finds
+    nothing. A vendor whose write profile declares ``drops_identifier`` (Oracle Health) is searched by patient, type
+    and date too: ``written``; for one not declared so, "not found" stays ``unknown`` as before (never resent)."""
+    ehr = start_sandbox(conditional_create=False, create_drops_fields=["identifier"], report_ignored_params="self_link")
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    stored = _client(world, conn, ehr).create(_sent(note))  # the lost POST as the EHR kept it
+    with world.env.db.session() as session:
+        session.execute(update(Connection).where(Connection.id == conn).values(provider_id=provider))
+        session.commit()
+    lost = transition(world.env.db, transition(world.env.db, note, "sending", attempts=1), "unknown")
+    done = reconcile(world.env.db, _client(world, conn, ehr), lost, FAST)
+    assert done.state == state
+    assert done.ehr_resource_id == (stored.id if state == "written" else None)
