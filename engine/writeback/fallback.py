@@ -72,7 +72,7 @@ def drops_identifier(db: AppDatabase, note: NoteRecord) -> bool:
 
 
 def unclaimed(db: AppDatabase, note: NoteRecord, matches: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``matches`` less those another note of the connection holds as its own (``ehr_resource_id``): two drafts of
+    """``matches`` less those another note of the tenant holds as its own (``ehr_resource_id``): two drafts of
     the same patient, type, second and text are the same to the search, and the one another note was written as is
     not this one (counting it would mark this note written while it never reached the EHR)."""
     ids = [str(r["id"]) for r in matches]
@@ -80,7 +80,7 @@ def unclaimed(db: AppDatabase, note: NoteRecord, matches: list[dict[str, Any]]) 
         held = set(
             session.scalars(
                 select(NoteOutbox.ehr_resource_id).where(
-                    NoteOutbox.connection_id == note.connection_id,
+                    NoteOutbox.tenant_id == note.tenant_id,
                     NoteOutbox.id != note.id,
                     NoteOutbox.ehr_resource_id.in_(ids),
                 )
@@ -93,11 +93,11 @@ def find_by_details(client: FhirClient, note: NoteRecord, config: WritebackConfi
     """The fallback search, or None when the server does not declare every parameter it needs (then it is not
     made). A search that fails, comes back incomplete, pages past the bound or runs out of ``lookup_wait_s`` is
     undecided (``DetailsLookup()``): never evidence either way."""
-    sent = build_payload(note, note.doc_status if note.doc_status in ("preliminary", "final") else "preliminary")
-    params = {"patient": note.patient_id, "type": f"{_LOINC}|{note.loinc_code}", "date": str(sent["date"])}
-    if note.encounter_id:
-        params["encounter"] = f"Encounter/{note.encounter_id}"
     try:
+        sent = build_payload(note, note.doc_status if note.doc_status in ("preliminary", "final") else "preliminary")
+        params = {"patient": note.patient_id, "type": f"{_LOINC}|{note.loinc_code}", "date": str(sent["date"])}
+        if note.encounter_id:
+            params["encounter"] = f"Encounter/{note.encounter_id}"
         statement = client.capabilities()
         if statement_problem(statement, SEARCH_PARAMS.of(_TYPE)) is not None:
             return None
@@ -105,7 +105,7 @@ def find_by_details(client: FhirClient, note: NoteRecord, config: WritebackConfi
             return None
         with step_budget("the patient, type and date search", config.lookup_wait_s, kept=LOOKUP_KEPT, setting=SETTING):
             return _listing(client, note, params, sent)
-    except ce.EhrSyncError as exc:  # a budget run out included: nothing learned
+    except ce.EhrSyncError as exc:  # a budget run out, a payload no longer built, included: nothing learned
         _log.warning("note %s: the patient, type and date search gave no answer (%s)", note.id, exc.code)
         return DetailsLookup()
 
