@@ -202,3 +202,18 @@ def test_dwb33_a_vendor_declared_to_drop_identifier_is_searched_by_patient_type_
     done = reconcile(world.env.db, _client(world, conn, ehr), lost, FAST)
     assert done.state == state
     assert done.ehr_resource_id == (stored.id if state == "written" else None)
+
+
+def test_dwb32_a_fallback_search_ignoring_date_still_counts_only_the_exact_note(world, start_sandbox, http) -> None:
+    """DWB-32: the server declares ``date`` but ignores it (its self link says so), answering with the patient's notes
+    of the type: the near miss one second later is still not the note, and "none" is no proof (the reason says the
+    search was not shown applied); the note is never sent again."""
+    ehr = start_sandbox(**{**DROPPING, "ignored_search_params": ["identifier", "date"]})
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    later = note.created_at.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    _client(world, conn, ehr).create(_sent(note, date=later.strftime("%Y-%m-%dT%H:%M:%SZ")))
+    ehr.admin.set_fault("drop", path=DOC_POSTS, times=1)
+    done = write_note(world.env, FAST, note.id)
+    assert (done.state, done.ehr_resource_id, done.reason_code) == ("unknown", None, IGNORED)
+    assert done.reason is not None and "not shown applied as asked" in done.reason
