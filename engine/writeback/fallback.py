@@ -12,6 +12,9 @@ keeping it may write it in another offset or with a zero fraction; both are the 
 else (another second, a non-zero fraction, a date without seconds or zone) is not what was sent: no match. A
 server that lowers the precision thus leaves the note for a person rather than matching a neighbour.
 
+A match another note of the tenant not yet written matches as well (``twinned``) is neither's: the caller leaves
+the note for a person rather than guess which of the two the EHR holds.
+
 The answer decides only when the listing was read whole within the bound; "none" proves absence only when the
 server demonstrably applied every parameter (its first page's self link names each, no OperationOutcome says
 otherwise, as ``lookup`` rules for ``identifier``). Even then nothing is sent again: the caller leaves it unknown.
@@ -41,7 +44,7 @@ from store import AppDatabase
 from store.models import Connection, NoteOutbox
 from store.outbox import NoteRecord
 
-__all__ = ["DetailsLookup", "drops_identifier", "find_by_details", "same_note", "unclaimed"]
+__all__ = ["DetailsLookup", "drops_identifier", "find_by_details", "same_note", "twinned", "unclaimed"]
 
 _log = logging.getLogger(__name__)
 _TYPE = "DocumentReference"
@@ -87,6 +90,33 @@ def unclaimed(db: AppDatabase, note: NoteRecord, matches: list[dict[str, Any]]) 
             )
         )
     return [r for r in matches if r["id"] not in held]
+
+
+def twinned(db: AppDatabase, note: NoteRecord, matches: list[dict[str, Any]]) -> bool:
+    """Whether another note of the tenant not ``written`` (still to send, lost, unsettled) would match one of
+    ``matches`` exactly as well: two drafts of one patient and type filed in the same second with the same content
+    (or, on a server returning neither size nor hash, the same label) are the same to the search, and which of them
+    reached the EHR cannot be told. Counting it for this one could mark it written while only the other was stored;
+    both are left for a person. A twin whose payload no longer builds cannot be told apart: it counts."""
+    with db.session() as session:
+        rows = session.scalars(
+            select(NoteOutbox).where(
+                NoteOutbox.tenant_id == note.tenant_id,
+                NoteOutbox.id != note.id,
+                NoteOutbox.patient_id == note.patient_id,
+                NoteOutbox.loinc_code == note.loinc_code,
+                NoteOutbox.state != "written",
+            )
+        ).all()
+        others = [NoteRecord.of(row) for row in rows]
+    for other in others:
+        try:
+            sent = build_payload(other, "preliminary")
+        except ce.EhrSyncError:
+            return True
+        if any(same_note(match, other, sent) for match in matches):
+            return True
+    return False
 
 
 def find_by_details(client: FhirClient, note: NoteRecord, config: WritebackConfig) -> DetailsLookup | None:

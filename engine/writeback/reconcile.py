@@ -6,7 +6,8 @@ person's retry put the note back ``pending`` while the search ran (DWB-63). Not 
 ``unknown`` for a person; never sent again blindly (a search out of its time budget, ``lookup_wait_s``, says so in
 the note's ``reason``, after the reason it had, until a later search ends). A server that did not apply the
 identifier search (it ignores the parameter) cannot reconcile at all: the note stays ``unknown`` with the reason
-code ``identifier_search_ignored``, never ``written`` or ``failed`` on such evidence.
+code ``identifier_search_ignored``, never ``written`` or ``failed`` on such evidence, unless the search by
+patient, type and date (``fallback``, DWB-32/33) finds it exactly, and no other draft not yet written as well.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, TypeAlias
 from connectors import errors as ce
 from connectors.fhir import FhirClient
 from engine.writeback.config import WritebackConfig
-from engine.writeback.fallback import DetailsLookup, drops_identifier, find_by_details, unclaimed
+from engine.writeback.fallback import DetailsLookup, drops_identifier, find_by_details, twinned, unclaimed
 from engine.writeback.lookup import IdentifierLookup, find_by_identifier
 from store import AppDatabase
 from store.outbox import NoteRecord, StaleNoteError, get_note, transition
@@ -30,6 +31,7 @@ IGNORED = "identifier_search_ignored"
 #: The ``by`` of the audit detail of a note settled by the patient, type and date search (DWB-32/33).
 BY_DETAILS = "patient_type_date"
 _FALLBACK = {False: "none_found", True: "undecided"}
+_TWIN_SAID = "the search by patient, type and date found a note exactly like this one, but"
 #: An identifier search's answer, or why it gave none (out of time: ``StepBudgetExceededError``).
 Searched: TypeAlias = IdentifierLookup | ce.EhrSyncError
 #: How the part of a note's ``reason`` saying its search ran out of time begins (after the reason it had).
@@ -65,6 +67,8 @@ def reconcile(
     if lookup.ignored or (not lookup.matches and drops_identifier(db, note)):
         details = find_by_details(client, note, config)  # DWB-32/33: the identifier cannot decide
         if details is not None and details.decided and (matches := unclaimed(db, note, details.matches)):
+            if twinned(db, note, matches):
+                return _twinned(db, note, IGNORED if lookup.ignored else note.reason_code)
             return _by_details(db, note, matches)
         if lookup.ignored:
             return _ignored(db, note, details)
@@ -112,6 +116,20 @@ def _by_details(db: AppDatabase, note: NoteRecord, matches: list[dict[str, Any]]
         reason_code=None,
         reason=None,
     )
+
+
+def _twinned(db: AppDatabase, note: NoteRecord, reason_code: str | None) -> NoteRecord:
+    """Still ``unknown`` (its reason code kept, or ``IGNORED``): the note found by patient, type and date matches
+    another draft of the tenant not yet written just as well (``fallback.twinned``), so which one it is needs a
+    person; never ``written`` on it, never sent again."""
+    reason = (
+        f"{_TWIN_SAID} another draft of the same patient, type, second and content, not yet written, matches it "
+        "as well: which of them the EHR holds needs a person"
+    )
+    if note.reason_code == reason_code and note.reason == reason:  # said already: a repeated search adds no event
+        return note
+    detail = {"reconciled": False, "error_code": reason_code, "fallback": "twinned"}
+    return transition(db, note, "unknown", reason_code=reason_code, reason=reason, detail=detail)
 
 
 def _ignored(db: AppDatabase, note: NoteRecord, details: DetailsLookup | None) -> NoteRecord:

@@ -217,3 +217,40 @@ def test_dwb32_a_fallback_search_ignoring_date_still_counts_only_the_exact_note(
     done = write_note(world.env, FAST, note.id)
     assert (done.state, done.ehr_resource_id, done.reason_code) == ("unknown", None, IGNORED)
     assert done.reason is not None and "not shown applied as asked" in done.reason
+
+
+def _lost(world, note: NoteRecord) -> NoteRecord:
+    """``note`` as a run left it after its POST's answer was lost: ``unknown``, searched for, never resent."""
+    return transition(world.env.db, transition(world.env.db, note, "sending", attempts=1), "unknown")
+
+
+@pytest.mark.parametrize("kept", ["size_and_hash", "labels_only"])
+def test_dwb32_a_match_another_unwritten_draft_fits_as_well_is_neither_notes(
+    world, start_sandbox, http, request_log, kept: str
+) -> None:
+    """DWB-32: two drafts of one patient and type filed in the same second, both unsettled; only the first reached
+    the EHR. To the patient/type/date search its note is the second's as well (the same text; or, on a server that
+    returns neither size nor hash, the same label whatever the text): the second is never ``written`` with the
+    first's id (it would be lost silently), and neither is the first while the second may be it. Both stay
+    ``unknown`` for a person, never sent again."""
+    ehr = start_sandbox(**DROPPING)
+    conn = writable_connection(world, ehr, http)
+    first = enqueue(world, conn)
+    second = _same_second(
+        world, enqueue(world, conn, **({"text": "Other words."} if kept == "labels_only" else {})), first
+    )
+    stored = _sent(first)
+    if kept == "labels_only":
+        attachment = {k: v for k, v in stored["content"][0]["attachment"].items() if k not in ("size", "hash")}
+        stored = {**stored, "content": [{"attachment": attachment}]}
+    _client(world, conn, ehr).create(stored)  # the first's POST, stored, its answer lost
+    first = _lost(world, first)
+    ehr.admin.set_fault("drop", path=DOC_POSTS, times=1)  # the second's, lost before the EHR stored it
+    done = write_note(world.env, FAST, second.id)
+    assert (done.state, done.ehr_resource_id, done.reason_code) == ("unknown", None, IGNORED)
+    assert done.reason is not None and "another draft of the same patient" in done.reason
+    settled = reconcile(world.env.db, _client(world, conn, ehr), first, FAST)
+    assert (settled.state, settled.ehr_resource_id) == ("unknown", None)
+    again = write_note(world.env, FAST, second.id)
+    assert (again.state, again.version) == ("unknown", done.version)  # said already: no event added
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 2  # the first's and the lost second's: no resend
