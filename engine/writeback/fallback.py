@@ -202,7 +202,10 @@ def _same_instant(value: Any, sent: str) -> bool:
     if found is None or (found.group(1) or "").strip(".0"):
         return False
     whole = re.sub(r"\.\d+", "", found.group(0)).replace("Z", "+00:00")
-    return datetime.fromisoformat(whole) == datetime.fromisoformat(sent.replace("Z", "+00:00"))
+    try:
+        return datetime.fromisoformat(whole) == datetime.fromisoformat(sent.replace("Z", "+00:00"))
+    except ValueError:  # shaped like an instant but no date (a 13th month, a 25th hour): not what was sent
+        return False
 
 
 def _same_content(resource: dict[str, Any], sent: dict[str, Any]) -> bool:

@@ -162,6 +162,8 @@ def test_dwb32_a_server_not_declaring_the_fallback_parameters_leaves_the_note_fo
         ("{minute}", False),  # no seconds: less than was sent
         ("{day}", False),
         ("{z_next}", False),
+        ("2026-13-45T10:00:00Z", False),  # shaped like an instant, no date at all: not the note, no crash
+        ("2026-02-30T25:61:00+00:00", False),
     ],
 )
 def test_dwb32_the_date_counts_only_as_the_same_instant(world, start_sandbox, http, date: str, counts: bool) -> None:
