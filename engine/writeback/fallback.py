@@ -119,10 +119,17 @@ def twinned(db: AppDatabase, note: NoteRecord, matches: list[dict[str, Any]]) ->
     return False
 
 
-def find_by_details(client: FhirClient, note: NoteRecord, config: WritebackConfig) -> DetailsLookup | None:
+def find_by_details(
+    client: FhirClient, note: NoteRecord, config: WritebackConfig, seconds: float | None = None
+) -> DetailsLookup | None:
     """The fallback search, or None when the server does not declare every parameter it needs (then it is not
-    made). A search that fails, comes back incomplete, pages past the bound or runs out of ``lookup_wait_s`` is
-    undecided (``DetailsLookup()``): never evidence either way."""
+    made). A search that fails, comes back incomplete, pages past the bound or runs out of time is undecided
+    (``DetailsLookup()``): never evidence either way. ``seconds``: what the note's identifier search left of
+    ``lookup_wait_s`` (None: all of it), so that one setting bounds all of a note's searching in a run."""
+    budget = config.lookup_wait_s if seconds is None else min(seconds, config.lookup_wait_s)
+    if budget <= 0:
+        _log.warning("note %s: the identifier search spent lookup_wait_s; no patient, type and date search", note.id)
+        return DetailsLookup()
     try:
         sent = build_payload(note, note.doc_status if note.doc_status in ("preliminary", "final") else "preliminary")
         params = {"patient": note.patient_id, "type": f"{_LOINC}|{note.loinc_code}", "date": str(sent["date"])}
@@ -133,7 +140,7 @@ def find_by_details(client: FhirClient, note: NoteRecord, config: WritebackConfi
             return None
         if not all(declares_search_param(statement, _TYPE, name) for name in params):
             return None
-        with step_budget("the patient, type and date search", config.lookup_wait_s, kept=LOOKUP_KEPT, setting=SETTING):
+        with step_budget("the patient, type and date search", budget, kept=LOOKUP_KEPT, setting=SETTING):
             return _listing(client, note, params, sent)
     except ce.EhrSyncError as exc:  # a budget run out, a payload no longer built, included: nothing learned
         _log.warning("note %s: the patient, type and date search gave no answer (%s)", note.id, exc.code)

@@ -45,10 +45,12 @@ SETTING = "lookup_wait_s of the writeback resource"
 @dataclass(frozen=True)
 class IdentifierLookup:
     """``matches``: the DocumentReferences carrying this draft's identifier exactly; ``ignored``: the server did not
-    apply the identifier search (``matches`` is then empty and proves nothing)."""
+    apply the identifier search (``matches`` is then empty and proves nothing); ``started``: when it began
+    (``time.monotonic``; None: not known), so a search made after it spends what is left of ``lookup_wait_s``."""
 
     matches: list[dict[str, Any]] = field(default_factory=list)
     ignored: bool = False
+    started: float | None = field(default=None, compare=False)
 
     @property
     def found(self) -> dict[str, Any] | None:

@@ -13,6 +13,8 @@ patient, type and date (``fallback``, DWB-32/33) finds it exactly, and no other 
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import replace
 from typing import Any, TypeAlias
 
 from connectors import errors as ce
@@ -42,8 +44,9 @@ def search(client: FhirClient, note: NoteRecord, config: WritebackConfig) -> Sea
     """The note's identifier search (``find_by_identifier``), its failure returned rather than raised: a caller that
     searched hands either to ``reconcile``, which never searches a second time in the run (each search may take
     ``lookup_wait_s``, and one that ran out of it or failed says nothing a repeat at once would change)."""
+    started = time.monotonic()
     try:
-        return find_by_identifier(client, note, config)
+        return replace(find_by_identifier(client, note, config), started=started)
     except ce.EhrSyncError as exc:
         return exc
 
@@ -65,7 +68,8 @@ def reconcile(
         _log.warning("note %s: reconciling search failed (%s); left unknown", note.id, lookup.code)
         return note
     if lookup.ignored or (not lookup.matches and drops_identifier(db, note)):
-        details = find_by_details(client, note, config)  # DWB-32/33: the identifier cannot decide
+        left = None if lookup.started is None else config.lookup_wait_s - (time.monotonic() - lookup.started)
+        details = find_by_details(client, note, config, left)  # DWB-32/33: the identifier cannot decide
         if details is not None and details.decided and (matches := unclaimed(db, note, details.matches)):
             if twinned(db, note, matches):
                 return _twinned(db, note, IGNORED if lookup.ignored else note.reason_code)

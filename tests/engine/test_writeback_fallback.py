@@ -4,6 +4,7 @@ against the sandbox EHR over a real socket."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,8 +15,9 @@ from sqlalchemy import update
 from connectors.fhir import FhirClient
 from engine.writeback import write_note
 from engine.writeback.fallback import same_note
+from engine.writeback.lookup import IdentifierLookup
 from engine.writeback.preflight import build_payload
-from engine.writeback.reconcile import BY_DETAILS, IGNORED, reconcile
+from engine.writeback.reconcile import BY_DETAILS, IGNORED, reconcile, search
 from store.models import Connection, NoteOutbox
 from store.outbox import NoteRecord, get_note, transition
 from tests.engine.writeback_helpers import FAST, enqueue, first_encounter, patient_notes, writable_connection
@@ -256,3 +258,27 @@ def test_dwb32_a_match_another_unwritten_draft_fits_as_well_is_neither_notes(
     again = write_note(world.env, FAST, second.id)
     assert (again.state, again.version) == ("unknown", done.version)  # said already: no event added
     assert len(request_log.paths(DOC_POSTS, "POST")) == 2  # the first's and the lost second's: no resend
+
+
+def test_dwb32_the_fallback_search_spends_only_what_the_identifier_search_left_of_lookup_wait_s(
+    world, start_sandbox, http, request_log
+) -> None:
+    """DWB-32: ``lookup_wait_s`` bounds all of a note's searching in a run. An identifier search that spent it all
+    (a trickling EHR) leaves no time for the patient/type/date search: it is not made (the note, stored, stays
+    ``unknown`` for a later run), rather than holding the run for a second ``lookup_wait_s``. The search itself
+    records when it began."""
+    ehr = start_sandbox(**DROPPING)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    _client(world, conn, ehr).create(_sent(note))  # the lost POST as the EHR kept it
+    lost = _lost(world, note)
+    client = _client(world, conn, ehr)
+    searched = search(client, lost, FAST)
+    assert isinstance(searched, IdentifierLookup) and searched.ignored and searched.started is not None
+    spent = replace(searched, started=time.monotonic() - FAST.lookup_wait_s - 1)
+    before = len(request_log.paths(DOC_POSTS, "GET"))
+    done = reconcile(world.env.db, client, lost, FAST, spent)
+    assert (done.state, done.ehr_resource_id, done.reason_code) == ("unknown", None, IGNORED)
+    assert done.reason is not None and "did not end whole" in done.reason
+    assert len(request_log.paths(DOC_POSTS, "GET")) == before  # no patient/type/date search made
+    assert reconcile(world.env.db, client, get_note(world.env.db, note.id), FAST).state == "written"  # time left
