@@ -5,7 +5,8 @@ Used only when the identifier search cannot decide: the server ignored it, or it
 ``DocumentReference?patient=&type=&date=`` (+ ``encounter``), only when the server's CapabilityStatement declares
 each of them for DocumentReference, and counts a resource as this note only when it matches exactly what ehrsync
 sent and a server keeps: subject, type coding, date as the same instant, encounter, and the attachment's ``size``
-and ``hash`` (those the server returns; when it returns neither, the description and attachment title, both).
+and ``hash`` (those the server returns; when it returns neither, the description and attachment title, both);
+never one carrying another draft's identifier.
 
 Date precision: ehrsync sends the note's ``created_at`` in whole seconds, UTC, identical on every try. A server
 keeping it may write it in another offset or with a zero fraction; both are the same instant and match. Anything
@@ -37,6 +38,7 @@ from connectors.fhir import FhirClient
 from connectors.fhir.capability import SEARCH_PARAMS, declares_search_param, statement_problem
 from connectors.fhir.search import SearchPage
 from connectors.providers import get_provider
+from connectors.writeback.note import identifier_system
 from engine.writeback.config import WritebackConfig
 from engine.writeback.lookup import LOOKUP_KEPT, SETTING, about_the_search
 from engine.writeback.preflight import build_payload
@@ -179,7 +181,7 @@ def same_note(resource: dict[str, Any], note: NoteRecord, sent: dict[str, Any]) 
     """Whether ``resource`` is exactly the DocumentReference ``sent`` for ``note`` (as a server keeps it)."""
     if resource.get("resourceType") != _TYPE or not isinstance(resource.get("id"), str):
         return False
-    if not _refers(resource.get("subject"), "Patient", note.patient_id):
+    if not _refers(resource.get("subject"), "Patient", note.patient_id) or _another_drafts(resource, note):
         return False
     codings = (resource.get("type") or {}).get("coding") if isinstance(resource.get("type"), dict) else None
     if not any(
@@ -196,6 +198,15 @@ def same_note(resource: dict[str, Any], note: NoteRecord, sent: dict[str, Any]) 
     elif len(encounters) != 1 or not _refers(encounters[0], "Encounter", note.encounter_id):
         return False
     return _same_content(resource, sent)
+
+
+def _another_drafts(resource: dict[str, Any], note: NoteRecord) -> bool:
+    """The resource carries the identifier of another draft of the tenant (a server that kept it): whatever else
+    matches, it is that draft's note (e.g. an earlier stored copy of a draft later written again), never this one."""
+    system, idents = identifier_system(note.tenant_id), resource.get("identifier")
+    return isinstance(idents, list) and any(
+        isinstance(i, dict) and i.get("system") == system and i.get("value") != note.draft_id for i in idents
+    )
 
 
 def _refers(ref: Any, rtype: str, rid: str) -> bool:

@@ -282,3 +282,25 @@ def test_dwb32_the_fallback_search_spends_only_what_the_identifier_search_left_o
     assert done.reason is not None and "did not end whole" in done.reason
     assert len(request_log.paths(DOC_POSTS, "GET")) == before  # no patient/type/date search made
     assert reconcile(world.env.db, client, get_note(world.env.db, note.id), FAST).state == "written"  # time left
+
+
+def test_dwb32_a_note_carrying_another_drafts_identifier_is_never_this_one(
+    world, start_sandbox, http, request_log
+) -> None:
+    """DWB-32: the server keeps identifiers but ignores their search. Another draft of the same patient, type,
+    second and text was written, and an earlier copy of it is stored too (a person confirmed it absent, it was sent
+    again). That copy matches this lost note in every field the fallback compares, but it carries the other
+    draft's identifier: it is that draft's, so this note stays ``unknown``, never ``written`` with its id."""
+    ehr = start_sandbox(
+        conditional_create=False, ignored_search_params=["identifier"], report_ignored_params="self_link"
+    )
+    conn = writable_connection(world, ehr, http)
+    other = write_note(world.env, FAST, enqueue(world, conn).id)
+    assert other.state == "written"
+    copy = _client(world, conn, ehr).create(_sent(other))  # the other draft's earlier stored copy
+    note = _same_second(world, enqueue(world, conn), other)
+    ehr.admin.set_fault("drop", path=DOC_POSTS, times=1)  # this one's POST, lost before the EHR stored it
+    done = write_note(world.env, FAST, note.id)
+    assert (done.state, done.ehr_resource_id, done.reason_code) == ("unknown", None, IGNORED)
+    assert copy.id != other.ehr_resource_id
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 3  # the other's two and this lost one: no resend
