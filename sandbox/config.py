@@ -105,7 +105,7 @@ class SandboxConfig(BaseModel):
     #: server without them (ehrsync then cannot reconcile a note by patient, type and date)
     document_search_params: list[str] = Field(default_factory=lambda: ["type", "date", "encounter"])
     #: DWB-33: top-level elements a create drops silently before storing, as Oracle Health ignores unsupported create
-    #: fields (vendors.md), e.g. ["identifier"]
+    #: fields (draft-note §3 DWB-33, §7 "unknown fields ignored" [doc]), e.g. ["identifier"]
     create_drops_fields: list[str] = Field(default_factory=list)
     #: search parameters refused with 400 ``not-supported`` although advertised, as Oracle Health refuses
     #: ``_lastUpdated`` on resources without it (vendors.md §3), e.g. ["_lastUpdated"]
