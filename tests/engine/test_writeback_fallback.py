@@ -304,3 +304,23 @@ def test_dwb32_a_note_carrying_another_drafts_identifier_is_never_this_one(
     assert (done.state, done.ehr_resource_id, done.reason_code) == ("unknown", None, IGNORED)
     assert copy.id != other.ehr_resource_id
     assert len(request_log.paths(DOC_POSTS, "POST")) == 3  # the other's two and this lost one: no resend
+
+
+def test_dwb33_a_twin_left_unsettled_keeps_a_dropping_vendors_note_unknown_with_its_reason_code(
+    world, start_sandbox, http
+) -> None:
+    """DWB-33: on a vendor declared to drop identifier (the identifier search applied, finding nothing), a note the
+    patient/type/date search finds exactly, as it finds another unsettled draft of the same second and text, stays
+    ``unknown`` with the reason code it had (searched again by a later run), its reason saying why."""
+    ehr = start_sandbox(conditional_create=False, create_drops_fields=["identifier"], report_ignored_params="self_link")
+    conn = writable_connection(world, ehr, http)
+    with world.env.db.session() as session:
+        session.execute(update(Connection).where(Connection.id == conn).values(provider_id="cerner"))
+        session.commit()
+    first = enqueue(world, conn)
+    second = _same_second(world, enqueue(world, conn), first)
+    _client(world, conn, ehr).create(_sent(first))  # one of them reached the EHR: which cannot be told
+    first, lost = _lost(world, first), transition(world.env.db, _lost(world, second), "unknown", reason_code="x")
+    done = reconcile(world.env.db, _client(world, conn, ehr), lost, FAST)
+    assert (done.state, done.ehr_resource_id, done.reason_code) == ("unknown", None, "x")
+    assert done.reason is not None and "another draft of the same patient" in done.reason
