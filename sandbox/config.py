@@ -101,6 +101,12 @@ class SandboxConfig(BaseModel):
     ignore_sort: bool = False  # BDX-33: pretend `_sort` is unsupported
     #: DWB-33: search parameters this server does not support and ignores like unknown ones (e.g. ["identifier"])
     ignored_search_params: list[str] = Field(default_factory=list)
+    #: DWB-32: the DocumentReference search parameters declared (and applied) beyond the common ones; [] models a
+    #: server without them (ehrsync then cannot reconcile a note by patient, type and date)
+    document_search_params: list[str] = Field(default_factory=lambda: ["type", "date", "encounter"])
+    #: DWB-33: top-level elements a create drops silently before storing, as Oracle Health ignores unsupported create
+    #: fields (draft-note §3 DWB-33, §7 "unknown fields ignored" [doc]), e.g. ["identifier"]
+    create_drops_fields: list[str] = Field(default_factory=list)
     #: search parameters refused with 400 ``not-supported`` although advertised, as Oracle Health refuses
     #: ``_lastUpdated`` on resources without it (vendors.md §3), e.g. ["_lastUpdated"]
     refused_search_params: list[str] = Field(default_factory=list)
@@ -183,3 +189,9 @@ class SandboxConfig(BaseModel):
     bulk_throttle_s: float = Field(default=0.0, ge=0)  # artificial delay per patient, to observe in-progress states
     # kick-off parameters refused with 400 (Oracle Health's Bulk: the experimental `_elements` and `patient`)
     bulk_unsupported_params: tuple[str, ...] = ()
+
+    def ignored_params(self, resource_type: str) -> set[str]:
+        """The parameters a search of ``resource_type`` ignores: ``ignored_search_params``, and DocumentReference's
+        own (type, date, encounter) on every other type, and on it those not in ``document_search_params``."""
+        own = self.document_search_params if resource_type == "DocumentReference" else ()
+        return {*self.ignored_search_params, *({"type", "date", "encounter"} - set(own))}

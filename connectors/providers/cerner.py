@@ -70,6 +70,7 @@ class CernerProvider(ProviderPlugin):
         charset_required=True,
         period_end_required=True,
         inline_only=True,
+        drops_identifier=True,  # DWB-33: unsupported create fields are ignored [doc]; identifier not promised kept
         notes="status current only; one content entry with base64 data; 'preliminary' removed, so drafts are "
         "blocked [doc]",
     )

@@ -107,6 +107,9 @@ class WriteProfile:
     ``conditional_create`` (None: read it from the CapabilityStatement, generic servers); ``charset_required`` (every
     attachment contentType names a charset, a PDF's too, added where the note's has none: Oracle Health);
     ``inline_only`` (content goes as base64 ``data``, never as a ``Binary`` url: Oracle Health, Epic).
+    Reconciling: ``drops_identifier`` (the vendor may store a created note without the ``identifier`` it was sent,
+    DWB-33: an identifier search finding nothing proves nothing, so a lost note is also searched by patient, type
+    and date, ``engine.writeback.fallback``).
 
     Declared facts no code reads, because ``connectors.writeback.note.build_document_reference`` meets them for every
     vendor: ``max_attachments`` (it always sends exactly one ``content`` entry, DWB-17) and ``period_end_required``
@@ -127,6 +130,7 @@ class WriteProfile:
     charset_required: bool = False
     period_end_required: bool = False
     inline_only: bool = False
+    drops_identifier: bool = False
     unsupported_reason: str | None = None
     notes: str = ""
 

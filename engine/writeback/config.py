@@ -33,7 +33,8 @@ class WritebackConfig:
     accepted_wait_s: float = 60.0
     accepted_poll_s: float = 2.0
     #: an identifier search (``lookup``: up to 3 passes of up to 20 pages) ends within this many seconds in all, the
-    #: request deadline of each page and the transport's waits included; past it the note stays ``unknown``
+    #: request deadline of each page and the transport's waits included, and the patient/type/date search made after
+    #: it (``fallback``) within what it left; past it the note stays ``unknown``
     lookup_wait_s: float = 300.0
 
     def backoff_s(self, attempts: int, retry_after: float | None = None) -> float:

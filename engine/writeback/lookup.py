@@ -13,6 +13,7 @@ and the exact filter still holds.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -26,7 +27,7 @@ from connectors.writeback.note import identifier_system
 from engine.writeback.config import WritebackConfig
 from store.outbox import NoteRecord
 
-__all__ = ["LOOKUP_KEPT", "IdentifierLookup", "carries_identifier", "find_by_identifier"]
+__all__ = ["LOOKUP_KEPT", "SETTING", "IdentifierLookup", "about_the_search", "carries_identifier", "find_by_identifier"]
 
 _log = logging.getLogger(__name__)
 _PARAM = "identifier"
@@ -38,16 +39,18 @@ _MAX_PAGES = 20
 #: What a lookup running out of its time budget leaves (the end of its error's message).
 LOOKUP_KEPT = "the note stays unknown: never sent again blindly, never failed on no evidence"
 #: What bounds a lookup (its budget error names it): the write-back's own setting, not a sync step's budget.
-_SETTING = "lookup_wait_s of the writeback resource"
+SETTING = "lookup_wait_s of the writeback resource"
 
 
 @dataclass(frozen=True)
 class IdentifierLookup:
     """``matches``: the DocumentReferences carrying this draft's identifier exactly; ``ignored``: the server did not
-    apply the identifier search (``matches`` is then empty and proves nothing)."""
+    apply the identifier search (``matches`` is then empty and proves nothing); ``started``: when it began
+    (``time.monotonic``; None: not known), so a search made after it spends what is left of ``lookup_wait_s``."""
 
     matches: list[dict[str, Any]] = field(default_factory=list)
     ignored: bool = False
+    started: float | None = field(default=None, compare=False)
 
     @property
     def found(self) -> dict[str, Any] | None:
@@ -81,7 +84,7 @@ def find_by_identifier(client: FhirClient, note: NoteRecord, config: WritebackCo
     params = {"patient": note.patient_id, _PARAM: f"{system}|{note.draft_id}"}
     matches: dict[str, dict[str, Any]] = {}  # by id: a server paging by offset may repeat a match on a later page
     try:
-        with step_budget("the identifier search", config.lookup_wait_s, kept=LOOKUP_KEPT, setting=_SETTING):
+        with step_budget("the identifier search", config.lookup_wait_s, kept=LOOKUP_KEPT, setting=SETTING):
             return _passes(client, note, params, matches)
     except StepBudgetExceededError:
         if not matches:
@@ -145,7 +148,7 @@ def _ignored(page: SearchPage, *, first: bool) -> bool:
     pages' links may be opaque paging tokens)."""
     for outcome in page.outcomes:
         issues = outcome.get("issue")
-        if isinstance(issues, list) and any(_about_the_search(i) for i in issues if isinstance(i, dict)):
+        if isinstance(issues, list) and any(about_the_search(i, (_PARAM,)) for i in issues if isinstance(i, dict)):
             return True
     if not first or page.self_url is None:
         return False
@@ -153,9 +156,9 @@ def _ignored(page: SearchPage, *, first: bool) -> bool:
     return _PARAM not in applied
 
 
-def _about_the_search(issue: dict[str, Any]) -> bool:
+def about_the_search(issue: dict[str, Any], params: Collection[str]) -> bool:
     """An issue saying the search was not applied as asked: an error, or a warning that a parameter is not
-    supported or that names ``identifier`` (a server's routine warnings, e.g. about paging, are not evidence of
+    supported or that names one of ``params`` (a server's routine warnings, e.g. about paging, are not evidence of
     anything and must not leave every note for a person)."""
     severity = issue.get("severity")
     if severity in ("error", "fatal"):
@@ -167,6 +170,7 @@ def _about_the_search(issue: dict[str, Any]) -> bool:
         str(part)
         for part in (issue.get("diagnostics"), details.get("text") if isinstance(details, dict) else None)
         if part
-    )
-    named = _PARAM in text.lower() or any(_PARAM in str(e).lower() for e in issue.get("expression") or [])
+    ).lower()
+    expressions = [str(e).lower() for e in issue.get("expression") or []]
+    named = any(p in text or any(p in e for e in expressions) for p in params)
     return issue.get("code") == "not-supported" or named

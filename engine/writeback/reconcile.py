@@ -6,26 +6,34 @@ person's retry put the note back ``pending`` while the search ran (DWB-63). Not 
 ``unknown`` for a person; never sent again blindly (a search out of its time budget, ``lookup_wait_s``, says so in
 the note's ``reason``, after the reason it had, until a later search ends). A server that did not apply the
 identifier search (it ignores the parameter) cannot reconcile at all: the note stays ``unknown`` with the reason
-code ``identifier_search_ignored``, never ``written`` or ``failed`` on such evidence.
+code ``identifier_search_ignored``, never ``written`` or ``failed`` on such evidence, unless the search by
+patient, type and date (``fallback``, DWB-32/33) finds it exactly, and no other draft not yet written as well.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import replace
 from typing import Any, TypeAlias
 
 from connectors import errors as ce
 from connectors.fhir import FhirClient
 from engine.writeback.config import WritebackConfig
+from engine.writeback.fallback import DetailsLookup, drops_identifier, find_by_details, twinned, unclaimed
 from engine.writeback.lookup import IdentifierLookup, find_by_identifier
 from store import AppDatabase
 from store.outbox import NoteRecord, StaleNoteError, get_note, transition
 
-__all__ = ["IGNORED", "Searched", "found_first", "reconcile", "search"]
+__all__ = ["BY_DETAILS", "IGNORED", "Searched", "found_first", "reconcile", "search"]
 
 _log = logging.getLogger(__name__)
 #: Reason code of an ``unknown`` note whose EHR ignores the identifier search parameter.
 IGNORED = "identifier_search_ignored"
+#: The ``by`` of the audit detail of a note settled by the patient, type and date search (DWB-32/33).
+BY_DETAILS = "patient_type_date"
+_FALLBACK = {False: "none_found", True: "undecided"}
+_TWIN_SAID = "the search by patient, type and date found a note exactly like this one, but"
 #: An identifier search's answer, or why it gave none (out of time: ``StepBudgetExceededError``).
 Searched: TypeAlias = IdentifierLookup | ce.EhrSyncError
 #: How the part of a note's ``reason`` saying its search ran out of time begins (after the reason it had).
@@ -36,8 +44,9 @@ def search(client: FhirClient, note: NoteRecord, config: WritebackConfig) -> Sea
     """The note's identifier search (``find_by_identifier``), its failure returned rather than raised: a caller that
     searched hands either to ``reconcile``, which never searches a second time in the run (each search may take
     ``lookup_wait_s``, and one that ran out of it or failed says nothing a repeat at once would change)."""
+    started = time.monotonic()
     try:
-        return find_by_identifier(client, note, config)
+        return replace(find_by_identifier(client, note, config), started=started)
     except ce.EhrSyncError as exc:
         return exc
 
@@ -71,17 +80,15 @@ def reconcile(
     if isinstance(lookup, ce.EhrSyncError):
         _log.warning("note %s: reconciling search failed (%s); left unknown", note.id, lookup.code)
         return note
-    if lookup.ignored:
-        if note.reason_code == IGNORED:  # said already: a repeated search adds no event
-            return note
-        return transition(
-            db,
-            note,
-            "unknown",
-            reason_code=IGNORED,
-            reason="the EHR ignores the identifier search parameter: whether it holds this note needs a person",
-            detail={"reconciled": False, "error_code": IGNORED},
-        )
+    if lookup.ignored or (not lookup.matches and drops_identifier(db, note)):
+        left = None if lookup.started is None else config.lookup_wait_s - (time.monotonic() - lookup.started)
+        details = find_by_details(client, note, config, left)  # DWB-32/33: the identifier cannot decide
+        if details is not None and details.decided and (matches := unclaimed(db, note, details.matches)):
+            if twinned(db, note, matches):
+                return _twinned(db, note, IGNORED if lookup.ignored else note.reason_code)
+            return _by_details(db, note, matches)
+        if lookup.ignored:
+            return _ignored(db, note, details)
     if (ref := lookup.found_ref) is not None:
         resource_id, version_id = ref
         return _settled(
@@ -107,6 +114,57 @@ def reconcile(
     if (kept := _before_out_of_time(note.reason)) != note.reason:  # this search ended: it no longer ran out of time
         return transition(db, note, "unknown", reason=kept, detail={"reconciled": False})
     return note
+
+
+def _by_details(db: AppDatabase, note: NoteRecord, matches: list[dict[str, Any]]) -> NoteRecord:
+    """``written`` with the one note the patient, type and date search found exactly, ``failed`` for several."""
+    if len(matches) > 1:
+        reason = f"{len(matches)} notes match this draft's patient, type, date and content"
+        detail = {"reconciled": True, "matches": len(matches), "by": BY_DETAILS}
+        return _settled(db, note, "failed", detail, reason_code="duplicate_notes", reason=reason)
+    resource_id, meta = str(matches[0]["id"]), matches[0].get("meta")
+    return _settled(
+        db,
+        note,
+        "written",
+        {"reconciled": True, "resource_id": resource_id, "by": BY_DETAILS},
+        ehr_resource_id=resource_id,
+        ehr_version_id=meta.get("versionId") if isinstance(meta, dict) else None,
+        reason_code=None,
+        reason=None,
+    )
+
+
+def _twinned(db: AppDatabase, note: NoteRecord, reason_code: str | None) -> NoteRecord:
+    """Still ``unknown`` (its reason code kept, or ``IGNORED``): the note found by patient, type and date matches
+    another draft of the tenant not yet written just as well (``fallback.twinned``), so which one it is needs a
+    person; never ``written`` on it, never sent again."""
+    reason = (
+        f"{_TWIN_SAID} another draft of the same patient, type, second and content, not yet written, matches it "
+        "as well: which of them the EHR holds needs a person"
+    )
+    if note.reason_code == reason_code and note.reason == reason:  # said already: a repeated search adds no event
+        return note
+    detail = {"reconciled": False, "error_code": reason_code, "fallback": "twinned"}
+    return transition(db, note, "unknown", reason_code=reason_code, reason=reason, detail=detail)
+
+
+def _ignored(db: AppDatabase, note: NoteRecord, details: DetailsLookup | None) -> NoteRecord:
+    """``unknown`` (``IGNORED``) for a person: the identifier search was ignored and the fallback found nothing it
+    could count (never sent again: even a "none" the server showed it applied every parameter for is a search)."""
+    if details is None:
+        said = "it declares no patient, type and date search to look by instead"
+    elif not details.decided:
+        said = "the search by patient, type and date did not end whole"
+    elif details.applied:
+        said = "the search by patient, type and date, every parameter applied, found no note matching it exactly"
+    else:
+        said = "the search by patient, type and date (not shown applied as asked) found no note matching it exactly"
+    reason = f"the EHR ignores the identifier search parameter and {said}: whether it holds this note needs a person"
+    if note.reason_code == IGNORED and note.reason == reason:  # said already: a repeated search adds no event
+        return note
+    detail = {"reconciled": False, "error_code": IGNORED, "fallback": _FALLBACK[details is None or not details.decided]}
+    return transition(db, note, "unknown", reason_code=IGNORED, reason=reason, detail=detail)
 
 
 def _settled(db: AppDatabase, note: NoteRecord, state: str, detail: dict[str, Any], **fields: Any) -> NoteRecord:

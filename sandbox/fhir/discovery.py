@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -17,6 +18,7 @@ from sandbox.state import SandboxState, get_state
 router = APIRouter()
 WRITABLE = ("DocumentReference", "Binary")
 _SEARCH_PARAMS = ("_id", "_lastUpdated", "patient", "subject", "category", "_count", "_sort", "_elements")
+_PARAM_TYPES = {"_lastUpdated": "date", "date": "date", "encounter": "reference"}
 
 
 def smart_configuration(st: SandboxState, base: str) -> dict[str, Any]:
@@ -115,14 +117,18 @@ def _provenance_entry(st: SandboxState) -> list[dict[str, Any]]:
     return [{"type": "Provenance", "interaction": [{"code": "create"}]}]
 
 
-def _resource_entry(rtype: str, write: bool, conditional: bool = True) -> dict[str, Any]:
+def _resource_entry(
+    rtype: str, write: bool, conditional: bool = True, doc_params: Sequence[str] = ()
+) -> dict[str, Any]:
+    """``doc_params``: DocumentReference's own parameters declared (``document_search_params``, DWB-32)."""
     interactions = [{"code": "read"}, {"code": "search-type"}]
     if write and rtype in WRITABLE:
         interactions.append({"code": "create"})
+    names = [*_SEARCH_PARAMS, *(doc_params if rtype == "DocumentReference" else ())]
     entry: dict[str, Any] = {
         "type": rtype,
         "interaction": interactions,
-        "searchParam": [{"name": n, "type": "date" if n == "_lastUpdated" else "token"} for n in _SEARCH_PARAMS],
+        "searchParam": [{"name": n, "type": _PARAM_TYPES.get(n, "token")} for n in names],
     }
     if write and rtype in WRITABLE:
         entry["conditionalCreate"] = conditional
@@ -155,6 +161,7 @@ def metadata(request: Request) -> Response:
             {"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}
         ]
     }
+    cfg = st.settings
     body = {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -170,7 +177,8 @@ def metadata(request: Request) -> Response:
                 "mode": "server",
                 "security": {"service": [service], "extension": [oauth_uris]},
                 "resource": [
-                    _resource_entry(t, st.settings.write_enabled, st.settings.conditional_create) for t in ALL_TYPES
+                    _resource_entry(t, cfg.write_enabled, cfg.conditional_create, cfg.document_search_params)
+                    for t in ALL_TYPES
                 ]
                 + _provenance_entry(st),
                 "operation": [

@@ -13,6 +13,8 @@ from sandbox.fhir.responses import FhirFailure
 
 CONTROL = frozenset({"_count", "_sort", "_elements", "_format", "_cursor", "_total", "_summary"})
 FILTERS = frozenset({"_id", "_lastUpdated", "patient", "subject", "category", "status", "code", "identifier"})
+#: DocumentReference's own parameters (DWB-32): applied when declared (``SandboxConfig.ignored_params``)
+DOCUMENT_FILTERS = frozenset({"type", "date", "encounter"})
 _OPS = ("gt", "ge", "lt", "le", "eq")
 
 
@@ -26,19 +28,24 @@ class SearchQuery:
     statuses: list[list[str]] = field(default_factory=list)
     codes: list[list[str]] = field(default_factory=list)
     identifiers: list[list[str]] = field(default_factory=list)
+    types: list[list[str]] = field(default_factory=list)
+    encounters: list[list[str]] = field(default_factory=list)
+    dates: list[tuple[str, str]] = field(default_factory=list)
     sort: str | None = None
     elements: list[str] | None = None
     count: int = 50
 
 
-def _bounds(op: str, value: str) -> list[tuple[str, str]]:
-    """``_lastUpdated`` as comparisons on fixed-width instants; dates without time cover their whole day."""
+def _bounds(op: str, value: str, name: str = "_lastUpdated") -> list[tuple[str, str]]:
+    """``_lastUpdated`` (or ``date``) as comparisons on fixed-width instants; dates without time cover their whole
+    day, a time in whole seconds its whole second."""
     try:
         start = parse_instant(value)
     except ValueError:
-        raise FhirFailure(400, "invalid", f"_lastUpdated value {value!r} is not a FHIR date/instant") from None
+        raise FhirFailure(400, "invalid", f"{name} value {value!r} is not a FHIR date/instant") from None
     has_time = "T" in value
-    end = start + (timedelta(milliseconds=1) if has_time else timedelta(days=1))
+    whole = "." not in value and name == "date"
+    end = start + (timedelta(days=1) if not has_time else timedelta(seconds=1) if whole else timedelta(milliseconds=1))
     lo, hi = instant_of(start), instant_of(end)
     if op == "gt":
         return [(">=", hi)] if not has_time else [(">", lo)]
@@ -73,7 +80,7 @@ def split_ignored(
         base = name.split(":", 1)[0]
         if base in refused_names:
             raise FhirFailure(400, "not-supported", f"search parameter {base!r} is not supported for this resource")
-        if base in ignored_names or base not in FILTERS | CONTROL:
+        if base in ignored_names or base not in FILTERS | DOCUMENT_FILTERS | CONTROL:
             if strict:
                 raise FhirFailure(400, "not-supported", f"search parameter {base!r} is not supported")
             ignored.append(base)
@@ -118,6 +125,13 @@ def parse_query(
             q.codes.append(value.split(","))
         elif base == "identifier":
             q.identifiers.append(value.split(","))
+        elif base == "type":
+            q.types.append(value.split(","))
+        elif base == "encounter":
+            q.encounters.append([v.rsplit("/", 1)[-1] for v in value.split(",")])
+        elif base == "date":
+            op = value[:2] if value[:2] in _OPS else "eq"
+            q.dates.extend(_bounds(op, value[2:] if value[:2] in _OPS else value, "date"))
         elif base == "_count":
             if not value.isdigit():
                 raise FhirFailure(400, "invalid", "_count must be a non-negative integer")
@@ -159,11 +173,32 @@ def matches(q: SearchQuery, r: dict[str, Any]) -> bool:
     code = r.get("code", r.get("vaccineCode"))
     if not all(_token_match(toks, code) for toks in q.codes):
         return False
+    if not _document_match(q, r):
+        return False
     if q.identifiers:
         idents = [i for i in [*r.get("identifier", []), r.get("masterIdentifier")] if isinstance(i, dict)]
         concepts = [{"coding": [{"system": i.get("system"), "code": i.get("value")} for i in idents]}]
         return all(_token_match(toks, concepts) for toks in q.identifiers)
     return True
+
+
+def _document_match(q: SearchQuery, r: dict[str, Any]) -> bool:
+    """``type``, ``encounter`` (``context.encounter``) and ``date`` (``DocumentReference.date``, as an instant)."""
+    if not all(_token_match(toks, r.get("type")) for toks in q.types):
+        return False
+    context: dict[str, Any] = r["context"] if isinstance(r.get("context"), dict) else {}
+    refs = [
+        str(e.get("reference", "")).rsplit("/", 1)[-1] for e in context.get("encounter") or [] if isinstance(e, dict)
+    ]
+    if any(not set(ids) & set(refs) for ids in q.encounters):
+        return False
+    if not q.dates:
+        return True
+    try:
+        when = instant_of(parse_instant(str(r.get("date"))))
+    except ValueError:
+        return False
+    return all((op == ">" and when > b) or (op == ">=" and when >= b) or (op == "<" and when < b) for op, b in q.dates)
 
 
 def subset(r: dict[str, Any], elements: list[str]) -> dict[str, Any]:

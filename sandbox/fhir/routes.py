@@ -97,7 +97,7 @@ def search(resource_type: str, request: Request) -> Response:
     settle_async(st)  # creates accepted earlier (202) whose time has come are there now
     strict = _prefers(request, "handling") == "strict"
     check_required(resource_type, params, cfg.required_search_params.get(resource_type, []))
-    used, ignored = split_ignored(params, cfg.ignored_search_params, strict, cfg.refused_search_params)
+    used, ignored = split_ignored(params, cfg.ignored_params(resource_type), strict, cfg.refused_search_params)
     q = parse_query(resource_type, used, cfg.default_count, cfg.max_count, strict)
     if perm.filters is not None and any(not _category_granted(toks, perm.filters) for toks in q.categories):
         raise FhirFailure(403, "forbidden", "granted scopes do not cover the requested category")
@@ -256,7 +256,7 @@ async def create(resource_type: str, request: Request) -> Response:
             raise FhirFailure(412, "duplicate", "If-None-Exist matched more than one resource")
         if found:
             return _answer(request, mode, found[0], 200, fhir_base)
-    created = st.store.create(body)
+    created = st.store.create({k: v for k, v in body.items() if k not in st.settings.create_drops_fields})
     log.info("created %s/%s", resource_type, created["id"])
     return _answer(request, mode, created, 201, fhir_base)
 

@@ -71,8 +71,14 @@ def test_dwb32_33_a_server_saying_it_ignored_the_identifier_cannot_reconcile(
 ) -> None:
     """DWB-32/33: a search the server says it did not apply (self link without ``identifier``, or a warning
     OperationOutcome entry) is no evidence: the note stays unknown (``identifier_search_ignored``) for a person,
-    even though the EHR holds it; a later run searches again without another transition."""
-    ehr = start_sandbox(conditional_create=False, ignored_search_params=["identifier"], report_ignored_params=report)
+    even though the EHR holds it, on a server declaring no patient/type/date search to look by instead (one that
+    does: tests/engine/test_writeback_fallback.py); a later run searches again without another transition."""
+    ehr = start_sandbox(
+        conditional_create=False,
+        ignored_search_params=["identifier"],
+        report_ignored_params=report,
+        document_search_params=[],
+    )
     conn = writable_connection(world, ehr, http)
     note = enqueue(world, conn)
     ehr.admin.set_fault("drop_response", path=DOC_POSTS, times=1)

@@ -146,17 +146,24 @@ def test_dwb63_a_wrongly_confirmed_retry_finds_the_note_by_its_identifier_and_ne
 
 
 @pytest.mark.parametrize(
-    ("report", "ends"),
-    [("silent", ("written", None)), ("self_link", ("unknown", "identifier_search_ignored"))],
+    ("report", "by_details", "ends"),
+    [
+        ("silent", True, ("written", None)),
+        ("self_link", True, ("written", None)),
+        ("self_link", False, ("unknown", "identifier_search_ignored")),
+    ],
 )
 def test_dwb63_a_lost_answer_to_the_unconditional_post_is_never_resent_blind(
-    world, start_sandbox, http, request_log, api, report: str, ends: tuple[str, str | None]
+    world, start_sandbox, http, request_log, api, report: str, by_details: bool, ends: tuple[str, str | None]
 ) -> None:
     """The unconditional POST is stored and its answer lost: the note is searched for, never POSTed again. A search
-    the server silently ignores still finds the draft's exact identifier (``written``); one it says it ignored
-    leaves it ``unknown`` for a person. Either way one copy, and the flag is gone: a further confirmed retry, with
-    no new match in its evidence, sends If-None-Exist again (the EHR's condition matches: nothing created)."""
-    ehr = start_sandbox(patients=4, seed=7, report_ignored_params=report, **IGNORES_IDENTIFIER)
+    the server silently ignores still finds the draft's exact identifier (``written``); one it says it ignored is
+    settled by the DWB-32 patient, type and date search where the server declares those parameters (``written``),
+    and leaves it ``unknown`` for a person where it does not. Either way one copy, and the flag is gone: a further
+    confirmed retry, with no new match in its evidence, sends If-None-Exist again (the EHR's condition matches:
+    nothing created)."""
+    params = {} if by_details else {"document_search_params": []}
+    ehr = start_sandbox(patients=4, seed=7, report_ignored_params=report, **IGNORES_IDENTIFIER, **params)
     conn = _patient_with(world, ehr, http, lambda n: n == 1)
     note = enqueue(world, conn)
     assert write_note(world.env, FAST, note.id).state == "unknown"
