@@ -55,13 +55,35 @@ def found_first(db: AppDatabase, client: FhirClient, note: NoteRecord, config: W
     """Before a POST without If-None-Exist (a person's confirmed retry, ``send_unconditional``): the identifier
     search, since a person's word that the note is not in the chart is no proof and nothing else would stop a copy.
     Notes carrying the draft's exact identifier are proof (even from a server ignoring the parameter silently) and
-    settle it as ``reconcile`` does: one, ``written``; several, ``duplicate_notes``; never POSTed. None (send it, as
-    the person confirmed): none read, a search the server said it ignored, or one that failed or ran out of time."""
+    settle it as ``reconcile`` does: one, ``written``; several, ``duplicate_notes``; never POSTed. Where that search
+    cannot decide (the server said it ignored it, or the vendor drops ``identifier``), the patient, type and date
+    search does, as for a lost answer (DWB-32/33): exact matches no other note claims settle it so too, unless
+    another draft not yet written matches as well (which one the EHR holds is what the person just answered). None
+    (send it, as the person confirmed): none found, or a search that failed or ran out of time."""
     lookup = search(client, note, config)
-    if isinstance(lookup, ce.EhrSyncError) or not lookup.matches:
+    if isinstance(lookup, ce.EhrSyncError):
         return None
-    _log.warning("note %s: confirmed absent, yet the identifier search found it; not sent again", note.id)
-    return reconcile(db, client, note, config, lookup)
+    if lookup.matches:
+        _log.warning("note %s: confirmed absent, yet the identifier search found it; not sent again", note.id)
+        return reconcile(db, client, note, config, lookup)
+    if not (lookup.ignored or drops_identifier(db, note)):
+        return None
+    matches = _fallback(db, client, note, config, lookup)[1]
+    if not matches or twinned(db, note, matches):
+        return None
+    _log.warning("note %s: confirmed absent, yet the patient, type and date search found it; not sent", note.id)
+    return _by_details(db, note, matches)
+
+
+def _fallback(
+    db: AppDatabase, client: FhirClient, note: NoteRecord, config: WritebackConfig, lookup: IdentifierLookup
+) -> tuple[DetailsLookup | None, list[dict[str, Any]]]:
+    """The patient, type and date search (``fallback``, within what ``lookup`` left of ``lookup_wait_s``) and the
+    exact matches no other note of the tenant was written as (none unless the search decided)."""
+    left = None if lookup.started is None else config.lookup_wait_s - (time.monotonic() - lookup.started)
+    details = find_by_details(client, note, config, left)
+    matches = unclaimed(db, note, details.matches) if details is not None and details.decided else []
+    return details, matches
 
 
 def reconcile(
@@ -81,9 +103,8 @@ def reconcile(
         _log.warning("note %s: reconciling search failed (%s); left unknown", note.id, lookup.code)
         return note
     if lookup.ignored or (not lookup.matches and drops_identifier(db, note)):
-        left = None if lookup.started is None else config.lookup_wait_s - (time.monotonic() - lookup.started)
-        details = find_by_details(client, note, config, left)  # DWB-32/33: the identifier cannot decide
-        if details is not None and details.decided and (matches := unclaimed(db, note, details.matches)):
+        details, matches = _fallback(db, client, note, config, lookup)  # DWB-32/33: the identifier cannot decide
+        if matches:
             if twinned(db, note, matches):
                 return _twinned(db, note, IGNORED if lookup.ignored else note.reason_code)
             return _by_details(db, note, matches)

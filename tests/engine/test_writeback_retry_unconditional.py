@@ -207,3 +207,28 @@ def test_dwb63_a_run_killed_during_the_unconditional_post_is_resumed_by_a_search
     assert request_log.paths(DOC_POSTS, "POST") == []
     assert _copies(world, conn, ehr, note) == int(stored) and not resumed.send_unconditional
     assert (resumed.state, resumed.reason_code) == (("written", None) if stored else ("unknown", "response_lost"))
+
+
+@pytest.mark.parametrize("copies", [1, 2])
+def test_dwb32_63_a_wrongly_confirmed_retry_where_the_search_is_reported_ignored_finds_the_note_by_its_details(
+    world, start_sandbox, http, request_log, api, copies: int
+) -> None:
+    """As the wrongly confirmed retry above, on a server that says it ignored the identifier search (its self link
+    names no identifier): that search proves nothing, so the DWB-32 patient, type and date search, exact matches
+    only, decides before the unconditional POST, as it does for a lost answer: ``written`` with the stored note's
+    id (``failed`` ``duplicate_notes`` with two), nothing POSTed. Before, the POST filed one copy more."""
+    ehr = start_sandbox(patients=4, seed=7, report_ignored_params="self_link", **IGNORES_IDENTIFIER)
+    conn = _patient_with(world, ehr, http, lambda n: n == 1)
+    note = enqueue(world, conn)
+    assert write_note(world.env, FAST, note.id).reason_code == "identifier_search_ignored"
+    client = FhirClient(ehr.fhir_base, world.env.vault.token_source(conn), http=world.env.http)
+    stored = [client.create(build_payload(note, note.doc_status)).id for _ in range(copies)]
+    assert api.retry(note.id, {"confirmNotInEhr": True}).status_code == 200
+    assert _read(world, note.id).send_unconditional
+    request_log.clear()
+    done = write_note(world.env, FAST, note.id)
+    assert request_log.paths(DOC_POSTS, "POST") == [] and _copies(world, conn, ehr, note) == copies
+    if copies == 1:
+        assert (done.state, done.ehr_resource_id, done.send_unconditional) == ("written", stored[0], False)
+    else:
+        assert (done.state, done.reason_code, done.send_unconditional) == ("failed", "duplicate_notes", False)
