@@ -22,9 +22,10 @@ shows that behaviour (``_if_none_exist_ignored``), its next POST goes without ``
 ends, and a retry without the confirmation clears it. A lost answer to that POST makes the note ``maybe_stored``, and
 without If-None-Exist the run only searches for it (never a second blind POST).
 
-Refused by name: a note with several copies in the EHR (``duplicate_notes``: a person removes them there), and an
-``accepted`` note the EHR is still processing (202) while ehrsync still searches for it by itself (a resend could
-meet the late original).
+Refused by name: a note with several copies in the EHR (``duplicate_notes``: a person removes them there; the
+message says, as the note's reason does, whether they carry its identifier or match its patient, type, date and
+content, DWB-32/33), and an ``accepted`` note the EHR is still processing (202) while ehrsync still searches for it
+by itself (a resend could meet the late original).
 """
 
 from __future__ import annotations
@@ -66,9 +67,10 @@ def _refuse(note: NoteRecord, confirmed: bool) -> None:
             said = "the EHR holds it"
         raise RetryRefusedError("note_not_retryable", f"a {note.state} note is not retried: {said}", note)
     if note.reason_code == DUPLICATES:
+        found = note.reason or "several notes in the EHR are this note"  # which search found them (no PHI)
         raise RetryRefusedError(
             "note_duplicated_in_ehr",
-            "several notes carry this draft's identifier in the EHR: a person must remove the duplicates there; "
+            f"the EHR holds this note more than once ({found}): a person must remove the duplicates there; "
             "ehrsync never sends this note again",
             note,
         )
