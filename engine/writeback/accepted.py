@@ -28,7 +28,7 @@ from connectors.budgets import step_budget
 from connectors.fhir import CreateResult, FhirClient
 from engine.checkpoints import checkpoint
 from engine.writeback.config import WritebackConfig
-from engine.writeback.reconcile import Searched, reconcile, search
+from engine.writeback.reconcile import TWIN_SAID, Searched, reconcile, search, twin_reason
 from engine.writeback.waiting import held_until
 from store import AppDatabase
 from store.errors import TokenKeyMissingError
@@ -160,7 +160,7 @@ def recheck(db: AppDatabase, client: FhirClient, note: NoteRecord, config: Write
         return done
     note = done  # may say its search ran out of time (``reconcile``): checked again all the same, within the bound
     if note.attempts >= config.max_attempts:  # the POSTs and the checks so far
-        reason, detail = _unconfirmed(lookup, config)
+        reason, detail = _unconfirmed(lookup, config, note.reason)
         return transition(db, note, "unknown", reason_code=ACCEPTED_UNCONFIRMED, reason=reason, detail=detail)
     wait = config.backoff_s(note.attempts + 1)
     return transition(
@@ -191,10 +191,14 @@ def _key_missing(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc
     )
 
 
-def _unconfirmed(lookup: Searched, config: WritebackConfig) -> tuple[str, dict[str, str]]:
+def _unconfirmed(lookup: Searched, config: WritebackConfig, said: str | None) -> tuple[str, dict[str, str]]:
     """The reason and audit detail of an accepted note whose checks are spent, saying what its last search did: one
-    out of time, or failed, looked at nothing, and "no search found it" alone reads as "the EHR does not hold it"."""
+    out of time, or failed, looked at nothing, and "no search found it" alone reads as "the EHR does not hold it".
+    A last search that found a note exactly like it, and like another unsettled draft (``said``: the twin reason),
+    keeps saying so: "not found" would have a person confirm it absent and send it again beside its own copy."""
     detail = {"error_code": ACCEPTED_UNCONFIRMED}
+    if (said or "").startswith(TWIN_SAID):
+        return f"{_ACCEPTED_202}; {twin_reason()}", detail | {"fallback": "twinned"}
     if isinstance(lookup, ce.StepBudgetExceededError):
         last = f"the last one did not end within its {config.lookup_wait_s:g} s budget (lookup_wait_s)"
     elif isinstance(lookup, ce.EhrSyncError):

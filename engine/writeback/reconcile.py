@@ -25,7 +25,7 @@ from engine.writeback.lookup import IdentifierLookup, find_by_identifier
 from store import AppDatabase
 from store.outbox import NoteRecord, StaleNoteError, get_note, transition
 
-__all__ = ["BY_DETAILS", "IGNORED", "Searched", "found_first", "reconcile", "search"]
+__all__ = ["BY_DETAILS", "IGNORED", "TWIN_SAID", "Searched", "found_first", "reconcile", "search", "twin_reason"]
 
 _log = logging.getLogger(__name__)
 #: Reason code of an ``unknown`` note whose EHR ignores the identifier search parameter.
@@ -33,7 +33,15 @@ IGNORED = "identifier_search_ignored"
 #: The ``by`` of the audit detail of a note settled by the patient, type and date search (DWB-32/33).
 BY_DETAILS = "patient_type_date"
 _FALLBACK = {False: "none_found", True: "undecided"}
-_TWIN_SAID = "the search by patient, type and date found a note exactly like this one, but"
+#: How the reason of a note ``_twinned`` left begins.
+TWIN_SAID = "the search by patient, type and date found a note exactly like this one, but"
+#: ``accepted.ACCEPTED`` (it imports this module): a 202 note ehrsync searches again by itself (``recheck``), a
+#: person's retry refused meanwhile; its twin reason says so, not that it waits for a person.
+_ACCEPTED = "accepted"
+_STILL_SEARCHED = (
+    "the EHR may still be processing it (202), so it is searched again by itself; which of them the EHR holds is for "
+    "a person once those searches are spent"
+)
 #: An identifier search's answer, or why it gave none (out of time: ``StepBudgetExceededError``).
 Searched: TypeAlias = IdentifierLookup | ce.EhrSyncError
 #: How the part of a note's ``reason`` saying its search ran out of time begins (after the reason it had).
@@ -159,15 +167,21 @@ def _by_details(db: AppDatabase, note: NoteRecord, matches: list[dict[str, Any]]
 def _twinned(db: AppDatabase, note: NoteRecord, reason_code: str | None) -> NoteRecord:
     """Still ``unknown`` (its reason code kept, or ``IGNORED``): the note found by patient, type and date matches
     another draft of the tenant not yet written just as well (``fallback.twinned``), so which one it is needs a
-    person; never ``written`` on it, never sent again."""
-    reason = (
-        f"{_TWIN_SAID} another draft of the same patient, type, second and content, not yet written, matches it "
-        "as well: which of them the EHR holds needs a person"
-    )
+    person (an ``accepted`` one's once its own searches are spent); never ``written`` on it, never sent again."""
+    reason = twin_reason(still_searched=reason_code == _ACCEPTED)
     if note.reason_code == reason_code and note.reason == reason:  # said already: a repeated search adds no event
         return note
     detail = {"reconciled": False, "error_code": reason_code, "fallback": "twinned"}
     return transition(db, note, "unknown", reason_code=reason_code, reason=reason, detail=detail)
+
+
+def twin_reason(*, still_searched: bool = False) -> str:
+    """The reason of a note ``_twinned`` left (``still_searched``: an ``accepted`` one, searched again by itself)."""
+    then = _STILL_SEARCHED if still_searched else "which of them the EHR holds needs a person"
+    return (
+        f"{TWIN_SAID} another draft of the same patient, type, second and content, not yet written, matches it as "
+        f"well: {then}"
+    )
 
 
 def _ignored(db: AppDatabase, note: NoteRecord, details: DetailsLookup | None) -> NoteRecord:
