@@ -9,16 +9,14 @@ waits. Before, every hold waited ``backoff_s(1)`` (30 s) with no reason: a new v
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
 
 from engine.writeback import WritebackConfig, write_note
-from store.models import NoteOutbox, utcnow
+from store.models import utcnow
 from store.outbox import NoteRecord, get_note, transition
 from store.outbox_queue import due_notes
-from tests.engine.writeback_helpers import enqueue, server_notes, writable_connection
+from tests.engine.writeback_helpers import due_now, enqueue, held_s, server_notes, time_passes, writable_connection
 
 CONFIG = WritebackConfig(service_write_enabled=True, backoff_base_s=30.0, backoff_cap_s=600.0, max_attempts=3)
 METADATA = "/fhir/metadata"
@@ -27,36 +25,6 @@ DOC_POSTS = "/fhir/DocumentReference"
 AGAIN_OR_SEARCHED = "sent again with If-None-Exist (which finds the stored one) or searched for by its identifier"
 #: the waits of eight consecutive holds: doubling from the base, then the cap
 WAITS = [30.0, 60.0, 120.0, 240.0, 480.0, 600.0, 600.0, 600.0]
-
-
-def _wait_of(note: NoteRecord) -> float:
-    return (note.next_attempt_at - note.updated_at).total_seconds()
-
-
-def _pass_until_due(world, note: NoteRecord) -> None:
-    """Let the note's wait pass: ``updated_at`` and ``next_attempt_at`` as far in the past as its wait, plus 1 s."""
-    shift = note.next_attempt_at - utcnow() + timedelta(seconds=1)
-    with world.env.db.session() as session:
-        session.execute(
-            update(NoteOutbox)
-            .where(NoteOutbox.id == note.id)
-            .values(updated_at=note.updated_at - shift, next_attempt_at=note.next_attempt_at - shift)
-        )
-        session.commit()
-
-
-def _time_passes(world, note_id: str, seconds: float) -> None:
-    """``seconds`` pass for the note: its ``updated_at`` and ``next_attempt_at`` that much earlier."""
-    note = get_note(world.env.db, note_id)
-    assert note is not None
-    shift = timedelta(seconds=seconds)
-    with world.env.db.session() as session:
-        session.execute(
-            update(NoteOutbox)
-            .where(NoteOutbox.id == note_id)
-            .values(updated_at=note.updated_at - shift, next_attempt_at=note.next_attempt_at - shift)
-        )
-        session.commit()
 
 
 def _held_over_due_times(world, request_log, note_id: str, expected_code: str) -> NoteRecord:
@@ -70,11 +38,11 @@ def _held_over_due_times(world, request_log, note_id: str, expected_code: str) -
         held = write_note(world.env, CONFIG, note.id)
         assert (held.state, held.attempts, held.reason_code) == ("pending", 0, expected_code), held.reason
         assert len(request_log.paths(METADATA, "GET")) > asked  # this due time read the statement
-        waits.append(round(_wait_of(held), 1))
+        waits.append(round(held_s(held), 1))
         asked = len(request_log.paths(METADATA, "GET"))
         early = write_note(world.env, CONFIG, note.id)  # not due: nothing asked, nothing written
         assert early.version == held.version and len(request_log.paths(METADATA, "GET")) == asked
-        _pass_until_due(world, held)
+        due_now(world, held.id)
         note = held
     assert waits == WAITS
     assert request_log.paths(DOC_POSTS, "POST") == []
@@ -126,12 +94,12 @@ def test_dwb40_a_throttled_capability_statement_read_waits_at_least_the_retry_af
     sb.admin.set_fault("429", path=METADATA, times=None, retry_after="3600")
     held = write_note(world.env, CONFIG, note.id)
     assert (held.state, held.attempts, held.reason_code) == ("pending", 0, "rate_limited"), held.reason
-    assert round(_wait_of(held)) == 3600
-    _pass_until_due(world, held)
+    assert round(held_s(held)) == 3600
+    due_now(world, held.id)
     sb.admin.clear_faults()
     sb.admin.set_fault("500", path=METADATA, times=None)
     again = write_note(world.env, CONFIG, note.id)
-    assert (again.state, again.attempts) == ("pending", 0) and round(_wait_of(again)) == CONFIG.backoff_cap_s
+    assert (again.state, again.attempts) == ("pending", 0) and round(held_s(again)) == CONFIG.backoff_cap_s
 
 
 def test_dwb40_a_refused_token_refresh_before_the_statement_is_held_without_the_token_endpoints_words(
@@ -168,8 +136,8 @@ def test_dwb40_with_a_zero_backoff_base_a_held_note_still_asks_less_and_less_oft
         if note.id in {n.id for n in due_notes(world.env.db, utcnow())}:  # the sensor asks for a run
             held = write_note(world.env, config, note.id)
             assert (held.state, held.attempts, held.reason_code) == ("pending", 0, "fhir_error"), held.reason
-            waits.append(round(_wait_of(held)))
-        _time_passes(world, note.id, 30.0)
+            waits.append(round(held_s(held)))
+        time_passes(world, note.id, 30.0)
     assert waits[:6] == [30, 60, 120, 240, 480, 600] and set(waits[6:]) == {600}, waits
     assert len(waits) <= 11 and len(request_log.paths(METADATA, "GET")) == len(waits)
     last = get_note(world.env.db, note.id)
@@ -205,11 +173,11 @@ def test_dwb40_a_resumed_note_never_posted_waits_for_the_statement_as_a_pending_
     reason = held.reason or ""
     assert reason.startswith("the EHR's CapabilityStatement could not be read (fhir_server_error: "), reason
     assert reason.endswith(AGAIN_OR_SEARCHED if maybe_stored else "the note is sent once it can be"), reason
-    assert round(_wait_of(held)) == CONFIG.backoff_s(max(attempt - 1, 1))
+    assert round(held_s(held)) == CONFIG.backoff_s(max(attempt - 1, 1))
     assert any(note.id in r.getMessage() and "fhir_server_error" in r.getMessage() for r in caplog.records)
     sb.admin.clear_faults()
     assert write_note(world.env, CONFIG, held.id).version == held.version  # not due yet: nothing asked
-    _pass_until_due(world, held)
+    due_now(world, held.id)
     done = write_note(world.env, CONFIG, held.id)
     [doc] = server_notes(world, conn, sb, note)
     assert (done.state, done.ehr_resource_id, done.attempts) == ("written", doc["id"], attempt), done.reason
@@ -248,7 +216,7 @@ def test_dwb32_40_a_resumed_note_whose_post_was_recorded_waits_as_maybe_stored_a
         assert (left.reason or "").endswith(AGAIN_OR_SEARCHED), left.reason  # before: "... sent once it can be"
         assert any(note.id in r.getMessage() and "fhir_server_error" in r.getMessage() for r in caplog.records)
         sb.admin.clear_faults()
-        _pass_until_due(world, left)
+        due_now(world, left.id)
         left = write_note(world.env, config, left.id)
     [doc] = server_notes(world, conn, sb, note)
     assert (left.state, left.ehr_resource_id) == ("written", doc["id"]), left.reason

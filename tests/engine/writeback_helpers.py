@@ -63,7 +63,16 @@ def due_now(world: SyncWorld, note_id: str) -> None:
     """The note's wait has passed: its ``updated_at`` and ``next_attempt_at`` as far back as it had left, plus 1 s."""
     note = get_note(world.env.db, note_id)
     assert note is not None
-    shift = max(note.next_attempt_at - utcnow(), timedelta(0)) + timedelta(seconds=1)
+    time_passes(
+        world, note_id, (max(note.next_attempt_at - utcnow(), timedelta(0)) + timedelta(seconds=1)).total_seconds()
+    )
+
+
+def time_passes(world: SyncWorld, note_id: str, seconds: float) -> None:
+    """``seconds`` pass for the note: its ``updated_at`` and ``next_attempt_at`` that much earlier."""
+    note = get_note(world.env.db, note_id)
+    assert note is not None
+    shift = timedelta(seconds=seconds)
     with world.env.db.session() as session:
         session.execute(
             update(NoteOutbox)
