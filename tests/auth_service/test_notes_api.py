@@ -212,13 +212,9 @@ def test_dwb63_retry_is_tenant_scoped_and_refuses_a_pending_note_naming_its_stat
     assert done.status_code == 200 and done.json()["state"] == "pending" and done.json()["version"] == 4
 
 
-@pytest.mark.parametrize("requested_by", ["Patient/pat-1", "https://ehr.example/fhir/Patient/pat-1"])
-def test_dwb63_a_retry_requested_by_a_patient_reference_is_refused_never_audited(make_app, requested_by: str) -> None:
-    """``requestedBy`` is written to the audit, which never holds PHI (DWB-62): a patient's reference (what a
-    patient-facing host app would send as its user's id, the ``fhirUser``) is 422 naming the field, nothing moved."""
-    from sqlalchemy import select
-
-    from store.models import AuditEvent
+def _failed_note(make_app: Any) -> tuple[Any, str, Any, Any]:
+    """A note submitted through the API, then ``failed`` by a run (the app, tenant A's key, the app database and
+    the failed note): one a person may retry."""
     from store.outbox import get_note, transition
 
     handle, key_a, _key_b, conn = _world(make_app)
@@ -227,11 +223,24 @@ def test_dwb63_a_retry_requested_by_a_patient_reference_is_refused_never_audited
     record = get_note(db, note["noteId"])
     assert record is not None
     failed = transition(db, transition(db, record, "sending"), "failed", reason_code="fhir_unprocessable")
-    url = f"{PATH}/{note['noteId']}/retry"
+    return handle, key_a, db, failed
+
+
+@pytest.mark.parametrize("requested_by", ["Patient/pat-1", "https://ehr.example/fhir/Patient/pat-1"])
+def test_dwb63_a_retry_requested_by_a_patient_reference_is_refused_never_audited(make_app, requested_by: str) -> None:
+    """``requestedBy`` is written to the audit, which never holds PHI (DWB-62): a patient's reference (what a
+    patient-facing host app would send as its user's id, the ``fhirUser``) is 422 naming the field, nothing moved."""
+    from sqlalchemy import select
+
+    from store.models import AuditEvent
+    from store.outbox import get_note
+
+    handle, key_a, db, failed = _failed_note(make_app)
+    url = f"{PATH}/{failed.id}/retry"
     refused = handle.client.post(url, json={"requestedBy": requested_by}, headers={"X-API-Key": key_a})
     assert refused.status_code == 422 and refused.json()["error"] == "validation_error", refused.text
     assert "requestedBy" in refused.text
-    assert get_note(db, note["noteId"]).version == failed.version  # type: ignore[union-attr]
+    assert get_note(db, failed.id).version == failed.version  # type: ignore[union-attr]
     with db.session() as session:
         assert not [e for e in session.scalars(select(AuditEvent)) if "Patient/" in repr(e.detail)]
 
@@ -240,16 +249,11 @@ def test_dwb63_a_retry_requested_by_a_patient_reference_is_refused_never_audited
 def test_dwb63_confirm_not_in_ehr_takes_only_json_true(make_app, confirm: object) -> None:
     """``confirmNotInEhr`` lets a note that may be in the chart be sent again: only the JSON ``true`` a person's
     action sends says so; a ``1`` or a string (a host app's form field passed through) is 422, nothing moved."""
-    from store.outbox import get_note, transition
+    from store.outbox import get_note
 
-    handle, key_a, _key_b, conn = _world(make_app)
-    note = handle.client.post(PATH, json=_body(conn), headers={"X-API-Key": key_a}).json()
-    db = handle.app.state.ctx.db
-    record = get_note(db, note["noteId"])
-    assert record is not None
-    failed = transition(db, transition(db, record, "sending"), "failed", reason_code="fhir_unprocessable")
-    url = f"{PATH}/{note['noteId']}/retry"
+    handle, key_a, db, failed = _failed_note(make_app)
+    url = f"{PATH}/{failed.id}/retry"
     refused = handle.client.post(url, json={"confirmNotInEhr": confirm}, headers={"X-API-Key": key_a})
     assert refused.status_code == 422 and refused.json()["error"] == "validation_error", refused.text
     assert "confirmNotInEhr" in refused.text
-    assert get_note(db, note["noteId"]).version == failed.version  # type: ignore[union-attr]
+    assert get_note(db, failed.id).version == failed.version  # type: ignore[union-attr]

@@ -17,16 +17,10 @@ from store.models import Connection, NoteOutbox
 from store.outbox import get_note, transition
 from tests.engine.helpers import SyncWorld
 from tests.engine.retry_api import NotesApi, notes_api
+from tests.engine.test_writeback_fallback import DROPPING
 from tests.engine.writeback_helpers import FAST, enqueue, writable_connection
 
 DOC_POSTS = "/fhir/DocumentReference"
-#: Oracle Health as DWB-33 has it: the identifier dropped on create, its search ignored (said so in the self link).
-DROPPING = {
-    "conditional_create": False,
-    "create_drops_fields": ["identifier"],
-    "ignored_search_params": ["identifier"],
-    "report_ignored_params": "self_link",
-}
 
 
 @pytest.fixture
