@@ -83,6 +83,8 @@ def bootstrap_admin(
     """``ehrsync auth bootstrap --tenant ID --name NAME``: create the tenant if needed and a new API key."""
     where = f"--tenant {tenant_id[:80]!r} --name {name[:80]!r}"
     seed = tenant_seed({"id": tenant_id, "name": name}, where)  # a bad id or name is named before any database work
+    from sqlalchemy.orm import defer
+
     from auth_service.core.config import load_settings
     from auth_service.services.context import build_context
     from auth_service.services.tenants import bootstrap_existing, bootstrap_tenant
@@ -91,8 +93,10 @@ def bootstrap_admin(
     ctx = build_context(settings or load_settings())
     try:
         with ctx.db.session() as session, session.begin():
-            existing = session.get(Tenant, tenant_id)
-            if existing is not None:  # its settings kept as stored: never read back loosely and rewritten
+            # its settings never loaded into the row (a hand-edited row that is not JSON would stop the command):
+            # kept as stored, read as text for the warnings only
+            existing = session.get(Tenant, tenant_id, options=[defer(Tenant.settings)])
+            if existing is not None:
                 return bootstrap_existing(session, existing, seed.name, key_name)
             return bootstrap_tenant(session, seed, ctx.cipher, key_name)
     finally:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 from sqlalchemy.orm import Session, defer
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -127,7 +128,18 @@ def bootstrap_existing(session: Session, tenant: Tenant, name: str, key_name: st
             session, tenant_id=tenant.id, actor="bootstrap", action="tenant.update", outcome="success", detail={}
         )
     key = create_api_key(session, tenant.id, key_name)
-    return BootstrapResult(tenant.id, key, tuple(stored_problems(tenant.settings or {})))
+    return BootstrapResult(tenant.id, key, tuple(_stored_problems(session, tenant.id)))
+
+
+def _stored_problems(session: Session, tenant_id: str) -> list[str]:
+    """``stored_problems`` of the tenant's settings read as text: a row that is not JSON (a hand edit of an SQLite
+    database) is one problem named, never a ``JSONDecodeError`` that stops the command before its key is minted."""
+    text = session.scalar(select(cast(Tenant.settings, Text)).where(Tenant.id == tenant_id))
+    try:
+        stored = (json.loads(text) if text is not None else None) or {}
+    except ValueError:
+        return ["settings are not JSON (a hand-edited row); the service cannot read its switches"]
+    return stored_problems(stored)
 
 
 def seed_tenants(session: Session, cipher: TokenCipher, path: str | Path) -> list[str]:

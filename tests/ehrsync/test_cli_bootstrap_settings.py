@@ -44,3 +44,19 @@ def test_bootstrap_of_an_existing_tenant_keeps_its_settings_and_names_a_bad_swit
         name, settings = db.execute("SELECT name, settings FROM tenants WHERE id = 't1'").fetchone()
     assert name == "Clinic One"
     assert json.loads(settings) == stored  # never rewritten: "yes" is not turned into true
+
+
+def test_bootstrap_of_a_tenant_whose_stored_settings_are_not_json_names_it_and_keeps_the_row(tmp_path: Path) -> None:
+    """A hand edit of an SQLite app database left the tenant's settings unparseable: before, the command stopped
+    with ``Error: JSONDecodeError: Expecting property name ...`` (no tenant, no setting named, no key). Now the key is
+    minted, the warning names the tenant's settings and the fix, and the row is left as it is for the seed to mend."""
+    assert _run(tmp_path, "auth", "bootstrap", "--tenant", "t1", "--name", "Clinic").returncode == 0
+    with sqlite3.connect(tmp_path / "state" / "app.db") as db:
+        db.execute("UPDATE tenants SET settings = '{enableBulkExport: true' WHERE id = 't1'")
+    proc = _run(tmp_path, "auth", "bootstrap", "--tenant", "t1", "--name", "Clinic One")
+    assert proc.returncode == 0 and "JSONDecodeError" not in proc.stderr, proc.stderr
+    assert "api key (shown once): ehs_" in proc.stdout
+    assert "warning: tenant t1: settings are not JSON" in proc.stderr and "ehrsync auth seed" in proc.stderr
+    with sqlite3.connect(tmp_path / "state" / "app.db") as db:
+        name, settings = db.execute("SELECT name, settings FROM tenants WHERE id = 't1'").fetchone()
+    assert (name, settings) == ("Clinic One", "{enableBulkExport: true")
