@@ -13,16 +13,13 @@ whose tenant has no row is refused as the sync API refuses it: nobody said yes. 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
-
-from sqlalchemy import Text, cast, select
 
 from connectors.errors import ConfigurationError
 from connectors.tenant_switches import read_switch
 from engine.errors import BulkExportNotEnabledError, TenantSettingInvalidError
 from store import AppDatabase
-from store.models import Tenant
+from store.tenant_settings import NOT_JSON, stored_settings
 
 __all__ = ["BULK_SWITCH", "BULK_SWITCH_PATH", "bulk_refusal", "bulk_refusals"]
 
@@ -49,25 +46,11 @@ def bulk_refusals(db: AppDatabase, tenants: Mapping[str, str | None]) -> dict[st
     return {cid: refusal for cid, refusal in refused.items() if refusal is not None}
 
 
-#: A tenant row whose ``settings`` do not parse as JSON (a hand edit of an SQLite database): neither on nor off.
-_NOT_JSON = object()
-
-
 def _stored_settings(db: AppDatabase, tenant_ids: Iterable[str]) -> dict[str, object]:
-    """Each tenant's ``settings`` (those with a row), parsed row by row from their text: one row that is not JSON is
-    that tenant's refusal (``_NOT_JSON``), never an error that stops the scheduler's tick for every tenant."""
-    wanted = sorted(set(tenant_ids))
-    if not wanted:
-        return {}
+    """Each tenant's ``settings`` (``store.tenant_settings``): one row that is not JSON is that tenant's refusal
+    (``NOT_JSON``), never an error that stops the scheduler's tick for every tenant."""
     with db.session() as session:
-        rows = session.execute(select(Tenant.id, cast(Tenant.settings, Text)).where(Tenant.id.in_(wanted))).all()
-    stored: dict[str, object] = {}
-    for tid, text in rows:
-        try:
-            stored[str(tid)] = (json.loads(text) if text is not None else None) or {}
-        except ValueError:
-            stored[str(tid)] = _NOT_JSON
-    return stored
+        return stored_settings(session, tenant_ids)
 
 
 def _refusal(connection_id: str, tenant_id: str | None, stored: object) -> ConfigurationError | None:
@@ -77,7 +60,7 @@ def _refusal(connection_id: str, tenant_id: str | None, stored: object) -> Confi
             f"Bulk export refused: connection {connection_id}'s tenant {tenant_id!r} has no row in the app database,"
             f" so nobody turned {_WHERE} on; nothing was sent to the EHR. To allow it, {_FIX}"
         )
-    if stored is _NOT_JSON:
+    if stored is NOT_JSON:
         return TenantSettingInvalidError(
             f"Bulk export neither allowed nor refused: tenant {tenant_id}'s stored settings are not JSON (a hand-edited"
             f" row), so {_WHERE} cannot be read; nothing was sent to the EHR. Fix the row: {_FIX}"

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Text, cast, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -19,6 +18,7 @@ from store.audit import record_audit
 from store.crypto import TokenCipher
 from store.models import ApiKey, Tenant
 from store.provider_configs import save_provider_config
+from store.tenant_settings import NOT_JSON, stored_settings
 
 __all__ = [
     "BootstrapResult",
@@ -134,10 +134,8 @@ def bootstrap_existing(session: Session, tenant: Tenant, name: str, key_name: st
 def _stored_problems(session: Session, tenant_id: str) -> list[str]:
     """``stored_problems`` of the tenant's settings read as text: a row that is not JSON (a hand edit of an SQLite
     database) is one problem named, never a ``JSONDecodeError`` that stops the command before its key is minted."""
-    text = session.scalar(select(cast(Tenant.settings, Text)).where(Tenant.id == tenant_id))
-    try:
-        stored = (json.loads(text) if text is not None else None) or {}
-    except ValueError:
+    stored = stored_settings(session, [tenant_id]).get(tenant_id, {})
+    if stored is NOT_JSON:
         return ["settings are not JSON (a hand-edited row); the service cannot read its switches"]
     return stored_problems(stored)
 
