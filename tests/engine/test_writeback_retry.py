@@ -8,6 +8,7 @@ could not settle had no action at all. A retry must never put a second copy of t
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -237,22 +238,30 @@ def test_dwb63_a_note_found_while_a_confirmed_retry_moved_it_is_written_never_po
         _found_while_retried(slot_world, start_sandbox(conditional_create=False), http, request_log, api)
 
 
+@contextmanager
+def _retried_before_recording(world: SyncWorld, api: NotesApi, note_id: str, state: str) -> Iterator[list[int]]:
+    """A person's confirmed retry (its HTTP statuses, yielded) made once, just as the run is about to record the note
+    ``state`` (its outbox UPDATE): the retry's move wins, the run's is stale."""
+    retried: list[int] = []
+
+    def retry_first(conn_: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        moving = statement.lstrip().upper().startswith("UPDATE NOTE_OUTBOX") and state in repr(parameters)
+        if moving and not retried:
+            retried.append(api.retry(note_id, {"confirmNotInEhr": True}).status_code)
+
+    event.listen(world.env.db.engine, "before_cursor_execute", retry_first)
+    try:
+        yield retried
+    finally:
+        event.remove(world.env.db.engine, "before_cursor_execute", retry_first)
+
+
 def _found_while_retried(world: SyncWorld, ehr: Any, http: Any, request_log: Any, api: NotesApi) -> None:
     conn = writable_connection(world, ehr, http)
     note = enqueue(world, conn)
     ehr.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=1)  # stored, the answer lost
-    retried: list[int] = []
-
-    def retry_first(conn_: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
-        moving = statement.lstrip().upper().startswith("UPDATE NOTE_OUTBOX") and "written" in repr(parameters)
-        if moving and not retried:  # the run found the note and is about to record it: the person's retry wins
-            retried.append(api.retry(note.id, {"confirmNotInEhr": True}).status_code)
-
-    event.listen(world.env.db.engine, "before_cursor_execute", retry_first)
-    try:
+    with _retried_before_recording(world, api, note.id, "written") as retried:
         found = write_note(world.env, FAST, note.id)
-    finally:
-        event.remove(world.env.db.engine, "before_cursor_execute", retry_first)
     assert retried == [200]
     [doc] = server_notes(world, conn, ehr, note)
     assert (found.state, found.ehr_resource_id) == ("written", doc["id"])
@@ -273,18 +282,8 @@ def test_dwb63_duplicates_found_while_a_confirmed_retry_moved_the_note_stand(
     for _ in range(2):
         client.create(build_payload(note, "preliminary"))
     lost = transition(world.env.db, note, "unknown", reason_code="response_lost", reason=None)
-    retried: list[int] = []
-
-    def retry_first(conn_: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
-        moving = statement.lstrip().upper().startswith("UPDATE NOTE_OUTBOX") and "failed" in repr(parameters)
-        if moving and not retried:  # the run found the copies and is about to record it: the person's retry wins
-            retried.append(api.retry(note.id, {"confirmNotInEhr": True}).status_code)
-
-    event.listen(world.env.db.engine, "before_cursor_execute", retry_first)
-    try:
+    with _retried_before_recording(world, api, note.id, "failed") as retried:
         found = write_note(world.env, FAST, lost.id)
-    finally:
-        event.remove(world.env.db.engine, "before_cursor_execute", retry_first)
     assert retried == [200]
     assert (found.state, found.reason_code) == ("failed", "duplicate_notes")
     assert write_note(world.env, FAST, note.id).state == "failed"
