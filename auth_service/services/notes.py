@@ -102,14 +102,14 @@ class NoteSubmission:
 
 
 def _content(sub: NoteSubmission) -> tuple[str, str, int]:
-    """(stored body, content type, bytes): exactly one of text or PDF, the PDF base64 and bounded."""
+    """(stored body, content type, bytes): exactly one of text or PDF, the PDF base64 and bounded (its base64 told
+    apart and measured by ``_refuse_large_pdf`` first, which ``submit_note`` runs for every PDF-only note)."""
     if (sub.text is None) == (sub.pdf_base64 is None):
         raise InvalidInputError("give exactly one of 'text' or 'pdfBase64'", field="text")
     if sub.text is not None:
         if not sub.text.strip():
             raise InvalidInputError("'text' is empty", field="text")
         return sub.text, "text/plain; charset=utf-8", len(sub.text.encode("utf-8"))
-    refuse_not_base64(sub.pdf_base64 or "")
     try:
         raw = base64.b64decode(sub.pdf_base64 or "", validate=True)
     except binascii.Error:
