@@ -2,11 +2,12 @@
 
 R4's ``rest`` repeats (a client entry beside the server's, or several server entries: "behaviors under different
 configuration settings"), and cpb-9 forbids describing a type twice only within one entry: so a type may be
-described in several server entries, and every one of them counts. ``statement_problem`` names what makes a body
-no CapabilityStatement in FHIR JSON for one reader (a repeating element it goes through sent as a bare object),
-which that reader would otherwise take for a statement declaring nothing; a slip in an element the reader never
-goes through is no reason to refuse it (real servers ship them, e.g. a type's one ``operation`` as an object), nor
-is one in the entry of a type it does not read (``Reads.of``: the search of Observation reads Observation's)."""
+described in several server entries, and every one of them counts. ``statement_problem`` names what makes a body no
+CapabilityStatement in FHIR JSON for one reader (a repeating element it goes through sent as a bare object, or a
+string it compares, such as a type or an interaction code, sent as an array), which that reader would otherwise take
+for a statement declaring nothing; a slip in an element the reader never goes through is no reason to refuse it
+(real servers ship them, e.g. a type's one ``operation`` as an object), nor is one in the entry of a type it does
+not read (``Reads.of``: the search of Observation reads Observation's)."""
 
 from __future__ import annotations
 
@@ -78,6 +79,15 @@ SECURITY = Reads(
     {"rest": ("security",)},
     server_only=False,
 )
+#: The single (string) children the readers compare, by element kind: one of another JSON kind matches nothing, so
+#: a ``type`` written as ``["DocumentReference"]`` would read as a type declaring no create (``rest.mode``, which
+#: only the server readers read, is checked in ``_item_problem``).
+_SCALARS: Mapping[str, tuple[str, ...]] = {
+    "resource": ("type",),
+    "interaction": ("code",),
+    "searchParam": ("name", "definition"),
+    "operation": ("name", "definition"),
+}
 #: Nothing past the body itself: what makes it no CapabilityStatement for any reader (``FhirClient.capabilities``).
 _BODY = Reads("anything", {})
 
@@ -136,7 +146,8 @@ def statement_problem(body: Any, reads: Reads | None = None) -> str | None:
     """What makes ``body`` no CapabilityStatement in FHIR JSON for the reader ``reads`` describes, or None: not an
     object, another resource, or an element that reader goes through (``rest``, its ``resource``/``searchParam``/
     ``operation``, a resource's ``interaction``...) written other than as an array of objects (FHIR JSON writes a
-    repeating element as an array even with one item; a naive XML-to-JSON converter writes the bare object).
+    repeating element as an array even with one item; a naive XML-to-JSON converter writes the bare object), or a
+    string it compares (``_SCALARS``: a resource's ``type``, an interaction's ``code``...) written as another kind.
     Without ``reads``, the body only."""
     if not isinstance(body, Mapping):
         return f"the body is {_a(body)}, not a JSON object"
@@ -151,6 +162,10 @@ def security_problem(body: Any) -> str | None:
 
 
 def _element_problem(element: Mapping[str, Any], kind: str, path: str, reads: Reads) -> str | None:
+    for name in _SCALARS.get(kind, ()):
+        value = element.get(name)
+        if value is not None and not isinstance(value, str):
+            return f"{path}.{name} is {_a(value)}, not a string"
     for name in reads.objects.get(kind, ()):
         value = element.get(name)
         if value is not None and not isinstance(value, Mapping):
@@ -175,15 +190,19 @@ def _item_problem(item: Any, name: str, at: str, reads: Reads) -> str | None:
         return None if item is None or isinstance(item, str) else f"{at} is {_a(item)}, not a string"
     if not isinstance(item, Mapping):
         return f"{at} is {_a(item)}, not an object"
-    if name == "rest" and reads.server_only and item.get("mode", "server") != "server":
-        return None  # a client entry: the server readers never go into it
-    if name == "resource" and reads.types is not None and not _one_of(item.get("type"), reads.types):
-        return None  # another type's entry: ``described`` never goes into it
+    if name == "rest" and reads.server_only:
+        mode = item.get("mode", "server")
+        if not isinstance(mode, str):
+            return f"{at}.mode is {_a(mode)}, not a string"
+        if mode != "server":
+            return None  # a client entry: the server readers never go into it
+    if name == "resource" and reads.types is not None:
+        kind = item.get("type")
+        if isinstance(kind, list) and any(isinstance(t, str) and t in reads.types for t in kind):
+            return f"{at}.type is an array, not a string"  # the reader's own type, which ``described`` misses
+        if not (isinstance(kind, str) and kind in reads.types):
+            return None  # another type's entry: ``described`` never goes into it
     return _element_problem(item, name, at, reads)
-
-
-def _one_of(value: Any, types: frozenset[str]) -> bool:
-    return isinstance(value, str) and value in types  # a list as ``type`` describes no type (and is unhashable)
 
 
 def _a(value: Any) -> str:

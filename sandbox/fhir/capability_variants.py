@@ -30,6 +30,9 @@ Illegal variants (ehrsync must refuse them by name, never read them as a stateme
 - ``other_type_slips``: Location's ``interaction`` and ``searchParam`` as one bare object each and its one
   ``supportedProfile`` as a bare string, Organization's ``searchParam`` as one bare object: refused by the readers
   of those types only (never by the write gate, nor by the search of another type).
+- ``listed_type``: DocumentReference's entry with its ``type`` as a one-item array (``["DocumentReference"]``), a
+  string as another JSON kind: refused by the write gate by name (never read as a type declaring no create), never
+  by the search of another type.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ CapabilityVariant = Literal[
     "bare_system_operation",
     "bare_profile",
     "other_type_slips",
+    "listed_type",
 ]
 _US_CORE_DOC = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-documentreference"
 _SP = "http://hl7.org/fhir/SearchParameter/Resource-"
@@ -119,6 +123,12 @@ def _other_type_slips(_body: dict[str, Any], server: dict[str, Any]) -> None:
             resource["searchParam"] = {"name": "_id", "type": "token"}
 
 
+def _listed_type(_body: dict[str, Any], server: dict[str, Any]) -> None:
+    for resource in server["resource"]:
+        if resource["type"] == "DocumentReference":
+            resource["type"] = ["DocumentReference"]
+
+
 _SLIPS: dict[str, Callable[[dict[str, Any], dict[str, Any]], None]] = {
     "no_system_export": lambda _body, server: server.pop("operation", None),
     "unread_slips": _unread_slips,
@@ -126,6 +136,7 @@ _SLIPS: dict[str, Callable[[dict[str, Any], dict[str, Any]], None]] = {
     "bare_system_operation": lambda _body, server: server.update(operation=server["operation"][0]),
     "bare_profile": _bare_profile,
     "other_type_slips": _other_type_slips,
+    "listed_type": _listed_type,
 }
 
 

@@ -196,3 +196,42 @@ def test_sal04_discovery_reads_oauth_uris_past_a_bare_object_in_an_element_it_do
     bare = _statement({"mode": "server", "security": {"extension": oauth}})
     with pytest.raises(DiscoveryError, match=r"rest\[0\].security.extension is an object, not an array"):
         parse_capability_statement("https://ehr.example/fhir", bare)
+
+
+_DOC_CREATE = {"type": "DocumentReference", "interaction": [{"code": "create"}]}
+
+
+@pytest.mark.parametrize(
+    ("rest", "refused_by", "named"),
+    [
+        ({"resource": [_DOC_CREATE | {"type": ["DocumentReference"]}]}, {NOTE_WRITE}, "resource[0].type is an array"),
+        ({"resource": [_DOC_CREATE | {"interaction": [{"code": ["create"]}]}]}, {NOTE_WRITE}, "code is an array"),
+        ({"searchParam": [{"name": ["_lastUpdated"], "type": "date"}]}, {SEARCH_PARAMS}, "name is an array"),
+        ({"operation": [{"name": "export", "definition": {"ref": "x"}}]}, {SYSTEM_EXPORT}, "definition is an object"),
+        (
+            {"mode": ["server"], "resource": [_DOC_CREATE]},
+            {NOTE_WRITE, SEARCH_PARAMS, INTERACTIONS, SYSTEM_EXPORT},
+            "mode is an",
+        ),
+        ({"resource": [{"type": ["Location"], "interaction": [{"code": "read"}]}]}, set(), ""),
+    ],
+    ids=["type", "interaction-code", "param-name", "operation-definition", "rest-mode", "another-type-listed"],
+)
+def test_dwb40_bdx26_bdx01_a_string_sent_as_another_json_kind_is_named_by_the_reader_comparing_it(
+    rest: Any, refused_by: Any, named: str
+) -> None:
+    """A string a reader compares (a type, an interaction code, a parameter's or operation's name or definition, the
+    entry's mode) written as another JSON kind matches nothing. Before, no reader named it: DocumentReference's
+    ``type`` as ``["DocumentReference"]`` read as a server declaring no create (the note refused as not allowed),
+    ``["_lastUpdated"]`` as an undeclared parameter. Now the reader that compares it refuses the statement by name,
+    as for a bare object; another type's listed ``type`` is no reader's own (``Reads.of``)."""
+    body = _statement({"mode": "server", **rest})
+    readers = {SEARCH_PARAMS.of("Observation"), INTERACTIONS.of("Patient"), SYSTEM_EXPORT, NOTE_WRITE, SECURITY}
+    refused = {r for r in readers if statement_problem(body, r) is not None}
+    assert {r.what for r in refused} == {r.what for r in refused_by}
+    for reader in refused:
+        assert named in (statement_problem(body, reader) or ""), statement_problem(body, reader)
+    if NOTE_WRITE in refused_by:
+        on = WriteFlags(service_enabled=True, tenant_enabled=True, note_create_enabled=True)
+        with pytest.raises(FhirError, match="cannot be read for DocumentReference create"):
+            check_note_write(body, "patient/DocumentReference.c", on)

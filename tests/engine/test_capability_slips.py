@@ -191,3 +191,20 @@ def test_dwb40_a_slip_in_another_types_entry_lets_a_note_be_written(
     done = write_note(world.env, FAST, enqueue(world, conn).id)
     assert done.state == "written", (done.state, done.reason_code, done.reason)
     assert len(request_log.paths("/fhir/DocumentReference", "POST")) == 1
+
+
+def test_dwb40_a_listed_type_holds_the_note_naming_it_not_as_a_server_without_create(
+    world: SyncWorld, start_sandbox: Any, http: httpx.Client, request_log: RequestLog
+) -> None:
+    """DocumentReference's ``type`` as ``["DocumentReference"]`` (a string the write gate compares): the note waits,
+    its reason naming the element. Before, the entry described no type, so the note was refused as if the server
+    declared no DocumentReference create. The sync's search of Observation still reads the statement."""
+    sb = start_sandbox(capability_variants=["listed_type"])
+    conn = writable_connection(world, sb, http)
+    done = write_note(world.env, FAST, enqueue(world, conn).id)
+    assert (done.state, done.reason_code) == ("pending", "fhir_error"), (done.state, done.reason_code, done.reason)
+    assert "DocumentReference create" in (done.reason or "") and "type is an array" in (done.reason or "")
+    assert request_log.paths("/fhir/DocumentReference", "POST") == []
+    info = load_connection(world.env.db, conn)
+    with world.env.fhir_client(info) as client:
+        assert world.env.capabilities(info, client, reads=SEARCH_PARAMS.of("Observation")) is not None
