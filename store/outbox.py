@@ -149,6 +149,7 @@ class NoteRecord:
     doc_posted: bool
     outcome_issues: dict[str, Any] | None  # PHI (the EHR's words refusing the note): never in ``metadata()``
     send_unconditional: bool  # the next POST without If-None-Exist (``store.outbox_retry``; cleared by ``transition``)
+    confirmed_not_in_ehr: bool  # a person's word: searched for before a POST without If-None-Exist (as above)
     created_at: datetime
     updated_at: datetime
 
@@ -240,8 +241,9 @@ def transition(
 ) -> NoteRecord:
     """Move ``note`` (as read) to ``to_state`` and set ``fields``, with its audit event, in one commit. The EHR's
     refusal (``outcome_issues``) describes the step that stored it: any later step clears it unless it sets it.
-    ``send_unconditional`` holds for the one attempt a person's retry gave it: any move out of ``pending`` and
-    ``sending`` (written, failed, blocked, unknown: the attempt ended) clears it unless it sets it.
+    ``send_unconditional`` and ``confirmed_not_in_ehr`` hold for the one attempt a person's retry gave them: any move
+    out of ``pending`` and ``sending`` (written, failed, blocked, unknown: the attempt ended) clears them unless it
+    sets them.
 
     ``updated_at`` is now unless ``fields`` gives it (a hold measured from it: ``waiting.wait_for_statement``).
 
@@ -250,7 +252,7 @@ def transition(
         raise ValueError(f"unknown outbox state {to_state!r}")
     values = {
         "outcome_issues": None,
-        **({} if to_state in ("pending", "sending") else {"send_unconditional": False}),
+        **({} if to_state in ("pending", "sending") else {"send_unconditional": False, "confirmed_not_in_ehr": False}),
         "updated_at": utcnow(),
         **fields,
         "state": to_state,

@@ -35,13 +35,16 @@ def test_dwb63_the_flag_lasts_one_attempt_and_a_plain_retry_clears_it(db: AppDat
     sending = transition(db, retried, "sending", attempts=1)
     posting = transition(db, sending, "sending", doc_posted=True)  # kept while its attempt lasts (a resumed run too)
     waiting = transition(db, posting, "pending", attempts=1)  # e.g. a 429: nothing stored, the same attempt again
-    assert sending.send_unconditional and posting.send_unconditional and waiting.send_unconditional
+    for kept in (retried, sending, posting, waiting):  # a person's word too (``confirmed_not_in_ehr``, DWB-63)
+        assert kept.send_unconditional and kept.confirmed_not_in_ehr
+    marks = {"send_unconditional": True, "confirmed_not_in_ehr": True}
     for state in ("unknown", "failed", "blocked", "written"):
         ended = transition(db, transition(db, waiting, "sending"), state)
-        assert not ended.send_unconditional, state
-        waiting = transition(db, transition(db, ended, "sending", send_unconditional=True), "pending")
+        assert not (ended.send_unconditional or ended.confirmed_not_in_ehr), state
+        waiting = transition(db, transition(db, ended, "sending", **marks), "pending")
     failed = transition(db, transition(db, waiting, "sending"), "failed", reason_code="several_matches")
-    assert not _retry(db, transition(db, failed, "failed", send_unconditional=True), confirmed=False).send_unconditional
+    plain = _retry(db, transition(db, failed, "failed", **marks), confirmed=False)
+    assert not (plain.send_unconditional or plain.confirmed_not_in_ehr)
 
 
 def test_dwb63_an_ignored_search_counts_only_after_a_match_since_the_last_retry(
@@ -52,7 +55,7 @@ def test_dwb63_an_ignored_search_counts_only_after_a_match_since_the_last_retry(
     lost = _left(db, note, "unknown", "response_lost")
     ignored = transition(db, lost, "unknown", reason_code="identifier_search_ignored")
     plain = _retry(db, ignored, confirmed=True)
-    assert not plain.send_unconditional
+    assert not plain.send_unconditional and plain.confirmed_not_in_ehr  # searched for first where sent unconditionally
     matched = transition(db, transition(db, plain, "sending"), "unknown", detail={"error_code": "match_unconfirmed"})
     ignored = transition(db, matched, "unknown", reason_code="identifier_search_ignored")
     assert _retry(db, ignored, confirmed=True).send_unconditional
