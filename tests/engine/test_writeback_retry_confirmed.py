@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 
+from connectors.fhir import FhirClient
 from engine.writeback import write_note
 from engine.writeback.lookup import carries_identifier
 from store.outbox import NoteRecord, get_note
-from tests.engine.helpers import SyncWorld
+from tests.engine.helpers import SyncWorld, connect_backend
 from tests.engine.retry_api import NotesApi, notes_api
-from tests.engine.writeback_helpers import FAST, enqueue, patient_notes, writable_connection
+from tests.engine.writeback_helpers import FAST, enqueue, set_tenant, writable_connection
 
 DOC_POSTS = "/fhir/DocumentReference"
 #: A server that ignores the identifier search and says so (its self link leaves the parameter out).
@@ -40,20 +41,42 @@ def _read(world: SyncWorld, note_id: str) -> NoteRecord:
 
 def _copies(world: SyncWorld, conn: str, ehr: Any, note: NoteRecord) -> list[str]:
     """The ids of this draft's notes among the patient's in the EHR (filtered here: some servers ignore the search)."""
-    return [str(doc["id"]) for doc in patient_notes(world, conn, ehr) if carries_identifier(doc, note)]
+    client = FhirClient(ehr.fhir_base, world.env.vault.token_source(conn), http=world.env.http)
+    found = (
+        r for page in client.search_pages("DocumentReference", {"patient": note.patient_id}) for r in page.resources
+    )
+    return [str(doc["id"]) for doc in found if carries_identifier(doc, note)]
 
 
-@pytest.mark.parametrize("server", [{}, REPORTS_IGNORED], ids=["identifier_search", "patient_type_date_search"])
+def _epic_note(world: SyncWorld, ehr: Any, http: Any) -> tuple[str, NoteRecord]:
+    """A note of an Epic backend connection (its write profile: no If-None-Exist, an encounter required)."""
+    set_tenant(world)
+    conn = connect_backend(world, ehr, http=http, scope="system/*.rs system/DocumentReference.c", provider_id="epic")
+    patient = ehr.admin.patients()[0]
+    client = FhirClient(ehr.fhir_base, world.env.vault.token_source(conn), http=world.env.http)
+    encounter = next(r["id"] for page in client.search_pages("Encounter", {"patient": patient}) for r in page.resources)
+    return conn, enqueue(world, conn, patient_id=patient, encounter_id=encounter)
+
+
+@pytest.mark.parametrize(
+    ("server", "epic"),
+    [({"conditional_create": False}, False), ({"conditional_create": False, **REPORTS_IGNORED}, False), ({}, True)],
+    ids=["identifier_search", "patient_type_date_search", "epic_profile"],
+)
 def test_dwb32_63_a_wrongly_confirmed_retry_without_conditional_create_finds_the_note_and_never_posts_a_copy(
-    world, start_sandbox, http, request_log, api, server: dict[str, Any]
+    world, start_sandbox, http, request_log, api, server: dict[str, Any], epic: bool
 ) -> None:
-    """No conditional create; the POST was stored, its answer lost and the search failed: ``unknown``. The person,
-    missing it in the chart, confirms it absent: the search made just before the POST (by identifier; on a server
-    that says it ignored that, by patient, type and date) finds it: ``written`` with its id, never POSTed again, the
-    marks gone. Before, the confirmed retry POSTed it blind: two copies in the chart."""
-    ehr = start_sandbox(conditional_create=False, **server)
-    conn = writable_connection(world, ehr, http)
-    note = enqueue(world, conn)
+    """No conditional create (none in the CapabilityStatement, or the vendor's write profile offers none: Epic's,
+    whatever the statement says); the POST was stored, its answer lost and the search failed: ``unknown``. The
+    person, missing it in the chart, confirms it absent: the search made just before the POST (by identifier; on a
+    server that says it ignored that, by patient, type and date) finds it: ``written`` with its id, never POSTed
+    again, the marks gone. Before, the confirmed retry POSTed it blind: two copies in the chart."""
+    ehr = start_sandbox(**server)
+    if epic:
+        conn, note = _epic_note(world, ehr, http)
+    else:
+        conn = writable_connection(world, ehr, http)
+        note = enqueue(world, conn)
     ehr.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=1)  # stored, the answer lost
     ehr.admin.set_fault("500", path=DOC_POSTS, method="GET", times=None)  # and the search fails
     left = write_note(world.env, FAST, note.id)
