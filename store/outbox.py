@@ -241,9 +241,8 @@ def transition(
 ) -> NoteRecord:
     """Move ``note`` (as read) to ``to_state`` and set ``fields``, with its audit event, in one commit. The EHR's
     refusal (``outcome_issues``) describes the step that stored it: any later step clears it unless it sets it.
-    ``send_unconditional`` and ``confirmed_not_in_ehr`` hold for the one attempt a person's retry gave them: any move
-    out of ``pending`` and ``sending`` (written, failed, blocked, unknown: the attempt ended) clears them unless it
-    sets them.
+    ``send_unconditional`` lasts the attempt a person's retry gave it (any move out of ``pending``/``sending`` clears
+    it unless it sets it); ``confirmed_not_in_ehr`` until ``written``/``unknown`` (failed/blocked: ``outbox_retry``).
 
     ``updated_at`` is now unless ``fields`` gives it (a hold measured from it: ``waiting.wait_for_statement``).
 
@@ -252,7 +251,8 @@ def transition(
         raise ValueError(f"unknown outbox state {to_state!r}")
     values = {
         "outcome_issues": None,
-        **({} if to_state in ("pending", "sending") else {"send_unconditional": False, "confirmed_not_in_ehr": False}),
+        **({} if to_state in ("pending", "sending") else {"send_unconditional": False}),
+        **({"confirmed_not_in_ehr": False} if to_state in ("written", "unknown") else {}),
         "updated_at": utcnow(),
         **fields,
         "state": to_state,

@@ -13,18 +13,21 @@ it only with ``If-None-Exist``, or searches for it by its identifier first (foun
 ``unknown``, never POSTed blindly), exactly as for any such note. Only the person's ``confirm_not_in_ehr`` (they
 looked in the chart, it is not there) lets a run POST it as a note never sent; it is required where ehrsync cannot
 look itself (``identifier_search_ignored``). Their word is no proof (the chart view may lag, another person may have
-filed it, a 202 may still be processing): the note is marked ``confirmed_not_in_ehr`` for that attempt, and a POST of
-it without ``If-None-Exist`` (an EHR without conditional create, or ``send_unconditional`` below) is preceded by the
-search for it (``engine.writeback.reconcile.found_first``: found, settled unsent; none found or the search failed,
-POSTed as confirmed). An ``identifier_search_ignored`` note whose POST was answered 202 (``last_http_status``) is
-refused without the confirmation saying the EHR may still be filing it: look once it has had time to.
+filed it, a 202 may still be processing): the note is marked ``confirmed_not_in_ehr``, and a POST of it without
+``If-None-Exist`` (an EHR without conditional create, or ``send_unconditional`` below) is preceded by the search for
+it (``engine.writeback.reconcile.found_first``: found, settled unsent; none found or the search failed, POSTed as
+confirmed). The mark lasts until the note is ``written`` or ``unknown`` (searched for, or confirmed anew): a note
+``failed`` or ``blocked`` since (its connection could not write, a gate closed) keeps it through a plain retry,
+whose POST still rests on that word. An ``identifier_search_ignored`` note whose POST was answered 202
+(``last_http_status``) is refused without the confirmation saying the EHR may still be filing it: look once it has
+had time to.
 
 An EHR that ignores ``identifier`` in ``If-None-Exist`` (Spark, its issue #520) matches the patient's other notes
 there, so a note sent with it can never be written (``match_unconfirmed`` with one other note, a 412
 ``several_matches`` with several). When the person confirms the note is not in the chart and the note's own evidence
 shows that behaviour (``_if_none_exist_ignored``), its next POST goes without ``If-None-Exist``
-(``send_unconditional``; ``engine.writeback.preflight``), once: ``store.outbox.transition`` clears it (and
-``confirmed_not_in_ehr``) as that attempt ends, and a retry without the confirmation clears both. A lost answer to
+(``send_unconditional``; ``engine.writeback.preflight``), once: ``store.outbox.transition`` clears it as that
+attempt ends, and a retry without the confirmation clears it. A lost answer to
 that POST makes the note ``maybe_stored``, and without If-None-Exist the run only searches for it (never a second
 blind POST).
 
@@ -153,7 +156,7 @@ def retry_note(
     and statuses of the moves that set them, never the EHR's words), and it is due now. ``confirm_not_in_ehr``: the
     person checked the chart; the note is sent as one never sent (with If-None-Exist where the EHR offers it, unless
     its If-None-Exist was seen ignoring the identifier: then the next POST goes without it, ``send_unconditional``),
-    marked ``confirmed_not_in_ehr``: a POST of it without If-None-Exist is searched for first.
+    marked ``confirmed_not_in_ehr``: a POST of it without If-None-Exist is searched for first (kept by a plain retry).
     The audit event names ``actor`` and ``requested_by``, the state and reason code it left (``reason_before``),
     whether the next POST is ``unconditional``, never the note's text."""
     for race in range(_RACES):
@@ -185,7 +188,7 @@ def retry_note(
                 last_http_status=None,
                 maybe_stored=_may_be_in_ehr(note) and not confirm_not_in_ehr,
                 send_unconditional=unconditional,
-                confirmed_not_in_ehr=confirm_not_in_ehr,
+                confirmed_not_in_ehr=confirm_not_in_ehr or note.confirmed_not_in_ehr,  # failed/blocked keep the word
             )
         except StaleNoteError:  # a run moved it between the read and the move: read it again, refuse or retry
             if race + 1 == _RACES:

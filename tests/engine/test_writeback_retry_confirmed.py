@@ -17,6 +17,7 @@ import pytest
 from connectors.fhir import FhirClient
 from engine.writeback import write_note
 from engine.writeback.lookup import carries_identifier
+from store.models import Connection
 from store.outbox import NoteRecord, get_note
 from tests.engine.helpers import SyncWorld, connect_backend
 from tests.engine.retry_api import NotesApi, notes_api
@@ -138,3 +139,39 @@ def test_dwb63_a_202_left_for_a_person_says_the_ehr_may_still_be_filing_it_and_a
     done = write_note(world.env, FAST, note.id)
     assert (done.state, done.ehr_resource_id) == ("written", stored)
     assert len(request_log.paths(DOC_POSTS, "POST")) == 1 and _copies(world, conn, ehr, note) == [stored]
+
+
+def _status(world: SyncWorld, connection_id: str, status: str) -> None:
+    with world.env.db.session() as session:
+        row = session.get(Connection, connection_id)
+        assert row is not None
+        row.status = status
+        session.commit()
+
+
+def test_dwb63_a_confirmed_note_failed_unsent_is_still_searched_for_after_a_plain_retry(
+    world, start_sandbox, http, request_log, api
+) -> None:
+    """The note's POST was stored, its answer lost (``unknown``); the person, missing it in the chart, confirms it
+    absent; its run finds the connection needing re-authorization and, the note resting on the person's word as
+    never sent, fails it (``connection_needs_reauth``) unsent. Re-authorized, the person retries it plainly (a
+    ``failed`` note needs no confirmation): its POST still rests on that word alone, so it is searched for first and
+    found, ``written``, never POSTed again. Before, the failure cleared the mark and the plain retry POSTed a copy."""
+    ehr = start_sandbox(conditional_create=False)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    ehr.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=1)  # stored, the answer lost
+    ehr.admin.set_fault("500", path=DOC_POSTS, method="GET", times=None)  # and the search fails
+    assert write_note(world.env, FAST, note.id).state == "unknown"
+    ehr.admin.clear_faults()
+    [stored] = _copies(world, conn, ehr, note)
+    assert api.retry(note.id, {"confirmNotInEhr": True}).status_code == 200
+    _status(world, conn, "needs_reauth")
+    failed = write_note(world.env, FAST, note.id)
+    assert (failed.state, failed.reason_code) == ("failed", "connection_needs_reauth")
+    _status(world, conn, "active")
+    assert api.retry(note.id).status_code == 200
+    request_log.clear()
+    done = write_note(world.env, FAST, note.id)
+    assert request_log.paths(DOC_POSTS, "POST") == [] and _copies(world, conn, ehr, note) == [stored]
+    assert (done.state, done.ehr_resource_id) == ("written", stored)

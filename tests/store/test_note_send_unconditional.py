@@ -1,6 +1,8 @@
 """DWB-31/63, on SQLite and PostgreSQL: ``send_unconditional`` (a person's confirmed retry where the EHR's
 If-None-Exist ignores the identifier) holds for one attempt only. Only a confirmed retry with that evidence in the
-note's own answers sets it; a retry without the confirmation clears it; any move ending the attempt clears it."""
+note's own answers sets it; a retry without the confirmation clears it; any move ending the attempt clears it. The
+person's word (``confirmed_not_in_ehr``) lasts until the note is ``written`` or ``unknown``: a ``failed`` or
+``blocked`` note keeps it, through a plain retry too (its POST still rests on that word)."""
 
 from __future__ import annotations
 
@@ -40,11 +42,14 @@ def test_dwb63_the_flag_lasts_one_attempt_and_a_plain_retry_clears_it(db: AppDat
     marks = {"send_unconditional": True, "confirmed_not_in_ehr": True}
     for state in ("unknown", "failed", "blocked", "written"):
         ended = transition(db, transition(db, waiting, "sending"), state)
-        assert not (ended.send_unconditional or ended.confirmed_not_in_ehr), state
+        assert not ended.send_unconditional, state
+        assert ended.confirmed_not_in_ehr == (state in ("failed", "blocked")), state  # unsent: the word stands
         waiting = transition(db, transition(db, ended, "sending", **marks), "pending")
     failed = transition(db, transition(db, waiting, "sending"), "failed", reason_code="several_matches")
     plain = _retry(db, transition(db, failed, "failed", **marks), confirmed=False)
-    assert not (plain.send_unconditional or plain.confirmed_not_in_ehr)
+    assert not plain.send_unconditional and plain.confirmed_not_in_ehr
+    unknown = transition(db, transition(db, plain, "sending"), "unknown", reason_code="response_lost")
+    assert not _retry(db, unknown, confirmed=False).confirmed_not_in_ehr  # searched for instead (``maybe_stored``)
 
 
 def test_dwb63_an_ignored_search_counts_only_after_a_match_since_the_last_retry(
