@@ -1,9 +1,9 @@
 """A person's confirmed retry (DWB-63, ``confirmed_not_in_ehr``): the person said the note is not in the chart, so
 its next DocumentReference POST, where it goes without ``If-None-Exist`` (an EHR without conditional create, or
 ``send_unconditional``), is preceded by the search for it (``engine.writeback.reconcile.found_first``): a person's
-word is no proof. Set by such a retry, cleared as the note leaves ``pending``/``sending`` for any other state
-(``store.outbox.transition``), as ``send_unconditional`` is. Existing notes take ``send_unconditional``'s value (a
-confirmed retry in flight before the upgrade keeps its search); others read false.
+word is no proof. Set by such a retry, cleared as the note is ``written`` or ``unknown`` (``store.outbox.transition``;
+a ``failed``/``blocked`` note keeps it through a plain retry, ``store.outbox_retry``). Existing notes take
+``send_unconditional``'s value (a confirmed retry in flight before the upgrade keeps its search); others read false.
 
 Revision ID: 0019
 Revises: 0018
