@@ -293,5 +293,7 @@ class NoteOutbox(Base):
     outcome_issues: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     # 0018: a person's confirmed retry where If-None-Exist ignores the identifier: the next POST goes without it
     send_unconditional: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # 0019: a person's confirmed retry: a POST of it without If-None-Exist is searched for first (found_first)
+    confirmed_not_in_ehr: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -149,6 +149,7 @@ class NoteRecord:
     doc_posted: bool
     outcome_issues: dict[str, Any] | None  # PHI (the EHR's words refusing the note): never in ``metadata()``
     send_unconditional: bool  # the next POST without If-None-Exist (``store.outbox_retry``; cleared by ``transition``)
+    confirmed_not_in_ehr: bool  # a person's word: searched for before a POST without If-None-Exist (as above)
     created_at: datetime
     updated_at: datetime
 
@@ -240,8 +241,8 @@ def transition(
 ) -> NoteRecord:
     """Move ``note`` (as read) to ``to_state`` and set ``fields``, with its audit event, in one commit. The EHR's
     refusal (``outcome_issues``) describes the step that stored it: any later step clears it unless it sets it.
-    ``send_unconditional`` holds for the one attempt a person's retry gave it: any move out of ``pending`` and
-    ``sending`` (written, failed, blocked, unknown: the attempt ended) clears it unless it sets it.
+    ``send_unconditional`` lasts the attempt a person's retry gave it (any move out of ``pending``/``sending`` clears
+    it unless it sets it); ``confirmed_not_in_ehr`` until ``written``/``unknown`` (failed/blocked: ``outbox_retry``).
 
     ``updated_at`` is now unless ``fields`` gives it (a hold measured from it: ``waiting.wait_for_statement``).
 
@@ -251,6 +252,7 @@ def transition(
     values = {
         "outcome_issues": None,
         **({} if to_state in ("pending", "sending") else {"send_unconditional": False}),
+        **({"confirmed_not_in_ehr": False} if to_state in ("written", "unknown") else {}),
         "updated_at": utcnow(),
         **fields,
         "state": to_state,

@@ -12,15 +12,24 @@ A retry never risks a second copy of the note in the patient's chart. A note tha
 it only with ``If-None-Exist``, or searches for it by its identifier first (found: ``written``; not found: still
 ``unknown``, never POSTed blindly), exactly as for any such note. Only the person's ``confirm_not_in_ehr`` (they
 looked in the chart, it is not there) lets a run POST it as a note never sent; it is required where ehrsync cannot
-look itself (``identifier_search_ignored``).
+look itself (``identifier_search_ignored``). Their word is no proof (the chart view may lag, another person may have
+filed it, a 202 may still be processing): the note is marked ``confirmed_not_in_ehr``, and a POST of it without
+``If-None-Exist`` (an EHR without conditional create, or ``send_unconditional`` below) is preceded by the search for
+it (``engine.writeback.reconcile.found_first``: found, settled unsent; none found or the search failed, POSTed as
+confirmed). The mark lasts until the note is ``written`` or ``unknown`` (searched for, or confirmed anew): a note
+``failed`` or ``blocked`` since (its connection could not write, a gate closed) keeps it through a plain retry,
+whose POST still rests on that word. An ``identifier_search_ignored`` note whose POST was answered 202
+(``last_http_status``) is refused without the confirmation saying the EHR may still be filing it: look once it has
+had time to.
 
 An EHR that ignores ``identifier`` in ``If-None-Exist`` (Spark, its issue #520) matches the patient's other notes
 there, so a note sent with it can never be written (``match_unconfirmed`` with one other note, a 412
 ``several_matches`` with several). When the person confirms the note is not in the chart and the note's own evidence
 shows that behaviour (``_if_none_exist_ignored``), its next POST goes without ``If-None-Exist``
-(``send_unconditional``; ``engine.writeback.preflight``), once: ``store.outbox.transition`` clears it as that attempt
-ends, and a retry without the confirmation clears it. A lost answer to that POST makes the note ``maybe_stored``, and
-without If-None-Exist the run only searches for it (never a second blind POST).
+(``send_unconditional``; ``engine.writeback.preflight``), once: ``store.outbox.transition`` clears it as that
+attempt ends, and a retry without the confirmation clears it. A lost answer to
+that POST makes the note ``maybe_stored``, and without If-None-Exist the run only searches for it (never a second
+blind POST).
 
 Refused by name: a note with several copies in the EHR (``duplicate_notes``: a person removes them there; the
 message says, as the note's reason does, whether they carry its identifier or match its patient, type, date and
@@ -46,6 +55,8 @@ SEARCH_IGNORED = "identifier_search_ignored"  # engine.writeback.reconcile.IGNOR
 ACCEPTED = "accepted"  # engine.writeback.accepted.ACCEPTED: searched again by itself while checks are left
 SEVERAL_MATCHES = "several_matches"  # engine.writeback.outcomes: If-None-Exist matched several (412)
 MATCH_UNCONFIRMED = "match_unconfirmed"  # engine.writeback.matched: If-None-Exist matched a note not shown to be it
+#: The HTTP status of a POST the EHR accepted for later processing (``last_http_status`` kept by the search after it).
+ACCEPTED_STATUS = 202
 #: Answers to this note's conditional create showing the EHR's If-None-Exist matched notes other than this draft's.
 _MATCHED_OTHERS = frozenset({MATCH_UNCONFIRMED, SEVERAL_MATCHES})
 #: Reads and moves tried when a run moves the note between the read and the move (each re-checks the refusals).
@@ -82,10 +93,16 @@ def _refuse(note: NoteRecord, confirmed: bool) -> None:
             note,
         )
     if note.reason_code == SEARCH_IGNORED and not confirmed:
+        said = "look in the patient's chart"
+        if note.last_http_status == ACCEPTED_STATUS:  # the EHR files it later: the chart may not show it yet
+            said = (
+                "the EHR accepted it for later processing (HTTP 202) and may still be filing it, so the chart may not "
+                "show it yet: look in the patient's chart once the EHR has had time to file it"
+            )
         raise RetryRefusedError(
             "confirm_not_in_ehr_required",
-            "the EHR ignores the identifier search, so ehrsync cannot tell whether it holds this note: look in the "
-            "patient's chart, and retry with confirmNotInEhr true only if the note is not there",
+            f"the EHR ignores the identifier search, so ehrsync cannot tell whether it holds this note: {said}, and "
+            "retry with confirmNotInEhr true only if the note is not there",
             note,
         )
 
@@ -138,7 +155,8 @@ def retry_note(
     restart at 0, its reason, reason code, HTTP status and the EHR's refusal are cleared (the audit keeps the codes
     and statuses of the moves that set them, never the EHR's words), and it is due now. ``confirm_not_in_ehr``: the
     person checked the chart; the note is sent as one never sent (with If-None-Exist where the EHR offers it, unless
-    its If-None-Exist was seen ignoring the identifier: then the next POST goes without it, ``send_unconditional``).
+    its If-None-Exist was seen ignoring the identifier: then the next POST goes without it, ``send_unconditional``),
+    marked ``confirmed_not_in_ehr``: a POST of it without If-None-Exist is searched for first (kept by a plain retry).
     The audit event names ``actor`` and ``requested_by``, the state and reason code it left (``reason_before``),
     whether the next POST is ``unconditional``, never the note's text."""
     for race in range(_RACES):
@@ -170,6 +188,7 @@ def retry_note(
                 last_http_status=None,
                 maybe_stored=_may_be_in_ehr(note) and not confirm_not_in_ehr,
                 send_unconditional=unconditional,
+                confirmed_not_in_ehr=confirm_not_in_ehr or note.confirmed_not_in_ehr,  # failed/blocked keep the word
             )
         except StaleNoteError:  # a run moved it between the read and the move: read it again, refuse or retry
             if race + 1 == _RACES:

@@ -149,8 +149,8 @@ def _advance(
             return wait_for_statement(env.db, config, note, exc)
         if note.state == "pending" and search_first(config, note, plan.conditional):  # no blind or extra POST
             return settle_maybe_stored(env, config, note, client, None)
-        if plan.unconditional and not may_be_stored(note) and (found := found_first(env.db, client, note, config)):
-            return found  # a person confirmed it absent, yet it carries the draft's identifier there: no copy
+        if _on_word_alone(note, plan) and (found := found_first(env.db, client, note, config)):
+            return found  # a person confirmed it absent, yet the EHR holds it: no copy
         if note.state == "pending":
             attempt = note.attempts + 1
             note = transition(env.db, note, "sending", attempts=attempt, doc_posted=False, detail={"attempt": attempt})
@@ -162,6 +162,13 @@ def _advance(
             note = replace(note, maybe_stored=True)  # kept if this one leaves for ``pending``
         # else resumed, never POSTed (no ``doc_posted``): on as a first try (the same Binary job, then one POST)
         return _send(env, config, note, plan, client)
+
+
+def _on_word_alone(note: NoteRecord, plan: SendPlan) -> bool:
+    """Whether this POST rests on a person's word alone: they confirmed the note absent (``confirmed_not_in_ehr``,
+    DWB-63) and it goes without If-None-Exist (an EHR without conditional create, or ``send_unconditional``), so
+    nothing would stop a copy of a note they missed in the chart: it is searched for first (``found_first``)."""
+    return note.confirmed_not_in_ehr and not plan.conditional and not may_be_stored(note)
 
 
 def _send(

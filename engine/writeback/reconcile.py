@@ -42,6 +42,8 @@ _STILL_SEARCHED = (
     "the EHR may still be processing it (202), so it is searched again by itself; which of them the EHR holds is for "
     "a person once those searches are spent"
 )
+#: How the reason of an ``IGNORED`` note whose POST was answered 202 begins (``_ignored``; ``store.outbox_retry``).
+_STILL_FILING = "the EHR accepted this note for later processing (HTTP 202) and may still be filing it"
 #: An identifier search's answer, or why it gave none (out of time: ``StepBudgetExceededError``).
 Searched: TypeAlias = IdentifierLookup | ce.EhrSyncError
 #: How the part of a note's ``reason`` saying its search ran out of time begins (after the reason it had).
@@ -60,16 +62,21 @@ def search(client: FhirClient, note: NoteRecord, config: WritebackConfig) -> Sea
 
 
 def found_first(db: AppDatabase, client: FhirClient, note: NoteRecord, config: WritebackConfig) -> NoteRecord | None:
-    """Before a POST without If-None-Exist (a person's confirmed retry, ``send_unconditional``): the identifier
-    search, since a person's word that the note is not in the chart is no proof and nothing else would stop a copy.
+    """Before a POST without If-None-Exist of a note a person confirmed absent (``confirmed_not_in_ehr``: on an EHR
+    without conditional create, or ``send_unconditional``): the identifier search, since a person's word that the
+    note is not in the chart is no proof (the chart view may lag, another person may have filed it, a 202 may still
+    be processing) and nothing else would stop a copy.
     Notes carrying the draft's exact identifier are proof (even from a server ignoring the parameter silently) and
     settle it as ``reconcile`` does: one, ``written``; several, ``duplicate_notes``; never POSTed. Where that search
     cannot decide (the server said it ignored it, or the vendor drops ``identifier``), the patient, type and date
     search does, as for a lost answer (DWB-32/33): exact matches no other note claims settle it so too, unless
     another draft not yet written matches as well (which one the EHR holds is what the person just answered). None
-    (send it, as the person confirmed): none found, or a search that failed or ran out of time."""
+    (send it, as the person confirmed): none found, or a search that failed or ran out of time (it learned nothing
+    against their word, and holding the note for a search that keeps failing would leave what they asked for unsent
+    with no way on but their word again)."""
     lookup = search(client, note, config)
     if isinstance(lookup, ce.EhrSyncError):
+        _log.warning("note %s: the search before a confirmed POST failed (%s); sent as confirmed", note.id, lookup.code)
         return None
     if lookup.matches:
         _log.warning("note %s: confirmed absent, yet the identifier search found it; not sent again", note.id)
@@ -196,6 +203,8 @@ def _ignored(db: AppDatabase, note: NoteRecord, details: DetailsLookup | None) -
     else:
         said = "the search by patient, type and date (not shown applied as asked) found no note matching it exactly"
     reason = f"the EHR ignores the identifier search parameter and {said}: whether it holds this note needs a person"
+    if note.last_http_status == 202:  # its POST's answer: a note the EHR files later may not be in the chart yet
+        reason = f"{_STILL_FILING}; {reason}, once the EHR has had time to file it"
     if note.reason_code == IGNORED and note.reason == reason:  # said already: a repeated search adds no event
         return note
     detail = {"reconciled": False, "error_code": IGNORED, "fallback": _FALLBACK[details is None or not details.decided]}

@@ -1,6 +1,8 @@
 """DWB-31/63, on SQLite and PostgreSQL: ``send_unconditional`` (a person's confirmed retry where the EHR's
 If-None-Exist ignores the identifier) holds for one attempt only. Only a confirmed retry with that evidence in the
-note's own answers sets it; a retry without the confirmation clears it; any move ending the attempt clears it."""
+note's own answers sets it; a retry without the confirmation clears it; any move ending the attempt clears it. The
+person's word (``confirmed_not_in_ehr``) lasts until the note is ``written`` or ``unknown``: a ``failed`` or
+``blocked`` note keeps it, through a plain retry too (its POST still rests on that word)."""
 
 from __future__ import annotations
 
@@ -35,13 +37,19 @@ def test_dwb63_the_flag_lasts_one_attempt_and_a_plain_retry_clears_it(db: AppDat
     sending = transition(db, retried, "sending", attempts=1)
     posting = transition(db, sending, "sending", doc_posted=True)  # kept while its attempt lasts (a resumed run too)
     waiting = transition(db, posting, "pending", attempts=1)  # e.g. a 429: nothing stored, the same attempt again
-    assert sending.send_unconditional and posting.send_unconditional and waiting.send_unconditional
+    for kept in (retried, sending, posting, waiting):  # a person's word too (``confirmed_not_in_ehr``, DWB-63)
+        assert kept.send_unconditional and kept.confirmed_not_in_ehr
+    marks = {"send_unconditional": True, "confirmed_not_in_ehr": True}
     for state in ("unknown", "failed", "blocked", "written"):
         ended = transition(db, transition(db, waiting, "sending"), state)
         assert not ended.send_unconditional, state
-        waiting = transition(db, transition(db, ended, "sending", send_unconditional=True), "pending")
+        assert ended.confirmed_not_in_ehr == (state in ("failed", "blocked")), state  # unsent: the word stands
+        waiting = transition(db, transition(db, ended, "sending", **marks), "pending")
     failed = transition(db, transition(db, waiting, "sending"), "failed", reason_code="several_matches")
-    assert not _retry(db, transition(db, failed, "failed", send_unconditional=True), confirmed=False).send_unconditional
+    plain = _retry(db, transition(db, failed, "failed", **marks), confirmed=False)
+    assert not plain.send_unconditional and plain.confirmed_not_in_ehr
+    unknown = transition(db, transition(db, plain, "sending"), "unknown", reason_code="response_lost")
+    assert not _retry(db, unknown, confirmed=False).confirmed_not_in_ehr  # searched for instead (``maybe_stored``)
 
 
 def test_dwb63_an_ignored_search_counts_only_after_a_match_since_the_last_retry(
@@ -52,7 +60,7 @@ def test_dwb63_an_ignored_search_counts_only_after_a_match_since_the_last_retry(
     lost = _left(db, note, "unknown", "response_lost")
     ignored = transition(db, lost, "unknown", reason_code="identifier_search_ignored")
     plain = _retry(db, ignored, confirmed=True)
-    assert not plain.send_unconditional
+    assert not plain.send_unconditional and plain.confirmed_not_in_ehr  # searched for first where sent unconditionally
     matched = transition(db, transition(db, plain, "sending"), "unknown", detail={"error_code": "match_unconfirmed"})
     ignored = transition(db, matched, "unknown", reason_code="identifier_search_ignored")
     assert _retry(db, ignored, confirmed=True).send_unconditional
