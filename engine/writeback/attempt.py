@@ -124,7 +124,7 @@ def _advance(
 ) -> NoteRecord:
     with ExitStack() as beating:  # a note in ``sending`` is kept fresh for as long as a run holds it
         if note.state == "sending":  # resumed: from the start, as reading the CapabilityStatement may wait too
-            beating.enter_context(heartbeat(env.db, note.id, config.stalled_after_s))
+            beating.enter_context(heartbeat(env.db, note, config.stalled_after_s))
         try:
             plan = plan_send(note, target, client, config)
             build_payload(note, plan.doc_status, content_type=plan.content_type)  # invalid: fails here, unsent
@@ -155,7 +155,7 @@ def _advance(
             attempt = note.attempts + 1
             note = transition(env.db, note, "sending", attempts=attempt, doc_posted=False, detail={"attempt": attempt})
             checkpoint("writeback.sending")
-            beating.enter_context(heartbeat(env.db, note.id, config.stalled_after_s))  # a slow live POST too
+            beating.enter_context(heartbeat(env.db, note, config.stalled_after_s))  # a slow live POST too
         elif may_be_stored(note):  # resumed in ``sending``: the killed run's POST may have been stored
             if not plan.conditional:  # without If-None-Exist a repeat could duplicate
                 return to_unknown(env, config, note, client)

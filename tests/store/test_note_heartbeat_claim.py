@@ -1,0 +1,74 @@
+"""The write-back heartbeat keeps fresh only its own attempt's claim, on SQLite and PostgreSQL: the note at the
+version the attempt claimed it at, followed through the attempt's own moves; once another run moved the note (the
+sensor resumed it after this run's beats failed), the beat stops, so a resuming run that dies is resumed again."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import update
+
+from engine.writeback.heartbeat import heartbeat
+from store import AppDatabase
+from store.models import NoteOutbox, utcnow
+from store.outbox import NoteRecord, enqueue_note, get_note, transition
+from store.outbox_queue import stalled_notes
+from tests.store.conftest import NOTE, add_connection
+
+_LONG_AGO = timedelta(hours=1)
+
+
+@pytest.fixture
+def outbox_db(db: AppDatabase) -> AppDatabase:
+    add_connection(db, fhir_base="https://ehr.example/fhir")
+    return db
+
+
+def _age(db: AppDatabase, note_id: str) -> datetime:
+    """The note unmoved for an hour (a run that died long ago); returns that time."""
+    then = utcnow() - _LONG_AGO
+    with db.session() as session:
+        session.execute(update(NoteOutbox).where(NoteOutbox.id == note_id).values(updated_at=then))
+        session.commit()
+    return then
+
+
+def _updated_at(db: AppDatabase, note_id: str) -> datetime:
+    note = get_note(db, note_id)
+    assert note is not None
+    return note.updated_at
+
+
+def _wait_fresh(db: AppDatabase, note_id: str, deadline_s: float = 30.0) -> None:
+    """Poll until a beat has touched the note (the aged time is an hour back: any touch is far newer)."""
+    end = time.monotonic() + deadline_s
+    while _updated_at(db, note_id).replace(tzinfo=None) < (utcnow() - _LONG_AGO / 2).replace(tzinfo=None):
+        assert time.monotonic() < end, "the heartbeat never touched its own claim"
+        time.sleep(0.02)
+
+
+def _as_other_run(move: NoteRecord, db: AppDatabase) -> NoteRecord:
+    """Another run's move: made in another thread, as a resuming run's is made in its own process."""
+    out: dict[str, NoteRecord] = {}
+    thread = threading.Thread(target=lambda: out.update(moved=transition(db, move, "sending", doc_posted=True)))
+    thread.start()
+    thread.join()
+    return out["moved"]
+
+
+def test_a_beat_follows_its_own_moves_and_stops_once_another_run_took_the_note(outbox_db: AppDatabase) -> None:
+    note, _ = enqueue_note(outbox_db, NOTE, actor="test")
+    claimed = transition(outbox_db, note, "sending", attempts=1, doc_posted=False)
+    with heartbeat(outbox_db, claimed, stalled_after_s=0.2) as claim:  # beats every 0.05 s
+        own = transition(outbox_db, claimed, "sending", doc_posted=True)  # the attempt's own move (its thread)
+        _age(outbox_db, note.id)
+        _wait_fresh(outbox_db, note.id)  # still its claim at the new version: kept fresh
+        _as_other_run(own, outbox_db)  # the sensor resumed it in another run, which moved it (then died)
+        aged = _age(outbox_db, note.id)
+        assert claim.lost.wait(30), "the beat went on touching another run's claim"
+    assert _updated_at(outbox_db, note.id).replace(tzinfo=None) == aged.replace(tzinfo=None)
+    stalled = stalled_notes(outbox_db, utcnow() - _LONG_AGO / 2)
+    assert [n.id for n in stalled] == [note.id]  # the dead run's note is resumed again, not kept fresh by this run
