@@ -60,6 +60,7 @@ def _as_other_run(move: NoteRecord, db: AppDatabase) -> NoteRecord:
 
 
 def test_a_beat_follows_its_own_moves_and_stops_once_another_run_took_the_note(outbox_db: AppDatabase) -> None:
+    """DWB-60: the claim's lease is renewed by its own run only; another run's claim is left to lapse."""
     note, _ = enqueue_note(outbox_db, NOTE, actor="test")
     claimed = transition(outbox_db, note, "sending", attempts=1, doc_posted=False)
     with heartbeat(outbox_db, claimed, stalled_after_s=0.2) as claim:  # beats every 0.05 s
