@@ -3,7 +3,8 @@
 The write-back heartbeat keeps fresh only the claim its attempt holds: the note at the version the attempt last
 moved it to (``engine.writeback.heartbeat``). Another run's moves are made in another thread or process, so only the
 attempt's own reach its watcher. A watcher is told before the move commits: a beat that misses the version it read
-can tell the attempt's own move (the version it follows changed meanwhile) from another run's.
+can tell the attempt's own move (the version it follows changed meanwhile) from another run's; a move told and not
+yet visible to the beat's session is told apart by reading the row back (``engine.writeback.heartbeat._missed``).
 """
 
 from __future__ import annotations

@@ -12,7 +12,11 @@ A beat touches only the attempt's own claim: the note in ``sending`` at the vers
 at, followed through the attempt's own moves (a Binary step, the ``doc_posted`` record: ``store.outbox_moves`` tells
 the beat of them). Once another run moved the note (the sensor resumed it after this run's beats failed for a
 while, a busy database), the beat stops: before, it touched any ``sending`` note, so it kept that other run's claim
-fresh, and a note whose resuming run died was not resumed again until this run ended.
+fresh, and a note whose resuming run died was not resumed again until this run ended. A touch that matches nothing
+is read back before the claim is taken for lost (``_missed``): the attempt's own move is told to the beat before it
+commits, so on PostgreSQL a touch made meanwhile matches neither version (the beat went on only if it tried again),
+and a move of its own out of ``sending`` (``written``, then a Provenance POST or a search in the same block) ends
+the beat quietly, as before.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import logging
 import threading
 from collections.abc import Iterator
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from store import AppDatabase
@@ -62,6 +66,25 @@ def touch_sending(db: AppDatabase, note_id: str, version: int) -> bool:
         return bool(moved.rowcount)  # type: ignore[attr-defined]
 
 
+def _missed(db: AppDatabase, claim: Claim, tried: int) -> str:
+    """Why a touch at version ``tried`` matched nothing, the row read back: ``own`` (the attempt's own move, made
+    since or told and not committed yet: the next beat touches it), ``left`` (its own move took the note out of
+    ``sending``) or ``lost`` (another run moved it past the claim)."""
+    if claim.version != tried:
+        return "own"
+    with db.session() as session:
+        row = session.execute(
+            select(NoteOutbox.state, NoteOutbox.version).where(NoteOutbox.id == claim.note_id)
+        ).one_or_none()
+    if claim.version != tried:  # an own move committed between the touch and the read
+        return "own"
+    if row is None or row.version > tried:
+        return "lost"
+    if row.version < tried:  # told before its commit (``store.outbox_moves``), not visible yet
+        return "own"
+    return "own" if row.state == "sending" else "left"
+
+
 @contextlib.contextmanager
 def heartbeat(db: AppDatabase, note: NoteRecord, stalled_after_s: float) -> Iterator[Claim]:
     """Touch the note every ``stalled_after_s / 4`` seconds until the block ends or the claim is no longer the
@@ -74,7 +97,10 @@ def heartbeat(db: AppDatabase, note: NoteRecord, stalled_after_s: float) -> Iter
         while not stop.wait(interval):
             version = claim.version
             try:
-                if not touch_sending(db, note.id, version) and claim.version == version:  # not an own move
+                missed = None if touch_sending(db, note.id, version) else _missed(db, claim, version)
+                if missed == "left":  # its own move took the note out of ``sending``: nothing left to keep fresh
+                    return
+                if missed == "lost":
                     _log.warning("note %s: another run took it over; this run no longer keeps it fresh", note.id)
                     claim.lost.set()
                     return
