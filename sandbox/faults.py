@@ -70,6 +70,7 @@ FaultKind = Literal[
     "proxy_page",  # a gateway's HTML page answered body_status (200 unless told), the app never asked
     "body_cut",  # the app's own answer, its body cut to its first half (Content-Length to match): sandbox.gateway_fault
     "bom",  # the app's own answer (errors too), a UTF-8 byte order mark before its body: sandbox.gateway_fault
+    "binary_gone",  # a DocumentReference create finds the Binaries it references deleted: sandbox.fhir.binary_refs
 ]
 #: Kinds the HTTP middleware answers itself; the others are consumed by the code they affect.
 _MIDDLEWARE_KINDS = frozenset(

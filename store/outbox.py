@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from store.audit import record_audit
 from store.database import AppDatabase
 from store.models import NoteOutbox, utcnow
+from store.outbox_moves import moving_to
 
 __all__ = [
     "STATES",
@@ -267,6 +268,7 @@ def transition(
         if moved.rowcount != 1:  # type: ignore[attr-defined]
             session.rollback()
             raise StaleNoteError(f"note {note.id} moved past {note.state} v{note.version}")
+        moving_to(note.id, note.version + 1)  # the attempt's heartbeat follows its own claim (``outbox_moves``)
         audit = {"note_id": note.id, "from": note.state, "to": to_state, "version": note.version + 1}
         record_audit(
             session,

@@ -31,6 +31,17 @@ attempt ends, and a retry without the confirmation clears it. A lost answer to
 that POST makes the note ``maybe_stored``, and without If-None-Exist the run only searches for it (never a second
 blind POST).
 
+A retried note no POST of which may be stored (it leaves with ``maybe_stored`` unset: ``failed`` or ``blocked`` by
+answers proving nothing was stored, or the person confirmed it is not in the chart) forgets its Binary
+(``binary_id``): the next try creates a fresh one. Kept, a note the EHR refused because that Binary no longer exists
+(an EHR purging Binaries no note references yet, or one deleted there) failed the same way on every retry, and only a
+new ``idempotencyKey`` helped. Telling that refusal apart by its words (the expression or code naming the Binary) was
+not chosen: vendors word it differently (or with a bare numbered code), and a missed one leaves the note stuck. A
+Binary forgotten is at worst left in the EHR unreferenced: it holds the note's text but is no note in the chart. A
+second DocumentReference would be, so a note that may be in the EHR keeps its Binary (its stored copy references
+it; the run repeats the POST only with If-None-Exist or searches first). A Binary job still being filed
+(``binary_status_url``) is asked again as before.
+
 Refused by name: a note with several copies in the EHR (``duplicate_notes``: a person removes them there; the
 message says, as the note's reason does, whether they carry its identifier or match its patient, type, date and
 content, DWB-32/33), and an ``accepted`` note the EHR is still processing (202) while ehrsync still searches for it
@@ -152,19 +163,22 @@ def retry_note(
 ) -> NoteRecord | None:
     """Move the note to ``pending`` for a person (None: no such note for ``tenant_id``); ``RetryRefusedError`` when
     it may not be. Its tries (``attempts`` and ``binary_posts``: a Binary left behind is no note in the chart)
-    restart at 0, its reason, reason code, HTTP status and the EHR's refusal are cleared (the audit keeps the codes
-    and statuses of the moves that set them, never the EHR's words), and it is due now. ``confirm_not_in_ehr``: the
+    restart at 0, its ``binary_id`` is forgotten when no POST of it may be stored (module docstring), its reason,
+    reason code, HTTP status and the EHR's refusal are cleared (the audit keeps the codes and statuses of the moves
+    that set them, never the EHR's words), and it is due now. ``confirm_not_in_ehr``: the
     person checked the chart; the note is sent as one never sent (with If-None-Exist where the EHR offers it, unless
     its If-None-Exist was seen ignoring the identifier: then the next POST goes without it, ``send_unconditional``),
     marked ``confirmed_not_in_ehr``: a POST of it without If-None-Exist is searched for first (kept by a plain retry).
     The audit event names ``actor`` and ``requested_by``, the state and reason code it left (``reason_before``),
-    whether the next POST is ``unconditional``, never the note's text."""
+    whether the next POST is ``unconditional`` and whether a Binary was forgotten, never the note's text."""
     for race in range(_RACES):
         note = get_note(db, note_id, tenant_id)
         if note is None:
             return None
         _refuse(note, confirm_not_in_ehr)
         unconditional = confirm_not_in_ehr and _if_none_exist_ignored(db, note)
+        maybe_stored = _may_be_in_ehr(note) and not confirm_not_in_ehr
+        binary = {} if maybe_stored else {"binary_id": None}  # a fresh Binary: the old one may be gone
         detail = {
             "retry": True,
             "requested_by": requested_by,
@@ -172,6 +186,7 @@ def retry_note(
             "unconditional": unconditional,
             "reason_before": note.reason_code,
             "attempts_before": note.attempts,
+            "binary_forgotten": bool(binary and note.binary_id),
         }
         try:
             return transition(
@@ -186,9 +201,10 @@ def retry_note(
                 reason_code=None,
                 reason=None,
                 last_http_status=None,
-                maybe_stored=_may_be_in_ehr(note) and not confirm_not_in_ehr,
+                maybe_stored=maybe_stored,
                 send_unconditional=unconditional,
                 confirmed_not_in_ehr=confirm_not_in_ehr or note.confirmed_not_in_ehr,  # failed/blocked keep the word
+                **binary,
             )
         except StaleNoteError:  # a run moved it between the read and the move: read it again, refuse or retry
             if race + 1 == _RACES:

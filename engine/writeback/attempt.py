@@ -41,7 +41,7 @@ from engine.writeback.binary import binary_url
 from engine.writeback.config import WritebackConfig
 from engine.writeback.heartbeat import heartbeat
 from engine.writeback.matched import confirm_match, unconfirmed
-from engine.writeback.outcomes import ends_note, retry_later
+from engine.writeback.outcomes import ends_note, out_of_tries, retry_later
 from engine.writeback.preflight import SendPlan, build_payload, plan_send
 from engine.writeback.provenance import send_provenance
 from engine.writeback.reconcile import found_first, reconcile
@@ -50,6 +50,7 @@ from engine.writeback.unsure import failed_send, lost_before, may_be_stored, set
 from engine.writeback.waiting import (
     search_first,
     tries_kept,
+    tries_spent,
     wait_for_connection,
     wait_for_key,
     wait_for_setting,
@@ -122,9 +123,11 @@ def _close(env: SyncEnvironment, note: NoteRecord, state: str, *, reason_code: s
 def _advance(
     env: SyncEnvironment, config: WritebackConfig, note: NoteRecord, target: NoteTarget, client: FhirClient
 ) -> NoteRecord:
+    if not note.maybe_stored and tries_spent(config, note):  # ``max_attempts`` lowered since its last try
+        return out_of_tries(env.db, config, note, tries_kept(note))  # no POST beyond it (maybe stored: searched)
     with ExitStack() as beating:  # a note in ``sending`` is kept fresh for as long as a run holds it
         if note.state == "sending":  # resumed: from the start, as reading the CapabilityStatement may wait too
-            beating.enter_context(heartbeat(env.db, note.id, config.stalled_after_s))
+            beating.enter_context(heartbeat(env.db, note, config.stalled_after_s))
         try:
             plan = plan_send(note, target, client, config)
             build_payload(note, plan.doc_status, content_type=plan.content_type)  # invalid: fails here, unsent
@@ -147,7 +150,7 @@ def _advance(
             if note.maybe_stored and tries_kept(note) >= config.max_attempts:  # a try that POSTed nothing is not spent
                 return settle_maybe_stored(env, config, note, client, None)  # spent: as search_first, no answer
             return wait_for_statement(env.db, config, note, exc)
-        if note.state == "pending" and search_first(config, note, plan.conditional):  # no blind or extra POST
+        if search_first(config, note, plan.conditional):  # no blind or extra POST
             return settle_maybe_stored(env, config, note, client, None)
         if _on_word_alone(note, plan) and (found := found_first(env.db, client, note, config)):
             return found  # a person confirmed it absent, yet the EHR holds it: no copy
@@ -155,7 +158,7 @@ def _advance(
             attempt = note.attempts + 1
             note = transition(env.db, note, "sending", attempts=attempt, doc_posted=False, detail={"attempt": attempt})
             checkpoint("writeback.sending")
-            beating.enter_context(heartbeat(env.db, note.id, config.stalled_after_s))  # a slow live POST too
+            beating.enter_context(heartbeat(env.db, note, config.stalled_after_s))  # a slow live POST too
         elif may_be_stored(note):  # resumed in ``sending``: the killed run's POST may have been stored
             if not plan.conditional:  # without If-None-Exist a repeat could duplicate
                 return to_unknown(env, config, note, client)

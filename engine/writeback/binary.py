@@ -19,7 +19,8 @@ A status URL off the FHIR base is never asked (the token stays on the base, SAL-
 (``binary_status_off_base``).
 
 What can still be left behind, at most ``binary_posts_max`` Binaries a note (as many again for each person's retry,
-DWB-63, which counts its Binary POSTs from 0 again): one whose answer was lost (or named no
+DWB-63, which counts its Binary POSTs from 0 again, plus the one such a retry forgets when no POST of the note may be
+stored, ``store.outbox_retry``: it may be gone from the EHR): one whose answer was lost (or named no
 id), one a status URL gone for good was filing, one still being filed when the note's attempts run out, one an
 off-base status URL names.
 """

@@ -20,6 +20,7 @@ __all__ = [
     "SEVERAL_MATCHES",
     "ends_note",
     "fail_from",
+    "out_of_tries",
     "outcome_issues",
     "outcome_text",
     "outcome_unknown",
@@ -107,6 +108,21 @@ def retry_later(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc:
     )
     checkpoint("writeback.pending")
     return note
+
+
+def out_of_tries(db: AppDatabase, config: WritebackConfig, note: NoteRecord, tries: int) -> NoteRecord:
+    """A note due for a try with none left under ``max_attempts`` (``waiting.tries_spent``: the limit lowered since
+    its last try), none of whose POSTs may be stored: ``failed`` ``retries_exhausted``, as its last try would have
+    ended under this limit, never POSTed once more. The reason names the limit and the last try's code; the row
+    keeps that try's HTTP status. ``tries``: the ones it made (a resumed, unposted ``sending`` note's counted try
+    given back)."""
+    last = f" (its last try: {note.reason_code})" if note.reason_code else ""
+    reason = (
+        f"{tries} tries made{last} reach max_attempts ({config.max_attempts}), lowered since: the note is not sent "
+        "again; a person's retry gives it its tries again"
+    )
+    detail = {"error_code": "retries_exhausted", "max_attempts": config.max_attempts}
+    return transition(db, note, "failed", reason_code="retries_exhausted", reason=reason, attempts=tries, detail=detail)
 
 
 def _tries(note: NoteRecord, exc: ce.EhrSyncError) -> int:

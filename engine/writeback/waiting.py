@@ -53,6 +53,7 @@ __all__ = [
     "held_until",
     "search_first",
     "tries_kept",
+    "tries_spent",
     "wait_for_connection",
     "wait_for_grant",
     "wait_for_key",
@@ -97,6 +98,15 @@ def tries_kept(note: NoteRecord) -> int:
     )
 
 
+def tries_spent(config: WritebackConfig, note: NoteRecord) -> bool:
+    """Whether a note due for a try has none left under the current ``max_attempts``: ``pending`` with its tries at
+    the limit, or resumed in ``sending`` before its DocumentReference POST with the tries it keeps (``tries_kept``)
+    at it. A run ends a note as its last try's answer ends it, so this is a ``max_attempts`` lowered since that try
+    (the ``writeback`` resource, or one run's config): the note is never POSTed beyond the limit it is read with."""
+    resumed_unposted = note.state == "sending" and not note.doc_posted
+    return (note.state == "pending" or resumed_unposted) and tries_kept(note) >= config.max_attempts
+
+
 def search_first(config: WritebackConfig, note: NoteRecord, conditional: bool) -> bool:
     """Whether a ``pending`` note is searched for by its identifier (``unknown``, then ``reconcile``) instead of
     POSTed: an earlier POST of it may be stored (``maybe_stored``) and If-None-Exist is gone (a repeat could
@@ -106,8 +116,9 @@ def search_first(config: WritebackConfig, note: NoteRecord, conditional: bool) -
     401 would not keep that promise: the 401 proves that POST stored nothing, not an earlier one whose answer was
     lost, nor a first try of the same POST the transport repeated, so a note could still wake with its tries spent.
     The search never POSTs: found, ``written``; not found, ``unknown`` for a person, as when a last try's own answer
-    is lost; stopped by a refused grant, the note waits for it again (``unsure.settle_maybe_stored``)."""
-    return note.maybe_stored and (not conditional or note.attempts >= config.max_attempts)
+    is lost; stopped by a refused grant, the note waits for it again (``unsure.settle_maybe_stored``). A note resumed
+    in ``sending`` before its POST is searched for so too once its tries are spent (``tries_spent``)."""
+    return note.maybe_stored and ((note.state == "pending" and not conditional) or tries_spent(config, note))
 
 
 def wait_for_grant(db: AppDatabase, config: WritebackConfig, note: NoteRecord, exc: ce.NeedsReauthError) -> NoteRecord:

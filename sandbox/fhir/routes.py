@@ -18,6 +18,7 @@ from sandbox.data.ids import ALL_TYPES
 from sandbox.errors import ResourceGone, ResourceNotFound
 from sandbox.faults import Fault
 from sandbox.fhir.access import bearer
+from sandbox.fhir.binary_refs import check_binary_refs
 from sandbox.fhir.create_answers import accepted_answer, hashed_etag_answer, redirect_answer, settle_async, wants
 from sandbox.fhir.discovery import WRITABLE
 from sandbox.fhir.paging import sign, unsign
@@ -239,6 +240,7 @@ async def create(resource_type: str, request: Request) -> Response:
     check_writable(resource_type, body)
     if not perm.allows(body):
         raise FhirFailure(403, "forbidden", "granted scopes do not cover this patient")
+    check_binary_refs(st, request, resource_type, body)  # a note's Binary must be held (fault ``binary_gone``)
     fhir_base = st.fhir_base(request)
     mode = wants(st, request, resource_type)
     if mode in ("temporary_redirect", "permanent_redirect"):
