@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from store.audit import record_audit
@@ -35,8 +35,6 @@ __all__ = [
     "StaleNoteError",
     "enqueue_note",
     "get_note",
-    "outbox_counts",
-    "outbox_metadata_rows",
     "transition",
 ]
 
@@ -284,19 +282,3 @@ def transition(
         assert row is not None
         session.refresh(row)
         return NoteRecord.of(row)
-
-
-def outbox_counts(db: AppDatabase) -> dict[str, int]:
-    """Notes per state (every state present, zero when none)."""
-    with db.session() as session:
-        rows = session.execute(select(NoteOutbox.state, func.count()).group_by(NoteOutbox.state)).all()
-    found = {str(state): int(count) for state, count in rows}
-    return {state: found.get(state, 0) for state in STATES}
-
-
-def outbox_metadata_rows(db: AppDatabase) -> list[dict[str, Any]]:
-    """Every note's metadata (no body, no title), for the warehouse's ``draft_note_outbox`` table."""
-    columns = [getattr(NoteOutbox, name) for name in METADATA_COLUMNS]
-    with db.session() as session:
-        rows = session.execute(select(*columns).order_by(NoteOutbox.created_at, NoteOutbox.id)).all()
-    return [dict(zip(METADATA_COLUMNS, row, strict=True)) for row in rows]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from engine.environment import SyncEnvironment
-from store.outbox import outbox_metadata_rows
+from store.outbox_reads import outbox_metadata_rows
 from warehouse.errors import WarehouseError
 from warehouse.note_outbox import replace_note_outbox
 

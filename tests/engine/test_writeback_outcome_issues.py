@@ -17,7 +17,8 @@ from connectors.transport.answers import operation_outcome_of
 from connectors.transport.issue_record import MAX_ISSUES, MAX_VALUE, issue_record
 from engine.writeback import write_note
 from store.models import AuditEvent
-from store.outbox import get_note, outbox_metadata_rows, transition
+from store.outbox import get_note, transition
+from store.outbox_reads import outbox_metadata_rows
 from tests.engine.writeback_helpers import FAST, NOTE_TEXT, enqueue, writable_connection
 
 DOC_POSTS = "/fhir/DocumentReference"

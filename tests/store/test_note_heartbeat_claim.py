@@ -95,14 +95,13 @@ def test_a_beat_ends_quietly_once_its_own_run_moved_the_note_out_of_sending(
     assert [r.getMessage() for r in caplog.records if "took it over" in r.getMessage()] == []
 
 
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # SQLite serializes writers: the touch waits
 def test_a_beat_landing_while_its_own_move_commits_keeps_beating(outbox_db: AppDatabase) -> None:
     """A touch made while the attempt's own move is between its compare-and-set and its commit (told to the beat,
     not yet visible) matches nothing: that is no other run's move, and the beat goes on at the new version. Found in
     review: on PostgreSQL the beat stopped for good, so a live run's note looked stalled ``stalled_after_s`` later and
     another run resumed it while this one was still sending it. SQLite serializes writers: there the touch waits for
     the commit."""
-    if outbox_db.dialect == "sqlite":
-        pytest.skip("SQLite serializes writers: a beat's touch waits for the move's commit")
     touches: list[str] = []
 
     def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:

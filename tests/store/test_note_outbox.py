@@ -15,10 +15,9 @@ from store.outbox import (
     IdempotencyConflictError,
     StaleNoteError,
     enqueue_note,
-    outbox_counts,
-    outbox_metadata_rows,
     transition,
 )
+from store.outbox_reads import outbox_counts, outbox_metadata_rows
 from tests.store.conftest import NOTE, add_connection
 
 

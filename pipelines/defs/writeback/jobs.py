@@ -28,7 +28,7 @@ from pipelines.resources import (
     SyncPolicyResource,
     WarehouseResource,
 )
-from store.outbox import outbox_counts
+from store.outbox_reads import outbox_counts
 
 __all__ = ["NOTE_OUTBOX_KEY", "WRITEBACK_JOB", "NoteRunConfig", "note_outbox", "write_back_note"]
 
