@@ -192,10 +192,10 @@ def _item_problem(item: Any, name: str, at: str, reads: Reads) -> str | None:
         return f"{at} is {_a(item)}, not an object"
     if name == "rest" and reads.server_only:
         mode = item.get("mode", "server")
-        if not isinstance(mode, str):
-            return f"{at}.mode is {_a(mode)}, not a string"
+        if not isinstance(mode, str) and ("server" in (named := _named_in(mode)) or not named):
+            return f"{at}.mode is {_a(mode)}, not a string"  # may be a server entry, which ``server_rests`` misses
         if mode != "server":
-            return None  # a client entry: the server readers never go into it
+            return None  # a client entry (also ``["client"]``): the server readers never go into it
     if name == "resource" and reads.types is not None:
         kind = item.get("type")
         if kind is not None and not isinstance(kind, str) and _named_in(kind) & reads.types:
@@ -206,8 +206,8 @@ def _item_problem(item: Any, name: str, at: str, reads: Reads) -> str | None:
 
 
 def _named_in(value: Any) -> set[str]:
-    """The strings ``value`` holds one level down: a ``type`` written as a list (``["DocumentReference"]``) or as an
-    object (``{"value": "DocumentReference"}``, a naive XML-to-JSON converter's primitive) names them."""
+    """The strings ``value`` holds one level down: a ``type`` or ``mode`` written as a list (``["DocumentReference"]``)
+    or as an object (``{"value": "DocumentReference"}``, a naive XML-to-JSON converter's primitive) names them."""
     items = value.values() if isinstance(value, Mapping) else value if isinstance(value, list) else ()
     return {item for item in items if isinstance(item, str)}
 

@@ -258,3 +258,18 @@ def test_dwb40_bdx26_bdx01_a_string_sent_as_another_json_kind_is_named_by_the_re
         on = WriteFlags(service_enabled=True, tenant_enabled=True, note_create_enabled=True)
         with pytest.raises(FhirError, match="cannot be read for DocumentReference create"):
             check_note_write(body, "patient/DocumentReference.c", on)
+
+
+@pytest.mark.parametrize("mode", [["client"], {"value": "client"}])
+def test_dwb40_bdx26_a_client_entry_whose_mode_is_another_json_kind_is_read_past_by_the_server_readers(
+    mode: Any,
+) -> None:
+    """A ``mode`` that names only ``client`` (as a list or an object) is a client entry, which the server readers
+    never go into: before the mode check, the readers read past it; refusing it held every note (and sent every
+    search whole) though the server entry declares all they need. ``["server"]`` is still refused (see above)."""
+    server = {"mode": "server", "resource": [_DOC_CREATE]}
+    body = _statement({"mode": mode, "resource": [{"type": "DocumentReference"}]}, server)
+    for reader in (SEARCH_PARAMS.of("Observation"), INTERACTIONS.of("Patient"), SYSTEM_EXPORT, NOTE_WRITE):
+        assert statement_problem(body, reader) is None, reader.what
+    on = WriteFlags(service_enabled=True, tenant_enabled=True, note_create_enabled=True)
+    assert check_note_write(body, "patient/DocumentReference.c", on).binary_create is False
