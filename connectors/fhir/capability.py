@@ -4,10 +4,10 @@ R4's ``rest`` repeats (a client entry beside the server's, or several server ent
 configuration settings"), and cpb-9 forbids describing a type twice only within one entry: so a type may be
 described in several server entries, and every one of them counts. ``statement_problem`` names what makes a body no
 CapabilityStatement in FHIR JSON for one reader (a repeating element it goes through sent as a bare object, or a
-string it compares, such as a type or an interaction code, sent as an array), which that reader would otherwise take
-for a statement declaring nothing; a slip in an element the reader never goes through is no reason to refuse it
-(real servers ship them, e.g. a type's one ``operation`` as an object), nor is one in the entry of a type it does
-not read (``Reads.of``: the search of Observation reads Observation's)."""
+string it compares, such as a type or an interaction code, sent as another JSON kind), which that reader would
+otherwise take for a statement declaring nothing; a slip in an element the reader never goes through is no reason to
+refuse it (real servers ship them, e.g. a type's one ``operation`` as an object), nor is one in the entry of a type
+it does not read (``Reads.of``: the search of Observation reads Observation's)."""
 
 from __future__ import annotations
 
@@ -192,17 +192,24 @@ def _item_problem(item: Any, name: str, at: str, reads: Reads) -> str | None:
         return f"{at} is {_a(item)}, not an object"
     if name == "rest" and reads.server_only:
         mode = item.get("mode", "server")
-        if not isinstance(mode, str):
-            return f"{at}.mode is {_a(mode)}, not a string"
+        if not isinstance(mode, str) and ("server" in (named := _named_in(mode)) or not named):
+            return f"{at}.mode is {_a(mode)}, not a string"  # may be a server entry, which ``server_rests`` misses
         if mode != "server":
-            return None  # a client entry: the server readers never go into it
+            return None  # a client entry (also ``["client"]``): the server readers never go into it
     if name == "resource" and reads.types is not None:
         kind = item.get("type")
-        if isinstance(kind, list) and any(isinstance(t, str) and t in reads.types for t in kind):
-            return f"{at}.type is an array, not a string"  # the reader's own type, which ``described`` misses
+        if kind is not None and not isinstance(kind, str) and _named_in(kind) & reads.types:
+            return f"{at}.type is {_a(kind)}, not a string"  # the reader's own type, which ``described`` misses
         if not (isinstance(kind, str) and kind in reads.types):
             return None  # another type's entry: ``described`` never goes into it
     return _element_problem(item, name, at, reads)
+
+
+def _named_in(value: Any) -> set[str]:
+    """The strings ``value`` holds one level down: a ``type`` or ``mode`` written as a list (``["DocumentReference"]``)
+    or as an object (``{"value": "DocumentReference"}``, a naive XML-to-JSON converter's primitive) names them."""
+    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, list) else ()
+    return {item for item in items if isinstance(item, str)}
 
 
 def _a(value: Any) -> str:

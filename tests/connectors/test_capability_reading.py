@@ -214,8 +214,29 @@ _DOC_CREATE = {"type": "DocumentReference", "interaction": [{"code": "create"}]}
             "mode is an",
         ),
         ({"resource": [{"type": ["Location"], "interaction": [{"code": "read"}]}]}, set(), ""),
+        (
+            {"resource": [_DOC_CREATE | {"type": {"value": "DocumentReference"}}]},
+            {NOTE_WRITE},
+            "resource[0].type is an object",
+        ),
+        (
+            {"resource": [_DOC_CREATE | {"type": ["Observation", "DocumentReference"]}]},
+            {NOTE_WRITE, SEARCH_PARAMS},
+            "resource[0].type is an array",
+        ),
+        ({"resource": [{"type": {"value": "Location"}, "interaction": [{"code": "read"}]}]}, set(), ""),
     ],
-    ids=["type", "interaction-code", "param-name", "operation-definition", "rest-mode", "another-type-listed"],
+    ids=[
+        "type",
+        "interaction-code",
+        "param-name",
+        "operation-definition",
+        "rest-mode",
+        "another-type-listed",
+        "type-as-object",
+        "type-listing-two",
+        "another-type-as-object",
+    ],
 )
 def test_dwb40_bdx26_bdx01_a_string_sent_as_another_json_kind_is_named_by_the_reader_comparing_it(
     rest: Any, refused_by: Any, named: str
@@ -224,7 +245,9 @@ def test_dwb40_bdx26_bdx01_a_string_sent_as_another_json_kind_is_named_by_the_re
     entry's mode) written as another JSON kind matches nothing. Before, no reader named it: DocumentReference's
     ``type`` as ``["DocumentReference"]`` read as a server declaring no create (the note refused as not allowed),
     ``["_lastUpdated"]`` as an undeclared parameter. Now the reader that compares it refuses the statement by name,
-    as for a bare object; another type's listed ``type`` is no reader's own (``Reads.of``)."""
+    as for a bare object, also a ``type`` written as an object (``{"value": ...}``, as a naive XML-to-JSON converter
+    writes a primitive) or listing another type beside the reader's; another type's is no reader's own
+    (``Reads.of``)."""
     body = _statement({"mode": "server", **rest})
     readers = {SEARCH_PARAMS.of("Observation"), INTERACTIONS.of("Patient"), SYSTEM_EXPORT, NOTE_WRITE, SECURITY}
     refused = {r for r in readers if statement_problem(body, r) is not None}
@@ -235,3 +258,18 @@ def test_dwb40_bdx26_bdx01_a_string_sent_as_another_json_kind_is_named_by_the_re
         on = WriteFlags(service_enabled=True, tenant_enabled=True, note_create_enabled=True)
         with pytest.raises(FhirError, match="cannot be read for DocumentReference create"):
             check_note_write(body, "patient/DocumentReference.c", on)
+
+
+@pytest.mark.parametrize("mode", [["client"], {"value": "client"}])
+def test_dwb40_bdx26_a_client_entry_whose_mode_is_another_json_kind_is_read_past_by_the_server_readers(
+    mode: Any,
+) -> None:
+    """A ``mode`` that names only ``client`` (as a list or an object) is a client entry, which the server readers
+    never go into: before the mode check, the readers read past it; refusing it held every note (and sent every
+    search whole) though the server entry declares all they need. ``["server"]`` is still refused (see above)."""
+    server = {"mode": "server", "resource": [_DOC_CREATE]}
+    body = _statement({"mode": mode, "resource": [{"type": "DocumentReference"}]}, server)
+    for reader in (SEARCH_PARAMS.of("Observation"), INTERACTIONS.of("Patient"), SYSTEM_EXPORT, NOTE_WRITE):
+        assert statement_problem(body, reader) is None, reader.what
+    on = WriteFlags(service_enabled=True, tenant_enabled=True, note_create_enabled=True)
+    assert check_note_write(body, "patient/DocumentReference.c", on).binary_create is False
