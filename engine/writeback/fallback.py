@@ -61,11 +61,13 @@ _INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:
 class DetailsLookup:
     """``matches``: the resources that are exactly this note; ``decided``: the listing was read whole (else the
     matches prove nothing: a duplicate may hide); ``applied``: the server showed it applied every parameter (only
-    then does "none" say the note is absent)."""
+    then does "none" say the note is absent); ``unreadable``: the search was not made because the server's
+    CapabilityStatement cannot be read for its search parameters (what is wrong with it; no PHI)."""
 
     matches: list[dict[str, Any]] = field(default_factory=list)
     decided: bool = False
     applied: bool = False
+    unreadable: str | None = None
 
 
 def drops_identifier(db: AppDatabase, note: NoteRecord) -> bool:
@@ -124,10 +126,11 @@ def twinned(db: AppDatabase, note: NoteRecord, matches: list[dict[str, Any]]) ->
 def find_by_details(
     client: FhirClient, note: NoteRecord, config: WritebackConfig, seconds: float | None = None
 ) -> DetailsLookup | None:
-    """The fallback search, or None when the server does not declare every parameter it needs (then it is not
-    made). A search that fails, comes back incomplete, pages past the bound or runs out of time is undecided
-    (``DetailsLookup()``): never evidence either way. ``seconds``: what the note's identifier search left of
-    ``lookup_wait_s`` (None: all of it), so that one setting bounds all of a note's searching in a run."""
+    """The fallback search, or None when the server does not declare every parameter it needs (then it is not made; nor
+    when its statement cannot be read for them: undecided, ``unreadable`` naming why). A search that fails, comes
+    back incomplete, pages past the bound or runs out of time is undecided (``DetailsLookup()``): never evidence
+    either way. ``seconds``: what the note's identifier search left of ``lookup_wait_s`` (None: all of it), so that
+    one setting bounds all of a note's searching in a run."""
     budget = config.lookup_wait_s if seconds is None else min(seconds, config.lookup_wait_s)
     if budget <= 0:
         _log.warning("note %s: the identifier search spent lookup_wait_s; no patient, type and date search", note.id)
@@ -138,8 +141,9 @@ def find_by_details(
         if note.encounter_id:
             params["encounter"] = f"Encounter/{note.encounter_id}"
         statement = client.capabilities()
-        if statement_problem(statement, SEARCH_PARAMS.of(_TYPE)) is not None:
-            return None
+        if (problem := statement_problem(statement, SEARCH_PARAMS.of(_TYPE))) is not None:
+            _log.warning("note %s: no patient, type and date search: %s", note.id, problem)
+            return DetailsLookup(unreadable=problem)  # the server's declarations are unknown, not absent
         if not all(declares_search_param(statement, _TYPE, name) for name in params):
             return None
         with step_budget("the patient, type and date search", budget, kept=LOOKUP_KEPT, setting=SETTING):

@@ -196,6 +196,11 @@ def _ignored(db: AppDatabase, note: NoteRecord, details: DetailsLookup | None) -
     could count (never sent again: even a "none" the server showed it applied every parameter for is a search)."""
     if details is None:
         said = "it declares no patient, type and date search to look by instead"
+    elif details.unreadable is not None:
+        said = (
+            f"its CapabilityStatement cannot be read for its search parameters ({details.unreadable}), so no search "
+            "by patient, type and date was made"
+        )
     elif not details.decided:
         said = "the search by patient, type and date did not end whole"
     elif details.applied:

@@ -30,6 +30,8 @@ Illegal variants (ehrsync must refuse them by name, never read them as a stateme
 - ``other_type_slips``: Location's ``interaction`` and ``searchParam`` as one bare object each and its one
   ``supportedProfile`` as a bare string, Organization's ``searchParam`` as one bare object: refused by the readers
   of those types only (never by the write gate, nor by the search of another type).
+- ``bare_note_params``: DocumentReference's ``searchParam`` as its first parameter's bare object: refused by the
+  search-parameter reader of DocumentReference only (the write gate reads the type's interactions and profiles).
 - ``listed_type``: DocumentReference's entry with its ``type`` as a one-item array (``["DocumentReference"]``), a
   string as another JSON kind: refused by the write gate by name (never read as a type declaring no create), never
   by the search of another type.
@@ -56,6 +58,7 @@ CapabilityVariant = Literal[
     "bare_profile",
     "other_type_slips",
     "listed_type",
+    "bare_note_params",
 ]
 _US_CORE_DOC = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-documentreference"
 _SP = "http://hl7.org/fhir/SearchParameter/Resource-"
@@ -129,6 +132,12 @@ def _listed_type(_body: dict[str, Any], server: dict[str, Any]) -> None:
             resource["type"] = ["DocumentReference"]
 
 
+def _bare_note_params(_body: dict[str, Any], server: dict[str, Any]) -> None:
+    for resource in server["resource"]:
+        if resource["type"] == "DocumentReference" and resource.get("searchParam"):
+            resource["searchParam"] = resource["searchParam"][0]
+
+
 _SLIPS: dict[str, Callable[[dict[str, Any], dict[str, Any]], None]] = {
     "no_system_export": lambda _body, server: server.pop("operation", None),
     "unread_slips": _unread_slips,
@@ -137,6 +146,7 @@ _SLIPS: dict[str, Callable[[dict[str, Any], dict[str, Any]], None]] = {
     "bare_profile": _bare_profile,
     "other_type_slips": _other_type_slips,
     "listed_type": _listed_type,
+    "bare_note_params": _bare_note_params,
 }
 
 

@@ -154,6 +154,27 @@ def test_dwb32_a_server_not_declaring_the_fallback_parameters_leaves_the_note_fo
     assert len(_ours(world, conn, ehr, note)) == 1
 
 
+def test_dwb32_a_statement_unreadable_for_the_fallback_parameters_is_named_not_taken_for_none_declared(
+    world, start_sandbox, http, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DWB-32: DocumentReference's ``searchParam`` as a bare object (the write gate reads past it): the fallback is
+    not made, and the note's reason and a warning say the statement could not be read for its search parameters.
+    Before, nothing was logged and the reason said the EHR "declares no patient, type and date search", which a
+    person reading it would take as the server's answer."""
+    ehr = start_sandbox(**DROPPING, capability_variants=["bare_note_params"])
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    ehr.admin.set_fault("drop_response", path=DOC_POSTS, times=1)
+    with caplog.at_level("WARNING", logger="engine"):
+        done = write_note(world.env, FAST, note.id)
+    assert (done.state, done.reason_code) == ("unknown", IGNORED)
+    assert done.reason is not None and "declares no" not in done.reason, done.reason
+    assert "CapabilityStatement cannot be read for its search parameters" in done.reason, done.reason
+    assert "searchParam is an object" in done.reason, done.reason
+    assert any("no patient, type and date search" in r.getMessage() for r in caplog.records), caplog.records
+    assert len(_ours(world, conn, ehr, note)) == 1
+
+
 @pytest.mark.parametrize(
     ("date", "counts"),
     [
