@@ -92,6 +92,15 @@ def test_sal42_sixty_seconds_of_skew_tolerated() -> None:
     assert check(make({"iat": now + 30}), Idp())  # issuer clock 30 s ahead
 
 
+def test_sal42_skew_tolerance_ends_at_sixty_seconds() -> None:
+    """The tolerance is 60 s, not more: a token expired 90 s ago, or issued 90 s ahead of our clock, is refused."""
+    now = int(time.time())
+    with pytest.raises(IdTokenError, match="expired"):
+        check(make({"exp": now - 90, "iat": now - 300}), Idp())
+    with pytest.raises(IdTokenError, match="future"):
+        check(make({"iat": now + 90}), Idp())
+
+
 def test_sal33_bad_signature() -> None:
     token = make(key=rsa_key(1))  # signed by a key the issuer never published, same kid
     with pytest.raises(IdTokenError, match="signature"):
