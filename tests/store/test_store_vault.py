@@ -158,7 +158,7 @@ def test_sal23_under_sixty_seconds_left_refreshes_even_when_more_than_twenty_per
     assert vault.get_access_token("c1") == "at-1"
 
 
-def test_cerner_keeps_original_refresh_token(
+def test_sal24_cerner_keeps_original_refresh_token(
     db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
 ) -> None:
     token_server.state.rotate = False
