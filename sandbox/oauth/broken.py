@@ -10,12 +10,14 @@ from typing import Any
 
 __all__ = ["BROKEN_ANSWERS", "break_answer"]
 
-#: How the answer is broken: a field left out, ``expires_in`` zero or not a number, the access token a number; the
+#: How the answer is broken: a field left out, ``expires_in`` zero or not a number, the access token empty or a
+#: number; the
 #: ``scope`` a number, an object or a list holding a number; ``need_patient_banner`` the text ``"false"``; the
 #: ``patient`` padded with spaces, or not a FHIR id (a reference ``Patient/{id}``).
 BROKEN_ANSWERS = (
     "no_token_type",
     "no_access_token",
+    "access_token_empty",
     "expires_in_zero",
     "expires_in_text",
     "access_token_number",
@@ -40,6 +42,8 @@ def break_answer(body: dict[str, Any], variant: str) -> dict[str, Any]:
         broken["expires_in"] = 0
     elif variant == "expires_in_text":
         broken["expires_in"] = "one hour"
+    elif variant == "access_token_empty":
+        broken["access_token"] = ""
     elif variant == "access_token_number":
         broken["access_token"] = 12345
     elif variant in _SCOPES:

@@ -264,6 +264,8 @@ def test_generic_single_plan_and_reference_types() -> None:
 
 def test_supports_last_updated_static_and_from_capabilities() -> None:
     assert get_provider("cerner").supports_last_updated("Observation")
+    # Oracle Health: only the types vendors.md §3 names; without a CapabilityStatement any other is re-pulled whole
+    assert not get_provider("cerner").supports_last_updated("Patient")
     assert not get_provider("epic").supports_last_updated("Observation")
     caps = {
         "resourceType": "CapabilityStatement",

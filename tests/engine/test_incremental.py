@@ -119,7 +119,7 @@ def test_bdx31_a_resource_recreated_on_a_server_without_last_updated_is_live_aga
     assert row["transaction_time"] == again.types[rtype].high_water_mark
 
 
-def test_type_outside_granted_scopes_is_skipped_not_failed(world, shared_sb, http):
+def test_sal21_type_outside_granted_scopes_is_skipped_not_failed(world, shared_sb, http):
     sb = shared_sb
     conn = connect_patient(world, sb, http=http, scope="launch/patient patient/Patient.rs patient/Condition.rs")
     report = run_sync(world, conn, types=SOME_TYPES)

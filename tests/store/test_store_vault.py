@@ -137,7 +137,28 @@ def test_sal23_twenty_percent_rule(db: AppDatabase, cipher: TokenCipher, token_s
     assert vault.get_access_token("c1") == "at-1"
 
 
-def test_cerner_keeps_original_refresh_token(
+def test_sal23_under_sixty_seconds_left_refreshes_even_when_more_than_twenty_percent_is_left(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
+) -> None:
+    """A short-lived token (200 s: 20 % is 40 s) is refreshed once less than 60 s is left, not only under 40 s."""
+    now = [datetime.now(UTC)]
+    add_connection(db, fhir_base=token_server.fhir_base)
+    token_server.state.valid_refresh.add("rt-0")
+    vault = make_vault(db, cipher, clock=lambda: now[0])
+    vault.save_token_response(
+        "c1",
+        parse_token_response(
+            {"access_token": "at-0", "token_type": "Bearer", "expires_in": 200, "refresh_token": "rt-0"},
+            clock=lambda: now[0],
+        ),
+    )
+    now[0] += timedelta(seconds=130)  # 70 s left
+    assert vault.get_access_token("c1") == "at-0"
+    now[0] += timedelta(seconds=15)  # 55 s left: under 60 s, above 20 % (40 s)
+    assert vault.get_access_token("c1") == "at-1"
+
+
+def test_sal24_cerner_keeps_original_refresh_token(
     db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
 ) -> None:
     token_server.state.rotate = False

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, unquote
 import httpx
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from connectors.errors import (
     ConfigurationError,
@@ -146,6 +147,16 @@ def test_sal29_kid_required_and_alg_must_fit_key() -> None:
         JwtClientAuth("c", "-----BEGIN nonsense", kid="k")
     with pytest.raises(ConfigurationError, match="lifetime"):
         build_client_assertion(client_id="c", audience=TOKEN_URL, private_key=rsa_key(), kid="k", lifetime_s=301)
+
+
+def test_sal29_an_ec_key_on_another_curve_is_refused_for_es384_by_name() -> None:
+    """ES384 signs with P-384 only: a P-256 key is a configuration error naming the curve, not PyJWT's
+    ``InvalidKeyError`` when the first assertion is signed."""
+    p256 = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(ConfigurationError, match="ES384 needs an EC P-384"):
+        JwtClientAuth("c", p256, kid="k", alg="ES384")
+    with pytest.raises(ConfigurationError, match="ES384 needs an EC P-384"):
+        build_client_assertion(client_id="c", audience=TOKEN_URL, private_key=pem(p256), kid="k", alg="ES384")
 
 
 def test_sal23_refresh_grant_form_and_optional_scope() -> None:

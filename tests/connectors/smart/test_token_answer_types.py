@@ -57,6 +57,22 @@ def test_sal21_a_scope_list_of_strings_still_reads_and_a_blank_scope_is_still_as
     assert parse_token_response({**base, "scope": " "}).scope is None
 
 
+@pytest.mark.parametrize(
+    ("variant", "problem"),
+    [("access_token_empty", "lacks 'access_token'"), ("expires_in_zero", "'expires_in' must be positive")],
+)
+def test_sal15_an_empty_access_token_or_a_zero_lifetime_makes_the_answer_unusable(
+    ehr: SandboxServer, variant: str, problem: str
+) -> None:
+    """An access token of no characters is no token, and one expiring as it is issued cannot be used: both answers
+    are refused by name (``invalid_response``), never stored as a connection; their tokens are handed back to
+    revoke."""
+    with pytest.raises(UnusableTokenAnswerError, match=problem) as info:
+        _exchange(ehr, variant)
+    assert info.value.error == "invalid_response"
+    assert "refresh_token" in dict(info.value.issued_tokens)
+
+
 def test_sal15_need_patient_banner_as_text_is_the_boolean_it_spells(ehr: SandboxServer) -> None:
     token = _exchange(ehr, "banner_text")
     assert token.need_patient_banner is False
