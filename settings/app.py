@@ -125,10 +125,12 @@ class AppSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_locations(self) -> AppSettings:
-        """The state folder and the app database URL in effect, each named by the variable that set it."""
+        """The state folder, Dagster home and app database URL in effect, each named by the variable that set it."""
         state_variable = next((n for n in ("EHRSYNC_STATE_DIR", "EHRSYNC_HOME") if getattr(self, n).strip()), None)
         if state_variable is not None and (problem := state_dir_problem(getattr(self, state_variable).strip())):
             raise ValueError(f"{state_variable}: {problem}")
+        if self.DAGSTER_HOME.strip() and (problem := state_dir_problem(self.DAGSTER_HOME.strip())):
+            raise ValueError(f"DAGSTER_HOME: {problem}")  # else the Dagster instance says "File exists: <path>"
         database_variable = self.database_url_variable
         if database_variable is not None and (problem := app_database_url_problem(self.database_url)):
             raise ValueError(f"{database_variable}: {problem}")
