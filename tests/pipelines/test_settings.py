@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from connectors.http.urls import outbound_url_guard
 from engine.errors import PipelineConfigurationError
 from engine.settings import PipelineSettings
 from pipelines.resources import EhrHttpResource, default_resources
@@ -66,10 +67,33 @@ def test_fetch_allowed_hosts_reach_the_sync_environment(tmp_path: Path) -> None:
     assert ehr_http.fetch_allowed_hosts == "files.clinic.local,10.0.0.5:8443"
 
 
-@pytest.mark.parametrize("value", ["https://files.example", "files.example/path", "files example", "host:port"])
+@pytest.mark.parametrize(
+    "value",
+    # a port no URL can carry (99999, 0) or spelt as no URL's port is (08443) never matched: the file was refused
+    [
+        "https://files.example",
+        "files.example/path",
+        "files example",
+        "host:port",
+        "files.example:99999",
+        "files.example:0",
+        "files.example:08443",
+        "[not-an-ip]:8443",
+        "[fd00::5",
+    ],
+)
 def test_bad_fetch_allowed_host_names_the_variable(value: str) -> None:
     with pytest.raises(PipelineConfigurationError, match="EHRSYNC_FETCH_ALLOWED_HOSTS"):
         PipelineSettings.from_env({"EHRSYNC_FETCH_ALLOWED_HOSTS": value})
+
+
+def test_an_ipv6_file_server_can_be_allowed() -> None:
+    """The fetch guard matches an IPv6 literal by its bracketed form, as in a URL; the setting refused it."""
+    settings = PipelineSettings.from_env({"EHRSYNC_FETCH_ALLOWED_HOSTS": "[FD00::5]:8443,[fd00::6]"})
+    assert settings.fetch_allowed_hosts == ("[fd00::5]:8443", "[fd00::6]")
+    guard = outbound_url_guard("https://ehr.example/fhir", allowed_hosts=settings.fetch_allowed_hosts)
+    guard("http://[fd00::5]:8443/files/1.ndjson")
+    guard("http://[fd00::6]/files/2.ndjson")
 
 
 @pytest.mark.parametrize(
