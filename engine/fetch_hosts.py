@@ -15,7 +15,9 @@ from engine.errors import PipelineConfigurationError
 
 __all__ = ["fetch_allowed_hosts"]
 
-_NAME = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
+# Underscores too: URLs and the fetch guard take them (a Docker Compose service name, ``bulk_files``).
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_NAME = rf"{_LABEL}(?:\.{_LABEL})*"
 _ENTRY = re.compile(rf"(?P<host>{_NAME}|\[(?P<ipv6>[0-9a-f:.]+)\])(?::(?P<port>[1-9][0-9]{{0,4}}))?")
 
 
@@ -39,6 +41,6 @@ def fetch_allowed_hosts(env: Mapping[str, str]) -> tuple[str, ...]:
     if bad:
         raise PipelineConfigurationError(
             f"EHRSYNC_FETCH_ALLOWED_HOSTS names {bad[0]!r}, which is not a host or host:port (no scheme or path; "
-            "a port from 1 to 65535, an IPv6 address in brackets)"
+            "a port from 1 to 65535 with no leading zero, an IPv6 address in brackets)"
         )
     return hosts

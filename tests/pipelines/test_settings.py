@@ -97,6 +97,24 @@ def test_an_ipv6_file_server_can_be_allowed() -> None:
 
 
 @pytest.mark.parametrize(
+    ("entry", "url"),
+    [
+        # a Docker Compose service name: URLs and the fetch guard take the underscore, the setting refused it
+        ("bulk_files:8080", "http://bulk_files:8080/files/1.ndjson"),
+    ],
+)
+def test_an_allowed_host_matches_its_urls_however_spelt(entry: str, url: str) -> None:
+    settings = PipelineSettings.from_env({"EHRSYNC_FETCH_ALLOWED_HOSTS": entry})
+    outbound_url_guard("https://ehr.example/fhir", allowed_hosts=settings.fetch_allowed_hosts)(url)
+
+
+def test_a_port_with_a_leading_zero_is_named_as_such() -> None:
+    """``files:08443`` was refused as not "a port from 1 to 65535", which 08443 seems to be."""
+    with pytest.raises(PipelineConfigurationError, match=r"'files:08443'.* no leading zero"):
+        PipelineSettings.from_env({"EHRSYNC_FETCH_ALLOWED_HOSTS": "files:08443"})
+
+
+@pytest.mark.parametrize(
     "value",
     ["ftp://host/wh", "postgresql+psycopg2://u@h/db", "duckdb:///", "{tmp}", "{tmp}/a-file/warehouse.duckdb"],
 )
