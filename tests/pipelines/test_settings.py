@@ -101,6 +101,10 @@ def test_an_ipv6_file_server_can_be_allowed() -> None:
     [
         # a Docker Compose service name: URLs and the fetch guard take the underscore, the setting refused it
         ("bulk_files:8080", "http://bulk_files:8080/files/1.ndjson"),
+        # one IPv6 address spelt two ways (RFC 4291 2.2): the guard compared the text, and refused the file
+        ("[fd00:0:0:0:0:0:0:5]:8443", "http://[fd00::5]:8443/files/1.ndjson"),
+        ("[fd00::5]:8443", "http://[FD00:0000::0005]:8443/files/1.ndjson"),
+        ("[::ffff:10.0.0.5]", "http://[::ffff:a00:5]/files/1.ndjson"),
     ],
 )
 def test_an_allowed_host_matches_its_urls_however_spelt(entry: str, url: str) -> None:
