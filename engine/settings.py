@@ -11,7 +11,6 @@ resources (``pipelines.resources.default_resources``) instead of being read agai
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from engine.batch_size import DEFAULT_BATCH_SIZE, batch_size_from_env
 from engine.connection_lock import DEFAULT_LOCK_WAIT_S, lock_wait_seconds
 from engine.env_numbers import whole_number
 from engine.errors import PipelineConfigurationError
+from engine.fetch_hosts import fetch_allowed_hosts
 from engine.freshness import DEFAULT_GRACE_MINUTES, grace_minutes_from_env
 from engine.retry_backoff import backoff_from_env
 from engine.run_retention import RunRetention
@@ -73,7 +73,6 @@ __all__ = [
 
 # Grants lapse after about 90 days unused (eCW refresh tokens, Oracle Health offline_access): stay below that.
 MAX_KEEPALIVE_IDLE_DAYS = 89
-_HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*(?::\d{1,5})?")
 RESPONSE_BYTES_ENV = "EHRSYNC_MAX_RESPONSE_BYTES"
 
 
@@ -209,17 +208,6 @@ def _idle_days(env: Mapping[str, str]) -> int:
     return whole_number(env, "EHRSYNC_KEEPALIVE_IDLE_DAYS", 7, 1, MAX_KEEPALIVE_IDLE_DAYS, what)
 
 
-def _fetch_hosts(env: Mapping[str, str]) -> tuple[str, ...]:
-    raw_hosts = env.get("EHRSYNC_FETCH_ALLOWED_HOSTS", "").split(",")
-    hosts = tuple(h.strip().lower() for h in raw_hosts if h.strip())
-    bad = [h for h in hosts if not _HOST.fullmatch(h)]
-    if bad:
-        raise PipelineConfigurationError(
-            f"EHRSYNC_FETCH_ALLOWED_HOSTS names {bad[0]!r}, which is not a host or host:port (no scheme or path)"
-        )
-    return hosts
-
-
 @dataclass(frozen=True)
 class PipelineSettings:
     """What the Dagster layer and the engine need, checked: build with ``from_app`` (or ``from_env``)."""
@@ -283,7 +271,7 @@ class PipelineSettings:
             analyst=AnalystSettings.parse(env),
             write_enabled=app.SMART_ENABLE_WRITE,
             limits=EngineLimits.parse(env),
-            fetch_allowed_hosts=_fetch_hosts(env),
+            fetch_allowed_hosts=fetch_allowed_hosts(env),
             sync_windows=parse_sync_windows(env.get("EHRSYNC_SYNC_WINDOWS")),
             sync_windows_raw=env.get("EHRSYNC_SYNC_WINDOWS", ""),
             retry_backoff=backoff_from_env(env),

@@ -87,7 +87,13 @@ def parse_sync_windows(raw: str | None) -> dict[str, SyncWindow]:
     if not isinstance(data, Mapping):
         raise PipelineConfigurationError('EHRSYNC_SYNC_WINDOWS must be a JSON object like {"epic": "22:00-06:00"}')
     windows: dict[str, SyncWindow] = {}
+    known = _source_ids() if data else ()
     for source, value in data.items():
+        if source not in known:  # a typo's window would be ignored, and the source synced at any hour
+            names = ", ".join(sorted(known))
+            raise PipelineConfigurationError(
+                f"EHRSYNC_SYNC_WINDOWS[{source!r}]: no EHR source is called so (known: {names})"
+            )
         if not isinstance(value, str):
             raise PipelineConfigurationError(f"EHRSYNC_SYNC_WINDOWS[{source!r}] must be a string 'HH:MM-HH:MM'")
         try:
@@ -95,3 +101,11 @@ def parse_sync_windows(raw: str | None) -> dict[str, SyncWindow]:
         except PipelineConfigurationError as exc:
             raise PipelineConfigurationError(f"EHRSYNC_SYNC_WINDOWS[{source!r}]: {exc.message}") from None
     return windows
+
+
+def _source_ids() -> tuple[str, ...]:
+    """The provider ids a connection can have (a window is looked up by ``connections.provider_id``); imported
+    here so that loading settings without windows does not load every vendor plugin."""
+    from connectors.providers.registry import TENANT_SMART_PROVIDER_ID, all_providers
+
+    return (*(p.id for p in all_providers()), TENANT_SMART_PROVIDER_ID)

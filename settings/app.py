@@ -125,10 +125,12 @@ class AppSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_locations(self) -> AppSettings:
-        """The state folder and the app database URL in effect, each named by the variable that set it."""
+        """The state folder, Dagster home and app database URL in effect, each named by the variable that set it."""
         state_variable = next((n for n in ("EHRSYNC_STATE_DIR", "EHRSYNC_HOME") if getattr(self, n).strip()), None)
         if state_variable is not None and (problem := state_dir_problem(getattr(self, state_variable).strip())):
             raise ValueError(f"{state_variable}: {problem}")
+        if problem := _dagster_home_problem(self.DAGSTER_HOME.strip()):
+            raise ValueError(f"DAGSTER_HOME: {problem}")  # else the Dagster instance says "File exists: <path>"
         database_variable = self.database_url_variable
         if database_variable is not None and (problem := app_database_url_problem(self.database_url)):
             raise ValueError(f"{database_variable}: {problem}")
@@ -172,6 +174,17 @@ class AppSettings(BaseSettings):
     def engine_values(self) -> dict[str, str]:
         """The engine's variables the operator set, as text (``engine.settings`` parses and checks them)."""
         return {name: value for name in ENGINE_VARIABLES if (value := getattr(self, name)) is not None}
+
+
+def _dagster_home_problem(value: str) -> str | None:
+    """A file where the Dagster home should be. A folder this process may not look at is left to Dagster: the auth
+    service never opens it, and may run as a user the Dagster processes' home is closed to."""
+    if not value:
+        return None
+    try:
+        return state_dir_problem(value)
+    except OSError:  # permission denied, a name too long: not known to be a file
+        return None
 
 
 class _MappingSettings(AppSettings):

@@ -181,13 +181,25 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
+def _canonical_host(entry: str) -> str:
+    """``entry`` (a host, ``[IPv6]`` or ``[IPv6]:port``) with an IPv6 literal in its RFC 5952 text: one address has
+    many spellings (``[fd00:0:0::5]``, ``[FD00::5]``), and an allowed host is compared with a URL's as text."""
+    if not entry.startswith("["):
+        return entry
+    literal, bracket, rest = entry[1:].partition("]")
+    try:
+        return f"[{ipaddress.IPv6Address(literal).compressed}{bracket}{rest}"
+    except ValueError:  # not an address: compared as written, so it matches nothing it should not
+        return entry
+
+
 def outbound_url_guard(fhir_base: str, *, allowed_hosts: Collection[str] = ()) -> Callable[[str], None]:
     """A check for URLs a *server* names (attachments, bulk files): anything under the FHIR base's origin is
     fine; elsewhere only https to hosts whose every address is public, so a record cannot point ehrsync's
     workers at internal services (cloud metadata, the app database, loopback admin ports). ``allowed_hosts``
     (``host`` or ``host:port``, chosen by the operator, e.g. an on-premises file server) pass over http(s) to
     any address. Raises SecurityPolicyError."""
-    allowed = {h.strip().lower() for h in allowed_hosts if h.strip()}
+    allowed = {_canonical_host(h.strip().lower()) for h in allowed_hosts if h.strip()}
 
     def guard(url: str) -> None:
         if same_origin(url, fhir_base):
@@ -196,7 +208,7 @@ def outbound_url_guard(fhir_base: str, *, allowed_hosts: Collection[str] = ()) -
         target = urlsplit(url)
         host = (target.hostname or "").lower()
         port = target.port
-        named = f"[{host}]" if ":" in host else host  # IPv6 literals keep their brackets, as in a URL
+        named = _canonical_host(f"[{host}]") if ":" in host else host  # IPv6 literals keep their brackets
         with_port = f"{named}:{port}" if port else named
         if target.scheme in ("http", "https") and host and (named in allowed or with_port in allowed):
             return

@@ -66,7 +66,7 @@ def purge(connection_id: str, yes: bool, disconnect: bool, budget_wait: float) -
     from store.models import ConnectionStatus
 
     settings = exit_on_configuration_error(PipelineSettings.from_env)
-    with app_database(existing=True) as db:
+    with app_database(existing=True, url=settings.database_url) as db:  # the settings read once
         subject = exit_on_configuration_error(lambda: _subject(db, connection_id))
         active = subject.status != ConnectionStatus.DISCONNECTED
         if active and not disconnect:

@@ -37,13 +37,16 @@ def _quiet_unless(verbose: bool) -> str | None:
 
 
 def _run_settings() -> PipelineSettings:
-    """Configuration first: a bad vault key, signing key or WAREHOUSE_URL is named before any run starts."""
+    """Configuration first: a bad vault key, signing key or WAREHOUSE_URL is named before any run starts. The
+    settings are read once, for the signing key and the run."""
     from engine.settings import PipelineSettings
+    from settings import load_app_settings
     from store import TokenCipher
 
     TokenCipher.from_env()
-    check_signing_key()
-    return PipelineSettings.from_env()
+    app = load_app_settings()
+    check_signing_key(app)
+    return PipelineSettings.from_app(app, from_process=True)
 
 
 def _refuse_before_dagster(settings: PipelineSettings, connection_id: str, *, reconcile: bool) -> None:

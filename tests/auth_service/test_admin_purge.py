@@ -157,3 +157,28 @@ def test_retention_period_is_set_read_and_audited(app_t1) -> None:
     assert cleared.status_code == 200 and cleared.json()["data_retention_days"] is None
     events = [e for e in h.client.get(f"{API}/audit", headers=auth(key)).json() if e["action"] == "tenant.retention"]
     assert [e["detail"] for e in events] == [{"days": None, "previous": 30}, {"days": 30, "previous": None}]
+
+
+@pytest.mark.parametrize("days", [True, "30", 30.0], ids=["true", "text", "float"])
+def test_retention_period_must_be_a_json_whole_number(app_t1, days: Any) -> None:
+    """``true`` was read as 1 day (a client taking the field for an on/off switch had every disconnected
+    connection's data purged a day later), ``"30"`` and ``30.0`` as 30: each is now refused, the period unchanged."""
+    h, key = app_t1
+    bad = h.client.put(f"{API}/retention", headers=auth(key), json={"data_retention_days": days})
+    assert bad.status_code == 422 and bad.json()["error"] == "validation_error"
+    assert bad.json()["fields"][0]["field"] == "body.data_retention_days"
+    assert h.client.get(f"{API}/retention", headers=auth(key)).json()["data_retention_days"] is None
+
+
+@pytest.mark.parametrize("disconnect", ["yes", 1, "false"], ids=["yes", "one", "text-false"])
+def test_purge_disconnect_must_be_a_json_boolean(synced, disconnect: Any) -> None:
+    """``"yes"`` or ``1`` disconnected and purged an active connection (``"false"`` was read as false): a
+    destructive switch takes only JSON ``true``/``false``, as a note's ``confirmNotInEhr`` does."""
+    h, key, cid, world = synced
+    bad = h.client.post(f"{API}/connections/{cid}/purge", headers=auth(key), json={"disconnect": disconnect})
+    assert bad.status_code == 422 and bad.json()["error"] == "validation_error"
+    assert bad.json()["fields"][0]["field"] == "body.disconnect"
+    with world.env.db.session() as s:
+        assert s.get(Connection, cid).status == "active"
+    with world.env.warehouse() as wh:
+        assert wh.key_counts(cid).rows > 0

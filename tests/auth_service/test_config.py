@@ -54,6 +54,16 @@ def test_malformed_enc_key(bad: str) -> None:
         load_settings(INTEGRATIONS_TOKEN_ENC_KEY=bad)
 
 
+def test_a_dagster_home_it_cannot_look_at_does_not_stop_the_service(tmp_path: Path) -> None:
+    """The auth service never opens the Dagster home, but its settings check that ``DAGSTER_HOME`` is no file: one
+    under a folder its user may not enter (a Dagster host's 0700 home, named in an environment file the services
+    share) stopped its start with a bare ``PermissionError``. A name too long to look up stands for that here (the
+    tests run as root, who may enter any folder): the check refuses a file and leaves what it cannot see to Dagster."""
+    home = str(tmp_path / ("d" * 300) / "home")
+    settings = load_settings(INTEGRATIONS_TOKEN_ENC_KEY=enc_key(), DAGSTER_HOME=home)
+    assert home == settings.DAGSTER_HOME
+
+
 def test_malformed_private_key_names_variable() -> None:
     with pytest.raises(ConfigurationError, match="EHR_JWT_PRIVATE_KEY is not a readable"):
         load_settings(INTEGRATIONS_TOKEN_ENC_KEY=enc_key(), EHR_JWT_PRIVATE_KEY="-----BEGIN junk", EHR_JWT_KEY_ID="k")

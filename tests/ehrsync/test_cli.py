@@ -209,6 +209,9 @@ NAMED_SETTING_CASES = [
         {"EHRSYNC_STATE_DIR": "", "EHRSYNC_HOME": "{tmp}/a-file"},
         "EHRSYNC_HOME: ",
     ),
+    # DAGSTER_HOME a file: the sync's Dagster instance answered "Error: File exists: <path>", naming no setting.
+    ("dagster-home-is-a-file", ["sync", "c1"], {"DAGSTER_HOME": "{tmp}/a-file"}, "DAGSTER_HOME: "),
+    ("dagster-home-under-a-file", ["connections", "list"], {"DAGSTER_HOME": "{tmp}/a-file/h"}, "DAGSTER_HOME: "),
     (
         "serve-database-url",
         ["auth", "serve", "--port", "0"],

@@ -21,6 +21,7 @@ from pipelines.defs._shared.partitions import (
     PATIENT_CONNECTIONS_PARTITIONS_NAME,
 )
 from pipelines.defs._shared.tables import ASSET_OWNERS, FHIR_RESOURCES_TABLE
+from pipelines.defs.analyst.assets import ANALYST_OWNERS
 from tests.pipelines.appdb import AppDb, queued_run
 from tests.pipelines.test_connections_sensor import apply_partitions, evaluate
 from warehouse._sql import RESOURCE_COLUMNS
@@ -156,6 +157,16 @@ def test_a_step_refuses_a_connection_of_the_other_kind(
     right = BULK_CONNECTIONS_PARTITIONS_NAME if kind == "group" else PATIENT_CONNECTIONS_PARTITIONS_NAME
     assert f"its partition belongs to {right}" in message
     assert not result.get_asset_materialization_events()
+
+
+def test_every_asset_has_an_owner(loaded: Definitions) -> None:
+    """docs/PIPELINES.md: every ehrsync asset has owner ``team:ehrsync``, the analysts' views ``team:analytics``.
+    ``writeback/note_outbox`` had none, so the UI's owner filter left the outbox out."""
+    graph = loaded.resolve_asset_graph()
+    owners = {key.to_user_string(): graph.get(key).owners for key in graph.get_all_asset_keys()}
+    assert owners["writeback/note_outbox"] == ASSET_OWNERS
+    for key, names in owners.items():
+        assert names == (ANALYST_OWNERS if key.startswith("analyst/") else ASSET_OWNERS), key
 
 
 def test_every_asset_has_owner_group_table_name_and_column_schema(loaded: Definitions) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from connectors.http.urls import outbound_url_guard
 from engine.errors import PipelineConfigurationError
 from engine.settings import PipelineSettings
 from pipelines.resources import EhrHttpResource, default_resources
@@ -66,10 +67,55 @@ def test_fetch_allowed_hosts_reach_the_sync_environment(tmp_path: Path) -> None:
     assert ehr_http.fetch_allowed_hosts == "files.clinic.local,10.0.0.5:8443"
 
 
-@pytest.mark.parametrize("value", ["https://files.example", "files.example/path", "files example", "host:port"])
+@pytest.mark.parametrize(
+    "value",
+    # a port no URL can carry (99999, 0) or spelt as no URL's port is (08443) never matched: the file was refused
+    [
+        "https://files.example",
+        "files.example/path",
+        "files example",
+        "host:port",
+        "files.example:99999",
+        "files.example:0",
+        "files.example:08443",
+        "[not-an-ip]:8443",
+        "[fd00::5",
+    ],
+)
 def test_bad_fetch_allowed_host_names_the_variable(value: str) -> None:
     with pytest.raises(PipelineConfigurationError, match="EHRSYNC_FETCH_ALLOWED_HOSTS"):
         PipelineSettings.from_env({"EHRSYNC_FETCH_ALLOWED_HOSTS": value})
+
+
+def test_an_ipv6_file_server_can_be_allowed() -> None:
+    """The fetch guard matches an IPv6 literal by its bracketed form, as in a URL; the setting refused it."""
+    settings = PipelineSettings.from_env({"EHRSYNC_FETCH_ALLOWED_HOSTS": "[FD00::5]:8443,[fd00::6]"})
+    assert settings.fetch_allowed_hosts == ("[fd00::5]:8443", "[fd00::6]")
+    guard = outbound_url_guard("https://ehr.example/fhir", allowed_hosts=settings.fetch_allowed_hosts)
+    guard("http://[fd00::5]:8443/files/1.ndjson")
+    guard("http://[fd00::6]/files/2.ndjson")
+
+
+@pytest.mark.parametrize(
+    ("entry", "url"),
+    [
+        # a Docker Compose service name: URLs and the fetch guard take the underscore, the setting refused it
+        ("bulk_files:8080", "http://bulk_files:8080/files/1.ndjson"),
+        # one IPv6 address spelt two ways (RFC 4291 2.2): the guard compared the text, and refused the file
+        ("[fd00:0:0:0:0:0:0:5]:8443", "http://[fd00::5]:8443/files/1.ndjson"),
+        ("[fd00::5]:8443", "http://[FD00:0000::0005]:8443/files/1.ndjson"),
+        ("[::ffff:10.0.0.5]", "http://[::ffff:a00:5]/files/1.ndjson"),
+    ],
+)
+def test_an_allowed_host_matches_its_urls_however_spelt(entry: str, url: str) -> None:
+    settings = PipelineSettings.from_env({"EHRSYNC_FETCH_ALLOWED_HOSTS": entry})
+    outbound_url_guard("https://ehr.example/fhir", allowed_hosts=settings.fetch_allowed_hosts)(url)
+
+
+def test_a_port_with_a_leading_zero_is_named_as_such() -> None:
+    """``files:08443`` was refused as not "a port from 1 to 65535", which 08443 seems to be."""
+    with pytest.raises(PipelineConfigurationError, match=r"'files:08443'.* no leading zero"):
+        PipelineSettings.from_env({"EHRSYNC_FETCH_ALLOWED_HOSTS": "files:08443"})
 
 
 @pytest.mark.parametrize(

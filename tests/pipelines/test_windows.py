@@ -73,8 +73,10 @@ def test_bad_window_names_the_problem(text: str, message: str) -> None:
 
 
 def test_parse_sync_windows_per_source() -> None:
-    windows = parse_sync_windows('{"epic": "22:00-06:00", "cerner": "01:00-05:00 America/New_York"}')
-    assert set(windows) == {"epic", "cerner"}
+    windows = parse_sync_windows(
+        '{"epic": "22:00-06:00", "cerner": "01:00-05:00 America/New_York", "smart": "1:00-2:00"}'
+    )
+    assert set(windows) == {"epic", "cerner", "smart"}
     assert windows["epic"].contains(_at(23))
     assert not windows["epic"].contains(_at(12))
     assert windows["epic"].describe() == "22:00-06:00 UTC"
@@ -92,6 +94,10 @@ def test_unset_windows_mean_none(raw: str | None) -> None:
         ('["22:00-06:00"]', "must be a JSON object"),
         ('{"epic": 22}', r"EHRSYNC_SYNC_WINDOWS\['epic'\] must be a string"),
         ('{"epic": "late"}', "is not 'HH:MM-HH:MM'"),
+        # a source no connection can have (a typo, a vendor's name for a plugin id): its window was ignored and
+        # the source's syncs ran at any hour
+        ('{"Epic": "22:00-06:00"}', r"EHRSYNC_SYNC_WINDOWS\['Epic'\]: no EHR source is called so \(known: athena, "),
+        ('{"oracle": "22:00-06:00"}', r"EHRSYNC_SYNC_WINDOWS\['oracle'\]: no EHR source .* cerner, .* smart\)"),
     ],
 )
 def test_bad_windows_env_names_the_variable(raw: str, message: str) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Body, Path, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool, StrictInt
 
 from auth_service.api.deps import AdminDep, CtxDep
 from auth_service.api.errors import ApiError
@@ -49,13 +49,15 @@ class NoteRequest(ConnectionRequest):
 
 
 class PurgeRequest(BaseModel):
-    disconnect: bool = Field(
+    # JSON true/false only: lax parsing read "yes" or 1 as true, disconnecting and purging on a typo.
+    disconnect: StrictBool = Field(
         default=False, description="Disconnect the connection first if it is not (revokes its tokens), then purge."
     )
 
 
 class RetentionRequest(BaseModel):
-    data_retention_days: int | None = Field(
+    # A JSON whole number only: lax parsing read true as 1 day (every disconnected connection purged the next day).
+    data_retention_days: StrictInt | None = Field(
         ge=0,
         le=purges.MAX_RETENTION_DAYS,
         description="Days after its disconnection a connection's data is purged; null keeps it until purged.",

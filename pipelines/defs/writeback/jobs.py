@@ -20,6 +20,7 @@ from pydantic import Field
 from engine.writeback import publish_outbox, write_note
 from pipelines.defs._shared.environment import sync_environment
 from pipelines.defs._shared.schedules import in_process_job
+from pipelines.defs._shared.tables import ASSET_OWNERS
 from pipelines.defs.writeback.resources import WritebackResource
 from pipelines.resources import (
     AppDatabaseResource,
@@ -93,6 +94,7 @@ write_back_note = in_process_job(
 @asset(
     key=NOTE_OUTBOX_KEY,
     group_name="writeback",
+    owners=ASSET_OWNERS,
     kinds={"sql"},
     description="Draft notes waiting for or done with write-back, counted per state (no note text).",
 )
