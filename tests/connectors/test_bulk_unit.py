@@ -480,6 +480,23 @@ def test_bdx20_verify_counts_types_and_json(tmp_path: Path) -> None:
     assert result.problems[0] == "line 2: resourceType 'Observation', expected 'Patient'"
 
 
+@pytest.mark.parametrize(
+    ("body", "count"),
+    [
+        (b'{"resourceType":"Patient"}\n{"resourceType":"Patient"}\n', 3),  # the count alone is wrong
+        (b'{"resourceType":"Patient"}\n{"resourceType":"Pat\n', 2),  # one line alone is not JSON
+        (b'{"resourceType":"Patient"}\n{"resourceType":"Observation"}\n', 2),  # one line alone of another type
+    ],
+)
+def test_bdx20_each_problem_alone_fails_the_file(tmp_path: Path, body: bytes, count: int) -> None:
+    """BDX-20: a wrong count, a line that is not JSON and a line of another type each fail the file on its own
+    (the test above has all three in one file, so it held with any two of the checks gone)."""
+    path = tmp_path / "one-problem.ndjson"
+    path.write_bytes(body)
+    result = verify_ndjson_file(path, "Patient", count)
+    assert not result.ok and len(result.problems) == 1, result
+
+
 def test_ndjson_helpers_read_gzip_files(tmp_path: Path) -> None:
     path = tmp_path / "p.ndjson.gz"
     path.write_bytes(gzip.compress(b'{"resourceType":"Patient"}\n' * 3))
