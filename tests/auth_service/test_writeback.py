@@ -52,6 +52,11 @@ def capability(doc_interactions: list[str], conditional: bool = True, binary: bo
             True,
         ),
         ("patient/DocumentReference.c?category=http://loinc.org|LP29708-2", False),
+        (  # v1 scopes take no filter: a v1 scope written with one grants nothing ehrsync can rely on
+            "patient/DocumentReference.write?category=http://hl7.org/fhir/us/core/CodeSystem/"
+            "us-core-documentreference-category|clinical-note",
+            False,
+        ),
         ("patient/DocumentReference.rs patient/*.read", False),
         ("patient/DocumentReference.read", False),
         ("patient/Observation.c", False),
