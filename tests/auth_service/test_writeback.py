@@ -126,6 +126,15 @@ def test_dwb40_31_every_server_rest_entry_counts_and_conditional_create_needs_al
     assert info.value.reason == "no_create_interaction"
 
 
+@pytest.mark.parametrize("written", ["true", "false", 1])
+def test_dwb31_conditional_create_is_trusted_only_when_declared_as_the_boolean_true(written: object) -> None:
+    """DWB-31: If-None-Exist is sent only to a server whose CapabilityStatement says ``conditionalCreate: true``;
+    a value written as text or a number (a slip: ``"false"`` is truthy) is not that, so the note goes the
+    DWB-32 way (never blindly retried) instead of trusting a conditional create the server may ignore."""
+    doc = {"type": "DocumentReference", "interaction": [{"code": "create"}], "conditionalCreate": written}
+    assert not check_note_write(_rests({"resource": [doc]}), "user/*.write", ON).conditional_create
+
+
 def test_note_builder_draft_fields() -> None:
     draft = NoteDraft(
         tenant_id="t1",
