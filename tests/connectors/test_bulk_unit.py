@@ -125,6 +125,16 @@ def test_bdx06_missing_content_location_is_a_typed_error() -> None:
         _bulk(Script(httpx.Response(202))).kickoff("system")
 
 
+@pytest.mark.parametrize("status", [200, 201, 204])
+def test_bdx06_a_kickoff_answered_other_than_202_is_no_export_even_with_a_content_location(status: int) -> None:
+    """BDX-06: only ``202 Accepted`` starts an export. A 200 (a synchronous answer, a gateway's page) carrying a
+    Content-Location is a typed error naming what was needed, never a status URL saved and polled."""
+    script = Script(httpx.Response(status, headers={"Content-Location": STATUS}))
+    with pytest.raises(BulkExportError, match="needs 202") as info:
+        _bulk(script).kickoff("system")
+    assert info.value.status == status and len(script.requests) == 1
+
+
 def test_bdx06_kickoff_error_carries_operation_outcome() -> None:
     script = Script(httpx.Response(400, content=orjson.dumps(oo("not-supported"))))
     with pytest.raises(BulkExportError) as info:
