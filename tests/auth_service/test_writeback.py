@@ -52,6 +52,11 @@ def capability(doc_interactions: list[str], conditional: bool = True, binary: bo
             True,
         ),
         ("patient/DocumentReference.c?category=http://loinc.org|LP29708-2", False),
+        (  # v1 scopes take no filter: a v1 scope written with one grants nothing ehrsync can rely on
+            "patient/DocumentReference.write?category=http://hl7.org/fhir/us/core/CodeSystem/"
+            "us-core-documentreference-category|clinical-note",
+            False,
+        ),
         ("patient/DocumentReference.rs patient/*.read", False),
         ("patient/DocumentReference.read", False),
         ("patient/Observation.c", False),
@@ -119,6 +124,15 @@ def test_dwb40_31_every_server_rest_entry_counts_and_conditional_create_needs_al
     with pytest.raises(WriteNotSupportedError) as info:
         check_note_write(_rests({"mode": "client", "resource": [doc]}, {"resource": [read_only]}), "user/*.write", ON)
     assert info.value.reason == "no_create_interaction"
+
+
+@pytest.mark.parametrize("written", ["true", "false", 1])
+def test_dwb31_conditional_create_is_trusted_only_when_declared_as_the_boolean_true(written: object) -> None:
+    """DWB-31: If-None-Exist is sent only to a server whose CapabilityStatement says ``conditionalCreate: true``;
+    a value written as text or a number (a slip: ``"false"`` is truthy) is not that, so the note goes the
+    DWB-32 way (never blindly retried) instead of trusting a conditional create the server may ignore."""
+    doc = {"type": "DocumentReference", "interaction": [{"code": "create"}], "conditionalCreate": written}
+    assert not check_note_write(_rests({"resource": [doc]}), "user/*.write", ON).conditional_create
 
 
 def test_note_builder_draft_fields() -> None:

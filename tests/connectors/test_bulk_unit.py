@@ -125,6 +125,16 @@ def test_bdx06_missing_content_location_is_a_typed_error() -> None:
         _bulk(Script(httpx.Response(202))).kickoff("system")
 
 
+@pytest.mark.parametrize("status", [200, 201, 204])
+def test_bdx06_a_kickoff_answered_other_than_202_is_no_export_even_with_a_content_location(status: int) -> None:
+    """BDX-06: only ``202 Accepted`` starts an export. A 200 (a synchronous answer, a gateway's page) carrying a
+    Content-Location is a typed error naming what was needed, never a status URL saved and polled."""
+    script = Script(httpx.Response(status, headers={"Content-Location": STATUS}))
+    with pytest.raises(BulkExportError, match="needs 202") as info:
+        _bulk(script).kickoff("system")
+    assert info.value.status == status and len(script.requests) == 1
+
+
 def test_bdx06_kickoff_error_carries_operation_outcome() -> None:
     script = Script(httpx.Response(400, content=orjson.dumps(oo("not-supported"))))
     with pytest.raises(BulkExportError) as info:
@@ -356,12 +366,15 @@ def test_bdx12_manifest_keeps_extension_deleted_and_ignores_unknown_fields() -> 
         ({"transactionTime": None}, "transactionTime"),
         ({"transactionTime": "2026-11-25T09:00:00"}, "transactionTime"),
         ({"request": None}, "request"),
+        ({"request": ""}, "request"),
         ({"requiresAccessToken": "true"}, "requiresAccessToken"),
         ({"output": None}, "output"),
         ({"error": None}, "error"),
         ({"output": [{"type": "Patient", "url": "/bulk/files/p.ndjson"}]}, "absolute"),
         ({"output": [{"url": "https://h/p.ndjson"}]}, "type"),
+        ({"output": [{"type": "", "url": "https://h/p.ndjson"}]}, "type"),
         ({"output": [{"type": "Patient", "url": "https://h/p", "count": -1}]}, "count"),
+        ({"output": [{"type": "Patient", "url": "https://h/p", "count": True}]}, "count"),
         ({"extension": []}, "extension"),
     ],
 )
@@ -475,6 +488,23 @@ def test_bdx20_verify_counts_types_and_json(tmp_path: Path) -> None:
     assert not result.ok and (result.lines, result.wrong_type, result.invalid_json) == (3, 1, 1)
     assert not result.count_matches
     assert result.problems[0] == "line 2: resourceType 'Observation', expected 'Patient'"
+
+
+@pytest.mark.parametrize(
+    ("body", "count"),
+    [
+        (b'{"resourceType":"Patient"}\n{"resourceType":"Patient"}\n', 3),  # the count alone is wrong
+        (b'{"resourceType":"Patient"}\n{"resourceType":"Pat\n', 2),  # one line alone is not JSON
+        (b'{"resourceType":"Patient"}\n{"resourceType":"Observation"}\n', 2),  # one line alone of another type
+    ],
+)
+def test_bdx20_each_problem_alone_fails_the_file(tmp_path: Path, body: bytes, count: int) -> None:
+    """BDX-20: a wrong count, a line that is not JSON and a line of another type each fail the file on its own
+    (the test above has all three in one file, so it held with any two of the checks gone)."""
+    path = tmp_path / "one-problem.ndjson"
+    path.write_bytes(body)
+    result = verify_ndjson_file(path, "Patient", count)
+    assert not result.ok and len(result.problems) == 1, result
 
 
 def test_ndjson_helpers_read_gzip_files(tmp_path: Path) -> None:

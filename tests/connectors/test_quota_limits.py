@@ -138,6 +138,20 @@ def test_a_429_asking_longer_than_the_clamp_fails_at_once_carrying_its_retry_aft
     assert sleeps == [] and len(paths) == 1
 
 
+def test_bdx10_a_429_with_an_absurd_retry_after_backs_off_and_is_sent_again(ehr, backend, sent) -> None:
+    """BDX-10: a Retry-After of a day (absurd, past ``retry_after_absurd_s``) is not the server's word: the request
+    backs off (2 s, ± 20 %) and is sent again, as with no Retry-After at all; it is not taken for a throttle
+    longer than ehrsync waits and failed at once."""
+    http, paths = sent
+    sleeps: list[float] = []
+    client = _client(ehr, backend, http, sleeps)
+    patient = ehr.admin.patients()[0]
+    ehr.admin.set_fault("429", path="/fhir/Patient", times=1, retry_after="86400")
+    assert client.read("Patient", patient)["id"] == patient
+    assert len(sleeps) == 1 and 1.6 <= sleeps[0] <= 2.4, sleeps
+    assert len(paths) == 2
+
+
 def test_a_retry_wait_past_the_step_budget_fails_the_step_at_once(ehr, backend, sent) -> None:
     """Retry-After 600 s, within the 900 s ehrsync waits for a throttle, inside a step with 60 s left: the step
     fails now with its budget named and nothing sent again (before: a 600 s wait, then the same budget error, the

@@ -151,6 +151,20 @@ def test_bdx09_in_progress_then_done_and_401_refresh(harness: Harness, ehr: Sand
     harness.bulk.cancel(status_url)
 
 
+def test_bdx09_a_status_503_with_retry_after_is_a_throttle_waited_as_asked_however_often(
+    harness: Harness, ehr: SandboxServer
+) -> None:
+    """BDX-09/10: a status poll answered 503 with Retry-After is the server asking for time, as a 429 is: each is
+    waited at least as asked (7 s), six in a row do not end the wait, and the export completes. Taken for a
+    transient hiccup instead, its Retry-After was ignored for backoff and the fifth failed the run."""
+    status_url = harness.bulk.kickoff("group", group_id=SMALL_GROUP, types=["Patient"])
+    ehr.admin.set_fault("503", path="/bulk/status/", times=6, retry_after="7")
+    manifest = harness.bulk.wait(status_url, deadline_s=3600)
+    assert manifest.output
+    assert len(harness.sleeps) >= 6 and all(s >= 7.0 for s in harness.sleeps[:6]), harness.sleeps
+    harness.bulk.cancel(status_url)
+
+
 def test_bdx10_deadline_cancels_a_slow_job(harness: Harness, ehr: SandboxServer) -> None:
     ehr.admin.settings(bulk_throttle_s=1.0)
     status_url = harness.bulk.kickoff("group", group_id=SMALL_GROUP, types=["Patient"])

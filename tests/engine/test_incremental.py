@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable
+from datetime import timedelta
 
 import httpx
 
@@ -48,6 +49,7 @@ def test_first_sync_lands_every_type_then_only_changes_bdx26_27_28(world, shared
     searches = [u for u in request_log.paths("/fhir/Observation") if "patient" in u.params]
     assert searches, "the second run must search again"
     assert len(request_log.paths("/fhir/metadata")) == 1  # one CapabilityStatement per run, not one per step
+    assert world.env.overlap == timedelta(minutes=5)  # BDX-28's default overlap (ehrsync's own: 300 s in settings)
     mark = first.types["Observation"].high_water_mark - world.env.overlap
     assert all(u.params["_lastUpdated"].startswith("gt") for u in searches)
     assert searches[0].params["_lastUpdated"] == "gt" + format_instant(mark)  # server mark minus overlap
