@@ -27,9 +27,9 @@ there, so a note sent with it can never be written (``match_unconfirmed`` with o
 ``several_matches`` with several). When the person confirms the note is not in the chart and the note's own evidence
 shows that behaviour (``_if_none_exist_ignored``), its next POST goes without ``If-None-Exist``
 (``send_unconditional``; ``engine.writeback.preflight``), once: ``store.outbox.transition`` clears it as that
-attempt ends, and a retry without the confirmation clears it. A lost answer to
-that POST makes the note ``maybe_stored``, and without If-None-Exist the run only searches for it (never a second
-blind POST).
+attempt ends, and a retry without the confirmation clears it; the person's next confirmed retry sets it again when
+that attempt ended before its POST (``failed``/``blocked`` unsent). A lost answer to that POST makes the note
+``maybe_stored``, and without If-None-Exist the run only searches for it (never a second blind POST).
 
 A retried note no POST of which may be stored (it leaves with ``maybe_stored`` unset: ``failed`` or ``blocked`` by
 answers proving nothing was stored, or the person confirmed it is not in the chart) forgets its Binary
@@ -129,10 +129,17 @@ def _if_none_exist_ignored(db: AppDatabase, note: NoteRecord) -> bool:
     followed a ``match_unconfirmed`` since the note's last retry (the search's reason replaces the match's; its audit
     event keeps it). ``identifier_search_ignored`` alone is no such evidence: any lost answer on a server ignoring the
     parameter in searches ends so, and where that server's If-None-Exist does apply it, it is the only guard left
-    against a second copy should the person have missed the note in the chart."""
+    against a second copy should the person have missed the note in the chart.
+
+    A retry whose attempts never POSTed the note (``doc_post``; ``failed``/``blocked`` before it: its connection
+    needing re-authorization, a gate closed) weighed nothing new: one that sent it without If-None-Exist
+    (``unconditional``) still holds, and the scan reads past a plain one. Before, the reason such a failure left
+    replaced the match's, and the person's next confirmed retry sent the note with If-None-Exist again: matched to
+    another note once more, written only at a third retry. A retry whose attempts POSTed the note weighed the
+    evidence before it (a note its unconditional POST may have stored is sent with If-None-Exist again)."""
     if note.reason_code in _MATCHED_OTHERS:
         return True
-    if note.reason_code != SEARCH_IGNORED:
+    if note.reason_code != SEARCH_IGNORED and not note.confirmed_not_in_ehr:  # no earlier confirmation to keep
         return False
     events = (
         select(AuditEvent.detail)
@@ -141,12 +148,14 @@ def _if_none_exist_ignored(db: AppDatabase, note: NoteRecord) -> bool:
         .order_by(AuditEvent.id.desc())
         .execution_options(yield_per=200)
     )
+    posted = False  # a DocumentReference POST since the retry the scan has reached
     with db.session() as session:
         for detail in session.scalars(events):
             if detail.get("note_id") != note.id:
                 continue
-            if detail.get("retry"):  # the evidence of an earlier retry's attempts was weighed by that retry
-                return False
+            posted = posted or "doc_post" in detail
+            if detail.get("retry") and (posted or detail.get("unconditional")):
+                return not posted  # weighed by that retry, or its unconditional POST never left
             if detail.get("error_code") in _MATCHED_OTHERS:
                 return True
     return False

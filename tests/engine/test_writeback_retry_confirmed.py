@@ -21,7 +21,7 @@ from store.models import Connection
 from store.outbox import NoteRecord, get_note
 from tests.engine.helpers import SyncWorld, connect_backend
 from tests.engine.retry_api import NotesApi, notes_api
-from tests.engine.writeback_helpers import FAST, enqueue, set_tenant, writable_connection
+from tests.engine.writeback_helpers import FAST, enqueue, patient_notes, set_tenant, writable_connection
 
 DOC_POSTS = "/fhir/DocumentReference"
 #: A server that ignores the identifier search and says so (its self link leaves the parameter out).
@@ -175,3 +175,31 @@ def test_dwb63_a_confirmed_note_failed_unsent_is_still_searched_for_after_a_plai
     done = write_note(world.env, FAST, note.id)
     assert request_log.paths(DOC_POSTS, "POST") == [] and _copies(world, conn, ehr, note) == [stored]
     assert (done.state, done.ehr_resource_id) == ("written", stored)
+
+
+def test_dwb31_63_a_confirmed_retry_failed_unsent_keeps_the_evidence_for_its_next_confirmed_retry(
+    world, start_sandbox, http, request_log, api
+) -> None:
+    """An EHR whose If-None-Exist ignores the identifier (Spark): the condition matched the patient's other note,
+    ``match_unconfirmed``. The person's confirmed retry would POST it without If-None-Exist, but its run finds the
+    connection needing re-authorization and fails it unsent. Re-authorized, the person confirms once more: the POST
+    goes without If-None-Exist, written once. Before, that retry weighed only the reason it met
+    (``connection_needs_reauth``) and stopped at the earlier retry's audit event: the note went with If-None-Exist,
+    the condition matched the other note again (``match_unconfirmed``), and only a third retry wrote it."""
+    ehr = start_sandbox(patients=4, seed=7, ignored_search_params=["identifier"], if_none_exist_ignores_params=True)
+    for patient in ehr.admin.patients():
+        conn = writable_connection(world, ehr, http, patient_id=patient)
+        if len(patient_notes(world, conn, ehr)) == 1:
+            break
+    note = enqueue(world, conn)
+    assert write_note(world.env, FAST, note.id).reason_code == "match_unconfirmed"
+    assert api.retry(note.id, {"confirmNotInEhr": True}).status_code == 200
+    _status(world, conn, "needs_reauth")
+    failed = write_note(world.env, FAST, note.id)
+    assert (failed.state, failed.reason_code) == ("failed", "connection_needs_reauth")
+    _status(world, conn, "active")
+    assert api.retry(note.id, {"confirmNotInEhr": True}).status_code == 200
+    assert _read(world, note.id).send_unconditional
+    done = write_note(world.env, FAST, note.id)
+    assert done.state == "written" and request_log.posts_conditional(DOC_POSTS) == [True, False]
+    assert sum(carries_identifier(doc, note) for doc in patient_notes(world, conn, ehr)) == 1

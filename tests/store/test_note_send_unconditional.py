@@ -64,3 +64,18 @@ def test_dwb63_an_ignored_search_counts_only_after_a_match_since_the_last_retry(
     matched = transition(db, transition(db, plain, "sending"), "unknown", detail={"error_code": "match_unconfirmed"})
     ignored = transition(db, matched, "unknown", reason_code="identifier_search_ignored")
     assert _retry(db, ignored, confirmed=True).send_unconditional
+
+
+def test_dwb31_63_the_evidence_outlasts_retries_whose_attempts_never_posted(db: AppDatabase, note: NoteRecord) -> None:
+    """A confirmed retry sending without If-None-Exist whose attempt ended before its POST (``connection_*``), and a
+    plain retry that did so too, weighed nothing new: the next confirmed retry sends without it again. Once such a
+    POST left (``doc_post``), the evidence before it was weighed: If-None-Exist again (it may have stored the note)."""
+    unsent = _retry(db, _left(db, note, "unknown", "match_unconfirmed"), confirmed=True)
+    for confirmed in (False, True):
+        failed = _left(db, unsent, "failed", "connection_needs_reauth")
+        unsent = _retry(db, failed, confirmed=confirmed)
+        assert unsent.send_unconditional == confirmed and unsent.confirmed_not_in_ehr
+    sending = transition(db, unsent, "sending", attempts=1)
+    posted = transition(db, sending, "sending", doc_posted=True, detail={"doc_post": 1, "unconditional": True})
+    refused = transition(db, posted, "failed", reason_code="fhir_unprocessable", detail={"error_code": "x"})
+    assert not _retry(db, refused, confirmed=True).send_unconditional
