@@ -84,7 +84,7 @@ def failed_response(what: str, response: httpx.Response) -> BulkExportError:
 
 
 def status_url_of(response: httpx.Response) -> str:
-    """The kick-off's absolute status URL (202 + Content-Location, BDX-05), else BulkExportError: a Content-Location
+    """The kick-off's absolute status URL (202 + Content-Location, BDX-06), else BulkExportError: a Content-Location
     urllib cannot split (a bad port, an unclosed ``[``) is named here, not a bare ValueError at the first poll."""
     location = response.headers.get("Content-Location")
     if response.status_code != 202 or not location:

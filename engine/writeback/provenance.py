@@ -1,4 +1,5 @@
-"""After a note is written, tell the EHR where it came from with a Provenance (DWB-82), best effort.
+"""After a note is written by the answer to its own POST, tell the EHR where it came from with a Provenance
+(DWB-82), best effort. A note settled ``written`` by a search (its answer lost) gets none (docs/WRITEBACK.md §4).
 
 A Provenance is optional: a server that does not advertise Provenance create (or scopes that do not cover it)
 gets none, and a failed create is a logged, audited warning while the note stays ``written``. The id of a

@@ -11,9 +11,8 @@ from typing import Any
 __all__ = ["BROKEN_ANSWERS", "break_answer"]
 
 #: How the answer is broken: a field left out, ``expires_in`` zero or not a number, the access token empty or a
-#: number; the
-#: ``scope`` a number, an object or a list holding a number; ``need_patient_banner`` the text ``"false"``; the
-#: ``patient`` padded with spaces, or not a FHIR id (a reference ``Patient/{id}``).
+#: number; the ``scope`` a number, an object or a list holding a number; ``need_patient_banner`` the text
+#: ``"false"``; the ``patient`` padded with spaces, or not a FHIR id (a reference ``Patient/{id}``).
 BROKEN_ANSWERS = (
     "no_token_type",
     "no_access_token",
