@@ -115,3 +115,12 @@ def _forget_quotas() -> Iterator[None]:
     QUOTAS.clear()
     yield
     QUOTAS.clear()
+
+
+@pytest.fixture
+def api(world: SyncWorld, tmp_path: Path) -> Iterator[Any]:
+    """The auth service's real app over ``world``'s app database, for a person's note retry (``retry_api``)."""
+    from tests.engine.retry_api import notes_api  # the FastAPI app: imported only by the tests asking for it
+
+    with notes_api(world, tmp_path / "app_state") as handle:
+        yield handle

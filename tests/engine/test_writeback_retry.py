@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,24 +22,20 @@ from engine.writeback.preflight import build_payload
 from engine.writeback.reconcile import IGNORED
 from store import outbox_retry
 from store.models import AuditEvent
-from store.outbox import NoteRecord, get_note, transition
+from store.outbox import NoteRecord, transition
 from tests.engine.helpers import SyncWorld
 from tests.engine.retry_api import NotesApi, notes_api
-from tests.engine.writeback_helpers import FAST, NOTE_TEXT, enqueue, server_notes, set_tenant, writable_connection
+from tests.engine.writeback_helpers import (
+    FAST,
+    NOTE_TEXT,
+    enqueue,
+    read_note,
+    server_notes,
+    set_tenant,
+    writable_connection,
+)
 
 DOC_POSTS = "/fhir/DocumentReference"
-
-
-@pytest.fixture
-def api(world: SyncWorld, tmp_path: Path) -> Iterator[NotesApi]:
-    with notes_api(world, tmp_path / "app_state") as handle:
-        yield handle
-
-
-def _read(world: SyncWorld, note_id: str) -> NoteRecord:
-    note = get_note(world.env.db, note_id)
-    assert note is not None
-    return note
 
 
 def _retry_events(world: SyncWorld, note_id: str) -> list[AuditEvent]:
@@ -76,7 +71,7 @@ def test_dwb63_a_failed_note_retried_is_pending_now_with_full_tries_then_written
     body = answer.json()
     assert (body["state"], body["attempts"], body["reasonCode"], body["reason"]) == ("pending", 0, None, None)
     assert body["version"] == failed.version + 1 and body["lastHttpStatus"] is None and NOTE_TEXT not in answer.text
-    retried = _read(world, note.id)
+    retried = read_note(world, note.id)
     assert retried.next_attempt_at <= retried.updated_at and not retried.maybe_stored
     [event] = _retry_events(world, note.id)
     assert event.actor == f"api_key:{world.tenant_id}" and event.outcome == "pending"
@@ -85,7 +80,7 @@ def test_dwb63_a_failed_note_retried_is_pending_now_with_full_tries_then_written
     assert NOTE_TEXT not in repr(event.detail) and note.patient_id not in repr(event.detail)
     again = api.retry(note.id)  # the double click
     assert again.status_code == 409 and again.json()["error"] == "note_not_retryable", again.text
-    assert again.json()["state"] == "pending" and _read(world, note.id).version == retried.version
+    assert again.json()["state"] == "pending" and read_note(world, note.id).version == retried.version
     done = write_note(world.env, FAST, note.id, retried.version)
     assert (done.state, done.attempts) == ("written", 1)
     assert [d["id"] for d in server_notes(world, conn, sb, note)] == [done.ehr_resource_id]
@@ -109,7 +104,7 @@ def test_dwb63_an_unknown_note_retried_is_searched_first_and_never_duplicated(
     ehr.admin.clear_faults()
     answer = api.retry(note.id)
     assert answer.status_code == 200 and answer.json()["state"] == "pending", answer.text
-    assert _read(world, note.id).maybe_stored
+    assert read_note(world, note.id).maybe_stored
     done = write_note(world.env, FAST, note.id)
     [doc] = server_notes(world, conn, ehr, note)
     assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
@@ -131,7 +126,7 @@ def test_dwb63_an_unknown_note_not_found_is_sent_again_only_when_the_person_conf
     assert len(request_log.paths(DOC_POSTS, "POST")) == 1 and server_notes(world, conn, ehr, note) == []
     confirmed = api.retry(note.id, {"confirmNotInEhr": True})
     assert confirmed.status_code == 200, confirmed.text
-    assert not _read(world, note.id).maybe_stored
+    assert not read_note(world, note.id).maybe_stored
     done = write_note(world.env, FAST, note.id)
     assert [d["id"] for d in server_notes(world, conn, ehr, note)] == [done.ehr_resource_id]
     assert len(request_log.paths(DOC_POSTS, "POST")) == 2
@@ -177,7 +172,7 @@ def test_dwb63_refused_retries_say_why_and_move_nothing(
     assert answer.status_code == 409, answer.text
     said = answer.json()
     assert (said["error"], said["state"], said["reasonCode"]) == (error, state, reason_code)
-    assert _read(world, note.id).version == note.version and _retry_events(world, note.id) == []
+    assert read_note(world, note.id).version == note.version and _retry_events(world, note.id) == []
 
 
 def test_dwb63_an_ignored_search_is_retried_once_the_person_confirms(world, sb, http, api) -> None:
@@ -185,7 +180,7 @@ def test_dwb63_an_ignored_search_is_retried_once_the_person_confirms(world, sb, 
     note = _left(world, conn, "unknown", IGNORED)
     answer = api.retry(note.id, {"confirmNotInEhr": True})
     assert answer.status_code == 200 and answer.json()["state"] == "pending", answer.text
-    assert not _read(world, note.id).maybe_stored
+    assert not read_note(world, note.id).maybe_stored
     assert write_note(world.env, FAST, note.id).state == "written"
     assert len(server_notes(world, conn, sb, note)) == 1
 
@@ -195,7 +190,7 @@ def test_dwb63_a_412_several_matches_stays_maybe_stored_when_retried(world, sb, 
     conn = writable_connection(world, sb, http)
     note = _left(world, conn, "failed", SEVERAL_MATCHES)
     assert api.retry(note.id).status_code == 200
-    assert _read(world, note.id).maybe_stored
+    assert read_note(world, note.id).maybe_stored
 
 
 def test_dwb63_a_retry_racing_a_run_never_moves_the_note_the_run_claimed(slot_world, sb, http, tmp_path) -> None:
@@ -215,7 +210,7 @@ def _race(world: SyncWorld, sb: Any, http: Any, api: NotesApi) -> None:
     def claim_first(conn_: Any, cursor: Any, statement: str, *args: Any) -> None:
         if not hooked and statement.lstrip().upper().startswith("UPDATE NOTE_OUTBOX"):
             hooked.append(True)  # the run's own move below is not hooked again
-            claimed.append(transition(world.env.db, _read(world, note.id), "sending"))  # another connection
+            claimed.append(transition(world.env.db, read_note(world, note.id), "sending"))  # another connection
 
     event.listen(world.env.db.engine, "before_cursor_execute", claim_first)
     try:
@@ -224,7 +219,7 @@ def _race(world: SyncWorld, sb: Any, http: Any, api: NotesApi) -> None:
         event.remove(world.env.db.engine, "before_cursor_execute", claim_first)
     assert answer.status_code == 409 and answer.json()["state"] == "sending", answer.text
     [run] = claimed
-    assert (_read(world, note.id).state, _read(world, note.id).version) == ("sending", run.version)
+    assert (read_note(world, note.id).state, read_note(world, note.id).version) == ("sending", run.version)
     assert _retry_events(world, note.id) == []
 
 

@@ -8,8 +8,6 @@ a person confirmed absent is searched for just before any POST without If-None-E
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,26 +16,13 @@ from connectors.fhir import FhirClient
 from engine.writeback import write_note
 from engine.writeback.lookup import carries_identifier
 from store.models import Connection
-from store.outbox import NoteRecord, get_note
+from store.outbox import NoteRecord
 from tests.engine.helpers import SyncWorld, connect_backend
-from tests.engine.retry_api import NotesApi, notes_api
-from tests.engine.writeback_helpers import FAST, enqueue, patient_notes, set_tenant, writable_connection
+from tests.engine.writeback_helpers import FAST, enqueue, patient_notes, read_note, set_tenant, writable_connection
 
 DOC_POSTS = "/fhir/DocumentReference"
 #: A server that ignores the identifier search and says so (its self link leaves the parameter out).
 REPORTS_IGNORED = {"ignored_search_params": ["identifier"], "report_ignored_params": "self_link"}
-
-
-@pytest.fixture
-def api(world: SyncWorld, tmp_path: Path) -> Iterator[NotesApi]:
-    with notes_api(world, tmp_path / "app_state") as handle:
-        yield handle
-
-
-def _read(world: SyncWorld, note_id: str) -> NoteRecord:
-    note = get_note(world.env.db, note_id)
-    assert note is not None
-    return note
 
 
 def _copies(world: SyncWorld, conn: str, ehr: Any, note: NoteRecord) -> list[str]:
@@ -86,7 +71,7 @@ def test_dwb32_63_a_wrongly_confirmed_retry_without_conditional_create_finds_the
     [stored] = _copies(world, conn, ehr, note)
     answer = api.retry(note.id, {"confirmNotInEhr": True})
     assert answer.status_code == 200, answer.text
-    retried = _read(world, note.id)
+    retried = read_note(world, note.id)
     assert retried.confirmed_not_in_ehr and not retried.maybe_stored and not retried.send_unconditional
     request_log.clear()
     done = write_note(world.env, FAST, note.id)
@@ -199,7 +184,7 @@ def test_dwb31_63_a_confirmed_retry_failed_unsent_keeps_the_evidence_for_its_nex
     assert (failed.state, failed.reason_code) == ("failed", "connection_needs_reauth")
     _status(world, conn, "active")
     assert api.retry(note.id, {"confirmNotInEhr": True}).status_code == 200
-    assert _read(world, note.id).send_unconditional
+    assert read_note(world, note.id).send_unconditional
     done = write_note(world.env, FAST, note.id)
     assert done.state == "written" and request_log.posts_conditional(DOC_POSTS) == [True, False]
     assert sum(carries_identifier(doc, note) for doc in patient_notes(world, conn, ehr)) == 1

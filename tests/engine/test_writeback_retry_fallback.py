@@ -3,10 +3,6 @@ app, the note written by the real engine to the sandbox over a real socket."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from sqlalchemy import update
 
 from connectors.fhir import FhirClient
@@ -15,18 +11,10 @@ from engine.writeback.accepted import ACCEPTED, recheck
 from engine.writeback.preflight import build_payload
 from store.models import Connection, NoteOutbox
 from store.outbox import get_note, transition
-from tests.engine.helpers import SyncWorld
-from tests.engine.retry_api import NotesApi, notes_api
 from tests.engine.test_writeback_fallback import DROPPING
 from tests.engine.writeback_helpers import FAST, enqueue, writable_connection
 
 DOC_POSTS = "/fhir/DocumentReference"
-
-
-@pytest.fixture
-def api(world: SyncWorld, tmp_path: Path) -> Iterator[NotesApi]:
-    with notes_api(world, tmp_path / "app_state") as handle:
-        yield handle
 
 
 def test_dwb32_63_a_retry_refused_for_duplicates_found_by_details_says_how_they_were_found(

@@ -11,8 +11,7 @@ to the unconditional POST is only searched for, never POSTed again blindly.
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,20 +22,21 @@ from engine.writeback import write_note
 from engine.writeback.lookup import carries_identifier
 from engine.writeback.preflight import build_payload
 from store.models import AuditEvent
-from store.outbox import NoteRecord, get_note
+from store.outbox import NoteRecord
 from tests.engine.helpers import SyncWorld, make_environment
-from tests.engine.retry_api import NotesApi, notes_api
-from tests.engine.writeback_helpers import FAST, enqueue, patient_notes, run_writeback_child, writable_connection
+from tests.engine.retry_api import notes_api
+from tests.engine.writeback_helpers import (
+    FAST,
+    enqueue,
+    patient_notes,
+    read_note,
+    run_writeback_child,
+    writable_connection,
+)
 
 DOC_POSTS = "/fhir/DocumentReference"
 #: A server that ignores the identifier parameter in searches and in If-None-Exist alike (Spark).
 IGNORES_IDENTIFIER = {"ignored_search_params": ["identifier"], "if_none_exist_ignores_params": True}
-
-
-@pytest.fixture
-def api(world: SyncWorld, tmp_path: Path) -> Iterator[NotesApi]:
-    with notes_api(world, tmp_path / "app_state") as handle:
-        yield handle
 
 
 def _patient_with(world: SyncWorld, ehr: Any, http: Any, fits: Callable[[int], bool]) -> str:
@@ -46,12 +46,6 @@ def _patient_with(world: SyncWorld, ehr: Any, http: Any, fits: Callable[[int], b
         if fits(len(patient_notes(world, conn, ehr))):
             return conn
     raise AssertionError("no sandbox patient has such a count of DocumentReferences")
-
-
-def _read(world: SyncWorld, note_id: str) -> NoteRecord:
-    note = get_note(world.env.db, note_id)
-    assert note is not None
-    return note
 
 
 def _details(world: SyncWorld, note_id: str, key: str) -> list[dict[str, Any]]:
@@ -85,13 +79,13 @@ def test_dwb63_a_confirmed_retry_where_if_none_exist_ignores_the_identifier_writ
     assert (first.state, first.reason_code, first.last_http_status) == left
     plain = api.retry(note.id)
     assert plain.status_code == 200, plain.text
-    assert not _read(world, note.id).send_unconditional
+    assert not read_note(world, note.id).send_unconditional
     again = write_note(world.env, FAST, note.id)
     assert (again.state, again.reason_code, again.last_http_status) == left
     assert len(patient_notes(world, conn, ehr)) == before
     confirmed = api.retry(note.id, {"confirmNotInEhr": True})
     assert confirmed.status_code == 200, confirmed.text
-    assert _read(world, note.id).send_unconditional
+    assert read_note(world, note.id).send_unconditional
     done = write_note(world.env, FAST, note.id)
     assert (done.state, done.send_unconditional) == ("written", False)
     assert len(patient_notes(world, conn, ehr)) == before + 1 and _copies(world, conn, ehr, note) == 1
@@ -177,7 +171,7 @@ def test_dwb63_a_lost_answer_to_the_unconditional_post_is_never_resent_blind(
     if lost.state != "unknown":
         return
     assert api.retry(note.id, {"confirmNotInEhr": True}).status_code == 200  # the person missed it in the chart
-    assert not _read(world, note.id).send_unconditional
+    assert not read_note(world, note.id).send_unconditional
     after = write_note(world.env, FAST, note.id)
     assert (after.state, after.reason_code) == ("failed", "several_matches")
     assert request_log.posts_conditional(DOC_POSTS) == [True, False, True] and _copies(world, conn, ehr, note) == 1
@@ -200,7 +194,7 @@ def test_dwb63_a_run_killed_during_the_unconditional_post_is_resumed_by_a_search
         assert api.retry(note.id, {"confirmNotInEhr": True}).status_code == 200
     killed = run_writeback_child(root, world, note.id, crash_at)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    left = _read(world, note.id)
+    left = read_note(world, note.id)
     assert (left.state, left.doc_posted, left.send_unconditional) == ("sending", True, True)
     request_log.clear()  # what the resumed run sends (the killed child's requests are not logged here)
     resumed = write_note(world.env, FAST, note.id)
@@ -224,7 +218,7 @@ def test_dwb32_63_a_wrongly_confirmed_retry_where_the_search_is_reported_ignored
     client = FhirClient(ehr.fhir_base, world.env.vault.token_source(conn), http=world.env.http)
     stored = [client.create(build_payload(note, note.doc_status)).id for _ in range(copies)]
     assert api.retry(note.id, {"confirmNotInEhr": True}).status_code == 200
-    assert _read(world, note.id).send_unconditional
+    assert read_note(world, note.id).send_unconditional
     request_log.clear()
     done = write_note(world.env, FAST, note.id)
     assert request_log.paths(DOC_POSTS, "POST") == [] and _copies(world, conn, ehr, note) == copies

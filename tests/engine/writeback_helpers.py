@@ -30,6 +30,13 @@ REPO = Path(__file__).resolve().parents[2]
 NOTE_TEXT = "Patient reports improved sleep. Continue current plan."
 
 
+def read_note(world: SyncWorld, note_id: str) -> NoteRecord:
+    """The note as stored now (it must exist)."""
+    note = get_note(world.env.db, note_id)
+    assert note is not None
+    return note
+
+
 def set_tenant(world: SyncWorld, **switches: Any) -> None:
     """The tenant's ``smartFhir`` switches (write on by default; pass False to close one)."""
     with world.env.db.session() as session:

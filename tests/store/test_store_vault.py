@@ -119,7 +119,10 @@ def test_sal23_refresh_near_expiry_and_sal24_rotation_committed(
     assert token_server.state.grants[1]["form"]["refresh_token"] == "rt-1"
 
 
-def test_sal23_twenty_percent_rule(db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer) -> None:
+def _clocked_vault(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer, expires_in: int
+) -> tuple[TokenVault, list[datetime]]:
+    """A vault on a clock the test moves (``now[0]``), holding ``at-0`` for ``expires_in`` seconds and ``rt-0``."""
     now = [datetime.now(UTC)]
     add_connection(db, fhir_base=token_server.fhir_base)
     token_server.state.valid_refresh.add("rt-0")
@@ -127,10 +130,15 @@ def test_sal23_twenty_percent_rule(db: AppDatabase, cipher: TokenCipher, token_s
     vault.save_token_response(
         "c1",
         parse_token_response(
-            {"access_token": "at-0", "token_type": "Bearer", "expires_in": 3600, "refresh_token": "rt-0"},
+            {"access_token": "at-0", "token_type": "Bearer", "expires_in": expires_in, "refresh_token": "rt-0"},
             clock=lambda: now[0],
         ),
     )
+    return vault, now
+
+
+def test_sal23_twenty_percent_rule(db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer) -> None:
+    vault, now = _clocked_vault(db, cipher, token_server, 3600)
     now[0] += timedelta(seconds=2870)  # 730 s left > 20 % of 3600
     assert vault.get_access_token("c1") == "at-0"
     now[0] += timedelta(seconds=20)  # 710 s left < 720 s
@@ -141,17 +149,7 @@ def test_sal23_under_sixty_seconds_left_refreshes_even_when_more_than_twenty_per
     db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
 ) -> None:
     """A short-lived token (200 s: 20 % is 40 s) is refreshed once less than 60 s is left, not only under 40 s."""
-    now = [datetime.now(UTC)]
-    add_connection(db, fhir_base=token_server.fhir_base)
-    token_server.state.valid_refresh.add("rt-0")
-    vault = make_vault(db, cipher, clock=lambda: now[0])
-    vault.save_token_response(
-        "c1",
-        parse_token_response(
-            {"access_token": "at-0", "token_type": "Bearer", "expires_in": 200, "refresh_token": "rt-0"},
-            clock=lambda: now[0],
-        ),
-    )
+    vault, now = _clocked_vault(db, cipher, token_server, 200)
     now[0] += timedelta(seconds=130)  # 70 s left
     assert vault.get_access_token("c1") == "at-0"
     now[0] += timedelta(seconds=15)  # 55 s left: under 60 s, above 20 % (40 s)
