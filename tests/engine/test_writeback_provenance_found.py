@@ -178,3 +178,17 @@ def test_dwb82_63_a_confirmed_retry_found_in_the_chart_before_its_post_gets_a_pr
     assert request_log.paths(DOC_POSTS, "POST") == []  # found first: never POSTed again
     _assert_provenance_of(ehr, done, doc["id"], request_log)
     assert read_note(world, note.id).provenance_id == done.provenance_id
+
+
+def test_dwb82_31_a_conditional_match_confirmed_by_the_identifier_search_gets_a_provenance(
+    world, start_sandbox, http, request_log
+) -> None:
+    """The repeat's 200 names the note by Location only (unreadable body): the search confirms it (``matched``)."""
+    ehr = start_sandbox(create_html_body=True, provenance_create=True)
+    conn = writable_connection(world, ehr, http, scope=PROV_SCOPE)
+    note = enqueue(world, conn, author_id="pract-1")
+    ehr.admin.set_fault("drop_response", path=DOC_POSTS, times=1)
+    done = write_note(world.env, FAST, note.id)
+    [doc] = server_notes(world, conn, ehr, note)
+    assert (done.last_http_status, len(request_log.paths(DOC_POSTS, "POST"))) == (200, 2)
+    _assert_provenance_of(ehr, done, doc["id"], request_log)
