@@ -13,7 +13,7 @@ to ``written`` could each send one: a second Provenance is harmless metadata, a 
 
 The capability is what the run's gates read: the CapabilityStatement is cached on the run's client, so a run that
 planned a POST reads it no second time; a run that only searched reads it once, and not at all when the granted
-scopes cover no Provenance create.
+scopes cover no Provenance create or a switch is off.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import logging
 
 from connectors import errors as ce
 from connectors.fhir import FhirClient
-from connectors.writeback import WriteCapability, check_note_write
+from connectors.writeback import WriteCapability, check_note_write, check_switches
 from connectors.writeback.gate import scopes_allow_provenance_create
 from connectors.writeback.provenance import ProvenanceDraft, build_provenance
 from engine.environment import SyncEnvironment
@@ -66,7 +66,8 @@ def _capability(
     env: SyncEnvironment, client: FhirClient, note: NoteRecord, target: NoteTarget
 ) -> WriteCapability | None:
     """What the gates allow now (``check_note_write``, as the run's plan), None when they allow no write. Scopes
-    covering no Provenance create decide it without the CapabilityStatement: no read for a Provenance never sent."""
+    covering no Provenance create, or a switch off, decide it without the CapabilityStatement: no read (nor a
+    warning of its failure) for a Provenance never sent."""
     granted = target.connection.granted_scopes or ""
     if not scopes_allow_provenance_create(granted):
         return None
@@ -74,6 +75,7 @@ def _capability(
         _log.info("note %s: no Provenance, its connection or tenant cannot write now", note.id)
         return None
     try:
+        check_switches(target.flags)  # a switch off decides it: no statement read, no warning of its failure
         return check_note_write(client.capabilities(), granted, target.flags)  # cached: read once a run
     except ce.WriteNotSupportedError as exc:  # a gate closed since the note left (a switch off, create withdrawn)
         _log.info("note %s: no Provenance, note write is not allowed now (%s)", note.id, exc.reason_code)

@@ -128,9 +128,15 @@ def test_dwb82_43_a_found_note_of_a_tenant_that_switched_write_off_gets_none(
     note = enqueue(world, conn, author_id="pract-1")
     _lost_then_failed_search(world, ehr, note)
     set_tenant(world, enableWrite=False)
+    ehr.admin.set_fault("500", path=METADATA, times=None)  # a statement read would fail: none is needed
+    request_log.clear()
     done = write_note(world.env, FAST, note.id)
     assert (done.state, done.provenance_id) == ("written", None)
     assert request_log.paths(PROV_POSTS, "POST") == []
+    # the switch decides it: no CapabilityStatement read for a Provenance never sent, no warning of one not created
+    assert request_log.paths(METADATA) == []
+    with world.env.db.session() as session:
+        assert session.scalars(select(AuditEvent).where(AuditEvent.action == "note.provenance")).all() == []
 
 
 def test_dwb82_a_failed_provenance_of_a_found_note_leaves_it_written(world, start_sandbox, http, request_log) -> None:
