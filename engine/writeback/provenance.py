@@ -13,12 +13,13 @@ to ``written`` could each send one: a second Provenance is harmless metadata, a 
 
 The capability is what the run's gates read: the CapabilityStatement is cached on the run's client, so a run that
 planned a POST reads it no second time; a run that only searched reads it once, and not at all when the granted
-scopes cover no Provenance create or a switch is off.
+scopes cover no Provenance create or a switch is off, nor again once the run's read of it failed.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from connectors import errors as ce
 from connectors.fhir import FhirClient
@@ -76,12 +77,20 @@ def _capability(
         return None
     try:
         check_switches(target.flags)  # a switch off decides it: no statement read, no warning of its failure
-        return check_note_write(client.capabilities(), granted, target.flags)  # cached: read once a run
+        return check_note_write(_statement(client), granted, target.flags)
     except ce.WriteNotSupportedError as exc:  # a gate closed since the note left (a switch off, create withdrawn)
         _log.info("note %s: no Provenance, note write is not allowed now (%s)", note.id, exc.reason_code)
     except ce.EhrSyncError as exc:  # the statement unreadable: whether Provenance create is offered is not known
         _warn(env, note, exc)
     return None
+
+
+def _statement(client: FhirClient) -> dict[str, Any]:
+    """The run's CapabilityStatement (cached: read once a run); the run's failed read of it again, unread (a run that
+    could not read it for its plan and then found the note by a search would wait out every retry a second time)."""
+    if (failed := client.capabilities_failure) is not None:
+        raise failed
+    return client.capabilities()
 
 
 def _warn(env: SyncEnvironment, note: NoteRecord, exc: ce.EhrSyncError) -> None:

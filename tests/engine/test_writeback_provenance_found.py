@@ -15,9 +15,10 @@ from typing import Any
 
 from sqlalchemy import select
 
+from connectors.http import RetryPolicy
 from engine.writeback import write_note
 from sandbox import SandboxServer
-from store.models import AuditEvent
+from store.models import AuditEvent, Connection
 from store.outbox import NoteRecord
 from tests.engine.conftest import RequestLog
 from tests.engine.helpers import SyncWorld
@@ -198,3 +199,34 @@ def test_dwb82_31_a_conditional_match_confirmed_by_the_identifier_search_gets_a_
     [doc] = server_notes(world, conn, ehr, note)
     assert (done.last_http_status, len(request_log.paths(DOC_POSTS, "POST"))) == (200, 2)
     _assert_provenance_of(ehr, done, doc["id"], request_log)
+
+
+def test_dwb82_34_a_note_found_after_its_run_could_not_read_the_statement_reads_it_no_second_time(
+    world, start_sandbox, http, request_log
+) -> None:
+    """Its last try's POST stored, the answer lost, the retry's grant refused; re-authorized, the woken run cannot
+    read the CapabilityStatement (503), so it searches instead and finds the note (DWB-34). Before, the Provenance
+    gate read the statement again: every retry of the transport once more (in production Retry-After waits of up to
+    15 min each), for an optional Provenance. Now one read's tries, no Provenance, the warning audited."""
+    ehr = start_sandbox(provenance_create=True)
+    last = replace(FAST, max_attempts=1)
+    conn = writable_connection(world, ehr, http, scope=PROV_SCOPE)
+    note = enqueue(world, conn, author_id="pract-1")
+    ehr.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=1)  # stored, the answer lost
+    ehr.admin.set_fault("expired_token", path=DOC_POSTS, method="POST", times=None)  # its retry: 401, then
+    ehr.admin.set_fault("oauth_error", path="/oauth/token", times=None, error="invalid_grant")  # no refresh
+    assert write_note(world.env, last, note.id).maybe_stored
+    ehr.admin.clear_faults()
+    with world.env.db.session() as session:  # re-authorized
+        session.get(Connection, conn).status = "active"
+        session.commit()
+    ehr.admin.set_fault("503", path=METADATA, times=None)
+    request_log.clear()
+    done = write_note(world.env, last, note.id)
+    [doc] = server_notes(world, conn, ehr, note)
+    assert (done.state, done.ehr_resource_id, done.provenance_id) == ("written", doc["id"], None)
+    assert len(request_log.paths(METADATA)) == (world.env.retry or RetryPolicy()).max_attempts  # one read's tries
+    assert request_log.paths(PROV_POSTS, "POST") == []
+    with world.env.db.session() as session:
+        [event] = session.scalars(select(AuditEvent).where(AuditEvent.action == "note.provenance")).all()
+        assert (event.outcome, event.detail["status_code"]) == ("warning", 503)
