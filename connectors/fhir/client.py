@@ -11,7 +11,7 @@ from typing import Any, Unpack
 
 import httpx
 
-from connectors.errors import FhirError, SecurityPolicyError
+from connectors.errors import EhrSyncError, FhirError, SecurityPolicyError
 from connectors.fhir._answers import json_reader
 from connectors.fhir._create import send_create
 from connectors.fhir._query import DEFAULT_COUNT, check_type, query_pairs
@@ -68,6 +68,7 @@ class FhirClient:
         self.bounds = bounds or bounds_of(http)
         self._session = FhirSession(self.fhir_base, tokens, http=http, retry=retry, rate_limit=rate_limit, **options)
         self._capabilities: dict[str, Any] | None = None
+        self._capabilities_failure: EhrSyncError | None = None
         self._lock = threading.Lock()
 
     @property
@@ -96,21 +97,33 @@ class FhirClient:
         with self._lock:
             if self._capabilities is not None and not refresh:
                 return self._capabilities
-        body = self._session.request(
-            "GET",
-            self.url_for("metadata"),
-            headers={"Accept": FHIR_JSON},
-            handler=json_reader(self.bounds.max_bytes),
-            bounds=self.bounds,
-        )
-        problem = statement_problem(body)  # the body only: each reader checks its own elements
-        if problem is not None or not isinstance(body, dict):  # a named refusal, never read as declaring nothing
-            raise FhirError(
-                f"metadata did not return a CapabilityStatement: {problem}", 200, None, self.url_for("metadata")
+        try:
+            body = self._session.request(
+                "GET",
+                self.url_for("metadata"),
+                headers={"Accept": FHIR_JSON},
+                handler=json_reader(self.bounds.max_bytes),
+                bounds=self.bounds,
             )
+            problem = statement_problem(body)  # the body only: each reader checks its own elements
+            if problem is not None or not isinstance(body, dict):  # a named refusal, never read as declaring nothing
+                raise FhirError(
+                    f"metadata did not return a CapabilityStatement: {problem}", 200, None, self.url_for("metadata")
+                )
+        except EhrSyncError as exc:
+            with self._lock:
+                self._capabilities_failure = exc
+            raise
         with self._lock:
-            self._capabilities = body
+            self._capabilities, self._capabilities_failure = body, None
         return body
+
+    @property
+    def capabilities_failure(self) -> EhrSyncError | None:
+        """Why this client's last read of the CapabilityStatement failed (None: it never failed, or was read since).
+        A failed read is not cached (a caller may read again); one that needs the statement only for something
+        optional (a Provenance, DWB-82) need not wait out the server's retries a second time."""
+        return self._capabilities_failure
 
     def read(self, resource_type: str, resource_id: str) -> dict[str, Any]:
         check_type(resource_type)

@@ -28,6 +28,7 @@ __all__ = [
     "WriteCapability",
     "WriteFlags",
     "check_note_write",
+    "check_switches",
     "scopes_allow_binary_create",
     "scopes_allow_note_create",
     "scopes_allow_provenance_create",
@@ -111,6 +112,16 @@ def scopes_allow_provenance_create(granted: str) -> bool:
     return _scopes_allow_create(granted, "Provenance")
 
 
+def check_switches(flags: WriteFlags) -> None:
+    """``WriteNotSupportedError`` when a switch (or the vendor's write profile) allows no note write: decided without
+    the CapabilityStatement, so a caller that needs nothing else from it (a Provenance, DWB-82) reads none."""
+    check_vendor_writes_notes(flags.vendor_allows_notes)
+    if not (flags.service_enabled and flags.tenant_enabled and flags.note_create_enabled):
+        raise WriteNotSupportedError(
+            "vendor_disabled", "note write-back is switched off for this tenant or service-wide"
+        )
+
+
 def check_note_write(
     capabilities: Mapping[str, Any],
     granted_scopes: str,
@@ -128,11 +139,7 @@ def check_note_write(
     ``FhirError`` naming it, as an unreadable statement is (the note waits: the server may mend it), never read as
     declaring no create; one elsewhere (another type's) is not.
     """
-    check_vendor_writes_notes(flags.vendor_allows_notes)
-    if not (flags.service_enabled and flags.tenant_enabled and flags.note_create_enabled):
-        raise WriteNotSupportedError(
-            "vendor_disabled", "note write-back is switched off for this tenant or service-wide"
-        )
+    check_switches(flags)
     if problem := statement_problem(capabilities, NOTE_WRITE) or statement_problem(capabilities, _EXTRA_TYPES):
         raise FhirError(f"the CapabilityStatement cannot be read for {NOTE_WRITE.what}: {problem}", 200)
     creating = [r for r in described(capabilities, "DocumentReference") if "create" in interactions_of(r)]

@@ -96,8 +96,11 @@ def write_note(env: SyncEnvironment, config: WritebackConfig, note_id: str, vers
         with env.fhir_client(target.connection) as client:
             if note.state == "unknown":
                 check = recheck if note.reason_code == ACCEPTED else reconcile
-                return check(env.db, client, note, config)
-            return _advance(env, config, note, target, client)
+                done = check(env.db, client, note, config)
+            else:
+                done = _advance(env, config, note, target, client)
+            # DWB-82: whatever made it ``written`` in this run (its answer or a search); optional, never fails it
+            return send_provenance(env, client, done, target)
     except StaleNoteError:  # another run moved the note first (e.g. resumed it as stalled): its state stands
         _log.warning("note %s was moved by another run; leaving it as that run left it", note_id)
         current = get_note(env.db, note_id)
@@ -220,4 +223,4 @@ def _send(
     # a 2xx is proof, even after another run moved it
     written = record_written(env.db, client, note, result, config, id_from)
     checkpoint("writeback.written")
-    return send_provenance(env, client, written, plan.capability)  # DWB-82: optional, never fails the note
+    return written

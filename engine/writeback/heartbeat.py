@@ -15,8 +15,8 @@ while, a busy database), the beat stops: before, it touched any ``sending`` note
 fresh, and a note whose resuming run died was not resumed again until this run ended. A touch that matches nothing
 is read back before the claim is taken for lost (``_missed``): the attempt's own move is told to the beat before it
 commits, so on PostgreSQL a touch made meanwhile matches neither version (the beat went on only if it tried again),
-and a move of its own out of ``sending`` (``written``, then a Provenance POST or a search in the same block) ends
-the beat quietly, as before.
+and a move of its own out of ``sending`` (``written``, or ``unknown`` then a search in the same block; a
+Provenance POST comes after the block) ends the beat quietly, as before.
 """
 
 from __future__ import annotations
