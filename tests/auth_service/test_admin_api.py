@@ -394,3 +394,23 @@ def test_a_smart_rows_enabled_flag_says_whether_it_signs_patients_in(make_app) -
     h.client.put("/api/integrations/admin/providers/smart", headers=auth(off_key), json={"client_id": "app"})
     on = h.client.post("/api/integrations/admin/providers/smart/enable", headers=auth(off_key))
     assert on.status_code == 200 and on.json()["enabled"] is False  # smartFhir is off: no sign-in is served
+
+
+@pytest.mark.parametrize("value", ["100", 100.0, True], ids=["text", "float", "true"])
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/api/integrations/connect-links", "ttl_seconds"),
+        ("/api/integrations/admin/providers/smart/reactivate", "limit"),
+    ],
+)
+def test_admin_counts_take_only_a_json_whole_number(make_app, path: str, field: str, value: object) -> None:
+    """A connect link's ``ttl_seconds`` and a reactivation's ``limit`` were read laxly (``"100"`` and ``100.0`` as
+    100, ``true`` as 1): a count is a JSON whole number, as the retention period is; anything else is 422 naming
+    the field, nothing done (no link signed, no connection retried)."""
+    h = make_app()
+    key = h.bootstrap("t1", SMART)
+    body: dict[str, object] = {field: value} if field == "limit" else {"user_ref": "u-42", field: value}
+    r = h.client.post(path, headers=auth(key), json=body)
+    assert r.status_code == 422 and r.json()["error"] == "validation_error", r.text
+    assert [f["field"] for f in r.json()["fields"]] == [f"body.{field}"]
