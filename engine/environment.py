@@ -86,7 +86,10 @@ class SyncEnvironment:
     )
     min_free_disk_bytes: int = field(
         default_factory=lambda: env_whole_number(
-            "EHRSYNC_MIN_FREE_DISK_BYTES", DEFAULT_MIN_FREE_DISK_BYTES, minimum=0, what="bytes left free on disk"
+            "EHRSYNC_MIN_FREE_DISK_BYTES",
+            DEFAULT_MIN_FREE_DISK_BYTES,
+            minimum=0,
+            what="bytes left free on disk; 0: no check",
         )
     )
     # A bulk file's body slower than this is cut off and fetched again (EHRSYNC_BULK_LOW_SPEED_*; None: no limit).

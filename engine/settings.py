@@ -88,11 +88,7 @@ MAX_KEEPALIVE_IDLE_DAYS = 89
 ENGINE_BYTES: dict[str, tuple[int, int, str]] = {
     RESPONSE_BYTES_ENV: (DEFAULT_MAX_RESPONSE_BYTES, 1, RESPONSE_BYTES_WHAT),
     "EHRSYNC_BULK_MAX_FILE_BYTES": (DEFAULT_BULK_MAX_FILE_BYTES, 1, "bytes of one bulk file"),
-    "EHRSYNC_MIN_FREE_DISK_BYTES": (
-        DEFAULT_MIN_FREE_DISK_BYTES,
-        0,
-        "bytes a download leaves free on disk; 0: no check",
-    ),
+    "EHRSYNC_MIN_FREE_DISK_BYTES": (DEFAULT_MIN_FREE_DISK_BYTES, 0, "bytes left free on disk; 0: no check"),
 }
 
 
