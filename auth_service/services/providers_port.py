@@ -135,6 +135,10 @@ def _bounds(config: Mapping[str, Any], *, client_id: bool) -> list[dict[str, str
         value = config.get(name)
         if name in config and (not isinstance(value, str) or not 1 <= len(value.strip()) <= MAX_CLIENT_ID_LENGTH):
             errors.append({"field": name, "message": f"must be text of 1-{MAX_CLIENT_ID_LENGTH} characters"})
+    for name in _LEGACY_TEXT if client_id else ():
+        if name in config and not _is_text(config[name], lists=name == "scopes"):
+            kind = "text or a list of text" if name == "scopes" else "text"
+            errors.append({"field": name, "message": f"must be {kind} (a JSON {type(config[name]).__name__} is not)"})
     for name in _LEGACY_URLS if client_id else ():
         if name in config and not _is_http_url(config[name]):
             message = "must be an absolute http(s) URL with a host"
@@ -146,6 +150,33 @@ def _bounds(config: Mapping[str, Any], *, client_id: bool) -> list[dict[str, str
 
 #: ``smart``'s legacy keys that name a server: its FHIR base and issuer (tenant settings' smartFhir URLs: scheme only)
 _LEGACY_URLS = ("issuer", "fhirBaseUrl", "fhir_base_url", "fhir_base")
+
+
+#: ``smart``'s legacy keys read as text (``str()`` made ``true`` the scope or auth method "True"); null: left out.
+_LEGACY_TEXT = (
+    "scopes",
+    "auth_method",
+    "authMethod",
+    "signing_alg",
+    "signingAlg",
+    "alg",
+    "client_secret",
+    "clientSecret",
+    "private_key_pem",
+    "privateKey",
+    "private_key",
+    "key_id",
+    "kid",
+    "keyId",
+    "displayName",
+    "display_name",
+)
+
+
+def _is_text(value: Any, *, lists: bool) -> bool:
+    if value is None or isinstance(value, str):
+        return True
+    return lists and isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
 def _is_http_url(value: Any) -> bool:

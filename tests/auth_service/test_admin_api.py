@@ -414,3 +414,30 @@ def test_admin_counts_take_only_a_json_whole_number(make_app, path: str, field: 
     r = h.client.post(path, headers=auth(key), json=body)
     assert r.status_code == 422 and r.json()["error"] == "validation_error", r.text
     assert [f["field"] for f in r.json()["fields"]] == [f"body.{field}"]
+
+
+@pytest.mark.parametrize(
+    ("member", "value"),
+    [
+        ("scopes", True),
+        ("scopes", 5),
+        ("scopes", ["patient/*.rs", 5]),
+        ("auth_method", True),
+        ("clientSecret", 1e5),
+        ("kid", 7),
+        ("displayName", False),
+    ],
+)
+def test_a_smart_config_member_read_as_text_must_be_text(make_app, member: str, value: object) -> None:
+    """``smart`` has no vendor schema and its members were read with ``str()``: ``{"scopes": true}`` asked the EHR
+    for the scope ``True`` at every sign-in, ``{"clientSecret": 1e5}`` authenticated with ``100000.0``. Each is now
+    422 naming the member, and the config is not stored."""
+    h = make_app()
+    key = h.bootstrap("t1", SMART)
+    r = h.client.put(
+        "/api/integrations/admin/providers/smart", headers=auth(key), json={"client_id": "app", member: value}
+    )
+    assert r.status_code == 422 and r.json()["error"] == "validation_error", r.text
+    assert [f["field"] for f in r.json()["fields"]] == [member]
+    got = h.client.get("/api/integrations/admin/providers/smart", headers=auth(key))
+    assert got.json()["source"] == "tenant_settings"
