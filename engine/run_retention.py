@@ -23,8 +23,9 @@ DEFAULT_RUN_RETENTION_CRON = "15 2 * * *"  # daily 02:15 UTC, before the reconci
 MAX_RUN_RETENTION_DAYS = 3650
 DAYS_ENV = "EHRSYNC_RUN_RETENTION_DAYS"
 CRON_ENV = "EHRSYNC_RUN_RETENTION_CRON"
-# Five fields of digits, ranges, lists, steps and `*`; ``cron_problem`` checks their ranges and that it fires.
-_CRON = re.compile(r"[0-9*/,\-]+(?:\s+[0-9*/,\-]+){4}")
+# Five fields (numbers or names, ranges, lists, steps, `*`, `?`, `L`, `#`) or an alias such as `@daily`;
+# ``cron_problem`` checks each field, its range and that it fires.
+_CRON = re.compile(r"@[A-Za-z]+|[0-9A-Za-z*/,\-?#]+(?:\s+[0-9A-Za-z*/,\-?#]+){4}")
 
 
 @dataclass(frozen=True)

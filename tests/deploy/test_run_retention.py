@@ -179,6 +179,14 @@ _NEVER_OR_REFUSED = [
     ("0 0 * * 8", "the weekday field's 8 is outside 0-7"),
     ("*/0 * * * *", "the minute field's '*/0' has a step of 0"),
     ("1,,3 * * * *", "the minute field's '' is not a number, range, step or *"),
+    ("0 0 30 FEB *", "it never fires: no month it names (2) has day 30"),
+    ("0 0 30-L 2 *", "it never fires: no month it names (2) has day 30"),
+    ("0 0 31 4 ?", "it never fires: no month it names (4) has day 31"),
+    ("0 0 L/2 * *", "the day field's 'L/2' is not a number, range, step or *"),
+    ("0 0 * * 8#1", "the weekday field's 8 is outside 0-7"),
+    # with a day named too, Dagster's cron fires on some such days and never on others ('0 0 15 * 1#1': never)
+    ("0 0 15 * 1#1", "the weekday field's '1#1' needs * or ? as the day (a day of the month is named)"),
+    ("@reboot", "'@reboot' is not one of @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly"),
 ]
 
 
@@ -197,10 +205,45 @@ def test_a_cron_that_never_fires_or_dagster_refuses_stops_the_start(cron: str, p
 
 @pytest.mark.parametrize(
     "cron",
-    ["15 2 * * *", "0 0 29 2 *", "0 0 31 1-12/2 *", "0 22-2 * * *", "*/60 * * * *", "0 0 * * 7", "5/15 * * * 1-5"],
+    [
+        "15 2 * * *",
+        "0 0 29 2 *",
+        "0 0 31 1-12/2 *",
+        "0 22-2 * * *",
+        "*/60 * * * *",
+        "0 0 * * 7",
+        "5/15 * * * 1-5",
+        # names, aliases and the other forms Dagster's cron takes (the settings refused them as not five fields)
+        "@daily",
+        "@HOURLY",
+        "@weekly",
+        "@monthly",
+        "@yearly",
+        "@annually",
+        "@midnight",
+        "0 3 * * MON-FRI",
+        "0 3 * * mon",
+        "30 1 * JAN,jul *",
+        "0 3 * jan-mar/2 sun,sat",
+        "0 0 * dec-feb *",
+        "0 0 * * fri-mon",
+        "0 0 29 feb *",
+        "0 0 L * *",
+        "0 0 1,L * *",
+        "0 0 15-L * *",
+        "0 0 L 2 *",
+        "0 0 ? * *",
+        "0 0 * * ?",
+        "0 0 1 * ?",
+        "0 0 * * 1#2",
+        "0 0 ? * mon#5",
+        "0 0 * * L5",
+    ],
 )
 def test_a_cron_that_fires_is_taken_and_dagster_agrees(cron: str) -> None:
-    """Every cron the settings take, Dagster takes and finds a next tick for (February 29 within four years)."""
+    """Every cron the settings take, Dagster takes and finds a next tick for (February 29 within four years); and
+    every form of Dagster's cron that fires is taken (``@daily``, ``MON-FRI``, ``JAN``, ``L``, ``?``, ``1#2``), not
+    refused as "not a five-field cron expression"."""
     from dagster._utils.schedules import cron_string_iterator, is_valid_cron_string
 
     assert PipelineSettings.from_env({"EHRSYNC_RUN_RETENTION_CRON": cron}).run_retention.cron == cron
