@@ -441,3 +441,25 @@ def test_a_smart_config_member_read_as_text_must_be_text(make_app, member: str, 
     assert [f["field"] for f in r.json()["fields"]] == [member]
     got = h.client.get("/api/integrations/admin/providers/smart", headers=auth(key))
     assert got.json()["source"] == "tenant_settings"
+
+
+@pytest.mark.parametrize(
+    ("member", "value", "says"),
+    [
+        ("scopes", ["patient/*.rs", 5], "must be text or a list of text, not a list whose item 1 is a JSON number"),
+        ("scopes", {"a": "b"}, "must be text or a list of text, not a JSON object"),
+        ("auth_method", True, "must be text, not JSON true"),
+        ("clientSecret", 1e5, "must be text, not a JSON number"),
+        ("kid", ["k1"], "must be text, not a JSON array"),
+    ],
+)
+def test_a_smart_config_member_not_text_is_named_in_json_words(make_app, member: str, value: object, says: str) -> None:
+    """The 422 says what the member is in JSON's words: a list of scopes with a number in it was told "(a JSON list
+    is not)", as though a list were refused, and a JSON object or true was named by its Python type (dict, bool)."""
+    h = make_app()
+    key = h.bootstrap("t1", SMART)
+    r = h.client.put(
+        "/api/integrations/admin/providers/smart", headers=auth(key), json={"client_id": "app", member: value}
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["fields"] == [{"field": member, "message": says}]
