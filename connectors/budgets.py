@@ -24,11 +24,14 @@ __all__ = [
     "DEFAULT_REQUEST_DEADLINE_S",
     "DEFAULT_STEP_BUDGET_S",
     "MARK_KEPT",
+    "RESPONSE_BYTES_ENV",
+    "RESPONSE_BYTES_WHAT",
     "STEP_SETTING",
     "UNREACHABLE_MEMO_S",
     "check_step_budget",
     "check_step_wait",
     "env_number",
+    "env_whole_number",
     "forget_unreachable",
     "mark_unreachable",
     "rate_budget",
@@ -42,6 +45,8 @@ __all__ = [
 ]
 
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+RESPONSE_BYTES_ENV = "EHRSYNC_MAX_RESPONSE_BYTES"
+RESPONSE_BYTES_WHAT = "bytes of one answer read from an EHR"
 DEFAULT_REQUEST_DEADLINE_S = 120.0
 DEFAULT_STEP_BUDGET_S = 3600.0
 #: How long a refused connection / DNS failure is remembered for an origin (the rest of the run fails fast).
@@ -77,6 +82,18 @@ def env_number(name: str, default: float, *, minimum: float = 0.0, env: Mapping[
     if not value > minimum or value != value or value == float("inf"):
         raise ConfigurationError(f"{name} must be a finite number greater than {minimum:g}, got {raw[:40]!r}")
     return value
+
+
+def env_whole_number(name: str, default: int, *, minimum: int, what: str, env: Mapping[str, str] | None = None) -> int:
+    """A whole number (digits only: no sign, fraction or exponent) of at least ``minimum`` from the environment
+    (``env``, else ``os.environ``), or ``default`` when unset or empty: a byte count is never ``0.5`` or ``1e9``,
+    read as a float and cut off. A bad value is a ConfigurationError naming it and ``what`` it counts."""
+    raw = (os.environ if env is None else env).get(name, "").strip()
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < minimum:
+        raise ConfigurationError(f"{name}={raw[:40]!r} is not a whole number of at least {minimum} ({what})")
+    return int(raw)
 
 
 _limiters_lock = threading.Lock()

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from connectors.budgets import DEFAULT_STEP_BUDGET_S, env_number, shared_limiter
+from connectors.budgets import DEFAULT_STEP_BUDGET_S, env_number, env_whole_number, shared_limiter
 from connectors.bulk import BulkClient
 from connectors.bulk.file_limits import file_deadline_from_env, low_speed_from_env
 from connectors.errors import EhrSyncError, FhirUnauthorizedError
@@ -80,10 +80,17 @@ class SyncEnvironment:
     bulk_max_files: int = DEFAULT_BULK_MAX_FILES
     # One bulk file larger than this fails (resumable once raised); a download keeps this much disk free.
     bulk_max_file_bytes: int = field(
-        default_factory=lambda: int(env_number("EHRSYNC_BULK_MAX_FILE_BYTES", DEFAULT_BULK_MAX_FILE_BYTES))
+        default_factory=lambda: env_whole_number(
+            "EHRSYNC_BULK_MAX_FILE_BYTES", DEFAULT_BULK_MAX_FILE_BYTES, minimum=1, what="bytes of one bulk file"
+        )
     )
     min_free_disk_bytes: int = field(
-        default_factory=lambda: int(env_number("EHRSYNC_MIN_FREE_DISK_BYTES", DEFAULT_MIN_FREE_DISK_BYTES, minimum=-1))
+        default_factory=lambda: env_whole_number(
+            "EHRSYNC_MIN_FREE_DISK_BYTES",
+            DEFAULT_MIN_FREE_DISK_BYTES,
+            minimum=0,
+            what="bytes left free on disk; 0: no check",
+        )
     )
     # A bulk file's body slower than this is cut off and fetched again (EHRSYNC_BULK_LOW_SPEED_*; None: no limit).
     bulk_low_speed: LowSpeedLimit | None = field(default_factory=low_speed_from_env)

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from engine.cron import cron_problem
 from engine.env_numbers import whole_number
 from engine.errors import PipelineConfigurationError
 
@@ -22,8 +23,9 @@ DEFAULT_RUN_RETENTION_CRON = "15 2 * * *"  # daily 02:15 UTC, before the reconci
 MAX_RUN_RETENTION_DAYS = 3650
 DAYS_ENV = "EHRSYNC_RUN_RETENTION_DAYS"
 CRON_ENV = "EHRSYNC_RUN_RETENTION_CRON"
-# Five fields of digits, ranges, lists, steps and `*` (Dagster validates the rest when the schedule is built).
-_CRON = re.compile(r"[0-9*/,\-]+(?:\s+[0-9*/,\-]+){4}")
+# Five fields (numbers or names, ranges, lists, steps, `*`, `?`, `L`, `#`) or an alias such as `@daily`;
+# ``cron_problem`` checks each field, its range and that it fires.
+_CRON = re.compile(r"@[A-Za-z]+|[0-9A-Za-z*/,\-?#]+(?:\s+[0-9A-Za-z*/,\-?#]+){4}")
 
 
 @dataclass(frozen=True)
@@ -40,5 +42,9 @@ class RunRetention:
         if not _CRON.fullmatch(cron):
             raise PipelineConfigurationError(
                 f"{CRON_ENV}={cron[:60]!r} is not a five-field cron expression (minute hour day month weekday, UTC)"
+            )
+        if problem := cron_problem(cron):
+            raise PipelineConfigurationError(
+                f"{CRON_ENV}={cron[:60]!r} is not a schedule that runs: {problem} (minute hour day month weekday, UTC)"
             )
         return cls(days=days, cron=cron)

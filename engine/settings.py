@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from connectors.budgets import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_DEADLINE_S, DEFAULT_STEP_BUDGET_S, env_number
+from connectors.budgets import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_REQUEST_DEADLINE_S,
+    DEFAULT_STEP_BUDGET_S,
+    RESPONSE_BYTES_ENV,
+    RESPONSE_BYTES_WHAT,
+    env_number,
+    env_whole_number,
+)
 from connectors.bulk.file_limits import (
     DEFAULT_FILE_DEADLINE_S,
     DEFAULT_LOW_SPEED,
@@ -62,6 +70,7 @@ if TYPE_CHECKING:  # reading the settings loads no httpx, pyarrow or DuckDB (tes
 
 __all__ = [
     "DEFAULT_STATE_DIR",
+    "ENGINE_BYTES",
     "ENGINE_NUMBERS",
     "MAX_KEEPALIVE_IDLE_DAYS",
     "RESPONSE_BYTES_ENV",
@@ -73,19 +82,23 @@ __all__ = [
 
 # Grants lapse after about 90 days unused (eCW refresh tokens, Oracle Health offline_access): stay below that.
 MAX_KEEPALIVE_IDLE_DAYS = 89
-RESPONSE_BYTES_ENV = "EHRSYNC_MAX_RESPONSE_BYTES"
+
+# Byte counts the engine reads with ``connectors.budgets.env_whole_number`` (a whole number of at least the minimum;
+# unset or empty: the default): name -> (default, minimum, what it counts). Checked at start with that same reader.
+ENGINE_BYTES: dict[str, tuple[int, int, str]] = {
+    RESPONSE_BYTES_ENV: (DEFAULT_MAX_RESPONSE_BYTES, 1, RESPONSE_BYTES_WHAT),
+    "EHRSYNC_BULK_MAX_FILE_BYTES": (DEFAULT_BULK_MAX_FILE_BYTES, 1, "bytes of one bulk file"),
+    "EHRSYNC_MIN_FREE_DISK_BYTES": (DEFAULT_MIN_FREE_DISK_BYTES, 0, "bytes left free on disk; 0: no check"),
+}
 
 
-def _response_bytes(env: Mapping[str, str]) -> int:
-    """``EHRSYNC_MAX_RESPONSE_BYTES`` read as the connectors read it (``env_number``), at least 1 byte."""
+def _bytes(env: Mapping[str, str], name: str) -> int:
+    """``name`` of ``ENGINE_BYTES`` read as the engine and the connectors read it; one line naming it when bad."""
+    default, minimum, what = ENGINE_BYTES[name]
     try:
-        value = env_number(RESPONSE_BYTES_ENV, DEFAULT_MAX_RESPONSE_BYTES, minimum=0, env=env)
-    except ConfigurationError:
-        value = 0.0
-    if not value >= 1:
-        raw = env.get(RESPONSE_BYTES_ENV, "").strip()
-        raise PipelineConfigurationError(f"{RESPONSE_BYTES_ENV}={raw[:40]!r} is not a number of bytes of at least 1")
-    return int(value)
+        return env_whole_number(name, default, minimum=minimum, what=what, env=env)
+    except ConfigurationError as exc:
+        raise PipelineConfigurationError(str(exc)) from None
 
 
 # Numbers the engine reads lazily with ``connectors.budgets.env_number`` (a finite number above ``minimum``):
@@ -94,8 +107,6 @@ def _response_bytes(env: Mapping[str, str]) -> int:
 ENGINE_NUMBERS: dict[str, tuple[float, str]] = {
     "EHRSYNC_STEP_BUDGET_S": (0.0, "seconds one sync step may take"),
     "EHRSYNC_REQUEST_DEADLINE_S": (0.0, "seconds one request to the EHR may take"),
-    "EHRSYNC_BULK_MAX_FILE_BYTES": (0.0, "bytes of one bulk file"),
-    "EHRSYNC_MIN_FREE_DISK_BYTES": (-1.0, "bytes a download leaves free on disk"),
     LOW_SPEED_WINDOW_ENV: (0.0, "seconds over which a bulk file's speed is averaged"),
 }
 
@@ -119,7 +130,7 @@ def check_size_limits(env: Mapping[str, str]) -> None:
         resource = max_resource_bytes(env)
     except InvalidInputError as exc:
         raise PipelineConfigurationError(str(exc)) from None
-    response = _response_bytes(env)
+    response = _bytes(env, RESPONSE_BYTES_ENV)
     if response < resource:
         raise PipelineConfigurationError(
             f"{RESPONSE_BYTES_ENV}={response} is below {MAX_RESOURCE_ENV}={resource}: a search page carrying a "
@@ -127,6 +138,8 @@ def check_size_limits(env: Mapping[str, str]) -> None:
             f"or lower {MAX_RESOURCE_ENV}"
         )
     lock_wait_seconds(env)
+    for name in ENGINE_BYTES:
+        _bytes(env, name)
     _check_engine_numbers(env)
     try:
         low_speed_from_env(env)  # its rate may be 0 (no limit), not below; so may the file deadline
@@ -158,14 +171,12 @@ class EngineLimits:
         check_size_limits(env)
         return cls(
             max_resource_bytes=max_resource_bytes(env),
-            max_response_bytes=_response_bytes(env),
+            max_response_bytes=_bytes(env, RESPONSE_BYTES_ENV),
             lock_wait_s=lock_wait_seconds(env),
             step_budget_s=env_number("EHRSYNC_STEP_BUDGET_S", DEFAULT_STEP_BUDGET_S, env=env),
             request_deadline_s=env_number("EHRSYNC_REQUEST_DEADLINE_S", DEFAULT_REQUEST_DEADLINE_S, env=env),
-            bulk_max_file_bytes=int(env_number("EHRSYNC_BULK_MAX_FILE_BYTES", DEFAULT_BULK_MAX_FILE_BYTES, env=env)),
-            min_free_disk_bytes=int(
-                env_number("EHRSYNC_MIN_FREE_DISK_BYTES", DEFAULT_MIN_FREE_DISK_BYTES, minimum=-1, env=env)
-            ),
+            bulk_max_file_bytes=_bytes(env, "EHRSYNC_BULK_MAX_FILE_BYTES"),
+            min_free_disk_bytes=_bytes(env, "EHRSYNC_MIN_FREE_DISK_BYTES"),
             bulk_low_speed=low_speed_from_env(env),
             bulk_file_deadline_s=file_deadline_from_env(env),
             duckdb_memory_limit=duckdb_memory_limit(env),

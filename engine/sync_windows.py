@@ -7,6 +7,7 @@ past midnight; ``"00:00-24:00"`` means always. A source without a window may syn
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -86,6 +87,8 @@ def parse_sync_windows(raw: str | None) -> dict[str, SyncWindow]:
         raise PipelineConfigurationError(f"EHRSYNC_SYNC_WINDOWS is not valid JSON: {exc}") from exc
     if not isinstance(data, Mapping):
         raise PipelineConfigurationError('EHRSYNC_SYNC_WINDOWS must be a JSON object like {"epic": "22:00-06:00"}')
+    if twice := _named_twice(raw):  # the JSON readers keep the last: the operator's other window went unsaid
+        raise PipelineConfigurationError(f"EHRSYNC_SYNC_WINDOWS names {twice!r} more than once (one window per source)")
     windows: dict[str, SyncWindow] = {}
     known = _source_ids() if data else ()
     for source, value in data.items():
@@ -101,6 +104,19 @@ def parse_sync_windows(raw: str | None) -> dict[str, SyncWindow]:
         except PipelineConfigurationError as exc:
             raise PipelineConfigurationError(f"EHRSYNC_SYNC_WINDOWS[{source!r}]: {exc.message}") from None
     return windows
+
+
+def _named_twice(raw: str) -> str | None:
+    """A key the top-level object of ``raw`` (valid JSON) names twice, or None (the outer object is read last)."""
+    found: list[str | None] = []
+
+    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
+        keys = [key for key, _ in items]
+        found.append(next((key for index, key in enumerate(keys) if key in keys[:index]), None))
+        return dict(items)
+
+    json.loads(raw, object_pairs_hook=pairs)
+    return found[-1] if found else None
 
 
 def _source_ids() -> tuple[str, ...]:

@@ -13,7 +13,7 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from auth_service.core.keys import SigningKey, load_private_key, parse_previous_keys
-from connectors.budgets import env_number
+from connectors.budgets import RESPONSE_BYTES_ENV, RESPONSE_BYTES_WHAT, env_number, env_whole_number
 from connectors.errors import ConfigurationError
 from connectors.http import url_problem
 from connectors.transport import BodyBounds
@@ -57,10 +57,10 @@ class Settings(AppSettings):
     SESSION_COOKIE_SECURE: bool | None = None
     DAGSTER_GRAPHQL_URL: str = "http://127.0.0.1:3000/graphql"
     # How long GET /api/ehr/resources waits for a busy warehouse (a sync writing) before answering 503.
-    WAREHOUSE_READ_WAIT_SECONDS: float = Field(default=2.0, ge=0.1, le=30.0)
+    WAREHOUSE_READ_WAIT_SECONDS: float = Field(default=2.0, ge=0.1, le=30.0, allow_inf_nan=False)
     # How long a call a person waits on (discovery, code exchange, backend mint) waits for a vendor's shared call
     # budget (eCW) that background syncs have spent, before answering 503 ehr_unavailable (store.rate_windows).
-    EHR_CALL_BUDGET_WAIT_SECONDS: float = Field(default=10.0, ge=0.1, le=60.0)
+    EHR_CALL_BUDGET_WAIT_SECONDS: float = Field(default=10.0, ge=0.1, le=60.0, allow_inf_nan=False)
 
     @field_validator("SMART_ISSUER_ALLOWLIST", mode="before")
     @classmethod
@@ -122,11 +122,12 @@ class Settings(AppSettings):
             return value
         name = str(info.field_name)
         try:
-            number = env_number(name, 1.0, env={name: value})
+            if name == RESPONSE_BYTES_ENV:  # a byte count: a whole number, never 0.5 or 1e9 cut off
+                env_whole_number(name, 1, minimum=1, what=RESPONSE_BYTES_WHAT, env={name: value})
+            else:
+                env_number(name, 1.0, env={name: value})
         except ConfigurationError as exc:
-            raise ValueError(str(exc).removeprefix(f"{name} ")) from None
-        if name == "EHRSYNC_MAX_RESPONSE_BYTES" and number < 1:
-            raise ValueError(f"must be at least 1 byte, got {value.strip()[:40]!r}")
+            raise ValueError(str(exc).removeprefix(f"{name} ").removeprefix(f"{name}=")) from None
         return value
 
     @model_validator(mode="after")

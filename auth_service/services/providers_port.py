@@ -135,6 +135,10 @@ def _bounds(config: Mapping[str, Any], *, client_id: bool) -> list[dict[str, str
         value = config.get(name)
         if name in config and (not isinstance(value, str) or not 1 <= len(value.strip()) <= MAX_CLIENT_ID_LENGTH):
             errors.append({"field": name, "message": f"must be text of 1-{MAX_CLIENT_ID_LENGTH} characters"})
+    for name in _LEGACY_TEXT if client_id else ():
+        if name in config and (wrong := _not_text(config[name], lists=name == "scopes")):
+            kind = "text or a list of text" if name == "scopes" else "text"
+            errors.append({"field": name, "message": f"must be {kind}, not {wrong}"})
     for name in _LEGACY_URLS if client_id else ():
         if name in config and not _is_http_url(config[name]):
             message = "must be an absolute http(s) URL with a host"
@@ -146,6 +150,46 @@ def _bounds(config: Mapping[str, Any], *, client_id: bool) -> list[dict[str, str
 
 #: ``smart``'s legacy keys that name a server: its FHIR base and issuer (tenant settings' smartFhir URLs: scheme only)
 _LEGACY_URLS = ("issuer", "fhirBaseUrl", "fhir_base_url", "fhir_base")
+
+
+#: ``smart``'s legacy keys read as text (``str()`` made ``true`` the scope or auth method "True"); null: left out.
+_LEGACY_TEXT = (
+    "scopes",
+    "auth_method",
+    "authMethod",
+    "signing_alg",
+    "signingAlg",
+    "alg",
+    "client_secret",
+    "clientSecret",
+    "private_key_pem",
+    "privateKey",
+    "private_key",
+    "key_id",
+    "kid",
+    "keyId",
+    "displayName",
+    "display_name",
+)
+
+
+def _not_text(value: Any, *, lists: bool) -> str | None:
+    """What ``value`` is when it is not text (or, with ``lists``, a list of text), in JSON's words; None when it
+    is text or null."""
+    if value is None or isinstance(value, str):
+        return None
+    if lists and isinstance(value, list):
+        return next(
+            (f"a list whose item {i} is {_json_kind(v)}" for i, v in enumerate(value) if not isinstance(v, str)), None
+        )
+    return _json_kind(value)
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"JSON {str(value).lower()}"
+    kinds = ((int | float, "a JSON number"), (list, "a JSON array"), (dict, "a JSON object"), (str, "text"))
+    return next((kind for types, kind in kinds if isinstance(value, types)), "null")
 
 
 def _is_http_url(value: Any) -> bool:

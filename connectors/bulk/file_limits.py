@@ -48,10 +48,7 @@ def low_speed_from_env(env: Mapping[str, str] | None = None) -> LowSpeedLimit | 
     """The low-speed limit ``env`` (else ``os.environ``) sets: ``EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S`` (0 turns it
     off) averaged over ``EHRSYNC_BULK_LOW_SPEED_WINDOW_S``, each defaulting to :data:`DEFAULT_LOW_SPEED`'s; a bad
     value is a ConfigurationError naming it."""
-    rate = env_number(LOW_SPEED_RATE_ENV, DEFAULT_LOW_SPEED.bytes_per_s, minimum=-math.inf, env=env)
-    if rate < 0:
-        raw = (os.environ if env is None else env).get(LOW_SPEED_RATE_ENV, "").strip()
-        raise ConfigurationError(f"{LOW_SPEED_RATE_ENV} must be 0 (no limit) or a positive number, got {raw[:40]!r}")
+    rate = _off_or_positive(LOW_SPEED_RATE_ENV, DEFAULT_LOW_SPEED.bytes_per_s, env)
     window = env_number(LOW_SPEED_WINDOW_ENV, DEFAULT_LOW_SPEED.window_s, env=env)
     return LowSpeedLimit(rate, window) if rate > 0 else None
 
@@ -60,8 +57,18 @@ def file_deadline_from_env(env: Mapping[str, str] | None = None) -> float | None
     """``EHRSYNC_BULK_FILE_DEADLINE_S`` of ``env`` (else ``os.environ``): seconds one file's download may take,
     every attempt together (default :data:`DEFAULT_FILE_DEADLINE_S`; 0: no limit, None); a bad value is a
     ConfigurationError naming it."""
-    seconds = env_number(FILE_DEADLINE_ENV, DEFAULT_FILE_DEADLINE_S, minimum=-math.inf, env=env)
-    if seconds < 0:
-        raw = (os.environ if env is None else env).get(FILE_DEADLINE_ENV, "").strip()
-        raise ConfigurationError(f"{FILE_DEADLINE_ENV} must be 0 (no limit) or a positive number, got {raw[:40]!r}")
+    seconds = _off_or_positive(FILE_DEADLINE_ENV, DEFAULT_FILE_DEADLINE_S, env)
     return seconds if seconds > 0 else None
+
+
+def _off_or_positive(name: str, default: float, env: Mapping[str, str] | None) -> float:
+    """A limit 0 turns off: 0 or a finite positive number, else one rule for every bad value (``nan`` and ``inf``
+    were told the reader's internal bound, "greater than -inf")."""
+    try:
+        value = env_number(name, default, minimum=-math.inf, env=env)
+    except ConfigurationError:
+        value = math.nan
+    if not value >= 0:
+        raw = (os.environ if env is None else env).get(name, "").strip()
+        raise ConfigurationError(f"{name} must be 0 (no limit) or a finite positive number, got {raw[:40]!r}")
+    return value

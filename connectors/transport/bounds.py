@@ -22,8 +22,11 @@ import httpx
 from connectors.budgets import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_REQUEST_DEADLINE_S,
+    RESPONSE_BYTES_ENV,
+    RESPONSE_BYTES_WHAT,
     check_step_budget,
     env_number,
+    env_whole_number,
     step_deadline,
 )
 from connectors.errors import (
@@ -78,9 +81,11 @@ class BodyBounds:
     def from_env(cls, env: Mapping[str, str] | None = None) -> BodyBounds:
         """``EHRSYNC_MAX_RESPONSE_BYTES`` and ``EHRSYNC_REQUEST_DEADLINE_S`` of ``env`` (else ``os.environ``), else
         the generous defaults."""
-        max_bytes = env_number("EHRSYNC_MAX_RESPONSE_BYTES", DEFAULT_MAX_RESPONSE_BYTES, minimum=0, env=env)
+        max_bytes = env_whole_number(
+            RESPONSE_BYTES_ENV, DEFAULT_MAX_RESPONSE_BYTES, minimum=1, what=RESPONSE_BYTES_WHAT, env=env
+        )
         deadline = env_number("EHRSYNC_REQUEST_DEADLINE_S", DEFAULT_REQUEST_DEADLINE_S, env=env)
-        return cls(int(max_bytes), deadline)
+        return cls(max_bytes, deadline)
 
     def without_byte_limit(self) -> BodyBounds:
         """The same deadline for a body the caller caps itself (a download streamed to disk)."""

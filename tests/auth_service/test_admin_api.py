@@ -394,3 +394,72 @@ def test_a_smart_rows_enabled_flag_says_whether_it_signs_patients_in(make_app) -
     h.client.put("/api/integrations/admin/providers/smart", headers=auth(off_key), json={"client_id": "app"})
     on = h.client.post("/api/integrations/admin/providers/smart/enable", headers=auth(off_key))
     assert on.status_code == 200 and on.json()["enabled"] is False  # smartFhir is off: no sign-in is served
+
+
+@pytest.mark.parametrize("value", ["100", 100.0, True], ids=["text", "float", "true"])
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/api/integrations/connect-links", "ttl_seconds"),
+        ("/api/integrations/admin/providers/smart/reactivate", "limit"),
+    ],
+)
+def test_admin_counts_take_only_a_json_whole_number(make_app, path: str, field: str, value: object) -> None:
+    """A connect link's ``ttl_seconds`` and a reactivation's ``limit`` were read laxly (``"100"`` and ``100.0`` as
+    100, ``true`` as 1): a count is a JSON whole number, as the retention period is; anything else is 422 naming
+    the field, nothing done (no link signed, no connection retried)."""
+    h = make_app()
+    key = h.bootstrap("t1", SMART)
+    body: dict[str, object] = {field: value} if field == "limit" else {"user_ref": "u-42", field: value}
+    r = h.client.post(path, headers=auth(key), json=body)
+    assert r.status_code == 422 and r.json()["error"] == "validation_error", r.text
+    assert [f["field"] for f in r.json()["fields"]] == [f"body.{field}"]
+
+
+@pytest.mark.parametrize(
+    ("member", "value"),
+    [
+        ("scopes", True),
+        ("scopes", 5),
+        ("scopes", ["patient/*.rs", 5]),
+        ("auth_method", True),
+        ("clientSecret", 1e5),
+        ("kid", 7),
+        ("displayName", False),
+    ],
+)
+def test_a_smart_config_member_read_as_text_must_be_text(make_app, member: str, value: object) -> None:
+    """``smart`` has no vendor schema and its members were read with ``str()``: ``{"scopes": true}`` asked the EHR
+    for the scope ``True`` at every sign-in, ``{"clientSecret": 1e5}`` authenticated with ``100000.0``. Each is now
+    422 naming the member, and the config is not stored."""
+    h = make_app()
+    key = h.bootstrap("t1", SMART)
+    r = h.client.put(
+        "/api/integrations/admin/providers/smart", headers=auth(key), json={"client_id": "app", member: value}
+    )
+    assert r.status_code == 422 and r.json()["error"] == "validation_error", r.text
+    assert [f["field"] for f in r.json()["fields"]] == [member]
+    got = h.client.get("/api/integrations/admin/providers/smart", headers=auth(key))
+    assert got.json()["source"] == "tenant_settings"
+
+
+@pytest.mark.parametrize(
+    ("member", "value", "says"),
+    [
+        ("scopes", ["patient/*.rs", 5], "must be text or a list of text, not a list whose item 1 is a JSON number"),
+        ("scopes", {"a": "b"}, "must be text or a list of text, not a JSON object"),
+        ("auth_method", True, "must be text, not JSON true"),
+        ("clientSecret", 1e5, "must be text, not a JSON number"),
+        ("kid", ["k1"], "must be text, not a JSON array"),
+    ],
+)
+def test_a_smart_config_member_not_text_is_named_in_json_words(make_app, member: str, value: object, says: str) -> None:
+    """The 422 says what the member is in JSON's words: a list of scopes with a number in it was told "(a JSON list
+    is not)", as though a list were refused, and a JSON object or true was named by its Python type (dict, bool)."""
+    h = make_app()
+    key = h.bootstrap("t1", SMART)
+    r = h.client.put(
+        "/api/integrations/admin/providers/smart", headers=auth(key), json={"client_id": "app", member: value}
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["fields"] == [{"field": member, "message": says}]

@@ -148,8 +148,10 @@ def test_app_database_follows_the_state_dir_and_the_url_variables(
 @pytest.mark.parametrize(
     ("name", "bad", "says"),
     [
-        ("EHRSYNC_MAX_RESPONSE_BYTES", "lots", "must be a number"),
-        ("EHRSYNC_MAX_RESPONSE_BYTES", "0.5", "at least 1 byte"),
+        ("EHRSYNC_MAX_RESPONSE_BYTES", "lots", "is not a whole number of at least 1 \\(bytes"),
+        ("EHRSYNC_MAX_RESPONSE_BYTES", "0.5", "is not a whole number of at least 1 \\(bytes"),
+        ("EHRSYNC_MAX_RESPONSE_BYTES", "1e9", "is not a whole number"),  # was read as a float
+        ("EHRSYNC_MAX_RESPONSE_BYTES", "1048576.5", "is not a whole number"),  # was cut to 1048576
         ("EHRSYNC_REQUEST_DEADLINE_S", "-3", "greater than 0"),
         ("EHRSYNC_REQUEST_DEADLINE_S", "inf", "finite number"),
     ],
@@ -178,3 +180,13 @@ def test_the_services_smart_calls_keep_to_the_bounds_read_at_start(
             discover(sandbox.fhir_base, http=ctx.http)
     finally:
         ctx.close()
+
+
+@pytest.mark.parametrize("name", ["WAREHOUSE_READ_WAIT_SECONDS", "EHR_CALL_BUDGET_WAIT_SECONDS"])
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_a_wait_that_is_not_finite_is_named_so(monkeypatch: pytest.MonkeyPatch, name: str, bad: str) -> None:
+    """``nan`` was told "should be less than or equal to 30" (it is not a number to compare)."""
+    monkeypatch.setenv(name, bad)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(INTEGRATIONS_TOKEN_ENC_KEY=enc_key())
+    assert f"{name}: Input should be a finite number" in str(caught.value), str(caught.value)

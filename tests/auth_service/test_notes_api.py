@@ -257,3 +257,16 @@ def test_dwb63_confirm_not_in_ehr_takes_only_json_true(make_app, confirm: object
     assert refused.status_code == 422 and refused.json()["error"] == "validation_error", refused.text
     assert "confirmNotInEhr" in refused.text
     assert get_note(db, failed.id).version == failed.version  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("approved", [1, "true", "yes", 0, "false"])
+def test_clinician_approved_takes_only_json_true_or_false(make_app, approved: object) -> None:
+    """``clinicianApproved`` says a clinician approved the draft (it lets a ``final`` note be filed): pydantic's lax
+    bool read ``1``, ``"true"`` or ``"yes"`` (a host app's form field passed through) as approved and stored the note
+    so; each is now 422 naming the field, nothing stored."""
+    handle, key, _, conn = _world(make_app)
+    refused = handle.client.post(PATH, json=_body(conn, clinicianApproved=approved), headers={"X-API-Key": key})
+    assert refused.status_code == 422 and refused.json()["error"] == "validation_error", refused.text
+    assert [f["field"] for f in refused.json()["fields"]] == ["body.clinicianApproved"]
+    with handle.app.state.ctx.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(NoteOutbox)) == 0

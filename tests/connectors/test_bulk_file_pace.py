@@ -247,7 +247,7 @@ def test_the_low_speed_limit_reads_its_variables() -> None:
     with pytest.raises(ConfigurationError, match="EHRSYNC_BULK_LOW_SPEED_WINDOW_S"):
         low_speed_from_env({"EHRSYNC_BULK_LOW_SPEED_WINDOW_S": "0"})
     for negative in ("-0.5", "-1", "-2000"):
-        with pytest.raises(ConfigurationError, match=r"BYTES_PER_S must be 0 \(no limit\) or a positive number"):
+        with pytest.raises(ConfigurationError, match=r"BYTES_PER_S must be 0 \(no limit\) or a finite positive number"):
             low_speed_from_env({"EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S": negative})
     with pytest.raises(ConfigurationError, match="positive rate"):
         LowSpeedLimit(0, 10)

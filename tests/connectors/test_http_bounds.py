@@ -234,7 +234,7 @@ def test_bounds_given_by_the_caller_never_read_the_environment(monkeypatch: pyte
         assert FhirClient("https://ehr.example/fhir", None, http=plain, bounds=BodyBounds(1000, 5.0)).bounds.max_bytes
         assert FhirClient("https://ehr.example/fhir", None, bounds=BodyBounds(1000, 5.0)).bounds.deadline_s == 5.0
         assert ehr_client(plain).bounds is None
-        with pytest.raises(ConfigurationError, match="EHRSYNC_MAX_RESPONSE_BYTES must be a number"):
+        with pytest.raises(ConfigurationError, match="EHRSYNC_MAX_RESPONSE_BYTES='lots' is not a whole number"):
             bounds_of(plain)
     with BoundedClient(bounds=BodyBounds(2000, 7.0)) as bounded:
         assert bounds_of(ehr_client(bounded)) == BodyBounds(2000, 7.0)

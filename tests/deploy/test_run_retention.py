@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -136,9 +137,9 @@ def test_a_malformed_retention_setting_stops_the_start_naming_the_variable(varia
 
 
 def test_a_cron_dagster_refuses_stops_the_code_location_naming_the_variable(tmp_path: Path) -> None:
-    settings = PipelineSettings.from_env(
-        {"EHRSYNC_STATE_DIR": str(tmp_path), "EHRSYNC_RUN_RETENTION_CRON": "99 99 * * *"}
-    )
+    """The settings refuse such a cron at start (below); the code location keeps Dagster's own check."""
+    loaded = PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path)})
+    settings = replace(loaded, run_retention=RunRetention(cron="99 99 * * *"))
     with pytest.raises(PipelineConfigurationError, match="EHRSYNC_RUN_RETENTION_CRON"):
         build_definitions(settings)
 
@@ -164,3 +165,89 @@ def test_a_capped_pass_deletes_the_oldest_first_past_any_number_of_kept_newest_s
     assert second.deleted == (old,)
     assert second.kept_newest == 4
     assert {r.run_id for r in instance.get_runs()} == set(kept)
+
+
+_NEVER_OR_REFUSED = [
+    ("0 0 31 2 *", "it never fires: no month it names (2) has day 31"),
+    ("0 0 30,31 2 *", "it never fires: no month it names (2) has day 30"),
+    ("0 0 31 4,6,9,11 *", "it never fires: no month it names (4,6,9,11) has day 31"),  # Dagster takes this one
+    ("0 0 31 2 1", "no month it names (2) has day 31"),
+    ("99 99 * * *", "the minute field's 99 is outside 0-59"),
+    ("0 24 * * *", "the hour field's 24 is outside 0-23"),
+    ("0 0 0 * *", "the day field's 0 is outside 1-31"),
+    ("0 0 * 13 *", "the month field's 13 is outside 1-12"),
+    ("0 0 * * 8", "the weekday field's 8 is outside 0-7"),
+    ("*/0 * * * *", "the minute field's '*/0' has a step of 0"),
+    ("1,,3 * * * *", "the minute field's '' is not a number, range, step or *"),
+    ("0 0 30 FEB *", "it never fires: no month it names (2) has day 30"),
+    ("0 0 30-L 2 *", "it never fires: no month it names (2) has day 30"),
+    ("0 0 31 4 ?", "it never fires: no month it names (4) has day 31"),
+    ("0 0 L/2 * *", "the day field's 'L/2' is not a number, range, step or *"),
+    ("0 0 * * 8#1", "the weekday field's 8 is outside 0-7"),
+    # with a day named too, Dagster's cron fires on some such days and never on others ('0 0 15 * 1#1': never)
+    ("0 0 15 * 1#1", "the weekday field's '1#1' needs * or ? as the day (a day of the month is named)"),
+    ("@reboot", "'@reboot' is not one of @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly"),
+]
+
+
+@pytest.mark.parametrize(("cron", "problem"), _NEVER_OR_REFUSED, ids=[c for c, _ in _NEVER_OR_REFUSED])
+def test_a_cron_that_never_fires_or_dagster_refuses_stops_the_start(cron: str, problem: str) -> None:
+    """Before, the settings took any five fields of digits: ``0 0 31 2 *`` or ``99 99 * * *`` passed ``ehrsync
+    sync`` and failed only the code location's load, and ``0 0 31 4 *`` (which Dagster accepts) loaded a retention
+    schedule that never fires. Each is one line at start naming the variable and the problem."""
+    with pytest.raises(PipelineConfigurationError) as caught:
+        PipelineSettings.from_env({"EHRSYNC_RUN_RETENTION_CRON": cron})
+    assert str(caught.value) == (
+        f"EHRSYNC_RUN_RETENTION_CRON={cron!r} is not a schedule that runs: {problem} "
+        "(minute hour day month weekday, UTC)"
+    )
+
+
+@pytest.mark.parametrize(
+    "cron",
+    [
+        "15 2 * * *",
+        "0 0 29 2 *",
+        "0 0 31 1-12/2 *",
+        "0 22-2 * * *",
+        "*/60 * * * *",
+        "0 0 * * 7",
+        "5/15 * * * 1-5",
+        # names, aliases and the other forms Dagster's cron takes (the settings refused them as not five fields)
+        "@daily",
+        "@HOURLY",
+        "@weekly",
+        "@monthly",
+        "@yearly",
+        "@annually",
+        "@midnight",
+        "0 3 * * MON-FRI",
+        "0 3 * * mon",
+        "30 1 * JAN,jul *",
+        "0 3 * jan-mar/2 sun,sat",
+        "0 0 * dec-feb *",
+        "0 0 * * fri-mon",
+        "0 0 29 feb *",
+        "0 0 L * *",
+        "0 0 1,L * *",
+        "0 0 15-L * *",
+        "0 0 L 2 *",
+        "0 0 ? * *",
+        "0 0 * * ?",
+        "0 0 1 * ?",
+        "0 0 * * 1#2",
+        "0 0 ? * mon#5",
+        "0 0 * * L5",
+    ],
+)
+def test_a_cron_that_fires_is_taken_and_dagster_agrees(cron: str) -> None:
+    """Every cron the settings take, Dagster takes and finds a next tick for (February 29 within four years); and
+    every form of Dagster's cron that fires is taken (``@daily``, ``MON-FRI``, ``JAN``, ``L``, ``?``, ``1#2``), not
+    refused as "not a five-field cron expression"."""
+    from dagster._utils.schedules import cron_string_iterator, is_valid_cron_string
+
+    assert PipelineSettings.from_env({"EHRSYNC_RUN_RETENTION_CRON": cron}).run_retention.cron == cron
+    assert is_valid_cron_string(cron)
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    tick = next(cron_string_iterator(start.timestamp(), cron, "UTC"))
+    assert start <= tick < start + timedelta(days=4 * 366)

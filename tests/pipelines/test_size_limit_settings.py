@@ -134,3 +134,57 @@ def test_ehrsync_sync_refuses_a_bad_engine_number_with_one_line(tmp_path: Path, 
     assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[0].startswith("Error: ") and f"{name}='soon' is not a finite number" in lines[0], lines[0]
     assert not (tmp_path / "app.db").exists() and not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "rule"),
+    [
+        ("EHRSYNC_BULK_MAX_FILE_BYTES", "0.5", "is not a whole number of at least 1 (bytes of one bulk file)"),
+        ("EHRSYNC_BULK_MAX_FILE_BYTES", "1048576.5", "is not a whole number of at least 1 (bytes of one bulk file)"),
+        ("EHRSYNC_BULK_MAX_FILE_BYTES", "1e9", "is not a whole number of at least 1 (bytes of one bulk file)"),
+        (
+            "EHRSYNC_MIN_FREE_DISK_BYTES",
+            "0.5",
+            "is not a whole number of at least 0 (bytes left free on disk; 0: no check)",
+        ),
+        (
+            "EHRSYNC_MIN_FREE_DISK_BYTES",
+            "-1",
+            "is not a whole number of at least 0 (bytes left free on disk; 0: no check)",
+        ),
+        (
+            "EHRSYNC_MIN_FREE_DISK_BYTES",
+            "1e9",
+            "is not a whole number of at least 0 (bytes left free on disk; 0: no check)",
+        ),
+        ("EHRSYNC_MAX_RESPONSE_BYTES", f"{64 * MIB}.5", "is not a whole number of at least 1 (bytes of one answer"),
+        ("EHRSYNC_MAX_RESPONSE_BYTES", "1e9", "is not a whole number of at least 1 (bytes of one answer"),
+    ],
+)
+def test_a_byte_count_is_a_whole_number(tmp_path: Path, name: str, value: str, rule: str) -> None:
+    """A byte count is a whole number: ``0.5`` was read as 0 bytes per bulk file (every file refused), fractions
+    were cut off and ``1e9`` taken as a float; ``EHRSYNC_MIN_FREE_DISK_BYTES=-1`` said it was "not a finite number
+    greater than -1". Each is one line naming the variable and its rule."""
+    with pytest.raises(PipelineConfigurationError) as caught:
+        PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path), name: value})
+    assert str(caught.value).startswith(f"{name}={value!r} {rule}"), str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_byte_counts_left_empty_or_padded_keep_their_reading(tmp_path: Path) -> None:
+    state = {"EHRSYNC_STATE_DIR": str(tmp_path)}
+    padded = PipelineSettings.from_env(
+        {**state, "EHRSYNC_BULK_MAX_FILE_BYTES": " 1048576 ", "EHRSYNC_MIN_FREE_DISK_BYTES": "0"}
+    ).limits
+    assert (padded.bulk_max_file_bytes, padded.min_free_disk_bytes) == (MIB, 0)
+    empty = PipelineSettings.from_env({**state, "EHRSYNC_BULK_MAX_FILE_BYTES": "", "EHRSYNC_MIN_FREE_DISK_BYTES": ""})
+    assert empty.limits == PipelineSettings.from_env(state).limits
+
+
+@pytest.mark.parametrize("name", ["EHRSYNC_BULK_LOW_SPEED_BYTES_PER_S", "EHRSYNC_BULK_FILE_DEADLINE_S"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "abc"])
+def test_a_limit_that_zero_turns_off_names_its_rule(tmp_path: Path, name: str, value: str) -> None:
+    """``nan`` or ``inf`` said "must be a finite number greater than -inf" (the reader's internal bound)."""
+    with pytest.raises(PipelineConfigurationError) as caught:
+        PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path), name: value})
+    assert str(caught.value) == f"{name} must be 0 (no limit) or a finite positive number, got {value!r}"

@@ -103,3 +103,13 @@ def test_unset_windows_mean_none(raw: str | None) -> None:
 def test_bad_windows_env_names_the_variable(raw: str, message: str) -> None:
     with pytest.raises(PipelineConfigurationError, match=message):
         parse_sync_windows(raw)
+
+
+def test_a_source_named_twice_is_refused_not_the_last_taken() -> None:
+    """JSON with ``epic`` twice kept only the later window: the operator's first one (22:00-06:00 here) was dropped
+    without a word and Epic synced 01:00-02:00 only. Now one line naming the source, as a tenant seed naming a
+    tenant twice is refused."""
+    raw = '{"epic": "22:00-06:00", "cerner": "23:00-05:00", "epic": "01:00-02:00"}'
+    with pytest.raises(PipelineConfigurationError) as caught:
+        parse_sync_windows(raw)
+    assert str(caught.value) == "EHRSYNC_SYNC_WINDOWS names 'epic' more than once (one window per source)"

@@ -28,7 +28,8 @@ ConnectionIdQuery = Annotated[str | None, Query(max_length=64, pattern=_CONNECTI
 
 class ConnectLinkRequest(BaseModel):
     user_ref: str = Field(min_length=1, max_length=200, description="The host app's id for the user (no PHI)")
-    ttl_seconds: int | None = Field(default=None, ge=60, le=86400)
+    # JSON whole numbers only (as every count in the admin API): lax parsing read "600" or 600.0 as 600, true as 1.
+    ttl_seconds: StrictInt | None = Field(default=None, ge=60, le=86400)
     return_to: str | None = Field(
         default=None, max_length=500, description="Host app page the done page links back to (allowedReturnOrigins)"
     )
@@ -65,7 +66,7 @@ class RetentionRequest(BaseModel):
 
 
 class ReactivateRequest(BaseModel):
-    limit: int = Field(
+    limit: StrictInt = Field(
         default=client_retry.DEFAULT_LIMIT,
         ge=1,
         le=client_retry.MAX_LIMIT,

@@ -46,7 +46,7 @@ class NoteRequest(BaseModel):
     producedBy: Annotated[str, Field(min_length=1, max_length=200, description="The model or tool that drafted it")]
     noteType: Annotated[str, Field(pattern=r"^\d{4,5}-\d$", description="LOINC note type")] = "11506-3"
     docStatus: Literal["preliminary", "final"] = "preliminary"
-    clinicianApproved: bool = False
+    clinicianApproved: StrictBool = False  # JSON true/false: lax parsing took 1, "true" or "yes" as an approval
     promptVersion: Annotated[
         str | None, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:+-]+$", description="DWB-83")
     ] = None
