@@ -9,6 +9,7 @@ import httpx
 import orjson
 import pytest
 
+from auth_service.core.config import Settings
 from connectors.errors import ConfigurationError, DiscoveryError, SecurityPolicyError, TransportError
 from connectors.smart import DiscoveryCache, check_auth_method_supported, discover
 from connectors.smart.discovery_cache import DISCOVERY_CACHE_MAX_ENTRIES
@@ -217,3 +218,27 @@ def test_sal01_the_configurations_held_stay_bounded_however_many_issuers_are_met
     now[0] = 3600.0  # every entry expired: the next one stored drops them
     discover("https://other.example/fhir", http=http, cache=cache)
     assert len(cache) == 1
+
+
+def test_sal01_a_default_cache_holds_a_configuration_one_hour_and_at_most_256_bases() -> None:
+    """SAL-01's numbers as the row and AUTH_SERVICE.md state them: a cache built with its defaults (the vault's)
+    keeps a configuration for 1 h and at most 256 FHIR bases; the auth service's TTL setting defaults to 1 h.
+    The tests above pass their TTL and read the cap from the constant, so a changed default went unseen."""
+    now = [0.0]
+    seen: list[str] = []
+    http = httpx.Client(
+        transport=httpx.MockTransport(lambda r: (seen.append(str(r.url)), httpx.Response(200, json=FULL))[1])
+    )
+    cache = DiscoveryCache(clock=lambda: now[0])
+    bases = [f"https://ehr{n}.example/fhir" for n in range(257)]
+    for base in bases:
+        discover(base, http=http, cache=cache)
+    assert len(cache) == 256
+    now[0] = 3599.0
+    discover(bases[-1], http=http, cache=cache)
+    assert len(seen) == 257  # still held just short of an hour
+    now[0] = 3600.0
+    discover(bases[-1], http=http, cache=cache)
+    assert len(seen) == 258  # fetched again after an hour
+    assert Settings.model_fields["DISCOVERY_CACHE_TTL_SECONDS"].default == 3600
+
