@@ -46,6 +46,8 @@ CAPABILITY = {
                             {"url": "token", "valueUri": "https://ehr.example/v1/token"},
                             {"url": "revoke", "valueUri": "https://ehr.example/v1/revoke"},
                             {"url": "introspect", "valueUri": "https://ehr.example/v1/introspect"},
+                            {"url": "register", "valueUri": "https://ehr.example/v1/register"},
+                            {"url": "manage", "valueUri": "https://ehr.example/v1/manage"},
                         ],
                     }
                 ],
@@ -139,6 +141,8 @@ def test_sal04_v1_fallback_to_metadata_oauth_uris(well_known: httpx.Response) ->
     assert cfg.authorization_endpoint == "https://ehr.example/v1/authorize"
     assert cfg.revocation_endpoint == "https://ehr.example/v1/revoke"
     assert cfg.introspection_endpoint == "https://ehr.example/v1/introspect"
+    assert cfg.registration_endpoint == "https://ehr.example/v1/register"  # all six oauth-uris are read
+    assert cfg.management_endpoint == "https://ehr.example/v1/manage"
     assert cfg.require_user_launch() == "https://ehr.example/v1/authorize"
 
 
@@ -242,3 +246,26 @@ def test_sal01_a_default_cache_holds_a_configuration_one_hour_and_at_most_256_ba
     assert len(seen) == 258  # fetched again after an hour
     assert Settings.model_fields["DISCOVERY_CACHE_TTL_SECONDS"].default == 3600
 
+
+def test_sal04_only_the_smart_oauth_uris_extension_is_read() -> None:
+    """SAL-04: the endpoints come from the extension whose URL ends in ``StructureDefinition/oauth-uris``; another
+    extension whose URL merely ends in ``oauth-uris`` (a vendor's own) names no endpoint ehrsync will call."""
+    decoy = {
+        "resourceType": "CapabilityStatement",
+        "rest": [
+            {
+                "mode": "server",
+                "security": {
+                    "extension": [
+                        {
+                            "url": "https://vendor.example/fhir/extension/legacy-oauth-uris",
+                            "extension": [{"url": "token", "valueUri": "https://vendor.example/token"}],
+                        }
+                    ]
+                },
+            }
+        ],
+    }
+    routes = {f"{BASE}/metadata": httpx.Response(200, json=decoy)}
+    with pytest.raises(DiscoveryError, match="oauth-uris"):
+        discover(BASE, http=client(routes))
