@@ -4,6 +4,7 @@ token refresh, revocation, the write gate and log redaction (SAL-06..15, 21, 27.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -214,3 +215,22 @@ def test_smart_v1_server_sal04_sal20(make_settings) -> None:
             events = svc.admin("GET", "/api/integrations/admin/audit").json()
             asked = next(e for e in events if e["action"] == "authorize.start")["detail"]["scope"]
             assert "patient/*.read" in asked.split() and ".rs" not in asked
+
+
+@pytest.mark.parametrize("return_to", [None, "/connect/done?from=settings"])
+def test_sal39_callback_answers_no_store_no_referrer_and_redirects_to_a_url_without_the_code(
+    make_settings, sandbox, return_to: str | None
+) -> None:
+    """SAL-39: the callback (its URL holds the code) answers ``Referrer-Policy: no-referrer`` and
+    ``Cache-Control: no-store`` and redirects to the page asked for (``return_to``) or ``/connect/done``, a URL
+    without the code or state."""
+    pid = patient_ids(sandbox)[0]
+    with running_service(make_settings, sandbox, smart_practice(sandbox, "sal39-app")) as svc:
+        register(sandbox, svc, "sal39-app", "public")
+        sandbox_admin(sandbox, "preapprove", {"client_id": "sal39-app", "patient_id": pid})
+        start = f"{svc.base_url}/api/integrations/smart/login?tenant=t1&provider=smart"
+        r = authorize_headless(svc, start + (f"&return_to={quote(return_to)}" if return_to else ""))
+    assert r.status_code == 303, r.text
+    assert r.headers["cache-control"] == "no-store" and r.headers["referrer-policy"] == "no-referrer"
+    assert r.headers["location"] == (return_to or "/connect/done")
+    assert svc.seen["code"] not in r.headers["location"] and svc.seen["state"] not in r.headers["location"]
