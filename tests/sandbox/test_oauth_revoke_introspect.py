@@ -19,3 +19,15 @@ def test_sal34_a_revoked_access_token_fails_introspection_and_the_fhir_api(sandb
     assert httpx.get(f"{sandbox.fhir_base}/Patient/pat1", headers=bearer(access)).status_code == 401
     live = httpx.post(url + "/oauth/introspect", data={"token": token["refresh_token"], "client_id": cid}).json()
     assert live["active"] is True
+
+
+def test_sal35_an_active_token_is_introspected_with_its_user_and_issuer(sandbox: SandboxServer) -> None:
+    """SAL-35 (server): an active token's introspection has ``scope``, ``client_id``, ``exp``, and as they apply
+    ``patient``, ``fhirUser``, ``iss`` and ``sub`` (the signed-in patient here)."""
+    cid, token = patient_login(sandbox, patient="pat2")
+    got = httpx.post(
+        sandbox.base_url + "/oauth/introspect", data={"token": token["access_token"], "client_id": cid}
+    ).json()
+    assert got["active"] is True and got["client_id"] == cid and got["patient"] == "pat2"
+    assert got["fhirUser"] == f"{sandbox.fhir_base}/Patient/pat2" and got["sub"] == "pat2"
+    assert got["iss"] == sandbox.fhir_base and isinstance(got["exp"], int)
