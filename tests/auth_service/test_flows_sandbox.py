@@ -4,7 +4,9 @@ token refresh, revocation, the write gate and log redaction (SAL-06..15, 21, 27.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
 
+import httpx
 import pytest
 
 from tests.auth_service.ehr import (
@@ -214,3 +216,38 @@ def test_smart_v1_server_sal04_sal20(make_settings) -> None:
             events = svc.admin("GET", "/api/integrations/admin/audit").json()
             asked = next(e for e in events if e["action"] == "authorize.start")["detail"]["scope"]
             assert "patient/*.read" in asked.split() and ".rs" not in asked
+
+
+@pytest.mark.parametrize("return_to", [None, "/connect/done?from=settings"])
+def test_sal39_callback_answers_no_store_no_referrer_and_redirects_to_a_url_without_the_code(
+    make_settings, sandbox, return_to: str | None
+) -> None:
+    """SAL-39: the callback (its URL holds the code) answers ``Referrer-Policy: no-referrer`` and
+    ``Cache-Control: no-store`` and redirects to the page asked for (``return_to``) or ``/connect/done``, a URL
+    without the code or state."""
+    pid = patient_ids(sandbox)[0]
+    with running_service(make_settings, sandbox, smart_practice(sandbox, "sal39-app")) as svc:
+        register(sandbox, svc, "sal39-app", "public")
+        sandbox_admin(sandbox, "preapprove", {"client_id": "sal39-app", "patient_id": pid})
+        start = f"{svc.base_url}/api/integrations/smart/login?tenant=t1&provider=smart"
+        r = authorize_headless(svc, start + (f"&return_to={quote(return_to)}" if return_to else ""))
+    assert r.status_code == 303, r.text
+    assert r.headers["cache-control"] == "no-store" and r.headers["referrer-policy"] == "no-referrer"
+    assert r.headers["location"] == (return_to or "/connect/done")
+    assert svc.seen["code"] not in r.headers["location"] and svc.seen["state"] not in r.headers["location"]
+
+
+@pytest.mark.parametrize("slash", ["", "/"])
+def test_sal10_the_authorize_request_aud_is_the_configured_fhir_base_byte_for_byte(
+    make_settings, sandbox, slash: str
+) -> None:
+    """SAL-10: ``aud`` is the FHIR base exactly as configured and allow-listed, its trailing slash kept or left
+    out as written (the launch starts from the real auth service against the sandbox's discovery)."""
+    base = sandbox.fhir_base + slash
+    practice = {"smartFhir": {**smart_practice(sandbox, "sal10-app")["smartFhir"], "issuer": base, "fhirBaseUrl": base}}
+    with running_service(make_settings, sandbox, practice, SMART_ISSUER_ALLOWLIST=base) as svc:
+        register(sandbox, svc, "sal10-app", "public")
+        with httpx.Client(timeout=30, follow_redirects=False) as browser:
+            r = browser.get(f"{svc.base_url}/api/integrations/smart/login?tenant=t1&provider=smart")
+    assert r.status_code == 302, r.text
+    assert parse_qs(urlsplit(r.headers["location"]).query)["aud"] == [base]

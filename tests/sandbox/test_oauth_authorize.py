@@ -214,3 +214,17 @@ def test_sal06_ehr_launcher_page_opens_the_app_with_iss_and_launch(sandbox: Sand
     params = authorize_params(sandbox, cid, "launch patient/*.rs", challenge, launch=location.params["launch"])
     token = exchange(sandbox, cid, query_of(authorize(sandbox, params))["code"], verifier).json()
     assert token["patient"] == "pat7" and token["encounter"] == "enc7-0"
+
+
+@pytest.mark.parametrize("aud", ["{base}/", "{base}/other", "https://elsewhere.example/fhir"])
+def test_sal10_an_aud_other_than_the_fhir_base_is_invalid_request(sandbox: SandboxServer, aud: str) -> None:
+    """SAL-10 (server): ``aud`` must be the FHIR base exactly; a trailing slash more, another path or another server
+    is ``invalid_request`` (redirected to the registered redirect_uri), and no code is issued."""
+    cid = public_client(sandbox)
+    sandbox.admin.preapprove(cid, "pat1")
+    _, challenge = pkce()
+    params = authorize_params(sandbox, cid, "launch/patient patient/*.rs", challenge)
+    params["aud"] = aud.format(base=sandbox.fhir_base)
+    got = query_of(authorize(sandbox, params))
+    assert got["error"] == "invalid_request" and "code" not in got
+    assert got["state"] == params["state"]

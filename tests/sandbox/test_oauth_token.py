@@ -310,3 +310,15 @@ def test_sal28_non_ascii_secret_is_compared_not_crashed(sandbox) -> None:
         )
         assert response.status_code == status, response.text
         assert response.json()["error"] == ("invalid_grant" if status == 400 else "invalid_client")
+
+
+def test_sal19_sal26_offline_access_outlives_the_users_logout_and_online_access_does_not(
+    sandbox: SandboxServer,
+) -> None:
+    """SAL-19: ``offline_access`` refresh works after the user logs out; ``online_access`` only while the user stays
+    logged in (SAL-26: the sandbox's simulated logout)."""
+    offline_cid, offline = patient_login(sandbox, scope="launch/patient offline_access patient/*.rs", patient="pat7")
+    online_cid, online = patient_login(sandbox, scope="launch/patient online_access patient/*.rs", patient="pat7")
+    assert sandbox.admin.logout("pat7") == 1
+    assert _refresh(sandbox, online_cid, online["refresh_token"]).json()["error"] == "invalid_grant"
+    assert _refresh(sandbox, offline_cid, offline["refresh_token"]).status_code == 200

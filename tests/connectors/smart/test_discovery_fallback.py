@@ -8,11 +8,13 @@ import logging
 import httpx
 import pytest
 
+from connectors.errors import DiscoveryError
 from connectors.smart import discover
-from connectors.smart.configuration import parse_smart_configuration
+from connectors.smart.configuration import parse_capability_statement, parse_smart_configuration
 from sandbox import SandboxServer
 
 SERVER_ROOT_SUFFIX = "/fhir"
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 
 
 @pytest.mark.parametrize(
@@ -151,3 +153,51 @@ def test_sal02_sal04_a_field_written_as_null_is_absent(
     assert cfg.smart_v1 is smart_v1 and cfg.v1_scopes_only is smart_v1
     assert cfg.require_user_launch() == sandbox.fhir_base.removesuffix(SERVER_ROOT_SUFFIX) + "/oauth/authorize"
     assert "authorization_code" in cfg.grant_types_supported
+
+
+def test_sal02_every_field_the_server_publishes_is_read(sandbox: SandboxServer) -> None:
+    """SAL-02: the optional fields a server publishes are read, ``scopes_supported`` included, not only the
+    endpoints the launch uses."""
+    root = sandbox.fhir_base.removesuffix(SERVER_ROOT_SUFFIX)
+    with httpx.Client(timeout=10) as http:
+        cfg = discover(sandbox.fhir_base, http=http)
+    assert "patient/*.rs" in cfg.scopes_supported and "offline_access" in cfg.scopes_supported
+    assert cfg.token_endpoint_auth_methods_supported[:2] == ("client_secret_basic", "private_key_jwt")
+    assert "RS384" in cfg.token_endpoint_auth_signing_alg_values_supported
+    assert (cfg.revocation_endpoint, cfg.introspection_endpoint) == (root + "/oauth/revoke", root + "/oauth/introspect")
+    assert cfg.issuer == sandbox.fhir_base and cfg.jwks_uri
+    assert "launch-standalone" in cfg.capabilities and "client_credentials" in cfg.grant_types_supported
+
+
+@pytest.mark.parametrize("missing", ["capabilities", "grant_types_supported", "authorization_endpoint"])
+def test_sal02_a_required_field_neither_the_file_nor_the_capability_statement_gives_is_a_discovery_error(
+    missing: str,
+) -> None:
+    """SAL-02 (never guess): a required field the document lacks, with no CapabilityStatement to complete it, or
+    one whose oauth-uris lack it too (a user-launch server without an ``authorize`` URI), is a ``DiscoveryError``
+    naming it; discovery refuses the server rather than return a configuration without it."""
+    base = "https://ehr.example.org/fhir"
+    complete = {
+        "authorization_endpoint": base + "/authorize",
+        "token_endpoint": base + "/token",
+        "grant_types_supported": ["authorization_code"],
+        "code_challenge_methods_supported": ["S256"],
+        "capabilities": ["launch-standalone"],
+    }
+    payload = {k: v for k, v in complete.items() if k != missing}
+    with pytest.raises(DiscoveryError, match=missing):
+        parse_smart_configuration(base, payload)
+    if missing == "authorization_endpoint":
+        token_only = {
+            "resourceType": "CapabilityStatement",
+            "rest": [
+                {
+                    "mode": "server",
+                    "security": {
+                        "extension": [{"url": OAUTH_URIS, "extension": [{"url": "token", "valueUri": base + "/token"}]}]
+                    },
+                }
+            ],
+        }
+        with pytest.raises(DiscoveryError, match=missing):
+            parse_smart_configuration(base, payload, fallback=parse_capability_statement(base, token_only))

@@ -9,6 +9,7 @@ import httpx
 import orjson
 import pytest
 
+from auth_service.core.config import Settings
 from connectors.errors import ConfigurationError, DiscoveryError, SecurityPolicyError, TransportError
 from connectors.smart import DiscoveryCache, check_auth_method_supported, discover
 from connectors.smart.discovery_cache import DISCOVERY_CACHE_MAX_ENTRIES
@@ -45,6 +46,8 @@ CAPABILITY = {
                             {"url": "token", "valueUri": "https://ehr.example/v1/token"},
                             {"url": "revoke", "valueUri": "https://ehr.example/v1/revoke"},
                             {"url": "introspect", "valueUri": "https://ehr.example/v1/introspect"},
+                            {"url": "register", "valueUri": "https://ehr.example/v1/register"},
+                            {"url": "manage", "valueUri": "https://ehr.example/v1/manage"},
                         ],
                     }
                 ],
@@ -138,6 +141,8 @@ def test_sal04_v1_fallback_to_metadata_oauth_uris(well_known: httpx.Response) ->
     assert cfg.authorization_endpoint == "https://ehr.example/v1/authorize"
     assert cfg.revocation_endpoint == "https://ehr.example/v1/revoke"
     assert cfg.introspection_endpoint == "https://ehr.example/v1/introspect"
+    assert cfg.registration_endpoint == "https://ehr.example/v1/register"  # all six oauth-uris are read
+    assert cfg.management_endpoint == "https://ehr.example/v1/manage"
     assert cfg.require_user_launch() == "https://ehr.example/v1/authorize"
 
 
@@ -217,3 +222,50 @@ def test_sal01_the_configurations_held_stay_bounded_however_many_issuers_are_met
     now[0] = 3600.0  # every entry expired: the next one stored drops them
     discover("https://other.example/fhir", http=http, cache=cache)
     assert len(cache) == 1
+
+
+def test_sal01_a_default_cache_holds_a_configuration_one_hour_and_at_most_256_bases() -> None:
+    """SAL-01's numbers as the row and AUTH_SERVICE.md state them: a cache built with its defaults (the vault's)
+    keeps a configuration for 1 h and at most 256 FHIR bases; the auth service's TTL setting defaults to 1 h.
+    The tests above pass their TTL and read the cap from the constant, so a changed default went unseen."""
+    now = [0.0]
+    seen: list[str] = []
+    http = httpx.Client(
+        transport=httpx.MockTransport(lambda r: (seen.append(str(r.url)), httpx.Response(200, json=FULL))[1])
+    )
+    cache = DiscoveryCache(clock=lambda: now[0])
+    bases = [f"https://ehr{n}.example/fhir" for n in range(257)]
+    for base in bases:
+        discover(base, http=http, cache=cache)
+    assert len(cache) == 256
+    now[0] = 3599.0
+    discover(bases[-1], http=http, cache=cache)
+    assert len(seen) == 257  # still held just short of an hour
+    now[0] = 3600.0
+    discover(bases[-1], http=http, cache=cache)
+    assert len(seen) == 258  # fetched again after an hour
+    assert Settings.model_fields["DISCOVERY_CACHE_TTL_SECONDS"].default == 3600
+
+
+def test_sal04_only_the_smart_oauth_uris_extension_is_read() -> None:
+    """SAL-04: the endpoints come from the extension whose URL ends in ``StructureDefinition/oauth-uris``; another
+    extension whose URL merely ends in ``oauth-uris`` (a vendor's own) names no endpoint ehrsync will call."""
+    decoy = {
+        "resourceType": "CapabilityStatement",
+        "rest": [
+            {
+                "mode": "server",
+                "security": {
+                    "extension": [
+                        {
+                            "url": "https://vendor.example/fhir/extension/legacy-oauth-uris",
+                            "extension": [{"url": "token", "valueUri": "https://vendor.example/token"}],
+                        }
+                    ]
+                },
+            }
+        ],
+    }
+    routes = {f"{BASE}/metadata": httpx.Response(200, json=decoy)}
+    with pytest.raises(DiscoveryError, match="oauth-uris"):
+        discover(BASE, http=client(routes))

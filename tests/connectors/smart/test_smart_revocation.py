@@ -48,13 +48,18 @@ def test_sal35_introspection_active_fields() -> None:
         "client_id": "c",
         "exp": 1700000000,
         "patient": "p1",
+        "encounter": "e1",
         "fhirUser": "Practitioner/9",
+        "iss": "https://e/fhir",
+        "sub": "9",
     }
     http, _ = recorder(httpx.Response(200, json=body))
     result = introspect_token("https://e/introspect", http=http, client_auth=SecretClientAuth("c", "s"), token="AT")
     assert (
         result.active and result.patient == "p1" and result.fhir_user == "Practitioner/9" and result.exp == 1700000000
     )
+    assert (result.scope, result.client_id, result.encounter) == ("patient/*.rs", "c", "e1")
+    assert (result.iss, result.sub) == ("https://e/fhir", "9")
 
 
 def test_sal35_inactive_and_malformed() -> None:

@@ -15,13 +15,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from connectors.errors import (
+    AccessDeniedError,
     ConfigurationError,
     InvalidClientError,
     InvalidGrantError,
+    InvalidRequestError,
     InvalidScopeError,
     OAuthError,
     TemporarilyUnavailableError,
     TransportError,
+    UnauthorizedClientError,
 )
 from connectors.smart import (
     CLIENT_ASSERTION_TYPE,
@@ -256,6 +259,9 @@ def test_sal15_malformed_success_body_is_an_oauth_error(body: dict[str, Any]) ->
         (400, "invalid_grant", InvalidGrantError),
         (401, "invalid_client", InvalidClientError),
         (400, "invalid_scope", InvalidScopeError),
+        (400, "invalid_request", InvalidRequestError),
+        (400, "unauthorized_client", UnauthorizedClientError),
+        (400, "access_denied", AccessDeniedError),
         (503, "temporarily_unavailable", TemporarilyUnavailableError),
         (500, "server_error", TemporarilyUnavailableError),
     ],

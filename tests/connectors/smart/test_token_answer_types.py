@@ -14,6 +14,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
 import httpx
 import pytest
 
@@ -112,3 +115,22 @@ def test_sal15_an_encounter_that_is_no_fhir_id_is_refused_too(value: str) -> Non
 def test_sal15_an_encounter_sent_as_its_reference_is_the_id_it_names() -> None:
     token = parse_token_response({"access_token": "AT", "token_type": "Bearer", "encounter": "Encounter/e-1.2"})
     assert token.encounter == "e-1.2"
+
+
+@pytest.mark.parametrize(
+    ("server_offset_s", "anchor_offset_s"),
+    [(-90, -90), (90, 0), (-400, 0), (None, 0)],
+    ids=["server-behind", "server-ahead", "server-far-off", "no-date"],
+)
+def test_sal17_expires_at_counts_from_the_servers_response_time(
+    server_offset_s: int | None, anchor_offset_s: int
+) -> None:
+    """SAL-17: ``expires_at`` counts ``expires_in`` from the server's response time (its ``Date``) when that is
+    behind our clock, so a token is never taken for living longer than the server gave it; a ``Date`` ahead of us,
+    more than 5 min off, or absent leaves our clock as the anchor."""
+    now = datetime(2026, 3, 2, 12, 0, 0, tzinfo=UTC)
+    date = None if server_offset_s is None else format_datetime(now + timedelta(seconds=server_offset_s), usegmt=True)
+    answer = {"access_token": "a", "token_type": "Bearer", "expires_in": 300}
+    token = parse_token_response(answer, date_header=date, clock=lambda: now)
+    assert token.issued_at == now + timedelta(seconds=anchor_offset_s)
+    assert token.expires_at == token.issued_at + timedelta(seconds=300)
