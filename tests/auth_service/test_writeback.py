@@ -176,6 +176,12 @@ def test_dwb10_an_unknown_loinc_code_is_refused_naming_it() -> None:
         build_document_reference(NoteDraft(**{**_BASE, "loinc_code": "0000-0"}))
 
 
+def test_dwb15_a_creation_time_without_a_timezone_is_refused() -> None:
+    """A naive time would be read as this host's local time and sent as if it were UTC."""
+    with pytest.raises(ConfigurationError, match="timezone-aware"):
+        build_document_reference(NoteDraft(**{**_BASE, "created_at": datetime(2026, 1, 1)}))
+
+
 @pytest.mark.parametrize(
     ("granted", "allowed"),
     [
