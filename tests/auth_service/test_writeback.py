@@ -182,6 +182,12 @@ def test_dwb15_a_creation_time_without_a_timezone_is_refused() -> None:
         build_document_reference(NoteDraft(**{**_BASE, "created_at": datetime(2026, 1, 1)}))
 
 
+@pytest.mark.parametrize("doc_status", ["amended", "entered-in-error", ""])
+def test_dwb02_a_new_note_is_preliminary_or_final_never_another_doc_status(doc_status: str) -> None:
+    with pytest.raises(ConfigurationError, match="docStatus"):
+        build_document_reference(NoteDraft(**{**_BASE, "doc_status": doc_status}))
+
+
 @pytest.mark.parametrize(
     ("granted", "allowed"),
     [
