@@ -162,14 +162,30 @@ def test_note_builder_draft_fields() -> None:
     assert "Patient doing well." not in repr(draft)
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "needle"),
-    [({"loinc_code": "0000-0"}, "LOINC"), ({"text": "  "}, "empty"), ({"created_at": datetime(2026, 1, 1)}, "aware")],
-)
-def test_note_builder_rejects_bad_input(kwargs: dict[str, Any], needle: str) -> None:
-    base: dict[str, Any] = {"tenant_id": "t", "draft_id": "d", "patient_id": "p", "text": "x"}
-    with pytest.raises(ConfigurationError, match=needle):
-        build_document_reference(NoteDraft(**{**base, **kwargs}))
+_BASE: dict[str, Any] = {"tenant_id": "t", "draft_id": "d", "patient_id": "p", "text": "x"}
+
+
+def test_note_builder_rejects_empty_text() -> None:
+    with pytest.raises(ConfigurationError, match="empty"):
+        build_document_reference(NoteDraft(**{**_BASE, "text": "  "}))
+
+
+def test_dwb10_an_unknown_loinc_code_is_refused_naming_it() -> None:
+    """Not a KeyError deep in the builder: a ConfigurationError that names the code and the known ones."""
+    with pytest.raises(ConfigurationError, match=r"LOINC code '0000-0'.*11506-3"):
+        build_document_reference(NoteDraft(**{**_BASE, "loinc_code": "0000-0"}))
+
+
+def test_dwb15_a_creation_time_without_a_timezone_is_refused() -> None:
+    """A naive time would be read as this host's local time and sent as if it were UTC."""
+    with pytest.raises(ConfigurationError, match="timezone-aware"):
+        build_document_reference(NoteDraft(**{**_BASE, "created_at": datetime(2026, 1, 1)}))
+
+
+@pytest.mark.parametrize("doc_status", ["amended", "entered-in-error", ""])
+def test_dwb02_a_new_note_is_preliminary_or_final_never_another_doc_status(doc_status: str) -> None:
+    with pytest.raises(ConfigurationError, match="docStatus"):
+        build_document_reference(NoteDraft(**{**_BASE, "doc_status": doc_status}))
 
 
 @pytest.mark.parametrize(

@@ -604,3 +604,14 @@ def test_every_request_accepts_only_the_codings_ehrsync_decodes() -> None:
     script = Script(_json(200, {"resourceType": "Patient", "id": "p1"}))
     _client(script).read("Patient", "p1")
     assert script.requests[0].headers["Accept-Encoding"] == "gzip, deflate"
+
+
+@pytest.mark.parametrize("status", [404, 410])
+def test_bdx29_a_first_page_answered_404_or_410_is_no_expired_link(status: int) -> None:
+    """Only a ``next`` link expires (restart from the mark); the search URL itself answered 404/410 is the server's
+    answer to the search (an unknown type, a gone endpoint), which a restart would only ask again."""
+    script = Script(_json(status, {"resourceType": "OperationOutcome", "issue": []}))
+    with pytest.raises(FhirError) as info:
+        list(_client(script).search_pages("Observation"))
+    assert not isinstance(info.value, SearchLinkExpiredError) and info.value.status == status
+    assert len(script.requests) == 1

@@ -163,3 +163,22 @@ def test_sal38_no_token_in_logs_or_errors(
     assert len(secrets) == 2  # the rejected token and its replacement
     dumped = " ".join(str(v) for record in caplog.records for v in record.__dict__.values()) + str(info.value)
     assert caplog.records and not any(secret in dumped for secret in secrets)
+
+
+def test_bdx29_a_next_link_leading_back_to_its_own_page_ends_the_search_typed_without_asking_it_again(
+    ehr: SandboxServer, backend: BackendClient
+) -> None:
+    """``search_repeat_next``: the page a next link reached links to itself. The link is known followed, so the
+    search ends there as a loop (``repeated_next``), the page not fetched again to find it brings nothing new."""
+    client = _client(ehr, backend, [])
+    params = {"patient": ehr.admin.patients()[0], "_count": "5"}
+    clean = _ids(client, "Observation", params)
+    assert len(clean) > 10, "needs three pages of 5"
+    ehr.admin.set_fault("search_repeat_next", path="/fhir/Observation")
+    pages = []
+    with pytest.raises(SearchIncompleteError) as info:
+        for page in client.search_pages("Observation", params):
+            pages.append(page)
+    assert info.value.reason == "repeated_next" and "paging loops" in str(info.value)
+    assert len(pages) == 2 and pages[1].next_url == pages[1].url
+    assert [r["id"] for p in pages for r in p.resources] == clean[:10]

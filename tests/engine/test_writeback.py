@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from connectors.writeback import DRAFT_BANNER, DRAFT_LABEL
+from connectors.writeback.vendor_check import attachment_size
 from engine.writeback import write_note
 from store.models import AuditEvent
 from store.outbox import get_note
@@ -226,6 +227,18 @@ def test_dwb18_large_note_goes_through_a_binary_created_first(world, sb, http, r
     assert attachment["url"] == f"Binary/{done.binary_id}" and "data" not in attachment
     assert attachment["contentType"] == "application/pdf"
     assert len(request_log.paths("/fhir/Binary", "POST")) == 1
+
+
+def test_dwb18_a_note_exactly_at_the_inline_limit_goes_inline(world, sb, http, request_log) -> None:
+    """DWB-18: inline is the default; only content over the limit (not at it) goes through a Binary."""
+    conn, note = binary_pdf_note(world, sb, http)
+    size = attachment_size(note.content_type, note.body, note.body_bytes)
+    done = write_note(world.env, replace(FAST, inline_max_bytes=size), note.id)
+    assert done.state == "written" and not done.binary_id, done.reason
+    [doc] = server_notes(world, conn, sb, note)
+    attachment = doc["content"][0]["attachment"]
+    assert "url" not in attachment and attachment["size"] == size
+    assert request_log.paths("/fhir/Binary", "POST") == []
 
 
 def test_every_attempt_is_audited_without_note_text_or_phi(world, sb, http) -> None:

@@ -19,6 +19,7 @@ def token(sandbox_session: SandboxServer) -> str:
 
 
 def test_bdx06_bdx12_system_export_lifecycle(sandbox: SandboxServer, token: str) -> None:
+    """Kick-off to manifest; the completed status answer carries a future ``Expires`` (BDX-13)."""
     resp = kickoff(sandbox, token, _type="Patient,Condition,Practitioner")
     assert resp.status_code == 202
     status_url = resp.headers["content-location"]

@@ -125,3 +125,31 @@ def test_a_failed_merge_of_a_large_resource_raises_its_own_error(
         wh.upsert(landed)
     monkeypatch.setattr(duckdb_backend, "merge_chunk", _duck_merge.merge_chunk)
     assert wh.upsert(landed).inserted == 1
+
+
+def _sized(rid: str, size: int) -> bytes:
+    """A resource line of exactly ``size`` bytes."""
+    line = _huge(rid, 0)
+    line = _huge(rid, size - len(line))
+    assert len(line) == size
+    return line
+
+
+@pytest.mark.parametrize("block_landing", [False, True], ids=["line-by-line", "blocks"])
+@pytest.mark.parametrize("over", [1, 2])
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n"], ids=["lf", "crlf"])
+def test_bdx17_a_line_just_over_the_limit_is_quarantined_on_either_landing_path(
+    tmp_path: Path, block_landing: bool, over: int, eol: bytes
+) -> None:
+    """A line one or two bytes over the limit still fits the reader's ``limit + 2`` and reaches the writer whole;
+    the writer's own check quarantines it. One exactly at the limit lands."""
+    limit = 4096
+    zone = LandingZone(tmp_path / "landing", max_resource_bytes=limit, block_landing=block_landing)
+    at, past = _sized("at", limit), _sized("past", limit + over)
+    (tmp_path / "o.ndjson").write_bytes(b"".join(x + eol for x in (orjson.dumps(resource("a")), at, past)))
+    landed = land_ndjson_file(
+        zone, tmp_path / "o.ndjson", connection_id="c1", resource_type="Observation", run_id="r1", source="s"
+    )
+    assert (landed.rows, landed.quarantined) == (2, 1)
+    ids = pq.read_table(landed.path, columns=["id"]).column("id").to_pylist()
+    assert sorted(ids) == ["a", "at"]
