@@ -46,8 +46,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 ANALYST_DIR = "analyst"
 DATABASE_FILE = "analyst.duckdb"
-_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-_GENERATION = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]{8}$")
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*\Z")
+_GENERATION = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]{8}\Z")
 
 
 class SnapshotError(WarehouseError):

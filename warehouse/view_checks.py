@@ -15,7 +15,7 @@ from warehouse.merge import Warehouse
 __all__ = ["EXAMPLE_IDS", "PatientReferences", "patient_references"]
 
 EXAMPLE_IDS = 5
-_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*\Z")
 
 
 @dataclass(frozen=True)

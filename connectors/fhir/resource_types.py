@@ -20,8 +20,8 @@ __all__ = [
 ]
 
 #: What a resource type name and a logical id may look like (FHIR R4 ``id``: 1-64 of A-Z a-z 0-9 - .).
-TYPE_RE: Final = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
-ID_RE: Final = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+TYPE_RE: Final = re.compile(r"^[A-Z][A-Za-z]{1,63}\Z")
+ID_RE: Final = re.compile(r"^[A-Za-z0-9\-.]{1,64}\Z")
 #: FHIR R4 search parameters every resource has (``Resource``): all that ``Binary`` has, so a granular scope's
 #: filter on any other parameter covers no Binary (SMART 2 finer-grained scopes).
 COMMON_SEARCH_PARAMS: Final = frozenset({"_id", "_lastUpdated", "_profile", "_security", "_source", "_tag"})

@@ -22,8 +22,8 @@ __all__ = [
     "check_https_url",
 ]
 
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
+_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}\Z")
 
 
 def check_https_url(value: str) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 __all__ = ["PkcePair", "code_challenge_for", "new_pkce"]
 
-_VERIFIER_RE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
+_VERIFIER_RE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}\Z")
 
 
 @dataclass(frozen=True)

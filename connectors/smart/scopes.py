@@ -23,7 +23,7 @@ _INTERACTIONS = {
 }
 _ORDER = "cruds"
 _V1_PERMS = {"read": frozenset("rs"), "write": frozenset("cud"), "*": frozenset(_ORDER)}
-_RESOURCE_RE = re.compile(r"^(patient|user|system)/(\*|[A-Z][A-Za-z]*)\.([a-z*]+)(?:\?(.*))?$")
+_RESOURCE_RE = re.compile(r"^(patient|user|system)/(\*|[A-Z][A-Za-z]*)\.([a-z*]+)(?:\?(.*))?\Z")
 
 
 def _is_v2_perm(perm: str) -> bool:

@@ -38,7 +38,7 @@ __all__ = [
 _EXTRA_TYPES = INTERACTIONS.of("Binary", "Provenance")
 
 #: A resource scope: v1 ``.write``/``.*`` or v2 ``.cruds`` letters, on a type or ``*``, and a v2 filter's query.
-_SCOPE_RE = re.compile(r"^(patient|user|system)/([A-Za-z]+|\*)\.(write|\*|c?r?u?d?s?)(\?(.+))?$")
+_SCOPE_RE = re.compile(r"^(patient|user|system)/([A-Za-z]+|\*)\.(write|\*|c?r?u?d?s?)(\?(.+))?\Z")
 _CLINICAL_NOTE = "clinical-note"
 
 

@@ -23,7 +23,7 @@ from warehouse.sof.model import Column, SelectNode, ViewDefinition, output_names
 
 __all__ = ["CompiledView", "compile_view"]
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?\Z")
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from warehouse.sof.fhirpath import Node, parse_fhirpath
 
 __all__ = ["Column", "Constant", "SelectNode", "ViewDefinition", "load_view_definition"]
 
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_RESOURCE = re.compile(r"^[A-Z][A-Za-z]*$")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*\Z")
+_RESOURCE = re.compile(r"^[A-Z][A-Za-z]*\Z")
 _SELECT_KEYS = frozenset({"column", "select", "forEach", "forEachOrNull", "unionAll", "repeat"})
 
 
