@@ -17,6 +17,8 @@ from connectors.budgets import env_number
 from connectors.errors import ConfigurationError
 from connectors.http import url_problem
 from connectors.transport import BodyBounds
+from engine.errors import PipelineConfigurationError
+from engine.warehouse_settings import check_warehouse_url
 from settings import AppSettings
 from store.crypto import ENV_ACTIVE_KEY, decode_key, is_placeholder
 
@@ -137,6 +139,16 @@ class Settings(AppSettings):
                 raise ValueError("EHR_JWT_KEY_ID is required when EHR_JWT_PRIVATE_KEY is set")
         if self.EHR_JWT_PREVIOUS_PUBLIC_KEYS is not None:
             parse_previous_keys(self.EHR_JWT_PREVIOUS_PUBLIC_KEYS.get_secret_value())
+        return self
+
+    @model_validator(mode="after")
+    def _check_warehouse_url(self) -> Settings:
+        """The resources API's warehouse, checked as the pipelines check it before a run: a URL it can never open
+        stops the service here, not one 503 "retry later" per request."""
+        try:
+            check_warehouse_url(self.warehouse_url)
+        except PipelineConfigurationError as exc:
+            raise ValueError(exc.message) from None
         return self
 
     def request_bounds(self) -> BodyBounds:

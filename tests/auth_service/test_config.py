@@ -178,3 +178,18 @@ def test_the_services_smart_calls_keep_to_the_bounds_read_at_start(
             discover(sandbox.fhir_base, http=ctx.http)
     finally:
         ctx.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [("mysql://h/wh", "scheme 'mysql' is not supported"), ("duckdb:///", "names no file"), ("{tmp}", "is a folder")],
+)
+def test_a_warehouse_url_it_cannot_open_stops_the_service(tmp_path: Path, url: str, named: str) -> None:
+    """As the pipelines check it before a run: else every resources API call answered 503 "retry later"."""
+    with pytest.raises(ConfigurationError, match=f"WAREHOUSE_URL.*{named}"):
+        load_settings(INTEGRATIONS_TOKEN_ENC_KEY=enc_key(), WAREHOUSE_URL=url.format(tmp=tmp_path))
+
+
+def test_warehouse_urls_it_can_open_are_accepted(tmp_path: Path) -> None:
+    for url in ("", str(tmp_path / "wh.duckdb"), f"duckdb:///{tmp_path}/wh.duckdb", "postgresql+psycopg://u@h/wh"):
+        assert url == load_settings(INTEGRATIONS_TOKEN_ENC_KEY=enc_key(), WAREHOUSE_URL=url).WAREHOUSE_URL
