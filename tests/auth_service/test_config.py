@@ -193,3 +193,11 @@ def test_a_warehouse_url_it_cannot_open_stops_the_service(tmp_path: Path, url: s
 def test_warehouse_urls_it_can_open_are_accepted(tmp_path: Path) -> None:
     for url in ("", str(tmp_path / "wh.duckdb"), f"duckdb:///{tmp_path}/wh.duckdb", "postgresql+psycopg://u@h/wh"):
         assert url == load_settings(INTEGRATIONS_TOKEN_ENC_KEY=enc_key(), WAREHOUSE_URL=url).WAREHOUSE_URL
+
+
+def test_a_warehouse_path_the_system_cannot_look_at_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """A name longer than the file system allows: the start-up check's probe raised a bare OSError (a traceback
+    from ``ehrsync auth serve``, ``seed`` and ``bootstrap``) instead of a message naming WAREHOUSE_URL."""
+    url = str(tmp_path / ("w" * 300) / "wh.duckdb")
+    with pytest.raises(ConfigurationError, match="WAREHOUSE_URL.*cannot be looked at.*too long"):
+        load_settings(INTEGRATIONS_TOKEN_ENC_KEY=enc_key(), WAREHOUSE_URL=url)
