@@ -199,5 +199,5 @@ def test_a_warehouse_path_the_system_cannot_look_at_is_named_not_a_traceback(tmp
     """A name longer than the file system allows: the start-up check's probe raised a bare OSError (a traceback
     from ``ehrsync auth serve``, ``seed`` and ``bootstrap``) instead of a message naming WAREHOUSE_URL."""
     url = str(tmp_path / ("w" * 300) / "wh.duckdb")
-    with pytest.raises(ConfigurationError, match="WAREHOUSE_URL.*cannot be looked at.*too long"):
+    with pytest.raises(ConfigurationError, match=r"WAREHOUSE_URL.*cannot be looked at.*too long"):
         load_settings(INTEGRATIONS_TOKEN_ENC_KEY=enc_key(), WAREHOUSE_URL=url)
