@@ -58,6 +58,8 @@ class Settings(AppSettings):
     DISCOVERY_CACHE_TTL_SECONDS: int = Field(default=3600, ge=0)
     SESSION_COOKIE_SECURE: bool | None = None
     DAGSTER_GRAPHQL_URL: str = "http://127.0.0.1:3000/graphql"
+    # /docs and /redoc: their scripts come from a CDN into this origin, so local development only (api_docs.py).
+    API_DOCS_ENABLED: bool = False
     # How long GET /api/ehr/resources waits for a busy warehouse (a sync writing) before answering 503.
     WAREHOUSE_READ_WAIT_SECONDS: float = Field(default=2.0, ge=0.1, le=30.0)
     # How long a call a person waits on (discovery, code exchange, backend mint) waits for a vendor's shared call
