@@ -22,6 +22,7 @@ from auth_service.api.routes import (
     pages,
     smart_flows,
 )
+from auth_service.api.routes.api_docs import install_api_docs
 from auth_service.core.config import Settings
 from auth_service.core.keys import build_jwks
 from auth_service.core.redaction import install_redaction
@@ -78,7 +79,11 @@ def create_app(
         version="0.1.0",
         description="SMART App Launch client, admin API and patient pages. Errors: docs/TROUBLESHOOTING.md.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc only when API_DOCS_ENABLED (auth_service.api.routes.api_docs)
+        redoc_url=None,
     )
+    if settings.API_DOCS_ENABLED:
+        install_api_docs(app)
     app.state.ctx = ctx
     app.state.dagster = dagster
     app.state.jwks = build_jwks(settings.signing_key(), settings.previous_public_keys())

@@ -93,9 +93,15 @@ def check_warehouse_url(value: str) -> str:
             return value
         value = value[len("duckdb:///") :]
     path = Path(value).expanduser()
-    if path.is_dir():
+    try:  # a name too long, a folder closed to this user: the OS's reason, named, not a bare OSError
+        is_dir = path.is_dir()
+        parent = next((p for p in path.absolute().parents if p.exists()), None)  # the file itself may exist
+    except OSError as exc:
+        raise PipelineConfigurationError(
+            f"WAREHOUSE_URL {value[:200]!r} cannot be looked at: {exc.strerror or exc}"
+        ) from None
+    if is_dir:
         raise PipelineConfigurationError(f"WAREHOUSE_URL {value!r} is a folder, not a DuckDB file")
-    parent = next((p for p in path.absolute().parents if p.exists()), None)  # the file itself may exist
     if parent is not None and not parent.is_dir():
         raise PipelineConfigurationError(f"WAREHOUSE_URL {value!r} lies under {str(parent)!r}, which is a file")
     return value

@@ -17,6 +17,8 @@ from connectors.budgets import RESPONSE_BYTES_ENV, RESPONSE_BYTES_WHAT, env_numb
 from connectors.errors import ConfigurationError
 from connectors.http import url_problem
 from connectors.transport import BodyBounds
+from engine.errors import PipelineConfigurationError
+from engine.warehouse_settings import check_warehouse_url
 from settings import AppSettings
 from store.crypto import ENV_ACTIVE_KEY, decode_key, is_placeholder
 
@@ -56,6 +58,8 @@ class Settings(AppSettings):
     DISCOVERY_CACHE_TTL_SECONDS: int = Field(default=3600, ge=0)
     SESSION_COOKIE_SECURE: bool | None = None
     DAGSTER_GRAPHQL_URL: str = "http://127.0.0.1:3000/graphql"
+    # /docs and /redoc: their scripts come from a CDN into this origin, so local development only (api_docs.py).
+    API_DOCS_ENABLED: bool = False
     # How long GET /api/ehr/resources waits for a busy warehouse (a sync writing) before answering 503.
     WAREHOUSE_READ_WAIT_SECONDS: float = Field(default=2.0, ge=0.1, le=30.0, allow_inf_nan=False)
     # How long a call a person waits on (discovery, code exchange, backend mint) waits for a vendor's shared call
@@ -138,6 +142,16 @@ class Settings(AppSettings):
                 raise ValueError("EHR_JWT_KEY_ID is required when EHR_JWT_PRIVATE_KEY is set")
         if self.EHR_JWT_PREVIOUS_PUBLIC_KEYS is not None:
             parse_previous_keys(self.EHR_JWT_PREVIOUS_PUBLIC_KEYS.get_secret_value())
+        return self
+
+    @model_validator(mode="after")
+    def _check_warehouse_url(self) -> Settings:
+        """The resources API's warehouse, checked as the pipelines check it before a run: a URL it can never open
+        stops the service here, not one 503 "retry later" per request."""
+        try:
+            check_warehouse_url(self.warehouse_url)
+        except PipelineConfigurationError as exc:
+            raise ValueError(exc.message) from None
         return self
 
     def request_bounds(self) -> BodyBounds:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PlainError", "plain_error"]
+__all__ = ["PlainError", "plain_error", "sign_in_window"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ _TEXTS: dict[str, PlainError] = {
     ),
     "invalid_state": PlainError(
         "Your sign-in took too long or started in another browser",
-        "Start again, and finish signing in at your health system within ten minutes, in this browser.",
+        "Start again, and finish signing in at your health system within {sign_in_window}, in this browser.",
     ),
     "access_denied": PlainError(
         "Access was not allowed",
@@ -109,5 +109,19 @@ _DEFAULT = PlainError(
 )
 
 
-def plain_error(code: str) -> PlainError:
-    return _TEXTS.get(code, _DEFAULT)
+def sign_in_window(seconds: int) -> str:
+    """``OAUTH_STATE_TTL_SECONDS`` as the patient reads it: whole hours or minutes when it is one, else seconds."""
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}" + ("s" if count != 1 else "")
+    return f"{seconds} seconds"
+
+
+def plain_error(code: str, *, state_ttl_seconds: int) -> PlainError:
+    """The text for ``code``; ``invalid_state`` names this service's sign-in window (it is configurable)."""
+    plain = _TEXTS.get(code, _DEFAULT)
+    if "{sign_in_window}" in plain.explanation:
+        explanation = plain.explanation.format(sign_in_window=sign_in_window(state_ttl_seconds))
+        return PlainError(plain.title, explanation, plain.retry)
+    return plain

@@ -32,7 +32,7 @@ def _can_restart(request: Request) -> bool:
 
 def render_error(request: Request, error: ServiceError, *, retry: bool = True) -> Response:
     """Plain words first, then the way back into the flow (when there is one), then the code for support."""
-    plain = plain_error(error.code)
+    plain = plain_error(error.code, state_ttl_seconds=request.app.state.ctx.settings.OAUTH_STATE_TTL_SECONDS)
     context = {
         "code": error.code,
         "message": error.message,

@@ -190,3 +190,26 @@ def test_a_wait_that_is_not_finite_is_named_so(monkeypatch: pytest.MonkeyPatch, 
     with pytest.raises(ConfigurationError) as caught:
         load_settings(INTEGRATIONS_TOKEN_ENC_KEY=enc_key())
     assert f"{name}: Input should be a finite number" in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [("mysql://h/wh", "scheme 'mysql' is not supported"), ("duckdb:///", "names no file"), ("{tmp}", "is a folder")],
+)
+def test_a_warehouse_url_it_cannot_open_stops_the_service(tmp_path: Path, url: str, named: str) -> None:
+    """As the pipelines check it before a run: else every resources API call answered 503 "retry later"."""
+    with pytest.raises(ConfigurationError, match=f"WAREHOUSE_URL.*{named}"):
+        load_settings(INTEGRATIONS_TOKEN_ENC_KEY=enc_key(), WAREHOUSE_URL=url.format(tmp=tmp_path))
+
+
+def test_warehouse_urls_it_can_open_are_accepted(tmp_path: Path) -> None:
+    for url in ("", str(tmp_path / "wh.duckdb"), f"duckdb:///{tmp_path}/wh.duckdb", "postgresql+psycopg://u@h/wh"):
+        assert url == load_settings(INTEGRATIONS_TOKEN_ENC_KEY=enc_key(), WAREHOUSE_URL=url).WAREHOUSE_URL
+
+
+def test_a_warehouse_path_the_system_cannot_look_at_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """A name longer than the file system allows: the start-up check's probe raised a bare OSError (a traceback
+    from ``ehrsync auth serve``, ``seed`` and ``bootstrap``) instead of a message naming WAREHOUSE_URL."""
+    url = str(tmp_path / ("w" * 300) / "wh.duckdb")
+    with pytest.raises(ConfigurationError, match=r"WAREHOUSE_URL.*cannot be looked at.*too long"):
+        load_settings(INTEGRATIONS_TOKEN_ENC_KEY=enc_key(), WAREHOUSE_URL=url)
