@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 from connectors.budgets import step_budget
 from connectors.errors import SearchIncompleteError, StepBudgetExceededError
 from connectors.fhir import FhirClient
+from connectors.fhir.ids import id_problem, resource_ids
 from connectors.fhir.search import SearchPage
 from connectors.http import redact_url
 from connectors.writeback.note import identifier_system
@@ -58,13 +59,19 @@ class IdentifierLookup:
         return self.matches[0] if len(self.matches) == 1 and not self.ignored else None
 
     @property
-    def found_ref(self) -> tuple[str, str | None] | None:
-        """``(id, meta.versionId)`` of the one note found, or None."""
+    def found_ref(self) -> tuple[str | None, str | None] | None:
+        """``(id, meta.versionId)`` of the one note found (each None when it is no FHIR id: ``found_not_fhir``), or
+        None when none was found."""
         found = self.found
-        if found is None:
+        return None if found is None else resource_ids(found)
+
+    @property
+    def found_not_fhir(self) -> str | None:
+        """What makes the found note's id no FHIR id (``ids.id_problem``: never its text), None when it is one."""
+        found = self.found
+        if found is None or resource_ids(found)[0] is not None:
             return None
-        meta = found.get("meta")
-        return str(found["id"]), meta.get("versionId") if isinstance(meta, dict) else None
+        return id_problem(found.get("id"))
 
 
 def find_by_identifier(client: FhirClient, note: NoteRecord, config: WritebackConfig) -> IdentifierLookup:
