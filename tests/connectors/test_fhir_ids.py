@@ -27,12 +27,12 @@ def test_the_problem_says_length_or_type_never_the_text() -> None:
     assert "a_b" not in id_problem("a_b")
 
 
-def test_a_create_answer_naming_a_long_id_names_none() -> None:
+def test_dwb50_a_create_answer_naming_a_long_id_names_none() -> None:
     result = result_of(201, f"DocumentReference/{LONG}/_history/1", None, "DocumentReference")
     assert (result.id, result.id_not_fhir) == (None, "70 characters long, where FHIR allows 1 to 64")
 
 
-def test_a_body_id_that_is_no_string_names_none() -> None:
+def test_dwb50_a_body_id_that_is_no_string_names_none() -> None:
     body = {"resourceType": "DocumentReference", "id": 12, "meta": {"versionId": "1"}}
     result = result_of(201, None, body, "DocumentReference")
     assert (result.id, result.id_not_fhir) == (None, "a JSON int rather than a string")
