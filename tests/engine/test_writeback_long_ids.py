@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from engine.writeback import write_note
-from tests.engine.writeback_helpers import FAST, WRITE_SCOPE, binary_pdf_note, enqueue, writable_connection
+from tests.engine.writeback_helpers import (
+    FAST,
+    WRITE_SCOPE,
+    binary_pdf_note,
+    enqueue,
+    server_notes,
+    writable_connection,
+)
 
 DOC_POSTS = "/fhir/DocumentReference"
 BINARY_POSTS = "/fhir/Binary"
@@ -70,3 +77,20 @@ def test_dwb18_50_a_binary_named_by_a_70_character_id_is_one_whose_id_is_unknown
     assert (done.state, done.reason_code, done.binary_id) == ("failed", "binary_not_created", None), done.reason
     assert len(request_log.paths(BINARY_POSTS, "POST")) == config.binary_posts_max
     assert request_log.paths(DOC_POSTS, "POST") == []
+
+
+def test_dwb31_50_a_lost_answer_whose_conditional_repeat_names_a_70_character_id_is_written_once(
+    slot_world, start_sandbox, http, request_log
+) -> None:
+    """With conditional create the lost answer's POST is repeated with If-None-Exist (DWB-31): the EHR answers 200
+    naming the note it holds by a 70-character id; ``written`` / ``id_unknown``, one note in the EHR."""
+    world = slot_world
+    ehr = start_sandbox(created_id_prefix=PREFIX)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    ehr.admin.set_fault("drop_response", path=DOC_POSTS, times=1)
+    done = write_note(world.env, FAST, note.id)
+    assert (done.state, done.ehr_resource_id, done.reason_code) == ("written", None, "id_unknown"), done.reason
+    _no_id_text(done.reason)
+    assert request_log.posts_conditional(DOC_POSTS) == [True, True]
+    assert len(server_notes(world, conn, ehr, note)) == 1
