@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
@@ -85,9 +85,10 @@ class AsyncStatus:
 
 def parse_location(location: str) -> tuple[str | None, str | None]:
     """``(id, version_id)`` from a Location header: relative or absolute, with or without ``/_history/n``; one urllib
-    cannot split (an unclosed ``[``) names nothing, as a missing header, so a write that succeeded is not lost."""
+    cannot split (an unclosed ``[``) names nothing, as a missing header, so a write that succeeded is not lost. Each
+    segment is percent-decoded (RFC 3986 §6.2.2.2: ``a%2Db`` is ``a-b``; a FHIR id holds no ``%``)."""
     try:
-        segments = [s for s in urlsplit(location).path.split("/") if s]
+        segments = [unquote(s) for s in urlsplit(location).path.split("/") if s]
     except ValueError:
         return None, None
     if "_history" in segments:

@@ -46,3 +46,16 @@ def test_a_fhir_id_in_the_body_stands_for_a_location_naming_none() -> None:
 
 def test_an_answer_naming_no_id_has_no_problem() -> None:
     assert result_of(201, None, None, "DocumentReference").id_not_fhir is None
+
+
+def test_dwb50_a_location_percent_encoding_a_fhir_id_names_it() -> None:
+    """RFC 3986 §2.3/§6.2.2.2: ``abc%2Ddef`` is ``abc-def`` (a FHIR id holds no ``%``, so its encoding is decoded);
+    the base URL's own encoding is no part of the id."""
+    location = "https://ehr.example/my%20fhir/DocumentReference/abc%2Ddef%2E1/_history/%32"
+    result = result_of(201, location, None, "DocumentReference")
+    assert (result.id, result.version_id, result.id_not_fhir) == ("abc-def.1", "2", None)
+
+
+def test_dwb50_a_location_encoding_a_slash_in_its_id_names_no_fhir_id() -> None:
+    result = result_of(201, "DocumentReference/a%2Fb", None, "DocumentReference")
+    assert (result.id, result.id_not_fhir) == (None, "3 characters, some of them not allowed in a FHIR id")
