@@ -93,7 +93,7 @@ def unclaimed(db: AppDatabase, note: NoteRecord, matches: list[dict[str, Any]]) 
                 )
             )
         )
-    return [r for r in matches if r["id"] not in held]
+    return [r for r in matches if not (isinstance(r["id"], str) and r["id"] in held)]  # no note holds a non-str
 
 
 def twinned(db: AppDatabase, note: NoteRecord, matches: list[dict[str, Any]]) -> bool:
@@ -161,7 +161,7 @@ def _listing(client: FhirClient, note: NoteRecord, params: dict[str, str], sent:
             applied = _applied(page, params)
         elif any(about_the_search(i, params) for o in page.outcomes for i in _issues(o)):
             applied = False
-        matches.update((r["id"], r) for r in page.resources if same_note(r, note, sent))
+        matches.update((str(r["id"]), r) for r in page.resources if same_note(r, note, sent))
         if number + 1 >= _MAX_PAGES and page.next_url is not None:
             _log.warning("note %s: the patient, type and date search pages past %d; undecided", note.id, _MAX_PAGES)
             return DetailsLookup()
@@ -182,8 +182,9 @@ def _applied(page: SearchPage, params: dict[str, str]) -> bool:
 
 
 def same_note(resource: dict[str, Any], note: NoteRecord, sent: dict[str, Any]) -> bool:
-    """Whether ``resource`` is exactly the DocumentReference ``sent`` for ``note`` (as a server keeps it)."""
-    if resource.get("resourceType") != _TYPE or not isinstance(resource.get("id"), str):
+    """Whether ``resource`` is exactly the DocumentReference ``sent`` for ``note`` (as a server keeps it; an id that
+    is no FHIR id, a JSON number, still names it: ``reconcile`` writes it with its id unknown)."""
+    if resource.get("resourceType") != _TYPE or resource.get("id") is None:
         return False
     if not _refers(resource.get("subject"), "Patient", note.patient_id) or _another_drafts(resource, note):
         return False

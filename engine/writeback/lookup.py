@@ -129,7 +129,7 @@ def _one_pass(client: FhirClient, note: NoteRecord, params: dict[str, str], matc
         if _ignored(page, first=number == 0):
             _log.warning("note %s: the EHR did not apply the identifier search; its answer is no evidence", note.id)
             return True
-        matches.update((r["id"], r) for r in page.resources if _carries(r, system, value))
+        matches.update((str(r["id"]), r) for r in page.resources if _carries(r, system, value))
         if number + 1 >= _MAX_PAGES and page.next_url is not None:
             what, url = f"identifier search: more than {_MAX_PAGES} pages", redact_url(page.url)
             raise SearchIncompleteError(what, url, received=len(matches), total=None, reason="too_many_pages")
@@ -137,12 +137,13 @@ def _one_pass(client: FhirClient, note: NoteRecord, params: dict[str, str], matc
 
 
 def carries_identifier(resource: dict[str, Any], note: NoteRecord) -> bool:
-    """Whether ``resource`` is a DocumentReference (with an id) carrying this draft's exact identifier."""
+    """Whether ``resource`` is a DocumentReference (with an id) carrying this draft's exact identifier: an id that is
+    no FHIR id (a JSON number) still names the note the EHR holds (``reconcile`` writes it with its id unknown)."""
     return _carries(resource, identifier_system(note.tenant_id), note.draft_id)
 
 
 def _carries(resource: dict[str, Any], system: str, value: str) -> bool:
-    if resource.get("resourceType") != "DocumentReference" or not isinstance(resource.get("id"), str):
+    if resource.get("resourceType") != "DocumentReference" or resource.get("id") is None:
         return False
     identifiers = resource.get("identifier")
     return isinstance(identifiers, list) and any(

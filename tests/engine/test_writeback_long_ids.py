@@ -94,3 +94,38 @@ def test_dwb31_50_a_lost_answer_whose_conditional_repeat_names_a_70_character_id
     _no_id_text(done.reason)
     assert request_log.posts_conditional(DOC_POSTS) == [True, True]
     assert len(server_notes(world, conn, ehr, note)) == 1
+
+
+def test_dwb50_a_lost_answer_found_by_identifier_under_a_number_id_is_written_with_its_id_unknown(
+    slot_world, start_sandbox, http, request_log
+) -> None:
+    """The identifier search finds the note, its ``id`` a JSON number (FHIR forbids it): that is the EHR holding
+    it, so ``written`` / ``id_unknown`` (before, such a match was not counted and the note was left ``unknown``)."""
+    world = slot_world
+    ehr = start_sandbox(conditional_create=False)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    ehr.admin.set_fault("drop_response", path=DOC_POSTS, times=1)  # stored, answer lost: the search finds it
+    ehr.admin.set_fault("search_shape", path=DOC_POSTS, method="GET", times=None, shape="number_ids")
+    done = write_note(world.env, FAST, note.id)
+    assert (done.state, done.ehr_resource_id, done.reason_code) == ("written", None, "id_unknown"), done.reason
+    assert done.reason is not None and "a JSON int rather than a string" in done.reason, done.reason
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+
+
+def test_dwb32_50_a_lost_note_found_by_patient_type_and_date_under_a_number_id_is_written_with_its_id_unknown(
+    slot_world, start_sandbox, http, request_log
+) -> None:
+    """As above where the identifier cannot decide (dropped on create, its search ignored): the patient, type and
+    date search finds the note exactly, its ``id`` a JSON number; ``written`` / ``id_unknown``, never POSTed again."""
+    world = slot_world
+    dropping = {"create_drops_fields": ["identifier"], "ignored_search_params": ["identifier"]}
+    ehr = start_sandbox(conditional_create=False, report_ignored_params="self_link", **dropping)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    ehr.admin.set_fault("drop_response", path=DOC_POSTS, times=1)
+    ehr.admin.set_fault("search_shape", path=DOC_POSTS, method="GET", times=None, shape="number_ids")
+    done = write_note(world.env, FAST, note.id)
+    assert (done.state, done.ehr_resource_id, done.reason_code) == ("written", None, "id_unknown"), done.reason
+    assert done.reason is not None and "a JSON int rather than a string" in done.reason, done.reason
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
