@@ -13,8 +13,8 @@ keeping it may write it in another offset or with a zero fraction; both are the 
 else (another second, a non-zero fraction, a date without seconds or zone) is not what was sent: no match. A
 server that lowers the precision thus leaves the note for a person rather than matching a neighbour.
 
-A match another note of the tenant not yet written matches as well (``twinned``) is neither's: the caller leaves
-the note for a person rather than guess which of the two the EHR holds.
+A match another note of the tenant not yet written (or written with its id unknown) matches as well (``twinned``)
+is neither's: the caller leaves the note for a person rather than guess which of the two the EHR holds.
 
 The answer decides only when the listing was read whole within the bound; "none" proves absence only when the
 server demonstrably applied every parameter (its first page's self link names each, no OperationOutcome says
@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from connectors import errors as ce
 from connectors.budgets import step_budget
@@ -97,7 +97,8 @@ def unclaimed(db: AppDatabase, note: NoteRecord, matches: list[dict[str, Any]]) 
 
 
 def twinned(db: AppDatabase, note: NoteRecord, matches: list[dict[str, Any]]) -> bool:
-    """Whether another note of the tenant not ``written`` (still to send, lost, unsettled) would match one of
+    """Whether another note of the tenant not ``written`` (still to send, lost, unsettled), or ``written`` with its
+    id unknown (``id_unknown``: no id tells its note apart, and ``unclaimed`` cannot remove it), would match one of
     ``matches`` exactly as well: two drafts of one patient and type filed in the same second with the same content
     (or, on a server returning neither size nor hash, the same label) are the same to the search, and which of them
     reached the EHR cannot be told. Counting it for this one could mark it written while only the other was stored;
@@ -109,7 +110,7 @@ def twinned(db: AppDatabase, note: NoteRecord, matches: list[dict[str, Any]]) ->
                 NoteOutbox.id != note.id,
                 NoteOutbox.patient_id == note.patient_id,
                 NoteOutbox.loinc_code == note.loinc_code,
-                NoteOutbox.state != "written",
+                or_(NoteOutbox.state != "written", NoteOutbox.ehr_resource_id.is_(None)),
             )
         ).all()
         others = [NoteRecord.of(row) for row in rows]

@@ -7,7 +7,8 @@ person's retry put the note back ``pending`` while the search ran (DWB-63). Not 
 the note's ``reason``, after the reason it had, until a later search ends). A server that did not apply the
 identifier search (it ignores the parameter) cannot reconcile at all: the note stays ``unknown`` with the reason
 code ``identifier_search_ignored``, never ``written`` or ``failed`` on such evidence, unless the search by
-patient, type and date (``fallback``, DWB-32/33) finds it exactly, and no other draft not yet written as well.
+patient, type and date (``fallback``, DWB-32/33) finds it exactly, and no other draft not yet written (or written
+with its id unknown) as well.
 """
 
 from __future__ import annotations
@@ -189,8 +190,8 @@ def twin_reason(*, still_searched: bool = False) -> str:
     """The reason of a note ``_twinned`` left (``still_searched``: an ``accepted`` one, searched again by itself)."""
     then = _STILL_SEARCHED if still_searched else "which of them the EHR holds needs a person"
     return (
-        f"{TWIN_SAID} another draft of the same patient, type, second and content, not yet written, matches it as "
-        f"well: {then}"
+        f"{TWIN_SAID} another draft of the same patient, type, second and content, not yet written (or written with "
+        f"its id unknown), matches it as well: {then}"
     )
 
 

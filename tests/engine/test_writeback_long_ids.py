@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from sqlalchemy import update
+
 from engine.writeback import write_note
+from store.models import NoteOutbox
 from tests.engine.writeback_helpers import (
     FAST,
     WRITE_SCOPE,
@@ -129,3 +132,29 @@ def test_dwb32_50_a_lost_note_found_by_patient_type_and_date_under_a_number_id_i
     assert (done.state, done.ehr_resource_id, done.reason_code) == ("written", None, "id_unknown"), done.reason
     assert done.reason is not None and "a JSON int rather than a string" in done.reason, done.reason
     assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+
+
+def test_dwb32_50_a_note_written_with_its_long_id_unknown_is_never_taken_for_its_twins(
+    slot_world, start_sandbox, http, request_log
+) -> None:
+    """Two drafts of one patient, type, second and text on an EHR that drops the identifier and names 70-character
+    ids: the first is ``written`` / ``id_unknown`` (no id kept to tell its note by), the second's POST is lost before
+    the EHR stored it. The patient/type/date search finds only the first's note: it may be either's, so the second
+    is left ``unknown`` for a person, never ``written`` as it (it never reached the EHR: lost silently)."""
+    world = slot_world
+    dropping = {"create_drops_fields": ["identifier"], "ignored_search_params": ["identifier"]}
+    ehr = start_sandbox(
+        conditional_create=False, report_ignored_params="self_link", created_id_prefix=PREFIX, **dropping
+    )
+    conn = writable_connection(world, ehr, http)
+    first = write_note(world.env, FAST, enqueue(world, conn).id)
+    assert (first.state, first.reason_code) == ("written", "id_unknown")
+    second = enqueue(world, conn)
+    with world.env.db.session() as session:  # two drafts of one visit, filed in the same second
+        session.execute(update(NoteOutbox).where(NoteOutbox.id == second.id).values(created_at=first.created_at))
+        session.commit()
+    ehr.admin.set_fault("drop", path=DOC_POSTS, times=1)  # the second's POST, lost before the EHR stored it
+    done = write_note(world.env, FAST, second.id)
+    assert (done.state, done.ehr_resource_id) == ("unknown", None), done.reason
+    assert done.reason is not None and "another draft of the same patient" in done.reason, done.reason
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 2  # no resend
