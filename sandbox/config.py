@@ -151,6 +151,9 @@ class SandboxConfig(BaseModel):
     create_hashed_etag: bool = False
     #: DWB-50: a 2xx create keeps its Location but its body is a gateway's HTML page, not JSON (what it says is 2xx)
     create_html_body: bool = False
+    #: prepended to every id the sandbox assigns on create (e.g. 70 characters: a server naming ids FHIR does not
+    #: allow, ``[A-Za-z0-9-.]{1,64}``); "" assigns FHIR ids
+    created_id_prefix: str = ""
     #: resources are served (read, search, bulk output) without ``meta.lastUpdated``, optional in FHIR and left out
     #: by some servers; the server still keeps it, so ``_lastUpdated`` searches and ``_since`` work as before
     omit_last_updated: bool = False

@@ -11,6 +11,8 @@
   Medication of ``medicationReference``), once a page, in entries with no ``search`` at all: legal (R4
   ``Bundle.entry.search`` and its ``mode`` are 0..1), as servers send what a match refers to, or an ``_include``,
   without saying so.
+- ``number_ids``: each match's ``id`` a JSON number (a stable one per id), as a server keying rows by integer and
+  writing them unquoted does. FHIR's JSON format forbids it (``id`` is a string).
 
 The ``bulk_deleted_shape`` fault writes a Bulk ``deleted`` file the same naive way (``bare_deleted_entries``): each
 Bundle's one DELETE entry comes as the bare object instead of a one-element array.
@@ -18,6 +20,7 @@ Bundle's one DELETE entry comes as the bare object instead of a one-element arra
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, Literal
 
 import orjson
@@ -27,7 +30,7 @@ from sandbox.errors import SandboxError
 
 __all__ = ["SearchShape", "bare_deleted_entries", "reshape_searchset"]
 
-SearchShape = Literal["single_objects", "relation_case", "unmarked_others"]
+SearchShape = Literal["single_objects", "relation_case", "unmarked_others", "number_ids"]
 _REFERRING = ("subject", "patient", "medicationReference")
 
 
@@ -42,10 +45,20 @@ def reshape_searchset(bundle: dict[str, Any], shape: SearchShape, store: DataSto
     elif shape == "relation_case":
         links = reshaped.get("link") or []
         reshaped["link"] = [{**link, "relation": str(link.get("relation", "")).capitalize()} for link in links]
+    elif shape == "number_ids":
+        reshaped["entry"] = [_number_id(entry) for entry in reshaped.get("entry") or []]
     else:
         entries = list(reshaped.get("entry") or [])
         reshaped["entry"] = entries + _referred(entries, store)
     return reshaped
+
+
+def _number_id(entry: dict[str, Any]) -> dict[str, Any]:
+    """``entry`` with its resource's ``id`` written as a JSON number (the same for the same id, page after page)."""
+    resource = entry.get("resource")
+    if not isinstance(resource, dict) or not isinstance(resource.get("id"), str):
+        return entry
+    return {**entry, "resource": {**resource, "id": zlib.crc32(resource["id"].encode())}}
 
 
 def _referred(entries: list[dict[str, Any]], store: DataStore) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ class SandboxState:
         self.initial = cfg.model_copy(deep=True)
         self.settings = cfg.model_copy(deep=True)
         self.clock = Clock(cfg.clock_shift_s, cfg.clock_leap_second)
-        self.store = DataStore(Generator(cfg.seed, cfg.patients), self.clock)
+        self.store = DataStore(Generator(cfg.seed, cfg.patients), self.clock, lambda: self.settings.created_id_prefix)
         self.auth = AuthState()
         self.faults = FaultRegistry()
         self.keys = SigningKey()

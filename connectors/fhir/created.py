@@ -19,12 +19,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
 from connectors.errors import AsyncStatusUnreadableError, CreateRedirectError, FhirError, fhir_error_for_status
 from connectors.fhir._exact_json import loads_exact
+from connectors.fhir.ids import fhir_id, id_problem
 from connectors.http import is_within_base, parse_retry_after, redact_url, resolve_url
 from connectors.transport.answers import outcome_without_credentials
 from connectors.transport.bounds import read_capped
@@ -61,6 +62,7 @@ class CreateResult:
     resource: dict[str, Any] | None
     version_id: str | None = None
     status_url: str | None = None
+    id_not_fhir: str | None = None
 
     @property
     def created(self) -> bool:
@@ -83,9 +85,10 @@ class AsyncStatus:
 
 def parse_location(location: str) -> tuple[str | None, str | None]:
     """``(id, version_id)`` from a Location header: relative or absolute, with or without ``/_history/n``; one urllib
-    cannot split (an unclosed ``[``) names nothing, as a missing header, so a write that succeeded is not lost."""
+    cannot split (an unclosed ``[``) names nothing, as a missing header, so a write that succeeded is not lost. Each
+    segment is percent-decoded (RFC 3986 §6.2.2.2: ``a%2Db`` is ``a-b``; a FHIR id holds no ``%``)."""
     try:
-        segments = [s for s in urlsplit(location).path.split("/") if s]
+        segments = [unquote(s) for s in urlsplit(location).path.split("/") if s]
     except ValueError:
         return None, None
     if "_history" in segments:
@@ -111,14 +114,20 @@ def result_of(
     """A CreateResult from a 2xx: the id and version from ``Location`` (relative or absolute, maybe ``/_history/n``),
     else from the body when it is a ``resource_type``, and the version else from ``etag`` (a server may answer a
     create with a ``Location`` without ``/_history`` and no body: the version was lost, so a Provenance named none;
-    the caller passes the ETag only of an answer without a body, whose ETag a framework may have made its hash)."""
-    resource_id, version = parse_location(location) if location else (None, None)
+    the caller passes the ETag only of an answer without a body, whose ETag a framework may have made its hash).
+    Ids and versions that are no FHIR id are read as not named (``id_not_fhir`` says so for the id)."""
+    named_id, named_version = parse_location(location) if location else (None, None)
     returned = body if isinstance(body, dict) and body.get("resourceType") == resource_type else None
+    body_id: Any = None
+    body_version: Any = None
     if returned is not None:
-        resource_id = resource_id or returned.get("id")
         meta = returned.get("meta") if isinstance(returned.get("meta"), dict) else {}
-        version = version or (meta.get("versionId") if meta else None)
-    return CreateResult(status, resource_id, location, returned, version or version_of_etag(etag))
+        body_id, body_version = returned.get("id"), meta.get("versionId") if meta else None
+    resource_id = fhir_id(named_id) or fhir_id(body_id)  # ids that are no FHIR id are named by none (``ids``)
+    named = [v for v in (named_id, body_id) if v is not None and v != ""]
+    not_fhir = id_problem(named[0]) if named and resource_id is None else None
+    version = fhir_id(named_version) or fhir_id(body_version) or version_of_etag(etag)
+    return CreateResult(status, resource_id, location, returned, version, id_not_fhir=not_fhir)
 
 
 def read_async_status(response: httpx.Response, resource_type: str, max_bytes: int | None) -> AsyncStatus:

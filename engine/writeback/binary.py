@@ -146,7 +146,8 @@ def _created(env: SyncEnvironment, note: NoteRecord, created: CreateResult) -> t
     if not created.id:
         if note.binary_status_url is not None:
             note = transition(env.db, note, note.state, binary_status_url=None, detail={"binary_job": "no_id"})
-        return note, ce.TransportError("the server created the Binary but named no id")
+        named = f" FHIR id (it named one {created.id_not_fhir})" if created.id_not_fhir else " id"
+        return note, ce.TransportError(f"the server created the Binary but named no{named}")
     note = transition(
         env.db, note, note.state, binary_id=created.id, binary_status_url=None, detail={"binary_created": True}
     )

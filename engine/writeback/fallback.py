@@ -13,8 +13,8 @@ keeping it may write it in another offset or with a zero fraction; both are the 
 else (another second, a non-zero fraction, a date without seconds or zone) is not what was sent: no match. A
 server that lowers the precision thus leaves the note for a person rather than matching a neighbour.
 
-A match another note of the tenant not yet written matches as well (``twinned``) is neither's: the caller leaves
-the note for a person rather than guess which of the two the EHR holds.
+A match another note of the tenant not yet written (or written with its id unknown) matches as well (``twinned``)
+is neither's: the caller leaves the note for a person rather than guess which of the two the EHR holds.
 
 The answer decides only when the listing was read whole within the bound; "none" proves absence only when the
 server demonstrably applied every parameter (its first page's self link names each, no OperationOutcome says
@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from connectors import errors as ce
 from connectors.budgets import step_budget
@@ -93,11 +93,12 @@ def unclaimed(db: AppDatabase, note: NoteRecord, matches: list[dict[str, Any]]) 
                 )
             )
         )
-    return [r for r in matches if r["id"] not in held]
+    return [r for r in matches if not (isinstance(r["id"], str) and r["id"] in held)]  # no note holds a non-str
 
 
 def twinned(db: AppDatabase, note: NoteRecord, matches: list[dict[str, Any]]) -> bool:
-    """Whether another note of the tenant not ``written`` (still to send, lost, unsettled) would match one of
+    """Whether another note of the tenant not ``written`` (still to send, lost, unsettled), or ``written`` with its
+    id unknown (``id_unknown``: no id tells its note apart, and ``unclaimed`` cannot remove it), would match one of
     ``matches`` exactly as well: two drafts of one patient and type filed in the same second with the same content
     (or, on a server returning neither size nor hash, the same label) are the same to the search, and which of them
     reached the EHR cannot be told. Counting it for this one could mark it written while only the other was stored;
@@ -109,7 +110,7 @@ def twinned(db: AppDatabase, note: NoteRecord, matches: list[dict[str, Any]]) ->
                 NoteOutbox.id != note.id,
                 NoteOutbox.patient_id == note.patient_id,
                 NoteOutbox.loinc_code == note.loinc_code,
-                NoteOutbox.state != "written",
+                or_(NoteOutbox.state != "written", NoteOutbox.ehr_resource_id.is_(None)),
             )
         ).all()
         others = [NoteRecord.of(row) for row in rows]
@@ -161,7 +162,7 @@ def _listing(client: FhirClient, note: NoteRecord, params: dict[str, str], sent:
             applied = _applied(page, params)
         elif any(about_the_search(i, params) for o in page.outcomes for i in _issues(o)):
             applied = False
-        matches.update((r["id"], r) for r in page.resources if same_note(r, note, sent))
+        matches.update((str(r["id"]), r) for r in page.resources if same_note(r, note, sent))
         if number + 1 >= _MAX_PAGES and page.next_url is not None:
             _log.warning("note %s: the patient, type and date search pages past %d; undecided", note.id, _MAX_PAGES)
             return DetailsLookup()
@@ -182,8 +183,9 @@ def _applied(page: SearchPage, params: dict[str, str]) -> bool:
 
 
 def same_note(resource: dict[str, Any], note: NoteRecord, sent: dict[str, Any]) -> bool:
-    """Whether ``resource`` is exactly the DocumentReference ``sent`` for ``note`` (as a server keeps it)."""
-    if resource.get("resourceType") != _TYPE or not isinstance(resource.get("id"), str):
+    """Whether ``resource`` is exactly the DocumentReference ``sent`` for ``note`` (as a server keeps it; an id that
+    is no FHIR id, a JSON number, still names it: ``reconcile`` writes it with its id unknown)."""
+    if resource.get("resourceType") != _TYPE or resource.get("id") is None:
         return False
     if not _refers(resource.get("subject"), "Patient", note.patient_id) or _another_drafts(resource, note):
         return False

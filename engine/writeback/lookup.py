@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 from connectors.budgets import step_budget
 from connectors.errors import SearchIncompleteError, StepBudgetExceededError
 from connectors.fhir import FhirClient
+from connectors.fhir.ids import id_problem, resource_ids
 from connectors.fhir.search import SearchPage
 from connectors.http import redact_url
 from connectors.writeback.note import identifier_system
@@ -58,13 +59,19 @@ class IdentifierLookup:
         return self.matches[0] if len(self.matches) == 1 and not self.ignored else None
 
     @property
-    def found_ref(self) -> tuple[str, str | None] | None:
-        """``(id, meta.versionId)`` of the one note found, or None."""
+    def found_ref(self) -> tuple[str | None, str | None] | None:
+        """``(id, meta.versionId)`` of the one note found (each None when it is no FHIR id: ``found_not_fhir``), or
+        None when none was found."""
         found = self.found
-        if found is None:
+        return None if found is None else resource_ids(found)
+
+    @property
+    def found_not_fhir(self) -> str | None:
+        """What makes the found note's id no FHIR id (``ids.id_problem``: never its text), None when it is one."""
+        found = self.found
+        if found is None or resource_ids(found)[0] is not None:
             return None
-        meta = found.get("meta")
-        return str(found["id"]), meta.get("versionId") if isinstance(meta, dict) else None
+        return id_problem(found.get("id"))
 
 
 def find_by_identifier(client: FhirClient, note: NoteRecord, config: WritebackConfig) -> IdentifierLookup:
@@ -122,7 +129,7 @@ def _one_pass(client: FhirClient, note: NoteRecord, params: dict[str, str], matc
         if _ignored(page, first=number == 0):
             _log.warning("note %s: the EHR did not apply the identifier search; its answer is no evidence", note.id)
             return True
-        matches.update((r["id"], r) for r in page.resources if _carries(r, system, value))
+        matches.update((str(r["id"]), r) for r in page.resources if _carries(r, system, value))
         if number + 1 >= _MAX_PAGES and page.next_url is not None:
             what, url = f"identifier search: more than {_MAX_PAGES} pages", redact_url(page.url)
             raise SearchIncompleteError(what, url, received=len(matches), total=None, reason="too_many_pages")
@@ -130,12 +137,13 @@ def _one_pass(client: FhirClient, note: NoteRecord, params: dict[str, str], matc
 
 
 def carries_identifier(resource: dict[str, Any], note: NoteRecord) -> bool:
-    """Whether ``resource`` is a DocumentReference (with an id) carrying this draft's exact identifier."""
+    """Whether ``resource`` is a DocumentReference (with an id) carrying this draft's exact identifier: an id that is
+    no FHIR id (a JSON number) still names the note the EHR holds (``reconcile`` writes it with its id unknown)."""
     return _carries(resource, identifier_system(note.tenant_id), note.draft_id)
 
 
 def _carries(resource: dict[str, Any], system: str, value: str) -> bool:
-    if resource.get("resourceType") != "DocumentReference" or not isinstance(resource.get("id"), str):
+    if resource.get("resourceType") != "DocumentReference" or resource.get("id") is None:
         return False
     identifiers = resource.get("identifier")
     return isinstance(identifiers, list) and any(

@@ -48,7 +48,8 @@ def confirm_match(
         return None, lookup
     if (ref := lookup.found_ref) is None:
         return None, lookup
-    return CreateResult(result.status, ref[0], None, lookup.found, ref[1]), lookup
+    not_fhir = lookup.found_not_fhir  # found, but named by no FHIR id: ``written`` with its id unknown
+    return CreateResult(result.status, ref[0], None, lookup.found, ref[1], id_not_fhir=not_fhir), lookup
 
 
 def unconfirmed(

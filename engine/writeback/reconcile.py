@@ -7,7 +7,8 @@ person's retry put the note back ``pending`` while the search ran (DWB-63). Not 
 the note's ``reason``, after the reason it had, until a later search ends). A server that did not apply the
 identifier search (it ignores the parameter) cannot reconcile at all: the note stays ``unknown`` with the reason
 code ``identifier_search_ignored``, never ``written`` or ``failed`` on such evidence, unless the search by
-patient, type and date (``fallback``, DWB-32/33) finds it exactly, and no other draft not yet written as well.
+patient, type and date (``fallback``, DWB-32/33) finds it exactly, and no other draft not yet written (or written
+with its id unknown) as well.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from typing import Any, TypeAlias
 
 from connectors import errors as ce
 from connectors.fhir import FhirClient
+from connectors.fhir.ids import id_problem, resource_ids
 from engine.writeback.config import WritebackConfig
 from engine.writeback.fallback import DetailsLookup, drops_identifier, find_by_details, twinned, unclaimed
 from engine.writeback.lookup import IdentifierLookup, find_by_identifier
+from engine.writeback.written import ID_UNKNOWN, not_fhir_reason
 from store import AppDatabase
 from store.outbox import NoteRecord, StaleNoteError, get_note, transition
 
@@ -125,18 +128,8 @@ def reconcile(
             return _by_details(db, note, matches)
         if lookup.ignored:
             return _ignored(db, note, details)
-    if (ref := lookup.found_ref) is not None:
-        resource_id, version_id = ref
-        return _settled(
-            db,
-            note,
-            "written",
-            {"reconciled": True, "resource_id": resource_id},
-            ehr_resource_id=resource_id,
-            ehr_version_id=version_id,
-            reason_code=None,
-            reason=None,
-        )
+    if (found := lookup.found) is not None:
+        return _found(db, note, found, {"reconciled": True})
     if len(lookup.matches) > 1:
         return _settled(
             db,
@@ -158,14 +151,25 @@ def _by_details(db: AppDatabase, note: NoteRecord, matches: list[dict[str, Any]]
         reason = f"{len(matches)} notes match this draft's patient, type, date and content"
         detail = {"reconciled": True, "matches": len(matches), "by": BY_DETAILS}
         return _settled(db, note, "failed", detail, reason_code="duplicate_notes", reason=reason)
-    resource_id, meta = str(matches[0]["id"]), matches[0].get("meta")
+    return _found(db, note, matches[0], {"reconciled": True, "by": BY_DETAILS})
+
+
+def _found(db: AppDatabase, note: NoteRecord, found: dict[str, Any], detail: dict[str, Any]) -> NoteRecord:
+    """``written`` with the one note a search found: its id, or ``ID_UNKNOWN`` when the EHR names it by an id that is
+    no FHIR id (``connectors.fhir.ids``: it could not be stored; its length or type is said, never its text)."""
+    resource_id, version_id = resource_ids(found)
+    if resource_id is None:
+        reason = not_fhir_reason("the search found the note, which the EHR names by", id_problem(found.get("id")))
+        _log.warning("note %s: %s; written as %s", note.id, reason, ID_UNKNOWN)
+        detail = detail | {"error_code": ID_UNKNOWN}
+        return _settled(db, note, "written", detail, reason_code=ID_UNKNOWN, reason=reason)
     return _settled(
         db,
         note,
         "written",
-        {"reconciled": True, "resource_id": resource_id, "by": BY_DETAILS},
+        detail | {"resource_id": resource_id},
         ehr_resource_id=resource_id,
-        ehr_version_id=meta.get("versionId") if isinstance(meta, dict) else None,
+        ehr_version_id=version_id,
         reason_code=None,
         reason=None,
     )
@@ -186,8 +190,8 @@ def twin_reason(*, still_searched: bool = False) -> str:
     """The reason of a note ``_twinned`` left (``still_searched``: an ``accepted`` one, searched again by itself)."""
     then = _STILL_SEARCHED if still_searched else "which of them the EHR holds needs a person"
     return (
-        f"{TWIN_SAID} another draft of the same patient, type, second and content, not yet written, matches it as "
-        f"well: {then}"
+        f"{TWIN_SAID} another draft of the same patient, type, second and content, not yet written (or written with "
+        f"its id unknown), matches it as well: {then}"
     )
 
 

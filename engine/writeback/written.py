@@ -4,7 +4,9 @@ The id comes from the answer (``Location``, else the body). A server may name ne
 ``Prefer: return=OperationOutcome`` without ``Location``): the id is then learned by the identifier search, exact
 matches only (``lookup``). When that cannot name it (not found, several, the server ignores the parameter, the
 search failed) the note is still ``written`` (the 2xx is proof) with no id and the reason code ``id_unknown``,
-logged and audited; no Provenance can point at it.
+logged and audited; no Provenance can point at it. So too when the EHR names an id that is no FHIR id
+(``connectors.fhir.ids``: longer than 64 characters, not a string): it could not be stored or referenced, and is
+never searched for (the server would name the same), never POSTed again; its length or type is said, not its text.
 
 A run whose POST waited long may find that another run moved the note meanwhile (resumed it as stalled, then
 ``unknown``): its compare-and-set fails (``StaleNoteError``). The 2xx still holds, so the note is read again and,
@@ -23,7 +25,7 @@ from engine.writeback.lookup import find_by_identifier
 from store import AppDatabase
 from store.outbox import NoteRecord, StaleNoteError, get_note, transition
 
-__all__ = ["ID_UNKNOWN", "record_written"]
+__all__ = ["ID_UNKNOWN", "not_fhir_reason", "record_written"]
 
 _log = logging.getLogger(__name__)
 #: Reason code of a ``written`` note whose id the EHR did not name and the identifier search could not find.
@@ -43,7 +45,11 @@ def record_written(
     (``id_from``: where the caller learned ``result.id``, for the audit; the answer by default)."""
     resource_id, version_id, reason = result.id, result.version_id, None
     id_from = id_from or ("answer" if resource_id else "search")
-    if resource_id is None:
+    if resource_id is None and result.id_not_fhir is not None:  # a version of no id known names nothing
+        said = f"the EHR answered HTTP {result.status} naming the note by"
+        version_id, reason = None, not_fhir_reason(said, result.id_not_fhir)
+        _log.warning("note %s: %s; written as %s, without Provenance", note.id, reason, ID_UNKNOWN)
+    elif resource_id is None:
         resource_id, version_id, reason = _learn_id(client, note, result.status, config)
     fields: dict[str, Any] = {
         "ehr_resource_id": resource_id,
@@ -66,9 +72,11 @@ def _learn_id(
     except ce.EhrSyncError as exc:
         why = f"the identifier search failed ({exc.code})"
     else:
-        if (ref := lookup.found_ref) is not None:
+        if (ref := lookup.found_ref) is not None and ref[0] is not None:
             return *ref, None
-        if lookup.ignored:
+        if (problem := lookup.found_not_fhir) is not None:
+            why = f"the identifier search found it named by an id that is not a FHIR id ({problem})"
+        elif lookup.ignored:
             why = "the EHR ignores the identifier search parameter"
         else:
             why = f"the identifier search found {len(lookup.matches)} notes carrying this draft's identifier"
@@ -80,6 +88,12 @@ def _learn_id(
         ID_UNKNOWN,
     )
     return None, None, f"the EHR answered HTTP {status} without naming the note's id, and {why}"
+
+
+def not_fhir_reason(said: str, problem: str) -> str:
+    """The reason of a note ``written`` whose id the EHR named, but no FHIR id (``said``: who named it, ending in
+    "by"; ``problem``: its length or type, never its text)."""
+    return f"{said} an id that is not a FHIR id ({problem}): its id is unknown, so no Provenance points at it"
 
 
 def _commit(db: AppDatabase, note: NoteRecord, fields: dict[str, Any], detail: dict[str, Any]) -> NoteRecord:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -31,9 +31,10 @@ def patient_of(resource: Resource) -> int | None:
 class DataStore:
     """What the FHIR API and bulk export read: generated base data with the overlay applied."""
 
-    def __init__(self, generator: Generator, clock: Clock) -> None:
+    def __init__(self, generator: Generator, clock: Clock, id_prefix: Callable[[], str] = lambda: "") -> None:
         self.generator = generator
         self.clock = clock
+        self._id_prefix = id_prefix  # ``created_id_prefix``, read at each create (a runtime setting)
         self._lock = threading.Lock()
         self._changed: dict[Key, Resource] = {}
         self._created: dict[int | None, list[Key]] = {}
@@ -92,7 +93,7 @@ class DataStore:
 
     def _new_id(self, resource_type: str) -> str:
         self._serial += 1
-        return f"new{self._serial}x{resource_type[:3].lower()}"
+        return f"{self._id_prefix()}new{self._serial}x{resource_type[:3].lower()}"
 
     def create(self, resource: Resource) -> Resource:
         """Store a new resource with a server-assigned id, versionId 1 and server-clock lastUpdated."""

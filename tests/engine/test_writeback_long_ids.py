@@ -1,0 +1,160 @@
+"""DWB-50: an EHR naming a note, Binary or Provenance by an id that is no FHIR id (``[A-Za-z0-9-.]{1,64}``: here
+70 characters, sandbox ``created_id_prefix``). The outbox stores ids of 64 characters: before, storing such an id
+failed on PostgreSQL after the note was in the EHR, and on every run of the note after. Now the note is ``written``
+with its id unknown (``id_unknown``), no Provenance, never POSTed again. Over the sandbox on a real socket, on
+SQLite and a throwaway PostgreSQL (``slot_world``)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sqlalchemy import update
+
+from engine.writeback import write_note
+from store.models import NoteOutbox
+from tests.engine.writeback_helpers import (
+    FAST,
+    WRITE_SCOPE,
+    binary_pdf_note,
+    enqueue,
+    server_notes,
+    writable_connection,
+)
+
+DOC_POSTS = "/fhir/DocumentReference"
+BINARY_POSTS = "/fhir/Binary"
+PREFIX = "L" * 62  # + "new1xdoc": a 70-character id
+PROV_SCOPE = f"{WRITE_SCOPE} patient/Provenance.c"
+
+
+def _no_id_text(reason: str | None) -> None:
+    assert reason is not None and "not a FHIR id" in reason and "characters long" in reason, reason
+    assert PREFIX not in reason  # its length is said, never its text
+
+
+def test_dwb50_a_create_answer_naming_a_70_character_id_is_written_with_its_id_unknown(
+    slot_world, start_sandbox, http, request_log
+) -> None:
+    world = slot_world
+    ehr = start_sandbox(provenance_create=True, created_id_prefix=PREFIX)
+    conn = writable_connection(world, ehr, http, scope=PROV_SCOPE)
+    note = enqueue(world, conn)
+    done = write_note(world.env, FAST, note.id)
+    assert (done.state, done.ehr_resource_id, done.reason_code) == ("written", None, "id_unknown"), done.reason
+    _no_id_text(done.reason)
+    assert (done.ehr_version_id, done.provenance_id, done.last_http_status) == (None, None, 201)
+    assert write_note(world.env, FAST, note.id).state == "written"  # a later run: nothing to do, no error
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+    assert request_log.paths("/fhir/Provenance", "POST") == []  # it would need the note's id
+
+
+def test_dwb50_a_lost_answer_found_by_identifier_under_a_70_character_id_is_written_with_its_id_unknown(
+    slot_world, start_sandbox, http, request_log
+) -> None:
+    world = slot_world
+    ehr = start_sandbox(conditional_create=False, created_id_prefix=PREFIX)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    ehr.admin.set_fault("drop_response", path=DOC_POSTS, times=1)  # stored, answer lost: the search finds it
+    done = write_note(world.env, FAST, note.id)
+    assert (done.state, done.ehr_resource_id, done.reason_code) == ("written", None, "id_unknown"), done.reason
+    _no_id_text(done.reason)
+    assert write_note(world.env, FAST, note.id).state == "written"
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+
+
+def test_dwb18_50_a_binary_named_by_a_70_character_id_is_one_whose_id_is_unknown(
+    slot_world, start_sandbox, http, request_log
+) -> None:
+    """As a Binary created without an id: not referenced (the note is not sent with it), POSTed again up to
+    ``binary_posts_max``, then the note ``failed`` ``binary_not_created``; never a database error."""
+    world = slot_world
+    ehr = start_sandbox(created_id_prefix=PREFIX)
+    _, note = binary_pdf_note(world, ehr, http)
+    config = replace(FAST, inline_max_bytes=100, max_attempts=10)
+    done = write_note(world.env, config, note.id)
+    for _ in range(config.binary_posts_max + 1):
+        if done.state != "pending":
+            break
+        done = write_note(world.env, config, note.id)
+    assert (done.state, done.reason_code, done.binary_id) == ("failed", "binary_not_created", None), done.reason
+    assert len(request_log.paths(BINARY_POSTS, "POST")) == config.binary_posts_max
+    assert request_log.paths(DOC_POSTS, "POST") == []
+
+
+def test_dwb31_50_a_lost_answer_whose_conditional_repeat_names_a_70_character_id_is_written_once(
+    slot_world, start_sandbox, http, request_log
+) -> None:
+    """With conditional create the lost answer's POST is repeated with If-None-Exist (DWB-31): the EHR answers 200
+    naming the note it holds by a 70-character id; ``written`` / ``id_unknown``, one note in the EHR."""
+    world = slot_world
+    ehr = start_sandbox(created_id_prefix=PREFIX)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    ehr.admin.set_fault("drop_response", path=DOC_POSTS, times=1)
+    done = write_note(world.env, FAST, note.id)
+    assert (done.state, done.ehr_resource_id, done.reason_code) == ("written", None, "id_unknown"), done.reason
+    _no_id_text(done.reason)
+    assert request_log.posts_conditional(DOC_POSTS) == [True, True]
+    assert len(server_notes(world, conn, ehr, note)) == 1
+
+
+def test_dwb50_a_lost_answer_found_by_identifier_under_a_number_id_is_written_with_its_id_unknown(
+    slot_world, start_sandbox, http, request_log
+) -> None:
+    """The identifier search finds the note, its ``id`` a JSON number (FHIR forbids it): that is the EHR holding
+    it, so ``written`` / ``id_unknown`` (before, such a match was not counted and the note was left ``unknown``)."""
+    world = slot_world
+    ehr = start_sandbox(conditional_create=False)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    ehr.admin.set_fault("drop_response", path=DOC_POSTS, times=1)  # stored, answer lost: the search finds it
+    ehr.admin.set_fault("search_shape", path=DOC_POSTS, method="GET", times=None, shape="number_ids")
+    done = write_note(world.env, FAST, note.id)
+    assert (done.state, done.ehr_resource_id, done.reason_code) == ("written", None, "id_unknown"), done.reason
+    assert done.reason is not None and "a JSON int rather than a string" in done.reason, done.reason
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+
+
+def test_dwb32_50_a_lost_note_found_by_patient_type_and_date_under_a_number_id_is_written_with_its_id_unknown(
+    slot_world, start_sandbox, http, request_log
+) -> None:
+    """As above where the identifier cannot decide (dropped on create, its search ignored): the patient, type and
+    date search finds the note exactly, its ``id`` a JSON number; ``written`` / ``id_unknown``, never POSTed again."""
+    world = slot_world
+    dropping = {"create_drops_fields": ["identifier"], "ignored_search_params": ["identifier"]}
+    ehr = start_sandbox(conditional_create=False, report_ignored_params="self_link", **dropping)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    ehr.admin.set_fault("drop_response", path=DOC_POSTS, times=1)
+    ehr.admin.set_fault("search_shape", path=DOC_POSTS, method="GET", times=None, shape="number_ids")
+    done = write_note(world.env, FAST, note.id)
+    assert (done.state, done.ehr_resource_id, done.reason_code) == ("written", None, "id_unknown"), done.reason
+    assert done.reason is not None and "a JSON int rather than a string" in done.reason, done.reason
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+
+
+def test_dwb32_50_a_note_written_with_its_long_id_unknown_is_never_taken_for_its_twins(
+    slot_world, start_sandbox, http, request_log
+) -> None:
+    """Two drafts of one patient, type, second and text on an EHR that drops the identifier and names 70-character
+    ids: the first is ``written`` / ``id_unknown`` (no id kept to tell its note by), the second's POST is lost before
+    the EHR stored it. The patient/type/date search finds only the first's note: it may be either's, so the second
+    is left ``unknown`` for a person, never ``written`` as it (it never reached the EHR: lost silently)."""
+    world = slot_world
+    dropping = {"create_drops_fields": ["identifier"], "ignored_search_params": ["identifier"]}
+    ehr = start_sandbox(
+        conditional_create=False, report_ignored_params="self_link", created_id_prefix=PREFIX, **dropping
+    )
+    conn = writable_connection(world, ehr, http)
+    first = write_note(world.env, FAST, enqueue(world, conn).id)
+    assert (first.state, first.reason_code) == ("written", "id_unknown")
+    second = enqueue(world, conn)
+    with world.env.db.session() as session:  # two drafts of one visit, filed in the same second
+        session.execute(update(NoteOutbox).where(NoteOutbox.id == second.id).values(created_at=first.created_at))
+        session.commit()
+    ehr.admin.set_fault("drop", path=DOC_POSTS, times=1)  # the second's POST, lost before the EHR stored it
+    done = write_note(world.env, FAST, second.id)
+    assert (done.state, done.ehr_resource_id) == ("unknown", None), done.reason
+    assert done.reason is not None and "another draft of the same patient" in done.reason, done.reason
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 2  # no resend
