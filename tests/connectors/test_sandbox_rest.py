@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+import httpx
 import pytest
 
 from connectors.errors import RateLimitedError, SearchIncompleteError, SearchLinkExpiredError
@@ -175,10 +176,15 @@ def test_bdx29_a_next_link_leading_back_to_its_own_page_ends_the_search_typed_wi
     clean = _ids(client, "Observation", params)
     assert len(clean) > 10, "needs three pages of 5"
     ehr.admin.set_fault("search_repeat_next", path="/fhir/Observation")
-    pages = []
-    with pytest.raises(SearchIncompleteError) as info:
-        for page in client.search_pages("Observation", params):
-            pages.append(page)
+    asked: list[str] = []
+    with httpx.Client(timeout=30, event_hooks={"request": [lambda r: asked.append(str(r.url))]}) as http:
+        tokens = StaticTokenSource(backend.mint(), refresher=backend.mint)
+        looping = FhirClient(ehr.fhir_base, tokens, http=http, retry=recording_policy([]))
+        pages = []
+        with pytest.raises(SearchIncompleteError) as info:
+            for page in looping.search_pages("Observation", params):
+                pages.append(page)
     assert info.value.reason == "repeated_next" and "paging loops" in str(info.value)
     assert len(pages) == 2 and pages[1].next_url == pages[1].url
+    assert len(asked) == 2  # the first page and the one its next link reached, not that one a second time
     assert [r["id"] for p in pages for r in p.resources] == clean[:10]

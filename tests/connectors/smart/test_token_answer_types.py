@@ -119,8 +119,15 @@ def test_sal15_an_encounter_sent_as_its_reference_is_the_id_it_names() -> None:
 
 @pytest.mark.parametrize(
     ("server_offset_s", "anchor_offset_s"),
-    [(-90, -90), (90, 0), (-400, 0), (None, 0)],
-    ids=["server-behind", "server-ahead", "server-far-off", "no-date"],
+    [(-90, -90), (-300, -300), (90, 0), (-301, 0), (-400, 0), (None, 0)],
+    ids=[
+        "server-behind",
+        "server-behind-5-min",
+        "server-ahead",
+        "server-just-over-5-min-off",
+        "server-far-off",
+        "no-date",
+    ],
 )
 def test_sal17_expires_at_counts_from_the_servers_response_time(
     server_offset_s: int | None, anchor_offset_s: int
