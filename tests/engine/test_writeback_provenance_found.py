@@ -54,6 +54,15 @@ def _assert_provenance_of(ehr: SandboxServer, done: NoteRecord, doc_id: str, req
     assert len(request_log.paths(PROV_POSTS, "POST")) == 1
 
 
+def _connected(
+    world: SyncWorld, start_sandbox: Any, http: Any, **settings: Any
+) -> tuple[SandboxServer, str, NoteRecord]:
+    """A sandbox offering Provenance create (with ``settings``), a connection whose scopes cover it, a note."""
+    ehr = start_sandbox(provenance_create=True, **settings)
+    conn = writable_connection(world, ehr, http, scope=PROV_SCOPE)
+    return ehr, conn, enqueue(world, conn, author_id="pract-1")
+
+
 def _lost_then_failed_search(world: SyncWorld, ehr: SandboxServer, note: NoteRecord) -> NoteRecord:
     """The note's POST stored with its answer lost and its identifier search failing: left ``unknown``."""
     ehr.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=1)
@@ -67,9 +76,7 @@ def _lost_then_failed_search(world: SyncWorld, ehr: SandboxServer, note: NoteRec
 def test_dwb82_32_a_lost_answer_found_by_the_identifier_search_gets_a_provenance(
     world, start_sandbox, http, request_log
 ) -> None:
-    ehr = start_sandbox(conditional_create=False, provenance_create=True)
-    conn = writable_connection(world, ehr, http, scope=PROV_SCOPE)
-    note = enqueue(world, conn, author_id="pract-1")
+    ehr, conn, note = _connected(world, start_sandbox, http, conditional_create=False)
     ehr.admin.set_fault("drop_response", path=DOC_POSTS, times=1)
     done = write_note(world.env, FAST, note.id)
     [doc] = server_notes(world, conn, ehr, note)
@@ -82,9 +89,7 @@ def test_dwb82_32_a_lost_answer_found_by_the_identifier_search_gets_a_provenance
 def test_dwb82_32_33_a_lost_note_found_by_patient_type_and_date_gets_a_provenance(
     world, start_sandbox, http, request_log
 ) -> None:
-    ehr = start_sandbox(provenance_create=True, **DROPPING)
-    conn = writable_connection(world, ehr, http, scope=PROV_SCOPE)
-    note = enqueue(world, conn, author_id="pract-1")
+    ehr, _conn, note = _connected(world, start_sandbox, http, **DROPPING)
     ehr.admin.set_fault("drop_response", path=DOC_POSTS, times=1)
     done = write_note(world.env, FAST, note.id)
     assert (done.state, done.reason_code) == ("written", None)
@@ -96,9 +101,7 @@ def test_dwb82_32_an_unknown_note_found_by_a_later_run_gets_a_provenance_with_on
     world, start_sandbox, http, request_log
 ) -> None:
     """A later run reconciling an ``unknown`` note has no plan of its own: it reads the CapabilityStatement once."""
-    ehr = start_sandbox(conditional_create=False, provenance_create=True)
-    conn = writable_connection(world, ehr, http, scope=PROV_SCOPE)
-    note = enqueue(world, conn, author_id="pract-1")
+    ehr, conn, note = _connected(world, start_sandbox, http, conditional_create=False)
     _lost_then_failed_search(world, ehr, note)
     request_log.clear()
     done = write_note(world.env, FAST, note.id)
@@ -124,9 +127,7 @@ def test_dwb82_43_a_found_note_of_a_tenant_that_switched_write_off_gets_none(
     world, start_sandbox, http, request_log
 ) -> None:
     """The search needs no switch (it writes nothing); the Provenance is a write: none once the tenant closed it."""
-    ehr = start_sandbox(conditional_create=False, provenance_create=True)
-    conn = writable_connection(world, ehr, http, scope=PROV_SCOPE)
-    note = enqueue(world, conn, author_id="pract-1")
+    ehr, _conn, note = _connected(world, start_sandbox, http, conditional_create=False)
     _lost_then_failed_search(world, ehr, note)
     set_tenant(world, enableWrite=False)
     ehr.admin.set_fault("500", path=METADATA, times=None)  # a statement read would fail: none is needed
@@ -141,9 +142,7 @@ def test_dwb82_43_a_found_note_of_a_tenant_that_switched_write_off_gets_none(
 
 
 def test_dwb82_a_failed_provenance_of_a_found_note_leaves_it_written(world, start_sandbox, http, request_log) -> None:
-    ehr = start_sandbox(conditional_create=False, provenance_create=True)
-    conn = writable_connection(world, ehr, http, scope=PROV_SCOPE)
-    note = enqueue(world, conn, author_id="pract-1")
+    ehr, _conn, note = _connected(world, start_sandbox, http, conditional_create=False)
     _lost_then_failed_search(world, ehr, note)
     ehr.admin.set_fault("500", path=PROV_POSTS, times=None)
     done = write_note(world.env, FAST, note.id)
@@ -157,9 +156,7 @@ def test_dwb82_a_failed_provenance_of_a_found_note_leaves_it_written(world, star
 def test_dwb82_50_a_bare_202_settled_by_a_later_check_gets_a_provenance(
     world, start_sandbox, http, request_log
 ) -> None:
-    ehr = start_sandbox(create_answer="accepted", create_async_delay_s=100.0, provenance_create=True)
-    conn = writable_connection(world, ehr, http, scope=PROV_SCOPE)
-    note = enqueue(world, conn, author_id="pract-1")
+    ehr, conn, note = _connected(world, start_sandbox, http, create_answer="accepted", create_async_delay_s=100.0)
     first = write_note(world.env, POLLING, note.id)
     assert (first.state, first.reason_code) == ("unknown", "accepted")
     ehr.admin.settings(clock_shift_s=200.0)  # the EHR's job has run meanwhile
@@ -174,9 +171,7 @@ def test_dwb82_50_a_bare_202_settled_by_a_later_check_gets_a_provenance(
 def test_dwb82_63_a_confirmed_retry_found_in_the_chart_before_its_post_gets_a_provenance(
     world, start_sandbox, http, request_log, api
 ) -> None:
-    ehr = start_sandbox(conditional_create=False, provenance_create=True)
-    conn = writable_connection(world, ehr, http, scope=PROV_SCOPE)
-    note = enqueue(world, conn, author_id="pract-1")
+    ehr, conn, note = _connected(world, start_sandbox, http, conditional_create=False)
     _lost_then_failed_search(world, ehr, note)
     assert api.retry(note.id, {"confirmNotInEhr": True}).status_code == 200
     request_log.clear()
@@ -191,9 +186,7 @@ def test_dwb82_31_a_conditional_match_confirmed_by_the_identifier_search_gets_a_
     world, start_sandbox, http, request_log
 ) -> None:
     """The repeat's 200 names the note by Location only (unreadable body): the search confirms it (``matched``)."""
-    ehr = start_sandbox(create_html_body=True, provenance_create=True)
-    conn = writable_connection(world, ehr, http, scope=PROV_SCOPE)
-    note = enqueue(world, conn, author_id="pract-1")
+    ehr, conn, note = _connected(world, start_sandbox, http, create_html_body=True)
     ehr.admin.set_fault("drop_response", path=DOC_POSTS, times=1)
     done = write_note(world.env, FAST, note.id)
     [doc] = server_notes(world, conn, ehr, note)
