@@ -8,17 +8,16 @@ wrong with it is described by its length or type only (an id may be anything, PH
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-__all__ = ["fhir_id", "id_problem", "resource_ids"]
+from connectors.fhir.resource_types import ID_RE
 
-_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+__all__ = ["fhir_id", "id_problem", "resource_ids"]
 
 
 def fhir_id(value: object) -> str | None:
     """``value`` when it is a FHIR id, else None (what the server named cannot be stored or referenced)."""
-    return value if isinstance(value, str) and _ID.fullmatch(value) else None
+    return value if isinstance(value, str) and ID_RE.match(value) else None
 
 
 def id_problem(value: object) -> str:
