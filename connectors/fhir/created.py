@@ -86,11 +86,14 @@ class AsyncStatus:
 def parse_location(location: str) -> tuple[str | None, str | None]:
     """``(id, version_id)`` from a Location header: relative or absolute, with or without ``/_history/n``; one urllib
     cannot split (an unclosed ``[``) names nothing, as a missing header, so a write that succeeded is not lost. Each
-    segment is percent-decoded (RFC 3986 §6.2.2.2: ``a%2Db`` is ``a-b``; a FHIR id holds no ``%``)."""
+    segment loses its parameters (RFC 3986 §3.3: ``123;jsessionid=A1`` is segment ``123``, as Java servlet containers
+    rewrite URLs; a FHIR id holds no ``;``), then is percent-decoded (§6.2.2.2: ``a%2Db`` is ``a-b``, an encoded
+    ``%3B`` no parameter)."""
     try:
-        segments = [unquote(s) for s in urlsplit(location).path.split("/") if s]
+        path = urlsplit(location).path
     except ValueError:
         return None, None
+    segments = [unquote(bare) for s in path.split("/") if (bare := s.split(";", 1)[0])]
     if "_history" in segments:
         at = segments.index("_history")
         resource_id = segments[at - 1] if at >= 1 else None

@@ -271,17 +271,17 @@ def _answer(request: Request, mode: str, r: dict[str, Any], status: int, fhir_ba
 
 
 def _write_response(request: Request, r: dict[str, Any], status: int, fhir_base: str) -> Response:
-    version = r.get("meta", {}).get("versionId", "1")
+    version, params = r.get("meta", {}).get("versionId", "1"), get_state(request).settings.create_location_params
     headers = {
         **_version_headers(r),
-        "Location": f"{fhir_base}/{r['resourceType']}/{r['id']}/_history/{version}",
+        "Location": f"{fhir_base}/{r['resourceType']}/{r['id']}/_history/{version}{params}",
         "Last-Modified": r.get("meta", {}).get("lastUpdated", ""),
     }
     prefer = _prefers(request, "return")
     if get_state(request).settings.create_bare_answer:  # a server (or gateway) naming neither id nor body
         return Response(status_code=status)
     if get_state(request).settings.create_unversioned_location:
-        unversioned = {**_version_headers(r), "Location": f"{fhir_base}/{r['resourceType']}/{r['id']}"}
+        unversioned = {**_version_headers(r), "Location": f"{fhir_base}/{r['resourceType']}/{r['id']}{params}"}
         return Response(status_code=status, headers=unversioned)
     if get_state(request).settings.create_hashed_etag:  # a framework's hash of the body as its ETag
         return hashed_etag_answer(r, status, fhir_base)

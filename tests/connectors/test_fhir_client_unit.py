@@ -420,9 +420,15 @@ def _doc() -> dict[str, Any]:
         (f"{BASE}/DocumentReference/abc/_history/7", ("abc", "7")),
         ("DocumentReference/abc", ("abc", None)),
         (f"{BASE}/DocumentReference/abc?x=1", ("abc", None)),
+        # RFC 3986 §3.3 segment parameters (a servlet container's ``;jsessionid=``) are no part of the id or version
+        (f"{BASE}/DocumentReference/abc;jsessionid=1A2B", ("abc", None)),
+        (f"{BASE}/DocumentReference/abc/_history/3;jsessionid=1A2B", ("abc", "3")),
+        (f"{BASE};v=1/DocumentReference;x=y/abc;a=b/_history;c=d/4;e=f", ("abc", "4")),
+        ("DocumentReference/a%3Bb", ("a;b", None)),  # an encoded ";" is data, no parameter (no FHIR id: refused later)
     ],
 )
 def test_dwb_parse_location_relative_absolute_history(location: str, expected: tuple[str, str | None]) -> None:
+    """DWB-50: the id and version a create's ``Location`` names, its segments' parameters dropped."""
     assert parse_location(location) == expected
 
 

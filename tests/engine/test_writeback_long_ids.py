@@ -158,3 +158,22 @@ def test_dwb32_50_a_note_written_with_its_long_id_unknown_is_never_taken_for_its
     assert (done.state, done.ehr_resource_id) == ("unknown", None), done.reason
     assert done.reason is not None and "another draft of the same patient" in done.reason, done.reason
     assert len(request_log.paths(DOC_POSTS, "POST")) == 2  # no resend
+
+
+def test_dwb50_a_location_carrying_a_jsessionid_names_the_note_by_its_id(
+    slot_world, start_sandbox, http, request_log
+) -> None:
+    """A Java server's create answer: ``Location: .../DocumentReference/<id>;jsessionid=...`` (RFC 3986 §3.3 segment
+    parameters, its servlet container rewriting URLs), no ``/_history``, no body, the version in the ETag. Before, the
+    segment with its parameter was taken for the id, no FHIR id, so the note was ``written`` / ``id_unknown``, without
+    Provenance. Now the parameter is dropped: the id and version are learned, the Provenance sent."""
+    world = slot_world
+    params = {"create_unversioned_location": True, "create_location_params": ";jsessionid=1A2B3C4D"}
+    ehr = start_sandbox(provenance_create=True, **params)
+    conn = writable_connection(world, ehr, http, scope=PROV_SCOPE)
+    note = enqueue(world, conn)
+    done = write_note(world.env, FAST, note.id)
+    [doc] = server_notes(world, conn, ehr, note)
+    assert (done.state, done.reason_code, done.ehr_resource_id) == ("written", None, doc["id"]), done.reason
+    assert done.ehr_version_id == "1" and done.provenance_id is not None
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
