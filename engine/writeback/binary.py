@@ -16,13 +16,15 @@ find it again. So:
   (``binary_not_created``), the note itself never having been POSTed.
 
 A status URL off the FHIR base is never asked (the token stays on the base, SAL-40): the note fails at once
-(``binary_status_off_base``).
+(``binary_status_off_base``). So does a Binary the EHR created and named by an id that is not a FHIR id
+(``connectors.fhir.ids``: it cannot be stored nor referenced), ``binary_id_not_fhir``: POSTing another would leave one
+more unreferenced Binary each time, the EHR naming each the same way.
 
 What can still be left behind, at most ``binary_posts_max`` Binaries a note (as many again for each person's retry,
 DWB-63, which counts its Binary POSTs from 0 again, plus the one such a retry forgets when no POST of the note may be
 stored, ``store.outbox_retry``: it may be gone from the EHR): one whose answer was lost (or named no
 id), one a status URL gone for good was filing, one still being filed when the note's attempts run out, one an
-off-base status URL names.
+off-base status URL names, the one named by an id that is not a FHIR id.
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ from engine.writeback.preflight import note_bytes
 from store.outbox import NoteRecord, transition
 
 __all__ = [
+    "BINARY_ID_NOT_FHIR",
     "BINARY_NOT_CREATED",
     "BINARY_STATUS_OFF_BASE",
+    "BinaryIdNotFhirError",
     "BinaryLimitError",
     "BinaryPendingError",
     "BinaryStatusOffBaseError",
@@ -54,6 +58,8 @@ __all__ = [
 BINARY_NOT_CREATED = "binary_not_created"
 #: Reason code of a note failed because its accepted Binary's status endpoint is off the FHIR base.
 BINARY_STATUS_OFF_BASE = "binary_status_off_base"
+#: Reason code of a note failed because the EHR named its Binary by an id that is not a FHIR id.
+BINARY_ID_NOT_FHIR = "binary_id_not_fhir"
 #: Status endpoint answers saying the job is not known there: the URL is forgotten, a new Binary may follow.
 _GONE = frozenset({404, 410})
 
@@ -69,6 +75,13 @@ class BinaryStatusOffBaseError(ce.EhrSyncError):
     the note fails at once rather than trying, attempt after attempt, a job it can never hear the end of."""
 
     code = BINARY_STATUS_OFF_BASE
+
+
+class BinaryIdNotFhirError(ce.EhrSyncError):
+    """The EHR created the Binary and named it by an id that is not a FHIR id: no note can reference it, and another
+    POST would be named the same way, so none is sent and the note fails, saying why (the id's length or type only)."""
+
+    code = BINARY_ID_NOT_FHIR
 
 
 class BinaryLimitError(ce.EhrSyncError):
@@ -146,8 +159,13 @@ def _created(env: SyncEnvironment, note: NoteRecord, created: CreateResult) -> t
     if not created.id:
         if note.binary_status_url is not None:
             note = transition(env.db, note, note.state, binary_status_url=None, detail={"binary_job": "no_id"})
-        named = f" FHIR id (it named one {created.id_not_fhir})" if created.id_not_fhir else " id"
-        return note, ce.TransportError(f"the server created the Binary but named no{named}")
+        if created.id_not_fhir is not None:
+            return note, BinaryIdNotFhirError(
+                f"the EHR created the Binary but named it by an id that is not a FHIR id ({created.id_not_fhir}): no "
+                "note can reference it, so the note is not sent and no other Binary is POSTed (the EHR would name it "
+                "the same way, each left there unreferenced, holding the note's text); that Binary stays in the EHR"
+            )
+        return note, ce.TransportError("the server created the Binary but named no id")
     note = transition(
         env.db, note, note.state, binary_id=created.id, binary_status_url=None, detail={"binary_created": True}
     )

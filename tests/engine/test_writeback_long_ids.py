@@ -63,22 +63,27 @@ def test_dwb50_a_lost_answer_found_by_identifier_under_a_70_character_id_is_writ
     assert len(request_log.paths(DOC_POSTS, "POST")) == 1
 
 
-def test_dwb18_50_a_binary_named_by_a_70_character_id_is_one_whose_id_is_unknown(
+def test_dwb18_50_a_binary_named_by_a_70_character_id_fails_the_note_at_once_never_posted_again(
     slot_world, start_sandbox, http, request_log
 ) -> None:
-    """As a Binary created without an id: not referenced (the note is not sent with it), POSTed again up to
-    ``binary_posts_max``, then the note ``failed`` ``binary_not_created``; never a database error."""
+    """The EHR created the Binary and named it by an id no note can reference. Before, it was taken as a Binary
+    created without an id: POSTed again on each try up to ``binary_posts_max``, each left in the EHR unreferenced
+    (holding the note's text), the EHR naming each the same way. Now the note is ``failed`` ``binary_id_not_fhir`` at
+    once, its reason naming the problem (never the id), one Binary POSTed, the note itself never."""
     world = slot_world
     ehr = start_sandbox(created_id_prefix=PREFIX)
     _, note = binary_pdf_note(world, ehr, http)
     config = replace(FAST, inline_max_bytes=100, max_attempts=10)
     done = write_note(world.env, config, note.id)
-    for _ in range(config.binary_posts_max + 1):
+    for _ in range(config.binary_posts_max + 1):  # before: pending, POSTed again, run after run
         if done.state != "pending":
             break
         done = write_note(world.env, config, note.id)
-    assert (done.state, done.reason_code, done.binary_id) == ("failed", "binary_not_created", None), done.reason
-    assert len(request_log.paths(BINARY_POSTS, "POST")) == config.binary_posts_max
+    assert (done.state, done.reason_code, done.binary_id) == ("failed", "binary_id_not_fhir", None), done.reason
+    _no_id_text(done.reason)
+    assert done.reason is not None and "Binary" in done.reason
+    assert write_note(world.env, config, note.id).state == "failed"  # a later run sends nothing
+    assert len(request_log.paths(BINARY_POSTS, "POST")) == 1
     assert request_log.paths(DOC_POSTS, "POST") == []
 
 
