@@ -100,7 +100,8 @@ def _refuse(note: NoteRecord, confirmed: bool) -> None:
         raise RetryRefusedError(
             "note_not_retryable",
             "the EHR accepted this note for later (202) and ehrsync still searches for it by itself; a resend now "
-            "could meet the original when the EHR finishes it (retry once it is accepted_unconfirmed)",
+            "could meet the original when the EHR finishes it (retry once its checks are spent: accepted_unconfirmed, "
+            "or identifier_search_ignored where the EHR ignores that search)",
             note,
         )
     if note.reason_code == SEARCH_IGNORED and not confirmed:

@@ -13,7 +13,9 @@ cannot be read, or one answering about the poll rather than the create (404/410:
 a 2xx naming no outcome; a redirect; an error with no OperationOutcome) leaves the note ``unknown`` with the reason
 code ``accepted``: it is due again for the identifier search (``recheck``: backoff, at most ``max_attempts``
 checks), found → ``written``; a check counts as an attempt, and after the last one it stays ``unknown``
-(``accepted_unconfirmed``) for a person. A run in a process lacking the token's key makes no check and counts none.
+(``accepted_unconfirmed``) for a person. An EHR ignoring the identifier search gets the same checks (each then by
+patient, type and date, ``reconcile``), and after the last one the note is ``identifier_search_ignored``. A run in
+a process lacking the token's key makes no check and counts none.
 """
 
 from __future__ import annotations
@@ -155,11 +157,12 @@ def recheck(db: AppDatabase, client: FhirClient, note: NoteRecord, config: Write
         return _key_missing(db, config, note, lookup)
     if _NO_KEY in (note.reason or ""):  # a process with the key searched: the reason is the note's own again
         note = replace(note, reason=_STILL)
-    done = reconcile(db, client, note, config, lookup)
-    if done.state != "unknown" or done.reason_code != ACCEPTED:  # found, duplicates, search ignored: settled so
+    last = note.attempts >= config.max_attempts  # this is its last check: an ignored search is then for a person
+    done = reconcile(db, client, note, config, lookup, last_check=last)
+    if done.state != "unknown" or done.reason_code != ACCEPTED:  # found, duplicates, search ignored (last): settled
         return done
     note = done  # may say its search ran out of time (``reconcile``): checked again all the same, within the bound
-    if note.attempts >= config.max_attempts:  # the POSTs and the checks so far
+    if last:  # the POSTs and the checks so far
         reason, detail = _unconfirmed(lookup, config, note.reason)
         return transition(db, note, "unknown", reason_code=ACCEPTED_UNCONFIRMED, reason=reason, detail=detail)
     wait = config.backoff_s(note.attempts + 1)

@@ -6,7 +6,8 @@ person's retry put the note back ``pending`` while the search ran (DWB-63). Not 
 ``unknown`` for a person; never sent again blindly (a search out of its time budget, ``lookup_wait_s``, says so in
 the note's ``reason``, after the reason it had, until a later search ends). A server that did not apply the
 identifier search (it ignores the parameter) cannot reconcile at all: the note stays ``unknown`` with the reason
-code ``identifier_search_ignored``, never ``written`` or ``failed`` on such evidence, unless the search by
+code ``identifier_search_ignored`` (an ``accepted`` one once its bounded checks are spent: the EHR may still be
+filing it), never ``written`` or ``failed`` on such evidence, unless the search by
 patient, type and date (``fallback``, DWB-32/33) finds it exactly, and no other draft not yet written (or written
 with its id unknown) as well.
 """
@@ -47,6 +48,11 @@ _STILL_SEARCHED = (
 )
 #: How the reason of an ``IGNORED`` note whose POST was answered 202 begins (``_ignored``; ``store.outbox_retry``).
 _STILL_FILING = "the EHR accepted this note for later processing (HTTP 202) and may still be filing it"
+#: What an ``accepted`` note whose identifier search is ignored says while its checks last (``_ignored``).
+_SEARCHED_AGAIN = (
+    "ehrsync searches for it again by itself, as for any note accepted for later, and leaves it for a person once "
+    "those checks are spent"
+)
 #: An identifier search's answer, or why it gave none (out of time: ``StepBudgetExceededError``).
 Searched: TypeAlias = IdentifierLookup | ce.EhrSyncError
 #: How the part of a note's ``reason`` saying its search ran out of time begins (after the reason it had).
@@ -110,9 +116,14 @@ def reconcile(
     note: NoteRecord,
     config: WritebackConfig,
     lookup: Searched | None = None,
+    *,
+    last_check: bool = False,
 ) -> NoteRecord:
     """Settle an ``unknown`` note by its identifier search (``lookup``: one already made for this note in this run,
-    or how it failed)."""
+    or how it failed). An ``accepted`` note (202) the EHR may still be filing, whose identifier search was ignored and
+    whose fallback found nothing it could count, keeps its reason code (``accepted.recheck`` searches again, within
+    the same bound as every accepted note) unless this is its ``last_check``: then it is ``IGNORED``, for a person."""
+    searched_again = note.reason_code == _ACCEPTED and not last_check
     if lookup is None:
         lookup = search(client, note, config)
     if isinstance(lookup, ce.StepBudgetExceededError):
@@ -124,10 +135,10 @@ def reconcile(
         details, matches = _fallback(db, client, note, config, lookup)  # DWB-32/33: the identifier cannot decide
         if matches:
             if twinned(db, note, matches):
-                return _twinned(db, note, IGNORED if lookup.ignored else note.reason_code)
+                return _twinned(db, note, IGNORED if lookup.ignored and not searched_again else note.reason_code)
             return _by_details(db, note, matches)
         if lookup.ignored:
-            return _ignored(db, note, details)
+            return _ignored(db, note, details, searched_again=searched_again)
     if (found := lookup.found) is not None:
         return _found(db, note, found, {"reconciled": True})
     if len(lookup.matches) > 1:
@@ -195,9 +206,11 @@ def twin_reason(*, still_searched: bool = False) -> str:
     )
 
 
-def _ignored(db: AppDatabase, note: NoteRecord, details: DetailsLookup | None) -> NoteRecord:
+def _ignored(db: AppDatabase, note: NoteRecord, details: DetailsLookup | None, *, searched_again: bool) -> NoteRecord:
     """``unknown`` (``IGNORED``) for a person: the identifier search was ignored and the fallback found nothing it
-    could count (never sent again: even a "none" the server showed it applied every parameter for is a search)."""
+    could count (never sent again: even a "none" the server showed it applied every parameter for is a search). An
+    ``accepted`` note with checks left (``searched_again``) stays ``accepted``, its reason saying so: the EHR may file
+    it later, and a later fallback search may find it (before, it went to a person after its first check)."""
     if details is None:
         said = "it declares no patient, type and date search to look by instead"
     elif details.unreadable is not None:
@@ -212,12 +225,15 @@ def _ignored(db: AppDatabase, note: NoteRecord, details: DetailsLookup | None) -
     else:
         said = "the search by patient, type and date (not shown applied as asked) found no note matching it exactly"
     reason = f"the EHR ignores the identifier search parameter and {said}: whether it holds this note needs a person"
-    if note.last_http_status == 202:  # its POST's answer: a note the EHR files later may not be in the chart yet
+    code = _ACCEPTED if searched_again else IGNORED
+    if searched_again:
+        reason = f"{_STILL_FILING}; the EHR ignores the identifier search parameter and {said}: {_SEARCHED_AGAIN}"
+    elif note.last_http_status == 202:  # its POST's answer: a note the EHR files later may not be in the chart yet
         reason = f"{_STILL_FILING}; {reason}, once the EHR has had time to file it"
-    if note.reason_code == IGNORED and note.reason == reason:  # said already: a repeated search adds no event
+    if note.reason_code == code and note.reason == reason:  # said already: a repeated search adds no event
         return note
     detail = {"reconciled": False, "error_code": IGNORED, "fallback": _FALLBACK[details is None or not details.decided]}
-    return transition(db, note, "unknown", reason_code=IGNORED, reason=reason, detail=detail)
+    return transition(db, note, "unknown", reason_code=code, reason=reason, detail=detail)
 
 
 def _settled(db: AppDatabase, note: NoteRecord, state: str, detail: dict[str, Any], **fields: Any) -> NoteRecord:

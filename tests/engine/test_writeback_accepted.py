@@ -5,19 +5,23 @@ redirects (303/302 point at the result, read only under the FHIR base; 307/308 r
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from engine.writeback import write_note
+from engine.writeback.lookup import carries_identifier
 from engine.writeback.queue import due_runs
 from store.models import utcnow
-from store.outbox import get_note
-from tests.engine.writeback_helpers import FAST, enqueue, server_notes, writable_connection
+from store.outbox import NoteRecord, get_note
+from tests.engine.writeback_helpers import FAST, enqueue, patient_notes, server_notes, writable_connection
 
 DOC_POSTS = "/fhir/DocumentReference"
 #: Polls that do not wait long: the sandbox's status endpoint says Retry-After 1.
 POLLING = replace(FAST, accepted_poll_s=0.2, accepted_wait_s=120.0)
 ELSEWHERE = "http://127.0.0.1:9"  # nothing listens there; no request may go there
+#: A server that ignores the identifier search and says so (its self link leaves the parameter out).
+REPORTS_IGNORED = {"ignored_search_params": ["identifier"], "report_ignored_params": "self_link"}
 
 
 def test_dwb50_a_202_with_a_status_endpoint_is_polled_until_written(world, start_sandbox, http, request_log) -> None:
@@ -72,6 +76,50 @@ def test_dwb32_a_bare_202_never_found_is_left_for_a_person_after_bounded_checks(
         write_note(world.env, POLLING, note.id)
     last = get_note(world.env.db, note.id)
     assert last is not None and (last.state, last.reason_code) == ("unknown", "accepted_unconfirmed")
+    runs, _ = due_runs(world.env.db, utcnow(), after=None, stalled_after_s=600.0)
+    assert note.id not in {r.note_id for r in runs}
+
+
+def _ours(world: Any, conn: str, ehr: Any, note: NoteRecord) -> list[dict[str, Any]]:
+    """This draft's notes among the patient's (filtered here: this EHR ignores the identifier search)."""
+    return [doc for doc in patient_notes(world, conn, ehr) if carries_identifier(doc, note)]
+
+
+def test_dwb32_50_a_bare_202_where_the_identifier_search_is_ignored_is_checked_again_and_found_by_details(
+    world, start_sandbox, http, request_log
+) -> None:
+    """DWB-32/50: as above on an EHR that ignores the identifier search (and says so) but offers the patient, type and
+    date search. Before, the first check (the EHR not done filing) made the note ``identifier_search_ignored`` at once,
+    for a person, never searched again, where another 202 note gets ``max_attempts`` checks. Now it stays
+    ``accepted`` and the sensor asks for it again: once filed, the fallback search finds it, ``written``, one POST."""
+    ehr = start_sandbox(create_answer="accepted", create_async_delay_s=100.0, **REPORTS_IGNORED)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    first = write_note(world.env, POLLING, note.id)
+    assert (first.state, first.reason_code, first.last_http_status) == ("unknown", "accepted", 202), first.reason
+    assert "searches for it again by itself" in str(first.reason) and _ours(world, conn, ehr, note) == []
+    ehr.admin.settings(clock_shift_s=200.0)  # the EHR's job has run meanwhile
+    runs, _ = due_runs(world.env.db, utcnow(), after=None, stalled_after_s=600.0)
+    [run] = [r for r in runs if r.note_id == note.id]
+    done = write_note(world.env, POLLING, note.id, run.version)
+    [doc] = _ours(world, conn, ehr, note)
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"]), done.reason
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+
+
+def test_dwb32_50_a_bare_202_never_found_where_the_identifier_search_is_ignored_gets_the_same_bounded_checks(
+    world, start_sandbox, http
+) -> None:
+    """The note never appears: it is checked as often as any 202 note (``accepted`` until ``max_attempts``), then
+    ``identifier_search_ignored`` for a person, its reason saying the EHR may still be filing it; asked for no more."""
+    ehr = start_sandbox(create_answer="accepted", create_async_delay_s=10_000.0, **REPORTS_IGNORED)
+    conn = writable_connection(world, ehr, http)
+    note = enqueue(world, conn)
+    codes = [write_note(world.env, POLLING, note.id).reason_code for _ in range(FAST.max_attempts + 1)]
+    assert codes == ["accepted"] * FAST.max_attempts + ["identifier_search_ignored"], codes
+    last = get_note(world.env.db, note.id)
+    assert last is not None and last.state == "unknown" and "may still be filing it" in str(last.reason), last.reason
+    assert "needs a person" in str(last.reason)
     runs, _ = due_runs(world.env.db, utcnow(), after=None, stalled_after_s=600.0)
     assert note.id not in {r.note_id for r in runs}
 
