@@ -88,18 +88,19 @@ def parse_location(location: str) -> tuple[str | None, str | None]:
     cannot split (an unclosed ``[``) names nothing, as a missing header, so a write that succeeded is not lost. Each
     segment loses its parameters (RFC 3986 §3.3: ``123;jsessionid=A1`` is segment ``123``, as Java servlet containers
     rewrite URLs; a FHIR id holds no ``;``), then is percent-decoded (§6.2.2.2: ``a%2Db`` is ``a-b``, an encoded
-    ``%3B`` no parameter)."""
+    ``%3B`` no parameter). A segment of parameters alone (``Type/;jsessionid=A1``) is kept, empty: it names no id, where
+    dropped the resource type before it would be taken for one."""
     try:
         path = urlsplit(location).path
     except ValueError:
         return None, None
-    segments = [unquote(bare) for s in path.split("/") if (bare := s.split(";", 1)[0])]
+    segments = [unquote(s.split(";", 1)[0]) for s in path.split("/") if s]
     if "_history" in segments:
         at = segments.index("_history")
         resource_id = segments[at - 1] if at >= 1 else None
         version = segments[at + 1] if at + 1 < len(segments) else None
-        return resource_id, version
-    return (segments[-1] if segments else None), None
+        return resource_id or None, version or None
+    return (segments[-1] if segments else None) or None, None
 
 
 _ETAG = re.compile(r'(?:W/)?"([A-Za-z0-9\-.]{1,64})"')

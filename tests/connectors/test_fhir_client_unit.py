@@ -425,6 +425,10 @@ def _doc() -> dict[str, Any]:
         (f"{BASE}/DocumentReference/abc/_history/3;jsessionid=1A2B", ("abc", "3")),
         (f"{BASE};v=1/DocumentReference;x=y/abc;a=b/_history;c=d/4;e=f", ("abc", "4")),
         ("DocumentReference/a%3Bb", ("a;b", None)),  # an encoded ";" is data, no parameter (no FHIR id: refused later)
+        # a segment of parameters alone names nothing: never the resource type before it taken for the id
+        (f"{BASE}/DocumentReference/;jsessionid=1A2B", (None, None)),
+        (f"{BASE}/DocumentReference/;jsessionid=1A2B/_history/2", (None, "2")),
+        (f"{BASE}/DocumentReference/abc/_history/;v=1", ("abc", None)),
     ],
 )
 def test_dwb_parse_location_relative_absolute_history(location: str, expected: tuple[str, str | None]) -> None:
