@@ -119,7 +119,8 @@ def result_of(
     else from the body when it is a ``resource_type``, and the version else from ``etag`` (a server may answer a
     create with a ``Location`` without ``/_history`` and no body: the version was lost, so a Provenance named none;
     the caller passes the ETag only of an answer without a body, whose ETag a framework may have made its hash).
-    Ids and versions that are no FHIR id are read as not named (``id_not_fhir`` says so for the id)."""
+    Ids and versions that are no FHIR id are read as not named (``id_not_fhir`` says so for the id), as is a
+    ``Location`` id whose dropped segment parameters the body's id shows to be part of it (``s;1`` named ``s``)."""
     named_id, named_version = parse_location(location) if location else (None, None)
     returned = body if isinstance(body, dict) and body.get("resourceType") == resource_type else None
     body_id: Any = None
@@ -127,6 +128,8 @@ def result_of(
     if returned is not None:
         meta = returned.get("meta") if isinstance(returned.get("meta"), dict) else {}
         body_id, body_version = returned.get("id"), meta.get("versionId") if meta else None
+    if named_id and isinstance(body_id, str) and body_id.startswith(f"{named_id};"):
+        named_id = None  # the body shows the Location's ";" is its id's own (no FHIR id), no segment parameter
     resource_id = fhir_id(named_id) or fhir_id(body_id)  # ids that are no FHIR id are named by none (``ids``)
     named = [v for v in (named_id, body_id) if v is not None and v != ""]
     not_fhir = id_problem(named[0]) if named and resource_id is None else None

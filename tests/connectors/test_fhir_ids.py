@@ -59,3 +59,13 @@ def test_dwb50_a_location_percent_encoding_a_fhir_id_names_it() -> None:
 def test_dwb50_a_location_encoding_a_slash_in_its_id_names_no_fhir_id() -> None:
     result = result_of(201, "DocumentReference/a%2Fb", None, "DocumentReference")
     assert (result.id, result.id_not_fhir) == (None, "3 characters, some of them not allowed in a FHIR id")
+
+
+def test_dwb50_a_location_semicolon_the_body_shows_is_the_ids_own_names_no_fhir_id() -> None:
+    """``s;1`` in the Location reads as segment ``s`` with a parameter (RFC 3986 §3.3), but the body names ``s;1``:
+    the ``;`` is the id's own, which is no FHIR id, never ``s``. A parameter the body does not name is dropped."""
+    body = {"resourceType": "DocumentReference", "id": "s;1", "meta": {"versionId": "1"}}
+    result = result_of(201, "DocumentReference/s;1/_history/1", body, "DocumentReference")
+    assert (result.id, result.id_not_fhir) == (None, "3 characters, some of them not allowed in a FHIR id")
+    body = {"resourceType": "DocumentReference", "id": "s", "meta": {"versionId": "1"}}
+    assert result_of(201, "DocumentReference/s;jsessionid=A1", body, "DocumentReference").id == "s"

@@ -182,3 +182,21 @@ def test_dwb50_a_location_carrying_a_jsessionid_names_the_note_by_its_id(
     assert (done.state, done.reason_code, done.ehr_resource_id) == ("written", None, doc["id"]), done.reason
     assert done.ehr_version_id == "1" and done.provenance_id is not None
     assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+
+
+def test_dwb50_a_semicolon_the_answer_shows_is_the_ids_own_is_no_parameter(
+    slot_world, start_sandbox, http, request_log
+) -> None:
+    """A server naming ids with a ``;`` in them (no FHIR id): its ``Location`` ``.../DocumentReference/s;new1xdoc/...``
+    reads as id ``s`` with a parameter, but the body it answers names ``s;new1xdoc``. Before, ``s`` was taken for
+    the note's id (another resource's, or none), stored, and a Provenance sent for it; now the body's word stands:
+    ``written`` / ``id_unknown``, as for any id that is no FHIR id, no Provenance."""
+    world = slot_world
+    ehr = start_sandbox(provenance_create=True, created_id_prefix="s;")
+    conn = writable_connection(world, ehr, http, scope=PROV_SCOPE)
+    note = enqueue(world, conn)
+    done = write_note(world.env, FAST, note.id)
+    assert (done.state, done.ehr_resource_id, done.reason_code) == ("written", None, "id_unknown"), done.reason
+    assert done.reason is not None and "s;" not in done.reason, done.reason
+    assert request_log.paths("/fhir/Provenance", "POST") == []
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
