@@ -94,7 +94,10 @@ def parse_location(location: str) -> tuple[str | None, str | None]:
         path = urlsplit(location).path
     except ValueError:
         return None, None
-    segments = [unquote(s.split(";", 1)[0]) for s in path.split("/") if s]
+    *inner, last = path.split("/")
+    # empty inner segments (a leading or doubled "/") name nothing; a trailing "/" leaves the last one empty: it names
+    # no id, where dropped the resource type before it would be taken for one (``.../DocumentReference/``)
+    segments = [unquote(s.split(";", 1)[0]) for s in (*(s for s in inner if s), last)]
     if "_history" in segments:
         at = segments.index("_history")
         resource_id = segments[at - 1] if at >= 1 else None
