@@ -24,7 +24,9 @@ class WarehouseResource(ConfigurableResource["WarehouseResource"]):
     """The analytical warehouse: a DuckDB file path or a ``postgresql+psycopg://`` URL (WAREHOUSE_URL)."""
 
     target: str = Field(description="DuckDB path or Postgres URL of the warehouse.")
-    lock_timeout_s: float = Field(default=300.0, gt=0, description="Wait this long for another writer's lock.")
+    lock_timeout_s: float = Field(
+        default=300.0, gt=0, allow_inf_nan=False, description="Wait this long for another writer's lock."
+    )
     # None: the warehouse's defaults; ``default_resources`` sets them from the settings. PostgreSQL ignores them.
     duckdb_memory_limit: str | None = Field(
         default=None,

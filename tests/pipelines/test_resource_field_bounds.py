@@ -1,7 +1,8 @@
 """A resource field set in a run's config (the launchpad) accepts what its environment variable accepts, no more:
 ``min_free_disk_bytes`` took ``-1`` (read as ``0``, the check off) where ``EHRSYNC_MIN_FREE_DISK_BYTES=-1`` stops the
 start; an infinite step budget, request deadline or lock wait, a lock wait past a day, a resource limit past
-256 MiB and a DuckDB memory limit DuckDB or the settings refuse were taken the same way. Each is refused as the
+256 MiB and a DuckDB memory limit DuckDB or the settings refuse were taken the same way, and so was an infinite
+timeout or retry wait of the HTTP client and the warehouse (no variable sets these). Each is refused as the
 resource is built, naming the field."""
 
 from __future__ import annotations
@@ -48,9 +49,19 @@ def test_a_landing_field_at_its_variables_bound_is_kept(tmp_path: Path, field: s
     assert getattr(LandingZoneResource(**_rooted(tmp_path), **{field: edge}), field) == edge
 
 
-def test_an_infinite_request_deadline_is_refused_naming_it() -> None:
-    with pytest.raises(ValidationError, match="request_deadline_s"):
-        EhrHttpResource(request_deadline_s=_INF)
+@pytest.mark.parametrize(
+    "field",
+    ["request_deadline_s", "connect_timeout_s", "read_timeout_s", "pool_timeout_s", "retry_min_s", "retry_cap_s"],
+)
+def test_an_infinite_request_bound_or_wait_is_refused_naming_it(field: str) -> None:
+    """No variable sets these timeouts and retry waits, but an infinite one is no value either: wait forever."""
+    with pytest.raises(ValidationError, match=field):
+        EhrHttpResource(**{field: _INF})
+
+
+def test_an_infinite_warehouse_lock_wait_is_refused_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="lock_timeout_s"):
+        WarehouseResource(target=str(tmp_path / "w.duckdb"), lock_timeout_s=_INF)
 
 
 @pytest.mark.parametrize("bad", ["8MB", "lots", "134217728", ""])
