@@ -1,7 +1,7 @@
 """Defaults of engine settings used by modules that are heavy to import (a run's environment, landing
-retention), and the landing retention's reader: kept apart so reading the settings (``engine.settings``, every
-``ehrsync`` command and Dagster process) loads none of those modules, which bring the warehouse (pyarrow,
-DuckDB), httpx and the app database's models (issue 14)."""
+retention), the byte counts' table and reader, and the landing retention's reader: kept apart so reading the
+settings (``engine.settings``, every ``ehrsync`` command and Dagster process) loads none of those modules, which
+bring the warehouse (pyarrow, DuckDB), httpx and the app database's models (issue 14)."""
 
 from __future__ import annotations
 
