@@ -17,8 +17,10 @@ The engine's tuning variables (``EHRSYNC_SYNC_WINDOWS``, the byte limits, budget
 here as the operator wrote them; ``engine.settings.PipelineSettings`` checks them with the engine's own readers,
 so their messages stay the engine's.
 
-Every variable set to an empty (or blank) value is unset: ``FOO=`` in a compose file, or a ``${FOO}`` the host
-leaves unset, means its default, for a location and an engine variable alike (docs/PIPELINES.md).
+A location or an engine variable set to an empty or blank value is unset: ``FOO=`` in a compose file, or a
+``${FOO}`` the host leaves unset, means its default (docs/PIPELINES.md). The vault's keys are checked where they
+are used (a blank one reads as not set there: the active key has no default, so a run needing it stops naming it),
+and a blank ``SMART_ENABLE_WRITE`` is no boolean: it stops the start, naming it.
 """
 
 from __future__ import annotations
@@ -71,8 +73,9 @@ ENGINE_VARIABLES = (
 
 
 class AppSettings(BaseSettings):
-    """The locations every ehrsync process shares (fields are the variable names; a variable set to an empty or
-    blank value is unset: a location's default, and an engine variable is not handed to the engine, so its default).
+    """The locations every ehrsync process shares (fields are the variable names; a location or an engine variable
+    set to an empty or blank value is unset: a location's default, and an engine variable is not handed to the
+    engine, so its default).
 
     The resolved values are the lower-case properties: ``state_dir``, ``database_url``, ``warehouse_url``,
     ``dagster_home``. The auth service's ``Settings`` extends this class, so it resolves them the same way.

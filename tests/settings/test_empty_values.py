@@ -55,3 +55,12 @@ def test_a_value_that_is_set_is_still_checked(tmp_path: Path) -> None:
     for name, bad in (("EHRSYNC_RETRY_BASE_SECONDS", " x "), ("EHRSYNC_DUCKDB_THREADS", "0")):
         with pytest.raises(PipelineConfigurationError, match=f"^{name}="):
             PipelineSettings.from_env({"EHRSYNC_STATE_DIR": str(tmp_path), name: bad})
+
+
+def test_the_readme_and_the_pipelines_doc_state_the_rule_alike() -> None:
+    """README's configuration section and docs/PIPELINES.md state the one rule in the same words: README said "an
+    empty value" where PIPELINES.md (and the code) say "an empty or blank value"."""
+    root = Path(__file__).resolve().parents[2]
+    rule = "set to an empty or blank value (`FOO=` in a compose file, or a `${FOO}` the host leaves unset) is unset"
+    for doc in ("README.md", "docs/PIPELINES.md"):
+        assert rule in " ".join((root / doc).read_text(encoding="utf-8").split()), doc
