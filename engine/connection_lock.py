@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # the settings read the lock wait without loading a run's env
 __all__ = [
     "DEFAULT_LOCK_WAIT_S",
     "LOCK_WAIT_ENV",
+    "MAX_LOCK_WAIT_S",
     "ConnectionBusyError",
     "busy_holder",
     "connection_lock",
@@ -47,7 +48,7 @@ __all__ = [
 _log = logging.getLogger(__name__)
 LOCK_WAIT_ENV = "EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS"
 DEFAULT_LOCK_WAIT_S = 30.0
-_MAX_LOCK_WAIT_S = 86_400
+MAX_LOCK_WAIT_S = 86_400
 
 
 class ConnectionBusyError(SyncError):
@@ -72,7 +73,7 @@ def lock_wait_seconds(env: Mapping[str, str] | None = None) -> float:
     source = os.environ if env is None else env
     if not source.get(LOCK_WAIT_ENV, "").strip():  # unset or empty: the default wait
         return DEFAULT_LOCK_WAIT_S
-    return float(whole_number(source, LOCK_WAIT_ENV, 0, 0, _MAX_LOCK_WAIT_S, "seconds"))
+    return float(whole_number(source, LOCK_WAIT_ENV, 0, 0, MAX_LOCK_WAIT_S, "seconds"))
 
 
 def lock_path(landing_root: Path, connection_id: str) -> Path:

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from connectors.budgets import DEFAULT_STEP_BUDGET_S, env_number, env_whole_number, shared_limiter
+from connectors.budgets import DEFAULT_STEP_BUDGET_S, env_number, shared_limiter
 from connectors.bulk import BulkClient
 from connectors.bulk.file_limits import file_deadline_from_env, low_speed_from_env
 from connectors.errors import EhrSyncError, FhirUnauthorizedError
@@ -25,12 +25,7 @@ from engine.connection_info import ConnectionInfo
 from engine.cores import landing_slots, threads_beside
 from engine.request_stops import EVERY_REQUEST_WOULD_MEET
 from engine.run_capabilities import run_capabilities
-from engine.setting_defaults import (
-    DEFAULT_BULK_MAX_FILE_BYTES,
-    DEFAULT_BULK_MAX_FILES,
-    DEFAULT_BULK_MERGE_GROUP_BYTES,
-    DEFAULT_MIN_FREE_DISK_BYTES,
-)
+from engine.setting_defaults import DEFAULT_BULK_MAX_FILES, DEFAULT_BULK_MERGE_GROUP_BYTES, engine_bytes
 from engine.token_throttle import ThrottleAwareTokenSource
 from store import AppDatabase, SharedRateBudget, TokenVault
 from warehouse import AttachmentStore, LandingZone, Warehouse, open_warehouse
@@ -79,19 +74,9 @@ class SyncEnvironment:
     # A manifest listing more files is invalid and its job cancelled (EHRSYNC_BULK_MAX_FILES, parsed at start).
     bulk_max_files: int = DEFAULT_BULK_MAX_FILES
     # One bulk file larger than this fails (resumable once raised); a download keeps this much disk free.
-    bulk_max_file_bytes: int = field(
-        default_factory=lambda: env_whole_number(
-            "EHRSYNC_BULK_MAX_FILE_BYTES", DEFAULT_BULK_MAX_FILE_BYTES, minimum=1, what="bytes of one bulk file"
-        )
-    )
-    min_free_disk_bytes: int = field(
-        default_factory=lambda: env_whole_number(
-            "EHRSYNC_MIN_FREE_DISK_BYTES",
-            DEFAULT_MIN_FREE_DISK_BYTES,
-            minimum=0,
-            what="bytes left free on disk; 0: no check",
-        )
-    )
+    # Default, minimum and rule: ``engine.setting_defaults.ENGINE_BYTES``, as the settings check them at start.
+    bulk_max_file_bytes: int = field(default_factory=lambda: engine_bytes("EHRSYNC_BULK_MAX_FILE_BYTES"))
+    min_free_disk_bytes: int = field(default_factory=lambda: engine_bytes("EHRSYNC_MIN_FREE_DISK_BYTES"))
     # A bulk file's body slower than this is cut off and fetched again (EHRSYNC_BULK_LOW_SPEED_*; None: no limit).
     bulk_low_speed: LowSpeedLimit | None = field(default_factory=low_speed_from_env)
     bulk_file_deadline_s: float | None = field(default_factory=file_deadline_from_env)  # EHRSYNC_BULK_FILE_DEADLINE_S

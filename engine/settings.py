@@ -21,9 +21,7 @@ from connectors.budgets import (
     DEFAULT_REQUEST_DEADLINE_S,
     DEFAULT_STEP_BUDGET_S,
     RESPONSE_BYTES_ENV,
-    RESPONSE_BYTES_WHAT,
     env_number,
-    env_whole_number,
 )
 from connectors.bulk.file_limits import (
     DEFAULT_FILE_DEADLINE_S,
@@ -50,7 +48,9 @@ from engine.setting_defaults import (
     DEFAULT_BULK_MERGE_GROUP_BYTES,
     DEFAULT_LANDING_RETENTION_DAYS,
     DEFAULT_MIN_FREE_DISK_BYTES,
+    ENGINE_BYTES,
     bulk_max_files,
+    engine_bytes,
     landing_retention_days,
 )
 from engine.sync_windows import SyncWindow, parse_sync_windows
@@ -83,20 +83,12 @@ __all__ = [
 # Grants lapse after about 90 days unused (eCW refresh tokens, Oracle Health offline_access): stay below that.
 MAX_KEEPALIVE_IDLE_DAYS = 89
 
-# Byte counts the engine reads with ``connectors.budgets.env_whole_number`` (a whole number of at least the minimum;
-# unset or empty: the default): name -> (default, minimum, what it counts). Checked at start with that same reader.
-ENGINE_BYTES: dict[str, tuple[int, int, str]] = {
-    RESPONSE_BYTES_ENV: (DEFAULT_MAX_RESPONSE_BYTES, 1, RESPONSE_BYTES_WHAT),
-    "EHRSYNC_BULK_MAX_FILE_BYTES": (DEFAULT_BULK_MAX_FILE_BYTES, 1, "bytes of one bulk file"),
-    "EHRSYNC_MIN_FREE_DISK_BYTES": (DEFAULT_MIN_FREE_DISK_BYTES, 0, "bytes left free on disk; 0: no check"),
-}
-
 
 def _bytes(env: Mapping[str, str], name: str) -> int:
-    """``name`` of ``ENGINE_BYTES`` read as the engine and the connectors read it; one line naming it when bad."""
-    default, minimum, what = ENGINE_BYTES[name]
+    """``name`` of ``ENGINE_BYTES`` (``engine.setting_defaults``) read as a run's environment reads it; one line
+    naming it when bad."""
     try:
-        return env_whole_number(name, default, minimum=minimum, what=what, env=env)
+        return engine_bytes(name, env)
     except ConfigurationError as exc:
         raise PipelineConfigurationError(str(exc)) from None
 

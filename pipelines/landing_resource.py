@@ -10,15 +10,21 @@ from pydantic import Field
 
 from connectors.bulk.file_limits import DEFAULT_LOW_SPEED
 from connectors.transport import LowSpeedLimit
+from engine.connection_lock import MAX_LOCK_WAIT_S
 from engine.setting_defaults import DEFAULT_LANDING_RETENTION_DAYS, MAX_LANDING_RETENTION_DAYS
 from warehouse import AttachmentStore, LandingZone
+from warehouse.limits import MAX_RESOURCE_BYTES_CEILING
 
 __all__ = ["LandingZoneResource", "unset_field"]
 
 
-def unset_field(description: str, *, gt: float | None = None, ge: float | None = None) -> Any:
-    """An optional setting: None keeps the library's default; ``default_resources`` fills it from the settings."""
-    return Field(default=None, description=description, gt=gt, ge=ge)
+def unset_field(description: str, *, gt: float | None = None, ge: float | None = None, le: float | None = None) -> Any:
+    """An optional setting: None keeps the library's default; ``default_resources`` fills it from the settings.
+    Its bounds are its variable's, so a run's config takes no value the variable refuses: a bounded setting is a
+    number, and finite (an infinite budget or wait is no variable's value)."""
+    if gt is None and ge is None and le is None:  # text: a key, a path
+        return Field(default=None, description=description)
+    return Field(default=None, description=description, gt=gt, ge=ge, le=le, allow_inf_nan=False)
 
 
 class LandingZoneResource(ConfigurableResource["LandingZoneResource"]):
@@ -53,9 +59,15 @@ class LandingZoneResource(ConfigurableResource["LandingZoneResource"]):
         description="Seconds one bulk file's download may take, every attempt together; 0: no limit "
         "(EHRSYNC_BULK_FILE_DEADLINE_S).",
     )
-    min_free_disk_bytes: int | None = unset_field("Disk a download leaves free (EHRSYNC_MIN_FREE_DISK_BYTES).", ge=-1)
-    max_resource_bytes: int | None = unset_field("Largest resource landed (EHRSYNC_MAX_RESOURCE_BYTES).", ge=1024)
-    lock_wait_s: float | None = unset_field("Wait for a busy connection (EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS).", ge=0)
+    min_free_disk_bytes: int | None = unset_field(
+        "Disk a download leaves free; 0: no check (EHRSYNC_MIN_FREE_DISK_BYTES).", ge=0
+    )
+    max_resource_bytes: int | None = unset_field(
+        "Largest resource landed (EHRSYNC_MAX_RESOURCE_BYTES).", ge=1024, le=MAX_RESOURCE_BYTES_CEILING
+    )
+    lock_wait_s: float | None = unset_field(
+        "Wait for a busy connection (EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS).", ge=0, le=MAX_LOCK_WAIT_S
+    )
     retention_days: int = Field(
         default=DEFAULT_LANDING_RETENTION_DAYS,
         ge=0,

@@ -112,18 +112,27 @@ class EhrHttpResource(ConfigurableResource["EhrHttpResource"]):
     run's resources are torn down.
     """
 
-    connect_timeout_s: float = Field(default=10.0, gt=0, description="TCP/TLS connect timeout.")
-    read_timeout_s: float = Field(default=60.0, gt=0, description="Wait for response bytes (slow EHRs).")
-    pool_timeout_s: float = Field(default=30.0, gt=0, description="Wait for a free pooled connection.")
+    connect_timeout_s: float = Field(default=10.0, gt=0, allow_inf_nan=False, description="TCP/TLS connect timeout.")
+    read_timeout_s: float = Field(
+        default=60.0, gt=0, allow_inf_nan=False, description="Wait for response bytes (slow EHRs)."
+    )
+    pool_timeout_s: float = Field(
+        default=30.0, gt=0, allow_inf_nan=False, description="Wait for a free pooled connection."
+    )
     fetch_allowed_hosts: str = Field(
         default="",
         description="Comma-separated host or host:port that bulk manifests and attachments may name although not "
         "public https (EHRSYNC_FETCH_ALLOWED_HOSTS), e.g. an on-premises file server.",
     )
     retry_min_s: float = Field(
-        default=2.0, gt=0, description="Shortest wait before a retry: Retry-After floor and first backoff (BDX-10)."
+        default=2.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Shortest wait before a retry: Retry-After floor and first backoff (BDX-10).",
     )
-    retry_cap_s: float = Field(default=300.0, gt=0, description="Longest backoff between two attempts (BDX-10).")
+    retry_cap_s: float = Field(
+        default=300.0, gt=0, allow_inf_nan=False, description="Longest backoff between two attempts (BDX-10)."
+    )
     rate_limits: bool = Field(default=True, description="Keep to each vendor's call budget; off only for a sandbox.")
     max_response_bytes: int | None = unset_field(
         "Largest JSON body read from the EHR: FHIR, Bulk status, SMART discovery and token answers "

@@ -6,9 +6,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from engine.warehouse_settings import DUCKDB_MEMORY_LIMIT_ENV, DUCKDB_THREADS_ENV, MAX_DUCKDB_THREADS
+from engine.errors import PipelineConfigurationError
+from engine.warehouse_settings import (
+    DUCKDB_MEMORY_LIMIT_ENV,
+    DUCKDB_THREADS_ENV,
+    MAX_DUCKDB_THREADS,
+    duckdb_memory_limit,
+)
 from warehouse import Warehouse, open_warehouse
 
 __all__ = ["WarehouseResource"]
@@ -18,7 +24,9 @@ class WarehouseResource(ConfigurableResource["WarehouseResource"]):
     """The analytical warehouse: a DuckDB file path or a ``postgresql+psycopg://`` URL (WAREHOUSE_URL)."""
 
     target: str = Field(description="DuckDB path or Postgres URL of the warehouse.")
-    lock_timeout_s: float = Field(default=300.0, gt=0, description="Wait this long for another writer's lock.")
+    lock_timeout_s: float = Field(
+        default=300.0, gt=0, allow_inf_nan=False, description="Wait this long for another writer's lock."
+    )
     # None: the warehouse's defaults; ``default_resources`` sets them from the settings. PostgreSQL ignores them.
     duckdb_memory_limit: str | None = Field(
         default=None,
@@ -34,6 +42,17 @@ class WarehouseResource(ConfigurableResource["WarehouseResource"]):
         "sync step's connection leaves the "
         f"Bulk landing threads their cores ({DUCKDB_THREADS_ENV}).",
     )
+
+    @field_validator("duckdb_memory_limit")
+    @classmethod
+    def _check_memory_limit(cls, value: str | None) -> str | None:
+        """The settings' own rule (at least 16 MiB, a size DuckDB reads): a run's config takes no other."""
+        if value is None:
+            return None
+        try:
+            return duckdb_memory_limit({DUCKDB_MEMORY_LIMIT_ENV: value})
+        except PipelineConfigurationError as exc:
+            raise ValueError(str(exc).removeprefix(f"{DUCKDB_MEMORY_LIMIT_ENV}=")) from None
 
     @contextmanager
     def open(self, *, read_only: bool = False) -> Iterator[Warehouse]:

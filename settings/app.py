@@ -16,6 +16,11 @@ app database and warehouse for the same environment. Nothing else reads these va
 The engine's tuning variables (``EHRSYNC_SYNC_WINDOWS``, the byte limits, budgets and retry delays) are carried
 here as the operator wrote them; ``engine.settings.PipelineSettings`` checks them with the engine's own readers,
 so their messages stay the engine's.
+
+A location or an engine variable set to an empty or blank value is unset: ``FOO=`` in a compose file, or a
+``${FOO}`` the host leaves unset, means its default (docs/PIPELINES.md). The vault's keys are checked where they
+are used (a blank one reads as not set there: the active key has no default, so a run needing it stops naming it),
+and a blank ``SMART_ENABLE_WRITE`` is no boolean: it stops the start, naming it.
 """
 
 from __future__ import annotations
@@ -68,8 +73,9 @@ ENGINE_VARIABLES = (
 
 
 class AppSettings(BaseSettings):
-    """The locations every ehrsync process shares (fields are the variable names; an empty location is unset,
-    an engine variable set to an empty value is passed on, and refused, as before).
+    """The locations every ehrsync process shares (fields are the variable names; a location or an engine variable
+    set to an empty or blank value is unset: a location's default, and an engine variable is not handed to the
+    engine, so its default).
 
     The resolved values are the lower-case properties: ``state_dir``, ``database_url``, ``warehouse_url``,
     ``dagster_home``. The auth service's ``Settings`` extends this class, so it resolves them the same way.
@@ -172,8 +178,11 @@ class AppSettings(BaseSettings):
         return tuple(name for name in names if getattr(self, name) is not None)
 
     def engine_values(self) -> dict[str, str]:
-        """The engine's variables the operator set, as text (``engine.settings`` parses and checks them)."""
-        return {name: value for name in ENGINE_VARIABLES if (value := getattr(self, name)) is not None}
+        """The engine's variables the operator set, as text (``engine.settings`` parses and checks them); one set
+        to a blank value is left out, unset, as a run's own readers of the process environment read it."""
+        return {
+            name: value for name in ENGINE_VARIABLES if (value := getattr(self, name)) is not None and value.strip()
+        }
 
 
 def _dagster_home_problem(value: str) -> str | None:

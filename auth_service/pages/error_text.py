@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PlainError", "plain_error", "sign_in_window"]
+__all__ = ["RESTART_ELSEWHERE", "PlainError", "plain_error", "sign_in_window"]
+
+#: Where to try again from when the page can offer no "Try again" (an EHR launch, a login without a connect link):
+#: only the EHR can launch again, and only the app that sent the patient here can give a new connect link.
+RESTART_ELSEWHERE = (
+    "To try again, go back to where you started and open this app from there again: your health system's website"
+    " or app (such as its patient portal), or your practice's app."
+)
 
 
 @dataclass(frozen=True)
@@ -16,6 +23,8 @@ class PlainError:
     explanation: str
     #: "Try again" is offered (when this browser has a connect link to start from); not when it would connect twice
     retry: bool = True
+    #: the explanation itself says how to go on (a new link, the practice): no ``RESTART_ELSEWHERE`` beside it
+    says_how: bool = False
 
 
 _SETUP = PlainError(
@@ -28,6 +37,7 @@ _TEXTS: dict[str, PlainError] = {
         "This connect link has expired or is not valid",
         "Connect links work for a short time only. Go back to the app that sent you here and open its"
         " connect link again.",
+        says_how=True,
     ),
     "invalid_state": PlainError(
         "Your sign-in took too long or started in another browser",
@@ -61,6 +71,7 @@ _TEXTS: dict[str, PlainError] = {
         "More than one practice uses this app with your health system, and the link your health system opened"
         " does not say which practice it is for, so nothing was shared. This is not something you did. Please"
         " tell your practice: it needs to register its own launch link for this app in the health system.",
+        says_how=True,
     ),
     "sign_in_interrupted": PlainError(
         "We couldn't finish connecting your record",
@@ -85,6 +96,7 @@ _TEXTS: dict[str, PlainError] = {
     "invalid_redirect": PlainError(
         "This link points somewhere we can't send you",
         "For your safety we only link back to addresses your practice approved. Start again from your practice's app.",
+        says_how=True,
     ),
 }
 for _code in (
@@ -123,5 +135,5 @@ def plain_error(code: str, *, state_ttl_seconds: int) -> PlainError:
     plain = _TEXTS.get(code, _DEFAULT)
     if "{sign_in_window}" in plain.explanation:
         explanation = plain.explanation.format(sign_in_window=sign_in_window(state_ttl_seconds))
-        return PlainError(plain.title, explanation, plain.retry)
+        return PlainError(plain.title, explanation, plain.retry, plain.says_how)
     return plain

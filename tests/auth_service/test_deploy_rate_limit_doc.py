@@ -1,6 +1,7 @@
 """docs/DEPLOY.md's proxy rate limit for the public sign-in entry points must cover those and nothing the host app
 calls with its API key: the host app's backend calls from one address (status, refresh, test reads, disconnect),
-so a per-address limit on its routes would answer it 503 once it made 30 calls a minute."""
+so a per-address limit on its routes would answer it 429 once it made 30 calls a minute. A refused sign-in is
+answered 429, not nginx's default 503 (the service down, to a patient and to an uptime check)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from auth_service.api.deps import get_admin
 DEPLOY = Path(__file__).resolve().parents[2] / "docs" / "DEPLOY.md"
 #: ``location [modifier] path { limit_req ...`` in the doc's nginx example
 _LIMITED = re.compile(r"location\s+(=|~\*?|\^~)?\s*(\S+)\s*\{\s*limit_req\b")
+#: ``limit_req_zone ...;`` and ``limit_req_status ...;`` shown for ``http {}``
+_HTTP_LEVEL = re.compile(r"`(limit_req_zone [^`]+;)` and `(limit_req_status \d+;)` in `http \{\}`")
 
 
 def _limited_locations() -> list[tuple[str, str]]:
@@ -69,3 +72,14 @@ def test_the_documented_sign_in_rate_limit_spares_the_host_apps_api_key_routes(m
     assert limited_admin == [], f"the doc's per-address sign-in limit also throttles the host app: {limited_admin}"
     for entry in ("/connect", "/api/integrations/smart/login", "/api/integrations/smart/launch"):
         assert entry in public and any(_matches(m, loc, entry) for m, loc in locations), entry
+
+
+def test_the_documented_limit_answers_429_not_nginxs_default_503() -> None:
+    """nginx refuses a request over ``limit_req`` with 503 unless ``limit_req_status`` says otherwise: the example
+    sets 429 beside the zone, in ``http {}``, which every limited location inherits."""
+    found = _HTTP_LEVEL.search(DEPLOY.read_text(encoding="utf-8"))
+    assert found is not None, "docs/DEPLOY.md's rate limit shows no limit_req_status beside its zone in http {}"
+    assert found.group(2) == "limit_req_status 429;"
+    zones = re.findall(r"zone=(\w+):", found.group(1))
+    used = {m.group(1) for m in re.finditer(r"limit_req zone=(\w+)", DEPLOY.read_text(encoding="utf-8"))}
+    assert used and used == set(zones), (used, zones)

@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
 
+from auth_service.pages.error_text import RESTART_ELSEWHERE
 from auth_service.services.errors import IssuerRefusedError
 from auth_service.services.launch import find_launch_target
 from auth_service.services.tenants import bootstrap_tenant
@@ -72,6 +73,7 @@ def test_sal06_ambiguous_launch_page_names_the_problem_without_the_launch_value(
     assert "register its own launch link" in r.text and "ambiguous_issuer" in r.text
     assert OPAQUE_LAUNCH not in r.text and "clinic-a" not in r.text
     assert 'id="retry"' not in r.text  # only the EHR can launch again
+    assert 'id="restart-hint"' not in r.text  # trying again does not help: the practice must register its link
     assert clinics.transport.calls == []
 
 
@@ -223,3 +225,28 @@ def test_sal41_id_token_keys_are_fetched_only_from_an_allowlisted_issuer(make_se
     r, script = _callback_with_issuer_elsewhere(make_settings, sandbox, listed=True)
     assert [path for _, path, _ in script.seen] == ["/oidc/.well-known/openid-configuration"]
     assert r.json()["error"] == "invalid_id_token"
+
+
+def test_an_ehr_launch_whose_ehr_is_down_says_how_to_try_again(make_settings, sandbox) -> None:
+    """An EHR launch meeting a health system that is down: the page says "Please try again in a few minutes" but
+    can offer no "Try again" (no connect link in this flow: only the EHR launches again). It said so with no way
+    to; it now says where to start again."""
+    pid = patient_ids(sandbox)[2]
+    with running_service(make_settings, sandbox, smart_practice(sandbox, "launch-down-app")) as svc:
+        register(sandbox, svc, "launch-down-app", "public")
+        launcher = sandbox.admin.ehr_launch_url(f"{svc.base_url}{LAUNCH}/t1", pid)
+        opened = httpx.get(launcher, timeout=30)
+        assert opened.status_code == 302
+        sandbox_admin(
+            sandbox,
+            "faults",
+            {"kind": "503", "path": urlsplit(sandbox.fhir_base).path, "times": None, "retry_after": ""},
+        )
+        try:
+            page = httpx.get(opened.headers["location"], headers={"Accept": "text/html"}, timeout=30)
+        finally:
+            sandbox_admin(sandbox, "faults", method="DELETE")
+    assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
+    assert "Your health system is not answering right now" in page.text and "ehr_unavailable" in page.text
+    assert 'id="retry"' not in page.text
+    assert 'id="restart-hint"' in page.text and RESTART_ELSEWHERE.replace("'", "&#39;") in page.text

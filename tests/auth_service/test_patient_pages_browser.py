@@ -16,6 +16,7 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 
+from auth_service.pages.error_text import RESTART_ELSEWHERE
 from tests.auth_service.brands_data import brands_bundle
 from tests.auth_service.ehr import patient_ids, running_service, sandbox_admin, smart_practice
 
@@ -226,7 +227,8 @@ def test_the_axe_check_finds_violations_when_there_are_some(browser) -> None:
 def test_cancelling_an_ehr_launch_at_the_ehr_offers_no_dead_end(make_settings, sandbox, browser) -> None:
     """A patient who launched the app from the EHR's portal and pressed Deny: the error page says access was not
     allowed and offers no "Try again" that could only lead to "This connect link has expired" (there is no
-    connect link in this flow; only the EHR can launch again)."""
+    connect link in this flow; only the EHR can launch again). It said "try again and allow access" with no way
+    to: it now says how (open the app again from the health system's website or app)."""
     pid = patient_ids(sandbox)[1]
     with running_service(make_settings, sandbox, practice(sandbox, "pages-ehr")) as svc:
         sandbox_admin(
@@ -243,6 +245,9 @@ def test_cancelling_an_ehr_launch_at_the_ehr_offers_no_dead_end(make_settings, s
         assert page.locator("#error-code").text_content() == "access_denied"
         assert "launch=" not in page.content() and "state=" not in page.content()
         assert page.get_by_role("link", name="Try again").count() == 0
+        # the page says "try again and allow access": it says how, since it cannot offer a link
+        hint = page.locator("#restart-hint")
+        assert hint.inner_text() == RESTART_ELSEWHERE and "health system's website or app" in RESTART_ELSEWHERE
         check_page(page, "10-ehr-launch-denied")
         context.close()
 
@@ -265,6 +270,7 @@ def test_a_health_system_that_is_down_gets_the_error_page_and_try_again_works(ma
         assert page.get_by_role("heading", level=1).inner_text() == "Your health system is not answering right now"
         assert page.locator("#error-code").text_content() == "ehr_unavailable"
         check_page(page, "11-health-system-down")
+        assert page.locator("#restart-hint").count() == 0  # the link says how
         sandbox_admin(sandbox, "faults", method="DELETE")
         page.get_by_role("link", name="Try again").click()
         page.wait_for_url(f"{svc.base_url}/connect?link=*")

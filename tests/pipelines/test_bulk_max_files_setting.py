@@ -32,7 +32,7 @@ def test_unset_it_is_the_default_and_a_whole_number_raises_it() -> None:
     assert PipelineSettings.from_env({"EHRSYNC_BULK_MAX_FILES": "1"}).limits.bulk_max_files == 1
 
 
-@pytest.mark.parametrize("value", ["", "0", "-5", "1.5", "2e4", "20k", "lots"])
+@pytest.mark.parametrize("value", ["0", "-5", "1.5", "2e4", "20k", "lots"])  # empty: unset (test_empty_values)
 def test_a_value_that_is_not_a_positive_whole_number_stops_the_start_naming_it(value: str) -> None:
     with pytest.raises(
         PipelineConfigurationError, match=r"EHRSYNC_BULK_MAX_FILES=.* is not a whole number of at least 1"

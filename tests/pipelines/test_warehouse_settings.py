@@ -65,20 +65,17 @@ def test_good_values_are_parsed(name: str, value: str, field: str, parsed: objec
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("EHRSYNC_DUCKDB_MEMORY_LIMIT", ""),
         ("EHRSYNC_DUCKDB_MEMORY_LIMIT", "lots"),
         ("EHRSYNC_DUCKDB_MEMORY_LIMIT", "134217728"),  # DuckDB wants a unit
         ("EHRSYNC_DUCKDB_MEMORY_LIMIT", "128Mi"),  # memory_mib reads it, DuckDB does not
         ("EHRSYNC_DUCKDB_MEMORY_LIMIT", "8MB"),  # below 16 MiB
         ("EHRSYNC_DUCKDB_MEMORY_LIMIT", "-1GB"),
         ("EHRSYNC_DUCKDB_MEMORY_LIMIT", "128MB'; DROP TABLE fhir_resources; --"),
-        ("EHRSYNC_DUCKDB_THREADS", ""),
         ("EHRSYNC_DUCKDB_THREADS", "0"),
         ("EHRSYNC_DUCKDB_THREADS", "257"),
         ("EHRSYNC_DUCKDB_THREADS", "two"),
         ("EHRSYNC_DUCKDB_THREADS", "1.5"),
         ("EHRSYNC_DUCKDB_THREADS", "-1"),
-        ("EHRSYNC_BULK_MERGE_GROUP_BYTES", ""),
         ("EHRSYNC_BULK_MERGE_GROUP_BYTES", "0"),
         ("EHRSYNC_BULK_MERGE_GROUP_BYTES", "-5"),
         ("EHRSYNC_BULK_MERGE_GROUP_BYTES", "1.5"),
