@@ -26,7 +26,8 @@ def one_ahead(items: Iterator[T], *, name: str) -> Iterator[Iterator[T]]:
 
     An exception raised by ``items`` reaches the caller where that item would have come, with its own traceback.
     Leaving the block early (an error in the caller, or a ``break``) stops the producer once the item it is
-    building is done, and the block waits for it, so no thread outlives the block."""
+    building is done, and the block waits for it, so no thread outlives the block; the item built but never taken
+    is dropped then (and an error raised building it: the caller's own error, if any, is the one that counts)."""
     ready: queue.SimpleQueue[tuple[bool, object]] = queue.SimpleQueue()
     taken = threading.Semaphore(0)  # released once per item the caller takes: the producer may build one more
     stop = threading.Event()
@@ -66,3 +67,5 @@ def one_ahead(items: Iterator[T], *, name: str) -> Iterator[Iterator[T]]:
         stop.set()
         taken.release()  # wake a producer waiting for the caller
         thread.join()
+        while not ready.empty():  # the iterator, and an error holding it, may outlive the block: not this item
+            ready.get_nowait()

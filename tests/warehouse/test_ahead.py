@@ -8,6 +8,7 @@ the items before it; and leaving the block early stops the producer and leaves n
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -109,3 +110,27 @@ def test_an_empty_source_ends_at_once() -> None:
     with one_ahead(iter(source), name="ahead-empty") as items:
         assert list(items) == []
     assert source.closed.is_set()
+
+
+class _Chunk:
+    """An item that can be watched with a weak reference (an int cannot)."""
+
+    @classmethod
+    def new(cls, built: list[weakref.ref[_Chunk]]) -> _Chunk:
+        item = cls()
+        built.append(weakref.ref(item))
+        return item
+
+
+def test_leaving_early_lets_go_of_the_item_built_ahead() -> None:
+    """A caller leaving on an error may keep that error, and with it the iterator, for a long time (the engine
+    chains and reports it); the item built ahead and never taken must not stay alive with them."""
+    built: list[weakref.ref[_Chunk]] = []
+    chunks = (_Chunk.new(built) for _ in range(10))
+    with pytest.raises(RuntimeError, match="the server refused"), one_ahead(chunks, name="ahead-drop") as items:
+        for _ in items:
+            _wait_until(lambda: len(built) == 2, "item 1 is built while the caller holds item 0")
+            raise RuntimeError("the server refused")
+    assert items is not None  # the caller still holds the iterator, as a kept error's frames do
+    assert len(built) == 2
+    assert built[1]() is None
