@@ -7,6 +7,7 @@ leaves only whole committed chunks, which a replay completes to the state of a c
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from datetime import UTC, datetime
@@ -145,6 +146,28 @@ def test_a_failure_mid_file_keeps_whole_chunks_and_a_replay_ends_clean(
     with PostgresWarehouse(clean_url) as wh:
         assert wh.upsert(good).inserted == 8
     assert [r[:5] for r in _rows(url)] == [r[:5] for r in _rows(clean_url)]
+
+
+def _descriptors_of(path: Path) -> int:
+    """How many of this process's open file descriptors point at ``path`` (Linux: /proc/self/fd)."""
+    found = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # the descriptor listing the directory is gone by now
+            found += fd.readlink() == path
+    return found
+
+
+def test_a_failure_mid_file_closes_the_landed_file_while_the_error_is_held(tmp_path: Path, postgres_url: str) -> None:
+    """The error of a chunk PostgreSQL refuses holds ``upsert``'s frames for as long as its caller keeps it (the
+    engine chains and reports it); the reader of the rest of the file (an open descriptor, a decoded batch), which
+    the next chunk was being read from, must be closed before the error reaches the caller, not with the error."""
+    docs = [_padded(f"o{i}") for i in range(40)]
+    bad = _write(tmp_path / "bad.parquet", docs, texts={5: '{"resourceType": "Observation", "id": "o5", oops'})
+    with PostgresWarehouse(postgres_url, upsert_chunk_bytes=2 * len(orjson.dumps(docs[0]))) as wh:
+        with pytest.raises(LandedFileError) as caught:
+            wh.upsert(bad)
+        assert caught.value.__traceback__ is not None  # the error, and the frames it holds, are still alive
+        assert _descriptors_of(Path(bad.path)) == 0
 
 
 def test_copy_text_keeps_every_character_and_the_hash_matches_the_server(tmp_path: Path, postgres_url: str) -> None:
