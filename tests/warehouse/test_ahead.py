@@ -85,7 +85,8 @@ def test_a_producer_error_reaches_the_caller_after_the_items_before_it() -> None
 
 def test_leaving_early_stops_the_producer_and_leaves_no_thread() -> None:
     source = _Source(1_000)
-    with pytest.raises(RuntimeError, match="the server refused"), one_ahead(iter(source), name="ahead-early") as items:
+    generator = iter(source)  # held here, so only ``one_ahead`` closing it (not its collection) sets ``closed``
+    with pytest.raises(RuntimeError, match="the server refused"), one_ahead(generator, name="ahead-early") as items:
         for item in items:
             if item == 2:
                 raise RuntimeError("the server refused")
@@ -96,7 +97,8 @@ def test_leaving_early_stops_the_producer_and_leaves_no_thread() -> None:
 
 def test_a_break_stops_the_producer_too() -> None:
     source = _Source(1_000)
-    with one_ahead(iter(source), name="ahead-break") as items:
+    generator = iter(source)  # held here: see above
+    with one_ahead(generator, name="ahead-break") as items:
         for item in items:
             if item == 0:
                 break
