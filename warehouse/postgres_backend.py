@@ -96,7 +96,8 @@ class PostgresWarehouse(Warehouse):
         if not isinstance(upsert_chunk_bytes, int) or upsert_chunk_bytes < 1:
             raise InvalidInputError("upsert_chunk_bytes must be a positive number of bytes")
         self.upsert_chunk_bytes = upsert_chunk_bytes
-        # Where upserts spent their time (seconds per phase, summed over chunks): the benchmark's profile.
+        # Where upserts spent their time (seconds per phase, summed over chunks): the benchmark's profile. "read"
+        # runs in the read-ahead thread alongside classify and write, so the phases may sum past the wall time.
         self.phase_seconds = dict.fromkeys(("prepass", "read", "classify", "write", "commit"), 0.0)
         self.read_only = read_only
         self.url = url
