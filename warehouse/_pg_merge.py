@@ -12,8 +12,9 @@ Arrow makes of them); it measured faster than psycopg's binary ``write_row`` her
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "merge_chunk",
     "merge_sql",
     "prepare_chunk",
+    "prepared_chunks",
     "text_payload",
 ]
 
@@ -151,6 +153,16 @@ def prepare_chunk(batches: Iterable[pa.RecordBatch], phases: dict[str, float]) -
     prepared = PreparedChunk(rows, hashes, text_payload(keys))
     phases["read"] += time.perf_counter() - started
     return prepared
+
+
+def prepared_chunks(
+    chunks: Generator[Iterable[pa.RecordBatch], None, None], phases: dict[str, float]
+) -> Iterator[PreparedChunk]:
+    """``chunks`` prepared one by one. Closing this closes ``chunks`` too, so the thread that reads the file
+    (``one_ahead``'s producer) also closes it when the caller leaves early: nothing of it stays with the error."""
+    with contextlib.closing(chunks):
+        for batches in chunks:
+            yield prepare_chunk(batches, phases)
 
 
 def merge_chunk(

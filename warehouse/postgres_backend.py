@@ -151,9 +151,8 @@ class PostgresWarehouse(Warehouse):
         self.phase_seconds["prepass"] += time.perf_counter() - started
         inserted = updated = distinct = 0
         chunks = _pg_chunks.byte_chunks(path, self.upsert_chunk_bytes, losers)
-        prepared = (_pg_merge.prepare_chunk(c, self.phase_seconds) for c in chunks)
-        # closed here, not when a failure's error lets go of this frame: the file's reader (a descriptor, a batch)
-        with contextlib.closing(chunks), _ahead.one_ahead(prepared, name=f"pg-upsert-read-{path.name}") as ready:
+        prepared = _pg_merge.prepared_chunks(chunks, self.phase_seconds)
+        with _ahead.one_ahead(prepared, name=f"pg-upsert-read-{path.name}") as ready:
             for chunk in ready:
                 created, changed = self._merge_chunk(landed, chunk)
                 inserted, updated, distinct = inserted + created, updated + changed, distinct + chunk.rows.num_rows
