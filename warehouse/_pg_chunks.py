@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import itertools
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from operator import itemgetter
 from pathlib import Path
 
@@ -122,7 +122,7 @@ def _pieces(path: Path, chunk_bytes: int, losers: list[int]) -> Iterator[tuple[i
                 chunk, used = chunk + 1, 0
 
 
-def byte_chunks(path: Path, chunk_bytes: int, losers: list[int]) -> Iterator[Iterator[pa.RecordBatch]]:
+def byte_chunks(path: Path, chunk_bytes: int, losers: list[int]) -> Generator[Iterator[pa.RecordBatch], None, None]:
     """The file's winning rows as chunks, each an iterator of record batches (consume one before the next)."""
     for _, group in itertools.groupby(_pieces(path, chunk_bytes, losers), key=itemgetter(0)):
         yield (piece for _, piece in group)

@@ -12,7 +12,10 @@ Arrow makes of them); it measured faster than psycopg's binary ``write_row`` her
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Generator, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -27,11 +30,14 @@ from warehouse.landed import LANDING_SCHEMA
 __all__ = [
     "KEYS",
     "STAGE",
+    "PreparedChunk",
     "changed_sql",
     "content_hashes",
     "create_tables_sql",
     "merge_chunk",
     "merge_sql",
+    "prepare_chunk",
+    "prepared_chunks",
     "text_payload",
 ]
 
@@ -45,6 +51,8 @@ _TIMESTAMPS = tuple(f.name for f in LANDING_SCHEMA if pa.types.is_timestamp(f.ty
 # only in a column that holds one (JSON text never does unless its producer left raw whitespace in it).
 _CONTROLS = (("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
 _EPOCH = "CAST('1970-01-01 00:00:00+00' AS TIMESTAMPTZ)"
+# Rows per piece of a staging COPY (~2-4 MB of typical resource JSON).
+_COPY_SLICE_ROWS = 4_096
 
 
 def create_tables_sql() -> list[str]:
@@ -111,8 +119,10 @@ def text_payload(columns: list[pa.Array]) -> memoryview:
 
 
 def _copy(cur: psycopg.Cursor[Any], table: str, names: tuple[str, ...], columns: list[pa.Array]) -> None:
+    """COPY ``columns`` a slice of rows at a time: the server parses one slice while the client encodes the next."""
     with cur.copy(f"COPY {table} ({', '.join(names)}) FROM STDIN") as copy:
-        copy.write(text_payload(columns))
+        for start in range(0, len(columns[0]), _COPY_SLICE_ROWS):
+            copy.write(text_payload([c.slice(start, _COPY_SLICE_ROWS) for c in columns]))
 
 
 def temp_buffers_mib(chunk_bytes: int) -> int:
@@ -120,23 +130,57 @@ def temp_buffers_mib(chunk_bytes: int) -> int:
     return max(8, min(1024, 2 * -(-chunk_bytes // (1024 * 1024))))
 
 
-def merge_chunk(
-    cur: psycopg.Cursor[Any], chunk: pa.Table, scope: tuple[str, str], landed_at: datetime, phases: dict[str, float]
-) -> tuple[int, int]:
-    """Upsert one chunk (landing columns, one row per id, all of ``scope`` = (connection, type)); (created, updated).
+@dataclass(frozen=True)
+class PreparedChunk:
+    """A chunk with what its classification sends, built on the client before the server is asked anything, so
+    the next chunk can be prepared while the server works on this one (``postgres_backend``)."""
 
-    First only the keys travel (id, lastUpdated, versionId, transaction time, content hash) and the server names
-    the rows that are new or newer; then only those rows travel whole and are upserted. An unchanged row's JSON is
-    never sent, staged or parsed. Each key is looked up in the primary-key index (a nested loop): the planner
-    otherwise hashes the chunk and scans the whole table once per chunk, or, with statistics stale after a large
-    load, scans the table once per key (docs/PERFORMANCE.md)."""
+    rows: pa.Table  # landing columns, one row per id, all of one (connection, type)
+    hashes: pa.Array  # the content hash of each row
+    keys: memoryview  # the rows' keys as COPY text of ``_KEY_COLUMNS``
+
+
+def prepare_chunk(batches: Iterable[pa.RecordBatch], phases: dict[str, float]) -> PreparedChunk:
+    """Read a chunk's batches into one table, take its content hashes (the ones landing computed; a file landed
+    before that column is hashed here) and encode its keys (position, id, lastUpdated, versionId, transaction
+    time, hash) as COPY text."""
     started = time.perf_counter()
-    # the hashes landing computed; a file landed before the column existed is hashed here
-    landed = "content_hash" in chunk.column_names
-    hashes = chunk.column("content_hash").chunk(0) if landed else content_hashes(chunk.column("resource_json").chunk(0))
-    keys = [pa.array(range(chunk.num_rows), type=pa.int64())]
-    keys += [chunk.column(c).chunk(0) for c in _KEY_COLUMNS[1:-1]] + [hashes]
-    _copy(cur, KEYS, _KEY_COLUMNS, keys)
+    rows = pa.Table.from_batches(list(batches)).combine_chunks()  # at most upsert_chunk_bytes of JSON
+    landed = "content_hash" in rows.column_names
+    hashes = rows.column("content_hash").chunk(0) if landed else content_hashes(rows.column("resource_json").chunk(0))
+    keys = [pa.array(range(rows.num_rows), type=pa.int64())]
+    keys += [rows.column(c).chunk(0) for c in _KEY_COLUMNS[1:-1]] + [hashes]
+    prepared = PreparedChunk(rows, hashes, text_payload(keys))
+    phases["read"] += time.perf_counter() - started
+    return prepared
+
+
+def prepared_chunks(
+    chunks: Generator[Iterable[pa.RecordBatch], None, None], phases: dict[str, float]
+) -> Iterator[PreparedChunk]:
+    """``chunks`` prepared one by one. Closing this closes ``chunks`` too, so the thread that reads the file
+    (``one_ahead``'s producer) also closes it when the caller leaves early: nothing of it stays with the error."""
+    with contextlib.closing(chunks):
+        for batches in chunks:
+            yield prepare_chunk(batches, phases)
+
+
+def merge_chunk(
+    cur: psycopg.Cursor[Any],
+    chunk: PreparedChunk,
+    scope: tuple[str, str],
+    landed_at: datetime,
+    phases: dict[str, float],
+) -> tuple[int, int]:
+    """Upsert one prepared chunk of ``scope`` = (connection, type); (created, updated).
+
+    First only the keys travel and the server names the rows that are new or newer; then only those rows travel
+    whole and are upserted. An unchanged row's JSON is never sent, staged or parsed. Each key is looked up in the
+    primary-key index (a nested loop): the planner otherwise hashes the chunk and scans the whole table once per
+    chunk, or, with statistics stale after a large load, scans the table once per key (docs/PERFORMANCE.md)."""
+    started = time.perf_counter()
+    with cur.copy(f"COPY {KEYS} ({', '.join(_KEY_COLUMNS)}) FROM STDIN") as copy:
+        copy.write(chunk.keys)
     for plan in ("hashjoin", "mergejoin", "material", "seqscan"):  # the temp table is still scanned (no index)
         cur.execute(f"SET LOCAL enable_{plan} = off")
     cur.execute("SET LOCAL jit = off")  # compiling the predicate costs more than a chunk saves
@@ -146,8 +190,8 @@ def merge_chunk(
     phases["classify"] += classified - started
     if not len(positions):
         return 0, 0
-    rows = [chunk.column(c).chunk(0).take(positions) for c in LANDING_SCHEMA.names] + [hashes.take(positions)]
-    _copy(cur, STAGE, _COLUMNS, rows)
+    rows = [chunk.rows.column(c).chunk(0).take(positions) for c in LANDING_SCHEMA.names]
+    _copy(cur, STAGE, _COLUMNS, [*rows, chunk.hashes.take(positions)])
     cur.execute(merge_sql(), (landed_at,))
     row = cur.fetchone()
     assert row is not None

@@ -7,6 +7,8 @@ leaves only whole committed chunks, which a replay completes to the state of a c
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +23,7 @@ import pytest
 
 from tests.pgserver import PgServer, create_database
 from tests.warehouse.conftest import resource
-from warehouse import LandedFile, _pg_chunks, read_landed_file
+from warehouse import LandedFile, _pg_chunks, _pg_merge, read_landed_file
 from warehouse._pg_chunks import BATCH_ROWS, byte_chunks, check_keys, losing_rows
 from warehouse.errors import LandedFileError
 from warehouse.landed import LANDING_SCHEMA
@@ -146,6 +148,28 @@ def test_a_failure_mid_file_keeps_whole_chunks_and_a_replay_ends_clean(
     assert [r[:5] for r in _rows(url)] == [r[:5] for r in _rows(clean_url)]
 
 
+def _descriptors_of(path: Path) -> int:
+    """How many of this process's open file descriptors point at ``path`` (Linux: /proc/self/fd)."""
+    found = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # the descriptor listing the directory is gone by now
+            found += fd.readlink() == path
+    return found
+
+
+def test_a_failure_mid_file_closes_the_landed_file_while_the_error_is_held(tmp_path: Path, postgres_url: str) -> None:
+    """The error of a chunk PostgreSQL refuses holds ``upsert``'s frames for as long as its caller keeps it (the
+    engine chains and reports it); the reader of the rest of the file (an open descriptor, a decoded batch), which
+    the next chunk was being read from, must be closed before the error reaches the caller, not with the error."""
+    docs = [_padded(f"o{i}") for i in range(40)]
+    bad = _write(tmp_path / "bad.parquet", docs, texts={5: '{"resourceType": "Observation", "id": "o5", oops'})
+    with PostgresWarehouse(postgres_url, upsert_chunk_bytes=2 * len(orjson.dumps(docs[0]))) as wh:
+        with pytest.raises(LandedFileError) as caught:
+            wh.upsert(bad)
+        assert caught.value.__traceback__ is not None  # the error, and the frames it holds, are still alive
+        assert _descriptors_of(Path(bad.path)) == 0
+
+
 def test_copy_text_keeps_every_character_and_the_hash_matches_the_server(tmp_path: Path, postgres_url: str) -> None:
     doc = _padded("e1", comment='tab\there, back\\slash, quote", newline\nend, ünïcødé ✓')
     # raw whitespace a producer may leave between tokens (tab, CR, LF) must survive COPY's text format too
@@ -190,3 +214,56 @@ def test_the_key_checks_of_many_files_open_one_duckdb_instance(tmp_path: Path, m
     assert opened == [":memory:"] * 2
     with pytest.raises(LandedFileError, match="another connection"):
         check_keys(Path(landed.path), "c2", "Observation")
+
+
+def test_the_next_chunk_is_read_while_the_server_merges_this_one(
+    tmp_path: Path, postgres_url: str, monkeypatch: Any
+) -> None:
+    """Reading a chunk and encoding its keys (client CPU) runs in its own thread while the server classifies and
+    upserts the chunk before it, so the two overlap instead of idling in turn. Each merge waits until the next
+    chunk's preparation has started; done in turn, that never happens and the merge gives up."""
+    docs = [_padded(f"o{i}") for i in range(8)]
+    landed = _write(tmp_path / "f.parquet", docs)
+    prepare, merge = _pg_merge.prepare_chunk, _pg_merge.merge_chunk
+    started: list[threading.Event] = [threading.Event() for _ in range(5)]
+    prepared_in: set[str] = set()
+    overlapped: list[bool] = []
+
+    def preparing(batches: Any, phases: dict[str, float]) -> _pg_merge.PreparedChunk:
+        started[sum(e.is_set() for e in started)].set()  # chunks are prepared one at a time, in order
+        prepared_in.add(threading.current_thread().name)
+        return prepare(batches, phases)
+
+    def merging(cur: Any, chunk: _pg_merge.PreparedChunk, *args: Any) -> tuple[int, int]:
+        n = len(overlapped)
+        if n + 1 < 4:  # four chunks: every merge but the last has a next chunk to overlap with
+            overlapped.append(started[n + 1].wait(10))
+        else:
+            overlapped.append(True)
+        return merge(cur, chunk, *args)
+
+    monkeypatch.setattr(_pg_merge, "prepare_chunk", preparing)
+    monkeypatch.setattr(_pg_merge, "merge_chunk", merging)
+    with PostgresWarehouse(postgres_url, upsert_chunk_bytes=2 * len(orjson.dumps(docs[0]))) as wh:
+        assert wh.upsert(landed).inserted == 8
+    assert overlapped == [True] * 4
+    assert threading.current_thread().name not in prepared_in
+    assert [r[0] for r in _rows(postgres_url)] == [f"o{i}" for i in range(8)]
+
+
+def test_a_staging_copy_sent_in_several_pieces_stores_every_row(
+    tmp_path: Path, two_urls: tuple[str, str], monkeypatch: Any
+) -> None:
+    """The changed rows travel to the staging table a slice at a time (the server parses one while the client
+    encodes the next); rows on either side of every slice boundary arrive whole, escapes included."""
+    sliced_url, whole_url = two_urls
+    docs = [_padded(f"s{i}", comment=f"tab\there {i}\\ and\nnewline") for i in range(7)]
+    landed = _write(tmp_path / "f.parquet", docs)
+    monkeypatch.setattr(_pg_merge, "_COPY_SLICE_ROWS", 2)
+    with PostgresWarehouse(sliced_url) as wh:
+        assert wh.upsert(landed).inserted == 7
+    monkeypatch.setattr(_pg_merge, "_COPY_SLICE_ROWS", 1_000)
+    with PostgresWarehouse(whole_url) as wh:
+        assert wh.upsert(landed).inserted == 7
+    assert _rows(sliced_url) == _rows(whole_url)
+    assert [r[4] for r in _rows(sliced_url)] == docs
