@@ -1,0 +1,108 @@
+"""A Provenance still owed by a ``written`` note (DWB-82): its writing run was killed before sending it, or the EHR
+could not take it then (unreachable, lost answer, 5xx, 429). A later write-back run, asked for by the note sensor
+once ``provenance_due_at`` has come (``store.outbox_queue.provenance_owed``, notes of active connections only),
+sends it here: one note, one Provenance POST at most per run, at most ``max_attempts`` runs per note.
+
+Each run first claims the try (``provenance_tries`` + 1, ``provenance_due_at`` moved on by the backoff) in one
+commit before any request, so two runs never send it at once and a run killed from there on is followed by another
+once the backoff has passed. The gates are read as now: a tenant that switched write off, a server no longer
+offering Provenance create, or scopes no longer covering it clear it (logged, audited); an unreadable statement
+leaves it owed.
+
+A second Provenance where a first may be stored (an answer lost, a run killed after its POST and before the id was
+committed): when the CapabilityStatement declares the ``target`` search for Provenance, ``Provenance?target=
+DocumentReference/<id>`` is read first (a few pages at most), and ehrsync's own (its contained software Device as
+assembler) is taken as sent: its id is stored, nothing is POSTed. A failed search leaves it owed for a later run.
+Without that search the Provenance is POSTed: ehrsync cannot tell a stored one from none, and the one case that
+could store two is a POST that reached the EHR whose answer never came back; two identical statements of where a
+note came from mislead no one, a missing one loses the AI note's origin in the EHR.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from connectors import errors as ce
+from connectors.fhir import FhirClient
+from connectors.fhir.capability import declared_interactions, declares_search_param
+from engine.environment import SyncEnvironment
+from engine.writeback.config import WritebackConfig
+from engine.writeback.provenance import ProvenanceGate, clear_owed, post_provenance, statement, warn
+from engine.writeback.target import load_target
+from store.models import utcnow
+from store.outbox import NoteRecord, transition
+
+__all__ = ["SEARCH_PAGES", "send_owed"]
+
+_log = logging.getLogger(__name__)
+#: Pages of the ``Provenance?target=`` search read at most (a server ignoring ``target`` lists every Provenance).
+SEARCH_PAGES = 3
+
+
+def send_owed(env: SyncEnvironment, config: WritebackConfig, note: NoteRecord) -> NoteRecord:
+    """``note`` (``written``, a Provenance owed and due) after one try at it (never raises for the EHR)."""
+    if note.provenance_tries >= config.max_attempts:
+        _log.warning("note %s: its Provenance was tried %d times; given up", note.id, note.provenance_tries)
+        return clear_owed(env.db, note, {"provenance": "gave_up", "tries": note.provenance_tries})
+    if not note.ehr_resource_id or note.provenance_id:
+        return clear_owed(env.db, note, {"provenance": "not_sent"})
+    tries = note.provenance_tries + 1
+    due = utcnow() + timedelta(seconds=max(config.backoff_s(tries), config.stalled_after_s))
+    note = transition(env.db, note, "written", provenance_tries=tries, provenance_due_at=due, detail={"try": tries})
+    try:
+        target = load_target(env.db, note, service_write_enabled=config.service_write_enabled)
+    except (LookupError, ce.ConfigurationError):
+        _log.info("note %s: no Provenance, its connection or tenant is gone", note.id)
+        return clear_owed(env.db, note, {"provenance": "not_sent"})
+    with env.fhir_client(target.connection) as client:
+        allowed = ProvenanceGate(env, client, note, target).allows()
+        if allowed is None:  # the statement unreadable (a warning): tried again once due
+            return note
+        if not allowed:
+            return clear_owed(env.db, note, {"provenance": "not_allowed"})
+        if _searchable(client):
+            try:
+                found = _stored(client, note)
+            except ce.EhrSyncError as exc:
+                warn(env, note, exc, "search failed; still owed")
+                return note
+            if found is not None:
+                _log.info("note %s: its Provenance is in the EHR already; not sent again", note.id)
+                return clear_owed(env.db, note, {"provenance_found": True}, provenance_id=found)
+        return post_provenance(env, client, note)
+
+
+def _searchable(client: FhirClient) -> bool:
+    """Whether the statement (read by the gate) declares the ``target`` search of Provenance."""
+    capabilities = statement(client)
+    searches = "search-type" in declared_interactions(capabilities, "Provenance")
+    return searches and declares_search_param(capabilities, "Provenance", "target")
+
+
+def _stored(client: FhirClient, note: NoteRecord) -> str | None:
+    """The id of ehrsync's Provenance of this note the EHR holds, or None."""
+    document = f"DocumentReference/{note.ehr_resource_id}"
+    pages = client.search_pages("Provenance", {"target": document}, stop_at_repeat=False)
+    for number, page in enumerate(pages):
+        for resource in page.resources:
+            if _ours(resource, document) and isinstance(resource.get("id"), str):
+                return str(resource["id"])
+        if number + 1 >= SEARCH_PAGES:
+            break
+    return None
+
+
+def _ours(resource: dict[str, Any], document: str) -> bool:
+    """A Provenance of ``document`` (any version) assembled by ehrsync's contained software Device."""
+    targets = [t.get("reference", "") for t in resource.get("target") or [] if isinstance(t, dict)]
+    if not any(t == document or str(t).startswith(f"{document}/_history/") for t in targets):
+        return False
+    devices = {
+        f"#{d.get('id')}"
+        for d in resource.get("contained") or []
+        if isinstance(d, dict) and d.get("resourceType") == "Device" and (d.get("type") or {}).get("text") == "software"
+    }
+    agents = [a.get("who") or {} for a in resource.get("agent") or [] if isinstance(a, dict)]
+    return any(isinstance(who, dict) and who.get("reference") in devices for who in agents)
