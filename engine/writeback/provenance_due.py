@@ -11,7 +11,8 @@ leaves it owed.
 
 A second Provenance where a first may be stored (an answer lost, a run killed after its POST and before the id was
 committed): when the CapabilityStatement declares the ``target`` search for Provenance, ``Provenance?target=
-DocumentReference/<id>`` is read first (a few pages at most), and ehrsync's own (its contained software Device as
+DocumentReference/<id>`` is read first (a few pages at most; the granted scopes must cover Provenance search, which
+ehrsync never asks for by itself: an admin lists it), and ehrsync's own (its contained software Device as
 assembler) is taken as sent: its id is stored, nothing is POSTed. A failed search leaves it owed for a later run.
 Without that search the Provenance is POSTed: ehrsync cannot tell a stored one from none, and the one case that
 could store two is a POST that reached the EHR whose answer never came back; two identical statements of where a
@@ -27,6 +28,7 @@ from typing import Any
 from connectors import errors as ce
 from connectors.fhir import FhirClient
 from connectors.fhir.capability import declared_interactions, declares_search_param
+from connectors.smart.scopes import parse_scopes
 from engine.environment import SyncEnvironment
 from engine.writeback.config import WritebackConfig
 from engine.writeback.provenance import ProvenanceGate, clear_owed, post_provenance, statement, warn
@@ -62,7 +64,7 @@ def send_owed(env: SyncEnvironment, config: WritebackConfig, note: NoteRecord) -
             return note
         if not allowed:
             return clear_owed(env.db, note, {"provenance": "not_allowed"})
-        if _searchable(client):
+        if _searchable(client, target.connection.granted_scopes or ""):
             try:
                 found = _stored(client, note)
             except ce.EhrSyncError as exc:
@@ -74,8 +76,11 @@ def send_owed(env: SyncEnvironment, config: WritebackConfig, note: NoteRecord) -
         return post_provenance(env, client, note)
 
 
-def _searchable(client: FhirClient) -> bool:
-    """Whether the statement (read by the gate) declares the ``target`` search of Provenance."""
+def _searchable(client: FhirClient, granted: str) -> bool:
+    """Whether the statement (read by the gate) declares the ``target`` search of Provenance and the granted scopes
+    cover Provenance search (unfiltered: a filter could hide ehrsync's own)."""
+    if not parse_scopes(granted).allows("Provenance", "search", unfiltered_only=True):
+        return False
     capabilities = statement(client)
     searches = "search-type" in declared_interactions(capabilities, "Provenance")
     return searches and declares_search_param(capabilities, "Provenance", "target")
