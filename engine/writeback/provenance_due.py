@@ -6,8 +6,9 @@ sends it here: one note, one Provenance POST at most per run, at most ``max_atte
 Each run first claims the try (``provenance_tries`` + 1, ``provenance_due_at`` moved on by the backoff) in one
 commit before any request, so two runs never send it at once and a run killed from there on is followed by another
 once the backoff has passed. The gates are read as now: a tenant that switched write off, a server no longer
-offering Provenance create, or scopes no longer covering it clear it (logged, audited); an unreadable statement
-leaves it owed.
+offering Provenance create, or scopes no longer covering it clear it (logged, audited); an unreadable statement,
+or a connection that cannot write now (re-authorization pending: the sensor asks again once it is active), leaves
+it owed.
 
 A second Provenance where a first may be stored (an answer lost, a run killed after its POST and before the id was
 committed): when the CapabilityStatement declares the ``target`` search for Provenance, ``Provenance?target=
@@ -58,6 +59,9 @@ def send_owed(env: SyncEnvironment, config: WritebackConfig, note: NoteRecord) -
     except (LookupError, ce.ConfigurationError):
         _log.info("note %s: no Provenance, its connection or tenant is gone", note.id)
         return clear_owed(env.db, note, {"provenance": "not_sent"})
+    if target.connection.status != "active":  # asked for before it changed: owed until it is active again
+        _log.info("note %s: its Provenance waits for its connection (%s)", note.id, target.connection.status)
+        return note
     with env.fhir_client(target.connection) as client:
         allowed = ProvenanceGate(env, client, note, target).allows()
         if allowed is None:  # the statement unreadable (a warning): tried again once due

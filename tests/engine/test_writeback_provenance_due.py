@@ -188,7 +188,7 @@ def test_dwb82_an_owed_provenance_is_tried_at_most_max_attempts_runs_then_given_
 
 
 def test_dwb82_an_owed_provenance_of_a_connection_that_cannot_write_is_not_asked_for(
-    world, start_sandbox, http
+    world, start_sandbox, http, request_log: RequestLog
 ) -> None:
     ehr, conn, note = _connected(world, start_sandbox, http)
     ehr.admin.set_fault("drop", path=PROV_POSTS, method="POST", times=1)
@@ -198,3 +198,7 @@ def test_dwb82_an_owed_provenance_of_a_connection_that_cannot_write_is_not_asked
         session.execute(update(Connection).where(Connection.id == conn).values(status="needs_reauth"))
         session.commit()
     assert _not_asked(world, note.id) and read_note(world, note.id).provenance_due_at is not None
+    # a run asked for before the connection changed sends nothing and keeps it owed, for when it is active again
+    held = write_note(world.env, FAST, note.id)
+    assert held.provenance_due_at is not None and held.provenance_id is None
+    assert len(request_log.paths(PROV_POSTS, "POST")) == 1
