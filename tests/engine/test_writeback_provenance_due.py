@@ -78,12 +78,15 @@ def _not_asked(world: SyncWorld, note_id: str) -> bool:
     return all(r.note_id != note_id for r in runs)
 
 
+@pytest.mark.parametrize("crash_at", ["writeback.written", "writeback.provenance"])
 def test_dwb82_a_run_killed_between_written_and_its_provenance_owes_it_and_a_later_run_sends_exactly_one(
-    db_world, start_sandbox, http, tmp_path
+    db_world, start_sandbox, http, tmp_path, crash_at
 ) -> None:
+    """SIGKILLed right after ``sending -> written`` committed, or as the run's last move is committed and its
+    Provenance is about to be sent (the point every way to ``written`` passes)."""
     world, url = db_world
     ehr, _, note = _connected(world, start_sandbox, http)
-    killed = run_writeback_child(tmp_path / "world", world, note.id, "writeback.written", app_db_url=url)
+    killed = run_writeback_child(tmp_path / "world", world, note.id, crash_at, app_db_url=url)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     left = read_note(world, note.id)
     assert (left.state, left.provenance_id) == ("written", None) and left.provenance_due_at is not None
