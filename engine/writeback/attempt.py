@@ -23,6 +23,8 @@ killed anywhere resumes from what the database says:
 
 While the note is ``sending`` the run beats (``heartbeat``), so a live POST waiting out long ``Retry-After``
 waits is never taken for a stalled one; a 2xx is ``written`` even when another run moved the note (``written``).
+A ``written`` note whose Provenance is still owed once due (its run died before sending it) gets one more try at
+it (``provenance_due``, DWB-82); any other ``written`` note is returned as it is.
 """
 
 from __future__ import annotations
