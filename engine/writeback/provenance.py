@@ -40,7 +40,15 @@ from store.audit import record_audit
 from store.models import utcnow
 from store.outbox import NoteRecord, StaleNoteError, get_note, transition
 
-__all__ = ["ProvenanceGate", "clear_owed", "owed_fields", "owing", "post_provenance", "send_provenance"]
+__all__ = [
+    "ProvenanceGate",
+    "clear_owed",
+    "owed_fields",
+    "owing",
+    "post_provenance",
+    "provenance_draft",
+    "send_provenance",
+]
 
 _log = logging.getLogger(__name__)
 _UNSET = object()
@@ -98,17 +106,8 @@ def send_provenance(env: SyncEnvironment, client: FhirClient, note: NoteRecord, 
 def post_provenance(env: SyncEnvironment, client: FhirClient, note: NoteRecord) -> NoteRecord:
     """POST the note's Provenance: created, its id stored and no longer owed; refused for good, no longer owed (a
     warning); a transient failure leaves it owed (a warning)."""
-    assert note.ehr_resource_id is not None
-    draft = ProvenanceDraft(
-        document_id=note.ehr_resource_id,
-        document_version=note.ehr_version_id,
-        model=note.produced_by,
-        prompt_version=note.prompt_version,
-        reviewer_practitioner_id=note.author_id,
-        recorded=utcnow(),
-    )
     try:
-        result = client.create(build_provenance(draft))
+        result = client.create(build_provenance(provenance_draft(note)))
         if not result.id:
             raise ce.TransportError("the server created the Provenance but named no id")
     except ce.EhrSyncError as exc:
@@ -116,6 +115,19 @@ def post_provenance(env: SyncEnvironment, client: FhirClient, note: NoteRecord) 
         warn(env, note, exc, "not created for good" if for_good else "not created yet; still owed")
         return clear_owed(env.db, note, {"provenance": "refused", "error_code": exc.code}) if for_good else note
     return clear_owed(env.db, note, {"provenance_created": True}, provenance_id=result.id)
+
+
+def provenance_draft(note: NoteRecord) -> ProvenanceDraft:
+    """What the Provenance of ``note`` (``written``, its id known) says, recorded now."""
+    assert note.ehr_resource_id is not None
+    return ProvenanceDraft(
+        document_id=note.ehr_resource_id,
+        document_version=note.ehr_version_id,
+        model=note.produced_by,
+        prompt_version=note.prompt_version,
+        reviewer_practitioner_id=note.author_id,
+        recorded=utcnow(),
+    )
 
 
 def _for_good(exc: ce.EhrSyncError) -> bool:

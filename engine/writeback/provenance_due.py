@@ -30,9 +30,17 @@ from connectors import errors as ce
 from connectors.fhir import FhirClient
 from connectors.fhir.capability import declared_interactions, declares_search_param
 from connectors.smart.scopes import parse_scopes
+from connectors.writeback.provenance import PARTICIPANT, build_provenance
 from engine.environment import SyncEnvironment
 from engine.writeback.config import WritebackConfig
-from engine.writeback.provenance import ProvenanceGate, clear_owed, post_provenance, statement, warn
+from engine.writeback.provenance import (
+    ProvenanceGate,
+    clear_owed,
+    post_provenance,
+    provenance_draft,
+    statement,
+    warn,
+)
 from engine.writeback.target import load_target
 from store.models import utcnow
 from store.outbox import NoteRecord, transition
@@ -93,25 +101,40 @@ def _searchable(client: FhirClient, granted: str) -> bool:
 def _stored(client: FhirClient, note: NoteRecord) -> str | None:
     """The id of ehrsync's Provenance of this note the EHR holds, or None."""
     document = f"DocumentReference/{note.ehr_resource_id}"
+    device = build_provenance(provenance_draft(note))["contained"][0]  # what ehrsync's own names as its assembler
     pages = client.search_pages("Provenance", {"target": document}, stop_at_repeat=False)
     for number, page in enumerate(pages):
         for resource in page.resources:
-            if _ours(resource, document) and isinstance(resource.get("id"), str):
+            if _ours(resource, document, device) and isinstance(resource.get("id"), str):
                 return str(resource["id"])
         if number + 1 >= SEARCH_PAGES:
             break
     return None
 
 
-def _ours(resource: dict[str, Any], document: str) -> bool:
-    """A Provenance of ``document`` (any version) assembled by ehrsync's contained software Device."""
+def _ours(resource: dict[str, Any], document: str, device: dict[str, Any]) -> bool:
+    """A Provenance of ``document`` (any version) assembled by ehrsync's own contained software Device for this note
+    (``device``: its type, model name and model + prompt version, as ehrsync sends them). Another app's Provenance
+    of the same note (an EHR's own scribe names a software Device too) is not ehrsync's: taken for it, ehrsync's
+    own would never be sent."""
     targets = [t.get("reference", "") for t in resource.get("target") or [] if isinstance(t, dict)]
     if not any(t == document or str(t).startswith(f"{document}/_history/") for t in targets):
         return False
+    same = ("resourceType", "type", "deviceName", "version")
     devices = {
         f"#{d.get('id')}"
         for d in resource.get("contained") or []
-        if isinstance(d, dict) and d.get("resourceType") == "Device" and (d.get("type") or {}).get("text") == "software"
+        if isinstance(d, dict) and all(d.get(k) == device[k] for k in same)
     }
-    agents = [a.get("who") or {} for a in resource.get("agent") or [] if isinstance(a, dict)]
-    return any(isinstance(who, dict) and who.get("reference") in devices for who in agents)
+    return any(_assembler(agent) in devices for agent in resource.get("agent") or [])
+
+
+def _assembler(agent: Any) -> str | None:
+    """The reference of an ``assembler`` agent (None for any other agent)."""
+    if not isinstance(agent, dict) or not isinstance(who := agent.get("who"), dict):
+        return None
+    kind = agent.get("type")
+    codings = kind.get("coding") if isinstance(kind, dict) else None
+    codes = {c.get("code") for c in codings or [] if isinstance(c, dict) and c.get("system") == PARTICIPANT}
+    reference = who.get("reference")
+    return reference if "assembler" in codes and isinstance(reference, str) else None

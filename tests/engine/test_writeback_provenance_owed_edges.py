@@ -1,0 +1,65 @@
+"""DWB-82, an owed Provenance against EHR answers the happy paths do not show, over a socket: another app's
+Provenance of the same note found by ``Provenance?target=`` is not ehrsync's (ehrsync's own is still sent)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.writeback import write_note
+from tests.engine.conftest import RequestLog
+from tests.engine.test_writeback_provenance_due import (
+    PROV_POSTS,
+    SEARCH_SCOPE,
+    _connected,
+    _due,
+    _later_run,
+    _stored,
+)
+from tests.engine.writeback_helpers import FAST
+
+_PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+
+
+def _foreign(doc_id: str) -> dict[str, Any]:
+    """Another AI app's Provenance of the same DocumentReference: a contained software Device as its assembler too
+    (the shape FHIR suggests for any software author), another model."""
+    device = {
+        "resourceType": "Device",
+        "id": "model",
+        "type": {"text": "software"},
+        "deviceName": [{"name": "other-scribe", "type": "model-name"}],
+        "version": [{"value": "other-scribe 2.1"}],
+    }
+    return {
+        "resourceType": "Provenance",
+        "contained": [device],
+        "target": [{"reference": f"DocumentReference/{doc_id}"}],
+        "recorded": "2026-01-01T00:00:00Z",
+        "agent": [
+            {
+                "type": {"coding": [{"system": _PARTICIPANT, "code": "assembler"}]},
+                "who": {"reference": "#model", "display": "other-scribe 2.1"},
+            }
+        ],
+    }
+
+
+def test_dwb82_another_apps_provenance_found_by_target_is_not_taken_for_ehrsyncs_own(
+    world, start_sandbox, http, request_log: RequestLog
+) -> None:
+    """The EHR holds another app's Provenance of the note (its own scribe's, with a software Device too); ehrsync's
+    never reached the EHR. The later run's search finds only the other one: ehrsync's is POSTed, its id stored."""
+    ehr, _, note = _connected(world, start_sandbox, http, scope=SEARCH_SCOPE, provenance_search=True)
+    ehr.admin.set_fault("drop", path=PROV_POSTS, method="POST", times=1)
+    left = write_note(world.env, FAST, note.id)
+    assert left.ehr_resource_id and left.provenance_due_at is not None and _stored(ehr, left.ehr_resource_id) == []
+    other = ehr.state.store.create(_foreign(left.ehr_resource_id))
+
+    _due(world, note.id)
+    done = _later_run(world, note.id)
+
+    assert len(request_log.paths(PROV_POSTS, "GET")) == 1
+    assert done.provenance_id and done.provenance_id != other["id"] and done.provenance_due_at is None
+    [mine] = [p for p in _stored(ehr, done.ehr_resource_id) if p["id"] != other["id"]]
+    assert mine["id"] == done.provenance_id and mine["contained"][0]["deviceName"][0]["name"] == note.produced_by
+
