@@ -11,8 +11,9 @@ clears it. The written transitions sit deep in the search paths (``written``, ``
 set once around the run (``owing``, a context variable) instead of being threaded through each. A run killed between
 the two leaves it owed: a later run sends it (``provenance_due``), from ``stalled_after_s`` after ``written`` on, so
 never while the run that wrote the note may still be sending it. A refusal for good (a 4xx other than 408/429, a
-Provenance that is no valid FHIR) is logged, audited and cleared; a transient failure (unreachable, lost answer, 5xx,
-429/408) is logged and audited and left owed. Its id is stored on the note (``provenance_id``).
+Provenance that is no valid FHIR) is logged, audited and cleared, as is a 2xx naming no id (taken all the same); a
+transient failure (unreachable, lost answer, 5xx, 429/408) is logged and audited and left owed. Its id is stored on
+the note (``provenance_id``).
 
 The capability is what the run's gates read: the CapabilityStatement is cached on the run's client, so a run that
 planned a POST reads it no second time; a run that only searched reads it once, and not at all when the granted
@@ -108,12 +109,13 @@ def post_provenance(env: SyncEnvironment, client: FhirClient, note: NoteRecord) 
     warning); a transient failure leaves it owed (a warning)."""
     try:
         result = client.create(build_provenance(provenance_draft(note)))
-        if not result.id:
-            raise ce.TransportError("the server created the Provenance but named no id")
     except ce.EhrSyncError as exc:
         for_good = _for_good(exc)
         warn(env, note, exc, "not created for good" if for_good else "not created yet; still owed")
         return clear_owed(env.db, note, {"provenance": "refused", "error_code": exc.code}) if for_good else note
+    if not result.id:  # taken (a 2xx: created, or accepted for later) all the same: sent again, it would be twice
+        _log.warning("note %s: Provenance taken (HTTP %s), its id not named; not sent again", note.id, result.status)
+        return clear_owed(env.db, note, {"provenance_created": True, "id_named": False, "http_status": result.status})
     return clear_owed(env.db, note, {"provenance_created": True}, provenance_id=result.id)
 
 

@@ -13,8 +13,8 @@ it owed.
 A second Provenance where a first may be stored (an answer lost, a run killed after its POST and before the id was
 committed): when the CapabilityStatement declares the ``target`` search for Provenance, ``Provenance?target=
 DocumentReference/<id>`` is read first (a few pages at most; the granted scopes must cover Provenance search, which
-ehrsync never asks for by itself: an admin lists it), and ehrsync's own (its contained software Device as
-assembler) is taken as sent: its id is stored, nothing is POSTed. A failed search leaves it owed for a later run.
+ehrsync never asks for by itself: an admin lists it), and ehrsync's own (its contained software Device for this
+note, its model and version, as assembler; another app's is not) is taken as sent: its id is stored, nothing is POSTed. A failed search leaves it owed for a later run.
 Without that search the Provenance is POSTed: ehrsync cannot tell a stored one from none, and the one case that
 could store two is a POST that reached the EHR whose answer never came back; two identical statements of where a
 note came from mislead no one, a missing one loses the AI note's origin in the EHR.

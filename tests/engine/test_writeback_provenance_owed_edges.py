@@ -1,5 +1,6 @@
 """DWB-82, an owed Provenance against EHR answers the happy paths do not show, over a socket: another app's
-Provenance of the same note found by ``Provenance?target=`` is not ehrsync's (ehrsync's own is still sent)."""
+Provenance of the same note found by ``Provenance?target=`` is not ehrsync's (ehrsync's own is still sent), and a
+Provenance the EHR took without naming its id (a bare 202) is not sent again by every later run."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tests.engine.test_writeback_provenance_due import (
     _connected,
     _due,
     _later_run,
+    _not_asked,
     _stored,
 )
 from tests.engine.writeback_helpers import FAST
@@ -63,3 +65,15 @@ def test_dwb82_another_apps_provenance_found_by_target_is_not_taken_for_ehrsyncs
     [mine] = [p for p in _stored(ehr, done.ehr_resource_id) if p["id"] != other["id"]]
     assert mine["id"] == done.provenance_id and mine["contained"][0]["deviceName"][0]["name"] == note.produced_by
 
+
+def test_dwb82_a_provenance_the_ehr_took_without_naming_its_id_is_not_sent_again(
+    world, start_sandbox, http, request_log: RequestLog
+) -> None:
+    """A bare 202 for the Provenance (taken, processed later, no id): taken is taken. Before, it was left owed and
+    every later run POSTed it again, up to ``max_attempts`` more copies in the chart."""
+    ehr, _, note = _connected(world, start_sandbox, http, create_answer="accepted", create_answer_types=["Provenance"])
+    done = write_note(world.env, FAST, note.id)
+    assert (done.state, done.provenance_id, done.provenance_due_at) == ("written", None, None)
+    assert _not_asked(world, note.id)
+    assert write_note(world.env, FAST, note.id).provenance_due_at is None
+    assert len(request_log.paths(PROV_POSTS, "POST")) == 1
