@@ -17,7 +17,8 @@ the note (``provenance_id``).
 
 The capability is what the run's gates read: the CapabilityStatement is cached on the run's client, so a run that
 planned a POST reads it no second time; a run that only searched reads it once, and not at all when the granted
-scopes cover no Provenance create or a switch is off, nor again once the run's read of it failed (then none is owed).
+scopes cover no Provenance create or a switch is off, nor again once the run's read of it failed (then it stays
+owed: a later run reads it again).
 """
 
 from __future__ import annotations
@@ -84,10 +85,11 @@ def owing(gate: ProvenanceGate, grace_s: float) -> Iterator[ProvenanceGate]:
 
 
 def owed_fields(resource_id: str | None) -> dict[str, Any]:
-    """The Provenance fields of the commit making a note ``written`` as ``resource_id``: owed when the run's gate
-    allows one (none outside a run's ``owing``, or without an id: nothing to point at)."""
+    """The Provenance fields of the commit making a note ``written`` as ``resource_id``: owed unless the run's gate
+    says no (none outside a run's ``owing``, or without an id: nothing to point at). A statement the run could not
+    read says neither: owed, so a later run reads it again (``provenance_due``), as it does for its own failed read."""
     run = _RUN.get()
-    if resource_id is None or run is None or not run[0].allows():
+    if resource_id is None or run is None or run[0].allows() is False:
         return {"provenance_due_at": None}
     return {"provenance_due_at": utcnow() + timedelta(seconds=run[1]), "provenance_tries": 0}
 
@@ -99,8 +101,10 @@ def send_provenance(env: SyncEnvironment, client: FhirClient, note: NoteRecord, 
         return note
     run = _RUN.get()
     gate = run[0] if run is not None else ProvenanceGate(env, client, note, target)
-    if not note.ehr_resource_id or note.provenance_id or not gate.allows():
+    if not note.ehr_resource_id or note.provenance_id or (allowed := gate.allows()) is False:
         return clear_owed(env.db, note, {"provenance": "not_sent"})
+    if allowed is None:  # the statement unreadable (warned): still owed, a later run reads it again
+        return note
     return post_provenance(env, client, note)
 
 

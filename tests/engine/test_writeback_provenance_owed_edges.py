@@ -1,15 +1,19 @@
 """DWB-82, an owed Provenance against EHR answers the happy paths do not show, over a socket: another app's
 Provenance of the same note found by ``Provenance?target=`` is not ehrsync's (ehrsync's own is still sent), and a
-Provenance the EHR took without naming its id (a bare 202) is not sent again by every later run."""
+Provenance the EHR took without naming its id (a bare 202) is not sent again by every later run, and a note found
+by a run that could not read the CapabilityStatement (503) owes its Provenance, sent by a later run that can."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from engine.writeback import write_note
+from store.models import Connection
 from tests.engine.conftest import RequestLog
 from tests.engine.test_writeback_provenance_due import (
     PROV_POSTS,
+    PROV_SCOPE,
     SEARCH_SCOPE,
     _connected,
     _due,
@@ -17,7 +21,9 @@ from tests.engine.test_writeback_provenance_due import (
     _not_asked,
     _stored,
 )
-from tests.engine.writeback_helpers import FAST
+from tests.engine.writeback_helpers import FAST, enqueue, server_notes, writable_connection
+
+DOC_POSTS, METADATA = "/fhir/DocumentReference", "/fhir/metadata"
 
 _PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 
@@ -71,9 +77,41 @@ def test_dwb82_a_provenance_the_ehr_took_without_naming_its_id_is_not_sent_again
 ) -> None:
     """A bare 202 for the Provenance (taken, processed later, no id): taken is taken. Before, it was left owed and
     every later run POSTed it again, up to ``max_attempts`` more copies in the chart."""
-    ehr, _, note = _connected(world, start_sandbox, http, create_answer="accepted", create_answer_types=["Provenance"])
+    _, _, note = _connected(world, start_sandbox, http, create_answer="accepted", create_answer_types=["Provenance"])
     done = write_note(world.env, FAST, note.id)
     assert (done.state, done.provenance_id, done.provenance_due_at) == ("written", None, None)
     assert _not_asked(world, note.id)
     assert write_note(world.env, FAST, note.id).provenance_due_at is None
     assert len(request_log.paths(PROV_POSTS, "POST")) == 1
+
+
+def test_dwb82_a_note_found_by_a_run_that_could_not_read_the_statement_owes_its_provenance(
+    world, start_sandbox, http, request_log: RequestLog
+) -> None:
+    """Its POST stored, the answer lost, the retry's grant refused; re-authorized, the woken run cannot read the
+    CapabilityStatement (503, for now), searches and finds the note. Whether Provenance create is offered is not
+    known, so the Provenance stays owed: a later run reads the statement and sends it. Before, the 503 of that one
+    moment left the note without a Provenance for good, while a later run's unreadable statement leaves it owed."""
+    ehr = start_sandbox(provenance_create=True)
+    last = replace(FAST, max_attempts=1)
+    conn = writable_connection(world, ehr, http, scope=PROV_SCOPE)
+    note = enqueue(world, conn, author_id="pract-1")
+    ehr.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=1)  # stored, the answer lost
+    ehr.admin.set_fault("expired_token", path=DOC_POSTS, method="POST", times=None)  # its retry: 401, then
+    ehr.admin.set_fault("oauth_error", path="/oauth/token", times=None, error="invalid_grant")  # no refresh
+    assert write_note(world.env, last, note.id).maybe_stored
+    ehr.admin.clear_faults()
+    with world.env.db.session() as session:  # re-authorized
+        session.get(Connection, conn).status = "active"
+        session.commit()
+    ehr.admin.set_fault("503", path=METADATA, times=None)
+    found = write_note(world.env, last, note.id)
+    [doc] = server_notes(world, conn, ehr, note)
+    assert (found.state, found.ehr_resource_id, found.provenance_id) == ("written", doc["id"], None)
+    assert found.provenance_due_at is not None and request_log.paths(PROV_POSTS, "POST") == []
+
+    ehr.admin.clear_faults()  # the statement is readable again
+    _due(world, note.id)
+    done = _later_run(world, note.id)
+    [prov] = _stored(ehr, doc["id"])
+    assert (done.provenance_id, done.provenance_due_at) == (prov["id"], None)
