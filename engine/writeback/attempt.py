@@ -108,7 +108,7 @@ def write_note(env: SyncEnvironment, config: WritebackConfig, note_id: str, vers
                     done = _advance(env, config, note, target, client)
                 checkpoint("writeback.provenance")
                 # whatever made it ``written`` in this run (its answer or a search); optional, never fails it
-                return send_provenance(env, client, done, target)
+                return send_provenance(env, client, done, target, config.stalled_after_s)
     except StaleNoteError:  # another run moved the note first (e.g. resumed it as stalled): its state stands
         return _moved(env, note_id)
 

@@ -9,11 +9,11 @@ Owed, then sent: the commit that makes a note ``written`` records whether a Prov
 (``provenance_due_at``, set when the gates allow it: ``owed_fields``), and the same run sends it right after and
 clears it. The written transitions sit deep in the search paths (``written``, ``reconcile``), so the run's gate is
 set once around the run (``owing``, a context variable) instead of being threaded through each. A run killed between
-the two leaves it owed: a later run sends it (``provenance_due``), from ``stalled_after_s`` after ``written`` on, so
-never while the run that wrote the note may still be sending it. A refusal for good (a 4xx other than 408/429, a
-Provenance that is no valid FHIR) is logged, audited and cleared, as is a 2xx naming no id (taken all the same); a
-transient failure (unreachable, lost answer, 5xx, 429/408) is logged and audited and left owed. Its id is stored on
-the note (``provenance_id``).
+the two leaves it owed: a later run sends it (``provenance_due``), from ``stalled_after_s`` after ``written`` on, and
+never while a run's POST of it is alive (it puts the due time off meanwhile: ``provenance_beat``). A refusal for good
+(a 4xx other than 408/429, a Provenance that is no valid FHIR) is logged, audited and cleared, as is a 2xx naming no
+id (taken all the same); a transient failure (unreachable, lost answer, 5xx, 429/408) is logged and audited and left
+owed. Its id is stored on the note (``provenance_id``).
 
 The capability is what the run's gates read: the CapabilityStatement is cached on the run's client, so a run that
 planned a POST reads it no second time; a run that only searched reads it once, and not at all when the granted
@@ -36,6 +36,7 @@ from connectors.writeback import check_note_write, check_switches
 from connectors.writeback.gate import scopes_allow_provenance_create
 from connectors.writeback.provenance import ProvenanceDraft, build_provenance
 from engine.environment import SyncEnvironment
+from engine.writeback.provenance_beat import posting
 from engine.writeback.target import NoteTarget
 from store import AppDatabase
 from store.audit import record_audit
@@ -94,7 +95,9 @@ def owed_fields(resource_id: str | None) -> dict[str, Any]:
     return {"provenance_due_at": utcnow() + timedelta(seconds=run[1]), "provenance_tries": 0}
 
 
-def send_provenance(env: SyncEnvironment, client: FhirClient, note: NoteRecord, target: NoteTarget) -> NoteRecord:
+def send_provenance(
+    env: SyncEnvironment, client: FhirClient, note: NoteRecord, target: NoteTarget, grace_s: float
+) -> NoteRecord:
     """``note`` (as a run that made it ``written`` left it) with its owed Provenance sent (``provenance_id``) and no
     longer owed, or left owed after a transient failure; as it was when none is owed (never raises for the EHR)."""
     if note.state != "written" or note.provenance_due_at is None:
@@ -105,14 +108,16 @@ def send_provenance(env: SyncEnvironment, client: FhirClient, note: NoteRecord, 
         return clear_owed(env.db, note, {"provenance": "not_sent"})
     if allowed is None:  # the statement unreadable (warned): still owed, a later run reads it again
         return note
-    return post_provenance(env, client, note)
+    return post_provenance(env, client, note, grace_s)
 
 
-def post_provenance(env: SyncEnvironment, client: FhirClient, note: NoteRecord) -> NoteRecord:
+def post_provenance(env: SyncEnvironment, client: FhirClient, note: NoteRecord, grace_s: float) -> NoteRecord:
     """POST the note's Provenance: created, its id stored and no longer owed; refused for good, no longer owed (a
-    warning); a transient failure leaves it owed (a warning)."""
+    warning); a transient failure leaves it owed (a warning). While the POST is alive it never falls due
+    (``posting``: put off by ``grace_s``), so no later run sends a second one beside it."""
     try:
-        result = client.create(build_provenance(provenance_draft(note)))
+        with posting(env.db, note, grace_s):
+            result = client.create(build_provenance(provenance_draft(note)))
     except ce.EhrSyncError as exc:
         for_good = _for_good(exc)
         warn(env, note, exc, "not created for good" if for_good else "not created yet; still owed")

@@ -14,10 +14,11 @@ A second Provenance where a first may be stored (an answer lost, a run killed af
 committed): when the CapabilityStatement declares the ``target`` search for Provenance, ``Provenance?target=
 DocumentReference/<id>`` is read first (a few pages at most; the granted scopes must cover Provenance search, which
 ehrsync never asks for by itself: an admin lists it), and ehrsync's own (its contained software Device for this
-note, its model and version, as assembler; another app's is not) is taken as sent: its id is stored, nothing is POSTed. A failed search leaves it owed for a later run.
-Without that search the Provenance is POSTed: ehrsync cannot tell a stored one from none, and the one case that
-could store two is a POST that reached the EHR whose answer never came back; two identical statements of where a
-note came from mislead no one, a missing one loses the AI note's origin in the EHR.
+note, its model and version, as assembler; another app's is not) is taken as sent: its id is stored, nothing is
+POSTed. A failed search leaves it owed for a later run. Without that search the Provenance is POSTed: ehrsync cannot
+tell a stored one from none, and the one case that could store two is a POST that reached the EHR whose answer never
+came back; two identical statements of where a note came from mislead no one, a missing one loses the AI note's
+origin in the EHR. While a run's POST is alive, it never falls due (``provenance_beat``): no second run beside it.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def send_owed(env: SyncEnvironment, config: WritebackConfig, note: NoteRecord) -
             if found is not None:
                 _log.info("note %s: its Provenance is in the EHR already; not sent again", note.id)
                 return clear_owed(env.db, note, {"provenance_found": True}, provenance_id=found)
-        return post_provenance(env, client, note)
+        return post_provenance(env, client, note, config.stalled_after_s)
 
 
 def _searchable(client: FhirClient, granted: str) -> bool:

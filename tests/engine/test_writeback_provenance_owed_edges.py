@@ -1,15 +1,20 @@
 """DWB-82, an owed Provenance against EHR answers the happy paths do not show, over a socket: another app's
 Provenance of the same note found by ``Provenance?target=`` is not ehrsync's (ehrsync's own is still sent), and a
 Provenance the EHR took without naming its id (a bare 202) is not sent again by every later run, and a note found
-by a run that could not read the CapabilityStatement (503) owes its Provenance, sent by a later run that can."""
+by a run that could not read the CapabilityStatement (503) owes its Provenance, sent by a later run that can; a
+Provenance POST still waiting on the EHR (a throttle's Retry-After) never falls due under it."""
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from engine.writeback import write_note
-from store.models import Connection
+from store.models import Connection, utcnow
+from store.outbox import NoteRecord
 from tests.engine.conftest import RequestLog
 from tests.engine.test_writeback_provenance_due import (
     PROV_POSTS,
@@ -21,7 +26,7 @@ from tests.engine.test_writeback_provenance_due import (
     _not_asked,
     _stored,
 )
-from tests.engine.writeback_helpers import FAST, enqueue, server_notes, writable_connection
+from tests.engine.writeback_helpers import FAST, enqueue, read_note, server_notes, writable_connection
 
 DOC_POSTS, METADATA = "/fhir/DocumentReference", "/fhir/metadata"
 
@@ -115,3 +120,38 @@ def test_dwb82_a_note_found_by_a_run_that_could_not_read_the_statement_owes_its_
     done = _later_run(world, note.id)
     [prov] = _stored(ehr, doc["id"])
     assert (done.provenance_id, done.provenance_due_at) == (prov["id"], None)
+
+
+def test_dwb82_a_provenance_post_still_waiting_on_the_ehr_never_falls_due_under_it(
+    world, start_sandbox, http, request_log: RequestLog
+) -> None:
+    """The writing run's Provenance POST waits on the EHR longer than ``stalled_after_s`` (a 429's Retry-After may
+    ask 15 min, several times, more than the default 600 s). While it is alive the run keeps it from falling due,
+    so the sensor asks no second run to POST a second one; once it is answered it is no longer owed. Before, it fell
+    due ``stalled_after_s`` after ``written`` whatever the POST was doing."""
+    grace = replace(FAST, stalled_after_s=2.0)
+    ehr, _, note = _connected(world, start_sandbox, http)
+    ehr.admin.set_fault("slow", path=PROV_POSTS, method="POST", times=1, delay_s=60.0)
+    ends: list[NoteRecord] = []
+    thread = threading.Thread(target=lambda: ends.append(write_note(world.env, grace, note.id)))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while ehr.admin.faults():  # the POST is held by the sandbox
+            assert time.monotonic() < deadline, "the Provenance POST never reached the sandbox"
+            time.sleep(0.05)
+        first_due = read_note(world, note.id).provenance_due_at
+        assert first_due is not None
+        while utcnow() < first_due + timedelta(seconds=1):  # half a ``stalled_after_s`` past its first due time
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        held = read_note(world, note.id).provenance_due_at  # the POST still held
+        assert held is not None and held > utcnow(), (first_due, held)
+        assert _not_asked(world, note.id)
+    finally:
+        ehr.admin.release_held()
+        thread.join(timeout=120)
+    [done] = ends
+    [prov] = _stored(ehr, done.ehr_resource_id)
+    assert (done.provenance_id, done.provenance_due_at) == (prov["id"], None)
+    assert len(request_log.paths(PROV_POSTS, "POST")) == 1
