@@ -50,6 +50,7 @@ __all__ = [
     "owing",
     "post_provenance",
     "provenance_draft",
+    "refused_for_good",
     "send_provenance",
 ]
 
@@ -119,7 +120,7 @@ def post_provenance(env: SyncEnvironment, client: FhirClient, note: NoteRecord, 
         with posting(env.db, note, grace_s):
             result = client.create(build_provenance(provenance_draft(note)))
     except ce.EhrSyncError as exc:
-        for_good = _for_good(exc)
+        for_good = refused_for_good(exc)
         warn(env, note, exc, "not created for good" if for_good else "not created yet; still owed")
         return clear_owed(env.db, note, {"provenance": "refused", "error_code": exc.code}) if for_good else note
     if not result.id:  # taken (a 2xx: created, or accepted for later) all the same: sent again, it would be twice
@@ -141,7 +142,7 @@ def provenance_draft(note: NoteRecord) -> ProvenanceDraft:
     )
 
 
-def _for_good(exc: ce.EhrSyncError) -> bool:
+def refused_for_good(exc: ce.EhrSyncError) -> bool:
     """A refusal a repeat would meet again: a 4xx other than 408/429, or a Provenance that is no valid FHIR."""
     if isinstance(exc, ce.ConfigurationError):
         return True

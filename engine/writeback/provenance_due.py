@@ -15,7 +15,8 @@ committed): when the CapabilityStatement declares the ``target`` search for Prov
 DocumentReference/<id>`` is read first (a few pages at most; the granted scopes must cover Provenance search, which
 ehrsync never asks for by itself: an admin lists it), and ehrsync's own (its contained software Device for this
 note, its model and version, as assembler; another app's is not) is taken as sent: its id is stored, nothing is
-POSTed. A failed search leaves it owed for a later run. Without that search the Provenance is POSTed: ehrsync cannot
+POSTed. A failed search leaves it owed for a later run; one refused for good (a 4xx other than 408/429: it would be
+refused on every run) is gone without. Without that search the Provenance is POSTed: ehrsync cannot
 tell a stored one from none, and the one case that could store two is a POST that reached the EHR whose answer never
 came back; two identical statements of where a note came from mislead no one, a missing one loses the AI note's
 origin in the EHR. While a run's POST is alive, it never falls due (``provenance_beat``): no second run beside it.
@@ -39,6 +40,7 @@ from engine.writeback.provenance import (
     clear_owed,
     post_provenance,
     provenance_draft,
+    refused_for_good,
     statement,
     warn,
 )
@@ -80,9 +82,12 @@ def send_owed(env: SyncEnvironment, config: WritebackConfig, note: NoteRecord) -
         if _searchable(client, target.connection.granted_scopes or ""):
             try:
                 found = _stored(client, note)
-            except ce.EhrSyncError as exc:
-                warn(env, note, exc, "search failed; still owed")
-                return note
+            except ce.EhrSyncError as exc:  # refused for good it would be on every run: sent as without the search
+                if not refused_for_good(exc):
+                    warn(env, note, exc, "search failed; still owed")
+                    return note
+                warn(env, note, exc, "search refused; sent without it")
+                found = None
             if found is not None:
                 _log.info("note %s: its Provenance is in the EHR already; not sent again", note.id)
                 return clear_owed(env.db, note, {"provenance_found": True}, provenance_id=found)

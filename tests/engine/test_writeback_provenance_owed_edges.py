@@ -2,7 +2,8 @@
 Provenance of the same note found by ``Provenance?target=`` is not ehrsync's (ehrsync's own is still sent), and a
 Provenance the EHR took without naming its id (a bare 202) is not sent again by every later run, and a note found
 by a run that could not read the CapabilityStatement (503) owes its Provenance, sent by a later run that can; a
-Provenance POST still waiting on the EHR (a throttle's Retry-After) never falls due under it."""
+Provenance POST still waiting on the EHR (a throttle's Retry-After) never falls due under it; a ``target`` search
+the EHR refuses for good does not keep it from being sent."""
 
 from __future__ import annotations
 
@@ -155,3 +156,23 @@ def test_dwb82_a_provenance_post_still_waiting_on_the_ehr_never_falls_due_under_
     [prov] = _stored(ehr, done.ehr_resource_id)
     assert (done.provenance_id, done.provenance_due_at) == (prov["id"], None)
     assert len(request_log.paths(PROV_POSTS, "POST")) == 1
+
+
+def test_dwb82_a_target_search_the_ehr_refuses_for_good_does_not_keep_the_provenance_from_being_sent(
+    world, start_sandbox, http, request_log: RequestLog
+) -> None:
+    """The statement declares ``Provenance?target=``, yet the EHR refuses that search (422: e.g. it wants a patient
+    too). The search only spares a second Provenance after a lost answer; refused for good it would be refused on
+    every run, so the Provenance is POSTed as on a server without the search. Before, each later run searched, was
+    refused and sent nothing, until ``max_attempts`` gave up: no Provenance, ever."""
+    ehr, _, note = _connected(world, start_sandbox, http, scope=SEARCH_SCOPE, provenance_search=True)
+    ehr.admin.set_fault("drop", path=PROV_POSTS, method="POST", times=1)
+    ehr.admin.set_fault("422", path=PROV_POSTS, method="GET", times=None)
+    left = write_note(world.env, FAST, note.id)
+    assert left.provenance_due_at is not None
+
+    _due(world, note.id)
+    done = _later_run(world, note.id)
+    [prov] = _stored(ehr, done.ehr_resource_id)
+    assert (done.provenance_id, done.provenance_due_at, done.provenance_tries) == (prov["id"], None, 1)
+    assert len(request_log.paths(PROV_POSTS, "GET")) == 1
