@@ -33,6 +33,7 @@ POINTS = (
     "writeback.posting",  # the note's DocumentReference POST recorded (doc_posted), not yet sent
     "writeback.sent",  # the EHR answered the POST, written not yet committed
     "writeback.written",  # sending -> written committed
+    "writeback.provenance",  # the run's last move committed (written: a Provenance owed), the Provenance not yet sent
     "writeback.unknown",  # -> unknown committed (answer lost; or a spent pending note), not yet reconciled
     "writeback.pending",  # a transient failure sent the note back to pending (later attempt)
 )

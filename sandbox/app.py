@@ -13,7 +13,7 @@ from sandbox import admin
 from sandbox.bulk import routes as bulk_routes
 from sandbox.config import SandboxConfig
 from sandbox.faults import FaultMiddleware
-from sandbox.fhir import create_answers, discovery
+from sandbox.fhir import create_answers, discovery, provenance_search
 from sandbox.fhir import routes as fhir_routes
 from sandbox.fhir.responses import FhirFailure, failure_response, fhir_response, outcome_body
 from sandbox.oauth import routes as oauth_routes
@@ -33,6 +33,7 @@ def create_app(cfg: SandboxConfig | None = None) -> FastAPI:
     app.include_router(oauth_routes.router)
     app.include_router(admin.router)
     app.include_router(create_answers.router)  # /fhir/_async/{job} before /fhir/{type}/{id}
+    app.include_router(provenance_search.router)  # GET /fhir/Provenance before /fhir/{type}
     app.include_router(fhir_routes.router)
 
     @app.exception_handler(FhirFailure)

@@ -64,6 +64,7 @@ class SandboxConfig(BaseModel):
     write_enabled: bool = True  # create on DocumentReference/Binary
     conditional_create: bool = True  # DWB-31/32: advertise and honour If-None-Exist on create (Epic does not)
     provenance_create: bool = False  # DWB-82: advertise and accept Provenance create (with write_enabled)
+    provenance_search: bool = False  # DWB-82: with provenance_create, advertise and answer Provenance?target=
     #: DWB-40: how the CapabilityStatement lays out ``rest`` (R4 allows several: client and server, or "behaviors
     #: under different configuration settings"): "one" server entry; "client_first" a ``mode: client`` entry before
     #: it; "read_only_after" a second server entry after it describing every type read and search only

@@ -286,8 +286,7 @@ class NoteOutbox(Base):
     provenance_id: Mapped[str | None] = mapped_column(String(64))  # DWB-82: the EHR's Provenance, once created
     # 0009: an earlier POST of this note may have been stored, so a later refusal must not end it ``failed`` unsearched
     maybe_stored: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    # 0016: this attempt's DocumentReference POST may have left (committed just before it is sent, reset as each
-    # attempt starts): a note resumed in ``sending`` without it was never POSTed, so it is sent, not searched for
+    # 0016: this attempt's POST may have left (committed just before it, reset per attempt): else sent, not searched
     doc_posted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # 0017: the refusal's OperationOutcome with its diagnostics (PHI, as ``body``; connectors.transport.issue_record)
     outcome_issues: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
@@ -295,5 +294,7 @@ class NoteOutbox(Base):
     send_unconditional: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # 0019: a person's confirmed retry: a POST of it without If-None-Exist is searched for first (found_first)
     confirmed_not_in_ehr: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    provenance_due_at: Mapped[datetime | None] = mapped_column()  # 0020 (DWB-82): a Provenance owed, sent from then
+    provenance_tries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # 0020: later runs' tries
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

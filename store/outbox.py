@@ -149,6 +149,8 @@ class NoteRecord:
     outcome_issues: dict[str, Any] | None  # PHI (the EHR's words refusing the note): never in ``metadata()``
     send_unconditional: bool  # the next POST without If-None-Exist (``store.outbox_retry``; cleared by ``transition``)
     confirmed_not_in_ehr: bool  # a person's word: searched for before a POST without If-None-Exist (as above)
+    provenance_due_at: datetime | None  # DWB-82: a Provenance owed since ``written``, sent from then (None: none)
+    provenance_tries: int  # tries later runs made of it (``engine.writeback.provenance_due``)
     created_at: datetime
     updated_at: datetime
 

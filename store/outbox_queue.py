@@ -20,7 +20,7 @@ from store.database import AppDatabase
 from store.models import Connection, ConnectionStatus, NoteOutbox
 from store.outbox import NoteRecord
 
-__all__ = ["WAIT_STATUSES", "due_notes", "stalled_notes", "waiting_code", "woken_notes"]
+__all__ = ["WAIT_STATUSES", "due_notes", "provenance_owed", "stalled_notes", "waiting_code", "woken_notes"]
 
 #: Connection states a note that may be stored waits out (the same connection can be ``active`` again: an admin's
 #: retry, a re-authorization of a backend client, a restored token). ``disabled``/``disconnected`` do not wait.
@@ -100,6 +100,24 @@ def unknown_due(db: AppDatabase, now: datetime, reason_code: str, *, limit: int 
             Connection.status == ConnectionStatus.ACTIVE,
         )
         .order_by(NoteOutbox.next_attempt_at, NoteOutbox.id)
+        .limit(limit)
+    )
+    with db.session() as session:
+        return [NoteRecord.of(r) for r in session.scalars(query)]
+
+
+def provenance_owed(db: AppDatabase, now: datetime, *, limit: int = 100) -> list[NoteRecord]:
+    """``written`` notes whose Provenance is owed and due (DWB-82: their writing run never sent it), of active
+    connections only (one that cannot write would only clear it), the longest due first."""
+    query = (
+        select(NoteOutbox)
+        .join(Connection, Connection.id == NoteOutbox.connection_id)
+        .where(
+            NoteOutbox.state == "written",
+            NoteOutbox.provenance_due_at <= now,
+            Connection.status == ConnectionStatus.ACTIVE,
+        )
+        .order_by(NoteOutbox.provenance_due_at, NoteOutbox.id)
         .limit(limit)
     )
     with db.session() as session:

@@ -16,9 +16,10 @@ from pydantic import ValidationError
 
 from connectors.errors import ConfigurationError
 
-__all__ = ["ProvenanceDraft", "build_provenance"]
+__all__ = ["PARTICIPANT", "ProvenanceDraft", "build_provenance"]
 
-_PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+#: The code system of a Provenance agent's type (``assembler``, ``verifier``).
+PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 _DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
 
 
@@ -35,7 +36,7 @@ class ProvenanceDraft:
 
 
 def _agent(code: str, display: str, who: dict[str, str]) -> dict[str, Any]:
-    return {"type": {"coding": [{"system": _PARTICIPANT, "code": code, "display": display}]}, "who": who}
+    return {"type": {"coding": [{"system": PARTICIPANT, "code": code, "display": display}]}, "who": who}
 
 
 def build_provenance(draft: ProvenanceDraft) -> dict[str, Any]:

@@ -23,6 +23,8 @@ killed anywhere resumes from what the database says:
 
 While the note is ``sending`` the run beats (``heartbeat``), so a live POST waiting out long ``Retry-After``
 waits is never taken for a stalled one; a 2xx is ``written`` even when another run moved the note (``written``).
+A ``written`` note whose Provenance is still owed once due (its run died before sending it) gets one more try at
+it (``provenance_due``, DWB-82); any other ``written`` note is returned as it is.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ from engine.writeback.heartbeat import heartbeat
 from engine.writeback.matched import confirm_match, unconfirmed
 from engine.writeback.outcomes import ends_note, out_of_tries, retry_later
 from engine.writeback.preflight import SendPlan, build_payload, plan_send
-from engine.writeback.provenance import send_provenance
+from engine.writeback.provenance import ProvenanceGate, owing, send_provenance
+from engine.writeback.provenance_due import send_owed
 from engine.writeback.reconcile import found_first, reconcile
 from engine.writeback.target import NoteTarget, load_target
 from engine.writeback.unsure import failed_send, lost_before, may_be_stored, settle_maybe_stored, to_unknown
@@ -81,6 +84,8 @@ def write_note(env: SyncEnvironment, config: WritebackConfig, note_id: str, vers
         raise NoteNotFoundError(f"no outbox note {note_id!r}")
     if version is not None and note.version != version:
         return note
+    if note.state == "written" and note.provenance_due_at is not None and note.provenance_due_at <= utcnow():
+        return _owed(env, config, note)  # DWB-82: a Provenance its writing run never sent (killed, EHR failing)
     if note.state in TERMINAL_STATES or (note.state == "pending" and note.next_attempt_at > utcnow()):
         return note
     try:
@@ -94,18 +99,32 @@ def write_note(env: SyncEnvironment, config: WritebackConfig, note_id: str, vers
         if target.setting_problem is not None and note.state != "unknown":  # a search needs no switch
             return wait_for_setting(env.db, config, note, target.setting_problem, maybe_stored=may_be_stored(note))
         with env.fhir_client(target.connection) as client:
-            if note.state == "unknown":
-                check = recheck if note.reason_code == ACCEPTED else reconcile
-                done = check(env.db, client, note, config)
-            else:
-                done = _advance(env, config, note, target, client)
-            # DWB-82: whatever made it ``written`` in this run (its answer or a search); optional, never fails it
-            return send_provenance(env, client, done, target)
+            gate = ProvenanceGate(env, client, note, target)  # DWB-82: owed in the commit that makes it ``written``
+            with owing(gate, config.stalled_after_s):
+                if note.state == "unknown":
+                    check = recheck if note.reason_code == ACCEPTED else reconcile
+                    done = check(env.db, client, note, config)
+                else:
+                    done = _advance(env, config, note, target, client)
+                checkpoint("writeback.provenance")
+                # whatever made it ``written`` in this run (its answer or a search); optional, never fails it
+                return send_provenance(env, client, done, target, config.stalled_after_s)
     except StaleNoteError:  # another run moved the note first (e.g. resumed it as stalled): its state stands
-        _log.warning("note %s was moved by another run; leaving it as that run left it", note_id)
-        current = get_note(env.db, note_id)
-        assert current is not None
-        return current
+        return _moved(env, note_id)
+
+
+def _owed(env: SyncEnvironment, config: WritebackConfig, note: NoteRecord) -> NoteRecord:
+    try:
+        return send_owed(env, config, note)
+    except StaleNoteError:
+        return _moved(env, note.id)
+
+
+def _moved(env: SyncEnvironment, note_id: str) -> NoteRecord:
+    _log.warning("note %s was moved by another run; leaving it as that run left it", note_id)
+    current = get_note(env.db, note_id)
+    assert current is not None
+    return current
 
 
 def _connection_not_active(env: SyncEnvironment, note: NoteRecord, status: str) -> NoteRecord:

@@ -3,49 +3,136 @@ written by the answer to its own POST, and one ``written`` because a search foun
 settled later, a person's confirmed retry found in the chart before its POST, a conditional create's match).
 
 A Provenance is optional: a server that does not advertise Provenance create (or scopes that do not cover it, or a
-gate now closed: a switch turned off, the connection not active) gets none, and a failed create is a logged,
-audited warning while the note stays ``written``. It is sent once, by the run that made the note ``written``
-(``written`` is final; ``send_provenance`` is called with the run's result), and its id is stored on the note, so
-it is never sent twice. No ``Provenance?target=`` search first: a note found by a search was never written before,
-so ehrsync never sent it a Provenance (a note's identifier is its own draft's; one found by patient, type and date
-is none another note holds), and a Provenance the EHR made itself is not ehrsync's. Only two runs of one note racing
-to ``written`` could each send one: a second Provenance is harmless metadata, a missing one is not.
+gate now closed: a switch turned off, the connection not active) gets none, and a failed create never fails the note.
+
+Owed, then sent: the commit that makes a note ``written`` records whether a Provenance is owed
+(``provenance_due_at``, set when the gates allow it: ``owed_fields``), and the same run sends it right after and
+clears it. The written transitions sit deep in the search paths (``written``, ``reconcile``), so the run's gate is
+set once around the run (``owing``, a context variable) instead of being threaded through each. A run killed between
+the two leaves it owed: a later run sends it (``provenance_due``), from ``stalled_after_s`` after ``written`` on, and
+never while a run's POST of it is alive (it puts the due time off meanwhile: ``provenance_beat``). A refusal for good
+(a 4xx other than 408/429, a Provenance that is no valid FHIR) is logged, audited and cleared, as is a 2xx naming no
+id (taken all the same); a transient failure (unreachable, lost answer, 5xx, 429/408) is logged and audited and left
+owed. Its id is stored on the note (``provenance_id``).
 
 The capability is what the run's gates read: the CapabilityStatement is cached on the run's client, so a run that
 planned a POST reads it no second time; a run that only searched reads it once, and not at all when the granted
-scopes cover no Provenance create or a switch is off, nor again once the run's read of it failed.
+scopes cover no Provenance create or a switch is off, nor again once the run's read of it failed (then it stays
+owed: a later run reads it again).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import timedelta
 from typing import Any
 
 from connectors import errors as ce
 from connectors.fhir import FhirClient
-from connectors.writeback import WriteCapability, check_note_write, check_switches
+from connectors.writeback import check_note_write, check_switches
 from connectors.writeback.gate import scopes_allow_provenance_create
 from connectors.writeback.provenance import ProvenanceDraft, build_provenance
 from engine.environment import SyncEnvironment
+from engine.writeback.provenance_beat import posting
 from engine.writeback.target import NoteTarget
+from store import AppDatabase
 from store.audit import record_audit
 from store.models import utcnow
-from store.outbox import NoteRecord, transition
+from store.outbox import NoteRecord, StaleNoteError, get_note, transition
 
-__all__ = ["send_provenance"]
+__all__ = [
+    "ProvenanceGate",
+    "clear_owed",
+    "owed_fields",
+    "owing",
+    "post_provenance",
+    "provenance_draft",
+    "refused_for_good",
+    "send_provenance",
+]
 
 _log = logging.getLogger(__name__)
+_UNSET = object()
 
 
-def send_provenance(env: SyncEnvironment, client: FhirClient, note: NoteRecord, target: NoteTarget) -> NoteRecord:
-    """``note`` (as a run that made it ``written`` left it) with its ``provenance_id`` when one was created now; as
-    it was otherwise (never raises for the EHR)."""
-    if note.state != "written" or note.provenance_id or not note.ehr_resource_id:
+class ProvenanceGate:
+    """Whether a Provenance may be sent for the run's note now, decided once a run (the statement read at most once):
+    True, False (a gate closed), None (the statement could not be read: not known)."""
+
+    def __init__(self, env: SyncEnvironment, client: FhirClient, note: NoteRecord, target: NoteTarget) -> None:
+        self.env, self.client, self.note, self.target = env, client, note, target
+        self._decided: Any = _UNSET
+
+    def allows(self) -> bool | None:
+        if self._decided is _UNSET:
+            self._decided = _decide(self.env, self.client, self.note, self.target)
+        result: bool | None = self._decided
+        return result
+
+
+_RUN: ContextVar[tuple[ProvenanceGate, float] | None] = ContextVar("ehrsync_provenance_gate", default=None)
+
+
+@contextmanager
+def owing(gate: ProvenanceGate, grace_s: float) -> Iterator[ProvenanceGate]:
+    """The run's gate for ``owed_fields`` (``grace_s``: how long the writing run has to send it itself)."""
+    token = _RUN.set((gate, grace_s))
+    try:
+        yield gate
+    finally:
+        _RUN.reset(token)
+
+
+def owed_fields(resource_id: str | None) -> dict[str, Any]:
+    """The Provenance fields of the commit making a note ``written`` as ``resource_id``: owed unless the run's gate
+    says no (none outside a run's ``owing``, or without an id: nothing to point at). A statement the run could not
+    read says neither: owed, so a later run reads it again (``provenance_due``), as it does for its own failed read."""
+    run = _RUN.get()
+    if resource_id is None or run is None or run[0].allows() is False:
+        return {"provenance_due_at": None}
+    return {"provenance_due_at": utcnow() + timedelta(seconds=run[1]), "provenance_tries": 0}
+
+
+def send_provenance(
+    env: SyncEnvironment, client: FhirClient, note: NoteRecord, target: NoteTarget, grace_s: float
+) -> NoteRecord:
+    """``note`` (as a run that made it ``written`` left it) with its owed Provenance sent (``provenance_id``) and no
+    longer owed, or left owed after a transient failure; as it was when none is owed (never raises for the EHR)."""
+    if note.state != "written" or note.provenance_due_at is None:
         return note
-    capability = _capability(env, client, note, target)
-    if capability is None or not capability.provenance_create:
+    run = _RUN.get()
+    gate = run[0] if run is not None else ProvenanceGate(env, client, note, target)
+    if not note.ehr_resource_id or note.provenance_id or (allowed := gate.allows()) is False:
+        return clear_owed(env.db, note, {"provenance": "not_sent"})
+    if allowed is None:  # the statement unreadable (warned): still owed, a later run reads it again
         return note
-    draft = ProvenanceDraft(
+    return post_provenance(env, client, note, grace_s)
+
+
+def post_provenance(env: SyncEnvironment, client: FhirClient, note: NoteRecord, grace_s: float) -> NoteRecord:
+    """POST the note's Provenance: created, its id stored and no longer owed; refused for good, no longer owed (a
+    warning); a transient failure leaves it owed (a warning). While the POST is alive it never falls due
+    (``posting``: put off by ``grace_s``), so no later run sends a second one beside it."""
+    try:
+        with posting(env.db, note, grace_s):
+            result = client.create(build_provenance(provenance_draft(note)))
+    except ce.EhrSyncError as exc:
+        for_good = refused_for_good(exc)
+        warn(env, note, exc, "not created for good" if for_good else "not created yet; still owed")
+        return clear_owed(env.db, note, {"provenance": "refused", "error_code": exc.code}) if for_good else note
+    if not result.id:  # taken (a 2xx: created, or accepted for later) all the same: sent again, it would be twice
+        _log.warning("note %s: Provenance taken (HTTP %s), its id not named; not sent again", note.id, result.status)
+        return clear_owed(env.db, note, {"provenance_created": True, "id_named": False, "http_status": result.status})
+    return clear_owed(env.db, note, {"provenance_created": True}, provenance_id=result.id)
+
+
+def provenance_draft(note: NoteRecord) -> ProvenanceDraft:
+    """What the Provenance of ``note`` (``written``, its id known) says, recorded now."""
+    assert note.ehr_resource_id is not None
+    return ProvenanceDraft(
         document_id=note.ehr_resource_id,
         document_version=note.ehr_version_id,
         model=note.produced_by,
@@ -53,39 +140,54 @@ def send_provenance(env: SyncEnvironment, client: FhirClient, note: NoteRecord, 
         reviewer_practitioner_id=note.author_id,
         recorded=utcnow(),
     )
-    try:
-        result = client.create(build_provenance(draft))
-        if not result.id:
-            raise ce.TransportError("the server created the Provenance but named no id")
-    except ce.EhrSyncError as exc:
-        _warn(env, note, exc)
-        return note
-    return transition(env.db, note, "written", provenance_id=result.id, detail={"provenance_created": True})
 
 
-def _capability(
-    env: SyncEnvironment, client: FhirClient, note: NoteRecord, target: NoteTarget
-) -> WriteCapability | None:
-    """What the gates allow now (``check_note_write``, as the run's plan), None when they allow no write. Scopes
-    covering no Provenance create, or a switch off, decide it without the CapabilityStatement: no read (nor a
-    warning of its failure) for a Provenance never sent."""
+def refused_for_good(exc: ce.EhrSyncError) -> bool:
+    """A refusal a repeat would meet again: a 4xx other than 408/429, or a Provenance that is no valid FHIR."""
+    if isinstance(exc, ce.ConfigurationError):
+        return True
+    status = exc.status if isinstance(exc, ce.FhirError) else None
+    return isinstance(status, int) and 400 <= status < 500 and status not in (408, 429)
+
+
+def clear_owed(db: AppDatabase, note: NoteRecord, detail: dict[str, Any], **fields: Any) -> NoteRecord:
+    """``note`` no longer owing a Provenance (with ``fields``, e.g. its id), in one audited commit; when another run
+    moved it meanwhile (a later run's claim), on the row as it is now: an id learned is never dropped."""
+    for _ in range(3):
+        try:
+            return transition(db, note, "written", provenance_due_at=None, detail=detail, **fields)
+        except StaleNoteError:
+            current = get_note(db, note.id)
+            if current is None or current.state != "written":
+                raise
+            if current.provenance_id and "provenance_id" not in fields:
+                return current
+            note = current
+    raise StaleNoteError(f"note {note.id} kept moving while its Provenance was recorded")
+
+
+def _decide(env: SyncEnvironment, client: FhirClient, note: NoteRecord, target: NoteTarget) -> bool | None:
+    """What the gates allow now (``check_note_write``, as the run's plan). Scopes covering no Provenance create, or
+    a switch off, decide it without the CapabilityStatement: no read (nor a warning of its failure) for a Provenance
+    never sent. None: the statement could not be read (a warning)."""
     granted = target.connection.granted_scopes or ""
     if not scopes_allow_provenance_create(granted):
-        return None
+        return False
     if target.connection.status != "active" or target.setting_problem is not None:
         _log.info("note %s: no Provenance, its connection or tenant cannot write now", note.id)
-        return None
+        return False
     try:
         check_switches(target.flags)  # a switch off decides it: no statement read, no warning of its failure
-        return check_note_write(_statement(client), granted, target.flags)
+        return check_note_write(statement(client), granted, target.flags).provenance_create
     except ce.WriteNotSupportedError as exc:  # a gate closed since the note left (a switch off, create withdrawn)
         _log.info("note %s: no Provenance, note write is not allowed now (%s)", note.id, exc.reason_code)
+        return False
     except ce.EhrSyncError as exc:  # the statement unreadable: whether Provenance create is offered is not known
-        _warn(env, note, exc)
-    return None
+        warn(env, note, exc, "not created")
+        return None
 
 
-def _statement(client: FhirClient) -> dict[str, Any]:
+def statement(client: FhirClient) -> dict[str, Any]:
     """The run's CapabilityStatement (cached: read once a run); the run's failed read of it again, unread (a run that
     could not read it for its plan and then found the note by a search would wait out every retry a second time)."""
     if (failed := client.capabilities_failure) is not None:
@@ -93,9 +195,9 @@ def _statement(client: FhirClient) -> dict[str, Any]:
     return client.capabilities()
 
 
-def _warn(env: SyncEnvironment, note: NoteRecord, exc: ce.EhrSyncError) -> None:
+def warn(env: SyncEnvironment, note: NoteRecord, exc: ce.EhrSyncError, said: str) -> None:
     status = getattr(exc, "status", None)
-    _log.warning("note %s: Provenance not created (%s, HTTP %s); the note stays written", note.id, exc.code, status)
+    _log.warning("note %s: Provenance %s (%s, HTTP %s); the note stays written", note.id, said, exc.code, status)
     with env.db.session() as session:
         record_audit(
             session,

@@ -15,7 +15,9 @@ A note waiting for its connection (``pending``, reason ``connection_<status>``: 
 is not asked for while the connection stays so, and is asked for on the first tick once it is ``active`` again,
 however long it waited (``store.outbox_queue.woken_notes``). A note the EHR accepted (202) without saying how it
 ended is asked for again when its next identifier search is due (``accepted``). Notes of active connections are read
-first, so notes that cannot be sent now never fill the ``limit`` rows of a query before them.
+first, so notes that cannot be sent now never fill the ``limit`` rows of a query before them. A ``written`` note whose
+Provenance is owed and due (DWB-82: its run was killed before sending it, or the EHR could not take it) is asked for
+too, at most ``limit`` a tick, each run sending one Provenance at most (``provenance_due``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from engine.writeback.accepted import ACCEPTED
 from store import AppDatabase
 from store.models import Connection
 from store.outbox import NoteRecord
-from store.outbox_queue import due_notes, stalled_notes, unknown_due, woken_notes
+from store.outbox_queue import due_notes, provenance_owed, stalled_notes, unknown_due, woken_notes
 
 __all__ = ["LOOKBACK", "NoteRun", "due_runs"]
 
@@ -54,8 +56,11 @@ class NoteRun:
 
 
 def _resume(note: NoteRecord, now: datetime, stalled_after_s: float) -> int:
-    """Stalled periods the note has waited: since its last move (``sending``) or its due time (``pending``)."""
+    """Stalled periods the note has waited: since its last move (``sending``), its due time (``pending``) or its
+    Provenance's (``written``: a run killed before its claim moved the note is asked for again a period later)."""
     since = note.updated_at if note.state == "sending" else note.next_attempt_at
+    if note.state == "written" and note.provenance_due_at is not None:
+        since = note.provenance_due_at
     periods = int((now - since).total_seconds() // max(stalled_after_s, 1.0))
     return max(1, periods) if note.state == "sending" else max(0, periods)
 
@@ -81,7 +86,8 @@ def due_runs(
     overdue = [n for n in due_notes(db, stalled_before, limit=limit) if n.id not in seen]
     seen |= {n.id for n in overdue}  # an accepted (202) note due for its next identifier search
     rechecks = [n for n in unknown_due(db, now, ACCEPTED, limit=limit) if n.id not in seen]
-    notes: list[NoteRecord] = [*pending, *woken, *overdue, *stalled, *rechecks]
+    owed = provenance_owed(db, now, limit=limit)  # DWB-82: written, its Provenance never sent (written notes only)
+    notes: list[NoteRecord] = [*pending, *woken, *overdue, *stalled, *rechecks, *owed]
     sources = _sources(db, {n.connection_id for n in notes})
     runs = [
         NoteRun(

@@ -25,6 +25,7 @@ from connectors.fhir.ids import id_problem, resource_ids
 from engine.writeback.config import WritebackConfig
 from engine.writeback.fallback import DetailsLookup, drops_identifier, find_by_details, twinned, unclaimed
 from engine.writeback.lookup import IdentifierLookup, find_by_identifier
+from engine.writeback.provenance import owed_fields
 from engine.writeback.written import ID_UNKNOWN, not_fhir_reason
 from store import AppDatabase
 from store.outbox import NoteRecord, StaleNoteError, get_note, transition
@@ -173,7 +174,7 @@ def _found(db: AppDatabase, note: NoteRecord, found: dict[str, Any], detail: dic
         reason = not_fhir_reason("the search found the note, which the EHR names by", id_problem(found.get("id")))
         _log.warning("note %s: %s; written as %s", note.id, reason, ID_UNKNOWN)
         detail = detail | {"error_code": ID_UNKNOWN}
-        return _settled(db, note, "written", detail, reason_code=ID_UNKNOWN, reason=reason)
+        return _settled(db, note, "written", detail, reason_code=ID_UNKNOWN, reason=reason, provenance_due_at=None)
     return _settled(
         db,
         note,
@@ -183,6 +184,7 @@ def _found(db: AppDatabase, note: NoteRecord, found: dict[str, Any], detail: dic
         ehr_version_id=version_id,
         reason_code=None,
         reason=None,
+        **owed_fields(resource_id),  # DWB-82: a Provenance owed, in the same commit
     )
 
 

@@ -22,6 +22,7 @@ from connectors import errors as ce
 from connectors.fhir import CreateResult, FhirClient
 from engine.writeback.config import WritebackConfig
 from engine.writeback.lookup import find_by_identifier
+from engine.writeback.provenance import owed_fields
 from store import AppDatabase
 from store.outbox import NoteRecord, StaleNoteError, get_note, transition
 
@@ -57,6 +58,7 @@ def record_written(
         "last_http_status": result.status,
         "reason_code": None if resource_id else ID_UNKNOWN,
         "reason": reason,
+        **owed_fields(resource_id),  # DWB-82: a Provenance owed, in the same commit
     }
     detail: dict[str, Any] = {"http_status": result.status, "dedup_hit": result.status == 200}
     detail |= {"resource_id": resource_id, "id_from": id_from} if resource_id else {"error_code": ID_UNKNOWN}

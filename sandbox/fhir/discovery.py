@@ -111,10 +111,14 @@ def openid_configuration(request: Request) -> Response:
 
 
 def _provenance_entry(st: SandboxState) -> list[dict[str, Any]]:
-    """Provenance is create-only here (DWB-82): accepted and stored, never generated or searched."""
+    """Provenance is create-only here (DWB-82): accepted and stored, never generated; searched by ``target`` only
+    with ``provenance_search`` (sandbox.fhir.provenance_search)."""
     if not (st.settings.write_enabled and st.settings.provenance_create):
         return []
-    return [{"type": "Provenance", "interaction": [{"code": "create"}]}]
+    if not st.settings.provenance_search:
+        return [{"type": "Provenance", "interaction": [{"code": "create"}]}]
+    searched = [{"code": "create"}, {"code": "search-type"}]
+    return [{"type": "Provenance", "interaction": searched, "searchParam": [{"name": "target", "type": "reference"}]}]
 
 
 def _resource_entry(

@@ -200,7 +200,8 @@ def test_dwb82_34_a_note_found_after_its_run_could_not_read_the_statement_reads_
     """Its last try's POST stored, the answer lost, the retry's grant refused; re-authorized, the woken run cannot
     read the CapabilityStatement (503), so it searches instead and finds the note (DWB-34). Before, the Provenance
     gate read the statement again: every retry of the transport once more (in production Retry-After waits of up to
-    15 min each), for an optional Provenance. Now one read's tries, no Provenance, the warning audited."""
+    15 min each), for an optional Provenance. Now one read's tries, no Provenance from this run (it stays owed for a
+    later run: test_writeback_provenance_owed_edges), the warning audited."""
     ehr = start_sandbox(provenance_create=True)
     last = replace(FAST, max_attempts=1)
     conn = writable_connection(world, ehr, http, scope=PROV_SCOPE)

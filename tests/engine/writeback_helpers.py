@@ -27,6 +27,8 @@ ON = {"enableWrite": True, "enableNoteCreate": True}
 # Retries that do not wait: the backoff is the rule under test, not the clock.
 FAST = WritebackConfig(service_write_enabled=True, backoff_base_s=0.0, backoff_cap_s=0.0, max_attempts=3)
 REPO = Path(__file__).resolve().parents[2]
+#: The child's app database URL (``writeback_driver``), when the parent's world is not on its SQLite file.
+APP_DB_ENV = "EHRSYNC_TEST_APP_DB_URL"
 NOTE_TEXT = "Patient reports improved sleep. Continue current plan."
 
 
@@ -143,11 +145,13 @@ def first_encounter(world: SyncWorld, connection_id: str, sandbox: SandboxLike) 
 
 
 def run_writeback_child(
-    root: Path, world, note_id: str, crash_at: str, inline_max_bytes: int | None = None
+    root: Path, world, note_id: str, crash_at: str, inline_max_bytes: int | None = None, app_db_url: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``tests.engine.writeback_driver`` in a real process, SIGKILLed at the checkpoint ``crash_at``
-    (``inline_max_bytes``: notes over it go through a Binary)."""
-    env = {**{k: v for k, v in os.environ.items() if k != CRASH_ENV}, CRASH_ENV: crash_at}
+    (``inline_max_bytes``: notes over it go through a Binary; ``app_db_url``: the world's, unless its SQLite file)."""
+    env = {**{k: v for k, v in os.environ.items() if k not in (CRASH_ENV, APP_DB_ENV)}, CRASH_ENV: crash_at}
+    if app_db_url is not None:
+        env[APP_DB_ENV] = app_db_url
     cmd = [sys.executable, "-m", "tests.engine.writeback_driver", str(root), world.cipher_key.hex()]
     cmd += [world.tenant_id, note_id, *([str(inline_max_bytes)] if inline_max_bytes is not None else [])]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)

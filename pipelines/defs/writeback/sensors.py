@@ -1,4 +1,5 @@
-"""``note_outbox_sensor``: each pending note becomes a write-back run (off by default; docs/WRITEBACK.md).
+"""``note_outbox_sensor``: each pending note becomes a write-back run (off by default; docs/WRITEBACK.md), and so
+does each ``written`` note whose Provenance is owed and due (DWB-82: its writing run died before sending it).
 
 The choice of notes and the run keys live in ``engine.writeback.queue``; this module turns them into
 ``RunRequest``s tagged with the connection, tenant and EHR source, and keeps the cursor. A note version whose run
