@@ -55,6 +55,24 @@ def test_bdx01_group_only_vendor_backend_connection_without_group_is_refused_bef
     assert refused["outcome"] == "failure" and refused["detail"]["error_code"] == "invalid_request"
 
 
+@pytest.mark.parametrize("group_id", ["../Patient", "g1/$export?_type=Patient", "g 1", "g1\n", "é1"])
+def test_bdx01_a_group_id_that_is_no_fhir_id_is_refused_by_the_api(
+    make_app: Callable[..., AppHandle], group_id: str
+) -> None:
+    """BDX-01: the engine builds ``Group/{id}/$export`` from the group id, and refuses one that is no FHIR id at
+    sync time; the API refuses it when the connection is created, naming the field, before any EHR call."""
+    calls: list[str] = []
+    h = make_app(http=_refusing_transport(calls), SMART_ISSUER_ALLOWLIST=f"https://fhir-ehr.cerner.com/r4/{TENANT}")
+    practice = {"ehrIntegrations": {"enabledProviders": ["cerner"], "providerConfigs": {"cerner": CERNER}}}
+    key = h.bootstrap("t1", practice)
+    body = {"provider": "cerner", "scope": "system/Patient.read", "group_id": group_id}
+    r = h.client.post(
+        "/api/integrations/admin/backend-connections", json=body, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert r.status_code == 422 and r.json()["fields"][0]["field"] == "body.group_id", r.text
+    assert calls == []
+
+
 def test_bdx01_an_empty_group_id_is_no_group(make_app: Callable[..., AppHandle]) -> None:
     """BDX-01: ``"group_id": ""`` is refused by the API (a group id has at least one character), and the service
     treats an empty one as none, never as a group (found in review: it reached discovery and token calls)."""
