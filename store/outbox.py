@@ -20,10 +20,12 @@ from typing import Any
 import orjson
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from store.audit import record_audit
 from store.database import AppDatabase
-from store.models import NoteOutbox, utcnow
+from store.errors import UnknownConnectionError
+from store.models import Connection, NoteOutbox, utcnow
 from store.outbox_moves import moving_to
 
 __all__ = [
@@ -196,6 +198,7 @@ def enqueue_note(
             existing = _by_key(session, note.tenant_id, note.idempotency_key)
             if existing is not None:
                 return _replay(existing, digest), False
+            _check_connection(session, note)
             if admit is not None:
                 admit()
             fields = asdict(note) | {"source_resources": list(note.source_resources or []) or None}
@@ -220,6 +223,14 @@ def enqueue_note(
                 raise
             return _replay(existing, digest), False
     return record, True
+
+
+def _check_connection(session: Session, note: NoteInput) -> None:
+    """DWB-12: a note is written only through a connection of its own tenant; one naming another tenant's (or no)
+    connection is refused before it is stored, whoever the caller (the API looks the connection up by tenant)."""
+    owner = session.scalar(select(Connection.tenant_id).where(Connection.id == note.connection_id))
+    if owner != note.tenant_id:
+        raise UnknownConnectionError(f"connection {note.connection_id} is no connection of tenant {note.tenant_id}")
 
 
 def get_note(db: AppDatabase, note_id: str, tenant_id: str | None = None) -> NoteRecord | None:

@@ -20,6 +20,7 @@ from auth_service.services.providers_port import plugin_write_profile
 from connectors.errors import WriteNotSupportedError
 from connectors.writeback.note import NOTE_TYPES, identifier_system
 from connectors.writeback.vendor_check import PDF, check_against_profile, check_vendor_writes_notes, persona_of
+from store.errors import UnknownConnectionError
 from store.models import Connection, ConnectionKind, ConnectionStatus
 from store.outbox import IdempotencyConflictError, NoteInput, NoteRecord, enqueue_note, get_note
 from store.outbox_retry import RetryRefusedError, retry_note
@@ -211,6 +212,8 @@ def submit_note(ctx: ServiceContext, tenant_id: str, sub: NoteSubmission, actor:
         )
     except IdempotencyConflictError as exc:
         raise NoteConflictError(str(exc), idempotencyKey=sub.idempotency_key) from None
+    except UnknownConnectionError:  # deleted since it was looked up above
+        raise NotFoundError("no such connection for this tenant", code="not_connected") from None
     return describe(record), created
 
 

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from store import AppDatabase
+from store.errors import UnknownConnectionError
 from store.models import AuditEvent, NoteOutbox
 from store.outbox import (
     IdempotencyConflictError,
@@ -37,6 +38,21 @@ def test_dwb30_one_note_per_key_with_its_identifier_chosen_once(outbox_db: AppDa
         enqueue_note(outbox_db, replace(NOTE, body="Plan: something else."), actor="test")
     assert outbox_counts(outbox_db)["pending"] == 1
     assert "body" not in outbox_metadata_rows(outbox_db)[0] and "Plan" not in repr(first)
+
+
+@pytest.mark.parametrize("connection", [("c1", "t2"), ("c9", "t1")], ids=["another_tenants", "unknown"])
+def test_dwb12_a_note_naming_a_connection_not_of_its_tenant_is_refused_unstored(
+    outbox_db: AppDatabase, connection: tuple[str, str]
+) -> None:
+    """DWB-12: the outbox stores a note only for a connection of the note's own tenant (c1 is t1's), whoever calls
+    it; before, another tenant's connection was taken and an unknown one failed on the foreign key, untyped."""
+    add_connection(outbox_db, fhir_base="https://ehr.example/fhir", connection_id="c2", tenant_id="t2")
+    connection_id, tenant_id = connection
+    note = replace(NOTE, connection_id=connection_id, tenant_id=tenant_id)
+    with pytest.raises(UnknownConnectionError, match=f"connection {connection_id} is no connection of tenant"):
+        enqueue_note(outbox_db, note, actor="test")
+    with outbox_db.session() as session:
+        assert session.scalar(select(func.count()).select_from(NoteOutbox)) == 0
 
 
 def test_racing_requests_with_one_key_make_one_note(outbox_db: AppDatabase) -> None:
