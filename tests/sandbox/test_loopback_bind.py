@@ -30,6 +30,9 @@ def test_sal37_localhost_listens_on_127_0_0_1_only() -> None:
 
 def test_sal37_an_in_process_sandbox_on_all_interfaces_does_not_start() -> None:
     server = SandboxServer(SandboxConfig(patients=1, host="0.0.0.0", port=0))
-    with pytest.raises(SandboxError, match="loopback only"), server:
-        pass
-    assert server.base_url == ""
+    try:
+        with pytest.raises(SandboxError, match="loopback only"), server:
+            pass
+        assert server.base_url == ""
+    finally:
+        server.stop()  # a failed start skips __exit__: close the state's temporary data directory here
