@@ -226,3 +226,20 @@ def test_same_origin_and_resolve_and_redact() -> None:
     )
     assert resolve_url("https://o.example/p", "https://h.example/fhir/") == "https://o.example/p"
     assert redact_url("https://s3.example/f.ndjson?X-Amz-Signature=secret") == "https://s3.example/f.ndjson"
+
+
+@pytest.mark.parametrize(
+    ("url", "logged"),
+    [
+        ("https://h.example/cb#access_token=SECRET&state=SECRET", "https://h.example/cb"),
+        ("https://h.example/f.ndjson?sig=SECRET#SECRET", "https://h.example/f.ndjson"),
+        ("https://[::1/files/f.ndjson?sig=SECRET", "https://[::1/files/f.ndjson"),  # urllib cannot split it
+        ("https://[::1/cb#access_token=SECRET", "https://[::1/cb"),
+    ],
+)
+def test_sal38_a_url_is_logged_without_its_query_or_fragment_even_when_urllib_cannot_split_it(
+    url: str, logged: str
+) -> None:
+    """Errors and logs name URLs through ``redact_url``: a signed file URL's query and a fragment (where an
+    implicit-flow server puts tokens) go too, also on the fallback path for a URL urllib refuses to split."""
+    assert redact_url(url) == logged
