@@ -103,8 +103,9 @@ _OPERATIONS = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition"
         ({"name": "export", "definition": f"{_OPERATIONS}/export"}, True),
         ({"name": "bulk-export", "definition": f"{_OPERATIONS}/export|2.0.0"}, True),
         ({"name": "group-export", "definition": f"{_OPERATIONS}/group-export"}, False),
+        ({"name": "export", "definition": "https://ehr.example.org/fhir/OperationDefinition/bulk-data-export"}, True),
     ],
-    ids=["by-name", "versioned-canonical", "group-only"],
+    ids=["by-name", "versioned-canonical", "group-only", "by-name-with-the-servers-own-definition"],
 )
 def test_bdx01_a_declared_system_export_is_recognised_by_name_or_canonical(
     operation: dict[str, str], declared: bool
