@@ -191,7 +191,10 @@ def read_patient_ids(env: SyncEnvironment, client: BulkClient, job: bulk_state.J
                     resource = orjson.loads(line)
                 except orjson.JSONDecodeError:
                     resource = None
-                if not isinstance(resource, dict) or not isinstance(resource.get("id"), str):
+                if not isinstance(resource, dict) or resource.get("resourceType") != "Patient":
+                    # another type's id is no member (BDX-20: a server may put a stray line in a file)
+                    raise BulkExportError(f"member id export of job {job.id} has a line that is not a Patient")
+                if not isinstance(resource.get("id"), str):
                     # a guessed member list would count members as removed or re-export them: fail, retry later
                     raise BulkExportError(f"member id export of job {job.id} has a line without a Patient id")
                 ids.add(resource["id"])

@@ -10,7 +10,7 @@ import pytest
 from engine import cursors, run_bulk_export
 from engine.bulk_members import MEMBERS_KEY, members_stream
 from pipelines.defs._shared.metadata import bulk_report_metadata
-from tests.engine.helpers import connect_backend, make_environment
+from tests.engine.helpers import add_fault, connect_backend, make_environment
 from tests.engine.test_crash import _run_child
 
 GROUP = "grp1"  # with 4 patients: pat0 and pat2
@@ -147,6 +147,20 @@ def test_a_new_members_export_left_unfinished_for_other_members_is_not_resumed_b
     assert report.new_members == 2
     live = _live(world, conn, "Observation")
     assert _sandbox_ids(sb4, 1, "Observation") <= live and _sandbox_ids(sb4, 3, "Observation") <= live
+
+
+def test_a_line_of_another_type_in_the_member_id_file_is_no_member_bdx15(sb4, world, http):
+    """The member-id export's Patient file carries a stray line of another type (``bulk_mixed_type``: a Basic
+    with an id): its id is no group member. The step fails naming the line, as for a line without an id; before,
+    the Basic's id was counted a new member and its export's kick-off (``patient=Patient/<that id>``) refused."""
+    conn = connect_backend(world, sb4, http=http, group_id=GROUP)
+    assert run_bulk_export(world.env, conn, "first").status == "completed"
+    add_fault(http, sb4, "bulk_mixed_type", path="/bulk/files/", times=1)  # the run's one file: the id export's
+    report = run_bulk_export(world.env, conn, "mixed")
+    assert report.status == "failed" and report.new_members == 0
+    assert "has a line that is not a Patient" in (report.error or ""), report.error
+    again = run_bulk_export(world.env, conn, "again")
+    assert again.status == "completed" and (again.new_members, again.removed_members) == (0, 0), again.error
 
 
 def test_no_membership_check_without_patient_scope_bdx15(sb4, world, http, request_log):
