@@ -68,7 +68,8 @@ def test_bdx27_a_server_clock_minutes_ahead_is_named_and_seconds_of_drift_are_no
     mark = bounded_mark(now + timedelta(minutes=5), warned)
     assert mark is not None and now <= mark <= datetime.now(UTC)
     (warning,) = warned
-    assert re.search(r"clock is (299|300)s ahead", warning), warning  # said in seconds
+    said = re.search(r"clock is (\d+)s ahead", warning)  # said in seconds
+    assert said is not None and 240 <= int(said[1]) <= 300, warning  # a loaded machine may stall between the two
     drift: list[str] = []
     assert bounded_mark(datetime.now(UTC) + timedelta(seconds=10), drift) is not None and drift == []
     behind = now - timedelta(hours=1)
