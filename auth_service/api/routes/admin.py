@@ -77,7 +77,8 @@ class ReactivateRequest(BaseModel):
 class BackendRequest(BaseModel):
     provider: ProviderId
     scope: str = Field(min_length=1, max_length=2000)
-    group_id: str | None = Field(default=None, min_length=1, max_length=64)
+    #: a FHIR id (BDX-01): it goes in Group/{id}/$export, where a slash or a query would export something else
+    group_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9\-.]+$")
 
 
 @router.post("/connect-links", response_model=ConnectLinkResponse, status_code=201)
