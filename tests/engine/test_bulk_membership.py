@@ -158,7 +158,7 @@ def test_a_line_of_another_type_in_the_member_id_file_is_no_member_bdx15(sb4, wo
     add_fault(http, sb4, "bulk_mixed_type", path="/bulk/files/", times=1)  # the run's one file: the id export's
     report = run_bulk_export(world.env, conn, "mixed")
     assert report.status == "failed" and report.new_members == 0
-    assert "has a line that is not a Patient" in (report.error or ""), report.error
+    assert "has a line that is not a Patient (line 3 of a Patient file: a Basic)" in (report.error or ""), report.error
     again = run_bulk_export(world.env, conn, "again")
     assert again.status == "completed" and (again.new_members, again.removed_members) == (0, 0), again.error
 
