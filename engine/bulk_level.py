@@ -13,6 +13,7 @@ from typing import Any
 
 from connectors.bulk import ExportLevel
 from connectors.fhir.capability import server_rests
+from connectors.fhir.resource_types import ID_RE
 from connectors.providers import BulkSupport
 from engine.connection_info import ConnectionInfo
 from engine.errors import ConnectionNotSyncableError
@@ -25,6 +26,11 @@ def export_level(conn: ConnectionInfo) -> tuple[ExportLevel, str | None]:
     if conn.kind == "group":
         if not conn.group_id:
             raise ConnectionNotSyncableError(f"group connection {conn.id} has no group_id")
+        if not ID_RE.match(conn.group_id):  # the admin API bounds it by length only; a path or query exports else
+            raise ConnectionNotSyncableError(
+                f"group connection {conn.id} has a group_id that is no FHIR id ([A-Za-z0-9-.]{{1,64}}), so it is not "
+                "put in a Group/{id}/$export URL; create the connection again with the group's id"
+            )
         return "group", conn.group_id
     if conn.kind == "backend":
         bulk = conn.provider.bulk

@@ -22,8 +22,9 @@ from pathlib import Path
 import orjson
 from sqlalchemy.orm import Session
 
-from connectors.bulk import BulkClient, iter_ndjson_lines
+from connectors.bulk import BulkClient, iter_numbered_ndjson_lines
 from connectors.errors import BulkExportError, BulkFileExpiredError
+from connectors.fhir.resource_types import TYPE_RE
 from engine import bulk_state, cursors
 from engine.bulk_files import ExportExpiredError
 from engine.connection_info import ConnectionInfo
@@ -186,15 +187,29 @@ def read_patient_ids(env: SyncEnvironment, client: BulkClient, job: bulk_state.J
                 )
             except BulkFileExpiredError as exc:
                 raise ExportExpiredError(f"member id file expired: {exc}") from exc
-            for line in iter_ndjson_lines(path):
-                try:
-                    resource = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    resource = None
-                if not isinstance(resource, dict) or not isinstance(resource.get("id"), str):
-                    # a guessed member list would count members as removed or re-export them: fail, retry later
-                    raise BulkExportError(f"member id export of job {job.id} has a line without a Patient id")
-                ids.add(resource["id"])
+            for number, line in iter_numbered_ndjson_lines(path):
+                ids.add(_member_id(job, number, line))
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return ids
+
+
+def _member_id(job: bulk_state.JobView, number: int, line: bytes) -> str:
+    """The Patient id of one line of a member-id file; any other line fails the step, naming its line number and
+    the type it holds (never its content: PHI), so the operator can show the server's operator what it wrote."""
+    try:
+        resource = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        resource = None
+    rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+    if not isinstance(resource, dict) or rtype != "Patient":
+        # another type's id is no member (BDX-20: a server may put a stray line in a file)
+        what = f"a {rtype}" if isinstance(rtype, str) and TYPE_RE.match(rtype) else "no FHIR resource"
+        raise BulkExportError(
+            f"member id export of job {job.id} has a line that is not a Patient (line {number} of a Patient file: "
+            f"{what})"
+        )
+    if not isinstance(resource.get("id"), str):
+        # a guessed member list would count members as removed or re-export them: fail, retry later
+        raise BulkExportError(f"member id export of job {job.id} has a line without a Patient id (line {number})")
+    return str(resource["id"])

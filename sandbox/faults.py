@@ -25,6 +25,7 @@ from sandbox.shape_fault import SearchShape
 log = logging.getLogger(__name__)
 
 FaultKind = Literal[
+    "403",  # this resource refused (Epic: an API not on the app), an OperationOutcome coded forbidden
     "422",  # a business-rule rejection with an OperationOutcome (a permanent answer: never retried)
     "429",
     "500",
@@ -74,7 +75,7 @@ FaultKind = Literal[
 ]
 #: Kinds the HTTP middleware answers itself; the others are consumed by the code they affect.
 _MIDDLEWARE_KINDS = frozenset(
-    {"422", "429", "500", "503", "slow", "drop", "drop_response", "expired_token", "bulk_410"}
+    {"403", "422", "429", "500", "503", "slow", "drop", "drop_response", "expired_token", "bulk_410"}
 )
 _MIDDLEWARE_KINDS |= {
     "trickle",
@@ -282,7 +283,7 @@ async def _status_answer(send: Send, fault: Fault) -> None:
     retry_after = fault.retry_after if fault.retry_after is not None else ("1" if status in (429, 503) else "")
     if retry_after:
         extra.append((b"retry-after", retry_after.encode()))
-    code = {429: "throttled", 422: "business-rule"}.get(status, "transient")
+    code = {429: "throttled", 422: "business-rule", 403: "forbidden"}.get(status, "transient")
     await _respond(send, status, outcome(code, f"simulated {status}"), extra)
 
 

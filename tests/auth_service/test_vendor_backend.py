@@ -55,24 +55,6 @@ def test_bdx01_group_only_vendor_backend_connection_without_group_is_refused_bef
     assert refused["outcome"] == "failure" and refused["detail"]["error_code"] == "invalid_request"
 
 
-@pytest.mark.parametrize("group_id", ["../Patient", "g1/$export?_type=Patient", "g 1", "g1\n", "é1"])
-def test_bdx01_a_group_id_that_is_no_fhir_id_is_refused_by_the_api(
-    make_app: Callable[..., AppHandle], group_id: str
-) -> None:
-    """BDX-01: the engine builds ``Group/{id}/$export`` from the group id, and refuses one that is no FHIR id at
-    sync time; the API refuses it when the connection is created, naming the field, before any EHR call."""
-    calls: list[str] = []
-    h = make_app(http=_refusing_transport(calls), SMART_ISSUER_ALLOWLIST=f"https://fhir-ehr.cerner.com/r4/{TENANT}")
-    practice = {"ehrIntegrations": {"enabledProviders": ["cerner"], "providerConfigs": {"cerner": CERNER}}}
-    key = h.bootstrap("t1", practice)
-    body = {"provider": "cerner", "scope": "system/Patient.read", "group_id": group_id}
-    r = h.client.post(
-        "/api/integrations/admin/backend-connections", json=body, headers={"Authorization": f"Bearer {key}"}
-    )
-    assert r.status_code == 422 and r.json()["fields"][0]["field"] == "body.group_id", r.text
-    assert calls == []
-
-
 def test_bdx01_an_empty_group_id_is_no_group(make_app: Callable[..., AppHandle]) -> None:
     """BDX-01: ``"group_id": ""`` is refused by the API (a group id has at least one character), and the service
     treats an empty one as none, never as a group (found in review: it reached discovery and token calls)."""
@@ -89,6 +71,27 @@ def test_bdx01_an_empty_group_id_is_no_group(make_app: Callable[..., AppHandle])
         create_backend_connection(h.app.state.ctx, "t1", "cerner", "system/Patient.read", "admin", group_id="")
     assert refused.value.code == "invalid_request"
     assert calls == []
+
+
+@pytest.mark.parametrize("group_id", ["../Patient", "g1/$export?_type=Patient", "g 1", "g1\n"])
+def test_bdx01_a_group_id_that_is_no_fhir_id_is_refused_when_the_connection_is_created(
+    make_app: Callable[..., AppHandle], group_id: str
+) -> None:
+    """BDX-01: a group id goes in ``Group/{id}/$export``, so one that is no FHIR id (a path, a query, a space) is
+    refused by the API naming the field, before any EHR call; before, it was stored and every run of the connection
+    failed ``connection_not_syncable``. Ids with ``.``/``-`` and 64 characters are taken (no 422)."""
+    calls: list[str] = []
+    h = make_app(http=_refusing_transport(calls), SMART_ISSUER_ALLOWLIST=f"https://fhir-ehr.cerner.com/r4/{TENANT}")
+    practice = {"ehrIntegrations": {"enabledProviders": ["cerner"], "providerConfigs": {"cerner": CERNER}}}
+    headers = {"Authorization": f"Bearer {h.bootstrap('t1', practice)}"}
+    body = {"provider": "cerner", "scope": "system/Patient.read", "group_id": group_id}
+    r = h.client.post("/api/integrations/admin/backend-connections", json=body, headers=headers)
+    assert r.status_code == 422 and r.json()["fields"][0]["field"] == "body.group_id", r.text
+    assert calls == []
+    for legal in ("11ec-d16a-c763b73e-98e8-a31715e6a2bf", "e3iabhmS8rsueyz7.QwjVXJ", "a" * 64):
+        body["group_id"] = legal
+        r = h.client.post("/api/integrations/admin/backend-connections", json=body, headers=headers)
+        assert r.status_code == 503, r.text  # past validation: the (refusing) EHR was asked
 
 
 @pytest.mark.parametrize("wildcard", ["system/*.read", "system/Observation.*", "system/*.rs"])

@@ -92,6 +92,16 @@ def test_bdx01_02_03_kickoff_levels_headers_and_params(level: str, group: str | 
     ]
 
 
+@pytest.mark.parametrize("group", ["", "../Patient", "g1/$export?_type=Patient", "g 1"])
+def test_bdx01_a_group_id_that_is_no_fhir_id_is_refused_before_any_request(group: str) -> None:
+    """The client's own guard, whoever calls it: a group id is put in ``Group/{id}/$export`` only when it is a FHIR
+    id (a slash or a query would export something else than the group)."""
+    script = Script(_accepted())
+    with pytest.raises(ValueError, match="valid group_id"):
+        _bulk(script).kickoff("group", group_id=group, types=["Patient"])
+    assert script.requests == []
+
+
 def test_bdx03_since_must_be_timezone_aware() -> None:
     with pytest.raises(ValueError, match="timezone"):
         _bulk(Script()).kickoff("system", since=datetime(2026, 1, 1))

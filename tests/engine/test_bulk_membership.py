@@ -10,7 +10,7 @@ import pytest
 from engine import cursors, run_bulk_export
 from engine.bulk_members import MEMBERS_KEY, members_stream
 from pipelines.defs._shared.metadata import bulk_report_metadata
-from tests.engine.helpers import connect_backend, make_environment
+from tests.engine.helpers import add_fault, connect_backend, make_environment
 from tests.engine.test_crash import _run_child
 
 GROUP = "grp1"  # with 4 patients: pat0 and pat2
@@ -86,6 +86,10 @@ def test_member_returning_after_leaving_is_exported_again_bdx15(sb4, world, http
     sb4.admin.change_group_members(GROUP, remove=["pat2"])
     left = run_bulk_export(world.env, conn, "left")
     assert (left.new_members, left.removed_members) == (0, 1)
+    still = run_bulk_export(world.env, conn, "still-gone")  # counted once, but recorded until it comes back
+    assert (still.new_members, still.removed_members) == (0, 0)
+    stored = cursors.get_data(world.env.db, conn, members_stream(GROUP), MEMBERS_KEY)
+    assert stored == {"members": ["pat0"], "removed": ["pat2"]}
     sb4.admin.change_group_members(GROUP, add=["pat2"])
     back = run_bulk_export(world.env, conn, "back")
     assert back.status == "completed", back.error
@@ -124,6 +128,39 @@ def test_killed_membership_step_resumes_bdx15(sb4, tmp_path, http, crash_at):
     assert stored is not None and stored["members"] == ["pat0", "pat1", "pat2"]
     again = run_bulk_export(world.env, conn, "again")
     assert (again.new_members, again.removed_members) == (0, 0)
+
+
+def test_a_new_members_export_left_unfinished_for_other_members_is_not_resumed_bdx15(sb4, tmp_path, http):
+    """A run killed after kicking off the new members' export (``pat1``); the group gains ``pat3`` before the
+    next run. That export names only ``pat1``: resumed, ``pat3`` would be stored as known with none of its older
+    data. It is abandoned and a new one covers both."""
+    root = tmp_path / "crashy"
+    world = make_environment(root, http=http)
+    conn = connect_backend(world, sb4, http=http, group_id=GROUP)
+    assert run_bulk_export(world.env, conn, "first").status == "completed"
+    sb4.admin.change_group_members(GROUP, add=["pat1"])
+    killed = _run_child(root, world, conn, "bulk", "bulk.kicked_off:3", "killed")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    sb4.admin.change_group_members(GROUP, add=["pat3"])
+    report = run_bulk_export(world.env, conn, "resumed")
+    assert report.status == "completed", report.error
+    assert report.new_members == 2
+    live = _live(world, conn, "Observation")
+    assert _sandbox_ids(sb4, 1, "Observation") <= live and _sandbox_ids(sb4, 3, "Observation") <= live
+
+
+def test_a_line_of_another_type_in_the_member_id_file_is_no_member_bdx15(sb4, world, http):
+    """The member-id export's Patient file carries a stray line of another type (``bulk_mixed_type``: a Basic
+    with an id): its id is no group member. The step fails naming the line, as for a line without an id; before,
+    the Basic's id was counted a new member and its export's kick-off (``patient=Patient/<that id>``) refused."""
+    conn = connect_backend(world, sb4, http=http, group_id=GROUP)
+    assert run_bulk_export(world.env, conn, "first").status == "completed"
+    add_fault(http, sb4, "bulk_mixed_type", path="/bulk/files/", times=1)  # the run's one file: the id export's
+    report = run_bulk_export(world.env, conn, "mixed")
+    assert report.status == "failed" and report.new_members == 0
+    assert "has a line that is not a Patient (line 3 of a Patient file: a Basic)" in (report.error or ""), report.error
+    again = run_bulk_export(world.env, conn, "again")
+    assert again.status == "completed" and (again.new_members, again.removed_members) == (0, 0), again.error
 
 
 def test_no_membership_check_without_patient_scope_bdx15(sb4, world, http, request_log):

@@ -123,6 +123,27 @@ def test_status_url_that_keeps_answering_404_fails_the_run_without_looping_bdx08
     assert cursors.get_mark(world.env.db, conn, cursors.bulk_stream("group", "g1"), "*") is None
 
 
+@pytest.mark.parametrize("gone", [404, 410])
+def test_a_status_url_gone_mid_incremental_export_starts_over_from_the_same_since_bdx08(world, gone):
+    """A status URL answering 404 or 410 (the server dropped the job) ends it without a manifest: a new export is
+    kicked off in the same run with the same ``_since``, never a full export instead, nor a failed run."""
+    fake = _scripted()
+    status, asked = fake.routes["GET /bulk/status/job1"], {"n": 0}
+
+    def gone_once(path: str, query: dict[str, list[str]]) -> Reply:
+        asked["n"] += 1
+        return (gone, {}, b"") if asked["n"] == 3 else status(path, query)  # run 1 polled twice
+
+    fake.routes["GET /bulk/status/job1"] = gone_once
+    with serve(fake):
+        conn = connect_static(world, fake.fhir_base, kind="group", group_id="g1", scope="system/*.rs")
+        assert run_bulk_export(world.env, conn, "run-1").status == "completed"
+        second = run_bulk_export(world.env, conn, "run-2")
+    assert second.status == "completed" and second.reruns == 1, second.error
+    kickoffs = [q for q in fake.query_of("/fhir/Group/g1/$export") if "_elements" not in q]  # not BDX-15's
+    assert [q.get("_since") for q in kickoffs] == [None, [TX], [TX]]
+
+
 def test_slow_downloads_give_the_warehouse_back_to_other_writers(world):
     """DuckDB admits one writer process. While an export waits on a slow file, another connection's sync must
     be able to write: the export lets go of the warehouse after ``bulk_idle_release_s`` without a file."""

@@ -161,8 +161,9 @@ def test_bdx08_sal40_a_saved_job_whose_status_url_the_token_may_not_reach_is_fai
 def test_a_signed_file_url_is_stored_without_its_signature(
     start_sandbox: Any, tmp_path: Path, http: httpx.Client
 ) -> None:
-    """A storage host's signed file URL (its query is a credential to the export's data until it expires) is not
-    kept in every landed row's ``source`` nor in the error records: they name the file by its path and its id."""
+    """BDX-23's ``source`` of a Bulk file: a storage host's signed file URL (its query is a credential to the
+    export's data until it expires) is not kept in every landed row's ``source`` nor in the error records: they
+    name the file by its path and its id."""
     sb = start_sandbox(bulk_signed_file_urls=True)
     world = make_environment(tmp_path / "w", http=http)
     conn = connect_backend(world, sb, http=http, group_id=GROUP)

@@ -104,6 +104,23 @@ def test_without_id_search_each_candidate_is_read_404_410_confirm_200_keeps_bdx3
     assert deleted < set(_reads(request_log)) and len(_reads(request_log)) == len(deleted) + 1
 
 
+def test_a_candidate_whose_read_is_refused_403_stays_live_unconfirmed_bdx31(
+    start_sandbox: Callable[..., SandboxServer], tmp_path: Any, http: httpx.Client
+) -> None:
+    """A 403 to the read of one candidate (Epic refuses an API not on the app, vendors.md §2) is about that
+    resource, never a deletion: it stays live and unconfirmed, the report names the refusal, and the other
+    candidates are still read and the deleted ones tombstoned."""
+    sb = start_sandbox(patients=1, ignored_search_params=["_id"])
+    world = make_environment(tmp_path / "w", http=http, page_size=5)
+    conn, live, deleted = _synced_then_deleted(world, sb, http)
+    refused = min(deleted)
+    add_fault(http, sb, "403", path=f"{OBS}/{refused}", times=None)
+    report = reconcile_deletes(world.env, conn, "Observation")
+    assert report.tombstoned == len(deleted) - 1 and report.unconfirmed == 1 and report.alive == 0
+    assert report.confirm_error is not None and "403" in report.confirm_error
+    assert _live(world, conn) == live - deleted | {refused}
+
+
 def test_an_outage_while_confirming_tombstones_nothing_unconfirmed_bdx31(
     start_sandbox: Callable[..., SandboxServer], tmp_path: Any, http: httpx.Client
 ) -> None:

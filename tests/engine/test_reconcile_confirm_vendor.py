@@ -110,3 +110,20 @@ def test_a_grant_without_read_where_no_id_search_settles_leaves_the_candidates_u
     assert "patient/Observation.r not granted" in report.unconfirmable, report.unconfirmable
     assert "the EHR takes no _id search of it" in report.unconfirmable
     assert fake.hits("/fhir/Observation/lab-2") == fake.hits("/fhir/Observation/gone-1") == 0
+
+
+def test_a_read_answering_another_resource_confirms_nothing_bdx31(world: SyncWorld) -> None:
+    """The read of candidate lab-2 answers lab-1's copy (a cache or proxy mixing up answers): that shows neither
+    that lab-2 lives nor that it is gone. It stays live and unconfirmed, the report names the mix-up, and the
+    other candidate (gone-1, 404) is still tombstoned."""
+    listed = {"lab-1", "lab-2", "gone-1"}
+    fake = _epic(listed)
+    with serve(fake):
+        conn = _synced_epic_connection(world, fake, SCOPE)
+        listed -= {"lab-2", "gone-1"}
+        fake.routes["/fhir/Observation/lab-2"] = lambda _p, _q: (200, _JSON, orjson.dumps(_obs("lab-1")))
+        report = reconcile_deletes(world.env, conn, "Observation")
+    with world.env.warehouse() as wh:
+        assert wh.live_ids(conn, "Observation") == {"lab-1", "lab-2"}
+    assert (report.tombstoned, report.alive, report.unconfirmed) == (1, 0, 1)
+    assert "answered a different resource" in (report.confirm_error or ""), report.confirm_error

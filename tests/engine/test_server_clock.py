@@ -4,6 +4,7 @@ instant would be skipped by ``_lastUpdated=gt(mark - overlap)`` (BDX-28), run af
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,3 +56,21 @@ def test_bulk_since_after_a_server_clock_set_back_still_exports_the_changes_bdx1
     assert again.status == "completed", again.error
     assert sum(r.updated for r in again.types.values()) == len(changed)
     assert not [w for r in again.types.values() for w in r.warnings], "a server on time is not warned about"
+
+
+def test_bdx27_a_server_clock_minutes_ahead_is_named_and_seconds_of_drift_are_not() -> None:
+    """The mark is this host's time whenever the server's is later; a warning names the lead past a minute (five
+    minutes ahead is a clock to fix), never for the few seconds two clocks ordinarily drift apart."""
+    from engine.landing_sink import bounded_mark
+
+    now = datetime.now(UTC)
+    warned: list[str] = []
+    mark = bounded_mark(now + timedelta(minutes=5), warned)
+    assert mark is not None and now <= mark <= datetime.now(UTC)
+    (warning,) = warned
+    said = re.search(r"clock is (\d+)s ahead", warning)  # said in seconds
+    assert said is not None and 240 <= int(said[1]) <= 300, warning  # a loaded machine may stall between the two
+    drift: list[str] = []
+    assert bounded_mark(datetime.now(UTC) + timedelta(seconds=10), drift) is not None and drift == []
+    behind = now - timedelta(hours=1)
+    assert bounded_mark(behind, drift) == behind and drift == []

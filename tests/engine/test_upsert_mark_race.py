@@ -78,8 +78,8 @@ def test_bdx28_a_mark_forgotten_during_the_upsert_is_not_stored_again(
 def test_an_upsert_leaves_a_newer_landing_of_another_run_to_its_own_upsert(
     slot_world: SyncWorld, shared_sb: SandboxServer, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A landing of another run that replaced this one's while it merged (its files not merged here) keeps its
-    mark pending: storing it would move the mark past data this upsert never received."""
+    """BDX-27: a landing of another run that replaced this one's while it merged (its files not merged here) keeps
+    its mark pending: storing it would move the mark past data this upsert never received."""
     world, env = slot_world, slot_world.env
     conn = connect_patient(world, shared_sb, http=http)
     incremental.land_resource_type(env, conn, RTYPE, "sync-run")

@@ -103,11 +103,25 @@ _OPERATIONS = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition"
         ({"name": "export", "definition": f"{_OPERATIONS}/export"}, True),
         ({"name": "bulk-export", "definition": f"{_OPERATIONS}/export|2.0.0"}, True),
         ({"name": "group-export", "definition": f"{_OPERATIONS}/group-export"}, False),
+        ({"name": "export", "definition": "https://ehr.example.org/fhir/OperationDefinition/bulk-data-export"}, True),
     ],
-    ids=["by-name", "versioned-canonical", "group-only"],
+    ids=["by-name", "versioned-canonical", "group-only", "by-name-with-the-servers-own-definition"],
 )
 def test_bdx01_a_declared_system_export_is_recognised_by_name_or_canonical(
     operation: dict[str, str], declared: bool
 ) -> None:
     statement = {"resourceType": "CapabilityStatement", "rest": [{"mode": "server", "operation": [operation]}]}
     assert declares_system_export(statement) is declared
+
+
+@pytest.mark.parametrize("group_id", ["../Patient", "g1/$export?_type=Patient&x=", "g 1"])
+def test_bdx01_a_group_id_that_is_no_fhir_id_is_refused_before_any_request(world: SyncWorld, group_id: str) -> None:
+    """BDX-01: the admin API bounds a group id only by length, and one that is no FHIR id (a path of its own, a
+    query) would export something else than the group. The connection is refused by name, the server never asked;
+    before, the run died of an untyped ValueError from building the URL."""
+    fake = FakeFhir()
+    with serve(fake):
+        conn = connect_static(world, fake.fhir_base, kind="group", group_id=group_id, scope="system/*.rs")
+        with pytest.raises(ConnectionNotSyncableError, match="group_id that is no FHIR id"):
+            run_bulk_export(world.env, conn, "run-1")
+    assert fake.requests == []

@@ -99,6 +99,8 @@ def test_bdx03_type_filter_and_elements(sandbox: SandboxServer, token: str) -> N
 
 
 def test_bdx21_since_gives_changes_and_deleted_bundles() -> None:
+    """Each ``deleted`` Bundle is dated by its deletion (``meta.lastUpdated``, after ``_since`` and not after the
+    export's ``transactionTime``): a client dates its tombstone from it, the transaction time only when it is absent."""
     with SandboxServer(SandboxConfig(patients=5, seed=9)) as sb:
         token = backend_token(sb)
         before = time.time()
@@ -111,6 +113,7 @@ def test_bdx21_since_gives_changes_and_deleted_bundles() -> None:
         assert {b["entry"][0]["request"]["url"] for b in deleted} == set(changed["deleted"])
         assert all(b["type"] == "transaction" and b["entry"][0]["request"]["method"] == "DELETE" for b in deleted)
         assert manifest["transactionTime"] >= since
+        assert all(since < b["meta"]["lastUpdated"] <= manifest["transactionTime"] for b in deleted), deleted
 
 
 def test_bdx13_several_files_per_type_and_count_flag() -> None:

@@ -102,6 +102,16 @@ def test_bdx33_last_updated_prefixes(sandbox: SandboxServer, system_token: str) 
     ):
         got = _all_pages(sandbox, system_token, "/Condition", _lastUpdated=f"{op}{pivot}", _count=1000)
         assert sorted(r["meta"]["lastUpdated"] for r in got) == expected, op
+    day = pivot[:10]  # a date without a time is its whole day: gt is after the day, le up to its end
+    for op, expected in (
+        ("gt", [s for s in stamps if s[:10] > day]),
+        ("ge", [s for s in stamps if s[:10] >= day]),
+        ("lt", [s for s in stamps if s[:10] < day]),
+        ("le", [s for s in stamps if s[:10] <= day]),
+        ("eq", [s for s in stamps if s[:10] == day]),
+    ):
+        got = _all_pages(sandbox, system_token, "/Condition", _lastUpdated=f"{op}{day}", _count=1000)
+        assert sorted(r["meta"]["lastUpdated"] for r in got) == expected, op
     low, high = stamps[2], stamps[-3]
     both = httpx.get(
         sandbox.fhir_base + "/Condition",

@@ -59,6 +59,36 @@ def test_bdx23_landing_columns_and_values(zone: LandingZone) -> None:
     assert landed.max_last_updated == datetime(2026, 2, 1, 8, tzinfo=UTC)
 
 
+def test_bdx23_a_bulk_file_lands_the_same_columns_on_the_block_path(zone: LandingZone, tmp_path: Path) -> None:
+    """``land_ndjson_file`` (Bulk files) lands most lines on the block path (``warehouse/_vector_checks.py``), not
+    the line path above: each row still keeps its own id, versionId and lastUpdated, and the file's source,
+    transactionTime and run; a line the block leaves to the line path (a leap second) lands the same way."""
+    tt = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    lines = [
+        b'{"resourceType":"Observation","id":"o1","meta":{"versionId":"7","lastUpdated":"2026-02-01T10:00:00Z"}}',
+        b'{"resourceType":"Observation","id":"o2","meta":{"versionId":"W/x","lastUpdated":"2026-02-02T10:00:00Z"}}',
+        b'{"resourceType":"Observation","id":"o3","meta":{"versionId":"2","lastUpdated":"2016-12-31T23:59:60Z"}}',
+    ]
+    path = tmp_path / "o.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    landed = land_ndjson_file(
+        zone, path, connection_id="c1", resource_type="Observation", run_id="run-1", source=SRC,
+        tenant_id="t1", transaction_time=tt,
+    )  # fmt: skip
+    rows = pq.read_table(landed.path).to_pylist()
+    leap = datetime(2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    assert [(r["id"], r["version_id"], r["last_updated"]) for r in rows] == [
+        ("o1", "7", datetime(2026, 2, 1, 10, tzinfo=UTC)),
+        ("o2", "W/x", datetime(2026, 2, 2, 10, tzinfo=UTC)),
+        ("o3", "2", leap),
+    ]
+    assert [r["resource_json"] for r in rows] == [line.decode() for line in lines]
+    assert [r["content_hash"] for r in rows] == [hashlib.sha256(line).hexdigest() for line in lines]
+    shared = {(r["tenant_id"], r["connection_id"], r["resource_type"], r["source"], r["transaction_time"], r["run_id"])
+              for r in rows}  # fmt: skip
+    assert shared == {("t1", "c1", "Observation", SRC, tt, "run-1")}
+
+
 def test_bdx17_batches_stream_into_row_groups(tmp_path: Path) -> None:
     zone = LandingZone(tmp_path, batch_rows=100)
     landed = land(zone, [resource(f"o{i}") for i in range(1050)])

@@ -125,6 +125,16 @@ def test_bdx24_duplicate_ids_in_one_file_last_by_last_updated_wins(wh: Warehouse
     assert '"second"' in str(_row(wh, "b")[3])
 
 
+def test_bdx30_copies_of_an_id_in_one_search_are_not_taken_to_be_in_last_updated_order(
+    wh: Warehouse, zone: LandingZone
+) -> None:
+    """Search results are never assumed sorted by ``_lastUpdated`` (BDX-30), so among copies of one id in one file
+    the newest ``lastUpdated`` wins wherever it comes, also when versionIds are opaque (no number to go by)."""
+    copies = [resource("a", T2, "W/b", status="mid"), resource("a", T3, "W/a", status="new"), resource("a", T1, "W/c")]
+    assert wh.upsert(land(zone, copies)).inserted == 1
+    assert _row(wh, "a")[0] == "W/a" and '"new"' in str(_row(wh, "a")[3])
+
+
 def test_bdx21_tombstone_soft_deletes_and_is_idempotent(wh: Warehouse, zone: LandingZone) -> None:
     wh.upsert(land(zone, [resource("a", T1), resource("b", T1)]))
     deleted_at = datetime(2026, 1, 5, tzinfo=UTC)

@@ -77,7 +77,7 @@ class ReactivateRequest(BaseModel):
 class BackendRequest(BaseModel):
     provider: ProviderId
     scope: str = Field(min_length=1, max_length=2000)
-    # a FHIR id (BDX-01): the engine builds Group/{id}/$export from it, so a path, a query or a space is refused here
+    #: a FHIR id (BDX-01): it goes in Group/{id}/$export, where a slash or a query would export something else
     group_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9\-.]+$")
 
 
