@@ -6,9 +6,12 @@ note is not in the chart is the other way out (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from store import AppDatabase
+from store.models import utcnow
 from store.outbox import NoteRecord, enqueue_note, transition
 from store.outbox_retry import retry_note
 from tests.store.conftest import NOTE, add_connection
@@ -42,3 +45,25 @@ def test_dwb63_a_confirmed_retry_of_a_note_that_may_be_stored_is_sent_as_never_s
     note = _ended(db, "failed", "several_matches", True)
     retried = retry_note(db, note.id, note.tenant_id, actor="test", confirm_not_in_ehr=True)
     assert retried is not None and (retried.maybe_stored, retried.confirmed_not_in_ehr) == (False, True)
+
+
+def test_dwb63_a_retry_resets_every_try_count_and_answer_and_is_due_now(db: AppDatabase) -> None:
+    """Its tries (the note's and its Binary's), reason, reason code and last HTTP status restart; it is due now."""
+    add_connection(db, fhir_base="https://ehr.example/fhir")
+    note, _ = enqueue_note(db, NOTE, actor="test")
+    later = utcnow() + timedelta(hours=1)
+    sending = transition(db, note, "sending", attempts=3, binary_posts=2)
+    failed = transition(
+        db,
+        sending,
+        "failed",
+        reason_code="retries_exhausted",
+        reason="the EHR was busy",
+        last_http_status=429,
+        next_attempt_at=later,
+    )
+    retried = retry_note(db, failed.id, failed.tenant_id, actor="test")
+    assert retried is not None and retried.state == "pending"
+    assert (retried.attempts, retried.binary_posts) == (0, 0)
+    assert (retried.reason_code, retried.reason, retried.last_http_status) == (None, None, None)
+    assert retried.next_attempt_at <= utcnow()
