@@ -67,3 +67,18 @@ def test_dwb63_a_retry_resets_every_try_count_and_answer_and_is_due_now(db: AppD
     assert (retried.attempts, retried.binary_posts) == (0, 0)
     assert (retried.reason_code, retried.reason, retried.last_http_status) == (None, None, None)
     assert retried.next_attempt_at <= utcnow()
+
+
+@pytest.mark.parametrize(("confirmed", "binary_id"), [(False, "bin-1"), (True, None)])
+def test_dwb63_a_note_the_ehr_may_hold_keeps_its_binary_unless_the_person_says_it_is_not_there(
+    db: AppDatabase, confirmed: bool, binary_id: str | None
+) -> None:
+    """A plain retry of an ``unknown`` note keeps the Binary its POST referenced (the copy the EHR may hold
+    references it; the run searches first or repeats the POST with If-None-Exist); the person's confirmation that
+    the note is not in the chart forgets it (it may be gone from the EHR: the next try creates a fresh one)."""
+    add_connection(db, fhir_base="https://ehr.example/fhir")
+    note, _ = enqueue_note(db, NOTE, actor="test")
+    sending = transition(db, note, "sending", attempts=1, binary_id="bin-1", doc_posted=True)
+    unknown = transition(db, sending, "unknown", reason_code="response_lost")
+    retried = retry_note(db, unknown.id, unknown.tenant_id, actor="test", confirm_not_in_ehr=confirmed)
+    assert retried is not None and retried.binary_id == binary_id
