@@ -1,5 +1,6 @@
 """DWB-51: an issue's lists (its expressions or locations, its ``details.coding`` codes) are capped at ``MAX_PARTS``
-each, and a cut list says so (``truncated``), whichever of the two was cut: never dropped silently."""
+each, the first ``MAX_PARTS`` kept in order, and a cut list says so (``truncated``), whichever of the two was cut:
+never dropped silently."""
 
 from __future__ import annotations
 
@@ -10,23 +11,26 @@ import pytest
 from connectors.transport.issue_record import MAX_PARTS, issue_record
 
 
-def _coding(n: int) -> dict[str, str]:
-    return {"system": "urn:oid:1.2.3", "code": str(n)}
-
-
 @pytest.mark.parametrize(
-    ("issue", "truncated"),
+    ("part", "count"),
     [
-        ({"expression": [f"DocumentReference.x{n}" for n in range(MAX_PARTS)]}, False),
-        ({"expression": [f"DocumentReference.x{n}" for n in range(MAX_PARTS + 1)]}, True),
-        ({"location": [f"Line {n}" for n in range(MAX_PARTS + 1)]}, True),
-        ({"details": {"coding": [_coding(n) for n in range(MAX_PARTS)]}}, False),
-        ({"details": {"coding": [_coding(n) for n in range(MAX_PARTS + 1)]}}, True),
+        ("expression", MAX_PARTS),
+        ("expression", MAX_PARTS + 1),
+        ("location", MAX_PARTS + 1),
+        ("coding", MAX_PARTS),
+        ("coding", MAX_PARTS + 1),
     ],
 )
-def test_dwb51_each_list_of_an_issue_is_capped_and_a_cut_one_says_so(issue: dict[str, Any], truncated: bool) -> None:
-    record = issue_record({"resourceType": "OperationOutcome", "issue": [{"severity": "error", **issue}]})
+def test_dwb51_each_list_of_an_issue_is_capped_and_a_cut_one_says_so(part: str, count: int) -> None:
+    """Exactly the first ``MAX_PARTS`` items are kept (a cap cutting more, or fewer, is caught), and ``truncated``
+    is set exactly when items were left out."""
+    where = [f"DocumentReference.x{n}" for n in range(count)] if part != "coding" else []
+    codings = [{"system": "urn:oid:1.2.3", "code": str(n)} for n in range(count)] if part == "coding" else []
+    codes = [f"{c['system']}|{c['code']}" for c in codings]
+    issue: dict[str, Any] = {"severity": "error", "code": "invalid"}
+    issue.update({"details": {"coding": codings}} if part == "coding" else {part: where})
+    record = issue_record({"resourceType": "OperationOutcome", "issue": [issue]})
     assert record is not None
     [kept] = record["issues"]
-    assert len(kept["expression"]) <= MAX_PARTS and len(kept["codings"]) <= MAX_PARTS
-    assert kept["truncated"] is truncated
+    assert (kept["expression"], kept["codings"]) == (where[:MAX_PARTS], codes[:MAX_PARTS])
+    assert kept["truncated"] is (count > MAX_PARTS)
