@@ -23,7 +23,9 @@ from tests.auth_service.test_notes_api import PATH, _body, _world
 def test_dwb83_text_in_a_provenance_field_is_refused_naming_the_field(make_app, field: str, value: Any) -> None:
     handle, key, _, conn = _world(make_app)
     answer = handle.client.post(PATH, json=_body(conn, **{field: value}), headers={"X-API-Key": key})
-    assert answer.status_code in (400, 422) and field in answer.text and "Traceback" not in answer.text
+    assert answer.status_code == 422 and answer.json()["error"] == "validation_error", answer.text
+    named = {f["field"].split(".")[1] for f in answer.json()["fields"]}
+    assert named == {field} and "Traceback" not in answer.text
 
 
 def test_dwb83_other_source_resources_under_the_same_key_are_a_conflict_not_a_replay(make_app) -> None:
