@@ -3,7 +3,8 @@ Provenance of the same note found by ``Provenance?target=`` is not ehrsync's (eh
 Provenance the EHR took without naming its id (a bare 202) is not sent again by every later run, and a note found
 by a run that could not read the CapabilityStatement (503) owes its Provenance, sent by a later run that can; a
 Provenance POST still waiting on the EHR (a throttle's Retry-After) never falls due under it; a ``target`` search
-the EHR refuses for good does not keep it from being sent."""
+the EHR refuses for good does not keep it from being sent; ehrsync's own found under an id that is no FHIR id is taken
+without storing that id."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from connectors.writeback.provenance import build_provenance
 from engine.writeback import write_note
+from engine.writeback.provenance import provenance_draft
 from store.models import Connection, utcnow
 from store.outbox import NoteRecord
 from tests.engine.conftest import RequestLog
@@ -176,3 +179,26 @@ def test_dwb82_a_target_search_the_ehr_refuses_for_good_does_not_keep_the_proven
     [prov] = _stored(ehr, done.ehr_resource_id)
     assert (done.provenance_id, done.provenance_due_at, done.provenance_tries) == (prov["id"], None, 1)
     assert len(request_log.paths(PROV_POSTS, "GET")) == 1
+
+
+def test_dwb50_82_ehrsyncs_own_provenance_found_under_an_id_that_is_no_fhir_id_is_taken_without_storing_it(
+    world, start_sandbox, http, request_log: RequestLog
+) -> None:
+    """The later run's ``Provenance?target=`` finds ehrsync's own, which the EHR names by a 70-character id (no FHIR
+    id, DWB-50): taken as sent, as a POST answered so is, and that id is not stored (64 characters at most: on
+    PostgreSQL the run failed on it, each run until given up; on SQLite it was stored and answered as the note's
+    ``ehrProvenanceId``). No second POST."""
+    ehr, _, note = _connected(world, start_sandbox, http, scope=SEARCH_SCOPE, provenance_search=True)
+    ehr.admin.set_fault("drop", path=PROV_POSTS, method="POST", times=1)
+    left = write_note(world.env, FAST, note.id)
+    assert left.ehr_resource_id and left.provenance_due_at is not None and _stored(ehr, left.ehr_resource_id) == []
+    ehr.admin.settings(created_id_prefix="p" * 60)  # the EHR names its Provenances so (its answer was lost)
+    [mine] = [ehr.state.store.create(build_provenance(provenance_draft(left)))]
+    assert len(mine["id"]) > 64
+
+    _due(world, note.id)
+    done = _later_run(world, note.id)
+
+    assert (done.provenance_id, done.provenance_due_at, done.state) == (None, None, "written")
+    assert len(request_log.paths(PROV_POSTS, "POST")) == 1 and len(request_log.paths(PROV_POSTS, "GET")) == 1
+    assert _not_asked(world, note.id)
