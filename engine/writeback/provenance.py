@@ -52,6 +52,7 @@ __all__ = [
     "provenance_draft",
     "refused_for_good",
     "send_provenance",
+    "written_elsewhere",
 ]
 
 _log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class ProvenanceGate:
     def __init__(self, env: SyncEnvironment, client: FhirClient, note: NoteRecord, target: NoteTarget) -> None:
         self.env, self.client, self.note, self.target = env, client, note, target
         self._decided: Any = _UNSET
+        self.written_elsewhere = False  # another run recorded the note ``written``: its Provenance is that run's
 
     def allows(self) -> bool | None:
         if self._decided is _UNSET:
@@ -96,6 +98,14 @@ def owed_fields(resource_id: str | None) -> dict[str, Any]:
     return {"provenance_due_at": utcnow() + timedelta(seconds=run[1]), "provenance_tries": 0}
 
 
+def written_elsewhere() -> None:
+    """This run found the note recorded ``written`` by another run (``written``: a 2xx after that run's search): the
+    Provenance that run owed is that run's to send (it may be POSTing it now), or a later run's once due; never this
+    run's too, beside it."""
+    if (run := _RUN.get()) is not None:
+        run[0].written_elsewhere = True
+
+
 def send_provenance(
     env: SyncEnvironment, client: FhirClient, note: NoteRecord, target: NoteTarget, grace_s: float
 ) -> NoteRecord:
@@ -105,6 +115,8 @@ def send_provenance(
         return note
     run = _RUN.get()
     gate = run[0] if run is not None else ProvenanceGate(env, client, note, target)
+    if gate.written_elsewhere:  # owed by the run that wrote it: left to it (or, once due, to a later run)
+        return note
     if not note.ehr_resource_id or note.provenance_id or (allowed := gate.allows()) is False:
         return clear_owed(env.db, note, {"provenance": "not_sent"})
     if allowed is None:  # the statement unreadable (warned): still owed, a later run reads it again

@@ -14,12 +14,13 @@ A second Provenance where a first may be stored (an answer lost, a run killed af
 committed): when the CapabilityStatement declares the ``target`` search for Provenance, ``Provenance?target=
 DocumentReference/<id>`` is read first (a few pages at most; the granted scopes must cover Provenance search, which
 ehrsync never asks for by itself: an admin lists it), and ehrsync's own (its contained software Device for this
-note, its model and version, as assembler; another app's is not) is taken as sent: its id is stored, nothing is
-POSTed. A failed search leaves it owed for a later run; one refused for good (a 4xx other than 408/429: it would be
-refused on every run) is gone without. Without that search the Provenance is POSTed: ehrsync cannot
-tell a stored one from none, and the one case that could store two is a POST that reached the EHR whose answer never
-came back; two identical statements of where a note came from mislead no one, a missing one loses the AI note's
-origin in the EHR. While a run's POST is alive, it never falls due (``provenance_beat``): no second run beside it.
+note, its model and version, as assembler; another app's is not) is taken as sent: its id is stored (not one that is
+no FHIR id: taken all the same), nothing is POSTed. A failed search leaves it owed for a later run; one refused for
+good (a 4xx other than 408/429: it would be refused on every run) is gone without. Without that search the
+Provenance is POSTed: ehrsync cannot tell a stored one from none, and the one case that could store two is a POST
+that reached the EHR whose answer never came back; two identical statements of where a note came from mislead no
+one, a missing one loses the AI note's origin in the EHR. While a run's POST is alive, it never falls due
+(``provenance_beat``): no second run beside it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 from connectors import errors as ce
 from connectors.fhir import FhirClient
 from connectors.fhir.capability import declared_interactions, declares_search_param
+from connectors.fhir.ids import fhir_id
 from connectors.smart.scopes import parse_scopes
 from connectors.writeback.provenance import PARTICIPANT, build_provenance
 from engine.environment import SyncEnvironment
@@ -88,9 +90,10 @@ def send_owed(env: SyncEnvironment, config: WritebackConfig, note: NoteRecord) -
                     return note
                 warn(env, note, exc, "search refused; sent without it")
                 found = None
-            if found is not None:
+            if found is not None:  # taken as sent; an id that is no FHIR id is not stored, as a POST's answer's
                 _log.info("note %s: its Provenance is in the EHR already; not sent again", note.id)
-                return clear_owed(env.db, note, {"provenance_found": True}, provenance_id=found)
+                named = {"provenance_id": found[0]} if found[0] else {}
+                return clear_owed(env.db, note, {"provenance_found": True, "id_named": bool(named)}, **named)
         return post_provenance(env, client, note, config.stalled_after_s)
 
 
@@ -104,15 +107,16 @@ def _searchable(client: FhirClient, granted: str) -> bool:
     return searches and declares_search_param(capabilities, "Provenance", "target")
 
 
-def _stored(client: FhirClient, note: NoteRecord) -> str | None:
-    """The id of ehrsync's Provenance of this note the EHR holds, or None."""
+def _stored(client: FhirClient, note: NoteRecord) -> tuple[str | None] | None:
+    """``(its id,)`` of ehrsync's Provenance of this note the EHR holds (``(None,)``: found, named by an id that is
+    no FHIR id, DWB-50: it cannot be stored, 64 characters at most), or None: none found."""
     document = f"DocumentReference/{note.ehr_resource_id}"
     device = build_provenance(provenance_draft(note))["contained"][0]  # what ehrsync's own names as its assembler
     pages = client.search_pages("Provenance", {"target": document}, stop_at_repeat=False)
     for number, page in enumerate(pages):
         for resource in page.resources:
-            if _ours(resource, document, device) and isinstance(resource.get("id"), str):
-                return str(resource["id"])
+            if _ours(resource, document, device):
+                return (fhir_id(resource.get("id")),)
         if number + 1 >= SEARCH_PAGES:
             break
     return None

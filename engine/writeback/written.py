@@ -22,7 +22,7 @@ from connectors import errors as ce
 from connectors.fhir import CreateResult, FhirClient
 from engine.writeback.config import WritebackConfig
 from engine.writeback.lookup import find_by_identifier
-from engine.writeback.provenance import owed_fields
+from engine.writeback.provenance import owed_fields, written_elsewhere
 from store import AppDatabase
 from store.outbox import NoteRecord, StaleNoteError, get_note, transition
 
@@ -101,7 +101,7 @@ def not_fhir_reason(said: str, problem: str) -> str:
 def _commit(db: AppDatabase, note: NoteRecord, fields: dict[str, Any], detail: dict[str, Any]) -> NoteRecord:
     """``note → written``; when another run moved it first, again from where it is now (even ``failed`` or
     ``blocked``: a 2xx proves the EHR holds the note, and a host told otherwise would file it twice), unless another
-    run has already recorded it written."""
+    run has already recorded it written (then the Provenance that run owes is its own to send: none from here)."""
     for _ in range(_RACE_TRIES):
         try:
             return transition(db, note, "written", detail=detail, **fields)
@@ -109,8 +109,9 @@ def _commit(db: AppDatabase, note: NoteRecord, fields: dict[str, Any], detail: d
             current = get_note(db, note.id)
             if current is None:
                 raise
-            if current.state == "written":
+            if current.state == "written":  # its Provenance is that run's (``written_elsewhere``), not sent twice
                 _log.info("note %s: created, and another run had already recorded it written", note.id)
+                written_elsewhere()
                 return current
             _log.warning("note %s: created while another run made it %s; written all the same", note.id, current.state)
             note = current

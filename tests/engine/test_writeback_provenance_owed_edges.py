@@ -3,7 +3,8 @@ Provenance of the same note found by ``Provenance?target=`` is not ehrsync's (eh
 Provenance the EHR took without naming its id (a bare 202) is not sent again by every later run, and a note found
 by a run that could not read the CapabilityStatement (503) owes its Provenance, sent by a later run that can; a
 Provenance POST still waiting on the EHR (a throttle's Retry-After) never falls due under it; a ``target`` search
-the EHR refuses for good does not keep it from being sent."""
+the EHR refuses for good does not keep it from being sent; ehrsync's own found under an id that is no FHIR id is taken
+without storing that id; a 2xx arriving after another run wrote the note leaves its Provenance to that run."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from connectors.writeback.provenance import build_provenance
 from engine.writeback import write_note
+from engine.writeback.provenance import provenance_draft
 from store.models import Connection, utcnow
-from store.outbox import NoteRecord
+from store.outbox import NoteRecord, transition
 from tests.engine.conftest import RequestLog
+from tests.engine.test_writeback_outcomes import _HELD_S, _in_thread, _wait_held, _wait_sending
 from tests.engine.test_writeback_provenance_due import (
     PROV_POSTS,
     PROV_SCOPE,
@@ -176,3 +180,49 @@ def test_dwb82_a_target_search_the_ehr_refuses_for_good_does_not_keep_the_proven
     [prov] = _stored(ehr, done.ehr_resource_id)
     assert (done.provenance_id, done.provenance_due_at, done.provenance_tries) == (prov["id"], None, 1)
     assert len(request_log.paths(PROV_POSTS, "GET")) == 1
+
+
+def test_dwb50_82_ehrsyncs_own_provenance_found_under_an_id_that_is_no_fhir_id_is_taken_without_storing_it(
+    world, start_sandbox, http, request_log: RequestLog
+) -> None:
+    """The later run's ``Provenance?target=`` finds ehrsync's own, which the EHR names by a 70-character id (no FHIR
+    id, DWB-50): taken as sent, as a POST answered so is, and that id is not stored (64 characters at most: on
+    PostgreSQL the run failed on it, each run until given up; on SQLite it was stored and answered as the note's
+    ``ehrProvenanceId``). No second POST."""
+    ehr, _, note = _connected(world, start_sandbox, http, scope=SEARCH_SCOPE, provenance_search=True)
+    ehr.admin.set_fault("drop", path=PROV_POSTS, method="POST", times=1)
+    left = write_note(world.env, FAST, note.id)
+    assert left.ehr_resource_id and left.provenance_due_at is not None and _stored(ehr, left.ehr_resource_id) == []
+    ehr.admin.settings(created_id_prefix="p" * 60)  # the EHR names its Provenances so (its answer was lost)
+    [mine] = [ehr.state.store.create(build_provenance(provenance_draft(left)))]
+    assert len(mine["id"]) > 64
+
+    _due(world, note.id)
+    done = _later_run(world, note.id)
+
+    assert (done.provenance_id, done.provenance_due_at, done.state) == (None, None, "written")
+    assert len(request_log.paths(PROV_POSTS, "POST")) == 1 and len(request_log.paths(PROV_POSTS, "GET")) == 1
+    assert _not_asked(world, note.id)
+
+
+def test_dwb82_a_2xx_arriving_after_another_run_wrote_the_note_leaves_its_provenance_to_that_run(
+    world, start_sandbox, http, request_log: RequestLog
+) -> None:
+    """A run's POST outlives its claim (the run paused past ``stalled_after_s``): another run resumed the note, found
+    it and recorded it ``written``, its Provenance owed and that run's POST of it under way. The first run's 201
+    then arrives: the note is written already, so its Provenance is the other run's (or, should that run die, a
+    later run's once due), never POSTed beside it. Before, the first run POSTed one too: two in the chart."""
+    ehr, _, note = _connected(world, start_sandbox, http, conditional_create=False)
+    ehr.admin.set_fault("slow", path=DOC_POSTS, method="POST", times=1, delay_s=_HELD_S)
+    thread, out = _in_thread(lambda: write_note(world.env, FAST, note.id))
+    sending = _wait_sending(world, note.id)
+    _wait_held(ehr)
+    other = transition(world.env.db, sending, "unknown", reason_code="response_lost", reason=None)
+    due = utcnow() + timedelta(seconds=600)  # the other run's ``written`` commit; its Provenance POST under way
+    transition(world.env.db, other, "written", ehr_resource_id="found-1", provenance_due_at=due, provenance_tries=0)
+    ehr.admin.release_held()
+    thread.join(30)
+    assert not thread.is_alive() and out["done"].state == "written"
+    assert request_log.paths(PROV_POSTS, "POST") == []
+    left = read_note(world, note.id)
+    assert (left.ehr_resource_id, left.provenance_id) == ("found-1", None) and left.provenance_due_at is not None
