@@ -74,7 +74,8 @@ def queued_notes(instance: DagsterInstance) -> set[tuple[str, int]]:
     job=write_back_note,
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.STOPPED,
-    description="Requests a write-back run per pending draft note (run key: note id + version). Off by default.",
+    description="Requests a write-back run per note due: a pending or stalled draft, a 202 due for its next check, "
+    "a written note whose Provenance is owed (run key: note id + version). Off by default.",
 )
 def note_outbox_sensor(
     context: SensorEvaluationContext, app_db: AppDatabaseResource, writeback: WritebackResource
