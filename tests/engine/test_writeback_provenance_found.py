@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import httpx
 from sqlalchemy import select
 
 from connectors.http import RetryPolicy
@@ -43,6 +44,29 @@ DROPPING = {
     "ignored_search_params": ["identifier"],
     "report_ignored_params": "self_link",
 }
+
+
+LAST_TRY = replace(FAST, max_attempts=1)
+
+
+def stored_unanswered_then_statement_unreadable(
+    world: SyncWorld, ehr: SandboxServer, http: httpx.Client
+) -> tuple[str, NoteRecord]:
+    """A note whose last try's POST was stored with its answer lost and whose retry's grant was refused, its
+    connection re-authorized since, on an EHR whose CapabilityStatement now answers 503: the next run searches and
+    finds it without knowing whether Provenance create is offered. (connection id, note)."""
+    conn = writable_connection(world, ehr, http, scope=PROV_SCOPE)
+    note = enqueue(world, conn, author_id="pract-1")
+    ehr.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=1)  # stored, the answer lost
+    ehr.admin.set_fault("expired_token", path=DOC_POSTS, method="POST", times=None)  # its retry: 401, then
+    ehr.admin.set_fault("oauth_error", path="/oauth/token", times=None, error="invalid_grant")  # no refresh
+    assert write_note(world.env, LAST_TRY, note.id).maybe_stored
+    ehr.admin.clear_faults()
+    with world.env.db.session() as session:  # re-authorized
+        session.get(Connection, conn).status = "active"
+        session.commit()
+    ehr.admin.set_fault("503", path=METADATA, times=None)
+    return conn, note
 
 
 def _assert_provenance_of(ehr: SandboxServer, done: NoteRecord, doc_id: str, request_log: RequestLog) -> None:
@@ -203,20 +227,9 @@ def test_dwb82_34_a_note_found_after_its_run_could_not_read_the_statement_reads_
     15 min each), for an optional Provenance. Now one read's tries, no Provenance from this run (it stays owed for a
     later run: test_writeback_provenance_owed_edges), the warning audited."""
     ehr = start_sandbox(provenance_create=True)
-    last = replace(FAST, max_attempts=1)
-    conn = writable_connection(world, ehr, http, scope=PROV_SCOPE)
-    note = enqueue(world, conn, author_id="pract-1")
-    ehr.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=1)  # stored, the answer lost
-    ehr.admin.set_fault("expired_token", path=DOC_POSTS, method="POST", times=None)  # its retry: 401, then
-    ehr.admin.set_fault("oauth_error", path="/oauth/token", times=None, error="invalid_grant")  # no refresh
-    assert write_note(world.env, last, note.id).maybe_stored
-    ehr.admin.clear_faults()
-    with world.env.db.session() as session:  # re-authorized
-        session.get(Connection, conn).status = "active"
-        session.commit()
-    ehr.admin.set_fault("503", path=METADATA, times=None)
+    conn, note = stored_unanswered_then_statement_unreadable(world, ehr, http)
     request_log.clear()
-    done = write_note(world.env, last, note.id)
+    done = write_note(world.env, LAST_TRY, note.id)
     [doc] = server_notes(world, conn, ehr, note)
     assert (done.state, done.ehr_resource_id, done.provenance_id) == ("written", doc["id"], None)
     assert len(request_log.paths(METADATA)) == (world.env.retry or RetryPolicy()).max_attempts  # one read's tries

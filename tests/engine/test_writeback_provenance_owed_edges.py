@@ -17,13 +17,12 @@ from typing import Any
 from connectors.writeback.provenance import build_provenance
 from engine.writeback import write_note
 from engine.writeback.provenance import provenance_draft
-from store.models import Connection, utcnow
+from store.models import utcnow
 from store.outbox import NoteRecord, transition
 from tests.engine.conftest import RequestLog
 from tests.engine.test_writeback_outcomes import _HELD_S, _in_thread, _wait_held, _wait_sending
 from tests.engine.test_writeback_provenance_due import (
     PROV_POSTS,
-    PROV_SCOPE,
     SEARCH_SCOPE,
     _connected,
     _due,
@@ -31,9 +30,10 @@ from tests.engine.test_writeback_provenance_due import (
     _not_asked,
     _stored,
 )
-from tests.engine.writeback_helpers import FAST, enqueue, read_note, server_notes, writable_connection
+from tests.engine.test_writeback_provenance_found import LAST_TRY, stored_unanswered_then_statement_unreadable
+from tests.engine.writeback_helpers import FAST, read_note, server_notes
 
-DOC_POSTS, METADATA = "/fhir/DocumentReference", "/fhir/metadata"
+DOC_POSTS = "/fhir/DocumentReference"
 
 _PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 
@@ -103,19 +103,8 @@ def test_dwb82_a_note_found_by_a_run_that_could_not_read_the_statement_owes_its_
     known, so the Provenance stays owed: a later run reads the statement and sends it. Before, the 503 of that one
     moment left the note without a Provenance for good, while a later run's unreadable statement leaves it owed."""
     ehr = start_sandbox(provenance_create=True)
-    last = replace(FAST, max_attempts=1)
-    conn = writable_connection(world, ehr, http, scope=PROV_SCOPE)
-    note = enqueue(world, conn, author_id="pract-1")
-    ehr.admin.set_fault("drop_response", path=DOC_POSTS, method="POST", times=1)  # stored, the answer lost
-    ehr.admin.set_fault("expired_token", path=DOC_POSTS, method="POST", times=None)  # its retry: 401, then
-    ehr.admin.set_fault("oauth_error", path="/oauth/token", times=None, error="invalid_grant")  # no refresh
-    assert write_note(world.env, last, note.id).maybe_stored
-    ehr.admin.clear_faults()
-    with world.env.db.session() as session:  # re-authorized
-        session.get(Connection, conn).status = "active"
-        session.commit()
-    ehr.admin.set_fault("503", path=METADATA, times=None)
-    found = write_note(world.env, last, note.id)
+    conn, note = stored_unanswered_then_statement_unreadable(world, ehr, http)
+    found = write_note(world.env, LAST_TRY, note.id)
     [doc] = server_notes(world, conn, ehr, note)
     assert (found.state, found.ehr_resource_id, found.provenance_id) == ("written", doc["id"], None)
     assert found.provenance_due_at is not None and request_log.paths(PROV_POSTS, "POST") == []
