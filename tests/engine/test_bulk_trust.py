@@ -19,8 +19,8 @@ from sqlalchemy import select
 from connectors.errors import ConfigurationError
 from engine import cursors, run_bulk_export, runs
 from engine.bulk_members import MEMBERS_KEY, members_stream
-from engine.environment import DEFAULT_BULK_MAX_FILE_BYTES, DEFAULT_MIN_FREE_DISK_BYTES
 from engine.models import BulkJob
+from engine.setting_defaults import DEFAULT_BULK_MAX_FILE_BYTES, DEFAULT_MIN_FREE_DISK_BYTES
 from sandbox import SandboxServer
 from tests.engine.conftest import RequestLog
 from tests.engine.helpers import SyncWorld, add_fault, connect_backend, content_fingerprint, make_environment
