@@ -11,7 +11,10 @@ from dataclasses import replace
 from sqlalchemy import update
 
 from engine.writeback import write_note
+from sandbox import SandboxServer
 from store.models import NoteOutbox
+from tests.engine.conftest import RequestLog
+from tests.engine.helpers import SyncWorld
 from tests.engine.writeback_helpers import (
     FAST,
     WRITE_SCOPE,
@@ -104,6 +107,16 @@ def test_dwb31_50_a_lost_answer_whose_conditional_repeat_names_a_70_character_id
     assert len(server_notes(world, conn, ehr, note)) == 1
 
 
+def _found_under_a_number_id(world: SyncWorld, ehr: SandboxServer, note_id: str, request_log: RequestLog) -> None:
+    """The note's POST stored and its answer lost; the search that finds it names its ``id`` as a JSON number (FHIR
+    forbids it): that is the EHR holding it, so ``written`` / ``id_unknown``, never POSTed again."""
+    ehr.admin.set_fault("search_shape", path=DOC_POSTS, method="GET", times=None, shape="number_ids")
+    done = write_note(world.env, FAST, note_id)
+    assert (done.state, done.ehr_resource_id, done.reason_code) == ("written", None, "id_unknown"), done.reason
+    assert done.reason is not None and "a JSON int rather than a string" in done.reason, done.reason
+    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+
+
 def test_dwb50_a_lost_answer_found_by_identifier_under_a_number_id_is_written_with_its_id_unknown(
     slot_world, start_sandbox, http, request_log
 ) -> None:
@@ -114,11 +127,7 @@ def test_dwb50_a_lost_answer_found_by_identifier_under_a_number_id_is_written_wi
     conn = writable_connection(world, ehr, http)
     note = enqueue(world, conn)
     ehr.admin.set_fault("drop_response", path=DOC_POSTS, times=1)  # stored, answer lost: the search finds it
-    ehr.admin.set_fault("search_shape", path=DOC_POSTS, method="GET", times=None, shape="number_ids")
-    done = write_note(world.env, FAST, note.id)
-    assert (done.state, done.ehr_resource_id, done.reason_code) == ("written", None, "id_unknown"), done.reason
-    assert done.reason is not None and "a JSON int rather than a string" in done.reason, done.reason
-    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+    _found_under_a_number_id(world, ehr, note.id, request_log)
 
 
 def test_dwb32_50_a_lost_note_found_by_patient_type_and_date_under_a_number_id_is_written_with_its_id_unknown(
@@ -132,11 +141,7 @@ def test_dwb32_50_a_lost_note_found_by_patient_type_and_date_under_a_number_id_i
     conn = writable_connection(world, ehr, http)
     note = enqueue(world, conn)
     ehr.admin.set_fault("drop_response", path=DOC_POSTS, times=1)
-    ehr.admin.set_fault("search_shape", path=DOC_POSTS, method="GET", times=None, shape="number_ids")
-    done = write_note(world.env, FAST, note.id)
-    assert (done.state, done.ehr_resource_id, done.reason_code) == ("written", None, "id_unknown"), done.reason
-    assert done.reason is not None and "a JSON int rather than a string" in done.reason, done.reason
-    assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+    _found_under_a_number_id(world, ehr, note.id, request_log)
 
 
 def test_dwb32_50_a_note_written_with_its_long_id_unknown_is_never_taken_for_its_twins(

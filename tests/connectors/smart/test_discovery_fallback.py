@@ -15,6 +15,18 @@ from sandbox import SandboxServer
 
 SERVER_ROOT_SUFFIX = "/fhir"
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+BASE = "https://ehr.example.org/fhir"
+
+
+def _complete_file() -> dict[str, object]:
+    """A SMART configuration file of ``BASE`` with every field SMART 2.0 requires (a fresh copy each call)."""
+    return {
+        "authorization_endpoint": BASE + "/authorize",
+        "token_endpoint": BASE + "/token",
+        "grant_types_supported": ["authorization_code"],
+        "code_challenge_methods_supported": ["S256"],
+        "capabilities": ["launch-standalone"],
+    }
 
 
 @pytest.mark.parametrize(
@@ -85,14 +97,8 @@ def test_sal04_sal20_one_field_only_2_0_requires_keeps_a_file_2_x(kept: dict[str
     """Servers in the wild leave out ``grant_types_supported`` or the ``permission-v*`` codes: a file naming
     ``code_challenge_methods_supported`` (or grant types) is a 2.x server's, asked in v2 scopes as its plugin says,
     not taken for 1.0 (which would drop the granular scopes, e.g. Epic's Observation categories)."""
-    base = "https://ehr.example.org/fhir"
-    complete = {
-        "authorization_endpoint": base + "/authorize",
-        "token_endpoint": base + "/token",
-        "grant_types_supported": ["authorization_code"],
-        "code_challenge_methods_supported": ["S256"],
-        "capabilities": ["launch-standalone"],
-    }
+    base = BASE
+    complete = _complete_file()
     fallback = parse_smart_configuration(base, complete)  # what the CapabilityStatement fills in
     payload = {"token_endpoint": base + "/token", "capabilities": ["launch-standalone", "client-public"], **kept}
     cfg = parse_smart_configuration(base, payload, fallback=fallback)
@@ -176,14 +182,8 @@ def test_sal02_a_required_field_neither_the_file_nor_the_capability_statement_gi
     """SAL-02 (never guess): a required field the document lacks, with no CapabilityStatement to complete it, or
     one whose oauth-uris lack it too (a user-launch server without an ``authorize`` URI), is a ``DiscoveryError``
     naming it; discovery refuses the server rather than return a configuration without it."""
-    base = "https://ehr.example.org/fhir"
-    complete = {
-        "authorization_endpoint": base + "/authorize",
-        "token_endpoint": base + "/token",
-        "grant_types_supported": ["authorization_code"],
-        "code_challenge_methods_supported": ["S256"],
-        "capabilities": ["launch-standalone"],
-    }
+    base = BASE
+    complete = _complete_file()
     payload = {k: v for k, v in complete.items() if k != missing}
     with pytest.raises(DiscoveryError, match=missing):
         parse_smart_configuration(base, payload)
