@@ -145,11 +145,15 @@ class EhrHttpResource(ConfigurableResource["EhrHttpResource"]):
     _client: httpx.Client | None = PrivateAttr(default=None)
 
     def bounds(self) -> BodyBounds | None:
-        """The request bounds set here; None leaves the connectors' own default (read from the environment).
-        The client carries them too, so the vault's discovery and token calls keep to them."""
-        if self.max_response_bytes is None or self.request_deadline_s is None:
+        """The request bounds set here; None leaves the connectors' own default (read from the environment). One
+        set alone (a run's config naming only ``max_response_bytes``) is kept, the other read as the connectors read
+        it: before, it was ignored. The client carries them too, so the vault's discovery and token calls keep to
+        them."""
+        if self.max_response_bytes is None and self.request_deadline_s is None:
             return None
-        return BodyBounds(self.max_response_bytes, self.request_deadline_s)
+        read = BodyBounds.from_env()
+        max_bytes = read.max_bytes if self.max_response_bytes is None else self.max_response_bytes
+        return BodyBounds(max_bytes, read.deadline_s if self.request_deadline_s is None else self.request_deadline_s)
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(

@@ -56,6 +56,10 @@ def _run(settings: PipelineSettings, cid: str, instance: DagsterInstance, **reso
             {"ehr_http": {"max_response_bytes": MIB, "request_deadline_s": 60.0}},
             f"landing.max_resource_bytes={64 * MIB} is above ehr_http.max_response_bytes={MIB}",
         ),
+        (  # the response limit alone (no request deadline): it was ignored, the variable's limit in force
+            {"ehr_http": {"max_response_bytes": MIB}},
+            f"landing.max_resource_bytes={64 * MIB} is above ehr_http.max_response_bytes={MIB}",
+        ),
         (  # ehr_http configured without a response limit: the variable's (its default) is the one in force
             {"landing": {"max_resource_bytes": 128 * MIB}, "ehr_http": {"rate_limits": False}},
             f"landing.max_resource_bytes={128 * MIB} is above EHRSYNC_MAX_RESPONSE_BYTES={64 * MIB}",

@@ -30,10 +30,8 @@ def check_run_limits(landing: LandingZoneResource, ehr_http: EhrHttpResource) ->
     resource, resource_name = landing.max_resource_bytes, "landing.max_resource_bytes"
     if resource is None:  # the landing zone reads the variable (``warehouse.limits.max_resource_bytes``)
         resource, resource_name = max_resource_bytes(), MAX_RESOURCE_ENV
-    bounds, response_name = ehr_http.bounds(), "ehr_http.max_response_bytes"
-    if bounds is None:  # the connectors read the variable when a request is made
-        bounds, response_name = BodyBounds.from_env(), RESPONSE_BYTES_ENV
-    response = bounds.max_bytes
+    response = (ehr_http.bounds() or BodyBounds.from_env()).max_bytes  # unset: the variable, as the connectors read it
+    response_name = RESPONSE_BYTES_ENV if ehr_http.max_response_bytes is None else "ehr_http.max_response_bytes"
     if response is not None and response < resource:
         raise PipelineConfigurationError(
             f"{resource_name}={resource} is above {response_name}={response}: a search page carrying a resource "
