@@ -206,7 +206,8 @@ def demo_environment(state_dir: Path) -> dict[str, str]:
             key, sep, value = line.partition("=")
             if sep and not key.startswith("#") and key.strip() not in (*_LOCATION_KEYS, *_STATE_VARIABLES):
                 values[key.strip()] = value.strip()
-    values.setdefault("INTEGRATIONS_TOKEN_ENC_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
+    if not values.get("INTEGRATIONS_TOKEN_ENC_KEY", "").strip():  # a blank key is none: nothing is sealed under it
+        values["INTEGRATIONS_TOKEN_ENC_KEY"] = base64.b64encode(secrets.token_bytes(32)).decode()
     values["EHRSYNC_STATE_DIR"] = str(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     header = "# written by `ehrsync demo` or `ehrsync ui`; read by both. Holds the vault key: keep it private.\n"

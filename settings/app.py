@@ -18,15 +18,17 @@ here as the operator wrote them; ``engine.settings.PipelineSettings`` checks the
 so their messages stay the engine's.
 
 A location or an engine variable set to an empty or blank value is unset: ``FOO=`` in a compose file, or a
-``${FOO}`` the host leaves unset, means its default (docs/PIPELINES.md). The vault's keys are checked where they
-are used (a blank one reads as not set there: the active key has no default, so a run needing it stops naming it),
-and a blank ``SMART_ENABLE_WRITE`` is no boolean: it stops the start, naming it.
+``${FOO}`` the host leaves unset, means its default (docs/PIPELINES.md). So does a blank secret (the vault's keys,
+the signing key): it is never taken as a key, and a blank active key stops every process that needs it exactly as an
+unset one does. The keys are checked where they are used; a blank ``SMART_ENABLE_WRITE`` is no boolean: it stops the
+start, naming it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, ClassVar
 
 from pydantic import SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -82,6 +84,10 @@ class AppSettings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=True)
+    # Secrets a blank value leaves unset (``_blank_secret_is_unset``); the auth service's ``Settings`` adds its own.
+    BLANK_IS_UNSET: ClassVar[frozenset[str]] = frozenset(
+        {"INTEGRATIONS_TOKEN_ENC_KEY", "INTEGRATIONS_TOKEN_ENC_KEYS_OLD", "EHR_JWT_PRIVATE_KEY"}
+    )
 
     EHRSYNC_STATE_DIR: str = ""
     EHRSYNC_HOME: str = ""
@@ -128,6 +134,16 @@ class AppSettings(BaseSettings):
     EHRSYNC_ANALYST_GENERATIONS: str | None = None
     EHRSYNC_ANALYST_MIN_INTERVAL_SECONDS: str | None = None
     EHRSYNC_ANALYST_LOCK_TIMEOUT_SECONDS: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_secret_is_unset(cls, data: Any) -> Any:
+        """A secret set to an empty or blank value is left out, as if unset: ``INTEGRATIONS_TOKEN_ENC_KEY=`` in a
+        compose file is no key (the auth service then says the variable is required, as when it is unset; before,
+        "is empty"), and the Dagster resources do not bind a blank key by name as if one were set."""
+        if not isinstance(data, dict):
+            return data
+        return {name: value for name, value in data.items() if not (name in cls.BLANK_IS_UNSET and _blank(value))}
 
     @model_validator(mode="after")
     def _check_locations(self) -> AppSettings:
@@ -183,6 +199,12 @@ class AppSettings(BaseSettings):
         return {
             name: value for name in ENGINE_VARIABLES if (value := getattr(self, name)) is not None and value.strip()
         }
+
+
+def _blank(value: Any) -> bool:
+    """Text (or a ``SecretStr`` an override passed) that is empty or only whitespace."""
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    return isinstance(text, str) and not text.strip()
 
 
 def _dagster_home_problem(value: str) -> str | None:

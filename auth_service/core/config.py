@@ -7,7 +7,7 @@ and the Dagster code location resolve it (``DATABASE_URL``, else ``EHRSYNC_DATAB
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -42,8 +42,9 @@ class Settings(AppSettings):
     """Environment variables of the auth service (see docs/AUTH_SERVICE.md), plus the shared locations."""
 
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=True)
+    BLANK_IS_UNSET: ClassVar[frozenset[str]] = AppSettings.BLANK_IS_UNSET | {"EHR_JWT_PREVIOUS_PUBLIC_KEYS"}
 
-    INTEGRATIONS_TOKEN_ENC_KEY: SecretStr
+    INTEGRATIONS_TOKEN_ENC_KEY: SecretStr  # blank: unset, "Field required" (AppSettings._blank_secret_is_unset)
     APP_BASE_URL: str = "http://127.0.0.1:8000"
     SMART_DEFAULT_SCOPES: str = _DEFAULT_SCOPES
     SMART_ENABLE_WRITE: bool = False
@@ -83,9 +84,7 @@ class Settings(AppSettings):
     @field_validator("INTEGRATIONS_TOKEN_ENC_KEY")
     @classmethod
     def _check_enc_key(cls, value: SecretStr) -> SecretStr:
-        raw = value.get_secret_value()
-        if not raw.strip():
-            raise ValueError("is empty")
+        raw = value.get_secret_value()  # never blank: a blank key is unset (``AppSettings._blank_secret_is_unset``)
         try:  # the one parse the cipher and every HMAC key of the service use (store.crypto.VaultKeys)
             decoded = decode_key(raw, ENV_ACTIVE_KEY)
         except ConfigurationError as exc:
