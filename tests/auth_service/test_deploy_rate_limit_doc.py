@@ -18,8 +18,8 @@ from auth_service.api.deps import get_admin
 DEPLOY = Path(__file__).resolve().parents[2] / "docs" / "DEPLOY.md"
 #: ``location [modifier] path { limit_req ...`` in the doc's nginx example
 _LIMITED = re.compile(r"location\s+(=|~\*?|\^~)?\s*(\S+)\s*\{\s*limit_req\b")
-#: ``limit_req_zone ...;`` and ``limit_req_status ...;`` shown for ``http {}``
-_HTTP_LEVEL = re.compile(r"`(limit_req_zone [^`]+;)` and `(limit_req_status \d+;)` in `http \{\}`")
+#: the doc's nginx example: one file for ``/etc/nginx/conf.d/`` (tests/deploy/test_nginx_example.py runs nginx -t on it)
+_EXAMPLE = re.compile(r"```nginx\n(.*?)```", re.DOTALL)
 
 
 def _limited_locations() -> list[tuple[str, str]]:
@@ -76,10 +76,12 @@ def test_the_documented_sign_in_rate_limit_spares_the_host_apps_api_key_routes(m
 
 def test_the_documented_limit_answers_429_not_nginxs_default_503() -> None:
     """nginx refuses a request over ``limit_req`` with 503 unless ``limit_req_status`` says otherwise: the example
-    sets 429 beside the zone, in ``http {}``, which every limited location inherits."""
-    found = _HTTP_LEVEL.search(DEPLOY.read_text(encoding="utf-8"))
-    assert found is not None, "docs/DEPLOY.md's rate limit shows no limit_req_status beside its zone in http {}"
-    assert found.group(2) == "limit_req_status 429;"
-    zones = re.findall(r"zone=(\w+):", found.group(1))
-    used = {m.group(1) for m in re.finditer(r"limit_req zone=(\w+)", DEPLOY.read_text(encoding="utf-8"))}
+    sets 429 in its ``server {}``, which every limited location inherits, and defines the zone those use at the
+    file's top level (the ``http`` context of a ``conf.d`` file, the only one ``limit_req_zone`` is allowed in)."""
+    (example,) = _EXAMPLE.findall(DEPLOY.read_text(encoding="utf-8"))
+    top, server = example.split("server {", 1)
+    assert re.findall(r"^\s*limit_req_status (\d+);", server, re.MULTILINE) == ["429"], server
+    assert "limit_req_status" not in top and "limit_req_zone" not in server
+    zones = re.findall(r"^limit_req_zone \S+ zone=(\w+):", top, re.MULTILINE)
+    used = set(re.findall(r"limit_req zone=(\w+)", server))
     assert used and used == set(zones), (used, zones)
