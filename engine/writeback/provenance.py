@@ -40,6 +40,7 @@ from engine.writeback.provenance_beat import posting
 from engine.writeback.target import NoteTarget
 from store import AppDatabase
 from store.audit import record_audit
+from store.errors import TokenKeyMissingError
 from store.models import utcnow
 from store.outbox import NoteRecord, StaleNoteError, get_note, transition
 
@@ -67,10 +68,14 @@ class ProvenanceGate:
         self.env, self.client, self.note, self.target = env, client, note, target
         self._decided: Any = _UNSET
         self.written_elsewhere = False  # another run recorded the note ``written``: its Provenance is that run's
+        self.key_missing: TokenKeyMissingError | None = None  # this process cannot open the token: nothing asked
 
     def allows(self) -> bool | None:
         if self._decided is _UNSET:
-            self._decided = _decide(self.env, self.client, self.note, self.target)
+            try:
+                self._decided = _decide(self.env, self.client, self.note, self.target)
+            except TokenKeyMissingError as exc:  # not known, as for an unreadable statement (the vault logged it)
+                self.key_missing, self._decided = exc, None
         result: bool | None = self._decided
         return result
 
@@ -181,7 +186,8 @@ def clear_owed(db: AppDatabase, note: NoteRecord, detail: dict[str, Any], **fiel
 def _decide(env: SyncEnvironment, client: FhirClient, note: NoteRecord, target: NoteTarget) -> bool | None:
     """What the gates allow now (``check_note_write``, as the run's plan). Scopes covering no Provenance create, or
     a switch off, decide it without the CapabilityStatement: no read (nor a warning of its failure) for a Provenance
-    never sent. None: the statement could not be read (a warning)."""
+    never sent. None: the statement could not be read (a warning). ``TokenKeyMissingError``: this process cannot
+    open the token (``ProvenanceGate`` records it: a run that claimed a try gives it back)."""
     granted = target.connection.granted_scopes or ""
     if not scopes_allow_provenance_create(granted):
         return False
@@ -191,6 +197,8 @@ def _decide(env: SyncEnvironment, client: FhirClient, note: NoteRecord, target: 
     try:
         check_switches(target.flags)  # a switch off decides it: no statement read, no warning of its failure
         return check_note_write(statement(client), granted, target.flags).provenance_create
+    except TokenKeyMissingError:  # this process's configuration, not the EHR's statement: the gate's to record
+        raise
     except ce.WriteNotSupportedError as exc:  # a gate closed since the note left (a switch off, create withdrawn)
         _log.info("note %s: no Provenance, note write is not allowed now (%s)", note.id, exc.reason_code)
         return False
