@@ -64,9 +64,9 @@ def send_owed(env: SyncEnvironment, config: WritebackConfig, note: NoteRecord) -
     """``note`` (``written``, a Provenance owed and due) after one try at it (never raises for the EHR)."""
     if note.provenance_tries >= config.max_attempts:
         _log.warning("note %s: its Provenance was tried %d times; given up", note.id, note.provenance_tries)
-        return clear_owed(env.db, note, {"provenance": "gave_up", "tries": note.provenance_tries})
+        return clear_owed(env.db, note, "given_up", {"provenance": "gave_up", "tries": note.provenance_tries})
     if not note.ehr_resource_id or note.provenance_id:
-        return clear_owed(env.db, note, {"provenance": "not_sent"})
+        return clear_owed(env.db, note, "sent" if note.provenance_id else "not_sent", {"provenance": "not_sent"})
     tries = note.provenance_tries + 1
     due = utcnow() + timedelta(seconds=max(config.backoff_s(tries), config.stalled_after_s))
     note = transition(env.db, note, "written", provenance_tries=tries, provenance_due_at=due, detail={"try": tries})
@@ -74,7 +74,7 @@ def send_owed(env: SyncEnvironment, config: WritebackConfig, note: NoteRecord) -
         target = load_target(env.db, note, service_write_enabled=config.service_write_enabled)
     except (LookupError, ce.ConfigurationError):
         _log.info("note %s: no Provenance, its connection or tenant is gone", note.id)
-        return clear_owed(env.db, note, {"provenance": "not_sent"})
+        return clear_owed(env.db, note, "not_sent", {"provenance": "not_sent"})
     if target.connection.status != "active":  # asked for before it changed: owed until it is active again
         _log.info("note %s: its Provenance waits for its connection (%s)", note.id, target.connection.status)
         return note
@@ -83,7 +83,7 @@ def send_owed(env: SyncEnvironment, config: WritebackConfig, note: NoteRecord) -
         if (allowed := gate.allows()) is None:  # the statement unreadable (a warning), or the token's key missing
             return _wait_for_key(env, config, note, gate.key_missing) if gate.key_missing else note
         if not allowed:
-            return clear_owed(env.db, note, {"provenance": "not_allowed"})
+            return clear_owed(env.db, note, "not_allowed", {"provenance": "not_allowed"})
         if _searchable(client, target.connection.granted_scopes or ""):
             try:
                 found = _stored(client, note)
@@ -96,7 +96,8 @@ def send_owed(env: SyncEnvironment, config: WritebackConfig, note: NoteRecord) -
             if found is not None:  # taken as sent; an id that is no FHIR id is not stored, as a POST's answer's
                 _log.info("note %s: its Provenance is in the EHR already; not sent again", note.id)
                 named = {"provenance_id": found[0]} if found[0] else {}
-                return clear_owed(env.db, note, {"provenance_found": True, "id_named": bool(named)}, **named)
+                found_detail = {"provenance_found": True, "id_named": bool(named)}
+                return clear_owed(env.db, note, "sent", found_detail, **named)
         return post_provenance(env, client, note, config.stalled_after_s)
 
 
