@@ -102,3 +102,18 @@ def test_dwb82_a_note_written_before_revision_0022_reads_unrecorded(
         session.commit()
     with notes_api(world, tmp_path / "app_state") as api:
         assert api.state(note_id)["ehrProvenance"]["status"] == "unrecorded"
+
+
+def test_dwb50_82_a_lost_note_found_under_an_id_that_is_no_fhir_id_reads_not_sent(
+    world: SyncWorld, start_sandbox: Any, http: Any, tmp_path: Any
+) -> None:
+    """Written by the identifier search of its lost answer, the EHR naming it by a 70-character id (no FHIR id): no
+    Provenance can point at it, so ``not_sent``. Before, that commit recorded no outcome and a note written today
+    read ``unrecorded``, which says written before revision 0022."""
+    ehr = start_sandbox(provenance_create=True, conditional_create=False, created_id_prefix="L" * 62)
+    note = enqueue(world, writable_connection(world, ehr, http, scope=PROV_SCOPE), author_id="pract-1")
+    ehr.admin.set_fault("drop_response", path="/fhir/DocumentReference", times=1)  # stored, answer lost: found
+    done = write_note(world.env, FAST, note.id)
+    assert (done.state, done.ehr_resource_id, done.reason_code) == ("written", None, "id_unknown"), done.reason
+    with notes_api(world, tmp_path / "app_state") as api:
+        assert api.state(note.id)["ehrProvenance"] == {"status": "not_sent", "id": None, "tries": 0, "nextTryAt": None}
