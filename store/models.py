@@ -290,11 +290,11 @@ class NoteOutbox(Base):
     doc_posted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # 0017: the refusal's OperationOutcome with its diagnostics (PHI, as ``body``; connectors.transport.issue_record)
     outcome_issues: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
-    # 0018: a person's confirmed retry where If-None-Exist ignores the identifier: the next POST goes without it
+    # 0018/0019, a person's confirmed retry: no If-None-Exist on the next POST where it is ignored; searched first
     send_unconditional: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    # 0019: a person's confirmed retry: a POST of it without If-None-Exist is searched for first (found_first)
     confirmed_not_in_ehr: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     provenance_due_at: Mapped[datetime | None] = mapped_column()  # 0020 (DWB-82): a Provenance owed, sent from then
     provenance_tries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # 0020: later runs' tries
+    provenance_outcome: Mapped[str | None] = mapped_column(String(32))  # 0022: why none is owed (no PHI)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -153,6 +153,7 @@ class NoteRecord:
     confirmed_not_in_ehr: bool  # a person's word: searched for before a POST without If-None-Exist (as above)
     provenance_due_at: datetime | None  # DWB-82: a Provenance owed since ``written``, sent from then (None: none)
     provenance_tries: int  # tries later runs made of it (``engine.writeback.provenance_due``)
+    provenance_outcome: str | None  # why none is owed now (``engine.writeback.provenance.OUTCOMES``; None: owed)
     created_at: datetime
     updated_at: datetime
 

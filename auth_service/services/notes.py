@@ -15,6 +15,7 @@ from typing import Any
 from auth_service.services.connections import get_connection
 from auth_service.services.context import ServiceContext
 from auth_service.services.errors import ConnectionUnusableError, InvalidInputError, NotFoundError, ServiceError
+from auth_service.services.note_provenance import ehr_provenance
 from auth_service.services.pdf_base64 import decoded_size, refuse_not_base64
 from auth_service.services.providers_port import plugin_write_profile
 from connectors.errors import WriteNotSupportedError
@@ -284,6 +285,7 @@ def describe(record: NoteRecord) -> dict[str, Any]:
             "reviewer": record.author_id,
             "ehrProvenanceId": record.provenance_id,
         },
+        "ehrProvenance": ehr_provenance(record),  # DWB-82: sent, owed (tries, next), given up, not allowed, ...
         "createdAt": record.created_at.isoformat(),
         "updatedAt": record.updated_at.isoformat(),
     }

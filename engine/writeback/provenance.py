@@ -13,7 +13,9 @@ the two leaves it owed: a later run sends it (``provenance_due``), from ``stalle
 never while a run's POST of it is alive (it puts the due time off meanwhile: ``provenance_beat``). A refusal for good
 (a 4xx other than 408/429, a Provenance that is no valid FHIR) is logged, audited and cleared, as is a 2xx naming no
 id (taken all the same); a transient failure (unreachable, lost answer, 5xx, 429/408) is logged and audited and left
-owed. Its id is stored on the note (``provenance_id``).
+owed. Its id is stored on the note (``provenance_id``), and each commit that stops it being owed, or decides at
+``written`` that none is, records why (``provenance_outcome``, one of ``OUTCOMES``), so the notes API tells a
+Provenance given up from one never allowed or refused (``auth_service.services.note_provenance``).
 
 The capability is what the run's gates read: the CapabilityStatement is cached on the run's client, so a run that
 planned a POST reads it no second time; a run that only searched reads it once, and not at all when the granted
@@ -40,10 +42,12 @@ from engine.writeback.provenance_beat import posting
 from engine.writeback.target import NoteTarget
 from store import AppDatabase
 from store.audit import record_audit
+from store.errors import TokenKeyMissingError
 from store.models import utcnow
 from store.outbox import NoteRecord, StaleNoteError, get_note, transition
 
 __all__ = [
+    "OUTCOMES",
     "ProvenanceGate",
     "clear_owed",
     "owed_fields",
@@ -57,6 +61,11 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 _UNSET = object()
+#: Why a ``written`` note owes no Provenance (``provenance_outcome``, revision 0022; the notes API's ``ehrProvenance``):
+#: sent (its id stored, or taken without one), its tries spent, a gate closed (a switch off, create not offered or
+#: not covered, the connection not active), refused by the EHR for good, or not sent (no id to point at, the
+#: connection or tenant gone).
+OUTCOMES = ("sent", "given_up", "not_allowed", "refused", "not_sent")
 
 
 class ProvenanceGate:
@@ -67,10 +76,14 @@ class ProvenanceGate:
         self.env, self.client, self.note, self.target = env, client, note, target
         self._decided: Any = _UNSET
         self.written_elsewhere = False  # another run recorded the note ``written``: its Provenance is that run's
+        self.key_missing: TokenKeyMissingError | None = None  # this process cannot open the token: nothing asked
 
     def allows(self) -> bool | None:
         if self._decided is _UNSET:
-            self._decided = _decide(self.env, self.client, self.note, self.target)
+            try:
+                self._decided = _decide(self.env, self.client, self.note, self.target)
+            except TokenKeyMissingError as exc:  # not known, as for an unreadable statement (the vault logged it)
+                self.key_missing, self._decided = exc, None
         result: bool | None = self._decided
         return result
 
@@ -93,9 +106,15 @@ def owed_fields(resource_id: str | None) -> dict[str, Any]:
     says no (none outside a run's ``owing``, or without an id: nothing to point at). A statement the run could not
     read says neither: owed, so a later run reads it again (``provenance_due``), as it does for its own failed read."""
     run = _RUN.get()
-    if resource_id is None or run is None or run[0].allows() is False:
-        return {"provenance_due_at": None}
-    return {"provenance_due_at": utcnow() + timedelta(seconds=run[1]), "provenance_tries": 0}
+    if resource_id is None or run is None:
+        return {"provenance_due_at": None, "provenance_outcome": "not_sent"}
+    if run[0].allows() is False:
+        return {"provenance_due_at": None, "provenance_outcome": "not_allowed"}
+    return {
+        "provenance_due_at": utcnow() + timedelta(seconds=run[1]),
+        "provenance_tries": 0,
+        "provenance_outcome": None,
+    }
 
 
 def written_elsewhere() -> None:
@@ -117,8 +136,10 @@ def send_provenance(
     gate = run[0] if run is not None else ProvenanceGate(env, client, note, target)
     if gate.written_elsewhere:  # owed by the run that wrote it: left to it (or, once due, to a later run)
         return note
-    if not note.ehr_resource_id or note.provenance_id or (allowed := gate.allows()) is False:
-        return clear_owed(env.db, note, {"provenance": "not_sent"})
+    if not note.ehr_resource_id or note.provenance_id:
+        return clear_owed(env.db, note, "sent" if note.provenance_id else "not_sent", {"provenance": "not_sent"})
+    if (allowed := gate.allows()) is False:
+        return clear_owed(env.db, note, "not_allowed", {"provenance": "not_sent"})
     if allowed is None:  # the statement unreadable (warned): still owed, a later run reads it again
         return note
     return post_provenance(env, client, note, grace_s)
@@ -134,11 +155,13 @@ def post_provenance(env: SyncEnvironment, client: FhirClient, note: NoteRecord, 
     except ce.EhrSyncError as exc:
         for_good = refused_for_good(exc)
         warn(env, note, exc, "not created for good" if for_good else "not created yet; still owed")
-        return clear_owed(env.db, note, {"provenance": "refused", "error_code": exc.code}) if for_good else note
+        refused = {"provenance": "refused", "error_code": exc.code}
+        return clear_owed(env.db, note, "refused", refused) if for_good else note
     if not result.id:  # taken (a 2xx: created, or accepted for later) all the same: sent again, it would be twice
         _log.warning("note %s: Provenance taken (HTTP %s), its id not named; not sent again", note.id, result.status)
-        return clear_owed(env.db, note, {"provenance_created": True, "id_named": False, "http_status": result.status})
-    return clear_owed(env.db, note, {"provenance_created": True}, provenance_id=result.id)
+        unnamed = {"provenance_created": True, "id_named": False, "http_status": result.status}
+        return clear_owed(env.db, note, "sent", unnamed)
+    return clear_owed(env.db, note, "sent", {"provenance_created": True}, provenance_id=result.id)
 
 
 def provenance_draft(note: NoteRecord) -> ProvenanceDraft:
@@ -162,12 +185,17 @@ def refused_for_good(exc: ce.EhrSyncError) -> bool:
     return isinstance(status, int) and 400 <= status < 500 and status not in (408, 429)
 
 
-def clear_owed(db: AppDatabase, note: NoteRecord, detail: dict[str, Any], **fields: Any) -> NoteRecord:
-    """``note`` no longer owing a Provenance (with ``fields``, e.g. its id), in one audited commit; when another run
-    moved it meanwhile (a later run's claim), on the row as it is now: an id learned is never dropped."""
+def clear_owed(db: AppDatabase, note: NoteRecord, outcome: str, detail: dict[str, Any], **fields: Any) -> NoteRecord:
+    """``note`` no longer owing a Provenance, for ``outcome`` (one of ``OUTCOMES``; with ``fields``, e.g. its id), in
+    one audited commit; when another run moved it meanwhile (a later run's claim), on the row as it is now: an id
+    learned is never dropped."""
+    if outcome not in OUTCOMES:
+        raise ValueError(f"unknown Provenance outcome {outcome!r}")
     for _ in range(3):
         try:
-            return transition(db, note, "written", provenance_due_at=None, detail=detail, **fields)
+            return transition(
+                db, note, "written", provenance_due_at=None, provenance_outcome=outcome, detail=detail, **fields
+            )
         except StaleNoteError:
             current = get_note(db, note.id)
             if current is None or current.state != "written":
@@ -181,7 +209,8 @@ def clear_owed(db: AppDatabase, note: NoteRecord, detail: dict[str, Any], **fiel
 def _decide(env: SyncEnvironment, client: FhirClient, note: NoteRecord, target: NoteTarget) -> bool | None:
     """What the gates allow now (``check_note_write``, as the run's plan). Scopes covering no Provenance create, or
     a switch off, decide it without the CapabilityStatement: no read (nor a warning of its failure) for a Provenance
-    never sent. None: the statement could not be read (a warning)."""
+    never sent. None: the statement could not be read (a warning). ``TokenKeyMissingError``: this process cannot
+    open the token (``ProvenanceGate`` records it: a run that claimed a try gives it back)."""
     granted = target.connection.granted_scopes or ""
     if not scopes_allow_provenance_create(granted):
         return False
@@ -191,6 +220,8 @@ def _decide(env: SyncEnvironment, client: FhirClient, note: NoteRecord, target: 
     try:
         check_switches(target.flags)  # a switch off decides it: no statement read, no warning of its failure
         return check_note_write(statement(client), granted, target.flags).provenance_create
+    except TokenKeyMissingError:  # this process's configuration, not the EHR's statement: the gate's to record
+        raise
     except ce.WriteNotSupportedError as exc:  # a gate closed since the note left (a switch off, create withdrawn)
         _log.info("note %s: no Provenance, note write is not allowed now (%s)", note.id, exc.reason_code)
         return False

@@ -8,7 +8,8 @@ commit before any request, so two runs never send it at once and a run killed fr
 once the backoff has passed. The gates are read as now: a tenant that switched write off, a server no longer
 offering Provenance create, or scopes no longer covering it clear it (logged, audited); an unreadable statement,
 or a connection that cannot write now (re-authorization pending: the sensor asks again once it is active), leaves
-it owed.
+it owed. A run in a process that cannot open the connection's token (its key missing here) asked the EHR nothing: it
+gives the try back and puts the Provenance off as ``wait_for_key`` puts a note off (``_wait_for_key``).
 
 A second Provenance where a first may be stored (an answer lost, a run killed after its POST and before the id was
 committed): when the CapabilityStatement declares the ``target`` search for Provenance, ``Provenance?target=
@@ -47,6 +48,8 @@ from engine.writeback.provenance import (
     warn,
 )
 from engine.writeback.target import load_target
+from engine.writeback.waiting import held_until
+from store.errors import TokenKeyMissingError
 from store.models import utcnow
 from store.outbox import NoteRecord, transition
 
@@ -61,9 +64,9 @@ def send_owed(env: SyncEnvironment, config: WritebackConfig, note: NoteRecord) -
     """``note`` (``written``, a Provenance owed and due) after one try at it (never raises for the EHR)."""
     if note.provenance_tries >= config.max_attempts:
         _log.warning("note %s: its Provenance was tried %d times; given up", note.id, note.provenance_tries)
-        return clear_owed(env.db, note, {"provenance": "gave_up", "tries": note.provenance_tries})
+        return clear_owed(env.db, note, "given_up", {"provenance": "gave_up", "tries": note.provenance_tries})
     if not note.ehr_resource_id or note.provenance_id:
-        return clear_owed(env.db, note, {"provenance": "not_sent"})
+        return clear_owed(env.db, note, "sent" if note.provenance_id else "not_sent", {"provenance": "not_sent"})
     tries = note.provenance_tries + 1
     due = utcnow() + timedelta(seconds=max(config.backoff_s(tries), config.stalled_after_s))
     note = transition(env.db, note, "written", provenance_tries=tries, provenance_due_at=due, detail={"try": tries})
@@ -71,16 +74,16 @@ def send_owed(env: SyncEnvironment, config: WritebackConfig, note: NoteRecord) -
         target = load_target(env.db, note, service_write_enabled=config.service_write_enabled)
     except (LookupError, ce.ConfigurationError):
         _log.info("note %s: no Provenance, its connection or tenant is gone", note.id)
-        return clear_owed(env.db, note, {"provenance": "not_sent"})
+        return clear_owed(env.db, note, "not_sent", {"provenance": "not_sent"})
     if target.connection.status != "active":  # asked for before it changed: owed until it is active again
         _log.info("note %s: its Provenance waits for its connection (%s)", note.id, target.connection.status)
         return note
     with env.fhir_client(target.connection) as client:
-        allowed = ProvenanceGate(env, client, note, target).allows()
-        if allowed is None:  # the statement unreadable (a warning): tried again once due
-            return note
+        gate = ProvenanceGate(env, client, note, target)
+        if (allowed := gate.allows()) is None:  # the statement unreadable (a warning), or the token's key missing
+            return _wait_for_key(env, config, note, gate.key_missing) if gate.key_missing else note
         if not allowed:
-            return clear_owed(env.db, note, {"provenance": "not_allowed"})
+            return clear_owed(env.db, note, "not_allowed", {"provenance": "not_allowed"})
         if _searchable(client, target.connection.granted_scopes or ""):
             try:
                 found = _stored(client, note)
@@ -93,8 +96,29 @@ def send_owed(env: SyncEnvironment, config: WritebackConfig, note: NoteRecord) -
             if found is not None:  # taken as sent; an id that is no FHIR id is not stored, as a POST's answer's
                 _log.info("note %s: its Provenance is in the EHR already; not sent again", note.id)
                 named = {"provenance_id": found[0]} if found[0] else {}
-                return clear_owed(env.db, note, {"provenance_found": True, "id_named": bool(named)}, **named)
+                found_detail = {"provenance_found": True, "id_named": bool(named)}
+                return clear_owed(env.db, note, "sent", found_detail, **named)
         return post_provenance(env, client, note, config.stalled_after_s)
+
+
+def _wait_for_key(
+    env: SyncEnvironment, config: WritebackConfig, note: NoteRecord, exc: TokenKeyMissingError
+) -> NoteRecord:
+    """This process cannot open the connection's token (its key is missing here), so the EHR was asked nothing: the
+    try claimed is given back and the Provenance stays owed, put off as ``wait_for_key`` puts a note off (in the
+    claim's compare-and-set chain: a run that claimed it meanwhile keeps it). Counted, runs landing in a process
+    deployed without the key gave it up for good after ``max_attempts`` of them; left due, they would head the
+    sensor's reads while the key stays missing. A process with the key sends it once due."""
+    _, due = held_until(config)
+    detail = {"provenance": "waiting_for_key", "error_code": exc.code, "key_id": exc.key_id}
+    return transition(
+        env.db,
+        note,
+        "written",
+        provenance_tries=max(note.provenance_tries - 1, 0),
+        provenance_due_at=due,
+        detail=detail,
+    )
 
 
 def _searchable(client: FhirClient, granted: str) -> bool:

@@ -174,7 +174,8 @@ def _found(db: AppDatabase, note: NoteRecord, found: dict[str, Any], detail: dic
         reason = not_fhir_reason("the search found the note, which the EHR names by", id_problem(found.get("id")))
         _log.warning("note %s: %s; written as %s", note.id, reason, ID_UNKNOWN)
         detail = detail | {"error_code": ID_UNKNOWN}
-        return _settled(db, note, "written", detail, reason_code=ID_UNKNOWN, reason=reason, provenance_due_at=None)
+        fields = owed_fields(None)  # DWB-82: nothing to point at, recorded as ``not_sent`` (never ``unrecorded``)
+        return _settled(db, note, "written", detail, reason_code=ID_UNKNOWN, reason=reason, **fields)
     return _settled(
         db,
         note,

@@ -36,7 +36,7 @@ def test_migration_0001_matches_models_and_is_idempotent(db: AppDatabase) -> Non
         # 0011 sync_runs.not_before, 0012 connections.reauthorized_at, 0013 export slot claims,
         # 0014 the sync_runs.not_before index, 0015 the note's Binary job, 0016 doc_posted, 0017 outcome_issues,
         # 0018 send_unconditional, 0019 confirmed_not_in_ehr, 0020 provenance_due_at, 0021 its index
-        assert version == "0021"
+        assert version == "0022"
         ctx = MigrationContext.configure(
             conn,
             opts={
