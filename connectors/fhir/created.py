@@ -93,7 +93,8 @@ def parse_location(location: str, resource_type: str | None = None) -> tuple[str
 
     A trailing ``/`` leaves the last segment empty, which names no id (``.../DocumentReference/``), unless the two
     before it are ``resource_type`` (the type created) and an id: ``.../DocumentReference/123/`` is FHIR's
-    ``[type]/[id]`` with an empty segment after it (no FHIR id is empty), so it names ``123``."""
+    ``[type]/[id]`` with an empty segment after it (no FHIR id is empty), so it names ``123``. The type created is
+    never taken for its id (``.../DocumentReference``, ``DocumentReference?_id=123``: its collection, naming none)."""
     try:
         path = urlsplit(location).path
     except ValueError:
@@ -103,12 +104,22 @@ def parse_location(location: str, resource_type: str | None = None) -> tuple[str
     segments = [unquote(s.split(";", 1)[0]) for s in (*(s for s in inner if s), last)]
     if "_history" in segments:
         at = segments.index("_history")
-        resource_id = segments[at - 1] if at >= 1 else None
         version = segments[at + 1] if at + 1 < len(segments) else None
-        return resource_id or None, version or None
+        return _id_at(segments, at - 1, resource_type), version or None
     if len(segments) >= 3 and segments[-1] == "" and resource_type and segments[-3] == resource_type:
-        return segments[-2] or None, None  # ``[type]/[id]/``: the id before the trailing "/"
-    return (segments[-1] if segments else None) or None, None
+        return _id_at(segments, len(segments) - 2, resource_type), None  # ``[type]/[id]/``: the id before the "/"
+    return _id_at(segments, len(segments) - 1, resource_type), None
+
+
+def _id_at(segments: list[str], at: int, resource_type: str | None) -> str | None:
+    """The id segment ``at`` names: none when there is none or it is empty, nor when it is the type created not after
+    that type (``[base]/Binary``, ``Binary?_id=12``: the type's collection, no resource; taken for the id, a note would
+    reference ``Binary/Binary``, which holds nothing of it). ``Binary/Binary`` is FHIR's ``[type]/[id]``: ``Binary``."""
+    if at < 0 or at >= len(segments) or not segments[at]:
+        return None
+    if resource_type and segments[at] == resource_type and (at == 0 or segments[at - 1] != resource_type):
+        return None
+    return segments[at]
 
 
 _ETAG = re.compile(r'(?:W/)?"([A-Za-z0-9\-.]{1,64})"')
