@@ -148,8 +148,10 @@ class SandboxConfig(BaseModel):
     #: only in its ETag
     create_unversioned_location: bool = False
     #: DWB-50: appended to a 2xx create's Location path, e.g. ";jsessionid=1A2B" (RFC 3986 §3.3 segment parameters,
-    #: as Java servlet containers rewrite URLs)
+    #: as Java servlet containers rewrite URLs), or "/" (a Location ending in a slash after the id)
     create_location_params: str = ""
+    #: DWB-50: a 2xx create's Location names the type's collection, [base]/[type], no id; the body as asked
+    create_collection_location: bool = False
     #: DWB-50: a 2xx create answers as a server keeping no versions behind a framework hashing each answer's body
     #: into its ETag (Rack::ETag): a Location without /_history, the resource without meta, ETag W/"<MD5 of the body>"
     create_hashed_etag: bool = False

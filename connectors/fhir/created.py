@@ -83,27 +83,43 @@ class AsyncStatus:
     retry_after: float | None = None
 
 
-def parse_location(location: str) -> tuple[str | None, str | None]:
+def parse_location(location: str, resource_type: str | None = None) -> tuple[str | None, str | None]:
     """``(id, version_id)`` from a Location header: relative or absolute, with or without ``/_history/n``; one urllib
     cannot split (an unclosed ``[``) names nothing, as a missing header, so a write that succeeded is not lost. Each
     segment loses its parameters (RFC 3986 §3.3: ``123;jsessionid=A1`` is segment ``123``, as Java servlet containers
     rewrite URLs; a FHIR id holds no ``;``), then is percent-decoded (§6.2.2.2: ``a%2Db`` is ``a-b``, an encoded
     ``%3B`` no parameter). A segment of parameters alone (``Type/;jsessionid=A1``) is kept, empty: it names no id, where
-    dropped the resource type before it would be taken for one."""
+    dropped the resource type before it would be taken for one.
+
+    A trailing ``/`` leaves the last segment empty, which names no id (``.../DocumentReference/``), unless the two
+    before it are ``resource_type`` (the type created) and an id: ``.../DocumentReference/123/`` is FHIR's
+    ``[type]/[id]`` with an empty segment after it (no FHIR id is empty), so it names ``123``. The type created is
+    never taken for its id (``.../DocumentReference``, ``DocumentReference?_id=123``: its collection, naming none)."""
     try:
         path = urlsplit(location).path
     except ValueError:
         return None, None
     *inner, last = path.split("/")
-    # empty inner segments (a leading or doubled "/") name nothing; a trailing "/" leaves the last one empty: it names
-    # no id, where dropped the resource type before it would be taken for one (``.../DocumentReference/``)
+    # empty inner segments (a leading or doubled "/") name nothing; a trailing "/" leaves the last one empty
     segments = [unquote(s.split(";", 1)[0]) for s in (*(s for s in inner if s), last)]
     if "_history" in segments:
         at = segments.index("_history")
-        resource_id = segments[at - 1] if at >= 1 else None
         version = segments[at + 1] if at + 1 < len(segments) else None
-        return resource_id or None, version or None
-    return (segments[-1] if segments else None) or None, None
+        return _id_at(segments, at - 1, resource_type), version or None
+    if len(segments) >= 3 and segments[-1] == "" and resource_type and segments[-3] == resource_type:
+        return _id_at(segments, len(segments) - 2, resource_type), None  # ``[type]/[id]/``: the id before the "/"
+    return _id_at(segments, len(segments) - 1, resource_type), None
+
+
+def _id_at(segments: list[str], at: int, resource_type: str | None) -> str | None:
+    """The id segment ``at`` names: none when there is none or it is empty, nor when it is the type created not after
+    that type (``[base]/Binary``, ``Binary?_id=12``: the type's collection, no resource; taken for the id, a note would
+    reference ``Binary/Binary``, which holds nothing of it). ``Binary/Binary`` is FHIR's ``[type]/[id]``: ``Binary``."""
+    if at < 0 or at >= len(segments) or not segments[at]:
+        return None
+    if resource_type and segments[at] == resource_type and (at == 0 or segments[at - 1] != resource_type):
+        return None
+    return segments[at]
 
 
 _ETAG = re.compile(r'(?:W/)?"([A-Za-z0-9\-.]{1,64})"')
@@ -124,7 +140,7 @@ def result_of(
     the caller passes the ETag only of an answer without a body, whose ETag a framework may have made its hash).
     Ids and versions that are no FHIR id are read as not named (``id_not_fhir`` says so for the id), as is a
     ``Location`` id whose dropped segment parameters the body's id shows to be part of it (``s;1`` named ``s``)."""
-    named_id, named_version = parse_location(location) if location else (None, None)
+    named_id, named_version = parse_location(location, resource_type) if location else (None, None)
     returned = body if isinstance(body, dict) and body.get("resourceType") == resource_type else None
     body_id: Any = None
     body_version: Any = None

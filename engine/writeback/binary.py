@@ -18,13 +18,15 @@ find it again. So:
 A status URL off the FHIR base is never asked (the token stays on the base, SAL-40): the note fails at once
 (``binary_status_off_base``). So does a Binary the EHR created and named by an id that is not a FHIR id
 (``connectors.fhir.ids``: it cannot be stored nor referenced), ``binary_id_not_fhir``: POSTing another would leave one
-more unreferenced Binary each time, the EHR naming each the same way.
+more unreferenced Binary each time, the EHR naming each the same way. And so does a Binary whose 2xx named no id at
+all (no ``Location`` naming one, though FHIR's create SHALL return it, and no id in the body), ``binary_id_unknown``:
+a Binary has no identifier to search it by, so none can be referenced, and the EHR would answer each POST so.
 
 What can still be left behind, at most ``binary_posts_max`` Binaries a note (as many again for each person's retry,
 DWB-63, which counts its Binary POSTs from 0 again, plus the one such a retry forgets when no POST of the note may be
-stored, ``store.outbox_retry``: it may be gone from the EHR): one whose answer was lost (or named no
-id), one a status URL gone for good was filing, one still being filed when the note's attempts run out, one an
-off-base status URL names, the one named by an id that is not a FHIR id.
+stored, ``store.outbox_retry``: it may be gone from the EHR): one whose answer was lost, one a status URL gone for
+good was filing, one still being filed when the note's attempts run out, one an off-base status URL names, the one
+named by an id that is not a FHIR id or by none.
 """
 
 from __future__ import annotations
@@ -45,9 +47,11 @@ from store.outbox import NoteRecord, transition
 
 __all__ = [
     "BINARY_ID_NOT_FHIR",
+    "BINARY_ID_UNKNOWN",
     "BINARY_NOT_CREATED",
     "BINARY_STATUS_OFF_BASE",
     "BinaryIdNotFhirError",
+    "BinaryIdUnknownError",
     "BinaryLimitError",
     "BinaryPendingError",
     "BinaryStatusOffBaseError",
@@ -60,6 +64,8 @@ BINARY_NOT_CREATED = "binary_not_created"
 BINARY_STATUS_OFF_BASE = "binary_status_off_base"
 #: Reason code of a note failed because the EHR named its Binary by an id that is not a FHIR id.
 BINARY_ID_NOT_FHIR = "binary_id_not_fhir"
+#: Reason code of a note failed because the EHR created its Binary (a 2xx) and named no id for it.
+BINARY_ID_UNKNOWN = "binary_id_unknown"
 #: Status endpoint answers saying the job is not known there: the URL is forgotten, a new Binary may follow.
 _GONE = frozenset({404, 410})
 
@@ -82,6 +88,13 @@ class BinaryIdNotFhirError(ce.EhrSyncError):
     POST would be named the same way, so none is sent and the note fails, saying why (the id's length or type only)."""
 
     code = BINARY_ID_NOT_FHIR
+
+
+class BinaryIdUnknownError(ce.EhrSyncError):
+    """The EHR created the Binary (a 2xx) and named no id: no note can reference it, nothing can find it (a Binary
+    carries no identifier), and another POST would be answered the same way, so none is sent and the note fails."""
+
+    code = BINARY_ID_UNKNOWN
 
 
 class BinaryLimitError(ce.EhrSyncError):
@@ -165,7 +178,12 @@ def _created(env: SyncEnvironment, note: NoteRecord, created: CreateResult) -> t
                 "note can reference it, so the note is not sent and no other Binary is POSTed (the EHR would name it "
                 "the same way, each left there unreferenced, holding the note's text); that Binary stays in the EHR"
             )
-        return note, ce.TransportError("the server created the Binary but named no id")
+        return note, BinaryIdUnknownError(
+            f"the EHR created the Binary (HTTP {created.status}) but named no id: no Location naming one (FHIR's "
+            "create SHALL return it) and no id in the body; no note can reference it and nothing can find it, so the "
+            "note is not sent and no other Binary is POSTed (the EHR would answer the same way, each left there "
+            "unreferenced, holding the note's text); that Binary stays in the EHR"
+        )
     note = transition(
         env.db, note, note.state, binary_id=created.id, binary_status_url=None, detail={"binary_created": True}
     )

@@ -90,8 +90,8 @@ def failed_send(
     if note.maybe_stored and ends_note(config, note, exc):
         return settle_maybe_stored(env, config, note, client, exc)
     if isinstance(exc, ce.TransportError):
-        # the Binary not known yet (answer lost, no id, a job pending): the note itself was never POSTed, so none
-        # can exist (``binary``)
+        # the Binary not known yet (answer lost, a job pending): the note itself was never POSTed, so none can
+        # exist (``binary``)
         return retry_later(env.db, config, note, exc)
     return fail_from(env.db, config, note, exc)
 

@@ -277,6 +277,8 @@ def _write_response(request: Request, r: dict[str, Any], status: int, fhir_base:
         "Location": f"{fhir_base}/{r['resourceType']}/{r['id']}/_history/{version}{params}",
         "Last-Modified": r.get("meta", {}).get("lastUpdated", ""),
     }
+    if get_state(request).settings.create_collection_location:  # the type's collection: no id, the body as asked
+        headers["Location"] = f"{fhir_base}/{r['resourceType']}"
     prefer = _prefers(request, "return")
     if get_state(request).settings.create_bare_answer:  # a server (or gateway) naming neither id nor body
         return Response(status_code=status)

@@ -429,7 +429,8 @@ def _doc() -> dict[str, Any]:
         (f"{BASE}/DocumentReference/;jsessionid=1A2B", (None, None)),
         (f"{BASE}/DocumentReference/;jsessionid=1A2B/_history/2", (None, "2")),
         (f"{BASE}/DocumentReference/abc/_history/;v=1", ("abc", None)),
-        # a trailing "/" leaves the last segment empty: never the resource type before it taken for the id
+        # a trailing "/" leaves the last segment empty: never the resource type before it taken for the id (an id
+        # before it is named only given the type created: ``test_fhir_ids``)
         (f"{BASE}/DocumentReference/", (None, None)),
         ("DocumentReference/abc/", (None, None)),
         (f"{BASE}/DocumentReference/abc/_history/2/", ("abc", "2")),

@@ -3,6 +3,8 @@ what was wrong said by length or type (never the id's text)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from connectors.fhir.created import result_of
@@ -69,3 +71,46 @@ def test_dwb50_a_location_semicolon_the_body_shows_is_the_ids_own_names_no_fhir_
     assert (result.id, result.id_not_fhir) == (None, "3 characters, some of them not allowed in a FHIR id")
     body = {"resourceType": "DocumentReference", "id": "s", "meta": {"versionId": "1"}}
     assert result_of(201, "DocumentReference/s;jsessionid=A1", body, "DocumentReference").id == "s"
+
+
+@pytest.mark.parametrize(
+    ("location", "named"),
+    [
+        ("https://ehr.example/fhir/DocumentReference/123/", "123"),  # FHIR's [type]/[id], a "/" after it
+        ("DocumentReference/123/", "123"),
+        ("https://ehr.example/fhir/DocumentReference/123;jsessionid=A1/", "123"),
+        ("https://ehr.example/fhir/DocumentReference/", None),  # the type, no id
+        ("https://ehr.example/fhir/DocumentReference/;jsessionid=A1/", None),
+        ("https://ehr.example/fhir/Observation/123/", None),  # another type's: not "[type]/[id]/" of this create
+        ("https://ehr.example/DocumentReference/", None),
+    ],
+)
+def test_dwb50_a_location_ending_in_a_slash_after_the_id_names_that_id(location: str, named: str | None) -> None:
+    """RFC 3986 §3.3: a trailing "/" leaves an empty last segment; FHIR's Location is ``[base]/[type]/[id]``
+    (http.html "create") and no FHIR id is empty, so ``DocumentReference/123/`` can only mean ``123``. Before, it named
+    no id (the identifier search had to find the note, and a server ignoring that search left it ``id_unknown``).
+    ``DocumentReference/`` still names none: the type is never taken for the id."""
+    result = result_of(201, location, None, "DocumentReference")
+    assert (result.id, result.version_id, result.id_not_fhir) == (named, None, None)
+
+
+@pytest.mark.parametrize(
+    ("location", "body", "named"),
+    [
+        ("https://ehr.example/fhir/Binary", None, None),  # the type's collection: no resource
+        ("Binary", None, None),
+        ("https://ehr.example/fhir/Binary?_id=12", None, None),
+        ("https://ehr.example/fhir/Binary/_history/3", None, None),
+        ("https://ehr.example/fhir/Binary", {"resourceType": "Binary", "id": "12"}, "12"),  # the body's, then
+        ("https://ehr.example/fhir/Binary/Binary", None, "Binary"),  # [type]/[id]: an id spelt as the type
+        ("https://ehr.example/Binary/fhir/Binary/12", None, "12"),  # a base path holding the type's name
+        ("https://ehr.example/Binary/fhir/Binary/12/", None, "12"),
+        ("https://ehr.example/fhir/Binary/12?_format=json", None, "12"),
+    ],
+)
+def test_dwb18_50_a_location_naming_only_the_type_created_names_no_id(
+    location: str, body: Any, named: str | None
+) -> None:
+    """A ``Location`` ending in the type created names its collection, not a resource: before, the type was taken
+    for the id, over the body's (a note then referenced ``Binary/Binary``, which holds nothing of it)."""
+    assert result_of(201, location, body, "Binary").id == named

@@ -1,6 +1,6 @@
 """Answers that do not name the draft's note, against the sandbox EHR over a real socket: a conditional create a
 server matches to another note because it ignores ``identifier`` in If-None-Exist (Spark, its issue #520; DWB-31/33),
-and a Binary create whose answer is lost before the note itself is sent (DWB-18/32)."""
+and a Binary create whose answer is lost, or names no id, before the note itself is sent (DWB-18/32/50)."""
 
 from __future__ import annotations
 
@@ -155,14 +155,26 @@ def test_dwb18_32_a_binary_whose_answer_is_lost_is_sent_later_and_written_once(
     assert len(request_log.paths(BINARY_POSTS, "POST")) == 2 and len(request_log.paths(DOC_POSTS, "POST")) == 1
 
 
-def test_dwb18_32_a_binary_created_without_an_id_is_sent_later_and_written_once(world, start_sandbox, http) -> None:
-    """DWB-18/32/50: without conditional create, the Binary's 2xx names no id (no Location, no body): the note
-    cannot reference it and was never POSTed, so it is tried again later rather than left ``unknown``."""
-    ehr = start_sandbox(conditional_create=False, create_bare_answer=True)
-    conn, note = _binary_note(world, ehr, http)
-    config = replace(FAST, inline_max_bytes=100)
-    assert write_note(world.env, config, note.id).state == "pending"
-    ehr.admin.settings(create_bare_answer=False)
+@pytest.mark.parametrize("conditional", [False, True])
+def test_dwb18_50_a_binary_created_without_an_id_fails_the_note_at_once_never_posted_again(
+    world, start_sandbox, http, request_log, conditional
+) -> None:
+    """DWB-18/50: the Binary's 2xx names no id (sandbox ``create_bare_answer``: no Location, though FHIR's create
+    SHALL return one, and no body). Before, it was taken as an answer lost: the note went back to ``pending`` and each
+    try POSTed another Binary, up to ``binary_posts_max``, each left in the EHR holding the note's text, the EHR
+    answering each the same way. Now, as a Binary named by an id that is no FHIR id, the note is ``failed``
+    ``binary_id_unknown`` at once, its reason naming the problem: one Binary POSTed, the note itself never."""
+    ehr = start_sandbox(conditional_create=conditional, create_bare_answer=True)
+    _, note = _binary_note(world, ehr, http)
+    config = replace(FAST, inline_max_bytes=100, max_attempts=10)
     done = write_note(world.env, config, note.id)
-    [doc] = server_notes(world, conn, ehr, note)
-    assert (done.state, done.ehr_resource_id) == ("written", doc["id"])
+    for _ in range(config.binary_posts_max + 1):  # before: pending, POSTed again, run after run
+        if done.state != "pending":
+            break
+        done = write_note(world.env, config, note.id)
+    assert (done.state, done.reason_code, done.binary_id) == ("failed", "binary_id_unknown", None), done.reason
+    assert done.reason is not None and "Binary" in done.reason and "named no id" in done.reason
+    assert "Location" in done.reason and not done.maybe_stored and done.attempts == 1
+    assert write_note(world.env, config, note.id).state == "failed"  # a later run sends nothing
+    assert len(request_log.paths(BINARY_POSTS, "POST")) == 1
+    assert request_log.paths(DOC_POSTS, "POST") == []

@@ -205,3 +205,70 @@ def test_dwb50_a_semicolon_the_answer_shows_is_the_ids_own_is_no_parameter(
     assert done.reason is not None and "s;" not in done.reason, done.reason
     assert request_log.paths("/fhir/Provenance", "POST") == []
     assert len(request_log.paths(DOC_POSTS, "POST")) == 1
+
+
+#: A create answered ``Location: .../{type}/{id}/``, no ``/_history``, no body (the version in the ETag)
+TRAILING_SLASH = {"create_unversioned_location": True, "create_location_params": "/"}
+
+
+def test_dwb50_a_location_ending_in_a_slash_after_the_id_names_the_note(slot_world, start_sandbox, http) -> None:
+    """``Location: .../DocumentReference/<id>/`` on a server that says it ignores the identifier search. Before, the
+    empty segment after the ``/`` named no id, the search could not find it: ``written`` / ``id_unknown``, no
+    Provenance. Now ``[type]/[id]/`` names the id (no FHIR id is empty): written with it, the Provenance sent."""
+    world = slot_world
+    ignores = {"ignored_search_params": ["identifier"], "report_ignored_params": "outcome"}
+    ehr = start_sandbox(provenance_create=True, **TRAILING_SLASH, **ignores)
+    conn = writable_connection(world, ehr, http, scope=PROV_SCOPE)
+    done = write_note(world.env, FAST, enqueue(world, conn).id)
+    ehr.admin.settings(ignored_search_params=[])  # for the test's own search of the note
+    [doc] = server_notes(world, conn, ehr, done)
+    assert (done.state, done.reason_code, done.ehr_resource_id) == ("written", None, doc["id"]), done.reason
+    assert done.ehr_version_id == "1" and done.provenance_id is not None
+
+
+def test_dwb18_50_a_binary_named_by_a_location_ending_in_a_slash_is_referenced(
+    slot_world, start_sandbox, http, request_log
+) -> None:
+    """``Location: .../Binary/<id>/``: the Binary's id, referenced by the note (before, it named none, and the note
+    was failed ``binary_id_unknown``, its Binary left unreferenced in the EHR)."""
+    world = slot_world
+    ehr = start_sandbox(**TRAILING_SLASH)
+    conn, note = binary_pdf_note(world, ehr, http)
+    done = write_note(world.env, replace(FAST, inline_max_bytes=100), note.id)
+    [doc] = server_notes(world, conn, ehr, note)
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"]), done.reason
+    assert doc["content"][0]["attachment"]["url"] == f"Binary/{done.binary_id}" and done.binary_id
+    assert len(request_log.paths(BINARY_POSTS, "POST")) == 1
+
+
+def test_dwb18_50_a_binary_whose_location_names_only_its_collection_is_referenced_by_its_body_id(
+    slot_world, start_sandbox, http, request_log
+) -> None:
+    """``Location: [base]/Binary`` (sandbox ``create_collection_location``: the type's collection, no id), the Binary
+    in the body. Before, the type was taken for the id, over the body's: the note referenced ``Binary/Binary``, which
+    holds nothing of it (the sandbox refuses that; an EHR not checking would file it), its own Binary unreferenced.
+    Now the body's id is the Binary's."""
+    world = slot_world
+    ehr = start_sandbox(create_collection_location=True)
+    conn, note = binary_pdf_note(world, ehr, http)
+    done = write_note(world.env, replace(FAST, inline_max_bytes=100), note.id)
+    assert done.state == "written" and done.binary_id not in (None, "Binary"), (done.binary_id, done.reason)
+    [doc] = server_notes(world, conn, ehr, note)
+    assert done.ehr_resource_id == doc["id"] and doc["content"][0]["attachment"]["url"] == f"Binary/{done.binary_id}"
+    assert len(request_log.paths(BINARY_POSTS, "POST")) == 1
+
+
+def test_dwb50_a_location_naming_only_the_collection_is_no_id_for_the_note(
+    slot_world, start_sandbox, http, request_log
+) -> None:
+    """``Location: [base]/DocumentReference`` and a body that is no JSON: before, the note was written as
+    ``DocumentReference/DocumentReference``, a Provenance targeting it; now no id is named and the identifier search
+    finds the note under its own."""
+    world = slot_world
+    # the body a gateway's page, no JSON: only the Location could name the id
+    ehr = start_sandbox(provenance_create=True, create_collection_location=True, create_html_body=True)
+    conn = writable_connection(world, ehr, http, scope=PROV_SCOPE)
+    done = write_note(world.env, FAST, enqueue(world, conn).id)
+    [doc] = server_notes(world, conn, ehr, done)
+    assert (done.state, done.ehr_resource_id) == ("written", doc["id"]), done.reason
+    assert doc["id"] != "DocumentReference" and len(request_log.paths(DOC_POSTS, "POST")) == 1
