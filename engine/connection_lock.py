@@ -12,7 +12,9 @@ so a step holding it may call another entry point. A killed holder's lock goes w
 A holder also locks a flag file beside it (``<sha256>.held``), which is what ``busy_holder`` (the weekly
 reconcile schedule's probe) tries: a probe never touches the lock a sync waits on, so it cannot make a sync that
 waits for nothing (``EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS=0``) fail ``connection_busy``. Only probes contend with
-a holder for the flag, each letting go of it at once, so a holder's wait for it is as short as their hold.
+a holder for the flag, each letting go of it at once, so a holder's wait for it is as short as their hold. A
+holder that cannot open or lock the flag (a ``.locks`` folder it cannot write to, a flag another user made) holds
+the lock without it, with a warning: the probe then finds the connection free, and the run it asks for waits.
 
 Taking the lock is also when the connection's killed runs are tidied (``engine.residue``): no live
 run of the connection can own a temporary file then.
@@ -102,7 +104,8 @@ def _holder(fd: int) -> str:
 
 
 def _acquire(path: Path, connection_id: str, run_id: str, wait_s: float) -> tuple[int, int]:
-    """The lock's and its flag's descriptors, both held (the holder note written before the flag is taken)."""
+    """The lock's and its flag's descriptors, both held (the holder note written before the flag is taken; the
+    flag's -1 when it could not be taken)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
 
@@ -116,19 +119,32 @@ def _acquire(path: Path, connection_id: str, run_id: str, wait_s: float) -> tupl
             f"connection {connection_id} is busy: {holder} is syncing it; run {run_id} waited "
             f"{wait_s:.0f}s ({LOCK_WAIT_ENV}) and did not start"
         )
-    flag = -1
     try:
         write_holder(fd, {"run_id": run_id, **holder_stamp()})
-        flag = os.open(_flag_path(path), os.O_RDWR | os.O_CREAT, 0o644)
-        # No sync waits here (they wait for the lock, held now): only a probe, for the microseconds of its try.
-        fcntl.flock(flag, fcntl.LOCK_EX)
+        return fd, _take_flag(_flag_path(path), connection_id)
     except BaseException:
-        if flag >= 0:
-            os.close(flag)
         release_flock(fd, clear=True)
         os.close(fd)
         raise
-    return fd, flag
+
+
+def _take_flag(flag_path: Path, connection_id: str) -> int:
+    """The flag's descriptor, locked; -1 when it cannot be opened or locked (a folder the holder cannot write to, a
+    flag another user made): the flag serves only the reconcile probe, which then finds the connection free and
+    asks for a run that waits for the lock, so the sync goes on without it rather than failing on it."""
+    flag = -1
+    try:
+        flag = os.open(flag_path, os.O_RDWR | os.O_CREAT, 0o644)
+        # No sync waits here (they wait for the lock, held now): only a probe, for the microseconds of its try.
+        fcntl.flock(flag, fcntl.LOCK_EX)
+    except BaseException as exc:
+        if flag >= 0:
+            os.close(flag)
+        if not isinstance(exc, OSError):
+            raise
+        _log.warning("connection %s: its lock is held without its flag, which failed (%s)", connection_id, exc)
+        return -1
+    return flag
 
 
 def busy_holder(landing_root: Path, connection_id: str) -> str | None:
@@ -184,8 +200,9 @@ def connection_lock(
     finally:
         with _guard:
             del _held[connection_id]
-        release_flock(flag)  # first: a probe finding the flag free finds the lock free, or let go of at once
-        os.close(flag)
+        if flag >= 0:
+            release_flock(flag)  # first: a probe finding the flag free finds the lock free, or let go of at once
+            os.close(flag)
         release_flock(fd, clear=True)
         os.close(fd)
 

@@ -232,6 +232,44 @@ def test_a_sync_that_waits_for_nothing_starts_while_the_reconcile_probe_tries_th
     assert busy_holder(tmp_path, "c1") is None  # the sync let go of all it held
 
 
+def test_a_flag_the_holder_cannot_open_does_not_stop_the_sync(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The flag serves only the reconcile probe: a holder that cannot open it (a ``.locks`` folder it cannot write
+    to, a flag another user made; here a folder in its place) syncs without it, the lock still keeping a second
+    sync out, and the warning names the flag. Before, the sync failed on the flag (``IsADirectoryError``)."""
+    with connection_lock(tmp_path, "c1", "run-before", wait_s=0):
+        pass
+    flag = lock_path(tmp_path, "c1").with_suffix(".held")
+    flag.unlink()
+    flag.mkdir()
+    with (
+        caplog.at_level("WARNING", logger="engine.connection_lock"),
+        connection_lock(tmp_path, "c1", "run-now", wait_s=0),
+        pytest.raises(ConnectionBusyError, match="run run-now "),
+    ):
+        _other_thread_takes(tmp_path, "c1")
+    assert "held without its flag" in caplog.text and flag.name in caplog.text
+    with connection_lock(tmp_path, "c1", "run-after", wait_s=0):  # the lock was let go
+        pass
+
+
+def _other_thread_takes(root: Path, connection_id: str) -> None:
+    """Take the connection's lock from another thread (this one's hold is re-entrant), re-raising its error."""
+    errors: list[BaseException] = []
+
+    def take() -> None:
+        try:
+            with connection_lock(root, connection_id, "run-other", wait_s=0):
+                pass
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    thread.join(60)
+    if errors:
+        raise errors[0]
+
+
 def test_the_warehouse_lock_file_names_the_run_of_a_connection_step(world: SyncWorld) -> None:
     """Another writer waiting for the DuckDB lock logs who holds it: a connection step names its run there."""
     with hold_connection(world.env, "c1", "run-7"), world.env.warehouse() as wh, wh.batch():
