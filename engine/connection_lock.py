@@ -9,6 +9,13 @@ caller waits up to ``EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS`` (default 30), then g
 naming the holder (its run id and pid, written into the lock file). The lock is re-entrant within one thread,
 so a step holding it may call another entry point. A killed holder's lock goes with its process.
 
+A holder also locks a flag file beside it (``<sha256>.held``), which is what ``busy_holder`` (the weekly
+reconcile schedule's probe) tries: a probe never touches the lock a sync waits on, so it cannot make a sync that
+waits for nothing (``EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS=0``) fail ``connection_busy``. Only probes contend with
+a holder for the flag, each letting go of it at once, so a holder's wait for it is as short as their hold. A
+holder that cannot open or lock the flag (a ``.locks`` folder it cannot write to, a flag another user made) holds
+the lock without it, with a warning: the probe then finds the connection free, and the run it asks for waits.
+
 Taking the lock is also when the connection's killed runs are tidied (``engine.residue``): no live
 run of the connection can own a temporary file then.
 """
@@ -16,6 +23,7 @@ run of the connection can own a temporary file then.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -82,6 +90,11 @@ def lock_path(landing_root: Path, connection_id: str) -> Path:
     return Path(landing_root) / ".locks" / f"{digest}.lock"
 
 
+def _flag_path(lock: Path) -> Path:
+    """The flag file a holder of ``lock`` also locks, for ``busy_holder`` to try instead of ``lock`` itself."""
+    return lock.with_suffix(".held")
+
+
 def _holder(fd: int) -> str:
     """Who holds the lock, as written by the holder (best effort: the file may be mid-write)."""
     info = read_holder(fd)
@@ -90,7 +103,9 @@ def _holder(fd: int) -> str:
     return f"run {info.get('run_id')} (pid {info.get('pid')} on {info.get('host')}, since {info.get('since')})"
 
 
-def _acquire(path: Path, connection_id: str, run_id: str, wait_s: float) -> int:
+def _acquire(path: Path, connection_id: str, run_id: str, wait_s: float) -> tuple[int, int]:
+    """The lock's and its flag's descriptors, both held (the holder note written before the flag is taken; the
+    flag's -1 when it could not be taken)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
 
@@ -104,23 +119,53 @@ def _acquire(path: Path, connection_id: str, run_id: str, wait_s: float) -> int:
             f"connection {connection_id} is busy: {holder} is syncing it; run {run_id} waited "
             f"{wait_s:.0f}s ({LOCK_WAIT_ENV}) and did not start"
         )
-    write_holder(fd, {"run_id": run_id, **holder_stamp()})
-    return fd
+    try:
+        write_holder(fd, {"run_id": run_id, **holder_stamp()})
+        return fd, _take_flag(_flag_path(path), connection_id)
+    except BaseException:
+        release_flock(fd, clear=True)
+        os.close(fd)
+        raise
+
+
+def _take_flag(flag_path: Path, connection_id: str) -> int:
+    """The flag's descriptor, locked; -1 when it cannot be opened or locked (a folder the holder cannot write to, a
+    flag another user made): the flag serves only the reconcile probe, which then finds the connection free and
+    asks for a run that waits for the lock, so the sync goes on without it rather than failing on it."""
+    flag = -1
+    try:
+        flag = os.open(flag_path, os.O_RDWR | os.O_CREAT, 0o644)
+        # No sync waits here (they wait for the lock, held now): only a probe, for the microseconds of its try.
+        fcntl.flock(flag, fcntl.LOCK_EX)
+    except BaseException as exc:
+        if flag >= 0:
+            os.close(flag)
+        if not isinstance(exc, OSError):
+            raise
+        _log.warning("connection %s: its lock is held without its flag, which failed (%s)", connection_id, exc)
+        return -1
+    return flag
 
 
 def busy_holder(landing_root: Path, connection_id: str) -> str | None:
-    """Who holds the connection's lock now, as ``ConnectionBusyError`` names them; None when it is free. The test a
-    run's entry point makes, without waiting and without holding the lock: a shared lock, let go at once (a sync
-    starting meanwhile waits milliseconds), and no holder note written. For a schedule that should not ask for a
-    run that would only find the connection busy (the weekly reconcile's)."""
+    """Who holds the connection's lock now, as ``ConnectionBusyError`` names them; None when it is free. For a
+    schedule that should not ask for a run that would only find the connection busy (the weekly reconcile's).
+    Without waiting, and without touching the lock itself: a shared lock on its holder's flag, let go at once (a
+    holder taking its flag meanwhile waits microseconds; a sync starting meanwhile takes the lock as if no probe
+    ran), and no holder note written."""
+    lock = lock_path(landing_root, connection_id)
     try:
-        fd = os.open(lock_path(landing_root, connection_id), os.O_RDONLY)
+        flag = os.open(_flag_path(lock), os.O_RDONLY)
     except FileNotFoundError:
         return None  # never locked
     try:
-        if take_flock(fd, exclusive=False, wait=LockWait(0.0)):
-            release_flock(fd)
+        if take_flock(flag, exclusive=False, wait=LockWait(0.0)):
+            release_flock(flag)
             return None
+    finally:
+        os.close(flag)
+    fd = os.open(lock, os.O_RDONLY)  # the flag's holder wrote its note here before taking the flag
+    try:
         return _holder(fd)
     finally:
         os.close(fd)
@@ -147,7 +192,7 @@ def connection_lock(
                 _held[connection_id].depth -= 1
         return
     wait = lock_wait_seconds() if wait_s is None else wait_s
-    fd = _acquire(lock_path(landing_root, connection_id), connection_id, run_id, wait)
+    fd, flag = _acquire(lock_path(landing_root, connection_id), connection_id, run_id, wait)
     with _guard:
         _held[connection_id] = _Held(fd, thread, 1)
     try:
@@ -155,6 +200,9 @@ def connection_lock(
     finally:
         with _guard:
             del _held[connection_id]
+        if flag >= 0:
+            release_flock(flag)  # first: a probe finding the flag free finds the lock free, or let go of at once
+            os.close(flag)
         release_flock(fd, clear=True)
         os.close(fd)
 

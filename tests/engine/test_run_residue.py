@@ -17,6 +17,7 @@ import httpx
 import orjson
 import pytest
 
+from engine import connection_lock as connection_lock_module
 from engine import run_bulk_export, runs
 from engine.connection_lock import (
     LOCK_WAIT_ENV,
@@ -183,6 +184,90 @@ def test_busy_holder_names_who_holds_the_connection_and_takes_nothing(world: Syn
     assert busy_holder(root, "c1") is None
     with connection_lock(root, "c1", "run-next", wait_s=0):  # the probe let go of its shared lock
         assert busy_holder(root, "c1") is not None  # this process holds it now: as busy for a run
+
+
+def test_a_sync_that_waits_for_nothing_starts_while_the_reconcile_probe_tries_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``EHRSYNC_CONNECTION_LOCK_WAIT_SECONDS=0``: a sync starting while the reconcile schedule's probe
+    (``busy_holder``) is in its try starts. The probe tried the sync's own lock (a shared lock, let go at once), so
+    a sync starting in those microseconds failed ``connection_busy`` and its run was retried. Here the probe is
+    held inside its try (between taking and letting go) until the sync has taken the lock or failed."""
+    with connection_lock(tmp_path, "c1", "run-before", wait_s=0):  # the connection has been synced before
+        pass
+    probing, answers, outcome = threading.Event(), [], []
+    go = threading.Event()
+    real_release, real_note = connection_lock_module.release_flock, connection_lock_module.write_holder
+
+    def release(fd: int, **kwargs: bool) -> None:
+        if threading.current_thread() is probe:  # the probe holds what it tried: keep it until the sync is in
+            probing.set()
+            go.wait(60)
+        real_release(fd, **kwargs)
+
+    def note(fd: int, info: dict[str, object]) -> None:
+        real_note(fd, info)
+        go.set()  # the sync holds the lock (its note is written once it does)
+
+    monkeypatch.setattr(connection_lock_module, "release_flock", release)
+    monkeypatch.setattr(connection_lock_module, "write_holder", note)
+
+    def sync() -> None:
+        try:
+            with connection_lock(tmp_path, "c1", "run-now", wait_s=0):
+                outcome.append("synced")
+        except ConnectionBusyError as exc:
+            outcome.append(exc.code)
+        finally:
+            go.set()
+
+    probe = threading.Thread(target=lambda: answers.append(busy_holder(tmp_path, "c1")), daemon=True)
+    probe.start()
+    assert probing.wait(60)
+    syncing = threading.Thread(target=sync, daemon=True)
+    syncing.start()
+    syncing.join(60)
+    probe.join(60)
+    assert outcome == ["synced"] and answers == [None]  # the probe found it free: the sync began after its try
+    assert busy_holder(tmp_path, "c1") is None  # the sync let go of all it held
+
+
+def test_a_flag_the_holder_cannot_open_does_not_stop_the_sync(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The flag serves only the reconcile probe: a holder that cannot open it (a ``.locks`` folder it cannot write
+    to, a flag another user made; here a folder in its place) syncs without it, the lock still keeping a second
+    sync out, and the warning names the flag. Before, the sync failed on the flag (``IsADirectoryError``)."""
+    with connection_lock(tmp_path, "c1", "run-before", wait_s=0):
+        pass
+    flag = lock_path(tmp_path, "c1").with_suffix(".held")
+    flag.unlink()
+    flag.mkdir()
+    with (
+        caplog.at_level("WARNING", logger="engine.connection_lock"),
+        connection_lock(tmp_path, "c1", "run-now", wait_s=0),
+        pytest.raises(ConnectionBusyError, match="run run-now "),
+    ):
+        _other_thread_takes(tmp_path, "c1")
+    assert "held without its flag" in caplog.text and flag.name in caplog.text
+    with connection_lock(tmp_path, "c1", "run-after", wait_s=0):  # the lock was let go
+        pass
+
+
+def _other_thread_takes(root: Path, connection_id: str) -> None:
+    """Take the connection's lock from another thread (this one's hold is re-entrant), re-raising its error."""
+    errors: list[BaseException] = []
+
+    def take() -> None:
+        try:
+            with connection_lock(root, connection_id, "run-other", wait_s=0):
+                pass
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    thread.join(60)
+    if errors:
+        raise errors[0]
 
 
 def test_the_warehouse_lock_file_names_the_run_of_a_connection_step(world: SyncWorld) -> None:
