@@ -200,11 +200,15 @@ def connection_lock(
     finally:
         with _guard:
             del _held[connection_id]
-        if flag >= 0:
-            release_flock(flag)  # first: a probe finding the flag free finds the lock free, or let go of at once
-            os.close(flag)
-        release_flock(fd, clear=True)
-        os.close(fd)
+        try:
+            if flag >= 0:  # first: a probe finding the flag free finds the lock free, or let go of at once
+                try:
+                    release_flock(flag)
+                finally:
+                    os.close(flag)
+        finally:  # the lock itself whatever the flag did: a long-lived process must not keep it
+            release_flock(fd, clear=True)
+            os.close(fd)
 
 
 @contextlib.contextmanager

@@ -252,6 +252,29 @@ def test_a_flag_the_holder_cannot_open_does_not_stop_the_sync(tmp_path: Path, ca
         pass
 
 
+def test_the_lock_is_let_go_even_when_letting_go_of_its_flag_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flag is let go first; should that fail, the lock is let go all the same (a long-lived process, the auth
+    service running a purge, would otherwise keep the connection busy until it ends)."""
+    real = connection_lock_module.release_flock
+    calls: list[int] = []
+
+    def release(fd: int, *, clear: bool = False) -> None:
+        calls.append(fd)
+        if len(calls) == 1:  # the flag's, let go first
+            raise OSError(5, "Input/output error")
+        real(fd, clear=clear)
+
+    monkeypatch.setattr(connection_lock_module, "release_flock", release)
+    with pytest.raises(OSError, match="Input/output"), connection_lock(tmp_path, "c1", "run-now", wait_s=0):
+        pass
+    monkeypatch.setattr(connection_lock_module, "release_flock", real)
+    assert len(calls) == 2, calls
+    with connection_lock(tmp_path, "c1", "run-after", wait_s=0):  # the lock was let go
+        pass
+
+
 def _other_thread_takes(root: Path, connection_id: str) -> None:
     """Take the connection's lock from another thread (this one's hold is re-entrant), re-raising its error."""
     errors: list[BaseException] = []
