@@ -31,19 +31,21 @@ class NoteTarget:
     final_opt_in: bool  # the tenant's ``allowFinalNotes``: final only with this and clinician approval (DWB-03)
     #: A switch this note's answer hangs on that is neither true nor false (``None``: every one it needs is readable)
     setting_problem: str | None = None
+    #: The same for the note's Provenance (DWB-82), which hangs on ``enableWrite`` and ``enableNoteCreate`` only:
+    #: ``allowFinalNotes`` gates a final note, not the word of where a note already in the chart came from
+    provenance_problem: str | None = None
 
     @property
     def profile(self) -> WriteProfile:
         return self.connection.provider.write_profile
 
 
-def _setting_problem(note: NoteRecord, flags: WriteFlags, switches: Mapping[str, TenantSwitch]) -> str | None:
-    """The unreadable switch this note's answer depends on. None when every switch it needs is readable, or when the
-    answer is "no" whatever the bad value says (another switch is off: the gate blocks it with that reason). A final
-    note with its clinician's approval needs ``allowFinalNotes`` too (without the approval it is blocked anyway)."""
-    needed = ["enableWrite", "enableNoteCreate"]
-    if note.doc_status == "final" and note.clinician_approved:
-        needed.append(FINAL_NOTES)
+def _setting_problem(flags: WriteFlags, switches: Mapping[str, TenantSwitch], final: bool) -> str | None:
+    """The unreadable switch an answer depends on. None when every switch it needs is readable, or when the answer
+    is "no" whatever the bad value says (another switch is off: the gate blocks it with that reason). ``final``: a
+    final note with its clinician's approval needs ``allowFinalNotes`` too (without the approval it is blocked
+    anyway)."""
+    needed = ["enableWrite", "enableNoteCreate", *([FINAL_NOTES] if final else [])]
     if not (flags.service_enabled and flags.vendor_allows_notes):
         return None
     return all_on(switches[n] for n in needed)[1]
@@ -76,5 +78,7 @@ def load_target(db: AppDatabase, note: NoteRecord, *, service_write_enabled: boo
         note_create_enabled=switches["enableNoteCreate"].on,
         vendor_allows_notes=get_provider(info.provider_id).write_profile.supported,
     )
-    problem = _setting_problem(note, flags, switches)
-    return NoteTarget(info, persona, flags, token_user, switches[FINAL_NOTES].on, problem)
+    problem = _setting_problem(flags, switches, note.doc_status == "final" and note.clinician_approved)
+    return NoteTarget(
+        info, persona, flags, token_user, switches[FINAL_NOTES].on, problem, _setting_problem(flags, switches, False)
+    )
