@@ -8,7 +8,8 @@ good (``not_allowed``), and a note found by a search while the value was so was 
 dropped the Provenance of notes already in the chart. Now it stays owed: each run meeting the value gives its try
 back, puts it off as a note waiting for the setting is, and logs and audits the setting's name; once the setting is
 fixed, a run sends it. A value the Provenance does not hang on (``allowFinalNotes``: it gates the note, not the word
-of where it came from) holds nothing.
+of where it came from) holds nothing. A tenant row whose settings are not JSON at all holds the note and its
+Provenance alike (before: every run crashed on a bare ``JSONDecodeError``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from engine.writeback import write_note
 from engine.writeback.queue import due_runs
@@ -141,3 +142,29 @@ def test_dwb32_82_a_note_found_while_a_switch_is_unreadable_owes_its_provenance(
     done = write_note(world.env, FAST, note.id)
     [prov] = ehr.state.store.orphan_resources(["Provenance"])
     assert (done.provenance_id, done.provenance_outcome) == (prov["id"], "sent")
+
+
+def _not_json(world: SyncWorld) -> None:
+    """The tenant's row as a hand edit of an SQLite app database leaves it: settings that do not parse as JSON."""
+    with world.env.db.engine.begin() as conn:
+        conn.execute(text("UPDATE tenants SET settings = '{enableWrite: true' WHERE id = :t"), {"t": world.tenant_id})
+
+
+def test_dwb82_a_tenant_row_whose_settings_are_not_json_holds_the_note_and_its_provenance(
+    world: SyncWorld, start_sandbox: Any, http: Any, request_log: Any
+) -> None:
+    """Before, loading the tenant's row raised a bare ``JSONDecodeError``: each run crashed, a note stayed due (asked
+    for on every tick) and each run of an owed Provenance spent the try it had claimed, until it was given up for
+    good. Now both wait, as for a switch neither true nor false, the reason naming the row."""
+    ehr, note_id = _owed_note(world, start_sandbox, http)
+    conn = writable_connection(world, ehr, http, scope=PROV_SCOPE)
+    pending = enqueue(world, conn, author_id="pract-1")
+    _not_json(world)
+    held = write_note(world.env, FAST, pending.id)
+    assert (held.state, held.reason_code, held.attempts) == ("pending", "tenant_setting_invalid", 0), held.reason
+    assert "stored settings are not JSON" in (held.reason or "")
+    for _ in range(FAST.max_attempts + 1):
+        _due(world, note_id)
+        owed = write_note(world.env, FAST, note_id)
+        assert (owed.provenance_due_at is not None, owed.provenance_tries) == (True, 0), owed.provenance_outcome
+    assert len(request_log.paths(PROV_POSTS, "POST")) == 1 and request_log.paths(DOC_POSTS, "POST") != []
