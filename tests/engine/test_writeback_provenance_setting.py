@@ -168,3 +168,25 @@ def test_dwb82_a_tenant_row_whose_settings_are_not_json_holds_the_note_and_its_p
         owed = write_note(world.env, FAST, note_id)
         assert (owed.provenance_due_at is not None, owed.provenance_tries) == (True, 0), owed.provenance_outcome
     assert len(request_log.paths(PROV_POSTS, "POST")) == 1 and request_log.paths(DOC_POSTS, "POST") != []
+
+
+@pytest.mark.parametrize("stored", ["[]", "false", "0"])
+def test_dwb82_a_tenant_row_whose_settings_are_json_but_no_object_holds_the_note_and_its_provenance(
+    world: SyncWorld, start_sandbox: Any, http: Any, request_log: Any, stored: str
+) -> None:
+    """Settings that parse but are no object (a hand edit): ``settings must be an object``, as ``[1]`` or ``true``
+    already were. Before, a falsy one (``[]``, ``false``, ``0``) was read as ``{}``, every switch off as if the tenant
+    had said no: the owed Provenance cleared ``not_allowed`` for good and the note ``blocked``."""
+    _ehr, note_id = _owed_note(world, start_sandbox, http)
+    pending = enqueue(world, writable_connection(world, _ehr, http, scope=PROV_SCOPE), author_id="pract-1")
+    with world.env.db.engine.begin() as conn:
+        conn.execute(text("UPDATE tenants SET settings = :s WHERE id = :t"), {"s": stored, "t": world.tenant_id})
+    held = write_note(world.env, FAST, pending.id)
+    assert (held.state, held.reason_code) == ("pending", "tenant_setting_invalid"), held.reason
+    assert "settings must be an object" in (held.reason or "")
+    _due(world, note_id)
+    owed = write_note(world.env, FAST, note_id)
+    assert (owed.provenance_due_at is not None, owed.provenance_tries) == (True, 0), owed.provenance_outcome
+    [said] = _provenance_details(world)
+    assert said["problem"].startswith("settings must be an object, got ")
+    assert len(request_log.paths(PROV_POSTS, "POST")) == 1
