@@ -22,7 +22,10 @@ NOT_JSON = object()
 
 
 def stored_settings(session: Session, tenant_ids: Iterable[str]) -> dict[str, object]:
-    """Each tenant's ``settings`` (those with a row; empty or null: ``{}``), or ``NOT_JSON``; one query."""
+    """Each tenant's ``settings`` (those with a row; SQL or JSON null: ``{}``), or ``NOT_JSON``; one query. JSON that
+    is no object is returned as it is, for ``read_switch`` to name (``settings must be an object``): read as ``{}``, a
+    falsy one (``[]``, ``false``, ``0``) turned every switch off, a note blocked and an owed Provenance cleared as if
+    the tenant had said no, where a truthy one (``[1]``, ``true``) was named."""
     wanted = sorted(set(tenant_ids))
     if not wanted:
         return {}
@@ -30,7 +33,8 @@ def stored_settings(session: Session, tenant_ids: Iterable[str]) -> dict[str, ob
     stored: dict[str, object] = {}
     for tid, text in rows:
         try:
-            stored[str(tid)] = (json.loads(text) if text is not None else None) or {}
+            parsed = json.loads(text) if text is not None else None
+            stored[str(tid)] = {} if parsed is None else parsed
         except ValueError:
             stored[str(tid)] = NOT_JSON
     return stored

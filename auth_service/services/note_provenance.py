@@ -24,7 +24,8 @@ def ehr_provenance(record: NoteRecord) -> dict[str, Any]:
     """``{"status", "id", "tries", "nextTryAt"}``: ``id`` the EHR's Provenance id when stored (``sent`` may have none:
     the EHR took it without naming one); ``tries`` the tries later runs made of it (the writing run's own not
     counted; given up once the write-back's ``max_attempts`` are spent); ``nextTryAt`` when an owed one falls due (a
-    run may be sending it then; a run in a process lacking the token's key puts it off without a try)."""
+    run may be sending it then; a run in a process lacking the token's key, or meeting a tenant switch it hangs on
+    stored neither true nor false, puts it off without a try)."""
     status = _status(record)
     due = record.provenance_due_at if status == "owed" else None
     return {

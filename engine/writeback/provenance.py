@@ -77,6 +77,8 @@ class ProvenanceGate:
         self._decided: Any = _UNSET
         self.written_elsewhere = False  # another run recorded the note ``written``: its Provenance is that run's
         self.key_missing: TokenKeyMissingError | None = None  # this process cannot open the token: nothing asked
+        #: a switch the Provenance hangs on stored neither true nor false (``NoteTarget.provenance_problem``): owed
+        self.setting_invalid: ce.TenantSettingInvalidError | None = None
 
     def allows(self) -> bool | None:
         if self._decided is _UNSET:
@@ -84,6 +86,9 @@ class ProvenanceGate:
                 self._decided = _decide(self.env, self.client, self.note, self.target)
             except TokenKeyMissingError as exc:  # not known, as for an unreadable statement (the vault logged it)
                 self.key_missing, self._decided = exc, None
+            except ce.TenantSettingInvalidError as exc:  # not known: owed until fixed, as a pending note waits
+                _log.warning("note %s: its Provenance waits until the tenant setting is fixed: %s", self.note.id, exc)
+                self.setting_invalid, self._decided = exc, None
         result: bool | None = self._decided
         return result
 
@@ -210,13 +215,17 @@ def _decide(env: SyncEnvironment, client: FhirClient, note: NoteRecord, target: 
     """What the gates allow now (``check_note_write``, as the run's plan). Scopes covering no Provenance create, or
     a switch off, decide it without the CapabilityStatement: no read (nor a warning of its failure) for a Provenance
     never sent. None: the statement could not be read (a warning). ``TokenKeyMissingError``: this process cannot
-    open the token (``ProvenanceGate`` records it: a run that claimed a try gives it back)."""
+    open the token; ``TenantSettingInvalidError``: a switch it hangs on is neither true nor false, read neither as on
+    nor as off (``ProvenanceGate`` records both: still owed, and a run that claimed a try gives it back). Read as
+    "not allowed", as before, an operator's typo cleared the Provenance of notes already written, for good."""
     granted = target.connection.granted_scopes or ""
     if not scopes_allow_provenance_create(granted):
         return False
-    if target.connection.status != "active" or target.setting_problem is not None:
-        _log.info("note %s: no Provenance, its connection or tenant cannot write now", note.id)
+    if target.connection.status != "active":
+        _log.info("note %s: no Provenance, its connection cannot write now", note.id)
         return False
+    if target.provenance_problem is not None:
+        raise ce.TenantSettingInvalidError(target.provenance_problem)
     try:
         check_switches(target.flags)  # a switch off decides it: no statement read, no warning of its failure
         return check_note_write(statement(client), granted, target.flags).provenance_create

@@ -8,8 +8,10 @@ commit before any request, so two runs never send it at once and a run killed fr
 once the backoff has passed. The gates are read as now: a tenant that switched write off, a server no longer
 offering Provenance create, or scopes no longer covering it clear it (logged, audited); an unreadable statement,
 or a connection that cannot write now (re-authorization pending: the sensor asks again once it is active), leaves
-it owed. A run in a process that cannot open the connection's token (its key missing here) asked the EHR nothing: it
-gives the try back and puts the Provenance off as ``wait_for_key`` puts a note off (``_wait_for_key``).
+it owed. A run in a process that cannot open the connection's token (its key missing here), or meeting a tenant
+switch the Provenance hangs on stored neither true nor false (an operator's typo: read as off, it cleared the
+Provenance for good), asked the EHR nothing: it gives the try back and puts the Provenance off as ``wait_for_key``
+and ``wait_for_setting`` put a note off (``_put_off``, audited naming the key id or the setting).
 
 A second Provenance where a first may be stored (an answer lost, a run killed after its POST and before the id was
 committed): when the CapabilityStatement declares the ``target`` search for Provenance, ``Provenance?target=
@@ -49,7 +51,6 @@ from engine.writeback.provenance import (
 )
 from engine.writeback.target import load_target
 from engine.writeback.waiting import held_until
-from store.errors import TokenKeyMissingError
 from store.models import utcnow
 from store.outbox import NoteRecord, transition
 
@@ -80,8 +81,8 @@ def send_owed(env: SyncEnvironment, config: WritebackConfig, note: NoteRecord) -
         return note
     with env.fhir_client(target.connection) as client:
         gate = ProvenanceGate(env, client, note, target)
-        if (allowed := gate.allows()) is None:  # the statement unreadable (a warning), or the token's key missing
-            return _wait_for_key(env, config, note, gate.key_missing) if gate.key_missing else note
+        if (allowed := gate.allows()) is None:  # the statement unreadable (a warning), the token's key missing,
+            return _held(env, config, note, gate)  # or a tenant switch neither true nor false
         if not allowed:
             return clear_owed(env.db, note, "not_allowed", {"provenance": "not_allowed"})
         if _searchable(client, target.connection.granted_scopes or ""):
@@ -101,16 +102,27 @@ def send_owed(env: SyncEnvironment, config: WritebackConfig, note: NoteRecord) -
         return post_provenance(env, client, note, config.stalled_after_s)
 
 
-def _wait_for_key(
-    env: SyncEnvironment, config: WritebackConfig, note: NoteRecord, exc: TokenKeyMissingError
-) -> NoteRecord:
-    """This process cannot open the connection's token (its key is missing here), so the EHR was asked nothing: the
-    try claimed is given back and the Provenance stays owed, put off as ``wait_for_key`` puts a note off (in the
-    claim's compare-and-set chain: a run that claimed it meanwhile keeps it). Counted, runs landing in a process
-    deployed without the key gave it up for good after ``max_attempts`` of them; left due, they would head the
-    sensor's reads while the key stays missing. A process with the key sends it once due."""
+def _held(env: SyncEnvironment, config: WritebackConfig, note: NoteRecord, gate: ProvenanceGate) -> NoteRecord:
+    """``note`` after a gate that could not decide: the statement unreadable (tried again once due, a try spent), or
+    something on this side the EHR was never asked about (``_put_off``): the token's key missing in this process, or
+    a tenant switch the Provenance hangs on stored neither true nor false (named; fixed, a run sends it)."""
+    if (key := gate.key_missing) is not None:
+        detail = {"provenance": "waiting_for_key", "error_code": key.code, "key_id": key.key_id}
+        return _put_off(env, config, note, detail)
+    if (setting := gate.setting_invalid) is not None:
+        detail = {"provenance": "waiting_for_setting", "error_code": setting.code, "problem": setting.message}
+        return _put_off(env, config, note, detail)
+    return note
+
+
+def _put_off(env: SyncEnvironment, config: WritebackConfig, note: NoteRecord, detail: dict[str, Any]) -> NoteRecord:
+    """The EHR was asked nothing (this process cannot open the connection's token, or a tenant switch is unreadable):
+    the try claimed is given back and the Provenance stays owed, put off as ``wait_for_key`` and ``wait_for_setting``
+    put a note off (in the claim's compare-and-set chain: a run that claimed it meanwhile keeps it), audited with
+    ``detail``. Counted, runs landing in a process deployed without the key, or meeting an operator's typo in a
+    switch, gave it up for good after ``max_attempts`` of them; left due, they would head the sensor's reads while it
+    lasts. A run that can decide sends it once due."""
     _, due = held_until(config)
-    detail = {"provenance": "waiting_for_key", "error_code": exc.code, "key_id": exc.key_id}
     return transition(
         env.db,
         note,

@@ -272,3 +272,7 @@ def test_dwb50_a_location_naming_only_the_collection_is_no_id_for_the_note(
     [doc] = server_notes(world, conn, ehr, done)
     assert (done.state, done.ehr_resource_id) == ("written", doc["id"]), done.reason
     assert doc["id"] != "DocumentReference" and len(request_log.paths(DOC_POSTS, "POST")) == 1
+    # its Provenance, answered so too, is taken without an id (never ``Provenance``): ``ehrProvenance`` ``sent``
+    [prov] = ehr.state.store.orphan_resources(["Provenance"])
+    assert prov["target"][0]["reference"].startswith(f"DocumentReference/{doc['id']}/")
+    assert (done.provenance_outcome, done.provenance_id, done.provenance_due_at) == ("sent", None, None)
