@@ -10,7 +10,6 @@ from typing import Any
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
-from auth_service.app import create_app
 from auth_service.core.config import Settings, load_settings
 from auth_service.core.redaction import redacting_log_config
 from connectors.errors import ConfigurationError
@@ -31,6 +30,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, settings: Settings | None =
     resolved = settings or load_settings()
     sock = _bind(host, port)  # before any start-up work: a busy port is one clear error, not a log line
     try:
+        from auth_service.app import create_app  # the app's routes and services: only once settings and port are good
+
         app = create_app(resolved)
         config = uvicorn.Config(app, log_config=log_config(resolved), proxy_headers=False)
         bound_host, bound_port = sock.getsockname()[:2]

@@ -27,12 +27,12 @@ def run_ui(
 ) -> int:
     """Serve the UI until interrupted (or for ``stop_after_s`` seconds); returns the exit code. ``named_by``: the
     flag or variable that chose ``state_dir``, for a refusal to name it as the user did."""
-    from ehrsync.dagster_instance import ui_command
-    from engine.settings import PipelineSettings
-
     state_dir = state_dir.resolve()
     fresh = check_ui_state_dir(state_dir, named_by)  # its vault key goes only into a new, empty or ehrsync state folder
     _check_port(host, port)
+    from ehrsync.dagster_instance import ui_command  # Dagster only once the folder and port are known good
+    from engine.settings import PipelineSettings
+
     if fresh:
         new_state_folder(state_dir)
     env_values = demo_environment(state_dir)

@@ -122,6 +122,40 @@ def test_a_demo_state_it_may_not_delete_is_named_before_the_demo_loads(tmp_path:
 
 
 @pytest.mark.parametrize(
+    ("args", "env", "named", "late"),
+    [
+        (["ui", "--state", "{given}", "--port", "0"], {"EHRSYNC_STATE_DIR": None}, "holds other files", "dagster"),
+        (["auth", "serve", "--port", "0"], {"EHR_JWT_PRIVATE_KEY": "{key}"}, "is not a readable PEM", "fastapi"),
+    ],
+    ids=["ui-folder", "serve-key-file"],
+)
+def test_a_refused_ui_or_auth_serve_loads_neither_dagster_nor_the_app(
+    tmp_path: Path, args: list[str], env: dict[str, str | None], named: str, late: str
+) -> None:
+    """``ehrsync ui`` of someone's folder imported Dagster, and ``ehrsync auth serve`` with an unreadable key file
+    the whole FastAPI app, before refusing: ~1 s of CPU for a mistake that needs neither."""
+    given, key = tmp_path / "given", tmp_path / "key-file"
+    given.mkdir()
+    (given / "letter.txt").write_text("mine")
+    key.write_bytes(b"\xff\xfe not PEM")
+    argv = [arg.format(given=given) for arg in args]
+    setenv = "".join(  # None: unset (ui takes its folder from --state and refuses a variable naming another)
+        f"os.environ.pop({k!r})\n" if v is None else f"os.environ[{k!r}] = {v.format(key=key)!r}\n"
+        for k, v in env.items()
+    )
+    code = (
+        f"import os, sys\n{setenv}"
+        "from ehrsync.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 1, exc.code\n"
+    )
+    ran = _loaded_after(code, tmp_path)
+    assert named in str(ran["stderr"]) and late not in ran["loaded"], ran
+
+
+@pytest.mark.parametrize(
     ("args", "named"),
     [
         (["auth", "seed", "{seed}"], "entry 0: id: Field required"),
