@@ -10,26 +10,27 @@ and times, never the note's text.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import update
 
 from engine.writeback import write_note
-from store.models import NoteOutbox, utcnow
+from store.models import NoteOutbox
 from tests.engine.helpers import SyncWorld
 from tests.engine.retry_api import notes_api
-from tests.engine.writeback_helpers import FAST, NOTE_TEXT, WRITE_SCOPE, enqueue, read_note, writable_connection
+from tests.engine.writeback_helpers import (
+    FAST,
+    NOTE_TEXT,
+    WRITE_SCOPE,
+    enqueue,
+    provenance_due_now,
+    read_note,
+    writable_connection,
+)
 
 PROV_POSTS = "/fhir/Provenance"
 PROV_SCOPE = f"{WRITE_SCOPE} patient/Provenance.c"
-
-
-def _due(world: SyncWorld, note_id: str) -> None:
-    with world.env.db.session() as session:
-        past = utcnow() - timedelta(seconds=1)
-        session.execute(update(NoteOutbox).where(NoteOutbox.id == note_id).values(provenance_due_at=past))
-        session.commit()
 
 
 def _written(world: SyncWorld, start_sandbox: Any, http: Any, *, fault: str | None, **sandbox: Any) -> str:
@@ -60,12 +61,12 @@ def test_dwb82_an_owed_provenance_shows_its_tries_and_next_time_then_its_id_once
         due = read_note(world, note.id).provenance_due_at
         assert due is not None and owed["state"] == "written"
         assert owed["ehrProvenance"] == {"status": "owed", "id": None, "tries": 0, "nextTryAt": due.isoformat()}
-        _due(world, note.id)
+        provenance_due_now(world, note.id)
         write_note(world.env, FAST, note.id)  # a later run: its try fails too
         again = api.state(note.id)["ehrProvenance"]
         assert (again["status"], again["tries"]) == ("owed", 1)
         assert datetime.fromisoformat(again["nextTryAt"]) == read_note(world, note.id).provenance_due_at
-        _due(world, note.id)
+        provenance_due_now(world, note.id)
         sent = write_note(world.env, FAST, note.id)
         answer = api.client.get(f"/api/ehr/notes/{note.id}", headers={"X-API-Key": api.key})
     assert sent.provenance_id
@@ -78,7 +79,7 @@ def test_dwb82_a_provenance_given_up_after_its_tries_is_told_from_one_never_allo
 ) -> None:
     given_up = _written(world, start_sandbox, http, fault="500")
     for _ in range(FAST.max_attempts + 1):
-        _due(world, given_up)
+        provenance_due_now(world, given_up)
         write_note(world.env, FAST, given_up)
     refused = _written(world, start_sandbox, http, fault="422")
     not_offered = _written(world, start_sandbox, http, fault=None, provenance_create=False)

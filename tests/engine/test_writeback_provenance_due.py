@@ -10,7 +10,6 @@ where the statement declares that search, and not sent again.
 from __future__ import annotations
 
 import signal
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -19,14 +18,16 @@ from sqlalchemy import update
 from engine.writeback import write_note
 from engine.writeback.queue import due_runs
 from sandbox import SandboxServer
-from store.models import Connection, NoteOutbox, utcnow
+from store.models import Connection, utcnow
 from store.outbox import NoteRecord
 from tests.engine.conftest import RequestLog
 from tests.engine.helpers import SyncWorld, make_environment
 from tests.engine.writeback_helpers import (
     FAST,
     WRITE_SCOPE,
+    asked_for,
     enqueue,
+    provenance_due_now,
     read_note,
     run_writeback_child,
     set_tenant,
@@ -58,24 +59,11 @@ def _stored(ehr: SandboxServer, doc_id: str | None) -> list[dict[str, Any]]:
     return [p for p in found if p["target"][0]["reference"].startswith(f"DocumentReference/{doc_id}")]
 
 
-def _due(world: SyncWorld, note_id: str) -> None:
-    """Time has passed: the note's owed Provenance is due now (as ``stalled_after_s`` after ``written`` would)."""
-    with world.env.db.session() as session:
-        past = utcnow() - timedelta(seconds=1)
-        session.execute(update(NoteOutbox).where(NoteOutbox.id == note_id).values(provenance_due_at=past))
-        session.commit()
-
-
 def _later_run(world: SyncWorld, note_id: str) -> NoteRecord:
     """What the note sensor asks for now, run for ``note_id`` (it must be asked for)."""
     runs, _ = due_runs(world.env.db, utcnow(), after=None, stalled_after_s=FAST.stalled_after_s)
     [run] = [r for r in runs if r.note_id == note_id]
     return write_note(world.env, FAST, run.note_id, run.version)
-
-
-def _not_asked(world: SyncWorld, note_id: str) -> bool:
-    runs, _ = due_runs(world.env.db, utcnow(), after=None, stalled_after_s=FAST.stalled_after_s)
-    return all(r.note_id != note_id for r in runs)
 
 
 @pytest.mark.parametrize("crash_at", ["writeback.written", "writeback.provenance"])
@@ -91,15 +79,15 @@ def test_dwb82_a_run_killed_between_written_and_its_provenance_owes_it_and_a_lat
     left = read_note(world, note.id)
     assert (left.state, left.provenance_id) == ("written", None) and left.provenance_due_at is not None
     assert _stored(ehr, left.ehr_resource_id) == []
-    assert _not_asked(world, note.id)  # not before it is due: the writing run may still be sending it
+    assert not asked_for(world, note.id)  # not before it is due: the writing run may still be sending it
 
-    _due(world, note.id)
+    provenance_due_now(world, note.id)
     done = _later_run(world, note.id)
 
     [prov] = _stored(ehr, done.ehr_resource_id)
     assert (done.state, done.provenance_id, done.provenance_due_at) == ("written", prov["id"], None)
     assert prov["agent"][-1]["who"] == {"reference": "Practitioner/pract-1"}
-    assert _not_asked(world, note.id)
+    assert not asked_for(world, note.id)
     assert write_note(world.env, FAST, note.id).provenance_id == prov["id"]
     assert len(_stored(ehr, done.ehr_resource_id)) == 1
 
@@ -114,7 +102,7 @@ def test_dwb82_a_provenance_post_whose_connection_dropped_is_sent_by_a_later_run
     assert (left.state, left.provenance_id) == ("written", None) and left.provenance_due_at is not None
     assert _stored(ehr, left.ehr_resource_id) == []
 
-    _due(world, note.id)
+    provenance_due_now(world, note.id)
     done = _later_run(world, note.id)
     [prov] = _stored(ehr, done.ehr_resource_id)
     assert (done.provenance_id, done.provenance_due_at, done.provenance_tries) == (prov["id"], None, 1)
@@ -131,7 +119,7 @@ def test_dwb82_a_stored_provenance_whose_answer_was_lost_is_found_by_target_and_
     [prov] = _stored(ehr, left.ehr_resource_id)
     assert left.provenance_id is None and left.provenance_due_at is not None
 
-    _due(world, note.id)
+    provenance_due_now(world, note.id)
     done = _later_run(world, note.id)
     assert (done.provenance_id, done.provenance_due_at) == (prov["id"], None)
     assert len(request_log.paths(PROV_POSTS, "POST")) == 1 and len(request_log.paths(PROV_POSTS, "GET")) == 1
@@ -146,7 +134,7 @@ def test_dwb82_without_the_target_search_a_lost_answer_is_sent_again_as_document
     ehr, _, note = _connected(world, start_sandbox, http)
     ehr.admin.set_fault("drop_response", path=PROV_POSTS, method="POST", times=1)
     left = write_note(world.env, FAST, note.id)
-    _due(world, note.id)
+    provenance_due_now(world, note.id)
     done = _later_run(world, note.id)
     assert done.provenance_id and done.provenance_due_at is None
     assert request_log.paths(PROV_POSTS, "GET") == [] and len(_stored(ehr, left.ehr_resource_id)) == 2
@@ -158,7 +146,7 @@ def test_dwb82_a_provenance_refused_for_good_is_not_owed(world, start_sandbox, h
     ehr.admin.set_fault("422", path=PROV_POSTS, method="POST", times=1)
     done = write_note(world.env, FAST, note.id)
     assert (done.state, done.provenance_id, done.provenance_due_at) == ("written", None, None)
-    assert _not_asked(world, note.id) and len(request_log.paths(PROV_POSTS, "POST")) == 1
+    assert not asked_for(world, note.id) and len(request_log.paths(PROV_POSTS, "POST")) == 1
 
 
 def test_dwb82_an_owed_provenance_is_cleared_unsent_once_the_tenant_switched_write_off(
@@ -169,10 +157,10 @@ def test_dwb82_an_owed_provenance_is_cleared_unsent_once_the_tenant_switched_wri
     left = write_note(world.env, FAST, note.id)
     assert left.provenance_due_at is not None
     set_tenant(world, enableWrite=False)
-    _due(world, note.id)
+    provenance_due_now(world, note.id)
     done = _later_run(world, note.id)
     assert (done.provenance_id, done.provenance_due_at) == (None, None)
-    assert len(request_log.paths(PROV_POSTS, "POST")) == 1 and _not_asked(world, note.id)
+    assert len(request_log.paths(PROV_POSTS, "POST")) == 1 and not asked_for(world, note.id)
 
 
 def test_dwb82_an_owed_provenance_is_tried_at_most_max_attempts_runs_then_given_up(
@@ -182,11 +170,11 @@ def test_dwb82_an_owed_provenance_is_tried_at_most_max_attempts_runs_then_given_
     ehr.admin.set_fault("500", path=PROV_POSTS, method="POST", times=None)
     write_note(world.env, FAST, note.id)
     for tries in range(1, FAST.max_attempts + 1):
-        _due(world, note.id)
+        provenance_due_now(world, note.id)
         assert _later_run(world, note.id).provenance_tries == tries
-    _due(world, note.id)
+    provenance_due_now(world, note.id)
     done = _later_run(world, note.id)
-    assert (done.provenance_id, done.provenance_due_at) == (None, None) and _not_asked(world, note.id)
+    assert (done.provenance_id, done.provenance_due_at) == (None, None) and not asked_for(world, note.id)
     assert len(request_log.paths(PROV_POSTS, "POST")) == 1 + FAST.max_attempts
 
 
@@ -196,11 +184,11 @@ def test_dwb82_an_owed_provenance_of_a_connection_that_cannot_write_is_not_asked
     ehr, conn, note = _connected(world, start_sandbox, http)
     ehr.admin.set_fault("drop", path=PROV_POSTS, method="POST", times=1)
     write_note(world.env, FAST, note.id)
-    _due(world, note.id)
+    provenance_due_now(world, note.id)
     with world.env.db.session() as session:
         session.execute(update(Connection).where(Connection.id == conn).values(status="needs_reauth"))
         session.commit()
-    assert _not_asked(world, note.id) and read_note(world, note.id).provenance_due_at is not None
+    assert not asked_for(world, note.id) and read_note(world, note.id).provenance_due_at is not None
     # a run asked for before the connection changed sends nothing and keeps it owed, for when it is active again
     held = write_note(world.env, FAST, note.id)
     assert held.provenance_due_at is not None and held.provenance_id is None

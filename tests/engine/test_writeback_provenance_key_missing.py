@@ -11,31 +11,24 @@ run is asked for it meanwhile, and a process with the key sends it once, when du
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
-
 from engine.writeback import write_note
-from engine.writeback.queue import due_runs
 from engine.writeback.waiting import HOLD_MIN_S
-from store.models import AuditEvent, NoteOutbox, utcnow
+from store.models import utcnow
 from tests.engine.helpers import SyncWorld, make_environment
-from tests.engine.writeback_helpers import FAST, WRITE_SCOPE, enqueue, read_note, writable_connection
+from tests.engine.writeback_helpers import (
+    FAST,
+    WRITE_SCOPE,
+    asked_for,
+    enqueue,
+    provenance_audits,
+    provenance_due_now,
+    read_note,
+    writable_connection,
+)
 
 PROV_POSTS = "/fhir/Provenance"
-
-
-def _due(world: SyncWorld, note_id: str) -> None:
-    with world.env.db.session() as session:
-        past = utcnow() - timedelta(seconds=1)
-        session.execute(update(NoteOutbox).where(NoteOutbox.id == note_id).values(provenance_due_at=past))
-        session.commit()
-
-
-def _asked(world: SyncWorld, note_id: str) -> bool:
-    runs, _ = due_runs(world.env.db, utcnow(), after=None, stalled_after_s=FAST.stalled_after_s)
-    return any(r.note_id == note_id for r in runs)
 
 
 def test_dwb82_runs_without_the_token_key_never_spend_the_provenance_tries(
@@ -51,22 +44,20 @@ def test_dwb82_runs_without_the_token_key_never_spend_the_provenance_tries(
         tmp_path / "world", http=http, cipher_key=os.urandom(32), tenant_id=world.tenant_id, migrate=False
     )
     for _ in range(FAST.max_attempts + 1):  # each run the sensor asks for lands in the keyless process
-        _due(world, note.id)
-        assert _asked(world, note.id)
+        provenance_due_now(world, note.id)
+        assert asked_for(world, note.id)
         held = write_note(keyless.env, FAST, note.id)
         assert (held.state, held.provenance_id, held.provenance_tries) == ("written", None, 0)
         assert held.provenance_due_at is not None
         assert (held.provenance_due_at - utcnow()).total_seconds() >= HOLD_MIN_S - 5  # put off, as wait_for_key
-        assert not _asked(world, note.id)  # no run beside it meanwhile
+        assert not asked_for(world, note.id)  # no run beside it meanwhile
     assert len(request_log.paths(PROV_POSTS, "POST")) == 1  # the dropped one: the keyless runs asked nothing
-    with world.env.db.session() as session:
-        details = session.scalars(select(AuditEvent.detail).where(AuditEvent.action.like("note.%"))).all()
-    said = [d for d in details if isinstance(d, dict) and d.get("provenance") == "waiting_for_key"]
+    said = provenance_audits(world, "waiting_for_key")
     assert len(said) == FAST.max_attempts + 1 and all(d["error_code"] == "token_undecryptable" for d in said)
 
-    _due(world, note.id)
+    provenance_due_now(world, note.id)
     done = write_note(world.env, FAST, note.id)  # a process with the key
     [prov] = [p for p in ehr.state.store.orphan_resources(["Provenance"])]
     assert (done.provenance_id, done.provenance_due_at, done.provenance_tries) == (prov["id"], None, 1)
-    assert len(request_log.paths(PROV_POSTS, "POST")) == 2 and not _asked(world, note.id)
+    assert len(request_log.paths(PROV_POSTS, "POST")) == 2 and not asked_for(world, note.id)
     assert read_note(world, note.id).provenance_id == prov["id"]

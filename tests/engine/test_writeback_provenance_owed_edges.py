@@ -25,13 +25,11 @@ from tests.engine.test_writeback_provenance_due import (
     PROV_POSTS,
     SEARCH_SCOPE,
     _connected,
-    _due,
     _later_run,
-    _not_asked,
     _stored,
 )
 from tests.engine.test_writeback_provenance_found import LAST_TRY, stored_unanswered_then_statement_unreadable
-from tests.engine.writeback_helpers import FAST, read_note, server_notes
+from tests.engine.writeback_helpers import FAST, asked_for, provenance_due_now, read_note, server_notes
 
 DOC_POSTS = "/fhir/DocumentReference"
 
@@ -73,7 +71,7 @@ def test_dwb82_another_apps_provenance_found_by_target_is_not_taken_for_ehrsyncs
     assert left.ehr_resource_id and left.provenance_due_at is not None and _stored(ehr, left.ehr_resource_id) == []
     other = ehr.state.store.create(_foreign(left.ehr_resource_id))
 
-    _due(world, note.id)
+    provenance_due_now(world, note.id)
     done = _later_run(world, note.id)
 
     assert len(request_log.paths(PROV_POSTS, "GET")) == 1
@@ -90,7 +88,7 @@ def test_dwb82_a_provenance_the_ehr_took_without_naming_its_id_is_not_sent_again
     _, _, note = _connected(world, start_sandbox, http, create_answer="accepted", create_answer_types=["Provenance"])
     done = write_note(world.env, FAST, note.id)
     assert (done.state, done.provenance_id, done.provenance_due_at) == ("written", None, None)
-    assert _not_asked(world, note.id)
+    assert not asked_for(world, note.id)
     assert write_note(world.env, FAST, note.id).provenance_due_at is None
     assert len(request_log.paths(PROV_POSTS, "POST")) == 1
 
@@ -110,7 +108,7 @@ def test_dwb82_a_note_found_by_a_run_that_could_not_read_the_statement_owes_its_
     assert found.provenance_due_at is not None and request_log.paths(PROV_POSTS, "POST") == []
 
     ehr.admin.clear_faults()  # the statement is readable again
-    _due(world, note.id)
+    provenance_due_now(world, note.id)
     done = _later_run(world, note.id)
     [prov] = _stored(ehr, doc["id"])
     assert (done.provenance_id, done.provenance_due_at) == (prov["id"], None)
@@ -141,7 +139,7 @@ def test_dwb82_a_provenance_post_still_waiting_on_the_ehr_never_falls_due_under_
             time.sleep(0.05)
         held = read_note(world, note.id).provenance_due_at  # the POST still held
         assert held is not None and held > utcnow(), (first_due, held)
-        assert _not_asked(world, note.id)
+        assert not asked_for(world, note.id)
     finally:
         ehr.admin.release_held()
         thread.join(timeout=120)
@@ -164,7 +162,7 @@ def test_dwb82_a_target_search_the_ehr_refuses_for_good_does_not_keep_the_proven
     left = write_note(world.env, FAST, note.id)
     assert left.provenance_due_at is not None
 
-    _due(world, note.id)
+    provenance_due_now(world, note.id)
     done = _later_run(world, note.id)
     [prov] = _stored(ehr, done.ehr_resource_id)
     assert (done.provenance_id, done.provenance_due_at, done.provenance_tries) == (prov["id"], None, 1)
@@ -186,12 +184,12 @@ def test_dwb50_82_ehrsyncs_own_provenance_found_under_an_id_that_is_no_fhir_id_i
     [mine] = [ehr.state.store.create(build_provenance(provenance_draft(left)))]
     assert len(mine["id"]) > 64
 
-    _due(world, note.id)
+    provenance_due_now(world, note.id)
     done = _later_run(world, note.id)
 
     assert (done.provenance_id, done.provenance_due_at, done.state) == (None, None, "written")
     assert len(request_log.paths(PROV_POSTS, "POST")) == 1 and len(request_log.paths(PROV_POSTS, "GET")) == 1
-    assert _not_asked(world, note.id)
+    assert not asked_for(world, note.id)
 
 
 def test_dwb82_a_2xx_arriving_after_another_run_wrote_the_note_leaves_its_provenance_to_that_run(

@@ -15,40 +15,29 @@ Provenance alike (before: every run crashed on a bare ``JSONDecodeError``).
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import text
 
 from engine.writeback import write_note
-from engine.writeback.queue import due_runs
 from engine.writeback.waiting import HOLD_MIN_S
-from store.models import AuditEvent, NoteOutbox, utcnow
+from store.models import utcnow
 from tests.engine.helpers import SyncWorld
-from tests.engine.writeback_helpers import FAST, WRITE_SCOPE, enqueue, set_tenant, writable_connection
+from tests.engine.writeback_helpers import (
+    FAST,
+    WRITE_SCOPE,
+    asked_for,
+    enqueue,
+    provenance_audits,
+    provenance_due_now,
+    set_tenant,
+    writable_connection,
+)
 
 DOC_POSTS, PROV_POSTS = "/fhir/DocumentReference", "/fhir/Provenance"
 PROV_SCOPE = f"{WRITE_SCOPE} patient/Provenance.c"
 SAID = "practice_settings.smartFhir.enableWrite must be true or false, got a string"
-
-
-def _due(world: SyncWorld, note_id: str) -> None:
-    with world.env.db.session() as session:
-        past = utcnow() - timedelta(seconds=1)
-        session.execute(update(NoteOutbox).where(NoteOutbox.id == note_id).values(provenance_due_at=past))
-        session.commit()
-
-
-def _asked(world: SyncWorld, note_id: str) -> bool:
-    runs, _ = due_runs(world.env.db, utcnow(), after=None, stalled_after_s=FAST.stalled_after_s)
-    return any(r.note_id == note_id for r in runs)
-
-
-def _provenance_details(world: SyncWorld) -> list[dict[str, Any]]:
-    with world.env.db.session() as session:
-        details = session.scalars(select(AuditEvent.detail).where(AuditEvent.action.like("note.%"))).all()
-    return [d for d in details if isinstance(d, dict) and d.get("provenance") == "waiting_for_setting"]
 
 
 def _owed_note(world: SyncWorld, start_sandbox: Any, http: Any, final: bool = False, **note: Any) -> tuple[Any, str]:
@@ -70,22 +59,22 @@ def test_dwb82_an_owed_provenance_waits_for_an_unreadable_write_switch_and_is_se
     set_tenant(world, enableWrite="true")  # the operator's typo: a string, neither on nor off
     caplog.set_level(logging.WARNING, logger="engine.writeback")
     for _ in range(FAST.max_attempts + 1):  # more runs than its tries: none spent, never given up
-        _due(world, note_id)
-        assert _asked(world, note_id)
+        provenance_due_now(world, note_id)
+        assert asked_for(world, note_id)
         held = write_note(world.env, FAST, note_id)
         assert (held.state, held.provenance_id, held.provenance_tries) == ("written", None, 0)
         assert held.provenance_due_at is not None, held.provenance_outcome  # before: cleared, ``not_allowed``
         assert held.provenance_outcome is None
         assert (held.provenance_due_at - utcnow()).total_seconds() >= HOLD_MIN_S - 5  # put off, as the notes are
-        assert not _asked(world, note_id)
+        assert not asked_for(world, note_id)
     assert len(request_log.paths(PROV_POSTS, "POST")) == 1  # the dropped one: nothing sent on a guess
-    said = _provenance_details(world)
+    said = provenance_audits(world, "waiting_for_setting")
     assert len(said) == FAST.max_attempts + 1
     assert all(d["error_code"] == "tenant_setting_invalid" and d["problem"] == SAID for d in said)
     assert any(SAID in r.getMessage() for r in caplog.records)
 
     set_tenant(world)  # fixed
-    _due(world, note_id)
+    provenance_due_now(world, note_id)
     done = write_note(world.env, FAST, note_id)
     [prov] = ehr.state.store.orphan_resources(["Provenance"])
     assert (done.provenance_id, done.provenance_due_at, done.provenance_outcome) == (prov["id"], None, "sent")
@@ -98,10 +87,10 @@ def test_dwb82_a_provenance_waiting_for_the_setting_is_cleared_once_the_switch_i
     """Fixed to ``false``: the tenant said no, so none is sent (``not_allowed``), as before for a switch off."""
     _ehr, note_id = _owed_note(world, start_sandbox, http)
     set_tenant(world, enableWrite="true")
-    _due(world, note_id)
+    provenance_due_now(world, note_id)
     assert write_note(world.env, FAST, note_id).provenance_due_at is not None
     set_tenant(world, enableWrite=False)
-    _due(world, note_id)
+    provenance_due_now(world, note_id)
     done = write_note(world.env, FAST, note_id)
     assert (done.provenance_due_at, done.provenance_outcome, done.provenance_id) == (None, "not_allowed", None)
     assert len(request_log.paths(PROV_POSTS, "POST")) == 1
@@ -114,7 +103,7 @@ def test_dwb03_82_an_unreadable_allow_final_notes_holds_no_provenance(
     changes nothing for the Provenance of a final note already written. Before: cleared ``not_allowed``."""
     ehr, note_id = _owed_note(world, start_sandbox, http, True, doc_status="final", clinician_approved=True)
     set_tenant(world, allowFinalNotes="yes")
-    _due(world, note_id)
+    provenance_due_now(world, note_id)
     done = write_note(world.env, FAST, note_id)
     [prov] = ehr.state.store.orphan_resources(["Provenance"])
     assert (done.provenance_id, done.provenance_outcome) == (prov["id"], "sent")
@@ -138,7 +127,7 @@ def test_dwb32_82_a_note_found_while_a_switch_is_unreadable_owes_its_provenance(
     assert found.provenance_due_at is not None, found.provenance_outcome
     assert request_log.paths(PROV_POSTS, "POST") == []
     set_tenant(world)
-    _due(world, note.id)
+    provenance_due_now(world, note.id)
     done = write_note(world.env, FAST, note.id)
     [prov] = ehr.state.store.orphan_resources(["Provenance"])
     assert (done.provenance_id, done.provenance_outcome) == (prov["id"], "sent")
@@ -164,7 +153,7 @@ def test_dwb82_a_tenant_row_whose_settings_are_not_json_holds_the_note_and_its_p
     assert (held.state, held.reason_code, held.attempts) == ("pending", "tenant_setting_invalid", 0), held.reason
     assert "stored settings are not JSON" in (held.reason or "")
     for _ in range(FAST.max_attempts + 1):
-        _due(world, note_id)
+        provenance_due_now(world, note_id)
         owed = write_note(world.env, FAST, note_id)
         assert (owed.provenance_due_at is not None, owed.provenance_tries) == (True, 0), owed.provenance_outcome
     assert len(request_log.paths(PROV_POSTS, "POST")) == 1 and request_log.paths(DOC_POSTS, "POST") != []
@@ -184,9 +173,9 @@ def test_dwb82_a_tenant_row_whose_settings_are_json_but_no_object_holds_the_note
     held = write_note(world.env, FAST, pending.id)
     assert (held.state, held.reason_code) == ("pending", "tenant_setting_invalid"), held.reason
     assert "settings must be an object" in (held.reason or "")
-    _due(world, note_id)
+    provenance_due_now(world, note_id)
     owed = write_note(world.env, FAST, note_id)
     assert (owed.provenance_due_at is not None, owed.provenance_tries) == (True, 0), owed.provenance_outcome
-    [said] = _provenance_details(world)
+    [said] = provenance_audits(world, "waiting_for_setting")
     assert said["problem"].startswith("settings must be an object, got ")
     assert len(request_log.paths(PROV_POSTS, "POST")) == 1

@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from connectors.fhir import FhirClient
 from connectors.writeback.note import identifier_system
 from engine import CRASH_ENV
 from engine.writeback import WritebackConfig
-from store.models import NoteOutbox, Tenant, utcnow
+from engine.writeback.queue import due_runs
+from store.models import AuditEvent, NoteOutbox, Tenant, utcnow
 from store.outbox import NoteInput, NoteRecord, enqueue_note, get_note
 from tests.engine.helpers import PATIENT_SCOPE, SandboxLike, SyncWorld, connect_backend, connect_patient
 
@@ -75,6 +76,27 @@ def due_now(world: SyncWorld, note_id: str) -> None:
     time_passes(
         world, note_id, (max(note.next_attempt_at - utcnow(), timedelta(0)) + timedelta(seconds=1)).total_seconds()
     )
+
+
+def provenance_due_now(world: SyncWorld, note_id: str) -> None:
+    """Time has passed: the note's owed Provenance is due now (as ``stalled_after_s`` after ``written`` would)."""
+    with world.env.db.session() as session:
+        past = utcnow() - timedelta(seconds=1)
+        session.execute(update(NoteOutbox).where(NoteOutbox.id == note_id).values(provenance_due_at=past))
+        session.commit()
+
+
+def asked_for(world: SyncWorld, note_id: str) -> bool:
+    """Whether the note sensor, asked now, asks for a run of ``note_id``."""
+    runs, _ = due_runs(world.env.db, utcnow(), after=None, stalled_after_s=FAST.stalled_after_s)
+    return any(r.note_id == note_id for r in runs)
+
+
+def provenance_audits(world: SyncWorld, word: str) -> list[dict[str, Any]]:
+    """The details of the note audit events whose ``provenance`` says ``word`` (``waiting_for_key``...)."""
+    with world.env.db.session() as session:
+        details = session.scalars(select(AuditEvent.detail).where(AuditEvent.action.like("note.%"))).all()
+    return [d for d in details if isinstance(d, dict) and d.get("provenance") == word]
 
 
 def time_passes(world: SyncWorld, note_id: str, seconds: float) -> None:
