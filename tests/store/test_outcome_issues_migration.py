@@ -5,6 +5,8 @@ upgrade runs again."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -28,6 +30,38 @@ def _downgrade(db: AppDatabase, revision: str) -> None:
     with db.migration_connection() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, revision)
+
+
+def assert_adds_note_columns(
+    db_url: str, before: str, columns: set[str], read: Callable[[NoteOutbox], object], expected: object
+) -> None:
+    """The upgrade from ``before`` adds ``columns`` to notes written there (``written``, ``pending``), each note
+    reading ``expected`` through ``read`` and keeping its body; the downgrade drops them and keeps the notes; the
+    upgrade runs again."""
+    db = AppDatabase.from_url(db_url)
+    db.migrate(before)
+    _tenant_and_connection(db)
+    with db.engine.begin() as conn:
+        for state in ("written", "pending"):
+            conn.execute(sa.insert(_NOTES).values(**_note(state)))
+
+    db.migrate()
+
+    with db.session() as s:
+        rows = [s.get(NoteOutbox, n) for n in ("written", "pending")]
+        assert all(r is not None and r.body == "Plan: rest." for r in rows)
+        assert [read(r) for r in rows if r is not None] == [expected, expected]
+
+    _downgrade(db, before)
+    assert not columns & _columns(db)
+    with db.engine.connect() as conn:
+        assert sorted(conn.execute(sa.select(_NOTES.c.id, _NOTES.c.body)).all()) == [
+            ("pending", "Plan: rest."),
+            ("written", "Plan: rest."),
+        ]
+    db.migrate()
+    assert columns <= _columns(db)
+    db.dispose()
 
 
 def test_dwb51_0017_adds_outcome_issues_and_downgrades_without_losing_notes(db_url: str) -> None:
