@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "FINAL_NOTES",
@@ -62,14 +63,25 @@ class TenantSwitch:
     problem: str | None = None
 
 
+def _practice(stored: object) -> Mapping[str, Any] | str:
+    """The stored ``practice_settings`` (none, or JSON null: ``{}``), or the problem naming the part that is no
+    object. A falsy one (``[]``, ``false``, ``0``) is named too: read as ``{}``, every switch was clearly off, the
+    write-back blocked notes and cleared owed Provenances for good as if the tenant had said no."""
+    if not isinstance(stored, Mapping):
+        return f"settings must be an object, got {json_kind(stored)}"
+    practice = stored.get("practice_settings")
+    if practice is None:
+        return {}
+    if not isinstance(practice, Mapping):
+        return f"practice_settings must be an object, got {json_kind(practice)}"
+    return practice
+
+
 def read_switch(stored: object, name: str) -> TenantSwitch:
     """The switch ``name`` of a tenant's stored settings (the whole ``settings`` JSON of its row). No
     ``practice_settings`` at all, or a section or switch left out: off."""
-    if not isinstance(stored, Mapping):
-        return TenantSwitch(False, f"settings must be an object, got {json_kind(stored)}")
-    practice = stored.get("practice_settings") or {}
-    if not isinstance(practice, Mapping):
-        return TenantSwitch(False, f"practice_settings must be an object, got {json_kind(practice)}")
+    if isinstance(practice := _practice(stored), str):
+        return TenantSwitch(False, practice)
     problems = []
     for section in (s for s in _ONLY_IN.get(name, SECTIONS) if s in practice):
         values = practice[section]
@@ -95,11 +107,8 @@ def all_on(switches: Iterable[TenantSwitch]) -> tuple[bool, str | None]:
 def stored_problems(stored: object) -> list[str]:
     """Every switch of a tenant's stored settings that is neither true nor false (and a part that is not an object),
     named with the value's JSON type: what ``ehrsync auth bootstrap`` reports of a tenant it leaves as stored."""
-    if not isinstance(stored, Mapping):
-        return [f"settings must be an object, got {json_kind(stored)}"]
-    practice = stored.get("practice_settings") or {}
-    if not isinstance(practice, Mapping):
-        return [f"practice_settings must be an object, got {json_kind(practice)}"]
+    if isinstance(practice := _practice(stored), str):
+        return [practice]
     problems: list[str] = []
     for section in (s for s in SECTIONS if s in practice):
         values = practice[section]
