@@ -4,6 +4,6 @@ Below every other package: it imports only pydantic, pydantic-settings, SQLAlche
 ``connectors.errors``.
 """
 
-from settings.app import DEFAULT_STATE_DIR, ENGINE_VARIABLES, AppSettings, load_app_settings
+from settings.app import DEFAULT_STATE_DIR, ENGINE_VARIABLES, VAULT_KEY_HINT, AppSettings, load_app_settings
 
-__all__ = ["DEFAULT_STATE_DIR", "ENGINE_VARIABLES", "AppSettings", "load_app_settings"]
+__all__ = ["DEFAULT_STATE_DIR", "ENGINE_VARIABLES", "VAULT_KEY_HINT", "AppSettings", "load_app_settings"]

@@ -36,9 +36,11 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from connectors.errors import ConfigurationError
 from settings.locations import app_database_url_problem, state_dir_problem
 
-__all__ = ["DEFAULT_STATE_DIR", "ENGINE_VARIABLES", "AppSettings", "load_app_settings"]
+__all__ = ["DEFAULT_STATE_DIR", "ENGINE_VARIABLES", "VAULT_KEY_HINT", "AppSettings", "load_app_settings"]
 
 DEFAULT_STATE_DIR = "var/demo"
+#: How to make a vault key: every process that finds none says it the same way.
+VAULT_KEY_HINT = 'generate one with `python -c "import base64,os;print(base64.b64encode(os.urandom(32)).decode())"`'
 
 # Read by the engine, the connectors and the warehouse (checked by engine.settings): carried as raw text.
 ENGINE_VARIABLES = (

@@ -140,10 +140,9 @@ class VaultKeys:
         env = os.environ if environ is None else environ
         raw = env.get(ENV_ACTIVE_KEY, "")
         if not raw.strip():
-            raise ConfigurationError(
-                f"{ENV_ACTIVE_KEY} is not set: generate one with "
-                '`python -c "import base64,os;print(base64.b64encode(os.urandom(32)).decode())"`'
-            )
+            from settings import VAULT_KEY_HINT  # the one wording every process uses
+
+            raise ConfigurationError(f"{ENV_ACTIVE_KEY} is not set: {VAULT_KEY_HINT}")
         active = decode_key(raw, ENV_ACTIVE_KEY)
         if is_placeholder(active):  # "AAAA...=": copied from an example; the auth service refuses it too
             raise ConfigurationError(

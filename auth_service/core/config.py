@@ -19,7 +19,7 @@ from connectors.http import url_problem
 from connectors.transport import BodyBounds
 from engine.errors import PipelineConfigurationError
 from engine.warehouse_settings import check_warehouse_url
-from settings import AppSettings
+from settings import VAULT_KEY_HINT, AppSettings
 from store.crypto import ENV_ACTIVE_KEY, decode_key, is_placeholder
 
 __all__ = ["Settings", "load_settings"]
@@ -202,5 +202,7 @@ def load_settings(**overrides: Any) -> Settings:
         for err in exc.errors():
             name = ".".join(str(p) for p in err["loc"])
             message = str(err["msg"]).removeprefix("Value error, ")
+            if name == "INTEGRATIONS_TOKEN_ENC_KEY" and err["type"] == "missing":
+                message += f": {VAULT_KEY_HINT}"  # as the CLI and the pipelines say it
             problems.append(f"{name}: {message}" if name else message)
         raise ConfigurationError("invalid auth service configuration: " + "; ".join(problems)) from None

@@ -43,9 +43,11 @@ def test_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.redirect_uri == "http://127.0.0.1:8000/api/integrations/smart/callback"
 
 
-def test_missing_enc_key_names_the_variable() -> None:
-    with pytest.raises(ConfigurationError, match="INTEGRATIONS_TOKEN_ENC_KEY: Field required"):
+def test_missing_enc_key_names_the_variable_and_how_to_make_one() -> None:
+    """As ``ehrsync sync`` and the pipelines say it: an operator starting the service alone learns the command."""
+    with pytest.raises(ConfigurationError, match="INTEGRATIONS_TOKEN_ENC_KEY: Field required") as caught:
         load_settings()
+    assert "generate one with `python -c" in str(caught.value) and "os.urandom(32)" in str(caught.value)
 
 
 @pytest.mark.parametrize("bad", ["", "not base64 at all!!", "c2hvcnQ="])
