@@ -56,6 +56,7 @@ __all__ = [
     "provenance_draft",
     "refused_for_good",
     "send_provenance",
+    "settled_already",
     "written_elsewhere",
 ]
 
@@ -141,8 +142,8 @@ def send_provenance(
     gate = run[0] if run is not None else ProvenanceGate(env, client, note, target)
     if gate.written_elsewhere:  # owed by the run that wrote it: left to it (or, once due, to a later run)
         return note
-    if not note.ehr_resource_id or note.provenance_id:
-        return clear_owed(env.db, note, "sent" if note.provenance_id else "not_sent", {"provenance": "not_sent"})
+    if (settled := settled_already(env.db, note)) is not None:
+        return settled
     if (allowed := gate.allows()) is False:
         return clear_owed(env.db, note, "not_allowed", {"provenance": "not_sent"})
     if allowed is None:  # the statement unreadable (warned): still owed, a later run reads it again
@@ -188,6 +189,15 @@ def refused_for_good(exc: ce.EhrSyncError) -> bool:
         return True
     status = exc.status if isinstance(exc, ce.FhirError) else None
     return isinstance(status, int) and 400 <= status < 500 and status not in (408, 429)
+
+
+def settled_already(db: AppDatabase, note: NoteRecord) -> NoteRecord | None:
+    """``note`` cleared when nothing is left to send: its Provenance id stored (``sent``), or no id of the note for
+    one to point at (``not_sent``); None when a Provenance is still to be sent. The writing run and the owed run's
+    one rule."""
+    if note.ehr_resource_id and not note.provenance_id:
+        return None
+    return clear_owed(db, note, "sent" if note.provenance_id else "not_sent", {"provenance": "not_sent"})
 
 
 def clear_owed(db: AppDatabase, note: NoteRecord, outcome: str, detail: dict[str, Any], **fields: Any) -> NoteRecord:

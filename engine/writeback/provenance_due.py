@@ -46,6 +46,7 @@ from engine.writeback.provenance import (
     post_provenance,
     provenance_draft,
     refused_for_good,
+    settled_already,
     statement,
     warn,
 )
@@ -66,8 +67,8 @@ def send_owed(env: SyncEnvironment, config: WritebackConfig, note: NoteRecord) -
     if note.provenance_tries >= config.max_attempts:
         _log.warning("note %s: its Provenance was tried %d times; given up", note.id, note.provenance_tries)
         return clear_owed(env.db, note, "given_up", {"provenance": "gave_up", "tries": note.provenance_tries})
-    if not note.ehr_resource_id or note.provenance_id:
-        return clear_owed(env.db, note, "sent" if note.provenance_id else "not_sent", {"provenance": "not_sent"})
+    if (settled := settled_already(env.db, note)) is not None:
+        return settled
     tries = note.provenance_tries + 1
     due = utcnow() + timedelta(seconds=max(config.backoff_s(tries), config.stalled_after_s))
     note = transition(env.db, note, "written", provenance_tries=tries, provenance_due_at=due, detail={"try": tries})
