@@ -26,7 +26,7 @@ owed: a later run reads it again).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import timedelta
@@ -51,6 +51,7 @@ __all__ = [
     "ProvenanceGate",
     "clear_owed",
     "owed_fields",
+    "owed_word",
     "owing",
     "post_provenance",
     "provenance_draft",
@@ -123,6 +124,11 @@ def owed_fields(resource_id: str | None) -> dict[str, Any]:
     }
 
 
+def owed_word(fields: Mapping[str, Any]) -> dict[str, str]:
+    """The audit's ``provenance`` for a ``written`` commit with ``owed_fields``: ``owed``, or the outcome decided."""
+    return {"provenance": fields.get("provenance_outcome") or "owed"}
+
+
 def written_elsewhere() -> None:
     """This run found the note recorded ``written`` by another run (``written``: a 2xx after that run's search): the
     Provenance that run owed is that run's to send (it may be POSTing it now), or a later run's once due; never this
@@ -145,7 +151,7 @@ def send_provenance(
     if (settled := settled_already(env.db, note)) is not None:
         return settled
     if (allowed := gate.allows()) is False:
-        return clear_owed(env.db, note, "not_allowed", {"provenance": "not_sent"})
+        return clear_owed(env.db, note, "not_allowed", {})
     if allowed is None:  # the statement unreadable (warned): still owed, a later run reads it again
         return note
     return post_provenance(env, client, note, grace_s)
@@ -161,8 +167,7 @@ def post_provenance(env: SyncEnvironment, client: FhirClient, note: NoteRecord, 
     except ce.EhrSyncError as exc:
         for_good = refused_for_good(exc)
         warn(env, note, exc, "not created for good" if for_good else "not created yet; still owed")
-        refused = {"provenance": "refused", "error_code": exc.code}
-        return clear_owed(env.db, note, "refused", refused) if for_good else note
+        return clear_owed(env.db, note, "refused", {"error_code": exc.code}) if for_good else note
     if not result.id:  # taken (a 2xx: created, or accepted for later) all the same: sent again, it would be twice
         _log.warning("note %s: Provenance taken (HTTP %s), its id not named; not sent again", note.id, result.status)
         unnamed = {"provenance_created": True, "id_named": False, "http_status": result.status}
@@ -197,15 +202,16 @@ def settled_already(db: AppDatabase, note: NoteRecord) -> NoteRecord | None:
     one rule."""
     if note.ehr_resource_id and not note.provenance_id:
         return None
-    return clear_owed(db, note, "sent" if note.provenance_id else "not_sent", {"provenance": "not_sent"})
+    return clear_owed(db, note, "sent" if note.provenance_id else "not_sent", {})
 
 
 def clear_owed(db: AppDatabase, note: NoteRecord, outcome: str, detail: dict[str, Any], **fields: Any) -> NoteRecord:
     """``note`` no longer owing a Provenance, for ``outcome`` (one of ``OUTCOMES``; with ``fields``, e.g. its id), in
-    one audited commit; when another run moved it meanwhile (a later run's claim), on the row as it is now: an id
-    learned is never dropped."""
+    one audited commit whose ``provenance`` is that outcome, the word ``ehrProvenance`` shows; when another run moved
+    it meanwhile (a later run's claim), on the row as it is now: an id learned is never dropped."""
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown Provenance outcome {outcome!r}")
+    detail = {**detail, "provenance": outcome}
     for _ in range(3):
         try:
             return transition(

@@ -66,7 +66,7 @@ def send_owed(env: SyncEnvironment, config: WritebackConfig, note: NoteRecord) -
     """``note`` (``written``, a Provenance owed and due) after one try at it (never raises for the EHR)."""
     if note.provenance_tries >= config.max_attempts:
         _log.warning("note %s: its Provenance was tried %d times; given up", note.id, note.provenance_tries)
-        return clear_owed(env.db, note, "given_up", {"provenance": "gave_up", "tries": note.provenance_tries})
+        return clear_owed(env.db, note, "given_up", {"tries": note.provenance_tries})
     if (settled := settled_already(env.db, note)) is not None:
         return settled
     tries = note.provenance_tries + 1
@@ -76,7 +76,7 @@ def send_owed(env: SyncEnvironment, config: WritebackConfig, note: NoteRecord) -
         target = load_target(env.db, note, service_write_enabled=config.service_write_enabled)
     except (LookupError, ce.ConfigurationError):
         _log.info("note %s: no Provenance, its connection or tenant is gone", note.id)
-        return clear_owed(env.db, note, "not_sent", {"provenance": "not_sent"})
+        return clear_owed(env.db, note, "not_sent", {})
     if target.connection.status != "active":  # asked for before it changed: owed until it is active again
         _log.info("note %s: its Provenance waits for its connection (%s)", note.id, target.connection.status)
         return note
@@ -85,7 +85,7 @@ def send_owed(env: SyncEnvironment, config: WritebackConfig, note: NoteRecord) -
         if (allowed := gate.allows()) is None:  # the statement unreadable (a warning), the token's key missing,
             return _held(env, config, note, gate)  # or a tenant switch neither true nor false
         if not allowed:
-            return clear_owed(env.db, note, "not_allowed", {"provenance": "not_allowed"})
+            return clear_owed(env.db, note, "not_allowed", {})
         if _searchable(client, target.connection.granted_scopes or ""):
             try:
                 found = _stored(client, note)

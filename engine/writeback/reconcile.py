@@ -25,7 +25,7 @@ from connectors.fhir.ids import id_problem, resource_ids
 from engine.writeback.config import WritebackConfig
 from engine.writeback.fallback import DetailsLookup, drops_identifier, find_by_details, twinned, unclaimed
 from engine.writeback.lookup import IdentifierLookup, find_by_identifier
-from engine.writeback.provenance import owed_fields
+from engine.writeback.provenance import owed_fields, owed_word
 from engine.writeback.written import ID_UNKNOWN, not_fhir_reason
 from store import AppDatabase
 from store.outbox import NoteRecord, StaleNoteError, get_note, transition
@@ -175,17 +175,19 @@ def _found(db: AppDatabase, note: NoteRecord, found: dict[str, Any], detail: dic
         _log.warning("note %s: %s; written as %s", note.id, reason, ID_UNKNOWN)
         detail = detail | {"error_code": ID_UNKNOWN}
         fields = owed_fields(None)  # DWB-82: nothing to point at, recorded as ``not_sent`` (never ``unrecorded``)
+        detail = detail | owed_word(fields)
         return _settled(db, note, "written", detail, reason_code=ID_UNKNOWN, reason=reason, **fields)
+    fields = owed_fields(resource_id)  # DWB-82: a Provenance owed, in the same commit
     return _settled(
         db,
         note,
         "written",
-        detail | {"resource_id": resource_id},
+        detail | {"resource_id": resource_id} | owed_word(fields),
         ehr_resource_id=resource_id,
         ehr_version_id=version_id,
         reason_code=None,
         reason=None,
-        **owed_fields(resource_id),  # DWB-82: a Provenance owed, in the same commit
+        **fields,
     )
 
 

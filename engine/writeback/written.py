@@ -22,7 +22,7 @@ from connectors import errors as ce
 from connectors.fhir import CreateResult, FhirClient
 from engine.writeback.config import WritebackConfig
 from engine.writeback.lookup import find_by_identifier
-from engine.writeback.provenance import owed_fields, written_elsewhere
+from engine.writeback.provenance import owed_fields, owed_word, written_elsewhere
 from store import AppDatabase
 from store.outbox import NoteRecord, StaleNoteError, get_note, transition
 
@@ -62,7 +62,7 @@ def record_written(
     }
     detail: dict[str, Any] = {"http_status": result.status, "dedup_hit": result.status == 200}
     detail |= {"resource_id": resource_id, "id_from": id_from} if resource_id else {"error_code": ID_UNKNOWN}
-    return _commit(db, note, fields, detail)
+    return _commit(db, note, fields, detail | owed_word(fields))
 
 
 def _learn_id(

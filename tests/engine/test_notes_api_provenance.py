@@ -25,6 +25,7 @@ from tests.engine.writeback_helpers import (
     WRITE_SCOPE,
     enqueue,
     provenance_due_now,
+    provenance_said,
     read_note,
     writable_connection,
 )
@@ -71,6 +72,10 @@ def test_dwb82_an_owed_provenance_shows_its_tries_and_next_time_then_its_id_once
         answer = api.client.get(f"/api/ehr/notes/{note.id}", headers={"X-API-Key": api.key})
     assert sent.provenance_id
     assert answer.json()["ehrProvenance"] == {"status": "sent", "id": sent.provenance_id, "tries": 2, "nextTryAt": None}
+    assert provenance_said(world, note.id) == ["owed", "sent"]  # the audit says what the API says
+    provenance_due_now(world, note.id)  # owed again with its id stored: nothing is sent, and it reads sent
+    assert write_note(world.env, FAST, note.id).provenance_id == sent.provenance_id
+    assert provenance_said(world, note.id) == ["owed", "sent", "sent"]  # before: audited "not_sent", recorded "sent"
     assert NOTE_TEXT not in answer.text
 
 
@@ -90,6 +95,10 @@ def test_dwb82_a_provenance_given_up_after_its_tries_is_told_from_one_never_allo
     assert states["a"] == {"status": "given_up", "id": None, "tries": FAST.max_attempts, "nextTryAt": None}
     assert states["b"] == {"status": "refused", "id": None, "tries": 0, "nextTryAt": None}
     assert states["c"] == {"status": "not_allowed", "id": None, "tries": 0, "nextTryAt": None}
+    # the audit says what the API says, from the commit that wrote the note (before, that commit said nothing of the
+    # Provenance, one cleared as not allowed was audited "not_sent", and one given up "gave_up")
+    audited = {name: provenance_said(world, n) for name, n in [("a", given_up), ("b", refused), ("c", not_offered)]}
+    assert audited == {"a": ["owed", "given_up"], "b": ["owed", "refused"], "c": ["not_allowed"]}
 
 
 def test_dwb82_a_note_written_before_revision_0022_reads_unrecorded(
@@ -118,3 +127,4 @@ def test_dwb50_82_a_lost_note_found_under_an_id_that_is_no_fhir_id_reads_not_sen
     assert (done.state, done.ehr_resource_id, done.reason_code) == ("written", None, "id_unknown"), done.reason
     with notes_api(world, tmp_path / "app_state") as api:
         assert api.state(note.id)["ehrProvenance"] == {"status": "not_sent", "id": None, "tries": 0, "nextTryAt": None}
+    assert provenance_said(world, note.id) == ["not_sent"]

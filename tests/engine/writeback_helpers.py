@@ -18,6 +18,7 @@ from connectors.fhir import FhirClient
 from connectors.writeback.note import identifier_system
 from engine import CRASH_ENV
 from engine.writeback import WritebackConfig
+from engine.writeback.provenance import OUTCOMES
 from engine.writeback.queue import due_runs
 from store.models import AuditEvent, NoteOutbox, Tenant, utcnow
 from store.outbox import NoteInput, NoteRecord, enqueue_note, get_note
@@ -97,6 +98,20 @@ def provenance_audits(world: SyncWorld, word: str) -> list[dict[str, Any]]:
     with world.env.db.session() as session:
         details = session.scalars(select(AuditEvent.detail).where(AuditEvent.action.like("note.%"))).all()
     return [d for d in details if isinstance(d, dict) and d.get("provenance") == word]
+
+
+def provenance_said(world: SyncWorld, note_id: str) -> list[str]:
+    """What ``note_id``'s audit events said of its Provenance as the note was written or what it owed cleared
+    (``owed`` or one of ``OUTCOMES``), oldest first."""
+    with world.env.db.session() as session:
+        details = session.scalars(
+            select(AuditEvent.detail).where(AuditEvent.action.like("note.%")).order_by(AuditEvent.id)
+        ).all()
+    return [
+        str(d["provenance"])
+        for d in details
+        if isinstance(d, dict) and d.get("note_id") == note_id and d.get("provenance") in ("owed", *OUTCOMES)
+    ]
 
 
 def time_passes(world: SyncWorld, note_id: str, seconds: float) -> None:
