@@ -83,14 +83,23 @@ class BinaryStatusOffBaseError(ce.EhrSyncError):
     code = BINARY_STATUS_OFF_BASE
 
 
-class BinaryIdNotFhirError(ce.EhrSyncError):
+class BinaryAnsweredError(ce.EhrSyncError):
+    """The EHR created the Binary (``status``: its 2xx, which the failed note keeps as its last HTTP status, as it
+    keeps a refusal's) but named it in a way no note can reference."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BinaryIdNotFhirError(BinaryAnsweredError):
     """The EHR created the Binary and named it by an id that is not a FHIR id: no note can reference it, and another
     POST would be named the same way, so none is sent and the note fails, saying why (the id's length or type only)."""
 
     code = BINARY_ID_NOT_FHIR
 
 
-class BinaryIdUnknownError(ce.EhrSyncError):
+class BinaryIdUnknownError(BinaryAnsweredError):
     """The EHR created the Binary (a 2xx) and named no id: no note can reference it, nothing can find it (a Binary
     carries no identifier), and another POST would be answered the same way, so none is sent and the note fails."""
 
@@ -176,13 +185,15 @@ def _created(env: SyncEnvironment, note: NoteRecord, created: CreateResult) -> t
             return note, BinaryIdNotFhirError(
                 f"the EHR created the Binary but named it by an id that is not a FHIR id ({created.id_not_fhir}): no "
                 "note can reference it, so the note is not sent and no other Binary is POSTed (the EHR would name it "
-                "the same way, each left there unreferenced, holding the note's text); that Binary stays in the EHR"
+                "the same way, each left there unreferenced, holding the note's text); that Binary stays in the EHR",
+                created.status,
             )
         return note, BinaryIdUnknownError(
             f"the EHR created the Binary (HTTP {created.status}) but named no id: no Location naming one (FHIR's "
             "create SHALL return it) and no id in the body; no note can reference it and nothing can find it, so the "
             "note is not sent and no other Binary is POSTed (the EHR would answer the same way, each left there "
-            "unreferenced, holding the note's text); that Binary stays in the EHR"
+            "unreferenced, holding the note's text); that Binary stays in the EHR",
+            created.status,
         )
     note = transition(
         env.db, note, note.state, binary_id=created.id, binary_status_url=None, detail={"binary_created": True}

@@ -173,6 +173,7 @@ def test_dwb18_50_a_binary_created_without_an_id_fails_the_note_at_once_never_po
             break
         done = write_note(world.env, config, note.id)
     assert (done.state, done.reason_code, done.binary_id) == ("failed", "binary_id_unknown", None), done.reason
+    assert done.last_http_status == 201  # the Binary's answer, kept as a refusal's is (before: none)
     assert done.reason is not None and "Binary" in done.reason and "named no id" in done.reason
     assert "Location" in done.reason and not done.maybe_stored and done.attempts == 1
     assert write_note(world.env, config, note.id).state == "failed"  # a later run sends nothing

@@ -83,6 +83,7 @@ def test_dwb18_50_a_binary_named_by_a_70_character_id_fails_the_note_at_once_nev
             break
         done = write_note(world.env, config, note.id)
     assert (done.state, done.reason_code, done.binary_id) == ("failed", "binary_id_not_fhir", None), done.reason
+    assert done.last_http_status == 201  # the Binary's answer, kept as a refusal's is (before: none)
     _no_id_text(done.reason)
     assert done.reason is not None and "Binary" in done.reason
     assert write_note(world.env, config, note.id).state == "failed"  # a later run sends nothing
