@@ -6,7 +6,13 @@ from pathlib import Path
 
 from _pytest.assertion import rewrite
 
-from tests.assertion_cache import TESTS, rewritten_modules, write_cache
+from tests.assertion_cache import (
+    TESTS,
+    conftest_plugins,
+    plugin_distribution_modules,
+    rewritten_modules,
+    write_cache,
+)
 
 
 def _cached(source: Path) -> Path:
@@ -43,7 +49,18 @@ def test_modules_are_the_ones_pytest_rewrites_here():
     modules = set(rewritten_modules())
     assert Path(__file__).resolve() in modules
     assert TESTS / "conftest.py" in modules and TESTS / "engine" / "conftest.py" in modules
-    plugins = [line.strip().strip('",') for line in (TESTS / "conftest.py").read_text().splitlines()]
-    fixtures = {TESTS / "fixtures" / f"{name.rpartition('.')[2]}.py" for name in plugins if name.startswith("tests.")}
-    assert fixtures and fixtures <= modules  # every plugin conftest loads
-    assert TESTS / "engine" / "helpers.py" not in modules  # plain imports: compileall's bytecode serves them
+    plugins = conftest_plugins()
+    assert "tests.fixtures.sandbox" in plugins
+    assert {TESTS / "fixtures" / f"{name.rpartition('.')[2]}.py" for name in plugins} <= modules
+    # plain imports, never rewritten by pytest: compileall's bytecode serves them
+    assert TESTS / "engine" / "helpers.py" not in modules and TESTS / "assertion_cache.py" not in modules
+    assert TESTS / "fixtures" / "app_db.py" not in modules  # a fixture module conftest does not list as a plugin
+    assert all(p.name.startswith("test_") or p.name == "conftest.py" or p.parent.name == "fixtures" for p in modules)
+
+
+def test_plugin_distributions_modules_are_the_ones_pytest_marks(tmp_path):
+    """pytest rewrites every module of a distribution registering a plugin (``pytest11``), as it imports them."""
+    installed = {p.as_posix() for p in plugin_distribution_modules()}
+    assert any(p.endswith("/xdist/plugin.py") for p in installed)  # pytest-xdist's entry point
+    assert any(p.endswith("/hypothesis/core.py") for p in installed)  # a module of the plugin's distribution
+    assert not any("/_pytest/" in p or "/dagster/" in p or "/sqlalchemy/" in p for p in installed)

@@ -28,6 +28,7 @@ from tests.engine.writeback_helpers import (
     WRITE_SCOPE,
     due_now,
     enqueue,
+    provenance_said,
     read_note,
     server_notes,
     set_tenant,
@@ -108,6 +109,7 @@ def test_dwb82_32_a_lost_answer_found_by_the_identifier_search_gets_a_provenance
     assert len(request_log.paths(METADATA)) == 1  # the statement the run's gates read, not read again
     assert write_note(world.env, FAST, note.id).provenance_id == done.provenance_id  # never sent twice
     assert len(request_log.paths(PROV_POSTS, "POST")) == 1
+    assert provenance_said(world, note.id) == ["owed", "sent"]  # the found note's commit, then the clear
 
 
 def test_dwb82_32_33_a_lost_note_found_by_patient_type_and_date_gets_a_provenance(
