@@ -93,24 +93,27 @@ def asked_for(world: SyncWorld, note_id: str) -> bool:
     return any(r.note_id == note_id for r in runs)
 
 
+def note_audit_details(world: SyncWorld) -> list[dict[str, Any]]:
+    """The details of every note audit event (``note.*``), oldest first."""
+    with world.env.db.session() as session:
+        details = session.scalars(
+            select(AuditEvent.detail).where(AuditEvent.action.like("note.%")).order_by(AuditEvent.id)
+        ).all()
+    return [d for d in details if isinstance(d, dict)]
+
+
 def provenance_audits(world: SyncWorld, word: str) -> list[dict[str, Any]]:
     """The details of the note audit events whose ``provenance`` says ``word`` (``waiting_for_key``...)."""
-    with world.env.db.session() as session:
-        details = session.scalars(select(AuditEvent.detail).where(AuditEvent.action.like("note.%"))).all()
-    return [d for d in details if isinstance(d, dict) and d.get("provenance") == word]
+    return [d for d in note_audit_details(world) if d.get("provenance") == word]
 
 
 def provenance_said(world: SyncWorld, note_id: str) -> list[str]:
     """What ``note_id``'s audit events said of its Provenance as the note was written or what it owed cleared
     (``owed`` or one of ``OUTCOMES``), oldest first."""
-    with world.env.db.session() as session:
-        details = session.scalars(
-            select(AuditEvent.detail).where(AuditEvent.action.like("note.%")).order_by(AuditEvent.id)
-        ).all()
     return [
         str(d["provenance"])
-        for d in details
-        if isinstance(d, dict) and d.get("note_id") == note_id and d.get("provenance") in ("owed", *OUTCOMES)
+        for d in note_audit_details(world)
+        if d.get("note_id") == note_id and d.get("provenance") in ("owed", *OUTCOMES)
     ]
 
 
