@@ -18,6 +18,7 @@ __all__ = [
     "json_kind",
     "read_switch",
     "section_switches",
+    "shape_problem",
     "stored_problems",
     "switch_problem",
 ]
@@ -75,6 +76,13 @@ def _practice(stored: object) -> Mapping[str, Any] | str:
     if not isinstance(practice, Mapping):
         return f"practice_settings must be an object, got {json_kind(practice)}"
     return practice
+
+
+def shape_problem(stored: object) -> str | None:
+    """What makes a tenant's stored settings unreadable as a whole (``settings`` or ``practice_settings`` that is
+    no object, in ``read_switch``'s words), or None: for the readers of more than its switches (the auth service)."""
+    practice = _practice(stored)
+    return practice if isinstance(practice, str) else None
 
 
 def read_switch(stored: object, name: str) -> TenantSwitch:

@@ -68,9 +68,9 @@ def _public_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _enabled_list(tenant: Tenant) -> list[str]:
-    practice = dict((tenant.settings or {}).get("practice_settings") or {})
-    integrations = dict(practice.get("ehrIntegrations") or {})
-    return [str(p) for p in integrations.get("enabledProviders") or []]
+    """``enabledProviders`` as sign-in reads it; settings it cannot read (no object: ``[]``, ``[1]``) are a
+    ``TenantSettingInvalidError`` naming them, never an empty list (every provider shown disabled, then rewritten)."""
+    return list(get_practice_settings(tenant).ehr_integrations.enabled_providers)
 
 
 def _set_enabled_list(tenant: Tenant, ids: list[str]) -> None:

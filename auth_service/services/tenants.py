@@ -84,8 +84,10 @@ def upsert_tenant(session: Session, seed: TenantSeed, cipher: TokenCipher, actor
 
 
 def get_practice_settings(tenant: Tenant) -> PracticeSettings:
-    """The tenant's settings as stored; read its switches with ``switches_on`` (``stored_practice_settings``)."""
-    return stored_practice_settings(tenant.settings or {})
+    """The tenant's settings as stored (SQL or JSON null: none); read its switches with ``switches_on``. Settings
+    that are no object (``[]``, ``false``) are a ``TenantSettingInvalidError`` naming them
+    (``stored_practice_settings``), never read as ``{}``: every switch off."""
+    return stored_practice_settings({} if tenant.settings is None else tenant.settings)
 
 
 def create_api_key(session: Session, tenant_id: str, name: str = "admin", actor: str = "bootstrap") -> str:

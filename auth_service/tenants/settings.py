@@ -26,7 +26,7 @@ from pydantic import (
 from auth_service.core.return_to import ReturnToError, normalize_origin
 from connectors.errors import ConfigurationError, TenantSettingInvalidError
 from connectors.http import url_problem
-from connectors.tenant_switches import all_on, read_switch, section_switches, switch_problem
+from connectors.tenant_switches import all_on, read_switch, section_switches, shape_problem, switch_problem
 
 __all__ = [
     "MAX_SEED_BYTES",
@@ -166,7 +166,11 @@ def write_scopes_allowed(service_write: bool, practice: PracticeSettings, featur
 def stored_practice_settings(stored: object) -> PracticeSettings:
     """A tenant row's ``settings`` as the service reads them. Switches are read by ``switches_on`` from the row as it
     is; any other value the model refuses is a ``TenantSettingInvalidError`` naming the field (never its value), not
-    an uncaught ``ValidationError`` (a 500 with a stack)."""
+    an uncaught ``ValidationError`` (a 500 with a stack). So are settings, or a ``practice_settings``, that are no
+    object (a hand edit: ``[]``, ``false``, ``0``, ``[1]``), in the write-back's words (``settings must be an
+    object, got an array``): read as ``{}``, a falsy one was every switch off, no provider and no return origin."""
+    if (problem := shape_problem(stored)) is not None:
+        raise TenantSettingInvalidError(f"the tenant's {problem}; fix the setting (ehrsync auth seed)")
     practice = stored.get("practice_settings") if isinstance(stored, Mapping) else None
     try:
         settings = PracticeSettings.model_validate(practice or {}, context=_STORED)

@@ -144,3 +144,58 @@ def test_a_connected_patients_pages_never_hang_on_an_unreadable_setting(
             r = browser.post("/connect/disconnect", data=fields, follow_redirects=False)
             assert r.status_code == 303 and r.headers["location"].startswith("/connect/done"), r.text
             assert "Disconnected" in browser.get("/connect/done").text
+
+
+#: Settings that parse as JSON but are no object (a hand edit), and what the engine's ``read_switch`` calls them.
+NO_OBJECT = [
+    ([], "settings must be an object, got an array"),
+    (False, "settings must be an object, got a boolean"),
+    (0, "settings must be an object, got a number"),
+    ([1], "settings must be an object, got an array"),
+    ({"practice_settings": []}, "practice_settings must be an object, got an array"),
+]
+
+
+@pytest.mark.parametrize(("stored", "said"), NO_OBJECT, ids=["empty-list", "false", "zero", "list", "practice-list"])
+def test_settings_that_are_no_object_are_named_by_every_api_that_reads_them(
+    make_settings, sandbox, stored: object, said: str
+) -> None:
+    """Before, a falsy one (``[]``, ``false``, ``0``) was read as ``{}``: the Bulk export refused as if its flag were
+    off, the SMART sign-in as if the server were not enabled, no provider listed, ``return_to`` refused as if the
+    practice allowed no origin, and enabling a provider rewrote the row; a truthy one (``[1]``) was named by the
+    switches only, the origins read as empty and a vendor's row a 500 in the listing. Now each answers 409
+    ``configuration_error`` in the write-back's words, and the row is left for the seed to mend."""
+    practice = smart_practice(sandbox, "app")
+    epic = {"fhirBaseUrl": "https://epic.example/api/FHIR/R4", "clientId": "epic-app", "clientSecret": "s3cret-9"}
+    integrations = {"enableBulkExport": True, "enabledProviders": ["epic"], "providerConfigs": {"epic": epic}}
+    practice.update(ehrIntegrations=integrations, allowedReturnOrigins=["https://host.example"])
+    with running_service(make_settings, sandbox, practice, DAGSTER_GRAPHQL_URL="http://127.0.0.1:9/graphql") as svc:
+        with svc.ctx.db.session() as session, session.begin():
+            conn = Connection(
+                tenant_id="t1", provider_id="smart", kind="group", fhir_base=sandbox.fhir_base, client_id="app"
+            )
+            conn.group_id, conn.status = "g1", "active"
+            session.add(conn)
+            session.flush()
+            conn_id = conn.id
+            tenant = session.get(Tenant, "t1")
+            assert tenant is not None
+            tenant.settings = stored
+            flag_modified(tenant, "settings")
+        answers = {
+            "bulk": svc.admin("POST", "/api/integrations/ehr/bulk/start", json={"connectionId": conn_id}),
+            "sign-in": httpx.get(svc.base_url + LOGIN),
+            "providers": svc.admin("GET", "/api/integrations/admin/providers"),
+            "enable": svc.admin("POST", "/api/integrations/admin/providers/epic/enable"),
+            "return_to": svc.admin(
+                "POST",
+                "/api/integrations/connect-links",
+                json={"user_ref": "u1", "return_to": "https://host.example/x"},
+            ),
+        }
+        with svc.ctx.db.session() as session:
+            assert session.get(Tenant, "t1").settings == stored  # never rewritten as if it had been {}
+    for where, r in answers.items():
+        assert r.status_code == 409, (where, r.status_code, r.text)
+        assert r.json()["error"] == "configuration_error", (where, r.text)
+        assert f"the tenant's {said}; fix the setting (ehrsync auth seed)" in r.json()["message"], (where, r.text)

@@ -198,3 +198,39 @@ def test_a_seed_replaces_stored_settings_that_are_not_json(make_settings, tmp_pa
         assert stored is True, stored
     finally:
         ctx.close()
+
+
+@pytest.mark.parametrize(
+    ("stored", "said"),
+    [
+        ("[]", "settings must be an object, got an array"),
+        ("false", "settings must be an object, got a boolean"),
+        ("0", "settings must be an object, got a number"),
+        ("[1]", "settings must be an object, got an array"),
+        ('{"practice_settings": false}', "practice_settings must be an object, got a boolean"),
+    ],
+)
+def test_settings_that_are_no_object_are_one_problem_named_alike_by_bootstrap_and_sign_in(
+    make_settings, tmp_path, stored: str, said: str
+) -> None:
+    """A hand edit left JSON that is no object: ``ehrsync auth bootstrap`` lists it as the tenant's problem, and the
+    epic sign-in (``resolve_profile``) is refused in the same words. Before, the sign-in read a falsy one as ``{}``
+    and a truthy one as no provider: ``provider 'epic' is disabled for this tenant``, as if an admin had said so."""
+    from sqlalchemy import text
+
+    from connectors.errors import TenantSettingInvalidError
+
+    path = tmp_path / "seed.json"
+    path.write_text(json.dumps(SEED))
+    settings = make_settings()
+    assert load_tenants_file(path, settings) == ["clinic-1"]
+    ctx = build_context(settings)
+    try:
+        with ctx.db.engine.begin() as conn:  # the hand edit
+            conn.execute(text("UPDATE tenants SET settings = :s WHERE id = 'clinic-1'"), {"s": stored})
+        assert bootstrap_admin("clinic-1", "Clinic One", settings).setting_problems == (said,)
+        with ctx.db.session() as s, pytest.raises(TenantSettingInvalidError) as refused:
+            resolve_profile(s, ctx.cipher, settings, "clinic-1", "epic")
+        assert refused.value.message == f"the tenant's {said}; fix the setting (ehrsync auth seed)"
+    finally:
+        ctx.close()
