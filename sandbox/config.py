@@ -136,8 +136,10 @@ class SandboxConfig(BaseModel):
     #: "async": how its status endpoint answers. "batch" 202 then a batch-response (FHIR); "lost" 404 for every job
     #: (a poll reaching a node that does not know the job, a status URL that expired); "outcome" 200 with an
     #: informational OperationOutcome while the job runs, instead of 202 (names no outcome of the create); "moved"
-    #: 307 to the job's status on another node; "gateway" 400 with an HTML page (a proxy refusing the poll)
-    create_async_status: Literal["batch", "lost", "outcome", "moved", "gateway"] = "batch"
+    #: 307 to the job's status on another node; "gateway" 400 with an HTML page (a proxy refusing the poll);
+    #: "unnamed"/"collection" as "batch", but the done job's 201 names no id (no location, or only the type's
+    #: collection; no resource), the resource stored all the same
+    create_async_status: Literal["batch", "lost", "outcome", "moved", "gateway", "unnamed", "collection"] = "batch"
     #: "async": the Retry-After of the status endpoint's answer while the job runs, verbatim: "0" (poll again at
     #: once, as some servers say), an HTTP-date, or "" for none
     create_async_retry_after: str = "1"

@@ -7,7 +7,9 @@ of ``create_answer_types`` (DocumentReference unless told):
   ``create_async_status`` ``lost``: the endpoint answers 404 for every job; ``outcome``: 200 with an informational
   OperationOutcome while the job runs (no batch-response: it names no outcome of the create); ``moved``: 307 to
   the job's status on another node (``?node=2``, which answers as ``batch``), as a load balancer pinning a job does;
-  ``gateway``: 400 with an HTML page and no OperationOutcome, as a proxy in front of it refusing the poll does.
+  ``gateway``: 400 with an HTML page and no OperationOutcome, as a proxy in front of it refusing the poll does;
+  ``unnamed``/``collection``: the done job's entry is a 201 naming no id (no location, or one naming only the
+  type's collection; no resource), though the resource is stored, as a server losing the id in its job does.
   While a job runs its status endpoint says ``Retry-After: 1``, or ``create_async_retry_after`` verbatim (``0``: poll
   again at once; an HTTP-date; empty: none). With ``create_redirect_origin`` set, ``Content-Location`` names that
   origin: a status endpoint off the FHIR base.
@@ -101,15 +103,26 @@ def async_status(job_id: str, request: Request) -> Response:
         wait = st.settings.create_async_retry_after
         headers = {"Retry-After": wait} if wait else {}
         return fhir_response(outcome_body("informational", "in progress", "information"), working, headers)
-    if job.created is None:
+    return fhir_response(
+        {"resourceType": "Bundle", "type": "batch-response", "entry": [_entry(st, request, job.created)]}
+    )
+
+
+def _entry(st: SandboxState, request: Request, made: dict[str, Any] | None) -> dict[str, Any]:
+    """The done job's batch-response entry: its refusal (422), or its 201 naming the resource created, or, with
+    ``create_async_status`` ``unnamed``/``collection``, a 201 naming no id (no location, or the type's collection;
+    no resource), the resource stored all the same."""
+    if made is None:
         answer: dict[str, Any] = {
             "status": "422 Unprocessable Entity",
             "outcome": outcome_body("business-rule", "simulated: the note was refused"),
         }
-        entry: dict[str, Any] = {"response": answer}
-    else:
-        made = job.created
-        version = made.get("meta", {}).get("versionId", "1")
-        location = f"{made['resourceType']}/{made['id']}/_history/{version}"
-        entry = {"resource": made, "response": {"status": "201 Created", "location": location}}
-    return fhir_response({"resourceType": "Bundle", "type": "batch-response", "entry": [entry]})
+        return {"response": answer}
+    mode = st.settings.create_async_status
+    if mode == "unnamed":
+        return {"response": {"status": "201 Created"}}
+    if mode == "collection":
+        return {"response": {"status": "201 Created", "location": f"{st.fhir_base(request)}/{made['resourceType']}"}}
+    version = made.get("meta", {}).get("versionId", "1")
+    location = f"{made['resourceType']}/{made['id']}/_history/{version}"
+    return {"resource": made, "response": {"status": "201 Created", "location": location}}

@@ -11,7 +11,14 @@ import pytest
 
 from engine.writeback import write_note
 from store.outbox import get_note
-from tests.engine.writeback_helpers import FAST, binary_pdf_note, enqueue, server_notes, writable_connection
+from tests.engine.writeback_helpers import (
+    FAST,
+    binary_pdf_note,
+    enqueue,
+    note_audit_details,
+    server_notes,
+    writable_connection,
+)
 
 DOC_POSTS = "/fhir/DocumentReference"
 STATUS = "/fhir/_async/"
@@ -135,6 +142,41 @@ def test_dwb18_50_a_binary_still_pending_is_asked_again_never_posted_again(
     ehr.admin.settings(clock_shift_s=200.0)  # the EHR's job has run meanwhile
     done = write_note(world.env, replace(config, accepted_wait_s=30.0), note.id)
     _one_note_referencing_one_binary(world, conn, ehr, note, done, request_log)
+
+
+@pytest.mark.parametrize("status_mode", ["unnamed", "collection"])
+def test_dwb18_50_a_binary_job_ending_with_no_id_fails_the_note_at_once_never_posted_again(
+    world, start_sandbox, http, request_log, status_mode
+) -> None:
+    """DWB-18/50: the Binary is answered 202 and its job ends 201 naming no id (sandbox ``create_async_status``
+    ``unnamed``: no location, no resource; ``collection``: a location naming only ``[base]/Binary``), the Binary
+    stored all the same. As for a synchronous 2xx naming none, no note can reference it and nothing can find it: the
+    note is ``failed`` ``binary_id_unknown`` at once, keeping the job's 201, its status URL forgotten; one Binary
+    POSTed, the note itself never, nothing sent on a later run."""
+    ehr = start_sandbox(
+        create_answer="async",
+        create_answer_types=["Binary"],
+        create_async_delay_s=0.5,
+        create_async_status=status_mode,
+    )
+    _conn, note = binary_pdf_note(world, ehr, http)
+    config = replace(ANSWERED, inline_max_bytes=100, max_attempts=10)
+    done = write_note(world.env, config, note.id)
+    for _ in range(config.binary_posts_max + 1):  # were it handed back, each try would POST another Binary
+        if done.state != "pending":
+            break
+        done = write_note(world.env, config, note.id)
+    assert (done.state, done.reason_code, done.binary_id) == ("failed", "binary_id_unknown", None), done.reason
+    assert (done.last_http_status, done.binary_status_url, done.binary_posts) == (201, None, 1)
+    assert done.reason is not None and "named no id" in done.reason and "HTTP 201" in done.reason
+    assert not done.maybe_stored and done.attempts == 1
+    assert write_note(world.env, config, note.id).state == "failed"  # a later run sends nothing
+    assert len(request_log.paths("/fhir/Binary", "POST")) == 1 and request_log.paths(DOC_POSTS, "POST") == []
+    assert len(request_log.paths(STATUS, "GET")) >= 1 and len(ehr.state.store.orphan_resources(["Binary"])) == 1
+    events = [d for d in note_audit_details(world) if d.get("note_id") == note.id]
+    assert {"binary_job": "no_id"}.items() <= events[-2].items()  # the job's URL forgotten, saying why
+    last = events[-1]
+    assert (last["to"], last["error_code"], last["status_code"]) == ("failed", "binary_id_unknown", 201)
 
 
 def test_dwb18_50_binaries_whose_status_url_is_gone_are_bounded(world, start_sandbox, http, request_log) -> None:
