@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
 from connectors.errors import ConfigurationError
 from store import AppDatabase
+from store import database as database_module
 from store.brand_directories import BrandDirectory
 from store.models import Base, Tenant
 
@@ -94,3 +96,40 @@ def test_plain_postgresql_url_means_psycopg3() -> None:
     db = AppDatabase.from_url("postgresql://u@127.0.0.1:1/db")
     assert db.engine.dialect.driver == "psycopg"
     db.dispose()
+
+
+def test_migrate_leaves_a_database_at_head_without_running_alembic_and_migrates_one_behind(
+    db: AppDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every process that writes the app database migrates it first, and Alembic's upgrade loads every migration
+    script on each call: at head, ``migrate`` reads the version and stops. A database behind head, or at a revision
+    these migrations do not know (a newer ehrsync's), still goes to Alembic, which upgrades or refuses it."""
+    from alembic import command
+
+    upgrades: list[str] = []
+    real_upgrade = command.upgrade
+    monkeypatch.setattr(command, "upgrade", lambda cfg, rev, **kw: upgrades.append(rev) or real_upgrade(cfg, rev))
+
+    db.migrate()
+    assert upgrades == []
+
+    head = _version(db)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(database_module.__file__).parent / "migrations"))
+    with db.migration_connection() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "-1")
+    assert _version(db) != head
+    db.migrate()
+    assert upgrades == ["head"] and _version(db) == head
+
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(Exception, match="9999"):
+        db.migrate()
+    assert upgrades == ["head", "head"]
+
+
+def _version(db: AppDatabase) -> str:
+    with db.engine.connect() as conn:
+        return str(conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one())
