@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import ssl
+from functools import cache
 from typing import Any, Literal
 
 import httpx
@@ -11,10 +14,19 @@ from sandbox.errors import SandboxAdminError
 ClientType = Literal["public", "confidential-symmetric", "confidential-asymmetric", "backend"]
 
 
+@cache
+def _tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    """httpx's default context for this trust setting, built once: loading the CA bundle costs ~30-50 ms of CPU
+    per client, and tests start a sandbox (and its admin client) many times per process. ``SSLContext`` is safe to
+    share between threads; nothing here changes it."""
+    return httpx.create_ssl_context(verify=True, trust_env=True)
+
+
 class SandboxAdmin:
     def __init__(self, base_url: str, timeout_s: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url + "/admin", timeout=timeout_s)
+        tls = _tls_context(os.environ.get("SSL_CERT_FILE") or None, os.environ.get("SSL_CERT_DIR") or None)
+        self._http = httpx.Client(base_url=self.base_url + "/admin", timeout=timeout_s, verify=tls)
 
     def close(self) -> None:
         self._http.close()

@@ -150,13 +150,21 @@ def throwaway_postgres() -> Iterator[PgServer]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def create_database(server: PgServer, name: str) -> str:
-    """Create an empty database and return its psycopg 3 SQLAlchemy URL."""
+def create_database(server: PgServer, name: str, template: str | None = None) -> str:
+    """Create an empty database (or a copy of database ``template``, none connected to it: any session left on it
+    is ended first) and return its psycopg 3 SQLAlchemy URL."""
     import psycopg
 
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
+        if template is None:
+            conn.execute(f'CREATE DATABASE "{name}"')
+            return server.url(name)
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (template,),
+        )
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     return server.url(name)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from functools import cache
 from typing import Any, Literal, get_args
 
 import jwt
@@ -22,9 +23,17 @@ def _new_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
+@cache
+def _first_key() -> rsa.RSAPrivateKey:
+    """The key every sandbox of this process starts with (each under its own ``kid``). Generating a 2048-bit key
+    costs ~0.1 s of CPU, and tests start a sandbox hundreds of times per process; a rotation and the
+    ``bad_signature`` fault still use a new key each time."""
+    return _new_key()
+
+
 class SigningKey:
     def __init__(self) -> None:
-        self._key = _new_key()
+        self._key = _first_key()
         self.kid = secrets.token_hex(8)
 
     def jwks(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import httpx
 import jwt
 from jwt.algorithms import RSAAlgorithm
 
+from connectors.transport.tls import default_ssl_context
 from tests.fixtures.client_keys import backend_client_key
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -55,6 +56,7 @@ class BackendClient:
                 "client_assertion": self.assertion(),
             },
             timeout=10.0,
+            verify=default_ssl_context(),
         )
         response.raise_for_status()
         self.minted += 1

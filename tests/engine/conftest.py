@@ -90,7 +90,7 @@ def world(tmp_path: Path, http: httpx.Client) -> SyncWorld:
 @pytest.fixture(params=["sqlite", "postgres"])
 def slot_world(request: pytest.FixtureRequest, tmp_path: Path, http: httpx.Client) -> SyncWorld:
     """A world on each app database (SQLite, and a throwaway PostgreSQL): locks differ between them."""
-    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    url = None if request.param == "sqlite" else request.getfixturevalue("migrated_postgres_url")
     return make_environment(tmp_path / "world", http=http, app_db_url=url)
 
 

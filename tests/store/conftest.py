@@ -33,7 +33,10 @@ NOTE = NoteInput(
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'app.db'}"
-    return str(request.getfixturevalue("postgres_url"))
+    # a test of ``db`` (a migrated database; ``db_url`` names the same one) starts from a copy of one migrated
+    # once; a test of the migrations themselves (``db_url`` alone) from an empty database
+    empty = "db" not in request.fixturenames
+    return str(request.getfixturevalue("postgres_url" if empty else "migrated_postgres_url"))
 
 
 @pytest.fixture
