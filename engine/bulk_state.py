@@ -54,8 +54,9 @@ class FileView:
     @property
     def stored_source(self) -> str:
         """How the file is named where it is stored (every row's ``source``, its error records): the URL without
-        its query, which on a storage host is a signature (a credential to the export's data until it expires),
-        and the file's id, so files that differ only in their query stay apart."""
+        its path parameters or query (``redact_url``), which on a storage host are a signature or a session id (a
+        credential to the export's data until it expires), and the file's id, so files that differ only there stay
+        apart."""
         return f"{redact_url(self.url)}#{self.id}"
 
 

@@ -192,6 +192,9 @@ class SandboxConfig(BaseModel):
     bulk_omit_count: bool = False  # BDX-13 flag
     # file URLs signed in their query like a storage host's (S3 ``X-Amz-Signature``): a credential to keep out of logs
     bulk_signed_file_urls: bool = False
+    #: appended to every file URL's last segment, e.g. ";jsessionid=1A2B" (RFC 3986 §3.3 segment parameters, as Java
+    #: servlet containers rewrite URLs): a session credential to keep out of logs; the file route ignores it
+    bulk_file_url_params: str = ""
     # how the manifest names its files: absolute URLs, or `/bulk/files/...` / relative to the manifest page's URL
     bulk_file_url_form: Literal["absolute", "path", "relative"] = "absolute"
     bulk_gzip: bool = False  # BDX-17: gzip file downloads for clients sending Accept-Encoding: gzip

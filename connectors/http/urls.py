@@ -170,15 +170,28 @@ def resolve_url(reference: str, against: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL without ``user:password@``, query string or fragment: safe to log (queries may hold signatures or
-    search values). Never raises: a URL urllib cannot split loses everything from its first ``?`` or ``#``."""
+    """The URL without ``user:password@``, path parameters, query string or fragment: safe to log (queries may hold
+    signatures or search values, and a segment's parameters a session id or a signature: ``/Binary/12;jsessionid=``,
+    ``/1.ndjson;token=``). Never raises: a URL urllib cannot split loses everything from its first ``?`` or ``#``.
+
+    A segment's parameters are everything from its first ``;`` to its end (RFC 3986 §3.3), in every segment: no FHIR
+    id holds a ``;``, so nothing a log needs is there. A percent-encoded ``%3B`` is data, not a delimiter: it is kept.
+    Empty segments are kept as they are (``a//b`` stays so), and a segment that was only parameters becomes one
+    (``/a/;s=1/b`` is logged ``/a//b``): the path's shape is kept, nothing is made up."""
     try:
         parts = urlsplit(url)
     except ValueError:
         scheme, sep, rest = url.split("#", 1)[0].split("?", 1)[0].partition("://")
         authority, slash, path = rest.partition("/")
-        return f"{scheme}{sep}{authority.rpartition('@')[2]}{slash}{path}" if sep else scheme
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+        return f"{scheme}{sep}{authority.rpartition('@')[2]}{slash}{_without_parameters(path)}" if sep else scheme
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], _without_parameters(parts.path), "", ""))
+
+
+def _without_parameters(path: str) -> str:
+    """``path`` with each segment's parameters (from its first ``;`` to the segment's end) dropped."""
+    if ";" not in path:
+        return path
+    return "/".join(segment.partition(";")[0] for segment in path.split("/"))
 
 
 def _canonical_host(entry: str) -> str:

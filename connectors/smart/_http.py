@@ -101,7 +101,7 @@ def send(http: httpx.Client, request: httpx.Request, doing: str) -> httpx.Respon
 def get(http: httpx.Client, url: str, accept: str, doing: str | None = None) -> httpx.Response:
     """GET ``url`` asking for ``accept``; ``doing`` names it in errors (default ``fetching <url>``)."""
     request = http.build_request("GET", url, headers={"Accept": accept, "Accept-Encoding": ACCEPT_ENCODING})
-    return send(http, request, doing or f"fetching {url}")
+    return send(http, request, doing or f"fetching {redact_url(url)}")
 
 
 def post_form(
@@ -123,7 +123,7 @@ def post_form(
     if client_id:
         request.extensions[APP_EXTENSION] = app_key(client_id)
     try:
-        return send(http, request, f"calling {url}")
+        return send(http, request, f"calling {redact_url(url)}")
     except (ResponseTooLargeError, UnsupportedContentEncodingError) as exc:  # an answer no client can use
         raise OAuthError("invalid_response", str(exc)) from exc
 

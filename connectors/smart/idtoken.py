@@ -11,6 +11,7 @@ import httpx
 import jwt
 
 from connectors.errors import DiscoveryError, SecurityPolicyError
+from connectors.http.urls import redact_url
 from connectors.recent import RecentCache
 from connectors.smart._http import get, is_outage, parse_json_body, unavailable
 from connectors.smart.issuers import require_issuer_allowed
@@ -38,12 +39,13 @@ class IdTokenError(SecurityPolicyError):
 
 
 def _get_json(http: httpx.Client, url: str, what: str) -> dict[str, Any]:
-    response = get(http, url, "application/json", f"fetching {what} from {url}")
+    where = redact_url(url)  # a server-named jwks_uri may carry a signature or session id (SAL-38)
+    response = get(http, url, "application/json", f"fetching {what} from {where}")
     if is_outage(response.status_code):  # down, timing out or throttled: transient
-        raise unavailable(response, f"{what} at {url} answered HTTP {response.status_code}")
+        raise unavailable(response, f"{what} at {where} answered HTTP {response.status_code}")
     payload = parse_json_body(response) if response.is_success else None
     if not isinstance(payload, dict):
-        raise DiscoveryError(f"{what} at {url} unusable (HTTP {response.status_code})")
+        raise DiscoveryError(f"{what} at {where} unusable (HTTP {response.status_code})")
     return payload
 
 
@@ -94,12 +96,12 @@ class JwksCache:
         if known is not None:
             return known
         payload = _get_json(http, jwks_uri, "JWKS")
-        keys = payload.get("keys")
+        keys, where = payload.get("keys"), redact_url(jwks_uri)
         if not isinstance(keys, list):
-            raise DiscoveryError(f"JWKS at {jwks_uri} has no 'keys' array")
+            raise DiscoveryError(f"JWKS at {where} has no 'keys' array")
         if len(keys) > JWKS_MAX_KEYS:
             raise DiscoveryError(
-                f"JWKS at {jwks_uri} lists {len(keys)} keys, more than the {JWKS_MAX_KEYS} ehrsync accepts from one"
+                f"JWKS at {where} lists {len(keys)} keys, more than the {JWKS_MAX_KEYS} ehrsync accepts from one"
                 " issuer (JWKS_MAX_KEYS): the issuer should prune its retired keys"
             )
         found = [k for k in keys if isinstance(k, dict)]

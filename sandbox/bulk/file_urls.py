@@ -23,11 +23,11 @@ def _signature(signed: bool, path: str) -> str:
     return f"?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=3600&X-Amz-Signature={digest}"
 
 
-def file_url(base: str, path: str, page: int, *, form: FileUrlForm, signed: bool) -> str:
+def file_url(base: str, path: str, page: int, *, form: FileUrlForm, signed: bool, params: str = "") -> str:
     """``path`` (``/bulk/files/{job}/{name}.ndjson``) as manifest page ``page`` names it in ``form``. Page 1 is the
     status URL ``/bulk/status/{job}``, a later page ``/bulk/status/{job}/page/{n}``: a relative reference climbs
-    from there to ``/bulk/``."""
-    query = _signature(signed, path)
+    from there to ``/bulk/``. ``params`` (``bulk_file_url_params``) follow the last segment, before the query."""
+    query = params + _signature(signed, path)
     if form == "absolute":
         return base + path + query
     if form == "path":

@@ -22,7 +22,8 @@ def manifest_page_of(st: SandboxState, request: Request, job: Job, page: int) ->
         out = []
         for rtype, name, count in files:
             path = f"/bulk/files/{job.id}/{name}.ndjson"
-            url = file_url(base, path, page, form=cfg.bulk_file_url_form, signed=cfg.bulk_signed_file_urls)
+            signed, params = cfg.bulk_signed_file_urls, cfg.bulk_file_url_params
+            url = file_url(base, path, page, form=cfg.bulk_file_url_form, signed=signed, params=params)
             item: dict[str, Any] = {"type": rtype, "url": url}
             if not st.settings.bulk_omit_count:
                 wrong = st.faults.take(path, frozenset({"bulk_wrong_count"}))

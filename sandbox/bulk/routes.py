@@ -249,6 +249,7 @@ def _gzipped(pieces: Iterator[bytes]) -> Iterator[bytes]:
 
 
 @router.get("/bulk/files/{job_id}/{name}.ndjson", response_model=None)
+@router.get("/bulk/files/{job_id}/{name}.ndjson;{params}", response_model=None)  # bulk_file_url_params: ignored
 def download(job_id: str, name: str, request: Request) -> Response:
     st = get_state(request)
     job = st.bulk.get(job_id)

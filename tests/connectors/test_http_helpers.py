@@ -243,3 +243,23 @@ def test_sal38_a_url_is_logged_without_its_query_or_fragment_even_when_urllib_ca
     """Errors and logs name URLs through ``redact_url``: a signed file URL's query and a fragment (where an
     implicit-flow server puts tokens) go too, also on the fallback path for a URL urllib refuses to split."""
     assert redact_url(url) == logged
+
+
+@pytest.mark.parametrize(
+    ("url", "logged"),
+    [
+        ("https://ehr.example/fhir/Binary/12;jsessionid=SECRET", "https://ehr.example/fhir/Binary/12"),
+        ("https://ehr.example/fhir;jsessionid=SECRET/Binary/12", "https://ehr.example/fhir/Binary/12"),  # mid-path
+        ("https://files.example/export;v=SECRET/1.ndjson;token=SECRET;exp=9", "https://files.example/export/1.ndjson"),
+        ("https://u:SECRET@h.example/f.ndjson;jsessionid=SECRET?sig=SECRET#SECRET", "https://h.example/f.ndjson"),
+        ("https://h.example/fhir/Binary/a%3Bb;s=SECRET", "https://h.example/fhir/Binary/a%3Bb"),  # %3B is data
+        ("https://h.example/a//b/;s=SECRET/c", "https://h.example/a//b//c"),  # empty segments stay: the path's shape
+        ("http://[bad/x;s=SECRET?q", "http://[bad/x"),  # urllib cannot split it
+        ("https://u:SECRET@[::1/fhir;jsessionid=SECRET/f.ndjson;sig=SECRET#x", "https://[::1/fhir/f.ndjson"),
+        ("https://h.example/fhir/Patient/123", "https://h.example/fhir/Patient/123"),
+    ],
+)
+def test_sal38_a_urls_path_parameters_are_not_logged(url: str, logged: str) -> None:
+    """RFC 3986 §3.3 path parameters (``;jsessionid=`` of a Java server's URL rewriting, a file host's ``;token=``)
+    go from every segment, in both branches; no FHIR id holds a ``;``. Before, they were logged as they were."""
+    assert redact_url(url) == logged

@@ -158,13 +158,19 @@ def test_bdx08_sal40_a_saved_job_whose_status_url_the_token_may_not_reach_is_fai
     assert second.status == "completed" and not second.resumed, second.error
 
 
+@pytest.mark.parametrize(
+    "named",
+    [{"bulk_signed_file_urls": True}, {"bulk_file_url_params": ";jsessionid=5E55104D"}],
+    ids=["signed", "jsessionid"],
+)
 def test_a_signed_file_url_is_stored_without_its_signature(
-    start_sandbox: Any, tmp_path: Path, http: httpx.Client
+    start_sandbox: Any, tmp_path: Path, http: httpx.Client, named: dict[str, Any]
 ) -> None:
     """BDX-23's ``source`` of a Bulk file: a storage host's signed file URL (its query is a credential to the
-    export's data until it expires) is not kept in every landed row's ``source`` nor in the error records: they
-    name the file by its path and its id."""
-    sb = start_sandbox(bulk_signed_file_urls=True)
+    export's data until it expires), or one naming a session in its path parameters (``;jsessionid=``, a Java
+    server's URL rewriting), is not kept in every landed row's ``source`` nor in the error records: they name the
+    file by its path and its id. Before, the path parameters were kept."""
+    sb = start_sandbox(**named)
     world = make_environment(tmp_path / "w", http=http)
     conn = connect_backend(world, sb, http=http, group_id=GROUP)
     add_fault(http, sb, "bulk_error_file", resource_type="Observation", times=1)
@@ -177,5 +183,5 @@ def test_a_signed_file_url_is_stored_without_its_signature(
         con.close()
     sources = [r[0] for r in rows + errors]
     assert rows and errors and all("/bulk/files/" in s for s in sources)
-    assert not [s for s in sources if "?" in s or "Signature" in s]
+    assert not [s for s in sources if "?" in s or "Signature" in s or ";" in s or "5E55104D" in s]
     assert all(s.rsplit("#", 1)[1].isdigit() for s in sources)  # the file's id keeps two files of one path apart

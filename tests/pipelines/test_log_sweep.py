@@ -4,7 +4,8 @@ Single log lines are checked where they are made; this test collects every recor
 ehrsync's packages at DEBUG and the libraries at INFO (``log_sweep.OPERATOR_LEVELS``), across: a patient's SMART
 connect through the auth service's pages (connect link, health system choice, sandbox consent, PKCE, a
 confidential client's secret), a token refresh, a Backend Services connection (private_key_jwt), an incremental
-sync and a Bulk export through the real Dagster jobs in-process, and a draft note written back. The secrets are the
+sync and a Bulk export through the real Dagster jobs in-process (its file URLs naming a session in their path
+parameters, ``;jsessionid=``, as a Java server's URL rewriting does), and a draft note written back. The secrets are the
 ones the flow used, read off the sandbox's token endpoint and the vault, so the sweep cannot pass by guessing wrong.
 
 The auth service's stages run with its redacting record factory, as in its process; the Dagster stages run with
@@ -24,9 +25,11 @@ from typing import Any
 import httpx
 import pytest
 from dagster import DagsterInstance
+from sqlalchemy import select
 
 from auth_service.core.config import load_settings
 from ehrsync.run_now import run_sync_now
+from engine.models import BulkJobFile
 from engine.settings import PipelineSettings
 from pipelines.definitions import build_definitions
 from sandbox import SandboxServer
@@ -157,6 +160,18 @@ def dagster_stages(logs: SweepHandler, ids: dict[str, str]) -> None:
         event_log(logs, instance, written.run_id)
 
 
+def bulk_file_urls(database_url: str, params: str) -> list[str]:
+    """The Bulk export's file URLs as fetched, each ending in ``params``: the session id did travel in them."""
+    db = AppDatabase.from_url(database_url)
+    try:
+        with db.session() as session:
+            urls = list(session.scalars(select(BulkJobFile.url)))
+    finally:
+        db.dispose()
+    assert urls and all(url.endswith(params) for url in urls), urls
+    return urls
+
+
 def event_log(logs: SweepHandler, instance: DagsterInstance, run_id: str) -> None:
     """A run's event log is what the Dagster UI shows an operator: messages, metadata, errors with tracebacks."""
     for entry in instance.all_logs(run_id):
@@ -180,7 +195,10 @@ def test_no_token_code_secret_or_phi_in_any_log_record_of_a_whole_flow(
             auth_service_stages(svc, sandbox, logs, found, ids)
         # A Dagster process installs no redacting record factory: its records are made plain.
         monkeypatch.setattr(logging, "_logRecordFactory", logging.LogRecord)
+        found["bulk file session id"] = secrets.token_hex(16)
+        sandbox_admin(sandbox, "settings", {"bulk_file_url_params": f";jsessionid={found['bulk file session id']}"})
         dagster_stages(logs, ids)
+    assert bulk_file_urls(env["DATABASE_URL"], f";jsessionid={found['bulk file session id']}")
     assert {
         "code",
         "code_verifier",

@@ -10,8 +10,9 @@ import httpx
 import jwt
 import pytest
 
-from connectors.errors import SecurityPolicyError
+from connectors.errors import EhrSyncError, SecurityPolicyError
 from connectors.smart import IdTokenError, JwksCache, validate_id_token
+from connectors.smart._http import post_form
 from tests.connectors.smart.keys import ec_key, public_jwk, rsa_key
 
 ISS = "https://ehr.example/fhir"
@@ -158,3 +159,24 @@ def test_sal41_jwks_not_fetched_for_unlisted_issuer() -> None:
         check(make(), idp, allowlist=["https://other.example/fhir"])
     assert idp.jwks_fetches == 0
     assert check(make(), idp, allowlist=[ISS])["sub"] == "u1"
+
+
+@pytest.mark.parametrize("answer", ["http_404", "http_503", "no_keys", "unreachable", "token_endpoint_unreachable"])
+def test_sal38_a_server_named_smart_url_is_quoted_without_its_path_parameters_or_query(answer: str) -> None:
+    """A ``jwks_uri`` (or token endpoint) a server names may carry a session id in its path parameters
+    (``;jsessionid=``) or a signature in its query: errors, which reach logs, name it through ``redact_url``.
+    Before, the JWKS errors and the transport failures of every SMART call quoted the URL whole."""
+    uri = "https://ehr.example/oauth;v=SECRET0/jwks;jsessionid=SECRET1?sig=SECRET2"
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        if answer.endswith("unreachable"):
+            raise httpx.ConnectError("refused", request=request)
+        status = {"http_404": 404, "http_503": 503}.get(answer, 200)
+        return httpx.Response(status, json={"keys": "none"})
+
+    with httpx.Client(transport=httpx.MockTransport(serve)) as http, pytest.raises(EhrSyncError) as info:
+        if answer == "token_endpoint_unreachable":
+            post_form(http, uri, {"grant_type": "client_credentials"})
+        else:
+            JwksCache().keys(uri, http)
+    assert "https://ehr.example/oauth/jwks" in str(info.value) and "SECRET" not in str(info.value), str(info.value)
