@@ -36,6 +36,16 @@ def _store(svc: Service, practice: dict[str, Any]) -> None:
         flag_modified(tenant, "settings")
 
 
+def _group_connection(svc: Service, fhir_base: str) -> str:
+    """An active Bulk (group) connection of tenant t1's ``smart`` provider; its id."""
+    with svc.ctx.db.session() as session, session.begin():
+        conn = Connection(tenant_id="t1", provider_id="smart", kind="group", fhir_base=fhir_base, client_id="app")
+        conn.group_id, conn.status = "g1", "active"
+        session.add(conn)
+        session.flush()
+        return conn.id
+
+
 def _refused(r: httpx.Response, setting: str, kind: str, value: object) -> None:
     assert r.status_code == 409, (r.status_code, r.text)
     body = r.json()
@@ -89,14 +99,7 @@ def test_a_bulk_export_hanging_on_an_unreadable_enable_bulk_export_is_refused_na
     closed = "http://127.0.0.1:9/graphql"  # never reached: the flag is checked first
     with running_service(make_settings, sandbox, practice, DAGSTER_GRAPHQL_URL=closed) as svc:
         _store(svc, {**practice, "ehrIntegrations": {"enableBulkExport": value}})
-        with svc.ctx.db.session() as session, session.begin():
-            conn = Connection(
-                tenant_id="t1", provider_id="smart", kind="group", fhir_base=sandbox.fhir_base, client_id="app"
-            )
-            conn.group_id, conn.status = "g1", "active"
-            session.add(conn)
-            session.flush()
-            conn_id = conn.id
+        conn_id = _group_connection(svc, sandbox.fhir_base)
         r = svc.admin("POST", "/api/integrations/ehr/bulk/start", json={"connectionId": conn_id})
         _refused(r, "ehrIntegrations.enableBulkExport", kind, value)
 
@@ -170,14 +173,8 @@ def test_settings_that_are_no_object_are_named_by_every_api_that_reads_them(
     integrations = {"enableBulkExport": True, "enabledProviders": ["epic"], "providerConfigs": {"epic": epic}}
     practice.update(ehrIntegrations=integrations, allowedReturnOrigins=["https://host.example"])
     with running_service(make_settings, sandbox, practice, DAGSTER_GRAPHQL_URL="http://127.0.0.1:9/graphql") as svc:
+        conn_id = _group_connection(svc, sandbox.fhir_base)
         with svc.ctx.db.session() as session, session.begin():
-            conn = Connection(
-                tenant_id="t1", provider_id="smart", kind="group", fhir_base=sandbox.fhir_base, client_id="app"
-            )
-            conn.group_id, conn.status = "g1", "active"
-            session.add(conn)
-            session.flush()
-            conn_id = conn.id
             tenant = session.get(Tenant, "t1")
             assert tenant is not None
             tenant.settings = stored
