@@ -136,6 +136,11 @@ def _pem_text(value: str | None, variable: str) -> str | None:
         raise ConfigurationError(f"{variable} is neither PEM text nor a path to a readable PEM file") from None
 
 
+def _env_key_id(env: Mapping[str, str]) -> str | None:
+    """``EHR_JWT_KEY_ID`` as the auth service reads it: surrounding whitespace stripped, blank is unset."""
+    return (env.get(DEFAULT_KEY_ID_ENV) or "").strip() or None
+
+
 def _jwt_client_auth(
     cfg: Mapping[str, Any],
     env: Mapping[str, str],
@@ -151,7 +156,7 @@ def _jwt_client_auth(
     pem = own or _pem_text(env.get(key_env), key_env)
     if not pem:
         raise ConfigurationError(f"private_key_jwt needs 'private_key_pem' in the provider config or {key_env}")
-    kid = cfg.get("key_id") or (None if own or key_env != DEFAULT_PRIVATE_KEY_ENV else env.get(DEFAULT_KEY_ID_ENV))
+    kid = cfg.get("key_id") or (None if own or key_env != DEFAULT_PRIVATE_KEY_ENV else _env_key_id(env))
     if not isinstance(kid, str) or not kid:
         raise ConfigurationError(
             f"private_key_jwt needs 'key_id' (the JWKS kid) in the provider config or {DEFAULT_KEY_ID_ENV}"

@@ -42,7 +42,10 @@ class Settings(AppSettings):
     """Environment variables of the auth service (see docs/AUTH_SERVICE.md), plus the shared locations."""
 
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=True)
-    BLANK_IS_UNSET: ClassVar[frozenset[str]] = AppSettings.BLANK_IS_UNSET | {"EHR_JWT_PREVIOUS_PUBLIC_KEYS"}
+    BLANK_IS_UNSET: ClassVar[frozenset[str]] = AppSettings.BLANK_IS_UNSET | {
+        "EHR_JWT_PREVIOUS_PUBLIC_KEYS",
+        "EHR_JWT_KEY_ID",  # blank: unset, so a private key without it is "EHR_JWT_KEY_ID is required"
+    }
 
     INTEGRATIONS_TOKEN_ENC_KEY: SecretStr  # blank: unset, "Field required" (AppSettings._blank_secret_is_unset)
     APP_BASE_URL: str = "http://127.0.0.1:8000"
@@ -115,6 +118,13 @@ class Settings(AppSettings):
         if not value.split():
             raise ValueError("must list at least one scope")
         return " ".join(value.split())
+
+    @field_validator("EHR_JWT_KEY_ID")
+    @classmethod
+    def _strip_key_id(cls, value: str | None) -> str | None:
+        """The kid published in the JWKS and signed into each assertion, without the whitespace around it in a
+        .env file (``" k1 "`` is ``k1``), as the pipelines read it (``store.provider_configs``)."""
+        return value.strip() if value is not None else None
 
     @field_validator("EHRSYNC_MAX_RESPONSE_BYTES", "EHRSYNC_REQUEST_DEADLINE_S")
     @classmethod

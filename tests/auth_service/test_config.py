@@ -9,6 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from auth_service.core.config import load_settings
+from auth_service.core.keys import build_jwks
 from auth_service.services.context import build_context
 from connectors.errors import ConfigurationError, ResponseTooLargeError
 from connectors.smart import discover
@@ -79,6 +80,29 @@ def test_private_key_path_missing() -> None:
 def test_private_key_needs_kid() -> None:
     with pytest.raises(ConfigurationError, match="EHR_JWT_KEY_ID is required"):
         load_settings(INTEGRATIONS_TOKEN_ENC_KEY=enc_key(), EHR_JWT_PRIVATE_KEY=rsa_pem())
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t"], ids=["empty", "spaces", "tab"])
+def test_private_key_with_a_blank_kid_needs_kid(monkeypatch: pytest.MonkeyPatch, blank: str) -> None:
+    """``EHR_JWT_KEY_ID="   "`` in a .env file is no kid: before, the JWKS and every assertion carried a kid of
+    spaces that no EHR matches; now the start stops on the same one line as an unset kid."""
+    monkeypatch.setenv("EHR_JWT_KEY_ID", blank)
+    with pytest.raises(ConfigurationError, match="EHR_JWT_KEY_ID is required when EHR_JWT_PRIVATE_KEY is set"):
+        load_settings(INTEGRATIONS_TOKEN_ENC_KEY=enc_key(), EHR_JWT_PRIVATE_KEY=rsa_pem())
+
+
+def test_kid_whitespace_is_stripped_where_it_is_published_and_signed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EHR_JWT_KEY_ID", " k1 \t")
+    s = load_settings(INTEGRATIONS_TOKEN_ENC_KEY=enc_key(), EHR_JWT_PRIVATE_KEY=ec_pem())
+    key = s.signing_key()
+    assert s.EHR_JWT_KEY_ID == "k1" and key is not None and key.kid == "k1"
+    assert [k["kid"] for k in build_jwks(key, s.previous_public_keys())["keys"]] == ["k1"]
+
+
+def test_blank_kid_without_a_private_key_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EHR_JWT_KEY_ID", "  ")
+    s = load_settings(INTEGRATIONS_TOKEN_ENC_KEY=enc_key())
+    assert s.EHR_JWT_KEY_ID is None and s.signing_key() is None
 
 
 def test_wrong_curve_refused() -> None:

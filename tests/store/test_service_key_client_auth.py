@@ -16,8 +16,9 @@ import httpx
 import jwt
 import pytest
 
+from connectors.errors import ConfigurationError
 from connectors.smart import CLIENT_ASSERTION_TYPE
-from store import AppDatabase, TokenCipher, TokenVault, save_provider_config
+from store import AppDatabase, TokenCipher, TokenVault, client_auth_from_config, save_provider_config
 from store.models import Connection
 from store.vault import RetryPolicy
 from tests.connectors.smart.keys import ec_key, pem, rsa_key
@@ -87,3 +88,23 @@ def test_blank_granted_scope_keeps_the_scope_asked_for(
     assert [g["form"]["scope"] for g in token_server.state.grants] == ["system/Patient.rs", "system/Patient.rs"]
     with db.session() as s:
         assert s.get(Connection, "c1").granted_scopes == "system/Patient.rs"  # type: ignore[union-attr]
+
+
+def test_backend_mint_strips_the_whitespace_around_the_service_kid(
+    db: AppDatabase, cipher: TokenCipher, token_server: RunningTokenServer
+) -> None:
+    """``EHR_JWT_KEY_ID=" svc-kid "`` signs as the auth service publishes it (``svc-kid``): before, the pipelines'
+    assertions carried the spaces, a kid the EHR's copy of our JWKS does not have."""
+    env = {"EHR_JWT_PRIVATE_KEY": pem(ec_key()), "EHR_JWT_KEY_ID": " svc-kid \t"}
+    assert _mint(db, cipher, token_server, {"client_id": "app-1", "auth_method": "private_key_jwt"}, env) == "at-1"
+    (grant,) = token_server.state.grants
+    assert jwt.get_unverified_header(grant["form"]["client_assertion"])["kid"] == "svc-kid"
+
+
+@pytest.mark.parametrize("blank", ["", "   "], ids=["empty", "spaces"])
+def test_a_blank_service_kid_is_unset(blank: str) -> None:
+    env = {"EHR_JWT_PRIVATE_KEY": pem(ec_key()), "EHR_JWT_KEY_ID": blank}
+    with pytest.raises(
+        ConfigurationError, match="needs 'key_id' \\(the JWKS kid\\) in the provider config or EHR_JWT_KEY_ID"
+    ):
+        client_auth_from_config({"auth_method": "private_key_jwt"}, client_id="app-1", environ=env)
