@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import re
 
-import psycopg
-
 from warehouse._cursor import Cursor
 from warehouse.errors import InvalidInputError, WarehouseError
 from warehouse.merge import Warehouse
@@ -55,6 +53,10 @@ def refresh_analyst_views(wh: Warehouse, *, lock_timeout_s: float = 10.0) -> lis
         return _refresh_duckdb(wh, _named(view_statements(wh.dialect)))
     if lock_timeout_s <= 0:
         raise InvalidInputError(f"lock_timeout_s must be positive, got {lock_timeout_s}")
+    # imported here: only a PostgreSQL warehouse gets this far, and the code location (which imports this module
+    # in every Dagster process) would otherwise pay psycopg's ~0.2 s of CPU on a DuckDB deployment too
+    import psycopg
+
     try:
         return _refresh_postgres(wh, _named(view_statements(wh.dialect)), lock_timeout_s)
     except psycopg.errors.LockNotAvailable as exc:
@@ -92,6 +94,8 @@ def _refresh_postgres(wh: Warehouse, named: list[tuple[str, str]], lock_timeout_
     when a change renames, drops or retypes a column, every view is dropped (dependants first) and recreated with
     the grants it had (an analyst role granted SELECT keeps it). One transaction under ``lock_timeout``: it all
     happens, or nothing does."""
+    import psycopg
+
     with wh._write("views") as cur:
         cur.execute(f"SET LOCAL lock_timeout = '{max(int(lock_timeout_s * 1000), 1)}ms'")
         cur.execute(

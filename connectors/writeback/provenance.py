@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fhir.resources.R4B.provenance import Provenance
 from pydantic import ValidationError
 
 from connectors.errors import ConfigurationError
@@ -63,6 +62,8 @@ def build_provenance(draft: ProvenanceDraft) -> dict[str, Any]:
         "activity": {"coding": [{"system": _DATA_OPERATION, "code": "CREATE", "display": "create"}]},
         "agent": agents,
     }
+    from fhir.resources.R4B.provenance import Provenance  # on first use, as in note.py: only a build needs it
+
     try:
         Provenance.model_validate(resource)
     except ValidationError as exc:
