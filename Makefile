@@ -30,19 +30,16 @@ install-system: ## Debian packages the browser, Postgres and nginx -t tests need
 	@if ! command -v chromium >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is missing: install Debian's 'chromium' package (browser tests need it)"; exit 1; fi; fi
+	@# postgresql for its server programs (the tests start their own server on a free port), nginx only for `nginx -t`
+	@# (tests/deploy/test_nginx_example.py). Both postinsts would start their service: scripts/apt-install-stopped
+	@# keeps a policy-rc.d refusing every start in place while they install.
 	@if ! command -v pg_config >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
-	  if [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  if [ "$$(id -u)" = "0" ]; then scripts/apt-install-stopped postgresql; \
 	  else echo "PostgreSQL server programs are missing: install Debian's 'postgresql' package"; exit 1; fi; fi
-	@# nginx only for `nginx -t` (tests/deploy/test_nginx_example.py): its postinst would start the service, so a
-	@# policy-rc.d refusing every start is in place while it installs (one already there is kept, never removed).
 	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
 	  if [ "$$(id -u)" != "0" ]; then \
 	    echo "nginx is missing: install Debian's 'nginx' package (the tests only run nginx -t; stop its service)"; exit 1; fi; \
-	  policy=; if [ ! -e /usr/sbin/policy-rc.d ]; then policy=/usr/sbin/policy-rc.d; \
-	    trap 'rm -f /usr/sbin/policy-rc.d' EXIT; trap 'exit 1' HUP INT TERM; \
-	    printf '#!/bin/sh\nexit 101\n' >$$policy && chmod 755 $$policy; fi; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null || exit 1; \
-	  if [ -n "$$policy" ]; then rm -f $$policy; fi; \
+	  scripts/apt-install-stopped nginx || exit 1; \
 	  if grep -qsx nginx /proc/[0-9]*/comm; then \
 	    echo "nginx was installed but a nginx process is running: stop it (service nginx stop)"; exit 1; fi; fi
 
